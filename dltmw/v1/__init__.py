@@ -1,0 +1,1 @@
+"""Generated stubs of the dltmw.v1 wire contract."""
