@@ -1,0 +1,149 @@
+"""GatewayClient: build and sign proposals and envelopes, and drive the Gateway API.
+
+The flow of one transaction (Fabric Gateway style): the client signs a proposal; the gateway
+gathers endorsements and returns the transaction payload; the client signs that payload
+(exactly those bytes) into an envelope and submits it; then it waits for the commit status.
+Every request is signed by the client's own key: the gateway never signs for a client.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+
+from dltmw.core.hashing import compute_tx_id
+from dltmw.core.identity import SigningIdentity
+from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.addressbook import AddressBook
+from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
+
+G = gateway_service_pb2
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of one submitted transaction."""
+
+    tx_id: str
+    result: proposal_pb2.ContractResponse
+    status: G.CommitStatusResponse
+
+
+class GatewayClient:
+    """A client identity connected to one gateway."""
+
+    def __init__(self, signer: SigningIdentity, channel: grpc.aio.Channel) -> None:
+        self.signer = signer
+        self.channel = channel
+        self.stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+
+    @staticmethod
+    async def connect(network_dir: Path, client_id: str, gateway: str | None = None,
+                      timeout_s: float = 10.0) -> GatewayClient:
+        """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway."""
+        home = network_dir / "clients" / client_id
+        with (home / "client.toml").open("rb") as f:
+            cfg = tomllib.load(f)
+        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
+        signer = SigningIdentity.from_pem(
+            cfg["client"]["org"],
+            files["identity_cert"].read_bytes(),
+            files["identity_key"].read_bytes(),
+        )
+        tls = TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"])
+        node_id = gateway or cfg["client"]["gateway"]
+        address = await AddressBook(files["address_book"]).resolve(node_id, timeout_s)
+        if address is None:
+            raise ConnectionError(f"gateway {node_id} has not published an address")
+        return GatewayClient(signer, secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.channel.close()
+
+    def proposal(
+        self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
+    ) -> tuple[proposal_pb2.SignedProposal, str]:
+        """A signed proposal and its tx_id."""
+        nonce = secrets.token_bytes(24)
+        creator = self.signer.identity_bytes
+        header = common_pb2.Header(
+            type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,
+            channel_id=channel_id,
+            tx_id=compute_tx_id(nonce, creator),
+            creator=creator,
+            nonce=nonce,
+        )
+        header.timestamp.FromDatetime(datetime.now(UTC))
+        invocation = proposal_pb2.ContractInvocation(
+            contract=contract,
+            function=function,
+            args=[a.encode() if isinstance(a, str) else a for a in args],
+        )
+        proposal_bytes = proposal_pb2.Proposal(
+            header=header.SerializeToString(), payload=invocation.SerializeToString()
+        ).SerializeToString()
+        signed = proposal_pb2.SignedProposal(
+            proposal_bytes=proposal_bytes, signature=self.signer.sign(proposal_bytes)
+        )
+        return signed, header.tx_id
+
+    def envelope(self, prepared_payload: bytes) -> common_pb2.Envelope:
+        """Sign the gateway's prepared payload into an envelope."""
+        return common_pb2.Envelope(
+            payload=prepared_payload, signature=self.signer.sign(prepared_payload)
+        )
+
+    def signed_query(self, message: object) -> tuple[bytes, bytes]:
+        """(bytes, signature) of a query message after setting requester and timestamp."""
+        message.requester = self.signer.identity_bytes  # type: ignore[attr-defined]
+        message.timestamp.FromDatetime(datetime.now(UTC))  # type: ignore[attr-defined]
+        data: bytes = message.SerializeToString()  # type: ignore[attr-defined]
+        return data, self.signer.sign(data)
+
+    async def evaluate(
+        self, channel_id: str, contract: str, function: str, *args: str | bytes
+    ) -> proposal_pb2.ContractResponse:
+        """Read-only invocation on the gateway's peer."""
+        signed, _ = self.proposal(channel_id, contract, function, args)
+        reply = await self.stub.Evaluate(G.EvaluateRequest(signed_proposal=signed), timeout=30)
+        return reply.result
+
+    async def endorse(self, signed: proposal_pb2.SignedProposal) -> G.EndorseResponse:
+        """Gather endorsements."""
+        return await self.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
+
+    async def submit(self, envelope: common_pb2.Envelope) -> str:
+        """Submit a signed envelope; returns its tx_id once the orderer accepted it."""
+        reply = await self.stub.Submit(G.SubmitRequest(envelope=envelope), timeout=30)
+        return reply.tx_id
+
+    async def commit_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse:
+        """Wait for the transaction's validation code on the gateway's peer."""
+        query, signature = self.signed_query(G.CommitStatusQuery(channel_id=channel_id, tx_id=tx_id))
+        return await self.stub.CommitStatus(
+            G.CommitStatusRequest(query=query, signature=signature), timeout=60
+        )
+
+    async def submit_transaction(
+        self, channel_id: str, contract: str, function: str, *args: str | bytes
+    ) -> Submitted:
+        """Endorse, sign, submit and wait for the commit."""
+        signed, tx_id = self.proposal(channel_id, contract, function, args)
+        endorsed = await self.endorse(signed)
+        await self.submit(self.envelope(endorsed.prepared_payload))
+        status = await self.commit_status(channel_id, tx_id)
+        return Submitted(tx_id, endorsed.result, status)
+
+    async def events(self, channel_id: str, start_block: int = 0) -> AsyncIterator[G.EventsResponse]:
+        """Follow committed blocks from `start_block`."""
+        query, signature = self.signed_query(G.EventsQuery(channel_id=channel_id, start_block=start_block))
+        async for response in self.stub.Events(G.EventsRequest(query=query, signature=signature)):
+            yield response

@@ -1,0 +1,66 @@
+"""Blocks and the hash chain.
+
+A block's identity is its header hash (see `hashing.header_hash`); orderers sign that hash, and
+each block names its predecessor's hash, so a peer that holds block n can check any block n+1
+it is handed without trusting the sender beyond the orderer signatures. Metadata (signatures,
+validation codes) is outside the hash: each peer writes its own validation codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dltmw.core.errors import InvariantViolation
+from dltmw.core.hashing import ZERO_HASH, data_hash, header_hash
+from dltmw.v1 import block_pb2
+
+
+def make_block(
+    channel_id: str, number: int, previous_hash: bytes, envelopes: Sequence[bytes]
+) -> block_pb2.Block:
+    """Build an unsigned block over `envelopes` (kept as the exact bytes received)."""
+    if number == 0 and previous_hash != ZERO_HASH:
+        raise InvariantViolation("block 0 must have the zero previous hash")
+    return block_pb2.Block(
+        header=block_pb2.BlockHeader(
+            channel_id=channel_id,
+            number=number,
+            previous_hash=previous_hash,
+            data_hash=data_hash(envelopes),
+        ),
+        data=block_pb2.BlockData(envelopes=list(envelopes)),
+        metadata=block_pb2.BlockMetadata(),
+    )
+
+
+def block_hash(block: block_pb2.Block) -> bytes:
+    """The block's hash, computed from its header fields."""
+    h = block.header
+    return header_hash(h.channel_id, h.number, h.previous_hash, h.data_hash)
+
+
+def chain_error(
+    block: block_pb2.Block, channel_id: str, expected_number: int, previous_hash: bytes
+) -> str | None:
+    """Why `block` cannot follow a chain whose next number and last hash are given, or None."""
+    h = block.header
+    if h.channel_id != channel_id:
+        return f"block is for channel {h.channel_id!r}, expected {channel_id!r}"
+    if h.number != expected_number:
+        return f"block number {h.number}, expected {expected_number}"
+    if h.previous_hash != previous_hash:
+        return f"block {h.number} does not link to the previous block's hash"
+    if h.data_hash != data_hash(block.data.envelopes):
+        return f"block {h.number} data hash does not match its transactions"
+    return None
+
+
+def verify_chain(blocks: Sequence[block_pb2.Block], channel_id: str) -> bytes:
+    """Check a whole chain from block 0; returns the last hash or raises InvariantViolation."""
+    previous = ZERO_HASH
+    for n, block in enumerate(blocks):
+        err = chain_error(block, channel_id, n, previous)
+        if err is not None:
+            raise InvariantViolation(f"ledger hash chain broken: {err}")
+        previous = block_hash(block)
+    return previous

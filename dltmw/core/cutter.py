@@ -1,0 +1,63 @@
+"""Block cutting: when does a batch of ordered envelopes become a block?
+
+Fabric's rule, in ticks: cut when the batch reaches `max_tx_count` envelopes or would exceed
+`max_bytes`, or when `timeout_ticks` ticks have passed since its first envelope arrived. An
+envelope larger than `max_bytes` on its own is cut as a block of one (it was admitted by the size
+limit of the RPC layer, so it must still be ordered). The cutter is pure: the orderer's driver
+calls `tick()` on a timer and `add()` as envelopes are admitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BlockCutter:
+    """Accumulates envelopes and says when a batch is complete."""
+
+    max_tx_count: int
+    max_bytes: int
+    timeout_ticks: int
+    _pending: list[bytes] = field(default_factory=list)
+    _pending_bytes: int = 0
+    _age_ticks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tx_count < 1 or self.max_bytes < 1 or self.timeout_ticks < 1:
+            raise ValueError("batch limits must be positive")
+
+    @property
+    def pending(self) -> tuple[bytes, ...]:
+        """Envelopes waiting for the next cut."""
+        return tuple(self._pending)
+
+    def add(self, envelope: bytes) -> list[list[bytes]]:
+        """Admit one envelope; returns the batches this completes (zero, one or two)."""
+        batches: list[list[bytes]] = []
+        size = len(envelope)
+        if self._pending and self._pending_bytes + size > self.max_bytes:
+            batches.append(self._cut())
+        if size > self.max_bytes:
+            batches.append([envelope])
+            return batches
+        self._pending.append(envelope)
+        self._pending_bytes += size
+        if len(self._pending) >= self.max_tx_count:
+            batches.append(self._cut())
+        return batches
+
+    def tick(self) -> list[bytes] | None:
+        """Advance time by one tick; returns a batch when the pending one timed out."""
+        if not self._pending:
+            return None
+        self._age_ticks += 1
+        if self._age_ticks >= self.timeout_ticks:
+            return self._cut()
+        return None
+
+    def _cut(self) -> list[bytes]:
+        batch, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self._age_ticks = 0
+        return batch

@@ -1,0 +1,83 @@
+"""The "none" handler: one designated orderer decides the order alone (a solo orderer).
+
+The paper's option of "giving the authority to approve transactions only to a specific node".
+Admitted envelopes get a queue position and are persisted before they are acknowledged; blocks
+are cut by the `BlockCutter` rules and consume a prefix of that queue, so after a crash the
+orderer restores exactly the envelopes that were acknowledged but not yet in a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dltmw.core.block import make_block, block_hash
+from dltmw.core.cutter import BlockCutter
+from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope, Ready
+
+
+@dataclass(frozen=True)
+class Submit:
+    """An admitted envelope; `token` is returned in `Ready.replies` once it is durable."""
+
+    envelope: bytes
+    token: object
+
+
+class SoloOrderer:
+    """Handler for ordering "none"."""
+
+    def __init__(
+        self,
+        channel_id: str,
+        next_number: int,
+        last_hash: bytes,
+        cutter: BlockCutter,
+        restored: Sequence[PendingEnvelope] = (),
+    ) -> None:
+        self._channel_id = channel_id
+        self._next_number = next_number
+        self._last_hash = last_hash
+        self._cutter = cutter
+        self._next_seq = (restored[-1].seq + 1) if restored else 1
+        self._queued_seqs: list[int] = []
+        self._persist: list[PendingEnvelope] = []
+        self._blocks: list[DecidedBlock] = []
+        self._replies: list[object] = []
+        for pending in restored:
+            self._queued_seqs.append(pending.seq)
+            self._cut(self._cutter.add(pending.envelope))
+
+    def step(self, message: object) -> None:
+        """Admit one Submit."""
+        if not isinstance(message, Submit):
+            raise TypeError(f"solo orderer cannot step {type(message).__name__}")
+        pending = PendingEnvelope(self._next_seq, message.envelope)
+        self._next_seq += 1
+        self._persist.append(pending)
+        self._replies.append(message.token)
+        self._queued_seqs.append(pending.seq)
+        self._cut(self._cutter.add(message.envelope))
+
+    def tick(self) -> None:
+        """Advance time; cuts a block when the batch timeout passes."""
+        batch = self._cutter.tick()
+        if batch:
+            self._cut([batch])
+
+    def ready(self) -> Ready:
+        """Drain outputs."""
+        out = Ready(
+            persist=tuple(self._persist), blocks=tuple(self._blocks), replies=tuple(self._replies)
+        )
+        self._persist, self._blocks, self._replies = [], [], []
+        return out
+
+    def _cut(self, batches: list[list[bytes]]) -> None:
+        for batch in batches:
+            consumed = self._queued_seqs[: len(batch)]
+            del self._queued_seqs[: len(batch)]
+            block = make_block(self._channel_id, self._next_number, self._last_hash, batch)
+            self._blocks.append(DecidedBlock(block, consumed[-1]))
+            self._next_number += 1
+            self._last_hash = block_hash(block)

@@ -1,0 +1,336 @@
+"""Who signed this, and may they speak on this channel? Pure X.509 and signature checks.
+
+A channel trusts a fixed set of organisations, each through one root CA certificate (Fabric's
+MSP idea, reduced to one level: member certificates are issued directly by the root). An
+identity on the wire is a serialised `dltmw.v1.Identity` — org id plus DER certificate — and
+its exact bytes are what every signer and verifier carries and hashes, so nothing here ever
+re-serialises it to check it.
+
+Signatures are ECDSA P-256/SHA-256 (DER, low-S only) or Ed25519. Low-S is enforced because an
+ECDSA signature (r, s) has a twin (r, n - s) that is equally valid: accepting both would let
+anyone change signed envelope bytes — and any id computed over them — without a key.
+
+Time is never read here: callers pass `now` (timezone-aware), which keeps the module pure and
+lets simulations move the clock. Verifying a certificate costs a public-key operation, so
+successful identifications are cached by identity bytes; the validity window, which does
+depend on `now`, is re-checked on every hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.x509.oid import NameOID
+from google.protobuf.message import DecodeError
+
+from dltmw.v1 import identity_pb2
+
+__all__ = [
+    "ROLE_OU",
+    "BadSignature",
+    "IdentityError",
+    "MalformedIdentity",
+    "Membership",
+    "NotAMember",
+    "SigningIdentity",
+    "VerifiedIdentity",
+    "tls_org_matches",
+    "verify_signature",
+]
+
+ROLE_OU: frozenset[str] = frozenset({"peer", "orderer", "client", "admin"})
+"""Roles, carried as subject OrganizationalUnitName values (Fabric NodeOUs style)."""
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_ORDER = P256_ORDER // 2
+ED25519_SIGNATURE_SIZE = 64
+CACHE_SIZE = 4096
+
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+class IdentityError(Exception):
+    """Base of identity failures; `reason` is an ErrorReason name without its prefix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class MalformedIdentity(IdentityError):
+    """The identity bytes do not decode to an org id plus an X.509 certificate."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("MALFORMED", message)
+
+
+class BadSignature(IdentityError):
+    """The signature does not verify, is malformed, or is a non-canonical (high-S) ECDSA one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BAD_SIGNATURE", message)
+
+
+class NotAMember(IdentityError):
+    """A well-formed identity that the channel's organisations do not vouch for (now)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("NOT_A_MEMBER", message)
+
+
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """An identity whose certificate chains to its organisation's root CA."""
+
+    identity_bytes: bytes
+    # SHA-256 of the certificate (not of identity_bytes): extra unknown fields in the Identity
+    # bytes must not let one certificate count as two identities in a policy.
+    identity_id: bytes
+    org_id: str
+    roles: frozenset[str]
+    common_name: str
+    public_key: PublicKey
+
+
+def _is_p256(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) -> bool:
+    return isinstance(key.curve, ec.SECP256R1)
+
+
+def verify_signature(public_key: PublicKey, data: bytes, signature: bytes) -> None:
+    """Raise BadSignature unless `signature` is a valid, canonical signature of `data`."""
+    try:
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            if len(signature) != ED25519_SIGNATURE_SIZE:
+                raise BadSignature("Ed25519 signature must be 64 bytes")
+            public_key.verify(signature, data)
+            return
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and _is_p256(public_key):
+            r, s = decode_dss_signature(signature)
+            if encode_dss_signature(r, s) != signature:
+                raise BadSignature("ECDSA signature is not canonical DER")
+            if s > _P256_HALF_ORDER:
+                raise BadSignature("ECDSA signature is high-S (s > n/2)")
+            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            return
+    except (InvalidSignature, ValueError, TypeError, OverflowError) as exc:
+        raise BadSignature(f"signature does not verify: {type(exc).__name__}") from None
+    raise BadSignature(f"unsupported public key type {type(public_key).__name__}")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(root)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _name_values(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]:
+    return [
+        attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
+        for attr in cert.subject.get_attributes_for_oid(oid)
+    ]
+
+
+def _require_aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("`now` must be a timezone-aware datetime")
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    identity: VerifiedIdentity
+    not_before: datetime
+    not_after: datetime
+
+
+class Membership:
+    """The set of organisations trusted on one channel: org_id -> root CA certificate.
+
+    Immutable after construction; a configuration change builds a new Membership (and with it
+    a fresh cache, so a removed organisation cannot linger in it).
+    """
+
+    def __init__(self, roots_pem: Mapping[str, bytes]) -> None:
+        roots: dict[str, x509.Certificate] = {}
+        for org_id, pem in roots_pem.items():
+            if not org_id:
+                raise ValueError("organisation id must not be empty")
+            try:
+                root = x509.load_pem_x509_certificate(pem)
+            except ValueError as exc:
+                raise ValueError(f"root CA certificate of {org_id!r} is not PEM: {exc}") from exc
+            if not _is_ca(root):
+                raise ValueError(f"root certificate of {org_id!r} is not a CA certificate")
+            roots[org_id] = root
+        self._roots = roots
+        self._cache: dict[bytes, _CacheEntry] = {}
+        # Peers verify a block's signatures on several threads (cryptography releases the GIL);
+        # the lock keeps cache eviction consistent between them.
+        self._cache_lock = threading.Lock()
+
+    @property
+    def org_ids(self) -> frozenset[str]:
+        """The organisations trusted on this channel."""
+        return frozenset(self._roots)
+
+    def root_certificate(self, org_id: str) -> x509.Certificate | None:
+        """The root CA certificate of `org_id`, or None if it is not a member."""
+        return self._roots.get(org_id)
+
+    def identify(self, identity_bytes: bytes, now: datetime) -> VerifiedIdentity:
+        """Check that `identity_bytes` names a current member certificate; return who it is."""
+        _require_aware(now)
+        entry = self._cache.get(identity_bytes)
+        if entry is None:
+            entry = self._check(identity_bytes)
+            with self._cache_lock:
+                if len(self._cache) >= CACHE_SIZE:
+                    del self._cache[next(iter(self._cache))]
+                self._cache[identity_bytes] = entry
+        if not entry.not_before <= now <= entry.not_after:
+            raise NotAMember(
+                f"certificate of {entry.identity.common_name!r} ({entry.identity.org_id}) is "
+                f"not valid at {now.isoformat()} (valid {entry.not_before.isoformat()} .. "
+                f"{entry.not_after.isoformat()})"
+            )
+        return entry.identity
+
+    def verify(
+        self, identity_bytes: bytes, data: bytes, signature: bytes, now: datetime
+    ) -> VerifiedIdentity:
+        """Identify the signer, then check its signature over `data`; return the identity."""
+        identity = self.identify(identity_bytes, now)
+        verify_signature(identity.public_key, data, signature)
+        return identity
+
+    def _check(self, identity_bytes: bytes) -> _CacheEntry:
+        """Every time-independent check; the result is safe to cache."""
+        msg = identity_pb2.Identity()
+        try:
+            msg.ParseFromString(identity_bytes)
+        except (DecodeError, TypeError, ValueError) as exc:
+            raise MalformedIdentity(f"identity does not parse: {exc}") from None
+        if not msg.org_id:
+            raise MalformedIdentity("identity has an empty org_id")
+        try:
+            cert = x509.load_der_x509_certificate(msg.certificate_der)
+            public_key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise MalformedIdentity(f"identity certificate is not DER X.509: {exc}") from None
+        if not isinstance(public_key, ed25519.Ed25519PublicKey) and not (
+            isinstance(public_key, ec.EllipticCurvePublicKey) and _is_p256(public_key)
+        ):
+            raise MalformedIdentity(f"unsupported certificate key {type(public_key).__name__}")
+        root = self._roots.get(msg.org_id)
+        if root is None:
+            raise NotAMember(f"organisation {msg.org_id!r} is not a member of this channel")
+        if not _issued_by(cert, root):
+            raise NotAMember(f"certificate is not issued by the root CA of {msg.org_id!r}")
+        if _is_ca(cert):
+            raise NotAMember("a CA certificate cannot act as an identity")
+        common_names = _name_values(cert, NameOID.COMMON_NAME)
+        identity = VerifiedIdentity(
+            identity_bytes=identity_bytes,
+            identity_id=hashlib.sha256(msg.certificate_der).digest(),
+            org_id=msg.org_id,
+            roles=frozenset(_name_values(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)) & ROLE_OU,
+            common_name=common_names[0] if common_names else "",
+            public_key=public_key,
+        )
+        return _CacheEntry(
+            identity=identity,
+            not_before=max(cert.not_valid_before_utc, root.not_valid_before_utc),
+            not_after=min(cert.not_valid_after_utc, root.not_valid_after_utc),
+        )
+
+
+def tls_org_matches(tls_cert_pem_or_der: bytes, membership: Membership, org_id: str) -> bool:
+    """True iff the TLS certificate (PEM or DER) is a leaf issued directly by `org_id`'s root CA.
+
+    Validity dates are the TLS handshake's business; this only binds the peer to an org.
+    """
+    root = membership.root_certificate(org_id)
+    if root is None:
+        return False
+    try:
+        if tls_cert_pem_or_der.lstrip().startswith(b"-----BEGIN"):
+            cert = x509.load_pem_x509_certificate(tls_cert_pem_or_der)
+        else:
+            cert = x509.load_der_x509_certificate(tls_cert_pem_or_der)
+    except ValueError:
+        return False
+    return not _is_ca(cert) and _issued_by(cert, root)
+
+
+class SigningIdentity:
+    """A private key plus the serialised identity it signs as."""
+
+    __slots__ = ("_private_key", "certificate_der", "identity_bytes", "org_id")
+
+    def __init__(self, org_id: str, certificate_der: bytes, private_key: PrivateKey) -> None:
+        if not org_id:
+            raise ValueError("organisation id must not be empty")
+        if isinstance(private_key, ec.EllipticCurvePrivateKey) and not _is_p256(private_key):
+            raise ValueError("ECDSA signing keys must be on P-256")
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise ValueError(f"unsupported private key {type(private_key).__name__}")
+        cert = x509.load_der_x509_certificate(certificate_der)
+        raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*raw) != private_key.public_key().public_bytes(*raw):
+            raise ValueError("private key does not match the certificate's public key")
+        self.org_id = org_id
+        self.certificate_der = certificate_der
+        self._private_key = private_key
+        # Serialised once: tx ids hash these bytes, so they must never change.
+        self.identity_bytes: bytes = identity_pb2.Identity(
+            org_id=org_id, certificate_der=certificate_der
+        ).SerializeToString()
+
+    @property
+    def identity_id(self) -> bytes:
+        """SHA-256 of the certificate, the same value VerifiedIdentity.identity_id carries."""
+        return hashlib.sha256(self.certificate_der).digest()
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign `data`: low-S DER ECDSA-SHA256, or a raw 64-byte Ed25519 signature."""
+        key = self._private_key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key.sign(data)
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        if s > _P256_HALF_ORDER:
+            s = P256_ORDER - s
+        return encode_dss_signature(r, s)
+
+    @classmethod
+    def from_pem(cls, org_id: str, cert_pem: bytes, key_pem: bytes) -> SigningIdentity:
+        """Load a certificate PEM and an unencrypted PKCS8 (or SEC1) private key PEM."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise ValueError(f"unsupported private key {type(key).__name__}")
+        return cls(org_id, cert.public_bytes(serialization.Encoding.DER), key)

@@ -1,0 +1,290 @@
+"""Checks of signed requests and transactions, shared by every role.
+
+Two kinds of check live here, with different failure styles:
+
+* Admission checks (`check_signed_proposal`, `check_envelope`, `check_signed_query`) run when a
+  request arrives at an endorser, orderer or gateway. They raise `ClientError` with a specific
+  reason, because the caller is there to be told.
+* Commit checks (`check_transaction`) run on every transaction of a delivered block. They never
+  raise: a bad transaction is a value (its validation code) and stays in the block.
+
+The signing rule is applied literally: signatures are verified over the carried bytes, and only
+then are those bytes parsed. tx_id = SHA-256(nonce || creator) is recomputed everywhere. At commit,
+certificate validity is judged at the transaction's own header timestamp, so every peer reaches
+the same verdict whatever its clock says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from dltmw.core import policy as policy_mod
+from dltmw.core.channel import ChannelView
+from dltmw.core.errors import ClientError, reason_value
+from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
+from dltmw.core.identity import IdentityError, Membership, VerifiedIdentity
+from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, rwset_pb2, transaction_pb2
+
+R = errors_pb2
+C = transaction_pb2
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class CheckedProposal:
+    """A proposal that passed admission: who sent what."""
+
+    header: common_pb2.Header
+    header_bytes: bytes
+    proposal_bytes: bytes
+    invocation: proposal_pb2.ContractInvocation
+    creator: VerifiedIdentity
+
+    @property
+    def tx_id(self) -> str:
+        """The proposal's transaction id."""
+        return self.header.tx_id
+
+
+@dataclass(frozen=True)
+class CheckedEnvelope:
+    """An envelope that passed admission."""
+
+    header: common_pb2.Header
+    data: bytes
+    creator: VerifiedIdentity
+
+
+@dataclass(frozen=True)
+class CheckedTx:
+    """Commit-time verdict on one transaction, before MVCC."""
+
+    tx_id: str
+    code: int
+    rwset: rwset_pb2.ReadWriteSet | None
+    events: tuple[proposal_pb2.ContractEvent, ...] = ()
+
+
+def parse(message_type: type[M], data: bytes, what: str) -> M:
+    """Parse `data` or raise ClientError(MALFORMED)."""
+    msg = message_type()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise ClientError(R.ERROR_REASON_MALFORMED, f"{what} does not parse: {exc}") from exc
+    return msg
+
+
+def check_header(
+    header_bytes: bytes, channel: ChannelView, now: datetime | None, window_s: float
+) -> common_pb2.Header:
+    """Parse and check a header: fields present, channel, tx_id, timestamp window."""
+    header = parse(common_pb2.Header, header_bytes, "header")
+    if not header.creator or not header.nonce or not header.tx_id:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "header needs creator, nonce and tx_id")
+    if not header.HasField("timestamp"):
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "header needs a timestamp")
+    if len(header.nonce) < NONCE_MIN_BYTES:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"nonce must be >= {NONCE_MIN_BYTES} bytes")
+    if header.channel_id != channel.channel_id:
+        raise ClientError(
+            R.ERROR_REASON_CHANNEL_NOT_FOUND,
+            f"header names channel {header.channel_id!r}, not {channel.channel_id!r}",
+        )
+    if header.tx_id != compute_tx_id(header.nonce, header.creator):
+        raise ClientError(R.ERROR_REASON_TX_ID_MISMATCH, "tx_id is not SHA-256(nonce || creator)")
+    if now is not None:
+        check_timestamp(header.timestamp.ToDatetime(tzinfo=UTC), now, window_s)
+    return header
+
+
+def check_timestamp(stamp: datetime, now: datetime, window_s: float) -> None:
+    """Refuse a timestamp further than `window_s` from `now`."""
+    if abs(stamp - now) > timedelta(seconds=window_s):
+        raise ClientError(
+            R.ERROR_REASON_TIMESTAMP_OUT_OF_WINDOW,
+            f"timestamp {stamp.isoformat()} is outside +-{window_s:.0f}s of {now.isoformat()}",
+        )
+
+
+def verify_signed(
+    membership: Membership, identity: bytes, data: bytes, signature: bytes, now: datetime
+) -> VerifiedIdentity:
+    """Verify `signature` by `identity` over `data`, mapping identity errors to ClientError."""
+    if not signature:
+        raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "signature is missing")
+    try:
+        return membership.verify(identity, data, signature, now)
+    except IdentityError as exc:
+        raise ClientError(reason_value(exc.reason), str(exc)) from exc
+
+
+def check_signed_proposal(
+    signed: proposal_pb2.SignedProposal, channel: ChannelView, now: datetime, window_s: float
+) -> CheckedProposal:
+    """Admission of a SignedProposal by an endorser or gateway."""
+    if not signed.proposal_bytes:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "signed_proposal.proposal_bytes is empty")
+    proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
+    header = check_header(proposal.header, channel, now, window_s)
+    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "proposal header type must be ENDORSER_TRANSACTION")
+    creator = verify_signed(
+        channel.membership, header.creator, signed.proposal_bytes, signed.signature, now
+    )
+    invocation = parse(proposal_pb2.ContractInvocation, proposal.payload, "contract invocation")
+    if not invocation.contract or not invocation.function:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "invocation needs contract and function")
+    return CheckedProposal(header, proposal.header, signed.proposal_bytes, invocation, creator)
+
+
+def check_envelope(
+    envelope_bytes: bytes, channel_of: dict[str, ChannelView], now: datetime, window_s: float
+) -> CheckedEnvelope:
+    """Admission of an Envelope by the orderer: parses, member creator, signature, window."""
+    envelope = parse(common_pb2.Envelope, envelope_bytes, "envelope")
+    if not envelope.payload:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "envelope.payload is empty")
+    payload = parse(common_pb2.Payload, envelope.payload, "payload")
+    peek = parse(common_pb2.Header, payload.header, "header")
+    channel = channel_of.get(peek.channel_id)
+    if channel is None:
+        raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {peek.channel_id!r} here")
+    header = check_header(payload.header, channel, now, window_s)
+    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "only endorser transactions are ordered")
+    creator = verify_signed(
+        channel.membership, header.creator, envelope.payload, envelope.signature, now
+    )
+    return CheckedEnvelope(header, payload.data, creator)
+
+
+def check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
+    """Commit-time checks of one endorser transaction; never raises."""
+    try:
+        return _check_transaction(envelope_bytes, channel)
+    except _Invalid as inv:
+        return CheckedTx(inv.tx_id, inv.code, None)
+
+
+class _Invalid(Exception):  # noqa: N818 — internal control flow, never escapes
+    def __init__(self, code: int, tx_id: str = "") -> None:
+        self.code = code
+        self.tx_id = tx_id
+
+
+def _parse_or(message_type: type[M], data: bytes, code: int, tx_id: str = "") -> M:
+    msg = message_type()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise _Invalid(code, tx_id) from exc
+    return msg
+
+
+def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
+    envelope = _parse_or(common_pb2.Envelope, envelope_bytes, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
+    payload = _parse_or(common_pb2.Payload, envelope.payload, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
+    header = _parse_or(common_pb2.Header, payload.header, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
+    tx_id = header.tx_id
+    if header.channel_id != channel.channel_id:
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER, tx_id)
+    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION or not header.HasField("timestamp"):
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
+    if not header.nonce or tx_id != compute_tx_id(header.nonce, header.creator):
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PROPOSAL_TXID, tx_id)
+    at = header.timestamp.ToDatetime(tzinfo=UTC)
+    try:
+        channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
+    except IdentityError as exc:
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE, tx_id) from exc
+    tx = _parse_or(transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
+    response = _check_endorsed_action(tx, payload.header, channel, tx_id)
+    _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
+    return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))
+
+
+def _check_endorsed_action(
+    tx: transaction_pb2.Transaction, header_bytes: bytes, channel: ChannelView, tx_id: str
+) -> proposal_pb2.ProposalResponsePayload:
+    invalid = C.TX_VALIDATION_CODE_INVALID_ENDORSER_TRANSACTION
+    proposal = _parse_or(proposal_pb2.Proposal, tx.proposal_bytes, invalid, tx_id)
+    if proposal.header != header_bytes:
+        raise _Invalid(invalid, tx_id)
+    response = _parse_or(proposal_pb2.ProposalResponsePayload, tx.response_payload, invalid, tx_id)
+    if response.proposal_hash != sha256(tx.proposal_bytes):
+        raise _Invalid(invalid, tx_id)
+    invocation = _parse_or(proposal_pb2.ContractInvocation, proposal.payload, invalid, tx_id)
+    if invocation.contract != response.rwset.namespace:
+        raise _Invalid(invalid, tx_id)
+    if channel.policy_for(invocation.contract) is None:
+        raise _Invalid(C.TX_VALIDATION_CODE_CONTRACT_NOT_FOUND, tx_id)
+    if response.response.status != 200:
+        raise _Invalid(C.TX_VALIDATION_CODE_CONTRACT_FAILED, tx_id)
+    return response
+
+
+def _check_endorsements(
+    tx: transaction_pb2.Transaction, contract: str, channel: ChannelView, at: datetime, tx_id: str
+) -> None:
+    policy = channel.policy_for(contract)
+    if policy is None:
+        raise _Invalid(C.TX_VALIDATION_CODE_CONTRACT_NOT_FOUND, tx_id)
+    signers = endorsement_signers(tx.endorsements, tx.response_payload, channel.membership, at)
+    if policy_mod.evaluate(policy, signers) != policy_mod.PolicyResult.SATISFIED:
+        raise _Invalid(C.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE, tx_id)
+
+
+def endorsement_signers(
+    endorsements: Iterable[proposal_pb2.Endorsement],
+    response_payload: bytes,
+    membership: Membership,
+    at: datetime,
+) -> list[policy_mod.Signer]:
+    """Signers whose endorsement verifies over (response_payload || endorser); others ignored."""
+    signers: list[policy_mod.Signer] = []
+    for e in endorsements:
+        try:
+            who = membership.verify(e.endorser, response_payload + e.endorser, e.signature, at)
+        except IdentityError:
+            continue
+        signers.append(policy_mod.Signer(who.identity_id, who.org_id, who.roles))
+    return signers
+
+
+def check_signed_query(
+    query_bytes: bytes,
+    signature: bytes,
+    requester: bytes,
+    membership: Membership,
+    stamp: datetime | None,
+    now: datetime,
+    window_s: float,
+) -> VerifiedIdentity:
+    """Admission of a signed query (commit status, events, deliver, admin)."""
+    if not requester:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "requester is empty")
+    if stamp is None:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "timestamp is missing")
+    check_timestamp(stamp, now, window_s)
+    return verify_signed(membership, requester, query_bytes, signature, now)
+
+
+def tx_summary(envelope_bytes: bytes) -> tuple[str, list[proposal_pb2.ContractEvent]]:
+    """(tx_id, contract events) of a committed envelope, best effort (for event streams)."""
+    try:
+        env = common_pb2.Envelope.FromString(envelope_bytes)
+        payload = common_pb2.Payload.FromString(env.payload)
+        header = common_pb2.Header.FromString(payload.header)
+        if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+            return header.tx_id, []
+        tx = transaction_pb2.Transaction.FromString(payload.data)
+        response = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload)
+        return header.tx_id, list(response.events)
+    except DecodeError:
+        return "", []

@@ -1,0 +1,1 @@
+"""Storage adapters: the ledger of one node on one channel."""

@@ -1,0 +1,186 @@
+"""Make root CAs and issue member and TLS certificates, shaped the way dltmw.core.identity checks.
+
+Each organisation has a single self-signed root CA that issues every member certificate
+directly (no intermediates), so verification is one signature check. A member's role travels as
+the subject's OrganizationalUnitName (Fabric NodeOUs style) and its organisation as O. Signing
+certificates may be P-256 or Ed25519; TLS certificates are always P-256, because that is what
+every gRPC TLS stack accepts. Certificates start one hour in the past to tolerate clock skew
+between the issuing host and the verifying nodes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dltmw.core.identity import ROLE_OU
+
+__all__ = ["KEY_TYPES", "IssuedCert", "issue_cert", "make_ca"]
+
+KEY_TYPES = ("p256", "ed25519")
+CLOCK_SKEW = timedelta(hours=1)
+
+_PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """A certificate and its private key, both PEM (the key PKCS8, unencrypted)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _new_key(key_type: str) -> _PrivateKey:
+    if key_type == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"key_type must be one of {KEY_TYPES}, not {key_type!r}")
+
+
+def _hash_for(signer: _PrivateKey) -> hashes.SHA256 | None:
+    """Ed25519 signs without a separate digest; ECDSA certificates use SHA-256."""
+    return None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def _key_pem(key: _PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _validity(valid_days: int) -> tuple[datetime, datetime]:
+    if valid_days <= 0:
+        raise ValueError(f"valid_days must be positive, not {valid_days}")
+    now = datetime.now(UTC)
+    return now - CLOCK_SKEW, now + timedelta(days=valid_days)
+
+
+def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_ca(org_id: str, *, key_type: str = "p256", valid_days: int = 3650) -> IssuedCert:
+    """A self-signed root CA for `org_id`: CN=ca.<org_id>, O=<org_id>, path length 0."""
+    if not org_id:
+        raise ValueError("org_id must not be empty")
+    key = _new_key(key_type)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"ca.{org_id}"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_id),
+        ]
+    )
+    not_before, not_after = _validity(valid_days)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _hash_for(key))
+    )
+    return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _authority_key_id(
+    ca_cert: x509.Certificate, ca_key: _PrivateKey
+) -> x509.AuthorityKeyIdentifier:
+    """Copy the CA's SubjectKeyIdentifier so chain builders can match issuer and subject."""
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def issue_cert(
+    ca: IssuedCert,
+    org_id: str,
+    common_name: str,
+    role: str,
+    *,
+    key_type: str = "p256",
+    tls: bool = False,
+    hosts: Sequence[str] = (),
+    valid_days: int = 825,
+) -> IssuedCert:
+    """A leaf certificate signed by `ca`: CN=common_name, O=org_id, OU=role.
+
+    tls=True makes a P-256 server+client TLS certificate whose SubjectAlternativeName lists
+    every entry of `hosts` (IP literals as IPAddress, the rest as DNSName).
+    """
+    if role not in ROLE_OU:
+        raise ValueError(f"role must be one of {sorted(ROLE_OU)}, not {role!r}")
+    if tls and key_type != "p256":
+        raise ValueError("TLS certificates are always P-256")
+    if hosts and not tls:
+        raise ValueError("hosts are only meaningful for TLS certificates")
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"unsupported CA key {type(ca_key).__name__}")
+    key = _new_key(key_type)
+    not_before, not_after = _validity(valid_days)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_id),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
+    )
+    if tls:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        if hosts:
+            builder = builder.add_extension(_san(hosts), critical=False)
+    cert = builder.sign(ca_key, _hash_for(ca_key))
+    return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))

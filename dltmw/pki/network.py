@@ -1,0 +1,203 @@
+"""`dltmw init`: turn a topology TOML into a ready-to-run network directory.
+
+Layout written under OUT (all paths inside config files are relative, so OUT can be moved):
+
+    topology.toml                 copy of the input
+    tls-roots.pem                 every organisation's root CA (trusted for mTLS)
+    orgs/<org>/ca.pem, ca.key     the organisation's root CA
+    nodes/<id>/node.toml          node config; identity.pem/.key; tls.pem/.key; data/
+    clients/<id>/client.toml      client config; identity.pem/.key; tls.pem/.key
+    channels/<channel>.block      config block 0, signed by the channel's first orderer
+    run/endpoints/<id>            written by each node when it serves (port 0)
+
+Every organisation also gets an admin client `admin.<org>` (role admin).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dltmw.core.channel import channel_view
+from dltmw.core.genesis import make_genesis
+from dltmw.core.identity import SigningIdentity
+from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.v1 import config_pb2
+
+ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A parsed topology file."""
+
+    name: str
+    raw: dict[str, Any]
+
+    @staticmethod
+    def load(path: Path) -> Topology:
+        """Read and sanity-check a topology file; raises ValueError."""
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        orgs = {o["id"] for o in raw.get("orgs", [])}
+        nodes = {n["id"]: n for n in raw.get("nodes", [])}
+        for node in nodes.values():
+            if node["org"] not in orgs:
+                raise ValueError(f"node {node['id']} names unknown org {node['org']!r}")
+        for ch in raw.get("channels", []):
+            for org in ch["members"]:
+                if org not in orgs:
+                    raise ValueError(f"channel {ch['id']} names unknown org {org!r}")
+            for oid in ch["orderers"]:
+                if "orderer" not in nodes.get(oid, {}).get("roles", []):
+                    raise ValueError(f"channel {ch['id']}: {oid} is not an orderer node")
+            if ch.get("ordering", "none") not in ORDERING:
+                raise ValueError(f"channel {ch['id']}: ordering must be one of {sorted(ORDERING)}")
+        return Topology(raw.get("name", path.stem), raw)
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if private:
+        os.chmod(path, 0o600)
+
+
+def _identity(cert: IssuedCert, org: str) -> SigningIdentity:
+    return SigningIdentity.from_pem(org, cert.cert_pem, cert.key_pem)
+
+
+def _party(
+    out: Path, cas: dict[str, IssuedCert], org: str, pid: str, role: str, tls_hosts: list[str]
+) -> tuple[Path, SigningIdentity]:
+    """Issue identity and TLS certs of a node or client into `out`."""
+    ident = issue_cert(cas[org], org, pid, role)
+    tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=tls_hosts or [pid])
+    _write(out / "identity.pem", ident.cert_pem)
+    _write(out / "identity.key", ident.key_pem, private=True)
+    _write(out / "tls.pem", tls.cert_pem)
+    _write(out / "tls.key", tls.key_pem, private=True)
+    return out, _identity(ident, org)
+
+
+def _files(home: Path, root: Path, org: str) -> dict[str, str]:
+    rel = lambda p: os.path.relpath(p, home)  # noqa: E731
+    return {
+        "identity_cert": "identity.pem",
+        "identity_key": "identity.key",
+        "tls_cert": "tls.pem",
+        "tls_key": "tls.key",
+        "tls_roots": rel(root / "tls-roots.pem"),
+        "org_ca": rel(root / "orgs" / org / "ca.pem"),
+        "address_book": rel(root / "run" / "endpoints"),
+    }
+
+
+def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> Topology:
+    """Generate all key material, configs and genesis blocks for a topology."""
+    topo = Topology.load(topology_path)
+    raw = topo.raw
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(topology_path, out / "topology.toml")
+    cas = {o["id"]: make_ca(o["id"]) for o in raw["orgs"]}
+    for org, ca in cas.items():
+        _write(out / "orgs" / org / "ca.pem", ca.cert_pem)
+        _write(out / "orgs" / org / "ca.key", ca.key_pem, private=True)
+    _write(out / "tls-roots.pem", b"".join(ca.cert_pem for ca in cas.values()))
+    identities: dict[str, SigningIdentity] = {}
+    for node in raw["nodes"]:
+        role = "orderer" if node["roles"] == ["orderer"] else "peer"
+        hosts = ["127.0.0.1", "localhost", node["id"]]
+        home = out / "nodes" / node["id"]
+        _, identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts)
+    clients = list(raw.get("clients", [])) + [
+        {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
+    ]
+    for client in clients:
+        home = out / "clients" / client["id"]
+        _party(home, cas, client["org"], client["id"], client.get("role", "client"), [])
+        gateway = client.get("gateway") or _default_gateway(raw, client["org"])
+        cfg = {"client": {"id": client["id"], "org": client["org"], "gateway": gateway},
+               "files": _files(home, out, client["org"])}
+        _write(home / "client.toml", tomli_w.dumps(cfg).encode())
+    for ch in raw.get("channels", []):
+        config = _channel_config(ch, raw, cas, identities)
+        channel_view(config)  # validates policies and limits before anything runs
+        first = identities[ch["orderers"][0]]
+        block = make_genesis(config, first, secrets.token_bytes(32), datetime.now(UTC))
+        _write(out / "channels" / f"{ch['id']}.block", block.SerializeToString())
+    for node in raw["nodes"]:
+        home = out / "nodes" / node["id"]
+        joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
+        cfg = {
+            "node": {"id": node["id"], "org": node["org"], "roles": node["roles"],
+                     "listen": node.get("listen", "127.0.0.1:0"), "data_dir": "data"},
+            "files": _files(home, out, node["org"]),
+            "channels": {"genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]},
+            "ledger": {"synchronous": synchronous},
+        }
+        _write(home / "node.toml", tomli_w.dumps(cfg).encode())
+    return topo
+
+
+def _majority(orgs: list[str]) -> str:
+    """Fabric's default: a majority of member organisations' peers."""
+    principals = ", ".join(f"{o}.peer" for o in orgs)
+    return f"OutOf({len(orgs) // 2 + 1}, {principals})"
+
+
+def _default_gateway(raw: dict[str, Any], org: str) -> str:
+    for node in raw["nodes"]:
+        if node["org"] == org and "gateway" in node["roles"]:
+            return str(node["id"])
+    for node in raw["nodes"]:
+        if "gateway" in node["roles"]:
+            return str(node["id"])
+    return ""
+
+
+def _serves(node: dict[str, Any], ch: dict[str, Any], raw: dict[str, Any]) -> bool:
+    if node["id"] in ch["orderers"]:
+        return True
+    return "peer" in node["roles"] and node["org"] in ch["members"]
+
+
+def _channel_config(
+    ch: dict[str, Any], raw: dict[str, Any], cas: dict[str, IssuedCert],
+    identities: dict[str, SigningIdentity],
+) -> config_pb2.ChannelConfig:
+    nodes = {n["id"]: n for n in raw["nodes"]}
+    orderer_orgs = sorted({nodes[o]["org"] for o in ch["orderers"]})
+    batch = ch.get("batch", {})
+    config = config_pb2.ChannelConfig(
+        channel_id=ch["id"],
+        ordering=ORDERING[ch.get("ordering", "none")],
+        default_endorsement_policy=ch.get("endorsement_policy") or _majority(ch["members"]),
+        batch=config_pb2.BatchConfig(
+            max_tx_count=batch.get("max_tx_count", 100),
+            max_bytes=batch.get("max_bytes", 1024 * 1024),
+            timeout_ms=batch.get("timeout_ms", 250),
+        ),
+    )
+    for org in ch["members"]:
+        config.organizations.add(org_id=org, root_certificate_pem=cas[org].cert_pem)
+    for org in orderer_orgs:
+        config.orderer_organizations.add(org_id=org, root_certificate_pem=cas[org].cert_pem)
+    for oid in ch["orderers"]:
+        config.orderers.add(node_id=oid, org_id=nodes[oid]["org"], identity=identities[oid].identity_bytes)
+    for node in raw["nodes"]:
+        if "peer" in node["roles"] and node["org"] in ch["members"]:
+            config.peers.add(node_id=node["id"], org_id=node["org"], identity=identities[node["id"]].identity_bytes)
+    for contract in ch.get("contracts", [{"name": "bank"}, {"name": "kv"}]):
+        config.contracts.add(name=contract["name"], endorsement_policy=contract.get("endorsement_policy", ""))
+    return config

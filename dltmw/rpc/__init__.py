@@ -1,0 +1,1 @@
+"""gRPC adapters: servicers, clients, TLS, and the one place errors become statuses."""

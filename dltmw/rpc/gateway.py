@@ -1,0 +1,137 @@
+"""GatewayService servicer: the client-facing API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC
+
+from dltmw.core.block import block_hash
+from dltmw.core.errors import ClientError
+from dltmw.core.txcheck import check_envelope, check_signed_query, parse, tx_summary
+from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_channel, require
+from dltmw.rpc.guard import streaming, unary
+from dltmw.runtime.context import utc_now
+from dltmw.runtime.gateway import Gateway
+from dltmw.runtime.peer import PeerChannel
+from dltmw.v1 import (
+    block_pb2,
+    common_pb2,
+    errors_pb2,
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    identity_pb2,
+    proposal_pb2,
+)
+
+R = errors_pb2
+G = gateway_service_pb2
+
+
+class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
+    """Evaluate, Endorse, Submit, CommitStatus, Events."""
+
+    def __init__(
+        self, gateway: Gateway, peers: Mapping[str, PeerChannel], window_s: float, wait_s: float
+    ) -> None:
+        self._gateway = gateway
+        self._peers = peers
+        self._window_s = window_s
+        self._wait_s = wait_s
+
+    def _peer(self, channel_id: str) -> PeerChannel:
+        peer = self._peers.get(channel_id)
+        if peer is None:
+            raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {channel_id!r} here")
+        return peer
+
+    @unary
+    async def Evaluate(self, request: G.EvaluateRequest, context: Ctx) -> G.EvaluateResponse:
+        """Simulate on the local peer."""
+        require(request.HasField("signed_proposal"), "signed_proposal")
+        peer = self._peer(proposal_channel(request.signed_proposal))
+        checked = await peer.admit(request.signed_proposal)
+        check_tls_org(context, peer.view.membership, checked.creator.org_id)
+        payload = await peer.simulate(checked)
+        if payload.response.status != 200:
+            raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, payload.response.message)
+        return G.EvaluateResponse(result=payload.response)
+
+    @unary
+    async def Endorse(self, request: G.EndorseRequest, context: Ctx) -> G.EndorseResponse:
+        """Gather endorsements per the policy."""
+        require(request.HasField("signed_proposal"), "signed_proposal")
+        peer = self._peer(proposal_channel(request.signed_proposal))
+        creator_org = _creator_org(request.signed_proposal)
+        check_tls_org(context, peer.view.membership, creator_org)
+        result = await self._gateway.endorse(
+            peer, request.signed_proposal, list(request.endorsing_organizations)
+        )
+        return G.EndorseResponse(prepared_payload=result.prepared_payload, result=result.result)
+
+    @unary
+    async def Submit(self, request: G.SubmitRequest, context: Ctx) -> G.SubmitResponse:
+        """Check and forward to the orderer."""
+        require(request.HasField("envelope"), "envelope")
+        channel_id, _ = envelope_channel(request.envelope)
+        peer = self._peer(channel_id)
+        raw = request.envelope.SerializeToString()
+        checked = check_envelope(raw, {channel_id: peer.view}, utc_now(), self._window_s)
+        check_tls_org(context, peer.view.membership, checked.creator.org_id)
+        await self._gateway.submit(peer, raw, checked.header.tx_id)
+        return G.SubmitResponse(tx_id=checked.header.tx_id)
+
+    @unary
+    async def CommitStatus(
+        self, request: G.CommitStatusRequest, context: Ctx
+    ) -> G.CommitStatusResponse:
+        """Wait for the local peer to commit the transaction."""
+        require(bool(request.query), "query")
+        query = parse(G.CommitStatusQuery, request.query, "query")
+        require(bool(query.tx_id), "query.tx_id")
+        peer = self._peer(query.channel_id)
+        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+        who = check_signed_query(request.query, request.signature, query.requester,
+                                 peer.view.membership, stamp, utc_now(), self._window_s)
+        check_tls_org(context, peer.view.membership, who.org_id)
+        record = await peer.wait_for_tx(query.tx_id, self._wait_s)
+        return G.CommitStatusResponse(
+            result=record.code,  # type: ignore[arg-type]
+            block_number=record.block_number,
+            tx_index=record.tx_index,
+        )
+
+    @streaming
+    async def Events(
+        self, request: G.EventsRequest, context: Ctx
+    ) -> AsyncIterator[G.EventsResponse]:
+        """Stream committed blocks' transactions from start_block."""
+        require(bool(request.query), "query")
+        query = parse(G.EventsQuery, request.query, "query")
+        peer = self._peer(query.channel_id)
+        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+        who = check_signed_query(request.query, request.signature, query.requester,
+                                 peer.view.membership, stamp, utc_now(), self._window_s)
+        check_tls_org(context, peer.view.membership, who.org_id)
+        async for block in peer.committed_blocks(query.start_block):
+            yield block_events(block)
+
+
+def _creator_org(signed: proposal_pb2.SignedProposal) -> str:
+    proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
+    header = parse(common_pb2.Header, proposal.header, "header")
+    return parse(identity_pb2.Identity, header.creator, "creator").org_id
+
+
+def block_events(block: block_pb2.Block) -> G.EventsResponse:
+    """EventsResponse for a committed block (tx ids, codes, events of valid transactions)."""
+    out = G.EventsResponse(block_number=block.header.number, block_hash=block_hash(block))
+    codes = list(block.metadata.validation_codes)
+    for i, env in enumerate(block.data.envelopes):
+        tx_id, events = tx_summary(env)
+        code = codes[i] if i < len(codes) else 0
+        out.transactions.add(
+            tx_id=tx_id,
+            validation_code=code,  # type: ignore[arg-type]
+            events=events if code == 1 else [],
+        )
+    return out

@@ -1,0 +1,86 @@
+"""Shared servicer plumbing: error mapping wrappers and small request helpers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.identity import Membership, tls_org_matches
+from dltmw.core.txcheck import parse
+from dltmw.rpc.status import abort
+from dltmw.rpc.tls import caller_tls_cert
+from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2
+
+R = errors_pb2
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def unary(
+    fn: Callable[[Any, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
+    """Map DltmwError raised by a unary handler to its status."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: Ctx) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except DltmwError as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def streaming(
+    fn: Callable[[Any, Req, Ctx], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, Ctx], AsyncIterator[Resp]]:
+    """Map DltmwError raised by a streaming handler to its status."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except DltmwError as exc:
+            await abort(context, exc)
+
+    return wrapper
+
+
+def require(condition: bool, what: str) -> None:
+    """MISSING_FIELD unless `condition`."""
+    if not condition:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, f"{what} is missing")
+
+
+def proposal_channel(signed: proposal_pb2.SignedProposal) -> str:
+    """Channel id named by a signed proposal's header (unverified: only to route)."""
+    require(bool(signed.proposal_bytes), "signed_proposal.proposal_bytes")
+    proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
+    return parse(common_pb2.Header, proposal.header, "header").channel_id
+
+
+def envelope_channel(envelope: common_pb2.Envelope) -> tuple[str, str]:
+    """(channel id, tx_id) named by an envelope's header (unverified: only to route)."""
+    require(bool(envelope.payload), "envelope.payload")
+    payload = parse(common_pb2.Payload, envelope.payload, "payload")
+    header = parse(common_pb2.Header, payload.header, "header")
+    return header.channel_id, header.tx_id
+
+
+def check_tls_org(context: Ctx, membership: Membership, org_id: str | None) -> None:
+    """The caller's TLS certificate must be issued by `org_id` (or, if None, by any member)."""
+    cert = caller_tls_cert(context)
+    orgs = [org_id] if org_id is not None else sorted(membership.org_ids)
+    if cert is None or not any(tls_org_matches(cert, membership, o) for o in orgs):
+        who = org_id or "a member organisation"
+        raise ClientError(
+            R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
+            f"TLS client certificate is not issued by {who}",
+        )

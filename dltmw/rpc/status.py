@@ -1,0 +1,86 @@
+"""The ONE place where failures become gRPC statuses.
+
+Every `ErrorReason` maps to exactly one status code. A failed RPC carries a `google.rpc.Status`
+with an `ErrorInfo{reason, domain="dltmw.v1", metadata}` in its details (the `grpc-status-details-bin`
+trailer), so clients in any language can branch on the reason without parsing text. Unknown or
+unexpected exceptions are not mapped here: they are bugs and surface as such in the log.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from dltmw.core.errors import DltmwError, Reason
+from dltmw.v1 import errors_pb2
+
+DOMAIN = "dltmw.v1"
+E = errors_pb2
+S = grpc.StatusCode
+
+CODE_OF_REASON: dict[int, grpc.StatusCode] = {
+    E.ERROR_REASON_MALFORMED: S.INVALID_ARGUMENT,
+    E.ERROR_REASON_MISSING_FIELD: S.INVALID_ARGUMENT,
+    E.ERROR_REASON_INVALID_FIELD: S.INVALID_ARGUMENT,
+    E.ERROR_REASON_TX_ID_MISMATCH: S.INVALID_ARGUMENT,
+    E.ERROR_REASON_BAD_SIGNATURE: S.PERMISSION_DENIED,
+    E.ERROR_REASON_NOT_A_MEMBER: S.PERMISSION_DENIED,
+    E.ERROR_REASON_NOT_AUTHORIZED: S.PERMISSION_DENIED,
+    E.ERROR_REASON_TLS_IDENTITY_MISMATCH: S.PERMISSION_DENIED,
+    E.ERROR_REASON_DUPLICATE_TX_ID: S.ALREADY_EXISTS,
+    E.ERROR_REASON_ALREADY_JOINED: S.ALREADY_EXISTS,
+    E.ERROR_REASON_TIMESTAMP_OUT_OF_WINDOW: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_CHANNEL_NOT_FOUND: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_ROLE_NOT_HOSTED: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_CONTRACT_NOT_FOUND: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_NOT_FOUND: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_TIME_WINDOW_INVALID: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_PAYLOAD_HASH_MISMATCH: S.FAILED_PRECONDITION,
+    E.ERROR_REASON_MESSAGE_TOO_LARGE: S.RESOURCE_EXHAUSTED,
+    E.ERROR_REASON_OVERLOADED: S.RESOURCE_EXHAUSTED,
+    E.ERROR_REASON_CONTRACT_FAILED: S.ABORTED,
+    E.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE: S.ABORTED,
+    E.ERROR_REASON_ENDORSEMENT_MISMATCH: S.ABORTED,
+    E.ERROR_REASON_INPUT_CONSUMED: S.ABORTED,
+    E.ERROR_REASON_PEER_UNAVAILABLE: S.UNAVAILABLE,
+    E.ERROR_REASON_SHUTTING_DOWN: S.UNAVAILABLE,
+    E.ERROR_REASON_WAIT_TIMEOUT: S.UNAVAILABLE,
+}
+
+
+def to_status(error: DltmwError, **metadata: str) -> status_pb2.Status:
+    """google.rpc.Status for an error, with ErrorInfo details."""
+    code = CODE_OF_REASON[error.reason]
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason_name, domain=DOMAIN, metadata=dict(metadata)
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], error: DltmwError) -> None:
+    """End the RPC with the error's status; never returns."""
+    await context.abort_with_status(rpc_status.to_status(to_status(error)))
+
+
+def reason_of(error: grpc.RpcError) -> str | None:
+    """The ErrorInfo reason carried by a failed call, if any (client side)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            return str(info.reason)
+    return None
+
+
+def reason_value(name: str) -> int:
+    """ErrorReason value for its short name."""
+    return int(Reason.Value("ERROR_REASON_" + name))
+
+
+_ = code_pb2  # the code numbers in google.rpc.Status are grpc's own

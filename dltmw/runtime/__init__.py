@@ -1,0 +1,1 @@
+"""The node runtime: configuration, roles, and the drivers that feed cores and execute outputs."""

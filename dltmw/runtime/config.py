@@ -1,0 +1,79 @@
+"""Node configuration: one TOML file per node, written by `dltmw init`, loaded once at start.
+
+Paths inside the file are relative to the file's directory, so a generated network directory
+can be moved as a whole. The loaded `NodeConfig` is frozen and validated; nothing reads the file
+again.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = frozenset({"peer", "orderer", "gateway"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that protect a node from overload and hostile input."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 1024
+    timestamp_window_s: float = 900.0
+    commit_wait_s: float = 30.0
+    queue_max: int = 10_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node process needs to start."""
+
+    node_id: str
+    org_id: str
+    roles: frozenset[str]
+    listen: str
+    data_dir: Path
+    identity_cert: Path
+    identity_key: Path
+    tls_cert: Path
+    tls_key: Path
+    tls_roots: Path
+    org_ca: Path
+    address_book: Path
+    genesis_blocks: tuple[Path, ...]
+    synchronous: str
+    limits: Limits
+
+    @staticmethod
+    def load(path: Path) -> NodeConfig:
+        """Read and validate a node.toml; raises ValueError with the offending key."""
+        base = path.resolve().parent
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        try:
+            node, files = raw["node"], raw["files"]
+            roles = frozenset(node["roles"])
+            if not roles or not roles <= ROLES:
+                raise ValueError(f"node.roles must be a non-empty subset of {sorted(ROLES)}")
+            if "gateway" in roles and "peer" not in roles:
+                raise ValueError("a gateway needs the peer role on the same node")
+            return NodeConfig(
+                node_id=node["id"],
+                org_id=node["org"],
+                roles=roles,
+                listen=node.get("listen", "127.0.0.1:0"),
+                data_dir=base / node.get("data_dir", "data"),
+                identity_cert=base / files["identity_cert"],
+                identity_key=base / files["identity_key"],
+                tls_cert=base / files["tls_cert"],
+                tls_key=base / files["tls_key"],
+                tls_roots=base / files["tls_roots"],
+                org_ca=base / files["org_ca"],
+                address_book=base / files["address_book"],
+                genesis_blocks=tuple(base / g for g in raw.get("channels", {}).get("genesis", [])),
+                synchronous=raw.get("ledger", {}).get("synchronous", "FULL"),
+                limits=Limits(**raw.get("limits", {})),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{path}: missing key {exc}") from exc

@@ -1,0 +1,66 @@
+"""What every role of a node shares: identity, TLS, addresses, limits, clock, connections."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+
+from dltmw.core.errors import TransientError
+from dltmw.core.identity import SigningIdentity
+from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.addressbook import AddressBook
+from dltmw.runtime.config import Limits
+from dltmw.v1 import errors_pb2
+
+RESOLVE_TIMEOUT_S = 10.0
+
+
+def utc_now() -> datetime:
+    """The wall clock, timezone-aware (the only clock read by node code)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class NodeContext:
+    """Shared services of one node process."""
+
+    node_id: str
+    org_id: str
+    signer: SigningIdentity
+    tls: TlsMaterial
+    addresses: AddressBook
+    limits: Limits
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def channel_to(self, node_id: str) -> grpc.aio.Channel:
+        """A cached mTLS channel to another node; UNAVAILABLE if it has no address."""
+        async with self._lock:
+            existing = self._channels.get(node_id)
+            if existing is not None:
+                return existing
+            address = await self.addresses.resolve(node_id, RESOLVE_TIMEOUT_S)
+            if address is None:
+                raise TransientError(
+                    errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"node {node_id} has no address"
+                )
+            channel = secure_channel(address, node_id, self.tls, self.limits.max_message_bytes)
+            self._channels[node_id] = channel
+            return channel
+
+    async def forget(self, node_id: str) -> None:
+        """Drop a channel after a failure, so the next call re-resolves (node restarted)."""
+        async with self._lock:
+            channel = self._channels.pop(node_id, None)
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        """Close every outbound channel."""
+        async with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()

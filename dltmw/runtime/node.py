@@ -1,0 +1,208 @@
+"""A node process: hosts the peer, orderer and gateway roles of its channels on one gRPC server.
+
+Start: load identity and TLS, open every channel it belongs to (from the genesis files named in
+its config and those it joined later, kept under `data/channels/`), start the roles, serve on
+grpc.aio with mutual TLS, health and reflection, publish its address, print one READY line.
+Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
+NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dltmw.core.channel import ConfigError
+from dltmw.core.errors import ClientError
+from dltmw.core.genesis import genesis_tx_id, read_genesis
+from dltmw.core.identity import Membership
+from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.rpc.admin import AdminServicer
+from dltmw.rpc.endorser import EndorserServicer
+from dltmw.rpc.gateway import GatewayServicer
+from dltmw.rpc.orderer import OrdererServicer
+from dltmw.rpc.tls import TlsMaterial
+from dltmw.runtime.addressbook import AddressBook
+from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.context import NodeContext
+from dltmw.runtime.gateway import Gateway
+from dltmw.runtime.identity import load_signing_identity
+from dltmw.runtime.orderer import OrdererChannel
+from dltmw.runtime.peer import PeerChannel
+from dltmw.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    block_pb2,
+    endorser_service_pb2,
+    endorser_service_pb2_grpc,
+    errors_pb2,
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    orderer_service_pb2,
+    orderer_service_pb2_grpc,
+)
+
+logger = logging.getLogger(__name__)
+R = errors_pb2
+
+
+class Node:
+    """One dltmw node process."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        tls = TlsMaterial.load(config.tls_cert, config.tls_key, config.tls_roots)
+        self.ctx = NodeContext(
+            node_id=config.node_id,
+            org_id=config.org_id,
+            signer=load_signing_identity(config.org_id, config.identity_cert, config.identity_key),
+            tls=tls,
+            addresses=AddressBook(config.address_book),
+            limits=config.limits,
+        )
+        self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
+        self.peers: dict[str, PeerChannel] = {}
+        self.orderers: dict[str, OrdererChannel] = {}
+        self.gateway = Gateway(self.ctx, self.peers)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.address = ""
+        self._join_lock = asyncio.Lock()
+
+    @property
+    def channels_dir(self):  # type: ignore[no-untyped-def]
+        """Where joined channels' config blocks are kept."""
+        return self.config.data_dir / "channels"
+
+    async def start(self) -> str:
+        """Open channels, start roles and the server; returns the bound address."""
+        self.channels_dir.mkdir(parents=True, exist_ok=True)
+        blocks = [p.read_bytes() for p in self.config.genesis_blocks]
+        blocks += [p.read_bytes() for p in sorted(self.channels_dir.glob("*.block"))]
+        for raw in blocks:
+            block = block_pb2.Block.FromString(raw)
+            if block.header.channel_id not in self.peers | self.orderers:  # type: ignore[operator]
+                await self.join(block)
+        self._server = self._make_server()
+        port = self._server.add_secure_port(self.config.listen, self.ctx.tls.server_credentials())
+        await self._server.start()
+        host = self.config.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.ctx.addresses.publish(self.config.node_id, self.address)
+        return self.address
+
+    def _make_server(self) -> grpc.aio.Server:
+        limits = self.config.limits
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        window, wait = limits.timestamp_window_s, limits.commit_wait_s
+        endorser_service_pb2_grpc.add_EndorserServiceServicer_to_server(
+            EndorserServicer(self.peers), server
+        )
+        orderer_service_pb2_grpc.add_OrdererServiceServicer_to_server(
+            OrdererServicer(self.orderers, window), server
+        )
+        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
+            GatewayServicer(self.gateway, self.peers, window, wait), server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.own_org, window, self.join_from_admin, self.status), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [
+            d.services_by_name[n].full_name
+            for d, n in [
+                (endorser_service_pb2.DESCRIPTOR, "EndorserService"),
+                (orderer_service_pb2.DESCRIPTOR, "OrdererService"),
+                (gateway_service_pb2.DESCRIPTOR, "GatewayService"),
+                (admin_service_pb2.DESCRIPTOR, "AdminService"),
+            ]
+        ]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        return server
+
+    async def join(self, block: block_pb2.Block) -> str:
+        """Serve the channel of config block `block`; returns its id."""
+        try:
+            view = read_genesis(block)
+        except ConfigError as exc:
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"config block: {exc}") from exc
+        cid = view.channel_id
+        me = self.config.node_id
+        is_peer = "peer" in self.config.roles and any(n.node_id == me for n in view.config.peers)
+        is_orderer = "orderer" in self.config.roles and me in view.orderer_ids()
+        if not (is_peer or is_orderer):
+            raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, f"channel {cid!r} does not name {me}")
+        data = self.config.data_dir
+        sync = self.config.synchronous
+        if is_orderer:
+            ledger = await ChannelLedger.open(data / f"{cid}.orderer.sqlite", synchronous=sync)
+            if ledger.height == 0:
+                await ledger.commit_block(block, [genesis_tx_id(block)])
+            orderer = OrdererChannel(self.ctx, view, ledger)
+            await orderer.start()
+            self.orderers[cid] = orderer
+        if is_peer:
+            ledger = await ChannelLedger.open(data / f"{cid}.peer.sqlite", synchronous=sync)
+            if ledger.height == 0:
+                genesis = block_pb2.Block()
+                genesis.CopyFrom(block)
+                genesis.metadata.validation_codes.append(1)
+                await ledger.commit_block(genesis, [genesis_tx_id(block)])
+            peer = PeerChannel(self.ctx, view, ledger, self._pool)
+            await peer.start()
+            self.peers[cid] = peer
+        return cid
+
+    async def join_from_admin(self, block: block_pb2.Block) -> str:
+        """JoinChannel: join and remember the config block for restarts."""
+        async with self._join_lock:
+            cid = block.header.channel_id
+            if cid in self.peers or cid in self.orderers:
+                raise ClientError(R.ERROR_REASON_ALREADY_JOINED, f"already serving {cid!r}")
+            joined = await self.join(block)
+            path = self.channels_dir / f"{joined}.block"
+            path.write_bytes(block.SerializeToString())
+            return joined
+
+    def status(self) -> admin_service_pb2.NodeStatusResponse:
+        """NodeStatus."""
+        out = admin_service_pb2.NodeStatusResponse(
+            node_id=self.config.node_id, org_id=self.config.org_id, roles=sorted(self.config.roles)
+        )
+        for cid in sorted(set(self.peers) | set(self.orderers)):
+            ledger = (self.peers.get(cid) or self.orderers[cid]).ledger
+            roles = [r for r, d in (("peer", self.peers), ("orderer", self.orderers)) if cid in d]
+            out.channels.add(
+                channel_id=cid, height=ledger.height, last_block_hash=ledger.last_hash, roles=roles
+            )
+        return out
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Two-stage stop (idempotent)."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await self._health.enter_graceful_shutdown()
+        self.ctx.addresses.withdraw(self.config.node_id, self.address)
+        await server.stop(grace_s)
+        await self.gateway.close()
+        for role in [*self.peers.values(), *self.orderers.values()]:
+            await role.stop()
+        for role in [*self.peers.values(), *self.orderers.values()]:
+            await role.ledger.close()
+        await self.ctx.close()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,232 @@
+"""The peer role of one channel: endorser and committer.
+
+Committer. The peer follows the channel's orderer with a Deliver stream from its own height.
+Each block is checked (hash chain link, signature of a configured orderer), its transactions are
+checked in parallel chunks on a thread pool (`cryptography` releases the GIL, so signature
+verification uses both cores), MVCC runs on the prefetched committed versions, and the block with
+this peer's validation codes, tx index and state writes is committed in one sqlite transaction.
+After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
+
+Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
+ledger), simulated against one consistent snapshot of committed state on the ledger's reader
+thread, and the response payload is signed over (payload || endorser identity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
+
+import grpc
+
+from dltmw.contracts import builtin_contract
+from dltmw.core.block import block_hash, chain_error
+from dltmw.core.channel import ChannelView
+from dltmw.core.contract import Contract, simulate
+from dltmw.core.errors import ClientError, PeerError, TransientError
+from dltmw.core.hashing import sha256
+from dltmw.core.identity import IdentityError
+from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
+from dltmw.core.validation import TxForMvcc, reads_of, validate_block
+from dltmw.ledger.sqlite import ChannelLedger, TxRecord
+from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.v1 import (
+    block_pb2,
+    errors_pb2,
+    orderer_service_pb2,
+    orderer_service_pb2_grpc,
+    proposal_pb2,
+)
+
+logger = logging.getLogger(__name__)
+R = errors_pb2
+CHECK_CHUNK = 64
+RECONNECT_MAX_S = 2.0
+
+
+class PeerChannel:
+    """Endorses and commits one channel."""
+
+    def __init__(
+        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, pool: ThreadPoolExecutor
+    ) -> None:
+        self.ctx = ctx
+        self.view = view
+        self.ledger = ledger
+        self._pool = pool
+        self._contracts: dict[str, Contract] = {}
+        for deployed in view.config.contracts:
+            contract = builtin_contract(deployed.name)
+            if contract is not None:
+                self._contracts[deployed.name] = contract
+        self._committed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start following the orderer."""
+        self._task = asyncio.create_task(self._follow(), name=f"deliver-{self.view.channel_id}")
+
+    async def stop(self) -> None:
+        """Stop following (idempotent)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # --- endorser -------------------------------------------------------------------------
+
+    async def admit(self, signed: proposal_pb2.SignedProposal) -> CheckedProposal:
+        """Admission checks of a proposal, including the duplicate tx_id check."""
+        checked = check_signed_proposal(
+            signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
+        )
+        if checked.invocation.contract not in self._contracts:
+            raise ClientError(
+                R.ERROR_REASON_CONTRACT_NOT_FOUND,
+                f"contract {checked.invocation.contract!r} is not deployed on "
+                f"{self.view.channel_id!r}",
+            )
+        if await self.ledger.tx_record(checked.tx_id) is not None:
+            raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {checked.tx_id} is on the ledger")
+        return checked
+
+    async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
+        """Simulate an admitted proposal on one snapshot of committed state."""
+        contract = self._contracts[checked.invocation.contract]
+        payload = await self.ledger.read_snapshot(
+            lambda reader: simulate(contract, checked.invocation, reader)
+        )
+        payload.proposal_hash = sha256(checked.proposal_bytes)
+        return payload
+
+    async def endorse(self, signed: proposal_pb2.SignedProposal) -> proposal_pb2.ProposalResponse:
+        """ProcessProposal: admit, simulate, sign (no endorsement when the contract refused)."""
+        checked = await self.admit(signed)
+        payload = await self.simulate(checked)
+        payload_bytes = payload.SerializeToString()
+        response = proposal_pb2.ProposalResponse(payload=payload_bytes, response=payload.response)
+        if payload.response.status == 200:
+            me = self.ctx.signer.identity_bytes
+            response.endorsement.endorser = me
+            response.endorsement.signature = self.ctx.signer.sign(payload_bytes + me)
+        return response
+
+    # --- committer ------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Deliver blocks from our height, forever, switching orderers on failure."""
+        orderers = self.view.orderer_ids()
+        attempt = 0
+        while True:
+            node_id = orderers[attempt % len(orderers)]
+            try:
+                await self._deliver_from(node_id)
+                attempt = 0
+            except (grpc.aio.AioRpcError, TransientError, PeerError) as exc:
+                logger.warning("deliver from %s failed: %s", node_id, exc)
+                await self.ctx.forget(node_id)
+            attempt += 1
+            await asyncio.sleep(min(RECONNECT_MAX_S, 0.05 * 2 ** min(attempt, 6)))
+
+    async def _deliver_from(self, node_id: str) -> None:
+        channel = await self.ctx.channel_to(node_id)
+        stub = orderer_service_pb2_grpc.OrdererServiceStub(channel)
+        seek = orderer_service_pb2.SeekInfo(
+            channel_id=self.view.channel_id,
+            start_block=self.ledger.height,
+            follow=True,
+            requester=self.ctx.signer.identity_bytes,
+        )
+        seek.timestamp.FromDatetime(utc_now())
+        seek_bytes = seek.SerializeToString()
+        request = orderer_service_pb2.DeliverRequest(
+            seek_info=seek_bytes, signature=self.ctx.signer.sign(seek_bytes)
+        )
+        async for response in stub.Deliver(request):
+            if response.block.header.number < self.ledger.height:
+                continue  # already committed (e.g. a resent block after reconnect)
+            await self.commit(response.block)
+
+    def _check_orderer_signature(self, block: block_pb2.Block) -> None:
+        digest = block_hash(block)
+        configured = {n.identity for n in self.view.config.orderers}
+        for sig in block.metadata.signatures:
+            if sig.signer not in configured:
+                continue
+            try:
+                self.view.orderer_membership.verify(sig.signer, digest, sig.signature, utc_now())
+                return
+            except IdentityError:
+                continue
+        raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block {block.header.number} lacks a "
+                        "valid signature of a configured orderer")
+
+    async def commit(self, block: block_pb2.Block) -> None:
+        """Validate and commit the next block."""
+        err = chain_error(block, self.view.channel_id, self.ledger.height, self.ledger.last_hash)
+        if err is not None:
+            raise PeerError(R.ERROR_REASON_INVALID_FIELD, f"refusing delivered block: {err}")
+        self._check_orderer_signature(block)
+        checked = await self._check_all(block.data.envelopes)
+        txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
+        keys, ranges = reads_of(txs)
+        versions = await self.ledger.versions(keys)
+        committed_ranges = await self.ledger.ranges(ranges) if ranges else {}
+        existing = await self.ledger.existing_tx_ids(c.tx_id for c in checked)
+        codes, writes = validate_block(
+            block.header.number, txs, versions, committed_ranges, existing
+        )
+        del block.metadata.validation_codes[:]
+        block.metadata.validation_codes.extend(codes)
+        await self.ledger.commit_block(block, [c.tx_id for c in checked], writes)
+        async with self._committed:
+            self._committed.notify_all()
+
+    async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
+        loop = asyncio.get_running_loop()
+        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
+        view = self.view
+
+        def run(chunk: Sequence[bytes]) -> list[CheckedTx]:
+            return [check_transaction(env, view) for env in chunk]
+
+        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
+        return [tx for chunk in results for tx in chunk]
+
+    # --- queries --------------------------------------------------------------------------
+
+    async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
+        """Block until `tx_id` is committed here; UNAVAILABLE(WAIT_TIMEOUT) after `timeout_s`."""
+        record = await self.ledger.tx_record(tx_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while record is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TransientError(
+                    R.ERROR_REASON_WAIT_TIMEOUT, f"tx {tx_id} not committed within {timeout_s}s"
+                )
+            async with self._committed:
+                try:
+                    await asyncio.wait_for(self._committed.wait(), remaining)
+                except TimeoutError:
+                    pass
+            record = await self.ledger.tx_record(tx_id)
+        return record
+
+    async def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
+        """Committed blocks (with this peer's validation codes) from `start`, forever."""
+        number = start
+        while True:
+            if number >= self.ledger.height:
+                async with self._committed:
+                    await self._committed.wait_for(lambda n=number: self.ledger.height > n)
+            for block in await self.ledger.blocks(number, self.ledger.height):
+                yield block
+                number += 1
+
+
+_ = UTC
