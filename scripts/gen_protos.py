@@ -24,7 +24,9 @@ PROTO_ROOT = ROOT / "protos"
 
 def generate(out_root: Path) -> Path:
     """Run protoc with the python, grpc and mypy plugins; returns the dltmw/v1 output dir."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "dltmw/v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "dltmw/v1").glob("*.proto")
+    )
     include = str(Path(protoc.__file__).parent / "_proto")
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -38,7 +40,7 @@ def generate(out_root: Path) -> Path:
         f"--mypy_grpc_out={out_root}",
         *protos,
     ]
-    if protoc.main(args) != 0:  # noqa: SIM102
+    if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     out = out_root / "dltmw" / "v1"
     (out / "__init__.py").write_text('"""Generated stubs of the dltmw.v1 wire contract."""\n')

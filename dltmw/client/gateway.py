@@ -45,8 +45,9 @@ class GatewayClient:
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
 
     @staticmethod
-    async def connect(network_dir: Path, client_id: str, gateway: str | None = None,
-                      timeout_s: float = 10.0) -> GatewayClient:
+    async def connect(
+        network_dir: Path, client_id: str, gateway: str | None = None, timeout_s: float = 10.0
+    ) -> GatewayClient:
         """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway."""
         home = network_dir / "clients" / client_id
         with (home / "client.toml").open("rb") as f:
@@ -66,7 +67,7 @@ class GatewayClient:
 
     async def close(self) -> None:
         """Close the connection."""
-        await self.channel.close()
+        await self.channel.close(None)
 
     def proposal(
         self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
@@ -127,7 +128,9 @@ class GatewayClient:
 
     async def commit_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse:
         """Wait for the transaction's validation code on the gateway's peer."""
-        query, signature = self.signed_query(G.CommitStatusQuery(channel_id=channel_id, tx_id=tx_id))
+        query, signature = self.signed_query(
+            G.CommitStatusQuery(channel_id=channel_id, tx_id=tx_id)
+        )
         return await self.stub.CommitStatus(
             G.CommitStatusRequest(query=query, signature=signature), timeout=60
         )
@@ -142,8 +145,12 @@ class GatewayClient:
         status = await self.commit_status(channel_id, tx_id)
         return Submitted(tx_id, endorsed.result, status)
 
-    async def events(self, channel_id: str, start_block: int = 0) -> AsyncIterator[G.EventsResponse]:
+    async def events(
+        self, channel_id: str, start_block: int = 0
+    ) -> AsyncIterator[G.EventsResponse]:
         """Follow committed blocks from `start_block`."""
-        query, signature = self.signed_query(G.EventsQuery(channel_id=channel_id, start_block=start_block))
+        query, signature = self.signed_query(
+            G.EventsQuery(channel_id=channel_id, start_block=start_block)
+        )
         async for response in self.stub.Events(G.EventsRequest(query=query, signature=signature)):
             yield response

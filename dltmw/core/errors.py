@@ -2,7 +2,8 @@
 
 Every error carries an `ErrorReason` from the wire contract. Subclasses separate caller misuse
 (`ClientError`: the request is wrong and retrying it unchanged will fail again), misbehaviour of
-another node (`PeerError`) and passing trouble (`TransientError`: retry later). `dltmw/rpc/status.py`
+another node (`PeerError`) and passing trouble (`TransientError`: retry later).
+`dltmw/rpc/status.py`
 alone maps reasons to gRPC status codes. Domain outcomes that are not failures of a request —
 a transaction that commits as MVCC_READ_CONFLICT — are values, never exceptions. Broken
 invariants are `InvariantViolation`, which nothing may catch and map to a status.
@@ -44,7 +45,7 @@ class TransientError(DltmwError):
     """Overload, shutdown or an unreachable node; the request may be retried."""
 
 
-class InvariantViolation(Exception):  # noqa: N818 — named for what it is, not an "Error" to handle
+class InvariantViolation(Exception):
     """A broken internal invariant: the node must stop rather than continue wrongly."""
 
 

@@ -36,7 +36,9 @@ def make_genesis(
     ).SerializeToString()
     envelope = common_pb2.Envelope(payload=payload, signature=orderer.sign(payload))
     block = make_block(config.channel_id, 0, ZERO_HASH, [envelope.SerializeToString()])
-    block.metadata.signatures.add(signer=orderer.identity_bytes, signature=orderer.sign(block_hash(block)))
+    block.metadata.signatures.add(
+        signer=orderer.identity_bytes, signature=orderer.sign(block_hash(block))
+    )
     return block
 
 

@@ -33,7 +33,7 @@ def data_hash(envelopes: Iterable[bytes]) -> bytes:
 
 
 def header_hash(channel_id: str, number: int, previous_hash: bytes, data_digest: bytes) -> bytes:
-    """Block hash: SHA-256(channel_id || 0x00 || number (8 bytes BE) || previous_hash || data_hash)."""
+    """Block hash: SHA-256(channel_id || 0x00 || number (u64 BE) || previous_hash || data_hash)."""
     return hashlib.sha256(
         channel_id.encode() + b"\x00" + number.to_bytes(8, "big") + previous_hash + data_digest
     ).digest()

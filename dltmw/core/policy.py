@@ -350,22 +350,37 @@ def check_policy_orgs(policy: Policy, known_orgs: Iterable[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 _Vec: TypeAlias = tuple[int, ...]
+_Mask: TypeAlias = tuple[bool, ...]
 
 
 @dataclass(frozen=True)
 class _Leaf:
     index: int
-    classes: tuple[int, ...]  # signer classes whose identities satisfy this leaf
+    own: _Mask  # classes whose identities satisfy this leaf
+    keep: _Mask  # classes that leaves outside this node still need: report what is left of them
+    classes: tuple[int, ...]  # the indices set in `own`
 
 
 @dataclass(frozen=True)
 class _Gate:
     index: int
+    own: _Mask  # classes some leaf below this gate can use
+    keep: _Mask
     n: int
-    children: tuple[_Leaf | _Gate, ...]
+    children: tuple[_Leaf | _Gate, ...]  # reordered so children using the same classes are adjacent
+    live: tuple[_Mask, ...]  # live[i]: classes still needed once children[: i + 1] are done
 
 
 _Node: TypeAlias = _Leaf | _Gate
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """First compilation pass: a policy node with the set of classes its leaves can use."""
+
+    policy: Policy
+    own: frozenset[int]
+    children: tuple[_Raw, ...]
 
 
 @dataclass(frozen=True)
@@ -402,13 +417,18 @@ def _classify(policy: Policy, signers: Iterable[Signer]) -> dict[_SignerClass, i
 
 
 class _Solver:
-    """Memoised search: which availability vectors can remain after satisfying a node."""
+    """Memoised search: which availability vectors can remain after satisfying a node.
+
+    A vector holds, per signer class, how many identities are still unused. Entries for classes
+    that no leaf still to be visited can use are zeroed ("dead"), so that equivalent states
+    coincide and frontiers stay small (e.g. OutOf(k, N distinct orgs) keeps one state per k).
+    """
 
     def __init__(self, policy: Policy, counts: dict[_SignerClass, int]) -> None:
         self.classes = sorted(counts, key=lambda c: (c.org_id, sorted(c.roles)))
         self.uses = [0] * len(self.classes)
         self.next_index = 0
-        self.root = self.compile(policy)
+        self.root = self.build(self.scan(policy), frozenset())
         # More identities of a class than leaves it can fill are never useful; capping keeps
         # the memo keys small.
         self.start: _Vec = tuple(
@@ -416,31 +436,55 @@ class _Solver:
         )
         self.memo: dict[tuple[int, _Vec], frozenset[_Vec]] = {}
 
-    def compile(self, policy: Policy) -> _Node:
-        index = self.next_index
-        self.next_index += 1
+    def scan(self, policy: Policy) -> _Raw:
         if isinstance(policy, SignedBy):
-            fits = tuple(i for i, c in enumerate(self.classes) if c.matches(policy.principal))
+            fits = frozenset(i for i, c in enumerate(self.classes) if c.matches(policy.principal))
             for i in fits:
                 self.uses[i] += 1
-            return _Leaf(index, fits)
-        return _Gate(index, policy.n, tuple(self.compile(rule) for rule in policy.rules))
+            return _Raw(policy, fits, ())
+        children = tuple(self.scan(rule) for rule in policy.rules)
+        return _Raw(policy, frozenset().union(*(c.own for c in children)), children)
+
+    def mask(self, classes: frozenset[int]) -> _Mask:
+        return tuple(i in classes for i in range(len(self.classes)))
+
+    def build(self, raw: _Raw, external: frozenset[int]) -> _Node:
+        """Final pass; `external` = classes that leaves visited after this node may use."""
+        index = self.next_index
+        self.next_index += 1
+        own, keep = self.mask(raw.own), self.mask(raw.own & external)
+        if isinstance(raw.policy, SignedBy):
+            return _Leaf(index, own, keep, tuple(sorted(raw.own)))
+        ordered = sorted(raw.children, key=lambda child: sorted(child.own))
+        later: list[frozenset[int]] = [frozenset()]
+        for child in reversed(ordered[1:]):
+            later.append(later[-1] | child.own)
+        later.reverse()
+        children = tuple(
+            self.build(c, external | after) for c, after in zip(ordered, later, strict=True)
+        )
+        live = tuple(self.mask(external | after) for after in later)
+        return _Gate(index, own, keep, raw.policy.n, children, live)
 
     def satisfiable(self) -> bool:
         return bool(self.remaining(self.root, self.start))
 
     def remaining(self, node: _Node, avail: _Vec) -> frozenset[_Vec]:
-        key = (node.index, avail)
+        """Pareto-maximal vectors that can be left after satisfying `node` from `avail`."""
+        mine = _project(avail, node.own)
+        key = (node.index, mine)
         cached = self.memo.get(key)
         if cached is None:
             if isinstance(node, _Leaf):
                 cached = _maximal(
-                    (*avail[:i], avail[i] - 1, *avail[i + 1 :]) for i in node.classes if avail[i]
+                    _project((*mine[:i], mine[i] - 1, *mine[i + 1 :]), node.keep)
+                    for i in node.classes
+                    if mine[i]
                 )
             else:
-                cached = self.gate(node, avail)
+                cached = self.gate(node, mine)
             self.memo[key] = cached
-        return cached
+        return frozenset(_merge(inner, avail, node.own) for inner in cached)
 
     def gate(self, node: _Gate, avail: _Vec) -> frozenset[_Vec]:
         """Dynamic programme over children: states[k] = vectors left with k children met."""
@@ -455,11 +499,22 @@ class _Solver:
                         grown.setdefault(met, set()).add(vec)
                     for rest in self.remaining(child, vec):
                         if met + 1 == node.n:
-                            done.add(rest)
+                            done.add(_project(rest, node.keep))
                         else:
                             grown.setdefault(met + 1, set()).add(rest)
-            states = {met: _maximal(vectors) for met, vectors in grown.items()}
+            live = node.live[position]
+            states = {met: _maximal(_project(v, live) for v in vs) for met, vs in grown.items()}
         return _maximal(done)
+
+
+def _project(vec: _Vec, mask: _Mask) -> _Vec:
+    """`vec` with the entries outside `mask` zeroed."""
+    return tuple(v if m else 0 for v, m in zip(vec, mask, strict=True))
+
+
+def _merge(inner: _Vec, outer: _Vec, mask: _Mask) -> _Vec:
+    """`inner` where `mask` is set, `outer` elsewhere."""
+    return tuple(i if m else o for i, o, m in zip(inner, outer, mask, strict=True))
 
 
 def _maximal(vectors: Iterable[_Vec]) -> frozenset[_Vec]:

@@ -133,7 +133,9 @@ def check_signed_proposal(
     proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
     header = check_header(proposal.header, channel, now, window_s)
     if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "proposal header type must be ENDORSER_TRANSACTION")
+        raise ClientError(
+            R.ERROR_REASON_INVALID_FIELD, "proposal header type must be ENDORSER_TRANSACTION"
+        )
     creator = verify_signed(
         channel.membership, header.creator, signed.proposal_bytes, signed.signature, now
     )
@@ -172,7 +174,7 @@ def check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
         return CheckedTx(inv.tx_id, inv.code, None)
 
 
-class _Invalid(Exception):  # noqa: N818 — internal control flow, never escapes
+class _Invalid(Exception):
     def __init__(self, code: int, tx_id: str = "") -> None:
         self.code = code
         self.tx_id = tx_id
@@ -194,7 +196,9 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     tx_id = header.tx_id
     if header.channel_id != channel.channel_id:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER, tx_id)
-    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION or not header.HasField("timestamp"):
+    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION or not header.HasField(
+        "timestamp"
+    ):
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
     if not header.nonce or tx_id != compute_tx_id(header.nonce, header.creator):
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_PROPOSAL_TXID, tx_id)
@@ -203,7 +207,9 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
     except IdentityError as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE, tx_id) from exc
-    tx = _parse_or(transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
+    tx = _parse_or(
+        transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
+    )
     response = _check_endorsed_action(tx, payload.header, channel, tx_id)
     _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
     return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))

@@ -116,7 +116,9 @@ def _range_now(
     committed_ranges: Mapping[RangeRef, Sequence[tuple[str, Version]]],
 ) -> list[tuple[str, Version | None]]:
     """The range as it would read now: committed entries overlaid with in-block writes."""
-    view: dict[str, Version | None] = dict(committed_ranges.get((ns, query.start_key, query.end_key), ()))
+    view: dict[str, Version | None] = dict(
+        committed_ranges.get((ns, query.start_key, query.end_key), ())
+    )
     for (u_ns, key), version in updates.items():
         if u_ns == ns and key >= query.start_key and (not query.end_key or key < query.end_key):
             view[key] = version

@@ -121,7 +121,9 @@ class ChannelLedger:
 
     async def _verify_chain(self) -> None:
         previous, expected, channel = ZERO_HASH, 0, None
-        async with self._conn.execute("SELECT number, hash, data FROM blocks ORDER BY number") as cur:
+        async with self._conn.execute(
+            "SELECT number, hash, data FROM blocks ORDER BY number"
+        ) as cur:
             async for number, stored_hash, data in cur:
                 block = block_pb2.Block.FromString(data)
                 channel = channel if channel is not None else block.header.channel_id

@@ -89,7 +89,9 @@ def _party(
 
 
 def _files(home: Path, root: Path, org: str) -> dict[str, str]:
-    rel = lambda p: os.path.relpath(p, home)  # noqa: E731
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, home)
+
     return {
         "identity_cert": "identity.pem",
         "identity_key": "identity.key",
@@ -127,8 +129,10 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         home = out / "clients" / client["id"]
         _party(home, cas, client["org"], client["id"], client.get("role", "client"), [])
         gateway = client.get("gateway") or _default_gateway(raw, client["org"])
-        cfg = {"client": {"id": client["id"], "org": client["org"], "gateway": gateway},
-               "files": _files(home, out, client["org"])}
+        cfg = {
+            "client": {"id": client["id"], "org": client["org"], "gateway": gateway},
+            "files": _files(home, out, client["org"]),
+        }
         _write(home / "client.toml", tomli_w.dumps(cfg).encode())
     for ch in raw.get("channels", []):
         config = _channel_config(ch, raw, cas, identities)
@@ -140,10 +144,17 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         home = out / "nodes" / node["id"]
         joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
         cfg = {
-            "node": {"id": node["id"], "org": node["org"], "roles": node["roles"],
-                     "listen": node.get("listen", "127.0.0.1:0"), "data_dir": "data"},
+            "node": {
+                "id": node["id"],
+                "org": node["org"],
+                "roles": node["roles"],
+                "listen": node.get("listen", "127.0.0.1:0"),
+                "data_dir": "data",
+            },
             "files": _files(home, out, node["org"]),
-            "channels": {"genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]},
+            "channels": {
+                "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
+            },
             "ledger": {"synchronous": synchronous},
         }
         _write(home / "node.toml", tomli_w.dumps(cfg).encode())
@@ -173,7 +184,9 @@ def _serves(node: dict[str, Any], ch: dict[str, Any], raw: dict[str, Any]) -> bo
 
 
 def _channel_config(
-    ch: dict[str, Any], raw: dict[str, Any], cas: dict[str, IssuedCert],
+    ch: dict[str, Any],
+    raw: dict[str, Any],
+    cas: dict[str, IssuedCert],
     identities: dict[str, SigningIdentity],
 ) -> config_pb2.ChannelConfig:
     nodes = {n["id"]: n for n in raw["nodes"]}
@@ -194,10 +207,18 @@ def _channel_config(
     for org in orderer_orgs:
         config.orderer_organizations.add(org_id=org, root_certificate_pem=cas[org].cert_pem)
     for oid in ch["orderers"]:
-        config.orderers.add(node_id=oid, org_id=nodes[oid]["org"], identity=identities[oid].identity_bytes)
+        config.orderers.add(
+            node_id=oid, org_id=nodes[oid]["org"], identity=identities[oid].identity_bytes
+        )
     for node in raw["nodes"]:
         if "peer" in node["roles"] and node["org"] in ch["members"]:
-            config.peers.add(node_id=node["id"], org_id=node["org"], identity=identities[node["id"]].identity_bytes)
+            config.peers.add(
+                node_id=node["id"],
+                org_id=node["org"],
+                identity=identities[node["id"]].identity_bytes,
+            )
     for contract in ch.get("contracts", [{"name": "bank"}, {"name": "kv"}]):
-        config.contracts.add(name=contract["name"], endorsement_policy=contract.get("endorsement_policy", ""))
+        config.contracts.add(
+            name=contract["name"], endorsement_policy=contract.get("endorsement_policy", "")
+        )
     return config

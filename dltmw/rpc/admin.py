@@ -32,13 +32,22 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self._status = status
 
     @unary
-    async def JoinChannel(self, request: A.JoinChannelRequest, context: Ctx) -> A.JoinChannelResponse:
+    async def JoinChannel(
+        self, request: A.JoinChannelRequest, context: Ctx
+    ) -> A.JoinChannelResponse:
         """Join the channel of a config block (admins of the node's organisation only)."""
         require(bool(request.command), "command")
         command = parse(A.JoinChannelCommand, request.command, "command")
         stamp = command.timestamp.ToDatetime(tzinfo=UTC) if command.HasField("timestamp") else None
-        who = check_signed_query(request.command, request.signature, command.requester,
-                                 self._own_org, stamp, utc_now(), self._window_s)
+        who = check_signed_query(
+            request.command,
+            request.signature,
+            command.requester,
+            self._own_org,
+            stamp,
+            utc_now(),
+            self._window_s,
+        )
         check_tls_org(context, self._own_org, who.org_id)
         if "admin" not in who.roles:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "JoinChannel needs an admin identity")
@@ -52,7 +61,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         require(bool(request.query), "query")
         query = parse(A.NodeStatusQuery, request.query, "query")
         stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(request.query, request.signature, query.requester,
-                                 self._own_org, stamp, utc_now(), self._window_s)
+        who = check_signed_query(
+            request.query,
+            request.signature,
+            query.requester,
+            self._own_org,
+            stamp,
+            utc_now(),
+            self._window_s,
+        )
         check_tls_org(context, self._own_org, who.org_id)
         return self._status()

@@ -8,8 +8,15 @@ from datetime import UTC
 from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
 from dltmw.core.txcheck import check_envelope, check_signed_query, parse, tx_summary
-from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_channel, require
-from dltmw.rpc.guard import streaming, unary
+from dltmw.rpc.guard import (
+    Ctx,
+    check_tls_org,
+    envelope_channel,
+    proposal_channel,
+    require,
+    streaming,
+    unary,
+)
 from dltmw.runtime.context import utc_now
 from dltmw.runtime.gateway import Gateway
 from dltmw.runtime.peer import PeerChannel
@@ -90,8 +97,15 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         require(bool(query.tx_id), "query.tx_id")
         peer = self._peer(query.channel_id)
         stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(request.query, request.signature, query.requester,
-                                 peer.view.membership, stamp, utc_now(), self._window_s)
+        who = check_signed_query(
+            request.query,
+            request.signature,
+            query.requester,
+            peer.view.membership,
+            stamp,
+            utc_now(),
+            self._window_s,
+        )
         check_tls_org(context, peer.view.membership, who.org_id)
         record = await peer.wait_for_tx(query.tx_id, self._wait_s)
         return G.CommitStatusResponse(
@@ -109,8 +123,15 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         query = parse(G.EventsQuery, request.query, "query")
         peer = self._peer(query.channel_id)
         stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(request.query, request.signature, query.requester,
-                                 peer.view.membership, stamp, utc_now(), self._window_s)
+        who = check_signed_query(
+            request.query,
+            request.signature,
+            query.requester,
+            peer.view.membership,
+            stamp,
+            utc_now(),
+            self._window_s,
+        )
         check_tls_org(context, peer.view.membership, who.org_id)
         async for block in peer.committed_blocks(query.start_block):
             yield block_events(block)
@@ -131,7 +152,7 @@ def block_events(block: block_pb2.Block) -> G.EventsResponse:
         code = codes[i] if i < len(codes) else 0
         out.transactions.add(
             tx_id=tx_id,
-            validation_code=code,  # type: ignore[arg-type]
+            validation_code=code,
             events=events if code == 1 else [],
         )
     return out

@@ -59,14 +59,22 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         view = orderer.view
         stamp = seek.timestamp.ToDatetime(tzinfo=UTC) if seek.HasField("timestamp") else None
         try:
-            check_signed_query(request.seek_info, request.signature, seek.requester,
-                               view.membership, stamp, utc_now(), self._window_s)
+            check_signed_query(
+                request.seek_info,
+                request.signature,
+                seek.requester,
+                view.membership,
+                stamp,
+                utc_now(),
+                self._window_s,
+            )
             check_tls_org(context, view.membership, None)
         except ClientError as member_error:
             # Orderer organisations may read blocks too (other orderers catching up).
             try:
-                view.orderer_membership.verify(seek.requester, request.seek_info,
-                                               request.signature, utc_now())
+                view.orderer_membership.verify(
+                    seek.requester, request.seek_info, request.signature, utc_now()
+                )
             except IdentityError:
                 raise member_error from None
         stop = None if seek.follow else seek.stop_block

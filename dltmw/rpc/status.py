@@ -1,16 +1,16 @@
 """The ONE place where failures become gRPC statuses.
 
 Every `ErrorReason` maps to exactly one status code. A failed RPC carries a `google.rpc.Status`
-with an `ErrorInfo{reason, domain="dltmw.v1", metadata}` in its details (the `grpc-status-details-bin`
-trailer), so clients in any language can branch on the reason without parsing text. Unknown or
-unexpected exceptions are not mapped here: they are bugs and surface as such in the log.
+with an `ErrorInfo{reason, domain="dltmw.v1", metadata}` in its details (the
+`grpc-status-details-bin` trailer), so clients in any language can branch on the reason without
+parsing text. Unexpected exceptions are not mapped here: they are bugs and surface as such.
 """
 
 from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from dltmw.core.errors import DltmwError, Reason
@@ -63,7 +63,8 @@ def to_status(error: DltmwError, **metadata: str) -> status_pb2.Status:
 
 async def abort(context: grpc.aio.ServicerContext[object, object], error: DltmwError) -> None:
     """End the RPC with the error's status; never returns."""
-    await context.abort_with_status(rpc_status.to_status(to_status(error)))
+    # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it.
+    await context.abort_with_status(rpc_status.to_status(to_status(error)))  # type: ignore[attr-defined]
 
 
 def reason_of(error: grpc.RpcError) -> str | None:
@@ -81,6 +82,3 @@ def reason_of(error: grpc.RpcError) -> str | None:
 def reason_value(name: str) -> int:
     """ErrorReason value for its short name."""
     return int(Reason.Value("ERROR_REASON_" + name))
-
-
-_ = code_pb2  # the code numbers in google.rpc.Status are grpc's own

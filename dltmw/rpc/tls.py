@@ -67,5 +67,5 @@ def secure_channel(
 def caller_tls_cert(context: grpc.aio.ServicerContext[object, object]) -> bytes | None:
     """PEM of the caller's TLS client certificate, if the transport carried one."""
     auth = context.auth_context()
-    certs = auth.get("x509_pem_cert") if auth else None
+    certs = list(auth.get("x509_pem_cert", ())) if auth else []
     return certs[0] if certs else None

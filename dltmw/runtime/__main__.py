@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     ns = parser.parse_args()
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     uvloop.run(serve(NodeConfig.load(ns.config)))

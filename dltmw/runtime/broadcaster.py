@@ -58,7 +58,7 @@ class Broadcaster:
         try:
             channel = await self._ctx.channel_to(self._orderer_id)
             stub = orderer_service_pb2_grpc.OrdererServiceStub(channel)
-            call = stub.Broadcast()
+            call = stub.Broadcast()  # type: ignore[call-arg]  # aio: no iterator = write() mode
             reader = asyncio.create_task(self._read(call, waiting))
             try:
                 while not reader.done():

@@ -56,11 +56,11 @@ class NodeContext:
         async with self._lock:
             channel = self._channels.pop(node_id, None)
         if channel is not None:
-            await channel.close()
+            await channel.close(None)
 
     async def close(self) -> None:
         """Close every outbound channel."""
         async with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
-            await channel.close()
+            await channel.close(None)

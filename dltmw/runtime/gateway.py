@@ -146,8 +146,9 @@ class Gateway:
         if e.endorser != expected:
             return Failed(node_id, "endorsed with an identity that is not the node's")
         try:
-            peer.view.membership.verify(e.endorser, response.payload + e.endorser, e.signature,
-                                        utc_now())
+            peer.view.membership.verify(
+                e.endorser, response.payload + e.endorser, e.signature, utc_now()
+            )
         except IdentityError as err:
             return Failed(node_id, f"bad endorsement: {err}")
         return Endorsed(node_id, sha256(response.payload))
@@ -163,14 +164,19 @@ class Gateway:
             if refused:
                 raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, refused[0].response.message)
             if decision.mismatch:
-                raise PeerError(R.ERROR_REASON_ENDORSEMENT_MISMATCH,
-                                "endorsers returned different results; retry")
-            if decision.failures and all("UNAVAILABLE" in f or "unavailable" in f
-                                         for f in decision.failures):
+                raise PeerError(
+                    R.ERROR_REASON_ENDORSEMENT_MISMATCH,
+                    "endorsers returned different results; retry",
+                )
+            if decision.failures and all(
+                "UNAVAILABLE" in f or "unavailable" in f for f in decision.failures
+            ):
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "; ".join(decision.failures))
-            raise ClientError(R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE,
-                              "endorsement policy cannot be satisfied: "
-                              + ("; ".join(decision.failures) or "no endorser available"))
+            raise ClientError(
+                R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE,
+                "endorsement policy cannot be satisfied: "
+                + ("; ".join(decision.failures) or "no endorser available"),
+            )
         chosen = [responses[n] for n in decision.node_ids]
         tx = transaction_pb2.Transaction(
             proposal_bytes=checked.proposal_bytes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,6 +46,7 @@ from dltmw.v1 import (
     gateway_service_pb2_grpc,
     orderer_service_pb2,
     orderer_service_pb2_grpc,
+    transaction_pb2,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,12 +73,12 @@ class Node:
         self.gateway = Gateway(self.ctx, self.peers)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self._join_lock = asyncio.Lock()
 
     @property
-    def channels_dir(self):  # type: ignore[no-untyped-def]
+    def channels_dir(self) -> Path:
         """Where joined channels' config blocks are kept."""
         return self.config.data_dir / "channels"
 
@@ -87,7 +89,7 @@ class Node:
         blocks += [p.read_bytes() for p in sorted(self.channels_dir.glob("*.block"))]
         for raw in blocks:
             block = block_pb2.Block.FromString(raw)
-            if block.header.channel_id not in self.peers | self.orderers:  # type: ignore[operator]
+            if block.header.channel_id not in {*self.peers, *self.orderers}:
                 await self.join(block)
         self._server = self._make_server()
         port = self._server.add_secure_port(self.config.listen, self.ctx.tls.server_credentials())
@@ -131,7 +133,9 @@ class Node:
                 (admin_service_pb2.DESCRIPTOR, "AdminService"),
             ]
         ]
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
         return server
 
     async def join(self, block: block_pb2.Block) -> str:
@@ -160,7 +164,7 @@ class Node:
             if ledger.height == 0:
                 genesis = block_pb2.Block()
                 genesis.CopyFrom(block)
-                genesis.metadata.validation_codes.append(1)
+                genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await ledger.commit_block(genesis, [genesis_tx_id(block)])
             peer = PeerChannel(self.ctx, view, ledger, self._pool)
             await peer.start()
@@ -200,9 +204,10 @@ class Node:
         self.ctx.addresses.withdraw(self.config.node_id, self.address)
         await server.stop(grace_s)
         await self.gateway.close()
-        for role in [*self.peers.values(), *self.orderers.values()]:
+        roles: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]
+        for role in roles:
             await role.stop()
-        for role in [*self.peers.values(), *self.orderers.values()]:
+        for role in roles:
             await role.ledger.close()
         await self.ctx.close()
         self._pool.shutdown(wait=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
@@ -24,6 +25,10 @@ from dltmw.runtime.driver import drive
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
+
+
+def _above(ledger: ChannelLedger, number: int) -> bool:
+    return ledger.height > number
 
 
 class OrdererChannel:
@@ -54,7 +59,8 @@ class OrdererChannel:
         if not ready.is_empty():
             await self._execute(ready)
         self._task = asyncio.create_task(
-            drive(handler, self._inbox, TICK_S, self._execute), name=f"orderer-{self.view.channel_id}"
+            drive(handler, self._inbox, TICK_S, self._execute),
+            name=f"orderer-{self.view.channel_id}",
         )
 
     async def stop(self) -> None:
@@ -70,7 +76,9 @@ class OrdererChannel:
         try:
             self._inbox.put_nowait(Submit(envelope, done))
         except asyncio.QueueFull as exc:
-            raise TransientError(errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full") from exc
+            raise TransientError(
+                errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full"
+            ) from exc
         await done
 
     async def _execute(self, ready: Ready) -> None:
@@ -95,7 +103,7 @@ class OrdererChannel:
         while stop is None or number <= stop:
             if number >= self.ledger.height:
                 async with self._new_block:
-                    await self._new_block.wait_for(lambda n=number: self.ledger.height > n)
+                    await self._new_block.wait_for(partial(_above, self.ledger, number))
             upper = self.ledger.height if stop is None else min(self.ledger.height, stop + 1)
             for block in await self.ledger.blocks(number, upper):
                 yield block

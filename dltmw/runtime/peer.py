@@ -15,10 +15,11 @@ thread, and the response payload is signed over (payload || endorser identity).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
+from functools import partial
 
 import grpc
 
@@ -42,6 +43,12 @@ from dltmw.v1 import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _above(ledger: ChannelLedger, number: int) -> bool:
+    return ledger.height > number
+
+
 R = errors_pb2
 CHECK_CHUNK = 64
 RECONNECT_MAX_S = 2.0
@@ -90,7 +97,9 @@ class PeerChannel:
                 f"{self.view.channel_id!r}",
             )
         if await self.ledger.tx_record(checked.tx_id) is not None:
-            raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {checked.tx_id} is on the ledger")
+            raise ClientError(
+                R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {checked.tx_id} is on the ledger"
+            )
         return checked
 
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
@@ -161,8 +170,10 @@ class PeerChannel:
                 return
             except IdentityError:
                 continue
-        raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block {block.header.number} lacks a "
-                        "valid signature of a configured orderer")
+        raise PeerError(
+            R.ERROR_REASON_BAD_SIGNATURE,
+            f"block {block.header.number} lacks a valid signature of a configured orderer",
+        )
 
     async def commit(self, block: block_pb2.Block) -> None:
         """Validate and commit the next block."""
@@ -180,7 +191,7 @@ class PeerChannel:
             block.header.number, txs, versions, committed_ranges, existing
         )
         del block.metadata.validation_codes[:]
-        block.metadata.validation_codes.extend(codes)
+        block.metadata.validation_codes.extend(codes)  # type: ignore[arg-type]
         await self.ledger.commit_block(block, [c.tx_id for c in checked], writes)
         async with self._committed:
             self._committed.notify_all()
@@ -210,10 +221,8 @@ class PeerChannel:
                     R.ERROR_REASON_WAIT_TIMEOUT, f"tx {tx_id} not committed within {timeout_s}s"
                 )
             async with self._committed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._committed.wait(), remaining)
-                except TimeoutError:
-                    pass
             record = await self.ledger.tx_record(tx_id)
         return record
 
@@ -223,10 +232,9 @@ class PeerChannel:
         while True:
             if number >= self.ledger.height:
                 async with self._committed:
-                    await self._committed.wait_for(lambda n=number: self.ledger.height > n)
+                    await self._committed.wait_for(partial(_above, self.ledger, number))
             for block in await self.ledger.blocks(number, self.ledger.height):
                 yield block
                 number += 1
 
 
-_ = UTC

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dltmw.core.block import make_block, block_hash
+from dltmw.core.block import block_hash, make_block
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope, Ready
 

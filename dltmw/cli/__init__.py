@@ -1,0 +1,1 @@
+"""The `dltmw` command line."""

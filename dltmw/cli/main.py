@@ -1,0 +1,155 @@
+"""`dltmw` — init, up, down, invoke, query, events, demo.
+
+Typer gives typed options and help text for free; rich renders the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dltmw.client import GatewayClient
+from dltmw.pki.network import init_network
+from dltmw.runtime.supervisor import Supervisor
+from dltmw.v1 import transaction_pb2
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+NetworkDir = Annotated[Path, typer.Argument(help="network directory made by `dltmw init`")]
+ClientOpt = Annotated[str, typer.Option("--client", "-c", help="client id, e.g. user1.org1")]
+GatewayOpt = Annotated[str | None, typer.Option("--gateway", "-g", help="gateway node id")]
+
+
+@app.command()
+def init(
+    topology: Annotated[
+        Path, typer.Argument(help="topology TOML, e.g. services/networks/two-org.toml")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory to create")],
+    synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
+) -> None:
+    """Generate CAs, certificates, node configs and channel config blocks."""
+    topo = init_network(topology, out, synchronous)
+    console.print(f"network [bold]{topo.name}[/] written to {out}")
+
+
+@app.command()
+def up(network: NetworkDir) -> None:
+    """Start every node as its own process on 127.0.0.1 and wait until all are ready."""
+    sup = Supervisor(network)
+    try:
+        addresses = sup.up()
+    except RuntimeError as exc:
+        sup.down()
+        console.print(f"[red]failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    for node_id, address in addresses.items():
+        console.print(f"{node_id:24} {address}")
+
+
+@app.command()
+def down(network: NetworkDir) -> None:
+    """Stop every node of the network (SIGTERM, then SIGKILL after the grace period)."""
+    Supervisor(network).down()
+    console.print("stopped")
+
+
+def _run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@app.command()
+def invoke(
+    network: NetworkDir,
+    channel: str,
+    contract: str,
+    function: str,
+    args: Annotated[list[str] | None, typer.Argument()] = None,
+    client: ClientOpt = "",
+    gateway: GatewayOpt = None,
+) -> None:
+    """Submit a transaction and wait for its commit."""
+
+    async def go() -> None:
+        c = await GatewayClient.connect(network, client, gateway)
+        try:
+            done = await c.submit_transaction(channel, contract, function, *(args or []))
+        finally:
+            await c.close()
+        code = transaction_pb2.TxValidationCode.Name(done.status.result)
+        console.print(
+            f"{done.tx_id} {code} block {done.status.block_number} "
+            f"result {done.result.payload.decode(errors='replace')!r}"
+        )
+
+    _run(go())
+
+
+@app.command()
+def query(
+    network: NetworkDir,
+    channel: str,
+    contract: str,
+    function: str,
+    args: Annotated[list[str] | None, typer.Argument()] = None,
+    client: ClientOpt = "",
+    gateway: GatewayOpt = None,
+) -> None:
+    """Evaluate a read-only invocation."""
+
+    async def go() -> None:
+        c = await GatewayClient.connect(network, client, gateway)
+        try:
+            result = await c.evaluate(channel, contract, function, *(args or []))
+        finally:
+            await c.close()
+        console.print(result.payload.decode(errors="replace"))
+
+    _run(go())
+
+
+@app.command()
+def events(
+    network: NetworkDir,
+    channel: str,
+    client: ClientOpt = "",
+    gateway: GatewayOpt = None,
+    start: Annotated[int, typer.Option("--from", help="first block")] = 0,
+    count: Annotated[int, typer.Option(help="stop after this many blocks (0 = follow)")] = 0,
+) -> None:
+    """Follow committed blocks from a number."""
+
+    async def go() -> None:
+        c = await GatewayClient.connect(network, client, gateway)
+        try:
+            seen = 0
+            async for block in c.events(channel, start):
+                for tx in block.transactions:
+                    code = transaction_pb2.TxValidationCode.Name(tx.validation_code)
+                    console.print(f"block {block.block_number} {tx.tx_id[:16]} {code}")
+                seen += 1
+                if count and seen >= count:
+                    break
+        finally:
+            await c.close()
+
+    _run(go())
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option(help="keep the network in this directory")] = None,
+) -> None:
+    """The main job: a capital-market network, Figure 8, a bank workload, a report."""
+    from dltmw.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(console, keep))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

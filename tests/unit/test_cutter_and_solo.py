@@ -1,0 +1,245 @@
+"""Block cutting (BlockCutter) and the solo orderer handler (SoloOrderer), sans I/O.
+
+Time is ticks: nothing here sleeps. Envelopes are opaque bytes of chosen sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from dltmw.core.block import block_hash, chain_error, verify_chain
+from dltmw.core.cutter import BlockCutter
+from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope, Ready
+from dltmw.core.handlers.solo import SoloOrderer, Submit
+from dltmw.core.hashing import ZERO_HASH, data_hash
+
+CHANNEL = "ch1"
+
+
+def env(name: str, size: int = 4) -> bytes:
+    """An envelope of exactly `size` bytes that starts with `name`."""
+    assert len(name) <= size
+    return name.encode().ljust(size, b".")
+
+
+# --- BlockCutter --------------------------------------------------------------------------------
+
+
+def feed(cutter: BlockCutter, envelopes: Sequence[bytes]) -> list[list[bytes]]:
+    batches: list[list[bytes]] = []
+    for e in envelopes:
+        batches.extend(cutter.add(e))
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("limits", "sizes", "batches", "left"),
+    [
+        ((3, 1000, 5), [4, 4, 4, 4], [[0, 1, 2]], [3]),
+        ((3, 1000, 5), [4, 4], [], [0, 1]),
+        ((10, 10, 5), [4, 4, 4], [[0, 1]], [2]),
+        ((10, 8, 5), [4, 4], [], [0, 1]),
+        ((10, 9, 5), [4, 4, 2], [[0, 1]], [2]),
+        ((10, 8, 5), [20], [[0]], []),
+        ((10, 8, 5), [4, 20], [[0], [1]], []),
+        ((10, 8, 5), [4, 20, 4], [[0], [1]], [2]),
+        ((2, 8, 5), [4, 4, 4, 4], [[0, 1], [2, 3]], []),
+        ((1, 8, 5), [4, 20, 4], [[0], [1], [2]], []),
+    ],
+    ids=[
+        "cuts-at-max-tx-count",
+        "below-count-and-bytes-keeps-pending",
+        "cuts-before-an-envelope-that-would-exceed-max-bytes",
+        "exactly-max-bytes-is-not-exceeding",
+        "one-byte-over-max-bytes-cuts-the-pending-batch",
+        "oversize-envelope-alone-is-a-block-of-one",
+        "oversize-envelope-cuts-pending-first-then-goes-alone",
+        "after-oversize-the-cutter-starts-a-fresh-batch",
+        "count-cuts-repeat",
+        "count-one-cuts-every-envelope-even-oversize",
+    ],
+)
+def test_cutter_add(
+    limits: tuple[int, int, int], sizes: list[int], batches: list[list[int]], left: list[int]
+) -> None:
+    envelopes = [env(f"e{i}", size) for i, size in enumerate(sizes)]
+    cutter = BlockCutter(*limits)
+    assert feed(cutter, envelopes) == [[envelopes[i] for i in b] for b in batches]
+    assert cutter.pending == tuple(envelopes[i] for i in left)
+
+
+def test_cutter_timeout_cuts_after_timeout_ticks_since_first_envelope() -> None:
+    cutter = BlockCutter(max_tx_count=10, max_bytes=1000, timeout_ticks=3)
+    a, b = env("a"), env("b")
+    assert cutter.add(a) == []
+    assert cutter.tick() is None
+    assert cutter.add(b) == []  # a later envelope does not restart the clock
+    assert cutter.tick() is None
+    assert cutter.tick() == [a, b]
+    assert cutter.pending == ()
+
+
+def test_cutter_tick_on_empty_does_nothing_and_does_not_age_the_next_batch() -> None:
+    cutter = BlockCutter(max_tx_count=10, max_bytes=1000, timeout_ticks=2)
+    for _ in range(5):
+        assert cutter.tick() is None
+    cutter.add(env("a"))
+    assert cutter.tick() is None
+    assert cutter.tick() == [env("a")]
+
+
+def test_cutter_cut_by_count_resets_the_timeout() -> None:
+    cutter = BlockCutter(max_tx_count=2, max_bytes=1000, timeout_ticks=2)
+    cutter.add(env("a"))
+    assert cutter.tick() is None
+    assert cutter.add(env("b")) == [[env("a"), env("b")]]
+    cutter.add(env("c"))
+    assert cutter.tick() is None
+    assert cutter.tick() == [env("c")]
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [(0, 10, 1), (1, 0, 1), (1, 10, 0), (-1, 10, 1)],
+    ids=["zero-count", "zero-bytes", "zero-timeout", "negative-count"],
+)
+def test_cutter_refuses_non_positive_limits(limits: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        BlockCutter(*limits)
+
+
+# --- SoloOrderer --------------------------------------------------------------------------------
+
+
+def solo(
+    count: int = 2,
+    max_bytes: int = 1000,
+    timeout: int = 3,
+    restored: Sequence[PendingEnvelope] = (),
+    next_number: int = 1,
+    last_hash: bytes = b"\x11" * 32,
+) -> SoloOrderer:
+    return SoloOrderer(CHANNEL, next_number, last_hash, BlockCutter(count, max_bytes, timeout), restored)
+
+
+def envelopes_of(decided: DecidedBlock) -> list[bytes]:
+    return list(decided.block.data.envelopes)
+
+
+def test_submit_persists_with_increasing_seq_and_replies_in_order() -> None:
+    orderer = solo(count=10)
+    for i in range(3):
+        orderer.step(Submit(env(f"e{i}"), token=f"tok{i}"))
+    ready = orderer.ready()
+    assert ready.persist == tuple(PendingEnvelope(i + 1, env(f"e{i}")) for i in range(3))
+    assert ready.replies == ("tok0", "tok1", "tok2")
+    assert ready.blocks == ()
+    assert orderer.ready().is_empty()
+
+
+def test_blocks_chain_and_consume_the_queue_prefix() -> None:
+    last = b"\x11" * 32
+    orderer = solo(count=2, last_hash=last, next_number=5)
+    for i in range(5):
+        orderer.step(Submit(env(f"e{i}"), token=i))
+    ready = orderer.ready()
+    assert [d.block.header.number for d in ready.blocks] == [5, 6]
+    assert [envelopes_of(d) for d in ready.blocks] == [
+        [env("e0"), env("e1")],
+        [env("e2"), env("e3")],
+    ]
+    assert [d.consumed_seq for d in ready.blocks] == [2, 4]
+    previous = last
+    for number, decided in enumerate(ready.blocks, start=5):
+        block = decided.block
+        assert block.header.data_hash == data_hash(block.data.envelopes)
+        assert chain_error(block, CHANNEL, number, previous) is None
+        previous = block_hash(block)
+    assert ready.replies == (0, 1, 2, 3, 4)
+
+
+def test_blocks_from_block_zero_verify_as_a_chain() -> None:
+    orderer = solo(count=1, next_number=0, last_hash=ZERO_HASH)
+    for i in range(3):
+        orderer.step(Submit(env(f"e{i}"), token=i))
+    blocks = [d.block for d in orderer.ready().blocks]
+    assert verify_chain(blocks, CHANNEL) == block_hash(blocks[-1])
+
+
+def test_ready_drains_and_numbers_continue_across_calls() -> None:
+    orderer = solo(count=1)
+    orderer.step(Submit(env("a"), token="a"))
+    first = orderer.ready()
+    orderer.step(Submit(env("b"), token="b"))
+    second = orderer.ready()
+    assert [d.block.header.number for d in first.blocks] == [1]
+    assert [d.block.header.number for d in second.blocks] == [2]
+    assert second.blocks[0].block.header.previous_hash == block_hash(first.blocks[0].block)
+    assert [p.seq for p in second.persist] == [2]
+    assert second.blocks[0].consumed_seq == 2
+
+
+def test_oversize_envelope_after_pending_gives_two_blocks_with_right_seqs() -> None:
+    orderer = solo(count=10, max_bytes=8)
+    orderer.step(Submit(env("a", 4), token="a"))
+    orderer.step(Submit(env("big", 20), token="big"))
+    ready = orderer.ready()
+    assert [envelopes_of(d) for d in ready.blocks] == [[env("a", 4)], [env("big", 20)]]
+    assert [d.consumed_seq for d in ready.blocks] == [1, 2]
+
+
+def test_tick_cuts_after_the_batch_timeout() -> None:
+    orderer = solo(count=10, timeout=2)
+    orderer.step(Submit(env("a"), token="a"))
+    orderer.ready()
+    orderer.tick()
+    assert orderer.ready().is_empty()
+    orderer.tick()
+    ready = orderer.ready()
+    assert [envelopes_of(d) for d in ready.blocks] == [[env("a")]]
+    assert ready.blocks[0].consumed_seq == 1
+    assert ready.persist == () and ready.replies == ()
+
+
+def test_tick_with_nothing_queued_does_nothing() -> None:
+    orderer = solo(timeout=1)
+    for _ in range(3):
+        orderer.tick()
+    assert orderer.ready() == Ready()
+
+
+def test_restore_re_cuts_the_same_batch_without_re_persisting() -> None:
+    restored = [PendingEnvelope(7, env("x")), PendingEnvelope(8, env("y"))]
+    orderer = solo(count=2, restored=restored, next_number=3)
+    ready = orderer.ready()
+    assert ready.persist == () and ready.replies == ()
+    assert len(ready.blocks) == 1
+    assert envelopes_of(ready.blocks[0]) == [env("x"), env("y")]
+    assert ready.blocks[0].consumed_seq == 8
+    assert ready.blocks[0].block.header.number == 3
+
+
+def test_restore_partial_batch_then_new_submit_continues_the_seq() -> None:
+    orderer = solo(count=2, restored=[PendingEnvelope(7, env("x"))])
+    assert orderer.ready().is_empty()
+    orderer.step(Submit(env("y"), token="y"))
+    ready = orderer.ready()
+    assert ready.persist == (PendingEnvelope(8, env("y")),)
+    assert ready.replies == ("y",)
+    assert [envelopes_of(d) for d in ready.blocks] == [[env("x"), env("y")]]
+    assert ready.blocks[0].consumed_seq == 8
+
+
+def test_restore_partial_batch_is_cut_by_timeout() -> None:
+    orderer = solo(count=5, timeout=1, restored=[PendingEnvelope(3, env("x"))])
+    orderer.tick()
+    ready = orderer.ready()
+    assert [envelopes_of(d) for d in ready.blocks] == [[env("x")]]
+    assert ready.blocks[0].consumed_seq == 3
+
+
+def test_step_refuses_anything_but_submit() -> None:
+    with pytest.raises(TypeError):
+        solo().step(b"raw envelope")
