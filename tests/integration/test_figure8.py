@@ -30,8 +30,11 @@ async def test_figure8_exactly(network) -> None:
             done = await c.submit_transaction("trades", "bank", "open", a, "10000")
             assert done.status.result == T.TX_VALIDATION_CODE_VALID
         versions_before = await _versions(net)
-        steps = [("deposit", ["A", "5000"]), ("withdraw", ["B", "2000"]),
-                 ("payment", ["A", "C", "3000"])]
+        steps = [
+            ("deposit", ["A", "5000"]),
+            ("withdraw", ["B", "2000"]),
+            ("payment", ["A", "C", "3000"]),
+        ]
         proposals = [c.proposal("trades", "bank", fn, args) for fn, args in steps]
         endorsed = [await c.endorse(signed) for signed, _ in proposals]
         for e in endorsed:
@@ -77,8 +80,11 @@ async def test_transaction_with_only_org1_endorsement_fails_policy(network) -> N
         )
         pr = reply.proposal_response
         header_bytes = proposal_pb2.Proposal.FromString(signed.proposal_bytes).header
-        tx = T.Transaction(proposal_bytes=signed.proposal_bytes, response_payload=pr.payload,
-                           endorsements=[pr.endorsement])
+        tx = T.Transaction(
+            proposal_bytes=signed.proposal_bytes,
+            response_payload=pr.payload,
+            endorsements=[pr.endorsement],
+        )
         payload = common_pb2.Payload(header=header_bytes, data=tx.SerializeToString())
         await c.submit(c.envelope(payload.SerializeToString()))
         status = await c.commit_status("trades", tx_id)
@@ -87,8 +93,9 @@ async def test_transaction_with_only_org1_endorsement_fails_policy(network) -> N
         # The gateway itself refuses to prepare such a transaction.
         signed2, _ = c.proposal("trades", "bank", "deposit", ["A", "50"])
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await c.stub.Endorse(G.EndorseRequest(signed_proposal=signed2,
-                                                  endorsing_organizations=["Org1"]))
+            await c.stub.Endorse(
+                G.EndorseRequest(signed_proposal=signed2, endorsing_organizations=["Org1"])
+            )
         assert err.value.code() == grpc.StatusCode.ABORTED
         assert reason_of(err.value) == "ENDORSEMENT_POLICY_UNSATISFIABLE"
     finally:

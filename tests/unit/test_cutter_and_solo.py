@@ -121,7 +121,9 @@ def solo(
     next_number: int = 1,
     last_hash: bytes = b"\x11" * 32,
 ) -> SoloOrderer:
-    return SoloOrderer(CHANNEL, next_number, last_hash, BlockCutter(count, max_bytes, timeout), restored)
+    return SoloOrderer(
+        CHANNEL, next_number, last_hash, BlockCutter(count, max_bytes, timeout), restored
+    )
 
 
 def envelopes_of(decided: DecidedBlock) -> list[bytes]:

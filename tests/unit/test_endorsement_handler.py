@@ -9,8 +9,8 @@ import pytest
 from dltmw.core.handlers.endorsement import (
     Candidate,
     Decision,
-    EndorsementCollector,
     Endorsed,
+    EndorsementCollector,
     Failed,
 )
 from dltmw.core.policy import PolicyResult, Signer, parse_policy

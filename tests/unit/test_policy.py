@@ -498,14 +498,11 @@ def _tree(draw: st.DrawFn, leaves: int, depth: int) -> Policy:
     """A random policy with exactly `leaves` leaves."""
     if leaves == 1 and (depth >= 3 or draw(st.integers(0, 3)) > 0):
         return SignedBy(draw(principals))
-    parts = draw(st.integers(1 if depth < 3 or leaves == 1 else 2, min(3, leaves)))
-    cuts = sorted(
-        draw(
-            st.lists(
-                st.integers(1, leaves - 1), min_size=parts - 1, max_size=parts - 1, unique=True
-            )
-        )
-    )
+    cuts: list[int] = []
+    if leaves > 1:
+        parts = draw(st.integers(1 if depth < 3 else 2, min(3, leaves)))
+        cut = st.integers(1, leaves - 1)
+        cuts = sorted(draw(st.lists(cut, min_size=parts - 1, max_size=parts - 1, unique=True)))
     sizes = [b - a for a, b in zip([0, *cuts], [*cuts, leaves], strict=True)]
     rules = tuple(_tree(draw, size, depth + 1) for size in sizes)
     return OutOf(draw(st.integers(1, len(rules))), rules)
@@ -518,21 +515,23 @@ def policies(draw: st.DrawFn, max_leaves: int = 6) -> Policy:
 
 @st.composite
 def signer_sets(draw: st.DrawFn) -> tuple[list[Signer], list[Signer]]:
-    """(signed, outstanding) drawn from one pool of at most 5 identities, with repeats."""
+    """(signed, outstanding) from a pool of at most 5 identities; signed may repeat identities."""
     pool = draw(
         st.lists(
             st.tuples(
                 st.sampled_from([*ORGS, "Org4"]),
-                st.frozensets(st.sampled_from(["peer", "admin", "client"]), max_size=2),
+                st.frozensets(st.sampled_from(["peer", "admin", "client"]), max_size=3),
+                st.sampled_from(["signed", "signed", "outstanding", "both", "neither"]),
             ),
             max_size=5,
         )
     )
-    identities = [Signer(bytes([i]), org, roles) for i, (org, roles) in enumerate(pool)]
-    if not identities:
-        return [], []
-    pick = st.lists(st.sampled_from(identities), max_size=5)
-    return draw(pick), draw(pick)
+    identities = [(Signer(bytes([i]), org, roles), at) for i, (org, roles, at) in enumerate(pool)]
+    signed = [s for s, at in identities if at in ("signed", "both")]
+    outstanding = [s for s, at in identities if at in ("outstanding", "both")]
+    if signed:
+        signed += draw(st.lists(st.sampled_from(signed), max_size=2))  # repeated identities
+    return draw(st.permutations(signed)), outstanding
 
 
 @settings(max_examples=300, deadline=None)
