@@ -120,7 +120,9 @@ def simulate(
     try:
         result = fn(ctx, list(invocation.args))
     except ContractError as exc:
-        return _refused(contract.name, exc.status, exc.message)
+        # A refusal can never look like success: anything outside 400..599 becomes 500.
+        status = exc.status if 400 <= exc.status <= 599 else 500
+        return _refused(contract.name, status, exc.message)
     except Exception as exc:  # a contract bug is the contract's refusal, never the node's crash
         return _refused(contract.name, 500, f"contract raised {type(exc).__name__}: {exc}")
     rwset = rwset_pb2.ReadWriteSet(

@@ -236,5 +236,3 @@ class PeerChannel:
             for block in await self.ledger.blocks(number, self.ledger.height):
                 yield block
                 number += 1
-
-

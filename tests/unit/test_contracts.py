@@ -252,11 +252,19 @@ class Buggy(Contract):
         ctx.put("written-before-refusal", b"x")
         raise ContractError("teapot", 418)
 
+    def refuse_as_success(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+        ctx.put("written-before-refusal", b"x")
+        raise ContractError("not really ok", 200)
+
 
 @pytest.mark.parametrize(
     ("function", "status", "message_part"),
-    [("crash", 500, "KeyError"), ("refuse", 418, "teapot")],
-    ids=["unexpected-exception-is-a-500-refusal", "contract-error-keeps-its-status"],
+    [("crash", 500, "KeyError"), ("refuse", 418, "teapot"), ("refuse_as_success", 500, "not")],
+    ids=[
+        "unexpected-exception-is-a-500-refusal",
+        "contract-error-keeps-its-status",
+        "contract-error-with-a-success-status-becomes-500",
+    ],
 )
 def test_contract_failures_become_refusals(function: str, status: int, message_part: str) -> None:
     result = invoke(Buggy(), function, [], DictState())
