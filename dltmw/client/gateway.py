@@ -8,6 +8,7 @@ Every request is signed by the client's own key: the gateway never signs for a c
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import tomllib
 from collections.abc import AsyncIterator, Sequence
@@ -19,12 +20,14 @@ import grpc
 
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
+from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.addressbook import AddressBook
 from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
 
 G = gateway_service_pb2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+ENDORSE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,19 @@ class GatewayClient:
         return reply.result
 
     async def endorse(self, signed: proposal_pb2.SignedProposal) -> G.EndorseResponse:
-        """Gather endorsements."""
-        return await self.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
+        """Gather endorsements, retrying a bounded number of times on ENDORSEMENT_MISMATCH.
+
+        A mismatch means the endorsers simulated on different heights (one had not committed the
+        latest block yet); the same signed proposal usually agrees a moment later.
+        """
+        for attempt in range(ENDORSE_ATTEMPTS):
+            try:
+                return await self.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                if attempt + 1 == ENDORSE_ATTEMPTS or reason_of(exc) != "ENDORSEMENT_MISMATCH":
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise RuntimeError("unreachable: the loop returns or raises")
 
     async def submit(self, envelope: common_pb2.Envelope) -> str:
         """Submit a signed envelope; returns its tx_id once the orderer accepted it."""

@@ -59,7 +59,8 @@ async def test_figure8_exactly(network) -> None:
 
 
 async def _versions(net) -> dict[str, tuple[int, int]]:
-    db = sqlite3.connect(net / "nodes" / "peer0.org2" / "data" / "trades.peer.sqlite")
+    # peer0.org1 is the gateway peer: CommitStatus answered from its ledger, so it has the block.
+    db = sqlite3.connect(net / "nodes" / "peer0.org1" / "data" / "trades.peer.sqlite")
     try:
         rows = db.execute("SELECT key, block_number, tx_index FROM state WHERE namespace='bank'")
         return {k: (b, i) for k, b, i in rows}
