@@ -340,7 +340,7 @@ def check_policy_orgs(policy: Policy, known_orgs: Iterable[str]) -> None:
     unknown = policy_orgs(policy) - known
     if unknown:
         raise PolicyError(
-            f"policy {format_policy(policy)} names unknown org(s) {', '.join(sorted(unknown))}"
+            f"policy names unknown org(s) {', '.join(sorted(unknown))}"
             f" (known: {', '.join(sorted(known)) or 'none'})"
         )
 

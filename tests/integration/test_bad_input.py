@@ -13,7 +13,9 @@ from dltmw.v1 import (
     common_pb2,
     endorser_service_pb2,
     endorser_service_pb2_grpc,
+    errors_pb2,
     orderer_service_pb2,
+    orderer_service_pb2_grpc,
     proposal_pb2,
 )
 from dltmw.v1 import gateway_service_pb2 as G
@@ -136,8 +138,6 @@ async def test_bad_input_to_every_rpc(network) -> None:
         assert status.node_id == "peer0.org1"
         # Orderer Deliver with an unsigned request.
         seek = orderer_service_pb2.SeekInfo(channel_id="trades", requester=c.signer.identity_bytes)
-        from dltmw.v1 import orderer_service_pb2_grpc
-
         orderer_channel = await _orderer_channel(net, c)
         deliver = orderer_service_pb2_grpc.OrdererServiceStub(orderer_channel)
         await _fails(
@@ -176,3 +176,34 @@ async def _orderer_channel(net, c: GatewayClient) -> grpc.aio.Channel:
     address = AddressBook(net / "run" / "endpoints").lookup("orderer0")
     assert address is not None
     return secure_channel(address, "orderer0", tls, 4 * 1024 * 1024)
+
+
+async def test_broadcast_refuses_bad_envelopes_one_by_one(network) -> None:
+    net, _ = network()
+    c = await GatewayClient.connect(net, "user1.org1")
+    orderer_channel = await _orderer_channel(net, c)
+    try:
+        good, tx_id = c.proposal("trades", "kv", "put", ["bk", "v"])
+        envelope = c.envelope((await c.endorse(good)).prepared_payload)
+        unsigned = common_pb2.Envelope(payload=envelope.payload)
+        stub = orderer_service_pb2_grpc.OrdererServiceStub(orderer_channel)
+        call = stub.Broadcast()
+        await call.write(
+            orderer_service_pb2.BroadcastRequest(
+                envelopes=[b"\xff\xff", unsigned.SerializeToString(), envelope.SerializeToString()]
+            )
+        )
+        response = await call.read()
+        await call.done_writing()
+        got = [(r.accepted, errors_pb2.ErrorReason.Name(r.reason)) for r in response.results]
+        assert got == [
+            (False, "ERROR_REASON_MALFORMED"),
+            (False, "ERROR_REASON_BAD_SIGNATURE"),
+            (True, "ERROR_REASON_UNSPECIFIED"),
+        ]
+        assert response.results[2].tx_id == tx_id
+        assert (await c.commit_status("trades", tx_id)).result == 1
+        assert (await c.evaluate("trades", "kv", "get", "bk")).payload == b"v"
+    finally:
+        await orderer_channel.close()
+        await c.close()

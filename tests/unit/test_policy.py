@@ -222,9 +222,8 @@ def test_check_policy_orgs_accepts_a_policy_naming_only_known_orgs() -> None:
 
 def test_check_policy_orgs_names_every_unknown_org() -> None:
     policy = parse_policy("OR(Org1.peer, AND(OrgX.peer, OrgY.admin))")
-    with pytest.raises(PolicyError, match="OrgX, OrgY") as info:
-        check_policy_orgs(policy, iter(["Org1", "Org2"]))
-    assert "Org1.peer" not in str(info.value).split("unknown")[1]
+    with pytest.raises(PolicyError, match=r"unknown org\(s\) OrgX, OrgY \(known: Org1, Org2\)"):
+        check_policy_orgs(policy, iter(["Org2", "Org1"]))
 
 
 def test_principal_prints_as_org_dot_role() -> None:
@@ -509,7 +508,8 @@ def _tree(draw: st.DrawFn, orgs: list[str], leaves: int, depth: int) -> Policy:
         cuts = sorted(draw(st.lists(cut, min_size=parts - 1, max_size=parts - 1, unique=True)))
     sizes = [b - a for a, b in zip([0, *cuts], [*cuts, leaves], strict=True)]
     rules = tuple(_tree(draw, orgs, size, depth + 1) for size in sizes)
-    return OutOf(draw(st.integers(1, len(rules))), rules)
+    n = draw(st.sampled_from([1, len(rules), draw(st.integers(1, len(rules)))]))
+    return OutOf(n, rules)
 
 
 @st.composite
@@ -529,8 +529,9 @@ def cases(draw: st.DrawFn) -> tuple[Policy, list[Signer], list[Signer]]:
             st.tuples(
                 st.sampled_from([*orgs, "Org4"]),
                 st.frozensets(st.sampled_from(["peer", "admin", "client"]), max_size=3),
-                st.sampled_from(["signed", "signed", "outstanding", "both", "neither"]),
+                st.sampled_from(["signed", "signed", "signed", "outstanding", "both", "neither"]),
             ),
+            min_size=1,
             max_size=5,
         )
     )
