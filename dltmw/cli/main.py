@@ -58,10 +58,6 @@ def down(network: NetworkDir) -> None:
     console.print("stopped")
 
 
-def _run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
-
-
 @app.command()
 def invoke(
     network: NetworkDir,
@@ -75,18 +71,15 @@ def invoke(
     """Submit a transaction and wait for its commit."""
 
     async def go() -> None:
-        c = await GatewayClient.connect(network, client, gateway)
-        try:
+        async with await GatewayClient.connect(network, client, gateway) as c:
             done = await c.submit_transaction(channel, contract, function, *(args or []))
-        finally:
-            await c.close()
         code = transaction_pb2.TxValidationCode.Name(done.status.result)
         console.print(
             f"{done.tx_id} {code} block {done.status.block_number} "
             f"result {done.result.payload.decode(errors='replace')!r}"
         )
 
-    _run(go())
+    asyncio.run(go())
 
 
 @app.command()
@@ -102,14 +95,11 @@ def query(
     """Evaluate a read-only invocation."""
 
     async def go() -> None:
-        c = await GatewayClient.connect(network, client, gateway)
-        try:
+        async with await GatewayClient.connect(network, client, gateway) as c:
             result = await c.evaluate(channel, contract, function, *(args or []))
-        finally:
-            await c.close()
         console.print(result.payload.decode(errors="replace"))
 
-    _run(go())
+    asyncio.run(go())
 
 
 @app.command()
@@ -124,8 +114,7 @@ def events(
     """Follow committed blocks from a number."""
 
     async def go() -> None:
-        c = await GatewayClient.connect(network, client, gateway)
-        try:
+        async with await GatewayClient.connect(network, client, gateway) as c:
             seen = 0
             async for block in c.events(channel, start):
                 for tx in block.transactions:
@@ -134,10 +123,8 @@ def events(
                 seen += 1
                 if count and seen >= count:
                     break
-        finally:
-            await c.close()
 
-    _run(go())
+    asyncio.run(go())
 
 
 @app.command()

@@ -72,6 +72,12 @@ class GatewayClient:
         """Close the connection."""
         await self.channel.close(None)
 
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     def proposal(
         self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
     ) -> tuple[proposal_pb2.SignedProposal, str]:

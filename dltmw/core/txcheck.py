@@ -42,6 +42,7 @@ class CheckedProposal:
     header: common_pb2.Header
     header_bytes: bytes
     proposal_bytes: bytes
+    signature: bytes
     invocation: proposal_pb2.ContractInvocation
     creator: VerifiedIdentity
 
@@ -142,7 +143,9 @@ def check_signed_proposal(
     invocation = parse(proposal_pb2.ContractInvocation, proposal.payload, "contract invocation")
     if not invocation.contract or not invocation.function:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "invocation needs contract and function")
-    return CheckedProposal(header, proposal.header, signed.proposal_bytes, invocation, creator)
+    return CheckedProposal(
+        header, proposal.header, signed.proposal_bytes, signed.signature, invocation, creator
+    )
 
 
 def check_envelope(

@@ -77,7 +77,7 @@ def _identity(cert: IssuedCert, org: str) -> SigningIdentity:
 
 def _party(
     out: Path, cas: dict[str, IssuedCert], org: str, pid: str, role: str, tls_hosts: list[str]
-) -> tuple[Path, SigningIdentity]:
+) -> SigningIdentity:
     """Issue identity and TLS certs of a node or client into `out`."""
     ident = issue_cert(cas[org], org, pid, role)
     tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=tls_hosts or [pid])
@@ -85,7 +85,7 @@ def _party(
     _write(out / "identity.key", ident.key_pem, private=True)
     _write(out / "tls.pem", tls.cert_pem)
     _write(out / "tls.key", tls.key_pem, private=True)
-    return out, _identity(ident, org)
+    return _identity(ident, org)
 
 
 def _files(home: Path, root: Path, org: str) -> dict[str, str]:
@@ -121,7 +121,7 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         role = "orderer" if node["roles"] == ["orderer"] else "peer"
         hosts = ["127.0.0.1", "localhost", node["id"]]
         home = out / "nodes" / node["id"]
-        _, identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts)
+        identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts)
     clients = list(raw.get("clients", [])) + [
         {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
     ]

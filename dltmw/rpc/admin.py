@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
-from dltmw.core.txcheck import check_signed_query, parse
-from dltmw.rpc.guard import Ctx, check_tls_org, require, unary
-from dltmw.runtime.context import utc_now
+from dltmw.core.txcheck import parse
+from dltmw.rpc.guard import Ctx, admit_query, require, unary
 from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc, block_pb2, errors_pb2
 
 R = errors_pb2
@@ -38,17 +36,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         """Join the channel of a config block (admins of the node's organisation only)."""
         require(bool(request.command), "command")
         command = parse(A.JoinChannelCommand, request.command, "command")
-        stamp = command.timestamp.ToDatetime(tzinfo=UTC) if command.HasField("timestamp") else None
-        who = check_signed_query(
-            request.command,
-            request.signature,
-            command.requester,
-            self._own_org,
-            stamp,
-            utc_now(),
-            self._window_s,
+        who = admit_query(
+            context, command, request.command, request.signature, self._own_org, self._window_s
         )
-        check_tls_org(context, self._own_org, who.org_id)
         if "admin" not in who.roles:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "JoinChannel needs an admin identity")
         require(bool(command.config_block), "command.config_block")
@@ -60,15 +50,5 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         """Report roles and per-channel heights (identities of the node's organisation)."""
         require(bool(request.query), "query")
         query = parse(A.NodeStatusQuery, request.query, "query")
-        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(
-            request.query,
-            request.signature,
-            query.requester,
-            self._own_org,
-            stamp,
-            utc_now(),
-            self._window_s,
-        )
-        check_tls_org(context, self._own_org, who.org_id)
+        admit_query(context, query, request.query, request.signature, self._own_org, self._window_s)
         return self._status()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC
 
 from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
-from dltmw.core.txcheck import check_envelope, check_signed_query, parse, tx_summary
+from dltmw.core.txcheck import check_envelope, parse, tx_summary
 from dltmw.rpc.guard import (
     Ctx,
+    admit_query,
     check_tls_org,
     envelope_channel,
     proposal_channel,
@@ -96,17 +96,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         query = parse(G.CommitStatusQuery, request.query, "query")
         require(bool(query.tx_id), "query.tx_id")
         peer = self._peer(query.channel_id)
-        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(
-            request.query,
-            request.signature,
-            query.requester,
-            peer.view.membership,
-            stamp,
-            utc_now(),
-            self._window_s,
+        admit_query(
+            context, query, request.query, request.signature, peer.view.membership, self._window_s
         )
-        check_tls_org(context, peer.view.membership, who.org_id)
         record = await peer.wait_for_tx(query.tx_id, self._wait_s)
         return G.CommitStatusResponse(
             result=record.code,  # type: ignore[arg-type]
@@ -122,17 +114,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         require(bool(request.query), "query")
         query = parse(G.EventsQuery, request.query, "query")
         peer = self._peer(query.channel_id)
-        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
-        who = check_signed_query(
-            request.query,
-            request.signature,
-            query.requester,
-            peer.view.membership,
-            stamp,
-            utc_now(),
-            self._window_s,
+        admit_query(
+            context, query, request.query, request.signature, peer.view.membership, self._window_s
         )
-        check_tls_org(context, peer.view.membership, who.org_id)
         async for block in peer.committed_blocks(query.start_block):
             yield block_events(block)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import UTC
+from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from dltmw.core.errors import ClientError, DltmwError
-from dltmw.core.identity import Membership, tls_org_matches
-from dltmw.core.txcheck import parse
+from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
+from dltmw.core.txcheck import check_signed_query, parse
 from dltmw.rpc.status import abort
 from dltmw.rpc.tls import caller_tls_cert
+from dltmw.runtime.context import utc_now
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2
 
 R = errors_pb2
@@ -72,6 +75,36 @@ def envelope_channel(envelope: common_pb2.Envelope) -> tuple[str, str]:
     payload = parse(common_pb2.Payload, envelope.payload, "payload")
     header = parse(common_pb2.Header, payload.header, "header")
     return header.channel_id, header.tx_id
+
+
+class SignedQueryBody(Protocol):
+    """A query message with the requester and timestamp fields every signed query carries."""
+
+    @property
+    def requester(self) -> bytes: ...
+
+    @property
+    def timestamp(self) -> timestamp_pb2.Timestamp: ...
+
+    def HasField(self, field_name: Literal["timestamp"]) -> bool: ...
+
+
+def admit_query(
+    context: Ctx,
+    query: SignedQueryBody,
+    query_bytes: bytes,
+    signature: bytes,
+    membership: Membership,
+    window_s: float,
+) -> VerifiedIdentity:
+    """Admission of a signed query: timestamp window, requester's signature over the carried
+    bytes, and a TLS client certificate of the requester's own organisation."""
+    stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+    who = check_signed_query(
+        query_bytes, signature, query.requester, membership, stamp, utc_now(), window_s
+    )
+    check_tls_org(context, membership, who.org_id)
+    return who
 
 
 def check_tls_org(context: Ctx, membership: Membership, org_id: str | None) -> None:

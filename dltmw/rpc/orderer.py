@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
-from dltmw.core.identity import IdentityError
-from dltmw.core.txcheck import check_envelope, check_signed_query, parse
-from dltmw.rpc.guard import Ctx, check_tls_org, require, streaming
+from dltmw.core.txcheck import check_envelope, parse
+from dltmw.rpc.guard import Ctx, admit_query, require, streaming
 from dltmw.runtime.context import utc_now
 from dltmw.runtime.orderer import OrdererChannel
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
@@ -57,25 +55,15 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         if orderer is None:
             raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {seek.channel_id!r}")
         view = orderer.view
-        stamp = seek.timestamp.ToDatetime(tzinfo=UTC) if seek.HasField("timestamp") else None
+        signed = (request.seek_info, request.signature)
         try:
-            check_signed_query(
-                request.seek_info,
-                request.signature,
-                seek.requester,
-                view.membership,
-                stamp,
-                utc_now(),
-                self._window_s,
-            )
-            check_tls_org(context, view.membership, None)
+            admit_query(context, seek, *signed, view.membership, self._window_s)
         except ClientError as member_error:
-            # Orderer organisations may read blocks too (other orderers catching up).
+            # Orderer organisations may read blocks too (other orderers catching up), under the
+            # same rules: time window, signature, TLS certificate of the signer's organisation.
             try:
-                view.orderer_membership.verify(
-                    seek.requester, request.seek_info, request.signature, utc_now()
-                )
-            except IdentityError:
+                admit_query(context, seek, *signed, view.orderer_membership, self._window_s)
+            except ClientError:
                 raise member_error from None
         stop = None if seek.follow else seek.stop_block
         async for block in orderer.blocks_from(seek.start_block, stop):

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dltmw.core.errors import DltmwError, Reason
+from dltmw.core.errors import DltmwError
 from dltmw.v1 import errors_pb2
 
 DOMAIN = "dltmw.v1"
@@ -77,8 +77,3 @@ def reason_of(error: grpc.RpcError) -> str | None:
         if detail.Unpack(info) and info.domain == DOMAIN:
             return str(info.reason)
     return None
-
-
-def reason_value(name: str) -> int:
-    """ErrorReason value for its short name."""
-    return int(Reason.Value("ERROR_REASON_" + name))

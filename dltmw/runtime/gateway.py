@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
+from dltmw.core.errors import ClientError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import (
     Candidate,
     Decision,
@@ -89,9 +89,10 @@ class Gateway:
         collector = EndorsementCollector(policy, self._candidates(peer, orgs))
         responses: dict[str, proposal_pb2.ProposalResponse] = {}
         tasks = {
-            asyncio.create_task(self._ask(peer, node_id, signed)): node_id
+            asyncio.create_task(self._ask(peer, node_id, checked)): node_id
             for node_id in collector.to_ask()
         }
+        unreachable: set[str] = set()
         try:
             decision = collector.decision()
             pending = set(tasks)
@@ -99,19 +100,25 @@ class Gateway:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     node_id = tasks[task]
+                    if isinstance(task.exception(), TransientError):
+                        unreachable.add(node_id)
                     collector.step(self._verify(peer, node_id, task, responses))
                 decision = collector.decision()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return self._prepare(checked, decision, responses)
+        all_unreachable = bool(unreachable) and len(unreachable) == len(decision.failures)
+        return self._prepare(checked, decision, responses, all_unreachable)
 
     async def _ask(
-        self, peer: PeerChannel, node_id: str, signed: proposal_pb2.SignedProposal
+        self, peer: PeerChannel, node_id: str, checked: CheckedProposal
     ) -> proposal_pb2.ProposalResponse:
         if node_id == self.ctx.node_id:
-            return await peer.endorse(signed)
+            return await peer.endorse_checked(checked)  # admitted once, by `endorse`
+        signed = proposal_pb2.SignedProposal(
+            proposal_bytes=checked.proposal_bytes, signature=checked.signature
+        )
         channel = await self.ctx.channel_to(node_id)
         stub = endorser_service_pb2_grpc.EndorserServiceStub(channel)
         try:
@@ -145,6 +152,8 @@ class Gateway:
         e = response.endorsement
         if e.endorser != expected:
             return Failed(node_id, "endorsed with an identity that is not the node's")
+        if node_id == self.ctx.node_id:
+            return Endorsed(node_id, sha256(response.payload))  # our own signature
         try:
             peer.view.membership.verify(
                 e.endorser, response.payload + e.endorser, e.signature, utc_now()
@@ -158,6 +167,7 @@ class Gateway:
         checked: CheckedProposal,
         decision: Decision,
         responses: dict[str, proposal_pb2.ProposalResponse],
+        all_unreachable: bool,
     ) -> EndorseResult:
         if decision.result is not PolicyResult.SATISFIED:
             refused = [r for r in responses.values() if r.response.status != 200]
@@ -168,9 +178,7 @@ class Gateway:
                     R.ERROR_REASON_ENDORSEMENT_MISMATCH,
                     "endorsers returned different results; retry",
                 )
-            if decision.failures and all(
-                "UNAVAILABLE" in f or "unavailable" in f for f in decision.failures
-            ):
+            if all_unreachable:
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "; ".join(decision.failures))
             raise ClientError(
                 R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE,
@@ -196,5 +204,5 @@ class Gateway:
             broadcaster = self._broadcasters[orderer_id] = Broadcaster(self.ctx, orderer_id)
         result = await broadcaster.submit(envelope)
         if not result.accepted:
-            error = DltmwError(result.reason or R.ERROR_REASON_INVALID_FIELD, result.message)
-            raise ClientError(error.reason, f"orderer refused: {result.message}")
+            reason = result.reason or R.ERROR_REASON_INVALID_FIELD
+            raise ClientError(reason, f"orderer refused: {result.message}")

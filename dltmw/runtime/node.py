@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from dltmw.core.channel import ConfigError
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import genesis_tx_id, read_genesis
-from dltmw.core.identity import Membership
+from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.endorser import EndorserServicer
@@ -32,7 +32,6 @@ from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.gateway import Gateway
-from dltmw.runtime.identity import load_signing_identity
 from dltmw.runtime.orderer import OrdererChannel
 from dltmw.runtime.peer import PeerChannel
 from dltmw.v1 import (
@@ -62,7 +61,9 @@ class Node:
         self.ctx = NodeContext(
             node_id=config.node_id,
             org_id=config.org_id,
-            signer=load_signing_identity(config.org_id, config.identity_cert, config.identity_key),
+            signer=SigningIdentity.from_pem(
+                config.org_id, config.identity_cert.read_bytes(), config.identity_key.read_bytes()
+            ),
             tls=tls,
             addresses=AddressBook(config.address_book),
             limits=config.limits,

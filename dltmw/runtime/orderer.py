@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from functools import partial
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
@@ -20,15 +19,12 @@ from dltmw.core.errors import TransientError
 from dltmw.core.handlers.base import Ready
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import drive
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
-
-
-def _above(ledger: ChannelLedger, number: int) -> bool:
-    return ledger.height > number
 
 
 class OrdererChannel:
@@ -97,17 +93,9 @@ class OrdererChannel:
             async with self._new_block:
                 self._new_block.notify_all()
 
-    async def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
+    def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
         """Blocks start.. (stop inclusive, or forever when None), waiting for new ones."""
-        number = start
-        while stop is None or number <= stop:
-            if number >= self.ledger.height:
-                async with self._new_block:
-                    await self._new_block.wait_for(partial(_above, self.ledger, number))
-            upper = self.ledger.height if stop is None else min(self.ledger.height, stop + 1)
-            for block in await self.ledger.blocks(number, upper):
-                yield block
-                number += 1
+        return follow(self.ledger, self._new_block, start, stop)
 
 
 def orderer_identity_of(view: ChannelView, signer: bytes) -> identity_pb2.Identity | None:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import grpc
 
@@ -33,6 +32,7 @@ from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger, TxRecord
+from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext, utc_now
 from dltmw.v1 import (
     block_pb2,
@@ -43,10 +43,6 @@ from dltmw.v1 import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _above(ledger: ChannelLedger, number: int) -> bool:
-    return ledger.height > number
 
 
 R = errors_pb2
@@ -113,7 +109,10 @@ class PeerChannel:
 
     async def endorse(self, signed: proposal_pb2.SignedProposal) -> proposal_pb2.ProposalResponse:
         """ProcessProposal: admit, simulate, sign (no endorsement when the contract refused)."""
-        checked = await self.admit(signed)
+        return await self.endorse_checked(await self.admit(signed))
+
+    async def endorse_checked(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponse:
+        """Simulate and sign an already admitted proposal."""
         payload = await self.simulate(checked)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(payload=payload_bytes, response=payload.response)
@@ -226,13 +225,6 @@ class PeerChannel:
             record = await self.ledger.tx_record(tx_id)
         return record
 
-    async def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
+    def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
         """Committed blocks (with this peer's validation codes) from `start`, forever."""
-        number = start
-        while True:
-            if number >= self.ledger.height:
-                async with self._committed:
-                    await self._committed.wait_for(partial(_above, self.ledger, number))
-            for block in await self.ledger.blocks(number, self.ledger.height):
-                yield block
-                number += 1
+        return follow(self.ledger, self._committed, start)

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
-from dltmw.rpc.status import CODE_OF_REASON, DOMAIN, reason_value, to_status
+from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError, reason_value
+from dltmw.rpc.status import CODE_OF_REASON, DOMAIN, to_status
 from dltmw.v1 import errors_pb2
 
 S = grpc.StatusCode
