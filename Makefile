@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -45,8 +45,9 @@ protos: $(STAMP)
 protos-check: $(STAMP)
 	$(PY) scripts/gen_protos.py --check dltmw/v1
 
+## bench: the default benchmark (two orgs, AND policy, mTLS, sqlite FULL); appends to benchmarks/RESULTS.md
 bench: $(STAMP)
-	$(PY) -m benchmarks.bank_workload
+	$(VENV)/bin/dltmw bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

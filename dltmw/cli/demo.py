@@ -8,7 +8,11 @@
    block — and the report shows VALID, VALID, MVCC_READ_CONFLICT and balances 15000/8000/10000.
 3. A short bank workload on `cash` (random payments between 20 accounts, 16 in flight): committed
    tx/s, the abort rate, latency percentiles, and the check that money was neither created nor lost.
-4. Clean stop of every node.
+4. A private trade on `trading` between BrokerA and BrokerB (`demo_private.py`): the Exchange,
+   the third member, orders and stores only its payload hash.
+5. Notarised UTXO (`demo_utxo.py`): a DvP between the two brokers, observed by a regulator and
+   invisible to everyone else, then a double-spend attempt that the notary refuses.
+6. Clean stop of every node.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dltmw.cli.demo_private import private_trade
+from dltmw.cli.demo_utxo import utxo_trade
 from dltmw.client import GatewayClient
 from dltmw.pki.network import init_network
 from dltmw.runtime.supervisor import Supervisor
@@ -179,8 +185,10 @@ async def scenario(console: Console, network: Path) -> bool:
     try:
         ok8 = await figure8(console, broker)
         okw = await workload(console, bank)
+        okp = await private_trade(console, network)
+        oku = await utxo_trade(console, network)
         await blocks_report(console, broker, "trading")
-        return ok8 and okw
+        return ok8 and okw and okp and oku
     finally:
         await broker.close()
         await bank.close()

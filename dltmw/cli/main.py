@@ -1,4 +1,4 @@
-"""`dltmw` — init, up, down, invoke, query, events, demo.
+"""`dltmw` — init, up, down, invoke, query, events, demo, bench.
 
 Typer gives typed options and help text for free; rich renders the tables.
 """
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from dltmw.cli.bench import bench as bench_command
 from dltmw.client import GatewayClient
 from dltmw.pki.network import init_network
 from dltmw.runtime.supervisor import Supervisor
@@ -135,6 +136,9 @@ def demo(
     from dltmw.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console, keep))
+
+
+app.command()(bench_command)
 
 
 def main() -> None:

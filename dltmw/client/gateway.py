@@ -4,11 +4,19 @@ The flow of one transaction (Fabric Gateway style): the client signs a proposal;
 gathers endorsements and returns the transaction payload; the client signs that payload
 (exactly those bytes) into an envelope and submits it; then it waits for the commit status.
 Every request is signed by the client's own key: the gateway never signs for a client.
+
+Throughput. `submit_transaction` runs over the gateway's Transact stream (`client/pipeline.py`)
+unless the client was made with `pipelined=False` (or DLTMW_CLIENT_PIPELINE=0 in the
+environment): concurrent calls — `asyncio.gather(*(c.submit_transaction(...) for ...))` or a pool
+of worker tasks — then share one stream and travel many per gRPC message, which is what a
+high-rate client should do. The unary methods (`endorse`, `submit`, `commit_status`) keep their
+one-RPC-each behaviour for callers that drive the steps themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import tomllib
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
@@ -42,14 +51,23 @@ class Submitted:
 class GatewayClient:
     """A client identity connected to one gateway."""
 
-    def __init__(self, signer: SigningIdentity, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, signer: SigningIdentity, channel: grpc.aio.Channel, pipelined: bool | None = None
+    ) -> None:
         self.signer = signer
         self.channel = channel
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        if pipelined is None:
+            pipelined = os.environ.get("DLTMW_CLIENT_PIPELINE", "1") != "0"
+        self.pipeline: Pipeline | None = Pipeline(self.stub) if pipelined else None
 
     @staticmethod
     async def connect(
-        network_dir: Path, client_id: str, gateway: str | None = None, timeout_s: float = 10.0
+        network_dir: Path,
+        client_id: str,
+        gateway: str | None = None,
+        timeout_s: float = 10.0,
+        pipelined: bool | None = None,
     ) -> GatewayClient:
         """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway."""
         home = network_dir / "clients" / client_id
@@ -66,10 +84,13 @@ class GatewayClient:
         address = await AddressBook(files["address_book"]).resolve(node_id, timeout_s)
         if address is None:
             raise ConnectionError(f"gateway {node_id} has not published an address")
-        return GatewayClient(signer, secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES))
+        channel = secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES)
+        return GatewayClient(signer, channel, pipelined)
 
     async def close(self) -> None:
         """Close the connection."""
+        if self.pipeline is not None:
+            await self.pipeline.close()
         await self.channel.close(None)
 
     async def __aenter__(self) -> GatewayClient:
@@ -132,9 +153,17 @@ class GatewayClient:
         A mismatch means the endorsers simulated on different heights (one had not committed the
         latest block yet); the same signed proposal usually agrees a moment later.
         """
+        return await self._endorse(signed, pipelined=False)
+
+    async def _endorse(
+        self, signed: proposal_pb2.SignedProposal, pipelined: bool
+    ) -> G.EndorseResponse:
+        request = G.EndorseRequest(signed_proposal=signed)
         for attempt in range(ENDORSE_ATTEMPTS):
             try:
-                return await self.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
+                if pipelined and self.pipeline is not None:
+                    return await self.pipeline.endorse(request, 30)
+                return await self.stub.Endorse(request, timeout=30)
             except grpc.aio.AioRpcError as exc:
                 if attempt + 1 == ENDORSE_ATTEMPTS or reason_of(exc) != "ENDORSEMENT_MISMATCH":
                     raise
@@ -158,11 +187,17 @@ class GatewayClient:
     async def submit_transaction(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
     ) -> Submitted:
-        """Endorse, sign, submit and wait for the commit."""
+        """Endorse, sign, submit and wait for the commit (pipelined: see the module doc)."""
         signed, tx_id = self.proposal(channel_id, contract, function, args)
-        endorsed = await self.endorse(signed)
-        await self.submit(self.envelope(endorsed.prepared_payload))
-        status = await self.commit_status(channel_id, tx_id)
+        if self.pipeline is None:
+            endorsed = await self.endorse(signed)
+            await self.submit(self.envelope(endorsed.prepared_payload))
+            status = await self.commit_status(channel_id, tx_id)
+            return Submitted(tx_id, endorsed.result, status)
+        endorsed = await self._endorse(signed, pipelined=True)
+        envelope = self.envelope(endorsed.prepared_payload)
+        committed = await self.pipeline.submit(G.SubmitRequest(envelope=envelope), 30)
+        status = await self.pipeline.wait_commit(committed, 60)
         return Submitted(tx_id, endorsed.result, status)
 
     async def events(

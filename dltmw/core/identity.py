@@ -13,7 +13,11 @@ anyone change signed envelope bytes — and any id computed over them — withou
 Time is never read here: callers pass `now` (timezone-aware), which keeps the module pure and
 lets simulations move the clock. Verifying a certificate costs a public-key operation, so
 successful identifications are cached by identity bytes; the validity window, which does
-depend on `now`, is re-checked on every hit.
+depend on `now`, is re-checked on every hit. Likewise each signature is verified once per
+`Membership` (per node and channel): a successful check is remembered by (signer, SHA-256 of
+the data, signature), so the gateway's peer does not verify again at commit the endorsement and
+envelope signatures it verified at endorsement and submission. The identity checks, which depend
+on `now`, run on every call.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _P256_HALF_ORDER = P256_ORDER // 2
 ED25519_SIGNATURE_SIZE = 64
 CACHE_SIZE = 4096
+VERIFIED_CACHE_SIZE = 32768  # ~0.3 KB each (~10 MB): many blocks in flight
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -189,6 +194,7 @@ class Membership:
             roots[org_id] = root
         self._roots = roots
         self._cache: dict[bytes, _CacheEntry] = {}
+        self._verified: dict[tuple[bytes, bytes, bytes], None] = {}  # successful verifications
         # Peers verify a block's signatures on several threads (cryptography releases the GIL);
         # the lock keeps cache eviction consistent between them.
         self._cache_lock = threading.Lock()
@@ -225,8 +231,26 @@ class Membership:
     ) -> VerifiedIdentity:
         """Identify the signer, then check its signature over `data`; return the identity."""
         identity = self.identify(identity_bytes, now)
+        key = (identity.identity_id, hashlib.sha256(data).digest(), signature)
+        if key in self._verified:
+            return identity
         verify_signature(identity.public_key, data, signature)
+        self._remember(key)
         return identity
+
+    def remember_own_signature(
+        self, signer: SigningIdentity, data: bytes, signature: bytes
+    ) -> None:
+        """Record a signature this node just made with its own key (an endorsement), so checking
+        it again at commit costs no public-key operation. `SigningIdentity` guarantees the key
+        belongs to its certificate; the identity itself is still checked by every `verify`."""
+        self._remember((signer.identity_id, hashlib.sha256(data).digest(), signature))
+
+    def _remember(self, key: tuple[bytes, bytes, bytes]) -> None:
+        with self._cache_lock:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]
+            self._verified[key] = None
 
     def _check(self, identity_bytes: bytes) -> _CacheEntry:
         """Every time-independent check; the result is safe to cache."""

@@ -38,6 +38,7 @@ check that a policy only names known orgs.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -527,6 +528,14 @@ def _maximal(vectors: Iterable[_Vec]) -> frozenset[_Vec]:
 
 
 def _satisfiable(policy: Policy, signers: Iterable[Signer]) -> bool:
+    return _satisfiable_memo(policy, tuple(signers))
+
+
+@functools.lru_cache(maxsize=4096)
+def _satisfiable_memo(policy: Policy, signers: tuple[Signer, ...]) -> bool:
+    # Pure and deterministic, and asked the same question for every transaction (the same
+    # endorsers under the same policy): the gateway and every committing peer evaluate it per
+    # transaction, so the solver would otherwise cost more than a signature check.
     return _Solver(policy, _classify(policy, signers)).satisfiable()
 
 

@@ -161,8 +161,17 @@ def check_envelope(
     if channel is None:
         raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {peek.channel_id!r} here")
     header = check_header(payload.header, channel, now, window_s)
-    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "only endorser transactions are ordered")
+    if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+        if private_payload_hash(payload.data) is None:
+            raise ClientError(
+                R.ERROR_REASON_INVALID_FIELD,
+                "a private transaction's data must be exactly a PrivateTransaction{payload_hash}"
+                " of 32 bytes",
+            )
+    elif header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+        raise ClientError(
+            R.ERROR_REASON_INVALID_FIELD, "only endorser and private transactions are ordered"
+        )
     creator = verify_signed(
         channel.membership, header.creator, envelope.payload, envelope.signature, now
     )
@@ -199,8 +208,9 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     tx_id = header.tx_id
     if header.channel_id != channel.channel_id:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER, tx_id)
-    if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION or not header.HasField(
-        "timestamp"
+    private = header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
+    if not (private or header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION) or not (
+        header.HasField("timestamp")
     ):
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
     if not header.nonce or tx_id != compute_tx_id(header.nonce, header.creator):
@@ -210,12 +220,29 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
     except IdentityError as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE, tx_id) from exc
+    if private:  # only the payload hash is ordered; recipients execute it (runtime/privacy)
+        if private_payload_hash(payload.data) is None:
+            raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
+        return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, None)
     tx = _parse_or(
         transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
     )
     response = _check_endorsed_action(tx, payload.header, channel, tx_id)
     _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
     return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))
+
+
+def private_payload_hash(data: bytes) -> bytes | None:
+    """The payload hash of a private transaction's data, or None unless the data is exactly a
+    PrivateTransaction with a 32-byte hash (no other fields: nothing can ride along in clear)."""
+    try:
+        tx = transaction_pb2.PrivateTransaction.FromString(data)
+    except DecodeError:
+        return None
+    canonical = transaction_pb2.PrivateTransaction(payload_hash=tx.payload_hash)
+    if len(tx.payload_hash) != 32 or canonical.SerializeToString() != data:
+        return None  # (re-serialising `tx` itself would keep unknown fields)
+    return tx.payload_hash
 
 
 def _check_endorsed_action(

@@ -6,7 +6,12 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
     tls-roots.pem                 every organisation's root CA (trusted for mTLS)
     orgs/<org>/ca.pem, ca.key     the organisation's root CA
     nodes/<id>/node.toml          node config; identity.pem/.key; tls.pem/.key; data/
+    nodes/<id>/privacy.key        a peer's X25519 privacy-manager key (PKCS8 PEM); its public
+                                  key goes into the signed channel config (NodeConfig entry), so
+                                  senders wrap payload keys for an authenticated key, never for
+                                  one read from an unsigned file
     clients/<id>/client.toml      client config; identity.pem/.key; tls.pem/.key
+    network-map.toml              UTXO parties and notaries (see dltmw/pki/netmap.py)
     channels/<channel>.block      config block 0, signed by the channel's first orderer
     run/endpoints/<id>            written by each node when it serves (port 0)
 
@@ -25,11 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.netmap import FILE_NAME as NETWORK_MAP
+from dltmw.pki.netmap import write_network_map
 from dltmw.v1 import config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
@@ -100,6 +109,7 @@ def _files(home: Path, root: Path, org: str) -> dict[str, str]:
         "tls_roots": rel(root / "tls-roots.pem"),
         "org_ca": rel(root / "orgs" / org / "ca.pem"),
         "address_book": rel(root / "run" / "endpoints"),
+        "network_map": rel(root / NETWORK_MAP),
     }
 
 
@@ -117,11 +127,14 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         _write(out / "orgs" / org / "ca.key", ca.key_pem, private=True)
     _write(out / "tls-roots.pem", b"".join(ca.cert_pem for ca in cas.values()))
     identities: dict[str, SigningIdentity] = {}
+    privacy: dict[str, bytes] = {}
     for node in raw["nodes"]:
         role = "orderer" if node["roles"] == ["orderer"] else "peer"
         hosts = ["127.0.0.1", "localhost", node["id"]]
         home = out / "nodes" / node["id"]
         identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts)
+        if "peer" in node["roles"]:
+            privacy[node["id"]] = _privacy_key(home)
     clients = list(raw.get("clients", [])) + [
         {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
     ]
@@ -134,8 +147,9 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
             "files": _files(home, out, client["org"]),
         }
         _write(home / "client.toml", tomli_w.dumps(cfg).encode())
+    write_network_map(out, raw)
     for ch in raw.get("channels", []):
-        config = _channel_config(ch, raw, cas, identities)
+        config = _channel_config(ch, raw, cas, identities, privacy)
         channel_view(config)  # validates policies and limits before anything runs
         first = identities[ch["orderers"][0]]
         block = make_genesis(config, first, secrets.token_bytes(32), datetime.now(UTC))
@@ -151,7 +165,8 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
                 "listen": node.get("listen", "127.0.0.1:0"),
                 "data_dir": "data",
             },
-            "files": _files(home, out, node["org"]),
+            "files": _files(home, out, node["org"])
+            | ({"privacy_key": "privacy.key"} if node["id"] in privacy else {}),
             "channels": {
                 "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
             },
@@ -159,6 +174,18 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         }
         _write(home / "node.toml", tomli_w.dumps(cfg).encode())
     return topo
+
+
+def _privacy_key(home: Path) -> bytes:
+    """Write a fresh X25519 key for the node's privacy manager; returns its public key."""
+    key = X25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(home / "privacy.key", pem, private=True)
+    return key.public_key().public_bytes_raw()
 
 
 def _majority(orgs: list[str]) -> str:
@@ -188,6 +215,7 @@ def _channel_config(
     raw: dict[str, Any],
     cas: dict[str, IssuedCert],
     identities: dict[str, SigningIdentity],
+    privacy: dict[str, bytes],
 ) -> config_pb2.ChannelConfig:
     nodes = {n["id"]: n for n in raw["nodes"]}
     orderer_orgs = sorted({nodes[o]["org"] for o in ch["orderers"]})
@@ -216,7 +244,13 @@ def _channel_config(
                 node_id=node["id"],
                 org_id=node["org"],
                 identity=identities[node["id"]].identity_bytes,
+                privacy_public_key=privacy.get(node["id"], b""),
             )
+    peers = {p.node_id for p in config.peers}
+    for auditor in ch.get("privacy_auditors", []):
+        if auditor not in peers:
+            raise ValueError(f"channel {ch['id']}: auditor {auditor} is not a peer of the channel")
+        config.privacy_auditors.append(auditor)
     for contract in ch.get("contracts", [{"name": "bank"}, {"name": "kv"}]):
         config.contracts.add(
             name=contract["name"], endorsement_policy=contract.get("endorsement_policy", "")

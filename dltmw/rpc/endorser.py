@@ -2,32 +2,98 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
-from dltmw.core.errors import ClientError
-from dltmw.rpc.guard import Ctx, check_tls_org, proposal_channel, require, unary
+from dltmw.core.errors import ClientError, DltmwError
+from dltmw.rpc.guard import Ctx, check_tls_org, proposal_channel, require, streaming, unary
+from dltmw.runtime.coalesce import pipelined
 from dltmw.runtime.peer import PeerChannel
-from dltmw.v1 import endorser_service_pb2, endorser_service_pb2_grpc, errors_pb2
+from dltmw.v1 import batch_pb2, endorser_service_pb2, endorser_service_pb2_grpc, errors_pb2
+from dltmw.v1 import proposal_pb2 as P
+
+E = endorser_service_pb2
+STREAM_DEPTH = 32  # requests of one ProcessProposals stream in progress at once
 
 
 class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
-    """ProcessProposal on the peers of this node."""
+    """ProcessProposal and ProcessProposals on the peers of this node."""
 
     def __init__(self, peers: Mapping[str, PeerChannel]) -> None:
         self._peers = peers
 
-    @unary
-    async def ProcessProposal(
-        self, request: endorser_service_pb2.ProcessProposalRequest, context: Ctx
-    ) -> endorser_service_pb2.ProcessProposalResponse:
-        """Admit, simulate and endorse."""
-        require(request.HasField("signed_proposal"), "signed_proposal")
-        channel_id = proposal_channel(request.signed_proposal)
+    def _peer(self, signed: P.SignedProposal) -> PeerChannel:
+        channel_id = proposal_channel(signed)
         peer = self._peers.get(channel_id)
         if peer is None:
             raise ClientError(
                 errors_pb2.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {channel_id!r} here"
             )
+        return peer
+
+    @unary
+    async def ProcessProposal(
+        self, request: E.ProcessProposalRequest, context: Ctx
+    ) -> E.ProcessProposalResponse:
+        """Admit, simulate and endorse."""
+        require(request.HasField("signed_proposal"), "signed_proposal")
+        peer = self._peer(request.signed_proposal)
         check_tls_org(context, peer.view.membership, None)
         response = await peer.endorse(request.signed_proposal)
-        return endorser_service_pb2.ProcessProposalResponse(proposal_response=response)
+        return E.ProcessProposalResponse(proposal_response=response)
+
+    @streaming
+    async def ProcessProposals(
+        self, request_iterator: AsyncIterator[E.ProcessProposalsRequest], context: Ctx
+    ) -> AsyncIterator[E.ProcessProposalsResponse]:
+        """Batches of proposals, each admitted, simulated and endorsed as ProcessProposal does;
+        one response per request, in order (several requests in progress at once)."""
+        tls_checked: set[str] = set()  # channels whose membership the caller's TLS cert passed
+
+        def route(signed: P.SignedProposal) -> PeerChannel:
+            peer = self._peer(signed)
+            if peer.view.channel_id not in tls_checked:
+                check_tls_org(context, peer.view.membership, None)
+                tls_checked.add(peer.view.channel_id)
+            return peer
+
+        async def handle(request: E.ProcessProposalsRequest) -> E.ProcessProposalsResponse:
+            outcomes: list[E.ProposalOutcome | None] = [None] * len(request.signed_proposals)
+            by_peer: dict[str, tuple[PeerChannel, list[int]]] = {}
+            for i, signed in enumerate(request.signed_proposals):
+                try:
+                    peer = route(signed)
+                except DltmwError as exc:
+                    outcomes[i] = E.ProposalOutcome(error=_item_error(exc))
+                    continue
+                by_peer.setdefault(peer.view.channel_id, (peer, []))[1].append(i)
+            for peer, indexes in by_peer.values():
+                for i, answer in zip(indexes, await _endorse(peer, request, indexes), strict=True):
+                    outcomes[i] = answer
+            answered = [o for o in outcomes if o is not None]
+            assert len(answered) == len(outcomes), "every proposal gets one outcome"
+            return E.ProcessProposalsResponse(outcomes=answered)
+
+        async for response in pipelined(request_iterator, handle, STREAM_DEPTH):
+            yield response
+
+
+async def _endorse(
+    peer: PeerChannel, request: E.ProcessProposalsRequest, indexes: list[int]
+) -> list[E.ProposalOutcome]:
+    """Admit and endorse the proposals at `indexes` of `request` (one channel) as one batch."""
+    admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])
+    ok = [a for a in admitted if not isinstance(a, BaseException)]
+    responses = iter(await peer.endorse_many(ok))
+    out: list[E.ProposalOutcome] = []
+    for a in admitted:
+        if isinstance(a, DltmwError):
+            out.append(E.ProposalOutcome(error=_item_error(a)))
+        elif isinstance(a, BaseException):
+            raise a  # not an expected refusal: a bug, let it surface
+        else:
+            out.append(E.ProposalOutcome(proposal_response=next(responses)))
+    return out
+
+
+def _item_error(exc: DltmwError) -> batch_pb2.ItemError:
+    return batch_pb2.ItemError(reason=exc.reason, message=exc.message)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
-from dltmw.core.txcheck import check_envelope, parse, tx_summary
+from dltmw.core.txcheck import parse, tx_summary
 from dltmw.rpc.guard import (
     Ctx,
     admit_query,
@@ -17,17 +17,14 @@ from dltmw.rpc.guard import (
     streaming,
     unary,
 )
-from dltmw.runtime.context import utc_now
+from dltmw.rpc.transact import TransactSession, creator_org
 from dltmw.runtime.gateway import Gateway
 from dltmw.runtime.peer import PeerChannel
 from dltmw.v1 import (
     block_pb2,
-    common_pb2,
     errors_pb2,
     gateway_service_pb2,
     gateway_service_pb2_grpc,
-    identity_pb2,
-    proposal_pb2,
 )
 
 R = errors_pb2
@@ -68,8 +65,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         """Gather endorsements per the policy."""
         require(request.HasField("signed_proposal"), "signed_proposal")
         peer = self._peer(proposal_channel(request.signed_proposal))
-        creator_org = _creator_org(request.signed_proposal)
-        check_tls_org(context, peer.view.membership, creator_org)
+        check_tls_org(context, peer.view.membership, creator_org(request.signed_proposal))
         result = await self._gateway.endorse(
             peer, request.signed_proposal, list(request.endorsing_organizations)
         )
@@ -82,7 +78,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         channel_id, _ = envelope_channel(request.envelope)
         peer = self._peer(channel_id)
         raw = request.envelope.SerializeToString()
-        checked = check_envelope(raw, {channel_id: peer.view}, utc_now(), self._window_s)
+        checked = await self._gateway.check_envelope(peer, raw)
         check_tls_org(context, peer.view.membership, checked.creator.org_id)
         await self._gateway.submit(peer, raw, checked.header.tx_id)
         return G.SubmitResponse(tx_id=checked.header.tx_id)
@@ -107,6 +103,15 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         )
 
     @streaming
+    async def Transact(
+        self, request_iterator: AsyncIterator[G.TransactRequest], context: Ctx
+    ) -> AsyncIterator[G.TransactResponse]:
+        """Endorse / Submit / CommitStatus items, many per message (see rpc/transact.py)."""
+        session = TransactSession(self._gateway, self._peers, context, self._wait_s)
+        async for response in session.serve(request_iterator):
+            yield response
+
+    @streaming
     async def Events(
         self, request: G.EventsRequest, context: Ctx
     ) -> AsyncIterator[G.EventsResponse]:
@@ -119,12 +124,6 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         )
         async for block in peer.committed_blocks(query.start_block):
             yield block_events(block)
-
-
-def _creator_org(signed: proposal_pb2.SignedProposal) -> str:
-    proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
-    header = parse(common_pb2.Header, proposal.header, "header")
-    return parse(identity_pb2.Identity, header.creator, "creator").org_id
 
 
 def block_events(block: block_pb2.Block) -> G.EventsResponse:

@@ -16,6 +16,7 @@ from collections import deque
 import grpc
 
 from dltmw.core.errors import TransientError
+from dltmw.runtime.coalesce import next_or_none
 from dltmw.runtime.context import NodeContext
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
@@ -61,8 +62,8 @@ class Broadcaster:
             call = stub.Broadcast()  # type: ignore[call-arg]  # aio: no iterator = write() mode
             reader = asyncio.create_task(self._read(call, waiting))
             try:
-                while not reader.done():
-                    batch = [await self._queue.get()]
+                while (first := await next_or_none(self._queue, reader)) is not None:
+                    batch = [first]
                     while len(batch) < self._batch_max and not self._queue.empty():
                         batch.append(self._queue.get_nowait())
                     waiting.append([f for _, f in batch])

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-ROLES = frozenset({"peer", "orderer", "gateway"})
+ROLES = frozenset({"peer", "orderer", "gateway", "notary", "vault"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class NodeConfig:
     genesis_blocks: tuple[Path, ...]
     synchronous: str
     limits: Limits
+    privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
+    network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
@@ -74,6 +76,8 @@ class NodeConfig:
                 genesis_blocks=tuple(base / g for g in raw.get("channels", {}).get("genesis", [])),
                 synchronous=raw.get("ledger", {}).get("synchronous", "FULL"),
                 limits=Limits(**raw.get("limits", {})),
+                privacy_key=base / files["privacy_key"] if "privacy_key" in files else None,
+                network_map=base / files["network_map"] if "network_map" in files else None,
             )
         except KeyError as exc:
             raise ValueError(f"{path}: missing key {exc}") from exc

@@ -38,15 +38,20 @@ class NodeContext:
 
     async def channel_to(self, node_id: str) -> grpc.aio.Channel:
         """A cached mTLS channel to another node; UNAVAILABLE if it has no address."""
+        existing = self._channels.get(node_id)
+        if existing is not None:
+            return existing
+        # Resolve OUTSIDE the lock: waiting up to RESOLVE_TIMEOUT_S for one absent node must not
+        # stall calls to other nodes, nor forget()/close() during shutdown.
+        address = await self.addresses.resolve(node_id, RESOLVE_TIMEOUT_S)
+        if address is None:
+            raise TransientError(
+                errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"node {node_id} has no address"
+            )
         async with self._lock:
             existing = self._channels.get(node_id)
-            if existing is not None:
+            if existing is not None:  # another task connected while we resolved
                 return existing
-            address = await self.addresses.resolve(node_id, RESOLVE_TIMEOUT_S)
-            if address is None:
-                raise TransientError(
-                    errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"node {node_id} has no address"
-                )
             channel = secure_channel(address, node_id, self.tls, self.limits.max_message_bytes)
             self._channels[node_id] = channel
             return channel

@@ -22,22 +22,30 @@ from dltmw.core.channel import ConfigError
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership, SigningIdentity
+from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
+from dltmw.rpc.privacy import PrivacyManagerServicer
+from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.gateway import Gateway
 from dltmw.runtime.orderer import OrdererChannel
+from dltmw.runtime.pbft_orderer import PbftOrdererChannel
 from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.privacy import load_privacy_key
+from dltmw.runtime.privacy_manager import PrivacyManager
+from dltmw.runtime.utxo import UtxoServices
 from dltmw.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     block_pb2,
+    config_pb2,
     endorser_service_pb2,
     endorser_service_pb2_grpc,
     errors_pb2,
@@ -45,6 +53,10 @@ from dltmw.v1 import (
     gateway_service_pb2_grpc,
     orderer_service_pb2,
     orderer_service_pb2_grpc,
+    privacy_manager_service_pb2,
+    privacy_manager_service_pb2_grpc,
+    replica_pb2,
+    replica_pb2_grpc,
     transaction_pb2,
 )
 
@@ -72,7 +84,12 @@ class Node:
         self.peers: dict[str, PeerChannel] = {}
         self.orderers: dict[str, OrdererChannel] = {}
         self.gateway = Gateway(self.ctx, self.peers)
+        self.privacy: PrivacyManager | None = None
+        if config.privacy_key is not None and "peer" in config.roles:
+            key = load_privacy_key(config.privacy_key.read_bytes())
+            self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self.utxo = UtxoServices(config, self.ctx, self._pool)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
@@ -92,6 +109,7 @@ class Node:
             block = block_pb2.Block.FromString(raw)
             if block.header.channel_id not in {*self.peers, *self.orderers}:
                 await self.join(block)
+        await self.utxo.start()
         self._server = self._make_server()
         port = self._server.add_secure_port(self.config.listen, self.ctx.tls.server_credentials())
         await self._server.start()
@@ -116,7 +134,10 @@ class Node:
             EndorserServicer(self.peers), server
         )
         orderer_service_pb2_grpc.add_OrdererServiceServicer_to_server(
-            OrdererServicer(self.orderers, window), server
+            OrdererServicer(self.orderers, window, self._pool), server
+        )
+        replica_pb2_grpc.add_ReplicaServiceServicer_to_server(
+            ReplicaServicer(self.orderers, self.utxo.clusters), server
         )
         gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
             GatewayServicer(self.gateway, self.peers, window, wait), server
@@ -124,16 +145,23 @@ class Node:
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.own_org, window, self.join_from_admin, self.status), server
         )
+        if self.privacy is not None:
+            privacy_manager_service_pb2_grpc.add_PrivacyManagerServiceServicer_to_server(
+                PrivacyManagerServicer(self.privacy, window), server
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             d.services_by_name[n].full_name
             for d, n in [
                 (endorser_service_pb2.DESCRIPTOR, "EndorserService"),
                 (orderer_service_pb2.DESCRIPTOR, "OrdererService"),
+                (replica_pb2.DESCRIPTOR, "ReplicaService"),
                 (gateway_service_pb2.DESCRIPTOR, "GatewayService"),
                 (admin_service_pb2.DESCRIPTOR, "AdminService"),
+                (privacy_manager_service_pb2.DESCRIPTOR, "PrivacyManagerService"),
             ]
         ]
+        names += self.utxo.add_to_server(server)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
@@ -157,7 +185,12 @@ class Node:
             ledger = await ChannelLedger.open(data / f"{cid}.orderer.sqlite", synchronous=sync)
             if ledger.height == 0:
                 await ledger.commit_block(block, [genesis_tx_id(block)])
-            orderer = OrdererChannel(self.ctx, view, ledger)
+            orderer: OrdererChannel
+            if view.config.ordering == config_pb2.ORDERING_TYPE_PBFT:
+                store = await RecordStore.open(data / f"{cid}.pbft.sqlite", synchronous=sync)
+                orderer = PbftOrdererChannel(self.ctx, view, ledger, store)
+            else:
+                orderer = OrdererChannel(self.ctx, view, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
         if is_peer:
@@ -170,6 +203,8 @@ class Node:
             peer = PeerChannel(self.ctx, view, ledger, self._pool)
             await peer.start()
             self.peers[cid] = peer
+            if self.privacy is not None:
+                await self.privacy.add_channel(peer)
         return cid
 
     async def join_from_admin(self, block: block_pb2.Block) -> str:
@@ -204,7 +239,10 @@ class Node:
         await self._health.enter_graceful_shutdown()
         self.ctx.addresses.withdraw(self.config.node_id, self.address)
         await server.stop(grace_s)
+        await self.utxo.stop()
         await self.gateway.close()
+        if self.privacy is not None:
+            await self.privacy.stop()
         roles: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]
         for role in roles:
             await role.stop()

@@ -10,12 +10,12 @@ are the submitters answered and Deliver streams woken.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
 from dltmw.core.cutter import BlockCutter
-from dltmw.core.errors import TransientError
+from dltmw.core.errors import DltmwError, TransientError
 from dltmw.core.handlers.base import Ready
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.ledger.sqlite import ChannelLedger
@@ -76,6 +76,26 @@ class OrdererChannel:
                 errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full"
             ) from exc
         await done
+
+    async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
+        """Queue admitted envelopes; returns once all are durably queued, with None for each
+        queued one and the error (OVERLOADED) of each that did not fit."""
+        loop = asyncio.get_running_loop()
+        out: list[DltmwError | None] = []
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            done: asyncio.Future[None] = loop.create_future()
+            try:
+                self._inbox.put_nowait(Submit(envelope, done))
+            except asyncio.QueueFull:
+                out.append(
+                    TransientError(errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full")
+                )
+                continue
+            out.append(None)
+            waits.append(done)
+        await asyncio.gather(*waits)
+        return out
 
     async def _execute(self, ready: Ready) -> None:
         await self.ledger.enqueue(ready.persist)

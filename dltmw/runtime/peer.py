@@ -10,6 +10,12 @@ After a crash the ledger holds whole blocks only; the peer resumes delivery from
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
 thread, and the response payload is signed over (payload || endorser identity).
+
+Batching. Concurrent requests are coalesced (`runtime/coalesce.py`): the signature checks of
+every proposal admitted at one moment run in chunks on the thread pool, their duplicate checks
+are one reader-thread hop, and their simulations and signatures another — so nothing awaited on
+the hot path is per transaction. Commit status waiters are resolved from the committed block
+itself (`watch`), not by polling the ledger.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import grpc
 
@@ -26,20 +33,23 @@ from dltmw.contracts import builtin_contract
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView
 from dltmw.core.contract import Contract, simulate
-from dltmw.core.errors import ClientError, PeerError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
-from dltmw.ledger.sqlite import ChannelLedger, TxRecord
+from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
+from dltmw.runtime.coalesce import Coalescer
 from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.pbft_blocks import signatures_needed
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
     orderer_service_pb2,
     orderer_service_pb2_grpc,
     proposal_pb2,
+    transaction_pb2,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 R = errors_pb2
 CHECK_CHUNK = 64
+DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
+T = TypeVar("T")
 RECONNECT_MAX_S = 2.0
 
 
@@ -67,6 +79,11 @@ class PeerChannel:
                 self._contracts[deployed.name] = contract
         self._committed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        name = view.channel_id
+        self._admitter = Coalescer(self.admit_many, name=f"admit-{name}")
+        self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
+        self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
+        self._watchers: dict[str, list[asyncio.Future[TxRecord]]] = {}
 
     async def start(self) -> None:
         """Start following the orderer."""
@@ -78,11 +95,34 @@ class PeerChannel:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        for coalescer in (self._admitter, self._endorser, self._lookup):
+            await coalescer.close()
+
+    async def offload(self, fn: Callable[[T], object], items: Sequence[T]) -> list[object]:
+        """`fn` over `items` on the thread pool in chunks (signature checks use both cores);
+        an item whose `fn` raised DltmwError gets that exception as its result."""
+        loop = asyncio.get_running_loop()
+
+        def run(chunk: Sequence[T]) -> list[object]:
+            out: list[object] = []
+            for item in chunk:
+                try:
+                    out.append(fn(item))
+                except DltmwError as exc:
+                    out.append(exc)
+            return out
+
+        chunks = [items[i : i + CHECK_CHUNK] for i in range(0, len(items), CHECK_CHUNK)]
+        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
+        return [r for chunk in results for r in chunk]
 
     # --- endorser -------------------------------------------------------------------------
 
     async def admit(self, signed: proposal_pb2.SignedProposal) -> CheckedProposal:
-        """Admission checks of a proposal, including the duplicate tx_id check."""
+        """Admission checks of a proposal, including the duplicate tx_id check (batched)."""
+        return await self._admitter.call(signed)
+
+    def _check_proposal(self, signed: proposal_pb2.SignedProposal) -> CheckedProposal:
         checked = check_signed_proposal(
             signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
         )
@@ -92,11 +132,25 @@ class PeerChannel:
                 f"contract {checked.invocation.contract!r} is not deployed on "
                 f"{self.view.channel_id!r}",
             )
-        if await self.ledger.tx_record(checked.tx_id) is not None:
-            raise ClientError(
-                R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {checked.tx_id} is on the ledger"
-            )
         return checked
+
+    async def admit_many(
+        self, batch: Sequence[proposal_pb2.SignedProposal]
+    ) -> list[CheckedProposal | BaseException]:
+        """`admit` of many proposals at once: the admitted ones, or each one's ClientError."""
+        results = await self.offload(self._check_proposal, batch)
+        admitted = [r for r in results if isinstance(r, CheckedProposal)]
+        on_ledger = await self.ledger.existing_tx_ids(c.tx_id for c in admitted)
+        out: list[CheckedProposal | BaseException] = []
+        for r in results:
+            assert isinstance(r, CheckedProposal | BaseException)
+            if isinstance(r, CheckedProposal) and r.tx_id in on_ledger:
+                out.append(
+                    ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {r.tx_id} is on the ledger")
+                )
+            else:
+                out.append(r)
+        return out
 
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
@@ -112,14 +166,37 @@ class PeerChannel:
         return await self.endorse_checked(await self.admit(signed))
 
     async def endorse_checked(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponse:
-        """Simulate and sign an already admitted proposal."""
-        payload = await self.simulate(checked)
+        """Simulate and sign an already admitted proposal (batched with concurrent ones)."""
+        return await self._endorser.call(checked)
+
+    async def endorse_many(
+        self, batch: Sequence[CheckedProposal]
+    ) -> list[proposal_pb2.ProposalResponse]:
+        """Simulate every proposal on one snapshot and sign, all on the reader thread."""
+        if not batch:
+            return []
+
+        def run(reader: SnapshotReader) -> list[proposal_pb2.ProposalResponse]:
+            return [self._simulate_and_sign(reader, checked) for checked in batch]
+
+        return await self.ledger.read_snapshot(run)
+
+    def _simulate_and_sign(
+        self, reader: SnapshotReader, checked: CheckedProposal
+    ) -> proposal_pb2.ProposalResponse:
+        payload = simulate(self._contracts[checked.invocation.contract], checked.invocation, reader)
+        payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(payload=payload_bytes, response=payload.response)
         if payload.response.status == 200:
             me = self.ctx.signer.identity_bytes
+            signature = self.ctx.signer.sign(payload_bytes + me)
             response.endorsement.endorser = me
-            response.endorsement.signature = self.ctx.signer.sign(payload_bytes + me)
+            response.endorsement.signature = signature
+            # Verified once per node: our own signature need not be checked again at commit.
+            self.view.membership.remember_own_signature(
+                self.ctx.signer, payload_bytes + me, signature
+            )
         return response
 
     # --- committer ------------------------------------------------------------------------
@@ -161,17 +238,22 @@ class PeerChannel:
     def _check_orderer_signature(self, block: block_pb2.Block) -> None:
         digest = block_hash(block)
         configured = {n.identity for n in self.view.config.orderers}
+        needed = signatures_needed(self.view.config)  # 1, or 2f+1 of n = 3f+1 for PBFT-lite
+        valid: set[bytes] = set()
         for sig in block.metadata.signatures:
-            if sig.signer not in configured:
+            if sig.signer not in configured or sig.signer in valid:
                 continue
             try:
                 self.view.orderer_membership.verify(sig.signer, digest, sig.signature, utc_now())
-                return
             except IdentityError:
                 continue
+            valid.add(sig.signer)
+            if len(valid) >= needed:
+                return
         raise PeerError(
             R.ERROR_REASON_BAD_SIGNATURE,
-            f"block {block.header.number} lacks a valid signature of a configured orderer",
+            f"block {block.header.number} lacks {needed} valid signature(s) of distinct "
+            "configured orderers",
         )
 
     async def commit(self, block: block_pb2.Block) -> None:
@@ -191,7 +273,9 @@ class PeerChannel:
         )
         del block.metadata.validation_codes[:]
         block.metadata.validation_codes.extend(codes)  # type: ignore[arg-type]
-        await self.ledger.commit_block(block, [c.tx_id for c in checked], writes)
+        tx_ids = [c.tx_id for c in checked]
+        await self.ledger.commit_block(block, tx_ids, writes)
+        self._resolve_watchers(block.header.number, tx_ids, codes)
         async with self._committed:
             self._committed.notify_all()
 
@@ -208,22 +292,57 @@ class PeerChannel:
 
     # --- queries --------------------------------------------------------------------------
 
+    async def tx_record(self, tx_id: str) -> TxRecord | None:
+        """Where `tx_id` committed here, or None (batched with concurrent lookups)."""
+        return await self._lookup.call(tx_id)
+
+    def watch(self, tx_id: str) -> asyncio.Future[TxRecord]:
+        """A future resolved when a block committing `tx_id` (first occurrence) is durable here.
+
+        Register BEFORE checking the ledger or submitting, so no commit can slip in between;
+        always `unwatch` when done with it.
+        """
+        future: asyncio.Future[TxRecord] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(tx_id, []).append(future)
+        return future
+
+    def unwatch(self, tx_id: str, future: asyncio.Future[TxRecord]) -> None:
+        """Forget a watcher (idempotent)."""
+        futures = self._watchers.get(tx_id)
+        if futures is None:
+            return
+        with contextlib.suppress(ValueError):
+            futures.remove(future)
+        if not futures:
+            del self._watchers[tx_id]
+
+    def _resolve_watchers(self, number: int, tx_ids: Sequence[str], codes: Sequence[int]) -> None:
+        # A DUPLICATE_TXID entry is never the first occurrence: the record is the earlier one,
+        # which either resolved its watchers already or is on the ledger for `wait_for_tx`.
+        if not self._watchers:
+            return
+        for index, (tx_id, code) in enumerate(zip(tx_ids, codes, strict=True)):
+            if code == DUPLICATE_TXID:
+                continue
+            for future in self._watchers.pop(tx_id, ()):
+                if not future.done():
+                    future.set_result(TxRecord(number, index, code))
+
     async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
         """Block until `tx_id` is committed here; UNAVAILABLE(WAIT_TIMEOUT) after `timeout_s`."""
-        record = await self.ledger.tx_record(tx_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while record is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        future = self.watch(tx_id)
+        try:
+            record = await self.tx_record(tx_id)
+            if record is not None:
+                return record
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
                 raise TransientError(
                     R.ERROR_REASON_WAIT_TIMEOUT, f"tx {tx_id} not committed within {timeout_s}s"
-                )
-            async with self._committed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._committed.wait(), remaining)
-            record = await self.ledger.tx_record(tx_id)
-        return record
+                ) from None
+        finally:
+            self.unwatch(tx_id, future)
 
     def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
         """Committed blocks (with this peer's validation codes) from `start`, forever."""

@@ -101,9 +101,12 @@ class Supervisor:
         if pid is None:
             return None
         code = _terminate(pid, self.nodes.get(node_id), grace_s)
+        self._forget(node_id)
+        return code
+
+    def _forget(self, node_id: str) -> None:
         (self.run / "pids" / f"{node_id}.pid").unlink(missing_ok=True)
         self.nodes.pop(node_id, None)
-        return code
 
     def kill(self, node_id: str) -> None:
         """kill -9 (crash tests)."""
@@ -112,11 +115,29 @@ class Supervisor:
         node.process.wait(10)
         (self.run / "pids" / f"{node_id}.pid").unlink(missing_ok=True)
 
+    def stop_all(self, grace_s: float = 10.0) -> dict[str, int | None]:
+        """Stop every node that has a PID file, all at once; returns exit codes by node.
+
+        SIGTERM goes to every node first, then each is waited for: nodes keep streams open to
+        each other (Deliver, replica Exchange), so stopping them one by one would make each wait
+        out its grace period for peers that are still up.
+        """
+        folder = self.run / "pids"
+        ids = sorted({*(p.stem for p in folder.glob("*.pid")), *self.nodes})
+        targets = {n: pid for n in ids if (pid := self._pid(n)) is not None}
+        for pid in targets.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        # Signalled exactly once: a second SIGTERM may hit a node whose handler is already gone.
+        for node_id, pid in targets.items():
+            codes[node_id] = _await_exit(pid, self.nodes.get(node_id), grace_s)
+            self._forget(node_id)
+        return codes
+
     def down(self, grace_s: float = 10.0) -> None:
         """Stop every node that has a PID file."""
-        pids = self.run / "pids"
-        for path in sorted(pids.glob("*.pid")) if pids.exists() else []:
-            self.stop(path.stem, grace_s)
+        self.stop_all(grace_s)
 
     def _pid(self, node_id: str) -> int | None:
         if node_id in self.nodes:
@@ -130,6 +151,11 @@ def _terminate(pid: int, node: NodeProcess | None, grace_s: float) -> int | None
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return None
+    return _await_exit(pid, node, grace_s)
+
+
+def _await_exit(pid: int, node: NodeProcess | None, grace_s: float) -> int | None:
+    """Wait up to grace_s for an already signalled process, then SIGKILL it."""
     if node is not None:
         try:
             return node.process.wait(grace_s)

@@ -78,22 +78,28 @@ class NodeConfig(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     ORG_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    PRIVACY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id, unique in the network, e.g. "peer0.org1"."""
     org_id: _builtins.str
     """Organisation that runs the node."""
     identity: _builtins.bytes
     """Serialised Identity the node signs with (blocks, endorsements)."""
+    privacy_public_key: _builtins.bytes
+    """X25519 public key (32 bytes) of the node's privacy manager; empty if it runs none. Carried in
+    the signed config block so every member wraps payload keys for the same, authenticated key.
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         org_id: _builtins.str = ...,
         identity: _builtins.bytes = ...,
+        privacy_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "node_id", b"node_id", "org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "node_id", b"node_id", "org_id", b"org_id", "privacy_public_key", b"privacy_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +178,7 @@ class ChannelConfig(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     DEFAULT_ENDORSEMENT_POLICY_FIELD_NUMBER: _builtins.int
     CONTRACTS_FIELD_NUMBER: _builtins.int
+    PRIVACY_AUDITORS_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -202,6 +209,12 @@ class ChannelConfig(_message.Message):
     def contracts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractConfig]:
         """Contracts deployed on the channel."""
 
+    @_builtins.property
+    def privacy_auditors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids of auditor (regulator) peers: every private payload on the channel is also wrapped
+        for their privacy keys.
+        """
+
     def __init__(
         self,
         *,
@@ -214,10 +227,11 @@ class ChannelConfig(_message.Message):
         batch: Global___BatchConfig | None = ...,
         default_endorsement_policy: _builtins.str = ...,
         contracts: _abc.Iterable[Global___ContractConfig] | None = ...,
+        privacy_auditors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from dltmw.v1 import batch_pb2 as _batch_pb2
 from dltmw.v1 import proposal_pb2 as _proposal_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -64,3 +67,83 @@ class ProcessProposalResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProcessProposalResponse: _TypeAlias = ProcessProposalResponse  # noqa: Y015
+
+@_typing.final
+class ProcessProposalsRequest(_message.Message):
+    """ProcessProposalsRequest carries a batch of signed proposals (possibly for several channels)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_PROPOSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signed_proposals(self) -> _containers.RepeatedCompositeFieldContainer[_proposal_pb2.SignedProposal]:
+        """The proposals, each with its creator's signature."""
+
+    def __init__(
+        self,
+        *,
+        signed_proposals: _abc.Iterable[_proposal_pb2.SignedProposal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_proposals", b"signed_proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessProposalsRequest: _TypeAlias = ProcessProposalsRequest  # noqa: Y015
+
+@_typing.final
+class ProposalOutcome(_message.Message):
+    """ProposalOutcome is the answer to one proposal of a ProcessProposalsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposal_response(self) -> _proposal_pb2.ProposalResponse:
+        """Simulation result and endorsement, as ProcessProposal returns it."""
+
+    @_builtins.property
+    def error(self) -> _batch_pb2.ItemError:
+        """Why the proposal was refused."""
+
+    def __init__(
+        self,
+        *,
+        proposal_response: _proposal_pb2.ProposalResponse | None = ...,
+        error: _batch_pb2.ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "proposal_response", b"proposal_response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "proposal_response", b"proposal_response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["proposal_response", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ProposalOutcome: _TypeAlias = ProposalOutcome  # noqa: Y015
+
+@_typing.final
+class ProcessProposalsResponse(_message.Message):
+    """ProcessProposalsResponse answers one ProcessProposalsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposalOutcome]:
+        """One outcome per proposal, in request order."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___ProposalOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessProposalsResponse: _TypeAlias = ProcessProposalsResponse  # noqa: Y015

@@ -41,6 +41,11 @@ class EndorserServiceStub:
                 request_serializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalResponse.FromString,
                 _registered_method=True)
+        self.ProcessProposals = channel.stream_stream(
+                '/dltmw.v1.EndorserService/ProcessProposals',
+                request_serializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsResponse.FromString,
+                _registered_method=True)
 
 
 class EndorserServiceServicer:
@@ -63,6 +68,19 @@ class EndorserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProcessProposals(self, request_iterator, context):
+        """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
+        (a gateway asking a remote endorser): one gRPC message costs as much CPU as the signature
+        checks of a transaction, so the hot path batches. Each request is answered by exactly one
+        response, in request order, holding one outcome per proposal in the same order. Every
+        proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
+        reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
+        TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EndorserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -70,6 +88,11 @@ def add_EndorserServiceServicer_to_server(servicer, server):
                     servicer.ProcessProposal,
                     request_deserializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalResponse.SerializeToString,
+            ),
+            'ProcessProposals': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProcessProposals,
+                    request_deserializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,6 +124,33 @@ class EndorserService:
             '/dltmw.v1.EndorserService/ProcessProposal',
             dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalRequest.SerializeToString,
             dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessProposals(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dltmw.v1.EndorserService/ProcessProposals',
+            dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsRequest.SerializeToString,
+            dltmw_dot_v1_dot_endorser__service__pb2.ProcessProposalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

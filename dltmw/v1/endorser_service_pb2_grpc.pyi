@@ -46,6 +46,15 @@ class EndorserServiceStub:
     RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
     not an error: the response carries its status and no endorsement.
     """
+    ProcessProposals: _grpc.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]
+    """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
+    (a gateway asking a remote endorser): one gRPC message costs as much CPU as the signature
+    checks of a transaction, so the hot path batches. Each request is answered by exactly one
+    response, in request order, holding one outcome per proposal in the same order. Every
+    proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
+    reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
+    TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
+    """
 
 @_typing.type_check_only
 class EndorserServiceAsyncStub(EndorserServiceStub):
@@ -64,6 +73,15 @@ class EndorserServiceAsyncStub(EndorserServiceStub):
     CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED ->
     RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
     not an error: the response carries its status and no endorsement.
+    """
+    ProcessProposals: _aio.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]  # type: ignore[assignment]
+    """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
+    (a gateway asking a remote endorser): one gRPC message costs as much CPU as the signature
+    checks of a transaction, so the hot path batches. Each request is answered by exactly one
+    response, in request order, holding one outcome per proposal in the same order. Every
+    proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
+    reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
+    TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
     """
 
 class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -86,6 +104,21 @@ class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
         CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED ->
         RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
         not an error: the response carries its status and no endorsement.
+        """
+
+    @_abc_1.abstractmethod
+    def ProcessProposals(
+        self,
+        request_iterator: _MaybeAsyncIterator[_endorser_service_pb2.ProcessProposalsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_endorser_service_pb2.ProcessProposalsResponse], _abc.AsyncIterator[_endorser_service_pb2.ProcessProposalsResponse]]:
+        """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
+        (a gateway asking a remote endorser): one gRPC message costs as much CPU as the signature
+        checks of a transaction, so the hot path batches. Each request is answered by exactly one
+        response, in request order, holding one outcome per proposal in the same order. Every
+        proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
+        reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
+        TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
         """
 
 def add_EndorserServiceServicer_to_server(servicer: EndorserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

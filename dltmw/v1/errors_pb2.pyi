@@ -78,6 +78,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: a waiting RPC (e.g. CommitStatus) reached its wait limit before the awaited event;
     the request may be repeated.
     """
+    ERROR_REASON_PAYLOAD_UNREADABLE: _ErrorReason.ValueType  # 27
+    """FAILED_PRECONDITION: a private payload's key box or ciphertext fails authentication (altered
+    or not meant for this key).
+    """
+    ERROR_REASON_STALE_VIEW: _ErrorReason.ValueType  # 28
+    """FAILED_PRECONDITION: a consensus message names a view older than the receiving replica's."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -141,4 +147,10 @@ ERROR_REASON_WAIT_TIMEOUT: ErrorReason.ValueType  # 26
 """UNAVAILABLE: a waiting RPC (e.g. CommitStatus) reached its wait limit before the awaited event;
 the request may be repeated.
 """
+ERROR_REASON_PAYLOAD_UNREADABLE: ErrorReason.ValueType  # 27
+"""FAILED_PRECONDITION: a private payload's key box or ciphertext fails authentication (altered
+or not meant for this key).
+"""
+ERROR_REASON_STALE_VIEW: ErrorReason.ValueType  # 28
+"""FAILED_PRECONDITION: a consensus message names a view older than the receiving replica's."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import batch_pb2 as _batch_pb2
 from dltmw.v1 import common_pb2 as _common_pb2
 from dltmw.v1 import proposal_pb2 as _proposal_pb2
 from dltmw.v1 import transaction_pb2 as _transaction_pb2
@@ -393,3 +394,233 @@ class EventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventsResponse: _TypeAlias = EventsResponse  # noqa: Y015
+
+@_typing.final
+class EndorseItem(_message.Message):
+    """EndorseItem is one Endorse request inside a TransactRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ref: _builtins.int
+    """Client-chosen tag echoed in the EndorseOutcome (unique among the stream's pending items)."""
+    @_builtins.property
+    def request(self) -> Global___EndorseRequest:
+        """The request, exactly as for Endorse."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.int = ...,
+        request: Global___EndorseRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndorseItem: _TypeAlias = EndorseItem  # noqa: Y015
+
+@_typing.final
+class SubmitItem(_message.Message):
+    """SubmitItem is one Submit request inside a TransactRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ref: _builtins.int
+    """Client-chosen tag echoed in the SubmitOutcome and CommitOutcome."""
+    @_builtins.property
+    def request(self) -> Global___SubmitRequest:
+        """The request, exactly as for Submit."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.int = ...,
+        request: Global___SubmitRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitItem: _TypeAlias = SubmitItem  # noqa: Y015
+
+@_typing.final
+class TransactRequest(_message.Message):
+    """TransactRequest carries a batch of items; either list may be empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDORSE_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endorse(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndorseItem]:
+        """Proposals to endorse."""
+
+    @_builtins.property
+    def submit(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitItem]:
+        """Signed transactions to submit (each is followed by its commit status once accepted)."""
+
+    def __init__(
+        self,
+        *,
+        endorse: _abc.Iterable[Global___EndorseItem] | None = ...,
+        submit: _abc.Iterable[Global___SubmitItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorse", b"endorse", "submit", b"submit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactRequest: _TypeAlias = TransactRequest  # noqa: Y015
+
+@_typing.final
+class EndorseOutcome(_message.Message):
+    """EndorseOutcome answers one EndorseItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ref: _builtins.int
+    """The item's ref."""
+    @_builtins.property
+    def response(self) -> Global___EndorseResponse:
+        """What Endorse would have returned."""
+
+    @_builtins.property
+    def error(self) -> _batch_pb2.ItemError:
+        """Why Endorse would have failed."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.int = ...,
+        response: Global___EndorseResponse | None = ...,
+        error: _batch_pb2.ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "ref", b"ref", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___EndorseOutcome: _TypeAlias = EndorseOutcome  # noqa: Y015
+
+@_typing.final
+class SubmitOutcome(_message.Message):
+    """SubmitOutcome answers one SubmitItem once the orderer accepted (or anyone refused) it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ref: _builtins.int
+    """The item's ref."""
+    @_builtins.property
+    def response(self) -> Global___SubmitResponse:
+        """What Submit would have returned."""
+
+    @_builtins.property
+    def error(self) -> _batch_pb2.ItemError:
+        """Why Submit would have failed (no CommitOutcome follows)."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.int = ...,
+        response: Global___SubmitResponse | None = ...,
+        error: _batch_pb2.ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "ref", b"ref", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SubmitOutcome: _TypeAlias = SubmitOutcome  # noqa: Y015
+
+@_typing.final
+class CommitOutcome(_message.Message):
+    """CommitOutcome reports the commit of an accepted SubmitItem on the gateway's peer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ref: _builtins.int
+    """The item's ref."""
+    @_builtins.property
+    def status(self) -> Global___CommitStatusResponse:
+        """What CommitStatus would have returned."""
+
+    @_builtins.property
+    def error(self) -> _batch_pb2.ItemError:
+        """Why no status could be given (WAIT_TIMEOUT)."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.int = ...,
+        status: Global___CommitStatusResponse | None = ...,
+        error: _batch_pb2.ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "ref", b"ref", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["status", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___CommitOutcome: _TypeAlias = CommitOutcome  # noqa: Y015
+
+@_typing.final
+class TransactResponse(_message.Message):
+    """TransactResponse carries outcomes of earlier items, grouped as they became ready."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDORSED_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endorsed(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndorseOutcome]:
+        """Endorsement outcomes."""
+
+    @_builtins.property
+    def submitted(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitOutcome]:
+        """Submission outcomes."""
+
+    @_builtins.property
+    def committed(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitOutcome]:
+        """Commit outcomes."""
+
+    def __init__(
+        self,
+        *,
+        endorsed: _abc.Iterable[Global___EndorseOutcome] | None = ...,
+        submitted: _abc.Iterable[Global___SubmitOutcome] | None = ...,
+        committed: _abc.Iterable[Global___CommitOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed", b"committed", "endorsed", b"endorsed", "submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactResponse: _TypeAlias = TransactResponse  # noqa: Y015

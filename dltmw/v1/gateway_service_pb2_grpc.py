@@ -66,6 +66,11 @@ class GatewayServiceStub:
                 request_serializer=dltmw_dot_v1_dot_gateway__service__pb2.EventsRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_gateway__service__pb2.EventsResponse.FromString,
                 _registered_method=True)
+        self.Transact = channel.stream_stream(
+                '/dltmw.v1.GatewayService/Transact',
+                request_serializer=dltmw_dot_v1_dot_gateway__service__pb2.TransactRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_gateway__service__pb2.TransactResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -120,6 +125,24 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transact(self, request_iterator, context):
+        """Transact is the pipelined, batched form of Endorse + Submit + CommitStatus, for clients that
+        keep many transactions in flight: one long-lived stream carries many items per message in
+        both directions (one gRPC message costs as much CPU as a transaction's signature checks).
+        Each EndorseItem is handled exactly as Endorse and answered by one EndorseOutcome; each
+        SubmitItem exactly as Submit (acknowledged only once the orderer durably queued it) and
+        answered by one SubmitOutcome, then -- when accepted -- by one CommitOutcome once the local
+        peer has durably committed the transaction (or WAIT_TIMEOUT). Outcomes carry the client's
+        `ref` and may come in any order and any grouping. A refused item gets an ItemError with the
+        reason the unary RPC would have failed with; the stream itself goes on. The creator of every
+        proposal and envelope must belong to the organisation of the stream's TLS client certificate
+        (TLS_IDENTITY_MISMATCH otherwise). Items beyond the per-stream bound of outstanding items
+        are refused with OVERLOADED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +170,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=dltmw_dot_v1_dot_gateway__service__pb2.EventsRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_gateway__service__pb2.EventsResponse.SerializeToString,
+            ),
+            'Transact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Transact,
+                    request_deserializer=dltmw_dot_v1_dot_gateway__service__pb2.TransactRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_gateway__service__pb2.TransactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -291,6 +319,33 @@ class GatewayService:
             '/dltmw.v1.GatewayService/Events',
             dltmw_dot_v1_dot_gateway__service__pb2.EventsRequest.SerializeToString,
             dltmw_dot_v1_dot_gateway__service__pb2.EventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dltmw.v1.GatewayService/Transact',
+            dltmw_dot_v1_dot_gateway__service__pb2.TransactRequest.SerializeToString,
+            dltmw_dot_v1_dot_gateway__service__pb2.TransactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,20 @@ class GatewayServiceStub:
     """Events streams, from start_block on, each committed block's transactions with their
     validation codes and the events of the valid ones.
     """
+    Transact: _grpc.StreamStreamMultiCallable[_gateway_service_pb2.TransactRequest, _gateway_service_pb2.TransactResponse]
+    """Transact is the pipelined, batched form of Endorse + Submit + CommitStatus, for clients that
+    keep many transactions in flight: one long-lived stream carries many items per message in
+    both directions (one gRPC message costs as much CPU as a transaction's signature checks).
+    Each EndorseItem is handled exactly as Endorse and answered by one EndorseOutcome; each
+    SubmitItem exactly as Submit (acknowledged only once the orderer durably queued it) and
+    answered by one SubmitOutcome, then -- when accepted -- by one CommitOutcome once the local
+    peer has durably committed the transaction (or WAIT_TIMEOUT). Outcomes carry the client's
+    `ref` and may come in any order and any grouping. A refused item gets an ItemError with the
+    reason the unary RPC would have failed with; the stream itself goes on. The creator of every
+    proposal and envelope must belong to the organisation of the stream's TLS client certificate
+    (TLS_IDENTITY_MISMATCH otherwise). Items beyond the per-stream bound of outstanding items
+    are refused with OVERLOADED.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -96,6 +110,20 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     Events: _aio.UnaryStreamMultiCallable[_gateway_service_pb2.EventsRequest, _gateway_service_pb2.EventsResponse]  # type: ignore[assignment]
     """Events streams, from start_block on, each committed block's transactions with their
     validation codes and the events of the valid ones.
+    """
+    Transact: _aio.StreamStreamMultiCallable[_gateway_service_pb2.TransactRequest, _gateway_service_pb2.TransactResponse]  # type: ignore[assignment]
+    """Transact is the pipelined, batched form of Endorse + Submit + CommitStatus, for clients that
+    keep many transactions in flight: one long-lived stream carries many items per message in
+    both directions (one gRPC message costs as much CPU as a transaction's signature checks).
+    Each EndorseItem is handled exactly as Endorse and answered by one EndorseOutcome; each
+    SubmitItem exactly as Submit (acknowledged only once the orderer durably queued it) and
+    answered by one SubmitOutcome, then -- when accepted -- by one CommitOutcome once the local
+    peer has durably committed the transaction (or WAIT_TIMEOUT). Outcomes carry the client's
+    `ref` and may come in any order and any grouping. A refused item gets an ItemError with the
+    reason the unary RPC would have failed with; the stream itself goes on. The creator of every
+    proposal and envelope must belong to the organisation of the stream's TLS client certificate
+    (TLS_IDENTITY_MISMATCH otherwise). Items beyond the per-stream bound of outstanding items
+    are refused with OVERLOADED.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +186,26 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_gateway_service_pb2.EventsResponse], _abc.AsyncIterator[_gateway_service_pb2.EventsResponse]]:
         """Events streams, from start_block on, each committed block's transactions with their
         validation codes and the events of the valid ones.
+        """
+
+    @_abc_1.abstractmethod
+    def Transact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_service_pb2.TransactRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_service_pb2.TransactResponse], _abc.AsyncIterator[_gateway_service_pb2.TransactResponse]]:
+        """Transact is the pipelined, batched form of Endorse + Submit + CommitStatus, for clients that
+        keep many transactions in flight: one long-lived stream carries many items per message in
+        both directions (one gRPC message costs as much CPU as a transaction's signature checks).
+        Each EndorseItem is handled exactly as Endorse and answered by one EndorseOutcome; each
+        SubmitItem exactly as Submit (acknowledged only once the orderer durably queued it) and
+        answered by one SubmitOutcome, then -- when accepted -- by one CommitOutcome once the local
+        peer has durably committed the transaction (or WAIT_TIMEOUT). Outcomes carry the client's
+        `ref` and may come in any order and any grouping. A refused item gets an ItemError with the
+        reason the unary RPC would have failed with; the stream itself goes on. The creator of every
+        proposal and envelope must belong to the organisation of the stream's TLS client certificate
+        (TLS_IDENTITY_MISMATCH otherwise). Items beyond the per-stream bound of outstanding items
+        are refused with OVERLOADED.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

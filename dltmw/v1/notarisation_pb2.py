@@ -26,7 +26,7 @@ from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64ltmw/v1/notarisation.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x08StateRef\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"k\n\nTimeWindow\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nuntil_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x01\n\x13NotarisationPayload\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\"\n\x06inputs\x18\x02 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12&\n\nreferences\x18\x03 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12)\n\x0btime_window\x18\x04 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\x11\n\trequester\x18\x05 \x01(\x0c\x12\x0e\n\x06notary\x18\x06 \x01(\t\x12\x13\n\x0btransaction\x18\x07 \x01(\x0c\"9\n\x13NotarisationRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"m\n\x14NotarisationConflict\x12!\n\x05state\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.StateRef\x12\x1c\n\x14\x63onsuming_tx_id_hash\x18\x02 \x01(\x0c\x12\x14\n\x0cis_reference\x18\x03 \x01(\x08\"x\n\x14NotarisationResponse\x12-\n\x10notary_signature\x18\x01 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x31\n\tconflicts\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.NotarisationConflictb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64ltmw/v1/notarisation.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x08StateRef\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"k\n\nTimeWindow\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nuntil_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x02\n\x13NotarisationPayload\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\"\n\x06inputs\x18\x02 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12&\n\nreferences\x18\x03 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12)\n\x0btime_window\x18\x04 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\x11\n\trequester\x18\x05 \x01(\x0c\x12\x0e\n\x06notary\x18\x06 \x01(\t\x12\x13\n\x0btransaction\x18\x07 \x01(\x0c\x12\x14\n\x0coutputs_hash\x18\x08 \x01(\x0c\x12\x15\n\rcommands_hash\x18\t \x01(\x0c\x12\x12\n\nnonce_hash\x18\n \x01(\x0c\x12\x14\n\x0c\x64\x65pendencies\x18\x0b \x03(\x0c\"9\n\x13NotarisationRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"m\n\x14NotarisationConflict\x12!\n\x05state\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.StateRef\x12\x1c\n\x14\x63onsuming_tx_id_hash\x18\x02 \x01(\x0c\x12\x14\n\x0cis_reference\x18\x03 \x01(\x08\"\x87\x01\n\x14NotarisationResponse\x12-\n\x10notary_signature\x18\x01 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x31\n\tconflicts\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.NotarisationConflict\x12\r\n\x05tx_id\x18\x03 \x01(\t\"g\n\x12NotarisationResult\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1e.dltmw.v1.NotarisationResponse\x12\x0e\n\x06reason\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMEWINDOW']._serialized_start=141
   _globals['_TIMEWINDOW']._serialized_end=248
   _globals['_NOTARISATIONPAYLOAD']._serialized_start=251
-  _globals['_NOTARISATIONPAYLOAD']._serialized_end=462
-  _globals['_NOTARISATIONREQUEST']._serialized_start=464
-  _globals['_NOTARISATIONREQUEST']._serialized_end=521
-  _globals['_NOTARISATIONCONFLICT']._serialized_start=523
-  _globals['_NOTARISATIONCONFLICT']._serialized_end=632
-  _globals['_NOTARISATIONRESPONSE']._serialized_start=634
-  _globals['_NOTARISATIONRESPONSE']._serialized_end=754
+  _globals['_NOTARISATIONPAYLOAD']._serialized_end=549
+  _globals['_NOTARISATIONREQUEST']._serialized_start=551
+  _globals['_NOTARISATIONREQUEST']._serialized_end=608
+  _globals['_NOTARISATIONCONFLICT']._serialized_start=610
+  _globals['_NOTARISATIONCONFLICT']._serialized_end=719
+  _globals['_NOTARISATIONRESPONSE']._serialized_start=722
+  _globals['_NOTARISATIONRESPONSE']._serialized_end=857
+  _globals['_NOTARISATIONRESULT']._serialized_start=859
+  _globals['_NOTARISATIONRESULT']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

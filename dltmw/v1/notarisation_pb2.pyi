@@ -89,6 +89,10 @@ class NotarisationPayload(_message.Message):
     REQUESTER_FIELD_NUMBER: _builtins.int
     NOTARY_FIELD_NUMBER: _builtins.int
     TRANSACTION_FIELD_NUMBER: _builtins.int
+    OUTPUTS_HASH_FIELD_NUMBER: _builtins.int
+    COMMANDS_HASH_FIELD_NUMBER: _builtins.int
+    NONCE_HASH_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.str
     """Id of the transaction to notarise."""
     requester: _builtins.bytes
@@ -96,7 +100,17 @@ class NotarisationPayload(_message.Message):
     notary: _builtins.str
     """Notary (node id) the request is addressed to."""
     transaction: _builtins.bytes
-    """Full serialised UTXO transaction, present only for a validating notary."""
+    """Serialised SignedUtxoTransaction, present only for a validating notary (which then runs
+    the contracts itself and checks every required signature).
+    """
+    outputs_hash: _builtins.bytes
+    """Component hash H("outputs", ...) of the transaction (see UtxoTransaction): lets the notary
+    recompute tx_id without seeing the outputs.
+    """
+    commands_hash: _builtins.bytes
+    """Component hash H("commands", ...) of the transaction."""
+    nonce_hash: _builtins.bytes
+    """Component hash H("nonce", ...) of the transaction."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateRef]:
         """Input states the transaction consumes."""
@@ -109,6 +123,12 @@ class NotarisationPayload(_message.Message):
     def time_window(self) -> Global___TimeWindow:
         """Optional time window."""
 
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Validating notary only: serialised SignedUtxoTransaction of every transaction that created
+        an input or reference state, each notarised by this notary.
+        """
+
     def __init__(
         self,
         *,
@@ -119,10 +139,14 @@ class NotarisationPayload(_message.Message):
         requester: _builtins.bytes = ...,
         notary: _builtins.str = ...,
         transaction: _builtins.bytes = ...,
+        outputs_hash: _builtins.bytes = ...,
+        commands_hash: _builtins.bytes = ...,
+        nonce_hash: _builtins.bytes = ...,
+        dependencies: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time_window", b"time_window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "notary", b"notary", "references", b"references", "requester", b"requester", "time_window", b"time_window", "transaction", b"transaction", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands_hash", b"commands_hash", "dependencies", b"dependencies", "inputs", b"inputs", "nonce_hash", b"nonce_hash", "notary", b"notary", "outputs_hash", b"outputs_hash", "references", b"references", "requester", b"requester", "time_window", b"time_window", "transaction", b"transaction", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,6 +220,9 @@ class NotarisationResponse(_message.Message):
 
     NOTARY_SIGNATURE_FIELD_NUMBER: _builtins.int
     CONFLICTS_FIELD_NUMBER: _builtins.int
+    TX_ID_FIELD_NUMBER: _builtins.int
+    tx_id: _builtins.str
+    """The tx_id that was notarised."""
     @_builtins.property
     def notary_signature(self) -> _identity_pb2.Signature:
         """The notary's signature over the tx_id (UTF-8); unset on conflict."""
@@ -209,11 +236,46 @@ class NotarisationResponse(_message.Message):
         *,
         notary_signature: _identity_pb2.Signature | None = ...,
         conflicts: _abc.Iterable[Global___NotarisationConflict] | None = ...,
+        tx_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "notary_signature", b"notary_signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "notary_signature", b"notary_signature", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotarisationResponse: _TypeAlias = NotarisationResponse  # noqa: Y015
+
+@_typing.final
+class NotarisationResult(_message.Message):
+    """NotarisationResult is the outcome of one request of a batch: a response or a refusal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.int
+    """ErrorReason value (see errors.proto) when refused; 0 when signed."""
+    message: _builtins.str
+    """Readable explanation of a refusal."""
+    @_builtins.property
+    def response(self) -> Global___NotarisationResponse:
+        """Set when the notary signed (also when it had signed this tx_id before), or, on an input
+        conflict, carrying the conflicts next to reason ERROR_REASON_INPUT_CONSUMED.
+        """
+
+    def __init__(
+        self,
+        *,
+        response: Global___NotarisationResponse | None = ...,
+        reason: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotarisationResult: _TypeAlias = NotarisationResult  # noqa: Y015

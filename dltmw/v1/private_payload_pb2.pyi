@@ -20,7 +20,14 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class RecipientBox(_message.Message):
-    """RecipientBox carries the payload's symmetric key wrapped for one recipient."""
+    """RecipientBox carries the payload's symmetric key wrapped for one recipient.
+
+    Wrapping rule (see dltmw/core/privacy/envelope.py): kek = HKDF-SHA256(ikm = X25519(sender,
+    recipient), salt = none, info = "dltmw/pp/kek/v1" || sender_public_key || recipient_public_key,
+    32 bytes); wrapped_key = AES-256-GCM(kek, nonce, payload key, ad) with
+    ad = "dltmw/pp/box/v1" || sender_public_key || payload_hash || SHA-256(sorted recipient keys
+    of every box, concatenated). Removing, adding or swapping a box therefore makes every box fail.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -67,10 +74,12 @@ class EncryptedPayload(_message.Message):
     nonce: _builtins.bytes
     """AES-256-GCM nonce of the payload encryption (12 bytes)."""
     ciphertext: _builtins.bytes
-    """The payload encrypted with a fresh 32-byte key."""
+    """The payload encrypted with a fresh 32-byte key (associated data:
+    "dltmw/pp/payload/v1" || sender_public_key); includes the 16-byte GCM tag.
+    """
     @_builtins.property
     def recipient_boxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientBox]:
-        """One box per recipient."""
+        """One box per recipient, sorted by recipient_public_key; the sender is always a recipient."""
 
     def __init__(
         self,
@@ -87,3 +96,37 @@ class EncryptedPayload(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EncryptedPayload: _TypeAlias = EncryptedPayload  # noqa: Y015
+
+@_typing.final
+class PrivateInvocation(_message.Message):
+    """PrivateInvocation is the plaintext of a private transaction's payload: the contract call every
+    recipient executes against its private state, in block order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    FUNCTION_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    contract: _builtins.str
+    """Contract deployed on the channel, e.g. "kv"."""
+    function: _builtins.str
+    """Function of the contract."""
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Arguments, passed to the function as bytes."""
+
+    def __init__(
+        self,
+        *,
+        contract: _builtins.str = ...,
+        function: _builtins.str = ...,
+        args: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "contract", b"contract", "function", b"function"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrivateInvocation: _TypeAlias = PrivateInvocation  # noqa: Y015

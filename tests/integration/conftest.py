@@ -68,5 +68,5 @@ def network(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Supervisor]]]:
 
     yield start
     for sup in started:
-        codes = {n: sup.stop(n) for n in list(sup.nodes)}
+        codes = sup.stop_all()
         assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"

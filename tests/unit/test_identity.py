@@ -383,6 +383,7 @@ def test_tls_cert_carries_every_host_and_both_usages(net: Network) -> None:
 
 def test_ca_and_leaf_shapes(net: Network) -> None:
     ca = x509.load_pem_x509_certificate(net.org1_ca.cert_pem)
+    issued_at = datetime.now(UTC)  # not the module's NOW: the suite may run long before this test
     leaf = x509.load_pem_x509_certificate(issue_cert(net.org1_ca, "Org1", "p", "peer").cert_pem)
     ca_bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert (ca_bc.ca, ca_bc.path_length) == (True, 0)
@@ -391,7 +392,7 @@ def test_ca_and_leaf_shapes(net: Network) -> None:
     aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest
-    assert leaf.not_valid_before_utc < NOW - timedelta(minutes=50)  # clock-skew allowance
+    assert leaf.not_valid_before_utc < issued_at - timedelta(minutes=50)  # clock-skew allowance
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,202 @@
+"""`python -m benchmarks.notary`: single-notary throughput (not a test).
+
+A real notary process on 127.0.0.1 (mutual TLS, sqlite spent-set with synchronous=FULL) and
+`--clients` client identities of two organisations in this process. Every transaction spends 2
+fresh inputs (so every request must be signed: the run also checks that none was refused), and
+the requests are built and signed before the clock starts. Each client keeps `--streams`
+NotariseStream calls busy, sending batches of `--batch` requests; the notary verifies each
+batch's request signatures on its thread pool in chunks, decides everything queued at that
+moment in ONE sqlite transaction, signs, commits, and only then answers.
+
+Reported: notarisations/s over the measured phase, batch latency p50/p99, the notary process's
+CPU ms per notarisation, and a check of the spent-set afterwards (2 rows per notarisation, no
+state twice). Prints the machine, the command and the figures; the lead records them in
+RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import cryptography
+
+from dltmw.client.utxo import NotaryClient, PartyFiles
+from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload, sign_request
+from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.pki.network import init_network
+from dltmw.runtime.supervisor import Supervisor
+from dltmw.v1 import notarisation_pb2
+
+INPUTS_PER_TX = 2
+
+
+def topology(clients: int) -> str:
+    out = ['name = "notary-bench"']
+    out += [f'[[orgs]]\nid = "{o}"' for o in ("Org1", "Org2", "NotaryOrg")]
+    out.append('[[nodes]]\nid = "notary0"\norg = "NotaryOrg"\nroles = ["notary"]')
+    for i in range(clients):
+        org = "Org1" if i % 2 == 0 else "Org2"
+        out.append(f'[[clients]]\nid = "c{i}"\norg = "{org}"')
+    return "\n\n".join(out) + "\n"
+
+
+def make_requests(party: PartyFiles, n: int) -> list[notarisation_pb2.NotarisationRequest]:
+    """n signed requests, each spending INPUTS_PER_TX fresh states."""
+    me = party.signer.identity_bytes
+    out = []
+    for _ in range(n):
+        inputs = [Ref(secrets.token_hex(32), 0) for _ in range(INPUTS_PER_TX)]
+        raw = build_transaction(
+            TxSpec(
+                notary="notary0",
+                nonce=secrets.token_bytes(32),
+                inputs=inputs,
+                commands=[Command("cash", "move", (me,))],
+            )
+        )
+        payload = notarisation_payload(read_transaction(raw), me)
+        out.append(sign_request(payload, party.signer))
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_stream(
+    client: NotaryClient,
+    requests: Sequence[notarisation_pb2.NotarisationRequest],
+    batch: int,
+    latencies: list[float],
+) -> tuple[int, int]:
+    """Send `requests` in batches on one stream; returns (signed, refused)."""
+    sent: asyncio.Queue[float] = asyncio.Queue()
+
+    async def batches() -> AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]:
+        for i in range(0, len(requests), batch):
+            await sent.put(time.perf_counter())
+            yield requests[i : i + batch]
+
+    signed = refused = 0
+    async for results in client.notarise_batches(batches()):
+        latencies.append(time.perf_counter() - sent.get_nowait())
+        for r in results:
+            if r.reason == 0 and r.response.notary_signature.signature:
+                signed += 1
+            else:
+                refused += 1
+    return signed, refused
+
+
+async def bench(net: Path, pid: int, args: argparse.Namespace) -> None:
+    parties = [PartyFiles.load(net, f"c{i}") for i in range(args.clients)]
+    per_stream = args.txs // (args.clients * args.streams)
+    t0 = time.perf_counter()
+    work = [[make_requests(p, per_stream) for _ in range(args.streams)] for p in parties]
+    print(f"built and signed {args.txs} requests in {time.perf_counter() - t0:.1f} s (not timed)")
+    clients = [await NotaryClient.connect(p, "notary0") for p in parties]
+    latencies: list[float] = []
+    try:
+        warm = make_requests(parties[0], args.batch)
+        await run_stream(clients[0], warm, args.batch, [])
+        cpu0, me0, t0 = cpu_s(pid), time.process_time(), time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(
+                run_stream(c, reqs, args.batch, latencies)
+                for c, streams in zip(clients, work, strict=True)
+                for reqs in streams
+            )
+        )
+        elapsed, cpu = time.perf_counter() - t0, cpu_s(pid) - cpu0
+        client_cpu = time.process_time() - me0
+    finally:
+        for c in clients:
+            await c.close()
+    signed = sum(s for s, _ in outcomes)
+    refused = sum(r for _, r in outcomes)
+    lat = sorted(latencies)
+    print(
+        f"notarised {signed} txs ({INPUTS_PER_TX} inputs each), refused {refused}, "
+        f"in {elapsed:.2f} s: {signed / elapsed:,.0f} notarisations/s"
+    )
+    print(
+        f"batch of {args.batch}: latency p50 {statistics.median(lat) * 1000:.0f} ms, "
+        f"p99 {lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000:.0f} ms; "
+        f"notary CPU {cpu * 1000 / max(signed, 1):.3f} ms per notarisation "
+        f"({cpu / elapsed * 100:.0f}% of one core); clients (this process) "
+        f"{client_cpu * 1000 / max(signed, 1):.3f} ms per notarisation"
+    )
+    db = net / "nodes" / "notary0" / "data" / "notary.sqlite"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT ref) FROM spent").fetchone()
+        txs = conn.execute("SELECT count(*) FROM notarised").fetchone()[0]
+    expected = (signed + args.batch) * INPUTS_PER_TX
+    ok = rows[0] == rows[1] == expected and txs == signed + args.batch and refused == 0
+    print(f"spent-set check: {rows[0]} spent rows, {txs} notarised: " + ("ok" if ok else "WRONG"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.notary")
+    parser.add_argument("--txs", type=int, default=40_000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=2, help="streams per client")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--cluster", action="store_true", help="4-replica PBFT notary cluster (notary_cluster.py)"
+    )
+    parser.add_argument(
+        "--parallel-pair",
+        action="store_true",
+        help="cluster: send each batch to both members at once (default: one, then the other)",
+    )
+    args = parser.parse_args()
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(
+        f"machine: {os.cpu_count()} cores, {model}; Python {platform.python_version()}; "
+        f"cryptography {cryptography.__version__}; "
+        + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    )
+    print("command: python -m benchmarks.notary " + " ".join(sys.argv[1:]))
+    with tempfile.TemporaryDirectory(prefix="dltmw-notary-bench-") as tmp:
+        topo = Path(tmp) / "topology.toml"
+        topo.write_text(cluster_topology(args.clients) if args.cluster else topology(args.clients))
+        net = Path(tmp) / "net"
+        init_network(topo, net)
+        sup = Supervisor(net)
+        try:
+            sup.up(timeout_s=60)
+            if args.cluster:
+                pids = [sup.nodes[m].process.pid for m in CLUSTER_MEMBERS]
+                asyncio.run(bench_cluster(net, pids, args))
+            else:
+                asyncio.run(bench(net, sup.nodes["notary0"].process.pid, args))
+        finally:
+            codes = {n: sup.stop(n) for n in list(sup.nodes)}
+            print(f"stopped: {codes}")
+
+
+if __name__ == "__main__":
+    from benchmarks.notary_cluster import MEMBERS as CLUSTER_MEMBERS
+    from benchmarks.notary_cluster import bench_cluster
+    from benchmarks.notary_cluster import topology as cluster_topology
+
+    main()

@@ -1,0 +1,333 @@
+"""One benchmark run: probe the machine, start the network, run the workload, check the ledgers.
+
+Sequence (each step bounded by a deadline): the limits probe (before any node runs, so the nodes
+do not disturb it); `init_network` of the benchmark topology into a work directory; every node as
+its own process (Supervisor); the workload's setup operations, which must all commit VALID; the
+measured phase — closed-loop (`in_flight` workers, each submitting its next transaction when the
+previous one has its commit status) or open-loop (a fixed rate, `in_flight` ignored, outstanding
+transactions capped); CPU snapshots around the measured phase only; peak RSS; then, with the
+nodes still running, a check that every peer's ledger holds every committed transaction with the
+same validation code the client was told. The nodes are stopped by PID in every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dltmw.bench import procstats
+from dltmw.bench.driver import Driver, Outcome, make_driver
+from dltmw.bench.limits import Limits, probe
+from dltmw.bench.topology import NetworkShape, topology_toml
+from dltmw.bench.workloads import Op, Workload, make_workload
+from dltmw.pki.network import init_network
+from dltmw.runtime.supervisor import Supervisor
+
+VALID = 1
+MAX_OUTSTANDING = 4096  # open-loop cap on transactions in flight
+LATE_S = 0.1  # an open-loop send this much behind schedule counts as late
+LEDGER_DEADLINE_S = 60.0
+
+
+class BenchError(RuntimeError):
+    """The run could not produce a trustworthy result (setup failed, nodes did not start...)."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that defines a run (reported with its results)."""
+
+    workload: str = "kv"
+    params: Mapping[str, str] = field(default_factory=dict)
+    shape: NetworkShape = field(default_factory=NetworkShape)
+    # Enough to fill 100-tx blocks: with fewer in flight than a block holds, every block waits
+    # for the batch timeout and the run measures that timeout, not the system.
+    in_flight: int = 256
+    rate: float = 0.0
+    txs: int = 5000
+    duration_s: float = 120.0
+    seed: int = 1
+    synchronous: str = "FULL"
+    probe: bool = True
+    label: str = ""
+
+
+@dataclass
+class RunResult:
+    """Raw observations of one run; `report.summarise` turns them into figures."""
+
+    config: BenchConfig
+    workload_params: dict[str, object]
+    limits: Limits | None
+    records: list[tuple[Op, Outcome]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    setup_txs: int = 0
+    late: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    ledgers: dict[str, dict[str, int]] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    started_utc: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
+
+
+def run_bench(
+    cfg: BenchConfig, workdir: Path, console: Console, limits: Limits | None = None
+) -> RunResult:
+    """Run one benchmark in `workdir` (must be empty or absent); raises BenchError.
+
+    `limits` reuses an earlier probe (an experiment probes once for all its points).
+    """
+    if cfg.txs < 1 or cfg.in_flight < 1 or cfg.duration_s <= 0 or cfg.rate < 0:
+        raise BenchError("txs, in_flight and duration must be positive, rate non-negative")
+    workload = make_workload(cfg.workload, cfg.params, cfg.seed)
+    if cfg.probe and limits is None:
+        console.print("[bold]limits probe[/] (about 3 s) ...")
+        limits = asyncio.run(probe())
+    workdir.mkdir(parents=True, exist_ok=True)
+    topo = workdir / "topology.toml"
+    topo.write_text(topology_toml(cfg.shape, workload.contracts))
+    net = workdir / "net"
+    init_network(topo, net, cfg.synchronous)
+    sup = Supervisor(net)
+    result = RunResult(cfg, workload.params(), limits)
+    try:
+        console.print(f"starting {len(sup.node_ids())} node processes ...")
+        try:
+            sup.up(timeout_s=120)
+        except RuntimeError as exc:
+            raise BenchError(f"network did not start: {exc}") from exc
+        result.pids = {n: p.process.pid for n, p in sup.nodes.items()}
+        asyncio.run(_session(cfg, workload, net, result, console))
+    finally:
+        sup.down()
+    return result
+
+
+async def _session(
+    cfg: BenchConfig, workload: Workload, net: Path, result: RunResult, console: Console
+) -> None:
+    driver = await make_driver(workload.driver_kind, net, cfg.shape.client_ids())
+    try:
+        channels = cfg.shape.channel_ids()
+        setup = await _setup(driver, workload.setup_ops(channels), cfg.in_flight)
+        await _setup_barrier(net, cfg.shape, setup)
+        result.setup_txs = len(setup)
+        pids = {**result.pids, "client": procstats.own_pid()}
+        before = procstats.snapshot(pids)
+        await _measure(cfg, workload, driver, channels, result, console)
+        result.cpu_s = procstats.cpu_delta(before, procstats.snapshot(pids))
+        result.peak_rss = procstats.peak_rss(pids)
+    finally:
+        await driver.close()
+    console.print("checking every peer's ledger ...")
+    result.ledgers = await check_ledgers(net, cfg.shape, result.records)
+
+
+async def _setup(driver: Driver, ops: Sequence[Op], in_flight: int) -> list[tuple[Op, Outcome]]:
+    """Commit the workload's setup operations; every one must be VALID."""
+    if not ops:
+        return []
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(op: Op) -> Outcome:
+        async with sem:
+            return await driver.execute(op)
+
+    outcomes = await asyncio.gather(*(one(op) for op in ops))
+    bad = [o for o in outcomes if o.code != VALID]
+    if bad:
+        first = bad[0]
+        raise BenchError(
+            f"{len(bad)} of {len(ops)} setup transactions did not commit VALID "
+            f"(first: code={first.code} failure={first.failure} {first.detail})"
+        )
+    return list(zip(ops, outcomes, strict=True))
+
+
+async def _setup_barrier(
+    net: Path, shape: NetworkShape, setup: Sequence[tuple[Op, Outcome]]
+) -> None:
+    """Wait until EVERY peer holds the setup, not only the gateways that answered.
+
+    Without it the first measured transactions can reach an endorser that has not committed the
+    last setup block yet (an account "does not exist" there) and fail for the harness's sake.
+    """
+    if not setup:
+        return
+    held = await check_ledgers(net, shape, setup)
+    behind = {peer: v["missing"] for peer, v in held.items() if v["missing"] or v["mismatched"]}
+    if behind:
+        raise BenchError(f"peers did not all commit the setup transactions: {behind}")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]measuring[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[figures]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def _measure(
+    cfg: BenchConfig,
+    workload: Workload,
+    driver: Driver,
+    channels: tuple[str, ...],
+    result: RunResult,
+    console: Console,
+) -> None:
+    counts = {"valid": 0, "invalid": 0, "failed": 0}
+    with _progress(console) as progress:
+        task = progress.add_task("run", total=cfg.txs, figures="")
+        t0 = time.perf_counter()
+
+        def record(op: Op, out: Outcome) -> None:
+            result.records.append((op, out))
+            key = "failed" if out.code is None else "valid" if out.code == VALID else "invalid"
+            counts[key] += 1
+            rate = counts["valid"] / max(time.perf_counter() - t0, 1e-9)
+            figures = f"valid {counts['valid']} invalid {counts['invalid']} "
+            figures += f"failed {counts['failed']}  {rate:,.0f} valid tx/s"
+            progress.update(task, advance=1, figures=figures)
+
+        deadline = t0 + cfg.duration_s
+        if cfg.rate > 0:
+            result.late = await _open_loop(cfg, workload, driver, channels, deadline, record)
+        else:
+            await _closed_loop(cfg, workload, driver, channels, deadline, record)
+        result.elapsed_s = time.perf_counter() - t0
+
+
+Recorder = Callable[[Op, Outcome], None]
+
+
+async def _closed_loop(
+    cfg: BenchConfig,
+    workload: Workload,
+    driver: Driver,
+    channels: tuple[str, ...],
+    deadline: float,
+    record: Recorder,
+) -> None:
+    """`in_flight` workers; worker w uses channel w mod N; stop at `txs` or the deadline."""
+    seq = itertools.count()
+
+    async def worker(w: int) -> None:
+        channel = channels[w % len(channels)]
+        for i in seq:
+            if i >= cfg.txs or time.perf_counter() >= deadline:
+                return
+            op = workload.op(i, channel)
+            record(op, await driver.execute(op))
+
+    await asyncio.gather(*(worker(w) for w in range(cfg.in_flight)))
+
+
+async def _open_loop(
+    cfg: BenchConfig,
+    workload: Workload,
+    driver: Driver,
+    channels: tuple[str, ...],
+    deadline: float,
+    record: Recorder,
+) -> int:
+    """Send at `rate` tx/s regardless of completions; returns how many sends were late."""
+    sem = asyncio.Semaphore(MAX_OUTSTANDING)
+    tasks: set[asyncio.Task[None]] = set()
+    start, late = time.perf_counter(), 0
+
+    async def one(op: Op) -> None:
+        try:
+            record(op, await driver.execute(op))
+        finally:
+            sem.release()
+
+    for i in range(cfg.txs):
+        due = start + i / cfg.rate
+        if due >= deadline:
+            break
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await sem.acquire()
+        late += time.perf_counter() - due > LATE_S
+        task = asyncio.create_task(one(workload.op(i, channels[i % len(channels)])))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    return late
+
+
+def ledger_path(net: Path, peer: str, channel: str) -> Path:
+    """Where a peer keeps a channel's ledger (see `dltmw.runtime.node`)."""
+    return net / "nodes" / peer / "data" / f"{channel}.peer.sqlite"
+
+
+def read_codes(path: Path, tx_ids: Sequence[str]) -> dict[str, int]:
+    """tx_id -> validation code for those of `tx_ids` on a ledger, read-only."""
+    if not path.exists():
+        raise BenchError(f"no ledger at {path}: the peer does not serve this channel")
+    out: dict[str, int] = {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for i in range(0, len(tx_ids), 500):
+            chunk = list(tx_ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT tx_id, code FROM txs WHERE tx_id IN ({marks})", chunk)
+            out.update((str(t), int(c)) for t, c in rows)
+    finally:
+        conn.close()
+    return out
+
+
+async def check_ledgers(
+    net: Path, shape: NetworkShape, records: Sequence[tuple[Op, Outcome]]
+) -> dict[str, dict[str, int]]:
+    """Per peer: how many committed transactions it holds, is missing, or holds with another code.
+
+    Peers other than the gateway may be a block behind when the last status arrives, so each is
+    polled until it holds them all or the deadline passes (then `missing` says how many).
+    """
+    expected: dict[str, dict[str, int]] = {ch: {} for ch in shape.channel_ids()}
+    for op, out in records:
+        if out.code is not None:
+            expected[op.channel][out.tx_id] = out.code
+    report: dict[str, dict[str, int]] = {}
+    for peer in shape.peer_ids():
+        found = missing = mismatched = valid = 0
+        for channel, codes in expected.items():
+            got = await _poll_codes(ledger_path(net, peer, channel), codes)
+            found += len(got)
+            missing += len(codes) - len(got)
+            mismatched += sum(1 for t, c in got.items() if codes[t] != c)
+            valid += sum(1 for c in got.values() if c == VALID)
+        report[peer] = {
+            "found": found,
+            "missing": missing,
+            "mismatched": mismatched,
+            "valid": valid,
+        }
+    return report
+
+
+async def _poll_codes(path: Path, codes: Mapping[str, int]) -> dict[str, int]:
+    tx_ids = list(codes)
+    deadline = time.monotonic() + LEDGER_DEADLINE_S
+    got: dict[str, int] = {}
+    while True:
+        got = await asyncio.to_thread(read_codes, path, tx_ids)
+        if len(got) == len(tx_ids) or time.monotonic() >= deadline:
+            return got
+        await asyncio.sleep(0.2)

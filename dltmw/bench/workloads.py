@@ -1,0 +1,243 @@
+"""Workloads: what the benchmark submits, as a deterministic stream of operations.
+
+A workload is a pure generator of `Op`s (no I/O): `setup_ops()` are run once before measuring
+(for example opening the bank accounts) and `op(seq, channel)` gives the `seq`-th measured
+operation. Keeping them pure makes them testable without a network and makes a run reproducible
+from its seed. How an `Op` is executed is the driver's business (`driver_kind` names it), so a
+workload that needs another path than endorse/order/validate — `utxo` (notarised transfers) or
+`private` (private payloads) — adds its own driver in `dltmw.bench.driver.DRIVERS` and registers
+itself in `WORKLOADS` below; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: a contract invocation on a channel (or, for other drivers, its analogue)."""
+
+    channel: str
+    contract: str
+    function: str
+    args: tuple[str, ...]
+
+
+class Workload(Protocol):
+    """The interface every workload implements."""
+
+    name: str
+    driver_kind: str
+    contracts: tuple[str, ...]
+
+    def params(self) -> dict[str, object]:
+        """The parameters that define the workload (reported with every result)."""
+        ...
+
+    def setup_ops(self, channels: tuple[str, ...]) -> list[Op]:
+        """Operations to commit before measuring; each must end VALID."""
+        ...
+
+    def op(self, seq: int, channel: str) -> Op:
+        """The `seq`-th measured operation, on `channel`."""
+        ...
+
+
+class ParamError(ValueError):
+    """A workload parameter is unknown or malformed."""
+
+
+def _take(params: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = set(params) - allowed
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _int(params: Mapping[str, str], key: str, default: int, low: int = 1) -> int:
+    raw = params.get(key, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ParamError(f"{key} must be an integer, got {raw!r}") from exc
+    if value < low:
+        raise ParamError(f"{key} must be >= {low}, got {value}")
+    return value
+
+
+def _float(params: Mapping[str, str], key: str, default: float, low: float, high: float) -> float:
+    raw = params.get(key, str(default))
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ParamError(f"{key} must be a number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ParamError(f"{key} must be in [{low}, {high}], got {value}")
+    return value
+
+
+@dataclass
+class KeyPicker:
+    """Chooses an index in [0, n) with a skew: `uniform`, `zipf:S` (S > 0) or `hot` (always 0).
+
+    Zipf uses precomputed cumulative weights 1/(i+1)^S and a binary search, so a pick is
+    O(log n) and the same seed gives the same sequence.
+    """
+
+    n: int
+    skew: str
+    rng: random.Random
+    _cum: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.skew in {"uniform", "hot"}:
+            return
+        kind, _, raw = self.skew.partition(":")
+        try:
+            s = float(raw)
+        except ValueError:
+            s = -1.0
+        if kind != "zipf" or s <= 0:
+            raise ParamError(f"skew must be uniform, zipf:S (S > 0) or hot, got {self.skew!r}")
+        self._cum = list(itertools.accumulate(1.0 / (i + 1) ** s for i in range(self.n)))
+
+    def pick(self) -> int:
+        """One index."""
+        if self.skew == "hot":
+            return 0
+        if self.skew == "uniform":
+            return self.rng.randrange(self.n)
+        x = self.rng.random() * self._cum[-1]
+        return min(bisect.bisect_right(self._cum, x), self.n - 1)
+
+    def pick_other(self, first: int) -> int:
+        """An index different from `first`, chosen uniformly (the payee of a hot payer)."""
+        other = self.rng.randrange(self.n - 1)
+        return other if other < first else other + 1
+
+
+class KvWorkload:
+    """`kv`: blind writes (`put`) and read-modify-writes (`incr`).
+
+    Parameters: `rmw` = fraction of read-modify-writes (0 = all blind puts, default 0),
+    `keys` = 0 for a fresh key per transaction (no contention, the default) or the size of the
+    key pool to draw from (contention grows as it shrinks), `skew` over the pool, `value_bytes`.
+    """
+
+    name = "kv"
+    driver_kind = "gateway"
+    contracts: tuple[str, ...] = ("kv",)
+
+    def __init__(self, params: Mapping[str, str], seed: int) -> None:
+        _take(params, {"rmw", "keys", "skew", "value_bytes"})
+        self.rmw = _float(params, "rmw", 0.0, 0.0, 1.0)
+        self.keys = _int(params, "keys", 0, low=0)
+        self.skew = params.get("skew", "uniform")
+        self.value_bytes = _int(params, "value_bytes", 32)
+        self.rng = random.Random(seed)
+        self.picker = KeyPicker(max(self.keys, 1), self.skew, self.rng) if self.keys else None
+
+    def params(self) -> dict[str, object]:
+        """See the class docstring."""
+        return {"rmw": self.rmw, "keys": self.keys or "distinct", "skew": self.skew}
+
+    def setup_ops(self, channels: tuple[str, ...]) -> list[Op]:
+        """Nothing to prepare: `incr` starts a missing counter at 0."""
+        return []
+
+    def op(self, seq: int, channel: str) -> Op:
+        """A put or an incr, on a fresh key or on one from the pool."""
+        key = f"k{seq}" if self.picker is None else f"pool{self.picker.pick()}"
+        if self.rng.random() < self.rmw:
+            return Op(channel, "kv", "incr", (key,))
+        # A decimal value, so a later `incr` of the same pool key can read it as a counter.
+        return Op(channel, "kv", "put", (key, str(seq).zfill(self.value_bytes)))
+
+
+class BankWorkload:
+    """`bank`: the paper's deposit / withdraw / payment mix (Figure 8) over `accounts` accounts.
+
+    Parameters: `accounts` (default 100), `skew` of the account choice — `uniform`, `zipf:S` or
+    `hot` (every transaction touches account 0: the hot-key case of the paper's III.2(2)) —,
+    and `mix` = three weights for deposit,withdraw,payment (default 1,1,1, Figure 8's one of
+    each). Balances start high and amounts are small, so refusals (overdrafts) do not occur and
+    every invalid transaction is a genuine conflict.
+    """
+
+    name = "bank"
+    driver_kind = "gateway"
+    contracts: tuple[str, ...] = ("bank",)
+    INITIAL = 10**12
+
+    def __init__(self, params: Mapping[str, str], seed: int) -> None:
+        _take(params, {"accounts", "skew", "mix"})
+        self.accounts = _int(params, "accounts", 100, low=2)
+        self.skew = params.get("skew", "uniform")
+        self.rng = random.Random(seed)
+        self.picker = KeyPicker(self.accounts, self.skew, self.rng)
+        try:
+            weights = [float(w) for w in params.get("mix", "1,1,1").split(",")]
+        except ValueError as exc:
+            raise ParamError("mix must be three numbers: deposit,withdraw,payment") from exc
+        if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
+            raise ParamError("mix must be three non-negative weights with a positive sum")
+        self.mix = weights
+        self._run = seed  # account names are unique per seed, so setups never collide
+
+    def params(self) -> dict[str, object]:
+        """See the class docstring."""
+        return {"accounts": self.accounts, "skew": self.skew, "mix": self.mix}
+
+    def account(self, i: int) -> str:
+        """The name of account `i`."""
+        return f"acct{self._run}-{i}"
+
+    def setup_ops(self, channels: tuple[str, ...]) -> list[Op]:
+        """Open every account on every channel."""
+        return [
+            Op(ch, "bank", "open", (self.account(i), str(self.INITIAL)))
+            for ch in channels
+            for i in range(self.accounts)
+        ]
+
+    def op(self, seq: int, channel: str) -> Op:
+        """Deposit, withdraw or payment, with accounts drawn with the configured skew."""
+        kind = self.rng.choices(("deposit", "withdraw", "payment"), weights=self.mix)[0]
+        a = self.picker.pick()
+        amount = str(self.rng.randint(1, 100))
+        if kind != "payment":
+            return Op(channel, "bank", kind, (self.account(a), amount))
+        b = self.picker.pick_other(a)
+        if self.rng.random() < 0.5:  # the hot account pays as often as it is paid
+            a, b = b, a
+        return Op(channel, "bank", "payment", (self.account(a), self.account(b), amount))
+
+
+WorkloadFactory = Callable[[Mapping[str, str], int], Workload]
+
+#: Name -> factory(params, seed). `utxo` and `private` register here when they exist.
+WORKLOADS: dict[str, WorkloadFactory] = {"kv": KvWorkload, "bank": BankWorkload}
+
+
+def make_workload(name: str, params: Mapping[str, str], seed: int) -> Workload:
+    """Build a registered workload; raises ParamError for an unknown name or parameter."""
+    factory = WORKLOADS.get(name)
+    if factory is None:
+        raise ParamError(f"unknown workload {name!r}; known: {sorted(WORKLOADS)}")
+    return factory(params, seed)
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """`["a=1", "b=x"]` -> `{"a": "1", "b": "x"}`; raises ParamError."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ParamError(f"parameter must be key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,93 @@
+"""`dltmw bench`: a benchmark of real node processes, or one of the paper's experiments.
+
+The logic is in `dltmw.bench` (installed with the package, so this command works from a checkout
+and from a wheel); this module only maps options to a `BenchConfig`. Its heavy imports happen
+inside the command, so matplotlib and psutil (the `bench` extra) are needed only to benchmark.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dltmw.bench.topology import NetworkShape
+from dltmw.bench.workloads import WORKLOADS, ParamError, parse_params
+
+console = Console()
+
+
+def bench(
+    workload: Annotated[str, typer.Option(help=f"one of {sorted(WORKLOADS)}")] = "kv",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="workload parameter key=value (repeatable)"),
+    ] = None,
+    in_flight: Annotated[
+        int,
+        typer.Option(help="closed loop: transactions in flight (default fills 100-tx blocks)"),
+    ] = 256,
+    rate: Annotated[float, typer.Option(help="open loop at this many tx/s (0 = closed)")] = 0.0,
+    txs: Annotated[int, typer.Option(help="transactions to submit (upper bound)")] = 5000,
+    duration: Annotated[float, typer.Option(help="stop submitting after this many s")] = 120.0,
+    channels: Annotated[int, typer.Option(help="channels on the same nodes")] = 1,
+    orgs: Annotated[int, typer.Option(help="organisations, one peer each")] = 2,
+    policy: Annotated[str, typer.Option(help="AND or OR of the orgs' peers")] = "AND",
+    batch_size: Annotated[int, typer.Option(help="block cutter: max tx per block")] = 100,
+    batch_timeout_ms: Annotated[int, typer.Option(help="block cutter: timeout")] = 200,
+    synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
+    seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
+    experiment: Annotated[
+        str | None, typer.Option(help="run an experiment: contention, channels or replicas")
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(help="experiment: runs per point, interleaved; reports the median")
+    ] = 1,
+    probe: Annotated[bool, typer.Option(help="run the limits probe first")] = True,
+    results_dir: Annotated[
+        Path | None, typer.Option(help="where RESULTS.md and results/ are (default benchmarks/)")
+    ] = None,
+    append: Annotated[bool, typer.Option(help="append the result to RESULTS.md")] = True,
+    keep: Annotated[Path | None, typer.Option(help="keep the network in this directory")] = None,
+) -> None:
+    """Benchmark a network of real node processes on 127.0.0.1 and report the figures."""
+    # Imported here: matplotlib and psutil (the `bench` extra) load only when benchmarking.
+    from dltmw.bench.experiments import default_results_dir, run_experiment, run_one
+    from dltmw.bench.runner import BenchConfig, BenchError
+
+    if policy not in {"AND", "OR"}:
+        console.print("[red]--policy must be AND or OR[/]")
+        raise typer.Exit(2)
+    try:
+        shape = NetworkShape(
+            orgs=orgs,
+            channels=channels,
+            policy=policy,
+            batch_max_tx=batch_size,
+            batch_timeout_ms=batch_timeout_ms,
+        )
+        cfg = BenchConfig(
+            workload=workload,
+            params=parse_params(param or []),
+            shape=shape,
+            in_flight=in_flight,
+            rate=rate,
+            txs=txs,
+            duration_s=duration,
+            seed=seed,
+            synchronous=synchronous,
+            probe=probe,
+        )
+        out = results_dir or default_results_dir()
+        command = "dltmw " + shlex.join(sys.argv[1:])
+        if experiment:
+            run_experiment(experiment, cfg, out, console, command, append=append, repeat=repeat)
+        else:
+            run_one(cfg, out, console, command, append=append, keep=keep)
+    except (ParamError, BenchError, ValueError) as exc:
+        console.print(f"[red]bench failed:[/] {exc}")
+        raise typer.Exit(1) from exc

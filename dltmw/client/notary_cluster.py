@@ -1,0 +1,128 @@
+"""SDK for a notary cluster: ask members until f+1 of them agree, verify every signature.
+
+The members and their identities come from the caller's network map (written by `dltmw init`,
+trusted like the CA roots), never from a responder. By default a call goes to f+1 members at
+once (rotating, so load spreads; each of them orders it: lowest latency). With `relay=True` it
+goes to one member first, which orders it, and once that one answered to f more — by then they
+have usually applied the decision and answer from their stores, so the cluster orders each
+transaction about once instead of f+1 times (more throughput, one more round trip). When an
+answer is missing (member down, timeout) or does not match, further members are asked one by
+one, up to all n. A signature counts only
+if its signer is the member asked and it verifies over the tx_id; a refusal counts only with
+its ErrorInfo reason and conflicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from dltmw.client.utxo import NotaryClient, PartyFiles
+from dltmw.core.identity import IdentityError
+from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
+from dltmw.v1 import errors_pb2, notarisation_pb2
+
+ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
+
+
+class ClusterUnavailable(Exception):
+    """Fewer than f+1 members gave matching answers."""
+
+
+def refusal_of(replica: int, error: grpc.aio.AioRpcError) -> ReplicaAnswer | None:
+    """A member's refusal as an answer (reason and conflict hashes), or None if it carries
+    no ErrorInfo (then it is not an answer about the transaction)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reason, hashes = 0, []
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        conflict = notarisation_pb2.NotarisationConflict()
+        if detail.Unpack(info):
+            reason = errors_pb2.ErrorReason.Value(f"ERROR_REASON_{info.reason}")
+        elif detail.Unpack(conflict):
+            hashes.append(conflict.consuming_tx_id_hash)
+    return ReplicaAnswer(replica, reason=reason, conflict_hashes=tuple(hashes)) if reason else None
+
+
+class ClusterNotaryClient:
+    """Notarises through the members of one notary cluster."""
+
+    def __init__(self, party: PartyFiles, cluster_id: str, relay: bool = False) -> None:
+        if cluster_id not in party.netmap.clusters:
+            raise KeyError(f"no notary cluster {cluster_id!r} in the network map")
+        self.party = party
+        self.cluster_id = cluster_id
+        self.members: tuple[str, ...] = party.netmap.clusters[cluster_id]
+        self.f = (len(self.members) - 1) // 3
+        self.relay = relay
+        self._clients: dict[int, NotaryClient] = {}
+        self._next = itertools.count()
+
+    async def close(self) -> None:
+        """Close every member connection."""
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close()
+
+    async def __aenter__(self) -> ClusterNotaryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _client(self, replica: int) -> NotaryClient:
+        client = self._clients.get(replica)
+        if client is None:
+            client = await NotaryClient.connect(self.party, self.members[replica])
+            self._clients[replica] = client
+        return client
+
+    async def _ask(
+        self, replica: int, request: notarisation_pb2.NotarisationRequest, tx_id: str
+    ) -> ReplicaAnswer | None:
+        """One member's answer, verified; None when it gave none (down, overloaded, bogus)."""
+        try:
+            client = await self._client(replica)
+            reply = await client.notarise(request)
+        except grpc.aio.AioRpcError as error:
+            return refusal_of(replica, error) if error.code() in ANSWERING else None
+        except (ConnectionError, OSError):
+            return None
+        member = self.party.netmap.identity_of(self.members[replica])
+        signature = reply.notary_signature
+        if reply.tx_id != tx_id or signature.signer != member:
+            return None
+        try:
+            self.party.netmap.membership().verify(
+                member, tx_id.encode(), signature.signature, datetime.now(UTC)
+            )
+        except IdentityError:
+            return None
+        return ReplicaAnswer(replica, signature=signature.signature)
+
+    async def notarise(self, request: notarisation_pb2.NotarisationRequest) -> Verdict:
+        """The cluster's verdict on one signed request (ClusterUnavailable if none)."""
+        tx_id = notarisation_pb2.NotarisationPayload.FromString(request.payload).tx_id
+        n = len(self.members)
+        start = next(self._next) % n
+        order = [(start + k) % n for k in range(n)]
+        answers: list[ReplicaAnswer] = []
+        asked = 1 if self.relay else self.f + 1
+        pending: Sequence[int] = order[:asked]
+        while pending:
+            got = await asyncio.gather(*(self._ask(r, request, tx_id) for r in pending))
+            answers.extend(a for a in got if a is not None)
+            outcome = verdict(answers, self.f)
+            if outcome is not None:
+                return outcome
+            step = self.f if asked == 1 and answers else 1
+            pending, asked = order[asked : asked + step], asked + step
+        raise ClusterUnavailable(
+            f"notary cluster {self.cluster_id}: no f+1 matching answers from {n} members"
+        )

@@ -1,0 +1,272 @@
+"""PrivacyClient: private transactions through the client's own node (Quorum/Tessera style).
+
+The flow of one private transaction: the client Sends the serialised PrivateInvocation to its
+node's privacy manager, naming the recipient organisations; the privacy manager encrypts, stores
+and pushes it to every recipient and returns the payload hash. The client then signs an envelope
+of type PRIVATE_TRANSACTION whose data is only `PrivateTransaction{payload_hash}` and submits it
+through the gateway like any transaction: the ordered transaction carries no plaintext and no
+recipient list. Recipients execute it against their private state once its block commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from dltmw.client.gateway import GatewayClient
+from dltmw.core.hashing import compute_tx_id
+from dltmw.rpc.status import reason_of
+from dltmw.v1 import (
+    common_pb2,
+    gateway_service_pb2,
+    privacy_manager_service_pb2,
+    privacy_manager_service_pb2_grpc,
+    private_payload_pb2,
+    transaction_pb2,
+)
+
+P = privacy_manager_service_pb2
+WAIT_ATTEMPTS = 40
+
+
+@dataclass(frozen=True)
+class PrivateSubmitted:
+    """The outcome of one private transaction as the public ledger records it."""
+
+    tx_id: str
+    payload_hash: bytes
+    status: gateway_service_pb2.CommitStatusResponse
+
+
+@dataclass
+class _Pending:
+    channel_id: str
+    payload: bytes
+    orgs: tuple[str, ...]
+    done: asyncio.Future[bytes]
+
+
+class _Coalescer:
+    """Concurrent sends of one client gathered into SendBatch calls.
+
+    One signed call per payload costs more than sealing it (the gRPC call and the signature
+    check dominate), so while `in_flight` calls are out, newly arriving sends queue and leave
+    together, up to `batch_max` per call. A lone send leaves at once. A batch refused as a whole
+    for bad input is retried payload by payload, so one caller's mistake fails only that caller.
+    """
+
+    def __init__(self, pc: PrivacyClient, batch_max: int, in_flight: int) -> None:
+        self._pc = pc
+        self._batch_max = batch_max
+        self._slots = asyncio.Semaphore(in_flight)
+        self._queue: list[_Pending] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def send(self, channel_id: str, payload: bytes, orgs: Sequence[str]) -> bytes:
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(channel_id, payload, tuple(orgs), done))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run())
+        return await done
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._pump] if self._pump else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._queue:
+            await self._slots.acquire()
+            first = self._queue[0].channel_id
+            batch = [p for p in self._queue if p.channel_id == first][: self._batch_max]
+            taken = {id(p) for p in batch}
+            self._queue = [p for p in self._queue if id(p) not in taken]
+            task = asyncio.create_task(self._call(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, batch: list[_Pending]) -> None:
+        try:
+            hashes = await self._pc.send_batch(
+                batch[0].channel_id, [(p.payload, p.orgs) for p in batch]
+            )
+            for p, digest in zip(batch, hashes, strict=True):
+                if not p.done.done():  # the caller may have given up (cancelled)
+                    p.done.set_result(digest)
+        except grpc.aio.AioRpcError as exc:
+            if len(batch) > 1 and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                await asyncio.gather(*(self._one(p) for p in batch))
+            else:
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+        finally:
+            self._slots.release()
+
+    async def _one(self, p: _Pending) -> None:
+        try:
+            reply = await self._pc.send(p.channel_id, p.payload, p.orgs)
+        except grpc.aio.AioRpcError as exc:
+            if not p.done.done():
+                p.done.set_exception(exc)
+            return
+        if not p.done.done():
+            p.done.set_result(reply.payload_hash)
+
+
+class PrivacyClient:
+    """Private transactions for a GatewayClient's identity, via its gateway node."""
+
+    def __init__(self, client: GatewayClient, batch_max: int = 100, in_flight: int = 8) -> None:
+        self.client = client
+        self.stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(client.channel)
+        self._coalescer = _Coalescer(self, batch_max, in_flight)
+
+    async def close(self) -> None:
+        """Stop pending coalesced sends and close the connection."""
+        await self._coalescer.close()
+        await self.client.close()
+
+    async def send_coalesced(
+        self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]
+    ) -> bytes:
+        """Like `send` (returns the hash), but concurrent calls share SendBatch calls."""
+        return await self._coalescer.send(channel_id, payload, recipient_orgs)
+
+    async def send(
+        self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]
+    ) -> P.SendResponse:
+        """Encrypt and distribute `payload`; returns its hash once every recipient holds it."""
+        body, signature = self.client.signed_query(
+            P.SendBody(
+                channel_id=channel_id, payload=payload, recipient_organizations=recipient_orgs
+            )
+        )
+        return await self.stub.Send(P.SendRequest(body=body, signature=signature), timeout=60)
+
+    async def send_batch(
+        self, channel_id: str, items: Sequence[tuple[bytes, Sequence[str]]]
+    ) -> list[bytes]:
+        """`send` for many (payload, recipient organisations) under one signature and one call;
+        returns the payload hashes in order."""
+        body, signature = self.client.signed_query(
+            P.SendBatchBody(
+                channel_id=channel_id,
+                items=[
+                    P.SendItem(payload=payload, recipient_organizations=orgs)
+                    for payload, orgs in items
+                ],
+            )
+        )
+        reply = await self.stub.SendBatch(
+            P.SendBatchRequest(body=body, signature=signature), timeout=60
+        )
+        return list(reply.payload_hashes)
+
+    async def add_recipients(
+        self, channel_id: str, payload_hash: bytes, recipient_orgs: Sequence[str]
+    ) -> int:
+        """Give more organisations a payload this client's node sent; returns the box count."""
+        body, signature = self.client.signed_query(
+            P.AddRecipientsBody(
+                channel_id=channel_id,
+                payload_hash=payload_hash,
+                recipient_organizations=recipient_orgs,
+            )
+        )
+        reply = await self.stub.AddRecipients(
+            P.AddRecipientsRequest(body=body, signature=signature), timeout=60
+        )
+        return reply.recipient_count
+
+    def private_envelope(
+        self, channel_id: str, payload_hash: bytes
+    ) -> tuple[common_pb2.Envelope, str]:
+        """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash`, and its tx_id."""
+        nonce = secrets.token_bytes(24)
+        creator = self.client.signer.identity_bytes
+        header = common_pb2.Header(
+            type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,
+            channel_id=channel_id,
+            tx_id=compute_tx_id(nonce, creator),
+            creator=creator,
+            nonce=nonce,
+        )
+        header.timestamp.FromDatetime(datetime.now(UTC))
+        payload = common_pb2.Payload(
+            header=header.SerializeToString(),
+            data=transaction_pb2.PrivateTransaction(payload_hash=payload_hash).SerializeToString(),
+        ).SerializeToString()
+        return self.client.envelope(payload), header.tx_id
+
+    async def submit_private(
+        self,
+        channel_id: str,
+        recipient_orgs: Sequence[str],
+        contract: str,
+        function: str,
+        *args: str | bytes,
+    ) -> PrivateSubmitted:
+        """Send the invocation privately, order its hash, wait for the public commit."""
+        invocation = private_payload_pb2.PrivateInvocation(
+            contract=contract,
+            function=function,
+            args=[a.encode() if isinstance(a, str) else a for a in args],
+        )
+        digest = await self.send_coalesced(
+            channel_id, invocation.SerializeToString(), recipient_orgs
+        )
+        envelope, tx_id = self.private_envelope(channel_id, digest)
+        await self.client.submit(envelope)
+        status = await self.client.commit_status(channel_id, tx_id)
+        return PrivateSubmitted(tx_id, digest, status)
+
+    async def receive(self, channel_id: str, payload_hash: bytes) -> bytes:
+        """The decrypted payload (only from a recipient node, for a client of its org)."""
+        query, signature = self.client.signed_query(
+            P.ReceiveQuery(channel_id=channel_id, payload_hash=payload_hash)
+        )
+        reply = await self.stub.Receive(
+            P.ReceiveRequest(query=query, signature=signature), timeout=30
+        )
+        return reply.payload
+
+    async def validate(
+        self, channel_id: str, payload_hash: bytes, wait: bool = True
+    ) -> P.ValidatePrivateStateResponse:
+        """Compare every recipient's private-state hash; with `wait`, retry (bounded) while this
+        node or another party has not executed the transaction yet."""
+        for attempt in range(WAIT_ATTEMPTS if wait else 1):
+            query, signature = self.client.signed_query(
+                P.ValidatePrivateStateQuery(channel_id=channel_id, payload_hash=payload_hash)
+            )
+            try:
+                reply = await self.stub.ValidatePrivateState(
+                    P.ValidatePrivateStateRequest(query=query, signature=signature), timeout=30
+                )
+            except grpc.aio.AioRpcError as exc:
+                if not wait or attempt + 1 == WAIT_ATTEMPTS or reason_of(exc) != "NOT_FOUND":
+                    raise
+            else:
+                if (
+                    not wait
+                    or all(not p.error for p in reply.parties)
+                    or attempt + 1 == WAIT_ATTEMPTS
+                ):
+                    return reply
+            await asyncio.sleep(0.25)
+        raise RuntimeError("unreachable: the loop returns or raises")
+
+    async def recover(self, channel_id: str) -> P.RecoverResponse:
+        """Rebuild the node's private store of `channel_id` from the other recipients."""
+        query, signature = self.client.signed_query(P.RecoverQuery(channel_id=channel_id))
+        return await self.stub.Recover(
+            P.RecoverRequest(query=query, signature=signature), timeout=180
+        )

@@ -1,0 +1,252 @@
+"""SDK for the notarised-UTXO flow: a party's files, a notary client and a vault client.
+
+A client (or a node acting for itself) loads its identity, TLS material, the address book and
+the network map from a network directory made by `dltmw init`, connects to a node by id over
+mTLS, and talks to its NotaryService (`NotaryClient`). Every request is signed by the caller's
+own key; the SDK never signs on anyone's behalf.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.utxo.build import notarisation_payload, sign_request
+from dltmw.core.utxo.model import WireTx
+from dltmw.pki.netmap import NetworkMap
+from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.addressbook import AddressBook
+from dltmw.v1 import (
+    notarisation_pb2,
+    notary_service_pb2,
+    notary_service_pb2_grpc,
+    utxo_pb2,
+    vault_service_pb2,
+    vault_service_pb2_grpc,
+)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+RPC_TIMEOUT_S = 30.0
+FLOW_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class PartyFiles:
+    """What a client needs to act in the UTXO flow."""
+
+    client_id: str
+    signer: SigningIdentity
+    tls: TlsMaterial
+    addresses: AddressBook
+    netmap: NetworkMap
+
+    @staticmethod
+    def load(network_dir: Path, client_id: str) -> PartyFiles:
+        """Load `clients/<client_id>/client.toml` of a network directory."""
+        home = network_dir / "clients" / client_id
+        with (home / "client.toml").open("rb") as f:
+            cfg = tomllib.load(f)
+        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
+        signer = SigningIdentity.from_pem(
+            cfg["client"]["org"],
+            files["identity_cert"].read_bytes(),
+            files["identity_key"].read_bytes(),
+        )
+        return PartyFiles(
+            client_id=client_id,
+            signer=signer,
+            tls=TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"]),
+            addresses=AddressBook(files["address_book"]),
+            netmap=NetworkMap.load(files["network_map"]),
+        )
+
+    async def channel_to(self, node_id: str, timeout_s: float = 10.0) -> grpc.aio.Channel:
+        """An mTLS channel to a node (waits up to timeout_s for its address)."""
+        address = await self.addresses.resolve(node_id, timeout_s)
+        if address is None:
+            raise ConnectionError(f"node {node_id} has not published an address")
+        return secure_channel(address, node_id, self.tls, MAX_MESSAGE_BYTES)
+
+
+class NotaryClient:
+    """Calls one notary's NotaryService."""
+
+    def __init__(self, channel: grpc.aio.Channel, notary_id: str) -> None:
+        self.channel = channel
+        self.notary_id = notary_id
+        self.stub = notary_service_pb2_grpc.NotaryServiceStub(channel)
+
+    @staticmethod
+    async def connect(party: PartyFiles, notary_id: str) -> NotaryClient:
+        """Connect `party` to notary `notary_id`."""
+        return NotaryClient(await party.channel_to(notary_id), notary_id)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.channel.close(None)
+
+    async def __aenter__(self) -> NotaryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def notarise(
+        self, request: notarisation_pb2.NotarisationRequest
+    ) -> notarisation_pb2.NotarisationResponse:
+        """Notarise one signed request; a refusal raises grpc.aio.AioRpcError with its status."""
+        reply = await self.stub.Notarise(
+            notary_service_pb2.NotariseRequest(request=request), timeout=RPC_TIMEOUT_S
+        )
+        return reply.response
+
+    async def notarise_wire(
+        self,
+        wire: WireTx,
+        signer: SigningIdentity,
+        transaction: bytes = b"",
+        dependencies: Sequence[bytes] = (),
+    ) -> notarisation_pb2.NotarisationResponse:
+        """Build, sign and send the request for `wire` (non-validating unless `transaction`)."""
+        payload = notarisation_payload(wire, signer.identity_bytes, transaction, dependencies)
+        return await self.notarise(sign_request(payload, signer))
+
+    async def notarise_batches(
+        self, batches: AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]
+    ) -> AsyncIterator[list[notarisation_pb2.NotarisationResult]]:
+        """Stream batches; yields each batch's results in order."""
+
+        async def requests() -> AsyncIterator[notary_service_pb2.NotariseStreamRequest]:
+            async for batch in batches:
+                yield notary_service_pb2.NotariseStreamRequest(requests=list(batch))
+
+        call = self.stub.NotariseStream(requests())
+        async for reply in call:
+            yield list(reply.results)
+
+
+class VaultClient:
+    """A client of its own organisation's vault node: queries and flows."""
+
+    def __init__(self, party: PartyFiles, channel: grpc.aio.Channel, node_id: str) -> None:
+        self.party = party
+        self.channel = channel
+        self.node_id = node_id
+        self.stub = vault_service_pb2_grpc.VaultServiceStub(channel)
+
+    @staticmethod
+    async def connect(party: PartyFiles, node_id: str) -> VaultClient:
+        """Connect `party` to vault node `node_id` (of the party's own organisation)."""
+        return VaultClient(party, await party.channel_to(node_id), node_id)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.channel.close(None)
+
+    async def __aenter__(self) -> VaultClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def identity_of(self, node_id: str) -> bytes:
+        """Identity of a node of the network (to name owners and counterparties)."""
+        return self.party.netmap.identity_of(node_id)
+
+    async def query(
+        self,
+        contract: str = "",
+        owner: bytes = b"",
+        participant: bytes = b"",
+        include_consumed: bool = False,
+    ) -> list[vault_service_pb2.VaultState]:
+        """States of the node's vault matching every given filter."""
+        query = vault_service_pb2.VaultQuery(
+            requester=self.party.signer.identity_bytes,
+            contract=contract,
+            owner=owner,
+            participant=participant,
+            include_consumed=include_consumed,
+        )
+        query.timestamp.FromDatetime(datetime.now(UTC))
+        raw = query.SerializeToString()
+        reply = await self.stub.QueryStates(
+            vault_service_pb2.QueryStatesRequest(query=raw, signature=self.party.signer.sign(raw)),
+            timeout=RPC_TIMEOUT_S,
+        )
+        return list(reply.states)
+
+    async def run(
+        self, command: vault_service_pb2.FlowCommand
+    ) -> vault_service_pb2.RunFlowResponse:
+        """Sign and run a flow command (requester and timestamp are filled in)."""
+        command.requester = self.party.signer.identity_bytes
+        command.timestamp.FromDatetime(datetime.now(UTC))
+        raw = command.SerializeToString()
+        return await self.stub.RunFlow(
+            vault_service_pb2.RunFlowRequest(command=raw, signature=self.party.signer.sign(raw)),
+            timeout=FLOW_TIMEOUT_S,
+        )
+
+    async def issue(
+        self, contract: str, owner: bytes, asset: str, amount: int, **extra: Any
+    ) -> vault_service_pb2.RunFlowResponse:
+        """Issue cash ("cash", currency) or securities ("security", ISIN) to `owner`."""
+        flow = vault_service_pb2.IssueFlow(
+            contract=contract, owner=owner, asset=asset, amount=amount
+        )
+        return await self.run(vault_service_pb2.FlowCommand(issue=flow, **extra))
+
+    async def move(
+        self, contract: str, new_owner: bytes, asset: str, amount: int, **extra: Any
+    ) -> vault_service_pb2.RunFlowResponse:
+        """Move the node's own states to `new_owner`."""
+        flow = vault_service_pb2.MoveFlow(
+            contract=contract, new_owner=new_owner, asset=asset, amount=amount
+        )
+        return await self.run(vault_service_pb2.FlowCommand(move=flow, **extra))
+
+    async def dvp(
+        self, terms: utxo_pb2.DvpTerms, **extra: Any
+    ) -> vault_service_pb2.RunFlowResponse:
+        """Delivery versus payment; the node is the seller."""
+        flow = vault_service_pb2.DvpFlow(terms=terms)
+        return await self.run(vault_service_pb2.FlowCommand(dvp=flow, **extra))
+
+
+def holdings_of(states: Sequence[vault_service_pb2.VaultState]) -> dict[tuple[str, str], int]:
+    """Sum of unconsumed amounts per (contract, asset) among vault states (for display/tests)."""
+    out: dict[tuple[str, str], int] = {}
+    for st in states:
+        if st.consumed_by:
+            continue
+        output = utxo_pb2.UtxoOutput.FromString(st.output)
+        if output.contract == "cash":
+            cash = utxo_pb2.CashState.FromString(output.data)
+            key, n = ("cash", cash.currency), cash.amount
+        elif output.contract == "security":
+            sec = utxo_pb2.SecurityState.FromString(output.data)
+            key, n = ("security", sec.isin), sec.quantity
+        else:
+            continue
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def error_metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """ErrorInfo metadata of a failed call, e.g. `consuming_tx_id_hash` of a notary conflict."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return dict(info.metadata)
+    return {}

@@ -1,0 +1,147 @@
+"""The "single notary" handler: decides, in order, which transactions may consume their inputs.
+
+Sans-I/O like the solo orderer. The runtime feeds admitted requests (`core/notary.py`) with the
+clock reading it took for them (`Ask`); `ready()` hands back, in execution order, what to make
+durable (states now consumed, tx_ids now signed with their signature) and the decisions to reply
+with. The runtime must commit `persist` in ONE durable transaction before sending any reply.
+
+The decision per request, in this order:
+  1. tx_id already signed (earlier, or earlier in this batch) -> the SAME signature again
+     (idempotent, also after a restart, because signatures are persisted with the spent rows);
+  2. time window does not hold at `now_ns` -> TIME_WINDOW_INVALID;
+  3. a reference input or an input already consumed -> INPUT_CONSUMED, with for each conflicting
+     state only SHA-256 of the consuming tx_id;
+  4. otherwise the inputs become consumed by tx_id and the notary signs tx_id.
+The decision depends only on the ordered requests, their `now_ns` and the spent-set, so a notary
+cluster replicates it by feeding every replica the same ordered batches with the same agreed
+timestamp (the PBFT primary's, checked by the backups) — each replica then signs with its own key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dltmw.core.notary import NotarisationAsk
+from dltmw.core.utxo.model import Ref
+from dltmw.v1 import errors_pb2
+
+R = errors_pb2
+
+
+class SpentView(Protocol):
+    """Read access to the durable spent-set (what earlier, committed batches decided)."""
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        """tx_id that consumed `ref`, or None."""
+
+    def signature_of(self, tx_id: str) -> bytes | None:
+        """The notary's stored signature of `tx_id`, or None."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """An admitted request, the notary's clock reading for it, and a reply token."""
+
+    ask: NotarisationAsk
+    now_ns: int
+    token: object
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A state no longer available, naming only the hash of its consumer's tx_id."""
+
+    ref: Ref
+    consuming_tx_id_hash: bytes
+    is_reference: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one request: a signature, or a reason (ErrorReason) with conflicts."""
+
+    tx_id: str
+    signature: bytes = b""
+    reason: int = 0
+    message: str = ""
+    conflicts: tuple[Conflict, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotaryReady:
+    """Outputs: persist (consumed states, signatures) durably, then reply."""
+
+    consumed: tuple[tuple[Ref, str], ...] = ()
+    signed: tuple[tuple[str, bytes], ...] = ()
+    replies: tuple[tuple[object, Decision], ...] = ()
+
+
+def hash_tx_id(tx_id: str) -> bytes:
+    """SHA-256 of a tx_id's UTF-8 text: what a conflict answer reveals."""
+    return hashlib.sha256(tx_id.encode()).digest()
+
+
+class SingleNotary:
+    """The uniqueness decision over a spent-set (see module docstring)."""
+
+    def __init__(self, view: SpentView, sign: Callable[[bytes], bytes]) -> None:
+        self._view = view
+        self._sign = sign
+        self._consumed: dict[Ref, str] = {}
+        self._signed: dict[str, bytes] = {}
+        self._replies: list[tuple[object, Decision]] = []
+
+    def step(self, message: object) -> None:
+        """Decide one Ask."""
+        if not isinstance(message, Ask):
+            raise TypeError(f"single notary cannot step {type(message).__name__}")
+        self._replies.append((message.token, self._decide(message.ask, message.now_ns)))
+
+    def tick(self) -> None:
+        """Nothing is time-driven in a single notary."""
+
+    def ready(self) -> NotaryReady:
+        """Drain outputs; the caller persists them before replying."""
+        out = NotaryReady(
+            consumed=tuple(self._consumed.items()),
+            signed=tuple(self._signed.items()),
+            replies=tuple(self._replies),
+        )
+        self._consumed, self._signed, self._replies = {}, {}, []
+        return out
+
+    def _consumer(self, ref: Ref) -> str | None:
+        return self._consumed.get(ref) or self._view.consumer_of(ref)
+
+    def _decide(self, ask: NotarisationAsk, now_ns: int) -> Decision:
+        tx_id = ask.tx_id
+        earlier = self._signed.get(tx_id) or self._view.signature_of(tx_id)
+        if earlier is not None:
+            return Decision(tx_id, signature=earlier)
+        if not ask.window.holds(now_ns):
+            return Decision(
+                tx_id,
+                reason=R.ERROR_REASON_TIME_WINDOW_INVALID,
+                message="the notary's time is outside the transaction's time window",
+            )
+        conflicts = [
+            Conflict(ref, hash_tx_id(consumer), is_reference)
+            for refs, is_reference in ((ask.references, True), (ask.inputs, False))
+            for ref in refs
+            if (consumer := self._consumer(ref)) is not None
+        ]
+        if conflicts:
+            return Decision(
+                tx_id,
+                reason=R.ERROR_REASON_INPUT_CONSUMED,
+                message=f"{len(conflicts)} state(s) already consumed",
+                conflicts=tuple(conflicts),
+            )
+        signature = self._sign(tx_id.encode())
+        for ref in ask.inputs:
+            self._consumed[ref] = tx_id
+        self._signed[tx_id] = signature
+        return Decision(tx_id, signature=signature)

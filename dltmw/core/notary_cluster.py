@@ -1,0 +1,167 @@
+"""Notary cluster (pure parts): n = 3f+1 notary replicas that decide uniqueness identically.
+
+How a cluster replicates the single notary's decision (`handlers/notary.py`):
+- A replica that receives client requests admits them statelessly (`core/notary.admit`), then
+  wraps the raw signed requests into ONE opaque PBFT request together with its clock reading
+  (`stamp_ns`) and its replica index. PBFT-lite orders these requests into batches.
+- On every decided batch each replica runs `decide_batch`: every wrapped request is re-admitted
+  with the stamp as "now" (so membership and certificate validity are judged at the same instant
+  everywhere) and the admitted asks go through `SingleNotary` with `now_ns = stamp_ns`. The
+  decision therefore depends only on the agreed batch and the spent-set, which every correct
+  replica built from the same earlier batches: correct replicas consume the same states for the
+  same tx_ids and each signs with its own key.
+- Time: the stamp of the replica that admitted the request is the decision time. A backup
+  refuses to prepare a pre-prepare carrying a stamp too far from its own clock (`stamp_fresh`,
+  applied by the runtime to incoming pre-prepares only: decided batches fetched in catch-up and
+  re-proposals after a view change are legitimately old). A faulty replica can thus move a
+  decision time by at most the tolerated skew — the same bound a single notary's clock has.
+- A client accepts an outcome once f+1 distinct members agree (`verdict`): f+1 signatures over
+  the tx_id include one from a correct replica, which signs only what the agreed order allows,
+  and all correct replicas agree; 2f+1 would add nothing to uniqueness and would stall the
+  client whenever f replicas are slow or down. The members and their keys come from the signed
+  network map, never from a responder.
+- Recovery: the spent-set store records the last applied sequence in the same transaction as
+  the batch's effects; after a restart `unapplied` lists the decided batches (kept by the PBFT
+  record log) to apply again. Applying a batch twice changes nothing (signed tx_ids keep their
+  signature; consumers are unchanged), so the order "persist PBFT records, then apply" is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.handlers.notary import (
+    Ask,
+    Decision,
+    NotaryReady,
+    SingleNotary,
+    SpentView,
+)
+from dltmw.core.notary import NotarisationAsk
+from dltmw.v1 import notary_cluster_pb2
+
+Item = NotarisationAsk | Decision
+REQUESTS_PER_WRAP_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """One ordered PBFT request opened for the decision: its stamp and, per wrapped request,
+    the admitted ask or the (deterministic) refusal."""
+
+    stamp_ns: int
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Effects to make durable (one transaction) and the decision of every wrapped request,
+    grouped per PBFT request of the batch, in order."""
+
+    ready: NotaryReady
+    decisions: tuple[tuple[Decision, ...], ...]
+
+
+def wrap(requests: Sequence[bytes], stamp_ns: int, stamper: int) -> bytes:
+    """The opaque PBFT request for raw signed NotarisationRequests admitted by `stamper`."""
+    message = notary_cluster_pb2.ClusterNotaryRequest(
+        requests=list(requests), stamp_ns=stamp_ns, stamper=stamper
+    )
+    return message.SerializeToString(deterministic=True)
+
+
+def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | None:
+    """The wrapped request if it is well formed for a cluster of `n` (the PBFT `request_ok`:
+    structural only, so that old decided batches stay valid in catch-up), else None."""
+    message = notary_cluster_pb2.ClusterNotaryRequest()
+    try:
+        message.ParseFromString(request)
+    except DecodeError:
+        return None
+    if not 0 < len(message.requests) <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
+        return None
+    return message if message.stamp_ns > 0 else None
+
+
+def stamp_fresh(stamp_ns: int, local_ns: int, skew_ns: int, age_ns: int) -> bool:
+    """May a backup prepare a batch stamped `stamp_ns` at its own time `local_ns`? Not from
+    the future beyond the skew, not older than `age_ns` (queueing at the primary included)."""
+    return local_ns - age_ns <= stamp_ns <= local_ns + skew_ns
+
+
+def decide_batch(
+    unpacked: Sequence[Unpacked], view: SpentView, sign: Callable[[bytes], bytes]
+) -> BatchOutcome:
+    """Decide one agreed batch (its requests opened in order) against the spent-set `view`."""
+    core = SingleNotary(view, sign)
+    slots: list[list[Decision | None]] = []
+    for i, opened in enumerate(unpacked):
+        row: list[Decision | None] = []
+        for j, item in enumerate(opened.items):
+            if isinstance(item, Decision):
+                row.append(item)
+            else:
+                row.append(None)
+                core.step(Ask(item, opened.stamp_ns, (i, j)))
+        slots.append(row)
+    ready = core.ready()
+    for token, decision in ready.replies:
+        i, j = token  # type: ignore[misc]
+        slots[i][j] = decision
+    decisions = tuple(tuple(d for d in row if d is not None) for row in slots)
+    return BatchOutcome(ready, decisions)
+
+
+def unapplied(decided: Mapping[int, Sequence[bytes]], applied_seq: int) -> list[int]:
+    """Sequences of retained decided batches above `applied_seq`, in order; ValueError when the
+    log no longer holds the next one (the spent-set would skip a batch)."""
+    todo = sorted(seq for seq in decided if seq > applied_seq)
+    if todo and todo[0] != applied_seq + 1:
+        raise ValueError(f"decided batch {applied_seq + 1} is no longer retained (next {todo[0]})")
+    return todo
+
+
+@dataclass(frozen=True)
+class ReplicaAnswer:
+    """What one cluster member answered for a tx_id (its signature already verified)."""
+
+    replica: int
+    signature: bytes = b""
+    reason: int = 0
+    conflict_hashes: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The cluster's outcome as a client sees it: signatures by member, or a refusal."""
+
+    signatures: Mapping[int, bytes]
+    reason: int = 0
+    conflict_hashes: tuple[bytes, ...] = ()
+
+    @property
+    def signed(self) -> bool:
+        """True when the cluster notarised the transaction."""
+        return not self.reason
+
+
+def verdict(answers: Sequence[ReplicaAnswer], f: int) -> Verdict | None:
+    """The outcome once f+1 distinct members agree, else None (ask more members). An answer
+    counts once per member (its first); a signed answer and a refusal never mix."""
+    first: dict[int, ReplicaAnswer] = {}
+    for answer in answers:
+        first.setdefault(answer.replica, answer)
+    signatures = {r: a.signature for r, a in first.items() if a.signature and not a.reason}
+    if len(signatures) >= f + 1:
+        return Verdict(signatures)
+    refusals: dict[tuple[int, tuple[bytes, ...]], int] = {}
+    for answer in first.values():
+        if answer.reason:
+            key = (answer.reason, answer.conflict_hashes)
+            refusals[key] = refusals.get(key, 0) + 1
+            if refusals[key] >= f + 1:
+                return Verdict({}, answer.reason, answer.conflict_hashes)
+    return None

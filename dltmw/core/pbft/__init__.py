@@ -1,0 +1,42 @@
+"""PBFT-lite: n = 3f+1 replicas agree on an ordered sequence of batches of opaque requests.
+
+Public API: `Replica` (the pure state machine), `PbftConfig`, the inputs `ClientRequest` and
+`SignedReplicaMessage` (`Envelope`), the outputs in `PbftReady` (`Decided`, `Rejected`), the
+persisted `Record` types, and `batch_digest` / `request_id`. Wire format: replica.proto.
+"""
+
+from dltmw.core.pbft.replica import Replica
+from dltmw.core.pbft.types import (
+    ClientRequest,
+    Decided,
+    DecidedRecord,
+    Envelope,
+    PbftConfig,
+    PbftReady,
+    PreparedRecord,
+    Record,
+    Rejected,
+    StableRecord,
+    ViewRecord,
+    VoteRecord,
+    batch_digest,
+    request_id,
+)
+
+__all__ = [
+    "ClientRequest",
+    "Decided",
+    "DecidedRecord",
+    "Envelope",
+    "PbftConfig",
+    "PbftReady",
+    "PreparedRecord",
+    "Record",
+    "Rejected",
+    "Replica",
+    "StableRecord",
+    "ViewRecord",
+    "VoteRecord",
+    "batch_digest",
+    "request_id",
+]

@@ -1,0 +1,187 @@
+"""Opening signed messages and validating certificates — pure functions shared by every replica.
+
+Rules a reader must keep:
+- A message counts only if its envelope's signature verifies under the key of `envelope.replica`
+  over exactly `envelope.payload`; the payload is then parsed, never re-serialised.
+- A certificate counts distinct signers only; one signer voting twice counts once.
+- A prepared certificate needs the pre-prepare of the view's primary and 2f prepares from
+  distinct backups (not the primary); a commit certificate needs 2f+1 commits from distinct
+  replicas; every vote names the same (view, sequence, digest) and the digest matches the batch.
+- The new-view pre-prepares are a deterministic function of the view changes it carries, so a
+  backup recomputes them and accepts only an exact match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.pbft.types import (
+    ZERO_DIGEST,
+    DigestFn,
+    Envelope,
+    PbftConfig,
+    RequestCheck,
+    Verifier,
+    request_id,
+)
+from dltmw.v1 import replica_pb2
+
+
+@dataclass(frozen=True)
+class Checker:
+    """Everything needed to validate messages of one replica group."""
+
+    config: PbftConfig
+    verify: Verifier
+    digest: DigestFn
+    request_ok: RequestCheck
+
+    def open(self, envelope: Envelope) -> replica_pb2.ReplicaMessage | None:
+        """The verified message inside `envelope`, or None (unknown signer, bad signature, junk)."""
+        if envelope.replica >= self.config.n:
+            return None
+        if not self.verify(envelope.replica, envelope.payload, envelope.signature):
+            return None
+        message = replica_pb2.ReplicaMessage()
+        try:
+            message.ParseFromString(envelope.payload)
+        except DecodeError:
+            return None
+        return message if message.WhichOneof("body") else None
+
+    def batch_ok(self, digest: bytes, requests: Sequence[bytes]) -> bool:
+        """The batch is well formed: size bounds, valid requests, no repeats, digest matches."""
+        cfg = self.config
+        if len(requests) > cfg.batch_size_max:
+            return False
+        if len({request_id(r) for r in requests}) != len(requests):
+            return False
+        for r in requests:
+            if len(r) > cfg.request_bytes_max or not self.request_ok(r):
+                return False
+        return self.digest(requests) == digest
+
+    def votes(
+        self, envelopes: Iterable[Envelope], kind: str, view: int, sequence: int, digest: bytes
+    ) -> set[int]:
+        """Distinct signers of valid `kind` votes for exactly (view, sequence, digest)."""
+        signers: set[int] = set()
+        for env in envelopes:
+            msg = self.open(env)
+            if msg is None or msg.WhichOneof("body") != kind:
+                continue
+            vote = getattr(msg, kind)
+            if (vote.view, vote.sequence, vote.digest) == (view, sequence, digest):
+                signers.add(env.replica)
+        return signers
+
+    def prepared(self, cert: replica_pb2.PreparedCertificate) -> replica_pb2.PrePrepare | None:
+        """The pre-prepare a prepared certificate proves, or None if the certificate is invalid."""
+        msg = self.open(cert.pre_prepare)
+        if msg is None or msg.WhichOneof("body") != "pre_prepare":
+            return None
+        pp = msg.pre_prepare
+        primary = self.config.primary(pp.view)
+        if cert.pre_prepare.replica != primary or not self.batch_ok(pp.digest, pp.requests):
+            return None
+        signers = self.votes(cert.prepares, "prepare", pp.view, pp.sequence, pp.digest)
+        signers.discard(primary)
+        return pp if len(signers) >= 2 * self.config.f else None
+
+    def committed(self, batch: replica_pb2.DecidedBatch) -> bool:
+        """A decided batch is proven by 2f+1 distinct commits over its view, sequence, digest."""
+        if batch.sequence < 1 or not self.batch_ok(batch.digest, batch.requests):
+            return False
+        signers = self.votes(batch.commits, "commit", batch.view, batch.sequence, batch.digest)
+        return len(signers) >= self.config.quorum
+
+    def checkpoint(self, sequence: int, proof: Sequence[Envelope]) -> bytes | None:
+        """The state digest 2f+1 distinct replicas signed for `sequence`, or None."""
+        if sequence == 0:
+            return ZERO_DIGEST if not proof else None
+        by_digest: dict[bytes, set[int]] = {}
+        for env in proof:
+            msg = self.open(env)
+            if msg is None or msg.WhichOneof("body") != "checkpoint":
+                continue
+            if msg.checkpoint.sequence == sequence:
+                by_digest.setdefault(msg.checkpoint.state_digest, set()).add(env.replica)
+        for digest, signers in by_digest.items():
+            if len(signers) >= self.config.quorum:
+                return digest
+        return None
+
+    def view_change(self, envelope: Envelope) -> ViewChangeInfo | None:
+        """The validated content of a signed ViewChange, or None."""
+        msg = self.open(envelope)
+        if msg is None or msg.WhichOneof("body") != "view_change":
+            return None
+        vc = msg.view_change
+        stable_digest = self.checkpoint(vc.stable_sequence, vc.checkpoint_proof)
+        if stable_digest is None:
+            return None
+        prepared: dict[int, replica_pb2.PrePrepare] = {}
+        high = vc.stable_sequence + self.config.window
+        for cert in vc.prepared:
+            pp = self.prepared(cert)
+            if pp is None or pp.view >= vc.new_view or pp.sequence in prepared:
+                return None
+            if not vc.stable_sequence < pp.sequence <= high:
+                return None
+            prepared[pp.sequence] = pp
+        return ViewChangeInfo(
+            envelope.replica, vc.new_view, vc.stable_sequence, stable_digest, vc, prepared, envelope
+        )
+
+
+@dataclass(frozen=True)
+class ViewChangeInfo:
+    """A validated view change."""
+
+    replica: int
+    new_view: int
+    stable_sequence: int
+    stable_digest: bytes
+    message: replica_pb2.ViewChange
+    prepared: dict[int, replica_pb2.PrePrepare]
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class NewViewPlan:
+    """What a new view must re-propose: the pre-prepares of sequences low+1..high."""
+
+    low: int
+    low_digest: bytes
+    low_proof: tuple[Envelope, ...]
+    batches: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]
+
+
+def plan_new_view(checker: Checker, infos: Sequence[ViewChangeInfo]) -> NewViewPlan:
+    """Deterministic re-proposal from 2f+1 view changes (PBFT's computation of O).
+
+    low = the highest stable checkpoint among them; for every sequence above it up to the highest
+    prepared one, re-propose the batch of the highest-view prepared certificate, or a null
+    (empty) batch when no certificate exists. Any batch committed in an earlier view was prepared
+    by f+1 correct replicas, one of which is in every 2f+1 quorum, so it is carried over.
+    """
+    infos = sorted(infos, key=lambda i: i.replica)
+    best = max(infos, key=lambda i: (i.stable_sequence, -i.replica))
+    low = best.stable_sequence
+    chosen: dict[int, replica_pb2.PrePrepare] = {}
+    for info in infos:
+        for seq, pp in info.prepared.items():
+            if seq > low and (seq not in chosen or pp.view > chosen[seq].view):
+                chosen[seq] = pp
+    high = max(chosen, default=low)
+    batches = []
+    for seq in range(low + 1, high + 1):
+        if seq in chosen:
+            batches.append((seq, chosen[seq].digest, tuple(chosen[seq].requests)))
+        else:
+            batches.append((seq, checker.digest(()), ()))
+    proof = tuple(best.message.checkpoint_proof)
+    return NewViewPlan(low, best.stable_digest, proof, tuple(batches))

@@ -1,0 +1,132 @@
+"""Checkpoints (garbage collection, watermarks) and catch-up by state transfer.
+
+A checkpoint at sequence s (a multiple of K) is the chained digest of every batch digest up to
+s. 2f+1 matching signed checkpoints prove it: it becomes the low watermark `low` (the log keeps
+sequences in (low, low + L]) and, once this replica has executed up to s with the same digest,
+its stable checkpoint. A replica that learns of a checkpoint above what it executed is behind:
+it probes its peers, who answer with decided batches and their commit certificates; each batch
+is verified (2f+1 distinct signed commits over its view, sequence and digest, digest matching
+the requests) before it is executed, so no peer has to be trusted.
+"""
+
+from __future__ import annotations
+
+from dltmw.core.pbft.types import Envelope, StableRecord
+from dltmw.core.pbft.viewchange import ViewChanges
+from dltmw.v1 import replica_pb2
+
+
+class Checkpoints(ViewChanges):
+    """Checkpoint and state-transfer handling (the normal case lives in `replica.Replica`)."""
+
+    def send_checkpoint(self, sequence: int) -> None:
+        """Broadcast our signed checkpoint for an executed multiple of K."""
+        message = replica_pb2.ReplicaMessage(
+            checkpoint=replica_pb2.Checkpoint(
+                sequence=sequence, state_digest=self.state_at[sequence]
+            )
+        )
+        envelope = self.sign(message)
+        self.broadcast(envelope)
+        self.on_checkpoint(envelope, message.checkpoint)
+
+    def on_checkpoint(self, envelope: Envelope, cp: replica_pb2.Checkpoint) -> None:
+        """Collect checkpoint votes; 2f+1 matching ones prove the checkpoint."""
+        seq, interval = cp.sequence, self.config.checkpoint_interval
+        if seq <= self.low or seq % interval or seq > self.low + 2 * self.config.window:
+            self.drop("checkpoint-out-of-range")
+            return
+        votes = self.checkpoints.setdefault(seq, {})
+        votes.setdefault(envelope.replica, envelope)
+        matching: list[Envelope] = []
+        for replica in sorted(votes):
+            message = self.checker.open(votes[replica])
+            if message is not None and message.checkpoint.state_digest == cp.state_digest:
+                matching.append(votes[replica])
+        if len(matching) >= self.config.quorum:
+            self.learn_checkpoint(seq, cp.state_digest, tuple(matching[: self.config.quorum]))
+
+    def learn_checkpoint(self, sequence: int, digest: bytes, proof: tuple[Envelope, ...]) -> None:
+        """Adopt a proven checkpoint as the low watermark and discard the log below it."""
+        if sequence <= self.low:
+            return
+        self.low, self.low_digest, self.low_proof = sequence, digest, proof
+        self.slots = {s: slot for s, slot in self.slots.items() if s > sequence}
+        self.prepared = {s: c for s, c in self.prepared.items() if s > sequence}
+        self.checkpoints = {s: v for s, v in self.checkpoints.items() if s > sequence}
+        if self.next_exec <= sequence:
+            self.probe()
+        self.maybe_stable()
+
+    def maybe_stable(self) -> None:
+        """Make the proven checkpoint stable once we executed up to it with the same state."""
+        if self.stable_seq >= self.low or self.next_exec <= self.low:
+            return
+        if self.state_at.get(self.low) != self.low_digest:
+            self.drop("checkpoint-state-diverged")
+            return
+        self.stable_seq = self.low
+        self.persist(StableRecord(self.low, self.low_digest, self.low_proof))
+        self.state_at = {s: d for s, d in self.state_at.items() if s >= self.low}
+        horizon = self.low - self.config.decided_retain
+        if horizon > 0:
+            self.decided = {s: b for s, b in self.decided.items() if s > horizon}
+
+    def probe(self) -> None:
+        """Ask every peer for decided batches from our next sequence on."""
+        request = replica_pb2.StateRequest(from_sequence=self.next_exec)
+        self.broadcast(self.sign(replica_pb2.ReplicaMessage(state_request=request)))
+
+    def on_state_request(self, replica: int, from_sequence: int) -> None:
+        """Answer a peer's catch-up request with decided batches (bounded, once per tick)."""
+        if replica == self.me or from_sequence not in self.decided:
+            return
+        if self.served_at.get(replica) == self.now:
+            self.drop("state-request-rate")
+            return
+        self.served_at[replica] = self.now
+        batches: list[replica_pb2.DecidedBatch] = []
+        seq = from_sequence
+        while seq in self.decided and len(batches) < self.config.transfer_batches_max:
+            batches.append(self.decided[seq])
+            seq += 1
+        reply = replica_pb2.StateReply(
+            batches=batches, stable_sequence=self.stable_seq, stable_proof=self.low_proof
+        )
+        if self.stable_seq != self.low:
+            del reply.stable_proof[:]
+            reply.stable_sequence = 0
+        self.send_to(replica, self.sign(replica_pb2.ReplicaMessage(state_reply=reply)))
+
+    def on_state_reply(self, replica: int, reply: replica_pb2.StateReply) -> None:
+        """Execute verified decided batches that continue our sequence."""
+        applied = 0
+        for batch in reply.batches:
+            if batch.sequence < self.next_exec:
+                continue
+            if batch.sequence != self.next_exec:
+                break
+            if not self.checker.committed(batch):
+                self.drop("bad-commit-certificate")
+                return
+            self.apply(batch)
+            applied += 1
+        if reply.stable_sequence > self.low:
+            digest = self.checker.checkpoint(reply.stable_sequence, reply.stable_proof)
+            if digest is not None:
+                self.learn_checkpoint(reply.stable_sequence, digest, tuple(reply.stable_proof))
+        if applied:
+            self.execute()
+            if len(reply.batches) >= self.config.transfer_batches_max:
+                request = replica_pb2.StateRequest(from_sequence=self.next_exec)
+                self.send_to(replica, self.sign(replica_pb2.ReplicaMessage(state_request=request)))
+
+    # -- provided by replica.Replica --------------------------------------------------------
+
+    def apply(self, batch: replica_pb2.DecidedBatch, restoring: bool = False) -> None:
+        """Execute one decided batch."""
+        raise NotImplementedError
+
+    def execute(self) -> None:
+        """Execute committed slots in order."""
+        raise NotImplementedError

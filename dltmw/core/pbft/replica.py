@@ -1,0 +1,355 @@
+"""PBFT-lite replica: the normal case, execution, checkpoints, catch-up and restart.
+
+Normal case (view v, primary p = v mod n): p assigns the next sequence to a batch of pending
+requests and broadcasts a signed PrePrepare; a backup that accepts it (right view, sequence
+inside the watermarks, digest matches the requests, no other pre-prepare at that slot, no
+request already executed) broadcasts a Prepare. With the pre-prepare and 2f matching prepares
+from distinct backups a replica is *prepared*: it persists the prepared certificate and
+broadcasts a Commit. 2f+1 matching commits make the slot *committed*; slots execute strictly in
+sequence order, each producing a `Decided` with its commit certificate. Every K sequences a
+replica broadcasts a signed Checkpoint; 2f+1 matching ones make it stable, which moves the
+watermarks and discards older log entries.
+
+Catch-up: every `probe_ticks` a replica asks its peers for decided batches from its next
+sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
+verified by its commit certificate before it is executed. Lost messages are retransmitted every
+`retransmit_ticks` (own votes of undecided slots, forwarded requests, the view change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.checkpoints import Checkpoints
+from dltmw.core.pbft.state import Pending, Slot
+from dltmw.core.pbft.types import (
+    ClientRequest,
+    Decided,
+    DecidedRecord,
+    DigestFn,
+    Envelope,
+    PbftConfig,
+    PbftReady,
+    PreparedRecord,
+    Record,
+    Rejected,
+    RequestCheck,
+    Signer,
+    Verifier,
+    VoteRecord,
+    batch_digest,
+    chain_state,
+    request_id,
+)
+from dltmw.v1 import replica_pb2
+
+VIEWED = frozenset({"pre_prepare", "prepare", "commit"})
+
+
+class Replica(Checkpoints):
+    """One PBFT-lite replica (pure state machine; see the module docstring)."""
+
+    def __init__(
+        self,
+        config: PbftConfig,
+        me: int,
+        sign: Signer,
+        verify: Verifier,
+        digest: DigestFn = batch_digest,
+        request_ok: RequestCheck = lambda _r: True,
+    ) -> None:
+        super().__init__(config, me, Checker(config, verify, digest, request_ok), sign)
+
+    @classmethod
+    def restore(
+        cls,
+        config: PbftConfig,
+        me: int,
+        sign: Signer,
+        verify: Verifier,
+        records: Sequence[Record],
+        digest: DigestFn = batch_digest,
+        request_ok: RequestCheck = lambda _r: True,
+    ) -> Replica:
+        """A replica rebuilt from exactly the records its earlier incarnation made durable."""
+        from dltmw.core.pbft.recovery import replay
+
+        replica = cls(config, me, sign, verify, digest, request_ok)
+        replay(replica, records)
+        return replica
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def step(self, message: object) -> None:
+        """Feed a ClientRequest or a SignedReplicaMessage from a peer."""
+        if isinstance(message, ClientRequest):
+            self.on_request(message.request, forward=True)
+        elif isinstance(message, Envelope):
+            self.on_envelope(message)
+        else:
+            raise TypeError(f"PBFT replica cannot step {type(message).__name__}")
+        self.propose(full_only=True)
+
+    def ready(self) -> PbftReady:
+        """Take the outputs; client requests admitted by a backup since the last call are first
+        relayed to every replica (PBFT clients broadcast on timeout; relaying at once lets every
+        correct replica time a silent primary, so f+1 of them ask for a view change)."""
+        chunk = self.config.batch_size_max * 4
+        buffered, self.forward_buffer = self.forward_buffer, []
+        for start in range(0, len(buffered), chunk):
+            self.broadcast(self._forward_message(buffered[start : start + chunk]))
+        return super().ready()
+
+    def tick(self) -> None:
+        """Advance one tick: timers, batching, retransmission, catch-up probes."""
+        self.now += 1
+        if self.changing:
+            if self.now >= self.vc_deadline:
+                self.start_view_change(self.view + 1)
+        elif self.pending:
+            oldest = next(iter(self.pending.values()))
+            if self.now - oldest.since >= self.config.request_timeout_ticks:
+                self.start_view_change(self.view + 1)
+        self.propose(full_only=False)
+        if self.now % self.config.retransmit_ticks == 0:
+            self.retransmit()
+        if self.now % self.config.probe_ticks == 0:
+            self.probe()
+
+    def on_request(self, request: bytes, forward: bool) -> None:
+        """Admit a client (or forwarded) request: remember it and make sure the primary has it."""
+        rid = request_id(request)
+        if rid in self.executed_ids or rid in self.pending:
+            return
+        if len(request) > self.config.request_bytes_max or not self.checker.request_ok(request):
+            self._replies.append(Rejected(rid, "INVALID_REQUEST"))
+            return
+        if len(self.pending) >= self.config.pending_max:
+            self._replies.append(Rejected(rid, "OVERLOADED"))
+            return
+        self.pending[rid] = Pending(request, self.now)
+        if forward and not self.changing and self.primary() != self.me:
+            self.forward_buffer.append(request)
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """Dispatch a signed message after verifying its signature."""
+        message = self.checker.open(envelope)
+        if message is None:
+            self.drop("bad-signature-or-malformed")
+            return
+        kind = message.WhichOneof("body")
+        if kind in VIEWED:
+            body = getattr(message, kind)
+            if body.view > self.view or (body.view == self.view and self.changing):
+                self.buffer_future(envelope)
+            elif body.view < self.view:
+                self.drop("old-view")
+            elif kind == "pre_prepare":
+                self.on_pre_prepare(envelope, message.pre_prepare)
+            else:
+                self.on_vote(envelope, kind, body)
+        elif kind == "checkpoint":
+            self.on_checkpoint(envelope, message.checkpoint)
+        elif kind == "view_change":
+            self.on_view_change(envelope)
+        elif kind == "new_view":
+            self.on_new_view(envelope, message.new_view)
+        elif kind == "forwarded":
+            for request in message.forwarded.requests[: self.config.batch_size_max * 4]:
+                self.on_request(request, forward=False)
+        elif kind == "state_request":
+            self.on_state_request(envelope.replica, message.state_request.from_sequence)
+        elif kind == "state_reply":
+            self.on_state_reply(envelope.replica, message.state_reply)
+
+    # -- normal case -----------------------------------------------------------------------
+
+    def propose(self, full_only: bool) -> None:
+        """As primary: cut batches of pending, unproposed requests into new sequences."""
+        if self.changing or self.primary() != self.me or self.next_exec <= self.low:
+            return
+        while self.next_seq <= self.low + self.config.window:
+            batch = []
+            for rid, pending in self.pending.items():
+                if rid not in self.proposed_ids:
+                    batch.append(pending.request)
+                    if len(batch) >= self.config.batch_size_max:
+                        break
+            if not batch or (full_only and len(batch) < self.config.batch_size_max):
+                return
+            seq, digest = self.next_seq, self.checker.digest(batch)
+            self.next_seq += 1
+            pp = replica_pb2.PrePrepare(view=self.view, sequence=seq, digest=digest, requests=batch)
+            envelope = self.sign(replica_pb2.ReplicaMessage(pre_prepare=pp))
+            self.persist_vote(envelope)
+            self.broadcast(envelope)
+            slot = self.slots.setdefault(seq, Slot())
+            slot.pre_prepare, slot.digest, slot.requests = envelope, digest, tuple(batch)
+            slot.mine.append(envelope)
+            self.proposed_ids.update(self.ids_of(slot.requests))
+
+    def persist_vote(self, envelope: Envelope) -> None:
+        """Persist one of our own pre-prepares before it is sent."""
+        self.persist(VoteRecord(envelope))
+
+    def on_pre_prepare(self, envelope: Envelope, pp: replica_pb2.PrePrepare) -> None:
+        """A backup accepts a valid pre-prepare and votes Prepare for it."""
+        if envelope.replica != self.primary() or self.primary() == self.me:
+            self.drop("pre-prepare-not-from-primary")
+            return
+        if not self.in_window(pp.sequence):
+            self.drop("outside-watermarks")
+            return
+        slot = self.slots.setdefault(pp.sequence, Slot())
+        if slot.pre_prepare is not None:
+            if slot.digest != pp.digest:
+                self.drop("equivocating-primary")
+                self.start_view_change(self.view + 1)
+            return
+        requests = tuple(pp.requests)
+        if not self.checker.batch_ok(pp.digest, requests):
+            self.drop("bad-batch")
+            return
+        ids = self.ids_of(requests)
+        if any(rid in self.executed_ids for rid in ids):
+            self.drop("batch-repeats-executed-request")
+            return
+        if slot.my_digest is not None and slot.my_digest != pp.digest:
+            self.drop("pre-prepare-conflicts-with-own-prepare")
+            return
+        slot.pre_prepare, slot.digest, slot.requests = envelope, pp.digest, requests
+        self.proposed_ids.update(ids)
+        for request in requests:
+            self.on_request(request, forward=False)
+        if slot.my_digest is None:
+            self.vote_prepare(slot, pp.sequence, pp.digest)
+        self.advance(pp.sequence)
+
+    def on_vote(self, envelope: Envelope, kind: str, vote: replica_pb2.Vote) -> None:
+        """Record one prepare or commit (first vote per replica and slot counts)."""
+        if not self.in_window(vote.sequence):
+            self.drop("outside-watermarks")
+            return
+        if vote.sequence < self.next_exec:
+            self.drop("late-vote")
+            return
+        if kind == "prepare" and envelope.replica == self.primary():
+            self.drop("prepare-from-primary")
+            return
+        slot = self.slots.setdefault(vote.sequence, Slot())
+        votes = slot.prepares if kind == "prepare" else slot.commits
+        if envelope.replica in votes:
+            if votes[envelope.replica][0] != vote.digest:
+                self.drop("double-vote")
+            return
+        votes[envelope.replica] = (vote.digest, envelope)
+        self.advance(vote.sequence)
+
+    def advance(self, sequence: int) -> None:
+        """Prepared -> persist certificate and commit; committed -> execute in order."""
+        slot = self.slots.get(sequence)
+        if slot is None or slot.pre_prepare is None:
+            return
+        if not slot.commit_sent:
+            matching = [e for r, (d, e) in sorted(slot.prepares.items()) if d == slot.digest]
+            if len(matching) >= 2 * self.config.f:
+                cert = replica_pb2.PreparedCertificate(
+                    pre_prepare=slot.pre_prepare, prepares=matching[: 2 * self.config.f]
+                )
+                self.prepared[sequence] = cert
+                self.persist(PreparedRecord(cert))
+                slot.commit_sent = True
+                slot.mine.append(self.vote("commit", sequence, slot.digest))
+                slot.commits.setdefault(self.me, (slot.digest, slot.mine[-1]))
+        self.execute()
+
+    def committed_batch(self, sequence: int) -> replica_pb2.DecidedBatch | None:
+        """The decided batch of a committed slot (2f+1 matching commits), or None."""
+        slot = self.slots.get(sequence)
+        if slot is None or slot.pre_prepare is None:
+            return None
+        commits = [e for r, (d, e) in sorted(slot.commits.items()) if d == slot.digest]
+        if len(commits) < self.config.quorum:
+            return None
+        return replica_pb2.DecidedBatch(
+            view=self.view,
+            sequence=sequence,
+            digest=slot.digest,
+            requests=slot.requests,
+            commits=commits[: self.config.quorum],
+        )
+
+    def execute(self) -> None:
+        """Execute committed slots in sequence order."""
+        while (batch := self.committed_batch(self.next_exec)) is not None:
+            self.apply(batch)
+
+    def apply(self, batch: replica_pb2.DecidedBatch, restoring: bool = False) -> None:
+        """Execute one decided batch (the next sequence): persist, output, checkpoint."""
+        requests = tuple(batch.requests)
+        fresh = []
+        for request in requests:
+            rid = request_id(request)
+            if rid not in self.executed_ids:
+                self.executed_ids.add(rid)
+                fresh.append(request)
+            self.pending.pop(rid, None)
+            self.proposed_ids.discard(rid)
+        self.state_digest = chain_state(self.state_digest, batch.digest)
+        self.decided[batch.sequence] = batch
+        self.next_exec = batch.sequence + 1
+        if not restoring:
+            self.persist(DecidedRecord(batch))
+            self._decided.append(
+                Decided(
+                    batch.view,
+                    batch.sequence,
+                    batch.digest,
+                    requests,
+                    tuple(batch.commits),
+                    tuple(fresh),
+                )
+            )
+        if batch.sequence % self.config.checkpoint_interval == 0:
+            self.state_at[batch.sequence] = self.state_digest
+            if not restoring:
+                self.send_checkpoint(batch.sequence)
+        self.maybe_stable()
+
+    def ids_of(self, requests: tuple[bytes, ...]) -> list[bytes]:
+        """Request ids of a batch."""
+        return [request_id(r) for r in requests]
+
+    def _forward_message(self, requests: list[bytes]) -> Envelope:
+        return self.sign(
+            replica_pb2.ReplicaMessage(forwarded=replica_pb2.ForwardedRequests(requests=requests))
+        )
+
+    def forward_pending(self) -> None:
+        """As a backup: (re)send pending requests not yet proposed to the primary (bounded)."""
+        if self.changing or self.primary() == self.me:
+            return
+        todo = [p.request for rid, p in self.pending.items() if rid not in self.proposed_ids]
+        chunk = self.config.batch_size_max * 4
+        if todo:
+            self.send_to(self.primary(), self._forward_message(todo[:chunk]))
+
+    def replay_future(self) -> None:
+        """Re-step buffered messages now that a new view is installed."""
+        buffered, self.future = self.future, {}
+        for queue in buffered.values():
+            for envelope in queue:
+                self.on_envelope(envelope)
+
+    def retransmit(self) -> None:
+        """Resend our own messages that may have been lost."""
+        if self.changing:
+            if self.my_view_change is not None:
+                self.broadcast(self.my_view_change)
+            return
+        for seq, slot in sorted(self.slots.items()):
+            if seq >= self.next_exec:
+                for envelope in slot.mine:
+                    self.broadcast(envelope)
+        self.forward_pending()

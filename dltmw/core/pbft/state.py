@@ -1,0 +1,165 @@
+"""Replica state and the output helpers every part of the protocol shares.
+
+The replica is split by protocol phase: this base holds the state and the persist/send helpers,
+`viewchange.ViewChanges` adds view changes, `replica.Replica` the normal case, checkpoints and
+catch-up. Rules a reader must keep: a record that must survive a crash is appended to
+`_persist` before the message that depends on it is appended to `_send` (the driver executes
+persist before send); nothing here raises on peer input — bad input is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from dltmw.core.pbft.certs import Checker, ViewChangeInfo
+from dltmw.core.pbft.types import (
+    ZERO_DIGEST,
+    Decided,
+    Envelope,
+    PbftConfig,
+    PbftReady,
+    Record,
+    Rejected,
+    Signer,
+    VoteRecord,
+)
+from dltmw.v1 import replica_pb2
+
+
+@dataclass
+class Slot:
+    """Log entry of one sequence in the current view (internal, mutable)."""
+
+    pre_prepare: Envelope | None = None
+    digest: bytes = b""
+    requests: tuple[bytes, ...] = ()
+    my_digest: bytes | None = None
+    prepares: dict[int, tuple[bytes, Envelope]] = field(default_factory=dict)
+    commits: dict[int, tuple[bytes, Envelope]] = field(default_factory=dict)
+    commit_sent: bool = False
+    mine: list[Envelope] = field(default_factory=list)
+
+
+@dataclass
+class Pending:
+    """A request this replica knows and has not executed; `since` drives the request timer."""
+
+    request: bytes
+    since: int
+
+
+class ReplicaState:
+    """State of one replica and the helpers that produce its outputs."""
+
+    def __init__(self, config: PbftConfig, me: int, checker: Checker, sign: Signer) -> None:
+        if not 0 <= me < config.n:
+            raise ValueError(f"replica index {me} outside 0..{config.n - 1}")
+        self.config = config
+        self.me = me
+        self.checker = checker
+        self._signer = sign
+        self.now = 0
+        self.view = 0
+        self.changing = False
+        # Execution: next sequence to execute and the chained state digest up to it.
+        self.next_exec = 1
+        self.state_digest = ZERO_DIGEST
+        self.state_at: dict[int, bytes] = {}
+        self.executed_ids: set[bytes] = set()
+        self.decided: dict[int, replica_pb2.DecidedBatch] = {}
+        # Checkpoints: `low` is the highest proven checkpoint (the low watermark); it becomes
+        # `stable_seq` once this replica has executed up to it.
+        self.low = 0
+        self.low_digest = ZERO_DIGEST
+        self.low_proof: tuple[Envelope, ...] = ()
+        self.stable_seq = 0
+        self.checkpoints: dict[int, dict[int, Envelope]] = {}
+        # Normal case of the current view.
+        self.slots: dict[int, Slot] = {}
+        self.next_seq = 1
+        self.proposed_ids: set[bytes] = set()
+        self.pending: dict[bytes, Pending] = {}
+        self.forward_buffer: list[bytes] = []
+        self.prepared: dict[int, replica_pb2.PreparedCertificate] = {}
+        # View change.
+        self.vc_attempts = 0
+        self.vc_deadline = 0
+        self.my_view_change: Envelope | None = None
+        self.my_new_view: Envelope | None = None
+        self.view_changes: dict[int, dict[int, ViewChangeInfo]] = {}
+        self.future: dict[int, deque[Envelope]] = {}
+        self.served_at: dict[int, int] = {}
+        self.counters: Counter[str] = Counter()
+        self._persist: list[Record] = []
+        self._decided: list[Decided] = []
+        self._send: list[tuple[int, Envelope]] = []
+        self._replies: list[Rejected] = []
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def ready(self) -> PbftReady:
+        """Take the outputs accumulated since the last call (persist, decided, send, replies)."""
+        out = PbftReady(
+            tuple(self._persist), tuple(self._decided), tuple(self._send), tuple(self._replies)
+        )
+        self._persist, self._decided, self._send, self._replies = [], [], [], []
+        return out
+
+    def primary(self) -> int:
+        """Primary of the current view."""
+        return self.config.primary(self.view)
+
+    def sign(self, message: replica_pb2.ReplicaMessage) -> Envelope:
+        """Our signed envelope for `message`."""
+        payload = message.SerializeToString()
+        return Envelope(payload=payload, replica=self.me, signature=self._signer(payload))
+
+    def send_to(self, replica: int, envelope: Envelope) -> None:
+        """Queue `envelope` for one peer."""
+        if replica != self.me:
+            self._send.append((replica, envelope))
+
+    def broadcast(self, envelope: Envelope) -> None:
+        """Queue `envelope` for every other replica."""
+        for replica in range(self.config.n):
+            if replica != self.me:
+                self._send.append((replica, envelope))
+
+    def persist(self, record: Record) -> None:
+        """Queue `record` to be made durable before anything queued after it is sent."""
+        self._persist.append(record)
+
+    def drop(self, reason: str) -> None:
+        """Count an input dropped for `reason` (bad signature, outside window, ...)."""
+        self.counters[reason] += 1
+
+    def vote(self, kind: str, sequence: int, digest: bytes) -> Envelope:
+        """Sign, persist and broadcast our prepare or commit for (view, sequence, digest)."""
+        message = replica_pb2.ReplicaMessage()
+        getattr(message, kind).CopyFrom(
+            replica_pb2.Vote(view=self.view, sequence=sequence, digest=digest)
+        )
+        envelope = self.sign(message)
+        self.persist(VoteRecord(envelope))
+        self.broadcast(envelope)
+        return envelope
+
+    def vote_prepare(self, slot: Slot, sequence: int, digest: bytes) -> None:
+        """Vote Prepare for a slot's pre-prepare (our vote counts towards our own quorum)."""
+        envelope = self.vote("prepare", sequence, digest)
+        slot.my_digest = digest
+        slot.mine.append(envelope)
+        slot.prepares[self.me] = (digest, envelope)
+
+    def in_window(self, sequence: int) -> bool:
+        """Sequence between the watermarks (low, low + L]."""
+        return self.low < sequence <= self.low + self.config.window
+
+    def buffer_future(self, envelope: Envelope) -> None:
+        """Keep a message of a view we have not installed yet (bounded per peer)."""
+        queue = self.future.setdefault(envelope.replica, deque())
+        if len(queue) >= self.config.future_per_peer_max:
+            self.drop("future-buffer-full")
+            return
+        queue.append(envelope)

@@ -1,0 +1,176 @@
+"""Value types of the PBFT-lite core: configuration, inputs, outputs and persisted records.
+
+A replica is driven like every other handler: `step(input)`, `tick()`, then `ready()` hands back
+a `PbftReady` whose fields must be executed in order — persist (make the records durable), then
+deliver `decided`, then `send`, then `replies`. Restart = `Replica.restore(..., records)` with
+exactly the records that were made durable, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dltmw.v1 import replica_pb2
+
+Envelope = replica_pb2.SignedReplicaMessage
+Signer = Callable[[bytes], bytes]
+Verifier = Callable[[int, bytes, bytes], bool]
+DigestFn = Callable[[Sequence[bytes]], bytes]
+RequestCheck = Callable[[bytes], bool]
+
+ZERO_DIGEST = bytes(32)
+
+
+def request_id(request: bytes) -> bytes:
+    """A request is identified by its SHA-256."""
+    return hashlib.sha256(request).digest()
+
+
+def batch_digest(requests: Sequence[bytes]) -> bytes:
+    """Default batch digest: SHA-256 over a domain tag and each request's SHA-256, in order.
+
+    Equal to `dltmw.core.hashing.data_hash` of the requests prefixed by the tag, so adapters can
+    define their own (e.g. the block data hash) and inject it instead.
+    """
+    h = hashlib.sha256(b"dltmw-pbft-batch\x00")
+    for request in requests:
+        h.update(hashlib.sha256(request).digest())
+    return h.digest()
+
+
+def chain_state(previous: bytes, digest: bytes) -> bytes:
+    """Checkpoint state digest after executing one more batch: SHA-256(previous || digest)."""
+    return hashlib.sha256(previous + digest).digest()
+
+
+@dataclass(frozen=True)
+class PbftConfig:
+    """Static parameters of one replica group (n = 3f+1); every replica must use the same."""
+
+    n: int
+    checkpoint_interval: int = 8
+    batch_size_max: int = 16
+    request_bytes_max: int = 1 << 20
+    view_change_timeout_ticks: int = 40
+    request_timeout_ticks: int = 60
+    retransmit_ticks: int = 10
+    probe_ticks: int = 15
+    backoff_exponent_max: int = 5
+    pending_max: int = 10_000
+    future_per_peer_max: int = 256
+    transfer_batches_max: int = 16
+    decided_retain: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.n < 4 or (self.n - 1) % 3:
+            raise ValueError(f"n must be 3f+1 with f >= 1, got {self.n}")
+        if self.checkpoint_interval < 1 or self.batch_size_max < 1:
+            raise ValueError("checkpoint_interval and batch_size_max must be positive")
+
+    @property
+    def f(self) -> int:
+        """Faulty replicas tolerated."""
+        return (self.n - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        """2f+1: size of a prepare/commit/checkpoint/view-change quorum."""
+        return 2 * self.f + 1
+
+    @property
+    def window(self) -> int:
+        """L: sequences accepted above the low watermark (two checkpoint intervals)."""
+        return 2 * self.checkpoint_interval
+
+    def primary(self, view: int) -> int:
+        """Primary of `view`."""
+        return view % self.n
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """Input: a client submitted `request` to this replica."""
+
+    request: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Reply: a client request was refused (reason is an ErrorReason-style name)."""
+
+    request_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decided:
+    """Output: the batch decided at `sequence`, in sequence order, with its commit certificate.
+
+    `requests` is the batch exactly as agreed (the digest covers it); `fresh` are those of its
+    requests not decided at an earlier sequence (a faulty primary may repeat a request; every
+    correct replica filters identically).
+    """
+
+    view: int
+    sequence: int
+    digest: bytes
+    requests: tuple[bytes, ...]
+    commits: tuple[Envelope, ...]
+    fresh: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class ViewRecord:
+    """Persisted: the replica entered `view` (changing=True while the view is not installed)."""
+
+    view: int
+    changing: bool
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    """Persisted before it is sent: one of our own pre-prepares, prepares or commits."""
+
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """Persisted before our commit is sent: the prepared certificate it rests on."""
+
+    certificate: replica_pb2.PreparedCertificate
+
+
+@dataclass(frozen=True)
+class DecidedRecord:
+    """Persisted before the batch is delivered: a decided batch with its commit certificate."""
+
+    batch: replica_pb2.DecidedBatch
+
+
+@dataclass(frozen=True)
+class StableRecord:
+    """Persisted: a checkpoint became stable; everything at or below `sequence` may be dropped."""
+
+    sequence: int
+    state_digest: bytes
+    proof: tuple[Envelope, ...]
+
+
+Record = ViewRecord | VoteRecord | PreparedRecord | DecidedRecord | StableRecord
+
+
+@dataclass(frozen=True)
+class PbftReady:
+    """Outputs in execution order: persist, then decided, then send, then replies."""
+
+    persist: tuple[Record, ...] = ()
+    decided: tuple[Decided, ...] = ()
+    send: tuple[tuple[int, Envelope], ...] = ()
+    replies: tuple[Rejected, ...] = ()
+
+    def is_empty(self) -> bool:
+        """True when there is nothing to do."""
+        return not (self.persist or self.decided or self.send or self.replies)

@@ -1,0 +1,1 @@
+"""Private payloads (Tessera style): the envelope scheme and private execution, pure."""

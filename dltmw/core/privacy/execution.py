@@ -1,0 +1,101 @@
+"""Private execution: run a decrypted invocation against the private state, and hash the result.
+
+Private transactions are executed AFTER ordering, by each recipient alone, in block order, so
+there is no endorsement and no MVCC: the contract reads the private state as left by the previous
+private transaction and its writes apply at once (Quorum's model). Non-recipients execute nothing.
+
+Private state validation needs one value that two parties can compare without revealing the data:
+`state_hash` = SHA-256 over the outcome (status, contract response) and the resulting value of
+every key the transaction read or wrote (written value if written, else the value read). Parties
+that started from different private states, or ran different code, get different hashes.
+Encoding: every field is length-prefixed (u32 big-endian) so no two inputs share a byte string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dltmw.core.contract import Contract, StateReader, simulate
+from dltmw.core.rwset import StateWrite, Version
+from dltmw.v1 import privacy_manager_service_pb2, private_payload_pb2, proposal_pb2
+
+S = privacy_manager_service_pb2
+EXECUTED = S.PRIVATE_TX_STATUS_EXECUTED
+CONTRACT_FAILED = S.PRIVATE_TX_STATUS_CONTRACT_FAILED
+NOT_HELD = S.PRIVATE_TX_STATUS_NOT_HELD
+TAMPERED = S.PRIVATE_TX_STATUS_TAMPERED
+STATE_HASH_DOMAIN = b"dltmw/pp/state/v1"
+
+
+@dataclass(frozen=True)
+class PrivateOutcome:
+    """Result of executing one private transaction at one recipient."""
+
+    status: int
+    response: proposal_pb2.ContractResponse
+    writes: tuple[StateWrite, ...]
+    state_hash: bytes
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def state_hash(
+    status: int,
+    response: proposal_pb2.ContractResponse,
+    namespace: str,
+    resulting: dict[str, bytes | None],
+) -> bytes:
+    """The comparable digest of one private transaction's outcome (see module docstring)."""
+    h = hashlib.sha256(STATE_HASH_DOMAIN)
+    h.update(status.to_bytes(4, "big") + response.status.to_bytes(4, "big"))
+    h.update(_field(response.payload) + _field(response.message.encode()))
+    h.update(_field(namespace.encode()))
+    for key in sorted(resulting):
+        value = resulting[key]
+        h.update(_field(key.encode()))
+        h.update(b"\x00" if value is None else b"\x01" + _field(value))
+    return h.digest()
+
+
+def execute(
+    contract_of: Callable[[str], Contract | None],
+    invocation: private_payload_pb2.PrivateInvocation,
+    state: StateReader,
+    version: Version,
+) -> PrivateOutcome:
+    """Execute `invocation` on `state` (the private state before this transaction)."""
+    contract = contract_of(invocation.contract)
+    if contract is None:
+        response = proposal_pb2.ContractResponse(
+            status=404, message=f"contract {invocation.contract!r} is not deployed"
+        )
+        return PrivateOutcome(
+            CONTRACT_FAILED, response, (), state_hash(CONTRACT_FAILED, response, "", {})
+        )
+    call = proposal_pb2.ContractInvocation(
+        contract=invocation.contract, function=invocation.function, args=invocation.args
+    )
+    result = simulate(contract, call, state)
+    ns = contract.name
+    if result.response.status != 200:
+        digest = state_hash(CONTRACT_FAILED, result.response, ns, {})
+        return PrivateOutcome(CONTRACT_FAILED, result.response, (), digest)
+    resulting: dict[str, bytes | None] = {}
+    for read in result.rwset.reads:
+        found = state.get(ns, read.key)
+        resulting[read.key] = found[0] if found else None
+    for query in result.rwset.range_queries:
+        for read in query.reads:
+            found = state.get(ns, read.key)
+            resulting[read.key] = found[0] if found else None
+    writes = []
+    for w in result.rwset.writes:
+        value = None if w.is_delete else w.value
+        resulting[w.key] = value
+        writes.append(StateWrite(ns, w.key, value, version))
+    digest = state_hash(EXECUTED, result.response, ns, resulting)
+    return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest)

@@ -1,0 +1,226 @@
+"""Built-in UTXO contracts: deterministic `verify(tx)` functions over a resolved transaction.
+
+A contract sees the whole transaction with its input and reference states resolved (a
+`LedgerTx`) and raises `ContractRejected` to refuse it. Every contract named by an input, an output
+or a command runs once; the transaction is valid only if all of them accept. That is what makes
+delivery-versus-payment atomic: the cash leg, the security leg and the `dvp` terms are checked on
+ONE transaction, which the notary then signs or refuses as a whole, so either both legs move or
+neither does.
+
+  cash      issue (no cash inputs; the issuer of every output signs), move (per issuer and
+            currency, inputs sum = outputs sum; every input owner signs), exit (per issuer and
+            currency, outputs sum <= inputs sum; input owners and the issuer sign).
+  security  issue (no security inputs; the issuer signs), transfer (per issuer and isin,
+            quantities conserved; every input owner signs).
+  dvp       settle: the buyer gains exactly `quantity` of `isin`, the seller gains exactly
+            `amount` of `currency`, and both sign.
+
+Platform rules checked here too: every state's owner is among its participants, amounts are
+positive. Signatures themselves are checked by `verify.check_signatures`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.utxo.model import Command, Output, Ref, WireTx
+from dltmw.v1 import utxo_pb2
+
+
+class ContractRejected(Exception):
+    """A contract refused the transaction (a domain outcome of verification)."""
+
+
+@dataclass(frozen=True)
+class StateAndRef:
+    """A resolved state: where it was created and what it is."""
+
+    ref: Ref
+    output: Output
+
+
+@dataclass(frozen=True)
+class LedgerTx:
+    """A transaction with its input and reference states resolved."""
+
+    wire: WireTx
+    inputs: tuple[StateAndRef, ...]
+    references: tuple[StateAndRef, ...]
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        """Output states."""
+        return self.wire.outputs
+
+    def commands_of(self, contract: str) -> list[Command]:
+        """Commands addressed to `contract`."""
+        return [c for c in self.wire.commands if c.contract == contract]
+
+    def inputs_of(self, contract: str) -> list[Output]:
+        """Input states governed by `contract`."""
+        return [s.output for s in self.inputs if s.output.contract == contract]
+
+    def outputs_of(self, contract: str) -> list[Output]:
+        """Output states governed by `contract`."""
+        return [o for o in self.outputs if o.contract == contract]
+
+
+def _parse_state(
+    output: Output, kind: type[utxo_pb2.CashState] | type[utxo_pb2.SecurityState]
+) -> utxo_pb2.CashState | utxo_pb2.SecurityState:
+    msg = kind()
+    try:
+        msg.ParseFromString(output.data)
+    except DecodeError as exc:
+        raise ContractRejected(f"{output.contract} state does not parse: {exc}") from None
+    if not msg.issuer or not msg.owner:
+        raise ContractRejected(f"{output.contract} state lacks issuer or owner")
+    if msg.owner not in output.participants:
+        raise ContractRejected(f"{output.contract} state owner is not a participant")
+    return msg
+
+
+def cash_state(output: Output) -> utxo_pb2.CashState:
+    """Parsed CashState of a cash output (ContractRejected if malformed)."""
+    msg = _parse_state(output, utxo_pb2.CashState)
+    if not isinstance(msg, utxo_pb2.CashState) or msg.amount <= 0 or not msg.currency:
+        raise ContractRejected("cash state needs a currency and a positive amount")
+    return msg
+
+
+def security_state(output: Output) -> utxo_pb2.SecurityState:
+    """Parsed SecurityState of a security output (ContractRejected if malformed)."""
+    msg = _parse_state(output, utxo_pb2.SecurityState)
+    if not isinstance(msg, utxo_pb2.SecurityState) or msg.quantity <= 0 or not msg.isin:
+        raise ContractRejected("security state needs an isin and a positive quantity")
+    return msg
+
+
+def _one_command(tx: LedgerTx, contract: str, names: Iterable[str]) -> Command:
+    commands = tx.commands_of(contract)
+    if len(commands) != 1:
+        raise ContractRejected(f"{contract}: expected exactly one command, got {len(commands)}")
+    if commands[0].name not in names:
+        raise ContractRejected(f"{contract}: unknown command {commands[0].name!r}")
+    return commands[0]
+
+
+def _require_signers(command: Command, needed: Iterable[bytes], what: str) -> None:
+    if not set(needed) <= set(command.signers):
+        raise ContractRejected(f"{command.contract}.{command.name}: {what} must sign")
+
+
+def verify_cash(tx: LedgerTx) -> None:
+    """The cash contract."""
+    command = _one_command(tx, "cash", ("issue", "move", "exit"))
+    ins = [cash_state(o) for o in tx.inputs_of("cash")]
+    outs = [cash_state(o) for o in tx.outputs_of("cash")]
+    in_sum: Counter[tuple[bytes, str]] = Counter()
+    out_sum: Counter[tuple[bytes, str]] = Counter()
+    for s in ins:
+        in_sum[s.issuer, s.currency] += s.amount
+    for s in outs:
+        out_sum[s.issuer, s.currency] += s.amount
+    if command.name == "issue":
+        if ins or not outs:
+            raise ContractRejected("cash.issue: no cash inputs and at least one output")
+        _require_signers(command, {s.issuer for s in outs}, "the issuer")
+        return
+    if not ins:
+        raise ContractRejected(f"cash.{command.name}: needs cash inputs")
+    _require_signers(command, {s.owner for s in ins}, "every input owner")
+    for group in set(in_sum) | set(out_sum):
+        if command.name == "move" and in_sum[group] != out_sum[group]:
+            raise ContractRejected(f"cash.move: {group[1]} inputs and outputs differ")
+        if command.name == "exit" and out_sum[group] > in_sum[group]:
+            raise ContractRejected(f"cash.exit: {group[1]} outputs exceed inputs")
+    if command.name == "exit":
+        _require_signers(command, {s.issuer for s in ins}, "the issuer")
+
+
+def verify_security(tx: LedgerTx) -> None:
+    """The security contract."""
+    command = _one_command(tx, "security", ("issue", "transfer"))
+    ins = [security_state(o) for o in tx.inputs_of("security")]
+    outs = [security_state(o) for o in tx.outputs_of("security")]
+    if command.name == "issue":
+        if ins or not outs:
+            raise ContractRejected("security.issue: no security inputs and at least one output")
+        _require_signers(command, {s.issuer for s in outs}, "the issuer")
+        return
+    if not ins:
+        raise ContractRejected("security.transfer: needs security inputs")
+    _require_signers(command, {s.owner for s in ins}, "every input owner")
+    in_sum: Counter[tuple[bytes, str]] = Counter()
+    out_sum: Counter[tuple[bytes, str]] = Counter()
+    for s in ins:
+        in_sum[s.issuer, s.isin] += s.quantity
+    for s in outs:
+        out_sum[s.issuer, s.isin] += s.quantity
+    if in_sum != out_sum:
+        raise ContractRejected("security.transfer: quantities are not conserved")
+
+
+def _gain(
+    ins: Iterable[tuple[bytes, str, int]], outs: Iterable[tuple[bytes, str, int]]
+) -> Counter[tuple[bytes, str]]:
+    """Net change per (owner, asset): outputs minus inputs."""
+    net: Counter[tuple[bytes, str]] = Counter()
+    for owner, asset, n in outs:
+        net[owner, asset] += n
+    for owner, asset, n in ins:
+        net[owner, asset] -= n
+    return net
+
+
+def verify_dvp(tx: LedgerTx) -> None:
+    """Delivery versus payment: both legs in this transaction, exactly as the terms say."""
+    command = _one_command(tx, "dvp", ("settle",))
+    terms = utxo_pb2.DvpTerms()
+    try:
+        terms.ParseFromString(command.data)
+    except DecodeError as exc:
+        raise ContractRejected(f"dvp terms do not parse: {exc}") from None
+    if terms.quantity <= 0 or terms.amount <= 0 or terms.buyer == terms.seller:
+        raise ContractRejected("dvp: positive quantity and amount between two parties")
+    _require_signers(command, (terms.buyer, terms.seller), "buyer and seller")
+    sec = _gain(
+        ((s.owner, s.isin, s.quantity) for s in map(security_state, tx.inputs_of("security"))),
+        ((s.owner, s.isin, s.quantity) for s in map(security_state, tx.outputs_of("security"))),
+    )
+    cash = _gain(
+        ((s.owner, s.currency, s.amount) for s in map(cash_state, tx.inputs_of("cash"))),
+        ((s.owner, s.currency, s.amount) for s in map(cash_state, tx.outputs_of("cash"))),
+    )
+    if sec[terms.buyer, terms.isin] != terms.quantity:
+        raise ContractRejected("dvp: the buyer does not receive the agreed securities")
+    if sec[terms.seller, terms.isin] != -terms.quantity:
+        raise ContractRejected("dvp: the seller does not deliver the agreed securities")
+    if cash[terms.seller, terms.currency] != terms.amount:
+        raise ContractRejected("dvp: the seller is not paid the agreed amount")
+    if cash[terms.buyer, terms.currency] != -terms.amount:
+        raise ContractRejected("dvp: the buyer does not pay the agreed amount")
+
+
+CONTRACTS: dict[str, Callable[[LedgerTx], None]] = {
+    "cash": verify_cash,
+    "security": verify_security,
+    "dvp": verify_dvp,
+}
+
+
+def verify_contracts(tx: LedgerTx) -> None:
+    """Run every contract the transaction touches; ContractRejected if any refuses."""
+    names = {s.output.contract for s in tx.inputs} | {o.contract for o in tx.outputs}
+    names |= {c.contract for c in tx.wire.commands}
+    if not names:
+        raise ContractRejected("a transaction must touch at least one contract")
+    for name in sorted(names):
+        contract = CONTRACTS.get(name)
+        if contract is None:
+            raise ContractRejected(f"unknown contract {name!r}")
+        contract(tx)

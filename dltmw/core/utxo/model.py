@@ -1,0 +1,262 @@
+"""The UTXO transaction model: states, references, component hashes and the tx_id.
+
+A state is an immutable output referenced by (tx_id, index). A transaction carries its components
+as protobuf fields; its id is computed over explicit byte encodings of those components, grouped
+(see `protos/dltmw/v1/utxo.proto`), never over re-serialised protobuf. The grouping is what lets a
+non-validating notary check a tx_id while seeing only the inputs, references, notary and time
+window: the requester sends the hashes of the other groups (outputs, commands, nonce) instead of
+their contents, so the notary learns nothing about who pays whom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import timestamp_pb2
+
+from dltmw.core.errors import ClientError
+from dltmw.core.hashing import NONCE_MIN_BYTES
+from dltmw.core.txcheck import parse
+from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
+
+R = errors_pb2
+TX_DOMAIN = b"dltmw.utxo.v1"
+MAX_REFS = 1000
+MAX_OUTPUTS = 1000
+MAX_COMMANDS = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TX_ID = re.compile("[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, order=True)
+class Ref:
+    """A state reference (tx_id, index); `key` is its canonical 36-byte encoding."""
+
+    tx_id: str
+    index: int
+
+    @property
+    def key(self) -> bytes:
+        """32 raw bytes of the tx_id || u32 big-endian index."""
+        return bytes.fromhex(self.tx_id) + self.index.to_bytes(4, "big")
+
+    @staticmethod
+    def from_key(key: bytes) -> Ref:
+        """Inverse of `key`."""
+        return Ref(key[:32].hex(), int.from_bytes(key[32:36], "big"))
+
+    def __str__(self) -> str:
+        return f"{self.tx_id}:{self.index}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window in Unix nanoseconds; None = unbounded on that side. `until` is exclusive."""
+
+    from_ns: int | None = None
+    until_ns: int | None = None
+
+    def holds(self, now_ns: int) -> bool:
+        """True iff `now_ns` lies within the window."""
+        if self.from_ns is not None and now_ns < self.from_ns:
+            return False
+        return self.until_ns is None or now_ns < self.until_ns
+
+    def encode(self) -> bytes:
+        """Canonical bytes: per end 0x00, or 0x01 || i64 big-endian nanoseconds."""
+        out = b""
+        for end in (self.from_ns, self.until_ns):
+            out += b"\x00" if end is None else b"\x01" + end.to_bytes(8, "big", signed=True)
+        return out
+
+
+def to_ns(moment: datetime) -> int:
+    """Unix nanoseconds of a timezone-aware datetime (microsecond precision)."""
+    return ((moment - _EPOCH) // _MICROSECOND) * 1000
+
+
+def timestamp_ns(ts: timestamp_pb2.Timestamp) -> int:
+    """Unix nanoseconds of a protobuf Timestamp."""
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def window_of(msg: notarisation_pb2.TimeWindow | None) -> Window:
+    """Window of an optional TimeWindow message."""
+    if msg is None:
+        return Window()
+    from_ns = timestamp_ns(msg.from_time) if msg.HasField("from_time") else None
+    until_ns = timestamp_ns(msg.until_time) if msg.HasField("until_time") else None
+    return Window(from_ns, until_ns)
+
+
+def window_message(window: Window) -> notarisation_pb2.TimeWindow:
+    """TimeWindow message for a Window."""
+    msg = notarisation_pb2.TimeWindow()
+    if window.from_ns is not None:
+        msg.from_time.seconds, msg.from_time.nanos = divmod(window.from_ns, 1_000_000_000)
+    if window.until_ns is not None:
+        msg.until_time.seconds, msg.until_time.nanos = divmod(window.until_ns, 1_000_000_000)
+    return msg
+
+
+def group_hash(tag: str, parts: Iterable[bytes]) -> bytes:
+    """H(tag, parts) = SHA-256(tag || u32 count || SHA-256(part) for each part)."""
+    digests = [hashlib.sha256(p).digest() for p in parts]
+    h = hashlib.sha256(tag.encode() + len(digests).to_bytes(4, "big"))
+    for d in digests:
+        h.update(d)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Components:
+    """The component hashes a tx_id is computed from."""
+
+    inputs: bytes
+    references: bytes
+    outputs: bytes
+    commands: bytes
+    notary: bytes
+    time_window: bytes
+    nonce: bytes
+
+    def tx_id(self) -> str:
+        """hex SHA-256 of the domain tag and the seven group hashes, in order."""
+        h = hashlib.sha256(TX_DOMAIN)
+        for part in (
+            self.inputs,
+            self.references,
+            self.outputs,
+            self.commands,
+            self.notary,
+            self.time_window,
+            self.nonce,
+        ):
+            h.update(part)
+        return h.hexdigest()
+
+
+def visible_components(
+    inputs: Sequence[Ref], references: Sequence[Ref], notary: str, window: Window
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """Hashes of the groups a notary sees: inputs, references, notary, time window."""
+    return (
+        group_hash("inputs", (r.key for r in inputs)),
+        group_hash("references", (r.key for r in references)),
+        group_hash("notary", [notary.encode()]),
+        group_hash("time_window", [window.encode()]),
+    )
+
+
+def is_tx_id(value: str) -> bool:
+    """True for 64 lower-case hex digits."""
+    return len(value) == 64 and _TX_ID.fullmatch(value) is not None
+
+
+def refs_of(msgs: Iterable[notarisation_pb2.StateRef], what: str) -> tuple[Ref, ...]:
+    """Validated Refs of StateRef messages; INVALID_FIELD on a bad id or a duplicate."""
+    refs = tuple(Ref(m.tx_id, m.index) for m in msgs)
+    if len(refs) > MAX_REFS:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"more than {MAX_REFS} {what}")
+    for ref in refs:
+        if not is_tx_id(ref.tx_id):
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{what}: bad tx_id {ref.tx_id!r}")
+    if len(set(refs)) != len(refs):
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{what} name a state twice")
+    return refs
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output state: its contract, contract data and participants."""
+
+    contract: str
+    data: bytes
+    participants: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: contract, name, required signers and parameters."""
+
+    contract: str
+    name: str
+    signers: tuple[bytes, ...]
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class WireTx:
+    """A parsed UTXO transaction with its computed id."""
+
+    tx_id: str
+    inputs: tuple[Ref, ...]
+    references: tuple[Ref, ...]
+    outputs: tuple[Output, ...]
+    commands: tuple[Command, ...]
+    notary: str
+    window: Window
+    components: Components
+
+    def out_ref(self, index: int) -> Ref:
+        """Reference of output `index`."""
+        return Ref(self.tx_id, index)
+
+    def required_signers(self) -> frozenset[bytes]:
+        """Every identity named as a signer by a command."""
+        return frozenset(s for c in self.commands for s in c.signers)
+
+
+def _output(raw: bytes) -> Output:
+    msg = parse(utxo_pb2.UtxoOutput, raw, "output")
+    if not msg.contract:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "output.contract is missing")
+    return Output(msg.contract, msg.data, tuple(msg.participants))
+
+
+def _command(raw: bytes) -> Command:
+    msg = parse(utxo_pb2.UtxoCommand, raw, "command")
+    if not msg.contract or not msg.name:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command.contract/name is missing")
+    return Command(msg.contract, msg.name, tuple(msg.signers), msg.data)
+
+
+def read_transaction(raw: bytes) -> WireTx:
+    """Parse and check a serialised UtxoTransaction; compute its tx_id."""
+    msg = parse(utxo_pb2.UtxoTransaction, raw, "transaction")
+    if len(msg.nonce) < NONCE_MIN_BYTES:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"nonce shorter than {NONCE_MIN_BYTES}")
+    if not msg.notary:
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "transaction.notary is missing")
+    if len(msg.outputs) > MAX_OUTPUTS or len(msg.commands) > MAX_COMMANDS:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "too many outputs or commands")
+    inputs = refs_of(msg.inputs, "inputs")
+    references = refs_of(msg.references, "references")
+    if set(inputs) & set(references):
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "a state is both input and reference")
+    window = window_of(msg.time_window if msg.HasField("time_window") else None)
+    ins, refs, notary, tw = visible_components(inputs, references, msg.notary, window)
+    components = Components(
+        inputs=ins,
+        references=refs,
+        outputs=group_hash("outputs", msg.outputs),
+        commands=group_hash("commands", msg.commands),
+        notary=notary,
+        time_window=tw,
+        nonce=group_hash("nonce", [msg.nonce]),
+    )
+    return WireTx(
+        tx_id=components.tx_id(),
+        inputs=inputs,
+        references=references,
+        outputs=tuple(_output(o) for o in msg.outputs),
+        commands=tuple(_command(c) for c in msg.commands),
+        notary=msg.notary,
+        window=window,
+        components=components,
+    )

@@ -1,0 +1,114 @@
+"""Verification of a signed UTXO transaction: resolve inputs, run contracts, check signatures.
+
+Used by every party that is asked to sign or to record a transaction, by the backchain resolver
+(each dependency is verified the same way before it is trusted) and by a validating notary.
+Signatures — of parties and of the notary — are over the tx_id as UTF-8 text, verified against
+the signer's certificate, which must chain to a member organisation's root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from dltmw.core.errors import ClientError
+from dltmw.core.identity import IdentityError, Membership
+from dltmw.core.txcheck import parse
+from dltmw.core.utxo.contracts import ContractRejected, LedgerTx, StateAndRef, verify_contracts
+from dltmw.core.utxo.model import Output, Ref, WireTx, read_transaction
+from dltmw.v1 import errors_pb2, identity_pb2, utxo_pb2
+
+R = errors_pb2
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A parsed SignedUtxoTransaction."""
+
+    wire: WireTx
+    raw: bytes
+    signatures: tuple[tuple[bytes, bytes], ...]
+    notary_signature: tuple[bytes, bytes] | None
+
+
+def read_signed(raw: bytes) -> SignedTx:
+    """Parse a serialised SignedUtxoTransaction (MALFORMED / INVALID_FIELD on bad input)."""
+    msg = parse(utxo_pb2.SignedUtxoTransaction, raw, "signed transaction")
+    wire = read_transaction(msg.transaction)
+    notary = msg.notary_signature
+    has_notary = msg.HasField("notary_signature")
+    return SignedTx(
+        wire=wire,
+        raw=raw,
+        signatures=tuple((s.signer, s.signature) for s in msg.signatures),
+        notary_signature=(notary.signer, notary.signature) if has_notary else None,
+    )
+
+
+def identity_error(exc: IdentityError) -> ClientError:
+    """ClientError with the reason an IdentityError names."""
+    return ClientError(R.ErrorReason.Value("ERROR_REASON_" + exc.reason), exc.message)
+
+
+def signed_by(
+    tx_id: str, signatures: Iterable[tuple[bytes, bytes]], membership: Membership, now: datetime
+) -> frozenset[bytes]:
+    """Identities whose signature over tx_id verifies; any bad signature is BAD_SIGNATURE."""
+    data = tx_id.encode()
+    out: set[bytes] = set()
+    for signer, signature in signatures:
+        try:
+            membership.verify(signer, data, signature, now)
+        except IdentityError as exc:
+            raise identity_error(exc) from None
+        out.add(signer)
+    return frozenset(out)
+
+
+def check_signatures(
+    stx: SignedTx, membership: Membership, now: datetime, allowed_missing: Iterable[bytes] = ()
+) -> frozenset[bytes]:
+    """Verify all signatures; BAD_SIGNATURE unless every required signer (but those allowed to be
+    missing) signed. Returns who signed."""
+    signed = signed_by(stx.wire.tx_id, stx.signatures, membership, now)
+    missing = stx.wire.required_signers() - signed - set(allowed_missing)
+    if missing:
+        names = sorted(_org_of(m) for m in missing)
+        raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, f"missing signatures of {names}")
+    return signed
+
+
+def check_notarised(
+    stx: SignedTx, notary_identity: bytes, membership: Membership, now: datetime
+) -> None:
+    """BAD_SIGNATURE unless the transaction carries a valid signature of the given notary."""
+    if stx.notary_signature is None or stx.notary_signature[0] != notary_identity:
+        raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, f"{stx.wire.tx_id} is not notarised")
+    signed_by(stx.wire.tx_id, [stx.notary_signature], membership, now)
+
+
+def _org_of(identity: bytes) -> str:
+    msg = identity_pb2.Identity()
+    msg.ParseFromString(identity)
+    return msg.org_id
+
+
+def resolve(wire: WireTx, lookup: Callable[[Ref], Output | None]) -> LedgerTx:
+    """Resolve inputs and references; NOT_FOUND if a state is unknown."""
+    resolved: list[list[StateAndRef]] = [[], []]
+    for slot, refs in enumerate((wire.inputs, wire.references)):
+        for ref in refs:
+            output = lookup(ref)
+            if output is None:
+                raise ClientError(R.ERROR_REASON_NOT_FOUND, f"state {ref} is unknown")
+            resolved[slot].append(StateAndRef(ref, output))
+    return LedgerTx(wire, tuple(resolved[0]), tuple(resolved[1]))
+
+
+def verify_ledger_tx(ltx: LedgerTx) -> None:
+    """Run the contracts; CONTRACT_FAILED if one refuses."""
+    try:
+        verify_contracts(ltx)
+    except ContractRejected as exc:
+        raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, f"{ltx.wire.tx_id[:12]}: {exc}") from None

@@ -1,0 +1,93 @@
+"""The spent-set of one notary-cluster replica: the single notary's tables plus the last applied
+PBFT sequence, all written in ONE durable transaction per decided batch.
+
+Why the sequence: the PBFT record log makes a decided batch durable before this store applies
+it, so a crash can fall between the two. At restart the role re-applies every retained decided
+batch above `applied` (`core/notary_cluster.unapplied`); re-applying is harmless anyway (a
+signed tx_id keeps its signature, consumers never change), the sequence only avoids the work.
+The spent table's primary key still makes a double spend impossible even if a decision were
+wrong: the INSERT fails, the batch rolls back and the role stops.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from dltmw.core.handlers.notary import Ask
+from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_cluster import BatchOutcome, Unpacked, decide_batch
+from dltmw.ledger.notary_store import NotaryStore, _chunks
+
+APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq INTEGER NOT NULL)"
+
+
+class ClusterNotaryStore(NotaryStore):
+    """NotaryStore whose unit of work is one decided PBFT batch (runs on the store thread)."""
+
+    def _open(self) -> None:
+        super()._open()
+        if self._conn is not None:
+            self._conn.execute(APPLIED_SCHEMA)
+
+    @property
+    def synchronous(self) -> str:
+        """The sqlite synchronous mode (the record log uses the same)."""
+        return self._synchronous
+
+    def applied(self) -> int:
+        """The last applied sequence (0 when none); runs on the store thread."""
+        conn = self._connection()
+        row = conn.execute("SELECT seq FROM applied WHERE k=0").fetchone()
+        return int(row[0]) if row else 0
+
+    def signatures_of(self, tx_ids: Sequence[str]) -> dict[str, bytes]:
+        """Stored signatures of those `tx_ids` already notarised here; runs on the store thread.
+        A signed tx_id's answer never changes, so the role answers these without ordering."""
+        conn = self._connection()
+        out: dict[str, bytes] = {}
+        for ids in _chunks(list(set(tx_ids))):
+            marks = ",".join("?" * len(ids))
+            sql = f"SELECT tx_id, signature FROM notarised WHERE tx_id IN ({marks})"
+            out.update((tx, bytes(sig)) for tx, sig in conn.execute(sql, ids))
+        return out
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("notary store is closed")
+        return self._conn
+
+    def apply(self, sequence: int, unpacked: Sequence[Unpacked]) -> BatchOutcome:
+        """Decide the batch at `sequence` (its requests already unpacked) and, unless it was
+        applied before, commit its effects and the sequence in one transaction."""
+        conn = self._connection()
+        asks = [
+            Ask(item, u.stamp_ns, None)
+            for u in unpacked
+            for item in u.items
+            if isinstance(item, NotarisationAsk)
+        ]
+        view = self._load(conn, asks)
+        outcome = decide_batch(unpacked, view, self._sign)
+        if sequence <= self.applied():
+            return outcome
+        ready = outcome.ready
+        inputs = {tx: 0 for tx, _ in ready.signed}
+        for _, tx in ready.consumed:
+            inputs[tx] += 1
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO spent(ref, tx_id) VALUES (?,?)",
+                [(ref.key, tx) for ref, tx in ready.consumed],
+            )
+            conn.executemany(
+                "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
+                [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
+            )
+            conn.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (sequence,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return outcome

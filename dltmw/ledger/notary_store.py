@@ -1,0 +1,157 @@
+"""The notary's spent-set on sqlite: which states are consumed, and the signature of every
+notarised tx_id.
+
+Theory of operation. A batch of admitted requests is decided and made durable in ONE call on the
+store's own thread: load the spent rows and earlier signatures the batch touches (one indexed
+query each), run the pure `SingleNotary` over the batch in order, write what it consumed and
+signed, and COMMIT (WAL, `synchronous=FULL` by default) — all before the caller may reply. A
+crash therefore loses either the whole batch (nobody was answered) or nothing; since signatures
+are stored with the spent rows, a retried request after a restart gets the very signature it
+would have got. The primary key on `spent.ref` makes a double spend impossible even if the core
+were wrong: the INSERT would fail and the batch roll back.
+
+`exit_after_commit` is a test hook (see runtime/notary.py): the process ends right after a commit
+that signed something, before any reply leaves, to hit the crash window deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from dltmw.core.handlers.notary import Ask, NotaryReady, SingleNotary
+from dltmw.core.utxo.model import Ref
+
+T = TypeVar("T")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spent (ref BLOB PRIMARY KEY, tx_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notarised (
+    tx_id TEXT PRIMARY KEY, signature BLOB NOT NULL, inputs INTEGER NOT NULL) WITHOUT ROWID;
+"""
+CHUNK = 500  # sqlite's bound on host parameters is 999 on old builds
+
+
+class _BatchView:
+    """The durable rows a batch touches, loaded up front (SpentView for the core)."""
+
+    def __init__(self, consumed: dict[Ref, str], signatures: dict[str, bytes]) -> None:
+        self._consumed = consumed
+        self._signatures = signatures
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        return self._consumed.get(ref)
+
+    def signature_of(self, tx_id: str) -> bytes | None:
+        return self._signatures.get(tx_id)
+
+
+def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+class NotaryStore:
+    """Spent-set and signatures of one notary; all sqlite work on one dedicated thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        sign: Callable[[bytes], bytes],
+        synchronous: str = "FULL",
+        exit_after_commit: bool = False,
+    ) -> None:
+        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        self.path = path
+        self._sign = sign
+        self._synchronous = synchronous
+        self._exit_after_commit = exit_after_commit
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notary-store")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    def open(self) -> None:
+        """Open (creating if needed); blocking, called once at start."""
+        self._pool.submit(self._open).result()
+
+    def close(self) -> None:
+        """Close the database (idempotent; blocking)."""
+
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._pool.submit(_close).result()
+        self._pool.shutdown(wait=True)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the store thread (blocking)."""
+        return self._pool.submit(fn).result()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The store thread, for `loop.run_in_executor`."""
+        return self._pool
+
+    def decide(self, asks: Sequence[Ask]) -> NotaryReady:
+        """Decide a batch in order and commit its effects durably; runs on the store thread."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("notary store is closed")
+        view = self._load(conn, asks)
+        core = SingleNotary(view, self._sign)
+        for ask in asks:
+            core.step(ask)
+        ready = core.ready()
+        if ready.signed:
+            inputs = {tx: 0 for tx, _ in ready.signed}
+            for _, tx in ready.consumed:
+                inputs[tx] += 1
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO spent(ref, tx_id) VALUES (?,?)",
+                    [(ref.key, tx) for ref, tx in ready.consumed],
+                )
+                conn.executemany(
+                    "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
+                    [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if self._exit_after_commit:
+                os._exit(70)  # test hook: durable, but nobody has been answered
+        return ready
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, asks: Sequence[Ask]) -> _BatchView:
+        keys = list({r.key for a in asks for r in (*a.ask.inputs, *a.ask.references)})
+        tx_ids = list({a.ask.tx_id for a in asks})
+        consumed: dict[Ref, str] = {}
+        signatures: dict[str, bytes] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for ref, tx in conn.execute(
+                f"SELECT ref, tx_id FROM spent WHERE ref IN ({marks})", chunk
+            ):
+                consumed[Ref.from_key(bytes(ref))] = tx
+        for ids in _chunks(tx_ids):
+            marks = ",".join("?" * len(ids))
+            sql = f"SELECT tx_id, signature FROM notarised WHERE tx_id IN ({marks})"
+            for tx, sig in conn.execute(sql, ids):
+                signatures[tx] = bytes(sig)
+        return _BatchView(consumed, signatures)

@@ -1,0 +1,126 @@
+"""Durable PBFT-lite records of one orderer replica (aiosqlite, WAL, one transaction per Ready).
+
+The core's `Ready.persist` records are appended in order, each as (kind, sequence, bytes); a
+restart reads them back in the same order and hands them to `Replica.restore`. Every record is
+stored as the exact bytes of a replica.proto message, so nothing is re-derived on load. Once a
+checkpoint is stable, `compact` deletes what a restart no longer needs (votes and prepared
+certificates at or below it, older view and checkpoint records, decided batches below a
+retention horizon), so the log stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from dltmw.core.errors import InvariantViolation
+from dltmw.core.pbft import (
+    DecidedRecord,
+    Envelope,
+    PreparedRecord,
+    Record,
+    StableRecord,
+    ViewRecord,
+    VoteRecord,
+)
+from dltmw.core.pbft.recovery import record_sequence
+from dltmw.v1 import replica_pb2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB);
+CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
+"""
+
+
+def encode(record: Record) -> tuple[str, int, bytes]:
+    """(kind, sequence, bytes) of a record."""
+    if isinstance(record, ViewRecord):
+        return ("view", 0, record.view.to_bytes(8, "big") + bytes([record.changing]))
+    if isinstance(record, VoteRecord):
+        return ("vote", record_sequence(record), record.envelope.SerializeToString())
+    if isinstance(record, PreparedRecord):
+        return ("prepared", record_sequence(record), record.certificate.SerializeToString())
+    if isinstance(record, DecidedRecord):
+        return ("decided", record.batch.sequence, record.batch.SerializeToString())
+    stable = replica_pb2.StableCheckpoint(
+        sequence=record.sequence, state_digest=record.state_digest, proof=record.proof
+    )
+    return ("stable", record.sequence, stable.SerializeToString())
+
+
+def decode(kind: str, _seq: int, data: bytes) -> Record:
+    """The record stored as (kind, data)."""
+    if kind == "view":
+        return ViewRecord(int.from_bytes(data[:8], "big"), bool(data[8]))
+    if kind == "vote":
+        return VoteRecord(Envelope.FromString(data))
+    if kind == "prepared":
+        return PreparedRecord(replica_pb2.PreparedCertificate.FromString(data))
+    if kind == "decided":
+        return DecidedRecord(replica_pb2.DecidedBatch.FromString(data))
+    if kind == "stable":
+        s = replica_pb2.StableCheckpoint.FromString(data)
+        return StableRecord(s.sequence, s.state_digest, tuple(s.proof))
+    raise InvariantViolation(f"unknown PBFT record kind {kind!r}")
+
+
+class RecordStore:
+    """Append-only record log."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "FULL") -> RecordStore:
+        """Open (creating if needed)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={synchronous}")
+        await conn.executescript(SCHEMA)
+        return cls(conn)
+
+    async def load(self) -> list[Record]:
+        """Every record, in append order."""
+        async with self._conn.execute("SELECT kind, seq, data FROM records ORDER BY id") as cur:
+            return [decode(kind, seq, bytes(data)) async for kind, seq, data in cur]
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Durably append `records` in one transaction."""
+        if not records:
+            return
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self._conn.executemany(
+                "INSERT INTO records(kind, seq, data) VALUES (?,?,?)", [encode(r) for r in records]
+            )
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+
+    async def compact(self, stable_seq: int, decided_from: int) -> None:
+        """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
+        same rule as `dltmw.core.pbft.recovery.compact`, which the simulator applies."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in [
+                ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
+                ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),
+                (
+                    "DELETE FROM records WHERE kind IN ('view','stable') AND id NOT IN "
+                    "(SELECT MAX(id) FROM records WHERE kind IN ('view','stable') GROUP BY kind)",
+                    (),
+                ),
+            ]:
+                await self._conn.execute(sql, args)
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._conn.close()

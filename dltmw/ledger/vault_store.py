@@ -1,0 +1,246 @@
+"""A vault node's transactions and states on sqlite (one file per node, WAL, synchronous=FULL).
+
+Tables: `transactions` holds every verified, notarised transaction the node knows — the ones it
+is a party to (relevant = 1) and the backchain it resolved to verify them (relevant = 0), so it
+can verify and serve them later; `states` holds the output states it records (those it
+participates in, or every output of a transaction it observes) with the tx_id that consumed them;
+`state_parties` indexes participants for queries. Recording a transaction — the transaction,
+its new states and the consumption of its inputs — is ONE sqlite transaction, and recording the
+same transaction again changes nothing.
+
+All sqlite work runs on the store's own thread; the async methods await it once per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.utxo.model import Output, Ref
+from dltmw.core.utxo.verify import SignedTx, read_signed
+from dltmw.v1 import utxo_pb2
+
+T = TypeVar("T")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transactions (
+    tx_id TEXT PRIMARY KEY, stx BLOB NOT NULL, relevant INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (
+    ref BLOB PRIMARY KEY, tx_id TEXT NOT NULL, idx INTEGER NOT NULL, contract TEXT NOT NULL,
+    owner BLOB NOT NULL, output BLOB NOT NULL, consumed_by TEXT NOT NULL DEFAULT '')
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS states_contract ON states(contract, consumed_by);
+CREATE INDEX IF NOT EXISTS states_owner ON states(owner, consumed_by);
+CREATE TABLE IF NOT EXISTS state_parties (
+    party BLOB NOT NULL, ref BLOB NOT NULL, PRIMARY KEY (party, ref)) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class VaultRow:
+    """One recorded state."""
+
+    ref: Ref
+    output: Output
+    output_bytes: bytes
+    consumed_by: str
+
+
+def owner_of(output: Output) -> bytes:
+    """The owner field of a cash or security state (b"" for other contracts or bad data)."""
+    try:
+        if output.contract == "cash":
+            return utxo_pb2.CashState.FromString(output.data).owner
+        if output.contract == "security":
+            return utxo_pb2.SecurityState.FromString(output.data).owner
+    except DecodeError:  # a malformed state cannot be owned by anyone
+        pass
+    return b""
+
+
+def output_bytes(output: Output) -> bytes:
+    """Serialised UtxoOutput of an Output."""
+    return utxo_pb2.UtxoOutput(
+        contract=output.contract, data=output.data, participants=list(output.participants)
+    ).SerializeToString()
+
+
+class VaultStore:
+    """Transactions and states of one vault node."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        self.path = path
+        self._synchronous = synchronous
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vault-store")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._conn is None:
+                raise RuntimeError("vault store is closed")
+            return fn(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def open(self) -> None:
+        """Open (creating if needed)."""
+
+        def _open() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, _open)
+
+    async def close(self) -> None:
+        """Close (idempotent)."""
+
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, _close)
+        self._pool.shutdown(wait=True)
+
+    async def transactions(self, tx_ids: Iterable[str]) -> dict[str, bytes]:
+        """Stored transactions among `tx_ids` (serialised SignedUtxoTransaction)."""
+        wanted = sorted(set(tx_ids))
+
+        def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT tx_id, stx FROM transactions WHERE tx_id IN ({marks})"
+                out.update((t, bytes(s)) for t, s in conn.execute(sql, chunk))
+            return out
+
+        return await self._call(fetch) if wanted else {}
+
+    async def ancestors(self, tx_ids: Iterable[str], limit: int) -> set[str]:
+        """Stored transactions that `tx_ids` depend on, transitively (at most `limit`)."""
+
+        def walk(conn: sqlite3.Connection) -> set[str]:
+            seen: set[str] = set()
+            todo = list(tx_ids)
+            while todo and len(seen) < limit:
+                row = conn.execute(
+                    "SELECT stx FROM transactions WHERE tx_id=?", (todo.pop(),)
+                ).fetchone()
+                if row is None:
+                    continue
+                wire = read_signed(bytes(row[0])).wire
+                for ref in (*wire.inputs, *wire.references):
+                    if ref.tx_id not in seen:
+                        seen.add(ref.tx_id)
+                        todo.append(ref.tx_id)
+            return seen
+
+        return await self._call(walk)
+
+    async def store_dependencies(self, stxs: Sequence[SignedTx]) -> None:
+        """Keep verified backchain transactions (no states are recorded for them)."""
+        rows = [(s.wire.tx_id, s.raw) for s in stxs]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _txn(conn):
+                conn.executemany(
+                    "INSERT OR IGNORE INTO transactions(tx_id, stx, relevant) VALUES (?,?,0)", rows
+                )
+
+        if rows:
+            await self._call(write)
+
+    async def record(self, stx: SignedTx, outputs: Sequence[int]) -> None:
+        """Record a notarised transaction: itself, outputs at `outputs` as states, and the
+        consumption of any of its inputs this vault holds; one sqlite transaction."""
+        wire = stx.wire
+        states: list[tuple[bytes, str, int, str, bytes, bytes]] = []
+        parties: list[tuple[bytes, bytes]] = []
+        for i in outputs:
+            out = wire.outputs[i]
+            key = wire.out_ref(i).key
+            states.append((key, wire.tx_id, i, out.contract, owner_of(out), output_bytes(out)))
+            parties.extend((p, key) for p in set(out.participants))
+        spent = [(wire.tx_id, r.key) for r in wire.inputs]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _txn(conn):
+                conn.execute(
+                    "INSERT INTO transactions(tx_id, stx, relevant) VALUES (?,?,1) "
+                    "ON CONFLICT(tx_id) DO UPDATE SET relevant=1",
+                    (wire.tx_id, stx.raw),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output) "
+                    "VALUES (?,?,?,?,?,?)",
+                    states,
+                )
+                conn.executemany("INSERT OR IGNORE INTO state_parties VALUES (?,?)", parties)
+                conn.executemany("UPDATE states SET consumed_by=? WHERE ref=?", spent)
+
+        await self._call(write)
+
+    async def query(
+        self,
+        contract: str = "",
+        owner: bytes = b"",
+        participant: bytes = b"",
+        include_consumed: bool = False,
+        limit: int = 10_000,
+    ) -> list[VaultRow]:
+        """States matching every non-empty filter, in (tx_id, index) order."""
+        sql = "SELECT s.ref, s.output, s.consumed_by FROM states s"
+        where: list[str] = []
+        args: list[object] = []
+        if participant:
+            sql += " JOIN state_parties p ON p.ref = s.ref"
+            where.append("p.party = ?")
+            args.append(participant)
+        for column, value in (("s.contract", contract), ("s.owner", owner)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if not include_consumed:
+            where.append("s.consumed_by = ''")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.tx_id, s.idx LIMIT ?"
+        args.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[VaultRow]:
+            rows = conn.execute(sql, args).fetchall()
+            return [_row(bytes(r), bytes(o), c) for r, o, c in rows]
+
+        return await self._call(run)
+
+
+def _row(ref: bytes, raw: bytes, consumed_by: str) -> VaultRow:
+    msg = utxo_pb2.UtxoOutput.FromString(raw)
+    output = Output(msg.contract, msg.data, tuple(msg.participants))
+    return VaultRow(Ref.from_key(ref), output, raw, consumed_by)
+
+
+class _txn:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")

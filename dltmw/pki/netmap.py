@@ -1,0 +1,135 @@
+"""The network map of the notarised-UTXO flow: who the parties and notaries are.
+
+UTXO transactions are not bound to a channel: any member organisation's node may be a party, and
+parties are named by their identity (org id + certificate). `dltmw init` writes
+`network-map.toml` at the network root:
+
+    [orgs]        <org> = "orgs/<org>/ca.pem"          roots every party must chain to
+    [[nodes]]     id, org, roles, identity = "nodes/<id>/identity.pem"
+    [[notaries]]  id, validating                        nodes with the "notary" role
+    [[notary_clusters]] id, members = [node ids]        n = 3f+1 notary nodes acting as one
+                                                        notary named `id` (not in [[notaries]])
+
+Nodes and clients load it once at start (paths are relative to the map file). It maps an
+identity in a transaction to the node that hosts that party's vault, and a transaction's notary
+name to the notary's identity, whose signature every party checks.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from dltmw.core.identity import Membership
+from dltmw.v1 import identity_pb2
+
+FILE_NAME = "network-map.toml"
+
+
+def write_network_map(out: Path, raw: dict[str, Any]) -> Path:
+    """Write `out/network-map.toml` for a topology (after its certificates were issued)."""
+    check_clusters(raw)
+    doc = {
+        "orgs": {o["id"]: f"orgs/{o['id']}/ca.pem" for o in raw["orgs"]},
+        "nodes": [
+            {
+                "id": n["id"],
+                "org": n["org"],
+                "roles": list(n["roles"]),
+                "identity": f"nodes/{n['id']}/identity.pem",
+            }
+            for n in raw["nodes"]
+        ],
+        "notaries": [
+            {"id": n["id"], "validating": bool(n.get("validating", False))}
+            for n in raw["nodes"]
+            if "notary" in n["roles"] and n["id"] not in cluster_members(raw)
+        ],
+        "notary_clusters": [
+            {"id": c["id"], "members": list(c["members"])} for c in raw.get("notary_clusters", [])
+        ],
+    }
+    path = out / FILE_NAME
+    path.write_bytes(tomli_w.dumps(doc).encode())
+    return path
+
+
+def cluster_members(raw: dict[str, Any]) -> set[str]:
+    """Node ids that are members of a notary cluster of the topology."""
+    return {m for c in raw.get("notary_clusters", []) for m in c["members"]}
+
+
+def check_clusters(raw: dict[str, Any]) -> None:
+    """A notary cluster has n = 3f+1 >= 4 distinct notary nodes, each in one cluster only, and
+    an id no node or channel uses (replica traffic is routed by it); ValueError otherwise."""
+    nodes = {n["id"]: n for n in raw["nodes"]}
+    seen: set[str] = set()
+    for c in raw.get("notary_clusters", []):
+        members = list(c["members"])
+        if len(members) < 4 or (len(members) - 1) % 3 or len(set(members)) != len(members):
+            raise ValueError(f"notary cluster {c['id']}: needs 3f+1 >= 4 distinct members")
+        if c["id"] in nodes or c["id"] in {ch["id"] for ch in raw.get("channels", [])}:
+            raise ValueError(f"notary cluster {c['id']}: the id is a node's or a channel's")
+        for m in members:
+            if "notary" not in nodes.get(m, {}).get("roles", []) or m in seen:
+                raise ValueError(f"notary cluster {c['id']}: {m} is not a free notary node")
+            seen.add(m)
+
+
+@dataclass(frozen=True)
+class Party:
+    """A node that can be named in transactions."""
+
+    node_id: str
+    org_id: str
+    roles: frozenset[str]
+    identity: bytes
+
+
+@dataclass(frozen=True)
+class NetworkMap:
+    """Loaded network map; immutable."""
+
+    roots: dict[str, bytes]
+    nodes: dict[str, Party]
+    validating: dict[str, bool]
+    clusters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @staticmethod
+    def load(path: Path) -> NetworkMap:
+        """Read the map and the certificates it names; ValueError on a broken map."""
+        base = path.resolve().parent
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        roots = {org: (base / p).read_bytes() for org, p in raw["orgs"].items()}
+        nodes: dict[str, Party] = {}
+        for n in raw["nodes"]:
+            cert = x509.load_pem_x509_certificate((base / n["identity"]).read_bytes())
+            identity = identity_pb2.Identity(
+                org_id=n["org"], certificate_der=cert.public_bytes(serialization.Encoding.DER)
+            ).SerializeToString()
+            nodes[n["id"]] = Party(n["id"], n["org"], frozenset(n["roles"]), identity)
+        validating = {n["id"]: bool(n["validating"]) for n in raw.get("notaries", [])}
+        clusters = {c["id"]: tuple(c["members"]) for c in raw.get("notary_clusters", [])}
+        return NetworkMap(roots, nodes, validating, clusters)
+
+    def membership(self) -> Membership:
+        """Every organisation of the network."""
+        return Membership(self.roots)
+
+    def node_of(self, identity: bytes) -> str | None:
+        """Node id whose identity is exactly `identity`, if any."""
+        for party in self.nodes.values():
+            if party.identity == identity:
+                return party.node_id
+        return None
+
+    def identity_of(self, node_id: str) -> bytes:
+        """Identity of a node; KeyError if unknown."""
+        return self.nodes[node_id].identity

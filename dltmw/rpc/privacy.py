@@ -1,0 +1,195 @@
+"""PrivacyManagerService servicer: admission of every request, then the privacy manager.
+
+Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover)
+need a signed request of a member of THIS node's organisation with a TLS certificate of that
+organisation; node RPCs (Push, Resend, PrivateStateHash) need a signed request of a peer node
+named in the channel config, with a TLS certificate of its organisation. The requester's privacy
+key is always taken from the signed channel config, never from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC
+
+from dltmw.core.errors import ClientError
+from dltmw.core.identity import VerifiedIdentity
+from dltmw.core.txcheck import check_signed_query, parse
+from dltmw.rpc.guard import Ctx, SignedQueryBody, check_tls_org, require, streaming, unary
+from dltmw.rpc.tls import caller_tls_cert
+from dltmw.runtime.context import utc_now
+from dltmw.runtime.privacy import PrivateChannel
+from dltmw.runtime.privacy_manager import PrivacyManager
+from dltmw.v1 import (
+    config_pb2,
+    errors_pb2,
+    privacy_manager_service_pb2,
+    privacy_manager_service_pb2_grpc,
+)
+
+P = privacy_manager_service_pb2
+R = errors_pb2
+HASH_BYTES = 32
+TLS_CACHE_MAX = 1024
+
+
+class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
+    """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover."""
+
+    def __init__(self, manager: PrivacyManager, window_s: float) -> None:
+        self._pm = manager
+        self._window_s = window_s
+        self._tls_ok: set[tuple[str, bytes, str]] = set()
+
+    def _client(
+        self, context: Ctx, query: SignedQueryBody, channel_id: str, data: bytes, sig: bytes
+    ) -> PrivateChannel:
+        channel = self._pm.channel(channel_id)
+        who = self._admit(context, query, channel, data, sig)
+        if who.org_id != self._pm.ctx.org_id:
+            raise ClientError(
+                R.ERROR_REASON_NOT_AUTHORIZED,
+                f"only clients of {self._pm.ctx.org_id} may use this privacy manager",
+            )
+        return channel
+
+    def _node(
+        self, context: Ctx, query: SignedQueryBody, channel_id: str, data: bytes, sig: bytes
+    ) -> tuple[PrivateChannel, config_pb2.NodeConfig]:
+        channel = self._pm.channel(channel_id)
+        self._admit(context, query, channel, data, sig)
+        node = channel.peer_node(query.requester)
+        if node is None:
+            raise ClientError(
+                R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a peer node of the channel"
+            )
+        return channel, node
+
+    def _admit(
+        self,
+        context: Ctx,
+        query: SignedQueryBody,
+        channel: PrivateChannel,
+        data: bytes,
+        sig: bytes,
+    ) -> VerifiedIdentity:
+        """`guard.admit_query`, with the TLS-organisation verdict cached per (certificate, org):
+        checking it costs a certificate signature verification, and a connection sends many
+        requests with the same certificate."""
+        membership = channel.view.membership
+        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+        who = check_signed_query(
+            data, sig, query.requester, membership, stamp, utc_now(), self._window_s
+        )
+        key = (channel.channel_id, caller_tls_cert(context) or b"", who.org_id)
+        if key not in self._tls_ok:
+            check_tls_org(context, membership, who.org_id)
+            if len(self._tls_ok) >= TLS_CACHE_MAX:
+                self._tls_ok.clear()
+            self._tls_ok.add(key)
+        return who
+
+    @unary
+    async def Send(self, request: P.SendRequest, context: Ctx) -> P.SendResponse:
+        """Encrypt, store, push, return the hash."""
+        require(bool(request.body), "body")
+        body = parse(P.SendBody, request.body, "body")
+        require(bool(body.payload), "body.payload")
+        channel = self._client(context, body, body.channel_id, request.body, request.signature)
+        digest, count = await channel.send(body.payload, list(body.recipient_organizations))
+        return P.SendResponse(payload_hash=digest, recipient_count=count)
+
+    @unary
+    async def SendBatch(self, request: P.SendBatchRequest, context: Ctx) -> P.SendBatchResponse:
+        """Send for many payloads under one signature."""
+        require(bool(request.body), "body")
+        body = parse(P.SendBatchBody, request.body, "body")
+        require(len(body.items) > 0, "body.items")
+        for item in body.items:
+            require(bool(item.payload), "body.items.payload")
+        channel = self._client(context, body, body.channel_id, request.body, request.signature)
+        sent = await channel.send_many(
+            [(i.payload, list(i.recipient_organizations)) for i in body.items]
+        )
+        return P.SendBatchResponse(payload_hashes=[digest for digest, _ in sent])
+
+    @unary
+    async def AddRecipients(
+        self, request: P.AddRecipientsRequest, context: Ctx
+    ) -> P.AddRecipientsResponse:
+        """Re-wrap a sent payload's key for more recipients (no re-encryption)."""
+        require(bool(request.body), "body")
+        body = parse(P.AddRecipientsBody, request.body, "body")
+        _require_hash(body.payload_hash)
+        require(len(body.recipient_organizations) > 0, "body.recipient_organizations")
+        channel = self._client(context, body, body.channel_id, request.body, request.signature)
+        count = await channel.add_recipients(body.payload_hash, list(body.recipient_organizations))
+        return P.AddRecipientsResponse(recipient_count=count)
+
+    @streaming
+    async def Push(
+        self, request_iterator: AsyncIterator[P.PushRequest], context: Ctx
+    ) -> AsyncIterator[P.PushResponse]:
+        """Admit and store batches; a refused batch ends the stream with its status."""
+        async for request in request_iterator:
+            require(bool(request.batch), "batch")
+            batch = parse(P.PushBatch, request.batch, "batch")
+            _, node = self._node(context, batch, batch.channel_id, request.batch, request.signature)
+            stored = await self._pm.accept_push(batch, node)
+            yield P.PushResponse(stored=stored)
+
+    @unary
+    async def Receive(self, request: P.ReceiveRequest, context: Ctx) -> P.ReceiveResponse:
+        """Decrypt for a client of this node's organisation."""
+        query = parse(P.ReceiveQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        channel = self._client(context, query, query.channel_id, request.query, request.signature)
+        return P.ReceiveResponse(payload=await channel.receive(query.payload_hash))
+
+    @streaming
+    async def Resend(
+        self, request: P.ResendRequest, context: Ctx
+    ) -> AsyncIterator[P.ResendResponse]:
+        """Every held payload addressed to the requesting node."""
+        query = parse(P.ResendQuery, request.query, "query")
+        channel, node = self._node(
+            context, query, query.channel_id, request.query, request.signature
+        )
+        if not node.privacy_public_key:
+            return
+        async for chunk in channel.resend_chunks(node.privacy_public_key):
+            yield P.ResendResponse(payloads=chunk)
+
+    @unary
+    async def PrivateStateHash(
+        self, request: P.PrivateStateHashRequest, context: Ctx
+    ) -> P.PrivateStateHashResponse:
+        """This node's record, to another recipient."""
+        query = parse(P.PrivateStateHashQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        _, node = self._node(context, query, query.channel_id, request.query, request.signature)
+        return await self._pm.state_record(
+            query.channel_id, query.payload_hash, node.privacy_public_key
+        )
+
+    @unary
+    async def ValidatePrivateState(
+        self, request: P.ValidatePrivateStateRequest, context: Ctx
+    ) -> P.ValidatePrivateStateResponse:
+        """Compare with every other recipient."""
+        query = parse(P.ValidatePrivateStateQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        return await self._pm.validate(query.channel_id, query.payload_hash)
+
+    @unary
+    async def Recover(self, request: P.RecoverRequest, context: Ctx) -> P.RecoverResponse:
+        """Rebuild the private store from the other peers."""
+        query = parse(P.RecoverQuery, request.query, "query")
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        return await self._pm.recover(query.channel_id)
+
+
+def _require_hash(digest: bytes) -> None:
+    if len(digest) != HASH_BYTES:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "payload_hash must be 32 bytes")

@@ -1,0 +1,126 @@
+"""ReplicaService servicer: admission of PBFT-lite traffic between orderer replicas.
+
+Every message of a batch is checked before any of it reaches the core — the caller's TLS
+certificate is issued by an orderer organisation of the channel, each message parses, names a
+replica of the channel and carries that replica's valid signature, and no view-bearing message
+is from a view older than ours — so a bad batch is refused with a specific status and changes
+nothing. The core re-checks everything anyway (it trusts no transport).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.errors import ClientError, PeerError
+from dltmw.core.identity import tls_org_matches
+from dltmw.core.pbft import PbftConfig
+from dltmw.rpc.guard import Ctx, check_tls_org, unary
+from dltmw.rpc.tls import caller_tls_cert
+from dltmw.runtime.notary_cluster import ClusterNotaryRole
+from dltmw.runtime.orderer import OrdererChannel
+from dltmw.runtime.pbft_orderer import PbftOrdererChannel
+from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
+
+R = errors_pb2
+VIEWED = ("pre_prepare", "prepare", "commit")
+
+
+class PbftParticipant(Protocol):
+    """What admission needs of a PBFT-lite replica hosted here (orderer channel, notary cluster)."""
+
+    @property
+    def config(self) -> PbftConfig:
+        """Its group's parameters (n)."""
+
+    @property
+    def current_view(self) -> int:
+        """Its current view."""
+
+    def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
+        """Does `signature` of group member `replica` verify over `data`?"""
+
+
+def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedReplicaMessage) -> None:
+    """Raise the reason message `i` of a batch is refused, if any."""
+    if env.replica >= orderer.config.n:
+        raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"message {i}: no replica {env.replica}")
+    if not env.signature:
+        raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"message {i} is unsigned")
+    message = replica_pb2.ReplicaMessage()
+    try:
+        message.ParseFromString(env.payload)
+    except DecodeError as exc:
+        raise ClientError(R.ERROR_REASON_MALFORMED, f"message {i} does not parse") from exc
+    kind = message.WhichOneof("body")
+    if kind is None:
+        raise ClientError(R.ERROR_REASON_MALFORMED, f"message {i} carries no body")
+    if not orderer.verify(env.replica, env.payload, env.signature):
+        raise PeerError(
+            R.ERROR_REASON_BAD_SIGNATURE, f"message {i}: bad signature of replica {env.replica}"
+        )
+    if kind in VIEWED:
+        view = getattr(message, kind).view
+        if view < orderer.current_view:
+            raise PeerError(
+                R.ERROR_REASON_STALE_VIEW,
+                f"message {i}: view {view} is older than view {orderer.current_view}",
+            )
+
+
+class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
+    """Exchange for the PBFT-ordered channels and the notary-cluster replicas of this node
+    (`channel_id` names the channel or the cluster; ids are distinct by construction)."""
+
+    def __init__(
+        self,
+        orderers: Mapping[str, OrdererChannel],
+        clusters: Mapping[str, ClusterNotaryRole] | None = None,
+    ) -> None:
+        self._orderers = orderers
+        self._clusters = clusters or {}
+
+    @unary
+    async def Exchange(
+        self, request: replica_pb2.ExchangeRequest, context: Ctx
+    ) -> replica_pb2.ExchangeResponse:
+        """Check a batch of replica messages and hand it to the replica (all or nothing)."""
+        cluster = self._clusters.get(request.channel_id)
+        if cluster is not None:
+            _check_cluster_tls(context, cluster)
+            for i, env in enumerate(request.messages):
+                _check_message(cluster, i, env)
+            cluster.offer(list(request.messages), list(request.block_signatures))
+            return replica_pb2.ExchangeResponse(accepted=len(request.messages))
+        orderer = self._orderers.get(request.channel_id)
+        if not isinstance(orderer, PbftOrdererChannel):
+            raise ClientError(
+                R.ERROR_REASON_CHANNEL_NOT_FOUND,
+                f"channel {request.channel_id!r} is not ordered by PBFT here",
+            )
+        check_tls_org(context, orderer.view.orderer_membership, None)
+        for i, env in enumerate(request.messages):
+            _check_message(orderer, i, env)
+        for i, sig in enumerate(request.block_signatures):
+            if sig.replica >= orderer.config.n:
+                raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"block signature {i}: no replica")
+            if not orderer.verify(sig.replica, sig.block_hash, sig.signature):
+                raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block signature {i} is invalid")
+        orderer.offer(list(request.messages), list(request.block_signatures))
+        return replica_pb2.ExchangeResponse(
+            accepted=len(request.messages) + len(request.block_signatures)
+        )
+
+
+def _check_cluster_tls(context: Ctx, cluster: ClusterNotaryRole) -> None:
+    """The caller's TLS certificate must be issued by the organisation of a cluster member."""
+    cert = caller_tls_cert(context)
+    if cert is None or not any(
+        tls_org_matches(cert, cluster.membership, org) for org in cluster.member_orgs
+    ):
+        raise ClientError(
+            R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
+            f"TLS client certificate is not a member's of notary cluster {cluster.cluster_id}",
+        )

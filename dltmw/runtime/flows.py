@@ -1,0 +1,256 @@
+"""Flows a vault node initiates: issue, move, delivery versus payment.
+
+Every flow ends in `complete`, Corda's collect-signatures + finality:
+  1. build the transaction, check it against the local vault (contracts, backchain), sign it;
+  2. for every other required signer: share the backchain with its node and ask it to sign
+     (ProposeTransaction) — it verifies everything itself first;
+  3. ask the notary (sending the whole transaction and its dependencies if the notary is
+     validating, only the visible components otherwise);
+  4. record it locally, then send it to the other participants and to named observers only
+     (RecordTransaction); nobody else ever receives it.
+If any step before notarisation fails, nothing has moved anywhere. A failure to deliver after
+notarisation leaves the transaction final (the notary has consumed the inputs): the flow reports
+PEER_UNAVAILABLE naming the nodes that still need it.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import grpc
+
+from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.utxo.build import (
+    add_signature,
+    build_transaction,
+    notarisation_payload,
+    sign_request,
+)
+from dltmw.core.utxo.contracts import StateAndRef
+from dltmw.core.utxo.model import Ref, Window, read_transaction
+from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
+from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
+from dltmw.runtime.backchain import lookup_in, verify_full
+from dltmw.runtime.context import utc_now
+from dltmw.runtime.vault import VaultRole, remote_error
+from dltmw.v1 import errors_pb2, notary_service_pb2, notary_service_pb2_grpc, utxo_pb2
+from dltmw.v1 import flow_service_pb2 as F
+from dltmw.v1.vault_service_pb2 import IssueFlow
+
+R = errors_pb2
+NONCE_BYTES = 32
+
+
+def notary_of(role: VaultRole) -> str:
+    """The notary flows use: the first of the network map."""
+    if not role.netmap.validating:
+        raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, "the network has no notary")
+    return sorted(role.netmap.validating)[0]
+
+
+async def run_issue(
+    role: VaultRole, flow: IssueFlow, observers: list[str], window: Window, memo: bytes
+) -> SignedTx:
+    """Issue cash or securities; this node is the issuer."""
+    role.node_of(flow.owner)
+    spec = issue_plan(
+        notary_of(role),
+        secrets.token_bytes(NONCE_BYTES),
+        flow.contract,
+        role.me,
+        flow.owner,
+        flow.asset,
+        flow.amount,
+        memo,
+        window,
+    )
+    return await complete(role, build_transaction(spec), observers)
+
+
+async def run_move(
+    role: VaultRole,
+    contract: str,
+    new_owner: bytes,
+    asset: str,
+    amount: int,
+    observers: list[str],
+    window: Window,
+    memo: bytes,
+) -> SignedTx:
+    """Move own states to `new_owner` (change back to this node)."""
+    role.node_of(new_owner)
+    async with role.select_lock:
+        chosen = select(await role.holdings(contract), asset, amount)
+        role.reserve(h.ref for h in chosen)
+    try:
+        spec = move_plan(
+            notary_of(role),
+            secrets.token_bytes(NONCE_BYTES),
+            contract,
+            chosen,
+            new_owner,
+            amount,
+            memo,
+            window,
+        )
+        return await complete(role, build_transaction(spec), observers)
+    finally:
+        role.unreserve(h.ref for h in chosen)
+
+
+async def run_dvp(
+    role: VaultRole, terms: utxo_pb2.DvpTerms, observers: list[str], window: Window, memo: bytes
+) -> SignedTx:
+    """Deliver securities against the buyer's cash in ONE transaction (this node sells)."""
+    if terms.seller != role.me:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "the initiating node must be the seller")
+    buyer_node = role.node_of(terms.buyer)
+    async with role.select_lock:
+        securities = select(await role.holdings("security"), terms.isin, terms.quantity)
+        role.reserve(h.ref for h in securities)
+    try:
+        cash = await _offered_cash(role, buyer_node, terms)
+        spec = dvp_plan(
+            notary_of(role),
+            secrets.token_bytes(NONCE_BYTES),
+            terms,
+            securities,
+            cash,
+            memo,
+            window,
+        )
+        return await complete(role, build_transaction(spec), observers)
+    finally:
+        role.unreserve(h.ref for h in securities)
+
+
+async def _offered_cash(
+    role: VaultRole, buyer_node: str, terms: utxo_pb2.DvpTerms
+) -> list[Holding]:
+    """Ask the buyer for its cash inputs and resolve (and verify) their backchain."""
+    raw, sig = role.signed_message(terms=terms)
+    reply = await role.call(
+        buyer_node, "OfferInputs", F.OfferInputsRequest(message=raw, signature=sig)
+    )
+    if not isinstance(reply, F.OfferInputsResponse):
+        raise TypeError("unexpected reply")
+    refs = [Ref(r.tx_id, r.index) for r in reply.inputs]
+    known = await role.backchain.resolve_ids(
+        {r.tx_id for r in refs}, role.fetcher(buyer_node), utc_now()
+    )
+    lookup = lookup_in(known)
+    out: list[Holding] = []
+    for ref in refs:
+        output = lookup(ref)
+        h = None if output is None else holding(StateAndRef(ref, output))
+        if h is None or h.owner != terms.buyer or h.asset != terms.currency:
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, "the buyer offered unusable states")
+        out.append(h)
+    return out
+
+
+async def complete(role: VaultRole, transaction: bytes, observers: list[str]) -> SignedTx:
+    """Verify, sign, collect signatures, notarise, record and distribute (module docstring)."""
+    role.check_observers(observers)
+    wire = read_transaction(transaction)
+    now = utc_now()
+    known = await role.backchain.resolve(wire, _local_only, now)
+    required = wire.required_signers()
+    verify_full(_signed(transaction, []), known, role.membership, now, required)
+    stx = utxo_pb2.SignedUtxoTransaction(transaction=transaction)
+    if role.me in required:
+        add_signature(stx, wire.tx_id, role.me, role.ctx.signer.sign)
+    for party in sorted(required - {role.me}):
+        node = role.node_of(party)
+        await role.share(party, {r.tx_id for r in (*wire.inputs, *wire.references)})
+        raw, sig = role.signed_message(signed_transaction=stx.SerializeToString())
+        reply = await role.call(
+            node, "ProposeTransaction", F.ProposeTransactionRequest(message=raw, signature=sig)
+        )
+        if not isinstance(reply, F.ProposeTransactionResponse):
+            raise TypeError("unexpected reply")
+        signed_by(wire.tx_id, [(party, reply.signature.signature)], role.membership, now)
+        stx.signatures.add(signer=party, signature=reply.signature.signature)
+    verify_full(read_signed(stx.SerializeToString()), known, role.membership, now)
+    await _notarise(
+        role,
+        stx,
+        [known[t].raw for t in sorted({r.tx_id for r in (*wire.inputs, *wire.references)})],
+    )
+    final = read_signed(stx.SerializeToString())
+    await _finalise(role, final, known, observers)
+    return final
+
+
+async def _local_only(tx_id: str) -> bytes:
+    raise ClientError(
+        R.ERROR_REASON_NOT_FOUND, f"input transaction {tx_id[:12]} is not in the vault"
+    )
+
+
+def _signed(transaction: bytes, sigs: list[tuple[bytes, bytes]]) -> SignedTx:
+    stx = utxo_pb2.SignedUtxoTransaction(transaction=transaction)
+    for signer, sig in sigs:
+        stx.signatures.add(signer=signer, signature=sig)
+    return read_signed(stx.SerializeToString())
+
+
+async def _notarise(
+    role: VaultRole, stx: utxo_pb2.SignedUtxoTransaction, dependencies: list[bytes]
+) -> None:
+    """Obtain the notary's signature and attach it."""
+    wire = read_transaction(stx.transaction)
+    validating = role.netmap.validating[wire.notary]
+    payload = notarisation_payload(
+        wire,
+        role.me,
+        stx.SerializeToString() if validating else b"",
+        dependencies if validating else (),
+    )
+    stub = notary_service_pb2_grpc.NotaryServiceStub(await role.ctx.channel_to(wire.notary))
+    try:
+        reply = await stub.Notarise(
+            notary_service_pb2.NotariseRequest(request=sign_request(payload, role.ctx.signer)),
+            timeout=30,
+        )
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            await role.ctx.forget(wire.notary)
+        raise remote_error(wire.notary, err) from None
+    signature = reply.response.notary_signature
+    if signature.signer != role.netmap.identity_of(wire.notary):
+        raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "the notary answered with another identity")
+    signed_by(wire.tx_id, [(signature.signer, signature.signature)], role.membership, utc_now())
+    stx.notary_signature.CopyFrom(signature)
+
+
+async def _finalise(
+    role: VaultRole, stx: SignedTx, known: dict[str, SignedTx], observers: list[str]
+) -> None:
+    """Record locally, then deliver to the other participants and the observers only."""
+    wire = stx.wire
+    lookup = lookup_in(known)
+    parties = {p for o in wire.outputs for p in o.participants}
+    for ref in wire.inputs:
+        output = lookup(ref)
+        parties |= set(output.participants) if output is not None else set()
+    mine = [i for i, o in enumerate(wire.outputs) if role.me in o.participants]
+    await role.record(stx, mine)
+    targets = [(role.node_of(p), p, False) for p in sorted(parties - {role.me})]
+    for node in observers:  # checked by check_observers before the flow started
+        targets.append((node, role.netmap.identity_of(node), True))
+    failed: list[str] = []
+    for node, party, observer in targets:
+        await role.share(party, {r.tx_id for r in (*wire.inputs, *wire.references)})
+        raw, sig = role.signed_message(signed_transaction=stx.raw, observer=observer)
+        try:
+            await role.call(
+                node, "RecordTransaction", F.RecordTransactionRequest(message=raw, signature=sig)
+            )
+        except TransientError:
+            failed.append(node)
+    if failed:
+        raise TransientError(
+            R.ERROR_REASON_PEER_UNAVAILABLE,
+            f"{wire.tx_id} is notarised, but {failed} did not record it yet",
+        )

@@ -1,0 +1,103 @@
+"""Turning decided PBFT-lite batches into blocks that carry 2f+1 orderer signatures.
+
+Block number = decided sequence (block 0 is the config block; a null batch becomes an empty
+block), so every correct replica builds the same block at every number and the hash chain is
+fixed by the agreed order. After executing sequence s a replica builds block s, signs its hash
+with its identity and sends the signature to the other replicas; a block is committed (and
+served by Deliver) once it holds 2f+1 valid signatures of distinct replicas over its hash —
+what peers check before committing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dltmw.core.block import block_hash, make_block
+from dltmw.core.errors import InvariantViolation
+from dltmw.v1 import block_pb2, config_pb2, replica_pb2
+
+Verify = Callable[[int, bytes, bytes], bool]
+
+
+def signatures_needed(config: config_pb2.ChannelConfig) -> int:
+    """Orderer signatures a peer requires on a block: 2f+1 for PBFT-lite (n = 3f+1), else 1."""
+    if config.ordering == config_pb2.ORDERING_TYPE_PBFT:
+        return 2 * ((len(config.orderers) - 1) // 3) + 1
+    return 1
+
+
+EARLY_MAX = 64
+
+
+@dataclass
+class PendingBlock:
+    """A built block waiting for signatures."""
+
+    block: block_pb2.Block
+    digest: bytes
+    signatures: dict[int, bytes] = field(default_factory=dict)
+
+
+class BlockAssembler:
+    """Builds blocks in order and collects their signatures (pure bookkeeping, no I/O)."""
+
+    def __init__(
+        self, channel_id: str, me: int, quorum: int, identities: Sequence[bytes], verify: Verify
+    ) -> None:
+        self.channel_id = channel_id
+        self.me = me
+        self.quorum = quorum
+        self.identities = list(identities)
+        self.verify = verify
+        self.pending: dict[int, PendingBlock] = {}
+        self._early: dict[int, dict[int, tuple[bytes, bytes]]] = {}
+
+    def build(
+        self, number: int, requests: Sequence[bytes], height: int, last_hash: bytes
+    ) -> PendingBlock | None:
+        """Block `number` from a decided batch (None if the ledger already has it)."""
+        if number < height or number in self.pending:
+            return None
+        if number == height:
+            previous = last_hash
+        elif number - 1 in self.pending:
+            previous = self.pending[number - 1].digest
+        else:
+            raise InvariantViolation(f"block {number} built before block {number - 1}")
+        block = make_block(self.channel_id, number, previous, list(requests))
+        pending = PendingBlock(block, block_hash(block))
+        self.pending[number] = pending
+        for replica, (digest, signature) in self._early.pop(number, {}).items():
+            self._add(pending, replica, digest, signature)
+        return pending
+
+    def add_signature(self, sig: replica_pb2.BlockSignature, height: int) -> bool:
+        """Record a peer's block signature; False if it is invalid or out of range."""
+        if sig.replica >= len(self.identities) or sig.replica == self.me:
+            return False
+        pending = self.pending.get(sig.number)
+        if pending is not None:
+            return self._add(pending, sig.replica, sig.block_hash, sig.signature)
+        if height <= sig.number <= height + EARLY_MAX:
+            self._early.setdefault(sig.number, {})[sig.replica] = (sig.block_hash, sig.signature)
+            return True
+        return False
+
+    def _add(self, pending: PendingBlock, replica: int, digest: bytes, signature: bytes) -> bool:
+        if digest != pending.digest or not self.verify(replica, digest, signature):
+            return False
+        pending.signatures[replica] = signature
+        return True
+
+    def complete(self, height: int) -> PendingBlock | None:
+        """The next block to commit, if it has a quorum of signatures (removed from pending)."""
+        pending = self.pending.get(height)
+        if pending is None or len(pending.signatures) < self.quorum:
+            return None
+        del self.pending[height]
+        for replica in sorted(pending.signatures):
+            pending.block.metadata.signatures.add(
+                signer=self.identities[replica], signature=pending.signatures[replica]
+            )
+        return pending

@@ -1,0 +1,414 @@
+"""The privacy manager role of a node (Tessera style), one `PrivateChannel` per channel.
+
+Send: the client's plaintext is sealed (`core/privacy/envelope.py`: fresh AES-256-GCM key, one box
+per recipient), and the sealed payload waits in a bounded queue. A batcher takes every queued
+payload at once (group commit), stores them in one sqlite transaction, pushes one signed
+PushBatch per recipient node on that node's Push stream (`pusher.py`), and only when every
+recipient acknowledged durable storage does Send return the payload hash. Persist, then send,
+then reply: a hash that a client orders is always held by every recipient.
+
+Recipients are chosen from the signed channel config: the sending node, the peers of the named
+organisations that have a privacy key, and the channel's auditors. Keys never come from requests.
+
+Push admission stores nothing unless the whole batch is right: signed by a peer node of the
+channel (TLS certificate of its organisation), every payload's sender key is that node's
+configured key, every claimed hash is SHA-256 of the ciphertext, this node is a recipient and its
+own box opens. Plaintext never leaves the node except in a Receive reply to a client of the
+node's own organisation; logs name payloads by hash only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from google.protobuf.message import DecodeError
+
+from dltmw.core.channel import ChannelView
+from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
+from dltmw.core.privacy.envelope import (
+    PayloadError,
+    PrivacyKey,
+    add_recipients,
+    open_key,
+    open_payload,
+    payload_hash,
+    recipients_of,
+    seal,
+)
+from dltmw.core.txcheck import parse
+from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
+from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.pusher import Pusher
+from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2
+
+logger = logging.getLogger(__name__)
+P = privacy_manager_service_pb2
+R = errors_pb2
+EncryptedPayload = private_payload_pb2.EncryptedPayload
+SEND_BATCH_MAX = 512
+T = TypeVar("T")
+PUSH_ATTEMPTS = 2
+PUSH_PIPELINE = 4
+
+
+@dataclass
+class _Outgoing:
+    payload: EncryptedPayload
+    payload_hash: bytes
+    nodes: tuple[str, ...]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class PrivateChannel:
+    """Payloads and private state of one channel, with the Send batcher."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        key: PrivacyKey,
+        peer: PeerChannel,
+        store: PrivateStore,
+        pushers: dict[str, Pusher],
+    ) -> None:
+        self.ctx = ctx
+        self.key = key
+        self.peer = peer
+        self.store = store
+        self._pushers = pushers
+        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=ctx.limits.queue_max)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's config view."""
+        return self.peer.view
+
+    @property
+    def channel_id(self) -> str:
+        """The channel id."""
+        return self.peer.view.channel_id
+
+    async def start(self) -> None:
+        """Start the Send batcher."""
+        self._task = asyncio.create_task(self._batcher(), name=f"send-{self.channel_id}")
+
+    async def stop(self) -> None:
+        """Stop the batcher (idempotent); queued sends fail as unavailable."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.done.done():
+                item.done.set_exception(
+                    TransientError(R.ERROR_REASON_SHUTTING_DOWN, "privacy manager stopping")
+                )
+
+    # --- who is who -----------------------------------------------------------------------
+
+    def peer_node(self, identity: bytes) -> config_pb2.NodeConfig | None:
+        """The channel's peer entry signing with `identity`, if any."""
+        return next((n for n in self.view.config.peers if n.identity == identity), None)
+
+    def node_of_key(self, public_key: bytes) -> config_pb2.NodeConfig | None:
+        """The channel's peer entry whose privacy key is `public_key`, if any."""
+        return next((n for n in self.view.config.peers if n.privacy_public_key == public_key), None)
+
+    def recipients(self, orgs: Sequence[str]) -> dict[str, bytes]:
+        """node_id -> privacy key of every recipient other than this node."""
+        members = self.view.membership.org_ids
+        unknown = sorted(set(orgs) - members)
+        if unknown:
+            raise ClientError(
+                R.ERROR_REASON_INVALID_FIELD, f"not members of {self.channel_id!r}: {unknown}"
+            )
+        auditors = set(self.view.config.privacy_auditors)
+        chosen: dict[str, bytes] = {}
+        for org in set(orgs):
+            keyed = [n for n in self.view.config.peers if n.org_id == org and n.privacy_public_key]
+            if not keyed:
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, f"organisation {org!r} runs no privacy manager"
+                )
+            chosen.update((n.node_id, n.privacy_public_key) for n in keyed)
+        for n in self.view.config.peers:
+            if n.node_id in auditors and n.privacy_public_key:
+                chosen[n.node_id] = n.privacy_public_key
+        chosen.pop(self.ctx.node_id, None)
+        return chosen
+
+    # --- Send -----------------------------------------------------------------------------
+
+    async def send(self, plaintext: bytes, orgs: Sequence[str]) -> tuple[bytes, int]:
+        """Seal, store, push to every recipient; returns (payload hash, number of boxes)."""
+        return (await self.send_many([(plaintext, orgs)]))[0]
+
+    async def send_many(
+        self, items: Sequence[tuple[bytes, Sequence[str]]]
+    ) -> list[tuple[bytes, int]]:
+        """`send` for several payloads (each with its own fresh key), stored and pushed together."""
+        if self._queue.qsize() + len(items) > self._queue.maxsize:
+            raise PeerError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
+        outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in items]
+        for item in outgoing:
+            self._queue.put_nowait(item)
+        await asyncio.gather(*(item.done for item in outgoing))
+        return [(i.payload_hash, len(i.payload.recipient_boxes)) for i in outgoing]
+
+    def _seal(self, plaintext: bytes, orgs: Sequence[str]) -> _Outgoing:
+        chosen = self.recipients(orgs)
+        keys = sorted(set(chosen.values()))
+        payload = seal(
+            plaintext,
+            self.key,
+            keys,
+            os.urandom(32),
+            os.urandom(12),
+            [os.urandom(12) for _ in range(len(keys) + 1)],
+        )
+        return _Outgoing(payload, payload_hash(payload), tuple(sorted(chosen)))
+
+    async def _batcher(self) -> None:
+        """Group commit, then push: batch k+1 is stored while batch k is still being pushed
+        (at most PUSH_PIPELINE batches in flight), so slow recipients do not serialise Sends."""
+        slots = asyncio.Semaphore(PUSH_PIPELINE)
+        pushing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < SEND_BATCH_MAX and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await slots.acquire()
+                try:
+                    await self._store(batch)
+                except Exception as exc:  # storage failure: the callers must not wait forever
+                    slots.release()
+                    logger.exception("storing a private send batch of %s failed", self.channel_id)
+                    self._fail(
+                        batch, TransientError(R.ERROR_REASON_OVERLOADED, f"send failed: {exc}")
+                    )
+                    continue
+                task = asyncio.create_task(self._push_all(batch))
+                pushing.add(task)
+                task.add_done_callback(pushing.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in pushing:
+                task.cancel()
+            await asyncio.gather(*pushing, return_exceptions=True)
+
+    @staticmethod
+    def _fail(batch: list[_Outgoing], error: Exception) -> None:
+        for item in batch:
+            if not item.done.done():
+                item.done.set_exception(error)
+
+    async def _store(self, batch: list[_Outgoing]) -> None:
+        await self.store.store_payloads(
+            [
+                NewPayload(
+                    i.payload_hash, i.payload.SerializeToString(), tuple(recipients_of(i.payload))
+                )
+                for i in batch
+            ]
+        )
+
+    async def _push_all(self, batch: list[_Outgoing]) -> None:
+        try:
+            await self._push_and_settle(batch)
+        finally:  # cancelled (stopping) or failed unexpectedly: nobody waits forever
+            self._fail(
+                batch, TransientError(R.ERROR_REASON_SHUTTING_DOWN, "privacy manager stopping")
+            )
+
+    async def _push_and_settle(self, batch: list[_Outgoing]) -> None:
+        by_node: dict[str, list[_Outgoing]] = {}
+        for item in batch:
+            for node_id in item.nodes:
+                by_node.setdefault(node_id, []).append(item)
+        nodes = sorted(by_node)
+        results = await asyncio.gather(
+            *(self._push(n, by_node[n]) for n in nodes), return_exceptions=True
+        )
+        failed: dict[int, BaseException] = {}
+        for node_id, result in zip(nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                error = result
+                if not isinstance(result, DltmwError):
+                    logger.error("push to %s failed: %r", node_id, result)
+                    error = TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"push to {node_id}")
+                for item in by_node[node_id]:
+                    failed.setdefault(id(item), error)
+        for item in batch:
+            if item.done.done():
+                continue
+            cause = failed.get(id(item))
+            if cause is None:
+                item.done.set_result(None)
+            else:
+                item.done.set_exception(cause)
+
+    async def _push(self, node_id: str, items: list[_Outgoing]) -> int:
+        """Push `items` to one node in PushBatches that stay under the message size limit."""
+        budget = self.ctx.limits.max_message_bytes // 2
+        chunks = by_size(items, lambda i: i.payload.ByteSize(), budget)
+        return sum(await asyncio.gather(*(self._push_chunk(node_id, c) for c in chunks)))
+
+    async def _push_chunk(self, node_id: str, items: list[_Outgoing]) -> int:
+        push = P.PushBatch(
+            channel_id=self.channel_id,
+            requester=self.ctx.signer.identity_bytes,
+            payloads=[i.payload for i in items],
+            payload_hashes=[i.payload_hash for i in items],
+        )
+        push.timestamp.FromDatetime(utc_now())
+        data = push.SerializeToString()
+        request = P.PushRequest(batch=data, signature=self.ctx.signer.sign(data))
+        for attempt in range(PUSH_ATTEMPTS):
+            pusher = self._pushers.get(node_id)
+            if pusher is None:
+                pusher = self._pushers[node_id] = Pusher(self.ctx, node_id)
+            try:
+                return await pusher.push(request)
+            except (
+                TransientError
+            ):  # e.g. the node restarted: the stream is gone, Push is idempotent
+                if attempt + 1 == PUSH_ATTEMPTS:
+                    raise
+        raise RuntimeError("unreachable: the loop returns or raises")
+
+    # --- Push (receiving side) ------------------------------------------------------------
+
+    def check_push(
+        self, push: P.PushBatch, sender: config_pb2.NodeConfig, held: Mapping[bytes, bytes]
+    ) -> list[NewPayload]:
+        """Every check of an admitted batch; returns what to store, or raises (stores nothing).
+
+        `held` maps already stored hashes to their bytes: such a copy is replaced only by one
+        with strictly more recipients (AddRecipients); an equal re-push changes nothing."""
+        if len(push.payloads) != len(push.payload_hashes):
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, "one payload_hash per payload needed")
+        out: list[NewPayload] = []
+        for payload, claimed in zip(push.payloads, push.payload_hashes, strict=True):
+            if (
+                not sender.privacy_public_key
+                or payload.sender_public_key != sender.privacy_public_key
+            ):
+                raise ClientError(
+                    R.ERROR_REASON_NOT_AUTHORIZED,
+                    f"payload sender key is not the privacy key of {sender.node_id}",
+                )
+            open_key(payload, self.key, claimed)  # hash, recipient, own box: raises PayloadError
+            keys = tuple(recipients_of(payload))
+            replace = False
+            if claimed in held:
+                try:
+                    old = EncryptedPayload.FromString(held[claimed])
+                    replace = set(keys) > set(recipients_of(old))
+                except DecodeError:  # the held copy is damaged; this one just verified
+                    replace = True
+                if not replace:
+                    continue
+            out.append(NewPayload(claimed, payload.SerializeToString(), keys, replace))
+        return out
+
+    async def add_recipients(self, digest: bytes, orgs: Sequence[str]) -> int:
+        """Re-wrap a payload this node sent for more recipients, store it, push it to all."""
+        raw = await self.store.payload(digest)
+        if raw is None:
+            raise ClientError(R.ERROR_REASON_NOT_FOUND, f"no payload {digest.hex()[:16]}.. here")
+        payload = parse(EncryptedPayload, raw, "stored payload")
+        if payload.sender_public_key != self.key.public_key:
+            raise ClientError(
+                R.ERROR_REASON_NOT_AUTHORIZED,
+                "only the node that sent a payload can add recipients",
+            )
+        held = set(recipients_of(payload))
+        new_keys = sorted(set(self.recipients(orgs).values()) - held)
+        if not new_keys:
+            return len(held)
+        nonces = [os.urandom(12) for _ in range(len(held) + len(new_keys))]
+        updated = add_recipients(payload, self.key, new_keys, nonces)
+        keys = tuple(recipients_of(updated))
+        await self.store.store_payloads(
+            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)]
+        )
+        nodes = {n.node_id for k in keys if (n := self.node_of_key(k)) is not None}
+        item = _Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
+        await self._push_all([item])
+        await item.done
+        return len(keys)
+
+    # --- Receive / Resend -----------------------------------------------------------------
+
+    async def receive(self, digest: bytes) -> bytes:
+        """Plaintext of a held payload this node is a recipient of."""
+        raw = await self.store.payload(digest)
+        if raw is None:
+            raise ClientError(
+                R.ERROR_REASON_NOT_AUTHORIZED,
+                f"this node is not a recipient of payload {digest.hex()[:16]}.."
+                " (or does not hold it)",
+            )
+        payload = parse(EncryptedPayload, raw, "stored payload")
+        try:
+            return open_payload(payload, self.key, digest)
+        except PayloadError as exc:
+            logger.error(
+                "stored payload %s refused on %s: %s",
+                digest.hex(),
+                self.channel_id,
+                exc.reason_name,
+            )
+            raise
+
+    async def resend_chunks(self, recipient: bytes) -> AsyncIterator[list[EncryptedPayload]]:
+        """Every held payload addressed to `recipient`, in bounded chunks."""
+        after = b""
+        while True:
+            rows = await self.store.payloads_for(recipient, after, RESEND_CHUNK)
+            if not rows:
+                return
+            payloads = [EncryptedPayload.FromString(r) for r in rows]
+            after = payload_hash(payloads[-1])
+            budget = self.ctx.limits.max_message_bytes // 2
+            for chunk in by_size(payloads, lambda p: p.ByteSize(), budget):
+                yield chunk
+            if len(rows) < RESEND_CHUNK:
+                return
+
+
+def by_size(items: Sequence[T], size_of: Callable[[T], int], budget: int) -> list[list[T]]:
+    """Consecutive chunks whose sizes add up to at most `budget` (an item alone may exceed it)."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if current and total + size > budget:
+            chunks.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def load_privacy_key(pem: bytes) -> PrivacyKey:
+    """The node's PrivacyKey from its PKCS8 PEM file."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, X25519PrivateKey):
+        raise ValueError("privacy key must be an X25519 private key")
+    return PrivacyKey(key.private_bytes_raw())

@@ -1,0 +1,321 @@
+"""The node's privacy manager: its channels, private executors, and the cross-node operations.
+
+Node-wide state is one X25519 key (its public half is in every channel config that names the
+node) and one Push stream per destination node. Per channel there is a `PrivateChannel` (store,
+Send batcher, Push admission, Receive, Resend) and a `PrivateExecutor`.
+
+Cross-node operations live here:
+
+* private state validation — ValidatePrivateState asks every other recipient of a payload for its
+  (status, state hash) of that private transaction (PrivateStateHash, answered only to recipients)
+  and reports who differs; a mismatch is also logged;
+* recovery — Recover asks every other peer of the channel to Resend the payloads addressed to this
+  node, keeps only payloads whose hash is a VALID private transaction on this node's own ledger
+  and whose box opens with this node's key (so a tampered or unrelated copy is refused), stores
+  them, then re-derives the private state from block 0. A store that was created at start while
+  the ledger already has blocks (a lost store) is recovered automatically in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+
+from dltmw.core.errors import ClientError, DltmwError, TransientError
+from dltmw.core.privacy.envelope import (
+    PayloadError,
+    PrivacyKey,
+    open_key,
+    payload_hash,
+    recipients_of,
+)
+from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED
+from dltmw.core.txcheck import parse
+from dltmw.ledger.private_store import NewPayload, PrivateStore
+from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.privacy import PrivateChannel
+from dltmw.runtime.private_executor import PrivateExecutor, private_txs
+from dltmw.runtime.pusher import Pusher
+from dltmw.v1 import (
+    config_pb2,
+    errors_pb2,
+    privacy_manager_service_pb2,
+    privacy_manager_service_pb2_grpc,
+    private_payload_pb2,
+)
+
+logger = logging.getLogger(__name__)
+P = privacy_manager_service_pb2
+R = errors_pb2
+CALL_TIMEOUT_S = 30.0
+RECOVER_WAIT_S = 120.0
+AUTO_RECOVER_ATTEMPTS = 10
+SCAN_CHUNK = 64
+
+
+class PrivacyManager:
+    """Every private channel of one node."""
+
+    def __init__(self, ctx: NodeContext, key: PrivacyKey, data_dir: Path, synchronous: str) -> None:
+        self.ctx = ctx
+        self.key = key
+        self._data_dir = data_dir
+        self._synchronous = synchronous
+        self.channels: dict[str, PrivateChannel] = {}
+        self.executors: dict[str, PrivateExecutor] = {}
+        self._pushers: dict[str, Pusher] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._recover_lock = asyncio.Lock()
+
+    async def add_channel(self, peer: PeerChannel) -> None:
+        """Serve a channel this node's peer joined (if the config lists this node's key)."""
+        cid = peer.view.channel_id
+        me = next((n for n in peer.view.config.peers if n.node_id == self.ctx.node_id), None)
+        if me is None or me.privacy_public_key != self.key.public_key:
+            logger.error(
+                "channel %s does not list this node's privacy key: no privacy manager", cid
+            )
+            return
+        store = await PrivateStore.open(
+            self._data_dir / f"{cid}.private.sqlite", synchronous=self._synchronous
+        )
+        channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
+        executor = PrivateExecutor(self.key, peer, store)
+        await channel.start()
+        await executor.start()
+        self.channels[cid], self.executors[cid] = channel, executor
+        if store.created and peer.ledger.height > 1:
+            task = asyncio.create_task(self._auto_recover(cid), name=f"recover-{cid}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def channel(self, channel_id: str) -> PrivateChannel:
+        """The private channel, or CHANNEL_NOT_FOUND."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise ClientError(
+                R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no private channel {channel_id!r} here"
+            )
+        return channel
+
+    async def stop(self) -> None:
+        """Stop everything (idempotent)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for pusher in self._pushers.values():
+            await pusher.close()
+        for cid in list(self.channels):
+            await self.executors.pop(cid).stop()
+            channel = self.channels.pop(cid)
+            await channel.stop()
+            await channel.store.close()
+
+    # --- Push -----------------------------------------------------------------------------
+
+    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
+        """Check a whole admitted batch, then store it in one transaction."""
+        channel = self.channel(push.channel_id)
+        held = await channel.store.held(list(push.payload_hashes))
+        await channel.store.store_payloads(channel.check_push(push, sender, held))
+        return len(push.payloads)
+
+    # --- private state validation ---------------------------------------------------------
+
+    async def _held(
+        self, channel: PrivateChannel, digest: bytes
+    ) -> private_payload_pb2.EncryptedPayload:
+        raw = await channel.store.payload(digest)
+        if raw is None:
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
+        return parse(private_payload_pb2.EncryptedPayload, raw, "stored payload")
+
+    async def state_record(
+        self, channel_id: str, digest: bytes, requester_key: bytes
+    ) -> P.PrivateStateHashResponse:
+        """This node's record of a private transaction, for another recipient."""
+        channel = self.channel(channel_id)
+        payload = await self._held(channel, digest)
+        if not requester_key or requester_key not in recipients_of(payload):
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
+        record = await channel.store.ptx(digest)
+        if record is None:
+            raise ClientError(R.ERROR_REASON_NOT_FOUND, "private transaction not executed here")
+        return P.PrivateStateHashResponse(
+            status=record.status,  # type: ignore[arg-type]
+            state_hash=record.state_hash,
+            block_number=record.block_number,
+            tx_index=record.tx_index,
+        )
+
+    async def validate(self, channel_id: str, digest: bytes) -> P.ValidatePrivateStateResponse:
+        """Compare this node's private-state hash for a transaction with every other party's."""
+        channel = self.channel(channel_id)
+        payload = await self._held(channel, digest)
+        mine = await self.state_record(channel_id, digest, self.key.public_key)
+        out = P.ValidatePrivateStateResponse(status=mine.status, state_hash=mine.state_hash)
+        others = [k for k in recipients_of(payload) if k != self.key.public_key]
+        answers = await asyncio.gather(*(self._ask_state(channel, digest, k) for k in others))
+        for party in answers:
+            party.matches = party.status == mine.status and party.state_hash == mine.state_hash
+            out.parties.append(party)
+        out.mismatch = any(not p.error and not p.matches for p in out.parties)
+        if out.mismatch:
+            logger.warning(
+                "private state mismatch for payload %s on %s: %s",
+                digest.hex(),
+                channel_id,
+                ", ".join(p.node_id for p in out.parties if not p.error and not p.matches),
+            )
+        return out
+
+    async def _ask_state(
+        self, channel: PrivateChannel, digest: bytes, key: bytes
+    ) -> P.PartyStateHash:
+        node = channel.node_of_key(key)
+        if node is None:
+            return P.PartyStateHash(error="recipient key is not in the channel config")
+        query = P.PrivateStateHashQuery(
+            channel_id=channel.channel_id,
+            payload_hash=digest,
+            requester=self.ctx.signer.identity_bytes,
+        )
+        query.timestamp.FromDatetime(utc_now())
+        data = query.SerializeToString()
+        request = P.PrivateStateHashRequest(query=data, signature=self.ctx.signer.sign(data))
+        try:
+            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
+                await self.ctx.channel_to(node.node_id)
+            )
+            reply = await stub.PrivateStateHash(request, timeout=CALL_TIMEOUT_S)
+        except (grpc.aio.AioRpcError, TransientError) as exc:
+            await self._forget_if_gone(node.node_id, exc)
+            detail = (
+                f"{exc.code().name}: {exc.details()}"
+                if isinstance(exc, grpc.aio.AioRpcError)
+                else str(exc)
+            )
+            return P.PartyStateHash(node_id=node.node_id, error=detail)
+        return P.PartyStateHash(
+            node_id=node.node_id, status=reply.status, state_hash=reply.state_hash
+        )
+
+    async def _forget_if_gone(self, node_id: str, exc: Exception) -> None:
+        """Drop the cached channel of an unreachable node (it may have restarted elsewhere)."""
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            await self.ctx.forget(node_id)
+
+    # --- recovery -------------------------------------------------------------------------
+
+    async def _ledger_hashes(self, channel: PrivateChannel) -> set[bytes]:
+        ledger = channel.peer.ledger
+        hashes: set[bytes] = set()
+        height = ledger.height
+        for start in range(0, height, SCAN_CHUNK):
+            for block in await ledger.blocks(start, min(height, start + SCAN_CHUNK)):
+                hashes.update(digest for _, _, digest in private_txs(block))
+        return hashes
+
+    async def _resend_from(
+        self, channel: PrivateChannel, node_id: str
+    ) -> list[private_payload_pb2.EncryptedPayload]:
+        query = P.ResendQuery(
+            channel_id=channel.channel_id, requester=self.ctx.signer.identity_bytes
+        )
+        query.timestamp.FromDatetime(utc_now())
+        data = query.SerializeToString()
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
+            await self.ctx.channel_to(node_id)
+        )
+        out: list[private_payload_pb2.EncryptedPayload] = []
+        call = stub.Resend(
+            P.ResendRequest(query=data, signature=self.ctx.signer.sign(data)),
+            timeout=CALL_TIMEOUT_S,
+        )
+        async for reply in call:
+            out.extend(reply.payloads)
+        return out
+
+    async def recover(self, channel_id: str) -> P.RecoverResponse:
+        """Fetch this node's payloads from the other peers, verify, store, re-derive state."""
+        channel = self.channel(channel_id)
+        async with self._recover_lock:
+            on_ledger = await self._ledger_hashes(channel)
+            others = [
+                n.node_id
+                for n in channel.view.config.peers
+                if n.privacy_public_key and n.node_id != self.ctx.node_id
+            ]
+            good: dict[bytes, NewPayload] = {}
+            out = P.RecoverResponse()
+            for node_id in others:
+                try:
+                    offered = await self._resend_from(channel, node_id)
+                except (grpc.aio.AioRpcError, TransientError) as exc:
+                    logger.warning("resend from %s failed: %s", node_id, exc)
+                    await self._forget_if_gone(node_id, exc)
+                    continue
+                out.peers_answered += 1
+                for payload in offered:
+                    digest = payload_hash(payload)
+                    if digest in good:
+                        continue
+                    if not self._acceptable(payload, digest, on_ledger, node_id):
+                        out.refused += 1
+                        continue
+                    good[digest] = NewPayload(
+                        digest, payload.SerializeToString(), tuple(recipients_of(payload))
+                    )
+            if others and not out.peers_answered:
+                raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "no peer answered Resend")
+            out.recovered = await channel.store.store_payloads(list(good.values()))
+            out.re_executed = await self._rederive(channel)
+            logger.info(
+                "recovered %d payloads of %s (%d refused) from %d peers",
+                out.recovered,
+                channel_id,
+                out.refused,
+                out.peers_answered,
+            )
+            return out
+
+    def _acceptable(
+        self,
+        payload: private_payload_pb2.EncryptedPayload,
+        digest: bytes,
+        on_ledger: set[bytes],
+        node_id: str,
+    ) -> bool:
+        if digest not in on_ledger:
+            logger.warning(
+                "resend from %s offered payload %s not on the ledger", node_id, digest.hex()
+            )
+            return False
+        try:
+            open_key(payload, self.key, digest)
+        except PayloadError as exc:
+            logger.warning("resend from %s: payload %s refused: %s", node_id, digest.hex(), exc)
+            return False
+        return True
+
+    async def _rederive(self, channel: PrivateChannel) -> int:
+        executor = self.executors[channel.channel_id]
+        await executor.stop()
+        await channel.store.reset_private_state()
+        await executor.start()
+        await executor.wait_for(channel.peer.ledger.height, RECOVER_WAIT_S)
+        return await channel.store.count_status([EXECUTED, CONTRACT_FAILED])
+
+    async def _auto_recover(self, channel_id: str) -> None:
+        """Recover a store lost before this start, retrying while other peers are still down."""
+        for attempt in range(AUTO_RECOVER_ATTEMPTS):
+            try:
+                await self.recover(channel_id)
+                return
+            except DltmwError as exc:
+                logger.warning("automatic recovery of %s failed (%d): %s", channel_id, attempt, exc)
+            await asyncio.sleep(min(10.0, 0.5 * 2**attempt))

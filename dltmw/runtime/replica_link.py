@@ -1,0 +1,82 @@
+"""Outbound traffic from one orderer replica to one peer replica.
+
+Messages queue in a bounded queue (a full queue drops the message and counts it: PBFT-lite
+retransmits what matters); one task drains it into batches and sends each batch with one unary
+`ReplicaService.Exchange` call under a deadline. A failed call forgets the connection (the peer
+may have restarted on a new port) and drops the batch after a short backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from dltmw.core.errors import TransientError
+from dltmw.runtime.context import NodeContext
+from dltmw.v1 import replica_pb2, replica_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+QUEUE_MAX = 4096
+BATCH_MAX = 256
+CALL_TIMEOUT_S = 5.0
+BACKOFF_S = 0.2
+
+Outbound = replica_pb2.SignedReplicaMessage | replica_pb2.BlockSignature
+
+
+class ReplicaLink:
+    """Sends to one peer replica, in order, in batches."""
+
+    def __init__(self, ctx: NodeContext, channel_id: str, node_id: str) -> None:
+        self.ctx = ctx
+        self.channel_id = channel_id
+        self.node_id = node_id
+        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start the sender task."""
+        self._task = asyncio.create_task(self._run(), name=f"replica-link-{self.node_id}")
+
+    async def stop(self) -> None:
+        """Stop the sender task (queued messages are dropped)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def send(self, message: Outbound) -> None:
+        """Queue one message (dropped and counted when the queue is full)."""
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            request = replica_pb2.ExchangeRequest(channel_id=self.channel_id)
+            for message in batch:
+                if isinstance(message, replica_pb2.BlockSignature):
+                    request.block_signatures.append(message)
+                else:
+                    request.messages.append(message)
+            try:
+                channel = await self.ctx.channel_to(self.node_id)
+                stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+                await stub.Exchange(request, timeout=CALL_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    await self.ctx.forget(self.node_id)
+                    await asyncio.sleep(BACKOFF_S)
+                else:
+                    logger.info("replica %s refused a batch: %s", self.node_id, exc.details())
+            except TransientError:
+                await asyncio.sleep(BACKOFF_S)

@@ -1,0 +1,105 @@
+"""The notarised-UTXO roles of a node: "notary" (NotaryService) and "vault" (FlowService and
+VaultService). Built from the node config and the network map; the node only calls `start`,
+`add_to_server` and `stop`.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from dltmw.ledger.notary_store import NotaryStore
+from dltmw.ledger.vault_store import VaultStore
+from dltmw.pki.netmap import NetworkMap
+from dltmw.rpc.flow import FlowServicer, VaultServicer
+from dltmw.rpc.notary import NotaryServicer
+from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.context import NodeContext
+from dltmw.runtime.notary import NotaryRole
+from dltmw.runtime.notary_cluster import ClusterNotaryRole, build_cluster_role
+from dltmw.runtime.vault import VaultRole
+from dltmw.v1 import (
+    flow_service_pb2,
+    flow_service_pb2_grpc,
+    notary_service_pb2,
+    notary_service_pb2_grpc,
+    vault_service_pb2,
+    vault_service_pb2_grpc,
+)
+
+UTXO_ROLES = frozenset({"notary", "vault"})
+
+
+class UtxoServices:
+    """Notary and vault roles of one node (either may be absent)."""
+
+    def __init__(self, config: NodeConfig, ctx: NodeContext, pool: ThreadPoolExecutor) -> None:
+        self.notary: NotaryRole | None = None
+        self.vault: VaultRole | None = None
+        self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
+        self._window_s = config.limits.timestamp_window_s
+        if not UTXO_ROLES & config.roles:
+            return
+        if config.network_map is None:
+            raise ValueError("roles notary/vault need files.network_map in node.toml")
+        self.netmap = NetworkMap.load(config.network_map)
+        membership = self.netmap.membership()
+        cluster = None
+        if "notary" in config.roles:
+            cluster = build_cluster_role(
+                ctx, self.netmap, config.data_dir, config.synchronous, pool, config.limits.queue_max
+            )
+        if cluster is not None:
+            self.notary, self.clusters[cluster.cluster_id] = cluster, cluster
+        elif "notary" in config.roles:
+            notary_store = NotaryStore(
+                config.data_dir / "notary.sqlite",
+                ctx.signer.sign,
+                config.synchronous,
+                exit_after_commit=NotaryRole.exit_hook_enabled(),
+            )
+            self.notary = NotaryRole(
+                ctx,
+                notary_store,
+                membership,
+                pool,
+                validating=self.netmap.validating.get(config.node_id, False),
+                queue_max=config.limits.queue_max,
+            )
+        if "vault" in config.roles:
+            store = VaultStore(config.data_dir / "vault.sqlite", config.synchronous)
+            self.vault = VaultRole(ctx, store, self.netmap, membership)
+
+    async def start(self) -> None:
+        """Open stores and start the roles."""
+        if self.notary is not None:
+            await self.notary.start()
+        if self.vault is not None:
+            await self.vault.start()
+
+    def add_to_server(self, server: grpc.aio.Server) -> list[str]:
+        """Register the hosted services; returns their full names (for reflection)."""
+        names: list[str] = []
+        if self.notary is not None:
+            notary_service_pb2_grpc.add_NotaryServiceServicer_to_server(
+                NotaryServicer(self.notary), server
+            )
+            names.append(notary_service_pb2.DESCRIPTOR.services_by_name["NotaryService"].full_name)
+        if self.vault is not None:
+            flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
+                FlowServicer(self.vault, self._window_s), server
+            )
+            vault_service_pb2_grpc.add_VaultServiceServicer_to_server(
+                VaultServicer(self.vault, self._window_s), server
+            )
+            names.append(flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name)
+            names.append(vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name)
+        return names
+
+    async def stop(self) -> None:
+        """Stop the roles and close their stores (idempotent)."""
+        if self.notary is not None:
+            await self.notary.stop()
+        if self.vault is not None:
+            await self.vault.stop()

@@ -1,0 +1,63 @@
+"""Checkers, kept apart from the workload: they read only what honest replicas decided.
+
+- agreement: no two honest replicas decide different batches (digest or requests) at one
+  sequence, and each honest replica decides sequences 1, 2, 3, ... without gaps;
+- validity: every decided request was submitted by a client;
+- no duplicates: a request is decided (as fresh) at most once, and every replica agrees where;
+- liveness: after the faults heal, every submitted request is decided by every honest replica
+  within a bound of ticks (checked by the runner, which knows the heal tick).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dltmw.sim.keys import request_name
+from dltmw.sim.world import Node
+
+
+def check_safety(nodes: Iterable[Node], submitted: Iterable[bytes]) -> list[str]:
+    """Agreement, validity and no-duplicate violations among `nodes` (honest ones)."""
+    known = set(submitted)
+    violations: list[str] = []
+    by_seq: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
+    where: dict[bytes, int] = {}
+    for node in nodes:
+        seen: set[bytes] = set()
+        for expected, decided in enumerate(node.decided, start=1):
+            if decided.sequence != expected:
+                violations.append(f"gap: {node.name} decided seq {decided.sequence} at {expected}")
+                break
+            first = by_seq.setdefault(
+                decided.sequence, (node.name, decided.digest, decided.requests)
+            )
+            if (first[1], first[2]) != (decided.digest, decided.requests):
+                violations.append(
+                    f"agreement: seq {decided.sequence} {first[0]}={first[1].hex()[:8]} "
+                    f"{node.name}={decided.digest.hex()[:8]}"
+                )
+            for request in decided.fresh:
+                name = request_name(request)
+                if request not in known:
+                    violations.append(f"validity: {node.name} decided unknown request {name}")
+                if request in seen:
+                    violations.append(f"duplicate: {node.name} decided {name} twice")
+                seen.add(request)
+                if where.setdefault(request, decided.sequence) != decided.sequence:
+                    violations.append(f"duplicate: {name} decided at two sequences")
+    return violations
+
+
+def missing(nodes: Iterable[Node], submitted: Iterable[bytes]) -> list[str]:
+    """Liveness: submitted requests some honest node has not decided, as readable strings."""
+    need = set(submitted)
+    out = []
+    for node in nodes:
+        got = {r for d in node.decided for r in d.fresh}
+        lacking = need - got
+        if node.replica is None:
+            out.append(f"{node.name} is down")
+        elif lacking:
+            names = sorted(request_name(r) for r in lacking)
+            out.append(f"{node.name} lacks {len(lacking)}: {','.join(names[:5])}")
+    return out

@@ -1,0 +1,281 @@
+"""Simulated notary cluster: the PBFT-lite world whose requests are conflicting spends.
+
+Every honest replica applies each decided batch with the cluster's real decision
+(`core/notary_cluster.decide_batch`) to its own spent-set, which survives crashes like the
+sqlite store does; a crash that hits after the PBFT records were persisted but before the batch
+was applied is recovered exactly as the runtime does (`unapplied`). A request is a client-MACed
+name `c<client>.<counter>.<states>.<stamp>.<from>.<until>`: the tx_id `c<client>.<counter>`
+spends the listed states of a small pool (so most requests conflict), decided at `stamp` (the
+admitting replica's tick) against an optional time window.
+
+Checker (`check_uniqueness`): faulty replicas are assumed to sign every submitted transaction,
+so a transaction counts as notarised — what a client accepts — once f+1 replicas signed it
+(honest signers from their stores, plus all faulty ones). No state may have two notarised
+consumers, and no two honest spent-sets may name different consumers for one state.
+`broken=True` replaces the decision's spent-set with an empty one: the negative control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass, field
+
+from dltmw.core.handlers.notary import Decision
+from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_cluster import Unpacked, decide_batch, unapplied
+from dltmw.core.pbft import ClientRequest, Decided, PbftConfig
+from dltmw.core.utxo.model import Ref, Window
+from dltmw.sim import runner
+from dltmw.sim.byzantine import BEHAVIOURS
+from dltmw.sim.checkers import check_safety, missing
+from dltmw.sim.keys import mac, request_name
+from dltmw.sim.world import Behaviour, Node, World
+
+STATES = 6
+GENESIS = hashlib.sha256(b"dltmw-sim-genesis").hexdigest()
+
+
+@dataclass
+class SpentSet:
+    """One replica's durable notary state (a SpentView for the decision)."""
+
+    consumed: dict[Ref, str] = field(default_factory=dict)
+    signed: dict[str, bytes] = field(default_factory=dict)
+    applied: int = 0
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        return self.consumed.get(ref)
+
+    def signature_of(self, tx_id: str) -> bytes | None:
+        return self.signed.get(tx_id)
+
+
+class Forgetful(SpentSet):
+    """NEGATIVE CONTROL: a decision that never sees earlier consumers or signatures."""
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        return None
+
+    def signature_of(self, tx_id: str) -> bytes | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Spend:
+    """The content of one simulated notarisation request."""
+
+    tx_id: str
+    states: tuple[int, ...]
+    stamp: int
+    window: Window
+
+
+def parse_spend(request: bytes) -> Spend:
+    """Read a request made by `NotaryWorld.submit` (MAC already checked by PBFT)."""
+    client, counter, states, stamp, start, until = request_name(request).split(".")
+    return Spend(
+        f"{client}.{counter}",
+        tuple(int(s) for s in states.split("+")),
+        int(stamp),
+        Window(int(start) if start else None, int(until) if until else None),
+    )
+
+
+def unpack(request: bytes) -> Unpacked:
+    """The simulation's admission: one ask per request (the real one verifies signatures)."""
+    spend = parse_spend(request)
+    refs = tuple(Ref(GENESIS, s) for s in spend.states)
+    return Unpacked(spend.stamp, (NotarisationAsk(spend.tx_id, refs, (), spend.window, b""),))
+
+
+class NotaryWorld(World):
+    """A PBFT world whose replicas run the cluster notary on every decided batch."""
+
+    def __init__(
+        self,
+        seed: int,
+        config: PbftConfig,
+        behaviour: Behaviour | None = None,
+        clients: int = 2,
+        trace: bool = False,
+        broken: bool = False,
+    ) -> None:
+        super().__init__(seed, config, behaviour, clients, trace)
+        kind = Forgetful if broken else SpentSet
+        self.notary: dict[str, SpentSet] = {node.name: kind() for node in self.nodes}
+        self.decisions: dict[str, list[Decision]] = {node.name: [] for node in self.nodes}
+        self.recovered = 0  # batches applied at a restart (crash between records and apply)
+
+    def submit(self, client: int, counter: int, replica: int | None = None) -> bytes:
+        """A client asks to notarise a spend of 1-2 pool states (stamped now)."""
+        rng = self.rng
+        states = sorted(rng.sample(range(STATES), rng.randint(1, 2)))
+        start = until = ""
+        if rng.random() < 0.3:
+            start = str(self.now + rng.randint(-20, 10))
+            until = str(self.now + rng.randint(0, 40))
+        name = f"c{client}.{counter}.{'+'.join(map(str, states))}.{self.now}.{start}.{until}"
+        request = name.encode() + b"|" + mac(self.keys.client_secrets[client], name.encode())
+        target = rng.randrange(self.config.n) if replica is None else replica
+        self.submitted[request] = self.now
+        self._last_retry[request] = self.now
+        self.log(f"client{client} asks {name} at r{target}")
+        self.net.send(self.config.n + client, target, ClientRequest(request))
+        return request
+
+    def _note_decided(self, node: Node, decided: Decided) -> None:
+        super()._note_decided(node, decided)
+        if node.index in self.behaviour.faulty or node.dying:
+            return  # a crash between persisting the records and applying: recovered at restart
+        self._apply(node, decided.sequence, decided.requests)
+
+    def _apply(self, node: Node, sequence: int, requests: tuple[bytes, ...]) -> None:
+        state = self.notary[node.name]
+        if sequence <= state.applied:
+            return
+        outcome = decide_batch([unpack(r) for r in requests], state, self.keys.signer(node.index))
+        state.consumed.update(outcome.ready.consumed)
+        state.signed.update(outcome.ready.signed)
+        state.applied = sequence
+        self.decisions[node.name].extend(d for row in outcome.decisions for d in row)
+        for tx_id, _ in outcome.ready.signed:
+            self.log(f"{node.name} signs {tx_id}")
+
+    def restart(self, node: Node) -> None:
+        """Restart, then apply the decided batches the spent-set missed (as the runtime does)."""
+        was_down = node.replica is None
+        super().restart(node)
+        if not was_down or node.replica is None or node.index in self.behaviour.faulty:
+            return
+        batches = node.replica.decided
+        retained = {seq: tuple(b.requests) for seq, b in batches.items()}
+        for seq in unapplied(retained, self.notary[node.name].applied):
+            self._apply(node, seq, retained[seq])
+            self.recovered += 1
+
+
+def check_uniqueness(world: NotaryWorld) -> list[str]:
+    """Double spends a client could accept, and honest replicas disagreeing on a consumer."""
+    violations: list[str] = []
+    f = world.config.f
+    honest = [n for n in world.nodes if n.index not in world.behaviour.faulty]
+    consumer: dict[Ref, tuple[str, str]] = {}
+    signers: dict[str, set[int]] = {}
+    for node in honest:
+        state = world.notary[node.name]
+        for ref, tx_id in state.consumed.items():
+            first = consumer.setdefault(ref, (node.name, tx_id))
+            if first[1] != tx_id:
+                violations.append(
+                    f"disagreement: state s{ref.index} consumed by {first[1]} at {first[0]}, "
+                    f"by {tx_id} at {node.name}"
+                )
+        for tx_id in state.signed:
+            signers.setdefault(tx_id, set()).add(node.index)
+    spends = [parse_spend(r) for r in world.submitted]
+    notarised: dict[int, set[str]] = {}
+    for spend in spends:
+        who = signers.get(spend.tx_id, set()) | set(world.behaviour.faulty)
+        if len(who) >= f + 1 and spend.tx_id in signers:
+            for s in spend.states:
+                notarised.setdefault(s, set()).add(spend.tx_id)
+    for s, txs in sorted(notarised.items()):
+        if len(txs) > 1:
+            violations.append(f"double spend: state s{s} notarised for {','.join(sorted(txs))}")
+    return violations
+
+
+@dataclass(frozen=True)
+class NotaryRunResult:
+    """The verdict of one notary-cluster run."""
+
+    seed: int
+    behaviour: str
+    broken: bool
+    violations: tuple[str, ...]
+    lacking: tuple[str, ...]
+    signed: int
+    conflicts: int
+    recovered: int
+    trace: tuple[str, ...]
+
+    def replay_command(self) -> str:
+        """The command that replays this run."""
+        flag = " --broken-decide" if self.broken else ""
+        return (
+            f"python -m dltmw.sim.notary_cluster --seed {self.seed} "
+            f"--behaviour {self.behaviour}{flag}"
+        )
+
+    def verdict(self) -> str:
+        """One readable line."""
+        safety = "; ".join(self.violations) or "ok"
+        live = "; ".join(self.lacking) or "ok"
+        return (
+            f"seed={self.seed} behaviour={self.behaviour} signed={self.signed} "
+            f"conflicts={self.conflicts} safety: {safety} liveness: {live}"
+        )
+
+
+def run_notary(
+    seed: int,
+    behaviour: str = "network",
+    n: int = 4,
+    requests: int = 16,
+    broken: bool = False,
+    trace: bool = False,
+) -> NotaryRunResult:
+    """One seeded run of the cluster notary (same phases as `runner.run`), then the checkers."""
+    world = NotaryWorld(seed, runner.sim_config(n), BEHAVIOURS[behaviour](), 2, trace, broken)
+    for counter in range(requests):
+
+        def submit(c: int = counter % 2, k: int = counter) -> None:
+            world.submit(c, k)
+
+        world.at(world.rng.randrange(1, runner.SUBMIT_UNTIL), submit)
+    if behaviour == "network":
+        runner._network_faults(world)
+    else:
+        world.net.faults.delay_max = 3
+    world.at(runner.HEAL_AT, lambda: runner._heal(world))
+    while world.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
+        world.tick()
+        if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():
+            break
+    honest = world.honest()
+    violations = tuple(check_safety(honest, world.submitted) + check_uniqueness(world))
+    lacking = tuple(missing(honest, world.submitted)) if not violations else ()
+    decisions = [d for node in honest for d in world.decisions[node.name]]
+    return NotaryRunResult(
+        seed,
+        behaviour,
+        broken,
+        violations,
+        lacking,
+        signed=sum(1 for d in decisions if d.signature),
+        conflicts=sum(1 for d in decisions if d.conflicts),
+        recovered=world.recovered,
+        trace=tuple(world.trace or ()),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dltmw.sim.notary_cluster --seed N [--behaviour B] [--broken-decide]`: replay
+    one run, print its trace and verdict; exit 1 if a checker fails."""
+    parser = argparse.ArgumentParser(prog="python -m dltmw.sim.notary_cluster")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="network")
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--broken-decide", action="store_true")
+    args = parser.parse_args(argv)
+    result = run_notary(args.seed, args.behaviour, args.n, broken=args.broken_decide, trace=True)
+    for line in result.trace:
+        print(line)
+    print(result.verdict())
+    return 0 if not result.violations and not result.lacking else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The simulated world: n real PBFT-lite cores, their clients and a seeded network in one process.
+
+One `random.Random` drives everything (delays, drops, client choices, byzantine choices), so a
+seed replays a run exactly. Each replica's outputs are executed right after every input, in the
+Ready order: its persist records are appended to its durable `storage`, its decided batches to
+its `decided` log, its messages handed (through its behaviour, for byzantine replicas) to the
+network. A crash discards the core; a restart rebuilds it from `storage` alone — so a crash
+loses exactly what was not yet persisted. Twins are two nodes with the same replica index and
+key: both receive what is sent to that index, both send as it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dltmw.core.pbft import (
+    ClientRequest,
+    Decided,
+    Envelope,
+    PbftConfig,
+    Record,
+    Replica,
+    ViewRecord,
+)
+from dltmw.core.pbft.recovery import compact
+from dltmw.core.pbft.types import DecidedRecord, StableRecord
+from dltmw.sim.keys import Keys, request_name
+from dltmw.sim.network import InFlight, Network
+
+
+@dataclass
+class Node:
+    """One replica instance (twins share an index)."""
+
+    name: str
+    index: int
+    replica: Replica | None
+    storage: list[Record] = field(default_factory=list)
+    decided: list[Decided] = field(default_factory=list)
+    lose_sends_at_crash: bool = False
+    dying: bool = False
+
+
+class Behaviour:
+    """Honest behaviour; byzantine behaviours override the hooks (see byzantine.py)."""
+
+    faulty: frozenset[int] = frozenset()
+    twins: frozenset[int] = frozenset()
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        """Send one message of `node` (byzantine nodes may alter, drop or multiply it)."""
+        world.net.send(node.index, destination, envelope)
+
+    def incoming(self, world: World, node: Node, envelope: Envelope) -> None:
+        """Observe a message delivered to `node` (byzantine nodes may record it)."""
+
+    def tick(self, world: World) -> None:
+        """Act once per tick (byzantine nodes may inject messages)."""
+
+
+class World:
+    """Replicas, clients, network, trace."""
+
+    def __init__(
+        self,
+        seed: int,
+        config: PbftConfig,
+        behaviour: Behaviour | None = None,
+        clients: int = 2,
+        trace: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config
+        self.keys = Keys(config.n, clients)
+        self.net = Network(self.rng)
+        self.behaviour = behaviour or Behaviour()
+        self.now = 0
+        self.trace: list[str] | None = [] if trace else None
+        self.nodes: list[Node] = []
+        for index in range(config.n):
+            copies = 2 if index in self.behaviour.twins else 1
+            for copy in range(copies):
+                name = f"r{index}" + ("'" * copy)
+                self.nodes.append(Node(name, index, self.new_replica(index)))
+        self.clients = clients
+        self.submitted: dict[bytes, int] = {}
+        self.done: set[bytes] = set()
+        self._deciders: dict[bytes, set[int]] = {}
+        self._scheduled: dict[int, list[Callable[[], None]]] = {}
+        self._last_retry: dict[bytes, int] = {}
+        self.retry_ticks = 3 * config.request_timeout_ticks // 2
+
+    # -- construction and tracing ------------------------------------------------------------
+
+    def new_replica(self, index: int, records: list[Record] | None = None) -> Replica:
+        """A fresh (or restored) core for replica `index` with simulation keys."""
+        sign = self.keys.signer(index)
+        if records is None:
+            return Replica(
+                self.config, index, sign, self.keys.verify, request_ok=self.keys.request_ok
+            )
+        return Replica.restore(
+            self.config, index, sign, self.keys.verify, records, request_ok=self.keys.request_ok
+        )
+
+    def log(self, line: str) -> None:
+        """Append a trace line (only when tracing)."""
+        if self.trace is not None:
+            self.trace.append(f"{self.now:4d} {line}")
+
+    def honest(self) -> list[Node]:
+        """Nodes whose replica index is not faulty."""
+        return [n for n in self.nodes if n.index not in self.behaviour.faulty]
+
+    def at(self, tick: int, action: Callable[[], None]) -> None:
+        """Schedule `action` at `tick`."""
+        self._scheduled.setdefault(tick, []).append(action)
+
+    # -- driving -----------------------------------------------------------------------------
+
+    def flush(self, node: Node) -> None:
+        """Execute a node's outputs in Ready order: persist, decided, send."""
+        if node.replica is None:
+            return
+        ready = node.replica.ready()
+        node.storage.extend(ready.persist)
+        stable = [r.sequence for r in ready.persist if isinstance(r, StableRecord)]
+        if stable:  # the same compaction the orderer's record store applies
+            horizon = stable[-1] - self.config.decided_retain + 1
+            node.storage = compact(node.storage, stable[-1], horizon)
+        if self.trace is not None:
+            self._trace_records(node, ready.persist)
+        for decided in ready.decided:
+            node.decided.append(decided)
+            self._note_decided(node, decided)
+        if node.dying:
+            node.replica, node.dying = None, False
+            self.log(f"{node.name} crashed after persisting (sends lost)")
+            return
+        for destination, envelope in ready.send:
+            self.behaviour.outgoing(self, node, destination, envelope)
+
+    def _trace_records(self, node: Node, records: tuple[Record, ...]) -> None:
+        for record in records:
+            if isinstance(record, ViewRecord):
+                state = "changing" if record.changing else "installed"
+                self.log(f"{node.name} view {record.view} {state}")
+            elif isinstance(record, StableRecord):
+                self.log(f"{node.name} stable checkpoint {record.sequence}")
+            elif isinstance(record, DecidedRecord):
+                batch = record.batch
+                names = ",".join(request_name(r) for r in batch.requests)
+                self.log(f"{node.name} decided seq={batch.sequence} view={batch.view} [{names}]")
+
+    def _note_decided(self, node: Node, decided: Decided) -> None:
+        if node.index in self.behaviour.faulty:
+            return
+        for request in decided.fresh:
+            deciders = self._deciders.setdefault(request, set())
+            deciders.add(node.index)
+            if len(deciders) >= self.config.f + 1:
+                self.done.add(request)
+
+    def deliver(self, message: InFlight) -> None:
+        """Hand one network message to the live node(s) at its destination.
+
+        Twins are reached independently: each message goes to one of them or to both, so
+        their states diverge and they propose and vote differently under one key.
+        """
+        targets = [
+            n for n in self.nodes if n.index == message.destination and n.replica is not None
+        ]
+        if len(targets) > 1:
+            pick = self.rng.randrange(3)
+            targets = targets if pick == 2 else [targets[pick]]
+        for node in targets:
+            if node.replica is None:
+                continue
+            if isinstance(message.payload, Envelope):
+                self.behaviour.incoming(self, node, message.payload)
+            node.replica.step(message.payload)
+            self.flush(node)
+
+    def submit(self, client: int, counter: int, replica: int | None = None) -> bytes:
+        """A client creates a request and sends it to one replica (random if None)."""
+        request = self.keys.make_request(client, counter)
+        target = self.rng.randrange(self.config.n) if replica is None else replica
+        self.submitted[request] = self.now
+        self._last_retry[request] = self.now
+        self.log(f"client{client} submits {request_name(request)} to r{target}")
+        self.net.send(self.config.n + client, target, ClientRequest(request))
+        return request
+
+    def _retry_clients(self) -> None:
+        """Clients resend undecided requests to every replica (PBFT clients broadcast)."""
+        for request, last in self._last_retry.items():
+            if request not in self.done and self.now - last >= self.retry_ticks:
+                self._last_retry[request] = self.now
+                client = int(request[1:].split(b".")[0])
+                for replica in range(self.config.n):
+                    self.net.send(self.config.n + client, replica, ClientRequest(request))
+
+    def tick(self) -> None:
+        """One virtual tick: scheduled actions, deliveries, core ticks, client retries."""
+        self.now += 1
+        self.net.now = self.now
+        for action in self._scheduled.pop(self.now, []):
+            action()
+        for message in self.net.due():
+            self.deliver(message)
+        self.behaviour.tick(self)
+        for node in self.nodes:
+            if node.replica is not None:
+                node.replica.tick()
+                self.flush(node)
+        self._retry_clients()
+
+    def crash(self, node: Node, lose_sends: bool = False) -> None:
+        """Crash: drop the core (everything not persisted is gone)."""
+        if node.replica is None:
+            return
+        if lose_sends:
+            node.dying = True
+            self.log(f"{node.name} crashing at its next output")
+            return
+        node.replica = None
+        self.log(f"{node.name} crashed")
+
+    def restart(self, node: Node) -> None:
+        """Restart from exactly the persisted records."""
+        if node.replica is not None:
+            return
+        node.dying = False
+        node.replica = self.new_replica(node.index, list(node.storage))
+        self.log(f"{node.name} restarted from {len(node.storage)} records")
+        self.flush(node)
+
+    def all_done(self) -> bool:
+        """Every submitted request decided (fresh) by every honest node."""
+        for node in self.honest():
+            if node.replica is None:
+                return False
+        need = set(self.submitted)
+        for node in self.honest():
+            got = {r for d in node.decided for r in d.fresh}
+            if not need <= got:
+                return False
+        return True

@@ -1,0 +1,518 @@
+"""Private payloads end to end on real node processes (Quorum/Tessera style).
+
+One network for the module: Org1 and Org2 trade privately, Org3 is a channel member that is not
+a recipient, Regulator runs the channel's auditor node. Tests run in file order and build on each
+other's ledger (each states what it needs); the recovery test comes last because it deletes a
+store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dltmw.client import GatewayClient
+from dltmw.client.privacy import PrivacyClient
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.privacy.envelope import payload_hash, seal
+from dltmw.pki.network import init_network
+from dltmw.rpc.status import reason_of
+from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.privacy import load_privacy_key
+from dltmw.runtime.private_executor import private_txs
+from dltmw.runtime.supervisor import Supervisor
+from dltmw.v1 import (
+    block_pb2,
+    privacy_manager_service_pb2_grpc,
+    private_payload_pb2,
+    transaction_pb2,
+)
+from dltmw.v1 import (
+    privacy_manager_service_pb2 as P,
+)
+
+pytestmark = pytest.mark.integration
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+CH = "trades"
+TOPOLOGY = """
+name = "privacy"
+[[orgs]]
+id = "Org1"
+[[orgs]]
+id = "Org2"
+[[orgs]]
+id = "Org3"
+[[orgs]]
+id = "Regulator"
+[[orgs]]
+id = "OrdererOrg"
+[[nodes]]
+id = "orderer0"
+org = "OrdererOrg"
+roles = ["orderer"]
+[[nodes]]
+id = "peer0.org1"
+org = "Org1"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.org2"
+org = "Org2"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.org3"
+org = "Org3"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.regulator"
+org = "Regulator"
+roles = ["peer", "gateway"]
+[[clients]]
+id = "user1.org1"
+org = "Org1"
+[[clients]]
+id = "user1.org2"
+org = "Org2"
+[[clients]]
+id = "user1.org3"
+org = "Org3"
+[[clients]]
+id = "user1.regulator"
+org = "Regulator"
+[[channels]]
+id = "trades"
+members = ["Org1", "Org2", "Org3", "Regulator"]
+orderers = ["orderer0"]
+privacy_auditors = ["peer0.regulator"]
+contracts = [{ name = "bank" }, { name = "kv" }]
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
+"""
+MARKER = os.urandom(32)
+ORGS = ("org1", "org2", "org3", "regulator")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
+    tmp = tmp_path_factory.mktemp("privacy")
+    (tmp / "topology.toml").write_text(TOPOLOGY)
+    init_network(tmp / "topology.toml", tmp / "net")
+    sup = Supervisor(tmp / "net")
+    try:
+        sup.up(timeout_s=90)
+        yield tmp / "net", sup
+    finally:
+        codes = {n: sup.stop(n) for n in list(sup.nodes)}
+        assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
+
+
+async def clients(net: Path) -> dict[str, PrivacyClient]:
+    return {o: PrivacyClient(await GatewayClient.connect(net, f"user1.{o}")) for o in ORGS}
+
+
+async def close(pcs: dict[str, PrivacyClient]) -> None:
+    for pc in pcs.values():
+        await pc.close()
+
+
+def private_db(net: Path, org: str) -> sqlite3.Connection:
+    path = net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.private.sqlite"
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def pstate(net: Path, org: str) -> dict[tuple[str, str], bytes]:
+    db = private_db(net, org)
+    try:
+        rows = db.execute("SELECT namespace, key, value FROM pstate").fetchall()
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}
+    finally:
+        db.close()
+
+
+def ptx_status(net: Path, org: str, digest: bytes) -> int | None:
+    db = private_db(net, org)
+    try:
+        row = db.execute("SELECT status FROM ptxs WHERE payload_hash=?", (digest,)).fetchone()
+        return None if row is None else int(row[0])
+    finally:
+        db.close()
+
+
+def occurrences(paths: list[Path], needle: bytes) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for path in paths:
+        data = path.read_bytes()
+        n = data.count(needle) + data.count(needle.hex().encode())
+        if n:
+            found[str(path)] = n
+    return found
+
+
+def files_under(*roots: Path) -> list[Path]:
+    return [p for r in roots if r.exists() for p in sorted(r.rglob("*")) if p.is_file()]
+
+
+async def until_idle(client: GatewayClient) -> AsyncIterator[bytes]:
+    stream = client.events(CH, 0).__aiter__()
+    while True:
+        try:
+            yield (await asyncio.wait_for(stream.__anext__(), 2.0)).SerializeToString()
+        except (TimeoutError, StopAsyncIteration):
+            return
+
+
+async def wait_status(net: Path, org: str, digest: bytes, timeout_s: float = 60) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        status = ptx_status(net, org, digest)
+        if status is not None:
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{org} did not execute {digest.hex()} in {timeout_s}s")
+
+
+SENT: list[bytes] = []  # payload hashes of every private tx Org1 sent (for the recovery test)
+
+
+async def test_confidentiality_canary(net: tuple[Path, Supervisor]) -> None:
+    path, _ = net
+    pcs = await clients(path)
+    try:
+        done = await pcs["org1"].submit_private(CH, ["Org2"], "kv", "put", "secret", MARKER)
+        SENT.append(done.payload_hash)
+        assert done.status.result == VALID
+        # recipients and the auditor read it; the private state holds it at recipients only
+        for org in ("org1", "org2", "regulator"):
+            plaintext = await pcs[org].receive(CH, done.payload_hash)
+            assert MARKER in plaintext, org
+            assert await wait_status(path, org, done.payload_hash) == P.PRIVATE_TX_STATUS_EXECUTED
+            assert pstate(path, org)[("kv", "secret")] == MARKER
+        assert await wait_status(path, "org3", done.payload_hash) == P.PRIVATE_TX_STATUS_NOT_HELD
+        # the non-recipient: Receive denied, from its own node and from a recipient's node
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await pcs["org3"].receive(CH, done.payload_hash)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        error_replies = [
+            denied.value.details().encode(),
+            str(denied.value.trailing_metadata()).encode(),
+        ]
+        foreign = PrivacyClient(await GatewayClient.connect(path, "user1.org3", "peer0.org1"))
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await foreign.receive(CH, done.payload_hash)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await foreign.client.close()
+        # its gRPC replies: events and commit status carry the hash only
+        replies = [r async for r in until_idle(pcs["org3"].client)]
+        status = await pcs["org3"].client.commit_status(CH, done.tx_id)
+        replies += [status.SerializeToString(), *error_replies]
+        assert status.result == VALID
+        assert not any(MARKER in r or MARKER.hex().encode() in r for r in replies)
+        assert len(replies) >= 2
+    finally:
+        await close(pcs)
+    # its files (sqlite incl. -wal/-shm, logs) and every node's block store
+    outsider = files_under(path / "nodes" / "peer0.org3") + sorted(
+        (path / "run" / "logs").glob("peer0.org3.*")
+    )
+    assert any(p.name.endswith(".private.sqlite-wal") or p.suffix == ".sqlite" for p in outsider)
+    assert occurrences(outsider, MARKER) == {}
+    block_stores = [
+        p
+        for p in files_under(path / "nodes")
+        if ".peer.sqlite" in p.name or ".orderer.sqlite" in p.name
+    ]
+    assert len(block_stores) >= 5
+    assert occurrences(block_stores, MARKER) == {}
+    assert occurrences(files_under(path / "run" / "logs"), MARKER) == {}
+    recipient_files = files_under(path / "nodes" / "peer0.org2" / "data")
+    assert occurrences(recipient_files, MARKER)  # the check can find it where it is
+
+
+def node_stub(
+    net: Path, signer_node: str, target: str, sup: Supervisor
+) -> tuple[
+    privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub, SigningIdentity, grpc.aio.Channel
+]:
+    home = net / "nodes" / signer_node
+    org = {"peer0.org1": "Org1", "peer0.org3": "Org3"}[signer_node]
+    signer = SigningIdentity.from_pem(
+        org, (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")
+    address = (net / "run" / "endpoints" / target).read_text().strip()
+    channel = secure_channel(address, target, tls, 4 * 1024 * 1024)
+    return privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(channel), signer, channel
+
+
+def payload_count(net: Path, org: str) -> int:
+    db = private_db(net, org)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM payloads").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_forged_push_is_refused_and_stores_nothing(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    org3_key = load_privacy_key((path / "nodes" / "peer0.org3" / "privacy.key").read_bytes())
+    org2_key = load_privacy_key((path / "nodes" / "peer0.org2" / "privacy.key").read_bytes())
+    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=[b"k"])
+    sealed = seal(
+        invocation.SerializeToString(),
+        org3_key,
+        [org2_key.public_key],
+        os.urandom(32),
+        os.urandom(12),
+        [os.urandom(12), os.urandom(12)],
+    )
+    good_hash = payload_hash(sealed)
+
+    def request(hashes: list[bytes], sign_over: bytes | None = None) -> P.PushRequest:
+        batch = P.PushBatch(
+            channel_id=CH, requester=signer.identity_bytes, payloads=[sealed], payload_hashes=hashes
+        )
+        batch.timestamp.GetCurrentTime()
+        data = batch.SerializeToString()
+        return P.PushRequest(batch=data, signature=signer.sign(sign_over or data))
+
+    async def push(req: P.PushRequest) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            async for _ in stub.Push(iter([req]), timeout=20):
+                pass
+        return exc.value
+
+    before = payload_count(path, "org2")
+    try:
+        bad_sig = await push(request([good_hash], sign_over=b"something else"))
+        assert bad_sig.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_of(bad_sig) == "BAD_SIGNATURE"
+        wrong_hash = await push(request([bytes(32)]))
+        assert wrong_hash.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(wrong_hash) == "PAYLOAD_HASH_MISMATCH"
+        # a valid batch signed by Org1's node but sealed with Org3's key: sender key mismatch
+        stub1, signer1, channel1 = node_stub(path, "peer0.org1", "peer0.org2", sup)
+        batch = P.PushBatch(
+            channel_id=CH,
+            requester=signer1.identity_bytes,
+            payloads=[sealed],
+            payload_hashes=[good_hash],
+        )
+        batch.timestamp.GetCurrentTime()
+        data = batch.SerializeToString()
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            async for _ in stub1.Push(
+                iter([P.PushRequest(batch=data, signature=signer1.sign(data))])
+            ):
+                pass
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await channel1.close(None)
+        assert payload_count(path, "org2") == before
+        # the same payload, honestly pushed by its sender, is stored (the forgeries were the fault)
+        async for reply in stub.Push(iter([request([good_hash])]), timeout=20):
+            assert reply.stored == 1
+        assert payload_count(path, "org2") == before + 1
+    finally:
+        await channel.close(None)
+
+
+async def test_private_state_validation_reports_a_mismatch(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    pcs = await clients(path)
+    try:
+        opened = await pcs["org1"].submit_private(CH, ["Org2"], "bank", "open", "acct", "100")
+        SENT.append(opened.payload_hash)
+        same = await pcs["org1"].validate(CH, opened.payload_hash)
+        assert not same.mismatch and len(same.parties) == 2
+        assert all(p.matches and not p.error for p in same.parties)
+        await wait_status(path, "org2", opened.payload_hash)
+    finally:
+        await close(pcs)
+    # Org2's private state diverges (as after a bug or a tampered database)
+    sup.stop("peer0.org2")
+    db_path = path / "nodes" / "peer0.org2" / "data" / f"{CH}.private.sqlite"
+    db = sqlite3.connect(db_path)
+    db.execute("UPDATE pstate SET value=? WHERE namespace='bank' AND key='acct'", (b"500",))
+    db.commit()
+    db.close()
+    sup.start("peer0.org2")
+    sup.wait_ready("peer0.org2", 60)
+    pcs = await clients(path)
+    try:
+        deposit = await pcs["org1"].submit_private(CH, ["Org2"], "bank", "deposit", "acct", "10")
+        SENT.append(deposit.payload_hash)
+        assert deposit.status.result == VALID
+        seen_by_1 = await pcs["org1"].validate(CH, deposit.payload_hash)
+        seen_by_2 = await pcs["org2"].validate(CH, deposit.payload_hash)
+        assert seen_by_1.mismatch and seen_by_2.mismatch
+        by_node = {p.node_id: p for p in seen_by_1.parties}
+        assert not by_node["peer0.org2"].matches and by_node["peer0.regulator"].matches
+        assert pstate(path, "org1")[("bank", "acct")] == b"110"
+        assert pstate(path, "org2")[("bank", "acct")] == b"510"
+    finally:
+        await close(pcs)
+
+
+async def test_send_batch_and_bad_requests_change_nothing(net: tuple[Path, Supervisor]) -> None:
+    path, _ = net
+    pcs = await clients(path)
+    foreign = PrivacyClient(await GatewayClient.connect(path, "user1.org3", "peer0.org1"))
+    try:
+        items = [(f"batch item {i}".encode() + MARKER, ["Org2"]) for i in range(3)]
+        hashes = await pcs["org1"].send_batch(CH, items)
+        assert len(set(hashes)) == 3
+        for digest, (plaintext, _) in zip(hashes, items, strict=True):
+            assert await pcs["org2"].receive(CH, digest) == plaintext
+        # concurrent per-payload sends share SendBatch calls; a bad one fails alone
+        calls = [pcs["org1"].send_coalesced(CH, b"c%d" % i, ["Org2"]) for i in range(20)]
+        calls.append(pcs["org1"].send_coalesced(CH, b"bad", ["NoSuchOrg"]))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[-1], grpc.aio.AioRpcError)
+        assert results[-1].code() == grpc.StatusCode.INVALID_ARGUMENT
+        good = results[:-1]
+        assert all(isinstance(r, bytes) for r in good) and len(set(good)) == 20
+        assert await pcs["org2"].receive(CH, good[7]) == b"c7"
+        # 1 MiB payloads round-trip (the byte-bounded push batching is unit-tested: by_size)
+        big = [os.urandom(1024 * 1024) for _ in range(6)]
+        sent = await asyncio.gather(*(pcs["org1"].send(CH, b, ["Org2"]) for b in big))
+        for reply, plaintext in zip(sent, big, strict=True):
+            assert await pcs["org2"].receive(CH, reply.payload_hash) == plaintext
+        before = {o: payload_count(path, o) for o in ("org1", "org2")}
+        bad = [
+            (pcs["org1"].send(CH, b"x", ["NoSuchOrg"]), grpc.StatusCode.INVALID_ARGUMENT),
+            (pcs["org1"].send(CH, b"", ["Org2"]), grpc.StatusCode.INVALID_ARGUMENT),
+            (pcs["org1"].send("nochannel", b"x", ["Org2"]), grpc.StatusCode.FAILED_PRECONDITION),
+            (foreign.send(CH, b"x", ["Org2"]), grpc.StatusCode.PERMISSION_DENIED),
+            (pcs["org1"].receive(CH, b"\x01" * 31), grpc.StatusCode.INVALID_ARGUMENT),
+            (
+                pcs["org1"].send_batch(CH, [(b"x", ["Org2"]), (b"y", ["Nope"])]),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+        ]
+        for call, code in bad:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call
+            assert exc.value.code() == code, exc.value.details()
+        assert {o: payload_count(path, o) for o in ("org1", "org2")} == before
+    finally:
+        await foreign.client.close()
+        await close(pcs)
+
+
+async def test_adding_a_recipient_rewraps_without_reencrypting(
+    net: tuple[Path, Supervisor],
+) -> None:
+    path, _ = net
+    pcs = await clients(path)
+    try:
+        done = await pcs["org1"].submit_private(CH, ["Org2"], "kv", "put", "shared", "later")
+        SENT.append(done.payload_hash)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await pcs["org3"].receive(CH, done.payload_hash)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        before, boxes = ciphertext(path, "org2", done.payload_hash)
+        assert boxes == 3  # Org1, Org2, the auditor
+        # only the sending node may add recipients
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await pcs["org2"].add_recipients(CH, done.payload_hash, ["Org3"])
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert await pcs["org1"].add_recipients(CH, done.payload_hash, ["Org3"]) == 4
+        plaintext = await pcs["org3"].receive(CH, done.payload_hash)
+        assert b"later" in plaintext
+        for org in ("org1", "org2", "org3", "regulator"):  # every copy: same ciphertext, 4 boxes
+            assert ciphertext(path, org, done.payload_hash) == (before, 4)
+        # the new party executes it into its private state when it re-derives
+        report = await pcs["org3"].recover(CH)
+        assert report.recovered == 0 and report.re_executed == 1
+        assert pstate(path, "org3") == {("kv", "shared"): b"later"}
+    finally:
+        await close(pcs)
+
+
+def ciphertext(net: Path, org: str, digest: bytes) -> tuple[bytes, int]:
+    db = private_db(net, org)
+    try:
+        data = db.execute("SELECT data FROM payloads WHERE hash=?", (digest,)).fetchone()[0]
+    finally:
+        db.close()
+    payload = private_payload_pb2.EncryptedPayload.FromString(data)
+    return payload.ciphertext, len(payload.recipient_boxes)
+
+
+def stored_hashes(net: Path, org: str) -> set[bytes]:
+    db = private_db(net, org)
+    try:
+        return {bytes(r[0]) for r in db.execute("SELECT hash FROM payloads")}
+    finally:
+        db.close()
+
+
+def ledger_private_hashes(net: Path, org: str) -> set[bytes]:
+    path = net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.peer.sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        blocks = [block_pb2.Block.FromString(r[0]) for r in db.execute("SELECT data FROM blocks")]
+    finally:
+        db.close()
+    return {digest for block in blocks for _, _, digest in private_txs(block)}
+
+
+def tamper_stored_payload(net: Path, org: str, digest: bytes) -> None:
+    db = sqlite3.connect(net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.private.sqlite")
+    data = db.execute("SELECT data FROM payloads WHERE hash=?", (digest,)).fetchone()[0]
+    payload = private_payload_pb2.EncryptedPayload.FromString(data)
+    payload.ciphertext = bytes([payload.ciphertext[0] ^ 1]) + payload.ciphertext[1:]
+    db.execute("UPDATE payloads SET data=? WHERE hash=?", (payload.SerializeToString(), digest))
+    db.commit()
+    db.close()
+
+
+async def test_tamper_detected_and_lost_store_recovered(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    assert len(SENT) == 4, "runs after the tests above"
+    # a payload altered in Org2's store is detected there
+    tamper_stored_payload(path, "org2", SENT[0])
+    pcs = await clients(path)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await pcs["org2"].receive(CH, SENT[0])
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(exc.value) == "PAYLOAD_HASH_MISMATCH"
+    finally:
+        await close(pcs)
+    # Org1 loses its private store
+    sup.stop("peer0.org1")
+    for suffix in ("", "-wal", "-shm"):
+        (path / "nodes" / "peer0.org1" / "data" / f"{CH}.private.sqlite{suffix}").unlink(
+            missing_ok=True
+        )
+    sup.start("peer0.org1")
+    sup.wait_ready("peer0.org1", 60)
+    pcs = await clients(path)
+    try:
+        report = await pcs["org1"].recover(CH)
+        assert report.peers_answered == 3
+        # refused: Org2's altered copy of SENT[0] (not the ledger's hash) and the batch items
+        for digest in SENT:
+            assert ptx_status(path, "org1", digest) == P.PRIVATE_TX_STATUS_EXECUTED
+            assert MARKER in await pcs["org1"].receive(CH, SENT[0])
+        assert pstate(path, "org1") == pstate(path, "regulator")
+        assert pstate(path, "org1")[("kv", "secret")] == pstate(path, "org2")[("kv", "secret")]
+        # every payload it now holds is a private transaction on its own ledger (the batch items
+        # that were sent but never ordered were offered too, and refused)
+        stored = stored_hashes(path, "org1")
+        assert set(SENT) <= stored <= ledger_private_hashes(path, "org1")
+        assert report.refused >= 1 + 3
+        assert pstate(path, "org1")[("bank", "acct")] == b"110"
+        check = await pcs["org1"].validate(CH, SENT[2])
+        assert {p.node_id: p.matches for p in check.parties} == {
+            "peer0.org2": False,
+            "peer0.regulator": True,
+        }
+    finally:
+        await close(pcs)

@@ -1,0 +1,188 @@
+"""Unit tier for the hot-path helpers: coalescing, ordered pipelining, verify-once, policy memo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+
+from dltmw.core import identity as identity_mod
+from dltmw.core.identity import BadSignature, Membership, NotAMember, SigningIdentity
+from dltmw.core.policy import PolicyResult, Signer, evaluate, parse_policy
+from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.runtime.coalesce import Coalescer, next_or_none, pipelined
+
+NOW = datetime.now(UTC)
+
+
+async def test_concurrent_calls_become_one_batch_with_per_item_errors() -> None:
+    batches: list[list[int]] = []
+
+    async def batch(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(list(items))
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+    c: Coalescer[int, int] = Coalescer(batch, batch_max=4)
+    results = await asyncio.gather(*(c.call(i) for i in range(6)), return_exceptions=True)
+    await c.close()
+    assert batches == [[0, 1, 2, 3], [4, 5]]
+    assert results[0] == 0 and results[2] == 20 and results[4] == 40
+    assert [str(r) for r in results[1::2]] == ["odd 1", "odd 3", "odd 5"]
+
+
+async def test_a_failing_batch_fails_every_caller_of_it_and_the_next_batch_runs() -> None:
+    calls = 0
+
+    async def batch(items: Sequence[str]) -> list[str | BaseException]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("storage down")
+        return [s.upper() for s in items]
+
+    c: Coalescer[str, str] = Coalescer(batch)
+    first = await asyncio.gather(c.call("a"), c.call("b"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in first)
+    assert await c.call("c") == "C"
+    await c.close()
+
+
+async def test_pipelined_runs_requests_concurrently_but_answers_in_order() -> None:
+    running = 0
+    most = 0
+
+    async def requests() -> AsyncIterator[int]:
+        for i in range(5):
+            yield i
+
+    async def handle(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02 * (5 - i))  # later requests finish first
+        running -= 1
+        return i
+
+    out = [r async for r in pipelined(requests(), handle, depth=8)]
+    assert out == [0, 1, 2, 3, 4]
+    assert most == 5, "requests were not handled concurrently"
+
+
+async def test_pipelined_reraises_what_broke_the_request_stream() -> None:
+    async def requests() -> AsyncIterator[int]:
+        yield 1
+        raise ConnectionError("peer went away")
+
+    async def handle(i: int) -> int:
+        return i
+
+    with pytest.raises(ConnectionError):
+        _ = [r async for r in pipelined(requests(), handle)]
+
+
+def _signer() -> tuple[Membership, SigningIdentity]:
+    ca = make_ca("Org1")
+    issued = issue_cert(ca, "Org1", "peer0.Org1", "peer")
+    return Membership({"Org1": ca.cert_pem}), SigningIdentity.from_pem(
+        "Org1", issued.cert_pem, issued.key_pem
+    )
+
+
+def test_each_signature_is_verified_once_and_only_the_same_triple_hits() -> None:
+    membership, me = _signer()
+    data = b"endorsed payload"
+    sig = me.sign(data)
+    real = identity_mod.verify_signature
+    with mock.patch.object(identity_mod, "verify_signature", side_effect=real) as spy:
+        membership.verify(me.identity_bytes, data, sig, NOW)
+        membership.verify(me.identity_bytes, data, sig, NOW)
+        assert spy.call_count == 1
+        # Other data or another signature is never taken from the memo.
+        with pytest.raises(BadSignature):
+            membership.verify(me.identity_bytes, data + b"!", sig, NOW)
+        with pytest.raises(BadSignature):
+            membership.verify(me.identity_bytes, data, me.sign(b"other"), NOW)
+    # The time-dependent identity check still runs on a memo hit.
+    with pytest.raises(NotAMember):
+        membership.verify(me.identity_bytes, data, sig, NOW + timedelta(days=36500))
+
+
+def test_failed_verifications_are_not_remembered() -> None:
+    membership, me = _signer()
+    bad = me.sign(b"something else")
+    for _ in range(2):
+        with pytest.raises(BadSignature):
+            membership.verify(me.identity_bytes, b"data", bad, NOW)
+
+
+def test_policy_memo_gives_the_solver_answers() -> None:
+    policy = parse_policy("AND(Org1.peer, Org2.peer)")
+    p1 = Signer(b"1" * 32, "Org1", frozenset({"peer"}))
+    p2 = Signer(b"2" * 32, "Org2", frozenset({"peer"}))
+    client = Signer(b"3" * 32, "Org2", frozenset({"client"}))
+    for _ in range(2):  # the second round is answered from the memo
+        assert evaluate(policy, [p1, p2]) is PolicyResult.SATISFIED
+        assert evaluate(policy, [p1], [p2]) is PolicyResult.PENDING
+        assert evaluate(policy, [p1, client]) is PolicyResult.UNSATISFIABLE
+
+
+def test_own_signature_is_remembered_but_not_a_forgery() -> None:
+    membership, me = _signer()
+    data = b"payload||endorser"
+    sig = me.sign(data)
+    membership.remember_own_signature(me, data, sig)
+    with mock.patch.object(identity_mod, "verify_signature", side_effect=AssertionError) as spy:
+        membership.verify(me.identity_bytes, data, sig, NOW)
+        assert spy.call_count == 0
+    with pytest.raises(BadSignature):
+        membership.verify(me.identity_bytes, data, b"\x30\x06\x02\x01\x01\x02\x01\x01", NOW)
+
+
+async def test_a_stuck_batch_does_not_hold_up_later_items_when_concurrent() -> None:
+    release = asyncio.Event()
+
+    async def batch(items: Sequence[str]) -> list[str | BaseException]:
+        if "slow" in items:
+            await release.wait()
+        return list(items)
+
+    c: Coalescer[str, str] = Coalescer(batch, name="t", max_concurrent=2)
+    slow = asyncio.create_task(c.call("slow"))
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(c.call("fast"), 5) == "fast"
+    assert not slow.done()
+    release.set()
+    assert await slow == "slow"
+    await c.close()
+
+
+async def test_close_cancels_callers_of_a_running_batch() -> None:
+    async def batch(items: Sequence[int]) -> list[int | BaseException]:
+        await asyncio.Event().wait()  # never finishes
+        return list(items)
+
+    for concurrent in (1, 2):
+        c: Coalescer[int, int] = Coalescer(batch, max_concurrent=concurrent)
+        waiting = asyncio.create_task(c.call(1))
+        await asyncio.sleep(0.01)
+        await c.close()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_stream_writer_wakes_when_the_response_side_ends() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    ended = asyncio.Event()
+    reader = asyncio.create_task(ended.wait())
+    queue.put_nowait(7)
+    assert await next_or_none(queue, reader) == 7
+    waiting = asyncio.create_task(next_or_none(queue, reader))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    ended.set()
+    assert await asyncio.wait_for(waiting, 5) is None
+    queue.put_nowait(8)  # nothing was lost by the cancelled get
+    assert queue.get_nowait() == 8

@@ -1,0 +1,217 @@
+"""Notary cluster, pure parts and store: wrapping, stamps, the batch decision, recovery, the
+client's f+1 verdict, the spent-set store's batch transaction, and cluster declarations."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from dltmw.core.handlers.notary import Decision, hash_tx_id
+from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_cluster import (
+    ReplicaAnswer,
+    Unpacked,
+    decide_batch,
+    stamp_fresh,
+    unapplied,
+    unwrap,
+    verdict,
+    wrap,
+)
+from dltmw.core.utxo.model import Ref, Window
+from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
+from dltmw.pki.netmap import check_clusters
+from dltmw.sim.notary_cluster import SpentSet
+from dltmw.v1 import errors_pb2
+
+R = errors_pb2
+S = [Ref(hashlib.sha256(b"genesis").hexdigest(), i) for i in range(4)]
+
+
+def sign(data: bytes) -> bytes:
+    return b"sig:" + data
+
+
+ANY_TIME = Window()
+
+
+def ask(tx_id: str, *inputs: Ref, window: Window = ANY_TIME) -> NotarisationAsk:
+    return NotarisationAsk(tx_id, tuple(inputs), (), window, b"")
+
+
+# -- wrapping -----------------------------------------------------------------------------------
+
+
+def test_wrap_round_trips_and_is_deterministic() -> None:
+    raw = wrap([b"a", b"b"], 123, 2)
+    assert raw == wrap([b"a", b"b"], 123, 2)
+    opened = unwrap(raw, 4)
+    assert opened is not None
+    assert (list(opened.requests), opened.stamp_ns, opened.stamper) == ([b"a", b"b"], 123, 2)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"\xff\xff", id="garbage"),
+        pytest.param(wrap([], 1, 0), id="no-requests"),
+        pytest.param(wrap([b"a"], 0, 0), id="no-stamp"),
+        pytest.param(wrap([b"a"], 1, 4), id="stamper-outside-cluster"),
+        pytest.param(wrap([b"a"] * 1001, 1, 0), id="too-many-requests"),
+    ],
+)
+def test_unwrap_refuses_malformed_requests(raw: bytes) -> None:
+    assert unwrap(raw, 4) is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "fresh"),
+    [
+        pytest.param(1000, True, id="equal"),
+        pytest.param(1002, True, id="ahead-within-skew"),
+        pytest.param(1003, False, id="ahead-beyond-skew"),
+        pytest.param(990, True, id="behind-within-age"),
+        pytest.param(989, False, id="older-than-age"),
+    ],
+)
+def test_stamp_freshness_bounds(stamp: int, fresh: bool) -> None:
+    assert stamp_fresh(stamp, 1000, skew_ns=2, age_ns=10) is fresh
+
+
+# -- the batch decision -------------------------------------------------------------------------
+
+
+def test_first_spend_in_agreed_order_wins_and_conflicts_name_only_the_hash() -> None:
+    view = SpentSet()
+    batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0], S[1]))), Unpacked(10, (ask("C", S[1]),))]
+    out = decide_batch(batch, view, sign)
+    a, b = out.decisions[0]
+    (c,) = out.decisions[1]
+    assert a.signature == b"sig:A" and c.signature == b"sig:C"
+    assert b.reason == R.ERROR_REASON_INPUT_CONSUMED
+    assert [x.consuming_tx_id_hash for x in b.conflicts] == [hash_tx_id("A")]
+    assert dict(out.ready.consumed) == {S[0]: "A", S[1]: "C"}
+
+
+def test_time_window_is_judged_at_the_stamp_and_admission_refusals_pass_through() -> None:
+    refused = Decision("", reason=R.ERROR_REASON_BAD_SIGNATURE, message="bad")
+    late = ask("L", S[2], window=Window(until_ns=10))
+    batch = [Unpacked(10, (late, refused)), Unpacked(9, (ask("M", S[2], window=Window(None, 10)),))]
+    out = decide_batch(batch, SpentSet(), sign)
+    assert out.decisions[0][0].reason == R.ERROR_REASON_TIME_WINDOW_INVALID
+    assert out.decisions[0][1] is refused
+    assert out.decisions[1][0].signature == b"sig:M"
+
+
+def test_applying_a_batch_again_changes_nothing_and_answers_the_same() -> None:
+    view = SpentSet()
+    batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
+    first = decide_batch(batch, view, sign)
+    view.consumed.update(first.ready.consumed)
+    view.signed.update(first.ready.signed)
+    again = decide_batch(batch, view, sign)
+    assert again.ready.consumed == () and again.ready.signed == ()
+    assert again.decisions == first.decisions
+
+
+def test_unapplied_lists_retained_batches_and_refuses_a_gap() -> None:
+    assert unapplied({1: (), 2: (), 3: ()}, 1) == [2, 3]
+    assert unapplied({1: ()}, 1) == []
+    with pytest.raises(ValueError, match="no longer retained"):
+        unapplied({5: (), 6: ()}, 3)
+
+
+# -- the client's verdict -----------------------------------------------------------------------
+
+CONFLICT = (b"h" * 32,)
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        pytest.param([ReplicaAnswer(0, b"s0"), ReplicaAnswer(2, b"s2")], "signed", id="f+1-sigs"),
+        pytest.param([ReplicaAnswer(0, b"s0"), ReplicaAnswer(0, b"s0")], None, id="same-member"),
+        pytest.param(
+            [ReplicaAnswer(0, b"s0"), ReplicaAnswer(1, reason=9, conflict_hashes=CONFLICT)],
+            None,
+            id="sig-and-refusal-do-not-mix",
+        ),
+        pytest.param(
+            [ReplicaAnswer(i, reason=9, conflict_hashes=CONFLICT) for i in (1, 3)],
+            "refused",
+            id="f+1-matching-refusals",
+        ),
+        pytest.param(
+            [
+                ReplicaAnswer(1, reason=9, conflict_hashes=CONFLICT),
+                ReplicaAnswer(3, reason=9, conflict_hashes=(b"x" * 32,)),
+            ],
+            None,
+            id="refusals-naming-different-consumers",
+        ),
+    ],
+)
+def test_verdict_needs_f_plus_1_matching_members(
+    answers: list[ReplicaAnswer], expected: str | None
+) -> None:
+    out = verdict(answers, f=1)
+    assert (None if out is None else "signed" if out.signed else "refused") == expected
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+def test_store_commits_a_batch_with_its_sequence_once(tmp_path: Path) -> None:
+    store = ClusterNotaryStore(tmp_path / "n.sqlite", sign)
+    store.open()
+    try:
+        batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
+        first = store.run(lambda: store.apply(1, batch))
+        assert store.run(store.applied) == 1
+        again = store.run(lambda: store.apply(1, batch))  # replay after a crash: no INSERT fails
+        assert again.decisions == first.decisions
+        later = store.run(lambda: store.apply(2, [Unpacked(11, (ask("C", S[0]),))]))
+        assert later.decisions[0][0].conflicts[0].consuming_tx_id_hash == hash_tx_id("A")
+        assert store.run(store.applied) == 2
+        # the role answers already-signed tx_ids from here without ordering them again
+        assert store.run(lambda: store.signatures_of(["A", "B", "C"])) == {"A": b"sig:A"}
+    finally:
+        store.close()
+
+
+# -- declarations -------------------------------------------------------------------------------
+
+
+def _raw(members: list[str], roles: list[str] | None = None) -> dict[str, object]:
+    nodes = [{"id": f"n{i}", "org": "O", "roles": roles or ["notary"]} for i in range(5)]
+    return {"nodes": nodes, "notary_clusters": [{"id": "cl", "members": members}]}
+
+
+@pytest.mark.parametrize(
+    ("members", "roles", "message"),
+    [
+        pytest.param(["n0", "n1", "n2"], None, "3f\\+1", id="three-members"),
+        pytest.param(["n0", "n1", "n2", "n3", "n4"], None, "3f\\+1", id="five-members"),
+        pytest.param(["n0", "n0", "n1", "n2"], None, "3f\\+1", id="repeated-member"),
+        pytest.param(["n0", "n1", "n2", "n3"], ["peer"], "not a free notary", id="not-notaries"),
+        pytest.param(["n0", "n1", "n2", "x"], None, "not a free notary", id="unknown-node"),
+    ],
+)
+def test_bad_cluster_declarations_are_refused(
+    members: list[str], roles: list[str] | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_clusters(_raw(members, roles))
+
+
+def test_a_cluster_id_must_not_be_a_channel_id() -> None:
+    raw = _raw(["n0", "n1", "n2", "n3"])
+    raw["channels"] = [{"id": "cl"}]
+    with pytest.raises(ValueError, match="channel"):
+        check_clusters(raw)
+
+
+def test_a_good_cluster_declaration_passes() -> None:
+    check_clusters(_raw(["n0", "n1", "n2", "n3"]))

@@ -1,0 +1,230 @@
+"""PBFT-lite replica state machine: refusals, watermarks, persist-before-send, restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pbft_messages import KEYS, garbled, pre_prepare, signed, vote
+
+from dltmw.core.pbft import (
+    ClientRequest,
+    Envelope,
+    PbftConfig,
+    PbftReady,
+    Record,
+    Replica,
+    StableRecord,
+    ViewRecord,
+    VoteRecord,
+    batch_digest,
+)
+from dltmw.core.pbft.recovery import compact
+from dltmw.ledger.pbft_store import RecordStore
+from dltmw.v1 import replica_pb2
+
+CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, request_timeout_ticks=5)
+REQS = [KEYS.make_request(0, i) for i in range(8)]
+
+
+def replica(me: int, records: list[Record] | None = None) -> Replica:
+    if records is not None:
+        return Replica.restore(
+            CONFIG, me, KEYS.signer(me), KEYS.verify, records, request_ok=KEYS.request_ok
+        )
+    return Replica(CONFIG, me, KEYS.signer(me), KEYS.verify, request_ok=KEYS.request_ok)
+
+
+class Cluster:
+    """Four replicas wired directly (no faults) for message-level tests."""
+
+    def __init__(self) -> None:
+        self.replicas = [replica(i) for i in range(4)]
+        self.storage: list[list[Record]] = [[] for _ in range(4)]
+        self.decided: list[list[bytes]] = [[] for _ in range(4)]
+        self.queue: list[tuple[int, Envelope]] = []
+
+    def flush(self, i: int) -> PbftReady:
+        out = self.replicas[i].ready()
+        self.storage[i].extend(out.persist)
+        self.decided[i].extend(d.digest for d in out.decided)
+        self.queue.extend(out.send)
+        return out
+
+    def settle(self, limit: int = 10_000) -> None:
+        for _ in range(limit):
+            if not self.queue:
+                return
+            dst, env = self.queue.pop(0)
+            self.replicas[dst].step(env)
+            self.flush(dst)
+        raise AssertionError("messages never settled")
+
+    def tick(self, ticks: int = 1) -> None:
+        for _ in range(ticks):
+            for i in range(4):
+                self.replicas[i].tick()
+                self.flush(i)
+            self.settle()
+
+
+def test_normal_case_decides_the_same_batches_everywhere() -> None:
+    cluster = Cluster()
+    for i, request in enumerate(REQS[:5]):
+        cluster.replicas[i % 4].step(ClientRequest(request))
+        cluster.flush(i % 4)
+    cluster.settle()
+    cluster.tick(2)
+    assert len(cluster.decided[0]) >= 3
+    assert cluster.decided[0] == cluster.decided[1] == cluster.decided[2] == cluster.decided[3]
+    assert all(r.stable_seq >= 2 for r in cluster.replicas)
+
+
+def test_own_votes_are_persisted_before_they_are_sent() -> None:
+    backup = replica(1)
+    backup.step(pre_prepare(0, 1, REQS[:2]))
+    out = backup.ready()
+    persisted = [r.envelope.payload for r in out.persist if isinstance(r, VoteRecord)]
+    assert out.send and all(env.payload in persisted for _, env in out.send)
+
+
+NOT_PRIMARY = pre_prepare(0, 1, REQS[:2], by=2)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (garbled(pre_prepare(0, 1, REQS[:2])), "bad-signature-or-malformed"),
+        (Envelope(payload=b"\xff\x01junk", replica=0, signature=b""), "bad-signature-or-malformed"),
+        (Envelope(payload=b"", replica=9, signature=b""), "bad-signature-or-malformed"),
+        (NOT_PRIMARY, "pre-prepare-not-from-primary"),
+        (pre_prepare(0, 9, REQS[:2]), "outside-watermarks"),
+        (pre_prepare(0, 0, REQS[:2]), "outside-watermarks"),
+        (vote("prepare", 0, 0, 1, b"d" * 32), "prepare-from-primary"),
+        (vote("commit", 2, 0, 5, b"d" * 32), "outside-watermarks"),
+    ],
+    ids=[
+        "garbled-signature",
+        "malformed-payload",
+        "unknown-signer",
+        "pre-prepare-from-a-backup",
+        "sequence-above-high-watermark",
+        "sequence-zero",
+        "prepare-from-the-primary",
+        "commit-above-high-watermark",
+    ],
+)
+def test_bad_messages_are_dropped_and_counted(message: Envelope, reason: str) -> None:
+    backup = replica(1)
+    backup.step(message)
+    assert backup.ready().is_empty()
+    assert backup.counters[reason] == 1
+
+
+def test_old_view_messages_are_dropped_and_future_ones_buffered() -> None:
+    backup = replica(1, [ViewRecord(1, False)])
+    backup.ready()
+    backup.step(pre_prepare(0, 1, REQS[:2]))
+    assert backup.counters["old-view"] == 1
+    backup.step(vote("prepare", 2, 5, 1, b"d" * 32))
+    assert sum(len(q) for q in backup.future.values()) == 1
+    assert backup.ready().is_empty()
+
+
+def test_equivocating_primary_triggers_a_view_change() -> None:
+    backup = replica(1)
+    backup.step(pre_prepare(0, 1, REQS[:2]))
+    backup.ready()
+    backup.step(pre_prepare(0, 1, REQS[2:4]))
+    out = backup.ready()
+    assert backup.view == 1 and backup.changing
+    assert ViewRecord(1, True) in out.persist
+
+
+def test_restarted_replica_never_prepares_a_second_digest_for_one_slot() -> None:
+    backup = replica(1)
+    backup.step(pre_prepare(0, 1, REQS[:2]))
+    records = list(backup.ready().persist)
+    restarted = replica(1, records)
+    restarted.ready()
+    restarted.step(pre_prepare(0, 1, REQS[2:4]))
+    out = restarted.ready()
+    assert not any(isinstance(r, VoteRecord) for r in out.persist)
+    assert restarted.counters["pre-prepare-conflicts-with-own-prepare"] == 1
+
+
+def test_request_timeout_starts_a_view_change_with_backoff() -> None:
+    backup = replica(2)
+    backup.step(ClientRequest(REQS[0]))
+    backup.ready()
+    for _ in range(CONFIG.request_timeout_ticks):
+        backup.tick()
+    assert (backup.view, backup.changing) == (1, True)
+    first = backup.vc_deadline - backup.now
+    for _ in range(first):
+        backup.tick()
+    assert backup.view == 2
+    assert backup.vc_deadline - backup.now == 2 * first
+
+
+def test_invalid_client_request_is_rejected_and_not_forwarded() -> None:
+    backup = replica(1)
+    backup.step(ClientRequest(b"c0.1|not-a-valid-mac"))
+    out = backup.ready()
+    assert [r.reason for r in out.replies] == ["INVALID_REQUEST"] and not out.send
+
+
+def test_state_transfer_accepts_only_certified_batches() -> None:
+    digest = batch_digest(REQS[:2])
+    commits = [vote("commit", r, 0, 1, digest) for r in (0, 1, 2)]
+    good = replica_pb2.DecidedBatch(
+        view=0, sequence=1, digest=digest, requests=REQS[:2], commits=commits
+    )
+    forged = replica_pb2.DecidedBatch()
+    forged.CopyFrom(good)
+    del forged.commits[2]
+    lagging = replica(3)
+    reply = replica_pb2.ReplicaMessage(state_reply=replica_pb2.StateReply(batches=[forged]))
+    lagging.step(signed(0, reply))
+    assert not lagging.ready().decided and lagging.counters["bad-commit-certificate"] == 1
+    reply = replica_pb2.ReplicaMessage(state_reply=replica_pb2.StateReply(batches=[good]))
+    lagging.step(signed(0, reply))
+    assert [d.sequence for d in lagging.ready().decided] == [1]
+
+
+def _history() -> list[Record]:
+    """Records of a backup that decided 8 requests (several stable checkpoints)."""
+    cluster = Cluster()
+    for i, request in enumerate(REQS):
+        cluster.replicas[i % 4].step(ClientRequest(request))
+        cluster.flush(i % 4)
+    cluster.settle()
+    cluster.tick(3)
+    assert cluster.replicas[1].stable_seq >= 4
+    return cluster.storage[1]
+
+
+def _state(r: Replica) -> tuple[object, ...]:
+    return (r.view, r.changing, r.next_exec, r.state_digest, r.low, r.stable_seq, r.executed_ids)
+
+
+def test_restart_from_a_compacted_log_restores_the_same_state() -> None:
+    full = _history()
+    stable = max(r.sequence for r in full if isinstance(r, StableRecord))
+    compacted = compact(full, stable, stable - 1)
+    assert len(compacted) < len(full)
+    restored_full, restored_compacted = replica(1, full), replica(1, compacted)
+    assert _state(restored_compacted)[:6] == _state(restored_full)[:6]
+    assert restored_full.next_exec == len(REQS) // CONFIG.batch_size_max + 1
+
+
+async def test_record_store_compacts_exactly_like_the_simulator(tmp_path: Path) -> None:
+    full = _history()
+    stable = max(r.sequence for r in full if isinstance(r, StableRecord))
+    store = await RecordStore.open(tmp_path / "records.sqlite")
+    try:
+        await store.append(full)
+        await store.compact(stable, stable - 1)
+        assert await store.load() == compact(full, stable, stable - 1)
+    finally:
+        await store.close()

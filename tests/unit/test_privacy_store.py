@@ -1,0 +1,111 @@
+"""The private store and executor on a real sqlite file: execute, not held, tampered, re-derive."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
+from dltmw.ledger.private_store import NewPayload, PrivateStore
+from dltmw.runtime.privacy import by_size
+from dltmw.runtime.private_executor import PrivateExecutor
+from dltmw.v1 import config_pb2, private_payload_pb2
+from dltmw.v1 import privacy_manager_service_pb2 as P
+
+ME, OTHER = PrivacyKey(os.urandom(32)), PrivacyKey(os.urandom(32))
+
+
+def sealed(sender: PrivacyKey, to: PrivacyKey, fn: str, *args: str) -> NewPayload:
+    inv = private_payload_pb2.PrivateInvocation(
+        contract="bank", function=fn, args=[a.encode() for a in args]
+    )
+    p = seal(
+        inv.SerializeToString(),
+        sender,
+        [to.public_key],
+        os.urandom(32),
+        os.urandom(12),
+        [os.urandom(12), os.urandom(12)],
+    )
+    return NewPayload(payload_hash(p), p.SerializeToString(), tuple(recipients_of(p)))
+
+
+def executor(store: PrivateStore) -> PrivateExecutor:
+    config = config_pb2.ChannelConfig(
+        channel_id="c", contracts=[config_pb2.ContractConfig(name="bank")]
+    )
+    peer: Any = SimpleNamespace(view=SimpleNamespace(config=config, channel_id="c"))
+    return PrivateExecutor(ME, peer, store)
+
+
+async def test_block_execution_statuses_and_rederive(tmp_path: Path) -> None:
+    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+    try:
+        assert store.created
+        opened = sealed(OTHER, ME, "open", "acct", "100")
+        deposit = sealed(ME, OTHER, "deposit", "acct", "5")
+        refused = sealed(ME, OTHER, "withdraw", "acct", "1000")
+        altered = sealed(OTHER, ME, "deposit", "acct", "7")
+        foreign = sealed(OTHER, PrivacyKey(os.urandom(32)), "deposit", "acct", "9")  # not ours
+        p = private_payload_pb2.EncryptedPayload.FromString(altered.data)
+        p.ciphertext = bytes([p.ciphertext[0] ^ 1]) + p.ciphertext[1:]
+        altered = NewPayload(altered.payload_hash, p.SerializeToString(), altered.recipients)
+        assert await store.store_payloads([opened, deposit, refused, altered, foreign]) == 5
+        absent = bytes(32)
+        items = [
+            (0, "t0", opened.payload_hash),
+            (1, "t1", deposit.payload_hash),
+            (2, "t2", refused.payload_hash),
+            (3, "t3", altered.payload_hash),
+            (4, "t4", foreign.payload_hash),
+            (5, "t5", absent),
+        ]
+        ex = executor(store)
+        await store.transaction(partial(ex._execute, number=3, items=items))
+        statuses = [(await store.ptx(d)).status for _, _, d in items]  # type: ignore[union-attr]
+        assert statuses == [
+            P.PRIVATE_TX_STATUS_EXECUTED,
+            P.PRIVATE_TX_STATUS_EXECUTED,
+            P.PRIVATE_TX_STATUS_CONTRACT_FAILED,
+            P.PRIVATE_TX_STATUS_TAMPERED,
+            P.PRIVATE_TX_STATUS_NOT_HELD,
+            P.PRIVATE_TX_STATUS_NOT_HELD,
+        ]
+        assert await store.private_state("bank") == {"acct": b"105"}
+        assert await store.cursor() == 4
+        first = await store.ptx(deposit.payload_hash)
+        await store.reset_private_state()
+        assert await store.private_state("bank") == {} and await store.cursor() == 0
+        await store.transaction(partial(ex._execute, number=3, items=items))
+        assert await store.ptx(deposit.payload_hash) == first  # re-derivation is deterministic
+        assert [len(c) for c in [await store.payloads_for(OTHER.public_key, b"", 2)]] == [2]
+    finally:
+        await store.close()
+
+
+def test_by_size_chunks_under_the_budget_and_keeps_order() -> None:
+    sizes = [3, 3, 3, 9, 1, 1]
+    chunks = by_size(sizes, lambda n: n, 6)
+    assert chunks == [[3, 3], [3], [9], [1, 1]]
+    assert [x for c in chunks for x in c] == sizes
+    assert by_size([], lambda n: n, 6) == []
+
+
+async def test_store_counts_new_payloads_and_replaces_only_when_asked(tmp_path: Path) -> None:
+    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+    try:
+        p = sealed(ME, OTHER, "open", "x", "1")
+        assert await store.store_payloads([p, p]) == 1
+        assert await store.store_payloads([p]) == 0
+        other = NewPayload(p.payload_hash, b"other bytes", p.recipients)
+        assert await store.store_payloads([other]) == 0
+        assert await store.payload(p.payload_hash) == p.data
+        replacing = NewPayload(p.payload_hash, b"more boxes", p.recipients, replace=True)
+        assert await store.store_payloads([replacing]) == 1
+        assert await store.payload(p.payload_hash) == b"more boxes"
+        assert await store.held([p.payload_hash, bytes(32)]) == {p.payload_hash: b"more boxes"}
+    finally:
+        await store.close()
