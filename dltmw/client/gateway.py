@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import tomllib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import grpc
 
+from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
-from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.addressbook import AddressBook
+from dltmw.rpc.tls import secure_channel
 from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
 
 G = gateway_service_pb2
@@ -70,18 +69,12 @@ class GatewayClient:
         pipelined: bool | None = None,
     ) -> GatewayClient:
         """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway."""
-        home = network_dir / "clients" / client_id
-        with (home / "client.toml").open("rb") as f:
-            cfg = tomllib.load(f)
-        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
-        signer = SigningIdentity.from_pem(
-            cfg["client"]["org"],
-            files["identity_cert"].read_bytes(),
-            files["identity_key"].read_bytes(),
-        )
-        tls = TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"])
-        node_id = gateway or cfg["client"]["gateway"]
-        address = await AddressBook(files["address_book"]).resolve(node_id, timeout_s)
+        loaded = ClientFiles.load(network_dir, client_id)
+        node_id = gateway or loaded.gateway
+        if node_id is None:
+            raise ValueError(f"client {client_id} has no default gateway; name one")
+        signer, tls = loaded.signer, loaded.tls
+        address = await loaded.addresses.resolve(node_id, timeout_s)
         if address is None:
             raise ConnectionError(f"gateway {node_id} has not published an address")
         channel = secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES)

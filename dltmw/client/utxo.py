@@ -8,7 +8,6 @@ own key; the SDK never signs on anyone's behalf.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from dltmw.client.files import ClientFiles
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import notarisation_payload, sign_request
 from dltmw.core.utxo.model import WireTx
@@ -52,21 +52,13 @@ class PartyFiles:
     @staticmethod
     def load(network_dir: Path, client_id: str) -> PartyFiles:
         """Load `clients/<client_id>/client.toml` of a network directory."""
-        home = network_dir / "clients" / client_id
-        with (home / "client.toml").open("rb") as f:
-            cfg = tomllib.load(f)
-        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
-        signer = SigningIdentity.from_pem(
-            cfg["client"]["org"],
-            files["identity_cert"].read_bytes(),
-            files["identity_key"].read_bytes(),
-        )
+        loaded = ClientFiles.load(network_dir, client_id)
         return PartyFiles(
             client_id=client_id,
-            signer=signer,
-            tls=TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"]),
-            addresses=AddressBook(files["address_book"]),
-            netmap=NetworkMap.load(files["network_map"]),
+            signer=loaded.signer,
+            tls=loaded.tls,
+            addresses=loaded.addresses,
+            netmap=NetworkMap.load(loaded.files["network_map"]),
         )
 
     async def channel_to(self, node_id: str, timeout_s: float = 10.0) -> grpc.aio.Channel:

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from dltmw.core.handlers.notary import Ask, NotaryReady, SingleNotary
 from dltmw.core.utxo.model import Ref
+from dltmw.ledger.durability import durable_pragmas
 
 T = TypeVar("T")
 SCHEMA = """
@@ -64,8 +65,7 @@ class NotaryStore:
         synchronous: str = "FULL",
         exit_after_commit: bool = False,
     ) -> None:
-        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         self.path = path
         self._sign = sign
         self._synchronous = synchronous
@@ -76,8 +76,8 @@ class NotaryStore:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        for pragma in durable_pragmas(self._synchronous):
+            conn.execute(pragma)
         conn.executescript(SCHEMA)
         self._conn = conn
 

@@ -26,6 +26,7 @@ from dltmw.core.pbft import (
     VoteRecord,
 )
 from dltmw.core.pbft.recovery import record_sequence
+from dltmw.ledger.durability import durable_pragmas
 from dltmw.v1 import replica_pb2
 
 SCHEMA = """
@@ -75,10 +76,11 @@ class RecordStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> RecordStore:
         """Open (creating if needed)."""
+        pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={synchronous}")
+        for pragma in pragmas:
+            await conn.execute(pragma)
         await conn.executescript(SCHEMA)
         return cls(conn)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.ledger.durability import durable_pragmas
 
 T = TypeVar("T")
 RESEND_CHUNK = 256
@@ -144,8 +145,7 @@ class PrivateStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> PrivateStore:
         """Open (creating if needed)."""
-        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         store = cls(path, synchronous)
         await store._call(store._open)
         return store
@@ -154,8 +154,8 @@ class PrivateStore:
         self.created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        for pragma in durable_pragmas(self._synchronous):
+            conn.execute(pragma)
         conn.executescript(SCHEMA)
         self._conn = conn
 

@@ -31,6 +31,7 @@ from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.ledger.durability import durable_pragmas
 from dltmw.v1 import block_pb2
 
 T = TypeVar("T")
@@ -105,12 +106,11 @@ class ChannelLedger:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> ChannelLedger:
         """Open (creating if needed) and verify the hash chain; raises InvariantViolation."""
-        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={synchronous}")
+        for pragma in pragmas:
+            await conn.execute(pragma)
         await conn.executescript(SCHEMA)
         ledger = cls(path, conn, synchronous)
         await ledger._verify_chain()

@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.utxo.model import Output, Ref
 from dltmw.core.utxo.verify import SignedTx, read_signed
+from dltmw.ledger.durability import durable_pragmas
 from dltmw.v1 import utxo_pb2
 
 T = TypeVar("T")
@@ -75,8 +76,7 @@ class VaultStore:
     """Transactions and states of one vault node."""
 
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         self.path = path
         self._synchronous = synchronous
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vault-store")
@@ -96,8 +96,8 @@ class VaultStore:
         def _open() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            for pragma in durable_pragmas(self._synchronous):
+                conn.execute(pragma)
             conn.executescript(SCHEMA)
             self._conn = conn
 

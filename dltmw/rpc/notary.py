@@ -8,7 +8,8 @@ refusals are per-request results so one bad request does not end the stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from google.protobuf import any_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -17,11 +18,12 @@ from grpc_status import rpc_status
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.handlers.notary import Decision
 from dltmw.core.identity import Membership, tls_org_matches
+from dltmw.core.notary import NotaryIdentity
 from dltmw.core.utxo.build import state_ref
 from dltmw.rpc.guard import Ctx, streaming, unary
 from dltmw.rpc.status import to_status
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.notary import NotaryRole, Outcome
+from dltmw.runtime.notary import Outcome
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,
@@ -98,10 +100,23 @@ async def abort_refusal(context: Ctx, decision: Decision) -> None:
     await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
 
 
+class Notarising(Protocol):
+    """What the servicer needs of a notary: the single notary and a notary-cluster replica."""
+
+    identity: NotaryIdentity
+    membership: Membership
+
+    async def notarise(
+        self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
+    ) -> list[Outcome]:
+        """Admit and decide `requests`; one outcome per request, in order."""
+        ...
+
+
 class NotaryServicer(notary_service_pb2_grpc.NotaryServiceServicer):
     """Serves the notary role of a node."""
 
-    def __init__(self, role: NotaryRole) -> None:
+    def __init__(self, role: Notarising) -> None:
         self._role = role
 
     @unary

@@ -78,6 +78,33 @@ def _admit_chunk(
     return out
 
 
+Admitted = NotarisationAsk | DltmwError
+
+
+async def admit_in_chunks(
+    pool: ThreadPoolExecutor,
+    requests: Sequence[notarisation_pb2.NotarisationRequest],
+    identity: NotaryIdentity,
+    membership: Membership,
+    now: datetime,
+    tls_org: str | None,
+) -> list[
+    tuple[Sequence[notarisation_pb2.NotarisationRequest], list[NotarisationAsk | DltmwError]]
+]:
+    """Admit `requests` in chunks of ADMIT_CHUNK on `pool` (signature checks release the GIL, so
+    chunks use both cores); returns each chunk with its admitted asks or errors, in order. Shared
+    by the single notary and the notary cluster."""
+    loop = asyncio.get_running_loop()
+    chunks = [requests[i : i + ADMIT_CHUNK] for i in range(0, len(requests), ADMIT_CHUNK)]
+    admitted = await asyncio.gather(
+        *(
+            loop.run_in_executor(pool, _admit_chunk, c, identity, membership, now, tls_org)
+            for c in chunks
+        )
+    )
+    return list(zip(chunks, admitted, strict=True))
+
+
 class NotaryRole:
     """Single notary of one node."""
 
@@ -127,17 +154,10 @@ class NotaryRole:
         """Admit and decide `requests`; one outcome per request, in order."""
         if self._task is None or self._failed:
             raise TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary is not running")
-        loop = asyncio.get_running_loop()
-        now = utc_now()
-        chunks = [requests[i : i + ADMIT_CHUNK] for i in range(0, len(requests), ADMIT_CHUNK)]
-        admitted = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._pool, _admit_chunk, c, self.identity, self.membership, now, tls_org
-                )
-                for c in chunks
-            )
+        pairs = await admit_in_chunks(
+            self._pool, requests, self.identity, self.membership, utc_now(), tls_org
         )
+        admitted = [a for _, a in pairs]
         futures = [self._enqueue(chunk) for chunk in admitted]
         out: list[Outcome] = []
         for chunk, future in zip(admitted, futures, strict=True):

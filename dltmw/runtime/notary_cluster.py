@@ -41,7 +41,7 @@ from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.pki.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.notary import ADMIT_CHUNK, NotaryRole, Outcome, _admit_chunk
+from dltmw.runtime.notary import Outcome, admit_in_chunks
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2
 
@@ -103,10 +103,10 @@ def open_request(
     return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
-class ClusterNotaryRole(NotaryRole):
-    """Notary-cluster replica of one node. Subclasses NotaryRole only to be served by the same
-    NotaryServicer (which reads `identity`, `membership` and calls `notarise`); none of the
-    single notary's machinery is used."""
+class ClusterNotaryRole:
+    """Notary-cluster replica of one node; served by the same NotaryServicer as the single
+    notary (it has the `identity`, `membership` and `notarise` that `rpc.notary.Notarising`
+    asks for)."""
 
     def __init__(
         self,
@@ -217,20 +217,11 @@ class ClusterNotaryRole(NotaryRole):
         """Admit `requests`, order the admitted ones, answer once decided here (in order)."""
         if self._task is None or self._failed:
             raise TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary is not running")
-        loop = asyncio.get_running_loop()
         now = utc_now()
-        chunks = [requests[i : i + ADMIT_CHUNK] for i in range(0, len(requests), ADMIT_CHUNK)]
-        admitted = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._pool, _admit_chunk, c, self.identity, self.membership, now, tls_org
-                )
-                for c in chunks
-            )
+        pairs = await admit_in_chunks(
+            self._pool, requests, self.identity, self.membership, now, tls_org
         )
-        results = await asyncio.gather(
-            *(self._order(c, a, to_ns(now)) for c, a in zip(chunks, admitted, strict=True))
-        )
+        results = await asyncio.gather(*(self._order(c, a, to_ns(now)) for c, a in pairs))
         return [outcome for chunk in results for outcome in chunk]
 
     async def _order(

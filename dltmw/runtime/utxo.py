@@ -35,7 +35,7 @@ class UtxoServices:
     """Notary and vault roles of one node (either may be absent)."""
 
     def __init__(self, config: NodeConfig, ctx: NodeContext, pool: ThreadPoolExecutor) -> None:
-        self.notary: NotaryRole | None = None
+        self.notary: NotaryRole | ClusterNotaryRole | None = None
         self.vault: VaultRole | None = None
         self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
         self._window_s = config.limits.timestamp_window_s

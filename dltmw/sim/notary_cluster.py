@@ -236,10 +236,10 @@ def run_notary(
 
         world.at(world.rng.randrange(1, runner.SUBMIT_UNTIL), submit)
     if behaviour == "network":
-        runner._network_faults(world)
+        runner.network_faults(world)
     else:
         world.net.faults.delay_max = 3
-    world.at(runner.HEAL_AT, lambda: runner._heal(world))
+    world.at(runner.HEAL_AT, lambda: runner.heal(world))
     while world.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
         world.tick()
         if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():

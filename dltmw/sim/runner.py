@@ -73,7 +73,7 @@ class RunResult:
         )
 
 
-def _network_faults(world: World) -> None:
+def network_faults(world: World) -> None:
     """Schedule random network faults and one crash/restart for the fault phase."""
     rng, n, net = world.rng, world.config.n, world.net
     net.faults.drop, net.faults.duplicate = 0.1, 0.05
@@ -100,7 +100,8 @@ def _network_faults(world: World) -> None:
     world.at(crash_at + rng.randint(5, 60), lambda: world.restart(node))
 
 
-def _heal(world: World) -> None:
+def heal(world: World) -> None:
+    """Remove every network fault and restart crashed replicas (the start of the healed phase)."""
     world.log("heal: network faults removed, crashed replicas restarted")
     world.net.heal()
     for node in world.nodes:
@@ -120,10 +121,10 @@ def run(
 
         world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
     if behaviour == "network":
-        _network_faults(world)
+        network_faults(world)
     else:
         world.net.faults.delay_max = 3
-    world.at(HEAL_AT, lambda: _heal(world))
+    world.at(HEAL_AT, lambda: heal(world))
     while world.now < HEAL_AT + LIVENESS_BOUND:
         world.tick()
         if world.now > HEAL_AT and world.now % 5 == 0 and world.all_done():
