@@ -202,35 +202,44 @@ async def probe(seconds_each: float = 0.5) -> Limits:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-transaction work of the endorse/order/validate path, counted from the code (as of
-    issue 6; re-count when the path changes, e.g. when signatures are checked once per batch).
+    """Per-transaction work of the endorse/order/validate path, counted from the code; re-count
+    when the path changes. Two paths, both current: `pipelined` (the SDK default,
+    `GatewayService.Transact`) and the unary one (`DLTMW_CLIENT_PIPELINE=0`).
 
-    With E endorsing peers (the policy's principals) and P validating peers:
-    signs = 3 by the client (proposal, envelope, commit-status query) + E endorsements;
-    verifies = E (each endorser checks the proposal) + (E - 1) (the gateway checks remote
-    endorsements) + 2 (gateway and orderer each check the envelope) + P x (1 + E) (validation:
-    creator and endorsements) + 1 (the commit-status query);
-    unary gRPC calls = Endorse + (E - 1) remote endorsements + Submit + CommitStatus, plus one
-    streamed message to the orderer (block delivery is batched: neglected);
-    sqlite rows = P x (1 tx-index row + W state writes) + 2 on the orderer (queue, block index).
+    With E endorsing peers (the policy's principals) and P validating peers (P >= E), and each
+    node verifying each signature once (successful checks are remembered per membership):
+    signs = 2 by the client (proposal, envelope) + E endorsements, plus 1 signed commit-status
+    query on the unary path; verifies = (E + 1) on each endorsing peer (the proposal, the
+    envelope, the other E - 1 endorsements) + (1 + E) on each other peer + 1 on the orderer, plus
+    1 for the unary commit-status query; unary gRPC calls = Endorse + Submit + CommitStatus (3)
+    on the unary path, 0 pipelined (the gateway reaches remote endorsers and the orderer over
+    batched streams on both paths); streamed items, each hop's request and answer counted:
+    client<->gateway 4 pipelined (endorse, its answer, submit, its commit status), gateway<->remote
+    endorsers 2 (E - 1), gateway<->orderer 2, block delivery P; sqlite rows = P x (1 tx-index row
+    + W state writes) + 2 on the orderer.
     """
 
     endorsers: int
     peers: int
     writes: float
+    pipelined: bool = True
 
     def signs(self) -> int:
         """Signatures made per transaction."""
-        return 3 + self.endorsers
+        return 2 + self.endorsers + (0 if self.pipelined else 1)
 
     def verifies(self) -> int:
         """Signature verifications per transaction."""
         e, p = self.endorsers, self.peers
-        return e + (e - 1) + 2 + p * (1 + e) + 1
+        return e * (e + 1) + (p - e) * (1 + e) + 1 + (0 if self.pipelined else 1)
 
     def unary_calls(self) -> int:
         """Unary gRPC calls per transaction."""
-        return 3 + (self.endorsers - 1)
+        return 0 if self.pipelined else 3
+
+    def stream_items(self) -> int:
+        """Items carried on batched streams per transaction (each hop's request and answer)."""
+        return (4 if self.pipelined else 0) + 2 * (self.endorsers - 1) + 2 + self.peers
 
     def sqlite_rows(self) -> float:
         """Rows written per transaction, all nodes together."""
@@ -241,7 +250,8 @@ def bounds(limits: Limits, model: CostModel) -> dict[str, float]:
     """tx/s each resource allows if every core did only that work (an upper bound)."""
     cores = limits.cores
     sig_s = model.signs() / limits.sign_per_s + model.verifies() / limits.verify_per_s
-    grpc_s = model.unary_calls() / limits.grpc_unary_per_s + 1 / limits.grpc_stream_msgs_per_s
+    items_per_s = limits.grpc_stream_msgs_per_s * limits.grpc_stream_items_per_msg
+    grpc_s = model.unary_calls() / limits.grpc_unary_per_s + model.stream_items() / items_per_s
     return {
         "signature": cores / sig_s,
         "signature_verification": cores * limits.verify_per_s / model.verifies(),

@@ -96,7 +96,10 @@ def _blocks(result: RunResult) -> dict[str, float]:
 def _bounds(result: RunResult, valid_tx_s: float) -> tuple[dict[str, Any], dict[str, float]]:
     shape = result.config.shape
     endorsers = shape.orgs if shape.policy == "AND" else 1
-    model = CostModel(endorsers=endorsers, peers=shape.orgs, writes=_writes_per_tx(result))
+    pipelined = os.environ.get("DLTMW_CLIENT_PIPELINE", "1") != "0"  # the SDK's own switch
+    model = CostModel(
+        endorsers=endorsers, peers=shape.orgs, writes=_writes_per_tx(result), pipelined=pipelined
+    )
     if result.limits is None:
         return {"model": asdict(model)}, {}
     b = bounds(result.limits, model)

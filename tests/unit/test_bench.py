@@ -92,10 +92,21 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_cost_model_counts_the_and_policy_path() -> None:
     m = CostModel(endorsers=2, peers=2, writes=1)
-    assert (m.signs(), m.verifies(), m.unary_calls(), m.sqlite_rows()) == (5, 12, 4, 6)
+    counts = (m.signs(), m.verifies(), m.unary_calls(), m.stream_items(), m.sqlite_rows())
+    assert counts == (4, 7, 0, 10, 6)  # 3 verifies on each peer, 1 on the orderer
+    unary = CostModel(endorsers=2, peers=2, writes=1, pipelined=False)
+    assert (unary.signs(), unary.verifies(), unary.unary_calls(), unary.stream_items()) == (
+        5,
+        8,
+        3,
+        6,
+    )
+    assert CostModel(endorsers=1, peers=3, writes=1).verifies() == 1 * 2 + 2 * 2 + 1
     limits = Limits(2, 50_000, 22_000, 7_000, 8_000, 100, 100_000, 1.0)
     b = bounds(limits, m)
-    assert b["signature_verification"] == pytest.approx(2 * 22_000 / 12)
+    assert b["signature_verification"] == pytest.approx(2 * 22_000 / 7)
+    assert b["grpc"] == pytest.approx(2 / (10 / 800_000))
+    assert bounds(limits, unary)["grpc"] < b["grpc"]  # unary calls cost more than stream items
     assert b["signature"] < b["signature_verification"]  # signing costs something too
 
 
