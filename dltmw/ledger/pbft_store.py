@@ -19,6 +19,7 @@ from dltmw.core.errors import InvariantViolation
 from dltmw.core.pbft import (
     DecidedRecord,
     Envelope,
+    JumpRecord,
     PreparedRecord,
     Record,
     StableRecord,
@@ -45,6 +46,8 @@ def encode(record: Record) -> tuple[str, int, bytes]:
         return ("prepared", record_sequence(record), record.certificate.SerializeToString())
     if isinstance(record, DecidedRecord):
         return ("decided", record.batch.sequence, record.batch.SerializeToString())
+    if isinstance(record, JumpRecord):
+        return ("jump", record.sequence, _encode_jump(record))
     stable = replica_pb2.StableCheckpoint(
         sequence=record.sequence, state_digest=record.state_digest, proof=record.proof
     )
@@ -64,7 +67,30 @@ def decode(kind: str, _seq: int, data: bytes) -> Record:
     if kind == "stable":
         s = replica_pb2.StableCheckpoint.FromString(data)
         return StableRecord(s.sequence, s.state_digest, tuple(s.proof))
+    if kind == "jump":
+        return _decode_jump(_seq, data)
     raise InvariantViolation(f"unknown PBFT record kind {kind!r}")
+
+
+def _encode_jump(record: JumpRecord) -> bytes:
+    """state digest (32) | checkpoint count (4) | (sequence (8) | digest (32))* | request ids."""
+    out = [record.state_digest, len(record.checkpoint_states).to_bytes(4, "big")]
+    for sequence, digest in record.checkpoint_states:
+        out += [sequence.to_bytes(8, "big"), digest]
+    return b"".join(out + list(record.request_ids))
+
+
+def _decode_jump(sequence: int, data: bytes) -> JumpRecord:
+    count = int.from_bytes(data[32:36], "big")
+    checkpoints = []
+    offset = 36
+    for _ in range(count):
+        checkpoints.append(
+            (int.from_bytes(data[offset : offset + 8], "big"), data[offset + 8 : offset + 40])
+        )
+        offset += 40
+    ids = tuple(data[i : i + 32] for i in range(offset, len(data), 32))
+    return JumpRecord(sequence, data[:32], tuple(checkpoints), ids)
 
 
 class RecordStore:

@@ -4,7 +4,9 @@ Tables: `transactions` holds every verified, notarised transaction the node know
 is a party to (relevant = 1) and the backchain it resolved to verify them (relevant = 0), so it
 can verify and serve them later; `states` holds the output states it records (those it
 participates in, or every output of a transaction it observes) with the tx_id that consumed them;
-`state_parties` indexes participants for queries. Recording a transaction — the transaction,
+`state_parties` indexes participants for queries; `outbox` lists the nodes a final transaction
+this node initiated must still be delivered to (written with the transaction, deleted once the
+recipient acknowledged, `runtime/outbox.py`). Recording a transaction — the transaction,
 its new states and the consumption of its inputs — is ONE sqlite transaction, and recording the
 same transaction again changes nothing.
 
@@ -40,7 +42,20 @@ CREATE INDEX IF NOT EXISTS states_contract ON states(contract, consumed_by);
 CREATE INDEX IF NOT EXISTS states_owner ON states(owner, consumed_by);
 CREATE TABLE IF NOT EXISTS state_parties (
     party BLOB NOT NULL, ref BLOB NOT NULL, PRIMARY KEY (party, ref)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    tx_id TEXT NOT NULL, node TEXT NOT NULL, observer INTEGER NOT NULL,
+    PRIMARY KEY (tx_id, node)) WITHOUT ROWID;
 """
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row: a final transaction `node` has not acknowledged yet."""
+
+    tx_id: str
+    node: str
+    observer: bool
+    stx: bytes
 
 
 @dataclass(frozen=True)
@@ -163,9 +178,16 @@ class VaultStore:
         if rows:
             await self._call(write)
 
-    async def record(self, stx: SignedTx, outputs: Sequence[int]) -> None:
-        """Record a notarised transaction: itself, outputs at `outputs` as states, and the
-        consumption of any of its inputs this vault holds; one sqlite transaction."""
+    async def record(
+        self,
+        stx: SignedTx,
+        outputs: Sequence[int],
+        deliveries: Sequence[tuple[str, bool]] = (),
+    ) -> None:
+        """Record a notarised transaction: itself, outputs at `outputs` as states, the
+        consumption of any of its inputs this vault holds, and an outbox row per (node,
+        observer) in `deliveries`; one sqlite transaction, so a final transaction is never
+        recorded without the duty to deliver it."""
         wire = stx.wire
         states: list[tuple[bytes, str, int, str, bytes, bytes]] = []
         parties: list[tuple[bytes, bytes]] = []
@@ -190,6 +212,34 @@ class VaultStore:
                 )
                 conn.executemany("INSERT OR IGNORE INTO state_parties VALUES (?,?)", parties)
                 conn.executemany("UPDATE states SET consumed_by=? WHERE ref=?", spent)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox(tx_id, node, observer) VALUES (?,?,?)",
+                    [(wire.tx_id, node, int(obs)) for node, obs in deliveries],
+                )
+
+        await self._call(write)
+
+    async def outbox(self, limit: int, after: tuple[str, str] = ("", "")) -> list[Delivery]:
+        """Pending deliveries in (tx_id, node) order after `after` (at most `limit`): a caller
+        pages through all of them, so undeliverable rows cannot hide the others."""
+
+        def run(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "SELECT o.tx_id, o.node, o.observer, t.stx FROM outbox o "
+                "JOIN transactions t ON t.tx_id = o.tx_id WHERE (o.tx_id, o.node) > (?, ?) "
+                "ORDER BY o.tx_id, o.node LIMIT ?",
+                (*after, limit),
+            ).fetchall()
+            return [Delivery(t, n, bool(o), bytes(s)) for t, n, o, s in rows]
+
+        return await self._call(run)
+
+    async def delivered(self, tx_id: str, node: str) -> None:
+        """`node` acknowledged `tx_id`: drop its outbox row (idempotent)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _txn(conn):
+                conn.execute("DELETE FROM outbox WHERE tx_id=? AND node=?", (tx_id, node))
 
         await self._call(write)
 

@@ -8,9 +8,11 @@ Every flow ends in `complete`, Corda's collect-signatures + finality:
      validating, only the visible components otherwise);
   4. record it locally, then send it to the other participants and to named observers only
      (RecordTransaction); nobody else ever receives it.
-If any step before notarisation fails, nothing has moved anywhere. A failure to deliver after
-notarisation leaves the transaction final (the notary has consumed the inputs): the flow reports
-PEER_UNAVAILABLE naming the nodes that still need it.
+If any step before notarisation fails, nothing has moved anywhere. Step 4 records the final
+transaction together with one outbox row per recipient (one sqlite transaction); a recipient
+that does not acknowledge keeps its row and `runtime/outbox.py` retries it in the background,
+also after a restart. The flow then reports PEER_UNAVAILABLE naming the nodes still pending:
+the transaction is final (the notary consumed the inputs) and will reach them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import secrets
 
 import grpc
 
-from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
     add_signature,
     build_transaction,
@@ -30,6 +32,7 @@ from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref, Window, read_transaction
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
+from dltmw.ledger.vault_store import Delivery
 from dltmw.runtime.backchain import lookup_in, verify_full
 from dltmw.runtime.context import utc_now
 from dltmw.runtime.vault import VaultRole, remote_error
@@ -235,22 +238,23 @@ async def _finalise(
         output = lookup(ref)
         parties |= set(output.participants) if output is not None else set()
     mine = [i for i, o in enumerate(wire.outputs) if role.me in o.participants]
-    await role.record(stx, mine)
-    targets = [(role.node_of(p), p, False) for p in sorted(parties - {role.me})]
-    for node in observers:  # checked by check_observers before the flow started
-        targets.append((node, role.netmap.identity_of(node), True))
+    targets = [(role.node_of(p), False) for p in sorted(parties - {role.me})]
+    targets += [(node, True) for node in observers]  # checked by check_observers already
+    await role.record(stx, mine, targets)  # with the outbox rows: delivery is now a duty
     failed: list[str] = []
-    for node, party, observer in targets:
-        await role.share(party, {r.tx_id for r in (*wire.inputs, *wire.references)})
-        raw, sig = role.signed_message(signed_transaction=stx.raw, observer=observer)
+    refused: DltmwError | None = None
+    for node, observer in targets:
         try:
-            await role.call(
-                node, "RecordTransaction", F.RecordTransactionRequest(message=raw, signature=sig)
-            )
-        except TransientError:
+            await role.outbox.deliver(Delivery(wire.tx_id, node, observer, stx.raw))
+        except DltmwError as err:
             failed.append(node)
+            refused = refused if isinstance(err, TransientError) else err
     if failed:
+        role.outbox.wake()
+        if refused is not None:
+            raise refused  # a recipient refused: say why (the row stays, it is retried)
         raise TransientError(
             R.ERROR_REASON_PEER_UNAVAILABLE,
-            f"{wire.tx_id} is notarised, but {failed} did not record it yet",
+            f"{wire.tx_id} is final and recorded; {failed} did not record it yet, "
+            "delivery is retried in the background",
         )

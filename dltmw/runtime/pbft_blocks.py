@@ -90,6 +90,11 @@ class BlockAssembler:
         pending.signatures[replica] = signature
         return True
 
+    def forget_below(self, height: int) -> None:
+        """Drop blocks and early signatures below `height` (committed from fetched blocks)."""
+        self.pending = {n: p for n, p in self.pending.items() if n >= height}
+        self._early = {n: s for n, s in self._early.items() if n >= height}
+
     def complete(self, height: int) -> PendingBlock | None:
         """The next block to commit, if it has a quorum of signatures (removed from pending)."""
         pending = self.pending.get(height)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 from dltmw.core.block import block_hash
@@ -28,6 +29,7 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext, utc_now
 from dltmw.runtime.orderer import OrdererChannel
 from dltmw.runtime.pbft_blocks import BlockAssembler, PendingBlock
+from dltmw.runtime.pbft_catchup import FetchedBlocks, fetch_verified
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.v1 import errors_pb2, replica_pb2
 
@@ -38,6 +40,11 @@ TICK_S = 0.05
 SUBMIT_WAIT_S = 60.0
 RESIGN_EVERY_TICKS = 20
 STEP_BATCH_MAX = 1000
+CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
+CATCHUP_BACKOFF_MAX = 16  # x CATCHUP_CHECK_TICKS while peers have nothing newer
+# Decided batches a replica keeps for state transfer; read once at start. Tests set it small to
+# force block-level catch-up (`pbft_catchup`); production keeps the default.
+DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 
 
 def replica_config(n: int, batch_max: int) -> PbftConfig:
@@ -50,7 +57,7 @@ def replica_config(n: int, batch_max: int) -> PbftConfig:
         request_timeout_ticks=40,
         retransmit_ticks=10,
         probe_ticks=20,
-        decided_retain=256,
+        decided_retain=DECIDED_RETAIN,
     )
 
 
@@ -78,6 +85,9 @@ class PbftOrdererChannel(OrdererChannel):
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._lagging: set[tuple[int, int]] = set()
         self._ticks = 0
+        self._fetched: list[FetchedBlocks] = []
+        self._fetch: asyncio.Task[None] | None = None
+        self._catchup = (0, 1, 0)  # (next_exec at the last check, backoff, peer cursor)
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         """Does `signature` by orderer `replica` verify over `data`?"""
@@ -99,6 +109,7 @@ class PbftOrdererChannel(OrdererChannel):
             self.replica = Replica.restore(self.config, self.me, sign, self.verify, records)
         else:
             self.replica = Replica(self.config, self.me, sign, self.verify)
+        await self._jump_to_ledger(self.replica)
         for seq in sorted(self.replica.decided):
             self._build(seq, list(self.replica.decided[seq].requests))
         for link in self.links.values():
@@ -117,6 +128,9 @@ class PbftOrdererChannel(OrdererChannel):
     async def stop(self) -> None:
         """Stop the loop and the links (records are durable; nothing to flush)."""
         await super().stop()
+        if self._fetch is not None:
+            self._fetch.cancel()
+            await asyncio.gather(self._fetch, return_exceptions=True)
         for link in self.links.values():
             await link.stop()
         await self.store.close()
@@ -199,6 +213,8 @@ class PbftOrdererChannel(OrdererChannel):
                 replica.tick()
                 self._on_tick()
                 next_tick = loop.time() + TICK_S
+            if self._fetched:
+                await self._apply_fetched(replica)
             await self._execute_pbft(replica.ready())
             await self._answer_lagging()
 
@@ -209,6 +225,8 @@ class PbftOrdererChannel(OrdererChannel):
                     self._lagging.add((item.replica, item.number))
             else:
                 self.assembler.add_signature(item, self.ledger.height)
+        elif isinstance(item, FetchedBlocks):
+            self._fetched.append(item)
         else:
             replica.step(item)
 
@@ -218,6 +236,69 @@ class PbftOrdererChannel(OrdererChannel):
         if self._ticks % RESIGN_EVERY_TICKS == 0:
             for pending in self.assembler.pending.values():
                 self._broadcast_signature(pending)
+        self._maybe_fetch()
+
+    def _maybe_fetch(self) -> None:
+        """Every CATCHUP_CHECK_TICKS x backoff without executing, fetch blocks from the next
+        peer replica (one fetch at a time); the backoff doubles while peers have nothing newer,
+        so an idle, caught-up replica asks rarely."""
+        last, backoff, cursor = self._catchup
+        replica = self.replica
+        if replica is None or self._ticks % (CATCHUP_CHECK_TICKS * backoff):
+            return
+        if replica.next_exec != last:
+            self._catchup = (replica.next_exec, 1, cursor)
+            return
+        if self._fetch is not None and not self._fetch.done():
+            return
+        peers = sorted(self.links)
+        node_id = self.links[peers[cursor % len(peers)]].node_id
+        self._catchup = (last, min(backoff * 2, CATCHUP_BACKOFF_MAX), cursor + 1)
+        self._fetch = asyncio.create_task(self._fetch_from(node_id), name=f"pbft-fetch-{node_id}")
+
+    async def _fetch_from(self, node_id: str) -> None:
+        fetched = await fetch_verified(
+            self.ctx,
+            self.view.channel_id,
+            node_id,
+            self.ledger.height,
+            self.ledger.last_hash,
+            self.identities,
+            self.config.quorum,
+            self.verify,
+        )
+        if fetched.blocks:
+            await self._inbox.put(fetched)
+
+    async def _apply_fetched(self, replica: Replica) -> None:
+        """Commit verified fetched blocks that still continue our ledger, then jump the core over
+        every committed block it has not executed (`Replica.jump`: the blocks carry 2f+1
+        orderer signatures, checked by `pbft_catchup.verified_prefix`)."""
+        batches, self._fetched = self._fetched, []
+        for fetched in batches:
+            for block in fetched.blocks:
+                if block.header.number != self.ledger.height:
+                    continue  # committed meanwhile by the normal path
+                if block.header.previous_hash != self.ledger.last_hash:
+                    break  # cannot happen with 2f+1-signed blocks; refuse rather than fork
+                await self.ledger.commit_block(block, ())
+                for envelope in block.data.envelopes:
+                    for waiter in self._waiters.pop(request_id(envelope), []):
+                        if not waiter.done():
+                            waiter.set_result(None)
+        self.assembler.forget_below(self.ledger.height)
+        await self._jump_to_ledger(replica)
+        async with self._new_block:
+            self._new_block.notify_all()
+
+    async def _jump_to_ledger(self, replica: Replica) -> None:
+        """Move the core over committed blocks it has not executed (also at start: a crash may
+        fall between committing fetched blocks and persisting the jump)."""
+        if replica.next_exec < self.ledger.height:
+            blocks = await self.ledger.blocks(replica.next_exec, self.ledger.height)
+            replica.jump([(b.header.number, tuple(b.data.envelopes)) for b in blocks])
+            logger.info("jumped to block %d of the ledger", self.ledger.height - 1)
+            self._catchup = (replica.next_exec, 1, self._catchup[2])
 
     async def _execute_pbft(self, ready: PbftReady) -> None:
         await self.store.append(ready.persist)

@@ -35,6 +35,7 @@ from dltmw.pki.netmap import NetworkMap
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.backchain import Backchain, Fetch, check_notary, verify_full
 from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.outbox import Outbox
 from dltmw.v1 import errors_pb2, flow_service_pb2, flow_service_pb2_grpc, utxo_pb2
 
 R = errors_pb2
@@ -79,13 +80,16 @@ class VaultRole:
         self._offers: dict[bytes, Offer] = {}
         self._reserved: set[Ref] = set()
         self.select_lock = asyncio.Lock()
+        self.outbox = Outbox(self)
 
     async def start(self) -> None:
-        """Open the store."""
+        """Open the store and resume delivering what the outbox holds."""
         await self.store.open()
+        self.outbox.start()
 
     async def stop(self) -> None:
-        """Close the store."""
+        """Stop the delivery task, then close the store."""
+        await self.outbox.stop()
         await self.store.close()
 
     # --- talking to other vault nodes ------------------------------------------------------
@@ -220,9 +224,11 @@ class VaultRole:
 
     # --- local state -----------------------------------------------------------------------
 
-    async def record(self, stx: SignedTx, outputs: Iterable[int]) -> None:
-        """Record a verified, notarised transaction."""
-        await self.store.record(stx, list(outputs))
+    async def record(
+        self, stx: SignedTx, outputs: Iterable[int], deliveries: Iterable[tuple[str, bool]] = ()
+    ) -> None:
+        """Record a verified, notarised transaction (and the outbox rows to deliver it)."""
+        await self.store.record(stx, list(outputs), list(deliveries))
         self._reserved -= set(stx.wire.inputs)
 
     def release(self, initiator: bytes) -> None:

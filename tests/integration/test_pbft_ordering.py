@@ -5,7 +5,8 @@
   lost or committed twice, every block carries 2f+1 = 3 orderer signatures, the surviving
   replicas hold the same chain, and the restarted primary catches up to it;
 - bad input to ReplicaService.Exchange is refused with a specific status and changes nothing;
-- seven replicas (f = 2) order too, every block carrying 5 signatures.
+- seven replicas (f = 2) order too, every block carrying 5 signatures;
+- a backup down for longer than its peers retain decided batches catches up from their blocks.
 """
 
 from __future__ import annotations
@@ -224,3 +225,51 @@ async def test_seven_replicas_order_with_five_signatures_per_block(network) -> N
     chain = _blocks(net, "orderer.g")
     assert all(len(b.metadata.signatures) >= 5 for b in chain[1:])
     await _wait(lambda: len(_blocks(net, "peer0.org2", "peer")) >= len(chain), 60, "peer")
+
+
+async def test_backup_behind_the_retention_catches_up_from_peer_blocks(
+    network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orderer.d (a backup) is down while the others decide far more sequences than they keep
+    (decided_retain = 8, two transactions per batch): state transfer cannot serve it, so on
+    restart it fetches the 2f+1-signed blocks, reaches the same chain, and its PBFT core takes
+    part again — with orderer.b killed afterwards, the three left (incl. orderer.d) still commit.
+    """
+    monkeypatch.setenv("DLTMW_PBFT_DECIDED_RETAIN", "8")
+    net, sup = network(TOPOLOGY.replace("max_tx_count = 100", "max_tx_count = 2"))
+    client = await GatewayClient.connect(net, "user1.org1")
+    sem = asyncio.Semaphore(8)
+
+    async def put_all(prefix: str, count: int) -> None:
+        async def put(i: int) -> str:
+            async with sem:
+                done = await client.submit_transaction("trades", "kv", "put", f"{prefix}{i}", "v")
+                return done.status.result
+
+        results = await asyncio.wait_for(asyncio.gather(*(put(i) for i in range(count))), 240)
+        assert all(r == VALID for r in results), f"{prefix}: not all committed"
+
+    try:
+        await put_all("warm", 4)
+        sup.kill("orderer.d")
+        behind = len(_blocks(net, "orderer.d"))
+        await put_all("load", 120)
+        ahead = len(_blocks(net, "orderer.b"))
+        assert ahead - behind > 8 + 2 * 16, f"too few sequences decided ({behind} -> {ahead})"
+        sup.start("orderer.d")
+        sup.wait_ready("orderer.d", timeout_s=60)
+        await _wait(lambda: _same_chain(net, ORDERERS), 120, "orderer.d to catch up")
+        chain = _blocks(net, "orderer.d")
+        assert len(chain) >= ahead and all(len(b.metadata.signatures) >= 3 for b in chain[1:])
+        # New sequences are decided with orderer.d in the normal path again (it learns the
+        # stable checkpoint from its peers' state replies) ...
+        await put_all("after", 6)
+        await _wait(lambda: _same_chain(net, ORDERERS), 60, "all four after the catch-up")
+        # ... and it is needed: with orderer.b gone, a quorum of 3 must include orderer.d.
+        sup.kill("orderer.b")
+        await put_all("quorum", 6)
+        left = ["orderer.a", "orderer.c", "orderer.d"]
+        await _wait(lambda: _same_chain(net, left), 60, "the three left to agree")
+        assert len(_blocks(net, "orderer.d")) > len(_blocks(net, "orderer.b"))
+    finally:
+        await client.close()

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from dltmw.core.pbft.jump import restore_jump
 from dltmw.core.pbft.state import Slot
 from dltmw.core.pbft.types import (
     DecidedRecord,
     Envelope,
+    JumpRecord,
     PreparedRecord,
     Record,
     StableRecord,
@@ -50,7 +52,7 @@ def record_sequence(record: Record) -> int:
         return NEVER
     if isinstance(record, DecidedRecord):
         return int(record.batch.sequence)
-    if isinstance(record, StableRecord):
+    if isinstance(record, StableRecord | JumpRecord):
         return record.sequence
     return 0
 
@@ -106,6 +108,8 @@ def replay(replica: Replica, records: Sequence[Record]) -> None:
                 replica.executed_ids.update(replica.ids_of(tuple(batch.requests)))
             elif batch.sequence == replica.next_exec:
                 replica.apply(batch, restoring=True)
+        elif isinstance(record, JumpRecord):
+            restore_jump(replica, record)
     low, horizon = replica.low, replica.low - replica.config.decided_retain
     replica.prepared = {s: c for s, c in replica.prepared.items() if s > low}
     replica.decided = {s: b for s, b in replica.decided.items() if s > horizon}

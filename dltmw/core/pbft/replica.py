@@ -12,8 +12,10 @@ watermarks and discards older log entries.
 
 Catch-up: every `probe_ticks` a replica asks its peers for decided batches from its next
 sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
-verified by its commit certificate before it is executed. Lost messages are retransmitted every
-`retransmit_ticks` (own votes of undecided slots, forwarded requests, the view change).
+verified by its commit certificate before it is executed. A replica behind what its peers
+retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatures; see
+`pbft.jump`). Lost messages are retransmitted every `retransmit_ticks` (own votes of
+undecided slots, forwarded requests, the view change).
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class Replica(Checkpoints):
         replica = cls(config, me, sign, verify, digest, request_ok)
         replay(replica, records)
         return replica
+
+    def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
+        """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
+        from dltmw.core.pbft.jump import jump
+
+        return jump(self, batches)
 
     # -- inputs ----------------------------------------------------------------------------
 

@@ -159,7 +159,21 @@ class StableRecord:
     proof: tuple[Envelope, ...]
 
 
-Record = ViewRecord | VoteRecord | PreparedRecord | DecidedRecord | StableRecord
+@dataclass(frozen=True)
+class JumpRecord:
+    """Persisted: execution jumped to `sequence` over externally verified blocks (see `jump`).
+
+    Holds what a restart needs to resume there: the chained state digest at `sequence`, the
+    digests at the checkpoint multiples jumped over, and the request ids executed by the jump.
+    """
+
+    sequence: int
+    state_digest: bytes
+    checkpoint_states: tuple[tuple[int, bytes], ...]
+    request_ids: tuple[bytes, ...]
+
+
+Record = ViewRecord | VoteRecord | PreparedRecord | DecidedRecord | StableRecord | JumpRecord
 
 
 @dataclass(frozen=True)

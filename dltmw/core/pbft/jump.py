@@ -1,0 +1,74 @@
+"""Block-level catch-up: move execution over batches proven outside the protocol's log.
+
+A replica that fell behind further than its peers retain decided batches cannot catch up by
+state transfer (nobody still holds the commit certificates it would need). Its runtime then
+fetches committed blocks from another replica's ledger and verifies, for each block, the hash
+chain and 2f+1 valid signatures of distinct configured orderers over the block hash; only then
+does it hand the blocks' requests to `jump`.
+
+Why that is safe: a correct replica signs block s only after it executed sequence s (the block
+is built from the decided batch, block number = sequence). 2f+1 distinct signers include at
+least f+1 correct replicas, so at least one correct replica decided exactly this batch at s,
+and PBFT safety makes every correct replica decide the same batch there. Executing it is thus
+what state transfer would have done; the hash chain fixes every earlier block too. The jump is
+never backwards and never skips a sequence (the batches must start at `next_exec` and be
+contiguous), so a replica never executes anything twice or out of order. The core does no
+I/O and trusts its caller to have done the verification; `JumpRecord` makes the result durable
+before anything that depends on it is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dltmw.core.pbft.types import JumpRecord, chain_state, request_id
+
+if TYPE_CHECKING:
+    from dltmw.core.pbft.replica import Replica
+
+VerifiedBatch = tuple[int, tuple[bytes, ...]]
+
+
+def jump(replica: Replica, batches: Sequence[VerifiedBatch]) -> bool:
+    """Execute verified (sequence, requests) batches from `next_exec` on, without certificates.
+
+    Batches below `next_exec` are skipped (already executed); the rest must start exactly at
+    `next_exec` and be consecutive, else nothing changes and False is returned (counted as
+    `jump-refused`). Outputs no `Decided`: the caller already holds these blocks.
+    """
+    todo = [(s, r) for s, r in batches if s >= replica.next_exec]
+    expected = range(replica.next_exec, replica.next_exec + len(todo))
+    if not todo or [s for s, _ in todo] != list(expected):
+        replica.drop("jump-refused")
+        return False
+    state = replica.state_digest
+    checkpoints: list[tuple[int, bytes]] = []
+    ids: list[bytes] = []
+    for sequence, requests in todo:
+        state = chain_state(state, replica.checker.digest(requests))
+        ids.extend(request_id(r) for r in requests)
+        if sequence % replica.config.checkpoint_interval == 0:
+            checkpoints.append((sequence, state))
+    record = JumpRecord(todo[-1][0], state, tuple(checkpoints), tuple(ids))
+    replica.persist(record)
+    restore_jump(replica, record)
+    replica.counters["jumped"] += len(todo)
+    replica.probe()  # learn the stable checkpoint (and later batches) from the peers
+    return True
+
+
+def restore_jump(replica: Replica, record: JumpRecord) -> None:
+    """Adopt a jump (live or from the log on restart); a jump already passed only adds ids."""
+    replica.executed_ids.update(record.request_ids)
+    for rid in record.request_ids:
+        replica.pending.pop(rid, None)
+        replica.proposed_ids.discard(rid)
+    if record.sequence < replica.next_exec:
+        return
+    replica.next_exec = record.sequence + 1
+    replica.state_digest = record.state_digest
+    replica.state_at.update(dict(record.checkpoint_states))
+    replica.slots = {s: slot for s, slot in replica.slots.items() if s > record.sequence}
+    replica.next_seq = max(replica.next_seq, replica.next_exec)
+    replica.maybe_stable()

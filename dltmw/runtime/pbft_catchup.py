@@ -1,0 +1,124 @@
+"""Block-level catch-up of a PBFT orderer replica that fell behind what its peers retain.
+
+State transfer (`core.pbft.checkpoints`) only works while a peer still holds the decided
+batches and commit certificates from our next sequence; peers keep `decided_retain` of them.
+Beyond that, a replica fetches the committed blocks themselves from another replica's ledger
+with the orderer's existing `Deliver` stream (orderer organisations may read blocks; no new RPC
+or message is needed and the blocks carry their own proof), verifies each one — the hash chain
+from our ledger head, and 2f+1 valid signatures of distinct configured orderers over its hash,
+the check peers make — and hands the verified prefix to the orderer loop, which commits it and
+moves the core with `Replica.jump` (see `dltmw.core.pbft.jump` for why that is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from dltmw.core.block import block_hash, chain_error
+from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.v1 import block_pb2, orderer_service_pb2, orderer_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+FETCH_BLOCKS_MAX = 512
+IDLE_S = 1.0
+CALL_TIMEOUT_S = 30.0
+Verify = Callable[[int, bytes, bytes], bool]
+
+
+@dataclass(frozen=True)
+class FetchedBlocks:
+    """Blocks fetched from a peer replica, verified against the ledger head at fetch time."""
+
+    source: str
+    blocks: tuple[block_pb2.Block, ...]
+
+
+async def fetch_blocks(
+    ctx: NodeContext, channel_id: str, node_id: str, start: int
+) -> list[block_pb2.Block]:
+    """Up to FETCH_BLOCKS_MAX committed blocks from `start` held by replica `node_id`; stops at
+    the first IDLE_S without a block (the peer holds no more). Raises on an RPC failure."""
+    seek = orderer_service_pb2.SeekInfo(
+        channel_id=channel_id,
+        start_block=start,
+        stop_block=start + FETCH_BLOCKS_MAX - 1,
+        follow=False,
+        requester=ctx.signer.identity_bytes,
+    )
+    seek.timestamp.FromDatetime(utc_now())
+    seek_bytes = seek.SerializeToString()
+    request = orderer_service_pb2.DeliverRequest(
+        seek_info=seek_bytes, signature=ctx.signer.sign(seek_bytes)
+    )
+    stub = orderer_service_pb2_grpc.OrdererServiceStub(await ctx.channel_to(node_id))
+    call = stub.Deliver(request, timeout=CALL_TIMEOUT_S)
+    blocks: list[block_pb2.Block] = []
+    responses = aiter(call)
+    try:
+        for _ in range(FETCH_BLOCKS_MAX):
+            response = await asyncio.wait_for(anext(responses), IDLE_S)
+            blocks.append(response.block)
+    except (TimeoutError, StopAsyncIteration):
+        pass
+    finally:
+        call.cancel()
+    return blocks
+
+
+def verified_prefix(
+    blocks: Sequence[block_pb2.Block],
+    channel_id: str,
+    height: int,
+    last_hash: bytes,
+    identities: Sequence[bytes],
+    quorum: int,
+    verify: Verify,
+) -> list[block_pb2.Block]:
+    """The longest prefix of `blocks` that continues our chain, each block carrying `quorum`
+    valid signatures of distinct configured orderers over its hash."""
+    index = {identity: i for i, identity in enumerate(identities)}
+    out: list[block_pb2.Block] = []
+    for block in blocks:
+        if block.header.number < height and not out:
+            continue
+        if chain_error(block, channel_id, height, last_hash) is not None:
+            break
+        digest = block_hash(block)
+        signers = {
+            index[s.signer]
+            for s in block.metadata.signatures
+            if s.signer in index and verify(index[s.signer], digest, s.signature)
+        }
+        if len(signers) < quorum:
+            logger.warning("block %d from a peer lacks %d signatures", height, quorum)
+            break
+        out.append(block)
+        height, last_hash = height + 1, digest
+    return out
+
+
+async def fetch_verified(
+    ctx: NodeContext,
+    channel_id: str,
+    node_id: str,
+    height: int,
+    last_hash: bytes,
+    identities: Sequence[bytes],
+    quorum: int,
+    verify: Verify,
+) -> FetchedBlocks:
+    """Fetch from `node_id` and keep the verified prefix (empty when it has nothing newer)."""
+    try:
+        blocks = await fetch_blocks(ctx, channel_id, node_id, height)
+    except grpc.aio.AioRpcError as exc:
+        logger.info("block fetch from %s failed: %s", node_id, exc.details())
+        await ctx.forget(node_id)
+        return FetchedBlocks(node_id, ())
+    good = verified_prefix(blocks, channel_id, height, last_hash, identities, quorum, verify)
+    return FetchedBlocks(node_id, tuple(good))

@@ -1,0 +1,196 @@
+"""Block-level catch-up in the PBFT-lite core: `Replica.jump` over externally verified batches.
+
+The jump must refuse to go backwards or skip a sequence, persist a record a restart resumes
+from, keep executed requests suppressed, and leave the replica able to take part again (learn
+the next stable checkpoint and decide new batches with its peers). The runtime only hands it
+blocks that continue its chain and carry 2f+1 distinct valid orderer signatures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pbft_messages import KEYS
+
+from dltmw.core.block import block_hash, make_block
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Record, Replica
+from dltmw.core.pbft.types import request_id
+from dltmw.ledger.pbft_store import RecordStore
+from dltmw.runtime.pbft_catchup import verified_prefix
+from dltmw.v1 import block_pb2
+
+CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, probe_ticks=5)
+REQS = [KEYS.make_request(0, i) for i in range(16)]
+IDENTITIES = [f"orderer{i}".encode() for i in range(4)]
+
+
+def replica(me: int, records: list[Record] | None = None) -> Replica:
+    if records is not None:
+        return Replica.restore(
+            CONFIG, me, KEYS.signer(me), KEYS.verify, records, request_ok=KEYS.request_ok
+        )
+    return Replica(CONFIG, me, KEYS.signer(me), KEYS.verify, request_ok=KEYS.request_ok)
+
+
+class Cluster:
+    """Four replicas wired directly; replicas in `cut` neither send nor receive."""
+
+    def __init__(self) -> None:
+        self.replicas = [replica(i) for i in range(4)]
+        self.storage: list[list[Record]] = [[] for _ in range(4)]
+        self.decided: list[dict[int, bytes]] = [{} for _ in range(4)]
+        self.queue: list[tuple[int, Envelope]] = []
+        self.cut: set[int] = set()
+
+    def flush(self, i: int) -> None:
+        out = self.replicas[i].ready()
+        self.storage[i].extend(out.persist)
+        self.decided[i].update((d.sequence, d.digest) for d in out.decided)
+        if i not in self.cut:
+            self.queue.extend(out.send)
+
+    def settle(self) -> None:
+        for _ in range(20_000):
+            if not self.queue:
+                return
+            dst, env = self.queue.pop(0)
+            if dst not in self.cut:
+                self.replicas[dst].step(env)
+                self.flush(dst)
+        raise AssertionError("messages never settled")
+
+    def submit(self, requests: list[bytes]) -> None:
+        for request in requests:
+            self.replicas[0].step(ClientRequest(request))
+            self.flush(0)
+        self.settle()
+
+    def tick(self, ticks: int) -> None:
+        for _ in range(ticks):
+            for i in range(4):
+                self.replicas[i].tick()
+                self.flush(i)
+            self.settle()
+
+
+def verified_batches(source: Replica) -> list[tuple[int, tuple[bytes, ...]]]:
+    """What the runtime hands to `jump`: (sequence, requests) of 2f+1-signed blocks."""
+    return [(s, tuple(b.requests)) for s, b in sorted(source.decided.items())]
+
+
+def lagging_cluster() -> Cluster:
+    """Replica 3 cut off while the others decide 4 batches (two stable checkpoints)."""
+    cluster = Cluster()
+    cluster.cut.add(3)
+    cluster.submit(REQS[:8])
+    cluster.tick(2)
+    assert cluster.replicas[0].next_exec == 5 and cluster.replicas[3].next_exec == 1
+    return cluster
+
+
+def test_jump_executes_verified_batches_and_persists_a_record() -> None:
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump(verified_batches(source))
+    assert lagging.next_exec == source.next_exec
+    assert lagging.state_digest == source.state_digest
+    assert lagging.state_at[4] == source.state_at[4]
+    assert {request_id(r) for r in REQS[:8]} <= lagging.executed_ids
+    out = lagging.ready()
+    assert not out.decided, "jumped batches are already blocks: nothing to deliver again"
+    (record,) = [r for r in out.persist if isinstance(r, JumpRecord)]
+    assert record.sequence == 4 and len(record.request_ids) == 8
+    assert out.persist.index(record) == 0 and out.send, "persisted before the probe is sent"
+
+
+def test_jump_refuses_backwards_and_gaps_and_changes_nothing() -> None:
+    cluster = lagging_cluster()
+    lagging, batches = cluster.replicas[3], verified_batches(cluster.replicas[0])
+    assert not lagging.jump(batches[1:]), "a gap at next_exec must be refused"
+    assert not lagging.jump([batches[0], batches[2]]), "a hole must be refused"
+    assert lagging.next_exec == 1 and not lagging.executed_ids
+    assert lagging.jump(batches[:2])
+    assert not lagging.jump(batches[:2]), "a jump backwards must be refused"
+    assert lagging.next_exec == 3
+    assert lagging.counters["jump-refused"] == 3
+    assert lagging.jump(batches), "already executed batches are skipped, the rest applied"
+    assert lagging.next_exec == 5
+
+
+def test_duplicates_stay_suppressed_after_the_jump() -> None:
+    cluster = lagging_cluster()
+    lagging = cluster.replicas[3]
+    lagging.jump(verified_batches(cluster.replicas[0]))
+    lagging.ready()
+    lagging.step(ClientRequest(REQS[0]))
+    assert request_id(REQS[0]) not in lagging.pending
+    assert not lagging.ready().send, "an executed request is neither kept nor forwarded"
+
+
+async def test_restart_resumes_after_the_jump(tmp_path: Path) -> None:
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    lagging.jump(verified_batches(source))
+    records = [*cluster.storage[3], *lagging.ready().persist]
+    store = await RecordStore.open(tmp_path / "records.sqlite")
+    try:
+        await store.append(records)
+        loaded = await store.load()
+    finally:
+        await store.close()
+    assert loaded == records
+    restored = replica(3, loaded)
+    assert restored.next_exec == 5 and restored.state_digest == source.state_digest
+    assert {request_id(r) for r in REQS[:8]} <= restored.executed_ids
+    restored.step(ClientRequest(REQS[1]))
+    assert request_id(REQS[1]) not in restored.pending
+
+
+def test_jumped_replica_takes_part_again() -> None:
+    cluster = lagging_cluster()
+    lagging = cluster.replicas[3]
+    lagging.jump(verified_batches(cluster.replicas[0]))
+    cluster.flush(3)
+    cluster.cut.clear()
+    cluster.submit(REQS[8:12])
+    cluster.tick(3 * CONFIG.probe_ticks)
+    assert lagging.stable_seq >= 6, "learnt and matched the next stable checkpoint"
+    # Now one of the others is cut: the three left (incl. the jumped one) must still decide.
+    cluster.cut.add(1)
+    cluster.submit(REQS[12:16])
+    cluster.tick(3)
+    assert lagging.next_exec == cluster.replicas[0].next_exec == 9
+    assert cluster.decided[3][8] == cluster.decided[0][8]
+
+
+def _signed_chain(count: int, signers: tuple[int, ...] = (0, 1, 2)) -> list[block_pb2.Block]:
+    """Blocks 1..count of channel "ch" after a zero-hash block 0, signed by `signers`."""
+    blocks, previous = [], ZERO_HASH
+    for number in range(1, count + 1):
+        block = make_block("ch", number, previous, [REQS[number]])
+        previous = block_hash(block)
+        for i in signers:
+            block.metadata.signatures.add(signer=IDENTITIES[i], signature=KEYS.signer(i)(previous))
+        blocks.append(block)
+    return blocks
+
+
+def _prefix(blocks: list[block_pb2.Block], height: int = 1) -> list[block_pb2.Block]:
+    return verified_prefix(blocks, "ch", height, ZERO_HASH, IDENTITIES, 3, KEYS.verify)
+
+
+def test_fetched_blocks_need_the_chain_and_2f1_distinct_valid_signatures() -> None:
+    good = _signed_chain(4)
+    assert _prefix(good) == good
+    assert _prefix(good, height=2) == [], "a block that does not continue our head is refused"
+    two = _signed_chain(4, signers=(0, 1))
+    assert _prefix(two) == [], "2f signatures are not enough"
+    repeated = _signed_chain(4, signers=(0, 1, 1))
+    assert _prefix(repeated) == [], "one signer counted once"
+    forged = _signed_chain(4)
+    forged[2].metadata.signatures[2].signature = b"x" * 64
+    assert _prefix(forged) == good[:2], "the prefix stops at the first unproven block"
+    tampered = _signed_chain(4)
+    tampered[1].data.envelopes.append(b"injected")
+    assert _prefix(tampered) == good[:1], "data must match the signed header"
