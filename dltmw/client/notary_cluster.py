@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
@@ -24,8 +25,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dltmw.client.utxo import NotaryClient, PartyFiles
-from dltmw.core.identity import IdentityError
+from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
+from dltmw.pki.netmap import NetworkMap
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
@@ -50,22 +52,105 @@ def refusal_of(replica: int, error: grpc.aio.AioRpcError) -> ReplicaAnswer | Non
     return ReplicaAnswer(replica, reason=reason, conflict_hashes=tuple(hashes)) if reason else None
 
 
+Call = Callable[
+    [str, notarisation_pb2.NotarisationRequest], Awaitable[notarisation_pb2.NotarisationResponse]
+]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One notary cluster as the network map describes it: member node ids and identities."""
+
+    cluster_id: str
+    members: tuple[str, ...]
+    identities: tuple[bytes, ...]
+    membership: Membership
+
+    @staticmethod
+    def of(netmap: NetworkMap, cluster_id: str) -> Cluster:
+        """The cluster `cluster_id` of the map; KeyError if the map has none of that id."""
+        if cluster_id not in netmap.clusters:
+            raise KeyError(f"no notary cluster {cluster_id!r} in the network map")
+        members = netmap.clusters[cluster_id]
+        identities = tuple(netmap.identity_of(m) for m in members)
+        return Cluster(cluster_id, members, identities, netmap.membership())
+
+    @property
+    def f(self) -> int:
+        """Faulty members tolerated: n = 3f+1."""
+        return (len(self.members) - 1) // 3
+
+
+async def ask_member(
+    cluster: Cluster,
+    call: Call,
+    replica: int,
+    request: notarisation_pb2.NotarisationRequest,
+    tx_id: str,
+) -> ReplicaAnswer | None:
+    """One member's answer, verified; None when it gave none (down, overloaded, bogus)."""
+    try:
+        reply = await call(cluster.members[replica], request)
+    except grpc.aio.AioRpcError as error:
+        return refusal_of(replica, error) if error.code() in ANSWERING else None
+    except (ConnectionError, OSError):
+        return None
+    member = cluster.identities[replica]
+    signature = reply.notary_signature
+    if reply.tx_id != tx_id or signature.signer != member:
+        return None
+    try:
+        cluster.membership.verify(member, tx_id.encode(), signature.signature, datetime.now(UTC))
+    except IdentityError:
+        return None
+    return ReplicaAnswer(replica, signature=signature.signature)
+
+
+async def gather_verdict(
+    cluster: Cluster,
+    call: Call,
+    request: notarisation_pb2.NotarisationRequest,
+    start: int = 0,
+    relay: bool = False,
+) -> Verdict:
+    """The cluster's verdict on one signed request, asking members through `call` (module
+    docstring: f+1 at once, or one then f with `relay`; then one more at a time, up to all n).
+    Shared by the SDK client and by vault nodes (which pass their own cached channels).
+    ClusterUnavailable if no f+1 members agree."""
+    tx_id = notarisation_pb2.NotarisationPayload.FromString(request.payload).tx_id
+    n, f = len(cluster.members), cluster.f
+    order = [(start + k) % n for k in range(n)]
+    answers: list[ReplicaAnswer] = []
+    asked = 1 if relay else f + 1
+    pending: Sequence[int] = order[:asked]
+    while pending:
+        got = await asyncio.gather(*(ask_member(cluster, call, r, request, tx_id) for r in pending))
+        answers.extend(a for a in got if a is not None)
+        outcome = verdict(answers, f)
+        if outcome is not None:
+            return outcome
+        step = f if asked == 1 and answers else 1
+        pending, asked = order[asked : asked + step], asked + step
+    raise ClusterUnavailable(
+        f"notary cluster {cluster.cluster_id}: no f+1 matching answers from {n} members"
+    )
+
+
 class ClusterNotaryClient:
     """Notarises through the members of one notary cluster."""
 
     def __init__(self, party: PartyFiles, cluster_id: str, relay: bool = False) -> None:
-        if cluster_id not in party.netmap.clusters:
-            raise KeyError(f"no notary cluster {cluster_id!r} in the network map")
+        self.cluster = Cluster.of(party.netmap, cluster_id)
         self.party = party
         self.cluster_id = cluster_id
-        self.members: tuple[str, ...] = party.netmap.clusters[cluster_id]
-        self.f = (len(self.members) - 1) // 3
+        self.members: tuple[str, ...] = self.cluster.members
+        self.f = self.cluster.f
         self.relay = relay
-        self._clients: dict[int, NotaryClient] = {}
+        self._clients: dict[str, NotaryClient] = {}
         self._next = itertools.count()
 
     async def close(self) -> None:
-        """Close every member connection."""
+        """Close every member connection (they are this client's own)."""
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.close()
@@ -76,53 +161,16 @@ class ClusterNotaryClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _client(self, replica: int) -> NotaryClient:
-        client = self._clients.get(replica)
+    async def _call(
+        self, member: str, request: notarisation_pb2.NotarisationRequest
+    ) -> notarisation_pb2.NotarisationResponse:
+        client = self._clients.get(member)
         if client is None:
-            client = await NotaryClient.connect(self.party, self.members[replica])
-            self._clients[replica] = client
-        return client
-
-    async def _ask(
-        self, replica: int, request: notarisation_pb2.NotarisationRequest, tx_id: str
-    ) -> ReplicaAnswer | None:
-        """One member's answer, verified; None when it gave none (down, overloaded, bogus)."""
-        try:
-            client = await self._client(replica)
-            reply = await client.notarise(request)
-        except grpc.aio.AioRpcError as error:
-            return refusal_of(replica, error) if error.code() in ANSWERING else None
-        except (ConnectionError, OSError):
-            return None
-        member = self.party.netmap.identity_of(self.members[replica])
-        signature = reply.notary_signature
-        if reply.tx_id != tx_id or signature.signer != member:
-            return None
-        try:
-            self.party.netmap.membership().verify(
-                member, tx_id.encode(), signature.signature, datetime.now(UTC)
-            )
-        except IdentityError:
-            return None
-        return ReplicaAnswer(replica, signature=signature.signature)
+            client = await NotaryClient.connect(self.party, member)
+            self._clients[member] = client
+        return await client.notarise(request)
 
     async def notarise(self, request: notarisation_pb2.NotarisationRequest) -> Verdict:
         """The cluster's verdict on one signed request (ClusterUnavailable if none)."""
-        tx_id = notarisation_pb2.NotarisationPayload.FromString(request.payload).tx_id
-        n = len(self.members)
-        start = next(self._next) % n
-        order = [(start + k) % n for k in range(n)]
-        answers: list[ReplicaAnswer] = []
-        asked = 1 if self.relay else self.f + 1
-        pending: Sequence[int] = order[:asked]
-        while pending:
-            got = await asyncio.gather(*(self._ask(r, request, tx_id) for r in pending))
-            answers.extend(a for a in got if a is not None)
-            outcome = verdict(answers, self.f)
-            if outcome is not None:
-                return outcome
-            step = self.f if asked == 1 and answers else 1
-            pending, asked = order[asked : asked + step], asked + step
-        raise ClusterUnavailable(
-            f"notary cluster {self.cluster_id}: no f+1 matching answers from {n} members"
-        )
+        start = next(self._next) % len(self.members)
+        return await gather_verdict(self.cluster, self._call, request, start, self.relay)

@@ -119,6 +119,10 @@ class NetworkMap:
         clusters = {c["id"]: tuple(c["members"]) for c in raw.get("notary_clusters", [])}
         return NetworkMap(roots, nodes, validating, clusters)
 
+    def is_notary(self, name: str) -> bool:
+        """True if `name` is a single notary or a notary cluster of the map."""
+        return name in self.validating or name in self.clusters
+
     def membership(self) -> Membership:
         """Every organisation of the network."""
         return Membership(self.roots)

@@ -145,12 +145,20 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         self._role.check_observers(observers)
         kind = cmd.WhichOneof("flow")
         if kind == "issue":
-            return await run_issue(self._role, cmd.issue, observers, window, cmd.memo)
+            return await run_issue(self._role, cmd.issue, observers, window, cmd.memo, cmd.notary)
         if kind == "move":
             m = cmd.move
             return await run_move(
-                self._role, m.contract, m.new_owner, m.asset, m.amount, observers, window, cmd.memo
+                self._role,
+                m.contract,
+                m.new_owner,
+                m.asset,
+                m.amount,
+                observers,
+                window,
+                cmd.memo,
+                cmd.notary,
             )
         if kind == "dvp":
-            return await run_dvp(self._role, cmd.dvp.terms, observers, window, cmd.memo)
+            return await run_dvp(self._role, cmd.dvp.terms, observers, window, cmd.memo, cmd.notary)
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command names no flow")

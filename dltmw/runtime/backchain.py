@@ -25,6 +25,7 @@ from dltmw.core.utxo.contracts import LedgerTx
 from dltmw.core.utxo.model import Output, Ref, WireTx
 from dltmw.core.utxo.verify import (
     SignedTx,
+    check_cluster_notarised,
     check_notarised,
     check_signatures,
     read_signed,
@@ -58,7 +59,13 @@ def dependencies(wire: WireTx) -> set[str]:
 
 
 def check_notary(stx: SignedTx, netmap: NetworkMap, membership: Membership, now: datetime) -> None:
-    """The transaction names a notary of the network map, and that notary signed it."""
+    """The transaction names a notary (or notary cluster) of the network map, and that notary
+    signed it (for a cluster: f+1 distinct members, identities from the map)."""
+    members = netmap.clusters.get(stx.wire.notary)
+    if members is not None:
+        identities = [netmap.identity_of(m) for m in members]
+        check_cluster_notarised(stx, identities, membership, now)
+        return
     if stx.wire.notary not in netmap.validating:
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{stx.wire.notary!r} is not a notary")
     check_notarised(stx, netmap.identity_of(stx.wire.notary), membership, now)

@@ -17,10 +17,12 @@ the transaction is final (the notary consumed the inputs) and will reach them.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import grpc
 
+from dltmw.client.notary_cluster import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
     add_signature,
@@ -29,35 +31,52 @@ from dltmw.core.utxo.build import (
     sign_request,
 )
 from dltmw.core.utxo.contracts import StateAndRef
-from dltmw.core.utxo.model import Ref, Window, read_transaction
+from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
 from dltmw.runtime.backchain import lookup_in, verify_full
 from dltmw.runtime.context import utc_now
 from dltmw.runtime.vault import VaultRole, remote_error
-from dltmw.v1 import errors_pb2, notary_service_pb2, notary_service_pb2_grpc, utxo_pb2
+from dltmw.v1 import (
+    errors_pb2,
+    notarisation_pb2,
+    notary_service_pb2,
+    notary_service_pb2_grpc,
+    utxo_pb2,
+)
 from dltmw.v1 import flow_service_pb2 as F
 from dltmw.v1.vault_service_pb2 import IssueFlow
 
 R = errors_pb2
 NONCE_BYTES = 32
+MEMBER_RESOLVE_S = 2.0  # how long a flow waits for a cluster member's address
 
 
-def notary_of(role: VaultRole) -> str:
-    """The notary flows use: the first of the network map."""
+def notary_of(role: VaultRole, choice: str = "") -> str:
+    """The notary flows use: `choice` (a single notary or a notary cluster of the network map),
+    else the first single notary of the map."""
+    if choice:
+        if not role.netmap.is_notary(choice):
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{choice!r} is not a notary")
+        return choice
     if not role.netmap.validating:
         raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, "the network has no notary")
     return sorted(role.netmap.validating)[0]
 
 
 async def run_issue(
-    role: VaultRole, flow: IssueFlow, observers: list[str], window: Window, memo: bytes
+    role: VaultRole,
+    flow: IssueFlow,
+    observers: list[str],
+    window: Window,
+    memo: bytes,
+    notary: str = "",
 ) -> SignedTx:
     """Issue cash or securities; this node is the issuer."""
     role.node_of(flow.owner)
     spec = issue_plan(
-        notary_of(role),
+        notary_of(role, notary),
         secrets.token_bytes(NONCE_BYTES),
         flow.contract,
         role.me,
@@ -79,6 +98,7 @@ async def run_move(
     observers: list[str],
     window: Window,
     memo: bytes,
+    notary: str = "",
 ) -> SignedTx:
     """Move own states to `new_owner` (change back to this node)."""
     role.node_of(new_owner)
@@ -87,7 +107,7 @@ async def run_move(
         role.reserve(h.ref for h in chosen)
     try:
         spec = move_plan(
-            notary_of(role),
+            notary_of(role, notary),
             secrets.token_bytes(NONCE_BYTES),
             contract,
             chosen,
@@ -102,7 +122,12 @@ async def run_move(
 
 
 async def run_dvp(
-    role: VaultRole, terms: utxo_pb2.DvpTerms, observers: list[str], window: Window, memo: bytes
+    role: VaultRole,
+    terms: utxo_pb2.DvpTerms,
+    observers: list[str],
+    window: Window,
+    memo: bytes,
+    notary: str = "",
 ) -> SignedTx:
     """Deliver securities against the buyer's cash in ONE transaction (this node sells)."""
     if terms.seller != role.me:
@@ -114,7 +139,7 @@ async def run_dvp(
     try:
         cash = await _offered_cash(role, buyer_node, terms)
         spec = dvp_plan(
-            notary_of(role),
+            notary_of(role, notary),
             secrets.token_bytes(NONCE_BYTES),
             terms,
             securities,
@@ -201,8 +226,11 @@ def _signed(transaction: bytes, sigs: list[tuple[bytes, bytes]]) -> SignedTx:
 async def _notarise(
     role: VaultRole, stx: utxo_pb2.SignedUtxoTransaction, dependencies: list[bytes]
 ) -> None:
-    """Obtain the notary's signature and attach it."""
+    """Obtain the notary's signature (or f+1 cluster members' signatures) and attach it."""
     wire = read_transaction(stx.transaction)
+    if wire.notary in role.netmap.clusters:
+        await _notarise_cluster(role, stx, wire)
+        return
     validating = role.netmap.validating[wire.notary]
     payload = notarisation_payload(
         wire,
@@ -225,6 +253,45 @@ async def _notarise(
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "the notary answered with another identity")
     signed_by(wire.tx_id, [(signature.signer, signature.signature)], role.membership, utc_now())
     stx.notary_signature.CopyFrom(signature)
+
+
+async def _notarise_cluster(
+    role: VaultRole, stx: utxo_pb2.SignedUtxoTransaction, wire: WireTx
+) -> None:
+    """Gather f+1 matching member signatures over the node's own cached channels (cluster
+    replicas are non-validating: only the visible components are sent). The channels are the
+    node's shared ones: they are never closed here, only forgotten when a member is down."""
+    cluster = Cluster.of(role.netmap, wire.notary)
+    payload = notarisation_payload(wire, role.me, b"", ())
+    request = sign_request(payload, role.ctx.signer)
+
+    async def call(
+        member: str, req: notarisation_pb2.NotarisationRequest
+    ) -> notarisation_pb2.NotarisationResponse:
+        try:  # a stopped member has no address: do not wait out the full resolve timeout
+            async with asyncio.timeout(MEMBER_RESOLVE_S):
+                channel = await role.ctx.channel_to(member)
+        except (TransientError, TimeoutError) as err:  # ask another member instead
+            raise ConnectionError(f"notary cluster member {member}: no address ({err})") from None
+        stub = notary_service_pb2_grpc.NotaryServiceStub(channel)
+        try:
+            reply = await stub.Notarise(notary_service_pb2.NotariseRequest(request=req), timeout=30)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                await role.ctx.forget(member)
+            raise
+        return reply.response
+
+    start = secrets.randbelow(len(cluster.members))
+    try:
+        outcome = await gather_verdict(cluster, call, request, start)
+    except ClusterUnavailable as exc:
+        raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, str(exc)) from None
+    if not outcome.signed:
+        name = R.ErrorReason.Name(R.ErrorReason.ValueType(outcome.reason))
+        raise ClientError(outcome.reason, f"notary cluster {wire.notary} refused: {name}")
+    for replica, signature in sorted(outcome.signatures.items()):
+        stx.notary_signatures.add(signer=cluster.identities[replica], signature=signature)
 
 
 async def _finalise(

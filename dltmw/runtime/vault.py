@@ -180,7 +180,7 @@ class VaultRole:
         required = stx.wire.required_signers()
         if self.me not in required:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node is not a required signer")
-        if stx.wire.notary not in self.netmap.validating:
+        if not self.netmap.is_notary(stx.wire.notary):
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{stx.wire.notary!r} is no notary")
         now = utc_now()
         known = await self.backchain.resolve(

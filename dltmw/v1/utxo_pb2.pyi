@@ -279,6 +279,7 @@ class SignedUtxoTransaction(_message.Message):
     TRANSACTION_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
     NOTARY_SIGNATURE_FIELD_NUMBER: _builtins.int
+    NOTARY_SIGNATURES_FIELD_NUMBER: _builtins.int
     transaction: _builtins.bytes
     """Serialised UtxoTransaction."""
     @_builtins.property
@@ -287,7 +288,13 @@ class SignedUtxoTransaction(_message.Message):
 
     @_builtins.property
     def notary_signature(self) -> _identity_pb2.Signature:
-        """The notary's signature; set once the transaction is notarised."""
+        """The notary's signature; set once the transaction is notarised by a single notary."""
+
+    @_builtins.property
+    def notary_signatures(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.Signature]:
+        """Signatures of distinct members of the notary cluster named by the transaction's notary; at
+        least f+1 of the cluster's 3f+1 members (from the network map) once notarised by a cluster.
+        """
 
     def __init__(
         self,
@@ -295,10 +302,11 @@ class SignedUtxoTransaction(_message.Message):
         transaction: _builtins.bytes = ...,
         signatures: _abc.Iterable[_identity_pb2.Signature] | None = ...,
         notary_signature: _identity_pb2.Signature | None = ...,
+        notary_signatures: _abc.Iterable[_identity_pb2.Signature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature", "signatures", b"signatures", "transaction", b"transaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature", "notary_signatures", b"notary_signatures", "signatures", b"signatures", "transaction", b"transaction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -255,11 +255,16 @@ class FlowCommand(_message.Message):
     OBSERVERS_FIELD_NUMBER: _builtins.int
     TIME_WINDOW_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
+    NOTARY_FIELD_NUMBER: _builtins.int
     requester: _builtins.bytes
     """Serialised Identity of the requesting client."""
     memo: _builtins.bytes
     """Opaque bytes recorded in the transaction's commands (e.g. a trade reference); travels only
     to the parties and observers of the transaction.
+    """
+    notary: _builtins.str
+    """Optional notary: a single notary's node id or a notary cluster's id from the network map;
+    empty = the node's default (the first single notary of the map).
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -296,10 +301,11 @@ class FlowCommand(_message.Message):
         observers: _abc.Iterable[_builtins.str] | None = ...,
         time_window: _notarisation_pb2.TimeWindow | None = ...,
         memo: _builtins.bytes = ...,
+        notary: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dvp", b"dvp", "flow", b"flow", "issue", b"issue", "move", b"move", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dvp", b"dvp", "flow", b"flow", "issue", b"issue", "memo", b"memo", "move", b"move", "observers", b"observers", "requester", b"requester", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dvp", b"dvp", "flow", b"flow", "issue", b"issue", "memo", b"memo", "move", b"move", "notary", b"notary", "observers", b"observers", "requester", b"requester", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_flow: _TypeAlias = _typing.Literal["issue", "move", "dvp"]  # noqa: Y015
     _WhichOneofArgType_flow: _TypeAlias = _typing.Literal["flow", b"flow"]  # noqa: Y015

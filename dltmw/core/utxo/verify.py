@@ -8,7 +8,7 @@ the signer's certificate, which must chain to a member organisation's root.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +30,7 @@ class SignedTx:
     raw: bytes
     signatures: tuple[tuple[bytes, bytes], ...]
     notary_signature: tuple[bytes, bytes] | None
+    cluster_signatures: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def read_signed(raw: bytes) -> SignedTx:
@@ -43,6 +44,7 @@ def read_signed(raw: bytes) -> SignedTx:
         raw=raw,
         signatures=tuple((s.signer, s.signature) for s in msg.signatures),
         notary_signature=(notary.signer, notary.signature) if has_notary else None,
+        cluster_signatures=tuple((s.signer, s.signature) for s in msg.notary_signatures),
     )
 
 
@@ -86,6 +88,34 @@ def check_notarised(
     if stx.notary_signature is None or stx.notary_signature[0] != notary_identity:
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, f"{stx.wire.tx_id} is not notarised")
     signed_by(stx.wire.tx_id, [stx.notary_signature], membership, now)
+
+
+def check_cluster_notarised(
+    stx: SignedTx, members: Sequence[bytes], membership: Membership, now: datetime
+) -> None:
+    """BAD_SIGNATURE unless at least f+1 DISTINCT members of the notary cluster (3f+1 member
+    identities, taken from the network map, never from the sender) signed the tx_id.
+
+    f+1 signatures include at least one honest member, and honest members decide alike, so the
+    cluster notarised this transaction. Signatures of non-members, duplicates and signatures
+    that do not verify are not counted (a sender could pad the list with anything)."""
+    needed = (len(members) - 1) // 3 + 1
+    data = stx.wire.tx_id.encode()
+    counted: set[bytes] = set()
+    for signer, signature in stx.cluster_signatures:
+        if signer not in members or signer in counted:
+            continue
+        try:
+            membership.verify(signer, data, signature, now)
+        except IdentityError:
+            continue
+        counted.add(signer)
+    if len(counted) < needed:
+        raise ClientError(
+            R.ERROR_REASON_BAD_SIGNATURE,
+            f"{stx.wire.tx_id} carries {len(counted)} valid notary cluster member signatures, "
+            f"{needed} needed",
+        )
 
 
 def _org_of(identity: bytes) -> str:
