@@ -22,6 +22,7 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import drive
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
@@ -61,10 +62,8 @@ class OrdererChannel:
 
     async def stop(self) -> None:
         """Stop the driver (queued but unacknowledged envelopes are simply not acknowledged)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def submit(self, envelope: bytes) -> None:
         """Queue an admitted envelope; returns once it is durably queued."""

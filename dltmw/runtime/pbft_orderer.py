@@ -31,6 +31,7 @@ from dltmw.runtime.orderer import OrdererChannel
 from dltmw.runtime.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.runtime.pbft_catchup import FetchedBlocks, fetch_verified
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
@@ -128,9 +129,7 @@ class PbftOrdererChannel(OrdererChannel):
     async def stop(self) -> None:
         """Stop the loop and the links (records are durable; nothing to flush)."""
         await super().stop()
-        if self._fetch is not None:
-            self._fetch.cancel()
-            await asyncio.gather(self._fetch, return_exceptions=True)
+        await cancel_and_wait(self._fetch)
         for link in self.links.values():
             await link.stop()
         await self.store.close()

@@ -15,6 +15,7 @@ import grpc
 
 from dltmw.core.errors import TransientError
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import replica_pb2, replica_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -44,10 +45,8 @@ class ReplicaLink:
 
     async def stop(self) -> None:
         """Stop the sender task (queued messages are dropped)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def send(self, message: Outbound) -> None:
         """Queue one message (dropped and counted when the queue is full)."""
@@ -72,6 +71,9 @@ class ReplicaLink:
                 stub = replica_pb2_grpc.ReplicaServiceStub(channel)
                 await stub.Exchange(request, timeout=CALL_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # our own cancellation, surfaced
+                    raise asyncio.CancelledError from exc  # by grpc as CANCELLED: stop
                 code = exc.code()
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     await self.ctx.forget(self.node_id)
