@@ -18,6 +18,7 @@ import grpc
 from dltmw.core.errors import TransientError
 from dltmw.runtime.coalesce import next_or_none
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,8 @@ class Broadcaster:
 
     async def close(self) -> None:
         """Stop the stream task."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         waiting: deque[list[asyncio.Future[Result]]] = deque()

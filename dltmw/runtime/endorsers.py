@@ -23,6 +23,7 @@ from dltmw.core.errors import TransientError
 from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.runtime.coalesce import bounded, next_or_none
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import (
     batch_pb2,
     endorser_service_pb2,
@@ -75,10 +76,8 @@ class EndorserStream:
 
     async def close(self) -> None:
         """Stop the stream task."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         waiting: deque[list[tuple[int, Waiter]]] = deque()

@@ -43,6 +43,7 @@ from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.coalesce import Coalescer
 from dltmw.runtime.context import NodeContext, utc_now
 from dltmw.runtime.pbft_blocks import signatures_needed
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
@@ -91,10 +92,8 @@ class PeerChannel:
 
     async def stop(self) -> None:
         """Stop following (idempotent)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for coalescer in (self._admitter, self._endorser, self._lookup):
             await coalescer.close()
 

@@ -47,6 +47,7 @@ from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext, utc_now
 from dltmw.runtime.peer import PeerChannel
 from dltmw.runtime.pusher import Pusher
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2
 
 logger = logging.getLogger(__name__)
@@ -104,10 +105,8 @@ class PrivateChannel:
 
     async def stop(self) -> None:
         """Stop the batcher (idempotent); queued sends fail as unavailable."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.done.done():

@@ -36,6 +36,7 @@ from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import private_payload_hash
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -95,10 +96,8 @@ class PrivateExecutor:
 
     async def stop(self) -> None:
         """Stop (idempotent); an in-flight block finishes or rolls back as a whole."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         async for block in self._peer.committed_blocks(self.height):

@@ -19,6 +19,7 @@ import grpc
 from dltmw.core.errors import PeerError, TransientError
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import errors_pb2, privacy_manager_service_pb2, privacy_manager_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,8 @@ class Pusher:
 
     async def close(self) -> None:
         """Stop the stream task (idempotent)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         waiting: deque[asyncio.Future[int]] = deque()
