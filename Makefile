@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PROTO_FILES := $(wildcard protos/dltmw/v1/*.proto)
 
-.PHONY: venv demo test unit integration lint protos protos-check bench clean
+.PHONY: venv demo test soak unit integration lint protos protos-check bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,13 @@ demo: $(STAMP)
 ## test: lint, then every test tier
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
+soak: $(STAMP)
+	rm -f soak-report.jsonl
+	DLTMW_TIER=soak DLTMW_SOAK_REPORT=$(CURDIR)/soak-report.jsonl \
+		$(PY) -m pytest -q -p no:cacheprovider -m soak --timeout 7200 tests
+	$(PY) scripts/soak_summary.py soak-report.jsonl | tee soak-summary.md
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
