@@ -42,6 +42,7 @@ CODE_OF_REASON: dict[int, grpc.StatusCode] = {
     E.ERROR_REASON_STALE_VIEW: S.FAILED_PRECONDITION,
     E.ERROR_REASON_MESSAGE_TOO_LARGE: S.RESOURCE_EXHAUSTED,
     E.ERROR_REASON_OVERLOADED: S.RESOURCE_EXHAUSTED,
+    E.ERROR_REASON_LIMIT_EXCEEDED: S.RESOURCE_EXHAUSTED,
     E.ERROR_REASON_CONTRACT_FAILED: S.ABORTED,
     E.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE: S.ABORTED,
     E.ERROR_REASON_ENDORSEMENT_MISMATCH: S.ABORTED,
@@ -53,10 +54,11 @@ CODE_OF_REASON: dict[int, grpc.StatusCode] = {
 
 
 def to_status(error: DltmwError, **metadata: str) -> status_pb2.Status:
-    """google.rpc.Status for an error, with ErrorInfo details."""
+    """google.rpc.Status for an error, with ErrorInfo details (the error's own metadata, then
+    `metadata`)."""
     code = CODE_OF_REASON[error.reason]
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason_name, domain=DOMAIN, metadata=dict(metadata)
+        reason=error.reason_name, domain=DOMAIN, metadata={**error.metadata, **metadata}
     )
     detail = any_pb2.Any()
     detail.Pack(info)

@@ -10,6 +10,7 @@ import grpc
 
 from dltmw.core.errors import TransientError
 from dltmw.core.identity import SigningIdentity
+from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import Limits
@@ -33,6 +34,7 @@ class NodeContext:
     tls: TlsMaterial
     addresses: AddressBook
     limits: Limits
+    keepalive: Keepalive = DEFAULT_KEEPALIVE
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -52,7 +54,9 @@ class NodeContext:
             existing = self._channels.get(node_id)
             if existing is not None:  # another task connected while we resolved
                 return existing
-            channel = secure_channel(address, node_id, self.tls, self.limits.max_message_bytes)
+            channel = secure_channel(
+                address, node_id, self.tls, self.limits.max_message_bytes, self.keepalive
+            )
             self._channels[node_id] = channel
             return channel
 
