@@ -28,6 +28,7 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, VerifiedIdentity
+from dltmw.core.timestamps import checked_datetime
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, rwset_pb2, transaction_pb2
 
 R = errors_pb2
@@ -99,8 +100,9 @@ def check_header(
         )
     if header.tx_id != compute_tx_id(header.nonce, header.creator):
         raise ClientError(R.ERROR_REASON_TX_ID_MISMATCH, "tx_id is not SHA-256(nonce || creator)")
+    stamp = checked_datetime(header.timestamp, "header.timestamp")
     if now is not None:
-        check_timestamp(header.timestamp.ToDatetime(tzinfo=UTC), now, window_s)
+        check_timestamp(stamp, now, window_s)
     return header
 
 

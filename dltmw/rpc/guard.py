@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC
 from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
@@ -13,6 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
+from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
 from dltmw.rpc.status import abort
 from dltmw.rpc.tls import caller_tls_cert
@@ -100,7 +100,7 @@ def admit_query(
 ) -> VerifiedIdentity:
     """Admission of a signed query: timestamp window, requester's signature over the carried
     bytes, and a TLS client certificate of the requester's own organisation."""
-    stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+    stamp = checked_datetime(query.timestamp, "timestamp") if query.HasField("timestamp") else None
     who = check_signed_query(
         query_bytes, signature, query.requester, membership, stamp, utc_now(), window_s
     )

@@ -10,10 +10,10 @@ key is always taken from the signed channel config, never from the request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import VerifiedIdentity
+from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
 from dltmw.rpc.guard import Ctx, SignedQueryBody, check_tls_org, require, streaming, unary
 from dltmw.rpc.tls import caller_tls_cert
@@ -77,7 +77,9 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         checking it costs a certificate signature verification, and a connection sends many
         requests with the same certificate."""
         membership = channel.view.membership
-        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+        stamp = (
+            checked_datetime(query.timestamp, "timestamp") if query.HasField("timestamp") else None
+        )
         who = check_signed_query(
             data, sig, query.requester, membership, stamp, utc_now(), self._window_s
         )

@@ -183,8 +183,11 @@ async def next_or_none(queue: asyncio.Queue[Out], reader: asyncio.Task[Any]) -> 
     if not queue.empty():
         return queue.get_nowait()
     getter = asyncio.ensure_future(queue.get())
-    await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-    if getter.done():
-        return getter.result()
-    getter.cancel()
-    return None
+    try:
+        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():  # the reader ended, or we were cancelled: no getter left behind
+            getter.cancel()
+    if getter.cancelled():
+        return None
+    return getter.result()
