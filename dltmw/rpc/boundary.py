@@ -386,10 +386,13 @@ def add_service(
     service: descriptor.ServiceDescriptor,
     servicer: object,
 ) -> str:
-    """Serve every method of `service` from `servicer` behind `boundary`; returns the service's
-    full name (for reflection)."""
+    """Serve every method of `service` that `servicer` implements behind `boundary`; returns the
+    service's full name (for reflection). A method left as the generated base class's stub (e.g.
+    grpc health's List) is not registered, so grpc answers UNIMPLEMENTED for it."""
     handlers = {
-        m.name: boundary.handler(service, m, getattr(servicer, m.name)) for m in service.methods
+        m.name: boundary.handler(service, m, getattr(servicer, m.name))
+        for m in service.methods
+        if not getattr(type(servicer), m.name).__module__.endswith("_pb2_grpc")
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
 from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
@@ -55,6 +55,14 @@ def streaming(
             await abort(context, exc)
 
     return wrapper
+
+
+def check_count(entries: Sized, what: str, maximum: int) -> None:
+    """LIMIT_EXCEEDED (items_per_request_max) if `entries` of a signed body hold more than
+    `maximum` items: bounded before any of them is checked (`rpc/boundary.py` bounds the repeated
+    fields of the request itself; this is for those inside its signed bytes)."""
+    if len(entries) > maximum:
+        raise LimitExceeded("items_per_request_max", maximum, f"{len(entries)} entries in {what}")
 
 
 def require(condition: bool, what: str) -> None:
