@@ -17,7 +17,8 @@ Node servers (`runtime/node.py`), node-to-node channels (`runtime/context.py`) a
 (`client/*`, through `rpc/tls.secure_channel`) all take their options from here; a node's values
 come from the `[keepalive]` table of its node.toml (defaults below), the SDK uses the defaults.
 Lowering a client's `time_ms` below a server's `min_recv_ping_interval_ms` brings the strikes
-back, so change both together.
+back, so change both together. (grpc's client pings at most about once a second whatever its
+`time_ms`, as tests/integration/test_keepalive.py measured; intervals below 1 s mean 1 s.)
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def server_options(keepalive: Keepalive = DEFAULT_KEEPALIVE) -> Options:
         ("grpc.keepalive_time_ms", keepalive.time_ms),
         ("grpc.keepalive_timeout_ms", keepalive.timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", keepalive.min_recv_ping_interval_ms),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",  # GRPC_ARG_HTTP2_MIN_RECV_PING_..._MS
+            keepalive.min_recv_ping_interval_ms,
+        ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.http2.max_pings_without_data", 0),
     ]
