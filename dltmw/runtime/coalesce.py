@@ -185,9 +185,10 @@ async def next_or_none(queue: asyncio.Queue[Out], reader: asyncio.Task[Any]) -> 
     getter = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():  # the reader ended, or we were cancelled: no getter left behind
-            getter.cancel()
-    if getter.cancelled():
-        return None
-    return getter.result()
+    except BaseException:
+        getter.cancel()  # we were cancelled (a closing client): leave no getter task behind
+        raise
+    if getter.done():
+        return getter.result()
+    getter.cancel()  # (an item it had not taken yet stays in the queue)
+    return None
