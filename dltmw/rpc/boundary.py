@@ -44,7 +44,7 @@ from google.protobuf import descriptor, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
-from dltmw.rpc.status import abort
+from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.runtime.config import Limits
 from dltmw.v1 import errors_pb2
@@ -234,35 +234,40 @@ class Boundary:
             request.ParseFromString(raw)
         except DecodeError as exc:
             self.log.warn(caller, f"{rule.path}: request does not parse ({exc})")
-            raise ClientError(
-                errors_pb2.ERROR_REASON_MALFORMED,
-                f"request does not parse as {rule.request_type.__name__}",
-            ) from None
+            malformed = f"request does not parse as {rule.request_type.__name__}"
+        else:
+            problem = self._entries_problem(rule, request, len(raw))
+            if problem is None:
+                return request
+            del request  # no frame of the error's traceback may hold the refused message
+            raise problem
+        raise ClientError(errors_pb2.ERROR_REASON_MALFORMED, malformed)
+
+    def _entries_problem(
+        self, rule: MethodRule, request: Message, raw_bytes: int
+    ) -> LimitExceeded | None:
+        """The first bound the repeated fields of `request` exceed, if any (returned, not raised:
+        see `admit`)."""
+        lim = self.limits
         for name, is_message in rule.repeated:
             entries = getattr(request, name)
-            self._check_entries(rule, name, entries, is_message, len(raw))
-        return request
-
-    def _check_entries(
-        self, rule: MethodRule, name: str, entries: Any, is_message: bool, raw_bytes: int
-    ) -> None:
-        lim = self.limits
-        if len(entries) > lim.items_per_request_max:
-            raise LimitExceeded(
-                "items_per_request_max",
-                lim.items_per_request_max,
-                f"{rule.path}: {len(entries)} entries in {name}",
-            )
-        if raw_bytes <= lim.item_bytes_max:
-            return  # no entry can be larger than the whole request
-        for i, entry in enumerate(entries):
-            size = entry.ByteSize() if is_message else len(entry)
-            if size > lim.item_bytes_max:
-                raise LimitExceeded(
-                    "item_bytes_max",
-                    lim.item_bytes_max,
-                    f"{rule.path}: {name}[{i}] of {size} bytes",
+            if len(entries) > lim.items_per_request_max:
+                return LimitExceeded(
+                    "items_per_request_max",
+                    lim.items_per_request_max,
+                    f"{rule.path}: {len(entries)} entries in {name}",
                 )
+            if raw_bytes <= lim.item_bytes_max:
+                continue  # no entry can be larger than the whole request
+            for i, entry in enumerate(entries):
+                size = entry.ByteSize() if is_message else len(entry)
+                if size > lim.item_bytes_max:
+                    return LimitExceeded(
+                        "item_bytes_max",
+                        lim.item_bytes_max,
+                        f"{rule.path}: {name}[{i}] of {size} bytes",
+                    )
+        return None
 
     def handler(
         self,
@@ -298,7 +303,8 @@ class Boundary:
                     request = self.admit(rule, raw, caller)
                     return await behaviour(request, context)
             except DltmwError as exc:
-                await abort(context, exc)
+                refused = detached(exc)
+            await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 
@@ -315,8 +321,10 @@ class Boundary:
                     request = self.admit(rule, raw, caller)
                     async for response in behaviour(request, context):
                         yield response
+                return
             except DltmwError as exc:
-                await abort(context, exc)
+                refused = detached(exc)
+            await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 
@@ -330,12 +338,14 @@ class Boundary:
                 with _Charged(self.budget, caller, 0):
                     async for response in behaviour(admitted, context):
                         yield response
+                return
             except DltmwError as exc:
-                await abort(context, exc)
+                refused = detached(exc)
             finally:
                 # Return the bytes of a message the servicer took but never finished with; the
                 # servicers stop their reader tasks before they return, so it is not running.
                 await admitted.aclose()
+            await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 
@@ -343,11 +353,19 @@ class Boundary:
         self, rule: MethodRule, requests: AsyncIterator[bytes], caller: Caller
     ) -> AsyncGenerator[Any, None]:
         async for raw in requests:
-            self.budget.take_bytes(caller, len(raw))
+            size = len(raw)
+            self.budget.take_bytes(caller, size)
             try:
-                yield self.admit(rule, raw, caller)
+                request = self.admit(rule, raw, caller)
+            except DltmwError as exc:
+                self.budget.give_bytes(caller, size)
+                del raw  # (the error leaves through the servicer's tasks: keep nothing big)
+                raise detached(exc) from None
+            try:
+                yield request
             finally:
-                self.budget.give_bytes(caller, len(raw))
+                del request
+                self.budget.give_bytes(caller, size)
 
 
 class _Charged:

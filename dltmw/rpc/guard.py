@@ -14,7 +14,7 @@ from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
 from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
-from dltmw.rpc.status import abort
+from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.runtime.context import utc_now
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2
@@ -35,8 +35,9 @@ def unary(
         try:
             return await fn(self, request, context)
         except DltmwError as exc:
-            await abort(context, exc)
-            raise  # unreachable: abort raises
+            refused = detached(exc)
+        await abort(context, refused)  # outside the except block: see status.detached
+        raise AssertionError("unreachable: abort raises")
 
     return wrapper
 
@@ -51,8 +52,10 @@ def streaming(
         try:
             async for item in fn(self, request, context):
                 yield item
+            return
         except DltmwError as exc:
-            await abort(context, exc)
+            refused = detached(exc)
+        await abort(context, refused)  # outside the except block: see status.detached
 
     return wrapper
 

@@ -65,6 +65,22 @@ def to_status(error: DltmwError, **metadata: str) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
 
 
+def detached(error: DltmwError) -> DltmwError:
+    """`error` without its traceback and cause chain, to be reported by its status alone.
+
+    Why: a refusal's traceback holds the frames it passed through, and their locals hold the
+    refused request; the frames also hold the error (`except ... as exc`, a task's exception),
+    which closes a reference cycle that only a full garbage collection frees — and the protobuf
+    memory inside it is invisible to the collector's thresholds. Measured: +37 MB of orderer RSS
+    per four refused 200,000-entry Broadcasts, never returned. Call it inside the `except` block
+    and `abort` after it (an abort inside the block would chain the error back as __context__).
+    """
+    error.__traceback__ = None
+    error.__cause__ = None
+    error.__context__ = None
+    return error
+
+
 async def abort(context: grpc.aio.ServicerContext[object, object], error: DltmwError) -> None:
     """End the RPC with the error's status; never returns."""
     # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it.
