@@ -2,7 +2,10 @@
 
 Start: load identity and TLS, open every channel it belongs to (from the genesis files named in
 its config and those it joined later, kept under `data/channels/`), start the roles, serve on
-grpc.aio with mutual TLS, health and reflection, publish its address, print one READY line.
+grpc.aio with mutual TLS, publish its address, print one READY line. The server carries only the
+services of the roles the node hosts (`_services`; reflection lists exactly those), each behind
+the request boundary (`rpc/boundary.py`: bounds, budget and parsing before any servicer runs),
+with the keepalive policy its clients follow (`rpc/channel_options.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 """
