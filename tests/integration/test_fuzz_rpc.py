@@ -130,7 +130,17 @@ NODE_TO_NODE = {
     "/dltmw.v1.FlowService/RecordTransaction",
     "/dltmw.v1.ReplicaService/Exchange",
 }
-SERVER_STREAM_READS = {"/grpc.health.v1.Health/Watch": 1}
+# Server streams that follow (never end): the first response shows the call was served.
+SERVER_STREAM_READS = {
+    "/grpc.health.v1.Health/Watch": 1,
+    "/dltmw.v1.GatewayService/Events": 1,
+}
+# Calls that wait for something a mutated request may name but never comes (a block far ahead,
+# a transaction never submitted): a short deadline keeps the run short.
+WAITING_TIMEOUT_S = {
+    "/dltmw.v1.GatewayService/Events": 2.0,
+    "/dltmw.v1.GatewayService/CommitStatus": 2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -169,15 +179,16 @@ async def call_raw(
     """Send serialised messages to `method`; (the status code name the call ended with, its
     details). OK when the client stopped reading a server stream itself."""
     reads = SERVER_STREAM_READS.get(method.path, STREAM_READS_MAX)
+    timeout = WAITING_TIMEOUT_S.get(method.path, CALL_TIMEOUT_S)
     try:
         if not method.server_streaming:
             unary = channel.unary_unary(method.path)
-            await unary(messages[0], timeout=CALL_TIMEOUT_S)
+            await unary(messages[0], timeout=timeout)
             return "OK", ""
         if method.client_streaming:
-            call = channel.stream_stream(method.path)(iter(messages), timeout=CALL_TIMEOUT_S)
+            call = channel.stream_stream(method.path)(iter(messages), timeout=timeout)
         else:
-            call = channel.unary_stream(method.path)(messages[0], timeout=CALL_TIMEOUT_S)
+            call = channel.unary_stream(method.path)(messages[0], timeout=timeout)
         got = 0
         async for _ in call:
             got += 1
