@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dltmw.core.block import make_block
-from dltmw.core.block import block_hash as hash_of_block
+from dltmw.core.block import block_hash, make_block
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id, sha256
 from dltmw.core.identity import SigningIdentity
@@ -182,7 +181,7 @@ def signed_block(
 ) -> block_pb2.Block:
     """Block `number` over `envelopes`, signed by three of the four orderers (2f+1)."""
     block = make_block(CHANNEL, number, previous_hash if number else ZERO_HASH, envelopes)
-    digest = hash_of_block(block)
+    digest = block_hash(block)
     for orderer in parties.orderers[:3]:
         block.metadata.signatures.add(signer=orderer.identity_bytes, signature=orderer.sign(digest))
     return block

@@ -147,9 +147,7 @@ def test_every_poison_kind_is_refused_for_ordering_and_gets_an_invalid_code(
 
 # --- properties: never raises -----------------------------------------------------------------
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TEMPLATES = [
     endorser_tx(PARTIES, kv_rwset(reads=[("a", (1, 0))], writes=[("b", b"x")])),
     endorser_tx(PARTIES, kv_rwset(writes=[("c", b"y")]), [PARTIES.peer1, PARTIES.peer2]),
@@ -275,8 +273,7 @@ async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_p
         await ledger.commit_block(genesis, [""])
         odd_keys = ["", "a\x00b", "k" * 5000, "\U0010ffff"]
         valid = [
-            endorser_tx(PARTIES, kv_rwset(writes=[(k, b"v")], reads=[(k, None)]))
-            for k in odd_keys
+            endorser_tx(PARTIES, kv_rwset(writes=[(k, b"v")], reads=[(k, None)])) for k in odd_keys
         ]
         poison = poison_envelopes(CHANNEL, PARTIES.orderers[0], 1, valid[0])
         envelopes = [nanos_1e9(), *valid, *(p.envelope for p in poison), valid[0]]
