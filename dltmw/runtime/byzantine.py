@@ -13,8 +13,10 @@ What the hook does every `EVERY_TICKS` ticks: it builds a fresh set of poison en
 it is the primary of the current view, puts them into its own core's pending requests so its
 pre-prepares carry them (a faulty primary; its own admission is switched off while it is
 primary). When it is no longer primary it takes them out of its pending requests again, so its
-own request timer does not push it into view changes alone: the hook is faulty only in what it
-sends, which keeps the test about admission, not about a silent replica.
+own request timer does not push it into view changes alone. While primary it also relays the
+valid client requests it holds to the backups (an honest primary has no need to; a censoring
+one is a different fault, answered by clients retrying elsewhere): the hook is faulty only in
+the junk it sends, which keeps the test about admission, not about censorship or silence.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
-from dltmw.core.pbft import ClientRequest, Replica
+from dltmw.core.pbft import ClientRequest, Replica, request_id
 from dltmw.core.timestamps import SECONDS_MAX, SECONDS_MIN
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.v1 import (
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 HOOK_ENV = "DLTMW_TEST_BYZANTINE"
 EVERY_TICKS = 20
 SIZE_MAX = 1 << 20  # the PBFT-lite request_bytes_max of real orderers
+RELAY_MAX = 400  # requests per relayed message (what a receiving core takes of one)
+RELAYED_MEMORY = 100_000
 ENDORSER = common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
 PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
 
@@ -365,6 +369,7 @@ class PoisonHook:
     template: bytes | None = None
     primary: bool = False
     _check: Callable[[bytes], bool] | None = None
+    _relayed: set[bytes] = field(default_factory=set)
     proposed: int = 0
     forwarded: int = 0
 
@@ -393,10 +398,22 @@ class PoisonHook:
         """One tick of misbehaviour: forward fresh poison to every replica and, while primary,
         put it into our own proposals; when not primary, forget poison we still hold."""
         self.primary = replica.primary() == me and not replica.changing
-        if not self.primary and self._check is not None:
-            junk = [r for r, p in replica.pending.items() if not self._check(p.request)]
+        check = self._check
+        if check is not None and not self.primary:
+            junk = [r for r, p in replica.pending.items() if not check(p.request)]
             for rid in junk:
                 replica.pending.pop(rid, None)
+        elif check is not None:
+            valid = [
+                p.request
+                for rid, p in replica.pending.items()
+                if rid not in self._relayed and check(p.request)
+            ][:RELAY_MAX]
+            if valid:
+                self._send(me, valid, links)
+                if len(self._relayed) > RELAYED_MEMORY:
+                    self._relayed.clear()
+                self._relayed.update(request_id(r) for r in valid)
         self.ticks += 1
         if self.ticks % EVERY_TICKS:
             return
@@ -407,15 +424,7 @@ class PoisonHook:
         small = [p.envelope for p in poison if len(p.envelope) <= self.size_max]
         large = [p.envelope for p in poison if len(p.envelope) > self.size_max]
         for chunk in [small, *([x] for x in large)]:  # each Exchange call stays under 4 MiB
-            message = replica_pb2.ReplicaMessage(
-                forwarded=replica_pb2.ForwardedRequests(requests=chunk)
-            )
-            payload = message.SerializeToString()
-            signed = replica_pb2.SignedReplicaMessage(
-                payload=payload, replica=me, signature=self.signer.sign(payload)
-            )
-            for link in links:
-                link.send(signed)
+            self._send(me, chunk, links)
         self.forwarded += len(poison)
         if self.primary:
             for envelope in small:
@@ -429,3 +438,15 @@ class PoisonHook:
                 self.proposed,
                 self.forwarded,
             )
+
+    def _send(self, me: int, requests: list[bytes], links: Iterable[ReplicaLink]) -> None:
+        """Forward `requests` to every other replica, signed as ourselves."""
+        message = replica_pb2.ReplicaMessage(
+            forwarded=replica_pb2.ForwardedRequests(requests=requests)
+        )
+        payload = message.SerializeToString()
+        signed = replica_pb2.SignedReplicaMessage(
+            payload=payload, replica=me, signature=self.signer.sign(payload)
+        )
+        for link in links:
+            link.send(signed)
