@@ -21,7 +21,9 @@ a slow client could also send.
 
 Verdicts are cached by request id (SHA-256 of the bytes; the verdict is a function of the bytes
 alone), so the checks run once per request per replica however often a request comes back in
-forwards, pre-prepares, view changes and retransmissions. Refusals are counted by reason and
+forwards, pre-prepares, view changes and retransmissions; the replica servicer `warm`s the cache
+on a worker thread before it hands forwarded requests and pre-prepares to the core, so the
+signature checks stay off the event loop. Refusals are counted by reason and
 logged at most once per `LOG_EVERY_S` (a faulty orderer can send many; the log must not be its
 amplifier), without tracebacks: bad input is not a fault of this node.
 """
@@ -32,7 +34,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError
@@ -78,6 +80,12 @@ class RequestAdmission:
             if len(self._verdicts) > self._cache_max:
                 self._verdicts.popitem(last=False)
         return verdict
+
+    def warm(self, requests: Sequence[bytes]) -> None:
+        """Judge `requests` ahead of the core (on a worker thread: `cryptography` releases the
+        GIL, so signature checks run off the event loop and in parallel)."""
+        for request in requests:
+            self.reason(request)
 
     def __call__(self, request: bytes) -> bool:
         """The `request_ok` of the replica core: admissible or not (refusals are counted)."""

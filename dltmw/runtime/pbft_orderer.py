@@ -199,6 +199,21 @@ class PbftOrdererChannel(OrdererChannel):
                 raise result
         return out
 
+    async def judge_requests(self, messages: Sequence[Envelope]) -> None:
+        """Judge the requests that forwarded and pre-prepare messages carry on a worker thread,
+        so the core's admission check finds cached verdicts (`RequestAdmission.warm`)."""
+        requests: list[bytes] = []
+        for envelope in messages:
+            message = replica_pb2.ReplicaMessage.FromString(envelope.payload)  # servicer parsed it
+            kind = message.WhichOneof("body")
+            if kind == "forwarded":
+                requests += message.forwarded.requests[: self.config.batch_size_max * 4]
+            elif kind == "pre_prepare":
+                requests += message.pre_prepare.requests[: self.config.batch_size_max]
+        if requests:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.admission.warm, requests)
+
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified inbound messages for the loop (all or nothing)."""
         if self._inbox.qsize() + len(messages) + len(signatures) > self._inbox.maxsize:

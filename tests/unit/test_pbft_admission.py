@@ -180,6 +180,8 @@ def test_verdicts_are_cached_and_refusals_logged_at_most_once_per_interval(
     now = [100.0]
     admission = RequestAdmission(PARTIES.view, size_max=1 << 20, clock=lambda: now[0])
     junk = [b"junk-%d" % i for i in range(50)]
+    admission.warm(junk)  # what the replica servicer does on a worker thread
+    assert len(calls) == len(junk) and not admission.refused, "warming is not refusing"
     with caplog.at_level(logging.WARNING, logger=pbft_admission.__name__):
         for _ in range(3):
             for request in junk:
