@@ -275,20 +275,37 @@ async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_p
         valid = [
             endorser_tx(PARTIES, kv_rwset(writes=[(k, b"v")], reads=[(k, None)])) for k in odd_keys
         ]
+        odd = kv_rwset(writes=[("dup", b"1"), ("dup", b"2")], reads=[("x", (2**64 - 1, 7))])
+        odd.range_queries.add(start_key="z", end_key="a")  # empty: start after end
+        odd.range_queries.add(start_key="", end_key="")  # the whole namespace
         poison = poison_envelopes(CHANNEL, PARTIES.orderers[0], 1, valid[0])
         envelopes = [nanos_1e9(), *valid, *(p.envelope for p in poison), valid[0]]
+        envelopes.append(endorser_tx(PARTIES, odd))  # MVCC conflict: version never written
         block = signed_block(PARTIES, 1, ledger.last_hash, envelopes)
         await peer.commit(block)
         codes = list((await ledger.block(1)).metadata.validation_codes)  # type: ignore[union-attr]
         assert len(codes) == len(envelopes)
         assert codes[0] == C.TX_VALIDATION_CODE_BAD_TIMESTAMP
         assert codes[1 : 1 + len(odd_keys)] == [VALID] * len(odd_keys)
-        assert codes[-1] == C.TX_VALIDATION_CODE_DUPLICATE_TXID
+        assert codes[-2:] == [
+            C.TX_VALIDATION_CODE_DUPLICATE_TXID,
+            C.TX_VALIDATION_CODE_MVCC_READ_CONFLICT,
+        ]
         versions = await ledger.versions(("kv", k) for k in odd_keys)
         assert set(versions.values()) == {Version(1, i) for i in range(1, 1 + len(odd_keys))}
-        after = signed_block(PARTIES, 2, block_hash(block), [nanos_1e9()])
+        dups = kv_rwset(writes=[("dup", b"1"), ("dup", b"2")])
+        dups.range_queries.add(start_key="z", end_key="a")
+        after = signed_block(
+            PARTIES, 2, block_hash(block), [nanos_1e9(), endorser_tx(PARTIES, dups)]
+        )
         await asyncio.wait_for(peer.commit(after), 30)
         assert ledger.height == 3
+        stored = await ledger.block(2)
+        assert list(stored.metadata.validation_codes) == [  # type: ignore[union-attr]
+            C.TX_VALIDATION_CODE_BAD_TIMESTAMP,
+            VALID,
+        ]
+        assert await ledger.read_snapshot(lambda r: r.get("kv", "dup")) == (b"2", Version(2, 1))
     finally:
         await peer.stop()
         await ledger.close()
