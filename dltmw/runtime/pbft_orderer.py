@@ -200,16 +200,20 @@ class PbftOrdererChannel(OrdererChannel):
         return out
 
     async def judge_requests(self, messages: Sequence[Envelope]) -> None:
-        """Judge the requests that forwarded and pre-prepare messages carry on a worker thread,
-        so the core's admission check finds cached verdicts (`RequestAdmission.warm`)."""
+        """Judge the requests that forwards, pre-prepares and state replies carry on a worker
+        thread, so the core's admission check finds cached verdicts (`RequestAdmission.warm`)."""
         requests: list[bytes] = []
+        cfg = self.config
         for envelope in messages:
             message = replica_pb2.ReplicaMessage.FromString(envelope.payload)  # servicer parsed it
             kind = message.WhichOneof("body")
             if kind == "forwarded":
-                requests += message.forwarded.requests[: self.config.batch_size_max * 4]
+                requests += message.forwarded.requests[: cfg.batch_size_max * 4]
             elif kind == "pre_prepare":
-                requests += message.pre_prepare.requests[: self.config.batch_size_max]
+                requests += message.pre_prepare.requests[: cfg.batch_size_max]
+            elif kind == "state_reply":
+                for batch in message.state_reply.batches[: cfg.transfer_batches_max]:
+                    requests += batch.requests[: cfg.batch_size_max]
         if requests:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.admission.warm, requests)
