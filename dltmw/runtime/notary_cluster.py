@@ -100,6 +100,12 @@ def open_request(
             items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
         except ClientError as exc:
             items.append(Decision("", reason=exc.reason, message=str(exc)))
+        except (ValueError, OverflowError) as exc:
+            # Values admission's arithmetic cannot take (e.g. a time window near 2^62 s). A
+            # faulty primary can wrap any bytes and every replica re-admits the decided batch,
+            # so this must be a refusal like any other, never an exception stopping them all.
+            message = f"out of range: {type(exc).__name__}: {exc}"[:200]
+            items.append(Decision("", reason=R.ERROR_REASON_INVALID_FIELD, message=message))
     return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
