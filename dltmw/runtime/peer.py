@@ -88,7 +88,7 @@ class PeerChannel:
 
     async def start(self) -> None:
         """Start following the orderer."""
-        self._task = asyncio.create_task(self._follow(), name=f"deliver-{self.view.channel_id}")
+        self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
         """Stop following (idempotent)."""
