@@ -36,6 +36,8 @@ from dltmw.runtime.process import (
 )
 
 logger = logging.getLogger("dltmw.runtime")
+GRACE_S = 5.0
+FAILED_GRACE_S = 1.0
 
 
 async def serve(config: NodeConfig) -> int:
@@ -53,7 +55,8 @@ async def serve(config: NodeConfig) -> int:
     finally:
         for wait in waits:
             wait.cancel()
-    await node.stop(grace_s=5.0)
+    # After a fatal failure nothing in flight can complete well: do not wait long for it.
+    await node.stop(grace_s=FAILED_GRACE_S if node.failed.is_set() else GRACE_S)
     if node.failed.is_set():
         print(f"FAILED {config.node_id} {node.ctx.tasks.failed}", flush=True)
         return EXIT_FATAL
