@@ -131,15 +131,8 @@ class PbftOrdererChannel(OrdererChannel):
         for link in self.links.values():
             link.start()
         await self._execute_pbft(self.replica.ready())
-        self._task = asyncio.create_task(self._drive_logged(), name=f"pbft-{self.view.channel_id}")
-
-    async def _drive_logged(self) -> None:
-        """Run the loop; a failure (a broken invariant) is logged at once, not at stop."""
-        try:
-            await self._drive()
-        except Exception:
-            logger.exception("PBFT orderer loop of %s stopped", self.view.channel_id)
-            raise
+        cid = self.view.channel_id
+        self._task = self.ctx.tasks.forever(f"pbft-{cid}", self._drive, restart=False)
 
     async def stop(self) -> None:
         """Stop the loop and the links (records are durable; nothing to flush)."""
@@ -289,7 +282,7 @@ class PbftOrdererChannel(OrdererChannel):
         peers = sorted(self.links)
         node_id = self.links[peers[cursor % len(peers)]].node_id
         self._catchup = (last, min(backoff * 2, CATCHUP_BACKOFF_MAX), cursor + 1)
-        self._fetch = asyncio.create_task(self._fetch_from(node_id), name=f"pbft-fetch-{node_id}")
+        self._fetch = self.ctx.tasks.spawn(f"pbft-fetch-{node_id}", self._fetch_from(node_id))
 
     async def _fetch_from(self, node_id: str) -> None:
         fetched = await fetch_verified(

@@ -93,9 +93,7 @@ class PeerChannel:
 
     async def start(self) -> None:
         """Start following the orderer."""
-        self._task = asyncio.create_task(
-            self._follow_logged(), name=f"deliver-{self.view.channel_id}"
-        )
+        self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
         """Stop following (idempotent)."""
@@ -206,18 +204,6 @@ class PeerChannel:
         return response
 
     # --- committer ------------------------------------------------------------------------
-
-    async def _follow_logged(self) -> None:
-        """Follow; an unexpected failure is logged with its traceback at once, not at stop."""
-        try:
-            await self._follow()
-        except Exception:
-            logger.exception(
-                "block delivery of %s stopped at height %d",
-                self.view.channel_id,
-                self.ledger.height,
-            )
-            raise
 
     async def _follow(self) -> None:
         """Deliver blocks from our height, forever, switching orderers on failure."""

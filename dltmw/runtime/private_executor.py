@@ -92,26 +92,13 @@ class PrivateExecutor:
     async def start(self) -> None:
         """Resume after the last executed block."""
         self.height = await self._store.cursor()
-        self._task = asyncio.create_task(
-            self._run_logged(), name=f"private-{self._peer.view.channel_id}"
-        )
+        name = f"private-{self._peer.view.channel_id}"
+        self._task = self._peer.ctx.tasks.forever(name, self._run)  # resumes at self.height
 
     async def stop(self) -> None:
         """Stop (idempotent); an in-flight block finishes or rolls back as a whole."""
         await cancel_and_wait(self._task)
         self._task = None
-
-    async def _run_logged(self) -> None:
-        """Run; an unexpected failure is logged with its traceback at once, not at stop."""
-        try:
-            await self._run()
-        except Exception:
-            logger.exception(
-                "private execution of %s stopped at block %d",
-                self._peer.view.channel_id,
-                self.height,
-            )
-            raise
 
     async def _run(self) -> None:
         async for block in self._peer.committed_blocks(self.height):
