@@ -32,6 +32,7 @@ from dltmw.core.handlers.base import PendingEnvelope
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
 from dltmw.v1 import block_pb2
 
 T = TypeVar("T")
@@ -94,25 +95,35 @@ class SnapshotReader:
 class ChannelLedger:
     """Blocks, tx index, world state and orderer queue of one channel on one node."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, synchronous: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        synchronous: str,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
         self.path = path
         self._conn = conn
         self._synchronous = synchronous
+        self._retry = retry
         self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read")
         self._reader: sqlite3.Connection | None = None
         self.height = 0
         self.last_hash = ZERO_HASH
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> ChannelLedger:
-        """Open (creating if needed) and verify the hash chain; raises InvariantViolation."""
+    async def open(
+        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+    ) -> ChannelLedger:
+        """Open (creating if needed) and verify the hash chain; raises InvariantViolation.
+        Writes are retried on transient faults per `retry` (`ledger/retry.py`)."""
         pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         for pragma in pragmas:
             await conn.execute(pragma)
         await conn.executescript(SCHEMA)
-        ledger = cls(path, conn, synchronous)
+        ledger = cls(path, conn, synchronous, retry)
         await ledger._verify_chain()
         return ledger
 
@@ -163,37 +174,31 @@ class ChannelLedger:
             if w.value is not None
         ]
         deletes = [(w.namespace, w.key) for w in writes if w.value is None]
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await self._conn.execute(
-                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)",
-                (number, digest, block.SerializeToString()),
+        data = block.SerializeToString()
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)", (number, digest, data)
             )
-            await self._conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
-            await self._conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
-            await self._conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
+            await conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
+            await conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
+            await conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
             if consumed_seq:
-                await self._conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+                await conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
+
+        await write_async(self._conn, "ledger.commit_block", write, self._retry)
         self.height, self.last_hash = number + 1, digest
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""
         if not pending:
             return
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await self._conn.executemany(
-                "INSERT INTO pending(seq, envelope) VALUES (?,?)",
-                [(p.seq, p.envelope) for p in pending],
-            )
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+        rows = [(p.seq, p.envelope) for p in pending]
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
+
+        await write_async(self._conn, "ledger.enqueue", write, self._retry)
 
     async def pending(self) -> list[PendingEnvelope]:
         """Queued envelopes not yet in a block, in order."""
