@@ -81,7 +81,8 @@ class GatewayClient:
         return GatewayClient(signer, channel, pipelined)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Stop the Transact stream (its waiting callers get UNAVAILABLE) and close the
+        connection (calls still open on it end with CANCELLED)."""
         if self.pipeline is not None:
             await self.pipeline.close()
         await self.channel.close(None)
@@ -196,9 +197,14 @@ class GatewayClient:
     async def events(
         self, channel_id: str, start_block: int = 0
     ) -> AsyncIterator[G.EventsResponse]:
-        """Follow committed blocks from `start_block`."""
+        """Follow committed blocks from `start_block` (the stream is cancelled when the caller
+        stops iterating or closes the generator)."""
         query, signature = self.signed_query(
             G.EventsQuery(channel_id=channel_id, start_block=start_block)
         )
-        async for response in self.stub.Events(G.EventsRequest(query=query, signature=signature)):
-            yield response
+        call = self.stub.Events(G.EventsRequest(query=query, signature=signature))
+        try:
+            async for response in call:
+                yield response
+        finally:
+            call.cancel()

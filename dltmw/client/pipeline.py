@@ -157,9 +157,12 @@ class Pipeline:
             for s in response.submitted:
                 accepted = self._submitting.get(s.ref)
                 if s.HasField("error"):
-                    self._committing.pop(s.ref, None)
+                    refused = rpc_error(s.error)
+                    committing = self._committing.pop(s.ref, None)
+                    if committing is not None:
+                        _fail(committing, refused)
                     if accepted is not None and not accepted.done():
-                        accepted.set_exception(rpc_error(s.error))
+                        accepted.set_exception(refused)
                 elif accepted is not None and not accepted.done():
                     accepted.set_result(self._committing[s.ref])
             for c in response.committed:
@@ -182,5 +185,14 @@ class Pipeline:
         while not self._queue.empty():
             self._queue.get_nowait()
         for future in waiting:
-            if not future.done():
-                future.set_exception(failure)
+            _fail(future, failure)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail `future` unless it is settled. Its caller may never look: the commit future of a
+    submit whose stream broke is failed here together with the submit's own future, and the caller
+    hears of the failure through that one only. So the error is marked retrieved; asyncio would
+    otherwise log "Future exception was never retrieved" for a failure already reported."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()

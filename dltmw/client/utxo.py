@@ -122,8 +122,11 @@ class NotaryClient:
                 yield notary_service_pb2.NotariseStreamRequest(requests=list(batch))
 
         call = self.stub.NotariseStream(requests())
-        async for reply in call:
-            yield list(reply.results)
+        try:
+            async for reply in call:
+                yield list(reply.results)
+        finally:
+            call.cancel()  # the caller stopped early: end the stream and its request reader
 
 
 class VaultClient:

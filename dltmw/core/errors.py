@@ -11,18 +11,24 @@ invariants are `InvariantViolation`, which nothing may catch and map to a status
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dltmw.v1 import errors_pb2
 
 Reason = errors_pb2.ErrorReason
 
 
 class DltmwError(Exception):
-    """Base of every expected failure; `reason` is an `ErrorReason` value."""
+    """Base of every expected failure; `reason` is an `ErrorReason` value, `metadata` goes into
+    the ErrorInfo of the status (e.g. which limit was exceeded)."""
 
-    def __init__(self, reason: int, message: str) -> None:
+    def __init__(
+        self, reason: int, message: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     @property
     def reason_name(self) -> str:
@@ -43,6 +49,20 @@ class PeerError(DltmwError):
 
 class TransientError(DltmwError):
     """Overload, shutdown or an unreachable node; the request may be retried."""
+
+
+class LimitExceeded(ClientError):
+    """A request exceeds one of the node's input bounds (`runtime.config.Limits`), found before any
+    work was done on it. The status names the bound: metadata {"limit": name, "max": value}."""
+
+    def __init__(self, limit: str, maximum: int, message: str) -> None:
+        super().__init__(
+            errors_pb2.ERROR_REASON_LIMIT_EXCEEDED,
+            f"{message} (limit {limit} = {maximum})",
+            {"limit": limit, "max": str(maximum)},
+        )
+        self.limit = limit
+        self.maximum = maximum
 
 
 class InvariantViolation(Exception):

@@ -8,7 +8,7 @@ the ordering service they name. The builder takes nonce and time as arguments to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
@@ -16,6 +16,7 @@ from dltmw.core.block import block_hash, chain_error, make_block
 from dltmw.core.channel import ChannelView, ConfigError, channel_view
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id
 from dltmw.core.identity import IdentityError, SigningIdentity
+from dltmw.core.timestamps import to_datetime
 from dltmw.v1 import block_pb2, common_pb2, config_pb2
 
 
@@ -68,7 +69,9 @@ def read_genesis(block: block_pb2.Block) -> ChannelView:
     if config.channel_id != block.header.channel_id:
         raise ConfigError("config names another channel than the block")
     view = channel_view(config)
-    at = header.timestamp.ToDatetime(tzinfo=UTC)
+    at = to_datetime(header.timestamp)
+    if at is None:
+        raise ConfigError("config envelope timestamp is not a valid time")
     orderer_ids = {n.identity for n in config.orderers}
     if header.creator not in orderer_ids:
         raise ConfigError("config envelope is not created by a configured orderer")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
+from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
-from dltmw.rpc.status import abort
+from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.runtime.context import utc_now
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2
@@ -35,8 +35,9 @@ def unary(
         try:
             return await fn(self, request, context)
         except DltmwError as exc:
-            await abort(context, exc)
-            raise  # unreachable: abort raises
+            refused = detached(exc)
+        await abort(context, refused)  # outside the except block: see status.detached
+        raise AssertionError("unreachable: abort raises")
 
     return wrapper
 
@@ -51,10 +52,20 @@ def streaming(
         try:
             async for item in fn(self, request, context):
                 yield item
+            return
         except DltmwError as exc:
-            await abort(context, exc)
+            refused = detached(exc)
+        await abort(context, refused)  # outside the except block: see status.detached
 
     return wrapper
+
+
+def check_count(entries: Sized, what: str, maximum: int) -> None:
+    """LIMIT_EXCEEDED (items_per_request_max) if `entries` of a signed body hold more than
+    `maximum` items: bounded before any of them is checked (`rpc/boundary.py` bounds the repeated
+    fields of the request itself; this is for those inside its signed bytes)."""
+    if len(entries) > maximum:
+        raise LimitExceeded("items_per_request_max", maximum, f"{len(entries)} entries in {what}")
 
 
 def require(condition: bool, what: str) -> None:
@@ -100,7 +111,7 @@ def admit_query(
 ) -> VerifiedIdentity:
     """Admission of a signed query: timestamp window, requester's signature over the carried
     bytes, and a TLS client certificate of the requester's own organisation."""
-    stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+    stamp = checked_datetime(query.timestamp, "timestamp") if query.HasField("timestamp") else None
     who = check_signed_query(
         query_bytes, signature, query.requester, membership, stamp, utc_now(), window_s
     )

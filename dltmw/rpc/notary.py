@@ -33,7 +33,6 @@ from dltmw.v1 import (
 
 R = errors_pb2
 N = notary_service_pb2
-BATCH_MAX = 1000
 
 
 def caller_org(context: Ctx, membership: Membership) -> str:
@@ -139,9 +138,7 @@ class NotaryServicer(notary_service_pb2_grpc.NotaryServiceServicer):
         """Batches on one stream, answered in order."""
         org = caller_org(context, self._role.membership)
         notary = self._role.identity.identity
-        async for batch in request_iterator:
-            if len(batch.requests) > BATCH_MAX:
-                raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"more than {BATCH_MAX} requests")
+        async for batch in request_iterator:  # (entries bounded by rpc/boundary.py)
             outcomes = await self._role.notarise(batch.requests, org)
             reply = N.NotariseStreamResponse()
             for outcome in outcomes:

@@ -10,12 +10,20 @@ key is always taken from the signed channel config, never from the request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import VerifiedIdentity
+from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
-from dltmw.rpc.guard import Ctx, SignedQueryBody, check_tls_org, require, streaming, unary
+from dltmw.rpc.guard import (
+    Ctx,
+    SignedQueryBody,
+    check_count,
+    check_tls_org,
+    require,
+    streaming,
+    unary,
+)
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.runtime.context import utc_now
 from dltmw.runtime.privacy import PrivateChannel
@@ -39,6 +47,7 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
     def __init__(self, manager: PrivacyManager, window_s: float) -> None:
         self._pm = manager
         self._window_s = window_s
+        self._items_max = manager.ctx.limits.items_per_request_max
         self._tls_ok: set[tuple[str, bytes, str]] = set()
 
     def _client(
@@ -77,7 +86,9 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         checking it costs a certificate signature verification, and a connection sends many
         requests with the same certificate."""
         membership = channel.view.membership
-        stamp = query.timestamp.ToDatetime(tzinfo=UTC) if query.HasField("timestamp") else None
+        stamp = (
+            checked_datetime(query.timestamp, "timestamp") if query.HasField("timestamp") else None
+        )
         who = check_signed_query(
             data, sig, query.requester, membership, stamp, utc_now(), self._window_s
         )
@@ -105,6 +116,7 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         require(bool(request.body), "body")
         body = parse(P.SendBatchBody, request.body, "body")
         require(len(body.items) > 0, "body.items")
+        check_count(body.items, "body.items", self._items_max)
         for item in body.items:
             require(bool(item.payload), "body.items.payload")
         channel = self._client(context, body, body.channel_id, request.body, request.signature)
@@ -134,6 +146,8 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         async for request in request_iterator:
             require(bool(request.batch), "batch")
             batch = parse(P.PushBatch, request.batch, "batch")
+            check_count(batch.payloads, "batch.payloads", self._items_max)
+            check_count(batch.payload_hashes, "batch.payload_hashes", self._items_max)
             _, node = self._node(context, batch, batch.channel_id, request.batch, request.signature)
             stored = await self._pm.accept_push(batch, node)
             yield P.PushResponse(stored=stored)

@@ -42,6 +42,7 @@ CODE_OF_REASON: dict[int, grpc.StatusCode] = {
     E.ERROR_REASON_STALE_VIEW: S.FAILED_PRECONDITION,
     E.ERROR_REASON_MESSAGE_TOO_LARGE: S.RESOURCE_EXHAUSTED,
     E.ERROR_REASON_OVERLOADED: S.RESOURCE_EXHAUSTED,
+    E.ERROR_REASON_LIMIT_EXCEEDED: S.RESOURCE_EXHAUSTED,
     E.ERROR_REASON_CONTRACT_FAILED: S.ABORTED,
     E.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE: S.ABORTED,
     E.ERROR_REASON_ENDORSEMENT_MISMATCH: S.ABORTED,
@@ -53,14 +54,31 @@ CODE_OF_REASON: dict[int, grpc.StatusCode] = {
 
 
 def to_status(error: DltmwError, **metadata: str) -> status_pb2.Status:
-    """google.rpc.Status for an error, with ErrorInfo details."""
+    """google.rpc.Status for an error, with ErrorInfo details (the error's own metadata, then
+    `metadata`)."""
     code = CODE_OF_REASON[error.reason]
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason_name, domain=DOMAIN, metadata=dict(metadata)
+        reason=error.reason_name, domain=DOMAIN, metadata={**error.metadata, **metadata}
     )
     detail = any_pb2.Any()
     detail.Pack(info)
     return status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
+
+
+def detached(error: DltmwError) -> DltmwError:
+    """`error` without its traceback and cause chain, to be reported by its status alone.
+
+    Why: a refusal's traceback holds the frames it passed through, and their locals hold the
+    refused request; the frames also hold the error (`except ... as exc`, a task's exception),
+    which closes a reference cycle that only a full garbage collection frees — and the protobuf
+    memory inside it is invisible to the collector's thresholds. Measured: +37 MB of orderer RSS
+    per four refused 200,000-entry Broadcasts, never returned. Call it inside the `except` block
+    and `abort` after it (an abort inside the block would chain the error back as __context__).
+    """
+    error.__traceback__ = None
+    error.__cause__ = None
+    error.__context__ = None
+    return error
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], error: DltmwError) -> None:

@@ -13,12 +13,7 @@ from pathlib import Path
 
 import grpc
 
-KEEPALIVE_OPTIONS = [
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive, client_options
 
 
 @dataclass(frozen=True)
@@ -52,14 +47,19 @@ class TlsMaterial:
 
 
 def secure_channel(
-    address: str, server_name: str, tls: TlsMaterial, max_message_bytes: int
+    address: str,
+    server_name: str,
+    tls: TlsMaterial,
+    max_message_bytes: int,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
 ) -> grpc.aio.Channel:
-    """An mTLS channel to `address` expecting a certificate for `server_name`."""
+    """An mTLS channel to `address` expecting a certificate for `server_name`, with the keepalive
+    every dltmw server permits (`rpc/channel_options.py`)."""
     options = [
         ("grpc.ssl_target_name_override", server_name),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        *KEEPALIVE_OPTIONS,
+        *client_options(keepalive),
     ]
     return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 

@@ -183,8 +183,12 @@ async def next_or_none(queue: asyncio.Queue[Out], reader: asyncio.Task[Any]) -> 
     if not queue.empty():
         return queue.get_nowait()
     getter = asyncio.ensure_future(queue.get())
-    await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        getter.cancel()  # we were cancelled (a closing client): leave no getter task behind
+        raise
     if getter.done():
         return getter.result()
-    getter.cancel()
+    getter.cancel()  # (an item it had not taken yet stays in the queue)
     return None

@@ -8,23 +8,52 @@ again.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 
 ROLES = frozenset({"peer", "orderer", "gateway", "notary", "vault"})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that protect a node from overload and hostile input."""
+    """Bounds that protect a node from overload and hostile input (node.toml `[limits]`).
+
+    The input bounds (`rpc/boundary.py` checks them before a servicer sees a request: before any
+    item is parsed, any signature verified, anything allocated per item) are named by these field
+    names in the LIMIT_EXCEEDED errors they cause:
+
+    * `max_message_bytes`: one gRPC message (grpc itself refuses bigger ones);
+    * `query_bytes_max`: the request of an RPC that carries only a signed query or a status
+      request (CommitStatus, Events, Deliver, NodeStatus, Receive, ...): 4 MiB is far too generous;
+    * `items_per_request_max`: entries of any repeated field of a request (envelopes of a
+      Broadcast, proposals of a ProcessProposals, items of a Transact or SendBatch, ...);
+    * `item_bytes_max`: one such entry;
+    * `inflight_rpcs_per_connection_max`, `inflight_rpcs_per_identity_max`: calls (and open
+      streams) at once from one connection, and from one caller (its TLS certificate) over all
+      its connections;
+    * `inflight_bytes_per_identity_max`: request bytes one caller has in progress at once.
+    """
 
     max_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_rpcs: int = 1024
     timestamp_window_s: float = 900.0
     commit_wait_s: float = 30.0
     queue_max: int = 10_000
+    query_bytes_max: int = 64 * 1024
+    items_per_request_max: int = 1000
+    item_bytes_max: int = 2 * 1024 * 1024
+    inflight_rpcs_per_connection_max: int = 512
+    inflight_rpcs_per_identity_max: int = 512
+    inflight_bytes_per_identity_max: int = 64 * 1024 * 1024
+    malformed_log_interval_s: float = 60.0  # one log line per caller per interval
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ValueError(f"limits.{f.name} must be positive")
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,7 @@ class NodeConfig:
     genesis_blocks: tuple[Path, ...]
     synchronous: str
     limits: Limits
+    keepalive: Keepalive = DEFAULT_KEEPALIVE
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
     logging: LogSettings = LogSettings()
@@ -94,6 +124,7 @@ class NodeConfig:
                 genesis_blocks=tuple(base / g for g in raw.get("channels", {}).get("genesis", [])),
                 synchronous=raw.get("ledger", {}).get("synchronous", "FULL"),
                 limits=Limits(**raw.get("limits", {})),
+                keepalive=Keepalive(**raw.get("keepalive", {})),
                 privacy_key=base / files["privacy_key"] if "privacy_key" in files else None,
                 network_map=base / files["network_map"] if "network_map" in files else None,
                 logging=LogSettings(**raw.get("logging", {})),
@@ -101,6 +132,8 @@ class NodeConfig:
             )
         except KeyError as exc:
             raise ValueError(f"{path}: missing key {exc}") from exc
+        except TypeError as exc:  # an unknown key in [limits], [keepalive] or [logging]
+            raise ValueError(f"{path}: {exc}") from exc
 
 
 def _retry_policy(raw: dict[str, float]) -> RetryPolicy:

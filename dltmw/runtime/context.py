@@ -11,6 +11,7 @@ import grpc
 from dltmw.core.errors import TransientError
 from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import Limits
@@ -35,6 +36,7 @@ class NodeContext:
     tls: TlsMaterial
     addresses: AddressBook
     limits: Limits
+    keepalive: Keepalive = DEFAULT_KEEPALIVE
     tasks: TaskOwner = field(default_factory=TaskOwner)  # every long-lived task of the node
     storage_retry: RetryPolicy = DEFAULT_RETRY  # how every store retries a transient fault
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
@@ -56,7 +58,9 @@ class NodeContext:
             existing = self._channels.get(node_id)
             if existing is not None:  # another task connected while we resolved
                 return existing
-            channel = secure_channel(address, node_id, self.tls, self.limits.max_message_bytes)
+            channel = secure_channel(
+                address, node_id, self.tls, self.limits.max_message_bytes, self.keepalive
+            )
             self._channels[node_id] = channel
             return channel
 

@@ -2,7 +2,10 @@
 
 Start: load identity and TLS, open every channel it belongs to (from the genesis files named in
 its config and those it joined later, kept under `data/channels/`), start the roles, serve on
-grpc.aio with mutual TLS, health and reflection, publish its address, print one READY line.
+grpc.aio with mutual TLS, publish its address, print one READY line. The server carries only the
+services of the roles the node hosts (`_services`; reflection lists exactly those), each behind
+the request boundary (`rpc/boundary.py`: bounds, budget and parsing before any servicer runs),
+with the keepalive policy its clients follow (`rpc/channel_options.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
@@ -18,10 +21,13 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from dltmw.core.channel import ConfigError
 from dltmw.core.errors import ClientError
@@ -30,6 +36,8 @@ from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.admin import AdminServicer
+from dltmw.rpc.boundary import Boundary, add_service
+from dltmw.rpc.channel_options import server_options
 from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
@@ -49,25 +57,26 @@ from dltmw.runtime.tasks import TaskOwner
 from dltmw.runtime.utxo import UtxoServices
 from dltmw.v1 import (
     admin_service_pb2,
-    admin_service_pb2_grpc,
     block_pb2,
     config_pb2,
     endorser_service_pb2,
-    endorser_service_pb2_grpc,
     errors_pb2,
     gateway_service_pb2,
-    gateway_service_pb2_grpc,
     orderer_service_pb2,
-    orderer_service_pb2_grpc,
     privacy_manager_service_pb2,
-    privacy_manager_service_pb2_grpc,
     replica_pb2,
-    replica_pb2_grpc,
     transaction_pb2,
 )
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
+REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+
+
+def _service(module: Any, name: str) -> ServiceDescriptor:
+    """Descriptor of service `name` of a generated `_pb2` module."""
+    found: ServiceDescriptor = module.DESCRIPTOR.services_by_name[name]
+    return found
 
 
 class Node:
@@ -85,6 +94,7 @@ class Node:
             tls=tls,
             addresses=AddressBook(config.address_book),
             limits=config.limits,
+            keepalive=config.keepalive,
             tasks=TaskOwner(on_fatal=self._on_fatal),
             storage_retry=config.storage_retry,
         )
@@ -100,6 +110,7 @@ class Node:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         self.utxo = UtxoServices(config, self.ctx, self._pool)
         self._server: grpc.aio.Server | None = None
+        self.boundary = Boundary(config.limits)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self._join_lock = asyncio.Lock()
@@ -143,45 +154,48 @@ class Node:
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                *server_options(self.config.keepalive),
             ],
         )
-        window, wait = limits.timestamp_window_s, limits.commit_wait_s
-        endorser_service_pb2_grpc.add_EndorserServiceServicer_to_server(
-            EndorserServicer(self.peers), server
-        )
-        orderer_service_pb2_grpc.add_OrdererServiceServicer_to_server(
-            OrdererServicer(self.orderers, window, self._pool), server
-        )
-        replica_pb2_grpc.add_ReplicaServiceServicer_to_server(
-            ReplicaServicer(self.orderers, self.utxo.clusters), server
-        )
-        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(self.gateway, self.peers, window, wait), server
-        )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.own_org, window, self.join_from_admin, self.status), server
-        )
-        if self.privacy is not None:
-            privacy_manager_service_pb2_grpc.add_PrivacyManagerServiceServicer_to_server(
-                PrivacyManagerServicer(self.privacy, window), server
-            )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = [
-            d.services_by_name[n].full_name
-            for d, n in [
-                (endorser_service_pb2.DESCRIPTOR, "EndorserService"),
-                (orderer_service_pb2.DESCRIPTOR, "OrdererService"),
-                (replica_pb2.DESCRIPTOR, "ReplicaService"),
-                (gateway_service_pb2.DESCRIPTOR, "GatewayService"),
-                (admin_service_pb2.DESCRIPTOR, "AdminService"),
-                (privacy_manager_service_pb2.DESCRIPTOR, "PrivacyManagerService"),
-            ]
-        ]
-        names += self.utxo.add_to_server(server)
-        reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        names = [add_service(server, self.boundary, d, s) for d, s in self._services()]
+        reflector = ReflectionServicer([*names, reflection.SERVICE_NAME])
+        add_service(server, self.boundary, REFLECTION, reflector)
         return server
+
+    def _services(self) -> list[tuple[ServiceDescriptor, object]]:
+        """The services this node serves: only those of the roles it hosts (Admin and Health
+        everywhere), so nothing answers for a role a node does not have."""
+        limits = self.config.limits
+        window, wait = limits.timestamp_window_s, limits.commit_wait_s
+        admin = AdminServicer(self.own_org, window, self.join_from_admin, self.status)
+        out: list[tuple[ServiceDescriptor, object]] = [
+            (_service(admin_service_pb2, "AdminService"), admin),
+            (_service(health_pb2, "Health"), self._health),
+        ]
+        roles = self.config.roles
+        if "peer" in roles:
+            endorser = EndorserServicer(self.peers)
+            out.append((_service(endorser_service_pb2, "EndorserService"), endorser))
+        if "gateway" in roles:
+            gateway = GatewayServicer(self.gateway, self.peers, window, wait)
+            out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
+        if "orderer" in roles:
+            orderer = OrdererServicer(self.orderers, window, self._pool)
+            out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
+        if self.serves_replica:
+            replica = ReplicaServicer(self.orderers, self.utxo.clusters)
+            out.append((_service(replica_pb2, "ReplicaService"), replica))
+        if self.privacy is not None:
+            privacy = PrivacyManagerServicer(self.privacy, window)
+            out.append((_service(privacy_manager_service_pb2, "PrivacyManagerService"), privacy))
+        return out + self.utxo.services()
+
+    @property
+    def serves_replica(self) -> bool:
+        """A PBFT-lite replica lives here: an orderer of a PBFT channel or a notary-cluster member
+        (decided at start: grpc cannot add a service to a running server)."""
+        pbft = any(isinstance(o, PbftOrdererChannel) for o in self.orderers.values())
+        return pbft or bool(self.utxo.clusters)
 
     async def join(self, block: block_pb2.Block) -> str:
         """Serve the channel of config block `block`; returns its id."""
@@ -197,6 +211,13 @@ class Node:
             raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, f"channel {cid!r} does not name {me}")
         data = self.config.data_dir
         sync, retry = self.config.synchronous, self.config.storage_retry
+        pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
+        if is_orderer and pbft and self._server is not None and not self.serves_replica:
+            raise ClientError(
+                R.ERROR_REASON_ROLE_NOT_HOSTED,
+                f"{me} serves no ReplicaService (it ordered no PBFT-lite channel when it started):"
+                f" put the config block of {cid!r} into its node.toml channels and restart it",
+            )
         if is_orderer:
             ledger = await ChannelLedger.open(
                 data / f"{cid}.orderer.sqlite", synchronous=sync, retry=retry
@@ -204,7 +225,7 @@ class Node:
             if ledger.height == 0:
                 await ledger.commit_block(block, [genesis_tx_id(block)])
             orderer: OrdererChannel
-            if view.config.ordering == config_pb2.ORDERING_TYPE_PBFT:
+            if pbft:
                 store = await RecordStore.open(
                     data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
                 )

@@ -1,13 +1,13 @@
 """The notarised-UTXO roles of a node: "notary" (NotaryService) and "vault" (FlowService and
 VaultService). Built from the node config and the network map; the node only calls `start`,
-`add_to_server` and `stop`.
+`services` and `stop`.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.ledger.vault_store import VaultStore
@@ -19,14 +19,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.notary import NotaryRole
 from dltmw.runtime.notary_cluster import ClusterNotaryRole, build_cluster_role
 from dltmw.runtime.vault import VaultRole
-from dltmw.v1 import (
-    flow_service_pb2,
-    flow_service_pb2_grpc,
-    notary_service_pb2,
-    notary_service_pb2_grpc,
-    vault_service_pb2,
-    vault_service_pb2_grpc,
-)
+from dltmw.v1 import flow_service_pb2, notary_service_pb2, vault_service_pb2
 
 UTXO_ROLES = frozenset({"notary", "vault"})
 
@@ -81,24 +74,18 @@ class UtxoServices:
         if self.vault is not None:
             await self.vault.start()
 
-    def add_to_server(self, server: grpc.aio.Server) -> list[str]:
-        """Register the hosted services; returns their full names (for reflection)."""
-        names: list[str] = []
+    def services(self) -> list[tuple[ServiceDescriptor, object]]:
+        """The hosted services and their servicers (the node registers them)."""
+        out: list[tuple[ServiceDescriptor, object]] = []
         if self.notary is not None:
-            notary_service_pb2_grpc.add_NotaryServiceServicer_to_server(
-                NotaryServicer(self.notary), server
-            )
-            names.append(notary_service_pb2.DESCRIPTOR.services_by_name["NotaryService"].full_name)
+            notary = notary_service_pb2.DESCRIPTOR.services_by_name["NotaryService"]
+            out.append((notary, NotaryServicer(self.notary)))
         if self.vault is not None:
-            flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-                FlowServicer(self.vault, self._window_s), server
-            )
-            vault_service_pb2_grpc.add_VaultServiceServicer_to_server(
-                VaultServicer(self.vault, self._window_s), server
-            )
-            names.append(flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name)
-            names.append(vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name)
-        return names
+            flow = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"]
+            vault = vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"]
+            out.append((flow, FlowServicer(self.vault, self._window_s)))
+            out.append((vault, VaultServicer(self.vault, self._window_s)))
+        return out
 
     async def stop(self) -> None:
         """Stop the roles and close their stores (idempotent)."""

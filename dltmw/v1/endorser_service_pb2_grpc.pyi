@@ -42,9 +42,9 @@ class EndorserServiceStub:
     Errors (ErrorReason -> status): MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH ->
     INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
     DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
-    CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED ->
-    RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
-    not an error: the response carries its status and no endorsement.
+    CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+    invocation is not an error: the response carries its status and no endorsement.
     """
     ProcessProposals: _grpc.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]
     """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
@@ -54,6 +54,8 @@ class EndorserServiceStub:
     proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
     reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
     TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
+    The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
+    than the node's items_per_request_max, or with MALFORMED when a request does not parse.
     """
 
 @_typing.type_check_only
@@ -70,9 +72,9 @@ class EndorserServiceAsyncStub(EndorserServiceStub):
     Errors (ErrorReason -> status): MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH ->
     INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
     DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
-    CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED ->
-    RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
-    not an error: the response carries its status and no endorsement.
+    CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+    invocation is not an error: the response carries its status and no endorsement.
     """
     ProcessProposals: _aio.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]  # type: ignore[assignment]
     """ProcessProposals is ProcessProposal for many proposals per message, on one long-lived stream
@@ -82,6 +84,8 @@ class EndorserServiceAsyncStub(EndorserServiceStub):
     proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
     reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
     TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
+    The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
+    than the node's items_per_request_max, or with MALFORMED when a request does not parse.
     """
 
 class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,9 +105,9 @@ class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors (ErrorReason -> status): MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH ->
         INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
         DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
-        CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED ->
-        RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the invocation is
-        not an error: the response carries its status and no endorsement.
+        CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+        LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+        invocation is not an error: the response carries its status and no endorsement.
         """
 
     @_abc_1.abstractmethod
@@ -119,6 +123,8 @@ class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
         proposal gets the same checks as ProcessProposal; a refused one gets an ItemError with the
         reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
         TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
+        The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
+        than the node's items_per_request_max, or with MALFORMED when a request does not parse.
         """
 
 def add_EndorserServiceServicer_to_server(servicer: EndorserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

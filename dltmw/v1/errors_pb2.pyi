@@ -84,6 +84,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_STALE_VIEW: _ErrorReason.ValueType  # 28
     """FAILED_PRECONDITION: a consensus message names a view older than the receiving replica's."""
+    ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 29
+    """RESOURCE_EXHAUSTED: a request exceeds one of the node's input bounds, checked before any work
+    is done on it (items per request, bytes per item or per request, requests in flight per
+    connection or per caller identity). ErrorInfo.metadata names the bound: {"limit": <name of the
+    node.toml [limits] key>, "max": <its value>}. Retrying unchanged fails again unless the bound
+    was on in-flight work.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -153,4 +160,11 @@ or not meant for this key).
 """
 ERROR_REASON_STALE_VIEW: ErrorReason.ValueType  # 28
 """FAILED_PRECONDITION: a consensus message names a view older than the receiving replica's."""
+ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 29
+"""RESOURCE_EXHAUSTED: a request exceeds one of the node's input bounds, checked before any work
+is done on it (items per request, bytes per item or per request, requests in flight per
+connection or per caller identity). ErrorInfo.metadata names the bound: {"limit": <name of the
+node.toml [limits] key>, "max": <its value>}. Retrying unchanged fails again unless the bound
+was on in-flight work.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

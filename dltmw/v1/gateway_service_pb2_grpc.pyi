@@ -32,8 +32,9 @@ class GatewayServiceStub:
     their responses, forwards signed transactions to the orderer and reports commits seen by its
     own peer. Common errors of every RPC: MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH
     -> INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
-    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED
-    -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
+    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+    LIMIT_EXCEEDED (a bound of the node's [limits]; ErrorInfo metadata names it) ->
+    RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
     """
 
     @_typing.overload
@@ -84,8 +85,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     their responses, forwards signed transactions to the orderer and reports commits seen by its
     own peer. Common errors of every RPC: MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH
     -> INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
-    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED
-    -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
+    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+    LIMIT_EXCEEDED (a bound of the node's [limits]; ErrorInfo metadata names it) ->
+    RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -132,8 +134,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     their responses, forwards signed transactions to the orderer and reports commits seen by its
     own peer. Common errors of every RPC: MALFORMED, MISSING_FIELD, INVALID_FIELD, TX_ID_MISMATCH
     -> INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
-    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED
-    -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
+    CHANNEL_NOT_FOUND, TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
+    LIMIT_EXCEEDED (a bound of the node's [limits]; ErrorInfo metadata names it) ->
+    RESOURCE_EXHAUSTED; SHUTTING_DOWN, PEER_UNAVAILABLE -> UNAVAILABLE.
     """
 
     @_abc_1.abstractmethod

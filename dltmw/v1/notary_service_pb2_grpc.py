@@ -62,7 +62,7 @@ class NotaryServiceServicer:
         TX_ID_MISMATCH), PERMISSION_DENIED (BAD_SIGNATURE, NOT_A_MEMBER), ABORTED (INPUT_CONSUMED,
         metadata `consuming_tx_id_hash` and NotarisationConflict details; CONTRACT_FAILED in
         validating mode), FAILED_PRECONDITION (TIME_WINDOW_INVALID, ROLE_NOT_HOSTED, NOT_FOUND),
-        RESOURCE_EXHAUSTED (OVERLOADED).
+        RESOURCE_EXHAUSTED (OVERLOADED, LIMIT_EXCEEDED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,7 +70,9 @@ class NotaryServiceServicer:
 
     def NotariseStream(self, request_iterator, context):
         """Notarise batches on one stream: each request message yields one response message with one
-        result per request, in order. Per-request refusals are results, not stream errors.
+        result per request, in order. Per-request refusals are results, not stream errors; the stream
+        fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a message holds more requests than the
+        node's items_per_request_max.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

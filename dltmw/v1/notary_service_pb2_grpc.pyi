@@ -42,11 +42,13 @@ class NotaryServiceStub:
     TX_ID_MISMATCH), PERMISSION_DENIED (BAD_SIGNATURE, NOT_A_MEMBER), ABORTED (INPUT_CONSUMED,
     metadata `consuming_tx_id_hash` and NotarisationConflict details; CONTRACT_FAILED in
     validating mode), FAILED_PRECONDITION (TIME_WINDOW_INVALID, ROLE_NOT_HOSTED, NOT_FOUND),
-    RESOURCE_EXHAUSTED (OVERLOADED).
+    RESOURCE_EXHAUSTED (OVERLOADED, LIMIT_EXCEEDED).
     """
     NotariseStream: _grpc.StreamStreamMultiCallable[_notary_service_pb2.NotariseStreamRequest, _notary_service_pb2.NotariseStreamResponse]
     """Notarise batches on one stream: each request message yields one response message with one
-    result per request, in order. Per-request refusals are results, not stream errors.
+    result per request, in order. Per-request refusals are results, not stream errors; the stream
+    fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a message holds more requests than the
+    node's items_per_request_max.
     """
 
 @_typing.type_check_only
@@ -63,11 +65,13 @@ class NotaryServiceAsyncStub(NotaryServiceStub):
     TX_ID_MISMATCH), PERMISSION_DENIED (BAD_SIGNATURE, NOT_A_MEMBER), ABORTED (INPUT_CONSUMED,
     metadata `consuming_tx_id_hash` and NotarisationConflict details; CONTRACT_FAILED in
     validating mode), FAILED_PRECONDITION (TIME_WINDOW_INVALID, ROLE_NOT_HOSTED, NOT_FOUND),
-    RESOURCE_EXHAUSTED (OVERLOADED).
+    RESOURCE_EXHAUSTED (OVERLOADED, LIMIT_EXCEEDED).
     """
     NotariseStream: _aio.StreamStreamMultiCallable[_notary_service_pb2.NotariseStreamRequest, _notary_service_pb2.NotariseStreamResponse]  # type: ignore[assignment]
     """Notarise batches on one stream: each request message yields one response message with one
-    result per request, in order. Per-request refusals are results, not stream errors.
+    result per request, in order. Per-request refusals are results, not stream errors; the stream
+    fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a message holds more requests than the
+    node's items_per_request_max.
     """
 
 class NotaryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -87,7 +91,7 @@ class NotaryServiceServicer(metaclass=_abc_1.ABCMeta):
         TX_ID_MISMATCH), PERMISSION_DENIED (BAD_SIGNATURE, NOT_A_MEMBER), ABORTED (INPUT_CONSUMED,
         metadata `consuming_tx_id_hash` and NotarisationConflict details; CONTRACT_FAILED in
         validating mode), FAILED_PRECONDITION (TIME_WINDOW_INVALID, ROLE_NOT_HOSTED, NOT_FOUND),
-        RESOURCE_EXHAUSTED (OVERLOADED).
+        RESOURCE_EXHAUSTED (OVERLOADED, LIMIT_EXCEEDED).
         """
 
     @_abc_1.abstractmethod
@@ -97,7 +101,9 @@ class NotaryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_notary_service_pb2.NotariseStreamResponse], _abc.AsyncIterator[_notary_service_pb2.NotariseStreamResponse]]:
         """Notarise batches on one stream: each request message yields one response message with one
-        result per request, in order. Per-request refusals are results, not stream errors.
+        result per request, in order. Per-request refusals are results, not stream errors; the stream
+        fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a message holds more requests than the
+        node's items_per_request_max.
         """
 
 def add_NotaryServiceServicer_to_server(servicer: NotaryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -61,8 +61,9 @@ class OrdererServiceServicer:
         before it is acknowledged; an acknowledged envelope is never lost, also if the orderer
         crashes. One BroadcastResponse answers each BroadcastRequest, results in request order.
         Per-envelope refusals are results, not stream errors; the stream itself fails only with
-        MALFORMED (INVALID_ARGUMENT), MESSAGE_TOO_LARGE (RESOURCE_EXHAUSTED) or SHUTTING_DOWN
-        (UNAVAILABLE).
+        MALFORMED (INVALID_ARGUMENT), MESSAGE_TOO_LARGE or LIMIT_EXCEEDED (RESOURCE_EXHAUSTED: more
+        envelopes in one request than the node's items_per_request_max, an envelope larger than its
+        item_bytes_max, too much in flight for the caller) or SHUTTING_DOWN (UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,7 +73,8 @@ class OrdererServiceServicer:
         """Deliver streams the channel's blocks from start_block on, in order, then follows new blocks
         as they are cut (unless stop_block is set). Errors: MALFORMED, MISSING_FIELD ->
         INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER -> PERMISSION_DENIED; CHANNEL_NOT_FOUND,
-        TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; SHUTTING_DOWN -> UNAVAILABLE.
+        TIMESTAMP_OUT_OF_WINDOW -> FAILED_PRECONDITION; LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED;
+        SHUTTING_DOWN -> UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

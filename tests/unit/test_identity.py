@@ -181,6 +181,15 @@ def _org1_client(org_id: str) -> Callable[[Network], bytes]:
     )
 
 
+def _bad_x509_version(n: Network) -> bytes:
+    """A member certificate whose version field says 10 (cryptography raises InvalidVersion,
+    which is not a ValueError; found by the RPC fuzzer)."""
+    cert = bytearray(der(issue_cert(n.org1_ca, "Org1", "c", "client").cert_pem))
+    at = cert.find(bytes([0xA0, 3, 2, 1, 2]))  # [0] EXPLICIT INTEGER 2 (= X.509 v3)
+    cert[at + 4] = 10
+    return identity_bytes("Org1", bytes(cert))
+
+
 M, NM = (MalformedIdentity, "MALFORMED"), (NotAMember, "NOT_A_MEMBER")
 BAD_IDENTITIES = [
     pytest.param(lambda n: b"\xff\xff\xff\xff", *M, id="garbage-bytes-are-malformed"),
@@ -189,6 +198,7 @@ BAD_IDENTITIES = [
     pytest.param(
         lambda n: identity_bytes("Org1", b"not a certificate"), *M, id="cert-not-der-is-malformed"
     ),
+    pytest.param(_bad_x509_version, *M, id="cert-with-invalid-x509-version-is-malformed"),
     pytest.param(_org1_client("Org9"), *NM, id="unknown-org-is-not-a-member"),
     pytest.param(_foreign, *NM, id="other-orgs-cert-claimed-as-org1-is-not-a-member"),
     pytest.param(_forged_root, *NM, id="cert-from-forged-root-with-same-name-is-not-a-member"),

@@ -20,6 +20,7 @@ from google.protobuf import timestamp_pb2
 
 from dltmw.core.errors import ClientError
 from dltmw.core.hashing import NONCE_MIN_BYTES
+from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import parse
 from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
 
@@ -86,12 +87,24 @@ def timestamp_ns(ts: timestamp_pb2.Timestamp) -> int:
 
 
 def window_of(msg: notarisation_pb2.TimeWindow | None) -> Window:
-    """Window of an optional TimeWindow message."""
+    """Window of an optional TimeWindow message; ClientError(INVALID_FIELD) unless both ends are
+    valid times within the signed 64-bit nanoseconds the tx_id encodes (years 1678..2261)."""
     if msg is None:
         return Window()
-    from_ns = timestamp_ns(msg.from_time) if msg.HasField("from_time") else None
-    until_ns = timestamp_ns(msg.until_time) if msg.HasField("until_time") else None
+    from_ns = _window_end(msg.from_time, "from_time") if msg.HasField("from_time") else None
+    until_ns = _window_end(msg.until_time, "until_time") if msg.HasField("until_time") else None
     return Window(from_ns, until_ns)
+
+
+def _window_end(ts: timestamp_pb2.Timestamp, what: str) -> int:
+    checked_datetime(ts, f"time_window.{what}")
+    ns = timestamp_ns(ts)
+    if not -(2**63) <= ns < 2**63:
+        raise ClientError(
+            R.ERROR_REASON_INVALID_FIELD,
+            f"time_window.{what} is outside signed 64-bit Unix nanoseconds (years 1678..2261)",
+        )
+    return ns
 
 
 def window_message(window: Window) -> notarisation_pb2.TimeWindow:

@@ -1,0 +1,419 @@
+"""The boundary every request crosses before a servicer sees it: bounds first, then parsing.
+
+Why this exists. With the generated `add_*Servicer_to_server`, grpc parses each request before any
+dltmw code runs. Bytes that do not parse cost a ~1 KB traceback in the log per request (grpc logs
+"Exception deserializing request!") and the caller gets no dltmw reason; a well-formed request of
+200,000 one-byte envelopes reaches the servicer whole, which then allocates, parses and checks
+every item (+300 MB and seconds of CPU for one 586 KB message). So services are registered here,
+from their descriptors, with a deserializer that never raises (it keeps the raw bytes), and every
+call goes through one wrapper that, in this order and before any work on the request's content:
+
+1. refuses a request larger than its method's cap (`Limits.query_bytes_max` for RPCs that carry
+   only a signed query; grpc's own `max_message_bytes` for the rest);
+2. charges the caller's in-flight budget (`Budget`): calls at once per connection and per caller
+   identity (the SHA-256 of its TLS certificate, so one client cannot hide behind several
+   connections), and request bytes in progress per identity;
+3. parses the request: bytes that do not parse are INVALID_ARGUMENT / MALFORMED, logged as ONE
+   line per caller per `Limits.malformed_log_interval_s` (with a count of what was suppressed),
+   never with a traceback;
+4. bounds every repeated field of the request (`items_per_request_max` entries of at most
+   `item_bytes_max` bytes each) — counting entries of an already decoded message costs nothing,
+   parsing or verifying them is what costs, and that happens only after this check.
+
+A bound that is exceeded is RESOURCE_EXHAUSTED / LIMIT_EXCEEDED with ErrorInfo metadata
+{"limit": <Limits field name>, "max": <value>}. Messages of a request stream go through steps 1,
+3 and 4 one by one; the stream as a whole holds one call of the budget for its life, and each
+message's bytes from when the servicer takes it until it asks for the next one (how many a
+servicer works on at once is its own pipelining depth). Unexpected exceptions are NOT caught
+here: they are bugs, surface as UNKNOWN, and the fuzzer (tests/integration/test_fuzz_rpc.py)
+fails on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor, message_factory
+from google.protobuf.message import DecodeError, Message
+
+from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
+from dltmw.rpc.status import abort, detached
+from dltmw.rpc.tls import caller_tls_cert
+from dltmw.runtime.config import Limits
+from dltmw.v1 import errors_pb2
+
+logger = logging.getLogger(__name__)
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+# RPCs whose request is only a signed query or a status request: capped at query_bytes_max.
+QUERY_METHODS = frozenset(
+    {
+        "/dltmw.v1.GatewayService/CommitStatus",
+        "/dltmw.v1.GatewayService/Events",
+        "/dltmw.v1.OrdererService/Deliver",
+        "/dltmw.v1.AdminService/NodeStatus",
+        "/dltmw.v1.PrivacyManagerService/Receive",
+        "/dltmw.v1.PrivacyManagerService/Resend",
+        "/dltmw.v1.PrivacyManagerService/PrivateStateHash",
+        "/dltmw.v1.PrivacyManagerService/ValidatePrivateState",
+        "/dltmw.v1.PrivacyManagerService/Recover",
+        "/dltmw.v1.VaultService/QueryStates",
+        "/dltmw.v1.FlowService/FetchTransaction",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    }
+)
+CALLERS_REMEMBERED_MAX = 1024  # callers the malformed-input log keeps a last-report time for
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a call comes from, as the boundary counts it."""
+
+    connection: str  # grpc's peer string: address and port of this connection
+    identity: bytes  # SHA-256 of the caller's TLS certificate (b"" without one)
+
+    @staticmethod
+    def of(context: Ctx) -> Caller:
+        """The caller of `context`'s call."""
+        cert = caller_tls_cert(context)
+        return Caller(context.peer(), hashlib.sha256(cert).digest() if cert else b"")
+
+    def __str__(self) -> str:
+        return f"{self.connection} (tls {self.identity[:6].hex() or 'none'})"
+
+
+class Budget:
+    """In-flight calls per connection and per identity, and request bytes per identity.
+
+    Counters exist only while something is in flight, so the maps are bounded by the server's
+    `maximum_concurrent_rpcs`. Single-threaded (the event loop): no lock.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._calls_of_connection: dict[str, int] = {}
+        self._calls_of_identity: dict[bytes, int] = {}
+        self._bytes_of_identity: dict[bytes, int] = {}
+
+    def open_call(self, caller: Caller) -> None:
+        """Count one more call of `caller`, or raise LimitExceeded (nothing counted)."""
+        lim = self._limits
+        if self._calls_of_connection.get(caller.connection, 0) >= (
+            lim.inflight_rpcs_per_connection_max
+        ):
+            raise LimitExceeded(
+                "inflight_rpcs_per_connection_max",
+                lim.inflight_rpcs_per_connection_max,
+                "too many calls in progress on this connection",
+            )
+        if self._calls_of_identity.get(caller.identity, 0) >= lim.inflight_rpcs_per_identity_max:
+            raise LimitExceeded(
+                "inflight_rpcs_per_identity_max",
+                lim.inflight_rpcs_per_identity_max,
+                "too many calls in progress for this TLS identity",
+            )
+        _add(self._calls_of_connection, caller.connection, 1)
+        _add(self._calls_of_identity, caller.identity, 1)
+
+    def close_call(self, caller: Caller) -> None:
+        """Undo `open_call`."""
+        _add(self._calls_of_connection, caller.connection, -1)
+        _add(self._calls_of_identity, caller.identity, -1)
+
+    def take_bytes(self, caller: Caller, size: int) -> None:
+        """Charge `size` request bytes to `caller`'s identity, or raise LimitExceeded."""
+        cap = self._limits.inflight_bytes_per_identity_max
+        if self._bytes_of_identity.get(caller.identity, 0) + size > cap:
+            raise LimitExceeded(
+                "inflight_bytes_per_identity_max",
+                cap,
+                "too many request bytes in progress for this TLS identity",
+            )
+        _add(self._bytes_of_identity, caller.identity, size)
+
+    def give_bytes(self, caller: Caller, size: int) -> None:
+        """Undo `take_bytes`."""
+        _add(self._bytes_of_identity, caller.identity, -size)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is in flight (every counter returned to zero)."""
+        return not (self._calls_of_connection or self._calls_of_identity or self._bytes_of_identity)
+
+
+def _add(counters: dict[Any, int], key: Any, delta: int) -> None:
+    value = counters.get(key, 0) + delta
+    if value > 0:
+        counters[key] = value
+    else:
+        counters.pop(key, None)
+
+
+class RateLimitedLog:
+    """At most one log line per caller per interval; what was suppressed is counted in the next."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[bytes | str, tuple[float, int]] = {}
+
+    def warn(self, caller: Caller, what: str) -> bool:
+        """Log `what` about `caller` unless it was logged within the interval; True if logged."""
+        key: bytes | str = caller.identity or caller.connection
+        now = self._clock()
+        seen = self._last.get(key)
+        if seen is not None and now - seen[0] < self._interval_s:
+            self._last[key] = (seen[0], seen[1] + 1)
+            return False
+        if seen is None and len(self._last) >= CALLERS_REMEMBERED_MAX:
+            del self._last[next(iter(self._last))]  # the oldest entry
+        self._last.pop(key, None)
+        self._last[key] = (now, 0)
+        more = f" ({seen[1]} more since the last report)" if seen and seen[1] else ""
+        logger.warning("bad input from %s: %s%s", caller, what, more)
+        return True
+
+
+@dataclass(frozen=True)
+class MethodRule:
+    """The bounds of one method's request messages."""
+
+    path: str  # "/package.Service/Method"
+    request_type: type[Message]
+    request_bytes_max: int
+    request_bytes_limit: str  # the Limits field name of request_bytes_max
+    repeated: tuple[tuple[str, bool], ...]  # (repeated field, entries are messages)
+
+
+class Boundary:
+    """The request bounds, budget and malformed-input log of one server."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.budget = Budget(limits)
+        self.log = RateLimitedLog(limits.malformed_log_interval_s)
+
+    def rule(
+        self, service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor
+    ) -> MethodRule:
+        """The bounds of `method`'s requests."""
+        path = f"/{service.full_name}/{method.name}"
+        query = path in QUERY_METHODS
+        repeated = tuple(
+            (f.name, f.message_type is not None) for f in method.input_type.fields if f.is_repeated
+        )
+        return MethodRule(
+            path=path,
+            request_type=message_factory.GetMessageClass(method.input_type),
+            request_bytes_max=self.limits.query_bytes_max
+            if query
+            else self.limits.max_message_bytes,
+            request_bytes_limit="query_bytes_max" if query else "max_message_bytes",
+            repeated=repeated,
+        )
+
+    def admit(self, rule: MethodRule, raw: bytes, caller: Caller) -> Message:
+        """Steps 1, 3 and 4 of the module docstring for one request message."""
+        if len(raw) > rule.request_bytes_max:
+            raise LimitExceeded(
+                rule.request_bytes_limit,
+                rule.request_bytes_max,
+                f"{rule.path} request of {len(raw)} bytes",
+            )
+        request = rule.request_type()
+        try:
+            request.ParseFromString(raw)
+        except DecodeError as exc:
+            self.log.warn(caller, f"{rule.path}: request does not parse ({exc})")
+            malformed = f"request does not parse as {rule.request_type.__name__}"
+        else:
+            problem = self._entries_problem(rule, request, len(raw))
+            if problem is None:
+                return request
+            del request  # no frame of the error's traceback may hold the refused message
+            raise problem
+        raise ClientError(errors_pb2.ERROR_REASON_MALFORMED, malformed)
+
+    def _entries_problem(
+        self, rule: MethodRule, request: Message, raw_bytes: int
+    ) -> LimitExceeded | None:
+        """The first bound the repeated fields of `request` exceed, if any (returned, not raised:
+        see `admit`)."""
+        lim = self.limits
+        for name, is_message in rule.repeated:
+            entries = getattr(request, name)
+            if len(entries) > lim.items_per_request_max:
+                return LimitExceeded(
+                    "items_per_request_max",
+                    lim.items_per_request_max,
+                    f"{rule.path}: {len(entries)} entries in {name}",
+                )
+            if raw_bytes <= lim.item_bytes_max:
+                continue  # no entry can be larger than the whole request
+            for i, entry in enumerate(entries):
+                size = entry.ByteSize() if is_message else len(entry)
+                if size > lim.item_bytes_max:
+                    return LimitExceeded(
+                        "item_bytes_max",
+                        lim.item_bytes_max,
+                        f"{rule.path}: {name}[{i}] of {size} bytes",
+                    )
+        return None
+
+    def handler(
+        self,
+        service: descriptor.ServiceDescriptor,
+        method: descriptor.MethodDescriptor,
+        behaviour: Callable[..., Any],
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The grpc method handler that puts `behaviour` (a servicer method) behind the boundary."""
+        rule = self.rule(service, method)
+        options: dict[str, Any] = {
+            "request_deserializer": _keep_bytes,
+            "response_serializer": _serialize,
+        }
+        if method.client_streaming and method.server_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream_stream(rule, behaviour), **options
+            )
+        if method.client_streaming:
+            raise NotImplementedError(f"{rule.path}: client-streaming RPCs are not used by dltmw")
+        if method.server_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary_stream(rule, behaviour), **options
+            )
+        return grpc.unary_unary_rpc_method_handler(self._unary_unary(rule, behaviour), **options)
+
+    def _unary_unary(
+        self, rule: MethodRule, behaviour: Callable[[Any, Ctx], Awaitable[Any]]
+    ) -> Callable[[bytes, Ctx], Awaitable[Any]]:
+        async def call(raw: bytes, context: Ctx) -> Any:
+            caller = Caller.of(context)
+            try:
+                with _Charged(self.budget, caller, len(raw)):
+                    request = self.admit(rule, raw, caller)
+                    return await behaviour(request, context)
+            except DltmwError as exc:
+                refused = detached(exc)
+            await abort(context, refused)  # outside the except block: see status.detached
+
+        return call
+
+    def _unary_stream(
+        self, rule: MethodRule, behaviour: Callable[[Any, Ctx], Any]
+    ) -> Callable[[bytes, Ctx], Any]:
+        if not inspect.isasyncgenfunction(behaviour):  # writes with context.write (grpc health)
+            return self._unary_unary(rule, behaviour)
+
+        async def call(raw: bytes, context: Ctx) -> AsyncIterator[Any]:
+            caller = Caller.of(context)
+            try:
+                with _Charged(self.budget, caller, len(raw)):
+                    request = self.admit(rule, raw, caller)
+                    async for response in behaviour(request, context):
+                        yield response
+                return
+            except DltmwError as exc:
+                refused = detached(exc)
+            await abort(context, refused)  # outside the except block: see status.detached
+
+        return call
+
+    def _stream_stream(
+        self, rule: MethodRule, behaviour: Callable[[Any, Ctx], AsyncIterator[Any]]
+    ) -> Callable[[AsyncIterator[bytes], Ctx], AsyncIterator[Any]]:
+        async def call(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[Any]:
+            caller = Caller.of(context)
+            admitted = self._admitted(rule, requests, caller)
+            try:
+                with _Charged(self.budget, caller, 0):
+                    async for response in behaviour(admitted, context):
+                        yield response
+                return
+            except DltmwError as exc:
+                refused = detached(exc)
+            finally:
+                # Return the bytes of a message the servicer took but never finished with; the
+                # servicers stop their reader tasks before they return, so it is not running.
+                await admitted.aclose()
+            await abort(context, refused)  # outside the except block: see status.detached
+
+        return call
+
+    async def _admitted(
+        self, rule: MethodRule, requests: AsyncIterator[bytes], caller: Caller
+    ) -> AsyncGenerator[Any, None]:
+        async for raw in requests:
+            size = len(raw)
+            self.budget.take_bytes(caller, size)
+            try:
+                request = self.admit(rule, raw, caller)
+            except DltmwError as exc:
+                self.budget.give_bytes(caller, size)
+                del raw  # (the error leaves through the servicer's tasks: keep nothing big)
+                raise detached(exc) from None
+            try:
+                yield request
+            finally:
+                del request
+                self.budget.give_bytes(caller, size)
+
+
+class _Charged:
+    """One call (and its request bytes) charged to a caller for the duration of a `with`."""
+
+    def __init__(self, budget: Budget, caller: Caller, size: int) -> None:
+        self._budget = budget
+        self._caller = caller
+        self._size = size
+
+    def __enter__(self) -> None:
+        self._budget.open_call(self._caller)
+        try:
+            self._budget.take_bytes(self._caller, self._size)
+        except LimitExceeded:
+            self._budget.close_call(self._caller)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._budget.give_bytes(self._caller, self._size)
+        self._budget.close_call(self._caller)
+
+
+def _keep_bytes(raw: bytes) -> bytes:
+    """The request deserializer: never raises; `Boundary.admit` parses."""
+    return raw
+
+
+def _serialize(response: Message) -> bytes:
+    return response.SerializeToString()
+
+
+def add_service(
+    server: grpc.aio.Server,
+    boundary: Boundary,
+    service: descriptor.ServiceDescriptor,
+    servicer: object,
+) -> str:
+    """Serve every method of `service` that `servicer` implements behind `boundary`; returns the
+    service's full name (for reflection). A method left as the generated base class's stub (e.g.
+    grpc health's List) is not registered, so grpc answers UNIMPLEMENTED for it."""
+    handlers = {
+        m.name: boundary.handler(service, m, getattr(servicer, m.name))
+        for m in service.methods
+        if not getattr(type(servicer), m.name).__module__.endswith("_pb2_grpc")
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+    return service.full_name
