@@ -32,6 +32,7 @@ from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.addressbook import AddressBook
+from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.gateway import Gateway
@@ -90,6 +91,7 @@ class Node:
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         self.utxo = UtxoServices(config, self.ctx, self._pool)
+        self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
@@ -143,7 +145,8 @@ class Node:
             GatewayServicer(self.gateway, self.peers, window, wait), server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.own_org, window, self.join_from_admin, self.status), server
+            AdminServicer(self.own_org, window, self.join_from_admin, self.status, self.auditor),
+            server,
         )
         if self.privacy is not None:
             privacy_manager_service_pb2_grpc.add_PrivacyManagerServiceServicer_to_server(
