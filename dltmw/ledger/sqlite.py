@@ -134,8 +134,14 @@ class ChannelLedger:
             await conn.execute(pragma)
         await conn.executescript(SCHEMA)
         ledger = cls(path, conn, synchronous)
-        await ledger._verify_chain()
-        await ledger._load_state_hash()
+        try:
+            await ledger._verify_chain()
+            await ledger._load_state_hash()
+        except BaseException:
+            # Close before raising: the connection's thread would otherwise keep a node that
+            # refuses to start (broken chain, missing state hash) from exiting.
+            await ledger.close()
+            raise
         return ledger
 
     async def close(self) -> None:
