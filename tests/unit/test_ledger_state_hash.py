@@ -8,6 +8,7 @@ recomputed hash differ from the stored one, and old ledger files are migrated on
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -133,5 +134,8 @@ async def test_a_removed_accumulator_is_an_edit_not_a_migration(tmp_path: Path) 
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE state SET value=? WHERE key='a'", (b"999",))
         conn.execute("DELETE FROM state_acc")
+    threads = threading.active_count()
     with pytest.raises(InvariantViolation, match="accumulator missing"):
         await ChannelLedger.open(path)
+    # the refused file's connection is closed: its thread would keep a refusing node alive
+    assert threading.active_count() == threads
