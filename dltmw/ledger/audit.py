@@ -55,7 +55,8 @@ def read_audit(path: Path, numbers: Sequence[int], chain_from: int, recompute: b
         conn.execute("BEGIN")
         height = int(conn.execute("SELECT COALESCE(MAX(number) + 1, 0) FROM blocks").fetchone()[0])
         first = conn.execute("SELECT MIN(block_number) FROM state_hashes").fetchone()[0]
-        points = _points(conn, sorted({n for n in numbers if 0 <= n < height}), chain_from)
+        wanted = sorted({n for n in numbers if 0 <= n < height})
+        points = _points(conn, wanted, min(max(chain_from, 0), height))  # sqlite ints are 64-bit
         stored = conn.execute(
             "SELECT state_hash FROM state_hashes WHERE block_number=?", (height - 1,)
         ).fetchone()

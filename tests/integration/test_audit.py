@@ -13,12 +13,15 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 
 from dltmw.client import GatewayClient
 from dltmw.client.audit import ChannelReport, audit_network
+from dltmw.client.files import ClientFiles
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.audit import (
     PRIVATE_RECOMPUTED_DIFFERS,
@@ -28,14 +31,18 @@ from dltmw.core.audit import (
 from dltmw.core.rwset import Version
 from dltmw.core.statehash import accumulate
 from dltmw.pki.network import init_network
+from dltmw.rpc.status import reason_of
+from dltmw.rpc.tls import secure_channel
 from dltmw.runtime.supervisor import Supervisor
+from dltmw.v1 import admin_service_pb2 as A
+from dltmw.v1 import admin_service_pb2_grpc, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
-from dltmw.v1 import transaction_pb2
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 CH = "trades"
 PEERS = ["peer0.org1", "peer0.org2", "peer0.org3"]
+S = grpc.StatusCode
 TOPOLOGY = (
     """
 name = "audit-it"
@@ -231,3 +238,85 @@ async def test_an_edited_private_state_row_is_named(net: tuple[Path, Supervisor]
     report = await _settled(path)
     mine = [f for f in report.findings if f.node_id == "peer0.org1"]
     assert [f.what for f in mine] == [PRIVATE_RECOMPUTED_DIFFERS], report.findings
+
+
+async def _audit_call(
+    net: Path, node: str, who: str, query: A.AuditQuery | None, raw: bytes | None = None
+) -> grpc.aio.AioRpcError | A.AuditResponse:
+    files = ClientFiles.load(net, who)
+    address = files.addresses.lookup(node)
+    assert address is not None
+    channel = secure_channel(address, node, files.tls, 4 * 1024 * 1024)
+    try:
+        if query is not None:
+            query.requester = files.signer.identity_bytes
+            query.timestamp.FromDatetime(datetime.now(UTC))
+            raw = query.SerializeToString()
+        assert raw is not None
+        request = A.AuditRequest(query=raw, signature=files.signer.sign(raw))
+        return await admin_service_pb2_grpc.AdminServiceStub(channel).Audit(request, timeout=30)
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    finally:
+        await channel.close(None)
+
+
+@pytest.mark.parametrize(
+    ("who", "query", "raw", "code", "reason"),
+    [
+        (
+            "admin.org1",
+            A.AuditQuery(channel_id="nope"),
+            None,
+            S.FAILED_PRECONDITION,
+            "CHANNEL_NOT_FOUND",
+        ),
+        ("user1.org1", A.AuditQuery(channel_id=CH), None, S.PERMISSION_DENIED, "NOT_AUTHORIZED"),
+        (
+            "admin.ordererorg",
+            A.AuditQuery(channel_id=CH),
+            None,
+            S.PERMISSION_DENIED,
+            "NOT_A_MEMBER",
+        ),
+        (
+            "admin.org1",
+            A.AuditQuery(channel_id=CH, block_numbers=range(1025)),
+            None,
+            S.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        ),
+        ("admin.org1", None, b"\xff\xff", S.INVALID_ARGUMENT, "MALFORMED"),
+        ("admin.org1", A.AuditQuery(), None, S.INVALID_ARGUMENT, "MISSING_FIELD"),
+    ],
+    ids=[
+        "unknown-channel",
+        "not-an-admin",
+        "admin-of-a-non-member-org",
+        "too-many-heights",
+        "undecodable",
+        "no-channel",
+    ],
+)
+async def test_audit_refuses_bad_requests_with_a_specific_status(
+    net: tuple[Path, Supervisor],
+    who: str,
+    query: A.AuditQuery | None,
+    raw: bytes | None,
+    code: grpc.StatusCode,
+    reason: str,
+) -> None:
+    path, _ = net
+    got = await _audit_call(path, "peer0.org2", who, query, raw)
+    assert isinstance(got, grpc.aio.AioRpcError), got
+    assert (got.code(), reason_of(got)) == (code, reason), got.details()
+
+
+async def test_an_admin_of_a_member_org_audits_another_orgs_node(
+    net: tuple[Path, Supervisor],
+) -> None:
+    path, _ = net
+    huge = A.AuditQuery(channel_id=CH, block_numbers=[0, 2**64 - 1], state_chain_from=2**64 - 1)
+    got = await _audit_call(path, "peer0.org2", "admin.org1", huge)
+    assert isinstance(got, A.AuditResponse), got
+    assert got.node_id == "peer0.org2" and [p.block_number for p in got.points] == [0]
