@@ -1,4 +1,4 @@
-"""`dltmw` — init, up, down, invoke, query, events, demo, bench, audit.
+"""`dltmw` — init, up, down, start, stop, restart, invoke, query, events, demo, bench, audit.
 
 Typer gives typed options and help text for free; rich renders the tables.
 """
@@ -39,25 +39,72 @@ def init(
     console.print(f"network [bold]{topo.name}[/] written to {out}")
 
 
+NodeArg = Annotated[str, typer.Argument(help="node id, e.g. peer0.org1")]
+
+
 @app.command()
 def up(network: NetworkDir) -> None:
-    """Start every node as its own process on 127.0.0.1 and wait until all are ready."""
-    sup = Supervisor(network)
+    """Start every node that is not running (each under a keeper that restarts it after a
+    failure) and wait until all are ready; nodes already running are reported, not doubled."""
+    sup = Supervisor(network, keep=True)
     try:
-        addresses = sup.up()
+        statuses = sup.start_missing()
     except RuntimeError as exc:
-        sup.down()
+        for node_id in list(sup.nodes):  # only what this command started
+            sup.stop(node_id)
         console.print(f"[red]failed:[/] {exc}")
         raise typer.Exit(1) from exc
-    for node_id, address in addresses.items():
-        console.print(f"{node_id:24} {address}")
+    for s in statuses:
+        what = "started" if s.started else "already running"
+        console.print(f"{s.node_id:24} {s.address:22} pid {s.pid:<8} {what}")
 
 
 @app.command()
 def down(network: NetworkDir) -> None:
     """Stop every node of the network (SIGTERM, then SIGKILL after the grace period)."""
-    Supervisor(network).down()
+    codes = Supervisor(network).down()
+    for node_id, code in sorted(codes.items()):
+        console.print(f"{node_id:24} stopped (exit {code})")
     console.print("stopped")
+
+
+@app.command()
+def start(network: NetworkDir, node: NodeArg) -> None:
+    """Start one node (under a keeper) and wait until it is ready."""
+    sup = Supervisor(network, keep=True)
+    _check_node(sup, node)
+    try:
+        sup.start(node)
+        address = sup.wait_ready(node)
+    except RuntimeError as exc:  # AlreadyRunning included
+        console.print(f"[red]failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{node:24} {address:22} pid {sup.nodes[node].process.pid:<8} started")
+
+
+@app.command()
+def stop(network: NetworkDir, node: NodeArg) -> None:
+    """Stop one node (SIGTERM to its keeper or itself, then SIGKILL after the grace period)."""
+    sup = Supervisor(network)
+    _check_node(sup, node)
+    code = sup.stop(node)
+    if code is None:
+        console.print(f"{node:24} was not running")
+    else:
+        console.print(f"{node:24} stopped (exit {code})")
+
+
+@app.command()
+def restart(network: NetworkDir, node: NodeArg) -> None:
+    """Stop one node if it runs, then start it again (under a keeper)."""
+    stop(network, node)
+    start(network, node)
+
+
+def _check_node(sup: Supervisor, node: str) -> None:
+    if node not in sup.node_ids():
+        console.print(f"[red]no node {node!r}[/] in {sup.dir} (nodes: {', '.join(sup.node_ids())})")
+        raise typer.Exit(2)
 
 
 @app.command()

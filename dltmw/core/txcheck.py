@@ -1,33 +1,44 @@
 """Checks of signed requests and transactions, shared by every role.
 
-Two kinds of check live here, with different failure styles:
+Three kinds of check live here, with different failure styles:
 
 * Admission checks (`check_signed_proposal`, `check_envelope`, `check_signed_query`) run when a
   request arrives at an endorser, orderer or gateway. They raise `ClientError` with a specific
   reason, because the caller is there to be told.
-* Commit checks (`check_transaction`) run on every transaction of a delivered block. They never
-  raise: a bad transaction is a value (its validation code) and stays in the block.
+* The ordering rule (`check_orderable`) is Broadcast's admission without the clock: PBFT-lite
+  backups apply it to every request another orderer forwards or proposes (see
+  `runtime/pbft_admission.py`). It must give the same verdict on every honest replica whatever
+  its clock says, so the creator's certificate is judged at the header timestamp (as at commit)
+  and the time window is not checked (it is checked where the client hands the envelope in).
+* Commit checks (`check_transaction`) run on every transaction of a delivered block. They are
+  total: any bytes and any field values give a validation code, never an exception, because a
+  block is signed by the orderers and every peer must get past it. A bad transaction is a value
+  (its code) and stays in the block.
 
 The signing rule is applied literally: signatures are verified over the carried bytes, and only
 then are those bytes parsed. tx_id = SHA-256(nonce || creator) is recomputed everywhere. At commit,
 certificate validity is judged at the transaction's own header timestamp, so every peer reaches
-the same verdict whatever its clock says.
+the same verdict whatever its clock says; a timestamp that is not a representable time is its
+own verdict (BAD_TIMESTAMP). A committed transaction's tx_id goes into the tx index (and counts
+for duplicate detection) only once its creator's signature has verified: an unsigned envelope
+claiming someone else's tx_id must not be able to squat it and make the real one a duplicate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
-from dltmw.core.errors import ClientError, reason_value
+from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, VerifiedIdentity
+from dltmw.core.timestamps import checked_datetime, to_datetime
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, rwset_pb2, transaction_pb2
 
 R = errors_pb2
@@ -63,12 +74,17 @@ class CheckedEnvelope:
 
 @dataclass(frozen=True)
 class CheckedTx:
-    """Commit-time verdict on one transaction, before MVCC."""
+    """Commit-time verdict on one transaction, before MVCC.
+
+    `tx_id` is empty unless the creator's signature verified (see the module docstring);
+    `detail` says why a transaction got INVALID_OTHER_REASON (for the peer's log).
+    """
 
     tx_id: str
     code: int
     rwset: rwset_pb2.ReadWriteSet | None
     events: tuple[proposal_pb2.ContractEvent, ...] = ()
+    detail: str = ""
 
 
 def parse(message_type: type[M], data: bytes, what: str) -> M:
@@ -84,7 +100,8 @@ def parse(message_type: type[M], data: bytes, what: str) -> M:
 def check_header(
     header_bytes: bytes, channel: ChannelView, now: datetime | None, window_s: float
 ) -> common_pb2.Header:
-    """Parse and check a header: fields present, channel, tx_id, timestamp window."""
+    """Parse and check a header: fields present, channel, tx_id, a representable timestamp and,
+    when `now` is given, its distance from `now`."""
     header = parse(common_pb2.Header, header_bytes, "header")
     if not header.creator or not header.nonce or not header.tx_id:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "header needs creator, nonce and tx_id")
@@ -99,8 +116,9 @@ def check_header(
         )
     if header.tx_id != compute_tx_id(header.nonce, header.creator):
         raise ClientError(R.ERROR_REASON_TX_ID_MISMATCH, "tx_id is not SHA-256(nonce || creator)")
+    stamp = checked_datetime(header.timestamp, "header.timestamp")
     if now is not None:
-        check_timestamp(header.timestamp.ToDatetime(tzinfo=UTC), now, window_s)
+        check_timestamp(stamp, now, window_s)
     return header
 
 
@@ -151,10 +169,34 @@ def check_signed_proposal(
 def check_envelope(
     envelope_bytes: bytes, channel_of: dict[str, ChannelView], now: datetime, window_s: float
 ) -> CheckedEnvelope:
-    """Admission of an Envelope by the orderer: parses, member creator, signature, window."""
+    """Admission of an Envelope by the orderer (Broadcast): the ordering rule of
+    `check_orderable`, plus the time window around `now` and a certificate valid `now`."""
+    return _admit_envelope(envelope_bytes, channel_of, now, window_s)
+
+
+def check_orderable(envelope_bytes: bytes, channel_of: dict[str, ChannelView]) -> CheckedEnvelope:
+    """The clock-free ordering rule (PBFT-lite backups): parses canonically, header fields,
+    channel, tx_id, a representable timestamp, an orderable type (a private transaction carries
+    exactly a 32-byte hash), a member creator whose certificate is valid at the header timestamp
+    and whose signature verifies. The same bytes get the same verdict on every replica, at any
+    time; raises ClientError with the reason otherwise."""
+    return _admit_envelope(envelope_bytes, channel_of, None, 0.0)
+
+
+def _admit_envelope(
+    envelope_bytes: bytes,
+    channel_of: dict[str, ChannelView],
+    now: datetime | None,
+    window_s: float,
+) -> CheckedEnvelope:
     envelope = parse(common_pb2.Envelope, envelope_bytes, "envelope")
     if not envelope.payload:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "envelope.payload is empty")
+    canonical = common_pb2.Envelope(payload=envelope.payload, signature=envelope.signature)
+    if canonical.SerializeToString() != envelope_bytes:
+        # Another encoding of the same signed payload would be another request to the ordering
+        # service (requests are identified by their bytes): one transaction, one encoding.
+        raise ClientError(R.ERROR_REASON_MALFORMED, "envelope is not canonically encoded")
     payload = parse(common_pb2.Payload, envelope.payload, "payload")
     peek = parse(common_pb2.Header, payload.header, "header")
     channel = channel_of.get(peek.channel_id)
@@ -172,18 +214,31 @@ def check_envelope(
         raise ClientError(
             R.ERROR_REASON_INVALID_FIELD, "only endorser and private transactions are ordered"
         )
+    at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
     creator = verify_signed(
-        channel.membership, header.creator, envelope.payload, envelope.signature, now
+        channel.membership, header.creator, envelope.payload, envelope.signature, at
     )
     return CheckedEnvelope(header, payload.data, creator)
 
 
 def check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
-    """Commit-time checks of one endorser transaction; never raises."""
+    """Commit-time checks of one transaction; total: a code for any input, never an exception.
+
+    The checks below handle every failure they know of; the last `except` is defence in depth
+    for the parsers underneath (protobuf, X.509 DER) on input nobody foresaw. Their verdict is a
+    pure function of the bytes, so every peer still records the same code (INVALID_OTHER_REASON,
+    with `detail` for the log). What is not a function of the bytes — running out of memory or
+    stack, a broken invariant — still raises: a peer must not record a verdict it did not reach.
+    """
     try:
         return _check_transaction(envelope_bytes, channel)
     except _Invalid as inv:
         return CheckedTx(inv.tx_id, inv.code, None)
+    except (InvariantViolation, MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"[:200]
+        return CheckedTx("", C.TX_VALIDATION_CODE_INVALID_OTHER_REASON, None, detail=detail)
 
 
 class _Invalid(Exception):
@@ -202,24 +257,28 @@ def _parse_or(message_type: type[M], data: bytes, code: int, tx_id: str = "") ->
 
 
 def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
+    # Until the creator's signature verifies, header.tx_id is only a claim: failures before
+    # that point carry no tx_id (see the module docstring).
     envelope = _parse_or(common_pb2.Envelope, envelope_bytes, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
     payload = _parse_or(common_pb2.Payload, envelope.payload, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
     header = _parse_or(common_pb2.Header, payload.header, C.TX_VALIDATION_CODE_BAD_PAYLOAD)
-    tx_id = header.tx_id
     if header.channel_id != channel.channel_id:
-        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER, tx_id)
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER)
     private = header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
     if not (private or header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION) or not (
         header.HasField("timestamp")
     ):
-        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
-    if not header.nonce or tx_id != compute_tx_id(header.nonce, header.creator):
-        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PROPOSAL_TXID, tx_id)
-    at = header.timestamp.ToDatetime(tzinfo=UTC)
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD)
+    if not header.nonce or header.tx_id != compute_tx_id(header.nonce, header.creator):
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_PROPOSAL_TXID)
+    at = to_datetime(header.timestamp)
+    if at is None:
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
     try:
         channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
     except IdentityError as exc:
-        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE, tx_id) from exc
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE) from exc
+    tx_id = header.tx_id  # authenticated from here on
     if private:  # only the payload hash is ordered; recipients execute it (runtime/privacy)
         if private_payload_hash(payload.data) is None:
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)

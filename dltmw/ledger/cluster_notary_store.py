@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dltmw.core.handlers.notary import Ask
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_cluster import BatchOutcome, Unpacked, decide_batch
-from dltmw.ledger.notary_store import NotaryStore, _chunks
+from dltmw.ledger.notary_store import NotaryStore, _chunks, _write
+from dltmw.ledger.retry import write_sync
 
 APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -75,19 +76,10 @@ class ClusterNotaryStore(NotaryStore):
         inputs = {tx: 0 for tx, _ in ready.signed}
         for _, tx in ready.consumed:
             inputs[tx] += 1
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT INTO spent(ref, tx_id) VALUES (?,?)",
-                [(ref.key, tx) for ref, tx in ready.consumed],
-            )
-            conn.executemany(
-                "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
-                [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
-            )
-            conn.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (sequence,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        def write(c: sqlite3.Connection) -> None:
+            _write(c, ready, inputs)
+            c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (sequence,))
+
+        write_sync(conn, "notary_cluster.record", write, self._retry)
         return outcome

@@ -26,6 +26,7 @@ from typing import TypeVar
 from dltmw.core.handlers.notary import Ask, NotaryReady, SingleNotary
 from dltmw.core.utxo.model import Ref
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 
 T = TypeVar("T")
 SCHEMA = """
@@ -50,6 +51,17 @@ class _BatchView:
         return self._signatures.get(tx_id)
 
 
+def _write(conn: sqlite3.Connection, ready: NotaryReady, inputs: dict[str, int]) -> None:
+    """The spent rows and signatures of a decided batch (inside the caller's transaction)."""
+    conn.executemany(
+        "INSERT INTO spent(ref, tx_id) VALUES (?,?)", [(ref.key, tx) for ref, tx in ready.consumed]
+    )
+    conn.executemany(
+        "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
+        [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
+    )
+
+
 def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
@@ -64,9 +76,11 @@ class NotaryStore:
         sign: Callable[[bytes], bytes],
         synchronous: str = "FULL",
         exit_after_commit: bool = False,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         self.path = path
+        self._retry = retry
         self._sign = sign
         self._synchronous = synchronous
         self._exit_after_commit = exit_after_commit
@@ -119,20 +133,7 @@ class NotaryStore:
             inputs = {tx: 0 for tx, _ in ready.signed}
             for _, tx in ready.consumed:
                 inputs[tx] += 1
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO spent(ref, tx_id) VALUES (?,?)",
-                    [(ref.key, tx) for ref, tx in ready.consumed],
-                )
-                conn.executemany(
-                    "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
-                    [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            write_sync(conn, "notary.record", lambda c: _write(c, ready, inputs), self._retry)
             if self._exit_after_commit:
                 os._exit(70)  # test hook: durable, but nobody has been answered
         return ready

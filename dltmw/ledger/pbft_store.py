@@ -28,6 +28,7 @@ from dltmw.core.pbft import (
 )
 from dltmw.core.pbft.recovery import record_sequence
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
 from dltmw.v1 import replica_pb2
 
 SCHEMA = """
@@ -96,19 +97,22 @@ def _decode_jump(sequence: int, data: bytes) -> JumpRecord:
 class RecordStore:
     """Append-only record log."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._conn = conn
+        self._retry = retry
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> RecordStore:
-        """Open (creating if needed)."""
+    async def open(
+        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+    ) -> RecordStore:
+        """Open (creating if needed); writes are retried on transient faults per `retry`."""
         pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         for pragma in pragmas:
             await conn.execute(pragma)
         await conn.executescript(SCHEMA)
-        return cls(conn)
+        return cls(conn, retry)
 
     async def load(self) -> list[Record]:
         """Every record, in append order."""
@@ -119,21 +123,18 @@ class RecordStore:
         """Durably append `records` in one transaction."""
         if not records:
             return
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await self._conn.executemany(
-                "INSERT INTO records(kind, seq, data) VALUES (?,?,?)", [encode(r) for r in records]
-            )
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+        rows = [encode(r) for r in records]
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.executemany("INSERT INTO records(kind, seq, data) VALUES (?,?,?)", rows)
+
+        await write_async(self._conn, "pbft.append", write, self._retry)
 
     async def compact(self, stable_seq: int, decided_from: int) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
         same rule as `dltmw.core.pbft.recovery.compact`, which the simulator applies."""
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        async def write(conn: aiosqlite.Connection) -> None:
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),
@@ -143,11 +144,9 @@ class RecordStore:
                     (),
                 ),
             ]:
-                await self._conn.execute(sql, args)
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+                await conn.execute(sql, args)
+
+        await write_async(self._conn, "pbft.compact", write, self._retry)
 
     async def close(self) -> None:
         """Close the connection."""

@@ -36,6 +36,7 @@ from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 
 T = TypeVar("T")
 RESEND_CHUNK = 256
@@ -169,18 +170,21 @@ class PrivateTxn:
 class PrivateStore:
     """Payloads and private state of one channel on one node."""
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+    def __init__(self, path: Path, synchronous: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self.path = path
         self._synchronous = synchronous
+        self._retry = retry
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="private-store")
         self._conn: sqlite3.Connection | None = None
         self.created = False  # True when this open created the file (fresh or lost store)
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> PrivateStore:
-        """Open (creating if needed)."""
+    async def open(
+        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+    ) -> PrivateStore:
+        """Open (creating if needed); writes are retried on transient faults per `retry`."""
         durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
-        store = cls(path, synchronous)
+        store = cls(path, synchronous, retry)
         await store._call(store._open)
         return store
 
@@ -212,20 +216,13 @@ class PrivateStore:
             raise RuntimeError("private store is closed")
         return self._conn
 
-    def _in_txn(self, fn: Callable[[PrivateTxn], T]) -> T:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(PrivateTxn(conn))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+    def _in_txn(self, fn: Callable[[PrivateTxn], T], name: str) -> T:
+        return write_sync(self._db(), name, lambda conn: fn(PrivateTxn(conn)), self._retry)
 
-    async def transaction(self, fn: Callable[[PrivateTxn], T]) -> T:
-        """Run `fn` inside one store transaction on the store thread (all or nothing)."""
-        return await self._call(lambda: self._in_txn(fn))
+    async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
+        """Run `fn` inside one store transaction on the store thread (all or nothing); a
+        transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
+        return await self._call(lambda: self._in_txn(fn, name))
 
     async def store_payloads(self, payloads: Sequence[NewPayload]) -> int:
         """Store payloads in one transaction; returns how many were new."""
@@ -243,7 +240,7 @@ class PrivateStore:
             )
             return new
 
-        return await self.transaction(run)
+        return await self.transaction(run, "privacy.store")
 
     async def payload(self, payload_hash: bytes) -> bytes | None:
         """Stored payload bytes, or None."""
@@ -332,7 +329,7 @@ class PrivateStore:
             conn.execute("DELETE FROM pstate_acc")
             txn.set_cursor(0)
 
-        await self.transaction(run)
+        await self.transaction(run, "privacy.reset")
 
     async def private_state(self, namespace: str) -> dict[str, bytes]:
         """Every private key of a namespace (tests, demo)."""

@@ -44,6 +44,7 @@ from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
 from dltmw.ledger.audit import LedgerAudit, read_audit
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
 from dltmw.v1 import block_pb2
 
 T = TypeVar("T")
@@ -118,10 +119,17 @@ class SnapshotReader:
 class ChannelLedger:
     """Blocks, tx index, world state and orderer queue of one channel on one node."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, synchronous: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        synchronous: str,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
         self.path = path
         self._conn = conn
         self._synchronous = synchronous
+        self._retry = retry
         self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read")
         self._reader: sqlite3.Connection | None = None
         self._audit_lock = asyncio.Lock()
@@ -131,15 +139,18 @@ class ChannelLedger:
         self.state_hash = self._acc.digest()  # stored with block height-1
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> ChannelLedger:
-        """Open (creating if needed) and verify the hash chain; raises InvariantViolation."""
+    async def open(
+        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+    ) -> ChannelLedger:
+        """Open (creating if needed) and verify the hash chain; raises InvariantViolation.
+        Writes are retried on transient faults per `retry` (`ledger/retry.py`)."""
         pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         for pragma in pragmas:
             await conn.execute(pragma)
         await conn.executescript(SCHEMA)
-        ledger = cls(path, conn, synchronous)
+        ledger = cls(path, conn, synchronous, retry)
         try:
             await ledger._verify_chain()
             await ledger._load_state_hash()
@@ -204,13 +215,13 @@ class ChannelLedger:
         ) as cur:
             rows = [(r[0], r[1], bytes(r[2]), Version(r[3], r[4])) async for r in cur]
         self._acc = accumulate(rows)
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await self._store_state_hash(self.height - 1, self._acc)
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+        number, acc = self.height - 1, self._acc
+        await write_async(
+            self._conn,
+            "ledger.migrate_state_hash",
+            lambda _conn: self._store_state_hash(number, acc),
+            self._retry,
+        )
 
     async def _store_state_hash(self, number: int, acc: StateAccumulator) -> None:
         """The accumulator, and (by the schema's trigger) the hash of block `number`."""
@@ -263,27 +274,24 @@ class ChannelLedger:
             if w.value is not None
         ]
         deletes = [(w.namespace, w.key) for w in final.values() if w.value is None]
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        data = block.SerializeToString()
+
+        async def write(conn: aiosqlite.Connection) -> StateAccumulator:
             old = await self._old_entries(list(final)) if final else {}
             acc = advance(self._acc, old, final)
-            await self._conn.execute(
-                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)",
-                (number, digest, block.SerializeToString()),
+            await conn.execute(
+                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)", (number, digest, data)
             )
-            await self._conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
-            await self._conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
+            await conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
+            await conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
             if deletes:
-                await self._conn.executemany(
-                    "DELETE FROM state WHERE namespace=? AND key=?", deletes
-                )
+                await conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
             await self._store_state_hash(number, acc)
             if consumed_seq:
-                await self._conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+                await conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
+            return acc
+
+        acc = await write_async(self._conn, "ledger.commit_block", write, self._retry)
         self.height, self.last_hash = number + 1, digest
         self._acc, self.state_hash = acc, acc.digest()
 
@@ -291,16 +299,12 @@ class ChannelLedger:
         """Durably queue admitted envelopes (orderer) in one transaction."""
         if not pending:
             return
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await self._conn.executemany(
-                "INSERT INTO pending(seq, envelope) VALUES (?,?)",
-                [(p.seq, p.envelope) for p in pending],
-            )
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+        rows = [(p.seq, p.envelope) for p in pending]
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
+
+        await write_async(self._conn, "ledger.enqueue", write, self._retry)
 
     async def pending(self) -> list[PendingEnvelope]:
         """Queued envelopes not yet in a block, in order."""

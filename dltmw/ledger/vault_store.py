@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from dltmw.core.utxo.model import Output, Ref
 from dltmw.core.utxo.verify import SignedTx, read_signed
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.v1 import utxo_pb2
 
 T = TypeVar("T")
@@ -90,9 +91,12 @@ def output_bytes(output: Output) -> bytes:
 class VaultStore:
     """Transactions and states of one vault node."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+    ) -> None:
         durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         self.path = path
+        self._retry = retry
         self._synchronous = synchronous
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vault-store")
         self._conn: sqlite3.Connection | None = None
@@ -104,6 +108,10 @@ class VaultStore:
             return fn(self._conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def _write(self, name: str, body: Callable[[sqlite3.Connection], None]) -> None:
+        """`body` as one write transaction (retried whole on transient faults)."""
+        await self._call(lambda conn: write_sync(conn, name, body, self._retry))
 
     async def open(self) -> None:
         """Open (creating if needed)."""
@@ -170,13 +178,12 @@ class VaultStore:
         rows = [(s.wire.tx_id, s.raw) for s in stxs]
 
         def write(conn: sqlite3.Connection) -> None:
-            with _txn(conn):
-                conn.executemany(
-                    "INSERT OR IGNORE INTO transactions(tx_id, stx, relevant) VALUES (?,?,0)", rows
-                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO transactions(tx_id, stx, relevant) VALUES (?,?,0)", rows
+            )
 
         if rows:
-            await self._call(write)
+            await self._write("vault.dependencies", write)
 
     async def record(
         self,
@@ -199,25 +206,24 @@ class VaultStore:
         spent = [(wire.tx_id, r.key) for r in wire.inputs]
 
         def write(conn: sqlite3.Connection) -> None:
-            with _txn(conn):
-                conn.execute(
-                    "INSERT INTO transactions(tx_id, stx, relevant) VALUES (?,?,1) "
-                    "ON CONFLICT(tx_id) DO UPDATE SET relevant=1",
-                    (wire.tx_id, stx.raw),
-                )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output) "
-                    "VALUES (?,?,?,?,?,?)",
-                    states,
-                )
-                conn.executemany("INSERT OR IGNORE INTO state_parties VALUES (?,?)", parties)
-                conn.executemany("UPDATE states SET consumed_by=? WHERE ref=?", spent)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO outbox(tx_id, node, observer) VALUES (?,?,?)",
-                    [(wire.tx_id, node, int(obs)) for node, obs in deliveries],
-                )
+            conn.execute(
+                "INSERT INTO transactions(tx_id, stx, relevant) VALUES (?,?,1) "
+                "ON CONFLICT(tx_id) DO UPDATE SET relevant=1",
+                (wire.tx_id, stx.raw),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output) "
+                "VALUES (?,?,?,?,?,?)",
+                states,
+            )
+            conn.executemany("INSERT OR IGNORE INTO state_parties VALUES (?,?)", parties)
+            conn.executemany("UPDATE states SET consumed_by=? WHERE ref=?", spent)
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox(tx_id, node, observer) VALUES (?,?,?)",
+                [(wire.tx_id, node, int(obs)) for node, obs in deliveries],
+            )
 
-        await self._call(write)
+        await self._write("vault.record", write)
 
     async def outbox(self, limit: int, after: tuple[str, str] = ("", "")) -> list[Delivery]:
         """Pending deliveries in (tx_id, node) order after `after` (at most `limit`): a caller
@@ -238,10 +244,9 @@ class VaultStore:
         """`node` acknowledged `tx_id`: drop its outbox row (idempotent)."""
 
         def write(conn: sqlite3.Connection) -> None:
-            with _txn(conn):
-                conn.execute("DELETE FROM outbox WHERE tx_id=? AND node=?", (tx_id, node))
+            conn.execute("DELETE FROM outbox WHERE tx_id=? AND node=?", (tx_id, node))
 
-        await self._call(write)
+        await self._write("outbox.write", write)
 
     async def query(
         self,
@@ -281,16 +286,3 @@ def _row(ref: bytes, raw: bytes, consumed_by: str) -> VaultRow:
     msg = utxo_pb2.UtxoOutput.FromString(raw)
     output = Output(msg.contract, msg.data, tuple(msg.participants))
     return VaultRow(Ref.from_key(ref), output, raw, consumed_by)
-
-
-class _txn:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")

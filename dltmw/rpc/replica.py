@@ -4,7 +4,10 @@ Every message of a batch is checked before any of it reaches the core — the ca
 certificate is issued by an orderer organisation of the channel, each message parses, names a
 replica of the channel and carries that replica's valid signature, and no view-bearing message
 is from a view older than ours — so a bad batch is refused with a specific status and changes
-nothing. The core re-checks everything anyway (it trusts no transport).
+nothing. The core re-checks everything anyway (it trusts no transport). Requests carried by
+forwarded and pre-prepare messages are judged by the ordering rule on a worker thread before the
+core sees them (`PbftOrdererChannel.judge_requests`): the core then finds cached verdicts and an
+inadmissible request is dropped there, counted and logged.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"block signature {i}: no replica")
             if not orderer.verify(sig.replica, sig.block_hash, sig.signature):
                 raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block signature {i} is invalid")
+        await orderer.judge_requests(request.messages)  # admission of carried requests, off-loop
         orderer.offer(list(request.messages), list(request.block_signatures))
         return replica_pb2.ExchangeResponse(
             accepted=len(request.messages) + len(request.block_signatures)

@@ -1,7 +1,10 @@
-"""`python -m dltmw.runtime --config node.toml`: run one node until SIGTERM/SIGINT.
+"""`python -m dltmw.runtime --config node.toml [--log-file F]`: run one node until SIGTERM/SIGINT
+or until one of its long-lived tasks fails for good.
 
 Prints `READY <node_id> <address>` on stdout once it serves, so supervisors (dltmw up, tests)
-can wait for it without sleeping.
+can wait for it without sleeping, and `STOPPED <node_id>` or `FAILED <node_id> <task>` at the end.
+Before anything else it takes the data-directory lock (a second copy exits at once with
+`EXIT_LOCKED` and one line on stderr). Exit statuses: `runtime/process.py`.
 """
 
 from __future__ import annotations
@@ -11,16 +14,34 @@ import asyncio
 import logging
 import signal
 import sys
+import tomllib
+import traceback
 from pathlib import Path
 
 import uvloop
 
+from dltmw.ledger import failpoints
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.node import Node
+from dltmw.runtime.process import (
+    EXIT_FATAL,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_STARTUP,
+    EXIT_USAGE,
+    NODE_LOCK,
+    Locked,
+    ProcessLock,
+    configure_logging,
+)
+
+logger = logging.getLogger("dltmw.runtime")
+GRACE_S = 5.0
+FAILED_GRACE_S = 1.0
 
 
-async def serve(config: NodeConfig) -> None:
-    """Start, announce, wait for a signal, stop."""
+async def serve(config: NodeConfig) -> int:
+    """Start, announce, run until a signal or a fatal task failure, stop; returns the status."""
     node = Node(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -28,22 +49,48 @@ async def serve(config: NodeConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     address = await node.start()
     print(f"READY {config.node_id} {address}", flush=True)
-    await stop.wait()
-    await node.stop(grace_s=5.0)
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    # After a fatal failure nothing in flight can complete well: do not wait long for it.
+    await node.stop(grace_s=FAILED_GRACE_S if node.failed.is_set() else GRACE_S)
+    if node.failed.is_set():
+        print(f"FAILED {config.node_id} {node.ctx.tasks.failed}", flush=True)
+        return EXIT_FATAL
     print(f"STOPPED {config.node_id}", flush=True)
+    return EXIT_OK
 
 
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m dltmw.runtime")
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--log-file", type=Path, help="rotating log file (default: stderr)")
     ns = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    uvloop.run(serve(NodeConfig.load(ns.config)))
+    try:
+        config = NodeConfig.load(ns.config)
+    except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+        print(f"dltmw node: cannot load {ns.config}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        lock = ProcessLock.acquire(config.data_dir / NODE_LOCK)
+    except Locked as exc:
+        print(f"dltmw node {config.node_id}: not started: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED)
+    configure_logging(ns.log_file, config.logging)
+    if failpoints.armed():
+        logger.warning("TEST-ONLY failpoints armed: %s", sorted(failpoints.armed()))
+    try:
+        code = uvloop.run(serve(config))
+    except Exception:
+        logger.exception("node %s failed to start", config.node_id)
+        traceback.print_exc(file=sys.stderr)
+        code = EXIT_STARTUP
+    lock.release()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

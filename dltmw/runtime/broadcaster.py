@@ -40,7 +40,7 @@ class Broadcaster:
     async def submit(self, envelope: bytes) -> Result:
         """Send one envelope; returns the orderer's result for it."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"broadcast-{self._orderer_id}")
+            self._task = self._ctx.tasks.spawn(f"broadcast-{self._orderer_id}", self._run())
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((envelope, future))

@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+
 ROLES = frozenset({"peer", "orderer", "gateway", "notary", "vault"})
 
 
@@ -23,6 +25,20 @@ class Limits:
     timestamp_window_s: float = 900.0
     commit_wait_s: float = 30.0
     queue_max: int = 10_000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The node's own log file (`[logging]` in node.toml): rotated when it reaches
+    `file_bytes_max`; `file_count` files are kept, the current one included."""
+
+    file_bytes_max: int = 10 * 1024 * 1024
+    file_count: int = 5
+    level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.file_bytes_max < 1024 or self.file_count < 2:
+            raise ValueError("logging: need file_bytes_max >= 1024 and file_count >= 2")
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class NodeConfig:
     limits: Limits
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
+    logging: LogSettings = LogSettings()
+    storage_retry: RetryPolicy = DEFAULT_RETRY  # `[storage]`: retry_first_s, retry_max_s, retry_s
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
@@ -78,6 +96,24 @@ class NodeConfig:
                 limits=Limits(**raw.get("limits", {})),
                 privacy_key=base / files["privacy_key"] if "privacy_key" in files else None,
                 network_map=base / files["network_map"] if "network_map" in files else None,
+                logging=LogSettings(**raw.get("logging", {})),
+                storage_retry=_retry_policy(raw.get("storage", {})),
             )
         except KeyError as exc:
             raise ValueError(f"{path}: missing key {exc}") from exc
+
+
+def _retry_policy(raw: dict[str, float]) -> RetryPolicy:
+    """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
+    unknown = set(raw) - {"retry_first_s", "retry_max_s", "retry_s"}
+    if unknown:
+        raise ValueError(f"storage: unknown keys {sorted(unknown)}")
+    default = RetryPolicy()
+    policy = RetryPolicy(
+        first_s=float(raw.get("retry_first_s", default.first_s)),
+        max_s=float(raw.get("retry_max_s", default.max_s)),
+        budget_s=float(raw.get("retry_s", default.budget_s)),
+    )
+    if not 0 < policy.first_s <= policy.max_s or policy.budget_s < 0:
+        raise ValueError("storage: need 0 < retry_first_s <= retry_max_s and retry_s >= 0")
+    return policy

@@ -10,9 +10,11 @@ import grpc
 
 from dltmw.core.errors import TransientError
 from dltmw.core.identity import SigningIdentity
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import Limits
+from dltmw.runtime.tasks import TaskOwner
 from dltmw.v1 import errors_pb2
 
 RESOLVE_TIMEOUT_S = 10.0
@@ -33,6 +35,8 @@ class NodeContext:
     tls: TlsMaterial
     addresses: AddressBook
     limits: Limits
+    tasks: TaskOwner = field(default_factory=TaskOwner)  # every long-lived task of the node
+    storage_retry: RetryPolicy = DEFAULT_RETRY  # how every store retries a transient fault
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

@@ -55,7 +55,7 @@ class EndorserStream:
         """The remote's answer to each proposal, in order: its ProposalResponse, or a
         TransientError when it refused that proposal or could not be reached in time."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"endorse-{self._node_id}")
+            self._task = self._ctx.tasks.spawn(f"endorse-{self._node_id}", self._run())
         future: Waiter = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((list(signed), future))

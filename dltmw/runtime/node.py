@@ -5,6 +5,11 @@ its config and those it joined later, kept under `data/channels/`), start the ro
 grpc.aio with mutual TLS, health and reflection, publish its address, print one READY line.
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
+
+Every long-lived task of every role runs under the node's `TaskOwner` (`ctx.tasks`,
+`runtime/tasks.py`). When one fails for good, `_on_fatal` turns health NOT_SERVING for every
+service at once and sets `failed`; the process then stops the node and exits with
+`EXIT_FATAL` (`runtime/__main__.py`), and its keeper restarts it from what is durable.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dltmw.runtime.pbft_orderer import PbftOrdererChannel
 from dltmw.runtime.peer import PeerChannel
 from dltmw.runtime.privacy import load_privacy_key
 from dltmw.runtime.privacy_manager import PrivacyManager
+from dltmw.runtime.tasks import TaskOwner
 from dltmw.runtime.utxo import UtxoServices
 from dltmw.v1 import (
     admin_service_pb2,
@@ -80,7 +86,10 @@ class Node:
             tls=tls,
             addresses=AddressBook(config.address_book),
             limits=config.limits,
+            tasks=TaskOwner(on_fatal=self._on_fatal),
+            storage_retry=config.storage_retry,
         )
+        self.failed = asyncio.Event()  # a long-lived task failed for good: the node must stop
         self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
         self.peers: dict[str, PeerChannel] = {}
         self.orderers: dict[str, OrdererChannel] = {}
@@ -96,6 +105,13 @@ class Node:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self._join_lock = asyncio.Lock()
+
+    async def _on_fatal(self, task_name: str, _exc: BaseException | None) -> None:
+        """A task failed for good (already logged with its traceback): NOT_SERVING for every
+        service at once, then let the process stop the node."""
+        await self._health.enter_graceful_shutdown()
+        logger.critical("node %s stops: task %s failed", self.config.node_id, task_name)
+        self.failed.set()
 
     @property
     def channels_dir(self) -> Path:
@@ -183,21 +199,27 @@ class Node:
         if not (is_peer or is_orderer):
             raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, f"channel {cid!r} does not name {me}")
         data = self.config.data_dir
-        sync = self.config.synchronous
+        sync, retry = self.config.synchronous, self.config.storage_retry
         if is_orderer:
-            ledger = await ChannelLedger.open(data / f"{cid}.orderer.sqlite", synchronous=sync)
+            ledger = await ChannelLedger.open(
+                data / f"{cid}.orderer.sqlite", synchronous=sync, retry=retry
+            )
             if ledger.height == 0:
                 await ledger.commit_block(block, [genesis_tx_id(block)])
             orderer: OrdererChannel
             if view.config.ordering == config_pb2.ORDERING_TYPE_PBFT:
-                store = await RecordStore.open(data / f"{cid}.pbft.sqlite", synchronous=sync)
+                store = await RecordStore.open(
+                    data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
+                )
                 orderer = PbftOrdererChannel(self.ctx, view, ledger, store)
             else:
                 orderer = OrdererChannel(self.ctx, view, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
         if is_peer:
-            ledger = await ChannelLedger.open(data / f"{cid}.peer.sqlite", synchronous=sync)
+            ledger = await ChannelLedger.open(
+                data / f"{cid}.peer.sqlite", synchronous=sync, retry=retry
+            )
             if ledger.height == 0:
                 genesis = block_pb2.Block()
                 genesis.CopyFrom(block)
@@ -236,6 +258,7 @@ class Node:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Two-stage stop (idempotent)."""
+        self.ctx.tasks.close()  # from here on, tasks ending is the stop, not a failure
         if self._server is None:
             return
         server, self._server = self._server, None
@@ -251,5 +274,6 @@ class Node:
             await role.stop()
         for role in roles:
             await role.ledger.close()
+        await self.ctx.tasks.stop()
         await self.ctx.close()
         self._pool.shutdown(wait=True)

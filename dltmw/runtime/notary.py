@@ -124,6 +124,7 @@ class NotaryRole:
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(
             maxsize=max(1, queue_max // ADMIT_CHUNK)
         )
+        self._tasks = ctx.tasks
         self._task: asyncio.Task[None] | None = None
         self._failed = False
 
@@ -135,7 +136,7 @@ class NotaryRole:
     async def start(self) -> None:
         """Open the store and start the decider."""
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)
-        self._task = asyncio.create_task(self._decide_forever(), name="notary-decider")
+        self._task = self._tasks.forever("notary-decider", self._decide_forever, restart=False)
 
     async def stop(self) -> None:
         """Stop deciding, refuse what is queued, close the store (idempotent)."""
@@ -200,16 +201,17 @@ class NotaryRole:
             try:
                 ready = await loop.run_in_executor(self.store.executor, self.store.decide, asks)
             except Exception:
-                # A failed commit (disk, or the spent-set's primary key catching a double spend)
-                # is fatal for this notary: nobody was answered, and nothing more is decided.
-                logger.critical("notary batch failed; refusing all further requests", exc_info=True)
+                # A failed commit (storage unavailable after the store's retries, or the
+                # spent-set's primary key catching a double spend) is fatal for this notary:
+                # nobody was answered, nothing more is decided, and the node stops (the task
+                # owner logs the traceback); after a restart it decides from what is durable.
                 self._failed = True
                 err = TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary has stopped")
                 for q in batch:
                     if not q.future.done():
                         q.future.set_exception(err)
                 self._fail_queued(err)
-                return
+                raise
             decided: list[list[Decision]] = [[] for _ in batch]
             for token, decision in ready.replies:
                 if not isinstance(token, int):

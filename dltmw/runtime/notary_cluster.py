@@ -100,6 +100,12 @@ def open_request(
             items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
         except ClientError as exc:
             items.append(Decision("", reason=exc.reason, message=str(exc)))
+        except (ValueError, OverflowError) as exc:
+            # Values admission's arithmetic cannot take (e.g. a time window near 2^62 s). A
+            # faulty primary can wrap any bytes and every replica re-admits the decided batch,
+            # so this must be a refusal like any other, never an exception stopping them all.
+            message = f"out of range: {type(exc).__name__}: {exc}"[:200]
+            items.append(Decision("", reason=R.ERROR_REASON_INVALID_FIELD, message=message))
     return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
@@ -167,7 +173,9 @@ class ClusterNotaryRole:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.open)
         store = self.cluster_store
-        self.records = await RecordStore.open(self.records_path, synchronous=store.synchronous)
+        self.records = await RecordStore.open(
+            self.records_path, synchronous=store.synchronous, retry=self.ctx.storage_retry
+        )
         saved: list[Record] = await self.records.load()
         sign, n = self.ctx.signer.sign, self.config.n
 
@@ -187,7 +195,8 @@ class ClusterNotaryRole:
         for link in self.links.values():
             link.start()
         await self._execute(self.replica.ready())
-        self._task = asyncio.create_task(self._drive_logged(), name=f"notary-{self.cluster_id}")
+        name = f"notary-{self.cluster_id}"
+        self._task = self.ctx.tasks.forever(name, self._drive_logged, restart=False)
 
     async def stop(self) -> None:
         """Stop the loop and links, fail waiters, close the stores (idempotent)."""
@@ -327,10 +336,11 @@ class ClusterNotaryRole:
         return False
 
     async def _drive_logged(self) -> None:
+        """Run the loop; on failure refuse everything waiting (the task owner logs it and
+        stops the node)."""
         try:
             await self._drive()
         except Exception:
-            logger.critical("notary cluster %s stopped deciding", self.cluster_id, exc_info=True)
             self._failed = True
             self._fail_all(TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary has stopped"))
             raise
@@ -411,7 +421,9 @@ def build_cluster_role(
     """The cluster role of this node if the (trusted) network map makes it a cluster member."""
     for cluster_id, members in sorted(netmap.clusters.items()):
         if ctx.node_id in members:
-            store = ClusterNotaryStore(data_dir / "notary.sqlite", ctx.signer.sign, synchronous)
+            store = ClusterNotaryStore(
+                data_dir / "notary.sqlite", ctx.signer.sign, synchronous, retry=ctx.storage_retry
+            )
             return ClusterNotaryRole(
                 ctx,
                 cluster_id,

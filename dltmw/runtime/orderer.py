@@ -55,9 +55,11 @@ class OrdererChannel:
         ready = handler.ready()  # blocks completed by the restored queue alone
         if not ready.is_empty():
             await self._execute(ready)
-        self._task = asyncio.create_task(
-            drive(handler, self._inbox, TICK_S, self._execute),
-            name=f"orderer-{self.view.channel_id}",
+        # Not restartable: the handler already moved past a Ready that failed to execute.
+        self._task = self.ctx.tasks.forever(
+            f"orderer-{self.view.channel_id}",
+            lambda: drive(handler, self._inbox, TICK_S, self._execute),
+            restart=False,
         )
 
     async def stop(self) -> None:

@@ -22,6 +22,7 @@ from dltmw.core.errors import DltmwError
 from dltmw.core.utxo.verify import read_signed
 from dltmw.ledger.vault_store import Delivery
 from dltmw.runtime.backchain import dependencies
+from dltmw.runtime.tasks import TaskOwner
 from dltmw.v1 import flow_service_pb2 as F
 
 if TYPE_CHECKING:
@@ -46,10 +47,10 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._cursor = ("", "")  # (tx_id, node) the next pass reads after
 
-    def start(self) -> None:
-        """Start the retry task (it resumes whatever the outbox holds)."""
+    def start(self, tasks: TaskOwner) -> None:
+        """Start the retry task under `tasks` (it resumes whatever the outbox holds)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="vault-outbox")
+            self._task = tasks.forever("vault-outbox", self._run)
 
     async def stop(self) -> None:
         """Stop the retry task (idempotent); rows stay for the next start."""

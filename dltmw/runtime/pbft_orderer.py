@@ -9,6 +9,12 @@ batches turned into blocks (`pbft_blocks`), messages queued to the peer links. A
 committed to the orderer ledger once it holds 2f+1 signatures; Broadcast answers a submitter
 only when its envelope is in a committed block here, so an acknowledged transaction is never
 lost, whichever replica crashes.
+
+Admission. The core keeps, proposes and prepares only requests that pass the channel's ordering
+rule (`pbft_admission.RequestAdmission`: Broadcast's checks without the clock), so junk that a
+faulty orderer forwards or proposes is dropped and counted, never ordered. A test-only hook
+(`byzantine.PoisonHook`, off unless the integration test names this node) makes this replica
+send such junk itself.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, PbftReady, Repl
 from dltmw.core.pbft.types import Record, StableRecord
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.byzantine import PoisonHook
 from dltmw.runtime.context import NodeContext, utc_now
 from dltmw.runtime.orderer import OrdererChannel
+from dltmw.runtime.pbft_admission import RequestAdmission
 from dltmw.runtime.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.runtime.pbft_catchup import FetchedBlocks, fetch_verified
 from dltmw.runtime.replica_link import ReplicaLink
@@ -83,6 +91,10 @@ class PbftOrdererChannel(OrdererChannel):
             view.channel_id, self.me, self.config.quorum, self.identities, self.verify
         )
         self.replica: Replica | None = None
+        self.admission = RequestAdmission(view, self.config.request_bytes_max)
+        self._hook = PoisonHook.from_env(
+            ctx.node_id, view.channel_id, ctx.signer, self.config.request_bytes_max
+        )
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._lagging: set[tuple[int, int]] = set()
         self._ticks = 0
@@ -106,25 +118,21 @@ class PbftOrdererChannel(OrdererChannel):
         """Restore the replica from its records, rebuild unfinished blocks, start the loop."""
         records: list[Record] = await self.store.load()
         sign = self.ctx.signer.sign
+        admit = self.admission if self._hook is None else self._hook.admit(self.admission)
         if records:
-            self.replica = Replica.restore(self.config, self.me, sign, self.verify, records)
+            self.replica = Replica.restore(
+                self.config, self.me, sign, self.verify, records, request_ok=admit
+            )
         else:
-            self.replica = Replica(self.config, self.me, sign, self.verify)
+            self.replica = Replica(self.config, self.me, sign, self.verify, request_ok=admit)
         await self._jump_to_ledger(self.replica)
         for seq in sorted(self.replica.decided):
             self._build(seq, list(self.replica.decided[seq].requests))
         for link in self.links.values():
             link.start()
         await self._execute_pbft(self.replica.ready())
-        self._task = asyncio.create_task(self._drive_logged(), name=f"pbft-{self.view.channel_id}")
-
-    async def _drive_logged(self) -> None:
-        """Run the loop; a failure (a broken invariant) is logged at once, not at stop."""
-        try:
-            await self._drive()
-        except Exception:
-            logger.exception("PBFT orderer loop of %s stopped", self.view.channel_id)
-            raise
+        cid = self.view.channel_id
+        self._task = self.ctx.tasks.forever(f"pbft-{cid}", self._drive, restart=False)
 
     async def stop(self) -> None:
         """Stop the loop and the links (records are durable; nothing to flush)."""
@@ -184,6 +192,25 @@ class PbftOrdererChannel(OrdererChannel):
                 raise result
         return out
 
+    async def judge_requests(self, messages: Sequence[Envelope]) -> None:
+        """Judge the requests that forwards, pre-prepares and state replies carry on a worker
+        thread, so the core's admission check finds cached verdicts (`RequestAdmission.warm`)."""
+        requests: list[bytes] = []
+        cfg = self.config
+        for envelope in messages:
+            message = replica_pb2.ReplicaMessage.FromString(envelope.payload)  # servicer parsed it
+            kind = message.WhichOneof("body")
+            if kind == "forwarded":
+                requests += message.forwarded.requests[: cfg.batch_size_max * 4]
+            elif kind == "pre_prepare":
+                requests += message.pre_prepare.requests[: cfg.batch_size_max]
+            elif kind == "state_reply":
+                for batch in message.state_reply.batches[: cfg.transfer_batches_max]:
+                    requests += batch.requests[: cfg.batch_size_max]
+        if requests:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.admission.warm, requests)
+
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified inbound messages for the loop (all or nothing)."""
         if self._inbox.qsize() + len(messages) + len(signatures) > self._inbox.maxsize:
@@ -236,6 +263,8 @@ class PbftOrdererChannel(OrdererChannel):
             for pending in self.assembler.pending.values():
                 self._broadcast_signature(pending)
         self._maybe_fetch()
+        if self._hook is not None and self.replica is not None:
+            self._hook.act(self.replica, self.me, self.links.values())
 
     def _maybe_fetch(self) -> None:
         """Every CATCHUP_CHECK_TICKS x backoff without executing, fetch blocks from the next
@@ -253,7 +282,7 @@ class PbftOrdererChannel(OrdererChannel):
         peers = sorted(self.links)
         node_id = self.links[peers[cursor % len(peers)]].node_id
         self._catchup = (last, min(backoff * 2, CATCHUP_BACKOFF_MAX), cursor + 1)
-        self._fetch = asyncio.create_task(self._fetch_from(node_id), name=f"pbft-fetch-{node_id}")
+        self._fetch = self.ctx.tasks.spawn(f"pbft-fetch-{node_id}", self._fetch_from(node_id))
 
     async def _fetch_from(self, node_id: str) -> None:
         fetched = await fetch_verified(
@@ -307,6 +336,8 @@ class PbftOrdererChannel(OrdererChannel):
             await self.store.compact(stable[-1], keep)
         for decided in ready.decided:
             self._build(decided.sequence, list(decided.requests))
+            if self._hook is not None:
+                self._hook.observe(decided.requests)
         for destination, envelope in ready.send:
             link = self.links.get(destination)
             if link is not None:

@@ -6,6 +6,11 @@ checked in parallel chunks on a thread pool (`cryptography` releases the GIL, so
 verification uses both cores), MVCC runs on the prefetched committed versions, and the block with
 this peer's validation codes, tx index and state writes is committed in one sqlite transaction.
 After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
+Nothing inside a block can stop the peer: the per-envelope checks are total (any bytes give a
+validation code, `core/txcheck.check_transaction`), so a block that passes the chain link and
+the orderer signatures is always committed. A block that fails them is refused (PeerError) and
+the peer tries another orderer. Anything else that escapes a commit (a storage fault, a bug) is
+logged with its traceback at once, never left to surface only at shutdown.
 
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
@@ -88,7 +93,7 @@ class PeerChannel:
 
     async def start(self) -> None:
         """Start following the orderer."""
-        self._task = asyncio.create_task(self._follow(), name=f"deliver-{self.view.channel_id}")
+        self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
         """Stop following (idempotent)."""
@@ -262,6 +267,14 @@ class PeerChannel:
             raise PeerError(R.ERROR_REASON_INVALID_FIELD, f"refusing delivered block: {err}")
         self._check_orderer_signature(block)
         checked = await self._check_all(block.data.envelopes)
+        odd = [(i, c.detail) for i, c in enumerate(checked) if c.detail]
+        if odd:  # INVALID_OTHER_REASON: an input the checks did not foresee (see check_transaction)
+            logger.error(
+                "block %d: %d transaction(s) invalid for an unforeseen reason, first #%d: %s",
+                block.header.number,
+                len(odd),
+                *odd[0],
+            )
         txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
         keys, ranges = reads_of(txs)
         versions = await self.ledger.versions(keys)

@@ -101,7 +101,8 @@ class PrivateChannel:
 
     async def start(self) -> None:
         """Start the Send batcher."""
-        self._task = asyncio.create_task(self._batcher(), name=f"send-{self.channel_id}")
+        name = f"send-{self.channel_id}"
+        self._task = self.ctx.tasks.forever(name, self._batcher, restart=False)
 
     async def stop(self) -> None:
         """Stop the batcher (idempotent); queued sends fail as unavailable."""

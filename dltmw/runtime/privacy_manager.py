@@ -81,7 +81,9 @@ class PrivacyManager:
             )
             return
         store = await PrivateStore.open(
-            self._data_dir / f"{cid}.private.sqlite", synchronous=self._synchronous
+            self._data_dir / f"{cid}.private.sqlite",
+            synchronous=self._synchronous,
+            retry=self.ctx.storage_retry,
         )
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
         executor = PrivateExecutor(self.key, peer, store)
@@ -89,7 +91,7 @@ class PrivacyManager:
         await executor.start()
         self.channels[cid], self.executors[cid] = channel, executor
         if store.created and peer.ledger.height > 1:
-            task = asyncio.create_task(self._auto_recover(cid), name=f"recover-{cid}")
+            task = self.ctx.tasks.spawn(f"recover-{cid}", self._auto_recover(cid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -92,7 +92,8 @@ class PrivateExecutor:
     async def start(self) -> None:
         """Resume after the last executed block."""
         self.height = await self._store.cursor()
-        self._task = asyncio.create_task(self._run(), name=f"private-{self._peer.view.channel_id}")
+        name = f"private-{self._peer.view.channel_id}"
+        self._task = self._peer.ctx.tasks.forever(name, self._run)  # resumes at self.height
 
     async def stop(self) -> None:
         """Stop (idempotent); an in-flight block finishes or rolls back as a whole."""

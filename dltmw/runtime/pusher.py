@@ -42,7 +42,7 @@ class Pusher:
     async def push(self, request: P.PushRequest) -> int:
         """Push one signed batch; returns the number stored, or raises."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"push-{self._node_id}")
+            self._task = self._ctx.tasks.spawn(f"push-{self._node_id}", self._run())
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((request, future))

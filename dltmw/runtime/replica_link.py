@@ -41,7 +41,8 @@ class ReplicaLink:
 
     def start(self) -> None:
         """Start the sender task."""
-        self._task = asyncio.create_task(self._run(), name=f"replica-link-{self.node_id}")
+        name = f"replica-link-{self.channel_id}-{self.node_id}"
+        self._task = self.ctx.tasks.forever(name, self._run)
 
     async def stop(self) -> None:
         """Stop the sender task (queued messages are dropped)."""

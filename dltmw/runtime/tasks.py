@@ -1,20 +1,186 @@
-"""Stopping a task without trusting it to honour cancellation.
+"""Owning a node's long-lived tasks: nothing dies silently, nothing hangs a stop.
 
-A task may swallow its cancellation: grpc.aio can surface a locally cancelled call as an
-`AioRpcError(CANCELLED)` that a retry loop then treats as a peer failure and carries on. A stop
-that awaited such a task would hang the node's shutdown until the supervisor kills it. So stops
-cancel, wait a bounded time, and log a task that did not finish (it dies with the process).
+Why. A bare `asyncio.create_task` whose coroutine raises keeps its exception until someone looks —
+usually at shutdown. A node whose orderer loop died that way kept answering health checks with
+SERVING while ordering nothing, and logged nothing until it was stopped. So every long-lived task
+of a node is started through its `TaskOwner` (`NodeContext.tasks`), which watches each one:
+
+* `forever(name, factory)` — a loop that must run as long as the node. An exception that may pass
+  (`is_transient`) is logged as a warning (rate-limited) and the loop is started again from its
+  factory after a capped, jittered exponential backoff; a loop whose state cannot survive a
+  restart passes `restart=False`. Anything else — a broken invariant, a bug, `StorageUnavailable`
+  (a store's retry budget spent), too many transient failures in a row, or the loop RETURNING —
+  is fatal: logged at once with its traceback, then the owner's `on_fatal` hook runs (the node
+  turns health NOT_SERVING for every service at once and exits with `EXIT_FATAL`, see
+  `runtime/process.py`; its keeper restarts it).
+* `spawn(name, coroutine)` — a task that may end (a stream session, one catch-up fetch): ending
+  is fine; a transient failure is a warning; anything else is fatal as above.
+
+Once `close()` was called (the node is stopping), endings and failures are logged, not fatal.
+Tasks are still cancelled by the component that started them (`cancel_and_wait`), which stays
+responsible for its own orderly stop; `stop()` cancels whatever is left.
+
+`is_transient` is the ONE classification every loop uses. Transient: storage faults that may pass
+(`ledger/retry.is_transient_storage_error`, which the stores also retry), a peer that is
+unavailable, slow or overloaded (gRPC UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED,
+`TransientError`), another node's misbehaviour (`PeerError`: another node's fault is never a
+reason to stop this one), and connection-level OS errors.
+
+Stopping without trusting the task: a task may swallow its cancellation (grpc.aio can surface a
+locally cancelled call as an `AioRpcError(CANCELLED)` that a retry loop treats as a peer failure),
+so `cancel_and_wait` cancels, waits a bounded time, and logs a task that did not finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import random
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+import grpc
+
+from dltmw.core.errors import PeerError, TransientError
+from dltmw.ledger.retry import LogThrottle, is_transient_storage_error
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT_S = 3.0
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.EINTR})
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+RESTARTS_MAX = 20  # transient failures in a row (without a healthy run) before it is fatal
+HEALTHY_S = 30.0  # a run this long resets the count
+
+Fatal = Callable[[str, BaseException | None], Awaitable[None]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """May the failure `exc` pass, so that trying again later is right?"""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in TRANSIENT_CODES
+    if isinstance(exc, TransientError | PeerError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    return is_transient_storage_error(exc)
+
+
+def backoff_s(
+    failures: int, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S
+) -> float:
+    """Capped exponential backoff with full jitter (in [cap/2, cap]) before try `failures`+1."""
+    cap = min(max_s, first_s * 2.0 ** min(failures - 1, 30))
+    return cap / 2 + random.random() * cap / 2  # jitter, not cryptography
+
+
+class TaskOwner:
+    """Starts and watches the long-lived tasks of one node (see the module docstring)."""
+
+    def __init__(self, on_fatal: Fatal | None = None, restarts_max: int = RESTARTS_MAX) -> None:
+        self._on_fatal = on_fatal
+        self._restarts_max = restarts_max
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._throttle = LogThrottle()
+        self.closing = False
+        self.failed: str | None = None  # name of the first task whose failure was fatal
+
+    def forever(
+        self, name: str, factory: Callable[[], Awaitable[None]], *, restart: bool = True
+    ) -> asyncio.Task[None]:
+        """Run `factory()` for the node's life (see the module docstring)."""
+        return self._track(asyncio.create_task(self._forever(name, factory, restart), name=name))
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` once; it may end; failures are classified (see the module docstring)."""
+        return self._track(asyncio.create_task(self._once(name, coro), name=name))
+
+    def close(self) -> None:
+        """The node is stopping: from now on endings and failures are not fatal."""
+        self.closing = True
+
+    async def stop(self, timeout_s: float = STOP_WAIT_S) -> None:
+        """Close, then cancel every task still running and wait (bounded) for each."""
+        self.close()
+        for task in list(self._tasks):
+            await cancel_and_wait(task, timeout_s)
+
+    @property
+    def running(self) -> int:
+        """Number of tasks not finished yet."""
+        return len(self._tasks)
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _forever(
+        self, name: str, factory: Callable[[], Awaitable[None]], restart: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            try:
+                await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.closing or not restart or not is_transient(exc):
+                    await self._fail(name, exc)
+                    return
+                failures = 1 if loop.time() - started >= HEALTHY_S else failures + 1
+                if failures > self._restarts_max:
+                    await self._fail(name, exc)
+                    return
+                delay = backoff_s(failures)
+                self._warn(name, f"failed ({exc!r}); restarting it in {delay:.2f} s", failures)
+                await asyncio.sleep(delay)
+            else:
+                await self._fail(name, None)
+                return
+
+    async def _once(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_transient(exc) and not self.closing:
+                self._warn(name, f"failed: {exc!r}", 1)
+            else:
+                await self._fail(name, exc)
+
+    def _warn(self, name: str, what: str, attempt: int) -> None:
+        suppressed = self._throttle.admit(name)
+        if suppressed is not None:
+            more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+            logger.warning("task %s %s (attempt %d)%s", name, what, attempt, more)
+
+    async def _fail(self, name: str, exc: BaseException | None) -> None:
+        if self.closing:
+            if exc is not None:
+                logger.error("task %s failed while stopping", name, exc_info=exc)
+            return
+        if exc is None:
+            logger.critical("task %s ended although it must run for the node's life", name)
+        else:
+            logger.critical("task %s failed; the node stops", name, exc_info=exc)
+        if self.failed is not None:
+            return
+        self.failed = name
+        if self._on_fatal is not None:
+            await self._on_fatal(name, exc)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout_s: float = STOP_WAIT_S) -> None:

@@ -58,6 +58,7 @@ class UtxoServices:
                 ctx.signer.sign,
                 config.synchronous,
                 exit_after_commit=NotaryRole.exit_hook_enabled(),
+                retry=ctx.storage_retry,
             )
             self.notary = NotaryRole(
                 ctx,
@@ -68,7 +69,9 @@ class UtxoServices:
                 queue_max=config.limits.queue_max,
             )
         if "vault" in config.roles:
-            store = VaultStore(config.data_dir / "vault.sqlite", config.synchronous)
+            store = VaultStore(
+                config.data_dir / "vault.sqlite", config.synchronous, ctx.storage_retry
+            )
             self.vault = VaultRole(ctx, store, self.netmap, membership)
 
     async def start(self) -> None:

@@ -85,7 +85,7 @@ class VaultRole:
     async def start(self) -> None:
         """Open the store and resume delivering what the outbox holds."""
         await self.store.open()
-        self.outbox.start()
+        self.outbox.start(self.ctx.tasks)
 
     async def stop(self) -> None:
         """Stop the delivery task, then close the store."""

@@ -175,6 +175,40 @@ class DoubleVote(Behaviour):
         world.net.send(node.index, destination, envelope)
 
 
+class JunkPrimary(Behaviour):
+    """Replica 0 slips an invented request (no client made it) into each of its pre-prepares and
+    forwards invented requests to every replica: correct replicas must refuse to prepare such a
+    batch and drop such a forward, never decide an invented request, and replace the primary
+    (request timer) whenever it is the primary again."""
+
+    faulty = frozenset({0})
+
+    def junk(self, tag: int) -> bytes:
+        """An invented request; one per tag, so every replica is shown the same batch (this
+        is not equivocation, which another behaviour covers)."""
+        return b"c0.%d|no-client-made-this" % tag
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        if node.index in self.faulty:
+            message = parse(envelope)
+            if message.WhichOneof("body") == "pre_prepare":
+                pp = message.pre_prepare
+                junk = self.junk(10**6 + pp.view * 10**4 + pp.sequence)
+                batch = [*pp.requests[: world.config.batch_size_max - 1], junk]
+                del pp.requests[:]
+                pp.requests.extend(batch)
+                pp.digest = batch_digest(batch)
+                envelope = resign(world, node.index, message)
+        world.net.send(node.index, destination, envelope)
+
+    def tick(self, world: World) -> None:
+        if world.now % 10 == 0:
+            forwarded = replica_pb2.ForwardedRequests(requests=[self.junk(world.now)])
+            junk = resign(world, 0, replica_pb2.ReplicaMessage(forwarded=forwarded))
+            for destination in range(1, world.config.n):
+                world.net.send(0, destination, junk)
+
+
 class Twins(Behaviour):
     """Two honest cores run as replica 0 with the same key (each proposes its own batches)."""
 
@@ -223,6 +257,7 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
     "wrong-view-or-sequence": WrongViewOrSequence,
     "replay-old-view": ReplayOld,
     "double-vote": DoubleVote,
+    "junk-primary": JunkPrimary,
     "twins": Twins,
     "colluding": Colluding,
 }

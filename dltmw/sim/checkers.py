@@ -2,7 +2,8 @@
 
 - agreement: no two honest replicas decide different batches (digest or requests) at one
   sequence, and each honest replica decides sequences 1, 2, 3, ... without gaps;
-- validity: every decided request was submitted by a client;
+- validity: every decided request was submitted by a client (a faulty primary or forwarder
+  may invent requests: the admission rule `request_ok` must keep them out);
 - no duplicates: a request is decided (as fresh) at most once, and every replica agrees where;
 - liveness: after the faults heal, every submitted request is decided by every honest replica
   within a bound of ticks (checked by the runner, which knows the heal tick).

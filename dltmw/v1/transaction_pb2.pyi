@@ -56,6 +56,10 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """The contract refused the invocation during simulation; such a transaction is never valid."""
     TX_VALIDATION_CODE_INVALID_OTHER_REASON: _TxValidationCode.ValueType  # 13
     """Any other reason; the node's log says which."""
+    TX_VALIDATION_CODE_BAD_TIMESTAMP: _TxValidationCode.ValueType  # 14
+    """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
+    or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
+    """
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -92,6 +96,10 @@ TX_VALIDATION_CODE_CONTRACT_FAILED: TxValidationCode.ValueType  # 12
 """The contract refused the invocation during simulation; such a transaction is never valid."""
 TX_VALIDATION_CODE_INVALID_OTHER_REASON: TxValidationCode.ValueType  # 13
 """Any other reason; the node's log says which."""
+TX_VALIDATION_CODE_BAD_TIMESTAMP: TxValidationCode.ValueType  # 14
+"""The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
+or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
+"""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final

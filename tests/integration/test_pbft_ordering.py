@@ -5,6 +5,8 @@
   lost or committed twice, every block carries 2f+1 = 3 orderer signatures, the surviving
   replicas hold the same chain, and the restarted primary catches up to it;
 - bad input to ReplicaService.Exchange is refused with a specific status and changes nothing;
+- an envelope with an unrepresentable timestamp forwarded by one orderer is never ordered (the
+  regression test of issue 10, finding 1: it used to halt every peer);
 - seven replicas (f = 2) order too, every block carrying 5 signatures;
 - a backup down for longer than its peers retain decided batches catches up from their blocks.
 """
@@ -21,10 +23,11 @@ import pytest
 
 from dltmw.client import GatewayClient
 from dltmw.core.block import block_hash
+from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.v1 import block_pb2, replica_pb2, replica_pb2_grpc, transaction_pb2
+from dltmw.v1 import block_pb2, common_pb2, replica_pb2, replica_pb2_grpc, transaction_pb2
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
@@ -188,6 +191,59 @@ async def test_replica_service_refuses_bad_input(network) -> None:
     finally:
         await channel.close()
         await org_channel.close()
+
+
+async def test_an_unrepresentable_timestamp_forwarded_by_one_orderer_is_never_ordered(
+    network,
+) -> None:
+    """Issue 10, finding 1, exactly: orderer.d, with only its own key, forwards one envelope
+    whose header timestamp has nanos = 1e9 to the primary and the other backups. It must never
+    be ordered; the peers keep committing and log no error."""
+    net, _ = network(TOPOLOGY)
+    home = net / "nodes" / "orderer.d"
+    signer = SigningIdentity.from_pem(
+        "OrdererD", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    nonce = b"n" * 32
+    header = common_pb2.Header(
+        type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,
+        channel_id="trades",
+        tx_id=compute_tx_id(nonce, signer.identity_bytes),
+        creator=signer.identity_bytes,
+        nonce=nonce,
+    )
+    header.timestamp.seconds, header.timestamp.nanos = 1_700_000_000, 1_000_000_000
+    payload = common_pb2.Payload(header=header.SerializeToString()).SerializeToString()
+    poison = common_pb2.Envelope(payload=payload, signature=signer.sign(payload))
+    forwarded = replica_pb2.ReplicaMessage(
+        forwarded=replica_pb2.ForwardedRequests(requests=[poison.SerializeToString()])
+    )
+    request = replica_pb2.ExchangeRequest(
+        channel_id="trades", messages=[_signed(signer, 3, forwarded)]
+    )
+    for node in ORDERERS[:3]:
+        channel, stub = _replica_stub(net, node, "orderer.d")
+        try:
+            assert (await stub.Exchange(request)).accepted == 1
+        finally:
+            await channel.close()
+    client = await GatewayClient.connect(net, "user1.org1")
+    try:  # bounded: on a halted peer the commit never comes and this fails, not hangs
+        for i in range(3):
+            done = await asyncio.wait_for(
+                client.submit_transaction("trades", "kv", "put", f"after{i}", "v"), 90
+            )
+            assert done.status.result == VALID
+    finally:
+        await client.close()
+    await _wait(lambda: _same_chain(net, ORDERERS[:3]), 60, "the orderers to agree")
+    height = len(_blocks(net, "orderer.a"))
+    for peer in ("peer0.org1", "peer0.org2"):
+        await _wait(lambda p=peer: len(_blocks(net, p, "peer")) >= height, 60, peer)
+        log = (net / "run" / "logs" / f"{peer}.log").read_text()
+        assert "Traceback" not in log and " ERROR " not in log, log
+    ordered = {env for b in _blocks(net, "orderer.a") for env in b.data.envelopes}
+    assert poison.SerializeToString() not in ordered
 
 
 def as_replica(

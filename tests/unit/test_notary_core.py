@@ -324,3 +324,23 @@ def _without_dependencies(
     payload = notarisation_pb2.NotarisationPayload.FromString(req.payload)
     del payload.dependencies[:]
     return sign_request(payload, P.alice)
+
+
+def test_a_decided_cluster_request_that_breaks_admission_arithmetic_is_refused_not_raised() -> None:
+    """A faulty cluster primary can wrap any bytes; every replica re-admits a decided batch
+    (`runtime/notary_cluster.open_request`), so an item must become a refusal, never an
+    exception that would stop every replica's loop on the same batch."""
+    from dltmw.core.notary_cluster import wrap
+    from dltmw.runtime.notary_cluster import open_request
+
+    def far_future(payload: notarisation_pb2.NotarisationPayload) -> None:
+        payload.time_window.until_time.seconds = 2**62
+
+    req, _ = request(mutate=far_future)
+    good, _ = request()
+    stamp_ns = to_ns(NOW)
+    wrapped = wrap([req.SerializeToString(), good.SerializeToString()], stamp_ns, 0)
+    opened = open_request(wrapped, 4, ME, P.membership)
+    refused, admitted = opened.items
+    assert isinstance(refused, Decision) and refused.reason == errors_pb2.ERROR_REASON_INVALID_FIELD
+    assert isinstance(admitted, NotarisationAsk)

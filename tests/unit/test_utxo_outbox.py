@@ -20,6 +20,7 @@ from dltmw.core.utxo.verify import SignedTx, read_signed
 from dltmw.ledger.vault_store import VaultStore
 from dltmw.runtime import outbox as outbox_mod
 from dltmw.runtime.outbox import Outbox
+from dltmw.runtime.tasks import TaskOwner
 from dltmw.v1 import errors_pb2, flow_service_pb2, utxo_pb2
 
 P = make_parties()
@@ -112,7 +113,7 @@ async def test_failed_deliveries_are_retried_until_acknowledged(tmp_path: Path) 
     await store.record(stx, [0], [("n1", False), ("n2", True)])
     role = FakeRole(store, {"n1": 3})
     box = Outbox(role)  # type: ignore[arg-type]
-    box.start()
+    box.start(TaskOwner())
     try:
         assert await drained(store)
     finally:
@@ -130,7 +131,7 @@ async def test_a_restarted_node_resumes_its_outbox(tmp_path: Path) -> None:
     await store.record(stx, [0], [("n1", False)])
     role = FakeRole(store, {"n1": 10**6})  # down for good while the first process runs
     box = Outbox(role)  # type: ignore[arg-type]
-    box.start()
+    box.start(TaskOwner())
     await asyncio.wait_for(role.twice.wait(), timeout=10)
     await box.stop()  # stops cleanly with the delivery still owed
     assert len(role.calls) >= 2 and len(await store.outbox(10)) == 1
@@ -139,7 +140,7 @@ async def test_a_restarted_node_resumes_its_outbox(tmp_path: Path) -> None:
     await store.open()
     role = FakeRole(store, {})
     box = Outbox(role)  # type: ignore[arg-type]
-    box.start()
+    box.start(TaskOwner())
     try:
         assert await drained(store)
     finally:
@@ -160,7 +161,7 @@ async def test_undeliverable_rows_do_not_hide_later_ones(
     await store.record(txs[2], [0], [("n2", False)])
     role = FakeRole(store, {"n1": 10**6})
     box = Outbox(role)  # type: ignore[arg-type]
-    box.start()
+    box.start(TaskOwner())
     try:
         assert await drained(store, left=2)
     finally:

@@ -53,16 +53,27 @@ class Checker:
         return message if message.WhichOneof("body") else None
 
     def batch_ok(self, digest: bytes, requests: Sequence[bytes]) -> bool:
-        """The batch is well formed: size bounds, valid requests, no repeats, digest matches."""
+        """The batch is well formed: size bounds, admissible requests, no repeats, digest."""
+        return self.batch_error(digest, requests) is None
+
+    def batch_error(self, digest: bytes, requests: Sequence[bytes]) -> str | None:
+        """Why the batch is not well formed (a drop-counter name), or None.
+
+        Every request must pass `request_ok`, the injected admission rule: a pre-prepare (or a
+        certificate) carrying one inadmissible request is refused whole, so a faulty primary's
+        junk is never prepared by a correct backup and so never ordered.
+        """
         cfg = self.config
         if len(requests) > cfg.batch_size_max:
-            return False
+            return "batch-too-large"
         if len({request_id(r) for r in requests}) != len(requests):
-            return False
+            return "batch-repeats-a-request"
         for r in requests:
             if len(r) > cfg.request_bytes_max or not self.request_ok(r):
-                return False
-        return self.digest(requests) == digest
+                return "batch-with-inadmissible-request"
+        if self.digest(requests) != digest:
+            return "batch-digest-mismatch"
+        return None
 
     def votes(
         self, envelopes: Iterable[Envelope], kind: str, view: int, sequence: int, digest: bytes

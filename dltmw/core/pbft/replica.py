@@ -131,6 +131,7 @@ class Replica(Checkpoints):
         if rid in self.executed_ids or rid in self.pending:
             return
         if len(request) > self.config.request_bytes_max or not self.checker.request_ok(request):
+            self.drop("inadmissible-request")
             self._replies.append(Rejected(rid, "INVALID_REQUEST"))
             return
         if len(self.pending) >= self.config.pending_max:
@@ -216,8 +217,11 @@ class Replica(Checkpoints):
                 self.start_view_change(self.view + 1)
             return
         requests = tuple(pp.requests)
-        if not self.checker.batch_ok(pp.digest, requests):
-            self.drop("bad-batch")
+        error = self.checker.batch_error(pp.digest, requests)
+        if error is not None:
+            # Not prepared, so never ordered; a primary that insists leaves the requests that
+            # correct replicas hold pending, and their request timer replaces it (view change).
+            self.drop(error)
             return
         ids = self.ids_of(requests)
         if any(rid in self.executed_ids for rid in ids):

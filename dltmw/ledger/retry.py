@@ -1,0 +1,212 @@
+"""Write transactions that survive transient storage faults: retried whole, then a loud stop.
+
+Why at the store, not in the loops above it. Every durable write of a node is ONE sqlite
+transaction (`BEGIN IMMEDIATE` … `COMMIT`). When one fails, it is rolled back here before anything
+else happens, so the database is exactly as before and running the same transaction again is safe;
+nobody above has been told anything yet (persist, then send, then reply). Retrying a whole driver
+loop instead would be wrong: its core has already moved on to the state the failed write was to
+make durable. So the retry lives here, around the one transaction, and the loops above see a write
+that was slow — or, once the budget is spent, `StorageUnavailable`, which stops the node (see
+`runtime/tasks.py`); its keeper restarts it from what is durable.
+
+Transient: sqlite busy/locked (another process holds the write lock longer than the connection's
+busy timeout), I/O errors that may pass, and a full disk (someone may free space). Everything else
+(a constraint violation, a corrupt file, a programming error) is not retried.
+
+Attempts back off exponentially with jitter (tenacity), capped at `RetryPolicy.max_s`, for at most
+`RetryPolicy.budget_s`; each failure is logged as a warning at once, then at most once per
+`LOG_EVERY_S` per transaction name (with the number suppressed), so a long outage cannot flood
+the log. Failpoints (`failpoints.py`) fire inside the transaction, before COMMIT.
+
+An ambiguous COMMIT failure (an I/O error after the data reached the disk) makes the retry hit
+the transaction's own primary key (a block number, a queue sequence, a spent state) — an
+IntegrityError, which is not transient, so the node stops and restarts from what is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiosqlite
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from dltmw.ledger import failpoints
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT_CODES = frozenset({5, 6, 10, 13})  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL
+TRANSIENT_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+)
+LOG_EVERY_S = 10.0
+
+
+class StorageUnavailable(Exception):
+    """A write kept failing with transient errors for the whole retry budget: stop the node."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a store retries one write transaction (from node.toml `[storage]`)."""
+
+    first_s: float = 0.05
+    max_s: float = 2.0
+    budget_s: float = 60.0
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def is_transient_storage_error(exc: BaseException) -> bool:
+    """Is `exc` a sqlite failure that may pass (busy/locked, I/O, disk full)?"""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in TRANSIENT_CODES
+    return str(exc).lower().startswith(TRANSIENT_MESSAGES)
+
+
+class LogThrottle:
+    """At most one log line per key per `interval_s` (the first at once); thread-safe."""
+
+    def __init__(self, interval_s: float = LOG_EVERY_S, keys_max: int = 1024) -> None:
+        self._interval_s = interval_s
+        self._keys_max = keys_max
+        self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed since)
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> int | None:
+        """None: stay quiet; else log now, mentioning the returned number of suppressed lines."""
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._state.get(key, (float("-inf"), 0))
+            if now - last < self._interval_s:
+                self._state[key] = (last, suppressed + 1)
+                return None
+            if len(self._state) >= self._keys_max and key not in self._state:
+                self._state.clear()  # bounded: forgetting only makes the next line come sooner
+            self._state[key] = (now, 0)
+            return suppressed
+
+
+_THROTTLE = LogThrottle()
+
+
+def _warn(name: str, state: RetryCallState) -> None:
+    suppressed = _THROTTLE.admit(name)
+    if suppressed is None or state.outcome is None:
+        return
+    exc = state.outcome.exception()
+    delay = state.upcoming_sleep
+    more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+    logger.warning(
+        "storage write %s failed: %s; retrying in %.2f s (attempt %d, %.1f s so far)%s",
+        name,
+        exc,
+        delay,
+        state.attempt_number,
+        state.seconds_since_start or 0.0,
+        more,
+    )
+
+
+def _settings(name: str, policy: RetryPolicy) -> dict[str, object]:
+    return {
+        "retry": retry_if_exception(is_transient_storage_error),
+        "stop": stop_after_delay(policy.budget_s),
+        "wait": wait_exponential_jitter(
+            multiplier=policy.first_s, max=policy.max_s, jitter=policy.first_s
+        ),
+        "before_sleep": lambda state: _warn(name, state),
+        "reraise": True,
+    }
+
+
+def _exhausted(name: str, policy: RetryPolicy, exc: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"storage write {name} kept failing for {policy.budget_s:.0f} s: {exc}"
+    )
+
+
+def write_sync(
+    conn: sqlite3.Connection,
+    name: str,
+    body: Callable[[sqlite3.Connection], T],
+    policy: RetryPolicy = DEFAULT_RETRY,
+) -> T:
+    """`body` inside BEGIN IMMEDIATE … COMMIT on a sqlite3 connection (a store's own thread),
+    retried whole on transient errors; raises StorageUnavailable when the budget is spent."""
+
+    def attempt() -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            failpoints.hit(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    try:
+        for tried in Retrying(**_settings(name, policy)):  # type: ignore[arg-type]
+            with tried:
+                return attempt()
+    except sqlite3.OperationalError as exc:
+        if is_transient_storage_error(exc):
+            raise _exhausted(name, policy, exc) from exc
+        raise
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+async def write_async(
+    conn: aiosqlite.Connection,
+    name: str,
+    body: Callable[[aiosqlite.Connection], Awaitable[T]],
+    policy: RetryPolicy = DEFAULT_RETRY,
+) -> T:
+    """`write_sync` for an aiosqlite connection (one awaited thread hop per statement)."""
+
+    async def attempt() -> T:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = await body(conn)
+            failpoints.hit(name)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
+            raise
+        return result
+
+    try:
+        async for tried in AsyncRetrying(**_settings(name, policy)):  # type: ignore[arg-type]
+            with tried:
+                return await attempt()
+    except sqlite3.OperationalError as exc:
+        if is_transient_storage_error(exc):
+            raise _exhausted(name, policy, exc) from exc
+        raise
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover

@@ -1,0 +1,120 @@
+"""Which requests a PBFT-lite orderer replica lets into its log: the ordering rule, cached.
+
+PBFT-lite orders requests as opaque bytes; the core asks an injected predicate
+(`Replica(request_ok=...)`) before it keeps a client or forwarded request and before it
+prepares a pre-prepare, and it refuses a batch holding one inadmissible request. This module
+builds that predicate for an ordering channel from Broadcast's own admission
+(`core/txcheck.check_orderable`: parse, canonical encoding, header fields, tx_id, channel,
+timestamp range, orderable type, member creator with a valid signature) plus the size bound,
+so a faulty orderer cannot get junk ordered by forwarding it or by proposing it as primary.
+
+The clock, and why it is left out. The predicate must give the same verdict on every honest
+replica, now and later: a backup that refused a pre-prepare another backup prepared would
+trigger needless view changes, and a prepared or committed certificate carried in a view
+change or a state transfer is re-checked with it, so a verdict that changed with time could
+stall recovery. Hence the creator's certificate is judged at the header timestamp (as peers do
+at commit) and the time window is NOT checked here. The window is enforced where a client hands
+the envelope in (Broadcast on the orderer it calls). A faulty orderer cannot create member-signed
+envelopes; the most it can do past this rule is delay or replay envelopes it saw — a replay has
+the same bytes, so PBFT-lite dedups it (and peers mark DUPLICATE_TXID), and a delayed one is what
+a slow client could also send.
+
+Verdicts are cached by request id (SHA-256 of the bytes; the verdict is a function of the bytes
+alone), so the checks run once per request per replica however often a request comes back in
+forwards, pre-prepares, view changes and retransmissions; the replica servicer `warm`s the cache
+on a worker thread before it hands forwarded requests and pre-prepares to the core, so the
+signature checks stay off the event loop. Refusals are counted by reason and
+logged at most once per `LOG_EVERY_S` (a faulty orderer can send many; the log must not be its
+amplifier), without tracebacks: bad input is not a fault of this node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+
+from dltmw.core.channel import ChannelView
+from dltmw.core.errors import ClientError
+from dltmw.core.pbft import request_id
+from dltmw.core.txcheck import check_orderable
+
+logger = logging.getLogger(__name__)
+
+CACHE_MAX = 16_384
+LOG_EVERY_S = 10.0
+
+
+class RequestAdmission:
+    """The ordering rule of one channel as a `request_ok` predicate (see the module docstring)."""
+
+    def __init__(
+        self,
+        view: ChannelView,
+        size_max: int,
+        clock: Callable[[], float] = time.monotonic,
+        cache_max: int = CACHE_MAX,
+    ) -> None:
+        self._views = {view.channel_id: view}
+        self._size_max = size_max
+        self._clock = clock
+        self._cache_max = cache_max
+        self._verdicts: OrderedDict[bytes, str] = OrderedDict()  # request id -> "" or reason
+        self._lock = threading.Lock()  # the verdict cache may be warmed from a thread pool
+        self.refused: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()
+        self._logged_at = -LOG_EVERY_S
+
+    def reason(self, request: bytes) -> str:
+        """Why `request` may not be ordered ("" when it may)."""
+        rid = request_id(request)
+        with self._lock:
+            cached = self._verdicts.get(rid)
+        if cached is not None:
+            return cached
+        verdict = self._judge(request)
+        with self._lock:
+            self._verdicts[rid] = verdict
+            if len(self._verdicts) > self._cache_max:
+                self._verdicts.popitem(last=False)
+        return verdict
+
+    def warm(self, requests: Sequence[bytes]) -> None:
+        """Judge `requests` ahead of the core (on a worker thread: `cryptography` releases the
+        GIL, so signature checks run off the event loop and in parallel)."""
+        for request in requests:
+            self.reason(request)
+
+    def __call__(self, request: bytes) -> bool:
+        """The `request_ok` of the replica core: admissible or not (refusals are counted)."""
+        verdict = self.reason(request)
+        if verdict:
+            self._count(verdict)
+        return not verdict
+
+    def _judge(self, request: bytes) -> str:
+        if len(request) > self._size_max:
+            return "TOO_LARGE"
+        try:
+            check_orderable(request, self._views)
+        except ClientError as exc:
+            return exc.reason_name
+        return ""
+
+    def _count(self, reason: str) -> None:
+        self.refused[reason] += 1
+        self._unlogged[reason] += 1
+        now = self._clock()
+        if now - self._logged_at < LOG_EVERY_S:
+            return
+        self._logged_at = now
+        summary = ", ".join(f"{r} x{n}" for r, n in sorted(self._unlogged.items()))
+        self._unlogged.clear()
+        logger.warning(
+            "refused inadmissible requests to order on %s (forwarded or proposed by another "
+            "orderer, or submitted): %s",
+            next(iter(self._views)),
+            summary,
+        )
