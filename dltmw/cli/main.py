@@ -1,4 +1,4 @@
-"""`dltmw` — init, up, down, start, stop, restart, invoke, query, events, demo, bench.
+"""`dltmw` — init, up, down, start, stop, restart, invoke, query, events, demo, bench, audit.
 
 Typer gives typed options and help text for free; rich renders the tables.
 """
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
 from dltmw.client import GatewayClient
 from dltmw.pki.network import init_network
@@ -186,6 +187,7 @@ def demo(
 
 
 app.command()(bench_command)
+app.command()(audit_command)
 
 
 def main() -> None:

@@ -13,6 +13,13 @@ All access runs on one dedicated thread with one sqlite3 connection (WAL, synchr
 default); each public method is one thread round trip and at most one transaction. A block's
 private effects (state writes, ptx rows, the cursor) are one transaction, so a crash re-executes
 either all of a block or none of it.
+
+Private state hash (tamper evidence, as for the public state: `core/statehash.py`). Writes keep
+a multiset accumulator of `pstate` up to date (`pstate_acc`, one row) and every block that
+changed the private state stores its hash (`pstate_hashes`), in the block's transaction, O(its
+writes). `audit` recomputes the hash from the table. Private states legitimately differ between
+nodes (each holds only the payloads it is a recipient of), so nodes are compared per private
+transaction (`ptxs.state_hash`), and each node's table against its own stored hash.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.core.statehash import StateAccumulator, accumulate
 from dltmw.ledger.durability import durable_pragmas
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 
@@ -45,7 +54,11 @@ CREATE TABLE IF NOT EXISTS ptxs (
     tx_index INTEGER NOT NULL, status INTEGER NOT NULL, state_hash BLOB NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pstate_hashes (
+    block_number INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pstate_acc (id INTEGER PRIMARY KEY CHECK (id = 0), acc BLOB NOT NULL);
 """
+AUDIT_PAGE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class PrivateTxn:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._acc: StateAccumulator | None = None  # loaded at the first write
+        self._changed = False
 
     def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
         """Private value and version of a key (including this transaction's writes)."""
@@ -102,8 +117,17 @@ class PrivateTxn:
         return None if row is None else bytes(row[0])
 
     def apply(self, writes: Iterable[StateWrite]) -> None:
-        """Apply private state writes."""
+        """Apply private state writes (and update the state accumulator with them)."""
+        if self._acc is None:
+            row = self._conn.execute("SELECT acc FROM pstate_acc").fetchone()
+            self._acc = StateAccumulator() if row is None else StateAccumulator.from_bytes(row[0])
         for w in writes:
+            before = self.get(w.namespace, w.key)
+            if before is not None:
+                self._acc = self._acc.remove(w.namespace, w.key, *before)
+            if w.value is not None:
+                self._acc = self._acc.add(w.namespace, w.key, w.value, w.version)
+            self._changed = True
             if w.value is None:
                 self._conn.execute(
                     "DELETE FROM pstate WHERE namespace=? AND key=?", (w.namespace, w.key)
@@ -129,7 +153,17 @@ class PrivateTxn:
         )
 
     def set_cursor(self, next_block: int) -> None:
-        """Every block below `next_block` has been executed."""
+        """Every block below `next_block` has been executed; if this transaction changed the
+        private state, its hash is stored as that of block next_block-1."""
+        if self._changed and self._acc is not None:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO pstate_hashes VALUES (?,?)",
+                (next_block - 1, self._acc.digest()),
+            )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO pstate_acc VALUES (0,?)", (self._acc.to_bytes(),)
+            )
+            self._changed = False
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (next_block,))
 
 
@@ -161,6 +195,7 @@ class PrivateStore:
         for pragma in durable_pragmas(self._synchronous):
             conn.execute(pragma)
         conn.executescript(SCHEMA)
+        _migrate_state_hash(conn, self.path)
         self._conn = conn
 
     async def close(self) -> None:
@@ -290,6 +325,8 @@ class PrivateStore:
             conn = self._db()
             conn.execute("DELETE FROM pstate")
             conn.execute("DELETE FROM ptxs")
+            conn.execute("DELETE FROM pstate_hashes")
+            conn.execute("DELETE FROM pstate_acc")
             txn.set_cursor(0)
 
         await self.transaction(run, "privacy.reset")
@@ -304,3 +341,61 @@ class PrivateStore:
             return {r[0]: bytes(r[1]) for r in rows}
 
         return await self._call(run)
+
+    async def audit(self, after: bytes, limit: int) -> PrivateAudit:
+        """What `dltmw audit` compares (one store-thread call, so one consistent view): the
+        stored and the recomputed private-state hash, and up to `limit` private transactions
+        with payload hash > `after`, by hash. O(private state) for the recomputation."""
+        page = max(1, min(limit, AUDIT_PAGE_MAX))
+
+        def run() -> PrivateAudit:
+            conn = self._db()
+            row = conn.execute("SELECT value FROM meta WHERE name='cursor'").fetchone()
+            latest = conn.execute(
+                "SELECT state_hash FROM pstate_hashes ORDER BY block_number DESC LIMIT 1"
+            ).fetchone()
+            rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
+            recomputed = accumulate((r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows)
+            txs = conn.execute(
+                "SELECT payload_hash, tx_id, block_number, tx_index, status, state_hash FROM ptxs"
+                " WHERE payload_hash>? ORDER BY payload_hash LIMIT ?",
+                (after, page + 1),
+            ).fetchall()
+            records = tuple(
+                (bytes(r[0]), PrivateTxRecord(str(r[1]), r[2], r[3], r[4], bytes(r[5])))
+                for r in txs[:page]
+            )
+            return PrivateAudit(
+                cursor=0 if row is None else int(row[0]),
+                stored_state_hash=(
+                    StateAccumulator().digest() if latest is None else bytes(latest[0])
+                ),
+                recomputed_state_hash=recomputed.digest(),
+                txs=records,
+                next_after=records[-1][0] if len(txs) > page else b"",
+            )
+
+        return await self._call(run)
+
+
+@dataclass(frozen=True)
+class PrivateAudit:
+    """One store's audit view: see `PrivateStore.audit`."""
+
+    cursor: int
+    stored_state_hash: bytes
+    recomputed_state_hash: bytes
+    txs: tuple[tuple[bytes, PrivateTxRecord], ...]  # (payload hash, record)
+    next_after: bytes  # b"" on the last page
+
+
+def _migrate_state_hash(conn: sqlite3.Connection, path: Path) -> None:
+    """A store older than private-state hashes gets its accumulator from its table; one that has
+    stored hashes but lost the accumulator row was edited (recomputing would hide the edit)."""
+    if conn.execute("SELECT 1 FROM pstate_acc").fetchone() is not None:
+        return
+    if conn.execute("SELECT 1 FROM pstate_hashes LIMIT 1").fetchone() is not None:
+        raise InvariantViolation(f"{path}: private state accumulator missing (file edited?)")
+    rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
+    acc = accumulate((r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows)
+    conn.execute("INSERT INTO pstate_acc VALUES (0,?)", (acc.to_bytes(),))

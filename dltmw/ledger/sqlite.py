@@ -12,6 +12,16 @@ many small synchronous reads; it runs inside `read_snapshot`, on a dedicated rea
 its own sqlite3 connection, inside one read transaction, so a simulation sees one consistent
 committed state (WAL snapshot isolation) while commits proceed. Point reads of the tx index
 (duplicate checks, commit status) take the same path, many ids per hop (`tx_records`).
+
+State hash (tamper evidence, `core/statehash.py`). Every committed block stores the hash of the
+world state it leaves (`state_hashes`), computed in the same transaction from the previous
+accumulator (`state_acc`, one row) and the old entries of the keys the block writes, read inside
+that transaction: O(writes of the block). `dltmw audit` recomputes it from the state table
+(`ledger/audit.py`) and compares it with the stored one and with other peers'. A ledger file made
+before state hashes existed gets its accumulator computed from its table on first open (and a
+stored hash from that height on only; the heights below have none, and audit compares from the
+first height every peer has one). Orderer ledgers store the hash of their (empty) state too: the
+rows cost 40 bytes per block and keep one code path.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
+from dltmw.ledger.audit import LedgerAudit, read_audit
 from dltmw.ledger.durability import durable_pragmas
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
 from dltmw.v1 import block_pb2
@@ -48,7 +60,19 @@ CREATE TABLE IF NOT EXISTS state (
     block_number INTEGER NOT NULL, tx_index INTEGER NOT NULL,
     PRIMARY KEY (namespace, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, envelope BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state_hashes (
+    block_number INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state_acc (
+    id INTEGER PRIMARY KEY CHECK (id = 0), block_number INTEGER NOT NULL, acc BLOB NOT NULL,
+    state_hash BLOB NOT NULL);
+-- One statement per block stores both (each statement is a ~0.1 ms thread hop): writing the
+-- accumulator row appends its hash to the per-block history.
+CREATE TRIGGER IF NOT EXISTS state_hash_history AFTER INSERT ON state_acc BEGIN
+    INSERT OR REPLACE INTO state_hashes VALUES (NEW.block_number, NEW.state_hash);
+END;
 """
+# Keys per old-entry SELECT: well under SQLITE_MAX_VARIABLE_NUMBER.
+OLD_ENTRIES_CHUNK = 8000
 
 
 @dataclass(frozen=True)
@@ -108,8 +132,11 @@ class ChannelLedger:
         self._retry = retry
         self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read")
         self._reader: sqlite3.Connection | None = None
+        self._audit_lock = asyncio.Lock()
         self.height = 0
         self.last_hash = ZERO_HASH
+        self._acc = StateAccumulator()
+        self.state_hash = self._acc.digest()  # stored with block height-1
 
     @classmethod
     async def open(
@@ -124,7 +151,14 @@ class ChannelLedger:
             await conn.execute(pragma)
         await conn.executescript(SCHEMA)
         ledger = cls(path, conn, synchronous, retry)
-        await ledger._verify_chain()
+        try:
+            await ledger._verify_chain()
+            await ledger._load_state_hash()
+        except BaseException:
+            # Close before raising: the connection's thread would otherwise keep a node that
+            # refuses to start (broken chain, missing state hash) from exiting.
+            await ledger.close()
+            raise
         return ledger
 
     async def close(self) -> None:
@@ -154,6 +188,68 @@ class ChannelLedger:
                 previous, expected = bytes(stored_hash), expected + 1
         self.height, self.last_hash = expected, previous
 
+    async def _load_state_hash(self) -> None:
+        """The accumulator of the last block; computed from the table for a pre-hash file."""
+        async with self._conn.execute("SELECT block_number, acc FROM state_acc") as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            if row[0] != self.height - 1:
+                raise InvariantViolation(
+                    f"{self.path}: state hash stored for block {row[0]}, height is {self.height}"
+                )
+            self._acc = StateAccumulator.from_bytes(bytes(row[1]))
+        elif self.height > 0:
+            await self._migrate_state_hash()
+        self.state_hash = self._acc.digest()
+
+    async def _migrate_state_hash(self) -> None:
+        """A ledger file older than state hashes: start the accumulator from its table. Only
+        when it has no stored state hash at all — a file that has some but lost the accumulator
+        row was edited, and recomputing would hide the edit."""
+        async with self._conn.execute("SELECT COUNT(*) FROM state_hashes") as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0]:
+            raise InvariantViolation(f"{self.path}: state accumulator missing (file edited?)")
+        async with self._conn.execute(
+            "SELECT namespace, key, value, block_number, tx_index FROM state"
+        ) as cur:
+            rows = [(r[0], r[1], bytes(r[2]), Version(r[3], r[4])) async for r in cur]
+        self._acc = accumulate(rows)
+        number, acc = self.height - 1, self._acc
+        await write_async(
+            self._conn,
+            "ledger.migrate_state_hash",
+            lambda _conn: self._store_state_hash(number, acc),
+            self._retry,
+        )
+
+    async def _store_state_hash(self, number: int, acc: StateAccumulator) -> None:
+        """The accumulator, and (by the schema's trigger) the hash of block `number`."""
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO state_acc VALUES (0,?,?,?)",
+            (number, acc.to_bytes(), acc.digest()),
+        )
+
+    async def _old_entries(self, refs: Sequence[KeyRef]) -> dict[KeyRef, tuple[bytes, Version]]:
+        """The current entries of `refs` (inside the caller's write transaction). One query per
+        namespace and chunk, `key IN (...)`: a primary-key lookup per key (a row-value
+        `(namespace, key) IN (VALUES ...)` is planned as a scan of the whole table)."""
+        by_namespace: dict[str, list[str]] = {}
+        for namespace, key in refs:
+            by_namespace.setdefault(namespace, []).append(key)
+        found: dict[KeyRef, tuple[bytes, Version]] = {}
+        for namespace, keys in by_namespace.items():
+            for i in range(0, len(keys), OLD_ENTRIES_CHUNK):
+                chunk = keys[i : i + OLD_ENTRIES_CHUNK]
+                rows = await self._conn.execute_fetchall(
+                    "SELECT key, value, block_number, tx_index FROM state"
+                    f" WHERE namespace=? AND key IN ({','.join('?' * len(chunk))})",
+                    [namespace, *chunk],
+                )
+                for r in rows:
+                    found[(namespace, r[0])] = (bytes(r[1]), Version(r[2], r[3]))
+        return found
+
     async def commit_block(
         self,
         block: block_pb2.Block,
@@ -161,33 +257,43 @@ class ChannelLedger:
         writes: Iterable[StateWrite] = (),
         consumed_seq: int = 0,
     ) -> None:
-        """Append `block` (its metadata already holds this node's codes) and all its effects."""
+        """Append `block` (its metadata already holds this node's codes) and all its effects,
+        with the hash of the state it leaves, in one transaction."""
         number = block.header.number
         if number != self.height:
             raise InvariantViolation(f"commit of block {number} at height {self.height}")
         digest = block_hash(block)
         codes = list(block.metadata.validation_codes)
         rows = [(t, number, i, codes[i] if codes else 0) for i, t in enumerate(tx_ids) if t]
+        # Only the last write to a key counts (a delete and a later rewrite in one block must
+        # leave the rewrite, whatever order the upserts and deletes below run in).
+        final = final_writes(writes)
         upserts = [
             (w.namespace, w.key, w.value, w.version.block_number, w.version.tx_index)
-            for w in writes
+            for w in final.values()
             if w.value is not None
         ]
-        deletes = [(w.namespace, w.key) for w in writes if w.value is None]
+        deletes = [(w.namespace, w.key) for w in final.values() if w.value is None]
         data = block.SerializeToString()
 
-        async def write(conn: aiosqlite.Connection) -> None:
+        async def write(conn: aiosqlite.Connection) -> StateAccumulator:
+            old = await self._old_entries(list(final)) if final else {}
+            acc = advance(self._acc, old, final)
             await conn.execute(
                 "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)", (number, digest, data)
             )
             await conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
             await conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
-            await conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
+            if deletes:
+                await conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
+            await self._store_state_hash(number, acc)
             if consumed_seq:
                 await conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
+            return acc
 
-        await write_async(self._conn, "ledger.commit_block", write, self._retry)
+        acc = await write_async(self._conn, "ledger.commit_block", write, self._retry)
         self.height, self.last_hash = number + 1, digest
+        self._acc, self.state_hash = acc, acc.digest()
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""
@@ -254,6 +360,14 @@ class ChannelLedger:
             }
 
         return await self.read_snapshot(read)
+
+    async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
+        """`ledger/audit.py` `read_audit` on a worker thread, one audit at a time per ledger
+        (a recomputation scans the whole state table)."""
+        async with self._audit_lock:
+            return await asyncio.to_thread(
+                read_audit, self.path, list(numbers), chain_from, recompute
+            )
 
     async def read_snapshot(self, fn: Callable[[SnapshotReader], T]) -> T:
         """Run `fn` on the reader thread inside one read transaction."""

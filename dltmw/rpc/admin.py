@@ -1,17 +1,38 @@
-"""AdminService servicer: joining channels and node status."""
+"""AdminService servicer: joining channels, node status and audit views."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.core.txcheck import parse
 from dltmw.rpc.guard import Ctx, admit_query, require, unary
-from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc, block_pb2, errors_pb2
+from dltmw.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    block_pb2,
+    errors_pb2,
+    identity_pb2,
+)
 
 R = errors_pb2
 A = admin_service_pb2
+
+
+class AuditSource(Protocol):
+    """What Audit needs from the node (runtime/audit.py `Auditor`)."""
+
+    def membership(self, channel_id: str) -> Membership | None:
+        """The channel's member organisations, or None if not served."""
+        ...
+
+    async def report(self, query: A.AuditQuery) -> A.AuditResponse:
+        """The node's audit view of the queried channel."""
+        ...
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
@@ -23,11 +44,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         window_s: float,
         join: Callable[[block_pb2.Block], Awaitable[str]],
         status: Callable[[], A.NodeStatusResponse],
+        audit: AuditSource | None = None,
     ) -> None:
         self._own_org = own_org
         self._window_s = window_s
         self._join = join
         self._status = status
+        self._audit = audit
 
     @unary
     async def JoinChannel(
@@ -52,3 +75,32 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         query = parse(A.NodeStatusQuery, request.query, "query")
         admit_query(context, query, request.query, request.signature, self._own_org, self._window_s)
         return self._status()
+
+    @unary
+    async def Audit(self, request: A.AuditRequest, context: Ctx) -> A.AuditResponse:
+        """The node's audit view of a channel (admins of its org or of a channel member org)."""
+        require(bool(request.query), "query")
+        query = parse(A.AuditQuery, request.query, "query")
+        require(bool(query.channel_id), "query.channel_id")
+        members = None if self._audit is None else self._audit.membership(query.channel_id)
+        if self._audit is None or members is None:
+            raise ClientError(
+                R.ERROR_REASON_CHANNEL_NOT_FOUND, f"channel {query.channel_id!r} is not served"
+            )
+        org = _claimed_org(query.requester)
+        membership = members if org in members.org_ids else self._own_org
+        who = admit_query(
+            context, query, request.query, request.signature, membership, self._window_s
+        )
+        if "admin" not in who.roles:
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "Audit needs an admin identity")
+        return await self._audit.report(query)
+
+
+def _claimed_org(requester: bytes) -> str:
+    """The organisation a serialised Identity names (unverified: only to pick the roots that
+    then verify it; "" when it does not parse, and verification then refuses it)."""
+    try:
+        return identity_pb2.Identity.FromString(requester).org_id
+    except DecodeError:
+        return ""

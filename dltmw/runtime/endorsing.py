@@ -218,9 +218,12 @@ def _prepare(job: _Job) -> EndorseResult:
     decision, responses = job.decision, job.responses
     if decision.result is not PolicyResult.SATISFIED:
         refused = [r for r in responses.values() if r.response.status != 200]
-        if refused:
+        if refused and len(refused) == len(responses):
             raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, refused[0].response.message)
-        if decision.mismatch:
+        # Some endorsers refused and others endorsed: contracts are deterministic, so they
+        # simulated on different heights (one had not committed the latest block yet) — the
+        # same signed proposal usually agrees a moment later, as for differing results.
+        if refused or decision.mismatch:
             raise PeerError(
                 R.ERROR_REASON_ENDORSEMENT_MISMATCH, "endorsers returned different results; retry"
             )

@@ -45,6 +45,7 @@ from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.addressbook import AddressBook
+from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.gateway import Gateway
@@ -109,6 +110,7 @@ class Node:
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         self.utxo = UtxoServices(config, self.ctx, self._pool)
+        self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -167,7 +169,7 @@ class Node:
         everywhere), so nothing answers for a role a node does not have."""
         limits = self.config.limits
         window, wait = limits.timestamp_window_s, limits.commit_wait_s
-        admin = AdminServicer(self.own_org, window, self.join_from_admin, self.status)
+        admin = AdminServicer(self.own_org, window, self.join_from_admin, self.status, self.auditor)
         out: list[tuple[ServiceDescriptor, object]] = [
             (_service(admin_service_pb2, "AdminService"), admin),
             (_service(health_pb2, "Health"), self._health),

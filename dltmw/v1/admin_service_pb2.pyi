@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import privacy_manager_service_pb2 as _privacy_manager_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -226,3 +227,252 @@ class NodeStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeStatusResponse: _TypeAlias = NodeStatusResponse  # noqa: Y015
+
+@_typing.final
+class AuditQuery(_message.Message):
+    """AuditQuery asks a node for the audit view of one channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    BLOCK_NUMBERS_FIELD_NUMBER: _builtins.int
+    STATE_CHAIN_FROM_FIELD_NUMBER: _builtins.int
+    RECOMPUTE_FIELD_NUMBER: _builtins.int
+    PRIVATE_AFTER_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel to audit."""
+    state_chain_from: _builtins.int
+    """First block of the running hash over stored state hashes reported as AuditPoint.state_chain
+    (the lowest block every audited peer has a stored state hash for).
+    """
+    recompute: _builtins.bool
+    """Whether to recompute the state hash from the state table (O(state) on the node)."""
+    private_after: _builtins.bytes
+    """Private transactions are reported in pages ordered by payload hash: those with a payload hash
+    greater than this ("" = from the first).
+    """
+    requester: _builtins.bytes
+    """Serialised Identity of the requester (an admin)."""
+    @_builtins.property
+    def block_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Block numbers whose hashes to report (at most 1024; numbers at or above the height are
+        ignored).
+        """
+
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Request time, checked against the window."""
+
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        block_numbers: _abc.Iterable[_builtins.int] | None = ...,
+        state_chain_from: _builtins.int = ...,
+        recompute: _builtins.bool = ...,
+        private_after: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_numbers", b"block_numbers", "channel_id", b"channel_id", "private_after", b"private_after", "recompute", b"recompute", "requester", b"requester", "state_chain_from", b"state_chain_from", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditQuery: _TypeAlias = AuditQuery  # noqa: Y015
+
+@_typing.final
+class AuditRequest(_message.Message):
+    """AuditRequest is a signed AuditQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised AuditQuery."""
+    signature: _builtins.bytes
+    """The requester's signature over `query` exactly."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditRequest: _TypeAlias = AuditRequest  # noqa: Y015
+
+@_typing.final
+class AuditPoint(_message.Message):
+    """AuditPoint is the node's hashes at one height."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    BLOCK_HASH_FIELD_NUMBER: _builtins.int
+    STATE_HASH_FIELD_NUMBER: _builtins.int
+    STATE_CHAIN_FIELD_NUMBER: _builtins.int
+    block_number: _builtins.int
+    """The block number."""
+    block_hash: _builtins.bytes
+    """Hash of that block (header hash)."""
+    state_hash: _builtins.bytes
+    """State hash stored with that block ("" when none is stored: a ledger file older than state
+    hashes, or not a peer).
+    """
+    state_chain: _builtins.bytes
+    """SHA-256 chain over the stored state hashes from AuditQuery.state_chain_from to this block:
+    c(n) = SHA-256(c(n-1) || state_hash(n)), c(from-1) = 32 zero bytes ("" below `from`). Two
+    nodes' chains differ from the first height where their stored state hashes differ on.
+    """
+    def __init__(
+        self,
+        *,
+        block_number: _builtins.int = ...,
+        block_hash: _builtins.bytes = ...,
+        state_hash: _builtins.bytes = ...,
+        state_chain: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_hash", b"block_hash", "block_number", b"block_number", "state_chain", b"state_chain", "state_hash", b"state_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditPoint: _TypeAlias = AuditPoint  # noqa: Y015
+
+@_typing.final
+class PrivateTxAudit(_message.Message):
+    """PrivateTxAudit is one private transaction as this node's private executor recorded it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    TX_INDEX_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATE_HASH_FIELD_NUMBER: _builtins.int
+    payload_hash: _builtins.bytes
+    """SHA-256 of the payload's ciphertext (what the ledger carries)."""
+    block_number: _builtins.int
+    """Block of the private transaction."""
+    tx_index: _builtins.int
+    """Position of the private transaction in its block."""
+    status: _privacy_manager_service_pb2.PrivateTxStatus.ValueType
+    """What the executor recorded."""
+    state_hash: _builtins.bytes
+    """The private-state hash of the transaction's outcome (see PrivateStateHashResponse)."""
+    def __init__(
+        self,
+        *,
+        payload_hash: _builtins.bytes = ...,
+        block_number: _builtins.int = ...,
+        tx_index: _builtins.int = ...,
+        status: _privacy_manager_service_pb2.PrivateTxStatus.ValueType = ...,
+        state_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_number", b"block_number", "payload_hash", b"payload_hash", "state_hash", b"state_hash", "status", b"status", "tx_index", b"tx_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrivateTxAudit: _TypeAlias = PrivateTxAudit  # noqa: Y015
+
+@_typing.final
+class AuditResponse(_message.Message):
+    """AuditResponse is one node's audit view of one channel, read from one consistent snapshot of
+    each store.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    HAS_STATE_FIELD_NUMBER: _builtins.int
+    STATE_HASHES_FROM_FIELD_NUMBER: _builtins.int
+    STORED_STATE_HASH_FIELD_NUMBER: _builtins.int
+    RECOMPUTED_STATE_HASH_FIELD_NUMBER: _builtins.int
+    HAS_PRIVATE_FIELD_NUMBER: _builtins.int
+    PRIVATE_HEIGHT_FIELD_NUMBER: _builtins.int
+    PRIVATE_STORED_STATE_HASH_FIELD_NUMBER: _builtins.int
+    PRIVATE_RECOMPUTED_STATE_HASH_FIELD_NUMBER: _builtins.int
+    PRIVATE_TXS_FIELD_NUMBER: _builtins.int
+    PRIVATE_NEXT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node's id."""
+    channel_id: _builtins.str
+    """The audited channel."""
+    height: _builtins.int
+    """Number of blocks held (last block number + 1)."""
+    has_state: _builtins.bool
+    """Whether the node keeps a world state for the channel (a peer); the state fields below are
+    meaningful only then.
+    """
+    state_hashes_from: _builtins.int
+    """Lowest block with a stored state hash."""
+    stored_state_hash: _builtins.bytes
+    """State hash stored with block height-1."""
+    recomputed_state_hash: _builtins.bytes
+    """State hash recomputed from the state table in the same snapshot ("" unless asked)."""
+    has_private: _builtins.bool
+    """Whether the node runs a privacy manager for the channel; the private fields below are
+    meaningful only then.
+    """
+    private_height: _builtins.int
+    """Every block below it has been looked at by the private executor."""
+    private_stored_state_hash: _builtins.bytes
+    """Private-state hash stored with the last block that changed the private state."""
+    private_recomputed_state_hash: _builtins.bytes
+    """Private-state hash recomputed from the private state table (same store snapshot)."""
+    private_next: _builtins.bytes
+    """Where the next page starts ("" when this was the last page)."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Roles the node plays on this channel ("peer", "orderer")."""
+
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditPoint]:
+        """The asked heights below `height`, in increasing order."""
+
+    @_builtins.property
+    def private_txs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrivateTxAudit]:
+        """A page of private transactions (payload hash > AuditQuery.private_after), by payload hash."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        channel_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        height: _builtins.int = ...,
+        points: _abc.Iterable[Global___AuditPoint] | None = ...,
+        has_state: _builtins.bool = ...,
+        state_hashes_from: _builtins.int = ...,
+        stored_state_hash: _builtins.bytes = ...,
+        recomputed_state_hash: _builtins.bytes = ...,
+        has_private: _builtins.bool = ...,
+        private_height: _builtins.int = ...,
+        private_stored_state_hash: _builtins.bytes = ...,
+        private_recomputed_state_hash: _builtins.bytes = ...,
+        private_txs: _abc.Iterable[Global___PrivateTxAudit] | None = ...,
+        private_next: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "has_private", b"has_private", "has_state", b"has_state", "height", b"height", "node_id", b"node_id", "points", b"points", "private_height", b"private_height", "private_next", b"private_next", "private_recomputed_state_hash", b"private_recomputed_state_hash", "private_stored_state_hash", b"private_stored_state_hash", "private_txs", b"private_txs", "recomputed_state_hash", b"recomputed_state_hash", "roles", b"roles", "state_hashes_from", b"state_hashes_from", "stored_state_hash", b"stored_state_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditResponse: _TypeAlias = AuditResponse  # noqa: Y015

@@ -50,6 +50,11 @@ class AdminServiceStub:
                 request_serializer=dltmw_dot_v1_dot_admin__service__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_admin__service__pb2.NodeStatusResponse.FromString,
                 _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/dltmw.v1.AdminService/Audit',
+                request_serializer=dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -77,6 +82,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Audit(self, request, context):
+        """Audit reports what `dltmw audit` compares across the nodes of a channel: block hashes and
+        stored state hashes at the asked heights, the state hash recomputed from the node's state
+        table now (with the stored one of the same snapshot), and the private-state hashes of the
+        node's privacy manager. The caller must be an admin of the node's organisation or of a
+        member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
+        (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
+        heights asked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +107,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.NodeStatus,
                     request_deserializer=dltmw_dot_v1_dot_admin__service__pb2.NodeStatusRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_admin__service__pb2.NodeStatusResponse.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -151,6 +174,33 @@ class AdminService:
             '/dltmw.v1.AdminService/NodeStatus',
             dltmw_dot_v1_dot_admin__service__pb2.NodeStatusRequest.SerializeToString,
             dltmw_dot_v1_dot_admin__service__pb2.NodeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.AdminService/Audit',
+            dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.SerializeToString,
+            dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,15 @@ class AdminServiceStub:
     """
     NodeStatus: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.NodeStatusRequest, _admin_service_pb2.NodeStatusResponse]
     """NodeStatus reports the node's roles and, per channel, its height and last block hash."""
+    Audit: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AuditRequest, _admin_service_pb2.AuditResponse]
+    """Audit reports what `dltmw audit` compares across the nodes of a channel: block hashes and
+    stored state hashes at the asked heights, the state hash recomputed from the node's state
+    table now (with the stored one of the same snapshot), and the private-state hashes of the
+    node's privacy manager. The caller must be an admin of the node's organisation or of a
+    member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
+    (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
+    heights asked).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -65,6 +74,15 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     NodeStatus: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.NodeStatusRequest, _admin_service_pb2.NodeStatusResponse]  # type: ignore[assignment]
     """NodeStatus reports the node's roles and, per channel, its height and last block hash."""
+    Audit: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AuditRequest, _admin_service_pb2.AuditResponse]  # type: ignore[assignment]
+    """Audit reports what `dltmw audit` compares across the nodes of a channel: block hashes and
+    stored state hashes at the asked heights, the state hash recomputed from the node's state
+    table now (with the stored one of the same snapshot), and the private-state hashes of the
+    node's privacy manager. The caller must be an admin of the node's organisation or of a
+    member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
+    (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
+    heights asked).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService manages a node: joining channels and reporting status. Only admins of the node's
@@ -93,5 +111,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.NodeStatusResponse, _abc.Awaitable[_admin_service_pb2.NodeStatusResponse]]:
         """NodeStatus reports the node's roles and, per channel, its height and last block hash."""
+
+    @_abc_1.abstractmethod
+    def Audit(
+        self,
+        request: _admin_service_pb2.AuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.AuditResponse, _abc.Awaitable[_admin_service_pb2.AuditResponse]]:
+        """Audit reports what `dltmw audit` compares across the nodes of a channel: block hashes and
+        stored state hashes at the asked heights, the state hash recomputed from the node's state
+        table now (with the stored one of the same snapshot), and the private-state hashes of the
+        node's privacy manager. The caller must be an admin of the node's organisation or of a
+        member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
+        (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
+        heights asked).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

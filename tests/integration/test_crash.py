@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from dltmw.client import GatewayClient
-from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, transaction_pb2
+from dltmw.v1 import transaction_pb2
+
+from .ledgers import blocks, height, ledger_path, read_only, replay_state, tx_codes
 
 pytestmark = pytest.mark.integration
 TXS = 300
@@ -18,38 +20,11 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 
 
 def _db(net: Path, node: str) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{net}/nodes/{node}/data/trades.peer.sqlite?mode=ro", uri=True)
+    return read_only(ledger_path(net, node))
 
 
 def _height(net: Path, node: str) -> int:
-    db = _db(net, node)
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0])
-    finally:
-        db.close()
-
-
-def _replay(db: sqlite3.Connection) -> dict[tuple[str, str], bytes]:
-    """World state recomputed from the stored blocks and their validation codes."""
-    state: dict[tuple[str, str], bytes] = {}
-    for (data,) in db.execute("SELECT data FROM blocks WHERE number > 0 ORDER BY number"):
-        block = block_pb2.Block.FromString(data)
-        for env_bytes, code in zip(
-            block.data.envelopes, block.metadata.validation_codes, strict=True
-        ):
-            if code != VALID:
-                continue
-            payload = common_pb2.Payload.FromString(
-                common_pb2.Envelope.FromString(env_bytes).payload
-            )
-            tx = transaction_pb2.Transaction.FromString(payload.data)
-            rw = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload).rwset
-            for w in rw.writes:
-                if w.is_delete:
-                    state.pop((rw.namespace, w.key), None)
-                else:
-                    state[(rw.namespace, w.key)] = w.value
-    return state
+    return height(ledger_path(net, node))
 
 
 async def test_kill9_peer_under_load_then_catch_up(network) -> None:
@@ -92,19 +67,14 @@ async def test_kill9_peer_under_load_then_catch_up(network) -> None:
             rows = dict(db.execute("SELECT tx_id, code FROM txs").fetchall())
             for tx_id in committed:
                 assert rows.get(tx_id) == VALID, f"{node} lost {tx_id}"
-            occurrences: dict[str, int] = {}
-            for (data,) in db.execute("SELECT data FROM blocks WHERE number > 0"):
-                for env in block_pb2.Block.FromString(data).data.envelopes:
-                    payload = common_pb2.Payload.FromString(
-                        common_pb2.Envelope.FromString(env).payload
-                    )
-                    tx_id = common_pb2.Header.FromString(payload.header).tx_id
-                    occurrences[tx_id] = occurrences.get(tx_id, 0) + 1
-            assert all(occurrences[t] == 1 for t in committed), f"{node} holds a tx twice"
+            chain = blocks(ledger_path(net, node))
+            occurrences = tx_codes(chain)
+            assert all(len(occurrences[t]) == 1 for t in committed), f"{node} holds a tx twice"
             stored = {
                 (ns, k): bytes(v)
                 for ns, k, v in db.execute("SELECT namespace, key, value FROM state")
             }
-            assert stored == _replay(db), f"{node} state differs from a replay of its blocks"
+            replayed = {ref: value for ref, (value, _) in replay_state(chain).items()}
+            assert stored == replayed, f"{node} state differs from a replay of its blocks"
         finally:
             db.close()

@@ -1,0 +1,85 @@
+"""The private store keeps a hash of its private state per block and can recompute it.
+
+Real sqlite file: writes through a store transaction update the stored hash (only blocks that
+change the private state get a row), an edited `pstate` row makes the recomputed hash differ,
+re-derivation (reset) starts again from the empty state, and the audit pages private txs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dltmw.core.errors import InvariantViolation
+from dltmw.core.rwset import StateWrite, Version
+from dltmw.core.statehash import StateAccumulator
+from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
+
+EMPTY = StateAccumulator().digest()
+
+
+def _block(number: int, writes: list[tuple[str, bytes | None]], ptx: bool = True):  # type: ignore[no-untyped-def]
+    def run(txn: PrivateTxn) -> None:
+        txn.apply(StateWrite("bank", k, v, Version(number, i)) for i, (k, v) in enumerate(writes))
+        if ptx:
+            digest = number.to_bytes(32, "big")
+            txn.record(digest, PrivateTxRecord(f"t{number}", number, 0, 1, b"h" * 32))
+        txn.set_cursor(number + 1)
+
+    return run
+
+
+async def test_hash_follows_writes_and_detects_an_edited_row(tmp_path: Path) -> None:
+    path = tmp_path / "c.private.sqlite"
+    store = await PrivateStore.open(path)
+    try:
+        audit = await store.audit(b"", 10)
+        assert audit.stored_state_hash == audit.recomputed_state_hash == EMPTY
+        await store.transaction(_block(2, [("a", b"1"), ("b", b"2")]))
+        await store.transaction(_block(3, [("a", None), ("a", b"3")]))
+        await store.transaction(_block(4, [], ptx=False))  # no change: no row for block 4
+        audit = await store.audit(b"", 10)
+        assert audit.cursor == 5
+        assert audit.stored_state_hash == audit.recomputed_state_hash != EMPTY
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT block_number FROM pstate_hashes ORDER BY 1").fetchall()
+            assert rows == [(2,), (3,)]
+            conn.execute("UPDATE pstate SET value=? WHERE key='a'", (b"9",))
+        audit = await store.audit(b"", 10)
+        assert audit.recomputed_state_hash != audit.stored_state_hash
+    finally:
+        await store.close()
+
+
+async def test_reset_starts_from_the_empty_state_and_audit_pages(tmp_path: Path) -> None:
+    path = tmp_path / "c.private.sqlite"
+    store = await PrivateStore.open(path)
+    try:
+        for n in range(1, 6):
+            await store.transaction(_block(n, [(f"k{n}", b"v")]))
+        first = await store.audit(b"", 2)
+        assert len(first.txs) == 2 and first.next_after == first.txs[-1][0]
+        rest = await store.audit(first.next_after, 10)
+        assert len(rest.txs) == 3 and rest.next_after == b""
+        await store.reset_private_state()
+        audit = await store.audit(b"", 10)
+        assert audit.stored_state_hash == audit.recomputed_state_hash == EMPTY
+        assert audit.txs == ()
+        await store.transaction(_block(1, [("k1", b"v")]))
+        audit = await store.audit(b"", 10)
+        assert audit.stored_state_hash == audit.recomputed_state_hash != EMPTY
+    finally:
+        await store.close()
+
+
+async def test_a_removed_accumulator_row_is_refused_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "c.private.sqlite"
+    store = await PrivateStore.open(path)
+    await store.transaction(_block(1, [("a", b"1")]))
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM pstate_acc")
+    with pytest.raises(InvariantViolation, match="accumulator missing"):
+        await PrivateStore.open(path)
