@@ -318,6 +318,14 @@ GENERATORS: dict[str, Build] = {
     "/dltmw.v1.AdminService/NodeStatus": lambda p, w, t: [
         _query(A.NodeStatusRequest, A.NodeStatusQuery(), p, t)
     ],
+    "/dltmw.v1.AdminService/Audit": lambda p, w, t: [
+        _query(
+            A.AuditRequest,
+            A.AuditQuery(channel_id=CH, block_numbers=[0, 1], recompute=True),
+            p,
+            t,
+        )
+    ],
     # PrivacyManagerService
     "/dltmw.v1.PrivacyManagerService/Send": lambda p, w, t: [
         _query(
