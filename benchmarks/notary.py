@@ -34,8 +34,8 @@ import cryptography
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload, sign_request
 from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import notarisation_pb2
 
 INPUTS_PER_TX = 2

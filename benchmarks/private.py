@@ -35,9 +35,9 @@ import grpc
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.privacy.envelope import PrivacyKey, seal
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
-from dltmw.runtime.supervisor import Supervisor
 
 RECIPIENTS_MAX = 10
 VALID = 1  # TX_VALIDATION_CODE_VALID

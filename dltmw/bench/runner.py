@@ -29,8 +29,8 @@ from dltmw.bench.driver import Driver, Outcome, make_driver
 from dltmw.bench.limits import Limits, probe
 from dltmw.bench.topology import NetworkShape, topology_toml
 from dltmw.bench.workloads import Op, Workload, make_workload
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.runtime.supervisor import Supervisor
 
 VALID = 1
 MAX_OUTSTANDING = 4096  # open-loop cap on transactions in flight

@@ -31,8 +31,8 @@ from rich.table import Table
 from dltmw.cli.demo_private import private_trade
 from dltmw.cli.demo_utxo import utxo_trade
 from dltmw.client import GatewayClient
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import transaction_pb2
 from dltmw.v1.gateway_service_pb2 import EventsResponse
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
 from dltmw.client import GatewayClient
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import transaction_pb2
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.tls import TlsMaterial
-from dltmw.runtime.addressbook import AddressBook
 
 
 @dataclass(frozen=True)

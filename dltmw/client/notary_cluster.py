@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from dltmw.aio.coalesce import bounded, next_or_none
 from dltmw.core.errors import DltmwError
 from dltmw.rpc.status import CODE_OF_REASON, to_status
-from dltmw.runtime.coalesce import bounded, next_or_none
 from dltmw.v1 import batch_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 G = gateway_service_pb2

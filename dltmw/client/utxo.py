@@ -22,9 +22,9 @@ from dltmw.client.files import ClientFiles
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import notarisation_payload, sign_request
 from dltmw.core.utxo.model import WireTx
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.addressbook import AddressBook
+from dltmw.net.netmap import NetworkMap
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.addressbook import AddressBook
 from dltmw.v1 import (
     notarisation_pb2,
     notary_service_pb2,

@@ -7,9 +7,9 @@ Three kinds of check live here, with different failure styles:
   reason, because the caller is there to be told.
 * The ordering rule (`check_orderable`) is Broadcast's admission without the clock: PBFT-lite
   backups apply it to every request another orderer forwards or proposes (see
-  `runtime/pbft_admission.py`). It must give the same verdict on every honest replica whatever
-  its clock says, so the creator's certificate is judged at the header timestamp (as at commit)
-  and the time window is not checked (it is checked where the client hands the envelope in).
+  `runtime/roles/orderer/pbft_admission.py`). It must give the same verdict on every honest replica
+  whatever its clock says, so the creator's certificate is judged at the header timestamp (as at
+  commit) and the time window is not checked (it is checked where the client hands the envelope in).
 * Commit checks (`check_transaction`) run on every transaction of a delivered block. They are
   total: any bytes and any field values give a validation code, never an exception, because a
   block is signed by the orderers and every peer must get past it. A bad transaction is a value

@@ -10,8 +10,9 @@ are stored with the spent rows, a retried request after a restart gets the very 
 would have got. The primary key on `spent.ref` makes a double spend impossible even if the core
 were wrong: the INSERT would fail and the batch roll back.
 
-`exit_after_commit` is a test hook (see runtime/notary.py): the process ends right after a commit
-that signed something, before any reply leaves, to hit the crash window deterministically.
+`exit_after_commit` is a test hook (see runtime/roles/notary/single.py): the process ends right
+after a commit that signed something, before any reply leaves, to hit the crash window
+deterministically.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ nobody above has been told anything yet (persist, then send, then reply). Retryi
 loop instead would be wrong: its core has already moved on to the state the failed write was to
 make durable. So the retry lives here, around the one transaction, and the loops above see a write
 that was slow — or, once the budget is spent, `StorageUnavailable`, which stops the node (see
-`runtime/tasks.py`); its keeper restarts it from what is durable.
+`aio/tasks.py`); its keeper restarts it from what is durable.
 
 Transient: sqlite busy/locked (another process holds the write lock longer than the connection's
 busy timeout), I/O errors that may pass, and a full disk (someone may free space). Everything else
@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -44,6 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from dltmw.aio.throttle import LogThrottle
 from dltmw.ledger import failpoints
 
 logger = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ TRANSIENT_MESSAGES = (
     "disk i/o error",
     "database or disk is full",
 )
-LOG_EVERY_S = 10.0
 
 
 class StorageUnavailable(Exception):
@@ -83,29 +81,6 @@ def is_transient_storage_error(exc: BaseException) -> bool:
     if isinstance(code, int):
         return code & 0xFF in TRANSIENT_CODES
     return str(exc).lower().startswith(TRANSIENT_MESSAGES)
-
-
-class LogThrottle:
-    """At most one log line per key per `interval_s` (the first at once); thread-safe."""
-
-    def __init__(self, interval_s: float = LOG_EVERY_S, keys_max: int = 1024) -> None:
-        self._interval_s = interval_s
-        self._keys_max = keys_max
-        self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed since)
-        self._lock = threading.Lock()
-
-    def admit(self, key: str) -> int | None:
-        """None: stay quiet; else log now, mentioning the returned number of suppressed lines."""
-        now = time.monotonic()
-        with self._lock:
-            last, suppressed = self._state.get(key, (float("-inf"), 0))
-            if now - last < self._interval_s:
-                self._state[key] = (last, suppressed + 1)
-                return None
-            if len(self._state) >= self._keys_max and key not in self._state:
-                self._state.clear()  # bounded: forgetting only makes the next line come sooner
-            self._state[key] = (now, 0)
-            return suppressed
 
 
 _THROTTLE = LogThrottle()

@@ -6,7 +6,7 @@ can verify and serve them later; `states` holds the output states it records (th
 participates in, or every output of a transaction it observes) with the tx_id that consumed them;
 `state_parties` indexes participants for queries; `outbox` lists the nodes a final transaction
 this node initiated must still be delivered to (written with the transaction, deleted once the
-recipient acknowledged, `runtime/outbox.py`). Recording a transaction — the transaction,
+recipient acknowledged, `runtime/roles/vault/outbox.py`). Recording a transaction — the transaction,
 its new states and the consumption of its inputs — is ONE sqlite transaction, and recording the
 same transaction again changes nothing.
 

@@ -11,7 +11,7 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
                                   senders wrap payload keys for an authenticated key, never for
                                   one read from an unsigned file
     clients/<id>/client.toml      client config; identity.pem/.key; tls.pem/.key
-    network-map.toml              UTXO parties and notaries (see dltmw/pki/netmap.py)
+    network-map.toml              UTXO parties and notaries (see dltmw/net/netmap.py)
     channels/<channel>.block      config block 0, signed by the channel's first orderer
     run/endpoints/<id>            written by each node when it serves (port 0)
 
@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
+from dltmw.net.netmap import write_network_map
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
-from dltmw.pki.netmap import FILE_NAME as NETWORK_MAP
-from dltmw.pki.netmap import write_network_map
 from dltmw.v1 import config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+from dltmw.aio.coalesce import pipelined
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.rpc.guard import Ctx, check_tls_org, proposal_channel, require, streaming, unary
-from dltmw.runtime.coalesce import pipelined
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import batch_pb2, endorser_service_pb2, endorser_service_pb2_grpc, errors_pb2
 from dltmw.v1 import proposal_pb2 as P
 

@@ -15,8 +15,8 @@ from dltmw.core.utxo.build import state_ref
 from dltmw.core.utxo.model import window_of
 from dltmw.core.utxo.verify import SignedTx
 from dltmw.rpc.guard import Ctx, admit_query, require, unary
-from dltmw.runtime.flows import run_dvp, run_issue, run_move
-from dltmw.runtime.vault import VaultRole
+from dltmw.runtime.roles.vault.flows import run_dvp, run_issue, run_move
+from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
     errors_pb2,
     flow_service_pb2,

@@ -18,8 +18,8 @@ from dltmw.rpc.guard import (
     unary,
 )
 from dltmw.rpc.transact import TransactSession, creator_org
-from dltmw.runtime.gateway import Gateway
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.gateway.gateway import Gateway
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,

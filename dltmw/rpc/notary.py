@@ -23,7 +23,7 @@ from dltmw.core.utxo.build import state_ref
 from dltmw.rpc.guard import Ctx, streaming, unary
 from dltmw.rpc.status import to_status
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.notary import Outcome
+from dltmw.runtime.roles.notary.single import Outcome
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,

@@ -26,8 +26,8 @@ from dltmw.rpc.guard import (
 )
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.runtime.context import utc_now
-from dltmw.runtime.privacy import PrivateChannel
-from dltmw.runtime.privacy_manager import PrivacyManager
+from dltmw.runtime.roles.privacy.manager import PrivacyManager
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.v1 import (
     config_pb2,
     errors_pb2,

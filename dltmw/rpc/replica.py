@@ -22,9 +22,9 @@ from dltmw.core.identity import tls_org_matches
 from dltmw.core.pbft import PbftConfig
 from dltmw.rpc.guard import Ctx, check_tls_org, unary
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.notary_cluster import ClusterNotaryRole
-from dltmw.runtime.orderer import OrdererChannel
-from dltmw.runtime.pbft_orderer import PbftOrdererChannel
+from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
+from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
 
 R = errors_pb2

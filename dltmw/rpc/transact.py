@@ -24,13 +24,13 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+from dltmw.aio.coalesce import bounded
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import parse
 from dltmw.ledger.sqlite import TxRecord
 from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_channel, require
-from dltmw.runtime.coalesce import bounded
-from dltmw.runtime.gateway import Gateway
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.gateway.gateway import Gateway
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import batch_pb2, common_pb2, errors_pb2, gateway_service_pb2, identity_pb2
 from dltmw.v1 import proposal_pb2 as P
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.ledger.audit import POINTS_MAX
-from dltmw.runtime.orderer import OrdererChannel
-from dltmw.runtime.peer import PeerChannel
-from dltmw.runtime.privacy_manager import PrivacyManager
+from dltmw.runtime.roles.orderer.solo import OrdererChannel
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.v1 import admin_service_pb2, errors_pb2
 
 A = admin_service_pb2

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 
 import grpc
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import TransientError
 from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.config import Limits
-from dltmw.runtime.tasks import TaskOwner
 from dltmw.v1 import errors_pb2
 
 RESOLVE_TIMEOUT_S = 10.0

@@ -10,7 +10,7 @@ Stop is two-stage: refuse new RPCs and let running ones finish within the grace 
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
 Every long-lived task of every role runs under the node's `TaskOwner` (`ctx.tasks`,
-`runtime/tasks.py`). When one fails for good, `_on_fatal` turns health NOT_SERVING for every
+`aio/tasks.py`). When one fails for good, `_on_fatal` turns health NOT_SERVING for every
 service at once and sets `failed`; the process then stops the node and exits with
 `EXIT_FATAL` (`runtime/__main__.py`), and its keeper restarts it from what is durable.
 """
@@ -29,12 +29,14 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.channel import ConfigError
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
 from dltmw.rpc.channel_options import server_options
@@ -44,18 +46,17 @@ from dltmw.rpc.orderer import OrdererServicer
 from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
-from dltmw.runtime.addressbook import AddressBook
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.gateway import Gateway
-from dltmw.runtime.orderer import OrdererChannel
-from dltmw.runtime.pbft_orderer import PbftOrdererChannel
-from dltmw.runtime.peer import PeerChannel
-from dltmw.runtime.privacy import load_privacy_key
-from dltmw.runtime.privacy_manager import PrivacyManager
-from dltmw.runtime.tasks import TaskOwner
-from dltmw.runtime.utxo import UtxoServices
+from dltmw.runtime.faults import is_transient
+from dltmw.runtime.roles.gateway.gateway import Gateway
+from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+from dltmw.runtime.roles.orderer.solo import OrdererChannel
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.manager import PrivacyManager
+from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
+from dltmw.runtime.roles.utxo import UtxoServices
 from dltmw.v1 import (
     admin_service_pb2,
     block_pb2,
@@ -96,7 +97,7 @@ class Node:
             addresses=AddressBook(config.address_book),
             limits=config.limits,
             keepalive=config.keepalive,
-            tasks=TaskOwner(on_fatal=self._on_fatal),
+            tasks=TaskOwner(on_fatal=self._on_fatal, transient=is_transient),
             storage_retry=config.storage_retry,
         )
         self.failed = asyncio.Event()  # a long-lived task failed for good: the node must stop

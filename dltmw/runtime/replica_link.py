@@ -13,9 +13,9 @@ import logging
 
 import grpc
 
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import TransientError
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import replica_pb2, replica_pb2_grpc
 
 logger = logging.getLogger(__name__)

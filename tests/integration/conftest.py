@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.runtime.supervisor import Supervisor
 
 TWO_ORG = """
 name = "it"

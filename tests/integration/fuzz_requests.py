@@ -38,7 +38,7 @@ from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.config import NodeConfig
-from dltmw.runtime.privacy import load_privacy_key
+from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
 from dltmw.v1 import admin_service_pb2 as A
 from dltmw.v1 import (
     common_pb2,

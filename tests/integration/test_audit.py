@@ -30,10 +30,10 @@ from dltmw.core.audit import (
 )
 from dltmw.core.rwset import Version
 from dltmw.core.statehash import accumulate
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import secure_channel
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import admin_service_pb2 as A
 from dltmw.v1 import admin_service_pb2_grpc, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P

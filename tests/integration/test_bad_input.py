@@ -168,8 +168,8 @@ async def _first(stream_or_call):
 
 
 async def _orderer_channel(net, c: GatewayClient) -> grpc.aio.Channel:
+    from dltmw.net.addressbook import AddressBook
     from dltmw.rpc.tls import TlsMaterial, secure_channel
-    from dltmw.runtime.addressbook import AddressBook
 
     home = net / "clients" / "user1.org1"
     tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")

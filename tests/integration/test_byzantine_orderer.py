@@ -8,8 +8,8 @@ bft-four (services/networks/bft-four.toml), orderer.a byzantine in two ways at o
   with a bad hash, re-encoded duplicates, ...) and the same kinds signed by a member client
   colluding with it, plus exact copies of committed transactions;
 - as *primary*: the node itself runs the TEST-ONLY hook (`DLTMW_TEST_BYZANTINE=orderer.a:poison`,
-  `dltmw/runtime/byzantine.py`); replica 0 is the primary of view 0, so its first pre-prepares
-  carry poison, and it forwards fresh poison every second for the whole run.
+  `dltmw/runtime/roles/orderer/byzantine.py`); replica 0 is the primary of view 0, so its first
+  pre-prepares carry poison, and it forwards fresh poison every second for the whole run.
 Meanwhile valid transactions are submitted through both gateways. Asserted: every one commits
 VALID; no poison is ever ordered (every envelope of every block passes the ordering rule, and
 none of ours appears); no envelope is ordered twice; the honest orderers' chains and both peers'
@@ -39,7 +39,7 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.core.pbft import request_id
 from dltmw.core.txcheck import check_orderable
 from dltmw.rpc.tls import secure_channel
-from dltmw.runtime.byzantine import HOOK_ENV, SIZE_MAX, poison_envelopes
+from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV, SIZE_MAX, poison_envelopes
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 
 from .test_pbft_ordering import _blocks, _replica_stub, _signed

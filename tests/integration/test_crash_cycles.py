@@ -42,7 +42,7 @@ from dltmw.client.notary_cluster import ClusterNotaryClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.utxo.model import Ref
-from dltmw.runtime.supervisor import Supervisor
+from dltmw.ops.supervisor import Supervisor
 from dltmw.v1 import privacy_manager_service_pb2 as P
 
 from .conftest import TWO_ORG

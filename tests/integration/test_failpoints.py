@@ -29,9 +29,9 @@ from tiers import count, record
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.utxo import PartyFiles, VaultClient, holdings_of
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.runtime.process import EXIT_FATAL
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import transaction_pb2
 
 from .test_supervision import committed_count, log_of, until

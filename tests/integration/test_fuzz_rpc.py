@@ -47,9 +47,9 @@ from dltmw.core.utxo.build import (
     sign_request,
 )
 from dltmw.core.utxo.model import Command, read_transaction
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.rpc.tls import TlsMaterial
-from dltmw.runtime.supervisor import Supervisor
 from integration.fuzz_requests import (
     GENERATORS,
     STRATEGIES,

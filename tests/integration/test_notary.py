@@ -28,8 +28,8 @@ from dltmw.core.utxo.build import (
     state_ref,
 )
 from dltmw.core.utxo.model import Command, Ref, Window, WireTx, read_transaction, to_ns
-from dltmw.runtime.notary import EXIT_HOOK_ENV
-from dltmw.runtime.supervisor import Supervisor
+from dltmw.ops.supervisor import Supervisor
+from dltmw.runtime.roles.notary.single import EXIT_HOOK_ENV
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 pytestmark = pytest.mark.integration

@@ -28,9 +28,9 @@ from dltmw.core.utxo.build import (
     sign_request,
 )
 from dltmw.core.utxo.model import Command, Ref, WireTx, read_transaction
+from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2, replica_pb2_grpc
 
 pytestmark = pytest.mark.integration

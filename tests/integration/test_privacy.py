@@ -21,12 +21,12 @@ from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.privacy.envelope import payload_hash, seal
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.privacy import load_privacy_key
-from dltmw.runtime.private_executor import private_txs
-from dltmw.runtime.supervisor import Supervisor
+from dltmw.runtime.roles.privacy.executor import private_txs
+from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
     privacy_manager_service_pb2_grpc,

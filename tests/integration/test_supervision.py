@@ -31,11 +31,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.tls import secure_channel
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.node import Node
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import transaction_pb2
 
 from .conftest import TWO_ORG

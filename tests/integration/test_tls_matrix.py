@@ -39,12 +39,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dltmw.client.files import ClientFiles
+from dltmw.net.addressbook import AddressBook
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.ca import IssuedCert, make_ca
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.addressbook import AddressBook
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 pytestmark = pytest.mark.integration

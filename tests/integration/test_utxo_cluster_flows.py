@@ -14,9 +14,9 @@ import pytest
 from dltmw.client.utxo import PartyFiles, VaultClient, holdings_of
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.verify import read_signed
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
+from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import flow_service_pb2, flow_service_pb2_grpc, utxo_pb2
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Durable finality: a final transaction reaches every recipient that was down when the flow
 ended — after the recipient comes back, and even if the initiator crashed in between (the
-outbox row is written with the transaction, `runtime/outbox.py`)."""
+outbox row is written with the transaction, `runtime/roles/vault/outbox.py`)."""
 
 from __future__ import annotations
 

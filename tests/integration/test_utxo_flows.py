@@ -24,8 +24,8 @@ from dltmw.core.utxo.build import (
     sign_transaction,
 )
 from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
-from dltmw.runtime.supervisor import Supervisor
 from dltmw.v1 import flow_service_pb2, flow_service_pb2_grpc, utxo_pb2, vault_service_pb2
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,11 @@ from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from dltmw.net.addressbook import AddressBook
+from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import DOMAIN
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.runtime.addressbook import AddressBook
-from dltmw.runtime.supervisor import Supervisor
 
 MiB = 1024 * 1024
 

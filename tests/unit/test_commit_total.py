@@ -44,10 +44,10 @@ from dltmw.core.txcheck import (
 )
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.byzantine import SIZE_MAX, poison_envelopes
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.peer import PeerChannel
-from dltmw.runtime.private_executor import private_txs
+from dltmw.runtime.roles.orderer.byzantine import SIZE_MAX, poison_envelopes
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.v1 import common_pb2, proposal_pb2, rwset_pb2, transaction_pb2
 
 C = transaction_pb2

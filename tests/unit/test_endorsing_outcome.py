@@ -1,7 +1,7 @@
 """What the gateway tells the client when endorsement does not satisfy the policy
-(dltmw.runtime.endorsing._prepare): the contract's refusal only when every endorser refused;
-a mix of refusals and endorsements means the endorsers simulated on different heights, and the
-client should retry (ENDORSEMENT_MISMATCH), as for differing results."""
+(dltmw.runtime.roles.gateway.endorsing._prepare): the contract's refusal only when every endorser
+refused; a mix of refusals and endorsements means the endorsers simulated on different heights,
+and the client should retry (ENDORSEMENT_MISMATCH), as for differing results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from dltmw.core.errors import ClientError, DltmwError, PeerError
 from dltmw.core.handlers.endorsement import Decision
 from dltmw.core.policy import PolicyResult
-from dltmw.runtime.endorsing import _prepare
+from dltmw.runtime.roles.gateway.endorsing import _prepare
 from dltmw.v1 import proposal_pb2
 
 

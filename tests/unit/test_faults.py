@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import ClientError, PeerError, TransientError
 from dltmw.ledger import failpoints
 from dltmw.ledger.retry import (
@@ -24,8 +25,8 @@ from dltmw.ledger.retry import (
     write_sync,
 )
 from dltmw.runtime.config import LogSettings
+from dltmw.runtime.faults import is_transient
 from dltmw.runtime.process import Locked, ProcessLock, configure_logging, lock_holder
-from dltmw.runtime.tasks import TaskOwner, is_transient
 from dltmw.v1 import errors_pb2
 
 FAST = RetryPolicy(first_s=0.001, max_s=0.01, budget_s=0.3)

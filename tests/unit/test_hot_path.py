@@ -9,11 +9,11 @@ from unittest import mock
 
 import pytest
 
+from dltmw.aio.coalesce import Coalescer, next_or_none, pipelined
 from dltmw.core import identity as identity_mod
 from dltmw.core.identity import BadSignature, Membership, NotAMember, SigningIdentity
 from dltmw.core.policy import PolicyResult, Signer, evaluate, parse_policy
 from dltmw.pki.ca import issue_cert, make_ca
-from dltmw.runtime.coalesce import Coalescer, next_or_none, pipelined
 
 NOW = datetime.now(UTC)
 

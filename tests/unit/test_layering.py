@@ -14,7 +14,12 @@ import pytest
 
 import dltmw.core
 
-FORBIDDEN = frozenset({"asyncio", "grpc", "aiosqlite", "time", "random", "os", "socket"})
+# threading is allowed: identity and envelope memo caches shared by verify-pool threads take a
+# lock (pure in effect). Everything below reads a clock, randomness, files, sockets or logs.
+FORBIDDEN = frozenset(
+    {"asyncio", "grpc", "aiosqlite", "sqlite3", "time", "random", "os", "socket", "secrets"}
+    | {"subprocess", "logging", "tempfile", "shutil"}
+)
 CORE = Path(dltmw.core.__file__).parent
 CORE_FILES = sorted(CORE.rglob("*.py"))
 

@@ -22,7 +22,7 @@ from dltmw.core.notary_cluster import (
 )
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
-from dltmw.pki.netmap import check_clusters
+from dltmw.net.netmap import check_clusters
 from dltmw.sim.notary_cluster import SpentSet
 from dltmw.v1 import errors_pb2
 

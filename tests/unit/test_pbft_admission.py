@@ -27,9 +27,9 @@ from pbft_messages import KEYS, pre_prepare, signed
 from dltmw.core.errors import ClientError
 from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Replica, request_id
 from dltmw.core.txcheck import check_envelope, check_orderable
-from dltmw.runtime import pbft_admission
-from dltmw.runtime.byzantine import poison_envelopes
-from dltmw.runtime.pbft_admission import RequestAdmission
+from dltmw.runtime.roles.orderer import pbft_admission
+from dltmw.runtime.roles.orderer.byzantine import poison_envelopes
+from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.v1 import replica_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, request_timeout_ticks=5)
@@ -156,8 +156,8 @@ def test_every_poison_kind_is_refused_with_a_reason() -> None:
 
 
 def test_the_rule_ignores_the_clock_but_broadcast_does_not() -> None:
-    """Decision (runtime/pbft_admission.py): replicas' clocks differ, so backups do not check
-    the time window; the certificate is judged at the header timestamp instead."""
+    """Decision (runtime/roles/orderer/pbft_admission.py): replicas' clocks differ, so backups do
+    not check the time window; the certificate is judged at the header timestamp instead."""
     old = header(PARTIES.user, at=NOW - timedelta(minutes=30))  # certificates: from NOW - 1 h
     envelope = endorser_tx(PARTIES, kv_rwset(writes=[("k", b"v")]), h=old)
     check_orderable(envelope, PARTIES.views)

@@ -23,8 +23,8 @@ from dltmw.core.pbft import (
 )
 from dltmw.ledger.pbft_store import RecordStore, decode, encode
 from dltmw.pki.network import init_network
-from dltmw.runtime.pbft_blocks import BlockAssembler, signatures_needed
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.orderer.pbft_blocks import BlockAssembler, signatures_needed
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 IDENTITIES = [f"orderer{i}".encode() for i in range(4)]

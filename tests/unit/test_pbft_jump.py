@@ -17,7 +17,7 @@ from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Record, Replica
 from dltmw.core.pbft.types import request_id
 from dltmw.ledger.pbft_store import RecordStore
-from dltmw.runtime.pbft_catchup import verified_prefix
+from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
 from dltmw.v1 import block_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, probe_ticks=5)

@@ -10,8 +10,8 @@ from typing import Any
 
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
 from dltmw.ledger.private_store import NewPayload, PrivateStore
-from dltmw.runtime.privacy import by_size
-from dltmw.runtime.private_executor import PrivateExecutor
+from dltmw.runtime.roles.privacy.executor import PrivateExecutor
+from dltmw.runtime.roles.privacy.private_channel import by_size
 from dltmw.v1 import config_pb2, private_payload_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
 

@@ -13,7 +13,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.txcheck import check_envelope, check_transaction, private_payload_hash
 from dltmw.pki.ca import issue_cert, make_ca
-from dltmw.runtime.private_executor import private_txs
+from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.v1 import common_pb2, config_pb2, transaction_pb2
 
 C = transaction_pb2

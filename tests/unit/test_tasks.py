@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dltmw.runtime.tasks import cancel_and_wait
+from dltmw.aio.tasks import cancel_and_wait
 
 
 async def test_a_task_that_swallows_cancellation_does_not_hang_the_stop() -> None:

@@ -19,9 +19,9 @@ from dltmw.core.utxo.verify import (
     check_notarised,
     read_signed,
 )
+from dltmw.net.netmap import NetworkMap, Party
 from dltmw.pki.ca import issue_cert, make_ca
-from dltmw.pki.netmap import NetworkMap, Party
-from dltmw.runtime.backchain import check_notary
+from dltmw.runtime.roles.vault.backchain import check_notary
 from dltmw.v1 import errors_pb2
 
 ORGS = ("Bank", "Exchange", "BrokerA", "BrokerB")

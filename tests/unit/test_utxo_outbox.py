@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from utxo_parties import make_parties, tx
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import TransientError
 from dltmw.core.utxo.build import cash_output
 from dltmw.core.utxo.model import Command
 from dltmw.core.utxo.verify import SignedTx, read_signed
 from dltmw.ledger.vault_store import VaultStore
-from dltmw.runtime import outbox as outbox_mod
-from dltmw.runtime.outbox import Outbox
-from dltmw.runtime.tasks import TaskOwner
+from dltmw.runtime.roles.vault import outbox as outbox_mod
+from dltmw.runtime.roles.vault.outbox import Outbox
 from dltmw.v1 import errors_pb2, flow_service_pb2, utxo_pb2
 
 P = make_parties()

@@ -113,7 +113,7 @@ class Supervisor:
         ):
             out.write(b"--- start\n")
             out.flush()
-            module = "dltmw.runtime.keeper" if kept else "dltmw.runtime"
+            module = "dltmw.ops.keeper" if kept else "dltmw.runtime"
             args = ["--config", str(self.config_path(node_id))]
             args += ["--log-file", str(logs / f"{node_id}.log")]
             proc = subprocess.Popen(

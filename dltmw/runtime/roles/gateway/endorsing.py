@@ -34,8 +34,8 @@ from dltmw.core.identity import IdentityError
 from dltmw.core.policy import PolicyResult, Signer, policy_orgs
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.endorsers import EndorserStream
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2
 
 R = errors_pb2

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
@@ -32,14 +33,13 @@ from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, PbftReady, Repl
 from dltmw.core.pbft.types import Record, StableRecord
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.byzantine import PoisonHook
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.orderer import OrdererChannel
-from dltmw.runtime.pbft_admission import RequestAdmission
-from dltmw.runtime.pbft_blocks import BlockAssembler, PendingBlock
-from dltmw.runtime.pbft_catchup import FetchedBlocks, fetch_verified
 from dltmw.runtime.replica_link import ReplicaLink
-from dltmw.runtime.tasks import cancel_and_wait
+from dltmw.runtime.roles.orderer.byzantine import PoisonHook
+from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
+from dltmw.runtime.roles.orderer.pbft_blocks import BlockAssembler, PendingBlock
+from dltmw.runtime.roles.orderer.pbft_catchup import FetchedBlocks, fetch_verified
+from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.v1 import errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)

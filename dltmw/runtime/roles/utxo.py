@@ -11,14 +11,14 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.ledger.vault_store import VaultStore
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
 from dltmw.rpc.flow import FlowServicer, VaultServicer
 from dltmw.rpc.notary import NotaryServicer
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.notary import NotaryRole
-from dltmw.runtime.notary_cluster import ClusterNotaryRole, build_cluster_role
-from dltmw.runtime.vault import VaultRole
+from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole, build_cluster_role
+from dltmw.runtime.roles.notary.single import NotaryRole
+from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import flow_service_pb2, notary_service_pb2, vault_service_pb2
 
 UTXO_ROLES = frozenset({"notary", "vault"})

@@ -20,11 +20,11 @@ Once `close()` was called (the node is stopping), endings and failures are logge
 Tasks are still cancelled by the component that started them (`cancel_and_wait`), which stays
 responsible for its own orderly stop; `stop()` cancels whatever is left.
 
-`is_transient` is the ONE classification every loop uses. Transient: storage faults that may pass
-(`ledger/retry.is_transient_storage_error`, which the stores also retry), a peer that is
-unavailable, slow or overloaded (gRPC UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED,
-`TransientError`), another node's misbehaviour (`PeerError`: another node's fault is never a
-reason to stop this one), and connection-level OS errors.
+`is_transient` is the ONE classification every loop uses (the node passes it extended with the
+storage faults that may pass, `runtime/faults.is_transient`, which the stores also retry).
+Transient: a peer that is unavailable, slow or overloaded (gRPC UNAVAILABLE / DEADLINE_EXCEEDED /
+RESOURCE_EXHAUSTED, `TransientError`), another node's misbehaviour (`PeerError`: another node's
+fault is never a reason to stop this one), and connection-level OS errors.
 
 Stopping without trusting the task: a task may swallow its cancellation (grpc.aio can surface a
 locally cancelled call as an `AioRpcError(CANCELLED)` that a retry loop treats as a peer failure),
@@ -42,8 +42,8 @@ from typing import Any
 
 import grpc
 
+from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import PeerError, TransientError
-from dltmw.ledger.retry import LogThrottle, is_transient_storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ def is_transient(exc: BaseException) -> bool:
         return exc.code() in TRANSIENT_CODES
     if isinstance(exc, TransientError | PeerError | ConnectionError | TimeoutError):
         return True
-    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
-        return True
-    return is_transient_storage_error(exc)
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 def backoff_s(
@@ -86,8 +84,14 @@ def backoff_s(
 class TaskOwner:
     """Starts and watches the long-lived tasks of one node (see the module docstring)."""
 
-    def __init__(self, on_fatal: Fatal | None = None, restarts_max: int = RESTARTS_MAX) -> None:
+    def __init__(
+        self,
+        on_fatal: Fatal | None = None,
+        restarts_max: int = RESTARTS_MAX,
+        transient: Callable[[BaseException], bool] = is_transient,
+    ) -> None:
         self._on_fatal = on_fatal
+        self._transient = transient
         self._restarts_max = restarts_max
         self._tasks: set[asyncio.Task[Any]] = set()
         self._throttle = LogThrottle()
@@ -136,7 +140,7 @@ class TaskOwner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.closing or not restart or not is_transient(exc):
+                if self.closing or not restart or not self._transient(exc):
                     await self._fail(name, exc)
                     return
                 failures = 1 if loop.time() - started >= HEALTHY_S else failures + 1
@@ -156,7 +160,7 @@ class TaskOwner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if is_transient(exc) and not self.closing:
+            if self._transient(exc) and not self.closing:
                 self._warn(name, f"failed: {exc!r}", 1)
             else:
                 await self._fail(name, exc)

@@ -1,5 +1,5 @@
 """The vault role: records the transactions a node is party to, answers its counterparties, and
-hosts the flows the node initiates (`runtime/flows.py`).
+hosts the flows the node initiates (`runtime/roles/vault/flows.py`).
 
 Who may see what. A transaction reaches only its parties: the nodes of required signers (to
 sign), the participants of its states and named observers (to record). A counterparty may fetch
@@ -31,11 +31,11 @@ from dltmw.core.utxo.model import Ref
 from dltmw.core.utxo.plans import Holding, holding, select
 from dltmw.core.utxo.verify import SignedTx, check_signatures, read_signed
 from dltmw.ledger.vault_store import VaultStore, owner_of
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
 from dltmw.rpc.status import reason_of
-from dltmw.runtime.backchain import Backchain, Fetch, check_notary, verify_full
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.outbox import Outbox
+from dltmw.runtime.roles.vault.backchain import Backchain, Fetch, check_notary, verify_full
+from dltmw.runtime.roles.vault.outbox import Outbox
 from dltmw.v1 import errors_pb2, flow_service_pb2, flow_service_pb2_grpc, utxo_pb2
 
 R = errors_pb2

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import grpc
 
+from dltmw.aio.coalesce import bounded, next_or_none
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import TransientError
 from dltmw.rpc.status import CODE_OF_REASON
-from dltmw.runtime.coalesce import bounded, next_or_none
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import (
     batch_pb2,
     endorser_service_pb2,

@@ -18,15 +18,15 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import DltmwError
 from dltmw.core.utxo.verify import read_signed
 from dltmw.ledger.vault_store import Delivery
-from dltmw.runtime.backchain import dependencies
-from dltmw.runtime.tasks import TaskOwner
+from dltmw.runtime.roles.vault.backchain import dependencies
 from dltmw.v1 import flow_service_pb2 as F
 
 if TYPE_CHECKING:
-    from dltmw.runtime.vault import VaultRole
+    from dltmw.runtime.roles.vault.vault import VaultRole
 
 logger = logging.getLogger(__name__)
 BATCH = 64  # rows read per pass; passes page through the whole outbox

@@ -27,6 +27,7 @@ from functools import partial
 
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
 from dltmw.core.contract import Contract
 from dltmw.core.errors import TransientError
@@ -35,8 +36,7 @@ from dltmw.core.privacy.execution import CONTRACT_FAILED, NOT_HELD, TAMPERED, ex
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import private_payload_hash
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
-from dltmw.runtime.peer import PeerChannel
-from dltmw.runtime.tasks import cancel_and_wait
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
     block_pb2,
     common_pb2,

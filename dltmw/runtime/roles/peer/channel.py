@@ -16,7 +16,7 @@ Endorser. A proposal is admitted (signature, membership, tx_id, time window, not
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
 thread, and the response payload is signed over (payload || endorser identity).
 
-Batching. Concurrent requests are coalesced (`runtime/coalesce.py`): the signature checks of
+Batching. Concurrent requests are coalesced (`aio/coalesce.py`): the signature checks of
 every proposal admitted at one moment run in chunks on the thread pool, their duplicate checks
 are one reader-thread hop, and their simulations and signatures another — so nothing awaited on
 the hot path is per transaction. Commit status waiters are resolved from the committed block
@@ -34,6 +34,8 @@ from typing import TypeVar
 
 import grpc
 
+from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView
@@ -45,10 +47,8 @@ from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
-from dltmw.runtime.coalesce import Coalescer
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.pbft_blocks import signatures_needed
-from dltmw.runtime.tasks import cancel_and_wait
+from dltmw.runtime.roles.orderer.pbft_blocks import signatures_needed
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,

@@ -10,9 +10,9 @@ Every flow ends in `complete`, Corda's collect-signatures + finality:
      (RecordTransaction); nobody else ever receives it.
 If any step before notarisation fails, nothing has moved anywhere. Step 4 records the final
 transaction together with one outbox row per recipient (one sqlite transaction); a recipient
-that does not acknowledge keeps its row and `runtime/outbox.py` retries it in the background,
-also after a restart. The flow then reports PEER_UNAVAILABLE naming the nodes still pending:
-the transaction is final (the notary consumed the inputs) and will reach them.
+that does not acknowledge keeps its row and `runtime/roles/vault/outbox.py` retries it in the
+background, also after a restart. The flow then reports PEER_UNAVAILABLE naming the nodes still
+pending: the transaction is final (the notary consumed the inputs) and will reach them.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
-from dltmw.runtime.backchain import lookup_in, verify_full
 from dltmw.runtime.context import utc_now
-from dltmw.runtime.vault import VaultRole, remote_error
+from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
+from dltmw.runtime.roles.vault.vault import VaultRole, remote_error
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,

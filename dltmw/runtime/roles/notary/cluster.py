@@ -39,10 +39,10 @@ from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.ledger.pbft_store import RecordStore
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.notary import Outcome, admit_in_chunks
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)

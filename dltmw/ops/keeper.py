@@ -1,7 +1,7 @@
-"""`python -m dltmw.runtime.keeper --config node.toml [--log-file F]`: keep one node running.
+"""`python -m dltmw.ops.keeper --config node.toml [--log-file F]`: keep one node running.
 
 Why. A node stops itself with a non-zero status when it cannot go on safely (a long-lived task
-failed for good, storage unavailable past its retry budget; `runtime/tasks.py`): its in-memory
+failed for good, storage unavailable past its retry budget; `aio/tasks.py`): its in-memory
 state is then rebuilt from what is durable by starting it again. `dltmw up` starts each node under
 a keeper so that this happens without an operator; the integration tests start nodes directly
 (their crash tests restart nodes themselves) unless a test asks for a keeper.
@@ -128,7 +128,7 @@ async def _main(keeper: Keeper) -> int:
 
 def main() -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m dltmw.runtime.keeper")
+    parser = argparse.ArgumentParser(prog="python -m dltmw.ops.keeper")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--restart-max", type=int, default=5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
 from dltmw.core.cutter import BlockCutter
@@ -22,7 +23,6 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import drive
-from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01

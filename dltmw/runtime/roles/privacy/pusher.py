@@ -16,10 +16,10 @@ from collections import deque
 
 import grpc
 
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import PeerError, TransientError
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import errors_pb2, privacy_manager_service_pb2, privacy_manager_service_pb2_grpc
 
 logger = logging.getLogger(__name__)

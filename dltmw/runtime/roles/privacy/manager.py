@@ -36,10 +36,10 @@ from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED
 from dltmw.core.txcheck import parse
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.peer import PeerChannel
-from dltmw.runtime.privacy import PrivateChannel
-from dltmw.runtime.private_executor import PrivateExecutor, private_txs
-from dltmw.runtime.pusher import Pusher
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
     config_pb2,
     errors_pb2,

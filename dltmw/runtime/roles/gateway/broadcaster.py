@@ -15,10 +15,10 @@ from collections import deque
 
 import grpc
 
+from dltmw.aio.coalesce import next_or_none
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import TransientError
-from dltmw.runtime.coalesce import next_or_none
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.tasks import cancel_and_wait
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 logger = logging.getLogger(__name__)

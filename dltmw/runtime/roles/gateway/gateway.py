@@ -9,11 +9,11 @@ the client gets ENDORSEMENT_MISMATCH. The client then signs the returned payload
 the gateway forwards it to an orderer (batched, see `Broadcaster`) and CommitStatus waits on the
 local peer's ledger.
 
-Batching: concurrent Endorse calls are endorsed together (`runtime/endorsing.py`): one admission
-batch, one ProcessProposals message per remote endorser (`EndorserStream`), one simulate-and-sign
-hop on the local peer, signatures checked on the thread pool. Envelope admission and the
-duplicate check of Submit are batched the same way, so one transaction costs no gRPC message of
-its own beyond the client's and no per-transaction thread hop.
+Batching: concurrent Endorse calls are endorsed together (`runtime/roles/gateway/endorsing.py`): one
+admission batch, one ProcessProposals message per remote endorser (`EndorserStream`), one
+simulate-and-sign hop on the local peer, signatures checked on the thread pool. Envelope admission
+and the duplicate check of Submit are batched the same way, so one transaction costs no gRPC message
+of its own beyond the client's and no per-transaction thread hop.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from dltmw.aio.coalesce import Coalescer
 from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
-from dltmw.runtime.broadcaster import Broadcaster
-from dltmw.runtime.coalesce import Coalescer
 from dltmw.runtime.context import NodeContext, utc_now
-from dltmw.runtime.endorsers import EndorserStream
-from dltmw.runtime.endorsing import BatchEndorser, EndorseResult
-from dltmw.runtime.endorsing import Request as EndorseRequest
-from dltmw.runtime.peer import PeerChannel
+from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
+from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
+from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
+from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
     errors_pb2,
     proposal_pb2,
@@ -67,7 +67,7 @@ class Gateway:
     ) -> EndorseResult:
         """Gather endorsements that satisfy the policy; returns the payload to sign.
 
-        Concurrent calls are endorsed together (`runtime/endorsing.py`)."""
+        Concurrent calls are endorsed together (`runtime/roles/gateway/endorsing.py`)."""
         endorser = self._batch_endorsers.get(peer.view.channel_id)
         if endorser is None:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many

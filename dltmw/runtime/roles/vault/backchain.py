@@ -33,7 +33,7 @@ from dltmw.core.utxo.verify import (
     verify_ledger_tx,
 )
 from dltmw.ledger.vault_store import VaultStore
-from dltmw.pki.netmap import NetworkMap
+from dltmw.net.netmap import NetworkMap
 from dltmw.v1 import errors_pb2
 
 R = errors_pb2
