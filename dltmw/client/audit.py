@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.client.files import ClientFiles
 from dltmw.core.audit import (
     Finding,
@@ -65,7 +65,7 @@ class _Node:
 
     def _signed(self, query: A.AuditQuery | A.NodeStatusQuery) -> tuple[bytes, bytes]:
         query.requester = self.files.signer.identity_bytes
-        query.timestamp.FromDatetime(datetime.now(UTC))
+        query.timestamp.FromDatetime(utc_now())
         data = query.SerializeToString()
         return data, self.files.signer.sign(data)
 

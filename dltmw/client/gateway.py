@@ -20,11 +20,11 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
@@ -106,7 +106,7 @@ class GatewayClient:
             creator=creator,
             nonce=nonce,
         )
-        header.timestamp.FromDatetime(datetime.now(UTC))
+        header.timestamp.FromDatetime(utc_now())
         invocation = proposal_pb2.ContractInvocation(
             contract=contract,
             function=function,
@@ -129,7 +129,7 @@ class GatewayClient:
     def signed_query(self, message: object) -> tuple[bytes, bytes]:
         """(bytes, signature) of a query message after setting requester and timestamp."""
         message.requester = self.signer.identity_bytes  # type: ignore[attr-defined]
-        message.timestamp.FromDatetime(datetime.now(UTC))  # type: ignore[attr-defined]
+        message.timestamp.FromDatetime(utc_now())  # type: ignore[attr-defined]
         data: bytes = message.SerializeToString()  # type: ignore[attr-defined]
         return data, self.signer.sign(data)
 

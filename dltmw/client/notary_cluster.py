@@ -18,12 +18,12 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from dltmw.aio.clock import utc_now
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
@@ -100,7 +100,7 @@ async def ask_member(
     if reply.tx_id != tx_id or signature.signer != member:
         return None
     try:
-        cluster.membership.verify(member, tx_id.encode(), signature.signature, datetime.now(UTC))
+        cluster.membership.verify(member, tx_id.encode(), signature.signature, utc_now())
     except IdentityError:
         return None
     return ReplicaAnswer(replica, signature=signature.signature)

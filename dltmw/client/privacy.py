@@ -14,10 +14,10 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.client.gateway import GatewayClient
 from dltmw.core.hashing import compute_tx_id
 from dltmw.rpc.status import reason_of
@@ -199,7 +199,7 @@ class PrivacyClient:
             creator=creator,
             nonce=nonce,
         )
-        header.timestamp.FromDatetime(datetime.now(UTC))
+        header.timestamp.FromDatetime(utc_now())
         payload = common_pb2.Payload(
             header=header.SerializeToString(),
             data=transaction_pb2.PrivateTransaction(payload_hash=payload_hash).SerializeToString(),

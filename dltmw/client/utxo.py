@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from dltmw.aio.clock import utc_now
 from dltmw.client.files import ClientFiles
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import notarisation_payload, sign_request
@@ -172,7 +172,7 @@ class VaultClient:
             participant=participant,
             include_consumed=include_consumed,
         )
-        query.timestamp.FromDatetime(datetime.now(UTC))
+        query.timestamp.FromDatetime(utc_now())
         raw = query.SerializeToString()
         reply = await self.stub.QueryStates(
             vault_service_pb2.QueryStatesRequest(query=raw, signature=self.party.signer.sign(raw)),
@@ -185,7 +185,7 @@ class VaultClient:
     ) -> vault_service_pb2.RunFlowResponse:
         """Sign and run a flow command (requester and timestamp are filled in)."""
         command.requester = self.party.signer.identity_bytes
-        command.timestamp.FromDatetime(datetime.now(UTC))
+        command.timestamp.FromDatetime(utc_now())
         raw = command.SerializeToString()
         return await self.stub.RunFlow(
             vault_service_pb2.RunFlowRequest(command=raw, signature=self.party.signer.sign(raw)),

@@ -10,13 +10,13 @@ from typing import Any, Literal, Protocol, TypeVar
 import grpc
 from google.protobuf import timestamp_pb2
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
 from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.context import utc_now
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2
 
 R = errors_pb2

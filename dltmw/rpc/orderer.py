@@ -12,12 +12,12 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import pipelined
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
-from dltmw.runtime.context import utc_now
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 

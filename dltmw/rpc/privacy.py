@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import VerifiedIdentity
 from dltmw.core.timestamps import checked_datetime
@@ -25,7 +26,6 @@ from dltmw.rpc.guard import (
     unary,
 )
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.context import utc_now
 from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.v1 import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import grpc
 
@@ -19,11 +18,6 @@ from dltmw.runtime.config import Limits
 from dltmw.v1 import errors_pb2
 
 RESOLVE_TIMEOUT_S = 10.0
-
-
-def utc_now() -> datetime:
-    """The wall clock, timezone-aware (the only clock read by node code)."""
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from ledger_parties import (
     signed_block,
 )
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import ClientError
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id
@@ -44,7 +45,7 @@ from dltmw.core.txcheck import (
 )
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.orderer.byzantine import SIZE_MAX, poison_envelopes
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.executor import private_txs

@@ -50,7 +50,6 @@ KNOWN: frozenset[tuple[str, str]] = frozenset(
         ("dltmw.rpc.endorser", "runtime"),
         ("dltmw.rpc.flow", "runtime"),
         ("dltmw.rpc.gateway", "runtime"),
-        ("dltmw.rpc.guard", "runtime"),
         ("dltmw.rpc.notary", "runtime"),
         ("dltmw.rpc.orderer", "runtime"),
         ("dltmw.rpc.privacy", "runtime"),

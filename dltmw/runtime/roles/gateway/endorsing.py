@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import (
     Candidate,
@@ -33,7 +34,7 @@ from dltmw.core.hashing import sha256
 from dltmw.core.identity import IdentityError
 from dltmw.core.policy import PolicyResult, Signer, policy_orgs
 from dltmw.core.txcheck import CheckedProposal
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision
 from dltmw.core.identity import IdentityError, Membership
@@ -40,7 +41,7 @@ from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.net.netmap import NetworkMap
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.handlers.notary import Ask, Decision
 from dltmw.core.identity import Membership
@@ -31,7 +32,7 @@ from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.notary_store import NotaryStore
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 logger = logging.getLogger(__name__)

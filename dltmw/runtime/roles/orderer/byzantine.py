@@ -26,7 +26,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
 from dltmw.core.pbft import ClientRequest, Replica, request_id
@@ -107,7 +107,7 @@ class _Maker:
             creator=creator,
             nonce=nonce,
         )
-        h.timestamp.FromDatetime(datetime.now(UTC))
+        h.timestamp.FromDatetime(utc_now())
         for name, value in changes.items():
             setattr(h, name, value)
         if "nonce" in changes or "creator" in changes:

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
@@ -33,7 +34,7 @@ from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, PbftReady, Repl
 from dltmw.core.pbft.types import Record, StableRecord
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission

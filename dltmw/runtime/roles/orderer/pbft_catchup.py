@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.block import block_hash, chain_error
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.v1 import block_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 logger = logging.getLogger(__name__)

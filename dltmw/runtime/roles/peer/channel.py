@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
@@ -47,7 +48,7 @@ from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.orderer.pbft_blocks import signatures_needed
 from dltmw.v1 import (
     block_pb2,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
     PayloadError,
@@ -35,7 +36,7 @@ from dltmw.core.privacy.envelope import (
 from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED
 from dltmw.core.txcheck import parse
 from dltmw.ledger.private_store import NewPayload, PrivateStore
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel

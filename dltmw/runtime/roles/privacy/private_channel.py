@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
@@ -45,7 +46,7 @@ from dltmw.core.privacy.envelope import (
 )
 from dltmw.core.txcheck import parse
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import Message
 
+from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError, reason_value
 from dltmw.core.identity import Membership, VerifiedIdentity
 from dltmw.core.utxo.contracts import StateAndRef
@@ -33,7 +34,7 @@ from dltmw.core.utxo.verify import SignedTx, check_signatures, read_signed
 from dltmw.ledger.vault_store import VaultStore, owner_of
 from dltmw.net.netmap import NetworkMap
 from dltmw.rpc.status import reason_of
-from dltmw.runtime.context import NodeContext, utc_now
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.vault.backchain import Backchain, Fetch, check_notary, verify_full
 from dltmw.runtime.roles.vault.outbox import Outbox
 from dltmw.v1 import errors_pb2, flow_service_pb2, flow_service_pb2_grpc, utxo_pb2
