@@ -36,7 +36,11 @@ TWO_ORG = (Path(__file__).parent / "conftest.py").read_text().split('TWO_ORG = "
 TWO_ORG = TWO_ORG.split('"""')[0].replace("BATCH_MS", "100")
 ITEMS_MAX = 1000  # Limits.items_per_request_max default
 ROUNDS = 3
-STANDARD = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+STANDARD = {
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+}
 
 
 async def _broadcast(channel: grpc.aio.Channel, request: O.BroadcastRequest) -> O.BroadcastResponse:
