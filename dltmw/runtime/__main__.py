@@ -14,7 +14,6 @@ import asyncio
 import logging
 import signal
 import sys
-import tomllib
 import traceback
 from pathlib import Path
 
@@ -66,13 +65,15 @@ async def serve(config: NodeConfig) -> int:
 
 def main() -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m dltmw.runtime")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--log-file", type=Path, help="rotating log file (default: stderr)")
+    parser = argparse.ArgumentParser(prog="python -m dltmw.runtime", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    parser.add_argument(
+        "--log-file", type=Path, help="rotating JSON-lines log file (default: stderr)"
+    )
     ns = parser.parse_args()
     try:
         config = NodeConfig.load(ns.config)
-    except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # FileError (a ValueError) names the key path
         print(f"dltmw node: cannot load {ns.config}: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USAGE)
     try:
@@ -80,7 +81,7 @@ def main() -> None:
     except Locked as exc:
         print(f"dltmw node {config.node_id}: not started: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LOCKED)
-    configure_logging(ns.log_file, config.logging)
+    configure_logging(ns.log_file, config.logging, config.node_id)
     if failpoints.armed():
         logger.warning("TEST-ONLY failpoints armed: %s", sorted(failpoints.armed()))
     try:
