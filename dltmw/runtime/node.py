@@ -273,8 +273,14 @@ class Node:
         for cid in sorted(set(self.peers) | set(self.orderers)):
             ledger = (self.peers.get(cid) or self.orderers[cid]).ledger
             roles = [r for r, d in (("peer", self.peers), ("orderer", self.orderers)) if cid in d]
+            orderer = self.orderers.get(cid)
+            view = orderer.current_view if isinstance(orderer, PbftOrdererChannel) else 0
             out.channels.add(
-                channel_id=cid, height=ledger.height, last_block_hash=ledger.last_hash, roles=roles
+                channel_id=cid,
+                height=ledger.height,
+                last_block_hash=ledger.last_hash,
+                roles=roles,
+                orderer_view=view,
             )
         return out
 
