@@ -48,6 +48,14 @@ async def serve(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     address = await node.start()
     print(f"READY {config.node_id} {address}", flush=True)
+    channels = sorted({*node.peers, *node.orderers})
+    logger.info(
+        "serving on %s: roles %s, channels %s, services %s",
+        address,
+        ",".join(sorted(config.roles)),
+        ",".join(channels) or "-",
+        ",".join(node.service_names),
+    )
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -59,6 +67,7 @@ async def serve(config: NodeConfig) -> int:
     if node.failed.is_set():
         print(f"FAILED {config.node_id} {node.ctx.tasks.failed}", flush=True)
         return EXIT_FATAL
+    logger.info("stopped cleanly")
     print(f"STOPPED {config.node_id}", flush=True)
     return EXIT_OK
 
