@@ -39,10 +39,15 @@ class NodeSpec(Strict):
     validating: bool = Field(False, description="notary only: verify transactions, not just inputs")
 
     @model_validator(mode="after")
-    def _gateway_needs_peer(self) -> NodeSpec:
-        if "gateway" in self.roles and "peer" not in self.roles:
-            raise ValueError("a gateway needs the peer role on the same node")
+    def _roles(self) -> NodeSpec:
+        check_roles(self.roles)
         return self
+
+
+def check_roles(roles: list[Role]) -> None:
+    """The role rules of a node (topology and node.toml alike)."""
+    if "gateway" in roles and "peer" not in roles:
+        raise ValueError("a gateway needs the peer role on the same node")
 
 
 class ClientSpec(Strict):

@@ -17,9 +17,9 @@ from pydantic import Field, model_validator
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net.tomlfile import Strict
+from dltmw.net.topology import Role, check_roles
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 
-Role = Literal["peer", "orderer", "gateway", "notary", "vault"]
 MiB = 1024 * 1024
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -111,9 +111,8 @@ class NodeTable(Strict):
     data_dir: str = Field("data", description="ledgers, stores and the node lock")
 
     @model_validator(mode="after")
-    def _gateway_needs_peer(self) -> NodeTable:
-        if "gateway" in self.roles and "peer" not in self.roles:
-            raise ValueError("a gateway needs the peer role on the same node")
+    def _roles(self) -> NodeTable:
+        check_roles(self.roles)
         return self
 
 

@@ -16,26 +16,12 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from integration.wire import channel_to, client_tls
+from integration.wire import TWO_ORG_SERVICES, channel_to, client_tls
 
 pytestmark = pytest.mark.integration
 V1_PATH = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 V1ALPHA_PATH = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-STANDARD = {
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-}
-EXPECTED = {
-    "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD},
-    "peer0.org1": {
-        "dltmw.v1.AdminService",
-        "dltmw.v1.EndorserService",
-        "dltmw.v1.GatewayService",
-        "dltmw.v1.PrivacyManagerService",
-        *STANDARD,
-    },
-}
+EXPECTED = TWO_ORG_SERVICES
 
 
 async def _ask(

@@ -101,6 +101,26 @@ def cpu_s(sup: Supervisor, node_id: str) -> float:
     return times.user + times.system
 
 
+# What each node of the integration TWO_ORG network serves (and so lists through reflection).
+STANDARD_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+)
+TWO_ORG_SERVICES = {
+    "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD_SERVICES},
+    "peer0.org1": {
+        "dltmw.v1.AdminService",
+        "dltmw.v1.EndorserService",
+        "dltmw.v1.GatewayService",
+        "dltmw.v1.PrivacyManagerService",
+        *STANDARD_SERVICES,
+    },
+}
+
+
 def logged_errors(log: str) -> list[str]:
     """Lines of a node's JSON log (runtime/logs.py) at level ERROR or CRITICAL, and any line that
     is not a JSON object at all (nothing else writes to the node's log)."""
