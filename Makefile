@@ -5,8 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PROTO_FILES := $(wildcard protos/dltmw/v1/*.proto)
+BUF := $(CURDIR)/$(VENV)/bin/buf
+NODE_EX := examples/node
+NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
-.PHONY: venv demo test soak unit integration lint protos protos-check bench clean
+.PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
+	node-example stubs go-plugins bench clean
 
 venv: $(STAMP)
 
@@ -21,8 +25,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
-## test: lint, then every test tier
-test: lint
+## test: lint, the other-language stubs and the Node.js example, then every test tier
+test: lint stubs node-example
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
@@ -35,14 +39,43 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) node-example
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-lint: $(STAMP) protos-check
+lint: $(STAMP) protos-check wire-breaking
 	$(VENV)/bin/ruff check dltmw tests benchmarks scripts
 	$(VENV)/bin/ruff format --check dltmw tests benchmarks scripts
 	$(VENV)/bin/mypy
-	cd protos && ../$(VENV)/bin/buf lint
+	cd protos && $(BUF) lint
+
+## wire-breaking: no breaking change against the last released wire contract (a committed image)
+wire-breaking: $(STAMP)
+	cd protos && $(BUF) breaking --against released/dltmw-v1.binpb
+
+## wire-release: make the current protos/ the released contract that wire-breaking compares with
+wire-release: $(STAMP)
+	cd protos && $(BUF) build --exclude-source-info -o released/dltmw-v1.binpb
+
+## node-example: the TypeScript Figure 8 client (npm ci from the pinned lockfile, stubs, tsc)
+node-example: $(NODE_STAMP)
+	cd $(NODE_EX) && npm run --silent build
+
+$(NODE_STAMP): $(NODE_EX)/package-lock.json
+	cd $(NODE_EX) && npm ci --no-audit --no-fund --loglevel=error
+	@rm -f $(NODE_EX)/node_modules/.installed-*
+	@touch $@
+
+## stubs: TypeScript and Go stubs of protos/ into build/stubs (protos/buf.gen.yaml, local plugins)
+stubs: $(STAMP) $(NODE_STAMP) go-plugins
+	rm -rf build/stubs
+	cd protos && $(BUF) generate --template buf.gen.yaml -o ../build/stubs
+	test -s build/stubs/ts/dltmw/v1/gateway_service.ts
+	test -s build/stubs/go/dltmw/v1/gateway_service_grpc.pb.go
+
+## go-plugins: protoc-gen-go and protoc-gen-go-grpc from Debian when they are missing (as root)
+go-plugins:
+	@command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq protoc-gen-go protoc-gen-go-grpc; }
 
 ## protos: regenerate the committed Python stubs (+ .pyi) from protos/
 protos: $(STAMP)
@@ -57,4 +90,5 @@ bench: $(STAMP)
 	$(VENV)/bin/dltmw bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache $(NODE_EX)/node_modules $(NODE_EX)/dist \
+		$(NODE_EX)/src/gen

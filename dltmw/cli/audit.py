@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from dltmw.cli.params import NetworkDir
 from dltmw.client.audit import ChannelReport, audit_network
 
 console = Console()
 
 
 def audit(
-    network: Annotated[Path, typer.Argument(help="network directory made by `dltmw init`")],
+    network: NetworkDir,
     channel: Annotated[str | None, typer.Option("--channel", help="only this channel")] = None,
     client: Annotated[
         str | None,
@@ -39,6 +39,8 @@ def audit(
             _print(report)
     if any(r.findings for r in reports):
         raise typer.Exit(1)
+    if not reports:
+        console.print(f"[yellow]no node of {network} could be audited (is the network up?)[/]")
     if any(r.unreachable for r in reports) or not reports:
         raise typer.Exit(2)
 

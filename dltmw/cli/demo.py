@@ -12,17 +12,19 @@
    the third member, orders and stores only its payload hash.
 5. Notarised UTXO (`demo_utxo.py`): a DvP between the two brokers, observed by a regulator and
    invisible to everyone else, then a double-spend attempt that the notary refuses.
-6. Clean stop of every node.
+6. Clean stop of every node, then a closing summary: one line per flow, PASS or FAIL, and
+   where the nodes' logs were kept (the network directory is deleted unless `--keep` names one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 from rich.console import Console
@@ -178,35 +180,75 @@ async def _until_idle(client: GatewayClient, channel: str) -> AsyncIterator[Even
             return
 
 
-async def scenario(console: Console, network: Path) -> bool:
-    """Figure 8 + workload + block report."""
+FLOWS = {
+    "figure8": "Figure 8 on `trading`: VALID, VALID, MVCC_READ_CONFLICT; 15000/8000/10000",
+    "workload": "bank workload on `cash`: money conserved",
+    "private": "private trade: the Exchange holds only the payload hash",
+    "utxo": "notarised DvP seen by its parties and observer only; double spend refused",
+    "shutdown": "every node stopped cleanly",
+}
+
+
+async def _flow(console: Console, name: str, run: Awaitable[bool]) -> bool:
+    """One flow; an exception fails it (and is shown) without stopping the others."""
+    try:
+        return await run
+    except Exception as exc:  # the summary says which flow broke, and how
+        console.print(f"[red]{name} failed:[/] {type(exc).__name__}: {exc}")
+        return False
+
+
+async def scenario(console: Console, network: Path) -> dict[str, bool]:
+    """Figure 8 + workload + private trade + UTXO + block report; pass/fail per flow."""
     broker = await GatewayClient.connect(network, "trader.brokera")
     bank = await GatewayClient.connect(network, "treasury.bank")
     try:
-        ok8 = await figure8(console, broker)
-        okw = await workload(console, bank)
-        okp = await private_trade(console, network)
-        oku = await utxo_trade(console, network)
+        results = {
+            "figure8": await _flow(console, "figure8", figure8(console, broker)),
+            "workload": await _flow(console, "workload", workload(console, bank)),
+            "private": await _flow(console, "private", private_trade(console, network)),
+            "utxo": await _flow(console, "utxo", utxo_trade(console, network)),
+        }
         await blocks_report(console, broker, "trading")
-        return ok8 and okw and okp and oku
+        return results
     finally:
         await broker.close()
         await bank.close()
 
 
+def summary(console: Console, results: dict[str, bool]) -> None:
+    """The closing summary: one line per flow, `PASS name  what` or `FAIL name  what`."""
+    console.print("[bold]summary[/]")
+    for name, what in FLOWS.items():
+        ok = results.get(name, False)
+        mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+        console.print(f"{mark} {name:9} {what}", highlight=False, soft_wrap=True)
+
+
+def _keep_logs(network: Path) -> Path:
+    """Copy the nodes' logs out of a network that is about to be deleted."""
+    kept = Path(tempfile.mkdtemp(prefix="dltmw-demo-logs-"))
+    shutil.copytree(network / "run" / "logs", kept, dirs_exist_ok=True)
+    return kept
+
+
 def run_demo(console: Console, keep: Path | None) -> int:
-    """Run everything; returns the process exit code."""
+    """Run everything; returns the process exit code (0 only if every flow passed)."""
     with tempfile.TemporaryDirectory(prefix="dltmw-demo-") as tmp:
         network = keep or Path(tmp) / "network"
         init_network(TOPOLOGY, network)
         console.print(f"[bold]dltmw demo[/] — network {TOPOLOGY.name} in {network}")
         sup = Supervisor(network)
+        results: dict[str, bool] = {}
         try:
             for node_id, address in sup.up().items():
                 console.print(f"  {node_id:20} {address}")
-            ok = asyncio.run(scenario(console, network))
+            results = asyncio.run(scenario(console, network))
         finally:
             codes = {n: sup.stop(n) for n in list(sup.nodes)}
             console.print(f"stopped: {codes}")
-        clean = all(c == 0 for c in codes.values())
-        return 0 if ok and clean else 1
+            logs = network / "run" / "logs" if keep else _keep_logs(network)
+        results["shutdown"] = all(c == 0 for c in codes.values())
+        summary(console, results)
+        console.print(f"logs: {logs}", highlight=False, soft_wrap=True)
+        return 0 if all(results.get(name, False) for name in FLOWS) else 1

@@ -1,29 +1,69 @@
-"""`dltmw` — init, up, down, start, stop, restart, invoke, query, events, demo, bench, audit.
+"""`dltmw` — make, run and use a dltmw network.
 
-Typer gives typed options and help text for free; rich renders the tables.
+Every command takes a network directory made by `dltmw init`; `--json` prints what the read
+commands (query, events, status, audit) found as JSON. A mistake gets one line and a non-zero
+exit status (`--debug` adds the traceback; statuses: `dltmw/cli/errors.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from dltmw.cli import params
 from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
+from dltmw.cli.errors import EXIT_USAGE, UserError, run
+from dltmw.cli.params import (
+    ArgsArg,
+    ChannelArg,
+    ClientOpt,
+    ContractArg,
+    FunctionArg,
+    GatewayOpt,
+    JsonOpt,
+    NetworkDir,
+    NodeArg,
+)
 from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
-from dltmw.v1 import transaction_pb2
+from dltmw.runtime.logs import configure_console_logging
+from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 console = Console()
-NetworkDir = Annotated[Path, typer.Argument(help="network directory made by `dltmw init`")]
-ClientOpt = Annotated[str, typer.Option("--client", "-c", help="client id, e.g. user1.org1")]
-GatewayOpt = Annotated[str | None, typer.Option("--gateway", "-g", help="gateway node id")]
+CODE = transaction_pb2.TxValidationCode.Name
+
+
+def _version(show: bool) -> None:
+    if show:
+        console.print(f"dltmw {package_version('dltmw')} (wire contract dltmw.v1)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="log everything and show tracebacks of errors")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="print the version and exit", callback=_version),
+    ] = False,
+) -> None:
+    """Options of every command."""
+    configure_console_logging(debug)
 
 
 @app.command()
@@ -32,14 +72,15 @@ def init(
         Path, typer.Argument(help="topology TOML, e.g. services/networks/two-org.toml")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to create")],
-    synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
+    synchronous: Annotated[
+        str, typer.Option(help="sqlite synchronous mode: OFF, NORMAL, FULL or EXTRA")
+    ] = "FULL",
 ) -> None:
     """Generate CAs, certificates, node configs and channel config blocks."""
-    topo = init_network(topology, out, synchronous)
+    if not topology.is_file():
+        raise UserError(f"no topology file {topology}", EXIT_USAGE)
+    topo = init_network(topology, out, synchronous.upper())
     console.print(f"network [bold]{topo.name}[/] written to {out}")
-
-
-NodeArg = Annotated[str, typer.Argument(help="node id, e.g. peer0.org1")]
 
 
 @app.command()
@@ -102,30 +143,48 @@ def restart(network: NetworkDir, node: NodeArg) -> None:
 
 
 def _check_node(sup: Supervisor, node: str) -> None:
-    if node not in sup.node_ids():
-        console.print(f"[red]no node {node!r}[/] in {sup.dir} (nodes: {', '.join(sup.node_ids())})")
-        raise typer.Exit(2)
+    params.check_node(sup.dir, node)
+
+
+async def _connect(network: Path, client: str, gateway: str | None) -> GatewayClient:
+    """A gateway client, after checking that the client exists and its gateway runs."""
+    params.check_client(network, client)
+    node = gateway or ClientFiles.load(network, client).gateway
+    if not node:
+        raise UserError(f"client {client} has no default gateway: name one with --gateway")
+    params.check_running(network, node)
+    return await GatewayClient.connect(network, client, node)
 
 
 @app.command()
 def invoke(
     network: NetworkDir,
-    channel: str,
-    contract: str,
-    function: str,
-    args: Annotated[list[str] | None, typer.Argument()] = None,
-    client: ClientOpt = "",
+    channel: ChannelArg,
+    contract: ContractArg,
+    function: FunctionArg,
+    client: ClientOpt,
+    args: ArgsArg = None,
     gateway: GatewayOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Submit a transaction and wait for its commit."""
 
     async def go() -> None:
-        async with await GatewayClient.connect(network, client, gateway) as c:
+        async with await _connect(network, client, gateway) as c:
             done = await c.submit_transaction(channel, contract, function, *(args or []))
-        code = transaction_pb2.TxValidationCode.Name(done.status.result)
+        result = {
+            "tx_id": done.tx_id,
+            "validation_code": CODE(done.status.result),
+            "block_number": done.status.block_number,
+            "tx_index": done.status.tx_index,
+            "result": done.result.payload.decode(errors="replace"),
+        }
+        if as_json:
+            print(json.dumps(result))
+            return
         console.print(
-            f"{done.tx_id} {code} block {done.status.block_number} "
-            f"result {done.result.payload.decode(errors='replace')!r}"
+            f"{done.tx_id} {result['validation_code']} block {done.status.block_number} "
+            f"result {result['result']!r}"
         )
 
     asyncio.run(go())
@@ -134,40 +193,72 @@ def invoke(
 @app.command()
 def query(
     network: NetworkDir,
-    channel: str,
-    contract: str,
-    function: str,
-    args: Annotated[list[str] | None, typer.Argument()] = None,
-    client: ClientOpt = "",
+    channel: ChannelArg,
+    contract: ContractArg,
+    function: FunctionArg,
+    client: ClientOpt,
+    args: ArgsArg = None,
     gateway: GatewayOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a read-only invocation."""
+    """Evaluate a read-only invocation on the gateway's peer."""
 
     async def go() -> None:
-        async with await GatewayClient.connect(network, client, gateway) as c:
+        async with await _connect(network, client, gateway) as c:
             result = await c.evaluate(channel, contract, function, *(args or []))
-        console.print(result.payload.decode(errors="replace"))
+        payload = result.payload.decode(errors="replace")
+        if as_json:
+            print(
+                json.dumps({"status": result.status, "message": result.message, "payload": payload})
+            )
+        else:
+            console.print(payload, highlight=False)
 
     asyncio.run(go())
+
+
+def _block_json(block: gateway_service_pb2.EventsResponse) -> str:
+    return json.dumps(
+        {
+            "block_number": block.block_number,
+            "block_hash": block.block_hash.hex(),
+            "transactions": [
+                {
+                    "tx_id": tx.tx_id,
+                    "validation_code": CODE(tx.validation_code),
+                    "events": [
+                        {"contract": e.contract, "name": e.name, "payload": e.payload.hex()}
+                        for e in tx.events
+                    ],
+                }
+                for tx in block.transactions
+            ],
+        }
+    )
 
 
 @app.command()
 def events(
     network: NetworkDir,
-    channel: str,
-    client: ClientOpt = "",
+    channel: ChannelArg,
+    client: ClientOpt,
     gateway: GatewayOpt = None,
-    start: Annotated[int, typer.Option("--from", help="first block")] = 0,
-    count: Annotated[int, typer.Option(help="stop after this many blocks (0 = follow)")] = 0,
+    start: Annotated[int, typer.Option("--from", min=0, help="first block")] = 0,
+    count: Annotated[int, typer.Option(min=0, help="stop after this many blocks (0 = follow)")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per block (JSON lines)")
+    ] = False,
 ) -> None:
-    """Follow committed blocks from a number."""
+    """Follow committed blocks from a number: one line per transaction with its code."""
 
     async def go() -> None:
-        async with await GatewayClient.connect(network, client, gateway) as c:
+        async with await _connect(network, client, gateway) as c:
             seen = 0
             async for block in c.events(channel, start):
-                for tx in block.transactions:
-                    code = transaction_pb2.TxValidationCode.Name(tx.validation_code)
+                if as_json:
+                    print(_block_json(block), flush=True)
+                for tx in block.transactions if not as_json else ():
+                    code = CODE(tx.validation_code)
                     console.print(f"block {block.block_number} {tx.tx_id[:16]} {code}")
                 seen += 1
                 if count and seen >= count:
@@ -177,10 +268,44 @@ def events(
 
 
 @app.command()
-def demo(
-    keep: Annotated[Path | None, typer.Option(help="keep the network in this directory")] = None,
+def status(network: NetworkDir, as_json: JsonOpt = False) -> None:
+    """Every node: running or stopped, health, height per channel, PBFT-lite orderer view.
+    Exit status 1 unless every node runs and is SERVING."""
+    from dltmw.cli.status import status as run_status
+
+    run_status(network, as_json)
+
+
+@app.command()
+def logs(
+    network: NetworkDir,
+    node: NodeArg,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="lines from the end")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    follow_s: Annotated[
+        float, typer.Option("--follow-s", min=0, help="stop following after this long (0: never)")
+    ] = 0.0,
+    stream: Annotated[
+        str, typer.Option(help="log (the node's JSON log), err (stderr, keeper) or out (READY)")
+    ] = "log",
+    raw: Annotated[bool, typer.Option("--raw", help="print JSON lines as they are")] = False,
 ) -> None:
-    """The main job: a capital-market network, Figure 8, a bank workload, a report."""
+    """Show the end of a node's log (readable), optionally following it."""
+    from dltmw.cli.logs import SUFFIXES, show_log
+
+    params.check_node(network, node)
+    if stream not in SUFFIXES:
+        raise UserError(f"--stream must be one of {', '.join(SUFFIXES)}", EXIT_USAGE)
+    show_log(network / "run" / "logs" / f"{node}.{stream}", lines, follow, follow_s, raw)
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        Path | None, typer.Option(help="make the network in this (new) directory and keep it")
+    ] = None,
+) -> None:
+    """The main job: a capital-market network, Figure 8, a bank workload, privacy, UTXO."""
     from dltmw.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console, keep))
@@ -191,5 +316,5 @@ app.command()(audit_command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: the error boundary of `cli/errors.py` around the app."""
+    run(app, sys.argv[1:])

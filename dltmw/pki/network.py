@@ -15,7 +15,9 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
     channels/<channel>.block      config block 0, signed by the channel's first orderer
     run/endpoints/<id>            written by each node when it serves (port 0)
 
-Every organisation also gets an admin client `admin.<org>` (role admin).
+Every organisation also gets an admin client `admin.<org>` (role admin). The topology is
+validated first (`net/topology.py`: unknown keys and dangling references are refused with their
+key path), so nothing is written for a topology that cannot be built.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tomllib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,39 +38,11 @@ from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
+from dltmw.net.topology import Topology
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
 from dltmw.v1 import config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
-
-
-@dataclass(frozen=True)
-class Topology:
-    """A parsed topology file."""
-
-    name: str
-    raw: dict[str, Any]
-
-    @staticmethod
-    def load(path: Path) -> Topology:
-        """Read and sanity-check a topology file; raises ValueError."""
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-        orgs = {o["id"] for o in raw.get("orgs", [])}
-        nodes = {n["id"]: n for n in raw.get("nodes", [])}
-        for node in nodes.values():
-            if node["org"] not in orgs:
-                raise ValueError(f"node {node['id']} names unknown org {node['org']!r}")
-        for ch in raw.get("channels", []):
-            for org in ch["members"]:
-                if org not in orgs:
-                    raise ValueError(f"channel {ch['id']} names unknown org {org!r}")
-            for oid in ch["orderers"]:
-                if "orderer" not in nodes.get(oid, {}).get("roles", []):
-                    raise ValueError(f"channel {ch['id']}: {oid} is not an orderer node")
-            if ch.get("ordering", "none") not in ORDERING:
-                raise ValueError(f"channel {ch['id']}: ordering must be one of {sorted(ORDERING)}")
-        return Topology(raw.get("name", path.stem), raw)
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:

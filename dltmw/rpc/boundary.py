@@ -69,6 +69,7 @@ QUERY_METHODS = frozenset(
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     }
 )
 CALLERS_REMEMBERED_MAX = 1024  # callers the malformed-input log keeps a last-report time for

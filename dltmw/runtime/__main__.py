@@ -14,7 +14,6 @@ import asyncio
 import logging
 import signal
 import sys
-import tomllib
 import traceback
 from pathlib import Path
 
@@ -49,6 +48,14 @@ async def serve(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     address = await node.start()
     print(f"READY {config.node_id} {address}", flush=True)
+    channels = sorted({*node.peers, *node.orderers})
+    logger.info(
+        "serving on %s: roles %s, channels %s, services %s",
+        address,
+        ",".join(sorted(config.roles)),
+        ",".join(channels) or "-",
+        ",".join(node.service_names),
+    )
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -60,19 +67,22 @@ async def serve(config: NodeConfig) -> int:
     if node.failed.is_set():
         print(f"FAILED {config.node_id} {node.ctx.tasks.failed}", flush=True)
         return EXIT_FATAL
+    logger.info("stopped cleanly")
     print(f"STOPPED {config.node_id}", flush=True)
     return EXIT_OK
 
 
 def main() -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m dltmw.runtime")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--log-file", type=Path, help="rotating log file (default: stderr)")
+    parser = argparse.ArgumentParser(prog="python -m dltmw.runtime", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    parser.add_argument(
+        "--log-file", type=Path, help="rotating JSON-lines log file (default: stderr)"
+    )
     ns = parser.parse_args()
     try:
         config = NodeConfig.load(ns.config)
-    except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # FileError (a ValueError) names the key path
         print(f"dltmw node: cannot load {ns.config}: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USAGE)
     try:
@@ -80,7 +90,7 @@ def main() -> None:
     except Locked as exc:
         print(f"dltmw node {config.node_id}: not started: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LOCKED)
-    configure_logging(ns.log_file, config.logging)
+    configure_logging(ns.log_file, config.logging, config.node_id)
     if failpoints.armed():
         logger.warning("TEST-ONLY failpoints armed: %s", sorted(failpoints.armed()))
     try:

@@ -1,73 +1,22 @@
 """Node configuration: one TOML file per node, written by `dltmw init`, loaded once at start.
 
 Paths inside the file are relative to the file's directory, so a generated network directory
-can be moved as a whole. The loaded `NodeConfig` is frozen and validated; nothing reads the file
-again.
+can be moved as a whole. The file's schema is `runtime/config_file.py` (unknown keys are refused
+with their path; `docs/config.md` is generated from it); the loaded `NodeConfig` is frozen and
+validated; nothing reads the file again.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.net import tomlfile
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
+from dltmw.runtime.config_file import DEFAULT_LOGGING, Limits, LogSettings, NodeFile
 
-ROLES = frozenset({"peer", "orderer", "gateway", "notary", "vault"})
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds that protect a node from overload and hostile input (node.toml `[limits]`).
-
-    The input bounds (`rpc/boundary.py` checks them before a servicer sees a request: before any
-    item is parsed, any signature verified, anything allocated per item) are named by these field
-    names in the LIMIT_EXCEEDED errors they cause:
-
-    * `max_message_bytes`: one gRPC message (grpc itself refuses bigger ones);
-    * `query_bytes_max`: the request of an RPC that carries only a signed query or a status
-      request (CommitStatus, Events, Deliver, NodeStatus, Receive, ...): 4 MiB is far too generous;
-    * `items_per_request_max`: entries of any repeated field of a request (envelopes of a
-      Broadcast, proposals of a ProcessProposals, items of a Transact or SendBatch, ...);
-    * `item_bytes_max`: one such entry;
-    * `inflight_rpcs_per_connection_max`, `inflight_rpcs_per_identity_max`: calls (and open
-      streams) at once from one connection, and from one caller (its TLS certificate) over all
-      its connections;
-    * `inflight_bytes_per_identity_max`: request bytes one caller has in progress at once.
-    """
-
-    max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_rpcs: int = 1024
-    timestamp_window_s: float = 900.0
-    commit_wait_s: float = 30.0
-    queue_max: int = 10_000
-    query_bytes_max: int = 64 * 1024
-    items_per_request_max: int = 1000
-    item_bytes_max: int = 2 * 1024 * 1024
-    inflight_rpcs_per_connection_max: int = 512
-    inflight_rpcs_per_identity_max: int = 512
-    inflight_bytes_per_identity_max: int = 64 * 1024 * 1024
-    malformed_log_interval_s: float = 60.0  # one log line per caller per interval
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if getattr(self, f.name) <= 0:
-                raise ValueError(f"limits.{f.name} must be positive")
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """The node's own log file (`[logging]` in node.toml): rotated when it reaches
-    `file_bytes_max`; `file_count` files are kept, the current one included."""
-
-    file_bytes_max: int = 10 * 1024 * 1024
-    file_count: int = 5
-    level: str = "INFO"
-
-    def __post_init__(self) -> None:
-        if self.file_bytes_max < 1024 or self.file_count < 2:
-            raise ValueError("logging: need file_bytes_max >= 1024 and file_count >= 2")
+__all__ = ["Limits", "LogSettings", "NodeConfig"]
 
 
 @dataclass(frozen=True)
@@ -92,61 +41,34 @@ class NodeConfig:
     keepalive: Keepalive = DEFAULT_KEEPALIVE
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
-    logging: LogSettings = LogSettings()
+    logging: LogSettings = DEFAULT_LOGGING
     storage_retry: RetryPolicy = DEFAULT_RETRY  # `[storage]`: retry_first_s, retry_max_s, retry_s
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
-        """Read and validate a node.toml; raises ValueError with the offending key."""
+        """Read and validate a node.toml; raises ValueError (`FileError`) naming the key path."""
+        doc = tomlfile.load(path, NodeFile)
         base = path.resolve().parent
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-        try:
-            node, files = raw["node"], raw["files"]
-            roles = frozenset(node["roles"])
-            if not roles or not roles <= ROLES:
-                raise ValueError(f"node.roles must be a non-empty subset of {sorted(ROLES)}")
-            if "gateway" in roles and "peer" not in roles:
-                raise ValueError("a gateway needs the peer role on the same node")
-            return NodeConfig(
-                node_id=node["id"],
-                org_id=node["org"],
-                roles=roles,
-                listen=node.get("listen", "127.0.0.1:0"),
-                data_dir=base / node.get("data_dir", "data"),
-                identity_cert=base / files["identity_cert"],
-                identity_key=base / files["identity_key"],
-                tls_cert=base / files["tls_cert"],
-                tls_key=base / files["tls_key"],
-                tls_roots=base / files["tls_roots"],
-                org_ca=base / files["org_ca"],
-                address_book=base / files["address_book"],
-                genesis_blocks=tuple(base / g for g in raw.get("channels", {}).get("genesis", [])),
-                synchronous=raw.get("ledger", {}).get("synchronous", "FULL"),
-                limits=Limits(**raw.get("limits", {})),
-                keepalive=Keepalive(**raw.get("keepalive", {})),
-                privacy_key=base / files["privacy_key"] if "privacy_key" in files else None,
-                network_map=base / files["network_map"] if "network_map" in files else None,
-                logging=LogSettings(**raw.get("logging", {})),
-                storage_retry=_retry_policy(raw.get("storage", {})),
-            )
-        except KeyError as exc:
-            raise ValueError(f"{path}: missing key {exc}") from exc
-        except TypeError as exc:  # an unknown key in [limits], [keepalive] or [logging]
-            raise ValueError(f"{path}: {exc}") from exc
-
-
-def _retry_policy(raw: dict[str, float]) -> RetryPolicy:
-    """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
-    unknown = set(raw) - {"retry_first_s", "retry_max_s", "retry_s"}
-    if unknown:
-        raise ValueError(f"storage: unknown keys {sorted(unknown)}")
-    default = RetryPolicy()
-    policy = RetryPolicy(
-        first_s=float(raw.get("retry_first_s", default.first_s)),
-        max_s=float(raw.get("retry_max_s", default.max_s)),
-        budget_s=float(raw.get("retry_s", default.budget_s)),
-    )
-    if not 0 < policy.first_s <= policy.max_s or policy.budget_s < 0:
-        raise ValueError("storage: need 0 < retry_first_s <= retry_max_s and retry_s >= 0")
-    return policy
+        files = doc.files
+        return NodeConfig(
+            node_id=doc.node.id,
+            org_id=doc.node.org,
+            roles=frozenset(doc.node.roles),
+            listen=doc.node.listen,
+            data_dir=base / doc.node.data_dir,
+            identity_cert=base / files.identity_cert,
+            identity_key=base / files.identity_key,
+            tls_cert=base / files.tls_cert,
+            tls_key=base / files.tls_key,
+            tls_roots=base / files.tls_roots,
+            org_ca=base / files.org_ca,
+            address_book=base / files.address_book,
+            genesis_blocks=tuple(base / g for g in doc.channels.genesis),
+            synchronous=doc.ledger.synchronous,
+            limits=doc.limits,
+            keepalive=doc.keepalive,
+            privacy_key=base / files.privacy_key if files.privacy_key else None,
+            network_map=base / files.network_map if files.network_map else None,
+            logging=doc.logging,
+            storage_retry=doc.storage.policy(),
+        )

@@ -3,7 +3,8 @@
 Start: load identity and TLS, open every channel it belongs to (from the genesis files named in
 its config and those it joined later, kept under `data/channels/`), start the roles, serve on
 grpc.aio with mutual TLS, publish its address, print one READY line. The server carries only the
-services of the roles the node hosts (`_services`; reflection lists exactly those), each behind
+services of the roles the node hosts (`_services`; reflection lists exactly those, on both
+reflection protocols, and health answers for each by name), each behind
 the request boundary (`rpc/boundary.py`: bounds, budget and parsing before any servicer runs),
 with the keepalive policy its clients follow (`rpc/channel_options.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
@@ -26,8 +27,6 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
-from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from dltmw.aio.tasks import TaskOwner
 from dltmw.core.channel import ConfigError
@@ -44,6 +43,7 @@ from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
 from dltmw.rpc.privacy import PrivacyManagerServicer
+from dltmw.rpc.reflection import reflectors
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.audit import Auditor
@@ -72,7 +72,6 @@ from dltmw.v1 import (
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
-REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 def _service(module: Any, name: str) -> ServiceDescriptor:
@@ -116,6 +115,7 @@ class Node:
         self.boundary = Boundary(config.limits)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
+        self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
         self._join_lock = asyncio.Lock()
 
     async def _on_fatal(self, task_name: str, _exc: BaseException | None) -> None:
@@ -145,7 +145,8 @@ class Node:
         await self._server.start()
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in ("", *self.service_names):  # "" is the node as a whole
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ctx.addresses.publish(self.config.node_id, self.address)
         return self.address
 
@@ -161,8 +162,8 @@ class Node:
             ],
         )
         names = [add_service(server, self.boundary, d, s) for d, s in self._services()]
-        reflector = ReflectionServicer([*names, reflection.SERVICE_NAME])
-        add_service(server, self.boundary, REFLECTION, reflector)
+        names += [add_service(server, self.boundary, d, s) for d, s in reflectors(names)]
+        self.service_names = tuple(names)
         return server
 
     def _services(self) -> list[tuple[ServiceDescriptor, object]]:
@@ -272,8 +273,14 @@ class Node:
         for cid in sorted(set(self.peers) | set(self.orderers)):
             ledger = (self.peers.get(cid) or self.orderers[cid]).ledger
             roles = [r for r, d in (("peer", self.peers), ("orderer", self.orderers)) if cid in d]
+            orderer = self.orderers.get(cid)
+            view = orderer.current_view if isinstance(orderer, PbftOrdererChannel) else 0
             out.channels.add(
-                channel_id=cid, height=ledger.height, last_block_hash=ledger.last_hash, roles=roles
+                channel_id=cid,
+                height=ledger.height,
+                last_block_hash=ledger.last_hash,
+                roles=roles,
+                orderer_view=view,
             )
         return out
 

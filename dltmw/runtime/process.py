@@ -16,8 +16,8 @@ one line naming the holder. The kernel drops the lock when the process dies (eve
 a stale lock file never blocks a start and a reused PID never fools a check: `lock_holder` asks
 the lock, not the PID. The same kind of lock, `keeper.lock`, marks the node's keeper (`keeper.py`).
 
-Logs. With `--log-file`, the node logs to its own file, rotated by size
-(`logging.handlers.RotatingFileHandler`, `[logging]` in node.toml: `file_bytes_max`, default
+Logs. With `--log-file`, the node logs JSON lines (`runtime/logs.py`) to its own file, rotated by
+size (`logging.handlers.RotatingFileHandler`, `[logging]` in node.toml: `file_bytes_max`, default
 10 MiB, `file_count`, default 5), so no log grows without bound; stderr then only carries what
 must be seen even when the log cannot be written: fatal start-up errors and Python's own last
 words.
@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
-import logging.handlers
 import os
-import sys
 import time
 from pathlib import Path
 
 from dltmw.runtime.config import LogSettings
+from dltmw.runtime.logs import configure_node_logging
 
 EXIT_OK = 0
 EXIT_STARTUP = 1
@@ -45,7 +43,6 @@ NOT_RESTARTED = frozenset({EXIT_OK, EXIT_USAGE, EXIT_LOCKED})
 NODE_LOCK = "node.lock"
 KEEPER_LOCK = "keeper.lock"
 LOCK_WAIT_S = 0.5  # a probe (`lock_holder`) holds the lock for microseconds; never wait longer
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Locked(Exception):
@@ -115,23 +112,7 @@ def _read_pid(path: Path) -> int | None:
     return None
 
 
-def configure_logging(log_file: Path | None, settings: LogSettings) -> None:
-    """Root logging: the rotating file when given, else stderr."""
-    handler: logging.Handler
-    if log_file is None:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            log_file,
-            maxBytes=settings.file_bytes_max,
-            backupCount=settings.file_count - 1,
-            encoding="utf-8",
-        )
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(settings.level.upper())
-    logging.captureWarnings(True)
+def configure_logging(log_file: Path | None, settings: LogSettings, node_id: str = "") -> None:
+    """Root logging of a node process (`runtime/logs.py`): JSON lines to the rotating file when
+    given, else to stderr."""
+    configure_node_logging(node_id, log_file, settings)

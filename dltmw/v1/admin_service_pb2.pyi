@@ -164,12 +164,17 @@ class ChannelStatus(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     LAST_BLOCK_HASH_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    ORDERER_VIEW_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """The channel."""
     height: _builtins.int
     """Number of blocks held (last block number + 1)."""
     last_block_hash: _builtins.bytes
     """Hash of the last block."""
+    orderer_view: _builtins.int
+    """On an orderer of a PBFT-lite channel: its replica's current view (the primary is replica
+    view mod n); 0 on other channels and roles.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Roles the node plays on this channel ("peer", "orderer")."""
@@ -181,10 +186,11 @@ class ChannelStatus(_message.Message):
         height: _builtins.int = ...,
         last_block_hash: _builtins.bytes = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        orderer_view: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "height", b"height", "last_block_hash", b"last_block_hash", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "height", b"height", "last_block_hash", b"last_block_hash", "orderer_view", b"orderer_view", "roles", b"roles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

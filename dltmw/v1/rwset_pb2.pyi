@@ -21,7 +21,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class Version(_message.Message):
     """Version of a key in the world state: the position of the transaction that last wrote it.
-    A key that was never written (or was deleted) has no version: the read carries `present = false`.
+    A key that was never written (or was deleted) has no version: its KVRead leaves `version` unset.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -36,6 +36,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.rpc import reflection as _reflection  # noqa: F401 (puts grpc.reflection.v1 in the pool)
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
@@ -430,6 +431,10 @@ GENERATORS: dict[str, Build] = {
     "/grpc.health.v1.Health/Watch": lambda p, w, t: [_tweaked(health_pb2.HealthCheckRequest(), t)],
     "/grpc.health.v1.Health/List": lambda p, w, t: [_tweaked(health_pb2.HealthListRequest(), t)],
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": lambda p, w, t: [
+        _tweaked(reflection_pb2.ServerReflectionRequest(list_services=""), t)
+    ],
+    # (v1 is the same message under another package name: same bytes, see dltmw/rpc/reflection.py)
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": lambda p, w, t: [
         _tweaked(reflection_pb2.ServerReflectionRequest(list_services=""), t)
     ],
 }

@@ -20,6 +20,7 @@ from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import gateway_service_pb2_grpc, orderer_service_pb2_grpc
 from dltmw.v1 import orderer_service_pb2 as O
 from integration.wire import (
+    TWO_ORG_SERVICES,
     channel_to,
     client_tls,
     cpu_s,
@@ -36,7 +37,6 @@ TWO_ORG = (Path(__file__).parent / "conftest.py").read_text().split('TWO_ORG = "
 TWO_ORG = TWO_ORG.split('"""')[0].replace("BATCH_MS", "100")
 ITEMS_MAX = 1000  # Limits.items_per_request_max default
 ROUNDS = 3
-STANDARD = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
 async def _broadcast(channel: grpc.aio.Channel, request: O.BroadcastRequest) -> O.BroadcastResponse:
@@ -97,17 +97,7 @@ async def test_huge_broadcast_is_refused_before_any_work(network) -> None:
 async def test_each_node_serves_only_its_roles_services(network) -> None:
     net, _ = network()
     tls = client_tls(net, "user1.org1")
-    expected = {
-        "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD},
-        "peer0.org1": {
-            "dltmw.v1.AdminService",
-            "dltmw.v1.EndorserService",
-            "dltmw.v1.GatewayService",
-            "dltmw.v1.PrivacyManagerService",
-            *STANDARD,
-        },
-    }
-    for node_id, services in expected.items():
+    for node_id, services in TWO_ORG_SERVICES.items():
         channel = channel_to(net, node_id, tls)
         try:
             assert await listed_services(channel) == services, node_id

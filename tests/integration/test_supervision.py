@@ -45,6 +45,7 @@ Start = Callable[..., tuple[Path, Supervisor]]
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 CH = "trades"
 NODES = ("orderer0", "peer0.org1", "peer0.org2")
+GATEWAY_SERVICE = "dltmw.v1.GatewayService"
 LOCK_S = 12.0
 BUSY_TIMEOUT_S = 5.0  # sqlite3's default: how long the orderer's BEGIN waits before it fails
 DLTMW = Path(sys.executable).parent / "dltmw"
@@ -74,15 +75,15 @@ def log_of(net: Path, node: str, suffix: str = "log") -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-async def health(net: Path, node: str) -> str:
-    """The node's overall health status name (over mTLS, as a client of Org1)."""
+async def health(net: Path, node: str, service: str = "") -> str:
+    """The node's health status name, overall or of one service (over mTLS, as Org1's client)."""
     files = ClientFiles.load(net, "user1.org1")
     address = files.addresses.lookup(node)
     assert address is not None
     channel = secure_channel(address, node, files.tls, 4 * 1024 * 1024)
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=5
+            health_pb2.HealthCheckRequest(service=service), timeout=5
         )
     finally:
         await channel.close(None)
@@ -144,6 +145,7 @@ async def test_a_task_that_fails_for_good_turns_health_not_serving(tmp_path: Pat
     await node.start()
     try:
         assert await health(net, "peer0.org1") == "SERVING"
+        assert await health(net, "peer0.org1", GATEWAY_SERVICE) == "SERVING"
 
         async def broken() -> None:
             raise RuntimeError("a bug in a long-lived loop")
@@ -152,6 +154,7 @@ async def test_a_task_that_fails_for_good_turns_health_not_serving(tmp_path: Pat
         await asyncio.wait_for(node.failed.wait(), 10)
         assert node.ctx.tasks.failed == "broken-loop"
         assert await health(net, "peer0.org1") == "NOT_SERVING"
+        assert await health(net, "peer0.org1", GATEWAY_SERVICE) == "NOT_SERVING"  # each service
     finally:
         await node.stop(grace_s=1)
 

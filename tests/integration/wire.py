@@ -4,6 +4,7 @@ reflection, node RSS, and networks whose node.toml files are edited before they 
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -98,6 +99,40 @@ def cpu_s(sup: Supervisor, node_id: str) -> float:
     """User + system CPU seconds a node process has used."""
     times = psutil.Process(sup.nodes[node_id].process.pid).cpu_times()
     return times.user + times.system
+
+
+# What each node of the integration TWO_ORG network serves (and so lists through reflection).
+STANDARD_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+)
+TWO_ORG_SERVICES = {
+    "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD_SERVICES},
+    "peer0.org1": {
+        "dltmw.v1.AdminService",
+        "dltmw.v1.EndorserService",
+        "dltmw.v1.GatewayService",
+        "dltmw.v1.PrivacyManagerService",
+        *STANDARD_SERVICES,
+    },
+}
+
+
+def logged_errors(log: str) -> list[str]:
+    """Lines of a node's JSON log (runtime/logs.py) at level ERROR or CRITICAL, and any line that
+    is not a JSON object at all (nothing else writes to the node's log)."""
+    bad = []
+    for line in log.splitlines():
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            level = None
+        if level not in ("DEBUG", "INFO", "WARNING"):
+            bad.append(line)
+    return bad
 
 
 def node_log(net: Path, node_id: str) -> str:

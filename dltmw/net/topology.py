@@ -1,0 +1,160 @@
+"""The topology file: which organisations, nodes, clients, channels and notary clusters a network
+has (`services/networks/*.toml`), as `dltmw init` reads it.
+
+The models below are the file's schema (`docs/config.md` is generated from them). Each key has
+its default here and nowhere else; `dltmw init` (`pki/network.py`) works on the validated
+document (`Topology.raw`, defaults filled in). Cross-references — a node's org, a channel's
+members, orderers and auditors, a cluster's members — are checked here too, so a topology that
+loads is one `dltmw init` can build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from dltmw.net import tomlfile
+from dltmw.net.tomlfile import Strict
+
+Role = Literal["peer", "orderer", "gateway", "notary", "vault"]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class Org(Strict):
+    """`[[orgs]]`: a member organisation; `dltmw init` makes its CA and an admin client."""
+
+    id: Id = Field(description="organisation id, as named in channel configs and policies")
+
+
+class NodeSpec(Strict):
+    """`[[nodes]]`: one node process."""
+
+    id: Id = Field(description="node id; also its TLS server name")
+    org: Id = Field(description="the organisation that runs it")
+    roles: list[Role] = Field(min_length=1, description="roles it hosts")
+    listen: str = Field("127.0.0.1:0", description="address to listen on (port 0: any free port)")
+    validating: bool = Field(False, description="notary only: verify transactions, not just inputs")
+
+    @model_validator(mode="after")
+    def _roles(self) -> NodeSpec:
+        check_roles(self.roles)
+        return self
+
+
+def check_roles(roles: list[Role]) -> None:
+    """The role rules of a node (topology and node.toml alike)."""
+    if "gateway" in roles and "peer" not in roles:
+        raise ValueError("a gateway needs the peer role on the same node")
+
+
+class ClientSpec(Strict):
+    """`[[clients]]`: a client identity (admins `admin.<org>` are added for every org)."""
+
+    id: Id = Field(description="client id, e.g. user1.org1")
+    org: Id = Field(description="its organisation")
+    role: Literal["client", "admin"] = Field("client", description="role in its certificate")
+    gateway: str | None = Field(None, description="default gateway node (else its org's)")
+
+
+class ContractSpec(Strict):
+    """`contracts = [{...}]` of a channel: a deployed contract."""
+
+    name: Literal["bank", "kv"] = Field(description="built-in contract")
+    endorsement_policy: str = Field("", description="policy of this contract (else the channel's)")
+
+
+class Batch(Strict):
+    """`batch = {...}` of a channel: when the orderer cuts a block."""
+
+    max_tx_count: int = Field(100, gt=0, description="transactions per block at most")
+    max_bytes: int = Field(1024 * 1024, gt=0, description="bytes of envelopes per block at most")
+    timeout_ms: int = Field(250, gt=0, description="cut a non-empty block after this long")
+
+
+def _default_contracts() -> list[ContractSpec]:
+    return [ContractSpec(name="bank"), ContractSpec(name="kv")]
+
+
+class ChannelSpec(Strict):
+    """`[[channels]]`: a channel, its members, orderers and policies."""
+
+    id: Id = Field(description="channel id")
+    members: list[Id] = Field(min_length=1, description="member organisations")
+    orderers: list[Id] = Field(min_length=1, description="orderer nodes (first signs block 0)")
+    ordering: Literal["none", "pbft"] = Field("none", description="solo orderer or PBFT-lite")
+    endorsement_policy: str | None = Field(
+        None, description="default policy, e.g. AND(Org1.peer, Org2.peer) (else a majority)"
+    )
+    contracts: list[ContractSpec] = Field(
+        default_factory=_default_contracts, description="deployed contracts (default: bank, kv)"
+    )
+    batch: Batch = Field(default_factory=Batch, description="block cutting")
+    privacy_auditors: list[Id] = Field(
+        default_factory=list, description="peers that receive every private payload"
+    )
+
+
+class NotaryCluster(Strict):
+    """`[[notary_clusters]]`: n = 3f+1 notary nodes acting as one notary named `id`."""
+
+    id: Id = Field(description="the cluster's notary name")
+    members: list[Id] = Field(description="notary nodes")
+
+
+class TopologyFile(Strict):
+    """A topology file."""
+
+    name: str | None = Field(None, description="network name (default: the file's stem)")
+    orgs: list[Org] = Field(min_length=1)
+    nodes: list[NodeSpec] = Field(min_length=1)
+    clients: list[ClientSpec] = Field(default_factory=list)
+    channels: list[ChannelSpec] = Field(default_factory=list)
+    notary_clusters: list[NotaryCluster] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> TopologyFile:
+        orgs = {o.id for o in self.orgs}
+        nodes = {n.id: n for n in self.nodes}
+        _unique("orgs", [o.id for o in self.orgs])
+        _unique("nodes", [n.id for n in self.nodes])
+        _unique("clients", [c.id for c in self.clients])
+        _unique("channels", [c.id for c in self.channels])
+        for i, node in enumerate(self.nodes):
+            _known(f"nodes[{i}].org", node.org, orgs, "org")
+        for i, client in enumerate(self.clients):
+            _known(f"clients[{i}].org", client.org, orgs, "org")
+        for i, ch in enumerate(self.channels):
+            for org in ch.members:
+                _known(f"channels[{i}].members", org, orgs, "org")
+            for oid in ch.orderers:
+                if "orderer" not in (nodes[oid].roles if oid in nodes else []):
+                    raise ValueError(f"channels[{i}].orderers: {oid} is not an orderer node")
+        return self
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"{what}: ids used twice: {dup}")
+
+
+def _known(where: str, value: str, known: set[str], what: str) -> None:
+    if value not in known:
+        raise ValueError(f"{where}: unknown {what} {value!r}")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated topology: its name and the document with every default filled in."""
+
+    name: str
+    raw: dict[str, Any]
+
+    @staticmethod
+    def load(path: Path) -> Topology:
+        """Read and validate a topology file; FileError (a ValueError) says where and why."""
+        model = tomlfile.load(path, TopologyFile)
+        return Topology(model.name or path.stem, model.model_dump(exclude_none=True))

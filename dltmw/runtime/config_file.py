@@ -1,0 +1,179 @@
+"""The schema of `node.toml`, one per node, written by `dltmw init` (`NodeConfig.load` reads it).
+
+Each table of the file is a model below; `docs/config.md` is generated from them
+(`dltmw/cli/config_doc.py`, checked by a test). Unknown tables and keys are refused with their path
+(`tomlfile.Strict`), so a misspelt limit never falls back to its default unnoticed. Sections whose
+values the node passes down as they are (`[limits]`, `[keepalive]`, `[logging]`) are validated as
+the very dataclasses the node uses, with their own checks; `[storage]` keeps the historical key
+names of the file and maps them onto `RetryPolicy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Annotated, Literal, get_args
+
+from pydantic import Field, model_validator
+
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.net.tomlfile import Strict
+from dltmw.net.topology import Role, check_roles
+from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
+
+MiB = 1024 * 1024
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that protect a node from overload and hostile input (node.toml `[limits]`).
+
+    The input bounds (`rpc/boundary.py` checks them before a servicer sees a request: before any
+    item is parsed, any signature verified, anything allocated per item) are named by these field
+    names in the LIMIT_EXCEEDED errors they cause:
+
+    * `max_message_bytes`: one gRPC message (grpc itself refuses bigger ones);
+    * `query_bytes_max`: the request of an RPC that carries only a signed query or a status
+      request (CommitStatus, Events, Deliver, NodeStatus, Receive, ...): 4 MiB is far too generous;
+    * `items_per_request_max`: entries of any repeated field of a request (envelopes of a
+      Broadcast, proposals of a ProcessProposals, items of a Transact or SendBatch, ...);
+    * `item_bytes_max`: one such entry;
+    * `inflight_rpcs_per_connection_max`, `inflight_rpcs_per_identity_max`: calls (and open
+      streams) at once from one connection, and from one caller (its TLS certificate) over all
+      its connections;
+    * `inflight_bytes_per_identity_max`: request bytes one caller has in progress at once.
+    """
+
+    max_message_bytes: Annotated[int, Field(description="one gRPC message, bytes")] = 4 * MiB
+    max_concurrent_rpcs: Annotated[int, Field(description="RPCs the server runs at once")] = 1024
+    timestamp_window_s: Annotated[
+        float, Field(description="accepted skew of signed header timestamps, seconds")
+    ] = 900.0
+    commit_wait_s: Annotated[
+        float, Field(description="how long CommitStatus waits for a commit")
+    ] = 30.0
+    queue_max: Annotated[int, Field(description="entries of each bounded queue")] = 10_000
+    query_bytes_max: Annotated[
+        int, Field(description="request of an RPC carrying only a signed query, bytes")
+    ] = 64 * 1024
+    items_per_request_max: Annotated[
+        int, Field(description="entries of any repeated field of a request")
+    ] = 1000
+    item_bytes_max: Annotated[int, Field(description="one such entry, bytes")] = 2 * MiB
+    inflight_rpcs_per_connection_max: Annotated[
+        int, Field(description="calls and open streams at once from one connection")
+    ] = 512
+    inflight_rpcs_per_identity_max: Annotated[
+        int, Field(description="calls and open streams at once from one caller (TLS certificate)")
+    ] = 512
+    inflight_bytes_per_identity_max: Annotated[
+        int, Field(description="request bytes one caller has in progress at once")
+    ] = 64 * MiB
+    malformed_log_interval_s: Annotated[
+        float, Field(description="one log line per caller per interval for unparsable requests")
+    ] = 60.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ValueError(f"limits.{f.name} must be positive")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The node's own log (`[logging]` in node.toml): JSON lines (`runtime/logs.py`) at `level`,
+    in a file rotated when it reaches `file_bytes_max`; `file_count` files are kept, the current
+    one included."""
+
+    file_bytes_max: Annotated[
+        int, Field(ge=1024, description="rotate the log file at this size, bytes")
+    ] = 10 * MiB
+    file_count: Annotated[int, Field(ge=2, description="log files kept, the current one too")] = 5
+    level: Annotated[LogLevel, Field(description="lowest level written")] = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.file_bytes_max < 1024 or self.file_count < 2:
+            raise ValueError("logging: need file_bytes_max >= 1024 and file_count >= 2")
+        if self.level not in get_args(LogLevel):
+            raise ValueError(f"logging.level must be one of {list(get_args(LogLevel))}")
+
+
+DEFAULT_LOGGING = LogSettings()
+
+
+class NodeTable(Strict):
+    """`[node]`: who the node is and where it listens."""
+
+    id: str = Field(min_length=1, description="node id (also its TLS server name)")
+    org: str = Field(min_length=1, description="its organisation")
+    roles: list[Role] = Field(min_length=1, description="roles it hosts")
+    listen: str = Field("127.0.0.1:0", description="listen address; port 0 = any free port")
+    data_dir: str = Field("data", description="ledgers, stores and the node lock")
+
+    @model_validator(mode="after")
+    def _roles(self) -> NodeTable:
+        check_roles(self.roles)
+        return self
+
+
+class FilesTable(Strict):
+    """`[files]`: key material and shared files (paths relative to node.toml)."""
+
+    identity_cert: str = Field(description="signing certificate (PEM)")
+    identity_key: str = Field(description="signing key (PKCS8 PEM)")
+    tls_cert: str = Field(description="TLS certificate (PEM)")
+    tls_key: str = Field(description="TLS key (PEM)")
+    tls_roots: str = Field(description="every organisation's root CA (PEM)")
+    org_ca: str = Field(description="its own organisation's CA (PEM)")
+    address_book: str = Field(description="directory of published node addresses")
+    privacy_key: str | None = Field(None, description="X25519 key of the privacy manager")
+    network_map: str | None = Field(None, description="UTXO parties and notaries")
+
+
+class ChannelsTable(Strict):
+    """`[channels]`: channels the node serves from its start."""
+
+    genesis: list[str] = Field(default_factory=list, description="config blocks (block 0)")
+
+
+class LedgerTable(Strict):
+    """`[ledger]`: sqlite settings of every ledger and store of the node."""
+
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        "FULL", description="sqlite synchronous mode (FULL: a commit survives power loss)"
+    )
+
+
+class StorageTable(Strict):
+    """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
+
+    retry_first_s: float = Field(DEFAULT_RETRY.first_s, gt=0, description="first backoff")
+    retry_max_s: float = Field(DEFAULT_RETRY.max_s, gt=0, description="longest backoff")
+    retry_s: float = Field(DEFAULT_RETRY.budget_s, ge=0, description="give up after this long")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StorageTable:
+        if self.retry_first_s > self.retry_max_s:
+            raise ValueError("need retry_first_s <= retry_max_s")
+        return self
+
+    def policy(self) -> RetryPolicy:
+        """The store retry policy these keys describe."""
+        return RetryPolicy(self.retry_first_s, self.retry_max_s, self.retry_s)
+
+
+class NodeFile(Strict):
+    """A node.toml."""
+
+    node: NodeTable
+    files: FilesTable
+    channels: ChannelsTable = Field(default_factory=ChannelsTable)
+    ledger: LedgerTable = Field(default_factory=LedgerTable)
+    limits: Limits = Field(default_factory=Limits, description="input bounds (rpc/boundary.py)")
+    keepalive: Keepalive = Field(
+        DEFAULT_KEEPALIVE,
+        description="pings: time_ms between client pings, timeout_ms for the answer, "
+        "min_recv_ping_interval_ms the server tolerates (rpc/channel_options.py)",
+    )
+    logging: LogSettings = Field(DEFAULT_LOGGING, description="the node's log")
+    storage: StorageTable = Field(default_factory=StorageTable)
