@@ -11,6 +11,7 @@ from pbft_messages import KEYS, pre_prepare, vote
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import InvariantViolation, PeerError
 from dltmw.core.genesis import read_genesis
+from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.pbft import (
@@ -23,7 +24,6 @@ from dltmw.core.pbft import (
 )
 from dltmw.ledger.pbft_store import RecordStore, decode, encode
 from dltmw.pki.network import init_network
-from dltmw.runtime.roles.orderer.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 

@@ -42,6 +42,7 @@ from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView
 from dltmw.core.contract import Contract, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
+from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.hashing import sha256
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
@@ -49,7 +50,6 @@ from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.roles.orderer.pbft_blocks import signatures_needed
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
