@@ -188,7 +188,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             finished.cancel()
             if not self._finished.is_set() and not task.done():
                 logger.error("%s: step still running %.1f s into the stop", self.name, grace_s)
-        await cancel_and_wait(task)  # parked (or overdue): the cancel lands outside any persist
+        await cancel_and_wait(task, grace_s)  # parked, or overdue: the cancel lands outside persist
 
     async def __aenter__(self) -> Driver[In, Msg, P, D, M, R]:
         await self.start()

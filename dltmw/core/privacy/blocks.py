@@ -76,7 +76,7 @@ class Executed:
 PrivateEffects = Effects[None, Executed, None, int]
 
 
-class _Pending:
+class PendingWrites:
     """This core's writes not yet committed, over the store's view (a StateReader)."""
 
     def __init__(self, view: StateReader, writes: dict[tuple[str, str], StateWrite]) -> None:
@@ -126,7 +126,7 @@ class PrivateExecution:
         number = message.number
         if number < self.next_block:
             return
-        state = _Pending(message.view, self._writes)
+        state = PendingWrites(message.view, self._writes)
         outcomes = []
         for index, tx_id, digest in message.items:
             outcome = self._one(message.view, state, number, index, tx_id, digest)
