@@ -2,7 +2,8 @@
 
 Every role that decides something runs its pure core through this loop — the solo and PBFT
 orderers, the notary (single and cluster), the peer's committer, the private executor — and
-only the per-role `Executor` differs. One iteration (etcd raft's reference loop):
+only the per-role `Executor` (`runtime/executor.py`) differs. One iteration (etcd raft's
+reference loop):
 
 1. wait for input or the next tick, then take every input already queued, up to `batch_max`,
    so a burst of requests becomes one step and one storage transaction (group commit);
@@ -32,68 +33,17 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as ThreadPool
-from typing import Generic, Protocol, TypeVar
+from typing import Generic
 
 from dltmw.aio.tasks import TaskOwner, cancel_and_wait
-from dltmw.core.effects import Core, Effects, Token
+from dltmw.core.effects import Core, D, Effects, M, P, R
 from dltmw.core.errors import Overloaded, TransientError
+from dltmw.runtime.executor import Executor, In, Msg
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
-
 STOP_GRACE_S = 10.0
 BATCH_MAX = 1000
-In = TypeVar("In")  # what callers queue
-Msg = TypeVar("Msg")  # what the core steps (In once the executor loaded it)
-P = TypeVar("P")  # a record of the core's own log
-D = TypeVar("D")  # a decision
-M = TypeVar("M")  # a message to another member
-R = TypeVar("R")  # a reply to a local caller
-In_contra = TypeVar("In_contra", contravariant=True)
-Msg_co = TypeVar("Msg_co", covariant=True)
-P_contra = TypeVar("P_contra", contravariant=True)
-D_contra = TypeVar("D_contra", contravariant=True)
-M_contra = TypeVar("M_contra", contravariant=True)
-R_contra = TypeVar("R_contra", contravariant=True)
-
-
-class Executor(Protocol[In_contra, Msg_co, P_contra, D_contra, M_contra, R_contra]):
-    """What a role supplies: how to read what a step needs, and how to carry out effects."""
-
-    async def load(self, inputs: Sequence[In_contra]) -> Sequence[Msg_co]:
-        """The core's messages for these inputs, with what they must read (often the inputs)."""
-
-    async def persist(self, records: Sequence[P_contra]) -> None:
-        """Make the core's records durable."""
-
-    async def apply(self, decided: Sequence[D_contra]) -> None:
-        """Apply decisions durably, in order."""
-
-    async def send(self, messages: Sequence[tuple[int, M_contra]]) -> None:
-        """Hand messages to the links to other members."""
-
-    async def reply(self, replies: Sequence[tuple[Token, R_contra]]) -> None:
-        """Answer local callers."""
-
-
-class Executing(Generic[In, P, D, M, R]):
-    """An executor to subclass: nothing to load, nothing to do for an effect it never gets."""
-
-    async def load(self, inputs: Sequence[In]) -> Sequence[In]:
-        """The inputs are the core's messages."""
-        return inputs
-
-    async def persist(self, records: Sequence[P]) -> None:
-        """No log."""
-
-    async def apply(self, decided: Sequence[D]) -> None:
-        """No decisions."""
-
-    async def send(self, messages: Sequence[tuple[int, M]]) -> None:
-        """No group."""
-
-    async def reply(self, replies: Sequence[tuple[Token, R]]) -> None:
-        """No callers."""
 
 
 class _Wake:
@@ -188,7 +138,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             finished.cancel()
             if not self._finished.is_set() and not task.done():
                 logger.error("%s: step still running %.1f s into the stop", self.name, grace_s)
-        await cancel_and_wait(task, grace_s)  # parked, or overdue: the cancel lands outside persist
+        await cancel_and_wait(task, grace_s)  # parked (or overdue, after the grace period)
 
     async def __aenter__(self) -> Driver[In, Msg, P, D, M, R]:
         await self.start()

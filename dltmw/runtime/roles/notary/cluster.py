@@ -64,7 +64,8 @@ from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.driver import Driver, Executing
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
 from dltmw.runtime.waiters import Waiters

@@ -55,7 +55,8 @@ from dltmw.core.pbft import (
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.driver import Driver, Executing
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission

@@ -25,7 +25,8 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.driver import Driver, Executing
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.executor import Executing
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 

@@ -23,7 +23,6 @@ itself (`watch`), not by polling the ledger.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
+from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
@@ -85,7 +85,7 @@ class PeerChannel:
         self._admitter = Coalescer(self.admit_many, name=f"admit-{name}")
         self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
         self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
-        self._watchers: dict[str, list[asyncio.Future[TxRecord]]] = {}
+        self._watchers: Waiters[str, TxRecord] = Waiters()
         self.committer = Committer(ctx, view, ledger, pool, self._on_committed)
 
     async def start(self) -> None:
@@ -260,19 +260,11 @@ class PeerChannel:
         Register BEFORE checking the ledger or submitting, so no commit can slip in between;
         always `unwatch` when done with it.
         """
-        future: asyncio.Future[TxRecord] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(tx_id, []).append(future)
-        return future
+        return self._watchers.add(tx_id)
 
     def unwatch(self, tx_id: str, future: asyncio.Future[TxRecord]) -> None:
         """Forget a watcher (idempotent)."""
-        futures = self._watchers.get(tx_id)
-        if futures is None:
-            return
-        with contextlib.suppress(ValueError):
-            futures.remove(future)
-        if not futures:
-            del self._watchers[tx_id]
+        self._watchers.discard(tx_id, future)
 
     def _resolve_watchers(self, number: int, tx_ids: Sequence[str], codes: Sequence[int]) -> None:
         # A DUPLICATE_TXID entry is never the first occurrence: the record is the earlier one,
@@ -280,11 +272,8 @@ class PeerChannel:
         if not self._watchers:
             return
         for index, (tx_id, code) in enumerate(zip(tx_ids, codes, strict=True)):
-            if code == DUPLICATE_TXID:
-                continue
-            for future in self._watchers.pop(tx_id, ()):
-                if not future.done():
-                    future.set_result(TxRecord(number, index, code))
+            if code != DUPLICATE_TXID and tx_id in self._watchers:
+                self._watchers.resolve(tx_id, TxRecord(number, index, code))
 
     async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
         """Block until `tx_id` is committed here; UNAVAILABLE(WAIT_TIMEOUT) after `timeout_s`."""
