@@ -147,13 +147,15 @@ class PbftOrdererExecutor(Executing[Input, Record, block_pb2.Block, Outbound, Re
         """Our signature of committed block `number`, for a replica still collecting them."""
         channel = self._channel
         block = await channel.ledger.block(number)
-        mine = channel.identities[channel.me]
-        for sig in () if block is None else block.metadata.signatures:
+        if block is None:
+            return
+        mine, digest = channel.identities[channel.me], block_hash(block)
+        for sig in block.metadata.signatures:
             if sig.signer == mine:
                 link.send(
                     replica_pb2.BlockSignature(
                         number=number,
-                        block_hash=block_hash(block),  # type: ignore[arg-type]
+                        block_hash=digest,
                         replica=channel.me,
                         signature=sig.signature,
                     )
@@ -200,7 +202,6 @@ class PbftOrdererChannel(OrdererChannel):
         del self.links[self.me]
         self.core: PbftOrdererCore | None = None
         self.driver: OrdererDriver | None = None
-        self.new_block = self._new_block
         self.waiters: Waiters[Token, None] = Waiters()
         self.admission = RequestAdmission(view, self.config.request_bytes_max)
         self._hook = PoisonHook.from_env(

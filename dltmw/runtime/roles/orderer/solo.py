@@ -46,7 +46,7 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
         self._ledger = ledger
         self._signer = signer
         self._acks = acks
-        self._new_block = new_block
+        self.new_block = new_block
 
     async def persist(self, records: Sequence[PendingEnvelope]) -> None:
         await self._ledger.enqueue(records)
@@ -58,8 +58,8 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
                 signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
             )
             await self._ledger.commit_block(block, (), consumed_seq=item.consumed_seq)
-        async with self._new_block:
-            self._new_block.notify_all()
+        async with self.new_block:
+            self.new_block.notify_all()
 
     async def reply(self, replies: Sequence[tuple[Token, None]]) -> None:
         for token, _ in replies:
@@ -73,7 +73,7 @@ class OrdererChannel:
         self.ctx = ctx
         self.view = view
         self.ledger = ledger
-        self._new_block = asyncio.Condition()
+        self.new_block = asyncio.Condition()
         self._acks: Waiters[Token, None] = Waiters()
         self._tokens = itertools.count()
         self._driver: Driver[Submit, Submit, PendingEnvelope, DecidedBlock, None, None] | None
@@ -92,7 +92,7 @@ class OrdererChannel:
             cutter,
             await self.ledger.pending(),
         )
-        executor = SoloExecutor(self.ledger, self.ctx.signer, self._acks, self._new_block)
+        executor = SoloExecutor(self.ledger, self.ctx.signer, self._acks, self.new_block)
         self._driver = Driver(
             f"orderer-{self.view.channel_id}",
             core,
@@ -140,7 +140,7 @@ class OrdererChannel:
 
     def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
         """Blocks start.. (stop inclusive, or forever when None), waiting for new ones."""
-        return follow(self.ledger, self._new_block, start, stop)
+        return follow(self.ledger, self.new_block, start, stop)
 
 
 def stopped() -> TransientError:
