@@ -88,7 +88,12 @@ class Driver(Generic[In, Msg, P, D, M, R]):
 
     def submit(self, item: In) -> None:
         """Queue one input now, or refuse: `Overloaded` (counted) when the inbox is full."""
-        self.submit_all((item,))
+        self._check_open()
+        try:
+            self._inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overloaded += 1
+            raise Overloaded(f"{self.name} queue is full") from None
 
     def submit_all(self, items: Sequence[In]) -> None:
         """Queue all `items` or none of them (`Overloaded`, counted once per item)."""
