@@ -51,6 +51,14 @@ class TransientError(DltmwError):
     """Overload, shutdown or an unreachable node; the request may be retried."""
 
 
+class Overloaded(TransientError):
+    """A bounded queue of this node is full: the caller may retry later (RESOURCE_EXHAUSTED).
+    Whoever raises it also counts it (`runtime.driver.Driver.overloaded`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errors_pb2.ERROR_REASON_OVERLOADED, message)
+
+
 class LimitExceeded(ClientError):
     """A request exceeds one of the node's input bounds (`runtime.config.Limits`), found before any
     work was done on it. The status names the bound: metadata {"limit": name, "max": value}."""

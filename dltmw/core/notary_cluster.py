@@ -4,9 +4,10 @@ How a cluster replicates the single notary's decision (`handlers/notary.py`):
 - A replica that receives client requests admits them statelessly (`core/notary.admit`), then
   wraps the raw signed requests into ONE opaque PBFT request together with its clock reading
   (`stamp_ns`) and its replica index. PBFT-lite orders these requests into batches.
-- On every decided batch each replica runs `decide_batch`: every wrapped request is re-admitted
-  with the stamp as "now" (so membership and certificate validity are judged at the same instant
-  everywhere) and the admitted asks go through `SingleNotary` with `now_ns = stamp_ns`. The
+- On every decided batch each replica steps its `ClusterDecider` core: every wrapped request is
+  re-admitted with the stamp as "now" (so membership and certificate validity are judged at the
+  same instant everywhere; the runtime does that, on its verify pool, as the driver's load) and
+  the admitted asks go through `SingleNotary` with `now_ns = stamp_ns` (`decide_batch`). The
   decision therefore depends only on the agreed batch and the spent-set, which every correct
   replica built from the same earlier batches: correct replicas consume the same states for the
   same tx_ids and each signs with its own key.
@@ -33,14 +34,10 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.handlers.notary import (
-    Ask,
-    Decision,
-    NotaryReady,
-    SingleNotary,
-    SpentView,
-)
+from dltmw.core.effects import Effects, Token
+from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent, SpentView
 from dltmw.core.notary import NotarisationAsk
+from dltmw.core.utxo.model import Ref
 from dltmw.v1 import notary_cluster_pb2
 
 Item = NotarisationAsk | Decision
@@ -58,10 +55,10 @@ class Unpacked:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """Effects to make durable (one transaction) and the decision of every wrapped request,
-    grouped per PBFT request of the batch, in order."""
+    """What one batch spent (to make durable in one transaction) and the decision of every
+    wrapped request, grouped per PBFT request of the batch, in order."""
 
-    ready: NotaryReady
+    spent: Spent
     decisions: tuple[tuple[Decision, ...], ...]
 
 
@@ -96,8 +93,9 @@ def decide_batch(
     unpacked: Sequence[Unpacked], view: SpentView, sign: Callable[[bytes], bytes]
 ) -> BatchOutcome:
     """Decide one agreed batch (its requests opened in order) against the spent-set `view`."""
-    core = SingleNotary(view, sign)
+    core = SingleNotary(sign)
     slots: list[list[Decision | None]] = []
+    asks: list[Ask] = []
     for i, opened in enumerate(unpacked):
         row: list[Decision | None] = []
         for j, item in enumerate(opened.items):
@@ -105,14 +103,82 @@ def decide_batch(
                 row.append(item)
             else:
                 row.append(None)
-                core.step(Ask(item, opened.stamp_ns, (i, j)))
+                asks.append(Ask(item, opened.stamp_ns, (i, j)))
         slots.append(row)
-    ready = core.ready()
-    for token, decision in ready.replies:
-        i, j = token  # type: ignore[misc]
+    core.step(Decide(tuple(asks), view))
+    effects = core.ready()
+    for (i, j), decision in ((_slot(token), d) for token, d in effects.replies):
         slots[i][j] = decision
     decisions = tuple(tuple(d for d in row if d is not None) for row in slots)
-    return BatchOutcome(ready, decisions)
+    return BatchOutcome(effects.decided[0] if effects.decided else Spent(), decisions)
+
+
+def _slot(token: Token) -> tuple[int, int]:
+    if not isinstance(token, tuple):
+        raise TypeError("a batch decision's token is its (request, item) position")
+    return int(token[0]), int(token[1])
+
+
+@dataclass(frozen=True)
+class OpenedBatch:
+    """Input of the decider: the batch decided at `sequence`, each of its PBFT requests (by
+    request id) opened at its stamp, and the durable spent rows its asks touch."""
+
+    sequence: int
+    request_ids: tuple[bytes, ...]
+    unpacked: tuple[Unpacked, ...]
+    view: SpentView
+
+
+ClusterEffects = Effects[None, Spent, None, tuple[Decision, ...]]
+
+
+class _Layered:
+    """The spent-set as the next batch sees it: this step's decisions over the durable view."""
+
+    def __init__(self, consumed: dict[Ref, str], signed: dict[str, bytes], view: SpentView):
+        self._consumed, self._signed, self._view = consumed, signed, view
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        return self._consumed.get(ref) or self._view.consumer_of(ref)
+
+    def signature_of(self, tx_id: str) -> bytes | None:
+        return self._signed.get(tx_id) or self._view.signature_of(tx_id)
+
+
+class ClusterDecider:
+    """The decision of one cluster replica over agreed batches: a
+    `Core[OpenedBatch, ClusterEffects]`. A batch at or below `applied` (re-applied after a
+    restart) is decided again for its answers but spends nothing new."""
+
+    def __init__(self, sign: Callable[[bytes], bytes], applied: int) -> None:
+        self.applied = applied
+        self._sign = sign
+        self._consumed: dict[Ref, str] = {}
+        self._signed: dict[str, bytes] = {}
+        self._decided: list[Spent] = []
+        self._replies: list[tuple[Token, tuple[Decision, ...]]] = []
+
+    def step(self, message: OpenedBatch) -> None:
+        """Decide one agreed batch."""
+        view = _Layered(self._consumed, self._signed, message.view)
+        outcome = decide_batch(message.unpacked, view, self._sign)
+        spent = outcome.spent
+        if message.sequence > self.applied:
+            self.applied = message.sequence
+            self._decided.append(Spent(spent.consumed, spent.signed, message.sequence))
+            self._consumed.update(spent.consumed)
+            self._signed.update(spent.signed)
+        self._replies.extend(zip(message.request_ids, outcome.decisions, strict=True))
+
+    def tick(self, now: int) -> None:
+        """Nothing is time-driven here (PBFT-lite is)."""
+
+    def ready(self) -> ClusterEffects:
+        """Drain: what each batch spent (with its sequence), then the answers per request."""
+        out: ClusterEffects = Effects(decided=tuple(self._decided), replies=tuple(self._replies))
+        self._consumed, self._signed, self._decided, self._replies = {}, {}, [], []
+        return out
 
 
 def unapplied(decided: Mapping[int, Sequence[bytes]], applied_seq: int) -> list[int]:

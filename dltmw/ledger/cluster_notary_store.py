@@ -14,9 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from dltmw.core.handlers.notary import Ask
-from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_cluster import BatchOutcome, Unpacked, decide_batch
+from dltmw.core.handlers.notary import Spent
 from dltmw.ledger.notary_store import NotaryStore, _chunks, _write
 from dltmw.ledger.retry import write_sync
 
@@ -24,7 +22,8 @@ APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq
 
 
 class ClusterNotaryStore(NotaryStore):
-    """NotaryStore whose unit of work is one decided PBFT batch (runs on the store thread)."""
+    """NotaryStore whose unit of work is one decided PBFT batch (decided by the role's
+    `ClusterDecider` core; this store only loads rows and records)."""
 
     def _open(self) -> None:
         super()._open()
@@ -53,33 +52,12 @@ class ClusterNotaryStore(NotaryStore):
             out.update((tx, bytes(sig)) for tx, sig in conn.execute(sql, ids))
         return out
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("notary store is closed")
-        return self._conn
-
-    def apply(self, sequence: int, unpacked: Sequence[Unpacked]) -> BatchOutcome:
-        """Decide the batch at `sequence` (its requests already unpacked) and, unless it was
-        applied before, commit its effects and the sequence in one transaction."""
-        conn = self._connection()
-        asks = [
-            Ask(item, u.stamp_ns, None)
-            for u in unpacked
-            for item in u.items
-            if isinstance(item, NotarisationAsk)
-        ]
-        view = self._load(conn, asks)
-        outcome = decide_batch(unpacked, view, self._sign)
-        if sequence <= self.applied():
-            return outcome
-        ready = outcome.ready
-        inputs = {tx: 0 for tx, _ in ready.signed}
-        for _, tx in ready.consumed:
-            inputs[tx] += 1
+    def record(self, spent: Spent) -> None:
+        """Commit what the batch at `spent.sequence` spent and that sequence, in one
+        transaction; runs on the store thread."""
 
         def write(c: sqlite3.Connection) -> None:
-            _write(c, ready, inputs)
-            c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (sequence,))
+            _write(c, spent)
+            c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (spent.sequence,))
 
-        write_sync(conn, "notary_cluster.record", write, self._retry)
-        return outcome
+        write_sync(self._connection(), "notary_cluster.record", write, self._retry)

@@ -1,14 +1,16 @@
 """The notary's spent-set on sqlite: which states are consumed, and the signature of every
 notarised tx_id.
 
-Theory of operation. A batch of admitted requests is decided and made durable in ONE call on the
-store's own thread: load the spent rows and earlier signatures the batch touches (one indexed
-query each), run the pure `SingleNotary` over the batch in order, write what it consumed and
-signed, and COMMIT (WAL, `synchronous=FULL` by default) — all before the caller may reply. A
-crash therefore loses either the whole batch (nobody was answered) or nothing; since signatures
-are stored with the spent rows, a retried request after a restart gets the very signature it
-would have got. The primary key on `spent.ref` makes a double spend impossible even if the core
-were wrong: the INSERT would fail and the batch roll back.
+Theory of operation. The store stores; the notary's driver decides (`runtime/roles/notary`).
+For a batch of admitted requests the driver first loads the spent rows and earlier signatures
+the batch touches (`rows_for`: one indexed query each, on the store's own thread), steps the
+pure `SingleNotary` over the batch in order, and hands what it decided (`Spent`) to `record`,
+which writes what was consumed and signed and COMMITs (WAL, `synchronous=FULL` by default) —
+all before any caller may be answered. A crash therefore loses either the whole batch (nobody
+was answered) or nothing; since signatures are stored with the spent rows, a retried request
+after a restart gets the very signature it would have got. The primary key on `spent.ref`
+makes a double spend impossible even if the core were wrong: the INSERT would fail and the
+batch roll back.
 
 `exit_after_commit` is a test hook (see runtime/roles/notary/single.py): the process ends right
 after a commit that signed something, before any reply leaves, to hit the crash window
@@ -24,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from dltmw.core.handlers.notary import Ask, NotaryReady, SingleNotary
+from dltmw.core.handlers.notary import Spent
+from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
 from dltmw.ledger.durability import durable_pragmas
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
@@ -38,8 +41,8 @@ CREATE TABLE IF NOT EXISTS notarised (
 CHUNK = 500  # sqlite's bound on host parameters is 999 on old builds
 
 
-class _BatchView:
-    """The durable rows a batch touches, loaded up front (SpentView for the core)."""
+class SpentRows:
+    """The durable rows a batch touches, loaded up front (the core's SpentView)."""
 
     def __init__(self, consumed: dict[Ref, str], signatures: dict[str, bytes]) -> None:
         self._consumed = consumed
@@ -52,14 +55,17 @@ class _BatchView:
         return self._signatures.get(tx_id)
 
 
-def _write(conn: sqlite3.Connection, ready: NotaryReady, inputs: dict[str, int]) -> None:
+def _write(conn: sqlite3.Connection, spent: Spent) -> None:
     """The spent rows and signatures of a decided batch (inside the caller's transaction)."""
+    inputs = {tx: 0 for tx, _ in spent.signed}
+    for _, tx in spent.consumed:
+        inputs[tx] += 1
     conn.executemany(
-        "INSERT INTO spent(ref, tx_id) VALUES (?,?)", [(ref.key, tx) for ref, tx in ready.consumed]
+        "INSERT INTO spent(ref, tx_id) VALUES (?,?)", [(ref.key, tx) for ref, tx in spent.consumed]
     )
     conn.executemany(
         "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
-        [(tx, sig, inputs[tx]) for tx, sig in ready.signed],
+        [(tx, sig, inputs[tx]) for tx, sig in spent.signed],
     )
 
 
@@ -120,29 +126,23 @@ class NotaryStore:
         """The store thread, for `loop.run_in_executor`."""
         return self._pool
 
-    def decide(self, asks: Sequence[Ask]) -> NotaryReady:
-        """Decide a batch in order and commit its effects durably; runs on the store thread."""
-        conn = self._conn
-        if conn is None:
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise RuntimeError("notary store is closed")
-        view = self._load(conn, asks)
-        core = SingleNotary(view, self._sign)
-        for ask in asks:
-            core.step(ask)
-        ready = core.ready()
-        if ready.signed:
-            inputs = {tx: 0 for tx, _ in ready.signed}
-            for _, tx in ready.consumed:
-                inputs[tx] += 1
-            write_sync(conn, "notary.record", lambda c: _write(c, ready, inputs), self._retry)
-            if self._exit_after_commit:
-                os._exit(70)  # test hook: durable, but nobody has been answered
-        return ready
+        return self._conn
 
-    @staticmethod
-    def _load(conn: sqlite3.Connection, asks: Sequence[Ask]) -> _BatchView:
-        keys = list({r.key for a in asks for r in (*a.ask.inputs, *a.ask.references)})
-        tx_ids = list({a.ask.tx_id for a in asks})
+    def record(self, spent: Spent) -> None:
+        """Commit what a decision spent, durably; runs on the store thread."""
+        conn = self._connection()
+        write_sync(conn, "notary.record", lambda c: _write(c, spent), self._retry)
+        if self._exit_after_commit:
+            os._exit(70)  # test hook: durable, but nobody has been answered
+
+    def rows_for(self, asks: Sequence[NotarisationAsk]) -> SpentRows:
+        """The spent rows and signatures `asks` touch; runs on the store thread."""
+        conn = self._connection()
+        keys = list({r.key for a in asks for r in (*a.inputs, *a.references)})
+        tx_ids = list({a.tx_id for a in asks})
         consumed: dict[Ref, str] = {}
         signatures: dict[str, bytes] = {}
         for chunk in _chunks(keys):
@@ -156,4 +156,4 @@ class NotaryStore:
             sql = f"SELECT tx_id, signature FROM notarised WHERE tx_id IN ({marks})"
             for tx, sig in conn.execute(sql, ids):
                 signatures[tx] = bytes(sig)
-        return _BatchView(consumed, signatures)
+        return SpentRows(consumed, signatures)

@@ -1,6 +1,6 @@
-"""Durable PBFT-lite records of one orderer replica (aiosqlite, WAL, one transaction per Ready).
+"""Durable PBFT-lite records of one replica (aiosqlite, WAL, one transaction per driver step).
 
-The core's `Ready.persist` records are appended in order, each as (kind, sequence, bytes); a
+The core's `Effects.persist` records are appended in order, each as (kind, sequence, bytes); a
 restart reads them back in the same order and hands them to `Replica.restore`. Every record is
 stored as the exact bytes of a replica.proto message, so nothing is re-derived on load. Once a
 checkpoint is stable, `compact` deletes what a restart no longer needs (votes and prepared

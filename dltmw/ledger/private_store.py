@@ -211,6 +211,15 @@ class PrivateStore:
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The store thread (the private executor's driver steps its core there)."""
+        return self._pool
+
+    def view(self) -> PrivateTxn:
+        """Reads of held payloads and the committed private state; use on the store thread."""
+        return PrivateTxn(self._db())
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("private store is closed")

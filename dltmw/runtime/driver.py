@@ -1,49 +1,215 @@
-"""The generic driver: feed a consensus handler, execute its outputs in order.
+"""The one driver: it feeds any core (`dltmw.core.effects.Core`) and executes its effects.
 
-This is the whole contract between the pure handlers of `dltmw/core/handlers` and the world, kept
-short on purpose (etcd raft's users asked for exactly this reference loop):
+Every role that decides something runs its pure core through this loop — the solo and PBFT
+orderers, the notary (single and cluster), the peer's committer, the private executor — and
+only the per-role `Executor` (`runtime/executor.py`) differs. One iteration (etcd raft's
+reference loop):
 
-1. wait for inputs (or the next tick), step every input that is already queued — so a burst
-   of submissions becomes one batch and one storage transaction (group commit);
-2. take `ready()`;
-3. execute it: persist, then send, then reply — durable before anyone is told.
+1. wait for input or the next tick, then take every input already queued, up to `batch_max`,
+   so a burst of requests becomes one step and one storage transaction (group commit);
+2. `load`: the executor reads what the step needs (the committed versions a block reads, the
+   spent rows a batch touches). It runs after the previous iteration's effects are durable, so
+   a read never misses an earlier decision;
+3. step every input, tick the core when a tick is due (`now` = ticks issued so far);
+4. execute `ready()` strictly in order: persist, apply what was decided, send, reply.
 
-The loop is bounded per iteration (`batch_max` inputs) and stops when its task is cancelled.
+Intake is bounded: `submit` refuses a full inbox with a typed `Overloaded` (RESOURCE_EXHAUSTED
+to the caller) and counts it in `overloaded`; internal feeders (a deliver stream, a catch-up
+fetch) `put` and wait for room instead. Once `stop` began, both refuse with SHUTTING_DOWN.
+
+One stop rule for every role: stop taking input, let the step in progress finish — never
+cancel inside an executor's persist (a cancelled sqlite commit leaves its outcome unknown) —
+and end within `grace_s`; a step still running then is cancelled, and a task that does not end
+even then is named in the log (`cancel_and_wait`). The loop is owned by the node's `TaskOwner`
+(`forever`, not restartable: the core moved past effects that failed), so a failing step is
+fatal as every supervised loop's failure is; `on_failure` lets the role refuse its waiters.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor as ThreadPool
+from typing import Generic
 
-from dltmw.core.handlers.base import ConsensusHandler, Ready
+from dltmw.aio.tasks import TaskOwner, cancel_and_wait
+from dltmw.core.effects import Core, D, Effects, M, P, R
+from dltmw.core.errors import Overloaded, TransientError
+from dltmw.runtime.executor import Executor, In, Msg
+from dltmw.v1 import errors_pb2
+
+logger = logging.getLogger(__name__)
+STOP_GRACE_S = 10.0
+BATCH_MAX = 1000
 
 
-async def drive(
-    handler: ConsensusHandler,
-    inbox: asyncio.Queue[object],
-    tick_s: float,
-    execute: Callable[[Ready], Awaitable[None]],
-    batch_max: int = 1000,
-) -> None:
-    """Run `handler` forever (until cancelled)."""
-    loop = asyncio.get_running_loop()
-    next_tick = loop.time() + tick_s
-    while True:
-        timeout = max(0.0, next_tick - loop.time())
+class _Wake:
+    """Queued by `stop` so an idle loop looks at its stop flag (never stepped)."""
+
+
+class Driver(Generic[In, Msg, P, D, M, R]):
+    """Runs one core (see the module docstring). One run per instance."""
+
+    def __init__(
+        self,
+        name: str,
+        core: Core[Msg, Effects[P, D, M, R]],
+        executor: Executor[In, Msg, P, D, M, R],
+        tasks: TaskOwner,
+        *,
+        inbox_max: int,
+        tick_s: float | None = None,
+        batch_max: int = BATCH_MAX,
+        step_in: ThreadPool | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """`step_in`: a worker thread to step the core on, for a core that signs or reads a
+        store while it steps (only the driver may touch such a core)."""
+        self.name = name
+        self._core = core
+        self._executor = executor
+        self._tasks = tasks
+        self._inbox: asyncio.Queue[In | _Wake] = asyncio.Queue(maxsize=max(1, inbox_max))
+        self._tick_s = tick_s
+        self._batch_max = max(1, batch_max)
+        self._step_in = step_in
+        self._on_failure = on_failure
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._finished = asyncio.Event()  # the loop left its last step
+        self.failed: BaseException | None = None
+        self.overloaded = 0  # inputs refused because the inbox was full
+        self.ticks = 0
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def submit(self, item: In) -> None:
+        """Queue one input now, or refuse: `Overloaded` (counted) when the inbox is full."""
+        self._check_open()
         try:
-            first = await asyncio.wait_for(inbox.get(), timeout)
+            self._inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overloaded += 1
+            raise Overloaded(f"{self.name} queue is full") from None
+
+    def submit_all(self, items: Sequence[In]) -> None:
+        """Queue all `items` or none of them (`Overloaded`, counted once per item)."""
+        self._check_open()
+        if self._inbox.qsize() + len(items) > self._inbox.maxsize:
+            self.overloaded += len(items)
+            raise Overloaded(f"{self.name} queue is full")
+        for item in items:
+            self._inbox.put_nowait(item)
+
+    async def put(self, item: In) -> None:
+        """Queue one input, waiting for room (internal feeders only: their own loop is bounded)."""
+        self._check_open()
+        await self._inbox.put(item)
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopping, not failed."""
+        return self._task is not None and not self._stopping and self.failed is None
+
+    def _check_open(self) -> None:
+        if self._stopping or self.failed is not None:
+            raise TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, f"{self.name} is stopping")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Execute what the core holds already (a restore's effects), then run the loop."""
+        if self._task is not None or self._stopping:
+            raise RuntimeError(f"driver {self.name} runs once")
+        await self._execute(self._core.ready())
+        self._task = self._tasks.forever(self.name, self._supervised, restart=False)
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """The stop rule (module docstring); idempotent."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_Wake())  # a full inbox wakes the loop by itself
+        if not task.done():
+            finished = asyncio.ensure_future(self._finished.wait())
+            await asyncio.wait(
+                {task, finished}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            finished.cancel()
+            if not self._finished.is_set() and not task.done():
+                logger.error("%s: step still running %.1f s into the stop", self.name, grace_s)
+        await cancel_and_wait(task, grace_s)  # parked (or overdue, after the grace period)
+
+    async def __aenter__(self) -> Driver[In, Msg, P, D, M, R]:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _supervised(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:
+            self.failed = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
+            raise
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick_s = self._tick_s
+        next_tick = math.inf if tick_s is None else loop.time() + tick_s
+        while not self._stopping:
+            inputs = await self._take(next_tick - loop.time())
+            messages = await self._executor.load(inputs) if inputs else ()
+            tick = None
+            if tick_s is not None and loop.time() >= next_tick:
+                self.ticks = tick = self.ticks + 1
+                next_tick = loop.time() + tick_s
+            if self._step_in is None:
+                effects = self._step(messages, tick)
+            else:
+                effects = await loop.run_in_executor(self._step_in, self._step, messages, tick)
+            await self._execute(effects)
+        self._finished.set()
+        await asyncio.Future()  # parked until stop() cancels it: a returning loop is fatal
+
+    def _step(self, messages: Sequence[Msg], tick: int | None) -> Effects[P, D, M, R]:
+        for message in messages:
+            self._core.step(message)
+        if tick is not None:
+            self._core.tick(tick)
+        return self._core.ready()
+
+    async def _take(self, wait_s: float) -> list[In]:
+        """Inputs queued now (waiting up to `wait_s` for the first), at most `batch_max`."""
+        try:
+            if wait_s == math.inf:
+                first = await self._inbox.get()
+            else:
+                first = await asyncio.wait_for(self._inbox.get(), max(0.0, wait_s))
         except TimeoutError:
-            first = None
-        if first is not None:
-            handler.step(first)
-            for _ in range(batch_max - 1):
-                if inbox.empty():
-                    break
-                handler.step(inbox.get_nowait())
-        if loop.time() >= next_tick:
-            handler.tick()
-            next_tick = loop.time() + tick_s
-        ready = handler.ready()
-        if not ready.is_empty():
-            await execute(ready)
+            return []
+        taken = [first]
+        while len(taken) < self._batch_max and not self._inbox.empty():
+            taken.append(self._inbox.get_nowait())
+        return [item for item in taken if not isinstance(item, _Wake)]
+
+    async def _execute(self, effects: Effects[P, D, M, R]) -> None:
+        executor = self._executor
+        if effects.persist:
+            await executor.persist(effects.persist)
+        if effects.decided:
+            await executor.apply(effects.decided)
+        if effects.send:
+            await executor.send(effects.send)
+        if effects.replies:
+            await executor.reply(effects.replies)

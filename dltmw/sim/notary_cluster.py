@@ -1,9 +1,10 @@
 """Simulated notary cluster: the PBFT-lite world whose requests are conflicting spends.
 
-Every honest replica applies each decided batch with the cluster's real decision
-(`core/notary_cluster.decide_batch`) to its own spent-set, which survives crashes like the
-sqlite store does; a crash that hits after the PBFT records were persisted but before the batch
-was applied is recovered exactly as the runtime does (`unapplied`). A request is a client-MACed
+Every honest replica applies each decided batch with the cluster's real decision core
+(`core/notary_cluster.ClusterDecider`, its effects executed through the core contract) to its
+own spent-set, which survives crashes like the sqlite store does; a crash that hits after the
+PBFT records were persisted but before the batch was applied is recovered exactly as the
+runtime does (`unapplied`). A request is a client-MACed
 name `c<client>.<counter>.<states>.<stamp>.<from>.<until>`: the tx_id `c<client>.<counter>`
 spends the listed states of a small pool (so most requests conflict), decided at `stamp` (the
 admitting replica's tick) against an optional time window.
@@ -20,12 +21,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dltmw.core.handlers.notary import Decision
+from dltmw.core.effects import Token, execute
+from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_cluster import Unpacked, decide_batch, unapplied
-from dltmw.core.pbft import ClientRequest, Decided, PbftConfig
+from dltmw.core.notary_cluster import ClusterDecider, OpenedBatch, Unpacked, unapplied
+from dltmw.core.pbft import ClientRequest, Decided, PbftConfig, request_id
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.sim import runner
 from dltmw.sim.byzantine import BEHAVIOURS
@@ -90,6 +93,34 @@ def unpack(request: bytes) -> Unpacked:
     return Unpacked(spend.stamp, (NotarisationAsk(spend.tx_id, refs, (), spend.window, b""),))
 
 
+class SpentSetExecutor:
+    """One replica's store as the decider's executor: spends and the sequence, then answers."""
+
+    def __init__(self, world: NotaryWorld, node: Node) -> None:
+        self.world = world
+        self.node = node
+
+    def persist(self, records: Sequence[None]) -> None:
+        """The decider keeps no log."""
+
+    def apply(self, decided: Sequence[Spent]) -> None:
+        """Commit spends with their sequence (one durable step, like the sqlite store)."""
+        state = self.world.notary[self.node.name]
+        for spent in decided:
+            state.consumed.update(spent.consumed)
+            state.signed.update(spent.signed)
+            state.applied = spent.sequence
+            for tx_id, _ in spent.signed:
+                self.world.log(f"{self.node.name} signs {tx_id}")
+
+    def send(self, messages: Sequence[tuple[int, None]]) -> None:
+        """Every replica decides alone."""
+
+    def reply(self, replies: Sequence[tuple[Token, tuple[Decision, ...]]]) -> None:
+        """Record the answers (what the replica's waiting clients would get)."""
+        self.world.decisions[self.node.name].extend(d for _, row in replies for d in row)
+
+
 class NotaryWorld(World):
     """A PBFT world whose replicas run the cluster notary on every decided batch."""
 
@@ -125,8 +156,9 @@ class NotaryWorld(World):
         self.net.send(self.config.n + client, target, ClientRequest(request))
         return request
 
-    def _note_decided(self, node: Node, decided: Decided) -> None:
-        super()._note_decided(node, decided)
+    def note_decided(self, node: Node, decided: Decided) -> None:
+        """Count deciders, then apply the batch to the node's spent-set (unless it dies now)."""
+        super().note_decided(node, decided)
         if node.index in self.behaviour.faulty or node.dying:
             return  # a crash between persisting the records and applying: recovered at restart
         self._apply(node, decided.sequence, decided.requests)
@@ -135,13 +167,10 @@ class NotaryWorld(World):
         state = self.notary[node.name]
         if sequence <= state.applied:
             return
-        outcome = decide_batch([unpack(r) for r in requests], state, self.keys.signer(node.index))
-        state.consumed.update(outcome.ready.consumed)
-        state.signed.update(outcome.ready.signed)
-        state.applied = sequence
-        self.decisions[node.name].extend(d for row in outcome.decisions for d in row)
-        for tx_id, _ in outcome.ready.signed:
-            self.log(f"{node.name} signs {tx_id}")
+        decider = ClusterDecider(self.keys.signer(node.index), state.applied)  # from durable state
+        ids = tuple(request_id(r) for r in requests)
+        decider.step(OpenedBatch(sequence, ids, tuple(unpack(r) for r in requests), state))
+        execute(decider.ready(), SpentSetExecutor(self, node))
 
     def restart(self, node: Node) -> None:
         """Restart, then apply the decided batches the spent-set missed (as the runtime does)."""

@@ -1,26 +1,29 @@
 """The simulated world: n real PBFT-lite cores, their clients and a seeded network in one process.
 
 One `random.Random` drives everything (delays, drops, client choices, byzantine choices), so a
-seed replays a run exactly. Each replica's outputs are executed right after every input, in the
-Ready order: its persist records are appended to its durable `storage`, its decided batches to
-its `decided` log, its messages handed (through its behaviour, for byzantine replicas) to the
-network. A crash discards the core; a restart rebuilds it from `storage` alone — so a crash
-loses exactly what was not yet persisted. Twins are two nodes with the same replica index and
-key: both receive what is sent to that index, both send as it.
+seed replays a run exactly. Each replica's effects are executed right after every input, through
+the core contract's executor (`dltmw.core.effects.execute`, in order): its persist records are
+appended to its durable `storage`, its decided batches to its `decided` log, its messages handed
+(through its behaviour, for byzantine replicas) to the network. A crash discards the core; a
+restart rebuilds it from `storage` alone — so a crash loses exactly what was not yet persisted.
+Twins are two nodes with the same replica index and key: both receive what is sent to that
+index, both send as it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from dltmw.core.effects import Token, execute
 from dltmw.core.pbft import (
     ClientRequest,
     Decided,
     Envelope,
     PbftConfig,
     Record,
+    Rejected,
     Replica,
     ViewRecord,
 )
@@ -41,6 +44,43 @@ class Node:
     decided: list[Decided] = field(default_factory=list)
     lose_sends_at_crash: bool = False
     dying: bool = False
+    ticks: int = 0  # ticks given to the current core (a restarted core starts again at 1)
+
+
+class NodeExecutor:
+    """A node's side of the core contract: durable storage, decided log, the network."""
+
+    def __init__(self, world: World, node: Node) -> None:
+        self.world = world
+        self.node = node
+
+    def persist(self, records: Sequence[Record]) -> None:
+        """Append to the node's storage (compacted as the orderer's record store does)."""
+        node, config = self.node, self.world.config
+        node.storage.extend(records)
+        stable = [r.sequence for r in records if isinstance(r, StableRecord)]
+        if stable:
+            horizon = stable[-1] - config.decided_retain + 1
+            node.storage = compact(node.storage, stable[-1], horizon)
+        if self.world.trace is not None:
+            self.world.trace_records(node, records)
+
+    def apply(self, decided: Sequence[Decided]) -> None:
+        """Deliver decided batches to the node's log, in order."""
+        for batch in decided:
+            self.node.decided.append(batch)
+            self.world.note_decided(self.node, batch)
+
+    def send(self, messages: Sequence[tuple[int, Envelope]]) -> None:
+        """Hand messages to the network (unless the node dies right now: sends lost)."""
+        if self.node.dying:
+            self.world.die(self.node)
+            return
+        for destination, envelope in messages:
+            self.world.behaviour.outgoing(self.world, self.node, destination, envelope)
+
+    def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
+        """Simulated clients learn of refusals by not seeing their request decided."""
 
 
 class Behaviour:
@@ -122,28 +162,21 @@ class World:
     # -- driving -----------------------------------------------------------------------------
 
     def flush(self, node: Node) -> None:
-        """Execute a node's outputs in Ready order: persist, decided, send."""
+        """Execute a node's effects in order: persist, decided, send (a dying node stops after
+        decided: its sends are lost)."""
         if node.replica is None:
             return
-        ready = node.replica.ready()
-        node.storage.extend(ready.persist)
-        stable = [r.sequence for r in ready.persist if isinstance(r, StableRecord)]
-        if stable:  # the same compaction the orderer's record store applies
-            horizon = stable[-1] - self.config.decided_retain + 1
-            node.storage = compact(node.storage, stable[-1], horizon)
-        if self.trace is not None:
-            self._trace_records(node, ready.persist)
-        for decided in ready.decided:
-            node.decided.append(decided)
-            self._note_decided(node, decided)
+        execute(node.replica.ready(), NodeExecutor(self, node))
         if node.dying:
-            node.replica, node.dying = None, False
-            self.log(f"{node.name} crashed after persisting (sends lost)")
-            return
-        for destination, envelope in ready.send:
-            self.behaviour.outgoing(self, node, destination, envelope)
+            self.die(node)
 
-    def _trace_records(self, node: Node, records: tuple[Record, ...]) -> None:
+    def die(self, node: Node) -> None:
+        """The crash of a node marked dying, after it persisted its last outputs."""
+        node.replica, node.dying = None, False
+        self.log(f"{node.name} crashed after persisting (sends lost)")
+
+    def trace_records(self, node: Node, records: Sequence[Record]) -> None:
+        """Trace the records a node persisted (views, checkpoints, decided batches)."""
         for record in records:
             if isinstance(record, ViewRecord):
                 state = "changing" if record.changing else "installed"
@@ -155,7 +188,8 @@ class World:
                 names = ",".join(request_name(r) for r in batch.requests)
                 self.log(f"{node.name} decided seq={batch.sequence} view={batch.view} [{names}]")
 
-    def _note_decided(self, node: Node, decided: Decided) -> None:
+    def note_decided(self, node: Node, decided: Decided) -> None:
+        """Count honest deciders of each request (f+1 of them: done)."""
         if node.index in self.behaviour.faulty:
             return
         for request in decided.fresh:
@@ -214,7 +248,8 @@ class World:
         self.behaviour.tick(self)
         for node in self.nodes:
             if node.replica is not None:
-                node.replica.tick()
+                node.ticks += 1
+                node.replica.tick(node.ticks)
                 self.flush(node)
         self._retry_clients()
 
@@ -233,7 +268,7 @@ class World:
         """Restart from exactly the persisted records."""
         if node.replica is not None:
             return
-        node.dying = False
+        node.dying, node.ticks = False, 0
         node.replica = self.new_replica(node.index, list(node.storage))
         self.log(f"{node.name} restarted from {len(node.storage)} records")
         self.flush(node)

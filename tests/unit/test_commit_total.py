@@ -32,6 +32,7 @@ from ledger_parties import (
 )
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import ClientError
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id
@@ -266,12 +267,13 @@ def test_property_a_block_of_anything_gets_one_code_per_envelope(envelopes: list
 async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_path: Path) -> None:
     ledger = await ChannelLedger.open(tmp_path / "trades.peer.sqlite")
     pool = ThreadPoolExecutor(max_workers=2)
-    ctx = cast(NodeContext, types.SimpleNamespace(node_id="peer0.org1"))
+    ctx = cast(NodeContext, types.SimpleNamespace(node_id="peer0.org1", tasks=TaskOwner()))
     peer = PeerChannel(ctx, PARTIES.view, ledger, pool)
     try:
         genesis = make_block(CHANNEL, 0, ZERO_HASH, [b"config"])
         genesis.metadata.validation_codes.append(VALID)
         await ledger.commit_block(genesis, [""])
+        await peer.committer.start()  # the real commit path: the committer's driver
         odd_keys = ["", "a\x00b", "k" * 5000, "\U0010ffff"]
         valid = [
             endorser_tx(PARTIES, kv_rwset(writes=[(k, b"v")], reads=[(k, None)])) for k in odd_keys

@@ -11,7 +11,8 @@ import pytest
 
 from dltmw.core.block import block_hash, chain_error, verify_chain
 from dltmw.core.cutter import BlockCutter
-from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope, Ready
+from dltmw.core.effects import Effects
+from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.hashing import ZERO_HASH, data_hash
 
@@ -136,8 +137,8 @@ def test_submit_persists_with_increasing_seq_and_replies_in_order() -> None:
         orderer.step(Submit(env(f"e{i}"), token=f"tok{i}"))
     ready = orderer.ready()
     assert ready.persist == tuple(PendingEnvelope(i + 1, env(f"e{i}")) for i in range(3))
-    assert ready.replies == ("tok0", "tok1", "tok2")
-    assert ready.blocks == ()
+    assert ready.replies == (("tok0", None), ("tok1", None), ("tok2", None))
+    assert ready.decided == ()
     assert orderer.ready().is_empty()
 
 
@@ -147,26 +148,26 @@ def test_blocks_chain_and_consume_the_queue_prefix() -> None:
     for i in range(5):
         orderer.step(Submit(env(f"e{i}"), token=i))
     ready = orderer.ready()
-    assert [d.block.header.number for d in ready.blocks] == [5, 6]
-    assert [envelopes_of(d) for d in ready.blocks] == [
+    assert [d.block.header.number for d in ready.decided] == [5, 6]
+    assert [envelopes_of(d) for d in ready.decided] == [
         [env("e0"), env("e1")],
         [env("e2"), env("e3")],
     ]
-    assert [d.consumed_seq for d in ready.blocks] == [2, 4]
+    assert [d.consumed_seq for d in ready.decided] == [2, 4]
     previous = last
-    for number, decided in enumerate(ready.blocks, start=5):
+    for number, decided in enumerate(ready.decided, start=5):
         block = decided.block
         assert block.header.data_hash == data_hash(block.data.envelopes)
         assert chain_error(block, CHANNEL, number, previous) is None
         previous = block_hash(block)
-    assert ready.replies == (0, 1, 2, 3, 4)
+    assert ready.replies == tuple((i, None) for i in range(5))
 
 
 def test_blocks_from_block_zero_verify_as_a_chain() -> None:
     orderer = solo(count=1, next_number=0, last_hash=ZERO_HASH)
     for i in range(3):
         orderer.step(Submit(env(f"e{i}"), token=i))
-    blocks = [d.block for d in orderer.ready().blocks]
+    blocks = [d.block for d in orderer.ready().decided]
     assert verify_chain(blocks, CHANNEL) == block_hash(blocks[-1])
 
 
@@ -176,11 +177,11 @@ def test_ready_drains_and_numbers_continue_across_calls() -> None:
     first = orderer.ready()
     orderer.step(Submit(env("b"), token="b"))
     second = orderer.ready()
-    assert [d.block.header.number for d in first.blocks] == [1]
-    assert [d.block.header.number for d in second.blocks] == [2]
-    assert second.blocks[0].block.header.previous_hash == block_hash(first.blocks[0].block)
+    assert [d.block.header.number for d in first.decided] == [1]
+    assert [d.block.header.number for d in second.decided] == [2]
+    assert second.decided[0].block.header.previous_hash == block_hash(first.decided[0].block)
     assert [p.seq for p in second.persist] == [2]
-    assert second.blocks[0].consumed_seq == 2
+    assert second.decided[0].consumed_seq == 2
 
 
 def test_oversize_envelope_after_pending_gives_two_blocks_with_right_seqs() -> None:
@@ -188,28 +189,28 @@ def test_oversize_envelope_after_pending_gives_two_blocks_with_right_seqs() -> N
     orderer.step(Submit(env("a", 4), token="a"))
     orderer.step(Submit(env("big", 20), token="big"))
     ready = orderer.ready()
-    assert [envelopes_of(d) for d in ready.blocks] == [[env("a", 4)], [env("big", 20)]]
-    assert [d.consumed_seq for d in ready.blocks] == [1, 2]
+    assert [envelopes_of(d) for d in ready.decided] == [[env("a", 4)], [env("big", 20)]]
+    assert [d.consumed_seq for d in ready.decided] == [1, 2]
 
 
 def test_tick_cuts_after_the_batch_timeout() -> None:
     orderer = solo(count=10, timeout=2)
     orderer.step(Submit(env("a"), token="a"))
     orderer.ready()
-    orderer.tick()
+    orderer.tick(1)
     assert orderer.ready().is_empty()
-    orderer.tick()
+    orderer.tick(2)
     ready = orderer.ready()
-    assert [envelopes_of(d) for d in ready.blocks] == [[env("a")]]
-    assert ready.blocks[0].consumed_seq == 1
+    assert [envelopes_of(d) for d in ready.decided] == [[env("a")]]
+    assert ready.decided[0].consumed_seq == 1
     assert ready.persist == () and ready.replies == ()
 
 
 def test_tick_with_nothing_queued_does_nothing() -> None:
     orderer = solo(timeout=1)
-    for _ in range(3):
-        orderer.tick()
-    assert orderer.ready() == Ready()
+    for now in range(1, 4):
+        orderer.tick(now)
+    assert orderer.ready() == Effects()
 
 
 def test_restore_re_cuts_the_same_batch_without_re_persisting() -> None:
@@ -217,10 +218,10 @@ def test_restore_re_cuts_the_same_batch_without_re_persisting() -> None:
     orderer = solo(count=2, restored=restored, next_number=3)
     ready = orderer.ready()
     assert ready.persist == () and ready.replies == ()
-    assert len(ready.blocks) == 1
-    assert envelopes_of(ready.blocks[0]) == [env("x"), env("y")]
-    assert ready.blocks[0].consumed_seq == 8
-    assert ready.blocks[0].block.header.number == 3
+    assert len(ready.decided) == 1
+    assert envelopes_of(ready.decided[0]) == [env("x"), env("y")]
+    assert ready.decided[0].consumed_seq == 8
+    assert ready.decided[0].block.header.number == 3
 
 
 def test_restore_partial_batch_then_new_submit_continues_the_seq() -> None:
@@ -229,17 +230,17 @@ def test_restore_partial_batch_then_new_submit_continues_the_seq() -> None:
     orderer.step(Submit(env("y"), token="y"))
     ready = orderer.ready()
     assert ready.persist == (PendingEnvelope(8, env("y")),)
-    assert ready.replies == ("y",)
-    assert [envelopes_of(d) for d in ready.blocks] == [[env("x"), env("y")]]
-    assert ready.blocks[0].consumed_seq == 8
+    assert ready.replies == (("y", None),)
+    assert [envelopes_of(d) for d in ready.decided] == [[env("x"), env("y")]]
+    assert ready.decided[0].consumed_seq == 8
 
 
 def test_restore_partial_batch_is_cut_by_timeout() -> None:
     orderer = solo(count=5, timeout=1, restored=[PendingEnvelope(3, env("x"))])
-    orderer.tick()
+    orderer.tick(1)
     ready = orderer.ready()
-    assert [envelopes_of(d) for d in ready.blocks] == [[env("x")]]
-    assert ready.blocks[0].consumed_seq == 3
+    assert [envelopes_of(d) for d in ready.decided] == [[env("x")]]
+    assert ready.decided[0].consumed_seq == 3
 
 
 def test_step_refuses_anything_but_submit() -> None:

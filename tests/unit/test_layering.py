@@ -66,6 +66,7 @@ def test_detector(source: str, expected: list[str]) -> None:
 def test_core_package_is_found() -> None:
     names = {p.name for p in CORE_FILES}
     assert {"validation.py", "cutter.py", "block.py", "solo.py"} <= names
+    assert {"effects.py", "committer.py", "pbft_orderer.py", "pbft_blocks.py", "blocks.py"} <= names
 
 
 @pytest.mark.parametrize("path", CORE_FILES, ids=[str(p.relative_to(CORE)) for p in CORE_FILES])

@@ -11,6 +11,8 @@ import pytest
 from dltmw.core.handlers.notary import Decision, hash_tx_id
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_cluster import (
+    ClusterDecider,
+    OpenedBatch,
     ReplicaAnswer,
     Unpacked,
     decide_batch,
@@ -92,7 +94,7 @@ def test_first_spend_in_agreed_order_wins_and_conflicts_name_only_the_hash() -> 
     assert a.signature == b"sig:A" and c.signature == b"sig:C"
     assert b.reason == R.ERROR_REASON_INPUT_CONSUMED
     assert [x.consuming_tx_id_hash for x in b.conflicts] == [hash_tx_id("A")]
-    assert dict(out.ready.consumed) == {S[0]: "A", S[1]: "C"}
+    assert dict(out.spent.consumed) == {S[0]: "A", S[1]: "C"}
 
 
 def test_time_window_is_judged_at_the_stamp_and_admission_refusals_pass_through() -> None:
@@ -109,10 +111,10 @@ def test_applying_a_batch_again_changes_nothing_and_answers_the_same() -> None:
     view = SpentSet()
     batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
     first = decide_batch(batch, view, sign)
-    view.consumed.update(first.ready.consumed)
-    view.signed.update(first.ready.signed)
+    view.consumed.update(first.spent.consumed)
+    view.signed.update(first.spent.signed)
     again = decide_batch(batch, view, sign)
-    assert again.ready.consumed == () and again.ready.signed == ()
+    assert again.spent.consumed == () and again.spent.signed == ()
     assert again.decisions == first.decisions
 
 
@@ -160,7 +162,39 @@ def test_verdict_needs_f_plus_1_matching_members(
     assert (None if out is None else "signed" if out.signed else "refused") == expected
 
 
-# -- the store ----------------------------------------------------------------------------------
+# -- the decider and the store ------------------------------------------------------------------
+
+
+def apply(
+    store: ClusterNotaryStore, sequence: int, batch: list[Unpacked]
+) -> tuple[tuple[Decision, ...], ...]:
+    """One step of the decider's driver, by hand (a decider restored from the store each time,
+    as after a restart): load the rows, step, record what was spent, return the answers."""
+    asks = [i for u in batch for i in u.items if isinstance(i, NotarisationAsk)]
+    decider = ClusterDecider(sign, store.applied())
+    ids = tuple(bytes([i]) for i in range(len(batch)))
+    decider.step(OpenedBatch(sequence, ids, tuple(batch), store.rows_for(asks)))
+    effects = decider.ready()
+    for spent in effects.decided:
+        store.record(spent)
+    assert [rid for rid, _ in effects.replies] == list(ids)
+    return tuple(answers for _, answers in effects.replies)
+
+
+def test_decider_sees_earlier_batches_of_one_step_and_spends_a_sequence_once() -> None:
+    decider = ClusterDecider(sign, applied=1)
+    view = SpentSet()
+    decider.step(OpenedBatch(1, (b"r1",), (Unpacked(10, (ask("A", S[0]),)),), view))
+    decider.step(OpenedBatch(2, (b"r2",), (Unpacked(10, (ask("B", S[0]),)),), view))
+    decider.step(OpenedBatch(3, (b"r3",), (Unpacked(10, (ask("C", S[0]),)),), view))
+    effects = decider.ready()
+    assert [s.sequence for s in effects.decided] == [2, 3]  # batch 1 was applied already
+    assert dict(effects.decided[0].consumed) == {S[0]: "B"}
+    assert effects.decided[1].consumed == ()
+    (_, (a,)), (_, (b,)), (_, (c,)) = effects.replies
+    assert a.signature and b.signature  # the view never learnt of A: re-applied, both sign
+    assert c.reason == R.ERROR_REASON_INPUT_CONSUMED  # B's spend of this step is seen
+    assert decider.applied == 3 and decider.ready().is_empty()
 
 
 def test_store_commits_a_batch_with_its_sequence_once(tmp_path: Path) -> None:
@@ -168,12 +202,12 @@ def test_store_commits_a_batch_with_its_sequence_once(tmp_path: Path) -> None:
     store.open()
     try:
         batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
-        first = store.run(lambda: store.apply(1, batch))
+        first = store.run(lambda: apply(store, 1, batch))
         assert store.run(store.applied) == 1
-        again = store.run(lambda: store.apply(1, batch))  # replay after a crash: no INSERT fails
-        assert again.decisions == first.decisions
-        later = store.run(lambda: store.apply(2, [Unpacked(11, (ask("C", S[0]),))]))
-        assert later.decisions[0][0].conflicts[0].consuming_tx_id_hash == hash_tx_id("A")
+        again = store.run(lambda: apply(store, 1, batch))  # replay after a crash: no INSERT fails
+        assert again == first
+        later = store.run(lambda: apply(store, 2, [Unpacked(11, (ask("C", S[0]),))]))
+        assert later[0][0].conflicts[0].consuming_tx_id_hash == hash_tx_id("A")
         assert store.run(store.applied) == 2
         # the role answers already-signed tx_ids from here without ordering them again
         assert store.run(lambda: store.signatures_of(["A", "B", "C"])) == {"A": b"sig:A"}

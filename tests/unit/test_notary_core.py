@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from utxo_parties import NOTARY, NOW, make_parties, tx
 
 from dltmw.core.errors import ClientError
-from dltmw.core.handlers.notary import Ask, Decision, SingleNotary
+from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.utxo.build import (
     cash_output,
@@ -49,18 +49,19 @@ class MemoryView:
 
 def notary() -> tuple[SingleNotary, MemoryView]:
     view = MemoryView()
-    return SingleNotary(view, P.notary.sign), view
+    return SingleNotary(P.notary.sign), view
 
 
 def run(
     handler: SingleNotary, view: MemoryView, *asks: NotarisationAsk, now: int = 0
 ) -> list[Decision]:
-    """Step a batch, 'persist' it into the view, return the decisions."""
-    for i, ask in enumerate(asks):
-        handler.step(Ask(ask, now, i))
+    """Step a batch, 'persist' what it spent into the view, return the decisions."""
+    handler.step(Decide(tuple(Ask(ask, now, i) for i, ask in enumerate(asks)), view))
     out = handler.ready()
-    view.consumed.update(out.consumed)
-    view.signatures.update(out.signed)
+    for spent in out.decided:
+        view.consumed.update(spent.consumed)
+        view.signatures.update(spent.signed)
+    assert [token for token, _ in out.replies] == list(range(len(asks)))
     return [d for _, d in out.replies]
 
 
@@ -97,7 +98,7 @@ def test_re_notarising_returns_the_same_signature_even_after_the_window_closed()
         now=50,
     )
     assert [d.signature for d in dup_in_batch] == [first.signature] * 2
-    fresh_handler = SingleNotary(view, P.notary.sign)  # a restart: only the durable view remains
+    fresh_handler = SingleNotary(P.notary.sign)  # a restart: only the durable view remains
     (again,) = run(fresh_handler, view, ask(T1, R1, window=Window(None, 10)), now=99)
     assert again.signature == first.signature and again.reason == 0
 

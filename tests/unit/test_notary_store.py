@@ -1,5 +1,6 @@
-"""The notary's sqlite spent-set: a batch is decided and committed at once, signatures survive
-a reopen (same bytes), and the primary key refuses a double spend even if the core were wrong."""
+"""The notary's sqlite spent-set: what a decision spent is committed at once and read back for
+the next one, signatures survive a reopen (same bytes), and the primary key refuses a double
+spend even if the core were wrong."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from utxo_parties import make_parties
 
-from dltmw.core.handlers.notary import Ask, SingleNotary
+from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.notary_store import NotaryStore
@@ -25,19 +26,35 @@ def ask(tx_id: str, *inputs: Ref) -> Ask:
     return Ask(NotarisationAsk(tx_id, inputs, (), NO_WINDOW, b""), 0, tx_id)
 
 
+def decide(store: NotaryStore, *asks: Ask) -> NotaryEffects:
+    """One driver step, by hand: load the rows the asks touch, step a core, record what it
+    spent (all on the store thread, as the driver runs it)."""
+
+    def step() -> NotaryEffects:
+        core = SingleNotary(P.notary.sign)
+        core.step(Decide(asks, store.rows_for([a.ask for a in asks])))
+        effects = core.ready()
+        for spent in effects.decided:
+            store.record(spent)
+        return effects
+
+    return store.run(step)
+
+
 def test_decisions_are_durable_and_idempotent_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "notary.sqlite"
     store = NotaryStore(path, P.notary.sign)
     store.open()
-    first = store.run(lambda: store.decide([ask(T1, R1, R2), ask(T2, R2)]))
+    first = decide(store, ask(T1, R1, R2), ask(T2, R2))
     store.close()
     signed, refused = (d for _, d in first.replies)
     assert signed.signature and refused.reason == errors_pb2.ERROR_REASON_INPUT_CONSUMED
     reopened = NotaryStore(path, P.notary.sign)
     reopened.open()
-    again = reopened.run(lambda: reopened.decide([ask(T1, R1, R2), ask(T2, R2)]))
+    again = decide(reopened, ask(T1, R1, R2), ask(T2, R2))
     reopened.close()
     assert [d for _, d in again.replies] == [d for _, d in first.replies]
+    assert again.decided == ()  # nothing new spent: the stored signature was answered
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM spent").fetchone()[0] == 2
         assert conn.execute("SELECT tx_id, inputs FROM notarised").fetchall() == [(T1, 2)]
@@ -56,22 +73,13 @@ class BrokenView:
 def test_the_primary_key_refuses_a_double_spend_and_rolls_back(tmp_path: Path) -> None:
     store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
     store.open()
-    store.run(lambda: store.decide([ask(T1, R1)]))
+    decide(store, ask(T1, R1))
 
     def broken() -> None:
-        conn = store._conn
-        assert conn is not None
-        core = SingleNotary(BrokenView(), P.notary.sign)
-        core.step(ask(T2, R1, R2))
-        ready = core.ready()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT INTO spent(ref, tx_id) VALUES (?,?)",
-                [(r.key, t) for r, t in ready.consumed],
-            )
-        finally:
-            conn.execute("ROLLBACK")
+        core = SingleNotary(P.notary.sign)
+        core.step(Decide((ask(T2, R1, R2),), BrokenView()))
+        (spent,) = core.ready().decided
+        store.record(spent)
 
     with pytest.raises(sqlite3.IntegrityError):
         store.run(broken)

@@ -96,7 +96,7 @@ class Cluster:
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
             for i in range(4):
-                self.replicas[i].tick()
+                self.replicas[i].tick(self.replicas[i].now + 1)
                 self.flush(i)
             for _ in range(10_000):
                 if not self.queue:

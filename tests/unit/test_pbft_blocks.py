@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pbft_messages import KEYS, pre_prepare, vote
@@ -11,6 +10,7 @@ from pbft_messages import KEYS, pre_prepare, vote
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import InvariantViolation, PeerError
 from dltmw.core.genesis import read_genesis
+from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.pbft import (
@@ -23,8 +23,7 @@ from dltmw.core.pbft import (
 )
 from dltmw.ledger.pbft_store import RecordStore, decode, encode
 from dltmw.pki.network import init_network
-from dltmw.runtime.roles.orderer.pbft_blocks import BlockAssembler, signatures_needed
-from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.committer import check_orderer_signatures
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 IDENTITIES = [f"orderer{i}".encode() for i in range(4)]
@@ -144,7 +143,6 @@ def test_peer_refuses_a_pbft_block_without_2f_plus_1_distinct_orderer_signatures
         )
     block = make_block("trades", 1, b"p" * 32, [b"tx"])
     digest = block_hash(block)
-    peer = SimpleNamespace(view=view)
 
     def signed_by(*who: SigningIdentity) -> block_pb2.Block:
         out = block_pb2.Block()
@@ -158,5 +156,5 @@ def test_peer_refuses_a_pbft_block_without_2f_plus_1_distinct_orderer_signatures
         if len({s.signer for s in bad.metadata.signatures}) == 3:
             bad.metadata.signatures[2].signature = a.sign(b"other")  # c's replaced by a forgery
         with pytest.raises(PeerError, match="lacks 3 valid"):
-            PeerChannel._check_orderer_signature(peer, bad)  # type: ignore[arg-type]
-    PeerChannel._check_orderer_signature(peer, signed_by(a, b, c))  # type: ignore[arg-type]
+            check_orderer_signatures(view, bad)
+    check_orderer_signatures(view, signed_by(a, b, c))

@@ -69,7 +69,7 @@ class Cluster:
     def tick(self, ticks: int) -> None:
         for _ in range(ticks):
             for i in range(4):
-                self.replicas[i].tick()
+                self.replicas[i].tick(self.replicas[i].now + 1)
                 self.flush(i)
             self.settle()
 

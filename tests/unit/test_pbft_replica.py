@@ -11,7 +11,7 @@ from dltmw.core.pbft import (
     ClientRequest,
     Envelope,
     PbftConfig,
-    PbftReady,
+    PbftEffects,
     Record,
     Replica,
     StableRecord,
@@ -44,7 +44,7 @@ class Cluster:
         self.decided: list[list[bytes]] = [[] for _ in range(4)]
         self.queue: list[tuple[int, Envelope]] = []
 
-    def flush(self, i: int) -> PbftReady:
+    def flush(self, i: int) -> PbftEffects:
         out = self.replicas[i].ready()
         self.storage[i].extend(out.persist)
         self.decided[i].extend(d.digest for d in out.decided)
@@ -63,7 +63,7 @@ class Cluster:
     def tick(self, ticks: int = 1) -> None:
         for _ in range(ticks):
             for i in range(4):
-                self.replicas[i].tick()
+                self.replicas[i].tick(self.replicas[i].now + 1)
                 self.flush(i)
             self.settle()
 
@@ -158,11 +158,11 @@ def test_request_timeout_starts_a_view_change_with_backoff() -> None:
     backup.step(ClientRequest(REQS[0]))
     backup.ready()
     for _ in range(CONFIG.request_timeout_ticks):
-        backup.tick()
+        backup.tick(backup.now + 1)
     assert (backup.view, backup.changing) == (1, True)
     first = backup.vc_deadline - backup.now
     for _ in range(first):
-        backup.tick()
+        backup.tick(backup.now + 1)
     assert backup.view == 2
     assert backup.vc_deadline - backup.now == 2 * first
 
@@ -171,7 +171,7 @@ def test_invalid_client_request_is_rejected_and_not_forwarded() -> None:
     backup = replica(1)
     backup.step(ClientRequest(b"c0.1|not-a-valid-mac"))
     out = backup.ready()
-    assert [r.reason for r in out.replies] == ["INVALID_REQUEST"] and not out.send
+    assert [r.reason for _, r in out.replies] == ["INVALID_REQUEST"] and not out.send
 
 
 def test_state_transfer_accepts_only_certified_batches() -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
 from dltmw.ledger.private_store import NewPayload, PrivateStore
-from dltmw.runtime.roles.privacy.executor import PrivateExecutor
+from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
 from dltmw.runtime.roles.privacy.private_channel import by_size
 from dltmw.v1 import config_pb2, private_payload_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
@@ -41,6 +42,19 @@ def executor(store: PrivateStore) -> PrivateExecutor:
     return PrivateExecutor(ME, peer, store)
 
 
+async def execute(ex: PrivateExecutor, number: int, items: list[PrivateTxRef]) -> None:
+    """One step of the executor's driver, by hand: the core stepped on the store thread with
+    the store's view, its effects carried out by the executor (one store transaction)."""
+    core = ex.core(await ex.store.cursor())
+
+    def step() -> PrivateEffects:
+        core.step(PrivateBlock(number, tuple(items), ex.store.view()))
+        return core.ready()
+
+    effects = await asyncio.get_running_loop().run_in_executor(ex.store.executor, step)
+    await BlockExecutor(ex).apply(effects.decided)
+
+
 async def test_block_execution_statuses_and_rederive(tmp_path: Path) -> None:
     store = await PrivateStore.open(tmp_path / "c.private.sqlite")
     try:
@@ -64,7 +78,7 @@ async def test_block_execution_statuses_and_rederive(tmp_path: Path) -> None:
             (5, "t5", absent),
         ]
         ex = executor(store)
-        await store.transaction(partial(ex._execute, number=3, items=items))
+        await execute(ex, 3, items)
         statuses = [(await store.ptx(d)).status for _, _, d in items]  # type: ignore[union-attr]
         assert statuses == [
             P.PRIVATE_TX_STATUS_EXECUTED,
@@ -79,7 +93,7 @@ async def test_block_execution_statuses_and_rederive(tmp_path: Path) -> None:
         first = await store.ptx(deposit.payload_hash)
         await store.reset_private_state()
         assert await store.private_state("bank") == {} and await store.cursor() == 0
-        await store.transaction(partial(ex._execute, number=3, items=items))
+        await execute(ex, 3, items)
         assert await store.ptx(deposit.payload_hash) == first  # re-derivation is deterministic
         assert [len(c) for c in [await store.payloads_for(OTHER.public_key, b"", 2)]] == [2]
     finally:

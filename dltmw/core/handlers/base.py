@@ -1,9 +1,8 @@
-"""The handler interface and the Ready record every handler returns."""
+"""Value types of the ordering handlers that the orderer's ledger stores as they are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from dltmw.v1 import block_pb2
 
@@ -22,30 +21,3 @@ class DecidedBlock:
 
     block: block_pb2.Block
     consumed_seq: int
-
-
-@dataclass(frozen=True)
-class Ready:
-    """Outputs of a handler, in execution order: persist, then send, then reply."""
-
-    persist: tuple[PendingEnvelope, ...] = ()
-    blocks: tuple[DecidedBlock, ...] = ()
-    send: tuple[tuple[str, object], ...] = ()
-    replies: tuple[object, ...] = ()
-
-    def is_empty(self) -> bool:
-        """True when there is nothing to do."""
-        return not (self.persist or self.blocks or self.send or self.replies)
-
-
-class ConsensusHandler(Protocol):
-    """What the runtime driver and the simulator call."""
-
-    def step(self, message: object) -> None:
-        """Feed one input message."""
-
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
-
-    def ready(self) -> Ready:
-        """Take the outputs accumulated since the last call."""

@@ -1,9 +1,11 @@
 """The "single notary" handler: decides, in order, which transactions may consume their inputs.
 
-Sans-I/O like the solo orderer. The runtime feeds admitted requests (`core/notary.py`) with the
-clock reading it took for them (`Ask`); `ready()` hands back, in execution order, what to make
-durable (states now consumed, tx_ids now signed with their signature) and the decisions to reply
-with. The runtime must commit `persist` in ONE durable transaction before sending any reply.
+A core like every other (`core/effects.py`). The runtime feeds admitted requests
+(`core/notary.py`), each with the clock reading it took for it and its caller's token, together
+with the durable spent rows they touch, which the driver loaded for them (`Decide`); `ready()`
+hands back what was decided — states now consumed, tx_ids now signed with their signature
+(`Spent`), which the runtime commits in ONE durable transaction — and then the decisions to
+reply with. Requests decided in one step see each other's effects (a batch is decided in order).
 
 The decision per request, in this order:
   1. tx_id already signed (earlier, or earlier in this batch) -> the SAME signature again
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from dltmw.core.effects import Effects, Token
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import errors_pb2
@@ -47,7 +50,16 @@ class Ask:
 
     ask: NotarisationAsk
     now_ns: int
-    token: object
+    token: Token
+
+
+@dataclass(frozen=True)
+class Decide:
+    """Input: admitted requests to decide in order, and what the durable spent-set holds about
+    their inputs, references and tx_ids (loaded by the driver after earlier steps committed)."""
+
+    asks: tuple[Ask, ...]
+    view: SpentView
 
 
 @dataclass(frozen=True)
@@ -71,12 +83,16 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class NotaryReady:
-    """Outputs: persist (consumed states, signatures) durably, then reply."""
+class Spent:
+    """Decided: states consumed and tx_ids signed (with the signature), to commit in one
+    transaction; `sequence` is the notary cluster's decided batch (0 for a single notary)."""
 
     consumed: tuple[tuple[Ref, str], ...] = ()
     signed: tuple[tuple[str, bytes], ...] = ()
-    replies: tuple[tuple[object, Decision], ...] = ()
+    sequence: int = 0
+
+
+NotaryEffects = Effects[None, Spent, None, Decision]
 
 
 def hash_tx_id(tx_id: str) -> bytes:
@@ -85,40 +101,38 @@ def hash_tx_id(tx_id: str) -> bytes:
 
 
 class SingleNotary:
-    """The uniqueness decision over a spent-set (see module docstring)."""
+    """The uniqueness decision over a spent-set (see module docstring): a
+    `Core[Decide, NotaryEffects]`."""
 
-    def __init__(self, view: SpentView, sign: Callable[[bytes], bytes]) -> None:
-        self._view = view
+    def __init__(self, sign: Callable[[bytes], bytes]) -> None:
         self._sign = sign
         self._consumed: dict[Ref, str] = {}
         self._signed: dict[str, bytes] = {}
-        self._replies: list[tuple[object, Decision]] = []
+        self._replies: list[tuple[Token, Decision]] = []
 
-    def step(self, message: object) -> None:
-        """Decide one Ask."""
-        if not isinstance(message, Ask):
+    def step(self, message: Decide) -> None:
+        """Decide the asks in order."""
+        if not isinstance(message, Decide):
             raise TypeError(f"single notary cannot step {type(message).__name__}")
-        self._replies.append((message.token, self._decide(message.ask, message.now_ns)))
+        for ask in message.asks:
+            decision = self._decide(ask.ask, ask.now_ns, message.view)
+            self._replies.append((ask.token, decision))
 
-    def tick(self) -> None:
+    def tick(self, now: int) -> None:
         """Nothing is time-driven in a single notary."""
 
-    def ready(self) -> NotaryReady:
-        """Drain outputs; the caller persists them before replying."""
-        out = NotaryReady(
-            consumed=tuple(self._consumed.items()),
-            signed=tuple(self._signed.items()),
-            replies=tuple(self._replies),
+    def ready(self) -> NotaryEffects:
+        """Drain: what was spent (commit it), then the decisions to reply with."""
+        spent = Spent(tuple(self._consumed.items()), tuple(self._signed.items()))
+        out: NotaryEffects = Effects(
+            decided=(spent,) if self._signed else (), replies=tuple(self._replies)
         )
         self._consumed, self._signed, self._replies = {}, {}, []
         return out
 
-    def _consumer(self, ref: Ref) -> str | None:
-        return self._consumed.get(ref) or self._view.consumer_of(ref)
-
-    def _decide(self, ask: NotarisationAsk, now_ns: int) -> Decision:
+    def _decide(self, ask: NotarisationAsk, now_ns: int, view: SpentView) -> Decision:
         tx_id = ask.tx_id
-        earlier = self._signed.get(tx_id) or self._view.signature_of(tx_id)
+        earlier = self._signed.get(tx_id) or view.signature_of(tx_id)
         if earlier is not None:
             return Decision(tx_id, signature=earlier)
         if not ask.window.holds(now_ns):
@@ -131,7 +145,7 @@ class SingleNotary:
             Conflict(ref, hash_tx_id(consumer), is_reference)
             for refs, is_reference in ((ask.references, True), (ask.inputs, False))
             for ref in refs
-            if (consumer := self._consumer(ref)) is not None
+            if (consumer := self._consumed.get(ref) or view.consumer_of(ref)) is not None
         ]
         if conflicts:
             return Decision(

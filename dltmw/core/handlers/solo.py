@@ -13,19 +13,23 @@ from dataclasses import dataclass
 
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.cutter import BlockCutter
-from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope, Ready
+from dltmw.core.effects import Effects, Token
+from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
+
+SoloEffects = Effects[PendingEnvelope, DecidedBlock, None, None]
 
 
 @dataclass(frozen=True)
 class Submit:
-    """An admitted envelope; `token` is returned in `Ready.replies` once it is durable."""
+    """An admitted envelope; `(token, None)` is replied once it is durably queued."""
 
     envelope: bytes
-    token: object
+    token: Token
 
 
 class SoloOrderer:
-    """Handler for ordering "none"."""
+    """Handler for ordering "none" (a `Core[Submit, SoloEffects]`): persist = the queued
+    envelopes, decided = the blocks cut, replies = one acknowledgement per durable submission."""
 
     def __init__(
         self,
@@ -43,32 +47,32 @@ class SoloOrderer:
         self._queued_seqs: list[int] = []
         self._persist: list[PendingEnvelope] = []
         self._blocks: list[DecidedBlock] = []
-        self._replies: list[object] = []
+        self._replies: list[tuple[Token, None]] = []
         for pending in restored:
             self._queued_seqs.append(pending.seq)
             self._cut(self._cutter.add(pending.envelope))
 
-    def step(self, message: object) -> None:
+    def step(self, message: Submit) -> None:
         """Admit one Submit."""
         if not isinstance(message, Submit):
             raise TypeError(f"solo orderer cannot step {type(message).__name__}")
         pending = PendingEnvelope(self._next_seq, message.envelope)
         self._next_seq += 1
         self._persist.append(pending)
-        self._replies.append(message.token)
+        self._replies.append((message.token, None))
         self._queued_seqs.append(pending.seq)
         self._cut(self._cutter.add(message.envelope))
 
-    def tick(self) -> None:
-        """Advance time; cuts a block when the batch timeout passes."""
+    def tick(self, now: int) -> None:
+        """One more tick (the cutter counts them); cuts a block when the batch timeout passes."""
         batch = self._cutter.tick()
         if batch:
             self._cut([batch])
 
-    def ready(self) -> Ready:
+    def ready(self) -> SoloEffects:
         """Drain outputs."""
-        out = Ready(
-            persist=tuple(self._persist), blocks=tuple(self._blocks), replies=tuple(self._replies)
+        out: SoloEffects = Effects(
+            persist=tuple(self._persist), decided=tuple(self._blocks), replies=tuple(self._replies)
         )
         self._persist, self._blocks, self._replies = [], [], []
         return out

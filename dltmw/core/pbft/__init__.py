@@ -1,7 +1,7 @@
 """PBFT-lite: n = 3f+1 replicas agree on an ordered sequence of batches of opaque requests.
 
 Public API: `Replica` (the pure state machine), `PbftConfig`, the inputs `ClientRequest` and
-`SignedReplicaMessage` (`Envelope`), the outputs in `PbftReady` (`Decided`, `Rejected`), the
+`SignedReplicaMessage` (`Envelope`), the outputs in `PbftEffects` (`Decided`, `Rejected`), the
 persisted `Record` types, and `batch_digest` / `request_id`. Wire format: replica.proto.
 """
 
@@ -13,7 +13,7 @@ from dltmw.core.pbft.types import (
     Envelope,
     JumpRecord,
     PbftConfig,
-    PbftReady,
+    PbftEffects,
     PreparedRecord,
     Record,
     Rejected,
@@ -31,7 +31,7 @@ __all__ = [
     "Envelope",
     "JumpRecord",
     "PbftConfig",
-    "PbftReady",
+    "PbftEffects",
     "PreparedRecord",
     "Record",
     "Rejected",

@@ -20,17 +20,14 @@ before anything that depends on it is sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from dltmw.core.pbft.checkpoints import Checkpoints
 from dltmw.core.pbft.types import JumpRecord, chain_state, request_id
-
-if TYPE_CHECKING:
-    from dltmw.core.pbft.replica import Replica
 
 VerifiedBatch = tuple[int, tuple[bytes, ...]]
 
 
-def jump(replica: Replica, batches: Sequence[VerifiedBatch]) -> bool:
+def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
     """Execute verified (sequence, requests) batches from `next_exec` on, without certificates.
 
     Batches below `next_exec` are skipped (already executed); the rest must start exactly at
@@ -58,7 +55,7 @@ def jump(replica: Replica, batches: Sequence[VerifiedBatch]) -> bool:
     return True
 
 
-def restore_jump(replica: Replica, record: JumpRecord) -> None:
+def restore_jump(replica: Checkpoints, record: JumpRecord) -> None:
     """Adopt a jump (live or from the log on restart); a jump already passed only adds ids."""
     replica.executed_ids.update(record.request_ids)
     for rid in record.request_ids:

@@ -10,8 +10,8 @@ requests, timers — is re-learnt from peers (retransmission, catch-up probes).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from dltmw.core.pbft.checkpoints import Checkpoints
 from dltmw.core.pbft.jump import restore_jump
 from dltmw.core.pbft.state import Slot
 from dltmw.core.pbft.types import (
@@ -25,9 +25,6 @@ from dltmw.core.pbft.types import (
     VoteRecord,
 )
 from dltmw.v1 import replica_pb2
-
-if TYPE_CHECKING:
-    from dltmw.core.pbft.replica import Replica
 
 
 def _parse(envelope: Envelope) -> replica_pb2.ReplicaMessage:
@@ -82,7 +79,7 @@ def compact(records: Sequence[Record], stable_seq: int, decided_from: int) -> li
     return out
 
 
-def replay(replica: Replica, records: Sequence[Record]) -> None:
+def replay(replica: Checkpoints, records: Sequence[Record]) -> None:
     """Apply `records` in order to a freshly constructed replica, then resume.
 
     Execution restarts from the latest stable checkpoint (its state digest is proven), so a log
@@ -123,7 +120,7 @@ def replay(replica: Replica, records: Sequence[Record]) -> None:
     replica.probe()
 
 
-def _restore_stable(replica: Replica, record: StableRecord) -> None:
+def _restore_stable(replica: Checkpoints, record: StableRecord) -> None:
     replica.low = replica.stable_seq = record.sequence
     replica.low_digest, replica.low_proof = record.state_digest, record.proof
     replica.next_exec = record.sequence + 1
@@ -131,7 +128,7 @@ def _restore_stable(replica: Replica, record: StableRecord) -> None:
     replica.state_at[record.sequence] = record.state_digest
 
 
-def _restore_slots(replica: Replica, votes: list[Envelope]) -> None:
+def _restore_slots(replica: Checkpoints, votes: list[Envelope]) -> None:
     """Rebuild the current view's slots from our prepared certificates and our own votes."""
     for cert in replica.prepared.values():
         pp = _parse(cert.pre_prepare).pre_prepare

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.checkpoints import Checkpoints
+from dltmw.core.pbft.jump import jump
+from dltmw.core.pbft.recovery import replay
 from dltmw.core.pbft.state import Pending, Slot
 from dltmw.core.pbft.types import (
     ClientRequest,
@@ -32,7 +34,7 @@ from dltmw.core.pbft.types import (
     DigestFn,
     Envelope,
     PbftConfig,
-    PbftReady,
+    PbftEffects,
     PreparedRecord,
     Record,
     Rejected,
@@ -75,16 +77,12 @@ class Replica(Checkpoints):
         request_ok: RequestCheck = lambda _r: True,
     ) -> Replica:
         """A replica rebuilt from exactly the records its earlier incarnation made durable."""
-        from dltmw.core.pbft.recovery import replay
-
         replica = cls(config, me, sign, verify, digest, request_ok)
         replay(replica, records)
         return replica
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
-        from dltmw.core.pbft.jump import jump
-
         return jump(self, batches)
 
     # -- inputs ----------------------------------------------------------------------------
@@ -99,7 +97,7 @@ class Replica(Checkpoints):
             raise TypeError(f"PBFT replica cannot step {type(message).__name__}")
         self.propose(full_only=True)
 
-    def ready(self) -> PbftReady:
+    def ready(self) -> PbftEffects:
         """Take the outputs; client requests admitted by a backup since the last call are first
         relayed to every replica (PBFT clients broadcast on timeout; relaying at once lets every
         correct replica time a silent primary, so f+1 of them ask for a view change)."""
@@ -109,9 +107,9 @@ class Replica(Checkpoints):
             self.broadcast(self._forward_message(buffered[start : start + chunk]))
         return super().ready()
 
-    def tick(self) -> None:
-        """Advance one tick: timers, batching, retransmission, catch-up probes."""
-        self.now += 1
+    def tick(self, now: int) -> None:
+        """The `now`-th tick: timers, batching, retransmission, catch-up probes."""
+        self.now = now
         if self.changing:
             if self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)

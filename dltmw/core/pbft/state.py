@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from dltmw.core.effects import Effects
 from dltmw.core.pbft.certs import Checker, ViewChangeInfo
 from dltmw.core.pbft.types import (
     ZERO_DIGEST,
     Decided,
     Envelope,
     PbftConfig,
-    PbftReady,
+    PbftEffects,
     Record,
     Rejected,
     Signer,
@@ -98,10 +99,13 @@ class ReplicaState:
 
     # -- outputs ---------------------------------------------------------------------------
 
-    def ready(self) -> PbftReady:
+    def ready(self) -> PbftEffects:
         """Take the outputs accumulated since the last call (persist, decided, send, replies)."""
-        out = PbftReady(
-            tuple(self._persist), tuple(self._decided), tuple(self._send), tuple(self._replies)
+        out: PbftEffects = Effects(
+            tuple(self._persist),
+            tuple(self._decided),
+            tuple(self._send),
+            tuple((r.request_id, r) for r in self._replies),
         )
         self._persist, self._decided, self._send, self._replies = [], [], [], []
         return out

@@ -1,8 +1,9 @@
 """Value types of the PBFT-lite core: configuration, inputs, outputs and persisted records.
 
-A replica is driven like every other handler: `step(input)`, `tick()`, then `ready()` hands back
-a `PbftReady` whose fields must be executed in order — persist (make the records durable), then
-deliver `decided`, then `send`, then `replies`. Restart = `Replica.restore(..., records)` with
+A replica is driven like every other core (`dltmw.core.effects`): `step(input)`, `tick(now)`, then
+`ready()` hands back a `PbftEffects` whose fields must be executed in order — persist (make the
+records durable), then deliver `decided`, then `send`, then `replies` (refused requests, by request
+id). Restart = `Replica.restore(..., records)` with
 exactly the records that were made durable, in order.
 """
 
@@ -12,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dltmw.core.effects import Effects
 from dltmw.v1 import replica_pb2
 
 Envelope = replica_pb2.SignedReplicaMessage
@@ -176,15 +178,4 @@ class JumpRecord:
 Record = ViewRecord | VoteRecord | PreparedRecord | DecidedRecord | StableRecord | JumpRecord
 
 
-@dataclass(frozen=True)
-class PbftReady:
-    """Outputs in execution order: persist, then decided, then send, then replies."""
-
-    persist: tuple[Record, ...] = ()
-    decided: tuple[Decided, ...] = ()
-    send: tuple[tuple[int, Envelope], ...] = ()
-    replies: tuple[Rejected, ...] = ()
-
-    def is_empty(self) -> bool:
-        """True when there is nothing to do."""
-        return not (self.persist or self.decided or self.send or self.replies)
+PbftEffects = Effects[Record, Decided, Envelope, Rejected]

@@ -7,51 +7,75 @@ answers from distinct members, see `client/notary_cluster.py` and `core/notary_c
 
 Request path: admit the call's requests on the verify pool (bad input is refused here with its
 specific status and changes nothing), wrap the admitted ones with this replica's clock reading
-into one PBFT request, and wait until it is decided and applied HERE. Loop (the PBFT orderer's
-shape): step client requests and peer messages, tick, then execute each Ready in order —
-records appended durably (RecordStore), each decided batch re-admitted at its stamp and applied
-to the spent-set in one sqlite transaction (ClusterNotaryStore), and only then are waiters
-answered and messages sent. Backups drop pre-prepares whose stamps are not fresh by their own
-clock (`stamp_fresh`). A restart restores the replica from its records and re-applies decided
-batches the spent-set missed, so nothing acknowledged is lost and re-asking gets the same answer.
+into one PBFT request, and wait until it is decided and applied HERE. Two cores, each run by the
+one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped requests (its executor
+appends records durably to the RecordStore, then hands each decided batch to the decider, then
+sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each batch — its
+executor's load re-admits the batch at its stamp on the verify pool and reads the spent rows it
+touches, and its effects commit the batch with its sequence in one sqlite transaction
+(ClusterNotaryStore) before the waiters are answered. Backups drop pre-prepares whose stamps are
+not fresh by their own clock (`stamp_fresh`). A restart restores the replica from its records
+and re-applies decided batches the spent-set missed, so nothing acknowledged is lost and
+re-asking gets the same answer. Records are compacted only 1024 batches below a stable
+checkpoint (`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
+from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
-from dltmw.core.handlers.notary import Decision
+from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
-from dltmw.core.notary_cluster import Unpacked, stamp_fresh, unapplied, unwrap, wrap
-from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, PbftReady, Replica, request_id
-from dltmw.core.pbft.types import Record, StableRecord
+from dltmw.core.notary_cluster import (
+    ClusterDecider,
+    OpenedBatch,
+    Unpacked,
+    stamp_fresh,
+    unapplied,
+    unwrap,
+    wrap,
+)
+from dltmw.core.pbft import (
+    ClientRequest,
+    Decided,
+    Envelope,
+    PbftConfig,
+    Record,
+    Rejected,
+    Replica,
+    StableRecord,
+    request_id,
+)
 from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
-from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks
+from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
+from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
 TICK_S = 0.05
 SUBMIT_WAIT_S = 30.0
-STOP_WAIT_S = 10.0
-STEP_BATCH_MAX = 1000
+DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
@@ -110,6 +134,91 @@ def open_request(
     return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
+@dataclass(frozen=True)
+class DecidedBatch:
+    """A batch the replica decided, for the decider: its sequence and PBFT requests."""
+
+    sequence: int
+    requests: tuple[bytes, ...]
+
+
+Answers = tuple[Decision, ...]
+
+
+class ReplicaExecutor(Executing[ClientRequest | Envelope, Record, Decided, Envelope, Rejected]):
+    """The replica's effects: records, then decided batches to the decider, sends, refusals."""
+
+    def __init__(self, role: ClusterNotaryRole) -> None:
+        self._role = role
+
+    async def persist(self, records: Sequence[Record]) -> None:
+        log = self._role.records
+        if log is None:
+            raise InvariantViolation("notary cluster record log is not open")
+        await log.append(records)
+        stable = [r.sequence for r in records if isinstance(r, StableRecord)]
+        if stable:
+            await log.compact(stable[-1], stable[-1] - self._role.config.decided_retain + 1)
+
+    async def apply(self, decided: Sequence[Decided]) -> None:
+        decider = self._role.decider
+        if decider is None:
+            raise InvariantViolation("notary cluster decider is not running")
+        for batch in decided:
+            await decider.put(DecidedBatch(batch.sequence, batch.requests))
+
+    async def send(self, messages: Sequence[tuple[int, Envelope]]) -> None:
+        for destination, envelope in messages:
+            link = self._role.links.get(destination)
+            if link is not None:
+                link.send(envelope)
+
+    async def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
+        for rid, rejected in replies:
+            error = ClientError(R.ERROR_REASON_INVALID_FIELD, f"refused: {rejected.reason}")
+            self._role.waiters.fail(rid, error)
+
+
+class DecisionExecutor:
+    """The decider's side: open a batch and read its rows, commit what it spent, answer."""
+
+    def __init__(self, role: ClusterNotaryRole) -> None:
+        self._role = role
+
+    async def load(self, inputs: Sequence[DecidedBatch]) -> Sequence[OpenedBatch]:
+        role, loop = self._role, asyncio.get_running_loop()
+        store = role.cluster_store
+        out: list[OpenedBatch] = []
+        for batch in inputs:
+            unpacked = await loop.run_in_executor(role.pool, role.open_all, batch.requests)
+            asks = [i for u in unpacked for i in u.items if isinstance(i, NotarisationAsk)]
+            rows = await loop.run_in_executor(store.executor, store.rows_for, asks)
+            ids = tuple(request_id(r) for r in batch.requests)
+            out.append(OpenedBatch(batch.sequence, ids, tuple(unpacked), rows))
+        return out
+
+    async def persist(self, records: Sequence[None]) -> None:
+        """The decider keeps no log (the replica's records are it)."""
+
+    async def apply(self, decided: Sequence[Spent]) -> None:
+        store = self._role.cluster_store
+        for spent in decided:
+            await asyncio.get_running_loop().run_in_executor(store.executor, store.record, spent)
+
+    async def send(self, messages: Sequence[tuple[int, None]]) -> None:
+        """Every replica decides alone."""
+
+    async def reply(self, replies: Sequence[tuple[Token, Answers]]) -> None:
+        for rid, decisions in replies:
+            self._role.waiters.resolve(rid, decisions)
+
+
+ReplicaDriver = Driver[
+    ClientRequest | Envelope, ClientRequest | Envelope, Record, Decided, Envelope, Rejected
+]
+DeciderDriver = Driver[DecidedBatch, OpenedBatch, None, Spent, None, Answers]
+
+
 class ClusterNotaryRole:
     """Notary-cluster replica of one node; served by the same NotaryServicer as the single
     notary (it has the `identity`, `membership` and `notarise` that `rpc.notary.Notarising`
@@ -145,13 +254,12 @@ class ClusterNotaryRole:
         self.links = {
             i: ReplicaLink(ctx, cluster_id, ids[i]) for i in range(len(ids)) if i != self.me
         }
-        self._pool = pool
-        self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=max(64, queue_max))
-        self._waiters: dict[bytes, list[asyncio.Future[tuple[Decision, ...]]]] = {}
+        self.pool = pool
+        self.waiters: Waiters[Token, Answers] = Waiters()
         self.replica: Replica | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._failed = False
-        self._stopping = False
+        self._replica_driver: ReplicaDriver | None = None
+        self.decider: DeciderDriver | None = None  # built at start, once `applied` is read
+        self._inbox_max = max(64, queue_max)
         self.stale_dropped = 0
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
@@ -184,52 +292,73 @@ class ClusterNotaryRole:
             return unwrap(request, n) is not None
 
         if saved:
-            self.replica = Replica.restore(
+            replica = Replica.restore(
                 self.config, self.me, sign, self.verify, saved, request_ok=request_ok
             )
         else:
-            self.replica = Replica(self.config, self.me, sign, self.verify, request_ok=request_ok)
+            replica = Replica(self.config, self.me, sign, self.verify, request_ok=request_ok)
+        self.replica = replica
         applied = await loop.run_in_executor(store.executor, store.applied)
-        decided = {s: tuple(b.requests) for s, b in self.replica.decided.items()}
+        decider = self.decider = DeciderDriver(
+            f"notary-decider-{self.cluster_id}",
+            ClusterDecider(sign, applied),
+            DecisionExecutor(self),
+            self.ctx.tasks,
+            inbox_max=DECIDER_INBOX_MAX,
+            batch_max=1,  # one sqlite transaction per decided batch
+            on_failure=self._failed,
+        )
+        await decider.start()
+        decided = {s: tuple(b.requests) for s, b in replica.decided.items()}
         for seq in unapplied(decided, applied):
-            await self._apply(seq, decided[seq])
+            await decider.put(DecidedBatch(seq, decided[seq]))
         for link in self.links.values():
             link.start()
-        await self._execute(self.replica.ready())
-        name = f"notary-{self.cluster_id}"
-        self._task = self.ctx.tasks.forever(name, self._drive_logged, restart=False)
+        self._replica_driver = Driver(
+            f"notary-{self.cluster_id}",
+            replica,
+            ReplicaExecutor(self),
+            self.ctx.tasks,
+            inbox_max=self._inbox_max,
+            tick_s=TICK_S,
+            on_failure=self._failed,
+        )
+        await self._replica_driver.start()
 
     async def stop(self) -> None:
-        """Stop the loop and links, fail waiters, close the stores (idempotent)."""
-        task, self._task = self._task, None
-        if task is None:
+        """Stop both drivers (each finishes its step) and the links, refuse waiters, close the
+        stores (idempotent)."""
+        replica, decider = self._replica_driver, self.decider
+        if replica is None or decider is None:
             return
-        # Let the loop finish its current Ready: cancelling it inside a record-log commit would
-        # leave the commit's outcome unknown to the store (and its rollback would fail).
-        self._stopping = True
-        with contextlib.suppress(Exception):  # a loop that failed was logged by _drive_logged
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await replica.stop()
+        await decider.stop()
+        self._replica_driver = self.decider = None
         for link in self.links.values():
             await link.stop()
-        self._fail_all(TransientError(R.ERROR_REASON_SHUTTING_DOWN, "notary is stopping"))
+        self.waiters.fail_all(stopped("notary is stopping"))
         if self.records is not None:
             await self.records.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    def _failed(self, _: BaseException) -> None:
+        self.waiters.fail_all(stopped("the notary has stopped"))
+
+    @property
+    def running(self) -> bool:
+        """Both drivers run."""
+        replica, decider = self._replica_driver, self.decider
+        return replica is not None and decider is not None and replica.running and decider.running
 
     async def notarise(
         self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
     ) -> list[Outcome]:
         """Admit `requests`, order the admitted ones, answer once decided here (in order)."""
-        if self._task is None or self._failed:
-            raise TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary is not running")
+        if not self.running:
+            raise stopped("the notary is not running")
         now = utc_now()
         pairs = await admit_in_chunks(
-            self._pool, requests, self.identity, self.membership, now, tls_org
+            self.pool, requests, self.identity, self.membership, now, tls_org
         )
         results = await asyncio.gather(*(self._order(c, a, to_ns(now)) for c, a in pairs))
         return [outcome for chunk in results for outcome in chunk]
@@ -278,42 +407,33 @@ class ClusterNotaryRole:
     async def _submit(self, raws: list[bytes], stamp_ns: int) -> Sequence[Outcome]:
         """Order one wrap and wait for its decisions here (or a transient error for each)."""
         wrapped = wrap(raws, stamp_ns, self.me)
-        future: asyncio.Future[tuple[Decision, ...]] = asyncio.get_running_loop().create_future()
-        try:
-            self._inbox.put_nowait(ClientRequest(wrapped))
-        except asyncio.QueueFull:
-            return [
-                TransientError(R.ERROR_REASON_OVERLOADED, "notary cluster queue is full")
-            ] * len(raws)
         rid = request_id(wrapped)
-        self._waiters.setdefault(rid, []).append(future)
+        future = self.waiters.add(rid)
         try:
-            return await asyncio.wait_for(future, SUBMIT_WAIT_S)
+            self._driver().submit(ClientRequest(wrapped))
+            return await asyncio.wait_for(asyncio.shield(future), SUBMIT_WAIT_S)
         except TimeoutError:
             wait = TransientError(R.ERROR_REASON_WAIT_TIMEOUT, "not decided in time")
             return [wait] * len(raws)
         except DltmwError as exc:
             return [exc] * len(raws)
         finally:
-            waiters = self._waiters.get(rid, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(rid, None)
+            self.waiters.discard(rid, future)
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
-        """Queue verified peer messages for the loop (all or nothing); a pre-prepare carrying a
-        stamp that is not fresh by our clock is dropped here (see module docstring)."""
+        """Queue verified peer messages for the replica (all or nothing); a pre-prepare carrying
+        a stamp that is not fresh by our clock is dropped here (see module docstring)."""
         if signatures:
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, "a notary cluster has no blocks")
-        if self._inbox.qsize() + len(messages) > self._inbox.maxsize:
-            raise TransientError(R.ERROR_REASON_OVERLOADED, "replica inbox is full")
         local_ns = to_ns(utc_now())
-        for envelope in messages:
-            if self._stale(envelope, local_ns):
-                self.stale_dropped += 1
-                continue
-            self._inbox.put_nowait(envelope)
+        fresh = [e for e in messages if not self._stale(e, local_ns)]
+        self.stale_dropped += len(messages) - len(fresh)
+        self._driver().submit_all(fresh)
+
+    def _driver(self) -> ReplicaDriver:
+        if self._replica_driver is None:
+            raise stopped("the notary is not running")
+        return self._replica_driver
 
     def _stale(self, envelope: Envelope, local_ns: int) -> bool:
         """A pre-prepare or forwarded-requests message carrying a stamp that is not fresh here.
@@ -336,79 +456,10 @@ class ClusterNotaryRole:
                 return True
         return False
 
-    async def _drive_logged(self) -> None:
-        """Run the loop; on failure refuse everything waiting (the task owner logs it and
-        stops the node)."""
-        try:
-            await self._drive()
-        except Exception:
-            self._failed = True
-            self._fail_all(TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary has stopped"))
-            raise
-
-    async def _drive(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + TICK_S
-        replica = self.replica
-        if replica is None:
-            raise InvariantViolation("notary cluster loop started before the replica")
-        while not self._stopping:
-            try:
-                first = await asyncio.wait_for(self._inbox.get(), max(0.0, next_tick - loop.time()))
-            except TimeoutError:
-                first = None
-            if first is not None:
-                replica.step(first)
-                for _ in range(STEP_BATCH_MAX):
-                    if self._inbox.empty():
-                        break
-                    replica.step(self._inbox.get_nowait())
-            if loop.time() >= next_tick:
-                replica.tick()
-                next_tick = loop.time() + TICK_S
-            await self._execute(replica.ready())
-
-    async def _execute(self, ready: PbftReady) -> None:
-        """Persist, apply decided batches (answering waiters), send, refuse — in that order."""
-        if self.records is None:
-            raise InvariantViolation("notary cluster record log is not open")
-        await self.records.append(ready.persist)
-        for decided in ready.decided:
-            await self._apply(decided.sequence, decided.requests)
-        stable = [r.sequence for r in ready.persist if isinstance(r, StableRecord)]
-        if stable:
-            await self.records.compact(stable[-1], stable[-1] - self.config.decided_retain + 1)
-        for destination, envelope in ready.send:
-            link = self.links.get(destination)
-            if link is not None:
-                link.send(envelope)
-        for rejected in ready.replies:
-            error = ClientError(R.ERROR_REASON_INVALID_FIELD, f"refused: {rejected.reason}")
-            for waiter in self._waiters.pop(rejected.request_id, []):
-                if not waiter.done():
-                    waiter.set_exception(error)
-
-    async def _apply(self, sequence: int, requests: Sequence[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        unpacked = await loop.run_in_executor(self._pool, self._open_all, requests)
-        outcome = await loop.run_in_executor(
-            self.cluster_store.executor, self.cluster_store.apply, sequence, unpacked
-        )
-        for request, decisions in zip(requests, outcome.decisions, strict=True):
-            for waiter in self._waiters.pop(request_id(request), []):
-                if not waiter.done():
-                    waiter.set_result(decisions)
-
-    def _open_all(self, requests: Sequence[bytes]) -> list[Unpacked]:
+    def open_all(self, requests: Sequence[bytes]) -> list[Unpacked]:
+        """Re-admit a decided batch's requests at their stamps (on the verify pool)."""
         n = self.config.n
         return [open_request(r, n, self.identity, self.membership) for r in requests]
-
-    def _fail_all(self, error: DltmwError) -> None:
-        waiters, self._waiters = self._waiters, {}
-        for futures in waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
 
 
 def build_cluster_role(

@@ -2,10 +2,12 @@
 
 Admission (`core/notary.admit`: parse, signature, tx_id) is stateless and CPU-bound; it runs on
 the node's verify pool in chunks (cryptography releases the GIL, so both cores verify). Admitted
-requests then queue (bounded: a full queue is OVERLOADED) for ONE decider task that drains the
-queue into a batch, and hands it to the store thread, which decides in order, commits, and only
-then lets the replies go (`ledger/notary_store.py`). Concurrent callers thus share one sqlite
-transaction per batch, which is what makes thousands of notarisations per second possible.
+chunks then queue in the driver's bounded inbox (full: OVERLOADED) for the `SingleNotary` core.
+Each driver step takes every chunk queued (group commit), loads the spent rows they touch, steps
+the core — on the store's thread, so signing stays off the event loop — commits what it spent in
+one sqlite transaction (`ledger/notary_store.py`) and only then answers the callers. Concurrent
+callers thus share one sqlite transaction per batch, which is what makes thousands of
+notarisations per second possible.
 
 Test hook: when the environment variable `DLTMW_TEST_NOTARY_EXIT_AFTER_COMMIT` is "1" at start
 (read once), the process exits right after the first durable commit that signed something and
@@ -15,24 +17,28 @@ before any reply leaves — the crash window that idempotent re-notarisation mus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from dltmw.aio.clock import utc_now
+from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.handlers.notary import Ask, Decision
+from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent
 from dltmw.core.identity import Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 logger = logging.getLogger(__name__)
@@ -41,14 +47,16 @@ EXIT_HOOK_ENV = "DLTMW_TEST_NOTARY_EXIT_AFTER_COMMIT"
 ADMIT_CHUNK = 100
 BATCH_MAX = 4000
 Outcome = Decision | DltmwError
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Queued:
-    """Admitted requests of one chunk and the future of their decisions (one per ask)."""
+class Chunk:
+    """Admitted requests of one chunk, answered together under `token`."""
 
-    asks: list[NotarisationAsk]
-    future: asyncio.Future[list[Decision]]
+    asks: tuple[NotarisationAsk, ...]
+    token: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,6 +114,40 @@ async def admit_in_chunks(
     return list(zip(chunks, admitted, strict=True))
 
 
+class NotaryExecutor:
+    """Loads the spent rows a step touches, commits what it spent, answers chunks."""
+
+    def __init__(self, store: NotaryStore, waiters: Waiters[Token, list[Decision]]) -> None:
+        self._store = store
+        self._waiters = waiters
+
+    async def load(self, inputs: Sequence[Chunk]) -> Sequence[Decide]:
+        now_ns = to_ns(utc_now())
+        asks = tuple(Ask(a, now_ns, chunk.token) for chunk in inputs for a in chunk.asks)
+        rows = await self._on_store(self._store.rows_for, [a.ask for a in asks])
+        return [Decide(asks, rows)]
+
+    async def apply(self, decided: Sequence[Spent]) -> None:
+        for spent in decided:
+            await self._on_store(self._store.record, spent)
+
+    async def persist(self, records: Sequence[None]) -> None:
+        """The single notary keeps no log of its own."""
+
+    async def send(self, messages: Sequence[tuple[int, None]]) -> None:
+        """A single notary has no group."""
+
+    async def reply(self, replies: Sequence[tuple[Token, Decision]]) -> None:
+        by_chunk: dict[Token, list[Decision]] = {}
+        for token, decision in replies:
+            by_chunk.setdefault(token, []).append(decision)
+        for token, decisions in by_chunk.items():
+            self._waiters.resolve(token, decisions)
+
+    async def _on_store(self, fn: Callable[[A], T], arg: A) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._store.executor, fn, arg)
+
+
 class NotaryRole:
     """Single notary of one node."""
 
@@ -122,12 +164,19 @@ class NotaryRole:
         self.membership = membership
         self.store = store
         self._pool = pool
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(
-            maxsize=max(1, queue_max // ADMIT_CHUNK)
+        self._chunks = itertools.count()
+        self._waiters: Waiters[Token, list[Decision]] = Waiters()
+        self._started = False
+        self._driver: Driver[Chunk, Decide, None, Spent, None, Decision] = Driver(
+            "notary",
+            SingleNotary(ctx.signer.sign),
+            NotaryExecutor(store, self._waiters),
+            ctx.tasks,
+            inbox_max=max(1, queue_max // ADMIT_CHUNK),
+            batch_max=BATCH_MAX // ADMIT_CHUNK,
+            step_in=store.executor,
+            on_failure=lambda _: self._waiters.fail_all(stopped("the notary has stopped")),
         )
-        self._tasks = ctx.tasks
-        self._task: asyncio.Task[None] | None = None
-        self._failed = False
 
     @staticmethod
     def exit_hook_enabled() -> bool:
@@ -135,27 +184,26 @@ class NotaryRole:
         return os.environ.get(EXIT_HOOK_ENV) == "1"
 
     async def start(self) -> None:
-        """Open the store and start the decider."""
+        """Open the store and start the driver."""
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)
-        self._task = self._tasks.forever("notary-decider", self._decide_forever, restart=False)
+        self._started = True
+        await self._driver.start()
 
     async def stop(self) -> None:
-        """Stop deciding, refuse what is queued, close the store (idempotent)."""
-        task, self._task = self._task, None
-        if task is None:
+        """Stop the driver (its step finishes), refuse who waits, close the store (idempotent)."""
+        if not self._started:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._fail_queued(TransientError(R.ERROR_REASON_SHUTTING_DOWN, "notary is stopping"))
+        self._started = False
+        await self._driver.stop()
+        self._waiters.fail_all(stopped("notary is stopping"))
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     async def notarise(
         self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
     ) -> list[Outcome]:
         """Admit and decide `requests`; one outcome per request, in order."""
-        if self._task is None or self._failed:
-            raise TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary is not running")
+        if not self._driver.running:
+            raise stopped("the notary is not running")
         pairs = await admit_in_chunks(
             self._pool, requests, self.identity, self.membership, utc_now(), tls_org
         )
@@ -176,54 +224,22 @@ class NotaryRole:
     def _enqueue(
         self, chunk: list[NotarisationAsk | DltmwError]
     ) -> asyncio.Future[list[Decision]] | DltmwError:
-        """Queue a chunk's admitted asks for the decider (one queue entry per chunk, to keep
-        per-request asyncio work off the hot path); OVERLOADED if the queue is full."""
-        future: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
-        asks = [a for a in chunk if isinstance(a, NotarisationAsk)]
+        """Queue a chunk's admitted asks for the driver (one inbox entry per chunk, to keep
+        per-request asyncio work off the hot path); OVERLOADED if the inbox is full."""
+        asks = tuple(a for a in chunk if isinstance(a, NotarisationAsk))
+        token = next(self._chunks)
+        future = self._waiters.add(token)
         if not asks:
-            future.set_result([])
+            self._waiters.resolve(token, [])
             return future
         try:
-            self._queue.put_nowait(_Queued(asks, future))
-        except asyncio.QueueFull:
-            return TransientError(R.ERROR_REASON_OVERLOADED, "notary queue is full")
+            self._driver.submit(Chunk(asks, token))
+        except DltmwError as exc:
+            self._waiters.discard(token, future)
+            return exc
         return future
 
-    async def _decide_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].asks)
-            while size < BATCH_MAX and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                size += len(batch[-1].asks)
-            now_ns = to_ns(utc_now())
-            asks = [Ask(a, now_ns, n) for n, q in enumerate(batch) for a in q.asks]
-            try:
-                ready = await loop.run_in_executor(self.store.executor, self.store.decide, asks)
-            except Exception:
-                # A failed commit (storage unavailable after the store's retries, or the
-                # spent-set's primary key catching a double spend) is fatal for this notary:
-                # nobody was answered, nothing more is decided, and the node stops (the task
-                # owner logs the traceback); after a restart it decides from what is durable.
-                self._failed = True
-                err = TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the notary has stopped")
-                for q in batch:
-                    if not q.future.done():
-                        q.future.set_exception(err)
-                self._fail_queued(err)
-                raise
-            decided: list[list[Decision]] = [[] for _ in batch]
-            for token, decision in ready.replies:
-                if not isinstance(token, int):
-                    raise TypeError("notary reply token must be the chunk's position")
-                decided[token].append(decision)
-            for q, decisions in zip(batch, decided, strict=True):
-                if not q.future.done():
-                    q.future.set_result(decisions)
 
-    def _fail_queued(self, error: DltmwError) -> None:
-        while not self._queue.empty():
-            queued = self._queue.get_nowait()
-            if not queued.future.done():
-                queued.future.set_exception(error)
+def stopped(message: str) -> TransientError:
+    """The refusal of a caller the notary cannot answer (stopping, or stopped after a fault)."""
+    return TransientError(R.ERROR_REASON_SHUTTING_DOWN, message)

@@ -36,9 +36,8 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
-from dltmw.core.pbft import ClientRequest, Replica, request_id
+from dltmw.core.pbft import ClientRequest, Envelope, Replica, request_id
 from dltmw.core.timestamps import SECONDS_MAX, SECONDS_MIN
-from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -394,9 +393,12 @@ class PoisonHook:
             self.template = request
             return
 
-    def act(self, replica: Replica, me: int, links: Iterable[ReplicaLink]) -> None:
+    def act(self, replica: Replica) -> list[Envelope]:
         """One tick of misbehaviour: forward fresh poison to every replica and, while primary,
-        put it into our own proposals; when not primary, forget poison we still hold."""
+        put it into our own proposals; when not primary, forget poison we still hold. Returns
+        the forwards (the core sends them to every other replica)."""
+        me = replica.me
+        out: list[Envelope] = []
         self.primary = replica.primary() == me and not replica.changing
         check = self._check
         if check is not None and not self.primary:
@@ -410,13 +412,13 @@ class PoisonHook:
                 if rid not in self._relayed and check(p.request)
             ][:RELAY_MAX]
             if valid:
-                self._send(me, valid, links)
+                out.append(self._forward(me, valid))
                 if len(self._relayed) > RELAYED_MEMORY:
                     self._relayed.clear()
                 self._relayed.update(request_id(r) for r in valid)
         self.ticks += 1
         if self.ticks % EVERY_TICKS:
-            return
+            return out
         self.serial += 1
         poison = poison_envelopes(
             self.channel_id, self.signer, self.serial, self.template, self.size_max
@@ -424,7 +426,7 @@ class PoisonHook:
         small = [p.envelope for p in poison if len(p.envelope) <= self.size_max]
         large = [p.envelope for p in poison if len(p.envelope) > self.size_max]
         for chunk in [small, *([x] for x in large)]:  # each Exchange call stays under 4 MiB
-            self._send(me, chunk, links)
+            out.append(self._forward(me, chunk))
         self.forwarded += len(poison)
         if self.primary:
             for envelope in small:
@@ -438,15 +440,12 @@ class PoisonHook:
                 self.proposed,
                 self.forwarded,
             )
+        return out
 
-    def _send(self, me: int, requests: list[bytes], links: Iterable[ReplicaLink]) -> None:
-        """Forward `requests` to every other replica, signed as ourselves."""
+    def _forward(self, me: int, requests: list[bytes]) -> Envelope:
+        """A forward of `requests`, signed as ourselves."""
         message = replica_pb2.ReplicaMessage(
             forwarded=replica_pb2.ForwardedRequests(requests=requests)
         )
         payload = message.SerializeToString()
-        signed = replica_pb2.SignedReplicaMessage(
-            payload=payload, replica=me, signature=self.signer.sign(payload)
-        )
-        for link in links:
-            link.send(signed)
+        return Envelope(payload=payload, replica=me, signature=self.signer.sign(payload))

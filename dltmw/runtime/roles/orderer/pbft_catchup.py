@@ -6,8 +6,9 @@ Beyond that, a replica fetches the committed blocks themselves from another repl
 with the orderer's existing `Deliver` stream (orderer organisations may read blocks; no new RPC
 or message is needed and the blocks carry their own proof), verifies each one — the hash chain
 from our ledger head, and 2f+1 valid signatures of distinct configured orderers over its hash,
-the check peers make — and hands the verified prefix to the orderer loop, which commits it and
-moves the core with `Replica.jump` (see `dltmw.core.pbft.jump` for why that is safe).
+the check peers make — and hands the verified prefix to the orderer's core as an input, which
+commits it and moves the replica with `Replica.jump` (see `dltmw.core.pbft.jump` for why that
+is safe).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.core.block import block_hash, chain_error
+from dltmw.core.handlers.pbft_orderer import FetchedBlocks
 from dltmw.runtime.context import NodeContext
 from dltmw.v1 import block_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
@@ -30,14 +31,6 @@ FETCH_BLOCKS_MAX = 512
 IDLE_S = 1.0
 CALL_TIMEOUT_S = 30.0
 Verify = Callable[[int, bytes, bytes], bool]
-
-
-@dataclass(frozen=True)
-class FetchedBlocks:
-    """Blocks fetched from a peer replica, verified against the ledger head at fetch time."""
-
-    source: str
-    blocks: tuple[block_pb2.Block, ...]
 
 
 async def fetch_blocks(

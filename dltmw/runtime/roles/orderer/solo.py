@@ -1,31 +1,69 @@
 """The ordering role of one channel, with the "none" handler (solo orderer).
 
-Envelopes admitted by the Broadcast servicer enter a bounded inbox; the generic driver steps them
-into the `SoloOrderer` core, which queues them and cuts blocks. Executing a Ready: the queued
-envelopes are persisted (one sqlite transaction), each decided block is signed over its hash and
-committed (one sqlite transaction that also removes the queue entries it consumed), and only then
-are the submitters answered and Deliver streams woken.
+Envelopes admitted by the Broadcast servicer enter the driver's bounded inbox (full:
+OVERLOADED); the driver steps them into the `SoloOrderer` core, which queues them and cuts
+blocks. Executing its effects (`SoloExecutor`): the queued envelopes are persisted (one sqlite
+transaction), each decided block is signed over its hash and committed (one sqlite transaction
+that also removes the queue entries it consumed), and only then are the submitters answered and
+Deliver streams woken. Stopping follows the driver's one rule: the step in progress finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Sequence
 
-from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
 from dltmw.core.cutter import BlockCutter
+from dltmw.core.effects import Token
 from dltmw.core.errors import DltmwError, TransientError
-from dltmw.core.handlers.base import Ready
+from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
 from dltmw.core.handlers.solo import SoloOrderer, Submit
+from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.driver import drive
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.executor import Executing
+from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
+
+
+class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None]):
+    """The solo orderer's effects: queue durably, sign and commit blocks, then acknowledge."""
+
+    def __init__(
+        self,
+        ledger: ChannelLedger,
+        signer: SigningIdentity,
+        acks: Waiters[Token, None],
+        new_block: asyncio.Condition,
+    ) -> None:
+        self._ledger = ledger
+        self._signer = signer
+        self._acks = acks
+        self.new_block = new_block
+
+    async def persist(self, records: Sequence[PendingEnvelope]) -> None:
+        await self._ledger.enqueue(records)
+
+    async def apply(self, decided: Sequence[DecidedBlock]) -> None:
+        for item in decided:
+            block = item.block
+            block.metadata.signatures.add(
+                signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
+            )
+            await self._ledger.commit_block(block, (), consumed_seq=item.consumed_seq)
+        async with self.new_block:
+            self.new_block.notify_all()
+
+    async def reply(self, replies: Sequence[tuple[Token, None]]) -> None:
+        for token, _ in replies:
+            self._acks.resolve(token, None)
 
 
 class OrdererChannel:
@@ -35,88 +73,79 @@ class OrdererChannel:
         self.ctx = ctx
         self.view = view
         self.ledger = ledger
-        self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=ctx.limits.queue_max)
-        self._new_block = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self.new_block = asyncio.Condition()
+        self._acks: Waiters[Token, None] = Waiters()
+        self._tokens = itertools.count()
+        self._driver: Driver[Submit, Submit, PendingEnvelope, DecidedBlock, None, None] | None
+        self._driver = None
 
     async def start(self) -> None:
-        """Restore the queue and start the driver."""
+        """Restore the queue (blocks it completes alone are committed first), start the driver."""
         batch = self.view.config.batch
         cutter = BlockCutter(
             batch.max_tx_count, batch.max_bytes, max(1, round(batch.timeout_ms / 1000 / TICK_S))
         )
-        handler = SoloOrderer(
+        core = SoloOrderer(
             self.view.channel_id,
             self.ledger.height,
             self.ledger.last_hash,
             cutter,
             await self.ledger.pending(),
         )
-        ready = handler.ready()  # blocks completed by the restored queue alone
-        if not ready.is_empty():
-            await self._execute(ready)
-        # Not restartable: the handler already moved past a Ready that failed to execute.
-        self._task = self.ctx.tasks.forever(
+        executor = SoloExecutor(self.ledger, self.ctx.signer, self._acks, self.new_block)
+        self._driver = Driver(
             f"orderer-{self.view.channel_id}",
-            lambda: drive(handler, self._inbox, TICK_S, self._execute),
-            restart=False,
+            core,
+            executor,
+            self.ctx.tasks,
+            inbox_max=self.ctx.limits.queue_max,
+            tick_s=TICK_S,
+            on_failure=lambda _: self._acks.fail_all(stopped()),
         )
+        await self._driver.start()
 
     async def stop(self) -> None:
-        """Stop the driver (queued but unacknowledged envelopes are simply not acknowledged)."""
-        await cancel_and_wait(self._task)
-        self._task = None
+        """Stop the driver (its step in progress finishes); callers still waiting are refused."""
+        if self._driver is not None:
+            await self._driver.stop()
+        self._acks.fail_all(stopped())
 
     async def submit(self, envelope: bytes) -> None:
         """Queue an admitted envelope; returns once it is durably queued."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._inbox.put_nowait(Submit(envelope, done))
-        except asyncio.QueueFull as exc:
-            raise TransientError(
-                errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full"
-            ) from exc
-        await done
+        (error,) = await self.submit_many([envelope])
+        if error is not None:
+            raise error
 
     async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
         """Queue admitted envelopes; returns once all are durably queued, with None for each
         queued one and the error (OVERLOADED) of each that did not fit."""
-        loop = asyncio.get_running_loop()
+        driver = self._driver
+        if driver is None:
+            raise stopped()
         out: list[DltmwError | None] = []
         waits: list[asyncio.Future[None]] = []
         for envelope in envelopes:
-            done: asyncio.Future[None] = loop.create_future()
+            token = next(self._tokens)
+            done = self._acks.add(token)
             try:
-                self._inbox.put_nowait(Submit(envelope, done))
-            except asyncio.QueueFull:
-                out.append(
-                    TransientError(errors_pb2.ERROR_REASON_OVERLOADED, "orderer queue is full")
-                )
+                driver.submit(Submit(envelope, token))
+            except DltmwError as exc:
+                self._acks.discard(token, done)
+                out.append(exc)
                 continue
             out.append(None)
             waits.append(done)
         await asyncio.gather(*waits)
         return out
 
-    async def _execute(self, ready: Ready) -> None:
-        await self.ledger.enqueue(ready.persist)
-        for decided in ready.blocks:
-            block = decided.block
-            block.metadata.signatures.add(
-                signer=self.ctx.signer.identity_bytes,
-                signature=self.ctx.signer.sign(block_hash(block)),
-            )
-            await self.ledger.commit_block(block, (), consumed_seq=decided.consumed_seq)
-        for token in ready.replies:
-            if isinstance(token, asyncio.Future) and not token.done():
-                token.set_result(None)
-        if ready.blocks:
-            async with self._new_block:
-                self._new_block.notify_all()
-
     def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
         """Blocks start.. (stop inclusive, or forever when None), waiting for new ones."""
-        return follow(self.ledger, self._new_block, start, stop)
+        return follow(self.ledger, self.new_block, start, stop)
+
+
+def stopped() -> TransientError:
+    """The refusal of a caller whose orderer stopped (or failed) before answering it."""
+    return TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, "the orderer is stopping")
 
 
 def orderer_identity_of(view: ChannelView, signer: bytes) -> identity_pb2.Identity | None:

@@ -1,16 +1,13 @@
 """The peer role of one channel: endorser and committer.
 
-Committer. The peer follows the channel's orderer with a Deliver stream from its own height.
-Each block is checked (hash chain link, signature of a configured orderer), its transactions are
-checked in parallel chunks on a thread pool (`cryptography` releases the GIL, so signature
-verification uses both cores), MVCC runs on the prefetched committed versions, and the block with
-this peer's validation codes, tx index and state writes is committed in one sqlite transaction.
-After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
-Nothing inside a block can stop the peer: the per-envelope checks are total (any bytes give a
-validation code, `core/txcheck.check_transaction`), so a block that passes the chain link and
-the orderer signatures is always committed. A block that fails them is refused (PeerError) and
-the peer tries another orderer. Anything else that escapes a commit (a storage fault, a bug) is
-logged with its traceback at once, never left to surface only at shutdown.
+Committer. The peer follows the channel's orderer with a Deliver stream from its own height (a
+supervised loop) and hands every block to its committer (`committer.py`: the one driver running
+the pure commit decision, `core/committer.py`), waiting for each. Nothing inside a block can
+stop the peer: the per-envelope checks are total (any bytes give a validation code,
+`core/txcheck.check_transaction`), so a block that passes the chain link and the orderer
+signatures is always committed. A block that fails them is refused (PeerError) and the peer
+tries another orderer. Anything else that escapes a commit (a storage fault, a bug) is logged
+with its traceback at once, never left to surface only at shutdown.
 
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
@@ -26,7 +23,6 @@ itself (`watch`), not by polling the ledger.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,18 +34,17 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
-from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView
+from dltmw.core.committer import Committed
 from dltmw.core.contract import Contract, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
-from dltmw.core.identity import IdentityError
-from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
-from dltmw.core.validation import TxForMvcc, reads_of, validate_block
+from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.roles.orderer.pbft_blocks import signatures_needed
+from dltmw.runtime.roles.peer.committer import Committer
+from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
@@ -90,16 +85,19 @@ class PeerChannel:
         self._admitter = Coalescer(self.admit_many, name=f"admit-{name}")
         self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
         self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
-        self._watchers: dict[str, list[asyncio.Future[TxRecord]]] = {}
+        self._watchers: Waiters[str, TxRecord] = Waiters()
+        self.committer = Committer(ctx, view, ledger, pool, self._on_committed)
 
     async def start(self) -> None:
-        """Start following the orderer."""
+        """Start the committer, then follow the orderer."""
+        await self.committer.start()
         self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
-        """Stop following (idempotent)."""
+        """Stop following, then the committer (its block in progress finishes; idempotent)."""
         await cancel_and_wait(self._task)
         self._task = None
+        await self.committer.stop()
         for coalescer in (self._admitter, self._endorser, self._lookup):
             await coalescer.close()
 
@@ -240,68 +238,15 @@ class PeerChannel:
                 continue  # already committed (e.g. a resent block after reconnect)
             await self.commit(response.block)
 
-    def _check_orderer_signature(self, block: block_pb2.Block) -> None:
-        digest = block_hash(block)
-        configured = {n.identity for n in self.view.config.orderers}
-        needed = signatures_needed(self.view.config)  # 1, or 2f+1 of n = 3f+1 for PBFT-lite
-        valid: set[bytes] = set()
-        for sig in block.metadata.signatures:
-            if sig.signer not in configured or sig.signer in valid:
-                continue
-            try:
-                self.view.orderer_membership.verify(sig.signer, digest, sig.signature, utc_now())
-            except IdentityError:
-                continue
-            valid.add(sig.signer)
-            if len(valid) >= needed:
-                return
-        raise PeerError(
-            R.ERROR_REASON_BAD_SIGNATURE,
-            f"block {block.header.number} lacks {needed} valid signature(s) of distinct "
-            "configured orderers",
-        )
-
     async def commit(self, block: block_pb2.Block) -> None:
-        """Validate and commit the next block."""
-        err = chain_error(block, self.view.channel_id, self.ledger.height, self.ledger.last_hash)
-        if err is not None:
-            raise PeerError(R.ERROR_REASON_INVALID_FIELD, f"refusing delivered block: {err}")
-        self._check_orderer_signature(block)
-        checked = await self._check_all(block.data.envelopes)
-        odd = [(i, c.detail) for i, c in enumerate(checked) if c.detail]
-        if odd:  # INVALID_OTHER_REASON: an input the checks did not foresee (see check_transaction)
-            logger.error(
-                "block %d: %d transaction(s) invalid for an unforeseen reason, first #%d: %s",
-                block.header.number,
-                len(odd),
-                *odd[0],
-            )
-        txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
-        keys, ranges = reads_of(txs)
-        versions = await self.ledger.versions(keys)
-        committed_ranges = await self.ledger.ranges(ranges) if ranges else {}
-        existing = await self.ledger.existing_tx_ids(c.tx_id for c in checked)
-        codes, writes = validate_block(
-            block.header.number, txs, versions, committed_ranges, existing
-        )
-        del block.metadata.validation_codes[:]
-        block.metadata.validation_codes.extend(codes)  # type: ignore[arg-type]
-        tx_ids = [c.tx_id for c in checked]
-        await self.ledger.commit_block(block, tx_ids, writes)
-        self._resolve_watchers(block.header.number, tx_ids, codes)
+        """Validate and commit the next block (PeerError when it is refused)."""
+        await self.committer.commit(block)
+
+    async def _on_committed(self, committed: Committed) -> None:
+        """A block is durable: answer its commit-status watchers, wake the block followers."""
+        self._resolve_watchers(committed.number, committed.tx_ids, committed.codes)
         async with self._committed:
             self._committed.notify_all()
-
-    async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
-        loop = asyncio.get_running_loop()
-        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
-        view = self.view
-
-        def run(chunk: Sequence[bytes]) -> list[CheckedTx]:
-            return [check_transaction(env, view) for env in chunk]
-
-        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
-        return [tx for chunk in results for tx in chunk]
 
     # --- queries --------------------------------------------------------------------------
 
@@ -315,19 +260,11 @@ class PeerChannel:
         Register BEFORE checking the ledger or submitting, so no commit can slip in between;
         always `unwatch` when done with it.
         """
-        future: asyncio.Future[TxRecord] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(tx_id, []).append(future)
-        return future
+        return self._watchers.add(tx_id)
 
     def unwatch(self, tx_id: str, future: asyncio.Future[TxRecord]) -> None:
         """Forget a watcher (idempotent)."""
-        futures = self._watchers.get(tx_id)
-        if futures is None:
-            return
-        with contextlib.suppress(ValueError):
-            futures.remove(future)
-        if not futures:
-            del self._watchers[tx_id]
+        self._watchers.discard(tx_id, future)
 
     def _resolve_watchers(self, number: int, tx_ids: Sequence[str], codes: Sequence[int]) -> None:
         # A DUPLICATE_TXID entry is never the first occurrence: the record is the earlier one,
@@ -335,11 +272,8 @@ class PeerChannel:
         if not self._watchers:
             return
         for index, (tx_id, code) in enumerate(zip(tx_ids, codes, strict=True)):
-            if code == DUPLICATE_TXID:
-                continue
-            for future in self._watchers.pop(tx_id, ()):
-                if not future.done():
-                    future.set_result(TxRecord(number, index, code))
+            if code != DUPLICATE_TXID and tx_id in self._watchers:
+                self._watchers.resolve(tx_id, TxRecord(number, index, code))
 
     async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
         """Block until `tx_id` is committed here; UNAVAILABLE(WAIT_TIMEOUT) after `timeout_s`."""

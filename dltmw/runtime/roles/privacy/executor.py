@@ -2,20 +2,15 @@
 
 It follows the peer's COMMITTED blocks (`PeerChannel.committed_blocks`, the same feed as the
 gateway's Events), so it needs no hook inside the commit path: the public commit never waits for
-private work, and private execution can always be redone from the public ledger. For each VALID
-PRIVATE_TRANSACTION envelope it takes the payload hash, looks the payload up in the private store
-and records one of (`core/privacy/execution.py`):
-
-* EXECUTED / CONTRACT_FAILED — this node is a recipient: payload verified against the ledger's
-  hash, decrypted, the invocation run against the private state, writes applied;
-* NOT_HELD — no payload: this node is not a recipient (it records the hash only) or lost its
-  store (Recover fetches the payloads and re-derives);
-* TAMPERED — the stored copy does not match the ledger's hash or does not authenticate; refused,
-  logged (by hash), and reported by PrivateStateHash / ValidatePrivateState.
-
-A block's private effects and the cursor (next block to look at) are one store transaction, so
-after a crash execution resumes exactly where it stopped. Blocks without private transactions
-write nothing (they are simply looked at again after a restart).
+private work, and private execution can always be redone from the public ledger. The feed (a
+supervised loop) queues each block's VALID private transactions for the one driver, which runs
+the pure `PrivateExecution` core (`core/privacy/blocks.py`: EXECUTED / CONTRACT_FAILED /
+NOT_HELD / TAMPERED per transaction) on the private store's thread, where its view of payloads
+and private state reads, and commits each block's effects with the cursor (next block to look
+at) in one store transaction, so after a crash execution resumes exactly where it stopped.
+Blocks without private transactions write nothing (they are simply looked at again after a
+restart). A TAMPERED copy is refused and logged (by hash), and reported by PrivateStateHash /
+ValidatePrivateState. Stopping finishes the block in progress (the driver's one stop rule).
 """
 
 from __future__ import annotations
@@ -23,34 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
-from dltmw.core.contract import Contract
-from dltmw.core.errors import TransientError
-from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload
-from dltmw.core.privacy.execution import CONTRACT_FAILED, NOT_HELD, TAMPERED, execute, state_hash
-from dltmw.core.rwset import StateWrite, Version
+from dltmw.core.effects import Token
+from dltmw.core.errors import InvariantViolation, TransientError
+from dltmw.core.privacy.blocks import (
+    Executed,
+    PrivateBlock,
+    PrivateExecution,
+    PrivateTxRef,
+)
+from dltmw.core.privacy.envelope import PrivacyKey
+from dltmw.core.privacy.execution import TAMPERED
 from dltmw.core.txcheck import private_payload_hash
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
+from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.v1 import (
-    block_pb2,
-    common_pb2,
-    errors_pb2,
-    private_payload_pb2,
-    proposal_pb2,
-    transaction_pb2,
-)
+from dltmw.v1 import block_pb2, common_pb2, errors_pb2, transaction_pb2
 
 logger = logging.getLogger(__name__)
+FEED_MAX = 64  # committed blocks queued for the driver
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
-
-PrivateTxRef = tuple[int, str, bytes]  # (tx_index, tx_id, payload_hash)
 
 
 def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
@@ -73,42 +67,108 @@ def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
     return out
 
 
+class BlockExecutor:
+    """The private executor's side of the contract: loads a block's private transactions with a
+    view of the store, commits each block's outcomes with the cursor, reports the height."""
+
+    def __init__(self, owner: PrivateExecutor) -> None:
+        self._owner = owner
+
+    async def load(self, inputs: Sequence[block_pb2.Block]) -> Sequence[PrivateBlock]:
+        view = self._owner.store.view()
+        return [PrivateBlock(b.header.number, tuple(private_txs(b)), view) for b in inputs]
+
+    async def persist(self, records: Sequence[None]) -> None:
+        """The private store is the only record."""
+
+    async def apply(self, decided: Sequence[Executed]) -> None:
+        for executed in decided:
+            for outcome in executed.outcomes:
+                if outcome.status == TAMPERED:
+                    logger.error(
+                        "private payload %s of block %d refused: %s (differs from the ledger's "
+                        "hash or fails authentication)",
+                        outcome.payload_hash.hex(),
+                        executed.number,
+                        outcome.detail,
+                    )
+            await self._owner.store.transaction(partial(record, executed=executed))
+
+    async def send(self, messages: Sequence[tuple[int, None]]) -> None:
+        """Private execution involves no other node."""
+
+    async def reply(self, replies: Sequence[tuple[Token, int]]) -> None:
+        await self._owner.reached(max(height for _, height in replies))
+
+
+def record(txn: PrivateTxn, executed: Executed) -> None:
+    """On the store thread, inside one transaction: a block's private effects and the cursor."""
+    number = executed.number
+    for o in executed.outcomes:
+        txn.apply(o.writes)
+        txn.record(
+            o.payload_hash, PrivateTxRecord(o.tx_id, number, o.index, o.status, o.state_hash)
+        )
+    txn.set_cursor(number + 1)
+
+
+ExecutorDriver = Driver[block_pb2.Block, PrivateBlock, None, Executed, None, int]
+
+
 class PrivateExecutor:
     """Executes one channel's private transactions after their blocks commit."""
 
     def __init__(self, key: PrivacyKey, peer: PeerChannel, store: PrivateStore) -> None:
         self._key = key
         self._peer = peer
-        self._store = store
+        self.store = store
         deployed = {c.name for c in peer.view.config.contracts}
         self._contracts = {n: c for n in deployed if (c := builtin_contract(n)) is not None}
-        self._task: asyncio.Task[None] | None = None
+        self._feed: asyncio.Task[None] | None = None
+        self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
         self.height = 0  # every block below it has been looked at
 
-    def _contract_of(self, name: str) -> Contract | None:
-        return self._contracts.get(name)
+    def core(self, next_block: int) -> PrivateExecution:
+        """The decision core, resuming at `next_block`."""
+        return PrivateExecution(self._key, self._contracts.get, next_block)
 
     async def start(self) -> None:
-        """Resume after the last executed block."""
-        self.height = await self._store.cursor()
-        name = f"private-{self._peer.view.channel_id}"
-        self._task = self._peer.ctx.tasks.forever(name, self._run)  # resumes at self.height
+        """Resume after the last executed block (a stopped executor may start again)."""
+        self.height = await self.store.cursor()
+        cid = self._peer.view.channel_id
+        self._driver = Driver(
+            f"private-exec-{cid}",
+            self.core(self.height),
+            BlockExecutor(self),
+            self._peer.ctx.tasks,
+            inbox_max=FEED_MAX,
+            step_in=self.store.executor,
+        )
+        await self._driver.start()
+        self._feed = self._peer.ctx.tasks.forever(f"private-{cid}", self._run)
 
     async def stop(self) -> None:
-        """Stop (idempotent); an in-flight block finishes or rolls back as a whole."""
-        await cancel_and_wait(self._task)
-        self._task = None
+        """Stop the feed, then the driver (the block in progress finishes; idempotent)."""
+        await cancel_and_wait(self._feed)
+        self._feed = None
+        if self._driver is not None:
+            await self._driver.stop()
+            self._driver = None
 
     async def _run(self) -> None:
+        """Feed committed blocks from the height reached (restarted from there on failure)."""
+        driver = self._driver
+        if driver is None:
+            raise InvariantViolation("private executor feed started before its driver")
         async for block in self._peer.committed_blocks(self.height):
-            items = private_txs(block)
-            number = block.header.number
-            if items:
-                await self._store.transaction(partial(self._execute, number=number, items=items))
-            async with self._progress:
-                self.height = number + 1
-                self._progress.notify_all()
+            await driver.put(block)
+
+    async def reached(self, height: int) -> None:
+        """Every block below `height` has been looked at (and its effects are durable)."""
+        async with self._progress:
+            self.height = max(self.height, height)
+            self._progress.notify_all()
 
     async def wait_for(self, height: int, timeout_s: float) -> None:
         """Wait until every block below `height` has been looked at."""
@@ -122,40 +182,3 @@ class PrivateExecutor:
                 errors_pb2.ERROR_REASON_WAIT_TIMEOUT,
                 f"private execution reached {self.height}, not {height}, in {timeout_s}s",
             )
-
-    def _execute(self, txn: PrivateTxn, number: int, items: list[PrivateTxRef]) -> None:
-        """On the store thread, inside one transaction: every private tx of block `number`."""
-        for index, tx_id, digest in items:
-            status, writes, outcome_hash = self._one(txn, number, index, digest)
-            txn.apply(writes)
-            txn.record(digest, PrivateTxRecord(tx_id, number, index, status, outcome_hash))
-        txn.set_cursor(number + 1)
-
-    def _one(
-        self, txn: PrivateTxn, number: int, index: int, digest: bytes
-    ) -> tuple[int, tuple[StateWrite, ...], bytes]:
-        raw = txn.payload(digest)
-        if raw is None:
-            return NOT_HELD, (), b""
-        try:
-            payload = private_payload_pb2.EncryptedPayload.FromString(raw)
-            plaintext = open_payload(payload, self._key, digest)
-        except (DecodeError, PayloadError) as exc:
-            reason = exc.reason_name if isinstance(exc, PayloadError) else "MALFORMED"
-            if reason == "NOT_AUTHORIZED":
-                return NOT_HELD, (), b""
-            logger.error(
-                "private payload %s of block %d refused: %s (differs from the ledger's hash "
-                "or fails authentication)",
-                digest.hex(),
-                number,
-                reason,
-            )
-            return TAMPERED, (), b""
-        try:
-            invocation = private_payload_pb2.PrivateInvocation.FromString(plaintext)
-        except DecodeError:
-            response = proposal_pb2.ContractResponse(status=400, message="not a PrivateInvocation")
-            return CONTRACT_FAILED, (), state_hash(CONTRACT_FAILED, response, "", {})
-        outcome = execute(self._contract_of, invocation, txn, Version(number, index))
-        return outcome.status, outcome.writes, outcome.state_hash

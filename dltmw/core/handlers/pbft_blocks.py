@@ -5,7 +5,8 @@ block), so every correct replica builds the same block at every number and the h
 fixed by the agreed order. After executing sequence s a replica builds block s, signs its hash
 with its identity and sends the signature to the other replicas; a block is committed (and
 served by Deliver) once it holds 2f+1 valid signatures of distinct replicas over its hash —
-what peers check before committing it.
+what peers check before committing it. `BlockAssembler` is pure bookkeeping; the PBFT
+orderer's core (`pbft_orderer.py`) owns one.
 """
 
 from __future__ import annotations

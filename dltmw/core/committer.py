@@ -1,0 +1,121 @@
+"""The peer's commit decision: is a delivered block the next one, and what does it commit?
+
+A core like every other (`core/effects.py`). The peer's deliver loop queues each block the
+orderer delivers; the driver's load does the work that needs the world — it checks the orderer
+signatures (membership, clock), the transactions (signatures, policy: `txcheck`, on the verify
+pool) and reads the committed versions, ranges and tx_ids that MVCC needs, after the previous
+block committed — and hands it all in as one `Delivered`. The decision:
+
+1. the block must continue our chain (`chain_error`) and carry enough valid signatures of
+   distinct configured orderers (the load's verdict); else it is refused with a `PeerError`
+   (another node's fault: the deliver loop tries another orderer) and nothing changes;
+2. otherwise `validate_block` gives every transaction its validation code (invalid ones stay in
+   the block, flagged) and the writes of the valid ones: the block with its codes, its tx_ids and
+   its writes is decided (`Commit`, committed in one sqlite transaction), and the deliverer is
+   answered (`Committed`: what commit-status watchers wait for) only after that.
+
+Nothing inside a block can stop a peer: the per-envelope checks are total, so a block that
+passes (1) is always committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+from dltmw.core.block import block_hash, chain_error
+from dltmw.core.effects import Effects, Token
+from dltmw.core.errors import PeerError
+from dltmw.core.rwset import StateWrite, Version
+from dltmw.core.txcheck import CheckedTx
+from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc, validate_block
+from dltmw.v1 import block_pb2, errors_pb2
+
+
+@dataclass(frozen=True)
+class CommittedReads:
+    """What MVCC reads of the committed state: key versions, range contents, known tx_ids."""
+
+    versions: Mapping[KeyRef, Version] = field(default_factory=dict)
+    ranges: Mapping[RangeRef, Sequence[tuple[str, Version]]] = field(default_factory=dict)
+    tx_ids: Set[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Input: a delivered block, its deliverer's token, and what the load found out about it
+    (`signature_error`: why its orderer signatures do not suffice, "" when they do)."""
+
+    block: block_pb2.Block
+    token: Token
+    signature_error: str = ""
+    checked: tuple[CheckedTx, ...] = ()
+    reads: CommittedReads = CommittedReads()
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Decided: commit `block` with this peer's validation codes (the executor records them in
+    the block's metadata: the delivered copy is the peer's own), its tx_ids and its writes."""
+
+    block: block_pb2.Block
+    codes: tuple[int, ...]
+    tx_ids: tuple[str, ...]
+    writes: tuple[StateWrite, ...]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Reply: block `number` committed; per transaction its tx_id and validation code."""
+
+    number: int
+    tx_ids: tuple[str, ...]
+    codes: tuple[int, ...]
+
+
+CommitEffects = Effects[None, Commit, None, Committed | PeerError]
+
+
+class CommitCore:
+    """The commit decision of one channel (a `Core[Delivered, CommitEffects]`)."""
+
+    def __init__(self, channel_id: str, height: int, last_hash: bytes) -> None:
+        self.channel_id = channel_id
+        self.height = height
+        self.last_hash = last_hash
+        self._decided: list[Commit] = []
+        self._replies: list[tuple[Token, Committed | PeerError]] = []
+
+    def step(self, message: Delivered) -> None:
+        """Decide one delivered block (see the module docstring)."""
+        block = message.block
+        error = chain_error(block, self.channel_id, self.height, self.last_hash)
+        if error is not None:
+            refusal = f"refusing delivered block: {error}"
+            self._replies.append((message.token, PeerError(R.ERROR_REASON_INVALID_FIELD, refusal)))
+            return
+        if message.signature_error:
+            refusal = message.signature_error
+            self._replies.append((message.token, PeerError(R.ERROR_REASON_BAD_SIGNATURE, refusal)))
+            return
+        checked = message.checked
+        txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
+        reads = message.reads
+        number = block.header.number
+        codes, writes = validate_block(number, txs, reads.versions, reads.ranges, reads.tx_ids)
+        tx_ids = tuple(c.tx_id for c in checked)
+        self._decided.append(Commit(block, tuple(codes), tx_ids, tuple(writes)))
+        self._replies.append((message.token, Committed(number, tx_ids, tuple(codes))))
+        self.height, self.last_hash = number + 1, block_hash(block)
+
+    def tick(self, now: int) -> None:
+        """Nothing is time-driven here."""
+
+    def ready(self) -> CommitEffects:
+        """Drain: blocks to commit, then the answers to their deliverers."""
+        out: CommitEffects = Effects(decided=tuple(self._decided), replies=tuple(self._replies))
+        self._decided, self._replies = [], []
+        return out
+
+
+R = errors_pb2

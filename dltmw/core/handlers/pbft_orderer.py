@@ -1,0 +1,230 @@
+"""The PBFT orderer's core: one PBFT-lite replica, the blocks it builds and their signatures.
+
+Block number = decided sequence (`pbft_blocks`): after executing sequence s the replica builds
+block s, signs its hash and sends the signature to the other replicas; a block is committed once
+it holds 2f+1 valid signatures. The runtime used to demultiplex the inputs of this role itself;
+they are all inputs of this core now (`step`):
+
+* `ClientRequest`, `Envelope` — to the replica;
+* `BlockSignature` — another replica's signature of a block: collected for a block we build, and
+  for a block we committed already, answered with ours (the replica is still collecting);
+* `FetchedBlocks` — committed blocks a catch-up fetch verified (hash chain from our head, 2f+1
+  orderer signatures: `runtime/roles/orderer/pbft_catchup.py`): committed here, then the replica
+  jumps over them (`pbft.jump`).
+
+`tick(now)` ticks the replica, resends our signatures of blocks still waiting (lost messages
+are never retried otherwise), and runs the catch-up schedule: every CATCHUP_CHECK_TICKS x backoff
+ticks without executing anything, fetch committed blocks from the next peer (one fetch at a
+time; the backoff doubles while peers have nothing newer, so an idle replica asks rarely).
+
+Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
+send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
+block, which the executor reads from the ledger) and `FetchBlocks` (start the fetch from that
+peer); replies = per request id, None once its block is committed here, or `Rejected`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dltmw.core.block import block_hash
+from dltmw.core.effects import Effects, Token
+from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
+from dltmw.core.pbft import ClientRequest, Envelope, Record, Rejected, Replica, request_id
+from dltmw.core.pbft.types import Signer
+from dltmw.v1 import block_pb2, replica_pb2
+
+RESIGN_EVERY_TICKS = 20
+CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
+CATCHUP_BACKOFF_MAX = 16  # x CATCHUP_CHECK_TICKS while peers have nothing newer
+LAGGING_MAX = 256  # (replica, block) signature requests answered per step
+
+
+@dataclass(frozen=True)
+class FetchedBlocks:
+    """Input: blocks fetched from peer replica `source`, verified against our head at fetch
+    time (possibly none: the fetch failed or the peer had nothing newer)."""
+
+    source: str
+    blocks: tuple[block_pb2.Block, ...]
+
+
+@dataclass(frozen=True)
+class SignatureOf:
+    """Message: our signature of committed block `number` (the executor reads it)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class FetchBlocks:
+    """Message: fetch committed blocks beyond our ledger head from this peer."""
+
+
+Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
+Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks
+OrdererEffects = Effects[Record, block_pb2.Block, Outbound, Rejected | None]
+
+
+class Misbehaviour(Protocol):
+    """TEST-ONLY faults injected into one replica (`runtime/roles/orderer/byzantine.py`)."""
+
+    def act(self, replica: Replica) -> Sequence[Envelope]:
+        """One tick of misbehaviour; returns messages to send to every other replica."""
+
+    def observe(self, requests: Sequence[bytes]) -> None:
+        """See the requests of a decided batch."""
+
+
+@dataclass
+class CatchUp:
+    """The fetch schedule: next_exec at the last check, backoff factor, peer cursor."""
+
+    last: int = 0
+    backoff: int = 1
+    cursor: int = 0
+    fetching: bool = False
+
+
+@dataclass
+class _Out:
+    decided: list[block_pb2.Block] = field(default_factory=list)
+    send: list[tuple[int, Outbound]] = field(default_factory=list)
+    replies: list[tuple[Token, Rejected | None]] = field(default_factory=list)
+
+
+class PbftOrdererCore:
+    """A `Core[Input, OrdererEffects]` (see the module docstring)."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        assembler: BlockAssembler,
+        sign: Signer,
+        height: int,
+        last_hash: bytes,
+        unexecuted: Sequence[block_pb2.Block] = (),
+        hook: Misbehaviour | None = None,
+    ) -> None:
+        """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
+        `replica.next_exec` on (a crash fell between committing fetched blocks and the jump)."""
+        self.replica = replica
+        self.assembler = assembler
+        self.height = height
+        self.last_hash = last_hash
+        self.catchup = CatchUp()
+        self._sign = sign
+        self._hook = hook
+        self._peers = [i for i in range(replica.config.n) if i != replica.me]
+        self._lagging: set[tuple[int, int]] = set()
+        self._out = _Out()
+        self._jump_over(unexecuted)
+        for seq in sorted(replica.decided):
+            self._build(seq, tuple(replica.decided[seq].requests))
+
+    def step(self, message: Input) -> None:
+        """Route one input (see the module docstring)."""
+        if isinstance(message, replica_pb2.BlockSignature):
+            if message.number >= self.height:
+                self.assembler.add_signature(message, self.height)
+            elif len(self._lagging) < LAGGING_MAX:
+                self._lagging.add((message.replica, message.number))
+        elif isinstance(message, FetchedBlocks):
+            self._on_fetched(message)
+        else:
+            self.replica.step(message)
+
+    def tick(self, now: int) -> None:
+        """Replica timers, signature resends, the catch-up schedule, the test-only hook."""
+        self.replica.tick(now)
+        if now % RESIGN_EVERY_TICKS == 0:
+            for pending in self.assembler.pending.values():
+                self._broadcast_signature(pending)
+        self._maybe_fetch(now)
+        if self._hook is not None:
+            for envelope in self._hook.act(self.replica):
+                self._out.send.extend((peer, envelope) for peer in self._peers)
+
+    def ready(self) -> OrdererEffects:
+        """Build and sign blocks of newly decided batches, commit complete ones, drain."""
+        inner = self.replica.ready()
+        for decided in inner.decided:
+            self._build(decided.sequence, decided.requests)
+            if self._hook is not None:
+                self._hook.observe(decided.requests)
+        while (pending := self.assembler.complete(self.height)) is not None:
+            self._commit(pending.block, pending.digest)
+        for replica, number in sorted(self._lagging):
+            self._out.send.append((replica, SignatureOf(number)))
+        self._lagging.clear()
+        out, self._out = self._out, _Out()
+        return Effects(
+            persist=inner.persist,
+            decided=tuple(out.decided),
+            send=(*out.send, *inner.send),
+            replies=(*inner.replies, *out.replies),
+        )
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def _build(self, number: int, requests: tuple[bytes, ...]) -> None:
+        pending = self.assembler.build(number, requests, self.height, self.last_hash)
+        if pending is not None:
+            pending.signatures[self.replica.me] = self._sign(pending.digest)
+            self._broadcast_signature(pending)
+
+    def _broadcast_signature(self, pending: PendingBlock) -> None:
+        me = self.replica.me
+        signature = replica_pb2.BlockSignature(
+            number=pending.block.header.number,
+            block_hash=pending.digest,
+            replica=me,
+            signature=pending.signatures[me],
+        )
+        self._out.send.extend((peer, signature) for peer in self._peers)
+
+    def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
+        self._out.decided.append(block)
+        self.height, self.last_hash = self.height + 1, digest
+        self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
+
+    # -- catch-up ------------------------------------------------------------------------------
+
+    def _maybe_fetch(self, now: int) -> None:
+        c = self.catchup
+        if now % (CATCHUP_CHECK_TICKS * c.backoff):
+            return
+        if self.replica.next_exec != c.last:
+            c.last, c.backoff = self.replica.next_exec, 1
+            return
+        if c.fetching:
+            return
+        peer = self._peers[c.cursor % len(self._peers)]
+        c.backoff, c.cursor = min(c.backoff * 2, CATCHUP_BACKOFF_MAX), c.cursor + 1
+        c.fetching = True
+        self._out.send.append((peer, FetchBlocks()))
+
+    def _on_fetched(self, fetched: FetchedBlocks) -> None:
+        """Commit fetched blocks that still continue our chain, then jump the replica over
+        every committed block it has not executed."""
+        self.catchup.fetching = False
+        committed: list[block_pb2.Block] = []
+        for block in fetched.blocks:
+            if block.header.number != self.height:
+                continue  # committed meanwhile by the normal path
+            if block.header.previous_hash != self.last_hash:
+                break  # cannot happen with 2f+1-signed blocks; refuse rather than fork
+            self._commit(block, block_hash(block))
+            committed.append(block)
+        self.assembler.forget_below(self.height)
+        self._jump_over(committed)
+
+    def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
+        replica = self.replica
+        if replica.next_exec >= self.height:
+            return
+        todo = [b for b in blocks if b.header.number >= replica.next_exec]
+        replica.jump([(b.header.number, tuple(b.data.envelopes)) for b in todo])
+        self.catchup.last, self.catchup.backoff = replica.next_exec, 1

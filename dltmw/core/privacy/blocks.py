@@ -1,0 +1,176 @@
+"""The private executor's core: each committed block's private transactions, in block order.
+
+A core like every other (`core/effects.py`). Input: a committed block's VALID private
+transactions (tx index, tx_id, payload hash) and a read-only view of the private store (held
+payloads, private state as committed by earlier steps). For each transaction, in order, the
+decision (`core/privacy/execution.py`):
+
+* EXECUTED / CONTRACT_FAILED — this node holds the payload: verified against the ledger's hash,
+  decrypted, the invocation run against the private state, writes applied;
+* NOT_HELD — no payload, or not one of its recipients: the hash is recorded only;
+* TAMPERED — the stored copy does not match the ledger's hash or does not authenticate.
+
+Private transactions run after ordering, each seeing the state the previous one left (Quorum's
+model): later transactions of the block — and of later blocks stepped before `ready()` — read
+through this core's own pending writes over the view. Effects: decided = one `Executed` per
+block with private transactions (its outcomes, writes and the new cursor: one store
+transaction), replies = per block number, the height every block below which has been looked at.
+A block below the core's cursor is skipped (a restarted feed repeats blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.contract import Contract, StateReader
+from dltmw.core.effects import Effects, Token
+from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload
+from dltmw.core.privacy.execution import CONTRACT_FAILED, NOT_HELD, TAMPERED, execute, state_hash
+from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.v1 import private_payload_pb2, proposal_pb2
+
+PrivateTxRef = tuple[int, str, bytes]  # (tx_index, tx_id, payload_hash)
+
+
+class PrivateView(StateReader, Protocol):
+    """What the private store holds: payloads by hash and the committed private state."""
+
+    def payload(self, payload_hash: bytes) -> bytes | None:
+        """Stored payload bytes, or None."""
+
+
+@dataclass(frozen=True)
+class PrivateBlock:
+    """Input: block `number`'s VALID private transactions and a view of the private store."""
+
+    number: int
+    items: tuple[PrivateTxRef, ...]
+    view: PrivateView
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    """The verdict on one private transaction (`detail` names why a copy was TAMPERED)."""
+
+    index: int
+    tx_id: str
+    payload_hash: bytes
+    status: int
+    writes: tuple[StateWrite, ...]
+    state_hash: bytes
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Executed:
+    """Decided: block `number`'s private outcomes; the cursor moves to number + 1."""
+
+    number: int
+    outcomes: tuple[TxOutcome, ...]
+
+
+PrivateEffects = Effects[None, Executed, None, int]
+
+
+class PendingWrites:
+    """This core's writes not yet committed, over the store's view (a StateReader)."""
+
+    def __init__(self, view: StateReader, writes: dict[tuple[str, str], StateWrite]) -> None:
+        self._view = view
+        self._writes = writes
+
+    def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
+        write = self._writes.get((namespace, key))
+        if write is None:
+            return self._view.get(namespace, key)
+        return None if write.value is None else (write.value, write.version)
+
+    def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
+        mine = [
+            w
+            for (ns, key), w in self._writes.items()
+            if ns == namespace and key >= start and (not end or key < end)
+        ]
+        found = {e.key: e for e in self._view.range(namespace, start, end, limit + len(mine))}
+        for w in mine:
+            if w.value is None:
+                found.pop(w.key, None)
+            else:
+                found[w.key] = StateEntry(w.key, w.value, w.version)
+        return [found[key] for key in sorted(found)[:limit]]
+
+
+class PrivateExecution:
+    """The decision of one channel's private executor (a `Core[PrivateBlock,
+    PrivateEffects]`); `next_block` is the store's cursor."""
+
+    def __init__(
+        self,
+        key: PrivacyKey,
+        contract_of: Callable[[str], Contract | None],
+        next_block: int,
+    ) -> None:
+        self.next_block = next_block
+        self._key = key
+        self._contract_of = contract_of
+        self._writes: dict[tuple[str, str], StateWrite] = {}
+        self._decided: list[Executed] = []
+        self._replies: list[tuple[Token, int]] = []
+
+    def step(self, message: PrivateBlock) -> None:
+        """Execute one block's private transactions (a block already looked at is skipped)."""
+        number = message.number
+        if number < self.next_block:
+            return
+        state = PendingWrites(message.view, self._writes)
+        outcomes = []
+        for index, tx_id, digest in message.items:
+            outcome = self._one(message.view, state, number, index, tx_id, digest)
+            self._writes.update(((w.namespace, w.key), w) for w in outcome.writes)
+            outcomes.append(outcome)
+        if outcomes:
+            self._decided.append(Executed(number, tuple(outcomes)))
+        self.next_block = number + 1
+        self._replies.append((number, number + 1))
+
+    def tick(self, now: int) -> None:
+        """Nothing is time-driven here."""
+
+    def ready(self) -> PrivateEffects:
+        """Drain: each block's outcomes to commit, then the heights reached."""
+        out: PrivateEffects = Effects(decided=tuple(self._decided), replies=tuple(self._replies))
+        self._writes, self._decided, self._replies = {}, [], []
+        return out
+
+    def _one(
+        self,
+        view: PrivateView,
+        state: StateReader,
+        number: int,
+        index: int,
+        tx_id: str,
+        digest: bytes,
+    ) -> TxOutcome:
+        raw = view.payload(digest)
+        if raw is None:
+            return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
+        try:
+            payload = private_payload_pb2.EncryptedPayload.FromString(raw)
+            plaintext = open_payload(payload, self._key, digest)
+        except (DecodeError, PayloadError) as exc:
+            reason = exc.reason_name if isinstance(exc, PayloadError) else "MALFORMED"
+            if reason == "NOT_AUTHORIZED":
+                return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
+            return TxOutcome(index, tx_id, digest, TAMPERED, (), b"", reason)
+        try:
+            invocation = private_payload_pb2.PrivateInvocation.FromString(plaintext)
+        except DecodeError:
+            response = proposal_pb2.ContractResponse(status=400, message="not a PrivateInvocation")
+            digest_of = state_hash(CONTRACT_FAILED, response, "", {})
+            return TxOutcome(index, tx_id, digest, CONTRACT_FAILED, (), digest_of)
+        outcome = execute(self._contract_of, invocation, state, Version(number, index))
+        return TxOutcome(index, tx_id, digest, outcome.status, outcome.writes, outcome.state_hash)

@@ -1,0 +1,214 @@
+"""The commit side of a peer channel: the driver running `CommitCore` (`core/committer.py`).
+
+The peer's deliver loop (`channel.py`, a supervised loop) hands every delivered block to
+`commit`, which queues it and waits for the core's answer. One block per step: the load must
+read the versions the previous block wrote. The load (`CommitExecutor.load`) checks the
+hash-chain link and the orderer signatures, then the transactions in parallel chunks on the
+verify pool (`cryptography` releases the GIL, so signature verification uses both cores), then
+reads what MVCC needs; a block that does not link or is not signed enough is refused by the core
+without that work. The block with its validation codes, tx index and state writes is committed
+in one sqlite transaction, and only then are the deliverer and the commit-status watchers told.
+After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dltmw.aio.clock import utc_now
+from dltmw.core.block import block_hash, chain_error
+from dltmw.core.channel import ChannelView
+from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
+from dltmw.core.effects import Token
+from dltmw.core.errors import PeerError
+from dltmw.core.handlers.pbft_blocks import signatures_needed
+from dltmw.core.identity import IdentityError
+from dltmw.core.txcheck import CheckedTx, check_transaction
+from dltmw.core.validation import TxForMvcc, reads_of
+from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.context import NodeContext
+from dltmw.runtime.driver import Driver
+from dltmw.runtime.waiters import Waiters
+from dltmw.v1 import block_pb2, errors_pb2
+
+logger = logging.getLogger(__name__)
+CHECK_CHUNK = 64
+DELIVERED_MAX = 4  # blocks queued for the committer (the deliver loop waits for each)
+OnCommitted = Callable[[Committed], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivered block waiting for the committer, answered under `token`."""
+
+    block: block_pb2.Block
+    token: int
+
+
+def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
+    """PeerError unless `block` carries enough valid signatures of distinct configured orderers
+    over its hash: 1, or 2f+1 of n = 3f+1 for PBFT-lite."""
+    digest = block_hash(block)
+    configured = {n.identity for n in view.config.orderers}
+    needed = signatures_needed(view.config)
+    valid: set[bytes] = set()
+    for sig in block.metadata.signatures:
+        if sig.signer not in configured or sig.signer in valid:
+            continue
+        try:
+            view.orderer_membership.verify(sig.signer, digest, sig.signature, utc_now())
+        except IdentityError:
+            continue
+        valid.add(sig.signer)
+        if len(valid) >= needed:
+            return
+    raise PeerError(
+        errors_pb2.ERROR_REASON_BAD_SIGNATURE,
+        f"block {block.header.number} lacks {needed} valid signature(s) of distinct "
+        "configured orderers",
+    )
+
+
+class CommitExecutor:
+    """Loads what a block's commit decision needs; commits; answers."""
+
+    def __init__(
+        self,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        pool: ThreadPoolExecutor,
+        waiters: Waiters[Token, None],
+        on_committed: OnCommitted,
+    ) -> None:
+        self._view = view
+        self._ledger = ledger
+        self._pool = pool
+        self._waiters = waiters
+        self._on_committed = on_committed
+
+    async def load(self, inputs: Sequence[Delivery]) -> Sequence[Delivered]:
+        return [await self._load(delivery) for delivery in inputs]
+
+    async def _load(self, delivery: Delivery) -> Delivered:
+        block, token, ledger = delivery.block, delivery.token, self._ledger
+        if chain_error(block, self._view.channel_id, ledger.height, ledger.last_hash):
+            return Delivered(block, token)  # the core refuses it, naming why
+        try:
+            check_orderer_signatures(self._view, block)
+        except PeerError as exc:
+            return Delivered(block, token, signature_error=exc.message)
+        checked = await self._check_all(block.data.envelopes)
+        odd = [(i, c.detail) for i, c in enumerate(checked) if c.detail]
+        if odd:  # INVALID_OTHER_REASON: an input the checks did not foresee (see check_transaction)
+            logger.error(
+                "block %d: %d transaction(s) invalid for an unforeseen reason, first #%d: %s",
+                block.header.number,
+                len(odd),
+                *odd[0],
+            )
+        keys, ranges = reads_of(TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked)
+        reads = CommittedReads(
+            await ledger.versions(keys),
+            await ledger.ranges(ranges) if ranges else {},
+            await ledger.existing_tx_ids(c.tx_id for c in checked),
+        )
+        return Delivered(block, token, "", tuple(checked), reads)
+
+    async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
+        loop = asyncio.get_running_loop()
+        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
+        view = self._view
+
+        def run(chunk: Sequence[bytes]) -> list[CheckedTx]:
+            return [check_transaction(env, view) for env in chunk]
+
+        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
+        return [tx for chunk in results for tx in chunk]
+
+    async def persist(self, records: Sequence[None]) -> None:
+        """The ledger is the committer's only record."""
+
+    async def apply(self, decided: Sequence[Commit]) -> None:
+        for commit in decided:
+            codes = commit.block.metadata.validation_codes
+            del codes[:]
+            codes.extend(commit.codes)  # type: ignore[arg-type]
+            await self._ledger.commit_block(commit.block, commit.tx_ids, commit.writes)
+
+    async def send(self, messages: Sequence[tuple[int, None]]) -> None:
+        """A peer sends nothing to other peers when it commits."""
+
+    async def reply(self, replies: Sequence[tuple[Token, Committed | PeerError]]) -> None:
+        for token, outcome in replies:
+            if isinstance(outcome, PeerError):
+                self._waiters.fail(token, outcome)
+            else:
+                await self._on_committed(outcome)
+                self._waiters.resolve(token, None)
+
+
+CommitDriver = Driver[Delivery, Delivered, None, Commit, None, Committed | PeerError]
+
+
+class Committer:
+    """Commits one channel's delivered blocks, in order, one at a time."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        pool: ThreadPoolExecutor,
+        on_committed: OnCommitted,
+    ) -> None:
+        self._ctx = ctx
+        self._view = view
+        self._ledger = ledger
+        self._waiters: Waiters[Token, None] = Waiters()
+        self._executor = CommitExecutor(view, ledger, pool, self._waiters, on_committed)
+        self._tokens = itertools.count()
+        self._driver: CommitDriver | None = None
+
+    async def start(self) -> None:
+        """Start the driver from the ledger's head."""
+        ledger = self._ledger
+        self._driver = Driver(
+            f"commit-{self._view.channel_id}",
+            CommitCore(self._view.channel_id, ledger.height, ledger.last_hash),
+            self._executor,
+            self._ctx.tasks,
+            inbox_max=DELIVERED_MAX,
+            batch_max=1,  # the next block's load reads what this one wrote
+            on_failure=self._waiters.fail_all,  # the deliver loop fails with the same error
+        )
+        await self._driver.start()
+
+    async def stop(self) -> None:
+        """Stop the driver; its block in progress commits or not, never half (idempotent)."""
+        if self._driver is not None:
+            await self._driver.stop()
+
+    async def __aenter__(self) -> Committer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def commit(self, block: block_pb2.Block) -> None:
+        """Validate and commit the next block; PeerError if it is refused."""
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("the committer is not started")
+        token = next(self._tokens)
+        done = self._waiters.add(token)
+        try:
+            await driver.put(Delivery(block, token))
+            await done
+        finally:
+            self._waiters.discard(token, done)

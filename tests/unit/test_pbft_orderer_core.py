@@ -1,0 +1,132 @@
+"""The PBFT orderer's core: block signatures and fetched blocks are core inputs (no runtime
+dispatch); blocks are built, signed, committed with 2f+1 signatures and acknowledged; a replica
+still collecting a committed block's signatures is answered; the catch-up schedule fetches from
+one peer at a time, moving on and backing off."""
+
+from __future__ import annotations
+
+from pbft_messages import KEYS
+
+from dltmw.core.handlers.pbft_blocks import BlockAssembler
+from dltmw.core.handlers.pbft_orderer import (
+    CATCHUP_CHECK_TICKS,
+    FetchBlocks,
+    FetchedBlocks,
+    OrdererEffects,
+    Outbound,
+    PbftOrdererCore,
+    SignatureOf,
+)
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Replica, request_id
+from dltmw.v1 import block_pb2, replica_pb2
+
+CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, request_timeout_ticks=50)
+IDS = [f"orderer{i}".encode() for i in range(4)]
+REQS = [KEYS.make_request(0, i) for i in range(4)]
+
+
+def core(i: int) -> PbftOrdererCore:
+    replica = Replica(CONFIG, i, KEYS.signer(i), KEYS.verify, request_ok=KEYS.request_ok)
+    assembler = BlockAssembler("ch", i, CONFIG.quorum, IDS, KEYS.verify)
+    return PbftOrdererCore(replica, assembler, KEYS.signer(i), 1, ZERO_HASH)
+
+
+class Group:
+    """Four cores wired directly; `cut` replicas receive nothing."""
+
+    def __init__(self) -> None:
+        self.cores = [core(i) for i in range(4)]
+        self.cut: set[int] = set()
+        self.queue: list[tuple[int, Outbound]] = []
+        self.committed: list[list[block_pb2.Block]] = [[] for _ in range(4)]
+        self.acked: list[set[bytes]] = [set() for _ in range(4)]
+        self.other: list[list[tuple[int, Outbound]]] = [[] for _ in range(4)]
+
+    def flush(self, i: int) -> OrdererEffects:
+        out = self.cores[i].ready()
+        self.committed[i].extend(out.decided)
+        self.acked[i].update(rid for rid, r in out.replies if r is None)  # type: ignore[misc]
+        for destination, message in out.send:
+            if isinstance(message, Envelope | replica_pb2.BlockSignature):
+                self.queue.append((destination, message))
+            else:
+                self.other[i].append((destination, message))
+        return out
+
+    def step(self, i: int, message: object) -> None:
+        self.cores[i].step(message)  # type: ignore[arg-type]
+        self.flush(i)
+
+    def settle(self) -> None:
+        for _ in range(10_000):
+            if not self.queue:
+                return
+            destination, message = self.queue.pop(0)
+            if destination not in self.cut:
+                self.step(destination, message)
+        raise AssertionError("messages never settled")
+
+
+def test_decided_batches_become_signed_blocks_committed_and_acknowledged_everywhere() -> None:
+    group = Group()
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    for i in range(4):
+        (block,) = group.committed[i]
+        assert block.header.number == 1 and list(block.data.envelopes) == REQS[:2]
+        signers = {s.signer for s in block.metadata.signatures}
+        assert len(signers) >= CONFIG.quorum and signers <= set(IDS)
+        assert group.acked[i] == {request_id(r) for r in REQS[:2]}
+        assert group.cores[i].height == 2
+
+
+def test_a_signature_for_a_committed_block_is_answered_with_ours() -> None:
+    group = Group()
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    digest = b"d" * 32
+    late = replica_pb2.BlockSignature(number=1, block_hash=digest, replica=2, signature=b"s")
+    out = group.cores[0]
+    out.step(late)
+    assert (2, SignatureOf(1)) in out.ready().send
+
+
+def test_fetched_blocks_are_committed_and_the_replica_jumps_over_them() -> None:
+    group = Group()
+    group.cut.add(3)
+    for request in REQS:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    blocks = group.committed[0]
+    assert [b.header.number for b in blocks] == [1, 2] and not group.committed[3]
+    lagging = group.cores[3]
+    lagging.catchup.fetching = True
+    lagging.step(FetchedBlocks("orderer0", tuple(blocks)))
+    out = lagging.ready()
+    assert list(out.decided) == blocks
+    assert lagging.height == 3 and lagging.replica.next_exec == 3
+    assert any(isinstance(r, JumpRecord) for r in out.persist)
+    assert {rid for rid, _ in out.replies} == {request_id(r) for r in REQS}
+    assert not lagging.catchup.fetching
+    lagging.step(FetchedBlocks("orderer1", tuple(blocks)))  # old news: nothing happens
+    assert not lagging.ready().decided
+
+
+def test_catch_up_fetches_from_one_peer_at_a_time_then_the_next_with_backoff() -> None:
+    lone = core(1)
+
+    def fetches_until(tick: int, start: int) -> list[tuple[int, int]]:
+        out = []
+        for now in range(start, tick + 1):
+            lone.tick(now)
+            out += [(now, d) for d, m in lone.ready().send if isinstance(m, FetchBlocks)]
+        return out
+
+    check = CATCHUP_CHECK_TICKS
+    assert fetches_until(2 * check, 1) == [(2 * check, 0)]  # no progress since the first check
+    assert fetches_until(8 * check, 2 * check + 1) == []  # still fetching: no second fetch
+    lone.step(FetchedBlocks("orderer0", ()))  # nothing newer there
+    assert fetches_until(10 * check, 8 * check + 1) == [(10 * check, 2)]  # the next peer
