@@ -23,6 +23,7 @@ import secrets
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import from_rpc_error, reconnects
 from dltmw.client.notary_cluster import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
@@ -37,7 +38,7 @@ from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_p
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
 from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
-from dltmw.runtime.roles.vault.vault import VaultRole, remote_error
+from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,
@@ -245,9 +246,9 @@ async def _notarise(
             timeout=30,
         )
     except grpc.aio.AioRpcError as err:
-        if err.code() == grpc.StatusCode.UNAVAILABLE:
+        if reconnects(err):
             await role.ctx.forget(wire.notary)
-        raise remote_error(wire.notary, err) from None
+        raise from_rpc_error(err, wire.notary) from None
     signature = reply.response.notary_signature
     if signature.signer != role.netmap.identity_of(wire.notary):
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "the notary answered with another identity")
@@ -277,7 +278,7 @@ async def _notarise_cluster(
         try:
             reply = await stub.Notarise(notary_service_pb2.NotariseRequest(request=req), timeout=30)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
+            if reconnects(err):
                 await role.ctx.forget(member)
             raise
         return reply.response
