@@ -154,9 +154,12 @@ class ByKey(Generic[Item, Result, Resp]):
         self._expected[key] = future
         return future
 
-    def forget(self, key: Hashable) -> None:
-        """Stop waiting for an expected outcome under `key`."""
-        self._expected.pop(key, None)
+    def forget(self, future: asyncio.Future[Any]) -> None:
+        """Stop waiting for the expected outcome `future` (its caller gave up)."""
+        for key, expected in self._expected.items():
+            if expected is future:
+                del self._expected[key]
+                return
 
     def sent(self, batch: Sequence[Waiter[Item, Result]]) -> None:
         """Wait for the outcomes of `batch`'s items (callers that gave up already are skipped)."""

@@ -67,8 +67,10 @@ REQUEST_TOO_BIG = frozenset({"LIMIT_EXCEEDED", "MESSAGE_TOO_LARGE"})
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.EINTR})
 
 
-def reason_of(error: grpc.RpcError) -> str | None:
+def reason_of(error: BaseException) -> str | None:
     """The ErrorInfo reason (short name, e.g. "NOT_FOUND") a failed call carries, if any."""
+    if not isinstance(error, grpc.RpcError):
+        return None
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # a status whose details contradict its code: no usable reason
