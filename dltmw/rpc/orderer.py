@@ -8,12 +8,12 @@ group commit; responses still come one per request, in request order.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import pipelined
+from dltmw.aio.pool import capturing, map_chunked
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
@@ -23,7 +23,6 @@ from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 R = errors_pb2
 Result = orderer_service_pb2.BroadcastResult
-CHECK_CHUNK = 64
 STREAM_DEPTH = 16  # requests of one Broadcast stream in progress at once
 
 
@@ -40,28 +39,16 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     def _views(self) -> dict[str, ChannelView]:
         return {cid: o.view for cid, o in self._orderers.items()}
 
-    def _check(
-        self, views: dict[str, ChannelView], envelopes: Sequence[bytes]
-    ) -> list[CheckedEnvelope | ClientError]:
-        now = utc_now()
-        out: list[CheckedEnvelope | ClientError] = []
-        for envelope in envelopes:
-            try:
-                out.append(check_envelope(envelope, views, now, self._window_s))
-            except ClientError as exc:
-                out.append(exc)
-        return out
-
     async def _handle(
         self, request: orderer_service_pb2.BroadcastRequest
     ) -> orderer_service_pb2.BroadcastResponse:
-        loop = asyncio.get_running_loop()
         envelopes = list(request.envelopes)
-        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
-        checked = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._check, self._views(), c) for c in chunks)
-        )
-        verdicts = [v for chunk in checked for v in chunk]
+        views, now, window_s = self._views(), utc_now(), self._window_s
+
+        def check(envelope: bytes) -> CheckedEnvelope:
+            return check_envelope(envelope, views, now, window_s)
+
+        verdicts = await map_chunked(self._pool, capturing(check, ClientError), envelopes)
         by_channel: dict[str, list[int]] = {}
         for i, v in enumerate(verdicts):
             if isinstance(v, CheckedEnvelope):
