@@ -56,7 +56,6 @@ KNOWN: frozenset[tuple[str, str]] = frozenset(
         ("dltmw.rpc.replica", "runtime"),
         ("dltmw.rpc.transact", "ledger"),
         ("dltmw.rpc.transact", "runtime"),
-        ("dltmw.runtime.roles.vault.flows", "client"),
     }
 )
 
@@ -176,7 +175,6 @@ def _cycles() -> list[list[str]]:
 # Module cycles being removed (the list may only shrink, as KNOWN above).
 KNOWN_CYCLES: list[list[str]] = [
     ["dltmw.core.pbft.jump", "dltmw.core.pbft.recovery", "dltmw.core.pbft.replica"],
-    ["dltmw.runtime.roles.vault.outbox", "dltmw.runtime.roles.vault.vault"],
 ]
 
 

@@ -24,7 +24,6 @@ import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import from_rpc_error, reconnects
-from dltmw.client.notary_cluster import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
     add_signature,
@@ -37,6 +36,7 @@ from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
+from dltmw.rpc.cluster_verdict import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
 from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
