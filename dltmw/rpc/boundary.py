@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import descriptor, message_factory
@@ -47,7 +47,6 @@ from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.config import Limits
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -73,6 +72,52 @@ QUERY_METHODS = frozenset(
     }
 )
 CALLERS_REMEMBERED_MAX = 1024  # callers the malformed-input log keeps a last-report time for
+
+
+class Limits(Protocol):
+    """The input bounds the boundary enforces (the node's `runtime.config.Limits` has them;
+    declared here, on the consumer's side, so the boundary does not depend on the runtime).
+    Their names are what LIMIT_EXCEEDED errors report."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Bound: one gRPC message."""
+        ...
+
+    @property
+    def query_bytes_max(self) -> int:
+        """Bound: the request of an RPC carrying only a signed query."""
+        ...
+
+    @property
+    def items_per_request_max(self) -> int:
+        """Bound: entries of any repeated field of a request."""
+        ...
+
+    @property
+    def item_bytes_max(self) -> int:
+        """Bound: one such entry."""
+        ...
+
+    @property
+    def inflight_rpcs_per_connection_max(self) -> int:
+        """Bound: calls at once from one connection."""
+        ...
+
+    @property
+    def inflight_rpcs_per_identity_max(self) -> int:
+        """Bound: calls at once from one TLS identity."""
+        ...
+
+    @property
+    def inflight_bytes_per_identity_max(self) -> int:
+        """Bound: request bytes in progress per TLS identity."""
+        ...
+
+    @property
+    def malformed_log_interval_s(self) -> float:
+        """Bound: one malformed-input log line per caller per interval."""
+        ...
 
 
 @dataclass(frozen=True)

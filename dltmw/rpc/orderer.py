@@ -3,13 +3,15 @@
 Broadcast checks each request's envelopes in chunks on a small thread pool (`cryptography`
 releases the GIL, so the creator signatures use both cores and the event loop stays free), and
 serves several requests of one stream at once (`pipelined`) so their envelopes share the orderer's
-group commit; responses still come one per request, in request order.
+group commit; responses still come one per request, in request order. It depends only on the
+`Ordering` protocol declared here; the node passes in the channels it orders.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import pipelined
@@ -18,19 +20,35 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
-from dltmw.runtime.roles.orderer.solo import OrdererChannel
-from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
+from dltmw.v1 import block_pb2, errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 R = errors_pb2
 Result = orderer_service_pb2.BroadcastResult
 STREAM_DEPTH = 16  # requests of one Broadcast stream in progress at once
 
 
+class Ordering(Protocol):
+    """What the orderer service needs of an ordered channel (`runtime/roles/orderer`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current configuration."""
+        ...
+
+    async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
+        """Queue admitted envelopes durably for ordering; per envelope None or its refusal."""
+        ...
+
+    def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
+        """Blocks from `start` (until `stop`, or following new ones)."""
+        ...
+
+
 class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     """Broadcast and Deliver for the channels this node orders."""
 
     def __init__(
-        self, orderers: Mapping[str, OrdererChannel], window_s: float, pool: ThreadPoolExecutor
+        self, orderers: Mapping[str, Ordering], window_s: float, pool: ThreadPoolExecutor
     ) -> None:
         self._orderers = orderers
         self._window_s = window_s

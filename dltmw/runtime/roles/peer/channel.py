@@ -40,7 +40,7 @@ from dltmw.aio.pool import capturing, map_chunked
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
-from dltmw.core.block import block_hash, chain_error
+from dltmw.core.block import TxRecord, block_hash, chain_error
 from dltmw.core.channel import ChannelView
 from dltmw.core.contract import Contract, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
@@ -48,7 +48,7 @@ from dltmw.core.hashing import sha256
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedProposal, CheckedTx, check_signed_proposal, check_transaction
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
-from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
+from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.orderer.pbft_blocks import signatures_needed

@@ -32,7 +32,7 @@ from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref
 from dltmw.core.utxo.plans import Holding, holding, select
 from dltmw.core.utxo.verify import SignedTx, check_signatures, read_signed
-from dltmw.ledger.vault_store import VaultStore, owner_of
+from dltmw.ledger.vault_store import VaultRow, VaultStore, owner_of
 from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.vault.backchain import Backchain, Fetch, check_notary, verify_full
@@ -210,6 +210,12 @@ class VaultRole:
         if node is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "flow messages come from nodes only")
         return node
+
+    async def query_states(
+        self, contract: str, owner: bytes, participant: bytes, include_consumed: bool
+    ) -> list[VaultRow]:
+        """Recorded states matching every non-empty filter (VaultService.QueryStates)."""
+        return await self.store.query(contract, owner, participant, include_consumed)
 
     # --- local state -----------------------------------------------------------------------
 
