@@ -40,7 +40,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 
 from dltmw.aio.acks import Acks, Waiter
-from dltmw.aio.coalesce import bounded, next_or_none
+from dltmw.aio.coalesce import next_or_none
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import TaskOwner, backoff_s, cancel_and_wait
 from dltmw.aio.throttle import LogThrottle
@@ -181,12 +181,21 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             ) from None
         if self._task is None or self._task.done():
             self._task = self._owner.spawn(self.name, self._run())
+        # The deadline is one timer handle, not `asyncio.wait_for` or another coroutine layer:
+        # this runs once per item, and every layer costs on every resume (`aio/coalesce.bounded`).
+        expiry = None
+        if timeout_s is not None:
+            expiry = future.get_loop().call_later(
+                timeout_s, _expire, future, on_timeout or _timed_out
+            )
         try:
-            if timeout_s is None:
-                return await waiter.future
-            return await bounded(waiter.future, timeout_s, on_timeout or _timed_out)
-        finally:
+            return await future
+        except BaseException:  # (an answered item was forgotten by the pairing already)
             self._acks.discard(waiter)
+            raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def close(self) -> None:
         """Stop the stream; everything still waiting fails with `failure(None)` (idempotent)."""
@@ -287,20 +296,19 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
     def _take(self, first: Waiter[Item, Result]) -> list[Waiter[Item, Result]]:
         """`first` and whatever queued items fit beside it in one message; the first that does
         not fit is held for the next."""
-        codec, bounds = self._codec, self._bounds
+        units_of, bytes_of = self._codec.units, self._codec.size_bytes
+        units_max, bytes_max = self._bounds.batch_items_max, self._bounds.batch_bytes_max
+        queue = self._queue
         batch = [first]
-        units, size = codec.units(first.item), codec.size_bytes(first.item)
-        while not self._queue.empty():
-            waiter = self._queue.get_nowait()
-            more_units, more_bytes = codec.units(waiter.item), codec.size_bytes(waiter.item)
-            if (
-                units + more_units > bounds.batch_items_max
-                or size + more_bytes > bounds.batch_bytes_max
-            ):
+        units, size = units_of(first.item), bytes_of(first.item)
+        while not queue.empty():
+            waiter = queue.get_nowait()
+            units += units_of(waiter.item)
+            size += bytes_of(waiter.item)
+            if units > units_max or size > bytes_max:
                 self._holding = waiter
                 break
             batch.append(waiter)
-            units, size = units + more_units, size + more_bytes
         return batch
 
     def _fail_everything(self, error: BaseException) -> None:
@@ -335,6 +343,13 @@ def fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
         future.exception()
+
+
+def _expire(future: asyncio.Future[Any], make: Callable[[], BaseException]) -> None:
+    """Fail `future` with `make()` at its deadline, unless it is settled (failed, not cancelled:
+    whoever settles it later is ignored; the error is only built when it happens)."""
+    if not future.done():
+        future.set_exception(make())
 
 
 def _timed_out() -> BaseException:

@@ -17,7 +17,7 @@ stream's status (UNAVAILABLE when it had none) and the next call opens a new str
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
 import grpc
@@ -52,8 +52,15 @@ def _plain_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
-def _deadline_exceeded() -> grpc.aio.AioRpcError:
+def _late() -> grpc.aio.AioRpcError:
+    """What a unary call raises at its deadline."""
     return _plain_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _refused_here(exc: DltmwError) -> grpc.aio.AioRpcError:
+    """An item refused before it left (the stream's queue is full), as the gateway would."""
+    error = batch_pb2.ItemError(reason=exc.reason, message=exc.message)  # type: ignore[arg-type]
+    return rpc_error(error)
 
 
 class Pipeline:
@@ -79,7 +86,10 @@ class Pipeline:
     async def endorse(self, request: G.EndorseRequest, timeout_s: float) -> G.EndorseResponse:
         """What `Endorse(request)` returns, or raises its AioRpcError."""
         item = G.EndorseItem(ref=self._ref(), request=request)
-        return cast(G.EndorseResponse, await self._call(item, timeout_s))
+        try:
+            return cast(G.EndorseResponse, await self._stream.call(item, timeout_s, _late))
+        except DltmwError as exc:
+            raise _refused_here(exc) from None
 
     async def submit(
         self, request: G.SubmitRequest, timeout_s: float
@@ -89,10 +99,12 @@ class Pipeline:
         ref = self._ref()
         committed: asyncio.Future[G.CommitStatusResponse] = self._acks.expect(("c", ref))
         try:
-            await self._call(G.SubmitItem(ref=ref, request=request), timeout_s)
-        except BaseException:
+            await self._stream.call(G.SubmitItem(ref=ref, request=request), timeout_s, _late)
+        except BaseException as exc:
             self._acks.forget(committed)
             committed.cancel()  # (nobody will look at it)
+            if isinstance(exc, DltmwError):
+                raise _refused_here(exc) from None
             raise
         return committed
 
@@ -101,7 +113,7 @@ class Pipeline:
     ) -> G.CommitStatusResponse:
         """The commit status, or DEADLINE_EXCEEDED after `timeout_s`."""
         try:
-            return await bounded(committed, timeout_s, _deadline_exceeded)
+            return await bounded(committed, timeout_s, _late)
         finally:
             self._acks.forget(committed)
 
@@ -113,13 +125,6 @@ class Pipeline:
         ref, self._next_ref = self._next_ref, self._next_ref + 1
         return ref
 
-    async def _call(self, item: Item, timeout_s: float) -> Outcome:
-        try:
-            return await self._stream.call(item, timeout_s, _deadline_exceeded)
-        except DltmwError as exc:  # refused before it left (queue full): as the gateway would
-            error = batch_pb2.ItemError(reason=exc.reason, message=exc.message)  # type: ignore[arg-type]
-            raise rpc_error(error) from None
-
     async def _open(self) -> StreamCall[G.TransactRequest, G.TransactResponse]:
         return self._stub.Transact()  # type: ignore[call-arg, return-value]  # aio: write() mode
 
@@ -128,14 +133,21 @@ def _key(item: Item) -> Hashable:
     return ("e" if isinstance(item, G.EndorseItem) else "s", item.ref)
 
 
-def _outcomes(response: G.TransactResponse) -> Iterator[tuple[Hashable, Any]]:
+def _outcomes(response: G.TransactResponse) -> list[tuple[Hashable, Any]]:
     """(key, result) of every outcome: the response, or the AioRpcError of a refusal."""
-    for e in response.endorsed:
-        yield ("e", e.ref), rpc_error(e.error) if e.HasField("error") else e.response
-    for s in response.submitted:
-        yield ("s", s.ref), rpc_error(s.error) if s.HasField("error") else s.response
-    for c in response.committed:
-        yield ("c", c.ref), rpc_error(c.error) if c.HasField("error") else c.status
+    out: list[tuple[Hashable, Any]] = [
+        (("e", e.ref), rpc_error(e.error) if e.HasField("error") else e.response)
+        for e in response.endorsed
+    ]
+    out += [
+        (("s", s.ref), rpc_error(s.error) if s.HasField("error") else s.response)
+        for s in response.submitted
+    ]
+    out += [
+        (("c", c.ref), rpc_error(c.error) if c.HasField("error") else c.status)
+        for c in response.committed
+    ]
+    return out
 
 
 def _request(items: Sequence[Item]) -> G.TransactRequest:
@@ -146,10 +158,7 @@ def _request(items: Sequence[Item]) -> G.TransactRequest:
 
 
 def _size_bytes(item: Item) -> int:
-    if isinstance(item, G.EndorseItem):
-        signed = item.request.signed_proposal
-        return len(signed.proposal_bytes) + len(signed.signature)
-    return len(item.request.envelope.payload) + len(item.request.envelope.signature)
+    return item.ByteSize()
 
 
 def _failure(cause: BaseException | None) -> BaseException:

@@ -47,7 +47,7 @@ class EndorserStream:
             ),
             failure=self._failure,
             units=len,
-            size_bytes=lambda group: sum(len(p.proposal_bytes) + len(p.signature) for p in group),
+            size_bytes=lambda group: sum(p.ByteSize() for p in group),
         )
         bounds = Bounds(
             queue_max=ctx.limits.queue_max,
