@@ -20,11 +20,13 @@ Once `close()` was called (the node is stopping), endings and failures are logge
 Tasks are still cancelled by the component that started them (`cancel_and_wait`), which stays
 responsible for its own orderly stop; `stop()` cancels whatever is left.
 
-`is_transient` is the ONE classification every loop uses (the node passes it extended with the
-storage faults that may pass, `runtime/faults.is_transient`, which the stores also retry).
-Transient: a peer that is unavailable, slow or overloaded (gRPC UNAVAILABLE / DEADLINE_EXCEEDED /
-RESOURCE_EXHAUSTED, `TransientError`), another node's misbehaviour (`PeerError`: another node's
-fault is never a reason to stop this one), and connection-level OS errors.
+`is_transient` is the rule every loop uses (the node passes it extended with the storage faults
+that may pass, `runtime/faults.is_transient`, which the stores also retry). It is not a second
+classification of failures from other nodes: it asks the one in `aio/rpc_errors.py`, and a
+failure may pass unless that says FAIL — a peer that is unavailable, slow or overloaded (RETRY:
+gRPC UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED, `TransientError`, connection-level OS
+errors) or another node's misbehaviour (BLAME_PEER: `PeerError`, UNKNOWN / INTERNAL: another
+node's fault is never a reason to stop this one).
 
 Stopping without trusting the task: a task may swallow its cancellation (grpc.aio can surface a
 locally cancelled call as an `AioRpcError(CANCELLED)` that a retry loop treats as a peer failure),
@@ -34,28 +36,17 @@ so `cancel_and_wait` cancels, waits a bounded time, and logs a task that did not
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import grpc
-
+from dltmw.aio.rpc_errors import Verdict, classify
 from dltmw.aio.throttle import LogThrottle
-from dltmw.core.errors import PeerError, TransientError
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT_S = 3.0
-TRANSIENT_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
-TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.EINTR})
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 RESTARTS_MAX = 20  # transient failures in a row (without a healthy run) before it is fatal
@@ -65,12 +56,9 @@ Fatal = Callable[[str, BaseException | None], Awaitable[None]]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """May the failure `exc` pass, so that trying again later is right?"""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in TRANSIENT_CODES
-    if isinstance(exc, TransientError | PeerError | ConnectionError | TimeoutError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+    """May the failure `exc` pass, so that trying again later is right (not FAIL, see
+    `aio/rpc_errors.classify`)?"""
+    return classify(exc) is not Verdict.FAIL
 
 
 def backoff_s(

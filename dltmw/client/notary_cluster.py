@@ -1,139 +1,20 @@
 """SDK for a notary cluster: ask members until f+1 of them agree, verify every signature.
 
-The members and their identities come from the caller's network map (written by `dltmw init`,
-trusted like the CA roots), never from a responder. By default a call goes to f+1 members at
-once (rotating, so load spreads; each of them orders it: lowest latency). With `relay=True` it
-goes to one member first, which orders it, and once that one answered to f more — by then they
-have usually applied the decision and answer from their stores, so the cluster orders each
-transaction about once instead of f+1 times (more throughput, one more round trip). When an
-answer is missing (member down, timeout) or does not match, further members are asked one by
-one, up to all n. A signature counts only
-if its signer is the member asked and it verifies over the tx_id; a refusal counts only with
-its ErrorInfo reason and conflicts.
+How the members are asked, and what counts as an answer, is `rpc/cluster_verdict.py` (shared
+with vault nodes); this client brings its own connections to the members (`NotaryClient`, one
+per member, closed with the client) and rotates the first member asked, so load spreads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
-import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
-from dltmw.aio.clock import utc_now
 from dltmw.client.utxo import NotaryClient, PartyFiles
-from dltmw.core.identity import IdentityError, Membership
-from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
-from dltmw.net.netmap import NetworkMap
-from dltmw.v1 import errors_pb2, notarisation_pb2
+from dltmw.core.notary_cluster import Verdict
+from dltmw.rpc.cluster_verdict import Cluster, ClusterUnavailable, gather_verdict
+from dltmw.v1 import notarisation_pb2
 
-ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
-
-
-class ClusterUnavailable(Exception):
-    """Fewer than f+1 members gave matching answers."""
-
-
-def refusal_of(replica: int, error: grpc.aio.AioRpcError) -> ReplicaAnswer | None:
-    """A member's refusal as an answer (reason and conflict hashes), or None if it carries
-    no ErrorInfo (then it is not an answer about the transaction)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    reason, hashes = 0, []
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        conflict = notarisation_pb2.NotarisationConflict()
-        if detail.Unpack(info):
-            reason = errors_pb2.ErrorReason.Value(f"ERROR_REASON_{info.reason}")
-        elif detail.Unpack(conflict):
-            hashes.append(conflict.consuming_tx_id_hash)
-    return ReplicaAnswer(replica, reason=reason, conflict_hashes=tuple(hashes)) if reason else None
-
-
-Call = Callable[
-    [str, notarisation_pb2.NotarisationRequest], Awaitable[notarisation_pb2.NotarisationResponse]
-]
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """One notary cluster as the network map describes it: member node ids and identities."""
-
-    cluster_id: str
-    members: tuple[str, ...]
-    identities: tuple[bytes, ...]
-    membership: Membership
-
-    @staticmethod
-    def of(netmap: NetworkMap, cluster_id: str) -> Cluster:
-        """The cluster `cluster_id` of the map; KeyError if the map has none of that id."""
-        if cluster_id not in netmap.clusters:
-            raise KeyError(f"no notary cluster {cluster_id!r} in the network map")
-        members = netmap.clusters[cluster_id]
-        identities = tuple(netmap.identity_of(m) for m in members)
-        return Cluster(cluster_id, members, identities, netmap.membership())
-
-    @property
-    def f(self) -> int:
-        """Faulty members tolerated: n = 3f+1."""
-        return (len(self.members) - 1) // 3
-
-
-async def ask_member(
-    cluster: Cluster,
-    call: Call,
-    replica: int,
-    request: notarisation_pb2.NotarisationRequest,
-    tx_id: str,
-) -> ReplicaAnswer | None:
-    """One member's answer, verified; None when it gave none (down, overloaded, bogus)."""
-    try:
-        reply = await call(cluster.members[replica], request)
-    except grpc.aio.AioRpcError as error:
-        return refusal_of(replica, error) if error.code() in ANSWERING else None
-    except (ConnectionError, OSError):
-        return None
-    member = cluster.identities[replica]
-    signature = reply.notary_signature
-    if reply.tx_id != tx_id or signature.signer != member:
-        return None
-    try:
-        cluster.membership.verify(member, tx_id.encode(), signature.signature, utc_now())
-    except IdentityError:
-        return None
-    return ReplicaAnswer(replica, signature=signature.signature)
-
-
-async def gather_verdict(
-    cluster: Cluster,
-    call: Call,
-    request: notarisation_pb2.NotarisationRequest,
-    start: int = 0,
-    relay: bool = False,
-) -> Verdict:
-    """The cluster's verdict on one signed request, asking members through `call` (module
-    docstring: f+1 at once, or one then f with `relay`; then one more at a time, up to all n).
-    Shared by the SDK client and by vault nodes (which pass their own cached channels).
-    ClusterUnavailable if no f+1 members agree."""
-    tx_id = notarisation_pb2.NotarisationPayload.FromString(request.payload).tx_id
-    n, f = len(cluster.members), cluster.f
-    order = [(start + k) % n for k in range(n)]
-    answers: list[ReplicaAnswer] = []
-    asked = 1 if relay else f + 1
-    pending: Sequence[int] = order[:asked]
-    while pending:
-        got = await asyncio.gather(*(ask_member(cluster, call, r, request, tx_id) for r in pending))
-        answers.extend(a for a in got if a is not None)
-        outcome = verdict(answers, f)
-        if outcome is not None:
-            return outcome
-        step = f if asked == 1 and answers else 1
-        pending, asked = order[asked : asked + step], asked + step
-    raise ClusterUnavailable(
-        f"notary cluster {cluster.cluster_id}: no f+1 matching answers from {n} members"
-    )
+__all__ = ["ClusterNotaryClient", "ClusterUnavailable"]
 
 
 class ClusterNotaryClient:

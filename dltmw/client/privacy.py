@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.coalesce import Coalescer
 from dltmw.client.gateway import GatewayClient
 from dltmw.core.hashing import compute_tx_id
 from dltmw.rpc.status import reason_of
@@ -43,82 +44,13 @@ class PrivateSubmitted:
     status: gateway_service_pb2.CommitStatusResponse
 
 
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class _Send:
+    """One payload to send, with its recipients."""
+
     channel_id: str
     payload: bytes
     orgs: tuple[str, ...]
-    done: asyncio.Future[bytes]
-
-
-class _Coalescer:
-    """Concurrent sends of one client gathered into SendBatch calls.
-
-    One signed call per payload costs more than sealing it (the gRPC call and the signature
-    check dominate), so while `in_flight` calls are out, newly arriving sends queue and leave
-    together, up to `batch_max` per call. A lone send leaves at once. A batch refused as a whole
-    for bad input is retried payload by payload, so one caller's mistake fails only that caller.
-    """
-
-    def __init__(self, pc: PrivacyClient, batch_max: int, in_flight: int) -> None:
-        self._pc = pc
-        self._batch_max = batch_max
-        self._slots = asyncio.Semaphore(in_flight)
-        self._queue: list[_Pending] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pump: asyncio.Task[None] | None = None
-
-    async def send(self, channel_id: str, payload: bytes, orgs: Sequence[str]) -> bytes:
-        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(channel_id, payload, tuple(orgs), done))
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._run())
-        return await done
-
-    async def close(self) -> None:
-        tasks = [*self._tasks, *([self._pump] if self._pump else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while self._queue:
-            await self._slots.acquire()
-            first = self._queue[0].channel_id
-            batch = [p for p in self._queue if p.channel_id == first][: self._batch_max]
-            taken = {id(p) for p in batch}
-            self._queue = [p for p in self._queue if id(p) not in taken]
-            task = asyncio.create_task(self._call(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _call(self, batch: list[_Pending]) -> None:
-        try:
-            hashes = await self._pc.send_batch(
-                batch[0].channel_id, [(p.payload, p.orgs) for p in batch]
-            )
-            for p, digest in zip(batch, hashes, strict=True):
-                if not p.done.done():  # the caller may have given up (cancelled)
-                    p.done.set_result(digest)
-        except grpc.aio.AioRpcError as exc:
-            if len(batch) > 1 and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                await asyncio.gather(*(self._one(p) for p in batch))
-            else:
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
-        finally:
-            self._slots.release()
-
-    async def _one(self, p: _Pending) -> None:
-        try:
-            reply = await self._pc.send(p.channel_id, p.payload, p.orgs)
-        except grpc.aio.AioRpcError as exc:
-            if not p.done.done():
-                p.done.set_exception(exc)
-            return
-        if not p.done.done():
-            p.done.set_result(reply.payload_hash)
 
 
 class PrivacyClient:
@@ -127,7 +59,12 @@ class PrivacyClient:
     def __init__(self, client: GatewayClient, batch_max: int = 100, in_flight: int = 8) -> None:
         self.client = client
         self.stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(client.channel)
-        self._coalescer = _Coalescer(self, batch_max, in_flight)
+        # Concurrent sends gathered into SendBatch calls (`aio/coalesce.Coalescer`): one signed
+        # call per payload costs more than sealing it, so while `in_flight` calls are out, new
+        # sends queue and leave together, up to `batch_max` per call; a lone send leaves at once.
+        self._coalescer: Coalescer[_Send, bytes] = Coalescer(
+            self._send_batch, batch_max=batch_max, name="private-send", max_concurrent=in_flight
+        )
 
     async def close(self) -> None:
         """Stop pending coalesced sends and close the connection."""
@@ -138,7 +75,42 @@ class PrivacyClient:
         self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]
     ) -> bytes:
         """Like `send` (returns the hash), but concurrent calls share SendBatch calls."""
-        return await self._coalescer.send(channel_id, payload, recipient_orgs)
+        return await self._coalescer.call(_Send(channel_id, payload, tuple(recipient_orgs)))
+
+    async def _send_batch(self, sends: Sequence[_Send]) -> list[bytes | BaseException]:
+        """One SendBatch per channel among `sends`; the hashes (or errors) in order."""
+        by_channel: dict[str, list[int]] = {}
+        for i, send in enumerate(sends):
+            by_channel.setdefault(send.channel_id, []).append(i)
+        out: list[bytes | BaseException] = [b""] * len(sends)
+        for indexes, results in zip(
+            by_channel.values(),
+            await asyncio.gather(
+                *(self._send_channel([sends[i] for i in ix]) for ix in by_channel.values())
+            ),
+            strict=True,
+        ):
+            for i, result in zip(indexes, results, strict=True):
+                out[i] = result
+        return out
+
+    async def _send_channel(self, sends: list[_Send]) -> list[bytes | BaseException]:
+        """Sends of one channel under one signature. A batch refused as a whole for bad input is
+        retried payload by payload, so one caller's mistake fails only that caller."""
+        try:
+            return list(
+                await self.send_batch(sends[0].channel_id, [(s.payload, s.orgs) for s in sends])
+            )
+        except grpc.aio.AioRpcError as exc:
+            if len(sends) == 1 or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                return [exc] * len(sends)
+        return list(await asyncio.gather(*(self._send_one(s) for s in sends)))
+
+    async def _send_one(self, send: _Send) -> bytes | BaseException:
+        try:
+            return (await self.send(send.channel_id, send.payload, send.orgs)).payload_hash
+        except grpc.aio.AioRpcError as exc:
+            return exc
 
     async def send(
         self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]

@@ -9,10 +9,20 @@ validation codes) is outside the hash: each peer writes its own validation codes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.hashing import ZERO_HASH, data_hash, header_hash
 from dltmw.v1 import block_pb2
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """Where a transaction was committed and its verdict on this node."""
+
+    block_number: int
+    tx_index: int
+    code: int
 
 
 def make_block(

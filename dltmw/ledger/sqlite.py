@@ -30,13 +30,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
 
-from dltmw.core.block import block_hash, chain_error
+from dltmw.core.block import TxRecord, block_hash, chain_error
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
 from dltmw.core.hashing import ZERO_HASH
@@ -73,15 +72,6 @@ END;
 """
 # Keys per old-entry SELECT: well under SQLITE_MAX_VARIABLE_NUMBER.
 OLD_ENTRIES_CHUNK = 8000
-
-
-@dataclass(frozen=True)
-class TxRecord:
-    """Where a transaction was committed and its verdict on this node."""
-
-    block_number: int
-    tx_index: int
-    code: int
 
 
 class SnapshotReader:

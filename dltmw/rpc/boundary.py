@@ -37,16 +37,16 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.config import Limits
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,52 @@ QUERY_METHODS = frozenset(
     }
 )
 CALLERS_REMEMBERED_MAX = 1024  # callers the malformed-input log keeps a last-report time for
+
+
+class Limits(Protocol):
+    """The input bounds the boundary enforces (the node's `runtime.config.Limits` has them;
+    declared here, on the consumer's side, so the boundary does not depend on the runtime).
+    Their names are what LIMIT_EXCEEDED errors report."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Bound: one gRPC message."""
+        ...
+
+    @property
+    def query_bytes_max(self) -> int:
+        """Bound: the request of an RPC carrying only a signed query."""
+        ...
+
+    @property
+    def items_per_request_max(self) -> int:
+        """Bound: entries of any repeated field of a request."""
+        ...
+
+    @property
+    def item_bytes_max(self) -> int:
+        """Bound: one such entry."""
+        ...
+
+    @property
+    def inflight_rpcs_per_connection_max(self) -> int:
+        """Bound: calls at once from one connection."""
+        ...
+
+    @property
+    def inflight_rpcs_per_identity_max(self) -> int:
+        """Bound: calls at once from one TLS identity."""
+        ...
+
+    @property
+    def inflight_bytes_per_identity_max(self) -> int:
+        """Bound: request bytes in progress per TLS identity."""
+        ...
+
+    @property
+    def malformed_log_interval_s(self) -> float:
+        """Bound: one malformed-input log line per caller per interval."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -160,26 +206,18 @@ def _add(counters: dict[Any, int], key: Any, delta: int) -> None:
 
 
 class RateLimitedLog:
-    """At most one log line per caller per interval; what was suppressed is counted in the next."""
+    """Bad-input warnings, at most one per caller per interval (`aio/throttle.LogThrottle`);
+    what was suppressed is counted in the next."""
 
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._last: dict[bytes | str, tuple[float, int]] = {}
+        self._throttle = LogThrottle(interval_s, CALLERS_REMEMBERED_MAX, clock)
 
     def warn(self, caller: Caller, what: str) -> bool:
         """Log `what` about `caller` unless it was logged within the interval; True if logged."""
-        key: bytes | str = caller.identity or caller.connection
-        now = self._clock()
-        seen = self._last.get(key)
-        if seen is not None and now - seen[0] < self._interval_s:
-            self._last[key] = (seen[0], seen[1] + 1)
+        suppressed = self._throttle.admit(caller.identity or caller.connection)
+        if suppressed is None:
             return False
-        if seen is None and len(self._last) >= CALLERS_REMEMBERED_MAX:
-            del self._last[next(iter(self._last))]  # the oldest entry
-        self._last.pop(key, None)
-        self._last[key] = (now, 0)
-        more = f" ({seen[1]} more since the last report)" if seen and seen[1] else ""
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
         logger.warning("bad input from %s: %s%s", caller, what, more)
         return True
 

@@ -1,13 +1,18 @@
-"""EndorserService servicer: thin — routing, TLS check, error mapping."""
+"""EndorserService servicer: thin — routing, TLS check, error mapping.
+
+It depends only on the `Endorsing` protocol declared here; the node passes in its peers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
 
 from dltmw.aio.coalesce import pipelined
+from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.txcheck import CheckedProposal
 from dltmw.rpc.guard import Ctx, check_tls_org, proposal_channel, require, streaming, unary
-from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import batch_pb2, endorser_service_pb2, endorser_service_pb2_grpc, errors_pb2
 from dltmw.v1 import proposal_pb2 as P
 
@@ -15,13 +20,36 @@ E = endorser_service_pb2
 STREAM_DEPTH = 32  # requests of one ProcessProposals stream in progress at once
 
 
+class Endorsing(Protocol):
+    """What the endorser service needs of the peer of a channel (`runtime/roles/peer`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current configuration."""
+        ...
+
+    async def endorse(self, signed: P.SignedProposal) -> P.ProposalResponse:
+        """Admit, simulate, sign (no endorsement when the contract refused)."""
+        ...
+
+    async def admit_many(
+        self, batch: Sequence[P.SignedProposal]
+    ) -> list[CheckedProposal | BaseException]:
+        """Admission of many proposals: each admitted one, or its ClientError."""
+        ...
+
+    async def endorse_many(self, batch: Sequence[CheckedProposal]) -> list[P.ProposalResponse]:
+        """Simulate and sign admitted proposals, one response each, in order."""
+        ...
+
+
 class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
     """ProcessProposal and ProcessProposals on the peers of this node."""
 
-    def __init__(self, peers: Mapping[str, PeerChannel]) -> None:
+    def __init__(self, peers: Mapping[str, Endorsing]) -> None:
         self._peers = peers
 
-    def _peer(self, signed: P.SignedProposal) -> PeerChannel:
+    def _peer(self, signed: P.SignedProposal) -> Endorsing:
         channel_id = proposal_channel(signed)
         peer = self._peers.get(channel_id)
         if peer is None:
@@ -49,7 +77,7 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
         one response per request, in order (several requests in progress at once)."""
         tls_checked: set[str] = set()  # channels whose membership the caller's TLS cert passed
 
-        def route(signed: P.SignedProposal) -> PeerChannel:
+        def route(signed: P.SignedProposal) -> Endorsing:
             peer = self._peer(signed)
             if peer.view.channel_id not in tls_checked:
                 check_tls_org(context, peer.view.membership, None)
@@ -58,7 +86,7 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
 
         async def handle(request: E.ProcessProposalsRequest) -> E.ProcessProposalsResponse:
             outcomes: list[E.ProposalOutcome | None] = [None] * len(request.signed_proposals)
-            by_peer: dict[str, tuple[PeerChannel, list[int]]] = {}
+            by_peer: dict[str, tuple[Endorsing, list[int]]] = {}
             for i, signed in enumerate(request.signed_proposals):
                 try:
                     peer = route(signed)
@@ -78,7 +106,7 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
 
 
 async def _endorse(
-    peer: PeerChannel, request: E.ProcessProposalsRequest, indexes: list[int]
+    peer: Endorsing, request: E.ProcessProposalsRequest, indexes: list[int]
 ) -> list[E.ProposalOutcome]:
     """Admit and endorse the proposals at `indexes` of `request` (one channel) as one batch."""
     admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])

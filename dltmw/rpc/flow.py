@@ -4,23 +4,28 @@ Admission is the same for both: the carried bytes are parsed, the timestamp must
 node's window, the requester's signature must verify over exactly those bytes, and the TLS
 client certificate must belong to the requester's organisation (`guard.admit_query`).
 VaultService additionally serves only clients of the node's own organisation.
+
+The servicers depend only on the protocols declared here; the node passes in its vault role and
+the flows it runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from dltmw.core.errors import ClientError
-from dltmw.core.identity import VerifiedIdentity
+from dltmw.core.identity import Membership, VerifiedIdentity
 from dltmw.core.txcheck import parse
 from dltmw.core.utxo.build import state_ref
-from dltmw.core.utxo.model import window_of
+from dltmw.core.utxo.model import Ref
 from dltmw.core.utxo.verify import SignedTx
 from dltmw.rpc.guard import Ctx, admit_query, require, unary
-from dltmw.runtime.roles.vault.flows import run_dvp, run_issue, run_move
-from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
     errors_pb2,
     flow_service_pb2,
     flow_service_pb2_grpc,
+    utxo_pb2,
     vault_service_pb2,
     vault_service_pb2_grpc,
 )
@@ -31,10 +36,81 @@ V = vault_service_pb2
 MAX_OBSERVERS = 16
 
 
+class FlowResponder(Protocol):
+    """What FlowService needs of the vault role (`runtime/roles/vault/vault.py`)."""
+
+    @property
+    def membership(self) -> Membership:
+        """The network's organisations and CAs."""
+        ...
+
+    @property
+    def me(self) -> bytes:
+        """This node's identity."""
+        ...
+
+    async def on_propose(self, sender: VerifiedIdentity, raw: bytes) -> bytes:
+        """Verify a proposed transaction and sign it; the signature."""
+        ...
+
+    async def on_offer(self, sender: VerifiedIdentity, terms: utxo_pb2.DvpTerms) -> list[Ref]:
+        """Offer own cash for DvP terms."""
+        ...
+
+    async def on_fetch(self, sender: VerifiedIdentity, tx_id: str) -> bytes:
+        """A backchain transaction shared with `sender`."""
+        ...
+
+    async def on_record(self, sender: VerifiedIdentity, raw: bytes, observer: bool) -> None:
+        """Verify and record a notarised transaction."""
+
+
+class StateRow(Protocol):
+    """One recorded state, as VaultService returns it."""
+
+    @property
+    def ref(self) -> Ref:
+        """(tx id, index) of the state."""
+        ...
+
+    @property
+    def output_bytes(self) -> bytes:
+        """The serialised output."""
+        ...
+
+    @property
+    def consumed_by(self) -> str:
+        """The consuming transaction's id, or ""."""
+        ...
+
+
+class VaultQueries(Protocol):
+    """What VaultService needs of the vault role (`runtime/roles/vault/vault.py`)."""
+
+    @property
+    def membership(self) -> Membership:
+        """The network's organisations and CAs."""
+        ...
+
+    async def query_states(
+        self, contract: str, owner: bytes, participant: bytes, include_consumed: bool
+    ) -> Sequence[StateRow]:
+        """Recorded states matching every non-empty filter."""
+        ...
+
+
+class FlowStarter(Protocol):
+    """Runs the flows clients ask for (`runtime/roles/vault/flows.FlowRunner`)."""
+
+    async def run(self, command: V.FlowCommand) -> SignedTx:
+        """Run the flow `command` names; the final transaction."""
+        ...
+
+
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     """Answers other vault nodes."""
 
-    def __init__(self, role: VaultRole, window_s: float) -> None:
+    def __init__(self, role: FlowResponder, window_s: float) -> None:
         self._role = role
         self._window_s = window_s
 
@@ -94,12 +170,16 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
 class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
     """Serves clients of the node's own organisation."""
 
-    def __init__(self, role: VaultRole, window_s: float) -> None:
-        self._role = role
+    def __init__(
+        self, vault: VaultQueries, flows: FlowStarter, org_id: str, window_s: float
+    ) -> None:
+        self._vault = vault
+        self._flows = flows
+        self._org_id = org_id
         self._window_s = window_s
 
     def _own_client(self, who: VerifiedIdentity) -> None:
-        if who.org_id != self._role.ctx.org_id:
+        if who.org_id != self._org_id:
             raise ClientError(
                 R.ERROR_REASON_NOT_AUTHORIZED, "only clients of the node's organisation may ask"
             )
@@ -112,10 +192,10 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         require(bool(request.query) and bool(request.signature), "query/signature")
         query = parse(V.VaultQuery, request.query, "query")
         who = admit_query(
-            context, query, request.query, request.signature, self._role.membership, self._window_s
+            context, query, request.query, request.signature, self._vault.membership, self._window_s
         )
         self._own_client(who)
-        rows = await self._role.store.query(
+        rows = await self._vault.query_states(
             query.contract, query.owner, query.participant, query.include_consumed
         )
         return V.QueryStatesResponse(
@@ -131,34 +211,10 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         require(bool(request.command) and bool(request.signature), "command/signature")
         cmd = parse(V.FlowCommand, request.command, "command")
         who = admit_query(
-            context, cmd, request.command, request.signature, self._role.membership, self._window_s
+            context, cmd, request.command, request.signature, self._vault.membership, self._window_s
         )
         self._own_client(who)
         if len(cmd.observers) > MAX_OBSERVERS:
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"more than {MAX_OBSERVERS} observers")
-        stx = await self._run(cmd)
+        stx = await self._flows.run(cmd)
         return V.RunFlowResponse(tx_id=stx.wire.tx_id, signed_transaction=stx.raw)
-
-    async def _run(self, cmd: V.FlowCommand) -> SignedTx:
-        window = window_of(cmd.time_window if cmd.HasField("time_window") else None)
-        observers = list(cmd.observers)
-        self._role.check_observers(observers)
-        kind = cmd.WhichOneof("flow")
-        if kind == "issue":
-            return await run_issue(self._role, cmd.issue, observers, window, cmd.memo, cmd.notary)
-        if kind == "move":
-            m = cmd.move
-            return await run_move(
-                self._role,
-                m.contract,
-                m.new_owner,
-                m.asset,
-                m.amount,
-                observers,
-                window,
-                cmd.memo,
-                cmd.notary,
-            )
-        if kind == "dvp":
-            return await run_dvp(self._role, cmd.dvp.terms, observers, window, cmd.memo, cmd.notary)
-        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command names no flow")

@@ -1,4 +1,8 @@
-"""GatewayService servicer: the client-facing API."""
+"""GatewayService servicer: the client-facing API.
+
+It depends only on the `GatewayRole` and `LocalPeer` protocols (`rpc/transact.py`); the node
+passes in its gateway role and the peers of its channels.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,7 @@ from dltmw.rpc.guard import (
     streaming,
     unary,
 )
-from dltmw.rpc.transact import TransactSession, creator_org
-from dltmw.runtime.roles.gateway.gateway import Gateway
-from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.rpc.transact import GatewayRole, LocalPeer, TransactSession, creator_org
 from dltmw.v1 import (
     block_pb2,
     errors_pb2,
@@ -35,14 +37,14 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     """Evaluate, Endorse, Submit, CommitStatus, Events."""
 
     def __init__(
-        self, gateway: Gateway, peers: Mapping[str, PeerChannel], window_s: float, wait_s: float
+        self, gateway: GatewayRole, peers: Mapping[str, LocalPeer], window_s: float, wait_s: float
     ) -> None:
         self._gateway = gateway
         self._peers = peers
         self._window_s = window_s
         self._wait_s = wait_s
 
-    def _peer(self, channel_id: str) -> PeerChannel:
+    def _peer(self, channel_id: str) -> LocalPeer:
         peer = self._peers.get(channel_id)
         if peer is None:
             raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {channel_id!r} here")
@@ -67,7 +69,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         peer = self._peer(proposal_channel(request.signed_proposal))
         check_tls_org(context, peer.view.membership, creator_org(request.signed_proposal))
         result = await self._gateway.endorse(
-            peer, request.signed_proposal, list(request.endorsing_organizations)
+            peer.view.channel_id, request.signed_proposal, list(request.endorsing_organizations)
         )
         return G.EndorseResponse(prepared_payload=result.prepared_payload, result=result.result)
 
@@ -78,9 +80,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         channel_id, _ = envelope_channel(request.envelope)
         peer = self._peer(channel_id)
         raw = request.envelope.SerializeToString()
-        checked = await self._gateway.check_envelope(peer, raw)
+        checked = await self._gateway.check_envelope(channel_id, raw)
         check_tls_org(context, peer.view.membership, checked.creator.org_id)
-        await self._gateway.submit(peer, raw, checked.header.tx_id)
+        await self._gateway.submit(channel_id, raw, checked.header.tx_id)
         return G.SubmitResponse(tx_id=checked.header.tx_id)
 
     @unary

@@ -23,7 +23,6 @@ from dltmw.core.utxo.build import state_ref
 from dltmw.rpc.guard import Ctx, streaming, unary
 from dltmw.rpc.status import to_status
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.roles.notary.single import Outcome
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,
@@ -33,6 +32,7 @@ from dltmw.v1 import (
 
 R = errors_pb2
 N = notary_service_pb2
+Outcome = Decision | DltmwError  # a notary's answer to one request: a decision or a refusal
 
 
 def caller_org(context: Ctx, membership: Membership) -> str:

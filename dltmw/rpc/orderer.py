@@ -3,35 +3,52 @@
 Broadcast checks each request's envelopes in chunks on a small thread pool (`cryptography`
 releases the GIL, so the creator signatures use both cores and the event loop stays free), and
 serves several requests of one stream at once (`pipelined`) so their envelopes share the orderer's
-group commit; responses still come one per request, in request order.
+group commit; responses still come one per request, in request order. It depends only on the
+`Ordering` protocol declared here; the node passes in the channels it orders.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import pipelined
+from dltmw.aio.pool import capturing, map_chunked
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
-from dltmw.runtime.roles.orderer.solo import OrdererChannel
-from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
+from dltmw.v1 import block_pb2, errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 R = errors_pb2
 Result = orderer_service_pb2.BroadcastResult
-CHECK_CHUNK = 64
 STREAM_DEPTH = 16  # requests of one Broadcast stream in progress at once
+
+
+class Ordering(Protocol):
+    """What the orderer service needs of an ordered channel (`runtime/roles/orderer`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current configuration."""
+        ...
+
+    async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
+        """Queue admitted envelopes durably for ordering; per envelope None or its refusal."""
+        ...
+
+    def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
+        """Blocks from `start` (until `stop`, or following new ones)."""
+        ...
 
 
 class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     """Broadcast and Deliver for the channels this node orders."""
 
     def __init__(
-        self, orderers: Mapping[str, OrdererChannel], window_s: float, pool: ThreadPoolExecutor
+        self, orderers: Mapping[str, Ordering], window_s: float, pool: ThreadPoolExecutor
     ) -> None:
         self._orderers = orderers
         self._window_s = window_s
@@ -40,28 +57,16 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     def _views(self) -> dict[str, ChannelView]:
         return {cid: o.view for cid, o in self._orderers.items()}
 
-    def _check(
-        self, views: dict[str, ChannelView], envelopes: Sequence[bytes]
-    ) -> list[CheckedEnvelope | ClientError]:
-        now = utc_now()
-        out: list[CheckedEnvelope | ClientError] = []
-        for envelope in envelopes:
-            try:
-                out.append(check_envelope(envelope, views, now, self._window_s))
-            except ClientError as exc:
-                out.append(exc)
-        return out
-
     async def _handle(
         self, request: orderer_service_pb2.BroadcastRequest
     ) -> orderer_service_pb2.BroadcastResponse:
-        loop = asyncio.get_running_loop()
         envelopes = list(request.envelopes)
-        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
-        checked = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._check, self._views(), c) for c in chunks)
-        )
-        verdicts = [v for chunk in checked for v in chunk]
+        views, now, window_s = self._views(), utc_now(), self._window_s
+
+        def check(envelope: bytes) -> CheckedEnvelope:
+            return check_envelope(envelope, views, now, window_s)
+
+        verdicts = await map_chunked(self._pool, capturing(check, ClientError), envelopes)
         by_channel: dict[str, list[int]] = {}
         for i, v in enumerate(verdicts):
             if isinstance(v, CheckedEnvelope):

@@ -5,13 +5,18 @@ need a signed request of a member of THIS node's organisation with a TLS certifi
 organisation; node RPCs (Push, Resend, PrivateStateHash) need a signed request of a peer node
 named in the channel config, with a TLS certificate of its organisation. The requester's privacy
 key is always taken from the signed channel config, never from the request.
+
+The servicer depends only on the `PrivacyRole` and `PrivateChannelRole` protocols declared
+here; the node passes in its privacy manager.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from dltmw.aio.clock import utc_now
+from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import VerifiedIdentity
 from dltmw.core.timestamps import checked_datetime
@@ -26,13 +31,12 @@ from dltmw.rpc.guard import (
     unary,
 )
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.roles.privacy.manager import PrivacyManager
-from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.v1 import (
     config_pb2,
     errors_pb2,
     privacy_manager_service_pb2,
     privacy_manager_service_pb2_grpc,
+    private_payload_pb2,
 )
 
 P = privacy_manager_service_pb2
@@ -41,30 +45,100 @@ HASH_BYTES = 32
 TLS_CACHE_MAX = 1024
 
 
+class PrivateChannelRole(Protocol):
+    """What the service needs of the privacy manager's side of one channel
+    (`runtime/roles/privacy/private_channel.py`)."""
+
+    @property
+    def channel_id(self) -> str:
+        """The channel's id."""
+        ...
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's configuration (members, peers and their privacy keys)."""
+        ...
+
+    def peer_node(self, identity: bytes) -> config_pb2.NodeConfig | None:
+        """The channel's peer node with this identity, if any."""
+        ...
+
+    async def send(self, plaintext: bytes, orgs: Sequence[str]) -> tuple[bytes, int]:
+        """Seal, store, push; (payload hash, number of boxes)."""
+        ...
+
+    async def send_many(
+        self, items: Sequence[tuple[bytes, Sequence[str]]]
+    ) -> list[tuple[bytes, int]]:
+        """`send` for several payloads."""
+        ...
+
+    async def add_recipients(self, digest: bytes, orgs: Sequence[str]) -> int:
+        """Give more organisations a sent payload; the box count."""
+        ...
+
+    async def receive(self, digest: bytes) -> bytes:
+        """The decrypted payload."""
+        ...
+
+    def resend_chunks(
+        self, recipient: bytes
+    ) -> AsyncIterator[list[private_payload_pb2.EncryptedPayload]]:
+        """Every held payload addressed to `recipient`'s privacy key, in chunks."""
+        ...
+
+
+class PrivacyRole(Protocol):
+    """What the service needs of the node's privacy manager (`runtime/roles/privacy`)."""
+
+    def channel(self, channel_id: str) -> PrivateChannelRole:
+        """The privacy manager of a channel (CHANNEL_NOT_FOUND if none)."""
+        ...
+
+    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
+        """Check and store pushed payloads; how many were stored."""
+        ...
+
+    async def state_record(
+        self, channel_id: str, digest: bytes, requester_key: bytes
+    ) -> P.PrivateStateHashResponse:
+        """This node's record of a private transaction, for another recipient."""
+        ...
+
+    async def validate(self, channel_id: str, digest: bytes) -> P.ValidatePrivateStateResponse:
+        """Compare this node's private-state hash with every other party's."""
+        ...
+
+    async def recover(self, channel_id: str) -> P.RecoverResponse:
+        """Rebuild the private store from the other peers."""
+        ...
+
+
 class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
     """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover."""
 
-    def __init__(self, manager: PrivacyManager, window_s: float) -> None:
+    def __init__(self, manager: PrivacyRole, org_id: str, window_s: float, items_max: int) -> None:
         self._pm = manager
+        self._org_id = org_id  # the organisation of this node: its clients may use the service
         self._window_s = window_s
-        self._items_max = manager.ctx.limits.items_per_request_max
+        self._items_max = items_max
         self._tls_ok: set[tuple[str, bytes, str]] = set()
 
     def _client(
         self, context: Ctx, query: SignedQueryBody, channel_id: str, data: bytes, sig: bytes
-    ) -> PrivateChannel:
+    ) -> PrivateChannelRole:
         channel = self._pm.channel(channel_id)
         who = self._admit(context, query, channel, data, sig)
-        if who.org_id != self._pm.ctx.org_id:
+        if who.org_id != self._org_id:
             raise ClientError(
                 R.ERROR_REASON_NOT_AUTHORIZED,
-                f"only clients of {self._pm.ctx.org_id} may use this privacy manager",
+                f"only clients of {self._org_id} may use this privacy manager",
             )
         return channel
 
     def _node(
         self, context: Ctx, query: SignedQueryBody, channel_id: str, data: bytes, sig: bytes
-    ) -> tuple[PrivateChannel, config_pb2.NodeConfig]:
+    ) -> tuple[PrivateChannelRole, config_pb2.NodeConfig]:
         channel = self._pm.channel(channel_id)
         self._admit(context, query, channel, data, sig)
         node = channel.peer_node(query.requester)
@@ -78,7 +152,7 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         self,
         context: Ctx,
         query: SignedQueryBody,
-        channel: PrivateChannel,
+        channel: PrivateChannelRole,
         data: bytes,
         sig: bytes,
     ) -> VerifiedIdentity:

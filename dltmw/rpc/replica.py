@@ -6,25 +6,26 @@ replica of the channel and carries that replica's valid signature, and no view-b
 is from a view older than ours — so a bad batch is refused with a specific status and changes
 nothing. The core re-checks everything anyway (it trusts no transport). Requests carried by
 forwarded and pre-prepare messages are judged by the ordering rule on a worker thread before the
-core sees them (`PbftOrdererChannel.judge_requests`): the core then finds cached verdicts and an
+core sees them (`PbftOrderer.judge_requests`): the core then finds cached verdicts and an
 inadmissible request is dropped there, counted and logged.
+
+The servicer depends only on the protocols declared here; the node passes in the channels it
+orders with PBFT-lite and the notary clusters it is a member of.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, PeerError
-from dltmw.core.identity import tls_org_matches
+from dltmw.core.identity import Membership, tls_org_matches
 from dltmw.core.pbft import PbftConfig
 from dltmw.rpc.guard import Ctx, check_tls_org, unary
 from dltmw.rpc.tls import caller_tls_cert
-from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
-from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
-from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
 
 R = errors_pb2
@@ -44,6 +45,52 @@ class PbftParticipant(Protocol):
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         """Does `signature` of group member `replica` verify over `data`?"""
+
+
+class PbftOrderer(PbftParticipant, Protocol):
+    """A channel this node orders as a PBFT-lite replica (`runtime/roles/orderer/pbft.py`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's configuration (its orderer organisations)."""
+        ...
+
+    async def judge_requests(self, messages: Sequence[replica_pb2.SignedReplicaMessage]) -> None:
+        """Judge the requests the messages carry, off the event loop, before the core sees
+        them."""
+
+    def offer(
+        self,
+        messages: list[replica_pb2.SignedReplicaMessage],
+        signatures: list[replica_pb2.BlockSignature],
+    ) -> None:
+        """Queue checked messages and block signatures for the replica (all or nothing)."""
+
+
+class ClusterReplica(PbftParticipant, Protocol):
+    """This node's replica of a notary cluster (`runtime/roles/notary/cluster.py`)."""
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster's id (also its "channel" id on the Replica service)."""
+        ...
+
+    @property
+    def membership(self) -> Membership:
+        """The network's organisations and CAs."""
+        ...
+
+    @property
+    def member_orgs(self) -> frozenset[str]:
+        """Organisations of the cluster's members."""
+        ...
+
+    def offer(
+        self,
+        messages: list[replica_pb2.SignedReplicaMessage],
+        signatures: list[replica_pb2.BlockSignature],
+    ) -> None:
+        """Queue checked messages for the replica (all or nothing)."""
 
 
 def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedReplicaMessage) -> None:
@@ -79,8 +126,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
 
     def __init__(
         self,
-        orderers: Mapping[str, OrdererChannel],
-        clusters: Mapping[str, ClusterNotaryRole] | None = None,
+        orderers: Mapping[str, PbftOrderer],
+        clusters: Mapping[str, ClusterReplica] | None = None,
     ) -> None:
         self._orderers = orderers
         self._clusters = clusters or {}
@@ -98,7 +145,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             cluster.offer(list(request.messages), list(request.block_signatures))
             return replica_pb2.ExchangeResponse(accepted=len(request.messages))
         orderer = self._orderers.get(request.channel_id)
-        if not isinstance(orderer, PbftOrdererChannel):
+        if orderer is None:
             raise ClientError(
                 R.ERROR_REASON_CHANNEL_NOT_FOUND,
                 f"channel {request.channel_id!r} is not ordered by PBFT here",
@@ -118,7 +165,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         )
 
 
-def _check_cluster_tls(context: Ctx, cluster: ClusterNotaryRole) -> None:
+def _check_cluster_tls(context: Ctx, cluster: ClusterReplica) -> None:
     """The caller's TLS certificate must be issued by the organisation of a cluster member."""
     cert = caller_tls_cert(context)
     if cert is None or not any(

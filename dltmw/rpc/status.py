@@ -4,6 +4,9 @@ Every `ErrorReason` maps to exactly one status code. A failed RPC carries a `goo
 with an `ErrorInfo{reason, domain="dltmw.v1", metadata}` in its details (the
 `grpc-status-details-bin` trailer), so clients in any language can branch on the reason without
 parsing text. Unexpected exceptions are not mapped here: they are bugs and surface as such.
+The way back in — reading a status another node sent, and deciding what to do about it — is
+`aio/rpc_errors.py` (`reason_of`, `classify`, `from_rpc_error`), below rpc so every caller
+shares it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dltmw.aio.rpc_errors import DOMAIN, reason_of
 from dltmw.core.errors import DltmwError
 from dltmw.v1 import errors_pb2
 
-DOMAIN = "dltmw.v1"
+__all__ = ["CODE_OF_REASON", "DOMAIN", "abort", "detached", "reason_of", "to_status"]
 E = errors_pb2
 S = grpc.StatusCode
 
@@ -85,15 +89,3 @@ async def abort(context: grpc.aio.ServicerContext[object, object], error: DltmwE
     """End the RPC with the error's status; never returns."""
     # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it.
     await context.abort_with_status(rpc_status.to_status(to_status(error)))  # type: ignore[attr-defined]
-
-
-def reason_of(error: grpc.RpcError) -> str | None:
-    """The ErrorInfo reason carried by a failed call, if any (client side)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.domain == DOMAIN:
-            return str(info.reason)
-    return None

@@ -8,7 +8,7 @@ ready at one moment leave together in one TransactResponse.
 
 Commit status. An accepted submission is answered twice: SubmitOutcome once the orderer has
 durably queued it, then CommitOutcome once the local peer has durably committed its block. The
-wait is registered with the peer (`PeerChannel.watch`) BEFORE the duplicate check and the
+wait is registered with the peer (`LocalPeer.watch`) BEFORE the duplicate check and the
 forwarding, so no commit can slip in between; it is resolved from the committed block itself.
 The envelope's creator signature (checked here) and the TLS binding of the stream to the
 creator's organisation authorise the status, so no separately signed query is needed.
@@ -22,16 +22,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from dltmw.aio.coalesce import bounded
+from dltmw.core.block import TxRecord
+from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.txcheck import parse
-from dltmw.ledger.sqlite import TxRecord
+from dltmw.core.txcheck import CheckedEnvelope, CheckedProposal, parse
 from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_channel, require
-from dltmw.runtime.roles.gateway.gateway import Gateway
-from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.v1 import batch_pb2, common_pb2, errors_pb2, gateway_service_pb2, identity_pb2
+from dltmw.v1 import (
+    batch_pb2,
+    block_pb2,
+    common_pb2,
+    errors_pb2,
+    gateway_service_pb2,
+    identity_pb2,
+    proposal_pb2,
+)
 from dltmw.v1 import proposal_pb2 as P
 
 R = errors_pb2
@@ -39,6 +46,70 @@ G = gateway_service_pb2
 Outcome = G.EndorseOutcome | G.SubmitOutcome | G.CommitOutcome
 RESPONSE_MAX = 512  # outcomes per TransactResponse
 MAX_OUTSTANDING = 4096
+
+
+class Endorsed(Protocol):
+    """What an endorsement gathered by the gateway role gives the client."""
+
+    @property
+    def prepared_payload(self) -> bytes:
+        """The transaction payload for the client to sign."""
+        ...
+
+    @property
+    def result(self) -> proposal_pb2.ContractResponse:
+        """The contract's answer."""
+        ...
+
+
+class GatewayRole(Protocol):
+    """What the gateway API (Gateway servicer, Transact stream) needs of the node's gateway
+    role (`runtime/roles/gateway`), by channel id; declared here, on the consumer's side."""
+
+    async def endorse(
+        self, channel_id: str, signed: proposal_pb2.SignedProposal, orgs_wanted: list[str]
+    ) -> Endorsed:
+        """Gather endorsements that satisfy the policy."""
+        ...
+
+    async def check_envelope(self, channel_id: str, envelope: bytes) -> CheckedEnvelope:
+        """Admission of a signed envelope (raises its ClientError)."""
+        ...
+
+    async def submit(self, channel_id: str, envelope: bytes, tx_id: str) -> None:
+        """Forward to the channel's orderer; returns once it durably accepted."""
+
+
+class LocalPeer(Protocol):
+    """What the gateway API needs of the local peer of a channel (`runtime/roles/peer`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current configuration."""
+        ...
+
+    async def admit(self, signed: proposal_pb2.SignedProposal) -> CheckedProposal:
+        """Admission checks of a proposal."""
+        ...
+
+    async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
+        """Run the contract against the peer's state (nothing is signed or written)."""
+        ...
+
+    async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
+        """Where `tx_id` committed, waiting for it (WAIT_TIMEOUT after `timeout_s`)."""
+        ...
+
+    def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
+        """Committed blocks from `start`, following new ones."""
+        ...
+
+    def watch(self, tx_id: str) -> asyncio.Future[TxRecord]:
+        """A future resolved when `tx_id` commits (register before submitting)."""
+        ...
+
+    def unwatch(self, tx_id: str, future: asyncio.Future[TxRecord]) -> None:
+        """Drop a watch."""
 
 
 def item_error(exc: DltmwError) -> batch_pb2.ItemError:
@@ -51,8 +122,8 @@ class TransactSession:
 
     def __init__(
         self,
-        gateway: Gateway,
-        peers: Mapping[str, PeerChannel],
+        gateway: GatewayRole,
+        peers: Mapping[str, LocalPeer],
         context: Ctx,
         wait_s: float,
         max_outstanding: int = MAX_OUTSTANDING,
@@ -117,13 +188,13 @@ class TransactSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _peer(self, channel_id: str) -> PeerChannel:
+    def _peer(self, channel_id: str) -> LocalPeer:
         peer = self._peers.get(channel_id)
         if peer is None:
             raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {channel_id!r} here")
         return peer
 
-    def _check_tls(self, peer: PeerChannel, org_id: str) -> None:
+    def _check_tls(self, peer: LocalPeer, org_id: str) -> None:
         """The stream's TLS certificate must be issued by `org_id` (checked once per org)."""
         key = (peer.view.channel_id, org_id)
         if key not in self._tls:
@@ -143,7 +214,9 @@ class TransactSession:
             peer = self._peer(proposal_channel(request.signed_proposal))
             self._check_tls(peer, creator_org(request.signed_proposal))
             result = await self._gateway.endorse(
-                peer, request.signed_proposal, list(request.endorsing_organizations)
+                peer.view.channel_id,
+                request.signed_proposal,
+                list(request.endorsing_organizations),
             )
         except DltmwError as exc:
             self._out.put_nowait(G.EndorseOutcome(ref=item.ref, error=item_error(exc)))
@@ -158,7 +231,7 @@ class TransactSession:
             channel_id, _ = envelope_channel(request.envelope)
             peer = self._peer(channel_id)
             raw = request.envelope.SerializeToString()
-            checked = await self._gateway.check_envelope(peer, raw)
+            checked = await self._gateway.check_envelope(channel_id, raw)
             self._check_tls(peer, checked.creator.org_id)
         except DltmwError as exc:
             self._out.put_nowait(G.SubmitOutcome(ref=item.ref, error=item_error(exc)))
@@ -166,7 +239,7 @@ class TransactSession:
         tx_id = checked.header.tx_id
         committed = peer.watch(tx_id)
         try:
-            await self._gateway.submit(peer, raw, tx_id)
+            await self._gateway.submit(channel_id, raw, tx_id)
             accepted = G.SubmitResponse(tx_id=tx_id)
             self._out.put_nowait(G.SubmitOutcome(ref=item.ref, response=accepted))
         except DltmwError as exc:

@@ -103,6 +103,7 @@ class Node:
         self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
         self.peers: dict[str, PeerChannel] = {}
         self.orderers: dict[str, OrdererChannel] = {}
+        self.pbft_orderers: dict[str, PbftOrdererChannel] = {}  # those ordered by PBFT-lite
         self.gateway = Gateway(self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
         if config.privacy_key is not None and "peer" in config.roles:
@@ -187,10 +188,12 @@ class Node:
             orderer = OrdererServicer(self.orderers, window, self._pool)
             out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
         if self.serves_replica:
-            replica = ReplicaServicer(self.orderers, self.utxo.clusters)
+            replica = ReplicaServicer(self.pbft_orderers, self.utxo.clusters)
             out.append((_service(replica_pb2, "ReplicaService"), replica))
         if self.privacy is not None:
-            privacy = PrivacyManagerServicer(self.privacy, window)
+            privacy = PrivacyManagerServicer(
+                self.privacy, self.config.org_id, window, limits.items_per_request_max
+            )
             out.append((_service(privacy_manager_service_pb2, "PrivacyManagerService"), privacy))
         return out + self.utxo.services()
 
@@ -198,8 +201,7 @@ class Node:
     def serves_replica(self) -> bool:
         """A PBFT-lite replica lives here: an orderer of a PBFT channel or a notary-cluster member
         (decided at start: grpc cannot add a service to a running server)."""
-        pbft = any(isinstance(o, PbftOrdererChannel) for o in self.orderers.values())
-        return pbft or bool(self.utxo.clusters)
+        return bool(self.pbft_orderers) or bool(self.utxo.clusters)
 
     async def join(self, block: block_pb2.Block) -> str:
         """Serve the channel of config block `block`; returns its id."""
@@ -238,6 +240,8 @@ class Node:
                 orderer = OrdererChannel(self.ctx, view, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
+            if isinstance(orderer, PbftOrdererChannel):
+                self.pbft_orderers[cid] = orderer
         if is_peer:
             ledger = await ChannelLedger.open(
                 data / f"{cid}.peer.sqlite", synchronous=sync, retry=retry

@@ -2,8 +2,16 @@
 
 Messages queue in a bounded queue (a full queue drops the message and counts it: PBFT-lite
 retransmits what matters); one task drains it into batches and sends each batch with one unary
-`ReplicaService.Exchange` call under a deadline. A failed call forgets the connection (the peer
-may have restarted on a new port) and drops the batch after a short backoff.
+`ReplicaService.Exchange` call under a deadline. A failed call drops the batch. What else
+happens is decided as for every call to another node (`aio/rpc_errors.py`): a refusal of the
+batch (FAIL) is logged and the link goes on; any other failure waits the one reconnect backoff
+(`aio/batched_stream.Reconnect`, capped exponential with jitter, reset by a call that went
+through) before the next call, and forgets the cached connection first when the failure says it
+is bad (the peer may have restarted on a new port).
+
+Not a `BatchedStream`: nothing waits for an answer here (PBFT-lite messages are fire and forget,
+and a lost one is retransmitted by the protocol), so there are no acks to pair, no overload to
+report to a caller (a full queue drops), and one unary call per batch is simpler than a stream.
 """
 
 from __future__ import annotations
@@ -13,8 +21,10 @@ import logging
 
 import grpc
 
+from dltmw.aio.batched_stream import Reconnect
+from dltmw.aio.rpc_errors import Verdict, classify, reconnects
 from dltmw.aio.tasks import cancel_and_wait
-from dltmw.core.errors import TransientError
+from dltmw.core.errors import DltmwError
 from dltmw.runtime.context import NodeContext
 from dltmw.v1 import replica_pb2, replica_pb2_grpc
 
@@ -23,7 +33,7 @@ logger = logging.getLogger(__name__)
 QUEUE_MAX = 4096
 BATCH_MAX = 256
 CALL_TIMEOUT_S = 5.0
-BACKOFF_S = 0.2
+RECONNECT = Reconnect(first_s=0.2, max_s=2.0)  # the first wait is the former fixed 0.2 s
 
 Outbound = replica_pb2.SignedReplicaMessage | replica_pb2.BlockSignature
 
@@ -57,6 +67,7 @@ class ReplicaLink:
             self.dropped += 1
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             batch = [await self._queue.get()]
             while len(batch) < BATCH_MAX and not self._queue.empty():
@@ -71,15 +82,16 @@ class ReplicaLink:
                 channel = await self.ctx.channel_to(self.node_id)
                 stub = replica_pb2_grpc.ReplicaServiceStub(channel)
                 await stub.Exchange(request, timeout=CALL_TIMEOUT_S)
-            except grpc.aio.AioRpcError as exc:
+                failures = 0
+            except (grpc.aio.AioRpcError, DltmwError) as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # our own cancellation, surfaced
                     raise asyncio.CancelledError from exc  # by grpc as CANCELLED: stop
-                code = exc.code()
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if classify(exc) is Verdict.FAIL:
+                    why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc
+                    logger.info("replica %s refused a batch: %s", self.node_id, why)
+                    continue
+                failures += 1
+                if reconnects(exc):
                     await self.ctx.forget(self.node_id)
-                    await asyncio.sleep(BACKOFF_S)
-                else:
-                    logger.info("replica %s refused a batch: %s", self.node_id, exc.details())
-            except TransientError:
-                await asyncio.sleep(BACKOFF_S)
+                await asyncio.sleep(RECONNECT.delay_s(failures))

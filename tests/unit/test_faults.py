@@ -128,6 +128,18 @@ def test_the_log_throttle_lets_the_first_line_through_then_counts() -> None:
     assert throttle.admit("b") == 0
 
 
+def test_the_log_throttle_remembers_a_bounded_number_of_keys_forgetting_the_oldest() -> None:
+    now = [0.0]
+    throttle = LogThrottle(interval_s=60, keys_max=2, clock=lambda: now[0])
+    assert throttle.admit("a") == 0 and throttle.admit("b") == 0
+    assert throttle.admit("b") is None  # suppressed, counted
+    assert throttle.admit("c") == 0  # a third key: "a", logged longest ago, is forgotten
+    assert throttle.admit("b") is None  # "b" is still remembered (and throttled)
+    assert throttle.admit("a") == 0  # "a" starts over, and "b" (logged longest ago) goes
+    now[0] = 61.0
+    assert throttle.admit("b") == 0  # its 2 suppressed lines were forgotten with it
+
+
 def aio_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata())
 

@@ -42,24 +42,6 @@ LAYERS: dict[str, frozenset[str]] = {
     "": frozenset({"client", "core", "v1"}),  # dltmw/__init__.py: the embedding API
 }
 
-# Edges that break the table today and are being removed (module -> package). The list may only
-# shrink: an entry that no longer occurs fails the test, so a fixed edge cannot come back quietly.
-KNOWN: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("dltmw.rpc.boundary", "runtime"),
-        ("dltmw.rpc.endorser", "runtime"),
-        ("dltmw.rpc.flow", "runtime"),
-        ("dltmw.rpc.gateway", "runtime"),
-        ("dltmw.rpc.notary", "runtime"),
-        ("dltmw.rpc.orderer", "runtime"),
-        ("dltmw.rpc.privacy", "runtime"),
-        ("dltmw.rpc.replica", "runtime"),
-        ("dltmw.rpc.transact", "ledger"),
-        ("dltmw.rpc.transact", "runtime"),
-        ("dltmw.runtime.roles.vault.flows", "client"),
-    }
-)
-
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT.parent).with_suffix("")
@@ -125,14 +107,10 @@ def test_every_package_has_a_row() -> None:
 
 
 def test_imports_point_down_only() -> None:
-    found = violations()
-    new = sorted(found - KNOWN)
-    assert not new, "imports against the layer table:\n" + "\n".join(f"{m} -> {p}" for m, p in new)
-
-
-def test_known_violations_only_shrink() -> None:
-    gone = sorted(KNOWN - violations())
-    assert not gone, f"fixed edges still listed in KNOWN (remove them): {gone}"
+    found = sorted(violations())
+    assert not found, "imports against the layer table:\n" + "\n".join(
+        f"{m} -> {p}" for m, p in found
+    )
 
 
 def _cycles() -> list[list[str]]:
@@ -173,14 +151,8 @@ def _cycles() -> list[list[str]]:
     return out
 
 
-# Module cycles being removed (the list may only shrink, as KNOWN above).
-KNOWN_CYCLES: list[list[str]] = [
-    ["dltmw.runtime.roles.vault.outbox", "dltmw.runtime.roles.vault.vault"],
-]
-
-
 def test_no_import_cycles() -> None:
-    assert _cycles() == KNOWN_CYCLES
+    assert _cycles() == []
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole, build_cluster_role
 from dltmw.runtime.roles.notary.single import NotaryRole
+from dltmw.runtime.roles.vault.flows import FlowRunner
 from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import flow_service_pb2, notary_service_pb2, vault_service_pb2
 
@@ -32,6 +33,7 @@ class UtxoServices:
         self.vault: VaultRole | None = None
         self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
         self._window_s = config.limits.timestamp_window_s
+        self._org_id = config.org_id
         if not UTXO_ROLES & config.roles:
             return
         if config.network_map is None:
@@ -84,7 +86,8 @@ class UtxoServices:
             flow = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"]
             vault = vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"]
             out.append((flow, FlowServicer(self.vault, self._window_s)))
-            out.append((vault, VaultServicer(self.vault, self._window_s)))
+            flows = FlowRunner(self.vault)
+            out.append((vault, VaultServicer(self.vault, flows, self._org_id, self._window_s)))
         return out
 
     async def stop(self) -> None:

@@ -64,11 +64,12 @@ class Gateway:
             await endorser.close()
 
     async def endorse(
-        self, peer: PeerChannel, signed: proposal_pb2.SignedProposal, orgs_wanted: list[str]
+        self, channel_id: str, signed: proposal_pb2.SignedProposal, orgs_wanted: list[str]
     ) -> EndorseResult:
         """Gather endorsements that satisfy the policy; returns the payload to sign.
 
         Concurrent calls are endorsed together (`runtime/roles/gateway/endorsing.py`)."""
+        peer = self.peers[channel_id]
         endorser = self._batch_endorsers.get(peer.view.channel_id)
         if endorser is None:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many
@@ -83,9 +84,10 @@ class Gateway:
             stream = self._endorsers[node_id] = EndorserStream(self.ctx, node_id)
         return stream
 
-    async def check_envelope(self, peer: PeerChannel, envelope: bytes) -> CheckedEnvelope:
+    async def check_envelope(self, channel_id: str, envelope: bytes) -> CheckedEnvelope:
         """Admission of a signed envelope (parse, creator signature, window), batched with
         concurrent ones onto the thread pool; raises the item's ClientError."""
+        peer = self.peers[channel_id]
         checker = self._envelope_checks.get(peer.view.channel_id)
         if checker is None:
             views = {peer.view.channel_id: peer.view}
@@ -100,8 +102,9 @@ class Gateway:
             checker = self._envelope_checks[peer.view.channel_id] = Coalescer(batch, name="env")
         return await checker.call(envelope)
 
-    async def submit(self, peer: PeerChannel, envelope: bytes, tx_id: str) -> None:
+    async def submit(self, channel_id: str, envelope: bytes, tx_id: str) -> None:
         """Forward to the channel's orderer; returns once it durably accepted."""
+        peer = self.peers[channel_id]
         if await peer.tx_record(tx_id) is not None:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
         # Try the orderers in turn from the last one that worked: with PBFT-lite ordering any

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.pool import capturing, chunks, map_chunked
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent
@@ -65,26 +66,20 @@ def _org(identity: bytes) -> str:
     return org_of(identity)
 
 
-def _admit_chunk(
-    requests: Sequence[notarisation_pb2.NotarisationRequest],
+def _admit_one(
+    request: notarisation_pb2.NotarisationRequest,
     identity: NotaryIdentity,
     membership: Membership,
     now: datetime,
     tls_org: str | None,
-) -> list[NotarisationAsk | DltmwError]:
-    out: list[NotarisationAsk | DltmwError] = []
-    for request in requests:
-        try:
-            ask = admit(request, identity, membership, now)
-            if tls_org is not None and _org(ask.requester) != tls_org:
-                raise ClientError(
-                    R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
-                    "the requester's organisation differs from the TLS client certificate's",
-                )
-            out.append(ask)
-        except DltmwError as exc:
-            out.append(exc)
-    return out
+) -> NotarisationAsk:
+    ask = admit(request, identity, membership, now)
+    if tls_org is not None and _org(ask.requester) != tls_org:
+        raise ClientError(
+            R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
+            "the requester's organisation differs from the TLS client certificate's",
+        )
+    return ask
 
 
 Admitted = NotarisationAsk | DltmwError
@@ -100,18 +95,15 @@ async def admit_in_chunks(
 ) -> list[
     tuple[Sequence[notarisation_pb2.NotarisationRequest], list[NotarisationAsk | DltmwError]]
 ]:
-    """Admit `requests` in chunks of ADMIT_CHUNK on `pool` (signature checks release the GIL, so
-    chunks use both cores); returns each chunk with its admitted asks or errors, in order. Shared
-    by the single notary and the notary cluster."""
-    loop = asyncio.get_running_loop()
-    chunks = [requests[i : i + ADMIT_CHUNK] for i in range(0, len(requests), ADMIT_CHUNK)]
-    admitted = await asyncio.gather(
-        *(
-            loop.run_in_executor(pool, _admit_chunk, c, identity, membership, now, tls_org)
-            for c in chunks
-        )
+    """Admit `requests` in chunks of ADMIT_CHUNK on `pool` (`aio/pool.map_chunked`); returns
+    each chunk with its admitted asks or errors, in order. Shared by the single notary and the
+    notary cluster."""
+    one = functools.partial(
+        _admit_one, identity=identity, membership=membership, now=now, tls_org=tls_org
     )
-    return list(zip(chunks, admitted, strict=True))
+    admitted = await map_chunked(pool, capturing(one, DltmwError), requests, ADMIT_CHUNK)
+    pieces = chunks(admitted, ADMIT_CHUNK)
+    return [(c, list(a)) for c, a in zip(chunks(requests, ADMIT_CHUNK), pieces, strict=True)]
 
 
 class NotaryExecutor:

@@ -36,6 +36,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
+from dltmw.aio.throttle import LogThrottle
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError
 from dltmw.core.pbft import request_id
@@ -59,13 +60,12 @@ class RequestAdmission:
     ) -> None:
         self._views = {view.channel_id: view}
         self._size_max = size_max
-        self._clock = clock
         self._cache_max = cache_max
         self._verdicts: OrderedDict[bytes, str] = OrderedDict()  # request id -> "" or reason
         self._lock = threading.Lock()  # the verdict cache may be warmed from a thread pool
         self.refused: Counter[str] = Counter()
         self._unlogged: Counter[str] = Counter()
-        self._logged_at = -LOG_EVERY_S
+        self._throttle = LogThrottle(LOG_EVERY_S, clock=clock)
 
     def reason(self, request: bytes) -> str:
         """Why `request` may not be ordered ("" when it may)."""
@@ -106,10 +106,8 @@ class RequestAdmission:
     def _count(self, reason: str) -> None:
         self.refused[reason] += 1
         self._unlogged[reason] += 1
-        now = self._clock()
-        if now - self._logged_at < LOG_EVERY_S:
+        if self._throttle.admit("refused") is None:
             return
-        self._logged_at = now
         summary = ", ".join(f"{r} x{n}" for r, n in sorted(self._unlogged.items()))
         self._unlogged.clear()
         logger.warning(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.handlers.pbft_orderer import FetchedBlocks
 from dltmw.runtime.context import NodeContext
@@ -112,7 +113,8 @@ async def fetch_verified(
         blocks = await fetch_blocks(ctx, channel_id, node_id, height)
     except grpc.aio.AioRpcError as exc:
         logger.info("block fetch from %s failed: %s", node_id, exc.details())
-        await ctx.forget(node_id)
+        if reconnects(exc):
+            await ctx.forget(node_id)
         return FetchedBlocks(node_id, ())
     good = verified_prefix(blocks, channel_id, height, last_hash, identities, quorum, verify)
     return FetchedBlocks(node_id, tuple(good))

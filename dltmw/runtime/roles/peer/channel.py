@@ -32,15 +32,18 @@ import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.pool import capturing, map_chunked
+from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
+from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView
 from dltmw.core.committer import Committed
 from dltmw.core.contract import Contract, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
-from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader, TxRecord
+from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
@@ -104,20 +107,7 @@ class PeerChannel:
     async def offload(self, fn: Callable[[T], object], items: Sequence[T]) -> list[object]:
         """`fn` over `items` on the thread pool in chunks (signature checks use both cores);
         an item whose `fn` raised DltmwError gets that exception as its result."""
-        loop = asyncio.get_running_loop()
-
-        def run(chunk: Sequence[T]) -> list[object]:
-            out: list[object] = []
-            for item in chunk:
-                try:
-                    out.append(fn(item))
-                except DltmwError as exc:
-                    out.append(exc)
-            return out
-
-        chunks = [items[i : i + CHECK_CHUNK] for i in range(0, len(items), CHECK_CHUNK)]
-        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
-        return [r for chunk in results for r in chunk]
+        return await map_chunked(self._pool, capturing(fn, DltmwError), items, CHECK_CHUNK)
 
     # --- endorser -------------------------------------------------------------------------
 
@@ -215,7 +205,8 @@ class PeerChannel:
                 attempt = 0
             except (grpc.aio.AioRpcError, TransientError, PeerError) as exc:
                 logger.warning("deliver from %s failed: %s", node_id, exc)
-                await self.ctx.forget(node_id)
+                if reconnects(exc):
+                    await self.ctx.forget(node_id)
             attempt += 1
             await asyncio.sleep(min(RECONNECT_MAX_S, 0.05 * 2 ** min(attempt, 6)))
 

@@ -13,7 +13,6 @@ After a crash the ledger holds whole blocks only; the peer resumes delivery from
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.pool import map_chunked
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
@@ -120,15 +120,10 @@ class CommitExecutor:
         return Delivered(block, token, "", tuple(checked), reads)
 
     async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
-        loop = asyncio.get_running_loop()
-        chunks = [envelopes[i : i + CHECK_CHUNK] for i in range(0, len(envelopes), CHECK_CHUNK)]
         view = self._view
-
-        def run(chunk: Sequence[bytes]) -> list[CheckedTx]:
-            return [check_transaction(env, view) for env in chunk]
-
-        results = await asyncio.gather(*(loop.run_in_executor(self._pool, run, c) for c in chunks))
-        return [tx for chunk in results for tx in chunk]
+        return await map_chunked(
+            self._pool, lambda env: check_transaction(env, view), envelopes, CHECK_CHUNK
+        )
 
     async def persist(self, records: Sequence[None]) -> None:
         """The ledger is the committer's only record."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
     PayloadError,
@@ -209,7 +210,7 @@ class PrivacyManager:
 
     async def _forget_if_gone(self, node_id: str, exc: Exception) -> None:
         """Drop the cached channel of an unreachable node (it may have restarted elsewhere)."""
-        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+        if reconnects(exc):
             await self.ctx.forget(node_id)
 
     # --- recovery -------------------------------------------------------------------------

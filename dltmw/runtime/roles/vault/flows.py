@@ -23,7 +23,7 @@ import secrets
 import grpc
 
 from dltmw.aio.clock import utc_now
-from dltmw.client.notary_cluster import Cluster, ClusterUnavailable, gather_verdict
+from dltmw.aio.rpc_errors import from_rpc_error, reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
     add_signature,
@@ -32,18 +32,20 @@ from dltmw.core.utxo.build import (
     sign_request,
 )
 from dltmw.core.utxo.contracts import StateAndRef
-from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction
+from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction, window_of
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
 from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
+from dltmw.rpc.cluster_verdict import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
-from dltmw.runtime.roles.vault.vault import VaultRole, remote_error
+from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
     errors_pb2,
     notarisation_pb2,
     notary_service_pb2,
     notary_service_pb2_grpc,
     utxo_pb2,
+    vault_service_pb2,
 )
 from dltmw.v1 import flow_service_pb2 as F
 from dltmw.v1.vault_service_pb2 import IssueFlow
@@ -51,6 +53,32 @@ from dltmw.v1.vault_service_pb2 import IssueFlow
 R = errors_pb2
 NONCE_BYTES = 32
 MEMBER_RESOLVE_S = 2.0  # how long a flow waits for a cluster member's address
+
+
+class FlowRunner:
+    """Runs the flows a client of the node asks for (VaultService.RunFlow)."""
+
+    def __init__(self, role: VaultRole) -> None:
+        self._role = role
+
+    async def run(self, command: vault_service_pb2.FlowCommand) -> SignedTx:
+        """Run the flow `command` names to completion; the final transaction."""
+        role = self._role
+        window = window_of(command.time_window if command.HasField("time_window") else None)
+        observers = list(command.observers)
+        role.check_observers(observers)
+        memo, notary = command.memo, command.notary
+        kind = command.WhichOneof("flow")
+        if kind == "issue":
+            return await run_issue(role, command.issue, observers, window, memo, notary)
+        if kind == "move":
+            m = command.move
+            return await run_move(
+                role, m.contract, m.new_owner, m.asset, m.amount, observers, window, memo, notary
+            )
+        if kind == "dvp":
+            return await run_dvp(role, command.dvp.terms, observers, window, memo, notary)
+        raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command names no flow")
 
 
 def notary_of(role: VaultRole, choice: str = "") -> str:
@@ -245,9 +273,9 @@ async def _notarise(
             timeout=30,
         )
     except grpc.aio.AioRpcError as err:
-        if err.code() == grpc.StatusCode.UNAVAILABLE:
+        if reconnects(err):
             await role.ctx.forget(wire.notary)
-        raise remote_error(wire.notary, err) from None
+        raise from_rpc_error(err, wire.notary) from None
     signature = reply.response.notary_signature
     if signature.signer != role.netmap.identity_of(wire.notary):
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "the notary answered with another identity")
@@ -277,7 +305,7 @@ async def _notarise_cluster(
         try:
             reply = await stub.Notarise(notary_service_pb2.NotariseRequest(request=req), timeout=30)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
+            if reconnects(err):
                 await role.ctx.forget(member)
             raise
         return reply.response

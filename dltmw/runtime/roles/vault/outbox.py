@@ -16,17 +16,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
+
+from google.protobuf.message import Message
 
 from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import DltmwError
 from dltmw.core.utxo.verify import read_signed
-from dltmw.ledger.vault_store import Delivery
+from dltmw.ledger.vault_store import Delivery, VaultStore
+from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.roles.vault.backchain import dependencies
 from dltmw.v1 import flow_service_pb2 as F
-
-if TYPE_CHECKING:
-    from dltmw.runtime.roles.vault.vault import VaultRole
 
 logger = logging.getLogger(__name__)
 BATCH = 64  # rows read per pass; passes page through the whole outbox
@@ -37,10 +38,36 @@ BACKOFF_MAX_S = 10.0
 IDLE_S = 30.0  # wait when nothing is due (a flow wakes the task when it leaves work)
 
 
+class Sender(Protocol):
+    """What the outbox needs of its vault role (declared here, so that the role may own an
+    outbox without the two modules importing each other)."""
+
+    @property
+    def store(self) -> VaultStore:
+        """The vault's store (outbox rows live there)."""
+        ...
+
+    @property
+    def netmap(self) -> NetworkMap:
+        """The network map (recipients' identities)."""
+        ...
+
+    async def share(self, to: bytes, tx_ids: Iterable[str]) -> None:
+        """Let party `to` fetch `tx_ids` and their ancestors."""
+
+    def signed_message(self, **fields: object) -> tuple[bytes, bytes]:
+        """A FlowMessage from this node, serialised and signed."""
+        ...
+
+    async def call(self, node_id: str, method: str, request: Message) -> Message:
+        """FlowService.`method` on another node (failures as DltmwError)."""
+        ...
+
+
 class Outbox:
     """Retries pending deliveries of one vault node in the background."""
 
-    def __init__(self, role: VaultRole) -> None:
+    def __init__(self, role: Sender) -> None:
         self._role = role
         self._next: dict[tuple[str, str], tuple[float, int]] = {}  # -> (due, failures)
         self._wake = asyncio.Event()

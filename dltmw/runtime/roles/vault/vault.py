@@ -25,15 +25,15 @@ import grpc
 from google.protobuf.message import Message
 
 from dltmw.aio.clock import utc_now
-from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError, reason_value
+from dltmw.aio.rpc_errors import from_rpc_error, reconnects
+from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership, VerifiedIdentity
 from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref
 from dltmw.core.utxo.plans import Holding, holding, select
 from dltmw.core.utxo.verify import SignedTx, check_signatures, read_signed
-from dltmw.ledger.vault_store import VaultStore, owner_of
+from dltmw.ledger.vault_store import VaultRow, VaultStore, owner_of
 from dltmw.net.netmap import NetworkMap
-from dltmw.rpc.status import reason_of
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.vault.backchain import Backchain, Fetch, check_notary, verify_full
 from dltmw.runtime.roles.vault.outbox import Outbox
@@ -51,18 +51,6 @@ class Offer:
 
     terms: bytes
     refs: frozenset[Ref]
-
-
-def remote_error(node_id: str, err: grpc.aio.AioRpcError) -> DltmwError:
-    """A DltmwError for a failed call to another node, keeping its reason where it has one."""
-    reason = reason_of(err)
-    text = f"{node_id}: {err.details()}"
-    if reason is None or err.code() in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    ):
-        return TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, text)
-    return PeerError(reason_value(reason), text)
 
 
 class VaultRole:
@@ -122,9 +110,9 @@ class VaultRole:
         try:
             reply: Message = await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
+            if reconnects(err):
                 await self.ctx.forget(node_id)
-            raise remote_error(node_id, err) from None
+            raise from_rpc_error(err, node_id) from None
         return reply
 
     def fetcher(self, node_id: str) -> Fetch:
@@ -222,6 +210,12 @@ class VaultRole:
         if node is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "flow messages come from nodes only")
         return node
+
+    async def query_states(
+        self, contract: str, owner: bytes, participant: bytes, include_consumed: bool
+    ) -> list[VaultRow]:
+        """Recorded states matching every non-empty filter (VaultService.QueryStates)."""
+        return await self.store.query(contract, owner, participant, include_consumed)
 
     # --- local state -----------------------------------------------------------------------
 

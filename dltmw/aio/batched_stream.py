@@ -1,0 +1,362 @@
+"""ONE batched bidirectional stream client: many callers, few messages, one reconnect policy.
+
+Why. A gRPC message costs about as much CPU as a transaction's signature checks
+(`reference/limits.md`), so everything on the hot path between nodes travels many items per
+message on one long-lived stream: envelopes to the orderer (gateway's `Broadcaster`), payload
+batches to another privacy manager (`Pusher`), proposals to a remote endorser
+(`EndorserStream`), and an SDK's transactions to its gateway (`client/pipeline.py`). Each of
+those is a thin user of this class: it says how items become a stream message (`Codec`), how
+responses pair with items (`aio/acks.py`), and how to open the stream.
+
+How. `call(item)` queues the item (at most `Bounds.queue_max`; beyond that the caller gets
+`TransientError(OVERLOADED)` at once and `overloaded` counts it) and waits for its result. One
+task, started on the first call under the given `TaskOwner` (the node's `ctx.tasks`; the SDK's
+own), dials and then writes: whatever is queued at that moment, up to `batch_items_max` units and
+`batch_bytes_max` bytes, leaves as ONE message, so batches grow with the load and a lone caller
+waits for nothing. At most `window_max` messages (or waiting items, for `ByKey`) are in flight;
+beyond that items wait in the queue, so a stalled peer turns into overload, never into growth.
+A reader task pairs responses with waiting callers.
+
+When the stream breaks (a status from the other side, a broken connection, a response that
+breaks the protocol) or cannot be opened, every item sent or queued fails with the user's
+`failure(cause)` — callers may retry — and the classification of `aio/rpc_errors.py` decides
+whether the cached connection is dropped (`reconnects`). The next stream is dialled only when
+there is something to send, and never sooner than `Reconnect.delay_s(failures)` after a failure:
+capped exponential backoff with jitter, reset by a stream that got an answer. So a peer that is
+down, refuses us, or answers garbage is redialled at most once per backoff, never in a hot loop.
+
+`close()` cancels the task (the connection is kept: stopping is not the peer's fault) and fails
+everything still waiting with `failure(None)`; a later `call` starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import grpc
+
+from dltmw.aio.acks import Acks, Waiter
+from dltmw.aio.coalesce import next_or_none
+from dltmw.aio.rpc_errors import reconnects
+from dltmw.aio.tasks import TaskOwner, backoff_s, cancel_and_wait
+from dltmw.aio.throttle import LogThrottle
+from dltmw.core.errors import DltmwError, TransientError
+from dltmw.v1 import errors_pb2
+
+logger = logging.getLogger(__name__)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+Req = TypeVar("Req")
+Req_contra = TypeVar("Req_contra", contravariant=True)
+Resp = TypeVar("Resp")
+Resp_co = TypeVar("Resp_co", covariant=True)
+
+# What ends a stream as the other node's doing (or the connection's). Anything else is a bug
+# in this node and propagates (the task owner makes it fatal).
+REMOTE_FAILURES = (
+    grpc.aio.AioRpcError,
+    grpc.aio.UsageError,
+    DltmwError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+class StreamCall(Protocol[Req_contra, Resp_co]):
+    """The part of a grpc.aio stream-stream call (write mode) a BatchedStream uses."""
+
+    async def write(self, request: Req_contra) -> None:
+        """Send one message."""
+
+    def __aiter__(self) -> AsyncIterator[Resp_co]:
+        """The responses, until the call ends (raises its status if it failed)."""
+        ...
+
+    def cancel(self) -> bool:
+        """End the call from this side."""
+        ...
+
+
+def _one(_item: object) -> int:
+    return 1
+
+
+def _nothing(_item: object) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Codec(Generic[Item, Req]):
+    """How items become stream messages, and what callers get when the stream fails.
+
+    `units` and `size_bytes` measure an item for the batch bounds (by default: one unit, no byte
+    bound). `failure(cause)` is the exception every waiting caller gets when the stream broke
+    with `cause`, or when it was closed (`cause` None).
+    """
+
+    pack: Callable[[Sequence[Item]], Req]
+    failure: Callable[[BaseException | None], BaseException]
+    units: Callable[[Item], int] = _one
+    size_bytes: Callable[[Item], int] = _nothing
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Every bound of a BatchedStream (module docstring)."""
+
+    queue_max: int = 10_000  # items waiting to be sent
+    batch_items_max: int = 256  # units per stream message
+    batch_bytes_max: int = 2 * 1024 * 1024  # bytes per stream message (at least one item)
+    window_max: int = 64  # messages (InOrder) or waiting items (ByKey) in flight
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """When to dial again after a failed stream: capped exponential backoff with full jitter
+    (`aio/tasks.backoff_s`). The one reconnect policy of every outbound link of a node."""
+
+    first_s: float = 0.05
+    max_s: float = 2.0
+
+    def delay_s(self, failures: int) -> float:
+        """The wait before dialling again after `failures` failed streams in a row."""
+        return backoff_s(failures, self.first_s, self.max_s)
+
+
+class BatchedStream(Generic[Item, Result, Req, Resp]):
+    """Batched, pipelined calls on one stream to one other node (module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        open_call: Callable[[], Awaitable[StreamCall[Req, Resp]]],
+        codec: Codec[Item, Req],
+        acks: Acks[Item, Result, Resp],
+        owner: TaskOwner,
+        *,
+        drop: Callable[[], Awaitable[None]] | None = None,
+        bounds: Bounds = Bounds(),
+        reconnect: Reconnect = Reconnect(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self._open = open_call
+        self._codec = codec
+        self._acks = acks
+        self._owner = owner
+        self._drop = drop  # forget the cached connection (re-resolve the address next time)
+        self._bounds = bounds
+        self._reconnect = reconnect
+        self._sleep = sleep
+        self._queue: asyncio.Queue[Waiter[Item, Result]] = asyncio.Queue(bounds.queue_max)
+        self._holding: Waiter[Item, Result] | None = None  # taken from the queue, not sent yet
+        self._acked = asyncio.Event()
+        self._answered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._throttle = LogThrottle()
+        self.overloaded = 0  # calls refused because the queue was full
+        self.dials = 0  # streams opened (or tried)
+
+    async def call(
+        self,
+        item: Item,
+        timeout_s: float | None = None,
+        on_timeout: Callable[[], BaseException] | None = None,
+    ) -> Result:
+        """Send `item` in the next message; returns its result or raises its exception (or
+        `on_timeout()` once `timeout_s` passed)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(item, future)
+        try:
+            self._queue.put_nowait(waiter)
+        except asyncio.QueueFull:
+            self.overloaded += 1
+            raise TransientError(
+                errors_pb2.ERROR_REASON_OVERLOADED, f"{self.name}: queue full"
+            ) from None
+        if self._task is None or self._task.done():
+            self._task = self._owner.spawn(self.name, self._run())
+        # The deadline is one timer handle, not `asyncio.wait_for` or another coroutine layer:
+        # this runs once per item, and every layer costs on every resume (`aio/coalesce.bounded`).
+        expiry = None
+        if timeout_s is not None:
+            expiry = future.get_loop().call_later(
+                timeout_s, _expire, future, on_timeout or _timed_out
+            )
+        try:
+            return await future
+        except BaseException:  # (an answered item was forgotten by the pairing already)
+            self._acks.discard(waiter)
+            raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    async def close(self) -> None:
+        """Stop the stream; everything still waiting fails with `failure(None)` (idempotent)."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        self._fail_everything(self._codec.failure(None))
+
+    @property
+    def running(self) -> bool:
+        """Is the stream's task alive?"""
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._holding = await self._queue.get()  # dial only when there is work
+            try:
+                cause = await self._session()
+            except Exception as exc:  # a bug here: nobody may wait forever, then it is fatal
+                self._fail_everything(self._codec.failure(exc))
+                raise
+            if cause is None:
+                failures = 0
+                continue
+            failures = 1 if self._answered else failures + 1
+            self._fail_everything(self._codec.failure(cause))
+            delay = self._reconnect.delay_s(failures)
+            self._warn(cause, failures, delay)
+            if self._drop is not None and reconnects(cause):
+                await self._drop()
+            await self._sleep(delay)
+
+    async def _session(self) -> BaseException | None:
+        """One stream, until it breaks; returns why (None: the other side ended it cleanly
+        with nothing waiting)."""
+        self._answered = 0
+        self.dials += 1
+        reader: asyncio.Task[None] | None = None
+        call: StreamCall[Req, Resp] | None = None
+        cause: BaseException | None = None
+        try:
+            call = await self._open()
+            reader = asyncio.create_task(self._read(call), name=f"{self.name}-reader")
+            while await self._window_open(reader):
+                first = self._holding
+                if first is None:
+                    first = await next_or_none(self._queue, reader)
+                    if first is None:
+                        break  # the reader ended: the stream is over
+                self._holding = None
+                batch = self._take(first)
+                self._acks.sent(batch)
+                await call.write(self._codec.pack([w.item for w in batch]))
+        except REMOTE_FAILURES as exc:
+            cause = exc
+        except asyncio.InvalidStateError:
+            pass  # written after the call ended: the reader holds the status
+        finally:
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+            if call is not None:
+                call.cancel()
+        return self._cause(reader, cause)
+
+    def _cause(
+        self, reader: asyncio.Task[None] | None, cause: BaseException | None
+    ) -> BaseException | None:
+        """The stream's own end status (the reader's) if it has one, else the writer's."""
+        if reader is not None and reader.done() and not reader.cancelled():
+            ended = reader.exception()
+            if ended is not None:
+                if not isinstance(ended, REMOTE_FAILURES):
+                    raise ended  # a bug in a pairing: let the task owner see it
+                return ended
+        if cause is None and (self._holding is not None or self._acks.outstanding):
+            cause = TransientError(
+                errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"{self.name}: the stream ended"
+            )
+        return cause
+
+    async def _read(self, call: StreamCall[Req, Resp]) -> None:
+        async for response in call:
+            self._answered += self._acks.received(response)
+            self._acked.set()
+
+    async def _window_open(self, reader: asyncio.Task[None]) -> bool:
+        """Wait until fewer than `window_max` are in flight; False if the reader ended."""
+        while self._acks.outstanding >= self._bounds.window_max and not reader.done():
+            self._acked.clear()
+            acked = asyncio.ensure_future(self._acked.wait())
+            try:
+                await asyncio.wait({acked, reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                acked.cancel()
+        return not reader.done()
+
+    def _take(self, first: Waiter[Item, Result]) -> list[Waiter[Item, Result]]:
+        """`first` and whatever queued items fit beside it in one message; the first that does
+        not fit is held for the next."""
+        units_of, bytes_of = self._codec.units, self._codec.size_bytes
+        units_max, bytes_max = self._bounds.batch_items_max, self._bounds.batch_bytes_max
+        queue = self._queue
+        batch = [first]
+        units, size = units_of(first.item), bytes_of(first.item)
+        while not queue.empty():
+            waiter = queue.get_nowait()
+            units += units_of(waiter.item)
+            size += bytes_of(waiter.item)
+            if units > units_max or size > bytes_max:
+                self._holding = waiter
+                break
+            batch.append(waiter)
+        return batch
+
+    def _fail_everything(self, error: BaseException) -> None:
+        futures = self._acks.drain()
+        if self._holding is not None:
+            futures.append(self._holding.future)
+            self._holding = None
+        while not self._queue.empty():
+            futures.append(self._queue.get_nowait().future)
+        for future in futures:
+            fail(future, error)
+
+    def _warn(self, cause: BaseException, failures: int, delay_s: float) -> None:
+        suppressed = self._throttle.admit(self.name)
+        if suppressed is not None:
+            more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+            logger.warning(
+                "stream %s failed (%s); next dial in %.2f s at the earliest (failure %d)%s",
+                self.name,
+                _describe(cause),
+                delay_s,
+                failures,
+                more,
+            )
+
+
+def fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail `future` unless it is settled, marking the exception retrieved: a caller may never
+    look (the SDK's commit-status future of a submission whose stream broke is failed together
+    with the submission, and the caller hears of it through that one only), and asyncio would
+    otherwise log "Future exception was never retrieved" for a failure already reported."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()
+
+
+def _expire(future: asyncio.Future[Any], make: Callable[[], BaseException]) -> None:
+    """Fail `future` with `make()` at its deadline, unless it is settled (failed, not cancelled:
+    whoever settles it later is ignored; the error is only built when it happens)."""
+    if not future.done():
+        future.set_exception(make())
+
+
+def _timed_out() -> BaseException:
+    return TransientError(errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, "no answer in time")
+
+
+def _describe(cause: BaseException) -> str:
+    if isinstance(cause, grpc.aio.AioRpcError):
+        return f"{cause.code().name}: {cause.details()}"
+    return repr(cause)
