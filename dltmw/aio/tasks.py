@@ -28,6 +28,14 @@ gRPC UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED, `TransientError`, con
 errors) or another node's misbehaviour (BLAME_PEER: `PeerError`, UNKNOWN / INTERNAL: another
 node's fault is never a reason to stop this one).
 
+A cancellation nobody asked for is a failure, not a stop. grpc.aio ends a call with
+`asyncio.CancelledError` when the call was cancelled locally — which also happens when another
+user of the same cached channel closed it (`NodeContext.forget` after that user saw the other node
+restart). Unhandled, that error looked like an orderly stop: a peer's block-following task ended
+silently and the peer stayed behind for good. So a `CancelledError` in a task whose own
+`cancelling()` count is zero (nobody cancelled the task) is re-raised as `StrayCancellation`,
+a transient failure: warned about and restarted like any other.
+
 Stopping without trusting the task: a task may swallow its cancellation (grpc.aio can surface a
 locally cancelled call as an `AioRpcError(CANCELLED)` that a retry loop treats as a peer failure),
 so `cancel_and_wait` cancels, waits a bounded time, and logs a task that did not finish.
@@ -55,10 +63,21 @@ HEALTHY_S = 30.0  # a run this long resets the count
 Fatal = Callable[[str, BaseException | None], Awaitable[None]]
 
 
+class StrayCancellation(Exception):
+    """A task's awaitable was cancelled although the task itself was not (see the module
+    docstring): transient, the task is restarted."""
+
+
+def was_asked_to_cancel() -> bool:
+    """Is the running task being cancelled (rather than one of its calls cancelled under it)?"""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 def is_transient(exc: BaseException) -> bool:
     """May the failure `exc` pass, so that trying again later is right (not FAIL, see
     `aio/rpc_errors.classify`)?"""
-    return classify(exc) is not Verdict.FAIL
+    return isinstance(exc, StrayCancellation) or classify(exc) is not Verdict.FAIL
 
 
 def backoff_s(
@@ -124,9 +143,12 @@ class TaskOwner:
         while True:
             started = loop.time()
             try:
-                await factory()
-            except asyncio.CancelledError:
-                raise
+                try:
+                    await factory()
+                except asyncio.CancelledError as exc:
+                    if was_asked_to_cancel():
+                        raise
+                    raise StrayCancellation(f"{name}: a call was cancelled under it") from exc
             except Exception as exc:
                 if self.closing or not restart or not self._transient(exc):
                     await self._fail(name, exc)
@@ -144,9 +166,12 @@ class TaskOwner:
 
     async def _once(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         try:
-            await coro
-        except asyncio.CancelledError:
-            raise
+            try:
+                await coro
+            except asyncio.CancelledError as exc:
+                if was_asked_to_cancel():
+                    raise
+                raise StrayCancellation(f"{name}: a call was cancelled under it") from exc
         except Exception as exc:
             if self._transient(exc) and not self.closing:
                 self._warn(name, f"failed: {exc!r}", 1)

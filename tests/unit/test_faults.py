@@ -191,6 +191,45 @@ async def test_a_loop_is_restarted_after_a_transient_failure_and_fatal_otherwise
     assert runs == 3 and failures == ["flaky"] and owner.failed == "flaky"
 
 
+async def test_a_call_cancelled_under_a_loop_restarts_it_instead_of_ending_it_silently() -> None:
+    """Two users of one cached gRPC channel: one closes it (as `NodeContext.forget` does after it
+    saw the other node restart). grpc.aio ends the other user's stream with `CancelledError`;
+    that must restart the loop, not end it as if the node were stopping (a peer's deliver task
+    died so and the peer stayed behind)."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    failures: list[str] = []
+    channels: list[grpc.aio.Channel] = []
+    watching = asyncio.Event()
+
+    async def fatal(name: str, _exc: BaseException | None) -> None:
+        failures.append(name)
+
+    async def follow() -> None:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        async for _ in health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest()):
+            watching.set()
+
+    owner = TaskOwner(on_fatal=fatal)
+    try:
+        task = owner.forever("follow", follow)
+        await asyncio.wait_for(watching.wait(), 10)
+        watching.clear()
+        await channels[0].close(None)  # the other user of the channel closes it
+        await asyncio.wait_for(watching.wait(), 10)  # restarted: watching again on a new channel
+        assert len(channels) == 2 and not task.done() and failures == []
+    finally:
+        await owner.stop()
+        for channel in channels:
+            await channel.close(None)
+        await server.stop(None)
+
+
 async def test_a_loop_that_returns_is_a_failure_but_not_while_closing() -> None:
     failures: list[str] = []
 
