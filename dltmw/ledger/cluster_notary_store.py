@@ -18,7 +18,6 @@ from dltmw.core.handlers.notary import Ask
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_cluster import BatchOutcome, Unpacked, decide_batch
 from dltmw.ledger.notary_store import NotaryStore, _chunks, _write
-from dltmw.ledger.retry import write_sync
 
 APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -26,10 +25,8 @@ APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq
 class ClusterNotaryStore(NotaryStore):
     """NotaryStore whose unit of work is one decided PBFT batch (runs on the store thread)."""
 
-    def _open(self) -> None:
-        super()._open()
-        if self._conn is not None:
-            self._conn.execute(APPLIED_SCHEMA)
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(APPLIED_SCHEMA)
 
     @property
     def synchronous(self) -> str:
@@ -54,8 +51,6 @@ class ClusterNotaryStore(NotaryStore):
         return out
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("notary store is closed")
         return self._conn
 
     def apply(self, sequence: int, unpacked: Sequence[Unpacked]) -> BatchOutcome:
@@ -81,5 +76,5 @@ class ClusterNotaryStore(NotaryStore):
             _write(c, ready, inputs)
             c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (sequence,))
 
-        write_sync(conn, "notary_cluster.record", write, self._retry)
+        self._file.write_here("notary_cluster.record", write)
         return outcome

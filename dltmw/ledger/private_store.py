@@ -24,10 +24,8 @@ transaction (`ptxs.state_hash`), and each node's table against its own stored ha
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,8 +33,8 @@ from typing import TypeVar
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 RESEND_CHUNK = 256
@@ -171,58 +169,40 @@ class PrivateStore:
     """Payloads and private state of one channel on one node."""
 
     def __init__(self, path: Path, synchronous: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        # ValueError for an unknown mode, before touching the file
+        self._file = SqliteFile(
+            path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store"
+        )
         self.path = path
-        self._synchronous = synchronous
-        self._retry = retry
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="private-store")
-        self._conn: sqlite3.Connection | None = None
-        self.created = False  # True when this open created the file (fresh or lost store)
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the file (fresh or lost store)."""
+        return self._file.created
 
     @classmethod
     async def open(
         cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
     ) -> PrivateStore:
         """Open (creating if needed); writes are retried on transient faults per `retry`."""
-        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
         store = cls(path, synchronous, retry)
-        await store._call(store._open)
+        await store._file.open(lambda conn: _migrate_state_hash(conn, path))
         return store
-
-    def _open(self) -> None:
-        self.created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in durable_pragmas(self._synchronous):
-            conn.execute(pragma)
-        conn.executescript(SCHEMA)
-        _migrate_state_hash(conn, self.path)
-        self._conn = conn
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
-        await self._call(self._close)
-        self._pool.shutdown(wait=True)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._file.close()
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        return await self._file.read(lambda _conn: fn())
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("private store is closed")
-        return self._conn
-
-    def _in_txn(self, fn: Callable[[PrivateTxn], T], name: str) -> T:
-        return write_sync(self._db(), name, lambda conn: fn(PrivateTxn(conn)), self._retry)
+        return self._file.connection
 
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
         transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
-        return await self._call(lambda: self._in_txn(fn, name))
+        return await self._file.write(name, lambda conn: fn(PrivateTxn(conn)))
 
     async def store_payloads(self, payloads: Sequence[NewPayload]) -> int:
         """Store payloads in one transaction; returns how many were new."""
