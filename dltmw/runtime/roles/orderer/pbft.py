@@ -98,6 +98,7 @@ class PbftOrdererChannel(OrdererChannel):
         )
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._lagging: set[tuple[int, int]] = set()
+        self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
         self._ticks = 0
         self._fetched: list[FetchedBlocks] = []
         self._fetch: asyncio.Task[None] | None = None
@@ -380,9 +381,21 @@ class PbftOrdererChannel(OrdererChannel):
                 self._new_block.notify_all()
 
     async def _answer_lagging(self) -> None:
-        """Send our signature of committed blocks to replicas still collecting them."""
+        """Send our signature of committed blocks to replicas still collecting them — once per
+        RESIGN_EVERY_TICKS per (replica, block). An answer is itself a signature of a block the
+        receiver may have committed too, which it answers in turn: without the bound, two
+        caught-up replicas echo each other's signatures forever (found by the simulator:
+        thousands of Exchange calls per second on an idle channel)."""
         lagging, self._lagging = self._lagging, set()
+        if len(self._answered) > 1024:
+            self._answered = {
+                k: t for k, t in self._answered.items() if self._ticks - t < RESIGN_EVERY_TICKS
+            }
         for replica, number in sorted(lagging):
+            answered = self._answered.get((replica, number))
+            if answered is not None and self._ticks - answered < RESIGN_EVERY_TICKS:
+                continue
+            self._answered[(replica, number)] = self._ticks
             block = await self.ledger.block(number)
             link = self.links.get(replica)
             if block is None or link is None:
