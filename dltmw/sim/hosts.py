@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -129,10 +130,17 @@ class Host:
         if self._watch is not None:
             self._watch.cancel()
 
-    def kill_at(self, store: str, after: bool) -> None:
-        """Kill at the next job of the store named `store`, before or after it runs."""
+    def kill_at(self, store: str, after: bool, on_kill: Callable[[], None] | None = None) -> None:
+        """Kill at the next job of the store named `store`, before or after it runs; then
+        call `on_kill()`."""
+
+        def kill() -> None:
+            self.kill()
+            if on_kill is not None:
+                on_kill()
+
         if self.owner is not None and self.owner.alive:
-            self.owner.kill_at = (store, after, self.kill)
+            self.owner.kill_at = (store, after, kill)
 
     async def restart(self) -> None:
         """Start again after a kill."""

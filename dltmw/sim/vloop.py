@@ -3,10 +3,10 @@
 A simulated network runs the production node and SDK code (asyncio, the servicers, the roles,
 the stores) on ONE `VirtualLoop`. What the loop changes, and why each is enough:
 
-* **Time.** `time()` is a virtual clock. When nothing is ready, asyncio asks its selector to wait
-  until the next timer; this selector does not wait: it moves the clock to that timer and
-  reports no I/O. Sleeps, timeouts, ticks and backoffs therefore cost no real time, and the
-  order of events depends only on the code and the seed. `wall_clock()` is a fixed epoch plus
+* **Time.** `time()` is a virtual clock. When nothing is ready, the loop moves the clock to the
+  next timer instead of waiting for it (its selector never waits: there is no I/O). Sleeps,
+  timeouts, ticks and backoffs therefore cost no real time, and the order of events depends
+  only on the code and the seed. `wall_clock()` is a fixed epoch plus
   the virtual time: `aio/clock.utc_now()` reads it, so signed timestamps, certificate validity
   and time windows are virtual too. Nothing scheduled and no timer means every task waits for
   something that cannot come: `Deadlock`.
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import math
 import random
 import selectors
 import weakref
@@ -170,6 +172,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self.steps = 0
         self.tasks_made = 0
         super().__init__(_VirtualSelector(self._advance))
+        self._clock_resolution = 0.0  # a timer is due once the clock has passed it
         self.set_task_factory(_owned_task)  # type: ignore[arg-type]  # (typeshed: no context kw)
 
     def _advance(self, seconds: float) -> None:
@@ -212,9 +215,22 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         return future
 
     def _run_once(self) -> None:
+        """One turn of the loop; when nothing is ready, first move the clock to the earliest
+        timer. The clock is set just past that timer's time (`_clock_resolution` is 0), so a
+        timer never fires before the time it was set for: code that compares `time()` with
+        the deadline it scheduled (the driver's tick) always sees it reached — with asyncio's
+        usual resolution a timer 1e-15 s ahead fires "now" and such a loop spins forever."""
         self.steps += 1
         if self.steps > STEPS_MAX:
             raise Livelock(f"{STEPS_MAX} loop turns at virtual time {self._now:.3f}s")
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        while scheduled and scheduled[0].cancelled():  # what the base loop drops first
+            heapq.heappop(scheduled)._scheduled = False  # type: ignore[attr-defined]
+            self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
+        if not self._ready and scheduled:  # type: ignore[attr-defined]
+            head = scheduled[0].when()
+            if head >= self._now:
+                self._now = math.nextafter(head, math.inf)
         super()._run_once()  # type: ignore[misc]
 
 

@@ -18,7 +18,8 @@ time):
   dropped, duplicated or reordered inside a stream that stays up — what TCP never does, but a
   faulty intermediary (or orderer) can, and what a protocol that numbers its messages must
   survive. Only for methods whose protocol claims that; the batched streams pair answers with
-  requests by order and rightly rely on TCP;
+  requests by order and rightly rely on TCP. When the faults are healed (`heal_all`) such
+  streams break, as the intermediary goes away;
 * **partitions** between two nodes: calls between them fail UNAVAILABLE; open ones break;
 * **crashes** (`kill`): every call of a dead incarnation breaks; calls to it fail UNAVAILABLE.
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -123,14 +124,18 @@ class Server(Protocol):
 
 
 class Pipe:
-    """One direction of one call: items delivered in order after a delay, until broken."""
+    """One direction of one call: items delivered in order after a delay, until broken.
 
-    def __init__(self, net: SimNetwork, exchange: Exchange, faults: MessageFaults | None) -> None:
+    In-order items wait in a FIFO and are handed over by `_flush` once due: two timers set for
+    the same virtual instant may fire in either order (a heap is not stable), so order is kept
+    here, not by the timers."""
+
+    def __init__(self, net: SimNetwork, exchange: Exchange, responses: bool) -> None:
         self._net = net
         self._exchange = exchange
-        self._faults = faults
+        self._responses = responses  # message faults apply to a method's responses only
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._last_at = 0.0
+        self._fifo: deque[tuple[float, Any]] = deque()
         self.broken = False
 
     def send(self, item: Any) -> None:
@@ -146,26 +151,37 @@ class Pipe:
                 net.count("stream-broken")
                 self._exchange.break_(unavailable("connection reset (simulated)"))
                 return
-            if self._faults is not None:
-                copies, ordered = self._message_faults(net, self._faults)
-        if ordered:
-            at = self._last_at = max(at, self._last_at)
+            faults = net.faults.stream_faults.get(self._exchange.path) if self._responses else None
+            if faults is not None:
+                copies, ordered = self._message_faults(net, faults)
         for _ in range(copies):
-            loop.call_at(at, self._deliver, item)
+            if ordered:
+                if self._fifo:
+                    at = max(at, self._fifo[-1][0])
+                self._fifo.append((at, item))
+                loop.call_at(at, self._flush)
+            else:  # overtakes or falls behind the in-order items
+                loop.call_at(at, self._deliver, item)
 
     def _message_faults(self, net: SimNetwork, faults: MessageFaults) -> tuple[int, bool]:
         path = self._exchange.path.rsplit("/", 1)[-1]
+        copies, ordered = 1, True
         if net.rng.random() < faults.drop:
             net.count(f"{path}.dropped")
-            return 0, True
-        copies = 1
-        if net.rng.random() < faults.duplicate:
+            copies = 0
+        elif net.rng.random() < faults.duplicate:
             net.count(f"{path}.duplicated")
             copies = 2
-        if net.rng.random() < faults.reorder:
+        elif net.rng.random() < faults.reorder:
             net.count(f"{path}.reordered")
-            return copies, False
-        return copies, True
+            ordered = False
+        self._exchange.tampered = self._exchange.tampered or (copies, ordered) != (1, True)
+        return copies, ordered
+
+    def _flush(self) -> None:
+        now = asyncio.get_running_loop().time()
+        while self._fifo and self._fifo[0][0] <= now:
+            self._deliver(self._fifo.popleft()[1])
 
     def _deliver(self, item: Any) -> None:
         if not self.broken:
@@ -175,6 +191,7 @@ class Pipe:
         """End this direction at once with `status` (nothing queued after it arrives)."""
         if not self.broken:
             self.broken = True
+            self._fifo.clear()
             self.queue.put_nowait(status)
 
 
@@ -190,12 +207,13 @@ class Exchange:
         self.target = target
         self.path = path
         self.kind = kind
-        self.requests = Pipe(net, self, None)
-        self.responses = Pipe(net, self, net.faults.stream_faults.get(path))
+        self.requests = Pipe(net, self, responses=False)
+        self.responses = Pipe(net, self, responses=True)
         self.server: Server | None = None
         self.server_task: asyncio.Task[None] | None = None
         self.ended: Status | None = None  # set once, by finish or break_
         self.lose_response = False
+        self.tampered = False  # a message of it was dropped, duplicated or reordered
         self.shadow: Exchange | None = None  # a duplicated unary request's second exchange
         self._on_end: list[Callable[[Exchange], None]] = []
 
@@ -363,6 +381,15 @@ class SimNetwork:
     def heal(self, a: str, b: str) -> None:
         """Mend the partition between `a` and `b`."""
         self.faults.blocked.discard(frozenset((a, b)))
+
+    def heal_all(self) -> None:
+        """Remove every fault. Streams whose messages were tampered with break, as the faulty
+        intermediary that held them goes away: a stream that silently lost its last message
+        would otherwise wait forever for a next one that tells the receiver of the gap."""
+        delays = (self.faults.delay_min_s, self.faults.delay_max_s)
+        self.faults = Faults(delay_min_s=delays[0], delay_max_s=delays[1])
+        for exchange in sorted((e for e in self.open_calls if e.tampered), key=_order):
+            exchange.break_(unavailable("connection reset: the faulty link went away"))
 
 
 def _order(exchange: Exchange) -> int:
