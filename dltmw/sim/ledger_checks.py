@@ -37,6 +37,12 @@ MVCC_CODES = frozenset(
 Key = tuple[str, str]
 
 
+def code_name(code: int) -> str:
+    """VALID, MVCC_READ_CONFLICT, ... (the TxValidationCode name without its prefix)."""
+    name: str = T.TxValidationCode.Name(code)  # type: ignore[arg-type]
+    return name.removeprefix("TX_VALIDATION_CODE_")
+
+
 @dataclass(frozen=True)
 class TxOnChain:
     """One transaction of a block as a peer recorded it."""
@@ -143,8 +149,8 @@ def check_one_chain(peers: Sequence[Chain], orderers: Sequence[Chain]) -> list[s
             if mine.code != theirs.code:
                 out.append(
                     f"codes: block {mine.block} tx {mine.index}: {chain.node} recorded "
-                    f"{T.TxValidationCode.Name(mine.code)}, {first.node} "
-                    f"{T.TxValidationCode.Name(theirs.code)}"
+                    f"{code_name(mine.code)}, {first.node} "
+                    f"{code_name(theirs.code)}"
                 )
                 break
     return out
@@ -157,6 +163,7 @@ def check_exactly_once(peer: Chain, acks: Iterable[Ack]) -> list[str]:
     """At most one committed occurrence per tx_id; each acknowledged tx where it was said."""
     out: list[str] = []
     committed: dict[str, TxOnChain] = {}
+    tx: TxOnChain | None
     for tx in peer.txs:
         if not tx.tx_id or tx.code == DUPLICATE:
             continue
@@ -174,8 +181,8 @@ def check_exactly_once(peer: Chain, acks: Iterable[Ack]) -> list[str]:
         elif (tx.block, tx.index, tx.code) != (ack.block, ack.index, ack.code):
             out.append(
                 f"misreported: {ack.tx_id[:12]} acknowledged at {ack.block}/{ack.index} "
-                f"{T.TxValidationCode.Name(ack.code)}, committed at {tx.block}/{tx.index} "
-                f"{T.TxValidationCode.Name(tx.code)} on {peer.node}"
+                f"{code_name(ack.code)}, committed at {tx.block}/{tx.index} "
+                f"{code_name(tx.code)} on {peer.node}"
             )
     return out
 
@@ -193,8 +200,8 @@ def check_replay(peer: Chain) -> list[str]:
             if expected != tx.code:
                 out.append(
                     f"mvcc: {peer.node} block {tx.block} tx {tx.index} ({tx.tx_id[:12]}) is "
-                    f"{T.TxValidationCode.Name(tx.code)}, replay says "
-                    f"{T.TxValidationCode.Name(expected)}"
+                    f"{code_name(tx.code)}, replay says "
+                    f"{code_name(expected)}"
                 )
         if tx.code == VALID and tx.rwset is not None:
             _apply(tx.rwset, Version(tx.block, tx.index), state)

@@ -10,14 +10,15 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 from dltmw.sim import vloop
 from dltmw.sim.scenarios import eov
 from dltmw.sim.scenarios.result import ScenarioResult
 
-Scenario = Callable[..., Awaitable[ScenarioResult]]  # (seed, *, trace) -> result
+Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace) -> result
 
 SCENARIOS: dict[str, Scenario] = {
     "eov-solo": partial(eov.run, ordering="solo"),

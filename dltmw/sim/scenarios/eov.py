@@ -37,6 +37,7 @@ from dltmw.sim.ledger_checks import (
     check_exactly_once,
     check_one_chain,
     check_replay,
+    code_name,
     read_chain,
 )
 from dltmw.sim.scenarios.result import ScenarioResult
@@ -83,13 +84,14 @@ orderers = [{orderers}]
 ordering = "{ordering}"
 endorsement_policy = "AND(Org1.peer, Org2.peer)"
 contracts = [{{ name = "bank" }}]
-batch = {{ max_tx_count = 10, max_bytes = 1048576, timeout_ms = 50 }}
+batch = {{ max_tx_count = 10, max_bytes = 1048576, timeout_ms = {batch_ms} }}
 """
 ORDERERS = {"solo": ("orderer0",), "pbft": ("orderer.a", "orderer.b", "orderer.c", "orderer.d")}
 
 
-def topology(ordering: str) -> str:
-    """The scenario's topology TOML for `ordering` ("solo" or "pbft")."""
+def topology(ordering: str, batch_ms: int = 50) -> str:
+    """The scenario's topology TOML for `ordering` ("solo" or "pbft"); blocks are cut after
+    10 transactions or `batch_ms`."""
     orderers = ORDERERS[ordering]
     lines = [f'name = "sim-eov-{ordering}"', _COMMON]
     for i, node in enumerate(orderers):
@@ -99,7 +101,7 @@ def topology(ordering: str) -> str:
         )
     names = ", ".join(f'"{o}"' for o in orderers)
     kind = "none" if ordering == "solo" else "pbft"
-    lines.append(_CHANNEL.format(orderers=names, ordering=kind))
+    lines.append(_CHANNEL.format(orderers=names, ordering=kind, batch_ms=batch_ms))
     return "\n".join(lines)
 
 
@@ -220,10 +222,8 @@ def _record(
     status: gateway_service_pb2.CommitStatusResponse,
 ) -> None:
     work.acks.append(Ack(tx_id, status.result, status.block_number, status.tx_index))
-    code = status.DESCRIPTOR.fields_by_name["result"].enum_type.values_by_number[status.result]
     dep.log(
-        f"{what}: {tx_id[:8]} {code.name.removeprefix('TX_VALIDATION_CODE_')} "
-        f"at {status.block_number}/{status.tx_index}"
+        f"{what}: {tx_id[:8]} {code_name(status.result)} at {status.block_number}/{status.tx_index}"
     )
 
 
