@@ -185,6 +185,8 @@ class Pipe:
 
     def _deliver(self, item: Any) -> None:
         if not self.broken:
+            if not self._responses and isinstance(item, bytes):
+                self._net.arrived(self._exchange)
             self.queue.put_nowait(item)
 
     def fail_now(self, status: Status) -> None:
@@ -277,6 +279,7 @@ class SimNetwork:
         self.counts: Counter[str] = Counter()
         self.unexpected: list[str] = []  # servicer exceptions (bugs): reported as violations
         self._serial = 0
+        self._last_arrival: dict[str, int] = {}  # target -> highest call serial arrived
 
     def next_serial(self) -> int:
         """A number for the next call (creation order)."""
@@ -286,6 +289,13 @@ class SimNetwork:
     def count(self, what: str) -> None:
         """Count one fault that happened (for EXERCISED marks)."""
         self.counts[what] += 1
+
+    def arrived(self, exchange: Exchange) -> None:
+        """A request reached its server: count it when it overtook a call opened earlier."""
+        last = self._last_arrival.get(exchange.target, 0)
+        if exchange.serial < last and exchange.kind is Kind.UNARY_UNARY:
+            self.count("unary.overtaken")
+        self._last_arrival[exchange.target] = max(last, exchange.serial)
 
     def delay(self) -> float:
         """One message's network delay."""
