@@ -135,7 +135,8 @@ class Pipeline:
                 await call.write(request)
         except grpc.aio.AioRpcError as exc:
             failure = exc
-        except grpc.aio.UsageError as exc:
+        except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            # InvalidStateError: a write after the call ended, before the reader saw the end
             logger.warning("Transact stream write failed: %s", exc)
         finally:
             reader.cancel()

@@ -72,7 +72,14 @@ class Broadcaster:
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, TransientError) as exc:
+        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
+        # may not have seen yet (a stream broken while requests were queued): a broken stream.
+        except (
+            grpc.aio.AioRpcError,
+            grpc.aio.UsageError,
+            asyncio.InvalidStateError,
+            TransientError,
+        ) as exc:
             logger.warning("broadcast stream to %s failed: %s", self._orderer_id, exc)
             await self._ctx.forget(self._orderer_id)
         finally:

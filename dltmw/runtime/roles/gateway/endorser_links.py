@@ -99,7 +99,14 @@ class EndorserStream:
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, TransientError) as exc:
+        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
+        # may not have seen yet (a stream broken while requests were queued): a broken stream.
+        except (
+            grpc.aio.AioRpcError,
+            grpc.aio.UsageError,
+            asyncio.InvalidStateError,
+            TransientError,
+        ) as exc:
             logger.warning("endorse stream to %s failed: %s", self._node_id, exc)
             if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() in (
                 grpc.StatusCode.UNAVAILABLE,

@@ -88,7 +88,14 @@ class Pusher:
                 if reader.done() and not reader.cancelled():
                     broken = True
                     error = self._error(reader.exception())
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, TransientError) as exc:
+        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
+        # may not have seen yet (a stream broken while requests were queued): a broken stream.
+        except (
+            grpc.aio.AioRpcError,
+            grpc.aio.UsageError,
+            asyncio.InvalidStateError,
+            TransientError,
+        ) as exc:
             broken = True
             error = self._error(exc)
         finally:
