@@ -7,7 +7,8 @@ node can then rebuild it with Recover: payloads from other recipients, state by 
 Tables: `payloads` (hash -> serialised EncryptedPayload, stored encrypted even at recipients),
 `payload_recipients` (recipient key -> hash, for Resend), `pstate` (the private world state,
 plaintext: only recipients ever write it), `ptxs` (one row per private transaction of the
-ledger: status, private-state hash), `meta` (`cursor`: every block below it has been executed).
+ledger: status, private-state hash), `meta` (`cursor`: every block below it has been executed;
+`incomplete`: present while a store that replaced a lost one has not recovered its payloads).
 
 All access runs on one dedicated thread with one sqlite3 connection (WAL, synchronous=FULL by
 default); each public method is one thread round trip and at most one transaction. A block's
@@ -182,12 +183,43 @@ class PrivateStore:
 
     @classmethod
     async def open(
-        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+        cls,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        retry: RetryPolicy = DEFAULT_RETRY,
+        lost_if_created: bool = False,
     ) -> PrivateStore:
-        """Open (creating if needed); writes are retried on transient faults per `retry`."""
+        """Open (creating if needed); writes are retried on transient faults per `retry`.
+        `lost_if_created`: a store created now replaces a lost one (the node ran before), so it
+        is marked `incomplete` in the same step that creates it — a crash before its recovery
+        ends cannot make the next start forget that it must recover."""
         store = cls(path, synchronous, retry)
-        await store._file.open(lambda conn: _migrate_state_hash(conn, path))
+
+        def setup(conn: sqlite3.Connection) -> None:
+            _migrate_state_hash(conn, path)
+            if store.created and lost_if_created:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
+
+        await store._file.open(setup)
         return store
+
+    async def incomplete(self) -> bool:
+        """Does this store still miss payloads of a lost predecessor (recovery not finished)?"""
+
+        def run() -> bool:
+            row = self._db().execute("SELECT 1 FROM meta WHERE name='incomplete'").fetchone()
+            return row is not None
+
+        return await self._call(run)
+
+    async def mark_complete(self) -> None:
+        """Recovery finished: nothing of a lost predecessor is missing any more."""
+
+        def run(_txn: PrivateTxn) -> None:
+            self._db().execute("DELETE FROM meta WHERE name='incomplete'")
+
+        await self.transaction(run, "privacy.store")
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""

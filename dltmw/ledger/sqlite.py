@@ -121,6 +121,7 @@ class ChannelLedger:
         self.path = file.path
         self._file = file
         self._audit_lock = asyncio.Lock()
+        self.created = False  # True when this open created the file (the node's first start)
         self.height = 0
         self.last_hash = ZERO_HASH
         self._acc = StateAccumulator()
@@ -139,6 +140,7 @@ class ChannelLedger:
         # The chain check and the state hash load run as the file's setup, on its worker: a
         # refused file leaves no connection and no thread behind.
         await file.open(ledger._check_and_load)
+        ledger.created = file.created
         return ledger
 
     async def close(self) -> None:

@@ -10,10 +10,17 @@ Cross-node operations live here:
   (status, state hash) of that private transaction (PrivateStateHash, answered only to recipients)
   and reports who differs; a mismatch is also logged;
 * recovery — Recover asks every other peer of the channel to Resend the payloads addressed to this
-  node, keeps only payloads whose hash is a VALID private transaction on this node's own ledger
-  and whose box opens with this node's key (so a tampered or unrelated copy is refused), stores
-  them, then re-derives the private state from block 0. A store that was created at start while
-  the ledger already has blocks (a lost store) is recovered automatically in the background.
+  node, keeps only payloads whose box opens with this node's key and whose hash is a VALID private
+  transaction on this node's own ledger or whose sender key is a channel peer's (what Push
+  accepts), so a tampered or unrelated copy is refused; stores them, then re-derives the private
+  state from block 0. The second case matters because a node recovering at start may still be
+  catching up on blocks: a payload of a transaction it has not committed yet, refused then, would
+  stay NOT_HELD there forever (found by the simulator, `dltmw/sim/scenarios/private.py`). A
+  store created at start on a node that ran before (a lost store) is marked incomplete when it
+  is created and recovered automatically in the background, again at every start, until every
+  other peer answered (the simulator found each of: a lost store on a ledger with no block yet
+  — payloads reach a node before their transactions are ordered —, a recovery answered only
+  by peers that held nothing, and a crash during the recovery).
 """
 
 from __future__ import annotations
@@ -81,17 +88,21 @@ class PrivacyManager:
                 "channel %s does not list this node's privacy key: no privacy manager", cid
             )
             return
+        # A private store created now replaces a lost one unless the node is new. Not only when
+        # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
+        # node that lost its store before committing any block may have held some.
         store = await PrivateStore.open(
             self._data_dir / f"{cid}.private.sqlite",
             synchronous=self._synchronous,
             retry=self.ctx.storage_retry,
+            lost_if_created=peer.ledger.height > 1 or not peer.ledger.created,
         )
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
         executor = PrivateExecutor(self.key, peer, store)
         await channel.start()
         await executor.start()
         self.channels[cid], self.executors[cid] = channel, executor
-        if store.created and peer.ledger.height > 1:
+        if await store.incomplete():  # lost, and not recovered yet (maybe by a crashed start)
             task = self.ctx.tasks.spawn(f"recover-{cid}", self._auto_recover(cid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -267,7 +278,7 @@ class PrivacyManager:
                     digest = payload_hash(payload)
                     if digest in good:
                         continue
-                    if not self._acceptable(payload, digest, on_ledger, node_id):
+                    if not self._acceptable(channel, payload, digest, on_ledger, node_id):
                         out.refused += 1
                         continue
                     good[digest] = NewPayload(
@@ -288,14 +299,18 @@ class PrivacyManager:
 
     def _acceptable(
         self,
+        channel: PrivateChannel,
         payload: private_payload_pb2.EncryptedPayload,
         digest: bytes,
         on_ledger: set[bytes],
         node_id: str,
     ) -> bool:
-        if digest not in on_ledger:
+        if digest not in on_ledger and channel.node_of_key(payload.sender_public_key) is None:
             logger.warning(
-                "resend from %s offered payload %s not on the ledger", node_id, digest.hex()
+                "resend from %s offered payload %s: not on the ledger, not sealed by a channel "
+                "peer",
+                node_id,
+                digest.hex(),
             )
             return False
         try:
@@ -314,11 +329,28 @@ class PrivacyManager:
         return await channel.store.count_status([EXECUTED, CONTRACT_FAILED])
 
     async def _auto_recover(self, channel_id: str) -> None:
-        """Recover a store lost before this start, retrying while other peers are still down."""
+        """Recover a store lost before this start, retrying while other peers are still down:
+        until every other peer answered once (the ones that hold this node's payloads may be
+        the ones that were down — found by the simulator), or the attempts are spent."""
+        channel = self.channel(channel_id)
+        others = sum(
+            1
+            for n in channel.view.config.peers
+            if n.privacy_public_key and n.node_id != self.ctx.node_id
+        )
         for attempt in range(AUTO_RECOVER_ATTEMPTS):
             try:
-                await self.recover(channel_id)
-                return
+                report = await self.recover(channel_id)
+                if report.peers_answered >= others:
+                    await channel.store.mark_complete()
+                    return
+                logger.warning(
+                    "automatic recovery of %s (%d): %d of %d peers answered; trying again",
+                    channel_id,
+                    attempt,
+                    report.peers_answered,
+                    others,
+                )
             except DltmwError as exc:
                 logger.warning("automatic recovery of %s failed (%d): %s", channel_id, attempt, exc)
             await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
