@@ -52,6 +52,7 @@ class TxOnChain:
     tx_id: str
     code: int
     rwset: rwset_pb2.ReadWriteSet | None
+    private_hash: bytes = b""  # the payload hash of a private transaction
 
 
 @dataclass(frozen=True)
@@ -110,24 +111,27 @@ def _txs_of(block: block_pb2.Block) -> list[TxOnChain]:
     codes = list(block.metadata.validation_codes)
     out = []
     for index, raw in enumerate(block.data.envelopes):
-        tx_id, rwset = _parse(raw)
         code = codes[index] if index < len(codes) else -1
-        out.append(TxOnChain(block.header.number, index, tx_id, code, rwset))
+        out.append(_parse(block.header.number, index, code, raw))
     return out
 
 
-def _parse(raw: bytes) -> tuple[str, rwset_pb2.ReadWriteSet | None]:
-    """(tx_id claimed by the header, read-write set) of an envelope; ("", None) if unreadable."""
+def _parse(block: int, index: int, code: int, raw: bytes) -> TxOnChain:
+    """An envelope as the checkers see it: claimed tx_id, read-write set or private payload
+    hash (empty when unreadable)."""
     try:
         payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
         header = common_pb2.Header.FromString(payload.header)
+        if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+            private = T.PrivateTransaction.FromString(payload.data).payload_hash
+            return TxOnChain(block, index, header.tx_id, code, None, private)
         if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-            return header.tx_id, None
+            return TxOnChain(block, index, header.tx_id, code, None)
         tx = T.Transaction.FromString(payload.data)
         response = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload)
     except DecodeError:
-        return "", None
-    return header.tx_id, response.rwset
+        return TxOnChain(block, index, "", code, None)
+    return TxOnChain(block, index, header.tx_id, code, response.rwset)
 
 
 # --- one chain -------------------------------------------------------------------------------

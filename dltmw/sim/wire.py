@@ -7,13 +7,15 @@ ended by a status. Faults, all drawn from the same seed (`Faults`, changed by th
 time):
 
 * **delay**: every message (and every status) arrives `delay_min_s`..`delay_max_s` later;
-* **a broken connection** (`break_rate`, per stream message): the call ends at once on both
-  sides with UNAVAILABLE, as when a TCP connection is reset; the client must reconnect;
+* **a broken connection** (`break_rate`, or `break_rates` per method, per stream message): the
+  call ends at once on both sides with UNAVAILABLE, as when a TCP connection is reset;
 * **lost unary messages** (`lose_rate`): the request never reaches the server, or the server's
   answer is lost after it ran (its effects happened, the caller hears UNAVAILABLE) — the window
   that retries and stored answers exist for;
 * **duplicated unary requests** (`duplicate_rate`): the server runs the request twice; the
-  caller sees the first answer;
+  caller sees the first answer; **replayed stream requests** (`replay_rates`, per method): one
+  request message of a stream delivered once more, on a call of its own whose answers go
+  nowhere (an intermediary that replays);
 * **message faults** of one stream method (`stream_faults`, e.g. Deliver): single messages
   dropped, duplicated or reordered inside a stream that stays up — what TCP never does, but a
   faulty intermediary (or orderer) can, and what a protocol that numbers its messages must
@@ -93,9 +95,11 @@ class Faults:
     delay_min_s: float = 0.0005
     delay_max_s: float = 0.003
     break_rate: float = 0.0
+    break_rates: dict[str, float] = field(default_factory=dict)  # per method, over break_rate
     lose_rate: float = 0.0
     duplicate_rate: float = 0.0
     unary_methods: frozenset[str] | None = None  # lose/duplicate only these (None: every one)
+    replay_rates: dict[str, float] = field(default_factory=dict)  # per stream method
     stream_faults: dict[str, MessageFaults] = field(default_factory=dict)
     blocked: set[frozenset[str]] = field(default_factory=set)  # partitioned node pairs
 
@@ -147,13 +151,18 @@ class Pipe:
         copies, ordered = 1, True
         if isinstance(item, bytes):
             streaming = self._exchange.kind is not Kind.UNARY_UNARY
-            if streaming and net.rng.random() < net.faults.break_rate:
+            rate = net.faults.break_rates.get(self._exchange.path, net.faults.break_rate)
+            if streaming and net.rng.random() < rate:
                 net.count("stream-broken")
+                net.count(f"{self._exchange.path.rsplit('/', 1)[-1]}.broken")
                 self._exchange.break_(unavailable("connection reset (simulated)"))
                 return
             faults = net.faults.stream_faults.get(self._exchange.path) if self._responses else None
             if faults is not None:
                 copies, ordered = self._message_faults(net, faults)
+            replay = net.faults.replay_rates.get(self._exchange.path, 0.0)
+            if not self._responses and replay and net.rng.random() < replay:
+                net.replay(self._exchange, item)
         for _ in range(copies):
             if ordered:
                 if self._fifo:
@@ -352,6 +361,21 @@ class SimNetwork:
         shadow.on_end(self.open_calls.discard)
         server.serve(shadow)
         return shadow
+
+    def replay(self, original: Exchange, raw: bytes) -> None:
+        """Deliver one request message of a stream once more, on a call of its own (what an
+        intermediary that replays requests does); its answers go nowhere."""
+        server = original.server
+        if server is None or not server.owner.alive:
+            return
+        shadow = Exchange(self, original.client, original.target, original.path, original.kind)
+        shadow.server = server
+        self.open_calls.add(shadow)
+        shadow.on_end(self.open_calls.discard)
+        if server.serve(shadow):
+            self.count(f"{original.path.rsplit('/', 1)[-1]}.replayed")
+            shadow.requests.send(raw)
+            shadow.requests.send(HALF_CLOSE)
 
     def _fail_later(self, exchange: Exchange, status: Status) -> None:
         asyncio.get_running_loop().call_later(self.delay(), exchange.break_, status)
