@@ -113,6 +113,25 @@ class Deployment:
             await host.start()
             self.log(f"{node_id} restarted (incarnation {host.incarnation})")
 
+    async def heal(self) -> None:
+        """The end of the faults: the wire heals, armed kills are disarmed, every node that is
+        down starts again."""
+        self.net.heal_all()
+        for host in self.hosts.values():
+            if host.owner is not None:
+                host.owner.kill_at = None
+        self.log("heal: network faults removed, every node restarted")
+        for node_id in self.hosts:
+            await self.restart(node_id)
+
+    async def settle(self, done: Callable[[], bool], until_s: float) -> bool:
+        """Wait until `done()` (checked every 0.1 virtual seconds) or virtual time `until_s`."""
+        while self.now < until_s:
+            await asyncio.sleep(0.1)
+            if done():
+                return True
+        return False
+
     def fatal(self) -> list[str]:
         """Nodes that failed for good (each a violation)."""
         return [f for host in self.hosts.values() for f in host.fatal]

@@ -40,7 +40,7 @@ from dltmw.sim.ledger_checks import (
     code_name,
     read_chain,
 )
-from dltmw.sim.scenarios.result import ScenarioResult
+from dltmw.sim.scenarios.result import ScenarioResult, conclude
 from dltmw.sim.wire import MessageFaults
 from dltmw.v1 import gateway_service_pb2
 
@@ -125,25 +125,16 @@ async def run(seed: int, ordering: str, trace: bool = False) -> ScenarioResult:
         clients = [dep.gateway_client(c, g) for c, g in CLIENTS]
         await _open_accounts(dep, clients[0], work)
         _schedule_faults(dep, ordering)
-        dep.at(HEAL_AT_S, lambda: _heal(dep))
+        dep.at(HEAL_AT_S, dep.heal)
         ops = [_op_later(dep, clients[k % 2], work, k) for k in range(OPS)]
         await asyncio.gather(*ops)
         lacking = await _converge(dep, work)
         height = max(_heights(dep).values(), default=0)
     finally:
         await dep.stop()
-    try:
-        violations = lacking + _check(dep, ordering, work)
-    finally:
-        dep.remove()
     summary = {"acked": len(work.acks), "failed": work.failed, "height": height}
-    return ScenarioResult(
-        f"eov-{ordering}",
-        seed,
-        tuple(violations),
-        dict(dep.net.counts),
-        summary,
-        tuple(dep.trace or ()),
+    return conclude(
+        dep, f"eov-{ordering}", seed, lacking, lambda: _check(dep, ordering, work), summary
     )
 
 
@@ -272,23 +263,14 @@ def _crash_later(dep: Deployment, node_id: str, store: str) -> None:
     dep.at(start, lambda: dep.kill_at(node_id, store, after, killed))
 
 
-async def _heal(dep: Deployment) -> None:
-    dep.net.heal_all()
-    for host in dep.hosts.values():
-        if host.owner is not None:
-            host.owner.kill_at = None
-    dep.log("heal: network faults removed, every node restarted")
-    for node_id in dep.hosts:
-        await dep.restart(node_id)
-
-
 async def _converge(dep: Deployment, work: Workload) -> list[str]:
     """Wait (bounded) until every client op ended and every node is at one height."""
-    deadline = HEAL_AT_S + LIVENESS_S
-    while dep.now < deadline:
-        await asyncio.sleep(0.1)
-        if work.open_ops == 0 and len(set(_heights(dep).values())) == 1:
-            return []
+
+    def converged() -> bool:
+        return work.open_ops == 0 and len(set(_heights(dep).values())) == 1
+
+    if await dep.settle(converged, HEAL_AT_S + LIVENESS_S):
+        return []
     return [
         f"liveness: not converged {LIVENESS_S}s after the heal: {_heights(dep)} "
         f"(client ops still open: {work.open_ops})"

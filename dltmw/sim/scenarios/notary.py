@@ -45,7 +45,7 @@ from dltmw.sim.notary_checks import (
     check_stored_answers,
     read_stored,
 )
-from dltmw.sim.scenarios.result import ScenarioResult
+from dltmw.sim.scenarios.result import ScenarioResult, conclude
 from dltmw.v1 import notarisation_pb2
 
 NOTARY = "notary0"
@@ -196,15 +196,6 @@ def _crash_later(dep: Deployment, after: bool, start: float, then: int) -> None:
         dep.at(start, lambda: dep.kill_at(NOTARY, "notary", after, killed))
 
 
-async def _heal(dep: Deployment) -> None:
-    dep.net.heal_all()
-    host = dep.hosts[NOTARY]
-    if host.owner is not None:
-        host.owner.kill_at = None
-    dep.log("heal: network faults removed, the notary restarted")
-    await dep.restart(NOTARY)
-
-
 async def run(seed: int, trace: bool = False) -> ScenarioResult:
     """One seeded run of `notary` (see the module docstring)."""
     dep = Deployment(TOPOLOGY, trace)
@@ -215,7 +206,7 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
         parties = _parties(dep)
         states = await _issue(dep, parties)
         _faults(dep)
-        dep.at(HEAL_AT_S, lambda: _heal(dep))
+        dep.at(HEAL_AT_S, dep.heal)
         jobs = []
         for party, wire in _plan(dep, parties, states):
             tx = Attempted(wire.tx_id, wire.inputs)
@@ -227,15 +218,9 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
             lacking.append(f"liveness: transactions unanswered {LIVENESS_S}s after the heal")
     finally:
         await dep.stop()
-    try:
-        violations = lacking + _check(dep, attempts) + dep.fatal() + dep.net.unexpected
-    finally:
-        dep.remove()
     signed = sum(1 for a in attempts if any(x.signature for x in a.answers))
     summary = {"transactions": len(attempts), "signed": signed}
-    return ScenarioResult(
-        "notary", seed, tuple(violations), dict(dep.net.counts), summary, tuple(dep.trace or ())
-    )
+    return conclude(dep, "notary", seed, lacking, lambda: _check(dep, attempts), summary)
 
 
 async def _later(dep: Deployment, party: _Party, tx: Attempted, wire: WireTx) -> None:

@@ -41,7 +41,7 @@ from dltmw.sim.privacy_checks import (
     private_hashes,
     read_private,
 )
-from dltmw.sim.scenarios.result import ScenarioResult
+from dltmw.sim.scenarios.result import ScenarioResult, conclude
 from dltmw.sim.wire import MessageFaults
 
 logger = logging.getLogger(__name__)
@@ -125,19 +125,13 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
         await dep.start()
         clients = {org: PrivacyClient(dep.gateway_client(f"user1.{org.lower()}")) for org in ORGS}
         _faults(dep)
-        dep.at(HEAL_AT_S, lambda: _heal(dep))
+        dep.at(HEAL_AT_S, dep.heal)
         await asyncio.gather(*(_op_later(dep, clients, work, k) for k in range(OPS)))
         lacking = await _converge(dep, work)
     finally:
         await dep.stop()
-    try:
-        violations = lacking + _check(dep, work) + dep.fatal() + dep.net.unexpected
-    finally:
-        dep.remove()
     summary = {"committed": work.committed, "given_up": work.given_up}
-    return ScenarioResult(
-        "private", seed, tuple(violations), dict(dep.net.counts), summary, tuple(dep.trace or ())
-    )
+    return conclude(dep, "private", seed, lacking, lambda: _check(dep, work), summary)
 
 
 # --- workload --------------------------------------------------------------------------------
@@ -254,24 +248,11 @@ def _private_files(dep: Deployment, node_id: str) -> list[Path]:
     return sorted(dep.data(node_id).glob(f"{CHANNEL}.private.sqlite*"))
 
 
-async def _heal(dep: Deployment) -> None:
-    dep.net.heal_all()
-    for host in dep.hosts.values():
-        if host.owner is not None:
-            host.owner.kill_at = None
-    dep.log("heal: network faults removed, every node restarted")
-    for node_id in dep.hosts:
-        await dep.restart(node_id)
-
-
 async def _converge(dep: Deployment, work: Workload) -> list[str]:
     """Wait (bounded) until the clients are done, every node is at one height, and every
     private executor has looked at every block, with no recovery running."""
-    deadline = HEAL_AT_S + LIVENESS_S
-    while dep.now < deadline:
-        await asyncio.sleep(0.1)
-        if work.open_ops == 0 and _settled(dep):
-            return []
+    if await dep.settle(lambda: work.open_ops == 0 and _settled(dep), HEAL_AT_S + LIVENESS_S):
+        return []
     return [f"liveness: not settled {LIVENESS_S}s after the heal: {_progress(dep)}"]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from dltmw.sim.deployment import Deployment
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,21 @@ class ScenarioResult:
         found = "; ".join(self.violations[:5]) or "ok"
         numbers = " ".join(f"{k}={v}" for k, v in sorted(self.summary.items()))
         return f"scenario={self.scenario} seed={self.seed} {numbers} verdict: {found}"
+
+
+def conclude(
+    dep: Deployment,
+    scenario: str,
+    seed: int,
+    lacking: list[str],
+    check: Callable[[], list[str]],
+    summary: dict[str, int],
+) -> ScenarioResult:
+    """The verdict of a stopped run: liveness findings, the checkers' (`check()`, reading the
+    nodes' files before they are removed), nodes that failed for good, servicers that raised."""
+    try:
+        violations = lacking + check() + dep.fatal() + dep.net.unexpected
+    finally:
+        dep.remove()
+    trace = tuple(dep.trace or ())
+    return ScenarioResult(scenario, seed, tuple(violations), dict(dep.net.counts), summary, trace)

@@ -19,6 +19,7 @@ from dltmw.aio.coalesce import next_or_none
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import TransientError
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.faults import STREAM_FAILURES
 from dltmw.v1 import errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,7 @@ class Broadcaster:
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
-        # may not have seen yet (a stream broken while requests were queued): a broken stream.
-        except (
-            grpc.aio.AioRpcError,
-            grpc.aio.UsageError,
-            asyncio.InvalidStateError,
-            TransientError,
-        ) as exc:
+        except STREAM_FAILURES as exc:
             logger.warning("broadcast stream to %s failed: %s", self._orderer_id, exc)
             await self._ctx.forget(self._orderer_id)
         finally:

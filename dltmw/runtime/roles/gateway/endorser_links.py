@@ -24,6 +24,7 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import TransientError
 from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.faults import STREAM_FAILURES
 from dltmw.v1 import (
     batch_pb2,
     endorser_service_pb2,
@@ -99,14 +100,7 @@ class EndorserStream:
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
-        # may not have seen yet (a stream broken while requests were queued): a broken stream.
-        except (
-            grpc.aio.AioRpcError,
-            grpc.aio.UsageError,
-            asyncio.InvalidStateError,
-            TransientError,
-        ) as exc:
+        except STREAM_FAILURES as exc:
             logger.warning("endorse stream to %s failed: %s", self._node_id, exc)
             if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() in (
                 grpc.StatusCode.UNAVAILABLE,

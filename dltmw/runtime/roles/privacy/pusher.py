@@ -20,6 +20,7 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import PeerError, TransientError
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.faults import STREAM_FAILURES
 from dltmw.v1 import errors_pb2, privacy_manager_service_pb2, privacy_manager_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,7 @@ class Pusher:
                 if reader.done() and not reader.cancelled():
                     broken = True
                     error = self._error(reader.exception())
-        # InvalidStateError: grpc.aio refuses a write once the call has ended, which the reader
-        # may not have seen yet (a stream broken while requests were queued): a broken stream.
-        except (
-            grpc.aio.AioRpcError,
-            grpc.aio.UsageError,
-            asyncio.InvalidStateError,
-            TransientError,
-        ) as exc:
+        except STREAM_FAILURES as exc:
             broken = True
             error = self._error(exc)
         finally:
