@@ -8,7 +8,10 @@ Tables: `payloads` (hash -> serialised EncryptedPayload, stored encrypted even a
 `payload_recipients` (recipient key -> hash, for Resend), `pstate` (the private world state,
 plaintext: only recipients ever write it), `ptxs` (one row per private transaction of the
 ledger: status, private-state hash), `meta` (`cursor`: every block below it has been executed;
-`incomplete`: present while a store that replaced a lost one has not recovered its payloads).
+`incomplete`: present while a store that replaced a lost one has not recovered its payloads),
+`deferred` (payloads a recovery was offered for transactions not on this node's ledger yet: not
+payloads of this node until such a transaction commits — the private executor's lookup
+(`PrivateTxn.payload`) then moves one into `payloads`, inside the block's transaction).
 
 All access runs on one dedicated thread with one sqlite3 connection (WAL, synchronous=FULL by
 default); each public method is one thread round trip and at most one transaction. A block's
@@ -56,6 +59,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 CREATE TABLE IF NOT EXISTS pstate_hashes (
     block_number INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pstate_acc (id INTEGER PRIMARY KEY CHECK (id = 0), acc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS deferred (
+    hash BLOB PRIMARY KEY, data BLOB NOT NULL, recipients BLOB NOT NULL) WITHOUT ROWID;
 """
 AUDIT_PAGE_MAX = 4096
 
@@ -109,11 +114,26 @@ class PrivateTxn:
         return [StateEntry(r[0], bytes(r[1]), Version(r[2], r[3])) for r in rows]
 
     def payload(self, payload_hash: bytes) -> bytes | None:
-        """Stored payload bytes, or None."""
+        """The payload of a private transaction on the ledger, or None. A deferred copy (see the
+        module docstring) becomes a stored payload here: its transaction has committed."""
         row = self._conn.execute(
             "SELECT data FROM payloads WHERE hash=?", (payload_hash,)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is not None:
+            return bytes(row[0])
+        row = self._conn.execute(
+            "SELECT data, recipients FROM deferred WHERE hash=?", (payload_hash,)
+        ).fetchone()
+        if row is None:
+            return None
+        data, keys = bytes(row[0]), bytes(row[1])
+        self._conn.execute("INSERT OR IGNORE INTO payloads VALUES (?,?)", (payload_hash, data))
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO payload_recipients VALUES (?,?)",
+            [(keys[i : i + 32], payload_hash) for i in range(0, len(keys), 32)],
+        )
+        self._conn.execute("DELETE FROM deferred WHERE hash=?", (payload_hash,))
+        return data
 
     def apply(self, writes: Iterable[StateWrite]) -> None:
         """Apply private state writes (and update the state accumulator with them)."""
@@ -256,7 +276,19 @@ class PrivateStore:
 
     async def payload(self, payload_hash: bytes) -> bytes | None:
         """Stored payload bytes, or None."""
-        return await self._call(lambda: PrivateTxn(self._db()).payload(payload_hash))
+        return (await self.held([payload_hash])).get(payload_hash)
+
+    async def defer_payloads(self, payloads: Sequence[NewPayload]) -> None:
+        """Keep payloads offered for transactions not on the ledger yet (see the docstring)."""
+
+        def run(_txn: PrivateTxn) -> None:
+            self._db().executemany(
+                "INSERT OR IGNORE INTO deferred VALUES (?,?,?)",
+                [(p.payload_hash, p.data, b"".join(p.recipients)) for p in payloads],
+            )
+
+        if payloads:
+            await self.transaction(run, "privacy.store")
 
     async def held(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of those of `hashes` that are held (one round trip)."""

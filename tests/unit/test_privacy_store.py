@@ -130,3 +130,20 @@ async def test_a_store_replacing_a_lost_one_stays_incomplete_until_recovered(
     again = await PrivateStore.open(path, lost_if_created=True)
     assert not await again.incomplete()
     await again.close()
+
+
+async def test_a_deferred_payload_becomes_held_when_its_transaction_is_executed(
+    tmp_path: Path,
+) -> None:
+    """Recovery sets aside payloads of transactions not on the ledger yet: invisible to Receive
+    and Resend, taken into the store by the executor's lookup once the transaction commits."""
+    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+    item = sealed(OTHER, ME, "open", "acct", "5")
+    await store.defer_payloads([item])
+    assert await store.payload(item.payload_hash) is None
+    assert await store.payloads_for(ME.public_key, b"", 10) == []
+    looked_up = await store.transaction(lambda txn: txn.payload(item.payload_hash))
+    assert looked_up == item.data
+    assert await store.payload(item.payload_hash) == item.data
+    assert await store.payloads_for(ME.public_key, b"", 10) == [item.data]
+    await store.close()

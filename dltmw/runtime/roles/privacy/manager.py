@@ -10,12 +10,13 @@ Cross-node operations live here:
   (status, state hash) of that private transaction (PrivateStateHash, answered only to recipients)
   and reports who differs; a mismatch is also logged;
 * recovery — Recover asks every other peer of the channel to Resend the payloads addressed to this
-  node, keeps only payloads whose box opens with this node's key and whose hash is a VALID private
-  transaction on this node's own ledger or whose sender key is a channel peer's (what Push
-  accepts), so a tampered or unrelated copy is refused; stores them, then re-derives the private
-  state from block 0. The second case matters because a node recovering at start may still be
-  catching up on blocks: a payload of a transaction it has not committed yet, refused then, would
-  stay NOT_HELD there forever (found by the simulator, `dltmw/sim/scenarios/private.py`). A
+  node, keeps only payloads whose hash is a VALID private transaction on this node's own ledger
+  and whose box opens with this node's key (so a tampered or unrelated copy is refused), stores
+  them, then re-derives the private state from block 0. A node recovering at start may still be
+  catching up on blocks: a refused payload that would be kept but for not being on the ledger
+  yet, and that a channel peer sealed (as Push requires), is set aside (`defer_payloads`) and
+  becomes this node's payload if its transaction commits — refused for good, it would have
+  stayed NOT_HELD there (found by the simulator, `dltmw/sim/scenarios/private.py`). A
   store created at start on a node that ran before (a lost store) is marked incomplete when it
   is created and recovered automatically in the background, again at every start, until every
   other peer answered (the simulator found each of: a lost store on a ledger with no block yet
@@ -265,6 +266,7 @@ class PrivacyManager:
                 if n.privacy_public_key and n.node_id != self.ctx.node_id
             ]
             good: dict[bytes, NewPayload] = {}
+            deferred: dict[bytes, NewPayload] = {}
             out = P.RecoverResponse()
             for node_id in others:
                 try:
@@ -278,8 +280,12 @@ class PrivacyManager:
                     digest = payload_hash(payload)
                     if digest in good:
                         continue
-                    if not self._acceptable(channel, payload, digest, on_ledger, node_id):
+                    if not self._acceptable(payload, digest, on_ledger, node_id):
                         out.refused += 1
+                        if digest not in on_ledger and self._deferrable(channel, payload, digest):
+                            deferred[digest] = NewPayload(
+                                digest, payload.SerializeToString(), tuple(recipients_of(payload))
+                            )
                         continue
                     good[digest] = NewPayload(
                         digest, payload.SerializeToString(), tuple(recipients_of(payload))
@@ -287,6 +293,7 @@ class PrivacyManager:
             if others and not out.peers_answered:
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "no peer answered Resend")
             out.recovered = await channel.store.store_payloads(list(good.values()))
+            await channel.store.defer_payloads([d for h, d in deferred.items() if h not in good])
             out.re_executed = await self._rederive(channel)
             logger.info(
                 "recovered %d payloads of %s (%d refused) from %d peers",
@@ -297,20 +304,28 @@ class PrivacyManager:
             )
             return out
 
+    def _deferrable(
+        self, channel: PrivateChannel, payload: private_payload_pb2.EncryptedPayload, digest: bytes
+    ) -> bool:
+        """Sealed by a channel peer for this node (what Push accepts): worth keeping aside."""
+        if channel.node_of_key(payload.sender_public_key) is None:
+            return False
+        try:
+            open_key(payload, self.key, digest)
+        except PayloadError:
+            return False
+        return True
+
     def _acceptable(
         self,
-        channel: PrivateChannel,
         payload: private_payload_pb2.EncryptedPayload,
         digest: bytes,
         on_ledger: set[bytes],
         node_id: str,
     ) -> bool:
-        if digest not in on_ledger and channel.node_of_key(payload.sender_public_key) is None:
+        if digest not in on_ledger:
             logger.warning(
-                "resend from %s offered payload %s: not on the ledger, not sealed by a channel "
-                "peer",
-                node_id,
-                digest.hex(),
+                "resend from %s offered payload %s not on the ledger", node_id, digest.hex()
             )
             return False
         try:
