@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from dltmw.aio.entropy import fraction
 from dltmw.aio.rpc_errors import Verdict, classify
 from dltmw.aio.throttle import LogThrottle
 
@@ -85,7 +85,7 @@ def backoff_s(
 ) -> float:
     """Capped exponential backoff with full jitter (in [cap/2, cap]) before try `failures`+1."""
     cap = min(max_s, first_s * 2.0 ** min(failures - 1, 30))
-    return cap / 2 + random.random() * cap / 2  # jitter, not cryptography
+    return cap / 2 + fraction() * cap / 2
 
 
 class TaskOwner:

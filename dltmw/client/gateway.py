@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.entropy import token_bytes
 from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
@@ -97,7 +97,7 @@ class GatewayClient:
         self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
     ) -> tuple[proposal_pb2.SignedProposal, str]:
         """A signed proposal and its tx_id."""
-        nonce = secrets.token_bytes(24)
+        nonce = token_bytes(24)
         creator = self.signer.identity_bytes
         header = common_pb2.Header(
             type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,

@@ -11,7 +11,6 @@ recipient list. Recipients execute it against their private state once its block
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.entropy import token_bytes
 from dltmw.client.gateway import GatewayClient
 from dltmw.core.hashing import compute_tx_id
 from dltmw.rpc.status import reason_of
@@ -162,7 +162,7 @@ class PrivacyClient:
         self, channel_id: str, payload_hash: bytes
     ) -> tuple[common_pb2.Envelope, str]:
         """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash`, and its tx_id."""
-        nonce = secrets.token_bytes(24)
+        nonce = token_bytes(24)
         creator = self.client.signer.identity_bytes
         header = common_pb2.Header(
             type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 from dltmw.core.handlers.notary import Spent
 from dltmw.ledger.notary_store import NotaryStore, _chunks, _write
-from dltmw.ledger.retry import write_sync
 
 APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -25,10 +24,8 @@ class ClusterNotaryStore(NotaryStore):
     """NotaryStore whose unit of work is one decided PBFT batch (decided by the role's
     `ClusterDecider` core; this store only loads rows and records)."""
 
-    def _open(self) -> None:
-        super()._open()
-        if self._conn is not None:
-            self._conn.execute(APPLIED_SCHEMA)
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(APPLIED_SCHEMA)
 
     @property
     def synchronous(self) -> str:
@@ -37,14 +34,14 @@ class ClusterNotaryStore(NotaryStore):
 
     def applied(self) -> int:
         """The last applied sequence (0 when none); runs on the store thread."""
-        conn = self._connection()
+        conn = self._conn
         row = conn.execute("SELECT seq FROM applied WHERE k=0").fetchone()
         return int(row[0]) if row else 0
 
     def signatures_of(self, tx_ids: Sequence[str]) -> dict[str, bytes]:
         """Stored signatures of those `tx_ids` already notarised here; runs on the store thread.
         A signed tx_id's answer never changes, so the role answers these without ordering."""
-        conn = self._connection()
+        conn = self._conn
         out: dict[str, bytes] = {}
         for ids in _chunks(list(set(tx_ids))):
             marks = ",".join("?" * len(ids))
@@ -60,4 +57,4 @@ class ClusterNotaryStore(NotaryStore):
             _write(c, spent)
             c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (spent.sequence,))
 
-        write_sync(self._connection(), "notary_cluster.record", write, self._retry)
+        self._file.write_here("notary_cluster.record", write)

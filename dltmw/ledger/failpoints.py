@@ -19,11 +19,11 @@ its COMMIT, so an injected fault exercises the real rollback and the real retry 
 Setting (read ONCE, when this module is first imported, i.e. at process start):
 `DLTMW_FAILPOINTS="ledger.commit_block=locked*3@1;notary.record=ioerror"` — `;`-separated
 `name=kind[*times][@skip]`: let the first `skip` hits pass (default 0), then fail `times` hits
-(default: every hit). Kinds raise what sqlite itself raises (and aiosqlite passes through
-unchanged): `locked`/`busy` → `sqlite3.OperationalError("database is locked")` (SQLITE_BUSY),
-`ioerror` → "disk I/O error" (SQLITE_IOERR), `full` → "database or disk is full" (SQLITE_FULL),
-`corrupt` → `sqlite3.DatabaseError("database disk image is malformed")` (SQLITE_CORRUPT, not
-transient). The exception carries a note naming the failpoint, so its traceback does too.
+(default: every hit). Kinds raise what sqlite itself raises: `locked`/`busy` →
+`sqlite3.OperationalError("database is locked")` (SQLITE_BUSY), `ioerror` → "disk I/O error"
+(SQLITE_IOERR), `full` → "database or disk is full" (SQLITE_FULL), `corrupt` →
+`sqlite3.DatabaseError("database disk image is malformed")` (SQLITE_CORRUPT, not transient).
+The exception carries a note naming the failpoint, so its traceback does too.
 
 Cost when off: `hit` is a function whose body is one test of a module constant. The setting is
 test-only: production deployments never set it, and `dltmw up`'s keeper drops it on restarts

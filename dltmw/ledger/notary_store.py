@@ -22,15 +22,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TypeVar
 
 from dltmw.core.handlers.notary import Spent
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 SCHEMA = """
@@ -85,62 +85,47 @@ class NotaryStore:
         exit_after_commit: bool = False,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
+        # ValueError for an unknown mode, before touching the file
+        self._file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="notary")
         self.path = path
-        self._retry = retry
         self._sign = sign
         self._synchronous = synchronous
         self._exit_after_commit = exit_after_commit
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notary-store")
-        self._conn: sqlite3.Connection | None = None
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in durable_pragmas(self._synchronous):
-            conn.execute(pragma)
-        conn.executescript(SCHEMA)
-        self._conn = conn
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        """What a subclass adds to the schema (run once at open, on the store thread)."""
 
     def open(self) -> None:
         """Open (creating if needed); blocking, called once at start."""
-        self._pool.submit(self._open).result()
+        self._file.open_blocking(self._setup)
 
     def close(self) -> None:
         """Close the database (idempotent; blocking)."""
-
-        def _close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        self._pool.submit(_close).result()
-        self._pool.shutdown(wait=True)
+        self._file.close_blocking()
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the store thread (blocking)."""
-        return self._pool.submit(fn).result()
+        return self._file.run_blocking(fn)
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         """The store thread, for `loop.run_in_executor`."""
-        return self._pool
+        return self._file.executor
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("notary store is closed")
-        return self._conn
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection (only on the store thread); StoreClosed once closed."""
+        return self._file.connection
 
     def record(self, spent: Spent) -> None:
         """Commit what a decision spent, durably; runs on the store thread."""
-        conn = self._connection()
-        write_sync(conn, "notary.record", lambda c: _write(c, spent), self._retry)
+        self._file.write_here("notary.record", lambda c: _write(c, spent))
         if self._exit_after_commit:
             os._exit(70)  # test hook: durable, but nobody has been answered
 
     def rows_for(self, asks: Sequence[NotarisationAsk]) -> SpentRows:
         """The spent rows and signatures `asks` touch; runs on the store thread."""
-        conn = self._connection()
+        conn = self._conn
         keys = list({r.key for a in asks for r in (*a.inputs, *a.references)})
         tx_ids = list({a.tx_id for a in asks})
         consumed: dict[Ref, str] = {}

@@ -1,4 +1,4 @@
-"""Durable PBFT-lite records of one replica (aiosqlite, WAL, one transaction per driver step).
+"""Durable PBFT-lite records of one replica (one sqlite file, one transaction per driver step).
 
 The core's `Effects.persist` records are appended in order, each as (kind, sequence, bytes); a
 restart reads them back in the same order and hands them to `Replica.restore`. Every record is
@@ -10,10 +10,9 @@ retention horizon), so the log stays bounded.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiosqlite
 
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.pbft import (
@@ -27,8 +26,8 @@ from dltmw.core.pbft import (
     VoteRecord,
 )
 from dltmw.core.pbft.recovery import record_sequence
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import replica_pb2
 
 SCHEMA = """
@@ -97,27 +96,26 @@ def _decode_jump(sequence: int, data: bytes) -> JumpRecord:
 class RecordStore:
     """Append-only record log."""
 
-    def __init__(self, conn: aiosqlite.Connection, retry: RetryPolicy = DEFAULT_RETRY) -> None:
-        self._conn = conn
-        self._retry = retry
+    def __init__(self, file: SqliteFile) -> None:
+        self._file = file
 
     @classmethod
     async def open(
         cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
     ) -> RecordStore:
         """Open (creating if needed); writes are retried on transient faults per `retry`."""
-        pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in pragmas:
-            await conn.execute(pragma)
-        await conn.executescript(SCHEMA)
-        return cls(conn, retry)
+        file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="pbft-store")
+        await file.open()
+        return cls(file)
 
     async def load(self) -> list[Record]:
         """Every record, in append order."""
-        async with self._conn.execute("SELECT kind, seq, data FROM records ORDER BY id") as cur:
-            return [decode(kind, seq, bytes(data)) async for kind, seq, data in cur]
+
+        def read(conn: sqlite3.Connection) -> list[Record]:
+            rows = conn.execute("SELECT kind, seq, data FROM records ORDER BY id")
+            return [decode(kind, seq, bytes(data)) for kind, seq, data in rows]
+
+        return await self._file.read(read)
 
     async def append(self, records: Sequence[Record]) -> None:
         """Durably append `records` in one transaction."""
@@ -125,16 +123,16 @@ class RecordStore:
             return
         rows = [encode(r) for r in records]
 
-        async def write(conn: aiosqlite.Connection) -> None:
-            await conn.executemany("INSERT INTO records(kind, seq, data) VALUES (?,?,?)", rows)
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO records(kind, seq, data) VALUES (?,?,?)", rows)
 
-        await write_async(self._conn, "pbft.append", write, self._retry)
+        await self._file.write("pbft.append", write)
 
     async def compact(self, stable_seq: int, decided_from: int) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
         same rule as `dltmw.core.pbft.recovery.compact`, which the simulator applies."""
 
-        async def write(conn: aiosqlite.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> None:
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),
@@ -144,10 +142,10 @@ class RecordStore:
                     (),
                 ),
             ]:
-                await conn.execute(sql, args)
+                conn.execute(sql, args)
 
-        await write_async(self._conn, "pbft.compact", write, self._retry)
+        await self._file.write("pbft.compact", write)
 
     async def close(self) -> None:
         """Close the connection."""
-        await self._conn.close()
+        await self._file.close()

@@ -7,7 +7,11 @@ node can then rebuild it with Recover: payloads from other recipients, state by 
 Tables: `payloads` (hash -> serialised EncryptedPayload, stored encrypted even at recipients),
 `payload_recipients` (recipient key -> hash, for Resend), `pstate` (the private world state,
 plaintext: only recipients ever write it), `ptxs` (one row per private transaction of the
-ledger: status, private-state hash), `meta` (`cursor`: every block below it has been executed).
+ledger: status, private-state hash), `meta` (`cursor`: every block below it has been executed;
+`incomplete`: present while a store that replaced a lost one has not recovered its payloads),
+`deferred` (payloads a recovery was offered for transactions not on this node's ledger yet: not
+payloads of this node until such a transaction commits — the private executor's lookup
+(`PrivateTxn.payload`) then moves one into `payloads`, inside the block's transaction).
 
 All access runs on one dedicated thread with one sqlite3 connection (WAL, synchronous=FULL by
 default); each public method is one thread round trip and at most one transaction. A block's
@@ -24,10 +28,9 @@ transaction (`ptxs.state_hash`), and each node's table against its own stored ha
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,8 +38,8 @@ from typing import TypeVar
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 RESEND_CHUNK = 256
@@ -57,6 +60,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 CREATE TABLE IF NOT EXISTS pstate_hashes (
     block_number INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pstate_acc (id INTEGER PRIMARY KEY CHECK (id = 0), acc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS deferred (
+    hash BLOB PRIMARY KEY, data BLOB NOT NULL, recipients BLOB NOT NULL) WITHOUT ROWID;
 """
 AUDIT_PAGE_MAX = 4096
 
@@ -110,11 +115,26 @@ class PrivateTxn:
         return [StateEntry(r[0], bytes(r[1]), Version(r[2], r[3])) for r in rows]
 
     def payload(self, payload_hash: bytes) -> bytes | None:
-        """Stored payload bytes, or None."""
+        """The payload of a private transaction on the ledger, or None. A deferred copy (see the
+        module docstring) becomes a stored payload here: its transaction has committed."""
         row = self._conn.execute(
             "SELECT data FROM payloads WHERE hash=?", (payload_hash,)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is not None:
+            return bytes(row[0])
+        row = self._conn.execute(
+            "SELECT data, recipients FROM deferred WHERE hash=?", (payload_hash,)
+        ).fetchone()
+        if row is None:
+            return None
+        data, keys = bytes(row[0]), bytes(row[1])
+        self._conn.execute("INSERT OR IGNORE INTO payloads VALUES (?,?)", (payload_hash, data))
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO payload_recipients VALUES (?,?)",
+            [(keys[i : i + 32], payload_hash) for i in range(0, len(keys), 32)],
+        )
+        self._conn.execute("DELETE FROM deferred WHERE hash=?", (payload_hash,))
+        return data
 
     def apply(self, writes: Iterable[StateWrite]) -> None:
         """Apply private state writes (and update the state accumulator with them)."""
@@ -171,67 +191,80 @@ class PrivateStore:
     """Payloads and private state of one channel on one node."""
 
     def __init__(self, path: Path, synchronous: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        # ValueError for an unknown mode, before touching the file
+        self._file = SqliteFile(
+            path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store"
+        )
         self.path = path
-        self._synchronous = synchronous
-        self._retry = retry
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="private-store")
-        self._conn: sqlite3.Connection | None = None
-        self.created = False  # True when this open created the file (fresh or lost store)
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the file (fresh or lost store)."""
+        return self._file.created
 
     @classmethod
     async def open(
-        cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+        cls,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        retry: RetryPolicy = DEFAULT_RETRY,
+        lost_if_created: bool = False,
     ) -> PrivateStore:
-        """Open (creating if needed); writes are retried on transient faults per `retry`."""
-        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
+        """Open (creating if needed); writes are retried on transient faults per `retry`.
+        `lost_if_created`: a store created now replaces a lost one (the node ran before), so it
+        is marked `incomplete` in the same step that creates it — a crash before its recovery
+        ends cannot make the next start forget that it must recover."""
         store = cls(path, synchronous, retry)
-        await store._call(store._open)
+
+        def setup(conn: sqlite3.Connection) -> None:
+            _migrate_state_hash(conn, path)
+            if store.created and lost_if_created:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
+
+        await store._file.open(setup)
         return store
 
-    def _open(self) -> None:
-        self.created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in durable_pragmas(self._synchronous):
-            conn.execute(pragma)
-        conn.executescript(SCHEMA)
-        _migrate_state_hash(conn, self.path)
-        self._conn = conn
+    async def incomplete(self) -> bool:
+        """Does this store still miss payloads of a lost predecessor (recovery not finished)?"""
+
+        def run() -> bool:
+            row = self._db().execute("SELECT 1 FROM meta WHERE name='incomplete'").fetchone()
+            return row is not None
+
+        return await self._call(run)
+
+    async def mark_complete(self) -> None:
+        """Recovery finished: nothing of a lost predecessor is missing any more."""
+
+        def run(_txn: PrivateTxn) -> None:
+            self._db().execute("DELETE FROM meta WHERE name='incomplete'")
+
+        await self.transaction(run, "privacy.store")
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
-        await self._call(self._close)
-        self._pool.shutdown(wait=True)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._file.close()
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        return await self._file.read(lambda _conn: fn())
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         """The store thread (the private executor's driver steps its core there)."""
-        return self._pool
+        return self._file.executor
 
     def view(self) -> PrivateTxn:
         """Reads of held payloads and the committed private state; use on the store thread."""
         return PrivateTxn(self._db())
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("private store is closed")
-        return self._conn
-
-    def _in_txn(self, fn: Callable[[PrivateTxn], T], name: str) -> T:
-        return write_sync(self._db(), name, lambda conn: fn(PrivateTxn(conn)), self._retry)
+        return self._file.connection
 
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
         transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
-        return await self._call(lambda: self._in_txn(fn, name))
+        return await self._file.write(name, lambda conn: fn(PrivateTxn(conn)))
 
     async def store_payloads(self, payloads: Sequence[NewPayload]) -> int:
         """Store payloads in one transaction; returns how many were new."""
@@ -253,7 +286,19 @@ class PrivateStore:
 
     async def payload(self, payload_hash: bytes) -> bytes | None:
         """Stored payload bytes, or None."""
-        return await self._call(lambda: PrivateTxn(self._db()).payload(payload_hash))
+        return (await self.held([payload_hash])).get(payload_hash)
+
+    async def defer_payloads(self, payloads: Sequence[NewPayload]) -> None:
+        """Keep payloads offered for transactions not on the ledger yet (see the docstring)."""
+
+        def run(_txn: PrivateTxn) -> None:
+            self._db().executemany(
+                "INSERT OR IGNORE INTO deferred VALUES (?,?,?)",
+                [(p.payload_hash, p.data, b"".join(p.recipients)) for p in payloads],
+            )
+
+        if payloads:
+            await self.transaction(run, "privacy.store")
 
     async def held(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of those of `hashes` that are held (one round trip)."""

@@ -28,13 +28,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aiosqlite
 from tenacity import (
-    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -148,38 +146,6 @@ def write_sync(
         for tried in Retrying(**_settings(name, policy)):  # type: ignore[arg-type]
             with tried:
                 return attempt()
-    except sqlite3.OperationalError as exc:
-        if is_transient_storage_error(exc):
-            raise _exhausted(name, policy, exc) from exc
-        raise
-    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
-
-
-async def write_async(
-    conn: aiosqlite.Connection,
-    name: str,
-    body: Callable[[aiosqlite.Connection], Awaitable[T]],
-    policy: RetryPolicy = DEFAULT_RETRY,
-) -> T:
-    """`write_sync` for an aiosqlite connection (one awaited thread hop per statement)."""
-
-    async def attempt() -> T:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = await body(conn)
-            failpoints.hit(name)
-            await conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
-            raise
-        return result
-
-    try:
-        async for tried in AsyncRetrying(**_settings(name, policy)):  # type: ignore[arg-type]
-            with tried:
-                return await attempt()
     except sqlite3.OperationalError as exc:
         if is_transient_storage_error(exc):
             raise _exhausted(name, policy, exc) from exc

@@ -6,7 +6,8 @@ queue entries it consumed — are written in ONE sqlite transaction, in WAL mode
 `synchronous=FULL` by default. A crash therefore leaves either all of a block or none of it, and
 the ledger never needs repair: on open it re-verifies the hash chain and resumes at its height.
 
-Writes and indexed queries go through aiosqlite, one awaited call per block (each await is a
+The file is opened and used through `sqlite_file.SqliteFile` (the storage seam of every store):
+a block's commit, with all its statements, is ONE hop to the writer's thread (each hop is a
 thread round trip of ~0.1 ms, so nothing per-transaction is awaited). Contract simulation needs
 many small synchronous reads; it runs inside `read_snapshot`, on a dedicated reader thread with
 its own sqlite3 connection, inside one read transaction, so a simulation sees one consistent
@@ -29,11 +30,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
-
-import aiosqlite
 
 from dltmw.core.block import TxRecord, block_hash, chain_error
 from dltmw.core.errors import InvariantViolation
@@ -42,8 +40,8 @@ from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
 from dltmw.ledger.audit import LedgerAudit, read_audit
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_async
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
 
 T = TypeVar("T")
@@ -109,20 +107,11 @@ class SnapshotReader:
 class ChannelLedger:
     """Blocks, tx index, world state and orderer queue of one channel on one node."""
 
-    def __init__(
-        self,
-        path: Path,
-        conn: aiosqlite.Connection,
-        synchronous: str,
-        retry: RetryPolicy = DEFAULT_RETRY,
-    ) -> None:
-        self.path = path
-        self._conn = conn
-        self._synchronous = synchronous
-        self._retry = retry
-        self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read")
-        self._reader: sqlite3.Connection | None = None
+    def __init__(self, file: SqliteFile) -> None:
+        self.path = file.path
+        self._file = file
         self._audit_lock = asyncio.Lock()
+        self.created = False  # True when this open created the file (the node's first start)
         self.height = 0
         self.last_hash = ZERO_HASH
         self._acc = StateAccumulator()
@@ -134,54 +123,42 @@ class ChannelLedger:
     ) -> ChannelLedger:
         """Open (creating if needed) and verify the hash chain; raises InvariantViolation.
         Writes are retried on transient faults per `retry` (`ledger/retry.py`)."""
-        pragmas = durable_pragmas(synchronous)  # ValueError for an unknown mode
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in pragmas:
-            await conn.execute(pragma)
-        await conn.executescript(SCHEMA)
-        ledger = cls(path, conn, synchronous, retry)
-        try:
-            await ledger._verify_chain()
-            await ledger._load_state_hash()
-        except BaseException:
-            # Close before raising: the connection's thread would otherwise keep a node that
-            # refuses to start (broken chain, missing state hash) from exiting.
-            await ledger.close()
-            raise
+        file = SqliteFile(
+            path, SCHEMA, synchronous=synchronous, retry=retry, name="ledger", reader=True
+        )
+        ledger = cls(file)
+        # The chain check and the state hash load run as the file's setup, on its worker: a
+        # refused file leaves no connection and no thread behind.
+        await file.open(ledger._check_and_load)
+        ledger.created = file.created
         return ledger
 
     async def close(self) -> None:
         """Close both connections (idempotent)."""
-        await self._conn.close()
-        self._reader_pool.submit(self._close_reader).result()
-        self._reader_pool.shutdown(wait=True)
+        await self._file.close()
 
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+    def _check_and_load(self, conn: sqlite3.Connection) -> None:
+        self._verify_chain(conn)
+        self._load_state_hash(conn)
 
-    async def _verify_chain(self) -> None:
+    def _verify_chain(self, conn: sqlite3.Connection) -> None:
         previous, expected, channel = ZERO_HASH, 0, None
-        async with self._conn.execute(
+        for number, stored_hash, data in conn.execute(
             "SELECT number, hash, data FROM blocks ORDER BY number"
-        ) as cur:
-            async for number, stored_hash, data in cur:
-                block = block_pb2.Block.FromString(data)
-                channel = channel if channel is not None else block.header.channel_id
-                err = chain_error(block, channel, expected, previous)
-                if err is None and block_hash(block) != stored_hash:
-                    err = f"stored hash of block {number} differs from its header hash"
-                if err is not None:
-                    raise InvariantViolation(f"{self.path}: hash chain broken: {err}")
-                previous, expected = bytes(stored_hash), expected + 1
+        ):
+            block = block_pb2.Block.FromString(data)
+            channel = channel if channel is not None else block.header.channel_id
+            err = chain_error(block, channel, expected, previous)
+            if err is None and block_hash(block) != stored_hash:
+                err = f"stored hash of block {number} differs from its header hash"
+            if err is not None:
+                raise InvariantViolation(f"{self.path}: hash chain broken: {err}")
+            previous, expected = bytes(stored_hash), expected + 1
         self.height, self.last_hash = expected, previous
 
-    async def _load_state_hash(self) -> None:
+    def _load_state_hash(self, conn: sqlite3.Connection) -> None:
         """The accumulator of the last block; computed from the table for a pre-hash file."""
-        async with self._conn.execute("SELECT block_number, acc FROM state_acc") as cur:
-            row = await cur.fetchone()
+        row = conn.execute("SELECT block_number, acc FROM state_acc").fetchone()
         if row is not None:
             if row[0] != self.height - 1:
                 raise InvariantViolation(
@@ -189,38 +166,29 @@ class ChannelLedger:
                 )
             self._acc = StateAccumulator.from_bytes(bytes(row[1]))
         elif self.height > 0:
-            await self._migrate_state_hash()
+            self._migrate_state_hash(conn)
         self.state_hash = self._acc.digest()
 
-    async def _migrate_state_hash(self) -> None:
+    def _migrate_state_hash(self, conn: sqlite3.Connection) -> None:
         """A ledger file older than state hashes: start the accumulator from its table. Only
         when it has no stored state hash at all — a file that has some but lost the accumulator
         row was edited, and recomputing would hide the edit."""
-        async with self._conn.execute("SELECT COUNT(*) FROM state_hashes") as cur:
-            row = await cur.fetchone()
+        row = conn.execute("SELECT COUNT(*) FROM state_hashes").fetchone()
         if row is not None and row[0]:
             raise InvariantViolation(f"{self.path}: state accumulator missing (file edited?)")
-        async with self._conn.execute(
-            "SELECT namespace, key, value, block_number, tx_index FROM state"
-        ) as cur:
-            rows = [(r[0], r[1], bytes(r[2]), Version(r[3], r[4])) async for r in cur]
-        self._acc = accumulate(rows)
+        rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM state")
+        self._acc = accumulate((r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows)
         number, acc = self.height - 1, self._acc
-        await write_async(
-            self._conn,
+        write_sync(
+            conn,
             "ledger.migrate_state_hash",
-            lambda _conn: self._store_state_hash(number, acc),
-            self._retry,
+            lambda c: _store_state_hash(c, number, acc),
+            self._file.retry,
         )
 
-    async def _store_state_hash(self, number: int, acc: StateAccumulator) -> None:
-        """The accumulator, and (by the schema's trigger) the hash of block `number`."""
-        await self._conn.execute(
-            "INSERT OR REPLACE INTO state_acc VALUES (0,?,?,?)",
-            (number, acc.to_bytes(), acc.digest()),
-        )
-
-    async def _old_entries(self, refs: Sequence[KeyRef]) -> dict[KeyRef, tuple[bytes, Version]]:
+    def _old_entries(
+        self, conn: sqlite3.Connection, refs: Sequence[KeyRef]
+    ) -> dict[KeyRef, tuple[bytes, Version]]:
         """The current entries of `refs` (inside the caller's write transaction). One query per
         namespace and chunk, `key IN (...)`: a primary-key lookup per key (a row-value
         `(namespace, key) IN (VALUES ...)` is planned as a scan of the whole table)."""
@@ -231,7 +199,7 @@ class ChannelLedger:
         for namespace, keys in by_namespace.items():
             for i in range(0, len(keys), OLD_ENTRIES_CHUNK):
                 chunk = keys[i : i + OLD_ENTRIES_CHUNK]
-                rows = await self._conn.execute_fetchall(
+                rows = conn.execute(
                     "SELECT key, value, block_number, tx_index FROM state"
                     f" WHERE namespace=? AND key IN ({','.join('?' * len(chunk))})",
                     [namespace, *chunk],
@@ -248,7 +216,7 @@ class ChannelLedger:
         consumed_seq: int = 0,
     ) -> None:
         """Append `block` (its metadata already holds this node's codes) and all its effects,
-        with the hash of the state it leaves, in one transaction."""
+        with the hash of the state it leaves, in one transaction (one hop to the file)."""
         number = block.header.number
         if number != self.height:
             raise InvariantViolation(f"commit of block {number} at height {self.height}")
@@ -266,22 +234,22 @@ class ChannelLedger:
         deletes = [(w.namespace, w.key) for w in final.values() if w.value is None]
         data = block.SerializeToString()
 
-        async def write(conn: aiosqlite.Connection) -> StateAccumulator:
-            old = await self._old_entries(list(final)) if final else {}
+        def write(conn: sqlite3.Connection) -> StateAccumulator:
+            old = self._old_entries(conn, list(final)) if final else {}
             acc = advance(self._acc, old, final)
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)", (number, digest, data)
             )
-            await conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
-            await conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
+            conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
             if deletes:
-                await conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
-            await self._store_state_hash(number, acc)
+                conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
+            _store_state_hash(conn, number, acc)
             if consumed_seq:
-                await conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
+                conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
             return acc
 
-        acc = await write_async(self._conn, "ledger.commit_block", write, self._retry)
+        acc = await self._file.write("ledger.commit_block", write)
         self.height, self.last_hash = number + 1, digest
         self._acc, self.state_hash = acc, acc.digest()
 
@@ -291,36 +259,40 @@ class ChannelLedger:
             return
         rows = [(p.seq, p.envelope) for p in pending]
 
-        async def write(conn: aiosqlite.Connection) -> None:
-            await conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
 
-        await write_async(self._conn, "ledger.enqueue", write, self._retry)
+        await self._file.write("ledger.enqueue", write)
 
     async def pending(self) -> list[PendingEnvelope]:
         """Queued envelopes not yet in a block, in order."""
-        async with self._conn.execute("SELECT seq, envelope FROM pending ORDER BY seq") as cur:
-            return [PendingEnvelope(seq, bytes(env)) async for seq, env in cur]
+
+        def read(conn: sqlite3.Connection) -> list[PendingEnvelope]:
+            rows = conn.execute("SELECT seq, envelope FROM pending ORDER BY seq")
+            return [PendingEnvelope(seq, bytes(env)) for seq, env in rows]
+
+        return await self._file.read(read)
 
     async def block(self, number: int) -> block_pb2.Block | None:
         """The stored block `number` (with this node's metadata), or None."""
-        async with self._conn.execute("SELECT data FROM blocks WHERE number=?", (number,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else block_pb2.Block.FromString(row[0])
+        found = await self.blocks(number, number + 1)
+        return found[0] if found else None
 
     async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
         """Blocks start..stop-1 that exist."""
-        async with self._conn.execute(
-            "SELECT data FROM blocks WHERE number>=? AND number<? ORDER BY number", (start, stop)
-        ) as cur:
-            return [block_pb2.Block.FromString(r[0]) async for r in cur]
+
+        def read(conn: sqlite3.Connection) -> list[block_pb2.Block]:
+            rows = conn.execute(
+                "SELECT data FROM blocks WHERE number>=? AND number<? ORDER BY number",
+                (start, stop),
+            )
+            return [block_pb2.Block.FromString(r[0]) for r in rows]
+
+        return await self._file.read(read)
 
     async def tx_record(self, tx_id: str) -> TxRecord | None:
         """Where `tx_id` committed (its first occurrence), or None."""
-        async with self._conn.execute(
-            "SELECT block_number, tx_index, code FROM txs WHERE tx_id=?", (tx_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else TxRecord(row[0], row[1], row[2])
+        return await self._file.read(lambda conn: SnapshotReader(conn).tx_record(tx_id))
 
     async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
         """`tx_record` of many ids in ONE reader-thread hop (point reads: ~6 µs each)."""
@@ -361,18 +333,14 @@ class ChannelLedger:
 
     async def read_snapshot(self, fn: Callable[[SnapshotReader], T]) -> T:
         """Run `fn` on the reader thread inside one read transaction."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, self._in_snapshot, fn)
+        return await self._file.snapshot(lambda conn: fn(SnapshotReader(conn)))
 
-    def _in_snapshot(self, fn: Callable[[SnapshotReader], T]) -> T:
-        if self._reader is None:
-            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._reader.execute("PRAGMA query_only=ON")
-        self._reader.execute("BEGIN")
-        try:
-            return fn(SnapshotReader(self._reader))
-        finally:
-            self._reader.execute("COMMIT")
+
+def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulator) -> None:
+    """The accumulator, and (by the schema's trigger) the hash of block `number`."""
+    conn.execute(
+        "INSERT OR REPLACE INTO state_acc VALUES (0,?,?,?)", (number, acc.to_bytes(), acc.digest())
+    )
 
 
 def _versions(

@@ -10,15 +10,14 @@ recipient acknowledged, `runtime/roles/vault/outbox.py`). Recording a transactio
 its new states and the consumption of its inputs — is ONE sqlite transaction, and recording the
 same transaction again changes nothing.
 
-All sqlite work runs on the store's own thread; the async methods await it once per call.
+All sqlite work runs on the store's own thread (`sqlite_file.SqliteFile`); the async methods
+await it once per call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -27,8 +26,8 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.utxo.model import Output, Ref
 from dltmw.core.utxo.verify import SignedTx, read_signed
-from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import utxo_pb2
 
 T = TypeVar("T")
@@ -94,48 +93,24 @@ class VaultStore:
     def __init__(
         self, path: Path, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
     ) -> None:
-        durable_pragmas(synchronous)  # ValueError for an unknown mode, before touching the file
+        # ValueError for an unknown mode, before touching the file
+        self._file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="vault")
         self.path = path
-        self._retry = retry
-        self._synchronous = synchronous
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vault-store")
-        self._conn: sqlite3.Connection | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            if self._conn is None:
-                raise RuntimeError("vault store is closed")
-            return fn(self._conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        return await self._file.read(fn)
 
     async def _write(self, name: str, body: Callable[[sqlite3.Connection], None]) -> None:
         """`body` as one write transaction (retried whole on transient faults)."""
-        await self._call(lambda conn: write_sync(conn, name, body, self._retry))
+        await self._file.write(name, body)
 
     async def open(self) -> None:
         """Open (creating if needed)."""
-
-        def _open() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            for pragma in durable_pragmas(self._synchronous):
-                conn.execute(pragma)
-            conn.executescript(SCHEMA)
-            self._conn = conn
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, _open)
+        await self._file.open()
 
     async def close(self) -> None:
         """Close (idempotent)."""
-
-        def _close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, _close)
-        self._pool.shutdown(wait=True)
+        await self._file.close()
 
     async def transactions(self, tx_ids: Iterable[str]) -> dict[str, bytes]:
         """Stored transactions among `tx_ids` (serialised SignedUtxoTransaction)."""

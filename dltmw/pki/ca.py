@@ -6,23 +6,28 @@ the subject's OrganizationalUnitName (Fabric NodeOUs style) and its organisation
 certificates may be P-256 or Ed25519; TLS certificates are always P-256, because that is what
 every gRPC TLS stack accepts. Certificates start one hour in the past to tolerate clock skew
 between the issuing host and the verifying nodes.
+
+Where keys, serial numbers and the issuing time come from is a `Material`: fresh randomness and
+the system clock (`FRESH`, what `dltmw init` uses), or a fixed derivation from labels — the
+simulator's (`dltmw/sim/material.py`), whose runs must replay byte for byte.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dltmw.core.identity import ROLE_OU
 
-__all__ = ["KEY_TYPES", "IssuedCert", "issue_cert", "make_ca"]
+__all__ = ["FRESH", "KEY_TYPES", "IssuedCert", "Material", "issue_cert", "make_ca"]
 
 KEY_TYPES = ("p256", "ed25519")
 CLOCK_SKEW = timedelta(hours=1)
@@ -38,12 +43,35 @@ class IssuedCert:
     key_pem: bytes
 
 
-def _new_key(key_type: str) -> _PrivateKey:
+def _new_key(key_type: str, _label: str = "") -> _PrivateKey:
     if key_type == "p256":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"key_type must be one of {KEY_TYPES}, not {key_type!r}")
+
+
+@dataclass(frozen=True)
+class Material:
+    """Where a network's secrets and times come from. `label` names what is made: a
+    certificate's key (`key(key_type, label)`) and serial number (`serial(label)`), a privacy
+    manager's X25519 key (`privacy_key(label)`), a nonce (`nonce(label)`: a genesis block's);
+    `now()` is the issuing time."""
+
+    key: Callable[[str, str], _PrivateKey]
+    serial: Callable[[str], int]
+    now: Callable[[], datetime]
+    privacy_key: Callable[[str], x25519.X25519PrivateKey]
+    nonce: Callable[[str], bytes]
+
+
+FRESH = Material(
+    key=_new_key,
+    serial=lambda _label: x509.random_serial_number(),
+    now=lambda: datetime.now(UTC),
+    privacy_key=lambda _label: x25519.X25519PrivateKey.generate(),
+    nonce=lambda _label: secrets.token_bytes(32),
+)
 
 
 def _hash_for(signer: _PrivateKey) -> hashes.SHA256 | None:
@@ -59,10 +87,9 @@ def _key_pem(key: _PrivateKey) -> bytes:
     )
 
 
-def _validity(valid_days: int) -> tuple[datetime, datetime]:
+def _validity(valid_days: int, now: datetime) -> tuple[datetime, datetime]:
     if valid_days <= 0:
         raise ValueError(f"valid_days must be positive, not {valid_days}")
-    now = datetime.now(UTC)
     return now - CLOCK_SKEW, now + timedelta(days=valid_days)
 
 
@@ -80,24 +107,27 @@ def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x
     )
 
 
-def make_ca(org_id: str, *, key_type: str = "p256", valid_days: int = 3650) -> IssuedCert:
+def make_ca(
+    org_id: str, *, key_type: str = "p256", valid_days: int = 3650, material: Material = FRESH
+) -> IssuedCert:
     """A self-signed root CA for `org_id`: CN=ca.<org_id>, O=<org_id>, path length 0."""
     if not org_id:
         raise ValueError("org_id must not be empty")
-    key = _new_key(key_type)
+    label = f"ca.{org_id}"
+    key = material.key(key_type, label)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, f"ca.{org_id}"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_id),
         ]
     )
-    not_before, not_after = _validity(valid_days)
+    not_before, not_after = _validity(valid_days, material.now())
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(material.serial(label))
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -139,6 +169,7 @@ def issue_cert(
     tls: bool = False,
     hosts: Sequence[str] = (),
     valid_days: int = 825,
+    material: Material = FRESH,
 ) -> IssuedCert:
     """A leaf certificate signed by `ca`: CN=common_name, O=org_id, OU=role.
 
@@ -155,8 +186,9 @@ def issue_cert(
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError(f"unsupported CA key {type(ca_key).__name__}")
-    key = _new_key(key_type)
-    not_before, not_after = _validity(valid_days)
+    label = f"{'tls' if tls else 'identity'}.{common_name}"
+    key = material.key(key_type, label)
+    not_before, not_after = _validity(valid_days, material.now())
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
@@ -169,7 +201,7 @@ def issue_cert(
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(material.serial(label))
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

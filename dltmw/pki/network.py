@@ -23,9 +23,7 @@ key path), so nothing is written for a topology that cannot be built.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
-from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, Material, issue_cert, make_ca
 from dltmw.v1 import config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
@@ -57,11 +55,18 @@ def _identity(cert: IssuedCert, org: str) -> SigningIdentity:
 
 
 def _party(
-    out: Path, cas: dict[str, IssuedCert], org: str, pid: str, role: str, tls_hosts: list[str]
+    out: Path,
+    cas: dict[str, IssuedCert],
+    org: str,
+    pid: str,
+    role: str,
+    tls_hosts: list[str],
+    material: Material = FRESH,
 ) -> SigningIdentity:
     """Issue identity and TLS certs of a node or client into `out`."""
-    ident = issue_cert(cas[org], org, pid, role)
-    tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=tls_hosts or [pid])
+    ident = issue_cert(cas[org], org, pid, role, material=material)
+    hosts = tls_hosts or [pid]
+    tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=hosts, material=material)
     _write(out / "identity.pem", ident.cert_pem)
     _write(out / "identity.key", ident.key_pem, private=True)
     _write(out / "tls.pem", tls.cert_pem)
@@ -85,15 +90,18 @@ def _files(home: Path, root: Path, org: str) -> dict[str, str]:
     }
 
 
-def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> Topology:
-    """Generate all key material, configs and genesis blocks for a topology."""
+def init_network(
+    topology_path: Path, out: Path, synchronous: str = "FULL", material: Material = FRESH
+) -> Topology:
+    """Generate all key material, configs and genesis blocks for a topology (keys, nonces and
+    times from `material`: fresh ones unless the simulator asks for its fixed derivation)."""
     topo = Topology.load(topology_path)
     raw = topo.raw
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(topology_path, out / "topology.toml")
-    cas = {o["id"]: make_ca(o["id"]) for o in raw["orgs"]}
+    cas = {o["id"]: make_ca(o["id"], material=material) for o in raw["orgs"]}
     for org, ca in cas.items():
         _write(out / "orgs" / org / "ca.pem", ca.cert_pem)
         _write(out / "orgs" / org / "ca.key", ca.key_pem, private=True)
@@ -104,15 +112,16 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         role = "orderer" if node["roles"] == ["orderer"] else "peer"
         hosts = ["127.0.0.1", "localhost", node["id"]]
         home = out / "nodes" / node["id"]
-        identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts)
+        identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts, material)
         if "peer" in node["roles"]:
-            privacy[node["id"]] = _privacy_key(home)
+            privacy[node["id"]] = _privacy_key(home, material.privacy_key(node["id"]))
     clients = list(raw.get("clients", [])) + [
         {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
     ]
     for client in clients:
         home = out / "clients" / client["id"]
-        _party(home, cas, client["org"], client["id"], client.get("role", "client"), [])
+        role = client.get("role", "client")
+        _party(home, cas, client["org"], client["id"], role, [], material)
         gateway = client.get("gateway") or _default_gateway(raw, client["org"])
         cfg = {
             "client": {"id": client["id"], "org": client["org"], "gateway": gateway},
@@ -124,7 +133,8 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
         config = _channel_config(ch, raw, cas, identities, privacy)
         channel_view(config)  # validates policies and limits before anything runs
         first = identities[ch["orderers"][0]]
-        block = make_genesis(config, first, secrets.token_bytes(32), datetime.now(UTC))
+        nonce = material.nonce(f"genesis.{ch['id']}")
+        block = make_genesis(config, first, nonce, material.now())
         _write(out / "channels" / f"{ch['id']}.block", block.SerializeToString())
     for node in raw["nodes"]:
         home = out / "nodes" / node["id"]
@@ -148,9 +158,8 @@ def init_network(topology_path: Path, out: Path, synchronous: str = "FULL") -> T
     return topo
 
 
-def _privacy_key(home: Path) -> bytes:
-    """Write a fresh X25519 key for the node's privacy manager; returns its public key."""
-    key = X25519PrivateKey.generate()
+def _privacy_key(home: Path, key: X25519PrivateKey) -> bytes:
+    """Write the X25519 key of the node's privacy manager; returns its public key."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

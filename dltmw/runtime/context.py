@@ -1,4 +1,8 @@
-"""What every role of a node shares: identity, TLS, addresses, limits, clock, connections."""
+"""What every role of a node shares: identity, TLS, addresses, limits, clock, connections.
+
+Connections are made by the node's `transport` (`runtime/transport.py`): grpc.aio with mutual
+TLS, or the simulator's in-process network.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
-from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.config import Limits
+from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import errors_pb2
 
 RESOLVE_TIMEOUT_S = 10.0
@@ -33,11 +38,12 @@ class NodeContext:
     keepalive: Keepalive = DEFAULT_KEEPALIVE
     tasks: TaskOwner = field(default_factory=TaskOwner)  # every long-lived task of the node
     storage_retry: RetryPolicy = DEFAULT_RETRY  # how every store retries a transient fault
+    transport: Transport = GRPC  # how channels to other nodes are made
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def channel_to(self, node_id: str) -> grpc.aio.Channel:
-        """A cached mTLS channel to another node; UNAVAILABLE if it has no address."""
+        """A cached channel to another node; UNAVAILABLE if it has no address."""
         existing = self._channels.get(node_id)
         if existing is not None:
             return existing
@@ -52,7 +58,7 @@ class NodeContext:
             existing = self._channels.get(node_id)
             if existing is not None:  # another task connected while we resolved
                 return existing
-            channel = secure_channel(
+            channel = self.transport.channel(
                 address, node_id, self.tls, self.limits.max_message_bytes, self.keepalive
             )
             self._channels[node_id] = channel

@@ -2,11 +2,12 @@
 
 Start: load identity and TLS, open every channel it belongs to (from the genesis files named in
 its config and those it joined later, kept under `data/channels/`), start the roles, serve on
-grpc.aio with mutual TLS, publish its address, print one READY line. The server carries only the
-services of the roles the node hosts (`_services`; reflection lists exactly those, on both
-reflection protocols, and health answers for each by name), each behind
-the request boundary (`rpc/boundary.py`: bounds, budget and parsing before any servicer runs),
-with the keepalive policy its clients follow (`rpc/channel_options.py`).
+grpc.aio with mutual TLS (through its `transport`: the simulator swaps in its own network),
+publish its address, print one READY line. The server carries only the services of the roles
+the node hosts (`_services`; reflection lists exactly those, on both reflection protocols, and
+health answers for each by name), each behind the request boundary (`rpc/boundary.py`: bounds,
+budget and parsing before any servicer runs), with the keepalive policy its clients follow
+(`rpc/channel_options.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
@@ -38,7 +39,6 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
-from dltmw.rpc.channel_options import server_options
 from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
@@ -57,6 +57,7 @@ from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
 from dltmw.runtime.roles.utxo import UtxoServices
+from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
     admin_service_pb2,
     block_pb2,
@@ -83,8 +84,9 @@ def _service(module: Any, name: str) -> ServiceDescriptor:
 class Node:
     """One dltmw node process."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, transport: Transport = GRPC) -> None:
         self.config = config
+        self.transport = transport  # grpc.aio + mTLS, or the simulator's network
         tls = TlsMaterial.load(config.tls_cert, config.tls_key, config.tls_roots)
         self.ctx = NodeContext(
             node_id=config.node_id,
@@ -98,6 +100,7 @@ class Node:
             keepalive=config.keepalive,
             tasks=TaskOwner(on_fatal=self._on_fatal, transient=is_transient),
             storage_retry=config.storage_retry,
+            transport=transport,
         )
         self.failed = asyncio.Event()  # a long-lived task failed for good: the node must stop
         self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
@@ -142,7 +145,7 @@ class Node:
                 await self.join(block)
         await self.utxo.start()
         self._server = self._make_server()
-        port = self._server.add_secure_port(self.config.listen, self.ctx.tls.server_credentials())
+        port = self.transport.listen(self._server, self.config.listen, self.ctx.tls)
         await self._server.start()
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
@@ -152,16 +155,8 @@ class Node:
         return self.address
 
     def _make_server(self) -> grpc.aio.Server:
-        limits = self.config.limits
-        server = grpc.aio.server(
-            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-            options=[
-                ("grpc.max_receive_message_length", limits.max_message_bytes),
-                ("grpc.max_send_message_length", limits.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-                *server_options(self.config.keepalive),
-            ],
-        )
+        config = self.config
+        server = self.transport.server(config.node_id, config.limits, config.keepalive)
         names = [add_service(server, self.boundary, d, s) for d, s in self._services()]
         names += [add_service(server, self.boundary, d, s) for d, s in reflectors(names)]
         self.service_names = tuple(names)

@@ -1,12 +1,27 @@
-"""`python -m dltmw.sim --seed N [--behaviour B] [--n 4]`: replay one run, print its trace."""
+"""Replay one seeded simulation and print its trace.
+
+    python -m dltmw.sim --seed N [--behaviour B] [--n 4]     PBFT-lite replicas (`runner.py`)
+    python -m dltmw.sim --seed N --scenario S                 a whole network (`scenarios/`)
+
+Exit status 1 when a checker fails. The last line is the verdict; `--digest` prints only a
+digest of the trace and the verdict (what the tests compare across processes).
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import sys
 
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.runner import run
+from dltmw.sim.scenarios import SCENARIOS, run_scenario
+
+
+def trace_digest(lines: tuple[str, ...]) -> str:
+    """A short digest of a trace (equal traces, equal digests)."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,12 +31,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="network")
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--digest", action="store_true", help="print a digest of the trace")
+    parser.add_argument("--log", default="CRITICAL", help="log level of the nodes (e.g. INFO)")
     args = parser.parse_args(argv)
-    result = run(args.seed, args.behaviour, args.n, args.requests, trace=True)
-    for line in result.trace:
-        print(line)
-    print(result.verdict())
-    return 0 if not result.violations and result.live else 1
+    logging.basicConfig(level=args.log.upper(), format="%(levelname)s %(name)s %(message)s")
+    if args.scenario is not None:
+        result = run_scenario(args.scenario, args.seed, trace=True)
+        lines, verdict, ok = result.trace, result.verdict(), result.ok
+    else:
+        pbft = run(args.seed, args.behaviour, args.n, args.requests, trace=True)
+        lines, verdict = pbft.trace, pbft.verdict()
+        ok = not pbft.violations and pbft.live
+    if args.digest:
+        print(trace_digest(lines))
+    else:
+        for line in lines:
+            print(line)
+    print(verdict)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ LAYERS: dict[str, frozenset[str]] = {
     "net": frozenset({"core", "aio", "v1"}),
     "rpc": frozenset({"core", "aio", "net", "v1"}),
     "runtime": frozenset({"core", "contracts", "aio", "ledger", "net", "rpc", "v1"}),
-    "sim": frozenset({"core", "contracts", "aio", "ledger", "net", "rpc", "runtime", "v1"}),
+    # the simulator hosts whole networks: nodes (runtime), their material (pki), clients (client)
+    "sim": frozenset(
+        {"core", "contracts", "aio", "ledger", "net", "rpc", "runtime", "pki", "client", "v1"}
+    ),
     "client": frozenset({"core", "aio", "net", "rpc", "v1"}),
     "pki": frozenset({"core", "net", "v1"}),
     "ops": frozenset({"runtime", "core", "v1"}),

@@ -12,8 +12,16 @@ Cross-node operations live here:
 * recovery — Recover asks every other peer of the channel to Resend the payloads addressed to this
   node, keeps only payloads whose hash is a VALID private transaction on this node's own ledger
   and whose box opens with this node's key (so a tampered or unrelated copy is refused), stores
-  them, then re-derives the private state from block 0. A store that was created at start while
-  the ledger already has blocks (a lost store) is recovered automatically in the background.
+  them, then re-derives the private state from block 0. A node recovering at start may still be
+  catching up on blocks: a refused payload that would be kept but for not being on the ledger
+  yet, and that a channel peer sealed (as Push requires), is set aside (`defer_payloads`) and
+  becomes this node's payload if its transaction commits — refused for good, it would have
+  stayed NOT_HELD there (found by the simulator, `dltmw/sim/scenarios/private.py`). A
+  store created at start on a node that ran before (a lost store) is marked incomplete when it
+  is created and recovered automatically in the background, again at every start, until every
+  other peer answered (the simulator found each of: a lost store on a ledger with no block yet
+  — payloads reach a node before their transactions are ordered —, a recovery answered only
+  by peers that held nothing, and a crash during the recovery).
 """
 
 from __future__ import annotations
@@ -82,17 +90,21 @@ class PrivacyManager:
                 "channel %s does not list this node's privacy key: no privacy manager", cid
             )
             return
+        # A private store created now replaces a lost one unless the node is new. Not only when
+        # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
+        # node that lost its store before committing any block may have held some.
         store = await PrivateStore.open(
             self._data_dir / f"{cid}.private.sqlite",
             synchronous=self._synchronous,
             retry=self.ctx.storage_retry,
+            lost_if_created=peer.ledger.height > 1 or not peer.ledger.created,
         )
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
         executor = PrivateExecutor(self.key, peer, store)
         await channel.start()
         await executor.start()
         self.channels[cid], self.executors[cid] = channel, executor
-        if store.created and peer.ledger.height > 1:
+        if await store.incomplete():  # lost, and not recovered yet (maybe by a crashed start)
             task = self.ctx.tasks.spawn(f"recover-{cid}", self._auto_recover(cid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -255,6 +267,7 @@ class PrivacyManager:
                 if n.privacy_public_key and n.node_id != self.ctx.node_id
             ]
             good: dict[bytes, NewPayload] = {}
+            deferred: dict[bytes, NewPayload] = {}
             out = P.RecoverResponse()
             for node_id in others:
                 try:
@@ -270,6 +283,10 @@ class PrivacyManager:
                         continue
                     if not self._acceptable(payload, digest, on_ledger, node_id):
                         out.refused += 1
+                        if digest not in on_ledger and self._deferrable(channel, payload, digest):
+                            deferred[digest] = NewPayload(
+                                digest, payload.SerializeToString(), tuple(recipients_of(payload))
+                            )
                         continue
                     good[digest] = NewPayload(
                         digest, payload.SerializeToString(), tuple(recipients_of(payload))
@@ -277,6 +294,7 @@ class PrivacyManager:
             if others and not out.peers_answered:
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "no peer answered Resend")
             out.recovered = await channel.store.store_payloads(list(good.values()))
+            await channel.store.defer_payloads([d for h, d in deferred.items() if h not in good])
             out.re_executed = await self._rederive(channel)
             logger.info(
                 "recovered %d payloads of %s (%d refused) from %d peers",
@@ -286,6 +304,18 @@ class PrivacyManager:
                 out.peers_answered,
             )
             return out
+
+    def _deferrable(
+        self, channel: PrivateChannel, payload: private_payload_pb2.EncryptedPayload, digest: bytes
+    ) -> bool:
+        """Sealed by a channel peer for this node (what Push accepts): worth keeping aside."""
+        if channel.node_of_key(payload.sender_public_key) is None:
+            return False
+        try:
+            open_key(payload, self.key, digest)
+        except PayloadError:
+            return False
+        return True
 
     def _acceptable(
         self,
@@ -315,11 +345,28 @@ class PrivacyManager:
         return await channel.store.count_status([EXECUTED, CONTRACT_FAILED])
 
     async def _auto_recover(self, channel_id: str) -> None:
-        """Recover a store lost before this start, retrying while other peers are still down."""
+        """Recover a store lost before this start, retrying while other peers are still down:
+        until every other peer answered once (the ones that hold this node's payloads may be
+        the ones that were down — found by the simulator), or the attempts are spent."""
+        channel = self.channel(channel_id)
+        others = sum(
+            1
+            for n in channel.view.config.peers
+            if n.privacy_public_key and n.node_id != self.ctx.node_id
+        )
         for attempt in range(AUTO_RECOVER_ATTEMPTS):
             try:
-                await self.recover(channel_id)
-                return
+                report = await self.recover(channel_id)
+                if report.peers_answered >= others:
+                    await channel.store.mark_complete()
+                    return
+                logger.warning(
+                    "automatic recovery of %s (%d): %d of %d peers answered; trying again",
+                    channel_id,
+                    attempt,
+                    report.peers_answered,
+                    others,
+                )
             except DltmwError as exc:
                 logger.warning("automatic recovery of %s failed (%d): %s", channel_id, attempt, exc)
             await asyncio.sleep(min(10.0, 0.5 * 2**attempt))

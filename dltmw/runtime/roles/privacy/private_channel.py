@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
@@ -174,9 +174,9 @@ class PrivateChannel:
             plaintext,
             self.key,
             keys,
-            os.urandom(32),
-            os.urandom(12),
-            [os.urandom(12) for _ in range(len(keys) + 1)],
+            token_bytes(32),
+            token_bytes(12),
+            [token_bytes(12) for _ in range(len(keys) + 1)],
         )
         return _Outgoing(payload, payload_hash(payload), tuple(sorted(chosen)))
 
@@ -339,7 +339,7 @@ class PrivateChannel:
         new_keys = sorted(set(self.recipients(orgs).values()) - held)
         if not new_keys:
             return len(held)
-        nonces = [os.urandom(12) for _ in range(len(held) + len(new_keys))]
+        nonces = [token_bytes(12) for _ in range(len(held) + len(new_keys))]
         updated = add_recipients(payload, self.key, new_keys, nonces)
         keys = tuple(recipients_of(updated))
         await self.store.store_payloads(

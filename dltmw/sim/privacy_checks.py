@@ -1,0 +1,104 @@
+"""Checkers of private-payload runs: what each node's private store and files hold afterwards.
+
+* **recipients agree**: every VALID private transaction on the ledger (its first occurrence) was
+  executed by every recipient — EXECUTED or CONTRACT_FAILED, never NOT_HELD or TAMPERED — with
+  the same private-state hash everywhere, and the recipients' private states are equal;
+* **non-recipients hold nothing readable**: a node that was never a recipient recorded NOT_HELD
+  for every private transaction, holds no private state, and not one byte of its files (sqlite
+  files with their -wal and -shm) contains a plaintext marker of the run, raw or hex; nor does
+  any public ledger file (blocks, world state) of any node.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
+from dltmw.sim.ledger_checks import VALID, Chain
+
+RAN = frozenset({EXECUTED, CONTRACT_FAILED})
+
+
+@dataclass(frozen=True)
+class PrivateView:
+    """One node's private store after the run."""
+
+    node: str
+    records: dict[bytes, tuple[int, bytes]]  # payload hash -> (status, state hash)
+    state: dict[tuple[str, str], bytes]
+    payloads: int = 0  # encrypted payloads held
+
+
+def read_private(node: str, path: Path) -> PrivateView:
+    """Read a node's private store file (absent: an empty view)."""
+    if not path.exists():
+        return PrivateView(node, {}, {})
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT payload_hash, status, state_hash FROM ptxs")
+        records = {bytes(h): (int(s), bytes(sh)) for h, s, sh in rows}
+        rows = conn.execute("SELECT namespace, key, value FROM pstate")
+        state = {(n, k): bytes(v) for n, k, v in rows}
+        payloads = int(conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0])
+    finally:
+        conn.close()
+    return PrivateView(node, records, state, payloads)
+
+
+def private_hashes(chain: Chain) -> list[bytes]:
+    """Payload hashes of the committed private transactions (VALID, first occurrence of their
+    tx_id), in ledger order."""
+    out, seen = [], set()
+    for tx in chain.txs:
+        if tx.private_hash and tx.code == VALID and tx.tx_id not in seen:
+            seen.add(tx.tx_id)
+            out.append(tx.private_hash)
+    return out
+
+
+def check_recipients_agree(hashes: Iterable[bytes], recipients: Sequence[PrivateView]) -> list[str]:
+    """Every recipient ran every private transaction, with the same outcome, to one state."""
+    out: list[str] = []
+    for digest in hashes:
+        outcomes = {}
+        for view in recipients:
+            record = view.records.get(digest)
+            if record is None or record[0] not in RAN:
+                status = "no record" if record is None else f"status {record[0]}"
+                out.append(f"not executed: {view.node} has {status} for {digest.hex()[:12]}")
+            else:
+                outcomes[view.node] = record
+        if len(set(outcomes.values())) > 1:
+            out.append(f"diverged: recipients' outcomes of {digest.hex()[:12]} differ")
+    first = recipients[0]
+    for view in recipients[1:]:
+        if view.state != first.state:
+            diff = sorted(set(view.state.items()) ^ set(first.state.items()))[:2]
+            out.append(f"states differ: {view.node} and {first.node}: {diff}")
+    return out
+
+
+def check_nothing_readable(
+    hashes: Iterable[bytes], outsider: PrivateView, files: Iterable[Path], markers: Iterable[bytes]
+) -> list[str]:
+    """The non-recipient recorded hashes only, and no file shows a plaintext marker."""
+    out: list[str] = []
+    for digest in hashes:
+        record = outsider.records.get(digest)
+        if record is not None and record[0] != NOT_HELD:
+            out.append(
+                f"outsider ran: {outsider.node} has status {record[0]} for {digest.hex()[:12]}"
+            )
+    if outsider.state:
+        out.append(
+            f"outsider state: {outsider.node} holds private state {sorted(outsider.state)[:2]}"
+        )
+    needles = [n for m in markers for n in (m, m.hex().encode())]
+    for path in files:
+        data = path.read_bytes()
+        if any(needle in data for needle in needles):
+            out.append(f"leak: plaintext marker found in {path.name} of {path.parent.parent.name}")
+    return out

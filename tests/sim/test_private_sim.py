@@ -1,0 +1,81 @@
+"""Scenario (c), private payloads, as whole simulated networks (tier 3).
+
+Production peers with their privacy managers on simulated hosts: Org1 and Org2 trade privately,
+the Regulator's peer audits (a recipient of every payload), Org3's peer is a member that is never
+a recipient. Pushes are lost (streams broken) and replayed, Deliver messages lost and reordered,
+a recipient is down for a while, one is killed in the middle of a private store job, and one
+loses its private store and must recover it. Checkers: the recipients ran every private
+transaction alike and hold equal private states; the outsider holds nothing readable. A failure
+prints the command that replays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from dltmw.runtime.roles.privacy import executor
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.sim.scenarios import run_scenario
+from dltmw.v1 import block_pb2
+
+from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
+
+pytestmark = pytest.mark.soak
+
+MARKS = {
+    "push lost (its stream broken)": lambda r: r.counts.get("Push.broken", 0) > 0,
+    "push delivered twice": lambda r: r.counts.get("Push.replayed", 0) > 0,
+    "a recipient down": lambda r: r.counts.get("recipient-down", 0) > 0,
+    "a store with payloads lost, then recovered": lambda r: (
+        r.counts.get("store-lost-with-payloads", 0) > 0
+    ),
+    "a payload ordered twice": lambda r: r.counts.get("ordered-again", 0) > 0,
+}
+
+
+def test_runs_are_safe_and_live() -> None:
+    results = run_seeds("private", seeds(200))
+    assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
+    assert sum(r.summary["committed"] for r in results) >= 10 * len(results)
+    shares = exercised(results, MARKS)
+    assert all(share >= 0.9 for share in shares.values()), f"faults exercised: {shares}"
+
+
+def test_negative_control_an_executor_that_skips_a_private_transaction_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    every = executor.private_txs
+
+    def skipping(block: block_pb2.Block) -> list[executor.PrivateTxRef]:
+        return [tx for tx in every(block) if tx[2][0] % 3]  # drops about a third
+
+    monkeypatch.setattr(executor, "private_txs", skipping)
+    results = run_seeds("private", range(10), stop_after=10)
+    caught = [r for r in results if any(v.startswith("not executed") for v in r.violations)]
+    assert len(caught) >= 8, f"only {len(caught)}/{len(results)} runs flagged"
+
+
+def test_negative_control_a_manager_that_addresses_every_member_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outsider becomes a recipient of everything: the no-readable-data checker must see it."""
+
+    def everyone(self: PrivateChannel, orgs: Sequence[str]) -> dict[str, bytes]:
+        peers = self.view.config.peers
+        chosen = {n.node_id: n.privacy_public_key for n in peers if n.privacy_public_key}
+        chosen.pop(self.ctx.node_id, None)
+        return chosen
+
+    monkeypatch.setattr(PrivateChannel, "recipients", everyone)
+    results = run_seeds("private", range(10), stop_after=10)
+    caught = [r for r in results if any(v.startswith("leak") for v in r.violations)]
+    assert len(caught) >= 8, f"only {len(caught)}/{len(results)} runs flagged"
+    assert any(v.startswith("outsider") for r in caught for v in r.violations)
+
+
+def test_a_run_replays_exactly() -> None:
+    with quiet_nodes():
+        first, again = (run_scenario("private", 5, trace=True) for _ in range(2))
+    assert first.trace == again.trace and len(first.trace) > 10

@@ -1,0 +1,135 @@
+"""The one store-opening helper (`ledger/sqlite_file.py`): every store opens and writes this way."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dltmw.ledger.sqlite_file import SqliteFile, StoreClosed
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+
+
+def rows(path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT k, v FROM t ORDER BY k").fetchall()
+
+
+async def test_open_applies_pragmas_schema_and_setup(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "a.sqlite"
+    file = SqliteFile(path, SCHEMA, synchronous="NORMAL")
+    seen: list[str] = []
+    await file.open(lambda conn: seen.append(conn.execute("PRAGMA synchronous").fetchone()[0]))
+    assert file.created and seen == [1]  # NORMAL
+    assert await file.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    await file.close()
+    again = SqliteFile(path, SCHEMA)
+    await again.open()
+    assert not again.created
+    await again.close()
+
+
+async def test_a_write_is_one_transaction_rolled_back_whole_on_error(tmp_path: Path) -> None:
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA)
+    await file.open()
+    await file.write("vault.record", lambda c: c.execute("INSERT INTO t VALUES (1, 'one')"))
+
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (2, 'two')")
+        conn.execute("INSERT INTO t VALUES (1, 'again')")  # primary key: IntegrityError
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await file.write("vault.record", half)
+    assert rows(tmp_path / "a.sqlite") == [(1, "one")]  # the first insert of `half` is gone
+    await file.close()
+
+
+async def test_a_refused_open_leaves_no_connection_and_no_thread(tmp_path: Path) -> None:
+    threads = threading.active_count()
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA)
+
+    def refuse(_conn: sqlite3.Connection) -> None:
+        raise ValueError("chain broken")
+
+    with pytest.raises(ValueError, match="chain broken"):
+        await file.open(refuse)
+    assert threading.active_count() == threads
+    with pytest.raises(StoreClosed):
+        _ = file.connection
+
+
+async def test_close_is_idempotent_and_use_after_close_is_refused(tmp_path: Path) -> None:
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA, reader=True)
+    await file.open()
+    assert await file.snapshot(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+    await file.close()
+    await file.close()
+    with pytest.raises(StoreClosed):
+        _ = file.connection
+
+
+def test_an_unknown_mode_is_refused_before_the_file_exists(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unsupported synchronous mode"):
+        SqliteFile(tmp_path / "a.sqlite", SCHEMA, synchronous="OFF")
+    assert not (tmp_path / "a.sqlite").exists()
+
+
+def test_the_blocking_api_runs_on_the_file_worker(tmp_path: Path) -> None:
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA)
+    file.open_blocking()
+    names = file.run_blocking(lambda: threading.current_thread().name)
+    assert names.startswith("store") and names != threading.current_thread().name
+    file.run_blocking(
+        lambda: file.write_here("t", lambda c: c.execute("INSERT INTO t VALUES (3,'x')"))
+    )
+    file.close_blocking()
+    assert rows(tmp_path / "a.sqlite") == [(3, "x")]
+
+
+class Inline(Executor):
+    """What a simulated loop provides: the job runs at once, on the caller's thread."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.jobs += 1
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class LoopWithStoreExecutor(asyncio.SelectorEventLoop):
+    """A loop that hands stores its own executor (as `dltmw/sim`'s virtual-time loop does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline = Inline()
+
+    def store_executor(self, _name: str) -> Executor:
+        return self.inline
+
+
+def test_the_running_loop_may_supply_the_worker(tmp_path: Path) -> None:
+    loop = LoopWithStoreExecutor()
+    threads = threading.active_count()
+
+    async def use() -> list[tuple[int, str]]:
+        file = SqliteFile(tmp_path / "a.sqlite", SCHEMA)
+        await file.open()
+        await file.write("t", lambda c: c.execute("INSERT INTO t VALUES (4,'y')"))
+        got = await file.read(lambda c: c.execute("SELECT k, v FROM t").fetchall())
+        await file.close()
+        return got
+
+    try:
+        assert loop.run_until_complete(use()) == [(4, "y")]
+    finally:
+        loop.close()
+    assert loop.inline.jobs >= 3 and threading.active_count() == threads
