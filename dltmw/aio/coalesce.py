@@ -1,6 +1,6 @@
 """Coalescing concurrent per-item calls into one batched call (group commit for anything).
 
-Each awaited thread hop (aiosqlite, `run_in_executor`) costs ~70-100 µs and each gRPC message
+Each awaited thread hop (a store's worker thread, `run_in_executor`) costs ~70-100 µs and each gRPC message
 ~0.2 ms of CPU on this machine (`reference/limits.md`), about as much as a transaction's signature
 checks. Code that handles one transaction at a time (a unary RPC, one Endorse) would pay that per
 transaction. A `Coalescer` lets it keep its per-item shape: `await c.call(item)` queues the item,

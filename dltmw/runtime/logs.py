@@ -1,6 +1,6 @@
 """The one logging setup: JSON lines for nodes, readable lines for the `dltmw` command.
 
-Why the standard library and not structlog: every library under us (grpc, aiosqlite, tenacity,
+Why the standard library and not structlog: every library under us (grpc, tenacity, sqlite3,
 asyncio) already logs through `logging`, and so does every dltmw module
 (`logger = logging.getLogger(__name__)`); a formatter is all that JSON output needs, and a second
 logging API would split the code base in two styles.

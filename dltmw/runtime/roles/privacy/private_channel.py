@@ -33,7 +33,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
-from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -160,7 +160,7 @@ class PrivateChannel:
     ) -> list[tuple[bytes, int]]:
         """`send` for several payloads (each with its own fresh key), stored and pushed together."""
         if self._queue.qsize() + len(items) > self._queue.maxsize:
-            raise PeerError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
+            raise TransientError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
         outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in items]
         for item in outgoing:
             self._queue.put_nowait(item)
@@ -193,13 +193,15 @@ class PrivateChannel:
                 await slots.acquire()
                 try:
                     await self._store(batch)
-                except Exception as exc:  # storage failure: the callers must not wait forever
-                    slots.release()
-                    logger.exception("storing a private send batch of %s failed", self.channel_id)
+                except Exception as exc:
+                    # The store retried transient faults for its whole budget already: what
+                    # reaches here (StorageUnavailable, a bug) stops the node loudly (the task
+                    # owner), after the callers heard of it — they must not wait forever.
                     self._fail(
-                        batch, TransientError(R.ERROR_REASON_OVERLOADED, f"send failed: {exc}")
+                        batch,
+                        TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"send failed: {exc}"),
                     )
-                    continue
+                    raise
                 task = asyncio.create_task(self._push_all(batch))
                 pushing.add(task)
                 task.add_done_callback(pushing.discard)

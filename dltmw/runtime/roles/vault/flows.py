@@ -18,11 +18,11 @@ pending: the transaction is final (the notary consumed the inputs) and will reac
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.entropy import fraction, token_bytes
 from dltmw.aio.rpc_errors import from_rpc_error, reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.utxo.build import (
@@ -105,7 +105,7 @@ async def run_issue(
     role.node_of(flow.owner)
     spec = issue_plan(
         notary_of(role, notary),
-        secrets.token_bytes(NONCE_BYTES),
+        token_bytes(NONCE_BYTES),
         flow.contract,
         role.me,
         flow.owner,
@@ -136,7 +136,7 @@ async def run_move(
     try:
         spec = move_plan(
             notary_of(role, notary),
-            secrets.token_bytes(NONCE_BYTES),
+            token_bytes(NONCE_BYTES),
             contract,
             chosen,
             new_owner,
@@ -168,7 +168,7 @@ async def run_dvp(
         cash = await _offered_cash(role, buyer_node, terms)
         spec = dvp_plan(
             notary_of(role, notary),
-            secrets.token_bytes(NONCE_BYTES),
+            token_bytes(NONCE_BYTES),
             terms,
             securities,
             cash,
@@ -310,7 +310,7 @@ async def _notarise_cluster(
             raise
         return reply.response
 
-    start = secrets.randbelow(len(cluster.members))
+    start = int(fraction() * len(cluster.members)) % len(cluster.members)
     try:
         outcome = await gather_verdict(cluster, call, request, start)
     except ClusterUnavailable as exc:

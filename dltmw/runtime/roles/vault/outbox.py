@@ -26,6 +26,7 @@ from dltmw.core.errors import DltmwError
 from dltmw.core.utxo.verify import read_signed
 from dltmw.ledger.vault_store import Delivery, VaultStore
 from dltmw.net.netmap import NetworkMap
+from dltmw.runtime.faults import is_transient
 from dltmw.runtime.roles.vault.backchain import dependencies
 from dltmw.v1 import flow_service_pb2 as F
 
@@ -109,8 +110,13 @@ class Outbox:
                 wait = await self._pass()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the task must outlive any one failure (store busy, bad row)
-                logger.exception("outbox pass failed")
+            except Exception as exc:
+                # A transient fault (a peer, a busy store) waits for the next pass; anything else
+                # — StorageUnavailable once the store's retry budget is spent, a bug — stops the
+                # node loudly through the task owner, never a log line and carry on.
+                if not is_transient(exc):
+                    raise
+                logger.warning("outbox pass failed (%s); next pass in %.0f s", exc, BACKOFF_MAX_S)
                 wait = BACKOFF_MAX_S
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
