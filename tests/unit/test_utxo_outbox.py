@@ -171,3 +171,34 @@ async def test_undeliverable_rows_do_not_hide_later_ones(
         (txs[1].wire.tx_id, "n1"),
     ]
     await store.close()
+
+
+async def test_a_store_that_stays_unavailable_stops_the_node_loudly(tmp_path: Path) -> None:
+    """A transient fault waits for the next pass; `StorageUnavailable` (the store's retry budget
+    spent) is fatal to the node, never logged and carried on (the pass used to swallow it)."""
+    from dltmw.ledger.retry import StorageUnavailable
+
+    stx = final_tx()
+    store = VaultStore(tmp_path / "v.sqlite")
+    await store.open()
+    await store.record(stx, [0], [("n1", False)])
+    role = FakeRole(store, {})
+    failed = asyncio.Event()
+    fatal: list[tuple[str, BaseException | None]] = []
+
+    async def on_fatal(name: str, exc: BaseException | None) -> None:
+        fatal.append((name, exc))
+        failed.set()
+
+    async def unavailable(*_: object) -> None:
+        raise StorageUnavailable("storage write vault.delivered kept failing for 1 s: disk I/O")
+
+    store.delivered = unavailable  # type: ignore[method-assign]
+    box = Outbox(role)  # type: ignore[arg-type]
+    box.start(TaskOwner(on_fatal=on_fatal))
+    try:
+        await asyncio.wait_for(failed.wait(), 10)
+    finally:
+        await box.stop()
+        await store.close()
+    assert [(name, type(exc)) for name, exc in fatal] == [("vault-outbox", StorageUnavailable)]
