@@ -10,7 +10,11 @@ goes to one member first, which orders it, and once that one answered to f more 
 have usually applied the decision and answer from their stores, so the cluster orders each
 transaction about once instead of f+1 times (more throughput, one more round trip). When an
 answer is missing (member down, timeout) or does not match, further members are asked one by
-one, up to all n. A signature counts only if its signer is the member asked and it verifies
+one, up to all n. A member that stays silent does not hold the call: every `hedge_s` without
+any answer one more member is asked as well (a replica alone in a view change, or far behind,
+would otherwise keep every call that asks it waiting for its full deadline, although f+1 others
+answer at once). The outcome is returned as soon as f+1 members agree; asks still running are
+cancelled. A signature counts only if its signer is the member asked and it verifies
 over the tx_id; a refusal counts only with its ErrorInfo reason and conflicts, and only as one
 of the answers a notary gives about a transaction (ABORTED: an input is consumed;
 FAILED_PRECONDITION: the time window or a reference); any other failure is no answer, and
@@ -20,6 +24,8 @@ another member is asked.
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +40,9 @@ from dltmw.net.netmap import NetworkMap
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
+# Longer than a cluster needs to replace a failed primary (its request timeout plus one view
+# change, 2 s + 2 s at its 50 ms tick), so hedging adds load only when a member is stuck.
+HEDGE_S = 5.0
 
 
 class ClusterUnavailable(Exception):
@@ -109,31 +118,56 @@ async def ask_member(
     return ReplicaAnswer(replica, signature=signature.signature)
 
 
+def _agreeing(answers: Sequence[ReplicaAnswer]) -> int:
+    """The largest number of answers that agree (signatures, or one refusal with its conflicts)."""
+    signed = sum(1 for a in answers if a.signature and not a.reason)
+    refusals = Counter((a.reason, a.conflict_hashes) for a in answers if a.reason)
+    return max(signed, *refusals.values(), 0)
+
+
 async def gather_verdict(
     cluster: Cluster,
     call: Call,
     request: notarisation_pb2.NotarisationRequest,
     start: int = 0,
     relay: bool = False,
+    hedge_s: float = HEDGE_S,
 ) -> Verdict:
     """The cluster's verdict on one signed request, asking members through `call` (module
-    docstring: f+1 at once, or one then f with `relay`; then one more at a time, up to all n).
-    Shared by the SDK client and by vault nodes (which pass their own cached channels).
+    docstring). Enough members are kept asked for the answers still missing — f+1 at once, or
+    one then f with `relay`; a member that gave no answer is replaced at once, and each `hedge_s`
+    without any answer writes off the oldest silent ask and asks one more, up to all n. Shared by
+    the SDK client and by vault nodes (which pass their own cached channels).
     ClusterUnavailable if no f+1 members agree."""
     tx_id = notarisation_pb2.NotarisationPayload.FromString(request.payload).tx_id
     n, f = len(cluster.members), cluster.f
     order = [(start + k) % n for k in range(n)]
     answers: list[ReplicaAnswer] = []
-    asked = 1 if relay else f + 1
-    pending: Sequence[int] = order[:asked]
-    while pending:
-        got = await asyncio.gather(*(ask_member(cluster, call, r, request, tx_id) for r in pending))
-        answers.extend(a for a in got if a is not None)
-        outcome = verdict(answers, f)
-        if outcome is not None:
-            return outcome
-        step = f if asked == 1 and answers else 1
-        pending, asked = order[asked : asked + step], asked + step
+    tasks: list[asyncio.Task[ReplicaAnswer | None]] = []  # in the order asked
+    late: set[asyncio.Task[ReplicaAnswer | None]] = set()  # silent for a hedge: written off
+
+    def ask(count: int) -> None:
+        for replica in order[len(tasks) : len(tasks) + max(0, count)]:
+            tasks.append(asyncio.ensure_future(ask_member(cluster, call, replica, request, tx_id)))
+
+    ask(1 if relay else f + 1)
+    try:
+        while asking := [t for t in tasks if not t.done()]:  # at most n asks and n hedges
+            timeout = hedge_s if len(tasks) < n else None
+            await asyncio.wait(asking, timeout=timeout, return_when=FIRST_COMPLETED)
+            done = [t for t in asking if t.done()]  # each task is read once: then not asking
+            if not done:  # the oldest ask not yet written off
+                late.update([t for t in asking if t not in late][:1])
+            answers.extend(a for t in done if (a := t.result()) is not None)
+            outcome = verdict(answers, f)
+            if outcome is not None:
+                return outcome
+            need = 1 if relay and not answers else f + 1 - _agreeing(answers)
+            ask(need - sum(1 for t in tasks if not t.done() and t not in late))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     raise ClusterUnavailable(
         f"notary cluster {cluster.cluster_id}: no f+1 matching answers from {n} members"
     )

@@ -55,6 +55,7 @@ class Checkpoints(ViewChanges):
         self.prepared = {s: c for s, c in self.prepared.items() if s > sequence}
         self.checkpoints = {s: v for s, v in self.checkpoints.items() if s > sequence}
         if self.next_exec <= sequence:
+            self.note_behind()
             self.probe()
         self.maybe_stable()
 
@@ -116,6 +117,7 @@ class Checkpoints(ViewChanges):
             if digest is not None:
                 self.learn_checkpoint(reply.stable_sequence, digest, tuple(reply.stable_proof))
         if applied:
+            self.note_behind()
             self.execute()
             if len(reply.batches) >= self.config.transfer_batches_max:
                 request = replica_pb2.StateRequest(from_sequence=self.next_exec)

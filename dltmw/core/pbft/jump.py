@@ -51,6 +51,7 @@ def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
     replica.persist(record)
     restore_jump(replica, record)
     replica.counters["jumped"] += len(todo)
+    replica.note_behind()
     replica.probe()  # learn the stable checkpoint (and later batches) from the peers
     return True
 

@@ -14,8 +14,10 @@ Catch-up: every `probe_ticks` a replica asks its peers for decided batches from 
 sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
 verified by its commit certificate before it is executed. A replica behind what its peers
 retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatures; see
-`pbft.jump`). Lost messages are retransmitted every `retransmit_ticks` (own votes of
-undecided slots, forwarded requests, the view change).
+`pbft.jump`). While catch-up keeps proving the replica behind, its request timer stands still
+(`note_behind`): it would otherwise blame the primary for its own lag. Lost messages are
+retransmitted every `retransmit_ticks` (own votes of undecided slots, forwarded requests, the
+view change).
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class Replica(Checkpoints):
                 self.start_view_change(self.view + 1)
         elif self.pending:
             oldest = next(iter(self.pending.values()))
-            if self.now - oldest.since >= self.config.request_timeout_ticks:
+            waited = self.now - max(oldest.since, self.behind_at)  # not while catching up
+            if waited >= self.config.request_timeout_ticks:
                 self.start_view_change(self.view + 1)
         self.propose(full_only=False)
         if self.now % self.config.retransmit_ticks == 0:

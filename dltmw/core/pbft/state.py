@@ -81,6 +81,8 @@ class ReplicaState:
         self.next_seq = 1
         self.proposed_ids: set[bytes] = set()
         self.pending: dict[bytes, Pending] = {}
+        # The last tick that proved this replica behind the cluster (see `note_behind`).
+        self.behind_at = 0
         self.forward_buffer: list[bytes] = []
         self.prepared: dict[int, replica_pb2.PreparedCertificate] = {}
         # View change.
@@ -155,6 +157,16 @@ class ReplicaState:
         slot.my_digest = digest
         slot.mine.append(envelope)
         slot.prepares[self.me] = (digest, envelope)
+
+    def note_behind(self) -> None:
+        """Record proof that the cluster decided past what we executed: batches we fetched
+        (under 2f+1 commits, or in blocks `jump` took with 2f+1 signatures) or a checkpoint
+        above `next_exec` proven by 2f+1.
+        The request timer does not run while such proof keeps coming: the requests we wait for
+        may be decided in batches we have not fetched yet, so a timeout would blame the primary
+        for our own lag — and alone in view v+1 we would be out of the cluster (PBFT never
+        lets a replica return to view v). One faulty replica cannot forge the proof."""
+        self.behind_at = self.now
 
     def in_window(self, sequence: int) -> bool:
         """Sequence between the watermarks (low, low + L]."""
