@@ -1,12 +1,13 @@
 """Coalescing concurrent per-item calls into one batched call (group commit for anything).
 
-Each awaited thread hop (a store's worker thread, `run_in_executor`) costs ~70-100 µs and each gRPC message
-~0.2 ms of CPU on this machine (`reference/limits.md`), about as much as a transaction's signature
-checks. Code that handles one transaction at a time (a unary RPC, one Endorse) would pay that per
-transaction. A `Coalescer` lets it keep its per-item shape: `await c.call(item)` queues the item,
-and one background task hands everything queued at that moment (at most `batch_max`) to the batch
-function in ONE call. Under load the items that arrive while a batch is being processed form the
-next batch, so batches grow with the load and an idle caller waits for nothing but one loop turn.
+Each awaited thread hop (a store's worker thread, `run_in_executor`) costs ~70-100 µs and each gRPC
+message ~0.2 ms of CPU on this machine (`reference/limits.md`), about as much as a transaction's
+signature checks. Code that handles one transaction at a time (a unary RPC, one Endorse) would pay
+that per transaction. A `Coalescer` lets it keep its per-item shape: `await c.call(item)` queues the
+item, and one background task hands everything queued at that moment (at most `batch_max`) to the
+batch function in ONE call. Under load the items that arrive while a batch is being processed form
+the next batch, so batches grow with the load and an idle caller waits for nothing but one loop
+turn.
 
 The batch function returns one result per item, in order; an item's result that is an Exception
 is raised to that item's caller only. If the batch function itself raises, every caller of that

@@ -20,7 +20,8 @@ operation is paid once per pair, not per payload (Tessera's precomputed `box_aft
 random 96-bit nonces one kek safely wraps far more keys than a node will ever send.
 
 Pure: no randomness is drawn here. Callers pass the fresh key and nonces as bytes (the runtime
-draws them through `aio/entropy.token_bytes`: the OS, or the simulator's seeded source), which keeps tests deterministic.
+draws them through `aio/entropy.token_bytes`: the OS, or the simulator's seeded source), which
+keeps tests deterministic.
 """
 
 from __future__ import annotations
