@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE_MAX = 4096
 BATCH_MAX = 256
+ENVELOPE_BYTES = 64 * 1024  # room left in a call for the request's own framing
 CALL_TIMEOUT_S = 5.0
 RECONNECT = Reconnect(first_s=0.2, max_s=2.0)  # the first wait is the former fixed 0.2 s
 
@@ -47,6 +48,7 @@ class ReplicaLink:
         self.node_id = node_id
         self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
+        self._held: Outbound | None = None  # did not fit the previous batch
         self.dropped = 0
 
     def start(self) -> None:
@@ -69,15 +71,7 @@ class ReplicaLink:
     async def _run(self) -> None:
         failures = 0
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH_MAX and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            request = replica_pb2.ExchangeRequest(channel_id=self.channel_id)
-            for message in batch:
-                if isinstance(message, replica_pb2.BlockSignature):
-                    request.block_signatures.append(message)
-                else:
-                    request.messages.append(message)
+            request = self._request(await self._take())
             try:
                 channel = await self.ctx.channel_to(self.node_id)
                 stub = replica_pb2_grpc.ReplicaServiceStub(channel)
@@ -95,3 +89,31 @@ class ReplicaLink:
                 if reconnects(exc):
                     await self.ctx.forget(self.node_id)
                 await asyncio.sleep(RECONNECT.delay_s(failures))
+
+    async def _take(self) -> list[Outbound]:
+        """The next batch: at most BATCH_MAX messages and, unless one message alone is larger,
+        at most the receiver's message limit — certificates make PBFT-lite messages large (a
+        new-view carries 2f+1 view changes with their prepared batches), and a call over the
+        limit is refused whole, again at every retransmission."""
+        first, self._held = self._held, None
+        if first is None:
+            first = await self._queue.get()
+        batch, size = [first], first.ByteSize()
+        budget = self.ctx.limits.max_message_bytes - ENVELOPE_BYTES
+        while len(batch) < BATCH_MAX and not self._queue.empty():
+            message = self._queue.get_nowait()
+            size += message.ByteSize()
+            if size > budget:
+                self._held = message
+                break
+            batch.append(message)
+        return batch
+
+    def _request(self, batch: list[Outbound]) -> replica_pb2.ExchangeRequest:
+        request = replica_pb2.ExchangeRequest(channel_id=self.channel_id)
+        for message in batch:
+            if isinstance(message, replica_pb2.BlockSignature):
+                request.block_signatures.append(message)
+            else:
+                request.messages.append(message)
+        return request

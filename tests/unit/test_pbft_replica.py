@@ -153,18 +153,46 @@ def test_restarted_replica_never_prepares_a_second_digest_for_one_slot() -> None
     assert restarted.counters["pre-prepare-conflicts-with-own-prepare"] == 1
 
 
-def test_request_timeout_starts_a_view_change_with_backoff() -> None:
+def view_change(replica: int, view: int) -> Envelope:
+    """An empty ViewChange (nothing prepared, no checkpoint) of `replica` for `view`."""
+    return signed(
+        replica, replica_pb2.ReplicaMessage(view_change=replica_pb2.ViewChange(new_view=view))
+    )
+
+
+def test_request_timeout_starts_a_view_change_and_only_a_quorum_arms_the_next() -> None:
+    """PBFT's rule: the timer that moves on to view v+2 starts once 2f+1 asked for v+1. A
+    replica alone in a view change stays at v+1 (retransmitting), so the others' next view
+    change finds it there; moving on alone it climbed views nobody else reached."""
     backup = replica(2)
     backup.step(ClientRequest(REQS[0]))
     backup.ready()
     for _ in range(CONFIG.request_timeout_ticks):
         backup.tick(backup.now + 1)
     assert (backup.view, backup.changing) == (1, True)
-    first = backup.vc_deadline - backup.now
+    resent = 0
+    for _ in range(20 * CONFIG.view_change_timeout_ticks):  # alone: it waits, it does not climb
+        backup.tick(backup.now + 1)
+        resent += sum(1 for _, e in backup.ready().send if _is_view_change(e, 1))
+    assert (backup.view, backup.changing) == (1, True) and resent > 0
+    for other in (0, 3):  # two more ask for view 1 (its primary, replica 1, never answers)
+        backup.step(view_change(other, 1))
+    backup.ready()
+    first = backup.vc_deadline - backup.now  # type: ignore[operator]
     for _ in range(first):
         backup.tick(backup.now + 1)
-    assert backup.view == 2
-    assert backup.vc_deadline - backup.now == 2 * first
+    assert backup.view == 2 and backup.vc_deadline is None  # alone again at view 2
+    for other in (0, 3):
+        backup.step(view_change(other, 2))
+    backup.ready()
+    assert backup.vc_deadline - backup.now == 2 * first  # type: ignore[operator]
+
+
+def _is_view_change(envelope: Envelope, view: int) -> bool:
+    if not isinstance(envelope, replica_pb2.SignedReplicaMessage):
+        return False
+    message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+    return message.HasField("view_change") and message.view_change.new_view == view
 
 
 def test_invalid_client_request_is_rejected_and_not_forwarded() -> None:

@@ -112,7 +112,7 @@ def replay(replica: Checkpoints, records: Sequence[Record]) -> None:
     replica.decided = {s: b for s, b in replica.decided.items() if s > horizon}
     if replica.changing:
         replica.vc_attempts = 1
-        replica.vc_deadline = replica.now + replica.config.view_change_timeout_ticks
+        replica.vc_deadline = None  # armed again once 2f+1 ask for this view (they retransmit)
         replica.send_view_change()
     else:
         _restore_slots(replica, votes)

@@ -113,7 +113,7 @@ class Replica(Checkpoints):
         """The `now`-th tick: timers, batching, retransmission, catch-up probes."""
         self.now = now
         if self.changing:
-            if self.now >= self.vc_deadline:
+            if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)
         elif self.pending:
             oldest = next(iter(self.pending.values()))

@@ -87,7 +87,9 @@ class ReplicaState:
         self.prepared: dict[int, replica_pb2.PreparedCertificate] = {}
         # View change.
         self.vc_attempts = 0
-        self.vc_deadline = 0
+        # When to give up on the view we are changing to; None until 2f+1 replicas asked for it
+        # (see `ViewChanges.arm_view_change_timer`).
+        self.vc_deadline: int | None = None
         self.my_view_change: Envelope | None = None
         self.my_new_view: Envelope | None = None
         self.view_changes: dict[int, dict[int, ViewChangeInfo]] = {}

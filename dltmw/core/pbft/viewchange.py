@@ -29,8 +29,7 @@ class ViewChanges(ReplicaState):
             return
         self.view, self.changing = view, True
         self.vc_attempts += 1
-        exponent = min(self.vc_attempts - 1, self.config.backoff_exponent_max)
-        self.vc_deadline = self.now + self.config.view_change_timeout_ticks * (2**exponent)
+        self.vc_deadline = None
         self.persist(ViewRecord(view, True))
         self.slots.clear()
         self.proposed_ids.clear()
@@ -70,10 +69,27 @@ class ViewChanges(ReplicaState):
             return
         self.view_changes.setdefault(info.new_view, {}).setdefault(info.replica, info)
         self._maybe_join()
+        self.arm_view_change_timer()
         if self.changing and self.primary() == self.me and self.my_new_view is None:
             infos = self.view_changes.get(self.view, {})
             if len(infos) >= self.config.quorum:
                 self._send_new_view(sorted(infos.values(), key=lambda i: i.replica))
+
+    def arm_view_change_timer(self) -> None:
+        """Start the timer that moves on to the next view — only once 2f+1 replicas (us
+        included) asked for the view we are changing to (PBFT's rule). A replica alone in a
+        view change (its request timer ran out while the others see a live primary, e.g. just
+        after it restarted) therefore stays at view v+1, retransmitting its ViewChange, and is
+        back in the cluster at the others' next view change. Moving on alone instead made it
+        climb views nobody else would ever reach (it was at view 18 when the others were at 6,
+        in kill -9 cycles of the notary cluster), and PBFT never lets it return to a lower view:
+        the cluster ran with one replica less for good, and stopped at the next kill."""
+        if not self.changing or self.vc_deadline is not None:
+            return
+        if len(self.view_changes.get(self.view, {})) < self.config.quorum:
+            return
+        exponent = min(self.vc_attempts - 1, self.config.backoff_exponent_max)
+        self.vc_deadline = self.now + self.config.view_change_timeout_ticks * (2**exponent)
 
     def _maybe_join(self) -> None:
         """Join the smallest higher view once f+1 distinct replicas asked for higher views."""
