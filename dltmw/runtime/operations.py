@@ -178,16 +178,20 @@ class OperationsServer:
     ) -> tuple[h11.Request, bytes] | None:
         request: h11.Request | None = None
         body = b""
+        received = 0
+        limit = self.settings.request_bytes_max
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(READ_CHUNK))  # b"": the client closed
+                data = await reader.read(READ_CHUNK)  # b"": the client closed
+                received += len(data)
+                if received > limit:  # h11's own bound covers only an incomplete head
+                    raise h11.RemoteProtocolError(f"request over {limit} bytes", 431)
+                conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 request = event
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > self.settings.request_bytes_max:
-                    raise h11.RemoteProtocolError("request body too large", 413)
             elif isinstance(event, h11.EndOfMessage) and request is not None:
                 return request, body
             else:  # ConnectionClosed (or a PAUSED we never reach: one request per connection)
