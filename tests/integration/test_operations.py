@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dltmw.cli.status import collect
 from dltmw.client import GatewayClient
 from dltmw.v1 import transaction_pb2
 
@@ -114,6 +115,7 @@ async def test_metrics_readiness_and_log_level(network) -> None:
     net, sup = network(batch_ms=50)
     ops = {n: sup.operations_address(n) for n in NODES}
     assert all(ops.values()), f"READY lines without operations=: {ops}"
+    assert {row.node: row.operations for row in await collect(net)} == ops  # `dltmw status`
     for node, address in ops.items():
         assert get(address, "/healthz") == (200, "ok\n"), node
         wait_for(lambda a=address: get(a, "/readyz")[0] == 200, f"{node} ready")
