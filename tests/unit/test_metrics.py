@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import h11
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.rpc.observed import final_code
 from dltmw.runtime.config_file import OperationsSettings
 from dltmw.runtime.metrics import NodeMetrics
@@ -268,3 +271,31 @@ async def test_served_over_a_socket_with_bounded_requests() -> None:
         await server.stop()
         await tasks.stop()
     assert tasks.failed is None
+
+
+async def test_tls_serves_https_with_the_node_certificate_and_asks_none(tmp_path: Path) -> None:
+    from dltmw.aio.tasks import TaskOwner
+
+    ca = make_ca("Org1")
+    leaf = issue_cert(ca, "Org1", "peer0.org1", "peer", tls=True, hosts=["127.0.0.1"])
+    cert, key = tmp_path / "tls.pem", tmp_path / "tls.key"
+    cert.write_bytes(leaf.cert_pem)
+    key.write_bytes(leaf.key_pem)
+    tasks = TaskOwner()
+    settings = OperationsSettings(listen="127.0.0.1:0", tls=True)
+    probe = Probe(lambda: (True, ""), list)
+    server = OperationsServer(settings, NodeMetrics(), probe, tasks, (cert, key))
+    address = await server.start()
+    try:
+        client = ssl.create_default_context(cadata=ca.cert_pem.decode())  # no client cert
+        host, port = address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=client)
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok\n")
+        plain = await http(address, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert not plain.startswith(b"HTTP/1.1 200"), "plain HTTP must not be served with tls"
+    finally:
+        await server.stop()
+        await tasks.stop()
