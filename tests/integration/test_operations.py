@@ -4,7 +4,8 @@
 Every node's endpoint is found in its READY line (`operations=host:port`). The workload is
 unpipelined (`Endorse`, `Submit`, `CommitStatus` as unary RPCs) so the RPC counters can be
 compared call for call; concurrent `incr`s of a few keys give MVCC read conflicts, so the
-abort counter is compared with a number that is not zero.
+abort counter is compared with a number that is not zero. The endpoint is read with blocking
+HTTP while no client of the test is open.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ import asyncio
 import json
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dltmw.cli.status import collect
 from dltmw.client import GatewayClient
 from dltmw.v1 import transaction_pb2
 
 from .ledgers import height, ledger_path
+from .operations_http import get, scrape, value
 
 pytestmark = pytest.mark.integration
 NODES = ("orderer0", "peer0.org1", "peer0.org2")
@@ -33,34 +32,6 @@ PEERS = ("peer0.org1", "peer0.org2")
 TXS = 40
 MISSED_TXS = 12
 CATCH_UP_STALL = "ledger.commit_block=locked*6"  # ~3 s of storage retries on the first commit
-
-
-def get(address: str, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
-    """(status, body) of one HTTP request to a node's operations endpoint."""
-    request = urllib.request.Request(f"http://{address}{path}", data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of `/metrics`: (name, labels) -> value."""
-    status, text = get(address, "/metrics")
-    assert status == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    """One sample's value; 0 when the series has no sample yet (a counter never incremented)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def wait_for(check, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
