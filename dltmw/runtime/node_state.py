@@ -52,12 +52,29 @@ class Following(Protocol):
         ...
 
 
+class _Progress(Protocol):
+    @property
+    def next_exec(self) -> int:
+        """The next sequence to execute."""
+        ...
+
+    @property
+    def stable_seq(self) -> int:
+        """The last sequence covered by a stable checkpoint."""
+        ...
+
+
 class Replicated(Protocol):
     """A PBFT-lite replica's holder (orderer channel or notary cluster)."""
 
     @property
     def current_view(self) -> int:
         """The replica's view."""
+        ...
+
+    @property
+    def replica(self) -> _Progress | None:
+        """The replica itself (None before start)."""
         ...
 
 
@@ -132,11 +149,19 @@ class NodeGauges:
             "Views a PBFT-lite replica moved up since this process started",
             labels=["replica"],
         )
-        for name, replica in self._each_replica():
-            now = replica.current_view
+        lag = GaugeMetricFamily(
+            "dltmw_pbft_checkpoint_lag",
+            "Batches a PBFT-lite replica executed past its last stable checkpoint",
+            labels=["replica"],
+        )
+        for name, holder in self._each_replica():
+            now = holder.current_view
             first = self._first_view.setdefault(name, now)
             view.add_metric([name], now)
             changes.add_metric([name], max(0, now - first))
+            progress = holder.replica
+            if progress is not None:
+                lag.add_metric([name], max(0, progress.next_exec - 1 - progress.stable_seq))
         pending = GaugeMetricFamily(
             "dltmw_private_payloads_pending",
             "Private payloads sent from here not yet acknowledged by every recipient",
@@ -144,7 +169,7 @@ class NodeGauges:
         )
         for cid, channel in sorted(self._private.items()):
             pending.add_metric([cid], channel.pending)
-        return (height, known, caught, view, changes, pending)
+        return (height, known, caught, view, changes, lag, pending)
 
 
 def not_ready_reasons(

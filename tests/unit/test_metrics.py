@@ -43,6 +43,7 @@ EXPECTED = {
     "dltmw_peer_caught_up": {"channel"},
     "dltmw_pbft_view": {"replica"},
     "dltmw_pbft_view_changes": {"replica"},
+    "dltmw_pbft_checkpoint_lag": {"replica"},
     "dltmw_private_payloads_pending": {"channel"},
 }
 
@@ -70,8 +71,15 @@ class FakePeer:
 
 
 @dataclass
+class FakeProgress:
+    next_exec: int
+    stable_seq: int
+
+
+@dataclass
 class FakeReplica:
     current_view: int
+    replica: FakeProgress | None = None
 
 
 @dataclass
@@ -97,7 +105,7 @@ def populated() -> tuple[NodeMetrics, NodeGauges, dict[str, FakePeer], FakeRepli
     metrics.observe_decision("single", False, errors_pb2.ERROR_REASON_INPUT_CONSUMED, 2)
     metrics.watch_driver(FakeDriver("commit-trades", depth=3, overloaded=7))
     peers = {"trades": FakePeer(FakeLedger(5), orderer_height=9)}
-    replica = FakeReplica(2)
+    replica = FakeReplica(2, FakeProgress(next_exec=13, stable_seq=10))
     gauges = NodeGauges(
         peers,
         {"trades": FakePeer(FakeLedger(9))},
@@ -145,6 +153,7 @@ def test_values_follow_the_observations_and_the_state() -> None:
     assert sample("dltmw_peer_caught_up", channel="trades") == 1
     assert sample("dltmw_pbft_view", replica="orderer-trades") == 5
     assert sample("dltmw_pbft_view_changes_total", replica="orderer-trades") == 3
+    assert sample("dltmw_pbft_checkpoint_lag", replica="orderer-trades") == 2
     assert sample("dltmw_private_payloads_pending", channel="trades") == 4
     labels = {"service": "dltmw.v1.GatewayService", "method": "Submit"}
     assert sample("dltmw_rpc_requests_total", **labels, code="OK") == 1
