@@ -1,5 +1,6 @@
-"""`dltmw status NET`: every node of a network — running or not, health, height per channel, and
-the view of each PBFT-lite orderer.
+"""`dltmw status NET`: every node of a network — running or not, health, height per channel, the
+view of each PBFT-lite orderer, and where its HTTP operations endpoint is (from its READY line;
+docs/operations.md).
 
 A node runs when a process holds its data-directory lock (`runtime/process.py`: the lock, not a
 PID file, says so). A running node is asked over mutual TLS, as its organisation's admin client
@@ -59,6 +60,7 @@ class NodeRow:
     health: str
     channels: list[ChannelRow] = field(default_factory=list)
     problem: str = ""
+    operations: str | None = None  # the HTTP operations endpoint (docs/operations.md)
 
 
 async def _ask(network: Path, row: NodeRow, pbft: set[str]) -> None:
@@ -97,7 +99,9 @@ async def collect(network: Path) -> list[NodeRow]:
         config = NodeConfig.load(sup.config_path(node_id))
         pid = sup.node_pid(node_id)
         address = book.lookup(node_id) if pid else None
-        rows.append(NodeRow(node_id, config.org_id, sorted(config.roles), pid, address, "-"))
+        row = NodeRow(node_id, config.org_id, sorted(config.roles), pid, address, "-")
+        row.operations = sup.operations_address(node_id) if pid else None
+        rows.append(row)
     await asyncio.gather(*(_ask(network, r, pbft) for r in rows if r.address))
     for r in rows:
         if r.pid and not r.address:
@@ -112,7 +116,8 @@ def _channel_text(c: ChannelRow) -> str:
 
 def _print(rows: list[NodeRow]) -> None:
     table = Table(title="nodes")
-    for column in ("node", "org", "roles", "process", "address", "health", "channels (height)"):
+    columns = ("node", "org", "roles", "process", "address", "operations", "health")
+    for column in (*columns, "channels (height)"):
         table.add_column(column)
     for r in rows:
         channels = ", ".join(_channel_text(c) for c in r.channels)
@@ -122,6 +127,7 @@ def _print(rows: list[NodeRow]) -> None:
             ",".join(r.roles),
             f"pid {r.pid}" if r.pid else "[yellow]stopped[/]",
             r.address or "-",
+            r.operations or "-",
             r.health if r.health == "SERVING" else f"[red]{r.health}[/]",
             channels or r.problem,
         )

@@ -148,6 +148,19 @@ class Supervisor:
                 return line.split()[2]
         return None
 
+    def operations_address(self, node_id: str) -> str | None:
+        """The operations endpoint ("host:port") in the newest run's READY line, if any."""
+        path = self.run / "logs" / f"{node_id}.out"
+        try:
+            text = path.read_text(errors="replace").rsplit("--- start\n", 1)[-1]
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(f"READY {node_id} "):
+                found = [w for w in line.split()[3:] if w.startswith("operations=")]
+                return found[0].removeprefix("operations=") if found else None
+        return None
+
     def log_tail(self, node_id: str, chars: int = 2000) -> str:
         """The end of the node's log and stderr (for failure messages)."""
         parts = []

@@ -153,6 +153,8 @@ def init_network(
                 "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
             },
             "ledger": {"synchronous": synchronous},
+            # HTTP /metrics, /healthz, /readyz, /loglevel on loopback (docs/operations.md)
+            "operations": {"listen": "127.0.0.1:0"},
         }
         _write(home / "node.toml", tomli_w.dumps(cfg).encode())
     return topo

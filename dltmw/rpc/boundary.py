@@ -45,6 +45,7 @@ from google.protobuf.message import DecodeError, Message
 
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
+from dltmw.rpc.observed import Observed, RpcObserver
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import errors_pb2
@@ -236,10 +237,11 @@ class MethodRule:
 class Boundary:
     """The request bounds, budget and malformed-input log of one server."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, observer: RpcObserver | None = None) -> None:
         self.limits = limits
         self.budget = Budget(limits)
         self.log = RateLimitedLog(limits.malformed_log_interval_s)
+        self.observer = observer
 
     def rule(
         self, service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor
@@ -336,14 +338,15 @@ class Boundary:
         self, rule: MethodRule, behaviour: Callable[[Any, Ctx], Awaitable[Any]]
     ) -> Callable[[bytes, Ctx], Awaitable[Any]]:
         async def call(raw: bytes, context: Ctx) -> Any:
-            caller = Caller.of(context)
-            try:
-                with _Charged(self.budget, caller, len(raw)):
-                    request = self.admit(rule, raw, caller)
-                    return await behaviour(request, context)
-            except DltmwError as exc:
-                refused = detached(exc)
-            await abort(context, refused)  # outside the except block: see status.detached
+            with Observed(self.observer, rule.path, context):
+                caller = Caller.of(context)
+                try:
+                    with _Charged(self.budget, caller, len(raw)):
+                        request = self.admit(rule, raw, caller)
+                        return await behaviour(request, context)
+                except DltmwError as exc:
+                    refused = detached(exc)
+                await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 
@@ -354,16 +357,17 @@ class Boundary:
             return self._unary_unary(rule, behaviour)
 
         async def call(raw: bytes, context: Ctx) -> AsyncIterator[Any]:
-            caller = Caller.of(context)
-            try:
-                with _Charged(self.budget, caller, len(raw)):
-                    request = self.admit(rule, raw, caller)
-                    async for response in behaviour(request, context):
-                        yield response
-                return
-            except DltmwError as exc:
-                refused = detached(exc)
-            await abort(context, refused)  # outside the except block: see status.detached
+            with Observed(self.observer, rule.path, context):
+                caller = Caller.of(context)
+                try:
+                    with _Charged(self.budget, caller, len(raw)):
+                        request = self.admit(rule, raw, caller)
+                        async for response in behaviour(request, context):
+                            yield response
+                    return
+                except DltmwError as exc:
+                    refused = detached(exc)
+                await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 
@@ -371,20 +375,21 @@ class Boundary:
         self, rule: MethodRule, behaviour: Callable[[Any, Ctx], AsyncIterator[Any]]
     ) -> Callable[[AsyncIterator[bytes], Ctx], AsyncIterator[Any]]:
         async def call(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[Any]:
-            caller = Caller.of(context)
-            admitted = self._admitted(rule, requests, caller)
-            try:
-                with _Charged(self.budget, caller, 0):
-                    async for response in behaviour(admitted, context):
-                        yield response
-                return
-            except DltmwError as exc:
-                refused = detached(exc)
-            finally:
-                # Return the bytes of a message the servicer took but never finished with; the
-                # servicers stop their reader tasks before they return, so it is not running.
-                await admitted.aclose()
-            await abort(context, refused)  # outside the except block: see status.detached
+            with Observed(self.observer, rule.path, context):
+                caller = Caller.of(context)
+                admitted = self._admitted(rule, requests, caller)
+                try:
+                    with _Charged(self.budget, caller, 0):
+                        async for response in behaviour(admitted, context):
+                            yield response
+                    return
+                except DltmwError as exc:
+                    refused = detached(exc)
+                finally:
+                    # Return the bytes of a message the servicer took but never finished with;
+                    # the servicers stop their reader tasks before they return (not running).
+                    await admitted.aclose()
+                await abort(context, refused)  # outside the except block: see status.detached
 
         return call
 

@@ -25,6 +25,8 @@ from dltmw.v1 import block_pb2, errors_pb2, orderer_service_pb2, orderer_service
 R = errors_pb2
 Result = orderer_service_pb2.BroadcastResult
 STREAM_DEPTH = 16  # requests of one Broadcast stream in progress at once
+# Deliver's initial metadata: the channel's height at the orderer when the stream opened.
+HEIGHT_METADATA = "dltmw-height"
 
 
 class Ordering(Protocol):
@@ -41,6 +43,11 @@ class Ordering(Protocol):
 
     def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
         """Blocks from `start` (until `stop`, or following new ones)."""
+        ...
+
+    @property
+    def height(self) -> int:
+        """Blocks the channel holds here."""
         ...
 
 
@@ -115,5 +122,8 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
             except ClientError:
                 raise member_error from None
         stop = None if seek.follow else seek.stop_block
+        # The height now, before any block: a follower learns how far behind it is at once (a
+        # peer is not ready until it has committed this far, docs/operations.md).
+        await context.send_initial_metadata(((HEIGHT_METADATA, str(orderer.height)),))
         async for block in orderer.blocks_from(seek.start_block, stop):
             yield orderer_service_pb2.DeliverResponse(block=block)

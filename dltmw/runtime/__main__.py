@@ -1,8 +1,10 @@
 """`python -m dltmw.runtime --config node.toml [--log-file F]`: run one node until SIGTERM/SIGINT
 or until one of its long-lived tasks fails for good.
 
-Prints `READY <node_id> <address>` on stdout once it serves, so supervisors (dltmw up, tests)
-can wait for it without sleeping, and `STOPPED <node_id>` or `FAILED <node_id> <task>` at the end.
+Prints `READY <node_id> <address> [operations=<host:port>]` on stdout once it serves (the second
+address is the HTTP operations endpoint, `runtime/operations.py`, when `[operations]` has one),
+so supervisors (dltmw up, tests) can wait for it without sleeping, and `STOPPED <node_id>` or
+`FAILED <node_id> <task>` at the end.
 Before anything else it takes the data-directory lock (a second copy exits at once with
 `EXIT_LOCKED` and one line on stderr). Exit statuses: `runtime/process.py`.
 """
@@ -47,14 +49,16 @@ async def serve(config: NodeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     address = await node.start()
-    print(f"READY {config.node_id} {address}", flush=True)
+    ops = f" operations={node.operations_address}" if node.operations_address else ""
+    print(f"READY {config.node_id} {address}{ops}", flush=True)
     channels = sorted({*node.peers, *node.orderers})
     logger.info(
-        "serving on %s: roles %s, channels %s, services %s",
+        "serving on %s: roles %s, channels %s, services %s, operations endpoint %s",
         address,
         ",".join(sorted(config.roles)),
         ",".join(channels) or "-",
         ",".join(node.service_names),
+        node.operations_address or "off",
     )
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
     try:

@@ -14,9 +14,15 @@ from pathlib import Path
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net import tomlfile
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
-from dltmw.runtime.config_file import DEFAULT_LOGGING, Limits, LogSettings, NodeFile
+from dltmw.runtime.config_file import (
+    DEFAULT_LOGGING,
+    Limits,
+    LogSettings,
+    NodeFile,
+    OperationsSettings,
+)
 
-__all__ = ["Limits", "LogSettings", "NodeConfig"]
+__all__ = ["Limits", "LogSettings", "NodeConfig", "OperationsSettings"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class NodeConfig:
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
     logging: LogSettings = DEFAULT_LOGGING
     storage_retry: RetryPolicy = DEFAULT_RETRY  # `[storage]`: retry_first_s, retry_max_s, retry_s
+    # `[operations]`; None (the default of a config built in code, e.g. by the simulator): none
+    operations: OperationsSettings | None = None
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
@@ -71,4 +79,5 @@ class NodeConfig:
             network_map=base / files.network_map if files.network_map else None,
             logging=doc.logging,
             storage_retry=doc.storage.policy(),
+            operations=doc.operations if doc.operations.listen else None,
         )

@@ -3,7 +3,8 @@
 Each table of the file is a model below; `docs/config.md` is generated from them
 (`dltmw/cli/config_doc.py`, checked by a test). Unknown tables and keys are refused with their path
 (`tomlfile.Strict`), so a misspelt limit never falls back to its default unnoticed. Sections whose
-values the node passes down as they are (`[limits]`, `[keepalive]`, `[logging]`) are validated as
+values the node passes down as they are (`[limits]`, `[keepalive]`, `[logging]`,
+`[operations]`) are validated as
 the very dataclasses the node uses, with their own checks; `[storage]` keeps the historical key
 names of the file and maps them onto `RetryPolicy`.
 """
@@ -101,6 +102,40 @@ class LogSettings:
 DEFAULT_LOGGING = LogSettings()
 
 
+@dataclass(frozen=True)
+class OperationsSettings:
+    """The operations endpoint (`[operations]`, `runtime/operations.py`, docs/operations.md):
+    plain HTTP/1.1 on its own port with `/metrics`, `/healthz`, `/readyz` and `/loglevel`, no
+    client certificate asked. On by default, on loopback and port 0 (the kernel picks; the
+    address is in the node's READY line as `operations=host:port`); `listen = ""` turns it off.
+    `/loglevel` changes are taken from loopback callers only, whatever `listen` is."""
+
+    listen: Annotated[
+        str, Field(description='"host:port" (port 0 = any free port); "" = no endpoint')
+    ] = "127.0.0.1:0"
+    tls: Annotated[
+        bool, Field(description="HTTPS with the node's TLS certificate (no client certificate)")
+    ] = False
+    connections_max: Annotated[int, Field(description="connections served at once")] = 16
+    request_bytes_max: Annotated[
+        int, Field(description="request line, headers and body of one request, bytes")
+    ] = 8192
+    timeout_s: Annotated[
+        float, Field(description="one connection's whole life, seconds (slow clients dropped)")
+    ] = 10.0
+
+    def __post_init__(self) -> None:
+        if self.connections_max <= 0 or self.request_bytes_max < 256 or self.timeout_s <= 0:
+            raise ValueError(
+                "operations: need connections_max > 0, request_bytes_max >= 256, timeout_s > 0"
+            )
+        if self.listen and ":" not in self.listen:
+            raise ValueError('operations.listen must be "host:port" or ""')
+
+
+DEFAULT_OPERATIONS = OperationsSettings()
+
+
 class NodeTable(Strict):
     """`[node]`: who the node is and where it listens."""
 
@@ -176,4 +211,8 @@ class NodeFile(Strict):
         "min_recv_ping_interval_ms the server tolerates (rpc/channel_options.py)",
     )
     logging: LogSettings = Field(DEFAULT_LOGGING, description="the node's log")
+    operations: OperationsSettings = Field(
+        DEFAULT_OPERATIONS,
+        description="HTTP endpoint: /metrics, /healthz, /readyz, /loglevel (docs/operations.md)",
+    )
     storage: StorageTable = Field(default_factory=StorageTable)

@@ -19,6 +19,7 @@ from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.config import Limits
+from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import errors_pb2
 
@@ -39,6 +40,7 @@ class NodeContext:
     tasks: TaskOwner = field(default_factory=TaskOwner)  # every long-lived task of the node
     storage_retry: RetryPolicy = DEFAULT_RETRY  # how every store retries a transient fault
     transport: Transport = GRPC  # how channels to other nodes are made
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)  # this node's own registry
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

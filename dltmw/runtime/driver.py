@@ -39,6 +39,7 @@ from dltmw.aio.tasks import TaskOwner, cancel_and_wait
 from dltmw.core.effects import Core, D, Effects, M, P, R
 from dltmw.core.errors import Overloaded, TransientError
 from dltmw.runtime.executor import Executor, In, Msg
+from dltmw.runtime.metrics import NodeMetrics
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,11 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         batch_max: int = BATCH_MAX,
         step_in: ThreadPool | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """`step_in`: a worker thread to step the core on, for a core that signs or reads a
-        store while it steps (only the driver may touch such a core)."""
+        store while it steps (only the driver may touch such a core). `metrics`: the node's,
+        which then reports this driver's inbox depth and refusals when scraped."""
         self.name = name
         self._core = core
         self._executor = executor
@@ -83,6 +86,8 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         self.failed: BaseException | None = None
         self.overloaded = 0  # inputs refused because the inbox was full
         self.ticks = 0
+        if metrics is not None:
+            metrics.watch_driver(self)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -108,6 +113,11 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         """Queue one input, waiting for room (internal feeders only: their own loop is bounded)."""
         self._check_open()
         await self._inbox.put(item)
+
+    @property
+    def depth(self) -> int:
+        """Inputs queued now (read by the metrics)."""
+        return self._inbox.qsize()
 
     @property
     def running(self) -> bool:

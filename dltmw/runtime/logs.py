@@ -19,7 +19,7 @@ docs/privacy.md: never a private payload's bytes).
 The rules of issue 10 hold here: the node's file is rotated by size (`[logging]`), repeated
 warnings are rate-limited where they are raised (`aio/throttle.py`), fatal start-up errors also
 go to stderr (`runtime/__main__.py`). The level comes from `[logging] level` and can be changed
-while the node runs with `set_level` (the hook an operations endpoint will call).
+while the node runs with `set_level` (the operations endpoint's `/loglevel` calls it).
 """
 
 from __future__ import annotations

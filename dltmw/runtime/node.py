@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
+from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
+from dltmw.runtime.operations import OperationsServer, Probe
 from dltmw.runtime.roles.gateway.gateway import Gateway
 from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
@@ -116,11 +119,20 @@ class Node:
         self.utxo = UtxoServices(config, self.ctx, self._pool)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
-        self.boundary = Boundary(config.limits)
+        self.boundary = Boundary(config.limits, observer=self.ctx.metrics)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
         self._join_lock = asyncio.Lock()
+        private = self.privacy.channels if self.privacy is not None else {}
+        replicas: list[tuple[str, Mapping[str, Replicated]]] = [
+            ("orderer", self.pbft_orderers),
+            ("notary", self.utxo.clusters),
+        ]
+        self.gauges = NodeGauges(self.peers, self.orderers, self.peers, replicas, private)
+        self.ctx.metrics.add_source(self.gauges.collect)
+        self.operations: OperationsServer | None = None
+        self.operations_address = ""  # "host:port" of the operations endpoint, "" without one
 
     async def _on_fatal(self, task_name: str, _exc: BaseException | None) -> None:
         """A task failed for good (already logged with its traceback): NOT_SERVING for every
@@ -152,7 +164,26 @@ class Node:
         for name in ("", *self.service_names):  # "" is the node as a whole
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ctx.addresses.publish(self.config.node_id, self.address)
+        self.gauges.baseline()
+        if self.config.operations is not None:
+            tls = (self.config.tls_cert, self.config.tls_key)
+            probe = Probe(self.alive, self.not_ready_reasons)
+            self.operations = OperationsServer(
+                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls
+            )
+            self.operations_address = await self.operations.start()
         return self.address
+
+    def alive(self) -> tuple[bool, str]:
+        """`/healthz`: False (with the task's name) once a task failed for good."""
+        failed = self.ctx.tasks.failed
+        return (not self.failed.is_set(), failed or "")
+
+    def not_ready_reasons(self) -> list[str]:
+        """`/readyz`: why the node is not ready; empty when it is (`runtime/node_state.py`)."""
+        serving = self._server is not None and bool(self.address)
+        failed = self.ctx.tasks.failed if self.failed.is_set() else None
+        return not_ready_reasons(serving, failed or None, self.peers)
 
     def _make_server(self) -> grpc.aio.Server:
         config = self.config
@@ -290,6 +321,8 @@ class Node:
             return
         server, self._server = self._server, None
         await self._health.enter_graceful_shutdown()
+        if self.operations is not None:
+            await self.operations.stop()
         self.ctx.addresses.withdraw(self.config.node_id, self.address)
         await server.stop(grace_s)
         await self.utxo.stop()

@@ -80,6 +80,13 @@ class SimServicerContext:
         """The code of a call that ends without abort."""
         self._code = code
 
+    def code(self) -> grpc.StatusCode | None:
+        """The code the call ends with so far (an abort's, else one set; None: OK)."""
+        return self.aborted.code if self.aborted is not None else self._code
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        """Not carried by the simulated network (a `SimCall`'s initial metadata is empty)."""
+
     def set_details(self, details: str) -> None:
         """Its details."""
         self._details = details

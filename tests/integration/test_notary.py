@@ -32,6 +32,8 @@ from dltmw.ops.supervisor import Supervisor
 from dltmw.runtime.roles.notary.single import EXIT_HOOK_ENV
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
+from .operations_http import scrape, value
+
 pytestmark = pytest.mark.integration
 
 NOTARY_NET = """
@@ -118,7 +120,7 @@ async def issue(client: NotaryClient, party: PartyFiles) -> Ref:
 
 
 async def test_100_concurrent_spends_of_one_state_exactly_one_wins(network: Start) -> None:
-    net, _ = network(NOTARY_NET)
+    net, sup = network(NOTARY_NET)
     parties = [PartyFiles.load(net, c) for c in CLIENTS]
     clients = [await NotaryClient.connect(p, "notary0") for p in parties]
     try:
@@ -155,6 +157,16 @@ async def test_100_concurrent_spends_of_one_state_exactly_one_wins(network: Star
             assert meta["consuming_tx_id_hash"] == expected_hash
             assert winner not in (o.details() or "")
     assert [t for r, t in spent_rows(net) if r == state.key] == [winner]
+    # The notary's metrics say the same (docs/operations.md): 2 signed (issue, winner), 99
+    # refused, one consumed input state each; the boundary saw 99 calls end ABORTED.
+    samples = await asyncio.to_thread(scrape, sup.operations_address("notary0") or "")
+    decided = "dltmw_notary_decisions_total"
+    assert value(samples, decided, notary="single", outcome="SIGNED") == 2
+    assert value(samples, decided, notary="single", outcome="INPUT_CONSUMED") == 99
+    assert value(samples, "dltmw_notary_conflicts_total", notary="single") == 99
+    rpc = {"service": "dltmw.v1.NotaryService", "method": "Notarise"}
+    assert value(samples, "dltmw_rpc_requests_total", **rpc, code="ABORTED") == 99
+    assert value(samples, "dltmw_rpc_requests_total", **rpc, code="OK") == 2
 
 
 def _tamper_cases(

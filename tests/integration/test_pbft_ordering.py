@@ -1,9 +1,10 @@
 """PBFT-lite ordering on four real orderer processes (services/networks/bft-four.toml).
 
 - kill -9 the primary (orderer.a, replica 0 of view 0) under a load of a few hundred
-  transactions: the other replicas change view, commits resume, no committed transaction is
-  lost or committed twice, every block carries 2f+1 = 3 orderer signatures, the surviving
-  replicas hold the same chain, and the restarted primary catches up to it;
+  transactions: the other replicas change view (their metrics say so), commits resume, no
+  committed transaction is lost or committed twice, every block carries 2f+1 = 3 orderer
+  signatures, the surviving replicas hold the same chain, and the restarted primary catches up
+  to it;
 - bad input to ReplicaService.Exchange is refused with a specific status and changes nothing;
 - an envelope with an unrepresentable timestamp forwarded by one orderer is never ordered (the
   regression test of issue 10, finding 1: it used to halt every peer);
@@ -29,6 +30,8 @@ from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.v1 import block_pb2, common_pb2, replica_pb2, replica_pb2_grpc, transaction_pb2
 from integration.wire import logged_errors
+
+from .operations_http import scrape, value
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
@@ -99,6 +102,11 @@ async def test_kill9_primary_under_load(network) -> None:
         await _wait(lambda: _same_chain(net, survivors), 60, "surviving replicas to agree")
         chain = _blocks(net, "orderer.b")
         assert all(len(b.metadata.signatures) >= 3 for b in chain[1:])
+        for node in survivors:  # their operations endpoints saw the view change too
+            samples = await asyncio.to_thread(scrape, sup.operations_address(node) or "")
+            replica = {"replica": "orderer-trades"}
+            assert value(samples, "dltmw_pbft_view", **replica) >= 1, node
+            assert value(samples, "dltmw_pbft_view_changes_total", **replica) >= 1, node
         # No committed transaction lost or doubled, on both peers.
         for peer in ("peer0.org1", "peer0.org2"):
             height = len(chain)

@@ -105,9 +105,11 @@ def test_a_simulated_run_reads_no_wall_clock_that_steers_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Node code measures time with the loop and dates with `utc_now`: a whole run of scenario
-    (a) reads the OS clock only to space out log lines (`aio/throttle.py`) and to time a store
+    (a) reads the OS clock only to space out log lines (`aio/throttle.py`), to time a store
     write's retry budget (tenacity, in `ledger/retry.py`: it only matters once a write fails
-    with a transient error, which no simulated store does unless failpoints are armed)."""
+    with a transient error, which no simulated store does unless failpoints are armed) and to
+    stamp a metric series' creation time (prometheus_client's `_created`: metrics are only
+    read by scrapers, never by the node, `runtime/metrics.py`)."""
     readers: Counter[str] = Counter()
 
     def spy(real: object) -> object:
@@ -123,4 +125,4 @@ def test_a_simulated_run_reads_no_wall_clock_that_steers_it(
         result = run_scenario("eov-solo", 4)
     monkeypatch.undo()
     assert result.ok
-    assert set(readers) <= {"dltmw.aio.throttle", "tenacity"}, readers
+    assert set(readers) <= {"dltmw.aio.throttle", "tenacity", "prometheus_client.metrics"}, readers

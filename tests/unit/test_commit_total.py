@@ -47,6 +47,7 @@ from dltmw.core.txcheck import (
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.roles.orderer.byzantine import SIZE_MAX, poison_envelopes
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.executor import private_txs
@@ -267,7 +268,11 @@ def test_property_a_block_of_anything_gets_one_code_per_envelope(envelopes: list
 async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_path: Path) -> None:
     ledger = await ChannelLedger.open(tmp_path / "trades.peer.sqlite")
     pool = ThreadPoolExecutor(max_workers=2)
-    ctx = cast(NodeContext, types.SimpleNamespace(node_id="peer0.org1", tasks=TaskOwner()))
+    metrics = NodeMetrics()
+    ctx = cast(
+        NodeContext,
+        types.SimpleNamespace(node_id="peer0.org1", tasks=TaskOwner(), metrics=metrics),
+    )
     peer = PeerChannel(ctx, PARTIES.view, ledger, pool)
     try:
         genesis = make_block(CHANNEL, 0, ZERO_HASH, [b"config"])
@@ -294,6 +299,8 @@ async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_p
             C.TX_VALIDATION_CODE_DUPLICATE_TXID,
             C.TX_VALIDATION_CODE_MVCC_READ_CONFLICT,
         ]
+        counted = metrics.validation.labels(CHANNEL, "VALID")._value.get()
+        assert counted == len(odd_keys), "the committer counts what it committed"
         versions = await ledger.versions(("kv", k) for k in odd_keys)
         assert set(versions.values()) == {Version(1, i) for i in range(1, 1 + len(odd_keys))}
         dups = kv_rwset(writes=[("dup", b"1"), ("dup", b"2")])

@@ -209,8 +209,13 @@ class DecisionExecutor:
         """Every replica decides alone."""
 
     async def reply(self, replies: Sequence[tuple[Token, Answers]]) -> None:
+        role = self._role
         for rid, decisions in replies:
-            self._role.waiters.resolve(rid, decisions)
+            for d in decisions:  # every member decides every batch: each counts its own
+                role.ctx.metrics.observe_decision(
+                    role.cluster_id, bool(d.signature), d.reason, len(d.conflicts)
+                )
+            role.waiters.resolve(rid, decisions)
 
 
 ReplicaDriver = Driver[
@@ -307,6 +312,7 @@ class ClusterNotaryRole:
             inbox_max=DECIDER_INBOX_MAX,
             batch_max=1,  # one sqlite transaction per decided batch
             on_failure=self._failed,
+            metrics=self.ctx.metrics,
         )
         await decider.start()
         decided = {s: tuple(b.requests) for s, b in replica.decided.items()}
@@ -322,6 +328,7 @@ class ClusterNotaryRole:
             inbox_max=self._inbox_max,
             tick_s=TICK_S,
             on_failure=self._failed,
+            metrics=self.ctx.metrics,
         )
         await self._replica_driver.start()
 

@@ -39,6 +39,7 @@ from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
+from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
@@ -109,9 +110,12 @@ async def admit_in_chunks(
 class NotaryExecutor:
     """Loads the spent rows a step touches, commits what it spent, answers chunks."""
 
-    def __init__(self, store: NotaryStore, waiters: Waiters[Token, list[Decision]]) -> None:
+    def __init__(
+        self, store: NotaryStore, waiters: Waiters[Token, list[Decision]], metrics: NodeMetrics
+    ) -> None:
         self._store = store
         self._waiters = waiters
+        self._metrics = metrics
 
     async def load(self, inputs: Sequence[Chunk]) -> Sequence[Decide]:
         now_ns = to_ns(utc_now())
@@ -133,6 +137,9 @@ class NotaryExecutor:
         by_chunk: dict[Token, list[Decision]] = {}
         for token, decision in replies:
             by_chunk.setdefault(token, []).append(decision)
+            self._metrics.observe_decision(
+                "single", bool(decision.signature), decision.reason, len(decision.conflicts)
+            )
         for token, decisions in by_chunk.items():
             self._waiters.resolve(token, decisions)
 
@@ -162,12 +169,13 @@ class NotaryRole:
         self._driver: Driver[Chunk, Decide, None, Spent, None, Decision] = Driver(
             "notary",
             SingleNotary(ctx.signer.sign),
-            NotaryExecutor(store, self._waiters),
+            NotaryExecutor(store, self._waiters, ctx.metrics),
             ctx.tasks,
             inbox_max=max(1, queue_max // ADMIT_CHUNK),
             batch_max=BATCH_MAX // ADMIT_CHUNK,
             step_in=store.executor,
             on_failure=lambda _: self._waiters.fail_all(stopped("the notary has stopped")),
+            metrics=ctx.metrics,
         )
 
     @staticmethod

@@ -251,6 +251,7 @@ class PbftOrdererChannel(OrdererChannel):
             inbox_max=self.ctx.limits.queue_max,
             tick_s=TICK_S,
             on_failure=lambda _: self.waiters.fail_all(stopped()),
+            metrics=self.ctx.metrics,
         )
         await self.driver.start()
 

@@ -101,6 +101,7 @@ class OrdererChannel:
             inbox_max=self.ctx.limits.queue_max,
             tick_s=TICK_S,
             on_failure=lambda _: self._acks.fail_all(stopped()),
+            metrics=self.ctx.metrics,
         )
         await self._driver.start()
 
@@ -141,6 +142,11 @@ class OrdererChannel:
     def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
         """Blocks start.. (stop inclusive, or forever when None), waiting for new ones."""
         return follow(self.ledger, self.new_block, start, stop)
+
+    @property
+    def height(self) -> int:
+        """Blocks the channel holds here (Deliver tells followers, for their readiness)."""
+        return self.ledger.height
 
 
 def stopped() -> TransientError:

@@ -44,6 +44,7 @@ from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
+from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
@@ -90,6 +91,9 @@ class PeerChannel:
         self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
         self._watchers: Waiters[str, TxRecord] = Waiters()
         self.committer = Committer(ctx, view, ledger, pool, self._on_committed)
+        # The orderer's height as last heard (Deliver's initial metadata, then each block);
+        # None until a Deliver stream opened since this process started.
+        self.orderer_height: int | None = None
 
     async def start(self) -> None:
         """Start the committer, then follow the orderer."""
@@ -224,10 +228,28 @@ class PeerChannel:
         request = orderer_service_pb2.DeliverRequest(
             seek_info=seek_bytes, signature=self.ctx.signer.sign(seek_bytes)
         )
-        async for response in stub.Deliver(request):
-            if response.block.header.number < self.ledger.height:
+        call = stub.Deliver(request)
+        self._heard_height(await call.initial_metadata())
+        async for response in call:
+            number = response.block.header.number
+            self.orderer_height = max(self.orderer_height or 0, number + 1)
+            if number < self.ledger.height:
                 continue  # already committed (e.g. a resent block after reconnect)
             await self.commit(response.block)
+
+    def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
+        """The orderer's height at the opening of a Deliver stream (an orderer that says none,
+        as the simulated network's, leaves only the blocks themselves to tell)."""
+        value = (metadata or grpc.aio.Metadata()).get(HEIGHT_METADATA)
+        height = int(value) if isinstance(value, str) and value.isdigit() else 0
+        self.orderer_height = max(self.orderer_height or 0, height)
+
+    @property
+    def caught_up(self) -> bool:
+        """Ready to serve current state: a Deliver stream opened since start and this peer has
+        committed every block the orderer was last heard to hold (docs/operations.md)."""
+        known = self.orderer_height
+        return known is not None and self.ledger.height >= known
 
     async def commit(self, block: block_pb2.Block) -> None:
         """Validate and commit the next block (PeerError when it is refused)."""

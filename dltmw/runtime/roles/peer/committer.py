@@ -33,6 +33,7 @@ from dltmw.core.validation import TxForMvcc, reads_of
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
+from dltmw.runtime.metrics import Stopwatch
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2
 
@@ -180,6 +181,7 @@ class Committer:
             inbox_max=DELIVERED_MAX,
             batch_max=1,  # the next block's load reads what this one wrote
             on_failure=self._waiters.fail_all,  # the deliver loop fails with the same error
+            metrics=self._ctx.metrics,
         )
         await self._driver.start()
 
@@ -202,8 +204,12 @@ class Committer:
             raise RuntimeError("the committer is not started")
         token = next(self._tokens)
         done = self._waiters.add(token)
+        watch = Stopwatch()
         try:
             await driver.put(Delivery(block, token))
             await done
         finally:
             self._waiters.discard(token, done)
+        # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
+        codes = block.metadata.validation_codes
+        self._ctx.metrics.observe_block(self._view.channel_id, codes, watch.seconds)

@@ -144,6 +144,7 @@ class PrivateExecutor:
             self._peer.ctx.tasks,
             inbox_max=FEED_MAX,
             step_in=self.store.executor,
+            metrics=self._peer.ctx.metrics,
         )
         await self._driver.start()
         self._feed = self._peer.ctx.tasks.forever(f"private-{cid}", self._run)

@@ -89,6 +89,7 @@ class PrivateChannel:
         self._pushers = pushers
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=ctx.limits.queue_max)
         self._task: asyncio.Task[None] | None = None
+        self._pushing = 0  # payloads stored, not yet acknowledged by every recipient
 
     @property
     def view(self) -> ChannelView:
@@ -99,6 +100,12 @@ class PrivateChannel:
     def channel_id(self) -> str:
         """The channel id."""
         return self.peer.view.channel_id
+
+    @property
+    def pending(self) -> int:
+        """Payloads sent here and not yet delivered to every recipient: queued, or stored and
+        being pushed (read by the metrics)."""
+        return self._queue.qsize() + self._pushing
 
     async def start(self) -> None:
         """Start the Send batcher."""
@@ -228,9 +235,11 @@ class PrivateChannel:
         )
 
     async def _push_all(self, batch: list[_Outgoing]) -> None:
+        self._pushing += len(batch)
         try:
             await self._push_and_settle(batch)
         finally:  # cancelled (stopping) or failed unexpectedly: nobody waits forever
+            self._pushing -= len(batch)
             self._fail(
                 batch, TransientError(R.ERROR_REASON_SHUTTING_DOWN, "privacy manager stopping")
             )
