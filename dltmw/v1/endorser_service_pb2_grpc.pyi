@@ -43,7 +43,8 @@ class EndorserServiceStub:
     INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
     DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
     CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
-    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, HEIGHT_NOT_REACHED (min_block_number not
+    committed within the node's limits.height_wait_s) -> UNAVAILABLE. A contract that refuses the
     invocation is not an error: the response carries its status and no endorsement.
     """
     ProcessProposals: _grpc.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]
@@ -73,7 +74,8 @@ class EndorserServiceAsyncStub(EndorserServiceStub):
     INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
     DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
     CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
-    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+    LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, HEIGHT_NOT_REACHED (min_block_number not
+    committed within the node's limits.height_wait_s) -> UNAVAILABLE. A contract that refuses the
     invocation is not an error: the response carries its status and no endorsement.
     """
     ProcessProposals: _aio.StreamStreamMultiCallable[_endorser_service_pb2.ProcessProposalsRequest, _endorser_service_pb2.ProcessProposalsResponse]  # type: ignore[assignment]
@@ -106,7 +108,8 @@ class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
         DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
         CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
-        LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+        LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, HEIGHT_NOT_REACHED (min_block_number not
+        committed within the node's limits.height_wait_s) -> UNAVAILABLE. A contract that refuses the
         invocation is not an error: the response carries its status and no endorsement.
         """
 
