@@ -28,7 +28,7 @@ from dltmw.v1 import transaction_pb2
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 SEQUENCES = 1000
-WORKERS = 24  # per run, split over the two gateways
+WORKERS = 16  # sequences in flight, split over the two gateways
 RUN_BUDGET_S = 120.0
 
 
@@ -49,7 +49,7 @@ async def _sequence(client: GatewayClient, account: str) -> str | None:
 
 
 async def test_deposit_right_after_open_never_fails(network) -> None:
-    net, _ = network(batch_ms=5)
+    net, _ = network(batch_ms=20)
     clients = [
         await GatewayClient.connect(net, "user1.org1"),
         await GatewayClient.connect(net, "user1.org2"),
