@@ -18,13 +18,16 @@ Read your writes. A request may name a `min_block_number` (the highest block its
 committed); `Gateway.endorse` first waits (bounded) for the local peer to commit it, and every
 endorser is asked to simulate on a state that includes it. Each answer names the block its state
 ended with (`state_block_number`). A contract refusal is final only if it was simulated on the
-newest state the gateway knows of for that proposal (`_Job.known`: the request's block, the
-local peer's last block, any other endorser's answer); a refusal from an endorser that was
-behind is not fed to the policy handler: that endorser is asked again, once, at the newer block.
-If a refusal from behind still ends the gathering, the client gets the retryable
-ENDORSEMENT_MISMATCH, never a final CONTRACT_FAILED. (Before this, an endorser that had not yet
-committed the block with the client's `open` refused the `deposit` that followed, and that
-refusal, arriving first, made the AND policy unsatisfiable and the failure final.)
+newest state the gateway knew of for that proposal when the answer came (`_Job.known`: the
+request's block, the local peer's last block, any other endorser's answer). A refusal from an
+endorser that was behind is not fed to the policy handler: that endorser is asked again, once,
+at that block, and its second answer is judged against the block it was asked for (not against
+blocks committed meanwhile: under load the local peer moves on every few milliseconds, and a
+genuine refusal — an overdraft — must still be final). A refusal below the block asked for (an
+endorser that ignored it) counts as `stale`, and if it ends the gathering the client gets the
+retryable ENDORSEMENT_MISMATCH, never a final CONTRACT_FAILED. (Before this, an endorser that had
+not yet committed the block with the client's `open` refused the `deposit` that followed, and
+that refusal, arriving first, made the AND policy unsatisfiable and the failure final.)
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class _Job:
     responses: dict[str, proposal_pb2.ProposalResponse] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
     behind: set[str] = field(default_factory=set)  # endorsers that did not reach min_block
-    asked_again: set[str] = field(default_factory=set)
+    asked_again: dict[str, int] = field(default_factory=dict)  # endorser -> block asked for
+    stale: set[str] = field(default_factory=set)  # refused below the block asked for
 
     def step(
         self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
@@ -94,10 +98,12 @@ class _Job:
         else:
             self.known = max(self.known, answer.state_block_number)
             refused = answer.response.status != 200
-            behind = refused and answer.state_block_number < self.known
-            if behind and node_id not in self.asked_again:
-                self.asked_again.add(node_id)
+            bar = self.asked_again.get(node_id)
+            if refused and bar is None and answer.state_block_number < self.known:
+                self.asked_again[node_id] = self.known
                 return self.known
+            if refused and bar is not None and answer.state_block_number < bar:
+                self.stale.add(node_id)
             self.responses[node_id] = answer
             if refused:
                 failed = Failed(node_id, f"contract refused: {answer.response.message}")
@@ -275,14 +281,12 @@ def _prepare(job: _Job) -> EndorseResult:
     decision, responses = job.decision, job.responses
     if decision.result is not PolicyResult.SATISFIED:
         refused = [r for r in responses.values() if r.response.status != 200]
-        stale = [r for r in refused if r.state_block_number < job.known]
-        if refused and len(refused) == len(responses) and not stale:
+        if refused and len(refused) == len(responses) and not job.stale:
             raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, refused[0].response.message)
-        # A refusal on a state older than a block known committed (an endorser that was
-        # behind even after being asked again): not final either.
-        # Some endorsers refused and others endorsed: contracts are deterministic, so they
-        # simulated on different heights (one had not committed the latest block yet) — the
-        # same signed proposal usually agrees a moment later, as for differing results.
+        # A refusal below the block its endorser was asked for is not final either. Some
+        # endorsers refused and others endorsed: contracts are deterministic, so they simulated
+        # on different heights (one had not committed the latest block yet) — the same signed
+        # proposal usually agrees a moment later, as for differing results.
         if refused or decision.mismatch:
             raise PeerError(
                 R.ERROR_REASON_ENDORSEMENT_MISMATCH, "endorsers returned different results; retry"
