@@ -78,7 +78,8 @@ class EndorserServiceServicer:
         reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
         TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
         The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
-        than the node's items_per_request_max, or with MALFORMED when a request does not parse.
+        than the node's items_per_request_max, with MALFORMED when a request does not parse, or with
+        INVALID_FIELD when its min_block_numbers is neither empty nor one per proposal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -56,7 +56,8 @@ class EndorserServiceStub:
     reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
     TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
     The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
-    than the node's items_per_request_max, or with MALFORMED when a request does not parse.
+    than the node's items_per_request_max, with MALFORMED when a request does not parse, or with
+    INVALID_FIELD when its min_block_numbers is neither empty nor one per proposal.
     """
 
 @_typing.type_check_only
@@ -87,7 +88,8 @@ class EndorserServiceAsyncStub(EndorserServiceStub):
     reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
     TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
     The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
-    than the node's items_per_request_max, or with MALFORMED when a request does not parse.
+    than the node's items_per_request_max, with MALFORMED when a request does not parse, or with
+    INVALID_FIELD when its min_block_numbers is neither empty nor one per proposal.
     """
 
 class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -127,7 +129,8 @@ class EndorserServiceServicer(metaclass=_abc_1.ABCMeta):
         reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
         TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
         The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
-        than the node's items_per_request_max, or with MALFORMED when a request does not parse.
+        than the node's items_per_request_max, with MALFORMED when a request does not parse, or with
+        INVALID_FIELD when its min_block_numbers is neither empty nor one per proposal.
         """
 
 def add_EndorserServiceServicer_to_server(servicer: EndorserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
