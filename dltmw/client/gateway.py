@@ -11,6 +11,14 @@ environment): concurrent calls — `asyncio.gather(*(c.submit_transaction(...) f
 of worker tasks — then share one stream and travel many per gRPC message, which is what a
 high-rate client should do. The unary methods (`endorse`, `submit`, `commit_status`) keep their
 one-RPC-each behaviour for callers that drive the steps themselves.
+
+Read your writes (session consistency, on by default). The client remembers, per channel, the
+highest block it saw committed (a CommitStatus, a commit through `submit_transaction`, an Events
+block) and sends it as `min_block_number` with every Endorse and Evaluate: the endorsers then
+simulate on a state that includes the client's own earlier writes (an `open` followed at once by
+a `deposit` cannot be refused for a missing account by a peer that lags). `seen_block` reads
+that mark and `observe_block` raises it, so a program can carry it to another client (another
+gateway after a fail-over, another process).
 """
 
 from __future__ import annotations
@@ -59,6 +67,17 @@ class GatewayClient:
         if pipelined is None:
             pipelined = os.environ.get("DLTMW_CLIENT_PIPELINE", "1") != "0"
         self.pipeline: Pipeline | None = Pipeline(self.stub) if pipelined else None
+        self._seen: dict[str, int] = {}  # channel id -> highest block seen committed
+
+    def seen_block(self, channel_id: str) -> int:
+        """The highest block of `channel_id` this client saw committed (0: none yet); it is
+        the `min_block_number` of the client's next Endorse and Evaluate there."""
+        return self._seen.get(channel_id, 0)
+
+    def observe_block(self, channel_id: str, block_number: int) -> None:
+        """Note that block `block_number` of `channel_id` is committed (never lowers the mark)."""
+        if block_number > self._seen.get(channel_id, 0):
+            self._seen[channel_id] = block_number
 
     @staticmethod
     async def connect(
@@ -138,21 +157,29 @@ class GatewayClient:
     ) -> proposal_pb2.ContractResponse:
         """Read-only invocation on the gateway's peer."""
         signed, _ = self.proposal(channel_id, contract, function, args)
-        reply = await self.stub.Evaluate(G.EvaluateRequest(signed_proposal=signed), timeout=30)
+        request = G.EvaluateRequest(
+            signed_proposal=signed, min_block_number=self.seen_block(channel_id)
+        )
+        reply = await self.stub.Evaluate(request, timeout=30)
         return reply.result
 
     async def endorse(self, signed: proposal_pb2.SignedProposal) -> G.EndorseResponse:
         """Gather endorsements, retrying a bounded number of times on ENDORSEMENT_MISMATCH.
 
         A mismatch means the endorsers simulated on different heights (one had not committed the
-        latest block yet); the same signed proposal usually agrees a moment later.
+        latest block yet); the same signed proposal usually agrees a moment later. Every
+        endorser's state includes the highest block this client saw committed on the channel.
         """
         return await self._endorse(signed, pipelined=False)
 
     async def _endorse(
         self, signed: proposal_pb2.SignedProposal, pipelined: bool
     ) -> G.EndorseResponse:
-        request = G.EndorseRequest(signed_proposal=signed)
+        proposal = proposal_pb2.Proposal.FromString(signed.proposal_bytes)
+        channel_id = common_pb2.Header.FromString(proposal.header).channel_id
+        request = G.EndorseRequest(
+            signed_proposal=signed, min_block_number=self.seen_block(channel_id)
+        )
         for attempt in range(ENDORSE_ATTEMPTS):
             try:
                 if pipelined and self.pipeline is not None:
@@ -174,9 +201,11 @@ class GatewayClient:
         query, signature = self.signed_query(
             G.CommitStatusQuery(channel_id=channel_id, tx_id=tx_id)
         )
-        return await self.stub.CommitStatus(
+        status: G.CommitStatusResponse = await self.stub.CommitStatus(
             G.CommitStatusRequest(query=query, signature=signature), timeout=60
         )
+        self.observe_block(channel_id, status.block_number)
+        return status
 
     async def submit_transaction(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -192,6 +221,7 @@ class GatewayClient:
         envelope = self.envelope(endorsed.prepared_payload)
         committed = await self.pipeline.submit(G.SubmitRequest(envelope=envelope), 30)
         status = await self.pipeline.wait_commit(committed, 60)
+        self.observe_block(channel_id, status.block_number)
         return Submitted(tx_id, endorsed.result, status)
 
     async def events(
@@ -205,6 +235,7 @@ class GatewayClient:
         call = self.stub.Events(G.EventsRequest(query=query, signature=signature))
         try:
             async for response in call:
+                self.observe_block(channel_id, response.block_number)
                 yield response
         finally:
             call.cancel()

@@ -78,6 +78,12 @@ class SnapshotReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    def last_block_number(self) -> int:
+        """Number of the last block in this snapshot (-1 before block 0): blocks and their
+        state change in one write transaction, so this names exactly the state read here."""
+        row = self._conn.execute("SELECT MAX(number) FROM blocks").fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
     def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
         """Committed value and version of a key."""
         row = self._conn.execute(

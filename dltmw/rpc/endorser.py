@@ -5,6 +5,7 @@ It depends only on the `Endorsing` protocol declared here; the node passes in it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
@@ -38,16 +39,24 @@ class Endorsing(Protocol):
         """Admission of many proposals: each admitted one, or its ClientError."""
         ...
 
-    async def endorse_many(self, batch: Sequence[CheckedProposal]) -> list[P.ProposalResponse]:
-        """Simulate and sign admitted proposals, one response each, in order."""
+    async def endorse_at(
+        self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]
+    ) -> Sequence[P.ProposalResponse | DltmwError]:
+        """Simulate and sign admitted proposals, one response each, in order, each once its
+        min block is committed (or HEIGHT_NOT_REACHED after the node's wait)."""
+        ...
+
+    async def reach(self, block_number: int, timeout_s: float) -> None:
+        """Return once `block_number` is committed here, else raise HEIGHT_NOT_REACHED."""
         ...
 
 
 class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
     """ProcessProposal and ProcessProposals on the peers of this node."""
 
-    def __init__(self, peers: Mapping[str, Endorsing]) -> None:
+    def __init__(self, peers: Mapping[str, Endorsing], height_wait_s: float) -> None:
         self._peers = peers
+        self._height_wait_s = height_wait_s
 
     def _peer(self, signed: P.SignedProposal) -> Endorsing:
         channel_id = proposal_channel(signed)
@@ -66,6 +75,7 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
         require(request.HasField("signed_proposal"), "signed_proposal")
         peer = self._peer(request.signed_proposal)
         check_tls_org(context, peer.view.membership, None)
+        await peer.reach(request.min_block_number, self._height_wait_s)
         response = await peer.endorse(request.signed_proposal)
         return E.ProcessProposalResponse(proposal_response=response)
 
@@ -85,6 +95,13 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
             return peer
 
         async def handle(request: E.ProcessProposalsRequest) -> E.ProcessProposalsResponse:
+            if request.min_block_numbers and len(request.min_block_numbers) != len(
+                request.signed_proposals
+            ):
+                raise ClientError(
+                    errors_pb2.ERROR_REASON_INVALID_FIELD,
+                    "min_block_numbers must be empty or one per signed proposal",
+                )
             outcomes: list[E.ProposalOutcome | None] = [None] * len(request.signed_proposals)
             by_peer: dict[str, tuple[Endorsing, list[int]]] = {}
             for i, signed in enumerate(request.signed_proposals):
@@ -94,8 +111,11 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
                     outcomes[i] = E.ProposalOutcome(error=_item_error(exc))
                     continue
                 by_peer.setdefault(peer.view.channel_id, (peer, []))[1].append(i)
-            for peer, indexes in by_peer.values():
-                for i, answer in zip(indexes, await _endorse(peer, request, indexes), strict=True):
+            answers = await asyncio.gather(
+                *(_endorse(peer, request, indexes) for peer, indexes in by_peer.values())
+            )
+            for (_, indexes), outs in zip(by_peer.values(), answers, strict=True):
+                for i, answer in zip(indexes, outs, strict=True):
                     outcomes[i] = answer
             answered = [o for o in outcomes if o is not None]
             assert len(answered) == len(outcomes), "every proposal gets one outcome"
@@ -108,10 +128,16 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
 async def _endorse(
     peer: Endorsing, request: E.ProcessProposalsRequest, indexes: list[int]
 ) -> list[E.ProposalOutcome]:
-    """Admit and endorse the proposals at `indexes` of `request` (one channel) as one batch."""
+    """Admit and endorse the proposals at `indexes` of `request` (one channel) as one batch
+    (each at its min block, if the request names them)."""
     admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])
-    ok = [a for a in admitted if not isinstance(a, BaseException)]
-    responses = iter(await peer.endorse_many(ok))
+    wanted = request.min_block_numbers
+    ok = [
+        (a, wanted[i] if wanted else 0)
+        for a, i in zip(admitted, indexes, strict=True)
+        if isinstance(a, CheckedProposal)
+    ]
+    responses = iter(await peer.endorse_at([a for a, _ in ok], [n for _, n in ok]))
     out: list[E.ProposalOutcome] = []
     for a in admitted:
         if isinstance(a, DltmwError):
@@ -119,7 +145,11 @@ async def _endorse(
         elif isinstance(a, BaseException):
             raise a  # not an expected refusal: a bug, let it surface
         else:
-            out.append(E.ProposalOutcome(proposal_response=next(responses)))
+            answer = next(responses)
+            if isinstance(answer, DltmwError):
+                out.append(E.ProposalOutcome(error=_item_error(answer)))
+            else:
+                out.append(E.ProposalOutcome(proposal_response=answer))
     return out
 
 

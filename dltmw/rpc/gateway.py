@@ -37,12 +37,18 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     """Evaluate, Endorse, Submit, CommitStatus, Events."""
 
     def __init__(
-        self, gateway: GatewayRole, peers: Mapping[str, LocalPeer], window_s: float, wait_s: float
+        self,
+        gateway: GatewayRole,
+        peers: Mapping[str, LocalPeer],
+        window_s: float,
+        wait_s: float,
+        height_wait_s: float,
     ) -> None:
         self._gateway = gateway
         self._peers = peers
         self._window_s = window_s
         self._wait_s = wait_s
+        self._height_wait_s = height_wait_s
 
     def _peer(self, channel_id: str) -> LocalPeer:
         peer = self._peers.get(channel_id)
@@ -57,6 +63,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         peer = self._peer(proposal_channel(request.signed_proposal))
         checked = await peer.admit(request.signed_proposal)
         check_tls_org(context, peer.view.membership, checked.creator.org_id)
+        await peer.reach(request.min_block_number, self._height_wait_s)
         payload = await peer.simulate(checked)
         if payload.response.status != 200:
             raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, payload.response.message)
@@ -69,7 +76,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         peer = self._peer(proposal_channel(request.signed_proposal))
         check_tls_org(context, peer.view.membership, creator_org(request.signed_proposal))
         result = await self._gateway.endorse(
-            peer.view.channel_id, request.signed_proposal, list(request.endorsing_organizations)
+            peer.view.channel_id,
+            request.signed_proposal,
+            list(request.endorsing_organizations),
+            request.min_block_number,
         )
         return G.EndorseResponse(prepared_payload=result.prepared_payload, result=result.result)
 

@@ -67,9 +67,14 @@ class GatewayRole(Protocol):
     role (`runtime/roles/gateway`), by channel id; declared here, on the consumer's side."""
 
     async def endorse(
-        self, channel_id: str, signed: proposal_pb2.SignedProposal, orgs_wanted: list[str]
+        self,
+        channel_id: str,
+        signed: proposal_pb2.SignedProposal,
+        orgs_wanted: list[str],
+        min_block_number: int = 0,
     ) -> Endorsed:
-        """Gather endorsements that satisfy the policy."""
+        """Gather endorsements that satisfy the policy, on states that include block
+        `min_block_number`."""
         ...
 
     async def check_envelope(self, channel_id: str, envelope: bytes) -> CheckedEnvelope:
@@ -94,6 +99,10 @@ class LocalPeer(Protocol):
 
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Run the contract against the peer's state (nothing is signed or written)."""
+        ...
+
+    async def reach(self, block_number: int, timeout_s: float) -> None:
+        """Return once `block_number` is committed here, else raise HEIGHT_NOT_REACHED."""
         ...
 
     async def wait_for_tx(self, tx_id: str, timeout_s: float) -> TxRecord:
@@ -217,6 +226,7 @@ class TransactSession:
                 peer.view.channel_id,
                 request.signed_proposal,
                 list(request.endorsing_organizations),
+                request.min_block_number,
             )
         except DltmwError as exc:
             self._out.put_nowait(G.EndorseOutcome(ref=item.ref, error=item_error(exc)))

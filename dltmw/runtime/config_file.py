@@ -53,6 +53,10 @@ class Limits:
     commit_wait_s: Annotated[
         float, Field(description="how long CommitStatus waits for a commit")
     ] = 30.0
+    height_wait_s: Annotated[
+        float,
+        Field(description="how long a proposal waits for its min_block_number to be committed"),
+    ] = 5.0
     queue_max: Annotated[int, Field(description="entries of each bounded queue")] = 10_000
     query_bytes_max: Annotated[
         int, Field(description="request of an RPC carrying only a signed query, bytes")

@@ -205,10 +205,10 @@ class Node:
         ]
         roles = self.config.roles
         if "peer" in roles:
-            endorser = EndorserServicer(self.peers)
+            endorser = EndorserServicer(self.peers, limits.height_wait_s)
             out.append((_service(endorser_service_pb2, "EndorserService"), endorser))
         if "gateway" in roles:
-            gateway = GatewayServicer(self.gateway, self.peers, window, wait)
+            gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
         if "orderer" in roles:
             orderer = OrdererServicer(self.orderers, window, self._pool)

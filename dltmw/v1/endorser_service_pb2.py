@@ -26,7 +26,7 @@ from dltmw.v1 import batch_pb2 as dltmw_dot_v1_dot_batch__pb2
 from dltmw.v1 import proposal_pb2 as dltmw_dot_v1_dot_proposal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ltmw/v1/endorser_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x17\x64ltmw/v1/proposal.proto\"K\n\x16ProcessProposalRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\"P\n\x17ProcessProposalResponse\x12\x35\n\x11proposal_response\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ProposalResponse\"M\n\x17ProcessProposalsRequest\x12\x32\n\x10signed_proposals\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.SignedProposal\"{\n\x0fProposalOutcome\x12\x37\n\x11proposal_response\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ProposalResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"G\n\x18ProcessProposalsResponse\x12+\n\x08outcomes\x18\x01 \x03(\x0b\x32\x19.dltmw.v1.ProposalOutcome2\xc8\x01\n\x0f\x45ndorserService\x12V\n\x0fProcessProposal\x12 .dltmw.v1.ProcessProposalRequest\x1a!.dltmw.v1.ProcessProposalResponse\x12]\n\x10ProcessProposals\x12!.dltmw.v1.ProcessProposalsRequest\x1a\".dltmw.v1.ProcessProposalsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ltmw/v1/endorser_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x17\x64ltmw/v1/proposal.proto\"e\n\x16ProcessProposalRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x18\n\x10min_block_number\x18\x02 \x01(\x04\"P\n\x17ProcessProposalResponse\x12\x35\n\x11proposal_response\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ProposalResponse\"h\n\x17ProcessProposalsRequest\x12\x32\n\x10signed_proposals\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x19\n\x11min_block_numbers\x18\x02 \x03(\x04\"{\n\x0fProposalOutcome\x12\x37\n\x11proposal_response\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ProposalResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"G\n\x18ProcessProposalsResponse\x12+\n\x08outcomes\x18\x01 \x03(\x0b\x32\x19.dltmw.v1.ProposalOutcome2\xc8\x01\n\x0f\x45ndorserService\x12V\n\x0fProcessProposal\x12 .dltmw.v1.ProcessProposalRequest\x1a!.dltmw.v1.ProcessProposalResponse\x12]\n\x10ProcessProposals\x12!.dltmw.v1.ProcessProposalsRequest\x1a\".dltmw.v1.ProcessProposalsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.endorser_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROCESSPROPOSALREQUEST']._serialized_start=92
-  _globals['_PROCESSPROPOSALREQUEST']._serialized_end=167
-  _globals['_PROCESSPROPOSALRESPONSE']._serialized_start=169
-  _globals['_PROCESSPROPOSALRESPONSE']._serialized_end=249
-  _globals['_PROCESSPROPOSALSREQUEST']._serialized_start=251
-  _globals['_PROCESSPROPOSALSREQUEST']._serialized_end=328
-  _globals['_PROPOSALOUTCOME']._serialized_start=330
-  _globals['_PROPOSALOUTCOME']._serialized_end=453
-  _globals['_PROCESSPROPOSALSRESPONSE']._serialized_start=455
-  _globals['_PROCESSPROPOSALSRESPONSE']._serialized_end=526
-  _globals['_ENDORSERSERVICE']._serialized_start=529
-  _globals['_ENDORSERSERVICE']._serialized_end=729
+  _globals['_PROCESSPROPOSALREQUEST']._serialized_end=193
+  _globals['_PROCESSPROPOSALRESPONSE']._serialized_start=195
+  _globals['_PROCESSPROPOSALRESPONSE']._serialized_end=275
+  _globals['_PROCESSPROPOSALSREQUEST']._serialized_start=277
+  _globals['_PROCESSPROPOSALSREQUEST']._serialized_end=381
+  _globals['_PROPOSALOUTCOME']._serialized_start=383
+  _globals['_PROPOSALOUTCOME']._serialized_end=506
+  _globals['_PROCESSPROPOSALSRESPONSE']._serialized_start=508
+  _globals['_PROCESSPROPOSALSRESPONSE']._serialized_end=579
+  _globals['_ENDORSERSERVICE']._serialized_start=582
+  _globals['_ENDORSERSERVICE']._serialized_end=782
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,11 @@ class ProcessProposalRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNED_PROPOSAL_FIELD_NUMBER: _builtins.int
+    MIN_BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    min_block_number: _builtins.int
+    """Simulate only once this peer has committed this block (waiting at most its
+    limits.height_wait_s, then HEIGHT_NOT_REACHED); 0 = no requirement.
+    """
     @_builtins.property
     def signed_proposal(self) -> _proposal_pb2.SignedProposal:
         """The proposal and its creator's signature."""
@@ -35,10 +40,11 @@ class ProcessProposalRequest(_message.Message):
         self,
         *,
         signed_proposal: _proposal_pb2.SignedProposal | None = ...,
+        min_block_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signed_proposal", b"signed_proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_proposal", b"signed_proposal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_block_number", b"min_block_number", "signed_proposal", b"signed_proposal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -75,18 +81,27 @@ class ProcessProposalsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNED_PROPOSALS_FIELD_NUMBER: _builtins.int
+    MIN_BLOCK_NUMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def signed_proposals(self) -> _containers.RepeatedCompositeFieldContainer[_proposal_pb2.SignedProposal]:
         """The proposals, each with its creator's signature."""
+
+    @_builtins.property
+    def min_block_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Empty, or one entry per signed_proposals entry (same order): that proposal's
+        ProcessProposalRequest.min_block_number. A proposal whose block is not committed within the
+        wait gets an ItemError HEIGHT_NOT_REACHED; the others are not held up by it.
+        """
 
     def __init__(
         self,
         *,
         signed_proposals: _abc.Iterable[_proposal_pb2.SignedProposal] | None = ...,
+        min_block_numbers: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_proposals", b"signed_proposals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_block_numbers", b"min_block_numbers", "signed_proposals", b"signed_proposals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

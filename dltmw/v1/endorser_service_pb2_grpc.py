@@ -61,7 +61,8 @@ class EndorserServiceServicer:
         INVALID_ARGUMENT; BAD_SIGNATURE, NOT_A_MEMBER, TLS_IDENTITY_MISMATCH -> PERMISSION_DENIED;
         DUPLICATE_TX_ID -> ALREADY_EXISTS; TIMESTAMP_OUT_OF_WINDOW, CHANNEL_NOT_FOUND,
         CONTRACT_NOT_FOUND, ROLE_NOT_HOSTED -> FAILED_PRECONDITION; MESSAGE_TOO_LARGE, OVERLOADED,
-        LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN -> UNAVAILABLE. A contract that refuses the
+        LIMIT_EXCEEDED -> RESOURCE_EXHAUSTED; SHUTTING_DOWN, HEIGHT_NOT_REACHED (min_block_number not
+        committed within the node's limits.height_wait_s) -> UNAVAILABLE. A contract that refuses the
         invocation is not an error: the response carries its status and no endorsement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -77,7 +78,8 @@ class EndorserServiceServicer:
         reason ProcessProposal would have failed with (including CHANNEL_NOT_FOUND, and
         TLS_IDENTITY_MISMATCH when the caller's TLS certificate is not issued by a channel member).
         The stream fails with LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when a request holds more proposals
-        than the node's items_per_request_max, or with MALFORMED when a request does not parse.
+        than the node's items_per_request_max, with MALFORMED when a request does not parse, or with
+        INVALID_FIELD when its min_block_numbers is neither empty nor one per proposal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

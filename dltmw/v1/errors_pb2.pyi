@@ -91,6 +91,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     node.toml [limits] key>, "max": <its value>}. Retrying unchanged fails again unless the bound
     was on in-flight work.
     """
+    ERROR_REASON_HEIGHT_NOT_REACHED: _ErrorReason.ValueType  # 30
+    """UNAVAILABLE: an endorser (or the gateway's peer, for Evaluate) had not committed the block a
+    request's min_block_number names within the node's limits.height_wait_s. The request may be
+    repeated: the peer is catching up. ErrorInfo.metadata: {"min_block_number": <asked>,
+    "block_number": <the last block the peer had committed>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -166,5 +172,11 @@ is done on it (items per request, bytes per item or per request, requests in fli
 connection or per caller identity). ErrorInfo.metadata names the bound: {"limit": <name of the
 node.toml [limits] key>, "max": <its value>}. Retrying unchanged fails again unless the bound
 was on in-flight work.
+"""
+ERROR_REASON_HEIGHT_NOT_REACHED: ErrorReason.ValueType  # 30
+"""UNAVAILABLE: an endorser (or the gateway's peer, for Evaluate) had not committed the block a
+request's min_block_number names within the node's limits.height_wait_s. The request may be
+repeated: the peer is catching up. ErrorInfo.metadata: {"min_block_number": <asked>,
+"block_number": <the last block the peer had committed>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -29,7 +29,7 @@ from dltmw.v1 import transaction_pb2 as dltmw_dot_v1_dot_transaction__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/gateway_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x15\x64ltmw/v1/common.proto\x1a\x17\x64ltmw/v1/proposal.proto\x1a\x1a\x64ltmw/v1/transaction.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0f\x45valuateRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\">\n\x10\x45valuateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"d\n\x0e\x45ndorseRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x1f\n\x17\x65ndorsing_organizations\x18\x02 \x03(\t\"W\n\x0f\x45ndorseResponse\x12\x18\n\x10prepared_payload\x18\x01 \x01(\x0c\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"5\n\rSubmitRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.Envelope\"\x1f\n\x0eSubmitResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"x\n\x11\x43ommitStatusQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13\x43ommitStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\x14\x43ommitStatusResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\"x\n\x0b\x45ventsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rEventsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x7f\n\x10TransactionEvent\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x33\n\x0fvalidation_code\x18\x02 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\'\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\"l\n\x0e\x45ventsResponse\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x30\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1a.dltmw.v1.TransactionEvent\"E\n\x0b\x45ndorseItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.EndorseRequest\"C\n\nSubmitItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.SubmitRequest\"_\n\x0fTransactRequest\x12&\n\x07\x65ndorse\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.EndorseItem\x12$\n\x06submit\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.SubmitItem\"}\n\x0e\x45ndorseOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.dltmw.v1.EndorseResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"{\n\rSubmitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.SubmitResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x7f\n\rCommitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x30\n\x06status\x18\x02 \x01(\x0b\x32\x1e.dltmw.v1.CommitStatusResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x96\x01\n\x10TransactResponse\x12*\n\x08\x65ndorsed\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.EndorseOutcome\x12*\n\tsubmitted\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.SubmitOutcome\x12*\n\tcommitted\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.CommitOutcome2\xa5\x03\n\x0eGatewayService\x12\x41\n\x08\x45valuate\x12\x19.dltmw.v1.EvaluateRequest\x1a\x1a.dltmw.v1.EvaluateResponse\x12>\n\x07\x45ndorse\x12\x18.dltmw.v1.EndorseRequest\x1a\x19.dltmw.v1.EndorseResponse\x12;\n\x06Submit\x12\x17.dltmw.v1.SubmitRequest\x1a\x18.dltmw.v1.SubmitResponse\x12M\n\x0c\x43ommitStatus\x12\x1d.dltmw.v1.CommitStatusRequest\x1a\x1e.dltmw.v1.CommitStatusResponse\x12=\n\x06\x45vents\x12\x17.dltmw.v1.EventsRequest\x1a\x18.dltmw.v1.EventsResponse0\x01\x12\x45\n\x08Transact\x12\x19.dltmw.v1.TransactRequest\x1a\x1a.dltmw.v1.TransactResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/gateway_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x15\x64ltmw/v1/common.proto\x1a\x17\x64ltmw/v1/proposal.proto\x1a\x1a\x64ltmw/v1/transaction.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0f\x45valuateRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x18\n\x10min_block_number\x18\x02 \x01(\x04\">\n\x10\x45valuateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"~\n\x0e\x45ndorseRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x1f\n\x17\x65ndorsing_organizations\x18\x02 \x03(\t\x12\x18\n\x10min_block_number\x18\x03 \x01(\x04\"W\n\x0f\x45ndorseResponse\x12\x18\n\x10prepared_payload\x18\x01 \x01(\x0c\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"5\n\rSubmitRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.Envelope\"\x1f\n\x0eSubmitResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"x\n\x11\x43ommitStatusQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13\x43ommitStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\x14\x43ommitStatusResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\"x\n\x0b\x45ventsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rEventsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x7f\n\x10TransactionEvent\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x33\n\x0fvalidation_code\x18\x02 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\'\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\"l\n\x0e\x45ventsResponse\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x30\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1a.dltmw.v1.TransactionEvent\"E\n\x0b\x45ndorseItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.EndorseRequest\"C\n\nSubmitItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.SubmitRequest\"_\n\x0fTransactRequest\x12&\n\x07\x65ndorse\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.EndorseItem\x12$\n\x06submit\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.SubmitItem\"}\n\x0e\x45ndorseOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.dltmw.v1.EndorseResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"{\n\rSubmitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.SubmitResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x7f\n\rCommitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x30\n\x06status\x18\x02 \x01(\x0b\x32\x1e.dltmw.v1.CommitStatusResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x96\x01\n\x10TransactResponse\x12*\n\x08\x65ndorsed\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.EndorseOutcome\x12*\n\tsubmitted\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.SubmitOutcome\x12*\n\tcommitted\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.CommitOutcome2\xa5\x03\n\x0eGatewayService\x12\x41\n\x08\x45valuate\x12\x19.dltmw.v1.EvaluateRequest\x1a\x1a.dltmw.v1.EvaluateResponse\x12>\n\x07\x45ndorse\x12\x18.dltmw.v1.EndorseRequest\x1a\x19.dltmw.v1.EndorseResponse\x12;\n\x06Submit\x12\x17.dltmw.v1.SubmitRequest\x1a\x18.dltmw.v1.SubmitResponse\x12M\n\x0c\x43ommitStatus\x12\x1d.dltmw.v1.CommitStatusRequest\x1a\x1e.dltmw.v1.CommitStatusResponse\x12=\n\x06\x45vents\x12\x17.dltmw.v1.EventsRequest\x1a\x18.dltmw.v1.EventsResponse0\x01\x12\x45\n\x08Transact\x12\x19.dltmw.v1.TransactRequest\x1a\x1a.dltmw.v1.TransactResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,45 +37,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.gateway_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVALUATEREQUEST']._serialized_start=175
-  _globals['_EVALUATEREQUEST']._serialized_end=243
-  _globals['_EVALUATERESPONSE']._serialized_start=245
-  _globals['_EVALUATERESPONSE']._serialized_end=307
-  _globals['_ENDORSEREQUEST']._serialized_start=309
-  _globals['_ENDORSEREQUEST']._serialized_end=409
-  _globals['_ENDORSERESPONSE']._serialized_start=411
-  _globals['_ENDORSERESPONSE']._serialized_end=498
-  _globals['_SUBMITREQUEST']._serialized_start=500
-  _globals['_SUBMITREQUEST']._serialized_end=553
-  _globals['_SUBMITRESPONSE']._serialized_start=555
-  _globals['_SUBMITRESPONSE']._serialized_end=586
-  _globals['_COMMITSTATUSQUERY']._serialized_start=588
-  _globals['_COMMITSTATUSQUERY']._serialized_end=708
-  _globals['_COMMITSTATUSREQUEST']._serialized_start=710
-  _globals['_COMMITSTATUSREQUEST']._serialized_end=765
-  _globals['_COMMITSTATUSRESPONSE']._serialized_start=767
-  _globals['_COMMITSTATUSRESPONSE']._serialized_end=873
-  _globals['_EVENTSQUERY']._serialized_start=875
-  _globals['_EVENTSQUERY']._serialized_end=995
-  _globals['_EVENTSREQUEST']._serialized_start=997
-  _globals['_EVENTSREQUEST']._serialized_end=1046
-  _globals['_TRANSACTIONEVENT']._serialized_start=1048
-  _globals['_TRANSACTIONEVENT']._serialized_end=1175
-  _globals['_EVENTSRESPONSE']._serialized_start=1177
-  _globals['_EVENTSRESPONSE']._serialized_end=1285
-  _globals['_ENDORSEITEM']._serialized_start=1287
-  _globals['_ENDORSEITEM']._serialized_end=1356
-  _globals['_SUBMITITEM']._serialized_start=1358
-  _globals['_SUBMITITEM']._serialized_end=1425
-  _globals['_TRANSACTREQUEST']._serialized_start=1427
-  _globals['_TRANSACTREQUEST']._serialized_end=1522
-  _globals['_ENDORSEOUTCOME']._serialized_start=1524
-  _globals['_ENDORSEOUTCOME']._serialized_end=1649
-  _globals['_SUBMITOUTCOME']._serialized_start=1651
-  _globals['_SUBMITOUTCOME']._serialized_end=1774
-  _globals['_COMMITOUTCOME']._serialized_start=1776
-  _globals['_COMMITOUTCOME']._serialized_end=1903
-  _globals['_TRANSACTRESPONSE']._serialized_start=1906
-  _globals['_TRANSACTRESPONSE']._serialized_end=2056
-  _globals['_GATEWAYSERVICE']._serialized_start=2059
-  _globals['_GATEWAYSERVICE']._serialized_end=2480
+  _globals['_EVALUATEREQUEST']._serialized_end=269
+  _globals['_EVALUATERESPONSE']._serialized_start=271
+  _globals['_EVALUATERESPONSE']._serialized_end=333
+  _globals['_ENDORSEREQUEST']._serialized_start=335
+  _globals['_ENDORSEREQUEST']._serialized_end=461
+  _globals['_ENDORSERESPONSE']._serialized_start=463
+  _globals['_ENDORSERESPONSE']._serialized_end=550
+  _globals['_SUBMITREQUEST']._serialized_start=552
+  _globals['_SUBMITREQUEST']._serialized_end=605
+  _globals['_SUBMITRESPONSE']._serialized_start=607
+  _globals['_SUBMITRESPONSE']._serialized_end=638
+  _globals['_COMMITSTATUSQUERY']._serialized_start=640
+  _globals['_COMMITSTATUSQUERY']._serialized_end=760
+  _globals['_COMMITSTATUSREQUEST']._serialized_start=762
+  _globals['_COMMITSTATUSREQUEST']._serialized_end=817
+  _globals['_COMMITSTATUSRESPONSE']._serialized_start=819
+  _globals['_COMMITSTATUSRESPONSE']._serialized_end=925
+  _globals['_EVENTSQUERY']._serialized_start=927
+  _globals['_EVENTSQUERY']._serialized_end=1047
+  _globals['_EVENTSREQUEST']._serialized_start=1049
+  _globals['_EVENTSREQUEST']._serialized_end=1098
+  _globals['_TRANSACTIONEVENT']._serialized_start=1100
+  _globals['_TRANSACTIONEVENT']._serialized_end=1227
+  _globals['_EVENTSRESPONSE']._serialized_start=1229
+  _globals['_EVENTSRESPONSE']._serialized_end=1337
+  _globals['_ENDORSEITEM']._serialized_start=1339
+  _globals['_ENDORSEITEM']._serialized_end=1408
+  _globals['_SUBMITITEM']._serialized_start=1410
+  _globals['_SUBMITITEM']._serialized_end=1477
+  _globals['_TRANSACTREQUEST']._serialized_start=1479
+  _globals['_TRANSACTREQUEST']._serialized_end=1574
+  _globals['_ENDORSEOUTCOME']._serialized_start=1576
+  _globals['_ENDORSEOUTCOME']._serialized_end=1701
+  _globals['_SUBMITOUTCOME']._serialized_start=1703
+  _globals['_SUBMITOUTCOME']._serialized_end=1826
+  _globals['_COMMITOUTCOME']._serialized_start=1828
+  _globals['_COMMITOUTCOME']._serialized_end=1955
+  _globals['_TRANSACTRESPONSE']._serialized_start=1958
+  _globals['_TRANSACTRESPONSE']._serialized_end=2108
+  _globals['_GATEWAYSERVICE']._serialized_start=2111
+  _globals['_GATEWAYSERVICE']._serialized_end=2532
 # @@protoc_insertion_point(module_scope)

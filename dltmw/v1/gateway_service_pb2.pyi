@@ -30,6 +30,13 @@ class EvaluateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNED_PROPOSAL_FIELD_NUMBER: _builtins.int
+    MIN_BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    min_block_number: _builtins.int
+    """Read your writes: simulate only once the local peer has committed this block (waiting at
+    most the node's limits.height_wait_s, then HEIGHT_NOT_REACHED). Set it to the highest
+    CommitStatusResponse.block_number (or Events block) the client has seen on this channel;
+    0 = no requirement.
+    """
     @_builtins.property
     def signed_proposal(self) -> _proposal_pb2.SignedProposal:
         """The signed proposal."""
@@ -38,10 +45,11 @@ class EvaluateRequest(_message.Message):
         self,
         *,
         signed_proposal: _proposal_pb2.SignedProposal | None = ...,
+        min_block_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signed_proposal", b"signed_proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_proposal", b"signed_proposal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_block_number", b"min_block_number", "signed_proposal", b"signed_proposal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -79,6 +87,13 @@ class EndorseRequest(_message.Message):
 
     SIGNED_PROPOSAL_FIELD_NUMBER: _builtins.int
     ENDORSING_ORGANIZATIONS_FIELD_NUMBER: _builtins.int
+    MIN_BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    min_block_number: _builtins.int
+    """Read your writes: every endorser simulates only once it has committed this block (each waits
+    at most its limits.height_wait_s; the gateway takes the endorsers that got there). Set it to
+    the highest CommitStatusResponse.block_number (or Events block) the client has seen on this
+    channel; 0 = no requirement.
+    """
     @_builtins.property
     def signed_proposal(self) -> _proposal_pb2.SignedProposal:
         """The signed proposal."""
@@ -92,10 +107,11 @@ class EndorseRequest(_message.Message):
         *,
         signed_proposal: _proposal_pb2.SignedProposal | None = ...,
         endorsing_organizations: _abc.Iterable[_builtins.str] | None = ...,
+        min_block_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signed_proposal", b"signed_proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsing_organizations", b"endorsing_organizations", "signed_proposal", b"signed_proposal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsing_organizations", b"endorsing_organizations", "min_block_number", b"min_block_number", "signed_proposal", b"signed_proposal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -87,7 +87,8 @@ class GatewayServiceServicer:
 
     def Evaluate(self, request, context):
         """Evaluate simulates a proposal on the local peer and returns the result; nothing is ordered.
-        Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED.
+        Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED;
+        HEIGHT_NOT_REACHED -> UNAVAILABLE (the peer did not commit min_block_number in time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,7 +98,12 @@ class GatewayServiceServicer:
         """Endorse gathers endorsements satisfying the endorsement policy and returns the transaction
         payload for the client to sign. Extra errors: DUPLICATE_TX_ID -> ALREADY_EXISTS;
         CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED, ENDORSEMENT_MISMATCH,
-        ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED.
+        ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED; HEIGHT_NOT_REACHED -> UNAVAILABLE (too few
+        endorsers committed min_block_number in time). Read your writes: every endorser simulates on
+        a state that includes block min_block_number; and a contract refusal from an endorser whose
+        state was older than a block the gateway knows committed (min_block_number, its own peer's
+        height, another endorser's answer) is never final: the gateway asks that endorser again at
+        the newer block, once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,13 +43,19 @@ class GatewayServiceStub:
     def __new__(cls, channel: _aio.Channel) -> GatewayServiceAsyncStub: ...
     Evaluate: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.EvaluateRequest, _gateway_service_pb2.EvaluateResponse]
     """Evaluate simulates a proposal on the local peer and returns the result; nothing is ordered.
-    Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED.
+    Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED;
+    HEIGHT_NOT_REACHED -> UNAVAILABLE (the peer did not commit min_block_number in time).
     """
     Endorse: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.EndorseRequest, _gateway_service_pb2.EndorseResponse]
     """Endorse gathers endorsements satisfying the endorsement policy and returns the transaction
     payload for the client to sign. Extra errors: DUPLICATE_TX_ID -> ALREADY_EXISTS;
     CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED, ENDORSEMENT_MISMATCH,
-    ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED.
+    ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED; HEIGHT_NOT_REACHED -> UNAVAILABLE (too few
+    endorsers committed min_block_number in time). Read your writes: every endorser simulates on
+    a state that includes block min_block_number; and a contract refusal from an endorser whose
+    state was older than a block the gateway knows committed (min_block_number, its own peer's
+    height, another endorser's answer) is never final: the gateway asks that endorser again at
+    the newer block, once.
     """
     Submit: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.SubmitRequest, _gateway_service_pb2.SubmitResponse]
     """Submit forwards a signed transaction envelope to the orderer and returns once the orderer has
@@ -93,13 +99,19 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Evaluate: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.EvaluateRequest, _gateway_service_pb2.EvaluateResponse]  # type: ignore[assignment]
     """Evaluate simulates a proposal on the local peer and returns the result; nothing is ordered.
-    Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED.
+    Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED;
+    HEIGHT_NOT_REACHED -> UNAVAILABLE (the peer did not commit min_block_number in time).
     """
     Endorse: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.EndorseRequest, _gateway_service_pb2.EndorseResponse]  # type: ignore[assignment]
     """Endorse gathers endorsements satisfying the endorsement policy and returns the transaction
     payload for the client to sign. Extra errors: DUPLICATE_TX_ID -> ALREADY_EXISTS;
     CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED, ENDORSEMENT_MISMATCH,
-    ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED.
+    ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED; HEIGHT_NOT_REACHED -> UNAVAILABLE (too few
+    endorsers committed min_block_number in time). Read your writes: every endorser simulates on
+    a state that includes block min_block_number; and a contract refusal from an endorser whose
+    state was older than a block the gateway knows committed (min_block_number, its own peer's
+    height, another endorser's answer) is never final: the gateway asks that endorser again at
+    the newer block, once.
     """
     Submit: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.SubmitRequest, _gateway_service_pb2.SubmitResponse]  # type: ignore[assignment]
     """Submit forwards a signed transaction envelope to the orderer and returns once the orderer has
@@ -146,7 +158,8 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.EvaluateResponse, _abc.Awaitable[_gateway_service_pb2.EvaluateResponse]]:
         """Evaluate simulates a proposal on the local peer and returns the result; nothing is ordered.
-        Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED.
+        Extra errors: CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED -> ABORTED;
+        HEIGHT_NOT_REACHED -> UNAVAILABLE (the peer did not commit min_block_number in time).
         """
 
     @_abc_1.abstractmethod
@@ -158,7 +171,12 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """Endorse gathers endorsements satisfying the endorsement policy and returns the transaction
         payload for the client to sign. Extra errors: DUPLICATE_TX_ID -> ALREADY_EXISTS;
         CONTRACT_NOT_FOUND -> FAILED_PRECONDITION; CONTRACT_FAILED, ENDORSEMENT_MISMATCH,
-        ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED.
+        ENDORSEMENT_POLICY_UNSATISFIABLE -> ABORTED; HEIGHT_NOT_REACHED -> UNAVAILABLE (too few
+        endorsers committed min_block_number in time). Read your writes: every endorser simulates on
+        a state that includes block min_block_number; and a contract refusal from an endorser whose
+        state was older than a block the gateway knows committed (min_block_number, its own peer's
+        height, another endorser's answer) is never final: the gateway asks that endorser again at
+        the newer block, once.
         """
 
     @_abc_1.abstractmethod

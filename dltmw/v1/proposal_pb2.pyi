@@ -244,8 +244,13 @@ class ProposalResponse(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     ENDORSEMENT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
+    STATE_BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """Serialised ProposalResponsePayload."""
+    state_block_number: _builtins.int
+    """The last block committed in the state the endorser simulated on (not signed; a gateway uses
+    it to tell a refusal from an endorser that was behind from a final one).
+    """
     @_builtins.property
     def endorsement(self) -> Global___Endorsement:
         """The endorser's endorsement of `payload`; unset when the contract refused the invocation."""
@@ -260,10 +265,11 @@ class ProposalResponse(_message.Message):
         payload: _builtins.bytes = ...,
         endorsement: Global___Endorsement | None = ...,
         response: Global___ContractResponse | None = ...,
+        state_block_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endorsement", b"endorsement", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsement", b"endorsement", "payload", b"payload", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsement", b"endorsement", "payload", b"payload", "response", b"response", "state_block_number", b"state_block_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,51 +1,131 @@
 """What the gateway tells the client when endorsement does not satisfy the policy
 (dltmw.runtime.roles.gateway.endorsing._prepare): the contract's refusal only when every endorser
 refused; a mix of refusals and endorsements means the endorsers simulated on different heights,
-and the client should retry (ENDORSEMENT_MISMATCH), as for differing results."""
+and the client should retry (ENDORSEMENT_MISMATCH), as for differing results. A refusal simulated
+on a state older than a block the gateway knew committed is asked again at that block, and one
+below the block asked for (`stale`) is not final either: read your writes must never end in a
+CONTRACT_FAILED from an endorser that was behind."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from dltmw.core.errors import ClientError, DltmwError, PeerError
-from dltmw.core.handlers.endorsement import Decision
-from dltmw.core.policy import PolicyResult
-from dltmw.runtime.roles.gateway.endorsing import _prepare
+from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
+from dltmw.core.handlers.endorsement import Candidate, Decision, EndorsementCollector
+from dltmw.core.policy import PolicyResult, Signer, parse_policy
+from dltmw.runtime.roles.gateway.endorsing import _Job, _prepare
 from dltmw.v1 import proposal_pb2
 
 
-def _answer(status: int) -> proposal_pb2.ProposalResponse:
+def _answer(status: int, block: int = 7) -> proposal_pb2.ProposalResponse:
     return proposal_pb2.ProposalResponse(
-        response=proposal_pb2.ContractResponse(status=status, message=f"status {status}")
+        response=proposal_pb2.ContractResponse(status=status, message=f"status {status}"),
+        state_block_number=block,
     )
 
 
 @pytest.mark.parametrize(
-    ("statuses", "mismatch", "error", "reason"),
+    ("statuses", "mismatch", "error", "reason", "stale"),
     [
-        ([400, 400], False, ClientError, "CONTRACT_FAILED"),
-        ([400], False, ClientError, "CONTRACT_FAILED"),
-        ([200, 400], False, PeerError, "ENDORSEMENT_MISMATCH"),
-        ([200, 200], True, PeerError, "ENDORSEMENT_MISMATCH"),
+        ([400, 400], False, ClientError, "CONTRACT_FAILED", set()),
+        ([400], False, ClientError, "CONTRACT_FAILED", set()),
+        ([200, 400], False, PeerError, "ENDORSEMENT_MISMATCH", set()),
+        ([200, 200], True, PeerError, "ENDORSEMENT_MISMATCH", set()),
+        ([400], False, PeerError, "ENDORSEMENT_MISMATCH", {"peer0"}),
+        ([400, 400], False, PeerError, "ENDORSEMENT_MISMATCH", {"peer1"}),
     ],
     ids=[
         "every-endorser-refused",
         "the-only-endorser-refused",
         "lagging-endorser-refused",
         "different-results",
+        "the-only-refusal-is-below-the-block-asked-for",
+        "a-refusal-is-below-the-block-asked-for",
     ],
 )
 def test_unsatisfied_endorsement_outcome(
-    statuses: list[int], mismatch: bool, error: type[DltmwError], reason: str
+    statuses: list[int], mismatch: bool, error: type[DltmwError], reason: str, stale: set[str]
 ) -> None:
     job: Any = SimpleNamespace(
         decision=Decision(PolicyResult.UNSATISFIABLE, mismatch=mismatch),
         responses={f"peer{i}": _answer(s) for i, s in enumerate(statuses)},
         unreachable=set(),
+        behind=set(),
+        stale=stale,
     )
     with pytest.raises(error) as raised:
         _prepare(job)
     assert raised.value.reason_name == reason
+
+
+@pytest.mark.parametrize(
+    ("behind", "reason"),
+    [(set(), "PEER_UNAVAILABLE"), ({"peer1"}, "HEIGHT_NOT_REACHED")],
+    ids=["endorsers-unreachable", "an-endorser-did-not-reach-the-clients-block"],
+)
+def test_unreachable_endorsers_are_a_retryable_outcome(behind: set[str], reason: str) -> None:
+    job: Any = SimpleNamespace(
+        decision=Decision(PolicyResult.UNSATISFIABLE, failures=("peer1: late",)),
+        responses={},
+        unreachable={"peer1"},
+        behind=behind,
+        stale=set(),
+    )
+    with pytest.raises(TransientError) as raised:
+        _prepare(job)
+    assert raised.value.reason_name == reason
+
+
+def _job(min_block: int = 0, local_block: int = 7) -> Any:
+    """A proposal under AND(Org1.peer, Org2.peer), nothing answered yet."""
+    candidates = [
+        Candidate(n, Signer(n.encode(), org, frozenset({"peer"})))
+        for n, org in (("peer0.org1", "Org1"), ("peer0.org2", "Org2"))
+    ]
+    collector = EndorsementCollector(parse_policy("AND(Org1.peer, Org2.peer)"), candidates)
+    checked: Any = None
+    return _Job(checked, collector, collector.decision(), min_block, max(min_block, local_block))
+
+
+@pytest.mark.parametrize(
+    ("min_block", "local_block", "refused_at", "ask_again_at"),
+    [
+        (0, 7, 6, 7),  # the gateway's own peer holds block 7: the endorser was behind
+        (9, 7, 8, 9),  # the client saw block 9 (the gateway's peer waited for it)
+        (0, 7, 7, None),  # simulated on the newest state known: a final refusal
+        (0, 7, 8, None),  # ahead of the gateway's peer: a final refusal
+    ],
+    ids=[
+        "behind-the-gateways-peer-is-asked-again",
+        "behind-the-clients-block-is-asked-again",
+        "on-the-newest-known-state-is-final",
+        "ahead-is-final",
+    ],
+)
+def test_a_refusal_from_behind_is_asked_again_once(
+    min_block: int, local_block: int, refused_at: int, ask_again_at: int | None
+) -> None:
+    job = _job(min_block, local_block)
+    node, identity = "peer0.org2", b"peer0.org2"
+    assert job.step(node, _answer(404, refused_at), identity, local_block) == ask_again_at
+    if ask_again_at is None:
+        assert job.decision.result is PolicyResult.UNSATISFIABLE
+        return
+    assert job.decision.result is PolicyResult.PENDING, "not fed to the policy handler"
+    # Asked again, it refuses on the block asked for while the gateway's peer moved on: final
+    # (a genuine refusal, e.g. an overdraft under load, must stay one).
+    again = copy.deepcopy(job)
+    assert again.step(node, _answer(404, ask_again_at), identity, ask_again_at + 1) is None
+    with pytest.raises(ClientError) as final:
+        _prepare(again)
+    assert final.value.reason_name == "CONTRACT_FAILED"
+    # Asked again, it refuses below the block asked for (it ignored it): never final.
+    assert job.step(node, _answer(404, ask_again_at - 1), identity, ask_again_at) is None
+    assert job.decision.result is PolicyResult.UNSATISFIABLE
+    with pytest.raises(PeerError) as raised:
+        _prepare(job)
+    assert raised.value.reason_name == "ENDORSEMENT_MISMATCH"

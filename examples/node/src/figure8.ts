@@ -9,6 +9,10 @@
 // A=15000, B=8000, C=10000. Prints one line per transaction (`txN TX_ID CALL block N index I
 // CODE`), the balances and `FIGURE8 OK` (exit 0) or
 // `FIGURE8 DIFFERS` (exit 1); a failed call prints its gRPC code, ErrorInfo reason and message.
+//
+// Read your writes: every Endorse and Evaluate names the highest block this client saw committed
+// (`minBlockNumber`), so the deposit right after the opens is never simulated by a peer that has
+// not committed them yet (docs/wire.md).
 
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -24,6 +28,9 @@ import { ClientFiles, describeError } from "./wire";
 const DEADLINE_MS = 30_000;
 
 class Gateway {
+  /** The highest block this client saw committed: the minBlockNumber of its next requests. */
+  private seenBlock = 0n;
+
   constructor(
     private readonly me: ClientFiles,
     private readonly stub: GatewayServiceClient,
@@ -42,7 +49,8 @@ class Gateway {
   }
 
   endorse(signed: SignedProposal): Promise<EndorseResponse> {
-    return this.call(this.stub.endorse, { signedProposal: signed, endorsingOrganizations: [] });
+    const request = { signedProposal: signed, endorsingOrganizations: [], minBlockNumber: this.seenBlock };
+    return this.call(this.stub.endorse, request);
   }
 
   /** Sign the prepared payload (exactly those bytes) into an Envelope and submit it. */
@@ -51,14 +59,16 @@ class Gateway {
     await this.call(this.stub.submit, { envelope });
   }
 
-  commitStatus(channelId: string, txId: string): Promise<CommitStatusResponse> {
+  async commitStatus(channelId: string, txId: string): Promise<CommitStatusResponse> {
     const signed = this.me.signedQuery((q) => CommitStatusQuery.encode({ channelId, txId, ...q }).finish());
-    return this.call(this.stub.commitStatus, signed);
+    const status: CommitStatusResponse = await this.call(this.stub.commitStatus, signed);
+    if (status.blockNumber > this.seenBlock) this.seenBlock = status.blockNumber;
+    return status;
   }
 
   async evaluate(channelId: string, contract: string, fn: string, args: string[]): Promise<string> {
     const { signed } = this.me.proposal(channelId, contract, fn, args);
-    const reply = await this.call(this.stub.evaluate, { signedProposal: signed });
+    const reply = await this.call(this.stub.evaluate, { signedProposal: signed, minBlockNumber: this.seenBlock });
     return Buffer.from(reply.result?.payload ?? []).toString("utf8");
   }
 

@@ -2,12 +2,15 @@
 
 One gRPC message costs as much CPU as the signature checks of a whole transaction, so the
 proposal batches that concurrent callers send to the same remote peer are gathered into one
-ProcessProposalsRequest (up to `batch_max` proposals). Responses come back one per request, in
-request order, on the same stream (`InOrder` acks). The stream itself — queue, window,
-reconnect, close — is the node's one batched stream client (`aio/batched_stream.py`). When the
-stream breaks, every waiting proposal gets UNAVAILABLE (PEER_UNAVAILABLE). A refusal of one
-proposal comes back as a TransientError naming the remote's status, exactly as a failed unary
-ProcessProposal did before (the gateway counts that endorser as failed for that proposal).
+ProcessProposalsRequest (up to `batch_max` proposals), with each proposal's min_block_number
+when any is set (read your writes: the remote simulates on a state that includes that block).
+Responses come back one per request, in request order, on the same stream (`InOrder` acks).
+The stream itself — queue, window, reconnect, close — is the node's one batched stream client
+(`aio/batched_stream.py`). When the stream breaks, every waiting proposal gets UNAVAILABLE
+(PEER_UNAVAILABLE). A refusal of one proposal comes back as a TransientError naming the
+remote's status, exactly as a failed unary ProcessProposal did before (the gateway counts that
+endorser as failed for that proposal); HEIGHT_NOT_REACHED keeps its reason, so the gateway can
+tell a lagging endorser from a dead one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dltmw.v1 import (
 
 E = endorser_service_pb2
 Response = proposal_pb2.ProposalResponse
-Signed = list[proposal_pb2.SignedProposal]
+Signed = list[tuple[proposal_pb2.SignedProposal, int]]  # (proposal, its min block number)
 Answers = list[Response | BaseException]
 
 
@@ -42,12 +45,10 @@ class EndorserStream:
         self._ctx = ctx
         self._node_id = node_id
         codec = Codec[Signed, E.ProcessProposalsRequest](
-            pack=lambda groups: E.ProcessProposalsRequest(
-                signed_proposals=[p for group in groups for p in group]
-            ),
+            pack=_pack,
             failure=self._failure,
             units=len,
-            size_bytes=lambda group: sum(p.ByteSize() for p in group),
+            size_bytes=lambda group: sum(p.ByteSize() + 10 for p, _ in group),
         )
         bounds = Bounds(
             queue_max=ctx.limits.queue_max,
@@ -68,10 +69,14 @@ class EndorserStream:
         )
 
     async def process_many(
-        self, signed: Sequence[proposal_pb2.SignedProposal], timeout_s: float
+        self,
+        signed: Sequence[proposal_pb2.SignedProposal],
+        min_blocks: Sequence[int],
+        timeout_s: float,
     ) -> Answers:
         """The remote's answer to each proposal, in order: its ProposalResponse, or a
-        TransientError when it refused that proposal or could not be reached in time."""
+        TransientError when it refused that proposal or could not be reached in time. Each
+        proposal is simulated on a state that includes its `min_blocks` entry (0: any)."""
 
         def late() -> TransientError:
             return TransientError(
@@ -80,7 +85,8 @@ class EndorserStream:
             )
 
         try:
-            return await self._stream.call(list(signed), timeout_s, late)
+            group = list(zip(signed, min_blocks, strict=True))
+            return await self._stream.call(group, timeout_s, late)
         except TransientError as exc:  # overloaded, unreachable, late: every proposal failed
             return [exc] * len(signed)
 
@@ -113,6 +119,8 @@ class EndorserStream:
         return out
 
     def _refused(self, error: batch_pb2.ItemError | None) -> TransientError:
+        if error is not None and error.reason == errors_pb2.ERROR_REASON_HEIGHT_NOT_REACHED:
+            return TransientError(error.reason, f"{self._node_id}: {error.message}")
         code = CODE_OF_REASON.get(error.reason, grpc.StatusCode.UNKNOWN) if error else None
         name = code.name if code is not None else "UNKNOWN"
         message = error.message if error else "no outcome for this proposal"
@@ -124,3 +132,12 @@ class EndorserStream:
         return TransientError(
             errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"endorser {self._node_id} unavailable"
         )
+
+
+def _pack(groups: Sequence[Signed]) -> E.ProcessProposalsRequest:
+    """One request for the groups; min_block_numbers only when one of them is set."""
+    items = [item for group in groups for item in group]
+    request = E.ProcessProposalsRequest(signed_proposals=[p for p, _ in items])
+    if any(n for _, n in items):
+        request.min_block_numbers.extend(n for _, n in items)
+    return request

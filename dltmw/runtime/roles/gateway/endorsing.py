@@ -13,6 +13,21 @@ signatures are then verified together on the pool. Node answers are taken as the
 proposal whose decision is final ignores later answers, and nobody waits for an endorser once
 no proposal of the batch still needs it. Per-proposal CPU is then a few dictionary operations
 instead of a handful of tasks, futures and RPCs.
+
+Read your writes. A request may name a `min_block_number` (the highest block its client saw
+committed); `Gateway.endorse` first waits (bounded) for the local peer to commit it, and every
+endorser is asked to simulate on a state that includes it. Each answer names the block its state
+ended with (`state_block_number`). A contract refusal is final only if it was simulated on the
+newest state the gateway knew of for that proposal when the answer came (`_Job.known`: the
+request's block, the local peer's last block, any other endorser's answer). A refusal from an
+endorser that was behind is not fed to the policy handler: that endorser is asked again, once,
+at that block, and its second answer is judged against the block it was asked for (not against
+blocks committed meanwhile: under load the local peer moves on every few milliseconds, and a
+genuine refusal — an overdraft — must still be final). A refusal below the block asked for (an
+endorser that ignored it) counts as `stale`, and if it ends the gathering the client gets the
+retryable ENDORSEMENT_MISMATCH, never a final CONTRACT_FAILED. (Before this, an endorser that had
+not yet committed the block with the client's `open` refused the `deposit` that followed, and
+that refusal, arriving first, made the AND policy unsatisfiable and the failure final.)
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2
 R = errors_pb2
 ENDORSE_TIMEOUT_S = 10.0
 Answer = proposal_pb2.ProposalResponse | BaseException
-Request = tuple[proposal_pb2.SignedProposal, tuple[str, ...]]
+Request = tuple[proposal_pb2.SignedProposal, tuple[str, ...], int]  # (proposal, orgs, min block)
 
 
 @dataclass(frozen=True)
@@ -60,18 +75,37 @@ class _Job:
     checked: CheckedProposal
     collector: EndorsementCollector
     decision: Decision
+    min_block: int = 0  # the client's: every endorser's state must include it
+    known: int = 0  # the newest block known committed (module docstring)
     responses: dict[str, proposal_pb2.ProposalResponse] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
+    behind: set[str] = field(default_factory=set)  # endorsers that did not reach min_block
+    asked_again: dict[str, int] = field(default_factory=dict)  # endorser -> block asked for
+    stale: set[str] = field(default_factory=set)  # refused below the block asked for
 
-    def step(self, node_id: str, answer: Answer, expected_identity: bytes) -> None:
-        """Record one endorser's answer and re-decide."""
+    def step(
+        self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
+    ) -> int | None:
+        """Record one endorser's answer and re-decide; returns the block at which to ask that
+        endorser again instead (a refusal from behind, once per endorser), else None."""
+        self.known = max(self.known, local_block)
         if isinstance(answer, BaseException):
             if isinstance(answer, TransientError):
                 self.unreachable.add(node_id)
+                if answer.reason == R.ERROR_REASON_HEIGHT_NOT_REACHED:
+                    self.behind.add(node_id)
             self.collector.step(Failed(node_id, str(answer)))
         else:
+            self.known = max(self.known, answer.state_block_number)
+            refused = answer.response.status != 200
+            bar = self.asked_again.get(node_id)
+            if refused and bar is None and answer.state_block_number < self.known:
+                self.asked_again[node_id] = self.known
+                return self.known
+            if refused and bar is not None and answer.state_block_number < bar:
+                self.stale.add(node_id)
             self.responses[node_id] = answer
-            if answer.response.status != 200:
+            if refused:
                 failed = Failed(node_id, f"contract refused: {answer.response.message}")
                 self.collector.step(failed)
             elif answer.endorsement.endorser != expected_identity:
@@ -81,6 +115,7 @@ class _Job:
             else:  # a signature this node made, or one `_ask_remote` verified
                 self.collector.step(Endorsed(node_id, sha256(answer.payload)))
         self.decision = self.collector.decision()
+        return None
 
 
 class BatchEndorser:
@@ -98,15 +133,17 @@ class BatchEndorser:
     ) -> list[EndorseResult | BaseException]:
         """One result (or the error Endorse would raise) per request, in order."""
         peer = self._peer
-        admitted = await peer.admit_many([signed for signed, _ in requests])
+        admitted = await peer.admit_many([signed for signed, _, _ in requests])
         results: list[EndorseResult | BaseException] = []
         jobs: dict[int, _Job] = {}
         candidates: dict[frozenset[str], list[Candidate]] = {}  # the same for the whole batch
-        for index, (checked, (_, orgs)) in enumerate(zip(admitted, requests, strict=True)):
+        for index, (checked, (_, orgs, min_block)) in enumerate(
+            zip(admitted, requests, strict=True)
+        ):
             results.append(checked if isinstance(checked, BaseException) else _UNDECIDED)
             if isinstance(checked, CheckedProposal):
                 try:
-                    jobs[index] = self._job(checked, orgs, candidates)
+                    jobs[index] = self._job(checked, orgs, candidates, min_block)
                 except DltmwError as exc:
                     results[index] = exc
         await self._gather(list(jobs.values()))
@@ -122,6 +159,7 @@ class BatchEndorser:
         checked: CheckedProposal,
         orgs: tuple[str, ...],
         candidates: dict[frozenset[str], list[Candidate]],
+        min_block: int,
     ) -> _Job:
         policy = self._peer.view.policy_for(checked.invocation.contract)
         if policy is None:
@@ -130,7 +168,12 @@ class BatchEndorser:
         if wanted not in candidates:
             candidates[wanted] = self._candidates(wanted)
         collector = EndorsementCollector(policy, candidates[wanted])
-        return _Job(checked, collector, collector.decision())
+        known = max(min_block, self._local_block())
+        return _Job(checked, collector, collector.decision(), min_block, known)
+
+    def _local_block(self) -> int:
+        """The last block the local peer committed."""
+        return self._peer.ledger.height - 1
 
     def _candidates(self, orgs: frozenset[str]) -> list[Candidate]:
         view = self._peer.view
@@ -142,46 +185,65 @@ class BatchEndorser:
         return out
 
     async def _gather(self, jobs: list[_Job]) -> None:
-        """Ask each endorser once for all its proposals; step answers as node batches arrive."""
+        """Ask each endorser once for all its proposals; step answers as node batches arrive
+        (and ask an endorser that refused from behind again, at the newer block)."""
         by_node: dict[str, list[_Job]] = {}
         for job in jobs:
             if job.decision.result is PolicyResult.PENDING:
                 for node_id in job.collector.to_ask():
                     by_node.setdefault(node_id, []).append(job)
         identity = {n.node_id: n.identity for n in self._peer.view.config.peers}
-        tasks = {
-            asyncio.create_task(self._ask(node_id, [j.checked for j in node_jobs])): node_id
-            for node_id, node_jobs in by_node.items()
-        }
-        pending = set(tasks)
+        tasks: dict[asyncio.Task[list[Answer]], tuple[str, list[_Job]]] = {}
+
+        def ask(node_id: str, node_jobs: list[_Job], min_blocks: list[int]) -> None:
+            checked = [j.checked for j in node_jobs]
+            task = asyncio.create_task(self._ask(node_id, checked, min_blocks))
+            tasks[task] = (node_id, node_jobs)
+
+        for node_id, node_jobs in by_node.items():
+            ask(node_id, node_jobs, [j.min_block for j in node_jobs])
         try:
-            while pending and any(j.decision.result is PolicyResult.PENDING for j in jobs):
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while any(not t.done() for t in tasks) and any(
+                j.decision.result is PolicyResult.PENDING for j in jobs
+            ):
+                running = [t for t in tasks if not t.done()]
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                again: dict[str, list[tuple[_Job, int]]] = {}
                 for task in done:
-                    node_id = tasks[task]
-                    for job, answer in zip(by_node[node_id], task.result(), strict=True):
+                    node_id, node_jobs = tasks[task]
+                    local_block = self._local_block()
+                    for job, answer in zip(node_jobs, task.result(), strict=True):
                         if job.decision.result is PolicyResult.PENDING:
-                            job.step(node_id, answer, identity[node_id])
+                            block = job.step(node_id, answer, identity[node_id], local_block)
+                            if block is not None:
+                                again.setdefault(node_id, []).append((job, block))
+                for node_id, asked in again.items():
+                    ask(node_id, [j for j, _ in asked], [b for _, b in asked])
         finally:
-            for task in pending:
+            for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _ask(self, node_id: str, checked: list[CheckedProposal]) -> list[Answer]:
+    async def _ask(
+        self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int]
+    ) -> list[Answer]:
         """Answers of one endorser, one per proposal; never raises."""
         try:
             if node_id == self._ctx.node_id:  # admitted once, by `endorse_many`
-                return list(await self._peer.endorse_many(checked))
-            return await self._ask_remote(node_id, checked)
+                return list(await self._peer.endorse_at(checked, min_blocks))
+            return await self._ask_remote(node_id, checked, min_blocks)
         except DltmwError as exc:
             return [exc] * len(checked)
 
-    async def _ask_remote(self, node_id: str, checked: list[CheckedProposal]) -> list[Answer]:
+    async def _ask_remote(
+        self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int]
+    ) -> list[Answer]:
         signed = [
             proposal_pb2.SignedProposal(proposal_bytes=c.proposal_bytes, signature=c.signature)
             for c in checked
         ]
-        answers = await self._stream_to(node_id).process_many(signed, ENDORSE_TIMEOUT_S)
+        stream = self._stream_to(node_id)
+        answers = await stream.process_many(signed, min_blocks, ENDORSE_TIMEOUT_S)
         expected = next(n.identity for n in self._peer.view.config.peers if n.node_id == node_id)
         to_verify = [
             i
@@ -219,18 +281,22 @@ def _prepare(job: _Job) -> EndorseResult:
     decision, responses = job.decision, job.responses
     if decision.result is not PolicyResult.SATISFIED:
         refused = [r for r in responses.values() if r.response.status != 200]
-        if refused and len(refused) == len(responses):
+        if refused and len(refused) == len(responses) and not job.stale:
             raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, refused[0].response.message)
-        # Some endorsers refused and others endorsed: contracts are deterministic, so they
-        # simulated on different heights (one had not committed the latest block yet) — the
-        # same signed proposal usually agrees a moment later, as for differing results.
+        # A refusal below the block its endorser was asked for is not final either. Some
+        # endorsers refused and others endorsed: contracts are deterministic, so they simulated
+        # on different heights (one had not committed the latest block yet) — the same signed
+        # proposal usually agrees a moment later, as for differing results.
         if refused or decision.mismatch:
             raise PeerError(
                 R.ERROR_REASON_ENDORSEMENT_MISMATCH, "endorsers returned different results; retry"
             )
         all_unreachable = bool(job.unreachable) and len(job.unreachable) == len(decision.failures)
         if all_unreachable:
-            raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "; ".join(decision.failures))
+            reason = (
+                R.ERROR_REASON_HEIGHT_NOT_REACHED if job.behind else R.ERROR_REASON_PEER_UNAVAILABLE
+            )
+            raise TransientError(reason, "; ".join(decision.failures))
         raise ClientError(
             R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE,
             "endorsement policy cannot be satisfied: "

@@ -64,19 +64,27 @@ class Gateway:
             await endorser.close()
 
     async def endorse(
-        self, channel_id: str, signed: proposal_pb2.SignedProposal, orgs_wanted: list[str]
+        self,
+        channel_id: str,
+        signed: proposal_pb2.SignedProposal,
+        orgs_wanted: list[str],
+        min_block_number: int = 0,
     ) -> EndorseResult:
         """Gather endorsements that satisfy the policy; returns the payload to sign.
 
-        Concurrent calls are endorsed together (`runtime/roles/gateway/endorsing.py`)."""
+        Concurrent calls are endorsed together (`runtime/roles/gateway/endorsing.py`). A call
+        naming a block the local peer has not committed waits for it here, alone (bounded:
+        HEIGHT_NOT_REACHED), before it joins a batch: a block far ahead holds up no other
+        caller's batch, and remote endorsers are only ever asked for blocks this peer holds."""
         peer = self.peers[channel_id]
+        await peer.reach(min_block_number, self.ctx.limits.height_wait_s)
         endorser = self._batch_endorsers.get(peer.view.channel_id)
         if endorser is None:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many
             name = f"endorse-{peer.view.channel_id}"
             endorser = Coalescer(batch, batch_max=512, name=name, max_concurrent=4)
             self._batch_endorsers[peer.view.channel_id] = endorser
-        return await endorser.call((signed, tuple(orgs_wanted)))
+        return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
 
     def _stream_to(self, node_id: str) -> EndorserStream:
         stream = self._endorsers.get(node_id)

@@ -13,6 +13,15 @@ Endorser. A proposal is admitted (signature, membership, tx_id, time window, not
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
 thread, and the response payload is signed over (payload || endorser identity).
 
+Read your writes. A proposal may name a `min_block_number`: the state it is simulated on must
+include that block (a client saw it committed). `endorse_at` endorses at once the proposals whose
+block is committed here and holds each other group (one per distinct block) on the commit
+condition for at most `limits.height_wait_s`, then refuses it with HEIGHT_NOT_REACHED
+(UNAVAILABLE: the peer is catching up). Groups never wait for each other, so a proposal naming a
+block far ahead holds up nobody else. Every response names the last block of the state it was
+simulated on (`state_block_number`), read in the same snapshot, so a gateway can tell a refusal
+from an endorser that was behind from a final one.
+
 Batching. Concurrent requests are coalesced (`aio/coalesce.py`): the signature checks of
 every proposal admitted at one moment run in chunks on the thread pool, their duplicate checks
 are one reader-thread hop, and their simulations and signatures another — so nothing awaited on
@@ -174,17 +183,61 @@ class PeerChannel:
             return []
 
         def run(reader: SnapshotReader) -> list[proposal_pb2.ProposalResponse]:
-            return [self._simulate_and_sign(reader, checked) for checked in batch]
+            number = max(0, reader.last_block_number())
+            return [self._simulate_and_sign(reader, checked, number) for checked in batch]
 
         return await self.ledger.read_snapshot(run)
 
+    async def endorse_at(
+        self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]
+    ) -> list[proposal_pb2.ProposalResponse | TransientError]:
+        """`endorse_many`, each proposal on a state that includes its `min_blocks` entry (0: any),
+        or HEIGHT_NOT_REACHED for a block not committed within `limits.height_wait_s`."""
+        groups: dict[int, list[int]] = {}
+        for index, number in enumerate(min_blocks):
+            # Every block already committed here is one group: one snapshot for all of them.
+            groups.setdefault(0 if number < self.ledger.height else number, []).append(index)
+        out: list[proposal_pb2.ProposalResponse | TransientError | None] = [None] * len(batch)
+
+        async def group(number: int, indexes: list[int]) -> None:
+            answers: Sequence[proposal_pb2.ProposalResponse | TransientError]
+            try:
+                await self.reach(number, self.ctx.limits.height_wait_s)
+                answers = await self.endorse_many([batch[i] for i in indexes])
+            except TransientError as exc:
+                answers = [exc] * len(indexes)
+            for i, answer in zip(indexes, answers, strict=True):
+                out[i] = answer
+
+        await asyncio.gather(*(group(n, ix) for n, ix in groups.items()))
+        return [a for a in out if a is not None]
+
+    async def reach(self, block_number: int, timeout_s: float) -> None:
+        """Return once block `block_number` is committed here (at once for 0, which every
+        joined peer holds), or raise HEIGHT_NOT_REACHED after `timeout_s`."""
+        if block_number == 0 or self.ledger.height > block_number:
+            return
+        try:
+            async with asyncio.timeout(timeout_s), self._committed:
+                await self._committed.wait_for(lambda: self.ledger.height > block_number)
+        except TimeoutError:
+            last = self.ledger.height - 1
+            raise TransientError(
+                R.ERROR_REASON_HEIGHT_NOT_REACHED,
+                f"block {block_number} not committed on {self.ctx.node_id} within {timeout_s}s"
+                f" (last committed: {last})",
+                {"min_block_number": str(block_number), "block_number": str(last)},
+            ) from None
+
     def _simulate_and_sign(
-        self, reader: SnapshotReader, checked: CheckedProposal
+        self, reader: SnapshotReader, checked: CheckedProposal, state_block_number: int
     ) -> proposal_pb2.ProposalResponse:
         payload = simulate(self._contracts[checked.invocation.contract], checked.invocation, reader)
         payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
-        response = proposal_pb2.ProposalResponse(payload=payload_bytes, response=payload.response)
+        response = proposal_pb2.ProposalResponse(
+            payload=payload_bytes, response=payload.response, state_block_number=state_block_number
+        )
         if payload.response.status == 200:
             me = self.ctx.signer.identity_bytes
             signature = self.ctx.signer.sign(payload_bytes + me)

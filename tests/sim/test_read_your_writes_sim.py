@@ -1,0 +1,115 @@
+"""Read your own writes when the other organisation's peer is behind (tier 3, deterministic).
+
+The production node code on simulated hosts, two organisations, `AND(Org1.peer, Org2.peer)`.
+peer0.org2 is cut from the orderer, so it stops committing blocks but still answers the gateway
+of Org1: the lag that makes a `deposit` right after a VALID `open` meet an endorser on which the
+account does not exist yet — here every time, not in 1 of 100 runs. The partition heals after
+`HEAL_AFTER_S`; peer0.org2 then catches up.
+
+- The SDK sends the highest block it saw committed (`min_block_number`): the endorser waits for
+  it and the deposit commits VALID.
+- A client that sends no block: the gateway sees the refusal came from a state older than its
+  own peer's, asks peer0.org2 again at that block, and the deposit commits VALID.
+- An Evaluate through the other gateway, carrying the client's mark over: it waits too.
+- A lag that does not end: a retryable UNAVAILABLE / HEIGHT_NOT_REACHED after the node's
+  `height_wait_s`, never a final CONTRACT_FAILED.
+- Negative control: with the endorser's wait removed (`PeerChannel.reach` returns at once), the
+  first story fails — so it tests the mechanism, not luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from dltmw.client.gateway import GatewayClient
+from dltmw.rpc.status import reason_of
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.sim import vloop
+from dltmw.sim.deployment import Deployment
+from dltmw.sim.scenarios.eov import CHANNEL, topology
+from dltmw.v1 import gateway_service_pb2, transaction_pb2
+
+from .flow_runs import quiet_nodes
+
+G = gateway_service_pb2
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+LAGGING, ORDERER = "peer0.org2", "orderer0"
+HEAL_AFTER_S = 3.0  # longer than the SDK's ENDORSEMENT_MISMATCH retries (~1.6 s)
+Story = Callable[[Deployment, GatewayClient], Awaitable[str]]
+
+
+def _run(story: Story, heal: bool = True, seed: int = 1) -> str:
+    """Open B while peer0.org2 is cut from the orderer, then run `story`; its outcome."""
+
+    async def main() -> str:
+        dep = Deployment(topology("solo"))
+        try:
+            await dep.start()
+            client = dep.gateway_client("user1.org1", "peer0.org1")
+            await client.submit_transaction(CHANNEL, "bank", "open", "A", "100")
+            dep.net.partition(ORDERER, LAGGING)
+            opened = await client.submit_transaction(CHANNEL, "bank", "open", "B", "100")
+            assert opened.status.result == VALID
+            if heal:
+                dep.at(dep.now + HEAL_AFTER_S, lambda: dep.net.heal(ORDERER, LAGGING))
+            try:
+                return await story(dep, client)
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}/{reason_of(exc)}"
+        finally:
+            await dep.stop()
+            dep.remove()
+
+    with quiet_nodes():
+        return vloop.run(seed, main)
+
+
+async def _deposit_through_the_sdk(_dep: Deployment, client: GatewayClient) -> str:
+    done = await client.submit_transaction(CHANNEL, "bank", "deposit", "B", "5")
+    return f"{transaction_pb2.TxValidationCode.Name(done.status.result)} {done.result.payload!r}"
+
+
+async def _deposit_without_a_block(_dep: Deployment, client: GatewayClient) -> str:
+    """Endorse once, naming no block (a client that knows nothing of sessions), no retries."""
+    signed, _ = client.proposal(CHANNEL, "bank", "deposit", ["B", "5"])
+    endorsed = await client.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
+    return f"endorsed {endorsed.result.payload!r}"
+
+
+async def _balance_through_the_other_gateway(dep: Deployment, client: GatewayClient) -> str:
+    other = dep.gateway_client("user1.org2", LAGGING)
+    other.observe_block(CHANNEL, client.seen_block(CHANNEL))  # the session, carried over
+    answer = await other.evaluate(CHANNEL, "bank", "balance", "B")
+    return f"balance {answer.payload!r}"
+
+
+def test_the_sdk_deposit_waits_for_the_lagging_endorser() -> None:
+    assert _run(_deposit_through_the_sdk) == "TX_VALIDATION_CODE_VALID b'105'"
+
+
+def test_the_gateway_asks_an_endorser_that_refused_from_behind_again() -> None:
+    assert _run(_deposit_without_a_block) == "endorsed b'105'"
+
+
+def test_an_evaluate_through_the_lagging_gateway_waits_for_the_clients_block() -> None:
+    assert _run(_balance_through_the_other_gateway) == "balance b'100'"
+
+
+def test_a_lag_that_does_not_end_is_a_retryable_error_not_a_final_refusal() -> None:
+    assert _run(_deposit_through_the_sdk, heal=False) == "UNAVAILABLE/HEIGHT_NOT_REACHED"
+    assert _run(_deposit_without_a_block, heal=False) == "UNAVAILABLE/HEIGHT_NOT_REACHED"
+
+
+def test_negative_control_an_endorser_that_does_not_wait_fails_the_deposit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def at_once(self: PeerChannel, block_number: int, timeout_s: float) -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(PeerChannel, "reach", at_once)
+    outcome = _run(_deposit_through_the_sdk)
+    assert outcome.startswith("ABORTED/"), outcome
