@@ -138,6 +138,17 @@ class Supervisor:
 
     def ready_address(self, node_id: str) -> str | None:
         """The address in the newest run's READY line, if it printed one."""
+        words = self._ready_line(node_id)
+        return words[2] if words is not None else None
+
+    def operations_address(self, node_id: str) -> str | None:
+        """The operations endpoint ("host:port") in the newest run's READY line, if any."""
+        words = self._ready_line(node_id) or []
+        found = [w for w in words[3:] if w.startswith("operations=")]
+        return found[0].removeprefix("operations=") if found else None
+
+    def _ready_line(self, node_id: str) -> list[str] | None:
+        """The words of the newest run's READY line ("READY <node> <address> ..."), if any."""
         path = self.run / "logs" / f"{node_id}.out"
         try:
             text = path.read_text(errors="replace").rsplit("--- start\n", 1)[-1]
@@ -145,16 +156,8 @@ class Supervisor:
             return None
         for line in text.splitlines():
             if line.startswith(f"READY {node_id} "):
-                return line.split()[2]
+                return line.split()
         return None
-
-    def operations_address(self, node_id: str) -> str | None:
-        """The operations endpoint ("host:port") in the newest run's READY line, if any."""
-        path = self.run / "logs" / f"{node_id}.out"
-        try:
-            text = path.read_text(errors="replace").rsplit("--- start\n", 1)[-1]
-        except FileNotFoundError:
-            return None
         for line in text.splitlines():
             if line.startswith(f"READY {node_id} "):
                 found = [w for w in line.split()[3:] if w.startswith("operations=")]
