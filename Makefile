@@ -14,10 +14,10 @@ NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/pa
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
