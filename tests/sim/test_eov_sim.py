@@ -30,7 +30,7 @@ from dltmw.sim.wire import SimNetwork
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
 pytestmark = pytest.mark.soak
-QUICK_SEEDS = {"eov-solo": 200, "eov-pbft": 60}  # a PBFT-lite run costs ~2-3 solo runs
+QUICK_SEEDS = {"eov-solo": 200, "eov-pbft": 200}  # a PBFT-lite run costs ~2-3 solo runs
 
 
 def _peer_killed_mid_block(r: ScenarioResult) -> bool:
