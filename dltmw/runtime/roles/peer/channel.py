@@ -39,6 +39,7 @@ from typing import TypeVar
 
 import grpc
 
+from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
@@ -74,7 +75,7 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
-RECONNECT_MAX_S = 2.0
+RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
 class PeerChannel:
@@ -265,7 +266,7 @@ class PeerChannel:
                 if reconnects(exc):
                     await self.ctx.forget(node_id)
             attempt += 1
-            await asyncio.sleep(min(RECONNECT_MAX_S, 0.05 * 2 ** min(attempt, 6)))
+            await asyncio.sleep(RECONNECT.delay_s(attempt))
 
     async def _deliver_from(self, node_id: str) -> None:
         channel = await self.ctx.channel_to(node_id)
