@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +226,7 @@ class GatewayClient:
 
     async def events(
         self, channel_id: str, start_block: int = 0
-    ) -> AsyncIterator[G.EventsResponse]:
+    ) -> AsyncGenerator[G.EventsResponse, None]:
         """Follow committed blocks from `start_block` (the stream is cancelled when the caller
         stops iterating or closes the generator)."""
         query, signature = self.signed_query(

@@ -1,0 +1,127 @@
+"""The embedding API (`import dltmw`): a whole network in the test's own process and event
+loop — real nodes, real gRPC with mTLS on 127.0.0.1, real sqlite files — used through typed
+clients and the message bus, then reopened from its directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+import dltmw
+
+
+def _height(net: dltmw.Network, node: str = "peer0.org1", channel: str = "main") -> int:
+    return net.nodes[node].peers[channel].ledger.height
+
+
+async def _ready(net: dltmw.Network) -> None:
+    """Wait (bounded) until both peers are at the same height."""
+    for _ in range(200):
+        if _height(net) == _height(net, "peer0.org2"):
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_open_submit_evaluate_typed_results_and_errors(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        started = time.perf_counter()
+        async with dltmw.open(tmp_path / "net") as net:
+            print(f"in-process two-org network started in {time.perf_counter() - started:.3f} s")
+            async with net.client("user1.org1") as client:
+                opened = await client.submit("main", "bank", "open", "A", "100")
+                assert isinstance(opened, dltmw.Committed) and opened.text == "100"
+                assert opened.block_number >= 1
+                assert await client.evaluate("main", "bank", "balance", "A") == b"100"
+                with pytest.raises(dltmw.ContractRefused, match="already exists") as refused:
+                    await client.submit("main", "bank", "open", "A", "1")
+                assert refused.value.reason == "CONTRACT_FAILED"
+                with pytest.raises(dltmw.NotFound):
+                    await client.submit("nochannel", "bank", "open", "B", "1")
+                # Concurrent deposits on one account: each either commits VALID or raises
+                # CommitFailed with its code; the balance counts exactly the VALID ones.
+                outcomes = await asyncio.gather(
+                    *(client.submit("main", "bank", "deposit", "A", "10") for _ in range(8)),
+                    return_exceptions=True,
+                )
+                valid = [o for o in outcomes if isinstance(o, dltmw.Committed)]
+                failed = [o for o in outcomes if isinstance(o, dltmw.CommitFailed)]
+                assert len(valid) + len(failed) == 8 and valid
+                assert {f.validation_code for f in failed} <= {"MVCC_READ_CONFLICT"}
+                balance = await client.evaluate("main", "bank", "balance", "A")
+                assert int(balance) == 100 + 10 * len(valid)
+
+    asyncio.run(scenario())
+
+
+def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path) -> None:
+    checkpoints = dltmw.FileCheckpointer(tmp_path / "checkpoints")
+
+    async def first_run() -> list[str]:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+            publisher, subscriber = net.bus("user1.org1"), net.bus("user1.org2")
+            await publisher.create_topic("trades")
+            await publisher.create_topic("quotes")
+            sent = []
+            for i in range(6):
+                topic = "trades" if i % 2 == 0 else "quotes"
+                committed = await publisher.publish(topic, f"{topic}{i}".encode(), {"n": str(i)})
+                sent.append((topic, committed.tx_id))
+            got = []
+            async with subscriber.subscribe("trades", "settler", checkpoints) as sub:
+                async for message in sub:
+                    got.append(message)
+                    if len(got) == 2:
+                        break
+            assert [m.payload for m in got] == [b"trades0", b"trades2"]
+            assert [m.headers for m in got] == [{"n": "0"}, {"n": "2"}]
+            assert [m.tx_id for m in got] == [tx for t, tx in sent if t == "trades"][:2]
+            # Bad input: refused with a specific error, nothing ordered.
+            await _ready(net)
+            height = _height(net)
+            with pytest.raises(dltmw.ContractRefused, match="unknown topic"):
+                await publisher.publish("nosuchtopic", b"x")
+            with pytest.raises(dltmw.InvalidRequest, match="exceeds"):
+                await publisher.publish("trades", b"x" * 300_000)
+            with pytest.raises(dltmw.InvalidRequest, match="topic"):
+                await publisher.publish("bad topic!", b"x")
+            with pytest.raises(dltmw.InvalidRequest):
+                subscriber.subscribe("trades", "no-checkpointer")
+            assert _height(net) == height
+            return [tx for t, tx in sent if t == "trades"]
+
+    async def second_run(trades: list[str]) -> None:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+            assert _height(net) >= 8  # reopened, not re-initialised
+            bus = net.bus("user1.org2")
+            async with bus.subscribe("trades", "settler", checkpoints) as sub:
+                async for message in sub:  # resumes after the last finished message
+                    assert message.tx_id == trades[2]
+                    break
+            (tmp_path / "checkpoints" / "settler.json").write_text("{not json")
+            with pytest.raises(dltmw.InvalidRequest, match="damaged"):
+                async with bus.subscribe("trades", "settler", checkpoints) as sub:
+                    await sub.__anext__()
+
+    asyncio.run(second_run(asyncio.run(first_run())))
+
+
+def test_profile_client_fails_over_to_the_next_gateway(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+            real = net.profile("user1.org1")
+            dead = {"name": "peer0.org1", "address": "127.0.0.1:1"}  # nothing listens there
+            raw = real.model_dump(mode="json")
+            raw["gateways"] = [dead, *raw["gateways"]]
+            profile = dltmw.Profile.from_dict(raw)
+            async with dltmw.Client(profile, deadline_s=30) as client:
+                committed = await client.submit("main", "kv", "put", "k", "v")
+                assert committed.block_number >= 1
+                assert client.gateway_name == "peer0.org1"
+                assert client.gateway_address != "127.0.0.1:1"  # it left the dead one
+                assert client.seen_block("main") >= committed.block_number
+
+    asyncio.run(scenario())
