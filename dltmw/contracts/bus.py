@@ -22,6 +22,8 @@ from dltmw.core.contract import Context, Contract, ContractError
 from dltmw.v1 import bus_pb2
 
 MESSAGE_BYTES_MAX = 256 * 1024  # a serialised BusMessage; larger ones are refused
+BATCH_BYTES_MAX = 1024 * 1024  # the messages of one publish_batch together
+BATCH_MAX = 1000  # messages in one publish_batch
 HEADERS_MAX = 32
 TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 
@@ -46,8 +48,24 @@ def _topic(args: Sequence[bytes]) -> str:
     return topic
 
 
+def _check_message(raw: bytes) -> None:
+    if len(raw) > MESSAGE_BYTES_MAX:
+        raise ContractError(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}", 413)
+    try:
+        message = bus_pb2.BusMessage.FromString(raw)
+    except DecodeError as exc:
+        raise ContractError("message is not a serialised BusMessage") from exc
+    if len(message.headers) > HEADERS_MAX:
+        raise ContractError(f"more than {HEADERS_MAX} headers")
+
+
+def _known(ctx: Context, topic: str) -> None:
+    if ctx.get(topic_key(topic)) is None:
+        raise ContractError(f"unknown topic {topic!r}: create it first", 404)
+
+
 class BusContract(Contract):
-    """create_topic / publish / topic."""
+    """create_topic / publish / publish_batch / topic."""
 
     name = "bus"
 
@@ -65,19 +83,27 @@ class BusContract(Contract):
         topic = _topic(args)
         if len(args) != 2:
             raise ContractError("publish takes 2 arguments: topic, message")
-        raw = args[1]
-        if len(raw) > MESSAGE_BYTES_MAX:
-            raise ContractError(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}", 413)
-        try:
-            message = bus_pb2.BusMessage.FromString(raw)
-        except DecodeError as exc:
-            raise ContractError("message is not a serialised BusMessage") from exc
-        if len(message.headers) > HEADERS_MAX:
-            raise ContractError(f"more than {HEADERS_MAX} headers")
-        if ctx.get(topic_key(topic)) is None:
-            raise ContractError(f"unknown topic {topic!r}: create it first", 404)
-        ctx.emit(topic, raw)
+        _check_message(args[1])
+        _known(ctx, topic)
+        ctx.emit(topic, args[1])
         return b""
+
+    def publish_batch(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+        """publish_batch(topic, message...): up to BATCH_MAX messages in one transaction, each
+        its own event (and its own position), in the order given."""
+        topic = _topic(args)
+        messages = args[1:]
+        if not 1 <= len(messages) <= BATCH_MAX:
+            raise ContractError(f"publish_batch takes 1..{BATCH_MAX} messages")
+        total = sum(len(m) for m in messages)
+        if total > BATCH_BYTES_MAX:
+            raise ContractError(f"batch of {total} bytes exceeds {BATCH_BYTES_MAX}", 413)
+        for raw in messages:
+            _check_message(raw)
+        _known(ctx, topic)
+        for raw in messages:
+            ctx.emit(topic, raw)
+        return str(len(messages)).encode()
 
     def topic(self, ctx: Context, args: Sequence[bytes]) -> bytes:
         """topic(name): "1" if the topic exists (404 otherwise)."""

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from dltmw.contracts.bus import MESSAGE_BYTES_MAX, TOPIC
+from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
 from dltmw.sdk.errors import InvalidRequest
 from dltmw.sdk.results import Committed
@@ -133,6 +133,23 @@ class Bus:
         if len(raw) > MESSAGE_BYTES_MAX:
             raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
         return await self.client.submit(self.channel_id, CONTRACT, "publish", topic, raw)
+
+    async def publish_batch(
+        self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]
+    ) -> Committed:
+        """Publish several messages in one transaction (one endorsement, one signature, one
+        commit for all): they keep the order given and each has its own position."""
+        _check_topic(topic)
+        if not 1 <= len(messages) <= BATCH_MAX:
+            raise InvalidRequest(f"publish_batch takes 1..{BATCH_MAX} messages")
+        raws = [
+            bus_pb2.BusMessage(headers=dict(h or {}), payload=p).SerializeToString()
+            for p, h in messages
+        ]
+        total = sum(len(r) for r in raws)
+        if total > BATCH_BYTES_MAX or max(len(r) for r in raws) > MESSAGE_BYTES_MAX:
+            raise InvalidRequest(f"batch of {total} bytes exceeds the bus's limits")
+        return await self.client.submit(self.channel_id, CONTRACT, "publish_batch", topic, *raws)
 
     def subscribe(
         self,

@@ -137,6 +137,10 @@ class Network:
         for client in clients:
             await client.close()
         nodes, self.nodes = self.nodes, {}
+        # The gateways' streams to the other nodes first (their clients are closed already):
+        # stopping nodes would otherwise break them under each other, each break a warning.
+        for node in nodes.values():
+            await node.gateway.close()
         # Peers first: an orderer stopping first would break their Deliver streams (loudly).
         for wave in (
             [n for n in nodes.values() if n.config.roles != {"orderer"}],

@@ -78,3 +78,27 @@ def test_bad_publish_is_refused_with_nothing_staged(
 
 def test_bus_is_a_builtin() -> None:
     assert isinstance(builtin_contract("bus"), BusContract)
+
+
+def test_publish_batch_emits_each_message_in_order() -> None:
+    raws = [message(f"m{i}".encode()) for i in range(3)]
+    result = call("publish_batch", [b"trades", *raws])
+    assert result.response.status == 200 and result.response.payload == b"3"
+    assert [e.payload for e in result.events] == raws
+    assert list(result.rwset.writes) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "text"),
+    [
+        ([b"trades"], 400, "1..1000 messages"),
+        ([b"trades", *[message()] * 1001], 400, "1..1000 messages"),
+        ([b"trades", message(), b"\xff\xff"], 400, "not a serialised"),
+        ([b"trades", *[message(b"x" * 200_000)] * 6], 413, "exceeds"),
+        ([b"nope", message()], 404, "unknown topic"),
+    ],
+)
+def test_bad_batch_is_refused_whole(args: list[bytes], status: int, text: str) -> None:
+    result = call("publish_batch", args)
+    assert result.response.status == status and text in result.response.message
+    assert not result.events

@@ -39,7 +39,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "pki": frozenset({"core", "net", "v1"}),
     "ops": frozenset({"runtime", "core", "v1"}),
     "bench": frozenset(
-        {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "v1"}
+        {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}
     ),
     "cli": frozenset(
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "bench"}
