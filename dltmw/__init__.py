@@ -40,7 +40,7 @@ from dltmw.sdk.errors import (
 )
 from dltmw.sdk.network import Network, connect, open
 from dltmw.sdk.profile import Profile, ProfileError
-from dltmw.sdk.results import Block, Committed, ContractEvent, Transaction
+from dltmw.sdk.results import Block, Committed, ContractEvent, EventFilter, Transaction
 
 try:
     __version__ = version("dltmw")
@@ -59,6 +59,7 @@ __all__ = [
     "ContractRefused",
     "EndorsementFailed",
     "Error",
+    "EventFilter",
     "FileCheckpointer",
     "InputConsumed",
     "InvalidRequest",

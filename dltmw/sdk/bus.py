@@ -36,7 +36,7 @@ from typing import NamedTuple, Protocol
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
 from dltmw.sdk.errors import InvalidRequest
-from dltmw.sdk.results import Committed
+from dltmw.sdk.results import Committed, EventFilter
 from dltmw.v1 import bus_pb2
 
 __all__ = ["Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"]
@@ -231,14 +231,15 @@ class Subscription:
         after = await cp.load(name) if cp is not None and name is not None else None
         self._saved = after
         start = after.block if after is not None else self._from_block
-        blocks = self._bus.client.blocks(self._bus.channel_id, start)
+        wanted = [EventFilter(CONTRACT, tuple(sorted(self.topics)))]
+        blocks = self._bus.client.blocks(self._bus.channel_id, start, wanted)
         async with aclosing(blocks):  # closing the subscription closes the Events stream
             async for block in blocks:
-                for tx_index, tx in enumerate(block.transactions):
+                for tx in block.transactions:
                     if not tx.valid:
                         continue
                     for event_index, event in enumerate(tx.events):
-                        position = Position(block.number, tx_index, event_index)
+                        position = Position(block.number, tx.index, event_index)
                         if after is not None and position <= after:
                             continue
                         if event.contract != CONTRACT or event.name not in self.topics:

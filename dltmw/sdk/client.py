@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -33,7 +33,7 @@ from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.tls import secure_channel
 from dltmw.sdk.errors import AlreadyExists, CommitFailed, Error, Unavailable, from_rpc_error
 from dltmw.sdk.profile import GatewayEndpoint, Profile
-from dltmw.sdk.results import Block, Committed, block_of, code_name
+from dltmw.sdk.results import Block, Committed, EventFilter, block_of, code_name
 from dltmw.v1 import gateway_service_pb2
 
 G = gateway_service_pb2
@@ -140,13 +140,24 @@ class Client:
         )
         return bytes(result.payload)
 
-    async def blocks(self, channel_id: str, start_block: int = 0) -> AsyncGenerator[Block, None]:
+    async def blocks(
+        self,
+        channel_id: str,
+        start_block: int = 0,
+        filters: Sequence[EventFilter] = (),
+        private_transactions: bool = False,
+    ) -> AsyncGenerator[Block, None]:
         """Committed blocks of `channel_id` from `start_block` on, as they commit.
 
         A gateway that becomes unreachable (stopped, restarted, killed) is left for the next one
         of the profile, dialled again after a jittered backoff when all were tried, and the
         stream resumes after the last block delivered: never a block twice, none skipped. It
-        gives up (`Unavailable`) only after `deadline_s` without any gateway answering."""
+        gives up (`Unavailable`) only after `deadline_s` without any gateway answering.
+
+        With `filters`, the node reports only the VALID transactions with a wanted event (and,
+        with `private_transactions`, every VALID private transaction); every block still comes,
+        possibly empty, and each transaction keeps its index in the block."""
+        wire = [G.EventFilter(contract=f.contract, names=f.names) for f in filters]
         loop = asyncio.get_running_loop()
         next_block = start_block
         failures = 0
@@ -154,7 +165,7 @@ class Client:
         while True:
             try:
                 gateway = await self._current()
-                events = gateway.events(channel_id, next_block)
+                events = gateway.events(channel_id, next_block, wire, private_transactions)
                 async with aclosing(events):  # the caller stopping closes the stream
                     async for response in events:
                         failures, since = 0, loop.time()

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
-__all__ = ["Block", "Committed", "ContractEvent", "Transaction", "block_of", "code_name"]
+__all__ = [
+    "Block",
+    "Committed",
+    "ContractEvent",
+    "EventFilter",
+    "Transaction",
+    "block_of",
+    "code_name",
+]
 
 
 def code_name(code: int) -> str:
@@ -53,11 +61,21 @@ class Transaction:
     tx_id: str
     validation_code: str
     events: tuple[ContractEvent, ...]
+    index: int  # in its block
+    private_payload_hash: bytes = b""  # a private transaction's payload hash
 
     @property
     def valid(self) -> bool:
         """Did it commit VALID (only then do its writes and events count)?"""
         return self.validation_code == "VALID"
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which contract events a block stream wants: `names` of `contract` (all when empty)."""
+
+    contract: str
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,10 @@ def block_of(channel_id: str, response: gateway_service_pb2.EventsResponse) -> B
                 tx_id=t.tx_id,
                 validation_code=code_name(t.validation_code),
                 events=tuple(ContractEvent(e.contract, e.name, e.payload) for e in t.events),
+                # A node that applied filters numbers the transactions; otherwise all are here.
+                index=t.tx_index if response.filtered else i,
+                private_payload_hash=t.private_payload_hash,
             )
-            for t in response.transactions
+            for i, t in enumerate(response.transactions)
         ),
     )

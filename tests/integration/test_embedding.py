@@ -125,3 +125,43 @@ def test_profile_client_fails_over_to_the_next_gateway(tmp_path: Path) -> None:
                 assert client.seen_block("main") >= committed.block_number
 
     asyncio.run(scenario())
+
+
+def test_node_side_filters_keep_ledger_positions(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+            bus = net.bus("user1.org1")
+            client = bus.client
+            await bus.create_topic("trades")
+            await bus.create_topic("quotes")
+            # Concurrent publishes share blocks: trades and quotes interleave within blocks.
+            await asyncio.gather(
+                *(bus.publish("trades" if i % 3 == 0 else "quotes", b"%d" % i) for i in range(30))
+            )
+            height = client.seen_block("main")
+            expected = []
+            async for block in client.blocks("main"):  # unfiltered: every transaction
+                for tx in block.transactions:
+                    for e, event in enumerate(tx.events):
+                        if event.contract == "bus" and event.name == "trades":
+                            expected.append((block.number, tx.index, e, tx.tx_id))
+                if block.number >= height:
+                    break
+            got = []
+            wanted = [dltmw.EventFilter("bus", ("trades",))]
+            async for block in client.blocks("main", filters=wanted):
+                for tx in block.transactions:  # only transactions with a trades message
+                    assert any(ev.name == "trades" for ev in tx.events)
+                if block.number >= height:
+                    break
+            async with bus.subscribe("trades") as sub:
+                async for message in sub:
+                    got.append((*message.position, message.tx_id))
+                    if len(got) == len(expected):
+                        break
+            assert len(expected) == 10 and got == expected
+            with pytest.raises(dltmw.InvalidRequest, match="contract is empty"):
+                async for _ in client.blocks("main", filters=[dltmw.EventFilter("")]):
+                    pass
+
+    asyncio.run(scenario())
