@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from google.protobuf.message import DecodeError
+
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
 from dltmw.sdk.errors import InvalidRequest
-from dltmw.sdk.results import Committed, EventFilter
-from dltmw.v1 import bus_pb2
+from dltmw.sdk.results import Committed, EventFilter, Transaction
+from dltmw.v1 import bus_pb2, private_payload_pb2
 
 __all__ = ["Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"]
 CONTRACT = "bus"
@@ -61,6 +63,7 @@ class Message:
     headers: Mapping[str, str]
     tx_id: str
     position: Position
+    private: bool = False  # sent to recipient organisations only (the ledger holds its hash)
 
 
 class Checkpointer(Protocol):
@@ -151,6 +154,33 @@ class Bus:
             raise InvalidRequest(f"batch of {total} bytes exceeds the bus's limits")
         return await self.client.submit(self.channel_id, CONTRACT, "publish_batch", topic, *raws)
 
+    async def create_private_topic(self, topic: str, recipients: Sequence[str]) -> None:
+        """Declare `topic` in the private state of the `recipients` organisations (a private
+        transaction: other members see only its hash). Private messages of the topic go to
+        recipients among these."""
+        _check_topic(topic)
+        await self.client.submit_private(
+            self.channel_id, recipients, CONTRACT, "create_topic", topic
+        )
+
+    async def publish_private(
+        self,
+        topic: str,
+        payload: bytes,
+        recipients: Sequence[str],
+        headers: Mapping[str, str] | None = None,
+    ) -> Committed:
+        """Publish a message readable only by the `recipients` organisations' subscribers: it
+        travels encrypted to their nodes (the privacy manager), and the ledger orders only its
+        hash, which every member sees. Returns once that committed."""
+        _check_topic(topic)
+        raw = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload).SerializeToString()
+        if len(raw) > MESSAGE_BYTES_MAX:
+            raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+        return await self.client.submit_private(
+            self.channel_id, recipients, CONTRACT, "publish", topic, raw
+        )
+
     def subscribe(
         self,
         topics: str | Iterable[str],
@@ -232,11 +262,17 @@ class Subscription:
         self._saved = after
         start = after.block if after is not None else self._from_block
         wanted = [EventFilter(CONTRACT, tuple(sorted(self.topics)))]
-        blocks = self._bus.client.blocks(self._bus.channel_id, start, wanted)
+        client = self._bus.client
+        blocks = client.blocks(self._bus.channel_id, start, wanted, private_transactions=True)
         async with aclosing(blocks):  # closing the subscription closes the Events stream
             async for block in blocks:
                 for tx in block.transactions:
                     if not tx.valid:
+                        continue
+                    if tx.private_payload_hash:
+                        message = await self._private(block.number, tx)
+                        if message is not None and (after is None or message.position > after):
+                            yield message
                         continue
                     for event_index, event in enumerate(tx.events):
                         position = Position(block.number, tx.index, event_index)
@@ -248,6 +284,31 @@ class Subscription:
                         yield Message(
                             event.name, body.payload, dict(body.headers), tx.tx_id, position
                         )
+
+    async def _private(self, block: int, tx: Transaction) -> Message | None:
+        """The message a private transaction carries, if it is a bus message of our topics and
+        our organisation is one of its recipients (otherwise we see only its hash)."""
+        plain = await self._bus.client.receive_private(
+            self._bus.channel_id, tx.private_payload_hash
+        )
+        if plain is None:
+            return None
+        try:
+            invocation = private_payload_pb2.PrivateInvocation.FromString(plain)
+            if (
+                invocation.contract != CONTRACT
+                or invocation.function != "publish"
+                or len(invocation.args) != 2
+            ):
+                return None
+            topic = invocation.args[0].decode()
+            body = bus_pb2.BusMessage.FromString(invocation.args[1])
+        except (DecodeError, UnicodeDecodeError):
+            return None  # not a bus message: another contract's private transaction
+        if topic not in self.topics:
+            return None
+        position = Position(block, tx.index, 0)
+        return Message(topic, body.payload, dict(body.headers), tx.tx_id, position, private=True)
 
 
 def _check_name(name: str) -> None:

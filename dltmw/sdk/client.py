@@ -29,9 +29,18 @@ import grpc
 
 from dltmw.aio.batched_stream import Reconnect
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
+from dltmw.client.privacy import PrivacyClient
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.tls import secure_channel
-from dltmw.sdk.errors import AlreadyExists, CommitFailed, Error, Unavailable, from_rpc_error
+from dltmw.sdk.errors import (
+    AlreadyExists,
+    CommitFailed,
+    Error,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    from_rpc_error,
+)
 from dltmw.sdk.profile import GatewayEndpoint, Profile
 from dltmw.sdk.results import Block, Committed, EventFilter, block_of, code_name
 from dltmw.v1 import gateway_service_pb2
@@ -76,6 +85,7 @@ class Client:
         self.gateway_address = ""  # and where it was reached
         self._seen: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._privacy: dict[int, PrivacyClient] = {}  # of the gateway in use
         self.reconnect = Reconnect()  # the backoff between rounds of dialling every gateway
 
     async def __aenter__(self) -> Client:
@@ -88,7 +98,10 @@ class Client:
     async def close(self) -> None:
         """Close the connection to the gateway in use."""
         gateway, self._gateway = self._gateway, None
-        if gateway is not None:
+        privacy, self._privacy = self._privacy, {}
+        for p in privacy.values():
+            await p.close()  # closes the gateway connection too
+        if gateway is not None and not privacy:
             await gateway.close()
 
     def seen_block(self, channel_id: str) -> int:
@@ -190,6 +203,51 @@ class Client:
             if failures >= len(self.profile.gateways):
                 await asyncio.sleep(self.reconnect.delay_s(failures))
 
+    async def private(self) -> PrivacyClient:
+        """The privacy client of the gateway in use (its node's privacy manager): private
+        transactions are sent through, and read from, the client's own organisation's node."""
+        gateway = await self._current()
+        privacy = self._privacy.get(id(gateway))
+        if privacy is None:
+            self._privacy = {id(gateway): (privacy := PrivacyClient(gateway))}
+        return privacy
+
+    async def submit_private(
+        self,
+        channel_id: str,
+        recipients: Sequence[str],
+        contract: str,
+        function: str,
+        *args: str | bytes,
+    ) -> Committed:
+        """A private transaction (Quorum/Tessera style): the invocation goes encrypted to the
+        `recipients` organisations only, the ledger orders just its payload hash; returns once
+        that committed VALID (its payload is the hash)."""
+        privacy = await self.private()
+        try:
+            done = await privacy.submit_private(channel_id, recipients, contract, function, *args)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        self._observe(channel_id, done.status.block_number)
+        code = code_name(done.status.result)
+        if code != "VALID":
+            raise CommitFailed(done.tx_id, code, done.status.block_number)
+        return Committed(
+            done.tx_id, done.status.block_number, done.status.tx_index, done.payload_hash
+        )
+
+    async def receive_private(self, channel_id: str, payload_hash: bytes) -> bytes | None:
+        """The plaintext of a private payload if this client's organisation is a recipient;
+        None if it is not (its node holds no copy: it sees only the hash on the ledger)."""
+        privacy = await self.private()
+        try:
+            return await privacy.receive(channel_id, payload_hash)
+        except grpc.aio.AioRpcError as exc:
+            error = from_rpc_error(exc)
+            if isinstance(error, NotFound | PermissionDenied):
+                return None
+            raise error from None
+
     async def _attempt(self, deadline: float, call: Callable[[GatewayClient], Awaitable[T]]) -> T:
         """`call` on the gateway in use; on `Unavailable`, once on each other gateway."""
         loop = asyncio.get_running_loop()
@@ -241,7 +299,8 @@ class Client:
             for channel_id in list(self._seen):
                 self._observe(channel_id, failed.seen_block(channel_id))
             self._gateway = None
-        await failed.close()
+            privacy = self._privacy.pop(id(failed), None)
+        await (privacy.close() if privacy is not None else failed.close())
 
     def _observe(self, channel_id: str, block: int) -> None:
         if block > self._seen.get(channel_id, 0):

@@ -165,3 +165,61 @@ def test_node_side_filters_keep_ledger_positions(tmp_path: Path) -> None:
                     pass
 
     asyncio.run(scenario())
+
+
+THREE_ORGS = (
+    dltmw.sdk.network.DEFAULT_TOPOLOGY.replace(
+        '[[nodes]]\nid = "peer0.org2"',
+        '[[orgs]]\nid = "Org3"\n[[nodes]]\nid = "peer0.org3"\norg = "Org3"\n'
+        'roles = ["peer", "gateway"]\n[[clients]]\nid = "user1.org3"\norg = "Org3"\n'
+        '[[nodes]]\nid = "peer0.org2"',
+    )
+    .replace('members = ["Org1", "Org2"]', 'members = ["Org1", "Org2", "Org3"]')
+    .replace("AND(Org1.peer, Org2.peer)", "OR(Org1.peer, Org2.peer, Org3.peer)")
+)
+
+
+def test_private_topic_reaches_its_recipients_only(tmp_path: Path) -> None:
+    (tmp_path / "three.toml").write_text(THREE_ORGS)
+
+    async def scenario() -> None:
+        async with dltmw.open(tmp_path / "net", tmp_path / "three.toml") as net:
+            org1 = net.bus("user1.org1")
+            await org1.create_topic("otc")  # public record: every member knows the topic
+            await org1.create_private_topic("otc", ["Org1", "Org2"])
+            await org1.publish("otc", b"public quote")
+            secret = await org1.publish_private(
+                "otc", b"block trade 5m XS1234 @ 99.1", ["Org1", "Org2"], {"desk": "rates"}
+            )
+            await org1.publish("otc", b"public close")
+
+            async def read(client: str, count: int) -> list[dltmw.Message]:
+                got: list[dltmw.Message] = []
+                async with net.bus(client).subscribe("otc") as sub:
+                    async for message in sub:
+                        got.append(message)
+                        if len(got) == count:
+                            break
+                return got
+
+            org2 = await read("user1.org2", 3)
+            assert [(m.payload, m.private) for m in org2] == [
+                (b"public quote", False),
+                (b"block trade 5m XS1234 @ 99.1", True),
+                (b"public close", False),
+            ]
+            assert org2[1].headers == {"desk": "rates"} and org2[1].tx_id == secret.tx_id
+            org3 = await read("user1.org3", 2)  # not a recipient: the public ones only
+            assert [m.payload for m in org3] == [b"public quote", b"public close"]
+            # What Org3 sees of the private message on the ledger: its hash, nothing else.
+            client3 = net.client("user1.org3")
+            hashes = []
+            async for block in client3.blocks("main", secret.block_number):
+                hashes += [
+                    t.private_payload_hash for t in block.transactions if t.tx_id == secret.tx_id
+                ]
+                break
+            assert hashes == [secret.payload] and len(secret.payload) == 32
+            assert await client3.receive_private("main", secret.payload) is None
+
+    asyncio.run(scenario())
