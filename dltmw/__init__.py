@@ -41,6 +41,7 @@ from dltmw.sdk.errors import (
 from dltmw.sdk.network import Network, connect, open
 from dltmw.sdk.profile import Profile, ProfileError
 from dltmw.sdk.results import Block, Committed, ContractEvent, EventFilter, Transaction
+from dltmw.sdk.vault import FlowDone, Vault
 
 try:
     __version__ = version("dltmw")
@@ -61,6 +62,7 @@ __all__ = [
     "Error",
     "EventFilter",
     "FileCheckpointer",
+    "FlowDone",
     "InputConsumed",
     "InvalidRequest",
     "LimitExceeded",
@@ -76,6 +78,7 @@ __all__ = [
     "Subscription",
     "Transaction",
     "Unavailable",
+    "Vault",
     "__version__",
     "connect",
     "open",

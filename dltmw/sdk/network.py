@@ -27,6 +27,7 @@ from dltmw.runtime.node import Node
 from dltmw.sdk.bus import Bus
 from dltmw.sdk.client import Client
 from dltmw.sdk.profile import Profile
+from dltmw.sdk.vault import Vault
 
 __all__ = ["DEFAULT_TOPOLOGY", "Network", "connect", "open"]
 
@@ -88,6 +89,7 @@ class Network:
         self._remove = remove_on_exit
         self.nodes: dict[str, Node] = {}
         self._clients: list[Client] = []
+        self._vaults: list[Vault] = []
 
     async def __aenter__(self) -> Network:
         try:
@@ -127,6 +129,13 @@ class Network:
         self._clients.append(client)
         return client
 
+    async def vault(self, client_id: str, node_id: str) -> Vault:
+        """The UTXO flows of `client_id` through the vault of node `node_id` (closed with the
+        network)."""
+        vault = await Vault.connect(self.directory, client_id, node_id)
+        self._vaults.append(vault)
+        return vault
+
     def bus(self, client_id: str, channel_id: str = "main") -> Bus:
         """The message bus of `channel_id`, used as `client_id`."""
         return Bus(self.client(client_id), channel_id)
@@ -136,6 +145,9 @@ class Network:
         clients, self._clients = self._clients, []
         for client in clients:
             await client.close()
+        vaults, self._vaults = self._vaults, []
+        for vault in vaults:
+            await vault.close()
         nodes, self.nodes = self.nodes, {}
         # The gateways' streams to the other nodes first (their clients are closed already):
         # stopping nodes would otherwise break them under each other, each break a warning.

@@ -223,3 +223,43 @@ def test_private_topic_reaches_its_recipients_only(tmp_path: Path) -> None:
             assert await client3.receive_private("main", secret.payload) is None
 
     asyncio.run(scenario())
+
+
+CAPITAL_MARKET = (
+    Path(__file__).resolve().parents[2] / "services" / "networks" / "capital-market.toml"
+)
+
+
+def test_utxo_flows_through_typed_vaults(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with dltmw.open(tmp_path / "net", CAPITAL_MARKET, synchronous="NORMAL") as net:
+            bank = await net.vault("treasury.bank", "peer.bank")
+            exchange = await net.vault("admin.exchange", "peer.exchange")
+            a = await net.vault("trader.brokera", "peer.brokera")
+            b = await net.vault("trader.brokerb", "peer.brokerb")
+            await bank.issue("cash", "peer.brokerb", "JPY", 1_000_000)
+            await exchange.issue("security", "peer.brokera", "JP0001", 1_000)
+            trade = await a.dvp("peer.brokerb", "JP0001", 300, "JPY", 900_000, ["regulator"])
+            assert isinstance(trade, dltmw.FlowDone) and len(trade.tx_id) == 64
+            assert await a.holdings("peer.brokera") == {
+                ("security", "JP0001"): 700,
+                ("cash", "JPY"): 900_000,
+            }
+            assert await b.holdings("peer.brokerb") == {
+                ("security", "JP0001"): 300,
+                ("cash", "JPY"): 100_000,
+            }
+            with pytest.raises(dltmw.NotFound, match="not enough unconsumed JP0001"):
+                await a.move("security", "peer.brokerb", "JP0001", 5_000)
+            # Two moves of the same 700 at once: one wins, nothing is spent twice.
+            outcomes = await asyncio.gather(
+                a.move("security", "peer.brokerb", "JP0001", 700),
+                a.move("security", "peer.brokerb", "JP0001", 700),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(o, dltmw.FlowDone) for o in outcomes) == 1, outcomes
+            assert all(isinstance(o, dltmw.FlowDone | dltmw.Error) for o in outcomes)
+            assert (await b.holdings("peer.brokerb"))[("security", "JP0001")] == 1_000
+            assert ("security", "JP0001") not in await a.holdings("peer.brokera")
+
+    asyncio.run(scenario())
