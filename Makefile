@@ -43,8 +43,8 @@ integration: $(STAMP) node-example
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
-	$(VENV)/bin/ruff check dltmw tests benchmarks scripts
-	$(VENV)/bin/ruff format --check dltmw tests benchmarks scripts
+	$(VENV)/bin/ruff check dltmw tests benchmarks scripts examples/embedded
+	$(VENV)/bin/ruff format --check dltmw tests benchmarks scripts examples/embedded
 	$(VENV)/bin/mypy
 	cd protos && $(BUF) lint
 

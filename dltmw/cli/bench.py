@@ -42,7 +42,8 @@ def bench(
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
-        str | None, typer.Option(help="run an experiment: contention, channels or replicas")
+        str | None,
+        typer.Option(help="run an experiment: contention, channels, replicas or bus"),
     ] = None,
     repeat: Annotated[
         int, typer.Option(help="experiment: runs per point, interleaved; reports the median")
@@ -84,10 +85,25 @@ def bench(
         )
         out = results_dir or default_results_dir()
         command = "dltmw " + shlex.join(sys.argv[1:])
-        if experiment:
+        if experiment == "bus":  # the embedded message bus: its own in-process network
+            _bus(command, duration, repeat, synchronous)
+        elif experiment:
             run_experiment(experiment, cfg, out, console, command, append=append, repeat=repeat)
         else:
             run_one(cfg, out, console, command, append=append, keep=keep)
     except (ParamError, BenchError, ValueError) as exc:
         console.print(f"[red]bench failed:[/] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _bus(command: str, duration_s: float, repeat: int, synchronous: str) -> None:
+    """`--experiment bus` (dltmw/bench/bus.py): --duration is the seconds of each throughput
+    round (default 10 when left at 120), --repeat the rounds (at least 3)."""
+    import asyncio
+
+    from dltmw.bench.bus import BusBenchConfig, report, run
+
+    seconds = 10.0 if duration_s == 120.0 else duration_s
+    cfg = BusBenchConfig(seconds=seconds, synchronous=synchronous)
+    result = asyncio.run(run(cfg, rounds=max(3, repeat)))
+    console.print(report(result, command))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,12 +225,22 @@ class GatewayClient:
         return Submitted(tx_id, endorsed.result, status)
 
     async def events(
-        self, channel_id: str, start_block: int = 0
-    ) -> AsyncIterator[G.EventsResponse]:
+        self,
+        channel_id: str,
+        start_block: int = 0,
+        filters: Sequence[G.EventFilter] = (),
+        private_transactions: bool = False,
+    ) -> AsyncGenerator[G.EventsResponse, None]:
         """Follow committed blocks from `start_block` (the stream is cancelled when the caller
-        stops iterating or closes the generator)."""
+        stops iterating or closes the generator); `filters` leave out, on the node, the
+        transactions without a wanted event (`rpc/events.py`)."""
         query, signature = self.signed_query(
-            G.EventsQuery(channel_id=channel_id, start_block=start_block)
+            G.EventsQuery(
+                channel_id=channel_id,
+                start_block=start_block,
+                filters=filters,
+                private_transactions=private_transactions,
+            )
         )
         call = self.stub.Events(G.EventsRequest(query=query, signature=signature))
         try:

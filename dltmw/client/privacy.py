@@ -71,6 +71,12 @@ class PrivacyClient:
         await self._coalescer.close()
         await self.client.close()
 
+    async def __aenter__(self) -> PrivacyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def send_coalesced(
         self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]
     ) -> bytes:

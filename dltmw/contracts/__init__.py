@@ -7,10 +7,15 @@ Contracts are registered by name; a channel deploys a contract by naming it in i
 from __future__ import annotations
 
 from dltmw.contracts.bank import BankContract
+from dltmw.contracts.bus import BusContract
 from dltmw.contracts.kv import KvContract
 from dltmw.core.contract import Contract
 
-BUILTIN: dict[str, type[Contract]] = {"bank": BankContract, "kv": KvContract}
+BUILTIN: dict[str, type[Contract]] = {
+    "bank": BankContract,
+    "bus": BusContract,
+    "kv": KvContract,
+}
 
 
 def builtin_contract(name: str) -> Contract | None:

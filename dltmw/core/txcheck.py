@@ -383,3 +383,17 @@ def tx_summary(envelope_bytes: bytes) -> tuple[str, list[proposal_pb2.ContractEv
         return header.tx_id, list(response.events)
     except DecodeError:
         return "", []
+
+
+def envelope_payload_hash(envelope_bytes: bytes) -> bytes:
+    """The payload hash a committed PRIVATE_TRANSACTION envelope names; b"" for any other
+    envelope or one that does not parse (best effort, for event streams)."""
+    try:
+        env = common_pb2.Envelope.FromString(envelope_bytes)
+        payload = common_pb2.Payload.FromString(env.payload)
+        header = common_pb2.Header.FromString(payload.header)
+    except DecodeError:
+        return b""
+    if header.type != common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+        return b""
+    return private_payload_hash(payload.data) or b""

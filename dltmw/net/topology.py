@@ -62,7 +62,7 @@ class ClientSpec(Strict):
 class ContractSpec(Strict):
     """`contracts = [{...}]` of a channel: a deployed contract."""
 
-    name: Literal["bank", "kv"] = Field(description="built-in contract")
+    name: Literal["bank", "bus", "kv"] = Field(description="built-in contract")
     endorsement_policy: str = Field("", description="policy of this contract (else the channel's)")
 
 

@@ -356,14 +356,18 @@ class Boundary:
         if not inspect.isasyncgenfunction(behaviour):  # writes with context.write (grpc health)
             return self._unary_unary(rule, behaviour)
 
-        async def call(raw: bytes, context: Ctx) -> AsyncIterator[Any]:
+        async def call(raw: bytes, context: Ctx) -> None:
+            # Written with context.write, not yielded: a caller that leaves while a message is
+            # on its way (a stalled or cancelled subscriber) fails that write, and only here can
+            # it be told from a real failure — yielded, grpc core logs it as an ERROR.
             with Observed(self.observer, rule.path, context):
                 caller = Caller.of(context)
                 try:
                     with _Charged(self.budget, caller, len(raw)):
                         request = self.admit(rule, raw, caller)
                         async for response in behaviour(request, context):
-                            yield response
+                            if not await _written(context, response):
+                                return
                     return
                 except DltmwError as exc:
                     refused = detached(exc)
@@ -461,3 +465,18 @@ def add_service(
     )
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
     return service.full_name
+
+
+async def _written(context: Ctx, response: Any) -> bool:
+    """Write one message of a server stream; False when the caller has left, so the servicer
+    stops quietly. grpc core refuses the write of a call whose peer cancelled or went away
+    (`grpc.aio.InternalError`, its ExecuteBatchError) — sometimes before the context says
+    `cancelled()`; nothing can be sent on that call any more. Any other failure is raised."""
+    if context.cancelled() or context.done():
+        return False
+    try:
+        await context.write(response)
+    except grpc.aio.InternalError:
+        logger.debug("server stream ended: the caller left while a message was being sent")
+        return False
+    return True

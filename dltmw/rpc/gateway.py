@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
-from dltmw.core.txcheck import parse, tx_summary
+from dltmw.core.txcheck import parse
+from dltmw.rpc.events import block_events, check_filters
 from dltmw.rpc.guard import (
     Ctx,
     admit_query,
@@ -23,7 +23,6 @@ from dltmw.rpc.guard import (
 )
 from dltmw.rpc.transact import GatewayRole, LocalPeer, TransactSession, creator_org
 from dltmw.v1 import (
-    block_pb2,
     errors_pb2,
     gateway_service_pb2,
     gateway_service_pb2_grpc,
@@ -134,20 +133,6 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         admit_query(
             context, query, request.query, request.signature, peer.view.membership, self._window_s
         )
+        check_filters(query.filters)
         async for block in peer.committed_blocks(query.start_block):
-            yield block_events(block)
-
-
-def block_events(block: block_pb2.Block) -> G.EventsResponse:
-    """EventsResponse for a committed block (tx ids, codes, events of valid transactions)."""
-    out = G.EventsResponse(block_number=block.header.number, block_hash=block_hash(block))
-    codes = list(block.metadata.validation_codes)
-    for i, env in enumerate(block.data.envelopes):
-        tx_id, events = tx_summary(env)
-        code = codes[i] if i < len(codes) else 0
-        out.transactions.add(
-            tx_id=tx_id,
-            validation_code=code,
-            events=events if code == 1 else [],
-        )
-    return out
+            yield block_events(block, query)

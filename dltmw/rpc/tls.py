@@ -8,6 +8,7 @@ connect with `ssl_target_name_override` set to the node id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +53,17 @@ def secure_channel(
     tls: TlsMaterial,
     max_message_bytes: int,
     keepalive: Keepalive = DEFAULT_KEEPALIVE,
+    extra: Sequence[tuple[str, str | int]] = (),
 ) -> grpc.aio.Channel:
     """An mTLS channel to `address` expecting a certificate for `server_name`, with the keepalive
-    every dltmw server permits (`rpc/channel_options.py`)."""
+    every dltmw server permits (`rpc/channel_options.py`) and the caller's `extra` options
+    (e.g. the SDK's retry policy)."""
     options = [
         ("grpc.ssl_target_name_override", server_name),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         *client_options(keepalive),
+        *extra,
     ]
     return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 

@@ -29,7 +29,7 @@ from dltmw.v1 import transaction_pb2 as dltmw_dot_v1_dot_transaction__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/gateway_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x15\x64ltmw/v1/common.proto\x1a\x17\x64ltmw/v1/proposal.proto\x1a\x1a\x64ltmw/v1/transaction.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0f\x45valuateRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x18\n\x10min_block_number\x18\x02 \x01(\x04\">\n\x10\x45valuateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"~\n\x0e\x45ndorseRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x1f\n\x17\x65ndorsing_organizations\x18\x02 \x03(\t\x12\x18\n\x10min_block_number\x18\x03 \x01(\x04\"W\n\x0f\x45ndorseResponse\x12\x18\n\x10prepared_payload\x18\x01 \x01(\x0c\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"5\n\rSubmitRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.Envelope\"\x1f\n\x0eSubmitResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"x\n\x11\x43ommitStatusQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13\x43ommitStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\x14\x43ommitStatusResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\"x\n\x0b\x45ventsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rEventsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x7f\n\x10TransactionEvent\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x33\n\x0fvalidation_code\x18\x02 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\'\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\"l\n\x0e\x45ventsResponse\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x30\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1a.dltmw.v1.TransactionEvent\"E\n\x0b\x45ndorseItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.EndorseRequest\"C\n\nSubmitItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.SubmitRequest\"_\n\x0fTransactRequest\x12&\n\x07\x65ndorse\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.EndorseItem\x12$\n\x06submit\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.SubmitItem\"}\n\x0e\x45ndorseOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.dltmw.v1.EndorseResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"{\n\rSubmitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.SubmitResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x7f\n\rCommitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x30\n\x06status\x18\x02 \x01(\x0b\x32\x1e.dltmw.v1.CommitStatusResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x96\x01\n\x10TransactResponse\x12*\n\x08\x65ndorsed\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.EndorseOutcome\x12*\n\tsubmitted\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.SubmitOutcome\x12*\n\tcommitted\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.CommitOutcome2\xa5\x03\n\x0eGatewayService\x12\x41\n\x08\x45valuate\x12\x19.dltmw.v1.EvaluateRequest\x1a\x1a.dltmw.v1.EvaluateResponse\x12>\n\x07\x45ndorse\x12\x18.dltmw.v1.EndorseRequest\x1a\x19.dltmw.v1.EndorseResponse\x12;\n\x06Submit\x12\x17.dltmw.v1.SubmitRequest\x1a\x18.dltmw.v1.SubmitResponse\x12M\n\x0c\x43ommitStatus\x12\x1d.dltmw.v1.CommitStatusRequest\x1a\x1e.dltmw.v1.CommitStatusResponse\x12=\n\x06\x45vents\x12\x17.dltmw.v1.EventsRequest\x1a\x18.dltmw.v1.EventsResponse0\x01\x12\x45\n\x08Transact\x12\x19.dltmw.v1.TransactRequest\x1a\x1a.dltmw.v1.TransactResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/gateway_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/batch.proto\x1a\x15\x64ltmw/v1/common.proto\x1a\x17\x64ltmw/v1/proposal.proto\x1a\x1a\x64ltmw/v1/transaction.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0f\x45valuateRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x18\n\x10min_block_number\x18\x02 \x01(\x04\">\n\x10\x45valuateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"~\n\x0e\x45ndorseRequest\x12\x31\n\x0fsigned_proposal\x18\x01 \x01(\x0b\x32\x18.dltmw.v1.SignedProposal\x12\x1f\n\x17\x65ndorsing_organizations\x18\x02 \x03(\t\x12\x18\n\x10min_block_number\x18\x03 \x01(\x04\"W\n\x0f\x45ndorseResponse\x12\x18\n\x10prepared_payload\x18\x01 \x01(\x0c\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\"5\n\rSubmitRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.Envelope\"\x1f\n\x0eSubmitResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"x\n\x11\x43ommitStatusQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13\x43ommitStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\x14\x43ommitStatusResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\"\xbe\x01\n\x0b\x45ventsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07\x66ilters\x18\x05 \x03(\x0b\x32\x15.dltmw.v1.EventFilter\x12\x1c\n\x14private_transactions\x18\x06 \x01(\x08\".\n\x0b\x45ventFilter\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"1\n\rEventsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xaf\x01\n\x10TransactionEvent\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x33\n\x0fvalidation_code\x18\x02 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\'\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\x12\x10\n\x08tx_index\x18\x04 \x01(\r\x12\x1c\n\x14private_payload_hash\x18\x05 \x01(\x0c\"~\n\x0e\x45ventsResponse\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x30\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1a.dltmw.v1.TransactionEvent\x12\x10\n\x08\x66iltered\x18\x04 \x01(\x08\"E\n\x0b\x45ndorseItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.EndorseRequest\"C\n\nSubmitItem\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.SubmitRequest\"_\n\x0fTransactRequest\x12&\n\x07\x65ndorse\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.EndorseItem\x12$\n\x06submit\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.SubmitItem\"}\n\x0e\x45ndorseOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.dltmw.v1.EndorseResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"{\n\rSubmitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x18.dltmw.v1.SubmitResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x7f\n\rCommitOutcome\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x30\n\x06status\x18\x02 \x01(\x0b\x32\x1e.dltmw.v1.CommitStatusResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\x96\x01\n\x10TransactResponse\x12*\n\x08\x65ndorsed\x18\x01 \x03(\x0b\x32\x18.dltmw.v1.EndorseOutcome\x12*\n\tsubmitted\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.SubmitOutcome\x12*\n\tcommitted\x18\x03 \x03(\x0b\x32\x17.dltmw.v1.CommitOutcome2\xa5\x03\n\x0eGatewayService\x12\x41\n\x08\x45valuate\x12\x19.dltmw.v1.EvaluateRequest\x1a\x1a.dltmw.v1.EvaluateResponse\x12>\n\x07\x45ndorse\x12\x18.dltmw.v1.EndorseRequest\x1a\x19.dltmw.v1.EndorseResponse\x12;\n\x06Submit\x12\x17.dltmw.v1.SubmitRequest\x1a\x18.dltmw.v1.SubmitResponse\x12M\n\x0c\x43ommitStatus\x12\x1d.dltmw.v1.CommitStatusRequest\x1a\x1e.dltmw.v1.CommitStatusResponse\x12=\n\x06\x45vents\x12\x17.dltmw.v1.EventsRequest\x1a\x18.dltmw.v1.EventsResponse0\x01\x12\x45\n\x08Transact\x12\x19.dltmw.v1.TransactRequest\x1a\x1a.dltmw.v1.TransactResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,28 +54,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMITSTATUSREQUEST']._serialized_end=817
   _globals['_COMMITSTATUSRESPONSE']._serialized_start=819
   _globals['_COMMITSTATUSRESPONSE']._serialized_end=925
-  _globals['_EVENTSQUERY']._serialized_start=927
-  _globals['_EVENTSQUERY']._serialized_end=1047
-  _globals['_EVENTSREQUEST']._serialized_start=1049
-  _globals['_EVENTSREQUEST']._serialized_end=1098
-  _globals['_TRANSACTIONEVENT']._serialized_start=1100
-  _globals['_TRANSACTIONEVENT']._serialized_end=1227
-  _globals['_EVENTSRESPONSE']._serialized_start=1229
-  _globals['_EVENTSRESPONSE']._serialized_end=1337
-  _globals['_ENDORSEITEM']._serialized_start=1339
-  _globals['_ENDORSEITEM']._serialized_end=1408
-  _globals['_SUBMITITEM']._serialized_start=1410
-  _globals['_SUBMITITEM']._serialized_end=1477
-  _globals['_TRANSACTREQUEST']._serialized_start=1479
-  _globals['_TRANSACTREQUEST']._serialized_end=1574
-  _globals['_ENDORSEOUTCOME']._serialized_start=1576
-  _globals['_ENDORSEOUTCOME']._serialized_end=1701
-  _globals['_SUBMITOUTCOME']._serialized_start=1703
-  _globals['_SUBMITOUTCOME']._serialized_end=1826
-  _globals['_COMMITOUTCOME']._serialized_start=1828
-  _globals['_COMMITOUTCOME']._serialized_end=1955
-  _globals['_TRANSACTRESPONSE']._serialized_start=1958
-  _globals['_TRANSACTRESPONSE']._serialized_end=2108
-  _globals['_GATEWAYSERVICE']._serialized_start=2111
-  _globals['_GATEWAYSERVICE']._serialized_end=2532
+  _globals['_EVENTSQUERY']._serialized_start=928
+  _globals['_EVENTSQUERY']._serialized_end=1118
+  _globals['_EVENTFILTER']._serialized_start=1120
+  _globals['_EVENTFILTER']._serialized_end=1166
+  _globals['_EVENTSREQUEST']._serialized_start=1168
+  _globals['_EVENTSREQUEST']._serialized_end=1217
+  _globals['_TRANSACTIONEVENT']._serialized_start=1220
+  _globals['_TRANSACTIONEVENT']._serialized_end=1395
+  _globals['_EVENTSRESPONSE']._serialized_start=1397
+  _globals['_EVENTSRESPONSE']._serialized_end=1523
+  _globals['_ENDORSEITEM']._serialized_start=1525
+  _globals['_ENDORSEITEM']._serialized_end=1594
+  _globals['_SUBMITITEM']._serialized_start=1596
+  _globals['_SUBMITITEM']._serialized_end=1663
+  _globals['_TRANSACTREQUEST']._serialized_start=1665
+  _globals['_TRANSACTREQUEST']._serialized_end=1760
+  _globals['_ENDORSEOUTCOME']._serialized_start=1762
+  _globals['_ENDORSEOUTCOME']._serialized_end=1887
+  _globals['_SUBMITOUTCOME']._serialized_start=1889
+  _globals['_SUBMITOUTCOME']._serialized_end=2012
+  _globals['_COMMITOUTCOME']._serialized_start=2014
+  _globals['_COMMITOUTCOME']._serialized_end=2141
+  _globals['_TRANSACTRESPONSE']._serialized_start=2144
+  _globals['_TRANSACTRESPONSE']._serialized_end=2294
+  _globals['_GATEWAYSERVICE']._serialized_start=2297
+  _globals['_GATEWAYSERVICE']._serialized_end=2718
 # @@protoc_insertion_point(module_scope)

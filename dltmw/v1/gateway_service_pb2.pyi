@@ -295,15 +295,26 @@ class EventsQuery(_message.Message):
     START_BLOCK_FIELD_NUMBER: _builtins.int
     REQUESTER_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    PRIVATE_TRANSACTIONS_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel to follow."""
     start_block: _builtins.int
     """First block to report."""
     requester: _builtins.bytes
     """Serialised Identity of the requester (a channel member)."""
+    private_transactions: _builtins.bool
+    """With filters: also report every VALID private transaction (its payload hash only)."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """Request time, checked against the window."""
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventFilter]:
+        """When not empty, only VALID transactions with at least one event matching one of these
+        filters are reported (with all their events; `EventsResponse.filtered` is set, and every
+        block is still reported, possibly with no transactions, so a checkpoint can advance).
+        """
 
     def __init__(
         self,
@@ -312,14 +323,46 @@ class EventsQuery(_message.Message):
         start_block: _builtins.int = ...,
         requester: _builtins.bytes = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        filters: _abc.Iterable[Global___EventFilter] | None = ...,
+        private_transactions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "requester", b"requester", "start_block", b"start_block", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "filters", b"filters", "private_transactions", b"private_transactions", "requester", b"requester", "start_block", b"start_block", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventsQuery: _TypeAlias = EventsQuery  # noqa: Y015
+
+@_typing.final
+class EventFilter(_message.Message):
+    """EventFilter selects contract events: those of `contract` named one of `names` (all its
+    events when `names` is empty).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    contract: _builtins.str
+    """The contract that emitted the event."""
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Event names (for the bus contract: topics); empty: every event of the contract."""
+
+    def __init__(
+        self,
+        *,
+        contract: _builtins.str = ...,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventFilter: _TypeAlias = EventFilter  # noqa: Y015
 
 @_typing.final
 class EventsRequest(_message.Message):
@@ -356,10 +399,18 @@ class TransactionEvent(_message.Message):
     TX_ID_FIELD_NUMBER: _builtins.int
     VALIDATION_CODE_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    TX_INDEX_FIELD_NUMBER: _builtins.int
+    PRIVATE_PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.str
     """The transaction's id."""
     validation_code: _transaction_pb2.TxValidationCode.ValueType
     """Its validation code."""
+    tx_index: _builtins.int
+    """Its index in the block (positions stay exact when filters leave transactions out)."""
+    private_payload_hash: _builtins.bytes
+    """For a private transaction: the hash of its private payload (what the ledger holds; the
+    payload itself only its recipients' privacy managers can give).
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_proposal_pb2.ContractEvent]:
         """Contract events it emitted (only when VALID)."""
@@ -370,10 +421,12 @@ class TransactionEvent(_message.Message):
         tx_id: _builtins.str = ...,
         validation_code: _transaction_pb2.TxValidationCode.ValueType = ...,
         events: _abc.Iterable[_proposal_pb2.ContractEvent] | None = ...,
+        tx_index: _builtins.int = ...,
+        private_payload_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "tx_id", b"tx_id", "validation_code", b"validation_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "private_payload_hash", b"private_payload_hash", "tx_id", b"tx_id", "tx_index", b"tx_index", "validation_code", b"validation_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -388,10 +441,13 @@ class EventsResponse(_message.Message):
     BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
     BLOCK_HASH_FIELD_NUMBER: _builtins.int
     TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    FILTERED_FIELD_NUMBER: _builtins.int
     block_number: _builtins.int
     """The block's number."""
     block_hash: _builtins.bytes
     """The block's hash."""
+    filtered: _builtins.bool
+    """True when the query's filters were applied (transactions left out; use `tx_index`)."""
     @_builtins.property
     def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionEvent]:
         """Its transactions, in block order."""
@@ -402,10 +458,11 @@ class EventsResponse(_message.Message):
         block_number: _builtins.int = ...,
         block_hash: _builtins.bytes = ...,
         transactions: _abc.Iterable[Global___TransactionEvent] | None = ...,
+        filtered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_hash", b"block_hash", "block_number", b"block_number", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_hash", b"block_hash", "block_number", b"block_number", "filtered", b"filtered", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,16 +33,19 @@ LAYERS: dict[str, frozenset[str]] = {
         {"core", "contracts", "aio", "ledger", "net", "rpc", "runtime", "pki", "client", "v1"}
     ),
     "client": frozenset({"core", "aio", "net", "rpc", "v1"}),
+    # the embedding SDK: typed clients over `client`, and whole networks in the caller's process
+    # (`pki` makes their material, `runtime` runs their nodes); `contracts` for the bus's limits
+    "sdk": frozenset({"core", "contracts", "aio", "net", "rpc", "client", "pki", "runtime", "v1"}),
     "pki": frozenset({"core", "net", "v1"}),
     "ops": frozenset({"runtime", "core", "v1"}),
     "bench": frozenset(
-        {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "v1"}
+        {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}
     ),
     "cli": frozenset(
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "bench"}
         | {"ledger", "sim", "v1"}
     ),
-    "": frozenset({"client", "core", "v1"}),  # dltmw/__init__.py: the embedding API
+    "": frozenset({"sdk", "client", "core", "v1"}),  # dltmw/__init__.py: the embedding API
 }
 
 

@@ -1,0 +1,321 @@
+"""A durable message bus on a channel: topics, publish, subscribe from a checkpoint.
+
+Built on the ledger, not beside it: `publish` is a transaction of the built-in `bus` contract
+(`contracts/bus.py`) that emits the message as a contract event, and returns once it committed
+VALID — so a published message is ordered, signed, hash-chained and durable on every peer.
+`subscribe` follows the channel's committed blocks (the Gateway's Events stream) and yields the
+messages of the topics asked for, in commit order.
+
+Position and resumption. Every message has a position (block number, tx index, event index)
+that is the same on every peer. A subscription keeps the position of the last message its
+consumer finished with in a `Checkpointer` under the subscription's name, and on start resumes
+right after it (reading from that block again and skipping what is at or before the position),
+so a restarted subscriber — after its own crash or its node's — gets every message once, none
+lost. "Finished" is when the consumer asks for the next message: the position of a message is
+saved as soon as the consumer's loop comes back for more, before anything else is read. A
+consumer that crashes while handling a message gets that one message again after restart; one
+that must never apply it twice stores the position together with its own effect (implement
+`Checkpointer` over its own database, in the same transaction).
+
+A slow subscriber never slows the node or the publishers: it reads blocks at its own pace from
+the peer's ledger (gRPC flow control on its own stream), there is no per-subscriber buffer in
+the node to fill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from google.protobuf.message import DecodeError
+
+from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
+from dltmw.sdk.client import Client
+from dltmw.sdk.errors import InvalidRequest
+from dltmw.sdk.results import Committed, EventFilter, Transaction
+from dltmw.v1 import bus_pb2, private_payload_pb2
+
+__all__ = ["Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"]
+CONTRACT = "bus"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class Position(NamedTuple):
+    """Where a message is in the channel: ordered like the ledger."""
+
+    block: int
+    tx_index: int
+    event_index: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message delivered to a subscriber."""
+
+    topic: str
+    payload: bytes
+    headers: Mapping[str, str]
+    tx_id: str
+    position: Position
+    private: bool = False  # sent to recipient organisations only (the ledger holds its hash)
+
+
+class Checkpointer(Protocol):
+    """Durable store of subscription positions (module docstring)."""
+
+    async def load(self, name: str) -> Position | None:
+        """The last position saved for `name`, or None."""
+
+    async def save(self, name: str, position: Position) -> None:
+        """Save `position` for `name` durably before returning."""
+
+
+class FileCheckpointer:
+    """One small JSON file per subscription in `directory`, replaced atomically and fsynced."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, name: str) -> Path:
+        _check_name(name)
+        return self.directory / f"{name}.json"
+
+    async def load(self, name: str) -> Position | None:
+        """The saved position; a damaged file is an error, never a silent restart from 0."""
+        path = self._path(name)
+        try:
+            raw = json.loads(path.read_text())
+            return Position(int(raw["block"]), int(raw["tx_index"]), int(raw["event_index"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidRequest(f"checkpoint {path} is damaged: {exc}") from exc
+
+    async def save(self, name: str, position: Position) -> None:
+        """Write, fsync, rename, fsync the directory: the position survives a crash."""
+        path = self._path(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(position._asdict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Bus:
+    """Topics of one channel, used through one client."""
+
+    def __init__(self, client: Client, channel_id: str) -> None:
+        self.client = client
+        self.channel_id = channel_id
+
+    async def create_topic(self, topic: str) -> None:
+        """Declare `topic` (ContractRefused with status 409 in the message if it exists)."""
+        _check_topic(topic)
+        await self.client.submit(self.channel_id, CONTRACT, "create_topic", topic)
+
+    async def publish(
+        self, topic: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> Committed:
+        """Publish one message; returns once it is committed (its tx id and block)."""
+        _check_topic(topic)
+        message = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload)
+        raw = message.SerializeToString()
+        if len(raw) > MESSAGE_BYTES_MAX:
+            raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+        return await self.client.submit(self.channel_id, CONTRACT, "publish", topic, raw)
+
+    async def publish_batch(
+        self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]
+    ) -> Committed:
+        """Publish several messages in one transaction (one endorsement, one signature, one
+        commit for all): they keep the order given and each has its own position."""
+        _check_topic(topic)
+        if not 1 <= len(messages) <= BATCH_MAX:
+            raise InvalidRequest(f"publish_batch takes 1..{BATCH_MAX} messages")
+        raws = [
+            bus_pb2.BusMessage(headers=dict(h or {}), payload=p).SerializeToString()
+            for p, h in messages
+        ]
+        total = sum(len(r) for r in raws)
+        if total > BATCH_BYTES_MAX or max(len(r) for r in raws) > MESSAGE_BYTES_MAX:
+            raise InvalidRequest(f"batch of {total} bytes exceeds the bus's limits")
+        return await self.client.submit(self.channel_id, CONTRACT, "publish_batch", topic, *raws)
+
+    async def create_private_topic(self, topic: str, recipients: Sequence[str]) -> None:
+        """Declare `topic` in the private state of the `recipients` organisations (a private
+        transaction: other members see only its hash). Private messages of the topic go to
+        recipients among these."""
+        _check_topic(topic)
+        await self.client.submit_private(
+            self.channel_id, recipients, CONTRACT, "create_topic", topic
+        )
+
+    async def publish_private(
+        self,
+        topic: str,
+        payload: bytes,
+        recipients: Sequence[str],
+        headers: Mapping[str, str] | None = None,
+    ) -> Committed:
+        """Publish a message readable only by the `recipients` organisations' subscribers: it
+        travels encrypted to their nodes (the privacy manager), and the ledger orders only its
+        hash, which every member sees. Returns once that committed."""
+        _check_topic(topic)
+        raw = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload).SerializeToString()
+        if len(raw) > MESSAGE_BYTES_MAX:
+            raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+        return await self.client.submit_private(
+            self.channel_id, recipients, CONTRACT, "publish", topic, raw
+        )
+
+    def subscribe(
+        self,
+        topics: str | Iterable[str],
+        name: str | None = None,
+        checkpointer: Checkpointer | None = None,
+        from_block: int = 0,
+    ) -> Subscription:
+        """Messages of `topics` in commit order; with `name` and `checkpointer`, resumes after
+        the last message the consumer finished with (module docstring)."""
+        wanted = frozenset({topics} if isinstance(topics, str) else topics)
+        if not wanted:
+            raise InvalidRequest("subscribe to at least one topic")
+        for topic in wanted:
+            _check_topic(topic)
+        if (name is None) != (checkpointer is None):
+            raise InvalidRequest("give both a subscription name and a checkpointer, or neither")
+        if checkpointer is not None and name is not None:
+            _check_name(name)
+        return Subscription(self, wanted, name, checkpointer, from_block)
+
+
+class Subscription:
+    """An async iterator of messages, and an async context manager that saves the position of
+    the last message handed out when its block ends without an exception (a `break` out of
+    the loop included); otherwise a message counts as finished when the next one is asked for.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        topics: frozenset[str],
+        name: str | None,
+        checkpointer: Checkpointer | None,
+        from_block: int,
+    ) -> None:
+        self._bus = bus
+        self.topics = topics
+        self._name = name
+        self._checkpointer = checkpointer
+        self._from_block = from_block
+        self._iterator: AsyncGenerator[Message, None] | None = None
+        self.last: Position | None = None  # position of the last message handed out
+        self._saved: Position | None = None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            await self._save()
+        await self.close()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._iterator is None:
+            self._iterator = self._messages()
+        await self._save()  # asked for the next one: finished with the last
+        message = await self._iterator.__anext__()
+        self.last = message.position
+        return message
+
+    async def close(self) -> None:
+        """Stop following the channel (closes the Events stream)."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None:
+            await iterator.aclose()
+
+    async def _save(self) -> None:
+        cp, name, last = self._checkpointer, self._name, self.last
+        if cp is not None and name is not None and last is not None and last != self._saved:
+            await cp.save(name, last)
+            self._saved = last
+
+    async def _messages(self) -> AsyncGenerator[Message, None]:
+        cp, name = self._checkpointer, self._name
+        after = await cp.load(name) if cp is not None and name is not None else None
+        self._saved = after
+        start = after.block if after is not None else self._from_block
+        wanted = [EventFilter(CONTRACT, tuple(sorted(self.topics)))]
+        client = self._bus.client
+        blocks = client.blocks(self._bus.channel_id, start, wanted, private_transactions=True)
+        async with aclosing(blocks):  # closing the subscription closes the Events stream
+            async for block in blocks:
+                for tx in block.transactions:
+                    if not tx.valid:
+                        continue
+                    if tx.private_payload_hash:
+                        message = await self._private(block.number, tx)
+                        if message is not None and (after is None or message.position > after):
+                            yield message
+                        continue
+                    for event_index, event in enumerate(tx.events):
+                        position = Position(block.number, tx.index, event_index)
+                        if after is not None and position <= after:
+                            continue
+                        if event.contract != CONTRACT or event.name not in self.topics:
+                            continue
+                        body = bus_pb2.BusMessage.FromString(event.payload)
+                        yield Message(
+                            event.name, body.payload, dict(body.headers), tx.tx_id, position
+                        )
+
+    async def _private(self, block: int, tx: Transaction) -> Message | None:
+        """The message a private transaction carries, if it is a bus message of our topics and
+        our organisation is one of its recipients (otherwise we see only its hash)."""
+        plain = await self._bus.client.receive_private(
+            self._bus.channel_id, tx.private_payload_hash
+        )
+        if plain is None:
+            return None
+        try:
+            invocation = private_payload_pb2.PrivateInvocation.FromString(plain)
+            if (
+                invocation.contract != CONTRACT
+                or invocation.function != "publish"
+                or len(invocation.args) != 2
+            ):
+                return None
+            topic = invocation.args[0].decode()
+            body = bus_pb2.BusMessage.FromString(invocation.args[1])
+        except (DecodeError, UnicodeDecodeError):
+            return None  # not a bus message: another contract's private transaction
+        if topic not in self.topics:
+            return None
+        position = Position(block, tx.index, 0)
+        return Message(topic, body.payload, dict(body.headers), tx.tx_id, position, private=True)
+
+
+def _check_name(name: str) -> None:
+    if not NAME.fullmatch(name):
+        raise InvalidRequest(f"subscription name {name[:64]!r}: 1..128 of A-Z a-z 0-9 . _ -")
+
+
+def _check_topic(topic: str) -> None:
+    if not TOPIC.fullmatch(topic):
+        raise InvalidRequest(f"topic {topic[:64]!r}: 1..128 characters of A-Z a-z 0-9 . _ / -")

@@ -1,0 +1,314 @@
+"""`Client`: a typed, fail-over client of the Gateway API for programs that embed dltmw.
+
+It wraps `client.gateway.GatewayClient` (which signs proposals and envelopes and drives the
+Transact stream) with what an embedding program needs:
+- typed results (`sdk/results.py`) and typed exceptions (`sdk/errors.py`): no protobuf message
+  and no `grpc.aio.AioRpcError` reaches the caller;
+- fail-over across the gateways of its profile (`sdk/profile.py`): a gateway that is
+  unreachable or stopping (an `Unavailable` answer) is left for the next one, and the step in
+  progress is repeated there with the SAME signed proposal or envelope, so a transaction keeps
+  its tx id across a fail-over and can never be ordered twice (the orderer refuses a duplicate
+  tx id, which the client then reads as "already submitted" and waits for its commit);
+- transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
+  UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
+  the call's deadline;
+- the read-your-writes mark (the highest block seen committed per channel) carried from one
+  gateway to the next.
+A `Client` is an async context manager; `close()` closes its connection and stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import TypeVar
+
+import grpc
+
+from dltmw.aio.batched_stream import Reconnect
+from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
+from dltmw.client.privacy import PrivacyClient
+from dltmw.net.addressbook import AddressBook
+from dltmw.rpc.tls import secure_channel
+from dltmw.sdk.errors import (
+    AlreadyExists,
+    CommitFailed,
+    Error,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    from_rpc_error,
+)
+from dltmw.sdk.profile import GatewayEndpoint, Profile
+from dltmw.sdk.results import Block, Committed, EventFilter, block_of, code_name
+from dltmw.v1 import gateway_service_pb2
+
+G = gateway_service_pb2
+T = TypeVar("T")
+RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
+# gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
+RETRY_POLICY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "dltmw.v1.GatewayService"}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+CHANNEL_OPTIONS = (("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY))
+
+
+class Client:
+    """A client identity using the gateways of its profile (module docstring)."""
+
+    def __init__(self, profile: Profile, deadline_s: float = 60.0, pipelined: bool = True) -> None:
+        if deadline_s <= 0:
+            raise ValueError("deadline_s must be positive")
+        self.profile = profile
+        self.deadline_s = deadline_s
+        self._pipelined = pipelined
+        self._signer = profile.signer()
+        self._tls = profile.tls_material()
+        self._next = 0  # index of the gateway to try next
+        self._gateway: GatewayClient | None = None
+        self.gateway_name = ""  # the gateway in use ("" before the first call)
+        self.gateway_address = ""  # and where it was reached
+        self._seen: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._privacy: dict[int, PrivacyClient] = {}  # of the gateway in use
+        self.reconnect = Reconnect()  # the backoff between rounds of dialling every gateway
+
+    async def __aenter__(self) -> Client:
+        await self._current()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection to the gateway in use."""
+        gateway, self._gateway = self._gateway, None
+        privacy, self._privacy = self._privacy, {}
+        for p in privacy.values():
+            await p.close()  # closes the gateway connection too
+        if gateway is not None and not privacy:
+            await gateway.close()
+
+    def seen_block(self, channel_id: str) -> int:
+        """The highest block of `channel_id` this client saw committed (read your writes)."""
+        current = self._gateway.seen_block(channel_id) if self._gateway else 0
+        return max(current, self._seen.get(channel_id, 0))
+
+    async def submit(
+        self, channel_id: str, contract: str, function: str, *args: str | bytes
+    ) -> Committed:
+        """Endorse, order and commit one transaction; returns once it committed VALID.
+
+        Raises `CommitFailed` if it committed with another code, or the typed error of the
+        step that refused it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        first = await self._current()
+        signed, tx_id = first.proposal(channel_id, contract, function, args)
+        endorsed = await self._attempt(deadline, lambda gw: gw._endorse(signed, self._pipelined))
+        envelope = first.envelope(endorsed.prepared_payload)
+
+        async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
+            left = max(0.1, deadline - loop.time())
+            try:
+                if gw.pipeline is not None:
+                    accepted = await gw.pipeline.submit(G.SubmitRequest(envelope=envelope), left)
+                    return await gw.pipeline.wait_commit(accepted, left)
+                await gw.submit(envelope)
+            except grpc.aio.AioRpcError as exc:
+                if not isinstance(from_rpc_error(exc), AlreadyExists):
+                    raise
+                # Already submitted (a retry, or a fail-over after the orderer took it): wait.
+            return await gw.commit_status(channel_id, tx_id)
+
+        status = await self._attempt(deadline, order_and_commit)
+        self._observe(channel_id, status.block_number)
+        code = code_name(status.result)
+        if code != "VALID":
+            raise CommitFailed(tx_id, code, status.block_number)
+        return Committed(tx_id, status.block_number, status.tx_index, endorsed.result.payload)
+
+    async def evaluate(
+        self, channel_id: str, contract: str, function: str, *args: str | bytes
+    ) -> bytes:
+        """A read-only call on a gateway's peer (at least at the block this client last saw)."""
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        result = await self._attempt(
+            deadline, lambda gw: gw.evaluate(channel_id, contract, function, *args)
+        )
+        return bytes(result.payload)
+
+    async def blocks(
+        self,
+        channel_id: str,
+        start_block: int = 0,
+        filters: Sequence[EventFilter] = (),
+        private_transactions: bool = False,
+    ) -> AsyncGenerator[Block, None]:
+        """Committed blocks of `channel_id` from `start_block` on, as they commit.
+
+        A gateway that becomes unreachable (stopped, restarted, killed) is left for the next one
+        of the profile, dialled again after a jittered backoff when all were tried, and the
+        stream resumes after the last block delivered: never a block twice, none skipped. It
+        gives up (`Unavailable`) only after `deadline_s` without any gateway answering.
+
+        With `filters`, the node reports only the VALID transactions with a wanted event (and,
+        with `private_transactions`, every VALID private transaction); every block still comes,
+        possibly empty, and each transaction keeps its index in the block."""
+        wire = [G.EventFilter(contract=f.contract, names=f.names) for f in filters]
+        loop = asyncio.get_running_loop()
+        next_block = start_block
+        failures = 0
+        since = loop.time()  # last moment a gateway answered
+        while True:
+            try:
+                gateway = await self._current()
+                events = gateway.events(channel_id, next_block, wire, private_transactions)
+                async with aclosing(events):  # the caller stopping closes the stream
+                    async for response in events:
+                        failures, since = 0, loop.time()
+                        block = block_of(channel_id, response)
+                        self._observe(channel_id, block.number)
+                        next_block = block.number + 1
+                        yield block
+                return
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+                await self._fail_over(gateway)
+            except Unavailable as error:  # no gateway has an address (all stopped)
+                if loop.time() - since >= self.deadline_s:
+                    raise
+            if loop.time() - since >= self.deadline_s:
+                raise Unavailable(
+                    f"no gateway answered for {self.deadline_s} s", code="UNAVAILABLE"
+                )
+            failures += 1
+            if failures >= len(self.profile.gateways):
+                await asyncio.sleep(self.reconnect.delay_s(failures))
+
+    async def private(self) -> PrivacyClient:
+        """The privacy client of the gateway in use (its node's privacy manager): private
+        transactions are sent through, and read from, the client's own organisation's node."""
+        gateway = await self._current()
+        privacy = self._privacy.get(id(gateway))
+        if privacy is None:
+            self._privacy = {id(gateway): (privacy := PrivacyClient(gateway))}
+        return privacy
+
+    async def submit_private(
+        self,
+        channel_id: str,
+        recipients: Sequence[str],
+        contract: str,
+        function: str,
+        *args: str | bytes,
+    ) -> Committed:
+        """A private transaction (Quorum/Tessera style): the invocation goes encrypted to the
+        `recipients` organisations only, the ledger orders just its payload hash; returns once
+        that committed VALID (its payload is the hash)."""
+        privacy = await self.private()
+        try:
+            done = await privacy.submit_private(channel_id, recipients, contract, function, *args)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        self._observe(channel_id, done.status.block_number)
+        code = code_name(done.status.result)
+        if code != "VALID":
+            raise CommitFailed(done.tx_id, code, done.status.block_number)
+        return Committed(
+            done.tx_id, done.status.block_number, done.status.tx_index, done.payload_hash
+        )
+
+    async def receive_private(self, channel_id: str, payload_hash: bytes) -> bytes | None:
+        """The plaintext of a private payload if this client's organisation is a recipient;
+        None if it is not (its node holds no copy: it sees only the hash on the ledger)."""
+        privacy = await self.private()
+        try:
+            return await privacy.receive(channel_id, payload_hash)
+        except grpc.aio.AioRpcError as exc:
+            error = from_rpc_error(exc)
+            if isinstance(error, NotFound | PermissionDenied):
+                return None
+            raise error from None
+
+    async def _attempt(self, deadline: float, call: Callable[[GatewayClient], Awaitable[T]]) -> T:
+        """`call` on the gateway in use; on `Unavailable`, once on each other gateway."""
+        loop = asyncio.get_running_loop()
+        last: Error | None = None
+        for _ in range(len(self.profile.gateways)):
+            if loop.time() >= deadline:
+                break
+            gateway = await self._current()
+            try:
+                return await asyncio.wait_for(call(gateway), max(0.1, deadline - loop.time()))
+            except grpc.aio.AioRpcError as exc:
+                last = from_rpc_error(exc)
+            except TimeoutError:
+                last = Unavailable(f"no answer within {self.deadline_s} s", code="DEADLINE")
+            if not last.retryable or not isinstance(last, Unavailable):
+                raise last from None
+            await self._fail_over(gateway)
+        raise last or Unavailable("deadline passed before the call", code="DEADLINE")
+
+    async def _current(self) -> GatewayClient:
+        """The gateway in use, connecting to the next reachable one if there is none."""
+        async with self._lock:
+            if self._gateway is not None:
+                return self._gateway
+            problems: list[str] = []
+            for _ in range(len(self.profile.gateways)):
+                endpoint = self.profile.gateways[self._next % len(self.profile.gateways)]
+                self._next += 1
+                address = await _address(endpoint)
+                if address is None:
+                    problems.append(f"{endpoint.name}: no published address")
+                    continue
+                channel = secure_channel(
+                    address, endpoint.name, self._tls, MAX_MESSAGE_BYTES, extra=CHANNEL_OPTIONS
+                )
+                gateway = GatewayClient(self._signer, channel, self._pipelined)
+                for channel_id, block in self._seen.items():
+                    gateway.observe_block(channel_id, block)
+                self._gateway, self.gateway_name = gateway, endpoint.name
+                self.gateway_address = address
+                return gateway
+            raise Unavailable("no gateway reachable: " + "; ".join(problems), code="UNAVAILABLE")
+
+    async def _fail_over(self, failed: GatewayClient) -> None:
+        """Leave `failed` (if still in use) for the next gateway of the profile."""
+        async with self._lock:
+            if self._gateway is not failed:
+                return
+            for channel_id in list(self._seen):
+                self._observe(channel_id, failed.seen_block(channel_id))
+            self._gateway = None
+            privacy = self._privacy.pop(id(failed), None)
+        await (privacy.close() if privacy is not None else failed.close())
+
+    def _observe(self, channel_id: str, block: int) -> None:
+        if block > self._seen.get(channel_id, 0):
+            self._seen[channel_id] = block
+
+
+async def _address(endpoint: GatewayEndpoint) -> str | None:
+    if endpoint.address:
+        return endpoint.address
+    assert endpoint.address_book is not None  # the profile's validator guarantees one
+    return await AddressBook(endpoint.address_book).resolve(endpoint.name, RESOLVE_TIMEOUT_S)

@@ -1,0 +1,175 @@
+"""Typed exceptions of the SDK: what a program embedding dltmw catches instead of gRPC errors.
+
+Every failed call to a dltmw node carries a status code and an `ErrorInfo` reason
+(`docs/wire.md`); this module turns that pair into one exception class per thing a caller does
+differently — fix the request, ask for permission, retry, give up on a refused contract call —
+so no `grpc.aio.AioRpcError` reaches the user. Every exception keeps the reason's short name
+(`reason`), the gRPC status name (`code`), the server's message and the ErrorInfo metadata, and
+says whether the same request may succeed later (`retryable`: the SDK has already retried
+those it could, within its deadline, before raising).
+
+A transaction that was ordered but committed with a code other than VALID raises
+`CommitFailed` (the ledger keeps it, with its code: it cannot be "retried" under the same tx id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from dltmw.aio.rpc_errors import DOMAIN
+
+__all__ = [
+    "AlreadyExists",
+    "CommitFailed",
+    "ContractRefused",
+    "EndorsementFailed",
+    "Error",
+    "InputConsumed",
+    "InvalidRequest",
+    "LimitExceeded",
+    "NotFound",
+    "Overloaded",
+    "PermissionDenied",
+    "PreconditionFailed",
+    "Unavailable",
+    "from_rpc_error",
+]
+
+
+class Error(Exception):
+    """A dltmw call failed; `reason` is the ErrorInfo reason ("" when the node sent none)."""
+
+    retryable = False
+
+    def __init__(
+        self, message: str, reason: str = "", code: str = "", metadata: Mapping[str, str] = {}
+    ) -> None:
+        super().__init__(f"{reason or code or 'ERROR'}: {message}")
+        self.message = message
+        self.reason = reason
+        self.code = code
+        self.metadata = dict(metadata)
+
+
+class InvalidRequest(Error):
+    """The request is malformed or names something invalid: fix it (INVALID_ARGUMENT)."""
+
+
+class PermissionDenied(Error):
+    """Bad signature, not a member, not authorised (PERMISSION_DENIED)."""
+
+
+class AlreadyExists(Error):
+    """The transaction id is already on the ledger or in flight (ALREADY_EXISTS)."""
+
+
+class PreconditionFailed(Error):
+    """The node cannot serve this request in its present state (FAILED_PRECONDITION)."""
+
+
+class NotFound(PreconditionFailed):
+    """The channel, contract or item named does not exist (CHANNEL/CONTRACT_NOT_FOUND, ...)."""
+
+
+class ContractRefused(Error):
+    """The contract refused the call (its own reason in `message`; ABORTED/CONTRACT_FAILED)."""
+
+
+class EndorsementFailed(Error):
+    """The endorsers disagreed or the policy cannot be met (ENDORSEMENT_MISMATCH/UNSATISFIABLE);
+    a mismatch is retryable (the endorsers were at different heights)."""
+
+
+class InputConsumed(Error):
+    """A UTXO input was already consumed (a double spend; the notary's conflict)."""
+
+
+class LimitExceeded(Error):
+    """The request is beyond a configured limit: make it smaller (RESOURCE_EXHAUSTED)."""
+
+
+class Overloaded(Error):
+    """The node refused for load: the same request may succeed later."""
+
+    retryable = True
+
+
+class Unavailable(Error):
+    """The node is unreachable, stopping, behind or slow: the same request may succeed later."""
+
+    retryable = True
+
+
+class CommitFailed(Error):
+    """The transaction was ordered but committed with `validation_code` (not VALID)."""
+
+    def __init__(self, tx_id: str, validation_code: str, block_number: int) -> None:
+        super().__init__(
+            f"transaction {tx_id} committed in block {block_number} as {validation_code}",
+            reason=validation_code,
+            code="COMMITTED",
+            metadata={"tx_id": tx_id, "block_number": str(block_number)},
+        )
+        self.tx_id = tx_id
+        self.validation_code = validation_code
+        self.block_number = block_number
+
+
+# The class for each reason that needs its own; otherwise the class of the status code.
+_BY_REASON: dict[str, type[Error]] = {
+    "NOT_FOUND": NotFound,
+    "CHANNEL_NOT_FOUND": NotFound,
+    "CONTRACT_NOT_FOUND": NotFound,
+    "CONTRACT_FAILED": ContractRefused,
+    "ENDORSEMENT_MISMATCH": EndorsementFailed,
+    "ENDORSEMENT_POLICY_UNSATISFIABLE": EndorsementFailed,
+    "INPUT_CONSUMED": InputConsumed,
+    "OVERLOADED": Overloaded,
+    "LIMIT_EXCEEDED": LimitExceeded,
+    "MESSAGE_TOO_LARGE": LimitExceeded,
+}
+S = grpc.StatusCode
+_BY_CODE: dict[grpc.StatusCode, type[Error]] = {
+    S.INVALID_ARGUMENT: InvalidRequest,
+    S.PERMISSION_DENIED: PermissionDenied,
+    S.UNAUTHENTICATED: PermissionDenied,
+    S.ALREADY_EXISTS: AlreadyExists,
+    S.FAILED_PRECONDITION: PreconditionFailed,
+    S.NOT_FOUND: NotFound,
+    S.ABORTED: ContractRefused,
+    S.RESOURCE_EXHAUSTED: Overloaded,
+    S.UNAVAILABLE: Unavailable,
+    S.DEADLINE_EXCEEDED: Unavailable,
+    S.CANCELLED: Unavailable,
+}
+RETRYABLE_REASONS = frozenset({"ENDORSEMENT_MISMATCH"})
+
+
+def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except ValueError:  # details that contradict the code: no usable reason
+        return None
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            return info
+    return None
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> Error:
+    """The typed exception for a failed call (a code dltmw never answers with on purpose —
+    UNKNOWN, INTERNAL, UNIMPLEMENTED — is an `Error` naming the code)."""
+    info = _error_info(exc)
+    reason = info.reason if info is not None else ""
+    metadata = dict(info.metadata) if info is not None else {}
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(exc.code(), Error)
+    message = (exc.details() or "").removeprefix(f"{reason}: ")
+    error = cls(message, reason=reason, code=exc.code().name, metadata=metadata)
+    if reason in RETRYABLE_REASONS:
+        error.retryable = True
+    return error

@@ -1,0 +1,98 @@
+"""The SDK's typed exceptions: every ErrorInfo reason a node sends becomes the one class a
+caller handles, with the reason, the status name and the server's message (without the reason
+prefix the server adds), and `retryable` says whether the same request may succeed later.
+
+The failed calls are built exactly as a node's request boundary builds them (`rpc/status.py`
+via the Transact pipeline's `rpc_error`), so a change on either side shows here.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from dltmw import sdk  # noqa: F401 - the package imports cleanly on its own
+from dltmw.client.pipeline import rpc_error
+from dltmw.rpc.status import CODE_OF_REASON
+from dltmw.sdk import errors as E
+from dltmw.v1 import batch_pb2, errors_pb2
+
+EXPECTED: dict[str, type[E.Error]] = {
+    "MALFORMED": E.InvalidRequest,
+    "MISSING_FIELD": E.InvalidRequest,
+    "INVALID_FIELD": E.InvalidRequest,
+    "TX_ID_MISMATCH": E.InvalidRequest,
+    "BAD_SIGNATURE": E.PermissionDenied,
+    "NOT_A_MEMBER": E.PermissionDenied,
+    "NOT_AUTHORIZED": E.PermissionDenied,
+    "TLS_IDENTITY_MISMATCH": E.PermissionDenied,
+    "DUPLICATE_TX_ID": E.AlreadyExists,
+    "ALREADY_JOINED": E.AlreadyExists,
+    "TIMESTAMP_OUT_OF_WINDOW": E.PreconditionFailed,
+    "CHANNEL_NOT_FOUND": E.NotFound,
+    "ROLE_NOT_HOSTED": E.PreconditionFailed,
+    "CONTRACT_NOT_FOUND": E.NotFound,
+    "NOT_FOUND": E.NotFound,
+    "TIME_WINDOW_INVALID": E.PreconditionFailed,
+    "PAYLOAD_HASH_MISMATCH": E.PreconditionFailed,
+    "PAYLOAD_UNREADABLE": E.PreconditionFailed,
+    "STALE_VIEW": E.PreconditionFailed,
+    "MESSAGE_TOO_LARGE": E.LimitExceeded,
+    "OVERLOADED": E.Overloaded,
+    "LIMIT_EXCEEDED": E.LimitExceeded,
+    "CONTRACT_FAILED": E.ContractRefused,
+    "ENDORSEMENT_POLICY_UNSATISFIABLE": E.EndorsementFailed,
+    "ENDORSEMENT_MISMATCH": E.EndorsementFailed,
+    "INPUT_CONSUMED": E.InputConsumed,
+    "PEER_UNAVAILABLE": E.Unavailable,
+    "SHUTTING_DOWN": E.Unavailable,
+    "WAIT_TIMEOUT": E.Unavailable,
+    "HEIGHT_NOT_REACHED": E.Unavailable,
+}
+RETRYABLE = {
+    "OVERLOADED",
+    "ENDORSEMENT_MISMATCH",
+    "PEER_UNAVAILABLE",
+    "SHUTTING_DOWN",
+    "WAIT_TIMEOUT",
+    "HEIGHT_NOT_REACHED",
+}
+
+
+def test_every_reason_a_node_sends_has_its_expected_class() -> None:
+    sent = {errors_pb2.ErrorReason.Name(r).removeprefix("ERROR_REASON_") for r in CODE_OF_REASON}
+    assert sent == set(EXPECTED)  # a new reason must be given its class here
+
+
+@pytest.mark.parametrize("reason", sorted(EXPECTED))
+def test_reason_maps_to_class_with_details(reason: str) -> None:
+    value = errors_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
+    exc = rpc_error(batch_pb2.ItemError(reason=value, message="what went wrong"))
+    error = E.from_rpc_error(exc)
+    assert type(error) is EXPECTED[reason]
+    assert error.reason == reason
+    assert error.code == CODE_OF_REASON[value].name
+    assert error.message == "what went wrong"
+    assert error.retryable == (reason in RETRYABLE)
+    assert not isinstance(error, grpc.RpcError)
+
+
+def test_status_without_reason_is_classed_by_code() -> None:
+    def bare(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "x", None)
+
+    unavailable = E.from_rpc_error(bare(grpc.StatusCode.UNAVAILABLE))
+    assert type(unavailable) is E.Unavailable and unavailable.retryable
+    assert unavailable.reason == "" and unavailable.code == "UNAVAILABLE"
+    deadline = E.from_rpc_error(bare(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert type(deadline) is E.Unavailable
+    # A code dltmw never sends on purpose is the base class, naming the code, not retryable.
+    internal = E.from_rpc_error(bare(grpc.StatusCode.INTERNAL))
+    assert type(internal) is E.Error and internal.code == "INTERNAL" and not internal.retryable
+
+
+def test_commit_failed_names_code_block_and_tx() -> None:
+    error = E.CommitFailed("ab" * 32, "MVCC_READ_CONFLICT", 7)
+    assert error.validation_code == "MVCC_READ_CONFLICT" and error.block_number == 7
+    assert "MVCC_READ_CONFLICT" in str(error) and "block 7" in str(error)
+    assert not error.retryable
