@@ -112,7 +112,8 @@ class OperationsSettings:
     plain HTTP/1.1 on its own port with `/metrics`, `/healthz`, `/readyz` and `/loglevel`, no
     client certificate asked. On by default, on loopback and port 0 (the kernel picks; the
     address is in the node's READY line as `operations=host:port`); `listen = ""` turns it off.
-    `/loglevel` changes are taken from loopback callers only, whatever `listen` is."""
+    `/loglevel` changes are taken from loopback callers only, whatever `listen` is; so is the
+    explorer (a ledger's content) unless `explorer = "any"`."""
 
     listen: Annotated[
         str, Field(description='"host:port" (port 0 = any free port); "" = no endpoint')
@@ -127,6 +128,13 @@ class OperationsSettings:
     timeout_s: Annotated[
         float, Field(description="one connection's whole life, seconds (slow clients dropped)")
     ] = 10.0
+    explorer: Annotated[
+        Literal["off", "loopback", "any"],
+        Field(
+            description="the explorer page and its JSON API (/explorer/, /api/): served to "
+            "callers on this host only, to anybody who reaches the port, or not at all"
+        ),
+    ] = "loopback"
 
     def __post_init__(self) -> None:
         if self.connections_max <= 0 or self.request_bytes_max < 256 or self.timeout_s <= 0:

@@ -50,6 +50,7 @@ from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
 from dltmw.runtime.operations import OperationsServer, Probe
@@ -168,8 +169,15 @@ class Node:
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)
             probe = Probe(self.alive, self.not_ready_reasons)
+            explorer = Explorer(
+                self.config.node_id,
+                self.config.org_id,
+                self.peers,
+                self.orderers,
+                self.pbft_orderers,
+            )
             self.operations = OperationsServer(
-                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls
+                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls, explorer
             )
             self.operations_address = await self.operations.start()
         return self.address
