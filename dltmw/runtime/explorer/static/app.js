@@ -99,14 +99,16 @@ function txRow(tx) {
     : tx.kind === "private_transaction"
       ? el("span", { class: "private" }, `private payload, hash ${tx.private_payload_hash}`)
       : tx.kind;
+  // An invalid transaction's events are on the ledger but were never emitted (not valid).
   const events = (tx.events || []).map((e) => `${e.contract}/${e.name}: ${e.payload}`).join("; ");
+  const shown = events && tx.code !== "VALID" ? `(not emitted) ${events}` : events;
   return el("tr", { "data-tx-id": tx.tx_id },
     el("td", {}, tx.tx_index),
     el("td", { class: "hash" }, tx.tx_id),
     el("td", { class: `code ${tx.code}` }, tx.code),
     el("td", {}, what),
     el("td", {}, who(tx.creator)),
-    el("td", {}, events));
+    el("td", {}, shown));
 }
 
 function txTable(txs) {
