@@ -148,6 +148,28 @@ class OperationsSettings:
 DEFAULT_OPERATIONS = OperationsSettings()
 
 
+@dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry tracing (`[tracing]`, `rpc/tracing.py`, docs/operations.md): spans of every
+    transaction this node handles (gateway calls, endorsements, ordering, commits), exported over
+    OTLP/gRPC. Off by default (`otlp_endpoint = ""`), at no cost: nothing of OpenTelemetry's SDK
+    is even imported."""
+
+    otlp_endpoint: Annotated[
+        str, Field(description='collector "host:port" (OTLP/gRPC, plaintext); "" = no tracing')
+    ] = ""
+    export_delay_ms: Annotated[
+        int, Field(gt=0, description="spans are exported in batches at most this far apart")
+    ] = 1000
+
+    def __post_init__(self) -> None:
+        if self.otlp_endpoint and ":" not in self.otlp_endpoint:
+            raise ValueError('tracing.otlp_endpoint must be "host:port" or ""')
+
+
+DEFAULT_TRACING = TracingSettings()
+
+
 class NodeTable(Strict):
     """`[node]`: who the node is and where it listens."""
 
@@ -226,5 +248,8 @@ class NodeFile(Strict):
     operations: OperationsSettings = Field(
         DEFAULT_OPERATIONS,
         description="HTTP endpoint: /metrics, /healthz, /readyz, /loglevel (docs/operations.md)",
+    )
+    tracing: TracingSettings = Field(
+        DEFAULT_TRACING, description="OpenTelemetry spans over OTLP (docs/operations.md)"
     )
     storage: StorageTable = Field(default_factory=StorageTable)

@@ -47,6 +47,7 @@ from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.reflection import reflectors
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
+from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
@@ -85,6 +86,14 @@ def _service(module: Any, name: str) -> ServiceDescriptor:
     return found
 
 
+def _tracer(config: NodeConfig) -> Tracer:
+    """The node's tracer: OTLP export when `[tracing]` names an endpoint, else none at all."""
+    settings = config.tracing
+    if settings is None:
+        return NO_TRACING
+    return Tracer.otlp(settings.otlp_endpoint, config.node_id, settings.export_delay_ms)
+
+
 class Node:
     """One dltmw node process."""
 
@@ -105,6 +114,7 @@ class Node:
             tasks=TaskOwner(on_fatal=self._on_fatal, transient=is_transient),
             storage_retry=config.storage_retry,
             transport=transport,
+            tracer=_tracer(config),
         )
         self.failed = asyncio.Event()  # a long-lived task failed for good: the node must stop
         self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
@@ -120,7 +130,7 @@ class Node:
         self.utxo = UtxoServices(config, self.ctx, self._pool)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
-        self.boundary = Boundary(config.limits, observer=self.ctx.metrics)
+        self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
@@ -219,7 +229,7 @@ class Node:
             gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
         if "orderer" in roles:
-            orderer = OrdererServicer(self.orderers, window, self._pool)
+            orderer = OrdererServicer(self.orderers, window, self._pool, self.ctx.tracer)
             out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
         if self.serves_replica:
             replica = ReplicaServicer(self.pbft_orderers, self.utxo.clusters)
@@ -345,3 +355,4 @@ class Node:
         await self.ctx.tasks.stop()
         await self.ctx.close()
         self._pool.shutdown(wait=True)
+        await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)

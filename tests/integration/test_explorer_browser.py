@@ -29,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dltmw.client import GatewayClient
-from dltmw.runtime.explorer.view import code_name
+from dltmw.runtime.metrics import validation_code_name as code_name
 
 from .figure8 import CODES, open_accounts, run_steps
 

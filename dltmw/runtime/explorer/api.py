@@ -33,7 +33,8 @@ from importlib import resources
 from typing import Any, Protocol
 
 from dltmw.core.block import TxRecord
-from dltmw.runtime.explorer.view import block_detail, block_summary, code_name, transaction
+from dltmw.runtime.explorer.view import block_detail, block_summary, transaction
+from dltmw.runtime.metrics import validation_code_name as code_name
 from dltmw.v1 import block_pb2
 
 JSON = "application/json"

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
 from dltmw.core.block import block_hash
+from dltmw.runtime.metrics import validation_code_name as code_name
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -32,15 +33,6 @@ from dltmw.v1 import (
 PREVIEW_BYTES = 128
 Json = dict[str, Any]
 H = common_pb2
-
-
-def code_name(code: int) -> str:
-    """`VALID`, `MVCC_READ_CONFLICT`, ... of a validation code (its enum name less the prefix)."""
-    try:
-        name = transaction_pb2.TxValidationCode.Name(code)  # type: ignore[arg-type]
-    except ValueError:
-        return f"CODE_{code}"
-    return name.removeprefix("TX_VALIDATION_CODE_")
 
 
 @functools.lru_cache(maxsize=256)
