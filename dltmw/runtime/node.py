@@ -201,7 +201,7 @@ class Node:
         """`/readyz`: why the node is not ready; empty when it is (`runtime/node_state.py`)."""
         serving = self._server is not None and bool(self.address)
         failed = self.ctx.tasks.failed if self.failed.is_set() else None
-        return not_ready_reasons(serving, failed or None, self.peers)
+        return not_ready_reasons(serving, failed or None, self.peers, self.pbft_orderers)
 
     def _make_server(self) -> grpc.aio.Server:
         config = self.config
