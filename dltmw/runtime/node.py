@@ -56,6 +56,8 @@ from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
 from dltmw.runtime.operations import OperationsServer, Probe
 from dltmw.runtime.roles.gateway.gateway import Gateway
+from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
+from dltmw.runtime.roles.notary.single import NotaryRole
 from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -185,12 +187,20 @@ class Node:
                 self.peers,
                 self.orderers,
                 self.pbft_orderers,
+                self._notaries,
             )
             self.operations = OperationsServer(
                 self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls, explorer
             )
             self.operations_address = await self.operations.start()
         return self.address
+
+    def _notaries(self) -> dict[str, NotaryRole | ClusterNotaryRole]:
+        """The notary roles of this node, by name (the explorer's notary decisions)."""
+        found: dict[str, NotaryRole | ClusterNotaryRole] = dict(self.utxo.clusters)
+        if self.utxo.notary is not None and self.utxo.notary not in found.values():
+            found["notary"] = self.utxo.notary
+        return found
 
     def alive(self) -> tuple[bool, str]:
         """`/healthz`: False (with the task's name) once a task failed for good."""

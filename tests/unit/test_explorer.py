@@ -16,10 +16,15 @@ from pathlib import Path
 
 import h11
 import pytest
+from utxo_parties import make_parties
 
 from dltmw.aio.tasks import TaskOwner
 from dltmw.core.block import make_block
+from dltmw.core.handlers.notary import Ask, Decide, SingleNotary
 from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.notary import NotarisationAsk
+from dltmw.core.utxo.model import Ref, Window
+from dltmw.ledger.notary_store import NotaryStore
 from dltmw.ledger.sqlite import BLOCKS_BEFORE_SQL, ChannelLedger
 from dltmw.runtime.config_file import OperationsSettings
 from dltmw.runtime.explorer.api import Explorer
@@ -233,3 +238,47 @@ def test_unparsable_envelopes_are_shown_not_raised() -> None:
     payload = H.Payload(header=header, data=b"\xff\x00junk").SerializeToString()
     shown = transaction(H.Envelope(payload=payload).SerializeToString())
     assert (shown["tx_id"], shown["kind"]) == ("ab", "unparsable")
+
+
+class NotaryHolder:
+    def __init__(self, store: NotaryStore) -> None:
+        self.store = store
+
+
+async def test_a_notary_node_shows_its_decision_on_a_signed_transaction(tmp_path: Path) -> None:
+    parties = make_parties()
+    store = NotaryStore(tmp_path / "notary.sqlite", parties.notary.sign)
+    store.open()
+    try:
+        signed, refused = tx_id(1), tx_id(2)
+        spend = Ref("01" * 32, 0)
+
+        def step() -> None:
+            core = SingleNotary(parties.notary.sign)
+            asks = [
+                Ask(NotarisationAsk(t, (spend,), (), Window(), b""), 0, t)
+                for t in (signed, refused)
+            ]
+            core.step(Decide(tuple(asks), store.rows_for([a.ask for a in asks])))
+            for spent in core.ready().decided:
+                store.record(spent)
+
+        store.run(step)
+        notaries = {"notary": NotaryHolder(store)}
+        explorer = Explorer("notary0", "NotaryOrg", {}, {}, {}, lambda: notaries)
+        assert (await get(explorer, "/api/node"))[1] == {
+            "node": "notary0",
+            "org": "NotaryOrg",
+            "channels": [],
+            "notaries": ["notary"],
+        }
+        status, found = await get(explorer, f"/api/notaries/notary/txs/{signed}")
+        assert status == 200
+        assert isinstance(found, dict)
+        assert (found["tx_id"], found["inputs_consumed"]) == (signed, 1)
+        assert found["signature"]
+        assert (await get(explorer, f"/api/notaries/notary/txs/{refused}"))[0] == 404
+        assert (await get(explorer, f"/api/notaries/other/txs/{signed}"))[0] == 404
+        assert (await get(explorer, "/api/notaries/notary/txs/zz"))[0] == 400
+    finally:
+        store.close()

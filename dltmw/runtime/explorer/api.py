@@ -6,7 +6,9 @@
   summaries numbered below n (default: the height), newest first, and the next page's `before`;
 - `GET /api/channels/<c>/blocks/<n>`: one block: header, orderer signatures, transactions with
   their validation codes, contract events and creators;
-- `GET /api/channels/<c>/txs/<tx_id>`: where a transaction committed and what it holds.
+- `GET /api/channels/<c>/txs/<tx_id>`: where a transaction committed and what it holds;
+- `GET /api/notaries/<n>/txs/<tx_id>`: on a notary node (`n`: `notary` or a cluster id), its
+  decision on a transaction it signed.
 
 Theory of operation. Read-only: every answer is one indexed read of the node's own ledger files
 through the store (`ledger/sqlite.ChannelLedger`: `blocks_before` walks the block table's primary
@@ -26,9 +28,11 @@ the node's host get the explorer; `"any"` serves everybody who reaches the port,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from importlib import resources
 from typing import Any, Protocol
 
@@ -89,6 +93,28 @@ class Viewed(Protocol):
         ...
 
 
+class NotaryReads(Protocol):
+    """The explorer's read of a notary's spent-set (`ledger/notary_store.NotaryStore`)."""
+
+    @property
+    def executor(self) -> Executor:
+        """The store thread."""
+        ...
+
+    def notarised(self, tx_id: str) -> tuple[bytes, int] | None:
+        """(signature, inputs consumed) of a notarised tx id, or None (on the store thread)."""
+        ...
+
+
+class Notary(Protocol):
+    """A notary role, single or a cluster replica (`roles/notary/`)."""
+
+    @property
+    def store(self) -> NotaryReads:
+        """Its spent-set."""
+        ...
+
+
 class BadRequest(Exception):
     """The caller's mistake: answered with `status` and the message as JSON."""
 
@@ -116,12 +142,14 @@ class Explorer:
         peers: Mapping[str, Holder],
         orderers: Mapping[str, Holder],
         pbft_orderers: Mapping[str, Viewed],
+        notaries: Callable[[], Mapping[str, Notary]] = dict,
     ) -> None:
         self.node_id = node_id
         self.org_id = org_id
         self._peers = peers
         self._orderers = orderers
         self._pbft = pbft_orderers
+        self._notaries = notaries  # asked per request: notary roles start after the explorer
         self._files = {key: (_static(name), kind) for key, (name, kind) in STATIC.items()}
 
     async def answer(self, method: str, path: str, query: Mapping[str, list[str]]) -> Reply:
@@ -153,8 +181,10 @@ class Explorer:
                 return _json(200, await self.block(channel, _int("block number", number)))
             case ["channels", channel, "txs", tx_id]:
                 return _json(200, await self.tx(channel, tx_id))
+            case ["notaries", name, "txs", tx_id]:
+                return _json(200, await self.notarised(name, tx_id))
         raise BadRequest(
-            404, "no such API: /api/node, /api/channels/<c>/blocks[/<n>], .../txs/<id>"
+            404, "no such API: /api/node, /api/channels/<c>/..., /api/notaries/<n>/..."
         )
 
     def node(self) -> dict[str, Any]:
@@ -178,7 +208,13 @@ class Explorer:
                     "view": pbft.current_view if pbft is not None else None,
                 }
             )
-        return {"node": self.node_id, "org": self.org_id, "channels": channels}
+        notaries = sorted(self._notaries())
+        return {
+            "node": self.node_id,
+            "org": self.org_id,
+            "channels": channels,
+            "notaries": notaries,
+        }
 
     async def blocks(self, channel: str, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """A page of block summaries, newest first, and the `before` of the next page."""
@@ -214,6 +250,28 @@ class Explorer:
             "block_number": record.block_number,
             "tx_index": record.tx_index,
             "code": code,
+        }
+
+    async def notarised(self, notary: str, tx_id: str) -> dict[str, Any]:
+        """A notary's decision on a transaction: signed, with how many inputs it consumed (a
+        primary-key lookup of its spent-set; refusals are not stored, only counted in
+        `dltmw_notary_decisions_total`)."""
+        if not TX_ID.fullmatch(tx_id):
+            raise BadRequest(400, "a tx id is 64 lower-case hex digits")
+        role = self._notaries().get(notary)
+        if role is None:
+            raise BadRequest(404, f"no notary {notary!r} on this node")
+        store = role.store
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(store.executor, store.notarised, tx_id)
+        if found is None:
+            raise BadRequest(404, f"notary {notary}: no notarised transaction {tx_id}")
+        signature, inputs = found
+        return {
+            "notary": notary,
+            "tx_id": tx_id,
+            "inputs_consumed": inputs,
+            "signature": signature.hex(),
         }
 
     def _ledger(self, channel: str) -> LedgerReads:

@@ -7,7 +7,9 @@
 const POLL_MS = 2000;
 const BACKOFF_MAX_MS = 30000;
 const PAGE = 20;
-const state = { channel: null, before: null, heights: {}, selected: null, pollMs: POLL_MS };
+const state = {
+  channel: null, before: null, heights: {}, selected: null, pollMs: POLL_MS, notaries: [],
+};
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -40,7 +42,9 @@ function who(identity) {
 
 async function loadNode() {
   const node = await api("node");
-  $("#node").textContent = `${node.node} · ${node.org}`;
+  state.notaries = node.notaries || [];
+  const notaries = state.notaries.length ? ` · notary: ${state.notaries.join(", ")}` : "";
+  $("#node").textContent = `${node.node} · ${node.org}${notaries}`;
   const nav = $("#channels");
   nav.replaceChildren();
   let changed = false;
@@ -135,8 +139,34 @@ async function showBlock(number) {
   location.hash = `#/${state.channel}/block/${number}`;
 }
 
+async function showNotarised(txId) {
+  // A notary node: its decision on a transaction it signed (refusals are not stored).
+  for (const notary of state.notaries) {
+    try {
+      const d = await api(`notaries/${encodeURIComponent(notary)}/txs/${encodeURIComponent(txId)}`);
+      $("#detail").replaceChildren(
+        el("h2", {}, `Notarised by ${d.notary}`),
+        el("p", {}, "tx id ", el("span", { class: "hash" }, d.tx_id)),
+        el("p", {}, `signed; inputs consumed: ${d.inputs_consumed}`),
+        el("p", {}, "signature ", el("span", { class: "hash" }, d.signature)));
+      return true;
+    } catch (err) { /* not this notary's */ }
+  }
+  return false;
+}
+
 async function showTx(txId) {
-  const tx = await api(`channels/${encodeURIComponent(state.channel)}/txs/${encodeURIComponent(txId)}`);
+  if (state.channel === null) {
+    if (await showNotarised(txId)) return;
+    throw new Error(`no transaction ${txId} here`);
+  }
+  let tx;
+  try {
+    tx = await api(`channels/${encodeURIComponent(state.channel)}/txs/${encodeURIComponent(txId)}`);
+  } catch (err) {
+    if (await showNotarised(txId)) return;
+    throw err;
+  }
   $("#detail").replaceChildren(
     el("h2", {}, `Transaction in block ${tx.block_number}`),
     el("p", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showBlock(tx.block_number); } },
