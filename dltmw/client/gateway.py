@@ -117,7 +117,8 @@ class GatewayClient:
         if self.pipeline is not None:
             await self.pipeline.close()
         await self.channel.close(None)
-        await asyncio.to_thread(self.tracer.shutdown)  # export what is buffered (bounded)
+        if self.tracer.enabled:
+            await asyncio.to_thread(self.tracer.shutdown)  # export what is buffered (bounded)
 
     async def __aenter__(self) -> GatewayClient:
         return self

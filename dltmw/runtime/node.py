@@ -365,4 +365,5 @@ class Node:
         await self.ctx.tasks.stop()
         await self.ctx.close()
         self._pool.shutdown(wait=True)
-        await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)
+        if self.ctx.tracer.enabled:
+            await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)

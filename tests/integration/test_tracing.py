@@ -91,7 +91,8 @@ EXPECTED = {
 }
 
 
-async def test_one_trace_covers_every_node_a_transaction_touched(network, collector) -> None:
+async def test_one_trace_covers_every_node_a_transaction_touched(collector, network) -> None:
+    # (the collector first: it outlives the nodes, which flush their last spans as they stop)
     found, endpoint = collector
     extra = f'\n[tracing]\notlp_endpoint = "{endpoint}"\nexport_delay_ms = 100\n'
     net, _ = network(batch_ms=200, node_toml_extra=extra)
