@@ -6,7 +6,8 @@ always match; `make browser` installs both when missing), opens the URL `dltmw e
 prints, clicks the newest block and must find Figure 8's three transactions with their codes —
 VALID, VALID, MVCC_READ_CONFLICT — in the rendered page. A screenshot is kept as a test
 artifact (`test-artifacts/`, ignored by git; its path is printed). Then one more transaction is
-committed and the page must show its block without being reloaded (live updates).
+committed and the page must show its block without being reloaded (live updates). Bad API
+requests over the real endpoint are 4xx with a JSON error.
 
 Waits are deadlines (WebDriverWait), never sleeps. The browser calls block, so they run on a
 worker thread while no client of the test is open.
@@ -32,6 +33,7 @@ from dltmw.client import GatewayClient
 from dltmw.runtime.metrics import validation_code_name as code_name
 
 from .figure8 import CODES, open_accounts, run_steps
+from .operations_http import get
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +106,10 @@ async def test_explorer_shows_figure8_codes_and_new_blocks_live(network) -> None
     block = done[0][1].block_number
     tx_ids = [t for t, _ in done]
     url = explorer_url(net)
+    base = url.removesuffix("/explorer/").removeprefix("http://")
+    for bad, status in (("blocks?limit=1000", 400), ("txs/" + "0" * 64, 404), ("blocks/x", 400)):
+        answer = await asyncio.to_thread(get, base, f"/api/channels/trades/{bad}")
+        assert answer[0] == status and json.loads(answer[1])["error"], (bad, answer)
     driver = await asyncio.to_thread(chromium)
     try:
         shown = await asyncio.to_thread(codes_on_page, driver, url, block, tx_ids)
