@@ -10,7 +10,7 @@ NODE_EX := examples/node
 NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
 .PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
-	node-example stubs go-plugins bench clean
+	node-example stubs go-plugins browser bench clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
 ## test: lint, the other-language stubs and the Node.js example, then every test tier
-test: lint stubs node-example
+test: lint stubs node-example browser
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
@@ -39,7 +39,7 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-integration: $(STAMP) node-example
+integration: $(STAMP) node-example browser
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
@@ -76,6 +76,11 @@ stubs: $(STAMP) $(NODE_STAMP) go-plugins
 go-plugins:
 	@command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq protoc-gen-go protoc-gen-go-grpc; }
+
+## browser: Debian's chromium and its chromedriver for the explorer's browser test, when missing (as root)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 ## protos: regenerate the committed Python stubs (+ .pyi) from protos/
 protos: $(STAMP)

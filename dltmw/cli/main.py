@@ -277,6 +277,22 @@ def status(network: NetworkDir, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def explorer(
+    network: NetworkDir,
+    node: Annotated[
+        str | None, typer.Option(help="the node to explore (default: the first running peer)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the URL of the explorer page (blocks, transactions, codes) of a running peer."""
+    from dltmw.cli.explorer import show
+
+    if node is not None:
+        params.check_node(network, node)
+    show(Supervisor(network), node, as_json)
+
+
+@app.command()
 def logs(
     network: NetworkDir,
     node: NodeArg,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import token_bytes
@@ -39,6 +40,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
 
 G = gateway_service_pb2
@@ -59,10 +61,17 @@ class GatewayClient:
     """A client identity connected to one gateway."""
 
     def __init__(
-        self, signer: SigningIdentity, channel: grpc.aio.Channel, pipelined: bool | None = None
+        self,
+        signer: SigningIdentity,
+        channel: grpc.aio.Channel,
+        pipelined: bool | None = None,
+        tracer: Tracer = NO_TRACING,
     ) -> None:
         self.signer = signer
         self.channel = channel
+        # OpenTelemetry: a span per unary call in its transaction's trace, whose context goes
+        # to the gateway as `traceparent` metadata (`rpc/tracing.py`); none by default
+        self.tracer = tracer
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         if pipelined is None:
             pipelined = os.environ.get("DLTMW_CLIENT_PIPELINE", "1") != "0"
@@ -86,8 +95,10 @@ class GatewayClient:
         gateway: str | None = None,
         timeout_s: float = 10.0,
         pipelined: bool | None = None,
+        otlp_endpoint: str = "",
     ) -> GatewayClient:
-        """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway."""
+        """Connect as `client_id` of a network made by `dltmw init` to its (or a named) gateway;
+        with `otlp_endpoint` ("host:port"), trace each transaction's calls there."""
         loaded = ClientFiles.load(network_dir, client_id)
         node_id = gateway or loaded.gateway
         if node_id is None:
@@ -97,7 +108,8 @@ class GatewayClient:
         if address is None:
             raise ConnectionError(f"gateway {node_id} has not published an address")
         channel = secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES)
-        return GatewayClient(signer, channel, pipelined)
+        tracer = Tracer.otlp(otlp_endpoint, client_id) if otlp_endpoint else NO_TRACING
+        return GatewayClient(signer, channel, pipelined, tracer)
 
     async def close(self) -> None:
         """Stop the Transact stream (its waiting callers get UNAVAILABLE) and close the
@@ -105,6 +117,8 @@ class GatewayClient:
         if self.pipeline is not None:
             await self.pipeline.close()
         await self.channel.close(None)
+        if self.tracer.enabled:
+            await asyncio.to_thread(self.tracer.shutdown)  # export what is buffered (bounded)
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -176,15 +190,16 @@ class GatewayClient:
         self, signed: proposal_pb2.SignedProposal, pipelined: bool
     ) -> G.EndorseResponse:
         proposal = proposal_pb2.Proposal.FromString(signed.proposal_bytes)
-        channel_id = common_pb2.Header.FromString(proposal.header).channel_id
+        header = common_pb2.Header.FromString(proposal.header)
         request = G.EndorseRequest(
-            signed_proposal=signed, min_block_number=self.seen_block(channel_id)
+            signed_proposal=signed, min_block_number=self.seen_block(header.channel_id)
         )
         for attempt in range(ENDORSE_ATTEMPTS):
             try:
                 if pipelined and self.pipeline is not None:
                     return await self.pipeline.endorse(request, 30)
-                return await self.stub.Endorse(request, timeout=30)
+                with self.tracer.transaction_span("Endorse", header.tx_id) as metadata:
+                    return await self.stub.Endorse(request, timeout=30, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 if attempt + 1 == ENDORSE_ATTEMPTS or reason_of(exc) != "ENDORSEMENT_MISMATCH":
                     raise
@@ -193,7 +208,11 @@ class GatewayClient:
 
     async def submit(self, envelope: common_pb2.Envelope) -> str:
         """Submit a signed envelope; returns its tx_id once the orderer accepted it."""
-        reply = await self.stub.Submit(G.SubmitRequest(envelope=envelope), timeout=30)
+        tx_id = _tx_id_of(envelope) if self.tracer.enabled else ""
+        with self.tracer.transaction_span("Submit", tx_id) as metadata:
+            reply = await self.stub.Submit(
+                G.SubmitRequest(envelope=envelope), timeout=30, metadata=metadata
+            )
         return reply.tx_id
 
     async def commit_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse:
@@ -201,9 +220,12 @@ class GatewayClient:
         query, signature = self.signed_query(
             G.CommitStatusQuery(channel_id=channel_id, tx_id=tx_id)
         )
-        status: G.CommitStatusResponse = await self.stub.CommitStatus(
-            G.CommitStatusRequest(query=query, signature=signature), timeout=60
-        )
+        with self.tracer.transaction_span("CommitStatus", tx_id) as metadata:
+            status: G.CommitStatusResponse = await self.stub.CommitStatus(
+                G.CommitStatusRequest(query=query, signature=signature),
+                timeout=60,
+                metadata=metadata,
+            )
         self.observe_block(channel_id, status.block_number)
         return status
 
@@ -249,3 +271,12 @@ class GatewayClient:
                 yield response
         finally:
             call.cancel()
+
+
+def _tx_id_of(envelope: common_pb2.Envelope) -> str:
+    """The tx id in an envelope's header ("" when it does not parse: the gateway will say why)."""
+    try:
+        payload = common_pb2.Payload.FromString(envelope.payload)
+        return common_pb2.Header.FromString(payload.header).tx_id
+    except DecodeError:
+        return ""

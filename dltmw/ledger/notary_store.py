@@ -123,6 +123,14 @@ class NotaryStore:
         if self._exit_after_commit:
             os._exit(70)  # test hook: durable, but nobody has been answered
 
+    def notarised(self, tx_id: str) -> tuple[bytes, int] | None:
+        """(signature, inputs consumed) of a notarised tx id, or None: a primary-key lookup
+        (the explorer); runs on the store thread."""
+        row = self._conn.execute(
+            "SELECT signature, inputs FROM notarised WHERE tx_id=?", (tx_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), int(row[1]))
+
     def rows_for(self, asks: Sequence[NotarisationAsk]) -> SpentRows:
         """The spent rows and signatures `asks` touch; runs on the store thread."""
         conn = self._conn

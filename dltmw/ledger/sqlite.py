@@ -70,6 +70,10 @@ END;
 """
 # Keys per old-entry SELECT: well under SQLITE_MAX_VARIABLE_NUMBER.
 OLD_ENTRIES_CHUNK = 8000
+# A page of blocks newest first (the explorer): a range walk of the rowid (`number` is the
+# INTEGER PRIMARY KEY) backwards from `before`, so its cost is the page, not the ledger
+# (tests/unit/test_explorer.py checks the plan).
+BLOCKS_BEFORE_SQL = "SELECT data FROM blocks WHERE number<? ORDER BY number DESC LIMIT ?"
 
 
 class SnapshotReader:
@@ -292,6 +296,15 @@ class ChannelLedger:
                 "SELECT data FROM blocks WHERE number>=? AND number<? ORDER BY number",
                 (start, stop),
             )
+            return [block_pb2.Block.FromString(r[0]) for r in rows]
+
+        return await self._file.read(read)
+
+    async def blocks_before(self, before: int, limit: int) -> list[block_pb2.Block]:
+        """Up to `limit` blocks numbered below `before`, newest first (`BLOCKS_BEFORE_SQL`)."""
+
+        def read(conn: sqlite3.Connection) -> list[block_pb2.Block]:
+            rows = conn.execute(BLOCKS_BEFORE_SQL, (before, limit))
             return [block_pb2.Block.FromString(r[0]) for r in rows]
 
         return await self._file.read(read)

@@ -48,6 +48,7 @@ from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.observed import Observed, RpcObserver
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
+from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -237,11 +238,14 @@ class MethodRule:
 class Boundary:
     """The request bounds, budget and malformed-input log of one server."""
 
-    def __init__(self, limits: Limits, observer: RpcObserver | None = None) -> None:
+    def __init__(
+        self, limits: Limits, observer: RpcObserver | None = None, tracer: Tracer = NO_TRACING
+    ) -> None:
         self.limits = limits
         self.budget = Budget(limits)
         self.log = RateLimitedLog(limits.malformed_log_interval_s)
         self.observer = observer
+        self.tracer = tracer  # server spans of unary calls that carry a traceparent
 
     def rule(
         self, service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor
@@ -343,7 +347,10 @@ class Boundary:
                 try:
                     with _Charged(self.budget, caller, len(raw)):
                         request = self.admit(rule, raw, caller)
-                        return await behaviour(request, context)
+                        tracer = self.tracer
+                        metadata = context.invocation_metadata() if tracer.enabled else None
+                        with tracer.server_span(rule.path, metadata):
+                            return await behaviour(request, context)
                 except DltmwError as exc:
                     refused = detached(exc)
                 await abort(context, refused)  # outside the except block: see status.detached

@@ -20,6 +20,7 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
+from dltmw.rpc.tracing import NO_TRACING, Tracer, now_ns
 from dltmw.v1 import block_pb2, errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
 R = errors_pb2
@@ -55,11 +56,16 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     """Broadcast and Deliver for the channels this node orders."""
 
     def __init__(
-        self, orderers: Mapping[str, Ordering], window_s: float, pool: ThreadPoolExecutor
+        self,
+        orderers: Mapping[str, Ordering],
+        window_s: float,
+        pool: ThreadPoolExecutor,
+        tracer: Tracer = NO_TRACING,
     ) -> None:
         self._orderers = orderers
         self._window_s = window_s
         self._pool = pool  # the node's verify pool: one owner, shut down by Node.stop
+        self._tracer = tracer  # an "order" span per accepted envelope, in its tx's trace
 
     def _views(self) -> dict[str, ChannelView]:
         return {cid: o.view for cid, o in self._orderers.items()}
@@ -69,6 +75,7 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     ) -> orderer_service_pb2.BroadcastResponse:
         envelopes = list(request.envelopes)
         views, now, window_s = self._views(), utc_now(), self._window_s
+        start_ns = now_ns() if self._tracer.enabled else 0
 
         def check(envelope: bytes) -> CheckedEnvelope:
             return check_envelope(envelope, views, now, window_s)
@@ -90,6 +97,9 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
             else:
                 assert isinstance(v, CheckedEnvelope)
                 results.append(Result(tx_id=v.header.tx_id, accepted=True))
+        if self._tracer.enabled:
+            accepted = [r.tx_id for r in results if r.accepted]
+            self._tracer.record("order", accepted, start_ns, now_ns())
         return orderer_service_pb2.BroadcastResponse(results=results)
 
     @streaming

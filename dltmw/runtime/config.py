@@ -20,9 +20,10 @@ from dltmw.runtime.config_file import (
     LogSettings,
     NodeFile,
     OperationsSettings,
+    TracingSettings,
 )
 
-__all__ = ["Limits", "LogSettings", "NodeConfig", "OperationsSettings"]
+__all__ = ["Limits", "LogSettings", "NodeConfig", "OperationsSettings", "TracingSettings"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class NodeConfig:
     storage_retry: RetryPolicy = DEFAULT_RETRY  # `[storage]`: retry_first_s, retry_max_s, retry_s
     # `[operations]`; None (the default of a config built in code, e.g. by the simulator): none
     operations: OperationsSettings | None = None
+    # `[tracing]`; None (no endpoint, the default): no tracing
+    tracing: TracingSettings | None = None
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
@@ -80,4 +83,5 @@ class NodeConfig:
             logging=doc.logging,
             storage_retry=doc.storage.policy(),
             operations=doc.operations if doc.operations.listen else None,
+            tracing=doc.tracing if doc.tracing.otlp_endpoint else None,
         )

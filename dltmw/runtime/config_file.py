@@ -112,7 +112,8 @@ class OperationsSettings:
     plain HTTP/1.1 on its own port with `/metrics`, `/healthz`, `/readyz` and `/loglevel`, no
     client certificate asked. On by default, on loopback and port 0 (the kernel picks; the
     address is in the node's READY line as `operations=host:port`); `listen = ""` turns it off.
-    `/loglevel` changes are taken from loopback callers only, whatever `listen` is."""
+    `/loglevel` changes are taken from loopback callers only, whatever `listen` is; so is the
+    explorer (a ledger's content) unless `explorer = "any"`."""
 
     listen: Annotated[
         str, Field(description='"host:port" (port 0 = any free port); "" = no endpoint')
@@ -127,6 +128,13 @@ class OperationsSettings:
     timeout_s: Annotated[
         float, Field(description="one connection's whole life, seconds (slow clients dropped)")
     ] = 10.0
+    explorer: Annotated[
+        Literal["off", "loopback", "any"],
+        Field(
+            description="the explorer page and its JSON API (/explorer/, /api/): served to "
+            "callers on this host only, to anybody who reaches the port, or not at all"
+        ),
+    ] = "loopback"
 
     def __post_init__(self) -> None:
         if self.connections_max <= 0 or self.request_bytes_max < 256 or self.timeout_s <= 0:
@@ -138,6 +146,28 @@ class OperationsSettings:
 
 
 DEFAULT_OPERATIONS = OperationsSettings()
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry tracing (`[tracing]`, `rpc/tracing.py`, docs/operations.md): spans of every
+    transaction this node handles (gateway calls, endorsements, ordering, commits), exported over
+    OTLP/gRPC. Off by default (`otlp_endpoint = ""`), at no cost: nothing of OpenTelemetry's SDK
+    is even imported."""
+
+    otlp_endpoint: Annotated[
+        str, Field(description='collector "host:port" (OTLP/gRPC, plaintext); "" = no tracing')
+    ] = ""
+    export_delay_ms: Annotated[
+        int, Field(gt=0, description="spans are exported in batches at most this far apart")
+    ] = 1000
+
+    def __post_init__(self) -> None:
+        if self.otlp_endpoint and ":" not in self.otlp_endpoint:
+            raise ValueError('tracing.otlp_endpoint must be "host:port" or ""')
+
+
+DEFAULT_TRACING = TracingSettings()
 
 
 class NodeTable(Strict):
@@ -218,5 +248,8 @@ class NodeFile(Strict):
     operations: OperationsSettings = Field(
         DEFAULT_OPERATIONS,
         description="HTTP endpoint: /metrics, /healthz, /readyz, /loglevel (docs/operations.md)",
+    )
+    tracing: TracingSettings = Field(
+        DEFAULT_TRACING, description="OpenTelemetry spans over OTLP (docs/operations.md)"
     )
     storage: StorageTable = Field(default_factory=StorageTable)

@@ -18,6 +18,7 @@ from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.rpc.tls import TlsMaterial
+from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.config import Limits
 from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.transport import GRPC, Transport
@@ -41,6 +42,7 @@ class NodeContext:
     storage_retry: RetryPolicy = DEFAULT_RETRY  # how every store retries a transient fault
     transport: Transport = GRPC  # how channels to other nodes are made
     metrics: NodeMetrics = field(default_factory=NodeMetrics)  # this node's own registry
+    tracer: Tracer = NO_TRACING  # OpenTelemetry spans per transaction (`[tracing]`), off by default
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

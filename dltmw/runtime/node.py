@@ -47,13 +47,17 @@ from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.reflection import reflectors
 from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
+from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
 from dltmw.runtime.operations import OperationsServer, Probe
 from dltmw.runtime.roles.gateway.gateway import Gateway
+from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
+from dltmw.runtime.roles.notary.single import NotaryRole
 from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -84,6 +88,14 @@ def _service(module: Any, name: str) -> ServiceDescriptor:
     return found
 
 
+def _tracer(config: NodeConfig) -> Tracer:
+    """The node's tracer: OTLP export when `[tracing]` names an endpoint, else none at all."""
+    settings = config.tracing
+    if settings is None:
+        return NO_TRACING
+    return Tracer.otlp(settings.otlp_endpoint, config.node_id, settings.export_delay_ms)
+
+
 class Node:
     """One dltmw node process."""
 
@@ -104,6 +116,7 @@ class Node:
             tasks=TaskOwner(on_fatal=self._on_fatal, transient=is_transient),
             storage_retry=config.storage_retry,
             transport=transport,
+            tracer=_tracer(config),
         )
         self.failed = asyncio.Event()  # a long-lived task failed for good: the node must stop
         self.own_org = Membership({config.org_id: config.org_ca.read_bytes()})
@@ -119,7 +132,7 @@ class Node:
         self.utxo = UtxoServices(config, self.ctx, self._pool)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
-        self.boundary = Boundary(config.limits, observer=self.ctx.metrics)
+        self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
@@ -168,11 +181,26 @@ class Node:
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)
             probe = Probe(self.alive, self.not_ready_reasons)
+            explorer = Explorer(
+                self.config.node_id,
+                self.config.org_id,
+                self.peers,
+                self.orderers,
+                self.pbft_orderers,
+                self._notaries,
+            )
             self.operations = OperationsServer(
-                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls
+                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls, explorer
             )
             self.operations_address = await self.operations.start()
         return self.address
+
+    def _notaries(self) -> dict[str, NotaryRole | ClusterNotaryRole]:
+        """The notary roles of this node, by name (the explorer's notary decisions)."""
+        found: dict[str, NotaryRole | ClusterNotaryRole] = dict(self.utxo.clusters)
+        if self.utxo.notary is not None and self.utxo.notary not in found.values():
+            found["notary"] = self.utxo.notary
+        return found
 
     def alive(self) -> tuple[bool, str]:
         """`/healthz`: False (with the task's name) once a task failed for good."""
@@ -183,7 +211,7 @@ class Node:
         """`/readyz`: why the node is not ready; empty when it is (`runtime/node_state.py`)."""
         serving = self._server is not None and bool(self.address)
         failed = self.ctx.tasks.failed if self.failed.is_set() else None
-        return not_ready_reasons(serving, failed or None, self.peers)
+        return not_ready_reasons(serving, failed or None, self.peers, self.pbft_orderers)
 
     def _make_server(self) -> grpc.aio.Server:
         config = self.config
@@ -211,7 +239,7 @@ class Node:
             gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
         if "orderer" in roles:
-            orderer = OrdererServicer(self.orderers, window, self._pool)
+            orderer = OrdererServicer(self.orderers, window, self._pool, self.ctx.tracer)
             out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
         if self.serves_replica:
             replica = ReplicaServicer(self.pbft_orderers, self.utxo.clusters)
@@ -337,3 +365,5 @@ class Node:
         await self.ctx.tasks.stop()
         await self.ctx.close()
         self._pool.shutdown(wait=True)
+        if self.ctx.tracer.enabled:
+            await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)

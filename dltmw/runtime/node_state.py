@@ -11,7 +11,10 @@ committed every block that orderer was last heard to hold (Deliver's `dltmw-heig
 metadata, then each block it sends). A peer restarted behind its orderer is therefore not ready
 until it has committed the blocks it missed. If the orderer is unreachable the peer stays ready
 with what it has (it cannot know of blocks nobody delivers); it was never ready if it has not
-reached an orderer since its start. Orderers, gateways and notaries are ready when serving.
+reached an orderer since its start. A PBFT-lite orderer replica is not ready while it is
+known to be behind its cluster (`PbftOrdererCore.behind`: f+1 other replicas signed a block two
+or more past its head, or it proved itself behind within the last few ticks); a solo orderer,
+gateways and notaries are ready when serving.
 """
 
 from __future__ import annotations
@@ -75,6 +78,14 @@ class Replicated(Protocol):
     @property
     def replica(self) -> _Progress | None:
         """The replica itself (None before start)."""
+        ...
+
+
+class CatchingUp(Protocol):
+    """A PBFT-lite orderer channel, as readiness sees it (`roles/orderer/pbft.py`)."""
+
+    def catching_up(self) -> int | None:
+        """The height the cluster is known to hold while this replica is behind, else None."""
         ...
 
 
@@ -173,7 +184,10 @@ class NodeGauges:
 
 
 def not_ready_reasons(
-    serving: bool, failed_task: str | None, followers: Mapping[str, Following]
+    serving: bool,
+    failed_task: str | None,
+    followers: Mapping[str, Following],
+    replicas: Mapping[str, CatchingUp] | None = None,
 ) -> list[str]:
     """Why the node is not ready (module docstring); empty when it is."""
     reasons = []
@@ -186,4 +200,8 @@ def not_ready_reasons(
             reasons.append(f"channel {cid}: no Deliver stream from an orderer yet")
         elif not peer.caught_up:
             reasons.append(f"channel {cid}: catching up to block {peer.orderer_height - 1}")
+    for cid, replica in sorted((replicas or {}).items()):
+        known = replica.catching_up()
+        if known is not None:
+            reasons.append(f"channel {cid}: PBFT-lite replica catching up to block {known - 1}")
     return reasons

@@ -7,6 +7,7 @@
 | `GET /readyz` | 200 `ready`, or 503 with one reason a line (the rule: `Node.readiness`) |
 | `GET /loglevel` | the level the node logs at |
 | `PUT /loglevel` (body `DEBUG`) or `POST /loglevel?level=DEBUG` | change it; loopback only |
+| `GET /explorer/`, `GET /api/...` | the explorer (`runtime/explorer/`); loopback only |
 
 Why not gRPC health alone: scrapers, load balancers and `curl` speak HTTP, and the node's gRPC
 port demands a client certificate of a member organisation, which a monitoring system has no
@@ -45,6 +46,7 @@ import h11
 
 from dltmw.aio.tasks import TaskOwner, cancel_and_wait
 from dltmw.runtime.config_file import LogLevel, OperationsSettings
+from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.logs import set_level
 from dltmw.runtime.metrics import CONTENT_TYPE, NodeMetrics
 
@@ -61,6 +63,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str = TEXT
+    location: str = ""  # a redirect's target
 
 
 class Probe:
@@ -85,8 +88,10 @@ class OperationsServer:
         probe: Probe,
         tasks: TaskOwner,
         tls_files: tuple[Path, Path] | None = None,
+        explorer: Explorer | None = None,
     ) -> None:
         self.settings = settings
+        self._explorer = explorer if settings.explorer != "off" else None
         self._metrics = metrics
         self._probe = probe
         self._tasks = tasks
@@ -158,7 +163,7 @@ class OperationsServer:
                 return  # closed before a whole request: nothing to answer
             request, body = parsed
             try:
-                answer = self.route(request, body, _is_loopback(peer))
+                answer = await self.answer(request, body, _is_loopback(peer))
             except Exception:
                 logger.exception("operations: %s %s failed", request.method, request.target)
                 answer = Answer(500, b"internal error\n")
@@ -167,6 +172,8 @@ class OperationsServer:
             ("content-length", str(len(answer.body))),
             ("connection", "close"),
         ]
+        if answer.location:
+            headers.append(("location", answer.location))
         out = conn.send(h11.Response(status_code=answer.status, headers=headers))
         out += conn.send(h11.Data(data=answer.body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
@@ -198,6 +205,21 @@ class OperationsServer:
                 return None
 
     # -- routes --------------------------------------------------------------------------------
+
+    async def answer(self, request: h11.Request, body: bytes, loopback: bool) -> Answer:
+        """The answer to one request: the explorer's (which reads ledgers, so awaits), or
+        `route`'s."""
+        target = urlsplit(request.target.decode("ascii", "replace"))
+        path = target.path
+        if path == "/explorer" or path.startswith(("/explorer/", "/api/")):
+            if self._explorer is None:
+                return Answer(404, b"no explorer on this node ([operations] explorer)\n")
+            if not loopback and self.settings.explorer != "any":
+                return Answer(403, b"the explorer is served to loopback callers only\n")
+            method = request.method.decode("ascii", "replace")
+            status, data, kind = await self._explorer.answer(method, path, parse_qs(target.query))
+            return Answer(status, data, kind, "/explorer/" if status == 308 else "")
+        return self.route(request, body, loopback)
 
     def route(self, request: h11.Request, body: bytes, loopback: bool) -> Answer:
         """The answer to one request (`loopback`: the caller is on this host)."""

@@ -53,14 +53,19 @@ batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = BATCH_MS }
 
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Supervisor]]]:
-    """Factory: start a network from topology text; everything is stopped at teardown."""
+    """Factory: start a network from topology text (`node_toml_extra` appended to every
+    node.toml); everything is stopped at teardown."""
     started: list[Supervisor] = []
 
-    def start(topology: str = TWO_ORG, batch_ms: int = 100) -> tuple[Path, Supervisor]:
+    def start(
+        topology: str = TWO_ORG, batch_ms: int = 100, node_toml_extra: str = ""
+    ) -> tuple[Path, Supervisor]:
         topo = tmp_path / f"topology{len(started)}.toml"
         topo.write_text(topology.replace("BATCH_MS", str(batch_ms)))
         net = tmp_path / f"net{len(started)}"
         init_network(topo, net)
+        for node_toml in (net / "nodes").glob("*/node.toml"):  # e.g. a [tracing] table
+            node_toml.write_text(node_toml.read_text() + node_toml_extra)
         sup = Supervisor(net)
         started.append(sup)
         sup.up(timeout_s=60)

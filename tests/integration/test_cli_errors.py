@@ -62,6 +62,13 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["status", str(t)],
         lambda n, t: ["status", str(n)],
     ],
+    "explorer": [
+        lambda n, t: ["explorer"],
+        lambda n, t: ["explorer", str(t)],
+        lambda n, t: ["explorer", str(n)],
+        lambda n, t: ["explorer", str(n), "--node", "peer9"],
+        lambda n, t: ["explorer", str(n), "--node", "peer0.org1"],
+    ],
     "logs": [
         lambda n, t: ["logs", str(n)],
         lambda n, t: ["logs", str(n), "peer9"],

@@ -18,6 +18,8 @@ from dltmw.v1 import (
 )
 from dltmw.v1 import gateway_service_pb2 as G
 
+from .figure8 import open_accounts, run_steps
+
 pytestmark = pytest.mark.integration
 T = transaction_pb2
 
@@ -26,20 +28,9 @@ async def test_figure8_exactly(network) -> None:
     net, _ = network(batch_ms=1000)
     c = await GatewayClient.connect(net, "user1.org1")
     try:
-        for a in "ABC":
-            done = await c.submit_transaction("trades", "bank", "open", a, "10000")
-            assert done.status.result == T.TX_VALIDATION_CODE_VALID
+        await open_accounts(c)
         versions_before = await _versions(net)
-        steps = [
-            ("deposit", ["A", "5000"]),
-            ("withdraw", ["B", "2000"]),
-            ("payment", ["A", "C", "3000"]),
-        ]
-        proposals = [c.proposal("trades", "bank", fn, args) for fn, args in steps]
-        endorsed = [await c.endorse(signed) for signed, _ in proposals]
-        for e in endorsed:
-            await c.submit(c.envelope(e.prepared_payload))
-        statuses = [await c.commit_status("trades", tx_id) for _, tx_id in proposals]
+        statuses = [status for _, status in await run_steps(c)]
         assert [s.result for s in statuses] == [
             T.TX_VALIDATION_CODE_VALID,
             T.TX_VALIDATION_CODE_VALID,

@@ -171,3 +171,44 @@ async def test_metrics_readiness_and_log_level(network) -> None:
     assert all(level != "DEBUG" for level, _ in lines[:change]), "DEBUG logged at INFO"
     assert any(level == "DEBUG" for level, _ in lines[change:]), lines
     assert get(ops["peer0.org1"], "/loglevel?level=info", "POST")[0] == 200
+
+
+BFT_FOUR = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+REPLICA = "orderer.d"  # a backup of view 0 (orderer.a is the primary)
+LOAD_TXS = 40
+
+
+async def test_a_pbft_replica_restarted_under_load_is_not_ready_while_catching_up(
+    network,
+) -> None:
+    """`/readyz` of a PBFT-lite orderer replica: 503 "catching up" while it is behind its
+    cluster (f+1 other replicas signed blocks past its head, or it proved itself behind), then
+    200 once it holds what they hold. The restarted replica's first ledger commit is stalled
+    (~3 s of storage retries) so that the load runs past it while it catches up."""
+    net, sup = network(BFT_FOUR)
+    address = sup.operations_address(REPLICA)
+    assert address is not None
+    wait_for(lambda: get(address, "/readyz")[0] == 200, f"{REPLICA} ready")
+    assert sup.stop(REPLICA) == 0
+    await more_blocks(net, MISSED_TXS)
+    sup.start(REPLICA, env={"DLTMW_FAILPOINTS": CATCH_UP_STALL})
+    sup.wait_ready(REPLICA)
+    address = sup.operations_address(REPLICA)
+    assert address is not None
+    answers: list[tuple[int, str]] = []
+
+    def catching_up() -> bool:
+        answers.append(get(address, "/readyz"))
+        return answers[-1][0] == 503 and "PBFT-lite replica catching up" in answers[-1][1]
+
+    load = asyncio.create_task(more_blocks(net, LOAD_TXS))
+    try:
+        await asyncio.to_thread(wait_for, catching_up, f"{REPLICA} not ready while behind")
+    finally:
+        await load
+    assert get(address, "/healthz") == (200, "ok\n")  # alive while not ready
+    await asyncio.to_thread(
+        wait_for, lambda: get(address, "/readyz") == (200, "ready\n"), f"{REPLICA} ready again"
+    )
+    primary, replica = (ledger_path(net, n, role="orderer") for n in ("orderer.a", REPLICA))
+    wait_for(lambda: height(replica) == height(primary), f"{REPLICA} holds every block")

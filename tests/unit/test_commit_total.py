@@ -46,6 +46,7 @@ from dltmw.core.txcheck import (
 )
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.rpc.tracing import NO_TRACING
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.roles.orderer.byzantine import SIZE_MAX, poison_envelopes
@@ -271,7 +272,9 @@ async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_p
     metrics = NodeMetrics()
     ctx = cast(
         NodeContext,
-        types.SimpleNamespace(node_id="peer0.org1", tasks=TaskOwner(), metrics=metrics),
+        types.SimpleNamespace(
+            node_id="peer0.org1", tasks=TaskOwner(), metrics=metrics, tracer=NO_TRACING
+        ),
     )
     peer = PeerChannel(ctx, PARTIES.view, ledger, pool)
     try:

@@ -9,6 +9,7 @@ from pbft_messages import KEYS
 
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
+    BEHIND_TICKS,
     CATCHUP_CHECK_TICKS,
     FetchBlocks,
     FetchedBlocks,
@@ -130,3 +131,46 @@ def test_catch_up_fetches_from_one_peer_at_a_time_then_the_next_with_backoff() -
     assert fetches_until(8 * check, 2 * check + 1) == []  # still fetching: no second fetch
     lone.step(FetchedBlocks("orderer0", ()))  # nothing newer there
     assert fetches_until(10 * check, 8 * check + 1) == [(10 * check, 2)]  # the next peer
+
+
+def signature(number: int, replica: int) -> replica_pb2.BlockSignature:
+    return replica_pb2.BlockSignature(number=number, block_hash=b"d" * 32, replica=replica)
+
+
+def test_a_replica_is_behind_once_f_plus_1_others_signed_two_blocks_past_its_head() -> None:
+    group = Group()
+    group.cut.add(3)
+    for request in REQS:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    lagging, fresh = group.cores[3], group.cores[0]
+    assert (lagging.height, fresh.height) == (1, 3)  # the cluster committed blocks 1 and 2
+    assert fresh.behind() is None and lagging.behind() is None  # nothing heard yet
+    lagging.step(signature(1, 0))
+    assert lagging.behind() is None  # one block past its head: normal pipelining
+    lagging.step(signature(2, 0))
+    assert lagging.behind() is None  # one replica's word (f = 1): it may be the faulty one
+    lagging.step(signature(2, 3))
+    assert lagging.behind() is None  # its own index: not another replica's word
+    lagging.step(signature(2, 1))
+    assert lagging.behind() == 3  # f+1 = 2 others signed block 2: blocks 0..2 exist
+    lagging.tick(1)
+    lagging.step(FetchedBlocks("orderer0", tuple(group.committed[0])))
+    lagging.ready()
+    assert lagging.height == 3
+    assert lagging.behind() == 4, "the jump proved it behind: still catching up"
+    lagging.tick(BEHIND_TICKS)
+    assert lagging.behind() is not None
+    lagging.tick(BEHIND_TICKS + 1)  # the proof aged out, and nobody signed past block 3
+    assert lagging.behind() is None
+
+
+def test_a_recent_proof_of_lag_means_catching_up() -> None:
+    lone = core(2)
+    lone.tick(5)
+    lone.replica.note_behind()
+    assert lone.behind() == lone.height + 1
+    lone.tick(5 + BEHIND_TICKS - 1)
+    assert lone.behind() is not None
+    lone.tick(5 + BEHIND_TICKS)
+    assert lone.behind() is None

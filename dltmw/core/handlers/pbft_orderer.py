@@ -41,6 +41,7 @@ CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without ex
 CATCHUP_BACKOFF_MAX = 16  # x CATCHUP_CHECK_TICKS while peers have nothing newer
 LAGGING_MAX = 256  # (replica, block) signature requests answered per step
 ANSWERED_MAX = 1024  # remembered answers before the old ones are pruned
+BEHIND_TICKS = 40  # a proof of lag (`Replica.note_behind`) this recent: still catching up
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class PbftOrdererCore:
         self._peers = [i for i in range(replica.config.n) if i != replica.me]
         self._lagging: set[tuple[int, int]] = set()
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
+        self._claims: dict[int, int] = {}  # replica -> highest block number it signed
         self._now = 0
         self._out = _Out()
         self._jump_over(unexecuted)
@@ -130,6 +132,8 @@ class PbftOrdererCore:
     def step(self, message: Input) -> None:
         """Route one input (see the module docstring)."""
         if isinstance(message, replica_pb2.BlockSignature):
+            if message.number > self._claims.get(message.replica, -1):
+                self._claims[message.replica] = message.number
             if message.number >= self.height:
                 self.assembler.add_signature(message, self.height)
             elif len(self._lagging) < LAGGING_MAX:
@@ -186,6 +190,24 @@ class PbftOrdererCore:
             self._answered[key] = self._now
             self._out.send.append((key[0], SignatureOf(key[1])))
         self._lagging.clear()
+
+    def behind(self) -> int | None:
+        """While this replica is catching up, the height the cluster is known to hold (its
+        readiness, docs/operations.md); None when it is not known to be behind. Known behind:
+        f+1 other replicas signed a block at least two past our head — at least one of them is
+        honest (the boundary verified each signature; a replica's claim is its own highest
+        signed block, so f faulty replicas cannot raise the figure), and one block past is
+        normal pipelining — or the replica proved itself behind (`Replica.note_behind`: batches
+        fetched, a checkpoint above what it executed, a jump) within BEHIND_TICKS ticks."""
+        others = sorted((n for r, n in self._claims.items() if r != self.replica.me), reverse=True)
+        f = self.replica.config.f
+        known = others[f] + 1 if len(others) > f else 0
+        if known > self.height + 1:
+            return known
+        replica = self.replica
+        if replica.behind_at and replica.now - replica.behind_at < BEHIND_TICKS:
+            return max(known, self.height + 1)
+        return None
 
     # -- blocks --------------------------------------------------------------------------------
 

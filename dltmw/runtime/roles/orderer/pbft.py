@@ -270,6 +270,11 @@ class PbftOrdererChannel(OrdererChannel):
         """The PBFT-lite replica (None before start)."""
         return self.core.replica if self.core is not None else None
 
+    def catching_up(self) -> int | None:
+        """The height the cluster is known to hold while this replica is behind it, else None
+        (readiness: `PbftOrdererCore.behind`)."""
+        return self.core.behind() if self.core is not None else None
+
     @property
     def current_view(self) -> int:
         """The replica's current view (for refusing stale-view messages)."""

@@ -55,6 +55,7 @@ from dltmw.core.hashing import sha256
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
+from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
@@ -187,7 +188,13 @@ class PeerChannel:
             number = max(0, reader.last_block_number())
             return [self._simulate_and_sign(reader, checked, number) for checked in batch]
 
-        return await self.ledger.read_snapshot(run)
+        tracer = self.ctx.tracer
+        start_ns = now_ns() if tracer.enabled else 0
+        responses = await self.ledger.read_snapshot(run)
+        if tracer.enabled:  # an "endorse" span per proposal, in its transaction's trace
+            channel = {"dltmw.channel": self.view.channel_id}
+            tracer.record("endorse", [c.tx_id for c in batch], start_ns, now_ns(), channel)
+        return responses
 
     async def endorse_at(
         self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]

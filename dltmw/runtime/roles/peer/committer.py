@@ -28,12 +28,13 @@ from dltmw.core.effects import Token
 from dltmw.core.errors import PeerError
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.identity import IdentityError
-from dltmw.core.txcheck import CheckedTx, check_transaction
+from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
 from dltmw.core.validation import TxForMvcc, reads_of
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.rpc.tracing import Tracer, now_ns
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
-from dltmw.runtime.metrics import Stopwatch
+from dltmw.runtime.metrics import Stopwatch, validation_code_name
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2
 
@@ -205,6 +206,7 @@ class Committer:
         token = next(self._tokens)
         done = self._waiters.add(token)
         watch = Stopwatch()
+        start_ns = now_ns() if self._ctx.tracer.enabled else 0
         try:
             await driver.put(Delivery(block, token))
             await done
@@ -213,3 +215,18 @@ class Committer:
         # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
         codes = block.metadata.validation_codes
         self._ctx.metrics.observe_block(self._view.channel_id, codes, watch.seconds)
+        if self._ctx.tracer.enabled:
+            trace_commit(self._ctx.tracer, block, start_ns)
+
+
+def trace_commit(tracer: Tracer, block: block_pb2.Block, start_ns: int) -> None:
+    """A "commit" span per transaction of a committed block, in each transaction's trace
+    (`rpc/tracing.py`), with the block's commit times, number and the transaction's code."""
+    codes = block.metadata.validation_codes
+    tx_ids = [tx_summary(e)[0] for e in block.data.envelopes]
+    per_tx = [{"dltmw.validation_code": validation_code_name(c)} for c in codes]
+    number: dict[str, str | int] = {
+        "dltmw.block_number": block.header.number,
+        "dltmw.channel": block.header.channel_id,
+    }
+    tracer.record("commit", tx_ids, start_ns, now_ns(), number, per_tx)
