@@ -145,9 +145,10 @@ async def run(
     async with open_network(directory, synchronous=cfg.synchronous) as net:
         await net.bus("user1.org1").create_topic(TOPIC)
         latency = await _latency(net, cfg)
-        for _ in range(rounds):
-            alone.append(await _throughput(net, cfg, stalled=False))
-            stalled.append(await _throughput(net, cfg, stalled=True))
+        for i in range(rounds):  # which goes first alternates: no order bias
+            for with_stall in (False, True) if i % 2 == 0 else (True, False):
+                result = await _throughput(net, cfg, stalled=with_stall)
+                (stalled if with_stall else alone).append(result)
     ratios = [s["per_s"] / max(1.0, a["per_s"]) for a, s in zip(alone, stalled, strict=True)]
     return {
         "config": asdict(cfg) | {"rounds": rounds},
