@@ -22,6 +22,10 @@ block far ahead holds up nobody else. Every response names the last block of the
 simulated on (`state_block_number`), read in the same snapshot, so a gateway can tell a refusal
 from an endorser that was behind from a final one.
 
+Contracts run with the transaction's header facts (`TxInfo`) and a wall-clock backstop per
+invocation (`limits.contract_wall_s`): past it a metered contract stops with status 503, which
+is never endorsed and reaches the caller as RESOURCE_EXHAUSTED (`core/contract.py`).
+
 Batching. Concurrent requests are coalesced (`aio/coalesce.py`): the signature checks of
 every proposal admitted at one moment run in chunks on the thread pool, their duplicate checks
 are one reader-thread hop, and their simulations and signatures another — so nothing awaited on
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -163,7 +168,9 @@ class PeerChannel:
         """Simulate an admitted proposal on one snapshot of committed state."""
         contract = self._contracts[checked.invocation.contract]
         payload = await self.ledger.read_snapshot(
-            lambda reader: simulate(contract, checked.invocation, reader)
+            lambda reader: simulate(
+                contract, checked.invocation, reader, checked.tx_info(), self._backstop()
+            )
         )
         payload.proposal_hash = sha256(checked.proposal_bytes)
         return payload
@@ -233,7 +240,9 @@ class PeerChannel:
     def _simulate_and_sign(
         self, reader: SnapshotReader, checked: CheckedProposal, state_block_number: int
     ) -> proposal_pb2.ProposalResponse:
-        payload = simulate(self._contracts[checked.invocation.contract], checked.invocation, reader)
+        contract = self._contracts[checked.invocation.contract]
+        tx = checked.tx_info()
+        payload = simulate(contract, checked.invocation, reader, tx, self._backstop())
         payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(
@@ -249,6 +258,12 @@ class PeerChannel:
                 self.ctx.signer, payload_bytes + me, signature
             )
         return response
+
+    def _backstop(self) -> Callable[[], bool]:
+        """The wall-clock backstop of one invocation (a metered contract polls it; the step
+        budget, identical on every endorser, is what normally stops a runaway contract)."""
+        deadline = time.monotonic() + self.ctx.limits.contract_wall_s
+        return lambda: time.monotonic() > deadline
 
     # --- committer ------------------------------------------------------------------------
 
