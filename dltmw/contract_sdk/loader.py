@@ -128,12 +128,13 @@ class _Namespace:
         self.files = files
         self.meter = meter
         self.proxies: dict[str, types.ModuleType] = {}
+        self.modules: dict[str, types.ModuleType] = {}
         self.builtins = self._builtins()
         root = types.ModuleType(self.root_name)
         root.__path__ = []
         root.__package__ = self.root_name
         self.root = root
-        sys.modules.setdefault(self.root_name, root)
+        sys.modules[self.root_name] = root
 
     def _builtins(self) -> dict[str, Any]:
         safe = {k: v for k, v in vars(builtins).items() if k not in FORBIDDEN_NAMES}
@@ -151,7 +152,7 @@ class _Namespace:
     def module(self, name: str) -> types.ModuleType:
         """The package module `name` (a file name without .py), loaded once."""
         full = f"{self.root_name}.{name}"
-        found = sys.modules.get(full)
+        found = self.modules.get(name)
         if found is not None:
             return found
         filename = f"{name}.py"
@@ -161,11 +162,14 @@ class _Namespace:
             raise ImportError(f"cannot load {filename}")
         module = importlib.util.module_from_spec(spec)
         module.__package__ = self.root_name
-        sys.modules[full] = module
+        # Registered so that dataclasses and typing resolve the module's names; a second load of
+        # the same package replaces the entries with its own copies (same code, its own meter).
+        sys.modules[full] = self.modules[name] = module
         try:
             self.meter.run(LOAD_STEP_BUDGET, lambda: False, loader.exec_module, module)
         except BaseException:  # not loaded: forget it, then let the error go on
             sys.modules.pop(full, None)
+            self.modules.pop(name, None)
             raise
         setattr(self.root, name, module)
         return module

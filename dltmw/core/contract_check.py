@@ -90,7 +90,7 @@ class _Checker(ast.NodeVisitor):
             wanted = [module] if module else [a.name for a in node.names]
             for name in wanted:
                 if name not in self.local:
-                    self.add(node, f".{name}", "import of a module not in the package")
+                    self.add(node, f".{name}", "import not in the package")
         elif not allowed_module(module):
             self.add(node, module, "import")
         for alias in node.names:

@@ -1,9 +1,10 @@
 """Contract packages: one canonical archive per contract version, named by its SHA-256.
 
-A package is a ZIP archive (so `unzip -l` shows what is inside) written canonically: entries in
-sorted path order, stored (not compressed: deflate output may differ between zlib versions, and
-the same content must give the same bytes, hence the same id, on any machine), every timestamp
-1980-01-01 00:00, fixed permissions, no comments or extra fields. The first entry is the manifest
+A package is a ZIP archive (so `unzip -l` shows what is inside) written canonically, by our own
+writer so no library default can change it: entries in sorted path order, stored (not
+compressed: deflate output may differ between zlib versions, and the same content must give the
+same bytes, hence the same id, on any machine), every timestamp 1980-01-01 00:00, permissions
+0644, no comments, extra fields or data descriptors. The first entry is the manifest
 `dltmw-contract.json` (canonical JSON: sorted keys, no spaces):
 
     {"entry": "contract:Counter", "name": "counter", "sdk_version": 1, "version": "1.0"}
@@ -22,7 +23,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from dltmw.core.hashing import sha256
@@ -35,7 +38,7 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}\Z")
 MODULE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py\Z")
 ENTRY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)\Z")
-EPOCH = (1980, 1, 1, 0, 0, 0)
+DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, time 00:00 (the earliest a ZIP can say)
 
 
 class PackageError(ValueError):
@@ -116,20 +119,40 @@ def validate_manifest(manifest: Manifest, files: dict[str, str]) -> None:
 def write_package(manifest: Manifest, files: dict[str, str]) -> bytes:
     """The canonical package bytes of `manifest` and `files` ({"contract.py": source})."""
     validate_manifest(manifest, files)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        entries = [(MANIFEST, manifest.to_json())]
-        entries += [(path, files[path].encode()) for path in sorted(files)]
-        for path, content in entries:
-            info = zipfile.ZipInfo(path, date_time=EPOCH)
-            info.create_system = 3
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_STORED
-            archive.writestr(info, content)
-    data = out.getvalue()
+    entries = [(MANIFEST, manifest.to_json())]
+    entries += [(path, files[path].encode()) for path in sorted(files)]
+    data = _stored_zip(entries)
     if len(data) > PACKAGE_BYTES_MAX:
         raise PackageError("too_large", f"package of {len(data)} bytes > {PACKAGE_BYTES_MAX}")
     return data
+
+
+def _stored_zip(entries: list[tuple[str, bytes]]) -> bytes:
+    """A ZIP of stored entries, every field fixed (APPNOTE 4.3): written here rather than by
+    `zipfile`, whose header defaults may change between Python versions — the bytes are the
+    package's identity, so they must not."""
+    local: list[bytes] = []
+    central: list[bytes] = []
+    offset = 0
+    for path, content in entries:
+        name = path.encode()
+        crc = zlib.crc32(content)
+        fixed = struct.pack("<HHHHHIII", 20, 0, 0, 0, DOS_DATE, crc, len(content), len(content))
+        header = b"PK\x03\x04" + fixed + struct.pack("<HH", len(name), 0) + name
+        local.append(header + content)
+        central.append(
+            b"PK\x01\x02"
+            + struct.pack("<H", (3 << 8) | 20)
+            + fixed
+            + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0o100644 << 16, offset)
+            + name
+        )
+        offset += len(header) + len(content)
+    directory = b"".join(central)
+    end = b"PK\x05\x06" + struct.pack(
+        "<HHHHIIH", 0, 0, len(entries), len(entries), len(directory), offset, 0
+    )
+    return b"".join(local) + directory + end
 
 
 def read_package(data: bytes) -> Package:
