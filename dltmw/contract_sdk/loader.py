@@ -66,6 +66,7 @@ class LoadedPackage:
     package_id: str
     manifest: Manifest
     contract: Contract
+    functions: dict[str, str]  # name -> "transaction" | "query"
 
 
 class MeteredContract(Contract):
@@ -232,11 +233,11 @@ def load_package(data: bytes) -> LoadedPackage:
             raise PackageError("bad_entry", f"{package.manifest.entry} is not an SDK Contract")
         if cls.name not in ("", package.manifest.name):
             raise PackageError("bad_entry", f"{class_name}.name {cls.name!r} is not the manifest's")
-        cls.functions()  # annotation errors now, not at the first call
+        functions = {n: spec.kind for n, spec in cls.functions().items()}  # annotation errors now
         instance = cls()
     except PackageError:
         raise
     except (Exception, StepBudgetExceeded) as exc:  # its top-level code failed or ran away
         raise PackageError("load_failed", f"loading the package failed: {exc!r}") from None
     contract = MeteredContract(instance, namespace.meter, package.manifest.name)
-    return LoadedPackage(package.package_id, package.manifest, contract)
+    return LoadedPackage(package.package_id, package.manifest, contract, functions)
