@@ -1,5 +1,5 @@
-"""`dltmw contract ...`: package a contract directory (install, approve and commit come with the
-lifecycle; see docs/contracts.md).
+"""`dltmw contract ...`: package a contract directory, show a package, install it on a peer, list
+what a peer has installed (approve and commit come with the lifecycle; see docs/contracts.md).
 
 `package DIR` writes the canonical package (`core/contract_package.py`) and prints its id, the
 SHA-256 every node will know it by; the install-time static check runs first, so a package a
@@ -8,12 +8,16 @@ peer would refuse is refused here, with every finding as file:line.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from dltmw.cli import params
 from dltmw.cli.errors import UserError
+from dltmw.cli.params import NetworkDir, NodeArg
+from dltmw.client.contracts import NodeAdmin
 from dltmw.contract_sdk.loader import load_package
 from dltmw.contract_sdk.package import package_dir
 from dltmw.core.contract_package import PackageError, package_id, read_package
@@ -66,3 +70,35 @@ def show(
     typer.echo(f"entry     {package.manifest.entry}")
     typer.echo(f"modules   {', '.join(sorted(package.files))}")
     typer.echo(f"functions {', '.join(f'{n} ({k})' for n, k in sorted(loaded.functions.items()))}")
+
+
+AdminOpt = Annotated[
+    str | None,
+    typer.Option("--client", "-c", help="admin client to sign as (default: the node's org admin)"),
+]
+
+
+@contract_app.command("install")
+def install(
+    network: NetworkDir,
+    node: NodeArg,
+    file: Annotated[Path, typer.Argument(help="a package file made by `dltmw contract package`")],
+    client: AdminOpt = None,
+) -> None:
+    """Install a package on a peer (signed by an admin of the peer's organisation)."""
+    params.check_node(network, node)
+    params.check_running(network, node)
+    data = file.read_bytes()
+    reply = asyncio.run(NodeAdmin(network, node, client).install(data))
+    c = reply.contract
+    state = "already installed" if reply.already_installed else "installed"
+    typer.echo(f"{c.package_id} {state} on {node} ({c.name} {c.version})")
+
+
+@contract_app.command("list")
+def list_installed(network: NetworkDir, node: NodeArg, client: AdminOpt = None) -> None:
+    """List the packages installed on a peer."""
+    params.check_node(network, node)
+    params.check_running(network, node)
+    for c in asyncio.run(NodeAdmin(network, node, client).installed()):
+        typer.echo(f"{c.package_id} {c.name} {c.version}: {', '.join(c.functions)}")

@@ -82,6 +82,9 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["contract", "package", str(_impure_contract(t))],
         lambda n, t: ["contract", "show", str(t / "nowhere.zip")],
         lambda n, t: ["contract", "show", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "install", str(n), "peer0.org1", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "install", str(n), "peer9", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "list", str(n), "peer0.org1"],
     ],
 }
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]

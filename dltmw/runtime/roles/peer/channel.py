@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -80,6 +80,16 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
+
+
+class ContractSource(Protocol):
+    """Installed contract packages by id (runtime/contract_store.py)."""
+
+    def contract(self, pid: str) -> Contract | None:
+        """The contract of package `pid`, or None if it is not installed here."""
+        ...
+
+
 RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
@@ -87,14 +97,24 @@ class PeerChannel:
     """Endorses and commits one channel."""
 
     def __init__(
-        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, pool: ThreadPoolExecutor
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        pool: ThreadPoolExecutor,
+        packages: ContractSource | None = None,
     ) -> None:
         self.ctx = ctx
         self.view = view
         self.ledger = ledger
         self._pool = pool
         self._contracts: dict[str, Contract] = {}
+        self._packaged: dict[str, str] = {}  # contract name -> package id (not yet loaded)
+        self._packages = packages
         for deployed in view.config.contracts:
+            if deployed.package_id:
+                self._packaged[deployed.name] = deployed.package_id
+                continue
             contract = builtin_contract(deployed.name)
             if contract is not None:
                 self._contracts[deployed.name] = contract
@@ -138,13 +158,30 @@ class PeerChannel:
         checked = check_signed_proposal(
             signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
         )
-        if checked.invocation.contract not in self._contracts:
+        name = checked.invocation.contract
+        if name not in self._contracts and name in self._packaged:
+            self._load_package(name)
+        if name not in self._contracts:
             raise ClientError(
                 R.ERROR_REASON_CONTRACT_NOT_FOUND,
                 f"contract {checked.invocation.contract!r} is not deployed on "
                 f"{self.view.channel_id!r}",
             )
         return checked
+
+    def _load_package(self, name: str) -> None:
+        """Run the channel's package for `name` from now on, once it is installed here
+        (PACKAGE_NOT_INSTALLED until then; called on the thread pool: it may read a file)."""
+        pid = self._packaged[name]
+        contract = self._packages.contract(pid) if self._packages is not None else None
+        if contract is None:
+            raise ClientError(
+                R.ERROR_REASON_PACKAGE_NOT_INSTALLED,
+                f"contract {name!r} of {self.view.channel_id!r} runs package {pid},"
+                f" which is not installed on {self.ctx.node_id}",
+                {"package_id": pid},
+            )
+        self._contracts[name] = contract
 
     async def admit_many(
         self, batch: Sequence[proposal_pb2.SignedProposal]
