@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from dltmw.contract_sdk.types import (
     ConversionError,
     check_annotation,
-    decode_arg,
+    decoder_for,
     encode_result,
     label_of,
 )
@@ -87,6 +87,7 @@ class Param:
     name: str
     label: str
     annotation: object
+    decode: Callable[[bytes], object]
     default: object = inspect.Parameter.empty
 
 
@@ -111,7 +112,8 @@ def _spec(name: str, method: Callable[..., Any]) -> FunctionSpec:
             check_annotation(annotation)
         except ConversionError as exc:
             raise TypeError(f"{name}({p.name}): {exc}") from None
-        param = Param(p.name, label_of(annotation, p.name), annotation, p.default)
+        label = label_of(annotation, p.name)
+        param = Param(p.name, label, annotation, decoder_for(annotation), p.default)
         if p.kind is inspect.Parameter.VAR_POSITIONAL:
             rest = param
         elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY):
@@ -130,7 +132,11 @@ class Contract(CoreContract):
     def functions(cls) -> dict[str, FunctionSpec]:
         """Every invocable function by name (computed once per class; TypeError if an
         annotation is not supported, so a bad package fails at load, not at first call)."""
-        cached = cls.__dict__.get(SPECS)
+        return dict(cls._specs())
+
+    @classmethod
+    def _specs(cls) -> dict[str, FunctionSpec]:
+        cached: dict[str, FunctionSpec] | None = cls.__dict__.get(SPECS)
         if cached is None:
             cached = {
                 name: _spec(name, member)
@@ -138,11 +144,11 @@ class Contract(CoreContract):
                 if getattr(member, KIND, None) and not name.startswith("_")
             }
             setattr(cls, SPECS, cached)
-        return dict(cached)
+        return cached
 
     def function(self, name: str) -> ContractFunction | None:
         """The invocable function `name` (decorated), converting arguments and result."""
-        spec = self.functions().get(name)
+        spec = self._specs().get(name)
         if spec is None:
             return None
         method = getattr(self, name)
@@ -161,7 +167,7 @@ def decode_args(spec: FunctionSpec, args: Sequence[bytes]) -> list[object]:
         if param is None:  # unreachable: checked above
             raise ContractError(f"{spec.name}: too many arguments")
         try:
-            values.append(decode_arg(param.annotation, raw))
+            values.append(param.decode(raw))
         except ConversionError as exc:
             raise ContractError(f"argument {i + 1} ({param.label}) {exc}") from None
     for i in range(len(args), len(spec.params)):

@@ -34,9 +34,8 @@ import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, get_args, get_origin
-
-Decoder = Callable[[bytes, str], object]  # (raw, "argument N (label)") -> value
 
 
 @dataclass(frozen=True)
@@ -104,29 +103,46 @@ def _text(raw: bytes) -> str:
         raise ConversionError("is not UTF-8") from None
 
 
-def decode_arg(annotation: object, raw: bytes) -> object:
-    """The value of one argument (ConversionError with the reason if it does not fit)."""
+def decoder_for(annotation: object) -> Callable[[bytes], object]:
+    """The converter of one argument's bytes (ConversionError with the reason if they do not
+    fit), worked out once per parameter: annotations are not re-inspected per call."""
     base, extras = _plain(annotation)
+    texts = [e for e in extras if isinstance(e, Text)]
     if base is bytes:
-        return raw
+        return _same
     if base is str:
-        value = _text(raw)
-        for extra in extras:
-            if isinstance(extra, Text) and not extra.min_chars <= len(value) <= extra.max_chars:
-                raise ConversionError(f"must be {extra.min_chars}..{extra.max_chars} characters")
-        return value
-    text = _text(raw)
+        return _text if not texts else partial(_bounded_text, texts)
     if base is int:
-        return _int(text)
+        return lambda raw: _int(_text(raw))
     if base is bool:
-        return _bool(text)
+        return lambda raw: _bool(_text(raw))
     if base is decimal.Decimal:
-        return _decimal(text)
+        return lambda raw: _decimal(_text(raw))
+    return lambda raw: from_json(base, _json(_text(raw)))
+
+
+def decode_arg(annotation: object, raw: bytes) -> object:
+    """The value of one argument (see `decoder_for`)."""
+    return decoder_for(annotation)(raw)
+
+
+def _same(raw: bytes) -> bytes:
+    return raw
+
+
+def _bounded_text(texts: list[Text], raw: bytes) -> str:
+    value = _text(raw)
+    for t in texts:
+        if not t.min_chars <= len(value) <= t.max_chars:
+            raise ConversionError(f"must be {t.min_chars}..{t.max_chars} characters")
+    return value
+
+
+def _json(text: str) -> object:
     try:
-        parsed = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise ConversionError(f"is not JSON: {exc}") from None
-    return from_json(base, parsed)
 
 
 def from_json(annotation: object, value: object) -> object:

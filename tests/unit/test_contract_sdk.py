@@ -281,3 +281,25 @@ def test_output_limits_are_refusals(function: str, message: str) -> None:
     assert outcome.status == 500
     assert message in outcome.message
     assert not outcome.result.rwset.writes
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "metadata"),
+    [
+        (WALL_CLOCK_STATUS, "LIMIT_EXCEEDED", {"limit": "contract_wall_s"}),
+        (400, "CONTRACT_FAILED", {}),
+        (500, "CONTRACT_FAILED", {}),
+    ],
+    ids=["wall-clock-is-resource-exhausted", "caller-fault-is-contract-failed", "contract-bug"],
+)
+def test_what_a_gateway_says_for_a_refusal(
+    status: int, reason: str, metadata: dict[str, str]
+) -> None:
+    from dltmw.core.contract import refusal_error
+    from dltmw.rpc.status import to_status
+    from dltmw.v1 import proposal_pb2
+
+    error = refusal_error(proposal_pb2.ContractResponse(status=status, message="m"))
+    assert (error.reason_name, error.metadata) == (reason, metadata)
+    code = {"LIMIT_EXCEEDED": 8, "CONTRACT_FAILED": 10}[reason]  # RESOURCE_EXHAUSTED, ABORTED
+    assert to_status(error).code == code
