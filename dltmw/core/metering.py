@@ -10,9 +10,10 @@ invocation at the same step with the same message.
 
 Rules a reader must keep:
 - `StepBudgetExceeded` derives from BaseException, so a contract's `except Exception` does not
-  swallow it, and the meter is *sticky*: once exhausted, every further step raises again. Since
-  a step sits at the head of every function body and loop body (outside any `try` of that
-  body), an exhausted invocation unwinds whatever the contract catches.
+  swallow it, and the meter is *sticky*: once exhausted, every further step raises again (a
+  step sits at the head of every function body and loop body, outside any `try` of that body),
+  and `run` raises it again if the contract caught it with a bare `except` and returned: an
+  exhausted invocation never succeeds.
 - The wall-clock backstop (a generous per-invocation limit, machine dependent by nature) is an
   injected `expired()` callable checked every `CLOCK_EVERY` steps: the core reads no clock. Its
   outcome is not deterministic, so it is never an endorsed result (see `core/contract.py`).
@@ -70,9 +71,12 @@ class Meter:
     ) -> T:
         """`fn(*args)` with `budget` steps; StepBudgetExceeded / WallClockExceeded past them."""
         state = self._local
-        state.left, state.budget, state.expired, state.spent = budget, budget, expired, False
+        state.left, state.budget, state.expired, state.spent = budget, budget, expired, None
         try:
-            return fn(*args)
+            result = fn(*args)
+            if state.spent is not None:  # the contract caught the limit and returned anyway
+                raise state.spent
+            return result
         finally:
             state.left = None  # steps outside an invocation are not counted
 
@@ -82,13 +86,15 @@ class Meter:
         left = getattr(state, "left", None)
         if left is None:
             return  # code run outside `run` (never by the loader or the SDK): unmetered
-        if state.spent or left <= 0:
-            state.spent = True
-            raise StepBudgetExceeded(state.budget)
+        if state.spent is not None:
+            raise state.spent
+        if left <= 0:
+            state.spent = StepBudgetExceeded(state.budget)
+            raise state.spent
         state.left = left - 1
         if left % CLOCK_EVERY == 0 and state.expired():
-            state.spent = True
-            raise WallClockExceeded()
+            state.spent = WallClockExceeded()
+            raise state.spent
 
     def iterate(self, items: Iterable[T]) -> Iterator[T]:
         """`items`, one step per item (comprehensions draw through this)."""

@@ -201,6 +201,14 @@ RUNAWAY = (
                     pass
 
         @transaction
+        def caught_and_returned(self, ctx: Context) -> int:
+            try:
+                while True:
+                    pass
+            except:  # noqa: E722 - returning after the limit is still the limit
+                return 1
+
+        @transaction
         def comprehension(self, ctx: Context) -> int:
             return len([x for x in range(10**9)])
 
@@ -234,11 +242,12 @@ def runaway() -> ContractTester:
 
 @pytest.mark.parametrize(
     "function",
-    ["forever", "swallowing", "swallow_all", "comprehension"],
+    ["forever", "swallowing", "swallow_all", "caught_and_returned", "comprehension"],
     ids=[
         "while-true",
         "while-true-catching-exception",
         "while-true-with-bare-except",
+        "bare-except-then-return",
         "huge-comprehension",
     ],
 )
