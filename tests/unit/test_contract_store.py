@@ -44,5 +44,5 @@ def test_installed_package_survives_a_new_store_and_installing_again_is_a_no_op(
 def test_a_corrupted_package_file_is_not_run(tmp_path: Path) -> None:
     ContractStore(tmp_path).install(KV)
     path = tmp_path / f"{package_id(KV)}.zip"
-    path.write_bytes(KV.replace(b"key not found", b"key NOT found"))
+    path.write_bytes(builtin_package("bank"))  # a valid package, but not the one named
     assert ContractStore(tmp_path).contract(package_id(KV)) is None
