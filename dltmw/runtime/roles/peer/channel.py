@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -45,7 +44,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
-from dltmw.aio.clock import utc_now
+from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
 from dltmw.aio.rpc_errors import reconnects
@@ -204,9 +203,10 @@ class PeerChannel:
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
         contract = self._contracts[checked.invocation.contract]
+        clock = duration_clock()
         payload = await self.ledger.read_snapshot(
             lambda reader: simulate(
-                contract, checked.invocation, reader, checked.tx_info(), self._backstop()
+                contract, checked.invocation, reader, checked.tx_info(), self._backstop(clock)
             )
         )
         payload.proposal_hash = sha256(checked.proposal_bytes)
@@ -227,9 +227,11 @@ class PeerChannel:
         if not batch:
             return []
 
+        clock = duration_clock()  # virtual in the simulator
+
         def run(reader: SnapshotReader) -> list[proposal_pb2.ProposalResponse]:
             number = max(0, reader.last_block_number())
-            return [self._simulate_and_sign(reader, checked, number) for checked in batch]
+            return [self._simulate_and_sign(reader, checked, number, clock) for checked in batch]
 
         return await self.ledger.read_snapshot(run)
 
@@ -275,11 +277,15 @@ class PeerChannel:
             ) from None
 
     def _simulate_and_sign(
-        self, reader: SnapshotReader, checked: CheckedProposal, state_block_number: int
+        self,
+        reader: SnapshotReader,
+        checked: CheckedProposal,
+        state_block_number: int,
+        clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
         contract = self._contracts[checked.invocation.contract]
         tx = checked.tx_info()
-        payload = simulate(contract, checked.invocation, reader, tx, self._backstop())
+        payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
         payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(
@@ -296,11 +302,12 @@ class PeerChannel:
             )
         return response
 
-    def _backstop(self) -> Callable[[], bool]:
+    def _backstop(self, clock: Callable[[], float]) -> Callable[[], bool]:
         """The wall-clock backstop of one invocation (a metered contract polls it; the step
-        budget, identical on every endorser, is what normally stops a runaway contract)."""
-        deadline = time.monotonic() + self.ctx.limits.contract_wall_s
-        return lambda: time.monotonic() > deadline
+        budget, identical on every endorser, is what normally stops a runaway contract).
+        `clock` (`aio.clock.duration_clock`) is read on the reader thread."""
+        deadline = clock() + self.ctx.limits.contract_wall_s
+        return lambda: clock() > deadline
 
     # --- committer ------------------------------------------------------------------------
 
