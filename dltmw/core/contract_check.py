@@ -8,6 +8,7 @@ print, ...), `hash`/`id` and sets (iteration order of a set of strings depends o
 hash seed), dunder names and attributes (`__class__`, `__globals__`: the ways out of the
 namespace), private attributes of anything but `self`/`cls` (`collections._sys`), frame and code
 attributes (`gi_frame.f_back.f_globals`), `getattr`-family calls with a computed or dunder name,
+`str.format` fields that walk attributes (`"{0.gi_frame}".format(g)`),
 and `global`/`nonlocal` (state carried across invocations differs between endorsers).
 
 Every finding is reported, not only the first, as "what (kind at file:line)", so a refusal reads
@@ -21,6 +22,7 @@ code run by its peers).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -43,6 +45,7 @@ FORBIDDEN_ATTRIBUTES = frozenset(
     | {"tb_next", "with_traceback", "format_map"}
 )
 SELF_NAMES = frozenset({"self", "cls"})
+FORMAT_FIELD = re.compile(r"\{([^{}:!]*)")  # the field name of each replacement field
 
 
 @dataclass(frozen=True, order=True)
@@ -117,6 +120,14 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "format"
+            and isinstance(func.value, ast.Constant)
+            and isinstance(func.value.value, str)
+            and any(("." in f or "[" in f) for f in FORMAT_FIELD.findall(func.value.value))
+        ):  # "{0.gi_frame.f_globals}".format(g) walks attributes the check refuses by name
+            self.add(node, "format field with attribute or index access", "format string")
         if isinstance(func, ast.Name) and func.id in ATTRIBUTE_FUNCTIONS:
             name = node.args[1] if len(node.args) > 1 else None
             literal = isinstance(name, ast.Constant) and isinstance(name.value, str)

@@ -98,13 +98,17 @@ def test_every_finding_is_listed_with_file_and_line() -> None:
         ("from ..up import x", "..up (import beyond the package at contract.py:1)"),
         ("__dltmw_step__ = None", "__dltmw_step__ (name at contract.py:1)"),
         ("def f(:", "syntax error: invalid syntax (parse at contract.py:1)"),
+        (
+            "x = '{0.gi_frame}'.format(1)",
+            "format field with attribute or index access (format string at contract.py:1)",
+        ),
     ],
     ids=[
         "eval", "exec", "compile", "dunder-import", "globals", "print", "hash-is-seeded",
         "set-display", "set-comprehension", "set-builtin", "dunder-attribute",
         "getattr-dunder", "getattr-computed-name", "private-module-attribute", "frame-attribute",
         "global-statement", "node-internals", "missing-local-module", "relative-beyond-package",
-        "meter-name", "syntax-error",
+        "meter-name", "syntax-error", "format-attribute-walk",
     ],
 )  # fmt: skip
 def test_forbidden_constructs(source: str, finding: str) -> None:
@@ -114,6 +118,7 @@ def test_forbidden_constructs(source: str, finding: str) -> None:
 @pytest.mark.parametrize("name", sorted(BUILTIN), ids=sorted(BUILTIN))
 def test_clean_packages_pass_the_check(name: str) -> None:
     assert findings(CLEAN) == []
+    assert findings("LABEL = '{0}: {1:.2f} {name!r}'.format('a', 1.5, name='b')\n") == []
     assert check_sources(read_package(builtin_package(name)).files) == []
     assert check_sources(read_package(package_dir(EXAMPLE)).files) == []
 
