@@ -11,6 +11,8 @@ thread, a plain script) it is the system's clock.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -24,3 +26,14 @@ def utc_now() -> datetime:
     if wall_clock is not None:
         return wall_clock()  # type: ignore[no-any-return]
     return datetime.now(UTC)
+
+
+def duration_clock() -> Callable[[], float]:
+    """A monotonic clock in seconds that any thread may call (a reader thread polling a
+    deadline): the running loop's own when it carries a virtual clock (the simulator), else
+    `time.monotonic` (uvloop's `time()` updates the loop's cached time: not for other threads).
+    Call it on the event loop."""
+    loop = asyncio.get_running_loop()
+    if getattr(loop, "wall_clock", None) is not None:
+        return loop.time
+    return time.monotonic

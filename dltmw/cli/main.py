@@ -20,6 +20,7 @@ from rich.console import Console
 from dltmw.cli import params
 from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
+from dltmw.cli.contract import contract_app
 from dltmw.cli.errors import EXIT_USAGE, UserError, run
 from dltmw.cli.params import (
     ArgsArg,
@@ -329,6 +330,7 @@ def demo(
 
 app.command()(bench_command)
 app.command()(audit_command)
+app.add_typer(contract_app, name="contract")
 
 
 def main() -> None:

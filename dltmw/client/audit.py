@@ -83,7 +83,8 @@ class _Node:
         )
 
 
-def _node_orgs(network_dir: Path) -> dict[str, str]:
+def node_orgs(network_dir: Path) -> dict[str, str]:
+    """Node id -> its organisation, from the network directory's topology."""
     with (network_dir / "topology.toml").open("rb") as f:
         return {n["id"]: n["org"] for n in tomllib.load(f)["nodes"]}
 
@@ -92,7 +93,7 @@ async def _connect(network_dir: Path, client_id: str | None) -> tuple[list[_Node
     nodes: list[_Node] = []
     unreachable: dict[str, str] = {}
     loaded: dict[str, ClientFiles] = {}
-    for node_id, org in sorted(_node_orgs(network_dir).items()):
+    for node_id, org in sorted(node_orgs(network_dir).items()):
         who = client_id or f"admin.{org.lower()}"
         if who not in loaded:
             loaded[who] = ClientFiles.load(network_dir, who)

@@ -2,23 +2,38 @@
 
 Contracts are registered by name; a channel deploys a contract by naming it in its config
 (`ChannelConfig.contracts`), so every node of the channel runs the same code under the same name.
+`bank` and `kv` are written with the contract SDK like any user contract: `builtin_package`
+gives each as an ordinary content-addressed package (it passes the install-time check and loads
+like any other); registering them by name is what remains until the lifecycle deploys them.
 """
 
 from __future__ import annotations
+
+from importlib import resources
 
 from dltmw.contracts.bank import BankContract
 from dltmw.contracts.bus import BusContract
 from dltmw.contracts.kv import KvContract
 from dltmw.core.contract import Contract
+from dltmw.core.contract_package import Manifest, write_package
 
 BUILTIN: dict[str, type[Contract]] = {
     "bank": BankContract,
     "bus": BusContract,
     "kv": KvContract,
 }
+BUILTIN_VERSION = "1.0"
 
 
 def builtin_contract(name: str) -> Contract | None:
     """A fresh instance of the built-in contract `name`, or None."""
     cls = BUILTIN.get(name)
     return cls() if cls else None
+
+
+def builtin_package(name: str) -> bytes:
+    """The built-in contract `name` (KeyError if none) as canonical package bytes."""
+    cls = BUILTIN[name]
+    source = resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
+    manifest = Manifest(name, BUILTIN_VERSION, f"{name}:{cls.__name__}")
+    return write_package(manifest, {f"{name}.py": source})

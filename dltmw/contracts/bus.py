@@ -9,23 +9,25 @@ publishers never conflict with each other (no MVCC aborts however many publish a
 
 A topic must be created before use, so a misspelt topic is refused (404) instead of silently
 starting a stream nobody reads.
+
+Written with the contract SDK like any user contract, so it may import only pure standard
+library modules: a message is checked against the `BusMessage` wire format (protobuf: field 1,
+repeated header entries {1: key, 2: value}; field 2, the payload) by the small reader below,
+not by the protobuf runtime.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
-from google.protobuf.message import DecodeError
-
-from dltmw.core.contract import Context, Contract, ContractError
-from dltmw.v1 import bus_pb2
+from dltmw.contract_sdk import Context, Contract, ContractError, query, transaction
 
 MESSAGE_BYTES_MAX = 256 * 1024  # a serialised BusMessage; larger ones are refused
 BATCH_BYTES_MAX = 1024 * 1024  # the messages of one publish_batch together
 BATCH_MAX = 1000  # messages in one publish_batch
 HEADERS_MAX = 32
 TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+LEN = 2  # the protobuf wire type of strings, bytes and messages
 
 
 def topic_key(topic: str) -> str:
@@ -33,13 +35,7 @@ def topic_key(topic: str) -> str:
     return f"topic/{topic}"
 
 
-def _topic(args: Sequence[bytes]) -> str:
-    if not args:
-        raise ContractError("missing argument 1: topic")
-    try:
-        topic = args[0].decode()
-    except UnicodeDecodeError as exc:
-        raise ContractError("topic is not UTF-8") from exc
+def _topic(topic: str) -> str:
     if not TOPIC.fullmatch(topic):
         raise ContractError(
             f"topic {topic[:64]!r} must be 1..128 characters of A-Z a-z 0-9 . _ / - "
@@ -48,14 +44,51 @@ def _topic(args: Sequence[bytes]) -> str:
     return topic
 
 
+def _varint(raw: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while at < len(raw) and shift < 64:
+        byte = raw[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def _fields(raw: bytes) -> list[tuple[int, bytes]]:
+    """(field number, bytes) of every length-delimited field; ValueError for anything else."""
+    out: list[tuple[int, bytes]] = []
+    at = 0
+    while at < len(raw):
+        tag, at = _varint(raw, at)
+        if tag & 7 != LEN or tag >> 3 == 0:
+            raise ValueError("unexpected field")
+        size, at = _varint(raw, at)
+        if at + size > len(raw):
+            raise ValueError("truncated field")
+        out.append((tag >> 3, raw[at : at + size]))
+        at += size
+    return out
+
+
 def _check_message(raw: bytes) -> None:
+    """Refuse anything but a BusMessage within the limits."""
     if len(raw) > MESSAGE_BYTES_MAX:
         raise ContractError(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}", 413)
     try:
-        message = bus_pb2.BusMessage.FromString(raw)
-    except DecodeError as exc:
+        fields = _fields(raw)
+        headers = [value for number, value in fields if number == 1]
+        if any(number not in (1, 2) for number, _ in fields):
+            raise ValueError("unknown field")
+        for entry in headers:
+            for number, text in _fields(entry):
+                if number not in (1, 2):
+                    raise ValueError("unknown header field")
+                text.decode()
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ContractError("message is not a serialised BusMessage") from exc
-    if len(message.headers) > HEADERS_MAX:
+    if len(headers) > HEADERS_MAX:
         raise ContractError(f"more than {HEADERS_MAX} headers")
 
 
@@ -69,30 +102,30 @@ class BusContract(Contract):
 
     name = "bus"
 
-    def create_topic(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def create_topic(self, ctx: Context, topic: str) -> bytes:
         """create_topic(topic): declare a topic (409 if it exists)."""
-        topic = _topic(args)
+        _topic(topic)
         if ctx.get(topic_key(topic)) is not None:
             raise ContractError(f"topic {topic!r} already exists", 409)
         ctx.put(topic_key(topic), b"1")
         ctx.emit("topic_created", topic.encode())
         return topic.encode()
 
-    def publish(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def publish(self, ctx: Context, topic: str, message: bytes) -> bytes:
         """publish(topic, message): `message` is a serialised BusMessage; emits it."""
-        topic = _topic(args)
-        if len(args) != 2:
-            raise ContractError("publish takes 2 arguments: topic, message")
-        _check_message(args[1])
+        _topic(topic)
+        _check_message(message)
         _known(ctx, topic)
-        ctx.emit(topic, args[1])
+        ctx.emit(topic, message)
         return b""
 
-    def publish_batch(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def publish_batch(self, ctx: Context, topic: str, *messages: bytes) -> bytes:
         """publish_batch(topic, message...): up to BATCH_MAX messages in one transaction, each
         its own event (and its own position), in the order given."""
-        topic = _topic(args)
-        messages = args[1:]
+        _topic(topic)
         if not 1 <= len(messages) <= BATCH_MAX:
             raise ContractError(f"publish_batch takes 1..{BATCH_MAX} messages")
         total = sum(len(m) for m in messages)
@@ -105,9 +138,10 @@ class BusContract(Contract):
             ctx.emit(topic, raw)
         return str(len(messages)).encode()
 
-    def topic(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @query
+    def topic(self, ctx: Context, topic: str) -> bytes:
         """topic(name): "1" if the topic exists (404 otherwise)."""
-        topic = _topic(args)
+        _topic(topic)
         if ctx.get(topic_key(topic)) is None:
             raise ContractError(f"unknown topic {topic!r}", 404)
         return b"1"

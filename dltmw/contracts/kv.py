@@ -1,22 +1,15 @@
-"""A plain key-value contract: the simplest workload, and a tool for tests."""
+"""A plain key-value contract: the simplest workload, and a tool for tests.
+
+Written with the contract SDK (see `bank.py` for what that means for deployment).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Annotated
 
-from dltmw.core.contract import Context, Contract, ContractError
+from dltmw.contract_sdk import Context, Contract, ContractError, Text, query, transaction
 
-
-def _key(args: Sequence[bytes], i: int = 0) -> str:
-    if len(args) <= i:
-        raise ContractError(f"missing argument {i + 1}: key")
-    try:
-        key = args[i].decode()
-    except UnicodeDecodeError as exc:
-        raise ContractError("key is not UTF-8") from exc
-    if not key or len(key) > 256:
-        raise ContractError("key must be 1..256 characters")
-    return key
+Key = Annotated[str, Text(1, 256)]
 
 
 class KvContract(Contract):
@@ -24,38 +17,37 @@ class KvContract(Contract):
 
     name = "kv"
 
-    def put(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def put(self, ctx: Context, key: Key, value: bytes) -> bytes:
         """put(key, value): blind write (reads nothing, so it never conflicts)."""
-        if len(args) < 2:
-            raise ContractError("put needs key and value")
-        ctx.put(_key(args), args[1])
+        ctx.put(key, value)
         return b""
 
-    def get(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @query
+    def get(self, ctx: Context, key: Key) -> bytes:
         """get(key): the value, or 404."""
-        value = ctx.get(_key(args))
+        value = ctx.get(key)
         if value is None:
             raise ContractError("key not found", 404)
         return value
 
-    def delete(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def delete(self, ctx: Context, key: Key) -> bytes:
         """delete(key)."""
-        key = _key(args)
         if ctx.get(key) is None:
             raise ContractError("key not found", 404)
         ctx.delete(key)
         return b""
 
-    def incr(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @transaction
+    def incr(self, ctx: Context, key: Key) -> bytes:
         """incr(key): read-modify-write of a counter (a hot key conflicts)."""
-        key = _key(args)
         current = ctx.get(key)
         new = (int(current) if current is not None else 0) + 1
         ctx.put(key, str(new).encode())
         return str(new).encode()
 
-    def range(self, ctx: Context, args: Sequence[bytes]) -> bytes:
+    @query
+    def range(self, ctx: Context, start: Key, end: str = "") -> bytes:
         """range(start, end): newline-separated `key=value` lines."""
-        start = _key(args)
-        end = args[1].decode() if len(args) > 1 else ""
         return b"\n".join(k.encode() + b"=" + v for k, v in ctx.range(start, end))

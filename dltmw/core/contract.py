@@ -7,6 +7,18 @@ draw randomness: every endorser has to reach byte-identical results, or the gate
 ENDORSEMENT_MISMATCH. As in Fabric, reads see committed state only (not the invocation's own
 staged writes), and every read records the version it saw, so validation at commit can refuse the
 transaction if that state changed in between (MVCC).
+
+Limits. Every outcome an endorser signs must be the same on every endorser, so the limits that
+decide one are deterministic protocol constants: a step budget for metered (packaged) contracts
+(`core/metering.py`), the size of the result (`RESULT_BYTES_MAX`) and of the write set
+(`WRITES_MAX` keys, `WRITES_BYTES_MAX` bytes of keys and values) — exceeding one is a refusal
+(status 500, the contract's fault) with a message naming the limit. The one machine-dependent
+limit, the wall-clock backstop (`expired`, injected by the node), yields `WALL_CLOCK_STATUS`,
+which a gateway turns into RESOURCE_EXHAUSTED for its caller and never into an endorsement.
+
+What a contract learns about the transaction (`TxInfo`: tx_id, the creator's org, identity and
+common name, the header timestamp) comes from the signed header, the same on every endorser; a
+contract never reads the clock.
 """
 
 from __future__ import annotations
@@ -15,10 +27,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dltmw.core.errors import ClientError
+from dltmw.core.metering import STEP_BUDGET, StepBudgetExceeded, WallClockExceeded
 from dltmw.core.rwset import StateEntry, Version
-from dltmw.v1 import proposal_pb2, rwset_pb2
+from dltmw.v1 import errors_pb2, proposal_pb2, rwset_pb2
 
 RANGE_LIMIT_MAX = 10_000
+RESULT_BYTES_MAX = 1024 * 1024
+WRITES_MAX = 10_000
+WRITES_BYTES_MAX = 4 * 1024 * 1024
+WALL_CLOCK_STATUS = 503  # not deterministic: never endorsed, RESOURCE_EXHAUSTED to the caller
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    """The transaction as its signed header describes it (identical on every endorser)."""
+
+    tx_id: str
+    creator_org: str
+    creator_identity: bytes
+    creator_name: str
+    timestamp_s: int
+    timestamp_nanos: int = 0
 
 
 class ContractError(Exception):
@@ -50,6 +84,10 @@ class Context:
     range_reads: list[rwset_pb2.RangeQueryInfo] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)
     events: list[proposal_pb2.ContractEvent] = field(default_factory=list)
+    tx: TxInfo | None = None
+    read_only: bool = False
+    step_budget: int = STEP_BUDGET
+    expired: Callable[[], bool] = _never
 
     def get(self, key: str) -> bytes | None:
         """Committed value of `key` (None if absent); records the version read."""
@@ -74,19 +112,26 @@ class Context:
 
     def put(self, key: str, value: bytes) -> None:
         """Stage a write."""
+        self._writable("put")
         if not key:
             raise ContractError("empty key")
         self.writes[key] = value
 
     def delete(self, key: str) -> None:
         """Stage a delete."""
+        self._writable("delete")
         self.writes[key] = None
 
     def emit(self, name: str, payload: bytes = b"") -> None:
         """Emit an event, delivered if the transaction commits as VALID."""
+        self._writable("emit")
         self.events.append(
             proposal_pb2.ContractEvent(contract=self.namespace, name=name, payload=payload)
         )
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ContractError(f"a query must not write ({what})", 500)
 
 
 ContractFunction = Callable[[Context, Sequence[bytes]], bytes]
@@ -106,13 +151,18 @@ class Contract:
 
 
 def simulate(
-    contract: Contract, invocation: proposal_pb2.ContractInvocation, state: StateReader
+    contract: Contract,
+    invocation: proposal_pb2.ContractInvocation,
+    state: StateReader,
+    tx: TxInfo | None = None,
+    expired: Callable[[], bool] = _never,
 ) -> proposal_pb2.ProposalResponsePayload:
     """Run one invocation against `state`; returns the response payload (without proposal_hash).
 
-    A refusal yields status 400..500 and an empty read/write set: it can never commit.
+    A refusal yields status 400..503 and an empty read/write set: it can never commit.
+    `expired` is the node's wall-clock backstop, polled by metered contracts.
     """
-    ctx = Context(namespace=contract.name, state=state)
+    ctx = Context(namespace=contract.name, state=state, tx=tx, expired=expired)
     fn = contract.function(invocation.function)
     if fn is None:
         message = f"contract {contract.name!r} has no function {invocation.function!r}"
@@ -123,8 +173,16 @@ def simulate(
         # A refusal can never look like success: anything outside 400..599 becomes 500.
         status = exc.status if 400 <= exc.status <= 599 else 500
         return _refused(contract.name, status, exc.message)
+    except StepBudgetExceeded as exc:
+        return _refused(contract.name, 500, f"{exc} (a step is a call or a loop iteration)")
+    except WallClockExceeded:
+        message = "contract ran past this node's wall-clock limit per invocation"
+        return _refused(contract.name, WALL_CLOCK_STATUS, message)
     except Exception as exc:  # a contract bug is the contract's refusal, never the node's crash
         return _refused(contract.name, 500, f"contract raised {type(exc).__name__}: {exc}")
+    over = _over_limits(ctx, result)
+    if over:
+        return _refused(contract.name, 500, over)
     rwset = rwset_pb2.ReadWriteSet(
         namespace=contract.name,
         reads=[_read(k, v) for k, v in ctx.reads.items()],
@@ -141,6 +199,20 @@ def simulate(
     )
 
 
+def _over_limits(ctx: Context, result: bytes) -> str:
+    """Which deterministic output limit the invocation exceeded ("" if none)."""
+    if not isinstance(result, bytes):
+        return f"contract returned {type(result).__name__}, not bytes"
+    if len(result) > RESULT_BYTES_MAX:
+        return f"result of {len(result)} bytes exceeds the limit of {RESULT_BYTES_MAX}"
+    if len(ctx.writes) > WRITES_MAX:
+        return f"{len(ctx.writes)} writes exceed the limit of {WRITES_MAX}"
+    size = sum(len(k.encode()) + len(v or b"") for k, v in ctx.writes.items())
+    if size > WRITES_BYTES_MAX:
+        return f"write set of {size} bytes exceeds the limit of {WRITES_BYTES_MAX}"
+    return ""
+
+
 def _read(key: str, version: Version | None) -> rwset_pb2.KVRead:
     if version is None:
         return rwset_pb2.KVRead(key=key)
@@ -152,3 +224,13 @@ def _refused(namespace: str, status: int, message: str) -> proposal_pb2.Proposal
         rwset=rwset_pb2.ReadWriteSet(namespace=namespace),
         response=proposal_pb2.ContractResponse(status=status, message=message),
     )
+
+
+def refusal_error(response: proposal_pb2.ContractResponse) -> ClientError:
+    """The error a gateway gives its caller for a contract's refusal: CONTRACT_FAILED, or
+    LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when the node's wall-clock backstop stopped it."""
+    if response.status == WALL_CLOCK_STATUS:
+        return ClientError(
+            errors_pb2.ERROR_REASON_LIMIT_EXCEEDED, response.message, {"limit": "contract_wall_s"}
+        )
+    return ClientError(errors_pb2.ERROR_REASON_CONTRACT_FAILED, response.message)

@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError, Message
 
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
+from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, VerifiedIdentity
@@ -61,6 +62,17 @@ class CheckedProposal:
     def tx_id(self) -> str:
         """The proposal's transaction id."""
         return self.header.tx_id
+
+    def tx_info(self) -> TxInfo:
+        """What a contract may know of this transaction (from the signed header)."""
+        return TxInfo(
+            tx_id=self.header.tx_id,
+            creator_org=self.creator.org_id,
+            creator_identity=self.creator.identity_bytes,
+            creator_name=self.creator.common_name,
+            timestamp_s=self.header.timestamp.seconds,
+            timestamp_nanos=self.header.timestamp.nanos,
+        )
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,23 @@ class ClientSpec(Strict):
 class ContractSpec(Strict):
     """`contracts = [{...}]` of a channel: a deployed contract."""
 
-    name: Literal["bank", "bus", "kv"] = Field(description="built-in contract")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="a built-in contract (bank, kv, bus), or the name in the package's manifest",
+    )
     endorsement_policy: str = Field("", description="policy of this contract (else the channel's)")
+    package_id: str = Field(
+        "",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="SHA-256 of the contract package (`dltmw contract package`) the channel"
+        " runs; peers endorse once it is installed there (empty: the built-in `name`)",
+    )
+
+    @model_validator(mode="after")
+    def _builtin_or_package(self) -> ContractSpec:
+        if not self.package_id and self.name not in ("bank", "bus", "kv"):
+            raise ValueError(f"contract {self.name!r} is not built in: give its package_id")
+        return self
 
 
 class Batch(Strict):

@@ -236,6 +236,8 @@ def _channel_config(
         config.privacy_auditors.append(auditor)
     for contract in ch.get("contracts", [{"name": "bank"}, {"name": "kv"}]):
         config.contracts.add(
-            name=contract["name"], endorsement_policy=contract.get("endorsement_policy", "")
+            name=contract["name"],
+            endorsement_policy=contract.get("endorsement_policy", ""),
+            package_id=contract.get("package_id", ""),
         )
     return config

@@ -1,12 +1,14 @@
-"""AdminService servicer: joining channels, node status and audit views."""
+"""AdminService servicer: joining channels, node status, audit views, installing contracts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from dltmw.core.contract_package import PackageError
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.core.txcheck import parse
@@ -35,6 +37,20 @@ class AuditSource(Protocol):
         ...
 
 
+class ContractInstaller(Protocol):
+    """What InstallContract and ListInstalledContracts need (runtime/contract_store.py);
+    blocking file I/O, so the servicer calls it on a worker thread."""
+
+    def install_package(self, data: bytes) -> tuple[A.InstalledContract, bool]:
+        """Check and store package bytes: (its description, whether it was there already);
+        PackageError if refused (nothing stored)."""
+        ...
+
+    def installed(self) -> list[A.InstalledContract]:
+        """Every installed package."""
+        ...
+
+
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     """Admin operations, authorised against the node's own organisation."""
 
@@ -45,8 +61,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         join: Callable[[block_pb2.Block], Awaitable[str]],
         status: Callable[[], A.NodeStatusResponse],
         audit: AuditSource | None = None,
+        contracts: ContractInstaller | None = None,
     ) -> None:
         self._own_org = own_org
+        self._contracts = contracts
         self._window_s = window_s
         self._join = join
         self._status = status
@@ -95,6 +113,44 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         if "admin" not in who.roles:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "Audit needs an admin identity")
         return await self._audit.report(query)
+
+    @unary
+    async def InstallContract(
+        self, request: A.InstallContractRequest, context: Ctx
+    ) -> A.InstallContractResponse:
+        """Check and store a contract package (admins of the node's organisation only)."""
+        require(bool(request.command), "command")
+        command = parse(A.InstallContractCommand, request.command, "command")
+        who = admit_query(
+            context, command, request.command, request.signature, self._own_org, self._window_s
+        )
+        if "admin" not in who.roles:
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "InstallContract needs an admin")
+        store = self._store()
+        require(bool(command.package), "command.package")
+        try:
+            described, before = await asyncio.to_thread(store.install_package, command.package)
+        except PackageError as exc:
+            raise ClientError(
+                R.ERROR_REASON_PACKAGE_INVALID, exc.message, {"check": exc.reason}
+            ) from None
+        return A.InstallContractResponse(contract=described, already_installed=before)
+
+    @unary
+    async def ListInstalledContracts(
+        self, request: A.ListInstalledContractsRequest, context: Ctx
+    ) -> A.ListInstalledContractsResponse:
+        """The installed packages (identities of the node's organisation)."""
+        require(bool(request.query), "query")
+        query = parse(A.NodeStatusQuery, request.query, "query")
+        admit_query(context, query, request.query, request.signature, self._own_org, self._window_s)
+        store = self._store()
+        return A.ListInstalledContractsResponse(contracts=await asyncio.to_thread(store.installed))
+
+    def _store(self) -> ContractInstaller:
+        if self._contracts is None:
+            raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, "contracts are installed on peers")
+        return self._contracts
 
 
 def _claimed_org(requester: bytes) -> str:

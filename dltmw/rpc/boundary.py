@@ -61,6 +61,7 @@ QUERY_METHODS = frozenset(
         "/dltmw.v1.GatewayService/Events",
         "/dltmw.v1.OrdererService/Deliver",
         "/dltmw.v1.AdminService/NodeStatus",
+        "/dltmw.v1.AdminService/ListInstalledContracts",
         "/dltmw.v1.PrivacyManagerService/Receive",
         "/dltmw.v1.PrivacyManagerService/Resend",
         "/dltmw.v1.PrivacyManagerService/PrivateStateHash",

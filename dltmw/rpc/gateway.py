@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+from dltmw.core.contract import refusal_error
 from dltmw.core.errors import ClientError
 from dltmw.core.txcheck import parse
 from dltmw.rpc.events import block_events, check_filters
@@ -65,7 +66,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         await peer.reach(request.min_block_number, self._height_wait_s)
         payload = await peer.simulate(checked)
         if payload.response.status != 200:
-            raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, payload.response.message)
+            raise refusal_error(payload.response)
         return G.EvaluateResponse(result=payload.response)
 
     @unary

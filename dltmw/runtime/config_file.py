@@ -57,6 +57,13 @@ class Limits:
         float,
         Field(description="how long a proposal waits for its min_block_number to be committed"),
     ] = 5.0
+    contract_wall_s: Annotated[
+        float,
+        Field(
+            description="wall-clock backstop of one contract invocation, seconds (the"
+            " deterministic step budget stops runaway contracts first)"
+        ),
+    ] = 2.0
     queue_max: Annotated[int, Field(description="entries of each bounded queue")] = 10_000
     query_bytes_max: Annotated[
         int, Field(description="request of an RPC carrying only a signed query, bytes")

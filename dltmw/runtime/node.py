@@ -51,6 +51,7 @@ from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.contract_store import ContractStore
 from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
@@ -129,6 +130,9 @@ class Node:
             key = load_privacy_key(config.privacy_key.read_bytes())
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self.contracts: ContractStore | None = None  # installed contract packages (peers)
+        if "peer" in config.roles:
+            self.contracts = ContractStore(config.data_dir / "contracts")
         self.utxo = UtxoServices(config, self.ctx, self._pool)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
@@ -226,7 +230,9 @@ class Node:
         everywhere), so nothing answers for a role a node does not have."""
         limits = self.config.limits
         window, wait = limits.timestamp_window_s, limits.commit_wait_s
-        admin = AdminServicer(self.own_org, window, self.join_from_admin, self.status, self.auditor)
+        admin = AdminServicer(
+            self.own_org, window, self.join_from_admin, self.status, self.auditor, self.contracts
+        )
         out: list[tuple[ServiceDescriptor, object]] = [
             (_service(admin_service_pb2, "AdminService"), admin),
             (_service(health_pb2, "Health"), self._health),
@@ -305,7 +311,7 @@ class Node:
                 genesis.CopyFrom(block)
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await ledger.commit_block(genesis, [genesis_tx_id(block)])
-            peer = PeerChannel(self.ctx, view, ledger, self._pool)
+            peer = PeerChannel(self.ctx, view, ledger, self._pool, self.contracts)
             await peer.start()
             self.peers[cid] = peer
             if self.privacy is not None:

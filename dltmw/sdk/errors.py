@@ -124,6 +124,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "NOT_FOUND": NotFound,
     "CHANNEL_NOT_FOUND": NotFound,
     "CONTRACT_NOT_FOUND": NotFound,
+    "PACKAGE_NOT_INSTALLED": NotFound,
     "CONTRACT_FAILED": ContractRefused,
     "ENDORSEMENT_MISMATCH": EndorsementFailed,
     "ENDORSEMENT_POLICY_UNSATISFIABLE": EndorsementFailed,

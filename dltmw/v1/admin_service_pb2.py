@@ -26,37 +26,49 @@ from dltmw.v1 import privacy_manager_service_pb2 as dltmw_dot_v1_dot_privacy__ma
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/admin_service.proto\x12\x08\x64ltmw.v1\x1a&dltmw/v1/privacy_manager_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x12JoinChannelCommand\x12\x14\n\x0c\x63onfig_block\x18\x01 \x01(\x0c\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x12JoinChannelRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\")\n\x13JoinChannelResponse\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"S\n\x0fNodeStatusQuery\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x11NodeStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"q\n\rChannelStatus\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x17\n\x0flast_block_hash\x18\x03 \x01(\x0c\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x14\n\x0corderer_view\x18\x05 \x01(\x04\"o\n\x12NodeStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12)\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.ChannelStatus\"\xbd\x01\n\nAuditQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x15\n\rblock_numbers\x18\x02 \x03(\x04\x12\x18\n\x10state_chain_from\x18\x03 \x01(\x04\x12\x11\n\trecompute\x18\x04 \x01(\x08\x12\x15\n\rprivate_after\x18\x05 \x01(\x0c\x12\x11\n\trequester\x18\x06 \x01(\x0c\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0c\x41uditRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\nAuditPoint\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x13\n\x0bstate_chain\x18\x04 \x01(\x0c\"\x8d\x01\n\x0ePrivateTxAudit\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x05 \x01(\x0c\"\x9d\x03\n\rAuditResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12$\n\x06points\x18\x05 \x03(\x0b\x32\x14.dltmw.v1.AuditPoint\x12\x11\n\thas_state\x18\x06 \x01(\x08\x12\x19\n\x11state_hashes_from\x18\x07 \x01(\x04\x12\x19\n\x11stored_state_hash\x18\x08 \x01(\x0c\x12\x1d\n\x15recomputed_state_hash\x18\t \x01(\x0c\x12\x13\n\x0bhas_private\x18\n \x01(\x08\x12\x16\n\x0eprivate_height\x18\x0b \x01(\x04\x12!\n\x19private_stored_state_hash\x18\x0c \x01(\x0c\x12%\n\x1dprivate_recomputed_state_hash\x18\r \x01(\x0c\x12-\n\x0bprivate_txs\x18\x0e \x03(\x0b\x32\x18.dltmw.v1.PrivateTxAudit\x12\x14\n\x0cprivate_next\x18\x0f \x01(\x0c\x32\xdd\x01\n\x0c\x41\x64minService\x12J\n\x0bJoinChannel\x12\x1c.dltmw.v1.JoinChannelRequest\x1a\x1d.dltmw.v1.JoinChannelResponse\x12G\n\nNodeStatus\x12\x1b.dltmw.v1.NodeStatusRequest\x1a\x1c.dltmw.v1.NodeStatusResponse\x12\x38\n\x05\x41udit\x12\x16.dltmw.v1.AuditRequest\x1a\x17.dltmw.v1.AuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/admin_service.proto\x12\x08\x64ltmw.v1\x1a&dltmw/v1/privacy_manager_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\x16InstallContractCommand\x12\x0f\n\x07package\x18\x01 \x01(\x0c\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x16InstallContractRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"Y\n\x11InstalledContract\x12\x12\n\npackage_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tfunctions\x18\x04 \x03(\t\"c\n\x17InstallContractResponse\x12-\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x1b.dltmw.v1.InstalledContract\x12\x19\n\x11\x61lready_installed\x18\x02 \x01(\x08\"A\n\x1dListInstalledContractsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"P\n\x1eListInstalledContractsResponse\x12.\n\tcontracts\x18\x01 \x03(\x0b\x32\x1b.dltmw.v1.InstalledContract\"l\n\x12JoinChannelCommand\x12\x14\n\x0c\x63onfig_block\x18\x01 \x01(\x0c\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x12JoinChannelRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\")\n\x13JoinChannelResponse\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"S\n\x0fNodeStatusQuery\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x11NodeStatusRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"q\n\rChannelStatus\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x17\n\x0flast_block_hash\x18\x03 \x01(\x0c\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x14\n\x0corderer_view\x18\x05 \x01(\x04\"o\n\x12NodeStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12)\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.ChannelStatus\"\xbd\x01\n\nAuditQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x15\n\rblock_numbers\x18\x02 \x03(\x04\x12\x18\n\x10state_chain_from\x18\x03 \x01(\x04\x12\x11\n\trecompute\x18\x04 \x01(\x08\x12\x15\n\rprivate_after\x18\x05 \x01(\x0c\x12\x11\n\trequester\x18\x06 \x01(\x0c\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0c\x41uditRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\nAuditPoint\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x13\n\x0bstate_chain\x18\x04 \x01(\x0c\"\x8d\x01\n\x0ePrivateTxAudit\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x10\n\x08tx_index\x18\x03 \x01(\r\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x05 \x01(\x0c\"\x9d\x03\n\rAuditResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12$\n\x06points\x18\x05 \x03(\x0b\x32\x14.dltmw.v1.AuditPoint\x12\x11\n\thas_state\x18\x06 \x01(\x08\x12\x19\n\x11state_hashes_from\x18\x07 \x01(\x04\x12\x19\n\x11stored_state_hash\x18\x08 \x01(\x0c\x12\x1d\n\x15recomputed_state_hash\x18\t \x01(\x0c\x12\x13\n\x0bhas_private\x18\n \x01(\x08\x12\x16\n\x0eprivate_height\x18\x0b \x01(\x04\x12!\n\x19private_stored_state_hash\x18\x0c \x01(\x0c\x12%\n\x1dprivate_recomputed_state_hash\x18\r \x01(\x0c\x12-\n\x0bprivate_txs\x18\x0e \x03(\x0b\x32\x18.dltmw.v1.PrivateTxAudit\x12\x14\n\x0cprivate_next\x18\x0f \x01(\x0c\x32\xa2\x03\n\x0c\x41\x64minService\x12J\n\x0bJoinChannel\x12\x1c.dltmw.v1.JoinChannelRequest\x1a\x1d.dltmw.v1.JoinChannelResponse\x12G\n\nNodeStatus\x12\x1b.dltmw.v1.NodeStatusRequest\x1a\x1c.dltmw.v1.NodeStatusResponse\x12\x38\n\x05\x41udit\x12\x16.dltmw.v1.AuditRequest\x1a\x17.dltmw.v1.AuditResponse\x12V\n\x0fInstallContract\x12 .dltmw.v1.InstallContractRequest\x1a!.dltmw.v1.InstallContractResponse\x12k\n\x16ListInstalledContracts\x12\'.dltmw.v1.ListInstalledContractsRequest\x1a(.dltmw.v1.ListInstalledContractsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOINCHANNELCOMMAND']._serialized_start=115
-  _globals['_JOINCHANNELCOMMAND']._serialized_end=223
-  _globals['_JOINCHANNELREQUEST']._serialized_start=225
-  _globals['_JOINCHANNELREQUEST']._serialized_end=281
-  _globals['_JOINCHANNELRESPONSE']._serialized_start=283
-  _globals['_JOINCHANNELRESPONSE']._serialized_end=324
-  _globals['_NODESTATUSQUERY']._serialized_start=326
-  _globals['_NODESTATUSQUERY']._serialized_end=409
-  _globals['_NODESTATUSREQUEST']._serialized_start=411
-  _globals['_NODESTATUSREQUEST']._serialized_end=464
-  _globals['_CHANNELSTATUS']._serialized_start=466
-  _globals['_CHANNELSTATUS']._serialized_end=579
-  _globals['_NODESTATUSRESPONSE']._serialized_start=581
-  _globals['_NODESTATUSRESPONSE']._serialized_end=692
-  _globals['_AUDITQUERY']._serialized_start=695
-  _globals['_AUDITQUERY']._serialized_end=884
-  _globals['_AUDITREQUEST']._serialized_start=886
-  _globals['_AUDITREQUEST']._serialized_end=934
-  _globals['_AUDITPOINT']._serialized_start=936
-  _globals['_AUDITPOINT']._serialized_end=1031
-  _globals['_PRIVATETXAUDIT']._serialized_start=1034
-  _globals['_PRIVATETXAUDIT']._serialized_end=1175
-  _globals['_AUDITRESPONSE']._serialized_start=1178
-  _globals['_AUDITRESPONSE']._serialized_end=1591
-  _globals['_ADMINSERVICE']._serialized_start=1594
-  _globals['_ADMINSERVICE']._serialized_end=1815
+  _globals['_INSTALLCONTRACTCOMMAND']._serialized_start=115
+  _globals['_INSTALLCONTRACTCOMMAND']._serialized_end=222
+  _globals['_INSTALLCONTRACTREQUEST']._serialized_start=224
+  _globals['_INSTALLCONTRACTREQUEST']._serialized_end=284
+  _globals['_INSTALLEDCONTRACT']._serialized_start=286
+  _globals['_INSTALLEDCONTRACT']._serialized_end=375
+  _globals['_INSTALLCONTRACTRESPONSE']._serialized_start=377
+  _globals['_INSTALLCONTRACTRESPONSE']._serialized_end=476
+  _globals['_LISTINSTALLEDCONTRACTSREQUEST']._serialized_start=478
+  _globals['_LISTINSTALLEDCONTRACTSREQUEST']._serialized_end=543
+  _globals['_LISTINSTALLEDCONTRACTSRESPONSE']._serialized_start=545
+  _globals['_LISTINSTALLEDCONTRACTSRESPONSE']._serialized_end=625
+  _globals['_JOINCHANNELCOMMAND']._serialized_start=627
+  _globals['_JOINCHANNELCOMMAND']._serialized_end=735
+  _globals['_JOINCHANNELREQUEST']._serialized_start=737
+  _globals['_JOINCHANNELREQUEST']._serialized_end=793
+  _globals['_JOINCHANNELRESPONSE']._serialized_start=795
+  _globals['_JOINCHANNELRESPONSE']._serialized_end=836
+  _globals['_NODESTATUSQUERY']._serialized_start=838
+  _globals['_NODESTATUSQUERY']._serialized_end=921
+  _globals['_NODESTATUSREQUEST']._serialized_start=923
+  _globals['_NODESTATUSREQUEST']._serialized_end=976
+  _globals['_CHANNELSTATUS']._serialized_start=978
+  _globals['_CHANNELSTATUS']._serialized_end=1091
+  _globals['_NODESTATUSRESPONSE']._serialized_start=1093
+  _globals['_NODESTATUSRESPONSE']._serialized_end=1204
+  _globals['_AUDITQUERY']._serialized_start=1207
+  _globals['_AUDITQUERY']._serialized_end=1396
+  _globals['_AUDITREQUEST']._serialized_start=1398
+  _globals['_AUDITREQUEST']._serialized_end=1446
+  _globals['_AUDITPOINT']._serialized_start=1448
+  _globals['_AUDITPOINT']._serialized_end=1543
+  _globals['_PRIVATETXAUDIT']._serialized_start=1546
+  _globals['_PRIVATETXAUDIT']._serialized_end=1687
+  _globals['_AUDITRESPONSE']._serialized_start=1690
+  _globals['_AUDITRESPONSE']._serialized_end=2103
+  _globals['_ADMINSERVICE']._serialized_start=2106
+  _globals['_ADMINSERVICE']._serialized_end=2524
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,180 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class InstallContractCommand(_message.Message):
+    """InstallContractCommand is what an admin signs to install a contract package on a node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    package: _builtins.bytes
+    """The package bytes exactly as `dltmw contract package` wrote them; the id is their SHA-256."""
+    requester: _builtins.bytes
+    """Serialised Identity of the admin."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Request time, checked against the window."""
+
+    def __init__(
+        self,
+        *,
+        package: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["package", b"package", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallContractCommand: _TypeAlias = InstallContractCommand  # noqa: Y015
+
+@_typing.final
+class InstallContractRequest(_message.Message):
+    """InstallContractRequest is a signed InstallContractCommand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    command: _builtins.bytes
+    """Serialised InstallContractCommand."""
+    signature: _builtins.bytes
+    """The admin's signature over `command` exactly."""
+    def __init__(
+        self,
+        *,
+        command: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallContractRequest: _TypeAlias = InstallContractRequest  # noqa: Y015
+
+@_typing.final
+class InstalledContract(_message.Message):
+    """InstalledContract describes one installed package."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FUNCTIONS_FIELD_NUMBER: _builtins.int
+    package_id: _builtins.str
+    """Lower-case hex SHA-256 of the package bytes."""
+    name: _builtins.str
+    """Contract name from the package manifest."""
+    version: _builtins.str
+    """Contract version from the package manifest."""
+    @_builtins.property
+    def functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Invocable functions, each as "name (transaction)" or "name (query)", sorted."""
+
+    def __init__(
+        self,
+        *,
+        package_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        functions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["functions", b"functions", "name", b"name", "package_id", b"package_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstalledContract: _TypeAlias = InstalledContract  # noqa: Y015
+
+@_typing.final
+class InstallContractResponse(_message.Message):
+    """InstallContractResponse confirms an install."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    ALREADY_INSTALLED_FIELD_NUMBER: _builtins.int
+    already_installed: _builtins.bool
+    """True if the node already held these bytes (nothing changed)."""
+    @_builtins.property
+    def contract(self) -> Global___InstalledContract:
+        """The installed package."""
+
+    def __init__(
+        self,
+        *,
+        contract: Global___InstalledContract | None = ...,
+        already_installed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_installed", b"already_installed", "contract", b"contract"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallContractResponse: _TypeAlias = InstallContractResponse  # noqa: Y015
+
+@_typing.final
+class ListInstalledContractsRequest(_message.Message):
+    """ListInstalledContractsRequest is a signed NodeStatusQuery (the same fields: requester and
+    timestamp).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised NodeStatusQuery."""
+    signature: _builtins.bytes
+    """The requester's signature over `query` exactly."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInstalledContractsRequest: _TypeAlias = ListInstalledContractsRequest  # noqa: Y015
+
+@_typing.final
+class ListInstalledContractsResponse(_message.Message):
+    """ListInstalledContractsResponse lists the installed packages, by package id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contracts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstalledContract]:
+        """Installed packages, sorted by package_id."""
+
+    def __init__(
+        self,
+        *,
+        contracts: _abc.Iterable[Global___InstalledContract] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contracts", b"contracts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInstalledContractsResponse: _TypeAlias = ListInstalledContractsResponse  # noqa: Y015
+
+@_typing.final
 class JoinChannelCommand(_message.Message):
     """JoinChannelCommand is what an admin signs to make a node join a channel."""
 

@@ -55,6 +55,16 @@ class AdminServiceStub:
                 request_serializer=dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.FromString,
                 _registered_method=True)
+        self.InstallContract = channel.unary_unary(
+                '/dltmw.v1.AdminService/InstallContract',
+                request_serializer=dltmw_dot_v1_dot_admin__service__pb2.InstallContractRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_admin__service__pb2.InstallContractResponse.FromString,
+                _registered_method=True)
+        self.ListInstalledContracts = channel.unary_unary(
+                '/dltmw.v1.AdminService/ListInstalledContracts',
+                request_serializer=dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -95,6 +105,27 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstallContract(self, request, context):
+        """InstallContract stores a contract package durably on the node (admins of the node's own
+        organisation only). The package is checked first: canonical form, size, manifest, the
+        install-time static check, and that it loads; a refused package stores nothing. Installing
+        the same bytes again succeeds (already_installed). A package only runs on a channel whose
+        config names its id. Extra errors: PACKAGE_INVALID -> INVALID_ARGUMENT (ErrorInfo.metadata
+        {"check": <which rule: not_a_package, not_canonical, too_large, static_check, bad_manifest,
+        bad_entry, load_failed, ...>}); ROLE_NOT_HOSTED (not a peer) -> FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstalledContracts(self, request, context):
+        """ListInstalledContracts lists the packages installed on the node (identities of the node's
+        organisation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +143,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.SerializeToString,
+            ),
+            'InstallContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallContract,
+                    request_deserializer=dltmw_dot_v1_dot_admin__service__pb2.InstallContractRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_admin__service__pb2.InstallContractResponse.SerializeToString,
+            ),
+            'ListInstalledContracts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstalledContracts,
+                    request_deserializer=dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -201,6 +242,60 @@ class AdminService:
             '/dltmw.v1.AdminService/Audit',
             dltmw_dot_v1_dot_admin__service__pb2.AuditRequest.SerializeToString,
             dltmw_dot_v1_dot_admin__service__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.AdminService/InstallContract',
+            dltmw_dot_v1_dot_admin__service__pb2.InstallContractRequest.SerializeToString,
+            dltmw_dot_v1_dot_admin__service__pb2.InstallContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstalledContracts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.AdminService/ListInstalledContracts',
+            dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsRequest.SerializeToString,
+            dltmw_dot_v1_dot_admin__service__pb2.ListInstalledContractsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,19 @@ class AdminServiceStub:
     (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
     heights asked).
     """
+    InstallContract: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.InstallContractRequest, _admin_service_pb2.InstallContractResponse]
+    """InstallContract stores a contract package durably on the node (admins of the node's own
+    organisation only). The package is checked first: canonical form, size, manifest, the
+    install-time static check, and that it loads; a refused package stores nothing. Installing
+    the same bytes again succeeds (already_installed). A package only runs on a channel whose
+    config names its id. Extra errors: PACKAGE_INVALID -> INVALID_ARGUMENT (ErrorInfo.metadata
+    {"check": <which rule: not_a_package, not_canonical, too_large, static_check, bad_manifest,
+    bad_entry, load_failed, ...>}); ROLE_NOT_HOSTED (not a peer) -> FAILED_PRECONDITION.
+    """
+    ListInstalledContracts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListInstalledContractsRequest, _admin_service_pb2.ListInstalledContractsResponse]
+    """ListInstalledContracts lists the packages installed on the node (identities of the node's
+    organisation).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -82,6 +95,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
     (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
     heights asked).
+    """
+    InstallContract: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.InstallContractRequest, _admin_service_pb2.InstallContractResponse]  # type: ignore[assignment]
+    """InstallContract stores a contract package durably on the node (admins of the node's own
+    organisation only). The package is checked first: canonical form, size, manifest, the
+    install-time static check, and that it loads; a refused package stores nothing. Installing
+    the same bytes again succeeds (already_installed). A package only runs on a channel whose
+    config names its id. Extra errors: PACKAGE_INVALID -> INVALID_ARGUMENT (ErrorInfo.metadata
+    {"check": <which rule: not_a_package, not_canonical, too_large, static_check, bad_manifest,
+    bad_entry, load_failed, ...>}); ROLE_NOT_HOSTED (not a peer) -> FAILED_PRECONDITION.
+    """
+    ListInstalledContracts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListInstalledContractsRequest, _admin_service_pb2.ListInstalledContractsResponse]  # type: ignore[assignment]
+    """ListInstalledContracts lists the packages installed on the node (identities of the node's
+    organisation).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +151,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         member organisation of the channel. Extra errors: CHANNEL_NOT_FOUND -> FAILED_PRECONDITION
         (the node does not serve the channel); INVALID_FIELD -> INVALID_ARGUMENT (more than 1024
         heights asked).
+        """
+
+    @_abc_1.abstractmethod
+    def InstallContract(
+        self,
+        request: _admin_service_pb2.InstallContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.InstallContractResponse, _abc.Awaitable[_admin_service_pb2.InstallContractResponse]]:
+        """InstallContract stores a contract package durably on the node (admins of the node's own
+        organisation only). The package is checked first: canonical form, size, manifest, the
+        install-time static check, and that it loads; a refused package stores nothing. Installing
+        the same bytes again succeeds (already_installed). A package only runs on a channel whose
+        config names its id. Extra errors: PACKAGE_INVALID -> INVALID_ARGUMENT (ErrorInfo.metadata
+        {"check": <which rule: not_a_package, not_canonical, too_large, static_check, bad_manifest,
+        bad_entry, load_failed, ...>}); ROLE_NOT_HOSTED (not a peer) -> FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ListInstalledContracts(
+        self,
+        request: _admin_service_pb2.ListInstalledContractsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListInstalledContractsResponse, _abc.Awaitable[_admin_service_pb2.ListInstalledContractsResponse]]:
+        """ListInstalledContracts lists the packages installed on the node (identities of the node's
+        organisation).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -143,21 +143,30 @@ class ContractConfig(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ENDORSEMENT_POLICY_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Contract name, e.g. "bank"; must name a contract the nodes have registered."""
+    """Contract name, e.g. "bank": a built-in contract the nodes have registered, or the name in
+    the manifest of the package `package_id` names.
+    """
     endorsement_policy: _builtins.str
     """Endorsement policy expression, e.g. "AND(Org1.peer, Org2.peer)"; empty means the channel's
     default policy.
+    """
+    package_id: _builtins.str
+    """Lower-case hex SHA-256 of the contract package the channel runs under `name`; a peer
+    refuses to endorse it (PACKAGE_NOT_INSTALLED) until that package is installed there
+    (AdminService.InstallContract). Empty: the built-in contract registered as `name`.
     """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         endorsement_policy: _builtins.str = ...,
+        package_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsement_policy", b"endorsement_policy", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorsement_policy", b"endorsement_policy", "name", b"name", "package_id", b"package_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

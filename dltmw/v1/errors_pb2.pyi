@@ -97,6 +97,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     repeated: the peer is catching up. ErrorInfo.metadata: {"min_block_number": <asked>,
     "block_number": <the last block the peer had committed>}.
     """
+    ERROR_REASON_PACKAGE_INVALID: _ErrorReason.ValueType  # 31
+    """INVALID_ARGUMENT: a contract package was refused at install (not a canonical package, too
+    large, a bad manifest, findings of the static check — all listed in the message — or it
+    does not load). ErrorInfo.metadata: {"check": <the rule that failed>}. Nothing was stored.
+    """
+    ERROR_REASON_PACKAGE_NOT_INSTALLED: _ErrorReason.ValueType  # 32
+    """FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
+    is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -178,5 +187,14 @@ ERROR_REASON_HEIGHT_NOT_REACHED: ErrorReason.ValueType  # 30
 request's min_block_number names within the node's limits.height_wait_s. The request may be
 repeated: the peer is catching up. ErrorInfo.metadata: {"min_block_number": <asked>,
 "block_number": <the last block the peer had committed>}.
+"""
+ERROR_REASON_PACKAGE_INVALID: ErrorReason.ValueType  # 31
+"""INVALID_ARGUMENT: a contract package was refused at install (not a canonical package, too
+large, a bad manifest, findings of the static check — all listed in the message — or it
+does not load). ErrorInfo.metadata: {"check": <the rule that failed>}. Nothing was stored.
+"""
+ERROR_REASON_PACKAGE_NOT_INSTALLED: ErrorReason.ValueType  # 32
+"""FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
+is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -32,6 +32,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from dltmw.client.files import ClientFiles
+from dltmw.contracts import builtin_package
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
@@ -326,6 +327,18 @@ GENERATORS: dict[str, Build] = {
             p,
             t,
         )
+    ],
+    "/dltmw.v1.AdminService/InstallContract": lambda p, w, t: [
+        _query(
+            A.InstallContractRequest,
+            A.InstallContractCommand(package=builtin_package("kv")),
+            p,
+            t,
+            "command",
+        )
+    ],
+    "/dltmw.v1.AdminService/ListInstalledContracts": lambda p, w, t: [
+        _query(A.ListInstalledContractsRequest, A.NodeStatusQuery(), p, t)
     ],
     # PrivacyManagerService
     "/dltmw.v1.PrivacyManagerService/Send": lambda p, w, t: [

@@ -82,6 +82,17 @@ BAD: dict[str, list[Args]] = {
     ],
     "demo": [lambda n, t: ["demo", "--keep"], lambda n, t: ["demo", "--nope"]],
     "bench": [lambda n, t: ["bench", "--txs", "many"], lambda n, t: ["bench", "--policy", "XOR"]],
+    "contract": [
+        lambda n, t: ["contract"],
+        lambda n, t: ["contract", "package"],
+        lambda n, t: ["contract", "package", str(t / "nowhere")],
+        lambda n, t: ["contract", "package", str(_impure_contract(t))],
+        lambda n, t: ["contract", "show", str(t / "nowhere.zip")],
+        lambda n, t: ["contract", "show", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "install", str(n), "peer0.org1", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "install", str(n), "peer9", str(ROOT / "README.md")],
+        lambda n, t: ["contract", "list", str(n), "peer0.org1"],
+    ],
 }
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]
 
@@ -90,6 +101,14 @@ def _misspelt(tmp: Path) -> Path:
     path = tmp / "misspelt.toml"
     text = (ROOT / "services/networks/two-org.toml").read_text()
     path.write_text(text.replace("endorsement_policy", "endorsment_policy"))
+    return path
+
+
+def _impure_contract(tmp: Path) -> Path:
+    path = tmp / "impure"
+    path.mkdir()
+    (path / "contract.json").write_text('{"name": "c", "version": "1", "entry": "contract:C"}')
+    (path / "contract.py").write_text("import time\n")
     return path
 
 

@@ -62,7 +62,7 @@ def test_create_topic_writes_its_record_once() -> None:
         ([b"-x", message()], 400, "must be 1..128"),
         ([b"a" * 129, message()], 400, "must be 1..128"),
         ([b"\xff", message()], 400, "UTF-8"),
-        ([b"trades"], 400, "2 arguments"),
+        ([b"trades"], 400, "missing argument 2"),
         ([b"trades", b"\xff\xff\xff"], 400, "not a serialised BusMessage"),
         ([b"trades", message(b"x" * MESSAGE_BYTES_MAX)], 413, "exceeds"),
     ],
@@ -102,3 +102,36 @@ def test_bad_batch_is_refused_whole(args: list[bytes], status: int, text: str) -
     result = call("publish_batch", args)
     assert result.response.status == status and text in result.response.message
     assert not result.events
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        message(),
+        message(b""),
+        message(b"x" * 1000, a="1", b="\u00e9"),
+        bus_pb2.BusMessage(headers={"k": ""}).SerializeToString(),
+    ],
+)
+def test_every_real_bus_message_is_accepted(raw: bytes) -> None:
+    """The contract's own wire reader accepts what the protobuf runtime writes."""
+    assert call("publish", [b"trades", raw]).response.status == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x08\x01",  # a varint field
+        b"\x1a\x00",  # field 3
+        b"\x0a\x05ab",  # truncated
+        b"\x0a\x02\x0a\xff",  # a header entry with a truncated key
+        b"\x0a\x03\x0a\x01\xff",  # a header key that is not UTF-8
+        b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # a varint beyond 64 bits
+    ],
+)
+def test_malformed_bus_messages_are_refused(raw: bytes) -> None:
+    result = call("publish", [b"trades", raw])
+    assert (
+        result.response.status == 400 and "not a serialised BusMessage" in result.response.message
+    )

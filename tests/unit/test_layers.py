@@ -22,12 +22,17 @@ ROOT = Path(dltmw.__file__).parent
 LAYERS: dict[str, frozenset[str]] = {
     "v1": frozenset(),
     "core": frozenset({"v1"}),
-    "contracts": frozenset({"core", "v1"}),
+    # the contract SDK: what user contracts import, plus the package loader (pure but for
+    # importlib), the packager (reads a directory) and the test helper; nodes use it to run them
+    "contract_sdk": frozenset({"core", "v1"}),
+    "contracts": frozenset({"core", "contract_sdk", "v1"}),
     "aio": frozenset({"core", "v1"}),
     "ledger": frozenset({"core", "aio", "v1"}),
     "net": frozenset({"core", "aio", "v1"}),
     "rpc": frozenset({"core", "aio", "net", "v1"}),
-    "runtime": frozenset({"core", "contracts", "aio", "ledger", "net", "rpc", "v1"}),
+    "runtime": frozenset(
+        {"core", "contract_sdk", "contracts", "aio", "ledger", "net", "rpc", "v1"}
+    ),
     # the simulator hosts whole networks: nodes (runtime), their material (pki), clients (client)
     "sim": frozenset(
         {"core", "contracts", "aio", "ledger", "net", "rpc", "runtime", "pki", "client", "v1"}
@@ -42,8 +47,8 @@ LAYERS: dict[str, frozenset[str]] = {
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}
     ),
     "cli": frozenset(
-        {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "bench"}
-        | {"ledger", "sim", "v1"}
+        {"core", "contract_sdk", "contracts", "aio", "net", "rpc", "client", "pki", "ops"}
+        | {"runtime", "bench", "ledger", "sim", "v1"}
     ),
     "": frozenset({"sdk", "client", "core", "v1"}),  # dltmw/__init__.py: the embedding API
 }

@@ -48,6 +48,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "SHUTTING_DOWN": E.Unavailable,
     "WAIT_TIMEOUT": E.Unavailable,
     "HEIGHT_NOT_REACHED": E.Unavailable,
+    "PACKAGE_INVALID": E.InvalidRequest,
+    "PACKAGE_NOT_INSTALLED": E.NotFound,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dltmw.aio.clock import utc_now
+from dltmw.core.contract import refusal_error
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import (
     Candidate,
@@ -282,7 +283,7 @@ def _prepare(job: _Job) -> EndorseResult:
     if decision.result is not PolicyResult.SATISFIED:
         refused = [r for r in responses.values() if r.response.status != 200]
         if refused and len(refused) == len(responses) and not job.stale:
-            raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, refused[0].response.message)
+            raise refusal_error(refused[0].response)
         # A refusal below the block its endorser was asked for is not final either. Some
         # endorsers refused and others endorsed: contracts are deterministic, so they simulated
         # on different heights (one had not committed the latest block yet) — the same signed

@@ -22,6 +22,10 @@ block far ahead holds up nobody else. Every response names the last block of the
 simulated on (`state_block_number`), read in the same snapshot, so a gateway can tell a refusal
 from an endorser that was behind from a final one.
 
+Contracts run with the transaction's header facts (`TxInfo`) and a wall-clock backstop per
+invocation (`limits.contract_wall_s`): past it a metered contract stops with status 503, which
+is never endorsed and reaches the caller as RESOURCE_EXHAUSTED (`core/contract.py`).
+
 Batching. Concurrent requests are coalesced (`aio/coalesce.py`): the signature checks of
 every proposal admitted at one moment run in chunks on the thread pool, their duplicate checks
 are one reader-thread hop, and their simulations and signatures another — so nothing awaited on
@@ -35,12 +39,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
-from dltmw.aio.clock import utc_now
+from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
 from dltmw.aio.rpc_errors import reconnects
@@ -76,6 +80,16 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
+
+
+class ContractSource(Protocol):
+    """Installed contract packages by id (runtime/contract_store.py)."""
+
+    def contract(self, pid: str) -> Contract | None:
+        """The contract of package `pid`, or None if it is not installed here."""
+        ...
+
+
 RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
@@ -83,14 +97,24 @@ class PeerChannel:
     """Endorses and commits one channel."""
 
     def __init__(
-        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, pool: ThreadPoolExecutor
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        pool: ThreadPoolExecutor,
+        packages: ContractSource | None = None,
     ) -> None:
         self.ctx = ctx
         self.view = view
         self.ledger = ledger
         self._pool = pool
         self._contracts: dict[str, Contract] = {}
+        self._packaged: dict[str, str] = {}  # contract name -> package id (not yet loaded)
+        self._packages = packages
         for deployed in view.config.contracts:
+            if deployed.package_id:
+                self._packaged[deployed.name] = deployed.package_id
+                continue
             contract = builtin_contract(deployed.name)
             if contract is not None:
                 self._contracts[deployed.name] = contract
@@ -134,13 +158,30 @@ class PeerChannel:
         checked = check_signed_proposal(
             signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
         )
-        if checked.invocation.contract not in self._contracts:
+        name = checked.invocation.contract
+        if name not in self._contracts and name in self._packaged:
+            self._load_package(name)
+        if name not in self._contracts:
             raise ClientError(
                 R.ERROR_REASON_CONTRACT_NOT_FOUND,
                 f"contract {checked.invocation.contract!r} is not deployed on "
                 f"{self.view.channel_id!r}",
             )
         return checked
+
+    def _load_package(self, name: str) -> None:
+        """Run the channel's package for `name` from now on, once it is installed here
+        (PACKAGE_NOT_INSTALLED until then; called on the thread pool: it may read a file)."""
+        pid = self._packaged[name]
+        contract = self._packages.contract(pid) if self._packages is not None else None
+        if contract is None:
+            raise ClientError(
+                R.ERROR_REASON_PACKAGE_NOT_INSTALLED,
+                f"contract {name!r} of {self.view.channel_id!r} runs package {pid},"
+                f" which is not installed on {self.ctx.node_id}",
+                {"package_id": pid},
+            )
+        self._contracts[name] = contract
 
     async def admit_many(
         self, batch: Sequence[proposal_pb2.SignedProposal]
@@ -163,8 +204,11 @@ class PeerChannel:
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
         contract = self._contracts[checked.invocation.contract]
+        clock = duration_clock()
         payload = await self.ledger.read_snapshot(
-            lambda reader: simulate(contract, checked.invocation, reader)
+            lambda reader: simulate(
+                contract, checked.invocation, reader, checked.tx_info(), self._backstop(clock)
+            )
         )
         payload.proposal_hash = sha256(checked.proposal_bytes)
         return payload
@@ -184,9 +228,11 @@ class PeerChannel:
         if not batch:
             return []
 
+        clock = duration_clock()  # virtual in the simulator
+
         def run(reader: SnapshotReader) -> list[proposal_pb2.ProposalResponse]:
             number = max(0, reader.last_block_number())
-            return [self._simulate_and_sign(reader, checked, number) for checked in batch]
+            return [self._simulate_and_sign(reader, checked, number, clock) for checked in batch]
 
         tracer = self.ctx.tracer
         start_ns = now_ns() if tracer.enabled else 0
@@ -238,9 +284,15 @@ class PeerChannel:
             ) from None
 
     def _simulate_and_sign(
-        self, reader: SnapshotReader, checked: CheckedProposal, state_block_number: int
+        self,
+        reader: SnapshotReader,
+        checked: CheckedProposal,
+        state_block_number: int,
+        clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
-        payload = simulate(self._contracts[checked.invocation.contract], checked.invocation, reader)
+        contract = self._contracts[checked.invocation.contract]
+        tx = checked.tx_info()
+        payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
         payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(
@@ -256,6 +308,13 @@ class PeerChannel:
                 self.ctx.signer, payload_bytes + me, signature
             )
         return response
+
+    def _backstop(self, clock: Callable[[], float]) -> Callable[[], bool]:
+        """The wall-clock backstop of one invocation (a metered contract polls it; the step
+        budget, identical on every endorser, is what normally stops a runaway contract).
+        `clock` (`aio.clock.duration_clock`) is read on the reader thread."""
+        deadline = clock() + self.ctx.limits.contract_wall_s
+        return lambda: clock() > deadline
 
     # --- committer ------------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""Installing contract packages on peers, and listing them (`dltmw contract install|list`).
+
+Each call is signed by an admin of the node's organisation (by default `clients/admin.<org>` of
+the network directory, as `dltmw audit` does); the node checks the package completely before it
+stores anything (AdminService.InstallContract).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from dltmw.aio.clock import utc_now
+from dltmw.client.audit import node_orgs
+from dltmw.client.files import ClientFiles
+from dltmw.rpc.tls import secure_channel
+from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+A = admin_service_pb2
+CALL_TIMEOUT_S = 60.0
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class NodeAdmin:
+    """Admin calls to one node of a network directory."""
+
+    def __init__(self, network_dir: Path, node_id: str, client_id: str | None = None) -> None:
+        orgs = node_orgs(network_dir)
+        if node_id not in orgs:
+            raise KeyError(f"the network has no node {node_id!r}")
+        self.node_id = node_id
+        self.files = ClientFiles.load(network_dir, client_id or f"admin.{orgs[node_id].lower()}")
+
+    def _signed(self, message: A.InstallContractCommand | A.NodeStatusQuery) -> tuple[bytes, bytes]:
+        message.requester = self.files.signer.identity_bytes
+        message.timestamp.FromDatetime(utc_now())
+        data = message.SerializeToString()
+        return data, self.files.signer.sign(data)
+
+    def _channel(self) -> grpc.aio.Channel:
+        address = self.files.addresses.lookup(self.node_id)
+        if address is None:
+            raise ConnectionError(f"{self.node_id} has no published address (is it running?)")
+        return secure_channel(address, self.node_id, self.files.tls, MAX_MESSAGE_BYTES)
+
+    async def install(self, package: bytes) -> A.InstallContractResponse:
+        """Install package bytes on the node."""
+        data, sig = self._signed(A.InstallContractCommand(package=package))
+        async with self._channel() as channel:
+            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+            request = A.InstallContractRequest(command=data, signature=sig)
+            return await stub.InstallContract(request, timeout=CALL_TIMEOUT_S)
+
+    async def installed(self) -> list[A.InstalledContract]:
+        """The packages installed on the node."""
+        data, sig = self._signed(A.NodeStatusQuery())
+        async with self._channel() as channel:
+            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+            request = A.ListInstalledContractsRequest(query=data, signature=sig)
+            reply = await stub.ListInstalledContracts(request, timeout=CALL_TIMEOUT_S)
+            return list(reply.contracts)
