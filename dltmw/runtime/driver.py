@@ -10,7 +10,9 @@ reference loop):
 2. `load`: the executor reads what the step needs (the committed versions a block reads, the
    spent rows a batch touches). It runs after the previous iteration's effects are durable, so
    a read never misses an earlier decision;
-3. step every input, tick the core when a tick is due (`now` = ticks issued so far);
+3. step every input, tick the core when a tick is due (`now` = ticks issued so far); when the
+   inbox is empty now, tell a core that `Drains` so (`drained()`: the adaptive block cutter
+   cuts then, instead of waiting for a timer);
 4. execute `ready()` strictly in order: persist, apply what was decided, send, reply.
 
 Intake is bounded: `submit` refuses a full inbox with a typed `Overloaded` (RESOURCE_EXHAUSTED
@@ -36,7 +38,7 @@ from concurrent.futures import Executor as ThreadPool
 from typing import Generic
 
 from dltmw.aio.tasks import TaskOwner, cancel_and_wait
-from dltmw.core.effects import Core, D, Effects, M, P, R
+from dltmw.core.effects import Core, D, Drains, Effects, M, P, R
 from dltmw.core.errors import Overloaded, TransientError
 from dltmw.runtime.executor import Executor, In, Msg
 from dltmw.runtime.metrics import NodeMetrics
@@ -73,6 +75,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         which then reports this driver's inbox depth and refusals when scraped."""
         self.name = name
         self._core = core
+        self._drains = core if isinstance(core, Drains) else None
         self._executor = executor
         self._tasks = tasks
         self._inbox: asyncio.Queue[In | _Wake] = asyncio.Queue(maxsize=max(1, inbox_max))
@@ -184,19 +187,25 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             if tick_s is not None and loop.time() >= next_tick:
                 self.ticks = tick = self.ticks + 1
                 next_tick = loop.time() + tick_s
+            drained = self._drains is not None and self._inbox.empty()
             if self._step_in is None:
-                effects = self._step(messages, tick)
+                effects = self._step(messages, tick, drained)
             else:
-                effects = await loop.run_in_executor(self._step_in, self._step, messages, tick)
+                step = self._step
+                effects = await loop.run_in_executor(self._step_in, step, messages, tick, drained)
             await self._execute(effects)
         self._finished.set()
         await asyncio.Future()  # parked until stop() cancels it: a returning loop is fatal
 
-    def _step(self, messages: Sequence[Msg], tick: int | None) -> Effects[P, D, M, R]:
+    def _step(
+        self, messages: Sequence[Msg], tick: int | None, drained: bool
+    ) -> Effects[P, D, M, R]:
         for message in messages:
             self._core.step(message)
         if tick is not None:
             self._core.tick(tick)
+        if drained and self._drains is not None:
+            self._drains.drained()
         return self._core.ready()
 
     async def _take(self, wait_s: float) -> list[In]:

@@ -56,9 +56,14 @@ def network(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Supervisor]]]:
     """Factory: start a network from topology text; everything is stopped at teardown."""
     started: list[Supervisor] = []
 
-    def start(topology: str = TWO_ORG, batch_ms: int = 100) -> tuple[Path, Supervisor]:
+    def start(
+        topology: str = TWO_ORG, batch_ms: int = 100, by_limits_only: bool = False
+    ) -> tuple[Path, Supervisor]:
+        """`by_limits_only`: blocks are cut by count/bytes/`batch_ms` only (Fabric's rule), not
+        as soon as the orderer has nothing more queued (the default, adaptive cutting)."""
         topo = tmp_path / f"topology{len(started)}.toml"
-        topo.write_text(topology.replace("BATCH_MS", str(batch_ms)))
+        limits_only = ", cut_by_limits_only = true" if by_limits_only else ""
+        topo.write_text(topology.replace("BATCH_MS", f"{batch_ms}{limits_only}"))
         net = tmp_path / f"net{len(started)}"
         init_network(topo, net)
         sup = Supervisor(net)

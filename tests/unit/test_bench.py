@@ -179,7 +179,12 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
     channels = topo.raw["channels"]
     assert [c["id"] for c in channels] == ["bench0", "bench1", "bench2"]
     assert {c["endorsement_policy"] for c in channels} == {"AND(Org1.peer, Org2.peer)"}
-    assert channels[0]["batch"] == {"max_tx_count": 100, "max_bytes": 1048576, "timeout_ms": 200}
+    assert channels[0]["batch"] == {
+        "max_tx_count": 100,
+        "max_bytes": 1048576,
+        "timeout_ms": 200,
+        "cut_by_limits_only": False,
+    }
 
 
 def test_kv_blind_values_stay_readable_as_counters() -> None:

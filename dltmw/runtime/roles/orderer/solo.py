@@ -83,7 +83,10 @@ class OrdererChannel:
         """Restore the queue (blocks it completes alone are committed first), start the driver."""
         batch = self.view.config.batch
         cutter = BlockCutter(
-            batch.max_tx_count, batch.max_bytes, max(1, round(batch.timeout_ms / 1000 / TICK_S))
+            batch.max_tx_count,
+            batch.max_bytes,
+            max(1, round(batch.timeout_ms / 1000 / TICK_S)),
+            by_limits_only=batch.cut_by_limits_only,
         )
         core = SoloOrderer(
             self.view.channel_id,
