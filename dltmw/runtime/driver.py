@@ -11,8 +11,10 @@ reference loop):
    spent rows a batch touches). It runs after the previous iteration's effects are durable, so
    a read never misses an earlier decision;
 3. step every input, tick the core when a tick is due (`now` = ticks issued so far); when the
-   inbox is empty now, tell a core that `Drains` so (`drained()`: the adaptive block cutter
-   cuts then, instead of waiting for a timer);
+   inbox is empty now and the role's `downstream_idle()` says nothing it handed on is still
+   waiting to be taken, tell a core that `Drains` so (`drained()`: the adaptive block cutter
+   cuts then, instead of waiting for a timer). A role calls `nudge()` when its downstream
+   becomes idle, so that a batch held back meanwhile is cut at once;
 4. execute `ready()` strictly in order: persist, apply what was decided, send, reply.
 
 Intake is bounded: `submit` refuses a full inbox with a typed `Overloaded` (RESOURCE_EXHAUSTED
@@ -69,6 +71,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         step_in: ThreadPool | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         metrics: NodeMetrics | None = None,
+        downstream_idle: Callable[[], bool] | None = None,
     ) -> None:
         """`step_in`: a worker thread to step the core on, for a core that signs or reads a
         store while it steps (only the driver may touch such a core). `metrics`: the node's,
@@ -76,6 +79,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         self.name = name
         self._core = core
         self._drains = core if isinstance(core, Drains) else None
+        self._downstream_idle = downstream_idle
         self._executor = executor
         self._tasks = tasks
         self._inbox: asyncio.Queue[In | _Wake] = asyncio.Queue(maxsize=max(1, inbox_max))
@@ -116,6 +120,12 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         """Queue one input, waiting for room (internal feeders only: their own loop is bounded)."""
         self._check_open()
         await self._inbox.put(item)
+
+    def nudge(self) -> None:
+        """Run one more step even with no input (its downstream became idle): never blocks,
+        does nothing when input is queued already (that step will come anyway) or stopping."""
+        if self._task is not None and not self._stopping and self._inbox.empty():
+            self._inbox.put_nowait(_Wake())
 
     @property
     def depth(self) -> int:
@@ -188,6 +198,8 @@ class Driver(Generic[In, Msg, P, D, M, R]):
                 self.ticks = tick = self.ticks + 1
                 next_tick = loop.time() + tick_s
             drained = self._drains is not None and self._inbox.empty()
+            if drained and self._downstream_idle is not None:
+                drained = self._downstream_idle()
             if self._step_in is None:
                 effects = self._step(messages, tick, drained)
             else:

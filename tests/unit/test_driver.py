@@ -165,6 +165,28 @@ async def test_drained_is_told_only_when_nothing_more_is_queued() -> None:
     assert isinstance(core, Drains) and not isinstance(ScriptedCore(), Drains)
 
 
+async def test_drained_waits_for_an_idle_downstream_and_a_nudge_brings_it() -> None:
+    """Nagle's rule: with input all taken but the downstream busy (a block not yet taken by
+    every follower) no drained event; once the downstream is idle, `nudge()` runs a step
+    without input and the core hears "drained"."""
+    core, ex, tasks = DrainingCore(), Recorder(), TaskOwner()
+    idle = False
+    d = driver(core, ex, tasks, downstream_idle=lambda: idle)
+    async with d:
+        d.submit("a")
+        await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+        assert core.drains == []
+        idle = True
+        steps = len([line for line in ex.log if line.startswith("load")])
+        d.nudge()
+        for _ in range(100):  # bounded: a few loop turns
+            if core.drains:
+                break
+            await asyncio.sleep(0)
+        assert core.drains == ["a"]
+        assert len([line for line in ex.log if line.startswith("load")]) == steps  # no input
+
+
 async def test_stop_finishes_the_step_in_progress_and_never_cancels_inside_persist() -> None:
     core, ex, tasks = ScriptedCore(), Recorder(), TaskOwner()
     ex.gate.clear()
