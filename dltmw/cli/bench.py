@@ -48,7 +48,8 @@ def bench(
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
-        str | None, typer.Option(help="run an experiment: contention, channels or replicas")
+        str | None,
+        typer.Option(help="run an experiment: contention, channels, replicas or latency"),
     ] = None,
     repeat: Annotated[
         int, typer.Option(help="experiment: runs per point, interleaved; reports the median")
