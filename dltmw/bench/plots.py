@@ -100,8 +100,13 @@ def latency_curve_plot(
     p99 = [s["latency_ms"]["p99"] for s in summaries]
     cpu = [sum(s["cpu_ms_per_committed_tx"].values()) for s in summaries]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, p50, marker="o", color="C0", label="p50 ms")
-    ax.plot(x, p99, marker="s", color="C1", label="p99 ms")
+    # Lines join the open-loop points only (rising offered load); a closed-loop point is a
+    # marker of its own.
+    line = [i for i, s in enumerate(summaries) if s["run"]["mode"] != "closed-loop"]
+    for ys, marker, color, name in ((p50, "o", "C0", "p50 ms"), (p99, "s", "C1", "p99 ms")):
+        ax.plot([x[i] for i in line], [ys[i] for i in line], marker=marker, color=color, label=name)
+        rest = [i for i in range(len(x)) if i not in line]
+        ax.plot([x[i] for i in rest], [ys[i] for i in rest], marker=marker, color=color, ls="")
     for xi, yi, label in zip(x, p99, labels, strict=True):
         ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(0, 6), fontsize=7)
     ax.set_yscale("log")
