@@ -13,6 +13,11 @@ figures of every point and the command:
 - `replicas` — the finding the paper cites from the Bank of Japan's experiment (consensus cost
   grows with the nodes taking part): the same kv workload with one solo orderer (`ordering =
   "none"`, the baseline in the same run) and PBFT-lite ordering with 4, 7, 10 and 13 replicas.
+- `latency` — the latency-throughput curve (issue 13): kv blind writes in an open loop at rising
+  rates (50 ... 1000 tx/s, about LATENCY_POINT_S seconds each) and, last, the closed loop at
+  saturation (`--in-flight`, `--txs`); p50/p99 and CPU per transaction at each point. Open loop
+  because a closed loop hides queueing (its clients wait instead of arriving): latency at a given
+  offered load is what a user sees.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from rich.console import Console
 import dltmw
 from dltmw.bench import report
 from dltmw.bench.limits import Limits, probe
-from dltmw.bench.plots import experiment_plot, run_plots
+from dltmw.bench.plots import experiment_plot, latency_curve_plot, run_plots
 from dltmw.bench.runner import BenchConfig, BenchError, RunResult, run_bench
 
 
@@ -108,6 +113,7 @@ class Experiment:
     points: tuple[tuple[str, Point], ...]
     base: Callable[[BenchConfig], BenchConfig]
     secondary: str = "abort"  # the plot's line: "abort" rate or "cpu" cores used
+    curve: bool = False  # plot latency against throughput (`latency_curve_plot`) instead
 
 
 def _bank(skew: str) -> Point:
@@ -142,6 +148,22 @@ def _replicas(n: int) -> Point:
     return point
 
 
+LATENCY_RATES = (50, 100, 200, 400, 600, 800, 1000)  # tx/s offered, open loop
+LATENCY_POINT_S = 6.0  # seconds of submissions per open-loop point (at least 300 transactions)
+
+
+def _open_loop(rate: int) -> Point:
+    def point(cfg: BenchConfig) -> BenchConfig:
+        txs = max(300, int(rate * LATENCY_POINT_S))
+        return dataclasses.replace(cfg, rate=float(rate), txs=txs, label=f"latency-{rate}")
+
+    return point
+
+
+def _saturation(cfg: BenchConfig) -> BenchConfig:
+    return dataclasses.replace(cfg, rate=0.0, label="latency-closed")
+
+
 def _with_workload(name: str, params: dict[str, str]) -> Callable[[BenchConfig], BenchConfig]:
     def base(cfg: BenchConfig) -> BenchConfig:
         return dataclasses.replace(cfg, workload=name, params={**params, **cfg.params})
@@ -171,6 +193,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             *((f"pbft-{n}", _replicas(n)) for n in (4, 7, 10, 13)),
         ),
         _with_workload("kv", {}),
+    ),
+    "latency": Experiment(
+        "Latency against throughput (issue 13), kv blind writes, open loop then saturation",
+        "offered load, tx/s (closed: closed loop at saturation)",
+        (*((str(r), _open_loop(r)) for r in LATENCY_RATES), ("closed", _saturation)),
+        _with_workload("kv", {}),
+        secondary="cpu",
+        curve=True,
     ),
 }
 
@@ -221,9 +251,12 @@ def run_experiment(
     if not done:
         raise BenchError(f"every point of {name!r} failed: {errors}")
     labels, summaries = [d[0] for d in done], [d[1] for d in done]
-    plot = experiment_plot(
-        outdir / f"{name}.png", exp.title, exp.xlabel, labels, summaries, exp.secondary
-    )
+    if exp.curve:
+        plot = latency_curve_plot(outdir / f"{name}.png", exp.title, labels, summaries)
+    else:
+        plot = experiment_plot(
+            outdir / f"{name}.png", exp.title, exp.xlabel, labels, summaries, exp.secondary
+        )
     if append:
         section = experiment_section(exp, done, errors, plot, results_dir, command)
         with (results_dir / "RESULTS.md").open("a") as f:
@@ -257,8 +290,8 @@ def experiment_section(
         f"\n![{exp.title}]({plot.relative_to(results_dir).as_posix()})\n\n",
         "| point | submitted | valid tx/s | valid tx/s, every run | committed tx/s | abort rate "
         "| invalid by code | failed | p50/p99 ms | CPU cores used | valid tx per CPU-s "
-        "| of sig-verify bound | counts add up / ledgers agree |\n",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| CPU ms per tx | tx per block | of sig-verify bound | counts add up / ledgers agree |\n",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     ]
     for label, s, every in done:
         c, r, lat, ch = s["counts"], s["rates"], s["latency_ms"], s["checks"]
@@ -270,7 +303,9 @@ def experiment_section(
             f"| {label} | {c['submitted']} | {r['valid_tx_s']:.1f} | {spread} "
             f"| {r['committed_tx_s']:.1f} | {s['abort_rate']:.0%} | {c['invalid_by_code'] or 0} "
             f"| {c['failed_by_reason'] or 0} | {lat['p50']:.0f}/{lat['p99']:.0f} "
-            f"| {s['cpu_cores_used_total']:.2f} | {s['valid_tx_per_cpu_s']:.0f} | {bound} "
+            f"| {s['cpu_cores_used_total']:.2f} | {s['valid_tx_per_cpu_s']:.0f} "
+            f"| {sum(s['cpu_ms_per_committed_tx'].values()):.2f} "
+            f"| {s['blocks']['mean_tx_per_block']:.1f} | {bound} "
             f"| {ch['counts_add_up']} / {ch['ledgers_agree']} (all runs: {agree}) |\n"
         )
     lines.extend(f"| {label} | failed: {err} |\n" for label, err in errors.items())

@@ -86,6 +86,42 @@ def experiment_plot(
     twin.plot(x, line, color="C3", marker="o", label=line_label)
     twin.set_ylabel(axis_label)
     twin.set_ylim(0, top * 1.05)
+    return _finish(fig, ax, twin, title, path)
+
+
+def latency_curve_plot(
+    path: Path, title: str, labels: Sequence[str], summaries: Sequence[dict[str, Any]]
+) -> Path:
+    """p50 and p99 latency (log scale) against the valid tx/s each point reached, each point
+    labelled with its offered load; on a second axis the CPU milliseconds per transaction (all
+    processes), which shows what small blocks at low load cost."""
+    x = [s["rates"]["valid_tx_s"] for s in summaries]
+    p50 = [s["latency_ms"]["p50"] for s in summaries]
+    p99 = [s["latency_ms"]["p99"] for s in summaries]
+    cpu = [sum(s["cpu_ms_per_committed_tx"].values()) for s in summaries]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # Lines join the open-loop points only (rising offered load); a closed-loop point is a
+    # marker of its own.
+    line = [i for i, s in enumerate(summaries) if s["run"]["mode"] != "closed-loop"]
+    for ys, marker, color, name in ((p50, "o", "C0", "p50 ms"), (p99, "s", "C1", "p99 ms")):
+        ax.plot([x[i] for i in line], [ys[i] for i in line], marker=marker, color=color, label=name)
+        rest = [i for i in range(len(x)) if i not in line]
+        ax.plot([x[i] for i in rest], [ys[i] for i in rest], marker=marker, color=color, ls="")
+    for xi, yi, label in zip(x, p99, labels, strict=True):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(0, 6), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("valid tx/s reached (labels: offered tx/s)")
+    ax.set_ylabel("submit -> commit status, ms")
+    ax.grid(alpha=0.3, which="both")
+    twin = ax.twinx()
+    twin.plot(x, cpu, color="C3", marker="^", linestyle=":", label="CPU ms per tx")
+    twin.set_ylabel("CPU ms per transaction (all processes)")
+    twin.set_ylim(0, max(cpu) * 1.1 if cpu else 1)
+    return _finish(fig, ax, twin, title, path)
+
+
+def _finish(fig: Any, ax: Any, twin: Any, title: str, path: Path) -> Path:
+    """One legend for both axes below the plot, the title, and the PNG written to `path`."""
     handles = ax.get_legend_handles_labels()
     twin_handles = twin.get_legend_handles_labels()
     fig.legend(

@@ -234,7 +234,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     )
     table.add_row(
         "batch settings",
-        f"max {n['batch_max_tx']} tx / {n['batch_max_bytes']} B / {n['batch_timeout_ms']} ms",
+        f"max {n['batch_max_tx']} tx / {n['batch_max_bytes']} B / {n['batch_timeout_ms']} ms"
+        + (", by limits only" if n.get("cut_by_limits_only") else ", adaptive"),
     )
     for name, frac in s["fraction_of_bound"].items():
         bound = s["bounds"]["tx_per_s"][name]
@@ -265,7 +266,8 @@ def results_row(s: dict[str, Any], report_rel: str) -> str:
         s["run"]["started_utc"][:16].replace("T", " "),
         f"{s['workload']['name']} {params}",
         f"{n['orgs']} orgs, {n['channels']} ch, {n['endorsement_policy']}, batch "
-        f"{n['batch_max_tx']}/{n['batch_timeout_ms']} ms",
+        f"{n['batch_max_tx']}/{n['batch_timeout_ms']} ms"
+        + (" by limits only" if n.get("cut_by_limits_only") else " adaptive"),
         f"{s['run']['mode']}, {s['run']['in_flight']} in flight, {c['submitted']} tx",
         f"{r['valid_tx_s']:.1f}",
         f"{r['committed_tx_s']:.1f}",

@@ -25,6 +25,7 @@ class NetworkShape:
     batch_max_tx: int = 100
     batch_timeout_ms: int = 200
     batch_max_bytes: int = 1024 * 1024
+    cut_by_limits_only: bool = False  # True: Fabric's cutter (no cut when the intake drains)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -43,12 +44,13 @@ class NetworkShape:
         principals = ", ".join(f"Org{i + 1}.peer" for i in range(self.orgs))
         return principals if self.orgs == 1 else f"{self.policy}({principals})"
 
-    def batch(self) -> dict[str, int]:
+    def batch(self) -> dict[str, int | bool]:
         """The channels' block-cutting settings."""
         return {
             "max_tx_count": self.batch_max_tx,
             "max_bytes": self.batch_max_bytes,
             "timeout_ms": self.batch_timeout_ms,
+            "cut_by_limits_only": self.cut_by_limits_only,
         }
 
 

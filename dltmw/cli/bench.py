@@ -39,11 +39,17 @@ def bench(
     policy: Annotated[str, typer.Option(help="AND or OR of the orgs' peers")] = "AND",
     batch_size: Annotated[int, typer.Option(help="block cutter: max tx per block")] = 100,
     batch_timeout_ms: Annotated[int, typer.Option(help="block cutter: timeout")] = 200,
+    cut_by_limits_only: Annotated[
+        bool,
+        typer.Option(
+            help="block cutter: by the limits only (Fabric's), not when the intake drains"
+        ),
+    ] = False,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
         str | None,
-        typer.Option(help="run an experiment: contention, channels, replicas or bus"),
+        typer.Option(help="run an experiment: contention, channels, replicas, latency or bus"),
     ] = None,
     repeat: Annotated[
         int, typer.Option(help="experiment: runs per point, interleaved; reports the median")
@@ -70,6 +76,7 @@ def bench(
             policy=policy,
             batch_max_tx=batch_size,
             batch_timeout_ms=batch_timeout_ms,
+            cut_by_limits_only=cut_by_limits_only,
         )
         cfg = BenchConfig(
             workload=workload,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 Token = Hashable  # what a caller's input carries so that its reply finds it again; opaque here
 P = TypeVar("P")  # a record of the core's own log
@@ -64,6 +64,19 @@ class Core(Protocol[In_contra, Out_co]):
 
     def ready(self) -> Out_co:
         """Take the effects accumulated since the last call."""
+
+
+@runtime_checkable
+class Drains(Protocol):
+    """A core that wants to know when its driver's intake is empty (the adaptive block cutter).
+
+    The driver calls `drained()` after stepping a batch of inputs when nothing more is queued
+    right now, before `ready()`. The core never looks at a queue or a clock itself: "drained"
+    is an input, so a replay with the same inputs and the same drain events decides the same.
+    """
+
+    def drained(self) -> None:
+        """Nothing more is queued for this core right now."""
 
 
 class Executor(Protocol[P_contra, D_contra, M_contra, R_contra]):

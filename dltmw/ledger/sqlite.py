@@ -74,6 +74,10 @@ OLD_ENTRIES_CHUNK = 8000
 # INTEGER PRIMARY KEY) backwards from `before`, so its cost is the page, not the ledger
 # (tests/unit/test_explorer.py checks the plan).
 BLOCKS_BEFORE_SQL = "SELECT data FROM blocks WHERE number<? ORDER BY number DESC LIMIT ?"
+# Serialised blocks just committed, kept so that a follower (Deliver, Events) reads the newest
+# blocks without a reader-thread hop: at low load every block has one follower read per
+# subscriber, and the hop cost as much as the rest of sending the block.
+RECENT_BLOCKS = 8
 
 
 class SnapshotReader:
@@ -126,6 +130,7 @@ class ChannelLedger:
         self.last_hash = ZERO_HASH
         self._acc = StateAccumulator()
         self.state_hash = self._acc.digest()  # stored with block height-1
+        self._recent: dict[int, bytes] = {}  # number -> data, the last RECENT_BLOCKS committed
 
     @classmethod
     async def open(
@@ -262,6 +267,8 @@ class ChannelLedger:
         acc = await self._file.write("ledger.commit_block", write)
         self.height, self.last_hash = number + 1, digest
         self._acc, self.state_hash = acc, acc.digest()
+        self._recent[number] = data
+        self._recent.pop(number - RECENT_BLOCKS, None)
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""
@@ -289,7 +296,13 @@ class ChannelLedger:
         return found[0] if found else None
 
     async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        """Blocks start..stop-1 that exist."""
+        """Blocks start..stop-1 that exist (the newest from memory: fresh copies either way)."""
+        stop = min(stop, self.height)
+        if start >= stop:
+            return []
+        recent = self._recent
+        if all(n in recent for n in range(start, stop)):
+            return [block_pb2.Block.FromString(recent[n]) for n in range(start, stop)]
 
         def read(conn: sqlite3.Connection) -> list[block_pb2.Block]:
             rows = conn.execute(
@@ -334,11 +347,31 @@ class ChannelLedger:
     ) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
         """Committed (key, version) lists of the given ranges."""
 
-        def read(reader: SnapshotReader) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
-            return {
-                (ns, s, e): [(x.key, x.version) for x in reader.range(ns, s, e, 1_000_000)]
-                for ns, s, e in ranges
-            }
+        return await self.read_snapshot(lambda r: _ranges(r, ranges))
+
+    async def commit_reads(
+        self,
+        keys: Iterable[tuple[str, str]],
+        ranges: Iterable[tuple[str, str, str]],
+        tx_ids: Iterable[str],
+    ) -> tuple[
+        dict[tuple[str, str], Version],
+        dict[tuple[str, str, str], list[tuple[str, Version]]],
+        set[str],
+    ]:
+        """`versions`, `ranges` and `existing_tx_ids` in ONE reader-thread hop and one read
+        transaction (what a peer's commit of one block reads; three hops before)."""
+        wanted = [t for t in set(tx_ids) if t]
+
+        def read(
+            reader: SnapshotReader,
+        ) -> tuple[
+            dict[tuple[str, str], Version],
+            dict[tuple[str, str, str], list[tuple[str, Version]]],
+            set[str],
+        ]:
+            found = {t for t in wanted if reader.tx_record(t) is not None}
+            return _versions(reader, keys), _ranges(reader, ranges), found
 
         return await self.read_snapshot(read)
 
@@ -371,3 +404,12 @@ def _versions(
         if got is not None:
             found[(ns, key)] = got[1]
     return found
+
+
+def _ranges(
+    reader: SnapshotReader, ranges: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
+    return {
+        (ns, s, e): [(x.key, x.version) for x in reader.range(ns, s, e, 1_000_000)]
+        for ns, s, e in ranges
+    }

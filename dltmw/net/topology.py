@@ -87,6 +87,11 @@ class Batch(Strict):
     max_tx_count: int = Field(100, gt=0, description="transactions per block at most")
     max_bytes: int = Field(1024 * 1024, gt=0, description="bytes of envelopes per block at most")
     timeout_ms: int = Field(250, gt=0, description="cut a non-empty block after this long")
+    cut_by_limits_only: bool = Field(
+        False,
+        description="cut only by the limits above (Fabric's rule); by default the orderer also "
+        "cuts as soon as nothing more is queued (adaptive: no timer on an idle path)",
+    )
 
 
 def _default_contracts() -> list[ContractSpec]:

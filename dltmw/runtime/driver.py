@@ -10,7 +10,11 @@ reference loop):
 2. `load`: the executor reads what the step needs (the committed versions a block reads, the
    spent rows a batch touches). It runs after the previous iteration's effects are durable, so
    a read never misses an earlier decision;
-3. step every input, tick the core when a tick is due (`now` = ticks issued so far);
+3. step every input, tick the core when a tick is due (`now` = ticks issued so far); when the
+   inbox is empty now and the role's `downstream_idle()` says nothing it handed on is still
+   waiting to be taken, tell a core that `Drains` so (`drained()`: the adaptive block cutter
+   cuts then, instead of waiting for a timer). A role calls `nudge()` when its downstream
+   becomes idle, so that a batch held back meanwhile is cut at once;
 4. execute `ready()` strictly in order: persist, apply what was decided, send, reply.
 
 Intake is bounded: `submit` refuses a full inbox with a typed `Overloaded` (RESOURCE_EXHAUSTED
@@ -36,7 +40,7 @@ from concurrent.futures import Executor as ThreadPool
 from typing import Generic
 
 from dltmw.aio.tasks import TaskOwner, cancel_and_wait
-from dltmw.core.effects import Core, D, Effects, M, P, R
+from dltmw.core.effects import Core, D, Drains, Effects, M, P, R
 from dltmw.core.errors import Overloaded, TransientError
 from dltmw.runtime.executor import Executor, In, Msg
 from dltmw.runtime.metrics import NodeMetrics
@@ -67,12 +71,15 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         step_in: ThreadPool | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         metrics: NodeMetrics | None = None,
+        downstream_idle: Callable[[], bool] | None = None,
     ) -> None:
         """`step_in`: a worker thread to step the core on, for a core that signs or reads a
         store while it steps (only the driver may touch such a core). `metrics`: the node's,
         which then reports this driver's inbox depth and refusals when scraped."""
         self.name = name
         self._core = core
+        self._drains = core if isinstance(core, Drains) else None
+        self._downstream_idle = downstream_idle
         self._executor = executor
         self._tasks = tasks
         self._inbox: asyncio.Queue[In | _Wake] = asyncio.Queue(maxsize=max(1, inbox_max))
@@ -113,6 +120,12 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         """Queue one input, waiting for room (internal feeders only: their own loop is bounded)."""
         self._check_open()
         await self._inbox.put(item)
+
+    def nudge(self) -> None:
+        """Run one more step even with no input (its downstream became idle): never blocks,
+        does nothing when input is queued already (that step will come anyway) or stopping."""
+        if self._task is not None and not self._stopping and self._inbox.empty():
+            self._inbox.put_nowait(_Wake())
 
     @property
     def depth(self) -> int:
@@ -184,19 +197,27 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             if tick_s is not None and loop.time() >= next_tick:
                 self.ticks = tick = self.ticks + 1
                 next_tick = loop.time() + tick_s
+            drained = self._drains is not None and self._inbox.empty()
+            if drained and self._downstream_idle is not None:
+                drained = self._downstream_idle()
             if self._step_in is None:
-                effects = self._step(messages, tick)
+                effects = self._step(messages, tick, drained)
             else:
-                effects = await loop.run_in_executor(self._step_in, self._step, messages, tick)
+                step = self._step
+                effects = await loop.run_in_executor(self._step_in, step, messages, tick, drained)
             await self._execute(effects)
         self._finished.set()
         await asyncio.Future()  # parked until stop() cancels it: a returning loop is fatal
 
-    def _step(self, messages: Sequence[Msg], tick: int | None) -> Effects[P, D, M, R]:
+    def _step(
+        self, messages: Sequence[Msg], tick: int | None, drained: bool
+    ) -> Effects[P, D, M, R]:
         for message in messages:
             self._core.step(message)
         if tick is not None:
             self._core.tick(tick)
+        if drained and self._drains is not None:
+            self._drains.drained()
         return self._core.ready()
 
     async def _take(self, wait_s: float) -> list[In]:

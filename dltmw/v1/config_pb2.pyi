@@ -114,22 +114,31 @@ class BatchConfig(_message.Message):
     MAX_TX_COUNT_FIELD_NUMBER: _builtins.int
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    CUT_BY_LIMITS_ONLY_FIELD_NUMBER: _builtins.int
     max_tx_count: _builtins.int
     """Maximum transactions per block."""
     max_bytes: _builtins.int
     """Maximum total envelope bytes per block."""
     timeout_ms: _builtins.int
     """Cut a non-empty block this long after its first transaction arrived."""
+    cut_by_limits_only: _builtins.bool
+    """False (the default): the orderer also cuts a non-empty block as soon as it has nothing more
+    queued (adaptive cutting: a lone transaction waits for no timer, and under load blocks grow
+    with what arrives while the previous one is written); the three limits above are upper
+    bounds. True: cut only by the three limits (Fabric's rule), e.g. to put transactions
+    submitted one by one within `timeout_ms` into one block, as the paper's Figure 8 does.
+    """
     def __init__(
         self,
         *,
         max_tx_count: _builtins.int = ...,
         max_bytes: _builtins.int = ...,
         timeout_ms: _builtins.int = ...,
+        cut_by_limits_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,10 +58,17 @@ def network(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Supervisor]]]:
     started: list[Supervisor] = []
 
     def start(
-        topology: str = TWO_ORG, batch_ms: int = 100, node_toml_extra: str = ""
+        topology: str = TWO_ORG,
+        batch_ms: int = 100,
+        by_limits_only: bool = False,
+        node_toml_extra: str = "",
     ) -> tuple[Path, Supervisor]:
+        """`by_limits_only`: blocks are cut by count/bytes/`batch_ms` only (Fabric's rule), not
+        as soon as the orderer has nothing more queued (the default, adaptive cutting);
+        `node_toml_extra` is appended to every node.toml (e.g. a [tracing] table)."""
         topo = tmp_path / f"topology{len(started)}.toml"
-        topo.write_text(topology.replace("BATCH_MS", str(batch_ms)))
+        limits_only = ", cut_by_limits_only = true" if by_limits_only else ""
+        topo.write_text(topology.replace("BATCH_MS", f"{batch_ms}{limits_only}"))
         net = tmp_path / f"net{len(started)}"
         init_network(topo, net)
         for node_toml in (net / "nodes").glob("*/node.toml"):  # e.g. a [tracing] table

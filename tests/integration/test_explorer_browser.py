@@ -98,7 +98,7 @@ def wait_for_block_row(driver: webdriver.Chrome, block: int) -> None:
 
 
 async def test_explorer_shows_figure8_codes_and_new_blocks_live(network) -> None:
-    net, _ = network(batch_ms=1000)
+    net, _ = network(batch_ms=1000, by_limits_only=True)  # Figure 8 needs one block
     async with await GatewayClient.connect(net, "user1.org1") as c:
         await open_accounts(c)
         done = await run_steps(c)

@@ -79,8 +79,11 @@ members = ["Org1", "Org2"]
 orderers = ["orderer0"]
 endorsement_policy = "OR(Org1.peer, Org2.peer)"
 contracts = [{ name = "bank" }, { name = "kv" }]
-batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50, cut_by_limits_only = true }
 """
+# `cut_by_limits_only`: every envelope waits in the orderer's durable queue for the timeout, so
+# `ledger.enqueue` is on every submission's path. (With adaptive cutting, the default, a lone
+# envelope goes straight into a block, whose commit makes it durable: no queue write to fail.)
 # Each node's failpoints in phase 1 (`@1`: the genesis block commits first).
 PHASE1 = {
     "orderer0": ["ledger.enqueue", "ledger.commit_block@1"],

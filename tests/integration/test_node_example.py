@@ -33,7 +33,9 @@ async def test_node_example_reproduces_figure8_and_the_ledger_agrees(network) ->
     node = shutil.which("node")
     assert node is not None, "Node.js is needed (the CI machine has it)"
     assert SCRIPT.exists(), f"{SCRIPT} is missing: run `make node-example` first"
-    net, _ = network()
+    # The example submits the three one by one; one block needs the orderer to cut by the limits
+    # only (the 100 ms timeout gathers them), not as soon as it has nothing queued (the default).
+    net, _ = network(by_limits_only=True)
     run = await asyncio.to_thread(
         subprocess.run,
         [node, str(SCRIPT), str(net), "user1.org1", "trades"],

@@ -179,7 +179,12 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
     channels = topo.raw["channels"]
     assert [c["id"] for c in channels] == ["bench0", "bench1", "bench2"]
     assert {c["endorsement_policy"] for c in channels} == {"AND(Org1.peer, Org2.peer)"}
-    assert channels[0]["batch"] == {"max_tx_count": 100, "max_bytes": 1048576, "timeout_ms": 200}
+    assert channels[0]["batch"] == {
+        "max_tx_count": 100,
+        "max_bytes": 1048576,
+        "timeout_ms": 200,
+        "cut_by_limits_only": False,
+    }
 
 
 def test_kv_blind_values_stay_readable_as_counters() -> None:
@@ -279,3 +284,20 @@ def test_a_failed_run_keeps_the_node_logs(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(BenchError, match=r"setup failed \(node logs: .*kept\)"):
         experiments._run(BenchConfig(), Console(), None, None, kept)
     assert (kept / "peer0.org1.log").read_text() == "stuck\n"
+
+
+def test_latency_experiment_is_an_open_loop_sweep_then_saturation(tmp_path: Path) -> None:
+    from dltmw.bench.experiments import EXPERIMENTS, LATENCY_RATES, experiment_section
+    from dltmw.bench.plots import latency_curve_plot
+
+    exp = EXPERIMENTS["latency"]
+    configs = [point(exp.base(BenchConfig(txs=3000))) for _, point in exp.points]
+    assert [c.rate for c in configs] == [*map(float, LATENCY_RATES), 0.0]
+    assert all(c.workload == "kv" for c in configs)
+    assert configs[0].txs == 300 and configs[-2].txs == 6000 and configs[-1].txs == 3000
+    s = summarise(_result(), "dltmw bench --experiment latency")
+    plot = latency_curve_plot(tmp_path / "latency.png", exp.title, ["100", "closed"], [s, s])
+    assert plot.stat().st_size > 0
+    text = experiment_section(exp, [("100", s, [s])], {}, plot, tmp_path, "x")
+    cpu_ms = sum(s["cpu_ms_per_committed_tx"].values())
+    assert f"| {cpu_ms:.2f} | {s['blocks']['mean_tx_per_block']:.1f} |" in text

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dltmw.core.block import block_hash, chain_error, verify_chain
 from dltmw.core.cutter import BlockCutter
@@ -180,7 +182,9 @@ def test_ready_drains_and_numbers_continue_across_calls() -> None:
     assert [d.block.header.number for d in first.decided] == [1]
     assert [d.block.header.number for d in second.decided] == [2]
     assert second.decided[0].block.header.previous_hash == block_hash(first.decided[0].block)
-    assert [p.seq for p in second.persist] == [2]
+    # "b" went into block 2 in the step that admitted it: the block makes it durable, so it is
+    # not queued (test_envelopes_cut_in_their_own_step_are_not_queued); its seq is still 2.
+    assert second.persist == ()
     assert second.decided[0].consumed_seq == 2
 
 
@@ -229,7 +233,7 @@ def test_restore_partial_batch_then_new_submit_continues_the_seq() -> None:
     assert orderer.ready().is_empty()
     orderer.step(Submit(env("y"), token="y"))
     ready = orderer.ready()
-    assert ready.persist == (PendingEnvelope(8, env("y")),)
+    assert ready.persist == ()  # in the block of this step: the block makes it durable
     assert ready.replies == (("y", None),)
     assert [envelopes_of(d) for d in ready.decided] == [[env("x"), env("y")]]
     assert ready.decided[0].consumed_seq == 8
@@ -246,3 +250,92 @@ def test_restore_partial_batch_is_cut_by_timeout() -> None:
 def test_step_refuses_anything_but_submit() -> None:
     with pytest.raises(TypeError):
         solo().step(b"raw envelope")
+
+
+# --- adaptive cutting ("drained" events) ---------------------------------------------------------
+
+
+def test_cutter_drained_cuts_the_pending_batch_and_resets_the_timeout() -> None:
+    cutter = BlockCutter(max_tx_count=10, max_bytes=1000, timeout_ticks=2)
+    assert cutter.drained() is None  # nothing pending: no empty block
+    cutter.add(env("a"))
+    assert cutter.tick() is None
+    assert cutter.drained() == [env("a")]
+    assert cutter.pending == ()
+    cutter.add(env("b"))
+    assert cutter.tick() is None  # the timeout counts from "b", not from "a"
+    assert cutter.tick() == [env("b")]
+
+
+def test_cutter_by_limits_only_ignores_drained() -> None:
+    cutter = BlockCutter(max_tx_count=10, max_bytes=1000, timeout_ticks=2, by_limits_only=True)
+    cutter.add(env("a"))
+    assert cutter.drained() is None
+    assert cutter.pending == (env("a"),)
+    assert cutter.tick() is None
+    assert cutter.tick() == [env("a")]
+
+
+def test_cutter_limits_stay_upper_bounds_with_drained() -> None:
+    cutter = BlockCutter(max_tx_count=2, max_bytes=1000, timeout_ticks=5)
+    assert feed(cutter, [env("a"), env("b"), env("c")]) == [[env("a"), env("b")]]
+    assert cutter.drained() == [env("c")]
+
+
+def run_with_drains(orderer: SoloOrderer, script: Sequence[str]) -> list[list[bytes]]:
+    """Feed a script: an envelope name is a Submit, "|" a drained event, "t" a tick."""
+    blocks: list[list[bytes]] = []
+    now = 0
+    for item in script:
+        if item == "|":
+            orderer.drained()
+        elif item == "t":
+            now += 1
+            orderer.tick(now)
+        else:
+            orderer.step(Submit(env(item), token=item))
+        blocks.extend(envelopes_of(d) for d in orderer.ready().decided)
+    return blocks
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "|", "t"]), max_size=60),
+    st.integers(1, 4),
+    st.integers(1, 3),
+)
+def test_same_inputs_and_drains_give_the_same_blocks(
+    script: list[str], count: int, timeout: int
+) -> None:
+    """Determinism of the adaptive rule, and what it promises: every block is within the
+    limits, the blocks hold the submitted envelopes in order, and nothing submitted before a
+    drained event is still pending after it."""
+    first = run_with_drains(solo(count=count, timeout=timeout), script)
+    assert first == run_with_drains(solo(count=count, timeout=timeout), script)
+    submitted = [env(x) for x in script if x not in ("|", "t")]
+    flat = [e for block in first for e in block]
+    assert flat == submitted[: len(flat)]
+    assert all(1 <= len(block) <= count for block in first)
+    if "|" in script:
+        before_last_drain = [x for x in script[: len(script) - script[::-1].index("|")]]
+        assert len(flat) >= len([x for x in before_last_drain if x not in ("|", "t")])
+
+
+def test_envelopes_cut_in_their_own_step_are_not_queued() -> None:
+    """One durable write per block at low load: the block holds the envelope, and the
+    acknowledgement follows the block's commit (effects order)."""
+    orderer = solo(count=10)
+    orderer.step(Submit(env("a"), token="a"))
+    orderer.step(Submit(env("b"), token="b"))
+    orderer.drained()
+    ready = orderer.ready()
+    assert ready.persist == ()
+    assert [envelopes_of(d) for d in ready.decided] == [[env("a"), env("b")]]
+    assert ready.replies == (("a", None), ("b", None))
+    orderer.step(Submit(env("c"), token="c"))  # not drained: stays queued, durably
+    ready = orderer.ready()
+    assert ready.persist == (PendingEnvelope(3, env("c")),) and ready.decided == ()
+    orderer.step(Submit(env("d"), token="d"))
+    orderer.drained()  # "c" was queued by an earlier step, "d" by this one
+    ready = orderer.ready()
+    assert ready.persist == ()
+    assert [d.consumed_seq for d in ready.decided] == [4]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from dltmw.aio.tasks import TaskOwner
-from dltmw.core.effects import Effects, Token
+from dltmw.core.effects import Drains, Effects, Token
 from dltmw.core.errors import Overloaded, TransientError
 from dltmw.rpc.status import to_status
 from dltmw.runtime.driver import Driver
@@ -137,6 +137,54 @@ async def test_inputs_queued_together_are_one_step_up_to_the_batch_bound() -> No
     persists = [line for line in ex.log if line.startswith("persist")]
     assert persists == ["persist a,b", "persist c,d", "persist e"]
     assert ex.log.index("load c,d") > ex.log.index("reply a,b"), "load after the last step"
+
+
+class DrainingCore(ScriptedCore):
+    """A core that `Drains`: it records, after which input, the driver said "drained"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drains: list[str] = []
+
+    def drained(self) -> None:
+        self.drains.append(self.steps[-1] if self.steps else "")
+
+
+async def test_drained_is_told_only_when_nothing_more_is_queued() -> None:
+    """Adaptive cutting's input: after a step of a,b (c,d,e still queued: batch bound) no
+    drained event; after c,d neither; after e the inbox is empty: drained."""
+    core, ex, tasks = DrainingCore(), Recorder(), TaskOwner()
+    d = driver(core, ex, tasks, batch_max=2)
+    for x in "abcde":
+        d.submit(x)
+    async with d:
+        while "reply e" not in ex.log:
+            ex.replied.clear()
+            await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+    assert set(core.drains) == {"e"}  # (the stop wakes the idle loop: drained again)
+    assert isinstance(core, Drains) and not isinstance(ScriptedCore(), Drains)
+
+
+async def test_drained_waits_for_an_idle_downstream_and_a_nudge_brings_it() -> None:
+    """Nagle's rule: with input all taken but the downstream busy (a block not yet taken by
+    every follower) no drained event; once the downstream is idle, `nudge()` runs a step
+    without input and the core hears "drained"."""
+    core, ex, tasks = DrainingCore(), Recorder(), TaskOwner()
+    idle = False
+    d = driver(core, ex, tasks, downstream_idle=lambda: idle)
+    async with d:
+        d.submit("a")
+        await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+        assert core.drains == []
+        idle = True
+        steps = len([line for line in ex.log if line.startswith("load")])
+        d.nudge()
+        for _ in range(100):  # bounded: a few loop turns
+            if core.drains:
+                break
+            await asyncio.sleep(0)
+        assert core.drains == ["a"]
+        assert len([line for line in ex.log if line.startswith("load")]) == steps  # no input
 
 
 async def test_stop_finishes_the_step_in_progress_and_never_cancels_inside_persist() -> None:

@@ -27,17 +27,19 @@ IDS = [f"orderer{i}".encode() for i in range(4)]
 REQS = [KEYS.make_request(0, i) for i in range(4)]
 
 
-def core(i: int) -> PbftOrdererCore:
+def core(i: int, by_limits_only: bool = False) -> PbftOrdererCore:
     replica = Replica(CONFIG, i, KEYS.signer(i), KEYS.verify, request_ok=KEYS.request_ok)
     assembler = BlockAssembler("ch", i, CONFIG.quorum, IDS, KEYS.verify)
-    return PbftOrdererCore(replica, assembler, KEYS.signer(i), 1, ZERO_HASH)
+    return PbftOrdererCore(
+        replica, assembler, KEYS.signer(i), 1, ZERO_HASH, by_limits_only=by_limits_only
+    )
 
 
 class Group:
     """Four cores wired directly; `cut` replicas receive nothing."""
 
-    def __init__(self) -> None:
-        self.cores = [core(i) for i in range(4)]
+    def __init__(self, by_limits_only: bool = False) -> None:
+        self.cores = [core(i, by_limits_only) for i in range(4)]
         self.cut: set[int] = set()
         self.queue: list[tuple[int, Outbound]] = []
         self.committed: list[list[block_pb2.Block]] = [[] for _ in range(4)]
@@ -174,3 +176,50 @@ def test_a_recent_proof_of_lag_means_catching_up() -> None:
     assert lone.behind() is not None
     lone.tick(5 + BEHIND_TICKS)
     assert lone.behind() is None
+
+
+def pre_prepares(group: Group) -> list[int]:
+    """Sequences of the pre-prepares waiting in the group's queue (once per sequence)."""
+    seqs = set()
+    for _, message in group.queue:
+        if isinstance(message, Envelope):
+            body = replica_pb2.ReplicaMessage.FromString(message.payload)
+            if body.WhichOneof("body") == "pre_prepare":
+                seqs.add(body.pre_prepare.sequence)
+    return sorted(seqs)
+
+
+def drain(group: Group, i: int) -> None:
+    group.cores[i].drained()
+    group.flush(i)
+
+
+def test_drained_primary_proposes_at_once_then_waits_while_a_batch_is_in_flight() -> None:
+    """Adaptive cutting: a lone request (below batch_size_max) is proposed on the drained event,
+    with no tick; a second one waits until the first batch executed (Nagle's rule); every
+    replica commits the same blocks (they take the primary's cut)."""
+    group = Group()
+    group.step(0, ClientRequest(REQS[0]))
+    assert pre_prepares(group) == []  # below the batch size: before, only a tick proposed it
+    drain(group, 1)  # a backup's drained event cuts nothing
+    assert pre_prepares(group) == []
+    drain(group, 0)
+    assert pre_prepares(group) == [1]
+    group.step(0, ClientRequest(REQS[1]))
+    drain(group, 0)
+    assert pre_prepares(group) == [1]  # sequence 1 is in flight: REQS[1] waits
+    group.settle()
+    drain(group, 0)  # sequence 1 executed: nothing in flight
+    group.settle()
+    for i in range(4):
+        assert [list(b.data.envelopes) for b in group.committed[i]] == [[REQS[0]], [REQS[1]]]
+
+
+def test_drained_is_ignored_when_cutting_by_limits_only() -> None:
+    group = Group(by_limits_only=True)
+    group.step(0, ClientRequest(REQS[0]))
+    drain(group, 0)
+    assert pre_prepares(group) == []
+    group.cores[0].tick(1)
+    group.flush(0)
+    assert pre_prepares(group) == [1]  # the tick still cuts, as before

@@ -12,6 +12,12 @@ they are all inputs of this core now (`step`):
   orderer signatures: `runtime/roles/orderer/pbft_catchup.py`): committed here, then the replica
   jumps over them (`pbft.jump`).
 
+`drained()` (adaptive cutting, `core/cutter.py`): the driver has nothing more queued; as primary
+with no batch in flight (every proposed sequence executed), propose the pending requests now
+instead of at the next tick — Nagle's rule, with execution as the acknowledgement, so a lone
+request waits for no timer and under load batches grow while one is being agreed. Only the
+primary cuts; the backups take its cut from the pre-prepare, so replicas stay deterministic.
+
 `tick(now)` ticks the replica, resends our signatures of blocks still waiting (lost messages
 are never retried otherwise), and runs the catch-up schedule: every CATCHUP_CHECK_TICKS x backoff
 ticks without executing anything, fetch committed blocks from the next peer (one fetch at a
@@ -109,9 +115,11 @@ class PbftOrdererCore:
         last_hash: bytes,
         unexecuted: Sequence[block_pb2.Block] = (),
         hook: Misbehaviour | None = None,
+        by_limits_only: bool = False,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
-        `replica.next_exec` on (a crash fell between committing fetched blocks and the jump)."""
+        `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
+        `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`)."""
         self.replica = replica
         self.assembler = assembler
         self.height = height
@@ -119,6 +127,7 @@ class PbftOrdererCore:
         self.catchup = CatchUp()
         self._sign = sign
         self._hook = hook
+        self._by_limits_only = by_limits_only
         self._peers = [i for i in range(replica.config.n) if i != replica.me]
         self._lagging: set[tuple[int, int]] = set()
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
@@ -154,6 +163,12 @@ class PbftOrdererCore:
         if self._hook is not None:
             for envelope in self._hook.act(self.replica):
                 self._out.send.extend((peer, envelope) for peer in self._peers)
+
+    def drained(self) -> None:
+        """Intake empty: as primary with nothing in flight, propose what is pending now."""
+        replica = self.replica
+        if not self._by_limits_only and replica.next_seq == replica.next_exec:
+            replica.propose(full_only=False)  # does nothing unless primary, not changing view
 
     def ready(self) -> OrdererEffects:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""

@@ -84,14 +84,19 @@ orderers = [{orderers}]
 ordering = "{ordering}"
 endorsement_policy = "AND(Org1.peer, Org2.peer)"
 contracts = [{{ name = "bank" }}]
-batch = {{ max_tx_count = 10, max_bytes = 1048576, timeout_ms = {batch_ms} }}
+[channels.batch]
+max_tx_count = 10
+max_bytes = 1048576
+timeout_ms = {batch_ms}
+cut_by_limits_only = {by_limits}
 """
 ORDERERS = {"solo": ("orderer0",), "pbft": ("orderer.a", "orderer.b", "orderer.c", "orderer.d")}
 
 
-def topology(ordering: str, batch_ms: int = 50) -> str:
+def topology(ordering: str, batch_ms: int = 50, by_limits_only: bool = False) -> str:
     """The scenario's topology TOML for `ordering` ("solo" or "pbft"); blocks are cut after
-    10 transactions or `batch_ms`."""
+    10 transactions or `batch_ms`, and (unless `by_limits_only`) as soon as the orderer has
+    nothing more queued (adaptive cutting)."""
     orderers = ORDERERS[ordering]
     lines = [f'name = "sim-eov-{ordering}"', _COMMON]
     for i, node in enumerate(orderers):
@@ -101,7 +106,10 @@ def topology(ordering: str, batch_ms: int = 50) -> str:
         )
     names = ", ".join(f'"{o}"' for o in orderers)
     kind = "none" if ordering == "solo" else "pbft"
-    lines.append(_CHANNEL.format(orderers=names, ordering=kind, batch_ms=batch_ms))
+    by_limits = str(by_limits_only).lower()
+    lines.append(
+        _CHANNEL.format(orderers=names, ordering=kind, batch_ms=batch_ms, by_limits=by_limits)
+    )
     return "\n".join(lines)
 
 

@@ -189,8 +189,10 @@ async def _order_again(dep: Deployment, client: PrivacyClient, digest: bytes, wh
     """Order the same payload hash once more (another tx_id: a recipient must run it again)."""
     envelope, tx_id = client.private_envelope(CHANNEL, digest)
     try:
-        await client.client.submit(envelope)
-        await client.client.submit(envelope)  # and the very same envelope twice
+        # The very same envelope twice, concurrently: both must pass the gateway's duplicate
+        # check, so the second must not wait for the first to commit (the orderer cuts blocks
+        # as soon as it has nothing queued); the ledger then marks the second DUPLICATE_TXID.
+        await asyncio.gather(client.client.submit(envelope), client.client.submit(envelope))
     except grpc.aio.AioRpcError as exc:
         dep.log(f"{what}: ordering again: {exc.code().name}")
         return

@@ -6,7 +6,10 @@ PBFT-lite, raft's datadriven testdata). Running a story executes its commands, i
 simulated network of production nodes (`scenario eov`'s two-org network) and returns the same
 format, so a golden file is compared as a whole. Commands:
 
-    network solo|pbft [batch_ms=N]          first command: the network (blocks cut after N ms)
+    network solo|pbft [batch_ms=N] [cut=limits]
+                                            first command: the network (blocks cut after N ms;
+                                            `cut=limits`: only by the limits, Fabric's rule, not
+                                            as soon as the orderer has nothing queued)
     submit CLIENT FUNCTION ARG...           endorse, submit and wait: the commit status
     endorse NAME CLIENT FUNCTION ARG...     endorse only; the envelope is kept as NAME
     broadcast NAME...                       submit kept envelopes, in this order
@@ -167,9 +170,10 @@ def run_story(text: str) -> str:
     ordering = commands[0][1]
     options = dict(word.split("=") for word in commands[0][2:])
     batch_ms = int(options.get("batch_ms", "50"))
+    by_limits_only = options.get("cut", "") == "limits"
 
     async def main() -> list[str]:
-        story = _Story(Deployment(topology(ordering, batch_ms)))
+        story = _Story(Deployment(topology(ordering, batch_ms, by_limits_only)))
         out: list[str] = []
         try:
             await story.dep.start()

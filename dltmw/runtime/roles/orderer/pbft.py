@@ -239,7 +239,14 @@ class PbftOrdererChannel(OrdererChannel):
             self.view.channel_id, self.me, self.config.quorum, self.identities, self.verify
         )
         self.core = PbftOrdererCore(
-            replica, assembler, sign, ledger.height, ledger.last_hash, unexecuted, self._hook
+            replica,
+            assembler,
+            sign,
+            ledger.height,
+            ledger.last_hash,
+            unexecuted,
+            self._hook,
+            by_limits_only=self.view.config.batch.cut_by_limits_only,
         )
         for link in self.links.values():
             link.start()

@@ -6,6 +6,14 @@ blocks. Executing its effects (`SoloExecutor`): the queued envelopes are persist
 transaction), each decided block is signed over its hash and committed (one sqlite transaction
 that also removes the queue entries it consumed), and only then are the submitters answered and
 Deliver streams woken. Stopping follows the driver's one rule: the step in progress finishes.
+
+Adaptive cutting (`core/cutter.py`) with Nagle's rule: the pending batch is cut when the inbox
+is empty AND every Deliver follower has taken every committed block (`downstream_idle`); while
+a follower is still taking one — a peer busy committing reads its stream no faster, and gRPC
+flow control holds the orderer's next write — arrivals accumulate into a bigger block, and the
+follower taking the last block nudges the driver to cut it. So a lone transaction waits for no
+timer, and a network at saturation keeps the big blocks that make it efficient. A follower that
+never reads (or one catching up from far behind) leaves cutting to the limits, as before.
 """
 
 from __future__ import annotations
@@ -78,12 +86,17 @@ class OrdererChannel:
         self._tokens = itertools.count()
         self._driver: Driver[Submit, Submit, PendingEnvelope, DecidedBlock, None, None] | None
         self._driver = None
+        self._pulled: dict[int, int] = {}  # follower -> the highest block number it has taken
+        self._followers = itertools.count()
 
     async def start(self) -> None:
         """Restore the queue (blocks it completes alone are committed first), start the driver."""
         batch = self.view.config.batch
         cutter = BlockCutter(
-            batch.max_tx_count, batch.max_bytes, max(1, round(batch.timeout_ms / 1000 / TICK_S))
+            batch.max_tx_count,
+            batch.max_bytes,
+            max(1, round(batch.timeout_ms / 1000 / TICK_S)),
+            by_limits_only=batch.cut_by_limits_only,
         )
         core = SoloOrderer(
             self.view.channel_id,
@@ -102,6 +115,7 @@ class OrdererChannel:
             tick_s=TICK_S,
             on_failure=lambda _: self._acks.fail_all(stopped()),
             metrics=self.ctx.metrics,
+            downstream_idle=self.downstream_idle,
         )
         await self._driver.start()
 
@@ -139,9 +153,26 @@ class OrdererChannel:
         await asyncio.gather(*waits)
         return out
 
-    def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
-        """Blocks start.. (stop inclusive, or forever when None), waiting for new ones."""
-        return follow(self.ledger, self.new_block, start, stop)
+    async def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
+        """Blocks start.. (stop inclusive, or forever when None), waiting for new ones; the
+        follower counts as having taken a block once it asks for the next one."""
+        follower = next(self._followers)
+        self._pulled[follower] = start - 1
+        try:
+            async for block in follow(self.ledger, self.new_block, start, stop):
+                yield block
+                self._pulled[follower] = block.header.number
+                if self._driver is not None and self.downstream_idle():
+                    self._driver.nudge()
+        finally:
+            del self._pulled[follower]
+            if self._driver is not None:
+                self._driver.nudge()
+
+    def downstream_idle(self) -> bool:
+        """Every follower has taken every committed block (true with no follower)."""
+        last = self.ledger.height - 1
+        return all(taken >= last for taken in self._pulled.values())
 
     @property
     def height(self) -> int:

@@ -114,11 +114,10 @@ class CommitExecutor:
                 *odd[0],
             )
         keys, ranges = reads_of(TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked)
-        reads = CommittedReads(
-            await ledger.versions(keys),
-            await ledger.ranges(ranges) if ranges else {},
-            await ledger.existing_tx_ids(c.tx_id for c in checked),
+        versions, in_ranges, known = await ledger.commit_reads(
+            keys, ranges, (c.tx_id for c in checked)
         )
+        reads = CommittedReads(versions, in_ranges, known)
         return Delivered(block, token, "", tuple(checked), reads)
 
     async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:

@@ -1,0 +1,71 @@
+"""The channel ledger's reads on the commit and deliver path (real sqlite files).
+
+The newest blocks are served from memory (no reader-thread hop per block per follower), as fresh
+copies equal to the stored ones; a peer's commit reads versions, ranges and known tx_ids in one
+hop, with the same answers as the three separate reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dltmw.core.block import make_block
+from dltmw.core.rwset import StateWrite, Version
+from dltmw.ledger.sqlite import RECENT_BLOCKS, ChannelLedger
+
+CH = "trades"
+
+
+async def _commit(ledger: ChannelLedger, key: str) -> None:
+    number = ledger.height
+    block = make_block(CH, number, ledger.last_hash, [f"env{number}".encode()])
+    block.metadata.validation_codes.append(1)
+    write = StateWrite("kv", key, f"v{number}".encode(), Version(number, 0))
+    await ledger.commit_block(block, [f"tx{number}"], [write])
+
+
+async def test_newest_blocks_come_from_memory_as_fresh_copies_of_the_stored_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = await ChannelLedger.open(path)
+    try:
+        for i in range(RECENT_BLOCKS + 4):
+            await _commit(ledger, f"k{i}")
+        height = ledger.height
+        stored = await ledger.blocks(0, height)  # the oldest are not in memory: the file
+        assert [b.header.number for b in stored] == list(range(height))
+
+        def no_file(*_: object) -> None:
+            raise AssertionError("read the file for a block committed just now")
+
+        monkeypatch.setattr(ledger._file, "read", no_file)
+        newest = await ledger.blocks(height - RECENT_BLOCKS, height + 5)  # stop beyond height
+        assert newest == stored[-RECENT_BLOCKS:]
+        newest[0].header.number = 999  # the caller's copy: the next read is unaffected
+        assert (await ledger.blocks(height - RECENT_BLOCKS, height))[0] == stored[-RECENT_BLOCKS]
+        assert await ledger.blocks(height, height + 1) == []
+        monkeypatch.undo()
+        assert await ledger.blocks(0, 2) == stored[:2]  # older ones: the file, as before
+    finally:
+        await ledger.close()
+
+
+async def test_commit_reads_equal_the_separate_reads(tmp_path: Path) -> None:
+    ledger = await ChannelLedger.open(tmp_path / "l.sqlite")
+    try:
+        for key in ("a", "b", "c"):
+            await _commit(ledger, key)
+        keys = [("kv", "a"), ("kv", "c"), ("kv", "missing")]
+        ranges = [("kv", "a", "c"), ("kv", "x", "z")]
+        tx_ids = ["tx0", "tx2", "tx9", ""]
+        versions, in_ranges, known = await ledger.commit_reads(keys, ranges, tx_ids)
+        assert versions == await ledger.versions(keys)
+        assert versions == {("kv", "a"): Version(0, 0), ("kv", "c"): Version(2, 0)}
+        assert in_ranges == await ledger.ranges(ranges)
+        assert in_ranges[("kv", "a", "c")] == [("a", Version(0, 0)), ("b", Version(1, 0))]
+        assert known == await ledger.existing_tx_ids(tx_ids) == {"tx0", "tx2"}
+    finally:
+        await ledger.close()

@@ -1,0 +1,67 @@
+"""The solo orderer's downstream signal for adaptive cutting (`runtime/roles/orderer/solo.py`).
+
+A follower (a Deliver stream) has taken a block once it asks for the next one; the downstream is
+idle when every follower has taken every committed block; the follower that takes the last one
+nudges the driver (so a batch held back meanwhile is cut), and one that goes away stops counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dltmw.core.block import make_block
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.runtime.roles.orderer.solo import OrdererChannel
+from dltmw.v1 import block_pb2
+
+
+class FakeLedger:
+    def __init__(self, height: int) -> None:
+        self.height = height
+
+    async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
+        return [
+            make_block("ch", n, ZERO_HASH, [b"e"]) for n in range(start, min(stop, self.height))
+        ]
+
+
+class FakeDriver:
+    def __init__(self) -> None:
+        self.nudges = 0
+
+    def nudge(self) -> None:
+        self.nudges += 1
+
+
+def channel(height: int) -> tuple[OrdererChannel, FakeDriver]:
+    orderer = OrdererChannel(None, None, FakeLedger(height))  # type: ignore[arg-type]
+    driver = FakeDriver()
+    orderer._driver = driver  # type: ignore[assignment]
+    return orderer, driver
+
+
+async def test_downstream_is_idle_only_when_every_follower_took_the_last_block() -> None:
+    orderer, driver = channel(height=3)
+    assert orderer.downstream_idle()  # no follower: nothing waits downstream
+    a: Any = orderer.blocks_from(0, None)
+    b: Any = orderer.blocks_from(2, None)
+    assert (await anext(a)).header.number == 0
+    assert not orderer.downstream_idle()  # a registered from block 0; b has not started
+    assert (await anext(b)).header.number == 2
+    assert not orderer.downstream_idle()  # handed, not yet taken: b has not asked again
+    assert (await anext(a)).header.number == 1
+    assert (await anext(a)).header.number == 2  # a took 0 and 1
+    assert driver.nudges == 0
+    waiting = asyncio.ensure_future(anext(b))  # b took 2 and waits for block 3
+    await asyncio.sleep(0)
+    assert not orderer.downstream_idle() and driver.nudges == 0  # a has not taken 2 yet
+    waiting_a = asyncio.ensure_future(anext(a))  # a took 2: the last follower to take it
+    await asyncio.sleep(0)
+    assert orderer.downstream_idle() and driver.nudges == 1
+    for task in (waiting, waiting_a):
+        task.cancel()
+    await asyncio.gather(waiting, waiting_a, return_exceptions=True)
+    await a.aclose()
+    await b.aclose()
+    assert orderer.downstream_idle() and orderer._pulled == {}
