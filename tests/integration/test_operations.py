@@ -49,7 +49,7 @@ async def workload(net: Path) -> Counter[int]:
 
     async def one(i: int) -> None:
         async with sem:
-            done = await client.submit_transaction("trades", "kv", "incr", f"n{i % 4}", "1")
+            done = await client.submit_transaction("trades", "kv", "incr", f"n{i % 4}")
             seen[done.status.result] += 1
 
     try:
