@@ -167,6 +167,20 @@ def test_a_replica_is_behind_once_f_plus_1_others_signed_two_blocks_past_its_hea
     assert lagging.behind() is None
 
 
+def test_signatures_heard_but_not_yet_stepped_count_towards_behind() -> None:
+    """While the driver executes a long step (a stalled commit), signatures queue unstepped:
+    readiness passes those it heard, and they count as the core's own claims do."""
+    lagging = core(3)
+    assert lagging.height == 1
+    assert lagging.behind({0: 2}) is None  # one replica's word (f = 1)
+    assert lagging.behind({0: 2, 3: 9}) is None  # its own index: not another replica's word
+    assert lagging.behind({0: 1, 1: 1}) is None  # one block past its head: normal pipelining
+    assert lagging.behind({0: 5, 1: 2}) == 3, "f+1 = 2 others signed block 2"
+    lagging.step(signature(6, 2))  # stepped claims and heard ones combine
+    assert lagging.behind({0: 5}) == 6
+    assert lagging.behind() is None  # its own claims alone: one replica's word
+
+
 def test_a_recent_proof_of_lag_means_catching_up() -> None:
     lone = core(2)
     lone.tick(5)

@@ -31,7 +31,7 @@ peer); replies = per request id, None once its block is committed here, or `Reje
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -206,15 +206,24 @@ class PbftOrdererCore:
             self._out.send.append((key[0], SignatureOf(key[1])))
         self._lagging.clear()
 
-    def behind(self) -> int | None:
+    def behind(self, heard: Mapping[int, int] | None = None) -> int | None:
         """While this replica is catching up, the height the cluster is known to hold (its
         readiness, docs/operations.md); None when it is not known to be behind. Known behind:
         f+1 other replicas signed a block at least two past our head — at least one of them is
         honest (the boundary verified each signature; a replica's claim is its own highest
         signed block, so f faulty replicas cannot raise the figure), and one block past is
         normal pipelining — or the replica proved itself behind (`Replica.note_behind`: batches
-        fetched, a checkpoint above what it executed, a jump) within BEHIND_TICKS ticks."""
-        others = sorted((n for r, n in self._claims.items() if r != self.replica.me), reverse=True)
+        fetched, a checkpoint above what it executed, a jump) within BEHIND_TICKS ticks.
+
+        `heard`: replica -> the highest block it signed, as the runtime saw verified signatures
+        arrive, before they reach this core. The core sees an input only when the driver steps
+        it, and a step whose effects take long (a restarted replica's first commit of the blocks
+        it missed, on a slow or locked disk) steps nothing meanwhile: by its own claims alone
+        the replica looks caught up for that whole while as the cluster moves on without it."""
+        claims = dict(self._claims)
+        for replica_index, number in (heard or {}).items():
+            claims[replica_index] = max(number, claims.get(replica_index, -1))
+        others = sorted((n for r, n in claims.items() if r != self.replica.me), reverse=True)
         f = self.replica.config.f
         known = others[f] + 1 if len(others) > f else 0
         if known > self.height + 1:

@@ -201,6 +201,9 @@ class PbftOrdererChannel(OrdererChannel):
         self.links = {i: ReplicaLink(ctx, view.channel_id, ids[i]) for i in range(len(ids))}
         del self.links[self.me]
         self.core: PbftOrdererCore | None = None
+        # replica -> highest block it signed, from verified signatures as they arrive (readiness
+        # sees them while the driver is busy; `PbftOrdererCore.behind`); at most n entries.
+        self.heard: dict[int, int] = {}
         self.driver: OrdererDriver | None = None
         self.waiters: Waiters[Token, None] = Waiters()
         self.admission = RequestAdmission(view, self.config.request_bytes_max)
@@ -279,8 +282,8 @@ class PbftOrdererChannel(OrdererChannel):
 
     def catching_up(self) -> int | None:
         """The height the cluster is known to hold while this replica is behind it, else None
-        (readiness: `PbftOrdererCore.behind`)."""
-        return self.core.behind() if self.core is not None else None
+        (readiness: `PbftOrdererCore.behind`, with the signatures heard but not yet stepped)."""
+        return self.core.behind(self.heard) if self.core is not None else None
 
     @property
     def current_view(self) -> int:
@@ -353,4 +356,7 @@ class PbftOrdererChannel(OrdererChannel):
         """Queue verified inbound messages for the core (all or nothing; OVERLOADED if full)."""
         if self.driver is None:
             raise stopped()
+        for signature in signatures:  # the boundary verified them (`rpc/replica.py`)
+            if signature.number > self.heard.get(signature.replica, -1):
+                self.heard[signature.replica] = signature.number
         self.driver.submit_all([*messages, *signatures])
