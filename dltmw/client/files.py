@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dltmw.core.identity import SigningIdentity
 from dltmw.net.addressbook import AddressBook
+from dltmw.net.keyfile import read_key
 from dltmw.rpc.tls import TlsMaterial
 
 
@@ -37,7 +38,7 @@ class ClientFiles:
         signer = SigningIdentity.from_pem(
             cfg["client"]["org"],
             files["identity_cert"].read_bytes(),
-            files["identity_key"].read_bytes(),
+            read_key(files["identity_key"]),
         )
         return ClientFiles(
             client_id=client_id,

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.keyfile import for_writing
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
@@ -44,8 +45,10 @@ ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_T
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write a file; a private key encrypted under the environment's passphrase, if one is
+    given (`net/keyfile.py`), and readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path.write_bytes(for_writing(data) if private else data)
     if private:
         os.chmod(path, 0o600)
 

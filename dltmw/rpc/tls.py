@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from dltmw.net.keyfile import read_key
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive, client_options
 
 
@@ -28,7 +29,7 @@ class TlsMaterial:
     @staticmethod
     def load(cert: Path, key: Path, roots: Path) -> TlsMaterial:
         """Read the three PEM files."""
-        return TlsMaterial(cert.read_bytes(), key.read_bytes(), roots.read_bytes())
+        return TlsMaterial(cert.read_bytes(), read_key(key), roots.read_bytes())
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Server side: present our cert, require a client cert chaining to a known root."""

@@ -38,6 +38,7 @@ from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook
+from dltmw.net.keyfile import read_key
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
 from dltmw.rpc.endorser import EndorserServicer
@@ -108,7 +109,7 @@ class Node:
             node_id=config.node_id,
             org_id=config.org_id,
             signer=SigningIdentity.from_pem(
-                config.org_id, config.identity_cert.read_bytes(), config.identity_key.read_bytes()
+                config.org_id, config.identity_cert.read_bytes(), read_key(config.identity_key)
             ),
             tls=tls,
             addresses=AddressBook(config.address_book),
@@ -127,7 +128,7 @@ class Node:
         self.gateway = Gateway(self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
         if config.privacy_key is not None and "peer" in config.roles:
-            key = load_privacy_key(config.privacy_key.read_bytes())
+            key = load_privacy_key(read_key(config.privacy_key))
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         self.contracts: ContractStore | None = None  # installed contract packages (peers)

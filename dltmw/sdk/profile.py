@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.keyfile import KeyFileError, read_key
 from dltmw.net.topology import Topology
 from dltmw.rpc.tls import TlsMaterial
 
@@ -121,8 +122,8 @@ class Profile(_Strict):
     def signer(self) -> SigningIdentity:
         """The client's signing identity, loaded from its files."""
         try:
-            cert, key = self.identity.cert.read_bytes(), self.identity.key.read_bytes()
-        except OSError as exc:
+            cert, key = self.identity.cert.read_bytes(), read_key(self.identity.key)
+        except (OSError, KeyFileError) as exc:
             raise ProfileError(f"client {self.client_id}: {exc}") from exc
         return SigningIdentity.from_pem(self.identity.org, cert, key)
 
@@ -130,7 +131,7 @@ class Profile(_Strict):
         """The client's TLS material, loaded from its files."""
         try:
             return TlsMaterial.load(self.tls.cert, self.tls.key, self.tls.roots)
-        except OSError as exc:
+        except (OSError, KeyFileError) as exc:
             raise ProfileError(f"client {self.client_id}: {exc}") from exc
 
     def _relative_to(self, base: Path) -> Profile:
