@@ -67,8 +67,8 @@ REQUEST_TOO_BIG = frozenset({"LIMIT_EXCEEDED", "MESSAGE_TOO_LARGE"})
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.EINTR})
 
 
-def reason_of(error: BaseException) -> str | None:
-    """The ErrorInfo reason (short name, e.g. "NOT_FOUND") a failed call carries, if any."""
+def error_info(error: BaseException) -> error_details_pb2.ErrorInfo | None:
+    """The dltmw ErrorInfo (reason, metadata) a failed call carries, if any."""
     if not isinstance(error, grpc.RpcError):
         return None
     try:
@@ -80,8 +80,14 @@ def reason_of(error: BaseException) -> str | None:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info) and info.domain == DOMAIN:
-            return str(info.reason)
+            return info
     return None
+
+
+def reason_of(error: BaseException) -> str | None:
+    """The ErrorInfo reason (short name, e.g. "NOT_FOUND") a failed call carries, if any."""
+    info = error_info(error)
+    return str(info.reason) if info is not None else None
 
 
 def classify(exc: BaseException) -> Verdict:

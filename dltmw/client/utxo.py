@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import error_info
 from dltmw.client.files import ClientFiles
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import notarisation_payload, sign_request
@@ -239,9 +238,5 @@ def holdings_of(states: Sequence[vault_service_pb2.VaultState]) -> dict[tuple[st
 
 def error_metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
     """ErrorInfo metadata of a failed call, e.g. `consuming_tx_id_hash` of a notary conflict."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return dict(info.metadata)
-    return {}
+    info = error_info(error)
+    return dict(info.metadata) if info is not None else {}

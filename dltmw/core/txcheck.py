@@ -384,28 +384,26 @@ def check_signed_query(
 
 def tx_summary(envelope_bytes: bytes) -> tuple[str, list[proposal_pb2.ContractEvent]]:
     """(tx_id, contract events) of a committed envelope, best effort (for event streams)."""
+    tx_id, events, _ = tx_details(envelope_bytes)
+    return tx_id, events
+
+
+def tx_details(
+    envelope_bytes: bytes,
+) -> tuple[str, list[proposal_pb2.ContractEvent], bytes]:
+    """(tx_id, contract events, private payload hash) of a committed envelope, parsed once,
+    best effort (for event streams): events of an endorser transaction, the payload hash a
+    PRIVATE_TRANSACTION names (b"" for any other envelope or one that does not parse)."""
     try:
         env = common_pb2.Envelope.FromString(envelope_bytes)
         payload = common_pb2.Payload.FromString(env.payload)
         header = common_pb2.Header.FromString(payload.header)
+        if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+            return header.tx_id, [], private_payload_hash(payload.data) or b""
         if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-            return header.tx_id, []
+            return header.tx_id, [], b""
         tx = transaction_pb2.Transaction.FromString(payload.data)
         response = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload)
-        return header.tx_id, list(response.events)
+        return header.tx_id, list(response.events), b""
     except DecodeError:
-        return "", []
-
-
-def envelope_payload_hash(envelope_bytes: bytes) -> bytes:
-    """The payload hash a committed PRIVATE_TRANSACTION envelope names; b"" for any other
-    envelope or one that does not parse (best effort, for event streams)."""
-    try:
-        env = common_pb2.Envelope.FromString(envelope_bytes)
-        payload = common_pb2.Payload.FromString(env.payload)
-        header = common_pb2.Header.FromString(payload.header)
-    except DecodeError:
-        return b""
-    if header.type != common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
-        return b""
-    return private_payload_hash(payload.data) or b""
+        return "", [], b""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
-from dltmw.core.txcheck import envelope_payload_hash, tx_summary
+from dltmw.core.txcheck import tx_details
 from dltmw.v1 import block_pb2, errors_pb2, gateway_service_pb2, transaction_pb2
 
 G = gateway_service_pb2
@@ -59,8 +59,7 @@ def block_events(block: block_pb2.Block, query: G.EventsQuery | None = None) -> 
     codes = list(block.metadata.validation_codes)
     for i, env in enumerate(block.data.envelopes):
         code = codes[i] if i < len(codes) else 0
-        tx_id, events = tx_summary(env)
-        payload_hash = envelope_payload_hash(env)
+        tx_id, events, payload_hash = tx_details(env)
         if filters:
             matches = any(_wanted(filters, e.contract, e.name) for e in events)
             if code != VALID or not (matches or (private and payload_hash)):

@@ -17,10 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from dltmw.aio.rpc_errors import DOMAIN
+from dltmw.aio.rpc_errors import error_info
 
 __all__ = [
     "AlreadyExists",
@@ -150,22 +148,10 @@ _BY_CODE: dict[grpc.StatusCode, type[Error]] = {
 RETRYABLE_REASONS = frozenset({"ENDORSEMENT_MISMATCH"})
 
 
-def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    try:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    except ValueError:  # details that contradict the code: no usable reason
-        return None
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.domain == DOMAIN:
-            return info
-    return None
-
-
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> Error:
     """The typed exception for a failed call (a code dltmw never answers with on purpose —
     UNKNOWN, INTERNAL, UNIMPLEMENTED — is an `Error` naming the code)."""
-    info = _error_info(exc)
+    info = error_info(exc)
     reason = info.reason if info is not None else ""
     metadata = dict(info.metadata) if info is not None else {}
     cls = _BY_REASON.get(reason) or _BY_CODE.get(exc.code(), Error)
