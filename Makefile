@@ -10,14 +10,14 @@ NODE_EX := examples/node
 NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
 .PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
-	node-example stubs go-plugins browser bench clean
+	node-example stubs go-plugins browser hsm bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hsm]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
 ## test: lint, the other-language stubs and the Node.js example, then every test tier
-test: lint stubs node-example browser
-	$(PY) -m pytest -q -p no:cacheprovider tests
+test: lint stubs node-example browser hsm
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
 soak: $(STAMP)
@@ -39,7 +39,7 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-integration: $(STAMP) node-example browser
+integration: $(STAMP) node-example browser hsm
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
@@ -81,6 +81,11 @@ go-plugins:
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+## hsm: Debian's SoftHSM2 (a PKCS#11 token in files) for the HSM signer's tests, when missing (as root)
+hsm:
+	@command -v softhsm2-util >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq softhsm2; }
 
 ## protos: regenerate the committed Python stubs (+ .pyi) from protos/
 protos: $(STAMP)

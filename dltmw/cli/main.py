@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -35,8 +36,9 @@ from dltmw.cli.params import (
 )
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
+from dltmw.net.hsm import MODULE_ENV, HsmError
 from dltmw.ops.supervisor import Supervisor
-from dltmw.pki.network import init_network
+from dltmw.pki.network import HsmPlan, init_network
 from dltmw.runtime.logs import configure_console_logging
 from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
@@ -76,11 +78,33 @@ def init(
     synchronous: Annotated[
         str, typer.Option(help="sqlite synchronous mode: OFF, NORMAL, FULL or EXTRA")
     ] = "FULL",
+    hsm: Annotated[
+        list[str] | None,
+        typer.Option(help="node or client whose signing key is made in the PKCS#11 token"),
+    ] = None,
+    hsm_token: Annotated[
+        str, typer.Option(help="label of the PKCS#11 token (PIN from DLTMW_PKCS11_PIN[_FILE])")
+    ] = "",
+    hsm_module: Annotated[
+        str, typer.Option(help="PKCS#11 library (default: DLTMW_PKCS11_MODULE)")
+    ] = "",
 ) -> None:
-    """Generate CAs, certificates, node configs and channel config blocks."""
+    """Generate CAs, certificates, node configs and channel config blocks (docs/deploy.md:
+    keys encrypted at rest, keys in an HSM)."""
     if not topology.is_file():
         raise UserError(f"no topology file {topology}", EXIT_USAGE)
-    topo = init_network(topology, out, synchronous.upper())
+    plan = None
+    if hsm:
+        if not hsm_token:
+            raise UserError("--hsm needs --hsm-token", EXIT_USAGE)
+        module = hsm_module or os.environ.get(MODULE_ENV, "")
+        if not module:
+            raise UserError(f"--hsm needs --hsm-module or {MODULE_ENV}", EXIT_USAGE)
+        plan = HsmPlan(hsm_token, module, frozenset(hsm))
+    try:
+        topo = init_network(topology, out, synchronous.upper(), hsm=plan)
+    except HsmError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from exc
     console.print(f"network [bold]{topo.name}[/] written to {out}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dltmw.core.identity import SigningIdentity
 from dltmw.net.addressbook import AddressBook
-from dltmw.net.keyfile import read_key
+from dltmw.net.signer import key_ref, load_signer
 from dltmw.rpc.tls import TlsMaterial
 
 
@@ -34,12 +34,12 @@ class ClientFiles:
         home = network_dir / "clients" / client_id
         with (home / "client.toml").open("rb") as f:
             cfg = tomllib.load(f)
-        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
-        signer = SigningIdentity.from_pem(
-            cfg["client"]["org"],
-            files["identity_cert"].read_bytes(),
-            read_key(files["identity_key"]),
-        )
+        names = {k: v for k, v in cfg["files"].items() if k != "identity_key"}
+        files = {k: (home / v).resolve() for k, v in names.items()}
+        key = key_ref(home, cfg["files"]["identity_key"])
+        if isinstance(key, Path):
+            files["identity_key"] = key.resolve()
+        signer = load_signer(cfg["client"]["org"], files["identity_cert"], key)
         return ClientFiles(
             client_id=client_id,
             gateway=cfg["client"].get("gateway"),

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -44,6 +45,7 @@ from dltmw.v1 import identity_pb2
 __all__ = [
     "ROLE_OU",
     "BadSignature",
+    "ExternalKey",
     "IdentityError",
     "MalformedIdentity",
     "Membership",
@@ -65,6 +67,20 @@ VERIFIED_CACHE_SIZE = 32768  # ~0.3 KB each (~10 MB): many blocks in flight
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@runtime_checkable
+class ExternalKey(Protocol):
+    """A P-256 private key held outside the process (an HSM, `net/hsm.Pkcs11Key`): it gives its
+    public key and DER ECDSA signatures over SHA-256 of the data, and nothing else."""
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The key's public half."""
+        ...
+
+    def sign_sha256(self, data: bytes) -> bytes:
+        """A DER ECDSA-SHA256 signature of `data` (any S; the caller normalises to low-S)."""
+        ...
 
 
 class IdentityError(Exception):
@@ -318,12 +334,16 @@ class SigningIdentity:
 
     __slots__ = ("_private_key", "certificate_der", "identity_bytes", "org_id")
 
-    def __init__(self, org_id: str, certificate_der: bytes, private_key: PrivateKey) -> None:
+    def __init__(
+        self, org_id: str, certificate_der: bytes, private_key: PrivateKey | ExternalKey
+    ) -> None:
         if not org_id:
             raise ValueError("organisation id must not be empty")
         if isinstance(private_key, ec.EllipticCurvePrivateKey) and not _is_p256(private_key):
             raise ValueError("ECDSA signing keys must be on P-256")
-        if not isinstance(private_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        if not isinstance(
+            private_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ExternalKey
+        ):
             raise ValueError(f"unsupported private key {type(private_key).__name__}")
         cert = x509.load_der_x509_certificate(certificate_der)
         raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -347,10 +367,20 @@ class SigningIdentity:
         key = self._private_key
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign(data)
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            der = key.sign(data, ec.ECDSA(hashes.SHA256()))
+        else:
+            der = key.sign_sha256(data)
+        r, s = decode_dss_signature(der)
         if s > _P256_HALF_ORDER:
             s = P256_ORDER - s
         return encode_dss_signature(r, s)
+
+    @classmethod
+    def from_external(cls, org_id: str, cert_pem: bytes, key: ExternalKey) -> SigningIdentity:
+        """Load a certificate PEM whose private key is held elsewhere (an HSM)."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        return cls(org_id, cert.public_bytes(serialization.Encoding.DER), key)
 
     @classmethod
     def from_pem(cls, org_id: str, cert_pem: bytes, key_pem: bytes) -> SigningIdentity:

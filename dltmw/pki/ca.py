@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dltmw.core.identity import ROLE_OU
 
-__all__ = ["FRESH", "KEY_TYPES", "IssuedCert", "Material", "issue_cert", "make_ca"]
+__all__ = ["FRESH", "KEY_TYPES", "IssuedCert", "Material", "certify", "issue_cert", "make_ca"]
 
 KEY_TYPES = ("p256", "ed25519")
 CLOCK_SKEW = timedelta(hours=1)
@@ -171,23 +171,54 @@ def issue_cert(
     valid_days: int = 825,
     material: Material = FRESH,
 ) -> IssuedCert:
-    """A leaf certificate signed by `ca`: CN=common_name, O=org_id, OU=role.
+    """A new key and its leaf certificate signed by `ca`: CN=common_name, O=org_id, OU=role.
 
     tls=True makes a P-256 server+client TLS certificate whose SubjectAlternativeName lists
     every entry of `hosts` (IP literals as IPAddress, the rest as DNSName).
     """
-    if role not in ROLE_OU:
-        raise ValueError(f"role must be one of {sorted(ROLE_OU)}, not {role!r}")
     if tls and key_type != "p256":
         raise ValueError("TLS certificates are always P-256")
+    key = material.key(key_type, _label(common_name, tls))
+    cert_pem = certify(
+        ca,
+        org_id,
+        common_name,
+        role,
+        key.public_key(),
+        tls=tls,
+        hosts=hosts,
+        valid_days=valid_days,
+        material=material,
+    )
+    return IssuedCert(cert_pem, _key_pem(key))
+
+
+def _label(common_name: str, tls: bool) -> str:
+    return f"{'tls' if tls else 'identity'}.{common_name}"
+
+
+def certify(
+    ca: IssuedCert,
+    org_id: str,
+    common_name: str,
+    role: str,
+    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
+    *,
+    tls: bool = False,
+    hosts: Sequence[str] = (),
+    valid_days: int = 825,
+    material: Material = FRESH,
+) -> bytes:
+    """The PEM leaf certificate `issue_cert` makes, for a key made elsewhere (in an HSM: only
+    its public half is here)."""
+    if role not in ROLE_OU:
+        raise ValueError(f"role must be one of {sorted(ROLE_OU)}, not {role!r}")
     if hosts and not tls:
         raise ValueError("hosts are only meaningful for TLS certificates")
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError(f"unsupported CA key {type(ca_key).__name__}")
-    label = f"{'tls' if tls else 'identity'}.{common_name}"
-    key = material.key(key_type, label)
     not_before, not_after = _validity(valid_days, material.now())
     subject = x509.Name(
         [
@@ -200,13 +231,13 @@ def issue_cert(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(material.serial(label))
+        .public_key(public_key)
+        .serial_number(material.serial(_label(common_name, tls)))
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
     )
     if tls:
@@ -215,4 +246,4 @@ def issue_cert(
         if hosts:
             builder = builder.add_extension(_san(hosts), critical=False)
     cert = builder.sign(ca_key, _hash_for(ca_key))
-    return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return cert.public_bytes(serialization.Encoding.PEM)

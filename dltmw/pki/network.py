@@ -15,6 +15,9 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
     channels/<channel>.block      config block 0, signed by the channel's first orderer
     run/endpoints/<id>            written by each node when it serves (port 0)
 
+With `--hsm ID` (`HsmPlan`) the signing key of node or client ID is made inside a PKCS#11 token
+instead: no identity.key is written, and its `identity_key` is the key's PKCS#11 URI.
+
 Every organisation also gets an admin client `admin.<org>` (role admin). The topology is
 validated first (`net/topology.py`: unknown keys and dangling references are refused with their
 key path), so nothing is written for a topology that cannot be built.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.hsm import Pkcs11Key, Pkcs11Uri, generate
 from dltmw.net.keyfile import for_writing
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
-from dltmw.pki.ca import FRESH, IssuedCert, Material, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
 from dltmw.v1 import config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
@@ -57,6 +62,30 @@ def _identity(cert: IssuedCert, org: str) -> SigningIdentity:
     return SigningIdentity.from_pem(org, cert.cert_pem, cert.key_pem)
 
 
+@dataclass(frozen=True)
+class HsmPlan:
+    """Whose signing keys `init_network` makes inside a PKCS#11 token (`net/hsm.py`): the
+    nodes and clients named in `ids`, each as a key pair labelled with its id; the module is
+    written into each URI so the node finds it without an environment variable."""
+
+    token: str
+    module: str
+    ids: frozenset[str]
+
+    def uri(self, pid: str) -> Pkcs11Uri:
+        """Where `pid`'s key lives."""
+        return Pkcs11Uri(self.token, pid, self.module)
+
+
+def _token_identity(
+    out: Path, ca: IssuedCert, org: str, pid: str, role: str, uri: Pkcs11Uri, material: Material
+) -> SigningIdentity:
+    """A signing key made in the token and its certificate; no key file is written."""
+    cert_pem = certify(ca, org, pid, role, generate(uri), material=material)
+    _write(out / "identity.pem", cert_pem)
+    return SigningIdentity.from_external(org, cert_pem, Pkcs11Key(uri))
+
+
 def _party(
     out: Path,
     cas: dict[str, IssuedCert],
@@ -65,25 +94,29 @@ def _party(
     role: str,
     tls_hosts: list[str],
     material: Material = FRESH,
+    hsm: HsmPlan | None = None,
 ) -> SigningIdentity:
-    """Issue identity and TLS certs of a node or client into `out`."""
-    ident = issue_cert(cas[org], org, pid, role, material=material)
+    """Issue identity and TLS certs of a node or client into `out` (its signing key in the
+    token if `hsm` names it; the TLS key stays a file: gRPC's TLS stack reads it)."""
     hosts = tls_hosts or [pid]
     tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=hosts, material=material)
-    _write(out / "identity.pem", ident.cert_pem)
-    _write(out / "identity.key", ident.key_pem, private=True)
     _write(out / "tls.pem", tls.cert_pem)
     _write(out / "tls.key", tls.key_pem, private=True)
+    if hsm is not None and pid in hsm.ids:
+        return _token_identity(out, cas[org], org, pid, role, hsm.uri(pid), material)
+    ident = issue_cert(cas[org], org, pid, role, material=material)
+    _write(out / "identity.pem", ident.cert_pem)
+    _write(out / "identity.key", ident.key_pem, private=True)
     return _identity(ident, org)
 
 
-def _files(home: Path, root: Path, org: str) -> dict[str, str]:
+def _files(home: Path, root: Path, org: str, key: str = "identity.key") -> dict[str, str]:
     def rel(p: Path) -> str:
         return os.path.relpath(p, home)
 
     return {
         "identity_cert": "identity.pem",
-        "identity_key": "identity.key",
+        "identity_key": key,
         "tls_cert": "tls.pem",
         "tls_key": "tls.key",
         "tls_roots": rel(root / "tls-roots.pem"),
@@ -94,12 +127,25 @@ def _files(home: Path, root: Path, org: str) -> dict[str, str]:
 
 
 def init_network(
-    topology_path: Path, out: Path, synchronous: str = "FULL", material: Material = FRESH
+    topology_path: Path,
+    out: Path,
+    synchronous: str = "FULL",
+    material: Material = FRESH,
+    hsm: HsmPlan | None = None,
 ) -> Topology:
     """Generate all key material, configs and genesis blocks for a topology (keys, nonces and
-    times from `material`: fresh ones unless the simulator asks for its fixed derivation)."""
+    times from `material`: fresh ones unless the simulator asks for its fixed derivation;
+    the signing keys `hsm` names are made in its token)."""
     topo = Topology.load(topology_path)
     raw = topo.raw
+    if hsm is not None:
+        known = {n["id"] for n in raw["nodes"]} | {c["id"] for c in _clients(raw)}
+        if unknown := sorted(hsm.ids - known):
+            raise ValueError(f"--hsm names no node or client of the topology: {unknown}")
+
+    def key_of(pid: str) -> str:
+        return str(hsm.uri(pid)) if hsm is not None and pid in hsm.ids else "identity.key"
+
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
@@ -115,20 +161,19 @@ def init_network(
         role = "orderer" if node["roles"] == ["orderer"] else "peer"
         hosts = ["127.0.0.1", "localhost", node["id"]]
         home = out / "nodes" / node["id"]
-        identities[node["id"]] = _party(home, cas, node["org"], node["id"], role, hosts, material)
+        identities[node["id"]] = _party(
+            home, cas, node["org"], node["id"], role, hosts, material, hsm
+        )
         if "peer" in node["roles"]:
             privacy[node["id"]] = _privacy_key(home, material.privacy_key(node["id"]))
-    clients = list(raw.get("clients", [])) + [
-        {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
-    ]
-    for client in clients:
+    for client in _clients(raw):
         home = out / "clients" / client["id"]
         role = client.get("role", "client")
-        _party(home, cas, client["org"], client["id"], role, [], material)
+        _party(home, cas, client["org"], client["id"], role, [], material, hsm)
         gateway = client.get("gateway") or _default_gateway(raw, client["org"])
         cfg = {
             "client": {"id": client["id"], "org": client["org"], "gateway": gateway},
-            "files": _files(home, out, client["org"]),
+            "files": _files(home, out, client["org"], key_of(client["id"])),
         }
         _write(home / "client.toml", tomli_w.dumps(cfg).encode())
     write_network_map(out, raw)
@@ -150,7 +195,7 @@ def init_network(
                 "listen": node.get("listen", "127.0.0.1:0"),
                 "data_dir": "data",
             },
-            "files": _files(home, out, node["org"])
+            "files": _files(home, out, node["org"], key_of(node["id"]))
             | ({"privacy_key": "privacy.key"} if node["id"] in privacy else {}),
             "channels": {
                 "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
@@ -161,6 +206,13 @@ def init_network(
         }
         _write(home / "node.toml", tomli_w.dumps(cfg).encode())
     return topo
+
+
+def _clients(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The topology's clients and one admin client per org (`admin.<org>`)."""
+    return list(raw.get("clients", [])) + [
+        {"id": f"admin.{o['id'].lower()}", "org": o["id"], "role": "admin"} for o in raw["orgs"]
+    ]
 
 
 def _privacy_key(home: Path, key: X25519PrivateKey) -> bytes:

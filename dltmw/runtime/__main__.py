@@ -22,6 +22,7 @@ from pathlib import Path
 import uvloop
 
 from dltmw.ledger import failpoints
+from dltmw.net.hsm import HsmError
 from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.node import Node
@@ -100,7 +101,7 @@ def main() -> None:
         logger.warning("TEST-ONLY failpoints armed: %s", sorted(failpoints.armed()))
     try:
         code = uvloop.run(serve(config))
-    except KeyFileError as exc:  # an encrypted key and no (or a wrong) passphrase: say so
+    except (KeyFileError, HsmError) as exc:  # no (or a wrong) passphrase or PIN, no token key
         print(f"dltmw node {config.node_id}: not started: {exc}", file=sys.stderr, flush=True)
         code = EXIT_USAGE
     except Exception:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net import tomlfile
+from dltmw.net.signer import KeyRef, key_ref
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.runtime.config_file import (
     DEFAULT_LOGGING,
@@ -36,7 +37,7 @@ class NodeConfig:
     listen: str
     data_dir: Path
     identity_cert: Path
-    identity_key: Path
+    identity_key: KeyRef  # a key file, or a key in a PKCS#11 token (net/signer.py)
     tls_cert: Path
     tls_key: Path
     tls_roots: Path
@@ -68,7 +69,7 @@ class NodeConfig:
             listen=doc.node.listen,
             data_dir=base / doc.node.data_dir,
             identity_cert=base / files.identity_cert,
-            identity_key=base / files.identity_key,
+            identity_key=key_ref(base, files.identity_key),
             tls_cert=base / files.tls_cert,
             tls_key=base / files.tls_key,
             tls_roots=base / files.tls_roots,

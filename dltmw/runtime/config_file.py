@@ -196,7 +196,9 @@ class FilesTable(Strict):
     """`[files]`: key material and shared files (paths relative to node.toml)."""
 
     identity_cert: str = Field(description="signing certificate (PEM)")
-    identity_key: str = Field(description="signing key (PKCS8 PEM)")
+    identity_key: str = Field(
+        description="signing key: a PKCS#8 PEM file, or a PKCS#11 URI `pkcs11:token=..;object=..`"
+    )
     tls_cert: str = Field(description="TLS certificate (PEM)")
     tls_key: str = Field(description="TLS key (PEM)")
     tls_roots: str = Field(description="every organisation's root CA (PEM)")

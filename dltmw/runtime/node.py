@@ -34,11 +34,12 @@ from dltmw.aio.tasks import TaskOwner
 from dltmw.core.channel import ConfigError
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import genesis_tx_id, read_genesis
-from dltmw.core.identity import Membership, SigningIdentity
+from dltmw.core.identity import Membership
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook
 from dltmw.net.keyfile import read_key
+from dltmw.net.signer import load_signer
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
 from dltmw.rpc.endorser import EndorserServicer
@@ -108,9 +109,7 @@ class Node:
         self.ctx = NodeContext(
             node_id=config.node_id,
             org_id=config.org_id,
-            signer=SigningIdentity.from_pem(
-                config.org_id, config.identity_cert.read_bytes(), read_key(config.identity_key)
-            ),
+            signer=load_signer(config.org_id, config.identity_cert, config.identity_key),
             tls=tls,
             addresses=AddressBook(config.address_book),
             limits=config.limits,

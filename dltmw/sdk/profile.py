@@ -14,17 +14,25 @@ directory: the client's default gateway first, then the other gateways of its or
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dltmw.core.identity import SigningIdentity
-from dltmw.net.keyfile import KeyFileError, read_key
+from dltmw.net.hsm import HsmError, is_uri
+from dltmw.net.keyfile import KeyFileError
+from dltmw.net.signer import key_ref, load_signer
 from dltmw.net.topology import Topology
 from dltmw.rpc.tls import TlsMaterial
 
 __all__ = ["GatewayEndpoint", "Profile", "ProfileError"]
+
+
+def _key_relative_to(key: str, fix: Callable[[Path], Path]) -> str:
+    """A key file's path made absolute; a PKCS#11 URI unchanged."""
+    return key if is_uri(key) else str(fix(Path(key)))
 
 
 class ProfileError(ValueError):
@@ -40,7 +48,10 @@ class IdentityFiles(_Strict):
 
     org: str = Field(min_length=1, description="the client's organisation (MSP id)")
     cert: Path = Field(description="identity certificate (PEM)")
-    key: Path = Field(description="identity private key (PEM)")
+    key: str = Field(
+        min_length=1,
+        description="identity private key: a PEM file or a PKCS#11 URI (pkcs11:token=..;object=..)",
+    )
 
 
 class TlsFiles(_Strict):
@@ -101,7 +112,9 @@ class Profile(_Strict):
                 cfg = tomllib.load(f)
         except OSError as exc:
             raise ProfileError(f"no client {client_id!r} in {network_dir}: {exc}") from exc
-        files = {k: (home / v).resolve() for k, v in cfg["files"].items()}
+        files = {k: (home / v).resolve() for k, v in cfg["files"].items() if k != "identity_key"}
+        key = key_ref(home, cfg["files"]["identity_key"])
+        key_text = str(key.resolve() if isinstance(key, Path) else key)
         org = cfg["client"]["org"]
         topology = Topology.load(network_dir / "topology.toml").raw
         same_org = [
@@ -114,7 +127,7 @@ class Profile(_Strict):
         book = files["address_book"]
         return Profile(
             client_id=client_id,
-            identity=IdentityFiles(org=org, cert=files["identity_cert"], key=files["identity_key"]),
+            identity=IdentityFiles(org=org, cert=files["identity_cert"], key=key_text),
             tls=TlsFiles(cert=files["tls_cert"], key=files["tls_key"], roots=files["tls_roots"]),
             gateways=tuple(GatewayEndpoint(name=n, address_book=book) for n in names),
         )
@@ -122,10 +135,10 @@ class Profile(_Strict):
     def signer(self) -> SigningIdentity:
         """The client's signing identity, loaded from its files."""
         try:
-            cert, key = self.identity.cert.read_bytes(), read_key(self.identity.key)
-        except (OSError, KeyFileError) as exc:
+            key = key_ref(Path("."), self.identity.key)
+            return load_signer(self.identity.org, self.identity.cert, key)
+        except (OSError, KeyFileError, HsmError) as exc:
             raise ProfileError(f"client {self.client_id}: {exc}") from exc
-        return SigningIdentity.from_pem(self.identity.org, cert, key)
 
     def tls_material(self) -> TlsMaterial:
         """The client's TLS material, loaded from its files."""
@@ -141,7 +154,9 @@ class Profile(_Strict):
         return Profile(
             client_id=self.client_id,
             identity=IdentityFiles(
-                org=self.identity.org, cert=fix(self.identity.cert), key=fix(self.identity.key)
+                org=self.identity.org,
+                cert=fix(self.identity.cert),
+                key=_key_relative_to(self.identity.key, fix),
             ),
             tls=TlsFiles(cert=fix(self.tls.cert), key=fix(self.tls.key), roots=fix(self.tls.roots)),
             gateways=tuple(
