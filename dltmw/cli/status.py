@@ -29,7 +29,7 @@ from dltmw.client.files import ClientFiles
 from dltmw.net.addressbook import AddressBook
 from dltmw.net.topology import Topology
 from dltmw.ops.supervisor import Supervisor
-from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.runtime.config import NodeConfig
 from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
 
@@ -66,7 +66,8 @@ class NodeRow:
 async def _ask(network: Path, row: NodeRow, pbft: set[str]) -> None:
     """Fill health and channels of a running node (or the problem met)."""
     files = ClientFiles.load(network, f"admin.{row.org.lower()}")
-    channel = secure_channel(row.address or "", row.node, files.tls, 4 * MiB)
+    name, tls = link_tls(files.tls, files.addresses, row.node)
+    channel = secure_channel(row.address or "", name, tls, 4 * MiB)
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT_S

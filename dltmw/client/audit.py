@@ -34,7 +34,7 @@ from dltmw.core.audit import (
     sample,
     self_checks,
 )
-from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 A = admin_service_pb2
@@ -102,7 +102,8 @@ async def _connect(network_dir: Path, client_id: str | None) -> tuple[list[_Node
         if address is None:
             unreachable[node_id] = "no published address (not running?)"
             continue
-        channel = secure_channel(address, node_id, files.tls, MAX_MESSAGE_BYTES)
+        name, tls = link_tls(files.tls, files.addresses, node_id)
+        channel = secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
         nodes.append(_Node(node_id, files, channel))
     return nodes, unreachable
 

@@ -14,7 +14,7 @@ import grpc
 from dltmw.aio.clock import utc_now
 from dltmw.client.audit import node_orgs
 from dltmw.client.files import ClientFiles
-from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 A = admin_service_pb2
@@ -42,7 +42,8 @@ class NodeAdmin:
         address = self.files.addresses.lookup(self.node_id)
         if address is None:
             raise ConnectionError(f"{self.node_id} has no published address (is it running?)")
-        return secure_channel(address, self.node_id, self.files.tls, MAX_MESSAGE_BYTES)
+        name, tls = link_tls(self.files.tls, self.files.addresses, self.node_id)
+        return secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
 
     async def install(self, package: bytes) -> A.InstallContractResponse:
         """Install package bytes on the node."""

@@ -3,6 +3,11 @@
 `clients/<client_id>/client.toml` names the client's org, its default gateway and its files
 (identity certificate and key, TLS certificate and key, TLS roots, address book, network map);
 paths are relative to that file. Every SDK entry point (gateway, UTXO, privacy) loads it here.
+
+Across hosts, the client finds nodes without a shared address book: its gateway's advertised
+endpoint is in client.toml (`gateway_endpoint`, certified by `gateway_ca`), and the endpoints of
+every peer and orderer are in the channel config blocks of the network directory
+(`channels/*.block`, verified as a node verifies them when it joins).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltmw.core.genesis import read_genesis
 from dltmw.core.identity import SigningIdentity
-from dltmw.net.addressbook import AddressBook
+from dltmw.net.addressbook import AddressBook, Route, routes, split_endpoint
 from dltmw.net.signer import key_ref, load_signer
 from dltmw.rpc.tls import TlsMaterial
+from dltmw.v1.block_pb2 import Block
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,19 @@ class ClientFiles:
         if isinstance(key, Path):
             files["identity_key"] = key.resolve()
         signer = load_signer(cfg["client"]["org"], files["identity_cert"], key)
+        addresses = AddressBook(files["address_book"])
+        for block in sorted((network_dir / "channels").glob("*.block")):
+            addresses.learn(routes(read_genesis(Block.FromString(block.read_bytes())).config))
+        gateway = cfg["client"].get("gateway")
+        endpoint = cfg["client"].get("gateway_endpoint")
+        if gateway and endpoint:
+            ca = files.get("gateway_ca", files["org_ca"]).read_bytes()
+            addresses.learn({gateway: Route(endpoint, split_endpoint(endpoint)[0], ca)})
         return ClientFiles(
             client_id=client_id,
-            gateway=cfg["client"].get("gateway"),
+            gateway=gateway,
             signer=signer,
             tls=TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"]),
-            addresses=AddressBook(files["address_book"]),
+            addresses=addresses,
             files=files,
         )

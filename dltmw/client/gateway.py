@@ -39,7 +39,7 @@ from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
-from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
 
@@ -107,7 +107,8 @@ class GatewayClient:
         address = await loaded.addresses.resolve(node_id, timeout_s)
         if address is None:
             raise ConnectionError(f"gateway {node_id} has not published an address")
-        channel = secure_channel(address, node_id, tls, MAX_MESSAGE_BYTES)
+        name, tls = link_tls(tls, loaded.addresses, node_id)
+        channel = secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
         tracer = Tracer.otlp(otlp_endpoint, client_id) if otlp_endpoint else NO_TRACING
         return GatewayClient(signer, channel, pipelined, tracer)
 

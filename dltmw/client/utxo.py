@@ -23,7 +23,7 @@ from dltmw.core.utxo.build import notarisation_payload, sign_request
 from dltmw.core.utxo.model import WireTx
 from dltmw.net.addressbook import AddressBook
 from dltmw.net.netmap import NetworkMap
-from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.rpc.tls import TlsMaterial, link_tls, secure_channel
 from dltmw.v1 import (
     notarisation_pb2,
     notary_service_pb2,
@@ -65,7 +65,8 @@ class PartyFiles:
         address = await self.addresses.resolve(node_id, timeout_s)
         if address is None:
             raise ConnectionError(f"node {node_id} has not published an address")
-        return secure_channel(address, node_id, self.tls, MAX_MESSAGE_BYTES)
+        name, tls = link_tls(self.tls, self.addresses, node_id)
+        return secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
 
 
 class NotaryClient:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from dltmw.net import tomlfile
+from dltmw.net.addressbook import split_endpoint
 from dltmw.net.tomlfile import Strict
 
 Role = Literal["peer", "orderer", "gateway", "notary", "vault"]
@@ -35,12 +36,30 @@ class NodeSpec(Strict):
     id: Id = Field(description="node id; also its TLS server name")
     org: Id = Field(description="the organisation that runs it")
     roles: list[Role] = Field(min_length=1, description="roles it hosts")
-    listen: str = Field("127.0.0.1:0", description="address to listen on (port 0: any free port)")
+    listen: str = Field(
+        "127.0.0.1:0",
+        description="address to listen on (default: `endpoint` if given, else 127.0.0.1:0, "
+        "any free port)",
+    )
+    endpoint: str | None = Field(
+        None,
+        description="advertised host:port other hosts reach it at: written into the channel "
+        "config and its TLS certificate (none: one machine, found through run/endpoints)",
+    )
     validating: bool = Field(False, description="notary only: verify transactions, not just inputs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listen_on_the_endpoint(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "listen" not in data and data.get("endpoint"):
+            return {**data, "listen": data["endpoint"]}
+        return data
 
     @model_validator(mode="after")
     def _roles(self) -> NodeSpec:
         check_roles(self.roles)
+        if self.endpoint is not None:
+            split_endpoint(self.endpoint)
         return self
 
 

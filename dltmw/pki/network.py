@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
+from dltmw.net.addressbook import split_endpoint
 from dltmw.net.hsm import Pkcs11Key, Pkcs11Uri, generate
 from dltmw.net.keyfile import for_writing
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
@@ -160,20 +161,29 @@ def init_network(
     for node in raw["nodes"]:
         role = "orderer" if node["roles"] == ["orderer"] else "peer"
         hosts = ["127.0.0.1", "localhost", node["id"]]
+        if "endpoint" in node:  # the advertised name every link to it verifies
+            hosts.append(split_endpoint(node["endpoint"])[0])
         home = out / "nodes" / node["id"]
         identities[node["id"]] = _party(
             home, cas, node["org"], node["id"], role, hosts, material, hsm
         )
         if "peer" in node["roles"]:
             privacy[node["id"]] = _privacy_key(home, material.privacy_key(node["id"]))
+    nodes = {n["id"]: n for n in raw["nodes"]}
     for client in _clients(raw):
         home = out / "clients" / client["id"]
         role = client.get("role", "client")
         _party(home, cas, client["org"], client["id"], role, [], material, hsm)
         gateway = client.get("gateway") or _default_gateway(raw, client["org"])
+        client_cfg = {"id": client["id"], "org": client["org"], "gateway": gateway}
+        files = _files(home, out, client["org"], key_of(client["id"]))
+        if endpoint := nodes.get(gateway, {}).get("endpoint"):
+            client_cfg["gateway_endpoint"] = endpoint  # across hosts: no address book needed
+            ca = out / "orgs" / nodes[gateway]["org"] / "ca.pem"
+            files["gateway_ca"] = os.path.relpath(ca, home)
         cfg = {
-            "client": {"id": client["id"], "org": client["org"], "gateway": gateway},
-            "files": _files(home, out, client["org"], key_of(client["id"])),
+            "client": client_cfg,
+            "files": files,
         }
         _write(home / "client.toml", tomli_w.dumps(cfg).encode())
     write_network_map(out, raw)
@@ -192,7 +202,7 @@ def init_network(
                 "id": node["id"],
                 "org": node["org"],
                 "roles": node["roles"],
-                "listen": node.get("listen", "127.0.0.1:0"),
+                "listen": node.get("listen") or node.get("endpoint") or "127.0.0.1:0",
                 "data_dir": "data",
             },
             "files": _files(home, out, node["org"], key_of(node["id"]))
@@ -275,7 +285,10 @@ def _channel_config(
         config.orderer_organizations.add(org_id=org, root_certificate_pem=cas[org].cert_pem)
     for oid in ch["orderers"]:
         config.orderers.add(
-            node_id=oid, org_id=nodes[oid]["org"], identity=identities[oid].identity_bytes
+            node_id=oid,
+            org_id=nodes[oid]["org"],
+            identity=identities[oid].identity_bytes,
+            endpoint=nodes[oid].get("endpoint", ""),
         )
     for node in raw["nodes"]:
         if "peer" in node["roles"] and node["org"] in ch["members"]:
@@ -284,6 +297,7 @@ def _channel_config(
                 org_id=node["org"],
                 identity=identities[node["id"]].identity_bytes,
                 privacy_public_key=privacy.get(node["id"], b""),
+                endpoint=node.get("endpoint", ""),
             )
     peers = {p.node_id for p in config.peers}
     for auditor in ch.get("privacy_auditors", []):

@@ -1,19 +1,21 @@
 """Mutual TLS for every link: server credentials, client channels, and the caller's TLS cert.
 
 Every node and client holds a TLS certificate issued by its organisation's CA; servers require
-client certificates and trust the CAs of every organisation in the network. Nodes listen on
-127.0.0.1 with certificates whose SANs name both the address and the node id, and clients
-connect with `ssl_target_name_override` set to the node id.
+client certificates and trust the CAs of every organisation in the network. A link to a node
+expects the name its address book gives (`net/addressbook.py`, `link_tls`): on one machine the
+node id (its certificate's SANs name the id, 127.0.0.1 and localhost), across hosts its
+advertised host — and then only its own organisation's CA is trusted for that link.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 
+from dltmw.net.addressbook import AddressBook
 from dltmw.net.keyfile import read_key
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive, client_options
 
@@ -46,6 +48,16 @@ class TlsMaterial:
             private_key=self.key_pem,
             certificate_chain=self.cert_pem,
         )
+
+
+def link_tls(tls: TlsMaterial, book: AddressBook, node_id: str) -> tuple[str, TlsMaterial]:
+    """The server name to expect from `node_id` and the TLS material to reach it with: a node
+    with an advertised endpoint must present a certificate for that host from its own
+    organisation's CA (another organisation's certificate fails the handshake)."""
+    route = book.route(node_id)
+    if route is None:
+        return node_id, tls
+    return route.tls_name, replace(tls, roots_pem=route.roots_pem)
 
 
 def secure_channel(

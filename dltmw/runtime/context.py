@@ -17,7 +17,7 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
-from dltmw.rpc.tls import TlsMaterial
+from dltmw.rpc.tls import TlsMaterial, link_tls
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.config import Limits
 from dltmw.runtime.metrics import NodeMetrics
@@ -62,8 +62,9 @@ class NodeContext:
             existing = self._channels.get(node_id)
             if existing is not None:  # another task connected while we resolved
                 return existing
+            name, tls = link_tls(self.tls, self.addresses, node_id)
             channel = self.transport.channel(
-                address, node_id, self.tls, self.limits.max_message_bytes, self.keepalive
+                address, name, tls, self.limits.max_message_bytes, self.keepalive
             )
             self._channels[node_id] = channel
             return channel

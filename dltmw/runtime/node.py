@@ -37,7 +37,7 @@ from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.net.addressbook import AddressBook
+from dltmw.net.addressbook import AddressBook, routes
 from dltmw.net.keyfile import read_key
 from dltmw.net.signer import load_signer
 from dltmw.rpc.admin import AdminServicer
@@ -275,6 +275,7 @@ class Node:
         is_orderer = "orderer" in self.config.roles and me in view.orderer_ids()
         if not (is_peer or is_orderer):
             raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, f"channel {cid!r} does not name {me}")
+        self.ctx.addresses.learn(routes(view.config))  # advertised endpoints (across hosts)
         data = self.config.data_dir
         sync, retry = self.config.synchronous, self.config.storage_retry
         pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT

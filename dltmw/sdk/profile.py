@@ -121,6 +121,7 @@ class Profile(_Strict):
             n["id"] for n in topology["nodes"] if n["org"] == org and "gateway" in n["roles"]
         ]
         first = cfg["client"].get("gateway")
+        endpoint = cfg["client"].get("gateway_endpoint", "")  # advertised (across hosts)
         names = ([first] if first else []) + [n for n in same_org if n != first]
         if not names:
             raise ProfileError(f"client {client_id}: no gateway in its org {org}")
@@ -129,7 +130,10 @@ class Profile(_Strict):
             client_id=client_id,
             identity=IdentityFiles(org=org, cert=files["identity_cert"], key=key_text),
             tls=TlsFiles(cert=files["tls_cert"], key=files["tls_key"], roots=files["tls_roots"]),
-            gateways=tuple(GatewayEndpoint(name=n, address_book=book) for n in names),
+            gateways=tuple(
+                GatewayEndpoint(name=n, address=endpoint if n == first else "", address_book=book)
+                for n in names
+            ),
         )
 
     def signer(self) -> SigningIdentity:

@@ -79,6 +79,7 @@ class NodeConfig(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     PRIVACY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id, unique in the network, e.g. "peer0.org1"."""
     org_id: _builtins.str
@@ -89,6 +90,11 @@ class NodeConfig(_message.Message):
     """X25519 public key (32 bytes) of the node's privacy manager; empty if it runs none. Carried in
     the signed config block so every member wraps payload keys for the same, authenticated key.
     """
+    endpoint: _builtins.str
+    """Advertised "host:port" other hosts reach the node at (its TLS certificate names the host,
+    and links to it verify that name and the node's organisation's CA). Empty: the node is found
+    through the local address book of a one-machine network (`run/endpoints`).
+    """
     def __init__(
         self,
         *,
@@ -96,10 +102,11 @@ class NodeConfig(_message.Message):
         org_id: _builtins.str = ...,
         identity: _builtins.bytes = ...,
         privacy_public_key: _builtins.bytes = ...,
+        endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "node_id", b"node_id", "org_id", b"org_id", "privacy_public_key", b"privacy_public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "identity", b"identity", "node_id", b"node_id", "org_id", b"org_id", "privacy_public_key", b"privacy_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
