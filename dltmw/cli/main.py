@@ -174,10 +174,11 @@ def _check_node(sup: Supervisor, node: str) -> None:
 async def _connect(network: Path, client: str, gateway: str | None) -> GatewayClient:
     """A gateway client, after checking that the client exists and its gateway runs."""
     params.check_client(network, client)
-    node = gateway or ClientFiles.load(network, client).gateway
+    files = ClientFiles.load(network, client)
+    node = gateway or files.gateway
     if not node:
         raise UserError(f"client {client} has no default gateway: name one with --gateway")
-    params.check_running(network, node)
+    params.check_running(network, node, files.addresses)
     return await GatewayClient.connect(network, client, node)
 
 

@@ -72,8 +72,9 @@ def check_node(network: Path, node: str) -> None:
         raise UserError(f"no node {node!r} in {network} (nodes: {', '.join(known)})", EXIT_USAGE)
 
 
-def check_running(network: Path, node: str) -> None:
-    """UserError unless `node` has published an address (it serves)."""
+def check_running(network: Path, node: str, book: AddressBook | None = None) -> None:
+    """UserError unless `node` has an address: an advertised endpoint in `book` (a client's),
+    or one it published in the network's address book (it serves)."""
     check_node(network, node)
-    if AddressBook(network / "run" / "endpoints").lookup(node) is None:
+    if (book or AddressBook(network / "run" / "endpoints")).lookup(node) is None:
         raise UserError(f"node {node} is not running (start it: dltmw up {network})")

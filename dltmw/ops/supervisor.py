@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +62,19 @@ class NodeStatus:
 class Supervisor:
     """Node processes of one network directory."""
 
-    def __init__(self, network_dir: Path, *, keep: bool = False) -> None:
+    def __init__(
+        self,
+        network_dir: Path,
+        *,
+        keep: bool = False,
+        launch: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.dir = network_dir.resolve()
         self.run = self.dir / "run"
         self.keep = keep  # start nodes under a keeper by default
+        # a command prefix per node that must exec its argument, e.g. `ip netns exec NS`
+        # (the multi-host tests put each organisation's nodes into its own network namespace)
+        self.launch = dict(launch or {})
         self.nodes: dict[str, NodeProcess] = {}
 
     def node_ids(self) -> list[str]:
@@ -117,7 +126,7 @@ class Supervisor:
             args = ["--config", str(self.config_path(node_id))]
             args += ["--log-file", str(logs / f"{node_id}.log")]
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
+                [*self.launch.get(node_id, ()), sys.executable, "-m", module, *args],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,144 @@
+"""A consortium across hosts, on one machine: each organisation's node runs in its own network
+namespace (`netlab.py`: veth pairs on a bridge in a namespace of the test's own, a private /24),
+advertises its static endpoint there, and is found from the channel config alone (every node
+and client has its own, empty address book directory). Clients run as processes inside their
+organisation's namespace.
+
+Figure 8 comes out exactly across the hosts. Then Org2's host is partitioned: a transaction
+that needs Org2's endorsement fails with a clear error naming its peer, while transactions Org1
+alone may endorse commit and are acknowledged; after healing, Org2's peer catches up and both
+peers hold the same chain with every acknowledged transaction VALID — nothing lost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dltmw.ops.supervisor import Supervisor
+from dltmw.pki.network import init_network
+from dltmw.v1 import transaction_pb2
+
+from .figure8 import CODES
+from .ledgers import blocks, ledger_path, tx_codes
+from .netlab import NetLab, namespaces_possible
+from .test_endpoints import own_address_book
+
+pytestmark = pytest.mark.integration
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+HOST_OF = {"orderer0": "ord", "peer0.org1": "org1", "peer0.org2": "org2"}
+CLIENT_HOST = {"user1.org1": "org1", "user1.org2": "org2"}
+DLTMW = str(Path(sys.executable).parent / "dltmw")
+HERE = Path(__file__).parent
+
+why_not = namespaces_possible()
+needs_namespaces = pytest.mark.skipif(bool(why_not), reason=why_not or "namespaces available")
+
+
+def topology(lab: NetLab) -> str:
+    def node(nid: str, org: str, roles: str, port: int) -> str:
+        endpoint = f"{lab.address(HOST_OF[nid])}:{port}"
+        return f'[[nodes]]\nid = "{nid}"\norg = "{org}"\nroles = {roles}\nendpoint = "{endpoint}"\n'
+
+    return (
+        'name = "hosts"\n[[orgs]]\nid = "Org1"\n[[orgs]]\nid = "Org2"\n'
+        + '[[orgs]]\nid = "OrdererOrg"\n'
+        + node("orderer0", "OrdererOrg", '["orderer"]', 7050)
+        + node("peer0.org1", "Org1", '["peer", "gateway"]', 7051)
+        + node("peer0.org2", "Org2", '["peer", "gateway"]', 7051)
+        + '[[clients]]\nid = "user1.org1"\norg = "Org1"\n'
+        + '[[clients]]\nid = "user1.org2"\norg = "Org2"\n'
+        + '[[channels]]\nid = "trades"\nmembers = ["Org1", "Org2"]\norderers = ["orderer0"]\n'
+        + 'endorsement_policy = "AND(Org1.peer, Org2.peer)"\n'
+        + 'contracts = [{ name = "bank" }, '
+        + '{ name = "kv", endorsement_policy = "OR(Org1.peer, Org2.peer)" }]\n'
+        # Figure 8 needs its three transactions in one block: cut by the limits only
+        + "batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 1000, "
+        + "cut_by_limits_only = true }\n"
+    )
+
+
+def client(lab: NetLab, net: Path, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a `dltmw` client command inside `who`'s organisation's namespace."""
+    cmd = [*lab.exec_prefix(CLIENT_HOST[who]), DLTMW, *args[:1], str(net), *args[1:], "-c", who]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+def invoke(lab: NetLab, net: Path, who: str, *call: str) -> subprocess.CompletedProcess[str]:
+    return client(lab, net, who, "invoke", "trades", *call)
+
+
+@needs_namespaces
+def test_three_hosts_figure8_partition_and_heal(tmp_path: Path) -> None:
+    with NetLab(["ord", "org1", "org2"]) as lab:
+        (tmp_path / "topology.toml").write_text(topology(lab))
+        net = tmp_path / "net"
+        init_network(tmp_path / "topology.toml", net)
+        for path in [*net.glob("nodes/*/node.toml"), *net.glob("clients/*/client.toml")]:
+            own_address_book(path)
+        launch = {nid: lab.exec_prefix(host) for nid, host in HOST_OF.items()}
+        sup = Supervisor(net, launch=launch)
+        try:
+            sup.up(timeout_s=60)
+            run = [*lab.exec_prefix("org1"), sys.executable, str(HERE / "ns_figure8.py")]
+            fig8 = subprocess.run(
+                [*run, str(net), "user1.org1"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert fig8.returncode == 0, fig8.stderr
+            assert [int(c) for c in fig8.stdout.split()] == CODES
+
+            lab.partition("org2")
+            refused = invoke(lab, net, "user1.org1", "bank", "open", "P", "1")
+            assert refused.returncode != 0 and "peer0.org2" in refused.stderr, refused.stderr
+            acknowledged = []
+            for i in range(5):  # Org1 alone may endorse kv: these commit during the partition
+                done = invoke(lab, net, "user1.org1", "kv", "put", f"k{i}", "v")
+                assert done.returncode == 0 and "VALID" in done.stdout, done.stderr
+                acknowledged.append(done.stdout.split()[0])
+            lab.heal("org2")
+            p1, p2 = ledger_path(net, "peer0.org1"), ledger_path(net, "peer0.org2")
+            deadline = time.monotonic() + 60
+            while len(blocks(p2)) < len(blocks(p1)):  # Org2's peer catches up after healing
+                assert time.monotonic() < deadline, "peer0.org2 did not catch up"
+                time.sleep(0.2)
+            done = invoke(lab, net, "user1.org2", "bank", "open", "Q", "1")
+            assert done.returncode == 0 and "VALID" in done.stdout, done.stderr
+        finally:
+            codes = sup.stop_all()
+        assert all(c == 0 for c in codes.values()), codes
+        chain1, chain2 = blocks(p1), blocks(p2)
+        assert [b.header.SerializeToString() for b in chain1] == [
+            b.header.SerializeToString() for b in chain2
+        ]
+        for codes_of in (tx_codes(chain1), tx_codes(chain2)):
+            assert all(codes_of[tx] == [VALID] for tx in acknowledged)
+
+
+@needs_namespaces
+def test_transactions_commit_across_slow_links(tmp_path: Path) -> None:
+    """30 ms of added latency on every host's link (tc netem): the AND-policy flow still
+    commits. Kernels without the sch_netem module cannot add latency: the test says so."""
+    with NetLab(["ord", "org1", "org2"]) as lab:
+        problems = [p for h in lab.hosts if (p := lab.delay(h, 30))]
+        if problems:
+            pytest.skip(f"this kernel cannot add latency: {problems[0]}")
+        (tmp_path / "topology.toml").write_text(topology(lab))
+        net = tmp_path / "net"
+        init_network(tmp_path / "topology.toml", net)
+        launch = {nid: lab.exec_prefix(host) for nid, host in HOST_OF.items()}
+        sup = Supervisor(net, launch=launch)
+        try:
+            sup.up(timeout_s=60)
+            done = invoke(lab, net, "user1.org2", "bank", "open", "S", "1")
+            assert done.returncode == 0 and "VALID" in done.stdout, done.stderr
+        finally:
+            codes = sup.stop_all()
+        assert all(c == 0 for c in codes.values()), codes
