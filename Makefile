@@ -10,7 +10,7 @@ NODE_EX := examples/node
 NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
 .PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
-	node-example stubs go-plugins browser hsm bench clean
+	node-example stubs go-plugins browser hsm systemd bench clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
 ## test: lint, the other-language stubs and the Node.js example, then every test tier
-test: lint stubs node-example browser hsm
+test: lint stubs node-example browser hsm systemd
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
@@ -39,7 +39,7 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-integration: $(STAMP) node-example browser hsm
+integration: $(STAMP) node-example browser hsm systemd
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
@@ -86,6 +86,11 @@ browser:
 hsm:
 	@command -v softhsm2-util >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq softhsm2; }
+
+## systemd: systemd-analyze, which checks services/deploy's unit template, when missing (as root)
+systemd:
+	@command -v systemd-analyze >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq systemd; }
 
 ## protos: regenerate the committed Python stubs (+ .pyi) from protos/
 protos: $(STAMP)
