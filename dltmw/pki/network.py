@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,7 @@ def _privacy_key(home: Path, key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 
 
-def _majority(orgs: list[str]) -> str:
+def majority_policy(orgs: Sequence[str]) -> str:
     """Fabric's default: a majority of member organisations' peers."""
     principals = ", ".join(f"{o}.peer" for o in orgs)
     return f"OutOf({len(orgs) // 2 + 1}, {principals})"
@@ -271,7 +272,7 @@ def _channel_config(
     config = config_pb2.ChannelConfig(
         channel_id=ch["id"],
         ordering=ORDERING[ch.get("ordering", "none")],
-        default_endorsement_policy=ch.get("endorsement_policy") or _majority(ch["members"]),
+        default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),
             max_bytes=batch.get("max_bytes", 1024 * 1024),

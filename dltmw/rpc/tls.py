@@ -9,7 +9,7 @@ advertised host — and then only its own organisation's CA is trusted for that 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,12 +33,32 @@ class TlsMaterial:
         """Read the three PEM files."""
         return TlsMaterial(cert.read_bytes(), read_key(key), roots.read_bytes())
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Server side: present our cert, require a client cert chaining to a known root."""
-        return grpc.ssl_server_credentials(
-            [(self.key_pem, self.cert_pem)],
-            root_certificates=self.roots_pem,
-            require_client_auth=True,
+    def server_credentials(
+        self, roots: Callable[[], bytes] | None = None
+    ) -> grpc.ServerCredentials:
+        """Server side: present our cert, require a client cert chaining to a known root —
+        `roots_pem`, or what `roots()` gives at each handshake: a node trusts the CAs of the
+        organisations of the channels it serves, which change when it joins one (or a config
+        update adds an organisation), so the CAs are asked again whenever a client connects."""
+        pair = [(self.key_pem, self.cert_pem)]
+        if roots is None:
+            return grpc.ssl_server_credentials(
+                pair, root_certificates=self.roots_pem, require_client_auth=True
+            )
+        current = [roots()]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            now = roots()
+            if now == current[0]:
+                return None  # unchanged: gRPC keeps the configuration it has
+            current[0] = now
+            return grpc.ssl_server_certificate_configuration(pair, root_certificates=now)
+
+        initial = grpc.ssl_server_certificate_configuration(pair, root_certificates=current[0])
+        return grpc.dynamic_ssl_server_credentials(  # (grpc-stubs: the fetcher may return None)
+            initial,
+            fetch,  # type: ignore[arg-type]
+            require_client_authentication=True,
         )
 
     def channel_credentials(self) -> grpc.ChannelCredentials:

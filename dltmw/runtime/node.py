@@ -174,7 +174,9 @@ class Node:
                 await self.join(block)
         await self.utxo.start()
         self._server = self._make_server()
-        port = self.transport.listen(self._server, self.config.listen, self.ctx.tls)
+        port = self.transport.listen(
+            self._server, self.config.listen, self.ctx.tls, self._client_roots
+        )
         await self._server.start()
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
@@ -205,6 +207,19 @@ class Node:
         if self.utxo.notary is not None and self.utxo.notary not in found.values():
             found["notary"] = self.utxo.notary
         return found
+
+    def _client_roots(self) -> bytes:
+        """The CAs a caller's TLS certificate may chain to: the roots file and the
+        organisations of every channel this node serves (across hosts each organisation's
+        roots file holds only its own CA). Asked by the TLS layer at each handshake, so a
+        channel joined later is trusted from then on."""
+        roots = [self.ctx.tls.roots_pem]
+        served: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]
+        for channel in served:
+            config = channel.view.config
+            orgs = [*config.organizations, *config.orderer_organizations]
+            roots += [o.root_certificate_pem for o in orgs]
+        return b"\n".join(dict.fromkeys(r.strip() for r in roots)) + b"\n"
 
     def alive(self) -> tuple[bool, str]:
         """`/healthz`: False (with the task's name) once a task failed for good."""

@@ -10,6 +10,7 @@ request boundary, roles — is the same code in both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -37,8 +38,15 @@ class Transport(Protocol):
         """The (not yet started) server of node `node_id`."""
         ...
 
-    def listen(self, server: grpc.aio.Server, address: str, tls: TlsMaterial) -> int:
-        """Bind `server` to `address` ("host:port", port 0 = any); returns the port."""
+    def listen(
+        self,
+        server: grpc.aio.Server,
+        address: str,
+        tls: TlsMaterial,
+        roots: Callable[[], bytes] | None = None,
+    ) -> int:
+        """Bind `server` to `address` ("host:port", port 0 = any); returns the port. `roots`:
+        the client CAs to trust, asked at each handshake (default: `tls.roots_pem`)."""
         ...
 
 
@@ -68,9 +76,15 @@ class GrpcTransport:
             ],
         )
 
-    def listen(self, server: grpc.aio.Server, address: str, tls: TlsMaterial) -> int:
+    def listen(
+        self,
+        server: grpc.aio.Server,
+        address: str,
+        tls: TlsMaterial,
+        roots: Callable[[], bytes] | None = None,
+    ) -> int:
         """A secure port requiring client certificates."""
-        return server.add_secure_port(address, tls.server_credentials())
+        return server.add_secure_port(address, tls.server_credentials(roots))
 
 
 GRPC = GrpcTransport()

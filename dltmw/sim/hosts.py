@@ -68,8 +68,14 @@ class SimTransport:
         """This incarnation's server."""
         return SimServer(self._net, self._owner, node_id, limits.max_message_bytes)  # type: ignore[return-value]
 
-    def listen(self, server: grpc.aio.Server, address: str, tls: TlsMaterial) -> int:
-        """A port label (routing is by node id)."""
+    def listen(
+        self,
+        server: grpc.aio.Server,
+        address: str,
+        tls: TlsMaterial,
+        roots: Callable[[], bytes] | None = None,
+    ) -> int:
+        """A port label (routing is by node id; no TLS)."""
         return server.add_secure_port(address, None)  # type: ignore[arg-type]
 
 

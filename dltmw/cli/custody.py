@@ -1,0 +1,91 @@
+"""`dltmw org init` and `dltmw channel create`: a consortium where each organisation keeps its
+own keys (`pki/org.py`, docs/deploy.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dltmw.cli.errors import EXIT_USAGE, UserError
+from dltmw.cli.params import ChannelArg
+from dltmw.net.hsm import MODULE_ENV, HsmError
+from dltmw.pki.network import HsmPlan
+from dltmw.pki.org import ChannelPlan, DefinitionError, create_channel, init_org, load_definition
+
+org_app = typer.Typer(no_args_is_help=True, help="An organisation's own keys and definition.")
+channel_app = typer.Typer(no_args_is_help=True, help="Create channels from org definitions.")
+
+
+@org_app.command("init")
+def org_init(
+    topology: Annotated[
+        Path, typer.Argument(help="topology TOML of ONE organisation: its nodes and clients")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the organisation's directory")],
+    synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
+    hsm: Annotated[
+        list[str] | None, typer.Option(help="node or client whose key is made in the token")
+    ] = None,
+    hsm_token: Annotated[str, typer.Option(help="label of the PKCS#11 token")] = "",
+    hsm_module: Annotated[str, typer.Option(help="PKCS#11 library")] = "",
+) -> None:
+    """Make this organisation's CA, node and client keys (here only) and its definition
+    (OUT/<org>.org.json: certificates and public keys, to hand to the other organisations)."""
+    if not topology.is_file():
+        raise UserError(f"no topology file {topology}", EXIT_USAGE)
+    plan = None
+    if hsm:
+        module = hsm_module or os.environ.get(MODULE_ENV, "")
+        if not hsm_token or not module:
+            raise UserError(f"--hsm needs --hsm-token and --hsm-module (or {MODULE_ENV})")
+        plan = HsmPlan(hsm_token, module, frozenset(hsm))
+    try:
+        definition = init_org(topology, out, synchronous.upper(), hsm=plan)
+    except (DefinitionError, HsmError) as exc:
+        raise UserError(str(exc), EXIT_USAGE) from exc
+    org = definition.organization.org_id
+    typer.echo(f"organisation {org} written to {out}; its definition: {out / (org + '.org.json')}")
+
+
+@channel_app.command("create")
+def channel_create(
+    org_dir: Annotated[
+        Path, typer.Argument(help="directory of the organisation running the first orderer")
+    ],
+    channel: ChannelArg,
+    definition: Annotated[
+        list[Path], typer.Option("--definition", "-d", help="an org definition file (repeat)")
+    ],
+    member: Annotated[list[str], typer.Option(help="a member organisation (repeat)")],
+    orderer: Annotated[list[str], typer.Option(help="an orderer node (repeat; first signs)")],
+    ordering: Annotated[str, typer.Option(help="none or pbft")] = "none",
+    endorsement_policy: Annotated[str, typer.Option(help="default: MAJORITY of members")] = "",
+    contract: Annotated[
+        list[str] | None, typer.Option(help="NAME or NAME=POLICY (repeat; default bank, kv)")
+    ] = None,
+    max_tx_count: Annotated[int, typer.Option(help="block cutting: tx per block")] = 100,
+    timeout_ms: Annotated[int, typer.Option(help="block cutting: batch timeout")] = 250,
+) -> None:
+    """Check the definitions and write block 0 of CHANNEL, signed by the first orderer (whose
+    key is in ORG_DIR); hand the block to every member to join its nodes."""
+    contracts = tuple(
+        (name, policy) for name, _, policy in (c.partition("=") for c in contract or [])
+    )
+    plan = ChannelPlan(
+        channel_id=channel,
+        members=member,
+        orderers=orderer,
+        ordering=ordering,
+        endorsement_policy=endorsement_policy,
+        max_tx_count=max_tx_count,
+        timeout_ms=timeout_ms,
+        contracts=contracts or ChannelPlan.contracts,
+    )
+    try:
+        path = create_channel(org_dir, plan, [load_definition(d) for d in definition])
+    except (DefinitionError, HsmError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(f"channel {channel}: block 0 written to {path}")

@@ -1,0 +1,132 @@
+"""Each organisation keeps its own keys: three organisations run `dltmw org init` into three
+separate directories (nothing shared between them), exchange only their definitions, the
+orderer organisation runs `dltmw channel create` and hands out block 0, every organisation
+lists it for its nodes, and a transaction endorsed by both member organisations commits. The
+directories are then scanned: none holds a private key of another organisation. A definition
+whose certificates are not its organisation's is refused and no block is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from dltmw.client import GatewayClient
+from dltmw.net.keyfile import read_key
+from dltmw.ops.supervisor import Supervisor
+from dltmw.pki.org import load_definition, to_json
+from dltmw.v1 import transaction_pb2
+
+pytestmark = pytest.mark.integration
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+DLTMW = str(Path(sys.executable).parent / "dltmw")
+HOSTS = {"OrdererOrg": "127.0.0.2", "Org1": "127.0.0.3", "Org2": "127.0.0.4"}
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def org_topology(org: str) -> str:
+    host = HOSTS[org]
+    if org == "OrdererOrg":
+        node = f'id = "orderer0"\norg = "{org}"\nroles = ["orderer"]\n'
+    else:
+        n = org[-1]
+        node = f'id = "peer0.org{n}"\norg = "{org}"\nroles = ["peer", "gateway"]\n'
+        node += f'[[clients]]\nid = "user1.org{n}"\norg = "{org}"\n'
+    endpoint = f'endpoint = "{host}:{free_port(host)}"\n'
+    first, _, rest = node.partition("[[clients]]")
+    return f'name = "{org.lower()}"\n[[orgs]]\nid = "{org}"\n[[nodes]]\n{first}{endpoint}' + (
+        f"[[clients]]{rest}" if rest else ""
+    )
+
+
+def dltmw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DLTMW, *args], check=False, capture_output=True, text=True, timeout=120)
+
+
+def list_block(org_dir: Path, block: Path) -> None:
+    """What an organisation does with block 0 it received: keep it in its own directory and
+    list it in each of its nodes' node.toml (or join running nodes: `dltmw channel join`)."""
+    (org_dir / "channels").mkdir(exist_ok=True)
+    mine = org_dir / "channels" / block.name
+    if not mine.exists():
+        shutil.copy(block, mine)
+    for node_toml in org_dir.glob("nodes/*/node.toml"):
+        doc = tomllib.loads(node_toml.read_text())
+        doc["channels"] = {"genesis": [str(mine)]}
+        node_toml.write_text(tomli_w.dumps(doc))
+
+
+def private_keys(org_dir: Path) -> dict[Path, bytes]:
+    """Every private key file under a directory, as its public key's DER."""
+    found = {}
+    for path in org_dir.rglob("*"):
+        if path.is_file() and b"PRIVATE KEY-----" in path.read_bytes():
+            key = serialization.load_pem_private_key(read_key(path), None)
+            raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            found[path] = key.public_key().public_bytes(*raw)
+    return found
+
+
+async def test_three_organisations_with_their_own_keys_make_a_channel(tmp_path: Path) -> None:
+    dirs = {org: tmp_path / org for org in HOSTS}
+    for org, out in dirs.items():
+        (tmp_path / f"{org}.toml").write_text(org_topology(org))
+        done = dltmw("org", "init", str(tmp_path / f"{org}.toml"), "--out", str(out))
+        assert done.returncode == 0, done.stderr
+    definitions = {org: out / f"{org}.org.json" for org, out in dirs.items()}
+
+    bad = load_definition(definitions["Org2"])  # Org2's nodes, but Org1's root CA
+    bad.organization.root_certificate_pem = (dirs["Org1"] / "orgs/Org1/ca.pem").read_bytes()
+    (tmp_path / "bad.org.json").write_text(to_json(bad))
+    create = ["channel", "create", str(dirs["OrdererOrg"]), "trades", "--orderer", "orderer0"]
+    create += ["--member", "Org1", "--member", "Org2", "--endorsement-policy"]
+    create += ["AND(Org1.peer, Org2.peer)", "--max-tx-count", "10", "--timeout-ms", "50"]
+    refused = dltmw(*create, "-d", str(definitions["OrdererOrg"]), "-d", str(definitions["Org1"]),
+                    "-d", str(tmp_path / "bad.org.json"))  # fmt: skip
+    said = " ".join(refused.stderr.split())  # the console wraps long lines
+    assert refused.returncode == 1 and "not issued by the root CA of 'Org2'" in said, said
+    assert not (dirs["OrdererOrg"] / "channels").exists()  # nothing written
+
+    made = dltmw(*create, *(a for d in definitions.values() for a in ("-d", str(d))))
+    assert made.returncode == 0, made.stderr
+    block = dirs["OrdererOrg"] / "channels" / "trades.block"
+    sups = []
+    try:
+        for out in dirs.values():
+            list_block(out, block)
+            sups.append(Supervisor(out))
+            sups[-1].up(timeout_s=60)
+        async with await GatewayClient.connect(dirs["Org1"], "user1.org1") as client:
+            done = await client.submit_transaction("trades", "bank", "open", "A", "100")
+            assert done.status.result == VALID  # endorsed by both organisations' peers
+    finally:
+        codes = [c for sup in sups for c in sup.stop_all().values()]
+    assert all(c == 0 for c in codes), codes
+
+    keys = {org: private_keys(out) for org, out in dirs.items()}
+    for org, found in keys.items():
+        assert found and not (
+            set(found.values())
+            & {k for other, ks in keys.items() if other != org for k in ks.values()}
+        )
+        for path in found:  # every key sits next to a certificate of ITS organisation
+            cert_path = path.with_suffix(".pem")
+            if cert_path.exists():
+                cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+                names = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+                assert [n.value for n in names] == [org], path
+        assert sorted(p.name for p in (dirs[org] / "orgs").iterdir()) == [org]
