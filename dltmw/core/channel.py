@@ -1,8 +1,12 @@
 """A channel's configuration as the core uses it: members, orderers, contracts and policies.
 
-Built once from the config block (block 0) and immutable afterwards. Everything that checks a
-signature on a channel goes through `ChannelView.membership`, so the set of trusted roots is
-exactly the set named in the channel's config.
+Block 0 carries the first config (sequence 0); every valid config update (`config_update.py`)
+replaces it with the next one (sequence + 1), applied by every node at the same block. A view is
+immutable: a change builds a new `ChannelView` (with a new `Membership`, so no cache outlives
+the config that filled it), and the node swaps it into the channel's one `CurrentConfig`, which
+every role and servicer of that channel reads instead of keeping a copy. Everything that checks
+a signature on a channel goes through `ChannelView.membership`, so the set of trusted roots (and
+revoked certificates) is exactly the one named in the channel's current config.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
 from dltmw.v1 import config_pb2
 
 CHANNEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+SERIAL_RE = re.compile(r"^[0-9a-f]{1,40}$")
+REVOKED_MAX = 10_000  # serials per organisation: a config is read by every node on every start
 
 
 class ConfigError(ValueError):
@@ -29,11 +35,17 @@ class ChannelView:
     membership: Membership
     orderer_membership: Membership
     policies: dict[str, Policy]
+    admin_policy: Policy | None = None
 
     @property
     def channel_id(self) -> str:
         """The channel's id."""
         return self.config.channel_id
+
+    @property
+    def sequence(self) -> int:
+        """Config sequence: 0 for block 0's config, +1 per applied config update."""
+        return self.config.sequence
 
     def policy_for(self, contract: str) -> Policy | None:
         """Endorsement policy of a deployed contract, or None if it is not deployed."""
@@ -44,6 +56,62 @@ class ChannelView:
         return [n.node_id for n in self.config.orderers]
 
 
+class CurrentConfig:
+    """The one holder of a channel's current view on a node role (peer or orderer ledger).
+
+    Roles and servicers keep this holder, never a view, so they all switch at once when the
+    config block that changes it commits. `replace` is called by the role's executor right after
+    that block is durable, on the event loop, so no reader sees a half-applied change.
+    """
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: ChannelView) -> None:
+        self._view = view
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current view."""
+        return self._view
+
+    def replace(self, view: ChannelView) -> None:
+        """Apply the next config; refuses anything but this channel's next sequence."""
+        old = self._view
+        if view.channel_id != old.channel_id or view.sequence != old.sequence + 1:
+            raise ConfigError(
+                f"config {view.channel_id}#{view.sequence} does not follow "
+                f"{old.channel_id}#{old.sequence}"
+            )
+        self._view = view
+
+
+def majority_admin_policy(org_ids: list[str]) -> str:
+    """MAJORITY of the member organisations' admins: more than half of them, one admin each."""
+    principals = ", ".join(f"{org}.admin" for org in sorted(org_ids))
+    return f"OutOf({len(org_ids) // 2 + 1}, {principals})"
+
+
+def _revoked(config: config_pb2.ChannelConfig) -> dict[str, list[int]]:
+    revoked: dict[str, list[int]] = {}
+    for org in config.organizations:
+        if len(org.revoked_serials) > REVOKED_MAX:
+            raise ConfigError(f"{org.org_id}: more than {REVOKED_MAX} revoked serials")
+        for serial in org.revoked_serials:
+            if not SERIAL_RE.match(serial):
+                raise ConfigError(f"{org.org_id}: revoked serial {serial!r} is not lower-case hex")
+        revoked[org.org_id] = [int(s, 16) for s in org.revoked_serials]
+    return revoked
+
+
+def _parsed(text: str, orgs: dict[str, bytes], what: str) -> Policy:
+    try:
+        policy = parse_policy(text)
+        check_policy_orgs(policy, orgs)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+    return policy
+
+
 def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     """Validate a ChannelConfig and build its view; raises ConfigError."""
     if not CHANNEL_ID_RE.match(config.channel_id):
@@ -51,21 +119,26 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     if not config.organizations or not config.orderers:
         raise ConfigError("a channel needs member organisations and at least one orderer")
     roots = {o.org_id: o.root_certificate_pem for o in config.organizations}
+    if len(roots) != len(config.organizations):
+        raise ConfigError("an organisation is listed twice")
     orderer_roots = {o.org_id: o.root_certificate_pem for o in config.orderer_organizations}
     if config.batch.max_tx_count < 1 or config.batch.max_bytes < 1 or config.batch.timeout_ms < 1:
         raise ConfigError("batch limits must be positive")
     policies: dict[str, Policy] = {}
     for contract in config.contracts:
         text = contract.endorsement_policy or config.default_endorsement_policy
-        try:
-            policy = parse_policy(text)
-            check_policy_orgs(policy, roots)
-        except ValueError as exc:
-            raise ConfigError(f"contract {contract.name!r}: {exc}") from exc
-        policies[contract.name] = policy
+        policies[contract.name] = _parsed(text, roots, f"contract {contract.name!r}")
+    admin_text = config.admin_policy or majority_admin_policy(list(roots))
+    admin_policy = _parsed(admin_text, roots, "admin policy")
+    try:
+        membership = Membership(roots, _revoked(config))
+        orderer_membership = Membership(orderer_roots)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     return ChannelView(
         config=config,
-        membership=Membership(roots),
-        orderer_membership=Membership(orderer_roots),
+        membership=membership,
+        orderer_membership=orderer_membership,
         policies=policies,
+        admin_policy=admin_policy,
     )

@@ -21,15 +21,17 @@ passes (1) is always committed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dltmw.core.block import block_hash, chain_error
+from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import config_write
 from dltmw.core.effects import Effects, Token
 from dltmw.core.errors import PeerError
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import CheckedTx
 from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc, validate_block
-from dltmw.v1 import block_pb2, errors_pb2
+from dltmw.v1 import block_pb2, errors_pb2, transaction_pb2
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,16 @@ class Delivered:
 @dataclass(frozen=True)
 class Commit:
     """Decided: commit `block` with this peer's validation codes (the executor records them in
-    the block's metadata: the delivered copy is the peer's own), its tx_ids and its writes."""
+    the block's metadata: the delivered copy is the peer's own), its tx_ids and its writes;
+    `config`: the channel's next view when the block is a valid config update (its writes
+    record it, `config_update.config_write`; the executor applies it once the block is durable).
+    """
 
     block: block_pb2.Block
     codes: tuple[int, ...]
     tx_ids: tuple[str, ...]
     writes: tuple[StateWrite, ...]
+    config: ChannelView | None = None
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,16 @@ class CommitCore:
             refusal = message.signature_error
             self._replies.append((message.token, PeerError(R.ERROR_REASON_BAD_SIGNATURE, refusal)))
             return
-        checked = message.checked
+        checked = alone_in_block(message.checked)
         txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
         reads = message.reads
         number = block.header.number
         codes, writes = validate_block(number, txs, reads.versions, reads.ranges, reads.tx_ids)
         tx_ids = tuple(c.tx_id for c in checked)
-        self._decided.append(Commit(block, tuple(codes), tx_ids, tuple(writes)))
+        config = applied_config(checked, codes)
+        if config is not None:
+            writes = [*writes, config_write(config, number)]
+        self._decided.append(Commit(block, tuple(codes), tx_ids, tuple(writes), config))
         self._replies.append((message.token, Committed(number, tx_ids, tuple(codes))))
         self.height, self.last_hash = number + 1, block_hash(block)
 
@@ -116,6 +125,24 @@ class CommitCore:
         out: CommitEffects = Effects(decided=tuple(self._decided), replies=tuple(self._replies))
         self._decided, self._replies = [], []
         return out
+
+
+def alone_in_block(checked: Sequence[CheckedTx]) -> Sequence[CheckedTx]:
+    """A config update must be a block by itself (every node applies it between two blocks):
+    in a block with other transactions it is CONFIG_UPDATE_INVALID and applies nothing."""
+    if len(checked) < 2 or all(c.config is None for c in checked):
+        return checked
+    invalid = transaction_pb2.TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID
+    return [replace(c, code=invalid, config=None) if c.config is not None else c for c in checked]
+
+
+def applied_config(checked: Sequence[CheckedTx], codes: Sequence[int]) -> ChannelView | None:
+    """The view a block applies: that of a config update still VALID after MVCC (a duplicate
+    tx_id is not), alone in its block (the load already invalidated any other)."""
+    for c, code in zip(checked, codes, strict=True):
+        if c.config is not None and code == transaction_pb2.TX_VALIDATION_CODE_VALID:
+            return c.config
+    return None
 
 
 R = errors_pb2

@@ -58,6 +58,13 @@ class BlockCutter:
             batches.append(self._cut())
         return batches
 
+    def add_alone(self, envelope: bytes) -> list[list[bytes]]:
+        """Admit an envelope that must be a block by itself (a config update: every node applies
+        it between two blocks): the pending batch, if any, then the envelope alone."""
+        batches = [self._cut()] if self._pending else []
+        batches.append([envelope])
+        return batches
+
     def tick(self) -> list[bytes] | None:
         """Advance time by one tick; returns a batch when the pending one timed out."""
         if not self._pending:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -50,9 +50,11 @@ __all__ = [
     "MalformedIdentity",
     "Membership",
     "NotAMember",
+    "Revoked",
     "SigningIdentity",
     "VerifiedIdentity",
     "tls_org_matches",
+    "tls_revoked",
     "verify_signature",
 ]
 
@@ -114,6 +116,13 @@ class NotAMember(IdentityError):
 
     def __init__(self, message: str) -> None:
         super().__init__("NOT_A_MEMBER", message)
+
+
+class Revoked(IdentityError):
+    """A certificate its organisation revoked (a serial in the channel config's list)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("CERTIFICATE_REVOKED", message)
 
 
 @dataclass(frozen=True)
@@ -193,10 +202,14 @@ class Membership:
     """The set of organisations trusted on one channel: org_id -> root CA certificate.
 
     Immutable after construction; a configuration change builds a new Membership (and with it
-    a fresh cache, so a removed organisation cannot linger in it).
+    a fresh cache, so a removed organisation or a newly revoked certificate cannot linger in
+    it). `revoked` is each organisation's certificate revocation list: serial numbers its root
+    issued that count as no identity at all (`Revoked`), for signatures and TLS alike.
     """
 
-    def __init__(self, roots_pem: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, roots_pem: Mapping[str, bytes], revoked: Mapping[str, Iterable[int]] | None = None
+    ) -> None:
         roots: dict[str, x509.Certificate] = {}
         for org_id, pem in roots_pem.items():
             if not org_id:
@@ -209,6 +222,7 @@ class Membership:
                 raise ValueError(f"root certificate of {org_id!r} is not a CA certificate")
             roots[org_id] = root
         self._roots = roots
+        self._revoked = {org: frozenset(serials) for org, serials in (revoked or {}).items()}
         self._cache: dict[bytes, _CacheEntry] = {}
         self._verified: dict[tuple[bytes, bytes, bytes], None] = {}  # successful verifications
         # Peers verify a block's signatures on several threads (cryptography releases the GIL);
@@ -223,6 +237,10 @@ class Membership:
     def root_certificate(self, org_id: str) -> x509.Certificate | None:
         """The root CA certificate of `org_id`, or None if it is not a member."""
         return self._roots.get(org_id)
+
+    def is_revoked(self, org_id: str, serial: int) -> bool:
+        """True iff `org_id` revoked the certificate with this serial number."""
+        return serial in self._revoked.get(org_id, frozenset())
 
     def identify(self, identity_bytes: bytes, now: datetime) -> VerifiedIdentity:
         """Check that `identity_bytes` names a current member certificate; return who it is."""
@@ -295,6 +313,8 @@ class Membership:
             raise NotAMember(f"certificate is not issued by the root CA of {msg.org_id!r}")
         if _is_ca(cert):
             raise NotAMember("a CA certificate cannot act as an identity")
+        if self.is_revoked(msg.org_id, cert.serial_number):
+            raise Revoked(f"certificate {cert.serial_number:x} of {msg.org_id!r} is revoked")
         common_names = _name_values(cert, NameOID.COMMON_NAME)
         identity = VerifiedIdentity(
             identity_bytes=identity_bytes,
@@ -319,14 +339,35 @@ def tls_org_matches(tls_cert_pem_or_der: bytes, membership: Membership, org_id: 
     root = membership.root_certificate(org_id)
     if root is None:
         return False
-    try:
-        if tls_cert_pem_or_der.lstrip().startswith(b"-----BEGIN"):
-            cert = x509.load_pem_x509_certificate(tls_cert_pem_or_der)
-        else:
-            cert = x509.load_der_x509_certificate(tls_cert_pem_or_der)
-    except (ValueError, x509.InvalidVersion):
+    cert = _load_cert(tls_cert_pem_or_der)
+    if cert is None:
+        return False
+    if membership.is_revoked(org_id, cert.serial_number):
         return False
     return not _is_ca(cert) and _issued_by(cert, root)
+
+
+def tls_revoked(tls_cert_pem_or_der: bytes, membership: Membership) -> bool:
+    """True iff the TLS certificate is one a member organisation issued and revoked (so a
+    refused link can say why: CERTIFICATE_REVOKED, not a mismatch)."""
+    cert = _load_cert(tls_cert_pem_or_der)
+    if cert is None:
+        return False
+    for org in membership.org_ids:
+        root = membership.root_certificate(org)
+        revoked = membership.is_revoked(org, cert.serial_number)
+        if revoked and root is not None and _issued_by(cert, root):
+            return True
+    return False
+
+
+def _load_cert(pem_or_der: bytes) -> x509.Certificate | None:
+    try:
+        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(pem_or_der)
+        return x509.load_der_x509_certificate(pem_or_der)
+    except (ValueError, x509.InvalidVersion):
+        return None
 
 
 class SigningIdentity:

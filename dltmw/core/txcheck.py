@@ -35,10 +35,11 @@ from google.protobuf.message import DecodeError, Message
 
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import check_update, config_verdict
 from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
-from dltmw.core.identity import IdentityError, Membership, VerifiedIdentity
+from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
 from dltmw.core.timestamps import checked_datetime, to_datetime
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, rwset_pb2, transaction_pb2
 
@@ -89,7 +90,8 @@ class CheckedTx:
     """Commit-time verdict on one transaction, before MVCC.
 
     `tx_id` is empty unless the creator's signature verified (see the module docstring);
-    `detail` says why a transaction got INVALID_OTHER_REASON (for the peer's log).
+    `detail` says why a transaction got INVALID_OTHER_REASON (for the peer's log); `config` is
+    the view a VALID config update leads to (`core/config_update.py`).
     """
 
     tx_id: str
@@ -97,6 +99,7 @@ class CheckedTx:
     rwset: rwset_pb2.ReadWriteSet | None
     events: tuple[proposal_pb2.ContractEvent, ...] = ()
     detail: str = ""
+    config: ChannelView | None = None
 
 
 def parse(message_type: type[M], data: bytes, what: str) -> M:
@@ -222,14 +225,23 @@ def _admit_envelope(
                 "a private transaction's data must be exactly a PrivateTransaction{payload_hash}"
                 " of 32 bytes",
             )
+    elif header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
+        if now is None:  # PBFT-lite does not cut config updates alone yet (docs/governance.md)
+            raise ClientError(
+                R.ERROR_REASON_INVALID_FIELD, "config updates are ordered by solo orderers only"
+            )
     elif header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
         raise ClientError(
-            R.ERROR_REASON_INVALID_FIELD, "only endorser and private transactions are ordered"
+            R.ERROR_REASON_INVALID_FIELD,
+            "only endorser, private and config update transactions are ordered",
         )
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
     creator = verify_signed(
         channel.membership, header.creator, envelope.payload, envelope.signature, at
     )
+    if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
+        # Admin certificates judged at the header timestamp, as at commit (same verdict).
+        check_update(payload.data, channel, checked_datetime(header.timestamp, "header.timestamp"))
     return CheckedEnvelope(header, payload.data, creator)
 
 
@@ -277,9 +289,9 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     if header.channel_id != channel.channel_id:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CHANNEL_HEADER)
     private = header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
-    if not (private or header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION) or not (
-        header.HasField("timestamp")
-    ):
+    config = header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE
+    known = private or config or header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
+    if not known or not header.HasField("timestamp"):
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD)
     if not header.nonce or header.tx_id != compute_tx_id(header.nonce, header.creator):
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_PROPOSAL_TXID)
@@ -288,9 +300,14 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
     try:
         channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
+    except Revoked as exc:
+        raise _Invalid(C.TX_VALIDATION_CODE_CERTIFICATE_REVOKED) from exc
     except IdentityError as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE) from exc
     tx_id = header.tx_id  # authenticated from here on
+    if config:
+        code, view = config_verdict(payload.data, channel, at)
+        return CheckedTx(tx_id, code, None, config=view)
     if private:  # only the payload hash is ordered; recipients execute it (runtime/privacy)
         if private_payload_hash(payload.data) is None:
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from dltmw.aio.clock import utc_now
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
-from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches
+from dltmw.core.identity import Membership, VerifiedIdentity, tls_org_matches, tls_revoked
 from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import check_signed_query, parse
 from dltmw.rpc.status import abort, detached
@@ -144,6 +144,10 @@ def check_tls_org(context: Ctx, membership: Membership, org_id: str | None) -> N
     cert = caller_tls_cert(context)
     orgs = [org_id] if org_id is not None else sorted(membership.org_ids)
     if cert is None or not any(_tls_org_matches(cert, membership, o) for o in orgs):
+        if cert is not None and tls_revoked(cert, membership):
+            raise ClientError(
+                R.ERROR_REASON_CERTIFICATE_REVOKED, "TLS client certificate is revoked"
+            )
         who = org_id or "a member organisation"
         raise ClientError(
             R.ERROR_REASON_TLS_IDENTITY_MISMATCH,

@@ -17,7 +17,8 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import pipelined
 from dltmw.aio.pool import capturing, map_chunked
 from dltmw.core.channel import ChannelView
-from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.errors import ClientError, DltmwError, reason_value
+from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
 from dltmw.rpc.tracing import NO_TRACING, Tracer, now_ns
@@ -136,4 +137,20 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         # peer is not ready until it has committed this far, docs/operations.md).
         await context.send_initial_metadata(((HEIGHT_METADATA, str(orderer.height)),))
         async for block in orderer.blocks_from(seek.start_block, stop):
+            if orderer.view is not view:  # a config block changed who may read
+                view = orderer.view
+                still_reader(seek.requester, view)
             yield orderer_service_pb2.DeliverResponse(block=block)
+
+
+def still_reader(requester: bytes, view: ChannelView) -> None:
+    """A follower admitted under an older config must still be a member (or an orderer) under
+    `view`: a removed organisation's peer or a revoked certificate reads no further block."""
+    now = utc_now()
+    try:
+        view.membership.identify(requester, now)
+    except IdentityError as member_error:
+        try:
+            view.orderer_membership.identify(requester, now)
+        except IdentityError:
+            raise ClientError(reason_value(member_error.reason), str(member_error)) from None

@@ -31,8 +31,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2
 
 from dltmw.aio.tasks import TaskOwner
-from dltmw.core.channel import ConfigError
-from dltmw.core.errors import ClientError
+from dltmw.core.channel import ChannelView, ConfigError
+from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
+from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
 from dltmw.ledger.pbft_store import RecordStore
@@ -306,14 +307,15 @@ class Node:
             )
             if ledger.height == 0:
                 await ledger.commit_block(block, [genesis_tx_id(block)])
+            current = await stored_view(ledger, view)
             orderer: OrdererChannel
             if pbft:
                 store = await RecordStore.open(
                     data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
                 )
-                orderer = PbftOrdererChannel(self.ctx, view, ledger, store)
+                orderer = PbftOrdererChannel(self.ctx, current, ledger, store)
             else:
-                orderer = OrdererChannel(self.ctx, view, ledger)
+                orderer = OrdererChannel(self.ctx, current, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
             if isinstance(orderer, PbftOrdererChannel):
@@ -327,7 +329,9 @@ class Node:
                 genesis.CopyFrom(block)
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await ledger.commit_block(genesis, [genesis_tx_id(block)])
-            peer = PeerChannel(self.ctx, view, ledger, self._pool, self.contracts)
+            peer = PeerChannel(
+                self.ctx, await stored_view(ledger, view), ledger, self._pool, self.contracts
+            )
             await peer.start()
             self.peers[cid] = peer
             if self.privacy is not None:
@@ -389,3 +393,15 @@ class Node:
         self._pool.shutdown(wait=True)
         if self.ctx.tracer.enabled:
             await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)
+
+
+async def stored_view(ledger: ChannelLedger, genesis: ChannelView) -> ChannelView:
+    """The channel's current view on this ledger: the config the last valid config block wrote
+    (`core/config_update.config_write`, in that block's sqlite transaction), else block 0's."""
+    entry = await ledger.read_snapshot(lambda r: r.get(CONFIG_NAMESPACE, CONFIG_KEY))
+    if entry is None:
+        return genesis
+    try:
+        return restored_view(entry[0], genesis)
+    except ConfigError as exc:
+        raise InvariantViolation(f"{ledger.path}: {exc}") from exc

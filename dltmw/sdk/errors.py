@@ -123,6 +123,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "CHANNEL_NOT_FOUND": NotFound,
     "CONTRACT_NOT_FOUND": NotFound,
     "PACKAGE_NOT_INSTALLED": NotFound,
+    "CONFIG_SEQUENCE_STALE": PreconditionFailed,  # ABORTED, but no contract refused anything
     "CONTRACT_FAILED": ContractRefused,
     "ENDORSEMENT_MISMATCH": EndorsementFailed,
     "ENDORSEMENT_POLICY_UNSATISFIABLE": EndorsementFailed,

@@ -31,9 +31,15 @@ class _HeaderTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HeaderType
     a Transaction.
     """
     HEADER_TYPE_CONFIG: _HeaderType.ValueType  # 2
-    """A channel configuration: data is a ChannelConfig (only block 0 in this version)."""
+    """A channel configuration: data is a ChannelConfig (block 0 only; later changes are
+    CONFIG_UPDATE envelopes).
+    """
     HEADER_TYPE_PRIVATE_TRANSACTION: _HeaderType.ValueType  # 3
     """A private transaction: data is a PrivateTransaction (payload hash only)."""
+    HEADER_TYPE_CONFIG_UPDATE: _HeaderType.ValueType  # 4
+    """A channel config update: data is a ConfigUpdate (config_update.proto). Ordered alone in its
+    own block; validated by every node against the config it replaces (core/config_update.py).
+    """
 
 class HeaderType(_HeaderType, metaclass=_HeaderTypeEnumTypeWrapper):
     """HeaderType says what the data of an envelope holds."""
@@ -45,9 +51,15 @@ HEADER_TYPE_ENDORSER_TRANSACTION: HeaderType.ValueType  # 1
 a Transaction.
 """
 HEADER_TYPE_CONFIG: HeaderType.ValueType  # 2
-"""A channel configuration: data is a ChannelConfig (only block 0 in this version)."""
+"""A channel configuration: data is a ChannelConfig (block 0 only; later changes are
+CONFIG_UPDATE envelopes).
+"""
 HEADER_TYPE_PRIVATE_TRANSACTION: HeaderType.ValueType  # 3
 """A private transaction: data is a PrivateTransaction (payload hash only)."""
+HEADER_TYPE_CONFIG_UPDATE: HeaderType.ValueType  # 4
+"""A channel config update: data is a ConfigUpdate (config_update.proto). Ordered alone in its
+own block; validated by every node against the config it replaces (core/config_update.py).
+"""
 Global___HeaderType: _TypeAlias = HeaderType  # noqa: Y015
 
 @_typing.final

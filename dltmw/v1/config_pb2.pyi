@@ -51,19 +51,28 @@ class OrganizationConfig(_message.Message):
 
     ORG_ID_FIELD_NUMBER: _builtins.int
     ROOT_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    REVOKED_SERIALS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Organisation id, e.g. "Org1"; the prefix of its principals ("Org1.peer")."""
     root_certificate_pem: _builtins.bytes
     """PEM of the organisation's root CA certificate; identities must chain to it."""
+    @_builtins.property
+    def revoked_serials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificate revocation list of this organisation: serial numbers (lower-case hex, no "0x")
+        of certificates its root CA issued that no node may accept any more, for any role. Published
+        by a config update (the admins who sign it vouch for the list; no separate CRL signature).
+        """
+
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         root_certificate_pem: _builtins.bytes = ...,
+        revoked_serials: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "root_certificate_pem", b"root_certificate_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "revoked_serials", b"revoked_serials", "root_certificate_pem", b"root_certificate_pem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -204,12 +213,21 @@ class ChannelConfig(_message.Message):
     DEFAULT_ENDORSEMENT_POLICY_FIELD_NUMBER: _builtins.int
     CONTRACTS_FIELD_NUMBER: _builtins.int
     PRIVACY_AUDITORS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ADMIN_POLICY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
     """Consensus handler that orders this channel."""
     default_endorsement_policy: _builtins.str
     """Default endorsement policy for contracts that name none."""
+    sequence: _builtins.int
+    """Config sequence: 0 in block 0, +1 with every config update applied (core/config_update.py)."""
+    admin_policy: _builtins.str
+    """Policy that config updates must satisfy, over admin signatures, e.g.
+    "OutOf(2, Org1.admin, Org2.admin, Org3.admin)". Empty: MAJORITY of the member organisations'
+    admins (more than half of them, one admin each).
+    """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
         """Member organisations (peers' and clients' orgs)."""
@@ -253,10 +271,12 @@ class ChannelConfig(_message.Message):
         default_endorsement_policy: _builtins.str = ...,
         contracts: _abc.Iterable[Global___ContractConfig] | None = ...,
         privacy_auditors: _abc.Iterable[_builtins.str] | None = ...,
+        sequence: _builtins.int = ...,
+        admin_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -106,6 +106,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
     is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
     """
+    ERROR_REASON_CONFIG_SEQUENCE_STALE: _ErrorReason.ValueType  # 40
+    """ABORTED: a config update was written for another config sequence than the channel's
+    current one (ErrorInfo.metadata {"sequence": <current>}); rebuild it on the current config.
+    """
+    ERROR_REASON_CONFIG_UPDATE_UNSIGNED: _ErrorReason.ValueType  # 41
+    """PERMISSION_DENIED: a config update carries no admin signature."""
+    ERROR_REASON_CONFIG_POLICY_UNSATISFIED: _ErrorReason.ValueType  # 42
+    """PERMISSION_DENIED: a config update's admin signatures do not satisfy the channel's admin
+    policy (too few organisations signed).
+    """
+    ERROR_REASON_CONFIG_SIGNER_NOT_ADMIN: _ErrorReason.ValueType  # 43
+    """PERMISSION_DENIED: a config update is signed by an identity without the admin role."""
+    ERROR_REASON_CONFIG_INVALID: _ErrorReason.ValueType  # 44
+    """INVALID_ARGUMENT: a config update's resulting config is invalid (or changes the channel id,
+    the ordering type or skips a sequence number); the message says which rule.
+    """
+    ERROR_REASON_CERTIFICATE_REVOKED: _ErrorReason.ValueType  # 45
+    """PERMISSION_DENIED: the certificate (signer or TLS peer) is revoked by its organisation's
+    revoked_serials in the channel config.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -196,5 +216,25 @@ does not load). ErrorInfo.metadata: {"check": <the rule that failed>}. Nothing w
 ERROR_REASON_PACKAGE_NOT_INSTALLED: ErrorReason.ValueType  # 32
 """FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
 is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
+"""
+ERROR_REASON_CONFIG_SEQUENCE_STALE: ErrorReason.ValueType  # 40
+"""ABORTED: a config update was written for another config sequence than the channel's
+current one (ErrorInfo.metadata {"sequence": <current>}); rebuild it on the current config.
+"""
+ERROR_REASON_CONFIG_UPDATE_UNSIGNED: ErrorReason.ValueType  # 41
+"""PERMISSION_DENIED: a config update carries no admin signature."""
+ERROR_REASON_CONFIG_POLICY_UNSATISFIED: ErrorReason.ValueType  # 42
+"""PERMISSION_DENIED: a config update's admin signatures do not satisfy the channel's admin
+policy (too few organisations signed).
+"""
+ERROR_REASON_CONFIG_SIGNER_NOT_ADMIN: ErrorReason.ValueType  # 43
+"""PERMISSION_DENIED: a config update is signed by an identity without the admin role."""
+ERROR_REASON_CONFIG_INVALID: ErrorReason.ValueType  # 44
+"""INVALID_ARGUMENT: a config update's resulting config is invalid (or changes the channel id,
+the ordering type or skips a sequence number); the message says which rule.
+"""
+ERROR_REASON_CERTIFICATE_REVOKED: ErrorReason.ValueType  # 45
+"""PERMISSION_DENIED: the certificate (signer or TLS peer) is revoked by its organisation's
+revoked_serials in the channel config.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -60,6 +60,20 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
     or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
     """
+    TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE: _TxValidationCode.ValueType  # 25
+    """A config update written for another config sequence than the channel's current one (another
+    update was applied first); nothing changed.
+    """
+    TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID: _TxValidationCode.ValueType  # 26
+    """A config update that does not parse, names another channel, is not alone in its block, or
+    whose resulting config is invalid; nothing changed.
+    """
+    TX_VALIDATION_CODE_CONFIG_POLICY_FAILURE: _TxValidationCode.ValueType  # 27
+    """A config update whose admin signatures are missing, do not verify, come from non-admins or
+    do not satisfy the channel's admin policy; nothing changed.
+    """
+    TX_VALIDATION_CODE_CERTIFICATE_REVOKED: _TxValidationCode.ValueType  # 28
+    """The creator's certificate is revoked (a serial in its organisation's revoked_serials)."""
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -100,6 +114,20 @@ TX_VALIDATION_CODE_BAD_TIMESTAMP: TxValidationCode.ValueType  # 14
 """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
 or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
 """
+TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE: TxValidationCode.ValueType  # 25
+"""A config update written for another config sequence than the channel's current one (another
+update was applied first); nothing changed.
+"""
+TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID: TxValidationCode.ValueType  # 26
+"""A config update that does not parse, names another channel, is not alone in its block, or
+whose resulting config is invalid; nothing changed.
+"""
+TX_VALIDATION_CODE_CONFIG_POLICY_FAILURE: TxValidationCode.ValueType  # 27
+"""A config update whose admin signatures are missing, do not verify, come from non-admins or
+do not satisfy the channel's admin policy; nothing changed.
+"""
+TX_VALIDATION_CODE_CERTIFICATE_REVOKED: TxValidationCode.ValueType  # 28
+"""The creator's certificate is revoked (a serial in its organisation's revoked_serials)."""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final

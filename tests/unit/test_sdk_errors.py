@@ -50,6 +50,12 @@ EXPECTED: dict[str, type[E.Error]] = {
     "HEIGHT_NOT_REACHED": E.Unavailable,
     "PACKAGE_INVALID": E.InvalidRequest,
     "PACKAGE_NOT_INSTALLED": E.NotFound,
+    "CONFIG_SEQUENCE_STALE": E.PreconditionFailed,
+    "CONFIG_UPDATE_UNSIGNED": E.PermissionDenied,
+    "CONFIG_POLICY_UNSATISFIED": E.PermissionDenied,
+    "CONFIG_SIGNER_NOT_ADMIN": E.PermissionDenied,
+    "CONFIG_INVALID": E.InvalidRequest,
+    "CERTIFICATE_REVOKED": E.PermissionDenied,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -14,13 +14,19 @@ one synchronous write per block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dltmw.core.block import block_hash, make_block
+from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import is_config_update
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
+from dltmw.core.txcheck import check_transaction
+from dltmw.v1 import config_pb2, transaction_pb2
+
+CutterFor = Callable[[config_pb2.BatchConfig], BlockCutter]
 
 SoloEffects = Effects[PendingEnvelope, DecidedBlock, None, None]
 
@@ -35,7 +41,12 @@ class Submit:
 
 class SoloOrderer:
     """Handler for ordering "none" (a `Core[Submit, SoloEffects]`): persist = the queued
-    envelopes, decided = the blocks cut, replies = one acknowledgement per durable submission."""
+    envelopes, decided = the blocks cut, replies = one acknowledgement per durable submission.
+
+    Config updates (`core/config_update.py`) are cut alone; with `view` and `cutter_for` given,
+    the core checks each one as every peer will at commit (`check_transaction`) and, when it is
+    valid, cuts every later block under the new config's batch limits.
+    """
 
     def __init__(
         self,
@@ -44,7 +55,11 @@ class SoloOrderer:
         last_hash: bytes,
         cutter: BlockCutter,
         restored: Sequence[PendingEnvelope] = (),
+        view: ChannelView | None = None,
+        cutter_for: CutterFor | None = None,
     ) -> None:
+        self._view = view
+        self._cutter_for = cutter_for
         self._channel_id = channel_id
         self._next_number = next_number
         self._last_hash = last_hash
@@ -56,7 +71,7 @@ class SoloOrderer:
         self._replies: list[tuple[Token, None]] = []
         for pending in restored:
             self._queued_seqs.append(pending.seq)
-            self._cut(self._cutter.add(pending.envelope))
+            self._cut(self._add(pending.envelope))
 
     def step(self, message: Submit) -> None:
         """Admit one Submit."""
@@ -67,7 +82,12 @@ class SoloOrderer:
         self._persist.append(pending)
         self._replies.append((message.token, None))
         self._queued_seqs.append(pending.seq)
-        self._cut(self._cutter.add(message.envelope))
+        self._cut(self._add(message.envelope))
+
+    def _add(self, envelope: bytes) -> list[list[bytes]]:
+        if is_config_update(envelope):
+            return self._cutter.add_alone(envelope)
+        return self._cutter.add(envelope)
 
     def tick(self, now: int) -> None:
         """One more tick (the cutter counts them); cuts a block when the batch timeout passes."""
@@ -96,6 +116,19 @@ class SoloOrderer:
             consumed = self._queued_seqs[: len(batch)]
             del self._queued_seqs[: len(batch)]
             block = make_block(self._channel_id, self._next_number, self._last_hash, batch)
-            self._blocks.append(DecidedBlock(block, consumed[-1]))
+            self._blocks.append(DecidedBlock(block, consumed[-1], self._config_of(batch)))
             self._next_number += 1
             self._last_hash = block_hash(block)
+
+    def _config_of(self, batch: list[bytes]) -> ChannelView | None:
+        """The view a valid config update alone in `batch` leads to; switches to it."""
+        if self._view is None or self._cutter_for is None or len(batch) != 1:
+            return None
+        if not is_config_update(batch[0]):
+            return None
+        checked = check_transaction(batch[0], self._view)
+        if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
+            return None
+        self._view = checked.config
+        self._cutter = self._cutter_for(checked.config.config.batch)  # its pending was cut
+        return checked.config

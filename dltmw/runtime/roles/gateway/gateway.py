@@ -98,11 +98,11 @@ class Gateway:
         peer = self.peers[channel_id]
         checker = self._envelope_checks.get(peer.view.channel_id)
         if checker is None:
-            views = {peer.view.channel_id: peer.view}
             window = self.ctx.limits.timestamp_window_s
 
             def check(raw: bytes) -> CheckedEnvelope:
-                return check_envelope(raw, views, utc_now(), window)
+                view = peer.view  # the current config: a config block may have replaced it
+                return check_envelope(raw, {view.channel_id: view}, utc_now(), window)
 
             async def batch(items: Sequence[bytes]) -> list[CheckedEnvelope | BaseException]:
                 return await peer.offload(check, items)  # type: ignore[return-value]

@@ -29,6 +29,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import is_config_update
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
@@ -307,6 +308,11 @@ class PbftOrdererChannel(OrdererChannel):
         for envelope in envelopes:
             rid = request_id(envelope)
             out.append(None)
+            if is_config_update(envelope):  # PBFT-lite does not cut them alone yet
+                out[-1] = ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "config updates are ordered by solo orderers only"
+                )
+                continue
             if rid in core.replica.executed_ids:
                 continue
             done = self.waiters.add(rid)

@@ -23,7 +23,8 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 
 from dltmw.core.block import block_hash
-from dltmw.core.channel import ChannelView
+from dltmw.core.channel import ChannelView, CurrentConfig
+from dltmw.core.config_update import config_write
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.effects import Token
 from dltmw.core.errors import DltmwError, TransientError
@@ -36,7 +37,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.waiters import Waiters
-from dltmw.v1 import block_pb2, errors_pb2, identity_pb2
+from dltmw.v1 import block_pb2, config_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
 
@@ -50,7 +51,9 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
         signer: SigningIdentity,
         acks: Waiters[Token, None],
         new_block: asyncio.Condition,
+        config: CurrentConfig,
     ) -> None:
+        self._config = config
         self._ledger = ledger
         self._signer = signer
         self._acks = acks
@@ -65,7 +68,11 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
             block.metadata.signatures.add(
                 signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
             )
-            await self._ledger.commit_block(block, (), consumed_seq=item.consumed_seq)
+            number = block.header.number
+            writes = () if item.config is None else (config_write(item.config, number),)
+            await self._ledger.commit_block(block, (), writes, consumed_seq=item.consumed_seq)
+            if item.config is not None:  # admission checks against it from now on
+                self._config.replace(item.config)
         async with self.new_block:
             self.new_block.notify_all()
 
@@ -75,11 +82,13 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
 
 
 class OrdererChannel:
-    """Orders one channel's transactions and serves its blocks."""
+    """Orders one channel's transactions and serves its blocks; `channel_config` is the
+    channel's one current-config holder on this orderer (replaced when a config block is
+    written, after which admission and cutting follow the new config)."""
 
     def __init__(self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger) -> None:
         self.ctx = ctx
-        self.view = view
+        self.channel_config = CurrentConfig(view)
         self.ledger = ledger
         self.new_block = asyncio.Condition()
         self._acks: Waiters[Token, None] = Waiters()
@@ -89,23 +98,25 @@ class OrdererChannel:
         self._pulled: dict[int, int] = {}  # follower -> the highest block number it has taken
         self._followers = itertools.count()
 
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current config (read it each time: a config block replaces it)."""
+        return self.channel_config.view
+
     async def start(self) -> None:
         """Restore the queue (blocks it completes alone are committed first), start the driver."""
-        batch = self.view.config.batch
-        cutter = BlockCutter(
-            batch.max_tx_count,
-            batch.max_bytes,
-            max(1, round(batch.timeout_ms / 1000 / TICK_S)),
-            by_limits_only=batch.cut_by_limits_only,
-        )
         core = SoloOrderer(
             self.view.channel_id,
             self.ledger.height,
             self.ledger.last_hash,
-            cutter,
+            cutter_for(self.view.config.batch),
             await self.ledger.pending(),
+            view=self.view,
+            cutter_for=cutter_for,
         )
-        executor = SoloExecutor(self.ledger, self.ctx.signer, self._acks, self.new_block)
+        executor = SoloExecutor(
+            self.ledger, self.ctx.signer, self._acks, self.new_block, self.channel_config
+        )
         self._driver = Driver(
             f"orderer-{self.view.channel_id}",
             core,
@@ -178,6 +189,16 @@ class OrdererChannel:
     def height(self) -> int:
         """Blocks the channel holds here (Deliver tells followers, for their readiness)."""
         return self.ledger.height
+
+
+def cutter_for(batch: config_pb2.BatchConfig) -> BlockCutter:
+    """The block cutter of a config's batch settings, its timeout in this driver's ticks."""
+    return BlockCutter(
+        batch.max_tx_count,
+        batch.max_bytes,
+        max(1, round(batch.timeout_ms / 1000 / TICK_S)),
+        by_limits_only=batch.cut_by_limits_only,
+    )
 
 
 def stopped() -> TransientError:

@@ -51,7 +51,7 @@ from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
 from dltmw.core.block import TxRecord
-from dltmw.core.channel import ChannelView
+from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Committed
 from dltmw.core.contract import Contract, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
@@ -94,7 +94,12 @@ RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: 
 
 
 class PeerChannel:
-    """Endorses and commits one channel."""
+    """Endorses and commits one channel.
+
+    `channel_config` is the channel's one current-config holder on this peer: the committer
+    replaces its view when a config block commits, and everything (admission, endorsement, the
+    gateway and the servicers, through `view`) reads it from there, from the next block on.
+    """
 
     def __init__(
         self,
@@ -105,7 +110,7 @@ class PeerChannel:
         packages: ContractSource | None = None,
     ) -> None:
         self.ctx = ctx
-        self.view = view
+        self.channel_config = CurrentConfig(view)
         self.ledger = ledger
         self._pool = pool
         self._contracts: dict[str, Contract] = {}
@@ -125,10 +130,15 @@ class PeerChannel:
         self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
         self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
         self._watchers: Waiters[str, TxRecord] = Waiters()
-        self.committer = Committer(ctx, view, ledger, pool, self._on_committed)
+        self.committer = Committer(ctx, self.channel_config, ledger, pool, self._on_committed)
         # The orderer's height as last heard (Deliver's initial metadata, then each block);
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current config (read it each time: a config block replaces it)."""
+        return self.channel_config.view
 
     async def start(self) -> None:
         """Start the committer, then follow the orderer."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from dltmw.aio.clock import utc_now
 from dltmw.aio.pool import map_chunked
 from dltmw.core.block import block_hash, chain_error
-from dltmw.core.channel import ChannelView
+from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
 from dltmw.core.effects import Token
 from dltmw.core.errors import PeerError
@@ -81,13 +81,13 @@ class CommitExecutor:
 
     def __init__(
         self,
-        view: ChannelView,
+        config: CurrentConfig,
         ledger: ChannelLedger,
         pool: ThreadPoolExecutor,
         waiters: Waiters[Token, None],
         on_committed: OnCommitted,
     ) -> None:
-        self._view = view
+        self._config = config
         self._ledger = ledger
         self._pool = pool
         self._waiters = waiters
@@ -98,13 +98,14 @@ class CommitExecutor:
 
     async def _load(self, delivery: Delivery) -> Delivered:
         block, token, ledger = delivery.block, delivery.token, self._ledger
-        if chain_error(block, self._view.channel_id, ledger.height, ledger.last_hash):
+        view = self._config.view  # read after the previous block (and its config) is applied
+        if chain_error(block, view.channel_id, ledger.height, ledger.last_hash):
             return Delivered(block, token)  # the core refuses it, naming why
         try:
-            check_orderer_signatures(self._view, block)
+            check_orderer_signatures(view, block)
         except PeerError as exc:
             return Delivered(block, token, signature_error=exc.message)
-        checked = await self._check_all(block.data.envelopes)
+        checked = await self._check_all(view, block.data.envelopes)
         odd = [(i, c.detail) for i, c in enumerate(checked) if c.detail]
         if odd:  # INVALID_OTHER_REASON: an input the checks did not foresee (see check_transaction)
             logger.error(
@@ -120,8 +121,7 @@ class CommitExecutor:
         reads = CommittedReads(versions, in_ranges, known)
         return Delivered(block, token, "", tuple(checked), reads)
 
-    async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
-        view = self._view
+    async def _check_all(self, view: ChannelView, envelopes: Sequence[bytes]) -> list[CheckedTx]:
         return await map_chunked(
             self._pool, lambda env: check_transaction(env, view), envelopes, CHECK_CHUNK
         )
@@ -135,6 +135,14 @@ class CommitExecutor:
             del codes[:]
             codes.extend(commit.codes)  # type: ignore[arg-type]
             await self._ledger.commit_block(commit.block, commit.tx_ids, commit.writes)
+            if commit.config is not None:  # durable with its block: from the next block on
+                self._config.replace(commit.config)
+                logger.info(
+                    "channel %s: config sequence %d applied by block %d",
+                    commit.config.channel_id,
+                    commit.config.sequence,
+                    commit.block.header.number,
+                )
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """A peer sends nothing to other peers when it commits."""
@@ -157,16 +165,16 @@ class Committer:
     def __init__(
         self,
         ctx: NodeContext,
-        view: ChannelView,
+        config: CurrentConfig,
         ledger: ChannelLedger,
         pool: ThreadPoolExecutor,
         on_committed: OnCommitted,
     ) -> None:
         self._ctx = ctx
-        self._view = view
+        self._channel_id = config.view.channel_id
         self._ledger = ledger
         self._waiters: Waiters[Token, None] = Waiters()
-        self._executor = CommitExecutor(view, ledger, pool, self._waiters, on_committed)
+        self._executor = CommitExecutor(config, ledger, pool, self._waiters, on_committed)
         self._tokens = itertools.count()
         self._driver: CommitDriver | None = None
 
@@ -174,8 +182,8 @@ class Committer:
         """Start the driver from the ledger's head."""
         ledger = self._ledger
         self._driver = Driver(
-            f"commit-{self._view.channel_id}",
-            CommitCore(self._view.channel_id, ledger.height, ledger.last_hash),
+            f"commit-{self._channel_id}",
+            CommitCore(self._channel_id, ledger.height, ledger.last_hash),
             self._executor,
             self._ctx.tasks,
             inbox_max=DELIVERED_MAX,
@@ -213,7 +221,7 @@ class Committer:
             self._waiters.discard(token, done)
         # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
         codes = block.metadata.validation_codes
-        self._ctx.metrics.observe_block(self._view.channel_id, codes, watch.seconds)
+        self._ctx.metrics.observe_block(self._channel_id, codes, watch.seconds)
         if self._ctx.tracer.enabled:
             trace_commit(self._ctx.tracer, block, start_ns)
 

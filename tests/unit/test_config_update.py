@@ -1,0 +1,407 @@
+"""Config updates and revocation, on the pure cores (`core/config_update.py`, `core/channel.py`,
+`core/identity.py`, the solo orderer's cutting and the commit decision).
+
+Every refusal names its own reason (for the caller at admission) and a validation code (for the
+block), and leaves the config in force byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from cryptography import x509
+
+from dltmw.core.block import make_block
+from dltmw.core.channel import ChannelView, ConfigError, CurrentConfig, channel_view
+from dltmw.core.committer import CommitCore, Delivered
+from dltmw.core.config_update import (
+    ConfigUpdateError,
+    add_signature,
+    check_update,
+    config_write,
+    restored_view,
+    update_content,
+    update_envelope,
+)
+from dltmw.core.cutter import BlockCutter
+from dltmw.core.errors import ClientError
+from dltmw.core.handlers.solo import SoloOrderer, Submit
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.identity import Membership, Revoked, SigningIdentity, tls_revoked
+from dltmw.core.policy import parse_policy
+from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
+from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.v1 import config_pb2, config_update_pb2, errors_pb2, transaction_pb2
+
+R = errors_pb2
+C = transaction_pb2
+CHANNEL = "gov"
+ORGS = ("Org1", "Org2", "Org3")
+NOW = datetime.now(UTC)
+_nonces = itertools.count()
+
+
+@dataclass(frozen=True)
+class Gov:
+    """A three-org solo channel with an admin, a peer and a client per org."""
+
+    view: ChannelView
+    cas: dict[str, IssuedCert]
+    admins: dict[str, SigningIdentity]
+    peers: dict[str, SigningIdentity]
+    clients: dict[str, SigningIdentity]
+    orderer: SigningIdentity
+    outsider_admin: SigningIdentity
+
+
+def _ident(ca: IssuedCert, org: str, name: str, role: str) -> SigningIdentity:
+    issued = issue_cert(ca, org, name, role)
+    return SigningIdentity.from_pem(org, issued.cert_pem, issued.key_pem)
+
+
+def _org(org: str, ca: IssuedCert) -> config_pb2.OrganizationConfig:
+    return config_pb2.OrganizationConfig(org_id=org, root_certificate_pem=ca.cert_pem)
+
+
+@pytest.fixture(scope="module")
+def gov() -> Gov:
+    cas = {o: make_ca(o) for o in (*ORGS, "OrdererOrg", "Org9")}
+    orderer = _ident(cas["OrdererOrg"], "OrdererOrg", "orderer0", "orderer")
+    config = config_pb2.ChannelConfig(
+        channel_id=CHANNEL,
+        organizations=[_org(o, cas[o]) for o in ORGS],
+        orderer_organizations=[_org("OrdererOrg", cas["OrdererOrg"])],
+        orderers=[
+            config_pb2.NodeConfig(
+                node_id="orderer0", org_id="OrdererOrg", identity=orderer.identity_bytes
+            )
+        ],
+        ordering=config_pb2.ORDERING_TYPE_NONE,
+        default_endorsement_policy="OR(Org1.peer, Org2.peer)",
+        contracts=[config_pb2.ContractConfig(name="kv")],
+        batch=config_pb2.BatchConfig(max_tx_count=10, max_bytes=1 << 20, timeout_ms=100),
+    )
+    return Gov(
+        view=channel_view(config),
+        cas=cas,
+        admins={o: _ident(cas[o], o, f"admin.{o}", "admin") for o in ORGS},
+        peers={o: _ident(cas[o], o, f"peer0.{o}", "peer") for o in ORGS},
+        clients={o: _ident(cas[o], o, f"user.{o}", "client") for o in ORGS},
+        orderer=orderer,
+        outsider_admin=_ident(cas["Org9"], "Org9", "admin.Org9", "admin"),
+    )
+
+
+def nonce() -> bytes:
+    return hashlib.sha256(b"cfg-%d" % next(_nonces)).digest()
+
+
+def next_config(view: ChannelView) -> config_pb2.ChannelConfig:
+    """A copy of the view's config with smaller blocks (a harmless, visible change)."""
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(view.config)
+    config.batch.max_tx_count = 3
+    return config
+
+
+def update(
+    view: ChannelView, config: config_pb2.ChannelConfig, *signers: SigningIdentity
+) -> config_update_pb2.ConfigUpdate:
+    out = config_update_pb2.ConfigUpdate(content=update_content(view, config))
+    for signer in signers:
+        add_signature(out, signer)
+    return out
+
+
+def refusal(data: bytes, view: ChannelView) -> tuple[str, str]:
+    """(reason name, validation code name) of a refused update; the view is unchanged."""
+    before = view.config.SerializeToString()
+    with pytest.raises(ConfigUpdateError) as err:
+        check_update(data, view, NOW)
+    assert view.config.SerializeToString() == before
+    code = C.TxValidationCode.Name(err.value.code).removeprefix("TX_VALIDATION_CODE_")  # type: ignore[arg-type]
+    return err.value.reason_name, code
+
+
+def test_majority_of_admins_applies_the_next_config(gov: Gov) -> None:
+    data = update(gov.view, next_config(gov.view), gov.admins["Org1"], gov.admins["Org3"])
+    new = check_update(data.SerializeToString(), gov.view, NOW)
+    assert (new.sequence, new.config.batch.max_tx_count) == (1, 3)
+    assert gov.view.sequence == 0 and gov.view.config.batch.max_tx_count == 10
+
+
+def test_default_admin_policy_is_a_majority_of_member_orgs(gov: Gov) -> None:
+    assert gov.view.admin_policy == parse_policy("OutOf(2, Org1.admin, Org2.admin, Org3.admin)")
+
+
+def _stale(gov: Gov) -> tuple[bytes, ChannelView]:
+    once = check_update(
+        update(gov.view, next_config(gov.view), *gov.admins.values()).SerializeToString(),
+        gov.view,
+        NOW,
+    )
+    # Written for sequence 0 again, checked against sequence 1: another update went first.
+    again = update(gov.view, next_config(gov.view), *gov.admins.values())
+    return again.SerializeToString(), once
+
+
+def _wrongly_signed(gov: Gov) -> bytes:
+    data = update(gov.view, next_config(gov.view), gov.admins["Org1"], gov.admins["Org2"])
+    data.signatures[1].signature = gov.admins["Org2"].sign(b"something else")
+    return data.SerializeToString()
+
+
+def _bad_config(gov: Gov, change: str) -> bytes:
+    config = next_config(gov.view)
+    if change == "batch":
+        config.batch.max_tx_count = 0
+    elif change == "channel":
+        config.channel_id = "other"
+    elif change == "policy":
+        config.default_endorsement_policy = "AND(Org1.peer, Org7.peer)"
+    elif change == "ordering":
+        config.ordering = config_pb2.ORDERING_TYPE_PBFT
+    elif change == "serial":
+        config.organizations[0].revoked_serials.append("0xZZ")
+    two = (gov.admins["Org1"], gov.admins["Org2"])
+    return update(gov.view, config, *two).SerializeToString()
+
+
+CASES = {
+    "unsigned": (lambda g: update(g.view, next_config(g.view)).SerializeToString(),
+                 ("CONFIG_UPDATE_UNSIGNED", "CONFIG_POLICY_FAILURE")),
+    "under-signed (1 of 3 admins)": (
+        lambda g: update(g.view, next_config(g.view), g.admins["Org2"]).SerializeToString(),
+        ("CONFIG_POLICY_UNSATISFIED", "CONFIG_POLICY_FAILURE")),
+    "one org's admin twice": (
+        lambda g: update(
+            g.view, next_config(g.view), g.admins["Org2"], g.admins["Org2"]
+        ).SerializeToString(),
+        ("CONFIG_POLICY_UNSATISFIED", "CONFIG_POLICY_FAILURE")),
+    "wrongly signed": (_wrongly_signed, ("BAD_SIGNATURE", "CONFIG_POLICY_FAILURE")),
+    "non-admin signer (a peer)": (
+        lambda g: update(
+            g.view, next_config(g.view), g.admins["Org1"], g.peers["Org2"]
+        ).SerializeToString(),
+        ("CONFIG_SIGNER_NOT_ADMIN", "CONFIG_POLICY_FAILURE")),
+    "admin of a non-member org": (
+        lambda g: update(
+            g.view, next_config(g.view), g.admins["Org1"], g.outsider_admin
+        ).SerializeToString(),
+        ("NOT_A_MEMBER", "CONFIG_POLICY_FAILURE")),
+    "malformed bytes": (lambda g: b"\xff\xff\xff", ("MALFORMED", "CONFIG_UPDATE_INVALID")),
+    "malformed new config": (
+        lambda g: update_raw(g, b"\xff\xff"), ("MALFORMED", "CONFIG_UPDATE_INVALID")),
+    "invalid batch": (
+        lambda g: _bad_config(g, "batch"), ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")),
+    "changes the channel id": (
+        lambda g: _bad_config(g, "channel"), ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")),
+    "policy names an unknown org": (
+        lambda g: _bad_config(g, "policy"), ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")),
+    "changes the ordering type": (
+        lambda g: _bad_config(g, "ordering"), ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")),
+    "revoked serial not hex": (
+        lambda g: _bad_config(g, "serial"), ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")),
+}  # fmt: skip
+
+
+def update_raw(gov: Gov, config_bytes: bytes) -> bytes:
+    content = config_update_pb2.ConfigUpdateContent(
+        channel_id=CHANNEL, sequence=0, config=config_bytes
+    ).SerializeToString()
+    out = config_update_pb2.ConfigUpdate(content=content)
+    add_signature(out, gov.admins["Org1"])
+    add_signature(out, gov.admins["Org2"])
+    return out.SerializeToString()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_update_is_refused_with_its_reason_and_changes_nothing(gov: Gov, case: str) -> None:
+    build, expected = CASES[case]
+    assert refusal(build(gov), gov.view) == expected
+
+
+def test_a_stale_update_is_refused_and_changes_nothing(gov: Gov) -> None:
+    data, current = _stale(gov)
+    assert refusal(data, current) == ("CONFIG_SEQUENCE_STALE", "CONFIG_SEQUENCE_STALE")
+
+
+def test_a_revoked_admin_cannot_sign(gov: Gov) -> None:
+    revoked = revoke(gov.view, "Org2", gov.admins["Org2"])
+    data = update(revoked, next_config(revoked), gov.admins["Org1"], gov.admins["Org2"])
+    assert refusal(data.SerializeToString(), revoked) == (
+        "CERTIFICATE_REVOKED",
+        "CONFIG_POLICY_FAILURE",
+    )
+
+
+# --- admission (the orderer's Broadcast) ----------------------------------------------------
+
+
+def envelope(gov: Gov, data: config_update_pb2.ConfigUpdate) -> bytes:
+    """The update submitted by Org1's client."""
+    return update_envelope(data, CHANNEL, gov.clients["Org1"], nonce(), NOW)
+
+
+def test_admission_refuses_with_the_reason_and_admits_a_good_update(gov: Gov) -> None:
+    views = {CHANNEL: gov.view}
+    good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    assert check_envelope(good, views, NOW, 60).header.tx_id
+    bad = envelope(gov, update(gov.view, next_config(gov.view), gov.admins["Org1"]))
+    with pytest.raises(ClientError) as err:
+        check_envelope(bad, views, NOW, 60)
+    assert err.value.reason == R.ERROR_REASON_CONFIG_POLICY_UNSATISFIED
+
+
+def test_pbft_ordering_rule_refuses_config_updates(gov: Gov) -> None:
+    good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    with pytest.raises(ClientError) as err:
+        check_orderable(good, {CHANNEL: gov.view})
+    assert err.value.reason == R.ERROR_REASON_INVALID_FIELD
+
+
+# --- ordering: cut alone, applied by the orderer's core -------------------------------------
+
+
+def solo(gov: Gov) -> SoloOrderer:
+    def cutter_for(batch: config_pb2.BatchConfig) -> BlockCutter:
+        return BlockCutter(batch.max_tx_count, batch.max_bytes, 5, by_limits_only=True)
+
+    return SoloOrderer(
+        CHANNEL, 1, ZERO_HASH, cutter_for(gov.view.config.batch), view=gov.view,
+        cutter_for=cutter_for,
+    )  # fmt: skip
+
+
+def test_a_config_update_is_cut_alone_and_later_blocks_use_its_batch_limits(gov: Gov) -> None:
+    core = solo(gov)
+    txs = [b"tx-%d" % i for i in range(4)]
+    good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    for i, env in enumerate([*txs[:2], good, *txs[2:], *(b"more-%d" % i for i in range(3))]):
+        core.step(Submit(env, i))
+    blocks = core.ready().decided
+    sizes = [len(b.block.data.envelopes) for b in blocks]
+    # [tx0 tx1] cut before the update, [update] alone, then blocks of 3 (the new max_tx_count).
+    assert sizes == [2, 1, 3]
+    assert blocks[1].config is not None and blocks[1].config.sequence == 1
+    assert blocks[0].config is None and blocks[2].config is None
+
+
+def test_an_invalid_update_is_cut_alone_but_applies_nothing(gov: Gov) -> None:
+    core = solo(gov)
+    bad = envelope(gov, update(gov.view, next_config(gov.view), gov.admins["Org1"]))
+    for i, env in enumerate([b"a", bad, *(b"x%d" % i for i in range(10))]):
+        core.step(Submit(env, i))
+    blocks = core.ready().decided
+    assert [len(b.block.data.envelopes) for b in blocks] == [1, 1, 10]  # old limit: 10
+    assert all(b.config is None for b in blocks)
+
+
+# --- commit ---------------------------------------------------------------------------------
+
+
+def commit(view: ChannelView, envelopes: list[bytes]) -> tuple[list[int], ChannelView | None]:
+    checked = tuple(check_transaction(e, view) for e in envelopes)
+    core = CommitCore(CHANNEL, 1, ZERO_HASH)
+    core.step(Delivered(make_block(CHANNEL, 1, ZERO_HASH, envelopes), 0, "", checked))
+    (decided,) = core.ready().decided
+    if decided.config is not None:
+        assert decided.writes[-1] == config_write(decided.config, 1)
+    return list(decided.codes), decided.config
+
+
+def test_commit_applies_a_valid_update_alone_in_its_block(gov: Gov) -> None:
+    good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    codes, config = commit(gov.view, [good])
+    assert codes == [C.TX_VALIDATION_CODE_VALID]
+    assert config is not None and config.sequence == 1
+
+
+def test_commit_refuses_an_update_sharing_its_block(gov: Gov) -> None:
+    good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    codes, config = commit(gov.view, [good, b"junk"])
+    assert codes[0] == C.TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID and config is None
+
+
+@pytest.mark.parametrize(
+    "case", ["under-signed (1 of 3 admins)", "wrongly signed", "invalid batch"]
+)
+def test_commit_gives_a_bad_update_its_code_and_applies_nothing(gov: Gov, case: str) -> None:
+    build, (_, code) = CASES[case]
+    data = config_update_pb2.ConfigUpdate.FromString(build(gov))
+    codes, config = commit(gov.view, [envelope(gov, data)])
+    assert codes == [C.TxValidationCode.Value("TX_VALIDATION_CODE_" + code)] and config is None
+
+
+def test_commit_gives_a_stale_update_its_code(gov: Gov) -> None:
+    data, current = _stale(gov)
+    env = envelope(gov, config_update_pb2.ConfigUpdate.FromString(data))
+    assert commit(current, [env]) == ([C.TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE], None)
+
+
+def test_current_config_takes_only_the_next_sequence(gov: Gov) -> None:
+    holder = CurrentConfig(gov.view)
+    data = update(gov.view, next_config(gov.view), *gov.admins.values()).SerializeToString()
+    new = check_update(data, gov.view, NOW)
+    with pytest.raises(ConfigError):
+        holder.replace(gov.view)
+    holder.replace(new)
+    assert holder.view is new
+    with pytest.raises(ConfigError):
+        holder.replace(new)
+
+
+def test_stored_config_round_trip(gov: Gov) -> None:
+    data = update(gov.view, next_config(gov.view), *gov.admins.values()).SerializeToString()
+    new = check_update(data, gov.view, NOW)
+    write = config_write(new, 7)
+    assert write.value is not None
+    back = restored_view(write.value, gov.view)
+    assert back.config.SerializeToString() == new.config.SerializeToString()
+
+
+# --- revocation -----------------------------------------------------------------------------
+
+
+def serial_of(signer: SigningIdentity) -> int:
+    return x509.load_der_x509_certificate(signer.certificate_der).serial_number
+
+
+def revoke(view: ChannelView, org: str, *who: SigningIdentity) -> ChannelView:
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(view.config)
+    entry = next(o for o in config.organizations if o.org_id == org)
+    entry.revoked_serials.extend(f"{serial_of(s):x}" for s in who)
+    config.sequence += 1
+    return channel_view(config)
+
+
+def test_a_revoked_certificate_is_no_identity(gov: Gov) -> None:
+    view = revoke(gov.view, "Org1", gov.clients["Org1"])
+    with pytest.raises(Revoked):
+        view.membership.identify(gov.clients["Org1"].identity_bytes, NOW)
+    assert view.membership.identify(gov.peers["Org1"].identity_bytes, NOW).org_id == "Org1"
+    # The same serial number of ANOTHER org's certificate is untouched.
+    assert not view.membership.is_revoked("Org2", serial_of(gov.clients["Org1"]))
+
+
+def test_a_revoked_creator_is_refused_at_admission_and_invalid_at_commit(gov: Gov) -> None:
+    view = revoke(gov.view, "Org1", gov.clients["Org1"])
+    env = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    with pytest.raises(ClientError) as err:
+        check_envelope(env, {CHANNEL: view}, NOW, 60)
+    assert err.value.reason == R.ERROR_REASON_CERTIFICATE_REVOKED
+    assert check_transaction(env, view).code == C.TX_VALIDATION_CODE_CERTIFICATE_REVOKED
+    assert check_transaction(env, gov.view).code == C.TX_VALIDATION_CODE_VALID
+
+
+def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
+    tls = issue_cert(gov.cas["Org2"], "Org2", "peer0.Org2", "peer", tls=True, hosts=["127.0.0.1"])
+    serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
+    revoked = Membership({o: gov.cas[o].cert_pem for o in ORGS}, {"Org2": [serial]})
+    assert tls_revoked(tls.cert_pem, revoked)
+    assert not tls_revoked(tls.cert_pem, gov.view.membership)
