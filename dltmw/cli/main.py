@@ -24,6 +24,7 @@ from dltmw.cli.bench import bench as bench_command
 from dltmw.cli.contract import contract_app
 from dltmw.cli.custody import channel_app, org_app
 from dltmw.cli.errors import EXIT_USAGE, UserError, run
+from dltmw.cli.governance import cert_app  # also adds its commands to channel_app and org_app
 from dltmw.cli.params import (
     ArgsArg,
     ChannelArg,
@@ -357,8 +358,9 @@ def demo(
 app.command()(bench_command)
 app.command()(audit_command)
 app.add_typer(contract_app, name="contract")
-app.add_typer(org_app, name="org")
-app.add_typer(channel_app, name="channel")
+app.add_typer(org_app, name="org")  # org init (custody); org add|remove (governance)
+app.add_typer(channel_app, name="channel")  # channel create; channel update|join
+app.add_typer(cert_app, name="cert")
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ class NodeAdmin:
         self.node_id = node_id
         self.files = ClientFiles.load(network_dir, client_id or f"admin.{orgs[node_id].lower()}")
 
-    def _signed(self, message: A.InstallContractCommand | A.NodeStatusQuery) -> tuple[bytes, bytes]:
+    def _signed(
+        self, message: A.InstallContractCommand | A.NodeStatusQuery | A.JoinChannelCommand
+    ) -> tuple[bytes, bytes]:
         message.requester = self.files.signer.identity_bytes
         message.timestamp.FromDatetime(utc_now())
         data = message.SerializeToString()
@@ -52,6 +54,24 @@ class NodeAdmin:
             stub = admin_service_pb2_grpc.AdminServiceStub(channel)
             request = A.InstallContractRequest(command=data, signature=sig)
             return await stub.InstallContract(request, timeout=CALL_TIMEOUT_S)
+
+    async def join(self, config_block: bytes) -> str:
+        """Make the node serve the channel of `config_block` (block 0); returns its id."""
+        data, sig = self._signed(A.JoinChannelCommand(config_block=config_block))
+        async with self._channel() as channel:
+            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+            request = A.JoinChannelRequest(command=data, signature=sig)
+            reply = await stub.JoinChannel(request, timeout=CALL_TIMEOUT_S)
+            return reply.channel_id
+
+    async def status(self) -> A.NodeStatusResponse:
+        """The node's roles and per-channel heights."""
+        data, sig = self._signed(A.NodeStatusQuery())
+        async with self._channel() as channel:
+            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+            request = A.NodeStatusRequest(query=data, signature=sig)
+            reply: A.NodeStatusResponse = await stub.NodeStatus(request, timeout=CALL_TIMEOUT_S)
+            return reply
 
     async def installed(self) -> list[A.InstalledContract]:
         """The packages installed on the node."""

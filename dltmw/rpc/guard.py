@@ -141,6 +141,11 @@ def _tls_org_matches(cert: bytes, membership: Membership, org_id: str) -> bool:
 
 def check_tls_org(context: Ctx, membership: Membership, org_id: str | None) -> None:
     """The caller's TLS certificate must be issued by `org_id` (or, if None, by any member)."""
+    if org_id is not None and org_id not in membership.org_ids:
+        # (e.g. an organisation a config update removed: say so, not "TLS mismatch")
+        raise ClientError(
+            R.ERROR_REASON_NOT_A_MEMBER, f"organisation {org_id!r} is not a member of this channel"
+        )
     cert = caller_tls_cert(context)
     orgs = [org_id] if org_id is not None else sorted(membership.org_ids)
     if cert is None or not any(_tls_org_matches(cert, membership, o) for o in orgs):

@@ -287,8 +287,11 @@ class Node:
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"config block: {exc}") from exc
         cid = view.channel_id
         me = self.config.node_id
-        is_peer = "peer" in self.config.roles and any(n.node_id == me for n in view.config.peers)
         is_orderer = "orderer" in self.config.roles and me in view.orderer_ids()
+        # A peer of an organisation added by a config update joins with block 0, which does not
+        # name it, and catches up; the orderer lets it read once the current config names it.
+        named = any(n.node_id == me for n in view.config.peers)
+        is_peer = "peer" in self.config.roles and (named or not is_orderer)
         if not (is_peer or is_orderer):
             raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, f"channel {cid!r} does not name {me}")
         self.ctx.addresses.learn(routes(view.config))  # advertised endpoints (across hosts)

@@ -1,0 +1,186 @@
+"""`dltmw channel update|join`, `dltmw org add|remove`, `dltmw cert revoke` (docs/governance.md).
+
+Building an update reads the channel's CURRENT config (replayed from an orderer's blocks,
+`client/governance.py`), applies the edit (`core/config_edit.py`) and writes the unsigned
+update to a file; each admin then adds a signature with `channel update --sign FILE`, and any
+member submits it with `channel update --submit FILE`, which prints the validation code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from cryptography import x509
+
+from dltmw.cli import params
+from dltmw.cli.custody import channel_app, org_app
+from dltmw.cli.errors import UserError
+from dltmw.cli.params import ChannelArg, NetworkDir, NodeArg
+from dltmw.client.contracts import NodeAdmin
+from dltmw.client.governance import (
+    current_config,
+    genesis_of,
+    sign_update_file,
+    submit_update,
+)
+from dltmw.core import config_edit
+from dltmw.core.config_update import update_content
+from dltmw.core.identity import SigningIdentity
+from dltmw.net.keyfile import read_key
+from dltmw.rpc.status import reason_of
+from dltmw.v1 import config_pb2, config_update_pb2, transaction_pb2
+
+# `dltmw org` and `dltmw channel` are shared with the custody commands (org init, channel create)
+cert_app = typer.Typer(no_args_is_help=True, help="Revoke certificates.")
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="file to write the unsigned update to")]
+AsOpt = Annotated[
+    str, typer.Option("--client", "-c", help="client that reads the config / signs / submits")
+]
+
+
+def _write_update(
+    network: Path, channel: str, client: str, out: Path, edit: config_edit.Edit
+) -> None:
+    view = asyncio.run(current_config(network, client, channel))
+    try:
+        new = edit(view.config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    update = config_update_pb2.ConfigUpdate(content=update_content(view, new))
+    out.write_bytes(update.SerializeToString())
+    typer.echo(f"{out}: update of {channel} from sequence {view.sequence} (unsigned)")
+
+
+@channel_app.command("update")
+def update(
+    network: NetworkDir,
+    channel: ChannelArg,
+    client: AsOpt = "",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write a new update")] = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="add --client's signature")] = None,
+    submit: Annotated[Path | None, typer.Option("--submit", help="submit this update")] = None,
+    endorsement_policy: Annotated[str | None, typer.Option(help="default policy")] = None,
+    admin_policy: Annotated[str | None, typer.Option(help="policy config updates need")] = None,
+    max_tx_count: Annotated[int | None, typer.Option(help="block cutting: tx per block")] = None,
+    timeout_ms: Annotated[int | None, typer.Option(help="block cutting: batch timeout")] = None,
+) -> None:
+    """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
+    if sum(x is not None for x in (out, sign, submit)) != 1:
+        raise UserError("give exactly one of --out, --sign, --submit")
+    if not client:
+        raise UserError("--client is required")
+    params.check_client(network, client)
+    if sign is not None:
+        count = sign_update_file(sign, network, client)
+        typer.echo(f"{sign}: signed by {client} ({count} signature(s))")
+    elif submit is not None:
+        _submit(network, channel, client, submit)
+    elif out is not None:
+
+        def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
+            return config_edit.with_settings(
+                c,
+                endorsement_policy=endorsement_policy,
+                admin_policy=admin_policy,
+                max_tx_count=max_tx_count,
+                timeout_ms=timeout_ms,
+            )
+
+        _write_update(network, channel, client, out, edit)
+
+
+def _submit(network: Path, channel: str, client: str, path: Path) -> None:
+    data = config_update_pb2.ConfigUpdate.FromString(path.read_bytes())
+    try:
+        tx_id, code, number = asyncio.run(submit_update(network, client, channel, data))
+    except grpc.aio.AioRpcError as exc:
+        raise UserError(f"refused: {exc.code().name} {reason_of(exc)}: {exc.details()}") from None
+    name = transaction_pb2.TxValidationCode.Name(code).removeprefix("TX_VALIDATION_CODE_")  # type: ignore[arg-type]
+    typer.echo(f"{tx_id} {name} in block {number}")
+    if code != transaction_pb2.TX_VALIDATION_CODE_VALID:
+        raise UserError(f"config update committed as {name}: nothing changed")
+
+
+@channel_app.command("join")
+def join(network: NetworkDir, channel: ChannelArg, node: NodeArg) -> None:
+    """Make a running node serve a channel (its block 0; an added org's peer catches up)."""
+    params.check_node(network, node)
+    params.check_running(network, node)
+    block = genesis_of(network, channel).SerializeToString()
+    joined = asyncio.run(NodeAdmin(network, node).join(block))
+    typer.echo(f"{node} joined {joined}")
+
+
+def _peer_config(network: Path, org: str, node_id: str) -> config_pb2.NodeConfig:
+    home = network / "nodes" / node_id
+    signer = SigningIdentity.from_pem(
+        org, (home / "identity.pem").read_bytes(), read_key(home / "identity.key")
+    )
+    return config_pb2.NodeConfig(node_id=node_id, org_id=org, identity=signer.identity_bytes)
+
+
+@org_app.command("add")
+def org_add(
+    network: NetworkDir,
+    channel: ChannelArg,
+    org: Annotated[str, typer.Argument(help="organisation id (its CA: orgs/ORG/ca.pem)")],
+    out: OutOpt,
+    client: AsOpt = "",
+    peer: Annotated[list[str] | None, typer.Option(help="a peer of the org (repeat)")] = None,
+    endorsement_policy: Annotated[str | None, typer.Option(help="new default policy")] = None,
+) -> None:
+    """Write an update that adds ORG (its root CA and peers) as a member."""
+    params.check_client(network, client)
+    ca = (network / "orgs" / org / "ca.pem").read_bytes()
+    peers = [_peer_config(network, org, p) for p in peer or []]
+
+    def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
+        c = config_edit.with_org(c, org, ca, peers)
+        return config_edit.with_settings(c, endorsement_policy=endorsement_policy)
+
+    _write_update(network, channel, client, out, edit)
+
+
+@org_app.command("remove")
+def org_remove(
+    network: NetworkDir,
+    channel: ChannelArg,
+    org: Annotated[str, typer.Argument(help="organisation id")],
+    out: OutOpt,
+    client: AsOpt = "",
+    endorsement_policy: Annotated[str | None, typer.Option(help="new default policy")] = None,
+) -> None:
+    """Write an update that removes member ORG (and its peers)."""
+    params.check_client(network, client)
+
+    def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
+        c = config_edit.without_org(c, org)
+        return config_edit.with_settings(c, endorsement_policy=endorsement_policy)
+
+    _write_update(network, channel, client, out, edit)
+
+
+@cert_app.command("revoke")
+def cert_revoke(
+    network: NetworkDir,
+    channel: ChannelArg,
+    cert: Annotated[Path, typer.Argument(help="PEM certificate to revoke")],
+    out: OutOpt,
+    client: AsOpt = "",
+) -> None:
+    """Write an update that adds CERT's serial to its organisation's revocation list."""
+    params.check_client(network, client)
+    parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    orgs = parsed.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    if not orgs:
+        raise UserError(f"{cert}: the certificate names no organisation (O=)")
+    org = str(orgs[0].value)
+    serial = parsed.serial_number
+    _write_update(
+        network, channel, client, out, lambda c: config_edit.with_revoked(c, org, [serial])
+    )

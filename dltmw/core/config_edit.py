@@ -1,0 +1,100 @@
+"""Edits of a channel config that admins propose: add or remove an organisation, revoke a
+certificate, change a policy or the block cutting. Each returns a NEW ChannelConfig (the input
+is never changed); `config_update.update_content` then makes the bytes the admins sign.
+
+These are conveniences for `dltmw channel update|org add|org remove|cert revoke`
+(docs/governance.md); validity is not decided here but by `config_update.check_update` on every
+node (a removed organisation still named by a policy, for example, makes an invalid config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from dltmw.v1 import config_pb2
+
+Edit = Callable[[config_pb2.ChannelConfig], config_pb2.ChannelConfig]
+
+
+def _copy(config: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
+    out = config_pb2.ChannelConfig()
+    out.CopyFrom(config)
+    return out
+
+
+def with_org(
+    config: config_pb2.ChannelConfig,
+    org_id: str,
+    root_certificate_pem: bytes,
+    peers: Iterable[config_pb2.NodeConfig] = (),
+) -> config_pb2.ChannelConfig:
+    """`config` with organisation `org_id` (its root CA) and its peers added as members."""
+    if any(o.org_id == org_id for o in config.organizations):
+        raise ValueError(f"{org_id} is already a member")
+    out = _copy(config)
+    out.organizations.add(org_id=org_id, root_certificate_pem=root_certificate_pem)
+    for peer in peers:
+        if peer.org_id != org_id:
+            raise ValueError(f"peer {peer.node_id} belongs to {peer.org_id}, not {org_id}")
+        out.peers.append(peer)
+    return out
+
+
+def without_org(config: config_pb2.ChannelConfig, org_id: str) -> config_pb2.ChannelConfig:
+    """`config` without member `org_id`, its peers and its privacy auditors."""
+    if not any(o.org_id == org_id for o in config.organizations):
+        raise ValueError(f"{org_id} is not a member")
+    out = _copy(config)
+    kept = [o for o in out.organizations if o.org_id != org_id]
+    del out.organizations[:]
+    out.organizations.extend(kept)
+    gone = {p.node_id for p in out.peers if p.org_id == org_id}
+    peers = [p for p in out.peers if p.org_id != org_id]
+    del out.peers[:]
+    out.peers.extend(peers)
+    auditors = [a for a in out.privacy_auditors if a not in gone]
+    del out.privacy_auditors[:]
+    out.privacy_auditors.extend(auditors)
+    return out
+
+
+def with_revoked(
+    config: config_pb2.ChannelConfig, org_id: str, serials: Iterable[int]
+) -> config_pb2.ChannelConfig:
+    """`config` with certificate serial numbers added to `org_id`'s revocation list."""
+    out = _copy(config)
+    org = next((o for o in out.organizations if o.org_id == org_id), None)
+    if org is None:
+        raise ValueError(f"{org_id} is not a member")
+    listed = set(org.revoked_serials)
+    for serial in serials:
+        text = f"{serial:x}"
+        if text not in listed:
+            org.revoked_serials.append(text)
+            listed.add(text)
+    return out
+
+
+def with_settings(
+    config: config_pb2.ChannelConfig,
+    *,
+    endorsement_policy: str | None = None,
+    admin_policy: str | None = None,
+    max_tx_count: int | None = None,
+    timeout_ms: int | None = None,
+    privacy_auditors: Iterable[str] | None = None,
+) -> config_pb2.ChannelConfig:
+    """`config` with the given settings replaced (None: unchanged)."""
+    out = _copy(config)
+    if endorsement_policy is not None:
+        out.default_endorsement_policy = endorsement_policy
+    if admin_policy is not None:
+        out.admin_policy = admin_policy
+    if max_tx_count is not None:
+        out.batch.max_tx_count = max_tx_count
+    if timeout_ms is not None:
+        out.batch.timeout_ms = timeout_ms
+    if privacy_auditors is not None:
+        del out.privacy_auditors[:]
+        out.privacy_auditors.extend(privacy_auditors)
+    return out
