@@ -46,8 +46,10 @@ SIGNATURES_MAX = 100  # admin signatures per update: each costs a public-key ope
 class ConfigUpdateError(ClientError):
     """A config update refused: `reason` for the caller at admission, `code` for the block."""
 
-    def __init__(self, reason: int, code: int, message: str) -> None:
-        super().__init__(reason, message)
+    def __init__(
+        self, reason: int, code: int, message: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(reason, message, metadata)
         self.code = code
 
 
@@ -167,6 +169,7 @@ def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:
             C.TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE,
             f"config update applies to sequence {content.sequence}; the channel is at "
             f"{view.sequence}",
+            {"sequence": str(view.sequence)},
         )
     _check_signatures(update, view, at)
     return _next_view(content, view)
