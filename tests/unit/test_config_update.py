@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from cryptography import x509
 
+from dltmw.core import config_edit
 from dltmw.core.block import make_block
 from dltmw.core.channel import ChannelView, ConfigError, CurrentConfig, channel_view
 from dltmw.core.committer import CommitCore, Delivered
@@ -31,7 +32,7 @@ from dltmw.core.cutter import BlockCutter
 from dltmw.core.errors import ClientError
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.hashing import ZERO_HASH
-from dltmw.core.identity import Membership, Revoked, SigningIdentity, tls_revoked
+from dltmw.core.identity import Membership, NotAMember, Revoked, SigningIdentity, tls_revoked
 from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
@@ -405,3 +406,58 @@ def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
     revoked = Membership({o: gov.cas[o].cert_pem for o in ORGS}, {"Org2": [serial]})
     assert tls_revoked(tls.cert_pem, revoked)
     assert not tls_revoked(tls.cert_pem, gov.view.membership)
+
+
+# --- what an update changes (config_edit + check_update) -------------------------------------
+
+
+def applied(
+    gov: Gov, view: ChannelView, config: config_pb2.ChannelConfig, *orgs: str
+) -> ChannelView:
+    admins = {**gov.admins, "Org9": gov.outsider_admin}
+    data = update(view, config, *(admins[o] for o in orgs)).SerializeToString()
+    return check_update(data, view, NOW)
+
+
+def test_an_added_org_is_a_member_and_a_removed_one_is_not(gov: Gov) -> None:
+    org9 = config_edit.with_org(gov.view.config, "Org9", gov.cas["Org9"].cert_pem)
+    added = applied(gov, gov.view, org9, "Org1", "Org2")
+    assert added.membership.identify(gov.outsider_admin.identity_bytes, NOW).org_id == "Org9"
+    assert added.admin_policy == parse_policy(
+        "OutOf(3, Org1.admin, Org2.admin, Org3.admin, Org9.admin)"
+    )  # four members now: a majority is three
+    removed = applied(
+        gov, added, config_edit.without_org(added.config, "Org3"), "Org1", "Org2", "Org9"
+    )
+    with pytest.raises(NotAMember):
+        removed.membership.identify(gov.clients["Org3"].identity_bytes, NOW)
+    assert [p.org_id for p in removed.config.peers if p.org_id == "Org3"] == []
+
+
+def test_removing_an_org_a_policy_names_is_an_invalid_config(gov: Gov) -> None:
+    without = config_edit.without_org(gov.view.config, "Org2")  # the default policy names Org2
+    data = update(gov.view, without, gov.admins["Org1"], gov.admins["Org3"]).SerializeToString()
+    assert refusal(data, gov.view) == ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")
+
+
+def test_a_new_admin_policy_governs_the_next_update(gov: Gov) -> None:
+    org1_alone = config_edit.with_settings(gov.view.config, admin_policy="Org1.admin")
+    view = applied(gov, gov.view, org1_alone, "Org2", "Org3")  # decided under the old policy
+    assert applied(gov, view, next_config(view), "Org1").sequence == 2
+    data = update(view, next_config(view), gov.admins["Org2"], gov.admins["Org3"])
+    assert refusal(data.SerializeToString(), view)[0] == "CONFIG_POLICY_UNSATISFIED"
+
+
+def test_endorsement_policy_batch_and_auditors_change(gov: Gov) -> None:
+    edited = config_edit.with_settings(
+        gov.view.config,
+        endorsement_policy="AND(Org1.peer, Org3.peer)",
+        max_tx_count=7,
+        timeout_ms=20,
+        privacy_auditors=["peer0.Org3"],
+    )
+    view = applied(gov, gov.view, edited, "Org1", "Org2")
+    assert view.policy_for("kv") == parse_policy("AND(Org1.peer, Org3.peer)")
+    assert (view.config.batch.max_tx_count, view.config.batch.timeout_ms) == (7, 20)
+    assert list(view.config.privacy_auditors) == ["peer0.Org3"]
+    assert gov.view.policy_for("kv") == parse_policy("OR(Org1.peer, Org2.peer)")
