@@ -21,6 +21,7 @@ from dltmw.cli.custody import channel_app, org_app
 from dltmw.cli.errors import UserError
 from dltmw.cli.params import ChannelArg, NetworkDir, NodeArg
 from dltmw.client.contracts import NodeAdmin
+from dltmw.client.files import ClientFiles
 from dltmw.client.governance import (
     current_config,
     genesis_of,
@@ -29,6 +30,7 @@ from dltmw.client.governance import (
 )
 from dltmw.core import config_edit
 from dltmw.core.config_update import update_content
+from dltmw.core.genesis import read_genesis
 from dltmw.core.identity import SigningIdentity
 from dltmw.net.keyfile import read_key
 from dltmw.rpc.status import reason_of
@@ -43,9 +45,17 @@ AsOpt = Annotated[
 ]
 
 
+def _check_channel(network: Path, channel: str) -> None:
+    """UserError unless the network has `channel` and its first orderer is running."""
+    if not (network / "channels" / f"{channel}.block").is_file():
+        raise UserError(f"no channel {channel!r} in {network}")
+    params.check_running(network, read_genesis(genesis_of(network, channel)).orderer_ids()[0])
+
+
 def _write_update(
     network: Path, channel: str, client: str, out: Path, edit: config_edit.Edit
 ) -> None:
+    _check_channel(network, channel)
     view = asyncio.run(current_config(network, client, channel))
     try:
         new = edit(view.config)
@@ -95,6 +105,9 @@ def update(
 
 
 def _submit(network: Path, channel: str, client: str, path: Path) -> None:
+    gateway = ClientFiles.load(network, client).gateway
+    if gateway:
+        params.check_running(network, gateway)
     data = config_update_pb2.ConfigUpdate.FromString(path.read_bytes())
     try:
         tx_id, code, number = asyncio.run(submit_update(network, client, channel, data))

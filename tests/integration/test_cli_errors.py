@@ -93,7 +93,33 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["contract", "install", str(n), "peer9", str(ROOT / "README.md")],
         lambda n, t: ["contract", "list", str(n), "peer0.org1"],
     ],
-}
+    "channel": [
+        lambda n, t: ["channel"],
+        lambda n, t: ["channel", "update", str(n), "trades", "-c", "admin.org1"],
+        lambda n, t: ["channel", "update", str(n), "trades", "--sign", str(t / "no.update")],
+        lambda n, t: ["channel", "update", str(n), "trades", "-o", str(t / "u"), "-c", "nobody"],
+        lambda n, t: ["channel", "update", str(n), "nochannel", "-o", str(t / "u"), "-c",
+                      "admin.org1"],
+        lambda n, t: ["channel", "update", str(n), "trades", "-o", str(t / "u"), "-c",
+                      "admin.org1"],
+        lambda n, t: ["channel", "update", str(n), "trades", "--submit", str(t / "no.update"),
+                      "-c", "admin.org1"],
+        lambda n, t: ["channel", "join", str(n), "trades", "peer9"],
+        lambda n, t: ["channel", "join", str(n), "trades", "peer0.org1"],
+    ],
+    "org": [
+        lambda n, t: ["org"],
+        lambda n, t: ["org", "add", str(n), "trades", "Org9", "-o", str(t / "u"), "-c",
+                      "admin.org1"],
+        lambda n, t: ["org", "remove", str(n), "trades", "Org2", "-o", str(t / "u"), "-c",
+                      "admin.org1"],
+    ],
+    "cert": [
+        lambda n, t: ["cert"],
+        lambda n, t: ["cert", "revoke", str(n), "trades", str(t / "no.pem"), "-o",
+                      str(t / "u"), "-c", "admin.org1"],
+    ],
+}  # fmt: skip
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]
 
 
