@@ -36,6 +36,8 @@ from dltmw.core.identity import Membership, NotAMember, Revoked, SigningIdentity
 from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.rpc.guard import check_tls_org
+from dltmw.rpc.orderer import still_reader
 from dltmw.v1 import config_pb2, config_update_pb2, errors_pb2, transaction_pb2
 
 R = errors_pb2
@@ -461,3 +463,51 @@ def test_endorsement_policy_batch_and_auditors_change(gov: Gov) -> None:
     assert (view.config.batch.max_tx_count, view.config.batch.timeout_ms) == (7, 20)
     assert list(view.config.privacy_auditors) == ["peer0.Org3"]
     assert gov.view.policy_for("kv") == parse_policy("OR(Org1.peer, Org2.peer)")
+
+
+# --- links and streams ----------------------------------------------------------------------
+
+
+class FakeContext:
+    """What `check_tls_org` reads of a call: the caller's TLS certificate."""
+
+    def __init__(self, cert_pem: bytes) -> None:
+        self._auth = {"x509_pem_cert": [cert_pem]}
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+
+def test_a_link_with_a_revoked_tls_certificate_is_refused_as_revoked(gov: Gov) -> None:
+    tls = issue_cert(gov.cas["Org2"], "Org2", "peer0.Org2", "peer", tls=True, hosts=["127.0.0.1"])
+    serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(gov.view.config)
+    config.organizations[1].revoked_serials.append(f"{serial:x}")
+    revoked = channel_view(config)
+    context = FakeContext(tls.cert_pem)
+    check_tls_org(context, gov.view.membership, "Org2")  # type: ignore[arg-type]
+    for org in ("Org2", None):
+        with pytest.raises(ClientError) as err:
+            check_tls_org(context, revoked.membership, org)  # type: ignore[arg-type]
+        assert err.value.reason == R.ERROR_REASON_CERTIFICATE_REVOKED
+
+
+def test_a_removed_org_is_named_as_no_member_on_links_and_streams(gov: Gov) -> None:
+    without = config_edit.with_settings(
+        config_edit.without_org(gov.view.config, "Org3"), endorsement_policy="Org1.peer"
+    )
+    removed = channel_view(without)
+    tls = issue_cert(gov.cas["Org3"], "Org3", "peer0.Org3", "peer", tls=True, hosts=["x"])
+    with pytest.raises(ClientError) as err:
+        check_tls_org(FakeContext(tls.cert_pem), removed.membership, "Org3")  # type: ignore[arg-type]
+    assert err.value.reason == R.ERROR_REASON_NOT_A_MEMBER
+    still_reader(gov.peers["Org3"].identity_bytes, gov.view)  # a member: no error
+    still_reader(gov.orderer.identity_bytes, removed)  # an orderer reads on
+    with pytest.raises(ClientError) as err:
+        still_reader(gov.peers["Org3"].identity_bytes, removed)
+    assert err.value.reason == R.ERROR_REASON_NOT_A_MEMBER
+    revoked = revoke(gov.view, "Org1", gov.peers["Org1"])
+    with pytest.raises(ClientError) as err:
+        still_reader(gov.peers["Org1"].identity_bytes, revoked)
+    assert err.value.reason == R.ERROR_REASON_CERTIFICATE_REVOKED
