@@ -13,10 +13,18 @@ from dltmw.cli.errors import EXIT_USAGE, UserError
 from dltmw.cli.params import ChannelArg
 from dltmw.net.hsm import MODULE_ENV, HsmError
 from dltmw.pki.network import HsmPlan
-from dltmw.pki.org import ChannelPlan, DefinitionError, create_channel, init_org, load_definition
+from dltmw.pki.org import (
+    ChannelPlan,
+    DefinitionError,
+    create_channel,
+    init_org,
+    load_definition,
+    write_network_map,
+)
 
 org_app = typer.Typer(no_args_is_help=True, help="An organisation's own keys and definition.")
 channel_app = typer.Typer(no_args_is_help=True, help="Create channels from org definitions.")
+netmap_app = typer.Typer(no_args_is_help=True, help="The UTXO network map from org definitions.")
 
 
 @org_app.command("init")
@@ -89,3 +97,27 @@ def channel_create(
     except (DefinitionError, HsmError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     typer.echo(f"channel {channel}: block 0 written to {path}")
+
+
+@netmap_app.command("create")
+def netmap_create(
+    org_dir: Annotated[Path, typer.Argument(help="the organisation's directory")],
+    definition: Annotated[
+        list[Path], typer.Option("--definition", "-d", help="an org definition file (repeat)")
+    ],
+    notary_cluster: Annotated[
+        list[str] | None, typer.Option(help="ID=NODE,NODE,NODE,NODE: a notary cluster (repeat)")
+    ] = None,
+) -> None:
+    """Write ORG_DIR/network-map.toml (vaults and notaries of every organisation, with their
+    certificates and endpoints) from the definitions; each organisation runs it with the same
+    definitions and gets the same map."""
+    clusters = {}
+    for spec in notary_cluster or []:
+        cluster, _, members = spec.partition("=")
+        clusters[cluster] = [m for m in members.split(",") if m]
+    try:
+        path = write_network_map(org_dir, [load_definition(d) for d in definition], clusters)
+    except DefinitionError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(f"network map written to {path}")
