@@ -22,7 +22,7 @@ from dltmw.cli import params
 from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
 from dltmw.cli.contract import contract_app
-from dltmw.cli.custody import channel_app, netmap_app, org_app
+from dltmw.cli.custody import cert_app, channel_app, netmap_app, org_app
 from dltmw.cli.errors import EXIT_USAGE, UserError, run
 from dltmw.cli.params import (
     ArgsArg,
@@ -360,6 +360,7 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(org_app, name="org")
 app.add_typer(channel_app, name="channel")
 app.add_typer(netmap_app, name="network-map")
+app.add_typer(cert_app, name="cert")
 
 
 def main() -> None:
