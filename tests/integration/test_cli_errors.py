@@ -93,6 +93,44 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["contract", "install", str(n), "peer9", str(ROOT / "README.md")],
         lambda n, t: ["contract", "list", str(n), "peer0.org1"],
     ],
+    "org": [
+        lambda n, t: ["org"],
+        lambda n, t: ["org", "init"],
+        lambda n, t: ["org", "init", str(t / "missing.toml"), "-o", str(t / "o3")],
+        lambda n, t: [
+            "org",
+            "init",
+            str(ROOT / "services/networks/two-org.toml"),
+            "-o",
+            str(t / "o4"),
+        ],
+    ],
+    "channel": [
+        lambda n, t: ["channel"],
+        lambda n, t: ["channel", "create", str(n), "c", "--member", "Org1", "--orderer", "o"],
+        lambda n, t: [
+            "channel",
+            "create",
+            str(n),
+            "c",
+            "-d",
+            str(ROOT / "README.md"),
+            "--member",
+            "Org1",
+            "--orderer",
+            "orderer0",
+        ],
+    ],
+    "network-map": [
+        lambda n, t: ["network-map"],
+        lambda n, t: ["network-map", "create", str(t), "-d", str(t / "nowhere.json")],
+    ],
+    "cert": [
+        lambda n, t: ["cert"],
+        lambda n, t: ["cert", "renew", str(n), "ghost"],
+        lambda n, t: ["cert", "issue", str(n), "Org1", "user1.org1"],
+        lambda n, t: ["cert", "issue", str(t / "nowhere"), "Org1", "x"],
+    ],
 }
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]
 
