@@ -12,11 +12,25 @@ import typer
 from dltmw.cli.errors import EXIT_USAGE, UserError
 from dltmw.cli.params import ChannelArg
 from dltmw.net.hsm import MODULE_ENV, HsmError
+from dltmw.pki.certs import RenewError, issue_client, renew
 from dltmw.pki.network import HsmPlan
-from dltmw.pki.org import ChannelPlan, DefinitionError, create_channel, init_org, load_definition
+from dltmw.pki.org import (
+    ChannelPlan,
+    DefinitionError,
+    create_channel,
+    init_org,
+    load_definition,
+    write_network_map,
+)
 
-org_app = typer.Typer(no_args_is_help=True, help="An organisation's own keys and definition.")
-channel_app = typer.Typer(no_args_is_help=True, help="Create channels from org definitions.")
+org_app = typer.Typer(
+    no_args_is_help=True, help="An organisation's own keys and definition; add or remove one."
+)
+channel_app = typer.Typer(
+    no_args_is_help=True, help="Create a channel; update its config; join a node to it."
+)
+cert_app = typer.Typer(no_args_is_help=True, help="Issue, renew and revoke certificates.")
+netmap_app = typer.Typer(no_args_is_help=True, help="The UTXO network map from org definitions.")
 
 
 @org_app.command("init")
@@ -89,3 +103,68 @@ def channel_create(
     except (DefinitionError, HsmError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     typer.echo(f"channel {channel}: block 0 written to {path}")
+
+
+@netmap_app.command("create")
+def netmap_create(
+    org_dir: Annotated[Path, typer.Argument(help="the organisation's directory")],
+    definition: Annotated[
+        list[Path], typer.Option("--definition", "-d", help="an org definition file (repeat)")
+    ],
+    notary_cluster: Annotated[
+        list[str] | None, typer.Option(help="ID=NODE,NODE,NODE,NODE: a notary cluster (repeat)")
+    ] = None,
+) -> None:
+    """Write ORG_DIR/network-map.toml (vaults and notaries of every organisation, with their
+    certificates and endpoints) from the definitions; each organisation runs it with the same
+    definitions and gets the same map."""
+    clusters = {}
+    for spec in notary_cluster or []:
+        cluster, _, members = spec.partition("=")
+        clusters[cluster] = [m for m in members.split(",") if m]
+    try:
+        path = write_network_map(org_dir, [load_definition(d) for d in definition], clusters)
+    except DefinitionError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(f"network map written to {path}")
+
+
+@cert_app.command("issue")
+def cert_issue(
+    org_dir: Annotated[Path, typer.Argument(help="the organisation's directory (holds its CA)")],
+    org: Annotated[str, typer.Argument(help="the organisation")],
+    client: Annotated[str, typer.Argument(help="the new client's id")],
+    role: Annotated[str, typer.Option(help="client or admin")] = "client",
+    gateway: Annotated[str | None, typer.Option(help="its gateway node")] = None,
+) -> None:
+    """Add a client (or admin) of ORG: keys, certificates from ORG's CA, client.toml."""
+    try:
+        home = issue_client(org_dir, org, client, role=role, gateway=gateway)
+    except (RenewError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(f"{client} ({role} of {org}) written to {home}")
+
+
+@cert_app.command("renew")
+def cert_renew(
+    org_dir: Annotated[Path, typer.Argument(help="the organisation's directory (holds its CA)")],
+    party: Annotated[str, typer.Argument(help="a node or client of the organisation")],
+    within_days: Annotated[
+        float | None, typer.Option(help="only certificates expiring within DAYS")
+    ] = None,
+    valid_days: Annotated[int, typer.Option(help="validity of the new certificates")] = 825,
+    identity: Annotated[
+        bool, typer.Option(help="a node's identity too (then rotate it by a config update)")
+    ] = False,
+) -> None:
+    """New certificates for PARTY's existing keys (a node restarts to use them)."""
+    try:
+        done = renew(
+            org_dir, party, identity=identity, valid_days=valid_days, within_days=within_days
+        )
+    except (RenewError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    for path in done.written:
+        typer.echo(f"renewed {path}")
+    for why in done.skipped:
+        typer.echo(f"kept {why}")

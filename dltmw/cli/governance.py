@@ -9,15 +9,18 @@ member submits it with `channel update --submit FILE`, which prints the validati
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import grpc
 import typer
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dltmw.cli import params
-from dltmw.cli.custody import channel_app, org_app
+from dltmw.cli.custody import cert_app, channel_app, org_app
 from dltmw.cli.errors import UserError
 from dltmw.cli.params import ChannelArg, NetworkDir, NodeArg
 from dltmw.client.contracts import NodeAdmin
@@ -31,13 +34,12 @@ from dltmw.client.governance import (
 from dltmw.core import config_edit
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
-from dltmw.core.identity import SigningIdentity
 from dltmw.net.keyfile import read_key
+from dltmw.pki.org import DefinitionError, check_definition, load_definition
 from dltmw.rpc.status import reason_of
-from dltmw.v1 import config_pb2, config_update_pb2, transaction_pb2
+from dltmw.v1 import config_pb2, config_update_pb2, identity_pb2, transaction_pb2
 
 # `dltmw org` and `dltmw channel` are shared with the custody commands (org init, channel create)
-cert_app = typer.Typer(no_args_is_help=True, help="Revoke certificates.")
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="file to write the unsigned update to")]
 AsOpt = Annotated[
@@ -130,11 +132,18 @@ def join(network: NetworkDir, channel: ChannelArg, node: NodeArg) -> None:
 
 
 def _peer_config(network: Path, org: str, node_id: str) -> config_pb2.NodeConfig:
+    """A peer of a one-machine network directory, from its certificate and privacy public key
+    (never its private signing key, which may be in an HSM)."""
     home = network / "nodes" / node_id
-    signer = SigningIdentity.from_pem(
-        org, (home / "identity.pem").read_bytes(), read_key(home / "identity.key")
-    )
-    return config_pb2.NodeConfig(node_id=node_id, org_id=org, identity=signer.identity_bytes)
+    cert = x509.load_pem_x509_certificate((home / "identity.pem").read_bytes())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    identity = identity_pb2.Identity(org_id=org, certificate_der=der).SerializeToString()
+    peer = config_pb2.NodeConfig(node_id=node_id, org_id=org, identity=identity)
+    if (home / "privacy.key").exists():
+        key = serialization.load_pem_private_key(read_key(home / "privacy.key"), None)
+        if isinstance(key, X25519PrivateKey):
+            peer.privacy_public_key = key.public_key().public_bytes_raw()
+    return peer
 
 
 @org_app.command("add")
@@ -145,12 +154,27 @@ def org_add(
     out: OutOpt,
     client: AsOpt = "",
     peer: Annotated[list[str] | None, typer.Option(help="a peer of the org (repeat)")] = None,
+    definition: Annotated[
+        Path | None,
+        typer.Option("--definition", "-d", help="ORG's definition (dltmw org init): CA, peers"),
+    ] = None,
     endorsement_policy: Annotated[str | None, typer.Option(help="new default policy")] = None,
 ) -> None:
-    """Write an update that adds ORG (its root CA and peers) as a member."""
+    """Write an update that adds ORG (its root CA and peers) as a member: from its definition
+    (across hosts), or from this network directory (one machine, --peer)."""
     params.check_client(network, client)
-    ca = (network / "orgs" / org / "ca.pem").read_bytes()
-    peers = [_peer_config(network, org, p) for p in peer or []]
+    if definition is not None:
+        try:
+            found = load_definition(definition)
+            check_definition(found, datetime.now(UTC))
+        except DefinitionError as exc:
+            raise UserError(str(exc)) from None
+        if found.organization.org_id != org:
+            raise UserError(f"{definition} defines {found.organization.org_id}, not {org}")
+        ca, peers = found.organization.root_certificate_pem, list(found.peers)
+    else:
+        ca = (network / "orgs" / org / "ca.pem").read_bytes()
+        peers = [_peer_config(network, org, p) for p in peer or []]
 
     def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
         c = config_edit.with_org(c, org, ca, peers)

@@ -18,13 +18,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dltmw.cli import params
+from dltmw.cli import (
+    governance,  # noqa: F401 - adds channel update|join, org add|remove, cert revoke
+    params,
+)
 from dltmw.cli.audit import audit as audit_command
 from dltmw.cli.bench import bench as bench_command
 from dltmw.cli.contract import contract_app
-from dltmw.cli.custody import channel_app, org_app
+from dltmw.cli.custody import cert_app, channel_app, netmap_app, org_app
 from dltmw.cli.errors import EXIT_USAGE, UserError, run
-from dltmw.cli.governance import cert_app  # also adds its commands to channel_app and org_app
 from dltmw.cli.params import (
     ArgsArg,
     ChannelArg,
@@ -360,6 +362,7 @@ app.command()(audit_command)
 app.add_typer(contract_app, name="contract")
 app.add_typer(org_app, name="org")  # org init (custody); org add|remove (governance)
 app.add_typer(channel_app, name="channel")  # channel create; channel update|join
+app.add_typer(netmap_app, name="network-map")
 app.add_typer(cert_app, name="cert")
 
 

@@ -5,14 +5,17 @@ parties are named by their identity (org id + certificate). `dltmw init` writes
 `network-map.toml` at the network root:
 
     [orgs]        <org> = "orgs/<org>/ca.pem"          roots every party must chain to
-    [[nodes]]     id, org, roles, identity = "nodes/<id>/identity.pem"
+    [[nodes]]     id, org, roles, identity = "nodes/<id>/identity.pem", endpoint (optional)
     [[notaries]]  id, validating                        nodes with the "notary" role
     [[notary_clusters]] id, members = [node ids]        n = 3f+1 notary nodes acting as one
                                                         notary named `id` (not in [[notaries]])
 
-Nodes and clients load it once at start (paths are relative to the map file). It maps an
-identity in a transaction to the node that hosts that party's vault, and a transaction's notary
-name to the notary's identity, whose signature every party checks.
+Nodes and clients load it once at start (paths are relative to the map file; a value may also
+be the PEM itself, as in the maps `dltmw network-map create` builds from org definitions). It
+maps an identity in a transaction to the node that hosts that party's vault, and a
+transaction's notary name to the notary's identity, whose signature every party checks. Across
+hosts a node's advertised `endpoint` is in the map too: nodes and clients reach vaults and
+notaries by it (`routes`), verifying the advertised name and the node's organisation's CA.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dltmw.core.identity import Membership
+from dltmw.net.addressbook import Route, split_endpoint
 from dltmw.v1 import identity_pb2
 
 FILE_NAME = "network-map.toml"
@@ -44,6 +48,7 @@ def write_network_map(out: Path, raw: dict[str, Any]) -> Path:
                 "roles": list(n["roles"]),
                 "identity": f"nodes/{n['id']}/identity.pem",
             }
+            | ({"endpoint": n["endpoint"]} if n.get("endpoint") else {})
             for n in raw["nodes"]
         ],
         "notaries": [
@@ -58,6 +63,13 @@ def write_network_map(out: Path, raw: dict[str, Any]) -> Path:
     path = out / FILE_NAME
     path.write_bytes(tomli_w.dumps(doc).encode())
     return path
+
+
+def _pem(base: Path, value: str) -> bytes:
+    """A PEM given inline, or read from a path relative to the map."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.encode()
+    return (base / value).read_bytes()
 
 
 def cluster_members(raw: dict[str, Any]) -> set[str]:
@@ -90,6 +102,7 @@ class Party:
     org_id: str
     roles: frozenset[str]
     identity: bytes
+    endpoint: str = ""  # advertised host:port (across hosts)
 
 
 @dataclass(frozen=True)
@@ -107,17 +120,26 @@ class NetworkMap:
         base = path.resolve().parent
         with path.open("rb") as f:
             raw = tomllib.load(f)
-        roots = {org: (base / p).read_bytes() for org, p in raw["orgs"].items()}
+        roots = {org: _pem(base, p) for org, p in raw["orgs"].items()}
         nodes: dict[str, Party] = {}
         for n in raw["nodes"]:
-            cert = x509.load_pem_x509_certificate((base / n["identity"]).read_bytes())
+            cert = x509.load_pem_x509_certificate(_pem(base, n["identity"]))
             identity = identity_pb2.Identity(
                 org_id=n["org"], certificate_der=cert.public_bytes(serialization.Encoding.DER)
             ).SerializeToString()
-            nodes[n["id"]] = Party(n["id"], n["org"], frozenset(n["roles"]), identity)
+            roles = frozenset(n["roles"])
+            nodes[n["id"]] = Party(n["id"], n["org"], roles, identity, n.get("endpoint", ""))
         validating = {n["id"]: bool(n["validating"]) for n in raw.get("notaries", [])}
         clusters = {c["id"]: tuple(c["members"]) for c in raw.get("notary_clusters", [])}
         return NetworkMap(roots, nodes, validating, clusters)
+
+    def routes(self) -> dict[str, Route]:
+        """Routes to the parties that advertise an endpoint (`net/addressbook.py`)."""
+        return {
+            p.node_id: Route(p.endpoint, split_endpoint(p.endpoint)[0], self.roots[p.org_id])
+            for p in self.nodes.values()
+            if p.endpoint and p.org_id in self.roots
+        }
 
     def is_notary(self, name: str) -> bool:
         """True if `name` is a single notary or a notary cluster of the map."""

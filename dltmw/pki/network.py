@@ -170,23 +170,8 @@ def init_network(
         )
         if "peer" in node["roles"]:
             privacy[node["id"]] = _privacy_key(home, material.privacy_key(node["id"]))
-    nodes = {n["id"]: n for n in raw["nodes"]}
     for client in _clients(raw):
-        home = out / "clients" / client["id"]
-        role = client.get("role", "client")
-        _party(home, cas, client["org"], client["id"], role, [], material, hsm)
-        gateway = client.get("gateway") or _default_gateway(raw, client["org"])
-        client_cfg = {"id": client["id"], "org": client["org"], "gateway": gateway}
-        files = _files(home, out, client["org"], key_of(client["id"]))
-        if endpoint := nodes.get(gateway, {}).get("endpoint"):
-            client_cfg["gateway_endpoint"] = endpoint  # across hosts: no address book needed
-            ca = out / "orgs" / nodes[gateway]["org"] / "ca.pem"
-            files["gateway_ca"] = os.path.relpath(ca, home)
-        cfg = {
-            "client": client_cfg,
-            "files": files,
-        }
-        _write(home / "client.toml", tomli_w.dumps(cfg).encode())
+        write_client(out, raw, cas[client["org"]], client, material, hsm, key_of(client["id"]))
     write_network_map(out, raw)
     for ch in raw.get("channels", []):
         config = _channel_config(ch, raw, cas, identities, privacy)
@@ -217,6 +202,32 @@ def init_network(
         }
         _write(home / "node.toml", tomli_w.dumps(cfg).encode())
     return topo
+
+
+def write_client(
+    out: Path,
+    raw: dict[str, Any],
+    ca: IssuedCert,
+    client: dict[str, Any],
+    material: Material = FRESH,
+    hsm: HsmPlan | None = None,
+    key: str = "identity.key",
+) -> Path:
+    """A client's keys, certificates (from its organisation's CA) and client.toml under
+    `out/clients/<id>`, with its gateway (its own, else its organisation's first)."""
+    home: Path = out / "clients" / str(client["id"])
+    role = client.get("role", "client")
+    _party(home, {client["org"]: ca}, client["org"], client["id"], role, [], material, hsm)
+    nodes = {n["id"]: n for n in raw["nodes"]}
+    gateway = client.get("gateway") or _default_gateway(raw, client["org"])
+    client_cfg = {"id": client["id"], "org": client["org"], "gateway": gateway}
+    files = _files(home, out, client["org"], key)
+    if endpoint := nodes.get(gateway, {}).get("endpoint"):
+        client_cfg["gateway_endpoint"] = endpoint  # across hosts: no address book needed
+        gateway_ca = out / "orgs" / nodes[gateway]["org"] / "ca.pem"
+        files["gateway_ca"] = os.path.relpath(gateway_ca, home)
+    _write(home / "client.toml", tomli_w.dumps({"client": client_cfg, "files": files}).encode())
+    return home
 
 
 def _clients(raw: dict[str, Any]) -> list[dict[str, Any]]:

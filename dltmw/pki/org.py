@@ -20,12 +20,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -36,6 +37,8 @@ from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import IdentityError, Membership, tls_org_matches
 from dltmw.net.addressbook import split_endpoint
 from dltmw.net.keyfile import read_key
+from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
+from dltmw.net.netmap import check_clusters, cluster_members
 from dltmw.net.signer import key_ref, load_signer
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, Material
@@ -96,6 +99,13 @@ def _definition(out: Path, raw: dict[str, Any]) -> org_pb2.OrgDefinition:
             definition.orderers.append(entry)
         if "peer" in node["roles"]:
             definition.peers.append(entry)
+        definition.parties.add(
+            node_id=node["id"],
+            roles=node["roles"],
+            identity=entry.identity,
+            endpoint=entry.endpoint,
+            validating=bool(node.get("validating", False)),
+        )
         definition.tls_certificates[node["id"]] = (home / "tls.pem").read_bytes()
     return definition
 
@@ -132,8 +142,17 @@ def check_definition(definition: org_pb2.OrgDefinition, now: datetime) -> None:
             _check_identity(membership, node, role, now, where)
             _check_tls(membership, definition, node, where)
             seen.add(node.node_id)
+    for party in definition.parties:
+        where = f"{org} node {party.node_id!r}"
+        role = "orderer" if list(party.roles) == ["orderer"] else "peer"  # as init issues them
+        entry = config_pb2.NodeConfig(
+            node_id=party.node_id, org_id=org, identity=party.identity, endpoint=party.endpoint
+        )
+        _check_identity(membership, entry, role, now, where)
+        _check_tls(membership, definition, entry, where)
+        seen.add(party.node_id)
     if not seen:
-        raise DefinitionError(f"{org}: the definition names no peer or orderer")
+        raise DefinitionError(f"{org}: the definition names no node")
 
 
 def _check_identity(
@@ -238,6 +257,48 @@ def create_channel(
     return path
 
 
+def write_network_map(
+    org_dir: Path,
+    definitions: Sequence[org_pb2.OrgDefinition],
+    clusters: Mapping[str, Sequence[str]] | None = None,
+    now: datetime | None = None,
+) -> Path:
+    """Write `org_dir/network-map.toml` (the UTXO parties and notaries, `net/netmap.py`) from
+    checked definitions, every certificate inline: every organisation building it from the
+    same definitions gets the same map. `clusters`: notary clusters, id -> member node ids."""
+    raw: dict[str, Any] = {"orgs": [], "nodes": [], "notary_clusters": []}
+    doc: dict[str, Any] = {"orgs": {}, "nodes": [], "notaries": [], "notary_clusters": []}
+    for definition in definitions:
+        check_definition(definition, now or datetime.now(UTC))
+        org = definition.organization.org_id
+        if org in doc["orgs"]:
+            raise DefinitionError(f"two definitions of {org}")
+        doc["orgs"][org] = definition.organization.root_certificate_pem.decode()
+        for party in definition.parties:
+            identity = identity_pb2.Identity.FromString(party.identity)
+            cert = x509.load_der_x509_certificate(identity.certificate_der)
+            pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+            node = {"id": party.node_id, "org": org, "roles": list(party.roles), "identity": pem}
+            doc["nodes"].append(node | ({"endpoint": party.endpoint} if party.endpoint else {}))
+            raw["nodes"].append(node | {"validating": party.validating})
+    for cluster, members in (clusters or {}).items():
+        raw["notary_clusters"].append({"id": cluster, "members": list(members)})
+    try:
+        check_clusters(raw)
+    except ValueError as exc:
+        raise DefinitionError(str(exc)) from exc
+    in_clusters = cluster_members(raw)
+    doc["notaries"] = [
+        {"id": n["id"], "validating": n["validating"]}
+        for n in raw["nodes"]
+        if "notary" in n["roles"] and n["id"] not in in_clusters
+    ]
+    doc["notary_clusters"] = raw["notary_clusters"]
+    path = org_dir / NETWORK_MAP
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
 def _config(
     plan: ChannelPlan, by_org: dict[str, org_pb2.OrgDefinition]
 ) -> config_pb2.ChannelConfig:
@@ -276,5 +337,6 @@ __all__ = [
     "create_channel",
     "init_org",
     "load_definition",
+    "write_network_map",
     "to_json",
 ]

@@ -215,6 +215,8 @@ class Node:
         roots file holds only its own CA). Asked by the TLS layer at each handshake, so a
         channel joined later is trusted from then on."""
         roots = [self.ctx.tls.roots_pem]
+        if self.utxo.netmap is not None:  # the UTXO counterparties and notaries of every org
+            roots += list(self.utxo.netmap.roots.values())
         served: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]
         for channel in served:
             config = channel.view.config

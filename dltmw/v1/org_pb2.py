@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dltmw.v1 import config_pb2 as dltmw_dot_v1_dot_config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64ltmw/v1/org.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/config.proto\"\x90\x02\n\rOrgDefinition\x12\x32\n\x0corganization\x18\x01 \x01(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12&\n\x08orderers\x18\x03 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12\x46\n\x10tls_certificates\x18\x04 \x03(\x0b\x32,.dltmw.v1.OrgDefinition.TlsCertificatesEntry\x1a\x36\n\x14TlsCertificatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64ltmw/v1/org.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/config.proto\"\xb2\x02\n\rOrgDefinition\x12\x32\n\x0corganization\x18\x01 \x01(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12&\n\x08orderers\x18\x03 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12\x46\n\x10tls_certificates\x18\x04 \x03(\x0b\x32,.dltmw.v1.OrgDefinition.TlsCertificatesEntry\x12 \n\x07parties\x18\x05 \x03(\x0b\x32\x0f.dltmw.v1.Party\x1a\x36\n\x14TlsCertificatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"_\n\x05Party\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x12\n\nvalidating\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._loaded_options = None
   _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._serialized_options = b'8\001'
   _globals['_ORGDEFINITION']._serialized_start=56
-  _globals['_ORGDEFINITION']._serialized_end=328
-  _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._serialized_start=274
-  _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._serialized_end=328
+  _globals['_ORGDEFINITION']._serialized_end=362
+  _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._serialized_start=308
+  _globals['_ORGDEFINITION_TLSCERTIFICATESENTRY']._serialized_end=362
+  _globals['_PARTY']._serialized_start=364
+  _globals['_PARTY']._serialized_end=459
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,7 @@ class OrgDefinition(_message.Message):
     PEERS_FIELD_NUMBER: _builtins.int
     ORDERERS_FIELD_NUMBER: _builtins.int
     TLS_CERTIFICATES_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def organization(self) -> _config_pb2.OrganizationConfig:
         """The organisation's id and root CA certificate, as the channel config will carry them."""
@@ -71,6 +72,12 @@ class OrgDefinition(_message.Message):
         by the organisation's CA, naming the node's advertised host); not part of the config.
         """
 
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Party]:
+        """Every node of the organisation with its roles, for the network map of the notarised-UTXO
+        flow (`dltmw network-map create`): vaults and notaries are not named by channel configs.
+        """
+
     def __init__(
         self,
         *,
@@ -78,11 +85,52 @@ class OrgDefinition(_message.Message):
         peers: _abc.Iterable[_config_pb2.NodeConfig] | None = ...,
         orderers: _abc.Iterable[_config_pb2.NodeConfig] | None = ...,
         tls_certificates: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        parties: _abc.Iterable[Global___Party] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["orderers", b"orderers", "organization", b"organization", "peers", b"peers", "tls_certificates", b"tls_certificates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orderers", b"orderers", "organization", b"organization", "parties", b"parties", "peers", b"peers", "tls_certificates", b"tls_certificates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrgDefinition: _TypeAlias = OrgDefinition  # noqa: Y015
+
+@_typing.final
+class Party(_message.Message):
+    """Party is a node as the UTXO network map names it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    VALIDATING_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """Node id, unique in the network."""
+    identity: _builtins.bytes
+    """Serialised Identity the node signs with."""
+    endpoint: _builtins.str
+    """Advertised "host:port"; empty on one machine."""
+    validating: _builtins.bool
+    """Notaries only: it verifies transactions, not just their inputs."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its roles, e.g. "vault", "notary", "peer"."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        identity: _builtins.bytes = ...,
+        endpoint: _builtins.str = ...,
+        validating: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "identity", b"identity", "node_id", b"node_id", "roles", b"roles", "validating", b"validating"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Party: _TypeAlias = Party  # noqa: Y015

@@ -106,6 +106,9 @@ BAD: dict[str, list[Args]] = {
                       "-c", "admin.org1"],
         lambda n, t: ["channel", "join", str(n), "trades", "peer9"],
         lambda n, t: ["channel", "join", str(n), "trades", "peer0.org1"],
+        lambda n, t: ["channel", "create", str(n), "c", "--member", "Org1", "--orderer", "o"],
+        lambda n, t: ["channel", "create", str(n), "c", "-d", str(ROOT / "README.md"),
+                      "--member", "Org1", "--orderer", "orderer0"],
     ],
     "org": [
         lambda n, t: ["org"],
@@ -113,11 +116,22 @@ BAD: dict[str, list[Args]] = {
                       "admin.org1"],
         lambda n, t: ["org", "remove", str(n), "trades", "Org2", "-o", str(t / "u"), "-c",
                       "admin.org1"],
+        lambda n, t: ["org", "init"],
+        lambda n, t: ["org", "init", str(t / "missing.toml"), "-o", str(t / "o3")],
+        lambda n, t: ["org", "init", str(ROOT / "services/networks/two-org.toml"), "-o",
+                      str(t / "o4")],
+    ],
+    "network-map": [
+        lambda n, t: ["network-map"],
+        lambda n, t: ["network-map", "create", str(t), "-d", str(t / "nowhere.json")],
     ],
     "cert": [
         lambda n, t: ["cert"],
         lambda n, t: ["cert", "revoke", str(n), "trades", str(t / "no.pem"), "-o",
                       str(t / "u"), "-c", "admin.org1"],
+        lambda n, t: ["cert", "renew", str(n), "ghost"],
+        lambda n, t: ["cert", "issue", str(n), "Org1", "user1.org1"],
+        lambda n, t: ["cert", "issue", str(t / "nowhere"), "Org1", "x"],
     ],
 }  # fmt: skip
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]

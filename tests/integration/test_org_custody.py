@@ -1,7 +1,9 @@
 """Each organisation keeps its own keys: three organisations run `dltmw org init` into three
 separate directories (nothing shared between them), exchange only their definitions, the
 orderer organisation runs `dltmw channel create` and hands out block 0, every organisation
-lists it for its nodes, and a transaction endorsed by both member organisations commits. The
+lists it for its nodes, and a transaction endorsed by both member organisations commits; each
+builds the UTXO network map from the same definitions, and Org1's vault issues cash to Org2's,
+notarised by OrdererOrg's notary, each reaching the others by their advertised endpoints. The
 directories are then scanned: none holds a private key of another organisation. A definition
 whose certificates are not its organisation's is refused and no block is written.
 """
@@ -21,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dltmw.client import GatewayClient
+from dltmw.client.utxo import PartyFiles, VaultClient, holdings_of
 from dltmw.net.keyfile import read_key
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.org import load_definition, to_json
@@ -39,18 +42,20 @@ def free_port(host: str) -> int:
 
 
 def org_topology(org: str) -> str:
+    """One organisation's own topology: OrdererOrg runs the orderer and a notary, Org1 and
+    Org2 a peer that is also a UTXO vault, and a client."""
     host = HOSTS[org]
+
+    def node(nid: str, roles: str) -> str:
+        endpoint = f"{host}:{free_port(host)}"
+        return f'[[nodes]]\nid = "{nid}"\norg = "{org}"\nroles = {roles}\nendpoint = "{endpoint}"\n'
+
+    head = f'name = "{org.lower()}"\n[[orgs]]\nid = "{org}"\n'
     if org == "OrdererOrg":
-        node = f'id = "orderer0"\norg = "{org}"\nroles = ["orderer"]\n'
-    else:
-        n = org[-1]
-        node = f'id = "peer0.org{n}"\norg = "{org}"\nroles = ["peer", "gateway"]\n'
-        node += f'[[clients]]\nid = "user1.org{n}"\norg = "{org}"\n'
-    endpoint = f'endpoint = "{host}:{free_port(host)}"\n'
-    first, _, rest = node.partition("[[clients]]")
-    return f'name = "{org.lower()}"\n[[orgs]]\nid = "{org}"\n[[nodes]]\n{first}{endpoint}' + (
-        f"[[clients]]{rest}" if rest else ""
-    )
+        return head + node("orderer0", '["orderer"]') + node("notary0", '["notary"]')
+    n = org[-1]
+    client = f'[[clients]]\nid = "user1.org{n}"\norg = "{org}"\n'
+    return head + node(f"peer0.org{n}", '["peer", "gateway", "vault"]') + client
 
 
 def dltmw(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,6 +71,8 @@ def list_block(org_dir: Path, block: Path) -> None:
         shutil.copy(block, mine)
     for node_toml in org_dir.glob("nodes/*/node.toml"):
         doc = tomllib.loads(node_toml.read_text())
+        if not {"peer", "orderer"} & set(doc["node"]["roles"]):
+            continue  # a notary serves no channel
         doc["channels"] = {"genesis": [str(mine)]}
         node_toml.write_text(tomli_w.dumps(doc))
 
@@ -108,11 +115,21 @@ async def test_three_organisations_with_their_own_keys_make_a_channel(tmp_path: 
     try:
         for out in dirs.values():
             list_block(out, block)
+            all_defs = (a for d in definitions.values() for a in ("-d", str(d)))
+            mapped = dltmw("network-map", "create", str(out), *all_defs)  # each its own copy
+            assert mapped.returncode == 0, mapped.stderr
             sups.append(Supervisor(out))
             sups[-1].up(timeout_s=60)
         async with await GatewayClient.connect(dirs["Org1"], "user1.org1") as client:
             done = await client.submit_transaction("trades", "bank", "open", "A", "100")
             assert done.status.result == VALID  # endorsed by both organisations' peers
+        # the notarised UTXO flow across the directories: Org1's vault issues cash to Org2's
+        # vault, notarised by OrdererOrg's notary; Org2 holds it
+        org1 = await VaultClient.connect(PartyFiles.load(dirs["Org1"], "user1.org1"), "peer0.org1")
+        org2 = await VaultClient.connect(PartyFiles.load(dirs["Org2"], "user1.org2"), "peer0.org2")
+        issued = await org1.issue("cash", org1.identity_of("peer0.org2"), "JPY", 500)
+        assert issued.tx_id
+        assert holdings_of(await org2.query()) == {("cash", "JPY"): 500}
     finally:
         codes = [c for sup in sups for c in sup.stop_all().values()]
     assert all(c == 0 for c in codes), codes

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from dltmw.net.netmap import NetworkMap
 from dltmw.pki.ca import IssuedCert, issue_cert
-from dltmw.pki.org import ChannelPlan, DefinitionError, check_definition, create_channel, init_org
+from dltmw.pki.org import (
+    ChannelPlan,
+    DefinitionError,
+    check_definition,
+    create_channel,
+    init_org,
+    write_network_map,
+)
 from dltmw.v1 import org_pb2
 
 NOW = datetime.now(UTC)
@@ -122,3 +130,21 @@ def test_org_init_takes_one_organisation_without_channels(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="ONE organisation"):
         init_org(topo, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_every_org_builds_the_same_network_map_with_inline_certificates(orgs) -> None:
+    tmp, defs = orgs
+    a, b = tmp / "map-a", tmp / "map-b"
+    a.mkdir()
+    b.mkdir()
+    write_network_map(a, list(defs.values()))
+    write_network_map(b, list(defs.values()))
+    assert (a / "network-map.toml").read_bytes() == (b / "network-map.toml").read_bytes()
+    netmap = NetworkMap.load(a / "network-map.toml")  # nothing else in the directory
+    assert set(netmap.nodes) == {"o1", "p1", "p2"} and set(netmap.roots) == {"Ord", "Org1", "Org2"}
+    assert netmap.nodes["p2"].identity == defs["Org2"].peers[0].identity
+    routes = netmap.routes()
+    assert routes["p2"].address == "10.0.0.2:7051" and routes["p2"].tls_name == "10.0.0.2"
+    assert routes["p2"].roots_pem == defs["Org2"].organization.root_certificate_pem
+    with pytest.raises(DefinitionError, match="3f\\+1"):
+        write_network_map(a, list(defs.values()), {"nc": ["p1", "p2"]})

@@ -32,18 +32,20 @@ class UtxoServices:
         self.notary: NotaryRole | ClusterNotaryRole | None = None
         self.vault: VaultRole | None = None
         self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
+        self.netmap: NetworkMap | None = None  # the UTXO parties, with roles notary/vault
         self._window_s = config.limits.timestamp_window_s
         self._org_id = config.org_id
         if not UTXO_ROLES & config.roles:
             return
         if config.network_map is None:
             raise ValueError("roles notary/vault need files.network_map in node.toml")
-        self.netmap = NetworkMap.load(config.network_map)
-        membership = self.netmap.membership()
+        netmap = self.netmap = NetworkMap.load(config.network_map)
+        ctx.addresses.learn(netmap.routes())  # vaults and notaries on other hosts
+        membership = netmap.membership()
         cluster = None
         if "notary" in config.roles:
             cluster = build_cluster_role(
-                ctx, self.netmap, config.data_dir, config.synchronous, pool, config.limits.queue_max
+                ctx, netmap, config.data_dir, config.synchronous, pool, config.limits.queue_max
             )
         if cluster is not None:
             self.notary, self.clusters[cluster.cluster_id] = cluster, cluster
@@ -60,14 +62,14 @@ class UtxoServices:
                 notary_store,
                 membership,
                 pool,
-                validating=self.netmap.validating.get(config.node_id, False),
+                validating=netmap.validating.get(config.node_id, False),
                 queue_max=config.limits.queue_max,
             )
         if "vault" in config.roles:
             store = VaultStore(
                 config.data_dir / "vault.sqlite", config.synchronous, ctx.storage_retry
             )
-            self.vault = VaultRole(ctx, store, self.netmap, membership)
+            self.vault = VaultRole(ctx, store, netmap, membership)
 
     async def start(self) -> None:
         """Open stores and start the roles."""
