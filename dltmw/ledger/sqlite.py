@@ -414,12 +414,7 @@ def _versions(
 def _values(
     reader: SnapshotReader, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], bytes]:
-    found: dict[tuple[str, str], bytes] = {}
-    for ns, key in keys:
-        got = reader.get(ns, key)
-        if got is not None:
-            found[(ns, key)] = got[0]
-    return found
+    return {(ns, key): got[0] for ns, key in keys if (got := reader.get(ns, key)) is not None}
 
 
 def _ranges(

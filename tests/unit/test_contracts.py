@@ -102,7 +102,19 @@ BANK_ROWS = [
 FIELDS = ("function", "args", "payload", "want_reads", "want_writes")
 
 
-def _check_bank(
+READING = ("open", "payment", "balance")  # bank's functions that are bank_rmw's
+
+
+@pytest.mark.parametrize(
+    ("contract", *FIELDS),
+    [pytest.param(BankRmwContract(), *p.values, id=f"bank_rmw-{p.id}") for p in BANK_ROWS]
+    + [
+        pytest.param(BankContract(), *p.values, id=f"bank-{p.id}")
+        for p in BANK_ROWS
+        if p.values[0] in READING
+    ],
+)
+def test_bank_functions(
     contract: Contract,
     function: str,
     args: list[bytes],
@@ -116,30 +128,6 @@ def _check_bank(
     assert result.rwset.namespace == contract.name
     assert reads(result) == want_reads
     assert writes(result) == want_writes
-
-
-@pytest.mark.parametrize(FIELDS, BANK_ROWS)
-def test_bank_rmw_functions(
-    function: str,
-    args: list[bytes],
-    payload: bytes,
-    want_reads: list[tuple[str, Version | None]],
-    want_writes: list[tuple[str, bytes]],
-) -> None:
-    _check_bank(BankRmwContract(), function, args, payload, want_reads, want_writes)
-
-
-@pytest.mark.parametrize(
-    FIELDS, [p for p in BANK_ROWS if p.values[0] in ("open", "payment", "balance")]
-)
-def test_bank_functions_that_read_are_the_rmw_banks(
-    function: str,
-    args: list[bytes],
-    payload: bytes,
-    want_reads: list[tuple[str, Version | None]],
-    want_writes: list[tuple[str, bytes]],
-) -> None:
-    _check_bank(BankContract(), function, args, payload, want_reads, want_writes)
 
 
 @pytest.mark.parametrize(
