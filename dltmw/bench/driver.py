@@ -34,6 +34,7 @@ class Outcome:
     finished: float
     block: int = -1
     detail: str = ""  # the server's message for a failure (the report keeps one per reason)
+    index: int = -1  # tx_index within `block` (the order peers validated in)
 
     @property
     def latency_s(self) -> float:
@@ -107,6 +108,7 @@ class GatewayDriver:
             started,
             time.perf_counter(),
             int(done.status.block_number),
+            index=int(done.status.tx_index),
         )
 
     async def close(self) -> None:

@@ -7,6 +7,10 @@ figures of every point and the command:
 
 - `contention` — paper III.2(2): the bank mix with the account choice going from uniform to Zipf
   to one hot account; throughput and abort rate against key contention.
+- `hotkey` — issue 13: ONE account, deposits and withdrawals (workload `hot`), with the paper's
+  read-modify-write bank (`bank_rmw`, the before) and with bounded deltas (`bank`) in one run;
+  every run checks on every peer that the balance never went below 0 and ends at the opening
+  balance plus the valid deltas (`bench/hotkey.py`).
 - `channels` — paper Figure 5: 1, 2, 4 channels on the same nodes, each channel fed the same
   closed-loop load (`--in-flight` and `--txs` per channel); does total throughput grow with
   channels executing in parallel, and where does the machine stop it (see CPU cores used)?
@@ -124,6 +128,14 @@ def _bank(skew: str) -> Point:
     return point
 
 
+def _hot(contract: str) -> Point:
+    def point(cfg: BenchConfig) -> BenchConfig:
+        params = {**cfg.params, "contract": contract}
+        return dataclasses.replace(cfg, params=params, label=f"hot-{contract}")
+
+    return point
+
+
 def _channels(n: int) -> Point:
     """n channels, each fed like the one-channel point: --in-flight and --txs per channel.
 
@@ -177,6 +189,12 @@ EXPERIMENTS: dict[str, Experiment] = {
         "account choice (1000 accounts)",
         tuple((s, _bank(s)) for s in ("uniform", "zipf:1", "zipf:2", "hot")),
         _with_workload("bank", {"accounts": "1000"}),
+    ),
+    "hotkey": Experiment(
+        "One hot account (issue 13): deposits and withdrawals, read-modify-write vs deltas",
+        "contract (bank_rmw: read-modify-write; bank: bounded deltas)",
+        (("bank_rmw", _hot("bank_rmw")), ("bank", _hot("bank"))),
+        _with_workload("hot", {}),
     ),
     "channels": Experiment(
         "Throughput against channels on the same nodes (paper Figure 5), kv blind writes",
@@ -290,7 +308,8 @@ def experiment_section(
         f"\n![{exp.title}]({plot.relative_to(results_dir).as_posix()})\n\n",
         "| point | submitted | valid tx/s | valid tx/s, every run | committed tx/s | abort rate "
         "| invalid by code | failed | p50/p99 ms | CPU cores used | valid tx per CPU-s "
-        "| CPU ms per tx | tx per block | of sig-verify bound | counts add up / ledgers agree |\n",
+        "| CPU ms per tx | tx per block | of sig-verify bound "
+        "| counts add up / ledgers agree (/ invariants) |\n",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     ]
     for label, s, every in done:
@@ -298,7 +317,8 @@ def experiment_section(
         frac = s["fraction_of_bound"].get("signature_verification")
         bound = f"{frac:.0%}" if frac is not None else "n/a"
         spread = ", ".join(f"{x['rates']['valid_tx_s']:.1f}" for x in every)
-        agree = all(x["checks"]["counts_add_up"] and x["checks"]["ledgers_agree"] for x in every)
+        agree = all(all(x["checks"].values()) for x in every)
+        held = f" / {ch['invariants_hold']}" if "invariants_hold" in ch else ""
         lines.append(
             f"| {label} | {c['submitted']} | {r['valid_tx_s']:.1f} | {spread} "
             f"| {r['committed_tx_s']:.1f} | {s['abort_rate']:.0%} | {c['invalid_by_code'] or 0} "
@@ -306,7 +326,7 @@ def experiment_section(
             f"| {s['cpu_cores_used_total']:.2f} | {s['valid_tx_per_cpu_s']:.0f} "
             f"| {sum(s['cpu_ms_per_committed_tx'].values()):.2f} "
             f"| {s['blocks']['mean_tx_per_block']:.1f} | {bound} "
-            f"| {ch['counts_add_up']} / {ch['ledgers_agree']} (all runs: {agree}) |\n"
+            f"| {ch['counts_add_up']} / {ch['ledgers_agree']}{held} (all runs: {agree}) |\n"
         )
     lines.extend(f"| {label} | failed: {err} |\n" for label, err in errors.items())
     return "".join(lines)

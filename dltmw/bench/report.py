@@ -186,11 +186,13 @@ def summarise(result: RunResult, command: str) -> dict[str, Any]:
         "bounds": bound_info,
         "fraction_of_bound": fractions,
         "ledgers": ledgers,
+        "invariants": result.invariants,
         "checks": {
             "counts_add_up": counts["submitted"] == counts["valid"] + invalid_n + failed_n,
             "ledgers_agree": bool(ledgers)
             and all(v["missing"] == 0 and v["mismatched"] == 0 for v in ledgers.values())
             and all(v["valid"] == counts["valid"] for v in ledgers.values()),
+            **({"invariants_hold": bool(result.invariants["hold"])} if result.invariants else {}),
         },
     }
 
@@ -244,6 +246,14 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table.add_row(
         "counts add up / ledgers agree", f"{checks['counts_add_up']} / {checks['ledgers_agree']}"
     )
+    for channel, inv in s.get("invariants", {}).items():
+        if channel != "hold":
+            table.add_row(
+                f"hot account on {channel}: >= 0 / final == initial + valid deltas (every peer)",
+                f"{inv['bound_kept']} (lowest {inv['lowest_balance']}) / {inv['final_equal']} "
+                f"({inv['expected_balance']}); {inv['bound_violations']} bound violations, "
+                f"justified {inv['violations_justified']}",
+            )
     console.print(table)
     console.print(f"machine: {s['run']['machine']} (shared; figures under contention are noisy)")
     console.print(f"command: {s['run']['command']}")

@@ -20,15 +20,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dltmw.bench import procstats
 from dltmw.bench.driver import Driver, Outcome, make_driver
+from dltmw.bench.hotkey import check_hot_account
 from dltmw.bench.limits import Limits, probe
 from dltmw.bench.topology import NetworkShape, topology_toml
-from dltmw.bench.workloads import Op, Workload, make_workload
+from dltmw.bench.workloads import HotAccountWorkload, Op, Workload, make_workload
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 
@@ -75,6 +77,7 @@ class RunResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
     ledgers: dict[str, dict[str, int]] = field(default_factory=dict)
+    invariants: dict[str, Any] = field(default_factory=dict)  # the workload's own, if any
     pids: dict[str, int] = field(default_factory=dict)
     started_utc: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
@@ -132,6 +135,11 @@ async def _session(
         await driver.close()
     console.print("checking every peer's ledger ...")
     result.ledgers = await check_ledgers(net, cfg.shape, result.records)
+    if isinstance(workload, HotAccountWorkload):
+        console.print("checking the hot account on every peer ...")
+        result.invariants = await check_hot_account(
+            lambda peer, ch: ledger_path(net, peer, ch), cfg.shape, workload, result.records
+        )
 
 
 async def _setup(driver: Driver, ops: Sequence[Op], in_flight: int) -> list[tuple[Op, Outcome]]:

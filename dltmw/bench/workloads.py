@@ -218,10 +218,61 @@ class BankWorkload:
         return Op(channel, "bank", "payment", (self.account(a), self.account(b), amount))
 
 
+class HotAccountWorkload:
+    """`hot`: deposits and withdrawals on ONE account per channel (issue 13: the omnibus or fee
+    account that collapses under read-modify-write).
+
+    Parameters: `contract` — `bank` (deposits and withdrawals are bounded deltas) or `bank_rmw`
+    (the paper's read-modify-write, the before); `withdraw` — the share of withdrawals (default
+    0.5); `initial` — the opening balance (default 1000, small on purpose: withdrawals then
+    sometimes meet the bound 0, so the run exercises DELTA_BOUND_VIOLATED); amounts are 1..100.
+    After the run `bench/hotkey.py` checks every peer: the balance never went below 0 and the
+    final balance equals the opening one plus the valid deltas.
+    """
+
+    name = "hot"
+    driver_kind = "gateway"
+    AMOUNT_MAX = 100
+
+    def __init__(self, params: Mapping[str, str], seed: int) -> None:
+        _take(params, {"contract", "withdraw", "initial"})
+        self.contract = params.get("contract", "bank")
+        if self.contract not in ("bank", "bank_rmw"):
+            raise ParamError(f"contract must be bank or bank_rmw, got {self.contract!r}")
+        self.contracts: tuple[str, ...] = (self.contract,)
+        try:
+            self.withdraw = float(params.get("withdraw", "0.5"))
+        except ValueError as exc:
+            raise ParamError("withdraw must be a number in [0, 1]") from exc
+        if not 0 <= self.withdraw <= 1:
+            raise ParamError("withdraw must be a number in [0, 1]")
+        self.initial = _int(params, "initial", 1000, low=0)
+        self.rng = random.Random(seed)
+        self.account = f"hot{seed}"
+
+    def params(self) -> dict[str, object]:
+        """See the class docstring."""
+        return {"contract": self.contract, "withdraw": self.withdraw, "initial": self.initial}
+
+    def setup_ops(self, channels: tuple[str, ...]) -> list[Op]:
+        """Open the account on every channel."""
+        return [Op(ch, self.contract, "open", (self.account, str(self.initial))) for ch in channels]
+
+    def op(self, seq: int, channel: str) -> Op:
+        """A deposit or a withdrawal of 1..100 on the account."""
+        kind = "withdraw" if self.rng.random() < self.withdraw else "deposit"
+        amount = str(self.rng.randint(1, self.AMOUNT_MAX))
+        return Op(channel, self.contract, kind, (self.account, amount))
+
+
 WorkloadFactory = Callable[[Mapping[str, str], int], Workload]
 
 #: Name -> factory(params, seed). `utxo` and `private` register here when they exist.
-WORKLOADS: dict[str, WorkloadFactory] = {"kv": KvWorkload, "bank": BankWorkload}
+WORKLOADS: dict[str, WorkloadFactory] = {
+    "kv": KvWorkload,
+    "bank": BankWorkload,
+    "hot": HotAccountWorkload,
+}
 
 
 def make_workload(name: str, params: Mapping[str, str], seed: int) -> Workload:

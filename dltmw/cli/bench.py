@@ -49,7 +49,9 @@ def bench(
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
         str | None,
-        typer.Option(help="run an experiment: contention, channels, replicas, latency or bus"),
+        typer.Option(
+            help="run an experiment: contention, hotkey, channels, replicas, latency or bus"
+        ),
     ] = None,
     repeat: Annotated[
         int, typer.Option(help="experiment: runs per point, interleaved; reports the median")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dltmw.contract_sdk.base import Context, Contract, FunctionSpec, query, transaction
 from dltmw.contract_sdk.types import Label, Text
-from dltmw.core.contract import ContractError, TxInfo
+from dltmw.core.contract import ContractError, DeltaRefused, TxInfo
 from dltmw.core.contract_package import SDK_VERSION
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Context",
     "Contract",
     "ContractError",
+    "DeltaRefused",
     "FunctionSpec",
     "Label",
     "Text",

@@ -60,18 +60,25 @@ class Context:
     """What a contract function sees: deterministic access only.
 
     get(key) -> bytes | None; range(start, end="") -> [(key, value)] in key order; put(key,
-    value: bytes); delete(key); emit(name, payload) (payload encoded like a result); `tx`: the
-    transaction's TxInfo from its signed header (tx_id, creator_org, creator_identity,
-    creator_name, timestamp_s) or None where there is none. Reads see committed state only.
+    value: bytes); delete(key); add(key, amount, *, min=0, max=None): a commutative bounded
+    delta on an integer key, no read version (`core/contract.py`); emit(name, payload) (payload
+    encoded like a result); `tx`: the transaction's TxInfo from its signed header (tx_id,
+    creator_org, creator_identity, creator_name, timestamp_s) or None where there is none.
+    Reads see committed state only.
     """
 
-    __slots__ = ("delete", "emit", "get", "put", "range", "tx")
+    __slots__ = ("add", "delete", "emit", "get", "put", "range", "tx")
 
     def __init__(self, core: CoreContext) -> None:
         self.get: Callable[[str], bytes | None] = core.get
         self.range: Callable[..., list[tuple[str, bytes]]] = core.range
         self.put: Callable[[str, bytes], None] = core.put
         self.delete: Callable[[str], None] = core.delete
+
+        def add(key: str, amount: int, *, min: int | None = 0, max: int | None = None) -> None:
+            core.add(key, amount, min, max)
+
+        self.add: Callable[..., None] = add
 
         def emit(name: str, payload: object = b"") -> None:
             core.emit(name, encode_result(payload))

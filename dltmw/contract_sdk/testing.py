@@ -5,7 +5,9 @@
     assert bench.evaluate("get", "apples").payload == b"3"
 
 `submit` simulates like an endorser and, if the contract accepted, commits the writes as the
-next block (versions advance, so a later read sees them); `evaluate` only simulates. Both go
+next block (versions advance, so a later read sees them; deltas are applied by the committing
+peer's rule, `core/deltas.py`, which cannot refuse here: one transaction per block, simulated
+on exactly this state); `evaluate` only simulates. Both go
 through `core.contract.simulate`, the function every peer runs, with the same argument
 conversion, limits and (for a loaded package) metering, so what passes here behaves the same on
 a network. Arguments may be given as str (UTF-8) or bytes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dltmw.core import deltas
 from dltmw.core.contract import Contract, TxInfo, simulate
 from dltmw.core.rwset import StateEntry, Version
 from dltmw.v1 import proposal_pb2
@@ -88,11 +91,16 @@ class ContractTester:
         outcome = self.evaluate(function, *args)
         if outcome.ok:
             version = Version(self.block_number, 0)
-            for write in outcome.result.rwset.writes:
+            rwset = outcome.result.rwset
+            for write in rwset.writes:
                 key = (self.contract.name, write.key)
                 if write.is_delete:
                     self.state.data.pop(key, None)
                 else:
                     self.state.data[key] = (write.value, version)
+            current = {d.key: self.state.get(rwset.namespace, d.key) for d in rwset.deltas}
+            _, applied = deltas.apply(rwset, {k: v[0] if v else None for k, v in current.items()})
+            for key_name, value in applied.items():
+                self.state.data[(self.contract.name, key_name)] = (value, version)
             self.block_number += 1
         return outcome

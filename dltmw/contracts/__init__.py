@@ -2,16 +2,17 @@
 
 Contracts are registered by name; a channel deploys a contract by naming it in its config
 (`ChannelConfig.contracts`), so every node of the channel runs the same code under the same name.
-`bank` and `kv` are written with the contract SDK like any user contract: `builtin_package`
-gives each as an ordinary content-addressed package (it passes the install-time check and loads
-like any other); registering them by name is what remains until the lifecycle deploys them.
+`bank`, `bank_rmw` (the paper's read-modify-write bank) and `kv` are written with the contract
+SDK like any user contract: `builtin_package` gives each as an ordinary content-addressed
+package (it passes the install-time check and loads like any other); registering them by name
+is what remains until the lifecycle deploys them.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
-from dltmw.contracts.bank import BankContract
+from dltmw.contracts.bank import BankContract, BankRmwContract
 from dltmw.contracts.bus import BusContract
 from dltmw.contracts.kv import KvContract
 from dltmw.core.contract import Contract
@@ -19,6 +20,7 @@ from dltmw.core.contract_package import Manifest, write_package
 
 BUILTIN: dict[str, type[Contract]] = {
     "bank": BankContract,
+    "bank_rmw": BankRmwContract,
     "bus": BusContract,
     "kv": KvContract,
 }
@@ -31,9 +33,13 @@ def builtin_contract(name: str) -> Contract | None:
     return cls() if cls else None
 
 
+MODULE_OF = {"bank_rmw": "bank"}  # a built-in sharing another's source file
+
+
 def builtin_package(name: str) -> bytes:
     """The built-in contract `name` (KeyError if none) as canonical package bytes."""
     cls = BUILTIN[name]
-    source = resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
-    manifest = Manifest(name, BUILTIN_VERSION, f"{name}:{cls.__name__}")
-    return write_package(manifest, {f"{name}.py": source})
+    module = MODULE_OF.get(name, name)
+    source = resources.files(__package__).joinpath(f"{module}.py").read_text(encoding="utf-8")
+    manifest = Manifest(name, BUILTIN_VERSION, f"{module}:{cls.__name__}")
+    return write_package(manifest, {f"{module}.py": source})

@@ -36,11 +36,13 @@ from dltmw.v1 import block_pb2, errors_pb2, transaction_pb2
 
 @dataclass(frozen=True)
 class CommittedReads:
-    """What MVCC reads of the committed state: key versions, range contents, known tx_ids."""
+    """What MVCC reads of the committed state: key versions, range contents, known tx_ids,
+    and the values of the keys the block's deltas change (`validation.delta_keys_of`)."""
 
     versions: Mapping[KeyRef, Version] = field(default_factory=dict)
     ranges: Mapping[RangeRef, Sequence[tuple[str, Version]]] = field(default_factory=dict)
     tx_ids: Set[str] = frozenset()
+    values: Mapping[KeyRef, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class CommitCore:
         txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
         reads = message.reads
         number = block.header.number
-        codes, writes = validate_block(number, txs, reads.versions, reads.ranges, reads.tx_ids)
+        codes, writes = validate_block(
+            number, txs, reads.versions, reads.ranges, reads.tx_ids, reads.values
+        )
         tx_ids = tuple(c.tx_id for c in checked)
         config = applied_config(checked, codes)
         if config is not None:

@@ -19,6 +19,17 @@ which a gateway turns into RESOURCE_EXHAUSTED for its caller and never into an e
 What a contract learns about the transaction (`TxInfo`: tx_id, the creator's org, identity and
 common name, the header timestamp) comes from the signed header, the same on every endorser; a
 contract never reads the clock.
+
+Deltas (`add`, `core/deltas.py`). `add(key, amount, min, max)` stages a commutative bounded
+update: no read version is recorded, so concurrent deltas on one key do not conflict. At
+simulation the endorser checks it against its committed snapshot (without recording a version)
+and refuses at once a delta on an absent key (404) or one that would already break its bound
+(400): an early, advisory answer, because the authoritative check is the committing peer's, on
+the value the block's earlier transactions left. So that the signed result is the same on
+endorsers at different heights, `add` returns nothing. Within one invocation a key is used
+either by deltas or by get/put/delete, never both (a 500, the contract's bug): a read after a
+delta would record a version that every concurrent delta makes stale (the conflict deltas
+exist to avoid), and a write plus a delta on one key has no single meaning at commit.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dltmw.core import deltas as delta_rules
 from dltmw.core.errors import ClientError
 from dltmw.core.metering import STEP_BUDGET, StepBudgetExceeded, WallClockExceeded
 from dltmw.core.rwset import StateEntry, Version
@@ -84,6 +96,7 @@ class Context:
     range_reads: list[rwset_pb2.RangeQueryInfo] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)
     events: list[proposal_pb2.ContractEvent] = field(default_factory=list)
+    deltas: dict[str, rwset_pb2.KVDelta] = field(default_factory=dict)
     tx: TxInfo | None = None
     read_only: bool = False
     step_budget: int = STEP_BUDGET
@@ -91,6 +104,7 @@ class Context:
 
     def get(self, key: str) -> bytes | None:
         """Committed value of `key` (None if absent); records the version read."""
+        self._not_delta(key, "get")
         found = self.state.get(self.namespace, key)
         if key not in self.reads:
             self.reads[key] = found[1] if found else None
@@ -115,12 +129,44 @@ class Context:
         self._writable("put")
         if not key:
             raise ContractError("empty key")
+        self._not_delta(key, "put")
         self.writes[key] = value
 
     def delete(self, key: str) -> None:
         """Stage a delete."""
         self._writable("delete")
+        self._not_delta(key, "delete")
         self.writes[key] = None
+
+    def add(self, key: str, amount: int, low: int | None = 0, high: int | None = None) -> None:
+        """Stage `key += amount` with the bound low <= value <= high (None: int64's).
+
+        Several adds on one key are summed into one delta (their bounds must agree). Refused
+        (ContractError) if the key is absent (404) or the result on this endorser's committed
+        snapshot plus this invocation's earlier adds leaves the bounds (400): see the module
+        docstring for why this check is advisory and records no version.
+        """
+        self._writable("add")
+        if not key or key in self.reads or key in self.writes:
+            raise ContractError(f"add on {key!r}: empty, or already read or written here", 500)
+        if amount == 0 or (low is not None and high is not None and low > high):
+            raise ContractError(f"add on {key!r}: zero amount or min > max", 500)
+        staged = self.deltas.get(key)
+        bounds = rwset_pb2.KVDelta(key=key, min=low, max=high)
+        if staged is not None and delta_rules.bounds(staged) != delta_rules.bounds(bounds):
+            raise ContractError(f"add on {key!r}: bounds differ from an earlier add", 500)
+        found = self.state.get(self.namespace, key)
+        current = delta_rules.decode(found[0] if found else None)
+        if current is None:
+            raise ContractError(f"key {key!r} does not exist or holds no integer", 404)
+        total = amount + (staged.amount if staged is not None else 0)
+        if not delta_rules.INT64_MIN <= total <= delta_rules.INT64_MAX:
+            raise ContractError(f"add on {key!r}: the amount is outside the signed 64-bit range")
+        low_eff, high_eff = delta_rules.bounds(bounds)
+        if not low_eff <= current + total <= high_eff:
+            raise DeltaRefused(key, current, total, (low_eff, high_eff))
+        bounds.amount = total
+        self.deltas[key] = bounds
 
     def emit(self, name: str, payload: bytes = b"") -> None:
         """Emit an event, delivered if the transaction commits as VALID."""
@@ -129,9 +175,25 @@ class Context:
             proposal_pb2.ContractEvent(contract=self.namespace, name=name, payload=payload)
         )
 
+    def _not_delta(self, key: str, what: str) -> None:
+        if key in self.deltas:
+            raise ContractError(f"{what} of {key!r} after an add on it in one invocation", 500)
+
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise ContractError(f"a query must not write ({what})", 500)
+
+
+class DeltaRefused(ContractError):
+    """`add` would take `key` from `current` outside `bounds` on this endorser's snapshot
+    (status 400; a contract may catch it to word the refusal its own way)."""
+
+    def __init__(self, key: str, current: int, amount: int, bounds: tuple[int, int]) -> None:
+        low, high = bounds
+        super().__init__(
+            f"adding {amount} to {key!r} would take it from {current} outside [{low}, {high}]"
+        )
+        self.key, self.current, self.amount, self.bounds = key, current, amount, bounds
 
 
 ContractFunction = Callable[[Context, Sequence[bytes]], bytes]
@@ -191,6 +253,7 @@ def simulate(
             rwset_pb2.KVWrite(key=k, is_delete=v is None, value=v or b"")
             for k, v in sorted(ctx.writes.items())
         ],
+        deltas=[ctx.deltas[k] for k in sorted(ctx.deltas)],
     )
     return proposal_pb2.ProposalResponsePayload(
         rwset=rwset,
@@ -205,9 +268,10 @@ def _over_limits(ctx: Context, result: bytes) -> str:
         return f"contract returned {type(result).__name__}, not bytes"
     if len(result) > RESULT_BYTES_MAX:
         return f"result of {len(result)} bytes exceeds the limit of {RESULT_BYTES_MAX}"
-    if len(ctx.writes) > WRITES_MAX:
-        return f"{len(ctx.writes)} writes exceed the limit of {WRITES_MAX}"
+    if len(ctx.writes) + len(ctx.deltas) > WRITES_MAX:
+        return f"{len(ctx.writes) + len(ctx.deltas)} writes exceed the limit of {WRITES_MAX}"
     size = sum(len(k.encode()) + len(v or b"") for k, v in ctx.writes.items())
+    size += sum(len(k.encode()) + delta_rules.VALUE_CHARS_MAX for k in ctx.deltas)
     if size > WRITES_BYTES_MAX:
         return f"write set of {size} bytes exceeds the limit of {WRITES_BYTES_MAX}"
     return ""

@@ -9,7 +9,15 @@ and writes nothing. Duplicate tx_ids (already on the ledger, or earlier in the b
 DUPLICATE_TXID whatever the other checks said.
 
 The function is pure: the caller prefetches the committed versions of every key and range the
-block reads (`reads_of`) in one storage round trip and passes them in.
+block reads (`reads_of`) in one storage round trip and passes them in, and the committed values
+of the keys its deltas change (`delta_keys_of`).
+
+Deltas (`core/deltas.py`): after a transaction's reads check out, its deltas are applied to the
+values the committed state and the block's earlier valid transactions left; a delta that is not
+applicable or breaks its bound gives the transaction that code and nothing of it is applied.
+A delta is a write for everything after it: its key takes the version (block_number, tx_index),
+so a later read of it in the block is an MVCC_READ_CONFLICT, and a later delta or write sees
+(or replaces) its value.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
+from dltmw.core import deltas
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.v1 import rwset_pb2, transaction_pb2
 
@@ -51,15 +60,27 @@ def reads_of(txs: Iterable[TxForMvcc]) -> tuple[set[KeyRef], set[RangeRef]]:
     return keys, ranges
 
 
+def delta_keys_of(txs: Iterable[TxForMvcc]) -> set[KeyRef]:
+    """Keys whose committed values `validate_block` needs to apply the block's deltas."""
+    return {
+        (tx.rwset.namespace, d.key)
+        for tx in txs
+        if tx.code == VALID and tx.rwset is not None
+        for d in tx.rwset.deltas
+    }
+
+
 def validate_block(
     block_number: int,
     txs: Sequence[TxForMvcc],
     committed_versions: Mapping[KeyRef, Version],
     committed_ranges: Mapping[RangeRef, Sequence[tuple[str, Version]]],
     committed_tx_ids: Set[str],
+    committed_values: Mapping[KeyRef, bytes] | None = None,
 ) -> tuple[list[int], list[StateWrite]]:
     """Final validation codes (one per tx) and the writes to apply, in order."""
     updates: dict[KeyRef, Version | None] = {}  # in-block writes; None = deleted
+    values = _Values(committed_values or {})
     seen: set[str] = set()
     codes: list[int] = []
     writes: list[StateWrite] = []
@@ -71,6 +92,9 @@ def validate_block(
             seen.add(tx.tx_id)
         if code == VALID and tx.rwset is not None:
             code = _mvcc(tx.rwset, updates, committed_versions, committed_ranges)
+        applied: dict[str, bytes] = {}
+        if code == VALID and tx.rwset is not None and tx.rwset.deltas:
+            code, applied = values.apply(tx.rwset)
         codes.append(code)
         if code != VALID or tx.rwset is None:
             continue
@@ -80,7 +104,31 @@ def validate_block(
             value = None if w.is_delete else w.value
             updates[(ns, w.key)] = None if w.is_delete else version
             writes.append(StateWrite(ns, w.key, value, version))
+            values.wrote((ns, w.key), value)
+        for key, new in applied.items():
+            updates[(ns, key)] = version
+            writes.append(StateWrite(ns, key, new, version))
+            values.wrote((ns, key), new)
     return codes, writes
+
+
+class _Values:
+    """Values of delta keys as the block's earlier valid transactions left them."""
+
+    def __init__(self, committed: Mapping[KeyRef, bytes]) -> None:
+        self._committed = committed
+        self._block: dict[KeyRef, bytes | None] = {}
+
+    def wrote(self, ref: KeyRef, value: bytes | None) -> None:
+        self._block[ref] = value
+
+    def apply(self, rwset: rwset_pb2.ReadWriteSet) -> tuple[int, dict[str, bytes]]:
+        ns = rwset.namespace
+        current = {}
+        for d in rwset.deltas:
+            ref = (ns, d.key)
+            current[d.key] = self._block[ref] if ref in self._block else self._committed.get(ref)
+        return deltas.apply(rwset, current)
 
 
 def _current(

@@ -375,6 +375,11 @@ class ChannelLedger:
 
         return await self.read_snapshot(read)
 
+    async def delta_values(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """Committed values of the given (namespace, key) pairs that exist: what a block's
+        deltas apply to (`validation.delta_keys_of`); read only for blocks that carry deltas."""
+        return await self.read_snapshot(lambda r: _values(r, keys))
+
     async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
         """`ledger/audit.py` `read_audit` on a worker thread, one audit at a time per ledger
         (a recomputation scans the whole state table)."""
@@ -404,6 +409,12 @@ def _versions(
         if got is not None:
             found[(ns, key)] = got[1]
     return found
+
+
+def _values(
+    reader: SnapshotReader, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], bytes]:
+    return {(ns, key): got[0] for ns, key in keys if (got := reader.get(ns, key)) is not None}
 
 
 def _ranges(

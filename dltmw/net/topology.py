@@ -83,7 +83,8 @@ class ContractSpec(Strict):
 
     name: str = Field(
         pattern=r"^[a-z][a-z0-9_]{0,63}$",
-        description="a built-in contract (bank, kv, bus), or the name in the package's manifest",
+        description="a built-in contract (bank, bank_rmw, kv, bus), or the name in the package's"
+        " manifest",
     )
     endorsement_policy: str = Field("", description="policy of this contract (else the channel's)")
     package_id: str = Field(
@@ -95,7 +96,7 @@ class ContractSpec(Strict):
 
     @model_validator(mode="after")
     def _builtin_or_package(self) -> ContractSpec:
-        if not self.package_id and self.name not in ("bank", "bus", "kv"):
+        if not self.package_id and self.name not in ("bank", "bank_rmw", "bus", "kv"):
             raise ValueError(f"contract {self.name!r} is not built in: give its package_id")
         return self
 

@@ -12,11 +12,14 @@ bug there cannot hide itself here:
   model of MVCC (a transaction is valid iff every key and range it read still has the versions
   it read, after the writes of every earlier valid transaction) gives the codes the peers
   recorded for those transactions, and the peers' world state and stored state hash are exactly
-  the replayed state and its hash (`core/statehash.py`).
+  the replayed state and its hash (`core/statehash.py`). Deltas are replayed by their own naive
+  rule (not `core/deltas.py`): a valid transaction's delta adds its amount to the integer the
+  key holds; an absent or non-integer key, or a result outside the bounds, invalidates it.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,8 +35,16 @@ T = transaction_pb2
 VALID = T.TX_VALIDATION_CODE_VALID
 DUPLICATE = T.TX_VALIDATION_CODE_DUPLICATE_TXID
 MVCC_CODES = frozenset(
-    {VALID, T.TX_VALIDATION_CODE_MVCC_READ_CONFLICT, T.TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT}
+    {
+        VALID,
+        T.TX_VALIDATION_CODE_MVCC_READ_CONFLICT,
+        T.TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT,
+        T.TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED,
+        T.TX_VALIDATION_CODE_DELTA_NOT_APPLICABLE,
+        T.TX_VALIDATION_CODE_DELTA_MALFORMED,
+    }
 )
+INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
 Key = tuple[str, str]
 
 
@@ -235,6 +246,30 @@ def _naive_code(rwset: rwset_pb2.ReadWriteSet, state: dict[Key, tuple[bytes, Ver
         )
         if now != [(r.key, Version.from_read(r)) for r in query.reads]:
             return T.TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT
+    return _naive_delta_code(rwset, state)
+
+
+def _naive_delta_code(
+    rwset: rwset_pb2.ReadWriteSet, state: dict[Key, tuple[bytes, Version]]
+) -> int:
+    keys = [d.key for d in rwset.deltas]
+    if len(set(keys)) != len(keys) or set(keys) & {w.key for w in rwset.writes}:
+        return T.TX_VALIDATION_CODE_DELTA_MALFORMED
+    for d in rwset.deltas:
+        low = d.min if d.HasField("min") else -(2**63)
+        high = d.max if d.HasField("max") else 2**63 - 1
+        if d.amount == 0 or low > high:
+            return T.TX_VALIDATION_CODE_DELTA_MALFORMED
+    for d in rwset.deltas:
+        current = state.get((rwset.namespace, d.key))
+        if current is None or not INTEGER.fullmatch(current[0]):
+            return T.TX_VALIDATION_CODE_DELTA_NOT_APPLICABLE
+        if not -(2**63) <= int(current[0]) < 2**63:
+            return T.TX_VALIDATION_CODE_DELTA_NOT_APPLICABLE
+        low = max(d.min if d.HasField("min") else -(2**63), -(2**63))
+        high = min(d.max if d.HasField("max") else 2**63 - 1, 2**63 - 1)
+        if not low <= int(current[0]) + d.amount <= high:
+            return T.TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED
     return VALID
 
 
@@ -246,3 +281,6 @@ def _apply(
             state.pop((rwset.namespace, write.key), None)
         else:
             state[(rwset.namespace, write.key)] = (write.value, version)
+    for d in rwset.deltas:
+        old = int(state[(rwset.namespace, d.key)][0])
+        state[(rwset.namespace, d.key)] = (str(old + d.amount).encode(), version)

@@ -150,6 +150,7 @@ class ReadWriteSet(_message.Message):
     READS_FIELD_NUMBER: _builtins.int
     RANGE_QUERIES_FIELD_NUMBER: _builtins.int
     WRITES_FIELD_NUMBER: _builtins.int
+    DELTAS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace: the contract name; keys of different contracts never collide."""
     @_builtins.property
@@ -164,6 +165,12 @@ class ReadWriteSet(_message.Message):
     def writes(self) -> _containers.RepeatedCompositeFieldContainer[Global___KVWrite]:
         """Writes, in key order (the last write of a key wins during simulation)."""
 
+    @_builtins.property
+    def deltas(self) -> _containers.RepeatedCompositeFieldContainer[Global___KVDelta]:
+        """Commutative bounded updates, in key order, one per key (several adds of one invocation are
+        summed); a key here is never in `writes` nor read by the same invocation. See KVDelta.
+        """
+
     def __init__(
         self,
         *,
@@ -171,11 +178,61 @@ class ReadWriteSet(_message.Message):
         reads: _abc.Iterable[Global___KVRead] | None = ...,
         range_queries: _abc.Iterable[Global___RangeQueryInfo] | None = ...,
         writes: _abc.Iterable[Global___KVWrite] | None = ...,
+        deltas: _abc.Iterable[Global___KVDelta] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "range_queries", b"range_queries", "reads", b"reads", "writes", b"writes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deltas", b"deltas", "namespace", b"namespace", "range_queries", b"range_queries", "reads", b"reads", "writes", b"writes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadWriteSet: _TypeAlias = ReadWriteSet  # noqa: Y015
+
+@_typing.final
+class KVDelta(_message.Message):
+    """KVDelta records `value += amount` on an integer key, with bounds the result must respect.
+    It carries no read version, so deltas on one key commute and never MVCC-conflict with each
+    other: committing peers apply the deltas of valid transactions in block order to the value
+    the earlier valid transactions left, and invalidate a transaction whose delta would leave
+    [min, max] (DELTA_BOUND_VIOLATED) or whose key is absent or not a canonical integer
+    (DELTA_NOT_APPLICABLE). The key then takes the transaction's version, so a later read of it
+    in the same block is stale (MVCC_READ_CONFLICT). Values are canonical decimal ASCII integers
+    in the signed 64-bit range (docs/wire.md "Deltas").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key changed."""
+    amount: _builtins.int
+    """The signed amount added (non-zero)."""
+    min: _builtins.int
+    """Lowest value the key may take; unset means the int64 minimum."""
+    max: _builtins.int
+    """Highest value the key may take; unset means the int64 maximum."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        min: _builtins.int | None = ...,
+        max: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "amount", b"amount", "key", b"key", "max", b"max", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___KVDelta: _TypeAlias = KVDelta  # noqa: Y015

@@ -60,6 +60,19 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
     or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
     """
+    TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED: _TxValidationCode.ValueType  # 20
+    """A delta (KVDelta) would take its key outside the bounds it declared (e.g. a balance below
+    0) on the value the earlier valid transactions of the ledger and the block left; none of the
+    transaction's writes or deltas is applied. Not retryable as is: the state decides.
+    """
+    TX_VALIDATION_CODE_DELTA_NOT_APPLICABLE: _TxValidationCode.ValueType  # 21
+    """A delta's key is absent or does not hold a canonical integer when the delta is applied
+    (docs/wire.md "Deltas"); none of the transaction's writes or deltas is applied.
+    """
+    TX_VALIDATION_CODE_DELTA_MALFORMED: _TxValidationCode.ValueType  # 22
+    """The read/write set is not well formed for deltas: a delta with min > max, a key with two
+    deltas, or a key both written and changed by a delta (the endorsers' contract is at fault).
+    """
     TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE: _TxValidationCode.ValueType  # 25
     """A config update written for another config sequence than the channel's current one (another
     update was applied first); nothing changed.
@@ -113,6 +126,19 @@ TX_VALIDATION_CODE_INVALID_OTHER_REASON: TxValidationCode.ValueType  # 13
 TX_VALIDATION_CODE_BAD_TIMESTAMP: TxValidationCode.ValueType  # 14
 """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
 or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
+"""
+TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED: TxValidationCode.ValueType  # 20
+"""A delta (KVDelta) would take its key outside the bounds it declared (e.g. a balance below
+0) on the value the earlier valid transactions of the ledger and the block left; none of the
+transaction's writes or deltas is applied. Not retryable as is: the state decides.
+"""
+TX_VALIDATION_CODE_DELTA_NOT_APPLICABLE: TxValidationCode.ValueType  # 21
+"""A delta's key is absent or does not hold a canonical integer when the delta is applied
+(docs/wire.md "Deltas"); none of the transaction's writes or deltas is applied.
+"""
+TX_VALIDATION_CODE_DELTA_MALFORMED: TxValidationCode.ValueType  # 22
+"""The read/write set is not well formed for deltas: a delta with min > max, a key with two
+deltas, or a key both written and changed by a delta (the endorsers' contract is at fault).
 """
 TX_VALIDATION_CODE_CONFIG_SEQUENCE_STALE: TxValidationCode.ValueType  # 25
 """A config update written for another config sequence than the channel's current one (another

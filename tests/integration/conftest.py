@@ -46,7 +46,11 @@ id = "trades"
 members = ["Org1", "Org2"]
 orderers = ["orderer0"]
 endorsement_policy = "AND(Org1.peer, Org2.peer)"
-contracts = [{ name = "bank" }, { name = "kv", endorsement_policy = "OR(Org1.peer, Org2.peer)" }]
+contracts = [
+  { name = "bank" },
+  { name = "bank_rmw" },
+  { name = "kv", endorsement_policy = "OR(Org1.peer, Org2.peer)" },
+]
 batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = BATCH_MS }
 """
 

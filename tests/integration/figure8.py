@@ -21,18 +21,19 @@ CODES = [
 ]
 
 
-async def open_accounts(c: GatewayClient) -> None:
+async def open_accounts(c: GatewayClient, contract: str = "bank") -> None:
     """A, B and C with 10000 each, one committed transaction after another."""
     for a in "ABC":
-        done = await c.submit_transaction("trades", "bank", "open", a, "10000")
+        done = await c.submit_transaction("trades", contract, "open", a, "10000")
         assert done.status.result == T.TX_VALIDATION_CODE_VALID
 
 
 async def run_steps(
-    c: GatewayClient,
+    c: GatewayClient, contract: str = "bank"
 ) -> list[tuple[str, gateway_service_pb2.CommitStatusResponse]]:
-    """Endorse all three first (one state), then submit them in order; (tx_id, status) each."""
-    proposals = [c.proposal("trades", "bank", fn, args) for fn, args in STEPS]
+    """Endorse all three first (one state), then submit them in order; (tx_id, status) each.
+    `bank` and the paper's read-modify-write `bank_rmw` both give Figure 8."""
+    proposals = [c.proposal("trades", contract, fn, args) for fn, args in STEPS]
     endorsed = [await c.endorse(signed) for signed, _ in proposals]
     for e in endorsed:
         await c.submit(c.envelope(e.prepared_payload))

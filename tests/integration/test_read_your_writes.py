@@ -12,7 +12,9 @@ gateways, with short batches so that blocks follow each other closely. The lag i
 here, and chance is stingy: on a 2-core machine main's code failed 12 of ~20,000 such sequences
 (8 in its worst 1,000, most runs none). So this test is the user's acceptance check; the test
 that fails every time the mechanism is broken is `tests/sim/test_read_your_writes_sim.py`, which
-holds the other peer behind deterministically.
+holds the other peer behind deterministically. The bank is `bank_rmw`, the paper's
+read-modify-write bank: its deposit returns the balance it read (b"105"), so each answer also
+shows the state the endorsers simulated on (`bank`'s deposit is a delta and returns nothing).
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ RUN_BUDGET_S = 120.0
 async def _sequence(client: GatewayClient, account: str) -> str | None:
     """open -> VALID -> deposit at once; None when both commit VALID, else what went wrong."""
     try:
-        opened = await client.submit_transaction("trades", "bank", "open", account, "100")
+        opened = await client.submit_transaction("trades", "bank_rmw", "open", account, "100")
         if opened.status.result != VALID:
             return f"open: {transaction_pb2.TxValidationCode.Name(opened.status.result)}"
-        deposited = await client.submit_transaction("trades", "bank", "deposit", account, "5")
+        deposited = await client.submit_transaction("trades", "bank_rmw", "deposit", account, "5")
     except grpc.aio.AioRpcError as exc:
         return f"{exc.code().name}/{reason_of(exc)}: {exc.details()}"
     if deposited.status.result != VALID:

@@ -115,3 +115,53 @@ def test_a_duplicate_marked_as_such_is_not_committed_twice() -> None:
 )
 def test_replay_notices(chain: Chain, expected: list[str]) -> None:
     assert [v.split(":")[0] for v in check_replay(chain)] == expected
+
+
+# block 1: open H at 10; block 2: withdraw 8 (delta, VALID), withdraw 5 (would go to -3: bound)
+def delta_rw(amount: int) -> rwset_pb2.ReadWriteSet:
+    out = rwset_pb2.ReadWriteSet(namespace="bank")
+    out.deltas.add(key="H", amount=amount, min=0)
+    return out
+
+
+BOUND = T.TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED
+DELTA_TXS = (
+    TxOnChain(1, 0, "t-open", VALID, rw({"H": None}, {"H": b"10"})),
+    TxOnChain(2, 0, "t-w8", VALID, delta_rw(-8)),
+    TxOnChain(2, 1, "t-w5", BOUND, delta_rw(-5)),
+)
+DELTA_STATE = {("bank", "H"): (b"2", Version(2, 0))}
+DELTA_GOOD = Chain(
+    "p1",
+    (b"g", b"b1", b"b2"),
+    DELTA_TXS,
+    DELTA_STATE,
+    accumulate([("bank", "H", b"2", Version(2, 0))]).digest(),
+)
+
+
+@pytest.mark.parametrize(
+    ("chain", "expected"),
+    [
+        pytest.param(DELTA_GOOD, [], id="deltas-replayed"),
+        pytest.param(
+            replace(DELTA_GOOD, txs=(*DELTA_TXS[:2], replace(DELTA_TXS[2], code=VALID))),
+            ["mvcc", "state", "state hash"],
+            id="overdraft-committed",
+        ),
+        pytest.param(
+            replace(
+                DELTA_GOOD, txs=(DELTA_TXS[0], replace(DELTA_TXS[1], code=BOUND), DELTA_TXS[2])
+            ),
+            ["mvcc", "mvcc", "state", "state hash"],
+            id="covered-withdrawal-refused",
+        ),
+        pytest.param(
+            replace(DELTA_GOOD, state={("bank", "H"): (b"5", Version(2, 0))}),
+            ["state"],
+            id="delta-state-edited",
+        ),
+    ],
+)
+def test_replay_of_deltas_notices(chain: Chain, expected: list[str]) -> None:
+    assert [v.split(":")[0] for v in check_replay(chain)] == expected

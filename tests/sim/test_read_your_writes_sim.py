@@ -13,6 +13,8 @@ account does not exist yet — here every time, not in 1 of 100 runs. The partit
 - An Evaluate through the other gateway, carrying the client's mark over: it waits too.
 - A lag that does not end: a retryable UNAVAILABLE / HEIGHT_NOT_REACHED after the node's
   `height_wait_s`, never a final CONTRACT_FAILED.
+
+The stories use `bank_rmw` (see BANK below).
 - Negative control: with the endorser's wait removed (`PeerChannel.reach` returns at once), the
   first story fails — so it tests the mechanism, not luck.
 """
@@ -35,6 +37,11 @@ from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
 from .flow_runs import quiet_nodes
 
+# The paper's read-modify-write bank: its deposit returns the balance it read, so each story's
+# answer also shows which state the endorsers simulated on (`bank`'s deposit is a delta and
+# returns nothing state-dependent).
+BANK = "bank_rmw"
+
 G = gateway_service_pb2
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 LAGGING, ORDERER = "peer0.org2", "orderer0"
@@ -50,9 +57,9 @@ def _run(story: Story, heal: bool = True, seed: int = 1) -> str:
         try:
             await dep.start()
             client = dep.gateway_client("user1.org1", "peer0.org1")
-            await client.submit_transaction(CHANNEL, "bank", "open", "A", "100")
+            await client.submit_transaction(CHANNEL, BANK, "open", "A", "100")
             dep.net.partition(ORDERER, LAGGING)
-            opened = await client.submit_transaction(CHANNEL, "bank", "open", "B", "100")
+            opened = await client.submit_transaction(CHANNEL, BANK, "open", "B", "100")
             assert opened.status.result == VALID
             if heal:
                 dep.at(dep.now + HEAL_AFTER_S, lambda: dep.net.heal(ORDERER, LAGGING))
@@ -69,13 +76,13 @@ def _run(story: Story, heal: bool = True, seed: int = 1) -> str:
 
 
 async def _deposit_through_the_sdk(_dep: Deployment, client: GatewayClient) -> str:
-    done = await client.submit_transaction(CHANNEL, "bank", "deposit", "B", "5")
+    done = await client.submit_transaction(CHANNEL, BANK, "deposit", "B", "5")
     return f"{transaction_pb2.TxValidationCode.Name(done.status.result)} {done.result.payload!r}"
 
 
 async def _deposit_without_a_block(_dep: Deployment, client: GatewayClient) -> str:
     """Endorse once, naming no block (a client that knows nothing of sessions), no retries."""
-    signed, _ = client.proposal(CHANNEL, "bank", "deposit", ["B", "5"])
+    signed, _ = client.proposal(CHANNEL, BANK, "deposit", ["B", "5"])
     endorsed = await client.stub.Endorse(G.EndorseRequest(signed_proposal=signed), timeout=30)
     return f"endorsed {endorsed.result.payload!r}"
 
@@ -83,7 +90,7 @@ async def _deposit_without_a_block(_dep: Deployment, client: GatewayClient) -> s
 async def _balance_through_the_other_gateway(dep: Deployment, client: GatewayClient) -> str:
     other = dep.gateway_client("user1.org2", LAGGING)
     other.observe_block(CHANNEL, client.seen_block(CHANNEL))  # the session, carried over
-    answer = await other.evaluate(CHANNEL, "bank", "balance", "B")
+    answer = await other.evaluate(CHANNEL, BANK, "balance", "B")
     return f"balance {answer.payload!r}"
 
 

@@ -1,5 +1,8 @@
 """Contract simulation (dltmw.core.contract.simulate) with the built-in bank and kv contracts.
 
+`bank_rmw` is the paper's read-modify-write bank (every function reads what it changes);
+`bank` is the same but for deposit and withdraw, which are bounded deltas (no read version).
+
 State is an in-memory dict of (namespace, key) -> (value, Version); the simulation result is
 checked field by field: response status/payload, recorded reads with versions, staged writes.
 """
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from dltmw.contracts import builtin_contract
-from dltmw.contracts.bank import BankContract
+from dltmw.contracts.bank import BankContract, BankRmwContract
 from dltmw.contracts.kv import KvContract
 from dltmw.core.contract import Context, Contract, ContractError, simulate
 from dltmw.core.rwset import StateEntry, Version
@@ -37,8 +40,8 @@ class DictState:
         return [StateEntry(k, *self.data[(namespace, k)]) for k in keys[:limit]]
 
 
-def bank_state() -> DictState:
-    return DictState({("bank", "alice"): (b"100", VA), ("bank", "bob"): (b"20", VB)})
+def bank_state(ns: str = "bank") -> DictState:
+    return DictState({(ns, "alice"): (b"100", VA), (ns, "bob"): (b"20", VB)})
 
 
 def invoke(
@@ -61,42 +64,87 @@ def writes(result: proposal_pb2.ProposalResponsePayload) -> list[tuple[str, byte
 # --- bank ---------------------------------------------------------------------------------------
 
 
+BANK_ROWS = [
+    pytest.param(
+        "open",
+        [b"carol", b"7"],
+        b"7",
+        [("carol", None)],
+        [("carol", b"7")],
+        id="open-reads-absent-account-writes-initial-balance",
+    ),
+    pytest.param(
+        "deposit",
+        [b"alice", b"50"],
+        b"150",
+        [("alice", VA)],
+        [("alice", b"150")],
+        id="deposit-reads-version-writes-sum",
+    ),
+    pytest.param(
+        "withdraw",
+        [b"alice", b"100"],
+        b"0",
+        [("alice", VA)],
+        [("alice", b"0")],
+        id="withdraw-whole-balance-allowed",
+    ),
+    pytest.param(
+        "payment",
+        [b"alice", b"bob", b"30"],
+        b"70",
+        [("alice", VA), ("bob", VB)],
+        [("alice", b"70"), ("bob", b"50")],
+        id="payment-reads-both-with-versions-writes-both",
+    ),
+    pytest.param("balance", [b"bob"], b"20", [("bob", VB)], [], id="balance-reads-without-writing"),
+]
+FIELDS = ("function", "args", "payload", "want_reads", "want_writes")
+
+
+READING = ("open", "payment", "balance")  # bank's functions that are bank_rmw's
+
+
 @pytest.mark.parametrize(
-    ("function", "args", "payload", "want_reads", "want_writes"),
-    [
-        ("open", [b"carol", b"7"], b"7", [("carol", None)], [("carol", b"7")]),
-        ("deposit", [b"alice", b"50"], b"150", [("alice", VA)], [("alice", b"150")]),
-        ("withdraw", [b"alice", b"100"], b"0", [("alice", VA)], [("alice", b"0")]),
-        (
-            "payment",
-            [b"alice", b"bob", b"30"],
-            b"70",
-            [("alice", VA), ("bob", VB)],
-            [("alice", b"70"), ("bob", b"50")],
-        ),
-        ("balance", [b"bob"], b"20", [("bob", VB)], []),
-    ],
-    ids=[
-        "open-reads-absent-account-writes-initial-balance",
-        "deposit-reads-version-writes-sum",
-        "withdraw-whole-balance-allowed",
-        "payment-reads-both-with-versions-writes-both",
-        "balance-reads-without-writing",
+    ("contract", *FIELDS),
+    [pytest.param(BankRmwContract(), *p.values, id=f"bank_rmw-{p.id}") for p in BANK_ROWS]
+    + [
+        pytest.param(BankContract(), *p.values, id=f"bank-{p.id}")
+        for p in BANK_ROWS
+        if p.values[0] in READING
     ],
 )
 def test_bank_functions(
+    contract: Contract,
     function: str,
     args: list[bytes],
     payload: bytes,
     want_reads: list[tuple[str, Version | None]],
     want_writes: list[tuple[str, bytes]],
 ) -> None:
-    result = invoke(BankContract(), function, args, bank_state())
+    result = invoke(contract, function, args, bank_state(contract.name))
     assert result.response.status == 200, result.response.message
     assert result.response.payload == payload
-    assert result.rwset.namespace == "bank"
+    assert result.rwset.namespace == contract.name
     assert reads(result) == want_reads
     assert writes(result) == want_writes
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "amount"),
+    [
+        pytest.param("deposit", [b"alice", b"50"], 50, id="deposit-is-a-delta-bounded-by-0"),
+        pytest.param("withdraw", [b"alice", b"100"], -100, id="withdraw-whole-balance-allowed"),
+    ],
+)
+def test_bank_deposit_and_withdraw_are_bounded_deltas_without_reads(
+    function: str, args: list[bytes], amount: int
+) -> None:
+    result = invoke(BankContract(), function, args, bank_state())
+    assert result.response.status == 200, result.response.message
+    assert result.response.payload == b""  # no balance: endorsers at other heights agree
+    assert reads(result) == [] and writes(result) == []
+    assert list(result.rwset.deltas) == [rwset_pb2.KVDelta(key="alice", amount=amount, min=0)]
 
 
 def test_open_read_of_absent_account_carries_no_version_field() -> None:
@@ -147,14 +195,15 @@ def test_open_and_payment_emit_events() -> None:
         "empty-function-name-400",
     ],
 )
+@pytest.mark.parametrize("contract", [BankContract(), BankRmwContract()], ids=["bank", "bank_rmw"])
 def test_bank_refusals_have_status_and_empty_rwset(
-    function: str, args: list[bytes], status: int
+    contract: Contract, function: str, args: list[bytes], status: int
 ) -> None:
-    result = invoke(BankContract(), function, args, bank_state())
+    result = invoke(contract, function, args, bank_state(contract.name))
     assert result.response.status == status
     assert result.response.message
     assert result.response.payload == b""
-    assert result.rwset == rwset_pb2.ReadWriteSet(namespace="bank")
+    assert result.rwset == rwset_pb2.ReadWriteSet(namespace=contract.name)
     assert list(result.events) == []
 
 

@@ -8,6 +8,9 @@ Private state validation needs one value that two parties can compare without re
 `state_hash` = SHA-256 over the outcome (status, contract response) and the resulting value of
 every key the transaction read or wrote (written value if written, else the value read). Parties
 that started from different private states, or ran different code, get different hashes.
+A delta (`ctx.add`) is applied at once to the private state like a write: the simulation
+already checked its bound on exactly this state, so `deltas.apply` cannot refuse it here (if it
+did, the transaction is a CONTRACT_FAILED like any refusal).
 Encoding: every field is length-prefixed (u32 big-endian) so no two inputs share a byte string.
 """
 
@@ -17,6 +20,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dltmw.core import deltas
 from dltmw.core.contract import Contract, StateReader, simulate
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.v1 import privacy_manager_service_pb2, private_payload_pb2, proposal_pb2
@@ -97,5 +101,20 @@ def execute(
         value = None if w.is_delete else w.value
         resulting[w.key] = value
         writes.append(StateWrite(ns, w.key, value, version))
+    current = {d.key: _value(state, ns, d.key) for d in result.rwset.deltas}
+    code, applied = deltas.apply(result.rwset, current)
+    if code != deltas.VALID:
+        response = proposal_pb2.ContractResponse(status=409, message="delta not applicable")
+        return PrivateOutcome(
+            CONTRACT_FAILED, response, (), state_hash(CONTRACT_FAILED, response, ns, {})
+        )
+    for key, new in applied.items():
+        resulting[key] = new
+        writes.append(StateWrite(ns, key, new, version))
     digest = state_hash(EXECUTED, result.response, ns, resulting)
     return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest)
+
+
+def _value(state: StateReader, namespace: str, key: str) -> bytes | None:
+    found = state.get(namespace, key)
+    return found[0] if found else None

@@ -83,7 +83,7 @@ members = ["Org1", "Org2"]
 orderers = [{orderers}]
 ordering = "{ordering}"
 endorsement_policy = "AND(Org1.peer, Org2.peer)"
-contracts = [{{ name = "bank" }}]
+contracts = [{{ name = "bank" }}, {{ name = "bank_rmw" }}]
 [channels.batch]
 max_tx_count = 10
 max_bytes = 1048576

@@ -6,16 +6,17 @@ PBFT-lite, raft's datadriven testdata). Running a story executes its commands, i
 simulated network of production nodes (`scenario eov`'s two-org network) and returns the same
 format, so a golden file is compared as a whole. Commands:
 
-    network solo|pbft [batch_ms=N] [cut=limits]
+    network solo|pbft [batch_ms=N] [cut=limits] [contract=bank|bank_rmw]
                                             first command: the network (blocks cut after N ms;
                                             `cut=limits`: only by the limits, Fabric's rule, not
-                                            as soon as the orderer has nothing queued)
+                                            as soon as the orderer has nothing queued) and the
+                                            bank every command calls (default `bank`)
     submit CLIENT FUNCTION ARG...           endorse, submit and wait: the commit status
     endorse NAME CLIENT FUNCTION ARG...     endorse only; the envelope is kept as NAME
     broadcast NAME...                       submit kept envelopes, in this order
     status NAME...                          wait for each one's commit status
     query CLIENT FUNCTION ARG...            evaluate on the client's gateway peer
-    state PEER KEY...                       a peer's committed value and version of bank keys
+    state PEER KEY...                       a peer's committed value and version of the bank's keys
     kill NODE | restart NODE                kill -9 a node / start it again
     wait SECONDS                            let virtual time pass
 
@@ -57,6 +58,7 @@ class _Story:
     """A running story: its network, clients and kept envelopes."""
 
     dep: Deployment
+    contract: str = "bank"
     clients: dict[str, GatewayClient] = field(default_factory=dict)
     kept: dict[str, _Kept] = field(default_factory=dict)
 
@@ -78,14 +80,16 @@ async def _execute(story: _Story, words: list[str]) -> list[str]:
 
 
 async def _submit(story: _Story, args: list[str]) -> list[str]:
-    done = await story.client(args[0]).submit_transaction(CHANNEL, "bank", args[1], *args[2:])
+    done = await story.client(args[0]).submit_transaction(
+        CHANNEL, story.contract, args[1], *args[2:]
+    )
     status = done.status
     return [f"{code_name(status.result)} block={status.block_number} tx={status.tx_index}"]
 
 
 async def _endorse(story: _Story, args: list[str]) -> list[str]:
     name, client = args[0], story.client(args[1])
-    signed, tx_id = client.proposal(CHANNEL, "bank", args[2], args[3:])
+    signed, tx_id = client.proposal(CHANNEL, story.contract, args[2], args[3:])
     endorsed = await client.endorse(signed)
     story.kept[name] = _Kept(args[1], client.envelope(endorsed.prepared_payload), tx_id)
     return [f"{name} endorsed: {endorsed.result.payload.decode()}"]
@@ -109,7 +113,7 @@ async def _status(story: _Story, args: list[str]) -> list[str]:
 
 
 async def _query(story: _Story, args: list[str]) -> list[str]:
-    result = await story.client(args[0]).evaluate(CHANNEL, "bank", args[1], *args[2:])
+    result = await story.client(args[0]).evaluate(CHANNEL, story.contract, args[1], *args[2:])
     return [result.payload.decode()]
 
 
@@ -120,8 +124,8 @@ async def _state(story: _Story, args: list[str]) -> list[str]:
         out = []
         for key in args[1:]:
             row = conn.execute(
-                "SELECT value, block_number, tx_index FROM state WHERE namespace='bank' AND key=?",
-                (key,),
+                "SELECT value, block_number, tx_index FROM state WHERE namespace=? AND key=?",
+                (story.contract, key),
             ).fetchone()
             out.append(
                 f"{key} absent"
@@ -173,7 +177,8 @@ def run_story(text: str) -> str:
     by_limits_only = options.get("cut", "") == "limits"
 
     async def main() -> list[str]:
-        story = _Story(Deployment(topology(ordering, batch_ms, by_limits_only)))
+        deployment = Deployment(topology(ordering, batch_ms, by_limits_only))
+        story = _Story(deployment, options.get("contract", "bank"))
         out: list[str] = []
         try:
             await story.dep.start()

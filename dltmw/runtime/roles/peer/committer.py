@@ -29,7 +29,7 @@ from dltmw.core.errors import PeerError
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
-from dltmw.core.validation import TxForMvcc, reads_of
+from dltmw.core.validation import TxForMvcc, delta_keys_of, reads_of
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.tracing import Tracer, now_ns
 from dltmw.runtime.context import NodeContext
@@ -114,11 +114,14 @@ class CommitExecutor:
                 len(odd),
                 *odd[0],
             )
-        keys, ranges = reads_of(TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked)
+        txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
+        keys, ranges = reads_of(txs)
         versions, in_ranges, known = await ledger.commit_reads(
             keys, ranges, (c.tx_id for c in checked)
         )
-        reads = CommittedReads(versions, in_ranges, known)
+        delta_keys = delta_keys_of(txs)
+        values = await ledger.delta_values(delta_keys) if delta_keys else {}
+        reads = CommittedReads(versions, in_ranges, known, values)
         return Delivered(block, token, "", tuple(checked), reads)
 
     async def _check_all(self, view: ChannelView, envelopes: Sequence[bytes]) -> list[CheckedTx]:
