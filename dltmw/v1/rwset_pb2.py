@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ltmw/v1/rwset.proto\x12\x08\x64ltmw.v1\"1\n\x07Version\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x10\n\x08tx_index\x18\x02 \x01(\r\"9\n\x06KVRead\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x07version\x18\x02 \x01(\x0b\x32\x11.dltmw.v1.Version\"8\n\x07KVWrite\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tis_delete\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\"U\n\x0eRangeQueryInfo\x12\x11\n\tstart_key\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_key\x18\x02 \x01(\t\x12\x1f\n\x05reads\x18\x03 \x03(\x0b\x32\x10.dltmw.v1.KVRead\"\x96\x01\n\x0cReadWriteSet\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x1f\n\x05reads\x18\x02 \x03(\x0b\x32\x10.dltmw.v1.KVRead\x12/\n\rrange_queries\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.RangeQueryInfo\x12!\n\x06writes\x18\x04 \x03(\x0b\x32\x11.dltmw.v1.KVWriteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ltmw/v1/rwset.proto\x12\x08\x64ltmw.v1\"1\n\x07Version\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x10\n\x08tx_index\x18\x02 \x01(\r\"9\n\x06KVRead\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x07version\x18\x02 \x01(\x0b\x32\x11.dltmw.v1.Version\"8\n\x07KVWrite\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tis_delete\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\"U\n\x0eRangeQueryInfo\x12\x11\n\tstart_key\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_key\x18\x02 \x01(\t\x12\x1f\n\x05reads\x18\x03 \x03(\x0b\x32\x10.dltmw.v1.KVRead\"\xb1\x01\n\x0cReadWriteSet\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x1f\n\x05reads\x18\x02 \x03(\x0b\x32\x10.dltmw.v1.KVRead\x12/\n\rrange_queries\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.RangeQueryInfo\x12!\n\x06writes\x18\x04 \x03(\x0b\x32\x11.dltmw.v1.KVWrite\x12\x19\n\x11\x63ontract_sequence\x18\x14 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,5 +40,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANGEQUERYINFO']._serialized_start=202
   _globals['_RANGEQUERYINFO']._serialized_end=287
   _globals['_READWRITESET']._serialized_start=290
-  _globals['_READWRITESET']._serialized_end=440
+  _globals['_READWRITESET']._serialized_end=467
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dltmw.v1 import proposal_pb2 as dltmw_dot_v1_dot_proposal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ltmw/v1/transaction.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/proposal.proto\"l\n\x0bTransaction\x12\x16\n\x0eproposal_bytes\x18\x01 \x01(\x0c\x12\x18\n\x10response_payload\x18\x02 \x01(\x0c\x12+\n\x0c\x65ndorsements\x18\x03 \x03(\x0b\x32\x15.dltmw.v1.Endorsement\"*\n\x12PrivateTransaction\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c*\x89\x05\n\x10TxValidationCode\x12\"\n\x1eTX_VALIDATION_CODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TX_VALIDATION_CODE_VALID\x10\x01\x12)\n%TX_VALIDATION_CODE_MVCC_READ_CONFLICT\x10\x02\x12,\n(TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT\x10\x03\x12\x31\n-TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE\x10\x04\x12%\n!TX_VALIDATION_CODE_DUPLICATE_TXID\x10\x05\x12,\n(TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE\x10\x06\x12\"\n\x1eTX_VALIDATION_CODE_BAD_PAYLOAD\x10\x07\x12(\n$TX_VALIDATION_CODE_BAD_PROPOSAL_TXID\x10\x08\x12)\n%TX_VALIDATION_CODE_BAD_CHANNEL_HEADER\x10\t\x12\x33\n/TX_VALIDATION_CODE_INVALID_ENDORSER_TRANSACTION\x10\n\x12)\n%TX_VALIDATION_CODE_CONTRACT_NOT_FOUND\x10\x0b\x12&\n\"TX_VALIDATION_CODE_CONTRACT_FAILED\x10\x0c\x12+\n\'TX_VALIDATION_CODE_INVALID_OTHER_REASON\x10\r\x12$\n TX_VALIDATION_CODE_BAD_TIMESTAMP\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ltmw/v1/transaction.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/proposal.proto\"l\n\x0bTransaction\x12\x16\n\x0eproposal_bytes\x18\x01 \x01(\x0c\x12\x18\n\x10response_payload\x18\x02 \x01(\x0c\x12+\n\x0c\x65ndorsements\x18\x03 \x03(\x0b\x32\x15.dltmw.v1.Endorsement\"*\n\x12PrivateTransaction\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c*\x93\x06\n\x10TxValidationCode\x12\"\n\x1eTX_VALIDATION_CODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TX_VALIDATION_CODE_VALID\x10\x01\x12)\n%TX_VALIDATION_CODE_MVCC_READ_CONFLICT\x10\x02\x12,\n(TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT\x10\x03\x12\x31\n-TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE\x10\x04\x12%\n!TX_VALIDATION_CODE_DUPLICATE_TXID\x10\x05\x12,\n(TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE\x10\x06\x12\"\n\x1eTX_VALIDATION_CODE_BAD_PAYLOAD\x10\x07\x12(\n$TX_VALIDATION_CODE_BAD_PROPOSAL_TXID\x10\x08\x12)\n%TX_VALIDATION_CODE_BAD_CHANNEL_HEADER\x10\t\x12\x33\n/TX_VALIDATION_CODE_INVALID_ENDORSER_TRANSACTION\x10\n\x12)\n%TX_VALIDATION_CODE_CONTRACT_NOT_FOUND\x10\x0b\x12&\n\"TX_VALIDATION_CODE_CONTRACT_FAILED\x10\x0c\x12+\n\'TX_VALIDATION_CODE_INVALID_OTHER_REASON\x10\r\x12$\n TX_VALIDATION_CODE_BAD_TIMESTAMP\x10\x0e\x12\x32\n.TX_VALIDATION_CODE_CONTRACT_DEFINITION_CHANGED\x10\x0f\x12*\n&TX_VALIDATION_CODE_LIFECYCLE_NOT_ADMIN\x10\x10\x12(\n$TX_VALIDATION_CODE_LIFECYCLE_INVALID\x10\x11\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.transaction_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TXVALIDATIONCODE']._serialized_start=220
-  _globals['_TXVALIDATIONCODE']._serialized_end=869
+  _globals['_TXVALIDATIONCODE']._serialized_end=1007
   _globals['_TRANSACTION']._serialized_start=65
   _globals['_TRANSACTION']._serialized_end=173
   _globals['_PRIVATETRANSACTION']._serialized_start=175

@@ -35,6 +35,7 @@ from dltmw.rpc.tracing import Tracer, now_ns
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.metrics import Stopwatch, validation_code_name
+from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2
 
@@ -86,8 +87,10 @@ class CommitExecutor:
         pool: ThreadPoolExecutor,
         waiters: Waiters[Token, None],
         on_committed: OnCommitted,
+        lifecycle: ChannelLifecycle,
     ) -> None:
         self._view = view
+        self._lifecycle = lifecycle
         self._ledger = ledger
         self._pool = pool
         self._waiters = waiters
@@ -121,7 +124,7 @@ class CommitExecutor:
         return Delivered(block, token, "", tuple(checked), reads)
 
     async def _check_all(self, envelopes: Sequence[bytes]) -> list[CheckedTx]:
-        view = self._view
+        view = self._lifecycle.view  # the committed definitions as of this block's height
         return await map_chunked(
             self._pool, lambda env: check_transaction(env, view), envelopes, CHECK_CHUNK
         )
@@ -135,6 +138,8 @@ class CommitExecutor:
             del codes[:]
             codes.extend(commit.codes)  # type: ignore[arg-type]
             await self._ledger.commit_block(commit.block, commit.tx_ids, commit.writes)
+            if self._lifecycle.touched(commit.writes):
+                await self._lifecycle.load(self._ledger)
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """A peer sends nothing to other peers when it commits."""
@@ -161,18 +166,23 @@ class Committer:
         ledger: ChannelLedger,
         pool: ThreadPoolExecutor,
         on_committed: OnCommitted,
+        lifecycle: ChannelLifecycle | None = None,
     ) -> None:
         self._ctx = ctx
         self._view = view
         self._ledger = ledger
         self._waiters: Waiters[Token, None] = Waiters()
-        self._executor = CommitExecutor(view, ledger, pool, self._waiters, on_committed)
+        self.lifecycle = lifecycle or ChannelLifecycle(view)
+        self._executor = CommitExecutor(
+            view, ledger, pool, self._waiters, on_committed, self.lifecycle
+        )
         self._tokens = itertools.count()
         self._driver: CommitDriver | None = None
 
     async def start(self) -> None:
-        """Start the driver from the ledger's head."""
+        """Start the driver from the ledger's head (and its committed definitions)."""
         ledger = self._ledger
+        await self.lifecycle.load(ledger)
         self._driver = Driver(
             f"commit-{self._view.channel_id}",
             CommitCore(self._view.channel_id, ledger.height, ledger.last_hash),
