@@ -38,6 +38,8 @@ from dltmw.core.lifecycle import (
     parse_definition,
 )
 
+ADMIN_FUNCTIONS = frozenset({"approve", "commit"})  # endorsers admit these from admins only
+
 
 class LifecycleContract(Contract):
     """The lifecycle of one channel: its member organisations and genesis definitions."""

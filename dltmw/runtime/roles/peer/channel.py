@@ -56,6 +56,7 @@ from dltmw.core.contract import simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.lifecycle import NAMESPACE
+from dltmw.core.lifecycle_contract import ADMIN_FUNCTIONS
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
@@ -144,7 +145,8 @@ class PeerChannel:
             signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
         )
         name = checked.invocation.contract
-        if name == NAMESPACE and "admin" not in checked.creator.roles:
+        admin_only = name == NAMESPACE and checked.invocation.function in ADMIN_FUNCTIONS
+        if admin_only and "admin" not in checked.creator.roles:
             raise ClientError(
                 R.ERROR_REASON_NOT_AUTHORIZED,
                 "lifecycle transactions (approve, commit) need an admin identity of a member"
