@@ -202,6 +202,22 @@ def test_commit_validation_agrees_with_counting_orgs(approved: set[str]) -> None
     assert code(commit_rwset(V1, approved)) == expected
 
 
+@given(st.integers(1, 7).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1)))))
+def test_the_contract_commits_iff_more_than_half_of_the_members_approved(
+    case: tuple[int, set[int]],
+) -> None:
+    """The endorsers' decision (the contract) against a naive model, for 1..7 member orgs."""
+    count, approving = case
+    members = [f"Org{i}" for i in range(count)]
+    policy = lc.canonical_policy("Org0.peer")
+    d = lc.Definition("assets", "1.0", 1, "a" * 64, policy)
+    bench = ContractTester(LifecycleContract(members, {}))
+    for i in sorted(approving):
+        assert approve(bench, f"Org{i}", d) == 200
+    status, _ = commit(bench, d, org="Org0")
+    assert (status == 200) == (2 * len(approving) > count)
+
+
 # --- definitions and other transactions ---------------------------------------------------
 
 
