@@ -53,6 +53,7 @@ from dltmw.v1 import config_pb2, rwset_pb2, transaction_pb2
 
 NAMESPACE = "_lifecycle"
 DEFINITION_PREFIX = "definition/"
+DEFINITIONS_END = "definition0"  # just past every "definition/..." key ("/" + 1 = "0")
 APPROVAL_PREFIX = "approval/"
 GENESIS_SEQUENCE = 1
 GENESIS_VERSION = "genesis"

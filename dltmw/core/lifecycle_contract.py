@@ -28,6 +28,7 @@ from dataclasses import asdict
 from dltmw.core.contract import Context, Contract, ContractError
 from dltmw.core.lifecycle import (
     DEFINITION_PREFIX,
+    DEFINITIONS_END,
     DEFINITIONS_MAX,
     NAMESPACE,
     Definition,
@@ -70,13 +71,23 @@ class LifecycleContract(Contract):
                 f"{', '.join(approved) or 'no organisation'}: it needs {needed} of "
                 f"{len(self._members)} member organisations (MAJORITY)"
             )
+        if definition.sequence == 1:
+            self._room_for_one_more(ctx)
         ctx.put(definition_key(definition.name), definition.to_bytes())
         return definition.digest.encode()
+
+    def _room_for_one_more(self, ctx: Context) -> None:
+        """Refuse a new name once the channel holds DEFINITIONS_MAX definitions (every peer
+        keeps them in memory); the range read is recorded, so a phantom fails validation."""
+        stored = ctx.range(DEFINITION_PREFIX, DEFINITIONS_END)
+        held = len(set(self._genesis) | {k.removeprefix(DEFINITION_PREFIX) for k, _ in stored})
+        if held >= DEFINITIONS_MAX:
+            raise ContractError(f"the channel holds {DEFINITIONS_MAX} contract definitions")
 
     def definitions(self, ctx: Context, args: Sequence[bytes]) -> bytes:
         """The committed definitions, by name (JSON list of objects)."""
         found = dict(self._genesis)
-        for key, value in ctx.range(DEFINITION_PREFIX, DEFINITION_PREFIX[:-1] + "0"):
+        for key, value in ctx.range(DEFINITION_PREFIX, DEFINITIONS_END):
             found[key.removeprefix(DEFINITION_PREFIX)] = parse_definition(value, self._members)
         listed = [asdict(found[name]) for name in sorted(found)][:DEFINITIONS_MAX]
         return json.dumps(listed, sort_keys=True).encode()

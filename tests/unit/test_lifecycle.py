@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dltmw.contract_sdk.testing import DEFAULT_TX, ContractTester
 from dltmw.core import lifecycle as lc
+from dltmw.core import lifecycle_contract
 from dltmw.core.lifecycle_contract import LifecycleContract
 from dltmw.core.rwset import Version
 from dltmw.core.validation import MVCC_READ_CONFLICT, VALID, TxForMvcc, validate_block
@@ -254,3 +255,23 @@ def test_a_transaction_after_a_commit_of_its_definition_in_the_same_block_is_sta
     ]
     codes, _ = validate_block(9, txs, versions, {}, set())  # type: ignore[arg-type]
     assert codes == [VALID, VALID, lc.DEFINITION_CHANGED]
+
+
+def test_a_new_name_is_refused_once_the_channel_holds_the_most_definitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle_contract, "DEFINITIONS_MAX", 2)
+    genesis = {"bank": dataclasses.replace(V1, name="bank", package_id="")}
+    bench = new_bench(genesis)
+    for org in ("Org1", "Org2"):
+        approve(bench, org, V1)
+    assert commit(bench, V1)[0] == 200  # bank + assets: 2
+    other = dataclasses.replace(V1, name="other")
+    for org in ("Org1", "Org2"):
+        approve(bench, org, other)
+    status, message = commit(bench, other)
+    assert status == 400 and "holds 2 contract definitions" in message
+    v2 = dataclasses.replace(V1, sequence=2)  # an upgrade adds no name
+    for org in ("Org1", "Org2"):
+        approve(bench, org, v2)
+    assert commit(bench, v2)[0] == 200

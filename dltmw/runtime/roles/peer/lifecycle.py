@@ -19,6 +19,7 @@ from dltmw.core.contract import Contract
 from dltmw.core.errors import ClientError
 from dltmw.core.lifecycle import (
     DEFINITION_PREFIX,
+    DEFINITIONS_END,
     DEFINITIONS_MAX,
     GENESIS_SEQUENCE,
     NAMESPACE,
@@ -34,8 +35,6 @@ from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.v1 import errors_pb2
 
 R = errors_pb2
-
-DEFINITIONS_END = DEFINITION_PREFIX[:-1] + "0"  # "definition0": just past every "definition/..."
 
 
 class ContractSource(Protocol):
