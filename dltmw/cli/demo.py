@@ -12,7 +12,9 @@
    the third member, orders and stores only its payload hash.
 5. Notarised UTXO (`demo_utxo.py`): a DvP between the two brokers, observed by a regulator and
    invisible to everyone else, then a double-spend attempt that the notary refuses.
-6. Clean stop of every node, then a closing summary: one line per flow, PASS or FAIL, and
+6. The contract lifecycle (`demo_lifecycle.py`): a user-written contract (examples/contracts/
+   assets) installed, approved by each member of `trading`, committed and invoked.
+7. Clean stop of every node, then a closing summary: one line per flow, PASS or FAIL, and
    where the nodes' logs were kept (the network directory is deleted unless `--keep` names one).
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dltmw.cli.demo_lifecycle import deploy_contract
 from dltmw.cli.demo_private import private_trade
 from dltmw.cli.demo_utxo import utxo_trade
 from dltmw.client import GatewayClient
@@ -185,6 +188,7 @@ FLOWS = {
     "workload": "bank workload on `cash`: money conserved",
     "private": "private trade: the Exchange holds only the payload hash",
     "utxo": "notarised DvP seen by its parties and observer only; double spend refused",
+    "lifecycle": "a user contract installed, approved by each member, committed, invoked",
     "shutdown": "every node stopped cleanly",
 }
 
@@ -208,6 +212,7 @@ async def scenario(console: Console, network: Path) -> dict[str, bool]:
             "workload": await _flow(console, "workload", workload(console, bank)),
             "private": await _flow(console, "private", private_trade(console, network)),
             "utxo": await _flow(console, "utxo", utxo_trade(console, network)),
+            "lifecycle": await _flow(console, "lifecycle", deploy_contract(console, network)),
         }
         await blocks_report(console, broker, "trading")
         return results

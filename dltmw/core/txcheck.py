@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from dltmw.core import lifecycle
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import check_update, config_verdict
@@ -299,7 +300,9 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     if at is None:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
     try:
-        channel.membership.verify(header.creator, envelope.payload, envelope.signature, at)
+        creator = channel.membership.verify(
+            header.creator, envelope.payload, envelope.signature, at
+        )
     except Revoked as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_CERTIFICATE_REVOKED) from exc
     except IdentityError as exc:
@@ -316,6 +319,10 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
     )
     response = _check_endorsed_action(tx, payload.header, channel, tx_id)
+    # Before the policy: a transaction endorsed under an older definition is told so.
+    code = lifecycle.transaction_code(channel, response.rwset, creator.org_id, creator.roles)
+    if code != C.TX_VALIDATION_CODE_VALID:
+        raise _Invalid(code, tx_id)
     _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
     return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))
 

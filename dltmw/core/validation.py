@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from dltmw.core import deltas
+from dltmw.core.lifecycle import DEFINITION_CHANGED, changed_in_block
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.v1 import rwset_pb2, transaction_pb2
 
@@ -90,6 +91,8 @@ def validate_block(
             code = DUPLICATE_TXID
         if tx.tx_id:
             seen.add(tx.tx_id)
+        if code == VALID and tx.rwset is not None and changed_in_block(tx.rwset.namespace, updates):
+            code = DEFINITION_CHANGED  # endorsed before a definition committed earlier here
         if code == VALID and tx.rwset is not None:
             code = _mvcc(tx.rwset, updates, committed_versions, committed_ranges)
         applied: dict[str, bytes] = {}

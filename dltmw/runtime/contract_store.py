@@ -114,6 +114,10 @@ class ContractStore:
         loaded = self.package(pid)
         return loaded.contract if loaded else None
 
+    def named(self, name: str) -> list[str]:
+        """Ids of the installed packages whose manifest names contract `name` (loads them)."""
+        return [pid for pid in self.ids() if (p := self.package(pid)) and p.manifest.name == name]
+
     def installed(self) -> list[admin_service_pb2.InstalledContract]:
         """Every installed package, described, by id."""
         return [describe(p) for pid in self.ids() if (p := self.package(pid)) is not None]

@@ -106,6 +106,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
     is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
     """
+    ERROR_REASON_CONTRACT_NOT_COMMITTED: _ErrorReason.ValueType  # 33
+    """FAILED_PRECONDITION: the contract has no committed definition on the channel (it may be
+    installed, or approved by some organisations, but was not committed through the lifecycle:
+    docs/contracts.md). ErrorInfo.metadata: {"contract": <the name>}.
+    """
+    ERROR_REASON_PACKAGE_MISMATCH: _ErrorReason.ValueType  # 34
+    """FAILED_PRECONDITION: the package installed on this peer under the contract's name is not
+    the one the committed definition names. ErrorInfo.metadata: {"package_id": <committed id>,
+    "installed": <the ids installed here under that name, comma-separated>}.
+    """
     ERROR_REASON_CONFIG_SEQUENCE_STALE: _ErrorReason.ValueType  # 40
     """ABORTED: a config update was written for another config sequence than the channel's
     current one (ErrorInfo.metadata {"sequence": <current>}); rebuild it on the current config.
@@ -216,6 +226,16 @@ does not load). ErrorInfo.metadata: {"check": <the rule that failed>}. Nothing w
 ERROR_REASON_PACKAGE_NOT_INSTALLED: ErrorReason.ValueType  # 32
 """FAILED_PRECONDITION: the channel runs a contract package (ContractConfig.package_id) that
 is not installed on this peer. ErrorInfo.metadata: {"package_id": <the id>}.
+"""
+ERROR_REASON_CONTRACT_NOT_COMMITTED: ErrorReason.ValueType  # 33
+"""FAILED_PRECONDITION: the contract has no committed definition on the channel (it may be
+installed, or approved by some organisations, but was not committed through the lifecycle:
+docs/contracts.md). ErrorInfo.metadata: {"contract": <the name>}.
+"""
+ERROR_REASON_PACKAGE_MISMATCH: ErrorReason.ValueType  # 34
+"""FAILED_PRECONDITION: the package installed on this peer under the contract's name is not
+the one the committed definition names. ErrorInfo.metadata: {"package_id": <committed id>,
+"installed": <the ids installed here under that name, comma-separated>}.
 """
 ERROR_REASON_CONFIG_SEQUENCE_STALE: ErrorReason.ValueType  # 40
 """ABORTED: a config update was written for another config sequence than the channel's

@@ -150,9 +150,16 @@ class ReadWriteSet(_message.Message):
     READS_FIELD_NUMBER: _builtins.int
     RANGE_QUERIES_FIELD_NUMBER: _builtins.int
     WRITES_FIELD_NUMBER: _builtins.int
+    CONTRACT_SEQUENCE_FIELD_NUMBER: _builtins.int
     DELTAS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace: the contract name; keys of different contracts never collide."""
+    contract_sequence: _builtins.int
+    """Sequence of the contract's committed definition the endorser simulated under (the
+    lifecycle, docs/contracts.md). Validation compares it with the committed definition at the
+    transaction's height: a difference is CONTRACT_DEFINITION_CHANGED. 0 (unset) means 1, the
+    sequence of every contract deployed by the channel's genesis config.
+    """
     @_builtins.property
     def reads(self) -> _containers.RepeatedCompositeFieldContainer[Global___KVRead]:
         """Point reads, in first-read order."""
@@ -178,11 +185,12 @@ class ReadWriteSet(_message.Message):
         reads: _abc.Iterable[Global___KVRead] | None = ...,
         range_queries: _abc.Iterable[Global___RangeQueryInfo] | None = ...,
         writes: _abc.Iterable[Global___KVWrite] | None = ...,
+        contract_sequence: _builtins.int = ...,
         deltas: _abc.Iterable[Global___KVDelta] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deltas", b"deltas", "namespace", b"namespace", "range_queries", b"range_queries", "reads", b"reads", "writes", b"writes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_sequence", b"contract_sequence", "deltas", b"deltas", "namespace", b"namespace", "range_queries", b"range_queries", "reads", b"reads", "writes", b"writes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

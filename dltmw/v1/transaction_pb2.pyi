@@ -60,6 +60,21 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
     or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
     """
+    TX_VALIDATION_CODE_CONTRACT_DEFINITION_CHANGED: _TxValidationCode.ValueType  # 15
+    """The contract's committed definition changed between endorsement and commit: the
+    endorsements name sequence k (ReadWriteSet.contract_sequence) and the channel's committed
+    definition is at a later sequence (an upgrade committed in between, or earlier in the same
+    block). Endorse again under the new definition.
+    """
+    TX_VALIDATION_CODE_LIFECYCLE_NOT_ADMIN: _TxValidationCode.ValueType  # 16
+    """A lifecycle transaction (namespace "_lifecycle") whose creator is not an admin of a member
+    organisation, or that approves for another organisation.
+    """
+    TX_VALIDATION_CODE_LIFECYCLE_INVALID: _TxValidationCode.ValueType  # 17
+    """A lifecycle transaction that breaks the lifecycle rules at its height: malformed
+    definition, a sequence that is not the committed one + 1, or a commit whose approvals do
+    not satisfy the channel's lifecycle policy (MAJORITY of member organisations).
+    """
     TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED: _TxValidationCode.ValueType  # 20
     """A delta (KVDelta) would take its key outside the bounds it declared (e.g. a balance below
     0) on the value the earlier valid transactions of the ledger and the block left; none of the
@@ -126,6 +141,21 @@ TX_VALIDATION_CODE_INVALID_OTHER_REASON: TxValidationCode.ValueType  # 13
 TX_VALIDATION_CODE_BAD_TIMESTAMP: TxValidationCode.ValueType  # 14
 """The header timestamp is not a representable time (seconds outside 0001-01-01..9999-12-31,
 or nanos outside [0, 10^9)), so certificate validity cannot be judged at it.
+"""
+TX_VALIDATION_CODE_CONTRACT_DEFINITION_CHANGED: TxValidationCode.ValueType  # 15
+"""The contract's committed definition changed between endorsement and commit: the
+endorsements name sequence k (ReadWriteSet.contract_sequence) and the channel's committed
+definition is at a later sequence (an upgrade committed in between, or earlier in the same
+block). Endorse again under the new definition.
+"""
+TX_VALIDATION_CODE_LIFECYCLE_NOT_ADMIN: TxValidationCode.ValueType  # 16
+"""A lifecycle transaction (namespace "_lifecycle") whose creator is not an admin of a member
+organisation, or that approves for another organisation.
+"""
+TX_VALIDATION_CODE_LIFECYCLE_INVALID: TxValidationCode.ValueType  # 17
+"""A lifecycle transaction that breaks the lifecycle rules at its height: malformed
+definition, a sequence that is not the committed one + 1, or a commit whose approvals do
+not satisfy the channel's lifecycle policy (MAJORITY of member organisations).
 """
 TX_VALIDATION_CODE_DELTA_BOUND_VIOLATED: TxValidationCode.ValueType  # 20
 """A delta (KVDelta) would take its key outside the bounds it declared (e.g. a balance below

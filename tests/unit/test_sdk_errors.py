@@ -50,6 +50,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "HEIGHT_NOT_REACHED": E.Unavailable,
     "PACKAGE_INVALID": E.InvalidRequest,
     "PACKAGE_NOT_INSTALLED": E.NotFound,
+    "CONTRACT_NOT_COMMITTED": E.PreconditionFailed,
+    "PACKAGE_MISMATCH": E.PreconditionFailed,
     "CONFIG_SEQUENCE_STALE": E.PreconditionFailed,
     "CONFIG_UPDATE_UNSIGNED": E.PermissionDenied,
     "CONFIG_POLICY_UNSATISFIED": E.PermissionDenied,

@@ -162,7 +162,8 @@ class BatchEndorser:
         candidates: dict[frozenset[str], list[Candidate]],
         min_block: int,
     ) -> _Job:
-        policy = self._peer.view.policy_for(checked.invocation.contract)
+        # The committed definition's policy (admission resolved it on the local peer).
+        policy = self._peer.lifecycle.view.policy_for(checked.invocation.contract)
         if policy is None:
             raise ClientError(R.ERROR_REASON_CONTRACT_NOT_FOUND, "contract not deployed")
         wanted = frozenset(orgs) or policy_orgs(policy)

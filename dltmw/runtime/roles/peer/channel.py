@@ -39,7 +39,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -49,13 +49,14 @@ from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
-from dltmw.contracts import builtin_contract
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Committed
-from dltmw.core.contract import Contract, simulate
+from dltmw.core.contract import simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
+from dltmw.core.lifecycle import NAMESPACE
+from dltmw.core.lifecycle_contract import ADMIN_FUNCTIONS
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
@@ -63,6 +64,7 @@ from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
+from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
@@ -80,14 +82,6 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
-
-
-class ContractSource(Protocol):
-    """Installed contract packages by id (runtime/contract_store.py)."""
-
-    def contract(self, pid: str) -> Contract | None:
-        """The contract of package `pid`, or None if it is not installed here."""
-        ...
 
 
 RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
@@ -113,16 +107,8 @@ class PeerChannel:
         self.channel_config = CurrentConfig(view)
         self.ledger = ledger
         self._pool = pool
-        self._contracts: dict[str, Contract] = {}
-        self._packaged: dict[str, str] = {}  # contract name -> package id (not yet loaded)
-        self._packages = packages
-        for deployed in view.config.contracts:
-            if deployed.package_id:
-                self._packaged[deployed.name] = deployed.package_id
-                continue
-            contract = builtin_contract(deployed.name)
-            if contract is not None:
-                self._contracts[deployed.name] = contract
+        # The committed contract definitions: what runs, under which policy and sequence.
+        self.lifecycle = ChannelLifecycle(self.channel_config, packages, ctx.node_id)
         self._committed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         name = view.channel_id
@@ -130,7 +116,9 @@ class PeerChannel:
         self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
         self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
         self._watchers: Waiters[str, TxRecord] = Waiters()
-        self.committer = Committer(ctx, self.channel_config, ledger, pool, self._on_committed)
+        self.committer = Committer(
+            ctx, self.channel_config, ledger, pool, self._on_committed, self.lifecycle
+        )
         # The orderer's height as last heard (Deliver's initial metadata, then each block);
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
@@ -169,29 +157,16 @@ class PeerChannel:
             signed, self.view, utc_now(), self.ctx.limits.timestamp_window_s
         )
         name = checked.invocation.contract
-        if name not in self._contracts and name in self._packaged:
-            self._load_package(name)
-        if name not in self._contracts:
+        admin_only = name == NAMESPACE and checked.invocation.function in ADMIN_FUNCTIONS
+        if admin_only and "admin" not in checked.creator.roles:
             raise ClientError(
-                R.ERROR_REASON_CONTRACT_NOT_FOUND,
-                f"contract {checked.invocation.contract!r} is not deployed on "
-                f"{self.view.channel_id!r}",
+                R.ERROR_REASON_NOT_AUTHORIZED,
+                "lifecycle transactions (approve, commit) need an admin identity of a member"
+                f" organisation; {checked.creator.common_name!r} is not an admin",
             )
+        if name != NAMESPACE:
+            self.lifecycle.resolve(name)
         return checked
-
-    def _load_package(self, name: str) -> None:
-        """Run the channel's package for `name` from now on, once it is installed here
-        (PACKAGE_NOT_INSTALLED until then; called on the thread pool: it may read a file)."""
-        pid = self._packaged[name]
-        contract = self._packages.contract(pid) if self._packages is not None else None
-        if contract is None:
-            raise ClientError(
-                R.ERROR_REASON_PACKAGE_NOT_INSTALLED,
-                f"contract {name!r} of {self.view.channel_id!r} runs package {pid},"
-                f" which is not installed on {self.ctx.node_id}",
-                {"package_id": pid},
-            )
-        self._contracts[name] = contract
 
     async def admit_many(
         self, batch: Sequence[proposal_pb2.SignedProposal]
@@ -213,13 +188,14 @@ class PeerChannel:
 
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
-        contract = self._contracts[checked.invocation.contract]
+        contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
         clock = duration_clock()
         payload = await self.ledger.read_snapshot(
             lambda reader: simulate(
                 contract, checked.invocation, reader, checked.tx_info(), self._backstop(clock)
             )
         )
+        payload.rwset.contract_sequence = sequence
         payload.proposal_hash = sha256(checked.proposal_bytes)
         return payload
 
@@ -300,9 +276,10 @@ class PeerChannel:
         state_block_number: int,
         clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
-        contract = self._contracts[checked.invocation.contract]
+        contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
         tx = checked.tx_info()
         payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
+        payload.rwset.contract_sequence = sequence  # validation compares it with the committed
         payload.proposal_hash = sha256(checked.proposal_bytes)
         payload_bytes = payload.SerializeToString()
         response = proposal_pb2.ProposalResponse(

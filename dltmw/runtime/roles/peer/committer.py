@@ -35,6 +35,7 @@ from dltmw.rpc.tracing import Tracer, now_ns
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.metrics import Stopwatch, validation_code_name
+from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, errors_pb2
 
@@ -86,8 +87,10 @@ class CommitExecutor:
         pool: ThreadPoolExecutor,
         waiters: Waiters[Token, None],
         on_committed: OnCommitted,
+        lifecycle: ChannelLifecycle,
     ) -> None:
         self._config = config
+        self._lifecycle = lifecycle
         self._ledger = ledger
         self._pool = pool
         self._waiters = waiters
@@ -125,8 +128,10 @@ class CommitExecutor:
         return Delivered(block, token, "", tuple(checked), reads)
 
     async def _check_all(self, view: ChannelView, envelopes: Sequence[bytes]) -> list[CheckedTx]:
+        del view  # the lifecycle's view: this config with the definitions as of this height
+        committed = self._lifecycle.view
         return await map_chunked(
-            self._pool, lambda env: check_transaction(env, view), envelopes, CHECK_CHUNK
+            self._pool, lambda env: check_transaction(env, committed), envelopes, CHECK_CHUNK
         )
 
     async def persist(self, records: Sequence[None]) -> None:
@@ -146,6 +151,8 @@ class CommitExecutor:
                     commit.config.sequence,
                     commit.block.header.number,
                 )
+            if self._lifecycle.touched(commit.writes):
+                await self._lifecycle.load(self._ledger)
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """A peer sends nothing to other peers when it commits."""
@@ -172,18 +179,23 @@ class Committer:
         ledger: ChannelLedger,
         pool: ThreadPoolExecutor,
         on_committed: OnCommitted,
+        lifecycle: ChannelLifecycle | None = None,
     ) -> None:
         self._ctx = ctx
         self._channel_id = config.view.channel_id
         self._ledger = ledger
         self._waiters: Waiters[Token, None] = Waiters()
-        self._executor = CommitExecutor(config, ledger, pool, self._waiters, on_committed)
+        self.lifecycle = lifecycle or ChannelLifecycle(config)
+        self._executor = CommitExecutor(
+            config, ledger, pool, self._waiters, on_committed, self.lifecycle
+        )
         self._tokens = itertools.count()
         self._driver: CommitDriver | None = None
 
     async def start(self) -> None:
-        """Start the driver from the ledger's head."""
+        """Start the driver from the ledger's head (and its committed definitions)."""
         ledger = self._ledger
+        await self.lifecycle.load(ledger)
         self._driver = Driver(
             f"commit-{self._channel_id}",
             CommitCore(self._channel_id, ledger.height, ledger.last_hash),
