@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,9 @@ def topology() -> str:
         'contracts = [{ name = "kv", endorsement_policy = "OR(Org1.peer, Org2.peer)" }, '
         f'{{ name = "assets", package_id = "{package_id(PACKAGE)}" }}]'
     )
-    return "\n".join(
-        contracts if line.startswith("contracts = ") else line for line in TWO_ORG.splitlines()
-    )
+    replaced, count = re.subn(r"^contracts = \[.*?\]$", contracts, TWO_ORG, flags=re.S | re.M)
+    assert count == 1
+    return replaced
 
 
 async def _refused(call: object) -> grpc.aio.AioRpcError:

@@ -35,6 +35,9 @@ CLIENT_HOST = {"user1.org1": "org1", "user1.org2": "org2"}
 DLTMW = str(Path(sys.executable).parent / "dltmw")
 HERE = Path(__file__).parent
 
+# A partition outlasting TCP_USER_TIMEOUT kills the orderer's end of a follower's Deliver stream
+# without the follower hearing it; the follower's keepalive finds out. Across hosts, keep it short.
+KEEPALIVE = "[keepalive]\ntime_ms = 2000\ntimeout_ms = 2000\nmin_recv_ping_interval_ms = 1000\n"
 why_not = namespaces_possible()
 needs_namespaces = pytest.mark.skipif(bool(why_not), reason=why_not or "namespaces available")
 
@@ -80,6 +83,8 @@ def test_three_hosts_figure8_partition_and_heal(tmp_path: Path) -> None:
         init_network(tmp_path / "topology.toml", net)
         for path in [*net.glob("nodes/*/node.toml"), *net.glob("clients/*/client.toml")]:
             own_address_book(path)
+        for path in net.glob("nodes/*/node.toml"):  # links across hosts: notice a dead one fast
+            path.write_text(path.read_text() + KEEPALIVE)
         launch = {nid: lab.exec_prefix(host) for nid, host in HOST_OF.items()}
         sup = Supervisor(net, launch=launch)
         try:
