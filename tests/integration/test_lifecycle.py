@@ -99,7 +99,11 @@ async def test_the_whole_lifecycle_of_a_user_contract(network, tmp_path: Path) -
         assert err.code() == grpc.StatusCode.ABORTED and reason_of(err) == "CONTRACT_FAILED"
         assert "approved by Org1: it needs 2 of 2" in err.details()
         listed = await admin.evaluate("trades", NAMESPACE, "definitions")
-        assert [d["name"] for d in json.loads(listed.payload)] == ["bank", "kv"]
+        assert [d["name"] for d in json.loads(listed.payload)] == [
+            "bank",
+            "bank_rmw",
+            "kv",
+        ]  # genesis only
 
         assert "VALID" in _lifecycle(net, "approve", "Org2", "1.0", 1, pid1)
         assert "commit assets 1.0 sequence 1: VALID" in _lifecycle(
