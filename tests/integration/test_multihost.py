@@ -27,6 +27,7 @@ from .figure8 import CODES
 from .ledgers import blocks, ledger_path, tx_codes
 from .netlab import NetLab, namespaces_possible
 from .test_endpoints import own_address_book
+from .test_org_custody import list_block
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -69,6 +70,10 @@ def client(lab: NetLab, net: Path, who: str, *args: str) -> subprocess.Completed
     """Run a `dltmw` client command inside `who`'s organisation's namespace."""
     cmd = [*lab.exec_prefix(CLIENT_HOST[who]), DLTMW, *args[:1], str(net), *args[1:], "-c", who]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+def run_dltmw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DLTMW, *args], check=False, capture_output=True, text=True, timeout=120)
 
 
 def invoke(lab: NetLab, net: Path, who: str, *call: str) -> subprocess.CompletedProcess[str]:
@@ -147,3 +152,73 @@ def test_transactions_commit_across_slow_links(tmp_path: Path) -> None:
         finally:
             codes = sup.stop_all()
         assert all(c == 0 for c in codes.values()), codes
+
+
+def _org_topology(lab: NetLab, org: str) -> str:
+    """One organisation's own topology on its host: OrdererOrg an orderer and a notary, Org1
+    and Org2 a peer that is also a vault, and a client."""
+    host = {"OrdererOrg": "ord", "Org1": "org1", "Org2": "org2"}[org]
+
+    def node(nid: str, roles: str, port: int) -> str:
+        endpoint = f"{lab.address(host)}:{port}"
+        return f'[[nodes]]\nid = "{nid}"\norg = "{org}"\nroles = {roles}\nendpoint = "{endpoint}"\n'
+
+    head = f'name = "{org.lower()}"\n[[orgs]]\nid = "{org}"\n'
+    if org == "OrdererOrg":
+        return head + node("orderer0", '["orderer"]', 7050) + node("notary0", '["notary"]', 7052)
+    n = org[-1]
+    client = f'[[clients]]\nid = "user1.org{n}"\norg = "{org}"\n'
+    return head + node(f"peer0.org{n}", '["peer", "gateway", "vault"]', 7051) + client
+
+
+@needs_namespaces
+def test_three_organisations_each_with_its_own_directory_on_its_own_host(
+    tmp_path: Path,
+) -> None:
+    """The consortium as deployed: each organisation's directory is made by `dltmw org init`
+    (its keys only), only definitions and block 0 travel between them, and each runs its
+    nodes on its own host. An AND-endorsed transaction commits, and Org1's vault issues cash
+    to Org2's, notarised by OrdererOrg's notary — every link across the hosts."""
+    orgs = {"OrdererOrg": "ord", "Org1": "org1", "Org2": "org2"}
+    with NetLab(list(orgs.values())) as lab:
+        dirs = {org: tmp_path / org for org in orgs}
+        for org, out in dirs.items():
+            (tmp_path / f"{org}.toml").write_text(_org_topology(lab, org))
+            done = run_dltmw("org", "init", str(tmp_path / f"{org}.toml"), "--out", str(out))
+            assert done.returncode == 0, done.stderr
+        defs = [a for org, out in dirs.items() for a in ("-d", str(out / f"{org}.org.json"))]
+        create = ["channel", "create", str(dirs["OrdererOrg"]), "trades", "--orderer"]
+        create += ["orderer0", "--member", "Org1", "--member", "Org2", "--endorsement-policy"]
+        create += ["AND(Org1.peer, Org2.peer)", "--timeout-ms", "50", *defs]
+        made = run_dltmw(*create)
+        assert made.returncode == 0, made.stderr
+        block = dirs["OrdererOrg"] / "channels" / "trades.block"
+        sups = []
+        try:
+            for org, out in dirs.items():
+                list_block(out, block)  # handed over: the only file that crosses, with defs
+                mapped = run_dltmw("network-map", "create", str(out), *defs)
+                assert mapped.returncode == 0, mapped.stderr
+                for path in out.glob("nodes/*/node.toml"):
+                    path.write_text(path.read_text() + KEEPALIVE)
+                launch = {
+                    p.parent.name: lab.exec_prefix(orgs[org]) for p in out.glob("nodes/*/node.toml")
+                }
+                sups.append(Supervisor(out, launch=launch))
+                sups[-1].up(timeout_s=60)
+            cmd = [*lab.exec_prefix("org1"), DLTMW, "invoke", str(dirs["Org1"]), "trades"]
+            done = subprocess.run(
+                [*cmd, "bank", "open", "A", "100", "-c", "user1.org1"],
+                check=False, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0 and "VALID" in done.stdout, done.stderr
+            issue = [*lab.exec_prefix("org1"), sys.executable, str(HERE / "ns_issue.py")]
+            issued = subprocess.run(
+                [*issue, str(dirs["Org1"]), str(dirs["Org2"])],
+                check=False, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert issued.returncode == 0, issued.stderr
+        finally:
+            codes = [c for sup in sups for c in sup.stop_all().values()]
+        assert all(c == 0 for c in codes), codes
+        assert issued.stdout.split() == ["500"]  # Org2's vault holds the cash Org1 issued
