@@ -16,8 +16,6 @@ from typing import Annotated
 import grpc
 import typer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dltmw.cli import params
 from dltmw.cli.custody import cert_app, channel_app, org_app
@@ -34,10 +32,9 @@ from dltmw.client.governance import (
 from dltmw.core import config_edit
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
-from dltmw.net.keyfile import read_key
-from dltmw.pki.org import DefinitionError, check_definition, load_definition
+from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
-from dltmw.v1 import config_pb2, config_update_pb2, identity_pb2, transaction_pb2
+from dltmw.v1 import config_pb2, config_update_pb2, transaction_pb2
 
 # `dltmw org` and `dltmw channel` are shared with the custody commands (org init, channel create)
 
@@ -131,21 +128,6 @@ def join(network: NetworkDir, channel: ChannelArg, node: NodeArg) -> None:
     typer.echo(f"{node} joined {joined}")
 
 
-def _peer_config(network: Path, org: str, node_id: str) -> config_pb2.NodeConfig:
-    """A peer of a one-machine network directory, from its certificate and privacy public key
-    (never its private signing key, which may be in an HSM)."""
-    home = network / "nodes" / node_id
-    cert = x509.load_pem_x509_certificate((home / "identity.pem").read_bytes())
-    der = cert.public_bytes(serialization.Encoding.DER)
-    identity = identity_pb2.Identity(org_id=org, certificate_der=der).SerializeToString()
-    peer = config_pb2.NodeConfig(node_id=node_id, org_id=org, identity=identity)
-    if (home / "privacy.key").exists():
-        key = serialization.load_pem_private_key(read_key(home / "privacy.key"), None)
-        if isinstance(key, X25519PrivateKey):
-            peer.privacy_public_key = key.public_key().public_bytes_raw()
-    return peer
-
-
 @org_app.command("add")
 def org_add(
     network: NetworkDir,
@@ -174,7 +156,10 @@ def org_add(
         ca, peers = found.organization.root_certificate_pem, list(found.peers)
     else:
         ca = (network / "orgs" / org / "ca.pem").read_bytes()
-        peers = [_peer_config(network, org, p) for p in peer or []]
+        try:
+            peers = [node_entry(network / "nodes" / p, org, p) for p in peer or []]
+        except (OSError, DefinitionError) as exc:
+            raise UserError(str(exc)) from None
 
     def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
         c = config_edit.with_org(c, org, ca, peers)

@@ -52,6 +52,7 @@ __all__ = [
     "NotAMember",
     "Revoked",
     "SigningIdentity",
+    "identity_bytes",
     "VerifiedIdentity",
     "tls_org_matches",
     "tls_revoked",
@@ -370,6 +371,17 @@ def _load_cert(pem_or_der: bytes) -> x509.Certificate | None:
         return None
 
 
+def identity_bytes(org_id: str, cert_pem: bytes) -> bytes:
+    """The serialised Identity of a member certificate (PEM): what a node or party is named by
+    in configs and maps, and what it signs as (`SigningIdentity.identity_bytes`)."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return _identity(org_id, der)
+
+
+def _identity(org_id: str, certificate_der: bytes) -> bytes:
+    return identity_pb2.Identity(org_id=org_id, certificate_der=certificate_der).SerializeToString()
+
+
 class SigningIdentity:
     """A private key plus the serialised identity it signs as."""
 
@@ -394,9 +406,7 @@ class SigningIdentity:
         self.certificate_der = certificate_der
         self._private_key = private_key
         # Serialised once: tx ids hash these bytes, so they must never change.
-        self.identity_bytes: bytes = identity_pb2.Identity(
-            org_id=org_id, certificate_der=certificate_der
-        ).SerializeToString()
+        self.identity_bytes: bytes = _identity(org_id, certificate_der)
 
     @property
     def identity_id(self) -> bytes:

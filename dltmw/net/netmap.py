@@ -26,12 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from dltmw.core.identity import Membership
+from dltmw.core.identity import Membership, identity_bytes
 from dltmw.net.addressbook import Route, split_endpoint
-from dltmw.v1 import identity_pb2
 
 FILE_NAME = "network-map.toml"
 
@@ -123,10 +120,7 @@ class NetworkMap:
         roots = {org: _pem(base, p) for org, p in raw["orgs"].items()}
         nodes: dict[str, Party] = {}
         for n in raw["nodes"]:
-            cert = x509.load_pem_x509_certificate(_pem(base, n["identity"]))
-            identity = identity_pb2.Identity(
-                org_id=n["org"], certificate_der=cert.public_bytes(serialization.Encoding.DER)
-            ).SerializeToString()
+            identity = identity_bytes(n["org"], _pem(base, n["identity"]))
             roles = frozenset(n["roles"])
             nodes[n["id"]] = Party(n["id"], n["org"], roles, identity, n.get("endpoint", ""))
         validating = {n["id"]: bool(n["validating"]) for n in raw.get("notaries", [])}

@@ -27,7 +27,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dltmw.core.identity import ROLE_OU
 
-__all__ = ["FRESH", "KEY_TYPES", "IssuedCert", "Material", "certify", "issue_cert", "make_ca"]
+__all__ = [
+    "FRESH",
+    "KEY_TYPES",
+    "IssuedCert",
+    "Material",
+    "certify",
+    "issue_cert",
+    "make_ca",
+    "names_host",
+    "san_hosts",
+]
 
 KEY_TYPES = ("p256", "ed25519")
 CLOCK_SKEW = timedelta(hours=1)
@@ -146,6 +156,25 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
         except ValueError:
             names.append(x509.DNSName(host))
     return x509.SubjectAlternativeName(names)
+
+
+def san_hosts(cert: x509.Certificate) -> list[str]:
+    """The hosts a TLS certificate names (`issue_cert`'s `hosts`, IPs first); [] without SANs."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return ips + list(san.get_values_for_type(x509.DNSName))
+
+
+def names_host(cert: x509.Certificate, host: str) -> bool:
+    """Does the certificate name `host` (an IP literal by value, a DNS name case-insensitively)?"""
+    try:
+        ip = str(ipaddress.ip_address(host))  # san_hosts spells IPs the same way
+    except ValueError:
+        return host.lower() in (h.lower() for h in san_hosts(cert))
+    return ip in san_hosts(cert)
 
 
 def _authority_key_id(

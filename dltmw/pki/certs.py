@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dltmw.net.keyfile import read_key
 from dltmw.net.topology import Topology
-from dltmw.pki.ca import FRESH, IssuedCert, Material, certify
+from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, san_hosts
 from dltmw.pki.network import write_client
 
 
@@ -93,13 +93,6 @@ def _subject(cert: x509.Certificate) -> tuple[str, str, str]:
     )
 
 
-def _hosts(cert: x509.Certificate) -> list[str]:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] + list(
-        san.get_values_for_type(x509.DNSName)
-    )
-
-
 def expires_within(path: Path, days: float, now: datetime) -> bool:
     """Does the certificate in `path` expire within `days` of `now`?"""
     cert = x509.load_pem_x509_certificate(path.read_bytes())
@@ -135,7 +128,7 @@ def renew(
         public = old.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
             raise RenewError(f"{path}: unsupported key {type(public).__name__}")
-        hosts = _hosts(old) if tls else []
+        hosts = san_hosts(old) if tls else []
         pem = certify(
             _ca(org_dir, org), org, cn, role, public,
             tls=tls, hosts=hosts, valid_days=valid_days, material=material,

@@ -17,7 +17,6 @@ an advertised endpoint has a TLS certificate of its organisation that names that
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -34,14 +33,14 @@ from google.protobuf import json_format
 
 from dltmw.core.channel import ConfigError, channel_view
 from dltmw.core.genesis import make_genesis
-from dltmw.core.identity import IdentityError, Membership, tls_org_matches
+from dltmw.core.identity import IdentityError, Membership, identity_bytes, tls_org_matches
 from dltmw.net.addressbook import split_endpoint
 from dltmw.net.keyfile import read_key
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import check_clusters, cluster_members
 from dltmw.net.signer import key_ref, load_signer
 from dltmw.net.topology import Topology
-from dltmw.pki.ca import FRESH, Material
+from dltmw.pki.ca import FRESH, Material, names_host
 from dltmw.pki.network import ORDERING, HsmPlan, init_network, majority_policy
 from dltmw.v1 import config_pb2, identity_pb2, org_pb2
 
@@ -83,18 +82,7 @@ def _definition(out: Path, raw: dict[str, Any]) -> org_pb2.OrgDefinition:
     )
     for node in raw["nodes"]:
         home = out / "nodes" / node["id"]
-        cert = x509.load_pem_x509_certificate((home / "identity.pem").read_bytes())
-        der = cert.public_bytes(serialization.Encoding.DER)
-        entry = config_pb2.NodeConfig(
-            node_id=node["id"],
-            org_id=org,
-            identity=identity_pb2.Identity(org_id=org, certificate_der=der).SerializeToString(),
-            endpoint=node.get("endpoint", ""),
-        )
-        if (home / "privacy.key").exists():
-            key = serialization.load_pem_private_key(read_key(home / "privacy.key"), None)
-            assert isinstance(key, X25519PrivateKey)  # written so by init_network
-            entry.privacy_public_key = key.public_key().public_bytes_raw()
+        entry = node_entry(home, org, node["id"], node.get("endpoint", ""))
         if "orderer" in node["roles"]:
             definition.orderers.append(entry)
         if "peer" in node["roles"]:
@@ -108,6 +96,24 @@ def _definition(out: Path, raw: dict[str, Any]) -> org_pb2.OrgDefinition:
         )
         definition.tls_certificates[node["id"]] = (home / "tls.pem").read_bytes()
     return definition
+
+
+def node_entry(home: Path, org: str, node_id: str, endpoint: str = "") -> config_pb2.NodeConfig:
+    """How a channel config names the node whose directory is `home`: its identity (from its
+    certificate; never its signing key, which may be in an HSM), its privacy manager's public
+    key (peers) and its advertised endpoint."""
+    entry = config_pb2.NodeConfig(
+        node_id=node_id,
+        org_id=org,
+        identity=identity_bytes(org, (home / "identity.pem").read_bytes()),
+        endpoint=endpoint,
+    )
+    if (home / "privacy.key").exists():
+        key = serialization.load_pem_private_key(read_key(home / "privacy.key"), None)
+        if not isinstance(key, X25519PrivateKey):
+            raise DefinitionError(f"{home / 'privacy.key'} is not an X25519 key")
+        entry.privacy_public_key = key.public_key().public_bytes_raw()
+    return entry
 
 
 def to_json(definition: org_pb2.OrgDefinition) -> str:
@@ -187,19 +193,8 @@ def _check_tls(
         host, _ = split_endpoint(node.endpoint)
     except ValueError as exc:
         raise DefinitionError(f"{where}: {exc}") from exc
-    if not _names(x509.load_pem_x509_certificate(pem), host):
+    if not names_host(x509.load_pem_x509_certificate(pem), host):
         raise DefinitionError(f"{where}: TLS certificate does not name its endpoint host {host!r}")
-
-
-def _names(cert: x509.Certificate, host: str) -> bool:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    try:
-        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
-    except ValueError:
-        return host.lower() in (n.lower() for n in san.get_values_for_type(x509.DNSName))
 
 
 @dataclass(frozen=True)
