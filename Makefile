@@ -43,8 +43,8 @@ integration: $(STAMP) node-example browser hsm systemd
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
-	$(VENV)/bin/ruff check dltmw tests benchmarks scripts examples/embedded
-	$(VENV)/bin/ruff format --check dltmw tests benchmarks scripts examples/embedded
+	$(VENV)/bin/ruff check dltmw tests benchmarks scripts examples/embedded examples/consortium
+	$(VENV)/bin/ruff format --check dltmw tests benchmarks scripts examples/embedded examples/consortium
 	$(VENV)/bin/mypy
 	cd protos && $(BUF) lint
 

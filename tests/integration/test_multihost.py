@@ -12,6 +12,9 @@ peers hold the same chain with every acknowledged transaction VALID — nothing 
 
 from __future__ import annotations
 
+import json
+import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +30,7 @@ from .figure8 import CODES
 from .ledgers import blocks, ledger_path, tx_codes
 from .netlab import NetLab, namespaces_possible
 from .test_endpoints import own_address_book
-from .test_org_custody import list_block
+from .test_org_custody import private_keys
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -35,6 +38,8 @@ HOST_OF = {"orderer0": "ord", "peer0.org1": "org1", "peer0.org2": "org2"}
 CLIENT_HOST = {"user1.org1": "org1", "user1.org2": "org2"}
 DLTMW = str(Path(sys.executable).parent / "dltmw")
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+ISIN = "JP3000000001"
 
 # A partition outlasting TCP_USER_TIMEOUT kills the orderer's end of a follower's Deliver stream
 # without the follower hearing it; the follower's keepalive finds out. Across hosts, keep it short.
@@ -175,50 +180,81 @@ def _org_topology(lab: NetLab, org: str) -> str:
 def test_three_organisations_each_with_its_own_directory_on_its_own_host(
     tmp_path: Path,
 ) -> None:
-    """The consortium as deployed: each organisation's directory is made by `dltmw org init`
-    (its keys only), only definitions and block 0 travel between them, and each runs its
-    nodes on its own host. An AND-endorsed transaction commits, and Org1's vault issues cash
-    to Org2's, notarised by OrdererOrg's notary — every link across the hosts."""
+    """The consortium as docs/deploy.md deploys it, with its commands: each organisation's
+    directory is made by `dltmw org init` (its keys only), only definitions and block 0 travel
+    between them, each starts its nodes on its own host (`dltmw up`) and joins them to the
+    channel (`dltmw channel join`). The three flows cross the hosts: an AND-endorsed
+    transaction; a notarised DvP (Org1 sells a security to Org2 for cash, OrdererOrg's notary
+    on a third host); a private trade note from Org1 to Org2 whose payload never reaches
+    OrdererOrg's host (examples/consortium/trade.py, each side on its own host with its own
+    directory). No organisation's directory holds another's private key."""
     orgs = {"OrdererOrg": "ord", "Org1": "org1", "Org2": "org2"}
+    note = "NOTE-" + secrets.token_hex(12)
     with NetLab(list(orgs.values())) as lab:
+
+        def on(org: str, *args: str, timeout_s: float = 120) -> str:
+            """Run `args` on `org`'s host; its output (it must succeed)."""
+            cmd = [*lab.exec_prefix(orgs[org]), *args]
+            done = subprocess.run(
+                cmd, check=False, capture_output=True, text=True, timeout=timeout_s
+            )
+            assert done.returncode == 0, (args, done.stderr)
+            return done.stdout
+
         dirs = {org: tmp_path / org for org in orgs}
         for org, out in dirs.items():
             (tmp_path / f"{org}.toml").write_text(_org_topology(lab, org))
-            done = run_dltmw("org", "init", str(tmp_path / f"{org}.toml"), "--out", str(out))
-            assert done.returncode == 0, done.stderr
+            on(org, DLTMW, "org", "init", str(tmp_path / f"{org}.toml"), "--out", str(out))
         defs = [a for org, out in dirs.items() for a in ("-d", str(out / f"{org}.org.json"))]
         create = ["channel", "create", str(dirs["OrdererOrg"]), "trades", "--orderer"]
         create += ["orderer0", "--member", "Org1", "--member", "Org2", "--endorsement-policy"]
         create += ["AND(Org1.peer, Org2.peer)", "--timeout-ms", "50", *defs]
-        made = run_dltmw(*create)
-        assert made.returncode == 0, made.stderr
+        on("OrdererOrg", DLTMW, *create)
         block = dirs["OrdererOrg"] / "channels" / "trades.block"
-        sups = []
+        started = []
         try:
             for org, out in dirs.items():
-                list_block(out, block)  # handed over: the only file that crosses, with defs
-                mapped = run_dltmw("network-map", "create", str(out), *defs)
-                assert mapped.returncode == 0, mapped.stderr
+                if org != "OrdererOrg":  # handed over: the only file that crosses, with defs
+                    (out / "channels").mkdir()
+                    shutil.copy(block, out / "channels" / block.name)
+                on(org, DLTMW, "network-map", "create", str(out), *defs)
                 for path in out.glob("nodes/*/node.toml"):
                     path.write_text(path.read_text() + KEEPALIVE)
-                launch = {
-                    p.parent.name: lab.exec_prefix(orgs[org]) for p in out.glob("nodes/*/node.toml")
-                }
-                sups.append(Supervisor(out, launch=launch))
-                sups[-1].up(timeout_s=60)
-            cmd = [*lab.exec_prefix("org1"), DLTMW, "invoke", str(dirs["Org1"]), "trades"]
-            done = subprocess.run(
-                [*cmd, "bank", "open", "A", "100", "-c", "user1.org1"],
-                check=False, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert done.returncode == 0 and "VALID" in done.stdout, done.stderr
-            issue = [*lab.exec_prefix("org1"), sys.executable, str(HERE / "ns_issue.py")]
-            issued = subprocess.run(
-                [*issue, str(dirs["Org1"]), str(dirs["Org2"])],
-                check=False, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert issued.returncode == 0, issued.stderr
+                on(org, DLTMW, "up", str(out))
+                started.append(out)
+            for org, node in (
+                ("OrdererOrg", "orderer0"),
+                ("Org1", "peer0.org1"),
+                ("Org2", "peer0.org2"),
+            ):
+                on(org, DLTMW, "channel", "join", str(dirs[org]), "trades", node)
+            invoke = ["invoke", str(dirs["Org1"]), "trades", "bank", "open", "A", "100"]
+            assert "VALID" in on("Org1", DLTMW, *invoke, "-c", "user1.org1")
+            trade = str(ROOT / "examples" / "consortium" / "trade.py")
+            sold = json.loads(
+                on("Org1", sys.executable, trade, "seller", str(dirs["Org1"]), note, timeout_s=180)
+            )
+            bought = json.loads(
+                on("Org2", sys.executable, trade, "buyer", str(dirs["Org2"]), sold["payload_hash"])
+            )
         finally:
-            codes = [c for sup in sups for c in sup.stop_all().values()]
-        assert all(c == 0 for c in codes), codes
-        assert issued.stdout.split() == ["500"]  # Org2's vault holds the cash Org1 issued
+            for out in started:
+                run_dltmw("down", str(out))
+        # both legs of the DvP moved, in one transaction
+        assert sold["holdings"] == [["cash", "JPY", 400], ["security", ISIN, 60]]
+        assert bought["holdings"] == [["cash", "JPY", 100], ["security", ISIN, 40]]
+        assert sold["private_code"] == VALID
+        assert bought["received"] == ["kv", "put", "trade-note", note]
+        # the private payload stayed between Org1 and Org2: OrdererOrg ordered its hash only
+        for org, out in dirs.items():
+            holds = any(note.encode() in p.read_bytes() for p in out.rglob("*") if p.is_file())
+            assert holds == (org != "OrdererOrg"), org
+        chains = [blocks(ledger_path(dirs[o], f"peer0.{o.lower()}")) for o in ("Org1", "Org2")]
+        assert [b.header.SerializeToString() for b in chains[0]] == [
+            b.header.SerializeToString() for b in chains[1]
+        ]
+        assert tx_codes(chains[0])[sold["private_tx_id"]] == [VALID]
+    keys = {org: private_keys(out) for org, out in dirs.items()}
+    for org, found in keys.items():  # each organisation holds its own private keys only
+        others = {k for other, ks in keys.items() if other != org for k in ks.values()}
+        assert found and not set(found.values()) & others, org
