@@ -8,18 +8,22 @@ veth ends), after the caller stopped the processes it started in them.
     host namespace i:  eth0 = 10.231.7.(10+i)/24, lo
 
 `partition(host)` takes the host's port on the bridge down (its packets go nowhere, as when a
-cable is pulled) and `heal(host)` brings it back; `delay(host, ms)` adds latency with `tc
-netem` where the kernel has it. Every command is bounded in time.
+cable is pulled) and `heal(host)` brings it back; `delay(host, port, ms)` adds latency to the
+connections to a node of the host (a relay process: the kernels here have no `tc netem`).
+Every command is bounded in time; every process started is stopped by `close`.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 SUBNET = "10.231.7"
 TIMEOUT_S = 10
+RELAY = Path(__file__).with_name("delay_relay.py")
 
 
 class LabError(RuntimeError):
@@ -53,6 +57,7 @@ class NetLab:
         self.hosts = list(hosts)
         self.switch = f"{self.tag}-sw"
         self.made: list[str] = []
+        self.relays: list[subprocess.Popen[str]] = []
 
     def namespace(self, host: str) -> str:
         """The namespace of `host`."""
@@ -98,20 +103,34 @@ class NetLab:
         """Reconnect the host to the bridge."""
         _ip("-n", self.switch, "link", "set", f"s{self.hosts.index(host)}", "up")
 
-    def delay(self, host: str, ms: int) -> str:
-        """Add `ms` of latency to the host's outgoing packets; "" or why the kernel cannot."""
-        cmd = [*self.exec_prefix(host), "tc", "qdisc", "replace", "dev", "eth0", "root"]
-        done = subprocess.run(
-            [*cmd, "netem", "delay", f"{ms}ms"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-        return "" if done.returncode == 0 else f"tc netem: {done.stderr.strip()}"
+    def delay(self, host: str, port: int, ms: int) -> None:
+        """Add `ms` each way to every connection to `host`'s `port`: a relay
+        (`delay_relay.py`) on the host's address forwards, `ms` late, to the node listening on
+        the namespace's loopback at the same port. (The kernels here have no `sch_netem`.)"""
+        cmd = [*self.exec_prefix(host), sys.executable, str(RELAY)]
+        cmd += [f"{self.address(host)}:{port}", f"127.0.0.1:{port}", str(ms)]
+        relay = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.relays.append(relay)
+        ready = relay.stdout.readline() if relay.stdout else ""
+        if not ready.startswith("listening"):
+            raise LabError(f"the delay relay for {host}:{port} did not start ({ready!r})")
+
+    def relayed(self) -> list[int]:
+        """Stop the relays; how many connections each carried (in `delay` order)."""
+        counts = []
+        for relay in self.relays:
+            relay.terminate()
+            out, _ = relay.communicate(timeout=TIMEOUT_S)
+            counts.append(out.split().count("connection"))
+        self.relays.clear()
+        return counts
 
     def close(self) -> None:
-        """Delete every namespace this lab made (their veths go with them)."""
+        """Stop the relays; delete every namespace this lab made (their veths go with them)."""
+        for relay in self.relays:
+            relay.kill()
+            relay.wait(timeout=TIMEOUT_S)
+        self.relays.clear()
         for name in reversed(self.made):
             subprocess.run(
                 ["ip", "netns", "del", name], check=False, capture_output=True, timeout=TIMEOUT_S
