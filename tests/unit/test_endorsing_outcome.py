@@ -18,7 +18,7 @@ from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import Candidate, Decision, EndorsementCollector
 from dltmw.core.policy import PolicyResult, Signer, parse_policy
 from dltmw.runtime.roles.gateway.endorsing import _Job, _prepare
-from dltmw.v1 import proposal_pb2
+from dltmw.v1 import errors_pb2, proposal_pb2
 
 
 def _answer(status: int, block: int = 7) -> proposal_pb2.ProposalResponse:
@@ -56,6 +56,7 @@ def test_unsatisfied_endorsement_outcome(
         unreachable=set(),
         behind=set(),
         stale=stale,
+        denied=[],
     )
     with pytest.raises(error) as raised:
         _prepare(job)
@@ -74,10 +75,26 @@ def test_unreachable_endorsers_are_a_retryable_outcome(behind: set[str], reason:
         unreachable={"peer1"},
         behind=behind,
         stale=set(),
+        denied=[],
     )
     with pytest.raises(TransientError) as raised:
         _prepare(job)
     assert raised.value.reason_name == reason
+
+
+def test_a_remote_refusal_of_the_creator_is_final() -> None:
+    """An endorser that refuses the proposal's creator (a certificate revoked, an organisation
+    removed by a config block the gateway's own peer has not seen) decides the outcome: the
+    client gets that reason, not PEER_UNAVAILABLE, and does not retry."""
+    job = _job()
+    refused = ClientError(
+        errors_pb2.ERROR_REASON_NOT_A_MEMBER, "peer0.org2: BrokerB is not a member"
+    )
+    assert job.step("peer0.org1", _answer(200), b"peer0.org1", 7) is None
+    assert job.step("peer0.org2", refused, b"peer0.org2", 7) is None
+    with pytest.raises(ClientError) as raised:
+        _prepare(job)
+    assert raised.value.reason_name == "NOT_A_MEMBER"
 
 
 def _job(min_block: int = 0, local_block: int = 7) -> Any:

@@ -12,9 +12,10 @@ from ledger_parties import Parties, endorser_tx, kv_rwset, make_parties
 
 from dltmw.core import lifecycle as lc
 from dltmw.core.channel import CurrentConfig, channel_view
-from dltmw.core.config_edit import with_org
+from dltmw.core.config_edit import with_org, with_settings
 from dltmw.core.contract import Contract
 from dltmw.core.errors import ClientError
+from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_transaction
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle
 from dltmw.v1 import transaction_pb2
@@ -141,3 +142,21 @@ def test_the_lifecycle_follows_a_config_update_of_the_members() -> None:
     assert held.members == ("Org1", "Org2", "Org9")
     assert held.view is not before and held.view.membership.org_ids == {"Org1", "Org2", "Org9"}
     assert held.contract._members == ("Org1", "Org2", "Org9")  # MAJORITY of three now
+
+
+def test_a_contract_without_its_own_policy_follows_the_channels_default() -> None:
+    """`bank` has no policy of its own in the config (`kv` has one): a config update that
+    changes the channel's default endorsement policy changes the policy `bank` is endorsed and
+    validated under at once, and leaves `kv`'s and a lifecycle-committed definition's alone."""
+    current = CurrentConfig(PARTIES.view)
+    held = ChannelLifecycle(current, Source({}), "peer0.org1")
+    held.adopt({"assets": ASSETS})  # what `load` reads: the lifecycle's own commits
+    kv_before = held.view.policy_for("kv")
+    assert held.view.policy_for("bank") == held.view.policy_for(lc.NAMESPACE)  # AND(...)
+    changed = with_settings(PARTIES.view.config, endorsement_policy="Org2.peer")
+    changed.sequence = PARTIES.view.sequence + 1
+    current.replace(channel_view(changed))
+    assert held.view.policy_for("bank") == parse_policy("Org2.peer")
+    assert held.genesis["bank"].endorsement_policy == lc.canonical_policy("Org2.peer")
+    assert held.view.policy_for("kv") == kv_before
+    assert held.view.policy_for("assets") == parse_policy(ASSETS.endorsement_policy)

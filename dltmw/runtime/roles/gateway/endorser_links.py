@@ -10,7 +10,11 @@ The stream itself — queue, window, reconnect, close — is the node's one batc
 (PEER_UNAVAILABLE). A refusal of one proposal comes back as a TransientError naming the
 remote's status, exactly as a failed unary ProcessProposal did before (the gateway counts that
 endorser as failed for that proposal); HEIGHT_NOT_REACHED keeps its reason, so the gateway can
-tell a lagging endorser from a dead one.
+tell a lagging endorser from a dead one. A refusal of the proposal's creator (`CREATOR_REFUSED`:
+not a member, revoked) comes back as a ClientError with the remote's reason: it is final, and
+the gateway reports it as such when the policy cannot be met without that endorser (the
+gateway's own view of the channel may be older than the remote's, e.g. on a removed
+organisation's peer, which hears no more config blocks).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import grpc
 
 from dltmw.aio.acks import InOrder
 from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
-from dltmw.core.errors import TransientError
+from dltmw.core.errors import ClientError, TransientError
 from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.runtime.context import NodeContext
 from dltmw.v1 import (
@@ -33,6 +37,10 @@ from dltmw.v1 import (
 )
 
 E = endorser_service_pb2
+# Remote refusals of the proposal's creator: final, reported with their own reason.
+CREATOR_REFUSED = frozenset(
+    {errors_pb2.ERROR_REASON_NOT_A_MEMBER, errors_pb2.ERROR_REASON_CERTIFICATE_REVOKED}
+)
 Response = proposal_pb2.ProposalResponse
 Signed = list[tuple[proposal_pb2.SignedProposal, int]]  # (proposal, its min block number)
 Answers = list[Response | BaseException]
@@ -118,9 +126,11 @@ class EndorserStream:
             out.append(answers)
         return out
 
-    def _refused(self, error: batch_pb2.ItemError | None) -> TransientError:
+    def _refused(self, error: batch_pb2.ItemError | None) -> TransientError | ClientError:
         if error is not None and error.reason == errors_pb2.ERROR_REASON_HEIGHT_NOT_REACHED:
             return TransientError(error.reason, f"{self._node_id}: {error.message}")
+        if error is not None and error.reason in CREATOR_REFUSED:
+            return ClientError(error.reason, f"{self._node_id}: {error.message}")
         code = CODE_OF_REASON.get(error.reason, grpc.StatusCode.UNKNOWN) if error else None
         name = code.name if code is not None else "UNKNOWN"
         message = error.message if error else "no outcome for this proposal"

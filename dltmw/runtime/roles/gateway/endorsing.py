@@ -83,6 +83,7 @@ class _Job:
     behind: set[str] = field(default_factory=set)  # endorsers that did not reach min_block
     asked_again: dict[str, int] = field(default_factory=dict)  # endorser -> block asked for
     stale: set[str] = field(default_factory=set)  # refused below the block asked for
+    denied: list[ClientError] = field(default_factory=list)  # endorsers that refused the creator
 
     def step(
         self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
@@ -95,6 +96,8 @@ class _Job:
                 self.unreachable.add(node_id)
                 if answer.reason == R.ERROR_REASON_HEIGHT_NOT_REACHED:
                     self.behind.add(node_id)
+            elif isinstance(answer, ClientError):
+                self.denied.append(answer)
             self.collector.step(Failed(node_id, str(answer)))
         else:
             self.known = max(self.known, answer.state_block_number)
@@ -246,7 +249,14 @@ class BatchEndorser:
         ]
         stream = self._stream_to(node_id)
         answers = await stream.process_many(signed, min_blocks, ENDORSE_TIMEOUT_S)
-        expected = next(n.identity for n in self._peer.view.config.peers if n.node_id == node_id)
+        # The channel's config may have changed while the endorser worked (its organisation
+        # removed): then its answers count for nothing, like an unreachable endorser's.
+        expected = next(
+            (n.identity for n in self._peer.view.config.peers if n.node_id == node_id), None
+        )
+        if expected is None:
+            gone = f"{node_id} is no longer a peer of the channel"
+            return [TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, gone) for _ in answers]
         to_verify = [
             i
             for i, a in enumerate(answers)
@@ -293,6 +303,8 @@ def _prepare(job: _Job) -> EndorseResult:
             raise PeerError(
                 R.ERROR_REASON_ENDORSEMENT_MISMATCH, "endorsers returned different results; retry"
             )
+        if job.denied:  # an endorser refused the creator (revoked, not a member): final
+            raise ClientError(job.denied[0].reason, str(job.denied[0]))
         all_unreachable = bool(job.unreachable) and len(job.unreachable) == len(decision.failures)
         if all_unreachable:
             reason = (

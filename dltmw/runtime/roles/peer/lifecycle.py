@@ -67,9 +67,16 @@ class ChannelLifecycle:
         self._packages = packages
         self._node_id = node_id
         self._running: dict[str, tuple[Definition, Contract]] = {}  # name -> loaded
-        self.genesis = genesis_definitions(self.base.config)
-        self._definitions: dict[str, Definition] = dict(self.genesis)
+        self._committed: dict[str, Definition] = {}  # through the lifecycle (world state)
         self._built: tuple[ChannelView, CommittedView, LifecycleContract] | None = None
+
+    @property
+    def genesis(self) -> dict[str, Definition]:
+        """The config's own contracts as definitions committed at sequence 1. One without a
+        policy of its own follows the channel's CURRENT default policy, so a config update that
+        changes the default changes theirs (as a Fabric definition that refers to the channel's
+        Endorsement policy does); a definition committed through the lifecycle names its own."""
+        return genesis_definitions(self.base.config)
 
     @property
     def base(self) -> ChannelView:
@@ -94,8 +101,9 @@ class ChannelLifecycle:
     def _current(self) -> tuple[ChannelView, CommittedView, LifecycleContract]:
         base = self.base
         if self._built is None or self._built[0] is not base:
-            view = committed_view(base, self._definitions)
-            self._built = (base, view, LifecycleContract(self.members, self.genesis))
+            genesis = genesis_definitions(base.config)
+            view = committed_view(base, {**genesis, **self._committed})
+            self._built = (base, view, LifecycleContract(self.members, genesis))
         return self._built
 
     async def load(self, ledger: ChannelLedger) -> None:
@@ -105,11 +113,11 @@ class ChannelLifecycle:
             return reader.range(NAMESPACE, DEFINITION_PREFIX, DEFINITIONS_END, DEFINITIONS_MAX)
 
         entries = await ledger.read_snapshot(read)
-        self.adopt(committed_definitions(entries, self.genesis, self.members))
+        self.adopt(committed_definitions(entries, {}, self.members))
 
-    def adopt(self, definitions: dict[str, Definition]) -> None:
-        """Use these committed definitions (genesis ones included) from now on."""
-        self._definitions = dict(definitions)
+    def adopt(self, committed: dict[str, Definition]) -> None:
+        """Use these definitions committed through the lifecycle (over the genesis ones)."""
+        self._committed = dict(committed)
         self._built = None
 
     @staticmethod
