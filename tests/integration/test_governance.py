@@ -313,11 +313,15 @@ async def test_govern_a_running_market_under_load(network, tmp_path: Path) -> No
             assert done.status.result == VALID  # v2, endorsed by BrokerA and Custodian
 
         # (d) BrokerB is removed (3 of 4): its client is refused, its peer reads no new block.
-        view = await current_config(net, "ops.exchange", CHANNEL)
-        content = update_content(view, config_edit.without_org(view.config, "BrokerB"))
-        update = signed(net, content, "admin.brokera", "admin.exchange", "admin.custodian")
-        _, code, removed_at = await submit_update(net, "ops.exchange", CHANNEL, update)
-        assert code == VALID
+        upd = str(tmp_path / "remove-brokerb.update")
+        await cli("org", "remove", net_s, CHANNEL, "BrokerB", "-o", upd, "-c", "admin.brokera")
+        for admin in ("admin.brokera", "admin.exchange", "admin.custodian"):
+            await cli("channel", "update", net_s, CHANNEL, "--sign", upd, "-c", admin)
+        said = await cli(
+            "channel", "update", net_s, CHANNEL, "--submit", upd, "-c", "admin.exchange"
+        )
+        assert " VALID in block " in said, said
+        removed_at = int(said.split(" VALID in block ")[1].split()[0])
         removed = time.monotonic()
         await load.refused_with("trader.brokerb", "NOT_A_MEMBER", removed)
         await asyncio.gather(*(load.progress(c) for c in ("trader.brokera", "ops.exchange")))
