@@ -34,6 +34,7 @@ from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
+from dltmw.runtime.config import NodeConfig
 from dltmw.v1 import config_pb2, config_update_pb2, transaction_pb2
 
 # `dltmw org` and `dltmw channel` are shared with the custody commands (org init, channel create)
@@ -77,6 +78,13 @@ def update(
     admin_policy: Annotated[str | None, typer.Option(help="policy config updates need")] = None,
     max_tx_count: Annotated[int | None, typer.Option(help="block cutting: tx per block")] = None,
     timeout_ms: Annotated[int | None, typer.Option(help="block cutting: batch timeout")] = None,
+    add_peer: Annotated[
+        str | None, typer.Option(help="a peer of a member org to add (from nodes/NODE)")
+    ] = None,
+    remove_peer: Annotated[str | None, typer.Option(help="a peer to take out")] = None,
+    rotate_peer: Annotated[
+        str | None, typer.Option(help="a peer whose renewed identity (nodes/NODE) replaces its own")
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -90,8 +98,18 @@ def update(
     elif submit is not None:
         _submit(network, channel, client, submit)
     elif out is not None:
+        peers = [
+            (config_edit.with_peer, _local_entry(network, add_peer)) if add_peer else None,
+            (config_edit.with_rotated_peer, _local_entry(network, rotate_peer))
+            if rotate_peer
+            else None,
+        ]
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
+            for change in filter(None, peers):
+                c = change[0](c, change[1])
+            if remove_peer:
+                c = config_edit.without_peer(c, remove_peer)
             return config_edit.with_settings(
                 c,
                 endorsement_policy=endorsement_policy,
@@ -101,6 +119,18 @@ def update(
             )
 
         _write_update(network, channel, client, out, edit)
+
+
+def _local_entry(network: Path, node: str) -> config_pb2.NodeConfig:
+    """How the channel config names `node` of this network directory (its current identity
+    certificate and privacy key; the endpoint is kept from the config when rotating)."""
+    params.check_node(network, node)
+    home = network / "nodes" / node
+    try:
+        org = NodeConfig.load(home / "node.toml").org_id
+        return node_entry(home, org, node)
+    except (OSError, ValueError, DefinitionError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def _submit(network: Path, channel: str, client: str, path: Path) -> None:

@@ -1,6 +1,7 @@
-"""Edits of a channel config that admins propose: add or remove an organisation, revoke a
-certificate, change a policy or the block cutting. Each returns a NEW ChannelConfig (the input
-is never changed); `config_update.update_content` then makes the bytes the admins sign.
+"""Edits of a channel config that admins propose: add or remove an organisation or one peer,
+rotate a peer's identity, revoke a certificate, change a policy or the block cutting. Each
+returns a NEW ChannelConfig (the input is never changed); `config_update.update_content` then
+makes the bytes the admins sign.
 
 These are conveniences for `dltmw channel update|org add|org remove|cert revoke`
 (docs/governance.md); validity is not decided here but by `config_update.check_update` on every
@@ -55,6 +56,54 @@ def without_org(config: config_pb2.ChannelConfig, org_id: str) -> config_pb2.Cha
     auditors = [a for a in out.privacy_auditors if a not in gone]
     del out.privacy_auditors[:]
     out.privacy_auditors.extend(auditors)
+    return out
+
+
+def with_peer(
+    config: config_pb2.ChannelConfig, entry: config_pb2.NodeConfig
+) -> config_pb2.ChannelConfig:
+    """`config` with one more peer of a member organisation (it may then join and endorse)."""
+    if not any(o.org_id == entry.org_id for o in config.organizations):
+        raise ValueError(f"{entry.org_id} is not a member")
+    if any(n.node_id == entry.node_id for n in [*config.peers, *config.orderers]):
+        raise ValueError(f"{entry.node_id} is already in the channel")
+    out = _copy(config)
+    out.peers.append(entry)
+    return out
+
+
+def without_peer(config: config_pb2.ChannelConfig, node_id: str) -> config_pb2.ChannelConfig:
+    """`config` without peer `node_id`: no gateway asks it to endorse, no endorsement of it
+    counts, no client finds it. Its organisation stays a member, so its certificate still may
+    read blocks: revoke it (`with_revoked`) to shut it out entirely."""
+    if not any(n.node_id == node_id for n in config.peers):
+        raise ValueError(f"{node_id} is not a peer of the channel")
+    out = _copy(config)
+    kept = [n for n in out.peers if n.node_id != node_id]
+    del out.peers[:]
+    out.peers.extend(kept)
+    auditors = [a for a in out.privacy_auditors if a != node_id]
+    del out.privacy_auditors[:]
+    out.privacy_auditors.extend(auditors)
+    return out
+
+
+def with_rotated_peer(
+    config: config_pb2.ChannelConfig, entry: config_pb2.NodeConfig
+) -> config_pb2.ChannelConfig:
+    """`config` with peer `entry.node_id`'s identity (and privacy key) replaced by `entry`'s,
+    e.g. after `dltmw cert renew --identity`; its endpoint stays unless `entry` names one."""
+    out = _copy(config)
+    found = next((n for n in out.peers if n.node_id == entry.node_id), None)
+    if found is None:
+        raise ValueError(f"{entry.node_id} is not a peer of the channel")
+    if found.org_id != entry.org_id:
+        raise ValueError(f"{entry.node_id} belongs to {found.org_id}, not {entry.org_id}")
+    if found.identity == entry.identity and found.privacy_public_key == entry.privacy_public_key:
+        raise ValueError(f"{entry.node_id}'s identity in the channel is already this one")
+    found.identity = entry.identity
+    found.privacy_public_key = entry.privacy_public_key
+    found.endpoint = entry.endpoint or found.endpoint
     return out
 
 

@@ -139,7 +139,9 @@ def _check_signatures(
         )
 
 
-def _next_view(content: config_update_pb2.ConfigUpdateContent, view: ChannelView) -> ChannelView:
+def _next_view(
+    content: config_update_pb2.ConfigUpdateContent, view: ChannelView, at: datetime
+) -> ChannelView:
     try:
         config = config_pb2.ChannelConfig.FromString(content.config)
     except DecodeError as exc:
@@ -151,9 +153,32 @@ def _next_view(content: config_update_pb2.ConfigUpdateContent, view: ChannelView
     if config.ordering != view.config.ordering:
         raise _invalid("a config update cannot change the ordering type")
     try:
-        return channel_view(config)
+        nxt = channel_view(config)
     except ConfigError as exc:
         raise _invalid(f"the new config is invalid: {exc}") from exc
+    _check_peers(nxt, view, at)
+    return nxt
+
+
+def _check_peers(nxt: ChannelView, view: ChannelView, at: datetime) -> None:
+    """Every peer of the new config is named once, and each one the update adds or changes has
+    an identity that is a valid certificate of its own organisation now: a gateway must be able
+    to ask it and trust its answer. (Peers it leaves as they were are not checked again: a
+    revoked peer certificate must not block the update that removes the peer.)"""
+    before = {p.node_id: p.SerializeToString() for p in view.config.peers}
+    seen: set[str] = set()
+    for peer in nxt.config.peers:
+        if peer.node_id in seen:
+            raise _invalid(f"peer {peer.node_id} is listed twice")
+        seen.add(peer.node_id)
+        if before.get(peer.node_id) == peer.SerializeToString():
+            continue
+        try:
+            who = nxt.membership.identify(peer.identity, at)
+        except IdentityError as exc:
+            raise _invalid(f"peer {peer.node_id}: {exc}") from exc
+        if who.org_id != peer.org_id:
+            raise _invalid(f"peer {peer.node_id}'s identity belongs to {who.org_id}")
 
 
 def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:
@@ -172,7 +197,7 @@ def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:
             {"sequence": str(view.sequence)},
         )
     _check_signatures(update, view, at)
-    return _next_view(content, view)
+    return _next_view(content, view, at)
 
 
 def config_verdict(data: bytes, view: ChannelView, at: datetime) -> tuple[int, ChannelView | None]:

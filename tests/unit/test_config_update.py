@@ -511,3 +511,56 @@ def test_a_removed_org_is_named_as_no_member_on_links_and_streams(gov: Gov) -> N
     with pytest.raises(ClientError) as err:
         still_reader(gov.peers["Org1"].identity_bytes, revoked)
     assert err.value.reason == R.ERROR_REASON_CERTIFICATE_REVOKED
+
+
+def _peer_entry(ident: SigningIdentity, node_id: str, org: str) -> config_pb2.NodeConfig:
+    return config_pb2.NodeConfig(node_id=node_id, org_id=org, identity=ident.identity_bytes)
+
+
+def _apply(gov: Gov, config: config_pb2.ChannelConfig) -> ChannelView:
+    two = (gov.admins["Org1"], gov.admins["Org2"])
+    return check_update(update(gov.view, config, *two).SerializeToString(), gov.view, NOW)
+
+
+def test_a_peer_is_added_rotated_and_removed(gov: Gov) -> None:
+    """One peer at a time: added (a member organisation's certificate), its identity rotated
+    (a renewed certificate), removed; each a valid update of its own."""
+    added = _apply(gov, config_edit.with_peer(next_config(gov.view), _peer_entry(
+        gov.peers["Org1"], "peer0.Org1", "Org1")))  # fmt: skip
+    assert [p.node_id for p in added.config.peers] == ["peer0.Org1"]
+    renewed = _ident(gov.cas["Org1"], "Org1", "peer0.Org1", "peer")
+    rotated = config_edit.with_rotated_peer(
+        added.config, _peer_entry(renewed, "peer0.Org1", "Org1")
+    )
+    assert rotated.peers[0].identity == renewed.identity_bytes
+    assert added.config.peers[0].identity == gov.peers["Org1"].identity_bytes  # input unchanged
+    removed = config_edit.without_peer(rotated, "peer0.Org1")
+    assert list(removed.peers) == []
+    with pytest.raises(ValueError, match="not a peer"):
+        config_edit.without_peer(removed, "peer0.Org1")
+    with pytest.raises(ValueError, match="already in the channel"):
+        config_edit.with_peer(rotated, _peer_entry(renewed, "peer0.Org1", "Org1"))
+    with pytest.raises(ValueError, match="already this one"):
+        config_edit.with_rotated_peer(rotated, _peer_entry(renewed, "peer0.Org1", "Org1"))
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["another org's certificate", "a non-member org", "listed twice", "not a certificate"],
+)
+def test_an_update_naming_a_bad_peer_is_invalid(gov: Gov, how: str) -> None:
+    """A peer the update adds or changes must carry a valid certificate of its own member
+    organisation: else CONFIG_INVALID / CONFIG_UPDATE_INVALID, nothing applied."""
+    config = next_config(gov.view)
+    entry = _peer_entry(gov.peers["Org1"], "peer0.Org1", "Org1")
+    if how == "another org's certificate":
+        entry.identity = gov.peers["Org2"].identity_bytes
+    elif how == "a non-member org":
+        entry = _peer_entry(gov.outsider_admin, "peer0.Org9", "Org9")
+    elif how == "listed twice":
+        config.peers.append(entry)
+    else:
+        entry.identity = b"\x0a\x04Org1\x12\x03xyz"
+    config.peers.append(entry)
+    data = update(gov.view, config, gov.admins["Org1"], gov.admins["Org2"]).SerializeToString()
+    assert refusal(data, gov.view) == ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")

@@ -1,0 +1,137 @@
+"""One peer at a time, by config update on a running channel (docs/governance.md): a peer is
+taken out (gateways stop asking it) and added back (it serves the channel again), and a peer's
+renewed identity certificate replaces its old one (`dltmw cert renew --identity`, `channel
+update --rotate-peer`, restart): its endorsements carry the new identity and are accepted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dltmw.client import GatewayClient
+from dltmw.client.governance import current_config
+from dltmw.core.identity import identity_bytes
+from dltmw.v1 import common_pb2, identity_pb2, transaction_pb2
+
+from .ledgers import blocks, ledger_path
+
+pytestmark = pytest.mark.integration
+DLTMW = Path(sys.executable).parent / "dltmw"
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+CHANNEL = "trades"
+ADMINS = ("admin.org1", "admin.org2")
+
+TOPOLOGY = """
+name = "peers"
+[[orgs]]
+id = "Org1"
+[[orgs]]
+id = "Org2"
+[[orgs]]
+id = "OrdererOrg"
+[[nodes]]
+id = "orderer0"
+org = "OrdererOrg"
+roles = ["orderer"]
+[[nodes]]
+id = "peer0.org1"
+org = "Org1"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer1.org1"
+org = "Org1"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.org2"
+org = "Org2"
+roles = ["peer", "gateway"]
+[[clients]]
+id = "user1.org1"
+org = "Org1"
+[[channels]]
+id = "trades"
+members = ["Org1", "Org2"]
+orderers = ["orderer0"]
+endorsement_policy = "AND(Org1.peer, Org2.peer)"
+contracts = [{ name = "kv" }]
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = BATCH_MS }
+"""
+
+
+def dltmw(*argv: str) -> str:
+    done = subprocess.run(
+        [str(DLTMW), *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def change(net: Path, tmp: Path, name: str, *options: str) -> None:
+    """Build, sign by both admins and submit one config update; it must be VALID."""
+    upd = str(tmp / f"{name}.update")
+    dltmw("channel", "update", str(net), CHANNEL, *options, "-o", upd, "-c", "admin.org1")
+    for admin in ADMINS:
+        dltmw("channel", "update", str(net), CHANNEL, "--sign", upd, "-c", admin)
+    said = dltmw("channel", "update", str(net), CHANNEL, "--submit", upd, "-c", "admin.org1")
+    assert " VALID in block " in said, said
+
+
+async def peers_in_config(net: Path) -> list[str]:
+    return [p.node_id for p in (await current_config(net, "user1.org1", CHANNEL)).config.peers]
+
+
+async def put(net: Path, key: str) -> str:
+    async with await GatewayClient.connect(net, "user1.org1", "peer0.org1", pipelined=False) as c:
+        done = await c.submit_transaction(CHANNEL, "kv", "put", key, "v")
+    assert done.status.result == VALID
+    return done.tx_id
+
+
+def endorsers(net: Path, tx_id: str) -> dict[str, bytes]:
+    """org -> the identity that endorsed `tx_id`, from peer0.org1's chain."""
+    for block in blocks(ledger_path(net, "peer0.org1")):
+        for raw in block.data.envelopes:
+            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
+            if common_pb2.Header.FromString(payload.header).tx_id == tx_id:
+                tx = transaction_pb2.Transaction.FromString(payload.data)
+                return {
+                    identity_pb2.Identity.FromString(e.endorser).org_id: e.endorser
+                    for e in tx.endorsements
+                }
+    raise AssertionError(f"{tx_id} is not on peer0.org1's chain")
+
+
+async def test_a_peer_is_taken_out_added_back_and_its_identity_rotated(
+    network, tmp_path: Path
+) -> None:
+    net, sup = network(TOPOLOGY, batch_ms=50)
+    assert await peers_in_config(net) == ["peer0.org1", "peer1.org1", "peer0.org2"]
+    await put(net, "k0")
+
+    change(net, tmp_path, "out", "--remove-peer", "peer1.org1")
+    assert await peers_in_config(net) == ["peer0.org1", "peer0.org2"]
+    await put(net, "k1")  # the policy is met without it
+
+    change(net, tmp_path, "back", "--add-peer", "peer1.org1")
+    assert await peers_in_config(net) == ["peer0.org1", "peer0.org2", "peer1.org1"]
+
+    home = net / "nodes" / "peer0.org2"
+    old = identity_bytes("Org2", (home / "identity.pem").read_bytes())
+    assert "renewed" in dltmw("cert", "renew", str(net), "peer0.org2", "--identity")
+    new = identity_bytes("Org2", (home / "identity.pem").read_bytes())
+    assert new != old
+    change(net, tmp_path, "rotate", "--rotate-peer", "peer0.org2")
+    [entry] = [
+        p for p in (await current_config(net, "user1.org1", CHANNEL)).config.peers
+        if p.node_id == "peer0.org2"
+    ]  # fmt: skip
+    assert entry.identity == new
+    assert sup.stop("peer0.org2") == 0  # it signs with the renewed certificate from its restart
+    sup.start("peer0.org2")
+    sup.wait_ready("peer0.org2")
+    tx_id = await put(net, "k2")
+    assert endorsers(net, tx_id)["Org2"] == new
