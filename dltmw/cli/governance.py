@@ -76,6 +76,9 @@ def update(
     submit: Annotated[Path | None, typer.Option("--submit", help="submit this update")] = None,
     endorsement_policy: Annotated[str | None, typer.Option(help="default policy")] = None,
     admin_policy: Annotated[str | None, typer.Option(help="policy config updates need")] = None,
+    lifecycle_policy: Annotated[
+        str | None, typer.Option(help="policy committing a contract definition needs")
+    ] = None,
     max_tx_count: Annotated[int | None, typer.Option(help="block cutting: tx per block")] = None,
     timeout_ms: Annotated[int | None, typer.Option(help="block cutting: batch timeout")] = None,
     add_peer: Annotated[
@@ -114,6 +117,7 @@ def update(
                 c,
                 endorsement_policy=endorsement_policy,
                 admin_policy=admin_policy,
+                lifecycle_policy=lifecycle_policy,
                 max_tx_count=max_tx_count,
                 timeout_ms=timeout_ms,
             )

@@ -130,6 +130,8 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
         policies[contract.name] = _parsed(text, roots, f"contract {contract.name!r}")
     admin_text = config.admin_policy or majority_admin_policy(list(roots))
     admin_policy = _parsed(admin_text, roots, "admin policy")
+    if config.lifecycle_policy:
+        _parsed(config.lifecycle_policy, roots, "lifecycle policy")
     try:
         membership = Membership(roots, _revoked(config))
         orderer_membership = Membership(orderer_roots)

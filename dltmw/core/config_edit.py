@@ -129,6 +129,7 @@ def with_settings(
     *,
     endorsement_policy: str | None = None,
     admin_policy: str | None = None,
+    lifecycle_policy: str | None = None,
     max_tx_count: int | None = None,
     timeout_ms: int | None = None,
     privacy_auditors: Iterable[str] | None = None,
@@ -139,6 +140,8 @@ def with_settings(
         out.default_endorsement_policy = endorsement_policy
     if admin_policy is not None:
         out.admin_policy = admin_policy
+    if lifecycle_policy is not None:
+        out.lifecycle_policy = lifecycle_policy
     if max_tx_count is not None:
         out.batch.max_tx_count = max_tx_count
     if timeout_ms is not None:

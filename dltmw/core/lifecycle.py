@@ -2,8 +2,9 @@
 
 Fabric's model, kept small. A *definition* says how a channel runs a contract: {name, version,
 sequence, package id, endorsement policy, init required}. Each member organisation's admin
-*approves* an exact definition; once the channel's lifecycle policy is met (MAJORITY of member
-organisations, `approvals_needed`) any admin may *commit* it, and only with sequence = the
+*approves* an exact definition; once the channel's lifecycle policy is met (`approvals_meet`:
+the config's `lifecycle_policy` over the approving organisations' admins, or by default MAJORITY
+of member organisations, `approvals_needed`) any admin may *commit* it, and only with sequence = the
 committed sequence + 1 (the first definition of a new name has sequence 1; an upgrade is the
 next sequence). Contracts deployed by the channel's genesis config count as committed
 definitions with sequence 1 (`genesis_definitions`), so a network built by `dltmw init` needs
@@ -47,7 +48,16 @@ from dataclasses import asdict, dataclass, field, fields
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.hashing import sha256
-from dltmw.core.policy import PolicyError, check_policy_orgs, format_policy, parse_policy
+from dltmw.core.policy import (
+    Policy,
+    PolicyError,
+    PolicyResult,
+    Signer,
+    check_policy_orgs,
+    evaluate,
+    format_policy,
+    parse_policy,
+)
 from dltmw.core.rwset import StateEntry
 from dltmw.v1 import config_pb2, rwset_pb2, transaction_pb2
 
@@ -175,8 +185,32 @@ def committed_definitions(
 
 
 def approvals_needed(member_count: int) -> int:
-    """The channel's lifecycle policy, MAJORITY: more than half of the member organisations."""
+    """The default lifecycle policy, MAJORITY: more than half of the member organisations."""
     return member_count // 2 + 1
+
+
+def lifecycle_policy(config: config_pb2.ChannelConfig) -> Policy | None:
+    """The channel's own lifecycle policy (checked by `channel_view`), or None: MAJORITY."""
+    return parse_policy(config.lifecycle_policy) if config.lifecycle_policy else None
+
+
+def approvals_meet(
+    approved: Collection[str], members: Collection[str], policy: Policy | None
+) -> bool:
+    """Whether the member organisations in `approved` meet the lifecycle policy: each counts
+    as one signature of its admin; None is MAJORITY of `members`."""
+    orgs = sorted(set(approved) & set(members))
+    if policy is None:
+        return len(orgs) >= approvals_needed(len(members))
+    signers = [Signer(org.encode(), org, frozenset({"admin"})) for org in orgs]
+    return evaluate(policy, signers) is PolicyResult.SATISFIED
+
+
+def policy_text(policy: Policy | None, members: Collection[str]) -> str:
+    """The lifecycle policy as a refusal names it."""
+    if policy is None:
+        return f"{approvals_needed(len(members))} of {len(members)} member organisations (MAJORITY)"
+    return f"the channel's lifecycle policy {format_policy(policy)}"
 
 
 def next_sequence_error(definition: Definition, committed_sequence: int) -> str:
@@ -219,8 +253,10 @@ def lifecycle_code(
     creator_roles: Collection[str],
     members: Collection[str],
     sequences: Mapping[str, int],
+    policy: Policy | None = None,
 ) -> int:
-    """Validation of a `_lifecycle` transaction at its height (see the module docstring)."""
+    """Validation of a `_lifecycle` transaction at its height (see the module docstring);
+    `policy`: the channel's lifecycle policy (None: MAJORITY)."""
     if "admin" not in creator_roles or creator_org not in members:
         return NOT_ADMIN
     if len(rwset.writes) != 1 or rwset.writes[0].is_delete:
@@ -238,8 +274,8 @@ def lifecycle_code(
         return VALID
     if write.key != definition_key(definition.name):
         return INVALID
-    approved = approvers(rwset.reads, definition) & set(members)
-    return VALID if len(approved) >= approvals_needed(len(members)) else INVALID
+    approved = approvers(rwset.reads, definition)
+    return VALID if approvals_meet(approved, members, policy) else INVALID
 
 
 @dataclass(frozen=True)
@@ -274,5 +310,6 @@ def transaction_code(
         sequences = dict.fromkeys(channel.policies, GENESIS_SEQUENCE)
     if rwset.namespace == NAMESPACE:
         members = channel.membership.org_ids
-        return lifecycle_code(rwset, creator_org, roles, members, sequences)
+        policy = lifecycle_policy(channel.config)
+        return lifecycle_code(rwset, creator_org, roles, members, sequences, policy)
     return definition_code(rwset, sequences)

@@ -11,7 +11,7 @@ Functions (arguments are bytes, the definition as canonical JSON, `Definition.to
 
 - `approve(definition)`: the creator's organisation approves exactly this definition; its
   sequence must be the committed one + 1. Returns the definition's digest (hex).
-- `commit(definition)`: commits it once MAJORITY of member organisations approved exactly it;
+- `commit(definition)`: commits it once approvals of exactly it meet the lifecycle policy;
   refused (400) naming who approved and how many are needed.
 - `definitions()`: the committed definitions as a JSON list (genesis ones included).
 - `approvals(definition)`: the organisations that approved exactly this definition (JSON list).
@@ -33,11 +33,13 @@ from dltmw.core.lifecycle import (
     NAMESPACE,
     Definition,
     LifecycleError,
-    approvals_needed,
+    approvals_meet,
     definition_key,
     next_sequence_error,
     parse_definition,
+    policy_text,
 )
+from dltmw.core.policy import Policy
 
 ADMIN_FUNCTIONS = frozenset({"approve", "commit"})  # endorsers admit these from admins only
 
@@ -47,9 +49,15 @@ class LifecycleContract(Contract):
 
     name = NAMESPACE
 
-    def __init__(self, members: Sequence[str], genesis: Mapping[str, Definition]) -> None:
+    def __init__(
+        self,
+        members: Sequence[str],
+        genesis: Mapping[str, Definition],
+        policy: Policy | None = None,
+    ) -> None:
         self._members = tuple(sorted(members))
         self._genesis = dict(genesis)
+        self._policy = policy  # the channel's lifecycle policy; None: MAJORITY
 
     def approve(self, ctx: Context, args: Sequence[bytes]) -> bytes:
         """Approve a definition for the creator's organisation."""
@@ -61,15 +69,14 @@ class LifecycleContract(Contract):
         return definition.digest.encode()
 
     def commit(self, ctx: Context, args: Sequence[bytes]) -> bytes:
-        """Commit a definition that MAJORITY of member organisations approved."""
+        """Commit a definition whose approvals meet the channel's lifecycle policy."""
         definition = self._next(ctx, args)
         approved = [m for m in self._members if ctx.get(definition.approval_key(m)) is not None]
-        needed = approvals_needed(len(self._members))
-        if len(approved) < needed:
+        if not approvals_meet(approved, self._members, self._policy):
             raise ContractError(
                 f"definition {definition.name!r} sequence {definition.sequence} is approved by "
-                f"{', '.join(approved) or 'no organisation'}: it needs {needed} of "
-                f"{len(self._members)} member organisations (MAJORITY)"
+                f"{', '.join(approved) or 'no organisation'}: it needs "
+                f"{policy_text(self._policy, self._members)}"
             )
         if definition.sequence == 1:
             self._room_for_one_more(ctx)

@@ -135,6 +135,11 @@ class ChannelSpec(Strict):
     privacy_auditors: list[Id] = Field(
         default_factory=list, description="peers that receive every private payload"
     )
+    lifecycle_policy: str | None = Field(
+        None,
+        description="what committing a contract definition needs, over the approving orgs'"
+        " admins, e.g. AND(Org1.admin, Org2.admin) (else a majority of the members)",
+    )
 
 
 class NotaryCluster(Strict):

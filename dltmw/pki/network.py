@@ -316,6 +316,7 @@ def _channel_config(
         if auditor not in peers:
             raise ValueError(f"channel {ch['id']}: auditor {auditor} is not a peer of the channel")
         config.privacy_auditors.append(auditor)
+    config.lifecycle_policy = ch.get("lifecycle_policy") or ""
     for contract in ch.get("contracts", [{"name": "bank"}, {"name": "kv"}]):
         config.contracts.add(
             name=contract["name"],

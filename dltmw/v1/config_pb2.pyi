@@ -215,6 +215,7 @@ class ChannelConfig(_message.Message):
     PRIVACY_AUDITORS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ADMIN_POLICY_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_POLICY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -227,6 +228,11 @@ class ChannelConfig(_message.Message):
     """Policy that config updates must satisfy, over admin signatures, e.g.
     "OutOf(2, Org1.admin, Org2.admin, Org3.admin)". Empty: MAJORITY of the member organisations'
     admins (more than half of them, one admin each).
+    """
+    lifecycle_policy: _builtins.str
+    """Policy that committing a contract definition needs (the lifecycle), over the approving
+    organisations' admins, e.g. "AND(Exchange.admin, OutOf(1, BrokerA.admin, BrokerB.admin))".
+    Empty: MAJORITY of the member organisations (core/lifecycle.py).
     """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
@@ -273,10 +279,11 @@ class ChannelConfig(_message.Message):
         privacy_auditors: _abc.Iterable[_builtins.str] | None = ...,
         sequence: _builtins.int = ...,
         admin_policy: _builtins.str = ...,
+        lifecycle_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,11 +11,14 @@ import dataclasses
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from ledger_parties import make_parties
 
 from dltmw.contract_sdk.testing import DEFAULT_TX, ContractTester
 from dltmw.core import lifecycle as lc
 from dltmw.core import lifecycle_contract
+from dltmw.core.channel import ConfigError, channel_view
 from dltmw.core.lifecycle_contract import LifecycleContract
+from dltmw.core.policy import parse_policy
 from dltmw.core.rwset import Version
 from dltmw.core.validation import MVCC_READ_CONFLICT, VALID, TxForMvcc, validate_block
 from dltmw.v1 import config_pb2, rwset_pb2
@@ -275,3 +278,52 @@ def test_a_new_name_is_refused_once_the_channel_holds_the_most_definitions(
     for org in ("Org1", "Org2"):
         approve(bench, org, v2)
     assert commit(bench, v2)[0] == 200
+
+
+# --- the channel's own lifecycle policy ---------------------------------------------------
+
+EXCHANGE_AND_ONE = parse_policy("AND(Org1.admin, OutOf(1, Org2.admin, Org3.admin))")
+
+
+@pytest.mark.parametrize(
+    ("approving", "commits"),
+    [
+        ({"Org1", "Org2"}, True),
+        ({"Org1", "Org3"}, True),
+        ({"Org2", "Org3"}, False),
+        ({"Org1"}, False),
+        ({"Org1", "Org2", "Org3"}, True),
+    ],
+    ids=["org1+org2", "org1+org3", "a-majority-without-org1", "org1-alone", "all"],
+)
+def test_a_channels_lifecycle_policy_replaces_the_majority(
+    approving: set[str], commits: bool
+) -> None:
+    """With `lifecycle_policy` "Org1 and one other", a majority without Org1 does not commit,
+    at endorsement (the contract) and at validation (`lifecycle_code`) alike."""
+    bench = ContractTester(LifecycleContract(MEMBERS, {}, EXCHANGE_AND_ONE))
+    for org in sorted(approving):
+        assert approve(bench, org, V1) == 200
+    status, message = commit(bench, V1)
+    assert (status == 200) == commits, message
+    if not commits:
+        assert "lifecycle policy" in message and committed(bench, "assets") is None
+    verdict = lc.lifecycle_code(commit_rwset(V1, approving), "Org1", ADMIN, MEMBERS, {},
+                                EXCHANGE_AND_ONE)  # fmt: skip
+    assert verdict == (lc.VALID if commits else lc.INVALID)
+
+
+def test_transaction_code_reads_the_lifecycle_policy_from_the_config() -> None:
+    """`transaction_code` validates a commit under the config's `lifecycle_policy`; a config
+    naming an unknown organisation in it is invalid."""
+    parties = make_parties()
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(parties.view.config)
+    config.lifecycle_policy = "AND(Org1.admin, Org2.admin)"
+    view = channel_view(config)
+    both, one = commit_rwset(V1, {"Org1", "Org2"}), commit_rwset(V1, {"Org1"})
+    assert lc.transaction_code(view, both, "Org1", ADMIN) == lc.VALID
+    assert lc.transaction_code(view, one, "Org1", ADMIN) == lc.INVALID
+    config.lifecycle_policy = "AND(Org1.admin, Org7.admin)"
+    with pytest.raises(ConfigError):
+        channel_view(config)

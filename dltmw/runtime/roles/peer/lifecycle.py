@@ -28,6 +28,7 @@ from dltmw.core.lifecycle import (
     committed_definitions,
     committed_view,
     genesis_definitions,
+    lifecycle_policy,
 )
 from dltmw.core.lifecycle_contract import LifecycleContract
 from dltmw.core.rwset import StateEntry, StateWrite
@@ -103,7 +104,8 @@ class ChannelLifecycle:
         if self._built is None or self._built[0] is not base:
             genesis = genesis_definitions(base.config)
             view = committed_view(base, {**genesis, **self._committed})
-            self._built = (base, view, LifecycleContract(self.members, genesis))
+            contract = LifecycleContract(self.members, genesis, lifecycle_policy(base.config))
+            self._built = (base, view, contract)
         return self._built
 
     async def load(self, ledger: ChannelLedger) -> None:
