@@ -147,6 +147,10 @@ PolicyOpt = Annotated[
 OrgOpt = Annotated[
     str | None, typer.Option("--org", help="sign as this organisation's admin, e.g. Org1")
 ]
+InitOpt = Annotated[
+    bool,
+    typer.Option("--init-required", help="its `init` must run first, once per sequence"),
+]
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ def approve(
     sequence: SequenceOpt,
     package_id: PackageIdOpt,
     policy: PolicyOpt = "",
+    init_required: InitOpt = False,
     org: OrgOpt = None,
     client: AdminOpt = None,
     gateway: GatewayOpt = None,
@@ -202,7 +207,9 @@ def approve(
         network,
         channel,
         _Signer(org, client, gateway),
-        lambda: definition_for(network, channel, name, version, sequence, package_id, policy),
+        lambda: definition_for(
+            network, channel, name, version, sequence, package_id, policy, init_required
+        ),
     )
 
 
@@ -215,15 +222,18 @@ def commit(
     sequence: SequenceOpt,
     package_id: PackageIdOpt,
     policy: PolicyOpt = "",
+    init_required: InitOpt = False,
     org: OrgOpt = None,
     client: AdminOpt = None,
     gateway: GatewayOpt = None,
 ) -> None:
-    """Commit a definition a MAJORITY of member organisations approved (signed by an admin)."""
+    """Commit a definition whose approvals meet the lifecycle policy (signed by an admin)."""
     _lifecycle(
         "commit",
         network,
         channel,
         _Signer(org, client, gateway),
-        lambda: definition_for(network, channel, name, version, sequence, package_id, policy),
+        lambda: definition_for(
+            network, channel, name, version, sequence, package_id, policy, init_required
+        ),
     )

@@ -45,6 +45,9 @@ from dltmw.core.rwset import StateEntry, Version
 from dltmw.v1 import errors_pb2, proposal_pb2, rwset_pb2
 
 RANGE_LIMIT_MAX = 10_000
+# Keys of the platform's own in a contract's namespace (core/lifecycle_init.py): contracts may
+# read them but never write them; validation refuses a write to one that is not the rule's own.
+RESERVED_PREFIX = "\x00"
 RESULT_BYTES_MAX = 1024 * 1024
 WRITES_MAX = 10_000
 WRITES_BYTES_MAX = 4 * 1024 * 1024
@@ -129,12 +132,14 @@ class Context:
         self._writable("put")
         if not key:
             raise ContractError("empty key")
+        self._not_reserved(key, "put")
         self._not_delta(key, "put")
         self.writes[key] = value
 
     def delete(self, key: str) -> None:
         """Stage a delete."""
         self._writable("delete")
+        self._not_reserved(key, "delete")
         self._not_delta(key, "delete")
         self.writes[key] = None
 
@@ -147,6 +152,7 @@ class Context:
         docstring for why this check is advisory and records no version.
         """
         self._writable("add")
+        self._not_reserved(key, "add")
         if not key or key in self.reads or key in self.writes:
             raise ContractError(f"add on {key!r}: empty, or already read or written here", 500)
         if amount == 0 or (low is not None and high is not None and low > high):
@@ -174,6 +180,11 @@ class Context:
         self.events.append(
             proposal_pb2.ContractEvent(contract=self.namespace, name=name, payload=payload)
         )
+
+    @staticmethod
+    def _not_reserved(key: str, what: str) -> None:
+        if key.startswith(RESERVED_PREFIX):
+            raise ContractError(f"{what} of {key!r}: keys starting with \\x00 are reserved", 500)
 
     def _not_delta(self, key: str, what: str) -> None:
         if key in self.deltas:

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.hashing import sha256
+from dltmw.core.lifecycle_init import init_code
 from dltmw.core.policy import (
     Policy,
     PolicyError,
@@ -302,7 +303,8 @@ def transaction_code(
     channel: ChannelView, rwset: rwset_pb2.ReadWriteSet, creator_org: str, roles: Collection[str]
 ) -> int:
     """The lifecycle's verdict on an endorsed transaction at the height `channel` describes:
-    `lifecycle_code` for `_lifecycle`, `definition_code` for every other contract. A plain
+    `lifecycle_code` for `_lifecycle`, `definition_code` then `lifecycle_init.init_code` for
+    every other contract. A plain
     ChannelView (no lifecycle state, e.g. a test's) holds its genesis contracts at sequence 1."""
     if isinstance(channel, CommittedView):
         sequences: Mapping[str, int] = channel.sequences
@@ -312,4 +314,8 @@ def transaction_code(
         members = channel.membership.org_ids
         policy = lifecycle_policy(channel.config)
         return lifecycle_code(rwset, creator_org, roles, members, sequences, policy)
-    return definition_code(rwset, sequences)
+    code = definition_code(rwset, sequences)
+    if code != VALID:
+        return code
+    found = channel.definitions.get(rwset.namespace) if isinstance(channel, CommittedView) else None
+    return init_code(rwset, found.sequence if found and found.init_required else None)

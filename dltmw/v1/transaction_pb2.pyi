@@ -102,6 +102,11 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """
     TX_VALIDATION_CODE_CERTIFICATE_REVOKED: _TxValidationCode.ValueType  # 28
     """The creator's certificate is revoked (a serial in its organisation's revoked_serials)."""
+    TX_VALIDATION_CODE_CONTRACT_NOT_INITIALISED: _TxValidationCode.ValueType  # 45
+    """The contract's committed definition has init_required and the transaction breaks its rule:
+    not the sequence's first "init" and not after it (it did not read the sequence's init
+    marker as present), or it writes a reserved key (core/lifecycle_init.py).
+    """
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -184,6 +189,11 @@ do not satisfy the channel's admin policy; nothing changed.
 """
 TX_VALIDATION_CODE_CERTIFICATE_REVOKED: TxValidationCode.ValueType  # 28
 """The creator's certificate is revoked (a serial in its organisation's revoked_serials)."""
+TX_VALIDATION_CODE_CONTRACT_NOT_INITIALISED: TxValidationCode.ValueType  # 45
+"""The contract's committed definition has init_required and the transaction breaks its rule:
+not the sequence's first "init" and not after it (it did not read the sequence's init
+marker as present), or it writes a reserved key (core/lifecycle_init.py).
+"""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final

@@ -56,6 +56,21 @@ def _v2(tmp: Path) -> bytes:
     return package_dir(tmp / "assets")
 
 
+def _v3(tmp: Path) -> bytes:
+    """v2 with an `init` function (version 3.0), for a definition with init_required."""
+    shutil.copytree(tmp / "assets", tmp / "assets3")
+    (tmp / "assets3" / "contract.json").write_text(
+        '{"name": "assets", "version": "3.0", "entry": "contract:Assets"}'
+    )
+    source = tmp / "assets3" / "contract.py"
+    text = source.read_text()
+    anchor = "    @transaction\n    def create("
+    init = '    @transaction\n    def init(self, ctx: Context) -> str:\n        return "ready"\n\n'
+    assert anchor in text
+    source.write_text(text.replace(anchor, init + anchor))
+    return package_dir(tmp / "assets3")
+
+
 def _lifecycle(net: Path, verb: str, org: str, version: str, sequence: int, pid: str) -> str:
     return _dltmw(
         "contract", verb, str(net), "--channel", "trades", "--name", "assets",
@@ -121,8 +136,10 @@ async def test_the_whole_lifecycle_of_a_user_contract(network, tmp_path: Path) -
             await NodeAdmin(net, peer).install(v2)
         d2 = Definition("assets", "2.0", 2, pid2, POLICY).to_bytes()
         for verb, by in (("approve", admin), ("approve", admin2), ("commit", admin)):
+            by.observe_block("trades", done.status.block_number)  # build on the last commit
             done = await by.submit_transaction("trades", NAMESPACE, verb, d2)
             assert done.status.result == C.TX_VALIDATION_CODE_VALID
+        user.observe_block("trades", done.status.block_number)
         await user.submit(user.envelope(endorsed_on_v1.prepared_payload))
         status = await user.commit_status("trades", tx_id)
         assert status.result == C.TX_VALIDATION_CODE_CONTRACT_DEFINITION_CHANGED
@@ -139,6 +156,27 @@ async def test_the_whole_lifecycle_of_a_user_contract(network, tmp_path: Path) -
             assert (assets["sequence"], assets["package_id"]) == (2, pid2)
             done = await other.submit_transaction("trades", "assets", "create", "a4", "10")
             assert done.status.result == C.TX_VALIDATION_CODE_VALID
+
+        # v3 with init_required: nothing runs before its `init`, which runs once.
+        v3 = _v3(tmp_path)
+        for peer in ("peer0.org1", "peer0.org2"):
+            await NodeAdmin(net, peer).install(v3)
+        d3 = Definition("assets", "3.0", 3, package_id(v3), POLICY, init_required=True)
+        await admin2.close()  # its gateway, peer0.org2, restarted on another port
+        admin2 = await GatewayClient.connect(net, "admin.org2")
+        for verb, by in (("approve", admin), ("approve", admin2), ("commit", admin)):
+            by.observe_block("trades", done.status.block_number)  # build on the last commit
+            done = await by.submit_transaction("trades", NAMESPACE, verb, d3.to_bytes())
+            assert done.status.result == C.TX_VALIDATION_CODE_VALID
+        user.observe_block("trades", done.status.block_number)
+        err = await _refused(user.submit_transaction("trades", "assets", "create", "a5", "1"))
+        assert reason_of(err) == "CONTRACT_FAILED" and "requires 'init' first" in err.details()
+        done = await user.submit_transaction("trades", "assets", "init")
+        assert done.status.result == C.TX_VALIDATION_CODE_VALID
+        err = await _refused(user.submit_transaction("trades", "assets", "init"))
+        assert "initialised already" in err.details()
+        done = await user.submit_transaction("trades", "assets", "create", "a5", "1")
+        assert done.status.result == C.TX_VALIDATION_CODE_VALID
     finally:
         await user.close()
         await admin.close()

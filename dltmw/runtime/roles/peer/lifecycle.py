@@ -31,6 +31,7 @@ from dltmw.core.lifecycle import (
     lifecycle_policy,
 )
 from dltmw.core.lifecycle_contract import LifecycleContract
+from dltmw.core.lifecycle_init import InitRequired
 from dltmw.core.rwset import StateEntry, StateWrite
 from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
 from dltmw.v1 import errors_pb2
@@ -157,7 +158,10 @@ class ChannelLifecycle:
             )
         held = self._running.get(name)
         if held is None or held[0] != definition:
-            self._running[name] = (definition, self._load(definition))
+            contract = self._load(definition)
+            if definition.init_required:  # `init` once per sequence, first (lifecycle_init)
+                contract = InitRequired(contract, definition.sequence)
+            self._running[name] = (definition, contract)
 
     def _load(self, definition: Definition) -> Contract:
         name, pid = definition.name, definition.package_id
