@@ -12,7 +12,7 @@ import typer
 from dltmw.cli.errors import EXIT_USAGE, UserError
 from dltmw.cli.params import ChannelArg
 from dltmw.net.hsm import MODULE_ENV, HsmError
-from dltmw.pki.certs import RenewError, issue_client, renew
+from dltmw.pki.certs import RenewError, issue_client, issue_node, renew
 from dltmw.pki.network import HsmPlan
 from dltmw.pki.org import (
     ChannelPlan,
@@ -143,6 +143,28 @@ def cert_issue(
     except (RenewError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     typer.echo(f"{client} ({role} of {org}) written to {home}")
+
+
+@org_app.command("add-node")
+def org_add_node(
+    org_dir: Annotated[Path, typer.Argument(help="the organisation's directory (holds its CA)")],
+    node: Annotated[str, typer.Argument(help="the new node's id")],
+    role: Annotated[
+        list[str], typer.Option(help="its roles (repeat): peer, gateway, orderer, vault, ...")
+    ],
+    org: Annotated[
+        str | None, typer.Option(help="its organisation (if the dir has several)")
+    ] = None,
+    endpoint: Annotated[str, typer.Option(help="advertised host:port (across hosts)")] = "",
+) -> None:
+    """Add a node of the organisation: keys and certificates from its CA, node.toml (no channel
+    yet), the topology and org definition updated. A peer then enters a channel by a config
+    update (`channel update --add-peer`) and `channel join`."""
+    try:
+        home = issue_node(org_dir, node, role, org=org, endpoint=endpoint)
+    except (RenewError, DefinitionError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(f"{node} ({', '.join(role)}) written to {home}")
 
 
 @cert_app.command("renew")

@@ -3,7 +3,10 @@
 `issue_client` adds a client (or an admin) to an organisation after `dltmw org init` / `dltmw
 init`: its keys, certificates and client.toml, from the organisation's own CA — nothing another
 organisation holds is needed, and nothing in any channel changes (members are recognised by
-their CA). `renew` gives a node or client new certificates for the keys it has (so a key in an
+their CA). `issue_node` adds a node the same way (its keys, certificates naming its advertised
+host, node.toml serving no channel yet, the topology and org definition updated); a peer then
+enters a channel by a config update (`channel update --add-peer`, docs/governance.md) and
+`channel join`. `renew` gives a node or client new certificates for the keys it has (so a key in an
 HSM stays there) before they expire: TLS certificates keep their names; a client's identity
 certificate is re-issued as it was. A node's identity certificate is named in channel configs
 (`NodeConfig.identity`), so renewing it is a config update's business (docs/governance.md):
@@ -13,17 +16,22 @@ certificate is re-issued as it was. A node's identity certificate is named in ch
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dltmw.net.keyfile import read_key
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, san_hosts
-from dltmw.pki.network import write_client
+from dltmw.pki.network import node_material, write_client, write_node_toml
+from dltmw.pki.org import DEFINITION_SUFFIX, check_definition, definition_of, to_json
 
 
 class RenewError(ValueError):
@@ -56,6 +64,51 @@ def issue_client(
         client | ({"gateway": gateway} if gateway else {}),
         material,
     )
+
+
+def issue_node(
+    org_dir: Path,
+    node_id: str,
+    roles: Sequence[str],
+    *,
+    org: str | None = None,
+    endpoint: str = "",
+    material: Material = FRESH,
+) -> Path:
+    """A new node of `org` (the directory's only one if None), issued by its CA in `org_dir`;
+    returns its home. Checked first (a bad id, role or endpoint changes nothing)."""
+    topo_path = org_dir / "topology.toml"
+    doc = tomllib.loads(topo_path.read_text())
+    orgs = [o["id"] for o in doc.get("orgs", [])]
+    if org is None and len(orgs) != 1:
+        raise RenewError(f"{org_dir} holds organisations {orgs}: name one (--org)")
+    org = org or orgs[0]
+    if org not in orgs:
+        raise RenewError(f"{org_dir} holds no organisation {org!r}")
+    ids = {n["id"] for n in doc.get("nodes", [])} | {c["id"] for c in doc.get("clients", [])}
+    if node_id in ids or (org_dir / "nodes" / node_id).exists():
+        raise RenewError(f"{org_dir} already has a node or client {node_id!r}")
+    node: dict[str, Any] = {"id": node_id, "org": org, "roles": list(roles)}
+    if endpoint:
+        node["endpoint"] = endpoint
+    doc.setdefault("nodes", []).append(node)
+    candidate = topo_path.with_suffix(".toml.new")
+    candidate.write_text(tomli_w.dumps(doc))
+    try:
+        raw = Topology.load(candidate).raw  # validates the node (id, roles, endpoint)
+    except ValueError:
+        candidate.unlink()
+        raise
+    made = next(n for n in raw["nodes"] if n["id"] == node_id)
+    node_material(org_dir, {org: _ca(org_dir, org)}, made, material)
+    write_node_toml(org_dir, made, [], "FULL", "identity.key")
+    os.replace(candidate, topo_path)
+    definition_file = org_dir / f"{org}{DEFINITION_SUFFIX}"
+    if definition_file.exists():  # an org init directory: hand the others the new definition
+        definition = definition_of(org_dir, raw)
+        check_definition(definition, material.now())
+        definition_file.write_text(to_json(definition))
+    return org_dir / "nodes" / node_id
 
 
 @dataclass(frozen=True)

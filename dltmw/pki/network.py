@@ -160,16 +160,9 @@ def init_network(
     identities: dict[str, SigningIdentity] = {}
     privacy: dict[str, bytes] = {}
     for node in raw["nodes"]:
-        role = "orderer" if node["roles"] == ["orderer"] else "peer"
-        hosts = ["127.0.0.1", "localhost", node["id"]]
-        if "endpoint" in node:  # the advertised name every link to it verifies
-            hosts.append(split_endpoint(node["endpoint"])[0])
-        home = out / "nodes" / node["id"]
-        identities[node["id"]] = _party(
-            home, cas, node["org"], node["id"], role, hosts, material, hsm
-        )
-        if "peer" in node["roles"]:
-            privacy[node["id"]] = _privacy_key(home, material.privacy_key(node["id"]))
+        identities[node["id"]], public = node_material(out, cas, node, material, hsm)
+        if public is not None:
+            privacy[node["id"]] = public
     for client in _clients(raw):
         write_client(out, raw, cas[client["org"]], client, material, hsm, key_of(client["id"]))
     write_network_map(out, raw)
@@ -181,27 +174,54 @@ def init_network(
         block = make_genesis(config, first, nonce, material.now())
         _write(out / "channels" / f"{ch['id']}.block", block.SerializeToString())
     for node in raw["nodes"]:
-        home = out / "nodes" / node["id"]
         joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
-        cfg = {
-            "node": {
-                "id": node["id"],
-                "org": node["org"],
-                "roles": node["roles"],
-                "listen": node.get("listen") or node.get("endpoint") or "127.0.0.1:0",
-                "data_dir": "data",
-            },
-            "files": _files(home, out, node["org"], key_of(node["id"]))
-            | ({"privacy_key": "privacy.key"} if node["id"] in privacy else {}),
-            "channels": {
-                "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
-            },
-            "ledger": {"synchronous": synchronous},
-            # HTTP /metrics, /healthz, /readyz, /loglevel on loopback (docs/operations.md)
-            "operations": {"listen": "127.0.0.1:0"},
-        }
-        _write(home / "node.toml", tomli_w.dumps(cfg).encode())
+        write_node_toml(out, node, joined, synchronous, key_of(node["id"]))
     return topo
+
+
+def node_material(
+    out: Path,
+    cas: dict[str, IssuedCert],
+    node: dict[str, Any],
+    material: Material = FRESH,
+    hsm: HsmPlan | None = None,
+) -> tuple[SigningIdentity, bytes | None]:
+    """A node's keys and certificates in `out/nodes/<id>` (its TLS certificate names its
+    advertised host, if any); its identity and, for a peer, its privacy public key."""
+    role = "orderer" if node["roles"] == ["orderer"] else "peer"
+    hosts = ["127.0.0.1", "localhost", node["id"]]
+    if "endpoint" in node:  # the advertised name every link to it verifies
+        hosts.append(split_endpoint(node["endpoint"])[0])
+    home = out / "nodes" / node["id"]
+    identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm)
+    if "peer" not in node["roles"]:
+        return identity, None
+    return identity, _privacy_key(home, material.privacy_key(node["id"]))
+
+
+def write_node_toml(
+    out: Path, node: dict[str, Any], joined: Sequence[str], synchronous: str, key: str
+) -> None:
+    """The node's node.toml, serving the channels `joined` (their blocks under out/channels)."""
+    home = out / "nodes" / node["id"]
+    cfg = {
+        "node": {
+            "id": node["id"],
+            "org": node["org"],
+            "roles": node["roles"],
+            "listen": node.get("listen") or node.get("endpoint") or "127.0.0.1:0",
+            "data_dir": "data",
+        },
+        "files": _files(home, out, node["org"], key)
+        | ({"privacy_key": "privacy.key"} if (home / "privacy.key").exists() else {}),
+        "channels": {
+            "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
+        },
+        "ledger": {"synchronous": synchronous},
+        # HTTP /metrics, /healthz, /readyz, /loglevel on loopback (docs/operations.md)
+        "operations": {"listen": "127.0.0.1:0"},
+    }
+    _write(home / "node.toml", tomli_w.dumps(cfg).encode())
 
 
 def write_client(

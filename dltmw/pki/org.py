@@ -67,13 +67,14 @@ def init_org(
             "(no channels: `dltmw channel create` makes them from org definitions)"
         )
     init_network(topology_path, out, synchronous, material, hsm)
-    definition = _definition(out, raw)
+    definition = definition_of(out, raw)
     check_definition(definition, material.now())
     (out / f"{raw['orgs'][0]['id']}{DEFINITION_SUFFIX}").write_text(to_json(definition))
     return definition
 
 
-def _definition(out: Path, raw: dict[str, Any]) -> org_pb2.OrgDefinition:
+def definition_of(out: Path, raw: dict[str, Any]) -> org_pb2.OrgDefinition:
+    """The definition of the one organisation of `raw` whose directory is `out`."""
     org = raw["orgs"][0]["id"]
     definition = org_pb2.OrgDefinition(
         organization=config_pb2.OrganizationConfig(

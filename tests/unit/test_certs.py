@@ -13,8 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dltmw.core.identity import Membership
-from dltmw.pki.certs import RenewError, issue_client, renew
+from dltmw.net.topology import Topology
+from dltmw.pki.ca import san_hosts
+from dltmw.pki.certs import RenewError, issue_client, issue_node, renew
 from dltmw.pki.network import init_network
+from dltmw.runtime.config import NodeConfig
 from dltmw.v1 import identity_pb2
 
 TOPOLOGY = """
@@ -94,3 +97,36 @@ def test_renewal_needs_the_organisations_ca_key(org_dir: Path) -> None:
         renew(org_dir, "admin.org1")
     with pytest.raises(RenewError, match="no node or client 'ghost'"):
         renew(org_dir, "ghost")
+
+
+def test_a_new_node_is_issued_by_its_own_organisations_ca(org_dir: Path) -> None:
+    """`issue_node`: keys and certificates from the org's CA (the TLS one names the advertised
+    host), node.toml serving no channel, the node in the topology; a bad request changes
+    nothing."""
+    home = issue_node(org_dir, "peer1.org1", ["peer", "gateway"], endpoint="peer1.example:7051")
+    cert = _cert(home / "identity.pem")
+    der = cert.public_bytes(serialization.Encoding.DER)
+    identity = identity_pb2.Identity(org_id="Org1", certificate_der=der).SerializeToString()
+    who = Membership({"Org1": (org_dir / "orgs/Org1/ca.pem").read_bytes()}).identify(
+        identity, datetime.now(UTC)
+    )
+    assert who.common_name == "peer1.org1" and who.roles == {"peer"}
+    assert "peer1.example" in san_hosts(_cert(home / "tls.pem"))
+    assert (home / "privacy.key").exists()  # a peer's privacy manager key
+    config = NodeConfig.load(home / "node.toml")
+    assert (config.node_id, config.genesis_blocks) == ("peer1.org1", ())
+    topology = Topology.load(org_dir / "topology.toml").raw
+    assert [n["id"] for n in topology["nodes"]] == ["peer0.org1", "peer1.org1"]
+    before = (org_dir / "topology.toml").read_text()
+    for bad, match in (
+        (("peer1.org1", ["peer"]), "already has"),
+        (("peer2.org1", ["ruler"]), "roles"),
+        (("bad id!", ["peer"]), "id"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            issue_node(org_dir, *bad)  # type: ignore[arg-type]
+        assert not (org_dir / "nodes" / bad[0]).exists() or bad[0] == "peer1.org1"
+    with pytest.raises(RenewError, match="no organisation"):
+        issue_node(org_dir, "peer3.org1", ["peer"], org="Org9")
+    assert (org_dir / "topology.toml").read_text() == before
+    assert not list(org_dir.glob("*.new"))
