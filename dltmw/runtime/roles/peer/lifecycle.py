@@ -94,9 +94,24 @@ class ChannelLifecycle:
     def _current(self) -> tuple[ChannelView, CommittedView, LifecycleContract]:
         base = self.base
         if self._built is None or self._built[0] is not base:
+            self._follow_genesis(base)
             view = committed_view(base, self._definitions)
             self._built = (base, view, LifecycleContract(self.members, self.genesis))
         return self._built
+
+    def _follow_genesis(self, base: ChannelView) -> None:
+        """A genesis contract without a policy of its own runs under the channel's default
+        policy: when a config update changes it, the contracts still at their genesis definition
+        follow it, exactly as a peer restarted after the update computes them from the config it
+        restarts in (found by the `cfg-pbft` simulation: a live peer kept the old AND while a
+        restarted one used the new OR, and they recorded different codes for one transaction)."""
+        genesis = genesis_definitions(base.config)
+        if genesis == self.genesis:
+            return
+        for name, old in self.genesis.items():
+            if name in genesis and self._definitions.get(name) == old:
+                self._definitions[name] = genesis[name]
+        self.genesis = genesis
 
     async def load(self, ledger: ChannelLedger) -> None:
         """Read the committed definitions from the ledger's current state."""
