@@ -150,10 +150,22 @@ def _next_view(content: config_update_pb2.ConfigUpdateContent, view: ChannelView
         raise _invalid(f"the new config has sequence {config.sequence}, not {view.sequence + 1}")
     if config.ordering != view.config.ordering:
         raise _invalid("a config update cannot change the ordering type")
+    pbft = config.ordering == config_pb2.ORDERING_TYPE_PBFT
+    if pbft and _replica_set(config) != _replica_set(view.config):
+        raise _invalid(
+            "a config update cannot change the replica set of a PBFT-lite channel yet (its "
+            "orderers' ids, organisations, identities and order; docs/governance.md)"
+        )
     try:
         return channel_view(config)
     except ConfigError as exc:
         raise _invalid(f"the new config is invalid: {exc}") from exc
+
+
+def _replica_set(config: config_pb2.ChannelConfig) -> list[tuple[str, str, bytes]]:
+    """Who the PBFT-lite replicas are, in replica-index order: every replica's n, f, quorum,
+    index and key rest on it, so it stays fixed (endpoints may change)."""
+    return [(o.node_id, o.org_id, o.identity) for o in config.orderers]
 
 
 def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:

@@ -18,7 +18,16 @@ import hashlib
 import itertools
 
 from pbft_messages import KEYS, pre_prepare
-from test_config_update import CHANNEL, NOW, Gov, envelope, gov, revoke, update  # noqa: F401
+from test_config_update import (  # noqa: F401
+    CHANNEL,
+    NOW,
+    Gov,
+    envelope,
+    gov,
+    next_config,
+    revoke,
+    update,
+)
 
 from dltmw.core import config_edit
 from dltmw.core.channel import ChannelView, channel_view
@@ -272,3 +281,38 @@ def test_admission_admits_a_new_member_once_learned_and_never_withdraws_a_verdic
 def _sequenced(config: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
     config.sequence += 1
     return config
+
+
+# --- the replica set ----------------------------------------------------------------------
+
+
+def pbft_view(gov: Gov) -> ChannelView:
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(gov.view.config)
+    config.ordering = config_pb2.ORDERING_TYPE_PBFT
+    return channel_view(config)
+
+
+def test_an_update_of_the_replica_set_is_refused_and_other_changes_apply(gov: Gov) -> None:
+    """Not built yet: n, f, the quorums and every replica's index rest on the orderer list, so
+    an update adding, removing or re-keying a replica is CONFIG_UPDATE_INVALID at commit
+    (CONFIG_INVALID at Broadcast) on a PBFT-lite channel; on a solo channel it applies."""
+    view = pbft_view(gov)
+    grown = config_pb2.ChannelConfig()
+    grown.CopyFrom(view.config)
+    other = gov.peers["Org1"].identity_bytes
+    grown.orderers.add(node_id="orderer1", org_id="OrdererOrg", identity=other)
+    rekeyed = config_pb2.ChannelConfig()
+    rekeyed.CopyFrom(view.config)
+    rekeyed.orderers[0].identity = other
+    invalid = transaction_pb2.TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID
+    for changed in (grown, rekeyed):
+        data = envelope(gov, update(view, changed, *gov.admins.values()))
+        assert check_transaction(data, view).code == invalid
+    solo_grown = config_pb2.ChannelConfig()
+    solo_grown.CopyFrom(grown)
+    solo_grown.ordering = gov.view.config.ordering
+    data = envelope(gov, update(gov.view, solo_grown, *gov.admins.values()))
+    assert check_transaction(data, gov.view).code == transaction_pb2.TX_VALIDATION_CODE_VALID
+    data = envelope(gov, update(view, next_config(view), *gov.admins.values()))
+    assert check_transaction(data, view).code == transaction_pb2.TX_VALIDATION_CODE_VALID
