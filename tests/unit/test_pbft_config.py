@@ -185,6 +185,16 @@ def test_every_replica_applies_the_config_at_its_block_and_later_blocks_follow_i
         assert [v.sequence for v in group.learned[i]] == [1]
 
 
+def test_the_primary_cuts_at_the_new_block_size_within_the_fixed_bound(gov: Gov) -> None:
+    """max_tx_count 10 -> 1: later batches hold one request (CONFIG allows two per batch)."""
+    group = Group(gov.view)
+    assert group.cores[0].replica.cut_max == CONFIG.batch_size_max  # 10 capped at 2
+    group.order(cfg_update(gov, gov.view, 1), REQS[0], REQS[1])
+    blocks = [list(c.block.data.envelopes) for c in group.committed[0]]
+    assert blocks[1:] == [[REQS[0]], [REQS[1]]]
+    assert all(core.replica.cut_max == 1 for core in group.cores)
+
+
 def test_an_invalid_or_stale_update_is_cut_alone_and_applies_nothing(gov: Gov) -> None:
     first, stale = cfg_update(gov, gov.view, 3), cfg_update(gov, gov.view, 4)
     group = Group(gov.view)

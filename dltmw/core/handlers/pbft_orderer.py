@@ -153,6 +153,8 @@ class PbftOrdererCore:
         self._tracked = height  # the next block number whose config effect is not known yet
         self._configs: dict[int, ChannelView] = {}  # block number -> the config it applies
         self.replica = replica
+        if view is not None:
+            self._cut_to(view)
         self.assembler = assembler
         self.height = height
         self.last_hash = last_hash
@@ -297,8 +299,15 @@ class PbftOrdererCore:
         if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
             return
         self.view = self._configs[number] = checked.config
+        self._cut_to(checked.config)
         if self._learn is not None:
             self._learn(checked.config)
+
+    def _cut_to(self, view: ChannelView) -> None:
+        """As primary, cut at most the config's `max_tx_count` (never above the protocol's
+        bound, which is block 0's and fixed: every replica checks batches against it)."""
+        limit = view.config.batch.max_tx_count or self.replica.config.batch_size_max
+        self.replica.cut_max = max(1, min(limit, self.replica.config.batch_size_max))
 
     def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
         number = block.header.number

@@ -70,6 +70,12 @@ class Replica(Checkpoints):
         with nothing proposed after them until they executed (config updates, `propose`)."""
         checker = Checker(config, verify, digest, request_ok, alone)
         super().__init__(config, me, checker, sign)
+        # As primary, cut batches of at most this many (<= batch_size_max, the bound every
+        # replica checks): the channel's current block size, which a config update may lower.
+        self.cut_max = config.batch_size_max
+        # A lone batch executed in this step: propose and judge nothing more until `ready()`,
+        # so the caller applies what it leads to (a config) before the next batch (`propose`).
+        self.hold = False
 
     @classmethod
     def restore(
@@ -108,6 +114,7 @@ class Replica(Checkpoints):
         """Take the outputs; client requests admitted by a backup since the last call are first
         relayed to every replica (PBFT clients broadcast on timeout; relaying at once lets every
         correct replica time a silent primary, so f+1 of them ask for a view change)."""
+        self.hold = False
         chunk = self.config.batch_size_max * 4
         buffered, self.forward_buffer = self.forward_buffer, []
         for start in range(0, len(buffered), chunk):
@@ -184,9 +191,10 @@ class Replica(Checkpoints):
         """As primary: cut batches of pending, unproposed requests into new sequences.
 
         A lone request (`alone`: a config update) is cut into a batch by itself, and nothing is
-        proposed after it until it executed: every replica then judges the next batch under the
-        config it leads to (the barrier; `barrier_below`)."""
-        if self.changing or self.primary() != self.me or self.next_exec <= self.low:
+        proposed after it until it executed and the caller took the step's effects (`hold`):
+        every replica then judges the next batch under the config it leads to (the barrier;
+        `barrier_below`)."""
+        if self.changing or self.hold or self.primary() != self.me or self.next_exec <= self.low:
             return
         while self.next_seq <= self.low + self.config.window:
             if self.barrier_below(self.next_seq):
@@ -216,7 +224,7 @@ class Replica(Checkpoints):
             if alone(pending.request):
                 return (batch, True) if batch else ([pending.request], True)
             batch.append(pending.request)
-            if len(batch) >= self.config.batch_size_max:
+            if len(batch) >= self.cut_max:
                 return batch, True
         return batch, False
 
@@ -242,7 +250,7 @@ class Replica(Checkpoints):
         if not self.in_window(pp.sequence):
             self.drop("outside-watermarks")
             return
-        if self.barrier_below(pp.sequence):
+        if self.hold or self.barrier_below(pp.sequence):
             # Judged only once the lone batch below executed (the primary retransmits it).
             self.drop("pre-prepare-beyond-a-lone-batch")
             return
@@ -344,6 +352,8 @@ class Replica(Checkpoints):
                 fresh.append(request)
             self.pending.pop(rid, None)
             self.proposed_ids.discard(rid)
+        if len(requests) == 1 and self.checker.alone(requests[0]):
+            self.hold = True
         self.state_digest = chain_state(self.state_digest, batch.digest)
         self.decided[batch.sequence] = batch
         self.next_exec = batch.sequence + 1

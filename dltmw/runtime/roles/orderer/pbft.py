@@ -199,8 +199,17 @@ class PbftOrdererChannel(OrdererChannel):
     """Orders one channel as one PBFT-lite replica; Deliver is inherited."""
 
     def __init__(
-        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, store: RecordStore
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        store: RecordStore,
+        genesis: ChannelView | None = None,
     ) -> None:
+        """`view`: the config in force (the ledger's); `genesis`: block 0's, whose batch size
+        bounds the replicas' batches for good — every replica must use the same protocol
+        parameters, and one restarted after an update of `max_tx_count` would otherwise refuse
+        its peers' batches (None: `view`)."""
         super().__init__(ctx, view, ledger)
         self.store = store
         orderers = list(view.config.orderers)
@@ -209,7 +218,8 @@ class PbftOrdererChannel(OrdererChannel):
         if ctx.node_id not in ids:
             raise InvariantViolation(f"{ctx.node_id} is not an orderer of {view.channel_id}")
         self.me = ids.index(ctx.node_id)
-        self.config = replica_config(len(orderers), view.config.batch.max_tx_count)
+        fixed = (genesis or view).config.batch
+        self.config = replica_config(len(orderers), fixed.max_tx_count)
         self.links = {i: ReplicaLink(ctx, view.channel_id, ids[i]) for i in range(len(ids))}
         del self.links[self.me]
         self.core: PbftOrdererCore | None = None
