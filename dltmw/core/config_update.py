@@ -152,6 +152,12 @@ def _next_view(
         raise _invalid(f"the new config has sequence {config.sequence}, not {view.sequence + 1}")
     if config.ordering != view.config.ordering:
         raise _invalid("a config update cannot change the ordering type")
+    pbft = config.ordering == config_pb2.ORDERING_TYPE_PBFT
+    if pbft and _replica_set(config) != _replica_set(view.config):
+        raise _invalid(
+            "a config update cannot change the replica set of a PBFT-lite channel yet (its "
+            "orderers' ids, organisations, identities and order; docs/governance.md)"
+        )
     try:
         nxt = channel_view(config)
     except ConfigError as exc:
@@ -179,6 +185,12 @@ def _check_peers(nxt: ChannelView, view: ChannelView, at: datetime) -> None:
             raise _invalid(f"peer {peer.node_id}: {exc}") from exc
         if who.org_id != peer.org_id:
             raise _invalid(f"peer {peer.node_id}'s identity belongs to {who.org_id}")
+
+
+def _replica_set(config: config_pb2.ChannelConfig) -> list[tuple[str, str, bytes]]:
+    """Who the PBFT-lite replicas are, in replica-index order: every replica's n, f, quorum,
+    index and key rest on it, so it stays fixed (endpoints may change)."""
+    return [(o.node_id, o.org_id, o.identity) for o in config.orderers]
 
 
 def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:

@@ -318,7 +318,7 @@ class Node:
                 store = await RecordStore.open(
                     data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
                 )
-                orderer = PbftOrdererChannel(self.ctx, current, ledger, store)
+                orderer = PbftOrdererChannel(self.ctx, current, ledger, store, genesis=view)
             else:
                 orderer = OrdererChannel(self.ctx, current, ledger)
             await orderer.start()

@@ -249,6 +249,27 @@ class Colluding(Behaviour):
         world.net.send(node.index, destination, envelope)
 
 
+class MixingPrimary(Behaviour):
+    """Replica 0 puts a lone request (a config update's stand-in) into a batch with another of
+    its pending requests whenever it proposes it alone: correct backups must refuse the batch
+    (`batch-mixes-a-lone-request`), and the request timer replaces the primary."""
+
+    faulty = frozenset({0})
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        if node.index in self.faulty and node.replica is not None:
+            message = parse(envelope)
+            pp = message.pre_prepare
+            if message.WhichOneof("body") == "pre_prepare" and len(pp.requests) == 1:
+                lone = pp.requests[0]
+                others = [p.request for p in node.replica.pending.values() if p.request != lone]
+                if world.keys.lone(lone) and others:
+                    pp.requests.append(others[0])
+                    pp.digest = batch_digest(list(pp.requests))
+                    envelope = resign(world, node.index, message)
+        world.net.send(node.index, destination, envelope)
+
+
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     "network": Behaviour,
     "silent-primary": Silent,
@@ -259,5 +280,6 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
     "double-vote": DoubleVote,
     "junk-primary": JunkPrimary,
     "twins": Twins,
+    "mixing-primary": MixingPrimary,
     "colluding": Colluding,
 }

@@ -5,13 +5,15 @@
 - validity: every decided request was submitted by a client (a faulty primary or forwarder
   may invent requests: the admission rule `request_ok` must keep them out);
 - no duplicates: a request is decided (as fresh) at most once, and every replica agrees where;
+- alone: a lone request (`Keys.lone`, the stand-in for a config update) is decided in a batch
+  of its own;
 - liveness: after the faults heal, every submitted request is decided by every honest replica
   within a bound of ticks (checked by the runner, which knows the heal tick).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dltmw.sim.keys import request_name
 from dltmw.sim.world import Node
@@ -46,6 +48,18 @@ def check_safety(nodes: Iterable[Node], submitted: Iterable[bytes]) -> list[str]
                 seen.add(request)
                 if where.setdefault(request, decided.sequence) != decided.sequence:
                     violations.append(f"duplicate: {name} decided at two sequences")
+    return violations
+
+
+def check_alone(nodes: Iterable[Node], lone: Callable[[bytes], bool]) -> list[str]:
+    """Batches decided by `nodes` (honest ones) that hold a lone request with other requests."""
+    violations = []
+    for node in nodes:
+        for decided in node.decided:
+            if len(decided.requests) > 1 and any(lone(r) for r in decided.requests):
+                names = ",".join(request_name(r) for r in decided.requests)
+                violations.append(f"alone: {node.name} decided seq {decided.sequence} = {names}")
+                break
     return violations
 
 

@@ -42,10 +42,16 @@ class Keys:
             return False
         return hmac.compare_digest(mac(self.replica_secrets[replica], payload), signature)
 
-    def make_request(self, client: int, counter: int) -> bytes:
-        """A client request: readable name, then the client's MAC over it."""
-        name = f"c{client}.{counter}".encode()
+    def make_request(self, client: int, counter: int, lone: bool = False) -> bytes:
+        """A client request: readable name, then the client's MAC over it; a lone one (the
+        stand-in for a config update, ordered in a batch of its own) has a name ending in "!"."""
+        name = f"c{client}.{counter}{'!' if lone else ''}".encode()
         return name + b"|" + mac(self.client_secrets[client], name)
+
+    @staticmethod
+    def lone(request: bytes) -> bool:
+        """Must `request` be ordered alone (the replicas' `alone` predicate)?"""
+        return request.partition(b"|")[0].endswith(b"!")
 
     def request_ok(self, request: bytes) -> bool:
         """Was `request` made by one of the clients (validity: no invented requests)?"""

@@ -15,6 +15,7 @@ bug there cannot hide itself here:
   the replayed state and its hash (`core/statehash.py`). Deltas are replayed by their own naive
   rule (not `core/deltas.py`): a valid transaction's delta adds its amount to the integer the
   key holds; an absent or non-integer key, or a result outside the bounds, invalidates it.
+  A VALID config update writes the config it carries (`_config/channel`, at its block).
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE
 from dltmw.core.rwset import Version
 from dltmw.core.statehash import accumulate
-from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, rwset_pb2, transaction_pb2
+from dltmw.v1 import (
+    block_pb2,
+    common_pb2,
+    config_pb2,
+    config_update_pb2,
+    proposal_pb2,
+    rwset_pb2,
+    transaction_pb2,
+)
 
 T = transaction_pb2
 VALID = T.TX_VALIDATION_CODE_VALID
@@ -64,6 +74,7 @@ class TxOnChain:
     code: int
     rwset: rwset_pb2.ReadWriteSet | None
     private_hash: bytes = b""  # the payload hash of a private transaction
+    config: bytes = b""  # the next config a config update carries (re-encoded as nodes store it)
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,11 @@ def _parse(block: int, index: int, code: int, raw: bytes) -> TxOnChain:
         if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
             private = T.PrivateTransaction.FromString(payload.data).payload_hash
             return TxOnChain(block, index, header.tx_id, code, None, private)
+        if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
+            update = config_update_pb2.ConfigUpdate.FromString(payload.data)
+            content = config_update_pb2.ConfigUpdateContent.FromString(update.content)
+            config = config_pb2.ChannelConfig.FromString(content.config).SerializeToString()
+            return TxOnChain(block, index, header.tx_id, code, None, config=config)
         if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
             return TxOnChain(block, index, header.tx_id, code, None)
         tx = T.Transaction.FromString(payload.data)
@@ -220,6 +236,8 @@ def check_replay(peer: Chain) -> list[str]:
                 )
         if tx.code == VALID and tx.rwset is not None:
             _apply(tx.rwset, Version(tx.block, tx.index), state)
+        if tx.code == VALID and tx.config:  # a config update alone in its block
+            state[(CONFIG_NAMESPACE, CONFIG_KEY)] = (tx.config, Version(tx.block, 0))
     if peer.state != state:
         diff = sorted(set(peer.state.items()) ^ set(state.items()))[:3]
         out.append(f"state: {peer.node}'s world state is not the replay of its blocks: {diff}")

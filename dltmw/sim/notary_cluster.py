@@ -139,8 +139,10 @@ class NotaryWorld(World):
         self.decisions: dict[str, list[Decision]] = {node.name: [] for node in self.nodes}
         self.recovered = 0  # batches applied at a restart (crash between records and apply)
 
-    def submit(self, client: int, counter: int, replica: int | None = None) -> bytes:
-        """A client asks to notarise a spend of 1-2 pool states (stamped now)."""
+    def submit(
+        self, client: int, counter: int, replica: int | None = None, lone: bool = False
+    ) -> bytes:
+        """A client asks to notarise a spend of 1-2 pool states (stamped now; never `lone`)."""
         rng = self.rng
         states = sorted(rng.sample(range(STATES), rng.randint(1, 2)))
         start = until = ""

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 from dltmw.core.pbft import PbftConfig
 from dltmw.sim.byzantine import BEHAVIOURS
-from dltmw.sim.checkers import check_safety, missing
+from dltmw.sim.checkers import check_alone, check_safety, missing
+from dltmw.sim.keys import Keys
 from dltmw.sim.world import World
 
 HEAL_AT = 150
 SUBMIT_UNTIL = 100
 LIVENESS_BOUND = 900
+LONE_EVERY = 4
 
 
 def sim_config(n: int) -> PbftConfig:
@@ -109,15 +111,25 @@ def heal(world: World) -> None:
 
 
 def run(
-    seed: int, behaviour: str = "network", n: int = 4, requests: int = 24, trace: bool = False
+    seed: int,
+    behaviour: str = "network",
+    n: int = 4,
+    requests: int = 24,
+    trace: bool = False,
+    lone_every: int = 0,
 ) -> RunResult:
-    """Run one seeded simulation and check it."""
+    """Run one seeded simulation and check it; with `lone_every` k (> 0), every k-th request is
+    a lone one (ordered in a batch of its own, like a config update; `mixing-primary` always
+    submits some)."""
     world = World(seed, sim_config(n), BEHAVIOURS[behaviour](), clients=2, trace=trace)
+    if behaviour == "mixing-primary":
+        lone_every = lone_every or LONE_EVERY
     for counter in range(requests):
         client = counter % 2
+        lone = lone_every > 0 and counter % lone_every == lone_every - 1
 
-        def submit(c: int = client, k: int = counter) -> None:
-            world.submit(c, k)
+        def submit(c: int = client, k: int = counter, alone: bool = lone) -> None:
+            world.submit(c, k, lone=alone)
 
         world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
     if behaviour == "network":
@@ -130,7 +142,7 @@ def run(
         if world.now > HEAL_AT and world.now % 5 == 0 and world.all_done():
             break
     honest = world.honest()
-    violations = tuple(check_safety(honest, world.submitted))
+    violations = tuple(check_safety(honest, world.submitted) + check_alone(honest, Keys.lone))
     lacking = tuple(missing(honest, world.submitted)) if not violations else ()
     decided = max((len(node.decided) for node in honest), default=0)
     lines = tuple(world.trace or ())

@@ -138,12 +138,11 @@ class World:
     def new_replica(self, index: int, records: list[Record] | None = None) -> Replica:
         """A fresh (or restored) core for replica `index` with simulation keys."""
         sign = self.keys.signer(index)
+        ok, lone = self.keys.request_ok, self.keys.lone
         if records is None:
-            return Replica(
-                self.config, index, sign, self.keys.verify, request_ok=self.keys.request_ok
-            )
+            return Replica(self.config, index, sign, self.keys.verify, request_ok=ok, alone=lone)
         return Replica.restore(
-            self.config, index, sign, self.keys.verify, records, request_ok=self.keys.request_ok
+            self.config, index, sign, self.keys.verify, records, request_ok=ok, alone=lone
         )
 
     def log(self, line: str) -> None:
@@ -218,9 +217,12 @@ class World:
             node.replica.step(message.payload)
             self.flush(node)
 
-    def submit(self, client: int, counter: int, replica: int | None = None) -> bytes:
-        """A client creates a request and sends it to one replica (random if None)."""
-        request = self.keys.make_request(client, counter)
+    def submit(
+        self, client: int, counter: int, replica: int | None = None, lone: bool = False
+    ) -> bytes:
+        """A client creates a request (`lone`: one to be ordered alone) and sends it to one
+        replica (random if None)."""
+        request = self.keys.make_request(client, counter, lone)
         target = self.rng.randrange(self.config.n) if replica is None else replica
         self.submitted[request] = self.now
         self._last_retry[request] = self.now

@@ -9,7 +9,9 @@
 - an envelope with an unrepresentable timestamp forwarded by one orderer is never ordered (the
   regression test of issue 10, finding 1: it used to halt every peer);
 - seven replicas (f = 2) order too, every block carrying 5 signatures;
-- a backup down for longer than its peers retain decided batches catches up from their blocks.
+- a backup down for longer than its peers retain decided batches catches up from their blocks;
+- a config update (a revocation) is cut alone and applied at its block by every replica and peer,
+  including a replica down when it was ordered (issue 12).
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
+from dltmw.client.governance import current_config, submit_update
+from dltmw.core import config_edit
 from dltmw.core.block import block_hash
+from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, add_signature, update_content
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
-from dltmw.v1 import block_pb2, common_pb2, replica_pb2, replica_pb2_grpc, transaction_pb2
+from dltmw.v1 import (
+    block_pb2,
+    common_pb2,
+    config_update_pb2,
+    replica_pb2,
+    replica_pb2_grpc,
+    transaction_pb2,
+)
 from integration.wire import logged_errors
 
 from .operations_http import scrape, value
@@ -338,3 +352,61 @@ async def test_backup_behind_the_retention_catches_up_from_peer_blocks(
         assert len(_blocks(net, "orderer.d")) > len(_blocks(net, "orderer.b"))
     finally:
         await client.close()
+
+
+def _stored_config(net: Path, node: str, role: str) -> tuple[bytes, int] | None:
+    """The config a node's ledger recorded as applied, and the block that applied it."""
+    path = f"file:{net}/nodes/{node}/data/trades.{role}.sqlite?mode=ro"
+    db = sqlite3.connect(path, uri=True)
+    try:
+        row = db.execute(
+            "SELECT value, block_number FROM state WHERE namespace = ? AND key = ?",
+            (CONFIG_NAMESPACE, CONFIG_KEY),
+        ).fetchone()
+    finally:
+        db.close()
+    return None if row is None else (bytes(row[0]), int(row[1]))
+
+
+async def test_a_config_update_is_ordered_alone_and_applied_at_its_block_everywhere(
+    network,
+) -> None:
+    """Issue 12 on PBFT-lite: Org1 and Org2 admins revoke user2.org1 while orderer.d is down;
+    the update is cut alone, every replica and peer applies it at that block (orderer.d too,
+    catching up across it after a restart); user2.org1's transactions are valid before and
+    refused after, user1.org1's still commit."""
+    net, sup = network(TOPOLOGY + '\n[[clients]]\nid = "user2.org1"\norg = "Org1"\n')
+
+    async def put(client_id: str, key: str) -> int:
+        async with await GatewayClient.connect(net, client_id, pipelined=False) as c:
+            return (await c.submit_transaction("trades", "kv", "put", key, "v")).status.result
+
+    assert await put("user2.org1", "before") == VALID
+    sup.kill("orderer.d")
+    view = await current_config(net, "user1.org1", "trades")
+    cert = ClientFiles.load(net, "user2.org1").signer.certificate_der
+    serial = x509.load_der_x509_certificate(cert).serial_number
+    update = config_update_pb2.ConfigUpdate(
+        content=update_content(view, config_edit.with_revoked(view.config, "Org1", [serial]))
+    )
+    for admin in ("admin.org1", "admin.org2"):
+        add_signature(update, ClientFiles.load(net, admin).signer)
+    _, code, number = await submit_update(net, "admin.org1", "trades", update)
+    assert code == VALID
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await put("user2.org1", "after")
+    assert (err.value.code(), reason_of(err.value)) == (S.PERMISSION_DENIED, "CERTIFICATE_REVOKED")
+    assert await put("user1.org1", "after") == VALID
+    sup.start("orderer.d")
+    sup.wait_ready("orderer.d", timeout_s=60)
+    await _wait(lambda: _same_chain(net, ORDERERS), 60, "orderer.d to catch up")
+    (config_block,) = [b for b in _blocks(net, "orderer.a") if b.header.number == number]
+    assert len(config_block.data.envelopes) == 1  # cut alone
+    peers = ["peer0.org1", "peer0.org2"]
+    await _wait(
+        lambda: all(len(_blocks(net, p, "peer")) > number + 1 for p in peers), 60, "the peers"
+    )
+    stored = {n: _stored_config(net, n, "orderer") for n in ORDERERS}
+    stored |= {p: _stored_config(net, p, "peer") for p in peers}
+    assert {s[1] for s in stored.values() if s} == {number}, stored
+    assert len({s[0] for s in stored.values() if s}) == 1 and None not in stored.values()

@@ -30,6 +30,7 @@ EXERCISED: dict[str, Callable[[RunResult], bool]] = {
     "replay-old-view": lambda r: r.drops.get("old-view", 0) > 0 and r.max_view > 0,
     "double-vote": lambda r: r.drops.get("double-vote", 0) > 0,
     "twins": lambda r: r.drops.get("equivocating-primary", 0) > 0 or r.max_view > 0,
+    "mixing-primary": lambda r: r.drops.get("batch-mixes-a-lone-request", 0) > 0 and r.max_view > 0,
     "junk-primary": lambda r: (
         r.drops.get("batch-with-inadmissible-request", 0) > 0
         and r.drops.get("inadmissible-request", 0) > 0

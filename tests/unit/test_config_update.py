@@ -260,11 +260,21 @@ def test_admission_refuses_with_the_reason_and_admits_a_good_update(gov: Gov) ->
     assert err.value.reason == R.ERROR_REASON_CONFIG_POLICY_UNSATISFIED
 
 
-def test_pbft_ordering_rule_refuses_config_updates(gov: Gov) -> None:
+def test_pbft_ordering_rule_admits_config_updates_and_leaves_the_verdict_to_their_block(
+    gov: Gov,
+) -> None:
+    """The clock-free rule's verdict must not change once an update applies (it turns stale):
+    it checks the envelope and its creator, and the PBFT-lite core checks the update at its block
+    (`check_transaction`, like every peer), where an under-signed one is invalid."""
     good = envelope(gov, update(gov.view, next_config(gov.view), *gov.admins.values()))
+    under = envelope(gov, update(gov.view, next_config(gov.view), gov.admins["Org1"]))
+    for data in (good, under):
+        assert check_orderable(data, {CHANNEL: gov.view}).header.tx_id
+    assert check_transaction(good, gov.view).code == C.TX_VALIDATION_CODE_VALID
+    assert check_transaction(under, gov.view).code == C.TX_VALIDATION_CODE_CONFIG_POLICY_FAILURE
     with pytest.raises(ClientError) as err:
-        check_orderable(good, {CHANNEL: gov.view})
-    assert err.value.reason == R.ERROR_REASON_INVALID_FIELD
+        check_envelope(under, {CHANNEL: gov.view}, NOW, 60)  # Broadcast still refuses it
+    assert err.value.reason == R.ERROR_REASON_CONFIG_POLICY_UNSATISFIED
 
 
 # --- ordering: cut alone, applied by the orderer's core -------------------------------------

@@ -160,3 +160,23 @@ def test_a_contract_without_its_own_policy_follows_the_channels_default() -> Non
     assert held.genesis["bank"].endorsement_policy == lc.canonical_policy("Org2.peer")
     assert held.view.policy_for("kv") == kv_before
     assert held.view.policy_for("assets") == parse_policy(ASSETS.endorsement_policy)
+
+
+def test_a_genesis_contract_follows_a_new_default_policy_as_a_restarted_peer_would() -> None:
+    """bank has no policy of its own: after an update of the default policy (AND -> OR), the
+    live holder gives bank the new policy, the same as a holder started on the new config (a
+    restarted peer); kv keeps its own. A tx endorsed by Org1's peer alone is then valid."""
+    current = CurrentConfig(PARTIES.view)
+    held = ChannelLifecycle(current, Source({}), "peer0.org1")
+    rwset = kv_rwset(writes=[("k", b"1")], namespace="bank")
+    alone = endorser_tx(PARTIES, rwset, endorsers=[PARTIES.peer1])
+    invalid = transaction_pb2.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE
+    assert check_transaction(alone, held.view).code == invalid
+    relaxed = PARTIES.view.config.__class__()
+    relaxed.CopyFrom(PARTIES.view.config)
+    relaxed.default_endorsement_policy = "OR(Org1.peer, Org2.peer)"
+    relaxed.sequence += 1
+    current.replace(channel_view(relaxed))
+    restarted = ChannelLifecycle(CurrentConfig(channel_view(relaxed)), Source({}), "peer0.org1")
+    assert held.view.policies == restarted.view.policies
+    assert check_transaction(alone, held.view).code == transaction_pb2.TX_VALIDATION_CODE_VALID

@@ -48,7 +48,7 @@ class Group:
 
     def flush(self, i: int) -> OrdererEffects:
         out = self.cores[i].ready()
-        self.committed[i].extend(out.decided)
+        self.committed[i].extend(c.block for c in out.decided)
         self.acked[i].update(rid for rid, r in out.replies if r is None)  # type: ignore[misc]
         for destination, message in out.send:
             if isinstance(message, Envelope | replica_pb2.BlockSignature):
@@ -109,7 +109,7 @@ def test_fetched_blocks_are_committed_and_the_replica_jumps_over_them() -> None:
     lagging.catchup.fetching = True
     lagging.step(FetchedBlocks("orderer0", tuple(blocks)))
     out = lagging.ready()
-    assert list(out.decided) == blocks
+    assert [c.block for c in out.decided] == blocks
     assert lagging.height == 3 and lagging.replica.next_exec == 3
     assert any(isinstance(r, JumpRecord) for r in out.persist)
     assert {rid for rid, _ in out.replies} == {request_id(r) for r in REQS}

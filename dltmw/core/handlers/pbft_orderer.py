@@ -23,6 +23,17 @@ are never retried otherwise), and runs the catch-up schedule: every CATCHUP_CHEC
 ticks without executing anything, fetch committed blocks from the next peer (one fetch at a
 time; the backoff doubles while peers have nothing newer, so an idle replica asks rarely).
 
+Config updates (`core/config_update.py`). The replica cuts one into a batch of its own and
+proposes nothing after it until it executed (`Replica(alone=...)`); a batch mixing one with other
+envelopes is refused by correct backups as a faulty primary's. With `view` given, this core checks
+the block of a lone config update as every peer will at commit (`check_transaction` against the
+config in force before that block) the moment the block is built or fetched, in block order
+(`_track`), so the verdict is a function of the chain: built, fetched or rebuilt after a restart,
+every replica reaches the same config at the same height. A valid one: `learn(view)` is called at
+once (the admission rule admits what the new config admits, `pbft_admission`), and the block is
+committed with it (`CommittedBlock.config`: the executor writes it with the block and the channel
+switches to it).
+
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
 block, which the executor reads from the ledger) and `FetchBlocks` (start the fetch from that
@@ -31,16 +42,19 @@ peer); replies = per request id, None once its block is committed here, or `Reje
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from dltmw.core.block import block_hash
+from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import is_config_update
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.core.pbft import ClientRequest, Envelope, Record, Rejected, Replica, request_id
 from dltmw.core.pbft.types import Signer
-from dltmw.v1 import block_pb2, replica_pb2
+from dltmw.core.txcheck import check_transaction
+from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 
 RESIGN_EVERY_TICKS = 20
 CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
@@ -71,9 +85,19 @@ class FetchBlocks:
     """Message: fetch committed blocks beyond our ledger head from this peer."""
 
 
+@dataclass(frozen=True)
+class CommittedBlock:
+    """Decided: commit `block` (2f+1 signatures); `config`: the view a valid config update alone
+    in it leads to (written with the block; the channel follows it from the next block on)."""
+
+    block: block_pb2.Block
+    config: ChannelView | None = None
+
+
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
 Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks
-OrdererEffects = Effects[Record, block_pb2.Block, Outbound, Rejected | None]
+OrdererEffects = Effects[Record, CommittedBlock, Outbound, Rejected | None]
+Learn = Callable[[ChannelView], None]
 
 
 class Misbehaviour(Protocol):
@@ -98,7 +122,7 @@ class CatchUp:
 
 @dataclass
 class _Out:
-    decided: list[block_pb2.Block] = field(default_factory=list)
+    decided: list[CommittedBlock] = field(default_factory=list)
     send: list[tuple[int, Outbound]] = field(default_factory=list)
     replies: list[tuple[Token, Rejected | None]] = field(default_factory=list)
 
@@ -116,11 +140,21 @@ class PbftOrdererCore:
         unexecuted: Sequence[block_pb2.Block] = (),
         hook: Misbehaviour | None = None,
         by_limits_only: bool = False,
+        view: ChannelView | None = None,
+        learn: Learn | None = None,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
-        `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`)."""
+        `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`); `view`: the
+        config in force after block height-1 (None: config updates are not checked, tests of
+        the ordering alone); `learn`: told each config applied, when its block is built."""
+        self.view = view
+        self._learn = learn
+        self._tracked = height  # the next block number whose config effect is not known yet
+        self._configs: dict[int, ChannelView] = {}  # block number -> the config it applies
         self.replica = replica
+        if view is not None:
+            self._cut_to(view)
         self.assembler = assembler
         self.height = height
         self.last_hash = last_hash
@@ -238,6 +272,7 @@ class PbftOrdererCore:
     def _build(self, number: int, requests: tuple[bytes, ...]) -> None:
         pending = self.assembler.build(number, requests, self.height, self.last_hash)
         if pending is not None:
+            self._track(number, requests)
             pending.signatures[self.replica.me] = self._sign(pending.digest)
             self._broadcast_signature(pending)
 
@@ -251,8 +286,32 @@ class PbftOrdererCore:
         )
         self._out.send.extend((peer, signature) for peer in self._peers)
 
+    def _track(self, number: int, envelopes: Sequence[bytes]) -> None:
+        """Block `number` is known (built or fetched), in block order: when it is a valid config
+        update alone, the config in force from block number+1 on changes (module docstring)."""
+        if number != self._tracked:
+            return  # known already (a block fetched after we built it, or before the head)
+        self._tracked += 1
+        view = self.view
+        if view is None or len(envelopes) != 1 or not is_config_update(envelopes[0]):
+            return
+        checked = check_transaction(envelopes[0], view)
+        if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
+            return
+        self.view = self._configs[number] = checked.config
+        self._cut_to(checked.config)
+        if self._learn is not None:
+            self._learn(checked.config)
+
+    def _cut_to(self, view: ChannelView) -> None:
+        """As primary, cut at most the config's `max_tx_count` (never above the protocol's
+        bound, which is block 0's and fixed: every replica checks batches against it)."""
+        limit = view.config.batch.max_tx_count or self.replica.config.batch_size_max
+        self.replica.cut_max = max(1, min(limit, self.replica.config.batch_size_max))
+
     def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
-        self._out.decided.append(block)
+        number = block.header.number
+        self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None)))
         self.height, self.last_hash = self.height + 1, digest
         self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
 
@@ -282,6 +341,7 @@ class PbftOrdererCore:
                 continue  # committed meanwhile by the normal path
             if block.header.previous_hash != self.last_hash:
                 break  # cannot happen with 2f+1-signed blocks; refuse rather than fork
+            self._track(block.header.number, block.data.envelopes)
             self._commit(block, block_hash(block))
             committed.append(block)
         self.assembler.forget_below(self.height)

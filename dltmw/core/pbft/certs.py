@@ -14,7 +14,7 @@ Rules a reader must keep:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
@@ -38,6 +38,9 @@ class Checker:
     verify: Verifier
     digest: DigestFn
     request_ok: RequestCheck
+    alone: RequestCheck = field(default=lambda _r: False)
+    """Requests that must be a batch by themselves (config updates: every node applies one
+    between two blocks); a batch holding one with anything else is refused whole."""
 
     def open(self, envelope: Envelope) -> replica_pb2.ReplicaMessage | None:
         """The verified message inside `envelope`, or None (unknown signer, bad signature, junk)."""
@@ -68,6 +71,8 @@ class Checker:
             return "batch-too-large"
         if len({request_id(r) for r in requests}) != len(requests):
             return "batch-repeats-a-request"
+        if len(requests) > 1 and any(self.alone(r) for r in requests):
+            return "batch-mixes-a-lone-request"
         for r in requests:
             if len(r) > cfg.request_bytes_max or not self.request_ok(r):
                 return "batch-with-inadmissible-request"

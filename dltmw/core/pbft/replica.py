@@ -64,8 +64,18 @@ class Replica(Checkpoints):
         verify: Verifier,
         digest: DigestFn = batch_digest,
         request_ok: RequestCheck = lambda _r: True,
+        alone: RequestCheck = lambda _r: False,
     ) -> None:
-        super().__init__(config, me, Checker(config, verify, digest, request_ok), sign)
+        """`request_ok`: the admission rule; `alone`: requests ordered in a batch of their own,
+        with nothing proposed after them until they executed (config updates, `propose`)."""
+        checker = Checker(config, verify, digest, request_ok, alone)
+        super().__init__(config, me, checker, sign)
+        # As primary, cut batches of at most this many (<= batch_size_max, the bound every
+        # replica checks): the channel's current block size, which a config update may lower.
+        self.cut_max = config.batch_size_max
+        # A lone batch executed in this step: propose and judge nothing more until `ready()`,
+        # so the caller applies what it leads to (a config) before the next batch (`propose`).
+        self.hold = False
 
     @classmethod
     def restore(
@@ -77,9 +87,10 @@ class Replica(Checkpoints):
         records: Sequence[Record],
         digest: DigestFn = batch_digest,
         request_ok: RequestCheck = lambda _r: True,
+        alone: RequestCheck = lambda _r: False,
     ) -> Replica:
         """A replica rebuilt from exactly the records its earlier incarnation made durable."""
-        replica = cls(config, me, sign, verify, digest, request_ok)
+        replica = cls(config, me, sign, verify, digest, request_ok, alone)
         replay(replica, records)
         return replica
 
@@ -103,6 +114,7 @@ class Replica(Checkpoints):
         """Take the outputs; client requests admitted by a backup since the last call are first
         relayed to every replica (PBFT clients broadcast on timeout; relaying at once lets every
         correct replica time a silent primary, so f+1 of them ask for a view change)."""
+        self.hold = False
         chunk = self.config.batch_size_max * 4
         buffered, self.forward_buffer = self.forward_buffer, []
         for start in range(0, len(buffered), chunk):
@@ -176,17 +188,19 @@ class Replica(Checkpoints):
     # -- normal case -----------------------------------------------------------------------
 
     def propose(self, full_only: bool) -> None:
-        """As primary: cut batches of pending, unproposed requests into new sequences."""
-        if self.changing or self.primary() != self.me or self.next_exec <= self.low:
+        """As primary: cut batches of pending, unproposed requests into new sequences.
+
+        A lone request (`alone`: a config update) is cut into a batch by itself, and nothing is
+        proposed after it until it executed and the caller took the step's effects (`hold`):
+        every replica then judges the next batch under the config it leads to (the barrier;
+        `barrier_below`)."""
+        if self.changing or self.hold or self.primary() != self.me or self.next_exec <= self.low:
             return
         while self.next_seq <= self.low + self.config.window:
-            batch = []
-            for rid, pending in self.pending.items():
-                if rid not in self.proposed_ids:
-                    batch.append(pending.request)
-                    if len(batch) >= self.config.batch_size_max:
-                        break
-            if not batch or (full_only and len(batch) < self.config.batch_size_max):
+            if self.barrier_below(self.next_seq):
+                return
+            batch, full = self._next_batch()
+            if not batch or (full_only and not full):
                 return
             seq, digest = self.next_seq, self.checker.digest(batch)
             self.next_seq += 1
@@ -199,6 +213,31 @@ class Replica(Checkpoints):
             slot.mine.append(envelope)
             self.proposed_ids.update(self.ids_of(slot.requests))
 
+    def _next_batch(self) -> tuple[list[bytes], bool]:
+        """The next batch in arrival order and whether it is complete (full, or cut short by a
+        lone request, which goes alone in the batch after)."""
+        alone = self.checker.alone
+        batch: list[bytes] = []
+        for rid, pending in self.pending.items():
+            if rid in self.proposed_ids:
+                continue
+            if alone(pending.request):
+                return (batch, True) if batch else ([pending.request], True)
+            batch.append(pending.request)
+            if len(batch) >= self.cut_max:
+                return batch, True
+        return batch, False
+
+    def barrier_below(self, sequence: int) -> bool:
+        """Is a lone batch that has not executed yet known below `sequence`? (At most a window
+        of slots is looked at.)"""
+        alone = self.checker.alone
+        for seq in range(self.next_exec, sequence):
+            slot = self.slots.get(seq)
+            if slot is not None and len(slot.requests) == 1 and alone(slot.requests[0]):
+                return True
+        return False
+
     def persist_vote(self, envelope: Envelope) -> None:
         """Persist one of our own pre-prepares before it is sent."""
         self.persist(VoteRecord(envelope))
@@ -210,6 +249,10 @@ class Replica(Checkpoints):
             return
         if not self.in_window(pp.sequence):
             self.drop("outside-watermarks")
+            return
+        if self.hold or self.barrier_below(pp.sequence):
+            # Judged only once the lone batch below executed (the primary retransmits it).
+            self.drop("pre-prepare-beyond-a-lone-batch")
             return
         slot = self.slots.setdefault(pp.sequence, Slot())
         if slot.pre_prepare is not None:
@@ -309,6 +352,8 @@ class Replica(Checkpoints):
                 fresh.append(request)
             self.pending.pop(rid, None)
             self.proposed_ids.discard(rid)
+        if len(requests) == 1 and self.checker.alone(requests[0]):
+            self.hold = True
         self.state_digest = chain_state(self.state_digest, batch.digest)
         self.decided[batch.sequence] = batch
         self.next_exec = batch.sequence + 1

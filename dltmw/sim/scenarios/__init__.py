@@ -6,6 +6,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 | scenario | flow | module |
 |---|---|---|
 | `eov-solo`, `eov-pbft` | endorse → order → validate, solo or PBFT-lite ordering | `eov.py` |
+| `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
 """
@@ -17,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from dltmw.sim import vloop
-from dltmw.sim.scenarios import eov, notary, private
+from dltmw.sim.scenarios import eov, notary, pbft_config, private
 from dltmw.sim.scenarios.result import ScenarioResult
 
 Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace) -> result
@@ -25,6 +26,7 @@ Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace
 SCENARIOS: dict[str, Scenario] = {
     "eov-solo": partial(eov.run, ordering="solo"),
     "eov-pbft": partial(eov.run, ordering="pbft"),
+    "cfg-pbft": pbft_config.run,
     "notary": notary.run,
     "private": private.run,
 }

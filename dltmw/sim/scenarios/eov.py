@@ -137,7 +137,7 @@ async def run(seed: int, ordering: str, trace: bool = False) -> ScenarioResult:
         ops = [_op_later(dep, clients[k % 2], work, k) for k in range(OPS)]
         await asyncio.gather(*ops)
         lacking = await _converge(dep, work)
-        height = max(_heights(dep).values(), default=0)
+        height = max(heights(dep).values(), default=0)
     finally:
         await dep.stop()
     summary = {"acked": len(work.acks), "failed": work.failed, "height": height}
@@ -275,17 +275,17 @@ async def _converge(dep: Deployment, work: Workload) -> list[str]:
     """Wait (bounded) until every client op ended and every node is at one height."""
 
     def converged() -> bool:
-        return work.open_ops == 0 and len(set(_heights(dep).values())) == 1
+        return work.open_ops == 0 and len(set(heights(dep).values())) == 1
 
     if await dep.settle(converged, HEAL_AT_S + LIVENESS_S):
         return []
     return [
-        f"liveness: not converged {LIVENESS_S}s after the heal: {_heights(dep)} "
+        f"liveness: not converged {LIVENESS_S}s after the heal: {heights(dep)} "
         f"(client ops still open: {work.open_ops})"
     ]
 
 
-def _heights(dep: Deployment) -> dict[str, int]:
+def heights(dep: Deployment) -> dict[str, int]:
     out = {}
     for node_id, host in dep.hosts.items():
         node = host.node

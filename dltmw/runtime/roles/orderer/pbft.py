@@ -16,6 +16,11 @@ rule (`pbft_admission.RequestAdmission`: Broadcast's checks without the clock), 
 faulty orderer forwards or proposes is dropped and counted, never ordered. A test-only hook
 (`byzantine.PoisonHook`, off unless the integration test names this node) makes this replica
 send such junk itself.
+
+Config updates: the replica cuts one alone (`Replica(alone=is_config_update)`); the core checks it
+at its block and tells the admission rule at once (`learn`); the executor writes the next config
+with its block (`config_write`, one sqlite transaction) and then switches the channel's view
+(`channel_config`), so Broadcast, Deliver and a restart (`node.stored_view`) follow it.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import is_config_update
+from dltmw.core.config_update import config_write, is_config_update
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
+    CommittedBlock,
     FetchBlocks,
     FetchedBlocks,
     Input,
@@ -64,7 +70,7 @@ from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.runtime.roles.orderer.pbft_catchup import fetch_verified
 from dltmw.runtime.roles.orderer.solo import OrdererChannel, stopped
 from dltmw.runtime.waiters import Waiters
-from dltmw.v1 import block_pb2, errors_pb2, replica_pb2
+from dltmw.v1 import errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
@@ -76,7 +82,7 @@ SUBMIT_WAIT_S = 60.0
 DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 
 
-OrdererDriver = Driver[Input, Input, Record, block_pb2.Block, Outbound, Rejected | None]
+OrdererDriver = Driver[Input, Input, Record, CommittedBlock, Outbound, Rejected | None]
 
 
 def replica_config(n: int, batch_max: int) -> PbftConfig:
@@ -93,7 +99,7 @@ def replica_config(n: int, batch_max: int) -> PbftConfig:
     )
 
 
-class PbftOrdererExecutor(Executing[Input, Record, block_pb2.Block, Outbound, Rejected | None]):
+class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rejected | None]):
     """Carries out the PBFT orderer core's effects (see the module docstring)."""
 
     def __init__(self, channel: PbftOrdererChannel) -> None:
@@ -111,9 +117,14 @@ class PbftOrdererExecutor(Executing[Input, Record, block_pb2.Block, Outbound, Re
             if isinstance(record, JumpRecord):
                 logger.info("jumped to block %d of the ledger", record.sequence)
 
-    async def apply(self, decided: Sequence[block_pb2.Block]) -> None:
-        for block in decided:
-            await self._channel.ledger.commit_block(block, ())
+    async def apply(self, decided: Sequence[CommittedBlock]) -> None:
+        channel = self._channel
+        for item in decided:
+            number = item.block.header.number
+            writes = () if item.config is None else (config_write(item.config, number),)
+            await channel.ledger.commit_block(item.block, (), writes)
+            if item.config is not None:  # Deliver and Broadcast follow it from now on
+                channel.channel_config.replace(item.config)
         async with self._channel.new_block:
             self._channel.new_block.notify_all()
 
@@ -188,8 +199,17 @@ class PbftOrdererChannel(OrdererChannel):
     """Orders one channel as one PBFT-lite replica; Deliver is inherited."""
 
     def __init__(
-        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, store: RecordStore
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        store: RecordStore,
+        genesis: ChannelView | None = None,
     ) -> None:
+        """`view`: the config in force (the ledger's); `genesis`: block 0's, whose batch size
+        bounds the replicas' batches for good — every replica must use the same protocol
+        parameters, and one restarted after an update of `max_tx_count` would otherwise refuse
+        its peers' batches (None: `view`)."""
         super().__init__(ctx, view, ledger)
         self.store = store
         orderers = list(view.config.orderers)
@@ -198,7 +218,8 @@ class PbftOrdererChannel(OrdererChannel):
         if ctx.node_id not in ids:
             raise InvariantViolation(f"{ctx.node_id} is not an orderer of {view.channel_id}")
         self.me = ids.index(ctx.node_id)
-        self.config = replica_config(len(orderers), view.config.batch.max_tx_count)
+        fixed = (genesis or view).config.batch
+        self.config = replica_config(len(orderers), fixed.max_tx_count)
         self.links = {i: ReplicaLink(ctx, view.channel_id, ids[i]) for i in range(len(ids))}
         del self.links[self.me]
         self.core: PbftOrdererCore | None = None
@@ -231,12 +252,15 @@ class PbftOrdererChannel(OrdererChannel):
         records: list[Record] = await self.store.load()
         sign = self.ctx.signer.sign
         admit = self.admission if self._hook is None else self._hook.admit(self.admission)
+        alone = is_config_update
         if records:
             replica = Replica.restore(
-                self.config, self.me, sign, self.verify, records, request_ok=admit
+                self.config, self.me, sign, self.verify, records, request_ok=admit, alone=alone
             )
         else:
-            replica = Replica(self.config, self.me, sign, self.verify, request_ok=admit)
+            replica = Replica(
+                self.config, self.me, sign, self.verify, request_ok=admit, alone=alone
+            )
         ledger = self.ledger
         unexecuted = await ledger.blocks(replica.next_exec, ledger.height)
         assembler = BlockAssembler(
@@ -251,6 +275,8 @@ class PbftOrdererChannel(OrdererChannel):
             unexecuted,
             self._hook,
             by_limits_only=self.view.config.batch.cut_by_limits_only,
+            view=self.view,
+            learn=self.admission.learn,
         )
         for link in self.links.values():
             link.start()
@@ -308,11 +334,6 @@ class PbftOrdererChannel(OrdererChannel):
         for envelope in envelopes:
             rid = request_id(envelope)
             out.append(None)
-            if is_config_update(envelope):  # PBFT-lite does not cut them alone yet
-                out[-1] = ClientError(
-                    R.ERROR_REASON_INVALID_FIELD, "config updates are ordered by solo orderers only"
-                )
-                continue
             if rid in core.replica.executed_ids:
                 continue
             done = self.waiters.add(rid)

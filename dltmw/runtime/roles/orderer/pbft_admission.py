@@ -19,6 +19,19 @@ envelopes; the most it can do past this rule is delay or replay envelopes it saw
 the same bytes, so PBFT-lite dedups it (and peers mark DUPLICATE_TXID), and a delayed one is what
 a slow client could also send.
 
+Config updates, and why a verdict never turns from yes to no. The rule judges a request against
+every config this replica has applied (`learn`, called by the core the moment a config block is
+built or fetched): admissible if some config admits it. So a member added by an update can
+transact from then on, while a verdict once given stays given — a prepared or committed
+certificate carried in a view change or a state transfer holds requests admitted earlier, and a
+rule that later refused them (a revoked creator, a removed org) could stall recovery. A request
+of a revoked or removed creator that is ordered after the update is therefore not refused here:
+it was refused at Broadcast (which checks the current config and the clock), and if it was in
+flight, every peer marks it invalid at commit against the config in force at its block
+(CERTIFICATE_REVOKED, NOT_A_MEMBER) — the same verdict everywhere. A learned config clears only
+the cached refusals. A restarted replica knows only the config it restarted in (older requests
+it now refuses cost it a catch-up by blocks, `pbft_catchup`, not safety: 2f+1 signatures).
+
 Verdicts are cached by request id (SHA-256 of the bytes; the verdict is a function of the bytes
 alone), so the checks run once per request per replica however often a request comes back in
 forwards, pre-prepares, view changes and retransmissions; the replica servicer `warm`s the cache
@@ -45,6 +58,7 @@ from dltmw.core.txcheck import check_orderable
 logger = logging.getLogger(__name__)
 
 CACHE_MAX = 16_384
+KNOWN_MAX = 64  # configs judged against (a channel's updates are rare; the oldest go first)
 LOG_EVERY_S = 10.0
 
 
@@ -58,7 +72,7 @@ class RequestAdmission:
         clock: Callable[[], float] = time.monotonic,
         cache_max: int = CACHE_MAX,
     ) -> None:
-        self._views = {view.channel_id: view}
+        self._known = [view]  # oldest first
         self._size_max = size_max
         self._cache_max = cache_max
         self._verdicts: OrderedDict[bytes, str] = OrderedDict()  # request id -> "" or reason
@@ -81,6 +95,14 @@ class RequestAdmission:
                 self._verdicts.popitem(last=False)
         return verdict
 
+    def learn(self, view: ChannelView) -> None:
+        """A config update applied: admit what `view` admits too (see the module docstring)."""
+        with self._lock:
+            self._known = [*self._known, view][-KNOWN_MAX:]
+            refused = [rid for rid, verdict in self._verdicts.items() if verdict]
+            for rid in refused:
+                del self._verdicts[rid]
+
     def warm(self, requests: Sequence[bytes]) -> None:
         """Judge `requests` ahead of the core (on a worker thread: `cryptography` releases the
         GIL, so signature checks run off the event loop and in parallel)."""
@@ -97,11 +119,15 @@ class RequestAdmission:
     def _judge(self, request: bytes) -> str:
         if len(request) > self._size_max:
             return "TOO_LARGE"
-        try:
-            check_orderable(request, self._views)
-        except ClientError as exc:
-            return exc.reason_name
-        return ""
+        reason = ""
+        for view in reversed(self._known):
+            try:
+                check_orderable(request, {view.channel_id: view})
+            except ClientError as exc:
+                reason = reason or exc.reason_name  # the newest config's
+                continue
+            return ""
+        return reason
 
     def _count(self, reason: str) -> None:
         self.refused[reason] += 1
@@ -113,6 +139,6 @@ class RequestAdmission:
         logger.warning(
             "refused inadmissible requests to order on %s (forwarded or proposed by another "
             "orderer, or submitted): %s",
-            next(iter(self._views)),
+            self._known[0].channel_id,
             summary,
         )
