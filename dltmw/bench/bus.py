@@ -30,6 +30,8 @@ from dltmw.sdk.network import Network
 from dltmw.sdk.network import open as open_network
 
 TOPIC = "bench"
+# How the embedded network's nodes and clients talk (`dltmw.open`): the figures depend on it.
+TRANSPORT = "in-process nodes, gRPC with mutual TLS on 127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ async def run(
             "python": platform.python_version(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
         },
+        "transport": TRANSPORT,
         "latency": latency,
         "throughput_per_s": _spread([a["per_s"] for a in alone]),
         "throughput_with_stalled_subscriber_per_s": _spread([s["per_s"] for s in stalled]),
@@ -180,6 +183,7 @@ def report(result: dict[str, Any], command: str) -> str:
         [
             f"command: {command}",
             f"machine: {m['cpus']} CPUs, Python {m['python']}, load average {m['loadavg']}",
+            f"transport: {result['transport']}",
             f"publish -> deliver latency at low load: p50 {lat['p50_ms']} ms, "
             f"p99 {lat['p99_ms']} ms ({lat['messages']} messages)",
             f"batched throughput: median {t['median']:.0f} messages/s "

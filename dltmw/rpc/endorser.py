@@ -111,9 +111,9 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
                     outcomes[i] = E.ProposalOutcome(error=_item_error(exc))
                     continue
                 by_peer.setdefault(peer.view.channel_id, (peer, []))[1].append(i)
-            answers = await asyncio.gather(
-                *(_endorse(peer, request, indexes) for peer, indexes in by_peer.values())
-            )
+            jobs = [_endorse(peer, request, indexes) for peer, indexes in by_peer.values()]
+            # One channel (the usual case) is awaited here: no task of its own, no loop turn.
+            answers = [await jobs[0]] if len(jobs) == 1 else await asyncio.gather(*jobs)
             for (_, indexes), outs in zip(by_peer.values(), answers, strict=True):
                 for i, answer in zip(indexes, outs, strict=True):
                     outcomes[i] = answer

@@ -222,11 +222,16 @@ class Driver(Generic[In, Msg, P, D, M, R]):
 
     async def _take(self, wait_s: float) -> list[In]:
         """Inputs queued now (waiting up to `wait_s` for the first), at most `batch_max`."""
+        # `asyncio.timeout`, not `wait_for`: no task per wait, so an input that arrives wakes
+        # the loop in one turn (a lone transaction at low load meets this on every driver).
         try:
-            if wait_s == math.inf:
+            if not self._inbox.empty():
+                first = self._inbox.get_nowait()
+            elif wait_s == math.inf:
                 first = await self._inbox.get()
             else:
-                first = await asyncio.wait_for(self._inbox.get(), max(0.0, wait_s))
+                async with asyncio.timeout(max(0.0, wait_s)):
+                    first = await self._inbox.get()
         except TimeoutError:
             return []
         taken = [first]

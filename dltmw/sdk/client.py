@@ -256,8 +256,9 @@ class Client:
             if loop.time() >= deadline:
                 break
             gateway = await self._current()
-            try:
-                return await asyncio.wait_for(call(gateway), max(0.1, deadline - loop.time()))
+            try:  # (a timeout scope, not `wait_for`: no extra task and loop turn per call)
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    return await call(gateway)
             except grpc.aio.AioRpcError as exc:
                 last = from_rpc_error(exc)
             except TimeoutError:

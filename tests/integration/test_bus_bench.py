@@ -18,3 +18,4 @@ def test_bus_bench_small_run() -> None:
     text = report(result, "dltmw bench --experiment bus")
     assert "command: dltmw bench --experiment bus" in text and "load average" in text
     assert "messages/s" in text and "p50" in text
+    assert "transport: in-process nodes, gRPC with mutual TLS" in text  # what was measured

@@ -275,3 +275,30 @@ async def test_ticks_count_up_from_one_and_steps_run_on_the_worker_thread() -> N
         assert all(name.startswith("core-thread") for name in core.threads), core.threads
     finally:
         pool.shutdown()
+
+
+async def test_a_ticking_driver_waits_for_its_input_without_a_task_per_wait() -> None:
+    # A lone input at low load meets every driver's take: a task per wait (`wait_for`) would
+    # cost one more loop turn before the step. Count the tasks made while inputs are taken.
+    core, ex, tasks = ScriptedCore(), Recorder(), TaskOwner()
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[object]] = []
+
+    def factory(loop_: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
+        task = asyncio.Task(coro, loop=loop_, **kwargs)  # type: ignore[arg-type]
+        made.append(task)
+        return task
+
+    async with driver(core, ex, tasks, tick_s=60.0) as d:
+        await asyncio.sleep(0)  # the driver waits for input (a minute before its tick)
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        try:
+            for x in ("a", "b", "c"):
+                ex.replied.clear()
+                d.submit(x)
+                await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+        finally:
+            loop.set_task_factory(None)
+    assert core.steps == ["a", "b", "c"]
+    takes = [t for t in made if getattr(t.get_coro(), "__qualname__", "") == "Queue.get"]
+    assert takes == [], "the driver wrapped its inbox wait in a task"

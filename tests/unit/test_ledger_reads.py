@@ -2,7 +2,9 @@
 
 The newest blocks are served from memory (no reader-thread hop per block per follower), as fresh
 copies equal to the stored ones; a peer's commit reads versions, ranges and known tx_ids in one
-hop, with the same answers as the three separate reads.
+hop, with the same answers as the three separate reads; a few point reads (a lone
+transaction's duplicate checks and commit reads) run in place on the loop's thread with the
+same answers, seeing every block committed before them, and larger ones still hop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 
 from dltmw.core.block import make_block
 from dltmw.core.rwset import StateWrite, Version
-from dltmw.ledger.sqlite import RECENT_BLOCKS, ChannelLedger
+from dltmw.ledger.sqlite import INLINE_READS_MAX, RECENT_BLOCKS, ChannelLedger
 
 CH = "trades"
 
@@ -67,5 +69,32 @@ async def test_commit_reads_equal_the_separate_reads(tmp_path: Path) -> None:
         assert in_ranges == await ledger.ranges(ranges)
         assert in_ranges[("kv", "a", "c")] == [("a", Version(0, 0)), ("b", Version(1, 0))]
         assert known == await ledger.existing_tx_ids(tx_ids) == {"tx0", "tx2"}
+    finally:
+        await ledger.close()
+
+
+async def test_a_few_point_reads_run_in_place_and_see_the_latest_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = await ChannelLedger.open(tmp_path / "l.sqlite")
+    try:
+        await _commit(ledger, "a")
+        hops: list[str] = []
+        real_snapshot = ledger._file.snapshot
+
+        async def counted(fn: object) -> object:
+            hops.append("reader")
+            return await real_snapshot(fn)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ledger._file, "snapshot", counted)
+        assert await ledger.existing_tx_ids(["tx0", "tx1"]) == {"tx0"}
+        await _commit(ledger, "b")  # committed by the writer: the next read in place sees it
+        versions, in_ranges, known = await ledger.commit_reads([("kv", "b")], [], ["tx1"])
+        assert (versions, in_ranges, known) == ({("kv", "b"): Version(1, 0)}, {}, {"tx1"})
+        assert hops == []  # none of these hopped to the reader thread
+        many = [f"tx{i}" for i in range(INLINE_READS_MAX + 1)]
+        assert await ledger.existing_tx_ids(many) == {"tx0", "tx1"}
+        await ledger.commit_reads([], [("kv", "a", "z")], [])  # a range: unbounded, hops
+        assert hops == ["reader", "reader"]
     finally:
         await ledger.close()

@@ -133,3 +133,24 @@ def test_the_running_loop_may_supply_the_worker(tmp_path: Path) -> None:
     finally:
         loop.close()
     assert loop.inline.jobs >= 3 and threading.active_count() == threads
+
+
+async def test_reads_in_place_use_one_thread_and_stop_at_close(tmp_path: Path) -> None:
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA, reader=True)
+    await file.open()
+    await file.write("vault.record", lambda c: c.execute("INSERT INTO t VALUES (1, 'one')"))
+    threads: list[str] = []
+
+    def count(conn: sqlite3.Connection) -> int:
+        threads.append(threading.current_thread().name)
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    assert await file.snapshot_here(count) == 1  # on this thread: the caller's
+    assert threads == [threading.current_thread().name]
+    # From another thread (its own loop) it hops to the reader's worker like `snapshot`: the
+    # in-place connection belongs to the first caller's thread only.
+    assert await asyncio.to_thread(lambda: asyncio.run(file.snapshot_here(count))) == 1
+    assert threads[1].startswith("store-read")
+    await file.close()
+    with pytest.raises(StoreClosed):
+        await file.snapshot_here(count)

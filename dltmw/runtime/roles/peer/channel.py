@@ -249,7 +249,10 @@ class PeerChannel:
             for i, answer in zip(indexes, answers, strict=True):
                 out[i] = answer
 
-        await asyncio.gather(*(group(n, ix) for n, ix in groups.items()))
+        if len(groups) == 1:  # the usual case: no task per group, no extra loop turn
+            await group(*next(iter(groups.items())))
+        else:
+            await asyncio.gather(*(group(n, ix) for n, ix in groups.items()))
         return [a for a in out if a is not None]
 
     async def reach(self, block_number: int, timeout_s: float) -> None:
