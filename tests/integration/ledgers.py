@@ -13,7 +13,7 @@ from pathlib import Path
 from dltmw.core.rwset import Version
 from dltmw.core.statehash import accumulate
 from dltmw.ledger.audit import read_audit
-from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, common_pb2, identity_pb2, proposal_pb2, transaction_pb2
 
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
@@ -66,6 +66,29 @@ def tx_codes(chain: list[block_pb2.Block]) -> dict[str, list[int]]:
         ):
             found.setdefault(_header(envelope)[0].tx_id, []).append(code)
     return found
+
+
+def tx_blocks(chain: list[block_pb2.Block]) -> dict[str, int]:
+    """tx_id -> the number of the block it is in."""
+    return {
+        _header(raw)[0].tx_id: block.header.number
+        for block in chain[1:]
+        for raw in block.data.envelopes
+    }
+
+
+def endorsements(chain: list[block_pb2.Block], tx_id: str) -> dict[str, bytes]:
+    """org -> the serialised identity of its peer that endorsed `tx_id` in `chain`."""
+    for block in chain[1:]:
+        for raw in block.data.envelopes:
+            header, data = _header(raw)
+            if header.tx_id == tx_id:
+                tx = transaction_pb2.Transaction.FromString(data)
+                return {
+                    identity_pb2.Identity.FromString(e.endorser).org_id: e.endorser
+                    for e in tx.endorsements
+                }
+    raise AssertionError(f"{tx_id} is not in the chain")
 
 
 def replay_state(chain: list[block_pb2.Block]) -> State:

@@ -19,8 +19,6 @@ config from its ledger. The admins use the `dltmw` commands of docs/governance.m
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +36,13 @@ from dltmw.core.config_update import add_signature, update_content
 from dltmw.core.contract_package import package_id
 from dltmw.core.lifecycle import NAMESPACE, Definition, canonical_policy
 from dltmw.rpc.status import reason_of
-from dltmw.v1 import block_pb2, common_pb2, config_update_pb2, identity_pb2, transaction_pb2
+from dltmw.v1 import config_update_pb2, transaction_pb2
 
-from .ledgers import blocks, ledger_path, tx_codes
+from .cli import dltmw
+from .ledgers import blocks, endorsements, ledger_path, tx_blocks, tx_codes
 from .test_lifecycle import EXAMPLE, _v2
 
 pytestmark = pytest.mark.integration
-DLTMW = Path(sys.executable).parent / "dltmw"
 C = transaction_pb2
 VALID = C.TX_VALIDATION_CODE_VALID
 CHANNEL = "market"
@@ -104,14 +102,6 @@ endorsement_policy = "AND(BrokerA.peer, BrokerB.peer)"
 contracts = [{ name = "kv" }]
 batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = BATCH_MS }
 """
-
-
-def dltmw(*argv: str) -> str:
-    done = subprocess.run(
-        [str(DLTMW), *argv], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 async def cli(*argv: str) -> str:
@@ -226,30 +216,6 @@ async def lifecycle(net: Path, definition: Definition, *admins: str) -> int:
     return seen
 
 
-def tx_blocks(chain: list[block_pb2.Block]) -> dict[str, int]:
-    """tx_id -> the number of the block it is in."""
-    return {
-        common_pb2.Header.FromString(
-            common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload).header
-        ).tx_id: block.header.number
-        for block in chain[1:]
-        for raw in block.data.envelopes
-    }
-
-
-def endorsing_orgs(chain: list[block_pb2.Block], tx_id: str) -> set[str]:
-    """The organisations whose peers endorsed `tx_id` in `chain`."""
-    for block in chain[1:]:
-        for raw in block.data.envelopes:
-            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
-            if common_pb2.Header.FromString(payload.header).tx_id == tx_id:
-                tx = C.Transaction.FromString(payload.data)
-                return {
-                    identity_pb2.Identity.FromString(e.endorser).org_id for e in tx.endorsements
-                }
-    raise AssertionError(f"{tx_id} is not in the chain")
-
-
 async def test_govern_a_running_market_under_load(network, tmp_path: Path) -> None:
     net, sup = network(TOPOLOGY, batch_ms=50)
     net_s = str(net)
@@ -351,7 +317,7 @@ async def test_govern_a_running_market_under_load(network, tmp_path: Path) -> No
         for tx, (client, code) in load.acked.items()
         if client == "ops.exchange" and code == VALID
     ][-1]
-    assert endorsing_orgs(chains["peer0.brokera"], late) == {"BrokerA", "Custodian"}
+    assert set(endorsements(chains["peer0.brokera"], late)) == {"BrokerA", "Custodian"}
     # nothing of trader2.brokera's is VALID after the block that revoked it
     where = tx_blocks(chains["peer0.brokera"])
     after = [code for tx, (client, code) in load.acked.items()
