@@ -11,6 +11,7 @@ node (a removed organisation still named by a policy, for example, makes an inva
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from dltmw.v1 import config_pb2
 
@@ -21,6 +22,13 @@ def _copy(config: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
     out = config_pb2.ChannelConfig()
     out.CopyFrom(config)
     return out
+
+
+def _keep(items: Any, keep: Callable[[Any], bool]) -> None:
+    """Keep only the elements of a repeated proto field for which `keep` holds (in place)."""
+    kept = [item for item in items if keep(item)]
+    del items[:]
+    items.extend(kept)
 
 
 def with_org(
@@ -46,16 +54,10 @@ def without_org(config: config_pb2.ChannelConfig, org_id: str) -> config_pb2.Cha
     if not any(o.org_id == org_id for o in config.organizations):
         raise ValueError(f"{org_id} is not a member")
     out = _copy(config)
-    kept = [o for o in out.organizations if o.org_id != org_id]
-    del out.organizations[:]
-    out.organizations.extend(kept)
+    _keep(out.organizations, lambda o: o.org_id != org_id)
     gone = {p.node_id for p in out.peers if p.org_id == org_id}
-    peers = [p for p in out.peers if p.org_id != org_id]
-    del out.peers[:]
-    out.peers.extend(peers)
-    auditors = [a for a in out.privacy_auditors if a not in gone]
-    del out.privacy_auditors[:]
-    out.privacy_auditors.extend(auditors)
+    _keep(out.peers, lambda p: p.org_id != org_id)
+    _keep(out.privacy_auditors, lambda a: a not in gone)
     return out
 
 
@@ -79,12 +81,8 @@ def without_peer(config: config_pb2.ChannelConfig, node_id: str) -> config_pb2.C
     if not any(n.node_id == node_id for n in config.peers):
         raise ValueError(f"{node_id} is not a peer of the channel")
     out = _copy(config)
-    kept = [n for n in out.peers if n.node_id != node_id]
-    del out.peers[:]
-    out.peers.extend(kept)
-    auditors = [a for a in out.privacy_auditors if a != node_id]
-    del out.privacy_auditors[:]
-    out.privacy_auditors.extend(auditors)
+    _keep(out.peers, lambda n: n.node_id != node_id)
+    _keep(out.privacy_auditors, lambda a: a != node_id)
     return out
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +21,13 @@ from dltmw.contract_sdk.package import package_dir
 from dltmw.core.contract_package import Manifest, package_id, write_package
 from dltmw.rpc.status import reason_of
 
+from .cli import dltmw as _dltmw
 from .conftest import TWO_ORG
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "contracts" / "assets"
 PACKAGE = package_dir(EXAMPLE)
-DLTMW = Path(sys.executable).parent / "dltmw"
-
-
-def _dltmw(*argv: str) -> str:
-    done = subprocess.run(
-        [str(DLTMW), *argv], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def topology() -> str:
