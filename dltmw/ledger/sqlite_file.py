@@ -6,10 +6,13 @@ the rules below hold for all of them and are written down once:
 
 * **Opening** (`open`, or `open_blocking` for a store with a blocking API): the parent directory
   is created, the durability PRAGMAs are set (`durability.py`: WAL, `synchronous=FULL` by
-  default), the schema is applied (idempotent `CREATE ... IF NOT EXISTS`), then the store's own
-  `setup` (a check or a migration) runs. A mode that is not known is refused in the constructor,
-  before the file is touched; a failing `setup` closes the connection and stops the worker
-  before it raises, so a store that refuses to open leaves nothing behind.
+  default), the storage format is checked (`FORMAT`, kept in sqlite's `user_version`: a file a
+  newer dltmw wrote is refused with `StoreFormatError` before anything in it is touched, so a
+  downgrade never half-reads or rewrites it; a file with no number yet is format 1, today's
+  layout, and gets it), the schema is applied (idempotent `CREATE ... IF NOT EXISTS`), then the
+  store's own `setup` (a check or a migration) runs. A mode that is not known is refused in the
+  constructor, before the file is touched; a failing `setup` closes the connection and stops the
+  worker before it raises, so a store that refuses to open leaves nothing behind.
 * **One writer.** One connection, used by one thread only: the file's own worker thread. Every
   access is one hop to it (`read`, `write`), so a store never blocks the event loop and never
   runs two statements of its connection at once. Batch work into one hop (a hop costs
@@ -52,6 +55,13 @@ from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 
 T = TypeVar("T")
 Setup = Callable[[sqlite3.Connection], None]
+# The layout of every dltmw sqlite file. A release that changes a layout raises it and migrates
+# older files in `_open` (docs/deploy.md, "Upgrades").
+FORMAT = 1
+
+
+class StoreFormatError(ValueError):
+    """A file written by a newer dltmw (a later storage format): not opened, not changed."""
 
 
 def store_executor(name: str) -> Executor:
@@ -127,6 +137,7 @@ class SqliteFile:
         try:
             for pragma in self._pragmas:
                 conn.execute(pragma)
+            _check_format(conn, self.path)
             conn.executescript(self._schema)
             if setup is not None:
                 setup(conn)
@@ -243,6 +254,19 @@ class SqliteFile:
         if self._reader is None:
             self._reader = self._read_only()
         return _in_transaction(self._reader, fn)
+
+
+def _check_format(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file of a later format; number one that has none (see the module docstring)."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > FORMAT:
+        raise StoreFormatError(
+            f"{path} was written by a newer dltmw (storage format {found}; this version reads"
+            f" format {FORMAT} and older): run that version, or restore the data directory from"
+            " a backup made with this one (docs/deploy.md, Upgrades)"
+        )
+    if found < FORMAT:
+        conn.execute(f"PRAGMA user_version = {FORMAT}")
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -22,6 +22,7 @@ from pathlib import Path
 import uvloop
 
 from dltmw.ledger import failpoints
+from dltmw.ledger.sqlite_file import StoreFormatError
 from dltmw.net.hsm import HsmError
 from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
@@ -101,7 +102,8 @@ def main() -> None:
         logger.warning("TEST-ONLY failpoints armed: %s", sorted(failpoints.armed()))
     try:
         code = uvloop.run(serve(config))
-    except (KeyFileError, HsmError) as exc:  # no (or a wrong) passphrase or PIN, no token key
+    except (KeyFileError, HsmError, StoreFormatError) as exc:
+        # no (or a wrong) passphrase or PIN, no token key, data a newer dltmw wrote
         print(f"dltmw node {config.node_id}: not started: {exc}", file=sys.stderr, flush=True)
         code = EXIT_USAGE
     except Exception:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,11 +33,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
+from dltmw.ledger.sqlite_file import FORMAT
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.tls import secure_channel
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.node import Node
+from dltmw.runtime.process import EXIT_USAGE
 from dltmw.v1 import transaction_pb2
 
 from .conftest import TWO_ORG
@@ -329,3 +332,26 @@ async def test_stop_start_restart_one_node_and_the_keeper_restarts_a_failed_node
     assert down.returncode == 0
     assert down.stdout.count("stopped (exit 0)") == len(NODES), down.stdout
     assert processes_of(net) == []
+
+
+def test_a_node_refuses_data_a_newer_dltmw_wrote(tmp_path: Path) -> None:
+    """A downgrade onto a data directory a newer release wrote (a later storage format) stops
+    at start with one line naming the file, exit 2 (the keeper does not restart it), and leaves
+    the file as it was."""
+    (tmp_path / "topology.toml").write_text(TWO_ORG.replace("BATCH_MS", "100"))
+    net = tmp_path / "net"
+    init_network(tmp_path / "topology.toml", net)
+    ledger = net / "nodes" / "peer0.org1" / "data" / "trades.peer.sqlite"
+    ledger.parent.mkdir(parents=True)
+    with sqlite3.connect(ledger) as conn:
+        conn.execute(f"PRAGMA user_version = {FORMAT + 1}")
+    config = net / "nodes" / "peer0.org1" / "node.toml"
+    done = subprocess.run(
+        [sys.executable, "-m", "dltmw.runtime", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "written by a newer dltmw" in done.stderr and str(ledger) in done.stderr
+    assert "Traceback" not in done.stderr
+    with sqlite3.connect(ledger) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT + 1

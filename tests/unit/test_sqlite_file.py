@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dltmw.ledger.sqlite_file import SqliteFile, StoreClosed
+from dltmw.ledger.sqlite_file import FORMAT, SqliteFile, StoreClosed, StoreFormatError
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);"
 
@@ -154,3 +154,23 @@ async def test_reads_in_place_use_one_thread_and_stop_at_close(tmp_path: Path) -
     await file.close()
     with pytest.raises(StoreClosed):
         await file.snapshot_here(count)
+
+
+async def test_a_file_of_a_later_format_is_refused_untouched(tmp_path: Path) -> None:
+    """A file a newer dltmw wrote (a later `user_version`) is refused before its schema or
+    data are touched; a file without a number (older releases) gets today's."""
+    path = tmp_path / "a.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {FORMAT + 1}")
+    file = SqliteFile(path, SCHEMA)
+    with pytest.raises(StoreFormatError, match="newer dltmw"):
+        await file.open()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT + 1
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # no table made
+    older = tmp_path / "b.sqlite"
+    sqlite3.connect(older).close()
+    file = SqliteFile(older, SCHEMA)
+    await file.open()
+    assert await file.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == FORMAT
+    await file.close()
