@@ -83,8 +83,8 @@ def validate_block(
     state = BlockState(committed_versions, committed_ranges, committed_values or {})
     codes: list[int] = []
     writes: list[StateWrite] = []
-    for index, (tx, code) in enumerate(zip(txs, entry_codes(txs, committed_tx_ids), strict=True)):
-        code, own = validate_tx(block_number, index, tx, code, state)
+    for index, (tx, entry) in enumerate(zip(txs, entry_codes(txs, committed_tx_ids), strict=True)):
+        code, own = validate_tx(block_number, index, tx, entry, state)
         codes.append(code)
         state.record(own)
         writes.extend(own)
