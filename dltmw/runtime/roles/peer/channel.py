@@ -47,6 +47,7 @@ from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
+from dltmw.aio.readahead import consume_ahead
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import TxRecord
@@ -84,6 +85,7 @@ DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
 
 
+READ_AHEAD = 1  # delivered blocks queued behind the one committing (aio/readahead.py)
 RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
@@ -337,12 +339,24 @@ class PeerChannel:
         )
         call = stub.Deliver(request)
         self._heard_height(await call.initial_metadata())
-        async for response in call:
-            number = response.block.header.number
-            self.orderer_height = max(self.orderer_height or 0, number + 1)
-            if number < self.ledger.height:
-                continue  # already committed (e.g. a resent block after reconnect)
-            await self.commit(response.block)
+
+        async def delivered() -> AsyncIterator[block_pb2.Block]:
+            async for response in call:
+                number = response.block.header.number
+                self.orderer_height = max(self.orderer_height or 0, number + 1)
+                yield response.block
+
+        # The next blocks are read and their checks started while this one commits.
+        await consume_ahead(delivered(), self._check_ahead, self._commit_next, READ_AHEAD)
+
+    def _check_ahead(self, block: block_pb2.Block) -> None:
+        if block.header.number >= self.ledger.height:
+            self.committer.check_ahead(block)
+
+    async def _commit_next(self, block: block_pb2.Block) -> None:
+        if block.header.number < self.ledger.height:
+            return  # already committed (e.g. a resent block after reconnect)
+        await self.commit(block)
 
     def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
         """The orderer's height at the opening of a Deliver stream (an orderer that says none,
