@@ -47,7 +47,6 @@ from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
-from dltmw.aio.readahead import consume_ahead
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import TxRecord
@@ -66,6 +65,7 @@ from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
+from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
@@ -85,7 +85,6 @@ DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
 
 
-READ_AHEAD = 1  # delivered blocks queued behind the one committing (aio/readahead.py)
 RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
@@ -346,17 +345,7 @@ class PeerChannel:
                 self.orderer_height = max(self.orderer_height or 0, number + 1)
                 yield response.block
 
-        # The next blocks are read and their checks started while this one commits.
-        await consume_ahead(delivered(), self._check_ahead, self._commit_next, READ_AHEAD)
-
-    def _check_ahead(self, block: block_pb2.Block) -> None:
-        if block.header.number >= self.ledger.height:
-            self.committer.check_ahead(block)
-
-    async def _commit_next(self, block: block_pb2.Block) -> None:
-        if block.header.number < self.ledger.height:
-            return  # already committed (e.g. a resent block after reconnect)
-        await self.commit(block)
+        await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
 
     def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
         """The orderer's height at the opening of a Deliver stream (an orderer that says none,

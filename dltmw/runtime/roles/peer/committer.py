@@ -10,7 +10,7 @@ without that work. The block with its validation codes, tx index and state write
 in one sqlite transaction, and only then are the deliverer and the commit-status watchers told.
 After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
 
-Pipelining (`check_ahead`, called by the deliver loop through `aio/readahead.py`): the orderer
+Pipelining (`Committer.enqueue`, used by the deliver loop through `pipeline.py`): the orderer
 signatures and transaction checks of a block read off the stream start on the verify pool at
 once, while the blocks before it commit; its load then awaits them instead of starting them.
 They are used only if the config and the committed definitions they were made against are
@@ -294,29 +294,61 @@ class Committer:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def check_ahead(self, block: block_pb2.Block) -> None:
-        """Start `block`'s signature and policy checks now, before its turn (pipelining)."""
-        self._executor.check_ahead(block)
-
     async def commit(self, block: block_pb2.Block) -> None:
         """Validate and commit the next block; PeerError if it is refused."""
+        await (await self._queue(block)).wait()
+
+    async def enqueue(self, block: block_pb2.Block) -> PendingCommit:
+        """Queue the next block and start its signature and policy checks now, without waiting
+        for its commit (pipelining: `wait()` on the result, or `discard()` it)."""
+        self._executor.check_ahead(block)
+        return await self._queue(block)
+
+    async def _queue(self, block: block_pb2.Block) -> PendingCommit:
         driver = self._driver
         if driver is None:
             raise RuntimeError("the committer is not started")
         token = next(self._tokens)
-        done = self._waiters.add(token)
-        watch = Stopwatch()
         start_ns = now_ns() if self._ctx.tracer.enabled else 0
+        pending = PendingCommit(self, block, token, self._waiters.add(token), Stopwatch(), start_ns)
         try:
             await driver.put(Delivery(block, token))
-            await done
-        finally:
-            self._waiters.discard(token, done)
+        except BaseException:
+            pending.discard()
+            raise
+        return pending
+
+    def _committed(self, pending: PendingCommit) -> None:
         # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
-        codes = block.metadata.validation_codes
-        self._ctx.metrics.observe_block(self._channel_id, codes, watch.seconds)
+        codes = pending.block.metadata.validation_codes
+        self._ctx.metrics.observe_block(self._channel_id, codes, pending.watch.seconds)
         if self._ctx.tracer.enabled:
-            trace_commit(self._ctx.tracer, block, start_ns)
+            trace_commit(self._ctx.tracer, pending.block, pending.start_ns)
+
+
+@dataclass(frozen=True)
+class PendingCommit:
+    """A block queued for commit: `wait()` for it (PeerError if refused), or `discard()` it."""
+
+    committer: Committer
+    block: block_pb2.Block
+    token: Token
+    done: asyncio.Future[None]
+    watch: Stopwatch
+    start_ns: int
+
+    async def wait(self) -> None:
+        """Until the block is durable (metrics and trace recorded), or its refusal."""
+        try:
+            await self.done
+        finally:
+            self.committer._waiters.discard(self.token, self.done)
+        self.committer._committed(self)
+
+    def discard(self) -> None:
+        """Stop waiting for it (the block may still commit); its outcome is not reported."""
+        self.committer._waiters.discard(self.token, self.done)
+        self.done.add_done_callback(_consumed)
 
 
 def trace_commit(tracer: Tracer, block: block_pb2.Block, start_ns: int) -> None:
