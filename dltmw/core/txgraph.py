@@ -88,6 +88,10 @@ def in_range(ref: KeyRef, query: RangeRef) -> bool:
     return ns == q_ns and key >= start and (not end or key < end)
 
 
+def _in_any(ref: KeyRef, queries: frozenset[RangeRef]) -> bool:
+    return any(in_range(ref, q) for q in queries)
+
+
 def conflicts(a: Footprint, b: Footprint) -> bool:
     """Whether the order of `a` and `b` can matter: one writes what the other reads or writes."""
     if a.writes & b.reads or b.writes & a.reads:
@@ -109,15 +113,15 @@ def waves(prints: Sequence[Footprint]) -> list[list[int]]:
     scanned: list[tuple[RangeRef, int]] = []
     out: list[list[int]] = []
     for index, p in enumerate(prints):
-        after = max(
-            (
-                *(wrote.get(ref, -1) for ref in p.reads),
-                *(read.get(ref, -1) for ref in p.writes),
-                *(w for ref, w in wrote.items() for q in p.ranges if in_range(ref, q)),
-                *(w for q, w in scanned for ref in p.writes if in_range(ref, q)),
-            ),
-            default=-1,
-        )
+        after = -1
+        for ref in p.reads:
+            after = max(after, wrote.get(ref, -1))
+        for ref in p.writes:
+            after = max(after, read.get(ref, -1))
+        if p.ranges:
+            after = max([after, *(w for ref, w in wrote.items() if _in_any(ref, p.ranges))])
+        if scanned and p.writes:
+            after = max([after, *(w for q, w in scanned for ref in p.writes if in_range(ref, q))])
         wave = after + 1
         if wave == len(out):
             out.append([])
