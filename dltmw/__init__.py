@@ -36,6 +36,7 @@ from dltmw.sdk.errors import (
     Overloaded,
     PermissionDenied,
     PreconditionFailed,
+    StaleRead,
     Unavailable,
 )
 from dltmw.sdk.network import Network, connect, open
@@ -75,6 +76,7 @@ __all__ = [
     "PreconditionFailed",
     "Profile",
     "ProfileError",
+    "StaleRead",
     "Subscription",
     "Transaction",
     "Unavailable",

@@ -26,6 +26,7 @@ class NetworkShape:
     batch_timeout_ms: int = 200
     batch_max_bytes: int = 1024 * 1024
     cut_by_limits_only: bool = False  # True: Fabric's cutter (no cut when the intake drains)
+    reorder: bool = False  # True: Fabric++ reordering of each block (core/reorder.py)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -51,6 +52,7 @@ class NetworkShape:
             "max_bytes": self.batch_max_bytes,
             "timeout_ms": self.batch_timeout_ms,
             "cut_by_limits_only": self.cut_by_limits_only,
+            "reorder": self.reorder,
         }
 
 

@@ -45,6 +45,9 @@ def bench(
             help="block cutter: by the limits only (Fabric's), not when the intake drains"
         ),
     ] = False,
+    reorder: Annotated[
+        bool, typer.Option(help="block cutter: readers before writers in each block (Fabric++)")
+    ] = False,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
@@ -79,6 +82,7 @@ def bench(
             batch_max_tx=batch_size,
             batch_timeout_ms=batch_timeout_ms,
             cut_by_limits_only=cut_by_limits_only,
+            reorder=reorder,
         )
         cfg = BenchConfig(
             workload=workload,

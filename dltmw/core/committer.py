@@ -9,10 +9,12 @@ block committed — and hands it all in as one `Delivered`. The decision:
 1. the block must continue our chain (`chain_error`) and carry enough valid signatures of
    distinct configured orderers (the load's verdict); else it is refused with a `PeerError`
    (another node's fault: the deliver loop tries another orderer) and nothing changes;
-2. otherwise `validate_block` gives every transaction its validation code (invalid ones stay in
-   the block, flagged) and the writes of the valid ones: the block with its codes, its tx_ids and
-   its writes is decided (`Commit`, committed in one sqlite transaction), and the deliverer is
-   answered (`Committed`: what commit-status watchers wait for) only after that.
+2. otherwise MVCC gives every transaction its validation code (invalid ones stay in the block,
+   flagged) and the writes of the valid ones — `txgraph.validate_in_waves`: the block's conflict
+   graph in waves of independent transactions, identical to block-order `validate_block`: the
+   block with its codes, its tx_ids and its writes is decided (`Commit`, committed in one
+   sqlite transaction), and the deliverer is answered (`Committed`: what commit-status
+   watchers wait for) only after that.
 
 Nothing inside a block can stop a peer: the per-envelope checks are total, so a block that
 passes (1) is always committed.
@@ -30,7 +32,8 @@ from dltmw.core.effects import Effects, Token
 from dltmw.core.errors import PeerError
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import CheckedTx
-from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc, validate_block
+from dltmw.core.txgraph import validate_in_waves
+from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc
 from dltmw.v1 import block_pb2, errors_pb2, transaction_pb2
 
 
@@ -110,7 +113,7 @@ class CommitCore:
         txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
         reads = message.reads
         number = block.header.number
-        codes, writes = validate_block(
+        codes, writes = validate_in_waves(
             number, txs, reads.versions, reads.ranges, reads.tx_ids, reads.values
         )
         tx_ids = tuple(c.tx_id for c in checked)

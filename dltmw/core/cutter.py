@@ -15,11 +15,18 @@ arrivals queue in its inbox, and the next step takes them all at once (group com
 rule with "the previous block is written" as the acknowledgement). The limits stay upper bounds.
 Same input sequence and same drain events give the same blocks: the cutter reads no clock and
 no queue; "drained" is an input like any other.
+
+Reordering (`reorder`, the channel's `BatchConfig.reorder`): every cut batch leaves in the
+order `core/reorder.py` gives it (readers before the writers of what they read, Fabric++) — a
+pure function of the batch's bytes, so a restart that restores the same envelopes cuts the same
+blocks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from dltmw.core.reorder import reorder
 
 
 @dataclass
@@ -30,6 +37,7 @@ class BlockCutter:
     max_bytes: int
     timeout_ticks: int
     by_limits_only: bool = False
+    reorder: bool = False
     _pending: list[bytes] = field(default_factory=list)
     _pending_bytes: int = 0
     _age_ticks: int = 0
@@ -84,4 +92,4 @@ class BlockCutter:
         batch, self._pending = self._pending, []
         self._pending_bytes = 0
         self._age_ticks = 0
-        return batch
+        return reorder(batch) if self.reorder else batch

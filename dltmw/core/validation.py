@@ -80,39 +80,73 @@ def validate_block(
     committed_values: Mapping[KeyRef, bytes] | None = None,
 ) -> tuple[list[int], list[StateWrite]]:
     """Final validation codes (one per tx) and the writes to apply, in order."""
-    updates: dict[KeyRef, Version | None] = {}  # in-block writes; None = deleted
-    values = _Values(committed_values or {})
-    seen: set[str] = set()
+    state = BlockState(committed_versions, committed_ranges, committed_values or {})
     codes: list[int] = []
     writes: list[StateWrite] = []
-    for index, tx in enumerate(txs):
-        code = tx.code
-        if tx.tx_id and (tx.tx_id in committed_tx_ids or tx.tx_id in seen):
-            code = DUPLICATE_TXID
+    for index, (tx, entry) in enumerate(zip(txs, entry_codes(txs, committed_tx_ids), strict=True)):
+        code, own = validate_tx(block_number, index, tx, entry, state)
+        codes.append(code)
+        state.record(own)
+        writes.extend(own)
+    return codes, writes
+
+
+def entry_codes(txs: Sequence[TxForMvcc], committed_tx_ids: Set[str]) -> list[int]:
+    """Each transaction's code before MVCC: DUPLICATE_TXID for a tx_id already on the ledger or
+    earlier in the block, whatever the other checks said; else its pre-validation verdict."""
+    seen: set[str] = set()
+    codes: list[int] = []
+    for tx in txs:
+        duplicate = bool(tx.tx_id) and (tx.tx_id in committed_tx_ids or tx.tx_id in seen)
+        codes.append(DUPLICATE_TXID if duplicate else tx.code)
         if tx.tx_id:
             seen.add(tx.tx_id)
-        if code == VALID and tx.rwset is not None and changed_in_block(tx.rwset.namespace, updates):
-            code = DEFINITION_CHANGED  # endorsed before a definition committed earlier here
-        if code == VALID and tx.rwset is not None:
-            code = _mvcc(tx.rwset, updates, committed_versions, committed_ranges)
-        applied: dict[str, bytes] = {}
-        if code == VALID and tx.rwset is not None and tx.rwset.deltas:
-            code, applied = values.apply(tx.rwset)
-        codes.append(code)
-        if code != VALID or tx.rwset is None:
-            continue
-        version = Version(block_number, index)
-        ns = tx.rwset.namespace
-        for w in tx.rwset.writes:
-            value = None if w.is_delete else w.value
-            updates[(ns, w.key)] = None if w.is_delete else version
-            writes.append(StateWrite(ns, w.key, value, version))
-            values.wrote((ns, w.key), value)
-        for key, new in applied.items():
-            updates[(ns, key)] = version
-            writes.append(StateWrite(ns, key, new, version))
-            values.wrote((ns, key), new)
-    return codes, writes
+    return codes
+
+
+class BlockState:
+    """The state a transaction is validated against: committed versions, ranges and delta
+    values overlaid with the writes of the block's earlier valid transactions (`record`)."""
+
+    def __init__(
+        self,
+        committed_versions: Mapping[KeyRef, Version],
+        committed_ranges: Mapping[RangeRef, Sequence[tuple[str, Version]]],
+        committed_values: Mapping[KeyRef, bytes],
+    ) -> None:
+        self.versions = committed_versions
+        self.ranges = committed_ranges
+        self.updates: dict[KeyRef, Version | None] = {}  # in-block writes; None = deleted
+        self.values = _Values(committed_values)
+
+    def record(self, writes: Iterable[StateWrite]) -> None:
+        """Overlay a valid transaction's writes (its deltas' results included)."""
+        for w in writes:
+            ref = (w.namespace, w.key)
+            self.updates[ref] = None if w.value is None else w.version
+            self.values.wrote(ref, w.value)
+
+
+def validate_tx(
+    block_number: int, index: int, tx: TxForMvcc, code: int, state: BlockState
+) -> tuple[int, list[StateWrite]]:
+    """One transaction's final code and writes against `state` (which it does not change)."""
+    rwset = tx.rwset
+    if code != VALID or rwset is None:
+        return code, []
+    if changed_in_block(rwset.namespace, state.updates):
+        return DEFINITION_CHANGED, []  # endorsed before a definition committed earlier here
+    code = _mvcc(rwset, state.updates, state.versions, state.ranges)
+    applied: dict[str, bytes] = {}
+    if code == VALID and rwset.deltas:
+        code, applied = state.values.apply(rwset)
+    if code != VALID:
+        return code, []
+    version = Version(block_number, index)
+    ns = rwset.namespace
+    own = [StateWrite(ns, w.key, None if w.is_delete else w.value, version) for w in rwset.writes]
+    own.extend(StateWrite(ns, key, new, version) for key, new in applied.items())
+    return VALID, own
 
 
 class _Values:

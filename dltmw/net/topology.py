@@ -112,6 +112,11 @@ class Batch(Strict):
         description="cut only by the limits above (Fabric's rule); by default the orderer also "
         "cuts as soon as nothing more is queued (adaptive: no timer on an idle path)",
     )
+    reorder: bool = Field(
+        False,
+        description="reorder each block's transactions so that readers precede the writers of "
+        "what they read (Fabric++, docs/ordering.md); off: arrival order",
+    )
 
 
 def _default_contracts() -> list[ContractSpec]:

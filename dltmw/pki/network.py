@@ -309,6 +309,7 @@ def _channel_config(
             max_bytes=batch.get("max_bytes", 1024 * 1024),
             timeout_ms=batch.get("timeout_ms", 250),
             cut_by_limits_only=batch.get("cut_by_limits_only", False),
+            reorder=batch.get("reorder", False),
         ),
     )
     for org in ch["members"]:

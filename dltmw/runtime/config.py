@@ -8,6 +8,7 @@ validated; nothing reads the file again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,12 @@ class NodeConfig:
     operations: OperationsSettings | None = None
     # `[tracing]`; None (no endpoint, the default): no tracing
     tracing: TracingSettings | None = None
+    verify_threads: int = 0  # `[validation]`: the verify pool's threads; 0 = one per core
+
+    def verify_pool_threads(self) -> int:
+        """Threads of the verify pool: as configured, else one per core this process may use
+        (signature checks release the GIL, so every core verifies)."""
+        return self.verify_threads or usable_cores()
 
     @staticmethod
     def load(path: Path) -> NodeConfig:
@@ -85,4 +92,13 @@ class NodeConfig:
             storage_retry=doc.storage.policy(),
             operations=doc.operations if doc.operations.listen else None,
             tracing=doc.tracing if doc.tracing.otlp_endpoint else None,
+            verify_threads=doc.validation.verify_threads,
         )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells, else the count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(1, len(affinity(0)))
+    return max(1, os.cpu_count() or 1)

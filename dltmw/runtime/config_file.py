@@ -222,6 +222,18 @@ class LedgerTable(Strict):
     )
 
 
+class ValidationTable(Strict):
+    """`[validation]`: how a peer checks the transactions of a delivered block."""
+
+    verify_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="threads checking signatures and policies (also notaries' and vaults' "
+        "checks); 0 = one per CPU core this process may run on",
+    )
+
+
 class StorageTable(Strict):
     """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
 
@@ -262,3 +274,4 @@ class NodeFile(Strict):
         DEFAULT_TRACING, description="OpenTelemetry spans over OTLP (docs/operations.md)"
     )
     storage: StorageTable = Field(default_factory=StorageTable)
+    validation: ValidationTable = Field(default_factory=ValidationTable)

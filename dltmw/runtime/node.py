@@ -130,7 +130,9 @@ class Node:
         if config.privacy_key is not None and "peer" in config.roles:
             key = load_privacy_key(read_key(config.privacy_key))
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
+        )
         self.contracts: ContractStore | None = None  # installed contract packages (peers)
         if "peer" in config.roles:
             self.contracts = ContractStore(config.data_dir / "contracts")

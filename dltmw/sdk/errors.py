@@ -33,6 +33,7 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "PreconditionFailed",
+    "StaleRead",
     "Unavailable",
     "from_rpc_error",
 ]
@@ -102,6 +103,14 @@ class Unavailable(Error):
     retryable = True
 
 
+class StaleRead(Error):
+    """Refused before ordering (STALE_READ, ABORTED): a version the transaction read has since
+    been replaced at the gateway's peer, so every peer would invalidate it. Nothing was ordered;
+    run the transaction again (a new endorsement on the current state) — `retryable`."""
+
+    retryable = True
+
+
 class CommitFailed(Error):
     """The transaction was ordered but committed with `validation_code` (not VALID)."""
 
@@ -131,6 +140,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "OVERLOADED": Overloaded,
     "LIMIT_EXCEEDED": LimitExceeded,
     "MESSAGE_TOO_LARGE": LimitExceeded,
+    "STALE_READ": StaleRead,
 }
 S = grpc.StatusCode
 _BY_CODE: dict[grpc.StatusCode, type[Error]] = {

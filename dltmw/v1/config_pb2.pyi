@@ -131,6 +131,7 @@ class BatchConfig(_message.Message):
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     CUT_BY_LIMITS_ONLY_FIELD_NUMBER: _builtins.int
+    REORDER_FIELD_NUMBER: _builtins.int
     max_tx_count: _builtins.int
     """Maximum transactions per block."""
     max_bytes: _builtins.int
@@ -144,6 +145,13 @@ class BatchConfig(_message.Message):
     bounds. True: cut only by the three limits (Fabric's rule), e.g. to put transactions
     submitted one by one within `timeout_ms` into one block, as the paper's Figure 8 does.
     """
+    reorder: _builtins.bool
+    """True: the orderer reorders each block's transactions before it is signed so that a
+    transaction reading a key precedes the transactions writing it where the conflict graph
+    allows (Fabric++; rule in docs/ordering.md); transactions in a read-write cycle are moved
+    to the block's end in arrival order, where the peers' MVCC judges them as usual. False
+    (the default): arrival order, Fabric's rule.
+    """
     def __init__(
         self,
         *,
@@ -151,10 +159,11 @@ class BatchConfig(_message.Message):
         max_bytes: _builtins.int = ...,
         timeout_ms: _builtins.int = ...,
         cut_by_limits_only: _builtins.bool = ...,
+        reorder: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "reorder", b"reorder", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -136,6 +136,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: the certificate (signer or TLS peer) is revoked by its organisation's
     revoked_serials in the channel config.
     """
+    ERROR_REASON_STALE_READ: _ErrorReason.ValueType  # 46
+    """ABORTED (retryable: endorse again): Submit refused a transaction before ordering because a
+    version it read (a point read, or an entry of a range it read) is no longer the committed
+    version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
+    PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -256,5 +262,11 @@ the ordering type or skips a sequence number); the message says which rule.
 ERROR_REASON_CERTIFICATE_REVOKED: ErrorReason.ValueType  # 45
 """PERMISSION_DENIED: the certificate (signer or TLS peer) is revoked by its organisation's
 revoked_serials in the channel config.
+"""
+ERROR_REASON_STALE_READ: ErrorReason.ValueType  # 46
+"""ABORTED (retryable: endorse again): Submit refused a transaction before ordering because a
+version it read (a point read, or an entry of a range it read) is no longer the committed
+version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
+PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -184,6 +184,7 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
         "max_bytes": 1048576,
         "timeout_ms": 200,
         "cut_by_limits_only": False,
+        "reorder": False,
     }
 
 

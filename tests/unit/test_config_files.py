@@ -75,6 +75,7 @@ def test_a_good_topology_gets_its_defaults(tmp_path: Path) -> None:
         "max_bytes": 1048576,
         "timeout_ms": 250,
         "cut_by_limits_only": False,  # adaptive cutting unless a channel asks for Fabric's rule
+        "reorder": False,  # arrival order unless a channel asks for Fabric++'s
     }
     assert raw["nodes"][0]["listen"] == "127.0.0.1:0"
 
@@ -101,6 +102,17 @@ def test_the_generated_node_toml_loads(node_toml: Path) -> None:
     assert config.logging.level == "INFO" and config.limits.items_per_request_max == 1000
 
 
+def test_the_verify_pool_follows_the_cores_unless_configured(
+    node_toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    assert NodeConfig.load(node_toml).verify_pool_threads() == 5
+    edited = _edited(node_toml, tmp_path, {"validation": {"verify_threads": 3}})
+    assert NodeConfig.load(edited).verify_pool_threads() == 3
+
+
 @pytest.mark.parametrize(
     ("tables", "problem"),
     [
@@ -112,6 +124,7 @@ def test_the_generated_node_toml_loads(node_toml: Path) -> None:
         ({"storage": {"retry_first_s": 5, "retry_max_s": 1}}, "retry_first_s <= retry_max_s"),
         ({"ledger": {"synchronous": "SOMETIMES"}}, "ledger.synchronous"),
         ({"node": {"roles": ["gateway"]}}, "a gateway needs the peer role"),
+        ({"validation": {"verify_threads": -1}}, "validation.verify_threads"),
     ],
     ids=[
         "misspelt-limit",
@@ -122,6 +135,7 @@ def test_the_generated_node_toml_loads(node_toml: Path) -> None:
         "storage-order",
         "bad-synchronous",
         "gateway-without-peer",
+        "negative-verify-threads",
     ],
 )
 def test_a_bad_node_toml_is_refused_with_its_key_path(

@@ -339,3 +339,37 @@ def test_envelopes_cut_in_their_own_step_are_not_queued() -> None:
     ready = orderer.ready()
     assert ready.persist == ()
     assert [d.consumed_seq for d in ready.decided] == [4]
+
+
+def _endorsed(reads: Sequence[str], writes: Sequence[str]) -> bytes:
+    from dltmw.v1 import common_pb2, proposal_pb2, rwset_pb2, transaction_pb2
+
+    rw = rwset_pb2.ReadWriteSet(
+        namespace="bank",
+        reads=[rwset_pb2.KVRead(key=k) for k in reads],
+        writes=[rwset_pb2.KVWrite(key=k, value=b"1") for k in writes],
+    )
+    response = proposal_pb2.ProposalResponsePayload(rwset=rw)
+    tx = transaction_pb2.Transaction(response_payload=response.SerializeToString())
+    header = common_pb2.Header(type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION)
+    payload = common_pb2.Payload(header=header.SerializeToString(), data=tx.SerializeToString())
+    return common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString()
+
+
+def test_a_reordering_cutter_puts_the_reader_first_and_restores_the_same_block() -> None:
+    writer, reader = _endorsed([], ["k"]), _endorsed(["k"], ["other"])
+
+    def orderer(restored: Sequence[PendingEnvelope] = ()) -> SoloOrderer:
+        cutter = BlockCutter(2, 10_000, 3, reorder=True)
+        return SoloOrderer(CHANNEL, 1, b"\x11" * 32, cutter, restored)
+
+    live = orderer()
+    live.step(Submit(writer, token=1))
+    live.step(Submit(reader, token=2))
+    (decided,) = live.ready().decided
+    assert envelopes_of(decided) == [reader, writer]
+    assert decided.consumed_seq == 2  # the queue prefix consumed is the same two envelopes
+    plain = BlockCutter(2, 10_000, 3)
+    assert plain.add(writer) == [] and plain.add(reader) == [[writer, reader]]
+    (again,) = orderer([PendingEnvelope(1, writer), PendingEnvelope(2, reader)]).ready().decided
+    assert again.block == decided.block  # a restart cuts the same block

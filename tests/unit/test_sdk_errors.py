@@ -58,6 +58,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CONFIG_SIGNER_NOT_ADMIN": E.PermissionDenied,
     "CONFIG_INVALID": E.InvalidRequest,
     "CERTIFICATE_REVOKED": E.PermissionDenied,
+    "STALE_READ": E.StaleRead,
 }
 RETRYABLE = {
     "OVERLOADED",
@@ -66,6 +67,7 @@ RETRYABLE = {
     "SHUTTING_DOWN",
     "WAIT_TIMEOUT",
     "HEIGHT_NOT_REACHED",
+    "STALE_READ",  # refused before ordering: endorse again
 }
 
 

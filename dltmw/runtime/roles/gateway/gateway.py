@@ -30,6 +30,7 @@ from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
+from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
     errors_pb2,
@@ -115,6 +116,7 @@ class Gateway:
         peer = self.peers[channel_id]
         if await peer.tx_record(tx_id) is not None:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
+        await refuse_stale(peer.ledger, envelope, tx_id)  # early abort (core/early_abort.py)
         # Try the orderers in turn from the last one that worked: with PBFT-lite ordering any
         # replica accepts (a crashed one just moves us on); with one orderer this is a no-op.
         orderers = peer.view.orderer_ids()

@@ -198,6 +198,7 @@ def cutter_for(batch: config_pb2.BatchConfig) -> BlockCutter:
         batch.max_bytes,
         max(1, round(batch.timeout_ms / 1000 / TICK_S)),
         by_limits_only=batch.cut_by_limits_only,
+        reorder=batch.reorder,
     )
 
 

@@ -65,6 +65,7 @@ from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
+from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
@@ -340,12 +341,14 @@ class PeerChannel:
         )
         call = stub.Deliver(request)
         self._heard_height(await call.initial_metadata())
-        async for response in call:
-            number = response.block.header.number
-            self.orderer_height = max(self.orderer_height or 0, number + 1)
-            if number < self.ledger.height:
-                continue  # already committed (e.g. a resent block after reconnect)
-            await self.commit(response.block)
+
+        async def delivered() -> AsyncIterator[block_pb2.Block]:
+            async for response in call:
+                number = response.block.header.number
+                self.orderer_height = max(self.orderer_height or 0, number + 1)
+                yield response.block
+
+        await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
 
     def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
         """The orderer's height at the opening of a Deliver stream (an orderer that says none,

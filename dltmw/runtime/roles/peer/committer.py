@@ -9,18 +9,29 @@ reads what MVCC needs; a block that does not link or is not signed enough is ref
 without that work. The block with its validation codes, tx index and state writes is committed
 in one sqlite transaction, and only then are the deliverer and the commit-status watchers told.
 After a crash the ledger holds whole blocks only; the peer resumes delivery from its height.
+
+Pipelining (`Committer.enqueue`, used by the deliver loop through `pipeline.py`): the orderer
+signatures and transaction checks of a block read off the stream start on the verify pool at
+once, while the blocks before it commit; its load then awaits them instead of starting them.
+They are used only if the config and the committed definitions they were made against are
+still the current ones (the identical objects: a config block or a lifecycle commit in between
+replaces them); else the load checks again. Checks are judged against the membership at the
+time they ran, which differs from the time of the load by at most the commit of the blocks
+ahead of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from dltmw.aio.clock import utc_now
-from dltmw.aio.pool import map_chunked
+from dltmw.aio.pool import chunks, map_chunked
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
@@ -28,6 +39,7 @@ from dltmw.core.effects import Token
 from dltmw.core.errors import PeerError
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.identity import IdentityError
+from dltmw.core.lifecycle import CommittedView
 from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
 from dltmw.core.validation import TxForMvcc, delta_keys_of, reads_of
 from dltmw.ledger.sqlite import ChannelLedger
@@ -42,6 +54,7 @@ from dltmw.v1 import block_pb2, errors_pb2
 logger = logging.getLogger(__name__)
 CHECK_CHUNK = 64
 DELIVERED_MAX = 4  # blocks queued for the committer (the deliver loop waits for each)
+AHEAD_MAX = 4  # blocks whose checks may run ahead of their commit (the deliver loop reads 2)
 OnCommitted = Callable[[Committed], Awaitable[None]]
 
 
@@ -77,6 +90,30 @@ def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """Checks of a block started before its load, and the views they were made against."""
+
+    config: ChannelView
+    committed: CommittedView
+    signature: asyncio.Future[str]
+    pieces: tuple[asyncio.Future[list[CheckedTx]], ...]
+
+
+def signature_error(view: ChannelView, block: block_pb2.Block) -> str:
+    """Why `block`'s orderer signatures do not suffice ("" when they do)."""
+    try:
+        check_orderer_signatures(view, block)
+    except PeerError as exc:
+        return exc.message
+    return ""
+
+
+def _consumed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an abandoned check's error is not "never retrieved"
+
+
 class CommitExecutor:
     """Loads what a block's commit decision needs; commits; answers."""
 
@@ -95,6 +132,41 @@ class CommitExecutor:
         self._pool = pool
         self._waiters = waiters
         self._on_committed = on_committed
+        self._ahead: dict[int, Ahead] = {}
+
+    def check_ahead(self, block: block_pb2.Block) -> None:
+        """Start `block`'s signature and transaction checks on the pool now (pipelining)."""
+        if len(self._ahead) >= AHEAD_MAX:
+            return  # its load will check it; nothing unbounded is kept
+        loop = asyncio.get_running_loop()
+        view, committed = self._config.view, self._lifecycle.view
+
+        def check(piece: Sequence[bytes]) -> list[CheckedTx]:
+            return [check_transaction(env, committed) for env in piece]
+
+        signature = loop.run_in_executor(self._pool, signature_error, view, block)
+        envelopes = list(block.data.envelopes)
+        pieces = [
+            loop.run_in_executor(self._pool, check, p) for p in chunks(envelopes, CHECK_CHUNK)
+        ]
+        signature.add_done_callback(_consumed)
+        for piece in pieces:
+            piece.add_done_callback(_consumed)
+        self._ahead[block.header.number] = Ahead(view, committed, signature, tuple(pieces))
+
+    async def _checked_ahead(
+        self, block: block_pb2.Block, view: ChannelView
+    ) -> tuple[str, list[CheckedTx]] | None:
+        """The checks started ahead for `block`, if they were made against the current views."""
+        number = block.header.number
+        for stale in [n for n in self._ahead if n < number]:
+            del self._ahead[stale]
+        ahead = self._ahead.pop(number, None)
+        if ahead is None or ahead.config is not view or ahead.committed is not self._lifecycle.view:
+            return None
+        error = await ahead.signature
+        pieces = await asyncio.gather(*ahead.pieces)
+        return error, [checked for piece in pieces for checked in piece]
 
     async def load(self, inputs: Sequence[Delivery]) -> Sequence[Delivered]:
         return [await self._load(delivery) for delivery in inputs]
@@ -104,11 +176,13 @@ class CommitExecutor:
         view = self._config.view  # read after the previous block (and its config) is applied
         if chain_error(block, view.channel_id, ledger.height, ledger.last_hash):
             return Delivered(block, token)  # the core refuses it, naming why
-        try:
-            check_orderer_signatures(view, block)
-        except PeerError as exc:
-            return Delivered(block, token, signature_error=exc.message)
-        checked = await self._check_all(view, block.data.envelopes)
+        ahead = await self._checked_ahead(block, view)
+        error = ahead[0] if ahead is not None else signature_error(view, block)
+        if error:
+            return Delivered(block, token, signature_error=error)
+        checked = (
+            ahead[1] if ahead is not None else await self._check_all(view, block.data.envelopes)
+        )
         odd = [(i, c.detail) for i, c in enumerate(checked) if c.detail]
         if odd:  # INVALID_OTHER_REASON: an input the checks did not foresee (see check_transaction)
             logger.error(
@@ -222,23 +296,59 @@ class Committer:
 
     async def commit(self, block: block_pb2.Block) -> None:
         """Validate and commit the next block; PeerError if it is refused."""
+        await (await self._queue(block)).wait()
+
+    async def enqueue(self, block: block_pb2.Block) -> PendingCommit:
+        """Queue the next block and start its signature and policy checks now, without waiting
+        for its commit (pipelining: `wait()` on the result, or `discard()` it)."""
+        self._executor.check_ahead(block)
+        return await self._queue(block)
+
+    async def _queue(self, block: block_pb2.Block) -> PendingCommit:
         driver = self._driver
         if driver is None:
             raise RuntimeError("the committer is not started")
         token = next(self._tokens)
-        done = self._waiters.add(token)
-        watch = Stopwatch()
         start_ns = now_ns() if self._ctx.tracer.enabled else 0
+        pending = PendingCommit(self, block, token, self._waiters.add(token), Stopwatch(), start_ns)
         try:
             await driver.put(Delivery(block, token))
-            await done
-        finally:
-            self._waiters.discard(token, done)
+        except BaseException:
+            pending.discard()
+            raise
+        return pending
+
+    def _committed(self, pending: PendingCommit) -> None:
         # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
-        codes = block.metadata.validation_codes
-        self._ctx.metrics.observe_block(self._channel_id, codes, watch.seconds)
+        codes = pending.block.metadata.validation_codes
+        self._ctx.metrics.observe_block(self._channel_id, codes, pending.watch.seconds)
         if self._ctx.tracer.enabled:
-            trace_commit(self._ctx.tracer, block, start_ns)
+            trace_commit(self._ctx.tracer, pending.block, pending.start_ns)
+
+
+@dataclass(frozen=True)
+class PendingCommit:
+    """A block queued for commit: `wait()` for it (PeerError if refused), or `discard()` it."""
+
+    committer: Committer
+    block: block_pb2.Block
+    token: Token
+    done: asyncio.Future[None]
+    watch: Stopwatch
+    start_ns: int
+
+    async def wait(self) -> None:
+        """Until the block is durable (metrics and trace recorded), or its refusal."""
+        try:
+            await self.done
+        finally:
+            self.committer._waiters.discard(self.token, self.done)
+        self.committer._committed(self)
+
+    def discard(self) -> None:
+        """Stop waiting for it (the block may still commit); its outcome is not reported."""
+        self.committer._waiters.discard(self.token, self.done)
+        self.done.add_done_callback(_consumed)
 
 
 def trace_commit(tracer: Tracer, block: block_pb2.Block, start_ns: int) -> None:

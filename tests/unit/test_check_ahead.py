@@ -1,0 +1,84 @@
+"""Checks started ahead of a block's turn (runtime/roles/peer/committer.CommitExecutor.check_ahead)
+are used only if the channel config and the committed contract definitions they were made
+against are still the current ones; a config or lifecycle change in between makes the load
+check again (a transaction checked under the old policy must not commit under the new one)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+
+from dltmw.core.txcheck import CheckedTx
+from dltmw.runtime.roles.peer import committer as module
+from dltmw.runtime.roles.peer.committer import CommitExecutor
+from dltmw.v1 import block_pb2
+
+
+def block(number: int, *envelopes: bytes) -> block_pb2.Block:
+    b = block_pb2.Block(header=block_pb2.BlockHeader(number=number))
+    b.data.envelopes.extend(envelopes)
+    return b
+
+
+@pytest.fixture
+def executor(monkeypatch: pytest.MonkeyPatch):
+    seen: list[tuple[str, object]] = []
+
+    def signature_error(view: object, b: block_pb2.Block) -> str:
+        seen.append(("signatures", view))
+        return ""
+
+    def check_transaction(env: bytes, committed: object) -> CheckedTx:
+        seen.append(("tx", committed))
+        return CheckedTx(env.decode(), 1, None, detail=str(id(committed)))
+
+    monkeypatch.setattr(module, "signature_error", signature_error)
+    monkeypatch.setattr(module, "check_transaction", check_transaction)
+    config = SimpleNamespace(view=object())
+    lifecycle = SimpleNamespace(view=object())
+    pool = ThreadPoolExecutor(2)
+    ex = CommitExecutor(config, None, pool, None, None, lifecycle)  # type: ignore[arg-type]
+    yield ex, config, lifecycle, seen
+    pool.shutdown()
+
+
+def test_checks_made_ahead_are_used_when_the_views_are_unchanged(executor) -> None:
+    ex, config, lifecycle, _ = executor
+
+    async def run() -> object:
+        ex.check_ahead(block(5, b"a", b"b", b"c"))
+        return await ex._checked_ahead(block(5), config.view)
+
+    error, checked = asyncio.run(run())
+    assert error == "" and [c.tx_id for c in checked] == ["a", "b", "c"]
+    assert {c.detail for c in checked} == {str(id(lifecycle.view))}
+
+
+@pytest.mark.parametrize("changed", ["config", "lifecycle"])
+def test_checks_made_against_a_replaced_view_are_not_used(executor, changed: str) -> None:
+    ex, config, lifecycle, _ = executor
+
+    async def run() -> object:
+        ex.check_ahead(block(5, b"a", b"b", b"c"))
+        if changed == "config":
+            config.view = object()  # a config block committed in between
+        else:
+            lifecycle.view = object()  # a contract definition committed in between
+        return await ex._checked_ahead(block(5), config.view)
+
+    assert asyncio.run(run()) is None  # the load checks again
+
+
+def test_checks_of_blocks_already_passed_are_dropped(executor) -> None:
+    ex, config, _, _ = executor
+
+    async def run() -> None:
+        ex.check_ahead(block(3, b"a"))
+        ex.check_ahead(block(4, b"b"))
+        assert await ex._checked_ahead(block(4), config.view) is not None
+        assert ex._ahead == {}
+
+    asyncio.run(run())
