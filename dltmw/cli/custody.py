@@ -82,6 +82,9 @@ def channel_create(
     ] = None,
     max_tx_count: Annotated[int, typer.Option(help="block cutting: tx per block")] = 100,
     timeout_ms: Annotated[int, typer.Option(help="block cutting: batch timeout")] = 250,
+    cut_by_limits_only: Annotated[
+        bool, typer.Option(help="cut by the limits only (Fabric's rule), not adaptively")
+    ] = False,
 ) -> None:
     """Check the definitions and write block 0 of CHANNEL, signed by the first orderer (whose
     key is in ORG_DIR); hand the block to every member to join its nodes."""
@@ -97,6 +100,7 @@ def channel_create(
         max_tx_count=max_tx_count,
         timeout_ms=timeout_ms,
         contracts=contracts or ChannelPlan.contracts,
+        cut_by_limits_only=cut_by_limits_only,
     )
     try:
         path = create_channel(org_dir, plan, [load_definition(d) for d in definition])

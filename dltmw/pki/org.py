@@ -210,6 +210,7 @@ class ChannelPlan:
     max_tx_count: int = 100
     timeout_ms: int = 250
     contracts: Sequence[tuple[str, str]] = (("bank", ""), ("kv", ""))
+    cut_by_limits_only: bool = False  # Fabric's rule (BatchConfig.cut_by_limits_only)
 
 
 def create_channel(
@@ -311,7 +312,10 @@ def _config(
         ordering=ORDERING[plan.ordering],
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
-            max_tx_count=plan.max_tx_count, max_bytes=1024 * 1024, timeout_ms=plan.timeout_ms
+            max_tx_count=plan.max_tx_count,
+            max_bytes=1024 * 1024,
+            timeout_ms=plan.timeout_ms,
+            cut_by_limits_only=plan.cut_by_limits_only,
         ),
     )
     for org in plan.members:

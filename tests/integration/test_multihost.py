@@ -252,7 +252,9 @@ def test_three_hosts_figure8_partition_and_heal(tmp_path: Path) -> None:
     with NetLab(list(Consortium.HOSTS.values())) as lab:
         net = Consortium(lab, tmp_path)
         try:
-            net.deploy("--contract", "bank", "--contract", "kv=OR(Org1.peer, Org2.peer)")
+            # Figure 8 needs its three transactions in one block: cut by the limits only
+            net.deploy("--contract", "bank", "--contract", "kv=OR(Org1.peer, Org2.peer)",
+                       "--timeout-ms", "1000", "--cut-by-limits-only")  # fmt: skip
             fig8 = net.on("Org1", sys.executable, str(HERE / "ns_figure8.py"),
                           str(net.dirs["Org1"]), "user1.org1", timeout_s=180)  # fmt: skip
             assert [int(c) for c in fig8.split()] == CODES
