@@ -101,16 +101,14 @@ def update(
     elif submit is not None:
         _submit(network, channel, client, submit)
     elif out is not None:
-        peers = [
-            (config_edit.with_peer, _local_entry(network, add_peer)) if add_peer else None,
-            (config_edit.with_rotated_peer, _local_entry(network, rotate_peer))
-            if rotate_peer
-            else None,
-        ]
+        added = _local_entry(network, add_peer) if add_peer else None
+        rotated = _local_entry(network, rotate_peer) if rotate_peer else None
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
-            for change in filter(None, peers):
-                c = change[0](c, change[1])
+            if added is not None:
+                c = config_edit.with_peer(c, added)
+            if rotated is not None:
+                c = config_edit.with_rotated_peer(c, rotated)
             if remove_peer:
                 c = config_edit.without_peer(c, remove_peer)
             return config_edit.with_settings(
@@ -190,10 +188,7 @@ def org_add(
         ca, peers = found.organization.root_certificate_pem, list(found.peers)
     else:
         ca = (network / "orgs" / org / "ca.pem").read_bytes()
-        try:
-            peers = [node_entry(network / "nodes" / p, org, p) for p in peer or []]
-        except (OSError, DefinitionError) as exc:
-            raise UserError(str(exc)) from None
+        peers = [_local_entry(network, p) for p in peer or []]
 
     def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
         c = config_edit.with_org(c, org, ca, peers)
