@@ -6,7 +6,8 @@ fresh inputs (so every request must be signed: the run also checks that none was
 the requests are built and signed before the clock starts. Each client keeps `--streams`
 NotariseStream calls busy, sending batches of `--batch` requests; the notary verifies each
 batch's request signatures on its thread pool in chunks, decides everything queued at that
-moment in ONE sqlite transaction, signs, commits, and only then answers.
+moment in ONE sqlite transaction, signs the Merkle root of what it notarised once, commits, and
+only then answers.
 
 Reported: notarisations/s over the measured phase, batch latency p50/p99, the notary process's
 CPU ms per notarisation, and a check of the spent-set afterwards (2 rows per notarisation, no
@@ -80,6 +81,7 @@ async def run_stream(
     requests: Sequence[notarisation_pb2.NotarisationRequest],
     batch: int,
     latencies: list[float],
+    signatures: set[bytes] | None = None,
 ) -> tuple[int, int]:
     """Send `requests` in batches on one stream; returns (signed, refused)."""
     sent: asyncio.Queue[float] = asyncio.Queue()
@@ -95,6 +97,8 @@ async def run_stream(
         for r in results:
             if r.reason == 0 and r.response.notary_signature.signature:
                 signed += 1
+                if signatures is not None:
+                    signatures.add(r.response.notary_signature.signature)
             else:
                 refused += 1
     return signed, refused
@@ -108,13 +112,14 @@ async def bench(net: Path, pid: int, args: argparse.Namespace) -> None:
     print(f"built and signed {args.txs} requests in {time.perf_counter() - t0:.1f} s (not timed)")
     clients = [await NotaryClient.connect(p, "notary0") for p in parties]
     latencies: list[float] = []
+    signatures: set[bytes] = set()
     try:
         warm = make_requests(parties[0], args.batch)
         await run_stream(clients[0], warm, args.batch, [])
         cpu0, me0, t0 = cpu_s(pid), time.process_time(), time.perf_counter()
         outcomes = await asyncio.gather(
             *(
-                run_stream(c, reqs, args.batch, latencies)
+                run_stream(c, reqs, args.batch, latencies, signatures)
                 for c, streams in zip(clients, work, strict=True)
                 for reqs in streams
             )
@@ -136,7 +141,9 @@ async def bench(net: Path, pid: int, args: argparse.Namespace) -> None:
         f"p99 {lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000:.0f} ms; "
         f"notary CPU {cpu * 1000 / max(signed, 1):.3f} ms per notarisation "
         f"({cpu / elapsed * 100:.0f}% of one core); clients (this process) "
-        f"{client_cpu * 1000 / max(signed, 1):.3f} ms per notarisation"
+        f"{client_cpu * 1000 / max(signed, 1):.3f} ms per notarisation; "
+        f"{len(signatures)} notary signatures ({signed / max(len(signatures), 1):.0f} "
+        "notarisations per signature: batch signing)"
     )
     db = net / "nodes" / "notary0" / "data" / "notary.sqlite"
     with sqlite3.connect(db) as conn:

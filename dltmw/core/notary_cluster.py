@@ -30,12 +30,13 @@ How a cluster replicates the single notary's decision (`handlers/notary.py`):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent, SpentView
+from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import notary_cluster_pb2
@@ -198,6 +199,7 @@ class ReplicaAnswer:
     signature: bytes = b""
     reason: int = 0
     conflict_hashes: tuple[bytes, ...] = ()
+    proof: Proof | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class Verdict:
     signatures: Mapping[int, bytes]
     reason: int = 0
     conflict_hashes: tuple[bytes, ...] = ()
+    proofs: Mapping[int, Proof | None] = field(default_factory=dict)
 
     @property
     def signed(self) -> bool:
@@ -222,7 +225,7 @@ def verdict(answers: Sequence[ReplicaAnswer], f: int) -> Verdict | None:
         first.setdefault(answer.replica, answer)
     signatures = {r: a.signature for r, a in first.items() if a.signature and not a.reason}
     if len(signatures) >= f + 1:
-        return Verdict(signatures)
+        return Verdict(signatures, proofs={r: first[r].proof for r in signatures})
     refusals: dict[tuple[int, tuple[bytes, ...]], int] = {}
     for answer in first.values():
         if answer.reason:

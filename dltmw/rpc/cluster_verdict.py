@@ -14,11 +14,11 @@ one, up to all n. A member that stays silent does not hold the call: every `hedg
 any answer one more member is asked as well (a replica alone in a view change, or far behind,
 would otherwise keep every call that asks it waiting for its full deadline, although f+1 others
 answer at once). The outcome is returned as soon as f+1 members agree; asks still running are
-cancelled. A signature counts only if its signer is the member asked and it verifies
-over the tx_id; a refusal counts only with its ErrorInfo reason and conflicts, and only as one
-of the answers a notary gives about a transaction (ABORTED: an input is consumed;
-FAILED_PRECONDITION: the time window or a reference); any other failure is no answer, and
-another member is asked.
+cancelled. A signature counts only if its signer is the member asked and it verifies over the
+tx_id (or over its batch's root, through the proof it came with); a refusal counts only with
+its ErrorInfo reason and conflicts, and only as one of the answers a notary gives about a
+transaction (ABORTED: an input is consumed; FAILED_PRECONDITION: the time window or a
+reference); any other failure is no answer, and another member is asked.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dltmw.aio.clock import utc_now
-from dltmw.core.identity import IdentityError, Membership
+from dltmw.core.errors import ClientError
+from dltmw.core.identity import Membership
+from dltmw.core.notary_batch import proof_of_pb
 from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
+from dltmw.core.utxo.verify import check_notary_signature
 from dltmw.net.netmap import NetworkMap
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
@@ -111,11 +114,14 @@ async def ask_member(
     signature = reply.notary_signature
     if reply.tx_id != tx_id or signature.signer != member:
         return None
+    proof = proof_of_pb(reply.batch_proof) if reply.HasField("batch_proof") else None
     try:
-        cluster.membership.verify(member, tx_id.encode(), signature.signature, utc_now())
-    except IdentityError:
+        check_notary_signature(
+            tx_id, member, signature.signature, proof, cluster.membership, utc_now()
+        )
+    except ClientError:
         return None
-    return ReplicaAnswer(replica, signature=signature.signature)
+    return ReplicaAnswer(replica, signature=signature.signature, proof=proof)
 
 
 def _agreeing(answers: Sequence[ReplicaAnswer]) -> int:

@@ -19,6 +19,7 @@ from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.handlers.notary import Decision
 from dltmw.core.identity import Membership, tls_org_matches
 from dltmw.core.notary import NotaryIdentity
+from dltmw.core.notary_batch import proof_to_pb
 from dltmw.core.utxo.build import state_ref
 from dltmw.rpc.guard import Ctx, streaming, unary
 from dltmw.rpc.status import to_status
@@ -54,6 +55,8 @@ def fill_response(
     if decision.signature:
         out.notary_signature.signer = notary
         out.notary_signature.signature = decision.signature
+        if decision.proof is not None:
+            proof_to_pb(decision.proof, out.batch_proof)
     for c in decision.conflicts:
         out.conflicts.add(
             state=state_ref(c.ref),

@@ -221,6 +221,7 @@ class NotarisationResponse(_message.Message):
     NOTARY_SIGNATURE_FIELD_NUMBER: _builtins.int
     CONFLICTS_FIELD_NUMBER: _builtins.int
     TX_ID_FIELD_NUMBER: _builtins.int
+    BATCH_PROOF_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.str
     """The tx_id that was notarised."""
     @_builtins.property
@@ -231,20 +232,63 @@ class NotarisationResponse(_message.Message):
     def conflicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotarisationConflict]:
         """Conflicts; empty on success."""
 
+    @_builtins.property
+    def batch_proof(self) -> Global___NotaryBatchProof:
+        """Set when the notary signed a batch: the signature is then over "dltmw/notary-batch/v1" 0x00
+        followed by the Merkle root this proof leads to from the tx_id (docs/utxo.md, "Batch
+        signatures"); unset for a signature over the tx_id (UTF-8) itself.
+        """
+
     def __init__(
         self,
         *,
         notary_signature: _identity_pb2.Signature | None = ...,
         conflicts: _abc.Iterable[Global___NotarisationConflict] | None = ...,
         tx_id: _builtins.str = ...,
+        batch_proof: Global___NotaryBatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "notary_signature", b"notary_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "notary_signature", b"notary_signature", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "conflicts", b"conflicts", "notary_signature", b"notary_signature", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotarisationResponse: _TypeAlias = NotarisationResponse  # noqa: Y015
+
+@_typing.final
+class NotaryBatchProof(_message.Message):
+    """NotaryBatchProof puts one tx_id under the Merkle root a notary signed for a batch of
+    decisions (RFC 6962 hashing: leaf = SHA-256(0x00 || tx_id UTF-8), node = SHA-256(0x01 || left
+    || right), left-balanced tree of leaf_count leaves).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    LEAF_COUNT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """Position of the tx_id's leaf in the batch."""
+    leaf_count: _builtins.int
+    """Number of leaves (tx_ids) in the batch."""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Sibling hashes (32 bytes each), from the leaf up to the root."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        leaf_count: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf_count", b"leaf_count", "leaf_index", b"leaf_index", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotaryBatchProof: _TypeAlias = NotaryBatchProof  # noqa: Y015
 
 @_typing.final
 class NotarisationResult(_message.Message):

@@ -280,6 +280,8 @@ class SignedUtxoTransaction(_message.Message):
     SIGNATURES_FIELD_NUMBER: _builtins.int
     NOTARY_SIGNATURE_FIELD_NUMBER: _builtins.int
     NOTARY_SIGNATURES_FIELD_NUMBER: _builtins.int
+    NOTARY_BATCH_PROOF_FIELD_NUMBER: _builtins.int
+    NOTARY_BATCH_PROOFS_FIELD_NUMBER: _builtins.int
     transaction: _builtins.bytes
     """Serialised UtxoTransaction."""
     @_builtins.property
@@ -296,6 +298,18 @@ class SignedUtxoTransaction(_message.Message):
         least f+1 of the cluster's 3f+1 members (from the network map) once notarised by a cluster.
         """
 
+    @_builtins.property
+    def notary_batch_proof(self) -> _notarisation_pb2.NotaryBatchProof:
+        """The single notary's batch proof for notary_signature (see NotarisationResponse.batch_proof);
+        unset when that signature is over the tx_id itself.
+        """
+
+    @_builtins.property
+    def notary_batch_proofs(self) -> _containers.RepeatedCompositeFieldContainer[_notarisation_pb2.NotaryBatchProof]:
+        """Batch proofs of the cluster members' signatures: the i-th proves notary_signatures[i]; empty
+        when every member signature is over the tx_id itself.
+        """
+
     def __init__(
         self,
         *,
@@ -303,10 +317,12 @@ class SignedUtxoTransaction(_message.Message):
         signatures: _abc.Iterable[_identity_pb2.Signature] | None = ...,
         notary_signature: _identity_pb2.Signature | None = ...,
         notary_signatures: _abc.Iterable[_identity_pb2.Signature] | None = ...,
+        notary_batch_proof: _notarisation_pb2.NotaryBatchProof | None = ...,
+        notary_batch_proofs: _abc.Iterable[_notarisation_pb2.NotaryBatchProof] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notary_batch_proof", b"notary_batch_proof", "notary_signature", b"notary_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notary_signature", b"notary_signature", "notary_signatures", b"notary_signatures", "signatures", b"signatures", "transaction", b"transaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notary_batch_proof", b"notary_batch_proof", "notary_batch_proofs", b"notary_batch_proofs", "notary_signature", b"notary_signature", "notary_signatures", b"notary_signatures", "signatures", b"signatures", "transaction", b"transaction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.notary_batch import encode, proof_of_pb, signed_message
 from dltmw.core.utxo.build import (
     TxSpec,
     build_transaction,
@@ -112,6 +113,12 @@ def notarised_rows(net: Path) -> dict[str, tuple[bytes, int]]:
     return {t: (bytes(s), n) for t, s, n in rows}
 
 
+def attestation(reply: notarisation_pb2.NotarisationResponse) -> bytes:
+    """The answer's signature with its batch proof, in the notary's stored form."""
+    assert reply.HasField("batch_proof")
+    return encode(reply.notary_signature.signature, proof_of_pb(reply.batch_proof))
+
+
 async def issue(client: NotaryClient, party: PartyFiles) -> Ref:
     _, wire = make_tx(party.signer, [])
     reply = await client.notarise(request_for(wire, party.signer))
@@ -146,7 +153,10 @@ async def test_100_concurrent_spends_of_one_state_exactly_one_wins(network: Star
     notary = parties[0].netmap.identity_of("notary0")
     assert reply.notary_signature.signer == notary
     parties[0].netmap.membership().verify(
-        notary, winner.encode(), reply.notary_signature.signature, datetime.now(UTC)
+        notary,
+        signed_message(winner, proof_of_pb(reply.batch_proof)),
+        reply.notary_signature.signature,
+        datetime.now(UTC),
     )
     expected_hash = hashlib.sha256(winner.encode()).hexdigest()
     for o in outcomes:
@@ -289,7 +299,7 @@ async def test_kill_between_commit_and_reply_then_retry_gets_the_same_signature(
         _, rival = make_tx(me.signer, [state])
         with pytest.raises(grpc.aio.AioRpcError) as conflict:
             await client.notarise(request_for(rival, me.signer))
-    assert first.notary_signature.signature == stored == again.notary_signature.signature
+    assert attestation(first) == stored == attestation(again)
     assert (
         error_info(conflict.value)[1]["consuming_tx_id_hash"]
         == hashlib.sha256(wire.tx_id.encode()).hexdigest()
@@ -370,7 +380,7 @@ async def test_kill_9_under_load_then_retry_everything(network: Start) -> None:
             async for results in client.notarise_batches(batches()):
                 for r in results:
                     if r.reason == 0:
-                        told[r.response.tx_id] = r.response.notary_signature.signature
+                        told[r.response.tx_id] = attestation(r.response)
 
     sender = asyncio.create_task(send(requests))
     deadline = asyncio.get_running_loop().time() + 60

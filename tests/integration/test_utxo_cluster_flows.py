@@ -13,6 +13,7 @@ import pytest
 
 from dltmw.client.utxo import PartyFiles, VaultClient, holdings_of
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.notary_batch import signed_message
 from dltmw.core.utxo.verify import read_signed
 from dltmw.net.netmap import NetworkMap
 from dltmw.ops.supervisor import Supervisor
@@ -46,8 +47,10 @@ def member_signers(raw: bytes, net: Path) -> set[str]:
     stx = read_signed(raw)
     assert stx.wire.notary == CLUSTER and stx.notary_signature is None
     out = set()
-    for signer, signature in stx.cluster_signatures:
-        netmap.membership().verify(signer, stx.wire.tx_id.encode(), signature, datetime.now(UTC))
+    assert len(stx.cluster_proofs) == len(stx.cluster_signatures)  # batch-signed
+    for (signer, signature), proof in zip(stx.cluster_signatures, stx.cluster_proofs, strict=True):
+        data = signed_message(stx.wire.tx_id, proof)
+        netmap.membership().verify(signer, data, signature, datetime.now(UTC))
         node = netmap.node_of(signer)
         assert node in MEMBERS
         out.add(node)
@@ -80,12 +83,14 @@ async def only_f_signatures_are_refused(net: Path, signed_transaction: bytes) ->
     """A receiver refuses a transaction that carries f (= 1) member signatures, or one member's
     twice, with PERMISSION_DENIED / BAD_SIGNATURE; the intact one is accepted (idempotent)."""
     full = utxo_pb2.SignedUtxoTransaction.FromString(signed_transaction)
-    first = full.notary_signatures[0]
-    for kept in ([first], [first, first]):
+    first, proof = full.notary_signatures[0], full.notary_batch_proofs[0]
+    for kept in (1, 2):  # its first signature alone, or twice (with its proof each time)
         cut = utxo_pb2.SignedUtxoTransaction()
         cut.CopyFrom(full)
         del cut.notary_signatures[:]
-        cut.notary_signatures.extend(kept)
+        del cut.notary_batch_proofs[:]
+        cut.notary_signatures.extend([first] * kept)
+        cut.notary_batch_proofs.extend([proof] * kept)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await record_as_bank(net, cut.SerializeToString())
         assert (err.value.code(), reason_of(err.value)) == (

@@ -15,6 +15,7 @@ from utxo_parties import NOTARY, NOW, make_parties, tx
 from dltmw.core.errors import ClientError
 from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
+from dltmw.core.notary_batch import signed_message
 from dltmw.core.utxo.build import (
     cash_output,
     notarisation_payload,
@@ -77,7 +78,9 @@ T1, T2, T3 = "a1" * 32, "b2" * 32, "c3" * 32
 def test_first_spend_wins_within_and_across_batches() -> None:
     handler, view = notary()
     first, second = run(handler, view, ask(T1, R1, R2), ask(T2, R2, R3))
-    P.membership.verify(P.notary.identity_bytes, T1.encode(), first.signature, NOW)
+    P.membership.verify(
+        P.notary.identity_bytes, signed_message(T1, first.proof), first.signature, NOW
+    )
     assert second.reason == errors_pb2.ERROR_REASON_INPUT_CONSUMED
     assert [c.ref for c in second.conflicts] == [R2]
     assert second.conflicts[0].consuming_tx_id_hash == hashlib.sha256(T1.encode()).digest()

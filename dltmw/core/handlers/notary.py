@@ -13,7 +13,9 @@ The decision per request, in this order:
   2. time window does not hold at `now_ns` -> TIME_WINDOW_INVALID;
   3. a reference input or an input already consumed -> INPUT_CONSUMED, with for each conflicting
      state only SHA-256 of the consuming tx_id;
-  4. otherwise the inputs become consumed by tx_id and the notary signs tx_id.
+  4. otherwise the inputs become consumed by tx_id, and the notary signs it — once per step for
+     all the tx_ids it notarised in it: one signature over their Merkle root, each answer with
+     its leaf proof (`core/notary_batch.py`).
 The decision depends only on the ordered requests, their `now_ns` and the spent-set, so a notary
 cluster replicates it by feeding every replica the same ordered batches with the same agreed
 timestamp (the PBFT primary's, checked by the backups) — each replica then signs with its own key.
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dltmw.core.effects import Effects, Token
+from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_batch import decode, sign_batch
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import errors_pb2
 
@@ -41,7 +45,7 @@ class SpentView(Protocol):
         """tx_id that consumed `ref`, or None."""
 
     def signature_of(self, tx_id: str) -> bytes | None:
-        """The notary's stored signature of `tx_id`, or None."""
+        """The notary's stored attestation of `tx_id` (`notary_batch.encode`), or None."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,12 @@ class Conflict:
 
 @dataclass(frozen=True)
 class Decision:
-    """The answer to one request: a signature, or a reason (ErrorReason) with conflicts."""
+    """The answer to one request: a signature (with its batch proof; none for a signature
+    stored before batch signing), or a reason (ErrorReason) with conflicts."""
 
     tx_id: str
     signature: bytes = b""
+    proof: Proof | None = None
     reason: int = 0
     message: str = ""
     conflicts: tuple[Conflict, ...] = ()
@@ -84,7 +90,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class Spent:
-    """Decided: states consumed and tx_ids signed (with the signature), to commit in one
+    """Decided: states consumed and tx_ids signed (with the stored attestation), to commit in one
     transaction; `sequence` is the notary cluster's decided batch (0 for a single notary)."""
 
     consumed: tuple[tuple[Ref, str], ...] = ()
@@ -111,12 +117,23 @@ class SingleNotary:
         self._replies: list[tuple[Token, Decision]] = []
 
     def step(self, message: Decide) -> None:
-        """Decide the asks in order."""
+        """Decide the asks in order, then sign what was notarised in this step at once."""
         if not isinstance(message, Decide):
             raise TypeError(f"single notary cannot step {type(message).__name__}")
+        fresh: dict[str, None] = {}  # tx_ids notarised in this step, in order
+        pending: list[int] = []  # replies that wait for the batch signature
         for ask in message.asks:
-            decision = self._decide(ask.ask, ask.now_ns, message.view)
+            decision = self._decide(ask.ask, ask.now_ns, message.view, fresh)
+            if decision is None:
+                pending.append(len(self._replies))
+                decision = Decision(ask.ask.tx_id)
             self._replies.append((ask.token, decision))
+        if not fresh:
+            return
+        self._signed.update(zip(fresh, sign_batch(list(fresh), self._sign), strict=True))
+        for at in pending:
+            token, unsigned = self._replies[at]
+            self._replies[at] = (token, signed(unsigned.tx_id, self._signed[unsigned.tx_id]))
 
     def tick(self, now: int) -> None:
         """Nothing is time-driven in a single notary."""
@@ -130,11 +147,16 @@ class SingleNotary:
         self._consumed, self._signed, self._replies = {}, {}, []
         return out
 
-    def _decide(self, ask: NotarisationAsk, now_ns: int, view: SpentView) -> Decision:
+    def _decide(
+        self, ask: NotarisationAsk, now_ns: int, view: SpentView, fresh: dict[str, None]
+    ) -> Decision | None:
+        """The decision on `ask`, or None when it is notarised in this step (signed at its end)."""
         tx_id = ask.tx_id
+        if tx_id in fresh:
+            return None
         earlier = self._signed.get(tx_id) or view.signature_of(tx_id)
         if earlier is not None:
-            return Decision(tx_id, signature=earlier)
+            return signed(tx_id, earlier)
         if not ask.window.holds(now_ns):
             return Decision(
                 tx_id,
@@ -154,8 +176,13 @@ class SingleNotary:
                 message=f"{len(conflicts)} state(s) already consumed",
                 conflicts=tuple(conflicts),
             )
-        signature = self._sign(tx_id.encode())
         for ref in ask.inputs:
             self._consumed[ref] = tx_id
-        self._signed[tx_id] = signature
-        return Decision(tx_id, signature=signature)
+        fresh[tx_id] = None
+        return None
+
+
+def signed(tx_id: str, stored: bytes) -> Decision:
+    """The signed answer for `tx_id` from its stored attestation."""
+    signature, proof = decode(stored)
+    return Decision(tx_id, signature=signature, proof=proof)

@@ -2,8 +2,10 @@
 
 Used by every party that is asked to sign or to record a transaction, by the backchain resolver
 (each dependency is verified the same way before it is trusted) and by a validating notary.
-Signatures — of parties and of the notary — are over the tx_id as UTF-8 text, verified against
-the signer's certificate, which must chain to a member organisation's root.
+Parties' signatures are over the tx_id as UTF-8 text; a notary's is over the Merkle root of
+its batch, reached from the tx_id by the proof the transaction carries (or, for transactions
+notarised before batch signing, over the tx_id too: `core/notary_batch.py`). Each is verified
+against the signer's certificate, which must chain to a member organisation's root.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import IdentityError, Membership
+from dltmw.core.merkle import Proof
+from dltmw.core.notary_batch import proof_of_pb, signed_message
 from dltmw.core.txcheck import parse
 from dltmw.core.utxo.contracts import ContractRejected, LedgerTx, StateAndRef, verify_contracts
 from dltmw.core.utxo.model import Output, Ref, WireTx, read_transaction
@@ -31,6 +35,8 @@ class SignedTx:
     signatures: tuple[tuple[bytes, bytes], ...]
     notary_signature: tuple[bytes, bytes] | None
     cluster_signatures: tuple[tuple[bytes, bytes], ...] = ()
+    notary_proof: Proof | None = None
+    cluster_proofs: tuple[Proof, ...] = ()
 
 
 def read_signed(raw: bytes) -> SignedTx:
@@ -45,6 +51,10 @@ def read_signed(raw: bytes) -> SignedTx:
         signatures=tuple((s.signer, s.signature) for s in msg.signatures),
         notary_signature=(notary.signer, notary.signature) if has_notary else None,
         cluster_signatures=tuple((s.signer, s.signature) for s in msg.notary_signatures),
+        notary_proof=proof_of_pb(msg.notary_batch_proof)
+        if msg.HasField("notary_batch_proof")
+        else None,
+        cluster_proofs=tuple(proof_of_pb(p) for p in msg.notary_batch_proofs),
     )
 
 
@@ -87,7 +97,24 @@ def check_notarised(
     """BAD_SIGNATURE unless the transaction carries a valid signature of the given notary."""
     if stx.notary_signature is None or stx.notary_signature[0] != notary_identity:
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, f"{stx.wire.tx_id} is not notarised")
-    signed_by(stx.wire.tx_id, [stx.notary_signature], membership, now)
+    signer, signature = stx.notary_signature
+    check_notary_signature(stx.wire.tx_id, signer, signature, stx.notary_proof, membership, now)
+
+
+def check_notary_signature(
+    tx_id: str,
+    signer: bytes,
+    signature: bytes,
+    proof: Proof | None,
+    membership: Membership,
+    now: datetime,
+) -> None:
+    """BAD_SIGNATURE (or the identity's reason) unless `signature` by `signer` verifies for
+    `tx_id` — over its batch's root reached through `proof`, or over the tx_id without one."""
+    try:
+        membership.verify(signer, signed_message(tx_id, proof), signature, now)
+    except IdentityError as exc:
+        raise identity_error(exc) from None
 
 
 def check_cluster_notarised(
@@ -100,14 +127,14 @@ def check_cluster_notarised(
     cluster notarised this transaction. Signatures of non-members, duplicates and signatures
     that do not verify are not counted (a sender could pad the list with anything)."""
     needed = (len(members) - 1) // 3 + 1
-    data = stx.wire.tx_id.encode()
+    proofs = cluster_proofs(stx)
     counted: set[bytes] = set()
-    for signer, signature in stx.cluster_signatures:
+    for (signer, signature), proof in zip(stx.cluster_signatures, proofs, strict=True):
         if signer not in members or signer in counted:
             continue
         try:
-            membership.verify(signer, data, signature, now)
-        except IdentityError:
+            membership.verify(signer, signed_message(stx.wire.tx_id, proof), signature, now)
+        except (IdentityError, ClientError):
             continue
         counted.add(signer)
     if len(counted) < needed:
@@ -116,6 +143,20 @@ def check_cluster_notarised(
             f"{stx.wire.tx_id} carries {len(counted)} valid notary cluster member signatures, "
             f"{needed} needed",
         )
+
+
+def cluster_proofs(stx: SignedTx) -> tuple[Proof | None, ...]:
+    """The batch proof of each cluster signature (None: signed over the tx_id); BAD_SIGNATURE
+    when proofs are present but not one per signature."""
+    if not stx.cluster_proofs:
+        return (None,) * len(stx.cluster_signatures)
+    if len(stx.cluster_proofs) != len(stx.cluster_signatures):
+        raise ClientError(
+            R.ERROR_REASON_BAD_SIGNATURE,
+            f"{stx.wire.tx_id} carries {len(stx.cluster_proofs)} batch proofs for "
+            f"{len(stx.cluster_signatures)} notary cluster signatures",
+        )
+    return stx.cluster_proofs
 
 
 def _org_of(identity: bytes) -> str:

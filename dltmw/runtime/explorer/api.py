@@ -37,6 +37,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from dltmw.core.block import TxRecord
+from dltmw.core.notary_batch import decode
 from dltmw.runtime.explorer.view import block_detail, block_summary, transaction
 from dltmw.runtime.metrics import validation_code_name as code_name
 from dltmw.v1 import block_pb2
@@ -266,13 +267,21 @@ class Explorer:
         found = await loop.run_in_executor(store.executor, store.notarised, tx_id)
         if found is None:
             raise BadRequest(404, f"notary {notary}: no notarised transaction {tx_id}")
-        signature, inputs = found
-        return {
+        stored, inputs = found
+        signature, proof = decode(stored)
+        out: dict[str, Any] = {
             "notary": notary,
             "tx_id": tx_id,
             "inputs_consumed": inputs,
             "signature": signature.hex(),
         }
+        if proof is not None:  # signed in a batch: the leaf proof makes it checkable alone
+            out["batch_proof"] = {
+                "leaf_index": proof.index,
+                "leaf_count": proof.count,
+                "path": [h.hex() for h in proof.path],
+            }
+        return out
 
     def _ledger(self, channel: str) -> LedgerReads:
         holder = self._peers.get(channel) or self._orderers.get(channel)

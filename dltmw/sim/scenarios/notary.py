@@ -27,7 +27,9 @@ import grpc
 from grpc_status import rpc_status
 
 from dltmw.client.utxo import NotaryClient, PartyFiles
-from dltmw.core.identity import IdentityError, SigningIdentity
+from dltmw.core.errors import ClientError
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.notary_batch import decode, encode, proof_of_pb
 from dltmw.core.utxo.build import (
     TxSpec,
     build_transaction,
@@ -36,6 +38,7 @@ from dltmw.core.utxo.build import (
     sign_request,
 )
 from dltmw.core.utxo.model import Command, Ref, WireTx, read_transaction
+from dltmw.core.utxo.verify import check_notary_signature
 from dltmw.rpc.status import reason_of
 from dltmw.sim.deployment import Deployment
 from dltmw.sim.notary_checks import (
@@ -105,7 +108,12 @@ def _tx(dep: Deployment, owner: SigningIdentity, inputs: list[Ref]) -> WireTx:
 
 
 def _answer(reply: notarisation_pb2.NotarisationResponse) -> Answer:
-    return Answer(signature=reply.notary_signature.signature)
+    """A signed answer, kept in the notary's stored form (signature with its batch proof), so the
+    checker compares it with the notary's file as it is."""
+    signature = reply.notary_signature.signature
+    if reply.HasField("batch_proof"):
+        return Answer(signature=encode(signature, proof_of_pb(reply.batch_proof)))
+    return Answer(signature=signature)
 
 
 def _refusal(error: grpc.aio.AioRpcError) -> Answer:
@@ -233,10 +241,13 @@ def _check(dep: Deployment, attempts: list[Attempted]) -> list[str]:
     files = PartyFiles.load(dep.root, CLIENTS[0])
     notary, membership = files.netmap.identity_of(NOTARY), files.netmap.membership()
 
-    def verify(tx_id: str, signature: bytes) -> bool:
+    def verify(tx_id: str, attestation: bytes) -> bool:
+        signature, proof = decode(attestation)
         try:
-            membership.verify(notary, tx_id.encode(), signature, dep.loop.wall_clock())
-        except IdentityError:
+            check_notary_signature(
+                tx_id, notary, signature, proof, membership, dep.loop.wall_clock()
+            )
+        except ClientError:
             return False
         return True
 

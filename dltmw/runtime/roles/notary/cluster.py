@@ -36,6 +36,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision, Spent
+from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.notary_cluster import (
@@ -390,7 +391,7 @@ class ClusterNotaryRole:
             if not isinstance(item, NotarisationAsk):
                 continue
             if item.tx_id in signed:
-                out[i] = Decision(item.tx_id, signature=signed[item.tx_id])
+                out[i] = signed_decision(item.tx_id, signed[item.tx_id])
                 continue
             raw = request.SerializeToString()
             if len(raw) > WRAP_BYTES_MAX:

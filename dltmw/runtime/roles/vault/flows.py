@@ -25,6 +25,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import fraction, token_bytes
 from dltmw.aio.rpc_errors import from_rpc_error, reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
+from dltmw.core.notary_batch import proof_of_pb, proof_to_pb
 from dltmw.core.utxo.build import (
     add_signature,
     build_transaction,
@@ -34,7 +35,7 @@ from dltmw.core.utxo.build import (
 from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref, Window, WireTx, read_transaction, window_of
 from dltmw.core.utxo.plans import Holding, dvp_plan, holding, issue_plan, move_plan, select
-from dltmw.core.utxo.verify import SignedTx, read_signed, signed_by
+from dltmw.core.utxo.verify import SignedTx, check_notary_signature, read_signed, signed_by
 from dltmw.ledger.vault_store import Delivery
 from dltmw.rpc.cluster_verdict import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
@@ -279,8 +280,14 @@ async def _notarise(
     signature = reply.response.notary_signature
     if signature.signer != role.netmap.identity_of(wire.notary):
         raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "the notary answered with another identity")
-    signed_by(wire.tx_id, [(signature.signer, signature.signature)], role.membership, utc_now())
+    batched = reply.response.HasField("batch_proof")
+    proof = proof_of_pb(reply.response.batch_proof) if batched else None
+    check_notary_signature(
+        wire.tx_id, signature.signer, signature.signature, proof, role.membership, utc_now()
+    )
     stx.notary_signature.CopyFrom(signature)
+    if batched:
+        stx.notary_batch_proof.CopyFrom(reply.response.batch_proof)
 
 
 async def _notarise_cluster(
@@ -320,6 +327,9 @@ async def _notarise_cluster(
         raise ClientError(outcome.reason, f"notary cluster {wire.notary} refused: {name}")
     for replica, signature in sorted(outcome.signatures.items()):
         stx.notary_signatures.add(signer=cluster.identities[replica], signature=signature)
+        proof = outcome.proofs.get(replica)
+        if proof is not None:
+            proof_to_pb(proof, stx.notary_batch_proofs.add())
 
 
 async def _finalise(
