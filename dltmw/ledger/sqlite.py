@@ -43,6 +43,7 @@ from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
 from dltmw.ledger.audit import LedgerAudit, read_audit
+from dltmw.ledger.backend import StateReader, ranges_of, values_of, versions_of
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
@@ -136,6 +137,11 @@ class ChannelLedger:
         self._acc = StateAccumulator()
         self.state_hash = self._acc.digest()  # stored with block height-1
         self._recent: dict[int, bytes] = {}  # number -> data, the last RECENT_BLOCKS committed
+
+    @property
+    def name(self) -> str:
+        """The file, for messages (`backend.Ledger`)."""
+        return str(self.path)
 
     @classmethod
     async def open(
@@ -346,14 +352,14 @@ class ChannelLedger:
 
     async def versions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Version]:
         """Committed versions of the given (namespace, key) pairs that exist."""
-        return await self.read_snapshot(lambda r: _versions(r, keys))
+        return await self.read_snapshot(lambda r: versions_of(r, keys))
 
     async def ranges(
         self, ranges: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
         """Committed (key, version) lists of the given ranges."""
 
-        return await self.read_snapshot(lambda r: _ranges(r, ranges))
+        return await self.read_snapshot(lambda r: ranges_of(r, ranges))
 
     async def commit_reads(
         self,
@@ -372,14 +378,14 @@ class ChannelLedger:
         keys, ranges = list(keys), list(ranges)
 
         def read(
-            reader: SnapshotReader,
+            reader: StateReader,
         ) -> tuple[
             dict[tuple[str, str], Version],
             dict[tuple[str, str, str], list[tuple[str, Version]]],
             set[str],
         ]:
             found = {t for t in wanted if reader.tx_record(t) is not None}
-            return _versions(reader, keys), _ranges(reader, ranges), found
+            return versions_of(reader, keys), ranges_of(reader, ranges), found
 
         if ranges:
             return await self.read_snapshot(read)
@@ -388,7 +394,7 @@ class ChannelLedger:
     async def delta_values(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         """Committed values of the given (namespace, key) pairs that exist: what a block's
         deltas apply to (`validation.delta_keys_of`); read only for blocks that carry deltas."""
-        return await self.read_snapshot(lambda r: _values(r, keys))
+        return await self.read_snapshot(lambda r: values_of(r, keys))
 
     async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
         """`ledger/audit.py` `read_audit` on a worker thread, one audit at a time per ledger
@@ -398,11 +404,11 @@ class ChannelLedger:
                 read_audit, self.path, list(numbers), chain_from, recompute
             )
 
-    async def read_snapshot(self, fn: Callable[[SnapshotReader], T]) -> T:
+    async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
         """Run `fn` on the reader thread inside one read transaction."""
         return await self._file.snapshot(lambda conn: fn(SnapshotReader(conn)))
 
-    async def _read_small(self, lookups: int, fn: Callable[[SnapshotReader], T]) -> T:
+    async def _read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
         """`read_snapshot(fn)`, in place when `fn` is at most `INLINE_READS_MAX` point
         lookups (module docstring)."""
         if lookups > INLINE_READS_MAX:
@@ -415,29 +421,3 @@ def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulat
     conn.execute(
         "INSERT OR REPLACE INTO state_acc VALUES (0,?,?,?)", (number, acc.to_bytes(), acc.digest())
     )
-
-
-def _versions(
-    reader: SnapshotReader, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Version]:
-    found: dict[tuple[str, str], Version] = {}
-    for ns, key in keys:
-        got = reader.get(ns, key)
-        if got is not None:
-            found[(ns, key)] = got[1]
-    return found
-
-
-def _values(
-    reader: SnapshotReader, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], bytes]:
-    return {(ns, key): got[0] for ns, key in keys if (got := reader.get(ns, key)) is not None}
-
-
-def _ranges(
-    reader: SnapshotReader, ranges: Iterable[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
-    return {
-        (ns, s, e): [(x.key, x.version) for x in reader.range(ns, s, e, 1_000_000)]
-        for ns, s, e in ranges
-    }
