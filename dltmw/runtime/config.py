@@ -47,6 +47,8 @@ class NodeConfig:
     genesis_blocks: tuple[Path, ...]
     synchronous: str
     limits: Limits
+    state: str = "sqlite"  # `[ledger]` state: where a peer's channel ledgers live
+    postgresql_dsn: str = ""  # ... and the database when state = "postgresql"
     keepalive: Keepalive = DEFAULT_KEEPALIVE
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
@@ -84,6 +86,8 @@ class NodeConfig:
             address_book=base / files.address_book,
             genesis_blocks=tuple(base / g for g in doc.channels.genesis),
             synchronous=doc.ledger.synchronous,
+            state=doc.ledger.state,
+            postgresql_dsn=doc.ledger.postgresql_dsn,
             limits=doc.limits,
             keepalive=doc.keepalive,
             privacy_key=base / files.privacy_key if files.privacy_key else None,

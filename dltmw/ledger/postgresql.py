@@ -1,0 +1,359 @@
+"""A peer's channel ledger in PostgreSQL (`state = "postgresql"`): the `backend.Ledger` contract
+on a schema of a server database, for ledgers that outgrow a file or whose state users query
+with SQL (read-only views, `docs/postgresql.md`).
+
+Theory of operation: the sqlite ledger's (`sqlite.py`), table for table. A block and every
+effect of it — block bytes with this peer's codes, tx index, world-state writes, the state hash
+accumulator and its per-block history, the consumed queue entries — are written in ONE
+PostgreSQL transaction, one hop to the writer's thread (`pg_database.PgSchema`). Opening
+re-verifies the hash chain and checks the stored accumulator against the height, so a crash
+leaves all of a block or none of it and the node resumes at its height — what the sqlite ledger
+does; nothing is repaired. Contract simulation reads in one REPEATABLE READ snapshot.
+
+Representation. Keys are stored as their UTF-8 bytes (`bytea`): PostgreSQL text cannot hold
+NUL (a key may: `a\\x00b`), and bytea compares bytewise, which is sqlite's BINARY order of the
+same UTF-8 text — range reads and their phantom checks see the same keys in the same order on
+both backends. Namespaces are `text COLLATE "C"` (bytewise too). Versions are (block_number,
+tx_index) columns as in sqlite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+
+from dltmw.core.block import TxRecord, block_hash, chain_error
+from dltmw.core.errors import InvariantViolation
+from dltmw.core.handlers.base import PendingEnvelope
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.rwset import StateEntry, StateWrite, Version
+from dltmw.core.statehash import KeyRef, StateAccumulator, advance, final_writes
+from dltmw.ledger.audit import LedgerAudit, audit_snapshot
+from dltmw.ledger.backend import (
+    KeyVersions,
+    RangeVersions,
+    StateReader,
+    ranges_of,
+    values_of,
+    versions_of,
+)
+from dltmw.ledger.pg_database import IDENTIFIER_BYTES_MAX, PgSchema, QmarkConnection
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.v1 import block_pb2
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    number bigint PRIMARY KEY, hash bytea NOT NULL, data bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS txs (
+    tx_id text COLLATE "C" PRIMARY KEY, block_number bigint NOT NULL, tx_index integer NOT NULL,
+    code integer NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    namespace text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
+    block_number bigint NOT NULL, tx_index integer NOT NULL, PRIMARY KEY (namespace, key));
+CREATE TABLE IF NOT EXISTS pending (seq bigint PRIMARY KEY, envelope bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS state_hashes (
+    block_number bigint PRIMARY KEY, state_hash bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS state_acc (
+    id integer PRIMARY KEY CHECK (id = 0), block_number bigint NOT NULL, acc bytea NOT NULL,
+    state_hash bytea NOT NULL);
+"""
+RECENT_BLOCKS = 8  # as `sqlite.RECENT_BLOCKS`: followers read the newest blocks from memory
+STORE_ACC_SQL = (
+    "INSERT INTO state_acc VALUES (0, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
+    " SET block_number = EXCLUDED.block_number, acc = EXCLUDED.acc,"
+    " state_hash = EXCLUDED.state_hash"
+)
+UPSERT_SQL = (
+    "INSERT INTO state VALUES (%s, %s, %s, %s, %s) ON CONFLICT (namespace, key) DO UPDATE"
+    " SET value = EXCLUDED.value, block_number = EXCLUDED.block_number,"
+    " tx_index = EXCLUDED.tx_index"
+)
+
+
+def schema_name(node_id: str, channel_id: str) -> str:
+    """The schema of a node's peer ledger of a channel (one database may serve many nodes); a
+    name longer than PostgreSQL allows keeps a readable head and a hash of the whole."""
+    name = f"{node_id}/{channel_id}/peer"
+    if len(name.encode()) <= IDENTIFIER_BYTES_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[: IDENTIFIER_BYTES_MAX - 17].decode(errors="ignore") + "~" + digest
+
+
+class PgSnapshotReader:
+    """`backend.StateReader` on a connection inside a read transaction."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    def last_block_number(self) -> int:
+        """Number of the last block in this snapshot (-1 before block 0)."""
+        row = self._conn.execute("SELECT MAX(number) FROM blocks").fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
+    def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
+        """Committed value and version of a key."""
+        row = self._conn.execute(
+            "SELECT value, block_number, tx_index FROM state WHERE namespace=%s AND key=%s",
+            (namespace, key.encode()),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), Version(row[1], row[2]))
+
+    def tx_record(self, tx_id: str) -> TxRecord | None:
+        """Where `tx_id` committed (its first occurrence), or None."""
+        row = self._conn.execute(
+            "SELECT block_number, tx_index, code FROM txs WHERE tx_id=%s", (tx_id,)
+        ).fetchone()
+        return None if row is None else TxRecord(row[0], row[1], row[2])
+
+    def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
+        """Keys in [start, end) (end "" = unbounded), in key (byte) order."""
+        query = (
+            "SELECT key, value, block_number, tx_index FROM state WHERE namespace=%s AND key>=%s"
+        )
+        args: list[object] = [namespace, start.encode()]
+        if end:
+            query += " AND key<%s"
+            args.append(end.encode())
+        rows = self._conn.execute(query + " ORDER BY key LIMIT %s", (*args, limit)).fetchall()
+        return [StateEntry(bytes(r[0]).decode(), bytes(r[1]), Version(r[2], r[3])) for r in rows]
+
+
+class PgChannelLedger:
+    """`backend.Ledger` in one PostgreSQL schema (module docstring)."""
+
+    def __init__(self, db: PgSchema) -> None:
+        self._db = db
+        self.created = False
+        self.height = 0
+        self.last_hash = ZERO_HASH
+        self._acc = StateAccumulator()
+        self.state_hash = self._acc.digest()
+        self._recent: dict[int, bytes] = {}
+
+    @property
+    def name(self) -> str:
+        """The schema, for messages."""
+        return f"postgresql schema {self._db.schema!r}"
+
+    @classmethod
+    async def open(
+        cls, dsn: str, schema: str, *, retry: RetryPolicy = DEFAULT_RETRY
+    ) -> PgChannelLedger:
+        """Open (creating if needed) and verify the hash chain; raises InvariantViolation."""
+        ledger = cls(PgSchema(dsn, schema, SCHEMA, retry=retry, name="ledger-pg"))
+        await ledger._db.open(ledger._check_and_load)
+        ledger.created = ledger._db.created
+        return ledger
+
+    async def close(self) -> None:
+        """Close both connections (idempotent)."""
+        await self._db.close()
+
+    def _check_and_load(self, conn: Conn) -> None:
+        previous, expected, channel = ZERO_HASH, 0, None
+        with conn.transaction(), conn.cursor(name="chain") as cur:  # server-side: bounded memory
+            cur.execute("SELECT number, hash, data FROM blocks ORDER BY number")
+            for number, stored_hash, data in cur:
+                block = block_pb2.Block.FromString(data)
+                channel = channel if channel is not None else block.header.channel_id
+                err = chain_error(block, channel, expected, previous)
+                if err is None and block_hash(block) != stored_hash:
+                    err = f"stored hash of block {number} differs from its header hash"
+                if err is not None:
+                    raise InvariantViolation(f"{self.name}: hash chain broken: {err}")
+                previous, expected = bytes(stored_hash), expected + 1
+        self.height, self.last_hash = expected, previous
+        row = conn.execute("SELECT block_number, acc FROM state_acc").fetchone()
+        if row is not None and row[0] != self.height - 1:
+            raise InvariantViolation(
+                f"{self.name}: state hash stored for block {row[0]}, height is {self.height}"
+            )
+        if row is None and self.height > 0:  # no pre-hash PostgreSQL ledgers exist to migrate
+            raise InvariantViolation(f"{self.name}: state accumulator missing (edited?)")
+        if row is not None:
+            self._acc = StateAccumulator.from_bytes(bytes(row[1]))
+        self.state_hash = self._acc.digest()
+
+    async def commit_block(
+        self,
+        block: block_pb2.Block,
+        tx_ids: Sequence[str],
+        writes: Iterable[StateWrite] = (),
+        consumed_seq: int = 0,
+    ) -> None:
+        """Append `block` and all its effects, with the hash of the state it leaves, in one
+        transaction (one hop to the writer)."""
+        number = block.header.number
+        if number != self.height:
+            raise InvariantViolation(f"commit of block {number} at height {self.height}")
+        digest = block_hash(block)
+        codes = list(block.metadata.validation_codes)
+        rows = [(t, number, i, codes[i] if codes else 0) for i, t in enumerate(tx_ids) if t]
+        final = final_writes(writes)  # only the last write to a key counts (sqlite.py)
+        upserts = [
+            (w.namespace, w.key.encode(), w.value, w.version.block_number, w.version.tx_index)
+            for w in final.values()
+            if w.value is not None
+        ]
+        deletes = [(w.namespace, w.key.encode()) for w in final.values() if w.value is None]
+        data = block.SerializeToString()
+
+        def write(conn: Conn) -> StateAccumulator:
+            acc = advance(self._acc, _old_entries(conn, list(final)) if final else {}, final)
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO blocks VALUES (%s, %s, %s)", (number, digest, data))
+                if rows:
+                    cur.executemany(
+                        "INSERT INTO txs VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows
+                    )
+                if upserts:
+                    cur.executemany(UPSERT_SQL, upserts)
+                if deletes:
+                    cur.executemany("DELETE FROM state WHERE namespace=%s AND key=%s", deletes)
+                cur.execute(STORE_ACC_SQL, (number, acc.to_bytes(), acc.digest()))
+                cur.execute("INSERT INTO state_hashes VALUES (%s, %s)", (number, acc.digest()))
+                if consumed_seq:
+                    cur.execute("DELETE FROM pending WHERE seq<=%s", (consumed_seq,))
+            return acc
+
+        acc = await self._db.write("ledger.commit_block", write)
+        self.height, self.last_hash = number + 1, digest
+        self._acc, self.state_hash = acc, acc.digest()
+        self._recent[number] = data
+        self._recent.pop(number - RECENT_BLOCKS, None)
+
+    async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
+        """Durably queue admitted envelopes (orderer) in one transaction."""
+        if not pending:
+            return
+        rows = [(p.seq, p.envelope) for p in pending]
+
+        def write(conn: Conn) -> None:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO pending VALUES (%s, %s)", rows)
+
+        await self._db.write("ledger.enqueue", write)
+
+    async def pending(self) -> list[PendingEnvelope]:
+        """Queued envelopes not yet in a block, in order."""
+
+        def read(conn: Conn) -> list[PendingEnvelope]:
+            rows = conn.execute("SELECT seq, envelope FROM pending ORDER BY seq")
+            return [PendingEnvelope(seq, bytes(env)) for seq, env in rows]
+
+        return await self._db.snapshot(read)
+
+    async def block(self, number: int) -> block_pb2.Block | None:
+        """The stored block `number` (with this node's metadata), or None."""
+        found = await self.blocks(number, number + 1)
+        return found[0] if found else None
+
+    async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
+        """Blocks start..stop-1 that exist (the newest from memory: fresh copies either way)."""
+        stop = min(stop, self.height)
+        if start >= stop:
+            return []
+        if all(n in self._recent for n in range(start, stop)):
+            return [block_pb2.Block.FromString(self._recent[n]) for n in range(start, stop)]
+        return await self._blocks(
+            "SELECT data FROM blocks WHERE number>=%s AND number<%s ORDER BY number", start, stop
+        )
+
+    async def blocks_before(self, before: int, limit: int) -> list[block_pb2.Block]:
+        """Up to `limit` blocks numbered below `before`, newest first."""
+        return await self._blocks(
+            "SELECT data FROM blocks WHERE number<%s ORDER BY number DESC LIMIT %s", before, limit
+        )
+
+    async def _blocks(self, query: str, *args: int) -> list[block_pb2.Block]:
+        def read(conn: Conn) -> list[block_pb2.Block]:
+            return [block_pb2.Block.FromString(r[0]) for r in conn.execute(query, args)]
+
+        return await self._db.snapshot(read)
+
+    async def tx_record(self, tx_id: str) -> TxRecord | None:
+        """Where `tx_id` committed (its first occurrence), or None."""
+        return await self.read_snapshot(lambda r: r.tx_record(tx_id))
+
+    async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
+        """`tx_record` of many ids in ONE hop and one query."""
+
+        def read(conn: Conn) -> list[TxRecord | None]:
+            rows = conn.execute(
+                "SELECT tx_id, block_number, tx_index, code FROM txs WHERE tx_id = ANY(%s)",
+                (list(tx_ids),),
+            )
+            found = {r[0]: TxRecord(r[1], r[2], r[3]) for r in rows}
+            return [found.get(t) for t in tx_ids]
+
+        return await self._db.snapshot(read)
+
+    async def existing_tx_ids(self, tx_ids: Iterable[str]) -> set[str]:
+        """The subset of `tx_ids` already on the ledger."""
+        wanted = [t for t in set(tx_ids) if t]
+        if not wanted:
+            return set()
+        records = await self.tx_records(wanted)
+        return {t for t, r in zip(wanted, records, strict=True) if r is not None}
+
+    async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
+        """Committed versions of the given (namespace, key) pairs that exist."""
+        return await self.read_snapshot(lambda r: versions_of(r, keys))
+
+    async def ranges(self, ranges: Iterable[tuple[str, str, str]]) -> RangeVersions:
+        """Committed (key, version) lists of the given ranges."""
+        return await self.read_snapshot(lambda r: ranges_of(r, ranges))
+
+    async def commit_reads(
+        self,
+        keys: Iterable[tuple[str, str]],
+        ranges: Iterable[tuple[str, str, str]],
+        tx_ids: Iterable[str],
+    ) -> tuple[KeyVersions, RangeVersions, set[str]]:
+        """`versions`, `ranges` and `existing_tx_ids` in ONE hop and one read transaction."""
+        wanted = [t for t in set(tx_ids) if t]
+        keys, ranges = list(keys), list(ranges)
+
+        def read(reader: StateReader) -> tuple[KeyVersions, RangeVersions, set[str]]:
+            found = {t for t in wanted if reader.tx_record(t) is not None}
+            return versions_of(reader, keys), ranges_of(reader, ranges), found
+
+        return await self.read_snapshot(read)
+
+    async def delta_values(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """Committed values of the given (namespace, key) pairs that exist."""
+        return await self.read_snapshot(lambda r: values_of(r, keys))
+
+    async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
+        """`audit.audit_snapshot` in one snapshot (on the reader: one audit at a time)."""
+        return await self._db.snapshot(
+            lambda conn: audit_snapshot(QmarkConnection(conn), numbers, chain_from, recompute)
+        )
+
+    async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
+        """Run `fn` on the reader's thread inside one read transaction."""
+        return await self._db.snapshot(lambda conn: fn(PgSnapshotReader(conn)))
+
+
+def _old_entries(conn: Conn, refs: Sequence[KeyRef]) -> dict[KeyRef, tuple[bytes, Version]]:
+    """The current entries of `refs` (inside the write transaction): one query per namespace."""
+    by_namespace: dict[str, list[bytes]] = {}
+    for namespace, key in refs:
+        by_namespace.setdefault(namespace, []).append(key.encode())
+    found: dict[KeyRef, tuple[bytes, Version]] = {}
+    for namespace, keys in by_namespace.items():
+        rows = conn.execute(
+            "SELECT key, value, block_number, tx_index FROM state"
+            " WHERE namespace=%s AND key = ANY(%s)",
+            (namespace, keys),
+        )
+        for r in rows:
+            found[(namespace, bytes(r[0]).decode())] = (bytes(r[1]), Version(r[2], r[3]))
+    return found
