@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from dltmw.core.block import TxRecord, block_hash, chain_error
 from dltmw.core.errors import InvariantViolation
@@ -47,7 +48,28 @@ from dltmw.v1 import block_pb2
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
-SCHEMA = """
+# Read-only views for reporting (docs/postgresql.md): text where the bytes are UTF-8 text. A key
+# is always UTF-8 (it was a str) but may hold NUL, which PostgreSQL text cannot: such a key shows
+# in escape form. A value is any bytes: `value_text` is NULL where it is not UTF-8 text.
+VIEWS = """
+CREATE OR REPLACE FUNCTION utf8_or_null(data bytea) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    RETURN convert_from(data, 'UTF8');
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE VIEW world_state AS SELECT
+    namespace,
+    CASE WHEN position('\\x00'::bytea IN key) = 0 THEN convert_from(key, 'UTF8')
+        ELSE encode(key, 'escape') END AS key,
+    utf8_or_null(value) AS value_text, value, block_number, tx_index
+    FROM state;
+CREATE OR REPLACE VIEW transactions AS SELECT tx_id, block_number, tx_index,
+    code AS validation_code FROM txs;
+"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS blocks (
     number bigint PRIMARY KEY, hash bytea NOT NULL, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS txs (
@@ -63,6 +85,9 @@ CREATE TABLE IF NOT EXISTS state_acc (
     id integer PRIMARY KEY CHECK (id = 0), block_number bigint NOT NULL, acc bytea NOT NULL,
     state_hash bytea NOT NULL);
 """
+    + VIEWS
+)
+
 RECENT_BLOCKS = 8  # as `sqlite.RECENT_BLOCKS`: followers read the newest blocks from memory
 STORE_ACC_SQL = (
     "INSERT INTO state_acc VALUES (0, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
@@ -84,6 +109,17 @@ def schema_name(node_id: str, channel_id: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     return name.encode()[: IDENTIFIER_BYTES_MAX - 17].decode(errors="ignore") + "~" + digest
+
+
+def reader_grants(schema: str, role: str) -> list[sql.Composed]:
+    """The statements that let `role` (an existing login role) read a ledger's views and
+    nothing else: no table, no write (docs/postgresql.md; run them as the schema's owner)."""
+    names = {"s": sql.Identifier(schema), "r": sql.Identifier(role)}
+    return [
+        sql.SQL("GRANT USAGE ON SCHEMA {s} TO {r}").format(**names),
+        sql.SQL("GRANT SELECT ON {s}.world_state, {s}.transactions TO {r}").format(**names),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {s}.utf8_or_null(bytea) TO {r}").format(**names),
+    ]
 
 
 class PgSnapshotReader:
