@@ -26,21 +26,18 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from dltmw.core.block import TxRecord, block_hash, chain_error
+from dltmw.core.block import TxRecord
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
-from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
-from dltmw.core.statehash import KeyRef, StateAccumulator, advance, final_writes
+from dltmw.core.statehash import KeyRef, StateAccumulator, advance
 from dltmw.ledger.audit import LedgerAudit, audit_snapshot
 from dltmw.ledger.backend import (
     KeyVersions,
     RangeVersions,
     StateReader,
-    ranges_of,
-    values_of,
-    versions_of,
 )
+from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.pg_database import IDENTIFIER_BYTES_MAX, PgSchema, QmarkConnection
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.v1 import block_pb2
@@ -88,7 +85,6 @@ CREATE TABLE IF NOT EXISTS state_acc (
     + VIEWS
 )
 
-RECENT_BLOCKS = 8  # as `sqlite.RECENT_BLOCKS`: followers read the newest blocks from memory
 STORE_ACC_SQL = (
     "INSERT INTO state_acc VALUES (0, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
     " SET block_number = EXCLUDED.block_number, acc = EXCLUDED.acc,"
@@ -161,17 +157,12 @@ class PgSnapshotReader:
         return [StateEntry(bytes(r[0]).decode(), bytes(r[1]), Version(r[2], r[3])) for r in rows]
 
 
-class PgChannelLedger:
+class PgChannelLedger(LedgerBase):
     """`backend.Ledger` in one PostgreSQL schema (module docstring)."""
 
     def __init__(self, db: PgSchema) -> None:
+        super().__init__()
         self._db = db
-        self.created = False
-        self.height = 0
-        self.last_hash = ZERO_HASH
-        self._acc = StateAccumulator()
-        self.state_hash = self._acc.digest()
-        self._recent: dict[int, bytes] = {}
 
     @property
     def name(self) -> str:
@@ -193,29 +184,14 @@ class PgChannelLedger:
         await self._db.close()
 
     def _check_and_load(self, conn: Conn) -> None:
-        previous, expected, channel = ZERO_HASH, 0, None
         with conn.transaction(), conn.cursor(name="chain") as cur:  # server-side: bounded memory
             cur.execute("SELECT number, hash, data FROM blocks ORDER BY number")
-            for number, stored_hash, data in cur:
-                block = block_pb2.Block.FromString(data)
-                channel = channel if channel is not None else block.header.channel_id
-                err = chain_error(block, channel, expected, previous)
-                if err is None and block_hash(block) != stored_hash:
-                    err = f"stored hash of block {number} differs from its header hash"
-                if err is not None:
-                    raise InvariantViolation(f"{self.name}: hash chain broken: {err}")
-                previous, expected = bytes(stored_hash), expected + 1
-        self.height, self.last_hash = expected, previous
+            self._verify_chain(cur)
         row = conn.execute("SELECT block_number, acc FROM state_acc").fetchone()
-        if row is not None and row[0] != self.height - 1:
-            raise InvariantViolation(
-                f"{self.name}: state hash stored for block {row[0]}, height is {self.height}"
-            )
-        if row is None and self.height > 0:  # no pre-hash PostgreSQL ledgers exist to migrate
-            raise InvariantViolation(f"{self.name}: state accumulator missing (edited?)")
         if row is not None:
-            self._acc = StateAccumulator.from_bytes(bytes(row[1]))
-        self.state_hash = self._acc.digest()
+            self._load_accumulator(row[0], bytes(row[1]))
+        elif self.height > 0:  # no PostgreSQL ledger predates state hashes: an edit
+            raise InvariantViolation(f"{self.name}: state accumulator missing (edited?)")
 
     async def commit_block(
         self,
@@ -226,25 +202,22 @@ class PgChannelLedger:
     ) -> None:
         """Append `block` and all its effects, with the hash of the state it leaves, in one
         transaction (one hop to the writer)."""
-        number = block.header.number
-        if number != self.height:
-            raise InvariantViolation(f"commit of block {number} at height {self.height}")
-        digest = block_hash(block)
-        codes = list(block.metadata.validation_codes)
-        rows = [(t, number, i, codes[i] if codes else 0) for i, t in enumerate(tx_ids) if t]
-        final = final_writes(writes)  # only the last write to a key counts (sqlite.py)
+        prepared = self._prepare(block, tx_ids, writes)
+        number, final, rows = prepared.number, prepared.final, prepared.tx_rows
         upserts = [
             (w.namespace, w.key.encode(), w.value, w.version.block_number, w.version.tx_index)
             for w in final.values()
             if w.value is not None
         ]
         deletes = [(w.namespace, w.key.encode()) for w in final.values() if w.value is None]
-        data = block.SerializeToString()
 
         def write(conn: Conn) -> StateAccumulator:
             acc = advance(self._acc, _old_entries(conn, list(final)) if final else {}, final)
             with conn.cursor() as cur:
-                cur.execute("INSERT INTO blocks VALUES (%s, %s, %s)", (number, digest, data))
+                cur.execute(
+                    "INSERT INTO blocks VALUES (%s, %s, %s)",
+                    (number, prepared.digest, prepared.data),
+                )
                 if rows:
                     cur.executemany(
                         "INSERT INTO txs VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows
@@ -259,11 +232,7 @@ class PgChannelLedger:
                     cur.execute("DELETE FROM pending WHERE seq<=%s", (consumed_seq,))
             return acc
 
-        acc = await self._db.write("ledger.commit_block", write)
-        self.height, self.last_hash = number + 1, digest
-        self._acc, self.state_hash = acc, acc.digest()
-        self._recent[number] = data
-        self._recent.pop(number - RECENT_BLOCKS, None)
+        self._committed(prepared, await self._db.write("ledger.commit_block", write))
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""
@@ -286,18 +255,7 @@ class PgChannelLedger:
 
         return await self._db.snapshot(read)
 
-    async def block(self, number: int) -> block_pb2.Block | None:
-        """The stored block `number` (with this node's metadata), or None."""
-        found = await self.blocks(number, number + 1)
-        return found[0] if found else None
-
-    async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        """Blocks start..stop-1 that exist (the newest from memory: fresh copies either way)."""
-        stop = min(stop, self.height)
-        if start >= stop:
-            return []
-        if all(n in self._recent for n in range(start, stop)):
-            return [block_pb2.Block.FromString(self._recent[n]) for n in range(start, stop)]
+    async def _stored_blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
         return await self._blocks(
             "SELECT data FROM blocks WHERE number>=%s AND number<%s ORDER BY number", start, stop
         )
@@ -331,22 +289,6 @@ class PgChannelLedger:
 
         return await self._db.snapshot(read)
 
-    async def existing_tx_ids(self, tx_ids: Iterable[str]) -> set[str]:
-        """The subset of `tx_ids` already on the ledger."""
-        wanted = [t for t in set(tx_ids) if t]
-        if not wanted:
-            return set()
-        records = await self.tx_records(wanted)
-        return {t for t, r in zip(wanted, records, strict=True) if r is not None}
-
-    async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
-        """Committed versions of the given (namespace, key) pairs that exist."""
-        return await self.read_snapshot(lambda r: versions_of(r, keys))
-
-    async def ranges(self, ranges: Iterable[tuple[str, str, str]]) -> RangeVersions:
-        """Committed (key, version) lists of the given ranges."""
-        return await self.read_snapshot(lambda r: ranges_of(r, ranges))
-
     async def commit_reads(
         self,
         keys: Iterable[tuple[str, str]],
@@ -354,18 +296,7 @@ class PgChannelLedger:
         tx_ids: Iterable[str],
     ) -> tuple[KeyVersions, RangeVersions, set[str]]:
         """`versions`, `ranges` and `existing_tx_ids` in ONE hop and one read transaction."""
-        wanted = [t for t in set(tx_ids) if t]
-        keys, ranges = list(keys), list(ranges)
-
-        def read(reader: StateReader) -> tuple[KeyVersions, RangeVersions, set[str]]:
-            found = {t for t in wanted if reader.tx_record(t) is not None}
-            return versions_of(reader, keys), ranges_of(reader, ranges), found
-
-        return await self.read_snapshot(read)
-
-    async def delta_values(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        """Committed values of the given (namespace, key) pairs that exist."""
-        return await self.read_snapshot(lambda r: values_of(r, keys))
+        return await self.read_snapshot(commit_reader(keys, ranges, tx_ids)[1])
 
     async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
         """`audit.audit_snapshot` in one snapshot (on the reader: one audit at a time)."""

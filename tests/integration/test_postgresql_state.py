@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from dltmw.client import GatewayClient
-from dltmw.client.audit import ChannelReport, audit_network
+from dltmw.client.audit import ChannelReport
 from dltmw.ledger.postgresql import schema_name
 from dltmw.ops.supervisor import Supervisor
 from dltmw.v1 import block_pb2, transaction_pb2
@@ -28,6 +28,7 @@ from dltmw.v1 import block_pb2, transaction_pb2
 from .conftest import TWO_ORG
 from .figure8 import open_accounts
 from .ledgers import blocks, ledger_path
+from .test_audit import _settled
 from .wire import edit_node_toml, started_network
 
 pytestmark = pytest.mark.integration
@@ -84,14 +85,7 @@ async def _load(net: Path, rounds: int, accounts: bool = False) -> None:
 
 async def _agreeing(net: Path) -> ChannelReport:
     """Audit until both peers are at one height (bounded), then require agreement."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
-        (report,) = await audit_network(net, CH)
-        heights = {v.height for v in report.views}
-        if len(heights) == 1 or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    report = await _settled(net)
     assert report.findings == [] and report.unreachable == {}, report
     peers = [v for v in report.views if v.has_state]
     assert {v.node_id for v in peers} == {PG_PEER, SQLITE_PEER}

@@ -18,7 +18,8 @@ from ledger_backends import LedgerSite
 from dltmw.core.block import make_block
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.ledger.backend import Ledger
-from dltmw.ledger.sqlite import INLINE_READS_MAX, RECENT_BLOCKS, ChannelLedger
+from dltmw.ledger.ledger_base import RECENT_BLOCKS
+from dltmw.ledger.sqlite import INLINE_READS_MAX, ChannelLedger
 
 CH = "trades"
 
