@@ -19,7 +19,6 @@ tx_index) columns as in sqlite.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -38,7 +37,7 @@ from dltmw.ledger.backend import (
     StateReader,
 )
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
-from dltmw.ledger.pg_database import IDENTIFIER_BYTES_MAX, PgSchema, QmarkConnection
+from dltmw.ledger.pg_database import PgSchema, QmarkConnection
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.v1 import block_pb2
 
@@ -95,16 +94,6 @@ UPSERT_SQL = (
     " SET value = EXCLUDED.value, block_number = EXCLUDED.block_number,"
     " tx_index = EXCLUDED.tx_index"
 )
-
-
-def schema_name(node_id: str, channel_id: str) -> str:
-    """The schema of a node's peer ledger of a channel (one database may serve many nodes); a
-    name longer than PostgreSQL allows keeps a readable head and a hash of the whole."""
-    name = f"{node_id}/{channel_id}/peer"
-    if len(name.encode()) <= IDENTIFIER_BYTES_MAX:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name.encode()[: IDENTIFIER_BYTES_MAX - 17].decode(errors="ignore") + "~" + digest
 
 
 def reader_grants(schema: str, role: str) -> list[sql.Composed]:

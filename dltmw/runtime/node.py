@@ -53,7 +53,7 @@ from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
-from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.config import NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.contract_store import ContractStore
 from dltmw.runtime.explorer.api import Explorer
@@ -350,9 +350,9 @@ class Node:
         config = self.config
         if config.state == "postgresql":
             # the `postgresql` extra: a node on sqlite never imports psycopg
-            from dltmw.ledger.postgresql import PgChannelLedger, schema_name
+            from dltmw.ledger.postgresql import PgChannelLedger
 
-            schema = schema_name(config.node_id, cid)
+            schema = peer_schema(config.node_id, cid)
             return await PgChannelLedger.open(
                 config.postgresql_dsn, schema, retry=config.storage_retry
             )

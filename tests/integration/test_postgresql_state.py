@@ -21,8 +21,8 @@ from psycopg import sql
 
 from dltmw.client import GatewayClient
 from dltmw.client.audit import ChannelReport
-from dltmw.ledger.postgresql import schema_name
 from dltmw.ops.supervisor import Supervisor
+from dltmw.runtime.config import peer_schema
 from dltmw.v1 import block_pb2, transaction_pb2
 
 from .conftest import TWO_ORG
@@ -59,7 +59,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Superv
 
 def _pg_blocks(dsn: str) -> list[block_pb2.Block]:
     with psycopg.connect(dsn) as conn:
-        schema = sql.Identifier(schema_name(PG_PEER, CH))
+        schema = sql.Identifier(peer_schema(PG_PEER, CH))
         rows = conn.execute(
             sql.SQL("SELECT data FROM {}.blocks ORDER BY number").format(schema)
         ).fetchall()
