@@ -14,6 +14,7 @@ from psycopg import errors, sql
 from dltmw.core.block import make_block
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.ledger.postgresql import PgChannelLedger, reader_grants
+from dltmw.runtime.config import SCHEMA_NAME_BYTES_MAX, peer_schema
 
 
 async def test_views_show_the_state_and_a_reporting_role_only_reads_them(pg_dsn: str) -> None:
@@ -65,3 +66,13 @@ async def test_views_show_the_state_and_a_reporting_role_only_reads_them(pg_dsn:
             with pytest.raises(errors.InsufficientPrivilege):
                 reader.execute(sql.SQL(statement).format(s))
             reader.rollback()
+
+
+async def test_a_long_node_and_channel_name_still_gives_one_schema_each(pg_dsn: str) -> None:
+    node, channel = "peer0." + "very-long-organisation-name" * 2, "trades-" + "é" * 20
+    names = {peer_schema(node, channel), peer_schema(node, channel + "x"), peer_schema("p", "c")}
+    assert len(names) == 3 and peer_schema(node, channel) == peer_schema(node, channel)
+    assert all(len(n.encode()) <= SCHEMA_NAME_BYTES_MAX for n in names)
+    assert peer_schema("p", "c") == "p/c/peer"  # short names stay readable as they are
+    ledger = await PgChannelLedger.open(pg_dsn, peer_schema(node, channel))
+    await ledger.close()
