@@ -73,9 +73,11 @@ def start(settings: tuple[str, ...] = TEST_SETTINGS) -> PgServer:
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("PostgreSQL is not installed: run `make postgresql` (Debian package)")
-    root = Path(tempfile.mkdtemp(prefix="dltmw-pg-"))
+    as_root = os.geteuid() == 0  # postgres refuses root: it runs as `postgres`, which must
+    # reach its directory (a root-only TMPDIR would hide it)
+    root = Path(tempfile.mkdtemp(prefix="dltmw-pg-", dir="/tmp" if as_root else None))
     user: str | None = None
-    if os.geteuid() == 0:  # postgres refuses root
+    if as_root:
         user = "postgres"
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
