@@ -23,10 +23,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pg_server  # (the tests launcher, shared rather than copied)
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+def _server_cpu_s(server: pg_server.PgServer) -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes (the postmaster, its live
+    backends, and the ended ones it reaped: `dltmw bench` counts only the nodes and client)."""
+    root = psutil.Process(server.process.pid)
+    own = root.cpu_times()
+    total = own.children_user + own.children_system
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _run(args: argparse.Namespace, backend: str, dsn: str, out: Path) -> dict[str, Any]:
@@ -45,13 +62,16 @@ def _run(args: argparse.Namespace, backend: str, dsn: str, out: Path) -> dict[st
     return summary
 
 
-def _figures(s: dict[str, Any]) -> dict[str, float]:
+def _figures(s: dict[str, Any], server_cpu_s: float) -> dict[str, float]:
     cpu = sum(s["cpu_ms_per_committed_tx"].values()) * s["counts"]["committed"]
+    valid = max(1, s["counts"]["valid"])
     return {
         "valid_tx_s": s["rates"]["valid_tx_s"],
         "p50_ms": s["latency_ms"]["p50"],
         "p99_ms": s["latency_ms"]["p99"],
-        "cpu_ms_per_valid_tx": cpu / max(1, s["counts"]["valid"]),
+        "cpu_ms_per_valid_tx": cpu / valid,
+        # the server's CPU over the whole run (start-up and setup included), per valid tx
+        "server_cpu_ms_per_valid_tx": server_cpu_s * 1000 / valid,
         "ledgers_agree": float(s["checks"]["ledgers_agree"]),
     }
 
@@ -68,7 +88,9 @@ def main() -> None:
     with pg_server.running(settings=()) as server, tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             for backend in BACKENDS:
-                f = _figures(_run(args, backend, server.dsn, Path(tmp) / f"{backend}{i}"))
+                before = _server_cpu_s(server)
+                summary = _run(args, backend, server.dsn, Path(tmp) / f"{backend}{i}")
+                f = _figures(summary, _server_cpu_s(server) - before)
                 figures[backend].append(f)
                 print(backend, i, {k: round(v, 2) for k, v in f.items()}, flush=True)
     print("load average after:", os.getloadavg())
