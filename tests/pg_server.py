@@ -49,6 +49,8 @@ class PgServer:
     dsn: str
     process: subprocess.Popen[bytes]
     root: Path
+    args: list[str]  # how it was started (`restart`)
+    user: str | None
 
     def stop(self) -> None:
         """Fast shutdown by PID, then remove the data directory."""
@@ -60,6 +62,31 @@ class PgServer:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT_S)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def restart(server: PgServer) -> None:
+    """Stop the server (fast shutdown: its clients' connections drop) and start it again on the
+    same data directory and port; returns once it accepts connections."""
+    server.process.send_signal(signal.SIGINT)
+    server.process.wait(STOP_TIMEOUT_S)
+    log = (server.root / "server.log").open("ab")
+    server.process = subprocess.Popen(
+        server.args, stdout=log, stderr=subprocess.STDOUT, user=server.user
+    )
+    _wait_ready(server)
+
+
+def _wait_ready(server: PgServer) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            psycopg.connect(server.dsn, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"postgres did not start: see {server.root}") from None
+            time.sleep(0.1)  # a start-up wait with a deadline (tier 4's rule), not a timing
 
 
 def _free_port() -> int:
@@ -106,17 +133,10 @@ def start(settings: tuple[str, ...] = TEST_SETTINGS) -> PgServer:
         args += ["-c", setting]
     log = (root / "server.log").open("wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
-    server = PgServer(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", process, root)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            psycopg.connect(server.dsn, connect_timeout=2).close()
-            return server
-        except psycopg.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"postgres did not start: see {root / 'server.log'}") from None
-            time.sleep(0.1)  # a start-up wait with a deadline (tier 4's rule), not a timing
+    dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+    server = PgServer(dsn, process, root, [str(a) for a in args], user)
+    _wait_ready(server)
+    return server
 
 
 @contextlib.contextmanager

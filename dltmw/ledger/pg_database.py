@@ -190,6 +190,18 @@ class PgSchema:
         return await loop.run_in_executor(self._reader_executor, self._in_snapshot, fn)
 
     def _in_snapshot(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`fn` in one read transaction; a connection the server dropped (a restart) is
+        reopened and `fn` run once more — a read has no effect to repeat. A second failure, or
+        any other, reaches the caller."""
+        try:
+            return self._read_once(fn)
+        except psycopg.OperationalError:
+            if self._reader is None or not self._reader.broken:
+                raise
+            logger.warning("%s: reconnecting the reader to the database", self.schema)
+            return self._read_once(fn)
+
+    def _read_once(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         if self._closed:
             raise StoreClosed(f"{self.schema}: store is closed")
         if self._reader is None or self._reader.closed or self._reader.broken:
