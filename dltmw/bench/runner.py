@@ -346,8 +346,10 @@ async def check_ledgers(
 
 
 def ledger_codes(net: Path, peer: str, channel: str, tx_ids: Sequence[str]) -> dict[str, int]:
-    """`read_codes` of the peer's ledger wherever its node.toml keeps it (sqlite or PostgreSQL)."""
-    ledger = tomllib.loads((net / "nodes" / peer / "node.toml").read_text()).get("ledger", {})
+    """`read_codes` of the peer's ledger wherever its node.toml keeps it (sqlite, the default,
+    or PostgreSQL)."""
+    toml = net / "nodes" / peer / "node.toml"
+    ledger = tomllib.loads(toml.read_text()).get("ledger", {}) if toml.exists() else {}
     if ledger.get("state") == "postgresql":
         from dltmw.bench.pgstate import read_codes as read_pg_codes
 
