@@ -10,14 +10,14 @@ NODE_EX := examples/node
 NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
 .PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
-	node-example stubs go-plugins browser hsm systemd bench clean
+	node-example stubs go-plugins browser hsm postgresql systemd bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hsm]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hsm,postgresql]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
 ## test: lint, the other-language stubs and the Node.js example, then every test tier
-test: lint stubs node-example browser hsm systemd
+test: lint stubs node-example browser hsm postgresql systemd
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
@@ -36,10 +36,10 @@ soak: $(STAMP)
 		$(PY) -m pytest -q -p no:cacheprovider -m soak --timeout 7200 tests
 	$(PY) scripts/soak_summary.py soak-report.jsonl | tee soak-summary.md
 
-unit: $(STAMP)
+unit: $(STAMP) postgresql
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-integration: $(STAMP) node-example browser hsm systemd
+integration: $(STAMP) node-example browser hsm postgresql systemd
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP) protos-check wire-breaking
@@ -86,6 +86,12 @@ browser:
 hsm:
 	@command -v softhsm2-util >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq softhsm2; }
+
+## postgresql: Debian's PostgreSQL server binaries for the `state = "postgresql"` tests, when
+## missing (as root); the tests run initdb and postgres themselves (tests/pg_server.py)
+postgresql:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq postgresql; }
 
 ## systemd: systemd-analyze, which checks services/deploy's unit template, when missing (as root)
 systemd:

@@ -155,6 +155,7 @@ def summarise(result: RunResult, command: str) -> dict[str, Any]:
             "endorsement_policy": cfg.shape.endorsement_policy(),
             "mutual_tls": True,
             "sqlite_synchronous": cfg.synchronous,
+            "peer_state": "postgresql" if cfg.postgresql_dsn else "sqlite",
         },
         "workload": {"name": cfg.workload, "params": result.workload_params},
         "counts": counts,

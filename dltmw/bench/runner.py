@@ -16,7 +16,9 @@ import asyncio
 import itertools
 import sqlite3
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +61,7 @@ class BenchConfig:
     duration_s: float = 120.0
     seed: int = 1
     synchronous: str = "FULL"
+    postgresql_dsn: str = ""  # peers' ledgers in a fresh database of this server (pgstate.py)
     probe: bool = True
     label: str = ""
 
@@ -102,8 +105,20 @@ def run_bench(
     topo.write_text(topology_toml(cfg.shape, workload.contracts))
     net = workdir / "net"
     init_network(topo, net, cfg.synchronous)
+    with ExitStack() as cleanup:
+        if cfg.postgresql_dsn:
+            from dltmw.bench.pgstate import run_database, use_postgresql
+
+            use_postgresql(
+                net, cfg.shape.peer_ids(), cleanup.enter_context(run_database(cfg.postgresql_dsn))
+            )
+        return _run_network(cfg, workload, net, RunResult(cfg, workload.params(), limits), console)
+
+
+def _run_network(
+    cfg: BenchConfig, workload: Workload, net: Path, result: RunResult, console: Console
+) -> RunResult:
     sup = Supervisor(net)
-    result = RunResult(cfg, workload.params(), limits)
     try:
         console.print(f"starting {len(sup.node_ids())} node processes ...")
         try:
@@ -316,7 +331,7 @@ async def check_ledgers(
     for peer in shape.peer_ids():
         found = missing = mismatched = valid = 0
         for channel, codes in expected.items():
-            got = await _poll_codes(ledger_path(net, peer, channel), codes)
+            got = await _poll_codes(net, peer, channel, codes)
             found += len(got)
             missing += len(codes) - len(got)
             mismatched += sum(1 for t, c in got.items() if codes[t] != c)
@@ -330,12 +345,26 @@ async def check_ledgers(
     return report
 
 
-async def _poll_codes(path: Path, codes: Mapping[str, int]) -> dict[str, int]:
+def ledger_codes(net: Path, peer: str, channel: str, tx_ids: Sequence[str]) -> dict[str, int]:
+    """`read_codes` of the peer's ledger wherever its node.toml keeps it (sqlite, the default,
+    or PostgreSQL)."""
+    toml = net / "nodes" / peer / "node.toml"
+    ledger = tomllib.loads(toml.read_text()).get("ledger", {}) if toml.exists() else {}
+    if ledger.get("state") == "postgresql":
+        from dltmw.bench.pgstate import read_codes as read_pg_codes
+
+        return read_pg_codes(ledger["postgresql_dsn"], peer, channel, tx_ids)
+    return read_codes(ledger_path(net, peer, channel), tx_ids)
+
+
+async def _poll_codes(
+    net: Path, peer: str, channel: str, codes: Mapping[str, int]
+) -> dict[str, int]:
     tx_ids = list(codes)
     deadline = time.monotonic() + LEDGER_DEADLINE_S
     got: dict[str, int] = {}
     while True:
-        got = await asyncio.to_thread(read_codes, path, tx_ids)
+        got = await asyncio.to_thread(ledger_codes, net, peer, channel, tx_ids)
         if len(got) == len(tx_ids) or time.monotonic() >= deadline:
             return got
         await asyncio.sleep(0.2)

@@ -49,6 +49,13 @@ def bench(
         bool, typer.Option(help="block cutter: readers before writers in each block (Fabric++)")
     ] = False,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
+    postgresql_dsn: Annotated[
+        str,
+        typer.Option(
+            help="peers' ledgers in PostgreSQL: a fresh database per run on this server "
+            "(docs/postgresql.md)"
+        ),
+    ] = "",
     seed: Annotated[int, typer.Option(help="workload random seed")] = 1,
     experiment: Annotated[
         str | None,
@@ -94,6 +101,7 @@ def bench(
             duration_s=duration,
             seed=seed,
             synchronous=synchronous,
+            postgresql_dsn=postgresql_dsn,
             probe=probe,
         )
         out = results_dir or default_results_dir()

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import Version
@@ -47,28 +48,46 @@ class LedgerAudit:
     recomputed_state_hash: bytes  # from the state table now (b"" unless asked)
 
 
+class Queryable(Protocol):
+    """A connection that runs one statement with `?` placeholders (sqlite3's; the PostgreSQL
+    ledger passes an adapter, `pg_database.QmarkConnection`)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any:
+        """Run `sql`; the result iterates rows and has `fetchone()`."""
+        ...
+
+
 def read_audit(path: Path, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
     """Heights, hashes at `numbers` (those below the height), and optionally the recomputed
     state hash, all from one read transaction of the ledger file at `path` (blocking)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")
-        height = int(conn.execute("SELECT COALESCE(MAX(number) + 1, 0) FROM blocks").fetchone()[0])
-        first = conn.execute("SELECT MIN(block_number) FROM state_hashes").fetchone()[0]
-        wanted = sorted({n for n in numbers if 0 <= n < height})
-        points = _points(conn, wanted, min(max(chain_from, 0), height))  # sqlite ints are 64-bit
-        stored = conn.execute(
-            "SELECT state_hash FROM state_hashes WHERE block_number=?", (height - 1,)
-        ).fetchone()
-        recomputed = b""
-        if recompute:
-            rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM state")
-            recomputed = accumulate(
-                (r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows
-            ).digest()
+        audit = audit_snapshot(conn, numbers, chain_from, recompute)
         conn.execute("COMMIT")
     finally:
         conn.close()
+    return audit
+
+
+def audit_snapshot(
+    conn: Queryable, numbers: Sequence[int], chain_from: int, recompute: bool
+) -> LedgerAudit:
+    """`read_audit` inside the caller's read transaction on `conn` (either backend's tables:
+    a key is TEXT in sqlite and its UTF-8 bytes in PostgreSQL)."""
+    height = int(conn.execute("SELECT COALESCE(MAX(number) + 1, 0) FROM blocks").fetchone()[0])
+    first = conn.execute("SELECT MIN(block_number) FROM state_hashes").fetchone()[0]
+    wanted = sorted({n for n in numbers if 0 <= n < height})
+    points = _points(conn, wanted, min(max(chain_from, 0), height))  # ints are 64-bit in both
+    stored = conn.execute(
+        "SELECT state_hash FROM state_hashes WHERE block_number=?", (height - 1,)
+    ).fetchone()
+    recomputed = b""
+    if recompute:
+        rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM state")
+        recomputed = accumulate(
+            (r[0], _text(r[1]), bytes(r[2]), Version(r[3], r[4])) for r in rows
+        ).digest()
     return LedgerAudit(
         height=height,
         points=points,
@@ -78,7 +97,11 @@ def read_audit(path: Path, numbers: Sequence[int], chain_from: int, recompute: b
     )
 
 
-def _points(conn: sqlite3.Connection, wanted: list[int], chain_from: int) -> tuple[AuditPoint, ...]:
+def _text(key: str | bytes) -> str:
+    return key if isinstance(key, str) else bytes(key).decode()
+
+
+def _points(conn: Queryable, wanted: list[int], chain_from: int) -> tuple[AuditPoint, ...]:
     if not wanted:
         return ()
     marks = ",".join("?" * len(wanted))

@@ -102,9 +102,11 @@ def _warn(name: str, state: RetryCallState) -> None:
     )
 
 
-def _settings(name: str, policy: RetryPolicy) -> dict[str, object]:
+def _settings(
+    name: str, policy: RetryPolicy, transient: Callable[[BaseException], bool]
+) -> dict[str, object]:
     return {
-        "retry": retry_if_exception(is_transient_storage_error),
+        "retry": retry_if_exception(transient),
         "stop": stop_after_delay(policy.budget_s),
         "wait": wait_exponential_jitter(
             multiplier=policy.first_s, max=policy.max_s, jitter=policy.first_s
@@ -142,12 +144,24 @@ def write_sync(
             raise
         return result
 
+    return retried(name, attempt, policy, is_transient_storage_error)
+
+
+def retried(
+    name: str,
+    attempt: Callable[[], T],
+    policy: RetryPolicy,
+    transient: Callable[[BaseException], bool],
+) -> T:
+    """`attempt()` (one whole transaction that rolls itself back when it fails), retried while
+    it fails with an error `transient` accepts; StorageUnavailable once the budget is spent.
+    The one retry loop of every store, whatever its database (`pg_database.py` too)."""
     try:
-        for tried in Retrying(**_settings(name, policy)):  # type: ignore[arg-type]
+        for tried in Retrying(**_settings(name, policy, transient)):  # type: ignore[arg-type]
             with tried:
                 return attempt()
-    except sqlite3.OperationalError as exc:
-        if is_transient_storage_error(exc):
+    except Exception as exc:
+        if transient(exc):
             raise _exhausted(name, policy, exc) from exc
         raise
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover

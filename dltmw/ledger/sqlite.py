@@ -36,13 +36,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from dltmw.core.block import TxRecord, block_hash, chain_error
+from dltmw.core.block import TxRecord
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
-from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
-from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
+from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance
 from dltmw.ledger.audit import LedgerAudit, read_audit
+from dltmw.ledger.backend import KeyVersions, RangeVersions, StateReader
+from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
@@ -77,10 +78,6 @@ OLD_ENTRIES_CHUNK = 8000
 # INTEGER PRIMARY KEY) backwards from `before`, so its cost is the page, not the ledger
 # (tests/unit/test_explorer.py checks the plan).
 BLOCKS_BEFORE_SQL = "SELECT data FROM blocks WHERE number<? ORDER BY number DESC LIMIT ?"
-# Serialised blocks just committed, kept so that a follower (Deliver, Events) reads the newest
-# blocks without a reader-thread hop: at low load every block has one follower read per
-# subscriber, and the hop cost as much as the rest of sending the block.
-RECENT_BLOCKS = 8
 # Point lookups (an indexed row each, ~6 µs) that run in place rather than on the reader thread.
 INLINE_READS_MAX = 16
 
@@ -123,19 +120,19 @@ class SnapshotReader:
         return [StateEntry(r[0], bytes(r[1]), Version(r[2], r[3])) for r in rows]
 
 
-class ChannelLedger:
+class ChannelLedger(LedgerBase):
     """Blocks, tx index, world state and orderer queue of one channel on one node."""
 
     def __init__(self, file: SqliteFile) -> None:
+        super().__init__()
         self.path = file.path
         self._file = file
         self._audit_lock = asyncio.Lock()
-        self.created = False  # True when this open created the file (the node's first start)
-        self.height = 0
-        self.last_hash = ZERO_HASH
-        self._acc = StateAccumulator()
-        self.state_hash = self._acc.digest()  # stored with block height-1
-        self._recent: dict[int, bytes] = {}  # number -> data, the last RECENT_BLOCKS committed
+
+    @property
+    def name(self) -> str:
+        """The file, for messages (`backend.Ledger`)."""
+        return str(self.path)
 
     @classmethod
     async def open(
@@ -158,36 +155,17 @@ class ChannelLedger:
         await self._file.close()
 
     def _check_and_load(self, conn: sqlite3.Connection) -> None:
-        self._verify_chain(conn)
+        self._verify_chain(conn.execute("SELECT number, hash, data FROM blocks ORDER BY number"))
         self._load_state_hash(conn)
-
-    def _verify_chain(self, conn: sqlite3.Connection) -> None:
-        previous, expected, channel = ZERO_HASH, 0, None
-        for number, stored_hash, data in conn.execute(
-            "SELECT number, hash, data FROM blocks ORDER BY number"
-        ):
-            block = block_pb2.Block.FromString(data)
-            channel = channel if channel is not None else block.header.channel_id
-            err = chain_error(block, channel, expected, previous)
-            if err is None and block_hash(block) != stored_hash:
-                err = f"stored hash of block {number} differs from its header hash"
-            if err is not None:
-                raise InvariantViolation(f"{self.path}: hash chain broken: {err}")
-            previous, expected = bytes(stored_hash), expected + 1
-        self.height, self.last_hash = expected, previous
 
     def _load_state_hash(self, conn: sqlite3.Connection) -> None:
         """The accumulator of the last block; computed from the table for a pre-hash file."""
         row = conn.execute("SELECT block_number, acc FROM state_acc").fetchone()
         if row is not None:
-            if row[0] != self.height - 1:
-                raise InvariantViolation(
-                    f"{self.path}: state hash stored for block {row[0]}, height is {self.height}"
-                )
-            self._acc = StateAccumulator.from_bytes(bytes(row[1]))
+            self._load_accumulator(row[0], bytes(row[1]))
         elif self.height > 0:
             self._migrate_state_hash(conn)
-        self.state_hash = self._acc.digest()
+            self.state_hash = self._acc.digest()
 
     def _migrate_state_hash(self, conn: sqlite3.Connection) -> None:
         """A ledger file older than state hashes: start the accumulator from its table. Only
@@ -237,30 +215,23 @@ class ChannelLedger:
     ) -> None:
         """Append `block` (its metadata already holds this node's codes) and all its effects,
         with the hash of the state it leaves, in one transaction (one hop to the file)."""
-        number = block.header.number
-        if number != self.height:
-            raise InvariantViolation(f"commit of block {number} at height {self.height}")
-        digest = block_hash(block)
-        codes = list(block.metadata.validation_codes)
-        rows = [(t, number, i, codes[i] if codes else 0) for i, t in enumerate(tx_ids) if t]
-        # Only the last write to a key counts (a delete and a later rewrite in one block must
-        # leave the rewrite, whatever order the upserts and deletes below run in).
-        final = final_writes(writes)
+        prepared = self._prepare(block, tx_ids, writes)
+        number, final = prepared.number, prepared.final
         upserts = [
             (w.namespace, w.key, w.value, w.version.block_number, w.version.tx_index)
             for w in final.values()
             if w.value is not None
         ]
         deletes = [(w.namespace, w.key) for w in final.values() if w.value is None]
-        data = block.SerializeToString()
 
         def write(conn: sqlite3.Connection) -> StateAccumulator:
             old = self._old_entries(conn, list(final)) if final else {}
             acc = advance(self._acc, old, final)
             conn.execute(
-                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)", (number, digest, data)
+                "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)",
+                (number, prepared.digest, prepared.data),
             )
-            conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", rows)
+            conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", prepared.tx_rows)
             conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
             if deletes:
                 conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
@@ -269,11 +240,7 @@ class ChannelLedger:
                 conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
             return acc
 
-        acc = await self._file.write("ledger.commit_block", write)
-        self.height, self.last_hash = number + 1, digest
-        self._acc, self.state_hash = acc, acc.digest()
-        self._recent[number] = data
-        self._recent.pop(number - RECENT_BLOCKS, None)
+        self._committed(prepared, await self._file.write("ledger.commit_block", write))
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""
@@ -295,20 +262,7 @@ class ChannelLedger:
 
         return await self._file.read(read)
 
-    async def block(self, number: int) -> block_pb2.Block | None:
-        """The stored block `number` (with this node's metadata), or None."""
-        found = await self.blocks(number, number + 1)
-        return found[0] if found else None
-
-    async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        """Blocks start..stop-1 that exist (the newest from memory: fresh copies either way)."""
-        stop = min(stop, self.height)
-        if start >= stop:
-            return []
-        recent = self._recent
-        if all(n in recent for n in range(start, stop)):
-            return [block_pb2.Block.FromString(recent[n]) for n in range(start, stop)]
-
+    async def _stored_blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
         def read(conn: sqlite3.Connection) -> list[block_pb2.Block]:
             rows = conn.execute(
                 "SELECT data FROM blocks WHERE number>=? AND number<? ORDER BY number",
@@ -336,59 +290,19 @@ class ChannelLedger:
         place for a few (module docstring)."""
         return await self._read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
 
-    async def existing_tx_ids(self, tx_ids: Iterable[str]) -> set[str]:
-        """The subset of `tx_ids` already on the ledger (one reader-thread hop)."""
-        wanted = [t for t in set(tx_ids) if t]
-        if not wanted:
-            return set()
-        records = await self.tx_records(wanted)
-        return {t for t, r in zip(wanted, records, strict=True) if r is not None}
-
-    async def versions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        """Committed versions of the given (namespace, key) pairs that exist."""
-        return await self.read_snapshot(lambda r: _versions(r, keys))
-
-    async def ranges(
-        self, ranges: Iterable[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
-        """Committed (key, version) lists of the given ranges."""
-
-        return await self.read_snapshot(lambda r: _ranges(r, ranges))
-
     async def commit_reads(
         self,
         keys: Iterable[tuple[str, str]],
         ranges: Iterable[tuple[str, str, str]],
         tx_ids: Iterable[str],
-    ) -> tuple[
-        dict[tuple[str, str], Version],
-        dict[tuple[str, str, str], list[tuple[str, Version]]],
-        set[str],
-    ]:
+    ) -> tuple[KeyVersions, RangeVersions, set[str]]:
         """`versions`, `ranges` and `existing_tx_ids` in ONE reader-thread hop and one read
         transaction (what a peer's commit of one block reads; three hops before); in place when
         it is a few point lookups and no range (a small block at low load)."""
-        wanted = [t for t in set(tx_ids) if t]
-        keys, ranges = list(keys), list(ranges)
-
-        def read(
-            reader: SnapshotReader,
-        ) -> tuple[
-            dict[tuple[str, str], Version],
-            dict[tuple[str, str, str], list[tuple[str, Version]]],
-            set[str],
-        ]:
-            found = {t for t in wanted if reader.tx_record(t) is not None}
-            return _versions(reader, keys), _ranges(reader, ranges), found
-
-        if ranges:
+        lookups, read = commit_reader(keys, ranges, tx_ids)
+        if lookups < 0:
             return await self.read_snapshot(read)
-        return await self._read_small(len(wanted) + len(keys), read)
-
-    async def delta_values(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        """Committed values of the given (namespace, key) pairs that exist: what a block's
-        deltas apply to (`validation.delta_keys_of`); read only for blocks that carry deltas."""
-        return await self.read_snapshot(lambda r: _values(r, keys))
+        return await self._read_small(lookups, read)
 
     async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
         """`ledger/audit.py` `read_audit` on a worker thread, one audit at a time per ledger
@@ -398,11 +312,11 @@ class ChannelLedger:
                 read_audit, self.path, list(numbers), chain_from, recompute
             )
 
-    async def read_snapshot(self, fn: Callable[[SnapshotReader], T]) -> T:
+    async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
         """Run `fn` on the reader thread inside one read transaction."""
         return await self._file.snapshot(lambda conn: fn(SnapshotReader(conn)))
 
-    async def _read_small(self, lookups: int, fn: Callable[[SnapshotReader], T]) -> T:
+    async def _read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
         """`read_snapshot(fn)`, in place when `fn` is at most `INLINE_READS_MAX` point
         lookups (module docstring)."""
         if lookups > INLINE_READS_MAX:
@@ -415,29 +329,3 @@ def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulat
     conn.execute(
         "INSERT OR REPLACE INTO state_acc VALUES (0,?,?,?)", (number, acc.to_bytes(), acc.digest())
     )
-
-
-def _versions(
-    reader: SnapshotReader, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Version]:
-    found: dict[tuple[str, str], Version] = {}
-    for ns, key in keys:
-        got = reader.get(ns, key)
-        if got is not None:
-            found[(ns, key)] = got[1]
-    return found
-
-
-def _values(
-    reader: SnapshotReader, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], bytes]:
-    return {(ns, key): got[0] for ns, key in keys if (got := reader.get(ns, key)) is not None}
-
-
-def _ranges(
-    reader: SnapshotReader, ranges: Iterable[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], list[tuple[str, Version]]]:
-    return {
-        (ns, s, e): [(x.key, x.version) for x in reader.range(ns, s, e, 1_000_000)]
-        for ns, s, e in ranges
-    }

@@ -11,18 +11,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
 
-from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.ledger.backend import Ledger
 from dltmw.v1 import block_pb2
 
 CHUNK_BLOCKS = 64
 
 
-def _holds(ledger: ChannelLedger, number: int) -> bool:
+def _holds(ledger: Ledger, number: int) -> bool:
     return ledger.height > number
 
 
 async def follow(
-    ledger: ChannelLedger, new_block: asyncio.Condition, start: int, stop: int | None = None
+    ledger: Ledger, new_block: asyncio.Condition, start: int, stop: int | None = None
 ) -> AsyncIterator[block_pb2.Block]:
     """Blocks start.. (through `stop` inclusive, or forever when None), in order."""
     number = start

@@ -8,6 +8,7 @@ validated; nothing reads the file again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ class NodeConfig:
     genesis_blocks: tuple[Path, ...]
     synchronous: str
     limits: Limits
+    state: str = "sqlite"  # `[ledger]` state: where a peer's channel ledgers live
+    postgresql_dsn: str = ""  # ... and the database when state = "postgresql"
     keepalive: Keepalive = DEFAULT_KEEPALIVE
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
@@ -84,6 +87,8 @@ class NodeConfig:
             address_book=base / files.address_book,
             genesis_blocks=tuple(base / g for g in doc.channels.genesis),
             synchronous=doc.ledger.synchronous,
+            state=doc.ledger.state,
+            postgresql_dsn=doc.ledger.postgresql_dsn,
             limits=doc.limits,
             keepalive=doc.keepalive,
             privacy_key=base / files.privacy_key if files.privacy_key else None,
@@ -102,3 +107,18 @@ def usable_cores() -> int:
     if affinity is not None:
         return max(1, len(affinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+# PostgreSQL's identifiers (NAMEDATALEN - 1; `ledger/pg_database.PgSchema` refuses longer ones)
+SCHEMA_NAME_BYTES_MAX = 63
+
+
+def peer_schema(node_id: str, channel_id: str) -> str:
+    """The PostgreSQL schema of a node's peer ledger of a channel (`state = "postgresql"`; one
+    database may serve many nodes): `node/channel/peer`, or when longer than PostgreSQL's 63-byte
+    names, a readable head and a hash of the whole."""
+    name = f"{node_id}/{channel_id}/peer"
+    if len(name.encode()) <= SCHEMA_NAME_BYTES_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[: SCHEMA_NAME_BYTES_MAX - 17].decode(errors="ignore") + "~" + digest

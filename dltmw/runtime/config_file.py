@@ -215,11 +215,27 @@ class ChannelsTable(Strict):
 
 
 class LedgerTable(Strict):
-    """`[ledger]`: sqlite settings of every ledger and store of the node."""
+    """`[ledger]`: where the node's ledgers and stores live, and how durably."""
 
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         "FULL", description="sqlite synchronous mode (FULL: a commit survives power loss)"
     )
+    state: Literal["sqlite", "postgresql"] = Field(
+        "sqlite",
+        description="a peer's channel ledgers (blocks, tx index, world state): sqlite files, or "
+        "schemas of the PostgreSQL database `postgresql_dsn` (docs/postgresql.md)",
+    )
+    postgresql_dsn: str = Field(
+        "",
+        description="libpq connection string of the peer's database (state = postgresql); "
+        "one database may serve many nodes: each ledger is a schema `node/channel/peer`",
+    )
+
+    @model_validator(mode="after")
+    def _dsn(self) -> LedgerTable:
+        if self.state == "postgresql" and not self.postgresql_dsn:
+            raise ValueError("state = 'postgresql' needs postgresql_dsn")
+        return self
 
 
 class ValidationTable(Strict):

@@ -36,6 +36,7 @@ from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
 from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
+from dltmw.ledger.backend import Ledger
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook, routes
@@ -52,7 +53,7 @@ from dltmw.rpc.replica import ReplicaServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
-from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.config import NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.contract_store import ContractStore
 from dltmw.runtime.explorer.api import Explorer
@@ -328,22 +329,38 @@ class Node:
             if isinstance(orderer, PbftOrdererChannel):
                 self.pbft_orderers[cid] = orderer
         if is_peer:
-            ledger = await ChannelLedger.open(
-                data / f"{cid}.peer.sqlite", synchronous=sync, retry=retry
-            )
-            if ledger.height == 0:
+            held = await self._open_peer_ledger(cid)
+            if held.height == 0:
                 genesis = block_pb2.Block()
                 genesis.CopyFrom(block)
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
-                await ledger.commit_block(genesis, [genesis_tx_id(block)])
+                await held.commit_block(genesis, [genesis_tx_id(block)])
             peer = PeerChannel(
-                self.ctx, await stored_view(ledger, view), ledger, self._pool, self.contracts
+                self.ctx, await stored_view(held, view), held, self._pool, self.contracts
             )
             await peer.start()
             self.peers[cid] = peer
             if self.privacy is not None:
                 await self.privacy.add_channel(peer)
         return cid
+
+    async def _open_peer_ledger(self, cid: str) -> Ledger:
+        """The peer ledger of channel `cid`: a sqlite file, or a PostgreSQL schema (`[ledger]`
+        state; the seam is `ledger/backend.py`)."""
+        config = self.config
+        if config.state == "postgresql":
+            # the `postgresql` extra: a node on sqlite never imports psycopg
+            from dltmw.ledger.postgresql import PgChannelLedger
+
+            schema = peer_schema(config.node_id, cid)
+            return await PgChannelLedger.open(
+                config.postgresql_dsn, schema, retry=config.storage_retry
+            )
+        return await ChannelLedger.open(
+            config.data_dir / f"{cid}.peer.sqlite",
+            synchronous=config.synchronous,
+            retry=config.storage_retry,
+        )
 
     async def join_from_admin(self, block: block_pb2.Block) -> str:
         """JoinChannel: join and remember the config block for restarts."""
@@ -402,7 +419,7 @@ class Node:
             await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)
 
 
-async def stored_view(ledger: ChannelLedger, genesis: ChannelView) -> ChannelView:
+async def stored_view(ledger: Ledger, genesis: ChannelView) -> ChannelView:
     """The channel's current view on this ledger: the config the last valid config block wrote
     (`core/config_update.config_write`, in that block's sqlite transaction), else block 0's."""
     entry = await ledger.read_snapshot(lambda r: r.get(CONFIG_NAMESPACE, CONFIG_KEY))
@@ -411,4 +428,4 @@ async def stored_view(ledger: ChannelLedger, genesis: ChannelView) -> ChannelVie
     try:
         return restored_view(entry[0], genesis)
     except ConfigError as exc:
-        raise InvariantViolation(f"{ledger.path}: {exc}") from exc
+        raise InvariantViolation(f"{ledger.name}: {exc}") from exc

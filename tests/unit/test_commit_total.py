@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import types
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_backends import LedgerSite
 from ledger_parties import (
     CHANNEL,
     Parties,
@@ -45,7 +45,6 @@ from dltmw.core.txcheck import (
     tx_summary,
 )
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
-from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.tracing import NO_TRACING
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import NodeMetrics
@@ -266,8 +265,10 @@ def test_property_a_block_of_anything_gets_one_code_per_envelope(envelopes: list
 # --- the real commit path, on a real ledger ---------------------------------------------------
 
 
-async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_sqlite(tmp_path: Path) -> None:
-    ledger = await ChannelLedger.open(tmp_path / "trades.peer.sqlite")
+async def test_peer_commits_blocks_full_of_poison_and_odd_writes_on_each_backend(
+    site: LedgerSite,
+) -> None:
+    ledger = await site.open()
     pool = ThreadPoolExecutor(max_workers=2)
     metrics = NodeMetrics()
     ctx = cast(

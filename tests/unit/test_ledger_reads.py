@@ -1,4 +1,5 @@
-"""The channel ledger's reads on the commit and deliver path (real sqlite files).
+"""The channel ledger's reads on the commit and deliver path (real sqlite files, and the first
+two tests also on a real PostgreSQL server: `ledger_backends.py`).
 
 The newest blocks are served from memory (no reader-thread hop per block per follower), as fresh
 copies equal to the stored ones; a peer's commit reads versions, ranges and known tx_ids in one
@@ -12,15 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ledger_backends import LedgerSite
 
 from dltmw.core.block import make_block
 from dltmw.core.rwset import StateWrite, Version
-from dltmw.ledger.sqlite import INLINE_READS_MAX, RECENT_BLOCKS, ChannelLedger
+from dltmw.ledger.backend import Ledger
+from dltmw.ledger.ledger_base import RECENT_BLOCKS
+from dltmw.ledger.sqlite import INLINE_READS_MAX, ChannelLedger
 
 CH = "trades"
 
 
-async def _commit(ledger: ChannelLedger, key: str) -> None:
+async def _commit(ledger: Ledger, key: str) -> None:
     number = ledger.height
     block = make_block(CH, number, ledger.last_hash, [f"env{number}".encode()])
     block.metadata.validation_codes.append(1)
@@ -29,10 +33,11 @@ async def _commit(ledger: ChannelLedger, key: str) -> None:
 
 
 async def test_newest_blocks_come_from_memory_as_fresh_copies_of_the_stored_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    site: LedgerSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "l.sqlite"
-    ledger = await ChannelLedger.open(path)
+    ledger = await site.open()
+    # the store's block read: the sqlite file's worker, the PostgreSQL reader's snapshot
+    store, read = (ledger._file, "read") if site.backend == "sqlite" else (ledger._db, "snapshot")  # type: ignore[attr-defined]
     try:
         for i in range(RECENT_BLOCKS + 4):
             await _commit(ledger, f"k{i}")
@@ -43,7 +48,7 @@ async def test_newest_blocks_come_from_memory_as_fresh_copies_of_the_stored_ones
         def no_file(*_: object) -> None:
             raise AssertionError("read the file for a block committed just now")
 
-        monkeypatch.setattr(ledger._file, "read", no_file)
+        monkeypatch.setattr(store, read, no_file)
         newest = await ledger.blocks(height - RECENT_BLOCKS, height + 5)  # stop beyond height
         assert newest == stored[-RECENT_BLOCKS:]
         newest[0].header.number = 999  # the caller's copy: the next read is unaffected
@@ -55,8 +60,8 @@ async def test_newest_blocks_come_from_memory_as_fresh_copies_of_the_stored_ones
         await ledger.close()
 
 
-async def test_commit_reads_equal_the_separate_reads(tmp_path: Path) -> None:
-    ledger = await ChannelLedger.open(tmp_path / "l.sqlite")
+async def test_commit_reads_equal_the_separate_reads(site: LedgerSite) -> None:
+    ledger = await site.open()
     try:
         for key in ("a", "b", "c"):
             await _commit(ledger, key)

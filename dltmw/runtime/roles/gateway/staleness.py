@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dltmw.core.early_abort import endorsed_rwset, first_stale, recorded_versions
 from dltmw.core.errors import ClientError
-from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.ledger.backend import Ledger
 from dltmw.v1 import errors_pb2
 
 
-async def refuse_stale(ledger: ChannelLedger, envelope: bytes, tx_id: str) -> None:
+async def refuse_stale(ledger: Ledger, envelope: bytes, tx_id: str) -> None:
     """ClientError(STALE_READ) if `envelope` read a version its peer has seen replaced."""
     rwset = endorsed_rwset(envelope)
     recorded = recorded_versions(rwset) if rwset is not None else {}

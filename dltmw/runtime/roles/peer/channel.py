@@ -58,7 +58,7 @@ from dltmw.core.hashing import sha256
 from dltmw.core.lifecycle import NAMESPACE
 from dltmw.core.lifecycle_contract import ADMIN_FUNCTIONS
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
-from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
+from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
@@ -100,7 +100,7 @@ class PeerChannel:
         self,
         ctx: NodeContext,
         view: ChannelView,
-        ledger: ChannelLedger,
+        ledger: Ledger,
         pool: ThreadPoolExecutor,
         packages: ContractSource | None = None,
     ) -> None:
@@ -217,7 +217,7 @@ class PeerChannel:
 
         clock = duration_clock()  # virtual in the simulator
 
-        def run(reader: SnapshotReader) -> list[proposal_pb2.ProposalResponse]:
+        def run(reader: StateReader) -> list[proposal_pb2.ProposalResponse]:
             number = max(0, reader.last_block_number())
             return [self._simulate_and_sign(reader, checked, number, clock) for checked in batch]
 
@@ -275,7 +275,7 @@ class PeerChannel:
 
     def _simulate_and_sign(
         self,
-        reader: SnapshotReader,
+        reader: StateReader,
         checked: CheckedProposal,
         state_block_number: int,
         clock: Callable[[], float],

@@ -42,7 +42,7 @@ from dltmw.core.identity import IdentityError
 from dltmw.core.lifecycle import CommittedView
 from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
 from dltmw.core.validation import TxForMvcc, delta_keys_of, reads_of
-from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.ledger.backend import Ledger
 from dltmw.rpc.tracing import Tracer, now_ns
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
@@ -120,7 +120,7 @@ class CommitExecutor:
     def __init__(
         self,
         config: CurrentConfig,
-        ledger: ChannelLedger,
+        ledger: Ledger,
         pool: ThreadPoolExecutor,
         waiters: Waiters[Token, None],
         on_committed: OnCommitted,
@@ -250,7 +250,7 @@ class Committer:
         self,
         ctx: NodeContext,
         config: CurrentConfig,
-        ledger: ChannelLedger,
+        ledger: Ledger,
         pool: ThreadPoolExecutor,
         on_committed: OnCommitted,
         lifecycle: ChannelLifecycle | None = None,

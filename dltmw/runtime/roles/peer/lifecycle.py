@@ -33,7 +33,7 @@ from dltmw.core.lifecycle import (
 from dltmw.core.lifecycle_contract import LifecycleContract
 from dltmw.core.lifecycle_init import InitRequired
 from dltmw.core.rwset import StateEntry, StateWrite
-from dltmw.ledger.sqlite import ChannelLedger, SnapshotReader
+from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.v1 import errors_pb2
 
 R = errors_pb2
@@ -109,10 +109,10 @@ class ChannelLifecycle:
             self._built = (base, view, contract)
         return self._built
 
-    async def load(self, ledger: ChannelLedger) -> None:
+    async def load(self, ledger: Ledger) -> None:
         """Read the committed definitions from the ledger's current state."""
 
-        def read(reader: SnapshotReader) -> list[StateEntry]:
+        def read(reader: StateReader) -> list[StateEntry]:
             return reader.range(NAMESPACE, DEFINITION_PREFIX, DEFINITIONS_END, DEFINITIONS_MAX)
 
         entries = await ledger.read_snapshot(read)
