@@ -1,0 +1,105 @@
+"""Merkle trees over a block's transactions: the root in the header, inclusion paths in proofs.
+
+Shape and hashing are those of RFC 6962 (Certificate Transparency) §2.1, so the definition is
+language-independent and well studied: a leaf is SHA-256(0x00 || item), an inner node is
+SHA-256(0x01 || left || right), the split of n > 1 items is at the largest power of two below
+n, and the empty tree's root is SHA-256(""). The 0x00/0x01 prefixes keep a leaf from passing
+for an inner node (the second-preimage attack on plain Merkle trees). Items here are the
+SHA-256 digests of a block's envelopes, so the tree commits to the exact bytes ordered.
+
+Verification (`root_from_path`) is RFC 9162 §2.1.3.2: it walks the path from the leaf using
+the index and the tree size, and rejects a path of the wrong length for that position, so a
+path for index i cannot be replayed as the path of another index or of a tree of another size.
+Everything is pure and bounded: a tree holds at most `LEAVES_MAX` items (far above any block),
+a path at most 64 hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+LEAVES_MAX = 1 << 32
+PATH_MAX = 64
+HASH_BYTES = 32
+
+
+def leaf_hash(item: bytes) -> bytes:
+    """RFC 6962 leaf hash of `item`."""
+    return hashlib.sha256(b"\x00" + item).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 6962 inner-node hash."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _root(leaves: Sequence[bytes]) -> bytes:
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return node_hash(_root(leaves[:k]), _root(leaves[k:]))
+
+
+def merkle_root(items: Sequence[bytes]) -> bytes:
+    """Root of the tree over `items` (SHA-256("") for none)."""
+    if not items:
+        return hashlib.sha256(b"").digest()
+    return _root([leaf_hash(i) for i in items])
+
+
+def tx_root(envelopes: Sequence[bytes]) -> bytes:
+    """A block's tx_root: the Merkle root over the SHA-256 digest of each envelope, in order."""
+    return merkle_root([hashlib.sha256(e).digest() for e in envelopes])
+
+
+def inclusion_path(items: Sequence[bytes], index: int) -> list[bytes]:
+    """The sibling hashes from leaf `index` up to the root (RFC 6962 audit path)."""
+    if not 0 <= index < len(items):
+        raise ValueError(f"index {index} outside a tree of {len(items)}")
+    path: list[bytes] = []
+    leaves = [leaf_hash(i) for i in items]
+    _collect(leaves, index, path)
+    return path
+
+
+def _collect(leaves: Sequence[bytes], index: int, path: list[bytes]) -> None:
+    if len(leaves) == 1:
+        return
+    k = _split(len(leaves))
+    if index < k:
+        _collect(leaves[:k], index, path)
+        path.append(_root(leaves[k:]))
+    else:
+        _collect(leaves[k:], index - k, path)
+        path.append(_root(leaves[:k]))
+
+
+def root_from_path(item: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that `path` leads to from `item` at `index` in a tree of `size` items, or None
+    when the path cannot be a path of that position (wrong length, bad hash size)."""
+    if not 0 <= index < size <= LEAVES_MAX or len(path) > PATH_MAX:
+        return None
+    if any(len(p) != HASH_BYTES for p in path):
+        return None
+    fn, sn = index, size - 1
+    r = leaf_hash(item)
+    for p in path:
+        if sn == 0:
+            return None  # the path is longer than this position's
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
