@@ -29,16 +29,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import DecodeError
+
 from dltmw.core.block import block_hash
-from dltmw.core.channel import ChannelView, ConfigError
-from dltmw.core.errors import ClientError
+from dltmw.core.channel import ChannelView, ConfigError, channel_view
+from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import read_genesis
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.hashing import data_hash
 from dltmw.core.identity import IdentityError
 from dltmw.core.merkle import tx_root
 from dltmw.core.txcheck import check_transaction
-from dltmw.v1 import block_pb2, errors_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, crosschain_pb2, errors_pb2, transaction_pb2
 
 R = errors_pb2
 EPOCHS_MAX = 10_000  # config changes a client keeps: each is one verified ChannelView
@@ -153,3 +155,27 @@ def advance(client: LightClient, block: block_pb2.Block, at: datetime) -> LightC
         name = transaction_pb2.TxValidationCode.Name(checked.code)  # type: ignore[arg-type]
         raise LightClientRejected(f"block {h.number} applies no config here ({name})")
     return LightClient(client.genesis_hash, (*client.epochs, Epoch(h.number, checked.config)))
+
+
+def to_record(client: LightClient) -> bytes:
+    """The client as bytes to store (`LightClientState`)."""
+    return crosschain_pb2.LightClientState(
+        genesis_hash=client.genesis_hash,
+        configs=[
+            crosschain_pb2.TrackedConfig(config_block=e.config_block, config=e.view.config)
+            for e in client.epochs
+        ],
+    ).SerializeToString(deterministic=True)
+
+
+def from_record(data: bytes) -> LightClient:
+    """A client stored by `to_record` (it was verified before it was stored: the views are
+    rebuilt, not verified again)."""
+    try:
+        state = crosschain_pb2.LightClientState.FromString(data)
+        epochs = tuple(Epoch(c.config_block, channel_view(c.config)) for c in state.configs)
+    except (DecodeError, ConfigError) as exc:
+        raise InvariantViolation(f"stored light client does not load: {exc}") from exc
+    if not epochs:
+        raise InvariantViolation("stored light client has no config")
+    return LightClient(state.genesis_hash, epochs)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import block_pb2 as _block_pb2
+from dltmw.v1 import config_pb2 as _config_pb2
 from dltmw.v1 import identity_pb2 as _identity_pb2
 from dltmw.v1 import transaction_pb2 as _transaction_pb2
 from google.protobuf import descriptor as _descriptor
@@ -263,3 +264,62 @@ class GetConfigBlocksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConfigBlocksResponse: _TypeAlias = GetConfigBlocksResponse  # noqa: Y015
+
+@_typing.final
+class LightClientState(_message.Message):
+    """LightClientState is what a light client of another channel keeps (core/light_client.py): the
+    configs it verified, each with the block that applied it. The transfer contract stores it in
+    its own channel's world state, so every endorser judges proofs against the same state.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GENESIS_HASH_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    genesis_hash: _builtins.bytes
+    """Hash of the tracked channel's block 0 (the trust root)."""
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackedConfig]:
+        """Verified configs in order; the first is block 0's."""
+
+    def __init__(
+        self,
+        *,
+        genesis_hash: _builtins.bytes = ...,
+        configs: _abc.Iterable[Global___TrackedConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configs", b"configs", "genesis_hash", b"genesis_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LightClientState: _TypeAlias = LightClientState  # noqa: Y015
+
+@_typing.final
+class TrackedConfig(_message.Message):
+    """TrackedConfig is one verified config of a tracked channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_BLOCK_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    config_block: _builtins.int
+    """Number of the block that applied it (0 for block 0)."""
+    @_builtins.property
+    def config(self) -> _config_pb2.ChannelConfig:
+        """The config."""
+
+    def __init__(
+        self,
+        *,
+        config_block: _builtins.int = ...,
+        config: _config_pb2.ChannelConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "config_block", b"config_block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackedConfig: _TypeAlias = TrackedConfig  # noqa: Y015
