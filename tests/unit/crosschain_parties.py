@@ -107,6 +107,7 @@ def _channel(world: World, channel_id: str, ordering: int, n: int) -> Chan:
         ],
         ordering=ordering,  # type: ignore[arg-type]
         default_endorsement_policy="OR(Org1.peer, Org2.peer)",
+        contracts=[config_pb2.ContractConfig(name="xfer")],
         batch=config_pb2.BatchConfig(max_tx_count=10, max_bytes=1 << 20, timeout_ms=100),
     )
     genesis = make_genesis(config, orderers[0], nonce(), NOW)
