@@ -4,14 +4,14 @@ Any party holding the terms may drive it — a broker, a relayer, a new process 
 because every step is a public contract call whose proofs are checked on chain
 (docs/cross-channel.md). The driver only sequences:
 
-1. lock on both channels (concurrently);
-2. both locked: fetch each lock's commit proof from the peers of its channel and claim on the
-   other channel (concurrently) -> "claimed";
-3. a lock did not commit: once the deadline has passed, abort on that channel (if it locked
-   after all, the abort is refused and we go back to 2), then refund the other side with the
-   abort's proof -> "refunded".
-A crash anywhere leaves a state from which calling `run_transfer` again (or any party doing the
-same calls) finishes it: the contract refuses what is already done.
+1. read both records (`xfer.record`: state and the tx_id of each step) and lock where absent,
+   before the deadline (concurrently);
+2. both locked: fetch each lock's commit proof (by the tx_id its record names) from the peers of
+   its channel and claim where still locked -> "claimed";
+3. a lock is missing: once the deadline has passed, abort where absent (a late lock may win:
+   then 2), then refund the locked side with the abort's proof -> "refunded".
+Everything it needs is in the records, so after a crash anywhere, calling `run_transfer` again
+(any party, any process) resumes where the last run stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from dltmw.v1 import transaction_pb2
 
 CONTRACT = "xfer"
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+ABSENT, LOCKED = "absent", "locked"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def dvp_terms(legs: dict[str, tuple[str, str, int]], deadline_s: int, nonce: str
 
 
 async def _submit(leg: Leg, function: str, *args: str | bytes) -> str | None:
-    """tx_id of a VALID call, or None when refused or not VALID."""
+    """tx_id of a VALID call, or None when refused or not VALID (the record says what is)."""
     try:
         done = await leg.gateway.submit_transaction(leg.channel_id, CONTRACT, function, *args)
     except grpc.aio.AioRpcError:
@@ -71,9 +72,20 @@ async def _submit(leg: Leg, function: str, *args: str | bytes) -> str | None:
     return done.tx_id if done.status.result == VALID else None
 
 
-async def _status(leg: Leg, transfer_id: str) -> str:
-    reply = await leg.gateway.evaluate(leg.channel_id, CONTRACT, "status", transfer_id)
-    return reply.payload.decode()
+async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
+    """The transfer's record on `leg`'s channel ({"state": "absent"} when there is none)."""
+    try:
+        reply = await leg.gateway.evaluate(leg.channel_id, CONTRACT, "record", transfer_id)
+    except grpc.aio.AioRpcError as exc:
+        if "no transfer" in (exc.details() or ""):
+            return {"state": "absent"}
+        raise
+    return dict(json.loads(reply.payload))
+
+
+async def _records(a: Leg, b: Leg, transfer_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    ra, rb = await asyncio.gather(_record(a, transfer_id), _record(b, transfer_id))
+    return ra, rb
 
 
 async def _proof(leg: Leg, tx_id: str) -> bytes:
@@ -88,32 +100,48 @@ async def _settle(here: Leg, there: Leg, terms: bytes, function: str, tx_id: str
     return done
 
 
+async def _claim_both(
+    a: Leg, b: Leg, terms: bytes, ra: dict[str, str], rb: dict[str, str]
+) -> tuple[str, ...]:
+    """Claim wherever still locked, each with the other side's lock proof."""
+    steps = []  # coroutines
+    if ra["state"] == LOCKED:
+        steps.append(_settle(a, b, terms, "claim", rb["locked_tx"]))
+    if rb["state"] == LOCKED:
+        steps.append(_settle(b, a, terms, "claim", ra["locked_tx"]))
+    return tuple(await asyncio.gather(*steps))
+
+
 async def run_transfer(
     a: Leg, b: Leg, terms: bytes, deadline_s: int, wait_max_s: float = 300.0
 ) -> TransferOutcome:
-    """Drive the transfer of `terms` to its end (see the module docstring)."""
+    """Drive the transfer of `terms` to its end from whatever state it is in (see the module
+    docstring); the records on both channels say what is done, so a crashed run resumes."""
     transfer_id = hashlib.sha256(terms).hexdigest()
-    locks = await asyncio.gather(_submit(a, "lock", terms), _submit(b, "lock", terms))
-    lock_a, lock_b = locks
-    if lock_a and lock_b:
-        claims = await asyncio.gather(
-            _settle(a, b, terms, "claim", lock_b), _settle(b, a, terms, "claim", lock_a)
+    ra, rb = await _records(a, b, transfer_id)
+    if utc_now().timestamp() <= deadline_s:
+        await asyncio.gather(
+            *(_submit(leg, "lock", terms) for leg, r in ((a, ra), (b, rb)) if r["state"] == ABSENT)
         )
-        return TransferOutcome(transfer_id, "claimed", (lock_a, lock_b, *claims))
+        ra, rb = await _records(a, b, transfer_id)
+    if "locked_tx" in ra and "locked_tx" in rb:  # both locked (some may be claimed already)
+        steps = await _claim_both(a, b, terms, ra, rb)
+        return TransferOutcome(transfer_id, "claimed", (ra["locked_tx"], rb["locked_tx"], *steps))
     wait_s = deadline_s - utc_now().timestamp() + 1.0
     if wait_s > wait_max_s:
         raise TimeoutError(f"the deadline is {wait_s:.0f} s away (more than {wait_max_s} s)")
     await asyncio.sleep(max(0.0, wait_s))  # a deadline in header time: nothing to poll
-    locked, unlocked = (a, b) if lock_a else (b, a)
-    lock_tx = lock_a or lock_b
-    abort_tx = await _submit(unlocked, "abort", terms)
-    if abort_tx is None:
-        raise RuntimeError(
-            f"abort on {unlocked.channel_id} refused: the transfer is "
-            f"{await _status(unlocked, transfer_id)} there (call run_transfer again)"
-        )
-    if lock_tx is None:
-        other_abort = await _submit(locked, "abort", terms)
-        return TransferOutcome(transfer_id, "aborted", (abort_tx, other_abort or ""))
-    refund = await _settle(locked, unlocked, terms, "refund", abort_tx)
-    return TransferOutcome(transfer_id, "refunded", (lock_tx, abort_tx, refund))
+    await asyncio.gather(
+        *(_submit(leg, "abort", terms) for leg, r in ((a, ra), (b, rb)) if r["state"] == ABSENT)
+    )
+    ra, rb = await _records(a, b, transfer_id)
+    if "locked_tx" in ra and "locked_tx" in rb:  # a late lock won against our abort
+        steps = await _claim_both(a, b, terms, ra, rb)
+        return TransferOutcome(transfer_id, "claimed", (ra["locked_tx"], rb["locked_tx"], *steps))
+    refunds: list[str] = []
+    for here, there, mine, theirs in ((a, b, ra, rb), (b, a, rb, ra)):
+        if mine["state"] == LOCKED and "aborted_tx" in theirs:
+            refunds.append(await _settle(here, there, terms, "refund", theirs["aborted_tx"]))
+    states = {ra["state"], rb["state"]} | ({"refunded"} if refunds else set())
+    outcome = "refunded" if "refunded" in states else "aborted"
+    return TransferOutcome(transfer_id, outcome, tuple(refunds))

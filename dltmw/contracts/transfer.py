@@ -86,8 +86,12 @@ def _record(ctx: Context, transfer_id: str) -> dict[str, str] | None:
 
 
 def _write(ctx: Context, transfer_id: str, state: str, here: str) -> None:
-    body = json.dumps({"channel": here, "id": transfer_id, "state": state}, sort_keys=True)
-    ctx.put("t/" + transfer_id, body.encode())
+    """The record, with the tx_id of each step so far (a new coordinator finds the lock or
+    abort to prove from the record alone, after a crash)."""
+    body = dict(_record(ctx, transfer_id) or {})
+    body.update({"channel": here, "id": transfer_id, "state": state})
+    body[state + "_tx"] = ctx.tx.tx_id if ctx.tx is not None else ""
+    ctx.put("t/" + transfer_id, json.dumps(body, sort_keys=True).encode())
     ctx.emit(state, transfer_id)
 
 
@@ -104,7 +108,7 @@ def _other_side(ctx: Context, transfer_id: str, other: str, proof: bytes, ts: in
 
 
 class TransferContract(Contract):
-    """open / balance / trust / track / lock / abort / claim / refund / status."""
+    """open / balance / trust / track / lock / abort / claim / refund / status / record."""
 
     name = "xfer"
 
@@ -203,3 +207,11 @@ class TransferContract(Contract):
         """status(transfer id): absent, locked, aborted, claimed or refunded."""
         record = _record(ctx, transfer_id)
         return "absent" if record is None else str(record.get("state"))
+
+    @query
+    def record(self, ctx: Context, transfer_id: Annotated[str, Text(64, 64)]) -> bytes:
+        """record(transfer id): the record as JSON (state and each step's tx_id), or 404."""
+        value = ctx.get("t/" + transfer_id)
+        if value is None:
+            raise ContractError(f"no transfer {transfer_id} here", 404)
+        return value

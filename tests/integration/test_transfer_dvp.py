@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import grpc
@@ -67,6 +68,21 @@ async def test_dvp_across_channels_sdk_cli_and_a_forged_proof(network) -> None:
         out = json.loads(dltmw("transfer", str(net), "--client", "trader.brokera", *args, "--json"))
         assert out["outcome"] == "claimed"
         assert await _balances(trader) == {"A-sec": 980, "B-sec": 20, "B-cash": 0, "A-cash": 1000}
+
+        # The coordinator "crashed" after both locks: a new run finds the locks in the
+        # records and claims both.
+        resumed = dvp_terms({c: (d, s, 1) for c, (s, d, _) in LEGS.items()}, 2_000_000_000, "r")
+        await trader.submit_transaction("trading", "xfer", "lock", resumed)
+        await trader.submit_transaction("cash", "xfer", "lock", resumed)
+        assert (await run_transfer(legs[0], legs[1], resumed, 2_000_000_000)).outcome == "claimed"
+        # A lock that cannot commit (B-sec holds 19, not 10**6): abort after the deadline, refund.
+        failing = {"trading": ("B-sec", "A-sec", 10**6), "cash": ("A-cash", "B-cash", 7)}
+        deadline = int(time.time()) + 2
+        refunded = await run_transfer(
+            legs[0], legs[1], dvp_terms(failing, deadline, "fail-1"), deadline, wait_max_s=10
+        )
+        assert refunded.outcome == "refunded"
+        assert await _balances(trader) == {"A-sec": 981, "B-sec": 19, "B-cash": 1, "A-cash": 999}
 
         # Forged: cash's lock proof with one attestation only, presented on trading.
         small = {c: (s, d, 1) for c, (d, s, _) in LEGS.items()}  # the other way round
