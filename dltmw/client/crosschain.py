@@ -10,13 +10,14 @@ others on what the proof is about (header, envelope, position, code) is that pee
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
 import grpc
 
 from dltmw.aio.rpc_errors import from_rpc_error
-from dltmw.core.errors import ClientError, PeerError
+from dltmw.core.errors import ClientError, DltmwError, PeerError
 from dltmw.core.light_client import LightClient, advance
 from dltmw.v1 import block_pb2, crosschain_pb2, crosschain_pb2_grpc, errors_pb2
 
@@ -35,6 +36,27 @@ def _same_subject(a: X.CommitProof, b: X.CommitProof) -> bool:
     )
 
 
+async def _ask(
+    peers: Sequence[tuple[str, grpc.aio.Channel]],
+    channel_id: str,
+    tx_id: str,
+    min_block_number: int,
+    timeout_s: float,
+) -> list[X.CommitProof | BaseException]:
+    request = X.GetCommitProofRequest(
+        channel_id=channel_id, tx_id=tx_id, min_block_number=min_block_number
+    )
+
+    async def one(node_id: str, channel: grpc.aio.Channel) -> X.CommitProof:
+        stub = crosschain_pb2_grpc.CrossChainServiceStub(channel)
+        try:
+            return (await stub.GetCommitProof(request, timeout=timeout_s)).proof
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, node_id) from exc
+
+    return list(await asyncio.gather(*(one(n, c) for n, c in peers), return_exceptions=True))
+
+
 async def fetch_commit_proof(
     peers: Sequence[tuple[str, grpc.aio.Channel]],
     channel_id: str,
@@ -42,29 +64,36 @@ async def fetch_commit_proof(
     timeout_s: float = CALL_TIMEOUT_S,
 ) -> X.CommitProof:
     """The proof of `tx_id` with the attestations of every peer in `peers` (node id, channel)
-    that answered and agreed; raises the first peer's error if none answered."""
+    that answered and agreed; raises the first peer's error if none answered. All are asked at
+    once; a peer that has not committed the transaction yet (it lags the one that has) is asked
+    again, once, to answer when it reaches the block the others named."""
+    answers = await _ask(peers, channel_id, tx_id, 0, timeout_s)
+    found = [a for a in answers if isinstance(a, X.CommitProof)]
+    late = [p for p, a in zip(peers, answers, strict=True) if isinstance(a, DltmwError)]
+    if found and late:
+        again = await _ask(late, channel_id, tx_id, found[0].header.number, timeout_s)
+        retried = dict(zip([n for n, _ in late], again, strict=True))
+        answers = [retried.get(n, a) for (n, _), a in zip(peers, answers, strict=True)]
     merged: X.CommitProof | None = None
-    first_error: Exception | None = None
+    first_error: BaseException | None = None
     signers: set[bytes] = set()
-    for node_id, channel in peers:
-        stub = crosschain_pb2_grpc.CrossChainServiceStub(channel)
-        request = X.GetCommitProofRequest(channel_id=channel_id, tx_id=tx_id)
-        try:
-            proof = (await stub.GetCommitProof(request, timeout=timeout_s)).proof
-        except grpc.aio.AioRpcError as exc:
-            first_error = first_error or from_rpc_error(exc, node_id)
+    for (node_id, _), answer in zip(peers, answers, strict=True):
+        if isinstance(answer, DltmwError):
+            first_error = first_error or answer
             continue
+        if isinstance(answer, BaseException):
+            raise answer
         if merged is None:
             merged = X.CommitProof()
-            merged.CopyFrom(proof)
+            merged.CopyFrom(answer)
             merged.ClearField("attestations")
-        elif not _same_subject(merged, proof):
+        elif not _same_subject(merged, answer):
             first_error = first_error or PeerError(
                 errors_pb2.ERROR_REASON_PROOF_MISMATCH,
                 f"{node_id} answers a proof of another block, position or code for {tx_id}",
             )
             continue
-        for a in proof.attestations:
+        for a in answer.attestations:
             if a.signature.signer not in signers:
                 signers.add(a.signature.signer)
                 merged.attestations.append(a)

@@ -4,8 +4,10 @@ Any party holding the terms may drive it — a broker, a relayer, a new process 
 because every step is a public contract call whose proofs are checked on chain
 (docs/cross-channel.md). The driver only sequences:
 
-1. read both records (`xfer.record`: state and the tx_id of each step) and lock where absent,
-   before the deadline (concurrently);
+0. before the deadline, lock on both channels at once; if both commit, go to 2 with their
+   tx_ids (the common case: no record read);
+1. otherwise read both records (`xfer.record`: state and the tx_id of each step) and lock where
+   absent, before the deadline (concurrently);
 2. both locked: fetch each lock's commit proof (by the tx_id its record names) from the peers of
    its channel and claim where still locked -> "claimed";
 3. a lock is missing: once the deadline has passed, abort where absent (a late lock may win:
@@ -65,11 +67,18 @@ def dvp_terms(legs: dict[str, tuple[str, str, int]], deadline_s: int, nonce: str
 
 async def _submit(leg: Leg, function: str, *args: str | bytes) -> str | None:
     """tx_id of a VALID call, or None when refused or not VALID (the record says what is)."""
+    return (await _try(leg, function, *args))[0]
+
+
+async def _try(leg: Leg, function: str, *args: str | bytes) -> tuple[str | None, str]:
+    """(tx_id of a VALID call or None, why not)."""
     try:
         done = await leg.gateway.submit_transaction(leg.channel_id, CONTRACT, function, *args)
-    except grpc.aio.AioRpcError:
-        return None
-    return done.tx_id if done.status.result == VALID else None
+    except grpc.aio.AioRpcError as exc:
+        return None, exc.details() or exc.code().name
+    if done.status.result != VALID:
+        return None, transaction_pb2.TxValidationCode.Name(done.status.result)
+    return done.tx_id, ""
 
 
 async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
@@ -94,9 +103,9 @@ async def _proof(leg: Leg, tx_id: str) -> bytes:
 
 
 async def _settle(here: Leg, there: Leg, terms: bytes, function: str, tx_id: str) -> str:
-    done = await _submit(here, function, terms, await _proof(there, tx_id))
+    done, why = await _try(here, function, terms, await _proof(there, tx_id))
     if done is None:
-        raise RuntimeError(f"{function} on {here.channel_id} was refused")
+        raise RuntimeError(f"{function} on {here.channel_id} was refused: {why}")
     return done
 
 
@@ -118,7 +127,15 @@ async def run_transfer(
     """Drive the transfer of `terms` to its end from whatever state it is in (see the module
     docstring); the records on both channels say what is done, so a crashed run resumes."""
     transfer_id = hashlib.sha256(terms).hexdigest()
-    ra, rb = await _records(a, b, transfer_id)
+    if utc_now().timestamp() <= deadline_s:  # the common case first: both locks commit
+        lock_a, lock_b = await asyncio.gather(_submit(a, "lock", terms), _submit(b, "lock", terms))
+        if lock_a and lock_b:
+            fresh = {"state": LOCKED}
+            steps = await _claim_both(
+                a, b, terms, {**fresh, "locked_tx": lock_a}, {**fresh, "locked_tx": lock_b}
+            )
+            return TransferOutcome(transfer_id, "claimed", (lock_a, lock_b, *steps))
+    ra, rb = await _records(a, b, transfer_id)  # resume from what the records say
     if utc_now().timestamp() <= deadline_s:
         await asyncio.gather(
             *(_submit(leg, "lock", terms) for leg, r in ((a, ra), (b, rb)) if r["state"] == ABSENT)

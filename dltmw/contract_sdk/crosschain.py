@@ -12,6 +12,7 @@ the same on every endorser (`ctx.tx.timestamp_s`). Docs: docs/cross-channel.md.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,10 +21,11 @@ from google.protobuf.message import DecodeError
 from dltmw.core.commit_proof import parse_proof, verify_proof
 from dltmw.core.contract import ContractError
 from dltmw.core.errors import ClientError
-from dltmw.core.light_client import advance, from_record, to_record, track
+from dltmw.core.light_client import LightClient, advance, from_record, to_record, track
 from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, transaction_pb2
 
 __all__ = ["ProvenWrite", "proven_write", "track_config", "track_genesis", "tracked_channel"]
+CLIENTS_CACHED = 16  # light client records kept built (a node tracks a few channels)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,15 @@ def _block(data: bytes) -> block_pb2.Block:
         raise ContractError(f"MALFORMED: block does not parse: {exc}", 400) from exc
 
 
+@functools.lru_cache(maxsize=CLIENTS_CACHED)
+def _client(record: bytes) -> LightClient:
+    """The light client a stored record holds, built once per record: rebuilding its views
+    parses every organisation's certificates, and a view's Membership caches the identities it
+    verified, so reusing it makes each proof check after the first cost its signatures only.
+    Keyed by the exact bytes (immutable; a tracked config change is another record)."""
+    return from_record(record)
+
+
 def _at(timestamp_s: int) -> datetime:
     return datetime.fromtimestamp(timestamp_s, UTC)
 
@@ -60,13 +71,13 @@ def track_genesis(genesis: bytes) -> bytes:
 
 def tracked_channel(record: bytes) -> str:
     """The channel a light client record tracks."""
-    return from_record(record).channel_id
+    return _client(record).channel_id
 
 
 def track_config(record: bytes, block: bytes, timestamp_s: int) -> bytes:
     """The record after taking one more config block of its channel."""
     try:
-        return to_record(advance(from_record(record), _block(block), _at(timestamp_s)))
+        return to_record(advance(_client(record), _block(block), _at(timestamp_s)))
     except ClientError as exc:
         raise _refused(exc) from exc
 
@@ -78,7 +89,7 @@ def proven_write(
     the channel `record` tracks; `namespace` must be deployed there as the built-in contract of
     that name (so its writes follow the same code as ours)."""
     try:
-        client = from_record(record)
+        client = _client(record)
         proven = verify_proof(parse_proof(proof), client, _at(timestamp_s))
     except ClientError as exc:
         raise _refused(exc) from exc

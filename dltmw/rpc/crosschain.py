@@ -26,6 +26,10 @@ class Proving(Protocol):
         """The channel's current configuration."""
         ...
 
+    async def reach(self, block_number: int, timeout_s: float) -> None:
+        """Return once `block_number` is committed here, else raise HEIGHT_NOT_REACHED."""
+        ...
+
     async def commit_proof(self, tx_id: str) -> X.CommitProof:
         """The proof of a committed transaction with this peer's attestation, or
         PROOF_UNAVAILABLE."""
@@ -39,8 +43,9 @@ class Proving(Protocol):
 class CrossChainServicer(crosschain_pb2_grpc.CrossChainServiceServicer):
     """GetCommitProof and GetConfigBlocks on the peers of this node."""
 
-    def __init__(self, peers: Mapping[str, Proving]) -> None:
+    def __init__(self, peers: Mapping[str, Proving], height_wait_s: float) -> None:
         self._peers = peers
+        self._height_wait_s = height_wait_s
 
     def _peer(self, channel_id: str, context: Ctx) -> Proving:
         require(bool(channel_id), "channel_id")
@@ -59,6 +64,7 @@ class CrossChainServicer(crosschain_pb2_grpc.CrossChainServiceServicer):
         """A proof of one committed transaction."""
         peer = self._peer(request.channel_id, context)
         require(bool(request.tx_id), "tx_id")
+        await peer.reach(request.min_block_number, self._height_wait_s)
         return X.GetCommitProofResponse(proof=await peer.commit_proof(request.tx_id))
 
     @unary

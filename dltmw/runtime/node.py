@@ -263,7 +263,7 @@ class Node:
         if "peer" in roles:
             endorser = EndorserServicer(self.peers, limits.height_wait_s)
             out.append((_service(endorser_service_pb2, "EndorserService"), endorser))
-            proving = CrossChainServicer(self.peers)
+            proving = CrossChainServicer(self.peers, limits.height_wait_s)
             out.append((_service(crosschain_pb2, "CrossChainService"), proving))
         if "gateway" in roles:
             gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)

@@ -28,7 +28,7 @@ from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 from dltmw.v1 import transaction_pb2 as dltmw_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ltmw/v1/crosschain.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/block.proto\x1a\x15\x64ltmw/v1/config.proto\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1a\x64ltmw/v1/transaction.proto\"\xab\x01\n\x18\x43ommitAttestationContent\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x10\n\x08tx_index\x18\x04 \x01(\r\x12\x15\n\renvelope_hash\x18\x05 \x01(\x0c\x12(\n\x04\x63ode\x18\x06 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\"L\n\x11\x43ommitAttestation\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12&\n\tsignature\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\"\x90\x02\n\x0b\x43ommitProof\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.BlockHeader\x12/\n\x12orderer_signatures\x18\x02 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x10\n\x08tx_index\x18\x04 \x01(\r\x12\x10\n\x08tx_count\x18\x05 \x01(\r\x12\x16\n\x0einclusion_path\x18\x06 \x03(\x0c\x12(\n\x04\x63ode\x18\x07 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x31\n\x0c\x61ttestations\x18\x08 \x03(\x0b\x32\x1b.dltmw.v1.CommitAttestation\":\n\x15GetCommitProofRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\">\n\x16GetCommitProofResponse\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.CommitProof\"@\n\x16GetConfigBlocksRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x12\n\nfrom_block\x18\x02 \x01(\x04\"^\n\x17GetConfigBlocksResponse\x12\x1f\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x0f.dltmw.v1.Block\x12\x12\n\nscanned_to\x18\x02 \x01(\x04\x12\x0e\n\x06height\x18\x03 \x01(\x04\"R\n\x10LightClientState\x12\x14\n\x0cgenesis_hash\x18\x01 \x01(\x0c\x12(\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.TrackedConfig\"N\n\rTrackedConfig\x12\x14\n\x0c\x63onfig_block\x18\x01 \x01(\x04\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.ChannelConfig2\xc0\x01\n\x11\x43rossChainService\x12S\n\x0eGetCommitProof\x12\x1f.dltmw.v1.GetCommitProofRequest\x1a .dltmw.v1.GetCommitProofResponse\x12V\n\x0fGetConfigBlocks\x12 .dltmw.v1.GetConfigBlocksRequest\x1a!.dltmw.v1.GetConfigBlocksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ltmw/v1/crosschain.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/block.proto\x1a\x15\x64ltmw/v1/config.proto\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1a\x64ltmw/v1/transaction.proto\"\xab\x01\n\x18\x43ommitAttestationContent\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x10\n\x08tx_index\x18\x04 \x01(\r\x12\x15\n\renvelope_hash\x18\x05 \x01(\x0c\x12(\n\x04\x63ode\x18\x06 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\"L\n\x11\x43ommitAttestation\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12&\n\tsignature\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\"\x90\x02\n\x0b\x43ommitProof\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.BlockHeader\x12/\n\x12orderer_signatures\x18\x02 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x10\n\x08tx_index\x18\x04 \x01(\r\x12\x10\n\x08tx_count\x18\x05 \x01(\r\x12\x16\n\x0einclusion_path\x18\x06 \x03(\x0c\x12(\n\x04\x63ode\x18\x07 \x01(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x31\n\x0c\x61ttestations\x18\x08 \x03(\x0b\x32\x1b.dltmw.v1.CommitAttestation\"T\n\x15GetCommitProofRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x18\n\x10min_block_number\x18\x03 \x01(\x04\">\n\x16GetCommitProofResponse\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.CommitProof\"@\n\x16GetConfigBlocksRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x12\n\nfrom_block\x18\x02 \x01(\x04\"^\n\x17GetConfigBlocksResponse\x12\x1f\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x0f.dltmw.v1.Block\x12\x12\n\nscanned_to\x18\x02 \x01(\x04\x12\x0e\n\x06height\x18\x03 \x01(\x04\"R\n\x10LightClientState\x12\x14\n\x0cgenesis_hash\x18\x01 \x01(\x0c\x12(\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.TrackedConfig\"N\n\rTrackedConfig\x12\x14\n\x0c\x63onfig_block\x18\x01 \x01(\x04\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.dltmw.v1.ChannelConfig2\xc0\x01\n\x11\x43rossChainService\x12S\n\x0eGetCommitProof\x12\x1f.dltmw.v1.GetCommitProofRequest\x1a .dltmw.v1.GetCommitProofResponse\x12V\n\x0fGetConfigBlocks\x12 .dltmw.v1.GetConfigBlocksRequest\x1a!.dltmw.v1.GetConfigBlocksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMITPROOF']._serialized_start=390
   _globals['_COMMITPROOF']._serialized_end=662
   _globals['_GETCOMMITPROOFREQUEST']._serialized_start=664
-  _globals['_GETCOMMITPROOFREQUEST']._serialized_end=722
-  _globals['_GETCOMMITPROOFRESPONSE']._serialized_start=724
-  _globals['_GETCOMMITPROOFRESPONSE']._serialized_end=786
-  _globals['_GETCONFIGBLOCKSREQUEST']._serialized_start=788
-  _globals['_GETCONFIGBLOCKSREQUEST']._serialized_end=852
-  _globals['_GETCONFIGBLOCKSRESPONSE']._serialized_start=854
-  _globals['_GETCONFIGBLOCKSRESPONSE']._serialized_end=948
-  _globals['_LIGHTCLIENTSTATE']._serialized_start=950
-  _globals['_LIGHTCLIENTSTATE']._serialized_end=1032
-  _globals['_TRACKEDCONFIG']._serialized_start=1034
-  _globals['_TRACKEDCONFIG']._serialized_end=1112
-  _globals['_CROSSCHAINSERVICE']._serialized_start=1115
-  _globals['_CROSSCHAINSERVICE']._serialized_end=1307
+  _globals['_GETCOMMITPROOFREQUEST']._serialized_end=748
+  _globals['_GETCOMMITPROOFRESPONSE']._serialized_start=750
+  _globals['_GETCOMMITPROOFRESPONSE']._serialized_end=812
+  _globals['_GETCONFIGBLOCKSREQUEST']._serialized_start=814
+  _globals['_GETCONFIGBLOCKSREQUEST']._serialized_end=878
+  _globals['_GETCONFIGBLOCKSRESPONSE']._serialized_start=880
+  _globals['_GETCONFIGBLOCKSRESPONSE']._serialized_end=974
+  _globals['_LIGHTCLIENTSTATE']._serialized_start=976
+  _globals['_LIGHTCLIENTSTATE']._serialized_end=1058
+  _globals['_TRACKEDCONFIG']._serialized_start=1060
+  _globals['_TRACKEDCONFIG']._serialized_end=1138
+  _globals['_CROSSCHAINSERVICE']._serialized_start=1141
+  _globals['_CROSSCHAINSERVICE']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

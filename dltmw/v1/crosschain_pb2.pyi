@@ -165,19 +165,27 @@ class GetCommitProofRequest(_message.Message):
 
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     TX_ID_FIELD_NUMBER: _builtins.int
+    MIN_BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the transaction."""
     tx_id: _builtins.str
     """Its tx_id."""
+    min_block_number: _builtins.int
+    """The block the caller knows the transaction committed in (from another peer's proof or its
+    commit status): the peer first waits until it has committed that block, at most its
+    [limits] height_wait_s (else HEIGHT_NOT_REACHED -> UNAVAILABLE), as Endorse does. 0: answer
+    from what the peer holds now.
+    """
     def __init__(
         self,
         *,
         channel_id: _builtins.str = ...,
         tx_id: _builtins.str = ...,
+        min_block_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "min_block_number", b"min_block_number", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

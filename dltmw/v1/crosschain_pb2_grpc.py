@@ -63,7 +63,8 @@ class CrossChainServiceServicer:
         """GetCommitProof answers a proof of one committed transaction, with this peer's attestation
         (a client asks peers of several organisations and merges their attestations). Extra
         errors: PROOF_UNAVAILABLE -> FAILED_PRECONDITION (not committed here, or in a block made
-        before tx_root existed).
+        before tx_root existed); HEIGHT_NOT_REACHED -> UNAVAILABLE (min_block_number not reached in
+        time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

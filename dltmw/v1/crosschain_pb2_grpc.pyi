@@ -42,7 +42,8 @@ class CrossChainServiceStub:
     """GetCommitProof answers a proof of one committed transaction, with this peer's attestation
     (a client asks peers of several organisations and merges their attestations). Extra
     errors: PROOF_UNAVAILABLE -> FAILED_PRECONDITION (not committed here, or in a block made
-    before tx_root existed).
+    before tx_root existed); HEIGHT_NOT_REACHED -> UNAVAILABLE (min_block_number not reached in
+    time).
     """
     GetConfigBlocks: _grpc.UnaryUnaryMultiCallable[_crosschain_pb2.GetConfigBlocksRequest, _crosschain_pb2.GetConfigBlocksResponse]
     """GetConfigBlocks answers the channel's blocks that applied a config (block 0 and every
@@ -63,7 +64,8 @@ class CrossChainServiceAsyncStub(CrossChainServiceStub):
     """GetCommitProof answers a proof of one committed transaction, with this peer's attestation
     (a client asks peers of several organisations and merges their attestations). Extra
     errors: PROOF_UNAVAILABLE -> FAILED_PRECONDITION (not committed here, or in a block made
-    before tx_root existed).
+    before tx_root existed); HEIGHT_NOT_REACHED -> UNAVAILABLE (min_block_number not reached in
+    time).
     """
     GetConfigBlocks: _aio.UnaryUnaryMultiCallable[_crosschain_pb2.GetConfigBlocksRequest, _crosschain_pb2.GetConfigBlocksResponse]  # type: ignore[assignment]
     """GetConfigBlocks answers the channel's blocks that applied a config (block 0 and every
@@ -87,7 +89,8 @@ class CrossChainServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetCommitProof answers a proof of one committed transaction, with this peer's attestation
         (a client asks peers of several organisations and merges their attestations). Extra
         errors: PROOF_UNAVAILABLE -> FAILED_PRECONDITION (not committed here, or in a block made
-        before tx_root existed).
+        before tx_root existed); HEIGHT_NOT_REACHED -> UNAVAILABLE (min_block_number not reached in
+        time).
         """
 
     @_abc_1.abstractmethod
