@@ -38,6 +38,7 @@ from dltmw.cli.params import (
     NetworkDir,
     NodeArg,
 )
+from dltmw.cli.transfer import transfer as transfer_command
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
 from dltmw.net.hsm import MODULE_ENV, HsmError
@@ -359,6 +360,7 @@ def demo(
 
 app.command()(bench_command)
 app.command()(audit_command)
+app.command()(transfer_command)
 app.add_typer(contract_app, name="contract")
 app.add_typer(org_app, name="org")  # org init (custody); org add|remove (governance)
 app.add_typer(channel_app, name="channel")  # channel create; channel update|join

@@ -63,7 +63,8 @@ class Context:
     value: bytes); delete(key); add(key, amount, *, min=0, max=None): a commutative bounded
     delta on an integer key, no read version (`core/contract.py`); emit(name, payload) (payload
     encoded like a result); `tx`: the transaction's TxInfo from its signed header (tx_id,
-    creator_org, creator_identity, creator_name, timestamp_s) or None where there is none.
+    creator_org, creator_identity, creator_name, creator_roles, channel_id, timestamp_s) or None
+    where there is none.
     Reads see committed state only.
     """
 

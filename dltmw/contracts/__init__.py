@@ -15,6 +15,7 @@ from importlib import resources
 from dltmw.contracts.bank import BankContract, BankRmwContract
 from dltmw.contracts.bus import BusContract
 from dltmw.contracts.kv import KvContract
+from dltmw.contracts.transfer import TransferContract
 from dltmw.core.contract import Contract
 from dltmw.core.contract_package import Manifest, write_package
 
@@ -23,6 +24,7 @@ BUILTIN: dict[str, type[Contract]] = {
     "bank_rmw": BankRmwContract,
     "bus": BusContract,
     "kv": KvContract,
+    "xfer": TransferContract,
 }
 BUILTIN_VERSION = "1.0"
 
@@ -33,7 +35,7 @@ def builtin_contract(name: str) -> Contract | None:
     return cls() if cls else None
 
 
-MODULE_OF = {"bank_rmw": "bank"}  # a built-in sharing another's source file
+MODULE_OF = {"bank_rmw": "bank", "xfer": "transfer"}  # a built-in sharing another's source file
 
 
 def builtin_package(name: str) -> bytes:

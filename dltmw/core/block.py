@@ -4,6 +4,13 @@ A block's identity is its header hash (see `hashing.header_hash`); orderers sign
 each block names its predecessor's hash, so a peer that holds block n can check any block n+1
 it is handed without trusting the sender beyond the orderer signatures. Metadata (signatures,
 validation codes) is outside the hash: each peer writes its own validation codes.
+
+Header versions: every block made now carries `tx_root`, the Merkle root of its envelopes
+(`core/merkle.py`), and its hash covers it (`header_hash_v2`), so an orderer signature over the
+hash also vouches for each transaction's inclusion path (commit proofs, docs/cross-channel.md).
+Blocks made before that have an empty tx_root and keep their version-1 hash, so old ledgers stay
+verifiable; `block_hash` picks the version from the header itself. Stripping a tx_root changes
+the hash and so voids the orderer signatures: a block cannot be passed off as the other version.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dltmw.core.errors import InvariantViolation
-from dltmw.core.hashing import ZERO_HASH, data_hash, header_hash
+from dltmw.core.hashing import ZERO_HASH, data_hash, header_hash, header_hash_v2
+from dltmw.core.merkle import tx_root
 from dltmw.v1 import block_pb2
 
 
@@ -37,6 +45,7 @@ def make_block(
             number=number,
             previous_hash=previous_hash,
             data_hash=data_hash(envelopes),
+            tx_root=tx_root(envelopes),
         ),
         data=block_pb2.BlockData(envelopes=list(envelopes)),
         metadata=block_pb2.BlockMetadata(),
@@ -45,7 +54,13 @@ def make_block(
 
 def block_hash(block: block_pb2.Block) -> bytes:
     """The block's hash, computed from its header fields."""
-    h = block.header
+    return header_block_hash(block.header)
+
+
+def header_block_hash(h: block_pb2.BlockHeader) -> bytes:
+    """The hash of a block with header `h`: version 2 when it has a tx_root, else version 1."""
+    if h.tx_root:
+        return header_hash_v2(h.channel_id, h.number, h.previous_hash, h.data_hash, h.tx_root)
     return header_hash(h.channel_id, h.number, h.previous_hash, h.data_hash)
 
 
@@ -62,6 +77,8 @@ def chain_error(
         return f"block {h.number} does not link to the previous block's hash"
     if h.data_hash != data_hash(block.data.envelopes):
         return f"block {h.number} data hash does not match its transactions"
+    if h.tx_root and h.tx_root != tx_root(block.data.envelopes):
+        return f"block {h.number} tx_root does not match its transactions"
     return None
 
 

@@ -132,6 +132,8 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     admin_policy = _parsed(admin_text, roots, "admin policy")
     if config.lifecycle_policy:
         _parsed(config.lifecycle_policy, roots, "lifecycle policy")
+    if config.commit_proof_policy:
+        _parsed(config.commit_proof_policy, roots, "commit proof policy")
     try:
         membership = Membership(roots, _revoked(config))
         orderer_membership = Membership(orderer_roots)

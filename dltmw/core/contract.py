@@ -68,6 +68,8 @@ class TxInfo:
     creator_name: str
     timestamp_s: int
     timestamp_nanos: int = 0
+    channel_id: str = ""  # the channel the transaction is for (cross-channel contracts)
+    creator_roles: frozenset[str] = frozenset()  # e.g. {"admin"}, from the certificate
 
 
 class ContractError(Exception):

@@ -37,3 +37,23 @@ def header_hash(channel_id: str, number: int, previous_hash: bytes, data_digest:
     return hashlib.sha256(
         channel_id.encode() + b"\x00" + number.to_bytes(8, "big") + previous_hash + data_digest
     ).digest()
+
+
+HEADER_V2_TAG = b"\xffdltmw-block-v2"
+"""Begins every version-2 header preimage; 0xFF never begins a version-1 one (ASCII channel id)."""
+
+
+def header_hash_v2(
+    channel_id: str, number: int, previous_hash: bytes, data_digest: bytes, tx_root: bytes
+) -> bytes:
+    """Block hash of a header with a tx_root (version 2): SHA-256(0xFF || "dltmw-block-v2" ||
+    channel_id || 0x00 || number (u64 BE) || previous_hash || data_hash || tx_root)."""
+    return hashlib.sha256(
+        HEADER_V2_TAG
+        + channel_id.encode()
+        + b"\x00"
+        + number.to_bytes(8, "big")
+        + previous_hash
+        + data_digest
+        + tx_root
+    ).digest()

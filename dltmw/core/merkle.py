@@ -1,16 +1,21 @@
-"""Merkle trees with inclusion proofs (RFC 6962 / RFC 9162 hashing), for anything that signs
-many items at once and must let each item be checked alone.
+"""Merkle trees: a block's transactions (the root in the header, inclusion paths in commit
+proofs) and a notary's batch of decisions (one signature over the root, a proof per answer).
 
-Why a tree: one signature over a root stands for every leaf, and a leaf's proof is
-ceil(log2 n) hashes, so signing a batch of n decisions costs one signature instead of n, while
-each holder can still check its own item offline, forever, without the others.
+Shape and hashing are those of RFC 6962 (Certificate Transparency) §2.1, so the definition is
+language-independent and well studied: a leaf is SHA-256(0x00 || item), an inner node is
+SHA-256(0x01 || left || right), the split of n > 1 items is at the largest power of two below
+n, and the empty tree's root is SHA-256(""). The 0x00/0x01 prefixes keep a leaf from passing
+for an inner node (the second-preimage attack on plain Merkle trees). Items here are the
+SHA-256 digests of a block's envelopes, so the tree commits to the exact bytes ordered.
 
-Hashing: leaf = SHA-256(0x00 || data), node = SHA-256(0x01 || left || right) — the domain bytes
-keep a leaf from posing as a node (second-preimage attacks). The tree is the left-balanced one
-of RFC 6962 (built level by level, an odd last node carried up unchanged), so a proof is fixed
-by the leaf's index and the leaf count; a verifier recomputes the root from leaf, index, count
-and path and compares it (or checks a signature over it). Any other index, count or path gives
-another root.
+Verification (`root_from_path`) is RFC 9162 §2.1.3.2: it walks the path from the leaf using
+the index and the tree size, and rejects a path of the wrong length for that position, so a
+path for index i cannot be replayed as the path of another index or of a tree of another size.
+Everything is pure and bounded: a tree holds at most `LEAVES_MAX` items (far above any block),
+a path at most 64 hashes. `Tree` keeps every level, so all n proofs of a batch cost O(n) hashes
+to build and O(log n) each to read (the RFC's recursive definition, `inclusion_path` of one
+item, recomputes subtrees per proof); the left-balanced level-by-level build — pair the nodes
+of a level, carry an odd last one up unchanged — is the same tree as the recursive split.
 """
 
 from __future__ import annotations
@@ -19,24 +24,55 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+LEAVES_MAX = 1 << 32
+PATH_MAX = 64
 HASH_BYTES = 32
-# A tree of 2**32 leaves has paths of at most 32 hashes; anything longer is not a proof.
-MAX_PATH = 32
 
 
-def leaf_hash(data: bytes) -> bytes:
-    """SHA-256(0x00 || data)."""
-    return hashlib.sha256(b"\x00" + data).digest()
+def leaf_hash(item: bytes) -> bytes:
+    """RFC 6962 leaf hash of `item`."""
+    return hashlib.sha256(b"\x00" + item).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    """SHA-256(0x01 || left || right)."""
+    """RFC 6962 inner-node hash."""
     return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _root(leaves: Sequence[bytes]) -> bytes:
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return node_hash(_root(leaves[:k]), _root(leaves[k:]))
+
+
+def merkle_root(items: Sequence[bytes]) -> bytes:
+    """Root of the tree over `items` (SHA-256("") for none)."""
+    if not items:
+        return hashlib.sha256(b"").digest()
+    return _root([leaf_hash(i) for i in items])
+
+
+def tx_root(envelopes: Sequence[bytes]) -> bytes:
+    """A block's tx_root: the Merkle root over the SHA-256 digest of each envelope, in order."""
+    return merkle_root([hashlib.sha256(e).digest() for e in envelopes])
+
+
+def inclusion_path(items: Sequence[bytes], index: int) -> list[bytes]:
+    """The sibling hashes from leaf `index` up to the root (RFC 6962 audit path)."""
+    if not 0 <= index < len(items):
+        raise ValueError(f"index {index} outside a tree of {len(items)}")
+    return list(Tree(items).proof(index).path)
 
 
 @dataclass(frozen=True)
 class Proof:
-    """Where a leaf sits (index among count leaves) and its sibling hashes, leaf to root."""
+    """Where an item sits (index among count items) and its sibling hashes, leaf to root."""
 
     index: int
     count: int
@@ -44,13 +80,12 @@ class Proof:
 
 
 class Tree:
-    """All levels of the tree over `leaves` (already leaf-hashed), so every proof is a walk up
-    the levels: O(n) hashes to build, O(log n) per proof."""
+    """Every level of the tree over `items` (module docstring), for many proofs of one tree."""
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
-        if not leaves:
-            raise ValueError("a Merkle tree needs at least one leaf")
-        levels = [list(leaves)]
+    def __init__(self, items: Sequence[bytes]) -> None:
+        if not 0 < len(items) <= LEAVES_MAX:
+            raise ValueError(f"a Merkle tree holds 1 to {LEAVES_MAX} items, not {len(items)}")
+        levels = [[leaf_hash(i) for i in items]]
         while len(levels[-1]) > 1:
             below = levels[-1]
             up = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
@@ -61,43 +96,48 @@ class Tree:
 
     @property
     def root(self) -> bytes:
-        """The root hash."""
+        """The root hash (equal to `merkle_root` of the same items)."""
         return self._levels[-1][0]
 
     def proof(self, index: int) -> Proof:
-        """The inclusion proof of leaf `index`."""
+        """The inclusion proof of item `index`."""
         count = len(self._levels[0])
         if not 0 <= index < count:
             raise IndexError(f"leaf {index} of {count}")
         path: list[bytes] = []
         i = index
         for level in self._levels[:-1]:
-            sibling = i ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
+            if i ^ 1 < len(level):  # else the node is carried up unchanged: no sibling
+                path.append(level[i ^ 1])
             i >>= 1
         return Proof(index, count, tuple(path))
 
 
-def root_of(leaf: bytes, proof: Proof) -> bytes | None:
-    """The root that `leaf` (leaf-hashed) and `proof` lead to, or None when the proof cannot be
-    one for a tree of `proof.count` leaves (index out of range, path too short or too long, a
-    path entry of the wrong size)."""
-    index, size = proof.index, proof.count
-    if not 0 <= index < size or len(proof.path) > MAX_PATH:
+def root_of(item: bytes, proof: Proof) -> bytes | None:
+    """`root_from_path` of a `Proof`."""
+    return root_from_path(item, proof.index, proof.count, proof.path)
+
+
+def root_from_path(item: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that `path` leads to from `item` at `index` in a tree of `size` items, or None
+    when the path cannot be a path of that position (wrong length, bad hash size)."""
+    if not 0 <= index < size <= LEAVES_MAX or len(path) > PATH_MAX:
         return None
-    if any(len(p) != HASH_BYTES for p in proof.path):
+    if any(len(p) != HASH_BYTES for p in path):
         return None
-    hashes = iter(proof.path)
-    node = leaf
-    while size > 1:
-        if index ^ 1 < size:  # a sibling exists at this level; else the node is carried up
-            sibling = next(hashes, None)
-            if sibling is None:
-                return None
-            node = node_hash(sibling, node) if index & 1 else node_hash(node, sibling)
-        index >>= 1
-        size = (size + 1) >> 1
-    if next(hashes, None) is not None:
-        return None
-    return node
+    fn, sn = index, size - 1
+    r = leaf_hash(item)
+    for p in path:
+        if sn == 0:
+            return None  # the path is longer than this position's
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None

@@ -20,18 +20,13 @@ import struct
 from collections.abc import Callable, Sequence
 
 from dltmw.core.errors import ClientError
-from dltmw.core.merkle import MAX_PATH, Proof, Tree, leaf_hash, root_of
+from dltmw.core.merkle import PATH_MAX, Proof, Tree, root_of
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 BATCH_DOMAIN = b"dltmw/notary-batch/v1\x00"
 _MAGIC = b"\xffNB1"  # never the first bytes of a DER (0x30) or raw signature stored before
 _HEAD = struct.Struct(">H")
 _TAIL = struct.Struct(">IIB")
-
-
-def tx_leaf(tx_id: str) -> bytes:
-    """The leaf of a tx_id: SHA-256(0x00 || tx_id as UTF-8)."""
-    return leaf_hash(tx_id.encode())
 
 
 def batch_message(root: bytes) -> bytes:
@@ -42,7 +37,7 @@ def batch_message(root: bytes) -> bytes:
 def sign_batch(tx_ids: Sequence[str], sign: Callable[[bytes], bytes]) -> list[bytes]:
     """Sign the batch `tx_ids` (distinct, in decision order) once; the stored attestation of
     each, in the same order."""
-    tree = Tree([tx_leaf(t) for t in tx_ids])
+    tree = Tree([t.encode() for t in tx_ids])  # leaf = SHA-256(0x00 || tx_id UTF-8)
     signature = sign(batch_message(tree.root))
     return [encode(signature, tree.proof(i)) for i in range(len(tx_ids))]
 
@@ -53,7 +48,7 @@ def signed_message(tx_id: str, proof: Proof | None) -> bytes:
     BAD_SIGNATURE when the proof cannot be a proof at all."""
     if proof is None:
         return tx_id.encode()
-    root = root_of(tx_leaf(tx_id), proof)
+    root = root_of(tx_id.encode(), proof)
     if root is None:
         raise ClientError(
             errors_pb2.ERROR_REASON_BAD_SIGNATURE,
@@ -87,7 +82,7 @@ def decode(stored: bytes) -> tuple[bytes, Proof | None]:
     at += length
     index, count, n = _TAIL.unpack_from(stored, at)
     at += _TAIL.size
-    if n > MAX_PATH or len(stored) != at + 32 * n or len(signature) != length:
+    if n > PATH_MAX or len(stored) != at + 32 * n or len(signature) != length:
         raise ValueError("stored notary attestation is truncated")
     path = tuple(stored[at + 32 * i : at + 32 * (i + 1)] for i in range(n))
     return signature, Proof(index, count, path)

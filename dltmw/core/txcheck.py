@@ -74,6 +74,8 @@ class CheckedProposal:
             creator_name=self.creator.common_name,
             timestamp_s=self.header.timestamp.seconds,
             timestamp_nanos=self.header.timestamp.nanos,
+            channel_id=self.header.channel_id,
+            creator_roles=frozenset(self.creator.roles),
         )
 
 

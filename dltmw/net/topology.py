@@ -96,7 +96,7 @@ class ContractSpec(Strict):
 
     @model_validator(mode="after")
     def _builtin_or_package(self) -> ContractSpec:
-        if not self.package_id and self.name not in ("bank", "bank_rmw", "bus", "kv"):
+        if not self.package_id and self.name not in ("bank", "bank_rmw", "bus", "kv", "xfer"):
             raise ValueError(f"contract {self.name!r} is not built in: give its package_id")
         return self
 

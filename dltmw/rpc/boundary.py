@@ -69,6 +69,8 @@ QUERY_METHODS = frozenset(
         "/dltmw.v1.PrivacyManagerService/Recover",
         "/dltmw.v1.VaultService/QueryStates",
         "/dltmw.v1.FlowService/FetchTransaction",
+        "/dltmw.v1.CrossChainService/GetCommitProof",
+        "/dltmw.v1.CrossChainService/GetConfigBlocks",
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

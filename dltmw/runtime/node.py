@@ -44,6 +44,7 @@ from dltmw.net.keyfile import read_key
 from dltmw.net.signer import load_signer
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
+from dltmw.rpc.crosschain import CrossChainServicer
 from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
@@ -74,6 +75,7 @@ from dltmw.v1 import (
     admin_service_pb2,
     block_pb2,
     config_pb2,
+    crosschain_pb2,
     endorser_service_pb2,
     errors_pb2,
     gateway_service_pb2,
@@ -262,6 +264,8 @@ class Node:
         if "peer" in roles:
             endorser = EndorserServicer(self.peers, limits.height_wait_s)
             out.append((_service(endorser_service_pb2, "EndorserService"), endorser))
+            proving = CrossChainServicer(self.peers, limits.height_wait_s)
+            out.append((_service(crosschain_pb2, "CrossChainService"), proving))
         if "gateway" in roles:
             gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))

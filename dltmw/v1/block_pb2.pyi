@@ -22,9 +22,12 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class BlockHeader(_message.Message):
-    """BlockHeader chains a block to its predecessor. The block hash is
-    SHA-256(channel_id UTF-8 || 0x00 || number as 8-byte big-endian || previous_hash || data_hash),
-    computed from these fields, never from serialised bytes.
+    """BlockHeader chains a block to its predecessor. The block hash is computed from these fields,
+    never from serialised bytes. Version 1 (tx_root empty, blocks made before commit proofs):
+    SHA-256(channel_id UTF-8 || 0x00 || number as 8-byte big-endian || previous_hash || data_hash).
+    Version 2 (tx_root set): SHA-256(0xFF || "dltmw-block-v2" || channel_id UTF-8 || 0x00 ||
+    number as 8-byte big-endian || previous_hash || data_hash || tx_root); the leading 0xFF can
+    never begin a version-1 preimage (channel ids are ASCII), so the two cannot collide.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -33,6 +36,7 @@ class BlockHeader(_message.Message):
     NUMBER_FIELD_NUMBER: _builtins.int
     PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
     DATA_HASH_FIELD_NUMBER: _builtins.int
+    TX_ROOT_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel this block belongs to (a block cannot be replayed onto another channel)."""
     number: _builtins.int
@@ -41,6 +45,11 @@ class BlockHeader(_message.Message):
     """Hash of block number-1; 32 zero bytes for block 0."""
     data_hash: _builtins.bytes
     """SHA-256 over the concatenated SHA-256 digests of every entry of BlockData.envelopes, in order."""
+    tx_root: _builtins.bytes
+    """Merkle root (RFC 6962 shape, core/merkle.py) over the SHA-256 digests of every entry of
+    BlockData.envelopes, in order: lets a commit proof show one transaction is in the block with
+    a path of log2(n) hashes (docs/cross-channel.md). Empty in blocks made before it existed.
+    """
     def __init__(
         self,
         *,
@@ -48,10 +57,11 @@ class BlockHeader(_message.Message):
         number: _builtins.int = ...,
         previous_hash: _builtins.bytes = ...,
         data_hash: _builtins.bytes = ...,
+        tx_root: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "data_hash", b"data_hash", "number", b"number", "previous_hash", b"previous_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "data_hash", b"data_hash", "number", b"number", "previous_hash", b"previous_hash", "tx_root", b"tx_root"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

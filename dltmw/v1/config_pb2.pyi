@@ -225,6 +225,7 @@ class ChannelConfig(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ADMIN_POLICY_FIELD_NUMBER: _builtins.int
     LIFECYCLE_POLICY_FIELD_NUMBER: _builtins.int
+    COMMIT_PROOF_POLICY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -242,6 +243,12 @@ class ChannelConfig(_message.Message):
     """Policy that committing a contract definition needs (the lifecycle), over the approving
     organisations' admins, e.g. "AND(Exchange.admin, OutOf(1, BrokerA.admin, BrokerB.admin))".
     Empty: MAJORITY of the member organisations (core/lifecycle.py).
+    """
+    commit_proof_policy: _builtins.str
+    """Policy that the peer commit attestations of a commit proof must satisfy (over peer
+    identities named in `peers`), e.g. "OutOf(2, BrokerA.peer, BrokerB.peer, Exchange.peer)":
+    how another channel learns a transaction's validation code (docs/cross-channel.md). Empty:
+    peers of more than half of the organisations that have a peer on the channel, one each.
     """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
@@ -289,10 +296,11 @@ class ChannelConfig(_message.Message):
         sequence: _builtins.int = ...,
         admin_policy: _builtins.str = ...,
         lifecycle_policy: _builtins.str = ...,
+        commit_proof_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

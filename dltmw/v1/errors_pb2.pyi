@@ -142,6 +142,36 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
     PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
     """
+    ERROR_REASON_PROOF_WRONG_CHANNEL: _ErrorReason.ValueType  # 70
+    """INVALID_ARGUMENT: a commit proof names another channel than the one it is checked for."""
+    ERROR_REASON_PROOF_BAD_ORDERER_SIGNATURE: _ErrorReason.ValueType  # 71
+    """INVALID_ARGUMENT: a commit proof carries an orderer signature that is not a valid signature of a configured
+    orderer of that channel over the block hash.
+    """
+    ERROR_REASON_PROOF_ORDERER_QUORUM: _ErrorReason.ValueType  # 72
+    """INVALID_ARGUMENT: a commit proof carries fewer valid orderer signatures than the channel's ordering needs
+    (solo: 1; PBFT-lite: 2f+1).
+    """
+    ERROR_REASON_PROOF_INCLUSION_INVALID: _ErrorReason.ValueType  # 73
+    """INVALID_ARGUMENT: a commit proof's inclusion path does not lead from its transaction to the block's tx_root
+    (or the block has no tx_root).
+    """
+    ERROR_REASON_PROOF_ATTESTATION_INVALID: _ErrorReason.ValueType  # 74
+    """INVALID_ARGUMENT: a commit proof's code evidence (peer commit attestations) is invalid or does not satisfy
+    the channel's commit proof policy.
+    """
+    ERROR_REASON_PROOF_MISMATCH: _ErrorReason.ValueType  # 75
+    """INVALID_ARGUMENT: a commit proof is valid but proves another transaction than the one asked about (another
+    transfer, another leg, another code).
+    """
+    ERROR_REASON_LIGHT_CLIENT_REJECTED: _ErrorReason.ValueType  # 76
+    """INVALID_ARGUMENT: a light client cannot take a config block: it does not follow the config it tracks (orderer
+    signatures, admin policy, sequence), or it is not a config block of that channel.
+    """
+    ERROR_REASON_PROOF_UNAVAILABLE: _ErrorReason.ValueType  # 77
+    """FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
+    in a block made before tx_root existed).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -268,5 +298,35 @@ ERROR_REASON_STALE_READ: ErrorReason.ValueType  # 46
 version it read (a point read, or an entry of a range it read) is no longer the committed
 version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
 PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
+"""
+ERROR_REASON_PROOF_WRONG_CHANNEL: ErrorReason.ValueType  # 70
+"""INVALID_ARGUMENT: a commit proof names another channel than the one it is checked for."""
+ERROR_REASON_PROOF_BAD_ORDERER_SIGNATURE: ErrorReason.ValueType  # 71
+"""INVALID_ARGUMENT: a commit proof carries an orderer signature that is not a valid signature of a configured
+orderer of that channel over the block hash.
+"""
+ERROR_REASON_PROOF_ORDERER_QUORUM: ErrorReason.ValueType  # 72
+"""INVALID_ARGUMENT: a commit proof carries fewer valid orderer signatures than the channel's ordering needs
+(solo: 1; PBFT-lite: 2f+1).
+"""
+ERROR_REASON_PROOF_INCLUSION_INVALID: ErrorReason.ValueType  # 73
+"""INVALID_ARGUMENT: a commit proof's inclusion path does not lead from its transaction to the block's tx_root
+(or the block has no tx_root).
+"""
+ERROR_REASON_PROOF_ATTESTATION_INVALID: ErrorReason.ValueType  # 74
+"""INVALID_ARGUMENT: a commit proof's code evidence (peer commit attestations) is invalid or does not satisfy
+the channel's commit proof policy.
+"""
+ERROR_REASON_PROOF_MISMATCH: ErrorReason.ValueType  # 75
+"""INVALID_ARGUMENT: a commit proof is valid but proves another transaction than the one asked about (another
+transfer, another leg, another code).
+"""
+ERROR_REASON_LIGHT_CLIENT_REJECTED: ErrorReason.ValueType  # 76
+"""INVALID_ARGUMENT: a light client cannot take a config block: it does not follow the config it tracks (orderer
+signatures, admin policy, sequence), or it is not a config block of that channel.
+"""
+ERROR_REASON_PROOF_UNAVAILABLE: ErrorReason.ValueType  # 77
+"""FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
+in a block made before tx_root existed).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

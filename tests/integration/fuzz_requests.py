@@ -50,6 +50,7 @@ from dltmw.v1 import (
     replica_pb2,
     utxo_pb2,
 )
+from dltmw.v1 import crosschain_pb2 as X
 from dltmw.v1 import endorser_service_pb2 as E
 from dltmw.v1 import flow_service_pb2 as F
 from dltmw.v1 import gateway_service_pb2 as G
@@ -299,6 +300,13 @@ GENERATORS: dict[str, Build] = {
     ],
     "/dltmw.v1.EndorserService/ProcessProposals": lambda p, w, t: [
         E.ProcessProposalsRequest(signed_proposals=[proposal(p, w, t), proposal(p, w, t)])
+    ],
+    # CrossChainService (unsigned queries: the caller's TLS organisation is checked)
+    "/dltmw.v1.CrossChainService/GetCommitProof": lambda p, w, t: [
+        X.GetCommitProofRequest(channel_id=CH, tx_id=w.tx_id)
+    ],
+    "/dltmw.v1.CrossChainService/GetConfigBlocks": lambda p, w, t: [
+        X.GetConfigBlocksRequest(channel_id=CH, from_block=0)
     ],
     # OrdererService
     "/dltmw.v1.OrdererService/Broadcast": lambda p, w, t: [

@@ -113,6 +113,7 @@ TWO_ORG_SERVICES = {
     "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD_SERVICES},
     "peer0.org1": {
         "dltmw.v1.AdminService",
+        "dltmw.v1.CrossChainService",
         "dltmw.v1.EndorserService",
         "dltmw.v1.GatewayService",
         "dltmw.v1.PrivacyManagerService",

@@ -18,6 +18,7 @@ from dltmw.core.errors import InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, make_genesis, read_genesis
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id, data_hash
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.merkle import tx_root
 from dltmw.core.policy import parse_policy
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
 from dltmw.v1 import block_pb2, common_pb2, config_pb2
@@ -44,13 +45,43 @@ def chain(n: int = 3, channel: str = CHANNEL) -> list[block_pb2.Block]:
 
 
 def test_block_hash_is_the_documented_byte_concatenation() -> None:
+    """Version 1 (a block made before tx_root existed: its tx_root is empty)."""
     block = make_block(CHANNEL, 0, ZERO_HASH, [b"a", b"b"])
+    block.header.tx_root = b""
     digests = hashlib.sha256(b"a").digest() + hashlib.sha256(b"b").digest()
     assert block.header.data_hash == hashlib.sha256(digests).digest()
     expected = hashlib.sha256(
         CHANNEL.encode() + b"\x00" + (0).to_bytes(8, "big") + ZERO_HASH + block.header.data_hash
     ).digest()
     assert block_hash(block) == expected
+
+
+def test_block_hash_v2_covers_the_tx_root() -> None:
+    """Version 2 (every block made now): the documented concatenation, tx_root last."""
+    block = make_block(CHANNEL, 0, ZERO_HASH, [b"a", b"b"])
+    leaves = [hashlib.sha256(b"\x00" + hashlib.sha256(e).digest()).digest() for e in (b"a", b"b")]
+    assert block.header.tx_root == hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    h = block.header
+    expected = hashlib.sha256(
+        b"\xffdltmw-block-v2"
+        + CHANNEL.encode()
+        + b"\x00"
+        + (0).to_bytes(8, "big")
+        + ZERO_HASH
+        + h.data_hash
+        + h.tx_root
+    ).digest()
+    assert block_hash(block) == expected
+    stripped = block_pb2.Block()
+    stripped.CopyFrom(block)
+    stripped.header.tx_root = b""
+    assert block_hash(stripped) != expected  # stripping the root voids the orderer signatures
+
+
+def test_chain_error_names_a_tx_root_that_does_not_match() -> None:
+    block = make_block(CHANNEL, 0, ZERO_HASH, [b"a", b"b"])
+    block.header.tx_root = hashlib.sha256(b"other").digest()
+    assert "tx_root" in (chain_error(block, CHANNEL, 0, ZERO_HASH) or "")
 
 
 def test_block_hash_ignores_metadata() -> None:
@@ -95,9 +126,10 @@ def _gap(blocks: list[block_pb2.Block]) -> None:
 
 
 def _rewrite_earlier_block(blocks: list[block_pb2.Block]) -> None:
-    """Block 0 rewritten consistently (data and data hash): block 1 no longer links to it."""
+    """Block 0 rewritten consistently (data, data hash and tx_root): block 1 no longer links."""
     blocks[0].data.envelopes[0] = b"forged"
     blocks[0].header.data_hash = data_hash(blocks[0].data.envelopes)
+    blocks[0].header.tx_root = tx_root(blocks[0].data.envelopes)
 
 
 @pytest.mark.parametrize(

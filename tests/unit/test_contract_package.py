@@ -264,6 +264,10 @@ def test_builtins_behave_the_same_loaded_from_their_package(name: str) -> None:
             ("publish", "t", b"\x12\x01x"), ("publish", "t", b"\x08\x01"),
             ("publish_batch", "t", b"\x12\x01a", b"\x12\x01b"), ("topic", "t"), ("topic", "u"),
         ],
+        "xfer": [
+            ("open", "alice", "100"), ("open", "alice", "1"), ("balance", "alice"),
+            ("balance", "bob"), ("lock", b"{}"), ("status", "0" * 64), ("trust", b"x"),
+        ],
     }  # fmt: skip
     table["bank_rmw"] = table["bank"]
     calls = table[name]

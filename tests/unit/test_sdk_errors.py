@@ -59,6 +59,14 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CONFIG_INVALID": E.InvalidRequest,
     "CERTIFICATE_REVOKED": E.PermissionDenied,
     "STALE_READ": E.StaleRead,
+    "PROOF_WRONG_CHANNEL": E.InvalidRequest,
+    "PROOF_BAD_ORDERER_SIGNATURE": E.InvalidRequest,
+    "PROOF_ORDERER_QUORUM": E.InvalidRequest,
+    "PROOF_INCLUSION_INVALID": E.InvalidRequest,
+    "PROOF_ATTESTATION_INVALID": E.InvalidRequest,
+    "PROOF_MISMATCH": E.InvalidRequest,
+    "LIGHT_CLIENT_REJECTED": E.InvalidRequest,
+    "PROOF_UNAVAILABLE": E.PreconditionFailed,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -63,12 +63,14 @@ from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.roles.peer import proofs
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import (
     block_pb2,
+    crosschain_pb2,
     errors_pb2,
     orderer_service_pb2,
     orderer_service_pb2_grpc,
@@ -379,6 +381,15 @@ class PeerChannel:
     async def tx_record(self, tx_id: str) -> TxRecord | None:
         """Where `tx_id` committed here, or None (batched with concurrent lookups)."""
         return await self._lookup.call(tx_id)
+
+    async def commit_proof(self, tx_id: str) -> crosschain_pb2.CommitProof:
+        """A commit proof of `tx_id` with this peer's attestation (`proofs.py`)."""
+        return await proofs.commit_proof(self.ledger, self.ctx.signer, tx_id)
+
+    async def config_blocks(self, from_block: int) -> tuple[list[block_pb2.Block], int, int]:
+        """Config blocks from `from_block` on: (blocks, scanned_to, height)."""
+        found = await proofs.config_blocks(self.ledger, from_block)
+        return found.blocks, found.scanned_to, found.height
 
     def watch(self, tx_id: str) -> asyncio.Future[TxRecord]:
         """A future resolved when a block committing `tx_id` (first occurrence) is durable here.

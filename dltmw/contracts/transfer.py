@@ -1,0 +1,217 @@
+"""`xfer`: the two-phase atomic transfer across channels (issue 19, docs/cross-channel.md).
+
+Each channel of a transfer runs this contract over its own asset (integer balances per account,
+as `bank`). A transfer is its *terms*: canonical JSON naming, per channel, the leg that moves on
+it (`from`, `to`, `amount`), a `deadline_s` (header time, seconds) and a `nonce`; its id is the
+hex SHA-256 of those bytes, so both channels agree on the id exactly when they agree on the terms.
+
+On each channel the record `t/<id>` moves only along
+    absent -> locked -> claimed | refunded        absent -> aborted
+- `lock(terms)`: before the deadline, takes the leg's amount out of `from` (escrow).
+- `abort(terms)`: after the deadline, only while absent: this channel will never lock.
+- `claim(terms, proof)`: locked here, and `proof` shows the OTHER channel wrote its record as
+  `locked` (a VALID lock there): pays `to`.
+- `refund(terms, proof)`: locked here, and `proof` shows the other channel wrote `aborted`: pays
+  `from` back.
+Anyone may call any of them; proofs are checked against the light client of the other channel
+kept in this channel's state (`trust` sets its block 0, once, by an admin; `track` feeds it the
+other channel's config blocks; both checked in `contract_sdk.crosschain`).
+
+Why atomic: on a channel, `lock` and `abort` both need the record absent and write it, so MVCC
+lets at most one of them commit; a claim here needs the other side's lock, a refund here its
+abort, so one side is never claimed while the other is refunded, and each side pays out once
+(locked -> claimed/refunded, read and written under MVCC). A failed lock transaction is NOT
+proof that the lock never happens (a later one could commit): only an `abort` is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from dltmw.contract_sdk import Context, Contract, ContractError, Text, query, transaction
+from dltmw.contract_sdk.crosschain import proven_write, track_config, track_genesis, tracked_channel
+
+AMOUNT_MAX = 10**15
+Account = Annotated[str, Text(1, 128)]
+Channel = Annotated[str, Text(1, 64)]
+LOCKED, ABORTED, CLAIMED, REFUNDED = "locked", "aborted", "claimed", "refunded"
+
+
+def _balance(ctx: Context, account: str) -> int:
+    value = ctx.get("a/" + account)
+    if value is None:
+        raise ContractError(f"account {account!r} does not exist", 404)
+    return int(value)
+
+
+def _credit(ctx: Context, account: str, amount: int) -> None:
+    ctx.put("a/" + account, str(_balance(ctx, account) + amount).encode())
+
+
+def _here(ctx: Context) -> tuple[str, int]:
+    if ctx.tx is None or not ctx.tx.channel_id:
+        raise ContractError("xfer runs only in a transaction of a channel", 400)
+    return ctx.tx.channel_id, ctx.tx.timestamp_s
+
+
+def _terms(raw: bytes, here: str) -> tuple[str, dict[str, object], str, int]:
+    """(transfer id, this channel's leg, the other channel, deadline_s) of canonical terms."""
+    try:
+        terms = json.loads(raw)
+    except ValueError as exc:
+        raise ContractError(f"terms are not JSON: {exc}", 400) from exc
+    canonical = json.dumps(terms, sort_keys=True, separators=(",", ":")).encode()
+    if canonical != raw:
+        raise ContractError("terms are not canonical JSON (sorted keys, no spaces)", 400)
+    legs = terms.get("legs") if isinstance(terms, dict) else None
+    if not isinstance(legs, dict) or len(legs) != 2 or here not in legs:
+        raise ContractError(f"terms must name two legs, one on {here!r}", 400)
+    deadline = terms.get("deadline_s")
+    if not isinstance(deadline, int):
+        raise ContractError("terms need an integer deadline_s", 400)
+    leg = legs[here]
+    ok = isinstance(leg, dict) and all(k in leg for k in ("from", "to", "amount"))
+    amount = leg.get("amount") if isinstance(leg, dict) else None
+    if not ok or not isinstance(amount, int) or not 0 < amount <= AMOUNT_MAX:
+        raise ContractError(f"the leg on {here!r} needs from, to and an amount in 1..", 400)
+    other = next(c for c in legs if c != here)
+    return hashlib.sha256(raw).hexdigest(), leg, other, deadline
+
+
+def _record(ctx: Context, transfer_id: str) -> dict[str, str] | None:
+    value = ctx.get("t/" + transfer_id)
+    return None if value is None else dict(json.loads(value))
+
+
+def _write(ctx: Context, transfer_id: str, state: str, here: str) -> None:
+    """The record, with the tx_id of each step so far (a new coordinator finds the lock or
+    abort to prove from the record alone, after a crash)."""
+    body = dict(_record(ctx, transfer_id) or {})
+    body.update({"channel": here, "id": transfer_id, "state": state})
+    body[state + "_tx"] = ctx.tx.tx_id if ctx.tx is not None else ""
+    ctx.put("t/" + transfer_id, json.dumps(body, sort_keys=True).encode())
+    ctx.emit(state, transfer_id)
+
+
+def _other_side(ctx: Context, transfer_id: str, other: str, proof: bytes, ts: int) -> str:
+    """The state the other channel's VALID transaction wrote for this transfer."""
+    record = ctx.get("lc/" + other)
+    if record is None:
+        raise ContractError(f"channel {other!r} is not tracked here (trust it first)", 412)
+    found = proven_write(record, proof, ts, "xfer", "t/" + transfer_id)
+    written = dict(json.loads(found.value))
+    if written.get("channel") != other or written.get("id") != transfer_id:
+        raise ContractError("PROOF_MISMATCH: the proof is of another transfer or channel", 400)
+    return str(written.get("state"))
+
+
+class TransferContract(Contract):
+    """open / balance / trust / track / lock / abort / claim / refund / status / record."""
+
+    name = "xfer"
+
+    @transaction
+    def open(self, ctx: Context, account: Account, initial_balance: int) -> bytes:
+        """open(account, initial_balance): create an account (as `bank`)."""
+        if not 0 <= initial_balance <= AMOUNT_MAX or ctx.get("a/" + account) is not None:
+            raise ContractError(f"cannot open {account!r} with {initial_balance}", 409)
+        ctx.put("a/" + account, str(initial_balance).encode())
+        return b""
+
+    @query
+    def balance(self, ctx: Context, account: Account) -> int:
+        """balance(account)."""
+        return _balance(ctx, account)
+
+    @transaction
+    def trust(self, ctx: Context, genesis: bytes) -> str:
+        """trust(block 0 of another channel): start its light client; an admin, once."""
+        if ctx.tx is None or "admin" not in ctx.tx.creator_roles:
+            raise ContractError("only an admin sets a channel's trust root", 403)
+        record = track_genesis(genesis)
+        channel = tracked_channel(record)
+        if ctx.get("lc/" + channel) is not None:
+            raise ContractError(f"channel {channel!r} is already tracked", 409)
+        ctx.put("lc/" + channel, record)
+        return channel
+
+    @transaction
+    def track(self, ctx: Context, channel: Channel, block: bytes) -> bytes:
+        """track(channel, config block): advance its light client (anyone; checked)."""
+        _, ts = _here(ctx)
+        record = ctx.get("lc/" + channel)
+        if record is None:
+            raise ContractError(f"channel {channel!r} is not tracked here", 404)
+        ctx.put("lc/" + channel, track_config(record, block, ts))
+        return b""
+
+    @transaction
+    def lock(self, ctx: Context, terms: bytes) -> str:
+        """lock(terms): escrow this channel's leg, before the deadline; returns the id."""
+        here, ts = _here(ctx)
+        transfer_id, leg, _, deadline = _terms(terms, here)
+        if ts > deadline:
+            raise ContractError("the transfer's deadline has passed", 409)
+        if _record(ctx, transfer_id) is not None:
+            raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        src, amount = str(leg["from"]), int(str(leg["amount"]))
+        if _balance(ctx, src) < amount:
+            raise ContractError(f"insufficient funds in {src!r}", 400)
+        _balance(ctx, str(leg["to"]))  # the payee must exist: a claim must be able to pay
+        _credit(ctx, src, -amount)
+        _write(ctx, transfer_id, LOCKED, here)
+        return transfer_id
+
+    @transaction
+    def abort(self, ctx: Context, terms: bytes) -> str:
+        """abort(terms): after the deadline, if this channel never locked: it never will."""
+        here, ts = _here(ctx)
+        transfer_id, _, _, deadline = _terms(terms, here)
+        if ts <= deadline:
+            raise ContractError("the transfer's deadline has not passed", 409)
+        if _record(ctx, transfer_id) is not None:
+            raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        _write(ctx, transfer_id, ABORTED, here)
+        return transfer_id
+
+    @transaction
+    def claim(self, ctx: Context, terms: bytes, proof: bytes) -> str:
+        """claim(terms, proof of the other channel's lock): pay this leg's `to`."""
+        return self._settle(ctx, terms, proof, LOCKED, CLAIMED, "to")
+
+    @transaction
+    def refund(self, ctx: Context, terms: bytes, proof: bytes) -> str:
+        """refund(terms, proof of the other channel's abort): pay this leg's `from` back."""
+        return self._settle(ctx, terms, proof, ABORTED, REFUNDED, "from")
+
+    def _settle(
+        self, ctx: Context, terms: bytes, proof: bytes, needed: str, state: str, payee: str
+    ) -> str:
+        here, ts = _here(ctx)
+        transfer_id, leg, other, _ = _terms(terms, here)
+        record = _record(ctx, transfer_id)
+        if record is None or record.get("state") != LOCKED:
+            now = "absent" if record is None else record.get("state")
+            raise ContractError(f"transfer {transfer_id} is {now} here, not locked", 409)
+        seen = _other_side(ctx, transfer_id, other, proof, ts)
+        if seen != needed:
+            raise ContractError(f"PROOF_MISMATCH: {other} wrote {seen!r}, not {needed!r}", 400)
+        _credit(ctx, str(leg[payee]), int(str(leg["amount"])))
+        _write(ctx, transfer_id, state, here)
+        return transfer_id
+
+    @query
+    def status(self, ctx: Context, transfer_id: Annotated[str, Text(64, 64)]) -> str:
+        """status(transfer id): absent, locked, aborted, claimed or refunded."""
+        record = _record(ctx, transfer_id)
+        return "absent" if record is None else str(record.get("state"))
+
+    @query
+    def record(self, ctx: Context, transfer_id: Annotated[str, Text(64, 64)]) -> bytes:
+        """record(transfer id): the record as JSON (state and each step's tx_id), or 404."""
+        value = ctx.get("t/" + transfer_id)
+        if value is None:
+            raise ContractError(f"no transfer {transfer_id} here", 404)
+        return value
