@@ -140,6 +140,11 @@ class ChannelSpec(Strict):
     privacy_auditors: list[Id] = Field(
         default_factory=list, description="peers that receive every private payload"
     )
+    private_key_wrap: Literal["x25519", "x25519-mlkem768"] = Field(
+        "x25519",
+        description="key wrap of private payloads: X25519, or hybrid X25519 + ML-KEM-768"
+        " (secure while either holds; docs/privacy.md)",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

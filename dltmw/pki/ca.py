@@ -73,6 +73,8 @@ class Material:
     now: Callable[[], datetime]
     privacy_key: Callable[[str], x25519.X25519PrivateKey]
     nonce: Callable[[str], bytes]
+    # an ML-KEM-768 key's 64-byte seed (`privacy_kem_seed(label)`), for hybrid channels' peers
+    privacy_kem_seed: Callable[[str], bytes] = lambda _label: secrets.token_bytes(64)
 
 
 FRESH = Material(

@@ -65,8 +65,8 @@ from dltmw.runtime.roles.notary.single import NotaryRole
 from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.runtime.roles.privacy.manager import PrivacyManager
-from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
 from dltmw.runtime.roles.utxo import UtxoServices
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
@@ -128,7 +128,8 @@ class Node:
         self.gateway = Gateway(self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
         if config.privacy_key is not None and "peer" in config.roles:
-            key = load_privacy_key(read_key(config.privacy_key))
+            kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
+            key = load_privacy_key(read_key(config.privacy_key), kem)
             self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"

@@ -142,6 +142,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
     PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
     """
+    ERROR_REASON_UNSUPPORTED_ALGORITHM: _ErrorReason.ValueType  # 80
+    """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
+    algorithm) that this node does not implement; nothing was changed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -268,5 +272,9 @@ ERROR_REASON_STALE_READ: ErrorReason.ValueType  # 46
 version it read (a point read, or an entry of a range it read) is no longer the committed
 version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
 PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
+"""
+ERROR_REASON_UNSUPPORTED_ALGORITHM: ErrorReason.ValueType  # 80
+"""INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
+algorithm) that this node does not implement; nothing was changed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

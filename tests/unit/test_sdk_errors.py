@@ -59,6 +59,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CONFIG_INVALID": E.InvalidRequest,
     "CERTIFICATE_REVOKED": E.PermissionDenied,
     "STALE_READ": E.StaleRead,
+    "UNSUPPORTED_ALGORITHM": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

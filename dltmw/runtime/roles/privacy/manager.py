@@ -90,6 +90,11 @@ class PrivacyManager:
                 "channel %s does not list this node's privacy key: no privacy manager", cid
             )
             return
+        if me.privacy_kem_public_key and me.privacy_kem_public_key != self.key.kem_public_key:
+            logger.error(
+                "channel %s lists another ML-KEM key for this node: no privacy manager", cid
+            )
+            return
         # A private store created now replaces a lost one unless the node is new. Not only when
         # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
         # node that lost its store before committing any block may have held some.
