@@ -1,0 +1,215 @@
+"""Post-quantum privacy on real node processes: a channel whose private payloads are wrapped
+X25519 + ML-KEM-768 (`private_key_wrap = "x25519-mlkem768"`).
+
+One network for the module: Org1 trades privately with Org2; Org3 is a member that is not a
+recipient. Tests run in file order and build on each other's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dltmw.client import GatewayClient
+from dltmw.client.privacy import PrivacyClient
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
+from dltmw.core.privacy.kem import HYBRID, X25519
+from dltmw.ops.supervisor import Supervisor
+from dltmw.pki.network import init_network
+from dltmw.rpc.status import reason_of
+from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.roles.privacy.hybrid import encapsulate, load_privacy_key
+from dltmw.v1 import (
+    privacy_manager_service_pb2 as P,
+)
+from dltmw.v1 import (
+    privacy_manager_service_pb2_grpc,
+    private_payload_pb2,
+    transaction_pb2,
+)
+
+pytestmark = pytest.mark.integration
+VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
+CH = "pq"
+TOPOLOGY = """
+name = "pq"
+[[orgs]]
+id = "Org1"
+[[orgs]]
+id = "Org2"
+[[orgs]]
+id = "Org3"
+[[orgs]]
+id = "OrdererOrg"
+[[nodes]]
+id = "orderer0"
+org = "OrdererOrg"
+roles = ["orderer"]
+[[nodes]]
+id = "peer0.org1"
+org = "Org1"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.org2"
+org = "Org2"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "peer0.org3"
+org = "Org3"
+roles = ["peer", "gateway"]
+[[clients]]
+id = "user1.org1"
+org = "Org1"
+[[clients]]
+id = "user1.org2"
+org = "Org2"
+[[clients]]
+id = "user1.org3"
+org = "Org3"
+[[channels]]
+id = "pq"
+members = ["Org1", "Org2", "Org3"]
+orderers = ["orderer0"]
+private_key_wrap = "x25519-mlkem768"
+contracts = [{ name = "kv" }]
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
+"""
+ORGS = ("org1", "org2", "org3")
+CANARY = b"pq-canary-" + os.urandom(16).hex().encode()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
+    tmp = tmp_path_factory.mktemp("pq")
+    (tmp / "topology.toml").write_text(TOPOLOGY)
+    init_network(tmp / "topology.toml", tmp / "net")
+    sup = Supervisor(tmp / "net")
+    try:
+        sup.up(timeout_s=90)
+        yield tmp / "net", sup
+    finally:
+        codes = {n: sup.stop(n) for n in list(sup.nodes)}
+        assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
+
+
+def node_key(net: Path, node: str) -> PrivacyKey:
+    home = net / "nodes" / node
+    kem = home / "privacy-kem.key"
+    return load_privacy_key((home / "privacy.key").read_bytes(), kem.read_bytes())
+
+
+def stored_payloads(net: Path, org: str) -> list[bytes]:
+    path = net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.private.sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [bytes(r[0]) for r in db.execute("SELECT data FROM payloads")]
+    finally:
+        db.close()
+
+
+async def wait_executed(pc: PrivacyClient, digest: bytes, timeout_s: float = 60) -> bytes:
+    """The plaintext once the recipient's node holds it (Receive), within a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await pc.receive(CH, digest)
+        except grpc.aio.AioRpcError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_a_private_trade_on_a_hybrid_channel(net: tuple[Path, Supervisor]) -> None:
+    path, _ = net
+    pcs = {o: PrivacyClient(await GatewayClient.connect(path, f"user1.{o}")) for o in ORGS}
+    try:
+        done = await pcs["org1"].submit_private(CH, ["Org2"], "kv", "put", "deal", CANARY)
+        assert done.status.result == VALID
+        for org in ("org1", "org2"):
+            assert CANARY in await wait_executed(pcs[org], done.payload_hash), org
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await pcs["org3"].receive(CH, done.payload_hash)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        for pc in pcs.values():
+            await pc.close()
+    held = [
+        private_payload_pb2.EncryptedPayload.FromString(raw)
+        for raw in stored_payloads(path, "org2")
+    ]
+    mine = [p for p in held if payload_hash(p) == done.payload_hash]
+    assert len(mine) == 1 and mine[0].key_wrap_algorithm == HYBRID
+    assert all(len(box.kem_ciphertext) == 1088 for box in mine[0].recipient_boxes)
+
+
+def _push_stub(
+    net: Path, sup: Supervisor
+) -> tuple[
+    privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub, SigningIdentity, grpc.aio.Channel
+]:
+    home = net / "nodes" / "peer0.org1"
+    signer = SigningIdentity.from_pem(
+        "Org1", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")
+    address = (net / "run" / "endpoints" / "peer0.org2").read_text().strip()
+    channel = secure_channel(address, "peer0.org2", tls, 4 * 1024 * 1024)
+    return privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(channel), signer, channel
+
+
+async def test_a_downgraded_push_is_refused_and_a_hybrid_one_stored(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """Org1's node pushes Org2 a payload wrapped X25519 only (refused: the channel requires
+    hybrid), then the same wrapped hybrid (stored): the refusal is the algorithm's alone."""
+    path, sup = net
+    org1, org2 = node_key(path, "peer0.org1"), node_key(path, "peer0.org2")
+    stub, signer, channel = _push_stub(path, sup)
+    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=[b"k"])
+    keys = [org2.public_key]
+    kem = {k.public_key: encapsulate(k.kem_public_key) for k in (org1, org2)}
+
+    def request(wrap: int) -> P.PushRequest:
+        nonces = [os.urandom(12), os.urandom(12)]
+        sealed = seal(
+            invocation.SerializeToString(),
+            org1,
+            keys,
+            os.urandom(32),
+            os.urandom(12),
+            nonces,
+            wrap,
+            kem if wrap == HYBRID else None,
+        )
+        batch = P.PushBatch(
+            channel_id=CH,
+            requester=signer.identity_bytes,
+            payloads=[sealed],
+            payload_hashes=[payload_hash(sealed)],
+        )
+        batch.timestamp.GetCurrentTime()
+        data = batch.SerializeToString()
+        return P.PushRequest(batch=data, signature=signer.sign(data))
+
+    before = len(stored_payloads(path, "org2"))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in stub.Push(iter([request(X25519)]), timeout=20):
+                pass
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_of(refused.value) == "INVALID_FIELD"
+        assert "requires KEY_WRAP_ALGORITHM_X25519_MLKEM768" in (refused.value.details() or "")
+        assert len(stored_payloads(path, "org2")) == before
+        async for reply in stub.Push(iter([request(HYBRID)]), timeout=20):
+            assert reply.stored == 1
+        assert len(stored_payloads(path, "org2")) == before + 1
+    finally:
+        await channel.close(None)
