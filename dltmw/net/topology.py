@@ -168,6 +168,11 @@ class TopologyFile(Strict):
     clients: list[ClientSpec] = Field(default_factory=list)
     channels: list[ChannelSpec] = Field(default_factory=list)
     notary_clusters: list[NotaryCluster] = Field(default_factory=list)
+    encrypt_at_rest: bool = Field(
+        False,
+        description="every node gets a storage key: its private state, private payloads and"
+        " vault records are encrypted per record in its files (docs/privacy.md)",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> TopologyFile:

@@ -10,6 +10,8 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
                                   key goes into the signed channel config (NodeConfig entry), so
                                   senders wrap payload keys for an authenticated key, never for
                                   one read from an unsigned file
+    nodes/<id>/storage.key        with `encrypt_at_rest = true`: the key that wraps the node's
+                                  data keys (ledger/at_rest.py), a key file like the others
     nodes/<id>/privacy-kem.key    an ML-KEM-768 privacy-manager key (PKCS8 PEM), for peers of a
                                   channel with `private_key_wrap = "x25519-mlkem768"` only; its
                                   public key is published in that channel's config the same way
@@ -54,6 +56,7 @@ from dltmw.v1 import algorithms_pb2, config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
 KEM_FILE = "privacy-kem.key"
+STORAGE_KEY_FILE = "storage.key"
 KEY_WRAP = {
     "x25519": algorithms_pb2.KEY_WRAP_ALGORITHM_UNSPECIFIED,  # absent: old configs' bytes
     "x25519-mlkem768": algorithms_pb2.KEY_WRAP_ALGORITHM_X25519_MLKEM768,
@@ -177,6 +180,9 @@ def init_network(
             if any(_serves(node, c, raw) for c in hybrid):
                 seed = material.privacy_kem_seed(node["id"])
                 kem[node["id"]] = _privacy_kem_key(out / "nodes" / node["id"], seed)
+    if raw.get("encrypt_at_rest"):
+        for node in raw["nodes"]:
+            _storage_key(out / "nodes" / node["id"])
     for client in _clients(raw):
         write_client(out, raw, cas[client["org"]], client, material, hsm, key_of(client["id"]))
     write_network_map(out, raw)
@@ -229,7 +235,8 @@ def write_node_toml(
         },
         "files": _files(home, out, node["org"], key)
         | ({"privacy_key": "privacy.key"} if (home / "privacy.key").exists() else {})
-        | ({"privacy_kem_key": KEM_FILE} if (home / KEM_FILE).exists() else {}),
+        | ({"privacy_kem_key": KEM_FILE} if (home / KEM_FILE).exists() else {})
+        | ({"storage_key": STORAGE_KEY_FILE} if (home / STORAGE_KEY_FILE).exists() else {}),
         "channels": {
             "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
         },
@@ -282,6 +289,17 @@ def _privacy_key(home: Path, key: X25519PrivateKey) -> bytes:
     )
     _write(home / "privacy.key", pem, private=True)
     return key.public_key().public_bytes_raw()
+
+
+def _storage_key(home: Path) -> None:
+    """Write the node's storage key (a fresh X25519 key used as a 32-byte secret: a PKCS#8 key
+    file, so it is passphrase-encrypted like the others)."""
+    pem = X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(home / STORAGE_KEY_FILE, pem, private=True)
 
 
 def _privacy_kem_key(home: Path, seed: bytes) -> bytes:

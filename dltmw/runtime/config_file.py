@@ -208,6 +208,11 @@ class FilesTable(Strict):
     privacy_kem_key: str | None = Field(
         None, description="ML-KEM-768 key of the privacy manager (hybrid channels)"
     )
+    storage_key: str | None = Field(
+        None,
+        description="key wrapping the node's data keys: private state, private payloads and"
+        " vault records are then encrypted at rest (docs/privacy.md)",
+    )
     network_map: str | None = Field(None, description="UTXO parties and notaries")
 
 

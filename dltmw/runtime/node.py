@@ -36,6 +36,7 @@ from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
 from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
+from dltmw.ledger.at_rest import PLAIN, ValueCodec, open_cipher
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook, routes
@@ -127,17 +128,22 @@ class Node:
         self.pbft_orderers: dict[str, PbftOrdererChannel] = {}  # those ordered by PBFT-lite
         self.gateway = Gateway(self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
+        values: ValueCodec = PLAIN  # encryption at rest: on with a storage key (ledger/at_rest)
+        if config.storage_key is not None:
+            values = open_cipher(config.data_dir, read_key(config.storage_key))
         if config.privacy_key is not None and "peer" in config.roles:
             kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
             key = load_privacy_key(read_key(config.privacy_key), kem)
-            self.privacy = PrivacyManager(self.ctx, key, config.data_dir, config.synchronous)
+            self.privacy = PrivacyManager(
+                self.ctx, key, config.data_dir, config.synchronous, values
+            )
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )
         self.contracts: ContractStore | None = None  # installed contract packages (peers)
         if "peer" in config.roles:
             self.contracts = ContractStore(config.data_dir / "contracts")
-        self.utxo = UtxoServices(config, self.ctx, self._pool)
+        self.utxo = UtxoServices(config, self.ctx, self._pool, values)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)

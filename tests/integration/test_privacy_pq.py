@@ -1,5 +1,6 @@
-"""Post-quantum privacy on real node processes: a channel whose private payloads are wrapped
-X25519 + ML-KEM-768 (`private_key_wrap = "x25519-mlkem768"`).
+"""Confidentiality in depth on real node processes: a channel whose private payloads are wrapped
+X25519 + ML-KEM-768 (`private_key_wrap = "x25519-mlkem768"`), on nodes that encrypt their
+private stores at rest (`encrypt_at_rest = true`).
 
 One network for the module: Org1 trades privately with Org2; Org3 is a member that is not a
 recipient. Tests run in file order and build on each other's ledger.
@@ -21,6 +22,7 @@ from dltmw.client.privacy import PrivacyClient
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.core.privacy.kem import HYBRID, X25519
+from dltmw.ledger.at_rest import open_cipher
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
@@ -40,6 +42,7 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 CH = "pq"
 TOPOLOGY = """
 name = "pq"
+encrypt_at_rest = true
 [[orgs]]
 id = "Org1"
 [[orgs]]
@@ -106,12 +109,15 @@ def node_key(net: Path, node: str) -> PrivacyKey:
 
 
 def stored_payloads(net: Path, org: str) -> list[bytes]:
-    path = net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.private.sqlite"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """The node's stored payloads, opened with its own data keys (they are encrypted at rest)."""
+    home = net / "nodes" / f"peer0.{org}"
+    values = open_cipher(home / "data", (home / "storage.key").read_bytes())
+    db = sqlite3.connect(f"file:{home / 'data' / f'{CH}.private.sqlite'}?mode=ro", uri=True)
     try:
-        return [bytes(r[0]) for r in db.execute("SELECT data FROM payloads")]
+        rows = db.execute("SELECT hash, data FROM payloads").fetchall()
     finally:
         db.close()
+    return [values.open("payloads", bytes(h), bytes(d)) for h, d in rows]
 
 
 async def wait_executed(pc: PrivacyClient, digest: bytes, timeout_s: float = 60) -> bytes:
@@ -213,3 +219,37 @@ async def test_a_downgraded_push_is_refused_and_a_hybrid_one_stored(
         assert len(stored_payloads(path, "org2")) == before + 1
     finally:
         await channel.close(None)
+
+
+def node_files(net: Path) -> list[Path]:
+    return [p for p in sorted((net / "nodes").rglob("*")) if p.is_file()]
+
+
+async def test_the_private_canary_is_in_no_node_file_and_nodes_still_serve(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """Every file of every node (sqlite files with their -wal and -shm, keys, logs): the canary
+    sent privately (first test) and a new one in private state appear 0 times, raw or hex,
+    while recipients still read the payload and execute against their encrypted state."""
+    path, _ = net
+    pcs = {o: PrivacyClient(await GatewayClient.connect(path, f"user1.{o}")) for o in ORGS}
+    second = b"pq-canary-2-" + os.urandom(8).hex().encode()
+    try:
+        opened = await pcs["org1"].submit_private(CH, ["Org2"], "kv", "put", "deal2", second)
+        assert opened.status.result == VALID
+        for org in ("org1", "org2"):
+            assert second in await wait_executed(pcs[org], opened.payload_hash), org
+        report = await pcs["org2"].validate(CH, opened.payload_hash)
+        assert report.status == P.PRIVATE_TX_STATUS_EXECUTED and not report.mismatch
+    finally:
+        for pc in pcs.values():
+            await pc.close()
+    files = node_files(path)
+    assert any(p.name.endswith(".private.sqlite-wal") for p in files)
+    for needle in (CANARY, second):
+        found = {
+            str(p): n
+            for p in files
+            if (n := (data := p.read_bytes()).count(needle) + data.count(needle.hex().encode()))
+        }
+        assert found == {}, f"{needle!r} at rest in {found}"
