@@ -101,15 +101,25 @@ class PrivacyKey:
         self.kem = KemKey(kem_seed) if kem_seed is not None else None
         self.kem_public_key: bytes = self.kem.public_key if self.kem is not None else b""
         self._keks: dict[tuple[bytes, bytes], AESGCM] = {}
+        self._secrets: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
 
     def x25519_secret(self, other: bytes) -> bytes:
-        """X25519(this key, `other`); refuses a malformed or low-order public key."""
+        """X25519(this key, `other`), cached per peer key like the keks (the hybrid wrap needs
+        the raw secret); refuses a malformed or low-order public key."""
+        cached = self._secrets.get(other)
+        if cached is not None:
+            return cached
         _check_len(other, KEY_BYTES, "X25519 public key")
         try:
-            return self._private.exchange(X25519PublicKey.from_public_bytes(other))
+            secret = self._private.exchange(X25519PublicKey.from_public_bytes(other))
         except ValueError as exc:  # low-order point: all-zero shared secret
             raise PayloadError(R.ERROR_REASON_INVALID_FIELD, f"unusable public key: {exc}") from exc
+        with self._lock:
+            if len(self._secrets) >= KEK_CACHE_MAX:
+                del self._secrets[next(iter(self._secrets))]
+            self._secrets[other] = secret
+        return secret
 
     def kek(self, sender: bytes, recipient: bytes) -> AESGCM:
         """AEAD under HKDF(X25519(...)) of a pair in which this key is sender or recipient."""
