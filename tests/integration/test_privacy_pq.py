@@ -222,7 +222,8 @@ async def test_a_downgraded_push_is_refused_and_a_hybrid_one_stored(
 
 
 def node_files(net: Path) -> list[Path]:
-    return [p for p in sorted((net / "nodes").rglob("*")) if p.is_file()]
+    """Every node's files: keys, configs, data (sqlite with -wal/-shm), and their logs (run/)."""
+    return [p for d in ("nodes", "run") for p in sorted((net / d).rglob("*")) if p.is_file()]
 
 
 async def test_the_private_canary_is_in_no_node_file_and_nodes_still_serve(
