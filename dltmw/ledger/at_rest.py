@@ -20,7 +20,8 @@ Theory of operation:
   (`net/keyfile.py`): encrypted under the operator's passphrase when one is given, so the data
   keys are as safe as the node's signing key file. (A PKCS#11 token could hold the kek instead;
   not done: `docs/privacy.md`, "Encryption at rest".)
-* Rotation without downtime (`DataKeyRing.rotate`): a new DEK becomes current for writes; older
+* Rotation without downtime (`DataKeyRing.rotate`, `POST /data-key/rotate` on the operations
+  endpoint): a new DEK becomes current for writes; older
   ones stay for reading the records they wrote (the key id in each record names its key), so
   nothing is rewritten at once and nodes keep serving. Old records move to the new key when they
   are next written; retiring an old key after a full re-encryption is left for later.

@@ -36,7 +36,7 @@ from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
 from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
-from dltmw.ledger.at_rest import PLAIN, ValueCodec, open_cipher
+from dltmw.ledger.at_rest import PLAIN, RecordCipher, ValueCodec, open_cipher
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook, routes
@@ -131,6 +131,7 @@ class Node:
         values: ValueCodec = PLAIN  # encryption at rest: on with a storage key (ledger/at_rest)
         if config.storage_key is not None:
             values = open_cipher(config.data_dir, read_key(config.storage_key))
+        self._values = values
         if config.privacy_key is not None and "peer" in config.roles:
             kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
             key = load_privacy_key(read_key(config.privacy_key), kem)
@@ -205,8 +206,15 @@ class Node:
                 self.pbft_orderers,
                 self._notaries,
             )
+            rotate = self._values.ring.rotate if isinstance(self._values, RecordCipher) else None
             self.operations = OperationsServer(
-                self.config.operations, self.ctx.metrics, probe, self.ctx.tasks, tls, explorer
+                self.config.operations,
+                self.ctx.metrics,
+                probe,
+                self.ctx.tasks,
+                tls,
+                explorer,
+                rotate,
             )
             self.operations_address = await self.operations.start()
         return self.address

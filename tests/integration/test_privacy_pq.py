@@ -37,6 +37,8 @@ from dltmw.v1 import (
     transaction_pb2,
 )
 
+from .operations_http import get
+
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 CH = "pq"
@@ -254,3 +256,40 @@ async def test_the_private_canary_is_in_no_node_file_and_nodes_still_serve(
             if (n := (data := p.read_bytes()).count(needle) + data.count(needle.hex().encode()))
         }
         assert found == {}, f"{needle!r} at rest in {found}"
+
+
+def key_ids(net: Path, org: str) -> dict[bytes, int]:
+    """payload hash -> the data key id its stored record was sealed under."""
+    path = net / "nodes" / f"peer0.{org}" / "data" / f"{CH}.private.sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT hash, data FROM payloads").fetchall()
+    finally:
+        db.close()
+    return {bytes(h): int.from_bytes(bytes(d)[1:5], "big") for h, d in rows}
+
+
+async def test_a_data_key_rotates_without_downtime(net: tuple[Path, Supervisor]) -> None:
+    """Org2 rotates its data key while running: its new records use key 2, the old ones stay
+    readable under key 1, and it keeps executing and serving private trades."""
+    path, sup = net
+    ops = sup.operations_address("peer0.org2")
+    assert ops
+    assert (await asyncio.to_thread(get, ops, "/data-key/rotate"))[0] == 405
+    assert await asyncio.to_thread(get, ops, "/data-key/rotate", "POST") == (
+        200,
+        "data key 2 current\n",
+    )
+    before = key_ids(path, "org2")
+    assert set(before.values()) == {1}
+    pcs = {o: PrivacyClient(await GatewayClient.connect(path, f"user1.{o}")) for o in ORGS}
+    try:
+        done = await pcs["org1"].submit_private(CH, ["Org2"], "kv", "put", "after", b"rotated")
+        assert done.status.result == VALID
+        assert b"rotated" in await wait_executed(pcs["org2"], done.payload_hash)
+        for digest in before:  # every record written before the rotation still opens
+            assert await pcs["org2"].receive(CH, digest)
+    finally:
+        for pc in pcs.values():
+            await pc.close()
+    assert key_ids(path, "org2")[done.payload_hash] == 2
