@@ -47,6 +47,11 @@ class NodeSpec(Strict):
         "config and its TLS certificate (none: one machine, found through run/endpoints)",
     )
     validating: bool = Field(False, description="notary only: verify transactions, not just inputs")
+    key_type: Literal["p256", "ed25519", "mldsa65"] = Field(
+        "p256",
+        description="its identity's signing key: ECDSA P-256, Ed25519, or ML-DSA-65 (post-quantum;"
+        " its TLS key stays P-256)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +81,11 @@ class ClientSpec(Strict):
     org: Id = Field(description="its organisation")
     role: Literal["client", "admin"] = Field("client", description="role in its certificate")
     gateway: str | None = Field(None, description="default gateway node (else its org's)")
+    key_type: Literal["p256", "ed25519", "mldsa65"] = Field(
+        "p256",
+        description="its identity's signing key: ECDSA P-256, Ed25519, or ML-DSA-65 (post-quantum;"
+        " its TLS key stays P-256)",
+    )
 
 
 class ContractSpec(Strict):

@@ -109,16 +109,18 @@ def _party(
     tls_hosts: list[str],
     material: Material = FRESH,
     hsm: HsmPlan | None = None,
+    key_type: str = "p256",
 ) -> SigningIdentity:
     """Issue identity and TLS certs of a node or client into `out` (its signing key in the
-    token if `hsm` names it; the TLS key stays a file: gRPC's TLS stack reads it)."""
+    token if `hsm` names it; the TLS key stays a file: gRPC's TLS stack reads it); the identity
+    key is `key_type` (docs/privacy.md: ML-DSA identities)."""
     hosts = tls_hosts or [pid]
     tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=hosts, material=material)
     _write(out / "tls.pem", tls.cert_pem)
     _write(out / "tls.key", tls.key_pem, private=True)
     if hsm is not None and pid in hsm.ids:
         return _token_identity(out, cas[org], org, pid, role, hsm.uri(pid), material)
-    ident = issue_cert(cas[org], org, pid, role, material=material)
+    ident = issue_cert(cas[org], org, pid, role, key_type=key_type, material=material)
     _write(out / "identity.pem", ident.cert_pem)
     _write(out / "identity.key", ident.key_pem, private=True)
     return _identity(ident, org)
@@ -214,7 +216,8 @@ def node_material(
     if "endpoint" in node:  # the advertised name every link to it verifies
         hosts.append(split_endpoint(node["endpoint"])[0])
     home = out / "nodes" / node["id"]
-    identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm)
+    key_type = node.get("key_type", "p256")
+    identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm, key_type)
     if "peer" not in node["roles"]:
         return identity, None
     return identity, _privacy_key(home, material.privacy_key(node["id"]))
@@ -260,7 +263,10 @@ def write_client(
     `out/clients/<id>`, with its gateway (its own, else its organisation's first)."""
     home: Path = out / "clients" / str(client["id"])
     role = client.get("role", "client")
-    _party(home, {client["org"]: ca}, client["org"], client["id"], role, [], material, hsm)
+    key_type = client.get("key_type", "p256")
+    _party(
+        home, {client["org"]: ca}, client["org"], client["id"], role, [], material, hsm, key_type
+    )
     nodes = {n["id"]: n for n in raw["nodes"]}
     gateway = client.get("gateway") or _default_gateway(raw, client["org"])
     client_cfg = {"id": client["id"], "org": client["org"], "gateway": gateway}

@@ -1,6 +1,6 @@
 """Confidentiality in depth on real node processes: a channel whose private payloads are wrapped
 X25519 + ML-KEM-768 (`private_key_wrap = "x25519-mlkem768"`), on nodes that encrypt their
-private stores at rest (`encrypt_at_rest = true`).
+private stores at rest (`encrypt_at_rest = true`), with a client whose identity is ML-DSA-65.
 
 One network for the module: Org1 trades privately with Org2; Org3 is a member that is not a
 recipient. Tests run in file order and build on each other's ledger.
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
-from dltmw.core.identity import SigningIdentity
+from dltmw.core.identity import SigningIdentity, algorithm_of
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.core.privacy.kem import HYBRID, X25519
 from dltmw.ledger.at_rest import open_cipher
@@ -29,12 +30,13 @@ from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.roles.privacy.hybrid import encapsulate, load_privacy_key
 from dltmw.v1 import (
-    privacy_manager_service_pb2 as P,
-)
-from dltmw.v1 import (
+    algorithms_pb2,
     privacy_manager_service_pb2_grpc,
     private_payload_pb2,
     transaction_pb2,
+)
+from dltmw.v1 import (
+    privacy_manager_service_pb2 as P,
 )
 
 from .operations_http import get
@@ -78,12 +80,17 @@ org = "Org2"
 [[clients]]
 id = "user1.org3"
 org = "Org3"
+[[clients]]
+id = "pq.user1.org1"
+org = "Org1"
+key_type = "mldsa65"
 [[channels]]
 id = "pq"
 members = ["Org1", "Org2", "Org3"]
 orderers = ["orderer0"]
 private_key_wrap = "x25519-mlkem768"
 contracts = [{ name = "kv" }]
+endorsement_policy = "Org1.peer"
 batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
 """
 ORGS = ("org1", "org2", "org3")
@@ -293,3 +300,23 @@ async def test_a_data_key_rotates_without_downtime(net: tuple[Path, Supervisor])
         for pc in pcs.values():
             await pc.close()
     assert key_ids(path, "org2")[done.payload_hash] == 2
+
+
+async def test_an_ml_dsa_client_transacts_publicly_and_privately(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """Its 3309-byte ML-DSA-65 signatures are checked by the gateway, the endorser, the orderer,
+    every committing peer and the privacy manager: each transaction commits VALID."""
+    path, _ = net
+    client = await GatewayClient.connect(path, "pq.user1.org1")
+    try:
+        cert = x509.load_der_x509_certificate(client.signer.certificate_der)
+        assert algorithm_of(cert.public_key()) == algorithms_pb2.SIGNATURE_ALGORITHM_ML_DSA_65
+        done = await client.submit_transaction(CH, "kv", "put", "pq-public", "signed ML-DSA")
+        assert done.status.result == VALID
+        answer = await client.evaluate(CH, "kv", "get", "pq-public")
+        assert answer.payload == b"signed ML-DSA"
+        private = await PrivacyClient(client).submit_private(CH, ["Org2"], "kv", "put", "k", "v")
+        assert private.status.result == VALID
+    finally:
+        await client.close()
