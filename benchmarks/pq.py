@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--e2e", type=int, default=400, help="private transactions per mode")
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     print(
         f"load average {os.getloadavg()[0]:.1f}; "
@@ -177,9 +178,10 @@ def main() -> None:
     wraps(args.seconds)
     signatures(args.seconds)
     at_rest(args.seconds)
-    for mode in args.modes.split(","):
-        if mode:
-            network(mode, args.e2e, args.in_flight)
+    for _ in range(args.rounds):  # modes alternate, so load from other processes hits all
+        for mode in args.modes.split(","):
+            if mode:
+                network(mode, args.e2e, args.in_flight)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ not its boxes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +24,14 @@ from dltmw.core.privacy.kem import KEM_PUBLIC_BYTES, KemShare
 from dltmw.v1 import errors_pb2
 
 R = errors_pb2
+PUBLIC_KEYS_CACHED = 1024
+
+
+@functools.lru_cache(maxsize=PUBLIC_KEYS_CACHED)
+def _public(kem_public_key: bytes) -> MLKEM768PublicKey:
+    """A recipient's parsed ML-KEM key: parsing costs as much as an encapsulation, and a channel
+    has few recipients, so each is parsed once (bounded, like the X25519 kek cache)."""
+    return MLKEM768PublicKey.from_public_bytes(kem_public_key)
 
 
 def encapsulate(kem_public_key: bytes) -> KemShare:
@@ -33,7 +42,7 @@ def encapsulate(kem_public_key: bytes) -> KemShare:
             f"ML-KEM-768 public key must be {KEM_PUBLIC_BYTES} bytes, not {len(kem_public_key)}",
         )
     try:
-        public = MLKEM768PublicKey.from_public_bytes(kem_public_key)
+        public = _public(kem_public_key)
     except ValueError as exc:
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"bad ML-KEM-768 key: {exc}") from exc
     secret, ciphertext = public.encapsulate()
