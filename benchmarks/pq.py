@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from benchmarks.private import CHANNEL, e2e_phase, topology
+from benchmarks.private import CHANNEL, CpuMeter, e2e_phase, topology
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.identity import P256_ORDER, PublicKey, verify_signature
@@ -128,11 +128,17 @@ def at_rest(seconds: float) -> None:
         )
 
 
-async def e2e(net: Path, count: int, in_flight: int) -> tuple[float, dict[str, int]]:
+async def e2e(
+    net: Path, sup: Supervisor, count: int, in_flight: int
+) -> tuple[float, dict[str, int], str]:
+    """Committed tx/s, failures, and CPU ms per transaction of the sender and a recipient node
+    (CPU per transaction is steadier than tx/s on a shared machine)."""
     pc = PrivacyClient(await GatewayClient.connect(net, "user.org0"))
     try:
         await e2e_phase(pc, ["Org1", "Org2"], 50, in_flight)  # warm up
-        return await e2e_phase(pc, ["Org1", "Org2"], count, in_flight)
+        meter = CpuMeter(sup)
+        rate, failures = await e2e_phase(pc, ["Org1", "Org2"], count, in_flight)
+        return rate, failures, meter.report(count)
     finally:
         await pc.close()
 
@@ -151,11 +157,11 @@ def network(mode: str, count: int, in_flight: int) -> None:
         sup = Supervisor(Path(tmp) / "net")
         try:
             sup.up(timeout_s=120)
-            rate, failures = asyncio.run(e2e(Path(tmp) / "net", count, in_flight))
+            rate, failures, cpu = asyncio.run(e2e(Path(tmp) / "net", sup, count, in_flight))
             print(
                 f"end to end, 2 recipients, {mode:15s}: {rate:6.0f} committed private tx/s "
                 f"({count} tx, {in_flight} in flight; failures {failures or 'none'}; "
-                f"load {os.getloadavg()[0]:.1f})"
+                f"load {os.getloadavg()[0]:.1f}); {cpu}"
             )
         finally:
             codes = {n: sup.stop(n) for n in list(sup.nodes)}
