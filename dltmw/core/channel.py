@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from dltmw.core.identity import Membership
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
-from dltmw.v1 import config_pb2
+from dltmw.v1 import algorithms_pb2, config_pb2
 
 CHANNEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 SERIAL_RE = re.compile(r"^[0-9a-f]{1,40}$")
+MLKEM768_PUBLIC_BYTES = 1184
 REVOKED_MAX = 10_000  # serials per organisation: a config is read by every node on every start
 
 
@@ -112,6 +113,20 @@ def _parsed(text: str, orgs: dict[str, bytes], what: str) -> Policy:
     return policy
 
 
+def _check_key_wrap(config: config_pb2.ChannelConfig) -> None:
+    """A hybrid channel publishes an ML-KEM-768 key for every peer with a privacy key (else no
+    payload could be wrapped for it). A wrap this node does not know is not refused here: the
+    node still follows the public ledger; its privacy manager refuses such payloads."""
+    if config.private_key_wrap != algorithms_pb2.KEY_WRAP_ALGORITHM_X25519_MLKEM768:
+        return
+    for peer in config.peers:
+        if peer.privacy_public_key and len(peer.privacy_kem_public_key) != MLKEM768_PUBLIC_BYTES:
+            raise ConfigError(
+                f"peer {peer.node_id}: a hybrid channel needs its {MLKEM768_PUBLIC_BYTES}-byte"
+                " ML-KEM-768 key (privacy_kem_public_key)"
+            )
+
+
 def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     """Validate a ChannelConfig and build its view; raises ConfigError."""
     if not CHANNEL_ID_RE.match(config.channel_id):
@@ -134,6 +149,7 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
         _parsed(config.lifecycle_policy, roots, "lifecycle policy")
     if config.commit_proof_policy:
         _parsed(config.commit_proof_policy, roots, "commit proof policy")
+    _check_key_wrap(config)
     try:
         membership = Membership(roots, _revoked(config))
         orderer_membership = Membership(orderer_roots)

@@ -6,9 +6,14 @@ identity on the wire is a serialised `dltmw.v1.Identity` — org id plus DER cer
 its exact bytes are what every signer and verifier carries and hashes, so nothing here ever
 re-serialises it to check it.
 
-Signatures are ECDSA P-256/SHA-256 (DER, low-S only) or Ed25519. Low-S is enforced because an
+Signatures are ECDSA P-256/SHA-256 (DER, low-S only) or Ed25519, or, as a post-quantum option,
+ML-DSA-65 (FIPS 204, pure, empty context: a member certificate whose key is ML-DSA-65, issued
+by the organisation's classical CA). Low-S is enforced because an
 ECDSA signature (r, s) has a twin (r, n - s) that is equally valid: accepting both would let
 anyone change signed envelope bytes — and any id computed over them — without a key.
+`Identity.signature_algorithm` (algorithms.proto) may name the algorithm: absent, the
+certificate's key decides; present, it must match that key; unknown, the identity is refused
+with UNSUPPORTED_ALGORITHM before anything else is trusted.
 
 Time is never read here: callers pass `now` (timezone-aware), which keeps the module pure and
 lets simulations move the clock. Verifying a certificate costs a public-key operation, so
@@ -32,7 +37,7 @@ from typing import Protocol, runtime_checkable
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -40,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
-from dltmw.v1 import identity_pb2
+from dltmw.v1 import algorithms_pb2, identity_pb2
 
 __all__ = [
     "ROLE_OU",
@@ -52,6 +57,8 @@ __all__ = [
     "NotAMember",
     "Revoked",
     "SigningIdentity",
+    "UnknownAlgorithm",
+    "algorithm_of",
     "identity_bytes",
     "VerifiedIdentity",
     "tls_org_matches",
@@ -68,8 +75,10 @@ ED25519_SIGNATURE_SIZE = 64
 CACHE_SIZE = 4096
 VERIFIED_CACHE_SIZE = 32768  # ~0.3 KB each (~10 MB): many blocks in flight
 
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
+ML_DSA_65_SIGNATURE_SIZE = 3309
+SA = algorithms_pb2
 
 
 @runtime_checkable
@@ -110,6 +119,13 @@ class BadSignature(IdentityError):
 
     def __init__(self, message: str) -> None:
         super().__init__("BAD_SIGNATURE", message)
+
+
+class UnknownAlgorithm(IdentityError):
+    """An identity naming a signature algorithm this node does not implement."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNSUPPORTED_ALGORITHM", message)
 
 
 class NotAMember(IdentityError):
@@ -159,6 +175,11 @@ def verify_signature(public_key: PublicKey, data: bytes, signature: bytes) -> No
             if s > _P256_HALF_ORDER:
                 raise BadSignature("ECDSA signature is high-S (s > n/2)")
             public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            return
+        if isinstance(public_key, mldsa.MLDSA65PublicKey):
+            if len(signature) != ML_DSA_65_SIGNATURE_SIZE:
+                raise BadSignature(f"ML-DSA-65 signature must be {ML_DSA_65_SIGNATURE_SIZE} bytes")
+            public_key.verify(signature, data)
             return
     except (InvalidSignature, ValueError, TypeError, OverflowError) as exc:
         raise BadSignature(f"signature does not verify: {type(exc).__name__}") from None
@@ -303,10 +324,7 @@ class Membership:
             # (InvalidVersion is not a ValueError: a DER certificate with version 10 raised it
             # out of admission as UNKNOWN; found by tests/integration/test_fuzz_rpc.py)
             raise MalformedIdentity(f"identity certificate is not DER X.509: {exc}") from None
-        if not isinstance(public_key, ed25519.Ed25519PublicKey) and not (
-            isinstance(public_key, ec.EllipticCurvePublicKey) and _is_p256(public_key)
-        ):
-            raise MalformedIdentity(f"unsupported certificate key {type(public_key).__name__}")
+        public_key = _checked_key(msg.signature_algorithm, public_key)
         root = self._roots.get(msg.org_id)
         if root is None:
             raise NotAMember(f"organisation {msg.org_id!r} is not a member of this channel")
@@ -330,6 +348,37 @@ class Membership:
             not_before=max(cert.not_valid_before_utc, root.not_valid_before_utc),
             not_after=min(cert.not_valid_after_utc, root.not_valid_after_utc),
         )
+
+
+def algorithm_of(public_key: object) -> int:
+    """The SignatureAlgorithm of a certificate key (UNSPECIFIED: not one dltmw accepts)."""
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return SA.SIGNATURE_ALGORITHM_ED25519
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and _is_p256(public_key):
+        return SA.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256
+    if isinstance(public_key, mldsa.MLDSA65PublicKey):
+        return SA.SIGNATURE_ALGORITHM_ML_DSA_65
+    return SA.SIGNATURE_ALGORITHM_UNSPECIFIED
+
+
+def _checked_key(named: int, public_key: object) -> PublicKey:
+    """The certificate key, if dltmw accepts it: an unknown named algorithm is refused as such,
+    a known one must be the key's."""
+    if named not in SA.SignatureAlgorithm.values():
+        raise UnknownAlgorithm(f"signature algorithm {named} is not supported")
+    actual = algorithm_of(public_key)
+    if actual == SA.SIGNATURE_ALGORITHM_UNSPECIFIED:
+        raise MalformedIdentity(f"unsupported certificate key {type(public_key).__name__}")
+    if named not in (SA.SIGNATURE_ALGORITHM_UNSPECIFIED, actual):
+        raise MalformedIdentity(
+            f"identity names {SA.SignatureAlgorithm.Name(named)}"  # type: ignore[arg-type]
+            f" but its certificate key is {SA.SignatureAlgorithm.Name(actual)}"  # type: ignore[arg-type]
+        )
+    if not isinstance(
+        public_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey
+    ):
+        raise MalformedIdentity(f"unsupported certificate key {type(public_key).__name__}")
+    return public_key
 
 
 def tls_org_matches(tls_cert_pem_or_der: bytes, membership: Membership, org_id: str) -> bool:
@@ -395,7 +444,11 @@ class SigningIdentity:
         if isinstance(private_key, ec.EllipticCurvePrivateKey) and not _is_p256(private_key):
             raise ValueError("ECDSA signing keys must be on P-256")
         if not isinstance(
-            private_key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ExternalKey
+            private_key,
+            ec.EllipticCurvePrivateKey
+            | ed25519.Ed25519PrivateKey
+            | mldsa.MLDSA65PrivateKey
+            | ExternalKey,
         ):
             raise ValueError(f"unsupported private key {type(private_key).__name__}")
         cert = x509.load_der_x509_certificate(certificate_der)
@@ -414,9 +467,10 @@ class SigningIdentity:
         return hashlib.sha256(self.certificate_der).digest()
 
     def sign(self, data: bytes) -> bytes:
-        """Sign `data`: low-S DER ECDSA-SHA256, or a raw 64-byte Ed25519 signature."""
+        """Sign `data`: low-S DER ECDSA-SHA256, a raw 64-byte Ed25519 signature, or a 3309-byte
+        ML-DSA-65 one."""
         key = self._private_key
-        if isinstance(key, ed25519.Ed25519PrivateKey):
+        if isinstance(key, ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey):
             return key.sign(data)
         if isinstance(key, ec.EllipticCurvePrivateKey):
             der = key.sign(data, ec.ECDSA(hashes.SHA256()))
@@ -438,6 +492,8 @@ class SigningIdentity:
         """Load a certificate PEM and an unencrypted PKCS8 (or SEC1) private key PEM."""
         cert = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        if not isinstance(
+            key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
+        ):
             raise ValueError(f"unsupported private key {type(key).__name__}")
         return cls(org_id, cert.public_bytes(serialization.Encoding.DER), key)

@@ -24,6 +24,8 @@ changed the private state stores its hash (`pstate_hashes`), in the block's tran
 writes). `audit` recomputes the hash from the table. Private states legitimately differ between
 nodes (each holds only the payloads it is a recipient of), so nodes are compared per private
 transaction (`ptxs.state_hash`), and each node's table against its own stored hash.
+Encryption at rest (`at_rest.py`, `values`): each value of pstate, payloads and deferred is
+sealed into SQL and opened out of it; hashes and accumulators stay over plaintext.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import TypeVar
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
+from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
 
@@ -91,8 +94,9 @@ class NewPayload:
 class PrivateTxn:
     """Synchronous access inside one store transaction (used by the private executor)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, values: ValueCodec = PLAIN) -> None:
         self._conn = conn
+        self._values = values
         self._acc: StateAccumulator | None = None  # loaded at the first write
         self._changed = False
 
@@ -102,7 +106,13 @@ class PrivateTxn:
             "SELECT value, block_number, tx_index FROM pstate WHERE namespace=? AND key=?",
             (namespace, key),
         ).fetchone()
-        return None if row is None else (bytes(row[0]), Version(row[1], row[2]))
+        return (
+            None if row is None else (self.state_value(namespace, key, row[0]), Version(*row[1:]))
+        )
+
+    def state_value(self, namespace: str, key: str, stored: bytes) -> bytes:
+        """A stored private-state value, opened (decrypted when encryption at rest is on)."""
+        return self._values.open("pstate", state_id(namespace, key), bytes(stored))
 
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Private keys in [start, end) (end "" = unbounded), in key order."""
@@ -112,7 +122,9 @@ class PrivateTxn:
             sql += " AND key<?"
             args.append(end)
         rows = self._conn.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
-        return [StateEntry(r[0], bytes(r[1]), Version(r[2], r[3])) for r in rows]
+        return [
+            StateEntry(r[0], self.state_value(namespace, r[0], r[1]), Version(*r[2:])) for r in rows
+        ]
 
     def payload(self, payload_hash: bytes) -> bytes | None:
         """The payload of a private transaction on the ledger, or None. A deferred copy (see the
@@ -121,14 +133,16 @@ class PrivateTxn:
             "SELECT data FROM payloads WHERE hash=?", (payload_hash,)
         ).fetchone()
         if row is not None:
-            return bytes(row[0])
+            return self._values.open("payloads", payload_hash, bytes(row[0]))
         row = self._conn.execute(
             "SELECT data, recipients FROM deferred WHERE hash=?", (payload_hash,)
         ).fetchone()
         if row is None:
             return None
-        data, keys = bytes(row[0]), bytes(row[1])
-        self._conn.execute("INSERT OR IGNORE INTO payloads VALUES (?,?)", (payload_hash, data))
+        data = self._values.open("deferred", payload_hash, bytes(row[0]))
+        keys = bytes(row[1])
+        sealed = self._values.seal("payloads", payload_hash, data)
+        self._conn.execute("INSERT OR IGNORE INTO payloads VALUES (?,?)", (payload_hash, sealed))
         self._conn.executemany(
             "INSERT OR IGNORE INTO payload_recipients VALUES (?,?)",
             [(keys[i : i + 32], payload_hash) for i in range(0, len(keys), 32)],
@@ -153,9 +167,10 @@ class PrivateTxn:
                     "DELETE FROM pstate WHERE namespace=? AND key=?", (w.namespace, w.key)
                 )
             else:
+                value = self._values.seal("pstate", state_id(w.namespace, w.key), w.value)
                 self._conn.execute(
                     "INSERT OR REPLACE INTO pstate VALUES (?,?,?,?,?)",
-                    (w.namespace, w.key, w.value, w.version.block_number, w.version.tx_index),
+                    (w.namespace, w.key, value, w.version.block_number, w.version.tx_index),
                 )
 
     def record(self, payload_hash: bytes, record: PrivateTxRecord) -> None:
@@ -190,12 +205,19 @@ class PrivateTxn:
 class PrivateStore:
     """Payloads and private state of one channel on one node."""
 
-    def __init__(self, path: Path, synchronous: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        values: ValueCodec = PLAIN,
+    ) -> None:
         # ValueError for an unknown mode, before touching the file
         self._file = SqliteFile(
             path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store"
         )
         self.path = path
+        self.values = values
 
     @property
     def created(self) -> bool:
@@ -210,15 +232,16 @@ class PrivateStore:
         synchronous: str = "FULL",
         retry: RetryPolicy = DEFAULT_RETRY,
         lost_if_created: bool = False,
+        values: ValueCodec = PLAIN,
     ) -> PrivateStore:
         """Open (creating if needed); writes are retried on transient faults per `retry`.
         `lost_if_created`: a store created now replaces a lost one (the node ran before), so it
         is marked `incomplete` in the same step that creates it — a crash before its recovery
         ends cannot make the next start forget that it must recover."""
-        store = cls(path, synchronous, retry)
+        store = cls(path, synchronous, retry, values)
 
         def setup(conn: sqlite3.Connection) -> None:
-            _migrate_state_hash(conn, path)
+            _migrate_state_hash(conn, path, values)
             if store.created and lost_if_created:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
 
@@ -256,7 +279,7 @@ class PrivateStore:
 
     def view(self) -> PrivateTxn:
         """Reads of held payloads and the committed private state; use on the store thread."""
-        return PrivateTxn(self._db())
+        return PrivateTxn(self._db(), self.values)
 
     def _db(self) -> sqlite3.Connection:
         return self._file.connection
@@ -264,7 +287,7 @@ class PrivateStore:
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
         transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
-        return await self._file.write(name, lambda conn: fn(PrivateTxn(conn)))
+        return await self._file.write(name, lambda conn: fn(PrivateTxn(conn, self.values)))
 
     async def store_payloads(self, payloads: Sequence[NewPayload]) -> int:
         """Store payloads in one transaction; returns how many were new."""
@@ -273,7 +296,11 @@ class PrivateStore:
             conn = self._db()
             new = 0
             for verb, replace in (("INSERT OR IGNORE", False), ("INSERT OR REPLACE", True)):
-                rows = [(p.payload_hash, p.data) for p in payloads if p.replace is replace]
+                rows = [
+                    (p.payload_hash, self.values.seal("payloads", p.payload_hash, p.data))
+                    for p in payloads
+                    if p.replace is replace
+                ]
                 if rows:  # executemany sums rowcount: ignored duplicates count 0
                     new += conn.executemany(f"{verb} INTO payloads VALUES (?,?)", rows).rowcount
             conn.executemany(
@@ -294,7 +321,14 @@ class PrivateStore:
         def run(_txn: PrivateTxn) -> None:
             self._db().executemany(
                 "INSERT OR IGNORE INTO deferred VALUES (?,?,?)",
-                [(p.payload_hash, p.data, b"".join(p.recipients)) for p in payloads],
+                [
+                    (
+                        p.payload_hash,
+                        self.values.seal("deferred", p.payload_hash, p.data),
+                        b"".join(p.recipients),
+                    )
+                    for p in payloads
+                ],
             )
 
         if payloads:
@@ -312,7 +346,7 @@ class PrivateStore:
                     .fetchone()
                 )
                 if row is not None:
-                    out[digest] = bytes(row[0])
+                    out[digest] = self.values.open("payloads", digest, bytes(row[0]))
             return out
 
         return await self._call(run)
@@ -322,11 +356,11 @@ class PrivateStore:
 
         def run() -> list[bytes]:
             rows = self._db().execute(
-                "SELECT p.data FROM payload_recipients r JOIN payloads p ON p.hash = r.hash"
-                " WHERE r.recipient=? AND r.hash>? ORDER BY r.hash LIMIT ?",
+                "SELECT p.hash, p.data FROM payload_recipients r JOIN payloads p"
+                " ON p.hash = r.hash WHERE r.recipient=? AND r.hash>? ORDER BY r.hash LIMIT ?",
                 (recipient, after, limit),
             )
-            return [bytes(r[0]) for r in rows]
+            return [self.values.open("payloads", bytes(r[0]), bytes(r[1])) for r in rows]
 
         return await self._call(run)
 
@@ -392,7 +426,7 @@ class PrivateStore:
             rows = self._db().execute(
                 "SELECT key, value FROM pstate WHERE namespace=? ORDER BY key", (namespace,)
             )
-            return {r[0]: bytes(r[1]) for r in rows}
+            return {r[0]: self.view().state_value(namespace, r[0], r[1]) for r in rows}
 
         return await self._call(run)
 
@@ -409,7 +443,7 @@ class PrivateStore:
                 "SELECT state_hash FROM pstate_hashes ORDER BY block_number DESC LIMIT 1"
             ).fetchone()
             rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
-            recomputed = accumulate((r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows)
+            recomputed = accumulate(_pstate_entries(rows, self.values))
             txs = conn.execute(
                 "SELECT payload_hash, tx_id, block_number, tx_index, status, state_hash FROM ptxs"
                 " WHERE payload_hash>? ORDER BY payload_hash LIMIT ?",
@@ -443,7 +477,19 @@ class PrivateAudit:
     next_after: bytes  # b"" on the last page
 
 
-def _migrate_state_hash(conn: sqlite3.Connection, path: Path) -> None:
+def _pstate_entries(
+    rows: Iterable[tuple[str, str, bytes, int, int]], values: ValueCodec
+) -> Iterable[tuple[str, str, bytes, Version]]:
+    for r in rows:
+        yield (
+            r[0],
+            r[1],
+            values.open("pstate", state_id(r[0], r[1]), bytes(r[2])),
+            Version(r[3], r[4]),
+        )
+
+
+def _migrate_state_hash(conn: sqlite3.Connection, path: Path, values: ValueCodec) -> None:
     """A store older than private-state hashes gets its accumulator from its table; one that has
     stored hashes but lost the accumulator row was edited (recomputing would hide the edit)."""
     if conn.execute("SELECT 1 FROM pstate_acc").fetchone() is not None:
@@ -451,5 +497,5 @@ def _migrate_state_hash(conn: sqlite3.Connection, path: Path) -> None:
     if conn.execute("SELECT 1 FROM pstate_hashes LIMIT 1").fetchone() is not None:
         raise InvariantViolation(f"{path}: private state accumulator missing (file edited?)")
     rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
-    acc = accumulate((r[0], r[1], bytes(r[2]), Version(r[3], r[4])) for r in rows)
+    acc = accumulate(_pstate_entries(rows, values))
     conn.execute("INSERT INTO pstate_acc VALUES (0,?)", (acc.to_bytes(),))

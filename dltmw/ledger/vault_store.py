@@ -11,7 +11,8 @@ its new states and the consumption of its inputs — is ONE sqlite transaction, 
 same transaction again changes nothing.
 
 All sqlite work runs on the store's own thread (`sqlite_file.SqliteFile`); the async methods
-await it once per call.
+await it once per call. Encryption at rest (`at_rest.py`, `values`): each `stx` and `output` is
+sealed into SQL with its tx id or state ref as associated data, and opened out of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.utxo.model import Output, Ref
 from dltmw.core.utxo.verify import SignedTx, read_signed
+from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import utxo_pb2
@@ -91,11 +93,19 @@ class VaultStore:
     """Transactions and states of one vault node."""
 
     def __init__(
-        self, path: Path, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
+        self,
+        path: Path,
+        synchronous: str = "FULL",
+        retry: RetryPolicy = DEFAULT_RETRY,
+        values: ValueCodec = PLAIN,
     ) -> None:
         # ValueError for an unknown mode, before touching the file
         self._file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="vault")
         self.path = path
+        self._values = values
+
+    def _stx(self, tx_id: str, stored: bytes) -> bytes:
+        return self._values.open("transactions", tx_id.encode(), bytes(stored))
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._file.read(fn)
@@ -122,7 +132,7 @@ class VaultStore:
                 chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 sql = f"SELECT tx_id, stx FROM transactions WHERE tx_id IN ({marks})"
-                out.update((t, bytes(s)) for t, s in conn.execute(sql, chunk))
+                out.update((t, self._stx(t, s)) for t, s in conn.execute(sql, chunk))
             return out
 
         return await self._call(fetch) if wanted else {}
@@ -134,12 +144,13 @@ class VaultStore:
             seen: set[str] = set()
             todo = list(tx_ids)
             while todo and len(seen) < limit:
+                tx_id = todo.pop()
                 row = conn.execute(
-                    "SELECT stx FROM transactions WHERE tx_id=?", (todo.pop(),)
+                    "SELECT stx FROM transactions WHERE tx_id=?", (tx_id,)
                 ).fetchone()
                 if row is None:
                     continue
-                wire = read_signed(bytes(row[0])).wire
+                wire = read_signed(self._stx(tx_id, row[0])).wire
                 for ref in (*wire.inputs, *wire.references):
                     if ref.tx_id not in seen:
                         seen.add(ref.tx_id)
@@ -150,7 +161,8 @@ class VaultStore:
 
     async def store_dependencies(self, stxs: Sequence[SignedTx]) -> None:
         """Keep verified backchain transactions (no states are recorded for them)."""
-        rows = [(s.wire.tx_id, s.raw) for s in stxs]
+        seal = self._values.seal
+        rows = [(s.wire.tx_id, seal("transactions", s.wire.tx_id.encode(), s.raw)) for s in stxs]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -176,15 +188,17 @@ class VaultStore:
         for i in outputs:
             out = wire.outputs[i]
             key = wire.out_ref(i).key
-            states.append((key, wire.tx_id, i, out.contract, owner_of(out), output_bytes(out)))
+            sealed = self._values.seal("states", key, output_bytes(out))
+            states.append((key, wire.tx_id, i, out.contract, owner_of(out), sealed))
             parties.extend((p, key) for p in set(out.participants))
         spent = [(wire.tx_id, r.key) for r in wire.inputs]
+        raw = self._values.seal("transactions", wire.tx_id.encode(), stx.raw)
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO transactions(tx_id, stx, relevant) VALUES (?,?,1) "
                 "ON CONFLICT(tx_id) DO UPDATE SET relevant=1",
-                (wire.tx_id, stx.raw),
+                (wire.tx_id, raw),
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output) "
@@ -211,7 +225,7 @@ class VaultStore:
                 "ORDER BY o.tx_id, o.node LIMIT ?",
                 (*after, limit),
             ).fetchall()
-            return [Delivery(t, n, bool(o), bytes(s)) for t, n, o, s in rows]
+            return [Delivery(t, n, bool(o), self._stx(t, s)) for t, n, o, s in rows]
 
         return await self._call(run)
 
@@ -252,7 +266,8 @@ class VaultStore:
 
         def run(conn: sqlite3.Connection) -> list[VaultRow]:
             rows = conn.execute(sql, args).fetchall()
-            return [_row(bytes(r), bytes(o), c) for r, o, c in rows]
+            opened = self._values.open
+            return [_row(bytes(r), opened("states", bytes(r), bytes(o)), c) for r, o, c in rows]
 
         return await self._call(run)
 

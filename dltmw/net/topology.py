@@ -47,6 +47,11 @@ class NodeSpec(Strict):
         "config and its TLS certificate (none: one machine, found through run/endpoints)",
     )
     validating: bool = Field(False, description="notary only: verify transactions, not just inputs")
+    key_type: Literal["p256", "ed25519", "mldsa65"] = Field(
+        "p256",
+        description="its identity's signing key: ECDSA P-256, Ed25519, or ML-DSA-65 (post-quantum;"
+        " its TLS key stays P-256)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +81,11 @@ class ClientSpec(Strict):
     org: Id = Field(description="its organisation")
     role: Literal["client", "admin"] = Field("client", description="role in its certificate")
     gateway: str | None = Field(None, description="default gateway node (else its org's)")
+    key_type: Literal["p256", "ed25519", "mldsa65"] = Field(
+        "p256",
+        description="its identity's signing key: ECDSA P-256, Ed25519, or ML-DSA-65 (post-quantum;"
+        " its TLS key stays P-256)",
+    )
 
 
 class ContractSpec(Strict):
@@ -140,6 +150,11 @@ class ChannelSpec(Strict):
     privacy_auditors: list[Id] = Field(
         default_factory=list, description="peers that receive every private payload"
     )
+    private_key_wrap: Literal["x25519", "x25519-mlkem768"] = Field(
+        "x25519",
+        description="key wrap of private payloads: X25519, or hybrid X25519 + ML-KEM-768"
+        " (secure while either holds; docs/privacy.md)",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"
@@ -163,6 +178,11 @@ class TopologyFile(Strict):
     clients: list[ClientSpec] = Field(default_factory=list)
     channels: list[ChannelSpec] = Field(default_factory=list)
     notary_clusters: list[NotaryCluster] = Field(default_factory=list)
+    encrypt_at_rest: bool = Field(
+        False,
+        description="every node gets a storage key: its private state, private payloads and"
+        " vault records are encrypted per record in its files (docs/privacy.md)",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> TopologyFile:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dltmw.core.identity import ROLE_OU
@@ -39,10 +39,10 @@ __all__ = [
     "san_hosts",
 ]
 
-KEY_TYPES = ("p256", "ed25519")
+KEY_TYPES = ("p256", "ed25519", "mldsa65")  # mldsa65: identities only (not TLS, not a CA)
 CLOCK_SKEW = timedelta(hours=1)
 
-_PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+_PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ def _new_key(key_type: str, _label: str = "") -> _PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    if key_type == "mldsa65":
+        return mldsa.MLDSA65PrivateKey.generate()
     raise ValueError(f"key_type must be one of {KEY_TYPES}, not {key_type!r}")
 
 
@@ -73,6 +75,8 @@ class Material:
     now: Callable[[], datetime]
     privacy_key: Callable[[str], x25519.X25519PrivateKey]
     nonce: Callable[[str], bytes]
+    # an ML-KEM-768 key's 64-byte seed (`privacy_kem_seed(label)`), for hybrid channels' peers
+    privacy_kem_seed: Callable[[str], bytes] = lambda _label: secrets.token_bytes(64)
 
 
 FRESH = Material(
@@ -85,8 +89,9 @@ FRESH = Material(
 
 
 def _hash_for(signer: _PrivateKey) -> hashes.SHA256 | None:
-    """Ed25519 signs without a separate digest; ECDSA certificates use SHA-256."""
-    return None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    """Ed25519 and ML-DSA sign without a separate digest; ECDSA certificates use SHA-256."""
+    pure = isinstance(signer, ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey)
+    return None if pure else hashes.SHA256()
 
 
 def _key_pem(key: _PrivateKey) -> bytes:
@@ -231,7 +236,7 @@ def certify(
     org_id: str,
     common_name: str,
     role: str,
-    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
+    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey,
     *,
     tls: bool = False,
     hosts: Sequence[str] = (),

@@ -10,6 +10,11 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
                                   key goes into the signed channel config (NodeConfig entry), so
                                   senders wrap payload keys for an authenticated key, never for
                                   one read from an unsigned file
+    nodes/<id>/storage.key        with `encrypt_at_rest = true`: the key that wraps the node's
+                                  data keys (ledger/at_rest.py), a key file like the others
+    nodes/<id>/privacy-kem.key    an ML-KEM-768 privacy-manager key (PKCS8 PEM), for peers of a
+                                  channel with `private_key_wrap = "x25519-mlkem768"` only; its
+                                  public key is published in that channel's config the same way
     clients/<id>/client.toml      client config; identity.pem/.key; tls.pem/.key
     network-map.toml              UTXO parties and notaries (see dltmw/net/netmap.py)
     channels/<channel>.block      config block 0, signed by the channel's first orderer
@@ -34,6 +39,7 @@ from typing import Any
 
 import tomli_w
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dltmw.core.channel import channel_view
@@ -46,9 +52,15 @@ from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
-from dltmw.v1 import config_pb2
+from dltmw.v1 import algorithms_pb2, config_pb2
 
 ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
+KEM_FILE = "privacy-kem.key"
+STORAGE_KEY_FILE = "storage.key"
+KEY_WRAP = {
+    "x25519": algorithms_pb2.KEY_WRAP_ALGORITHM_UNSPECIFIED,  # absent: old configs' bytes
+    "x25519-mlkem768": algorithms_pb2.KEY_WRAP_ALGORITHM_X25519_MLKEM768,
+}
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
@@ -97,16 +109,18 @@ def _party(
     tls_hosts: list[str],
     material: Material = FRESH,
     hsm: HsmPlan | None = None,
+    key_type: str = "p256",
 ) -> SigningIdentity:
     """Issue identity and TLS certs of a node or client into `out` (its signing key in the
-    token if `hsm` names it; the TLS key stays a file: gRPC's TLS stack reads it)."""
+    token if `hsm` names it; the TLS key stays a file: gRPC's TLS stack reads it); the identity
+    key is `key_type` (docs/privacy.md: ML-DSA identities)."""
     hosts = tls_hosts or [pid]
     tls = issue_cert(cas[org], org, pid, role, tls=True, hosts=hosts, material=material)
     _write(out / "tls.pem", tls.cert_pem)
     _write(out / "tls.key", tls.key_pem, private=True)
     if hsm is not None and pid in hsm.ids:
         return _token_identity(out, cas[org], org, pid, role, hsm.uri(pid), material)
-    ident = issue_cert(cas[org], org, pid, role, material=material)
+    ident = issue_cert(cas[org], org, pid, role, key_type=key_type, material=material)
     _write(out / "identity.pem", ident.cert_pem)
     _write(out / "identity.key", ident.key_pem, private=True)
     return _identity(ident, org)
@@ -159,15 +173,24 @@ def init_network(
     _write(out / "tls-roots.pem", b"".join(ca.cert_pem for ca in cas.values()))
     identities: dict[str, SigningIdentity] = {}
     privacy: dict[str, bytes] = {}
+    kem: dict[str, bytes] = {}
+    hybrid = [c for c in raw.get("channels", []) if c.get("private_key_wrap") == "x25519-mlkem768"]
     for node in raw["nodes"]:
         identities[node["id"]], public = node_material(out, cas, node, material, hsm)
         if public is not None:
             privacy[node["id"]] = public
+            if any(_serves(node, c, raw) for c in hybrid):
+                seed = material.privacy_kem_seed(node["id"])
+                kem[node["id"]] = _privacy_kem_key(out / "nodes" / node["id"], seed)
+    if raw.get("encrypt_at_rest"):
+        for node in raw["nodes"]:
+            _storage_key(out / "nodes" / node["id"])
     for client in _clients(raw):
         write_client(out, raw, cas[client["org"]], client, material, hsm, key_of(client["id"]))
     write_network_map(out, raw)
     for ch in raw.get("channels", []):
         config = _channel_config(ch, raw, cas, identities, privacy)
+        _add_key_wrap(config, ch, kem)
         channel_view(config)  # validates policies and limits before anything runs
         first = identities[ch["orderers"][0]]
         nonce = material.nonce(f"genesis.{ch['id']}")
@@ -193,7 +216,8 @@ def node_material(
     if "endpoint" in node:  # the advertised name every link to it verifies
         hosts.append(split_endpoint(node["endpoint"])[0])
     home = out / "nodes" / node["id"]
-    identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm)
+    key_type = node.get("key_type", "p256")
+    identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm, key_type)
     if "peer" not in node["roles"]:
         return identity, None
     return identity, _privacy_key(home, material.privacy_key(node["id"]))
@@ -213,7 +237,9 @@ def write_node_toml(
             "data_dir": "data",
         },
         "files": _files(home, out, node["org"], key)
-        | ({"privacy_key": "privacy.key"} if (home / "privacy.key").exists() else {}),
+        | ({"privacy_key": "privacy.key"} if (home / "privacy.key").exists() else {})
+        | ({"privacy_kem_key": KEM_FILE} if (home / KEM_FILE).exists() else {})
+        | ({"storage_key": STORAGE_KEY_FILE} if (home / STORAGE_KEY_FILE).exists() else {}),
         "channels": {
             "genesis": [os.path.relpath(out / "channels" / f"{c}.block", home) for c in joined]
         },
@@ -237,7 +263,10 @@ def write_client(
     `out/clients/<id>`, with its gateway (its own, else its organisation's first)."""
     home: Path = out / "clients" / str(client["id"])
     role = client.get("role", "client")
-    _party(home, {client["org"]: ca}, client["org"], client["id"], role, [], material, hsm)
+    key_type = client.get("key_type", "p256")
+    _party(
+        home, {client["org"]: ca}, client["org"], client["id"], role, [], material, hsm, key_type
+    )
     nodes = {n["id"]: n for n in raw["nodes"]}
     gateway = client.get("gateway") or _default_gateway(raw, client["org"])
     client_cfg = {"id": client["id"], "org": client["org"], "gateway": gateway}
@@ -266,6 +295,41 @@ def _privacy_key(home: Path, key: X25519PrivateKey) -> bytes:
     )
     _write(home / "privacy.key", pem, private=True)
     return key.public_key().public_bytes_raw()
+
+
+def _storage_key(home: Path) -> None:
+    """Write the node's storage key (a fresh X25519 key used as a 32-byte secret: a PKCS#8 key
+    file, so it is passphrase-encrypted like the others)."""
+    pem = X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(home / STORAGE_KEY_FILE, pem, private=True)
+
+
+def _privacy_kem_key(home: Path, seed: bytes) -> bytes:
+    """Write the ML-KEM-768 key of the node's privacy manager; returns its public key."""
+    key = MLKEM768PrivateKey.from_seed_bytes(seed)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(home / KEM_FILE, pem, private=True)
+    return key.public_key().public_bytes_raw()
+
+
+def _add_key_wrap(
+    config: config_pb2.ChannelConfig, ch: dict[str, Any], kem: dict[str, bytes]
+) -> None:
+    """A hybrid channel: its key wrap, and every peer's ML-KEM key beside its X25519 key."""
+    config.private_key_wrap = KEY_WRAP[ch.get("private_key_wrap", "x25519")]
+    if config.private_key_wrap == algorithms_pb2.KEY_WRAP_ALGORITHM_UNSPECIFIED:
+        return
+    for peer in config.peers:
+        if peer.privacy_public_key:
+            peer.privacy_kem_public_key = kem[peer.node_id]
 
 
 def majority_policy(orgs: Sequence[str]) -> str:

@@ -52,6 +52,8 @@ class NodeConfig:
     postgresql_dsn: str = ""  # ... and the database when state = "postgresql"
     keepalive: Keepalive = DEFAULT_KEEPALIVE
     privacy_key: Path | None = None  # X25519 key of the privacy manager (peers only)
+    privacy_kem_key: Path | None = None  # its ML-KEM-768 key (peers of hybrid channels)
+    storage_key: Path | None = None  # wraps the data keys of encryption at rest (ledger/at_rest)
     network_map: Path | None = None  # UTXO parties and notaries (roles notary, vault)
     logging: LogSettings = DEFAULT_LOGGING
     storage_retry: RetryPolicy = DEFAULT_RETRY  # `[storage]`: retry_first_s, retry_max_s, retry_s
@@ -92,6 +94,8 @@ class NodeConfig:
             limits=doc.limits,
             keepalive=doc.keepalive,
             privacy_key=base / files.privacy_key if files.privacy_key else None,
+            privacy_kem_key=base / files.privacy_kem_key if files.privacy_kem_key else None,
+            storage_key=base / files.storage_key if files.storage_key else None,
             network_map=base / files.network_map if files.network_map else None,
             logging=doc.logging,
             storage_retry=doc.storage.policy(),

@@ -205,6 +205,14 @@ class FilesTable(Strict):
     org_ca: str = Field(description="its own organisation's CA (PEM)")
     address_book: str = Field(description="directory of published node addresses")
     privacy_key: str | None = Field(None, description="X25519 key of the privacy manager")
+    privacy_kem_key: str | None = Field(
+        None, description="ML-KEM-768 key of the privacy manager (hybrid channels)"
+    )
+    storage_key: str | None = Field(
+        None,
+        description="key wrapping the node's data keys: private state, private payloads and"
+        " vault records are then encrypted at rest (docs/privacy.md)",
+    )
     network_map: str | None = Field(None, description="UTXO parties and notaries")
 
 

@@ -8,13 +8,14 @@
 | `GET /loglevel` | the level the node logs at |
 | `PUT /loglevel` (body `DEBUG`) or `POST /loglevel?level=DEBUG` | change it; loopback only |
 | `GET /explorer/`, `GET /api/...` | the explorer (`runtime/explorer/`); loopback only |
+| `POST /data-key/rotate` | a new data key for encryption at rest (`ledger/at_rest`); loopback |
 
 Why not gRPC health alone: scrapers, load balancers and `curl` speak HTTP, and the node's gRPC
 port demands a client certificate of a member organisation, which a monitoring system has no
 business holding. So this port asks for none (`[operations] tls = true` serves HTTPS with the
 node's own certificate); what it tells is what any process monitor may know. Changing the log
-level is the one write: it is taken from loopback callers only (403 otherwise), so an operator
-on the host can turn on DEBUG, nobody on the network can fill the disk.
+level and rotating the data key are the writes: they are taken from loopback callers only (403
+otherwise), so an operator on the host can act, nobody on the network can.
 
 Why h11 on `asyncio.start_server`, not `prometheus_client.start_http_server` or aiohttp: the
 former runs a thread per server with its own HTTP stack outside the node's event loop and task
@@ -89,8 +90,10 @@ class OperationsServer:
         tasks: TaskOwner,
         tls_files: tuple[Path, Path] | None = None,
         explorer: Explorer | None = None,
+        rotate_data_key: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
+        self._rotate_data_key = rotate_data_key  # None: no encryption at rest on this node
         self._explorer = explorer if settings.explorer != "off" else None
         self._metrics = metrics
         self._probe = probe
@@ -228,6 +231,8 @@ class OperationsServer:
         path = target.path
         if path == "/loglevel":
             return self._loglevel(method, target.query, body, loopback)
+        if path == "/data-key/rotate":
+            return self._rotate(method, loopback)
         routes = {"/metrics": self._scrape, "/healthz": self._healthz, "/readyz": self._readyz}
         handler = routes.get(path)
         if handler is None:
@@ -263,6 +268,19 @@ class OperationsServer:
         previous = set_level(level)
         logger.warning("log level changed from %s to %s (operations endpoint)", previous, level)
         return Answer(200, f"{previous} -> {level}\n".encode())
+
+    def _rotate(self, method: str, loopback: bool) -> Answer:
+        """Rotate the node's data key without downtime: new writes use the new key, records
+        written earlier stay readable under theirs."""
+        if self._rotate_data_key is None:
+            return Answer(404, b"no encryption at rest on this node ([files] storage_key)\n")
+        if method != "POST":
+            return Answer(405, b"POST only\n")
+        if not loopback:
+            return Answer(403, b"data-key rotation is taken from loopback callers only\n")
+        key_id = self._rotate_data_key()
+        logger.warning("data key %d is now current (operations endpoint)", key_id)
+        return Answer(200, f"data key {key_id} current\n".encode())
 
 
 def _is_loopback(peer: object) -> bool:

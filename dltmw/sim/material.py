@@ -46,6 +46,7 @@ SIM_MATERIAL = Material(
     now=lambda: EPOCH,
     privacy_key=lambda label: x25519.X25519PrivateKey.from_private_bytes(_seed(f"x25519.{label}")),
     nonce=lambda label: _seed(f"nonce.{label}"),
+    privacy_kem_seed=lambda label: _seed(f"mlkem.{label}.0") + _seed(f"mlkem.{label}.1"),
 )
 
 _CACHE: dict[str, Path] = {}  # topology digest -> generated directory (this process's runs)

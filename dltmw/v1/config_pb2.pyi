@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -89,6 +90,7 @@ class NodeConfig(_message.Message):
     IDENTITY_FIELD_NUMBER: _builtins.int
     PRIVACY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    PRIVACY_KEM_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id, unique in the network, e.g. "peer0.org1"."""
     org_id: _builtins.str
@@ -104,6 +106,10 @@ class NodeConfig(_message.Message):
     and links to it verify that name and the node's organisation's CA). Empty: the node is found
     through the local address book of a one-machine network (`run/endpoints`).
     """
+    privacy_kem_public_key: _builtins.bytes
+    """ML-KEM-768 encapsulation key (1184 bytes) of the node's privacy manager, published like
+    privacy_public_key; needed on channels whose private_key_wrap is hybrid, empty otherwise.
+    """
     def __init__(
         self,
         *,
@@ -112,10 +118,11 @@ class NodeConfig(_message.Message):
         identity: _builtins.bytes = ...,
         privacy_public_key: _builtins.bytes = ...,
         endpoint: _builtins.str = ...,
+        privacy_kem_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "identity", b"identity", "node_id", b"node_id", "org_id", b"org_id", "privacy_public_key", b"privacy_public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "identity", b"identity", "node_id", b"node_id", "org_id", b"org_id", "privacy_kem_public_key", b"privacy_kem_public_key", "privacy_public_key", b"privacy_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -226,6 +233,7 @@ class ChannelConfig(_message.Message):
     ADMIN_POLICY_FIELD_NUMBER: _builtins.int
     LIFECYCLE_POLICY_FIELD_NUMBER: _builtins.int
     COMMIT_PROOF_POLICY_FIELD_NUMBER: _builtins.int
+    PRIVATE_KEY_WRAP_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -249,6 +257,13 @@ class ChannelConfig(_message.Message):
     identities named in `peers`), e.g. "OutOf(2, BrokerA.peer, BrokerB.peer, Exchange.peer)":
     how another channel learns a transaction's validation code (docs/cross-channel.md). Empty:
     peers of more than half of the organisations that have a peer on the channel, one each.
+    """
+    private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType
+    """Key wrap every private payload of the channel must use (algorithms.proto). Unspecified:
+    X25519. KEY_WRAP_ALGORITHM_X25519_MLKEM768: senders wrap hybrid for every recipient (each
+    recipient peer then needs NodeConfig.privacy_kem_public_key) and recipients refuse weaker
+    payloads. A channel setting, not a node's: every member must agree which wrap is required,
+    and the signed config is how members agree (and how they change it, by a config update).
     """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
@@ -297,10 +312,11 @@ class ChannelConfig(_message.Message):
         admin_policy: _builtins.str = ...,
         lifecycle_policy: _builtins.str = ...,
         commit_proof_policy: _builtins.str = ...,
+        private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

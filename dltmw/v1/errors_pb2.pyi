@@ -172,6 +172,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
     in a block made before tx_root existed).
     """
+    ERROR_REASON_UNSUPPORTED_ALGORITHM: _ErrorReason.ValueType  # 80
+    """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
+    algorithm) that this node does not implement; nothing was changed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -328,5 +332,9 @@ signatures, admin policy, sequence), or it is not a config block of that channel
 ERROR_REASON_PROOF_UNAVAILABLE: ErrorReason.ValueType  # 77
 """FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
 in a block made before tx_root existed).
+"""
+ERROR_REASON_UNSUPPORTED_ALGORITHM: ErrorReason.ValueType  # 80
+"""INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
+algorithm) that this node does not implement; nothing was changed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -8,6 +8,7 @@ bytes and only then parse them. Nothing is ever re-serialised to be verified, so
 with protobuf, gRPC and an ECDSA/Ed25519 library can build and check every message.
 """
 
+from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 import builtins as _builtins
@@ -32,21 +33,29 @@ class Identity(_message.Message):
 
     ORG_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    SIGNATURE_ALGORITHM_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Organisation id as named in the channel configuration, e.g. "Org1"."""
     certificate_der: _builtins.bytes
     """DER-encoded X.509 certificate issued by the organisation's CA. Its public key is ECDSA P-256
     (signatures DER-encoded, SHA-256, low-S required) or Ed25519 (64-byte signatures).
     """
+    signature_algorithm: _algorithms_pb2.SignatureAlgorithm.ValueType
+    """Algorithm of this identity's signatures. Absent: taken from the certificate's key (every
+    identity made before the field existed). Present: it must name the certificate key's
+    algorithm (else ERROR_REASON_MALFORMED); a value the receiver does not implement is refused
+    with ERROR_REASON_UNSUPPORTED_ALGORITHM.
+    """
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         certificate_der: _builtins.bytes = ...,
+        signature_algorithm: _algorithms_pb2.SignatureAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "org_id", b"org_id", "signature_algorithm", b"signature_algorithm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -34,6 +35,7 @@ class RecipientBox(_message.Message):
     RECIPIENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     WRAPPED_KEY_FIELD_NUMBER: _builtins.int
+    KEM_CIPHERTEXT_FIELD_NUMBER: _builtins.int
     recipient_public_key: _builtins.bytes
     """X25519 public key of the recipient (32 bytes)."""
     nonce: _builtins.bytes
@@ -42,16 +44,22 @@ class RecipientBox(_message.Message):
     """The payload key encrypted under HKDF(X25519(sender, recipient)); its associated data binds
     sender, recipients and payload hash.
     """
+    kem_ciphertext: _builtins.bytes
+    """KEY_WRAP_ALGORITHM_X25519_MLKEM768 only: the ML-KEM-768 ciphertext (1088 bytes) the sender
+    encapsulated to the recipient's ML-KEM public key (NodeConfig.privacy_kem_public_key); the
+    kek is derived from both shared secrets (algorithms.proto). Empty for X25519.
+    """
     def __init__(
         self,
         *,
         recipient_public_key: _builtins.bytes = ...,
         nonce: _builtins.bytes = ...,
         wrapped_key: _builtins.bytes = ...,
+        kem_ciphertext: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nonce", b"nonce", "recipient_public_key", b"recipient_public_key", "wrapped_key", b"wrapped_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kem_ciphertext", b"kem_ciphertext", "nonce", b"nonce", "recipient_public_key", b"recipient_public_key", "wrapped_key", b"wrapped_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -69,6 +77,7 @@ class EncryptedPayload(_message.Message):
     NONCE_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
     RECIPIENT_BOXES_FIELD_NUMBER: _builtins.int
+    KEY_WRAP_ALGORITHM_FIELD_NUMBER: _builtins.int
     sender_public_key: _builtins.bytes
     """X25519 public key of the sender (32 bytes)."""
     nonce: _builtins.bytes
@@ -76,6 +85,12 @@ class EncryptedPayload(_message.Message):
     ciphertext: _builtins.bytes
     """The payload encrypted with a fresh 32-byte key (associated data:
     "dltmw/pp/payload/v1" || sender_public_key); includes the 16-byte GCM tag.
+    """
+    key_wrap_algorithm: _algorithms_pb2.KeyWrapAlgorithm.ValueType
+    """How every box wraps the payload key; absent means KEY_WRAP_ALGORITHM_X25519. The value is
+    bound into every box's associated data (a box cannot be re-labelled as another algorithm).
+    A recipient refuses a value it does not know (ERROR_REASON_UNSUPPORTED_ALGORITHM), and a
+    payload weaker than its channel's ChannelConfig.private_key_wrap (ERROR_REASON_INVALID_FIELD).
     """
     @_builtins.property
     def recipient_boxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientBox]:
@@ -88,10 +103,11 @@ class EncryptedPayload(_message.Message):
         nonce: _builtins.bytes = ...,
         ciphertext: _builtins.bytes = ...,
         recipient_boxes: _abc.Iterable[Global___RecipientBox] | None = ...,
+        key_wrap_algorithm: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "nonce", b"nonce", "recipient_boxes", b"recipient_boxes", "sender_public_key", b"sender_public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "key_wrap_algorithm", b"key_wrap_algorithm", "nonce", b"nonce", "recipient_boxes", b"recipient_boxes", "sender_public_key", b"sender_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

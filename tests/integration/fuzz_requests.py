@@ -40,7 +40,7 @@ from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.rpc import reflection as _reflection  # noqa: F401 (puts grpc.reflection.v1 in the pool)
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.runtime.config import NodeConfig
-from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
+from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import admin_service_pb2 as A
 from dltmw.v1 import (
     common_pb2,

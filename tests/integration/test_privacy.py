@@ -26,7 +26,7 @@ from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.roles.privacy.executor import private_txs
-from dltmw.runtime.roles.privacy.private_channel import load_privacy_key
+from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
     privacy_manager_service_pb2_grpc,

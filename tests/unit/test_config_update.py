@@ -38,7 +38,7 @@ from dltmw.core.txcheck import check_envelope, check_orderable, check_transactio
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
 from dltmw.rpc.guard import check_tls_org
 from dltmw.rpc.orderer import still_reader
-from dltmw.v1 import config_pb2, config_update_pb2, errors_pb2, transaction_pb2
+from dltmw.v1 import algorithms_pb2, config_pb2, config_update_pb2, errors_pb2, transaction_pb2
 
 R = errors_pb2
 C = transaction_pb2
@@ -574,3 +574,15 @@ def test_an_update_naming_a_bad_peer_is_invalid(gov: Gov, how: str) -> None:
     config.peers.append(entry)
     data = update(gov.view, config, gov.admins["Org1"], gov.admins["Org2"]).SerializeToString()
     assert refusal(data, gov.view) == ("CONFIG_INVALID", "CONFIG_UPDATE_INVALID")
+
+
+def test_a_hybrid_channel_needs_every_privacy_peers_ml_kem_key(gov: Gov) -> None:
+    """`private_key_wrap` hybrid: a peer with an X25519 privacy key but no 1184-byte ML-KEM key
+    makes the config invalid (no payload could be wrapped for it); with the key it is valid."""
+    config = next_config(gov.view)
+    config.private_key_wrap = algorithms_pb2.KEY_WRAP_ALGORITHM_X25519_MLKEM768
+    peer = config.peers.add(node_id="peer0.Org1", org_id="Org1", privacy_public_key=bytes(32))
+    with pytest.raises(ConfigError, match=r"peer0\.Org1: a hybrid channel needs"):
+        channel_view(config)
+    peer.privacy_kem_public_key = bytes(1184)
+    assert channel_view(config).config.private_key_wrap == config.private_key_wrap

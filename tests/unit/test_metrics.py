@@ -308,3 +308,25 @@ async def test_tls_serves_https_with_the_node_certificate_and_asks_none(tmp_path
     finally:
         await server.stop()
         await tasks.stop()
+
+
+def test_data_key_rotation_from_loopback_only() -> None:
+    from dltmw.aio.tasks import TaskOwner
+
+    rotated: list[int] = []
+
+    def rotate() -> int:
+        rotated.append(len(rotated) + 2)
+        return rotated[-1]
+
+    probe = Probe(lambda: (True, ""), list)
+    server = OperationsServer(
+        OperationsSettings(), NodeMetrics(), probe, TaskOwner(), rotate_data_key=rotate
+    )
+    path = "/data-key/rotate"
+    assert server.route(request("POST", path), b"", loopback=False).status == 403
+    assert server.route(request("GET", path), b"", True).status == 405
+    assert rotated == []
+    answer = server.route(request("POST", path), b"", True)
+    assert (answer.status, answer.body, rotated) == (200, b"data key 2 current\n", [2])
+    assert endpoint().route(request("POST", path), b"", True).status == 404  # no storage key

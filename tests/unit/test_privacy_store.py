@@ -8,8 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
+from dltmw.ledger.at_rest import PLAIN, DataKeyRing, RecordCipher
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
 from dltmw.runtime.roles.privacy.private_channel import by_size
@@ -55,8 +58,10 @@ async def execute(ex: PrivateExecutor, number: int, items: list[PrivateTxRef]) -
     await BlockExecutor(ex).apply(effects.decided)
 
 
-async def test_block_execution_statuses_and_rederive(tmp_path: Path) -> None:
-    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted-at-rest"])
+async def test_block_execution_statuses_and_rederive(tmp_path: Path, encrypted: bool) -> None:
+    values = RecordCipher(DataKeyRing(tmp_path / "data-keys", bytes(32))) if encrypted else PLAIN
+    store = await PrivateStore.open(tmp_path / "c.private.sqlite", values=values)
     try:
         assert store.created
         opened = sealed(OTHER, ME, "open", "acct", "100")

@@ -67,6 +67,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PROOF_MISMATCH": E.InvalidRequest,
     "LIGHT_CLIENT_REJECTED": E.InvalidRequest,
     "PROOF_UNAVAILABLE": E.PreconditionFailed,
+    "UNSUPPORTED_ALGORITHM": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.descriptor import ServiceDescriptor
 
+from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.ledger.vault_store import VaultStore
 from dltmw.net.netmap import NetworkMap
@@ -28,7 +29,13 @@ UTXO_ROLES = frozenset({"notary", "vault"})
 class UtxoServices:
     """Notary and vault roles of one node (either may be absent)."""
 
-    def __init__(self, config: NodeConfig, ctx: NodeContext, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        ctx: NodeContext,
+        pool: ThreadPoolExecutor,
+        values: ValueCodec = PLAIN,
+    ) -> None:
         self.notary: NotaryRole | ClusterNotaryRole | None = None
         self.vault: VaultRole | None = None
         self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
@@ -67,7 +74,7 @@ class UtxoServices:
             )
         if "vault" in config.roles:
             store = VaultStore(
-                config.data_dir / "vault.sqlite", config.synchronous, ctx.storage_retry
+                config.data_dir / "vault.sqlite", config.synchronous, ctx.storage_retry, values
             )
             self.vault = VaultRole(ctx, store, netmap, membership)
 

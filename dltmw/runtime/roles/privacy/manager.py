@@ -44,6 +44,7 @@ from dltmw.core.privacy.envelope import (
 )
 from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED
 from dltmw.core.txcheck import parse
+from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -70,8 +71,16 @@ SCAN_CHUNK = 64
 class PrivacyManager:
     """Every private channel of one node."""
 
-    def __init__(self, ctx: NodeContext, key: PrivacyKey, data_dir: Path, synchronous: str) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        key: PrivacyKey,
+        data_dir: Path,
+        synchronous: str,
+        values: ValueCodec = PLAIN,
+    ) -> None:
         self.ctx = ctx
+        self._values = values  # encryption at rest of the private stores (or none)
         self.key = key
         self._data_dir = data_dir
         self._synchronous = synchronous
@@ -90,6 +99,11 @@ class PrivacyManager:
                 "channel %s does not list this node's privacy key: no privacy manager", cid
             )
             return
+        if me.privacy_kem_public_key and me.privacy_kem_public_key != self.key.kem_public_key:
+            logger.error(
+                "channel %s lists another ML-KEM key for this node: no privacy manager", cid
+            )
+            return
         # A private store created now replaces a lost one unless the node is new. Not only when
         # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
         # node that lost its store before committing any block may have held some.
@@ -98,6 +112,7 @@ class PrivacyManager:
             synchronous=self._synchronous,
             retry=self.ctx.storage_retry,
             lost_if_created=peer.ledger.height > 1 or not peer.ledger.created,
+            values=self._values,
         )
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
         executor = PrivateExecutor(self.key, peer, store)

@@ -9,6 +9,9 @@ then reply: a hash that a client orders is always held by every recipient.
 
 Recipients are chosen from the signed channel config: the sending node, the peers of the named
 organisations that have a privacy key, and the channel's auditors. Keys never come from requests.
+The key wrap is the channel's (`ChannelConfig.private_key_wrap`): on a hybrid channel every box
+is wrapped X25519 + ML-KEM-768 (`hybrid.py`) for the ML-KEM keys the config publishes, and Push
+refuses a payload wrapped more weakly than the channel requires (no downgrade by a sender).
 
 Push admission stores nothing unless the whole batch is right: signed by a peer node of the
 channel (TLS certificate of its organisation), every payload's sender key is that node's
@@ -25,8 +28,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
@@ -38,16 +39,19 @@ from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
     add_recipients,
+    check_algorithm,
     open_key,
     open_payload,
     payload_hash,
     recipients_of,
     seal,
 )
+from dltmw.core.privacy.kem import HYBRID, KNOWN_WRAPS, KemShare, effective_wrap, wrap_name
 from dltmw.core.txcheck import parse
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2
 
@@ -174,9 +178,38 @@ class PrivateChannel:
         await asyncio.gather(*(item.done for item in outgoing))
         return [(i.payload_hash, len(i.payload.recipient_boxes)) for i in outgoing]
 
+    @property
+    def key_wrap(self) -> int:
+        """The channel's required key wrap (X25519 when the config names none)."""
+        wrap = self.view.config.private_key_wrap
+        if wrap not in KNOWN_WRAPS:
+            raise ClientError(
+                R.ERROR_REASON_UNSUPPORTED_ALGORITHM,
+                f"channel {self.channel_id!r} requires {wrap_name(wrap)}, unknown to this node",
+            )
+        return effective_wrap(wrap)
+
+    def kem_shares(self, keys: Sequence[bytes], wrap: int) -> dict[bytes, KemShare] | None:
+        """Fresh ML-KEM shares for `keys` and this node when `wrap` is hybrid, else None; each
+        recipient's ML-KEM key is the one the signed config publishes for its X25519 key."""
+        if wrap != HYBRID:
+            return None
+        kem_keys: dict[bytes, bytes] = {}
+        for key in set(keys) | {self.key.public_key}:
+            node = self.node_of_key(key)
+            if node is None or not node.privacy_kem_public_key:
+                who = node.node_id if node is not None else key.hex()[:16]
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD,
+                    f"channel {self.channel_id!r} wraps hybrid but {who} publishes no ML-KEM key",
+                )
+            kem_keys[key] = node.privacy_kem_public_key
+        return encapsulate_all(kem_keys)
+
     def _seal(self, plaintext: bytes, orgs: Sequence[str]) -> _Outgoing:
         chosen = self.recipients(orgs)
         keys = sorted(set(chosen.values()))
+        wrap = self.key_wrap
         payload = seal(
             plaintext,
             self.key,
@@ -184,6 +217,8 @@ class PrivateChannel:
             token_bytes(32),
             token_bytes(12),
             [token_bytes(12) for _ in range(len(keys) + 1)],
+            wrap,
+            self.kem_shares(keys, wrap),
         )
         return _Outgoing(payload, payload_hash(payload), tuple(sorted(chosen)))
 
@@ -321,6 +356,7 @@ class PrivateChannel:
                     R.ERROR_REASON_NOT_AUTHORIZED,
                     f"payload sender key is not the privacy key of {sender.node_id}",
                 )
+            self.check_wrap(payload)
             open_key(payload, self.key, claimed)  # hash, recipient, own box: raises PayloadError
             keys = tuple(recipients_of(payload))
             replace = False
@@ -334,6 +370,17 @@ class PrivateChannel:
                     continue
             out.append(NewPayload(claimed, payload.SerializeToString(), keys, replace))
         return out
+
+    def check_wrap(self, payload: EncryptedPayload) -> None:
+        """Refuse a payload wrapped with an unknown algorithm, or more weakly than the channel
+        requires (an X25519-only payload on a hybrid channel: a downgrade)."""
+        wrap = check_algorithm(payload)
+        if self.key_wrap == HYBRID and wrap != HYBRID:
+            raise ClientError(
+                R.ERROR_REASON_INVALID_FIELD,
+                f"channel {self.channel_id!r} requires {wrap_name(HYBRID)}, payload uses "
+                f"{wrap_name(wrap)}",
+            )
 
     async def add_recipients(self, digest: bytes, orgs: Sequence[str]) -> int:
         """Re-wrap a payload this node sent for more recipients, store it, push it to all."""
@@ -351,7 +398,8 @@ class PrivateChannel:
         if not new_keys:
             return len(held)
         nonces = [token_bytes(12) for _ in range(len(held) + len(new_keys))]
-        updated = add_recipients(payload, self.key, new_keys, nonces)
+        kem = self.kem_shares(sorted(held | set(new_keys)), check_algorithm(payload))
+        updated = add_recipients(payload, self.key, new_keys, nonces, kem)
         keys = tuple(recipients_of(updated))
         await self.store.store_payloads(
             [NewPayload(digest, updated.SerializeToString(), keys, replace=True)]
@@ -416,11 +464,3 @@ def by_size(items: Sequence[T], size_of: Callable[[T], int], budget: int) -> lis
     if current:
         chunks.append(current)
     return chunks
-
-
-def load_privacy_key(pem: bytes) -> PrivacyKey:
-    """The node's PrivacyKey from its PKCS8 PEM file."""
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, X25519PrivateKey):
-        raise ValueError("privacy key must be an X25519 private key")
-    return PrivacyKey(key.private_bytes_raw())
