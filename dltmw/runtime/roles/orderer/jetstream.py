@@ -40,7 +40,7 @@ from dltmw.runtime.config_file import JetStreamTable
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import STOP_GRACE_S, Driver
 from dltmw.runtime.executor import Executing
-from dltmw.runtime.roles.orderer.jetstream_log import StreamLog
+from dltmw.runtime.roles.orderer.jetstream_log import StreamLog, unavailable
 from dltmw.runtime.roles.orderer.solo import TICK_S, OrdererChannel, cutter_for, stopped
 
 logger = logging.getLogger(__name__)
@@ -148,10 +148,15 @@ class JetStreamOrdererChannel(OrdererChannel):
         driver = self.driver
         if driver is None:
             raise RuntimeError("jetstream feeder started before its driver")
-        async for entry in self.log.entries(self._fed):
-            await driver.put(entry)
-            self._fed = entry.seq
-        raise stopped()  # the subscription ended: the connection closed
+        try:
+            async for entry in self.log.entries(self._fed):
+                await driver.put(entry)
+                self._fed = entry.seq
+        except (DltmwError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the client's own errors: the log is unreachable for now
+            raise unavailable(f"consuming the stream failed: {exc!r}") from exc
+        raise unavailable("the subscription ended")  # the connection closed
 
     async def stop(self) -> None:
         """Stop the feeder, the driver (its step in progress finishes), then the connection."""

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 READY_S = 30.0  # creating the stream waits this long for the cluster to elect its leaders
 DUPLICATE_WINDOW_S = 120.0
 PENDING_MSGS_MAX = 20_000  # entries buffered by the client before the consumer is slowed
+# the server's heartbeat to an idle consumer: two missed make the client recreate the consumer
+# from its last sequence (a stream leader lost), so cutting resumes within ~2 heartbeats
+HEARTBEAT_S = 1.0
 
 
 def unavailable(detail: str) -> TransientError:
@@ -153,6 +156,7 @@ class StreamLog:
             config=ConsumerConfig(opt_start_seq=after + 1),
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             pending_msgs_limit=PENDING_MSGS_MAX,
+            idle_heartbeat=HEARTBEAT_S,
         )
         try:
             async for msg in sub.messages:
