@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dltmw.core.block import verify_chain
+from dltmw.core.block import block_hash, verify_chain
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.handlers.jetstream import (
     CutBlock,
@@ -194,11 +194,7 @@ def consume(entries: Sequence[Entry], actions: Sequence[tuple[str, int]]) -> lis
     def fresh() -> JetStreamCutter:
         last = chain[-1] if chain else None
         number = len(chain)
-        last_hash = ZERO_HASH
-        if last is not None:
-            from dltmw.core.block import block_hash
-
-            last_hash = block_hash(last.block)
+        last_hash = block_hash(last.block) if last is not None else ZERO_HASH
         position = last.position if last is not None else 0
         return JetStreamCutter(CHANNEL, number, last_hash, position, BlockCutter(3, 60, 2))
 

@@ -110,6 +110,11 @@ class JetStreamCutter:
         return self._next_number
 
     @property
+    def pending(self) -> bool:
+        """Envelopes wait for the next cut."""
+        return bool(self._cutter.pending)
+
+    @property
     def position(self) -> int:
         """The last stream sequence stepped (a consumer resumes after it)."""
         return self._seen
