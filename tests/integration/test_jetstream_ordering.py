@@ -92,6 +92,7 @@ async def _load_with(net: Path, prefix: str, fault: Callable[[], None]) -> list[
     60 s. Returns the tx ids whose submission was acknowledged and that committed valid."""
     client = await GatewayClient.connect(net, "user1.org1")
     committed: list[str] = []
+    lost: list[str] = []  # acknowledged, never committed
     sem = asyncio.Semaphore(8)
 
     async def put(i: int) -> None:
@@ -109,7 +110,11 @@ async def _load_with(net: Path, prefix: str, fault: Callable[[], None]) -> list[
                     if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                         return  # not acknowledged: it may or may not be ordered, never twice
                     await asyncio.sleep(0.2)
-            status = await client.commit_status("trades", tx_id)
+            try:
+                status = await client.commit_status("trades", tx_id)
+            except grpc.aio.AioRpcError as exc:  # e.g. WAIT_TIMEOUT: never committed
+                lost.append(f"{tx_id[:12]}: {reason_of(exc)}")
+                return
             if status.result == VALID:
                 committed.append(tx_id)
 
@@ -123,6 +128,7 @@ async def _load_with(net: Path, prefix: str, fault: Callable[[], None]) -> list[
             await asyncio.wait_for(load, 120)
         except TimeoutError:
             pytest.fail(f"load did not finish after the fault: {len(committed)}/{TXS}")
+        assert not lost, f"acknowledged but never committed: {lost[:3]}"
         assert len(committed) > before, "commits did not resume after the fault"
         assert len(committed) == TXS, f"only {len(committed)}/{TXS} submissions acknowledged"
         return committed
