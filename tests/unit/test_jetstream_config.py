@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from dltmw.core.block import block_hash, make_block
+from dltmw.core.errors import PeerError
 from dltmw.core.genesis import read_genesis
+from dltmw.core.identity import SigningIdentity
 from dltmw.net.nats_plan import NatsPlan
 from dltmw.net.topology import Topology
 from dltmw.pki.network import init_network
 from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.roles.peer.committer import check_orderer_signatures
 from dltmw.v1 import block_pb2, config_pb2
 
 ROOT = Path(__file__).parents[2]
@@ -60,3 +64,37 @@ def test_a_plan_reads_back_as_written(tmp_path: Path) -> None:
     assert NatsPlan.load(tmp_path / "js") == NatsPlan(
         (tmp_path / "js").resolve(), plan.members, plan.name
     )
+
+
+def test_peers_accept_a_block_signed_by_either_orderer_and_by_nobody_else(
+    tmp_path: Path,
+) -> None:
+    """Each jetstream orderer signs what it serves: one valid signature of a configured orderer
+    suffices; a peer's (or a forged) signature does not."""
+    (tmp_path / "t.toml").write_text(TOPOLOGY)
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    view = read_genesis(
+        block_pb2.Block.FromString((tmp_path / "net/channels/trades.block").read_bytes())
+    )
+
+    def identity(node: str, org: str) -> SigningIdentity:
+        home = tmp_path / "net/nodes" / node
+        pem, key = (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+        return SigningIdentity.from_pem(org, pem, key)
+
+    block = make_block("trades", 1, b"p" * 32, [b"tx"])
+    digest = block_hash(block)
+
+    def signed_by(who: SigningIdentity, over: bytes = digest) -> block_pb2.Block:
+        out = block_pb2.Block()
+        out.CopyFrom(block)
+        out.metadata.signatures.add(signer=who.identity_bytes, signature=who.sign(over))
+        return out
+
+    for orderer in ("orderer0", "orderer1"):
+        check_orderer_signatures(view, signed_by(identity(orderer, "OrdererOrg")))
+    peer = identity("peer0.org1", "Org1")
+    forged = signed_by(identity("orderer1", "OrdererOrg"), over=b"another block")
+    for bad in (signed_by(peer), forged):
+        with pytest.raises(PeerError, match="lacks 1 valid"):
+            check_orderer_signatures(view, bad)
