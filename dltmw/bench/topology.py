@@ -82,7 +82,13 @@ def topology_toml(shape: NetworkShape, contracts: tuple[str, ...]) -> str:
         }
         for cid in shape.channel_ids()
     ]
-    doc = {"name": "bench", "orgs": orgs, "nodes": nodes, "clients": clients, "channels": channels}
+    doc: dict[str, object] = {
+        "name": "bench",
+        "orgs": orgs,
+        "nodes": nodes,
+        "clients": clients,
+        "channels": channels,
+    }
     if shape.ordering == "jetstream":  # the replicated log: 3 nats-servers, 3 replicas
         doc["jetstream"] = {"servers": 3, "replicas": 3}
     return tomli_w.dumps(doc)

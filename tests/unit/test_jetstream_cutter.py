@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from dltmw.core.block import block_hash, verify_chain
 from dltmw.core.cutter import BlockCutter
+from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.jetstream import (
     CutBlock,
     Entry,
@@ -111,6 +112,13 @@ def test_redelivered_entries_are_ignored() -> None:
     core = cutter()
     blocks = run(core, [*entries[:2], entries[0], entries[1], entries[2]])
     assert contents(blocks) == [[b"a...", b"b...", b"c..."]]
+
+
+def test_a_gap_in_the_stream_is_a_broken_invariant() -> None:
+    core = cutter()
+    core.step(StreamEnvelope(1, env("a")))
+    with pytest.raises(InvariantViolation, match="skipped"):
+        core.step(StreamEnvelope(3, env("c")))
 
 
 def test_step_refuses_anything_but_stream_entries() -> None:

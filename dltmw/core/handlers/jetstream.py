@@ -26,7 +26,9 @@ the adapter stores it with the block in one transaction, and a restarted core re
 `position + 1` with nothing pending. The entries after the position are replayed and give the
 same blocks again: a block's position splits the stream exactly (every envelope at or before it
 is in this block or an earlier one, every envelope after it in a later one). Any entry at or
-below the last one stepped is a redelivery and is ignored.
+below the last one stepped is a redelivery and is ignored; an entry further on than the next one
+is a broken invariant (the adapter must feed the stream without gaps: a skipped entry would
+make this orderer's chain diverge, which is worse than stopping).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import is_config_update
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.effects import Effects
+from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.solo import config_after
 from dltmw.v1 import block_pb2, config_pb2
 
@@ -125,6 +128,10 @@ class JetStreamCutter:
             raise TypeError(f"jetstream cutter cannot step {type(message).__name__}")
         if message.seq <= self._seen:
             return
+        if message.seq != self._seen + 1:  # a skipped entry would make this chain diverge
+            raise InvariantViolation(
+                f"stream entry {message.seq} after {self._seen}: the feeder skipped entries"
+            )
         before, self._seen = self._seen, message.seq
         if isinstance(message, TimeToCut):
             if message.block_number == self._next_number:

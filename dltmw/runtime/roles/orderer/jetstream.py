@@ -150,8 +150,11 @@ class JetStreamOrdererChannel(OrdererChannel):
             raise RuntimeError("jetstream feeder started before its driver")
         try:
             async for entry in self.log.entries(self._fed):
-                await driver.put(entry)
-                self._fed = entry.seq
+                if entry.seq > self._fed + 1:  # resubscribe from where we are: no gaps
+                    raise unavailable(f"stream entry {entry.seq} arrived after {self._fed}")
+                if entry.seq == self._fed + 1:
+                    await driver.put(entry)
+                    self._fed = entry.seq
         except (DltmwError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the client's own errors: the log is unreachable for now
