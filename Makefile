@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hsm,postgresql]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hsm,postgresql,jetstream]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -17,6 +17,9 @@ figures of every point and the command:
 - `replicas` — the finding the paper cites from the Bank of Japan's experiment (consensus cost
   grows with the nodes taking part): the same kv workload with one solo orderer (`ordering =
   "none"`, the baseline in the same run) and PBFT-lite ordering with 4, 7, 10 and 13 replicas.
+- `jetstream` — issue 17: the same kv workload ordered by one solo orderer and by two orderers
+  on a NATS JetStream stream replicated over three nats-servers (their CPU counted too), in one
+  run; the acceptance asks for at least 80 % of solo's valid tx/s.
 - `latency` — the latency-throughput curve (issue 13): kv blind writes in an open loop at rising
   rates (50 ... 1000 tx/s, about LATENCY_POINT_S seconds each) and, last, the closed loop at
   saturation (`--in-flight`, `--txs`); p50/p99 and CPU per transaction at each point. Open loop
@@ -160,6 +163,11 @@ def _replicas(n: int) -> Point:
     return point
 
 
+def _jetstream(cfg: BenchConfig) -> BenchConfig:
+    shape = dataclasses.replace(cfg.shape, orderers=2, ordering="jetstream")
+    return dataclasses.replace(cfg, shape=shape, label="ordering-jetstream")
+
+
 LATENCY_RATES = (50, 100, 200, 400, 600, 800, 1000)  # tx/s offered, open loop
 LATENCY_POINT_S = 6.0  # seconds of submissions per open-loop point (at least 300 transactions)
 
@@ -211,6 +219,16 @@ EXPERIMENTS: dict[str, Experiment] = {
             *((f"pbft-{n}", _replicas(n)) for n in (4, 7, 10, 13)),
         ),
         _with_workload("kv", {}),
+    ),
+    "jetstream": Experiment(
+        "Throughput of crash-tolerant ordering on NATS JetStream (issue 17) vs the solo orderer",
+        "ordering (none: one solo orderer; jetstream: 2 orderers, 3 nats-servers, 3 replicas)",
+        (
+            ("none", lambda cfg: dataclasses.replace(cfg, label="ordering-none")),
+            ("jetstream", _jetstream),
+        ),
+        _with_workload("kv", {}),
+        secondary="cpu",
     ),
     "latency": Experiment(
         "Latency against throughput (issue 13), kv blind writes, open loop then saturation",

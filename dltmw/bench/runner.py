@@ -126,6 +126,11 @@ def _run_network(
         except RuntimeError as exc:
             raise BenchError(f"network did not start: {exc}") from exc
         result.pids = {n: p.process.pid for n, p in sup.nodes.items()}
+        if sup.nats is not None:  # jetstream ordering: its nats-servers' CPU counts too
+            for i, member in enumerate(sup.nats.plan.members):
+                pid = sup.nats.pid(i)
+                if pid is not None:
+                    result.pids[f"nats.{member.name}"] = pid
         asyncio.run(_session(cfg, workload, net, result, console))
     finally:
         sup.down()

@@ -3,7 +3,8 @@
 Default: two organisations with one peer each (both gateways), one solo orderer, endorsement
 `AND(Org1.peer, Org2.peer)`, mutual TLS on every link (always on in dltmw), and channels
 `bench0..benchN-1` on the same nodes — the parallel-channels experiment varies N. `orderers` and
-`ordering` are the extension point for the consensus-replicas experiment (PBFT-lite).
+`ordering` are the extension point for the consensus-replicas experiment (PBFT-lite) and the
+jetstream experiment (two orderers on a stream replicated over three nats-servers).
 """
 
 from __future__ import annotations
@@ -81,5 +82,13 @@ def topology_toml(shape: NetworkShape, contracts: tuple[str, ...]) -> str:
         }
         for cid in shape.channel_ids()
     ]
-    doc = {"name": "bench", "orgs": orgs, "nodes": nodes, "clients": clients, "channels": channels}
+    doc: dict[str, object] = {
+        "name": "bench",
+        "orgs": orgs,
+        "nodes": nodes,
+        "clients": clients,
+        "channels": channels,
+    }
+    if shape.ordering == "jetstream":  # the replicated log: 3 nats-servers, 3 replicas
+        doc["jetstream"] = {"servers": 3, "replicas": 3}
     return tomli_w.dumps(doc)

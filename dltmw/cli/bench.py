@@ -60,7 +60,8 @@ def bench(
     experiment: Annotated[
         str | None,
         typer.Option(
-            help="run an experiment: contention, hotkey, channels, replicas, latency or bus"
+            help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency or"
+            " bus"
         ),
     ] = None,
     repeat: Annotated[

@@ -88,6 +88,11 @@ class BlockCutter:
             return None
         return self._cut()
 
+    def flush(self) -> list[bytes] | None:
+        """Cut the pending batch now, whatever the limits say (a time-to-cut marker of a
+        replicated log, `core/handlers/jetstream.py`), or None when nothing is pending."""
+        return self._cut() if self._pending else None
+
     def _cut(self) -> list[bytes]:
         batch, self._pending = self._pending, []
         self._pending_bytes = 0

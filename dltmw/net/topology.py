@@ -139,7 +139,11 @@ class ChannelSpec(Strict):
     id: Id = Field(description="channel id")
     members: list[Id] = Field(min_length=1, description="member organisations")
     orderers: list[Id] = Field(min_length=1, description="orderer nodes (first signs block 0)")
-    ordering: Literal["none", "pbft"] = Field("none", description="solo orderer or PBFT-lite")
+    ordering: Literal["none", "pbft", "jetstream"] = Field(
+        "none",
+        description="solo orderer, PBFT-lite, or crash-tolerant ordering on the topology's "
+        "NATS JetStream cluster ([jetstream])",
+    )
     endorsement_policy: str | None = Field(
         None, description="default policy, e.g. AND(Org1.peer, Org2.peer) (else a majority)"
     )
@@ -169,6 +173,15 @@ class NotaryCluster(Strict):
     members: list[Id] = Field(description="notary nodes")
 
 
+class JetStreamCluster(Strict):
+    """`[jetstream]`: the NATS JetStream cluster that orders every channel with ordering
+    "jetstream". `dltmw init` chooses its ports and writes one nats-server config per member
+    under `jetstream/`; `dltmw up` starts them as processes, each with its own store."""
+
+    servers: int = Field(3, ge=1, le=5, description="nats-servers (3 or 5 to survive crashes)")
+    replicas: int = Field(3, ge=1, le=5, description="replicas of each channel's stream")
+
+
 class TopologyFile(Strict):
     """A topology file."""
 
@@ -182,6 +195,9 @@ class TopologyFile(Strict):
         False,
         description="every node gets a storage key: its private state, private payloads and"
         " vault records are encrypted per record in its files (docs/privacy.md)",
+    )
+    jetstream: JetStreamCluster | None = Field(
+        None, description="the NATS cluster of jetstream ordering (needed by such a channel)"
     )
 
     @model_validator(mode="after")
@@ -202,6 +218,10 @@ class TopologyFile(Strict):
             for oid in ch.orderers:
                 if "orderer" not in (nodes[oid].roles if oid in nodes else []):
                     raise ValueError(f"channels[{i}].orderers: {oid} is not an orderer node")
+            if ch.ordering == "jetstream" and self.jetstream is None:
+                raise ValueError(f"channels[{i}]: ordering jetstream needs a [jetstream] table")
+        if self.jetstream is not None and self.jetstream.replicas > self.jetstream.servers:
+            raise ValueError("jetstream: more replicas than servers")
         return self
 
 

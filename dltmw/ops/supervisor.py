@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltmw.net.nats_plan import PLAN_FILE, NatsPlan
+from dltmw.ops.nats_cluster import NatsCluster
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.process import KEEPER_LOCK, NODE_LOCK, lock_holder
 
@@ -76,6 +78,7 @@ class Supervisor:
         # (the multi-host tests put each organisation's nodes into its own network namespace)
         self.launch = dict(launch or {})
         self.nodes: dict[str, NodeProcess] = {}
+        self._nats: NatsCluster | None = None
 
     def node_ids(self) -> list[str]:
         """Every node of the topology, orderers first."""
@@ -201,8 +204,19 @@ class Supervisor:
             time.sleep(0.05)
         raise RuntimeError(f"{node_id} not ready within {timeout_s}s")
 
+    @property
+    def nats(self) -> NatsCluster | None:
+        """The network's NATS JetStream cluster (`jetstream/`, planned by `dltmw init` for a
+        topology with `[jetstream]`), or None."""
+        if self._nats is None and (self.dir / "jetstream" / PLAN_FILE).exists():
+            self._nats = NatsCluster(NatsPlan.load(self.dir / "jetstream"))
+        return self._nats
+
     def start_missing(self, timeout_s: float = 60.0) -> list[NodeStatus]:
-        """Start every node that is not running, wait until all are ready; report each."""
+        """Start every node that is not running (the NATS cluster first, if the network has
+        one), wait until all are ready; report each."""
+        if self.nats is not None:
+            self.nats.start()
         found: dict[str, int] = {}
         for node_id in self.node_ids():
             pid = self.running(node_id)
@@ -251,7 +265,10 @@ class Supervisor:
         each other (Deliver, replica Exchange), so stopping them one by one would make each wait
         out its grace period for peers that are still up.
         """
-        return self._stop_many(sorted({*self.node_ids(), *self.nodes}), grace_s)
+        codes = self._stop_many(sorted({*self.node_ids(), *self.nodes}), grace_s)
+        if self.nats is not None:  # after the orderers: they publish to it until they stop
+            self.nats.stop()
+        return codes
 
     def down(self, grace_s: float = 10.0) -> dict[str, int | None]:
         """Stop every node of the network."""

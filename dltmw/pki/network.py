@@ -48,13 +48,18 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.net.addressbook import split_endpoint
 from dltmw.net.hsm import Pkcs11Key, Pkcs11Uri, generate
 from dltmw.net.keyfile import for_writing
+from dltmw.net.nats_plan import NatsPlan
 from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
 from dltmw.v1 import algorithms_pb2, config_pb2
 
-ORDERING = {"none": config_pb2.ORDERING_TYPE_NONE, "pbft": config_pb2.ORDERING_TYPE_PBFT}
+ORDERING = {
+    "none": config_pb2.ORDERING_TYPE_NONE,
+    "pbft": config_pb2.ORDERING_TYPE_PBFT,
+    "jetstream": config_pb2.ORDERING_TYPE_JETSTREAM,
+}
 KEM_FILE = "privacy-kem.key"
 STORAGE_KEY_FILE = "storage.key"
 KEY_WRAP = {
@@ -196,10 +201,23 @@ def init_network(
         nonce = material.nonce(f"genesis.{ch['id']}")
         block = make_genesis(config, first, nonce, material.now())
         _write(out / "channels" / f"{ch['id']}.block", block.SerializeToString())
+    jetstream = _jetstream_plan(raw, out)
     for node in raw["nodes"]:
         joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
-        write_node_toml(out, node, joined, synchronous, key_of(node["id"]))
+        extra = {"jetstream": jetstream} if jetstream and "orderer" in node["roles"] else {}
+        write_node_toml(out, node, joined, synchronous, key_of(node["id"]), extra)
     return topo
+
+
+def _jetstream_plan(raw: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The topology's NATS cluster planned under `out/jetstream` (ports fixed now; `dltmw up`
+    starts it), and the `[jetstream]` table of its orderers' node.toml ({} without one)."""
+    spec = raw.get("jetstream")
+    if spec is None:
+        return {}
+    plan = NatsPlan.fresh(out / "jetstream", spec["servers"])
+    plan.write()
+    return {"servers": plan.urls, "replicas": spec["replicas"]}
 
 
 def node_material(
@@ -224,9 +242,15 @@ def node_material(
 
 
 def write_node_toml(
-    out: Path, node: dict[str, Any], joined: Sequence[str], synchronous: str, key: str
+    out: Path,
+    node: dict[str, Any],
+    joined: Sequence[str],
+    synchronous: str,
+    key: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """The node's node.toml, serving the channels `joined` (their blocks under out/channels)."""
+    """The node's node.toml, serving the channels `joined` (their blocks under out/channels);
+    `extra`: more tables (an orderer's `[jetstream]`)."""
     home = out / "nodes" / node["id"]
     cfg = {
         "node": {
@@ -246,7 +270,7 @@ def write_node_toml(
         "ledger": {"synchronous": synchronous},
         # HTTP /metrics, /healthz, /readyz, /loglevel on loopback (docs/operations.md)
         "operations": {"listen": "127.0.0.1:0"},
-    }
+    } | (extra or {})
     _write(home / "node.toml", tomli_w.dumps(cfg).encode())
 
 

@@ -19,6 +19,7 @@ from dltmw.net.signer import KeyRef, key_ref
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.runtime.config_file import (
     DEFAULT_LOGGING,
+    JetStreamTable,
     Limits,
     LogSettings,
     NodeFile,
@@ -62,6 +63,8 @@ class NodeConfig:
     # `[tracing]`; None (no endpoint, the default): no tracing
     tracing: TracingSettings | None = None
     verify_threads: int = 0  # `[validation]`: the verify pool's threads; 0 = one per core
+    # `[jetstream]`: the NATS cluster of channels ordered by "jetstream" (orderers only)
+    jetstream: JetStreamTable | None = None
 
     def verify_pool_threads(self) -> int:
         """Threads of the verify pool: as configured, else one per core this process may use
@@ -102,6 +105,7 @@ class NodeConfig:
             operations=doc.operations if doc.operations.listen else None,
             tracing=doc.tracing if doc.tracing.otlp_endpoint else None,
             verify_threads=doc.validation.verify_threads,
+            jetstream=doc.jetstream if doc.jetstream.servers else None,
         )
 
 

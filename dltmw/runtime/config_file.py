@@ -276,6 +276,21 @@ class StorageTable(Strict):
         return RetryPolicy(self.retry_first_s, self.retry_max_s, self.retry_s)
 
 
+class JetStreamTable(Strict):
+    """`[jetstream]`: the NATS JetStream cluster an orderer of a channel with ordering
+    "jetstream" appends to and consumes (`runtime/roles/orderer/jetstream.py`)."""
+
+    servers: list[str] = Field(
+        default_factory=list,
+        description='client URLs of the nats-servers, e.g. "nats://127.0.0.1:4222" (any one '
+        "reachable is enough; the client fails over to the others)",
+    )
+    replicas: int = Field(3, ge=1, le=5, description="replicas of each channel's stream")
+    publish_timeout_ms: int = Field(
+        2000, gt=0, description="a publish not acknowledged by then fails with UNAVAILABLE"
+    )
+
+
 class NodeFile(Strict):
     """A node.toml."""
 
@@ -299,3 +314,6 @@ class NodeFile(Strict):
     )
     storage: StorageTable = Field(default_factory=StorageTable)
     validation: ValidationTable = Field(default_factory=ValidationTable)
+    jetstream: JetStreamTable = Field(
+        default_factory=JetStreamTable, description="the NATS cluster of jetstream ordering"
+    )

@@ -341,6 +341,8 @@ class Node:
                     data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
                 )
                 orderer = PbftOrdererChannel(self.ctx, current, ledger, store, genesis=view)
+            elif view.config.ordering == config_pb2.ORDERING_TYPE_JETSTREAM:
+                orderer = self._jetstream_orderer(current, ledger)
             else:
                 orderer = OrdererChannel(self.ctx, current, ledger)
             await orderer.start()
@@ -380,6 +382,19 @@ class Node:
             synchronous=config.synchronous,
             retry=config.storage_retry,
         )
+
+    def _jetstream_orderer(self, view: ChannelView, ledger: ChannelLedger) -> OrdererChannel:
+        """The orderer of a channel ordered on NATS JetStream (its client is imported only
+        here: nodes of other orderings need not install the jetstream extra)."""
+        if self.config.jetstream is None:
+            raise ClientError(
+                R.ERROR_REASON_ROLE_NOT_HOSTED,
+                f"{view.channel_id!r} is ordered by jetstream: give {self.config.node_id} a "
+                "[jetstream] table naming the nats-servers in its node.toml",
+            )
+        from dltmw.runtime.roles.orderer.jetstream import JetStreamOrdererChannel
+
+        return JetStreamOrdererChannel(self.ctx, view, ledger, self.config.jetstream)
 
     async def join_from_admin(self, block: block_pb2.Block) -> str:
         """JoinChannel: join and remember the config block for restarts."""

@@ -32,6 +32,11 @@ class _OrderingTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ordering
     """One designated orderer node orders; peers accept its signed blocks."""
     ORDERING_TYPE_PBFT: _OrderingType.ValueType  # 2
     """n = 3f+1 orderer replicas run PBFT-lite; blocks carry 2f+1 signatures."""
+    ORDERING_TYPE_JETSTREAM: _OrderingType.ValueType  # 3
+    """Crash-tolerant: every orderer appends to and consumes one NATS JetStream stream replicated
+    over 3 (or 5) nats-servers and cuts identical blocks (time-to-cut markers in the stream);
+    each orderer signs the blocks it serves, and peers accept one signature of any of them.
+    """
 
 class OrderingType(_OrderingType, metaclass=_OrderingTypeEnumTypeWrapper):
     """OrderingType selects the consensus handler that orders a channel's transactions."""
@@ -42,6 +47,11 @@ ORDERING_TYPE_NONE: OrderingType.ValueType  # 1
 """One designated orderer node orders; peers accept its signed blocks."""
 ORDERING_TYPE_PBFT: OrderingType.ValueType  # 2
 """n = 3f+1 orderer replicas run PBFT-lite; blocks carry 2f+1 signatures."""
+ORDERING_TYPE_JETSTREAM: OrderingType.ValueType  # 3
+"""Crash-tolerant: every orderer appends to and consumes one NATS JetStream stream replicated
+over 3 (or 5) nats-servers and cuts identical blocks (time-to-cut markers in the stream);
+each orderer signs the blocks it serves, and peers accept one signature of any of them.
+"""
 Global___OrderingType: _TypeAlias = OrderingType  # noqa: Y015
 
 @_typing.final

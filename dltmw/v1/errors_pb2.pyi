@@ -176,6 +176,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
     algorithm) that this node does not implement; nothing was changed.
     """
+    ERROR_REASON_ORDERING_UNAVAILABLE: _ErrorReason.ValueType  # 60
+    """UNAVAILABLE (retryable): the replicated log of a channel with ordering JETSTREAM did not
+    acknowledge the envelope (a majority of its nats-servers is unreachable, or the orderer
+    has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
+    resubmission of the same envelope bytes within its duplicate window).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -336,5 +342,11 @@ in a block made before tx_root existed).
 ERROR_REASON_UNSUPPORTED_ALGORITHM: ErrorReason.ValueType  # 80
 """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
 algorithm) that this node does not implement; nothing was changed.
+"""
+ERROR_REASON_ORDERING_UNAVAILABLE: ErrorReason.ValueType  # 60
+"""UNAVAILABLE (retryable): the replicated log of a channel with ordering JETSTREAM did not
+acknowledge the envelope (a majority of its nats-servers is unreachable, or the orderer
+has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
+resubmission of the same envelope bytes within its duplicate window).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -11,6 +11,7 @@ from pbft_messages import KEYS
 from dltmw.core.committer import CommitCore
 from dltmw.core.cutter import BlockCutter
 from dltmw.core.effects import Effects
+from dltmw.core.handlers.jetstream import JetStreamCutter
 from dltmw.core.handlers.notary import SingleNotary
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import PbftOrdererCore
@@ -30,6 +31,7 @@ def replica() -> Replica:
 
 CORES = {
     "solo-orderer": lambda: SoloOrderer("ch", 1, ZERO_HASH, BlockCutter(10, 1000, 5)),
+    "jetstream-cutter": lambda: JetStreamCutter("ch", 1, ZERO_HASH, 0, BlockCutter(10, 1000, 5)),
     "pbft-replica": replica,
     "pbft-orderer": lambda: PbftOrdererCore(
         replica(), BlockAssembler("ch", 0, 3, [b"o"] * 4, KEYS.verify), KEYS.signer(0), 1, b""

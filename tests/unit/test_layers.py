@@ -42,7 +42,7 @@ LAYERS: dict[str, frozenset[str]] = {
     # (`pki` makes their material, `runtime` runs their nodes); `contracts` for the bus's limits
     "sdk": frozenset({"core", "contracts", "aio", "net", "rpc", "client", "pki", "runtime", "v1"}),
     "pki": frozenset({"core", "net", "v1"}),
-    "ops": frozenset({"runtime", "core", "v1"}),
+    "ops": frozenset({"runtime", "core", "net", "v1"}),
     "bench": frozenset(
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}
     ),

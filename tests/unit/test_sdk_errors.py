@@ -68,6 +68,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "LIGHT_CLIENT_REJECTED": E.InvalidRequest,
     "PROOF_UNAVAILABLE": E.PreconditionFailed,
     "UNSUPPORTED_ALGORITHM": E.InvalidRequest,
+    "ORDERING_UNAVAILABLE": E.Unavailable,
 }
 RETRYABLE = {
     "OVERLOADED",
@@ -77,6 +78,7 @@ RETRYABLE = {
     "WAIT_TIMEOUT",
     "HEIGHT_NOT_REACHED",
     "STALE_READ",  # refused before ordering: endorse again
+    "ORDERING_UNAVAILABLE",  # the replicated log did not acknowledge: submit again
 }
 
 

@@ -122,13 +122,21 @@ class SoloOrderer:
 
     def _config_of(self, batch: list[bytes]) -> ChannelView | None:
         """The view a valid config update alone in `batch` leads to; switches to it."""
-        if self._view is None or self._cutter_for is None or len(batch) != 1:
+        if self._view is None or self._cutter_for is None:
             return None
-        if not is_config_update(batch[0]):
-            return None
-        checked = check_transaction(batch[0], self._view)
-        if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
-            return None
-        self._view = checked.config
-        self._cutter = self._cutter_for(checked.config.config.batch)  # its pending was cut
-        return checked.config
+        config = config_after(self._view, batch)
+        if config is not None:
+            self._view = config
+            self._cutter = self._cutter_for(config.config.batch)  # its pending was cut
+        return config
+
+
+def config_after(view: ChannelView, batch: Sequence[bytes]) -> ChannelView | None:
+    """The view that `batch` leads to when it is one valid config update (checked as every
+    peer will check it at commit), else None. Shared by every orderer that cuts blocks."""
+    if len(batch) != 1 or not is_config_update(batch[0]):
+        return None
+    checked = check_transaction(batch[0], view)
+    if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
+        return None
+    return checked.config

@@ -9,6 +9,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 | `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
+| `jetstream` | jetstream ordering: the real cutter, a modelled stream, faults | `jetstream.py` |
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from dltmw.sim import vloop
-from dltmw.sim.scenarios import eov, notary, pbft_config, private
+from dltmw.sim.scenarios import eov, jetstream, notary, pbft_config, private
 from dltmw.sim.scenarios.result import ScenarioResult
 
 Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace) -> result
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cfg-pbft": pbft_config.run,
     "notary": notary.run,
     "private": private.run,
+    "jetstream": jetstream.run,
 }
 
 

@@ -173,12 +173,16 @@ class OrdererChannel:
             async for block in follow(self.ledger, self.new_block, start, stop):
                 yield block
                 self._pulled[follower] = block.header.number
-                if self._driver is not None and self.downstream_idle():
-                    self._driver.nudge()
+                if self.downstream_idle():
+                    self._nudge()
         finally:
             del self._pulled[follower]
-            if self._driver is not None:
-                self._driver.nudge()
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the cutting driver: a batch held back for a busy follower may be cut now."""
+        if self._driver is not None:
+            self._driver.nudge()
 
     def downstream_idle(self) -> bool:
         """Every follower has taken every committed block (true with no follower)."""

@@ -1,0 +1,191 @@
+"""The channel's replicated log: one NATS JetStream stream, reached with nats-py.
+
+A thin adapter, no decisions: `append` publishes envelopes and returns once JetStream
+acknowledged each (the stream has `replicas` copies: the acknowledgement comes after a majority
+of the nats-servers stored it, so an acknowledged envelope survives the loss of a minority);
+`mark` publishes a time-to-cut marker without waiting (a lost marker is asked for again by the
+core after another timeout); `entries(after)` yields the stream from sequence `after + 1` in
+stream order, as the core's entries.
+
+Why an ordered consumer and not a durable one: where an orderer has read to is stored in its
+chain (the position of its last block, written in the block's own sqlite transaction,
+`jetstream.py`), so a restart knows exactly where to resume. A durable consumer's
+acknowledgement state would be a second record of the same fact, kept on another machine and
+not atomic with the block. The ordered consumer is recreated by the client from the last
+sequence it delivered when a server goes away (gap detection and heartbeats in nats-py).
+
+Envelopes are published with the `Nats-Msg-Id` header set to the SHA-256 of their bytes, so
+the stream drops a resubmission of the same envelope within its duplicate window (a client that
+retries after a lost acknowledgement); later duplicates are found by every peer's duplicate
+tx_id check at commit, as with any orderer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+
+from dltmw.aio.throttle import LogThrottle
+from dltmw.core.errors import DltmwError, TransientError
+from dltmw.core.handlers.jetstream import Entry, StreamEnvelope, TimeToCut
+from dltmw.runtime.config_file import JetStreamTable
+from dltmw.v1 import errors_pb2
+
+logger = logging.getLogger(__name__)
+READY_S = 30.0  # creating the stream waits this long for the cluster to elect its leaders
+DUPLICATE_WINDOW_S = 120.0
+PENDING_MSGS_MAX = 20_000  # entries buffered by the client before the consumer is slowed
+# the server's heartbeat to an idle consumer: two missed make the client recreate the consumer
+# from its last sequence (a stream leader lost), so cutting resumes within ~2 heartbeats
+HEARTBEAT_S = 1.0
+
+
+def unavailable(detail: str) -> TransientError:
+    """The refusal of an envelope the log did not acknowledge."""
+    return TransientError(
+        errors_pb2.ERROR_REASON_ORDERING_UNAVAILABLE,
+        f"the channel's replicated log did not acknowledge the envelope: {detail}",
+    )
+
+
+class StreamLog:
+    """One channel's stream (see the module docstring)."""
+
+    def __init__(self, channel_id: str, settings: JetStreamTable, client_name: str) -> None:
+        token = channel_id.encode().hex()  # channel ids may hold '.', a subject separator
+        self.stream = f"DLTMW_{token}"
+        self._envelopes = f"dltmw.{token}.env"
+        self._markers = f"dltmw.{token}.ttc"
+        self._settings = settings
+        self._name = client_name
+        self._timeout_s = settings.publish_timeout_ms / 1000
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._throttle = LogThrottle()
+        self._closing = False
+
+    async def open(self) -> None:
+        """Connect (any reachable server; reconnects forever) and make sure the stream exists,
+        waiting up to READY_S for the cluster to answer."""
+        self._nc = await nats.connect(
+            servers=list(self._settings.servers),
+            name=self._name,
+            connect_timeout=2,
+            reconnect_time_wait=0.25,
+            max_reconnect_attempts=-1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+        )
+        self._js = self._nc.jetstream(timeout=self._timeout_s)
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self._envelopes, self._markers],
+            num_replicas=self._settings.replicas,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                await self._js.add_stream(config)
+                return
+            except BadRequestError:
+                raise  # exists with another configuration: an operator's mistake, said as is
+            except Exception as exc:  # the cluster is still electing its leaders
+                if time.monotonic() > deadline:
+                    raise unavailable(f"stream {self.stream} not created: {exc!r}") from exc
+                await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._closing = True
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    async def append(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
+        """Publish each envelope; None for each acknowledged one, else its refusal."""
+        js = self._js
+        if js is None:
+            return [unavailable("not connected") for _ in envelopes]
+        answers = await asyncio.gather(
+            *(self._publish(js, e) for e in envelopes), return_exceptions=True
+        )
+        out: list[DltmwError | None] = []
+        for answer in answers:
+            if isinstance(answer, asyncio.CancelledError):
+                raise answer
+            if isinstance(answer, BaseException):
+                self._warn("publish", "publish failed: %r", answer)
+                out.append(unavailable(type(answer).__name__))
+            else:
+                out.append(None)
+        return out
+
+    async def _publish(self, js: JetStreamContext, envelope: bytes) -> None:
+        msg_id = hashlib.sha256(envelope).hexdigest()
+        await js.publish(
+            self._envelopes, envelope, timeout=self._timeout_s, headers={"Nats-Msg-Id": msg_id}
+        )
+
+    async def mark(self, block_numbers: Sequence[int]) -> None:
+        """Publish time-to-cut markers without waiting for acknowledgements."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return  # asked again after another timeout
+        for number in block_numbers:
+            await nc.publish(self._markers, str(number).encode())
+
+    async def entries(self, after: int) -> AsyncIterator[Entry]:
+        """The stream from sequence `after + 1`, in order, as the core's entries."""
+        js = self._js
+        if js is None:
+            raise unavailable("not connected")
+        sub = await js.subscribe(
+            f"dltmw.{self.stream.removeprefix('DLTMW_')}.*",
+            ordered_consumer=True,
+            config=ConsumerConfig(opt_start_seq=after + 1),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            pending_msgs_limit=PENDING_MSGS_MAX,
+            idle_heartbeat=HEARTBEAT_S,
+        )
+        try:
+            async for msg in sub.messages:
+                seq = msg.metadata.sequence.stream
+                if msg.subject == self._markers:
+                    yield TimeToCut(seq, _marker_number(msg.data))
+                else:
+                    yield StreamEnvelope(seq, msg.data)
+        finally:
+            await sub.unsubscribe()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._warn("client", "nats client: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            self._warn("disconnected", "disconnected from nats; reconnecting")
+
+    def _warn(self, key: str, message: str, *args: object) -> None:
+        suppressed = self._throttle.admit(key)
+        if suppressed is not None:
+            logger.warning(
+                "stream %s: " + message + " (%d more suppressed)", self.stream, *args, suppressed
+            )
+
+
+def _marker_number(data: bytes) -> int:
+    """The block number a marker names (-1, never pending, for a malformed one)."""
+    try:
+        return int(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return -1

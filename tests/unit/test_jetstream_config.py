@@ -1,0 +1,100 @@
+"""The configuration of jetstream ordering: the topology's `[jetstream]` table, the cluster plan
+`dltmw init` writes (`net/nats_plan.py`), and the orderers' node.toml `[jetstream]` table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dltmw.core.block import block_hash, make_block
+from dltmw.core.errors import PeerError
+from dltmw.core.genesis import read_genesis
+from dltmw.core.identity import SigningIdentity
+from dltmw.net.nats_plan import NatsPlan
+from dltmw.net.topology import Topology
+from dltmw.pki.network import init_network
+from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.roles.peer.committer import check_orderer_signatures
+from dltmw.v1 import block_pb2, config_pb2
+
+ROOT = Path(__file__).parents[2]
+TOPOLOGY = (ROOT / "services/networks/jetstream-three.toml").read_text()
+
+
+def test_a_jetstream_channel_needs_the_jetstream_table(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY.replace("[jetstream]\nservers = 3\nreplicas = 3\n", ""))
+    with pytest.raises(ValueError, match="needs a \\[jetstream\\] table"):
+        Topology.load(path)
+
+
+def test_more_replicas_than_servers_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY.replace("servers = 3", "servers = 1"))
+    with pytest.raises(ValueError, match="more replicas than servers"):
+        Topology.load(path)
+
+
+def test_init_plans_the_cluster_and_tells_only_the_orderers(tmp_path: Path) -> None:
+    (tmp_path / "t.toml").write_text(TOPOLOGY)
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    plan = NatsPlan.load(tmp_path / "net" / "jetstream")
+    assert len(plan.members) == 3
+    ports = [p for m in plan.members for p in (m.client_port, m.route_port, m.monitor_port)]
+    assert len(set(ports)) == len(ports)
+    for member in plan.members:  # every member routes to all, keeps its own store
+        conf = (plan.member_dir(member) / "nats.conf").read_text()
+        assert all(f"127.0.0.1:{m.route_port}" in conf for m in plan.members)
+        assert str(plan.member_dir(member) / "store") in conf
+    for node in ("orderer0", "orderer1"):
+        config = NodeConfig.load(tmp_path / "net" / "nodes" / node / "node.toml")
+        assert config.jetstream is not None
+        assert config.jetstream.servers == plan.urls
+        assert config.jetstream.replicas == 3
+    peer = NodeConfig.load(tmp_path / "net" / "nodes" / "peer0.org1" / "node.toml")
+    assert peer.jetstream is None
+    block = block_pb2.Block.FromString((tmp_path / "net/channels/trades.block").read_bytes())
+    assert read_genesis(block).config.ordering == config_pb2.ORDERING_TYPE_JETSTREAM
+
+
+def test_a_plan_reads_back_as_written(tmp_path: Path) -> None:
+    plan = NatsPlan.fresh(tmp_path / "js", 3)
+    plan.write()
+    assert NatsPlan.load(tmp_path / "js") == NatsPlan(
+        (tmp_path / "js").resolve(), plan.members, plan.name
+    )
+
+
+def test_peers_accept_a_block_signed_by_either_orderer_and_by_nobody_else(
+    tmp_path: Path,
+) -> None:
+    """Each jetstream orderer signs what it serves: one valid signature of a configured orderer
+    suffices; a peer's (or a forged) signature does not."""
+    (tmp_path / "t.toml").write_text(TOPOLOGY)
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    view = read_genesis(
+        block_pb2.Block.FromString((tmp_path / "net/channels/trades.block").read_bytes())
+    )
+
+    def identity(node: str, org: str) -> SigningIdentity:
+        home = tmp_path / "net/nodes" / node
+        pem, key = (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+        return SigningIdentity.from_pem(org, pem, key)
+
+    block = make_block("trades", 1, b"p" * 32, [b"tx"])
+    digest = block_hash(block)
+
+    def signed_by(who: SigningIdentity, over: bytes = digest) -> block_pb2.Block:
+        out = block_pb2.Block()
+        out.CopyFrom(block)
+        out.metadata.signatures.add(signer=who.identity_bytes, signature=who.sign(over))
+        return out
+
+    for orderer in ("orderer0", "orderer1"):
+        check_orderer_signatures(view, signed_by(identity(orderer, "OrdererOrg")))
+    peer = identity("peer0.org1", "Org1")
+    forged = signed_by(identity("orderer1", "OrdererOrg"), over=b"another block")
+    for bad in (signed_by(peer), forged):
+        with pytest.raises(PeerError, match="lacks 1 valid"):
+            check_orderer_signatures(view, bad)
