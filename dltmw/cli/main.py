@@ -308,6 +308,21 @@ def status(network: NetworkDir, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def failover(
+    network: NetworkDir,
+    node: NodeArg,
+    client: Annotated[
+        str | None, typer.Option(help="admin client id (default: admin.<org> of the node)")
+    ] = None,
+) -> None:
+    """Promote the standby of NODE (the active peer or its standby) once the active no longer
+    answers; its id then resolves to the standby (docs/operations.md, Standby and failover)."""
+    from dltmw.cli.failover import failover as run_failover
+
+    run_failover(network, node, client)
+
+
+@app.command()
 def explorer(
     network: NetworkDir,
     node: Annotated[

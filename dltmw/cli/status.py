@@ -61,6 +61,7 @@ class NodeRow:
     channels: list[ChannelRow] = field(default_factory=list)
     problem: str = ""
     operations: str | None = None  # the HTTP operations endpoint (docs/operations.md)
+    standby: str = ""  # "standby of X" / "promoted as X" for a standby node, else ""
 
 
 async def _ask(network: Path, row: NodeRow, pbft: set[str]) -> None:
@@ -80,6 +81,9 @@ async def _ask(network: Path, row: NodeRow, pbft: set[str]) -> None:
             admin_service_pb2.NodeStatusRequest(query=data, signature=files.signer.sign(data)),
             timeout=CALL_TIMEOUT_S,
         )
+        if status.standby_of:
+            verb = "promoted as" if status.promoted else "standby of"
+            row.standby = f"{verb} {status.standby_of}"
         for ch in status.channels:
             view = ch.orderer_view if "orderer" in ch.roles and ch.channel_id in pbft else None
             row.channels.append(ChannelRow(ch.channel_id, ch.height, list(ch.roles), view))
@@ -125,7 +129,7 @@ def _print(rows: list[NodeRow]) -> None:
         table.add_row(
             r.node,
             r.org,
-            ",".join(r.roles),
+            ",".join(r.roles) + (f" ({r.standby})" if r.standby else ""),
             f"pid {r.pid}" if r.pid else "[yellow]stopped[/]",
             r.address or "-",
             r.operations or "-",

@@ -15,7 +15,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.client.audit import node_orgs
 from dltmw.client.files import ClientFiles
 from dltmw.rpc.tls import link_tls, secure_channel
-from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc
+from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc, standby_pb2, standby_pb2_grpc
 
 A = admin_service_pb2
 CALL_TIMEOUT_S = 60.0
@@ -33,7 +33,11 @@ class NodeAdmin:
         self.files = ClientFiles.load(network_dir, client_id or f"admin.{orgs[node_id].lower()}")
 
     def _signed(
-        self, message: A.InstallContractCommand | A.NodeStatusQuery | A.JoinChannelCommand
+        self,
+        message: A.InstallContractCommand
+        | A.NodeStatusQuery
+        | A.JoinChannelCommand
+        | standby_pb2.PromoteCommand,
     ) -> tuple[bytes, bytes]:
         message.requester = self.files.signer.identity_bytes
         message.timestamp.FromDatetime(utc_now())
@@ -81,3 +85,12 @@ class NodeAdmin:
             request = A.ListInstalledContractsRequest(query=data, signature=sig)
             reply = await stub.ListInstalledContracts(request, timeout=CALL_TIMEOUT_S)
             return list(reply.contracts)
+
+    async def promote(self, active_node_id: str) -> standby_pb2.PromoteResponse:
+        """Promote this standby node to serve as `active_node_id` (StandbyService.Promote)."""
+        data, sig = self._signed(standby_pb2.PromoteCommand(active_node_id=active_node_id))
+        async with self._channel() as channel:
+            stub = standby_pb2_grpc.StandbyServiceStub(channel)
+            request = standby_pb2.PromoteRequest(command=data, signature=sig)
+            reply: standby_pb2.PromoteResponse = await stub.Promote(request, timeout=CALL_TIMEOUT_S)
+            return reply

@@ -52,6 +52,12 @@ class NodeSpec(Strict):
         description="its identity's signing key: ECDSA P-256, Ed25519, or ML-DSA-65 (post-quantum;"
         " its TLS key stays P-256)",
     )
+    standby_of: Id | None = Field(
+        None,
+        description="a standby of this peer node (same org): it holds that node's identity, "
+        "follows its channels by Deliver and serves in its place once promoted "
+        "(`dltmw failover`; docs/operations.md)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -210,6 +216,8 @@ class TopologyFile(Strict):
         _unique("channels", [c.id for c in self.channels])
         for i, node in enumerate(self.nodes):
             _known(f"nodes[{i}].org", node.org, orgs, "org")
+            if node.standby_of is not None:
+                _standby(f"nodes[{i}].standby_of", node, nodes)
         for i, client in enumerate(self.clients):
             _known(f"clients[{i}].org", client.org, orgs, "org")
         for i, ch in enumerate(self.channels):
@@ -223,6 +231,20 @@ class TopologyFile(Strict):
         if self.jetstream is not None and self.jetstream.replicas > self.jetstream.servers:
             raise ValueError("jetstream: more replicas than servers")
         return self
+
+
+def _standby(where: str, node: NodeSpec, nodes: dict[str, NodeSpec]) -> None:
+    """A standby names an active peer of its own organisation that is not a standby itself,
+    and hosts only roles the active hosts (peer, gateway)."""
+    active = nodes.get(node.standby_of or "")
+    if active is None:
+        raise ValueError(f"{where}: unknown node {node.standby_of!r}")
+    if active.standby_of is not None or "peer" not in active.roles:
+        raise ValueError(f"{where}: {active.id} is not an active peer")
+    if active.org != node.org:
+        raise ValueError(f"{where}: {active.id} belongs to {active.org}, not {node.org}")
+    if not set(node.roles) <= set(active.roles) & {"peer", "gateway"}:
+        raise ValueError(f"{where}: a standby hosts only the peer/gateway roles of its active")
 
 
 def _unique(what: str, ids: list[str]) -> None:

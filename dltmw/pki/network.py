@@ -181,6 +181,8 @@ def init_network(
     kem: dict[str, bytes] = {}
     hybrid = [c for c in raw.get("channels", []) if c.get("private_key_wrap") == "x25519-mlkem768"]
     for node in raw["nodes"]:
+        if "standby_of" in node:
+            continue  # after its active: it holds the active's identity (standby_material)
         identities[node["id"]], public = node_material(out, cas, node, material, hsm)
         if public is not None:
             privacy[node["id"]] = public
@@ -190,6 +192,9 @@ def init_network(
     if raw.get("encrypt_at_rest"):
         for node in raw["nodes"]:
             _storage_key(out / "nodes" / node["id"])
+    for node in raw["nodes"]:
+        if "standby_of" in node:
+            standby_material(out, cas, node, material)
     for client in _clients(raw):
         write_client(out, raw, cas[client["org"]], client, material, hsm, key_of(client["id"]))
     write_network_map(out, raw)
@@ -205,7 +210,9 @@ def init_network(
     for node in raw["nodes"]:
         joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
         extra = {"jetstream": jetstream} if jetstream and "orderer" in node["roles"] else {}
-        write_node_toml(out, node, joined, synchronous, key_of(node["id"]), extra)
+        write_node_toml(
+            out, node, joined, synchronous, key_of(node.get("standby_of", node["id"])), extra
+        )
     return topo
 
 
@@ -241,6 +248,29 @@ def node_material(
     return identity, _privacy_key(home, material.privacy_key(node["id"]))
 
 
+def standby_material(
+    out: Path, cas: dict[str, IssuedCert], node: dict[str, Any], material: Material = FRESH
+) -> None:
+    """A standby's node dir: a copy of its active's identity certificate, signing key and
+    privacy keys (X25519, and ML-KEM on hybrid channels: it takes over that identity on
+    failover), and a TLS certificate of its own that names both its own id and the active's
+    (once promoted, others reach it by the active's id)."""
+    active = out / "nodes" / node["standby_of"]
+    home = out / "nodes" / node["id"]
+    hosts = ["127.0.0.1", "localhost", node["id"], node["standby_of"]]
+    if "endpoint" in node:
+        hosts.append(split_endpoint(node["endpoint"])[0])
+    tls = issue_cert(
+        cas[node["org"]], node["org"], node["id"], "peer", tls=True, hosts=hosts, material=material
+    )
+    _write(home / "tls.pem", tls.cert_pem)
+    _write(home / "tls.key", tls.key_pem, private=True)
+    for name in ("identity.pem", "identity.key", "privacy.key", KEM_FILE):
+        if (active / name).exists():  # identity.key is absent when the key is in a token
+            home.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(active / name, home / name)
+
+
 def write_node_toml(
     out: Path,
     node: dict[str, Any],
@@ -259,7 +289,8 @@ def write_node_toml(
             "roles": node["roles"],
             "listen": node.get("listen") or node.get("endpoint") or "127.0.0.1:0",
             "data_dir": "data",
-        },
+        }
+        | ({"standby_of": node["standby_of"]} if "standby_of" in node else {}),
         "files": _files(home, out, node["org"], key)
         | ({"privacy_key": "privacy.key"} if (home / "privacy.key").exists() else {})
         | ({"privacy_kem_key": KEM_FILE} if (home / KEM_FILE).exists() else {})
@@ -363,16 +394,20 @@ def majority_policy(orgs: Sequence[str]) -> str:
 
 
 def _default_gateway(raw: dict[str, Any], org: str) -> str:
-    for node in raw["nodes"]:
+    actives = [n for n in raw["nodes"] if "standby_of" not in n]
+    for node in actives:
         if node["org"] == org and "gateway" in node["roles"]:
             return str(node["id"])
-    for node in raw["nodes"]:
+    for node in actives:
         if "gateway" in node["roles"]:
             return str(node["id"])
     return ""
 
 
 def _serves(node: dict[str, Any], ch: dict[str, Any], raw: dict[str, Any]) -> bool:
+    if "standby_of" in node:  # a standby follows every channel its active serves
+        active = next(n for n in raw["nodes"] if n["id"] == node["standby_of"])
+        return _serves(active, ch, raw)
     if node["id"] in ch["orderers"]:
         return True
     return "peer" in node["roles"] and node["org"] in ch["members"]
@@ -412,7 +447,7 @@ def _channel_config(
             endpoint=nodes[oid].get("endpoint", ""),
         )
     for node in raw["nodes"]:
-        if "peer" in node["roles"] and node["org"] in ch["members"]:
+        if "peer" in node["roles"] and node["org"] in ch["members"] and "standby_of" not in node:
             config.peers.add(
                 node_id=node["id"],
                 org_id=node["org"],

@@ -249,6 +249,8 @@ class Boundary:
         self.log = RateLimitedLog(limits.malformed_log_interval_s)
         self.observer = observer
         self.tracer = tracer  # server spans of unary calls that carry a traceparent
+        # Asked with each path before the request is read; raises to refuse (runtime/standby.py)
+        self.gate: Callable[[str], None] = _open
 
     def rule(
         self, service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor
@@ -348,6 +350,7 @@ class Boundary:
             with Observed(self.observer, rule.path, context):
                 caller = Caller.of(context)
                 try:
+                    self.gate(rule.path)
                     with _Charged(self.budget, caller, len(raw)):
                         request = self.admit(rule, raw, caller)
                         tracer = self.tracer
@@ -373,6 +376,7 @@ class Boundary:
             with Observed(self.observer, rule.path, context):
                 caller = Caller.of(context)
                 try:
+                    self.gate(rule.path)
                     with _Charged(self.budget, caller, len(raw)):
                         request = self.admit(rule, raw, caller)
                         async for response in behaviour(request, context):
@@ -393,6 +397,7 @@ class Boundary:
                 caller = Caller.of(context)
                 admitted = self._admitted(rule, requests, caller)
                 try:
+                    self.gate(rule.path)
                     with _Charged(self.budget, caller, 0):
                         async for response in behaviour(admitted, context):
                             yield response
@@ -445,6 +450,10 @@ class _Charged:
     def __exit__(self, *exc: object) -> None:
         self._budget.give_bytes(self._caller, self._size)
         self._budget.close_call(self._caller)
+
+
+def _open(_path: str) -> None:
+    """The default gate: every method is open."""
 
 
 def _keep_bytes(raw: bytes) -> bytes:

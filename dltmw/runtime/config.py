@@ -65,6 +65,13 @@ class NodeConfig:
     verify_threads: int = 0  # `[validation]`: the verify pool's threads; 0 = one per core
     # `[jetstream]`: the NATS cluster of channels ordered by "jetstream" (orderers only)
     jetstream: JetStreamTable | None = None
+    standby_of: str = ""  # `[node] standby_of`: the active whose identity a standby holds
+
+    @property
+    def identity_id(self) -> str:
+        """The node id its roles act as: the active's for a standby (it holds that identity
+        and takes over that name when promoted), else its own."""
+        return self.standby_of or self.node_id
 
     def verify_pool_threads(self) -> int:
         """Threads of the verify pool: as configured, else one per core this process may use
@@ -106,6 +113,7 @@ class NodeConfig:
             tracing=doc.tracing if doc.tracing.otlp_endpoint else None,
             verify_threads=doc.validation.verify_threads,
             jetstream=doc.jetstream if doc.jetstream.servers else None,
+            standby_of=doc.node.standby_of,
         )
 
 

@@ -185,10 +185,18 @@ class NodeTable(Strict):
     roles: list[Role] = Field(min_length=1, description="roles it hosts")
     listen: str = Field("127.0.0.1:0", description="listen address; port 0 = any free port")
     data_dir: str = Field("data", description="ledgers, stores and the node lock")
+    standby_of: str = Field(
+        "",
+        max_length=128,
+        description="a standby: the node id of the active peer whose identity it holds; it "
+        "follows that peer's channels and refuses its work until promoted (`dltmw failover`)",
+    )
 
     @model_validator(mode="after")
     def _roles(self) -> NodeTable:
         check_roles(self.roles)
+        if self.standby_of and not set(self.roles) <= {"peer", "gateway"}:
+            raise ValueError("a standby hosts only the peer and gateway roles")
         return self
 
 

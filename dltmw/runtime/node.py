@@ -52,6 +52,7 @@ from dltmw.rpc.orderer import OrdererServicer
 from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.reflection import reflectors
 from dltmw.rpc.replica import ReplicaServicer
+from dltmw.rpc.standby import StandbyServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
@@ -71,6 +72,7 @@ from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.runtime.roles.utxo import UtxoServices
+from dltmw.runtime.standby import Standby
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
     admin_service_pb2,
@@ -83,6 +85,7 @@ from dltmw.v1 import (
     orderer_service_pb2,
     privacy_manager_service_pb2,
     replica_pb2,
+    standby_pb2,
     transaction_pb2,
 )
 
@@ -112,7 +115,7 @@ class Node:
         self.transport = transport  # grpc.aio + mTLS, or the simulator's network
         tls = TlsMaterial.load(config.tls_cert, config.tls_key, config.tls_roots)
         self.ctx = NodeContext(
-            node_id=config.node_id,
+            node_id=config.identity_id,  # a standby acts as its active (runtime/standby.py)
             org_id=config.org_id,
             signer=load_signer(config.org_id, config.identity_cert, config.identity_key),
             tls=tls,
@@ -151,6 +154,10 @@ class Node:
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
+        self.standby: Standby | None = None
+        if config.standby_of:
+            self.standby = Standby(self.ctx, config.standby_of, config.data_dir)
+            self.boundary.gate = self.standby.gate
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
@@ -197,6 +204,9 @@ class Node:
         for name in ("", *self.service_names):  # "" is the node as a whole
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ctx.addresses.publish(self.config.node_id, self.address)
+        if self.standby is not None:
+            self.standby.address = self.address
+            self.standby.publish()  # under the active's id too, if promoted before a restart
         self.gauges.baseline()
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)
@@ -290,6 +300,9 @@ class Node:
         if self.serves_replica:
             replica = ReplicaServicer(self.pbft_orderers, self.utxo.clusters)
             out.append((_service(replica_pb2, "ReplicaService"), replica))
+        if self.standby is not None:
+            promote = StandbyServicer(self.own_org, window, self.standby)
+            out.append((_service(standby_pb2, "StandbyService"), promote))
         if self.privacy is not None:
             privacy = PrivacyManagerServicer(
                 self.privacy, self.config.org_id, window, limits.items_per_request_max
@@ -310,7 +323,7 @@ class Node:
         except ConfigError as exc:
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"config block: {exc}") from exc
         cid = view.channel_id
-        me = self.config.node_id
+        me = self.config.identity_id
         is_orderer = "orderer" in self.config.roles and me in view.orderer_ids()
         # A peer of an organisation added by a config update joins with block 0, which does not
         # name it, and catches up; the orderer lets it read once the current config names it.
@@ -412,6 +425,8 @@ class Node:
         out = admin_service_pb2.NodeStatusResponse(
             node_id=self.config.node_id, org_id=self.config.org_id, roles=sorted(self.config.roles)
         )
+        if self.standby is not None:
+            out.standby_of, out.promoted = self.standby.active_id, self.standby.promoted
         for cid in sorted(set(self.peers) | set(self.orderers)):
             ledger = (self.peers.get(cid) or self.orderers[cid]).ledger
             roles = [r for r, d in (("peer", self.peers), ("orderer", self.orderers)) if cid in d]
@@ -436,6 +451,8 @@ class Node:
         if self.operations is not None:
             await self.operations.stop()
         self.ctx.addresses.withdraw(self.config.node_id, self.address)
+        if self.standby is not None:
+            self.standby.withdraw()
         await server.stop(grace_s)
         await self.utxo.stop()
         await self.gateway.close()

@@ -380,10 +380,18 @@ class NodeStatusResponse(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
+    STANDBY_OF_FIELD_NUMBER: _builtins.int
+    PROMOTED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node's id."""
     org_id: _builtins.str
     """The node's organisation."""
+    standby_of: _builtins.str
+    """For a standby (node.toml `standby_of`): the node id of the active peer whose identity it
+    holds; empty for every other node.
+    """
+    promoted: _builtins.bool
+    """For a standby: whether it was promoted (`dltmw failover`) and now serves as the active."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Roles the node hosts ("peer", "orderer", "gateway")."""
@@ -399,10 +407,12 @@ class NodeStatusResponse(_message.Message):
         org_id: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
         channels: _abc.Iterable[Global___ChannelStatus] | None = ...,
+        standby_of: _builtins.str = ...,
+        promoted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "node_id", b"node_id", "org_id", b"org_id", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "node_id", b"node_id", "org_id", b"org_id", "promoted", b"promoted", "roles", b"roles", "standby_of", b"standby_of"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

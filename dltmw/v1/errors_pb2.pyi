@@ -182,6 +182,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
     resubmission of the same envelope bytes within its duplicate window).
     """
+    ERROR_REASON_STANDBY_NOT_PROMOTED: _ErrorReason.ValueType  # 90
+    """FAILED_PRECONDITION: this node is a standby (node.toml `standby_of`) that has not been
+    promoted: it follows its active peer's channels by Deliver and refuses every client- or
+    node-facing action of the active until `dltmw failover` promotes it. Ask the active.
+    """
+    ERROR_REASON_ACTIVE_STILL_ALIVE: _ErrorReason.ValueType  # 91
+    """FAILED_PRECONDITION: a standby was told to promote while its active still answers a
+    health check (fencing: two nodes with one identity must never serve at once). Nothing was
+    changed; stop the active first. ErrorInfo.metadata {"active": <node id>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -348,5 +358,15 @@ ERROR_REASON_ORDERING_UNAVAILABLE: ErrorReason.ValueType  # 60
 acknowledge the envelope (a majority of its nats-servers is unreachable, or the orderer
 has no connection to any); nothing is known to be ordered. Submit it again (the log drops a
 resubmission of the same envelope bytes within its duplicate window).
+"""
+ERROR_REASON_STANDBY_NOT_PROMOTED: ErrorReason.ValueType  # 90
+"""FAILED_PRECONDITION: this node is a standby (node.toml `standby_of`) that has not been
+promoted: it follows its active peer's channels by Deliver and refuses every client- or
+node-facing action of the active until `dltmw failover` promotes it. Ask the active.
+"""
+ERROR_REASON_ACTIVE_STILL_ALIVE: ErrorReason.ValueType  # 91
+"""FAILED_PRECONDITION: a standby was told to promote while its active still answers a
+health check (fencing: two nodes with one identity must never serve at once). Nothing was
+changed; stop the active first. ErrorInfo.metadata {"active": <node id>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -57,6 +57,12 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["events", str(n), "trades", "-c", "user1.org1", "--from", "-1"],
         lambda n, t: ["events", str(n), "trades", "-c", "user1.org1"],
     ],
+    "failover": [
+        lambda n, t: ["failover", str(n)],
+        lambda n, t: ["failover", str(n), "peer9"],
+        lambda n, t: ["failover", str(n), "peer0.org1"],  # it has no standby
+        lambda n, t: ["failover", str(t / "nowhere"), "peer0.org1"],
+    ],
     "status": [
         lambda n, t: ["status"],
         lambda n, t: ["status", str(t)],

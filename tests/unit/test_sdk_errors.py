@@ -58,6 +58,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CONFIG_SIGNER_NOT_ADMIN": E.PermissionDenied,
     "CONFIG_INVALID": E.InvalidRequest,
     "CERTIFICATE_REVOKED": E.PermissionDenied,
+    "STANDBY_NOT_PROMOTED": E.PreconditionFailed,
+    "ACTIVE_STILL_ALIVE": E.PreconditionFailed,
     "STALE_READ": E.StaleRead,
     "PROOF_WRONG_CHANNEL": E.InvalidRequest,
     "PROOF_BAD_ORDERER_SIGNATURE": E.InvalidRequest,

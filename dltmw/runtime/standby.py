@@ -1,0 +1,132 @@
+"""A standby peer: the active peer's identity on its own data, address and TLS certificate,
+idle until promoted (issue 20 item 6, docs/operations.md "Standby and failover").
+
+Theory of operation. A standby's node.toml names its active (`[node] standby_of`). It holds the
+active's identity certificate and signing key, so its roles act as the active (`NodeConfig.
+identity_id`): its peer joins the same channels and pulls every block by Deliver from the
+orderers like any peer, so its ledger and world state stay current. Everything else the active
+does for others — endorsing, the gateway, events, private pushes — is refused at the request
+boundary (`gate`, FAILED_PRECONDITION / STANDBY_NOT_PROMOTED) until it is promoted; only health,
+reflection, AdminService (status, audit) and StandbyService answer. Two nodes serving one
+identity at once would sign conflicting answers, so promotion is fenced: `promote` first asks
+the active's published address for a health check, and any answer within HEALTH_TIMEOUT_S
+refuses the promotion (ACTIVE_STILL_ALIVE) with nothing changed. Only a connection failure or a
+timeout counts as "not alive".
+
+On promotion it writes a marker file durably (a restart stays promoted), opens the gate, and
+publishes its own address under the active's node id in the local address book, so every node
+and client that reconnects to the active's id reaches it (`NodeContext.channel_to` re-resolves
+after `forget`). Rules a reader must keep: the marker is written before the gate opens and
+before anyone hears of the promotion; a standby never publishes under the active's id unless
+promoted. Not replicated here: the private store and the vault (their replication is the other
+half of item 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dltmw.core.errors import ClientError, DltmwError
+from dltmw.runtime.context import NodeContext
+from dltmw.v1 import errors_pb2
+
+logger = logging.getLogger(__name__)
+R = errors_pb2
+PROMOTED_FILE = "promoted"  # in the data dir: this standby was promoted
+HEALTH_TIMEOUT_S = 2.0  # an active that does not answer within this is taken as dead
+# What an unpromoted standby answers: its health, reflection, its status and audit, promotion.
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+    "/dltmw.v1.AdminService/",
+    "/dltmw.v1.StandbyService/",
+)
+# Codes that mean the active did not answer (its process is gone or hung), so promotion may go on.
+SILENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class Standby:
+    """The standby state of one node: whether it was promoted, the gate, and promotion."""
+
+    def __init__(self, ctx: NodeContext, active_id: str, data_dir: Path) -> None:
+        self.ctx = ctx
+        self.active_id = active_id
+        self._marker = data_dir / PROMOTED_FILE
+        self.promoted = self._marker.exists()
+        self.address = ""  # its own serving address, set by the node once it serves
+        self._lock = asyncio.Lock()
+
+    def gate(self, path: str) -> None:
+        """Refuse RPC `path` while not promoted (the request boundary calls this first)."""
+        if self.promoted or path.startswith(OPEN_PREFIXES):
+            return
+        raise ClientError(
+            R.ERROR_REASON_STANDBY_NOT_PROMOTED,
+            f"{path}: this node is a standby of {self.active_id} and is not promoted"
+            " (ask the active, or run `dltmw failover` if it is down)",
+            {"active": self.active_id},
+        )
+
+    def publish(self) -> None:
+        """Publish the serving address under the active's id, if promoted (start, promotion)."""
+        if self.promoted and self.address:
+            self.ctx.addresses.publish(self.active_id, self.address)
+
+    def withdraw(self) -> None:
+        """Remove the active-id record at stop, if it still names this node."""
+        if self.promoted and self.address:
+            self.ctx.addresses.withdraw(self.active_id, self.address)
+
+    async def promote(self) -> bool:
+        """Promote unless the active answers; returns whether it was promoted already.
+        ACTIVE_STILL_ALIVE (nothing changed) when the active answers a health check."""
+        async with self._lock:
+            if self.promoted:
+                return True
+            if await self.active_answers():
+                raise ClientError(
+                    R.ERROR_REASON_ACTIVE_STILL_ALIVE,
+                    f"the active {self.active_id} still answers: stop it before promoting",
+                    {"active": self.active_id},
+                )
+            await asyncio.to_thread(_write_durably, self._marker)
+            self.promoted = True
+            self.publish()
+            logger.warning("standby promoted: now serving as %s", self.active_id)
+            return False
+
+    async def active_answers(self) -> bool:
+        """Whether the active's published address answers a health check in time."""
+        address = self.ctx.addresses.lookup(self.active_id)
+        if not address or address == self.address:
+            return False  # never published, or this node's own record
+        try:
+            channel = await self.ctx.channel_to(self.active_id)
+            stub = health_pb2_grpc.HealthStub(channel)
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() not in SILENT_CODES  # any other answer came from a live process
+        except DltmwError:
+            return False  # no address to reach
+        finally:
+            await self.ctx.forget(self.active_id)
+        return True
+
+
+def _write_durably(path: Path) -> None:
+    """Create `path` and make it and its directory entry durable."""
+    with path.open("w") as f:
+        f.write("promoted\n")
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
