@@ -63,6 +63,21 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["failover", str(n), "peer0.org1"],  # it has no standby
         lambda n, t: ["failover", str(t / "nowhere"), "peer0.org1"],
     ],
+    "transfer": [
+        lambda n, t: ["transfer", str(n), "-c", "user1.org1"],  # no legs
+        lambda n, t: ["transfer", str(n), "-c", "user1.org1", "--leg", "trades:a:b"],
+        lambda n, t: ["transfer", str(n), "-c", "user1.org1", "--leg", "trades:a:b:1"],  # one
+        lambda n, t: [
+            "transfer", str(n), "-c", "user1.org1",
+            "--leg", "trades:a:b:1", "--leg", "cash:b:a:2", "--peers", "trades",
+        ],
+        lambda n, t: [  # a well-formed transfer on a network that is not running
+            "transfer", str(n), "-c", "user1.org1",
+            "--leg", "trades:a:b:1", "--leg", "cash:b:a:2",
+            "--peers", "trades=peer0.org1", "--peers", "cash=peer0.org2",
+        ],
+        lambda n, t: ["transfer", str(t / "nowhere"), "-c", "user1.org1"],
+    ],
     "status": [
         lambda n, t: ["status"],
         lambda n, t: ["status", str(t)],
