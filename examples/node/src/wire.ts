@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { parse } from "smol-toml";
+import { SignatureAlgorithm } from "./gen/dltmw/v1/algorithms";
 import { Header, HeaderType } from "./gen/dltmw/v1/common";
 import { Identity } from "./gen/dltmw/v1/identity";
 import { ContractInvocation, Proposal, SignedProposal } from "./gen/dltmw/v1/proposal";
@@ -39,7 +40,13 @@ export class ClientFiles {
     this.org = cfg.client.org;
     this.gateway = cfg.client.gateway;
     const cert = new X509Certificate(readFileSync(this.files.identity_cert));
-    this.identity = Identity.encode({ orgId: this.org, certificateDer: cert.raw }).finish();
+    // Unspecified: the algorithm follows the certificate's key (ECDSA P-256 here); a zero enum
+    // is not serialised, so these are the same bytes every other client sends.
+    this.identity = Identity.encode({
+      orgId: this.org,
+      certificateDer: cert.raw,
+      signatureAlgorithm: SignatureAlgorithm.SIGNATURE_ALGORITHM_UNSPECIFIED,
+    }).finish();
     this.key = createPrivateKey(readFileSync(this.files.identity_key));
   }
 
