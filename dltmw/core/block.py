@@ -15,12 +15,13 @@ the hash and so voids the orderer signatures: a block cannot be passed off as th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dltmw.core.errors import InvariantViolation
-from dltmw.core.hashing import ZERO_HASH, data_hash, header_hash, header_hash_v2
-from dltmw.core.merkle import tx_root
+from dltmw.core.hashing import ZERO_HASH, header_hash, header_hash_v2
+from dltmw.core.merkle import merkle_root
 from dltmw.v1 import block_pb2
 
 
@@ -39,17 +40,38 @@ def make_block(
     """Build an unsigned block over `envelopes` (kept as the exact bytes received)."""
     if number == 0 and previous_hash != ZERO_HASH:
         raise InvariantViolation("block 0 must have the zero previous hash")
+    data_digest, root = content_hashes(envelopes)
     return block_pb2.Block(
         header=block_pb2.BlockHeader(
             channel_id=channel_id,
             number=number,
             previous_hash=previous_hash,
-            data_hash=data_hash(envelopes),
-            tx_root=tx_root(envelopes),
+            data_hash=data_digest,
+            tx_root=root,
         ),
         data=block_pb2.BlockData(envelopes=list(envelopes)),
         metadata=block_pb2.BlockMetadata(),
     )
+
+
+def content_hashes(envelopes: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """(data_hash, tx_root) of a block's envelopes, hashing each envelope once: data_hash is
+    SHA-256 over the envelopes' SHA-256 digests (`hashing.data_hash`), tx_root the Merkle root
+    over the same digests (`merkle.tx_root`)."""
+    digests = [hashlib.sha256(e).digest() for e in envelopes]
+    return hashlib.sha256(b"".join(digests)).digest(), merkle_root(digests)
+
+
+def data_error(block: block_pb2.Block) -> str | None:
+    """Why the header's data_hash or tx_root (when set) does not match the block's
+    envelopes, or None."""
+    h = block.header
+    data_digest, root = content_hashes(block.data.envelopes)
+    if h.data_hash != data_digest:
+        return f"block {h.number} data hash does not match its transactions"
+    if h.tx_root and h.tx_root != root:
+        return f"block {h.number} tx_root does not match its transactions"
+    return None
 
 
 def block_hash(block: block_pb2.Block) -> bytes:
@@ -75,11 +97,7 @@ def chain_error(
         return f"block number {h.number}, expected {expected_number}"
     if h.previous_hash != previous_hash:
         return f"block {h.number} does not link to the previous block's hash"
-    if h.data_hash != data_hash(block.data.envelopes):
-        return f"block {h.number} data hash does not match its transactions"
-    if h.tx_root and h.tx_root != tx_root(block.data.envelopes):
-        return f"block {h.number} tx_root does not match its transactions"
-    return None
+    return data_error(block)
 
 
 def verify_chain(blocks: Sequence[block_pb2.Block], channel_id: str) -> bytes:

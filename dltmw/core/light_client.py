@@ -31,14 +31,12 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.block import block_hash
+from dltmw.core.block import block_hash, data_error
 from dltmw.core.channel import ChannelView, ConfigError, channel_view
 from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import read_genesis
 from dltmw.core.handlers.pbft_blocks import signatures_needed
-from dltmw.core.hashing import data_hash
 from dltmw.core.identity import IdentityError
-from dltmw.core.merkle import tx_root
 from dltmw.core.txcheck import check_transaction
 from dltmw.v1 import block_pb2, crosschain_pb2, errors_pb2, transaction_pb2
 
@@ -140,7 +138,7 @@ def advance(client: LightClient, block: block_pb2.Block, at: datetime) -> LightC
     envelopes = block.data.envelopes
     if len(envelopes) != 1:
         raise LightClientRejected(f"block {h.number} holds {len(envelopes)} envelopes, not 1")
-    if h.data_hash != data_hash(envelopes) or (h.tx_root and h.tx_root != tx_root(envelopes)):
+    if data_error(block) is not None:
         raise LightClientRejected(f"block {h.number} header does not match its data")
     pairs = [(s.signer, s.signature) for s in block.metadata.signatures]
     counted = check_orderer_quorum(latest.view, block_hash(block), pairs, at)
