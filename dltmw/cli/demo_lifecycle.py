@@ -54,6 +54,9 @@ async def deploy_contract(console: Console, network: Path) -> bool:
         console.print(
             f"  approved by {', '.join(MEMBERS)}; committed in block {done.status.block_number}"
         )
+        # The commit was acknowledged by the admin's gateway peer; another member's peer may
+        # commit that block a moment later, so the trader builds on it (read your writes).
+        trader.observe_block(CHANNEL, done.status.block_number)
         created = await trader.submit_transaction(CHANNEL, "assets", "create", "demo-1", "100")
         read = await trader.evaluate(CHANNEL, "assets", "read", "demo-1")
     asset = json.loads(read.payload)
