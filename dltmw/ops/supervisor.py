@@ -303,7 +303,13 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _kill_group(pid)
                 return node.process.wait(10)
+        child = self.node_pid(node_id)
+        deadline = time.monotonic() + grace_s
         if _wait_gone(lambda: self.running(node_id) is not None, grace_s):
+            # Its lock is released during shutdown, a moment before the process is gone: wait
+            # for the processes too, so that when this returns nothing of the node still runs.
+            left = max(0.0, deadline - time.monotonic()) + 1.0
+            _wait_gone(lambda: _alive(pid) or (child is not None and _alive(child)), left)
             return 0
         _kill_group(pid)
         node_pid = self.node_pid(node_id)
@@ -321,6 +327,15 @@ def _wait_gone(still_there: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def _alive(pid: int) -> bool:
+    """Is process `pid` running (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _kill_group(pid: int) -> None:
