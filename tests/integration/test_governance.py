@@ -47,7 +47,11 @@ C = transaction_pb2
 VALID = C.TX_VALIDATION_CODE_VALID
 CHANNEL = "market"
 LOADERS = ("trader.brokera", "trader2.brokera", "trader.brokerb", "ops.exchange")
-LOAD_TX_MAX = 2000  # per client: the load is bounded in count as well as by `stop`
+# Per client, the load is bounded in count (and by `stop`); it is paced so that it cannot run out
+# before the test ends on a fast machine (a quiet machine once finished 2,000 transactions per
+# client before phase (d), and the test then waited for progress from a loader that had stopped).
+LOAD_TX_MAX = 20_000
+LOAD_PACE_S = 0.02  # between one client's transactions: a steady load, not a flood
 PROGRESS_S = 60
 
 TOPOLOGY = """
@@ -120,6 +124,7 @@ class Load:
     valid_at: dict[str, list[float]] = field(default_factory=dict)  # client -> ack times
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     details: dict[str, str] = field(default_factory=dict)  # client -> its last refusal's text
+    finished: set[str] = field(default_factory=set)  # clients whose loader ran out of count
 
     async def run(self, client_id: str) -> None:
         async with await GatewayClient.connect(self.net, client_id, pipelined=False) as c:
@@ -137,12 +142,15 @@ class Load:
                 self.acked[done.tx_id] = (client_id, done.status.result)
                 if done.status.result == VALID:
                     self.valid_at.setdefault(client_id, []).append(time.monotonic())
+                await asyncio.sleep(LOAD_PACE_S)
+        self.finished.add(client_id)
 
     async def progress(self, client_id: str, count: int = 3) -> None:
         """Wait until `client_id` got `count` more VALID acknowledgements (bounded)."""
         since = time.monotonic()
         deadline = since + PROGRESS_S
         while sum(t > since for t in self.valid_at.get(client_id, [])) < count:
+            assert client_id not in self.finished, f"{client_id}'s load ran out of transactions"
             assert time.monotonic() < deadline, (client_id, self.refusals_of(client_id))
             await asyncio.sleep(0.05)
 
