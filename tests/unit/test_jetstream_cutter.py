@@ -22,6 +22,7 @@ from dltmw.core.handlers.jetstream import (
     CutBlock,
     Entry,
     JetStreamCutter,
+    StreamBatch,
     StreamEnvelope,
     TimeToCut,
 )
@@ -49,12 +50,28 @@ def cutter(
     )
 
 
-def stream(*items: bytes | int) -> list[Entry]:
-    """Entries numbered from 1: bytes are envelopes, ints are markers naming a block."""
+def stream(*items: bytes | int | tuple[bytes, ...]) -> list[Entry]:
+    """Entries numbered from 1: bytes are envelopes, tuples batches of envelopes (one stream
+    message), ints are markers naming a block."""
     return [
-        TimeToCut(i, item) if isinstance(item, int) else StreamEnvelope(i, item)
+        TimeToCut(i, item)
+        if isinstance(item, int)
+        else StreamBatch(i, item)
+        if isinstance(item, tuple)
+        else StreamEnvelope(i, item)
         for i, item in enumerate(items, start=1)
     ]
+
+
+def flat(entries: Sequence[Entry]) -> list[bytes]:
+    """The envelopes of the stream, in order."""
+    out: list[bytes] = []
+    for e in entries:
+        if isinstance(e, StreamEnvelope):
+            out.append(e.envelope)
+        elif isinstance(e, StreamBatch):
+            out.extend(e.envelopes)
+    return out
 
 
 def run(core: JetStreamCutter, entries: Sequence[Entry]) -> list[CutBlock]:
@@ -105,6 +122,25 @@ def test_positions_split_the_stream_where_each_block_ends() -> None:
     # `big` overflows the bytes: block 0 ends at entry 1; marker 3 (block 1) cuts `big`
     assert contents(blocks) == [[env("a", 50)], [big]]
     assert [b.position for b in blocks] == [1, 3]
+
+
+def test_a_block_may_end_inside_a_batch_and_a_restart_resumes_there() -> None:
+    entries = stream(env("a"), (env("b"), env("c"), env("d"), env("e")), 1)
+    blocks = run(cutter(count=3), entries)
+    # block 0 = a b c ends inside entry 2 (after its 2nd envelope); block 1 = d e, cut by the
+    # marker at 3
+    assert contents(blocks) == [[b"a...", b"b...", b"c..."], [b"d...", b"e..."]]
+    assert [(b.position, b.taken) for b in blocks] == [(1, 2), (3, 0)]
+    first = blocks[0]
+    again = JetStreamCutter(
+        CHANNEL, 1, block_hash(first.block), first.position, BlockCutter(3, 100, 2), taken=2
+    )
+    assert contents(run(again, entries)) == contents(blocks[1:])
+
+
+def test_a_batch_that_ends_a_block_exactly_ends_at_its_own_entry() -> None:
+    blocks = run(cutter(count=3), stream((env("a"), env("b"), env("c")), env("d")))
+    assert [(b.position, b.taken) for b in blocks] == [(1, 0)]
 
 
 def test_redelivered_entries_are_ignored() -> None:
@@ -174,17 +210,25 @@ class Schedule:
 
 @st.composite
 def streams(draw: st.DrawFn) -> list[Entry]:
-    """Envelopes of varied sizes (some config updates) interleaved with markers from several
-    orderers, each naming a block number near the front (stale, current, or ahead)."""
-    items: list[bytes | int] = []
+    """Envelopes of varied sizes (some config updates), alone or in batches of up to 7 (one
+    stream message per Broadcast batch), interleaved with markers from several orderers, each
+    naming a block number near the front (stale, current, or ahead)."""
+
+    def envelope(i: int) -> bytes:
+        kind = draw(st.sampled_from(["env", "env", "env", "big", "cfg"]))
+        if kind == "cfg":
+            return config_update(f"c{i}")
+        return env(f"e{i}", draw(st.integers(4, 70 if kind == "big" else 20)))
+
+    items: list[bytes | int | tuple[bytes, ...]] = []
     for i in range(draw(st.integers(0, 40))):
-        kind = draw(st.sampled_from(["env", "env", "env", "big", "cfg", "marker"]))
+        kind = draw(st.sampled_from(["one", "one", "batch", "marker"]))
         if kind == "marker":
             items.append(draw(st.integers(0, 12)))
-        elif kind == "cfg":
-            items.append(config_update(f"c{i}"))
+        elif kind == "batch":
+            items.append(tuple(envelope(i * 10 + j) for j in range(draw(st.integers(1, 7)))))
         else:
-            items.append(env(f"e{i}", draw(st.integers(4, 70 if kind == "big" else 20))))
+            items.append(envelope(i * 10))
     return stream(*items)
 
 
@@ -204,7 +248,9 @@ def consume(entries: Sequence[Entry], actions: Sequence[tuple[str, int]]) -> lis
         number = len(chain)
         last_hash = block_hash(last.block) if last is not None else ZERO_HASH
         position = last.position if last is not None else 0
-        return JetStreamCutter(CHANNEL, number, last_hash, position, BlockCutter(3, 60, 2))
+        taken = last.taken if last is not None else 0
+        cutter = BlockCutter(3, 60, 2)
+        return JetStreamCutter(CHANNEL, number, last_hash, position, cutter, taken=taken)
 
     core = fresh()
     queue = list(entries)
@@ -232,9 +278,9 @@ def test_any_two_orderers_cut_the_same_chain(
     a = consume(entries, one)
     b = consume(entries, other)
     assert [x.block.SerializeToString() for x in a] == [y.block.SerializeToString() for y in b]
-    assert [x.position for x in a] == [y.position for y in b]
+    assert [(x.position, x.taken) for x in a] == [(y.position, y.taken) for y in b]
     verify_chain([x.block for x in a], CHANNEL)
     # every envelope is in at most one block, in stream order, and only the tail may be pending
-    ordered = [e.envelope for e in entries if isinstance(e, StreamEnvelope)]
+    ordered = flat(entries)
     cut = [bytes(e) for x in a for e in x.block.data.envelopes]
     assert cut == ordered[: len(cut)]

@@ -21,19 +21,26 @@ publish `TimeToCut(next_number)` (a `send` effect, index 0: the stream). Only wh
 through the stream cuts anything. A marker that never arrives (publish failed) is asked again
 after another timeout.
 
-Restart: each block records the stream sequence of the last entry it consumed (`position`);
-the adapter stores it with the block in one transaction, and a restarted core resumes from
-`position + 1` with nothing pending. The entries after the position are replayed and give the
-same blocks again: a block's position splits the stream exactly (every envelope at or before it
-is in this block or an earlier one, every envelope after it in a later one). Any entry at or
-below the last one stepped is a redelivery and is ignored; an entry further on than the next one
-is a broken invariant (the adapter must feed the stream without gaps: a skipped entry would
-make this orderer's chain diverge, which is worse than stopping).
+An entry may carry a batch of envelopes (`StreamBatch`: one stream message per Broadcast
+batch, so the stream, its acknowledgements and every consumer pay per batch, not per envelope);
+its envelopes are added one by one, exactly as if each were an entry of its own, so a block may
+end inside a batch.
+
+Restart: each block records where it ends in the stream: the sequence of the last entry it
+consumed whole (`position`) and how many envelopes of the next entry it took (`taken`, 0 unless
+the block ended inside a batch). The adapter stores both with the block in one transaction, and
+a restarted core resumes from entry `position + 1`, skipping its first `taken` envelopes, with
+nothing pending. The entries after that point are replayed and give the same blocks again: a
+block's end splits the stream exactly (every envelope before it is in this block or an earlier
+one, every envelope after it in a later one). Any entry at or below the last one stepped is a
+redelivery and is ignored; an entry further on than the next one is a broken invariant (the
+adapter must feed the stream without gaps: a skipped entry would make this orderer's chain
+diverge, which is worse than stopping).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dltmw.core.block import block_hash, make_block
@@ -57,6 +64,14 @@ class StreamEnvelope:
 
 
 @dataclass(frozen=True)
+class StreamBatch:
+    """A batch of envelopes published as one stream message at sequence `seq`."""
+
+    seq: int
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class TimeToCut:
     """A marker at stream sequence `seq`: "cut block `block_number` now"."""
 
@@ -64,18 +79,20 @@ class TimeToCut:
     block_number: int
 
 
-Entry = StreamEnvelope | TimeToCut
+Entry = StreamEnvelope | StreamBatch | TimeToCut
 
 
 @dataclass(frozen=True)
 class CutBlock:
     """A block cut from the stream; `position` is the sequence of the last entry it consumed
-    (stored with it: a restart resumes after it). `config`: the view a valid config update in
+    whole and `taken` the number of envelopes of the next entry it (or an earlier block) took
+    (both stored with it: a restart resumes there). `config`: the view a valid config update in
     it leads to."""
 
     block: block_pb2.Block
     position: int
     config: ChannelView | None = None
+    taken: int = 0
 
 
 # persist: nothing (the stream is the log); decided: blocks; send: (0, block number to mark)
@@ -94,11 +111,13 @@ class JetStreamCutter:
         cutter: BlockCutter,
         view: ChannelView | None = None,
         cutter_for: CutterFor | None = None,
+        taken: int = 0,
     ) -> None:
         self._channel_id = channel_id
         self._next_number = next_number
         self._last_hash = last_hash
         self._seen = position  # the last stream sequence stepped
+        self._skip = taken  # envelopes of entry `position + 1` already in blocks
         self._cutter = cutter
         self._view = view
         self._cutter_for = cutter_for
@@ -124,7 +143,7 @@ class JetStreamCutter:
 
     def step(self, message: Entry) -> None:
         """Consume one stream entry (in stream order; redeliveries are ignored)."""
-        if not isinstance(message, StreamEnvelope | TimeToCut):
+        if not isinstance(message, StreamEnvelope | StreamBatch | TimeToCut):
             raise TypeError(f"jetstream cutter cannot step {type(message).__name__}")
         if message.seq <= self._seen:
             return
@@ -133,21 +152,35 @@ class JetStreamCutter:
                 f"stream entry {message.seq} after {self._seen}: the feeder skipped entries"
             )
         before, self._seen = self._seen, message.seq
+        skip, self._skip = self._skip, 0
         if isinstance(message, TimeToCut):
             if message.block_number == self._next_number:
                 batch = self._cutter.flush()
                 if batch:
                     self._cut(batch, message.seq)
             return
-        envelope = message.envelope
+        if isinstance(message, StreamEnvelope):
+            envelopes: Sequence[bytes] = (message.envelope,)
+        else:
+            envelopes = message.envelopes
+        for index in range(skip, len(envelopes)):
+            self._add(envelopes[index], before, index, len(envelopes))
+
+    def _add(self, envelope: bytes, before: int, index: int, count: int) -> None:
+        """Add envelope `index` of the `count` of entry `before + 1`; a block that ends with
+        it ends at (entry, index + 1) — the whole entry when it is the last — and any block
+        cut before it ends at (previous entry, index)."""
         alone = is_config_update(envelope)
         batches = self._cutter.add_alone(envelope) if alone else self._cutter.add(envelope)
-        # the batch holding this envelope (if it was cut) ends here; any batch before it ended
-        # at the previous entry (so a restart after either position replays exactly the rest)
         left_pending = bool(self._cutter.pending)
         for i, batch in enumerate(batches):
-            last = i == len(batches) - 1 and not left_pending
-            self._cut(batch, message.seq if last else before)
+            if i == len(batches) - 1 and not left_pending:  # ends with this envelope
+                if index + 1 == count:
+                    self._cut(batch, before + 1)
+                else:
+                    self._cut(batch, before, index + 1)
+            else:
+                self._cut(batch, before, index)
 
     def tick(self, now: int) -> None:
         """One more tick: ask for a marker when the pending batch is `timeout_ticks` old (again
@@ -177,9 +210,9 @@ class JetStreamCutter:
         self._marked = self._next_number
         self._marks.append((0, self._next_number))
 
-    def _cut(self, batch: list[bytes], position: int) -> None:
+    def _cut(self, batch: list[bytes], position: int, taken: int = 0) -> None:
         block = make_block(self._channel_id, self._next_number, self._last_hash, batch)
-        self._blocks.append(CutBlock(block, position, self._config_of(batch)))
+        self._blocks.append(CutBlock(block, position, self._config_of(batch), taken))
         self._next_number += 1
         self._last_hash = block_hash(block)
         self._age_ticks = 0

@@ -1,13 +1,15 @@
 """A seeded model of a JetStream-ordered channel: the real cutter core, a modelled stream.
 
 The `jetstream` scenario (`python -m dltmw.sim --seed N --scenario jetstream`). What is
-modelled: one replicated stream (an append-only list; an envelope published twice is stored
-once, as JetStream's duplicate window does for the same `Nats-Msg-Id`), publishes that arrive
+modelled: one replicated stream (an append-only list; a message published twice is stored
+once, as JetStream's duplicate window does for the same `Nats-Msg-Id`; a message is one
+envelope or a Broadcast batch of several, and a block may end inside a batch), publishes that arrive
 after seeded delays and so interleave freely, acknowledgements and markers that are lost,
 orderers that consume at their own pace, tick and drain at their own times, and crash (losing
 everything but their committed blocks and stored positions) and restart. What is real: every
 orderer runs `core/handlers/jetstream.JetStreamCutter`, restored as
-`runtime/roles/orderer/jetstream.py` restores it (height, last hash, position).
+`runtime/roles/orderer/jetstream.py` restores it (height, last hash, position, envelopes of the
+next entry taken).
 
 Checkers: at every step, any two orderers' chains agree on their common prefix (byte for byte),
 each chain links, and no envelope is in a chain twice; after the faults stop and every orderer
@@ -28,6 +30,7 @@ from dltmw.core.handlers.jetstream import (
     CutBlock,
     Entry,
     JetStreamCutter,
+    StreamBatch,
     StreamEnvelope,
     TimeToCut,
 )
@@ -39,6 +42,9 @@ ORDERERS = 3
 ENVELOPES = 60
 FAULT_STEPS = 400
 HEAL_STEPS_MAX = 2000
+
+
+Message = bytes | tuple[bytes, ...]  # one envelope, or a Broadcast batch as one message
 
 
 class LocalClockCutter(JetStreamCutter):
@@ -71,11 +77,11 @@ class World:
     rng: random.Random
     local_clock: bool
     stream: list[Entry] = field(default_factory=list)
-    stored: set[bytes] = field(default_factory=set)  # envelope bytes in the stream (dedup)
-    in_flight: list[tuple[int, str, bytes | int]] = field(default_factory=list)
+    stored: set[Message] = field(default_factory=set)  # messages in the stream (dedup)
+    in_flight: list[tuple[int, str, Message | int]] = field(default_factory=list)
     orderers: list[Orderer] = field(default_factory=list)
     acked: set[bytes] = field(default_factory=set)
-    unacked: list[bytes] = field(default_factory=list)
+    unacked: list[Message] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     now: int = 0
 
@@ -92,10 +98,11 @@ class World:
             block_hash(last.block) if last is not None else ZERO_HASH,
             last.position if last is not None else 0,
             BlockCutter(5, 400, 3),
+            taken=last.taken if last is not None else 0,
         )
         orderer.ticks = 0
 
-    def publish(self, kind: str, payload: bytes | int, faults: bool) -> None:
+    def publish(self, kind: str, payload: Message | int, faults: bool) -> None:
         delay = self.rng.randint(0, 6) if faults else 0
         self.in_flight.append((self.now + delay, kind, payload))
         if faults and self.rng.random() < 0.1:  # the client's retry, or a duplicated packet
@@ -112,17 +119,20 @@ class World:
                 assert isinstance(payload, int)
                 self.stream.append(TimeToCut(seq, payload))
                 continue
-            assert isinstance(payload, bytes)
+            assert not isinstance(payload, int)
             if payload in self.stored:
                 self.count("duplicates_dropped")
             else:
                 self.stored.add(payload)
-                self.stream.append(StreamEnvelope(seq, payload))
+                if isinstance(payload, tuple):
+                    self.stream.append(StreamBatch(seq, payload))
+                else:
+                    self.stream.append(StreamEnvelope(seq, payload))
             if faults and self.rng.random() < 0.1:
                 self.count("acks_lost")  # stored, but the submitter never heard
                 self.unacked.append(payload)
             else:
-                self.acked.add(payload)
+                self.acked.update(payload if isinstance(payload, tuple) else (payload,))
 
     def run_orderer(self, orderer: Orderer, faults: bool) -> None:
         core = orderer.core
@@ -180,7 +190,10 @@ def simulate(seed: int, local_clock: bool = False) -> ScenarioResult:
     violations: list[str] = []
     for world.now in range(FAULT_STEPS):
         if envelopes and world.rng.random() < 0.3:
-            world.publish("envelope", envelopes.pop(0), faults=True)
+            size = world.rng.choice((1, 1, 2, 4, 7))  # a lone envelope or a Broadcast batch
+            batch, envelopes = tuple(envelopes[:size]), envelopes[size:]
+            world.publish("envelope", batch if len(batch) > 1 else batch[0], faults=True)
+            world.count("batches_published" if len(batch) > 1 else "envelopes_published")
         world.deliver(faults=True)
         for orderer in world.orderers:
             if orderer.core is None and world.rng.random() < 0.1:
@@ -192,7 +205,7 @@ def simulate(seed: int, local_clock: bool = False) -> ScenarioResult:
             world.run_orderer(orderer, faults=True)
         violations += violations_of(world, final=False)
     for payload in [*envelopes, *world.unacked]:  # submitters resubmit what was not acked
-        world.publish("envelope", payload, faults=False)
+        world.publish("envelope", payload, faults=False)  # (the same message: same Msg-Id)
     for orderer in world.orderers:
         if orderer.core is None:
             world.restore(orderer)

@@ -50,16 +50,21 @@ POSITION_KEY = "position"
 JetStreamDriver = Driver[Entry, Entry, None, CutBlock, int, None]
 
 
-def position_write(position: int, block_number: int) -> StateWrite:
-    """The world-state write that records the stream position a block ends at."""
-    value = position.to_bytes(8, "big")
+def position_write(position: int, taken: int, block_number: int) -> StateWrite:
+    """The world-state write that records where in the stream a block ends: the last entry it
+    consumed whole (8 bytes) and, when it ended inside the next entry (a batch), how many of
+    that entry's envelopes it took (4 more bytes; absent when 0, as before batches existed)."""
+    value = position.to_bytes(8, "big") + (taken.to_bytes(4, "big") if taken else b"")
     return StateWrite(POSITION_NAMESPACE, POSITION_KEY, value, Version(block_number, 0))
 
 
-async def stored_position(ledger: ChannelLedger) -> int:
-    """The stream position of the ledger's last block (0: none cut from the stream yet)."""
+async def stored_position(ledger: ChannelLedger) -> tuple[int, int]:
+    """(position, taken) of the ledger's last block ((0, 0): none cut from the stream yet)."""
     entry = await ledger.read_snapshot(lambda r: r.get(POSITION_NAMESPACE, POSITION_KEY))
-    return 0 if entry is None else int.from_bytes(entry[0], "big")
+    if entry is None:
+        return 0, 0
+    value = bytes(entry[0])
+    return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:12], "big")
 
 
 class JetStreamExecutor(Executing[Entry, None, CutBlock, int, None]):
@@ -86,7 +91,7 @@ class JetStreamExecutor(Executing[Entry, None, CutBlock, int, None]):
                 signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
             )
             number = block.header.number
-            writes = [position_write(item.position, number)]
+            writes = [position_write(item.position, item.taken, number)]
             if item.config is not None:
                 writes.append(config_write(item.config, number))
             await self._ledger.commit_block(block, (), writes)
@@ -115,14 +120,16 @@ class JetStreamOrdererChannel(OrdererChannel):
     async def start(self) -> None:
         """Connect to the stream, restore the cutter from the ledger, start driver and feeder."""
         await self.log.open()
+        position, taken = await stored_position(self.ledger)
         self.core = JetStreamCutter(
             self.view.channel_id,
             self.ledger.height,
             self.ledger.last_hash,
-            await stored_position(self.ledger),
+            position,
             cutter_for(self.view.config.batch),
             view=self.view,
             cutter_for=cutter_for,
+            taken=taken,
         )
         executor = JetStreamExecutor(
             self.ledger, self.ctx.signer, self.new_block, self.channel_config, self.log
