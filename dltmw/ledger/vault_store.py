@@ -229,6 +229,20 @@ class VaultStore:
 
         return await self._call(run)
 
+    async def relevant(self, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """Transactions this node is a party to or observed (not mere backchain), in tx_id
+        order after `after`, at most `limit` (vault recovery pages through them)."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = conn.execute(
+                "SELECT tx_id, stx FROM transactions WHERE relevant = 1 AND tx_id > ? "
+                "ORDER BY tx_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [(t, self._stx(t, s)) for t, s in rows]
+
+        return await self._call(run)
+
     async def delivered(self, tx_id: str, node: str) -> None:
         """`node` acknowledged `tx_id`: drop its outbox row (idempotent)."""
 
