@@ -28,14 +28,9 @@ from dltmw.v1 import vault_recovery_pb2 as V
 
 P = make_parties()
 SIGNERS = {"alice": P.alice, "bank": P.bank, "bob": P.bob}
-NETMAP = NetworkMap(
-    roots={},
-    nodes={
-        **{n: Party(n, s.org_id, frozenset({"vault"}), s.identity_bytes) for n, s in SIGNERS.items()},
-        "notary0": Party("notary0", "Exchange", frozenset({"notary"}), P.notary.identity_bytes),
-    },
-    validating={"notary0": False},
-)
+VAULTS = {n: Party(n, s.org_id, frozenset({"vault"}), s.identity_bytes) for n, s in SIGNERS.items()}
+NOTARY = Party("notary0", "Exchange", frozenset({"notary"}), P.notary.identity_bytes)
+NETMAP = NetworkMap(roots={}, nodes={**VAULTS, "notary0": NOTARY}, validating={"notary0": False})
 BANK, ALICE, BOB = (s.identity_bytes for s in (P.bank, P.alice, P.bob))
 Lister = Callable[[VerifiedIdentity, str, int], Any]
 
