@@ -207,6 +207,8 @@ class Node:
         if self.standby is not None:
             self.standby.address = self.address
             self.standby.publish()  # under the active's id too, if promoted before a restart
+            if self.privacy is not None and not self.standby.promoted:
+                self.ctx.tasks.spawn("standby-follow", self.standby.follow(self.privacy))
         self.gauges.baseline()
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)

@@ -18,8 +18,18 @@ publishes its own address under the active's node id in the local address book, 
 and client that reconnects to the active's id reaches it (`NodeContext.channel_to` re-resolves
 after `forget`). Rules a reader must keep: the marker is written before the gate opens and
 before anyone hears of the promotion; a standby never publishes under the active's id unless
-promoted. Not replicated here: the private store and the vault (their replication is the other
-half of item 6).
+promoted.
+
+Replication (`follow`). Until promoted, the standby pulls its active's private payloads every
+FOLLOW_S: the privacy manager's Resend, asked by this node — which holds the active's identity
+and privacy key, so the active serves it exactly what it holds for itself — each payload checked
+as a recovered one (`PrivacyManager.replicate_from`). With the ledger it follows by Deliver, its
+private executor then derives the same private state. Asynchronous: a payload the active
+acknowledged less than one pass before it died is not on the standby (the other recipients hold
+it: `Recover` on the promoted standby fetches it). A failed pass (the active down, or refusing)
+is logged and retried; the loop ends at promotion. The vault is not replicated (the standby
+hosts no vault role): a vault node's replacement rebuilds its vault from counterparties
+(`runtime/roles/vault/recovery.py`).
 """
 
 from __future__ import annotations
@@ -27,13 +37,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.faults import is_transient
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -49,6 +62,22 @@ OPEN_PREFIXES = (
 )
 # Codes that mean the active did not answer (its process is gone or hung), so promotion may go on.
 SILENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+FOLLOW_S = 0.5  # pause between two replication passes
+
+
+class Replicating(Protocol):
+    """What `follow` needs of the privacy manager (`runtime/roles/privacy/manager.py`)."""
+
+    @property
+    def channels(self) -> Mapping[str, object]:
+        """The private channels, by id."""
+        ...
+
+    async def replicate_from(
+        self, channel_id: str, node_id: str, recheck: Sequence[bytes] = ()
+    ) -> list[bytes]:
+        """One replication pass of a channel from `node_id`; the payload hashes stored."""
+        ...
 
 
 class Standby:
@@ -100,6 +129,21 @@ class Standby:
             self.publish()
             logger.warning("standby promoted: now serving as %s", self.active_id)
             return False
+
+    async def follow(self, privacy: Replicating) -> None:
+        """Until promoted, pull the active's private payloads every FOLLOW_S (module docstring)."""
+        recheck: dict[str, list[bytes]] = {}
+        while not self.promoted:
+            for channel_id in sorted(privacy.channels):
+                try:
+                    recheck[channel_id] = await privacy.replicate_from(
+                        channel_id, self.active_id, recheck.get(channel_id, [])
+                    )
+                except (DltmwError, grpc.aio.AioRpcError) as exc:
+                    level = logging.INFO if is_transient(exc) else logging.WARNING
+                    logger.log(level, "replication of %s from the active: %s", channel_id, exc)
+                    await self.ctx.forget(self.active_id)  # re-resolve at the next pass
+            await asyncio.sleep(FOLLOW_S)
 
     async def active_answers(self) -> bool:
         """Whether the active's published address answers a health check in time."""

@@ -196,3 +196,54 @@ def test_the_boundary_asks_the_gate_before_any_servicer_runs(tmp_path: Path, met
     assert ran == []
     assert context.status.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "STANDBY_NOT_PROMOTED" in context.status.details
+
+
+class _Privacy:
+    """A privacy manager whose replication passes are scripted: `outcomes` in order (a list of
+    stored hashes, or an exception to raise); the standby is promoted after the last."""
+
+    def __init__(self, standby: Standby, outcomes: list[Any]) -> None:
+        self.channels = {"trades": object()}
+        self.standby = standby
+        self.outcomes = outcomes
+        self.calls: list[tuple[str, str, list[bytes]]] = []
+
+    async def replicate_from(
+        self, channel_id: str, node_id: str, recheck: Any = ()
+    ) -> list[bytes]:
+        self.calls.append((channel_id, node_id, list(recheck)))
+        outcome = self.outcomes.pop(0)
+        if not self.outcomes:
+            self.standby.promoted = True  # the loop ends after this pass
+        if isinstance(outcome, Exception):
+            raise outcome
+        return list(outcome)
+
+
+async def test_follow_pulls_from_the_active_until_promoted_and_survives_failed_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dltmw.runtime.standby.FOLLOW_S", 0)
+    standby = _standby(tmp_path)
+    forgotten: list[str] = []
+
+    async def forget(node_id: str) -> None:
+        forgotten.append(node_id)
+
+    standby.ctx.forget = forget  # type: ignore[method-assign]
+    down = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, "active down")
+    refused = ClientError(errors_pb2.ERROR_REASON_CHANNEL_NOT_FOUND, "not joined yet")
+    privacy = _Privacy(standby, [[b"h1"], down, refused, [], [b"h2"]])
+    await asyncio.wait_for(standby.follow(privacy), timeout=10)
+    # every pass asks the active; the hashes stored by a pass are rechecked by the next one
+    # that succeeds (a failed pass keeps them), and a failed pass re-resolves the active
+    assert privacy.calls == [
+        ("trades", ACTIVE, []),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, []),
+    ]
+    assert forgotten == [ACTIVE, ACTIVE]
+    await standby.follow(privacy)  # promoted: returns at once, asks nothing
+    assert len(privacy.calls) == 5
