@@ -207,8 +207,10 @@ class Node:
         if self.standby is not None:
             self.standby.address = self.address
             self.standby.publish()  # under the active's id too, if promoted before a restart
-            if self.privacy is not None and not self.standby.promoted:
-                self.ctx.tasks.spawn("standby-follow", self.standby.follow(self.privacy))
+            replicated = self.privacy is not None or self.utxo.vault is not None
+            if replicated and not self.standby.promoted:
+                follow = self.standby.follow(self.privacy, self.utxo.vault)
+                self.ctx.tasks.spawn("standby-follow", follow)
         self.gauges.baseline()
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)

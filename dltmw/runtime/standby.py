@@ -1,4 +1,4 @@
-"""A standby peer: the active peer's identity on its own data, address and TLS certificate,
+"""A standby peer or vault node: the active's identity on its own data, address and TLS certificate,
 idle until promoted (issue 20 item 6, docs/operations.md "Standby and failover").
 
 Theory of operation. A standby's node.toml names its active (`[node] standby_of`). It holds the
@@ -27,9 +27,9 @@ as a recovered one (`PrivacyManager.replicate_from`). With the ledger it follows
 private executor then derives the same private state. Asynchronous: a payload the active
 acknowledged less than one pass before it died is not on the standby (the other recipients hold
 it: `Recover` on the promoted standby fetches it). A failed pass (the active down, or refusing)
-is logged and retried; the loop ends at promotion. The vault is not replicated (the standby
-hosts no vault role): a vault node's replacement rebuilds its vault from counterparties
-(`runtime/roles/vault/recovery.py`).
+is logged and retried; the loop ends at promotion. A standby of a vault node pulls its
+active's vault the same way (`VaultRole.replicate_from`: ListTransactions as the active's own
+identity, each new transaction verified as a delivery, runtime/roles/vault/recovery.py).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -63,6 +63,7 @@ OPEN_PREFIXES = (
 # Codes that mean the active did not answer (its process is gone or hung), so promotion may go on.
 SILENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 FOLLOW_S = 0.5  # pause between two replication passes
+T = TypeVar("T")
 
 
 class Replicating(Protocol):
@@ -77,6 +78,14 @@ class Replicating(Protocol):
         self, channel_id: str, node_id: str, recheck: Sequence[bytes] = ()
     ) -> list[bytes]:
         """One replication pass of a channel from `node_id`; the payload hashes stored."""
+        ...
+
+
+class VaultReplicating(Protocol):
+    """What `follow` needs of the vault role (`runtime/roles/vault/vault.py`)."""
+
+    async def replicate_from(self, active: str) -> int:
+        """One replication pass of the vault from `active`; transactions recorded."""
         ...
 
 
@@ -130,20 +139,32 @@ class Standby:
             logger.warning("standby promoted: now serving as %s", self.active_id)
             return False
 
-    async def follow(self, privacy: Replicating) -> None:
-        """Until promoted, pull the active's private payloads every FOLLOW_S (module docstring)."""
+    async def follow(self, privacy: Replicating | None, vault: VaultReplicating | None) -> None:
+        """Until promoted, pull the active's private payloads and vault every FOLLOW_S (module
+        docstring). A failed pass is logged, the active re-resolved, and the next pass tries
+        again: a standby must outlive its active."""
         recheck: dict[str, list[bytes]] = {}
         while not self.promoted:
-            for channel_id in sorted(privacy.channels):
-                try:
-                    recheck[channel_id] = await privacy.replicate_from(
-                        channel_id, self.active_id, recheck.get(channel_id, [])
-                    )
-                except (DltmwError, grpc.aio.AioRpcError) as exc:
-                    level = logging.INFO if is_transient(exc) else logging.WARNING
-                    logger.log(level, "replication of %s from the active: %s", channel_id, exc)
-                    await self.ctx.forget(self.active_id)  # re-resolve at the next pass
+            for channel_id in sorted(privacy.channels) if privacy is not None else []:
+                step = privacy.replicate_from(  # type: ignore[union-attr]
+                    channel_id, self.active_id, recheck.get(channel_id, [])
+                )
+                stored = await self._pass(channel_id, step)
+                if stored is not None:
+                    recheck[channel_id] = stored
+            if vault is not None:
+                await self._pass("the vault", vault.replicate_from(self.active_id))
             await asyncio.sleep(FOLLOW_S)
+
+    async def _pass(self, what: str, step: Awaitable[T]) -> T | None:
+        """One replication step's result, or None after logging its failure (never raises)."""
+        try:
+            return await step
+        except (DltmwError, grpc.aio.AioRpcError) as exc:
+            level = logging.INFO if is_transient(exc) else logging.WARNING
+            logger.log(level, "replication of %s from the active: %s", what, exc)
+            await self.ctx.forget(self.active_id)  # re-resolve at the next pass
+            return None
 
     async def active_answers(self) -> bool:
         """Whether the active's published address answers a health check in time."""

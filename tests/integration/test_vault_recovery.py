@@ -1,5 +1,6 @@
-"""A deleted UTXO vault is rebuilt from the node's counterparties and equals the original
-(issue 20 item 6; runtime/roles/vault/recovery.py, docs/operations.md "Recovering a lost vault").
+"""A deleted UTXO vault is rebuilt from the node's counterparties and equals the original; a
+vault node's standby replicates its vault and serves it after failover (issue 20 item 6;
+runtime/roles/vault/recovery.py, runtime/standby.py, docs/operations.md).
 
 Real processes: brokerb receives cash, buys securities by DvP, moves some back; then its vault
 file (with -wal/-shm) is deleted and the node restarted empty; `dltmw vault recover` asks every
@@ -11,6 +12,9 @@ Forged transactions from a malicious counterparty are refused in tests/unit/test
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -21,8 +25,9 @@ from dltmw.v1 import vault_recovery_pb2 as V
 from dltmw.v1 import vault_recovery_pb2_grpc, vault_service_pb2
 
 from .cli import dltmw
-from .test_utxo_finality import restart
-from .test_utxo_flows import ISIN, Market, Start, open_market, terms
+from .ledgers import wait_until
+from .test_utxo_finality import eventually, restart
+from .test_utxo_flows import ISIN, MARKET, Market, Start, open_market, terms
 
 pytestmark = pytest.mark.integration
 State = tuple[str, int, bytes, str]
@@ -100,3 +105,61 @@ async def _refused(call: object) -> tuple[grpc.StatusCode, str | None]:
     except grpc.aio.AioRpcError as exc:
         return exc.code(), reason_of(exc)
     raise AssertionError("the call was not refused")
+
+
+STANDBY = "brokerb-standby"
+WITH_STANDBY = MARKET.replace(
+    "[[clients]]",
+    f'[[nodes]]\nid = "{STANDBY}"\norg = "BrokerB"\nroles = ["vault"]\nstandby_of = "brokerb"\n'
+    "[[clients]]",
+    1,
+)
+
+
+def state_rows(net: Path, node: str) -> list[tuple[bytes, bytes, str]]:
+    """The vault's states as stored in the node's file (read-only)."""
+    path = net / "nodes" / node / "data" / "vault.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT ref, output, consumed_by FROM states ORDER BY ref").fetchall()
+    finally:
+        db.close()
+
+
+async def test_a_vault_standby_replicates_and_serves_after_failover(network: Start) -> None:
+    m = await open_market(network, WITH_STANDBY)
+    try:
+        await m.vaults["trader.brokera"].dvp(terms(m, 40, 400_000), observers=["regulator"])
+        original = await vault_of(m, "trader.brokerb")
+        assert (len(original[0]), len(original[1])) == (2, 3), original
+        await wait_until(
+            lambda: state_rows(m.net, STANDBY) == state_rows(m.net, "brokerb"),
+            30,
+            "the standby's vault equals the active's",
+        )
+        # before promotion the standby serves nobody, not even its own organisation
+        trader = PartyFiles.load(m.net, "trader.brokerb")
+        async with await VaultClient.connect(trader, STANDBY) as early:
+            code, reason = await _refused(early.query())
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STANDBY_NOT_PROMOTED")
+
+        m.sup.kill("brokerb")
+        assert "promoted" in dltmw("failover", str(m.net), "brokerb")
+        await m.vaults["trader.brokerb"].close()  # reconnect: the id now resolves to the standby
+        m.vaults["trader.brokerb"] = await VaultClient.connect(trader, "brokerb")
+        assert await vault_of(m, "trader.brokerb") == original
+        # and it acts as brokerb: it moves replicated states, brokera records them
+        try:
+            await m.vaults["trader.brokerb"].move("security", m.id("brokera"), ISIN, 5)
+        except grpc.aio.AioRpcError as err:  # brokera's link to the dead active may fail once
+            assert reason_of(err) == "PEER_UNAVAILABLE", err
+
+        async def delivered() -> bool:
+            return (await m.holdings("trader.brokera")).get(("security", ISIN)) == 65
+
+        await eventually(delivered, "brokera records the move from the promoted standby")
+    finally:
+        for v in m.vaults.values():
+            await v.close()

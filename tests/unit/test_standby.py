@@ -16,6 +16,7 @@ from cryptography import x509
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import read_genesis
 from dltmw.net.addressbook import AddressBook
+from dltmw.net.netmap import NetworkMap
 from dltmw.net.tomlfile import FileError
 from dltmw.net.topology import Topology
 from dltmw.pki.network import init_network
@@ -39,9 +40,9 @@ def _with_standby(org: str = "Org1", of: str = ACTIVE, roles: str = '["peer", "g
     ("text", "problem"),
     [
         (_with_standby(of="peer9"), "unknown node 'peer9'"),
-        (_with_standby(of="orderer0"), "orderer0 is not an active peer"),
+        (_with_standby(of="orderer0"), "orderer0 is not an active peer or vault node"),
         (_with_standby(org="Org2"), "belongs to Org1, not Org2"),
-        (_with_standby(roles='["peer", "vault"]'), "only the peer/gateway roles"),
+        (_with_standby(roles='["peer", "vault"]'), "only the peer/gateway/vault roles of its"),
     ],
     ids=["unknown-active", "active-not-a-peer", "other-org", "role-the-active-lacks"],
 )
@@ -208,9 +209,7 @@ class _Privacy:
         self.outcomes = outcomes
         self.calls: list[tuple[str, str, list[bytes]]] = []
 
-    async def replicate_from(
-        self, channel_id: str, node_id: str, recheck: Any = ()
-    ) -> list[bytes]:
+    async def replicate_from(self, channel_id: str, node_id: str, recheck: Any = ()) -> list[bytes]:
         self.calls.append((channel_id, node_id, list(recheck)))
         outcome = self.outcomes.pop(0)
         if not self.outcomes:
@@ -234,7 +233,7 @@ async def test_follow_pulls_from_the_active_until_promoted_and_survives_failed_p
     down = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, "active down")
     refused = ClientError(errors_pb2.ERROR_REASON_CHANNEL_NOT_FOUND, "not joined yet")
     privacy = _Privacy(standby, [[b"h1"], down, refused, [], [b"h2"]])
-    await asyncio.wait_for(standby.follow(privacy), timeout=10)
+    await asyncio.wait_for(standby.follow(privacy, None), timeout=10)
     # every pass asks the active; the hashes stored by a pass are rechecked by the next one
     # that succeeds (a failed pass keeps them), and a failed pass re-resolves the active
     assert privacy.calls == [
@@ -245,5 +244,40 @@ async def test_follow_pulls_from_the_active_until_promoted_and_survives_failed_p
         ("trades", ACTIVE, []),
     ]
     assert forgotten == [ACTIVE, ACTIVE]
-    await standby.follow(privacy)  # promoted: returns at once, asks nothing
+    await standby.follow(privacy, None)  # promoted: returns at once, asks nothing
     assert len(privacy.calls) == 5
+
+
+VAULT_PAIR = """
+name = "vault-standby"
+[[orgs]]
+id = "BrokerB"
+[[orgs]]
+id = "NotaryOrg"
+[[nodes]]
+id = "notary0"
+org = "NotaryOrg"
+roles = ["notary"]
+[[nodes]]
+id = "brokerb"
+org = "BrokerB"
+roles = ["vault"]
+[[nodes]]
+id = "brokerb-standby"
+org = "BrokerB"
+roles = ["vault"]
+standby_of = "brokerb"
+"""
+
+
+def test_a_vault_node_standby_is_its_active_to_the_network_map(tmp_path: Path) -> None:
+    (tmp_path / "topology.toml").write_text(VAULT_PAIR)
+    init_network(tmp_path / "topology.toml", tmp_path / "net")
+    netmap = NetworkMap.load(tmp_path / "net" / "network-map.toml")
+    assert sorted(netmap.nodes) == ["brokerb", "notary0"]  # the standby is not a party
+    standby_identity = tmp_path / "net" / "nodes" / "brokerb-standby" / "identity.pem"
+    assert (
+        standby_identity.read_bytes()
+        == (tmp_path / "net" / "nodes" / "brokerb" / "identity.pem").read_bytes()
+    )
+    assert netmap.node_of(netmap.identity_of("brokerb")) == "brokerb"

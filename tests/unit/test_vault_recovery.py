@@ -76,13 +76,16 @@ class Net:
         self.roles: dict[str, VaultRole] = {}
         self.down: set[str] = set()
         self.lists: dict[str, Lister] = {}  # a lying counterparty's ListTransactions
+        self.opened: list[VaultRole] = []
 
-    async def role(self, node: str, file: str = "") -> VaultRole:
+    async def role(self, node: str, file: str = "", serves: bool = True) -> VaultRole:
         store = VaultStore(self.tmp / f"{file or node}.sqlite")
         await store.open()
         role = VaultRole(Ctx(SIGNERS[node]), store, NETMAP, P.membership)  # type: ignore[arg-type]
         role.call = lambda n, m, r, s=None: self.call(n, m, r)  # type: ignore[method-assign]
-        self.roles[node] = role
+        if serves:
+            self.roles[node] = role
+        self.opened.append(role)
         return role
 
     async def call(self, node: str, method: str, request: Any) -> Any:
@@ -117,7 +120,7 @@ class Net:
         await bob.record(T3, [0])
 
     async def close(self) -> None:
-        for role in self.roles.values():
+        for role in self.opened:
             await role.store.close()
 
 
@@ -143,7 +146,7 @@ async def test_the_rebuilt_vault_equals_the_original(net: Net) -> None:
     # alice (asked first) served T2 and T3 before bank served T1, which they consume: recorded
     # in dependency order, T1's output ends up consumed all the same
     assert rows(await bob.store.query(include_consumed=True)) == original
-    assert (await bob.recover()).recorded == 3  # idempotent
+    assert (await bob.recover()).recorded == 0  # idempotent: nothing new
     assert rows(await bob.store.query(include_consumed=True)) == original
 
 
@@ -228,3 +231,38 @@ async def test_an_unreachable_counterparty_is_reported(net: Net) -> None:
     assert (report.unreachable, report.refused) == (["bank"], [])
     # T2 and T3 verified (T1 fetched from alice as backchain), T1 itself not recorded as bob's
     assert report.recorded == 2
+
+
+async def test_a_state_recorded_after_the_transaction_consuming_it_is_born_consumed(
+    tmp_path: Path,
+) -> None:
+    store = VaultStore(tmp_path / "v.sqlite")
+    await store.open()
+    try:
+        await store.record(T2, [1])  # T2 consumes T1's output 0, not recorded yet
+        await store.record(T1, [0])
+        found = {r.ref: r.consumed_by for r in await store.query(include_consumed=True)}
+        assert found == {Ref(T1.wire.tx_id, 0): T2.wire.tx_id, Ref(T2.wire.tx_id, 1): ""}
+    finally:
+        await store.close()
+
+
+async def test_a_standby_pass_copies_everything_its_active_recorded(net: Net) -> None:
+    alice = net.roles["alice"]
+    observed = notarised(  # alice named as an observer: she records every output
+        [cash_output(BANK, BANK, "JPY", 9)], [Command("cash", "issue", (BANK,))], [P.bank]
+    )
+    await alice.record(observed, [0])
+    standby = await net.role("alice", "alice-standby", serves=False)  # alice's identity
+    assert await standby.replicate_from("alice") == 3  # T2, T3 and the observed issue
+    want = rows(await alice.store.query(include_consumed=True))
+    assert rows(await standby.store.query(include_consumed=True)) == want
+    assert await standby.replicate_from("alice") == 0  # a later pass: nothing new
+    # another node is not served what alice merely observed
+    who = P.membership.identify(BOB, NOW)
+    page = await alice.on_list(who, "", 0)
+    served = {read_signed(raw).wire.tx_id for raw in page.transactions}
+    assert served == {T2.wire.tx_id, T3.wire.tx_id}
+    net.down.add("alice")
+    with pytest.raises(TransientError):
+        await standby.replicate_from("alice")

@@ -15,15 +15,21 @@ SCAN_MAX stored rows read per call (a page may come back short or empty while mo
 cursor is the last tx_id scanned). What is served is shared with the requester, so it can fetch
 the backchain with FetchTransaction as after any delivery.
 
-Recovering (`Recovery.run`). Each received transaction is verified exactly as a delivered one
-(`VaultRole.verify_received`: notary signature or batch proof, backchain resolved from the
-serving node, contracts, every required signature) and must be one the requester takes part
-in; anything else — a forged or altered transaction, a valid one of other parties — is refused,
-reported with the serving node and reason, and never stored. Transport failures make the node
-"unreachable" in the report (run again later: recording is idempotent). Only once every node
-was asked are the verified transactions recorded, each after those it depends on, so a state
-created by one counterparty's transaction and consumed by another's ends up consumed whatever
-the order of the answers. Memory is bounded by RECOVER_MAX transactions per run.
+Recovering (`Recovery.run`). Transactions already recorded here are skipped. Each received
+transaction is verified exactly as a delivered one (`VaultRole.verify_received`: notary
+signature or batch proof, backchain resolved from the serving node, contracts, every required
+signature) and must be one the requester takes part in; anything else — a forged or altered
+transaction, a valid one of other parties — is refused, reported with the serving node and
+reason, and never stored. Transport failures make the node "unreachable" in the report (run
+again later: recording is idempotent). Only once every node was asked are the verified
+transactions recorded, each after those it depends on, so a state created by one counterparty's
+transaction and consumed by another's ends up consumed whatever the order of the answers (and
+the store's `spent` table makes a late-recorded state consumed anyway). Memory is bounded by
+RECOVER_MAX transactions per run.
+
+A standby of a vault node (runtime/standby.py) runs the same code against its active only
+(`Recovery(role, active)`), every pass: it holds the active's identity, so the active serves it
+every recorded transaction, observed ones too, and it records them as the active did.
 """
 
 from __future__ import annotations
@@ -110,15 +116,18 @@ class Page:
 
 
 async def serve_page(role: RecoveryRole, sender: VerifiedIdentity, after: str, want: int) -> Page:
-    """The transactions after `after` in which `sender`, a node, takes part (module docstring)."""
+    """The transactions after `after` in which `sender`, a node, takes part (module docstring);
+    every recorded one, observed ones included, when `sender` is this node itself (its standby,
+    which holds its signing key)."""
     role.node_of_sender(sender)
     limit = PAGE_MAX if want <= 0 else min(want, PAGE_MAX)
     rows = await role.store.relevant(after, SCAN_MAX)
     served: list[tuple[str, bytes]] = []
     cursor, full = after, False
+    itself = sender.identity_bytes == role.me
     for tx_id, raw in rows:
         cursor = tx_id
-        if takes_part(read_signed(raw).wire, sender.identity_bytes):
+        if itself or takes_part(read_signed(raw).wire, sender.identity_bytes):
             served.append((tx_id, raw))
             if full := len(served) >= limit:
                 break
@@ -146,15 +155,19 @@ class Report:
 
 
 class Recovery:
-    """One recovery run of one vault node."""
+    """One recovery run of one vault node; with `active`, one replication pass of a standby
+    from its active (same identity: observed transactions come too, recorded whole)."""
 
-    def __init__(self, role: RecoveryRole) -> None:
+    def __init__(self, role: RecoveryRole, active: str = "") -> None:
         self._role = role
+        self._active = active
         self._verified: dict[str, SignedTx] = {}
         self.report = Report()
 
     def counterparties(self) -> list[str]:
-        """Every vault node of the map but this one, in id order."""
+        """Every vault node of the map but this one, in id order (or the active)."""
+        if self._active:
+            return [self._active]
         me = self._role.me
         nodes = self._role.netmap.nodes.values()
         return sorted(p.node_id for p in nodes if "vault" in p.roles and p.identity != me)
@@ -174,6 +187,8 @@ class Recovery:
         me = self._role.me
         for stx in dependency_order(self._verified):
             mine = [i for i, o in enumerate(stx.wire.outputs) if me in o.participants]
+            if not takes_part(stx.wire, me):  # observed (a standby's pass): every output
+                mine = list(range(len(stx.wire.outputs)))
             await self._role.record(stx, mine)
             self.report.recorded += 1
         return self.report
@@ -182,8 +197,11 @@ class Recovery:
         after = ""
         for _ in range(PAGES_MAX):
             page = await self._page(node, after)
-            for raw in page.transactions:
-                await self._admit(node, raw)
+            ids = [_tx_id_of(raw) for raw in page.transactions]
+            have = await self._role.store.relevant_among(i for i in ids if i)
+            for tx_id, raw in zip(ids, page.transactions, strict=True):
+                if tx_id not in have:  # recorded before (an earlier run or pass): skip
+                    await self._admit(node, raw)
             if page.done:
                 return
             if page.next_after <= after:
@@ -207,7 +225,7 @@ class Recovery:
             tx_id = stx.wire.tx_id
             if tx_id in self._verified:
                 return
-            if not takes_part(stx.wire, self._role.me):
+            if not self._active and not takes_part(stx.wire, self._role.me):
                 raise PeerError(
                     R.ERROR_REASON_NOT_AUTHORIZED, "served a transaction this node takes no part in"
                 )
@@ -229,3 +247,11 @@ class Recovery:
             node_id=node, tx_id=tx_id, reason=err.reason_name, message=err.message
         )
         self.report.refused.append(refusal)
+
+
+def _tx_id_of(raw: bytes) -> str:
+    """The tx_id of a served transaction, "" if it does not parse (`_admit` reports it)."""
+    try:
+        return read_signed(raw).wire.tx_id
+    except DltmwError:
+        return ""

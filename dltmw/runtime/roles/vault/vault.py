@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import from_rpc_error, reconnects
-from dltmw.core.errors import ClientError
+from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.identity import Membership, VerifiedIdentity
 from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref
@@ -175,6 +175,16 @@ class VaultRole:
         """Rebuild the vault from the counterparties (`recovery.py`); one run at a time."""
         async with self._recovering:
             return await Recovery(self).run()
+
+    async def replicate_from(self, active: str) -> int:
+        """A standby's pass (runtime/standby.py): record what its active recorded since the last
+        pass, each transaction verified; returns how many. PEER_UNAVAILABLE when the active
+        could not be read to the end."""
+        async with self._recovering:
+            report = await Recovery(self, active).run()
+        if report.unreachable:
+            raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"{active} could not be read")
+        return report.recorded
 
     async def on_offer(self, sender: VerifiedIdentity, terms: utxo_pb2.DvpTerms) -> list[Ref]:
         """Offer own cash for DvP terms in which this node pays `sender`."""
