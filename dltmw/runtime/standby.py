@@ -20,6 +20,13 @@ after `forget`). Rules a reader must keep: the marker is written before the gate
 before anyone hears of the promotion; a standby never publishes under the active's id unless
 promoted.
 
+Fencing a revived active. Before the promoted standby publishes under the active's id it writes
+a durable fence record (`AddressBook.supersede`: `<node id>.superseded`, naming the standby). A
+node that starts and finds itself superseded neither publishes its address nor serves: its gate
+(`superseded_gate`) refuses everything but health and reflection with ACTIVE_SUPERSEDED, so a
+restarted old active cannot take its identity back, endorse, sign or answer clients. The fence
+lives in the local address book (one host); across hosts the operator retires the old active.
+
 Replication (`follow`). Until promoted, the standby pulls its active's private payloads every
 FOLLOW_S: the privacy manager's Resend, asked by this node — which holds the active's identity
 and privacy key, so the active serves it exactly what it holds for itself — each payload checked
@@ -36,8 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -45,6 +51,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.core.errors import ClientError, DltmwError
+from dltmw.net.addressbook import write_durably
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
 from dltmw.v1 import errors_pb2
@@ -89,12 +96,32 @@ class VaultReplicating(Protocol):
         ...
 
 
+def superseded_gate(node_id: str, by: str) -> Callable[[str], None]:
+    """The request gate of a revived active whose standby `by` was promoted: everything but
+    health and reflection is refused (ACTIVE_SUPERSEDED), so one identity never serves twice."""
+
+    def gate(path: str) -> None:
+        if path.startswith(OPEN_PREFIXES[:2]):  # health, reflection
+            return
+        raise ClientError(
+            R.ERROR_REASON_ACTIVE_SUPERSEDED,
+            f"{path}: {by} was promoted and serves as {node_id}; this old active refuses"
+            " everything (retire it, or make it the new standby)",
+            {"standby": by},
+        )
+
+    return gate
+
+
 class Standby:
     """The standby state of one node: whether it was promoted, the gate, and promotion."""
 
-    def __init__(self, ctx: NodeContext, active_id: str, data_dir: Path) -> None:
+    def __init__(
+        self, ctx: NodeContext, active_id: str, data_dir: Path, own_id: str = "standby"
+    ) -> None:
         self.ctx = ctx
         self.active_id = active_id
+        self.own_id = own_id  # its own node id (its roles act as `active_id`)
         self._marker = data_dir / PROMOTED_FILE
         self.promoted = self._marker.exists()
         self.address = ""  # its own serving address, set by the node once it serves
@@ -112,9 +139,13 @@ class Standby:
         )
 
     def publish(self) -> None:
-        """Publish the serving address under the active's id, if promoted (start, promotion)."""
+        """Publish the serving address under the active's id, if promoted (start, promotion),
+        after the fence that keeps a revived active out (`superseded_gate`)."""
         if self.promoted and self.address:
-            self.ctx.addresses.publish(self.active_id, self.address)
+            book = self.ctx.addresses
+            if book.superseded_by(self.active_id) != self.own_id:
+                book.supersede(self.active_id, self.own_id)
+            book.publish(self.active_id, self.address)
 
     def withdraw(self) -> None:
         """Remove the active-id record at stop, if it still names this node."""
@@ -133,7 +164,7 @@ class Standby:
                     f"the active {self.active_id} still answers: stop it before promoting",
                     {"active": self.active_id},
                 )
-            await asyncio.to_thread(_write_durably, self._marker)
+            await asyncio.to_thread(write_durably, self._marker, "promoted\n")
             self.promoted = True
             self.publish()
             logger.warning("standby promoted: now serving as %s", self.active_id)
@@ -182,16 +213,3 @@ class Standby:
         finally:
             await self.ctx.forget(self.active_id)
         return True
-
-
-def _write_durably(path: Path) -> None:
-    """Create `path` and make it and its directory entry durable."""
-    with path.open("w") as f:
-        f.write("promoted\n")
-        f.flush()
-        os.fsync(f.fileno())
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,6 +1,7 @@
 """A standby peer under load: kill -9 its active, `dltmw failover`, clients continue; nothing
-acknowledged is lost, including a private payload the standby replicated from the active (issue
-20 item 6; docs/operations.md "Standby and failover").
+acknowledged is lost, including a private payload the standby replicated from the active, and
+the old active, restarted, is fenced out (issue 20 item 6; docs/operations.md "Standby and
+failover").
 
 One network for the whole story (solo orderer, two orgs, AND policy, a standby of peer0.org1):
 bad input first (the standby refuses the active's work; promotion while the active answers and
@@ -19,12 +20,19 @@ import pytest
 
 from dltmw.aio.rpc_errors import reason_of
 from dltmw.client import GatewayClient
-from dltmw.client.contracts import NodeAdmin
+from dltmw.client.contracts import MAX_MESSAGE_BYTES, NodeAdmin
 from dltmw.client.failover import ActiveAlive, failover
+from dltmw.client.files import ClientFiles
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.privacy.execution import EXECUTED
 from dltmw.net.addressbook import AddressBook
-from dltmw.v1 import private_payload_pb2, transaction_pb2
+from dltmw.rpc.tls import link_tls, secure_channel
+from dltmw.v1 import (
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    private_payload_pb2,
+    transaction_pb2,
+)
 
 from .cli import dltmw
 from .conftest import TWO_ORG
@@ -169,3 +177,17 @@ async def test_kill9_active_then_failover_loses_nothing(network) -> None:
     standby_private = private_rows(net, STANDBY, private.payload_hash)
     assert standby_private == private_rows(net, "peer0.org2", private.payload_hash)
     assert ("kv", "secret") in standby_private[1]
+
+    # A revived old active is fenced out: it takes its name back from no one and refuses
+    # everything with ACTIVE_SUPERSEDED; the promoted standby goes on serving.
+    sup.start(ACTIVE)
+    old_at = sup.wait_ready(ACTIVE, 60)
+    assert book.lookup(ACTIVE) == book.lookup(STANDBY) != old_at
+    files = ClientFiles.load(net, "user1.org1")
+    name, tls = link_tls(files.tls, files.addresses, ACTIVE)
+    async with secure_channel(old_at, name, tls, MAX_MESSAGE_BYTES) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        request = gateway_service_pb2.EvaluateRequest()
+        code, reason = await _refused(stub.Evaluate(request, timeout=10))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACTIVE_SUPERSEDED")
+    await _load(net, acked, 3, "e")

@@ -23,7 +23,7 @@ from dltmw.pki.network import init_network
 from dltmw.rpc.boundary import Boundary
 from dltmw.runtime.config import Limits, NodeConfig
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.standby import PROMOTED_FILE, Standby
+from dltmw.runtime.standby import PROMOTED_FILE, Standby, superseded_gate
 from dltmw.v1 import block_pb2, errors_pb2, gateway_service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_the_channel_config_and_default_gateways_do_not_name_the_standby(net: Pa
 
 def _standby(tmp_path: Path) -> Standby:
     ctx = cast(NodeContext, type("Ctx", (), {"addresses": AddressBook(tmp_path / "endpoints")}))
-    standby = Standby(ctx, ACTIVE, tmp_path)
+    standby = Standby(ctx, ACTIVE, tmp_path, STANDBY)
     standby.address = "127.0.0.1:4242"
     return standby
 
@@ -134,6 +134,27 @@ def test_promotion_is_durable_opens_the_gate_and_takes_the_actives_name(tmp_path
     restarted = _standby(tmp_path)
     assert restarted.promoted
     restarted.gate(REFUSED[0])
+
+
+def test_promotion_fences_a_revived_active_out(tmp_path: Path) -> None:
+    standby = _standby(tmp_path)
+    book = standby.ctx.addresses
+    assert book.superseded_by(ACTIVE) is None
+    asyncio.run(standby.promote())
+    # the fence is durable, names the standby, and is there before the address is published
+    assert book.superseded_by(ACTIVE) == STANDBY
+    gate = superseded_gate(ACTIVE, STANDBY)
+    for path in [
+        *REFUSED,
+        "/dltmw.v1.AdminService/JoinChannel",
+        "/dltmw.v1.StandbyService/Promote",
+    ]:
+        with pytest.raises(ClientError) as refused:
+            gate(path)
+        assert refused.value.reason == errors_pb2.ERROR_REASON_ACTIVE_SUPERSEDED
+        assert refused.value.metadata == {"standby": STANDBY}
+    for path in OPEN[:2]:  # health and reflection only
+        gate(path)
 
 
 class _Aborted(Exception):
