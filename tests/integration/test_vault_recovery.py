@@ -26,6 +26,7 @@ from dltmw.v1 import vault_recovery_pb2_grpc, vault_service_pb2
 
 from .cli import dltmw
 from .ledgers import wait_until
+from .test_failover import _refused
 from .test_utxo_finality import eventually, restart
 from .test_utxo_flows import ISIN, MARKET, Market, Start, open_market, terms
 
@@ -96,15 +97,6 @@ async def _outsiders_are_refused(m: Market) -> None:
     finally:
         await channel.close(None)
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_AUTHORIZED")
-    assert isinstance(m.vaults["trader.brokerb"], VaultClient)
-
-
-async def _refused(call: object) -> tuple[grpc.StatusCode, str | None]:
-    try:
-        await call  # type: ignore[misc]
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), reason_of(exc)
-    raise AssertionError("the call was not refused")
 
 
 STANDBY = "brokerb-standby"
