@@ -39,6 +39,7 @@ from dltmw.cli.params import (
     NodeArg,
 )
 from dltmw.cli.transfer import transfer as transfer_command
+from dltmw.cli.vault import vault_app
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
 from dltmw.net.hsm import MODULE_ENV, HsmError
@@ -381,6 +382,7 @@ app.add_typer(org_app, name="org")  # org init (custody); org add|remove (govern
 app.add_typer(channel_app, name="channel")  # channel create; channel update|join
 app.add_typer(netmap_app, name="network-map")
 app.add_typer(cert_app, name="cert")
+app.add_typer(vault_app, name="vault")  # vault recover
 
 
 def main() -> None:

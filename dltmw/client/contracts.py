@@ -15,10 +15,18 @@ from dltmw.aio.clock import utc_now
 from dltmw.client.audit import node_orgs
 from dltmw.client.files import ClientFiles
 from dltmw.rpc.tls import link_tls, secure_channel
-from dltmw.v1 import admin_service_pb2, admin_service_pb2_grpc, standby_pb2, standby_pb2_grpc
+from dltmw.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    standby_pb2,
+    standby_pb2_grpc,
+    vault_recovery_pb2,
+    vault_recovery_pb2_grpc,
+)
 
 A = admin_service_pb2
 CALL_TIMEOUT_S = 60.0
+RECOVER_TIMEOUT_S = 600.0  # a recovery pages through every counterparty's vault
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -37,7 +45,8 @@ class NodeAdmin:
         message: A.InstallContractCommand
         | A.NodeStatusQuery
         | A.JoinChannelCommand
-        | standby_pb2.PromoteCommand,
+        | standby_pb2.PromoteCommand
+        | vault_recovery_pb2.RecoverVaultCommand,
     ) -> tuple[bytes, bytes]:
         message.requester = self.files.signer.identity_bytes
         message.timestamp.FromDatetime(utc_now())
@@ -93,4 +102,16 @@ class NodeAdmin:
             stub = standby_pb2_grpc.StandbyServiceStub(channel)
             request = standby_pb2.PromoteRequest(command=data, signature=sig)
             reply: standby_pb2.PromoteResponse = await stub.Promote(request, timeout=CALL_TIMEOUT_S)
+            return reply
+
+    async def recover_vault(self) -> vault_recovery_pb2.RecoverVaultResponse:
+        """Make this vault node rebuild its vault from its counterparties
+        (VaultRecoveryService.RecoverVault)."""
+        data, sig = self._signed(vault_recovery_pb2.RecoverVaultCommand())
+        async with self._channel() as channel:
+            stub = vault_recovery_pb2_grpc.VaultRecoveryServiceStub(channel)
+            request = vault_recovery_pb2.RecoverVaultRequest(command=data, signature=sig)
+            reply: vault_recovery_pb2.RecoverVaultResponse = await stub.RecoverVault(
+                request, timeout=RECOVER_TIMEOUT_S
+            )
             return reply

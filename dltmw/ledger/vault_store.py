@@ -6,7 +6,9 @@ can verify and serve them later; `states` holds the output states it records (th
 participates in, or every output of a transaction it observes) with the tx_id that consumed them;
 `state_parties` indexes participants for queries; `outbox` lists the nodes a final transaction
 this node initiated must still be delivered to (written with the transaction, deleted once the
-recipient acknowledged, `runtime/roles/vault/outbox.py`). Recording a transaction — the transaction,
+recipient acknowledged, `runtime/roles/vault/outbox.py`); `spent` lists every input of every
+recorded transaction, so a state recorded AFTER the transaction that consumed it (a recovery or a
+standby replicating out of order) is born consumed. Recording a transaction — the transaction,
 its new states and the consumption of its inputs — is ONE sqlite transaction, and recording the
 same transaction again changes nothing.
 
@@ -44,6 +46,7 @@ CREATE INDEX IF NOT EXISTS states_contract ON states(contract, consumed_by);
 CREATE INDEX IF NOT EXISTS states_owner ON states(owner, consumed_by);
 CREATE TABLE IF NOT EXISTS state_parties (
     party BLOB NOT NULL, ref BLOB NOT NULL, PRIMARY KEY (party, ref)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spent (ref BLOB PRIMARY KEY, tx_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     tx_id TEXT NOT NULL, node TEXT NOT NULL, observer INTEGER NOT NULL,
     PRIMARY KEY (tx_id, node)) WITHOUT ROWID;
@@ -183,13 +186,13 @@ class VaultStore:
         observer) in `deliveries`; one sqlite transaction, so a final transaction is never
         recorded without the duty to deliver it."""
         wire = stx.wire
-        states: list[tuple[bytes, str, int, str, bytes, bytes]] = []
+        states: list[tuple[bytes, str, int, str, bytes, bytes, bytes]] = []
         parties: list[tuple[bytes, bytes]] = []
         for i in outputs:
             out = wire.outputs[i]
             key = wire.out_ref(i).key
             sealed = self._values.seal("states", key, output_bytes(out))
-            states.append((key, wire.tx_id, i, out.contract, owner_of(out), sealed))
+            states.append((key, wire.tx_id, i, out.contract, owner_of(out), sealed, key))
             parties.extend((p, key) for p in set(out.participants))
         spent = [(wire.tx_id, r.key) for r in wire.inputs]
         raw = self._values.seal("transactions", wire.tx_id.encode(), stx.raw)
@@ -200,9 +203,11 @@ class VaultStore:
                 "ON CONFLICT(tx_id) DO UPDATE SET relevant=1",
                 (wire.tx_id, raw),
             )
+            conn.executemany("INSERT OR IGNORE INTO spent VALUES (?,?)", [(k, t) for t, k in spent])
             conn.executemany(
-                "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO states(ref, tx_id, idx, contract, owner, output, "
+                "consumed_by) VALUES (?,?,?,?,?,?, "
+                "COALESCE((SELECT tx_id FROM spent WHERE ref = ?), ''))",
                 states,
             )
             conn.executemany("INSERT OR IGNORE INTO state_parties VALUES (?,?)", parties)
@@ -228,6 +233,35 @@ class VaultStore:
             return [Delivery(t, n, bool(o), self._stx(t, s)) for t, n, o, s in rows]
 
         return await self._call(run)
+
+    async def relevant(self, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """Transactions this node is a party to or observed (not mere backchain), in tx_id
+        order after `after`, at most `limit` (vault recovery pages through them)."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = conn.execute(
+                "SELECT tx_id, stx FROM transactions WHERE relevant = 1 AND tx_id > ? "
+                "ORDER BY tx_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [(t, self._stx(t, s)) for t, s in rows]
+
+        return await self._call(run)
+
+    async def relevant_among(self, tx_ids: Iterable[str]) -> set[str]:
+        """Those of `tx_ids` recorded as transactions this node is a party to or observed."""
+        wanted = sorted(set(tx_ids))
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT tx_id FROM transactions WHERE relevant = 1 AND tx_id IN ({marks})"
+                out.update(t for (t,) in conn.execute(sql, chunk))
+            return out
+
+        return await self._call(run) if wanted else set()
 
     async def delivered(self, tx_id: str, node: str) -> None:
         """`node` acknowledged `tx_id`: drop its outbox row (idempotent)."""

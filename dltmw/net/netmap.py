@@ -47,6 +47,7 @@ def write_network_map(out: Path, raw: dict[str, Any]) -> Path:
             }
             | ({"endpoint": n["endpoint"]} if n.get("endpoint") else {})
             for n in raw["nodes"]
+            if "standby_of" not in n  # it is its active to the network (runtime/standby.py)
         ],
         "notaries": [
             {"id": n["id"], "validating": bool(n.get("validating", False))}

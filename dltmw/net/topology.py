@@ -54,8 +54,9 @@ class NodeSpec(Strict):
     )
     standby_of: Id | None = Field(
         None,
-        description="a standby of this peer node (same org): it holds that node's identity, "
-        "follows its channels by Deliver and serves in its place once promoted "
+        description="a standby of this peer or vault node (same org): it holds that node's "
+        "identity, follows its channels by Deliver and replicates its private payloads and "
+        "vault, and serves in its place once promoted "
         "(`dltmw failover`; docs/operations.md)",
     )
 
@@ -233,18 +234,23 @@ class TopologyFile(Strict):
         return self
 
 
+STANDBY_ROLES = frozenset({"peer", "gateway", "vault"})
+
+
 def _standby(where: str, node: NodeSpec, nodes: dict[str, NodeSpec]) -> None:
-    """A standby names an active peer of its own organisation that is not a standby itself,
-    and hosts only roles the active hosts (peer, gateway)."""
+    """A standby names an active peer or vault node of its own organisation that is not a
+    standby itself, and hosts only roles the active hosts (peer, gateway, vault)."""
     active = nodes.get(node.standby_of or "")
     if active is None:
         raise ValueError(f"{where}: unknown node {node.standby_of!r}")
-    if active.standby_of is not None or "peer" not in active.roles:
-        raise ValueError(f"{where}: {active.id} is not an active peer")
+    if active.standby_of is not None or not {"peer", "vault"} & set(active.roles):
+        raise ValueError(f"{where}: {active.id} is not an active peer or vault node")
     if active.org != node.org:
         raise ValueError(f"{where}: {active.id} belongs to {active.org}, not {node.org}")
-    if not set(node.roles) <= set(active.roles) & {"peer", "gateway"}:
-        raise ValueError(f"{where}: a standby hosts only the peer/gateway roles of its active")
+    if not set(node.roles) <= set(active.roles) & STANDBY_ROLES:
+        raise ValueError(
+            f"{where}: a standby hosts only the peer/gateway/vault roles of its active"
+        )
 
 
 def _unique(what: str, ids: list[str]) -> None:

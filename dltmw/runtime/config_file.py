@@ -188,15 +188,15 @@ class NodeTable(Strict):
     standby_of: str = Field(
         "",
         max_length=128,
-        description="a standby: the node id of the active peer whose identity it holds; it "
-        "follows that peer's channels and refuses its work until promoted (`dltmw failover`)",
+        description="a standby: the node id of the active peer or vault node whose identity it "
+        "holds; it follows that node and refuses its work until promoted (`dltmw failover`)",
     )
 
     @model_validator(mode="after")
     def _roles(self) -> NodeTable:
         check_roles(self.roles)
-        if self.standby_of and not set(self.roles) <= {"peer", "gateway"}:
-            raise ValueError("a standby hosts only the peer and gateway roles")
+        if self.standby_of and not set(self.roles) <= {"peer", "gateway", "vault"}:
+            raise ValueError("a standby hosts only the peer, gateway and vault roles")
         return self
 
 

@@ -72,7 +72,7 @@ from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.runtime.roles.utxo import UtxoServices
-from dltmw.runtime.standby import Standby
+from dltmw.runtime.standby import Standby, superseded_gate
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
     admin_service_pb2,
@@ -155,9 +155,12 @@ class Node:
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
         self.standby: Standby | None = None
+        self.superseded_by = self.ctx.addresses.superseded_by(config.node_id)
         if config.standby_of:
-            self.standby = Standby(self.ctx, config.standby_of, config.data_dir)
+            self.standby = Standby(self.ctx, config.standby_of, config.data_dir, config.node_id)
             self.boundary.gate = self.standby.gate
+        elif self.superseded_by is not None:  # its standby was promoted (runtime/standby.py)
+            self.boundary.gate = superseded_gate(config.node_id, self.superseded_by)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.service_names: tuple[str, ...] = ()  # what the server registered (health, reflection)
@@ -203,10 +206,17 @@ class Node:
         self.address = f"{host}:{port}"
         for name in ("", *self.service_names):  # "" is the node as a whole
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.ctx.addresses.publish(self.config.node_id, self.address)
+        if self.superseded_by is None or self.standby is not None:
+            self.ctx.addresses.publish(self.config.node_id, self.address)
+        else:
+            logger.error("%s took over this node's identity: refusing all work", self.superseded_by)
         if self.standby is not None:
             self.standby.address = self.address
             self.standby.publish()  # under the active's id too, if promoted before a restart
+            replicated = self.privacy is not None or self.utxo.vault is not None
+            if replicated and not self.standby.promoted:
+                follow = self.standby.follow(self.privacy, self.utxo.vault)
+                self.ctx.tasks.spawn("standby-follow", follow)
         self.gauges.baseline()
         if self.config.operations is not None:
             tls = (self.config.tls_cert, self.config.tls_key)

@@ -1,4 +1,4 @@
-"""A standby peer: the active peer's identity on its own data, address and TLS certificate,
+"""A standby peer or vault node: the active's identity on its own data, address and TLS certificate,
 idle until promoted (issue 20 item 6, docs/operations.md "Standby and failover").
 
 Theory of operation. A standby's node.toml names its active (`[node] standby_of`). It holds the
@@ -18,22 +18,42 @@ publishes its own address under the active's node id in the local address book, 
 and client that reconnects to the active's id reaches it (`NodeContext.channel_to` re-resolves
 after `forget`). Rules a reader must keep: the marker is written before the gate opens and
 before anyone hears of the promotion; a standby never publishes under the active's id unless
-promoted. Not replicated here: the private store and the vault (their replication is the other
-half of item 6).
+promoted.
+
+Fencing a revived active. Before the promoted standby publishes under the active's id it writes
+a durable fence record (`AddressBook.supersede`: `<node id>.superseded`, naming the standby). A
+node that starts and finds itself superseded neither publishes its address nor serves: its gate
+(`superseded_gate`) refuses everything but health and reflection with ACTIVE_SUPERSEDED, so a
+restarted old active cannot take its identity back, endorse, sign or answer clients. The fence
+lives in the local address book (one host); across hosts the operator retires the old active.
+
+Replication (`follow`). Until promoted, the standby pulls its active's private payloads every
+FOLLOW_S: the privacy manager's Resend, asked by this node — which holds the active's identity
+and privacy key, so the active serves it exactly what it holds for itself — each payload checked
+as a recovered one (`PrivacyManager.replicate_from`). With the ledger it follows by Deliver, its
+private executor then derives the same private state. Asynchronous: a payload the active
+acknowledged less than one pass before it died is not on the standby (the other recipients hold
+it: `Recover` on the promoted standby fetches it). A failed pass (the active down, or refusing)
+is logged and retried; the loop ends at promotion. A standby of a vault node pulls its
+active's vault the same way (`VaultRole.replicate_from`: ListTransactions as the active's own
+identity, each new transaction verified as a delivery, runtime/roles/vault/recovery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.core.errors import ClientError, DltmwError
+from dltmw.net.addressbook import write_durably
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.faults import is_transient
 from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -49,14 +69,59 @@ OPEN_PREFIXES = (
 )
 # Codes that mean the active did not answer (its process is gone or hung), so promotion may go on.
 SILENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+FOLLOW_S = 0.5  # pause between two replication passes
+T = TypeVar("T")
+
+
+class Replicating(Protocol):
+    """What `follow` needs of the privacy manager (`runtime/roles/privacy/manager.py`)."""
+
+    @property
+    def channels(self) -> Mapping[str, object]:
+        """The private channels, by id."""
+        ...
+
+    async def replicate_from(
+        self, channel_id: str, node_id: str, recheck: Sequence[bytes] = ()
+    ) -> list[bytes]:
+        """One replication pass of a channel from `node_id`; the payload hashes stored."""
+        ...
+
+
+class VaultReplicating(Protocol):
+    """What `follow` needs of the vault role (`runtime/roles/vault/vault.py`)."""
+
+    async def replicate_from(self, active: str) -> int:
+        """One replication pass of the vault from `active`; transactions recorded."""
+        ...
+
+
+def superseded_gate(node_id: str, by: str) -> Callable[[str], None]:
+    """The request gate of a revived active whose standby `by` was promoted: everything but
+    health and reflection is refused (ACTIVE_SUPERSEDED), so one identity never serves twice."""
+
+    def gate(path: str) -> None:
+        if path.startswith(OPEN_PREFIXES[:2]):  # health, reflection
+            return
+        raise ClientError(
+            R.ERROR_REASON_ACTIVE_SUPERSEDED,
+            f"{path}: {by} was promoted and serves as {node_id}; this old active refuses"
+            " everything (retire it, or make it the new standby)",
+            {"standby": by},
+        )
+
+    return gate
 
 
 class Standby:
     """The standby state of one node: whether it was promoted, the gate, and promotion."""
 
-    def __init__(self, ctx: NodeContext, active_id: str, data_dir: Path) -> None:
+    def __init__(
+        self, ctx: NodeContext, active_id: str, data_dir: Path, own_id: str = "standby"
+    ) -> None:
         self.ctx = ctx
         self.active_id = active_id
+        self.own_id = own_id  # its own node id (its roles act as `active_id`)
         self._marker = data_dir / PROMOTED_FILE
         self.promoted = self._marker.exists()
         self.address = ""  # its own serving address, set by the node once it serves
@@ -74,9 +139,13 @@ class Standby:
         )
 
     def publish(self) -> None:
-        """Publish the serving address under the active's id, if promoted (start, promotion)."""
+        """Publish the serving address under the active's id, if promoted (start, promotion),
+        after the fence that keeps a revived active out (`superseded_gate`)."""
         if self.promoted and self.address:
-            self.ctx.addresses.publish(self.active_id, self.address)
+            book = self.ctx.addresses
+            if book.superseded_by(self.active_id) != self.own_id:
+                book.supersede(self.active_id, self.own_id)
+            book.publish(self.active_id, self.address)
 
     def withdraw(self) -> None:
         """Remove the active-id record at stop, if it still names this node."""
@@ -95,11 +164,38 @@ class Standby:
                     f"the active {self.active_id} still answers: stop it before promoting",
                     {"active": self.active_id},
                 )
-            await asyncio.to_thread(_write_durably, self._marker)
+            await asyncio.to_thread(write_durably, self._marker, "promoted\n")
             self.promoted = True
             self.publish()
             logger.warning("standby promoted: now serving as %s", self.active_id)
             return False
+
+    async def follow(self, privacy: Replicating | None, vault: VaultReplicating | None) -> None:
+        """Until promoted, pull the active's private payloads and vault every FOLLOW_S (module
+        docstring). A failed pass is logged, the active re-resolved, and the next pass tries
+        again: a standby must outlive its active."""
+        recheck: dict[str, list[bytes]] = {}
+        while not self.promoted:
+            for channel_id in sorted(privacy.channels) if privacy is not None else []:
+                step = privacy.replicate_from(  # type: ignore[union-attr]
+                    channel_id, self.active_id, recheck.get(channel_id, [])
+                )
+                stored = await self._pass(channel_id, step)
+                if stored is not None:
+                    recheck[channel_id] = stored
+            if vault is not None:
+                await self._pass("the vault", vault.replicate_from(self.active_id))
+            await asyncio.sleep(FOLLOW_S)
+
+    async def _pass(self, what: str, step: Awaitable[T]) -> T | None:
+        """One replication step's result, or None after logging its failure (never raises)."""
+        try:
+            return await step
+        except (DltmwError, grpc.aio.AioRpcError) as exc:
+            level = logging.INFO if is_transient(exc) else logging.WARNING
+            logger.log(level, "replication of %s from the active: %s", what, exc)
+            await self.ctx.forget(self.active_id)  # re-resolve at the next pass
+            return None
 
     async def active_answers(self) -> bool:
         """Whether the active's published address answers a health check in time."""
@@ -117,16 +213,3 @@ class Standby:
         finally:
             await self.ctx.forget(self.active_id)
         return True
-
-
-def _write_durably(path: Path) -> None:
-    """Create `path` and make it and its directory entry durable."""
-    with path.open("w") as f:
-        f.write("promoted\n")
-        f.flush()
-        os.fsync(f.fileno())
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

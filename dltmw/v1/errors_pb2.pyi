@@ -192,6 +192,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     health check (fencing: two nodes with one identity must never serve at once). Nothing was
     changed; stop the active first. ErrorInfo.metadata {"active": <node id>}.
     """
+    ERROR_REASON_ACTIVE_SUPERSEDED: _ErrorReason.ValueType  # 110
+    """FAILED_PRECONDITION: this node's standby was promoted and serves its identity (the fence
+    record its promotion wrote, `run/endpoints/<node id>.superseded`), so this revived old
+    active refuses everything but health and reflection: one identity is never served twice.
+    Nothing was changed. ErrorInfo.metadata {"standby": <node id>}. Retire the node, or make
+    it the new standby (docs/operations.md "Standby and failover").
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -368,5 +375,12 @@ ERROR_REASON_ACTIVE_STILL_ALIVE: ErrorReason.ValueType  # 91
 """FAILED_PRECONDITION: a standby was told to promote while its active still answers a
 health check (fencing: two nodes with one identity must never serve at once). Nothing was
 changed; stop the active first. ErrorInfo.metadata {"active": <node id>}.
+"""
+ERROR_REASON_ACTIVE_SUPERSEDED: ErrorReason.ValueType  # 110
+"""FAILED_PRECONDITION: this node's standby was promoted and serves its identity (the fence
+record its promotion wrote, `run/endpoints/<node id>.superseded`), so this revived old
+active refuses everything but health and reflection: one identity is never served twice.
+Nothing was changed. ErrorInfo.metadata {"standby": <node id>}. Retire the node, or make
+it the new standby (docs/operations.md "Standby and failover").
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -56,6 +56,7 @@ from dltmw.v1 import flow_service_pb2 as F
 from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import orderer_service_pb2 as O
 from dltmw.v1 import privacy_manager_service_pb2 as P
+from dltmw.v1 import vault_recovery_pb2 as VR
 from dltmw.v1 import vault_service_pb2 as V
 
 Tweak = Callable[[Message], None]
@@ -436,6 +437,13 @@ GENERATORS: dict[str, Build] = {
         _query(V.QueryStatesRequest, V.VaultQuery(contract="cash"), p, t)
     ],
     "/dltmw.v1.VaultService/RunFlow": lambda p, w, t: [_run_flow(p, w, t)],
+    # VaultRecoveryService (node to node; admin)
+    "/dltmw.v1.VaultRecoveryService/ListTransactions": lambda p, w, t: [
+        _query(VR.ListTransactionsRequest, VR.TransactionPageQuery(page_max=8), p, t)
+    ],
+    "/dltmw.v1.VaultRecoveryService/RecoverVault": lambda p, w, t: [
+        _query(VR.RecoverVaultRequest, VR.RecoverVaultCommand(), p, t, key="command")
+    ],
     # NotaryService
     "/dltmw.v1.NotaryService/Notarise": lambda p, w, t: [
         notary_service_pb2.NotariseRequest(request=_utxo_request(p, w, t))

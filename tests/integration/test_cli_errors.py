@@ -154,6 +154,13 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["cert", "issue", str(n), "Org1", "user1.org1"],
         lambda n, t: ["cert", "issue", str(t / "nowhere"), "Org1", "x"],
     ],
+    "vault": [
+        lambda n, t: ["vault"],
+        lambda n, t: ["vault", "recover", str(n)],
+        lambda n, t: ["vault", "recover", str(n), "peer9"],
+        lambda n, t: ["vault", "recover", str(n), "peer0.org1"],  # the network is not running
+        lambda n, t: ["vault", "recover", str(t / "nowhere"), "peer0.org1"],
+    ],
 }  # fmt: skip
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]
 

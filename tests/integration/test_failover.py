@@ -1,5 +1,7 @@
 """A standby peer under load: kill -9 its active, `dltmw failover`, clients continue; nothing
-acknowledged is lost (issue 20 item 6; docs/operations.md "Standby and failover").
+acknowledged is lost, including a private payload the standby replicated from the active, and
+the old active, restarted, is fenced out (issue 20 item 6; docs/operations.md "Standby and
+failover").
 
 One network for the whole story (solo orderer, two orgs, AND policy, a standby of peer0.org1):
 bad input first (the standby refuses the active's work; promotion while the active answers and
@@ -9,6 +11,8 @@ by a non-admin are refused, nothing changed), then the failover itself.
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 from pathlib import Path
 
 import grpc
@@ -16,10 +20,19 @@ import pytest
 
 from dltmw.aio.rpc_errors import reason_of
 from dltmw.client import GatewayClient
-from dltmw.client.contracts import NodeAdmin
+from dltmw.client.contracts import MAX_MESSAGE_BYTES, NodeAdmin
 from dltmw.client.failover import ActiveAlive, failover
+from dltmw.client.files import ClientFiles
+from dltmw.client.privacy import PrivacyClient
+from dltmw.core.privacy.execution import EXECUTED
 from dltmw.net.addressbook import AddressBook
-from dltmw.v1 import transaction_pb2
+from dltmw.rpc.tls import link_tls, secure_channel
+from dltmw.v1 import (
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    private_payload_pb2,
+    transaction_pb2,
+)
 
 from .cli import dltmw
 from .conftest import TWO_ORG
@@ -35,6 +48,21 @@ TOPOLOGY = TWO_ORG.replace(
     1,
 )
 BEFORE, AFTER = 24, 24  # transactions acknowledged before the kill and after the failover
+MARKER = os.urandom(16)  # a private payload's content
+
+
+def private_rows(net: Path, node: str, digest: bytes) -> tuple[int | None, list[tuple[str, str]]]:
+    """(status of the private transaction of `digest`, private state keys) in a node's files."""
+    path = net / "nodes" / node / "data" / "trades.private.sqlite"
+    if not path.exists():
+        return None, []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT status FROM ptxs WHERE payload_hash=?", (digest,)).fetchone()
+        keys = sorted((n, k) for n, k in db.execute("SELECT namespace, key FROM pstate"))
+    finally:
+        db.close()
+    return (None if row is None else int(row[0])), keys
 
 
 async def _load(
@@ -70,6 +98,19 @@ async def test_kill9_active_then_failover_loses_nothing(network) -> None:
     active_at = book.lookup(ACTIVE)
     acked: list[str] = []
     await _load(net, acked, BEFORE, "a")
+    # A private transaction acknowledged by the active; the standby pulls its payload from the
+    # active (Resend as the same identity) and executes it into its own private state.
+    org1 = PrivacyClient(await GatewayClient.connect(net, "user1.org1"))
+    try:
+        private = await org1.submit_private("trades", ["Org2"], "kv", "put", "secret", MARKER)
+    finally:
+        await org1.close()
+    assert private.status.result == VALID
+    await wait_until(
+        lambda: private_rows(net, STANDBY, private.payload_hash)[0] == EXECUTED,
+        30,
+        "the standby executes the replicated private transaction",
+    )
 
     # The standby follows by Deliver but refuses the active's work.
     standby_client = await GatewayClient.connect(net, "user1.org1", gateway=STANDBY)
@@ -125,3 +166,28 @@ async def test_kill9_active_then_failover_loses_nothing(network) -> None:
         for n in (STANDBY, "peer0.org2")
     )
     assert standby_chain == other_chain, "the promoted standby's chain differs"
+    # The promoted standby serves the private payload, and its private state is the other
+    # recipient's.
+    org1 = PrivacyClient(await GatewayClient.connect(net, "user1.org1"))
+    try:
+        served = await org1.receive("trades", private.payload_hash)
+        assert private_payload_pb2.PrivateInvocation.FromString(served).args == [b"secret", MARKER]
+    finally:
+        await org1.close()
+    standby_private = private_rows(net, STANDBY, private.payload_hash)
+    assert standby_private == private_rows(net, "peer0.org2", private.payload_hash)
+    assert ("kv", "secret") in standby_private[1]
+
+    # A revived old active is fenced out: it takes its name back from no one and refuses
+    # everything with ACTIVE_SUPERSEDED; the promoted standby goes on serving.
+    sup.start(ACTIVE)
+    old_at = sup.wait_ready(ACTIVE, 60)
+    assert book.lookup(ACTIVE) == book.lookup(STANDBY) != old_at
+    files = ClientFiles.load(net, "user1.org1")
+    name, tls = link_tls(files.tls, files.addresses, ACTIVE)
+    async with secure_channel(old_at, name, tls, MAX_MESSAGE_BYTES) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        request = gateway_service_pb2.EvaluateRequest()
+        code, reason = await _refused(stub.Evaluate(request, timeout=10))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACTIVE_SUPERSEDED")
+    await _load(net, acked, 3, "e")

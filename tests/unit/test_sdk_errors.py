@@ -60,6 +60,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CERTIFICATE_REVOKED": E.PermissionDenied,
     "STANDBY_NOT_PROMOTED": E.PreconditionFailed,
     "ACTIVE_STILL_ALIVE": E.PreconditionFailed,
+    "ACTIVE_SUPERSEDED": E.PreconditionFailed,
     "STALE_READ": E.StaleRead,
     "PROOF_WRONG_CHANNEL": E.InvalidRequest,
     "PROOF_BAD_ORDERER_SIGNATURE": E.InvalidRequest,

@@ -16,13 +16,14 @@ from cryptography import x509
 from dltmw.core.errors import ClientError
 from dltmw.core.genesis import read_genesis
 from dltmw.net.addressbook import AddressBook
+from dltmw.net.netmap import NetworkMap
 from dltmw.net.tomlfile import FileError
 from dltmw.net.topology import Topology
 from dltmw.pki.network import init_network
 from dltmw.rpc.boundary import Boundary
 from dltmw.runtime.config import Limits, NodeConfig
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.standby import PROMOTED_FILE, Standby
+from dltmw.runtime.standby import PROMOTED_FILE, Standby, superseded_gate
 from dltmw.v1 import block_pb2, errors_pb2, gateway_service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +40,9 @@ def _with_standby(org: str = "Org1", of: str = ACTIVE, roles: str = '["peer", "g
     ("text", "problem"),
     [
         (_with_standby(of="peer9"), "unknown node 'peer9'"),
-        (_with_standby(of="orderer0"), "orderer0 is not an active peer"),
+        (_with_standby(of="orderer0"), "orderer0 is not an active peer or vault node"),
         (_with_standby(org="Org2"), "belongs to Org1, not Org2"),
-        (_with_standby(roles='["peer", "vault"]'), "only the peer/gateway roles"),
+        (_with_standby(roles='["peer", "vault"]'), "only the peer/gateway/vault roles of its"),
     ],
     ids=["unknown-active", "active-not-a-peer", "other-org", "role-the-active-lacks"],
 )
@@ -90,7 +91,7 @@ def test_the_channel_config_and_default_gateways_do_not_name_the_standby(net: Pa
 
 def _standby(tmp_path: Path) -> Standby:
     ctx = cast(NodeContext, type("Ctx", (), {"addresses": AddressBook(tmp_path / "endpoints")}))
-    standby = Standby(ctx, ACTIVE, tmp_path)
+    standby = Standby(ctx, ACTIVE, tmp_path, STANDBY)
     standby.address = "127.0.0.1:4242"
     return standby
 
@@ -133,6 +134,27 @@ def test_promotion_is_durable_opens_the_gate_and_takes_the_actives_name(tmp_path
     restarted = _standby(tmp_path)
     assert restarted.promoted
     restarted.gate(REFUSED[0])
+
+
+def test_promotion_fences_a_revived_active_out(tmp_path: Path) -> None:
+    standby = _standby(tmp_path)
+    book = standby.ctx.addresses
+    assert book.superseded_by(ACTIVE) is None
+    asyncio.run(standby.promote())
+    # the fence is durable, names the standby, and is there before the address is published
+    assert book.superseded_by(ACTIVE) == STANDBY
+    gate = superseded_gate(ACTIVE, STANDBY)
+    for path in [
+        *REFUSED,
+        "/dltmw.v1.AdminService/JoinChannel",
+        "/dltmw.v1.StandbyService/Promote",
+    ]:
+        with pytest.raises(ClientError) as refused:
+            gate(path)
+        assert refused.value.reason == errors_pb2.ERROR_REASON_ACTIVE_SUPERSEDED
+        assert refused.value.metadata == {"standby": STANDBY}
+    for path in OPEN[:2]:  # health and reflection only
+        gate(path)
 
 
 class _Aborted(Exception):
@@ -196,3 +218,87 @@ def test_the_boundary_asks_the_gate_before_any_servicer_runs(tmp_path: Path, met
     assert ran == []
     assert context.status.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "STANDBY_NOT_PROMOTED" in context.status.details
+
+
+class _Privacy:
+    """A privacy manager whose replication passes are scripted: `outcomes` in order (a list of
+    stored hashes, or an exception to raise); the standby is promoted after the last."""
+
+    def __init__(self, standby: Standby, outcomes: list[Any]) -> None:
+        self.channels = {"trades": object()}
+        self.standby = standby
+        self.outcomes = outcomes
+        self.calls: list[tuple[str, str, list[bytes]]] = []
+
+    async def replicate_from(self, channel_id: str, node_id: str, recheck: Any = ()) -> list[bytes]:
+        self.calls.append((channel_id, node_id, list(recheck)))
+        outcome = self.outcomes.pop(0)
+        if not self.outcomes:
+            self.standby.promoted = True  # the loop ends after this pass
+        if isinstance(outcome, Exception):
+            raise outcome
+        return list(outcome)
+
+
+async def test_follow_pulls_from_the_active_until_promoted_and_survives_failed_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dltmw.runtime.standby.FOLLOW_S", 0)
+    standby = _standby(tmp_path)
+    forgotten: list[str] = []
+
+    async def forget(node_id: str) -> None:
+        forgotten.append(node_id)
+
+    standby.ctx.forget = forget  # type: ignore[method-assign]
+    down = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, "active down")
+    refused = ClientError(errors_pb2.ERROR_REASON_CHANNEL_NOT_FOUND, "not joined yet")
+    privacy = _Privacy(standby, [[b"h1"], down, refused, [], [b"h2"]])
+    await asyncio.wait_for(standby.follow(privacy, None), timeout=10)
+    # every pass asks the active; the hashes stored by a pass are rechecked by the next one
+    # that succeeds (a failed pass keeps them), and a failed pass re-resolves the active
+    assert privacy.calls == [
+        ("trades", ACTIVE, []),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, [b"h1"]),
+        ("trades", ACTIVE, []),
+    ]
+    assert forgotten == [ACTIVE, ACTIVE]
+    await standby.follow(privacy, None)  # promoted: returns at once, asks nothing
+    assert len(privacy.calls) == 5
+
+
+VAULT_PAIR = """
+name = "vault-standby"
+[[orgs]]
+id = "BrokerB"
+[[orgs]]
+id = "NotaryOrg"
+[[nodes]]
+id = "notary0"
+org = "NotaryOrg"
+roles = ["notary"]
+[[nodes]]
+id = "brokerb"
+org = "BrokerB"
+roles = ["vault"]
+[[nodes]]
+id = "brokerb-standby"
+org = "BrokerB"
+roles = ["vault"]
+standby_of = "brokerb"
+"""
+
+
+def test_a_vault_node_standby_is_its_active_to_the_network_map(tmp_path: Path) -> None:
+    (tmp_path / "topology.toml").write_text(VAULT_PAIR)
+    init_network(tmp_path / "topology.toml", tmp_path / "net")
+    netmap = NetworkMap.load(tmp_path / "net" / "network-map.toml")
+    assert sorted(netmap.nodes) == ["brokerb", "notary0"]  # the standby is not a party
+    standby_identity = tmp_path / "net" / "nodes" / "brokerb-standby" / "identity.pem"
+    assert (
+        standby_identity.read_bytes()
+        == (tmp_path / "net" / "nodes" / "brokerb" / "identity.pem").read_bytes()
+    )
+    assert netmap.node_of(netmap.identity_of("brokerb")) == "brokerb"

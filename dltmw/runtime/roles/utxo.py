@@ -15,13 +15,19 @@ from dltmw.ledger.vault_store import VaultStore
 from dltmw.net.netmap import NetworkMap
 from dltmw.rpc.flow import FlowServicer, VaultServicer
 from dltmw.rpc.notary import NotaryServicer
+from dltmw.rpc.vault_recovery import VaultRecoveryServicer
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole, build_cluster_role
 from dltmw.runtime.roles.notary.single import NotaryRole
 from dltmw.runtime.roles.vault.flows import FlowRunner
 from dltmw.runtime.roles.vault.vault import VaultRole
-from dltmw.v1 import flow_service_pb2, notary_service_pb2, vault_service_pb2
+from dltmw.v1 import (
+    flow_service_pb2,
+    notary_service_pb2,
+    vault_recovery_pb2,
+    vault_service_pb2,
+)
 
 UTXO_ROLES = frozenset({"notary", "vault"})
 
@@ -97,6 +103,9 @@ class UtxoServices:
             out.append((flow, FlowServicer(self.vault, self._window_s)))
             flows = FlowRunner(self.vault)
             out.append((vault, VaultServicer(self.vault, flows, self._org_id, self._window_s)))
+            recovery = vault_recovery_pb2.DESCRIPTOR.services_by_name["VaultRecoveryService"]
+            recover = VaultRecoveryServicer(self.vault, self._org_id, self._window_s)
+            out.append((recovery, recover))
         return out
 
     async def stop(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -42,7 +43,7 @@ from dltmw.core.privacy.envelope import (
     payload_hash,
     recipients_of,
 )
-from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED
+from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
 from dltmw.core.txcheck import parse
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.private_store import NewPayload, PrivateStore
@@ -319,6 +320,37 @@ class PrivacyManager:
                 out.peers_answered,
             )
             return out
+
+    async def replicate_from(
+        self, channel_id: str, node_id: str, recheck: Sequence[bytes] = ()
+    ) -> list[bytes]:
+        """A standby's pass (runtime/standby.py `Standby.follow`): the payloads its active
+        `node_id` (same identity and key) holds for this node, checked as in `recover` (hash on
+        this ledger, box opens); one not on this ledger yet is set aside (`defer_payloads`) and
+        becomes this node's when its transaction commits. The private state is re-derived when
+        a payload stored now or in the previous pass (`recheck`: the executor may have passed
+        its block just as it was stored) was executed as NOT_HELD. Returns the stored hashes."""
+        channel = self.channel(channel_id)
+        async with self._recover_lock:
+            offered = {payload_hash(p): p for p in await self._resend_from(channel, node_id)}
+            held = await channel.store.held(list(offered))
+            fresh = {d: p for d, p in offered.items() if d not in held}
+            good: list[NewPayload] = []
+            later: list[NewPayload] = []
+            on_ledger = await self._ledger_hashes(channel) if fresh else set()
+            for digest, payload in fresh.items():
+                new = NewPayload(digest, payload.SerializeToString(), tuple(recipients_of(payload)))
+                if self._acceptable(payload, digest, on_ledger, node_id):
+                    good.append(new)
+                elif digest not in on_ledger and self._deferrable(channel, payload, digest):
+                    later.append(new)
+            await channel.store.store_payloads(good)
+            await channel.store.defer_payloads(later)
+            stored = [p.payload_hash for p in good]
+            records = [await channel.store.ptx(d) for d in [*stored, *recheck]]
+            if any(r is not None and r.status == NOT_HELD for r in records):
+                await self._rederive(channel)
+            return stored
 
     def _deferrable(
         self, channel: PrivateChannel, payload: private_payload_pb2.EncryptedPayload, digest: bytes

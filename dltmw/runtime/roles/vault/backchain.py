@@ -120,7 +120,7 @@ class Backchain:
             fetched[tx_id] = stx
             if not self.vouched(stx):
                 todo.extend(sorted(dependencies(stx.wire) - set(fetched) - set(known)))
-        order = self._dependency_order(fetched, known)
+        order = dependency_order(fetched)
         verified = dict(known)
         for stx in order:
             check_notary(stx, self._netmap, self._membership, now)
@@ -138,24 +138,24 @@ class Backchain:
         notary's signature."""
         return self._netmap.validating.get(stx.wire.notary, False)
 
-    @staticmethod
-    def _dependency_order(
-        fetched: Mapping[str, SignedTx], known: Mapping[str, SignedTx]
-    ) -> list[SignedTx]:
-        """Fetched transactions, each after everything it depends on (Kahn's algorithm)."""
-        waiting = {t: dependencies(s.wire) & set(fetched) for t, s in fetched.items()}
-        order: list[SignedTx] = []
-        done: set[str] = set()
-        ready = sorted(t for t, deps in waiting.items() if not deps)
-        while ready:
-            tx_id = ready.pop()
-            done.add(tx_id)
-            order.append(fetched[tx_id])
-            for other, deps in waiting.items():
-                if other not in done and tx_id in deps:
-                    deps.discard(tx_id)
-                    if not deps:
-                        ready.append(other)
-        if len(order) != len(fetched):
-            raise PeerError(R.ERROR_REASON_NOT_FOUND, "backchain has a cycle or a missing link")
-        return order
+
+def dependency_order(txs: Mapping[str, SignedTx]) -> list[SignedTx]:
+    """`txs`, each after every one of them it depends on (Kahn's algorithm, linear: a recovery
+    orders a whole vault); PeerError on a cycle (impossible with honest ids: a sender lied)."""
+    waiting = {t: dependencies(s.wire) & set(txs) for t, s in txs.items()}
+    dependents: dict[str, list[str]] = {}
+    for tx_id, deps in waiting.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(tx_id)
+    order: list[SignedTx] = []
+    ready = sorted(t for t, deps in waiting.items() if not deps)
+    while ready:
+        tx_id = ready.pop()
+        order.append(txs[tx_id])
+        for other in dependents.get(tx_id, ()):
+            waiting[other].discard(tx_id)
+            if not waiting[other]:
+                ready.append(other)
+    if len(order) != len(txs):
+        raise PeerError(R.ERROR_REASON_NOT_FOUND, "backchain has a cycle or a missing link")
+    return order

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import from_rpc_error, reconnects
-from dltmw.core.errors import ClientError
+from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.identity import Membership, VerifiedIdentity
 from dltmw.core.utxo.contracts import StateAndRef
 from dltmw.core.utxo.model import Ref
@@ -37,12 +37,20 @@ from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.vault.backchain import Backchain, Fetch, check_notary, verify_full
 from dltmw.runtime.roles.vault.outbox import Outbox
-from dltmw.v1 import errors_pb2, flow_service_pb2, flow_service_pb2_grpc, utxo_pb2
+from dltmw.runtime.roles.vault.recovery import Page, Recovery, Report, serve_page
+from dltmw.v1 import (
+    errors_pb2,
+    flow_service_pb2,
+    flow_service_pb2_grpc,
+    utxo_pb2,
+    vault_recovery_pb2,
+)
 
 R = errors_pb2
 F = flow_service_pb2
 RPC_TIMEOUT_S = 30.0
 SHARE_LIMIT = 100_000
+FLOW_STUB = flow_service_pb2_grpc.FlowServiceStub
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class VaultRole:
         self._offers: dict[bytes, Offer] = {}
         self._reserved: set[Ref] = set()
         self.select_lock = asyncio.Lock()
+        self._recovering = asyncio.Lock()
         self.outbox = Outbox(self)
 
     async def start(self) -> None:
@@ -104,9 +113,19 @@ class VaultRole:
         raw = msg.SerializeToString()
         return raw, self.ctx.signer.sign(raw)
 
-    async def call(self, node_id: str, method: str, request: Message) -> Message:
-        """Call FlowService.`method` on another node, mapping failures to DltmwError."""
-        stub = flow_service_pb2_grpc.FlowServiceStub(await self.ctx.channel_to(node_id))
+    def sign_query(self, query: vault_recovery_pb2.TransactionPageQuery) -> tuple[bytes, bytes]:
+        """`query` stamped with this node's identity and time, serialised and signed."""
+        query.requester = self.me
+        query.timestamp.FromDatetime(utc_now())
+        raw = query.SerializeToString()
+        return raw, self.ctx.signer.sign(raw)
+
+    async def call(
+        self, node_id: str, method: str, request: Message, service: type = FLOW_STUB
+    ) -> Message:
+        """Call `service`.`method` (FlowService unless named) on another node, mapping failures
+        to DltmwError."""
+        stub = service(await self.ctx.channel_to(node_id))
         try:
             reply: Message = await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
@@ -147,6 +166,25 @@ class VaultRole:
             if tx_id in found:
                 return found[tx_id]
         raise ClientError(R.ERROR_REASON_NOT_FOUND, f"transaction {tx_id[:12]} is not available")
+
+    async def on_list(self, sender: VerifiedIdentity, after: str, want: int) -> Page:
+        """A page of the transactions `sender` takes part in (vault recovery)."""
+        return await serve_page(self, sender, after, want)
+
+    async def recover(self) -> Report:
+        """Rebuild the vault from the counterparties (`recovery.py`); one run at a time."""
+        async with self._recovering:
+            return await Recovery(self).run()
+
+    async def replicate_from(self, active: str) -> int:
+        """A standby's pass (runtime/standby.py): record what its active recorded since the last
+        pass, each transaction verified; returns how many. PEER_UNAVAILABLE when the active
+        could not be read to the end."""
+        async with self._recovering:
+            report = await Recovery(self, active).run()
+        if report.unreachable:
+            raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"{active} could not be read")
+        return report.recorded
 
     async def on_offer(self, sender: VerifiedIdentity, terms: utxo_pb2.DvpTerms) -> list[Ref]:
         """Offer own cash for DvP terms in which this node pays `sender`."""
@@ -193,16 +231,22 @@ class VaultRole:
         mine = [i for i, o in enumerate(stx.wire.outputs) if self.me in o.participants]
         if not observer and not mine and self.me not in stx.wire.required_signers():
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node is not a participant")
+        await self.verify_received(stx, self.node_of_sender(sender))
+        await self.record(stx, range(len(stx.wire.outputs)) if observer else mine)
+        self.release(sender.identity_bytes)
+
+    async def verify_received(self, stx: SignedTx, node_id: str) -> None:
+        """Verify a notarised transaction received from `node_id` before it is recorded: the
+        notary's signature (or batch proof), then either only the parties' signatures (a
+        validating notary verified the rest) or its backchain, fetched from `node_id`, its
+        contracts and every required signature."""
         now = utc_now()
         check_notary(stx, self.netmap, self.membership, now)
         if self.backchain.vouched(stx):
             check_signatures(stx, self.membership, now)  # the validating notary verified the rest
         else:
-            source = self.fetcher(self.node_of_sender(sender))
-            known = await self.backchain.resolve(stx.wire, source, now)
+            known = await self.backchain.resolve(stx.wire, self.fetcher(node_id), now)
             verify_full(stx, known, self.membership, now)
-        await self.record(stx, range(len(stx.wire.outputs)) if observer else mine)
-        self.release(sender.identity_bytes)
 
     def node_of_sender(self, sender: VerifiedIdentity) -> str:
         """The vault node that sent a flow message (its identity must be a node's)."""
