@@ -70,8 +70,8 @@ def bench(
     experiment: Annotated[
         str | None,
         typer.Option(
-            help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency or"
-            " bus"
+            help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency,"
+            " bus, or flows (every flow: make bench-all)"
         ),
     ] = None,
     repeat: Annotated[
@@ -123,6 +123,10 @@ def bench(
         command = "dltmw " + shlex.join(sys.argv[1:])
         if experiment == "bus":  # the embedded message bus: its own in-process network
             _bus(command, duration, repeat, synchronous)
+        elif experiment == "flows":  # every flow (make bench-all): dltmw/bench/suite.py
+            from dltmw.bench.suite import run_suite
+
+            run_suite(cfg, out, console, command, repeat=repeat, append=append)
         elif experiment:
             run_experiment(experiment, cfg, out, console, command, append=append, repeat=repeat)
         else:

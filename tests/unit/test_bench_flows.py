@@ -196,3 +196,37 @@ def test_ordering_options(ordering: str, replicas: int, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="--ordering"):
             check_ordering(ordering, replicas)
+
+
+def test_the_suite_runs_every_registered_workload() -> None:
+    from dltmw.bench.suite import FLOWS
+    from dltmw.bench.workloads import WORKLOADS
+
+    base = BenchConfig(txs=100, in_flight=64, params={"rmw": "1"})
+    configs = {f.label: f.point(base) for f in FLOWS}
+    assert {c.workload for c in configs.values()} == set(WORKLOADS)
+    assert all(c.params == {} for c in configs.values()), "each flow runs its own defaults"
+    pbft = configs["kv-pbft4"].shape
+    assert (pbft.ordering, pbft.orderers) == ("pbft", 4)
+    assert configs["notary"].txs == 500 and configs["utxo-dvp"].in_flight == 16
+    assert len({c.label for c in configs.values()}) == len(FLOWS)
+
+
+def test_a_flow_section_has_its_plot_spread_rss_restart_and_load(tmp_path: Path) -> None:
+    from dltmw.bench.suite import FLOWS, flow_section
+
+    def summary(valid: int) -> dict[str, object]:
+        r = RunResult(BenchConfig(workload="notary"), {}, None)
+        r.records = [(Op("c", "notary", "notarise", ()), _done(f"t{i}")) for i in range(valid)]
+        r.elapsed_s, r.peak_rss = 1.0, {"notary0": 80 * 2**20}
+        r.restart = {"node": "notary0", "restart_to_serving_s": 0.5, "ledger_height": 0}
+        return summarise(r, "dltmw bench --experiment flows")
+
+    notary = next(f for f in FLOWS if f.label == "notary")
+    text = flow_section(notary, [summary(3), summary(5), summary(4)], {}, tmp_path, tmp_path, "c")
+    assert text.startswith("\n### Flow `notary`\n")
+    assert "| notary | 4 | 4.0 | 3.0, 5.0, 4.0 |" in text  # the median run, then the spread
+    assert "notary0 80" in text and "0.50, 0.50, 0.50 s" in text and "Load average" in text
+    assert (tmp_path / "flow-notary.png").read_bytes()[:4] == b"\x89PNG"
+    failed = flow_section(notary, [], {"notary": "run 1: boom"}, tmp_path, tmp_path, "c")
+    assert "failed: run 1: boom" in failed
