@@ -314,15 +314,21 @@ def experiment_section(
     plot: Path,
     results_dir: Path,
     command: str,
+    level: str = "##",
 ) -> str:
-    """Markdown: heading, command, plot, one row per point (failures and hot keys included)."""
+    """Markdown: heading, command, plot, one row per point (failures and hot keys included).
+    A lower `level` ("###": a flow of the suite) leaves the date, machine and command to the
+    section above it."""
     first = done[0][1]
-    lines = [
-        f"\n## {exp.title}\n",
-        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {first['run']['machine']}; "
-        "the machine is shared with other work, so the figures are noisy. Each row is the "
-        "point's median run; `valid tx/s, every run` shows the spread.\n",
-        f"\n```\n{command}\n```\n",
+    lines = [f"\n{level} {exp.title}\n"]
+    if level == "##":
+        lines += [
+            f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {first['run']['machine']}; "
+            "the machine is shared with other work, so the figures are noisy. Each row is the "
+            "point's median run; `valid tx/s, every run` shows the spread.\n",
+            f"\n```\n{command}\n```\n",
+        ]
+    lines += [
         f"\n![{exp.title}]({plot.relative_to(results_dir).as_posix()})\n\n",
         "| point | submitted | valid tx/s | valid tx/s, every run | committed tx/s | abort rate "
         "| invalid by code | failed | p50/p99 ms | CPU cores used | valid tx per CPU-s "

@@ -140,6 +140,7 @@ def _run_info(result: RunResult, command: str) -> dict[str, Any]:
         "duration_cap_s": cfg.duration_s,
         "seed": cfg.seed,
         "open_loop_late_sends": result.late,
+        "load_average": round(os.getloadavg()[0], 2),  # at the end: how shared the cores were
     }
 
 

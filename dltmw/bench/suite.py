@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,7 @@ def run_suite(
         raise BenchError("repeat must be at least 1")
     limits = asyncio.run(probe()) if base.probe else None
     outdir = results_dir / "results" / stamp("flows")
+    started = _load()
     runs: dict[str, list[dict[str, Any]]] = {f.label: [] for f in FLOWS}
     errors: dict[str, str] = {}
     for r in range(1, repeat + 1):
@@ -107,10 +110,27 @@ def run_suite(
             runs[flow.label].append(summary)
     if append:
         with (results_dir / "RESULTS.md").open("a") as f:
-            f.write(f"\n## Every flow of `dltmw bench` ({repeat} runs each)\n")
+            f.write(suite_heading(repeat, started, command))
             for flow in FLOWS:
                 f.write(flow_section(flow, runs[flow.label], errors, outdir, results_dir, command))
     return runs
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def suite_heading(repeat: int, load_at_start: str, command: str) -> str:
+    """The suite's section: when, where, how loaded, the command."""
+    return (
+        f"\n## Every flow of `dltmw bench` ({repeat} runs each)\n\n"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; load average (1, 5, 15 min) {load_at_start} at "
+        f"the start, {_load()} at the end: the machine is shared with other work, so the figures "
+        "are noisy. Each flow: its plot (every run), its median run (by valid tx/s) and every "
+        "run's valid tx/s (the spread), peak RSS per process, the restart check.\n"
+        f"\n```\n{command}\n```\n"
+    )
 
 
 def flow_section(
@@ -122,7 +142,7 @@ def flow_section(
     command: str,
 ) -> str:
     """The flow's heading, plot and table (median run, every run's figure), then its peak RSS
-    per node, restart check and the load average; or why it has no figures."""
+    per process, restart check and each run's load average; or why it has no figures."""
     if not runs:
         return f"\n### {flow.title}\n\nfailed: {errors.get(flow.label, 'no run')}\n"
     labels = [f"run {i + 1}" for i in range(len(runs))]
@@ -132,8 +152,8 @@ def flow_section(
     exp = Experiment(flow.title, "run", (), lambda cfg: cfg)
     median = median_run(runs)
     failed = {flow.label: errors[flow.label]} if flow.label in errors else {}
-    text = experiment_section(exp, [(flow.label, median, runs)], failed, plot, results_dir, command)
-    text = text.replace(f"\n## {flow.title}\n", f"\n### {flow.title}\n", 1)
+    done = [(flow.label, median, runs)]
+    text = experiment_section(exp, done, failed, plot, results_dir, command, level="###")
     rss = ", ".join(f"{n} {mb:.0f}" for n, mb in sorted(median["peak_rss_mb"].items()))
     lines = [f"\nPeak RSS per process, MB (median run): {rss}.\n"]
     restarts = [s["restart"] for s in runs if s.get("restart")]
@@ -143,6 +163,6 @@ def flow_section(
             f"Restart to serving of {restarts[0]['node']}: {every} s (every run; ledger "
             f"height {', '.join(str(x['ledger_height']) for x in restarts)}).\n"
         )
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines.append(f"Load average when the section was written: {load} ({os.cpu_count()} cores).\n")
+    loads = ", ".join(str(s["run"].get("load_average", "?")) for s in runs)
+    lines.append(f"Load average (1 min) at the end of each run: {loads}.\n")
     return text + "".join(lines)

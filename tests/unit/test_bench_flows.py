@@ -227,6 +227,16 @@ def test_a_flow_section_has_its_plot_spread_rss_restart_and_load(tmp_path: Path)
     assert text.startswith("\n### Flow `notary`\n")
     assert "| notary | 4 | 4.0 | 3.0, 5.0, 4.0 |" in text  # the median run, then the spread
     assert "notary0 80" in text and "0.50, 0.50, 0.50 s" in text and "Load average" in text
+    assert "```" not in text, "the command is in the suite heading, once"
     assert (tmp_path / "flow-notary.png").read_bytes()[:4] == b"\x89PNG"
     failed = flow_section(notary, [], {"notary": "run 1: boom"}, tmp_path, tmp_path, "c")
     assert "failed: run 1: boom" in failed
+
+
+def test_the_suite_heading_names_the_command_and_the_load_once() -> None:
+    from dltmw.bench.suite import suite_heading
+
+    text = suite_heading(3, "1.00 0.50 0.25", "dltmw bench --experiment flows")
+    assert text.startswith("\n## Every flow of `dltmw bench` (3 runs each)\n")
+    assert "load average (1, 5, 15 min) 1.00 0.50 0.25 at the start" in text
+    assert text.count("dltmw bench --experiment flows") == 1
