@@ -10,7 +10,7 @@ NODE_EX := examples/node
 NODE_STAMP := $(NODE_EX)/node_modules/.installed-$(shell sha256sum $(NODE_EX)/package-lock.json | cut -c1-12)
 
 .PHONY: venv demo test soak unit integration lint protos protos-check wire-breaking wire-release \
-	node-example stubs go-plugins browser hsm postgresql systemd bench clean
+	node-example stubs go-plugins browser hsm postgresql systemd bench bench-all clean
 
 venv: $(STAMP)
 
@@ -109,6 +109,13 @@ protos-check: $(STAMP)
 ## bench: the default benchmark (two orgs, AND policy, mTLS, sqlite FULL); appends to benchmarks/RESULTS.md
 bench: $(STAMP)
 	$(VENV)/bin/dltmw bench
+
+## bench-all: every flow (kv, kv on PBFT-lite, bank, hot, notary, notary cluster, private, UTXO
+## DvP), 3 runs each, one table and plot per flow appended to benchmarks/RESULTS.md
+## (BENCH_ALL_ARGS shortens or lengthens it, e.g. BENCH_ALL_ARGS="--txs 1000 --duration 10")
+BENCH_ALL_ARGS ?= --txs 3000 --duration 30
+bench-all: $(STAMP)
+	$(VENV)/bin/dltmw bench --experiment flows --repeat 3 --restart-check $(BENCH_ALL_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache $(NODE_EX)/node_modules $(NODE_EX)/dist \

@@ -12,7 +12,9 @@ only then answers.
 Reported: notarisations/s over the measured phase, batch latency p50/p99, the notary process's
 CPU ms per notarisation, and a check of the spent-set afterwards (2 rows per notarisation, no
 state twice). Prints the machine, the command and the figures; the lead records them in
-RESULTS.md.
+RESULTS.md. The harness runs the same flow as a workload (`dltmw bench --workload notary`,
+`notary-cluster`: same report as every flow); this script stays for what the harness does not
+report: notarisations per notary signature, and the cluster's relay / parallel-pair modes.
 """
 
 from __future__ import annotations

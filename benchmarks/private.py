@@ -15,6 +15,9 @@ Two measurements, each with 2 and with 10 recipients (the sender's node is a rec
 3. end to end (smaller): Send + order the hash + wait for the commit status, closed loop.
 
 Prints the machine, the command and the figures; the lead records them in RESULTS.md.
+Part 3 is the harness workload `dltmw bench --workload private` (same report as every flow);
+this script stays for parts 1 and 2 (seal alone; Send, SendBatch and send_coalesced), which
+the harness does not measure.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Drivers: the one place where the benchmark submits an operation and awaits its commit status.
 
 The SDK may grow a batched or pipelined submit API; switching to it is an edit of
-`GatewayDriver.execute` only. Every outcome is classified here, once: committed with a
+`GatewayDriver.execute` only. The other flows' drivers, and `make_driver` that picks one by
+kind, are in `flow_drivers.py`. Every outcome is classified here, once: committed with a
 validation code, or failed before commit with a reason (the gRPC ErrorInfo reason when the
 server gave one, else the status code name), so the report's counts always add up.
 """
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import grpc
 
-from dltmw.bench.workloads import Op
+from dltmw.bench.params import Op
 from dltmw.client import GatewayClient
 from dltmw.rpc.status import reason_of
 
@@ -115,14 +116,3 @@ class GatewayDriver:
         """Close every client."""
         for c in self.clients:
             await c.close()
-
-
-async def make_driver(kind: str, network_dir: Path, client_ids: Sequence[str]) -> Driver:
-    """The driver a workload names (`Workload.driver_kind`); raises ValueError if unknown.
-
-    New kinds (a notary driver for `utxo`, a private-payload driver for `private`) are added
-    here next to "gateway".
-    """
-    if kind == "gateway":
-        return await GatewayDriver.connect(network_dir, client_ids)
-    raise ValueError(f"unknown driver kind {kind!r}")

@@ -59,11 +59,11 @@ def default_results_dir() -> Path:
     return here
 
 
-def _stamp(label: str) -> str:
+def stamp(label: str) -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + (f"-{label}" if label else "")
 
 
-def _run(
+def run_logged(
     cfg: BenchConfig,
     console: Console,
     keep: Path | None,
@@ -95,8 +95,8 @@ def run_one(
     keep: Path | None = None,
 ) -> dict[str, Any]:
     """One run: print, write JSON and plots under results/<stamp>/, append to RESULTS.md."""
-    outdir = results_dir / "results" / _stamp(cfg.label or cfg.workload)
-    result = _run(cfg, console, keep, None, outdir / "failed-run-logs")
+    outdir = results_dir / "results" / stamp(cfg.label or cfg.workload)
+    result = run_logged(cfg, console, keep, None, outdir / "failed-run-logs")
     summary = report.summarise(result, command)
     report.print_summary(summary, console)
     report.write_json(summary, outdir / "report.json")
@@ -262,7 +262,7 @@ def run_experiment(
     if repeat < 1:
         raise BenchError("repeat must be at least 1")
     limits = asyncio.run(probe()) if base.probe else None
-    outdir = results_dir / "results" / _stamp(name)
+    outdir = results_dir / "results" / stamp(name)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in exp.points}
     errors: dict[str, str] = {}
     for r in range(1, repeat + 1):
@@ -273,7 +273,7 @@ def run_experiment(
             console.rule(f"{name}: {label} (run {r} of {repeat})")
             logs = outdir / f"{cfg.label}-run{r}-logs"
             try:
-                result = _run(cfg, console, None, limits, logs)
+                result = run_logged(cfg, console, None, limits, logs)
             except BenchError as exc:  # reported in the section, not hidden
                 console.print(f"[red]{name} {label} run {r} failed:[/] {exc}")
                 errors[label] = f"run {r}: " + str(exc).splitlines()[0][:160]
@@ -314,15 +314,21 @@ def experiment_section(
     plot: Path,
     results_dir: Path,
     command: str,
+    level: str = "##",
 ) -> str:
-    """Markdown: heading, command, plot, one row per point (failures and hot keys included)."""
+    """Markdown: heading, command, plot, one row per point (failures and hot keys included).
+    A lower `level` ("###": a flow of the suite) leaves the date, machine and command to the
+    section above it."""
     first = done[0][1]
-    lines = [
-        f"\n## {exp.title}\n",
-        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {first['run']['machine']}; "
-        "the machine is shared with other work, so the figures are noisy. Each row is the "
-        "point's median run; `valid tx/s, every run` shows the spread.\n",
-        f"\n```\n{command}\n```\n",
+    lines = [f"\n{level} {exp.title}\n"]
+    if level == "##":
+        lines += [
+            f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {first['run']['machine']}; "
+            "the machine is shared with other work, so the figures are noisy. Each row is the "
+            "point's median run; `valid tx/s, every run` shows the spread.\n",
+            f"\n```\n{command}\n```\n",
+        ]
+    lines += [
         f"\n![{exp.title}]({plot.relative_to(results_dir).as_posix()})\n\n",
         "| point | submitted | valid tx/s | valid tx/s, every run | committed tx/s | abort rate "
         "| invalid by code | failed | p50/p99 ms | CPU cores used | valid tx per CPU-s "

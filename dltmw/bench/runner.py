@@ -7,12 +7,15 @@ measured phase — closed-loop (`in_flight` workers, each submitting its next tr
 previous one has its commit status) or open-loop (a fixed rate, `in_flight` ignored, outstanding
 transactions capped); CPU snapshots around the measured phase only; peak RSS; then, with the
 nodes still running, a check that every peer's ledger holds every committed transaction with the
-same validation code the client was told. The nodes are stopped by PID in every case.
+same validation code the client was told (in the notary and UTXO flows: that every notary or
+vault store holds every final transaction, `stores.py`); with `restart_check`, the restart time
+of one node (`restart.py`). The nodes are stopped by PID in every case.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import sqlite3
 import time
@@ -28,9 +31,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dltmw.bench import procstats
-from dltmw.bench.driver import Driver, Outcome, make_driver
+from dltmw.bench.driver import Driver, Outcome
+from dltmw.bench.flow_drivers import make_driver
 from dltmw.bench.hotkey import check_hot_account
 from dltmw.bench.limits import Limits, probe
+from dltmw.bench.restart import restart_to_serving
+from dltmw.bench.stores import check_stores
 from dltmw.bench.topology import NetworkShape, topology_toml
 from dltmw.bench.workloads import HotAccountWorkload, Op, Workload, make_workload
 from dltmw.ops.supervisor import Supervisor
@@ -64,6 +70,7 @@ class BenchConfig:
     postgresql_dsn: str = ""  # peers' ledgers in a fresh database of this server (pgstate.py)
     probe: bool = True
     label: str = ""
+    restart_check: bool = False  # after the run: restart one node, time until it serves
 
 
 @dataclass
@@ -82,6 +89,7 @@ class RunResult:
     ledgers: dict[str, dict[str, int]] = field(default_factory=dict)
     invariants: dict[str, Any] = field(default_factory=dict)  # the workload's own, if any
     pids: dict[str, int] = field(default_factory=dict)
+    restart: dict[str, Any] = field(default_factory=dict)  # restart.restart_to_serving
     started_utc: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -97,6 +105,7 @@ def run_bench(
     if cfg.txs < 1 or cfg.in_flight < 1 or cfg.duration_s <= 0 or cfg.rate < 0:
         raise BenchError("txs, in_flight and duration must be positive, rate non-negative")
     workload = make_workload(cfg.workload, cfg.params, cfg.seed)
+    cfg = dataclasses.replace(cfg, shape=workload.network(cfg.shape))
     if cfg.probe and limits is None:
         console.print("[bold]limits probe[/] (about 3 s) ...")
         limits = asyncio.run(probe())
@@ -132,6 +141,12 @@ def _run_network(
                 if pid is not None:
                     result.pids[f"nats.{member.name}"] = pid
         asyncio.run(_session(cfg, workload, net, result, console))
+        if cfg.restart_check:
+            console.print("restart check: stopping and starting one node ...")
+            try:
+                result.restart = restart_to_serving(sup, net, cfg.shape)
+            except (RuntimeError, TimeoutError) as exc:
+                raise BenchError(f"restart check failed: {exc}") from exc
     finally:
         sup.down()
     return result
@@ -140,7 +155,8 @@ def _run_network(
 async def _session(
     cfg: BenchConfig, workload: Workload, net: Path, result: RunResult, console: Console
 ) -> None:
-    driver = await make_driver(workload.driver_kind, net, cfg.shape.client_ids())
+    options = workload.driver_options()
+    driver = await make_driver(workload.driver_kind, net, cfg.shape, options)
     try:
         channels = cfg.shape.channel_ids()
         setup = await _setup(driver, workload.setup_ops(channels), cfg.in_flight)
@@ -153,8 +169,8 @@ async def _session(
         result.peak_rss = procstats.peak_rss(pids)
     finally:
         await driver.close()
-    console.print("checking every peer's ledger ...")
-    result.ledgers = await check_ledgers(net, cfg.shape, result.records)
+    console.print("checking every node's ledger or store ...")
+    result.ledgers = await check_held(net, cfg.shape, result.records)
     if isinstance(workload, HotAccountWorkload):
         console.print("checking the hot account on every peer ...")
         result.invariants = await check_hot_account(
@@ -193,7 +209,7 @@ async def _setup_barrier(
     """
     if not setup:
         return
-    held = await check_ledgers(net, shape, setup)
+    held = await check_held(net, shape, setup)
     behind = {peer: v["missing"] for peer, v in held.items() if v["missing"] or v["mismatched"]}
     if behind:
         raise BenchError(f"peers did not all commit the setup transactions: {behind}")
@@ -296,6 +312,15 @@ async def _open_loop(
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     return late
+
+
+async def check_held(
+    net: Path, shape: NetworkShape, records: Sequence[tuple[Op, Outcome]]
+) -> dict[str, dict[str, int]]:
+    """`check_ledgers` of the peers, or `stores.check_stores` of the notaries or vaults."""
+    if shape.flow == "ledger":
+        return await check_ledgers(net, shape, records)
+    return await check_stores(net, shape, records)
 
 
 def ledger_path(net: Path, peer: str, channel: str) -> Path:

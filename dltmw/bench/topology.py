@@ -5,6 +5,12 @@ Default: two organisations with one peer each (both gateways), one solo orderer,
 `bench0..benchN-1` on the same nodes — the parallel-channels experiment varies N. `orderers` and
 `ordering` are the extension point for the consensus-replicas experiment (PBFT-lite) and the
 jetstream experiment (two orderers on a stream replicated over three nats-servers).
+
+The other flows come from the same builder with `flow`: `notary` (the organisations' clients
+and `notaries` notary nodes: one is a single notary `notary0`, more form the PBFT-lite cluster
+`notaries` with one organisation per member, as Corda's replicated notaries are run by
+different parties) and `utxo` (one vault node per organisation, `vault.orgN`, and the
+notaries). Private payloads need no option: every organisation's peer is a recipient.
 """
 
 from __future__ import annotations
@@ -28,14 +34,32 @@ class NetworkShape:
     batch_max_bytes: int = 1024 * 1024
     cut_by_limits_only: bool = False  # True: Fabric's cutter (no cut when the intake drains)
     reorder: bool = False  # True: Fabric++ reordering of each block (core/reorder.py)
+    flow: str = "ledger"  # "ledger" (peers, orderers, channels), "notary" or "utxo"
+    notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
         return tuple(f"bench{i}" for i in range(self.channels))
 
     def peer_ids(self) -> tuple[str, ...]:
-        """Every peer node id."""
+        """Every peer node id (none outside the ledger flow)."""
+        if self.flow != "ledger":
+            return ()
         return tuple(f"peer0.org{i + 1}" for i in range(self.orgs))
+
+    def vault_ids(self) -> tuple[str, ...]:
+        """Every vault node id (the utxo flow: one per organisation, `client_ids` order)."""
+        if self.flow != "utxo":
+            return ()
+        return tuple(f"vault.org{i + 1}" for i in range(self.orgs))
+
+    def notary_ids(self) -> tuple[str, ...]:
+        """Every notary node id (a single notary, or the members of the cluster)."""
+        return tuple(f"notary{i}" for i in range(self.notaries))
+
+    def notary(self) -> str:
+        """What transactions name as their notary: `notary0`, or the cluster `notaries`."""
+        return "notary0" if self.notaries == 1 else "notaries"
 
     def client_ids(self) -> tuple[str, ...]:
         """One client per organisation; each uses its own organisation's gateway."""
@@ -57,20 +81,66 @@ class NetworkShape:
         }
 
 
+def check_ordering(ordering: str, replicas: int) -> None:
+    """`--ordering none` is one solo orderer; `pbft` is PBFT-lite over at least 4 = 3f+1
+    replicas (f >= 1); anything else is refused (ValueError) before a network is made."""
+    if (ordering, replicas) == ("none", 1) or (ordering == "pbft" and replicas >= 4):
+        return
+    raise ValueError(
+        f"--ordering none runs one orderer, pbft at least 4 replicas; got {ordering} with "
+        f"--replicas {replicas}"
+    )
+
+
 def topology_toml(shape: NetworkShape, contracts: tuple[str, ...]) -> str:
     """The topology file text for `shape`, each channel carrying `contracts`."""
     if shape.orgs < 1 or shape.channels < 1 or shape.orderers < 1:
         raise ValueError("orgs, channels and orderers must each be at least 1")
-    orgs = [{"id": f"Org{i + 1}"} for i in range(shape.orgs)] + [{"id": "OrdererOrg"}]
-    nodes = [
+    if shape.flow not in ("ledger", "notary", "utxo"):
+        raise ValueError(f"flow must be ledger, notary or utxo, got {shape.flow!r}")
+    if shape.flow != "ledger" and shape.notaries < 1:
+        raise ValueError(f"the {shape.flow} flow needs at least one notary")
+    doc: dict[str, object] = {"name": "bench", **_parties(shape)}
+    if shape.flow == "ledger":
+        _add_ledger(doc, shape, contracts)
+    return tomli_w.dumps(doc)
+
+
+def _parties(shape: NetworkShape) -> dict[str, list[dict[str, object]]]:
+    """Organisations, their clients, and the notary and vault nodes of the non-ledger flows."""
+    orgs: list[dict[str, object]] = [{"id": f"Org{i + 1}"} for i in range(shape.orgs)]
+    nodes: list[dict[str, object]] = [
+        {"id": vid, "org": f"Org{i + 1}", "roles": ["vault"]}
+        for i, vid in enumerate(shape.vault_ids())
+    ]
+    single = shape.notaries == 1
+    for i, nid in enumerate(shape.notary_ids()):
+        org = "NotaryOrg" if single else f"NotaryOrg{i}"
+        if not single or i == 0:
+            orgs.append({"id": org})
+        nodes.append({"id": nid, "org": org, "roles": ["notary"]})
+    clients: list[dict[str, object]] = [
+        {"id": cid, "org": f"Org{i + 1}"} for i, cid in enumerate(shape.client_ids())
+    ]
+    out = {"orgs": orgs, "nodes": nodes, "clients": clients}
+    if shape.notaries > 1:
+        out["notary_clusters"] = [{"id": shape.notary(), "members": list(shape.notary_ids())}]
+    return out
+
+
+def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[str, ...]) -> None:
+    """Orderers, peers and channels of the endorse/order/validate flow."""
+    orgs, nodes = doc["orgs"], doc["nodes"]
+    assert isinstance(orgs, list) and isinstance(nodes, list)
+    orgs.append({"id": "OrdererOrg"})
+    nodes[:0] = [
         {"id": f"orderer{i}", "org": "OrdererOrg", "roles": ["orderer"]}
         for i in range(shape.orderers)
     ] + [
         {"id": pid, "org": f"Org{i + 1}", "roles": ["peer", "gateway"]}
         for i, pid in enumerate(shape.peer_ids())
     ]
-    clients = [{"id": cid, "org": f"Org{i + 1}"} for i, cid in enumerate(shape.client_ids())]
-    channels = [
+    doc["channels"] = [
         {
             "id": cid,
             "members": [f"Org{i + 1}" for i in range(shape.orgs)],
@@ -82,13 +152,5 @@ def topology_toml(shape: NetworkShape, contracts: tuple[str, ...]) -> str:
         }
         for cid in shape.channel_ids()
     ]
-    doc: dict[str, object] = {
-        "name": "bench",
-        "orgs": orgs,
-        "nodes": nodes,
-        "clients": clients,
-        "channels": channels,
-    }
     if shape.ordering == "jetstream":  # the replicated log: 3 nats-servers, 3 replicas
         doc["jetstream"] = {"servers": 3, "replicas": 3}
-    return tomli_w.dumps(doc)

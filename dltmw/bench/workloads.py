@@ -4,9 +4,9 @@ A workload is a pure generator of `Op`s (no I/O): `setup_ops()` are run once bef
 (for example opening the bank accounts) and `op(seq, channel)` gives the `seq`-th measured
 operation. Keeping them pure makes them testable without a network and makes a run reproducible
 from its seed. How an `Op` is executed is the driver's business (`driver_kind` names it), so a
-workload that needs another path than endorse/order/validate — `utxo` (notarised transfers) or
-`private` (private payloads) — adds its own driver in `dltmw.bench.driver.DRIVERS` and registers
-itself in `WORKLOADS` below; nothing else changes.
+workload that needs another path than endorse/order/validate — the notaries, private payloads
+and UTXO DvPs of `flows.py` — has its own driver (`flow_drivers.py`, named in
+`flow_drivers.make_driver`), asks for its network with `network()`, and registers in `WORKLOADS`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dltmw.bench import flows
+from dltmw.bench.params import (
+    Op,
+    ParamError,
+    float_param,
+    int_param,
+    parse_params,
+    take,
+)
+from dltmw.bench.topology import NetworkShape
 
-@dataclass(frozen=True)
-class Op:
-    """One operation: a contract invocation on a channel (or, for other drivers, its analogue)."""
-
-    channel: str
-    contract: str
-    function: str
-    args: tuple[str, ...]
+__all__ = ["WORKLOADS", "Op", "ParamError", "Workload", "make_workload", "parse_params"]
 
 
 class Workload(Protocol):
@@ -48,37 +51,26 @@ class Workload(Protocol):
         """The `seq`-th measured operation, on `channel`."""
         ...
 
+    def network(self, shape: NetworkShape) -> NetworkShape:
+        """The network this workload needs, from the one asked for (a notary workload asks
+        for notaries instead of peers; the others take `shape` as it is)."""
+        ...
 
-class ParamError(ValueError):
-    """A workload parameter is unknown or malformed."""
-
-
-def _take(params: Mapping[str, str], allowed: set[str]) -> None:
-    unknown = set(params) - allowed
-    if unknown:
-        raise ParamError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-
-
-def _int(params: Mapping[str, str], key: str, default: int, low: int = 1) -> int:
-    raw = params.get(key, str(default))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ParamError(f"{key} must be an integer, got {raw!r}") from exc
-    if value < low:
-        raise ParamError(f"{key} must be >= {low}, got {value}")
-    return value
+    def driver_options(self) -> dict[str, int]:
+        """Settings of the driver (a stream's batch size...), from the parameters."""
+        ...
 
 
-def _float(params: Mapping[str, str], key: str, default: float, low: float, high: float) -> float:
-    raw = params.get(key, str(default))
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ParamError(f"{key} must be a number, got {raw!r}") from exc
-    if not low <= value <= high:
-        raise ParamError(f"{key} must be in [{low}, {high}], got {value}")
-    return value
+class LedgerFlow:
+    """Defaults of the endorse/order/validate workloads: the network as asked, no options."""
+
+    def network(self, shape: NetworkShape) -> NetworkShape:
+        """`shape` unchanged."""
+        return shape
+
+    def driver_options(self) -> dict[str, int]:
+        """None."""
+        return {}
 
 
 @dataclass
@@ -121,7 +113,7 @@ class KeyPicker:
         return other if other < first else other + 1
 
 
-class KvWorkload:
+class KvWorkload(LedgerFlow):
     """`kv`: blind writes (`put`) and read-modify-writes (`incr`).
 
     Parameters: `rmw` = fraction of read-modify-writes (0 = all blind puts, default 0),
@@ -134,11 +126,11 @@ class KvWorkload:
     contracts: tuple[str, ...] = ("kv",)
 
     def __init__(self, params: Mapping[str, str], seed: int) -> None:
-        _take(params, {"rmw", "keys", "skew", "value_bytes"})
-        self.rmw = _float(params, "rmw", 0.0, 0.0, 1.0)
-        self.keys = _int(params, "keys", 0, low=0)
+        take(params, {"rmw", "keys", "skew", "value_bytes"})
+        self.rmw = float_param(params, "rmw", 0.0, 0.0, 1.0)
+        self.keys = int_param(params, "keys", 0, low=0)
         self.skew = params.get("skew", "uniform")
-        self.value_bytes = _int(params, "value_bytes", 32)
+        self.value_bytes = int_param(params, "value_bytes", 32)
         self.rng = random.Random(seed)
         self.picker = KeyPicker(max(self.keys, 1), self.skew, self.rng) if self.keys else None
 
@@ -159,7 +151,7 @@ class KvWorkload:
         return Op(channel, "kv", "put", (key, str(seq).zfill(self.value_bytes)))
 
 
-class BankWorkload:
+class BankWorkload(LedgerFlow):
     """`bank`: the paper's deposit / withdraw / payment mix (Figure 8) over `accounts` accounts.
 
     Parameters: `accounts` (default 100), `skew` of the account choice — `uniform`, `zipf:S` or
@@ -175,8 +167,8 @@ class BankWorkload:
     INITIAL = 10**12
 
     def __init__(self, params: Mapping[str, str], seed: int) -> None:
-        _take(params, {"accounts", "skew", "mix"})
-        self.accounts = _int(params, "accounts", 100, low=2)
+        take(params, {"accounts", "skew", "mix"})
+        self.accounts = int_param(params, "accounts", 100, low=2)
         self.skew = params.get("skew", "uniform")
         self.rng = random.Random(seed)
         self.picker = KeyPicker(self.accounts, self.skew, self.rng)
@@ -218,7 +210,7 @@ class BankWorkload:
         return Op(channel, "bank", "payment", (self.account(a), self.account(b), amount))
 
 
-class HotAccountWorkload:
+class HotAccountWorkload(LedgerFlow):
     """`hot`: deposits and withdrawals on ONE account per channel (issue 13: the omnibus or fee
     account that collapses under read-modify-write).
 
@@ -235,7 +227,7 @@ class HotAccountWorkload:
     AMOUNT_MAX = 100
 
     def __init__(self, params: Mapping[str, str], seed: int) -> None:
-        _take(params, {"contract", "withdraw", "initial"})
+        take(params, {"contract", "withdraw", "initial"})
         self.contract = params.get("contract", "bank")
         if self.contract not in ("bank", "bank_rmw"):
             raise ParamError(f"contract must be bank or bank_rmw, got {self.contract!r}")
@@ -246,7 +238,7 @@ class HotAccountWorkload:
             raise ParamError("withdraw must be a number in [0, 1]") from exc
         if not 0 <= self.withdraw <= 1:
             raise ParamError("withdraw must be a number in [0, 1]")
-        self.initial = _int(params, "initial", 1000, low=0)
+        self.initial = int_param(params, "initial", 1000, low=0)
         self.rng = random.Random(seed)
         self.account = f"hot{seed}"
 
@@ -267,11 +259,15 @@ class HotAccountWorkload:
 
 WorkloadFactory = Callable[[Mapping[str, str], int], Workload]
 
-#: Name -> factory(params, seed). `utxo` and `private` register here when they exist.
+#: Name -> factory(params, seed); the other flows' workloads are in `flows.py`.
 WORKLOADS: dict[str, WorkloadFactory] = {
     "kv": KvWorkload,
     "bank": BankWorkload,
     "hot": HotAccountWorkload,
+    "notary": flows.notary,
+    "notary-cluster": flows.notary_cluster,
+    "private": flows.PrivateWorkload,
+    "utxo-dvp": flows.UtxoDvpWorkload,
 }
 
 
@@ -281,14 +277,3 @@ def make_workload(name: str, params: Mapping[str, str], seed: int) -> Workload:
     if factory is None:
         raise ParamError(f"unknown workload {name!r}; known: {sorted(WORKLOADS)}")
     return factory(params, seed)
-
-
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    """`["a=1", "b=x"]` -> `{"a": "1", "b": "x"}`; raises ParamError."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ParamError(f"parameter must be key=value, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dltmw.bench.topology import NetworkShape
+from dltmw.bench.topology import NetworkShape, check_ordering
 from dltmw.bench.workloads import WORKLOADS, ParamError, parse_params
 
 console = Console()
@@ -37,6 +37,16 @@ def bench(
     channels: Annotated[int, typer.Option(help="channels on the same nodes")] = 1,
     orgs: Annotated[int, typer.Option(help="organisations, one peer each")] = 2,
     policy: Annotated[str, typer.Option(help="AND or OR of the orgs' peers")] = "AND",
+    ordering: Annotated[
+        str, typer.Option(help="ordering of the ledger flows: none (solo) or pbft (PBFT-lite)")
+    ] = "none",
+    replicas: Annotated[
+        int, typer.Option(help="ordering replicas (orderer nodes); pbft needs at least 4")
+    ] = 1,
+    restart_check: Annotated[
+        bool,
+        typer.Option(help="after the run: restart one node, time until it serves a query"),
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="block cutter: max tx per block")] = 100,
     batch_timeout_ms: Annotated[int, typer.Option(help="block cutter: timeout")] = 200,
     cut_by_limits_only: Annotated[
@@ -60,8 +70,8 @@ def bench(
     experiment: Annotated[
         str | None,
         typer.Option(
-            help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency or"
-            " bus"
+            help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency,"
+            " bus, or flows (every flow: make bench-all)"
         ),
     ] = None,
     repeat: Annotated[
@@ -83,10 +93,13 @@ def bench(
         console.print("[red]--policy must be AND or OR[/]")
         raise typer.Exit(2)
     try:
+        check_ordering(ordering, replicas)
         shape = NetworkShape(
             orgs=orgs,
             channels=channels,
             policy=policy,
+            orderers=replicas,
+            ordering=ordering,
             batch_max_tx=batch_size,
             batch_timeout_ms=batch_timeout_ms,
             cut_by_limits_only=cut_by_limits_only,
@@ -104,11 +117,16 @@ def bench(
             synchronous=synchronous,
             postgresql_dsn=postgresql_dsn,
             probe=probe,
+            restart_check=restart_check,
         )
         out = results_dir or default_results_dir()
         command = "dltmw " + shlex.join(sys.argv[1:])
         if experiment == "bus":  # the embedded message bus: its own in-process network
             _bus(command, duration, repeat, synchronous)
+        elif experiment == "flows":  # every flow (make bench-all): dltmw/bench/suite.py
+            from dltmw.bench.suite import run_suite
+
+            run_suite(cfg, out, console, command, repeat=repeat, append=append)
         elif experiment:
             run_experiment(experiment, cfg, out, console, command, append=append, repeat=repeat)
         else:

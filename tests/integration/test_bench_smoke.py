@@ -62,6 +62,7 @@ def test_bench_smoke_report_is_complete_and_consistent(tmp_path: Path) -> None:
         str(results),
         "--keep",
         str(keep),
+        "--restart-check",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -98,6 +99,10 @@ def test_bench_smoke_report_is_complete_and_consistent(tmp_path: Path) -> None:
     cpu_s = sum(report["cpu_ms_per_committed_tx"].values()) * c["committed"] / 1000
     assert report["valid_tx_per_cpu_s"] == pytest.approx(c["valid"] / cpu_s)
     assert set(report["peak_rss_mb"]) == {"orderer0", *PEERS, "client"}
+    # --restart-check: the first peer was stopped, started, and served its whole ledger again
+    restart = report["restart"]
+    assert restart["node"] == PEERS[0] and restart["restart_to_serving_s"] > 0
+    assert restart["ledger_height"] == restart["ledger_height_before"] > 1
     assert report["blocks"]["blocks"] > 0
     assert report["blocks"]["max_tx_per_block"] <= report["network"]["batch_max_tx"]
     assert report["network"]["endorsement_policy"] == "AND(Org1.peer, Org2.peer)"
@@ -122,3 +127,53 @@ def test_bench_smoke_report_is_complete_and_consistent(tmp_path: Path) -> None:
     assert f"| {c['valid'] / report['elapsed_s']:.1f} |" in rows[0]
     assert "of sig-verify bound" in md
     assert "valid tx/s" in run.stdout
+
+
+FLOWS = {
+    # workload -> (extra options, the nodes whose CPU and peak RSS the report must hold)
+    "notary": (["--restart-check"], {"notary0"}),
+    "notary-cluster": (["-p", "batch=20"], {f"notary{i}" for i in range(4)}),
+    "private": ([], {"orderer0", "peer0.org1", "peer0.org2", "peer0.org3"}),
+    "utxo-dvp": (["-p", "lots=2", "--restart-check"], {"notary0", "vault.org1", "vault.org2"}),
+}
+FLOW_TXS = 30
+
+
+@pytest.mark.parametrize("workload", sorted(FLOWS))
+def test_every_flow_is_a_harness_workload(tmp_path: Path, workload: str) -> None:
+    """Each flow runs through the same runner and report: everything decided, every node's
+    store or ledger holds it, CPU and peak RSS per node, and (where asked) the restart check."""
+    extra, nodes = FLOWS[workload]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "RESULTS.md").write_text("# Benchmark results\n")
+    dltmw = Path(sys.executable).parent / "dltmw"
+    command = [str(dltmw), "bench", "--workload", workload, *extra, "--txs", str(FLOW_TXS)]
+    command += ["--in-flight", "8", "--duration", "45", "--no-probe"]
+    command += ["--batch-timeout-ms", "50", "--results-dir", str(results)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (path,) = list((results / "results").glob("*/report.json"))
+    report = json.loads(path.read_text())
+    c = report["counts"]
+    assert c == {
+        "submitted": FLOW_TXS,
+        "committed": FLOW_TXS,
+        "valid": FLOW_TXS,
+        "invalid_by_code": {},
+        "failed_by_reason": {},
+    }
+    assert report["checks"] == {"counts_add_up": True, "ledgers_agree": True}
+    held = report["ledgers"]
+    assert held and all(v["missing"] == 0 and v["valid"] > 0 for v in held.values())
+    assert set(report["cpu_ms_per_committed_tx"]) == {*nodes, "client"}
+    assert set(report["peak_rss_mb"]) == {*nodes, "client"}
+    assert all(v > 0 for v in report["peak_rss_mb"].values())
+    assert report["latency_ms"]["p50"] > 0
+    if "--restart-check" in extra:
+        restart = report["restart"]
+        assert restart["node"] in nodes and restart["restart_to_serving_s"] > 0
+        assert restart["ledger_height"] == restart["ledger_height_before"]
+    else:
+        assert report["restart"] == {}
+    assert f"dltmw bench --workload {workload}" in (results / "RESULTS.md").read_text()

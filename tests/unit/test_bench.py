@@ -283,7 +283,7 @@ def test_a_failed_run_keeps_the_node_logs(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(experiments, "run_bench", failing)
     kept = tmp_path / "kept"
     with pytest.raises(BenchError, match=r"setup failed \(node logs: .*kept\)"):
-        experiments._run(BenchConfig(), Console(), None, None, kept)
+        experiments.run_logged(BenchConfig(), Console(), None, None, kept)
     assert (kept / "peer0.org1.log").read_text() == "stuck\n"
 
 
