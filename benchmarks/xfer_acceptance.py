@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.xfer_coordinator import FINAL, legs_of, read_journal
+from benchmarks.xfer_coordinator import FINAL, accounts_of, read_journal
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
 from dltmw.client.governance import current_config, genesis_of, submit_update
@@ -84,8 +84,8 @@ async def _prepare(net: Path, in_flight: int, canary: str) -> None:
         opens = [
             trader.submit_transaction(channel, "xfer", "open", account, str(OPENING))
             for w in range(in_flight)
-            for channel, (src, dst, _) in legs_of(w, in_flight).items()
-            for account in (src, dst)
+            for channel, pair in accounts_of(w).items()
+            for account in pair
         ]
         opens += [
             trader.submit_transaction("trading", "kv", "put", f"canary-{k}", f"{canary}-{k}")
@@ -196,8 +196,7 @@ async def verify(net: Path, args: argparse.Namespace) -> list[str]:
             for ch in CHECK_PEERS
         }
     for channel, peers in CHECK_PEERS.items():
-        legs = [legs_of(w, args.in_flight)[channel] for w in range(args.in_flight)]
-        accounts = [a for src, dst, _ in legs for a in (src, dst)]
+        accounts = [a for w in range(args.in_flight) for a in accounts_of(w)[channel]]
         opening = OPENING * len(accounts)
         height = marks[channel].status.block_number
         for peer in peers:

@@ -9,7 +9,8 @@ the journal, resumes every started-but-unfinished DvP with `client/transfer.run_
 learns from the two channels' records what was done: the ledger is the state), then starts the
 rest. DvP i runs in slot i % W on that slot's accounts, one at a time per slot (no MVCC conflict
 between this process's own DvPs). Every 10th DvP has a short deadline, so a crash between its
-steps, or a stalled orderer, ends it refunded instead of claimed.
+steps, or a stalled orderer, may end it aborted or refunded instead of claimed; every 50th asks
+for more cash than there is (`legs_of`), so it ends refunded.
 
 A DvP counts as ended only when both channels' records say so (claimed on both, or aborted on one
 and refunded or aborted on the other), read back from the ledger, never from run_transfer's word.
@@ -39,10 +40,20 @@ FINAL = {("claimed", "claimed"), ("aborted", "aborted"), ("aborted", "refunded")
 FINAL |= {(b, a) for a, b in FINAL}
 
 
+def accounts_of(slot: int) -> dict[str, tuple[str, str]]:
+    """A slot's (payer, payee) accounts on each channel."""
+    return {
+        "trading": (f"A-sec-{slot}", f"B-sec-{slot}"),
+        "cash": (f"B-cash-{slot}", f"A-cash-{slot}"),
+    }
+
+
 def legs_of(index: int, in_flight: int) -> dict[str, tuple[str, str, int]]:
-    """Slot `index % in_flight`'s accounts: 1 security against 10 cash."""
-    w = index % in_flight
-    return {"trading": (f"A-sec-{w}", f"B-sec-{w}", 1), "cash": (f"B-cash-{w}", f"A-cash-{w}", 10)}
+    """DvP `index`: 1 security against 10 cash on slot `index % in_flight`'s accounts; every
+    50th asks for more cash than there is (its cash lock is refused: aborted and refunded)."""
+    cash = 10**12 if index % 50 == 49 else 10
+    amounts = {"trading": 1, "cash": cash}
+    return {c: (*pair, amounts[c]) for c, pair in accounts_of(index % in_flight).items()}
 
 
 def read_journal(path: Path) -> tuple[dict[int, tuple[bytes, int]], dict[int, str]]:
