@@ -7,7 +7,8 @@ The capital-market network (services/networks/capital-market.toml; `trading`: Ex
 brokers, `cash`: Bank and both brokers, one solo orderer for both) on 127.0.0.1:
 1. each channel's config is updated to trust the other's block 0 (ChannelConfig.trusted_channels,
    signed by a majority of its admins), then a trader, not an admin, starts the light clients
-   (`xfer.trust`): the trust root comes from the config, through the real endorser;
+   (`xfer.trust`): the trust root comes from the config, through the real endorser; a block 0
+   the config does not name is refused with TRUST_ROOT_MISMATCH;
 2. accounts per slot, and canary values written on `trading` by `kv` (never part of a proof);
 3. `--count` DvPs between the brokers by a coordinator process (`benchmarks/xfer_coordinator.py`),
    kill -9'd `--kills` times at random moments, each time replaced by a new one that resumes
@@ -36,6 +37,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import grpc
 
 from benchmarks.xfer_coordinator import FINAL, accounts_of, read_journal
 from dltmw.client import GatewayClient
@@ -75,12 +78,24 @@ async def _trust_roots(net: Path) -> None:
             raise SystemExit(f"trust root update of {here}: {code}")
 
 
+async def _refused_root(trader: GatewayClient, genesis: bytes) -> None:
+    """A block 0 the config does not name (trading's own, on trading) is refused, by name."""
+    try:
+        await trader.submit_transaction("trading", "xfer", "trust", genesis)
+    except grpc.aio.AioRpcError as exc:
+        if "TRUST_ROOT_MISMATCH" in (exc.details() or ""):
+            return
+        raise SystemExit(f"an unnamed trust root was refused otherwise: {exc.details()}") from exc
+    raise SystemExit("trading accepted a trust root its config does not name")
+
+
 async def _prepare(net: Path, in_flight: int, canary: str) -> None:
     await _trust_roots(net)
     async with await GatewayClient.connect(net, "trader.brokera", "peer.brokera") as trader:
         for here, other in (("trading", "cash"), ("cash", "trading")):
             genesis = (net / "channels" / f"{other}.block").read_bytes()
             await trader.submit_transaction(here, "xfer", "trust", genesis)  # not an admin
+        await _refused_root(trader, (net / "channels" / "trading.block").read_bytes())
         opens = [
             trader.submit_transaction(channel, "xfer", "open", account, str(OPENING))
             for w in range(in_flight)

@@ -7,12 +7,15 @@ root (channels made before the field)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from crosschain_parties import _channel as channel
 from crosschain_parties import make_world
 from test_transfer import Side, terms
 
+from dltmw.cli.errors import UserError
+from dltmw.cli.governance import _genesis_root
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ConfigError, channel_view
 from dltmw.core.config_edit import with_trusted_channel
@@ -90,3 +93,16 @@ def test_config_edit_and_validation_of_trusted_channels() -> None:
     for config in (*bad, twice):
         with pytest.raises(ConfigError, match="trusted channel"):
             channel_view(config)
+
+
+def test_the_cli_takes_channel_and_hash_from_a_block_0_file(tmp_path: Path) -> None:
+    """`dltmw channel update --trust-genesis FILE`: (channel id, block hash) of the file."""
+    _, cash, _ = make_world()
+    path = tmp_path / "cash.block"
+    path.write_bytes(cash.genesis.SerializeToString())
+    assert _genesis_root(path) == ("cash", block_hash(cash.genesis))
+    later = cash.cut([b"x"], cash.orderers)
+    for data in (later.SerializeToString(), b"\xff not a block"):
+        path.write_bytes(data)
+        with pytest.raises(UserError):
+            _genesis_root(path)
