@@ -16,6 +16,7 @@ from typing import Annotated
 import grpc
 import typer
 from cryptography import x509
+from google.protobuf.message import DecodeError
 
 from dltmw.cli import params
 from dltmw.cli.custody import cert_app, channel_app, org_app
@@ -30,12 +31,13 @@ from dltmw.client.governance import (
     submit_update,
 )
 from dltmw.core import config_edit
+from dltmw.core.block import block_hash
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
-from dltmw.v1 import config_pb2, config_update_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, config_pb2, config_update_pb2, transaction_pb2
 
 # `dltmw org` and `dltmw channel` are shared with the custody commands (org init, channel create)
 
@@ -88,6 +90,10 @@ def update(
     rotate_peer: Annotated[
         str | None, typer.Option(help="a peer whose renewed identity (nodes/NODE) replaces its own")
     ] = None,
+    trust_genesis: Annotated[
+        Path | None,
+        typer.Option(help="block 0 of another channel whose proofs this channel accepts"),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -103,6 +109,7 @@ def update(
     elif out is not None:
         added = _local_entry(network, add_peer) if add_peer else None
         rotated = _local_entry(network, rotate_peer) if rotate_peer else None
+        trusted = _genesis_root(trust_genesis) if trust_genesis else None
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
             if added is not None:
@@ -111,6 +118,8 @@ def update(
                 c = config_edit.with_rotated_peer(c, rotated)
             if remove_peer:
                 c = config_edit.without_peer(c, remove_peer)
+            if trusted is not None:
+                c = config_edit.with_trusted_channel(c, *trusted)
             return config_edit.with_settings(
                 c,
                 endorsement_policy=endorsement_policy,
@@ -121,6 +130,17 @@ def update(
             )
 
         _write_update(network, channel, client, out, edit)
+
+
+def _genesis_root(path: Path) -> tuple[str, bytes]:
+    """(channel id, block hash) of a block 0 file (`channels/CHANNEL.block` of its network)."""
+    try:
+        block = block_pb2.Block.FromString(path.read_bytes())
+    except (OSError, DecodeError) as exc:
+        raise UserError(f"{path}: not a block ({exc})") from None
+    if block.header.number != 0 or not block.header.channel_id:
+        raise UserError(f"{path}: not a channel's block 0")
+    return block.header.channel_id, block_hash(block)
 
 
 def _local_entry(network: Path, node: str) -> config_pb2.NodeConfig:

@@ -24,7 +24,14 @@ from dltmw.core.errors import ClientError
 from dltmw.core.light_client import LightClient, advance, from_record, to_record, track
 from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, transaction_pb2
 
-__all__ = ["ProvenWrite", "proven_write", "track_config", "track_genesis", "tracked_channel"]
+__all__ = [
+    "ProvenWrite",
+    "proven_write",
+    "track_config",
+    "track_genesis",
+    "tracked_channel",
+    "tracked_genesis_hash",
+]
 CLIENTS_CACHED = 16  # light client records kept built (a node tracks a few channels)
 
 
@@ -72,6 +79,11 @@ def track_genesis(genesis: bytes) -> bytes:
 def tracked_channel(record: bytes) -> str:
     """The channel a light client record tracks."""
     return _client(record).channel_id
+
+
+def tracked_genesis_hash(record: bytes) -> bytes:
+    """The block 0 hash a light client record started from (its trust root)."""
+    return _client(record).genesis_hash
 
 
 def track_config(record: bytes, block: bytes, timestamp_s: int) -> bytes:

@@ -14,8 +14,10 @@ On each channel the record `t/<id>` moves only along
 - `refund(terms, proof)`: locked here, and `proof` shows the other channel wrote `aborted`: pays
   `from` back.
 Anyone may call any of them; proofs are checked against the light client of the other channel
-kept in this channel's state (`trust` sets its block 0, once, by an admin; `track` feeds it the
-other channel's config blocks; both checked in `contract_sdk.crosschain`).
+kept in this channel's state (`trust` sets its block 0, once: the one this channel's config
+trusts for that channel, `ChannelConfig.trusted_channels`, or, when the config names none, an
+admin's choice; `track` feeds it the other channel's config blocks; both checked in
+`contract_sdk.crosschain`).
 
 Why atomic: on a channel, `lock` and `abort` both need the record absent and write it, so MVCC
 lets at most one of them commit; a claim here needs the other side's lock, a refund here its
@@ -31,7 +33,13 @@ import json
 from typing import Annotated
 
 from dltmw.contract_sdk import Context, Contract, ContractError, Text, query, transaction
-from dltmw.contract_sdk.crosschain import proven_write, track_config, track_genesis, tracked_channel
+from dltmw.contract_sdk.crosschain import (
+    proven_write,
+    track_config,
+    track_genesis,
+    tracked_channel,
+    tracked_genesis_hash,
+)
 
 AMOUNT_MAX = 10**15
 Account = Annotated[str, Text(1, 128)]
@@ -95,11 +103,32 @@ def _write(ctx: Context, transfer_id: str, state: str, here: str) -> None:
     ctx.emit(state, transfer_id)
 
 
+def _check_root(ctx: Context, channel: str, record: bytes) -> bool:
+    """TRUST_ROOT_MISMATCH unless the light client `record` of `channel` starts from the block 0
+    this channel's config trusts for it; False when the config names no channel at all (then an
+    admin's `trust` is the root: channels made before ChannelConfig.trusted_channels)."""
+    roots = dict(ctx.tx.trusted_genesis) if ctx.tx is not None else {}
+    if not roots:
+        return False
+    want = roots.get(channel)
+    if want is None:
+        raise ContractError(f"TRUST_ROOT_MISMATCH: this channel trusts no channel {channel!r}", 400)
+    got = tracked_genesis_hash(record)
+    if got != want:
+        raise ContractError(
+            f"TRUST_ROOT_MISMATCH: block 0 of {channel!r} is {got.hex()[:16]}..., this "
+            f"channel's config trusts {want.hex()[:16]}...",
+            400,
+        )
+    return True
+
+
 def _other_side(ctx: Context, transfer_id: str, other: str, proof: bytes, ts: int) -> str:
     """The state the other channel's VALID transaction wrote for this transfer."""
     record = ctx.get("lc/" + other)
     if record is None:
         raise ContractError(f"channel {other!r} is not tracked here (trust it first)", 412)
+    _check_root(ctx, other, record)
     found = proven_write(record, proof, ts, "xfer", "t/" + transfer_id)
     written = dict(json.loads(found.value))
     if written.get("channel") != other or written.get("id") != transfer_id:
@@ -127,11 +156,15 @@ class TransferContract(Contract):
 
     @transaction
     def trust(self, ctx: Context, genesis: bytes) -> str:
-        """trust(block 0 of another channel): start its light client; an admin, once."""
-        if ctx.tx is None or "admin" not in ctx.tx.creator_roles:
+        """trust(block 0 of another channel): start its light client, once. Anyone, if it is
+        the block 0 this channel's config trusts for that channel (`trusted_channels`); if the
+        config names no channel, an admin (whose call is then the trust root)."""
+        by_config = ctx.tx is not None and bool(ctx.tx.trusted_genesis)
+        if not by_config and (ctx.tx is None or "admin" not in ctx.tx.creator_roles):
             raise ContractError("only an admin sets a channel's trust root", 403)
         record = track_genesis(genesis)
         channel = tracked_channel(record)
+        _check_root(ctx, channel, record)
         if ctx.get("lc/" + channel) is not None:
             raise ContractError(f"channel {channel!r} is already tracked", 409)
         ctx.put("lc/" + channel, record)
@@ -144,6 +177,7 @@ class TransferContract(Contract):
         record = ctx.get("lc/" + channel)
         if record is None:
             raise ContractError(f"channel {channel!r} is not tracked here", 404)
+        _check_root(ctx, channel, record)
         ctx.put("lc/" + channel, track_config(record, block, ts))
         return b""
 
@@ -195,12 +229,19 @@ class TransferContract(Contract):
         if record is None or record.get("state") != LOCKED:
             now = "absent" if record is None else record.get("state")
             raise ContractError(f"transfer {transfer_id} is {now} here, not locked", 409)
-        seen = _other_side(ctx, transfer_id, other, proof, ts)
+        seen = self._proven_state(ctx, transfer_id, other, proof, ts)
         if seen != needed:
             raise ContractError(f"PROOF_MISMATCH: {other} wrote {seen!r}, not {needed!r}", 400)
         _credit(ctx, str(leg[payee]), int(str(leg["amount"])))
         _write(ctx, transfer_id, state, here)
         return transfer_id
+
+    def _proven_state(
+        self, ctx: Context, transfer_id: str, other: str, proof: bytes, ts: int
+    ) -> str:
+        """The state `proof` shows the other channel wrote for the transfer: the one place a
+        proof is judged (the simulator's negative control overrides it to accept any proof)."""
+        return _other_side(ctx, transfer_id, other, proof, ts)
 
     @query
     def status(self, ctx: Context, transfer_id: Annotated[str, Text(64, 64)]) -> str:

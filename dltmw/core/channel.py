@@ -127,6 +127,17 @@ def _check_key_wrap(config: config_pb2.ChannelConfig) -> None:
             )
 
 
+def _check_trusted_channels(config: config_pb2.ChannelConfig) -> None:
+    """Each trusted channel named once, by a valid id other than this one, with a block hash."""
+    seen: set[str] = set()
+    for t in config.trusted_channels:
+        if not CHANNEL_ID_RE.match(t.channel_id) or t.channel_id == config.channel_id:
+            raise ConfigError(f"trusted channel {t.channel_id!r}: not another channel's id")
+        if t.channel_id in seen or len(t.genesis_hash) != 32:
+            raise ConfigError(f"trusted channel {t.channel_id!r}: twice, or no 32-byte hash")
+        seen.add(t.channel_id)
+
+
 def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     """Validate a ChannelConfig and build its view; raises ConfigError."""
     if not CHANNEL_ID_RE.match(config.channel_id):
@@ -150,6 +161,7 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     if config.commit_proof_policy:
         _parsed(config.commit_proof_policy, roots, "commit proof policy")
     _check_key_wrap(config)
+    _check_trusted_channels(config)
     try:
         membership = Membership(roots, _revoked(config))
         orderer_membership = Membership(orderer_roots)

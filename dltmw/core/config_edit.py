@@ -148,3 +148,14 @@ def with_settings(
         del out.privacy_auditors[:]
         out.privacy_auditors.extend(privacy_auditors)
     return out
+
+
+def with_trusted_channel(
+    config: config_pb2.ChannelConfig, channel_id: str, genesis_hash: bytes
+) -> config_pb2.ChannelConfig:
+    """`config` trusting `channel_id`'s block 0 `genesis_hash` for cross-channel proofs
+    (replacing what it trusted for that channel before)."""
+    out = _copy(config)
+    _keep(out.trusted_channels, lambda t: t.channel_id != channel_id)
+    out.trusted_channels.add(channel_id=channel_id, genesis_hash=genesis_hash)
+    return out

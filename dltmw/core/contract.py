@@ -70,6 +70,10 @@ class TxInfo:
     timestamp_nanos: int = 0
     channel_id: str = ""  # the channel the transaction is for (cross-channel contracts)
     creator_roles: frozenset[str] = frozenset()  # e.g. {"admin"}, from the certificate
+    # (channel id, block 0 hash) of each channel this channel's config trusts for cross-channel
+    # proofs (ChannelConfig.trusted_channels): filled by the endorser from the config in force,
+    # so a contract starts a light client only from a block 0 its channel's admins agreed on
+    trusted_genesis: tuple[tuple[str, bytes], ...] = ()
 
 
 class ContractError(Exception):

@@ -38,7 +38,7 @@ from dltmw.core.genesis import read_genesis
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import check_transaction
-from dltmw.v1 import block_pb2, crosschain_pb2, errors_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, config_pb2, crosschain_pb2, errors_pb2, transaction_pb2
 
 R = errors_pb2
 EPOCHS_MAX = 10_000  # config changes a client keeps: each is one verified ChannelView
@@ -95,6 +95,11 @@ def track(genesis: block_pb2.Block) -> LightClient:
     except ConfigError as exc:
         raise LightClientRejected(f"block 0: {exc}") from exc
     return LightClient(block_hash(genesis), (Epoch(0, view),))
+
+
+def trusted_roots(config: config_pb2.ChannelConfig) -> tuple[tuple[str, bytes], ...]:
+    """(channel id, block 0 hash) of each channel `config` trusts (`trusted_channels`, 160)."""
+    return tuple((t.channel_id, t.genesis_hash) for t in config.trusted_channels)
 
 
 def check_orderer_quorum(

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
+from dltmw.v1 import trust_root_pb2 as _trust_root_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -244,6 +245,7 @@ class ChannelConfig(_message.Message):
     LIFECYCLE_POLICY_FIELD_NUMBER: _builtins.int
     COMMIT_PROOF_POLICY_FIELD_NUMBER: _builtins.int
     PRIVATE_KEY_WRAP_FIELD_NUMBER: _builtins.int
+    TRUSTED_CHANNELS_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -305,6 +307,15 @@ class ChannelConfig(_message.Message):
         for their privacy keys.
         """
 
+    @_builtins.property
+    def trusted_channels(self) -> _containers.RepeatedCompositeFieldContainer[_trust_root_pb2.TrustedChannel]:
+        """The other channels whose commit proofs this channel's contracts may accept, each with the
+        hash of its block 0: a light client of one of them (the `xfer` contract's `trust`) must start
+        from exactly that block, else ERROR_REASON_TRUST_ROOT_MISMATCH. Set under this channel's admin
+        policy (`dltmw channel update --trust-genesis`). Empty: no channel named, and `xfer` falls back
+        to an admin's one-time `trust` call (channels made before this field; docs/cross-channel.md).
+        """
+
     def __init__(
         self,
         *,
@@ -323,10 +334,11 @@ class ChannelConfig(_message.Message):
         lifecycle_policy: _builtins.str = ...,
         commit_proof_policy: _builtins.str = ...,
         private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
+        trusted_channels: _abc.Iterable[_trust_root_pb2.TrustedChannel] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

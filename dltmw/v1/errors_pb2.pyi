@@ -172,6 +172,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
     in a block made before tx_root existed).
     """
+    ERROR_REASON_TRUST_ROOT_MISMATCH: _ErrorReason.ValueType  # 78
+    """INVALID_ARGUMENT: a light client of another channel would start from (or rests on) a block 0 whose hash is not
+    the one this channel's config trusts for that channel (ChannelConfig.trusted_channels), or the config trusts no
+    block 0 of that channel (docs/cross-channel.md, "Trust root").
+    """
     ERROR_REASON_UNSUPPORTED_ALGORITHM: _ErrorReason.ValueType  # 80
     """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature
     algorithm) that this node does not implement; nothing was changed.
@@ -355,6 +360,11 @@ signatures, admin policy, sequence), or it is not a config block of that channel
 ERROR_REASON_PROOF_UNAVAILABLE: ErrorReason.ValueType  # 77
 """FAILED_PRECONDITION: the peer cannot serve a commit proof for that transaction (not committed here, or committed
 in a block made before tx_root existed).
+"""
+ERROR_REASON_TRUST_ROOT_MISMATCH: ErrorReason.ValueType  # 78
+"""INVALID_ARGUMENT: a light client of another channel would start from (or rests on) a block 0 whose hash is not
+the one this channel's config trusts for that channel (ChannelConfig.trusted_channels), or the config trusts no
+block 0 of that channel (docs/cross-channel.md, "Trust root").
 """
 ERROR_REASON_UNSUPPORTED_ALGORITHM: ErrorReason.ValueType  # 80
 """INVALID_ARGUMENT: a message names an algorithm (algorithms.proto: a key wrap, a signature

@@ -14,7 +14,10 @@ import pytest
 
 from dltmw.client import GatewayClient
 from dltmw.client.crosschain import fetch_commit_proof
+from dltmw.client.files import ClientFiles
 from dltmw.client.transfer import Leg, dvp_terms, run_transfer
+from dltmw.core.block import header_block_hash
+from dltmw.v1 import crosschain_pb2
 
 from .cli import dltmw
 
@@ -36,6 +39,32 @@ async def _setup(net: Path) -> None:
             await admin.submit_transaction(channel, "xfer", "open", dst, "0")
     finally:
         await admin.close()
+
+
+def _forgeries(
+    net: Path,
+    full: crosschain_pb2.CommitProof,
+    own: crosschain_pb2.CommitProof,
+    other: crosschain_pb2.CommitProof,
+) -> dict[str, bytes]:
+    """Issue 19's forged proofs, each from `full` (cash's genuine lock proof) with one thing
+    broken, or a genuine proof of something else: reason -> proof bytes."""
+    signer = ClientFiles.load(net, "trader.brokera").signer  # no orderer of cash
+    wrong_signer = crosschain_pb2.CommitProof()
+    wrong_signer.CopyFrom(full)
+    wrong_signer.orderer_signatures[0].signer = signer.identity_bytes
+    wrong_signer.orderer_signatures[0].signature = signer.sign(header_block_hash(full.header))
+    bent = crosschain_pb2.CommitProof()
+    bent.CopyFrom(full)
+    bent.tx_count += 1  # a made-up sibling: the path no longer leads to tx_root
+    bent.tx_index = bent.tx_count - 1
+    bent.inclusion_path.append(b"\x01" * 32)
+    return {
+        "PROOF_BAD_ORDERER_SIGNATURE": wrong_signer.SerializeToString(),
+        "PROOF_INCLUSION_INVALID": bent.SerializeToString(),
+        "PROOF_WRONG_CHANNEL": own.SerializeToString(),  # trading's own lock, on trading
+        "PROOF_MISMATCH": other.SerializeToString(),  # cash's lock of another transfer
+    }
 
 
 async def _balances(c: GatewayClient) -> dict[str, int]:
@@ -95,6 +124,13 @@ async def test_dvp_across_channels_sdk_cli_and_a_forged_proof(network) -> None:
                 "trading", "xfer", "claim", forged_terms, proof.SerializeToString()
             )
         assert "PROOF_ATTESTATION_INVALID" in (err.value.details() or "")
+        full = await fetch_commit_proof(legs[1].peers, "cash", locked.tx_id)
+        own = await fetch_commit_proof(legs[0].peers, "trading", done.tx_ids[0])
+        other = await fetch_commit_proof(legs[1].peers, "cash", done.tx_ids[1])
+        for reason, forged in _forgeries(net, full, own, other).items():
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await trader.submit_transaction("trading", "xfer", "claim", forged_terms, forged)
+            assert reason in (err.value.details() or ""), (reason, err.value.details())
         tid = hashlib.sha256(forged_terms).hexdigest()
         assert (await trader.evaluate("trading", "xfer", "status", tid)).payload == b"locked"
     finally:

@@ -70,6 +70,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PROOF_MISMATCH": E.InvalidRequest,
     "LIGHT_CLIENT_REJECTED": E.InvalidRequest,
     "PROOF_UNAVAILABLE": E.PreconditionFailed,
+    "TRUST_ROOT_MISMATCH": E.InvalidRequest,
     "UNSUPPORTED_ALGORITHM": E.InvalidRequest,
     "ORDERING_UNAVAILABLE": E.Unavailable,
 }

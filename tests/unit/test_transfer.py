@@ -15,12 +15,14 @@ import itertools
 import json
 from dataclasses import dataclass, field, replace
 
+import pytest
 from crosschain_parties import NOW, Chan, World, make_world, proof_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dltmw.contract_sdk.testing import DEFAULT_TX, ContractTester, Outcome
 from dltmw.contracts.transfer import TransferContract
+from dltmw.core.block import header_block_hash
 from dltmw.v1 import common_pb2, crosschain_pb2, transaction_pb2
 
 T0 = int(NOW.timestamp())
@@ -196,3 +198,47 @@ def test_random_interleavings_never_split_and_conserve(
 _COUNTER = itertools.count()
 SIDES = sides()
 EVERY: list[bytes] = []  # the terms of every random run, on the same two channels
+
+
+def _forged(kind: str, proof: bytes, world: World) -> bytes:
+    """Trading's genuine lock proof with exactly one thing broken."""
+    p = crosschain_pb2.CommitProof.FromString(proof)
+    digest = header_block_hash(p.header)
+    if kind == "outsider_signs":  # a signer that is no orderer of trading
+        p.orderer_signatures[0].signer = world.outsider.identity_bytes
+        p.orderer_signatures[0].signature = world.outsider.sign(digest)
+    elif kind == "outsider_poses_as_orderer":  # an orderer's name, someone else's signature
+        p.orderer_signatures[0].signature = world.outsider.sign(digest)
+    elif kind == "too_few_pbft_signatures":  # 2 of the 2f+1 = 3 a PBFT-lite block needs
+        del p.orderer_signatures[2:]
+    elif kind == "flipped_path_node":
+        p.inclusion_path[0] = bytes([p.inclusion_path[0][0] ^ 1]) + p.inclusion_path[0][1:]
+    elif kind == "wrong_index":  # the path of another position
+        p.tx_index = 0
+    return p.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("outsider_signs", "PROOF_BAD_ORDERER_SIGNATURE"),
+        ("outsider_poses_as_orderer", "PROOF_BAD_ORDERER_SIGNATURE"),
+        ("too_few_pbft_signatures", "PROOF_ORDERER_QUORUM"),
+        ("flipped_path_node", "PROOF_INCLUSION_INVALID"),
+        ("wrong_index", "PROOF_INCLUSION_INVALID"),
+    ],
+)
+def test_each_forged_proof_kind_is_refused_by_the_contract_with_its_reason(
+    kind: str, reason: str
+) -> None:
+    """Issue 19's list through `xfer.claim` (the pure code every endorser runs): wrong signer,
+    too few PBFT-lite signatures, wrong inclusion path; another channel's and another
+    transfer's proofs are in test_forged_and_mismatched_proofs_claim_nothing."""
+    trading, cash = sides()
+    t = terms(f"forged-{kind}")
+    _, lock_a = trading.call("lock", t)
+    assert cash.call("lock", t)[0].ok and lock_a
+    out = cash.call("claim", t, _forged(kind, lock_a, trading.world))[0]
+    assert (out.status, out.message.split(":")[0]) == (400, reason)
+    assert cash.status(t) == "locked"
+    assert cash.call("claim", t, lock_a)[0].ok  # the genuine proof still claims

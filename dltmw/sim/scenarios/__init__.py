@@ -10,6 +10,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
 | `jetstream` | jetstream ordering: the real cutter, a modelled stream, faults | `jetstream.py` |
+| `xfer` | cross-channel DvPs: coordinator crashes, a stalled orderer, forged proofs | `xfer.py` |
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from dltmw.sim import vloop
-from dltmw.sim.scenarios import eov, jetstream, notary, pbft_config, private
+from dltmw.sim.scenarios import eov, jetstream, notary, pbft_config, private, xfer
 from dltmw.sim.scenarios.result import ScenarioResult
 
 Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace) -> result
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "notary": notary.run,
     "private": private.run,
     "jetstream": jetstream.run,
+    "xfer": xfer.run,
 }
 
 

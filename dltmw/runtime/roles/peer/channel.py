@@ -39,6 +39,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TypeVar
 
 import grpc
@@ -52,11 +53,12 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Committed
-from dltmw.core.contract import simulate
+from dltmw.core.contract import TxInfo, simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.lifecycle import NAMESPACE
 from dltmw.core.lifecycle_contract import ADMIN_FUNCTIONS
+from dltmw.core.light_client import trusted_roots
 from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
 from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
@@ -189,13 +191,18 @@ class PeerChannel:
                 out.append(r)
         return out
 
+    def _tx_info(self, checked: CheckedProposal) -> TxInfo:
+        """What the contract may know: the signed header, and the channels this channel's
+        config trusts (cross-channel contracts start light clients only from those)."""
+        return replace(checked.tx_info(), trusted_genesis=trusted_roots(self.view.config))
+
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
         contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
         clock = duration_clock()
         payload = await self.ledger.read_snapshot(
             lambda reader: simulate(
-                contract, checked.invocation, reader, checked.tx_info(), self._backstop(clock)
+                contract, checked.invocation, reader, self._tx_info(checked), self._backstop(clock)
             )
         )
         payload.rwset.contract_sequence = sequence
@@ -283,7 +290,7 @@ class PeerChannel:
         clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
         contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
-        tx = checked.tx_info()
+        tx = self._tx_info(checked)
         payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
         payload.rwset.contract_sequence = sequence  # validation compares it with the committed
         payload.proposal_hash = sha256(checked.proposal_bytes)
