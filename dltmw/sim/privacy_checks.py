@@ -2,7 +2,10 @@
 
 * **recipients agree**: every VALID private transaction on the ledger (its first occurrence) was
   executed by every recipient — EXECUTED or CONTRACT_FAILED, never NOT_HELD or TAMPERED — with
-  the same private-state hash everywhere, and the recipients' private states are equal;
+  the same private-state hash everywhere, and the recipients' private states are equal. STALE
+  (agreement before commit: the agreed pre-state changed before the transaction ran, e.g. the
+  same payload ordered again before the first ordering executed) counts as an outcome, so it
+  passes only when EVERY recipient recorded it (docs/privacy.md "Agreement before commit");
 * **non-recipients hold nothing readable**: a node that was never a recipient recorded NOT_HELD
   for every private transaction, holds no private state, and not one byte of its files (sqlite
   files with their -wal and -shm) contains a plaintext marker of the run, raw or hex; nor does
@@ -16,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
+from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD, STALE
 from dltmw.sim.ledger_checks import VALID, Chain
 
-RAN = frozenset({EXECUTED, CONTRACT_FAILED})
+RAN = frozenset({EXECUTED, CONTRACT_FAILED, STALE})
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,13 @@ async def _submit(
 
 async def _order_again(dep: Deployment, client: PrivacyClient, digest: bytes, what: str) -> None:
     """Order the same payload hash once more (another tx_id: a recipient must run it again)."""
-    envelope, tx_id = client.private_envelope(CHANNEL, digest)
+    nonce, tx_id = client.new_nonce()
+    try:
+        collected = await client.collect_agreements(CHANNEL, digest, tx_id)
+    except grpc.aio.AioRpcError as exc:
+        dep.log(f"{what}: agreements for ordering again: {exc.code().name}")
+        return
+    envelope, _ = client.private_envelope(CHANNEL, digest, collected.agreements, nonce)
     try:
         # The very same envelope twice, concurrently: both must pass the gateway's duplicate
         # check, so the second must not wait for the first to commit (the orderer cuts blocks
