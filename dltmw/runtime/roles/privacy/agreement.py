@@ -100,10 +100,11 @@ class Agreements:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
         verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
         if verdict == ag.DISAGREE:
+            requester = channel.node_of_key(requester_key)
             logger.warning(
                 "disagreeing with %s on payload %s (tx %s): this node's private state gives "
                 "another result",
-                channel.node_of_key(requester_key),
+                requester.node_id if requester is not None else "?",
                 query.payload_hash.hex(),
                 query.tx_id,
             )
