@@ -483,52 +483,6 @@ def tamper_stored_payload(net: Path, org: str, digest: bytes) -> None:
     db.close()
 
 
-async def test_tamper_detected_and_lost_store_recovered(net: tuple[Path, Supervisor]) -> None:
-    path, sup = net
-    assert len(SENT) == 4, "runs after the tests above"
-    # a payload altered in Org2's store is detected there
-    tamper_stored_payload(path, "org2", SENT[0])
-    pcs = await clients(path)
-    try:
-        with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await pcs["org2"].receive(CH, SENT[0])
-        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert reason_of(exc.value) == "PAYLOAD_HASH_MISMATCH"
-    finally:
-        await close(pcs)
-    # Org1 loses its private store
-    sup.stop("peer0.org1")
-    for suffix in ("", "-wal", "-shm"):
-        (path / "nodes" / "peer0.org1" / "data" / f"{CH}.private.sqlite{suffix}").unlink(
-            missing_ok=True
-        )
-    sup.start("peer0.org1")
-    sup.wait_ready("peer0.org1", 60)
-    pcs = await clients(path)
-    try:
-        report = await pcs["org1"].recover(CH)
-        assert report.peers_answered == 3
-        # refused: Org2's altered copy of SENT[0] (not the ledger's hash) and the batch items
-        for digest in SENT:
-            assert ptx_status(path, "org1", digest) == P.PRIVATE_TX_STATUS_EXECUTED
-            assert MARKER in await pcs["org1"].receive(CH, SENT[0])
-        assert pstate(path, "org1") == pstate(path, "regulator")
-        assert pstate(path, "org1")[("kv", "secret")] == pstate(path, "org2")[("kv", "secret")]
-        # every payload it now holds is a private transaction on its own ledger (the batch items
-        # that were sent but never ordered were offered too, and refused)
-        stored = stored_hashes(path, "org1")
-        assert set(SENT) <= stored <= ledger_private_hashes(path, "org1")
-        assert report.refused >= 1 + 3
-        assert pstate(path, "org1")[("bank", "acct")] == b"110"
-        check = await pcs["org1"].validate(CH, SENT[2])
-        assert {p.node_id: p.matches for p in check.parties} == {
-            "peer0.org2": False,
-            "peer0.regulator": True,
-        }
-    finally:
-        await close(pcs)
-
-
 # --- agreement before commit (channel `deals`, docs/privacy.md) ----------------------------
 
 DEALS = "deals"
@@ -626,5 +580,51 @@ async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(
         assert await pcs["org1"].receive(DEALS, sent.payload_hash)
         for org in ("org1", "regulator"):
             assert deals_pstate(path, org)["deal"] == b"v1"
+    finally:
+        await close(pcs)
+
+
+async def test_tamper_detected_and_lost_store_recovered(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    assert len(SENT) == 4, "runs after the tests above"
+    # a payload altered in Org2's store is detected there
+    tamper_stored_payload(path, "org2", SENT[0])
+    pcs = await clients(path)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await pcs["org2"].receive(CH, SENT[0])
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(exc.value) == "PAYLOAD_HASH_MISMATCH"
+    finally:
+        await close(pcs)
+    # Org1 loses its private store
+    sup.stop("peer0.org1")
+    for suffix in ("", "-wal", "-shm"):
+        (path / "nodes" / "peer0.org1" / "data" / f"{CH}.private.sqlite{suffix}").unlink(
+            missing_ok=True
+        )
+    sup.start("peer0.org1")
+    sup.wait_ready("peer0.org1", 60)
+    pcs = await clients(path)
+    try:
+        report = await pcs["org1"].recover(CH)
+        assert report.peers_answered == 3
+        # refused: Org2's altered copy of SENT[0] (not the ledger's hash) and the batch items
+        for digest in SENT:
+            assert ptx_status(path, "org1", digest) == P.PRIVATE_TX_STATUS_EXECUTED
+            assert MARKER in await pcs["org1"].receive(CH, SENT[0])
+        assert pstate(path, "org1") == pstate(path, "regulator")
+        assert pstate(path, "org1")[("kv", "secret")] == pstate(path, "org2")[("kv", "secret")]
+        # every payload it now holds is a private transaction on its own ledger (the batch items
+        # that were sent but never ordered were offered too, and refused)
+        stored = stored_hashes(path, "org1")
+        assert set(SENT) <= stored <= ledger_private_hashes(path, "org1")
+        assert report.refused >= 1 + 3
+        assert pstate(path, "org1")[("bank", "acct")] == b"110"
+        check = await pcs["org1"].validate(CH, SENT[2])
+        assert {p.node_id: p.matches for p in check.parties} == {
+            "peer0.org2": False,
+            "peer0.regulator": True,
+        }
     finally:
         await close(pcs)
