@@ -13,6 +13,9 @@ Two measurements, each with 2 and with 10 recipients (the sender's node is a rec
    SendBatch (many payloads per signed call, each still sealed with its own fresh key), and with
    one SDK call per payload that the SDK coalesces into SendBatch calls (`send_coalesced`);
 3. end to end (smaller): Send + order the hash + wait for the commit status, closed loop.
+   On a channel with agreement before commit (the default; `--agreement none` for the old path)
+   this includes collecting every recipient's signed agreement (docs/privacy.md).
+   `--e2e-only` runs only this, with 2 recipients on a 3-peer network (the agreement's cost).
 
 Prints the machine, the command and the figures; the lead records them in RESULTS.md.
 Part 3 is the harness workload `dltmw bench --workload private` (same report as every flow);
@@ -47,7 +50,7 @@ VALID = 1  # TX_VALIDATION_CODE_VALID
 CHANNEL = "bench"
 
 
-def topology(recipients: int) -> str:
+def topology(recipients: int, agreement: str = "all-recipients") -> str:
     orgs = [f"Org{i}" for i in range(recipients + 1)]
     out = ['name = "private-bench"', '[[orgs]]\nid = "OrdererOrg"']
     out += [f'[[orgs]]\nid = "{o}"' for o in orgs]
@@ -60,7 +63,8 @@ def topology(recipients: int) -> str:
     out.append(
         f'[[channels]]\nid = "{CHANNEL}"\nmembers = [{members}]\norderers = ["orderer0"]\n'
         'endorsement_policy = "Org0.peer"\ncontracts = [{ name = "kv" }]\n'
-        "batch = { max_tx_count = 500, max_bytes = 4194304, timeout_ms = 100 }"
+        "batch = { max_tx_count = 500, max_bytes = 4194304, timeout_ms = 100 }\n"
+        f'private_agreement = "{agreement}"'
     )
     return "\n".join(out) + "\n"
 
@@ -186,7 +190,26 @@ class CpuMeter:
         )
 
 
+async def e2e_only(net: Path, sup: Supervisor, args: argparse.Namespace) -> None:
+    """The end-to-end phase alone, 2 recipients, with the sender node's CPU per transaction."""
+    pc = PrivacyClient(await GatewayClient.connect(net, "user.org0"))
+    try:
+        orgs = ["Org1", "Org2"]
+        await e2e_phase(pc, orgs, 50, args.in_flight)  # warm up
+        meter = CpuMeter(sup)
+        e2e, failures = await e2e_phase(pc, orgs, args.e2e, args.in_flight)
+        print(
+            f"end to end (agreement {args.agreement}), 2 recipients: {e2e:7.0f} tx/s"
+            f"  failures: {failures or 'none'}  {meter.report(args.e2e)}"
+        )
+    finally:
+        await pc.close()
+
+
 async def network_runs(net: Path, sup: Supervisor, args: argparse.Namespace) -> None:
+    if args.e2e_only:
+        await e2e_only(net, sup, args)
+        return
     pc = PrivacyClient(await GatewayClient.connect(net, "user.org0"))
     try:
         for recipients in (2, RECIPIENTS_MAX):
@@ -230,6 +253,8 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seal-seconds", type=float, default=2.0)
+    parser.add_argument("--agreement", choices=["all-recipients", "none"], default="all-recipients")
+    parser.add_argument("--e2e-only", action="store_true")
     args = parser.parse_args()
     model = next(
         (
@@ -245,14 +270,14 @@ def main() -> None:
         + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     )
     print("command: python -m benchmarks.private " + " ".join(sys.argv[1:]))
-    for recipients in (2, RECIPIENTS_MAX):
+    for recipients in () if args.e2e_only else (2, RECIPIENTS_MAX):
         rate = bench_seal(recipients, args.seal_seconds, args.payload_bytes)
         print(
             f"seal only (1 thread), {recipients:2d} recipients (+ sender): {rate:8.0f} payloads/s"
         )
     with tempfile.TemporaryDirectory(prefix="dltmw-private-bench-") as tmp:
         topo = Path(tmp) / "topology.toml"
-        topo.write_text(topology(RECIPIENTS_MAX))
+        topo.write_text(topology(2 if args.e2e_only else RECIPIENTS_MAX, args.agreement))
         init_network(topo, Path(tmp) / "net")
         sup = Supervisor(Path(tmp) / "net")
         try:

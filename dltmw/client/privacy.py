@@ -3,9 +3,11 @@
 The flow of one private transaction: the client Sends the serialised PrivateInvocation to its
 node's privacy manager, naming the recipient organisations; the privacy manager encrypts, stores
 and pushes it to every recipient and returns the payload hash. The client then signs an envelope
-of type PRIVATE_TRANSACTION whose data is only `PrivateTransaction{payload_hash}` and submits it
-through the gateway like any transaction: the ordered transaction carries no plaintext and no
-recipient list. Recipients execute it against their private state once its block commits.
+of type PRIVATE_TRANSACTION whose data is only `PrivateTransaction{payload_hash, agreements}` and
+submits it through the gateway like any transaction: the ordered transaction carries no plaintext
+(on a channel that requires agreements, every recipient's signed agreement on the execution
+result, collected by the node first: docs/privacy.md "Agreement before commit"). Recipients
+execute it against their private state once its block commits.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from dltmw.v1 import (
     gateway_service_pb2,
     privacy_manager_service_pb2,
     privacy_manager_service_pb2_grpc,
+    private_agreement_pb2,
     private_payload_pb2,
     transaction_pb2,
 )
 
+A = private_agreement_pb2
 P = privacy_manager_service_pb2
 WAIT_ATTEMPTS = 40
 
@@ -164,11 +168,34 @@ class PrivacyClient:
         )
         return reply.recipient_count
 
-    def private_envelope(
-        self, channel_id: str, payload_hash: bytes
-    ) -> tuple[common_pb2.Envelope, str]:
-        """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash`, and its tx_id."""
+    def new_nonce(self) -> tuple[bytes, str]:
+        """A fresh nonce and the tx_id it gives this client's transaction: agreements are
+        collected for a tx_id before the envelope is signed."""
         nonce = token_bytes(24)
+        return nonce, compute_tx_id(nonce, self.client.signer.identity_bytes)
+
+    async def collect_agreements(
+        self, channel_id: str, payload_hash: bytes, tx_id: str
+    ) -> A.CollectAgreementsResponse:
+        """Every recipient's signed agreement on the payload's execution, for `tx_id` (none on a
+        channel that does not require them; DISAGREEs included, see `agreed`)."""
+        query, signature = self.client.signed_query(
+            A.CollectAgreementsQuery(channel_id=channel_id, payload_hash=payload_hash, tx_id=tx_id)
+        )
+        return await self.stub.CollectAgreements(
+            A.CollectAgreementsRequest(query=query, signature=signature), timeout=60
+        )
+
+    def private_envelope(
+        self,
+        channel_id: str,
+        payload_hash: bytes,
+        agreements: Sequence[A.PrivateAgreement] = (),
+        nonce: bytes | None = None,
+    ) -> tuple[common_pb2.Envelope, str]:
+        """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash` and the parties'
+        agreements (collected for this `nonce`'s tx_id), and its tx_id."""
+        nonce = nonce if nonce is not None else token_bytes(24)
         creator = self.client.signer.identity_bytes
         header = common_pb2.Header(
             type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,
@@ -180,7 +207,9 @@ class PrivacyClient:
         header.timestamp.FromDatetime(utc_now())
         payload = common_pb2.Payload(
             header=header.SerializeToString(),
-            data=transaction_pb2.PrivateTransaction(payload_hash=payload_hash).SerializeToString(),
+            data=transaction_pb2.PrivateTransaction(
+                payload_hash=payload_hash, agreements=agreements
+            ).SerializeToString(),
         ).SerializeToString()
         return self.client.envelope(payload), header.tx_id
 
@@ -201,7 +230,9 @@ class PrivacyClient:
         digest = await self.send_coalesced(
             channel_id, invocation.SerializeToString(), recipient_orgs
         )
-        envelope, tx_id = self.private_envelope(channel_id, digest)
+        nonce, tx_id = self.new_nonce()
+        collected = await self.collect_agreements(channel_id, digest, tx_id)
+        envelope, _ = self.private_envelope(channel_id, digest, collected.agreements, nonce)
         await self.client.submit(envelope)
         status = await self.client.commit_status(channel_id, tx_id)
         return PrivateSubmitted(tx_id, digest, status)

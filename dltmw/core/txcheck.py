@@ -41,8 +41,16 @@ from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
+from dltmw.core.privacy.agreement import SUBMITTER_FAULTS, agreement_code
 from dltmw.core.timestamps import checked_datetime, to_datetime
-from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, rwset_pb2, transaction_pb2
+from dltmw.v1 import (
+    common_pb2,
+    errors_pb2,
+    private_agreement_pb2,
+    proposal_pb2,
+    rwset_pb2,
+    transaction_pb2,
+)
 
 R = errors_pb2
 C = transaction_pb2
@@ -223,11 +231,11 @@ def _admit_envelope(
         raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {peek.channel_id!r} here")
     header = check_header(payload.header, channel, now, window_s)
     if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
-        if private_payload_hash(payload.data) is None:
+        if private_transaction(payload.data) is None:
             raise ClientError(
                 R.ERROR_REASON_INVALID_FIELD,
-                "a private transaction's data must be exactly a PrivateTransaction{payload_hash}"
-                " of 32 bytes",
+                "a private transaction's data must be exactly a PrivateTransaction{payload_hash"
+                " of 32 bytes, agreements}",
             )
     elif header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
         pass  # checked below against the config in force (Broadcast) or at its block (commit)
@@ -240,6 +248,8 @@ def _admit_envelope(
     creator = verify_signed(
         channel.membership, header.creator, envelope.payload, envelope.signature, at
     )
+    if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+        _admit_agreements(payload.data, channel, header)
     if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE and now is not None:
         # Admin certificates judged at the header timestamp, as at commit (same verdict). Not in
         # the clock-free rule: an update is stale once applied, and that rule's verdict must not
@@ -247,6 +257,21 @@ def _admit_envelope(
         # its block instead (`core/handlers/pbft_orderer.py`).
         check_update(payload.data, channel, checked_datetime(header.timestamp, "header.timestamp"))
     return CheckedEnvelope(header, payload.data, creator)
+
+
+def _admit_agreements(data: bytes, channel: ChannelView, header: common_pb2.Header) -> None:
+    """Admission of a private transaction's agreements: the commit rule, judged at the header
+    timestamp like commit (same verdict on every replica); refuses what only a faulty
+    submitter produces (`agreement.SUBMITTER_FAULTS`), orders the parties' divergence."""
+    ptx = private_transaction(data)
+    if ptx is None:
+        raise InvariantViolation("admission checked the private transaction's data first")
+    at = checked_datetime(header.timestamp, "header.timestamp")
+    code = agreement_code(ptx.agreements, channel, header.tx_id, ptx.payload_hash, at)
+    reason = SUBMITTER_FAULTS.get(code)
+    if reason is not None:
+        name = C.TxValidationCode.Name(C.TxValidationCode.ValueType(code))
+        raise ClientError(reason, f"private transaction refused: {name}")
 
 
 def check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx:
@@ -315,9 +340,11 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         code, view = config_verdict(payload.data, channel, at)
         return CheckedTx(tx_id, code, None, config=view)
     if private:  # only the payload hash is ordered; recipients execute it (runtime/privacy)
-        if private_payload_hash(payload.data) is None:
+        ptx = private_transaction(payload.data)
+        if ptx is None:
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
-        return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, None)
+        code = agreement_code(ptx.agreements, channel, tx_id, ptx.payload_hash, at)
+        return CheckedTx(tx_id, code, None)
     tx = _parse_or(
         transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
     )
@@ -331,16 +358,31 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
 
 
 def private_payload_hash(data: bytes) -> bytes | None:
-    """The payload hash of a private transaction's data, or None unless the data is exactly a
-    PrivateTransaction with a 32-byte hash (no other fields: nothing can ride along in clear)."""
+    """The payload hash of a private transaction's data (see `private_transaction`), or None."""
+    tx = private_transaction(data)
+    return None if tx is None else tx.payload_hash
+
+
+def private_transaction(data: bytes) -> transaction_pb2.PrivateTransaction | None:
+    """A private transaction's data, or None unless it is exactly a PrivateTransaction with a
+    32-byte hash and agreements (no other fields, none inside an agreement either: nothing can
+    ride along in clear)."""
     try:
         tx = transaction_pb2.PrivateTransaction.FromString(data)
     except DecodeError:
         return None
-    canonical = transaction_pb2.PrivateTransaction(payload_hash=tx.payload_hash)
+    canonical = transaction_pb2.PrivateTransaction(
+        payload_hash=tx.payload_hash,
+        agreements=[
+            private_agreement_pb2.PrivateAgreement(
+                body=a.body, signer=a.signer, signature=a.signature
+            )
+            for a in tx.agreements
+        ],
+    )
     if len(tx.payload_hash) != 32 or canonical.SerializeToString() != data:
         return None  # (re-serialising `tx` itself would keep unknown fields)
-    return tx.payload_hash
+    return canonical
 
 
 def _check_endorsed_action(

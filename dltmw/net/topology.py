@@ -166,6 +166,11 @@ class ChannelSpec(Strict):
         description="key wrap of private payloads: X25519, or hybrid X25519 + ML-KEM-768"
         " (secure while either holds; docs/privacy.md)",
     )
+    private_agreement: Literal["all-recipients", "none"] = Field(
+        "all-recipients",
+        description="agreements a private transaction must carry: every recipient's signed"
+        " agreement on its execution (docs/privacy.md), or none (the old path)",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

@@ -53,7 +53,7 @@ from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
-from dltmw.v1 import algorithms_pb2, config_pb2
+from dltmw.v1 import algorithms_pb2, config_pb2, private_agreement_pb2
 
 ORDERING = {
     "none": config_pb2.ORDERING_TYPE_NONE,
@@ -375,6 +375,12 @@ def _privacy_kem_key(home: Path, seed: bytes) -> bytes:
     return key.public_key().public_bytes_raw()
 
 
+AGREEMENT = {
+    "all-recipients": private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS,
+    "none": private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_UNSPECIFIED,
+}
+
+
 def _add_key_wrap(
     config: config_pb2.ChannelConfig, ch: dict[str, Any], kem: dict[str, bytes]
 ) -> None:
@@ -426,6 +432,7 @@ def _channel_config(
     config = config_pb2.ChannelConfig(
         channel_id=ch["id"],
         ordering=ORDERING[ch.get("ordering", "none")],
+        private_agreement=AGREEMENT[ch.get("private_agreement", "all-recipients")],
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

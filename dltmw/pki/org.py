@@ -42,7 +42,7 @@ from dltmw.net.signer import key_ref, load_signer
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, Material, names_host
 from dltmw.pki.network import ORDERING, HsmPlan, init_network, majority_policy
-from dltmw.v1 import config_pb2, identity_pb2, org_pb2
+from dltmw.v1 import config_pb2, identity_pb2, org_pb2, private_agreement_pb2
 
 DEFINITION_SUFFIX = ".org.json"
 
@@ -310,6 +310,7 @@ def _config(
     config = config_pb2.ChannelConfig(
         channel_id=plan.channel_id,
         ordering=ORDERING[plan.ordering],
+        private_agreement=private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS,
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
             max_tx_count=plan.max_tx_count,

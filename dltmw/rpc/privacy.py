@@ -1,8 +1,9 @@
 """PrivacyManagerService servicer: admission of every request, then the privacy manager.
 
-Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover)
+Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover,
+CollectAgreements)
 need a signed request of a member of THIS node's organisation with a TLS certificate of that
-organisation; node RPCs (Push, Resend, PrivateStateHash) need a signed request of a peer node
+organisation; node RPCs (Push, Resend, PrivateStateHash, Agree) need a signed request of a peer node
 named in the channel config, with a TLS certificate of its organisation. The requester's privacy
 key is always taken from the signed channel config, never from the request.
 
@@ -36,9 +37,11 @@ from dltmw.v1 import (
     errors_pb2,
     privacy_manager_service_pb2,
     privacy_manager_service_pb2_grpc,
+    private_agreement_pb2,
     private_payload_pb2,
 )
 
+A = private_agreement_pb2
 P = privacy_manager_service_pb2
 R = errors_pb2
 HASH_BYTES = 32
@@ -113,9 +116,20 @@ class PrivacyRole(Protocol):
         """Rebuild the private store from the other peers."""
         ...
 
+    async def agree(self, query: A.AgreeQuery, requester_key: bytes) -> A.PrivateAgreement:
+        """Execute a held payload and sign a verdict on the requester's proposal."""
+        ...
+
+    async def collect_agreements(
+        self, channel_id: str, digest: bytes, tx_id: str
+    ) -> A.CollectAgreementsResponse:
+        """Every recipient's signed agreement."""
+        ...
+
 
 class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
-    """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover."""
+    """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover,
+    CollectAgreements, Agree."""
 
     def __init__(self, manager: PrivacyRole, org_id: str, window_s: float, items_max: int) -> None:
         self._pm = manager
@@ -276,6 +290,26 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         query = parse(P.RecoverQuery, request.query, "query")
         self._client(context, query, query.channel_id, request.query, request.signature)
         return await self._pm.recover(query.channel_id)
+
+    @unary
+    async def CollectAgreements(
+        self, request: A.CollectAgreementsRequest, context: Ctx
+    ) -> A.CollectAgreementsResponse:
+        """Every recipient's agreement, for a client of this node's organisation."""
+        query = parse(A.CollectAgreementsQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        require(bool(query.tx_id), "query.tx_id")
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        return await self._pm.collect_agreements(query.channel_id, query.payload_hash, query.tx_id)
+
+    @unary
+    async def Agree(self, request: A.AgreeRequest, context: Ctx) -> A.AgreeResponse:
+        """This node's signed verdict, to another recipient."""
+        query = parse(A.AgreeQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        require(bool(query.tx_id), "query.tx_id")
+        _, node = self._node(context, query, query.channel_id, request.query, request.signature)
+        return A.AgreeResponse(agreement=await self._pm.agree(query, node.privacy_public_key))
 
 
 def _require_hash(digest: bytes) -> None:

@@ -36,6 +36,7 @@ from dltmw.v1 import (
     common_pb2,
     config_pb2,
     config_update_pb2,
+    private_agreement_pb2,
     proposal_pb2,
     rwset_pb2,
     transaction_pb2,
@@ -74,6 +75,7 @@ class TxOnChain:
     code: int
     rwset: rwset_pb2.ReadWriteSet | None
     private_hash: bytes = b""  # the payload hash of a private transaction
+    agreed: tuple[tuple[bytes, bytes], ...] = ()  # (pre-state, delta) each agreement names
     config: bytes = b""  # the next config a config update carries (re-encoded as nodes store it)
 
 
@@ -138,6 +140,11 @@ def _txs_of(block: block_pb2.Block) -> list[TxOnChain]:
     return out
 
 
+def _agreed(body: bytes) -> tuple[bytes, bytes]:
+    parsed = private_agreement_pb2.PrivateAgreementBody.FromString(body)
+    return parsed.pre_state_hash, parsed.delta_hash
+
+
 def _parse(block: int, index: int, code: int, raw: bytes) -> TxOnChain:
     """An envelope as the checkers see it: claimed tx_id, read-write set or private payload
     hash (empty when unreadable)."""
@@ -145,8 +152,11 @@ def _parse(block: int, index: int, code: int, raw: bytes) -> TxOnChain:
         payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
         header = common_pb2.Header.FromString(payload.header)
         if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
-            private = T.PrivateTransaction.FromString(payload.data).payload_hash
-            return TxOnChain(block, index, header.tx_id, code, None, private)
+            ptx = T.PrivateTransaction.FromString(payload.data)
+            agreed = tuple(_agreed(a.body) for a in ptx.agreements)
+            return TxOnChain(
+                block, index, header.tx_id, code, None, ptx.payload_hash, agreed=agreed
+            )
         if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
             update = config_update_pb2.ConfigUpdate.FromString(payload.data)
             content = config_update_pb2.ConfigUpdateContent.FromString(update.content)

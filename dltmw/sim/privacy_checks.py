@@ -2,7 +2,13 @@
 
 * **recipients agree**: every VALID private transaction on the ledger (its first occurrence) was
   executed by every recipient — EXECUTED or CONTRACT_FAILED, never NOT_HELD or TAMPERED — with
-  the same private-state hash everywhere, and the recipients' private states are equal;
+  the same private-state hash everywhere, and the recipients' private states are equal. STALE
+  (agreement before commit: the agreed pre-state changed before the transaction ran, e.g. the
+  same payload ordered again before the first ordering executed) counts as an outcome, so it
+  passes only when EVERY recipient recorded it (docs/privacy.md "Agreement before commit");
+* **what was agreed is what ran** (agreement before commit): a VALID private transaction's
+  agreements all name one (pre-state, delta), and every recipient whose record is of that
+  transaction executed it to exactly that delta or found it STALE;
 * **non-recipients hold nothing readable**: a node that was never a recipient recorded NOT_HELD
   for every private transaction, holds no private state, and not one byte of its files (sqlite
   files with their -wal and -shm) contains a plaintext marker of the run, raw or hex; nor does
@@ -13,13 +19,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
+from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD, STALE
 from dltmw.sim.ledger_checks import VALID, Chain
 
-RAN = frozenset({EXECUTED, CONTRACT_FAILED})
+RAN = frozenset({EXECUTED, CONTRACT_FAILED, STALE})
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class PrivateView:
     records: dict[bytes, tuple[int, bytes]]  # payload hash -> (status, state hash)
     state: dict[tuple[str, str], bytes]
     payloads: int = 0  # encrypted payloads held
+    executed_as: dict[bytes, str] = field(default_factory=dict)  # payload hash -> its tx_id
 
 
 def read_private(node: str, path: Path) -> PrivateView:
@@ -38,14 +45,15 @@ def read_private(node: str, path: Path) -> PrivateView:
         return PrivateView(node, {}, {})
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT payload_hash, status, state_hash FROM ptxs")
-        records = {bytes(h): (int(s), bytes(sh)) for h, s, sh in rows}
+        ptxs = conn.execute("SELECT payload_hash, status, state_hash, tx_id FROM ptxs").fetchall()
+        records = {bytes(h): (int(s), bytes(sh)) for h, s, sh, _ in ptxs}
+        executed_as = {bytes(h): str(t) for h, _, _, t in ptxs}
         rows = conn.execute("SELECT namespace, key, value FROM pstate")
         state = {(n, k): bytes(v) for n, k, v in rows}
         payloads = int(conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0])
     finally:
         conn.close()
-    return PrivateView(node, records, state, payloads)
+    return PrivateView(node, records, state, payloads, executed_as)
 
 
 def private_hashes(chain: Chain) -> list[bytes]:
@@ -78,6 +86,25 @@ def check_recipients_agree(hashes: Iterable[bytes], recipients: Sequence[Private
         if view.state != first.state:
             diff = sorted(set(view.state.items()) ^ set(first.state.items()))[:2]
             out.append(f"states differ: {view.node} and {first.node}: {diff}")
+    return out
+
+
+def check_agreed(chain: Chain, recipients: Sequence[PrivateView]) -> list[str]:
+    """What was agreed is what ran (module docstring)."""
+    out: list[str] = []
+    for tx in chain.txs:
+        if tx.code != VALID or not tx.private_hash or not tx.agreed:
+            continue
+        if len(set(tx.agreed)) > 1:
+            out.append(f"agreement broken: VALID {tx.tx_id[:8]} carries differing results")
+            continue
+        delta = tx.agreed[0][1]
+        for view in recipients:
+            record = view.records.get(tx.private_hash)
+            if record is None or view.executed_as.get(tx.private_hash) != tx.tx_id:
+                continue
+            if record[0] in RAN - {STALE} and record[1] != delta:
+                out.append(f"not as agreed: {view.node} ran {tx.tx_id[:8]} to another result")
     return out
 
 

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
+from dltmw.v1 import private_agreement_pb2 as _private_agreement_pb2
 from dltmw.v1 import trust_root_pb2 as _trust_root_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -246,6 +247,7 @@ class ChannelConfig(_message.Message):
     COMMIT_PROOF_POLICY_FIELD_NUMBER: _builtins.int
     PRIVATE_KEY_WRAP_FIELD_NUMBER: _builtins.int
     TRUSTED_CHANNELS_FIELD_NUMBER: _builtins.int
+    PRIVATE_AGREEMENT_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -276,6 +278,10 @@ class ChannelConfig(_message.Message):
     recipient peer then needs NodeConfig.privacy_kem_public_key) and recipients refuse weaker
     payloads. A channel setting, not a node's: every member must agree which wrap is required,
     and the signed config is how members agree (and how they change it, by a config update).
+    """
+    private_agreement: _private_agreement_pb2.PrivateAgreementPolicy.ValueType
+    """Which recipients' agreements a private transaction must carry (private_agreement.proto).
+    `dltmw init` sets ALL_RECIPIENTS for new channels; absent (older channels): none required.
     """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
@@ -335,10 +341,11 @@ class ChannelConfig(_message.Message):
         commit_proof_policy: _builtins.str = ...,
         private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
         trusted_channels: _abc.Iterable[_trust_root_pb2.TrustedChannel] | None = ...,
+        private_agreement: _private_agreement_pb2.PrivateAgreementPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

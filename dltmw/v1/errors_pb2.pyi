@@ -204,6 +204,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     Nothing was changed. ErrorInfo.metadata {"standby": <node id>}. Retire the node, or make
     it the new standby (docs/operations.md "Standby and failover").
     """
+    ERROR_REASON_PRIVATE_AGREEMENT_MISSING: _ErrorReason.ValueType  # 100
+    """INVALID_ARGUMENT: a private transaction of a channel that requires agreements
+    (ChannelConfig.private_agreement) carries none, or not one from every recipient it names.
+    Collect them first (CollectAgreements). Nothing was ordered.
+    """
+    ERROR_REASON_PRIVATE_AGREEMENT_BAD_SIGNATURE: _ErrorReason.ValueType  # 101
+    """INVALID_ARGUMENT: an agreement does not parse or its signature does not verify (or a signer
+    signed twice). Nothing was ordered.
+    """
+    ERROR_REASON_PRIVATE_AGREEMENT_NOT_RECIPIENT: _ErrorReason.ValueType  # 102
+    """INVALID_ARGUMENT: an agreement is signed by a node that is not a recipient of the payload
+    (not a channel peer whose privacy key is among the agreement's recipients). Nothing ordered.
+    """
+    ERROR_REASON_PRIVATE_AGREEMENT_WRONG_TX: _ErrorReason.ValueType  # 103
+    """INVALID_ARGUMENT: an agreement names another tx_id, channel or payload (a replay from
+    another transaction). Nothing was ordered.
+    """
+    ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT: _ErrorReason.ValueType  # 106
+    """UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
+    not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -392,5 +413,26 @@ record its promotion wrote, `run/endpoints/<node id>.superseded`), so this reviv
 active refuses everything but health and reflection: one identity is never served twice.
 Nothing was changed. ErrorInfo.metadata {"standby": <node id>}. Retire the node, or make
 it the new standby (docs/operations.md "Standby and failover").
+"""
+ERROR_REASON_PRIVATE_AGREEMENT_MISSING: ErrorReason.ValueType  # 100
+"""INVALID_ARGUMENT: a private transaction of a channel that requires agreements
+(ChannelConfig.private_agreement) carries none, or not one from every recipient it names.
+Collect them first (CollectAgreements). Nothing was ordered.
+"""
+ERROR_REASON_PRIVATE_AGREEMENT_BAD_SIGNATURE: ErrorReason.ValueType  # 101
+"""INVALID_ARGUMENT: an agreement does not parse or its signature does not verify (or a signer
+signed twice). Nothing was ordered.
+"""
+ERROR_REASON_PRIVATE_AGREEMENT_NOT_RECIPIENT: ErrorReason.ValueType  # 102
+"""INVALID_ARGUMENT: an agreement is signed by a node that is not a recipient of the payload
+(not a channel peer whose privacy key is among the agreement's recipients). Nothing ordered.
+"""
+ERROR_REASON_PRIVATE_AGREEMENT_WRONG_TX: ErrorReason.ValueType  # 103
+"""INVALID_ARGUMENT: an agreement names another tx_id, channel or payload (a replay from
+another transaction). Nothing was ordered.
+"""
+ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT: ErrorReason.ValueType  # 106
+"""UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
+not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

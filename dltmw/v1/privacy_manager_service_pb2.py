@@ -22,77 +22,78 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dltmw.v1 import private_agreement_pb2 as dltmw_dot_v1_dot_private__agreement__pb2
 from dltmw.v1 import private_payload_pb2 as dltmw_dot_v1_dot_private__payload__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&dltmw/v1/privacy_manager_service.proto\x12\x08\x64ltmw.v1\x1a\x1e\x64ltmw/v1/private_payload.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x08SendBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\".\n\x0bSendRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"=\n\x0cSendResponse\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x17\n\x0frecipient_count\x18\x02 \x01(\r\"<\n\x08SendItem\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x02 \x03(\t\"\x88\x01\n\rSendBatchBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05items\x18\x04 \x03(\x0b\x32\x12.dltmw.v1.SendItem\"3\n\x10SendBatchRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"+\n\x11SendBatchResponse\x12\x16\n\x0epayload_hashes\x18\x01 \x03(\x0c\"\xa0\x01\n\x11\x41\x64\x64RecipientsBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_hash\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\"7\n\x14\x41\x64\x64RecipientsRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"0\n\x15\x41\x64\x64RecipientsResponse\x12\x17\n\x0frecipient_count\x18\x01 \x01(\r\"\xa7\x01\n\tPushBatch\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08payloads\x18\x04 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\x12\x16\n\x0epayload_hashes\x18\x05 \x03(\x0c\"/\n\x0bPushRequest\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1e\n\x0cPushResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"z\n\x0cReceiveQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eReceiveRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\"\n\x0fReceiveResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"c\n\x0bResendQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rResendRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\x0eResendResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\"\x83\x01\n\x15PrivateStateHashQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x17PrivateStateHashRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x81\x01\n\x18PrivateStateHashResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x10\n\x08tx_index\x18\x04 \x01(\r\"\x87\x01\n\x19ValidatePrivateStateQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1bValidatePrivateStateRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x01\n\x0ePartyStateHash\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x9a\x01\n\x1cValidatePrivateStateResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12)\n\x07parties\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.PartyStateHash\x12\x10\n\x08mismatch\x18\x04 \x01(\x08\"d\n\x0cRecoverQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eRecoverRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"b\n\x0fRecoverResponse\x12\x11\n\trecovered\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\x16\n\x0epeers_answered\x18\x03 \x01(\r\x12\x13\n\x0bre_executed\x18\x04 \x01(\r*\xbb\x01\n\x0fPrivateTxStatus\x12!\n\x1dPRIVATE_TX_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVATE_TX_STATUS_EXECUTED\x10\x01\x12%\n!PRIVATE_TX_STATUS_CONTRACT_FAILED\x10\x02\x12\x1e\n\x1aPRIVATE_TX_STATUS_NOT_HELD\x10\x03\x12\x1e\n\x1aPRIVATE_TX_STATUS_TAMPERED\x10\x04\x32\xa2\x05\n\x15PrivacyManagerService\x12\x35\n\x04Send\x12\x15.dltmw.v1.SendRequest\x1a\x16.dltmw.v1.SendResponse\x12\x44\n\tSendBatch\x12\x1a.dltmw.v1.SendBatchRequest\x1a\x1b.dltmw.v1.SendBatchResponse\x12P\n\rAddRecipients\x12\x1e.dltmw.v1.AddRecipientsRequest\x1a\x1f.dltmw.v1.AddRecipientsResponse\x12\x39\n\x04Push\x12\x15.dltmw.v1.PushRequest\x1a\x16.dltmw.v1.PushResponse(\x01\x30\x01\x12>\n\x07Receive\x12\x18.dltmw.v1.ReceiveRequest\x1a\x19.dltmw.v1.ReceiveResponse\x12=\n\x06Resend\x12\x17.dltmw.v1.ResendRequest\x1a\x18.dltmw.v1.ResendResponse0\x01\x12Y\n\x10PrivateStateHash\x12!.dltmw.v1.PrivateStateHashRequest\x1a\".dltmw.v1.PrivateStateHashResponse\x12\x65\n\x14ValidatePrivateState\x12%.dltmw.v1.ValidatePrivateStateRequest\x1a&.dltmw.v1.ValidatePrivateStateResponse\x12>\n\x07Recover\x12\x18.dltmw.v1.RecoverRequest\x1a\x19.dltmw.v1.RecoverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&dltmw/v1/privacy_manager_service.proto\x12\x08\x64ltmw.v1\x1a dltmw/v1/private_agreement.proto\x1a\x1e\x64ltmw/v1/private_payload.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x08SendBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\".\n\x0bSendRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"=\n\x0cSendResponse\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x17\n\x0frecipient_count\x18\x02 \x01(\r\"<\n\x08SendItem\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x02 \x03(\t\"\x88\x01\n\rSendBatchBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05items\x18\x04 \x03(\x0b\x32\x12.dltmw.v1.SendItem\"3\n\x10SendBatchRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"+\n\x11SendBatchResponse\x12\x16\n\x0epayload_hashes\x18\x01 \x03(\x0c\"\xa0\x01\n\x11\x41\x64\x64RecipientsBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_hash\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\"7\n\x14\x41\x64\x64RecipientsRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"0\n\x15\x41\x64\x64RecipientsResponse\x12\x17\n\x0frecipient_count\x18\x01 \x01(\r\"\xa7\x01\n\tPushBatch\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08payloads\x18\x04 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\x12\x16\n\x0epayload_hashes\x18\x05 \x03(\x0c\"/\n\x0bPushRequest\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1e\n\x0cPushResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"z\n\x0cReceiveQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eReceiveRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\"\n\x0fReceiveResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"c\n\x0bResendQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rResendRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\x0eResendResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\"\x83\x01\n\x15PrivateStateHashQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x17PrivateStateHashRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x81\x01\n\x18PrivateStateHashResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x10\n\x08tx_index\x18\x04 \x01(\r\"\x87\x01\n\x19ValidatePrivateStateQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1bValidatePrivateStateRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x01\n\x0ePartyStateHash\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x9a\x01\n\x1cValidatePrivateStateResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12)\n\x07parties\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.PartyStateHash\x12\x10\n\x08mismatch\x18\x04 \x01(\x08\"d\n\x0cRecoverQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eRecoverRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"b\n\x0fRecoverResponse\x12\x11\n\trecovered\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\x16\n\x0epeers_answered\x18\x03 \x01(\r\x12\x13\n\x0bre_executed\x18\x04 \x01(\r*\xd8\x01\n\x0fPrivateTxStatus\x12!\n\x1dPRIVATE_TX_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVATE_TX_STATUS_EXECUTED\x10\x01\x12%\n!PRIVATE_TX_STATUS_CONTRACT_FAILED\x10\x02\x12\x1e\n\x1aPRIVATE_TX_STATUS_NOT_HELD\x10\x03\x12\x1e\n\x1aPRIVATE_TX_STATUS_TAMPERED\x10\x04\x12\x1b\n\x17PRIVATE_TX_STATUS_STALE\x10\x05\x32\xba\x06\n\x15PrivacyManagerService\x12\x35\n\x04Send\x12\x15.dltmw.v1.SendRequest\x1a\x16.dltmw.v1.SendResponse\x12\x44\n\tSendBatch\x12\x1a.dltmw.v1.SendBatchRequest\x1a\x1b.dltmw.v1.SendBatchResponse\x12P\n\rAddRecipients\x12\x1e.dltmw.v1.AddRecipientsRequest\x1a\x1f.dltmw.v1.AddRecipientsResponse\x12\x39\n\x04Push\x12\x15.dltmw.v1.PushRequest\x1a\x16.dltmw.v1.PushResponse(\x01\x30\x01\x12>\n\x07Receive\x12\x18.dltmw.v1.ReceiveRequest\x1a\x19.dltmw.v1.ReceiveResponse\x12=\n\x06Resend\x12\x17.dltmw.v1.ResendRequest\x1a\x18.dltmw.v1.ResendResponse0\x01\x12Y\n\x10PrivateStateHash\x12!.dltmw.v1.PrivateStateHashRequest\x1a\".dltmw.v1.PrivateStateHashResponse\x12\x65\n\x14ValidatePrivateState\x12%.dltmw.v1.ValidatePrivateStateRequest\x1a&.dltmw.v1.ValidatePrivateStateResponse\x12>\n\x07Recover\x12\x18.dltmw.v1.RecoverRequest\x1a\x19.dltmw.v1.RecoverResponse\x12\\\n\x11\x43ollectAgreements\x12\".dltmw.v1.CollectAgreementsRequest\x1a#.dltmw.v1.CollectAgreementsResponse\x12\x38\n\x05\x41gree\x12\x16.dltmw.v1.AgreeRequest\x1a\x17.dltmw.v1.AgreeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.privacy_manager_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIVATETXSTATUS']._serialized_start=2698
-  _globals['_PRIVATETXSTATUS']._serialized_end=2885
-  _globals['_SENDBODY']._serialized_start=118
-  _globals['_SENDBODY']._serialized_end=264
-  _globals['_SENDREQUEST']._serialized_start=266
-  _globals['_SENDREQUEST']._serialized_end=312
-  _globals['_SENDRESPONSE']._serialized_start=314
-  _globals['_SENDRESPONSE']._serialized_end=375
-  _globals['_SENDITEM']._serialized_start=377
-  _globals['_SENDITEM']._serialized_end=437
-  _globals['_SENDBATCHBODY']._serialized_start=440
-  _globals['_SENDBATCHBODY']._serialized_end=576
-  _globals['_SENDBATCHREQUEST']._serialized_start=578
-  _globals['_SENDBATCHREQUEST']._serialized_end=629
-  _globals['_SENDBATCHRESPONSE']._serialized_start=631
-  _globals['_SENDBATCHRESPONSE']._serialized_end=674
-  _globals['_ADDRECIPIENTSBODY']._serialized_start=677
-  _globals['_ADDRECIPIENTSBODY']._serialized_end=837
-  _globals['_ADDRECIPIENTSREQUEST']._serialized_start=839
-  _globals['_ADDRECIPIENTSREQUEST']._serialized_end=894
-  _globals['_ADDRECIPIENTSRESPONSE']._serialized_start=896
-  _globals['_ADDRECIPIENTSRESPONSE']._serialized_end=944
-  _globals['_PUSHBATCH']._serialized_start=947
-  _globals['_PUSHBATCH']._serialized_end=1114
-  _globals['_PUSHREQUEST']._serialized_start=1116
-  _globals['_PUSHREQUEST']._serialized_end=1163
-  _globals['_PUSHRESPONSE']._serialized_start=1165
-  _globals['_PUSHRESPONSE']._serialized_end=1195
-  _globals['_RECEIVEQUERY']._serialized_start=1197
-  _globals['_RECEIVEQUERY']._serialized_end=1319
-  _globals['_RECEIVEREQUEST']._serialized_start=1321
-  _globals['_RECEIVEREQUEST']._serialized_end=1371
-  _globals['_RECEIVERESPONSE']._serialized_start=1373
-  _globals['_RECEIVERESPONSE']._serialized_end=1407
-  _globals['_RESENDQUERY']._serialized_start=1409
-  _globals['_RESENDQUERY']._serialized_end=1508
-  _globals['_RESENDREQUEST']._serialized_start=1510
-  _globals['_RESENDREQUEST']._serialized_end=1559
-  _globals['_RESENDRESPONSE']._serialized_start=1561
-  _globals['_RESENDRESPONSE']._serialized_end=1623
-  _globals['_PRIVATESTATEHASHQUERY']._serialized_start=1626
-  _globals['_PRIVATESTATEHASHQUERY']._serialized_end=1757
-  _globals['_PRIVATESTATEHASHREQUEST']._serialized_start=1759
-  _globals['_PRIVATESTATEHASHREQUEST']._serialized_end=1818
-  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_start=1821
-  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_end=1950
-  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_start=1953
-  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_end=2088
-  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_start=2090
-  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_end=2153
-  _globals['_PARTYSTATEHASH']._serialized_start=2156
-  _globals['_PARTYSTATEHASH']._serialized_end=2284
-  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_start=2287
-  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_end=2441
-  _globals['_RECOVERQUERY']._serialized_start=2443
-  _globals['_RECOVERQUERY']._serialized_end=2543
-  _globals['_RECOVERREQUEST']._serialized_start=2545
-  _globals['_RECOVERREQUEST']._serialized_end=2595
-  _globals['_RECOVERRESPONSE']._serialized_start=2597
-  _globals['_RECOVERRESPONSE']._serialized_end=2695
-  _globals['_PRIVACYMANAGERSERVICE']._serialized_start=2888
-  _globals['_PRIVACYMANAGERSERVICE']._serialized_end=3562
+  _globals['_PRIVATETXSTATUS']._serialized_start=2732
+  _globals['_PRIVATETXSTATUS']._serialized_end=2948
+  _globals['_SENDBODY']._serialized_start=152
+  _globals['_SENDBODY']._serialized_end=298
+  _globals['_SENDREQUEST']._serialized_start=300
+  _globals['_SENDREQUEST']._serialized_end=346
+  _globals['_SENDRESPONSE']._serialized_start=348
+  _globals['_SENDRESPONSE']._serialized_end=409
+  _globals['_SENDITEM']._serialized_start=411
+  _globals['_SENDITEM']._serialized_end=471
+  _globals['_SENDBATCHBODY']._serialized_start=474
+  _globals['_SENDBATCHBODY']._serialized_end=610
+  _globals['_SENDBATCHREQUEST']._serialized_start=612
+  _globals['_SENDBATCHREQUEST']._serialized_end=663
+  _globals['_SENDBATCHRESPONSE']._serialized_start=665
+  _globals['_SENDBATCHRESPONSE']._serialized_end=708
+  _globals['_ADDRECIPIENTSBODY']._serialized_start=711
+  _globals['_ADDRECIPIENTSBODY']._serialized_end=871
+  _globals['_ADDRECIPIENTSREQUEST']._serialized_start=873
+  _globals['_ADDRECIPIENTSREQUEST']._serialized_end=928
+  _globals['_ADDRECIPIENTSRESPONSE']._serialized_start=930
+  _globals['_ADDRECIPIENTSRESPONSE']._serialized_end=978
+  _globals['_PUSHBATCH']._serialized_start=981
+  _globals['_PUSHBATCH']._serialized_end=1148
+  _globals['_PUSHREQUEST']._serialized_start=1150
+  _globals['_PUSHREQUEST']._serialized_end=1197
+  _globals['_PUSHRESPONSE']._serialized_start=1199
+  _globals['_PUSHRESPONSE']._serialized_end=1229
+  _globals['_RECEIVEQUERY']._serialized_start=1231
+  _globals['_RECEIVEQUERY']._serialized_end=1353
+  _globals['_RECEIVEREQUEST']._serialized_start=1355
+  _globals['_RECEIVEREQUEST']._serialized_end=1405
+  _globals['_RECEIVERESPONSE']._serialized_start=1407
+  _globals['_RECEIVERESPONSE']._serialized_end=1441
+  _globals['_RESENDQUERY']._serialized_start=1443
+  _globals['_RESENDQUERY']._serialized_end=1542
+  _globals['_RESENDREQUEST']._serialized_start=1544
+  _globals['_RESENDREQUEST']._serialized_end=1593
+  _globals['_RESENDRESPONSE']._serialized_start=1595
+  _globals['_RESENDRESPONSE']._serialized_end=1657
+  _globals['_PRIVATESTATEHASHQUERY']._serialized_start=1660
+  _globals['_PRIVATESTATEHASHQUERY']._serialized_end=1791
+  _globals['_PRIVATESTATEHASHREQUEST']._serialized_start=1793
+  _globals['_PRIVATESTATEHASHREQUEST']._serialized_end=1852
+  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_start=1855
+  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_end=1984
+  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_start=1987
+  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_end=2122
+  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_start=2124
+  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_end=2187
+  _globals['_PARTYSTATEHASH']._serialized_start=2190
+  _globals['_PARTYSTATEHASH']._serialized_end=2318
+  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_start=2321
+  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_end=2475
+  _globals['_RECOVERQUERY']._serialized_start=2477
+  _globals['_RECOVERQUERY']._serialized_end=2577
+  _globals['_RECOVERREQUEST']._serialized_start=2579
+  _globals['_RECOVERREQUEST']._serialized_end=2629
+  _globals['_RECOVERRESPONSE']._serialized_start=2631
+  _globals['_RECOVERRESPONSE']._serialized_end=2729
+  _globals['_PRIVACYMANAGERSERVICE']._serialized_start=2951
+  _globals['_PRIVACYMANAGERSERVICE']._serialized_end=3777
 # @@protoc_insertion_point(module_scope)

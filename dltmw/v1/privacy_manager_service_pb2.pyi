@@ -37,6 +37,11 @@ class _PrivateTxStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priva
     """No payload here: this node is not a recipient (or lost its store; see Recover)."""
     PRIVATE_TX_STATUS_TAMPERED: _PrivateTxStatus.ValueType  # 4
     """The stored payload differs from the ledger's hash or fails authentication; refused."""
+    PRIVATE_TX_STATUS_STALE: _PrivateTxStatus.ValueType  # 5
+    """The transaction carries agreements, and the pre-state this recipient executed it on differs
+    from the agreed one (another private transaction changed those keys since): nothing was
+    written, like an MVCC conflict; or the pre-state matched but the delta did not (TAMPERED).
+    """
 
 class PrivateTxStatus(_PrivateTxStatus, metaclass=_PrivateTxStatusEnumTypeWrapper):
     """PrivateTxStatus is what a node's private executor recorded for one private transaction."""
@@ -51,6 +56,11 @@ PRIVATE_TX_STATUS_NOT_HELD: PrivateTxStatus.ValueType  # 3
 """No payload here: this node is not a recipient (or lost its store; see Recover)."""
 PRIVATE_TX_STATUS_TAMPERED: PrivateTxStatus.ValueType  # 4
 """The stored payload differs from the ledger's hash or fails authentication; refused."""
+PRIVATE_TX_STATUS_STALE: PrivateTxStatus.ValueType  # 5
+"""The transaction carries agreements, and the pre-state this recipient executed it on differs
+from the agreed one (another private transaction changed those keys since): nothing was
+written, like an MVCC conflict; or the pre-state matched but the delta did not (TAMPERED).
+"""
 Global___PrivateTxStatus: _TypeAlias = PrivateTxStatus  # noqa: Y015
 
 @_typing.final

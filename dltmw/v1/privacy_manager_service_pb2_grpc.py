@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from dltmw.v1 import privacy_manager_service_pb2 as dltmw_dot_v1_dot_privacy__manager__service__pb2
+from dltmw.v1 import private_agreement_pb2 as dltmw_dot_v1_dot_private__agreement__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -93,6 +94,16 @@ class PrivacyManagerServiceStub:
                 '/dltmw.v1.PrivacyManagerService/Recover',
                 request_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.FromString,
+                _registered_method=True)
+        self.CollectAgreements = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/CollectAgreements',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.FromString,
+                _registered_method=True)
+        self.Agree = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/Agree',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
                 _registered_method=True)
 
 
@@ -202,6 +213,27 @@ class PrivacyManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectAgreements(self, request, context):
+        """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
+        on its private state, signs, asks every other recipient to Agree, and returns every signed
+        agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
+        PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
+        UNAVAILABLE (a recipient did not answer in time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Agree(self, request, context):
+        """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
+        result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
+        payload is not held here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrivacyManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +281,16 @@ def add_PrivacyManagerServiceServicer_to_server(servicer, server):
                     servicer.Recover,
                     request_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.SerializeToString,
+            ),
+            'CollectAgreements': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectAgreements,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.SerializeToString,
+            ),
+            'Agree': grpc.unary_unary_rpc_method_handler(
+                    servicer.Agree,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -509,6 +551,60 @@ class PrivacyManagerService:
             '/dltmw.v1.PrivacyManagerService/Recover',
             dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.SerializeToString,
             dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectAgreements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/CollectAgreements',
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Agree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/Agree',
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

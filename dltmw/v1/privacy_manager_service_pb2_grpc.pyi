@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import privacy_manager_service_pb2 as _privacy_manager_service_pb2
+from dltmw.v1 import private_agreement_pb2 as _private_agreement_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -100,6 +101,19 @@ class PrivacyManagerServiceStub:
     hash is on the ledger and whose box opens, and re-derives the private state from block 0.
     Extra errors: PEER_UNAVAILABLE -> UNAVAILABLE (no other peer answered).
     """
+    CollectAgreements: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsRequest, _private_agreement_pb2.CollectAgreementsResponse]
+    """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
+    on its private state, signs, asks every other recipient to Agree, and returns every signed
+    agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
+    PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
+    UNAVAILABLE (a recipient did not answer in time).
+    """
+    Agree: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]
+    """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
+    result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
+    payload is not held here).
+    """
 
 @_typing.type_check_only
 class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
@@ -172,6 +186,19 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     """Recover asks the other peers of the channel to Resend this node's payloads, keeps those whose
     hash is on the ledger and whose box opens, and re-derives the private state from block 0.
     Extra errors: PEER_UNAVAILABLE -> UNAVAILABLE (no other peer answered).
+    """
+    CollectAgreements: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsRequest, _private_agreement_pb2.CollectAgreementsResponse]  # type: ignore[assignment]
+    """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
+    on its private state, signs, asks every other recipient to Agree, and returns every signed
+    agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
+    PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
+    UNAVAILABLE (a recipient did not answer in time).
+    """
+    Agree: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]  # type: ignore[assignment]
+    """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
+    result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
+    payload is not held here).
     """
 
 class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -296,6 +323,31 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Recover asks the other peers of the channel to Resend this node's payloads, keeps those whose
         hash is on the ledger and whose box opens, and re-derives the private state from block 0.
         Extra errors: PEER_UNAVAILABLE -> UNAVAILABLE (no other peer answered).
+        """
+
+    @_abc_1.abstractmethod
+    def CollectAgreements(
+        self,
+        request: _private_agreement_pb2.CollectAgreementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.CollectAgreementsResponse, _abc.Awaitable[_private_agreement_pb2.CollectAgreementsResponse]]:
+        """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
+        on its private state, signs, asks every other recipient to Agree, and returns every signed
+        agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
+        PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
+        UNAVAILABLE (a recipient did not answer in time).
+        """
+
+    @_abc_1.abstractmethod
+    def Agree(
+        self,
+        request: _private_agreement_pb2.AgreeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.AgreeResponse, _abc.Awaitable[_private_agreement_pb2.AgreeResponse]]:
+        """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
+        result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
+        payload is not held here).
         """
 
 def add_PrivacyManagerServiceServicer_to_server(servicer: PrivacyManagerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

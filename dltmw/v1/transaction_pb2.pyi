@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import private_agreement_pb2 as _private_agreement_pb2
 from dltmw.v1 import proposal_pb2 as _proposal_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -107,6 +108,20 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     not the sequence's first "init" and not after it (it did not read the sequence's init
     marker as present), or it writes a reserved key (core/lifecycle_init.py).
     """
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISSING: _TxValidationCode.ValueType  # 50
+    """Private transaction (agreement before commit, docs/privacy.md): the channel requires
+    agreements and one is absent, or a recipient named in them did not sign.
+    """
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_BAD_SIGNATURE: _TxValidationCode.ValueType  # 51
+    """An agreement does not parse, its signature does not verify, or a signer signed twice."""
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_NOT_RECIPIENT: _TxValidationCode.ValueType  # 52
+    """An agreement's signer is not a channel peer whose privacy key is among the recipients."""
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_WRONG_TX: _TxValidationCode.ValueType  # 53
+    """An agreement names another tx_id, channel or payload hash (a replay)."""
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH: _TxValidationCode.ValueType  # 54
+    """The agreements name different pre-state, delta or recipient sets (diverged parties)."""
+    TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED: _TxValidationCode.ValueType  # 55
+    """A recipient signed DISAGREE (its own execution gave another result); nothing executes."""
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -194,6 +209,20 @@ TX_VALIDATION_CODE_CONTRACT_NOT_INITIALISED: TxValidationCode.ValueType  # 45
 not the sequence's first "init" and not after it (it did not read the sequence's init
 marker as present), or it writes a reserved key (core/lifecycle_init.py).
 """
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISSING: TxValidationCode.ValueType  # 50
+"""Private transaction (agreement before commit, docs/privacy.md): the channel requires
+agreements and one is absent, or a recipient named in them did not sign.
+"""
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_BAD_SIGNATURE: TxValidationCode.ValueType  # 51
+"""An agreement does not parse, its signature does not verify, or a signer signed twice."""
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_NOT_RECIPIENT: TxValidationCode.ValueType  # 52
+"""An agreement's signer is not a channel peer whose privacy key is among the recipients."""
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_WRONG_TX: TxValidationCode.ValueType  # 53
+"""An agreement names another tx_id, channel or payload hash (a replay)."""
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH: TxValidationCode.ValueType  # 54
+"""The agreements name different pre-state, delta or recipient sets (diverged parties)."""
+TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED: TxValidationCode.ValueType  # 55
+"""A recipient signed DISAGREE (its own execution gave another result); nothing executes."""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final
@@ -241,16 +270,24 @@ class PrivateTransaction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
     payload_hash: _builtins.bytes
     """SHA-256 of EncryptedPayload.ciphertext."""
+    @_builtins.property
+    def agreements(self) -> _containers.RepeatedCompositeFieldContainer[_private_agreement_pb2.PrivateAgreement]:
+        """Every recipient's signed agreement on the execution result (agreement before commit,
+        private_agreement.proto); required by ChannelConfig.private_agreement.
+        """
+
     def __init__(
         self,
         *,
         payload_hash: _builtins.bytes = ...,
+        agreements: _abc.Iterable[_private_agreement_pb2.PrivateAgreement] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hash", b"payload_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "payload_hash", b"payload_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

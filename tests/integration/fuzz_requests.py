@@ -56,6 +56,7 @@ from dltmw.v1 import flow_service_pb2 as F
 from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import orderer_service_pb2 as O
 from dltmw.v1 import privacy_manager_service_pb2 as P
+from dltmw.v1 import private_agreement_pb2 as PA
 from dltmw.v1 import vault_recovery_pb2 as VR
 from dltmw.v1 import vault_service_pb2 as V
 
@@ -406,6 +407,28 @@ GENERATORS: dict[str, Build] = {
     ],
     "/dltmw.v1.PrivacyManagerService/Recover": lambda p, w, t: [
         _query(P.RecoverRequest, P.RecoverQuery(channel_id=CH), p, t)
+    ],
+    "/dltmw.v1.PrivacyManagerService/CollectAgreements": lambda p, w, t: [
+        _query(
+            PA.CollectAgreementsRequest,
+            PA.CollectAgreementsQuery(channel_id=CH, payload_hash=w.payload_hash, tx_id="0" * 64),
+            p,
+            t,
+        )
+    ],
+    "/dltmw.v1.PrivacyManagerService/Agree": lambda p, w, t: [
+        _query(
+            PA.AgreeRequest,
+            PA.AgreeQuery(
+                channel_id=CH,
+                payload_hash=w.payload_hash,
+                tx_id="0" * 64,
+                pre_state_hash=bytes(32),
+                delta_hash=bytes(32),
+            ),
+            p,
+            t,
+        )
     ],
     # FlowService (node to node)
     "/dltmw.v1.FlowService/ProposeTransaction": lambda p, w, t: [

@@ -124,6 +124,7 @@ NODE_TO_NODE = {
     "/dltmw.v1.PrivacyManagerService/Push",
     "/dltmw.v1.PrivacyManagerService/Resend",
     "/dltmw.v1.PrivacyManagerService/PrivateStateHash",
+    "/dltmw.v1.PrivacyManagerService/Agree",
     "/dltmw.v1.FlowService/ProposeTransaction",
     "/dltmw.v1.FlowService/OfferInputs",
     "/dltmw.v1.FlowService/FetchTransaction",

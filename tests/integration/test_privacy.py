@@ -3,7 +3,9 @@
 One network for the module: Org1 and Org2 trade privately, Org3 is a channel member that is not
 a recipient, Regulator runs the channel's auditor node. Tests run in file order and build on each
 other's ledger (each states what it needs); the recovery test comes last because it deletes a
-store.
+store. Channel `trades` opts out of agreement before commit (`private_agreement = "none"`, the
+old path these tests were written for: a tampered recipient is found afterwards by validation);
+channel `deals` has the default (every recipient signs before ordering), tested at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
     privacy_manager_service_pb2_grpc,
+    private_agreement_pb2,
     private_payload_pb2,
     transaction_pb2,
 )
@@ -90,6 +93,14 @@ members = ["Org1", "Org2", "Org3", "Regulator"]
 orderers = ["orderer0"]
 privacy_auditors = ["peer0.regulator"]
 contracts = [{ name = "bank" }, { name = "kv" }]
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
+private_agreement = "none"
+[[channels]]
+id = "deals"
+members = ["Org1", "Org2", "Org3", "Regulator"]
+orderers = ["orderer0"]
+privacy_auditors = ["peer0.regulator"]
+contracts = [{ name = "kv" }]
 batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
 """
 MARKER = os.urandom(32)
@@ -470,6 +481,107 @@ def tamper_stored_payload(net: Path, org: str, digest: bytes) -> None:
     db.execute("UPDATE payloads SET data=? WHERE hash=?", (payload.SerializeToString(), digest))
     db.commit()
     db.close()
+
+
+# --- agreement before commit (channel `deals`, docs/privacy.md) ----------------------------
+
+DEALS = "deals"
+
+
+def deals_pstate(net: Path, org: str) -> dict[str, bytes]:
+    path = net / "nodes" / f"peer0.{org}" / "data" / f"{DEALS}.private.sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0]: bytes(r[1]) for r in db.execute("SELECT key, value FROM pstate")}
+    finally:
+        db.close()
+
+
+async def wait_deals_state(net: Path, org: str, key: str, value: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while deals_pstate(net, org).get(key) != value:
+        assert loop.time() < deadline, f"{org} did not execute the put of {key}"
+        await asyncio.sleep(0.1)
+
+
+async def order_with(
+    pc: PrivacyClient, digest: bytes, agreements: list[private_agreement_pb2.PrivateAgreement]
+) -> tuple[str, grpc.aio.AioRpcError | None]:
+    """Submit a private tx carrying `agreements` (collected by the caller for a new nonce)."""
+    nonce, tx_id = pc.new_nonce()
+    envelope, _ = pc.private_envelope(DEALS, digest, agreements, nonce)
+    try:
+        await pc.client.submit(envelope)
+    except grpc.aio.AioRpcError as exc:
+        return tx_id, exc
+    return tx_id, None
+
+
+async def test_agreement_before_commit_refuses_what_is_not_agreed(
+    net: tuple[Path, Supervisor],
+) -> None:
+    path, _ = net
+    pcs = await clients(path)
+    try:
+        done = await pcs["org1"].submit_private(DEALS, ["Org2"], "kv", "put", "deal", "v1")
+        for org in ORGS:  # every node, recipients or not, records the same code
+            status = await pcs[org].client.commit_status(DEALS, done.tx_id)
+            assert status.result == VALID, org
+        for org in ("org1", "org2", "regulator"):
+            await wait_deals_state(path, org, "deal", b"v1")
+        # missing, replayed: refused at the gateway, nothing ordered
+        invocation = private_payload_pb2.PrivateInvocation(
+            contract="kv", function="put", args=[b"deal", b"v2"]
+        )
+        digest = (
+            await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+        ).payload_hash
+        _, missing = await order_with(pcs["org1"], digest, [])
+        assert missing is not None and reason_of(missing) == "PRIVATE_AGREEMENT_MISSING"
+        _, other_tx = pcs["org1"].new_nonce()
+        collected = await pcs["org1"].collect_agreements(DEALS, digest, other_tx)
+        assert collected.agreed and len(collected.agreements) == 3  # Org1, Org2, the auditor
+        _, replayed = await order_with(pcs["org1"], digest, list(collected.agreements))
+        assert replayed is not None and reason_of(replayed) == "PRIVATE_AGREEMENT_WRONG_TX"
+    finally:
+        await close(pcs)
+
+
+async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(
+    net: tuple[Path, Supervisor],
+) -> None:
+    path, _ = net
+    await wait_deals_state(path, "org2", "deal", b"v1")
+    # an insider of Org2 rewrites its private state in place, while the node runs
+    db = sqlite3.connect(
+        path / "nodes" / "peer0.org2" / "data" / f"{DEALS}.private.sqlite", timeout=30
+    )
+    db.execute("UPDATE pstate SET value=? WHERE key='deal'", (b"forged",))
+    db.commit()
+    db.close()
+    pcs = await clients(path)
+    try:
+        invocation = private_payload_pb2.PrivateInvocation(
+            contract="kv", function="put", args=[b"deal", b"v3"]
+        )
+        sent = await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+        nonce, tx_id = pcs["org1"].new_nonce()
+        collected = await pcs["org1"].collect_agreements(DEALS, sent.payload_hash, tx_id)
+        assert not collected.agreed
+        envelope, _ = pcs["org1"].private_envelope(
+            DEALS, sent.payload_hash, collected.agreements, nonce
+        )
+        await pcs["org1"].client.submit(envelope)  # a disagreement is ordered, as evidence
+        for org in ORGS:
+            status = await pcs[org].client.commit_status(DEALS, tx_id)
+            assert status.result == transaction_pb2.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED
+        # nothing executed: the honest parties keep the agreed value
+        assert await pcs["org1"].receive(DEALS, sent.payload_hash)
+        for org in ("org1", "regulator"):
+            assert deals_pstate(path, org)["deal"] == b"v1"
+    finally:
+        await close(pcs)
 
 
 async def test_tamper_detected_and_lost_store_recovered(net: tuple[Path, Supervisor]) -> None:

@@ -15,10 +15,13 @@ from collections.abc import Sequence
 
 import pytest
 
+from dltmw.core import txcheck
+from dltmw.core.privacy import agreement as ag
 from dltmw.runtime.roles.privacy import executor
+from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sim.scenarios import run_scenario
-from dltmw.v1 import block_pb2
+from dltmw.v1 import block_pb2, private_agreement_pb2
 
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
@@ -79,3 +82,47 @@ def test_a_run_replays_exactly() -> None:
     with quiet_nodes():
         first, again = (run_scenario("private", 5, trace=True) for _ in range(2))
     assert first.trace == again.trace and len(first.trace) > 10
+
+
+def _byzantine_org2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """peer0.org2 signs AGREE on every proposal, with a delta it did not compute."""
+    honest = Agreements._sign
+
+    def lying(
+        self: Agreements,
+        channel: PrivateChannel,
+        tx_id: str,
+        digest: bytes,
+        hashes: tuple[bytes, bytes],
+        keys: list[bytes],
+        verdict: int,
+    ) -> private_agreement_pb2.PrivateAgreement:
+        if self._ctx.node_id == "peer0.org2":
+            hashes, verdict = (hashes[0], bytes(32)), ag.AGREE
+        return honest(self, channel, tx_id, digest, hashes, keys, verdict)
+
+    monkeypatch.setattr(Agreements, "_sign", lying)
+
+
+def test_a_byzantine_recipient_signing_a_wrong_delta_never_commits_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every private transaction has peer0.org2 as a recipient: each is refused at commit
+    (its agreements name different deltas) on every node, and the checkers still hold."""
+    _byzantine_org2(monkeypatch)
+    results = run_seeds("private", range(4), stop_after=4)
+    assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
+    assert all(r.counts.get("private-PRIVATE_AGREEMENT_MISMATCH", 0) > 0 for r in results)
+    assert not any(r.counts.get("private-VALID") for r in results)
+
+
+def test_negative_control_without_the_commit_rule_the_byzantine_delta_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same byzantine signer on nodes that do not check agreements at commit: the
+    what-was-agreed checker must see VALID transactions carrying differing results."""
+    _byzantine_org2(monkeypatch)
+    monkeypatch.setattr(txcheck, "agreement_code", lambda *_args: ag.VALID)
+    results = run_seeds("private", range(4), stop_after=4)
+    caught = [r for r in results if any(v.startswith("agreement broken") for v in r.violations)]
+    assert len(caught) >= 3, f"only {len(caught)}/{len(results)} runs flagged"

@@ -73,6 +73,11 @@ EXPECTED: dict[str, type[E.Error]] = {
     "TRUST_ROOT_MISMATCH": E.InvalidRequest,
     "UNSUPPORTED_ALGORITHM": E.InvalidRequest,
     "ORDERING_UNAVAILABLE": E.Unavailable,
+    "PRIVATE_AGREEMENT_MISSING": E.InvalidRequest,
+    "PRIVATE_AGREEMENT_BAD_SIGNATURE": E.InvalidRequest,
+    "PRIVATE_AGREEMENT_NOT_RECIPIENT": E.InvalidRequest,
+    "PRIVATE_AGREEMENT_WRONG_TX": E.InvalidRequest,
+    "PRIVATE_AGREEMENT_TIMEOUT": E.Unavailable,
 }
 RETRYABLE = {
     "OVERLOADED",
@@ -83,6 +88,7 @@ RETRYABLE = {
     "HEIGHT_NOT_REACHED",
     "STALE_READ",  # refused before ordering: endorse again
     "ORDERING_UNAVAILABLE",  # the replicated log did not acknowledge: submit again
+    "PRIVATE_AGREEMENT_TIMEOUT",  # a recipient did not answer in time: collect again
 }
 
 

@@ -8,7 +8,12 @@ decision (`core/privacy/execution.py`):
 * EXECUTED / CONTRACT_FAILED — this node holds the payload: verified against the ledger's hash,
   decrypted, the invocation run against the private state, writes applied;
 * NOT_HELD — no payload, or not one of its recipients: the hash is recorded only;
-* TAMPERED — the stored copy does not match the ledger's hash or does not authenticate.
+* TAMPERED — the stored copy does not match the ledger's hash or does not authenticate, or
+  (agreement before commit) this node's result differs from the agreed delta on the agreed
+  pre-state;
+* STALE — the transaction carries agreements and this node's pre-state differs from the agreed
+  one (another private transaction changed those keys since): nothing written, like an MVCC
+  conflict (docs/privacy.md "Agreement before commit").
 
 Private transactions run after ordering, each seeing the state the previous one left (Quorum's
 model): later transactions of the block — and of later blocks stepped before `ready()` — read
@@ -21,7 +26,7 @@ A block below the core's cursor is skipped (a restarted feed repeats blocks).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
@@ -29,7 +34,14 @@ from google.protobuf.message import DecodeError
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.effects import Effects, Token
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload
-from dltmw.core.privacy.execution import CONTRACT_FAILED, NOT_HELD, TAMPERED, execute, state_hash
+from dltmw.core.privacy.execution import (
+    CONTRACT_FAILED,
+    NOT_HELD,
+    STALE,
+    TAMPERED,
+    execute,
+    state_hash,
+)
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.v1 import private_payload_pb2, proposal_pb2
 
@@ -45,11 +57,13 @@ class PrivateView(StateReader, Protocol):
 
 @dataclass(frozen=True)
 class PrivateBlock:
-    """Input: block `number`'s VALID private transactions and a view of the private store."""
+    """Input: block `number`'s VALID private transactions and a view of the private store;
+    `agreed` = tx index -> (pre-state hash, delta hash) of those that carry agreements."""
 
     number: int
     items: tuple[PrivateTxRef, ...]
     view: PrivateView
+    agreed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class TxOutcome:
     writes: tuple[StateWrite, ...]
     state_hash: bytes
     detail: str = ""
+    pre_state_hash: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class PrivateExecution:
         outcomes = []
         for index, tx_id, digest in message.items:
             outcome = self._one(message.view, state, number, index, tx_id, digest)
+            outcome = held_to_agreement(outcome, message.agreed.get(index))
             self._writes.update(((w.namespace, w.key), w) for w in outcome.writes)
             outcomes.append(outcome)
         if outcomes:
@@ -173,4 +189,29 @@ class PrivateExecution:
             digest_of = state_hash(CONTRACT_FAILED, response, "", {})
             return TxOutcome(index, tx_id, digest, CONTRACT_FAILED, (), digest_of)
         outcome = execute(self._contract_of, invocation, state, Version(number, index))
-        return TxOutcome(index, tx_id, digest, outcome.status, outcome.writes, outcome.state_hash)
+        return TxOutcome(
+            index,
+            tx_id,
+            digest,
+            outcome.status,
+            outcome.writes,
+            outcome.state_hash,
+            pre_state_hash=outcome.pre_state_hash,
+        )
+
+
+def held_to_agreement(outcome: TxOutcome, agreed: tuple[bytes, bytes] | None) -> TxOutcome:
+    """A recipient's outcome checked against the agreement its transaction carries: STALE if it
+    ran on another pre-state than agreed, TAMPERED if the same pre-state gave another delta;
+    either way nothing is written. Outcomes of non-recipients and refused copies pass as they
+    are (they executed nothing)."""
+    if agreed is None or outcome.status in (NOT_HELD, TAMPERED):
+        return outcome
+    pre, delta = agreed
+    if outcome.pre_state_hash != pre:
+        status, detail = STALE, "pre-state differs from the agreed one"
+    elif outcome.state_hash != delta:
+        status, detail = TAMPERED, "delta differs from the agreed one"
+    else:
+        return outcome
+    return TxOutcome(outcome.index, outcome.tx_id, outcome.payload_hash, status, (), b"", detail)

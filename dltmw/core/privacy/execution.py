@@ -11,6 +11,10 @@ that started from different private states, or ran different code, get different
 A delta (`ctx.add`) is applied at once to the private state like a write: the simulation
 already checked its bound on exactly this state, so `deltas.apply` cannot refuse it here (if it
 did, the transaction is a CONTRACT_FAILED like any refusal).
+Agreement before commit (`core/privacy/agreement.py`) needs a second value: `pre_state_hash` =
+SHA-256 over the namespace and every key the transaction read or wrote with its value BEFORE it
+ran; a recipient whose pre-state hash at execution differs from the agreed one executed on
+other data than the parties agreed on.
 Encoding: every field is length-prefixed (u32 big-endian) so no two inputs share a byte string.
 """
 
@@ -30,7 +34,9 @@ EXECUTED = S.PRIVATE_TX_STATUS_EXECUTED
 CONTRACT_FAILED = S.PRIVATE_TX_STATUS_CONTRACT_FAILED
 NOT_HELD = S.PRIVATE_TX_STATUS_NOT_HELD
 TAMPERED = S.PRIVATE_TX_STATUS_TAMPERED
+STALE = S.PRIVATE_TX_STATUS_STALE
 STATE_HASH_DOMAIN = b"dltmw/pp/state/v1"
+PRE_STATE_DOMAIN = b"dltmw/pp/pre-state/v1"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class PrivateOutcome:
     response: proposal_pb2.ContractResponse
     writes: tuple[StateWrite, ...]
     state_hash: bytes
+    pre_state_hash: bytes = b""
 
 
 def _field(data: bytes) -> bytes:
@@ -60,6 +67,17 @@ def state_hash(
     h.update(_field(namespace.encode()))
     for key in sorted(resulting):
         value = resulting[key]
+        h.update(_field(key.encode()))
+        h.update(b"\x00" if value is None else b"\x01" + _field(value))
+    return h.digest()
+
+
+def pre_state_hash(namespace: str, before: dict[str, bytes | None]) -> bytes:
+    """The comparable digest of the state a private transaction ran on (module docstring)."""
+    h = hashlib.sha256(PRE_STATE_DOMAIN)
+    h.update(_field(namespace.encode()))
+    for key in sorted(before):
+        value = before[key]
         h.update(_field(key.encode()))
         h.update(b"\x00" if value is None else b"\x01" + _field(value))
     return h.digest()
@@ -85,9 +103,13 @@ def execute(
     )
     result = simulate(contract, call, state)
     ns = contract.name
+    rw = result.rwset
+    touched = [r.key for r in rw.reads] + [w.key for w in rw.writes] + [d.key for d in rw.deltas]
+    touched += [r.key for q in rw.range_queries for r in q.reads]
+    pre = pre_state_hash(ns, {key: _value(state, ns, key) for key in touched})
     if result.response.status != 200:
         digest = state_hash(CONTRACT_FAILED, result.response, ns, {})
-        return PrivateOutcome(CONTRACT_FAILED, result.response, (), digest)
+        return PrivateOutcome(CONTRACT_FAILED, result.response, (), digest, pre)
     resulting: dict[str, bytes | None] = {}
     for read in result.rwset.reads:
         found = state.get(ns, read.key)
@@ -106,13 +128,13 @@ def execute(
     if code != deltas.VALID:
         response = proposal_pb2.ContractResponse(status=409, message="delta not applicable")
         return PrivateOutcome(
-            CONTRACT_FAILED, response, (), state_hash(CONTRACT_FAILED, response, ns, {})
+            CONTRACT_FAILED, response, (), state_hash(CONTRACT_FAILED, response, ns, {}), pre
         )
     for key, new in applied.items():
         resulting[key] = new
         writes.append(StateWrite(ns, key, new, version))
     digest = state_hash(EXECUTED, result.response, ns, resulting)
-    return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest)
+    return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest, pre)
 
 
 def _value(state: StateReader, namespace: str, key: str) -> bytes | None:

@@ -34,8 +34,9 @@ import grpc
 
 from dltmw.client.privacy import PrivacyClient
 from dltmw.sim.deployment import Deployment
-from dltmw.sim.ledger_checks import check_one_chain, read_chain
+from dltmw.sim.ledger_checks import VALID, check_one_chain, code_name, read_chain
 from dltmw.sim.privacy_checks import (
+    check_agreed,
     check_nothing_readable,
     check_recipients_agree,
     private_hashes,
@@ -177,6 +178,8 @@ async def _submit(
             await asyncio.sleep(0.1 * 2**attempt)
             continue
         work.committed += 1
+        if done.status.result != VALID:  # e.g. a recipient's agreement refused at commit
+            dep.net.count(f"private-{code_name(done.status.result)}")
         dep.log(f"{what}: {done.payload_hash.hex()[:8]} at {done.status.block_number}")
         if dep.rng.random() < 0.3:
             await _order_again(dep, client, done.payload_hash, what)
@@ -187,7 +190,13 @@ async def _submit(
 
 async def _order_again(dep: Deployment, client: PrivacyClient, digest: bytes, what: str) -> None:
     """Order the same payload hash once more (another tx_id: a recipient must run it again)."""
-    envelope, tx_id = client.private_envelope(CHANNEL, digest)
+    nonce, tx_id = client.new_nonce()
+    try:
+        collected = await client.collect_agreements(CHANNEL, digest, tx_id)
+    except grpc.aio.AioRpcError as exc:
+        dep.log(f"{what}: agreements for ordering again: {exc.code().name}")
+        return
+    envelope, _ = client.private_envelope(CHANNEL, digest, collected.agreements, nonce)
     try:
         # The very same envelope twice, concurrently: both must pass the gateway's duplicate
         # check, so the second must not wait for the first to commit (the orderer cuts blocks
@@ -295,6 +304,7 @@ def _check(dep: Deployment, work: Workload) -> list[str]:
     hashes = private_hashes(chains[0])
     views = {p: read_private(p, dep.data(p) / f"{CHANNEL}.private.sqlite") for p in peers}
     out += check_recipients_agree(hashes, [views[p] for p in RECIPIENTS])
+    out += check_agreed(chains[0], [views[p] for p in RECIPIENTS])
     public = [f for p in (*peers, ORDERER) for f in sorted(dep.data(p).glob("*.peer.sqlite*"))]
     public += sorted(dep.data(ORDERER).glob("*.sqlite*"))
     outsider_files = sorted(f for f in dep.data(OUTSIDER).rglob("*") if f.is_file())

@@ -25,17 +25,20 @@ from google.protobuf.message import DecodeError
 
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.contracts import builtin_contract
+from dltmw.core.contract import Contract
 from dltmw.core.effects import Token
 from dltmw.core.errors import InvariantViolation, TransientError
+from dltmw.core.privacy.agreement import agreed_hashes
 from dltmw.core.privacy.blocks import (
     Executed,
     PrivateBlock,
     PrivateExecution,
     PrivateTxRef,
+    PrivateView,
 )
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import TAMPERED
-from dltmw.core.txcheck import private_payload_hash
+from dltmw.core.txcheck import private_transaction
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -49,7 +52,27 @@ PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
 
 def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
     """The VALID private transactions of a committed block."""
-    out: list[PrivateTxRef] = []
+    return [(index, tx_id, ptx.payload_hash) for index, tx_id, ptx in _private_entries(block)]
+
+
+def private_block(block: block_pb2.Block, view: PrivateView) -> PrivateBlock:
+    """The executor core's input for a committed block: its VALID private transactions (by
+    `private_txs`, the one seam that decides which run) and the hashes the agreements of each
+    that carries them name (`core/privacy/agreement.py`)."""
+    items = tuple(private_txs(block))
+    indexes = {index for index, _, _ in items}
+    agreed = {
+        index: hashes
+        for index, _, ptx in _private_entries(block)
+        if index in indexes and (hashes := agreed_hashes(ptx.agreements)) is not None
+    }
+    return PrivateBlock(block.header.number, items, view, agreed)
+
+
+def _private_entries(
+    block: block_pb2.Block,
+) -> list[tuple[int, str, transaction_pb2.PrivateTransaction]]:
+    out: list[tuple[int, str, transaction_pb2.PrivateTransaction]] = []
     codes = block.metadata.validation_codes
     for index, raw in enumerate(block.data.envelopes):
         if index >= len(codes) or codes[index] != VALID:
@@ -61,9 +84,9 @@ def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
             continue
         if header.type != PRIVATE:
             continue
-        digest = private_payload_hash(payload.data)
-        if digest is not None:
-            out.append((index, header.tx_id, digest))
+        ptx = private_transaction(payload.data)
+        if ptx is not None:
+            out.append((index, header.tx_id, ptx))
     return out
 
 
@@ -76,7 +99,7 @@ class BlockExecutor:
 
     async def load(self, inputs: Sequence[block_pb2.Block]) -> Sequence[PrivateBlock]:
         view = self._owner.store.view()
-        return [PrivateBlock(b.header.number, tuple(private_txs(b)), view) for b in inputs]
+        return [private_block(b, view) for b in inputs]
 
     async def persist(self, records: Sequence[None]) -> None:
         """The private store is the only record."""
@@ -128,6 +151,10 @@ class PrivateExecutor:
         self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
         self.height = 0  # every block below it has been looked at
+
+    def contract_of(self, name: str) -> Contract | None:
+        """A contract deployed on the channel (what private transactions may invoke)."""
+        return self._contracts.get(name)
 
     def core(self, next_block: int) -> PrivateExecution:
         """The decision core, resuming at `next_block`."""

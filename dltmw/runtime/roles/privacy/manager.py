@@ -49,6 +49,7 @@ from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.runtime.roles.privacy.pusher import Pusher
@@ -57,6 +58,7 @@ from dltmw.v1 import (
     errors_pb2,
     privacy_manager_service_pb2,
     privacy_manager_service_pb2_grpc,
+    private_agreement_pb2,
     private_payload_pb2,
 )
 
@@ -90,6 +92,7 @@ class PrivacyManager:
         self._pushers: dict[str, Pusher] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._recover_lock = asyncio.Lock()
+        self._agreements = Agreements(ctx, key)
 
     async def add_channel(self, peer: PeerChannel) -> None:
         """Serve a channel this node's peer joined (if the config lists this node's key)."""
@@ -155,6 +158,24 @@ class PrivacyManager:
         held = await channel.store.held(list(push.payload_hashes))
         await channel.store.store_payloads(channel.check_push(push, sender, held))
         return len(push.payloads)
+
+    # --- agreement before commit (runtime/roles/privacy/agreement.py) ----------------------
+
+    async def agree(
+        self, query: private_agreement_pb2.AgreeQuery, requester_key: bytes
+    ) -> private_agreement_pb2.PrivateAgreement:
+        """This node's signed verdict on another recipient's proposal."""
+        channel = self.channel(query.channel_id)
+        contract_of = self.executors[query.channel_id].contract_of
+        return await self._agreements.agree(channel, contract_of, query, requester_key)
+
+    async def collect_agreements(
+        self, channel_id: str, digest: bytes, tx_id: str
+    ) -> private_agreement_pb2.CollectAgreementsResponse:
+        """Every recipient's signed agreement for the transaction `tx_id` will be."""
+        channel = self.channel(channel_id)
+        contract_of = self.executors[channel_id].contract_of
+        return await self._agreements.collect(channel, contract_of, digest, tx_id)
 
     # --- private state validation ---------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Agreement before commit: what a recipient signs, and the commit-time check of what it signed.
+
+Every recipient of a private payload executes it on its own private state BEFORE the hash-only
+transaction is ordered and signs a `PrivateAgreementBody` (tx_id, payload hash, pre-state hash,
+delta hash, the recipients' keys, AGREE or DISAGREE); the transaction carries the signatures
+(`PrivateTransaction.agreements`). docs/privacy.md "Agreement before commit" has the design.
+
+`agreement_code` is the commit rule and runs on EVERY node, recipients or not: it is a pure
+function of the transaction's bytes and the channel config (signatures judged at the header
+timestamp), so every node records the same validation code. What it cannot judge — whether a
+recipient's private keys still hold the agreed pre-state — is the recipients' own check at
+execution (`core/privacy/blocks.py`, STALE). Admission (gateway, orderer) runs the same rule
+and refuses the codes only a faulty submitter produces (`SUBMITTER_FAULTS`); a disagreement or a
+mismatch between parties is ordered so that every node sees the divergence on the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.channel import ChannelView
+from dltmw.core.identity import IdentityError
+from dltmw.v1 import errors_pb2, private_agreement_pb2, transaction_pb2
+
+A = private_agreement_pb2
+C = transaction_pb2
+R = errors_pb2
+AGREE = A.AGREEMENT_VERDICT_AGREE
+DISAGREE = A.AGREEMENT_VERDICT_DISAGREE
+ALL_RECIPIENTS = A.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS
+SIGNING_DOMAIN = b"dltmw/pp/agreement/v1"
+VALID = C.TX_VALIDATION_CODE_VALID
+MISSING = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISSING
+BAD_SIGNATURE = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_BAD_SIGNATURE
+NOT_RECIPIENT = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_NOT_RECIPIENT
+WRONG_TX = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_WRONG_TX
+MISMATCH = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH
+DISAGREED = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED
+# Refused at admission with these reasons: only a faulty (or malicious) submitter makes them.
+SUBMITTER_FAULTS: dict[int, int] = {
+    MISSING: R.ERROR_REASON_PRIVATE_AGREEMENT_MISSING,
+    BAD_SIGNATURE: R.ERROR_REASON_PRIVATE_AGREEMENT_BAD_SIGNATURE,
+    NOT_RECIPIENT: R.ERROR_REASON_PRIVATE_AGREEMENT_NOT_RECIPIENT,
+    WRONG_TX: R.ERROR_REASON_PRIVATE_AGREEMENT_WRONG_TX,
+}
+
+
+def signing_bytes(body: bytes) -> bytes:
+    """What a party signs: the domain, then the serialised body (no other message shares it)."""
+    return SIGNING_DOMAIN + body
+
+
+def agreement_body(
+    channel_id: str,
+    tx_id: str,
+    payload_hash: bytes,
+    hashes: tuple[bytes, bytes],
+    recipient_keys: Sequence[bytes],
+    verdict: int,
+) -> bytes:
+    """The serialised body one party signs; `hashes` = (pre-state hash, delta hash)."""
+    pre, delta = hashes
+    return A.PrivateAgreementBody(
+        channel_id=channel_id,
+        tx_id=tx_id,
+        payload_hash=payload_hash,
+        pre_state_hash=pre,
+        delta_hash=delta,
+        recipient_keys=sorted(recipient_keys),
+        verdict=verdict,  # type: ignore[arg-type]
+    ).SerializeToString()
+
+
+def verdict_on(own: tuple[bytes, bytes], proposed: tuple[bytes, bytes]) -> int:
+    """AGREE iff this party's (pre-state, delta) hashes are the proposed ones."""
+    return AGREE if own == proposed else DISAGREE
+
+
+def agreement_code(
+    agreements: Sequence[A.PrivateAgreement],
+    channel: ChannelView,
+    tx_id: str,
+    payload_hash: bytes,
+    at: datetime,
+) -> int:
+    """The validation code the agreements give a private transaction (VALID if they hold).
+
+    Total: any bytes give a code. Checked per agreement in this order: signature (51), signer a
+    recipient (52), same transaction (53); then over all: a DISAGREE (55), the same hashes and
+    recipients (54), every recipient signed (50)."""
+    if not agreements:
+        return MISSING if channel.config.private_agreement == ALL_RECIPIENTS else VALID
+    peers = channel.config.peers
+    if len(agreements) > len(peers):
+        return NOT_RECIPIENT  # more signers than the channel has peers
+    bodies: list[A.PrivateAgreementBody] = []
+    signer_keys: set[bytes] = set()
+    for agreement in agreements:
+        try:
+            body = A.PrivateAgreementBody.FromString(agreement.body)
+            channel.membership.verify(
+                agreement.signer, signing_bytes(agreement.body), agreement.signature, at
+            )
+        except (DecodeError, IdentityError):
+            return BAD_SIGNATURE
+        if body.verdict not in (AGREE, DISAGREE):
+            return BAD_SIGNATURE
+        node = next((n for n in peers if n.identity == agreement.signer), None)
+        key = node.privacy_public_key if node is not None else b""
+        if not key or key not in body.recipient_keys:
+            return NOT_RECIPIENT
+        if key in signer_keys:
+            return BAD_SIGNATURE  # one party, one signature
+        if (body.channel_id, body.tx_id, body.payload_hash) != (
+            channel.channel_id,
+            tx_id,
+            payload_hash,
+        ):
+            return WRONG_TX
+        signer_keys.add(key)
+        bodies.append(body)
+    if any(b.verdict == DISAGREE for b in bodies):
+        return DISAGREED
+    first = bodies[0]
+    agreed = (first.pre_state_hash, first.delta_hash, list(first.recipient_keys))
+    if any((b.pre_state_hash, b.delta_hash, list(b.recipient_keys)) != agreed for b in bodies):
+        return MISMATCH
+    if signer_keys != set(first.recipient_keys):
+        return MISSING
+    return VALID
+
+
+def agreed_hashes(agreements: Sequence[A.PrivateAgreement]) -> tuple[bytes, bytes] | None:
+    """(pre-state hash, delta hash) the agreements of a VALID transaction name, or None when it
+    carries none (a channel without the policy): what each recipient re-checks at execution."""
+    if not agreements:
+        return None
+    body = A.PrivateAgreementBody.FromString(agreements[0].body)
+    return body.pre_state_hash, body.delta_hash

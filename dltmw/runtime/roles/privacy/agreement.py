@@ -1,0 +1,189 @@
+"""Agreement before commit, the runtime side: execute a held payload and sign, collect from
+every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/privacy/agreement.py`).
+
+* `agree` (a recipient, for the Agree node RPC): run the payload's invocation on this node's
+  committed private state WITHOUT writing, and sign AGREE if the (pre-state, delta) hashes equal
+  the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
+  private store's thread, between the executor's block steps, so it sees one committed state.
+* `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
+  other recipient at once under ONE deadline; a recipient that does not answer in time fails the
+  collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the client may retry).
+
+Nothing here is trusted by the commit rule: every node re-checks every signature and hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import partial
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from dltmw.aio.clock import utc_now
+from dltmw.core.contract import Contract, StateReader
+from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.privacy import agreement as ag
+from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
+from dltmw.core.privacy.execution import execute
+from dltmw.core.rwset import Version
+from dltmw.runtime.context import NodeContext
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.v1 import (
+    errors_pb2,
+    privacy_manager_service_pb2_grpc,
+    private_agreement_pb2,
+    private_payload_pb2,
+)
+
+logger = logging.getLogger(__name__)
+A = private_agreement_pb2
+R = errors_pb2
+AGREE_TIMEOUT_S = 10.0  # one deadline for every recipient of one collection
+ContractOf = Callable[[str], Contract | None]
+
+
+class Agreements:
+    """Signs this node's agreements and collects the other recipients'."""
+
+    def __init__(self, ctx: NodeContext, key: PrivacyKey) -> None:
+        self._ctx = ctx
+        self._key = key
+
+    async def _run(
+        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes
+    ) -> tuple[tuple[bytes, bytes], list[bytes]]:
+        """((pre-state hash, delta hash), recipient keys) of a held payload, run on the store."""
+        raw = await channel.store.payload(digest)
+        if raw is None:
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
+        try:
+            payload = private_payload_pb2.EncryptedPayload.FromString(raw)
+            plaintext = open_payload(payload, self._key, digest)
+            invocation = private_payload_pb2.PrivateInvocation.FromString(plaintext)
+        except PayloadError as exc:
+            raise ClientError(exc.reason, f"payload {digest.hex()} refused: {exc}") from exc
+        except DecodeError as exc:
+            raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
+        view = channel.store.view()
+        run = partial(_hashes, contract_of, invocation, view)
+        hashes = await asyncio.get_running_loop().run_in_executor(channel.store.executor, run)
+        return hashes, recipients_of(payload)
+
+    def _sign(
+        self,
+        channel: PrivateChannel,
+        tx_id: str,
+        digest: bytes,
+        hashes: tuple[bytes, bytes],
+        keys: list[bytes],
+        verdict: int,
+    ) -> A.PrivateAgreement:
+        body = ag.agreement_body(channel.channel_id, tx_id, digest, hashes, keys, verdict)
+        signer = self._ctx.signer
+        return A.PrivateAgreement(
+            body=body, signer=signer.identity_bytes, signature=signer.sign(ag.signing_bytes(body))
+        )
+
+    async def agree(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        query: A.AgreeQuery,
+        requester_key: bytes,
+    ) -> A.PrivateAgreement:
+        """This node's signed verdict on the requester's proposal (Agree)."""
+        own, keys = await self._run(channel, contract_of, query.payload_hash)
+        if not requester_key or requester_key not in keys:
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
+        verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
+        if verdict == ag.DISAGREE:
+            requester = channel.node_of_key(requester_key)
+            logger.warning(
+                "disagreeing with %s on payload %s (tx %s): this node's private state gives "
+                "another result",
+                requester.node_id if requester is not None else "?",
+                query.payload_hash.hex(),
+                query.tx_id,
+            )
+        return self._sign(channel, query.tx_id, query.payload_hash, own, keys, verdict)
+
+    async def collect(
+        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
+    ) -> A.CollectAgreementsResponse:
+        """Every recipient's signed agreement, this node's first (CollectAgreements)."""
+        if channel.view.config.private_agreement != ag.ALL_RECIPIENTS:
+            return A.CollectAgreementsResponse(agreed=True)  # the channel requires none
+        own, keys = await self._run(channel, contract_of, digest)
+        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE)
+        others = [k for k in keys if k != self._key.public_key]
+        try:
+            async with asyncio.timeout(AGREE_TIMEOUT_S):
+                theirs = await asyncio.gather(
+                    *(self._ask(channel, k, digest, tx_id, own) for k in others)
+                )
+        except TimeoutError as exc:
+            raise TransientError(
+                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
+                f"not every recipient agreed within {AGREE_TIMEOUT_S}s",
+            ) from exc
+        out = A.CollectAgreementsResponse(agreements=[mine, *theirs])
+        bodies = [A.PrivateAgreementBody.FromString(a.body) for a in out.agreements]
+        out.agreed = all(
+            b.verdict == ag.AGREE and (b.pre_state_hash, b.delta_hash) == own for b in bodies
+        )
+        return out
+
+    async def _ask(
+        self,
+        channel: PrivateChannel,
+        key: bytes,
+        digest: bytes,
+        tx_id: str,
+        own: tuple[bytes, bytes],
+    ) -> A.PrivateAgreement:
+        node = channel.node_of_key(key)
+        if node is None:
+            raise ClientError(
+                R.ERROR_REASON_INVALID_FIELD, "a recipient key is not in the channel config"
+            )
+        query = A.AgreeQuery(
+            channel_id=channel.channel_id,
+            payload_hash=digest,
+            tx_id=tx_id,
+            pre_state_hash=own[0],
+            delta_hash=own[1],
+            requester=self._ctx.signer.identity_bytes,
+        )
+        query.timestamp.FromDatetime(utc_now())
+        data = query.SerializeToString()
+        request = A.AgreeRequest(query=data, signature=self._ctx.signer.sign(data))
+        try:
+            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
+                await self._ctx.channel_to(node.node_id)
+            )
+            reply = await stub.Agree(request, timeout=AGREE_TIMEOUT_S)
+        except (grpc.aio.AioRpcError, TransientError) as exc:
+            detail = (
+                f"{exc.code().name}: {exc.details()}"
+                if isinstance(exc, grpc.aio.AioRpcError)
+                else str(exc)
+            )
+            raise TransientError(
+                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
+                f"recipient {node.node_id} did not agree: {detail}",
+                {"node": node.node_id},
+            ) from exc
+        return reply.agreement
+
+
+def _hashes(
+    contract_of: ContractOf,
+    invocation: private_payload_pb2.PrivateInvocation,
+    state: StateReader,
+) -> tuple[bytes, bytes]:
+    """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written."""
+    outcome = execute(contract_of, invocation, state, Version(0, 0))
+    return outcome.pre_state_hash, outcome.state_hash
