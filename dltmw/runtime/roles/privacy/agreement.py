@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 A = private_agreement_pb2
 R = errors_pb2
 AGREE_TIMEOUT_S = 10.0  # one deadline for every recipient of one collection
+# A recipient (or this node) whose executor has not yet run the latest committed private
+# transactions executes on an older pre-state and disagrees for that reason alone; under load
+# that is common. A collection that is not unanimous is therefore run again, a bounded number
+# of times with growing pauses (~3 s in all), before the disagreement is returned; a party whose
+# state really differs (tampered) disagrees every time.
+COLLECT_ATTEMPTS = 6
+COLLECT_BACKOFF_S = 0.1
 ContractOf = Callable[[str], Contract | None]
 
 
@@ -113,9 +120,22 @@ class Agreements:
     async def collect(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
-        """Every recipient's signed agreement, this node's first (CollectAgreements)."""
+        """Every recipient's signed agreement, this node's first (CollectAgreements); run again
+        while a party lags (see COLLECT_ATTEMPTS), so a disagreement returned is a lasting one."""
         if channel.view.config.private_agreement != ag.ALL_RECIPIENTS:
             return A.CollectAgreementsResponse(agreed=True)  # the channel requires none
+        out = A.CollectAgreementsResponse()
+        for attempt in range(COLLECT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(COLLECT_BACKOFF_S * 2 ** (attempt - 1))
+            out = await self._collect_once(channel, contract_of, digest, tx_id)
+            if out.agreed:
+                break
+        return out
+
+    async def _collect_once(
+        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
+    ) -> A.CollectAgreementsResponse:
         own, keys = await self._run(channel, contract_of, digest)
         mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE)
         others = [k for k in keys if k != self._key.public_key]
