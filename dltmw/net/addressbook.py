@@ -20,22 +20,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltmw.aio.files import write_durably
 from dltmw.v1 import config_pb2
 
 FENCE_SUFFIX = ".superseded"  # <dir>/<node id>.superseded names the standby that took over
-
-
-def write_durably(path: Path, text: str) -> None:
-    """Create `path` holding `text` and make it and its directory entry durable."""
-    with path.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -110,7 +98,6 @@ class AddressBook:
     def supersede(self, node_id: str, by: str) -> None:
         """Record durably that `by` (a promoted standby) now serves `node_id`'s identity: the
         fence a revived `node_id` reads at start (runtime/standby.py)."""
-        self._dir.mkdir(parents=True, exist_ok=True)
         write_durably(self._dir / f"{node_id}{FENCE_SUFFIX}", by)
 
     def superseded_by(self, node_id: str) -> str | None:

@@ -14,10 +14,10 @@ compile). Nothing is ever removed: an installed package is immutable, like its i
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
+from dltmw.aio.files import write_durably
 from dltmw.contract_sdk.loader import LoadedPackage, load_package
 from dltmw.core.contract import Contract
 from dltmw.core.contract_package import PackageError, package_id
@@ -68,18 +68,7 @@ class ContractStore:
         return describe(loaded), before
 
     def _write(self, path: Path, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durably(path, data)
 
     def ids(self) -> list[str]:
         """Ids of the installed packages, sorted."""

@@ -50,8 +50,8 @@ from typing import Protocol, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dltmw.aio.files import write_durably
 from dltmw.core.errors import ClientError, DltmwError
-from dltmw.net.addressbook import write_durably
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
 from dltmw.v1 import errors_pb2

@@ -25,7 +25,6 @@ the node to fill.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing
@@ -35,6 +34,7 @@ from typing import NamedTuple, Protocol
 
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.files import write_durably
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
 from dltmw.sdk.errors import InvalidRequest
@@ -99,19 +99,7 @@ class FileCheckpointer:
 
     async def save(self, name: str, position: Position) -> None:
         """Write, fsync, rename, fsync the directory: the position survives a crash."""
-        path = self._path(name)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(position._asdict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durably(self._path(name), json.dumps(position._asdict()))
 
 
 class Bus:
