@@ -25,9 +25,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/dltmw demo
 
-## test: lint, the other-language stubs and the Node.js example, then every test tier
+## test: lint, the other-language stubs and the Node.js example, then every test tier.
+## Test files run on TEST_WORKERS processes (pytest-xdist, one file per worker at a time, so a
+## module's network fixture is started once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: lint stubs node-example browser hsm postgresql systemd
-	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 ## soak: the long tier — tests marked `soak` with their soak counts; writes soak-summary.md
 soak: $(STAMP)

@@ -19,30 +19,84 @@ The embedding API (docs/embedding.md):
 `dltmw.Error` subclasses (`dltmw.sdk.errors`), never raw gRPC errors.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from dltmw.sdk.bus import Bus, Checkpointer, FileCheckpointer, Message, Position, Subscription
-from dltmw.sdk.client import Client
-from dltmw.sdk.errors import (
-    AlreadyExists,
-    CommitFailed,
-    ContractRefused,
-    EndorsementFailed,
-    Error,
-    InputConsumed,
-    InvalidRequest,
-    LimitExceeded,
-    NotFound,
-    Overloaded,
-    PermissionDenied,
-    PreconditionFailed,
-    StaleRead,
-    Unavailable,
-)
-from dltmw.sdk.network import Network, connect, open
-from dltmw.sdk.profile import Profile, ProfileError
-from dltmw.sdk.results import Block, Committed, ContractEvent, EventFilter, Transaction
-from dltmw.sdk.vault import FlowDone, Vault
+if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
+    from dltmw.sdk.bus import Bus, Checkpointer, FileCheckpointer, Message, Position, Subscription
+    from dltmw.sdk.client import Client
+    from dltmw.sdk.errors import (
+        AlreadyExists,
+        CommitFailed,
+        ContractRefused,
+        EndorsementFailed,
+        Error,
+        InputConsumed,
+        InvalidRequest,
+        LimitExceeded,
+        NotFound,
+        Overloaded,
+        PermissionDenied,
+        PreconditionFailed,
+        StaleRead,
+        Unavailable,
+    )
+    from dltmw.sdk.network import Network, connect, open
+    from dltmw.sdk.profile import Profile, ProfileError
+    from dltmw.sdk.results import Block, Committed, ContractEvent, EventFilter, Transaction
+    from dltmw.sdk.vault import FlowDone, Vault
+
+# Where each public name lives. `import dltmw` stays cheap (the CLI, node processes and
+# programs that use one part do not load the whole SDK, gRPC stubs and node runtime); a name is
+# imported from its module the first time it is used (PEP 562).
+_EXPORTS = {
+    **dict.fromkeys(
+        ("Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"),
+        "dltmw.sdk.bus",
+    ),
+    "Client": "dltmw.sdk.client",
+    **dict.fromkeys(
+        (
+            "AlreadyExists",
+            "CommitFailed",
+            "ContractRefused",
+            "EndorsementFailed",
+            "Error",
+            "InputConsumed",
+            "InvalidRequest",
+            "LimitExceeded",
+            "NotFound",
+            "Overloaded",
+            "PermissionDenied",
+            "PreconditionFailed",
+            "StaleRead",
+            "Unavailable",
+        ),
+        "dltmw.sdk.errors",
+    ),
+    **dict.fromkeys(("Network", "connect", "open"), "dltmw.sdk.network"),
+    **dict.fromkeys(("Profile", "ProfileError"), "dltmw.sdk.profile"),
+    **dict.fromkeys(
+        ("Block", "Committed", "ContractEvent", "EventFilter", "Transaction"), "dltmw.sdk.results"
+    ),
+    **dict.fromkeys(("FlowDone", "Vault"), "dltmw.sdk.vault"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first use (and keep it here)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dltmw' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 try:
     __version__ = version("dltmw")

@@ -23,6 +23,7 @@ from dltmw.cli import params
 from dltmw.cli.errors import UserError
 from dltmw.cli.params import ClientOpt, JsonOpt, NetworkDir
 from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
 from dltmw.client.transfer import Leg, dvp_terms, run_transfer
 
 LegOpt = Annotated[
@@ -55,6 +56,16 @@ def _peers(raw: list[str]) -> dict[str, list[str]]:
             raise UserError(f"--peers {text!r}: expected CHANNEL=NODE,NODE...")
         out[channel] = [n for n in nodes.split(",") if n]
     return out
+
+
+def _check_nodes_run(network: Path, client: str, peers: dict[str, list[str]]) -> None:
+    """Before any transaction: the client's gateway and every named peer exist and run, so a
+    stopped network is named at once instead of after each connection's address wait."""
+    files = ClientFiles.load(network, client)
+    if not files.gateway:
+        raise UserError(f"client {client} has no default gateway")
+    for node in [files.gateway, *sorted({n for ns in peers.values() for n in ns})]:
+        params.check_running(network, node, files.addresses)
 
 
 async def _run(
@@ -90,6 +101,7 @@ def transfer(
     """Run one atomic transfer across two channels: lock both, then claim both (or refund)."""
     params.check_client(network, client)
     legs, by_channel = _legs(leg), _peers(peers)
+    _check_nodes_run(network, client, by_channel)
     deadline = int(utc_now().timestamp()) + deadline_s
     result = asyncio.run(_run(network, client, legs, by_channel, deadline))
     if as_json:

@@ -67,6 +67,6 @@ def exercised(results: list[ScenarioResult], marks: dict[str, Mark]) -> dict[str
     return {name: sum(mark(r) for r in results) / len(results) for name, mark in marks.items()}
 
 
-def seeds(quick: int) -> range:
-    """The seed range of a scenario in this tier (10x in `make soak`)."""
-    return range(count(quick, 10 * quick))
+def seeds(quick: int, soak: int | None = None) -> range:
+    """The seed range of a scenario in this tier (`soak`, default 10x, in `make soak`)."""
+    return range(count(quick, 10 * quick if soak is None else soak))
