@@ -12,11 +12,15 @@ import os
 from pathlib import Path
 
 
-def write_durably(path: Path, data: bytes | str) -> None:
-    """Replace `path` with `data` atomically and durably (see the module docstring)."""
+def write_durably(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably (see the module docstring). The file
+    is created with `mode` (e.g. 0o600 for key material), so it is never readable by others,
+    not even before a chmod."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    tmp.unlink(missing_ok=True)  # left by a crash: O_EXCL below must create it afresh
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())

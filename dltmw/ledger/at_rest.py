@@ -32,7 +32,6 @@ Theory of operation:
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from dltmw.aio.files import write_durably
 from dltmw.core.errors import InvariantViolation
 
 MAGIC = b"\xe1"
@@ -124,14 +124,7 @@ class DataKeyRing:
                 for i, (n, w) in sorted(self._wrapped.items())
             ],
         }
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as out:
-            json.dump(doc, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self._path)
+        write_durably(self._path, json.dumps(doc), mode=0o600)
 
     def key(self, key_id: int) -> AESGCM:
         """The data key `key_id` (RecordUnreadable if this ring never had it)."""

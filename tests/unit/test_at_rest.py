@@ -72,6 +72,7 @@ def test_data_keys_survive_a_reopen_and_need_the_storage_key(tmp_path: Path) -> 
     stored = cipher(tmp_path).seal("pstate", b"id", b"value")
     assert cipher(tmp_path).open("pstate", b"id", stored) == b"value"
     assert KEK.hex() not in (tmp_path / KEYS_FILE).read_text()
+    assert (tmp_path / KEYS_FILE).stat().st_mode & 0o777 == 0o600  # the owner's alone
     with pytest.raises(RecordUnreadable):
         cipher(tmp_path, kek=bytes(32))  # another node's storage key
 
