@@ -87,8 +87,13 @@ _EXPORTS = {
 def __getattr__(name: str) -> Any:
     """Load a public name from its module on first use (and keep it here)."""
     module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dltmw' has no attribute {name!r}")
+    if module is None:  # a subpackage (`dltmw.sdk`), as the eager imports used to make them
+        try:
+            return import_module(f"dltmw.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"dltmw.{name}":
+                raise
+            raise AttributeError(f"module 'dltmw' has no attribute {name!r}") from None
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

@@ -31,6 +31,7 @@ fails on them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -46,6 +47,7 @@ from google.protobuf.message import DecodeError, Message
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.observed import Observed, RpcObserver
+from dltmw.rpc.open_streams import OpenStreams, stopping
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.rpc.tracing import NO_TRACING, Tracer
@@ -251,6 +253,7 @@ class Boundary:
         self.tracer = tracer  # server spans of unary calls that carry a traceparent
         # Asked with each path before the request is read; raises to refuse (runtime/standby.py)
         self.gate: Callable[[str], None] = _open
+        self.streams = OpenStreams()  # subscriptions, ended at once when the node stops
 
     def rule(
         self, service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor
@@ -377,7 +380,7 @@ class Boundary:
                 caller = Caller.of(context)
                 try:
                     self.gate(rule.path)
-                    with _Charged(self.budget, caller, len(raw)):
+                    with _Charged(self.budget, caller, len(raw)), self.streams.held():
                         request = self.admit(rule, raw, caller)
                         async for response in behaviour(request, context):
                             if not await _written(context, response):
@@ -385,6 +388,10 @@ class Boundary:
                     return
                 except DltmwError as exc:
                     refused = detached(exc)
+                except asyncio.CancelledError:
+                    if not self.streams.ended_here():
+                        raise
+                    refused = stopping()
                 await abort(context, refused)  # outside the except block: see status.detached
 
         return call

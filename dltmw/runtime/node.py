@@ -463,6 +463,7 @@ class Node:
         self.ctx.addresses.withdraw(self.config.node_id, self.address)
         if self.standby is not None:
             self.standby.withdraw()
+        self.boundary.streams.end()  # subscriptions never end by themselves: end them now
         await server.stop(grace_s)
         await self.utxo.stop()
         await self.gateway.close()

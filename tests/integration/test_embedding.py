@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import dltmw
+from dltmw.sdk.network import DEFAULT_TOPOLOGY
 
 
 def _height(net: dltmw.Network, node: str = "peer0.org1", channel: str = "main") -> int:
@@ -168,7 +169,7 @@ def test_node_side_filters_keep_ledger_positions(tmp_path: Path) -> None:
 
 
 THREE_ORGS = (
-    dltmw.sdk.network.DEFAULT_TOPOLOGY.replace(
+    DEFAULT_TOPOLOGY.replace(
         '[[nodes]]\nid = "peer0.org2"',
         '[[orgs]]\nid = "Org3"\n[[nodes]]\nid = "peer0.org3"\norg = "Org3"\n'
         'roles = ["peer", "gateway"]\n[[clients]]\nid = "user1.org3"\norg = "Org3"\n'
