@@ -10,7 +10,7 @@ call goes through one wrapper that, in this order and before any work on the req
 
 1. refuses a request larger than its method's cap (`Limits.query_bytes_max` for RPCs that carry
    only a signed query; grpc's own `max_message_bytes` for the rest);
-2. charges the caller's in-flight budget (`Budget`): calls at once per connection and per caller
+2. charges the caller's in-flight budget (`rpc/budget.Budget`): calls at once per connection and per caller
    identity (the SHA-256 of its TLS certificate, so one client cannot hide behind several
    connections), and request bytes in progress per identity;
 3. parses the request: bytes that do not parse are INVALID_ARGUMENT / MALFORMED, logged as ONE
@@ -26,13 +26,13 @@ A bound that is exceeded is RESOURCE_EXHAUSTED / LIMIT_EXCEEDED with ErrorInfo m
 message's bytes from when the servicer takes it until it asks for the next one (how many a
 servicer works on at once is its own pipelining depth). Unexpected exceptions are NOT caught
 here: they are bugs, surface as UNKNOWN, and the fuzzer (tests/integration/test_fuzz_rpc.py)
-fails on them.
+fails on them. When the node stops, open subscriptions (and sequential bidirectional streams
+waiting for a request) end at once with SHUTTING_DOWN (`rpc/open_streams.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import time
@@ -46,10 +46,10 @@ from google.protobuf.message import DecodeError, Message
 
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
+from dltmw.rpc.budget import Budget, BudgetLimits, Caller, Charged
 from dltmw.rpc.observed import Observed, RpcObserver
 from dltmw.rpc.open_streams import OpenStreams, stopping
 from dltmw.rpc.status import abort, detached
-from dltmw.rpc.tls import caller_tls_cert
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import errors_pb2
 
@@ -82,7 +82,7 @@ QUERY_METHODS = frozenset(
 CALLERS_REMEMBERED_MAX = 1024  # callers the malformed-input log keeps a last-report time for
 
 
-class Limits(Protocol):
+class Limits(BudgetLimits, Protocol):
     """The input bounds the boundary enforces (the node's `runtime.config.Limits` has them;
     declared here, on the consumer's side, so the boundary does not depend on the runtime).
     Their names are what LIMIT_EXCEEDED errors report."""
@@ -108,108 +108,9 @@ class Limits(Protocol):
         ...
 
     @property
-    def inflight_rpcs_per_connection_max(self) -> int:
-        """Bound: calls at once from one connection."""
-        ...
-
-    @property
-    def inflight_rpcs_per_identity_max(self) -> int:
-        """Bound: calls at once from one TLS identity."""
-        ...
-
-    @property
-    def inflight_bytes_per_identity_max(self) -> int:
-        """Bound: request bytes in progress per TLS identity."""
-        ...
-
-    @property
     def malformed_log_interval_s(self) -> float:
         """Bound: one malformed-input log line per caller per interval."""
         ...
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a call comes from, as the boundary counts it."""
-
-    connection: str  # grpc's peer string: address and port of this connection
-    identity: bytes  # SHA-256 of the caller's TLS certificate (b"" without one)
-
-    @staticmethod
-    def of(context: Ctx) -> Caller:
-        """The caller of `context`'s call."""
-        cert = caller_tls_cert(context)
-        return Caller(context.peer(), hashlib.sha256(cert).digest() if cert else b"")
-
-    def __str__(self) -> str:
-        return f"{self.connection} (tls {self.identity[:6].hex() or 'none'})"
-
-
-class Budget:
-    """In-flight calls per connection and per identity, and request bytes per identity.
-
-    Counters exist only while something is in flight, so the maps are bounded by the server's
-    `maximum_concurrent_rpcs`. Single-threaded (the event loop): no lock.
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        self._limits = limits
-        self._calls_of_connection: dict[str, int] = {}
-        self._calls_of_identity: dict[bytes, int] = {}
-        self._bytes_of_identity: dict[bytes, int] = {}
-
-    def open_call(self, caller: Caller) -> None:
-        """Count one more call of `caller`, or raise LimitExceeded (nothing counted)."""
-        lim = self._limits
-        if self._calls_of_connection.get(caller.connection, 0) >= (
-            lim.inflight_rpcs_per_connection_max
-        ):
-            raise LimitExceeded(
-                "inflight_rpcs_per_connection_max",
-                lim.inflight_rpcs_per_connection_max,
-                "too many calls in progress on this connection",
-            )
-        if self._calls_of_identity.get(caller.identity, 0) >= lim.inflight_rpcs_per_identity_max:
-            raise LimitExceeded(
-                "inflight_rpcs_per_identity_max",
-                lim.inflight_rpcs_per_identity_max,
-                "too many calls in progress for this TLS identity",
-            )
-        _add(self._calls_of_connection, caller.connection, 1)
-        _add(self._calls_of_identity, caller.identity, 1)
-
-    def close_call(self, caller: Caller) -> None:
-        """Undo `open_call`."""
-        _add(self._calls_of_connection, caller.connection, -1)
-        _add(self._calls_of_identity, caller.identity, -1)
-
-    def take_bytes(self, caller: Caller, size: int) -> None:
-        """Charge `size` request bytes to `caller`'s identity, or raise LimitExceeded."""
-        cap = self._limits.inflight_bytes_per_identity_max
-        if self._bytes_of_identity.get(caller.identity, 0) + size > cap:
-            raise LimitExceeded(
-                "inflight_bytes_per_identity_max",
-                cap,
-                "too many request bytes in progress for this TLS identity",
-            )
-        _add(self._bytes_of_identity, caller.identity, size)
-
-    def give_bytes(self, caller: Caller, size: int) -> None:
-        """Undo `take_bytes`."""
-        _add(self._bytes_of_identity, caller.identity, -size)
-
-    @property
-    def idle(self) -> bool:
-        """Nothing is in flight (every counter returned to zero)."""
-        return not (self._calls_of_connection or self._calls_of_identity or self._bytes_of_identity)
-
-
-def _add(counters: dict[Any, int], key: Any, delta: int) -> None:
-    value = counters.get(key, 0) + delta
-    if value > 0:
-        counters[key] = value
-    else:
-        counters.pop(key, None)
 
 
 class RateLimitedLog:
@@ -354,7 +255,7 @@ class Boundary:
                 caller = Caller.of(context)
                 try:
                     self.gate(rule.path)
-                    with _Charged(self.budget, caller, len(raw)):
+                    with Charged(self.budget, caller, len(raw)):
                         request = self.admit(rule, raw, caller)
                         tracer = self.tracer
                         metadata = context.invocation_metadata() if tracer.enabled else None
@@ -380,7 +281,7 @@ class Boundary:
                 caller = Caller.of(context)
                 try:
                     self.gate(rule.path)
-                    with _Charged(self.budget, caller, len(raw)), self.streams.held():
+                    with Charged(self.budget, caller, len(raw)), self.streams.held():
                         request = self.admit(rule, raw, caller)
                         async for response in behaviour(request, context):
                             if not await _written(context, response):
@@ -405,12 +306,16 @@ class Boundary:
                 admitted = self._admitted(rule, requests, caller)
                 try:
                     self.gate(rule.path)
-                    with _Charged(self.budget, caller, 0):
+                    with Charged(self.budget, caller, 0):
                         async for response in behaviour(admitted, context):
                             yield response
                     return
                 except DltmwError as exc:
                     refused = detached(exc)
+                except asyncio.CancelledError:
+                    if not self.streams.ended_here():
+                        raise
+                    refused = stopping()
                 finally:
                     # Return the bytes of a message the servicer took but never finished with;
                     # the servicers stop their reader tasks before they return (not running).
@@ -422,7 +327,13 @@ class Boundary:
     async def _admitted(
         self, rule: MethodRule, requests: AsyncIterator[bytes], caller: Caller
     ) -> AsyncGenerator[Any, None]:
-        async for raw in requests:
+        incoming = aiter(requests)
+        while True:
+            with self.streams.waiting(rule.path):  # (a sequential servicer is idle here)
+                try:
+                    raw = await anext(incoming)
+                except StopAsyncIteration:
+                    return
             size = len(raw)
             self.budget.take_bytes(caller, size)
             try:
@@ -436,27 +347,6 @@ class Boundary:
             finally:
                 del request
                 self.budget.give_bytes(caller, size)
-
-
-class _Charged:
-    """One call (and its request bytes) charged to a caller for the duration of a `with`."""
-
-    def __init__(self, budget: Budget, caller: Caller, size: int) -> None:
-        self._budget = budget
-        self._caller = caller
-        self._size = size
-
-    def __enter__(self) -> None:
-        self._budget.open_call(self._caller)
-        try:
-            self._budget.take_bytes(self._caller, self._size)
-        except LimitExceeded:
-            self._budget.close_call(self._caller)
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self._budget.give_bytes(self._caller, self._size)
-        self._budget.close_call(self._caller)
 
 
 def _open(_path: str) -> None:

@@ -7,9 +7,11 @@ streams. On stop the node calls `end()`: every subscription still open ends now 
 UNAVAILABLE / SHUTTING_DOWN (the caller reconnects, to this node after its restart or to
 another), and a subscription asked for after that is refused the same way.
 
-Only server-streaming calls with one request are ended this way: each message they send is
-complete in itself, so nothing is half done. Bidirectional streams (Broadcast, Transact,
-ProcessProposals, Push, NotariseStream) answer requests already taken and keep the grace.
+Server-streaming calls with one request are ended at any moment: each message they send is
+complete in itself, so nothing is half done. Of the bidirectional streams, those whose servicer
+answers one request before it reads the next (`SEQUENTIAL`: Push, NotariseStream) are ended
+while they wait for a request, and read no request after the stop began; the pipelined ones
+(Broadcast, Transact, ProcessProposals) may have requests in flight and keep the grace.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from contextlib import contextmanager
 
 from dltmw.core.errors import TransientError
 from dltmw.v1 import errors_pb2
+
+# Bidirectional methods whose servicer answers each request before reading the next: waiting
+# for a request, they have nothing in flight.
+SEQUENTIAL = frozenset(
+    {"/dltmw.v1.PrivacyManagerService/Push", "/dltmw.v1.NotaryService/NotariseStream"}
+)
 
 
 def stopping() -> TransientError:
@@ -48,6 +56,16 @@ class OpenStreams:
             yield
         finally:
             self._tasks.discard(task)
+
+    @contextmanager
+    def waiting(self, path: str) -> Iterator[None]:
+        """Around a bidirectional call's wait for its next request: a `SEQUENTIAL` method is
+        ended there by `end()` and, once it began, reads no more requests."""
+        if path not in SEQUENTIAL:
+            yield
+            return
+        with self.held():
+            yield
 
     def ended_here(self) -> bool:
         """After a CancelledError in a held subscription: was it `end()`'s? Then the caller

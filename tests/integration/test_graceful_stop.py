@@ -43,3 +43,19 @@ def test_stopping_a_node_ends_its_open_subscriptions_with_shutting_down(tmp_path
                 await gateway.close()
 
     asyncio.run(scenario())
+
+
+def test_stopping_a_node_ends_an_idle_push_stream_from_a_live_sender(tmp_path: Path) -> None:
+    """Push is bidirectional and answers each batch before it reads the next: waiting for the
+    next batch it has nothing in flight, so the stop ends it instead of waiting the grace."""
+
+    async def scenario() -> None:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+            bus = net.bus("user1.org1")
+            await bus.create_topic("otc")
+            await bus.create_private_topic("otc", ["Org1", "Org2"])
+            await bus.publish_private("otc", b"block trade", ["Org1", "Org2"])  # Push to org2
+            stop = net.nodes["peer0.org2"].stop(grace_s=GRACE_S)  # peer0.org1 keeps running
+            await asyncio.wait_for(stop, GRACE_S / 4)
+
+    asyncio.run(scenario())

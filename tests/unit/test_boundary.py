@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from dltmw.core.errors import ClientError, LimitExceeded
-from dltmw.rpc.boundary import Boundary, Budget, Caller, RateLimitedLog
+from dltmw.rpc.boundary import Boundary, RateLimitedLog
+from dltmw.rpc.budget import Budget, Caller
 from dltmw.rpc.channel_options import Keepalive, client_options, server_options
 from dltmw.rpc.status import CODE_OF_REASON, detached, to_status
 from dltmw.runtime.config import Limits
