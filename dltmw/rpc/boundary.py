@@ -10,9 +10,9 @@ call goes through one wrapper that, in this order and before any work on the req
 
 1. refuses a request larger than its method's cap (`Limits.query_bytes_max` for RPCs that carry
    only a signed query; grpc's own `max_message_bytes` for the rest);
-2. charges the caller's in-flight budget (`rpc/budget.Budget`): calls at once per connection and per caller
-   identity (the SHA-256 of its TLS certificate, so one client cannot hide behind several
-   connections), and request bytes in progress per identity;
+2. charges the caller's in-flight budget (`rpc/budget.Budget`): calls at once per connection
+   and per caller identity (the SHA-256 of its TLS certificate, so one client cannot hide
+   behind several connections), and request bytes in progress per identity;
 3. parses the request: bytes that do not parse are INVALID_ARGUMENT / MALFORMED, logged as ONE
    line per caller per `Limits.malformed_log_interval_s` (with a count of what was suppressed),
    never with a traceback;
