@@ -79,6 +79,18 @@ class Drains(Protocol):
         """Nothing more is queued for this core right now."""
 
 
+@runtime_checkable
+class Quiescent(Protocol):
+    """A core that can say no tick would change anything now (the solo orderer with nothing
+    pending). Its driver then stops ticking until the next input, so an idle node does not wake
+    100 times a second for nothing; ticks resume with the next input. A core whose timers run
+    on their own (PBFT-lite's view-change and retransmit timers) does not implement it.
+    """
+
+    def quiescent(self) -> bool:
+        """Every tick from now until the next input would be a no-op."""
+
+
 class Executor(Protocol[P_contra, D_contra, M_contra, R_contra]):
     """The synchronous side of the contract (the simulator's): one method per field."""
 

@@ -5,8 +5,10 @@ orderers, the notary (single and cluster), the peer's committer, the private exe
 only the per-role `Executor` (`runtime/executor.py`) differs. One iteration (etcd raft's
 reference loop):
 
-1. wait for input or the next tick, then take every input already queued, up to `batch_max`,
-   so a burst of requests becomes one step and one storage transaction (group commit);
+1. wait for input or the next tick (no tick while a `Quiescent` core says none would matter:
+   an idle solo orderer sleeps until input instead of waking every 10 ms), then take every
+   input already queued, up to `batch_max`, so a burst of requests becomes one step and one
+   storage transaction (group commit);
 2. `load`: the executor reads what the step needs (the committed versions a block reads, the
    spent rows a batch touches). It runs after the previous iteration's effects are durable, so
    a read never misses an earlier decision;
@@ -40,7 +42,7 @@ from concurrent.futures import Executor as ThreadPool
 from typing import Generic
 
 from dltmw.aio.tasks import TaskOwner, cancel_and_wait
-from dltmw.core.effects import Core, D, Drains, Effects, M, P, R
+from dltmw.core.effects import Core, D, Drains, Effects, M, P, Quiescent, R
 from dltmw.core.errors import Overloaded, TransientError
 from dltmw.runtime.executor import Executor, In, Msg
 from dltmw.runtime.metrics import NodeMetrics
@@ -79,6 +81,7 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         self.name = name
         self._core = core
         self._drains = core if isinstance(core, Drains) else None
+        self._quiescent = core if isinstance(core, Quiescent) else None
         self._downstream_idle = downstream_idle
         self._executor = executor
         self._tasks = tasks
@@ -189,7 +192,8 @@ class Driver(Generic[In, Msg, P, D, M, R]):
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         tick_s = self._tick_s
-        next_tick = math.inf if tick_s is None else loop.time() + tick_s
+        quiet = self._quiescent is not None and self._quiescent.quiescent()
+        next_tick = math.inf if tick_s is None or quiet else loop.time() + tick_s
         while not self._stopping:
             inputs = await self._take(next_tick - loop.time())
             messages = await self._executor.load(inputs) if inputs else ()
@@ -206,6 +210,12 @@ class Driver(Generic[In, Msg, P, D, M, R]):
                 step = self._step
                 effects = await loop.run_in_executor(self._step_in, step, messages, tick, drained)
             await self._execute(effects)
+            if self._quiescent is not None and tick_s is not None:
+                # An idle core that says no tick matters sleeps until input (module docstring).
+                if self._quiescent.quiescent():
+                    next_tick = math.inf
+                elif next_tick == math.inf:
+                    next_tick = loop.time() + tick_s
         self._finished.set()
         await asyncio.Future()  # parked until stop() cancels it: a returning loop is fatal
 

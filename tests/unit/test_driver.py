@@ -302,3 +302,43 @@ async def test_a_ticking_driver_waits_for_its_input_without_a_task_per_wait() ->
     assert core.steps == ["a", "b", "c"]
     takes = [t for t in made if getattr(t.get_coro(), "__qualname__", "") == "Queue.get"]
     assert takes == [], "the driver wrapped its inbox wait in a task"
+
+
+class QuietCore(ScriptedCore):
+    """A `Quiescent` core: a tick matters only while an input is waiting for its timeout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0  # inputs whose timeout has not passed
+
+    def step(self, message: str) -> None:
+        super().step(message)
+        self.waiting += 1
+
+    def tick(self, now: int) -> None:
+        super().tick(now)
+        self.waiting = 0  # (one tick is its timeout)
+
+    def quiescent(self) -> bool:
+        return self.waiting == 0
+
+
+async def test_a_quiescent_core_is_not_ticked_until_its_next_input() -> None:
+    core, ex, tasks = QuietCore(), Recorder(), TaskOwner()
+    async with driver(core, ex, tasks, tick_s=0.001) as d:
+        idle = 0
+        for _ in range(50):  # ~50 tick periods with nothing pending: not one tick
+            await asyncio.sleep(0.001)
+            idle = len(core.ticks)
+        d.submit("a")
+        await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+        for _ in range(int(WAIT_S / 0.001)):  # the input makes it tick again (bounded)
+            if core.ticks:
+                break
+            await asyncio.sleep(0.001)
+        ticks_after_input = len(core.ticks)
+        for _ in range(50):  # quiet again once its one tick passed
+            await asyncio.sleep(0.001)
+    assert idle == 0, f"{idle} ticks while quiescent"
+    assert ticks_after_input >= 1 and core.waiting == 0
+    assert len(core.ticks) <= ticks_after_input + 1, core.ticks

@@ -95,6 +95,10 @@ class SoloOrderer:
         if batch:
             self._cut([batch])
 
+    def quiescent(self) -> bool:
+        """Nothing pending: a tick would do nothing until the next envelope (`Quiescent`)."""
+        return not self._cutter.pending
+
     def drained(self) -> None:
         """The driver's intake is empty: cut the pending batch (unless by limits only)."""
         batch = self._cutter.drained()
