@@ -309,9 +309,10 @@ class Replica(Checkpoints):
             return
         if not slot.commit_sent:
             matching = [e for r, (d, e) in sorted(slot.prepares.items()) if d == slot.digest]
-            if len(matching) >= 2 * self.config.f:
+            needed = self.config.quorum - 1  # 2f for n = 3f+1: with the pre-prepare, a quorum
+            if len(matching) >= needed:
                 cert = replica_pb2.PreparedCertificate(
-                    pre_prepare=slot.pre_prepare, prepares=matching[: 2 * self.config.f]
+                    pre_prepare=slot.pre_prepare, prepares=matching[:needed]
                 )
                 self.prepared[sequence] = cert
                 self.persist(PreparedRecord(cert))

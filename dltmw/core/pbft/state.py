@@ -120,6 +120,8 @@ class ReplicaState:
 
     def sign(self, message: replica_pb2.ReplicaMessage) -> Envelope:
         """Our signed envelope for `message`."""
+        if self.config.epoch:  # epoch 0 stays absent: the bytes signed before epochs existed
+            message.epoch = self.config.epoch
         payload = message.SerializeToString()
         return Envelope(payload=payload, replica=self.me, signature=self._signer(payload))
 
