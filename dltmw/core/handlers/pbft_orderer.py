@@ -34,6 +34,16 @@ once (the admission rule admits what the new config admits, `pbft_admission`), a
 committed with it (`CommittedBlock.config`: the executor writes it with the block and the channel
 switches to it).
 
+Epochs (docs/governance.md). A valid config update that changes the replica set ends the epoch:
+its batch is the epoch's last sequence (`Replica.end`: nothing is proposed or judged beyond it),
+and when its block commits here (2f+1 signatures of the OLD set) this core asks `new_epoch` for
+the next group — a fresh replica at view 0, sequence 1, with n, f and the quorums of the new
+list and `PbftConfig.epoch` = that block's number, and a block assembler counting signatures of
+the new list — and block number = epoch + sequence from then on. The old replica's messages not
+yet sent are dropped (foreign epoch for everyone now), its pending requests are handed to the
+new one. A replica the new list does not name gets None: it is *retired* (orders nothing more,
+refuses client requests as NOT_A_REPLICA).
+
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
 block, which the executor reads from the ledger) and `FetchBlocks` (start the fetch from that
@@ -48,7 +58,7 @@ from typing import Protocol
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import is_config_update
+from dltmw.core.config_update import is_config_update, replica_set_changed
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.core.pbft import ClientRequest, Envelope, Record, Rejected, Replica, request_id
@@ -100,6 +110,19 @@ OrdererEffects = Effects[Record, CommittedBlock, Outbound, Rejected | None]
 Learn = Callable[[ChannelView], None]
 
 
+@dataclass(frozen=True)
+class EpochStart:
+    """The next replica group as this node joins it: its replica and block assembler."""
+
+    replica: Replica
+    assembler: BlockAssembler
+
+
+NewEpoch = Callable[[ChannelView, int], EpochStart | None]
+"""(the config that changed the replica set, its block number) -> our part of the new group, or
+None when that config does not name this node (retired)."""
+
+
 class Misbehaviour(Protocol):
     """TEST-ONLY faults injected into one replica (`runtime/roles/orderer/byzantine.py`)."""
 
@@ -142,13 +165,22 @@ class PbftOrdererCore:
         by_limits_only: bool = False,
         view: ChannelView | None = None,
         learn: Learn | None = None,
+        epoch: int = 0,
+        new_epoch: NewEpoch | None = None,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
         `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`); `view`: the
         config in force after block height-1 (None: config updates are not checked, tests of
-        the ordering alone); `learn`: told each config applied, when its block is built."""
+        the ordering alone); `learn`: told each config applied, when its block is built;
+        `epoch`: the replica's group (block number = epoch + sequence); `new_epoch`: builds the
+        next group at a replica-set change (module docstring; None: such a change retires)."""
         self.view = view
+        self.epoch = epoch
+        self.retired = False
+        self._new_epoch = new_epoch
+        self._boundaries: dict[int, ChannelView] = {}  # block number -> the new replica set's
+        self._drop_inner_send = False
         self._learn = learn
         self._tracked = height  # the next block number whose config effect is not known yet
         self._configs: dict[int, ChannelView] = {}  # block number -> the config it applies
@@ -170,10 +202,15 @@ class PbftOrdererCore:
         self._out = _Out()
         self._jump_over(unexecuted)
         for seq in sorted(replica.decided):
-            self._build(seq, tuple(replica.decided[seq].requests))
+            self._build(epoch + seq, tuple(replica.decided[seq].requests))
 
     def step(self, message: Input) -> None:
         """Route one input (see the module docstring)."""
+        if self.retired:
+            if isinstance(message, ClientRequest):
+                rid = request_id(message.request)
+                self._out.replies.append((rid, Rejected(rid, "NOT_A_REPLICA")))
+            return
         if isinstance(message, replica_pb2.BlockSignature):
             if message.number > self._claims.get(message.replica, -1):
                 self._claims[message.replica] = message.number
@@ -188,6 +225,8 @@ class PbftOrdererCore:
 
     def tick(self, now: int) -> None:
         """Replica timers, signature resends, the catch-up schedule, the test-only hook."""
+        if self.retired:
+            return
         self.replica.tick(now)
         self._now = now
         if now % RESIGN_EVERY_TICKS == 0:
@@ -208,17 +247,19 @@ class PbftOrdererCore:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""
         inner = self.replica.ready()
         for decided in inner.decided:
-            self._build(decided.sequence, decided.requests)
+            self._build(self.epoch + decided.sequence, decided.requests)
             if self._hook is not None:
                 self._hook.observe(decided.requests)
         while (pending := self.assembler.complete(self.height)) is not None:
             self._commit(pending.block, pending.digest)
         self._answer_lagging()
         out, self._out = self._out, _Out()
+        inner_send = () if self._drop_inner_send else inner.send
+        self._drop_inner_send = False
         return Effects(
             persist=inner.persist,
             decided=tuple(out.decided),
-            send=(*out.send, *inner.send),
+            send=(*out.send, *inner_send),
             replies=(*inner.replies, *out.replies),
         )
 
@@ -298,6 +339,9 @@ class PbftOrdererCore:
         checked = check_transaction(envelopes[0], view)
         if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
             return
+        if replica_set_changed(view, checked.config):
+            self._boundaries[number] = checked.config
+            self.replica.end = number - self.epoch  # the last sequence of this epoch
         self.view = self._configs[number] = checked.config
         self._cut_to(checked.config)
         if self._learn is not None:
@@ -314,6 +358,32 @@ class PbftOrdererCore:
         self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None)))
         self.height, self.last_hash = self.height + 1, digest
         self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
+        boundary = self._boundaries.pop(number, None)
+        if boundary is not None:
+            self._enter_epoch(number, boundary)
+
+    def _enter_epoch(self, number: int, view: ChannelView) -> None:
+        """Block `number` changed the replica set and is committed here: join the next group,
+        or retire (module docstring). Messages of the old group not sent yet are dropped: they
+        carry its epoch, which no replica of the new group counts."""
+        old = self.replica
+        start = self._new_epoch(view, number) if self._new_epoch is not None else None
+        self._drop_inner_send = True
+        self._out.send.clear()
+        self._claims.clear()
+        self._lagging.clear()
+        self._answered.clear()
+        if start is None:
+            self.retired = True
+            return
+        self.epoch, self.replica, self.assembler = number, start.replica, start.assembler
+        self.replica.executed_ids.update(old.executed_ids)
+        self._peers = [i for i in range(self.replica.config.n) if i != self.replica.me]
+        self.catchup = CatchUp()
+        self._cut_to(view)
+        for rid, pending in old.pending.items():
+            if rid not in old.executed_ids:
+                self.replica.on_request(pending.request, forward=True)
 
     # -- catch-up ------------------------------------------------------------------------------
 
@@ -348,9 +418,9 @@ class PbftOrdererCore:
         self._jump_over(committed)
 
     def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
-        replica = self.replica
-        if replica.next_exec >= self.height:
+        replica, epoch = self.replica, self.epoch
+        if self.retired or epoch + replica.next_exec >= self.height:
             return
-        todo = [b for b in blocks if b.header.number >= replica.next_exec]
-        replica.jump([(b.header.number, tuple(b.data.envelopes)) for b in todo])
+        todo = [b for b in blocks if b.header.number >= epoch + replica.next_exec]
+        replica.jump([(b.header.number - epoch, tuple(b.data.envelopes)) for b in todo])
         self.catchup.last, self.catchup.backoff = replica.next_exec, 1
