@@ -6,7 +6,7 @@ config block that changes the replica set it enters the next epoch (`PbftOrderer
 number + sequence. The added node starts at the boundary, as a runtime that fetched the blocks
 up to it would start it. Checked: one chain everywhere, each config applied at the same block,
 every block after a boundary signed by a quorum of the replica set in force at its height and by
-nobody else, the removed replica retired (it signs nothing after its removal).
+nobody else, the removed replica a follower (it signs nothing after its removal).
 """
 
 # ruff: noqa: F811  (tests take the imported fixtures)
@@ -30,6 +30,8 @@ from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
     EpochStart,
+    FetchBlocks,
+    FetchedBlocks,
     Outbound,
     PbftOrdererCore,
 )
@@ -66,6 +68,7 @@ class Network:
     def epoch_factory(self, node: str) -> Callable[[ChannelView, int], EpochStart | None]:
         def new_epoch(view: ChannelView, number: int) -> EpochStart | None:
             ids = [o.node_id for o in view.config.orderers]
+            self.members[node] = ids  # a follower fetches from the list in force too
             if node not in ids:
                 return None
             keys = [key_of(i) for i in ids]
@@ -77,13 +80,19 @@ class Network:
             cfg = PbftConfig(n=len(ids), checkpoint_interval=2, batch_size_max=2, epoch=number)
             replica = Replica(cfg, me, KEYS.signer(key_of(node)), verify, alone=is_config_update)
             names = [i.encode() for i in ids]
-            self.members[node] = ids
             return EpochStart(replica, BlockAssembler("gov", me, cfg.quorum, names, verify))
 
         return new_epoch
 
     def add(
-        self, node: str, start: EpochStart, view: ChannelView, height: int, last: bytes, epoch: int
+        self,
+        node: str,
+        start: EpochStart,
+        view: ChannelView,
+        height: int,
+        last: bytes,
+        epoch: int,
+        follower: bool = False,
     ) -> None:
         self.cores[node] = PbftOrdererCore(
             start.replica,
@@ -94,6 +103,7 @@ class Network:
             view=view,
             epoch=epoch,
             new_epoch=self.epoch_factory(node),
+            follower=follower,
         )
         self.committed.setdefault(node, [])
 
@@ -101,8 +111,27 @@ class Network:
         out = self.cores[node].ready()
         self.committed[node].extend(out.decided)
         for destination, message in out.send:
+            assert destination < len(self.members[node]), f"{node} sent outside its group"
+            source = self.members[node][destination]
             if isinstance(message, Envelope | replica_pb2.BlockSignature):
-                self.queue.append((self.members[node][destination], message))
+                self.queue.append((source, message))
+            elif isinstance(message, FetchBlocks):
+                self.queue.append((node, self.fetched(source, self.cores[node].height)))
+
+    def fetched(self, source: str, height: int) -> FetchedBlocks:
+        """What a runtime's fetch hands the core: blocks from `height` up to and including the
+        next config block (a fetch never crosses one: the set that signs changes there)."""
+        out = []
+        for item in self.committed.get(source, []):
+            if item.block.header.number >= height:
+                out.append(item.block)
+                if (
+                    is_config_update(item.block.data.envelopes[0])
+                    if item.block.data.envelopes
+                    else False
+                ):
+                    break
+        return FetchedBlocks(source, tuple(out))
 
     def settle(self, rounds: int = 40) -> None:
         """Deliver until quiet; tick everyone between rounds (resends, retransmission)."""
@@ -193,7 +222,7 @@ def test_the_removed_replica_retires_at_its_boundary(
 ) -> None:
     net, (_, second) = grow_and_shrink(gov, replicas)
     removed = net.cores["orderer1"]
-    assert removed.retired and removed.height == second + 1
+    assert removed.follower and removed.height == second + 1
     after = net.chain("orderer0")[second:]
     assert after and all("orderer1" not in signers(b) for b in after)
     removed.step(ClientRequest(REQS[9]))
@@ -234,3 +263,28 @@ def test_requests_queued_behind_the_boundary_are_ordered_by_the_new_group_only(
     for block in after:
         assert len(signers(block)) >= 4, f"block {block.header.number}: a quorum of the 5"
     assert all(net.cores[n].epoch == boundary for n in ("orderer0", "orderer1", "orderer2"))
+
+
+def test_an_added_orderer_follows_from_block_one_and_joins_at_its_config_block(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """orderer4 runs from the start, named by no config yet: a follower, it fetches the blocks
+    the replicas in force commit, applies the config that adds it at its block, and from there
+    orders and signs as a member of the group."""
+    v4 = four(gov, replicas)
+    net = Network(v4)
+    placeholder = Replica(PbftConfig(n=4), 0, KEYS.signer(4), KEYS.verify)
+    net.members["orderer4"] = [o.node_id for o in v4.config.orderers]
+    start = EpochStart(placeholder, BlockAssembler("gov", 0, 3, [], KEYS.verify))
+    net.add("orderer4", start, v4, 1, ZERO_HASH, 0, follower=True)
+    net.order(REQS[0], REQS[1])
+    add = [*members(v4), ("orderer4", "OrdererOrg", replicas[4].identity_bytes)]
+    net.order(envelope(gov, update(v4, with_orderers(v4, add), *gov.admins.values())))
+    net.settle(rounds=200)  # follower checks every CATCHUP_CHECK_TICKS
+    joined = net.cores["orderer4"]
+    assert not joined.follower and joined.replica.config.n == 5
+    net.order(REQS[2], REQS[3], REQS[4], REQS[5])
+    chain, late = net.chain("orderer0"), net.chain("orderer4")
+    assert [block_hash(b) for b in late] == [block_hash(b) for b in chain]
+    last = late[-1]
+    assert last.header.number > joined.epoch and "orderer4" in signers(last)

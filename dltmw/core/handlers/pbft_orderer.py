@@ -41,8 +41,11 @@ the next group — a fresh replica at view 0, sequence 1, with n, f and the quor
 list and `PbftConfig.epoch` = that block's number, and a block assembler counting signatures of
 the new list — and block number = epoch + sequence from then on. The old replica's messages not
 yet sent are dropped (foreign epoch for everyone now), its pending requests are handed to the
-new one. A replica the new list does not name gets None: it is *retired* (orders nothing more,
-refuses client requests as NOT_A_REPLICA).
+new one. A node the new list does not name gets None: it becomes a *follower* — it orders
+nothing (client requests: NOT_A_REPLICA) and only fetches committed blocks from the replicas in
+force, verified as peers verify them; a node started before the list names it (an orderer being
+added) is a follower from the start (`follower=True`) and joins the group at the config block
+that adds it, once it fetched and committed the blocks up to it.
 
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
@@ -102,6 +105,8 @@ class CommittedBlock:
 
     block: block_pb2.Block
     config: ChannelView | None = None
+    epoch: int | None = None
+    """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
@@ -167,6 +172,7 @@ class PbftOrdererCore:
         learn: Learn | None = None,
         epoch: int = 0,
         new_epoch: NewEpoch | None = None,
+        follower: bool = False,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
@@ -174,10 +180,11 @@ class PbftOrdererCore:
         config in force after block height-1 (None: config updates are not checked, tests of
         the ordering alone); `learn`: told each config applied, when its block is built;
         `epoch`: the replica's group (block number = epoch + sequence); `new_epoch`: builds the
-        next group at a replica-set change (module docstring; None: such a change retires)."""
+        next group at a replica-set change (module docstring; None: such a change retires);
+        `follower`: not a member of the current list (`replica` is then a placeholder)."""
         self.view = view
         self.epoch = epoch
-        self.retired = False
+        self.follower = follower
         self._new_epoch = new_epoch
         self._boundaries: dict[int, ChannelView] = {}  # block number -> the new replica set's
         self._drop_inner_send = False
@@ -194,24 +201,30 @@ class PbftOrdererCore:
         self._sign = sign
         self._hook = hook
         self._by_limits_only = by_limits_only
-        self._peers = [i for i in range(replica.config.n) if i != replica.me]
+        self._peers = self._others()
         self._lagging: set[tuple[int, int]] = set()
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
         self._claims: dict[int, int] = {}  # replica -> highest block number it signed
         self._now = 0
         self._out = _Out()
+        if follower:
+            self.catchup.last = height  # the first check already fetches
         self._jump_over(unexecuted)
         for seq in sorted(replica.decided):
             self._build(epoch + seq, tuple(replica.decided[seq].requests))
 
     def step(self, message: Input) -> None:
         """Route one input (see the module docstring)."""
-        if self.retired:
+        if self.follower:
             if isinstance(message, ClientRequest):
                 rid = request_id(message.request)
                 self._out.replies.append((rid, Rejected(rid, "NOT_A_REPLICA")))
+            elif isinstance(message, FetchedBlocks):
+                self._on_fetched(message)
             return
         if isinstance(message, replica_pb2.BlockSignature):
+            if not 0 <= message.replica < self.replica.config.n:
+                return  # of another group's index (sent across a boundary): not ours to answer
             if message.number > self._claims.get(message.replica, -1):
                 self._claims[message.replica] = message.number
             if message.number >= self.height:
@@ -225,7 +238,9 @@ class PbftOrdererCore:
 
     def tick(self, now: int) -> None:
         """Replica timers, signature resends, the catch-up schedule, the test-only hook."""
-        if self.retired:
+        self._now = now
+        if self.follower:
+            self._maybe_fetch(now)
             return
         self.replica.tick(now)
         self._now = now
@@ -355,10 +370,11 @@ class PbftOrdererCore:
 
     def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
         number = block.header.number
-        self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None)))
+        boundary = self._boundaries.pop(number, None)
+        epoch = None if boundary is None else number
+        self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None), epoch))
         self.height, self.last_hash = self.height + 1, digest
         self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
-        boundary = self._boundaries.pop(number, None)
         if boundary is not None:
             self._enter_epoch(number, boundary)
 
@@ -373,13 +389,15 @@ class PbftOrdererCore:
         self._claims.clear()
         self._lagging.clear()
         self._answered.clear()
+        self.epoch, self.catchup = number, CatchUp()
         if start is None:
-            self.retired = True
+            self.follower = True
+            self._peers = self._others()
             return
-        self.epoch, self.replica, self.assembler = number, start.replica, start.assembler
+        self.follower = False
+        self.replica, self.assembler = start.replica, start.assembler
         self.replica.executed_ids.update(old.executed_ids)
-        self._peers = [i for i in range(self.replica.config.n) if i != self.replica.me]
-        self.catchup = CatchUp()
+        self._peers = self._others()
         self._cut_to(view)
         for rid, pending in old.pending.items():
             if rid not in old.executed_ids:
@@ -387,14 +405,23 @@ class PbftOrdererCore:
 
     # -- catch-up ------------------------------------------------------------------------------
 
+    def _others(self) -> list[int]:
+        """Replica indices to fetch blocks from: the others of our group, or (a follower) every
+        replica of the list in force."""
+        if not self.follower:
+            return [i for i in range(self.replica.config.n) if i != self.replica.me]
+        n = len(self.view.config.orderers) if self.view is not None else self.replica.config.n
+        return list(range(n))
+
     def _maybe_fetch(self, now: int) -> None:
         c = self.catchup
         if now % (CATCHUP_CHECK_TICKS * c.backoff):
             return
-        if self.replica.next_exec != c.last:
-            c.last, c.backoff = self.replica.next_exec, 1
+        progress = self.height if self.follower else self.replica.next_exec
+        if progress != c.last:
+            c.last, c.backoff = progress, 1
             return
-        if c.fetching:
+        if c.fetching or not self._peers:
             return
         peer = self._peers[c.cursor % len(self._peers)]
         c.backoff, c.cursor = min(c.backoff * 2, CATCHUP_BACKOFF_MAX), c.cursor + 1
@@ -419,7 +446,7 @@ class PbftOrdererCore:
 
     def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
         replica, epoch = self.replica, self.epoch
-        if self.retired or epoch + replica.next_exec >= self.height:
+        if self.follower or epoch + replica.next_exec >= self.height:
             return
         todo = [b for b in blocks if b.header.number >= epoch + replica.next_exec]
         replica.jump([(b.header.number - epoch, tuple(b.data.envelopes)) for b in todo])
