@@ -293,6 +293,30 @@ def config_write(view: ChannelView, block_number: int) -> StateWrite:
     return StateWrite(CONFIG_NAMESPACE, CONFIG_KEY, value, Version(block_number, 0))
 
 
+EPOCH_KEY = "replica_epoch"
+"""World-state key (in CONFIG_NAMESPACE) of the current PBFT-lite epoch: the number of the config
+block that last changed the replica set, written with that block (absent: epoch 0)."""
+
+
+def epoch_write(block_number: int) -> StateWrite:
+    """The world-state write that records the epoch config block `block_number` starts."""
+    value = str(block_number).encode()
+    return StateWrite(CONFIG_NAMESPACE, EPOCH_KEY, value, Version(block_number, 0))
+
+
+def restored_epoch(value: bytes | None) -> int:
+    """The epoch an orderer's ledger recorded (`epoch_write`); 0 when none was."""
+    if value is None:
+        return 0
+    try:
+        epoch = int(value.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"stored replica epoch {value!r} is not a block number") from exc
+    if epoch < 0:
+        raise ConfigError(f"stored replica epoch {epoch} is negative")
+    return epoch
+
+
 def restored_view(value: bytes, genesis: ChannelView) -> ChannelView:
     """The view a node's ledger recorded last (`config_write`), checked against block 0's."""
     try:
