@@ -72,6 +72,7 @@ from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 RESIGN_EVERY_TICKS = 20
 CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
 CATCHUP_BACKOFF_MAX = 16  # x CATCHUP_CHECK_TICKS while peers have nothing newer
+FOLLOWER_BACKOFF_MAX = 2  # a follower's blocks come only by fetching: it keeps asking
 LAGGING_MAX = 256  # (replica, block) signature requests answered per step
 ANSWERED_MAX = 1024  # remembered answers before the old ones are pruned
 BEHIND_TICKS = 40  # a proof of lag (`Replica.note_behind`) this recent: still catching up
@@ -424,7 +425,8 @@ class PbftOrdererCore:
         if c.fetching or not self._peers:
             return
         peer = self._peers[c.cursor % len(self._peers)]
-        c.backoff, c.cursor = min(c.backoff * 2, CATCHUP_BACKOFF_MAX), c.cursor + 1
+        cap = FOLLOWER_BACKOFF_MAX if self.follower else CATCHUP_BACKOFF_MAX
+        c.backoff, c.cursor = min(c.backoff * 2, cap), c.cursor + 1
         c.fetching = True
         self._out.send.append((peer, FetchBlocks()))
 
