@@ -14,6 +14,7 @@ nobody else, the removed replica a follower (it signs nothing after its removal)
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from test_config_update import (  # noqa: F401
     Gov,
@@ -23,9 +24,9 @@ from test_config_update import (  # noqa: F401
 )
 from test_replica_set import four, members, replicas, with_orderers  # noqa: F401
 
-from dltmw.core.block import block_hash
+from dltmw.core.block import block_hash, make_block
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import is_config_update
+from dltmw.core.config_update import epoch_write, is_config_update, restored_epoch
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
@@ -37,7 +38,9 @@ from dltmw.core.handlers.pbft_orderer import (
 )
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.identity import SigningIdentity
-from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Replica
+from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Replica, ViewRecord
+from dltmw.ledger.pbft_store import RecordStore
+from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
 from dltmw.sim.keys import Keys
 from dltmw.v1 import block_pb2, replica_pb2
 
@@ -288,3 +291,39 @@ def test_an_added_orderer_follows_from_block_one_and_joins_at_its_config_block(
     assert [block_hash(b) for b in late] == [block_hash(b) for b in chain]
     last = late[-1]
     assert last.header.number > joined.epoch and "orderer4" in signers(last)
+
+
+# --- the runtime's pieces: the record store's epoch, a fetch that stops at a config block ---
+
+
+async def test_the_record_store_discards_an_older_groups_records_at_reset(tmp_path: Path) -> None:
+    store = await RecordStore.open(tmp_path / "records.sqlite")
+    try:
+        assert await store.epoch() == 0
+        await store.append([ViewRecord(3, False)])
+        await store.reset(7)
+        assert (await store.load(), await store.epoch()) == ([], 7)
+        await store.append([ViewRecord(0, False)])
+        assert await store.load() == [ViewRecord(0, False)]
+    finally:
+        await store.close()
+    assert restored_epoch(None) == 0 and restored_epoch(epoch_write(12).value) == 12
+
+
+def test_a_fetch_verifies_up_to_a_config_block_and_no_further(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """Blocks after a config block may be signed by another set: the next fetch, after the core
+    applied it, verifies them against the set then in force."""
+    v4 = four(gov, replicas)
+    cfg = envelope(gov, update(v4, with_orderers(v4, members(v4)[:3]), *gov.admins.values()))
+    blocks, previous = [], ZERO_HASH
+    for number, envelopes in enumerate([[REQS[0]], [cfg], [REQS[1]]], start=1):
+        block = make_block("ch", number, previous, envelopes)
+        previous = block_hash(block)
+        for i in range(3):
+            block.metadata.signatures.add(signer=b"o%d" % i, signature=KEYS.signer(i)(previous))
+        blocks.append(block)
+    ids = [b"o0", b"o1", b"o2", b"o3"]
+    got = verified_prefix(blocks, "ch", 1, ZERO_HASH, ids, 3, KEYS.verify)
+    assert got == blocks[:2]
