@@ -24,6 +24,7 @@ from test_config_update import (  # noqa: F401
     update,
 )
 
+from dltmw.core import config_edit
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.config_update import check_update, replica_set_changed
 from dltmw.core.handlers.pbft_blocks import signatures_needed
@@ -179,3 +180,23 @@ def test_a_replica_signs_its_epoch_and_ignores_a_foreign_epochs_votes() -> None:
     me.tick(config.probe_ticks)  # a catch-up probe: a signed message of ours
     sent = [replica_pb2.ReplicaMessage.FromString(e.payload) for _, e in me.ready().send]
     assert sent and {m.epoch for m in sent} == {9}
+
+
+def test_config_edit_adds_an_orderer_at_the_end_and_removes_one_by_id(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    view = four(gov, replicas)
+    entry = config_pb2.NodeConfig(
+        node_id="orderer4", org_id=ORDERER_ORG, identity=replicas[4].identity_bytes
+    )
+    grown = config_edit.with_orderer(view.config, entry)
+    assert [o.node_id for o in grown.orderers][-1] == "orderer4"
+    assert apply(gov, view, grown).config.orderers[-1] == entry
+    shrunk = config_edit.without_orderer(grown, "orderer1")
+    assert [o.node_id for o in shrunk.orderers] == ["orderer0", "orderer2", "orderer3", "orderer4"]
+    with pytest.raises(ValueError, match="not an orderer organisation"):
+        config_edit.with_orderer(view.config, config_pb2.NodeConfig(node_id="x", org_id="Org1"))
+    with pytest.raises(ValueError, match="already in the channel"):
+        config_edit.with_orderer(grown, entry)
+    with pytest.raises(ValueError, match="not an orderer"):
+        config_edit.without_orderer(view.config, "orderer9")
