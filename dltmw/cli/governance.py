@@ -87,6 +87,10 @@ def update(
         str | None, typer.Option(help="a peer of a member org to add (from nodes/NODE)")
     ] = None,
     remove_peer: Annotated[str | None, typer.Option(help="a peer to take out")] = None,
+    add_orderer: Annotated[
+        str | None, typer.Option(help="an orderer node to add as a PBFT-lite replica (nodes/NODE)")
+    ] = None,
+    remove_orderer: Annotated[str | None, typer.Option(help="an orderer to take out")] = None,
     rotate_peer: Annotated[
         str | None, typer.Option(help="a peer whose renewed identity (nodes/NODE) replaces its own")
     ] = None,
@@ -108,6 +112,7 @@ def update(
         _submit(network, channel, client, submit)
     elif out is not None:
         added = _local_entry(network, add_peer) if add_peer else None
+        replica = _local_entry(network, add_orderer) if add_orderer else None
         rotated = _local_entry(network, rotate_peer) if rotate_peer else None
         trusted = _genesis_root(trust_genesis) if trust_genesis else None
 
@@ -118,6 +123,10 @@ def update(
                 c = config_edit.with_rotated_peer(c, rotated)
             if remove_peer:
                 c = config_edit.without_peer(c, remove_peer)
+            if replica is not None:
+                c = config_edit.with_orderer(c, replica)
+            if remove_orderer:
+                c = config_edit.without_orderer(c, remove_orderer)
             if trusted is not None:
                 c = config_edit.with_trusted_channel(c, *trusted)
             return config_edit.with_settings(

@@ -86,6 +86,29 @@ def without_peer(config: config_pb2.ChannelConfig, node_id: str) -> config_pb2.C
     return out
 
 
+def with_orderer(
+    config: config_pb2.ChannelConfig, entry: config_pb2.NodeConfig
+) -> config_pb2.ChannelConfig:
+    """`config` with one more orderer at the end of the list: on a PBFT-lite channel, one more
+    replica from the config block on (docs/governance.md "Changing the replica set")."""
+    if not any(o.org_id == entry.org_id for o in config.orderer_organizations):
+        raise ValueError(f"{entry.org_id} is not an orderer organisation of the channel")
+    if any(n.node_id == entry.node_id for n in [*config.peers, *config.orderers]):
+        raise ValueError(f"{entry.node_id} is already in the channel")
+    out = _copy(config)
+    out.orderers.append(entry)
+    return out
+
+
+def without_orderer(config: config_pb2.ChannelConfig, node_id: str) -> config_pb2.ChannelConfig:
+    """`config` without orderer `node_id` (the others keep their order)."""
+    if not any(n.node_id == node_id for n in config.orderers):
+        raise ValueError(f"{node_id} is not an orderer of the channel")
+    out = _copy(config)
+    _keep(out.orderers, lambda n: n.node_id != node_id)
+    return out
+
+
 def with_rotated_peer(
     config: config_pb2.ChannelConfig, entry: config_pb2.NodeConfig
 ) -> config_pb2.ChannelConfig:

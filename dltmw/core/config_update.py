@@ -152,16 +152,12 @@ def _next_view(
         raise _invalid(f"the new config has sequence {config.sequence}, not {view.sequence + 1}")
     if config.ordering != view.config.ordering:
         raise _invalid("a config update cannot change the ordering type")
-    pbft = config.ordering == config_pb2.ORDERING_TYPE_PBFT
-    if pbft and _replica_set(config) != _replica_set(view.config):
-        raise _invalid(
-            "a config update cannot change the replica set of a PBFT-lite channel yet (its "
-            "orderers' ids, organisations, identities and order; docs/governance.md)"
-        )
     try:
         nxt = channel_view(config)
     except ConfigError as exc:
         raise _invalid(f"the new config is invalid: {exc}") from exc
+    if config.ordering == config_pb2.ORDERING_TYPE_PBFT:
+        _check_replica_change(nxt, view, at)
     _check_peers(nxt, view, at)
     return nxt
 
@@ -187,10 +183,67 @@ def _check_peers(nxt: ChannelView, view: ChannelView, at: datetime) -> None:
             raise _invalid(f"peer {peer.node_id}'s identity belongs to {who.org_id}")
 
 
-def _replica_set(config: config_pb2.ChannelConfig) -> list[tuple[str, str, bytes]]:
-    """Who the PBFT-lite replicas are, in replica-index order: every replica's n, f, quorum,
-    index and key rest on it, so it stays fixed (endpoints may change)."""
+def replica_set(config: config_pb2.ChannelConfig) -> list[tuple[str, str, bytes]]:
+    """Who the PBFT-lite replicas are, in replica-index order (endpoints excluded: they may
+    change freely). A config block that changes it ends an epoch (`replica_set_changed`)."""
     return [(o.node_id, o.org_id, o.identity) for o in config.orderers]
+
+
+def replica_set_changed(before: ChannelView, after: ChannelView) -> bool:
+    """Does applying `after` over `before` start a new epoch of a PBFT-lite channel?"""
+    pbft = after.config.ordering == config_pb2.ORDERING_TYPE_PBFT
+    return pbft and replica_set(before.config) != replica_set(after.config)
+
+
+def _replica_error(reason: int, message: str, **metadata: str) -> ConfigUpdateError:
+    return ConfigUpdateError(
+        reason, C.TX_VALIDATION_CODE_CONFIG_UPDATE_INVALID, message, dict(metadata)
+    )
+
+
+def _check_replica_change(nxt: ChannelView, view: ChannelView, at: datetime) -> None:
+    """A PBFT-lite replica set changes by one replica added (at the end) or removed at a time,
+    the others kept in order and unchanged, never below 4 replicas (f >= 1): one change per
+    epoch keeps every boundary a single, checkable step (docs/governance.md). Re-keying a
+    replica (same id, new identity) is refused: remove it, then add it under a new id."""
+    old, new = replica_set(view.config), replica_set(nxt.config)
+    if old == new:
+        return
+    if len(new) < 4:
+        raise _replica_error(
+            R.ERROR_REASON_REPLICA_SET_TOO_SMALL,
+            f"a PBFT-lite channel needs at least 4 replicas; the update leaves {len(new)}",
+            n=str(len(new)),
+        )
+    if len({node_id for node_id, _, _ in new}) != len(new):
+        raise _replica_error(R.ERROR_REASON_REPLICA_SET_CHANGE_INVALID, "a replica is listed twice")
+    if len(new) == len(old) - 1 and any(old[:i] + old[i + 1 :] == new for i in range(len(old))):
+        return
+    if len(new) != len(old) + 1 or new[:-1] != old:
+        raise _replica_error(
+            R.ERROR_REASON_REPLICA_SET_CHANGE_INVALID,
+            "a config update changes a PBFT-lite replica set by one replica added at the end or "
+            "one removed, the others unchanged and in order (re-keying: remove, then add)",
+        )
+    node_id, org_id, identity = new[-1]
+    if org_id not in {o.org_id for o in nxt.config.orderer_organizations}:
+        raise _replica_error(
+            R.ERROR_REASON_REPLICA_ORG_UNKNOWN,
+            f"replica {node_id}: {org_id!r} is not an orderer organisation of the channel",
+            node=node_id,
+        )
+    try:
+        who = nxt.orderer_membership.identify(identity, at)
+    except IdentityError as exc:
+        raise _replica_error(
+            R.ERROR_REASON_REPLICA_IDENTITY_INVALID, f"replica {node_id}: {exc}", node=node_id
+        ) from exc
+    if who.org_id != org_id:
+        raise _replica_error(
+            R.ERROR_REASON_REPLICA_IDENTITY_INVALID,
+            f"replica {node_id}'s identity belongs to {who.org_id}, not {org_id}",
+            node=node_id,
+        )
 
 
 def check_update(data: bytes, view: ChannelView, at: datetime) -> ChannelView:
@@ -238,6 +291,30 @@ def config_write(view: ChannelView, block_number: int) -> StateWrite:
     """The world-state write that records `view` as applied by block `block_number`."""
     value = view.config.SerializeToString()
     return StateWrite(CONFIG_NAMESPACE, CONFIG_KEY, value, Version(block_number, 0))
+
+
+EPOCH_KEY = "replica_epoch"
+"""World-state key (in CONFIG_NAMESPACE) of the current PBFT-lite epoch: the number of the config
+block that last changed the replica set, written with that block (absent: epoch 0)."""
+
+
+def epoch_write(block_number: int) -> StateWrite:
+    """The world-state write that records the epoch config block `block_number` starts."""
+    value = str(block_number).encode()
+    return StateWrite(CONFIG_NAMESPACE, EPOCH_KEY, value, Version(block_number, 0))
+
+
+def restored_epoch(value: bytes | None) -> int:
+    """The epoch an orderer's ledger recorded (`epoch_write`); 0 when none was."""
+    if value is None:
+        return 0
+    try:
+        epoch = int(value.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"stored replica epoch {value!r} is not a block number") from exc
+    if epoch < 0:
+        raise ConfigError(f"stored replica epoch {epoch} is negative")
+    return epoch
 
 
 def restored_view(value: bytes, genesis: ChannelView) -> ChannelView:

@@ -5,7 +5,10 @@ restart reads them back in the same order and hands them to `Replica.restore`. E
 stored as the exact bytes of a replica.proto message, so nothing is re-derived on load. Once a
 checkpoint is stable, `compact` deletes what a restart no longer needs (votes and prepared
 certificates at or below it, older view and checkpoint records, decided batches below a
-retention horizon), so the log stays bounded.
+retention horizon), so the log stays bounded. The records belong to one replica group (epoch,
+docs/governance.md): when a config block changes the replica set, `reset` discards them all
+and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
+different from the store's discards them too (a crash fell between the two).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dltmw.v1 import replica_pb2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB);
 CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
+CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER);
 """
 
 
@@ -145,6 +149,25 @@ class RecordStore:
                 conn.execute(sql, args)
 
         await self._file.write("pbft.compact", write)
+
+    async def epoch(self) -> int:
+        """The replica group (epoch) the records belong to (0 until `reset` named one)."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT epoch FROM epoch WHERE id = 0").fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._file.read(read)
+
+    async def reset(self, epoch: int) -> None:
+        """Discard every record (they belong to an older replica group) and name `epoch` as the
+        group of the records appended from now on (one transaction)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM records")
+            conn.execute("INSERT OR REPLACE INTO epoch(id, epoch) VALUES (0, ?)", (epoch,))
+
+        await self._file.write("pbft.reset", write)
 
     async def close(self) -> None:
         """Close the connection."""

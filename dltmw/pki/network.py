@@ -416,6 +416,12 @@ def _serves(node: dict[str, Any], ch: dict[str, Any], raw: dict[str, Any]) -> bo
         return _serves(active, ch, raw)
     if node["id"] in ch["orderers"]:
         return True
+    if "orderer" in node["roles"] and ch.get("ordering") == "pbft":
+        # an orderer of the replicas' organisations that block 0 does not name: it follows the
+        # channel until a config update adds it to the replica set (docs/governance.md)
+        orgs = {n["org"] for n in raw["nodes"] if n["id"] in ch["orderers"]}
+        if node["org"] in orgs:
+            return True
     return "peer" in node["roles"] and node["org"] in ch["members"]
 
 

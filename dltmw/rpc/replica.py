@@ -111,7 +111,7 @@ def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedRepl
         raise PeerError(
             R.ERROR_REASON_BAD_SIGNATURE, f"message {i}: bad signature of replica {env.replica}"
         )
-    if kind in VIEWED:
+    if kind in VIEWED and message.epoch == orderer.config.epoch:  # views restart per epoch
         view = getattr(message, kind).view
         if view < orderer.current_view:
             raise PeerError(

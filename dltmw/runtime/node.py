@@ -334,7 +334,9 @@ class Node:
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"config block: {exc}") from exc
         cid = view.channel_id
         me = self.config.identity_id
-        is_orderer = "orderer" in self.config.roles and me in view.orderer_ids()
+        is_orderer = "orderer" in self.config.roles and (
+            me in view.orderer_ids() or _joins_replica_set(view, self.config.org_id)
+        )
         # A peer of an organisation added by a config update joins with block 0, which does not
         # name it, and catches up; the orderer lets it read once the current config names it.
         named = any(n.node_id == me for n in view.config.peers)
@@ -479,6 +481,14 @@ class Node:
         self._pool.shutdown(wait=True)
         if self.ctx.tracer.enabled:
             await asyncio.to_thread(self.ctx.tracer.shutdown)  # export what is buffered (bounded)
+
+
+def _joins_replica_set(view: ChannelView, org_id: str) -> bool:
+    """An orderer node of an orderer organisation of a PBFT-lite channel that block 0 does not
+    name: it runs as a follower (fetching blocks) until a config update adds it to the replica
+    set (docs/governance.md)."""
+    pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
+    return pbft and org_id in {o.org_id for o in view.config.orderer_organizations}
 
 
 async def stored_view(ledger: Ledger, genesis: ChannelView) -> ChannelView:

@@ -10,7 +10,12 @@
   height — a node that applied one a block late, or not at all, or one nobody else did, is
   caught;
 * **revoked is revoked**: no transaction of a revoked creator is VALID in a block after the
-  block that revoked it, on any peer.
+  block that revoked it, on any peer;
+* **signed by the set in force** (`check_signers`): every block after block 0 carries signatures
+  of at least the quorum (`signatures_needed`) of the orderer list in force at its height —
+  block 0's, then each applied config's from the block after it — and of nobody else. The
+  signers are counted by identity; the signatures themselves were verified by the node that
+  committed the block (a peer refuses a block whose signatures do not verify).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from dltmw.client.governance import next_view
 from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, is_config_update
+from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.sim.ledger_checks import VALID, Chain
 from dltmw.v1 import block_pb2, config_pb2
 
@@ -106,3 +112,31 @@ def check_revoked(peer: Chain, revoked_at: int, tx_ids: Iterable[str]) -> list[s
         for tx in peer.txs
         if tx.tx_id in theirs and tx.block > revoked_at and tx.code == VALID
     ]
+
+
+def check_signers(node: str, path: Path, genesis: ChannelView) -> list[str]:
+    """Every block of the ledger at `path` is signed by a quorum of the orderer list in force at
+    its height and by no one outside that list (module docstring)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        rows = conn.execute("SELECT number, data FROM blocks ORDER BY number").fetchall()
+    finally:
+        conn.close()
+    view, out = genesis, []
+    for number, data in rows:
+        if number == 0:
+            continue
+        block = block_pb2.Block.FromString(data)
+        in_force = {o.identity for o in view.config.orderers}
+        signers = {s.signer for s in block.metadata.signatures}
+        needed = signatures_needed(view.config)
+        if not signers <= in_force or len(signers) < needed:
+            out.append(
+                f"signers: {node} block {number} carries {len(signers & in_force)} signatures "
+                f"of the {len(in_force)} orderers in force (needs {needed}) and "
+                f"{len(signers - in_force)} of others"
+            )
+        envelopes = block.data.envelopes
+        if len(envelopes) == 1 and is_config_update(envelopes[0]):
+            view = next_view(view, block)
+    return out

@@ -225,6 +225,24 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
     not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
     """
+    ERROR_REASON_REPLICA_SET_CHANGE_INVALID: _ErrorReason.ValueType  # 126
+    """INVALID_ARGUMENT: a config update changes the replica set of a PBFT-lite channel in a way
+    that is not one replica added or removed at a time (several at once, re-keying or moving
+    a kept replica). Nothing was changed. ErrorInfo.metadata {"node": <node id>} when one
+    replica is named.
+    """
+    ERROR_REASON_REPLICA_SET_TOO_SMALL: _ErrorReason.ValueType  # 127
+    """INVALID_ARGUMENT: a config update would leave a PBFT-lite channel with fewer than 4
+    replicas (no fault would be tolerated). Nothing was changed. ErrorInfo.metadata {"n": <n>}.
+    """
+    ERROR_REASON_REPLICA_ORG_UNKNOWN: _ErrorReason.ValueType  # 128
+    """INVALID_ARGUMENT: a config update adds a replica whose organisation is not an orderer
+    organisation of the channel. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
+    """
+    ERROR_REASON_REPLICA_IDENTITY_INVALID: _ErrorReason.ValueType  # 129
+    """INVALID_ARGUMENT: a config update adds a replica whose identity is not a valid certificate
+    of its orderer organisation. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -434,5 +452,23 @@ another transaction). Nothing was ordered.
 ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT: ErrorReason.ValueType  # 106
 """UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
 not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
+"""
+ERROR_REASON_REPLICA_SET_CHANGE_INVALID: ErrorReason.ValueType  # 126
+"""INVALID_ARGUMENT: a config update changes the replica set of a PBFT-lite channel in a way
+that is not one replica added or removed at a time (several at once, re-keying or moving
+a kept replica). Nothing was changed. ErrorInfo.metadata {"node": <node id>} when one
+replica is named.
+"""
+ERROR_REASON_REPLICA_SET_TOO_SMALL: ErrorReason.ValueType  # 127
+"""INVALID_ARGUMENT: a config update would leave a PBFT-lite channel with fewer than 4
+replicas (no fault would be tolerated). Nothing was changed. ErrorInfo.metadata {"n": <n>}.
+"""
+ERROR_REASON_REPLICA_ORG_UNKNOWN: ErrorReason.ValueType  # 128
+"""INVALID_ARGUMENT: a config update adds a replica whose organisation is not an orderer
+organisation of the channel. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
+"""
+ERROR_REASON_REPLICA_IDENTITY_INVALID: ErrorReason.ValueType  # 129
+"""INVALID_ARGUMENT: a config update adds a replica whose identity is not a valid certificate
+of its orderer organisation. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -387,6 +387,12 @@ class ReplicaMessage(_message.Message):
     FORWARDED_FIELD_NUMBER: _builtins.int
     STATE_REQUEST_FIELD_NUMBER: _builtins.int
     STATE_REPLY_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Epoch the message belongs to: the number of the config block that last changed the
+    channel's replica set (0: block 0's set; absent = 0, so messages signed before epochs
+    existed still verify). A replica counts no message of another epoch (docs/governance.md).
+    """
     @_builtins.property
     def pre_prepare(self) -> Global___PrePrepare:
         """Primary's proposal."""
@@ -435,10 +441,11 @@ class ReplicaMessage(_message.Message):
         forwarded: Global___ForwardedRequests | None = ...,
         state_request: Global___StateRequest | None = ...,
         state_reply: Global___StateReply | None = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "epoch", b"epoch", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "forwarded", "state_request", "state_reply"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

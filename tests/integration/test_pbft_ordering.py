@@ -11,7 +11,10 @@
 - seven replicas (f = 2) order too, every block carrying 5 signatures;
 - a backup down for longer than its peers retain decided batches catches up from their blocks;
 - a config update (a revocation) is cut alone and applied at its block by every replica and peer,
-  including a replica down when it was ordered (issue 12).
+  including a replica down when it was ordered (issue 12);
+- the replica set changes (issue 12 item 3): orderer.e, running as a follower, is added (4 -> 5),
+  catches up and signs; orderer.b is removed (5 -> 4) and killed; the channel goes on; bad
+  replica changes are refused with their reason and change nothing.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from dltmw.core import config_edit
 from dltmw.core.block import block_hash
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, add_signature, update_content
 from dltmw.core.hashing import compute_tx_id
-from dltmw.core.identity import SigningIdentity
+from dltmw.core.identity import SigningIdentity, identity_bytes
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
+    config_pb2,
     config_update_pb2,
     replica_pb2,
     replica_pb2_grpc,
@@ -45,6 +49,7 @@ from dltmw.v1 import (
 )
 from integration.wire import logged_errors
 
+from .cli import dltmw
 from .operations_http import scrape, value
 
 pytestmark = pytest.mark.integration
@@ -410,3 +415,106 @@ async def test_a_config_update_is_ordered_alone_and_applied_at_its_block_everywh
     stored |= {p: _stored_config(net, p, "peer") for p in peers}
     assert {s[1] for s in stored.values() if s} == {number}, stored
     assert len({s[0] for s in stored.values() if s}) == 1 and None not in stored.values()
+
+
+PEERS = ("peer0.org1", "peer0.org2")
+
+
+def _with_orderer_e() -> str:
+    """bft-four with orderer.e, a second orderer node of OrdererA that block 0 does not name."""
+    extra = '\n[[nodes]]\nid = "orderer.e"\norg = "OrdererA"\nroles = ["orderer"]\n'
+    return TOPOLOGY.replace("\n[[channels]]", extra + "\n[[channels]]")
+
+
+def _orderer_identity(net: Path, node: str, org: str) -> bytes:
+    home = net / "nodes" / node
+    return identity_bytes(org, (home / "identity.pem").read_bytes())
+
+
+async def _update_orderers(net: Path, orderers: list[config_pb2.NodeConfig]) -> tuple[int, int]:
+    """Submit an update setting the orderer list, signed by Org1's and Org2's admins."""
+    view = await current_config(net, "user1.org1", "trades")
+    config = config_pb2.ChannelConfig()
+    config.CopyFrom(view.config)
+    del config.orderers[:]
+    config.orderers.extend(orderers)
+    update = config_update_pb2.ConfigUpdate(content=update_content(view, config))
+    for admin in ("admin.org1", "admin.org2"):
+        add_signature(update, ClientFiles.load(net, admin).signer)
+    _, code, number = await submit_update(net, "admin.org1", "trades", update)
+    return code, number
+
+
+async def _cli_add_orderer(net: Path, tmp_path: Path, node: str) -> int:
+    """`dltmw channel update --add-orderer`, signed by Org1's and Org2's admins, submitted;
+    returns the block that applied it."""
+    upd, net_s = str(tmp_path / f"add-{node}.update"), str(net)
+    run = asyncio.to_thread
+    await run(dltmw, "channel", "update", net_s, "trades", "--add-orderer", node, "-o", upd,
+              "-c", "admin.org1")  # fmt: skip
+    for admin in ("admin.org1", "admin.org2"):
+        await run(dltmw, "channel", "update", net_s, "trades", "--sign", upd, "-c", admin)
+    said = await run(
+        dltmw, "channel", "update", net_s, "trades", "--submit", upd, "-c", "admin.org1"
+    )
+    assert " VALID in block " in said, said
+    return int(said.rsplit(" ", 1)[-1])
+
+
+async def test_a_replica_is_added_then_another_removed_and_the_channel_goes_on(
+    network, tmp_path: Path
+) -> None:
+    """Issue 12 item 3 on real processes: orderer.e (running from the start as a follower) is
+    added (4 -> 5: blocks need 4 signatures), catches up and signs blocks after the boundary;
+    orderer.b is removed (5 -> 4) and killed; transactions before, between and after are VALID
+    and every peer and replica in force holds one chain. Bad replica changes are refused with
+    their reason and leave the config byte for byte as it was."""
+    net, sup = network(_with_orderer_e())
+    async with await GatewayClient.connect(net, "user1.org1", pipelined=False) as client:
+
+        async def put(key: str) -> int:
+            return (await client.submit_transaction("trades", "kv", "put", key, "v")).status.result
+
+        assert await put("before") == VALID
+        view = await current_config(net, "user1.org1", "trades")
+        kept = list(view.config.orderers)
+        before = view.config.SerializeToString()
+        for bad, reason in (
+            (kept[:3], "REPLICA_SET_TOO_SMALL"),
+            ([*kept, config_pb2.NodeConfig(node_id="x", org_id="Org9", identity=b"x")],
+             "REPLICA_ORG_UNKNOWN"),
+            ([*kept, config_pb2.NodeConfig(node_id="x", org_id="OrdererA", identity=b"junk")],
+             "REPLICA_IDENTITY_INVALID"),
+        ):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _update_orderers(net, bad)
+            assert (err.value.code(), reason_of(err.value)) == (S.INVALID_ARGUMENT, reason)
+        after_bad = await current_config(net, "user1.org1", "trades")
+        assert after_bad.config.SerializeToString() == before, "a refused update changed it"
+        first = await _cli_add_orderer(net, tmp_path, "orderer.e")
+        assert await put("between") == VALID
+        five = [*ORDERERS, "orderer.e"]
+        await _wait(lambda: _same_chain(net, five), 60, "orderer.e to follow and join")
+        assert await put("joined") == VALID
+        await _wait(lambda: _same_chain(net, five), 60, "all five after the join")
+        signed = [b for b in _blocks(net, "orderer.e")[first + 1 :] if b.metadata.signatures]
+        assert signed and all(len(b.metadata.signatures) >= 4 for b in signed)
+        mine = _orderer_identity(net, "orderer.e", "OrdererA")
+        assert any(s.signer == mine for b in signed for s in b.metadata.signatures)
+        five_view = await current_config(net, "user1.org1", "trades")
+        kept_four = [o for o in five_view.config.orderers if o.node_id != "orderer.b"]
+        code, second = await _update_orderers(net, kept_four)
+        assert code == VALID and second > first
+        sup.kill("orderer.b")
+        results = [await put(f"after{i}") for i in range(3)]
+        assert results == [VALID] * 3
+    left = ["orderer.a", "orderer.c", "orderer.d", "orderer.e"]
+    await _wait(lambda: _same_chain(net, left), 60, "the four left to agree")
+    chain = _blocks(net, "orderer.a")
+    assert all(len(b.metadata.signatures) >= 3 for b in chain[second + 1 :])
+
+    def peers_hold_it() -> bool:
+        hashes = [[block_hash(b) for b in _blocks(net, p, "peer")] for p in PEERS]
+        return hashes[0] == hashes[1] == [block_hash(b) for b in chain]
+
+    await _wait(peers_hold_it, 60, "both peers to hold the chain")

@@ -30,10 +30,26 @@ def test_quorum_sizes(n: int, f: int, quorum: int) -> None:
     assert config.window == 2 * config.checkpoint_interval
 
 
-@pytest.mark.parametrize("n", [1, 3, 5, 6, 8])
-def test_group_size_must_be_3f_plus_1(n: int) -> None:
-    with pytest.raises(ValueError, match="3f\\+1"):
+@pytest.mark.parametrize("n", [-1, 0, 1, 2, 3])
+def test_group_needs_at_least_four_replicas(n: int) -> None:
+    with pytest.raises(ValueError, match="at least 4"):
         PbftConfig(n=n)
+
+
+@pytest.mark.parametrize("n", range(4, 32))
+def test_any_group_size_quorums_intersect_in_a_correct_replica_and_stay_live(n: int) -> None:
+    """A replica-set change gives sizes other than 3f+1 (4 -> 5): any two quorums still share
+    f+1 replicas (one correct: safety) and the n-f correct replicas alone form one (liveness);
+    for n = 3f+1 the quorum is 2f+1 exactly as before."""
+    config = PbftConfig(n=n)
+    f, q = config.f, config.quorum
+    assert 2 * q - n >= f + 1
+    assert q <= n - f
+    assert (n - 1) % 3 or q == 2 * f + 1
+
+
+def test_five_replicas_need_four() -> None:
+    assert (PbftConfig(n=5).f, PbftConfig(n=5).quorum) == (1, 4)
 
 
 PREPARES_OK = [vote("prepare", r, 0, 1, DIGEST) for r in (1, 2)]

@@ -16,13 +16,19 @@ from dataclasses import dataclass, field
 
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import InvariantViolation
+from dltmw.core.pbft.types import quorum_of
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 Verify = Callable[[int, bytes, bytes], bool]
 
 
 def signatures_needed(config: config_pb2.ChannelConfig) -> int:
-    """Orderer signatures a peer requires on a block: 2f+1 for PBFT-lite (n = 3f+1), else 1."""
+    """Orderer signatures a peer requires on a block: the replica quorum of the config's orderer
+    list for PBFT-lite (2f+1 for n = 3f+1; `pbft.types.quorum_of`), else 1. Peers call it with
+    the config in force at the block's height, so the block after a config block that changes
+    the replica set needs a quorum of the NEW set."""
+    if config.ordering == config_pb2.ORDERING_TYPE_PBFT and len(config.orderers) >= 4:
+        return quorum_of(len(config.orderers))
     if config.ordering == config_pb2.ORDERING_TYPE_PBFT:
         return 2 * ((len(config.orderers) - 1) // 3) + 1
     return 1

@@ -34,6 +34,19 @@ once (the admission rule admits what the new config admits, `pbft_admission`), a
 committed with it (`CommittedBlock.config`: the executor writes it with the block and the channel
 switches to it).
 
+Epochs (docs/governance.md). A valid config update that changes the replica set ends the epoch:
+its batch is the epoch's last sequence (`Replica.end`: nothing is proposed or judged beyond it),
+and when its block commits here (2f+1 signatures of the OLD set) this core asks `new_epoch` for
+the next group — a fresh replica at view 0, sequence 1, with n, f and the quorums of the new
+list and `PbftConfig.epoch` = that block's number, and a block assembler counting signatures of
+the new list — and block number = epoch + sequence from then on. The old replica's messages not
+yet sent are dropped (foreign epoch for everyone now), its pending requests are handed to the
+new one. A node the new list does not name gets None: it becomes a *follower* — it orders
+nothing (client requests: NOT_A_REPLICA) and only fetches committed blocks from the replicas in
+force, verified as peers verify them; a node started before the list names it (an orderer being
+added) is a follower from the start (`follower=True`) and joins the group at the config block
+that adds it, once it fetched and committed the blocks up to it.
+
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
 block, which the executor reads from the ledger) and `FetchBlocks` (start the fetch from that
@@ -48,7 +61,7 @@ from typing import Protocol
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import is_config_update
+from dltmw.core.config_update import is_config_update, replica_set_changed
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.core.pbft import ClientRequest, Envelope, Record, Rejected, Replica, request_id
@@ -59,6 +72,7 @@ from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 RESIGN_EVERY_TICKS = 20
 CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
 CATCHUP_BACKOFF_MAX = 16  # x CATCHUP_CHECK_TICKS while peers have nothing newer
+FOLLOWER_BACKOFF_MAX = 2  # a follower's blocks come only by fetching: it keeps asking
 LAGGING_MAX = 256  # (replica, block) signature requests answered per step
 ANSWERED_MAX = 1024  # remembered answers before the old ones are pruned
 BEHIND_TICKS = 40  # a proof of lag (`Replica.note_behind`) this recent: still catching up
@@ -92,12 +106,27 @@ class CommittedBlock:
 
     block: block_pb2.Block
     config: ChannelView | None = None
+    epoch: int | None = None
+    """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
 Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks
 OrdererEffects = Effects[Record, CommittedBlock, Outbound, Rejected | None]
 Learn = Callable[[ChannelView], None]
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    """The next replica group as this node joins it: its replica and block assembler."""
+
+    replica: Replica
+    assembler: BlockAssembler
+
+
+NewEpoch = Callable[[ChannelView, int], EpochStart | None]
+"""(the config that changed the replica set, its block number) -> our part of the new group, or
+None when that config does not name this node (retired)."""
 
 
 class Misbehaviour(Protocol):
@@ -142,13 +171,24 @@ class PbftOrdererCore:
         by_limits_only: bool = False,
         view: ChannelView | None = None,
         learn: Learn | None = None,
+        epoch: int = 0,
+        new_epoch: NewEpoch | None = None,
+        follower: bool = False,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
         `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`); `view`: the
         config in force after block height-1 (None: config updates are not checked, tests of
-        the ordering alone); `learn`: told each config applied, when its block is built."""
+        the ordering alone); `learn`: told each config applied, when its block is built;
+        `epoch`: the replica's group (block number = epoch + sequence); `new_epoch`: builds the
+        next group at a replica-set change (module docstring; None: such a change retires);
+        `follower`: not a member of the current list (`replica` is then a placeholder)."""
         self.view = view
+        self.epoch = epoch
+        self.follower = follower
+        self._new_epoch = new_epoch
+        self._boundaries: dict[int, ChannelView] = {}  # block number -> the new replica set's
+        self._drop_inner_send = False
         self._learn = learn
         self._tracked = height  # the next block number whose config effect is not known yet
         self._configs: dict[int, ChannelView] = {}  # block number -> the config it applies
@@ -162,19 +202,30 @@ class PbftOrdererCore:
         self._sign = sign
         self._hook = hook
         self._by_limits_only = by_limits_only
-        self._peers = [i for i in range(replica.config.n) if i != replica.me]
+        self._peers = self._others()
         self._lagging: set[tuple[int, int]] = set()
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
         self._claims: dict[int, int] = {}  # replica -> highest block number it signed
         self._now = 0
         self._out = _Out()
+        if follower:
+            self.catchup.last = height  # the first check already fetches
         self._jump_over(unexecuted)
         for seq in sorted(replica.decided):
-            self._build(seq, tuple(replica.decided[seq].requests))
+            self._build(epoch + seq, tuple(replica.decided[seq].requests))
 
     def step(self, message: Input) -> None:
         """Route one input (see the module docstring)."""
+        if self.follower:
+            if isinstance(message, ClientRequest):
+                rid = request_id(message.request)
+                self._out.replies.append((rid, Rejected(rid, "NOT_A_REPLICA")))
+            elif isinstance(message, FetchedBlocks):
+                self._on_fetched(message)
+            return
         if isinstance(message, replica_pb2.BlockSignature):
+            if not 0 <= message.replica < self.replica.config.n:
+                return  # of another group's index (sent across a boundary): not ours to answer
             if message.number > self._claims.get(message.replica, -1):
                 self._claims[message.replica] = message.number
             if message.number >= self.height:
@@ -188,6 +239,10 @@ class PbftOrdererCore:
 
     def tick(self, now: int) -> None:
         """Replica timers, signature resends, the catch-up schedule, the test-only hook."""
+        self._now = now
+        if self.follower:
+            self._maybe_fetch(now)
+            return
         self.replica.tick(now)
         self._now = now
         if now % RESIGN_EVERY_TICKS == 0:
@@ -208,17 +263,19 @@ class PbftOrdererCore:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""
         inner = self.replica.ready()
         for decided in inner.decided:
-            self._build(decided.sequence, decided.requests)
+            self._build(self.epoch + decided.sequence, decided.requests)
             if self._hook is not None:
                 self._hook.observe(decided.requests)
         while (pending := self.assembler.complete(self.height)) is not None:
             self._commit(pending.block, pending.digest)
         self._answer_lagging()
         out, self._out = self._out, _Out()
+        inner_send = () if self._drop_inner_send else inner.send
+        self._drop_inner_send = False
         return Effects(
             persist=inner.persist,
             decided=tuple(out.decided),
-            send=(*out.send, *inner.send),
+            send=(*out.send, *inner_send),
             replies=(*inner.replies, *out.replies),
         )
 
@@ -298,6 +355,9 @@ class PbftOrdererCore:
         checked = check_transaction(envelopes[0], view)
         if checked.code != transaction_pb2.TX_VALIDATION_CODE_VALID or checked.config is None:
             return
+        if replica_set_changed(view, checked.config):
+            self._boundaries[number] = checked.config
+            self.replica.end = number - self.epoch  # the last sequence of this epoch
         self.view = self._configs[number] = checked.config
         self._cut_to(checked.config)
         if self._learn is not None:
@@ -311,23 +371,62 @@ class PbftOrdererCore:
 
     def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
         number = block.header.number
-        self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None)))
+        boundary = self._boundaries.pop(number, None)
+        epoch = None if boundary is None else number
+        self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None), epoch))
         self.height, self.last_hash = self.height + 1, digest
         self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
+        if boundary is not None:
+            self._enter_epoch(number, boundary)
+
+    def _enter_epoch(self, number: int, view: ChannelView) -> None:
+        """Block `number` changed the replica set and is committed here: join the next group,
+        or retire (module docstring). Messages of the old group not sent yet are dropped: they
+        carry its epoch, which no replica of the new group counts."""
+        old = self.replica
+        start = self._new_epoch(view, number) if self._new_epoch is not None else None
+        self._drop_inner_send = True
+        self._out.send.clear()
+        self._claims.clear()
+        self._lagging.clear()
+        self._answered.clear()
+        self.epoch, self.catchup = number, CatchUp()
+        if start is None:
+            self.follower = True
+            self._peers = self._others()
+            return
+        self.follower = False
+        self.replica, self.assembler = start.replica, start.assembler
+        self.replica.executed_ids.update(old.executed_ids)
+        self._peers = self._others()
+        self._cut_to(view)
+        for rid, pending in old.pending.items():
+            if rid not in old.executed_ids:
+                self.replica.on_request(pending.request, forward=True)
 
     # -- catch-up ------------------------------------------------------------------------------
+
+    def _others(self) -> list[int]:
+        """Replica indices to fetch blocks from: the others of our group, or (a follower) every
+        replica of the list in force."""
+        if not self.follower:
+            return [i for i in range(self.replica.config.n) if i != self.replica.me]
+        n = len(self.view.config.orderers) if self.view is not None else self.replica.config.n
+        return list(range(n))
 
     def _maybe_fetch(self, now: int) -> None:
         c = self.catchup
         if now % (CATCHUP_CHECK_TICKS * c.backoff):
             return
-        if self.replica.next_exec != c.last:
-            c.last, c.backoff = self.replica.next_exec, 1
+        progress = self.height if self.follower else self.replica.next_exec
+        if progress != c.last:
+            c.last, c.backoff = progress, 1
             return
-        if c.fetching:
+        if c.fetching or not self._peers:
             return
         peer = self._peers[c.cursor % len(self._peers)]
-        c.backoff, c.cursor = min(c.backoff * 2, CATCHUP_BACKOFF_MAX), c.cursor + 1
+        cap = FOLLOWER_BACKOFF_MAX if self.follower else CATCHUP_BACKOFF_MAX
+        c.backoff, c.cursor = min(c.backoff * 2, cap), c.cursor + 1
         c.fetching = True
         self._out.send.append((peer, FetchBlocks()))
 
@@ -348,9 +447,9 @@ class PbftOrdererCore:
         self._jump_over(committed)
 
     def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
-        replica = self.replica
-        if replica.next_exec >= self.height:
+        replica, epoch = self.replica, self.epoch
+        if self.follower or epoch + replica.next_exec >= self.height:
             return
-        todo = [b for b in blocks if b.header.number >= replica.next_exec]
-        replica.jump([(b.header.number, tuple(b.data.envelopes)) for b in todo])
+        todo = [b for b in blocks if b.header.number >= epoch + replica.next_exec]
+        replica.jump([(b.header.number - epoch, tuple(b.data.envelopes)) for b in todo])
         self.catchup.last, self.catchup.backoff = replica.next_exec, 1

@@ -4,9 +4,12 @@ Rules a reader must keep:
 - A message counts only if its envelope's signature verifies under the key of `envelope.replica`
   over exactly `envelope.payload`; the payload is then parsed, never re-serialised.
 - A certificate counts distinct signers only; one signer voting twice counts once.
-- A prepared certificate needs the pre-prepare of the view's primary and 2f prepares from
-  distinct backups (not the primary); a commit certificate needs 2f+1 commits from distinct
-  replicas; every vote names the same (view, sequence, digest) and the digest matches the batch.
+- A message counts only in its own epoch (`ReplicaMessage.epoch` == `PbftConfig.epoch`): a vote
+  signed for one replica group never counts in another (docs/governance.md).
+- A prepared certificate needs the pre-prepare of the view's primary and quorum-1 (2f when
+  n = 3f+1) prepares from distinct backups (not the primary); a commit certificate needs a
+  quorum (2f+1) of commits from distinct replicas; every vote names the same (view, sequence,
+  digest) and the digest matches the batch.
 - The new-view pre-prepares are a deterministic function of the view changes it carries, so a
   backup recomputes them and accepts only an exact match.
 """
@@ -53,6 +56,8 @@ class Checker:
             message.ParseFromString(envelope.payload)
         except DecodeError:
             return None
+        if message.epoch != self.config.epoch:
+            return None  # another replica group's: no vote crosses an epoch boundary
         return message if message.WhichOneof("body") else None
 
     def batch_ok(self, digest: bytes, requests: Sequence[bytes]) -> bool:
@@ -105,7 +110,7 @@ class Checker:
             return None
         signers = self.votes(cert.prepares, "prepare", pp.view, pp.sequence, pp.digest)
         signers.discard(primary)
-        return pp if len(signers) >= 2 * self.config.f else None
+        return pp if len(signers) >= self.config.quorum - 1 else None
 
     def committed(self, batch: replica_pb2.DecidedBatch) -> bool:
         """A decided batch is proven by 2f+1 distinct commits over its view, sequence, digest."""

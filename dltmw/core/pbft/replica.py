@@ -197,7 +197,7 @@ class Replica(Checkpoints):
         if self.changing or self.hold or self.primary() != self.me or self.next_exec <= self.low:
             return
         while self.next_seq <= self.low + self.config.window:
-            if self.barrier_below(self.next_seq):
+            if self.barrier_below(self.next_seq) or self.beyond_end(self.next_seq):
                 return
             batch, full = self._next_batch()
             if not batch or (full_only and not full):
@@ -238,6 +238,10 @@ class Replica(Checkpoints):
                 return True
         return False
 
+    def beyond_end(self, sequence: int) -> bool:
+        """Is `sequence` past the last sequence of this epoch (`end`)?"""
+        return self.end is not None and sequence > self.end
+
     def persist_vote(self, envelope: Envelope) -> None:
         """Persist one of our own pre-prepares before it is sent."""
         self.persist(VoteRecord(envelope))
@@ -249,6 +253,9 @@ class Replica(Checkpoints):
             return
         if not self.in_window(pp.sequence):
             self.drop("outside-watermarks")
+            return
+        if self.beyond_end(pp.sequence):
+            self.drop("pre-prepare-beyond-the-epoch")
             return
         if self.hold or self.barrier_below(pp.sequence):
             # Judged only once the lone batch below executed (the primary retransmits it).
@@ -309,9 +316,10 @@ class Replica(Checkpoints):
             return
         if not slot.commit_sent:
             matching = [e for r, (d, e) in sorted(slot.prepares.items()) if d == slot.digest]
-            if len(matching) >= 2 * self.config.f:
+            needed = self.config.quorum - 1  # 2f for n = 3f+1: with the pre-prepare, a quorum
+            if len(matching) >= needed:
                 cert = replica_pb2.PreparedCertificate(
-                    pre_prepare=slot.pre_prepare, prepares=matching[: 2 * self.config.f]
+                    pre_prepare=slot.pre_prepare, prepares=matching[:needed]
                 )
                 self.prepared[sequence] = cert
                 self.persist(PreparedRecord(cert))

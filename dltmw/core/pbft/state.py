@@ -84,6 +84,10 @@ class ReplicaState:
         # The last tick that proved this replica behind the cluster (see `note_behind`).
         self.behind_at = 0
         self.forward_buffer: list[bytes] = []
+        # The last sequence of this replica group (its epoch), once known: a config batch that
+        # changes the replica set ends the epoch, and nothing is proposed or judged beyond it
+        # (the next blocks are the next group's; `PbftOrdererCore._track` sets it).
+        self.end: int | None = None
         self.prepared: dict[int, replica_pb2.PreparedCertificate] = {}
         # View change.
         self.vc_attempts = 0
@@ -120,6 +124,8 @@ class ReplicaState:
 
     def sign(self, message: replica_pb2.ReplicaMessage) -> Envelope:
         """Our signed envelope for `message`."""
+        if self.config.epoch:  # epoch 0 stays absent: the bytes signed before epochs existed
+            message.epoch = self.config.epoch
         payload = message.SerializeToString()
         return Envelope(payload=payload, replica=self.me, signature=self._signer(payload))
 

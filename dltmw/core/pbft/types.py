@@ -47,9 +47,24 @@ def chain_state(previous: bytes, digest: bytes) -> bytes:
     return hashlib.sha256(previous + digest).digest()
 
 
+def quorum_of(n: int) -> int:
+    """Quorum of a group of n >= 4 replicas: ceil((n + f + 1) / 2) with f = (n-1) // 3 (2f+1 when
+    n = 3f+1). Peers count block signatures with it too (`pbft_blocks.signatures_needed`)."""
+    f = (n - 1) // 3
+    return (n + f + 2) // 2
+
+
 @dataclass(frozen=True)
 class PbftConfig:
-    """Static parameters of one replica group (n = 3f+1); every replica must use the same."""
+    """Static parameters of one replica group; every replica of the group must use the same.
+
+    `n` >= 4 replicas tolerate f = (n-1) // 3 faulty ones. n = 3f+1 is the classic size; a
+    replica-set change (docs/governance.md) may give any n >= 4, e.g. 5, and the quorum is then
+    the smallest size any two of which share f+1 replicas — at least one correct — whatever n:
+    ceil((n+f+1)/2), which is 2f+1 exactly when n = 3f+1 (n=5: 4 of 5). `epoch`: the number of the
+    config block that started this group (0: block 0's); every message it signs carries it and
+    it counts no message of another epoch (`certs.Checker.open`).
+    """
 
     n: int
     checkpoint_interval: int = 8
@@ -64,10 +79,13 @@ class PbftConfig:
     future_per_peer_max: int = 256
     transfer_batches_max: int = 16
     decided_retain: int = 4096
+    epoch: int = 0
 
     def __post_init__(self) -> None:
-        if self.n < 4 or (self.n - 1) % 3:
-            raise ValueError(f"n must be 3f+1 with f >= 1, got {self.n}")
+        if self.n < 4:
+            raise ValueError(f"n must be at least 4 (f >= 1), got {self.n}")
+        if self.epoch < 0:
+            raise ValueError(f"epoch must not be negative, got {self.epoch}")
         if self.checkpoint_interval < 1 or self.batch_size_max < 1:
             raise ValueError("checkpoint_interval and batch_size_max must be positive")
 
@@ -78,8 +96,9 @@ class PbftConfig:
 
     @property
     def quorum(self) -> int:
-        """2f+1: size of a prepare/commit/checkpoint/view-change quorum."""
-        return 2 * self.f + 1
+        """Size of a prepare/commit/checkpoint/view-change quorum: ceil((n+f+1)/2), i.e. 2f+1
+        for n = 3f+1 (any two quorums intersect in f+1 replicas; see the class docstring)."""
+        return quorum_of(self.n)
 
     @property
     def window(self) -> int:

@@ -7,6 +7,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 |---|---|---|
 | `eov-solo`, `eov-pbft` | endorse → order → validate, solo or PBFT-lite ordering | `eov.py` |
 | `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
+| `cfg-pbft-members` | PBFT-lite replica set 4 -> 5 -> 4 under faults | `pbft_members.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
 | `jetstream` | jetstream ordering: the real cutter, a modelled stream, faults | `jetstream.py` |
@@ -20,7 +21,15 @@ from functools import partial
 from typing import Any
 
 from dltmw.sim import vloop
-from dltmw.sim.scenarios import eov, jetstream, notary, pbft_config, private, xfer
+from dltmw.sim.scenarios import (
+    eov,
+    jetstream,
+    notary,
+    pbft_config,
+    pbft_members,
+    private,
+    xfer,
+)
 from dltmw.sim.scenarios.result import ScenarioResult
 
 Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace) -> result
@@ -29,6 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
     "eov-solo": partial(eov.run, ordering="solo"),
     "eov-pbft": partial(eov.run, ordering="pbft"),
     "cfg-pbft": pbft_config.run,
+    "cfg-pbft-members": pbft_members.run,
     "notary": notary.run,
     "private": private.run,
     "jetstream": jetstream.run,

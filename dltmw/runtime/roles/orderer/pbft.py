@@ -21,6 +21,15 @@ Config updates: the replica cuts one alone (`Replica(alone=is_config_update)`); 
 at its block and tells the admission rule at once (`learn`); the executor writes the next config
 with its block (`config_write`, one sqlite transaction) and then switches the channel's view
 (`channel_config`), so Broadcast, Deliver and a restart (`node.stored_view`) follow it.
+
+Replica-set changes (docs/governance.md): when the core commits a config block that changes the
+orderer list it calls `_enter_group` (its `new_epoch`): the identities, our index, the protocol
+parameters (n, quorum, epoch = that block's number) and the links switch to the new list (links
+to kept nodes stay), and the core gets a fresh replica — or none when the list does not name us
+(a follower: it fetches blocks). The executor writes the epoch with the block
+(`config_update.epoch_write`) and then discards the old group's records (`RecordStore.reset`);
+a restart compares the two. A node whose organisation orders the channel but which no config
+names yet starts as a follower and joins at the config block that adds it.
 """
 
 from __future__ import annotations
@@ -34,12 +43,20 @@ from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import config_write, is_config_update
+from dltmw.core.config_update import (
+    CONFIG_NAMESPACE,
+    EPOCH_KEY,
+    config_write,
+    epoch_write,
+    is_config_update,
+    restored_epoch,
+)
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
+    EpochStart,
     FetchBlocks,
     FetchedBlocks,
     Input,
@@ -59,6 +76,7 @@ from dltmw.core.pbft import (
     StableRecord,
     request_id,
 )
+from dltmw.core.pbft.types import RequestCheck
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
@@ -85,10 +103,11 @@ DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 OrdererDriver = Driver[Input, Input, Record, CommittedBlock, Outbound, Rejected | None]
 
 
-def replica_config(n: int, batch_max: int) -> PbftConfig:
+def replica_config(n: int, batch_max: int, epoch: int = 0) -> PbftConfig:
     """Protocol parameters for real nodes (ticks of TICK_S)."""
     return PbftConfig(
-        n=n,
+        n=max(4, n),
+        epoch=epoch,
         checkpoint_interval=16,
         batch_size_max=max(1, batch_max),
         view_change_timeout_ticks=40,
@@ -111,7 +130,8 @@ class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rej
         await channel.store.append(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
-            keep = min(stable[-1] - channel.config.decided_retain + 1, channel.ledger.height)
+            executed = channel.ledger.height - channel.config.epoch  # sequences in the ledger
+            keep = min(stable[-1] - channel.config.decided_retain + 1, max(executed, 0))
             await channel.store.compact(stable[-1], keep)
         for record in records:
             if isinstance(record, JumpRecord):
@@ -122,9 +142,14 @@ class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rej
         for item in decided:
             number = item.block.header.number
             writes = () if item.config is None else (config_write(item.config, number),)
+            if item.epoch is not None:
+                writes = (*writes, epoch_write(item.epoch))
             await channel.ledger.commit_block(item.block, (), writes)
             if item.config is not None:  # Deliver and Broadcast follow it from now on
                 channel.channel_config.replace(item.config)
+            if item.epoch is not None:  # the old group's records: never needed again
+                await channel.store.reset(item.epoch)
+                logger.info("replica set changed at block %d: epoch %d", number, item.epoch)
         async with self._channel.new_block:
             self._channel.new_block.notify_all()
 
@@ -147,6 +172,9 @@ class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rej
         for rid, rejected in replies:
             if rejected is None:
                 waiters.resolve(rid, None)
+            elif rejected.reason == "NOT_A_REPLICA":  # removed from (or not yet in) the set
+                why = "this orderer is not a replica of the set in force: ask another"
+                waiters.fail(rid, TransientError(R.ERROR_REASON_ORDERING_UNAVAILABLE, why))
             else:
                 reason = f"refused: {rejected.reason}"
                 waiters.fail(rid, ClientError(R.ERROR_REASON_INVALID_FIELD, reason))
@@ -159,7 +187,7 @@ class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rej
         """Our signature of committed block `number`, for a replica still collecting them."""
         channel = self._channel
         block = await channel.ledger.block(number)
-        if block is None:
+        if block is None or channel.me is None:
             return
         mine, digest = channel.identities[channel.me], block_hash(block)
         for sig in block.metadata.signatures:
@@ -212,16 +240,13 @@ class PbftOrdererChannel(OrdererChannel):
         its peers' batches (None: `view`)."""
         super().__init__(ctx, view, ledger)
         self.store = store
-        orderers = list(view.config.orderers)
-        self.identities = [o.identity for o in orderers]
-        ids = [o.node_id for o in orderers]
-        if ctx.node_id not in ids:
-            raise InvariantViolation(f"{ctx.node_id} is not an orderer of {view.channel_id}")
-        self.me = ids.index(ctx.node_id)
-        fixed = (genesis or view).config.batch
-        self.config = replica_config(len(orderers), fixed.max_tx_count)
-        self.links = {i: ReplicaLink(ctx, view.channel_id, ids[i]) for i in range(len(ids))}
-        del self.links[self.me]
+        self._batch_max = (genesis or view).config.batch.max_tx_count
+        self.identities: list[bytes] = []
+        self.me: int | None = None  # None: no config in force names us (a follower)
+        self.config = replica_config(len(view.config.orderers), self._batch_max)
+        self.links: dict[int, ReplicaLink] = {}
+        self._links_started = False
+        self._use_list(view, 0)
         self.core: PbftOrdererCore | None = None
         # replica -> highest block it signed, from verified signatures as they arrive (readiness
         # sees them while the driver is busy; `PbftOrdererCore.behind`); at most n entries.
@@ -232,7 +257,55 @@ class PbftOrdererChannel(OrdererChannel):
         self._hook = PoisonHook.from_env(
             ctx.node_id, view.channel_id, ctx.signer, self.config.request_bytes_max
         )
+        self._admit: RequestCheck = (
+            self.admission if self._hook is None else self._hook.admit(self.admission)
+        )
         self._executor = PbftOrdererExecutor(self)
+
+    def _use_list(self, view: ChannelView, epoch: int) -> None:
+        """Switch identities, our index, the protocol parameters and the links to the orderer
+        list of `view` (epoch `epoch`); links to nodes on both lists are kept."""
+        orderers = list(view.config.orderers)
+        ids = [o.node_id for o in orderers]
+        self.identities = [o.identity for o in orderers]
+        self.me = ids.index(self.ctx.node_id) if self.ctx.node_id in ids else None
+        self.config = replica_config(len(orderers), self._batch_max, epoch)
+        by_node = {link.node_id: link for link in self.links.values()}
+        links = {}
+        for i, node_id in enumerate(ids):
+            if node_id == self.ctx.node_id:
+                continue
+            link = by_node.pop(node_id, None)
+            if link is None:
+                link = ReplicaLink(self.ctx, view.channel_id, node_id)
+                if self._links_started:
+                    link.start()
+            links[i] = link
+        self.links = links
+        self.heard = {}
+        for gone in by_node.values():  # removed from the list: stop its link (off this step)
+            self.ctx.tasks.spawn(f"replica-link-stop-{gone.node_id}", gone.stop())
+
+    def _enter_group(self, view: ChannelView, epoch: int) -> EpochStart | None:
+        """The core's `new_epoch`: our part of the replica group `view` lists (None: follower)."""
+        self._use_list(view, epoch)
+        if self.me is None:
+            return None
+        replica = Replica(
+            self.config,
+            self.me,
+            self.ctx.signer.sign,
+            self.verify,
+            request_ok=self._admit,
+            alone=is_config_update,
+        )
+        return EpochStart(replica, self._assembler())
+
+    def _assembler(self) -> BlockAssembler:
+        me = 0 if self.me is None else self.me
+        return BlockAssembler(
+            self.view.channel_id, me, self.config.quorum, self.identities, self.verify
+        )
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         """Does `signature` by orderer `replica` verify over `data`?"""
@@ -249,26 +322,25 @@ class PbftOrdererChannel(OrdererChannel):
     async def start(self) -> None:
         """Restore the replica from its records (and over committed blocks it has not
         executed), rebuild unfinished blocks, start the links and the driver."""
-        records: list[Record] = await self.store.load()
+        ledger = self.ledger
+        stored = await ledger.read_snapshot(lambda r: r.get(CONFIG_NAMESPACE, EPOCH_KEY))
+        epoch = restored_epoch(None if stored is None else stored[0])
+        if await self.store.epoch() != epoch:  # a crash fell between the block and the reset
+            await self.store.reset(epoch)
+        self._use_list(self.view, epoch)
+        records: list[Record] = await self.store.load() if self.me is not None else []
         sign = self.ctx.signer.sign
-        admit = self.admission if self._hook is None else self._hook.admit(self.admission)
-        alone = is_config_update
+        admit, alone, me = self._admit, is_config_update, self.me or 0
         if records:
             replica = Replica.restore(
-                self.config, self.me, sign, self.verify, records, request_ok=admit, alone=alone
+                self.config, me, sign, self.verify, records, request_ok=admit, alone=alone
             )
-        else:
-            replica = Replica(
-                self.config, self.me, sign, self.verify, request_ok=admit, alone=alone
-            )
-        ledger = self.ledger
-        unexecuted = await ledger.blocks(replica.next_exec, ledger.height)
-        assembler = BlockAssembler(
-            self.view.channel_id, self.me, self.config.quorum, self.identities, self.verify
-        )
+        else:  # (a follower's is a placeholder: never stepped)
+            replica = Replica(self.config, me, sign, self.verify, request_ok=admit, alone=alone)
+        unexecuted = await ledger.blocks(epoch + replica.next_exec, ledger.height)
         self.core = PbftOrdererCore(
             replica,
-            assembler,
+            self._assembler(),
             sign,
             ledger.height,
             ledger.last_hash,
@@ -277,7 +349,11 @@ class PbftOrdererChannel(OrdererChannel):
             by_limits_only=self.view.config.batch.cut_by_limits_only,
             view=self.view,
             learn=self.admission.learn,
+            epoch=epoch,
+            new_epoch=self._enter_group,
+            follower=self.me is None,
         )
+        self._links_started = True
         for link in self.links.values():
             link.start()
         self.driver = Driver(

@@ -22,6 +22,7 @@ import grpc
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.block import block_hash, chain_error
+from dltmw.core.config_update import is_config_update
 from dltmw.core.handlers.pbft_orderer import FetchedBlocks
 from dltmw.runtime.context import NodeContext
 from dltmw.v1 import block_pb2, orderer_service_pb2, orderer_service_pb2_grpc
@@ -76,7 +77,10 @@ def verified_prefix(
     verify: Verify,
 ) -> list[block_pb2.Block]:
     """The longest prefix of `blocks` that continues our chain, each block carrying `quorum`
-    valid signatures of distinct configured orderers over its hash."""
+    valid signatures of distinct configured orderers over its hash, up to and including the
+    first config block: a config block may change the replica set, and the orderer core learns
+    the set that signs the next blocks only when it has committed it (docs/governance.md), so
+    a fetch never verifies a block against a set no longer in force."""
     index = {identity: i for i, identity in enumerate(identities)}
     out: list[block_pb2.Block] = []
     for block in blocks:
@@ -95,6 +99,8 @@ def verified_prefix(
             break
         out.append(block)
         height, last_hash = height + 1, digest
+        if len(block.data.envelopes) == 1 and is_config_update(block.data.envelopes[0]):
+            break  # the blocks after it may be signed by another replica set: fetch them anew
     return out
 
 

@@ -1,0 +1,329 @@
+"""Orderer cores across replica-set changes: 4 replicas -> 5 (add) -> 4 (remove another).
+
+Wired directly (no network): each node's core checks config updates against its view, and at a
+config block that changes the replica set it enters the next epoch (`PbftOrdererCore`,
+`new_epoch`): a fresh replica of the new list at view 0, block number = the config block's
+number + sequence. The added node starts at the boundary, as a runtime that fetched the blocks
+up to it would start it. Checked: one chain everywhere, each config applied at the same block,
+every block after a boundary signed by a quorum of the replica set in force at its height and by
+nobody else, the removed replica a follower (it signs nothing after its removal).
+"""
+
+# ruff: noqa: F811  (tests take the imported fixtures)
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from test_config_update import (  # noqa: F401
+    Gov,
+    envelope,
+    gov,
+    update,
+)
+from test_replica_set import four, members, replicas, with_orderers  # noqa: F401
+
+from dltmw.core.block import block_hash, make_block
+from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import epoch_write, is_config_update, restored_epoch
+from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
+from dltmw.core.handlers.pbft_orderer import (
+    CommittedBlock,
+    EpochStart,
+    FetchBlocks,
+    FetchedBlocks,
+    Outbound,
+    PbftOrdererCore,
+)
+from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Replica, ViewRecord
+from dltmw.ledger.pbft_store import RecordStore
+from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
+from dltmw.sim.keys import Keys
+from dltmw.v1 import block_pb2, replica_pb2
+
+KEYS = Keys(6, 1)
+REQS = [KEYS.make_request(0, i) for i in range(12)]
+Verify = Callable[[int, bytes, bytes], bool]
+
+
+def key_of(node: str) -> int:
+    return int(node.removeprefix("orderer"))
+
+
+class Network:
+    """Orderer cores by node id; messages routed by the sender's current replica list."""
+
+    def __init__(self, view: ChannelView) -> None:
+        self.members: dict[str, list[str]] = {}
+        self.cores: dict[str, PbftOrdererCore] = {}
+        self.committed: dict[str, list[CommittedBlock]] = {}
+        self.queue: list[tuple[str, Outbound]] = []
+        self.now = 0
+        self.signatures_last = False  # deliver block signatures only once no vote is queued
+        for node in [o.node_id for o in view.config.orderers]:
+            start = self.epoch_factory(node)(view, 0)
+            assert start is not None
+            self.add(node, start, view, 1, ZERO_HASH, 0)
+
+    def epoch_factory(self, node: str) -> Callable[[ChannelView, int], EpochStart | None]:
+        def new_epoch(view: ChannelView, number: int) -> EpochStart | None:
+            ids = [o.node_id for o in view.config.orderers]
+            self.members[node] = ids  # a follower fetches from the list in force too
+            if node not in ids:
+                return None
+            keys = [key_of(i) for i in ids]
+
+            def verify(replica: int, payload: bytes, signature: bytes) -> bool:
+                return 0 <= replica < len(keys) and KEYS.verify(keys[replica], payload, signature)
+
+            me = ids.index(node)
+            cfg = PbftConfig(n=len(ids), checkpoint_interval=2, batch_size_max=2, epoch=number)
+            replica = Replica(cfg, me, KEYS.signer(key_of(node)), verify, alone=is_config_update)
+            names = [i.encode() for i in ids]
+            return EpochStart(replica, BlockAssembler("gov", me, cfg.quorum, names, verify))
+
+        return new_epoch
+
+    def add(
+        self,
+        node: str,
+        start: EpochStart,
+        view: ChannelView,
+        height: int,
+        last: bytes,
+        epoch: int,
+        follower: bool = False,
+    ) -> None:
+        self.cores[node] = PbftOrdererCore(
+            start.replica,
+            start.assembler,
+            KEYS.signer(key_of(node)),
+            height,
+            last,
+            view=view,
+            epoch=epoch,
+            new_epoch=self.epoch_factory(node),
+            follower=follower,
+        )
+        self.committed.setdefault(node, [])
+
+    def flush(self, node: str) -> None:
+        out = self.cores[node].ready()
+        self.committed[node].extend(out.decided)
+        for destination, message in out.send:
+            assert destination < len(self.members[node]), f"{node} sent outside its group"
+            source = self.members[node][destination]
+            if isinstance(message, Envelope | replica_pb2.BlockSignature):
+                self.queue.append((source, message))
+            elif isinstance(message, FetchBlocks):
+                self.queue.append((node, self.fetched(source, self.cores[node].height)))
+
+    def fetched(self, source: str, height: int) -> FetchedBlocks:
+        """What a runtime's fetch hands the core: blocks from `height` up to and including the
+        next config block (a fetch never crosses one: the set that signs changes there)."""
+        out = []
+        for item in self.committed.get(source, []):
+            if item.block.header.number >= height:
+                out.append(item.block)
+                if (
+                    is_config_update(item.block.data.envelopes[0])
+                    if item.block.data.envelopes
+                    else False
+                ):
+                    break
+        return FetchedBlocks(source, tuple(out))
+
+    def settle(self, rounds: int = 40) -> None:
+        """Deliver until quiet; tick everyone between rounds (resends, retransmission)."""
+        for _ in range(rounds):
+            for _ in range(20_000):
+                if not self.queue:
+                    break
+                node, message = self.queue.pop(self._next())
+                if node in self.cores:
+                    self.cores[node].step(message)  # type: ignore[arg-type]
+                    self.flush(node)
+            self.now += 1
+            for node, core in self.cores.items():
+                core.tick(self.now)
+                self.flush(node)
+
+    def _next(self) -> int:
+        if self.signatures_last:
+            for k, (_, message) in enumerate(self.queue):
+                if isinstance(message, Envelope):
+                    return k
+        return 0
+
+    def order(self, *requests: bytes) -> None:
+        primary = self.members["orderer0"][0]
+        for request in requests:
+            self.cores[primary].step(ClientRequest(request))
+            self.flush(primary)
+        self.settle()
+
+    def chain(self, node: str) -> list[block_pb2.Block]:
+        return [c.block for c in self.committed[node]]
+
+
+def signers(block: block_pb2.Block) -> set[str]:
+    return {s.signer.decode() for s in block.metadata.signatures}
+
+
+def grow_and_shrink(gov: Gov, replicas: list[SigningIdentity]) -> tuple[Network, list[int]]:
+    """4 -> 5 (orderer4 added) -> 4 (orderer1 removed), with requests before, between, after."""
+    v4 = four(gov, replicas)
+    net = Network(v4)
+    net.order(REQS[0], REQS[1])
+    add = [*members(v4), ("orderer4", "OrdererOrg", replicas[4].identity_bytes)]
+    net.order(envelope(gov, update(v4, with_orderers(v4, add), *gov.admins.values())))
+    first = net.chain("orderer0")[-1]
+    v5 = net.cores["orderer0"].view
+    assert [o.node_id for o in v5.config.orderers][-1] == "orderer4"
+    start = net.epoch_factory("orderer4")(v5, first.header.number)
+    assert start is not None
+    net.add("orderer4", start, v5, first.header.number + 1, block_hash(first), 0)
+    net.cores["orderer4"].epoch = first.header.number
+    net.order(REQS[2], REQS[3], REQS[4])
+    kept = [m for m in members(v5) if m[0] != "orderer1"]
+    net.order(envelope(gov, update(v5, with_orderers(v5, kept), *gov.admins.values())))
+    second = net.chain("orderer0")[-1]
+    net.order(REQS[5], REQS[6], REQS[7])
+    return net, [first.header.number, second.header.number]
+
+
+def test_add_then_remove_a_replica_keeps_one_chain_signed_by_the_set_in_force(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    net, (first, second) = grow_and_shrink(gov, replicas)
+    chain = net.chain("orderer0")  # blocks 1.. (block 0 is genesis): chain[k] is block k+1
+    assert chain[-1].header.number > second + 1, "blocks after the second boundary"
+    for node in ("orderer2", "orderer3"):
+        assert [block_hash(b) for b in net.chain(node)] == [block_hash(b) for b in chain]
+    late = net.chain("orderer4")
+    assert [block_hash(b) for b in late] == [block_hash(b) for b in chain[first:]]
+    sets = {0: {"orderer0", "orderer1", "orderer2", "orderer3"}}
+    sets[first + 1] = sets[0] | {"orderer4"}
+    sets[second + 1] = sets[first + 1] - {"orderer1"}
+    for block in chain:
+        number = block.header.number
+        in_force = sets[max(k for k in sets if k <= number)]
+        assert signers(block) <= in_force, f"block {number} signed outside the set in force"
+        assert len(signers(block)) >= (4 if len(in_force) == 5 else 3), f"block {number}"
+    built = [b for b in late if "orderer4" in signers(b)]  # its own copies of the blocks
+    assert len(built) == len(late), "the added replica orders and signs every later block"
+    configs = {n: [c.block.header.number for c in net.committed[n] if c.config] for n in net.cores}
+    assert configs["orderer0"] == configs["orderer2"] == [first, second]
+    assert configs["orderer4"] == [second]
+
+
+def test_the_removed_replica_retires_at_its_boundary(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    net, (_, second) = grow_and_shrink(gov, replicas)
+    removed = net.cores["orderer1"]
+    assert removed.follower and removed.height == second + 1
+    after = net.chain("orderer0")[second:]
+    assert after and all("orderer1" not in signers(b) for b in after)
+    removed.step(ClientRequest(REQS[9]))
+    (reply,) = removed.ready().replies
+    assert reply[1] is not None and reply[1].reason == "NOT_A_REPLICA"
+
+
+def test_quorum_for_peers_follows_the_list_in_force(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    net, (first, _) = grow_and_shrink(gov, replicas)
+    assert signatures_needed(net.cores["orderer0"].view.config) == 3
+    five = with_orderers(
+        four(gov, replicas),
+        [*members(four(gov, replicas)), ("orderer4", "OrdererOrg", b"x")],
+    )
+    assert signatures_needed(five) == 4
+    assert first > 0
+
+
+def test_requests_queued_behind_the_boundary_are_ordered_by_the_new_group_only(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """The update and later requests arrive together: the old group proposes nothing past the
+    config batch (its epoch's last sequence), and the requests it held are ordered by the new
+    group — 4 of the 5 sign (the added one is not running yet), exactly once each."""
+    v4 = four(gov, replicas)
+    net = Network(v4)
+    net.signatures_last = True  # replicas vote on past the config batch before its block commits
+    add = [*members(v4), ("orderer4", "OrdererOrg", replicas[4].identity_bytes)]
+    cfg = envelope(gov, update(v4, with_orderers(v4, add), *gov.admins.values()))
+    net.order(cfg, REQS[2], REQS[3], REQS[4])
+    chain = net.chain("orderer0")
+    (boundary,) = [b.header.number for b in chain if list(b.data.envelopes) == [cfg]]
+    after = [b for b in chain if b.header.number > boundary]
+    ordered = [e for b in after for e in b.data.envelopes]
+    assert sorted(ordered) == sorted(REQS[2:5])
+    for block in after:
+        assert len(signers(block)) >= 4, f"block {block.header.number}: a quorum of the 5"
+    assert all(net.cores[n].epoch == boundary for n in ("orderer0", "orderer1", "orderer2"))
+
+
+def test_an_added_orderer_follows_from_block_one_and_joins_at_its_config_block(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """orderer4 runs from the start, named by no config yet: a follower, it fetches the blocks
+    the replicas in force commit, applies the config that adds it at its block, and from there
+    orders and signs as a member of the group."""
+    v4 = four(gov, replicas)
+    net = Network(v4)
+    placeholder = Replica(PbftConfig(n=4), 0, KEYS.signer(4), KEYS.verify)
+    net.members["orderer4"] = [o.node_id for o in v4.config.orderers]
+    start = EpochStart(placeholder, BlockAssembler("gov", 0, 3, [], KEYS.verify))
+    net.add("orderer4", start, v4, 1, ZERO_HASH, 0, follower=True)
+    net.order(REQS[0], REQS[1])
+    add = [*members(v4), ("orderer4", "OrdererOrg", replicas[4].identity_bytes)]
+    net.order(envelope(gov, update(v4, with_orderers(v4, add), *gov.admins.values())))
+    net.settle(rounds=200)  # follower checks every CATCHUP_CHECK_TICKS
+    joined = net.cores["orderer4"]
+    assert not joined.follower and joined.replica.config.n == 5
+    net.order(REQS[2], REQS[3], REQS[4], REQS[5])
+    chain, late = net.chain("orderer0"), net.chain("orderer4")
+    assert [block_hash(b) for b in late] == [block_hash(b) for b in chain]
+    last = late[-1]
+    assert last.header.number > joined.epoch and "orderer4" in signers(last)
+
+
+# --- the runtime's pieces: the record store's epoch, a fetch that stops at a config block ---
+
+
+async def test_the_record_store_discards_an_older_groups_records_at_reset(tmp_path: Path) -> None:
+    store = await RecordStore.open(tmp_path / "records.sqlite")
+    try:
+        assert await store.epoch() == 0
+        await store.append([ViewRecord(3, False)])
+        await store.reset(7)
+        assert (await store.load(), await store.epoch()) == ([], 7)
+        await store.append([ViewRecord(0, False)])
+        assert await store.load() == [ViewRecord(0, False)]
+    finally:
+        await store.close()
+    assert restored_epoch(None) == 0 and restored_epoch(epoch_write(12).value) == 12
+
+
+def test_a_fetch_verifies_up_to_a_config_block_and_no_further(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """Blocks after a config block may be signed by another set: the next fetch, after the core
+    applied it, verifies them against the set then in force."""
+    v4 = four(gov, replicas)
+    cfg = envelope(gov, update(v4, with_orderers(v4, members(v4)[:3]), *gov.admins.values()))
+    blocks, previous = [], ZERO_HASH
+    for number, envelopes in enumerate([[REQS[0]], [cfg], [REQS[1]]], start=1):
+        block = make_block("ch", number, previous, envelopes)
+        previous = block_hash(block)
+        for i in range(3):
+            block.metadata.signatures.add(signer=b"o%d" % i, signature=KEYS.signer(i)(previous))
+        blocks.append(block)
+    ids = [b"o0", b"o1", b"o2", b"o3"]
+    got = verified_prefix(blocks, "ch", 1, ZERO_HASH, ids, 3, KEYS.verify)
+    assert got == blocks[:2]
