@@ -225,6 +225,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
     not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
     """
+    ERROR_REASON_PRIVATE_PURGE_NOT_AUTHORIZED: _ErrorReason.ValueType  # 116
+    """PERMISSION_DENIED: a purge lacks the approval of an organisation owning a node it purges,
+    or carries one from an organisation owning none (docs/privacy.md "Purge"). Nothing ordered.
+    """
+    ERROR_REASON_PRIVATE_PURGE_MALFORMED: _ErrorReason.ValueType  # 117
+    """INVALID_ARGUMENT: a purge body does not parse, names another channel or tx_id, names
+    nothing (or too much), or names recipient keys that are not channel peers'. Nothing ordered.
+    """
+    ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: _ErrorReason.ValueType  # 118
+    """INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
+    Nothing was ordered.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -434,5 +446,17 @@ another transaction). Nothing was ordered.
 ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT: ErrorReason.ValueType  # 106
 """UNAVAILABLE (retryable): a recipient did not answer Agree within the deadline (or could
 not be reached); no agreement was returned. ErrorInfo.metadata {"node": <node id>}.
+"""
+ERROR_REASON_PRIVATE_PURGE_NOT_AUTHORIZED: ErrorReason.ValueType  # 116
+"""PERMISSION_DENIED: a purge lacks the approval of an organisation owning a node it purges,
+or carries one from an organisation owning none (docs/privacy.md "Purge"). Nothing ordered.
+"""
+ERROR_REASON_PRIVATE_PURGE_MALFORMED: ErrorReason.ValueType  # 117
+"""INVALID_ARGUMENT: a purge body does not parse, names another channel or tx_id, names
+nothing (or too much), or names recipient keys that are not channel peers'. Nothing ordered.
+"""
+ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: ErrorReason.ValueType  # 118
+"""INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
+Nothing was ordered.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
