@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -330,18 +331,36 @@ async def test_purges_run_in_block_order_with_private_transactions(tmp_path: Pat
     store = await PrivateStore.open(tmp_path / "c.private.sqlite")
     try:
         first = sealed(KEYS[1], [KEYS[0]], "open", "a", "1")
-        later = sealed(KEYS[1], [KEYS[0]], "open", "b", "2")
-        await store.store_payloads([first, later])
+        later = sealed(KEYS[1], [KEYS[0]], "open", "a", "2")
+        gone = sealed(KEYS[1], [KEYS[0]], "open", "g", "3")
+        await store.store_payloads([first, later, gone])
         ex = executor(store)
         purge_a = body_of([], [("bank", "a"), ("bank", "b")], [KEYS[0], KEYS[1]])
-        # index 0 writes a; the purge at 1 deletes it; b written at 2 survives the purge
+        # index 0 opens a; the purge at 1 deletes it; a opened again at 2 survives the purge
         items = [(0, "t0", first.payload_hash), (2, "t2", later.payload_hash)]
         await execute(ex, 1, items, ((1, purge_a),))  # type: ignore[arg-type]
-        assert await store.private_state("bank") == {"b": b"2"}
+        assert await store.private_state("bank") == {"a": b"2"}
+        # a payload purged earlier in the same block is not held for a later transaction
+        purge_g = body_of([gone.payload_hash], [], [KEYS[0], KEYS[1]])
+        await execute(ex, 2, [(1, "t1", gone.payload_hash)], ((0, purge_g),))  # type: ignore[arg-type]
+        assert (await store.ptx(gone.payload_hash)).status == P.PRIVATE_TX_STATUS_NOT_HELD  # type: ignore[union-attr]
+        assert await store.private_state("bank") == {"a": b"2"}
         # a purge that does not name this node changes nothing here
-        other = body_of([later.payload_hash], [("bank", "b")], [KEYS[1], KEYS[2]])
-        await execute(ex, 2, [], ((0, other),))  # type: ignore[arg-type]
-        assert await store.private_state("bank") == {"b": b"2"}
+        other = body_of([later.payload_hash], [("bank", "a")], [KEYS[1], KEYS[2]])
+        await execute(ex, 3, [], ((0, other),))  # type: ignore[arg-type]
+        assert await store.private_state("bank") == {"a": b"2"}
         assert await store.payload(later.payload_hash) is not None
     finally:
         await store.close()
+
+
+def test_setup_turns_secure_delete_on_whatever_the_build_default(tmp_path: Path) -> None:
+    """This machine's sqlite is built with SECURE_DELETE on; another build's default is off,
+    and the store must not depend on it."""
+    conn = sqlite3.connect(tmp_path / "x.sqlite")
+    try:
+        conn.execute("PRAGMA secure_delete=OFF")
+        private_purge.setup(conn)
+        assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    finally:
+        conn.close()
