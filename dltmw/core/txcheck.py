@@ -41,14 +41,21 @@ from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
-from dltmw.core.privacy.agreement import SUBMITTER_FAULTS, agreement_code
+from dltmw.core.privacy.agreement import (
+    ALL_RECIPIENTS,
+    SUBMITTER_FAULTS,
+    agreed_body,
+    agreement_code,
+)
+from dltmw.core.privacy.conflict import private_rwset, purge_rwset
 from dltmw.core.privacy.purge import SUBMITTER_FAULTS as PURGE_FAULTS
-from dltmw.core.privacy.purge import private_purge, purge_code
+from dltmw.core.privacy.purge import parse_body, private_purge, purge_code
 from dltmw.core.timestamps import checked_datetime, to_datetime
 from dltmw.v1 import (
     common_pb2,
     errors_pb2,
     private_agreement_pb2,
+    private_purge_pb2,
     proposal_pb2,
     rwset_pb2,
     transaction_pb2,
@@ -350,11 +357,14 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         ptx = private_transaction(payload.data)
         purge = private_purge(payload.data) if ptx is None else None
         if purge is not None:
-            return CheckedTx(tx_id, purge_code(purge, channel, tx_id, at), None)
+            return _purge_verdict(purge, channel, tx_id, at)
         if ptx is None:
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
         code = agreement_code(ptx.agreements, channel, tx_id, ptx.payload_hash, at)
-        return CheckedTx(tx_id, code, None)
+        body = agreed_body(ptx.agreements) if code == C.TX_VALIDATION_CODE_VALID else None
+        if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+            return CheckedTx(tx_id, code, None)
+        return CheckedTx(tx_id, code, private_rwset(body))  # MVCC on hashed private keys
     tx = _parse_or(
         transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
     )
@@ -365,6 +375,18 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         raise _Invalid(code, tx_id)
     _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
     return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))
+
+
+def _purge_verdict(
+    purge: private_purge_pb2.PrivatePurge, channel: ChannelView, tx_id: str, at: datetime
+) -> CheckedTx:
+    """A purge's code and, on a channel whose private keys have public hashes, the deletion of
+    the hashes of the keys it purges (`core/privacy/conflict.py`)."""
+    code = purge_code(purge, channel, tx_id, at)
+    body = parse_body(purge) if code == C.TX_VALIDATION_CODE_VALID else None
+    if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+        return CheckedTx(tx_id, code, None)
+    return CheckedTx(tx_id, code, purge_rwset(body))
 
 
 def private_payload_hash(data: bytes) -> bytes | None:

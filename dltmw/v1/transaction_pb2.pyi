@@ -133,6 +133,11 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """
     TX_VALIDATION_CODE_PRIVATE_PURGE_BAD_SIGNATURE: _TxValidationCode.ValueType  # 67
     """A purge approval that does not parse or verify."""
+    TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT: _TxValidationCode.ValueType  # 68
+    """A private transaction's agreed pre-state is no longer current: a private key it read or
+    wrote was written by a VALID private transaction after the parties agreed (earlier in this
+    block or in an earlier one). Nothing executes; collect agreements again and resubmit.
+    """
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -244,6 +249,11 @@ keys that are not channel peers' privacy keys (or not sorted and distinct).
 """
 TX_VALIDATION_CODE_PRIVATE_PURGE_BAD_SIGNATURE: TxValidationCode.ValueType  # 67
 """A purge approval that does not parse or verify."""
+TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT: TxValidationCode.ValueType  # 68
+"""A private transaction's agreed pre-state is no longer current: a private key it read or
+wrote was written by a VALID private transaction after the parties agreed (earlier in this
+block or in an earlier one). Nothing executes; collect agreements again and resubmit.
+"""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final
