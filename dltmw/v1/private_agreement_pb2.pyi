@@ -96,6 +96,7 @@ class PrivateAgreementBody(_message.Message):
     VERDICT_FIELD_NUMBER: _builtins.int
     HASHED_READS_FIELD_NUMBER: _builtins.int
     HASHED_WRITES_FIELD_NUMBER: _builtins.int
+    HASHED_DELETES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the transaction."""
     tx_id: _builtins.str
@@ -128,6 +129,12 @@ class PrivateAgreementBody(_message.Message):
         public versions move to the transaction's (block, index) when it commits VALID.
         """
 
+    @_builtins.property
+    def hashed_deletes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Of hashed_writes, those the transaction deletes (their public hashes are deleted too, so
+        that a later read of the absent key matches).
+        """
+
     def __init__(
         self,
         *,
@@ -140,10 +147,11 @@ class PrivateAgreementBody(_message.Message):
         verdict: Global___AgreementVerdict.ValueType = ...,
         hashed_reads: _abc.Iterable[_private_conflict_pb2.HashedRead] | None = ...,
         hashed_writes: _abc.Iterable[_builtins.bytes] | None = ...,
+        hashed_deletes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "hashed_reads", b"hashed_reads", "hashed_writes", b"hashed_writes", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "hashed_deletes", b"hashed_deletes", "hashed_reads", b"hashed_reads", "hashed_writes", b"hashed_writes", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

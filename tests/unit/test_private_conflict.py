@@ -19,23 +19,26 @@ KEYS = ["a", "b", "c"]
 State = dict[str, Version]  # the recipients' private state: key -> version (absent: no key)
 
 
-def body(snapshot: State, touched: list[str], written: list[str]) -> object:
+def body(snapshot: State, touched: list[str], written: list[str], deleted: list[str]) -> object:
     reads = [(k, snapshot.get(k)) for k in touched]
-    hashed_reads, hashed_writes = conflict.hashed(RECIPIENTS, NS, reads, written)
+    hashed_reads, hashed_writes, hashed_deletes = conflict.hashed(
+        RECIPIENTS, NS, reads, written, deleted
+    )
     return private_agreement_pb2.PrivateAgreementBody(
-        hashed_reads=hashed_reads, hashed_writes=hashed_writes
+        hashed_reads=hashed_reads, hashed_writes=hashed_writes, hashed_deletes=hashed_deletes
     )
 
 
 TX = st.tuples(
     st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),  # touched
-    st.lists(st.booleans(), min_size=3, max_size=3),  # which touched keys it writes
+    st.lists(st.sampled_from("-wd"), min_size=3, max_size=3),  # per touched key: read only,
+    # write, delete
     st.integers(0, 6),  # how many states back the parties' agreement saw (lag)
 )
 
 
 def run(
-    blocks: list[list[tuple[list[str], list[bool], int]]], public: bool
+    blocks: list[list[tuple[list[str], str | list[str], int]]], public: bool
 ) -> list[tuple[int, bool]]:
     """(public code, stale at execution) of every transaction. `public`: commit checks the
     hashed keys (this change); False is the rule before it (no public read-write set)."""
@@ -44,17 +47,20 @@ def run(
     out: list[tuple[int, bool]] = []
     for number, txs in enumerate(blocks, start=1):
         agreed = []
-        for touched, writes, lag in txs:
+        for touched, actions, lag in txs:
             snapshot = history[max(0, len(history) - 1 - lag)]
-            written = [k for k, w in zip(touched, writes, strict=False) if w]
-            agreed.append((touched, written, snapshot))
+            written = [k for k, a in zip(touched, actions, strict=False) if a != "-"]
+            deleted = [k for k, a in zip(touched, actions, strict=False) if a == "d"]
+            agreed.append((touched, written, deleted, snapshot))
         mvcc = [
             TxForMvcc(
                 f"t{number}.{i}",
                 VALID,
-                conflict.private_rwset(body(snap, touched, written)) if public else None,  # type: ignore[arg-type]
+                conflict.private_rwset(body(snap, touched, written, deleted))  # type: ignore[arg-type]
+                if public
+                else None,
             )
-            for i, (touched, written, snap) in enumerate(agreed)
+            for i, (touched, written, deleted, snap) in enumerate(agreed)
         ]
         codes, public_writes = validate_block(number, mvcc, versions, {}, set())
         for w in public_writes:
@@ -62,19 +68,22 @@ def run(
                 versions.pop((w.namespace, w.key), None)
             else:
                 versions[(w.namespace, w.key)] = w.version
-        for index, ((touched, written, snap), code) in enumerate(zip(agreed, codes, strict=True)):
+        for index, ((touched, written, deleted, snap), code) in enumerate(
+            zip(agreed, codes, strict=True)
+        ):
             current = history[-1]
             stale = any(snap.get(k) != current.get(k) for k in touched)
             out.append((code, stale))
             if code == VALID and not stale:  # executed: its writes take (block, index)
-                history.append({**current, **dict.fromkeys(written, Version(number, index))})
+                after = {**current, **dict.fromkeys(written, Version(number, index))}
+                history.append({k: v for k, v in after.items() if k not in deleted})
     return out
 
 
 @settings(max_examples=150, deadline=None)
 @given(blocks=st.lists(st.lists(TX, min_size=1, max_size=5), min_size=1, max_size=5))
 def test_valid_on_the_ledger_iff_current_at_the_recipients(
-    blocks: list[list[tuple[list[str], list[bool], int]]],
+    blocks: list[list[tuple[list[str], str | list[str], int]]],
 ) -> None:
     for code, stale in run(blocks, public=True):
         assert code in (VALID, PRIVATE_STATE_CONFLICT)
@@ -84,11 +93,11 @@ def test_valid_on_the_ledger_iff_current_at_the_recipients(
 def test_negative_control_without_hashed_keys_a_stale_write_is_valid() -> None:
     """Two puts on one key agreed on the same pre-state in one block: before this change the
     second was VALID on the ledger and STALE at every recipient."""
-    same_key = [(["a"], [True, False, False], 0), (["a"], [True, False, False], 0)]
+    same_key = [(["a"], "w--", 0), (["a"], "w--", 0)]
     assert run([same_key], public=False) == [(VALID, False), (VALID, True)]
     assert run([same_key], public=True) == [(VALID, False), (PRIVATE_STATE_CONFLICT, True)]
     # and across blocks, the second agreed before the first committed
-    later = [[(["a"], [True, False, False], 0)], [(["a"], [True, False, False], 1)]]
+    later = [[(["a"], "w--", 0)], [(["a"], "w--", 1)]]
     assert run(later, public=True) == [(VALID, False), (PRIVATE_STATE_CONFLICT, True)]
 
 

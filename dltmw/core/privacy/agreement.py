@@ -61,7 +61,7 @@ def agreement_body(
     hashes: tuple[bytes, bytes],
     recipient_keys: Sequence[bytes],
     verdict: int,
-    hashed: tuple[Sequence[HashedRead], Sequence[bytes]] = ((), ()),
+    hashed: tuple[Sequence[HashedRead], Sequence[bytes], Sequence[bytes]] = ((), (), ()),
 ) -> bytes:
     """The serialised body one party signs; `hashes` = (pre-state hash, delta hash), `hashed`
     = the keys its execution read and wrote (`core/privacy/conflict.py`)."""
@@ -69,6 +69,7 @@ def agreement_body(
     return A.PrivateAgreementBody(
         hashed_reads=hashed[0],
         hashed_writes=hashed[1],
+        hashed_deletes=hashed[2],
         channel_id=channel_id,
         tx_id=tx_id,
         payload_hash=payload_hash,
@@ -146,6 +147,7 @@ def _agreed_on(body: A.PrivateAgreementBody) -> tuple[object, ...]:
         list(body.recipient_keys),
         reads,
         list(body.hashed_writes),
+        list(body.hashed_deletes),
     )
 
 

@@ -45,7 +45,8 @@ from dltmw.v1 import private_agreement_pb2, private_conflict_pb2, private_purge_
 NAMESPACE = "_private"  # public world-state namespace of private key hashes (no contract's)
 KEY_DOMAIN = b"dltmw/pp/key/v1"
 HashedRead = tuple[bytes, Version | None]  # (key hash, private version read or None)
-Hashed = tuple[list[private_conflict_pb2.HashedRead], list[bytes]]  # agreement fields
+# agreement fields: hashed reads, hashed writes, hashed deletes (a subset of the writes)
+Hashed = tuple[list[private_conflict_pb2.HashedRead], list[bytes], list[bytes]]
 
 
 def key_hash(recipient_keys: Iterable[bytes], namespace: str, key: str) -> bytes:
@@ -61,11 +62,13 @@ def hashed(
     namespace: str,
     touched: Iterable[tuple[str, Version | None]],
     written: Iterable[str],
+    deleted: Iterable[str] = (),
 ) -> Hashed:
-    """An execution's keys (read with their versions, and written) as agreement fields."""
+    """An execution's keys (read with their versions, written, deleted) as agreement fields."""
     keys = sorted(recipient_keys)
     reads = hashed_reads_msg((key_hash(keys, namespace, k), v) for k, v in touched)
-    return reads, sorted({key_hash(keys, namespace, k) for k in written})
+    gone = sorted({key_hash(keys, namespace, k) for k in deleted})
+    return reads, sorted({key_hash(keys, namespace, k) for k in written}), gone
 
 
 def hashed_reads_msg(reads: Iterable[HashedRead]) -> list[private_conflict_pb2.HashedRead]:
@@ -96,8 +99,12 @@ def private_rwset(body: private_agreement_pb2.PrivateAgreementBody) -> rwset_pb2
         if read.present:
             entry.version.block_number = read.block_number
             entry.version.tx_index = read.tx_index
-    for digest in sorted(set(body.hashed_writes)):
-        rwset.writes.add(key=digest.hex(), value=b"\x01")
+    deleted = set(body.hashed_deletes)
+    for digest in sorted(set(body.hashed_writes) | deleted):
+        if digest in deleted:
+            rwset.writes.add(key=digest.hex(), is_delete=True)
+        else:
+            rwset.writes.add(key=digest.hex(), value=b"\x01")
     return rwset
 
 

@@ -52,6 +52,7 @@ class PrivateOutcome:
     # written: what an agreement names as hashes (core/privacy/conflict.py)
     touched: tuple[tuple[str, Version | None], ...] = ()
     written: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()  # of `written`, the keys it deletes
 
 
 def _field(data: bytes) -> bytes:
@@ -145,7 +146,10 @@ def execute(
         writes.append(StateWrite(ns, key, new, version))
     digest = state_hash(EXECUTED, result.response, ns, resulting)
     written = tuple(sorted({w.key for w in writes}))
-    return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest, pre, versions, written)
+    deleted = tuple(sorted({k for k in written if resulting.get(k) is None}))
+    return PrivateOutcome(
+        EXECUTED, result.response, tuple(writes), digest, pre, versions, written, deleted
+    )
 
 
 def _version(state: StateReader, namespace: str, key: str) -> Version | None:

@@ -216,5 +216,5 @@ def _hashes(
     the keys it read (with versions) and wrote, hashed for the recipient set."""
     outcome = execute(contract_of, invocation, state, Version(0, 0))
     ns = invocation.contract
-    hashed = conflict.hashed(recipient_keys, ns, outcome.touched, outcome.written)
+    hashed = conflict.hashed(recipient_keys, ns, outcome.touched, outcome.written, outcome.deleted)
     return (outcome.pre_state_hash, outcome.state_hash), hashed
