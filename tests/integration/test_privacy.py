@@ -786,8 +786,6 @@ async def test_concurrent_private_puts_on_one_key_are_valid_or_conflict(
         key=lambda d: (d.status.block_number, d.status.tx_index),
     )
     members = ("org1", "org2", "regulator")
-    for org in members:
-        await wait_deals_state(path, org, "hot", b"v%d" % done.index(last))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     for org in members:  # every VALID one executed at every recipient; no STALE anywhere
@@ -800,5 +798,6 @@ async def test_concurrent_private_puts_on_one_key_are_valid_or_conflict(
         for d in done:
             status = statuses.get(d.payload_hash)
             if d.status.result == VALID:
-                assert status == P.PRIVATE_TX_STATUS_EXECUTED, (org, d.tx_id)
+                assert status == P.PRIVATE_TX_STATUS_EXECUTED, (org, d.tx_id, status)
             assert status != P.PRIVATE_TX_STATUS_STALE, (org, d.tx_id)
+        await wait_deals_state(path, org, "hot", b"v%d" % done.index(last))
