@@ -72,6 +72,7 @@ def _as_dict(report: ChannelReport) -> dict[str, Any]:
         ],
         "first_divergence": None if not report.findings else report.findings[0].__dict__,
         "unreachable": report.unreachable,
+        "purged": report.purged,
     }
 
 
@@ -95,6 +96,8 @@ def _print(report: ChannelReport) -> None:
             _short(v.private_stored_state_hash) if v.has_private else "",
         )
     console.print(table)
+    if report.purged:  # verified like the others: the ledger keeps their hashes
+        console.print(f"PURGED: {len(report.purged)} private transaction(s)")
     for node, why in sorted(report.unreachable.items()):
         console.print(f"[yellow]not audited:[/] {node}: {why}")
     if not report.findings:

@@ -52,6 +52,7 @@ class ChannelReport:
     findings: list[Finding] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)  # node -> why
     common_height: int = 0
+    purged: list[str] = field(default_factory=list)  # payload hashes a node reports PURGED
 
 
 class _Node:
@@ -162,7 +163,11 @@ async def _audit_channel(cid: str, nodes: list[_Node]) -> ChannelReport:
         return report
     report.views = views
     report.findings = self_checks(views)
-    report.findings += private_findings(cid, await _private_records(report, nodes, views))
+    records = await _private_records(report, nodes, views)
+    report.findings += private_findings(cid, records)
+    report.purged = sorted(
+        {t.payload_hash.hex() for ts in records.values() for t in ts if t.purged}
+    )
     report.common_height = min(v.height for v in views)
     peers = [v for v in views if v.has_state]
     chain_from = max((v.state_hashes_from for v in peers), default=0)

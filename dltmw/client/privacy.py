@@ -195,6 +195,14 @@ class PrivacyClient:
     ) -> tuple[common_pb2.Envelope, str]:
         """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash` and the parties'
         agreements (collected for this `nonce`'s tx_id), and its tx_id."""
+        data = transaction_pb2.PrivateTransaction(payload_hash=payload_hash, agreements=agreements)
+        return self.private_data_envelope(channel_id, data.SerializeToString(), nonce)
+
+    def private_data_envelope(
+        self, channel_id: str, data: bytes, nonce: bytes | None = None
+    ) -> tuple[common_pb2.Envelope, str]:
+        """A signed PRIVATE_TRANSACTION envelope with `data` (a PrivateTransaction) and its
+        tx_id: a payload's hash (`private_envelope`) or a purge (`client/purge.py`)."""
         nonce = nonce if nonce is not None else token_bytes(24)
         creator = self.client.signer.identity_bytes
         header = common_pb2.Header(
@@ -206,10 +214,7 @@ class PrivacyClient:
         )
         header.timestamp.FromDatetime(utc_now())
         payload = common_pb2.Payload(
-            header=header.SerializeToString(),
-            data=transaction_pb2.PrivateTransaction(
-                payload_hash=payload_hash, agreements=agreements
-            ).SerializeToString(),
+            header=header.SerializeToString(), data=data
         ).SerializeToString()
         return self.client.envelope(payload), header.tx_id
 

@@ -41,12 +41,21 @@ from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
-from dltmw.core.privacy.agreement import SUBMITTER_FAULTS, agreement_code
+from dltmw.core.privacy.agreement import (
+    ALL_RECIPIENTS,
+    SUBMITTER_FAULTS,
+    agreed_body,
+    agreement_code,
+)
+from dltmw.core.privacy.conflict import private_rwset, purge_rwset
+from dltmw.core.privacy.purge import SUBMITTER_FAULTS as PURGE_FAULTS
+from dltmw.core.privacy.purge import parse_body, private_purge, purge_code
 from dltmw.core.timestamps import checked_datetime, to_datetime
 from dltmw.v1 import (
     common_pb2,
     errors_pb2,
     private_agreement_pb2,
+    private_purge_pb2,
     proposal_pb2,
     rwset_pb2,
     transaction_pb2,
@@ -231,11 +240,11 @@ def _admit_envelope(
         raise ClientError(R.ERROR_REASON_CHANNEL_NOT_FOUND, f"no channel {peek.channel_id!r} here")
     header = check_header(payload.header, channel, now, window_s)
     if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
-        if private_transaction(payload.data) is None:
+        if private_transaction(payload.data) is None and private_purge(payload.data) is None:
             raise ClientError(
                 R.ERROR_REASON_INVALID_FIELD,
                 "a private transaction's data must be exactly a PrivateTransaction{payload_hash"
-                " of 32 bytes, agreements}",
+                " of 32 bytes, agreements} or a PrivateTransaction{purge}",
             )
     elif header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE:
         pass  # checked below against the config in force (Broadcast) or at its block (commit)
@@ -264,11 +273,16 @@ def _admit_agreements(data: bytes, channel: ChannelView, header: common_pb2.Head
     timestamp like commit (same verdict on every replica); refuses what only a faulty
     submitter produces (`agreement.SUBMITTER_FAULTS`), orders the parties' divergence."""
     ptx = private_transaction(data)
-    if ptx is None:
-        raise InvariantViolation("admission checked the private transaction's data first")
+    purge = private_purge(data) if ptx is None else None
     at = checked_datetime(header.timestamp, "header.timestamp")
-    code = agreement_code(ptx.agreements, channel, header.tx_id, ptx.payload_hash, at)
-    reason = SUBMITTER_FAULTS.get(code)
+    if purge is not None:  # a purge: every code but VALID is the submitter's (core/privacy/purge)
+        code = purge_code(purge, channel, header.tx_id, at)
+        reason = PURGE_FAULTS.get(code)
+    elif ptx is not None:
+        code = agreement_code(ptx.agreements, channel, header.tx_id, ptx.payload_hash, at)
+        reason = SUBMITTER_FAULTS.get(code)
+    else:
+        raise InvariantViolation("admission checked the private transaction's data first")
     if reason is not None:
         name = C.TxValidationCode.Name(C.TxValidationCode.ValueType(code))
         raise ClientError(reason, f"private transaction refused: {name}")
@@ -341,10 +355,16 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         return CheckedTx(tx_id, code, None, config=view)
     if private:  # only the payload hash is ordered; recipients execute it (runtime/privacy)
         ptx = private_transaction(payload.data)
+        purge = private_purge(payload.data) if ptx is None else None
+        if purge is not None:
+            return _purge_verdict(purge, channel, tx_id, at)
         if ptx is None:
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
         code = agreement_code(ptx.agreements, channel, tx_id, ptx.payload_hash, at)
-        return CheckedTx(tx_id, code, None)
+        body = agreed_body(ptx.agreements) if code == C.TX_VALIDATION_CODE_VALID else None
+        if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+            return CheckedTx(tx_id, code, None)
+        return CheckedTx(tx_id, code, private_rwset(body))  # MVCC on hashed private keys
     tx = _parse_or(
         transaction_pb2.Transaction, payload.data, C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id
     )
@@ -355,6 +375,18 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         raise _Invalid(code, tx_id)
     _check_endorsements(tx, response.rwset.namespace, channel, at, tx_id)
     return CheckedTx(tx_id, C.TX_VALIDATION_CODE_VALID, response.rwset, tuple(response.events))
+
+
+def _purge_verdict(
+    purge: private_purge_pb2.PrivatePurge, channel: ChannelView, tx_id: str, at: datetime
+) -> CheckedTx:
+    """A purge's code and, on a channel whose private keys have public hashes, the deletion of
+    the hashes of the keys it purges (`core/privacy/conflict.py`)."""
+    code = purge_code(purge, channel, tx_id, at)
+    body = parse_body(purge) if code == C.TX_VALIDATION_CODE_VALID else None
+    if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+        return CheckedTx(tx_id, code, None)
+    return CheckedTx(tx_id, code, purge_rwset(body))
 
 
 def private_payload_hash(data: bytes) -> bytes | None:

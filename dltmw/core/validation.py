@@ -34,6 +34,8 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 MVCC_READ_CONFLICT = transaction_pb2.TX_VALIDATION_CODE_MVCC_READ_CONFLICT
 PHANTOM_READ_CONFLICT = transaction_pb2.TX_VALIDATION_CODE_PHANTOM_READ_CONFLICT
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
+PRIVATE_STATE_CONFLICT = transaction_pb2.TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT
+PRIVATE_NAMESPACE = "_private"  # = core/privacy/conflict.NAMESPACE (no import: layer order)
 
 KeyRef = tuple[str, str]
 RangeRef = tuple[str, str, str]
@@ -140,6 +142,8 @@ def validate_tx(
     applied: dict[str, bytes] = {}
     if code == VALID and rwset.deltas:
         code, applied = state.values.apply(rwset)
+    if code == MVCC_READ_CONFLICT and rwset.namespace == PRIVATE_NAMESPACE:
+        code = PRIVATE_STATE_CONFLICT  # hashes of private keys (core/privacy/conflict.py)
     if code != VALID:
         return code, []
     version = Version(block_number, index)

@@ -40,6 +40,7 @@ from typing import TypeVar
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
+from dltmw.ledger import private_purge
 from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -187,6 +188,10 @@ class PrivateTxn:
             ),
         )
 
+    def remove_payloads(self, hashes: Sequence[bytes], tx_id: str, block_number: int) -> None:
+        """A purge's payloads (`private_purge.remove_payloads`), in this transaction."""
+        private_purge.remove_payloads(self._conn, hashes, tx_id, block_number)
+
     def set_cursor(self, next_block: int) -> None:
         """Every block below `next_block` has been executed; if this transaction changed the
         private state, its hash is stored as that of block next_block-1."""
@@ -241,6 +246,7 @@ class PrivateStore:
         store = cls(path, synchronous, retry, values)
 
         def setup(conn: sqlite3.Connection) -> None:
+            private_purge.setup(conn)
             _migrate_state_hash(conn, path, values)
             if store.created and lost_if_created:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
@@ -294,18 +300,18 @@ class PrivateStore:
 
         def run(txn: PrivateTxn) -> int:
             conn = self._db()
-            new = 0
+            new, kept = 0, private_purge.not_purged(conn, payloads, "payload_hash")
             for verb, replace in (("INSERT OR IGNORE", False), ("INSERT OR REPLACE", True)):
                 rows = [
                     (p.payload_hash, self.values.seal("payloads", p.payload_hash, p.data))
-                    for p in payloads
+                    for p in kept
                     if p.replace is replace
                 ]
                 if rows:  # executemany sums rowcount: ignored duplicates count 0
                     new += conn.executemany(f"{verb} INTO payloads VALUES (?,?)", rows).rowcount
             conn.executemany(
                 "INSERT OR IGNORE INTO payload_recipients VALUES (?,?)",
-                sorted((r, p.payload_hash) for p in payloads for r in p.recipients),
+                sorted((r, p.payload_hash) for p in kept for r in p.recipients),
             )
             return new
 
@@ -327,7 +333,7 @@ class PrivateStore:
                         self.values.seal("deferred", p.payload_hash, p.data),
                         b"".join(p.recipients),
                     )
-                    for p in payloads
+                    for p in private_purge.not_purged(self._db(), payloads, "payload_hash")
                 ],
             )
 
@@ -384,6 +390,10 @@ class PrivateStore:
             )
 
         return await self._call(run)
+
+    async def checkpoint(self) -> bool:
+        """After a purge: the WAL into the main file, truncated (`private_purge.checkpoint`)."""
+        return await self._call(lambda: private_purge.checkpoint(self._db()))
 
     async def cursor(self) -> int:
         """Next block the executor has to look at."""
@@ -454,6 +464,7 @@ class PrivateStore:
                 for r in txs[:page]
             )
             return PrivateAudit(
+                purged=frozenset(private_purge.purged_among(conn, (r[0] for r in records))),
                 cursor=0 if row is None else int(row[0]),
                 stored_state_hash=(
                     StateAccumulator().digest() if latest is None else bytes(latest[0])
@@ -475,6 +486,7 @@ class PrivateAudit:
     recomputed_state_hash: bytes
     txs: tuple[tuple[bytes, PrivateTxRecord], ...]  # (payload hash, record)
     next_after: bytes  # b"" on the last page
+    purged: frozenset[bytes] = frozenset()  # of `txs`, those whose payload was purged here
 
 
 def _pstate_entries(

@@ -102,4 +102,5 @@ class Auditor:
                 tx_index=record.tx_index,
                 status=record.status,
                 state_hash=record.state_hash,
+                purged=digest in seen.purged,
             )

@@ -550,6 +550,7 @@ class PrivateTxAudit(_message.Message):
     TX_INDEX_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     STATE_HASH_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
     payload_hash: _builtins.bytes
     """SHA-256 of the payload's ciphertext (what the ledger carries)."""
     block_number: _builtins.int
@@ -560,6 +561,8 @@ class PrivateTxAudit(_message.Message):
     """What the executor recorded."""
     state_hash: _builtins.bytes
     """The private-state hash of the transaction's outcome (see PrivateStateHashResponse)."""
+    purged: _builtins.bool
+    """The payload was purged here since (private_purge.proto): the record stays, the data is gone."""
     def __init__(
         self,
         *,
@@ -568,10 +571,11 @@ class PrivateTxAudit(_message.Message):
         tx_index: _builtins.int = ...,
         status: _privacy_manager_service_pb2.PrivateTxStatus.ValueType = ...,
         state_hash: _builtins.bytes = ...,
+        purged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_number", b"block_number", "payload_hash", b"payload_hash", "state_hash", b"state_hash", "status", b"status", "tx_index", b"tx_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_number", b"block_number", "payload_hash", b"payload_hash", "purged", b"purged", "state_hash", b"state_hash", "status", b"status", "tx_index", b"tx_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -243,6 +243,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a config update adds a replica whose identity is not a valid certificate
     of its orderer organisation. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
     """
+    ERROR_REASON_PRIVATE_PURGE_NOT_AUTHORIZED: _ErrorReason.ValueType  # 116
+    """PERMISSION_DENIED: a purge lacks the approval of an organisation owning a node it purges,
+    or carries one from an organisation owning none (docs/privacy.md "Purge"). Nothing ordered.
+    """
+    ERROR_REASON_PRIVATE_PURGE_MALFORMED: _ErrorReason.ValueType  # 117
+    """INVALID_ARGUMENT: a purge body does not parse, names another channel or tx_id, names
+    nothing (or too much), or names recipient keys that are not channel peers'. Nothing ordered.
+    """
+    ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: _ErrorReason.ValueType  # 118
+    """INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
+    Nothing was ordered.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -470,5 +482,17 @@ organisation of the channel. Nothing was changed. ErrorInfo.metadata {"node": <n
 ERROR_REASON_REPLICA_IDENTITY_INVALID: ErrorReason.ValueType  # 129
 """INVALID_ARGUMENT: a config update adds a replica whose identity is not a valid certificate
 of its orderer organisation. Nothing was changed. ErrorInfo.metadata {"node": <node id>}.
+"""
+ERROR_REASON_PRIVATE_PURGE_NOT_AUTHORIZED: ErrorReason.ValueType  # 116
+"""PERMISSION_DENIED: a purge lacks the approval of an organisation owning a node it purges,
+or carries one from an organisation owning none (docs/privacy.md "Purge"). Nothing ordered.
+"""
+ERROR_REASON_PRIVATE_PURGE_MALFORMED: ErrorReason.ValueType  # 117
+"""INVALID_ARGUMENT: a purge body does not parse, names another channel or tx_id, names
+nothing (or too much), or names recipient keys that are not channel peers'. Nothing ordered.
+"""
+ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: ErrorReason.ValueType  # 118
+"""INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
+Nothing was ordered.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

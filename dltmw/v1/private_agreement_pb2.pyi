@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import private_conflict_pb2 as _private_conflict_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -93,6 +94,9 @@ class PrivateAgreementBody(_message.Message):
     DELTA_HASH_FIELD_NUMBER: _builtins.int
     RECIPIENT_KEYS_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
+    HASHED_READS_FIELD_NUMBER: _builtins.int
+    HASHED_WRITES_FIELD_NUMBER: _builtins.int
+    HASHED_DELETES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the transaction."""
     tx_id: _builtins.str
@@ -113,6 +117,24 @@ class PrivateAgreementBody(_message.Message):
     def recipient_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Privacy public keys of every recipient box of the payload, sorted: the parties."""
 
+    @_builtins.property
+    def hashed_reads(self) -> _containers.RepeatedCompositeFieldContainer[_private_conflict_pb2.HashedRead]:
+        """Every private key the transaction read or wrote, hashed, with the version read
+        (private_conflict.proto); checked at commit against the public versions of those hashes.
+        """
+
+    @_builtins.property
+    def hashed_writes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Hashes of the private keys the transaction writes (a subset of hashed_reads' keys): their
+        public versions move to the transaction's (block, index) when it commits VALID.
+        """
+
+    @_builtins.property
+    def hashed_deletes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Of hashed_writes, those the transaction deletes (their public hashes are deleted too, so
+        that a later read of the absent key matches).
+        """
+
     def __init__(
         self,
         *,
@@ -123,10 +145,13 @@ class PrivateAgreementBody(_message.Message):
         delta_hash: _builtins.bytes = ...,
         recipient_keys: _abc.Iterable[_builtins.bytes] | None = ...,
         verdict: Global___AgreementVerdict.ValueType = ...,
+        hashed_reads: _abc.Iterable[_private_conflict_pb2.HashedRead] | None = ...,
+        hashed_writes: _abc.Iterable[_builtins.bytes] | None = ...,
+        hashed_deletes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "hashed_deletes", b"hashed_deletes", "hashed_reads", b"hashed_reads", "hashed_writes", b"hashed_writes", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

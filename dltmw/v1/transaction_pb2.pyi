@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import private_agreement_pb2 as _private_agreement_pb2
+from dltmw.v1 import private_purge_pb2 as _private_purge_pb2
 from dltmw.v1 import proposal_pb2 as _proposal_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -122,6 +123,21 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     """The agreements name different pre-state, delta or recipient sets (diverged parties)."""
     TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED: _TxValidationCode.ValueType  # 55
     """A recipient signed DISAGREE (its own execution gave another result); nothing executes."""
+    TX_VALIDATION_CODE_PRIVATE_PURGE_NOT_AUTHORIZED: _TxValidationCode.ValueType  # 65
+    """A purge (PrivateTransaction.purge) lacks the approval of an organisation owning a node it
+    purges, or is approved by an organisation owning none of them: nothing is removed.
+    """
+    TX_VALIDATION_CODE_PRIVATE_PURGE_MALFORMED: _TxValidationCode.ValueType  # 66
+    """A purge body that does not parse, names another channel or tx_id, names nothing, or names
+    keys that are not channel peers' privacy keys (or not sorted and distinct).
+    """
+    TX_VALIDATION_CODE_PRIVATE_PURGE_BAD_SIGNATURE: _TxValidationCode.ValueType  # 67
+    """A purge approval that does not parse or verify."""
+    TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT: _TxValidationCode.ValueType  # 68
+    """A private transaction's agreed pre-state is no longer current: a private key it read or
+    wrote was written by a VALID private transaction after the parties agreed (earlier in this
+    block or in an earlier one). Nothing executes; collect agreements again and resubmit.
+    """
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -223,6 +239,21 @@ TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH: TxValidationCode.ValueType  # 54
 """The agreements name different pre-state, delta or recipient sets (diverged parties)."""
 TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED: TxValidationCode.ValueType  # 55
 """A recipient signed DISAGREE (its own execution gave another result); nothing executes."""
+TX_VALIDATION_CODE_PRIVATE_PURGE_NOT_AUTHORIZED: TxValidationCode.ValueType  # 65
+"""A purge (PrivateTransaction.purge) lacks the approval of an organisation owning a node it
+purges, or is approved by an organisation owning none of them: nothing is removed.
+"""
+TX_VALIDATION_CODE_PRIVATE_PURGE_MALFORMED: TxValidationCode.ValueType  # 66
+"""A purge body that does not parse, names another channel or tx_id, names nothing, or names
+keys that are not channel peers' privacy keys (or not sorted and distinct).
+"""
+TX_VALIDATION_CODE_PRIVATE_PURGE_BAD_SIGNATURE: TxValidationCode.ValueType  # 67
+"""A purge approval that does not parse or verify."""
+TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT: TxValidationCode.ValueType  # 68
+"""A private transaction's agreed pre-state is no longer current: a private key it read or
+wrote was written by a VALID private transaction after the parties agreed (earlier in this
+block or in an earlier one). Nothing executes; collect agreements again and resubmit.
+"""
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 
 @_typing.final
@@ -271,6 +302,7 @@ class PrivateTransaction(_message.Message):
 
     PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
     AGREEMENTS_FIELD_NUMBER: _builtins.int
+    PURGE_FIELD_NUMBER: _builtins.int
     payload_hash: _builtins.bytes
     """SHA-256 of EncryptedPayload.ciphertext."""
     @_builtins.property
@@ -279,15 +311,22 @@ class PrivateTransaction(_message.Message):
         private_agreement.proto); required by ChannelConfig.private_agreement.
         """
 
+    @_builtins.property
+    def purge(self) -> _private_purge_pb2.PrivatePurge:
+        """A purge of private data instead of a payload (private_purge.proto): then payload_hash and
+        agreements are empty.
+        """
+
     def __init__(
         self,
         *,
         payload_hash: _builtins.bytes = ...,
         agreements: _abc.Iterable[_private_agreement_pb2.PrivateAgreement] | None = ...,
+        purge: _private_purge_pb2.PrivatePurge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge", b"purge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "payload_hash", b"payload_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "payload_hash", b"payload_hash", "purge", b"purge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

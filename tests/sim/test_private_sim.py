@@ -18,7 +18,7 @@ import pytest
 from dltmw.core import txcheck
 from dltmw.core.privacy import agreement as ag
 from dltmw.runtime.roles.privacy import executor
-from dltmw.runtime.roles.privacy.agreement import Agreements
+from dltmw.runtime.roles.privacy.agreement import Agreements, Hashed
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sim.scenarios import run_scenario
 from dltmw.v1 import block_pb2, private_agreement_pb2
@@ -96,10 +96,11 @@ def _byzantine_org2(monkeypatch: pytest.MonkeyPatch) -> None:
         hashes: tuple[bytes, bytes],
         keys: list[bytes],
         verdict: int,
+        hashed: Hashed,
     ) -> private_agreement_pb2.PrivateAgreement:
         if self._ctx.node_id == "peer0.org2":
             hashes, verdict = (hashes[0], bytes(32)), ag.AGREE
-        return honest(self, channel, tx_id, digest, hashes, keys, verdict)
+        return honest(self, channel, tx_id, digest, hashes, keys, verdict, hashed)
 
     monkeypatch.setattr(Agreements, "_sign", lying)
 

@@ -16,6 +16,7 @@ from dltmw.core.errors import ClientError
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.privacy import agreement as ag
+from dltmw.core.privacy import conflict
 from dltmw.core.privacy.blocks import TxOutcome, held_to_agreement
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import EXECUTED, STALE, TAMPERED, execute
@@ -366,3 +367,26 @@ def test_verdict_compares_both_hashes() -> None:
     assert ag.verdict_on(HASHES, HASHES) == ag.AGREE
     assert ag.verdict_on((HASHES[0], b"x"), HASHES) == ag.DISAGREE
     assert ag.verdict_on((b"x", HASHES[1]), HASHES) == ag.DISAGREE
+
+
+def test_agreements_naming_other_private_keys_mismatch(parties: Parties) -> None:
+    view, user, peers = parties
+    keys = [peers[0][1], peers[1][1]]
+    tx = tx_id_of(user)
+
+    def signed(signer: SigningIdentity, written: list[str]) -> A.PrivateAgreement:
+        hashed = conflict.hashed(keys, "kv", [("k", None)], written)
+        body = ag.agreement_body(CHANNEL, tx, HASH, HASHES, keys, ag.AGREE, hashed)
+        return A.PrivateAgreement(
+            body=body, signer=signer.identity_bytes, signature=signer.sign(ag.signing_bytes(body))
+        )
+
+    agreed = [signed(peers[0][0], ["k"]), signed(peers[1][0], ["k"])]
+    checked = check_transaction(envelope(user, agreed), view)
+    assert checked.code == C.TX_VALIDATION_CODE_VALID
+    assert checked.rwset == conflict.private_rwset(
+        A.PrivateAgreementBody.FromString(agreed[0].body)
+    )
+    assert [r.key for r in checked.rwset.reads] == [conflict.key_hash(keys, "kv", "k").hex()]
+    other = [signed(peers[0][0], ["k"]), signed(peers[1][0], [])]
+    assert verdicts(parties, other) == (C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH, "admitted")

@@ -82,6 +82,9 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_AGREEMENT_NOT_RECIPIENT": E.InvalidRequest,
     "PRIVATE_AGREEMENT_WRONG_TX": E.InvalidRequest,
     "PRIVATE_AGREEMENT_TIMEOUT": E.Unavailable,
+    "PRIVATE_PURGE_NOT_AUTHORIZED": E.PermissionDenied,
+    "PRIVATE_PURGE_MALFORMED": E.InvalidRequest,
+    "PRIVATE_PURGE_BAD_SIGNATURE": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from dltmw.core.channel import ChannelView
 from dltmw.core.identity import IdentityError
 from dltmw.v1 import errors_pb2, private_agreement_pb2, transaction_pb2
+from dltmw.v1.private_conflict_pb2 import HashedRead
 
 A = private_agreement_pb2
 C = transaction_pb2
@@ -60,10 +61,15 @@ def agreement_body(
     hashes: tuple[bytes, bytes],
     recipient_keys: Sequence[bytes],
     verdict: int,
+    hashed: tuple[Sequence[HashedRead], Sequence[bytes], Sequence[bytes]] = ((), (), ()),
 ) -> bytes:
-    """The serialised body one party signs; `hashes` = (pre-state hash, delta hash)."""
+    """The serialised body one party signs; `hashes` = (pre-state hash, delta hash), `hashed`
+    = the keys its execution read and wrote (`core/privacy/conflict.py`)."""
     pre, delta = hashes
     return A.PrivateAgreementBody(
+        hashed_reads=hashed[0],
+        hashed_writes=hashed[1],
+        hashed_deletes=hashed[2],
         channel_id=channel_id,
         tx_id=tx_id,
         payload_hash=payload_hash,
@@ -124,13 +130,30 @@ def agreement_code(
         bodies.append(body)
     if any(b.verdict == DISAGREE for b in bodies):
         return DISAGREED
-    first = bodies[0]
-    agreed = (first.pre_state_hash, first.delta_hash, list(first.recipient_keys))
-    if any((b.pre_state_hash, b.delta_hash, list(b.recipient_keys)) != agreed for b in bodies):
+    if any(_agreed_on(b) != _agreed_on(bodies[0]) for b in bodies):
         return MISMATCH
+    first = bodies[0]
     if signer_keys != set(first.recipient_keys):
         return MISSING
     return VALID
+
+
+def _agreed_on(body: A.PrivateAgreementBody) -> tuple[object, ...]:
+    """What every party's AGREE must name alike: hashes, recipients, the keys read and written."""
+    reads = [r.SerializeToString(deterministic=True) for r in body.hashed_reads]
+    return (
+        body.pre_state_hash,
+        body.delta_hash,
+        list(body.recipient_keys),
+        reads,
+        list(body.hashed_writes),
+        list(body.hashed_deletes),
+    )
+
+
+def agreed_body(agreements: Sequence[A.PrivateAgreement]) -> A.PrivateAgreementBody | None:
+    """The body the agreements of a VALID transaction agree on (the first's), or None."""
+    return A.PrivateAgreementBody.FromString(agreements[0].body) if agreements else None
 
 
 def agreed_hashes(agreements: Sequence[A.PrivateAgreement]) -> tuple[bytes, bytes] | None:

@@ -21,6 +21,11 @@ through this core's own pending writes over the view. Effects: decided = one `Ex
 block with private transactions (its outcomes, writes and the new cursor: one store
 transaction), replies = per block number, the height every block below which has been looked at.
 A block below the core's cursor is skipped (a restarted feed repeats blocks).
+
+Purges (`core/privacy/purge.py`): a VALID purge that names this node's privacy key runs in block
+order with the private transactions: its key deletions are writes like any other (later
+transactions read through them), its payloads count as not held for the rest of the batch, and
+its effects (`Executed.purges`) go into the same store transaction as the block's outcomes.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.effects import Effects, Token
-from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload
+from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
 from dltmw.core.privacy.execution import (
     CONTRACT_FAILED,
     NOT_HELD,
@@ -42,8 +47,9 @@ from dltmw.core.privacy.execution import (
     execute,
     state_hash,
 )
+from dltmw.core.privacy.purge import Purged, purge_decision
 from dltmw.core.rwset import StateEntry, StateWrite, Version
-from dltmw.v1 import private_payload_pb2, proposal_pb2
+from dltmw.v1 import private_payload_pb2, private_purge_pb2, proposal_pb2
 
 PrivateTxRef = tuple[int, str, bytes]  # (tx_index, tx_id, payload_hash)
 
@@ -64,6 +70,7 @@ class PrivateBlock:
     items: tuple[PrivateTxRef, ...]
     view: PrivateView
     agreed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    purges: tuple[tuple[int, private_purge_pb2.PrivatePurgeBody], ...] = ()  # VALID, by index
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Executed:
 
     number: int
     outcomes: tuple[TxOutcome, ...]
+    purges: tuple[Purged, ...] = ()
 
 
 PrivateEffects = Effects[None, Executed, None, int]
@@ -133,6 +141,7 @@ class PrivateExecution:
         self._key = key
         self._contract_of = contract_of
         self._writes: dict[tuple[str, str], StateWrite] = {}
+        self._purged: set[bytes] = set()  # payloads purged by a step not yet drained
         self._decided: list[Executed] = []
         self._replies: list[tuple[Token, int]] = []
 
@@ -142,14 +151,24 @@ class PrivateExecution:
         if number < self.next_block:
             return
         state = PendingWrites(message.view, self._writes)
-        outcomes = []
-        for index, tx_id, digest in message.items:
+        outcomes: list[TxOutcome] = []
+        purges: list[Purged] = []
+        bodies = {i: b for i, b in message.purges if self._key.public_key in b.recipient_keys}
+        items = {index: (tx_id, digest) for index, tx_id, digest in message.items}
+        for index in sorted({*items, *bodies}):
+            if index in bodies:
+                purged = self._purge(message.view, state, number, index, bodies[index])
+                self._writes.update(((w.namespace, w.key), w) for w in purged.writes)
+                self._purged.update(purged.payload_hashes)
+                purges.append(purged)
+                continue
+            tx_id, digest = items[index]
             outcome = self._one(message.view, state, number, index, tx_id, digest)
             outcome = held_to_agreement(outcome, message.agreed.get(index))
             self._writes.update(((w.namespace, w.key), w) for w in outcome.writes)
             outcomes.append(outcome)
-        if outcomes:
-            self._decided.append(Executed(number, tuple(outcomes)))
+        if outcomes or purges:
+            self._decided.append(Executed(number, tuple(outcomes), tuple(purges)))
         self.next_block = number + 1
         self._replies.append((number, number + 1))
 
@@ -160,7 +179,30 @@ class PrivateExecution:
         """Drain: each block's outcomes to commit, then the heights reached."""
         out: PrivateEffects = Effects(decided=tuple(self._decided), replies=tuple(self._replies))
         self._writes, self._decided, self._replies = {}, [], []
+        self._purged = set()
         return out
+
+    def _purge(
+        self,
+        view: PrivateView,
+        state: StateReader,
+        number: int,
+        index: int,
+        body: private_purge_pb2.PrivatePurgeBody,
+    ) -> Purged:
+        def held_by(digest: bytes) -> tuple[bytes, ...] | None:
+            raw = None if digest in self._purged else view.payload(digest)
+            if raw is None:
+                return None
+            try:
+                return tuple(recipients_of(private_payload_pb2.EncryptedPayload.FromString(raw)))
+            except DecodeError:
+                return None  # an unreadable copy is not this node's data: it goes
+
+        def present(namespace: str, key: str) -> bool:
+            return state.get(namespace, key) is not None
+
+        return purge_decision(body, Version(number, index), held_by, present, index)
 
     def _one(
         self,
@@ -171,7 +213,7 @@ class PrivateExecution:
         tx_id: str,
         digest: bytes,
     ) -> TxOutcome:
-        raw = view.payload(digest)
+        raw = None if digest in self._purged else view.payload(digest)
         if raw is None:
             return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
         try:

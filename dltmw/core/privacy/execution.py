@@ -48,6 +48,11 @@ class PrivateOutcome:
     writes: tuple[StateWrite, ...]
     state_hash: bytes
     pre_state_hash: bytes = b""
+    # every key read or written with the version it had (None: no value), and the keys
+    # written: what an agreement names as hashes (core/privacy/conflict.py)
+    touched: tuple[tuple[str, Version | None], ...] = ()
+    written: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()  # of `written`, the keys it deletes
 
 
 def _field(data: bytes) -> bytes:
@@ -107,9 +112,10 @@ def execute(
     touched = [r.key for r in rw.reads] + [w.key for w in rw.writes] + [d.key for d in rw.deltas]
     touched += [r.key for q in rw.range_queries for r in q.reads]
     pre = pre_state_hash(ns, {key: _value(state, ns, key) for key in touched})
+    versions = tuple((key, _version(state, ns, key)) for key in dict.fromkeys(touched))
     if result.response.status != 200:
         digest = state_hash(CONTRACT_FAILED, result.response, ns, {})
-        return PrivateOutcome(CONTRACT_FAILED, result.response, (), digest, pre)
+        return PrivateOutcome(CONTRACT_FAILED, result.response, (), digest, pre, versions)
     resulting: dict[str, bytes | None] = {}
     for read in result.rwset.reads:
         found = state.get(ns, read.key)
@@ -128,13 +134,27 @@ def execute(
     if code != deltas.VALID:
         response = proposal_pb2.ContractResponse(status=409, message="delta not applicable")
         return PrivateOutcome(
-            CONTRACT_FAILED, response, (), state_hash(CONTRACT_FAILED, response, ns, {}), pre
+            CONTRACT_FAILED,
+            response,
+            (),
+            state_hash(CONTRACT_FAILED, response, ns, {}),
+            pre,
+            versions,
         )
     for key, new in applied.items():
         resulting[key] = new
         writes.append(StateWrite(ns, key, new, version))
     digest = state_hash(EXECUTED, result.response, ns, resulting)
-    return PrivateOutcome(EXECUTED, result.response, tuple(writes), digest, pre)
+    written = tuple(sorted({w.key for w in writes}))
+    deleted = tuple(sorted({k for k in written if resulting.get(k) is None}))
+    return PrivateOutcome(
+        EXECUTED, result.response, tuple(writes), digest, pre, versions, written, deleted
+    )
+
+
+def _version(state: StateReader, namespace: str, key: str) -> Version | None:
+    found = state.get(namespace, key)
+    return found[1] if found else None
 
 
 def _value(state: StateReader, namespace: str, key: str) -> bytes | None:

@@ -26,6 +26,7 @@ from dltmw.aio.clock import utc_now
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.privacy import agreement as ag
+from dltmw.core.privacy import conflict
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
 from dltmw.core.privacy.execution import execute
 from dltmw.core.rwset import Version
@@ -50,6 +51,7 @@ AGREE_TIMEOUT_S = 10.0  # one deadline for every recipient of one collection
 COLLECT_ATTEMPTS = 6
 COLLECT_BACKOFF_S = 0.1
 ContractOf = Callable[[str], Contract | None]
+Hashed = conflict.Hashed
 
 
 class Agreements:
@@ -61,8 +63,9 @@ class Agreements:
 
     async def _run(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes
-    ) -> tuple[tuple[bytes, bytes], list[bytes]]:
-        """((pre-state hash, delta hash), recipient keys) of a held payload, run on the store."""
+    ) -> tuple[tuple[bytes, bytes], list[bytes], Hashed]:
+        """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes)
+        of a held payload, run on the store."""
         raw = await channel.store.payload(digest)
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
@@ -75,9 +78,12 @@ class Agreements:
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
         view = channel.store.view()
-        run = partial(_hashes, contract_of, invocation, view)
-        hashes = await asyncio.get_running_loop().run_in_executor(channel.store.executor, run)
-        return hashes, recipients_of(payload)
+        keys = recipients_of(payload)
+        run = partial(_hashes, contract_of, invocation, view, keys)
+        hashes, hashed = await asyncio.get_running_loop().run_in_executor(
+            channel.store.executor, run
+        )
+        return hashes, keys, hashed
 
     def _sign(
         self,
@@ -87,8 +93,9 @@ class Agreements:
         hashes: tuple[bytes, bytes],
         keys: list[bytes],
         verdict: int,
+        hashed: Hashed,
     ) -> A.PrivateAgreement:
-        body = ag.agreement_body(channel.channel_id, tx_id, digest, hashes, keys, verdict)
+        body = ag.agreement_body(channel.channel_id, tx_id, digest, hashes, keys, verdict, hashed)
         signer = self._ctx.signer
         return A.PrivateAgreement(
             body=body, signer=signer.identity_bytes, signature=signer.sign(ag.signing_bytes(body))
@@ -102,7 +109,7 @@ class Agreements:
         requester_key: bytes,
     ) -> A.PrivateAgreement:
         """This node's signed verdict on the requester's proposal (Agree)."""
-        own, keys = await self._run(channel, contract_of, query.payload_hash)
+        own, keys, hashed = await self._run(channel, contract_of, query.payload_hash)
         if not requester_key or requester_key not in keys:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
         verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
@@ -115,7 +122,7 @@ class Agreements:
                 query.payload_hash.hex(),
                 query.tx_id,
             )
-        return self._sign(channel, query.tx_id, query.payload_hash, own, keys, verdict)
+        return self._sign(channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed)
 
     async def collect(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
@@ -136,8 +143,8 @@ class Agreements:
     async def _collect_once(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
-        own, keys = await self._run(channel, contract_of, digest)
-        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE)
+        own, keys, hashed = await self._run(channel, contract_of, digest)
+        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE, hashed)
         others = [k for k in keys if k != self._key.public_key]
         try:
             async with asyncio.timeout(AGREE_TIMEOUT_S):
@@ -203,7 +210,11 @@ def _hashes(
     contract_of: ContractOf,
     invocation: private_payload_pb2.PrivateInvocation,
     state: StateReader,
-) -> tuple[bytes, bytes]:
-    """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written."""
+    recipient_keys: list[bytes],
+) -> tuple[tuple[bytes, bytes], Hashed]:
+    """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written, and
+    the keys it read (with versions) and wrote, hashed for the recipient set."""
     outcome = execute(contract_of, invocation, state, Version(0, 0))
-    return outcome.pre_state_hash, outcome.state_hash
+    ns = invocation.contract
+    hashed = conflict.hashed(recipient_keys, ns, outcome.touched, outcome.written, outcome.deleted)
+    return (outcome.pre_state_hash, outcome.state_hash), hashed

@@ -11,6 +11,9 @@ at) in one store transaction, so after a crash execution resumes exactly where i
 Blocks without private transactions write nothing (they are simply looked at again after a
 restart). A TAMPERED copy is refused and logged (by hash), and reported by PrivateStateHash /
 ValidatePrivateState. Stopping finishes the block in progress (the driver's one stop rule).
+A block with a purge (`core/privacy/purge.py`) removes its payloads and key values in the same
+store transaction, then checkpoints the WAL (`ledger/private_purge.py`) so the bytes are gone
+from every file of the store.
 """
 
 from __future__ import annotations
@@ -38,14 +41,17 @@ from dltmw.core.privacy.blocks import (
 )
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import TAMPERED
+from dltmw.core.privacy.purge import Purged, parse_body, private_purge
 from dltmw.core.txcheck import private_transaction
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import block_pb2, common_pb2, errors_pb2, transaction_pb2
+from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
 
 logger = logging.getLogger(__name__)
 FEED_MAX = 64  # committed blocks queued for the driver
+CHECKPOINT_ATTEMPTS = 20  # ~10 s in all
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
 
@@ -66,13 +72,34 @@ def private_block(block: block_pb2.Block, view: PrivateView) -> PrivateBlock:
         for index, _, ptx in _private_entries(block)
         if index in indexes and (hashes := agreed_hashes(ptx.agreements)) is not None
     }
-    return PrivateBlock(block.header.number, items, view, agreed)
+    return PrivateBlock(block.header.number, items, view, agreed, valid_purges(block))
+
+
+def valid_purges(block: block_pb2.Block) -> tuple[tuple[int, PrivatePurgeBody], ...]:
+    """The VALID purges of a committed block (tx index, body), in block order."""
+    out: list[tuple[int, PrivatePurgeBody]] = []
+    for index, _, data in _private_data(block):
+        purge = private_purge(data)
+        body = None if purge is None else parse_body(purge)
+        if body is not None:
+            out.append((index, body))
+    return tuple(out)
 
 
 def _private_entries(
     block: block_pb2.Block,
 ) -> list[tuple[int, str, transaction_pb2.PrivateTransaction]]:
     out: list[tuple[int, str, transaction_pb2.PrivateTransaction]] = []
+    for index, tx_id, data in _private_data(block):
+        ptx = private_transaction(data)
+        if ptx is not None:
+            out.append((index, tx_id, ptx))
+    return out
+
+
+def _private_data(block: block_pb2.Block) -> list[tuple[int, str, bytes]]:
+    """(tx index, tx_id, data) of the block's VALID PRIVATE_TRANSACTION envelopes."""
+    out: list[tuple[int, str, bytes]] = []
     codes = block.metadata.validation_codes
     for index, raw in enumerate(block.data.envelopes):
         if index >= len(codes) or codes[index] != VALID:
@@ -82,11 +109,8 @@ def _private_entries(
             header = common_pb2.Header.FromString(payload.header)
         except DecodeError:
             continue
-        if header.type != PRIVATE:
-            continue
-        ptx = private_transaction(payload.data)
-        if ptx is not None:
-            out.append((index, header.tx_id, ptx))
+        if header.type == PRIVATE:
+            out.append((index, header.tx_id, payload.data))
     return out
 
 
@@ -116,6 +140,8 @@ class BlockExecutor:
                         outcome.detail,
                     )
             await self._owner.store.transaction(partial(record, executed=executed))
+            if executed.purges:
+                await self._owner.checkpoint(executed.number)
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """Private execution involves no other node."""
@@ -127,12 +153,28 @@ class BlockExecutor:
 def record(txn: PrivateTxn, executed: Executed) -> None:
     """On the store thread, inside one transaction: a block's private effects and the cursor."""
     number = executed.number
+    purges = {p.index: p for p in executed.purges}
     for o in executed.outcomes:
+        for index in [i for i in sorted(purges) if i < o.index]:
+            _purge(txn, purges.pop(index), number)
         txn.apply(o.writes)
         txn.record(
             o.payload_hash, PrivateTxRecord(o.tx_id, number, o.index, o.status, o.state_hash)
         )
+    for index in sorted(purges):
+        _purge(txn, purges[index], number)
     txn.set_cursor(number + 1)
+
+
+def _purge(txn: PrivateTxn, purged: Purged, number: int) -> None:
+    txn.apply(purged.writes)
+    txn.remove_payloads(purged.payload_hashes, purged.tx_id, number)
+    for digest in purged.refused:
+        logger.warning(
+            "purge %s: payload %s kept here, its recipients are not the purge's",
+            purged.tx_id,
+            digest.hex(),
+        )
 
 
 ExecutorDriver = Driver[block_pb2.Block, PrivateBlock, None, Executed, None, int]
@@ -191,6 +233,16 @@ class PrivateExecutor:
             raise InvariantViolation("private executor feed started before its driver")
         async for block in self._peer.committed_blocks(self.height):
             await driver.put(block)
+
+    async def checkpoint(self, number: int) -> None:
+        """After block `number` purged: the WAL emptied into the main file (bounded retries
+        while a reader holds it; a store that still has a WAL is logged, the next purge or
+        sqlite's own checkpoints move it later)."""
+        for attempt in range(CHECKPOINT_ATTEMPTS):
+            if await self.store.checkpoint():
+                return
+            await asyncio.sleep(0.05 * (attempt + 1))
+        logger.warning("purge in block %d: the private store's WAL is not truncated yet", number)
 
     async def reached(self, height: int) -> None:
         """Every block below `height` has been looked at (and its effects are durable)."""
