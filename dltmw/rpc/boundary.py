@@ -33,6 +33,7 @@ waiting for a request) end at once with SHUTTING_DOWN (`rpc/open_streams.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -48,7 +49,7 @@ from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.budget import Budget, BudgetLimits, Caller, Charged
 from dltmw.rpc.observed import Observed, RpcObserver
-from dltmw.rpc.open_streams import OpenStreams, stopping
+from dltmw.rpc.open_streams import SEQUENTIAL, OpenStreams, stopping
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import errors_pb2
@@ -328,8 +329,11 @@ class Boundary:
         self, rule: MethodRule, requests: AsyncIterator[bytes], caller: Caller
     ) -> AsyncGenerator[Any, None]:
         incoming = aiter(requests)
+        # A sequential servicer is idle while it waits here, so the stop may end it there
+        # (`rpc/open_streams.py`); decided once per call, not per message of a pipelined one.
+        hold = self.streams.held if rule.path in SEQUENTIAL else contextlib.nullcontext
         while True:
-            with self.streams.waiting(rule.path):  # (a sequential servicer is idle here)
+            with hold():
                 try:
                     raw = await anext(incoming)
                 except StopAsyncIteration:

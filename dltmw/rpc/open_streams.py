@@ -9,9 +9,10 @@ another), and a subscription asked for after that is refused the same way.
 
 Server-streaming calls with one request are ended at any moment: each message they send is
 complete in itself, so nothing is half done. Of the bidirectional streams, those whose servicer
-answers one request before it reads the next (`SEQUENTIAL`: Push, NotariseStream) are ended
-while they wait for a request, and read no request after the stop began; the pipelined ones
-(Broadcast, Transact, ProcessProposals) may have requests in flight and keep the grace.
+answers one request before it reads the next (`SEQUENTIAL`: Push, NotariseStream) are held
+by the boundary while they wait for a request, so they are ended there and read no request
+after the stop began; the pipelined ones (Broadcast, Transact, ProcessProposals) may have
+requests in flight and keep the grace.
 """
 
 from __future__ import annotations
@@ -56,16 +57,6 @@ class OpenStreams:
             yield
         finally:
             self._tasks.discard(task)
-
-    @contextmanager
-    def waiting(self, path: str) -> Iterator[None]:
-        """Around a bidirectional call's wait for its next request: a `SEQUENTIAL` method is
-        ended there by `end()` and, once it began, reads no more requests."""
-        if path not in SEQUENTIAL:
-            yield
-            return
-        with self.held():
-            yield
 
     def ended_here(self) -> bool:
         """After a CancelledError in a held subscription: was it `end()`'s? Then the caller
