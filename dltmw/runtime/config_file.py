@@ -297,6 +297,12 @@ class JetStreamTable(Strict):
     publish_timeout_ms: int = Field(
         2000, gt=0, description="a publish not acknowledged by then fails with UNAVAILABLE"
     )
+    ping_interval_ms: int = Field(
+        2000,
+        gt=0,
+        description="the client pings its nats-server this often and leaves it for another after"
+        " two unanswered pings (a partitioned server says nothing; TCP would take minutes)",
+    )
 
 
 class NodeFile(Strict):

@@ -98,3 +98,51 @@ def test_peers_accept_a_block_signed_by_either_orderer_and_by_nobody_else(
     for bad in (signed_by(peer), forged):
         with pytest.raises(PeerError, match="lacks 1 valid"):
             check_orderer_signatures(view, bad)
+
+
+def test_across_hosts_each_member_listens_on_its_own_host_and_routes_to_the_others(
+    tmp_path: Path,
+) -> None:
+    hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY.replace("replicas = 3\n", f"replicas = 3\nhosts = {hosts}\n", 1))
+    init_network(path, tmp_path / "net")
+    plan = NatsPlan.load(tmp_path / "net" / "jetstream")
+    assert [m.host for m in plan.members] == hosts
+    assert plan.urls == [f"nats://{h}:4222" for h in hosts]
+    for member in plan.members:
+        conf = (plan.member_dir(member) / "nats.conf").read_text()
+        assert f'listen: "{member.host}:4222"' in conf
+        assert f'http: "{member.host}:8222"' in conf
+        assert all(f"nats-route://{h}:6222" in conf for h in hosts)
+        assert "127.0.0.1" not in conf
+        assert 'ping_interval: "2s"' in conf  # a silent (partitioned) member is left in seconds
+    config = NodeConfig.load(tmp_path / "net" / "nodes" / "orderer0" / "node.toml")
+    assert config.jetstream is not None and config.jetstream.servers == plan.urls
+    assert config.jetstream.ping_interval_ms == 2000
+
+
+@pytest.mark.parametrize(
+    ("hosts", "error"),
+    [
+        (["10.0.0.1", "10.0.0.2"], "2 hosts for 3 servers"),
+        (["10.0.0.1", "10.0.0.1", "10.0.0.2"], "a host is named twice"),
+    ],
+)
+def test_jetstream_hosts_must_name_each_server_once(
+    tmp_path: Path, hosts: list[str], error: str
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY.replace("replicas = 3\n", f"replicas = 3\nhosts = {hosts}\n", 1))
+    with pytest.raises(ValueError, match=error):
+        Topology.load(path)
+
+
+def test_a_plan_written_before_hosts_reads_as_loopback(tmp_path: Path) -> None:
+    plan = NatsPlan.fresh(tmp_path / "js", 1)
+    plan.write()
+    doc = (tmp_path / "js" / "cluster.toml").read_text()
+    (tmp_path / "js" / "cluster.toml").write_text(
+        "\n".join(line for line in doc.splitlines() if not line.startswith("host ="))
+    )
+    assert NatsPlan.load(tmp_path / "js").members[0].url.startswith("nats://127.0.0.1:")

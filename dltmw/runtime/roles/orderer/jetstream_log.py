@@ -52,6 +52,8 @@ PENDING_MSGS_MAX = 20_000  # entries buffered by the client before the consumer 
 # the server's heartbeat to an idle consumer: two missed make the client recreate the consumer
 # from its last sequence (a stream leader lost), so cutting resumes within ~2 heartbeats
 HEARTBEAT_S = 1.0
+# a server that has not answered this many pings is left (`[jetstream] ping_interval_ms`)
+PING_MAX = 2
 PAYLOAD_HEADROOM_BYTES = 4096  # a batch message stays this far under the server's max payload
 
 
@@ -89,6 +91,8 @@ class StreamLog:
             connect_timeout=2,
             reconnect_time_wait=0.25,
             max_reconnect_attempts=-1,
+            ping_interval=self._settings.ping_interval_ms / 1000,
+            max_outstanding_pings=PING_MAX,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
         )
