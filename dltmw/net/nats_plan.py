@@ -11,6 +11,14 @@ ports asked of the OS; across hosts the topology names each member's address (`h
 each member listens on its own host at fixed ports (4222 clients, 6222 routes, 8222
 monitoring, NATS's own defaults), since the OS of another host cannot be asked.
 
+TLS (the default for a topology's cluster, `[jetstream] tls`): every member presents a
+certificate of the cluster's organisation (`<member>/tls.pem`, naming its host), routes are
+mutual TLS between members, and a client must present a TLS certificate chaining to `ca.pem`
+(the CAs of the organisations whose orderers use the cluster) whose subject is one of `users`
+(nats-server's `verify_and_map`): the stream's envelopes can be appended only by the channel's
+orderers, never by another member's peer or client holding a certificate of the network.
+The monitoring port stays plain HTTP on the member's address (health and counters only).
+
 Why the pings are short: a member cut off by a network partition says nothing; TCP only
 notices when a write times out (minutes). Every member pings its routes and clients every
 PING_INTERVAL_S and drops a link after PING_MAX unanswered pings, and the orderers' client
@@ -71,6 +79,8 @@ class NatsPlan:
     directory: Path
     members: tuple[NatsMember, ...]
     name: str = "dltmw"
+    tls: bool = False
+    users: tuple[str, ...] = ()  # with tls: the subjects of the client certificates let in
 
     @staticmethod
     def fresh(
@@ -94,8 +104,19 @@ class NatsPlan:
         return NatsPlan(directory, members, name)
 
     @property
+    def ca_file(self) -> Path:
+        """With tls: the CAs a client's and a member's certificate must chain to."""
+        return self.directory / "ca.pem"
+
+    def tls_files(self, member: NatsMember) -> tuple[Path, Path]:
+        """With tls: the member's certificate and key."""
+        return self.member_dir(member) / "tls.pem", self.member_dir(member) / "tls.key"
+
+    @property
     def urls(self) -> list[str]:
         """Every member's client URL."""
+        if self.tls:
+            return [m.url.replace("nats://", "tls://", 1) for m in self.members]
         return [m.url for m in self.members]
 
     def member_dir(self, member: NatsMember) -> Path:
@@ -105,12 +126,22 @@ class NatsPlan:
     def config_text(self, member: NatsMember) -> str:
         """The nats-server config of `member`: JetStream with its own store, routes to all."""
         routes = ", ".join(f"nats-route://{m.host}:{m.route_port}" for m in self.members)
+        cert, key = self.tls_files(member)
+        files = f'cert_file: "{cert}"\n    key_file: "{key}"\n    ca_file: "{self.ca_file}"\n'
         cluster = ""
         if len(self.members) > 1:
+            route_tls = f"  tls {{\n    {files}    verify: true\n  }}\n" if self.tls else ""
             cluster = (
                 f'cluster {{\n  name: "{self.name}"\n'
                 f'  listen: "{member.host}:{member.route_port}"\n'
-                f"  routes: [{routes}]\n}}\n"
+                f"  routes: [{routes}]\n{route_tls}}}\n"
+            )
+        client_tls = ""
+        if self.tls:
+            users = ", ".join(f'{{user: "{u}"}}' for u in self.users)
+            client_tls = (
+                f"tls {{\n    {files}    verify_and_map: true\n}}\n"
+                f"authorization {{\n  users = [{users}]\n}}\n"
             )
         store = self.member_dir(member) / "store"
         return (
@@ -118,14 +149,16 @@ class NatsPlan:
             f'http: "{member.host}:{member.monitor_port}"\n'
             f'ping_interval: "{PING_INTERVAL_S}s"\nping_max: {PING_MAX}\n'
             f'jetstream {{\n  store_dir: "{store}"\n'
-            "  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n" + cluster
+            "  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n" + client_tls + cluster
         )
 
     def write(self) -> None:
         """Write `cluster.toml` and every member's `nats.conf`."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        doc = {
+        doc: dict[str, object] = {
             "name": self.name,
+            "tls": self.tls,
+            "users": list(self.users),
             "members": [
                 {
                     "name": m.name,
@@ -148,4 +181,5 @@ class NatsPlan:
         with (directory / PLAN_FILE).open("rb") as f:
             doc = tomllib.load(f)
         members = tuple(NatsMember(**m) for m in doc["members"])  # no host: 127.0.0.1
-        return NatsPlan(directory.resolve(), members, doc["name"])
+        tls, users = bool(doc.get("tls", False)), tuple(doc.get("users", ()))  # older plans: none
+        return NatsPlan(directory.resolve(), members, doc["name"], tls, users)

@@ -198,6 +198,12 @@ class JetStreamCluster(Strict):
         " listens there on ports 4222/6222/8222); empty: all on 127.0.0.1 on free ports",
     )
 
+    tls: bool = Field(
+        True,
+        description="mutual TLS on every link of the cluster, and only the orderers of its"
+        " channels may connect (their TLS certificates' subjects); off: plain TCP, anyone",
+    )
+
     @model_validator(mode="after")
     def _one_host_each(self) -> JetStreamCluster:
         if self.hosts and len(self.hosts) != self.servers:

@@ -53,6 +53,7 @@ from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
+from dltmw.pki.nats_tls import with_tls
 from dltmw.v1 import algorithms_pb2, config_pb2, private_agreement_pb2
 
 ORDERING = {
@@ -206,7 +207,7 @@ def init_network(
         nonce = material.nonce(f"genesis.{ch['id']}")
         block = make_genesis(config, first, nonce, material.now())
         _write(out / "channels" / f"{ch['id']}.block", block.SerializeToString())
-    jetstream = _jetstream_plan(raw, out)
+    jetstream = _jetstream_plan(raw, out, cas, material)
     for node in raw["nodes"]:
         joined = [c["id"] for c in raw.get("channels", []) if _serves(node, c, raw)]
         extra = {"jetstream": jetstream} if jetstream and "orderer" in node["roles"] else {}
@@ -216,15 +217,31 @@ def init_network(
     return topo
 
 
-def _jetstream_plan(raw: dict[str, Any], out: Path) -> dict[str, Any]:
+def _jetstream_plan(
+    raw: dict[str, Any], out: Path, cas: dict[str, IssuedCert], material: Material
+) -> dict[str, Any]:
     """The topology's NATS cluster planned under `out/jetstream` (ports fixed now; `dltmw up`
-    starts it), and the `[jetstream]` table of its orderers' node.toml ({} without one)."""
+    starts it; with `tls`, its certificates, and the orderers of its channels as the only
+    clients: `pki/nats_tls.py`), and the `[jetstream]` table of its orderers' node.toml ({}
+    without one)."""
     spec = raw.get("jetstream")
     if spec is None:
         return {}
     plan = NatsPlan.fresh(out / "jetstream", spec["servers"], hosts=spec.get("hosts", ()))
+    table: dict[str, Any] = {}
+    if spec.get("tls", True):
+        orgs = {n["id"]: n["org"] for n in raw["nodes"]}
+        ids = [
+            o
+            for c in raw.get("channels", [])
+            if c.get("ordering") == "jetstream"
+            for o in c["orderers"]
+        ]
+        orderers = [(o, orgs[o], out / "nodes" / o / "tls.pem") for o in dict.fromkeys(ids)]
+        plan = with_tls(plan, cas, orderers, material)
+        table["ca_file"] = os.path.relpath(plan.ca_file, out / "nodes" / "x")
     plan.write()
-    return {"servers": plan.urls, "replicas": spec["replicas"]}
+    return {"servers": plan.urls, "replicas": spec["replicas"], **table}
 
 
 def node_material(

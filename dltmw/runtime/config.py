@@ -112,9 +112,18 @@ class NodeConfig:
             operations=doc.operations if doc.operations.listen else None,
             tracing=doc.tracing if doc.tracing.otlp_endpoint else None,
             verify_threads=doc.validation.verify_threads,
-            jetstream=doc.jetstream if doc.jetstream.servers else None,
+            jetstream=_jetstream(doc.jetstream, base),
             standby_of=doc.node.standby_of,
         )
+
+
+def _jetstream(table: JetStreamTable, base: Path) -> JetStreamTable | None:
+    """The `[jetstream]` table with its CA file made absolute, or None without servers."""
+    if not table.servers:
+        return None
+    if table.ca_file:
+        return table.model_copy(update={"ca_file": str(base / table.ca_file)})
+    return table
 
 
 def usable_cores() -> int:

@@ -297,6 +297,11 @@ class JetStreamTable(Strict):
     publish_timeout_ms: int = Field(
         2000, gt=0, description="a publish not acknowledged by then fails with UNAVAILABLE"
     )
+    ca_file: str = Field(
+        "",
+        description="TLS: the CAs the nats-servers' certificates chain to (the node presents its"
+        " own TLS certificate and key); empty: plain TCP",
+    )
     ping_interval_ms: int = Field(
         2000,
         gt=0,

@@ -418,8 +418,11 @@ class Node:
                 "[jetstream] table naming the nats-servers in its node.toml",
             )
         from dltmw.runtime.roles.orderer.jetstream import JetStreamOrdererChannel
+        from dltmw.runtime.roles.orderer.jetstream_log import client_tls
 
-        return JetStreamOrdererChannel(self.ctx, view, ledger, self.config.jetstream)
+        settings = self.config.jetstream
+        tls = client_tls(settings, self.config.tls_cert, self.config.tls_key)
+        return JetStreamOrdererChannel(self.ctx, view, ledger, settings, tls)
 
     async def join_from_admin(self, block: block_pb2.Block) -> str:
         """JoinChannel: join and remember the config block for restarts."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,10 +27,12 @@ import pytest
 from dltmw.client import GatewayClient
 from dltmw.core.block import block_hash
 from dltmw.ops.supervisor import Supervisor
+from dltmw.pki.ca import IssuedCert, issue_cert
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
+from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.config_file import JetStreamTable
-from dltmw.runtime.roles.orderer.jetstream_log import StreamLog
+from dltmw.runtime.roles.orderer.jetstream_log import StreamLog, client_tls
 from dltmw.v1 import block_pb2, transaction_pb2
 
 pytestmark = pytest.mark.integration
@@ -167,10 +170,19 @@ async def test_kill9_one_orderer_under_load(net: tuple[Path, Supervisor]) -> Non
     await _check_chains(path, ORDERERS, committed)
 
 
-async def _stream_leader(urls: list[str], not_: str = "") -> str:
+def _tls_of(net: Path, node: str) -> ssl.SSLContext | None:
+    """A client TLS context with `node`'s TLS certificate, as its orderer connects."""
+    settings = NodeConfig.load(net / "nodes" / "orderer0" / "node.toml").jetstream
+    assert settings is not None and settings.ca_file, "the cluster runs without TLS"
+    home = net / "nodes" / node
+    return client_tls(settings, home / "tls.pem", home / "tls.key")
+
+
+async def _stream_leader(net: Path, urls: list[str], not_: str = "") -> str:
     """The name of the nats-server leading the channel's stream (the one worth killing), once
     there is one other than `not_` (waited for, bounded: a new leader is being elected)."""
-    nc = await nats_client.connect(servers=urls, max_reconnect_attempts=-1)
+    tls = _tls_of(net, "orderer0")
+    nc = await nats_client.connect(servers=urls, max_reconnect_attempts=-1, tls=tls)
     stream = StreamLog("trades", JetStreamTable(), "").stream
     deadline = time.monotonic() + 30
     try:
@@ -194,12 +206,50 @@ async def test_kill9_the_stream_leader_nats_server_under_load(
     path, sup = net
     nats = sup.nats
     assert nats is not None
-    leader = await _stream_leader(nats.urls)
+    leader = await _stream_leader(path, nats.urls)
     index = [m.name for m in nats.plan.members].index(leader)
     committed = await _load_with(path, "n", lambda: nats.kill(index))
     await _check_chains(path, ORDERERS, committed)
-    await _stream_leader(nats.urls, not_=leader)  # another server leads now
+    await _stream_leader(path, nats.urls, not_=leader)  # another server leads now
     await asyncio.to_thread(nats.start_one, index)
+
+
+async def test_only_the_orderers_may_connect_to_the_cluster(
+    net: tuple[Path, Supervisor], tmp_path: Path
+) -> None:
+    """Mutual TLS with the orderers' certificate subjects as the only users: a peer of another
+    organisation (a valid TLS certificate of the network), a certificate of the orderers' own
+    organisation that names no orderer of the cluster, and a client without a certificate
+    cannot connect, so nobody but the orderers can append to the stream."""
+    path, sup = net
+    nats = sup.nats
+    assert nats is not None and all(u.startswith("tls://") for u in nats.urls)
+
+    async def connect(tls: ssl.SSLContext | None) -> None:
+        nc = await nats_client.connect(
+            servers=nats.urls,
+            tls=tls,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=2,
+        )
+        await nc.close()
+
+    await connect(_tls_of(path, "orderer1"))
+    with pytest.raises(OSError):  # its CA is not the cluster's: an alert, or a reset
+        await connect(_tls_of(path, "peer0.org1"))
+    org = path / "orgs" / "OrdererOrg"
+    ca = IssuedCert((org / "ca.pem").read_bytes(), (org / "ca.key").read_bytes())
+    intruder = issue_cert(ca, "OrdererOrg", "intruder", "orderer", tls=True, hosts=["localhost"])
+    (tmp_path / "tls.pem").write_bytes(intruder.cert_pem)
+    (tmp_path / "tls.key").write_bytes(intruder.key_pem)
+    settings = NodeConfig.load(path / "nodes" / "orderer0" / "node.toml").jetstream
+    assert settings is not None
+    with pytest.raises(nats_client.errors.Error, match="Authorization Violation"):
+        await connect(client_tls(settings, tmp_path / "tls.pem", tmp_path / "tls.key"))
+    plain = ssl.create_default_context(cafile=str(path / "jetstream" / "ca.pem"))
+    with pytest.raises((nats_client.errors.Error, OSError)):  # no certificate: no handshake
+        await connect(plain)
 
 
 async def test_majority_loss_is_unavailable_then_recovers(net: tuple[Path, Supervisor]) -> None:

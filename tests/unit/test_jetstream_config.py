@@ -109,7 +109,7 @@ def test_across_hosts_each_member_listens_on_its_own_host_and_routes_to_the_othe
     init_network(path, tmp_path / "net")
     plan = NatsPlan.load(tmp_path / "net" / "jetstream")
     assert [m.host for m in plan.members] == hosts
-    assert plan.urls == [f"nats://{h}:4222" for h in hosts]
+    assert plan.urls == [f"tls://{h}:4222" for h in hosts]
     for member in plan.members:
         conf = (plan.member_dir(member) / "nats.conf").read_text()
         assert f'listen: "{member.host}:4222"' in conf
@@ -146,3 +146,38 @@ def test_a_plan_written_before_hosts_reads_as_loopback(tmp_path: Path) -> None:
         "\n".join(line for line in doc.splitlines() if not line.startswith("host ="))
     )
     assert NatsPlan.load(tmp_path / "js").members[0].url.startswith("nats://127.0.0.1:")
+
+
+def test_the_cluster_runs_mutual_tls_and_lets_in_only_the_orderers(tmp_path: Path) -> None:
+    (tmp_path / "t.toml").write_text(TOPOLOGY)
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    plan = NatsPlan.load(tmp_path / "net" / "jetstream")
+    assert plan.tls and all(url.startswith("tls://") for url in plan.urls)
+    assert plan.users == (
+        "CN=orderer0,O=OrdererOrg,OU=orderer",
+        "CN=orderer1,O=OrdererOrg,OU=orderer",
+    )
+    orderer_ca = (tmp_path / "net" / "orgs" / "OrdererOrg" / "ca.pem").read_bytes()
+    assert plan.ca_file.read_bytes() == orderer_ca  # the peers' organisations are not in it
+    for member in plan.members:
+        conf = (plan.member_dir(member) / "nats.conf").read_text()
+        assert conf.count("verify_and_map: true") == 1  # clients: certificate subject = user
+        assert conf.count("verify: true") == 1  # routes: mutual TLS between members
+        assert 'users = [{user: "CN=orderer0,O=OrdererOrg,OU=orderer"}' in conf
+        cert, key = plan.tls_files(member)
+        assert cert.exists() and (key.stat().st_mode & 0o777) == 0o600
+    config = NodeConfig.load(tmp_path / "net" / "nodes" / "orderer0" / "node.toml")
+    assert config.jetstream is not None
+    assert Path(config.jetstream.ca_file).resolve() == plan.ca_file
+
+
+def test_tls_off_is_plain_tcp(tmp_path: Path) -> None:
+    (tmp_path / "t.toml").write_text(
+        TOPOLOGY.replace("replicas = 3\n", "replicas = 3\ntls = false\n", 1)
+    )
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    plan = NatsPlan.load(tmp_path / "net" / "jetstream")
+    assert not plan.tls and all(url.startswith("nats://") for url in plan.urls)
+    assert "tls {" not in (plan.member_dir(plan.members[0]) / "nats.conf").read_text()
+    config = NodeConfig.load(tmp_path / "net" / "nodes" / "orderer0" / "node.toml")
+    assert config.jetstream is not None and config.jetstream.ca_file == ""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 
 from dltmw.aio.tasks import cancel_and_wait
@@ -108,10 +109,15 @@ class JetStreamOrdererChannel(OrdererChannel):
     """Orders one channel on the replicated stream; Deliver is inherited from the solo role."""
 
     def __init__(
-        self, ctx: NodeContext, view: ChannelView, ledger: ChannelLedger, settings: JetStreamTable
+        self,
+        ctx: NodeContext,
+        view: ChannelView,
+        ledger: ChannelLedger,
+        settings: JetStreamTable,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(ctx, view, ledger)
-        self.log = StreamLog(view.channel_id, settings, f"{ctx.node_id}/{view.channel_id}")
+        self.log = StreamLog(view.channel_id, settings, f"{ctx.node_id}/{view.channel_id}", tls)
         self.core: JetStreamCutter | None = None
         self.driver: JetStreamDriver | None = None
         self._fed = 0  # the last stream sequence put into the driver

@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
-import nats
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -42,7 +43,9 @@ from nats.js.errors import BadRequestError
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import DltmwError, TransientError
 from dltmw.core.handlers.jetstream import Entry, StreamBatch, StreamEnvelope, TimeToCut
+from dltmw.net.keyfile import passphrase
 from dltmw.runtime.config_file import JetStreamTable
+from dltmw.runtime.roles.orderer.nats_transport import bounded_close_client
 from dltmw.v1 import block_pb2, errors_pb2
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,16 @@ PING_MAX = 2
 PAYLOAD_HEADROOM_BYTES = 4096  # a batch message stays this far under the server's max payload
 
 
+def client_tls(settings: JetStreamTable, cert: Path, key: Path) -> ssl.SSLContext | None:
+    """The TLS context of an orderer's connection (`[jetstream] ca_file`; the node's own TLS
+    certificate and key, a passphrase-encrypted key too), or None for plain TCP."""
+    if not settings.ca_file:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    context.load_cert_chain(cert, key, password=passphrase())
+    return context
+
+
 def unavailable(detail: str) -> TransientError:
     """The refusal of an envelope the log did not acknowledge."""
     return TransientError(
@@ -68,7 +81,13 @@ def unavailable(detail: str) -> TransientError:
 class StreamLog:
     """One channel's stream (see the module docstring)."""
 
-    def __init__(self, channel_id: str, settings: JetStreamTable, client_name: str) -> None:
+    def __init__(
+        self,
+        channel_id: str,
+        settings: JetStreamTable,
+        client_name: str,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         token = channel_id.encode().hex()  # channel ids may hold '.', a subject separator
         self.stream = f"DLTMW_{token}"
         self._envelopes = f"dltmw.{token}.env"
@@ -76,6 +95,7 @@ class StreamLog:
         self._markers = f"dltmw.{token}.ttc"
         self._settings = settings
         self._name = client_name
+        self._tls = tls
         self._timeout_s = settings.publish_timeout_ms / 1000
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -85,13 +105,15 @@ class StreamLog:
     async def open(self) -> None:
         """Connect (any reachable server; reconnects forever) and make sure the stream exists,
         waiting up to READY_S for the cluster to answer."""
-        self._nc = await nats.connect(
+        self._nc = bounded_close_client()
+        await self._nc.connect(
             servers=list(self._settings.servers),
             name=self._name,
             connect_timeout=2,
-            reconnect_time_wait=0.25,
+            tls=self._tls,
+            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # seconds, a float works
             max_reconnect_attempts=-1,
-            ping_interval=self._settings.ping_interval_ms / 1000,
+            ping_interval=self._settings.ping_interval_ms / 1000,  # type: ignore[arg-type]
             max_outstanding_pings=PING_MAX,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
