@@ -98,6 +98,10 @@ def update(
         Path | None,
         typer.Option(help="block 0 of another channel whose proofs this channel accepts"),
     ] = None,
+    trust_notary: Annotated[
+        str | None,
+        typer.Option(help="a notary node (nodes/NODE) whose notarisations this channel accepts"),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -115,6 +119,7 @@ def update(
         replica = _local_entry(network, add_orderer) if add_orderer else None
         rotated = _local_entry(network, rotate_peer) if rotate_peer else None
         trusted = _genesis_root(trust_genesis) if trust_genesis else None
+        notary = _local_entry(network, trust_notary).identity if trust_notary else None
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
             if added is not None:
@@ -129,6 +134,8 @@ def update(
                 c = config_edit.without_orderer(c, remove_orderer)
             if trusted is not None:
                 c = config_edit.with_trusted_channel(c, *trusted)
+            if notary is not None:
+                c = config_edit.with_trusted_notary(c, notary)
             return config_edit.with_settings(
                 c,
                 endorsement_policy=endorsement_policy,
