@@ -112,15 +112,20 @@ async def _try(leg: Leg, function: str, *args: str | bytes) -> tuple[str | None,
     return await submit_step(leg.gateway, leg.channel_id, CONTRACT, function, *args)
 
 
-async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
-    """The transfer's record on `leg`'s channel ({"state": "absent"} when there is none)."""
+async def read_record(gateway: GatewayClient, channel_id: str, transfer_id: str) -> dict[str, str]:
+    """The transfer's `xfer` record on a channel ({"state": "absent"} when there is none): its
+    state and the tx_id of each step. Shared with `client/crossflow`."""
     try:
-        reply = await leg.gateway.evaluate(leg.channel_id, CONTRACT, "record", transfer_id)
+        reply = await gateway.evaluate(channel_id, CONTRACT, "record", transfer_id)
     except grpc.aio.AioRpcError as exc:
         if "no transfer" in (exc.details() or ""):
             return {"state": "absent"}
         raise
     return dict(json.loads(reply.payload))
+
+
+async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
+    return await read_record(leg.gateway, leg.channel_id, transfer_id)
 
 
 async def _records(a: Leg, b: Leg, transfer_id: str) -> tuple[dict[str, str], dict[str, str]]:
