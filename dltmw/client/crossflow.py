@@ -28,7 +28,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+import grpc
+
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import reason_of
 from dltmw.client.crosschain import fetch_commit_proof
 from dltmw.client.transfer import CONTRACT, Leg, read_record, submit_step
 from dltmw.client.utxo import NotaryClient
@@ -113,13 +116,18 @@ def escrow_output(
     return Output(ESCROW, state.SerializeToString(), (cash.payer, cash.payee))
 
 
-async def _notarised(
+async def notarise(
     notary: NotaryClient, requester: SigningIdentity, stx: bytes, dependencies: list[bytes]
 ) -> bytes:
     """`stx` with the (validating) notary's signature; EscrowConsumed when an input is already
     consumed; a refusal raises grpc.aio.AioRpcError."""
     wire = read_transaction(utxo_pb2.SignedUtxoTransaction.FromString(stx).transaction)
-    reply = await notary.notarise_wire(wire, requester, stx, dependencies)
+    try:
+        reply = await notary.notarise_wire(wire, requester, stx, dependencies)
+    except grpc.aio.AioRpcError as exc:
+        if reason_of(exc) == "INPUT_CONSUMED":
+            raise EscrowConsumed(f"{wire.tx_id}: an input is already consumed") from exc
+        raise
     if reply.conflicts or not reply.HasField("notary_signature"):
         raise EscrowConsumed(f"{wire.tx_id}: an input is already consumed")
     out = utxo_pb2.SignedUtxoTransaction.FromString(stx)
@@ -160,7 +168,7 @@ async def open_escrow(
         )
     )
     stx = sign_transaction(raw, read_transaction(raw).tx_id, [payer]).SerializeToString()
-    return await _notarised(notary, payer, stx, [funding])
+    return await notarise(notary, payer, stx, [funding])
 
 
 def _escrow_of(escrow_tx: bytes, transfer_id: str) -> tuple[Ref, escrow_pb2.EscrowState]:
@@ -201,7 +209,7 @@ async def pay_out(
         )
     )
     stx = sign_transaction(raw, read_transaction(raw).tx_id, []).SerializeToString()
-    return await _notarised(notary, requester, stx, [escrow_tx])
+    return await notarise(notary, requester, stx, [escrow_tx])
 
 
 async def run_crossflow(
