@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from google.protobuf.message import DecodeError
-
 from dltmw.core.commit_proof import ProofError, parse_proof, verify_proof
+from dltmw.core.early_abort import endorsed_rwset
 from dltmw.core.light_client import LightClient
-from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2
+from dltmw.v1 import errors_pb2, transaction_pb2
 
 MISMATCH = errors_pb2.ERROR_REASON_PROOF_MISMATCH
 
@@ -54,18 +53,10 @@ def proven_write(
 
 def written(envelope: bytes, namespace: str, key: str) -> bytes | None:
     """The value an endorser transaction's envelope writes to (`namespace`, `key`), or None."""
-    try:
-        payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope).payload)
-        header = common_pb2.Header.FromString(payload.header)
-        if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-            return None
-        tx = transaction_pb2.Transaction.FromString(payload.data)
-        response = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload)
-    except DecodeError:
+    rwset = endorsed_rwset(envelope)
+    if rwset is None or rwset.namespace != namespace:
         return None
-    if response.rwset.namespace != namespace:
-        return None
-    for w in response.rwset.writes:
+    for w in rwset.writes:
         if w.key == key and not w.is_delete:
             return w.value
     return None

@@ -9,10 +9,9 @@ import asyncio
 
 import pytest
 
-from dltmw.client import GatewayClient
-from dltmw.client.transfer import Leg, dvp_terms, run_transfer
+from dltmw.client.transfer import dvp_terms, run_transfer
 
-from .test_transfer_dvp import LEGS, PEERS, TOPOLOGY, _balances, _setup
+from .test_transfer_dvp import LEGS, TOPOLOGY, _balances, _setup, connect_legs
 
 pytestmark = pytest.mark.integration
 ORDERER = "orderer.exchange"
@@ -25,13 +24,8 @@ async def test_a_transfer_started_while_the_orderer_is_down_completes_after_its_
 ) -> None:
     net, sup = network(TOPOLOGY.read_text())
     await _setup(net)
-    conns = {
-        n: await GatewayClient.connect(net, "trader.brokera", n)
-        for ns in PEERS.values()
-        for n in ns
-    }
+    conns, legs = await connect_legs(net)
     trader = conns["peer.brokera"]
-    legs = [Leg(c, trader, [(n, conns[n].channel) for n in PEERS[c]]) for c in PEERS]
     try:
         sup.kill(ORDERER)  # kill -9: its queue holds only what it acknowledged
         terms = dvp_terms(LEGS, DEADLINE_S, "orderer-down-1")
