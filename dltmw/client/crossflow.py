@@ -35,12 +35,11 @@ from dltmw.aio.rpc_errors import reason_of
 from dltmw.client.crosschain import fetch_commit_proof
 from dltmw.client.transfer import CONTRACT, Leg, read_record, submit_step
 from dltmw.client.utxo import NotaryClient
-from dltmw.contracts.transfer import UTXO_LEG, fingerprint
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import TxSpec, build_transaction, cash_output, sign_transaction
 from dltmw.core.utxo.contracts import cash_state
 from dltmw.core.utxo.escrow import CONTRACT as ESCROW
-from dltmw.core.utxo.escrow import escrow_state
+from dltmw.core.utxo.escrow import UTXO_LEG, escrow_state, fingerprint
 from dltmw.core.utxo.model import Command, Output, Ref, Window, read_transaction, to_ns
 from dltmw.core.utxo.verify import read_signed
 from dltmw.v1 import escrow_pb2, utxo_pb2

@@ -15,10 +15,12 @@ from collections.abc import Collection
 from dltmw.core.contract import ContractError
 from dltmw.core.errors import ClientError
 from dltmw.core.notarisation_proof import notarised
-from dltmw.core.utxo.escrow import CONTRACT, EscrowInvalid, escrow_state
+from dltmw.core.utxo.escrow import CONTRACT, UTXO_LEG, EscrowInvalid, escrow_state, fingerprint
 from dltmw.v1 import escrow_pb2
 
-__all__ = ["notarised_escrows"]
+__all__ = ["UTXO_LEG", "EscrowState", "fingerprint", "notarised_escrows"]
+EscrowState = escrow_pb2.EscrowState  # what `notarised_escrows` returns (contracts may not
+# import dltmw.v1 themselves)
 
 
 def notarised_escrows(

@@ -46,14 +46,17 @@ from dltmw.contract_sdk.crosschain import (
     tracked_channel,
     tracked_genesis_hash,
 )
-from dltmw.contract_sdk.notarisation import notarised_escrows
-from dltmw.v1.escrow_pb2 import EscrowState
+from dltmw.contract_sdk.notarisation import (
+    UTXO_LEG,
+    EscrowState,
+    fingerprint,
+    notarised_escrows,
+)
 
 AMOUNT_MAX = 10**15
 Account = Annotated[str, Text(1, 128)]
 Channel = Annotated[str, Text(1, 64)]
 LOCKED, ABORTED, CLAIMED, REFUNDED = "locked", "aborted", "claimed", "refunded"
-UTXO_LEG = "utxo"  # the leg name of a cross-flow DvP's cash held in a notarised escrow
 
 
 def _balance(ctx: Context, account: str) -> int:
@@ -95,11 +98,6 @@ def _terms(raw: bytes, here: str) -> tuple[str, dict[str, object], str, int]:
         raise ContractError(f"the leg on {here!r} needs from, to and an amount in 1..", 400)
     other = next(c for c in legs if c != here)
     return hashlib.sha256(raw).hexdigest(), leg, other, deadline
-
-
-def fingerprint(identity: bytes) -> str:
-    """How terms name a UTXO party: hex SHA-256 of its serialised Identity."""
-    return hashlib.sha256(identity).hexdigest()
 
 
 def _escrow_matches(

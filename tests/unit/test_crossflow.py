@@ -27,7 +27,6 @@ from test_transfer import T0, Side
 from utxo_parties import Parties, make_parties, nonce
 
 from dltmw.contract_sdk import notarisation as sdk_notarisation
-from dltmw.contracts.transfer import UTXO_LEG, fingerprint
 from dltmw.core.block import block_hash
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import SigningIdentity
@@ -35,7 +34,7 @@ from dltmw.core.notary_batch import decode, proof_to_pb, sign_batch
 from dltmw.core.utxo import contracts as utxo_contracts
 from dltmw.core.utxo.build import TxSpec, build_transaction, cash_output, sign_transaction
 from dltmw.core.utxo.contracts import cash_state
-from dltmw.core.utxo.escrow import escrow_state
+from dltmw.core.utxo.escrow import UTXO_LEG, escrow_state, fingerprint
 from dltmw.core.utxo.model import Command, Output, Ref, Window, read_transaction, to_ns
 from dltmw.core.utxo.verify import check_signatures, read_signed, resolve, verify_ledger_tx
 from dltmw.pki.ca import issue_cert, make_ca

@@ -30,6 +30,7 @@ value into and out of an escrow) is in `contracts.py`, which calls it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,6 +50,13 @@ CLAIMED, ABORTED = "claimed", "aborted"
 PAYOUT_WINDOW_MAX_NS = 10 * 60 * 1_000_000_000
 CONFIG_BLOCKS_MAX = 64
 AMOUNT_MAX = 10**15
+UTXO_LEG = "utxo"  # the name of a cross-flow DvP's escrowed cash leg in `xfer` terms
+
+
+def fingerprint(identity: bytes) -> str:
+    """How `xfer` terms name a UTXO party (payer, payee, issuer): the hex SHA-256 of its
+    serialised Identity (an Identity holds a whole certificate: too long for the terms)."""
+    return hashlib.sha256(identity).hexdigest()
 
 
 class EscrowInvalid(Exception):
