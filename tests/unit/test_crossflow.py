@@ -28,6 +28,8 @@ from utxo_parties import Parties, make_parties, nonce
 
 from dltmw.contract_sdk import notarisation as sdk_notarisation
 from dltmw.core.block import block_hash
+from dltmw.core.channel import ConfigError, channel_view
+from dltmw.core.config_edit import with_trusted_notary
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.notary_batch import decode, proof_to_pb, sign_batch
@@ -38,7 +40,7 @@ from dltmw.core.utxo.escrow import UTXO_LEG, escrow_state, fingerprint
 from dltmw.core.utxo.model import Command, Output, Ref, Window, read_transaction, to_ns
 from dltmw.core.utxo.verify import check_signatures, read_signed, resolve, verify_ledger_tx
 from dltmw.pki.ca import issue_cert, make_ca
-from dltmw.v1 import escrow_pb2, transaction_pb2, utxo_pb2
+from dltmw.v1 import config_pb2, escrow_pb2, transaction_pb2, utxo_pb2
 
 NOTARY = "notary0"
 DEADLINE = T0 + 100
@@ -443,3 +445,106 @@ def test_negative_controls_the_checker_sees_a_split_when_a_verification_is_off()
         out = f.trading.call("deliver", t, bare.SerializeToString())[0]
     assert out.ok, out.message
     assert any("split" in v for v in _check(f, t))
+
+
+# --- the escrow's own rules and the config that names trusted notaries ---------------------
+
+
+def _escrow_tx(f: Flow, commands: list[Command], inputs: list[Ref], amount: int = CASH) -> bytes:
+    """alice's escrow for `f.terms()`, with the given commands and inputs, signed by alice."""
+    t = f.terms()
+    state = escrow_pb2.EscrowState(
+        transfer_id=hashlib.sha256(t).hexdigest(),
+        payer=f.p.alice.identity_bytes,
+        payee=f.p.bob.identity_bytes,
+        issuer=f.p.bank.identity_bytes,
+        currency="USD",
+        amount=amount,
+        channel_id="trading",
+        genesis_hash=block_hash(f.trading.chan.genesis),
+        deadline_s=DEADLINE,
+    )
+    parties = (f.p.alice.identity_bytes, f.p.bob.identity_bytes)
+    outputs = [Output("escrow", state.SerializeToString(), parties)]
+    if inputs:
+        left = ALICE_CASH - amount
+        outputs.append(cash_output(f.p.bank.identity_bytes, f.p.alice.identity_bytes, "USD", left))
+    raw = build_transaction(
+        TxSpec(notary=NOTARY, nonce=nonce(), inputs=inputs, outputs=outputs, commands=commands)
+    )
+    signers = [f.p.alice, f.p.bank]
+    return sign_transaction(raw, read_transaction(raw).tx_id, signers).SerializeToString()
+
+
+def test_an_escrow_holds_only_cash_that_moved_into_it() -> None:
+    f = flow()
+    a, bank = f.p.alice.identity_bytes, f.p.bank.identity_bytes
+    move, open_ = Command("cash", "move", (a,)), Command("escrow", "open", (a,))
+    honest = read_signed(_escrow_tx(f, [move, open_], [f.cash_ref])).wire
+    bigger = escrow_pb2.EscrowState.FromString(honest.outputs[0].data)
+    bigger.amount = CASH + 1  # holds one more than the cash consumed minus the change
+    held = Output("escrow", bigger.SerializeToString(), honest.outputs[0].participants)
+    raw = build_transaction(
+        TxSpec(notary=NOTARY, nonce=nonce(), inputs=[f.cash_ref],
+               outputs=[held, honest.outputs[1]], commands=[move, open_])
+    )  # fmt: skip
+    cases = {
+        "the cash must move": _escrow_tx(f, [open_], []),  # an escrow out of nothing
+        "cash.issue: no cash inputs": _escrow_tx(
+            f, [Command("cash", "issue", (bank,)), open_], []
+        ),  # issued straight into an escrow
+        "inputs and outputs differ": sign_transaction(
+            raw, read_transaction(raw).tx_id, [f.p.alice]
+        ).SerializeToString(),
+        "every escrow's payer must sign": _escrow_tx(
+            f, [move, Command("escrow", "open", (bank,))], [f.cash_ref]
+        ),
+    }
+    for reason, stx in cases.items():
+        with pytest.raises(Refused, match=reason):
+            f.notary.notarise(stx)
+    assert f.escrowed() == 0 and f.cash_of(f.p.alice) == ALICE_CASH
+
+
+def test_a_payout_needs_a_bounded_time_window() -> None:
+    f = flow()
+    t = f.terms()
+    _, proof = f.trading.call("deliver", t, f.escrow(t))
+    assert proof and f.escrow_ref is not None
+    state = escrow_state(f.notary.states[f.escrow_ref])
+    data = escrow_pb2.EscrowPayout(genesis=f.genesis, commit_proof=proof).SerializeToString()
+    start = to_ns(NOW - timedelta(seconds=1))
+    for window in (Window(), Window(start, None), Window(start, start + 3600 * 10**9)):
+        raw = build_transaction(
+            TxSpec(
+                notary=NOTARY,
+                nonce=nonce(),
+                inputs=[f.escrow_ref],
+                outputs=[cash_output(state.issuer, state.payee, "USD", state.amount)],
+                commands=[Command("cash", "move", ()), Command("escrow", "payout", (), data)],
+                window=window,
+            )
+        )
+        stx = sign_transaction(raw, read_transaction(raw).tx_id, []).SerializeToString()
+        with pytest.raises(Refused, match="ESCROW_PAYOUT_INVALID"):
+            f.notary.notarise(stx)
+    assert f.escrowed() == CASH
+
+
+def test_trusted_notaries_in_the_config() -> None:
+    _, _, chan = make_world()
+    notary = make_parties().notary.identity_bytes
+    config = with_trusted_notary(with_trusted_notary(chan.config, notary), notary)
+    assert list(config.trusted_notaries) == [notary]  # once, however often added
+    assert channel_view(config).config.trusted_notaries == [notary]
+    for bad in (b"\x0a\x02xx", b"not an identity", b""):
+        broken = config_pb2.ChannelConfig()
+        broken.CopyFrom(config)
+        broken.trusted_notaries.append(bad)
+        with pytest.raises(ConfigError, match="trusted notary"):
+            channel_view(broken)
+    twice = config_pb2.ChannelConfig()
+    twice.CopyFrom(config)
+    twice.trusted_notaries.append(notary)
+    with pytest.raises(ConfigError, match="trusted notary"):
+        channel_view(twice)
