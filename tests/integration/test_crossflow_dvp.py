@@ -2,13 +2,16 @@
 topology's `trading` channel, cash as a state notarised by the (validating) notary; the
 channel trusts the notary by a config update made with `dltmw channel update --trust-notary`.
 One DvP through `run_crossflow` (deliver, then the escrow paid to the seller with the record's
-commit proof), a second run that finds it done, and a forged notarisation (signed by someone the
-channel does not trust) that delivers nothing."""
+commit proof) and a second run that finds it paid; one resumed after a "crash" following the
+delivery; one whose delivery cannot commit, aborted after its deadline and refunded to the
+buyer; and a forged notarisation (signed by someone the channel does not trust) that delivers
+nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from pathlib import Path
 
 import grpc
@@ -56,6 +59,11 @@ async def _issue(net: Path, notary_id: str, to: bytes, amount: int) -> bytes:
     stx = sign_transaction(raw, read_transaction(raw).tx_id, [bank.signer]).SerializeToString()
     async with await NotaryClient.connect(bank, notary_id) as notary:
         return await notarise(notary, bank.signer, stx, [])
+
+
+def _paid(payout: bytes) -> list[tuple[bytes, int]]:
+    """(owner, amount) of each output of a notarised payout."""
+    return [(cash_state(o).owner, cash_state(o).amount) for o in read_signed(payout).wire.outputs]
 
 
 async def _securities(c: GatewayClient) -> tuple[int, int]:
@@ -128,15 +136,42 @@ async def test_a_cross_flow_dvp_settles_and_a_forged_notarisation_delivers_nothi
         )
         assert done.outcome == "claimed" and done.payout
         assert await _securities(trader) == (990, 10)
-        paid = read_signed(done.payout).wire.outputs
-        assert [(cash_state(o).owner, cash_state(o).amount) for o in paid] == [
-            (seller.signer.identity_bytes, 500)
-        ]
+        assert _paid(done.payout) == [(seller.signer.identity_bytes, 500)]
         again = await run_crossflow(
             leg, notary, buyer.signer, terms, escrow_tx, genesis, DEADLINE_S
         )
         assert (again.outcome, again.payout) == ("claimed", b"")  # paid once, found done
         assert await _securities(trader) == (990, 10)
+
+        # The driver "crashed" after the delivery: a run by another party finds the record
+        # claimed and pays the escrow out.
+        cash2 = Escrow(cash.payer, cash.payee, cash.issuer, "USD", 200)
+        terms2 = crossflow_terms("trading", ("B-sec", "A-sec", 10), cash2, DEADLINE_S, "cf-2")
+        held2 = escrow_output(terms2, cash2, "trading", root, DEADLINE_S)
+        escrow2 = await open_escrow(
+            notary, buyer.signer, escrow_tx, 1, held2, secrets.token_bytes(32)
+        )
+        await trader.submit_transaction("trading", "xfer", "deliver", terms2, escrow2)
+        resumed = await run_crossflow(
+            leg, notary, buyer.signer, terms2, escrow2, genesis, DEADLINE_S
+        )
+        assert resumed.outcome == "claimed" and _paid(resumed.payout) == [(cash.payee, 200)]
+        assert await _securities(trader) == (980, 20)
+
+        # Delivery impossible (the seller holds 980, not 10**6): after the deadline the run
+        # aborts and the escrow pays the buyer back.
+        deadline = int(time.time()) + 3
+        cash3 = Escrow(cash.payer, cash.payee, cash.issuer, "USD", 100)
+        terms3 = crossflow_terms("trading", ("B-sec", "A-sec", 10**6), cash3, deadline, "cf-3")
+        held3 = escrow_output(terms3, cash3, "trading", root, deadline)
+        escrow3 = await open_escrow(
+            notary, buyer.signer, escrow2, 1, held3, secrets.token_bytes(32)
+        )
+        refunded = await run_crossflow(
+            leg, notary, buyer.signer, terms3, escrow3, genesis, deadline, wait_max_s=20
+        )
+        assert refunded.outcome == "aborted" and _paid(refunded.payout) == [(cash.payer, 100)]
+        assert await _securities(trader) == (980, 20)
     finally:
         await notary.close()
         await sellers_notary.close()
