@@ -160,8 +160,15 @@ class Flow:
         self.escrow_raw, self.escrow_ref = notarised, wire.out_ref(0)
         return notarised
 
-    def payout(self, proof: bytes, to: SigningIdentity, genesis: bytes | None = None) -> bytes:
-        """A payout of the escrow to `to` with `proof`; notarised, or Refused."""
+    def payout(
+        self,
+        proof: bytes,
+        to: SigningIdentity,
+        genesis: bytes | None = None,
+        window: Window | None = None,
+    ) -> bytes:
+        """A payout of the escrow to `to` with `proof` (a 5-minute window unless `window`);
+        notarised, or Refused."""
         assert self.escrow_ref is not None
         state = escrow_state(self.notary.states[self.escrow_ref])
         data = escrow_pb2.EscrowPayout(genesis=genesis or self.genesis, commit_proof=proof)
@@ -176,7 +183,7 @@ class Flow:
                     Command("cash", "move", ()),
                     Command("escrow", "payout", (), data.SerializeToString()),
                 ],
-                window=Window(start, start + 300 * 10**9),
+                window=window if window is not None else Window(start, start + 300 * 10**9),
             )
         )
         wire = read_transaction(raw)
@@ -510,25 +517,14 @@ def test_a_payout_needs_a_bounded_time_window() -> None:
     f = flow()
     t = f.terms()
     _, proof = f.trading.call("deliver", t, f.escrow(t))
-    assert proof and f.escrow_ref is not None
-    state = escrow_state(f.notary.states[f.escrow_ref])
-    data = escrow_pb2.EscrowPayout(genesis=f.genesis, commit_proof=proof).SerializeToString()
+    assert proof
     start = to_ns(NOW - timedelta(seconds=1))
     for window in (Window(), Window(start, None), Window(start, start + 3600 * 10**9)):
-        raw = build_transaction(
-            TxSpec(
-                notary=NOTARY,
-                nonce=nonce(),
-                inputs=[f.escrow_ref],
-                outputs=[cash_output(state.issuer, state.payee, "USD", state.amount)],
-                commands=[Command("cash", "move", ()), Command("escrow", "payout", (), data)],
-                window=window,
-            )
-        )
-        stx = sign_transaction(raw, read_transaction(raw).tx_id, []).SerializeToString()
         with pytest.raises(Refused, match="ESCROW_PAYOUT_INVALID"):
-            f.notary.notarise(stx)
+            f.payout(proof, f.p.bob, window=window)
     assert f.escrowed() == CASH
+    f.payout(proof, f.p.bob)
+    assert f.cash_of(f.p.bob) == CASH
 
 
 def test_trusted_notaries_in_the_config() -> None:
