@@ -34,6 +34,7 @@ from dltmw.core import config_edit
 from dltmw.core.block import block_hash
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
+from dltmw.net.netmap import NetworkMap
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
@@ -119,7 +120,7 @@ def update(
         replica = _local_entry(network, add_orderer) if add_orderer else None
         rotated = _local_entry(network, rotate_peer) if rotate_peer else None
         trusted = _genesis_root(trust_genesis) if trust_genesis else None
-        notary = _local_entry(network, trust_notary).identity if trust_notary else None
+        notary = _validating_notary(network, trust_notary) if trust_notary else None
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
             if added is not None:
@@ -157,6 +158,20 @@ def _genesis_root(path: Path) -> tuple[str, bytes]:
     if block.header.number != 0 or not block.header.channel_id:
         raise UserError(f"{path}: not a channel's block 0")
     return block.header.channel_id, block_hash(block)
+
+
+def _validating_notary(network: Path, node: str) -> bytes:
+    """The identity of notary `node`, which must be a validating one (a channel relies on its
+    having run the contracts: docs/cross-channel.md "Across flows")."""
+    try:
+        validating = NetworkMap.load(network / "network-map.toml").validating
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{network}: no readable network map ({exc})") from None
+    if node not in validating:
+        raise UserError(f"{node} is not a notary of this network")
+    if not validating[node]:
+        raise UserError(f"{node} is not a validating notary: a channel cannot trust it")
+    return _local_entry(network, node).identity
 
 
 def _local_entry(network: Path, node: str) -> config_pb2.NodeConfig:

@@ -329,6 +329,8 @@ class ChannelConfig(_message.Message):
         happened (a cross-flow DvP's cash escrow, docs/cross-channel.md "Across flows"): the
         serialised Identity of each, exactly as the notary signs (core/identity.identity_bytes). Set
         by a config update (`dltmw channel update --trust-notary NODE`); empty: no notary trusted.
+        Name validating notaries only: a contract relies on the notary having run the transaction's
+        contracts (it cannot see the backchain).
         """
 
     def __init__(
