@@ -34,6 +34,7 @@ from dltmw.core import config_edit
 from dltmw.core.block import block_hash
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
+from dltmw.net.netmap import NetworkMap
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
@@ -98,6 +99,10 @@ def update(
         Path | None,
         typer.Option(help="block 0 of another channel whose proofs this channel accepts"),
     ] = None,
+    trust_notary: Annotated[
+        str | None,
+        typer.Option(help="a notary node (nodes/NODE) whose notarisations this channel accepts"),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -115,6 +120,7 @@ def update(
         replica = _local_entry(network, add_orderer) if add_orderer else None
         rotated = _local_entry(network, rotate_peer) if rotate_peer else None
         trusted = _genesis_root(trust_genesis) if trust_genesis else None
+        notary = _validating_notary(network, trust_notary) if trust_notary else None
 
         def edit(c: config_pb2.ChannelConfig) -> config_pb2.ChannelConfig:
             if added is not None:
@@ -129,6 +135,8 @@ def update(
                 c = config_edit.without_orderer(c, remove_orderer)
             if trusted is not None:
                 c = config_edit.with_trusted_channel(c, *trusted)
+            if notary is not None:
+                c = config_edit.with_trusted_notary(c, notary)
             return config_edit.with_settings(
                 c,
                 endorsement_policy=endorsement_policy,
@@ -150,6 +158,20 @@ def _genesis_root(path: Path) -> tuple[str, bytes]:
     if block.header.number != 0 or not block.header.channel_id:
         raise UserError(f"{path}: not a channel's block 0")
     return block.header.channel_id, block_hash(block)
+
+
+def _validating_notary(network: Path, node: str) -> bytes:
+    """The identity of notary `node`, which must be a validating one (a channel relies on its
+    having run the contracts: docs/cross-channel.md "Across flows")."""
+    try:
+        validating = NetworkMap.load(network / "network-map.toml").validating
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{network}: no readable network map ({exc})") from None
+    if node not in validating:
+        raise UserError(f"{node} is not a notary of this network")
+    if not validating[node]:
+        raise UserError(f"{node} is not a validating notary: a channel cannot trust it")
+    return _local_entry(network, node).identity
 
 
 def _local_entry(network: Path, node: str) -> config_pb2.NodeConfig:

@@ -14,6 +14,14 @@ because every step is a public contract call whose proofs are checked on chain
    then 2), then refund the locked side with the abort's proof -> "refunded".
 Everything it needs is in the records, so after a crash anywhere, calling `run_transfer` again
 (any party, any process) resumes where the last run stopped.
+
+A step refused for a reason that may pass (`aio/rpc_errors.classify` says RETRY: the orderer is
+down or restarting, a peer is unreachable) is tried again, with the nodes' own capped backoff
+(`aio/tasks.backoff_s`), at most STEP_ATTEMPTS times within STEP_BUDGET_S. Before this a lock
+refused with UNAVAILABLE while the orderer restarted counted as final: the DvP then sat out its
+whole deadline and was refunded. A retried step is always safe: a repeated lock, abort, claim
+or refund is a new transaction that the contract refuses once the record moved on (MVCC), and
+the driver then reads the record.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dataclasses import dataclass
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.rpc_errors import Verdict, classify
+from dltmw.aio.tasks import backoff_s
 from dltmw.client.crosschain import fetch_commit_proof
 from dltmw.client.gateway import GatewayClient
 from dltmw.v1 import transaction_pb2
@@ -34,6 +44,9 @@ from dltmw.v1 import transaction_pb2
 CONTRACT = "xfer"
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 ABSENT, LOCKED = "absent", "locked"
+STEP_ATTEMPTS = 10  # tries of one step refused with a transient failure (module docstring)
+STEP_BUDGET_S = 60.0  # ... and the time they may take together (a restarting orderer: ~1-10 s)
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 5.0
 
 
 @dataclass(frozen=True)
@@ -70,26 +83,49 @@ async def _submit(leg: Leg, function: str, *args: str | bytes) -> str | None:
     return (await _try(leg, function, *args))[0]
 
 
+async def submit_step(
+    gateway: GatewayClient, channel_id: str, contract: str, function: str, *args: str | bytes
+) -> tuple[str | None, str]:
+    """(tx_id of a VALID call or None, why not): one step of a transfer, tried again while it
+    is refused for a reason that may pass (module docstring). Shared with `client/crossflow`."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + STEP_BUDGET_S
+    for attempt in range(1, STEP_ATTEMPTS + 1):
+        try:
+            done = await gateway.submit_transaction(channel_id, contract, function, *args)
+        except grpc.aio.AioRpcError as exc:
+            why = exc.details() or exc.code().name
+            delay = backoff_s(attempt, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+            final = attempt == STEP_ATTEMPTS or loop.time() + delay > give_up_at
+            if classify(exc) is not Verdict.RETRY or final:
+                return None, why
+            await asyncio.sleep(delay)
+            continue
+        if done.status.result != VALID:
+            return None, transaction_pb2.TxValidationCode.Name(done.status.result)
+        return done.tx_id, ""
+    raise AssertionError("unreachable: the last attempt returns")
+
+
 async def _try(leg: Leg, function: str, *args: str | bytes) -> tuple[str | None, str]:
     """(tx_id of a VALID call or None, why not)."""
-    try:
-        done = await leg.gateway.submit_transaction(leg.channel_id, CONTRACT, function, *args)
-    except grpc.aio.AioRpcError as exc:
-        return None, exc.details() or exc.code().name
-    if done.status.result != VALID:
-        return None, transaction_pb2.TxValidationCode.Name(done.status.result)
-    return done.tx_id, ""
+    return await submit_step(leg.gateway, leg.channel_id, CONTRACT, function, *args)
 
 
-async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
-    """The transfer's record on `leg`'s channel ({"state": "absent"} when there is none)."""
+async def read_record(gateway: GatewayClient, channel_id: str, transfer_id: str) -> dict[str, str]:
+    """The transfer's `xfer` record on a channel ({"state": "absent"} when there is none): its
+    state and the tx_id of each step. Shared with `client/crossflow`."""
     try:
-        reply = await leg.gateway.evaluate(leg.channel_id, CONTRACT, "record", transfer_id)
+        reply = await gateway.evaluate(channel_id, CONTRACT, "record", transfer_id)
     except grpc.aio.AioRpcError as exc:
         if "no transfer" in (exc.details() or ""):
             return {"state": "absent"}
         raise
     return dict(json.loads(reply.payload))
+
+
+async def _record(leg: Leg, transfer_id: str) -> dict[str, str]:
+    return await read_record(leg.gateway, leg.channel_id, transfer_id)
 
 
 async def _records(a: Leg, b: Leg, transfer_id: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -13,16 +13,16 @@ the same on every endorser (`ctx.tx.timestamp_s`). Docs: docs/cross-channel.md.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.commit_proof import parse_proof, verify_proof
 from dltmw.core.contract import ContractError
 from dltmw.core.errors import ClientError
 from dltmw.core.light_client import LightClient, advance, from_record, to_record, track
-from dltmw.v1 import block_pb2, common_pb2, proposal_pb2, transaction_pb2
+from dltmw.core.proven_write import ProvenWrite, written
+from dltmw.core.proven_write import proven_write as core_proven_write
+from dltmw.v1 import block_pb2
 
 __all__ = [
     "ProvenWrite",
@@ -31,17 +31,9 @@ __all__ = [
     "track_genesis",
     "tracked_channel",
     "tracked_genesis_hash",
+    "written",
 ]
 CLIENTS_CACHED = 16  # light client records kept built (a node tracks a few channels)
-
-
-@dataclass(frozen=True)
-class ProvenWrite:
-    """A value a VALID transaction wrote on another channel."""
-
-    channel_id: str
-    block_number: int
-    value: bytes
 
 
 def _refused(exc: ClientError) -> ContractError:
@@ -99,40 +91,8 @@ def proven_write(
 ) -> ProvenWrite:
     """The value that the transaction proven VALID by `proof` wrote to (`namespace`, `key`) on
     the channel `record` tracks; `namespace` must be deployed there as the built-in contract of
-    that name (so its writes follow the same code as ours)."""
+    that name (so its writes follow the same code as ours). `core/proven_write.py`."""
     try:
-        client = _client(record)
-        proven = verify_proof(parse_proof(proof), client, _at(timestamp_s))
+        return core_proven_write(_client(record), proof, _at(timestamp_s), namespace, key)
     except ClientError as exc:
         raise _refused(exc) from exc
-    if proven.code != transaction_pb2.TX_VALIDATION_CODE_VALID:
-        raise ContractError("PROOF_MISMATCH: the proven transaction is not VALID", 400)
-    view = client.view_at(proven.block_number)
-    if not any(c.name == namespace and not c.package_id for c in view.config.contracts):
-        raise ContractError(
-            f"PROOF_MISMATCH: {namespace!r} is not the built-in contract on {proven.channel_id}",
-            400,
-        )
-    value = written(proven.envelope, namespace, key)
-    if value is None:
-        raise ContractError(f"PROOF_MISMATCH: the proven transaction writes no {key!r}", 400)
-    return ProvenWrite(proven.channel_id, proven.block_number, value)
-
-
-def written(envelope: bytes, namespace: str, key: str) -> bytes | None:
-    """The value an endorser transaction's envelope writes to (`namespace`, `key`), or None."""
-    try:
-        payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope).payload)
-        header = common_pb2.Header.FromString(payload.header)
-        if header.type != common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
-            return None
-        tx = transaction_pb2.Transaction.FromString(payload.data)
-        response = proposal_pb2.ProposalResponsePayload.FromString(tx.response_payload)
-    except DecodeError:
-        return None
-    if response.rwset.namespace != namespace:
-        return None
-    for w in response.rwset.writes:
-        if w.key == key and not w.is_delete:
-            return w.value
-    return None

@@ -13,6 +13,12 @@ On each channel the record `t/<id>` moves only along
   `locked` (a VALID lock there): pays `to`.
 - `refund(terms, proof)`: locked here, and `proof` shows the other channel wrote `aborted`: pays
   `from` back.
+- `deliver(terms, notarisation)`: a cross-flow DvP (docs/cross-channel.md "Across flows"): the
+  other leg is cash held in a notarised UTXO escrow (leg name `utxo`); before the deadline, while
+  absent, `notarisation` shows a notary this channel's config trusts notarised an escrow output
+  with exactly the terms (`core/utxo/escrow.py`): moves this leg `from` -> `to` and writes the
+  record `claimed`, whose commit proof then pays the escrow to the payee (an `aborted` record's
+  proof pays it back to the payer).
 Anyone may call any of them; proofs are checked against the light client of the other channel
 kept in this channel's state (`trust` sets its block 0, once: the one this channel's config
 trusts for that channel, `ChannelConfig.trusted_channels`, or, when the config names none, an
@@ -39,6 +45,12 @@ from dltmw.contract_sdk.crosschain import (
     track_genesis,
     tracked_channel,
     tracked_genesis_hash,
+)
+from dltmw.contract_sdk.notarisation import (
+    UTXO_LEG,
+    EscrowState,
+    fingerprint,
+    notarised_escrows,
 )
 
 AMOUNT_MAX = 10**15
@@ -86,6 +98,40 @@ def _terms(raw: bytes, here: str) -> tuple[str, dict[str, object], str, int]:
         raise ContractError(f"the leg on {here!r} needs from, to and an amount in 1..", 400)
     other = next(c for c in legs if c != here)
     return hashlib.sha256(raw).hexdigest(), leg, other, deadline
+
+
+def _escrow_matches(
+    ctx: Context, raw: bytes, transfer_id: str, deadline: int, e: EscrowState
+) -> bool:
+    """Does escrow state `e` hold exactly the terms' UTXO leg for this transfer on this channel,
+    under this channel's real block 0 (the trust root its payout's proof is checked against)?"""
+    leg = json.loads(raw)["legs"].get(UTXO_LEG)
+    tx = ctx.tx
+    if not isinstance(leg, dict) or tx is None or not tx.channel_genesis:
+        return False
+    want = (
+        transfer_id,
+        leg.get("payer"),
+        leg.get("payee"),
+        leg.get("issuer"),
+        leg.get("currency"),
+        leg.get("amount"),
+        tx.channel_id,
+        tx.channel_genesis,
+        deadline,
+    )
+    got = (
+        e.transfer_id,
+        fingerprint(e.payer),
+        fingerprint(e.payee),
+        fingerprint(e.issuer),
+        e.currency,
+        e.amount,
+        e.channel_id,
+        e.genesis_hash,
+        e.deadline_s,
+    )
+    return want == got
 
 
 def _record(ctx: Context, transfer_id: str) -> dict[str, str] | None:
@@ -208,6 +254,35 @@ class TransferContract(Contract):
         if _record(ctx, transfer_id) is not None:
             raise ContractError(f"transfer {transfer_id} already exists here", 409)
         _write(ctx, transfer_id, ABORTED, here)
+        return transfer_id
+
+    @transaction
+    def deliver(self, ctx: Context, terms: bytes, notarisation: bytes) -> str:
+        """deliver(terms, notarisation of the cash escrow): a cross-flow DvP's delivery, before
+        the deadline: moves this leg and writes `claimed` (module docstring)."""
+        here, ts = _here(ctx)
+        transfer_id, leg, other, deadline = _terms(terms, here)
+        if other != UTXO_LEG:
+            raise ContractError(f"deliver needs a {UTXO_LEG!r} leg, not {other!r}", 400)
+        if ts > deadline:
+            raise ContractError("the transfer's deadline has passed", 409)
+        if _record(ctx, transfer_id) is not None:
+            raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        trusted = ctx.tx.trusted_notaries if ctx.tx is not None else ()
+        escrows = notarised_escrows(notarisation, trusted)
+        if not any(_escrow_matches(ctx, terms, transfer_id, deadline, e) for e in escrows):
+            raise ContractError(
+                "ESCROW_MISMATCH: the notarised transaction holds no escrow with exactly this "
+                "transfer's terms, channel and block 0",
+                400,
+            )
+        src, dst, amount = str(leg["from"]), str(leg["to"]), int(str(leg["amount"]))
+        if _balance(ctx, src) < amount:
+            raise ContractError(f"insufficient funds in {src!r}", 400)
+        _balance(ctx, dst)
+        _credit(ctx, src, -amount)
+        _credit(ctx, dst, amount)
+        _write(ctx, transfer_id, CLAIMED, here)
         return transfer_id
 
     @transaction

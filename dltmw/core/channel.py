@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from dltmw.core.identity import Membership
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
-from dltmw.v1 import algorithms_pb2, config_pb2
+from dltmw.v1 import algorithms_pb2, config_pb2, identity_pb2
 
 CHANNEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 SERIAL_RE = re.compile(r"^[0-9a-f]{1,40}$")
@@ -138,6 +140,20 @@ def _check_trusted_channels(config: config_pb2.ChannelConfig) -> None:
         seen.add(t.channel_id)
 
 
+def _check_trusted_notaries(config: config_pb2.ChannelConfig) -> None:
+    """Each trusted notary named once, by a serialised Identity with an organisation and a
+    certificate (its key is what a notarisation's signature is checked against)."""
+    seen: set[bytes] = set()
+    for raw in config.trusted_notaries:
+        try:
+            who = identity_pb2.Identity.FromString(raw)
+        except DecodeError:
+            who = identity_pb2.Identity()
+        if not who.org_id or not who.certificate_der or raw in seen:
+            raise ConfigError("trusted notary: twice, or not an identity with a certificate")
+        seen.add(raw)
+
+
 def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     """Validate a ChannelConfig and build its view; raises ConfigError."""
     if not CHANNEL_ID_RE.match(config.channel_id):
@@ -162,6 +178,7 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
         _parsed(config.commit_proof_policy, roots, "commit proof policy")
     _check_key_wrap(config)
     _check_trusted_channels(config)
+    _check_trusted_notaries(config)
     try:
         membership = Membership(roots, _revoked(config))
         orderer_membership = Membership(orderer_roots)

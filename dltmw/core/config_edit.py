@@ -182,3 +182,14 @@ def with_trusted_channel(
     _keep(out.trusted_channels, lambda t: t.channel_id != channel_id)
     out.trusted_channels.add(channel_id=channel_id, genesis_hash=genesis_hash)
     return out
+
+
+def with_trusted_notary(
+    config: config_pb2.ChannelConfig, identity: bytes
+) -> config_pb2.ChannelConfig:
+    """`config` trusting the notary that signs as `identity` (a serialised Identity) for
+    cross-flow DvPs (ChannelConfig.trusted_notaries; once, however often it is added)."""
+    out = _copy(config)
+    if identity not in out.trusted_notaries:
+        out.trusted_notaries.append(identity)
+    return out

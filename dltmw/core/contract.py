@@ -74,6 +74,11 @@ class TxInfo:
     # proofs (ChannelConfig.trusted_channels): filled by the endorser from the config in force,
     # so a contract starts a light client only from a block 0 its channel's admins agreed on
     trusted_genesis: tuple[tuple[str, bytes], ...] = ()
+    # block 0 hash of the transaction's own channel, and the notaries its config trusts
+    # (ChannelConfig.trusted_notaries): a cross-flow DvP's escrow must name this channel's real
+    # trust root and be notarised by a trusted notary (contracts/transfer.py `deliver`)
+    channel_genesis: bytes = b""
+    trusted_notaries: tuple[bytes, ...] = ()
 
 
 class ContractError(Exception):

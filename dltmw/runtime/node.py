@@ -31,6 +31,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2
 
 from dltmw.aio.tasks import TaskOwner
+from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView, ConfigError
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
 from dltmw.core.errors import ClientError, InvariantViolation
@@ -382,7 +383,12 @@ class Node:
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await held.commit_block(genesis, [genesis_tx_id(block)])
             peer = PeerChannel(
-                self.ctx, await stored_view(held, view), held, self._pool, self.contracts
+                self.ctx,
+                await stored_view(held, view),
+                held,
+                self._pool,
+                self.contracts,
+                genesis_hash=block_hash(block),
             )
             await peer.start()
             self.peers[cid] = peer

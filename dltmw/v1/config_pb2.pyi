@@ -248,6 +248,7 @@ class ChannelConfig(_message.Message):
     PRIVATE_KEY_WRAP_FIELD_NUMBER: _builtins.int
     TRUSTED_CHANNELS_FIELD_NUMBER: _builtins.int
     PRIVATE_AGREEMENT_FIELD_NUMBER: _builtins.int
+    TRUSTED_NOTARIES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -322,6 +323,16 @@ class ChannelConfig(_message.Message):
         to an admin's one-time `trust` call (channels made before this field; docs/cross-channel.md).
         """
 
+    @_builtins.property
+    def trusted_notaries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Notaries whose signature this channel accepts as proof that a notarised UTXO transaction
+        happened (a cross-flow DvP's cash escrow, docs/cross-channel.md "Across flows"): the
+        serialised Identity of each, exactly as the notary signs (core/identity.identity_bytes). Set
+        by a config update (`dltmw channel update --trust-notary NODE`); empty: no notary trusted.
+        Name validating notaries only: a contract relies on the notary having run the transaction's
+        contracts (it cannot see the backchain).
+        """
+
     def __init__(
         self,
         *,
@@ -342,10 +353,11 @@ class ChannelConfig(_message.Message):
         private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
         trusted_channels: _abc.Iterable[_trust_root_pb2.TrustedChannel] | None = ...,
         private_agreement: _private_agreement_pb2.PrivateAgreementPolicy.ValueType = ...,
+        trusted_notaries: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -255,6 +255,24 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
     Nothing was ordered.
     """
+    ERROR_REASON_NOTARY_NOT_TRUSTED: _ErrorReason.ValueType  # 130
+    """INVALID_ARGUMENT (a contract's refusal, 400, message starting with the reason): a
+    notarisation presented to a channel is signed by a notary the channel's config does not trust (ChannelConfig.trusted_notaries). Nothing moved.
+    """
+    ERROR_REASON_NOTARISATION_PROOF_INVALID: _ErrorReason.ValueType  # 131
+    """INVALID_ARGUMENT (a contract's refusal, as above): a notarisation does not parse, or the notary's
+    signature (with its batch proof) does not verify over the transaction's id. Nothing moved.
+    """
+    ERROR_REASON_ESCROW_MISMATCH: _ErrorReason.ValueType  # 132
+    """INVALID_ARGUMENT (a contract's refusal, as above): the notarised transaction holds no escrow output for
+    this transfer with exactly the terms' payer, payee, issuer, currency, amount, channel, block 0
+    and deadline. Nothing moved.
+    """
+    ERROR_REASON_ESCROW_PAYOUT_INVALID: _ErrorReason.ValueType  # 133
+    """INVALID_ARGUMENT (UTXO verify, inside CONTRACT_FAILED's message): an escrow payout pays
+    someone else or another amount than the channel record it proves requires, or carries no
+    usable time window. Nothing was notarised.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -494,5 +512,23 @@ nothing (or too much), or names recipient keys that are not channel peers'. Noth
 ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: ErrorReason.ValueType  # 118
 """INVALID_ARGUMENT: a purge approval does not parse or its signature does not verify.
 Nothing was ordered.
+"""
+ERROR_REASON_NOTARY_NOT_TRUSTED: ErrorReason.ValueType  # 130
+"""INVALID_ARGUMENT (a contract's refusal, 400, message starting with the reason): a
+notarisation presented to a channel is signed by a notary the channel's config does not trust (ChannelConfig.trusted_notaries). Nothing moved.
+"""
+ERROR_REASON_NOTARISATION_PROOF_INVALID: ErrorReason.ValueType  # 131
+"""INVALID_ARGUMENT (a contract's refusal, as above): a notarisation does not parse, or the notary's
+signature (with its batch proof) does not verify over the transaction's id. Nothing moved.
+"""
+ERROR_REASON_ESCROW_MISMATCH: ErrorReason.ValueType  # 132
+"""INVALID_ARGUMENT (a contract's refusal, as above): the notarised transaction holds no escrow output for
+this transfer with exactly the terms' payer, payee, issuer, currency, amount, channel, block 0
+and deadline. Nothing moved.
+"""
+ERROR_REASON_ESCROW_PAYOUT_INVALID: ErrorReason.ValueType  # 133
+"""INVALID_ARGUMENT (UTXO verify, inside CONTRACT_FAILED's message): an escrow payout pays
+someone else or another amount than the channel record it proves requires, or carries no
+usable time window. Nothing was notarised.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

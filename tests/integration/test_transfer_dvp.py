@@ -67,6 +67,18 @@ def _forgeries(
     }
 
 
+async def connect_legs(net: Path) -> tuple[dict[str, GatewayClient], list[Leg]]:
+    """A trader's connection to every peer of both channels, and the two legs (trading, cash)
+    submitting through peer.brokera (the caller closes the connections)."""
+    conns = {
+        n: await GatewayClient.connect(net, "trader.brokera", n)
+        for ns in PEERS.values()
+        for n in ns
+    }
+    trader = conns["peer.brokera"]
+    return conns, [Leg(c, trader, [(n, conns[n].channel) for n in PEERS[c]]) for c in PEERS]
+
+
 async def _balances(c: GatewayClient) -> dict[str, int]:
     out = {}
     for channel, (src, dst, _) in LEGS.items():
@@ -79,13 +91,8 @@ async def _balances(c: GatewayClient) -> dict[str, int]:
 async def test_dvp_across_channels_sdk_cli_and_a_forged_proof(network) -> None:
     net, _ = network(TOPOLOGY.read_text())
     await _setup(net)
-    conns = {
-        n: await GatewayClient.connect(net, "trader.brokera", n)
-        for ns in PEERS.values()
-        for n in ns
-    }
+    conns, legs = await connect_legs(net)
     trader = conns["peer.brokera"]
-    legs = [Leg(c, trader, [(n, conns[n].channel) for n in PEERS[c]]) for c in PEERS]
     try:
         terms = dvp_terms(LEGS, 2_000_000_000, "sdk-1")
         done = await run_transfer(legs[0], legs[1], terms, 2_000_000_000)

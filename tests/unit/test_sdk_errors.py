@@ -85,6 +85,10 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_PURGE_NOT_AUTHORIZED": E.PermissionDenied,
     "PRIVATE_PURGE_MALFORMED": E.InvalidRequest,
     "PRIVATE_PURGE_BAD_SIGNATURE": E.InvalidRequest,
+    "NOTARY_NOT_TRUSTED": E.InvalidRequest,
+    "NOTARISATION_PROOF_INVALID": E.InvalidRequest,
+    "ESCROW_MISMATCH": E.InvalidRequest,
+    "ESCROW_PAYOUT_INVALID": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

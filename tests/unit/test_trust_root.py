@@ -15,11 +15,13 @@ from crosschain_parties import make_world
 from test_transfer import Side, terms
 
 from dltmw.cli.errors import UserError
-from dltmw.cli.governance import _genesis_root
+from dltmw.cli.governance import _genesis_root, _validating_notary
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ConfigError, channel_view
 from dltmw.core.config_edit import with_trusted_channel
 from dltmw.core.light_client import trusted_roots
+from dltmw.net.netmap import NetworkMap
+from dltmw.pki.network import init_network
 from dltmw.v1 import config_pb2
 
 
@@ -106,3 +108,24 @@ def test_the_cli_takes_channel_and_hash_from_a_block_0_file(tmp_path: Path) -> N
         path.write_bytes(data)
         with pytest.raises(UserError):
             _genesis_root(path)
+
+
+def test_the_cli_trusts_only_a_validating_notary(tmp_path: Path) -> None:
+    """`dltmw channel update --trust-notary NODE`: the identity of a validating notary of the
+    network; a non-validating notary or a node that is no notary is refused."""
+    topology = (Path(__file__).parents[2] / "services/networks/capital-market.toml").read_text()
+    plain, validating = tmp_path / "plain.toml", tmp_path / "validating.toml"
+    plain.write_text(topology)
+    validating.write_text(
+        topology.replace('roles = ["notary"]', 'roles = ["notary"]\nvalidating = true', 1)
+    )
+    init_network(plain, tmp_path / "a")
+    init_network(validating, tmp_path / "b")
+    with pytest.raises(UserError, match="not a validating notary"):
+        _validating_notary(tmp_path / "a", "notary.exchange")
+    with pytest.raises(UserError, match="not a notary"):
+        _validating_notary(tmp_path / "b", "peer.bank")
+    netmap = NetworkMap.load(tmp_path / "b" / "network-map.toml")
+    assert _validating_notary(tmp_path / "b", "notary.exchange") == netmap.identity_of(
+        "notary.exchange"
+    )

@@ -14,6 +14,11 @@ neither does.
             quantities conserved; every input owner signs).
   dvp       settle: the buyer gains exactly `quantity` of `isin`, the seller gains exactly
             `amount` of `currency`, and both sign.
+  escrow    open (new escrow outputs, each payer signs), payout (one escrow consumed; the
+            recipient its channel record proves gains exactly its amount): cash held for a
+            cross-flow DvP (`escrow.py`). Escrow states count as cash of their issuer and
+            currency in `cash.move`'s conservation, so cash moves into and out of an escrow
+            only by a `cash.move` in the same transaction.
 
 Platform rules checked here too: every state's owner is among its participants, amounts are
 positive. Signatures themselves are checked by `verify.check_signatures`.
@@ -27,8 +32,14 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from dltmw.core.utxo.escrow import (
+    EscrowInvalid,
+    check_open,
+    escrow_state,
+    payout_recipient,
+)
 from dltmw.core.utxo.model import Command, Output, Ref, WireTx
-from dltmw.v1 import utxo_pb2
+from dltmw.v1 import escrow_pb2, utxo_pb2
 
 
 class ContractRejected(Exception):
@@ -114,23 +125,39 @@ def _require_signers(command: Command, needed: Iterable[bytes], what: str) -> No
         raise ContractRejected(f"{command.contract}.{command.name}: {what} must sign")
 
 
+def _escrows(outputs: Iterable[Output]) -> list[escrow_pb2.EscrowState]:
+    try:
+        return [escrow_state(o) for o in outputs]
+    except EscrowInvalid as exc:
+        raise ContractRejected(str(exc)) from None
+
+
+def _sums(
+    cash: Iterable[utxo_pb2.CashState], held: Iterable[escrow_pb2.EscrowState]
+) -> Counter[tuple[bytes, str]]:
+    """Amount per (issuer, currency), cash states and escrowed cash together."""
+    out: Counter[tuple[bytes, str]] = Counter()
+    for s in cash:
+        out[s.issuer, s.currency] += s.amount
+    for e in held:
+        out[e.issuer, e.currency] += e.amount
+    return out
+
+
 def verify_cash(tx: LedgerTx) -> None:
-    """The cash contract."""
+    """The cash contract (escrow states count as cash held: module docstring)."""
     command = _one_command(tx, "cash", ("issue", "move", "exit"))
     ins = [cash_state(o) for o in tx.inputs_of("cash")]
     outs = [cash_state(o) for o in tx.outputs_of("cash")]
-    in_sum: Counter[tuple[bytes, str]] = Counter()
-    out_sum: Counter[tuple[bytes, str]] = Counter()
-    for s in ins:
-        in_sum[s.issuer, s.currency] += s.amount
-    for s in outs:
-        out_sum[s.issuer, s.currency] += s.amount
+    held_in, held_out = _escrows(tx.inputs_of("escrow")), _escrows(tx.outputs_of("escrow"))
+    in_sum = _sums(ins, held_in)
+    out_sum = _sums(outs, held_out)
     if command.name == "issue":
-        if ins or not outs:
+        if ins or held_in or held_out or not outs:
             raise ContractRejected("cash.issue: no cash inputs and at least one output")
         _require_signers(command, {s.issuer for s in outs}, "the issuer")
         return
-    if not ins:
+    if not ins and not held_in:
         raise ContractRejected(f"cash.{command.name}: needs cash inputs")
     _require_signers(command, {s.owner for s in ins}, "every input owner")
     for group in set(in_sum) | set(out_sum):
@@ -139,6 +166,8 @@ def verify_cash(tx: LedgerTx) -> None:
         if command.name == "exit" and out_sum[group] > in_sum[group]:
             raise ContractRejected(f"cash.exit: {group[1]} outputs exceed inputs")
     if command.name == "exit":
+        if held_in or held_out:
+            raise ContractRejected("cash.exit: an escrow is paid out, never exited")
         _require_signers(command, {s.issuer for s in ins}, "the issuer")
 
 
@@ -206,10 +235,48 @@ def verify_dvp(tx: LedgerTx) -> None:
         raise ContractRejected("dvp: the buyer does not pay the agreed amount")
 
 
+def verify_escrow(tx: LedgerTx) -> None:
+    """The escrow contract (`escrow.py`): open, or pay out to whom the channel record says."""
+    command = _one_command(tx, "escrow", ("open", "payout"))
+    cash = tx.commands_of("cash")
+    if len(cash) != 1 or cash[0].name != "move":
+        raise ContractRejected("escrow: the cash must move (cash.move) in the same transaction")
+    ins, outs = _escrows(tx.inputs_of("escrow")), _escrows(tx.outputs_of("escrow"))
+    try:
+        if command.name == "open":
+            if ins:
+                raise EscrowInvalid("escrow.open: consumes no escrow")
+            check_open(outs, command.signers)
+            return
+        if len(ins) != 1 or outs:
+            raise EscrowInvalid("escrow.payout: consumes exactly one escrow and makes none")
+        state = ins[0]
+        recipient = payout_recipient(state, command.data, tx.wire.window)
+    except EscrowInvalid as exc:
+        raise ContractRejected(str(exc)) from None
+    group = (state.issuer, state.currency)
+    gained = sum(
+        s.amount for s in map(cash_state, tx.outputs_of("cash")) if _is(s, recipient, group)
+    )
+    gained -= sum(
+        s.amount for s in map(cash_state, tx.inputs_of("cash")) if _is(s, recipient, group)
+    )
+    if gained != state.amount:
+        raise ContractRejected(
+            f"ESCROW_PAYOUT_INVALID: the recipient the record names gains {gained}, "
+            f"not the escrow's {state.amount} {state.currency}"
+        )
+
+
+def _is(s: utxo_pb2.CashState, owner: bytes, group: tuple[bytes, str]) -> bool:
+    return s.owner == owner and (s.issuer, s.currency) == group
+
+
 CONTRACTS: dict[str, Callable[[LedgerTx], None]] = {
     "cash": verify_cash,
     "security": verify_security,
     "dvp": verify_dvp,
+    "escrow": verify_escrow,
 }
 
 

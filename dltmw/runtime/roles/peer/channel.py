@@ -107,8 +107,10 @@ class PeerChannel:
         ledger: Ledger,
         pool: ThreadPoolExecutor,
         packages: ContractSource | None = None,
+        genesis_hash: bytes = b"",
     ) -> None:
         self.ctx = ctx
+        self.genesis_hash = genesis_hash  # block 0's hash: contracts' TxInfo.channel_genesis
         self.channel_config = CurrentConfig(view)
         self.ledger = ledger
         self._pool = pool
@@ -193,8 +195,15 @@ class PeerChannel:
 
     def _tx_info(self, checked: CheckedProposal) -> TxInfo:
         """What the contract may know: the signed header, and the channels this channel's
-        config trusts (cross-channel contracts start light clients only from those)."""
-        return replace(checked.tx_info(), trusted_genesis=trusted_roots(self.view.config))
+        config trusts (cross-channel contracts start light clients only from those), this
+        channel's block 0 hash and the notaries its config trusts (cross-flow DvP)."""
+        config = self.view.config
+        return replace(
+            checked.tx_info(),
+            trusted_genesis=trusted_roots(config),
+            channel_genesis=self.genesis_hash,
+            trusted_notaries=tuple(config.trusted_notaries),
+        )
 
     async def simulate(self, checked: CheckedProposal) -> proposal_pb2.ProposalResponsePayload:
         """Simulate an admitted proposal on one snapshot of committed state."""
