@@ -19,7 +19,8 @@ figures of every point and the command:
   "none"`, the baseline in the same run) and PBFT-lite ordering with 4, 7, 10 and 13 replicas.
 - `jetstream` — issue 17: the same kv workload ordered by one solo orderer and by two orderers
   on a NATS JetStream stream replicated over three nats-servers (their CPU counted too), in one
-  run; the acceptance asks for at least 80 % of solo's valid tx/s.
+  run; the acceptance asks for at least 80 % of solo's valid tx/s. `jetstream-plain` is the same
+  without TLS to the nats-servers: what the cluster's TLS costs, in the same run.
 - `latency` — the latency-throughput curve (issue 13): kv blind writes in an open loop at rising
   rates (50 ... 1000 tx/s, about LATENCY_POINT_S seconds each) and, last, the closed loop at
   saturation (`--in-flight`, `--txs`); p50/p99 and CPU per transaction at each point. Open loop
@@ -163,9 +164,13 @@ def _replicas(n: int) -> Point:
     return point
 
 
-def _jetstream(cfg: BenchConfig) -> BenchConfig:
-    shape = dataclasses.replace(cfg.shape, orderers=2, ordering="jetstream")
-    return dataclasses.replace(cfg, shape=shape, label="ordering-jetstream")
+def _jetstream(tls: bool) -> Point:
+    def point(cfg: BenchConfig) -> BenchConfig:
+        shape = dataclasses.replace(cfg.shape, orderers=2, ordering="jetstream", nats_tls=tls)
+        label = "ordering-jetstream" if tls else "ordering-jetstream-plain"
+        return dataclasses.replace(cfg, shape=shape, label=label)
+
+    return point
 
 
 LATENCY_RATES = (50, 100, 200, 400, 600, 800, 1000)  # tx/s offered, open loop
@@ -222,10 +227,12 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "jetstream": Experiment(
         "Throughput of crash-tolerant ordering on NATS JetStream (issue 17) vs the solo orderer",
-        "ordering (none: one solo orderer; jetstream: 2 orderers, 3 nats-servers, 3 replicas)",
+        "ordering (none: one solo orderer; jetstream: 2 orderers, 3 nats-servers, 3 replicas,"
+        " mutual TLS; jetstream-plain: the same over plain TCP)",
         (
             ("none", lambda cfg: dataclasses.replace(cfg, label="ordering-none")),
-            ("jetstream", _jetstream),
+            ("jetstream", _jetstream(True)),
+            ("jetstream-plain", _jetstream(False)),
         ),
         _with_workload("kv", {}),
         secondary="cpu",

@@ -36,6 +36,7 @@ class NetworkShape:
     reorder: bool = False  # True: Fabric++ reordering of each block (core/reorder.py)
     flow: str = "ledger"  # "ledger" (peers, orderers, channels), "notary" or "utxo"
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
+    nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -153,4 +154,4 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
         for cid in shape.channel_ids()
     ]
     if shape.ordering == "jetstream":  # the replicated log: 3 nats-servers, 3 replicas
-        doc["jetstream"] = {"servers": 3, "replicas": 3}
+        doc["jetstream"] = {"servers": 3, "replicas": 3, "tls": shape.nats_tls}

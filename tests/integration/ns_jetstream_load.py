@@ -29,6 +29,26 @@ MAX_S = 150.0
 RETRY_S = 60.0
 
 
+async def put(client: GatewayClient, key: str, retry_s: float = RETRY_S) -> tuple[str, str]:
+    """Put `key` once: (tx_id, "") when the submission was acknowledged, else (tx_id, why not).
+    A submission refused as UNAVAILABLE is resubmitted (the same envelope, as a client retries)
+    for up to `retry_s`: it may then be ordered once or not at all, never twice. Shared with
+    test_jetstream_ordering.py."""
+    signed, tx_id = client.proposal("trades", "kv", "put", (key, "v"))
+    envelope = client.envelope((await client.endorse(signed)).prepared_payload)
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            await client.submit(envelope)
+            return tx_id, ""
+        except grpc.aio.AioRpcError as exc:
+            if reason_of(exc) == "DUPLICATE_TX_ID":
+                return tx_id, ""  # an earlier attempt was ordered after all: acknowledged now
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                return tx_id, f"{exc.code().name} {reason_of(exc)}"
+            await asyncio.sleep(0.2)
+
+
 async def main(net: Path, client_id: str, prefix: str) -> None:
     committed: list[str] = []
     lost: list[str] = []
@@ -41,21 +61,11 @@ async def main(net: Path, client_id: str, prefix: str) -> None:
     numbers = iter(range(MAX_PUTS))
     async with await GatewayClient.connect(net, client_id) as client:
 
-        async def put(i: int) -> None:
-            signed, tx_id = client.proposal("trades", "kv", "put", (f"{prefix}{i}", "v"))
-            envelope = client.envelope((await client.endorse(signed)).prepared_payload)
-            deadline = time.monotonic() + RETRY_S
-            while True:
-                try:
-                    await client.submit(envelope)
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    if reason_of(exc) == "DUPLICATE_TX_ID":
-                        break  # an earlier attempt was ordered after all: acknowledged now
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                        unacknowledged.append(f"{tx_id[:12]}: {exc.code().name} {reason_of(exc)}")
-                        return
-                    await asyncio.sleep(0.2)
+        async def put_one(i: int) -> None:
+            tx_id, refused = await put(client, f"{prefix}{i}")
+            if refused:
+                unacknowledged.append(f"{tx_id[:12]}: {refused}")
+                return
             try:
                 status = await client.commit_status("trades", tx_id)
             except grpc.aio.AioRpcError as exc:
@@ -69,7 +79,7 @@ async def main(net: Path, client_id: str, prefix: str) -> None:
             for i in numbers:
                 if stop.is_set():
                     return
-                await put(i)
+                await put_one(i)
                 await asyncio.sleep(0.02)
 
         try:

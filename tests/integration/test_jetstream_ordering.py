@@ -35,6 +35,8 @@ from dltmw.runtime.config_file import JetStreamTable
 from dltmw.runtime.roles.orderer.jetstream_log import StreamLog, client_tls
 from dltmw.v1 import block_pb2, transaction_pb2
 
+from .ns_jetstream_load import put
+
 pytestmark = pytest.mark.integration
 TOPOLOGY = (Path(__file__).parents[2] / "services/networks/jetstream-three.toml").read_text()
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -98,21 +100,11 @@ async def _load_with(net: Path, prefix: str, fault: Callable[[], None]) -> list[
     lost: list[str] = []  # acknowledged, never committed
     sem = asyncio.Semaphore(8)
 
-    async def put(i: int) -> None:
+    async def put_one(i: int) -> None:
         async with sem:
-            signed, tx_id = client.proposal("trades", "kv", "put", (f"{prefix}{i}", "v"))
-            envelope = client.envelope((await client.endorse(signed)).prepared_payload)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    await client.submit(envelope)
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    if reason_of(exc) == "DUPLICATE_TX_ID":
-                        break  # an earlier attempt was ordered after all: acknowledged now
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                        return  # not acknowledged: it may or may not be ordered, never twice
-                    await asyncio.sleep(0.2)
+            tx_id, refused = await put(client, f"{prefix}{i}")
+            if refused:
+                return  # not acknowledged: it may or may not be ordered, never twice
             try:
                 status = await client.commit_status("trades", tx_id)
             except grpc.aio.AioRpcError as exc:  # e.g. WAIT_TIMEOUT: never committed
@@ -122,7 +114,7 @@ async def _load_with(net: Path, prefix: str, fault: Callable[[], None]) -> list[
                 committed.append(tx_id)
 
     try:
-        load = asyncio.gather(*(put(i) for i in range(TXS)))
+        load = asyncio.gather(*(put_one(i) for i in range(TXS)))
         await _wait(lambda: len(committed) >= TXS // 3 or load.done(), 60, "progress")
         assert len(committed) >= TXS // 3, "no progress before the fault"
         before = len(committed)
