@@ -27,7 +27,6 @@ from functools import partial
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.tasks import cancel_and_wait
-from dltmw.contracts import builtin_contract
 from dltmw.core.contract import Contract
 from dltmw.core.effects import Token
 from dltmw.core.errors import InvariantViolation, TransientError
@@ -187,12 +186,14 @@ class PrivateExecutor:
         self._key = key
         self._peer = peer
         self.store = store
-        deployed = {c.name for c in peer.view.config.contracts}
-        self._contracts = {n: c for n in deployed if (c := builtin_contract(n)) is not None}
+        self._contracts: dict[str, Contract] = {}  # read by `start` (loading is blocking)
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
         self.height = 0  # every block below it has been looked at
+
+    def _deployed(self) -> dict[str, Contract]:
+        return self._peer.lifecycle.deployed()
 
     def contract_of(self, name: str) -> Contract | None:
         """A contract deployed on the channel (what private transactions may invoke)."""
@@ -203,7 +204,11 @@ class PrivateExecutor:
         return PrivateExecution(self._key, self._contracts.get, next_block)
 
     async def start(self) -> None:
-        """Resume after the last executed block (a stopped executor may start again)."""
+        """Resume after the last executed block (a stopped executor may start again), running
+        the contracts deployed on the channel as of now: the packages their committed
+        definitions name (a definition committed later runs here after a restart)."""
+        loop = asyncio.get_running_loop()
+        self._contracts = await loop.run_in_executor(self.store.executor, self._deployed)
         self.height = await self.store.cursor()
         cid = self._peer.view.channel_id
         self._driver = Driver(
