@@ -16,7 +16,9 @@ neither does.
             `amount` of `currency`, and both sign.
 
 Platform rules checked here too: every state's owner is among its participants, amounts are
-positive. Signatures themselves are checked by `verify.check_signatures`.
+positive. Signatures themselves are checked by `verify.check_signatures`. Each contract is also
+a content-addressed package (`dltmw/contracts/utxo.py`): transactions name its hash, and only
+an approved hash runs (`constraints.py`).
 """
 
 from __future__ import annotations
@@ -206,21 +208,12 @@ def verify_dvp(tx: LedgerTx) -> None:
         raise ContractRejected("dvp: the buyer does not pay the agreed amount")
 
 
+# The registry of UTXO contract code: a new contract adds its `verify` here (its package, and so
+# its hash, is the source of the module defining it: dltmw/contracts/utxo.py; regenerate
+# core/utxo/packages.py). Which of them a transaction runs is decided by the package hashes it
+# names (core/utxo/constraints.py), never by the name alone.
 CONTRACTS: dict[str, Callable[[LedgerTx], None]] = {
     "cash": verify_cash,
     "security": verify_security,
     "dvp": verify_dvp,
 }
-
-
-def verify_contracts(tx: LedgerTx) -> None:
-    """Run every contract the transaction touches; ContractRejected if any refuses."""
-    names = {s.output.contract for s in tx.inputs} | {o.contract for o in tx.outputs}
-    names |= {c.contract for c in tx.wire.commands}
-    if not names:
-        raise ContractRejected("a transaction must touch at least one contract")
-    for name in sorted(names):
-        contract = CONTRACTS.get(name)
-        if contract is None:
-            raise ContractRejected(f"unknown contract {name!r}")
-        contract(tx)
