@@ -23,7 +23,7 @@ from dltmw.core.utxo.build import (
     sign_request,
     sign_transaction,
 )
-from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.core.utxo.model import Command, Output, Ref, read_transaction
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import flow_service_pb2, flow_service_pb2_grpc, utxo_pb2, vault_service_pb2
@@ -422,3 +422,52 @@ async def test_bad_input_gets_a_specific_status_and_moves_nothing(market: Market
         assert (err.value.code(), reason_of(err.value)) == (code, reason), command
     assert await m.holdings("trader.brokera") == before
     assert await m.holdings("trader.brokerb") == {("cash", "JPY"): 1_000_000}
+
+
+async def test_validating_notary_refuses_a_contract_package_the_network_did_not_approve(
+    network: Start,
+) -> None:
+    """A cash move that obeys cash's rules and is signed by the owner, but names a package hash
+    the network map does not approve for `cash`: the validating notary refuses it with
+    UTXO_CONTRACT_NOT_APPROVED and consumes nothing (the state is then spent normally)."""
+    topology = MARKET.replace('roles = ["notary"]', 'roles = ["notary"]\nvalidating = true')
+    m = await open_market(network, topology)
+    try:
+        owner = PartyFiles.load(m.net, "trader.brokerb")
+        me = owner.signer.identity_bytes
+        issued = read_transaction(
+            utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
+        )
+        unapproved = "ab" * 32
+        moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
+        raw = build_transaction(
+            TxSpec(
+                notary="notary0",
+                nonce=secrets.token_bytes(32),
+                inputs=[issued.out_ref(0)],
+                outputs=[Output(moved.contract, moved.data, moved.participants, unapproved)],
+                commands=[Command("cash", "move", (me,), b"", unapproved)],
+            )
+        )
+        wire = read_transaction(raw)
+        assert {o.contract_hash for o in wire.outputs} == {unapproved}
+        stx = sign_transaction(raw, wire.tx_id, [owner.signer])
+        payload = notarisation_payload(
+            wire, me, stx.SerializeToString(), [m.cash_issue.signed_transaction]
+        )
+        async with await NotaryClient.connect(owner, "notary0") as notary:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await notary.notarise(sign_request(payload, owner.signer))
+        assert (err.value.code(), reason_of(err.value)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UTXO_CONTRACT_NOT_APPROVED",
+        )
+        # nothing consumed: the same state moves under the approved built-in package
+        await m.vaults["trader.brokerb"].move("cash", m.id("brokera"), "JPY", 1_000_000)
+        assert await m.holdings("trader.brokera") == {
+            ("security", ISIN): 100,
+            ("cash", "JPY"): 1_000_000,
+        }
+    finally:
+        for v in m.vaults.values():
+            await v.close()
