@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
+from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
 from dltmw.core.commit_proof import parse_proof, verify_proof
 from dltmw.core.contract import ContractError
 from dltmw.core.errors import ClientError
@@ -99,7 +100,8 @@ def proven_write(
 ) -> ProvenWrite:
     """The value that the transaction proven VALID by `proof` wrote to (`namespace`, `key`) on
     the channel `record` tracks; `namespace` must be deployed there as the built-in contract of
-    that name (so its writes follow the same code as ours)."""
+    that name — its package, or (legacy) no package at all — so its writes follow the same code
+    as ours."""
     try:
         client = _client(record)
         proven = verify_proof(parse_proof(proof), client, _at(timestamp_s))
@@ -108,7 +110,8 @@ def proven_write(
     if proven.code != transaction_pb2.TX_VALIDATION_CODE_VALID:
         raise ContractError("PROOF_MISMATCH: the proven transaction is not VALID", 400)
     view = client.view_at(proven.block_number)
-    if not any(c.name == namespace and not c.package_id for c in view.config.contracts):
+    builtin = ("", BUILTIN_PACKAGE_IDS.get(namespace, ""))
+    if not any(c.name == namespace and c.package_id in builtin for c in view.config.contracts):
         raise ContractError(
             f"PROOF_MISMATCH: {namespace!r} is not the built-in contract on {proven.channel_id}",
             400,

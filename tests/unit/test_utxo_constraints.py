@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from utxo_parties import make_parties, tx
 
-from dltmw.contracts.utxo import generated_module, utxo_package, utxo_package_id
+from dltmw.contracts.utxo import generated_utxo_module, utxo_package, utxo_package_id
 from dltmw.core.contract_package import read_package
 from dltmw.core.errors import ClientError
 from dltmw.core.utxo.build import cash_output, dvp_command, security_output
@@ -72,9 +72,7 @@ def test_each_builtin_is_a_package_of_the_code_that_runs() -> None:
     """The generated ids are the packages' (a changed contract source must be regenerated),
     and each package holds the source of the module whose function verifies."""
     packages_py = Path(__file__).resolve().parents[2] / "dltmw/core/utxo/packages.py"
-    assert packages_py.read_text() == generated_module(), (
-        "run python -m dltmw.contracts.utxo --write"
-    )
+    assert packages_py.read_text() == generated_utxo_module(), "python -m dltmw.contracts --write"
     for name, verify in CONTRACTS.items():
         package = read_package(utxo_package(name))
         assert package.package_id == BUILTIN_HASHES[name] == utxo_package_id(name)
