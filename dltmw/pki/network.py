@@ -56,7 +56,6 @@ from dltmw.net.netmap import FILE_NAME as NETWORK_MAP
 from dltmw.net.netmap import write_network_map
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, issue_cert, make_ca
-from dltmw.runtime.contract_store import ContractStore
 from dltmw.v1 import algorithms_pb2, config_pb2, private_agreement_pb2
 
 ORDERING = {
@@ -255,13 +254,16 @@ def node_material(
 
 
 def install_builtins(home: Path) -> None:
-    """Install every built-in contract's package on the peer whose directory is `home`, as
-    AdminService.InstallContract would (checked, then stored durably under its data dir): block
-    0 names their ids (`deployed_package_id`), so the peer runs them as packages from its first
-    block — and a channel created later, or a peer added later, finds them installed too."""
-    store = ContractStore(home / DATA_DIR / "contracts")
+    """Install every built-in contract's package on the peer whose directory is `home`, where
+    AdminService.InstallContract stores packages (`data/contracts/<id>.zip`,
+    runtime/contract_store.py, which checks the bytes against the id when it loads them; the
+    built-ins pass the install check: tests/unit/test_contract_package.py). Block 0 names their
+    ids (`deployed_package_id`), so the peer runs them as packages from its first block — and a
+    channel created later, or a peer added later, finds them installed too."""
     for name in sorted(BUILTIN):
-        store.install(builtin_package(name))
+        _write(
+            home / DATA_DIR / "contracts" / f"{builtin_package_id(name)}.zip", builtin_package(name)
+        )
 
 
 def deployed_package_id(contract: dict[str, Any]) -> str:

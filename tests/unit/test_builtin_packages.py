@@ -34,7 +34,7 @@ contracts = [{ name = "kv" }, { name = "bank", by_name = true }, { name = "xfer"
 def test_the_generated_ids_are_the_builtin_packages() -> None:
     generated = Path(__file__).resolve().parents[2] / "dltmw/core/builtin_packages.py"
     assert generated.read_text() == generated_module(), "python -m dltmw.contracts --write"
-    assert BUILTIN_PACKAGE_IDS == {n: builtin_package_id(n) for n in BUILTIN}
+    assert {n: builtin_package_id(n) for n in BUILTIN} == BUILTIN_PACKAGE_IDS
 
 
 def test_init_installs_the_builtins_and_block_0_names_their_ids(tmp_path: Path) -> None:

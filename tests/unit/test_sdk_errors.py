@@ -85,6 +85,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_PURGE_NOT_AUTHORIZED": E.PermissionDenied,
     "PRIVATE_PURGE_MALFORMED": E.InvalidRequest,
     "PRIVATE_PURGE_BAD_SIGNATURE": E.InvalidRequest,
+    "UTXO_CONTRACT_UNKNOWN": E.PreconditionFailed,
+    "UTXO_CONTRACT_NOT_APPROVED": E.PreconditionFailed,
 }
 RETRYABLE = {
     "OVERLOADED",

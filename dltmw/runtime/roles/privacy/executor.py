@@ -186,29 +186,32 @@ class PrivateExecutor:
         self._key = key
         self._peer = peer
         self.store = store
-        self._contracts: dict[str, Contract] = {}  # read by `start` (loading is blocking)
+        self._contracts: dict[str, Contract] | None = None  # loaded on first use (`start`)
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
         self.height = 0  # every block below it has been looked at
 
     def _deployed(self) -> dict[str, Contract]:
-        return self._peer.lifecycle.deployed()
+        """The deployed contracts, loaded once (blocking: `start` runs it on the store thread)."""
+        if self._contracts is None:
+            self._contracts = self._peer.lifecycle.deployed()
+        return self._contracts
 
     def contract_of(self, name: str) -> Contract | None:
         """A contract deployed on the channel (what private transactions may invoke)."""
-        return self._contracts.get(name)
+        return self._deployed().get(name)
 
     def core(self, next_block: int) -> PrivateExecution:
         """The decision core, resuming at `next_block`."""
-        return PrivateExecution(self._key, self._contracts.get, next_block)
+        return PrivateExecution(self._key, self.contract_of, next_block)
 
     async def start(self) -> None:
         """Resume after the last executed block (a stopped executor may start again), running
         the contracts deployed on the channel as of now: the packages their committed
         definitions name (a definition committed later runs here after a restart)."""
-        loop = asyncio.get_running_loop()
-        self._contracts = await loop.run_in_executor(self.store.executor, self._deployed)
+        self._contracts = None
+        await asyncio.get_running_loop().run_in_executor(self.store.executor, self._deployed)
         self.height = await self.store.cursor()
         cid = self._peer.view.channel_id
         self._driver = Driver(
