@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient, holdings_of
+from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import (
     TxSpec,
     build_transaction,
@@ -471,3 +472,62 @@ async def test_validating_notary_refuses_a_contract_package_the_network_did_not_
     finally:
         for v in m.vaults.values():
             await v.close()
+
+
+async def test_a_counterparty_vault_refuses_a_contract_package_the_network_did_not_approve(
+    market: Market,
+) -> None:
+    """With a non-validating notary (it sees no outputs), a cash move naming an unapproved
+    package hash is notarised, but the counterparty's vault refuses to record it with
+    UTXO_CONTRACT_NOT_APPROVED and stores nothing."""
+    m = market
+    owner = PartyFiles.load(m.net, "trader.brokerb")
+    me = owner.signer.identity_bytes
+    issued = read_transaction(
+        utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
+    )
+    unapproved = "ab" * 32
+    moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
+    raw = build_transaction(
+        TxSpec(
+            notary="notary0",
+            nonce=secrets.token_bytes(32),
+            inputs=[issued.out_ref(0)],
+            outputs=[Output(moved.contract, moved.data, moved.participants, unapproved)],
+            commands=[Command("cash", "move", (me,), b"", unapproved)],
+        )
+    )
+    wire = read_transaction(raw)
+    stx = sign_transaction(raw, wire.tx_id, [owner.signer])
+    async with await NotaryClient.connect(owner, "notary0") as notary:
+        answer = await notary.notarise(sign_request(notarisation_payload(wire, me), owner.signer))
+    stx.notary_signature.CopyFrom(answer.notary_signature)
+    if answer.HasField("batch_proof"):
+        stx.notary_batch_proof.CopyFrom(answer.batch_proof)
+    before = stored_tx_ids(m.net, "brokera")
+    node = m.net / "nodes" / "brokerb"
+    signer = SigningIdentity.from_pem(
+        "BrokerB", (node / "identity.pem").read_bytes(), (node / "identity.key").read_bytes()
+    )
+    msg = flow_service_pb2.FlowMessage(
+        requester=signer.identity_bytes, signed_transaction=stx.SerializeToString()
+    )
+    msg.timestamp.GetCurrentTime()
+    body = msg.SerializeToString()
+    channel = await owner.channel_to("brokera")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await flow_service_pb2_grpc.FlowServiceStub(channel).RecordTransaction(
+                flow_service_pb2.RecordTransactionRequest(
+                    message=body, signature=signer.sign(body)
+                ),
+                timeout=30,
+            )
+    finally:
+        await channel.close(None)
+    assert (err.value.code(), reason_of(err.value)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "UTXO_CONTRACT_NOT_APPROVED",
+    )
+    assert stored_tx_ids(m.net, "brokera") == before
+    assert ("cash", "JPY") not in await m.holdings("trader.brokera")

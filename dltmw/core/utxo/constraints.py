@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from dltmw.core.errors import ClientError
 from dltmw.core.utxo.contracts import CONTRACTS, LedgerTx
+from dltmw.core.utxo.model import WireTx
 from dltmw.core.utxo.packages import BUILTIN_HASHES
 from dltmw.v1 import errors_pb2
 
@@ -52,20 +53,27 @@ class ContractCode:
     known: Mapping[str, tuple[str, Verify]] = field(default_factory=builtin_known)
     approved: Mapping[str, frozenset[str]] = field(default_factory=builtin_approved)
 
-    def select(self, tx: LedgerTx) -> list[tuple[str, Verify]]:
-        """(name, verify) of every contract `tx` touches, by name; ClientError (module
-        docstring) unless each names exactly one approved hash whose code this node holds."""
+    def named(self, wire: WireTx) -> dict[str, Verify]:
+        """The code of every contract `wire`'s outputs and commands name; ClientError (module
+        docstring) unless each names exactly one approved hash whose code this node holds.
+        Needs no resolved input: a vault checks this before it fetches any backchain."""
         named: dict[str, set[str]] = {}
-        for name, digest in [(o.contract, o.contract_hash) for o in tx.outputs] + [
-            (c.contract, c.contract_hash) for c in tx.wire.commands
+        for name, digest in [(o.contract, o.contract_hash) for o in wire.outputs] + [
+            (c.contract, c.contract_hash) for c in wire.commands
         ]:
             named.setdefault(name, set()).add(digest)
-        consumed: dict[str, set[str]] = {}  # a contract only consumed: its states' code
+        return {name: self._code(name, hashes) for name, hashes in named.items()}
+
+    def select(self, tx: LedgerTx) -> list[tuple[str, Verify]]:
+        """(name, verify) of every contract `tx` touches, by name: `named`, and for a contract
+        only consumed, the one hash its input states name (checked the same way)."""
+        code = self.named(tx.wire)
+        consumed: dict[str, set[str]] = {}
         for s in tx.inputs:
-            if s.output.contract not in named:
+            if s.output.contract not in code:
                 consumed.setdefault(s.output.contract, set()).add(s.output.contract_hash)
-        named.update(consumed)
-        return [(name, self._code(name, named[name])) for name in sorted(named)]
+        code.update({name: self._code(name, hashes) for name, hashes in consumed.items()})
+        return sorted(code.items())
 
     def _code(self, name: str, hashes: set[str]) -> Verify:
         if len(hashes) != 1:

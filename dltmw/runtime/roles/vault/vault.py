@@ -243,6 +243,7 @@ class VaultRole:
         contracts and every required signature."""
         now = utc_now()
         check_notary(stx, self.netmap, self.membership, now)
+        self.netmap.contract_code.named(stx.wire)  # unknown or unapproved code: fetch nothing
         if self.backchain.vouched(stx):
             check_signatures(stx, self.membership, now)  # the validating notary verified the rest
         else:
