@@ -24,7 +24,7 @@ from dltmw.core.utxo.build import (
     sign_request,
     sign_transaction,
 )
-from dltmw.core.utxo.model import Command, Output, Ref, read_transaction
+from dltmw.core.utxo.model import Command, Output, Ref, WireTx, read_transaction
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import flow_service_pb2, flow_service_pb2_grpc, utxo_pb2, vault_service_pb2
@@ -96,6 +96,7 @@ id = "ops.bystander"
 org = "Bystander"
 """
 ISIN = "JP3000000001"
+UNAPPROVED = "ab" * 32  # a package hash no network map approves
 NODE_OF = {
     "ops.bank": "bank",
     "ops.exchange": "exchange",
@@ -425,6 +426,31 @@ async def test_bad_input_gets_a_specific_status_and_moves_nothing(market: Market
     assert await m.holdings("trader.brokerb") == {("cash", "JPY"): 1_000_000}
 
 
+def unapproved_cash_move(
+    m: Market,
+) -> tuple[PartyFiles, WireTx, utxo_pb2.SignedUtxoTransaction]:
+    """brokerb moves its issued cash to brokera by cash's rules, signed by brokerb, but every
+    output and command names a package hash the network map does not approve for `cash`."""
+    owner = PartyFiles.load(m.net, "trader.brokerb")
+    me = owner.signer.identity_bytes
+    issued = read_transaction(
+        utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
+    )
+    moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
+    raw = build_transaction(
+        TxSpec(
+            notary="notary0",
+            nonce=secrets.token_bytes(32),
+            inputs=[issued.out_ref(0)],
+            outputs=[Output(moved.contract, moved.data, moved.participants, UNAPPROVED)],
+            commands=[Command("cash", "move", (me,), b"", UNAPPROVED)],
+        )
+    )
+    wire = read_transaction(raw)
+    assert {o.contract_hash for o in wire.outputs} == {UNAPPROVED}
+    return owner, wire, sign_transaction(raw, wire.tx_id, [owner.signer])
+
+
 async def test_validating_notary_refuses_a_contract_package_the_network_did_not_approve(
     network: Start,
 ) -> None:
@@ -434,25 +460,8 @@ async def test_validating_notary_refuses_a_contract_package_the_network_did_not_
     topology = MARKET.replace('roles = ["notary"]', 'roles = ["notary"]\nvalidating = true')
     m = await open_market(network, topology)
     try:
-        owner = PartyFiles.load(m.net, "trader.brokerb")
+        owner, wire, stx = unapproved_cash_move(m)
         me = owner.signer.identity_bytes
-        issued = read_transaction(
-            utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
-        )
-        unapproved = "ab" * 32
-        moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
-        raw = build_transaction(
-            TxSpec(
-                notary="notary0",
-                nonce=secrets.token_bytes(32),
-                inputs=[issued.out_ref(0)],
-                outputs=[Output(moved.contract, moved.data, moved.participants, unapproved)],
-                commands=[Command("cash", "move", (me,), b"", unapproved)],
-            )
-        )
-        wire = read_transaction(raw)
-        assert {o.contract_hash for o in wire.outputs} == {unapproved}
-        stx = sign_transaction(raw, wire.tx_id, [owner.signer])
         payload = notarisation_payload(
             wire, me, stx.SerializeToString(), [m.cash_issue.signed_transaction]
         )
@@ -481,24 +490,8 @@ async def test_a_counterparty_vault_refuses_a_contract_package_the_network_did_n
     package hash is notarised, but the counterparty's vault refuses to record it with
     UTXO_CONTRACT_NOT_APPROVED and stores nothing."""
     m = market
-    owner = PartyFiles.load(m.net, "trader.brokerb")
+    owner, wire, stx = unapproved_cash_move(m)
     me = owner.signer.identity_bytes
-    issued = read_transaction(
-        utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
-    )
-    unapproved = "ab" * 32
-    moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
-    raw = build_transaction(
-        TxSpec(
-            notary="notary0",
-            nonce=secrets.token_bytes(32),
-            inputs=[issued.out_ref(0)],
-            outputs=[Output(moved.contract, moved.data, moved.participants, unapproved)],
-            commands=[Command("cash", "move", (me,), b"", unapproved)],
-        )
-    )
-    wire = read_transaction(raw)
-    stx = sign_transaction(raw, wire.tx_id, [owner.signer])
     async with await NotaryClient.connect(owner, "notary0") as notary:
         answer = await notary.notarise(sign_request(notarisation_payload(wire, me), owner.signer))
     stx.notary_signature.CopyFrom(answer.notary_signature)
