@@ -91,7 +91,8 @@ def proven_write(
 ) -> ProvenWrite:
     """The value that the transaction proven VALID by `proof` wrote to (`namespace`, `key`) on
     the channel `record` tracks; `namespace` must be deployed there as the built-in contract of
-    that name (so its writes follow the same code as ours). `core/proven_write.py`."""
+    that name (its package, or legacy no package), so its writes follow the same code as ours.
+    `core/proven_write.py`."""
     try:
         return core_proven_write(_client(record), proof, _at(timestamp_s), namespace, key)
     except ClientError as exc:

@@ -25,6 +25,7 @@ from datetime import datetime
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.txcheck import parse
+from dltmw.core.utxo.constraints import BUILTIN_CODE, ContractCode
 from dltmw.core.utxo.model import (
     Components,
     Output,
@@ -68,6 +69,7 @@ class NotaryIdentity:
     node_id: str
     identity: bytes
     validating: bool = False
+    code: ContractCode = BUILTIN_CODE  # validating: the contract code it runs and approves
 
 
 def admit(
@@ -132,5 +134,5 @@ def _validate(
         for index, output in enumerate(dep.wire.outputs):
             known[dep.wire.out_ref(index)] = output
     ltx = resolve(stx.wire, known.get)
-    verify_ledger_tx(ltx)
+    verify_ledger_tx(ltx, notary.code)
     check_signatures(stx, membership, now)

@@ -4,10 +4,11 @@ cross-flow code asks of a commit proof.
 "Which value did a VALID transaction of contract `namespace` write to `key` on that channel?"
 A proof answers it only if it verifies against a light client of the channel
 (`commit_proof.verify_proof`), proves a VALID transaction, and the channel's config at that
-height deploys `namespace` as the built-in contract of that name (so its writes follow the same
-code as the asker's). Used by the `xfer` contract through the contract SDK
-(`contract_sdk/crosschain.proven_write`) and by the UTXO escrow contract
-(`core/utxo/escrow.py`), which read the same `xfer` record. Pure; `at` is an input.
+height deploys `namespace` as the built-in contract of that name — its package, or (legacy) no
+package at all — so its writes follow the same code as the asker's. Used by the `xfer`
+contract through the contract SDK (`contract_sdk/crosschain.proven_write`) and by the UTXO
+escrow contract (`core/utxo/escrow.py`), which read the same `xfer` record. Pure; `at` is an
+input.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
 from dltmw.core.commit_proof import ProofError, parse_proof, verify_proof
 from dltmw.core.early_abort import endorsed_rwset
 from dltmw.core.light_client import LightClient
@@ -41,7 +43,8 @@ def proven_write(
     if proven.code != transaction_pb2.TX_VALIDATION_CODE_VALID:
         raise ProofError(MISMATCH, "the proven transaction is not VALID")
     view = client.view_at(proven.block_number)
-    if not any(c.name == namespace and not c.package_id for c in view.config.contracts):
+    builtin = ("", BUILTIN_PACKAGE_IDS.get(namespace, ""))  # its package, or (legacy) by name
+    if not any(c.name == namespace and c.package_id in builtin for c in view.config.contracts):
         raise ProofError(
             MISMATCH, f"{namespace!r} is not the built-in contract on {proven.channel_id}"
         )

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.utxo.model import Output, Ref
+from dltmw.core.utxo.model import Output, Ref, output_message, output_of
 from dltmw.core.utxo.verify import SignedTx, read_signed
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
@@ -87,9 +87,7 @@ def owner_of(output: Output) -> bytes:
 
 def output_bytes(output: Output) -> bytes:
     """Serialised UtxoOutput of an Output."""
-    return utxo_pb2.UtxoOutput(
-        contract=output.contract, data=output.data, participants=list(output.participants)
-    ).SerializeToString()
+    return output_message(output).SerializeToString()
 
 
 class VaultStore:
@@ -307,6 +305,5 @@ class VaultStore:
 
 
 def _row(ref: bytes, raw: bytes, consumed_by: str) -> VaultRow:
-    msg = utxo_pb2.UtxoOutput.FromString(raw)
-    output = Output(msg.contract, msg.data, tuple(msg.participants))
+    output = output_of(utxo_pb2.UtxoOutput.FromString(raw))
     return VaultRow(Ref.from_key(ref), output, raw, consumed_by)

@@ -9,6 +9,9 @@ parties are named by their identity (org id + certificate). `dltmw init` writes
     [[notaries]]  id, validating                        nodes with the "notary" role
     [[notary_clusters]] id, members = [node ids]        n = 3f+1 notary nodes acting as one
                                                         notary named `id` (not in [[notaries]])
+    [contracts]   <name> = [package hashes]             the UTXO contract packages the network
+                                                        approves (Corda's whitelist); absent:
+                                                        the built-ins' own (init writes them)
 
 Nodes and clients load it once at start (paths are relative to the map file; a value may also
 be the PEM itself, as in the maps `dltmw network-map create` builds from org definitions). It
@@ -22,12 +25,15 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from dltmw.core.identity import Membership, identity_bytes
+from dltmw.core.utxo.constraints import ContractCode, builtin_approved
+from dltmw.core.utxo.model import is_tx_id
 from dltmw.net.addressbook import Route, split_endpoint
 
 FILE_NAME = "network-map.toml"
@@ -57,10 +63,18 @@ def write_network_map(out: Path, raw: dict[str, Any]) -> Path:
         "notary_clusters": [
             {"id": c["id"], "members": list(c["members"])} for c in raw.get("notary_clusters", [])
         ],
+        "contracts": {name: sorted(hashes) for name, hashes in builtin_approved().items()},
     }
     path = out / FILE_NAME
     path.write_bytes(tomli_w.dumps(doc).encode())
     return path
+
+
+def _hashes(name: str, value: Any) -> frozenset[str]:
+    """The package hashes `[contracts] <name>` approves; ValueError unless a list of them."""
+    if not isinstance(value, list) or not all(isinstance(h, str) and is_tx_id(h) for h in value):
+        raise ValueError(f"network map [contracts] {name}: a list of SHA-256 package ids in hex")
+    return frozenset(value)
 
 
 def _pem(base: Path, value: str) -> bytes:
@@ -111,6 +125,12 @@ class NetworkMap:
     nodes: dict[str, Party]
     validating: dict[str, bool]
     clusters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    approved: dict[str, frozenset[str]] = field(default_factory=builtin_approved)
+
+    @cached_property
+    def contract_code(self) -> ContractCode:
+        """The UTXO contract code this node runs, with the hashes the map approves."""
+        return ContractCode(approved=self.approved)
 
     @staticmethod
     def load(path: Path) -> NetworkMap:
@@ -126,7 +146,10 @@ class NetworkMap:
             nodes[n["id"]] = Party(n["id"], n["org"], roles, identity, n.get("endpoint", ""))
         validating = {n["id"]: bool(n["validating"]) for n in raw.get("notaries", [])}
         clusters = {c["id"]: tuple(c["members"]) for c in raw.get("notary_clusters", [])}
-        return NetworkMap(roots, nodes, validating, clusters)
+        approved = builtin_approved()
+        if "contracts" in raw:
+            approved = {n: _hashes(n, h) for n, h in raw["contracts"].items()}
+        return NetworkMap(roots, nodes, validating, clusters, approved)
 
     def routes(self) -> dict[str, Route]:
         """Routes to the parties that advertise an endpoint (`net/addressbook.py`)."""

@@ -108,13 +108,21 @@ class ContractSpec(Strict):
         "",
         pattern=r"^([0-9a-f]{64})?$",
         description="SHA-256 of the contract package (`dltmw contract package`) the channel"
-        " runs; peers endorse once it is installed there (empty: the built-in `name`)",
+        " runs; peers endorse once it is installed there (empty: the package of the built-in"
+        " `name`, which `dltmw init` installs on every peer)",
+    )
+    by_name: bool = Field(
+        False,
+        description="legacy: block 0 names no package id and peers run the built-in `name`"
+        " registered in their code, outside the lifecycle's package check",
     )
 
     @model_validator(mode="after")
     def _builtin_or_package(self) -> ContractSpec:
         if not self.package_id and self.name not in ("bank", "bank_rmw", "bus", "kv", "xfer"):
             raise ValueError(f"contract {self.name!r} is not built in: give its package_id")
+        if self.by_name and self.package_id:
+            raise ValueError(f"contract {self.name!r}: by_name runs no package (drop package_id)")
         return self
 
 

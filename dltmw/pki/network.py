@@ -6,6 +6,8 @@ Layout written under OUT (all paths inside config files are relative, so OUT can
     tls-roots.pem                 every organisation's root CA (trusted for mTLS)
     orgs/<org>/ca.pem, ca.key     the organisation's root CA
     nodes/<id>/node.toml          node config; identity.pem/.key; tls.pem/.key; data/
+    nodes/<id>/data/contracts/    a peer's installed contract packages: every built-in's, which
+                                  block 0 deploys by package id (`install_builtins`)
     nodes/<id>/privacy.key        a peer's X25519 privacy-manager key (PKCS8 PEM); its public
                                   key goes into the signed channel config (NodeConfig entry), so
                                   senders wrap payload keys for an authenticated key, never for
@@ -42,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from dltmw.contracts import BUILTIN, builtin_package, builtin_package_id
 from dltmw.core.channel import channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
@@ -62,6 +65,7 @@ ORDERING = {
     "jetstream": config_pb2.ORDERING_TYPE_JETSTREAM,
 }
 KEM_FILE = "privacy-kem.key"
+DATA_DIR = "data"  # a node's data directory, relative to its node.toml
 STORAGE_KEY_FILE = "storage.key"
 KEY_WRAP = {
     "x25519": algorithms_pb2.KEY_WRAP_ALGORITHM_UNSPECIFIED,  # absent: old configs' bytes
@@ -262,7 +266,30 @@ def node_material(
     identity = _party(home, cas, node["org"], node["id"], role, hosts, material, hsm, key_type)
     if "peer" not in node["roles"]:
         return identity, None
+    install_builtins(home)
     return identity, _privacy_key(home, material.privacy_key(node["id"]))
+
+
+def install_builtins(home: Path) -> None:
+    """Install every built-in contract's package on the peer whose directory is `home`, where
+    AdminService.InstallContract stores packages (`data/contracts/<id>.zip`,
+    runtime/contract_store.py, which checks the bytes against the id when it loads them; the
+    built-ins pass the install check: tests/unit/test_contract_package.py). Block 0 names their
+    ids (`deployed_package_id`), so the peer runs them as packages from its first block — and a
+    channel created later, or a peer added later, finds them installed too."""
+    for name in sorted(BUILTIN):
+        _write(
+            home / DATA_DIR / "contracts" / f"{builtin_package_id(name)}.zip", builtin_package(name)
+        )
+
+
+def deployed_package_id(contract: dict[str, Any]) -> str:
+    """The package id block 0 names for a topology's contract entry: its own `package_id`, else
+    the built-in's package (installed by `install_builtins`); "" only for `by_name = true`, the
+    legacy form that runs the built-in registered under the name (docs/contracts.md)."""
+    if contract.get("package_id") or contract.get("by_name") or contract["name"] not in BUILTIN:
+        return str(contract.get("package_id", ""))
+    return builtin_package_id(contract["name"])
 
 
 def standby_material(
@@ -286,6 +313,7 @@ def standby_material(
         if (active / name).exists():  # identity.key is absent when the key is in a token
             home.mkdir(parents=True, exist_ok=True)
             shutil.copy2(active / name, home / name)
+    install_builtins(home)
 
 
 def write_node_toml(
@@ -305,7 +333,7 @@ def write_node_toml(
             "org": node["org"],
             "roles": node["roles"],
             "listen": node.get("listen") or node.get("endpoint") or "127.0.0.1:0",
-            "data_dir": "data",
+            "data_dir": DATA_DIR,
         }
         | ({"standby_of": node["standby_of"]} if "standby_of" in node else {}),
         "files": _files(home, out, node["org"], key)
@@ -495,6 +523,6 @@ def _channel_config(
         config.contracts.add(
             name=contract["name"],
             endorsement_policy=contract.get("endorsement_policy", ""),
-            package_id=contract.get("package_id", ""),
+            package_id=deployed_package_id(contract),
         )
     return config

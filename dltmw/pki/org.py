@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from google.protobuf import json_format
 
+from dltmw.contracts import BUILTIN, builtin_package_id
 from dltmw.core.channel import ConfigError, channel_view
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import IdentityError, Membership, identity_bytes, tls_org_matches
@@ -326,7 +327,8 @@ def _config(
         config.orderer_organizations.append(by_org[org].organization)
     config.orderers.extend(orderers[o][1] for o in plan.orderers)
     for name, policy in plan.contracts:
-        config.contracts.add(name=name, endorsement_policy=policy)
+        pid = builtin_package_id(name) if name in BUILTIN else ""  # installed by init_org
+        config.contracts.add(name=name, endorsement_policy=policy, package_id=pid)
     return config
 
 

@@ -273,6 +273,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     someone else or another amount than the channel record it proves requires, or carries no
     usable time window. Nothing was notarised.
     """
+    ERROR_REASON_UTXO_CONTRACT_UNKNOWN: _ErrorReason.ValueType  # 140
+    """FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash this node has
+    no code for (or the code of another contract, or no hash at all, or two hashes for one
+    contract name): it cannot run exactly that package (docs/utxo.md "Contract packages").
+    Nothing was signed, consumed or stored. ErrorInfo.metadata {"contract": <name>,
+    "contract_hash": <hash>}.
+    """
+    ERROR_REASON_UTXO_CONTRACT_NOT_APPROVED: _ErrorReason.ValueType  # 141
+    """FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash the network
+    map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
+    or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -530,5 +542,17 @@ ERROR_REASON_ESCROW_PAYOUT_INVALID: ErrorReason.ValueType  # 133
 """INVALID_ARGUMENT (UTXO verify, inside CONTRACT_FAILED's message): an escrow payout pays
 someone else or another amount than the channel record it proves requires, or carries no
 usable time window. Nothing was notarised.
+"""
+ERROR_REASON_UTXO_CONTRACT_UNKNOWN: ErrorReason.ValueType  # 140
+"""FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash this node has
+no code for (or the code of another contract, or no hash at all, or two hashes for one
+contract name): it cannot run exactly that package (docs/utxo.md "Contract packages").
+Nothing was signed, consumed or stored. ErrorInfo.metadata {"contract": <name>,
+"contract_hash": <hash>}.
+"""
+ERROR_REASON_UTXO_CONTRACT_NOT_APPROVED: ErrorReason.ValueType  # 141
+"""FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash the network
+map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
+or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -26,7 +26,7 @@ from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 from dltmw.v1 import notarisation_pb2 as dltmw_dot_v1_dot_notarisation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64ltmw/v1/utxo.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1b\x64ltmw/v1/notarisation.proto\"\xca\x01\n\x0fUtxoTransaction\x12\"\n\x06inputs\x18\x01 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12&\n\nreferences\x18\x02 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12\x0f\n\x07outputs\x18\x03 \x03(\x0c\x12\x10\n\x08\x63ommands\x18\x04 \x03(\x0c\x12\x0e\n\x06notary\x18\x05 \x01(\t\x12)\n\x0btime_window\x18\x06 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\r\n\x05nonce\x18\x07 \x01(\x0c\"B\n\nUtxoOutput\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0cparticipants\x18\x03 \x03(\x0c\"L\n\x0bUtxoCommand\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07signers\x18\x03 \x03(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"k\n\x08\x44vpTerms\x12\r\n\x05\x62uyer\x18\x01 \x01(\x0c\x12\x0e\n\x06seller\x18\x02 \x01(\x0c\x12\x0c\n\x04isin\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\"L\n\tCashState\x12\x0e\n\x06issuer\x18\x01 \x01(\x0c\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"N\n\rSecurityState\x12\x0e\n\x06issuer\x18\x01 \x01(\x0c\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x0c\n\x04isin\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"\xa5\x02\n\x15SignedUtxoTransaction\x12\x13\n\x0btransaction\x18\x01 \x01(\x0c\x12\'\n\nsignatures\x18\x02 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12-\n\x10notary_signature\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12.\n\x11notary_signatures\x18\x04 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x36\n\x12notary_batch_proof\x18\x05 \x01(\x0b\x32\x1a.dltmw.v1.NotaryBatchProof\x12\x37\n\x13notary_batch_proofs\x18\x06 \x03(\x0b\x32\x1a.dltmw.v1.NotaryBatchProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64ltmw/v1/utxo.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1b\x64ltmw/v1/notarisation.proto\"\xca\x01\n\x0fUtxoTransaction\x12\"\n\x06inputs\x18\x01 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12&\n\nreferences\x18\x02 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12\x0f\n\x07outputs\x18\x03 \x03(\x0c\x12\x10\n\x08\x63ommands\x18\x04 \x03(\x0c\x12\x0e\n\x06notary\x18\x05 \x01(\t\x12)\n\x0btime_window\x18\x06 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\r\n\x05nonce\x18\x07 \x01(\x0c\"Z\n\nUtxoOutput\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0cparticipants\x18\x03 \x03(\x0c\x12\x16\n\rcontract_hash\x18\xe6\x01 \x01(\t\"d\n\x0bUtxoCommand\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07signers\x18\x03 \x03(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x16\n\rcontract_hash\x18\xe6\x01 \x01(\t\"k\n\x08\x44vpTerms\x12\r\n\x05\x62uyer\x18\x01 \x01(\x0c\x12\x0e\n\x06seller\x18\x02 \x01(\x0c\x12\x0c\n\x04isin\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\"L\n\tCashState\x12\x0e\n\x06issuer\x18\x01 \x01(\x0c\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"N\n\rSecurityState\x12\x0e\n\x06issuer\x18\x01 \x01(\x0c\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x0c\n\x04isin\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"\xa5\x02\n\x15SignedUtxoTransaction\x12\x13\n\x0btransaction\x18\x01 \x01(\x0c\x12\'\n\nsignatures\x18\x02 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12-\n\x10notary_signature\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12.\n\x11notary_signatures\x18\x04 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x36\n\x12notary_batch_proof\x18\x05 \x01(\x0b\x32\x1a.dltmw.v1.NotaryBatchProof\x12\x37\n\x13notary_batch_proofs\x18\x06 \x03(\x0b\x32\x1a.dltmw.v1.NotaryBatchProofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UTXOTRANSACTION']._serialized_start=88
   _globals['_UTXOTRANSACTION']._serialized_end=290
   _globals['_UTXOOUTPUT']._serialized_start=292
-  _globals['_UTXOOUTPUT']._serialized_end=358
-  _globals['_UTXOCOMMAND']._serialized_start=360
-  _globals['_UTXOCOMMAND']._serialized_end=436
-  _globals['_DVPTERMS']._serialized_start=438
-  _globals['_DVPTERMS']._serialized_end=545
-  _globals['_CASHSTATE']._serialized_start=547
-  _globals['_CASHSTATE']._serialized_end=623
-  _globals['_SECURITYSTATE']._serialized_start=625
-  _globals['_SECURITYSTATE']._serialized_end=703
-  _globals['_SIGNEDUTXOTRANSACTION']._serialized_start=706
-  _globals['_SIGNEDUTXOTRANSACTION']._serialized_end=999
+  _globals['_UTXOOUTPUT']._serialized_end=382
+  _globals['_UTXOCOMMAND']._serialized_start=384
+  _globals['_UTXOCOMMAND']._serialized_end=484
+  _globals['_DVPTERMS']._serialized_start=486
+  _globals['_DVPTERMS']._serialized_end=593
+  _globals['_CASHSTATE']._serialized_start=595
+  _globals['_CASHSTATE']._serialized_end=671
+  _globals['_SECURITYSTATE']._serialized_start=673
+  _globals['_SECURITYSTATE']._serialized_end=751
+  _globals['_SIGNEDUTXOTRANSACTION']._serialized_start=754
+  _globals['_SIGNEDUTXOTRANSACTION']._serialized_end=1047
 # @@protoc_insertion_point(module_scope)

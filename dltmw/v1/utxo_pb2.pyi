@@ -97,10 +97,16 @@ class UtxoOutput(_message.Message):
     CONTRACT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    CONTRACT_HASH_FIELD_NUMBER: _builtins.int
     contract: _builtins.str
     """Name of the contract that governs the state ("cash", "security")."""
     data: _builtins.bytes
     """Contract data: a serialised CashState or SecurityState."""
+    contract_hash: _builtins.str
+    """Lower-case hex SHA-256 of the contract package whose `verify` governs the state (the
+    CorDapp hash constraint): verifiers run exactly that package and refuse a hash the network
+    map does not approve for `contract` (docs/utxo.md "Contract packages").
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialised Identity of every party that records this state in its vault."""
@@ -111,10 +117,11 @@ class UtxoOutput(_message.Message):
         contract: _builtins.str = ...,
         data: _builtins.bytes = ...,
         participants: _abc.Iterable[_builtins.bytes] | None = ...,
+        contract_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "data", b"data", "participants", b"participants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "data", b"data", "participants", b"participants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -130,12 +137,17 @@ class UtxoCommand(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SIGNERS_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    CONTRACT_HASH_FIELD_NUMBER: _builtins.int
     contract: _builtins.str
     """Contract the command is addressed to ("cash", "security")."""
     name: _builtins.str
     """Command name within the contract, e.g. "issue", "move", "exit", "transfer"."""
     data: _builtins.bytes
     """Command parameters, e.g. a serialised DvpTerms for contract "dvp"; empty for most commands."""
+    contract_hash: _builtins.str
+    """Lower-case hex SHA-256 of the package of `contract` that verifies this command (as
+    UtxoOutput.contract_hash; every output and command of one contract names the same one).
+    """
     @_builtins.property
     def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialised Identity of every party that must sign the transaction."""
@@ -147,10 +159,11 @@ class UtxoCommand(_message.Message):
         name: _builtins.str = ...,
         signers: _abc.Iterable[_builtins.bytes] | None = ...,
         data: _builtins.bytes = ...,
+        contract_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "data", b"data", "name", b"name", "signers", b"signers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "data", b"data", "name", b"name", "signers", b"signers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

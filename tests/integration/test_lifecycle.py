@@ -18,7 +18,8 @@ import pytest
 from dltmw.client import GatewayClient
 from dltmw.client.contracts import NodeAdmin
 from dltmw.contract_sdk.package import package_dir
-from dltmw.core.contract_package import package_id
+from dltmw.contracts import builtin_package, builtin_package_id
+from dltmw.core.contract_package import Manifest, package_id, write_package
 from dltmw.core.lifecycle import NAMESPACE, Definition, canonical_policy
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import transaction_pb2
@@ -176,6 +177,59 @@ async def test_the_whole_lifecycle_of_a_user_contract(network, tmp_path: Path) -
         err = await _refused(user.submit_transaction("trades", "assets", "init"))
         assert "initialised already" in err.details()
         done = await user.submit_transaction("trades", "assets", "create", "a5", "1")
+        assert done.status.result == C.TX_VALIDATION_CODE_VALID
+    finally:
+        await user.close()
+        await admin.close()
+        await admin2.close()
+
+
+def _kv_v2() -> bytes:
+    """A user-written upgrade of the built-in `kv`: version 2.0 with one more query, `version`
+    (the rest is the built-in's source, so the state it wrote stays readable)."""
+    source = (ROOT / "dltmw" / "contracts" / "kv.py").read_text()
+    anchor = "    @query\n    def get("
+    added = '    @query\n    def version(self, ctx: Context) -> str:\n        return "kv 2.0"\n\n'
+    assert anchor in source
+    return write_package(
+        Manifest("kv", "2.0", "kv:KvContract"), {"kv.py": source.replace(anchor, added + anchor)}
+    )
+
+
+async def test_init_deploys_the_builtins_as_packages_upgraded_like_any_contract(network) -> None:
+    """`dltmw init` installs each built-in's package on every peer and block 0 names its id: the
+    genesis definition (sequence 1) runs that package, and upgrading `kv` to a user-written
+    v2 goes through install, approve by each org, commit at sequence 2, like any contract."""
+    net, sup = network(batch_ms=50)
+    for peer in ("peer0.org1", "peer0.org2"):
+        stored = sup.data_dir(peer) / "contracts" / f"{builtin_package_id('kv')}.zip"
+        assert stored.read_bytes() == builtin_package("kv")
+    user = await GatewayClient.connect(net, "user1.org1")
+    admin = await GatewayClient.connect(net, "admin.org1")
+    admin2 = await GatewayClient.connect(net, "admin.org2")
+    try:
+        listed = await user.evaluate("trades", NAMESPACE, "definitions")
+        genesis = {d["name"]: d for d in json.loads(listed.payload)}
+        assert {n: (d["sequence"], d["package_id"]) for n, d in genesis.items()} == {
+            n: (1, builtin_package_id(n)) for n in ("bank", "bank_rmw", "kv")
+        }
+        done = await user.submit_transaction("trades", "kv", "put", "k", "v1")
+        assert done.status.result == C.TX_VALIDATION_CODE_VALID
+        err = await _refused(user.evaluate("trades", "kv", "version"))
+        assert "has no function 'version'" in err.details()  # v1 has none
+
+        v2 = _kv_v2()
+        for peer in ("peer0.org1", "peer0.org2"):
+            await NodeAdmin(net, peer).install(v2)
+        d2 = Definition("kv", "2.0", 2, package_id(v2), POLICY).to_bytes()
+        for verb, by in (("approve", admin), ("approve", admin2), ("commit", admin)):
+            by.observe_block("trades", done.status.block_number)
+            done = await by.submit_transaction("trades", NAMESPACE, verb, d2)
+            assert done.status.result == C.TX_VALIDATION_CODE_VALID, verb
+        user.observe_block("trades", done.status.block_number)
+        assert (await user.evaluate("trades", "kv", "version")).payload == b"kv 2.0"
+        assert (await user.evaluate("trades", "kv", "get", "k")).payload == b"v1"
+        done = await user.submit_transaction("trades", "kv", "put", "k", "v2")
         assert done.status.result == C.TX_VALIDATION_CODE_VALID
     finally:
         await user.close()

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient, holdings_of
+from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import (
     TxSpec,
     build_transaction,
@@ -23,7 +24,7 @@ from dltmw.core.utxo.build import (
     sign_request,
     sign_transaction,
 )
-from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.core.utxo.model import Command, Output, Ref, WireTx, read_transaction
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import flow_service_pb2, flow_service_pb2_grpc, utxo_pb2, vault_service_pb2
@@ -95,6 +96,7 @@ id = "ops.bystander"
 org = "Bystander"
 """
 ISIN = "JP3000000001"
+UNAPPROVED = "ab" * 32  # a package hash no network map approves
 NODE_OF = {
     "ops.bank": "bank",
     "ops.exchange": "exchange",
@@ -422,3 +424,103 @@ async def test_bad_input_gets_a_specific_status_and_moves_nothing(market: Market
         assert (err.value.code(), reason_of(err.value)) == (code, reason), command
     assert await m.holdings("trader.brokera") == before
     assert await m.holdings("trader.brokerb") == {("cash", "JPY"): 1_000_000}
+
+
+def unapproved_cash_move(
+    m: Market,
+) -> tuple[PartyFiles, WireTx, utxo_pb2.SignedUtxoTransaction]:
+    """brokerb moves its issued cash to brokera by cash's rules, signed by brokerb, but every
+    output and command names a package hash the network map does not approve for `cash`."""
+    owner = PartyFiles.load(m.net, "trader.brokerb")
+    me = owner.signer.identity_bytes
+    issued = read_transaction(
+        utxo_pb2.SignedUtxoTransaction.FromString(m.cash_issue.signed_transaction).transaction
+    )
+    moved = cash_output(m.id("bank"), m.id("brokera"), "JPY", 1_000_000)
+    raw = build_transaction(
+        TxSpec(
+            notary="notary0",
+            nonce=secrets.token_bytes(32),
+            inputs=[issued.out_ref(0)],
+            outputs=[Output(moved.contract, moved.data, moved.participants, UNAPPROVED)],
+            commands=[Command("cash", "move", (me,), b"", UNAPPROVED)],
+        )
+    )
+    wire = read_transaction(raw)
+    assert {o.contract_hash for o in wire.outputs} == {UNAPPROVED}
+    return owner, wire, sign_transaction(raw, wire.tx_id, [owner.signer])
+
+
+async def test_validating_notary_refuses_a_contract_package_the_network_did_not_approve(
+    network: Start,
+) -> None:
+    """A cash move that obeys cash's rules and is signed by the owner, but names a package hash
+    the network map does not approve for `cash`: the validating notary refuses it with
+    UTXO_CONTRACT_NOT_APPROVED and consumes nothing (the state is then spent normally)."""
+    topology = MARKET.replace('roles = ["notary"]', 'roles = ["notary"]\nvalidating = true')
+    m = await open_market(network, topology)
+    try:
+        owner, wire, stx = unapproved_cash_move(m)
+        me = owner.signer.identity_bytes
+        payload = notarisation_payload(
+            wire, me, stx.SerializeToString(), [m.cash_issue.signed_transaction]
+        )
+        async with await NotaryClient.connect(owner, "notary0") as notary:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await notary.notarise(sign_request(payload, owner.signer))
+        assert (err.value.code(), reason_of(err.value)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UTXO_CONTRACT_NOT_APPROVED",
+        )
+        # nothing consumed: the same state moves under the approved built-in package
+        await m.vaults["trader.brokerb"].move("cash", m.id("brokera"), "JPY", 1_000_000)
+        assert await m.holdings("trader.brokera") == {
+            ("security", ISIN): 100,
+            ("cash", "JPY"): 1_000_000,
+        }
+    finally:
+        for v in m.vaults.values():
+            await v.close()
+
+
+async def test_a_counterparty_vault_refuses_a_contract_package_the_network_did_not_approve(
+    market: Market,
+) -> None:
+    """With a non-validating notary (it sees no outputs), a cash move naming an unapproved
+    package hash is notarised, but the counterparty's vault refuses to record it with
+    UTXO_CONTRACT_NOT_APPROVED and stores nothing."""
+    m = market
+    owner, wire, stx = unapproved_cash_move(m)
+    me = owner.signer.identity_bytes
+    async with await NotaryClient.connect(owner, "notary0") as notary:
+        answer = await notary.notarise(sign_request(notarisation_payload(wire, me), owner.signer))
+    stx.notary_signature.CopyFrom(answer.notary_signature)
+    if answer.HasField("batch_proof"):
+        stx.notary_batch_proof.CopyFrom(answer.batch_proof)
+    before = stored_tx_ids(m.net, "brokera")
+    node = m.net / "nodes" / "brokerb"
+    signer = SigningIdentity.from_pem(
+        "BrokerB", (node / "identity.pem").read_bytes(), (node / "identity.key").read_bytes()
+    )
+    msg = flow_service_pb2.FlowMessage(
+        requester=signer.identity_bytes, signed_transaction=stx.SerializeToString()
+    )
+    msg.timestamp.GetCurrentTime()
+    body = msg.SerializeToString()
+    channel = await owner.channel_to("brokera")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await flow_service_pb2_grpc.FlowServiceStub(channel).RecordTransaction(
+                flow_service_pb2.RecordTransactionRequest(
+                    message=body, signature=signer.sign(body)
+                ),
+                timeout=30,
+            )
+    finally:
+        await channel.close(None)
+    assert (err.value.code(), reason_of(err.value)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "UTXO_CONTRACT_NOT_APPROVED",
+    )
+    assert stored_tx_ids(m.net, "brokera") == before
+    assert ("cash", "JPY") not in await m.holdings("trader.brokera")

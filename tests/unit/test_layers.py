@@ -41,7 +41,8 @@ LAYERS: dict[str, frozenset[str]] = {
     # the embedding SDK: typed clients over `client`, and whole networks in the caller's process
     # (`pki` makes their material, `runtime` runs their nodes); `contracts` for the bus's limits
     "sdk": frozenset({"core", "contracts", "aio", "net", "rpc", "client", "pki", "runtime", "v1"}),
-    "pki": frozenset({"core", "net", "v1"}),
+    # `contracts`: init installs the built-in contracts' packages and names them in block 0
+    "pki": frozenset({"core", "contracts", "net", "v1"}),
     "ops": frozenset({"runtime", "core", "net", "v1"}),
     "bench": frozenset(
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dltmw.contracts import builtin_contract
 from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
 from dltmw.ledger.at_rest import PLAIN, DataKeyRing, RecordCipher
@@ -41,7 +42,10 @@ def executor(store: PrivateStore) -> PrivateExecutor:
     config = config_pb2.ChannelConfig(
         channel_id="c", contracts=[config_pb2.ContractConfig(name="bank")]
     )
-    peer: Any = SimpleNamespace(view=SimpleNamespace(config=config, channel_id="c"))
+    deployed = SimpleNamespace(deployed=lambda: {"bank": builtin_contract("bank")})
+    peer: Any = SimpleNamespace(
+        view=SimpleNamespace(config=config, channel_id="c"), lifecycle=deployed
+    )
     return PrivateExecutor(ME, peer, store)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dltmw.client.purge import approve, purge_body
+from dltmw.contracts import builtin_contract
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.errors import ClientError
 from dltmw.core.hashing import compute_tx_id
@@ -220,7 +221,10 @@ def executor(store: PrivateStore) -> PrivateExecutor:
     config = config_pb2.ChannelConfig(
         channel_id="c", contracts=[config_pb2.ContractConfig(name="bank")]
     )
-    peer: object = type("Peer", (), {"view": type("V", (), {"config": config})()})()
+    lifecycle = type("L", (), {"deployed": lambda self: {"bank": builtin_contract("bank")}})()
+    peer: object = type(
+        "Peer", (), {"view": type("V", (), {"config": config})(), "lifecycle": lifecycle}
+    )()
     return PrivateExecutor(KEYS[0], peer, store)  # type: ignore[arg-type]
 
 

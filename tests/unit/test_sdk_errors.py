@@ -89,6 +89,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "NOTARISATION_PROOF_INVALID": E.InvalidRequest,
     "ESCROW_MISMATCH": E.InvalidRequest,
     "ESCROW_PAYOUT_INVALID": E.InvalidRequest,
+    "UTXO_CONTRACT_UNKNOWN": E.PreconditionFailed,
+    "UTXO_CONTRACT_NOT_APPROVED": E.PreconditionFailed,
 }
 RETRYABLE = {
     "OVERLOADED",

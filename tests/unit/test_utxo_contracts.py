@@ -74,7 +74,6 @@ INVALID = {
     "no-command": ([cash(A, 100)], [cash(B, 100)], []),
     "two-cash-commands": ([cash(A, 1)], [cash(B, 1)], [cmd("cash", "move", A)] * 2),
     "unknown-command": ([cash(A, 1)], [cash(B, 1)], [cmd("cash", "steal", A)]),
-    "unknown-contract": ([], [Output("gold", b"", (A,))], [cmd("gold", "issue", A)]),
     "owner-not-participant": (
         [],
         [Output("cash", cash(A, 5).data, (B,))],

@@ -10,7 +10,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from dltmw.core.identity import SigningIdentity
-from dltmw.core.utxo.model import Command, Output, Ref, Window, WireTx, window_message
+from dltmw.core.utxo.model import (
+    Command,
+    Output,
+    Ref,
+    Window,
+    WireTx,
+    command_message,
+    output_message,
+    window_message,
+)
 from dltmw.v1 import identity_pb2, notarisation_pb2, utxo_pb2
 
 NO_WINDOW = Window()
@@ -69,18 +78,8 @@ def build_transaction(spec: TxSpec) -> bytes:
     msg = utxo_pb2.UtxoTransaction(
         inputs=[state_ref(r) for r in spec.inputs],
         references=[state_ref(r) for r in spec.references],
-        outputs=[
-            utxo_pb2.UtxoOutput(
-                contract=o.contract, data=o.data, participants=list(o.participants)
-            ).SerializeToString()
-            for o in spec.outputs
-        ],
-        commands=[
-            utxo_pb2.UtxoCommand(
-                contract=c.contract, name=c.name, signers=list(c.signers), data=c.data
-            ).SerializeToString()
-            for c in spec.commands
-        ],
+        outputs=[output_message(o).SerializeToString() for o in spec.outputs],
+        commands=[command_message(c).SerializeToString() for c in spec.commands],
         notary=spec.notary,
         nonce=spec.nonce,
     )

@@ -21,7 +21,9 @@ neither does.
             only by a `cash.move` in the same transaction.
 
 Platform rules checked here too: every state's owner is among its participants, amounts are
-positive. Signatures themselves are checked by `verify.check_signatures`.
+positive. Signatures themselves are checked by `verify.check_signatures`. Each contract is also
+a content-addressed package (`dltmw/contracts/utxo.py`): transactions name its hash, and only
+an approved hash runs (`constraints.py`).
 """
 
 from __future__ import annotations
@@ -272,22 +274,13 @@ def _is(s: utxo_pb2.CashState, owner: bytes, group: tuple[bytes, str]) -> bool:
     return s.owner == owner and (s.issuer, s.currency) == group
 
 
+# The registry of UTXO contract code: a new contract adds its `verify` here (its package, and so
+# its hash, is the source of the module defining it: dltmw/contracts/utxo.py; regenerate
+# core/utxo/packages.py). Which of them a transaction runs is decided by the package hashes it
+# names (core/utxo/constraints.py), never by the name alone.
 CONTRACTS: dict[str, Callable[[LedgerTx], None]] = {
     "cash": verify_cash,
     "security": verify_security,
     "dvp": verify_dvp,
     "escrow": verify_escrow,
 }
-
-
-def verify_contracts(tx: LedgerTx) -> None:
-    """Run every contract the transaction touches; ContractRejected if any refuses."""
-    names = {s.output.contract for s in tx.inputs} | {o.contract for o in tx.outputs}
-    names |= {c.contract for c in tx.wire.commands}
-    if not names:
-        raise ContractRejected("a transaction must touch at least one contract")
-    for name in sorted(names):
-        contract = CONTRACTS.get(name)
-        if contract is None:
-            raise ContractRejected(f"unknown contract {name!r}")
-        contract(tx)

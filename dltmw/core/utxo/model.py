@@ -22,6 +22,7 @@ from dltmw.core.errors import ClientError
 from dltmw.core.hashing import NONCE_MIN_BYTES
 from dltmw.core.timestamps import checked_datetime
 from dltmw.core.txcheck import parse
+from dltmw.core.utxo.packages import BUILTIN_HASHES
 from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
 
 R = errors_pb2
@@ -184,23 +185,41 @@ def refs_of(msgs: Iterable[notarisation_pb2.StateRef], what: str) -> tuple[Ref, 
     return refs
 
 
+BUILT_IN = "built-in"  # a builder's default `contract_hash` (never on the wire: not hex)
+
+
+def _default_hash(contract: str, contract_hash: str) -> str:
+    """`contract_hash` as given, or for BUILT_IN the package id of the built-in `contract`."""
+    return BUILTIN_HASHES.get(contract, "") if contract_hash == BUILT_IN else contract_hash
+
+
 @dataclass(frozen=True)
 class Output:
-    """One output state: its contract, contract data and participants."""
+    """One output state: its contract, contract data, participants and the package hash of
+    the contract's code (`core/utxo/constraints.py`; built without one: the built-in's)."""
 
     contract: str
     data: bytes
     participants: tuple[bytes, ...]
+    contract_hash: str = BUILT_IN
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contract_hash", _default_hash(self.contract, self.contract_hash))
 
 
 @dataclass(frozen=True)
 class Command:
-    """One command: contract, name, required signers and parameters."""
+    """One command: contract, name, required signers, parameters and the package hash of the
+    contract's code (as `Output.contract_hash`)."""
 
     contract: str
     name: str
     signers: tuple[bytes, ...]
     data: bytes = b""
+    contract_hash: str = BUILT_IN
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contract_hash", _default_hash(self.contract, self.contract_hash))
 
 
 @dataclass(frozen=True)
@@ -225,18 +244,53 @@ class WireTx:
         return frozenset(s for c in self.commands for s in c.signers)
 
 
+def output_of(msg: utxo_pb2.UtxoOutput) -> Output:
+    """The Output of a UtxoOutput message (its contract hash as the wire has it, "" if none)."""
+    return Output(msg.contract, msg.data, tuple(msg.participants), msg.contract_hash)
+
+
+def output_message(output: Output) -> utxo_pb2.UtxoOutput:
+    """The UtxoOutput message of an Output."""
+    return utxo_pb2.UtxoOutput(
+        contract=output.contract,
+        data=output.data,
+        participants=list(output.participants),
+        contract_hash=output.contract_hash,
+    )
+
+
+def command_message(command: Command) -> utxo_pb2.UtxoCommand:
+    """The UtxoCommand message of a Command."""
+    return utxo_pb2.UtxoCommand(
+        contract=command.contract,
+        name=command.name,
+        signers=list(command.signers),
+        data=command.data,
+        contract_hash=command.contract_hash,
+    )
+
+
 def _output(raw: bytes) -> Output:
     msg = parse(utxo_pb2.UtxoOutput, raw, "output")
     if not msg.contract:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "output.contract is missing")
-    return Output(msg.contract, msg.data, tuple(msg.participants))
+    _check_hash(msg.contract_hash)
+    return output_of(msg)
 
 
 def _command(raw: bytes) -> Command:
     msg = parse(utxo_pb2.UtxoCommand, raw, "command")
     if not msg.contract or not msg.name:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command.contract/name is missing")
-    return Command(msg.contract, msg.name, tuple(msg.signers), msg.data)
+    _check_hash(msg.contract_hash)
+    return Command(msg.contract, msg.name, tuple(msg.signers), msg.data, msg.contract_hash)
+
+
+def _check_hash(contract_hash: str) -> None:
+    """INVALID_FIELD unless a contract hash is empty or 64 lower-case hex digits (whether it is
+    one this node runs is `constraints.ContractCode`'s question)."""
+    if contract_hash and not is_tx_id(contract_hash):
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, "contract_hash is not a SHA-256 in hex")
 
 
 def read_transaction(raw: bytes) -> WireTx:

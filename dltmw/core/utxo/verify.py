@@ -19,7 +19,8 @@ from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.merkle import Proof
 from dltmw.core.notary_batch import proof_of_pb, signed_message
 from dltmw.core.txcheck import parse
-from dltmw.core.utxo.contracts import ContractRejected, LedgerTx, StateAndRef, verify_contracts
+from dltmw.core.utxo.constraints import BUILTIN_CODE, ContractCode
+from dltmw.core.utxo.contracts import ContractRejected, LedgerTx, StateAndRef
 from dltmw.core.utxo.model import Output, Ref, WireTx, read_transaction
 from dltmw.v1 import errors_pb2, identity_pb2, utxo_pb2
 
@@ -177,9 +178,15 @@ def resolve(wire: WireTx, lookup: Callable[[Ref], Output | None]) -> LedgerTx:
     return LedgerTx(wire, tuple(resolved[0]), tuple(resolved[1]))
 
 
-def verify_ledger_tx(ltx: LedgerTx) -> None:
-    """Run the contracts; CONTRACT_FAILED if one refuses."""
+def verify_ledger_tx(ltx: LedgerTx, code: ContractCode = BUILTIN_CODE) -> None:
+    """Run exactly the contract packages the transaction names, once each approved and held
+    here (`code.select`: UTXO_CONTRACT_NOT_APPROVED / UTXO_CONTRACT_UNKNOWN otherwise);
+    CONTRACT_FAILED if one refuses."""
+    runs = code.select(ltx)
     try:
-        verify_contracts(ltx)
+        if not runs:
+            raise ContractRejected("a transaction must touch at least one contract")
+        for _, verify in runs:
+            verify(ltx)
     except ContractRejected as exc:
         raise ClientError(R.ERROR_REASON_CONTRACT_FAILED, f"{ltx.wire.tx_id[:12]}: {exc}") from None

@@ -77,6 +77,7 @@ class UtxoServices:
                 pool,
                 validating=netmap.validating.get(config.node_id, False),
                 queue_max=config.limits.queue_max,
+                code=netmap.contract_code,
             )
         if "vault" in config.roles:
             store = VaultStore(

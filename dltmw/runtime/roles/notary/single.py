@@ -35,6 +35,7 @@ from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spen
 from dltmw.core.identity import Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.utxo.build import org_of
+from dltmw.core.utxo.constraints import BUILTIN_CODE, ContractCode
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.notary_store import NotaryStore
 from dltmw.runtime.context import NodeContext
@@ -158,8 +159,9 @@ class NotaryRole:
         pool: ThreadPoolExecutor,
         validating: bool,
         queue_max: int,
+        code: ContractCode = BUILTIN_CODE,
     ) -> None:
-        self.identity = NotaryIdentity(ctx.node_id, ctx.signer.identity_bytes, validating)
+        self.identity = NotaryIdentity(ctx.node_id, ctx.signer.identity_bytes, validating, code)
         self.membership = membership
         self.store = store
         self._pool = pool

@@ -163,9 +163,21 @@ class ChannelLifecycle:
                 contract = InitRequired(contract, definition.sequence)
             self._running[name] = (definition, contract)
 
+    def deployed(self) -> dict[str, Contract]:
+        """(Blocking: may load packages.) The contracts the current committed definitions run,
+        by name, leaving out those that cannot run here (not installed): what the private
+        executor runs private invocations with (runtime/roles/privacy/executor.py)."""
+        out: dict[str, Contract] = {}
+        for name, definition in self.view.definitions.items():
+            try:
+                out[name] = self._load(definition)
+            except ClientError:
+                continue
+        return out
+
     def _load(self, definition: Definition) -> Contract:
         name, pid = definition.name, definition.package_id
-        if not pid:
+        if not pid:  # legacy: a block 0 that names no package runs the built-in of that name
             builtin = builtin_contract(name)
             if builtin is None:
                 raise ClientError(R.ERROR_REASON_CONTRACT_NOT_FOUND, f"no built-in {name!r}")

@@ -27,7 +27,6 @@ from functools import partial
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.tasks import cancel_and_wait
-from dltmw.contracts import builtin_contract
 from dltmw.core.contract import Contract
 from dltmw.core.effects import Token
 from dltmw.core.errors import InvariantViolation, TransientError
@@ -187,23 +186,32 @@ class PrivateExecutor:
         self._key = key
         self._peer = peer
         self.store = store
-        deployed = {c.name for c in peer.view.config.contracts}
-        self._contracts = {n: c for n in deployed if (c := builtin_contract(n)) is not None}
+        self._contracts: dict[str, Contract] | None = None  # loaded on first use (`start`)
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
         self.height = 0  # every block below it has been looked at
 
+    def _deployed(self) -> dict[str, Contract]:
+        """The deployed contracts, loaded once (blocking: `start` runs it on the store thread)."""
+        if self._contracts is None:
+            self._contracts = self._peer.lifecycle.deployed()
+        return self._contracts
+
     def contract_of(self, name: str) -> Contract | None:
         """A contract deployed on the channel (what private transactions may invoke)."""
-        return self._contracts.get(name)
+        return self._deployed().get(name)
 
     def core(self, next_block: int) -> PrivateExecution:
         """The decision core, resuming at `next_block`."""
-        return PrivateExecution(self._key, self._contracts.get, next_block)
+        return PrivateExecution(self._key, self.contract_of, next_block)
 
     async def start(self) -> None:
-        """Resume after the last executed block (a stopped executor may start again)."""
+        """Resume after the last executed block (a stopped executor may start again), running
+        the contracts deployed on the channel as of now: the packages their committed
+        definitions name (a definition committed later runs here after a restart)."""
+        self._contracts = None
+        await asyncio.get_running_loop().run_in_executor(self.store.executor, self._deployed)
         self.height = await self.store.cursor()
         cid = self._peer.view.channel_id
         self._driver = Driver(

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from dltmw.core.errors import ClientError, PeerError
 from dltmw.core.identity import Membership
+from dltmw.core.utxo.constraints import BUILTIN_CODE, ContractCode
 from dltmw.core.utxo.contracts import LedgerTx
 from dltmw.core.utxo.model import Output, Ref, WireTx
 from dltmw.core.utxo.verify import (
@@ -77,10 +78,12 @@ def verify_full(
     membership: Membership,
     now: datetime,
     allowed_missing: frozenset[bytes] = frozenset(),
+    code: ContractCode = BUILTIN_CODE,
 ) -> LedgerTx:
-    """Resolve against `known`, run the contracts, check signatures; returns the LedgerTx."""
+    """Resolve against `known`, run the contract packages it names (approved in `code`: the
+    network map's), check signatures; returns the LedgerTx."""
     ltx = resolve(stx.wire, lookup_in(known))
-    verify_ledger_tx(ltx)
+    verify_ledger_tx(ltx, code)
     check_signatures(stx, membership, now, allowed_missing)
     return ltx
 
@@ -127,7 +130,7 @@ class Backchain:
             if self.vouched(stx):
                 check_signatures(stx, self._membership, now)
             else:
-                verify_full(stx, verified, self._membership, now)
+                verify_full(stx, verified, self._membership, now, code=self._netmap.contract_code)
             verified[stx.wire.tx_id] = stx
         await self._store.store_dependencies(order)
         return verified

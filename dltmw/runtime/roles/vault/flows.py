@@ -213,7 +213,9 @@ async def complete(role: VaultRole, transaction: bytes, observers: list[str]) ->
     now = utc_now()
     known = await role.backchain.resolve(wire, _local_only, now)
     required = wire.required_signers()
-    verify_full(_signed(transaction, []), known, role.membership, now, required)
+    verify_full(
+        _signed(transaction, []), known, role.membership, now, required, role.netmap.contract_code
+    )
     stx = utxo_pb2.SignedUtxoTransaction(transaction=transaction)
     if role.me in required:
         add_signature(stx, wire.tx_id, role.me, role.ctx.signer.sign)
@@ -228,7 +230,8 @@ async def complete(role: VaultRole, transaction: bytes, observers: list[str]) ->
             raise TypeError("unexpected reply")
         signed_by(wire.tx_id, [(party, reply.signature.signature)], role.membership, now)
         stx.signatures.add(signer=party, signature=reply.signature.signature)
-    verify_full(read_signed(stx.SerializeToString()), known, role.membership, now)
+    code = role.netmap.contract_code
+    verify_full(read_signed(stx.SerializeToString()), known, role.membership, now, code=code)
     await _notarise(
         role,
         stx,

@@ -214,7 +214,8 @@ class VaultRole:
             stx.wire, self.fetcher(self.node_of_sender(sender)), now
         )
         missing_ok = required - {sender.identity_bytes}
-        ltx = verify_full(stx, known, self.membership, now, frozenset(missing_ok))
+        code = self.netmap.contract_code
+        ltx = verify_full(stx, known, self.membership, now, frozenset(missing_ok), code)
         mine = {s.ref for s in ltx.inputs if owner_of(s.output) == self.me}
         if mine:
             offer = self._offers.get(sender.identity_bytes)
@@ -242,11 +243,12 @@ class VaultRole:
         contracts and every required signature."""
         now = utc_now()
         check_notary(stx, self.netmap, self.membership, now)
+        self.netmap.contract_code.named(stx.wire)  # unknown or unapproved code: fetch nothing
         if self.backchain.vouched(stx):
             check_signatures(stx, self.membership, now)  # the validating notary verified the rest
         else:
             known = await self.backchain.resolve(stx.wire, self.fetcher(node_id), now)
-            verify_full(stx, known, self.membership, now)
+            verify_full(stx, known, self.membership, now, code=self.netmap.contract_code)
 
     def node_of_sender(self, sender: VerifiedIdentity) -> str:
         """The vault node that sent a flow message (its identity must be a node's)."""
