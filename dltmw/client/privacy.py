@@ -232,6 +232,15 @@ class PrivacyClient:
             function=function,
             args=[a.encode() if isinstance(a, str) else a for a in args],
         )
+        return await self.submit_invocation(channel_id, recipient_orgs, invocation)
+
+    async def submit_invocation(
+        self,
+        channel_id: str,
+        recipient_orgs: Sequence[str],
+        invocation: private_payload_pb2.PrivateInvocation,
+    ) -> PrivateSubmitted:
+        """`submit_private` of a ready invocation (a privacy group's: `client/groups.py`)."""
         digest = await self.send_coalesced(
             channel_id, invocation.SerializeToString(), recipient_orgs
         )
