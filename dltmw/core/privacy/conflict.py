@@ -28,9 +28,10 @@ purge deletes the hashes of the keys it deletes (`purge_rwset`), as it deletes t
 Disclosed: which transactions touch the same private key (linkable hashes), and for a guessable
 key name, which key (the same as Fabric's hashed keys). Range reads of private state are checked
 key by key (the keys read), not as ranges: a key inserted into a range read is not a conflict.
-Recipient sets stand for privacy groups until there are groups (lane GROUPS: the group id then
-replaces the set): a transaction among a SUBSET of the parties that changed a key is not seen by
-the larger set's hash (STALE there, as before). Only channels whose private transactions carry
+A privacy group's keys are scoped by the group (`scope_of`: its namespace names the group), so
+they stay the same when members are added; outside groups the recipient set scopes them, and a
+transaction among a SUBSET of the parties that changed a key is not seen by the larger set's
+hash (STALE there, as before). Only channels whose private transactions carry
 agreements use it (a channel without `ALL_RECIPIENTS` has no agreed pre-state to be stale).
 """
 
