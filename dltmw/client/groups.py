@@ -55,13 +55,7 @@ async def group_call(
     *args: str | bytes,
 ) -> PrivateSubmitted:
     """Call `contract` in `group`'s private state."""
-    invocation = private_payload_pb2.PrivateInvocation(
-        contract=contract,
-        function=function,
-        args=[a.encode() if isinstance(a, str) else a for a in args],
-        group=group,
-    )
-    return await pc.submit_invocation(channel_id, (), invocation)
+    return await pc.submit_private(channel_id, (), contract, function, *args, group=group)
 
 
 async def share_history(

@@ -15,6 +15,7 @@ group's state); the membership record's version is the block of the group's last
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from dltmw.core.privacy.groups import PREFIX, members_of, scoped
 from dltmw.core.rwset import Version
@@ -51,11 +52,7 @@ def group_state_hash(conn: sqlite3.Connection, group: str, values: ValueCodec = 
         " WHERE namespace>=? AND namespace<?",
         (low, high),
     )
-    entries = (
-        (r[0], r[1], values.open("pstate", state_id(r[0], r[1]), bytes(r[2])), Version(r[3], r[4]))
-        for r in rows
-    )
-    return accumulate(entries).digest()
+    return _digest(rows, values)
 
 
 def no_group_state_hash(conn: sqlite3.Connection, values: ValueCodec = PLAIN) -> bytes:
@@ -66,6 +63,11 @@ def no_group_state_hash(conn: sqlite3.Connection, values: ValueCodec = PLAIN) ->
         " WHERE NOT (namespace>=? AND namespace<?)",
         (low, high),
     )
+    return _digest(rows, values)
+
+
+def _digest(rows: Iterable[tuple[str, str, bytes, int, int]], values: ValueCodec) -> bytes:
+    """The multiset hash of pstate rows (namespace, key, value, block, index), values opened."""
     entries = (
         (r[0], r[1], values.open("pstate", state_id(r[0], r[1]), bytes(r[2])), Version(r[3], r[4]))
         for r in rows

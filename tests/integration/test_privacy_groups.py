@@ -1,14 +1,14 @@
 """Privacy groups on real node processes (docs/privacy.md "Privacy groups").
 
-One channel, two groups: `g1` (Org1, Org2) and `g2` (Org2, Org3), besides the no-group state;
-Regulator's node is the channel's auditor (a recipient of everything, so of every group). The
-channel requires every recipient's agreement before commit (the default). Tests run in file
-order and build on each other: the groups keep separate states (equal hashes within a group,
-different across), the rules refuse bad group transactions at Send with nothing changed, Org3
-joins g1 later and catches up to the same group state hash (AddRecipients + Recover), a purge
-of a g1 key by the group removes the canary from every member's files (and one naming other
-nodes than the group's is kept), and a member whose group state was tampered makes a g1
-transaction invalid everywhere.
+test_privacy.py's network, channel `deals` (every recipient agrees before commit): two groups,
+`g1` (Org1, Org2) and `g2` (Org2, Org3), besides the no-group state; Regulator's node is the
+channel's auditor (a recipient of everything, so of every group). Tests run in file order and
+build on each other: the groups keep separate states (equal hashes within a group, different
+across), the rules refuse bad group transactions at Send with nothing changed, Org3 joins g1
+later and catches up to the same group state hash (AddRecipients + Recover), a purge of a g1
+key by the group removes the canary from every member's store files (one naming other nodes
+than the group's is kept), and a member whose group state was tampered makes a g1 transaction
+invalid everywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dltmw.client import GatewayClient
 from dltmw.client.groups import (
     add_to_group,
     change_invocation,
@@ -30,7 +29,6 @@ from dltmw.client.groups import (
     group_call,
     share_history,
 )
-from dltmw.client.privacy import PrivacyClient
 from dltmw.client.purge import approve, purge_body, submit_purge
 from dltmw.core.privacy.groups import scoped
 from dltmw.ledger.private_groups import group_ids, group_state_hash
@@ -42,62 +40,11 @@ from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import private_group_pb2 as G
 from dltmw.v1 import private_payload_pb2, transaction_pb2
 
+from .test_privacy import DEALS, ORGS, TOPOLOGY, clients, close
+
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
-CH = "desks"
-ORGS = ("org1", "org2", "org3", "regulator")
-TOPOLOGY = """
-name = "groups"
-[[orgs]]
-id = "Org1"
-[[orgs]]
-id = "Org2"
-[[orgs]]
-id = "Org3"
-[[orgs]]
-id = "Regulator"
-[[orgs]]
-id = "OrdererOrg"
-[[nodes]]
-id = "orderer0"
-org = "OrdererOrg"
-roles = ["orderer"]
-[[nodes]]
-id = "peer0.org1"
-org = "Org1"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org2"
-org = "Org2"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org3"
-org = "Org3"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.regulator"
-org = "Regulator"
-roles = ["peer", "gateway"]
-[[clients]]
-id = "user1.org1"
-org = "Org1"
-[[clients]]
-id = "user1.org2"
-org = "Org2"
-[[clients]]
-id = "user1.org3"
-org = "Org3"
-[[clients]]
-id = "user1.regulator"
-org = "Regulator"
-[[channels]]
-id = "desks"
-members = ["Org1", "Org2", "Org3", "Regulator"]
-orderers = ["orderer0"]
-privacy_auditors = ["peer0.regulator"]
-contracts = [{ name = "kv" }]
-batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
-"""
+CH = DEALS  # the channel of test_privacy.py's topology that requires agreements
 CANARY = os.urandom(24).hex().encode()
 G1_SENT: dict[str, list[bytes]] = {"org1": [], "org2": []}  # g1 payloads each member's node sent
 
@@ -105,7 +52,7 @@ G1_SENT: dict[str, list[bytes]] = {"org1": [], "org2": []}  # g1 payloads each m
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
     tmp = tmp_path_factory.mktemp("groups")
-    (tmp / "topology.toml").write_text(TOPOLOGY)
+    (tmp / "topology.toml").write_text(TOPOLOGY)  # test_privacy.py's network
     init_network(tmp / "topology.toml", tmp / "net")
     sup = Supervisor(tmp / "net")
     try:
@@ -115,15 +62,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Superv
         order = sorted(sup.nodes, key=lambda n: (n != "peer0.org1", n.startswith("orderer")))
         codes = {n: sup.stop(n) for n in order}
         assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
-
-
-async def clients(net: Path) -> dict[str, PrivacyClient]:
-    return {o: PrivacyClient(await GatewayClient.connect(net, f"user1.{o}")) for o in ORGS}
-
-
-async def close(pcs: dict[str, PrivacyClient]) -> None:
-    for pc in pcs.values():
-        await pc.close()
 
 
 def db_path(net: Path, org: str) -> Path:
