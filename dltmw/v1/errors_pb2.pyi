@@ -256,8 +256,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     Nothing was ordered.
     """
     ERROR_REASON_PRIVACY_GROUP_UNKNOWN: _ErrorReason.ValueType  # 135
-    """NOT_FOUND: a privacy group call or ADD names a group this node's private state does not
-    hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata {"group"}.
+    """FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state
+    does not hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata
+    {"group"}.
     """
     ERROR_REASON_PRIVACY_GROUP_EXISTS: _ErrorReason.ValueType  # 136
     """ALREADY_EXISTS: a privacy group CREATE names a group that exists. Nothing was sent."""
@@ -515,8 +516,9 @@ ERROR_REASON_PRIVATE_PURGE_BAD_SIGNATURE: ErrorReason.ValueType  # 118
 Nothing was ordered.
 """
 ERROR_REASON_PRIVACY_GROUP_UNKNOWN: ErrorReason.ValueType  # 135
-"""NOT_FOUND: a privacy group call or ADD names a group this node's private state does not
-hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata {"group"}.
+"""FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state
+does not hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata
+{"group"}.
 """
 ERROR_REASON_PRIVACY_GROUP_EXISTS: ErrorReason.ValueType  # 136
 """ALREADY_EXISTS: a privacy group CREATE names a group that exists. Nothing was sent."""

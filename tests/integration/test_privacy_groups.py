@@ -193,9 +193,9 @@ async def test_bad_group_transactions_are_refused_and_change_nothing(
     cases = [
         # the auditor holds g1's state but is not a member; Org3's node does not know g1
         ("regulator", call, [], grpc.StatusCode.PERMISSION_DENIED, "PRIVACY_GROUP_NOT_MEMBER"),
-        ("org3", call, [], grpc.StatusCode.NOT_FOUND, "PRIVACY_GROUP_UNKNOWN"),
+        ("org3", call, [], grpc.StatusCode.FAILED_PRECONDITION, "PRIVACY_GROUP_UNKNOWN"),
         ("org1", create, [], grpc.StatusCode.ALREADY_EXISTS, "PRIVACY_GROUP_EXISTS"),
-        ("org1", unknown, [], grpc.StatusCode.NOT_FOUND, "PRIVACY_GROUP_UNKNOWN"),
+        ("org1", unknown, [], grpc.StatusCode.FAILED_PRECONDITION, "PRIVACY_GROUP_UNKNOWN"),
         (
             "org1",
             call,

@@ -85,6 +85,11 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_PURGE_NOT_AUTHORIZED": E.PermissionDenied,
     "PRIVATE_PURGE_MALFORMED": E.InvalidRequest,
     "PRIVATE_PURGE_BAD_SIGNATURE": E.InvalidRequest,
+    "PRIVACY_GROUP_UNKNOWN": E.PreconditionFailed,
+    "PRIVACY_GROUP_EXISTS": E.AlreadyExists,
+    "PRIVACY_GROUP_NOT_MEMBER": E.PermissionDenied,
+    "PRIVACY_GROUP_RECIPIENTS_MISMATCH": E.InvalidRequest,
+    "PRIVACY_GROUP_INVALID": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",
