@@ -14,8 +14,10 @@ invalid everywhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import private_group_pb2 as G
 from dltmw.v1 import private_payload_pb2, transaction_pb2
 
+from .cli import DLTMW, dltmw
 from .test_privacy import DEALS, ORGS, TOPOLOGY, clients, close
 
 pytestmark = pytest.mark.integration
@@ -216,6 +219,27 @@ async def test_bad_group_transactions_are_refused_and_change_nothing(
         await close(pcs)
 
 
+def test_the_cli_creates_and_calls_a_group_and_names_a_refusal(
+    net: tuple[Path, Supervisor],
+) -> None:
+    path, _ = net
+    base = [str(path), CH, "g3"]
+    create = ["private", "group", "create", *base, "Org1", "-c", "user1.org1"]
+    made = json.loads(dltmw(*create, "--json"))
+    assert made["validation_code"] == "TX_VALIDATION_CODE_VALID"
+    argv = ["private", "group", "call", *base, "kv", "put", "x", "y", "-c", "user1.org1"]
+    done = json.loads(dltmw(*argv, "--json"))
+    assert done["validation_code"] == "TX_VALIDATION_CODE_VALID"
+    refused = subprocess.run(
+        [str(DLTMW), *create],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0 and "PRIVACY_GROUP_EXISTS" in refused.stderr, refused.stderr
+
+
 async def test_a_late_member_catches_up_to_the_same_group_state(
     net: tuple[Path, Supervisor],
 ) -> None:
@@ -226,6 +250,9 @@ async def test_a_late_member_catches_up_to_the_same_group_state(
         assert added.status.result == VALID
         G1_SENT["org1"].append(added.payload_hash)
         await executed_at(path, G1, added.payload_hash)
+        # Org3 is not a recipient of the ADD (decided by the current members): hash only; wait
+        # for its executor to reach the block first (a check right away races it)
+        await until(lambda: status_at(path, "org3", added.payload_hash) is not None, "org3 ran")
         assert status_at(path, "org3", added.payload_hash) == P.PRIVATE_TX_STATUS_NOT_HELD
         # each member re-wraps the g1 payloads its node sent for Org3; Org3 recovers
         for org, sent in G1_SENT.items():
