@@ -66,32 +66,38 @@ def _submit(
         print(f"{done.tx_id} {result['validation_code']} block {done.status.block_number}")
 
 
-@group_app.command("create")
-def create(
-    network: NetworkDir,
-    channel: ChannelArg,
-    group: GroupArg,
-    orgs: OrgsArg,
-    client: ClientOpt,
-    gateway: GatewayOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Create a privacy group of member organisations (the client's among them)."""
-    _submit(network, client, gateway, as_json, lambda pc: create_group(pc, channel, group, orgs))
+def _change_command(
+    change: Callable[[PrivacyClient, str, str, list[str]], Awaitable[PrivateSubmitted]],
+    doc: str,
+) -> Callable[..., None]:
+    """The command of one group change (create or add): the same arguments, another change."""
+
+    def command(
+        network: NetworkDir,
+        channel: ChannelArg,
+        group: GroupArg,
+        orgs: OrgsArg,
+        client: ClientOpt,
+        gateway: GatewayOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _submit(network, client, gateway, as_json, lambda pc: change(pc, channel, group, orgs))
+
+    command.__doc__ = doc
+    return command
 
 
-@group_app.command("add")
-def add(
-    network: NetworkDir,
-    channel: ChannelArg,
-    group: GroupArg,
-    orgs: OrgsArg,
-    client: ClientOpt,
-    gateway: GatewayOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Add organisations to a privacy group (the client's organisation must be a member)."""
-    _submit(network, client, gateway, as_json, lambda pc: add_to_group(pc, channel, group, orgs))
+group_app.command("create")(
+    _change_command(
+        create_group, "Create a privacy group of member organisations (the client's among them)."
+    )
+)
+group_app.command("add")(
+    _change_command(
+        add_to_group,
+        "Add organisations to a privacy group (the client's organisation must be a member).",
+    )
+)
 
 
 @group_app.command("call")

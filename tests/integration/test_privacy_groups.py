@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -75,15 +76,18 @@ def read_db(net: Path, org: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db_path(net, org)}?mode=ro", uri=True)
 
 
-def pstate(net: Path, org: str) -> dict[tuple[str, str], bytes]:
+def rows(net: Path, org: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """The rows of one read-only query of the org's private store."""
     db = read_db(net, org)
     try:
-        return {
-            (r[0], r[1]): bytes(r[2])
-            for r in db.execute("SELECT namespace, key, value FROM pstate")
-        }
+        return list(db.execute(sql, args).fetchall())
     finally:
         db.close()
+
+
+def pstate(net: Path, org: str) -> dict[tuple[str, str], bytes]:
+    found = rows(net, org, "SELECT namespace, key, value FROM pstate")
+    return {(str(r[0]), str(r[1])): bytes(r[2]) for r in found}
 
 
 def group_hash(net: Path, org: str, group: str) -> bytes:
@@ -94,15 +98,20 @@ def group_hash(net: Path, org: str, group: str) -> bytes:
         db.close()
 
 
-def held(net: Path, org: str) -> tuple[int, int]:
+def held(net: Path, org: str) -> tuple[Any, ...]:
     """(payloads stored, private transactions recorded) at the org's node."""
-    db = read_db(net, org)
-    try:
-        (payloads,) = db.execute("SELECT COUNT(*) FROM payloads").fetchone()
-        (ptxs,) = db.execute("SELECT COUNT(*) FROM ptxs").fetchone()
-        return int(payloads), int(ptxs)
-    finally:
-        db.close()
+    return rows(net, org, "SELECT (SELECT COUNT(*) FROM payloads), (SELECT COUNT(*) FROM ptxs)")[0]
+
+
+def status_at(net: Path, org: str, digest: bytes) -> object:
+    found = rows(net, org, "SELECT status FROM ptxs WHERE payload_hash=?", digest)
+    return found[0][0] if found else None
+
+
+def cursor(net: Path, org: str) -> int:
+    """The org's private executor cursor: every block below it has been looked at."""
+    found = rows(net, org, "SELECT value FROM meta WHERE name='cursor'")
+    return int(found[0][0]) if found else 0
 
 
 async def until(check: object, what: str, timeout_s: float = 60) -> None:
@@ -114,29 +123,10 @@ async def until(check: object, what: str, timeout_s: float = 60) -> None:
         await asyncio.sleep(0.1)
 
 
-def status_at(net: Path, org: str, digest: bytes) -> int | None:
-    db = read_db(net, org)
-    try:
-        row = db.execute("SELECT status FROM ptxs WHERE payload_hash=?", (digest,)).fetchone()
-        return None if row is None else int(row[0])
-    finally:
-        db.close()
-
-
 async def executed_at(net: Path, orgs: tuple[str, ...], digest: bytes) -> None:
     for org in orgs:
         await until(lambda o=org: status_at(net, o, digest) is not None, f"{org} ran the tx")
         assert status_at(net, org, digest) == P.PRIVATE_TX_STATUS_EXECUTED, org
-
-
-def cursor(net: Path, org: str) -> int:
-    """The org's private executor cursor: every block below it has been looked at."""
-    db = read_db(net, org)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE name='cursor'").fetchone()
-        return 0 if row is None else int(row[0])
-    finally:
-        db.close()
 
 
 def privacy_key(net: Path, org: str) -> bytes:
