@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import pytest
 
+from dltmw.client.audit import audit_network
 from dltmw.client.groups import (
     add_to_group,
     change_invocation,
@@ -44,7 +45,7 @@ from dltmw.v1 import private_group_pb2 as G
 from dltmw.v1 import private_payload_pb2, transaction_pb2
 
 from .cli import DLTMW, dltmw
-from .test_privacy import DEALS, ORGS, TOPOLOGY, clients, close
+from .test_privacy import DEALS, ORGS, TOPOLOGY, clients, close, files_under, occurrences
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -283,15 +284,18 @@ async def test_a_purge_by_the_group_removes_the_canary_from_every_member(
         assert done.status.result == VALID
         await executed_at(path, members, done.payload_hash)
 
-        def canaries() -> dict[str, int]:
-            out: dict[str, int] = {}
-            for org in members:
-                for p in sorted(db_path(path, org).parent.glob(f"{CH}.private.sqlite*")):
-                    if (n := p.read_bytes().count(CANARY)) > 0:
-                        out[str(p)] = n
-            return out
+        raw = rows(path, "org2", "SELECT data FROM payloads WHERE hash=?", done.payload_hash)
+        fragment = private_payload_pb2.EncryptedPayload.FromString(raw[0][0]).ciphertext[:24]
+        logs = [p for o in members for p in sorted((path / "run" / "logs").glob(f"peer0.{o}.*"))]
 
-        assert {k.split("/peer0.")[1].split("/")[0] for k in canaries()} == set(members)
+        def canaries() -> dict[str, int]:
+            """Every file of every member node (keys, ledgers, sqlite with -wal/-shm) and its
+            logs holding the plaintext canary or a fragment of its payload's ciphertext."""
+            files = files_under(*(path / "nodes" / f"peer0.{o}" for o in members)) + logs
+            return {k: v for n in (CANARY, fragment) for k, v in occurrences(files, n).items()}
+
+        # the scan's own control: every member holds the canary before the purge
+        assert {k.split("peer0.")[1].split("/")[0] for k in canaries()} == set(members)
 
         async def purge(approvers: tuple[str, ...]) -> int:
             """Order a purge of the canary approved by `approvers`' organisations and naming
@@ -320,6 +324,10 @@ async def test_a_purge_by_the_group_removes_the_canary_from_every_member(
         for org in members:
             assert (scoped("g1", "kv"), "secret") not in pstate(path, org)
         assert len({group_hash(path, o, "g1") for o in members}) == 1
+        # `dltmw audit` still verifies every chain (group rows included) and names the purge
+        (report,) = await audit_network(path, CH)
+        assert report.findings == [] and report.unreachable == {}
+        assert report.purged == [done.payload_hash.hex()]
     finally:
         await close(pcs)
 
