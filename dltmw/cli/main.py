@@ -38,10 +38,10 @@ from dltmw.cli.params import (
     NetworkDir,
     NodeArg,
 )
+from dltmw.cli.private_group import private_app
 from dltmw.cli.transfer import transfer as transfer_command
 from dltmw.cli.vault import vault_app
 from dltmw.client import GatewayClient
-from dltmw.client.files import ClientFiles
 from dltmw.net.hsm import MODULE_ENV, HsmError
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import HsmPlan, init_network
@@ -179,13 +179,7 @@ def _check_node(sup: Supervisor, node: str) -> None:
 
 async def _connect(network: Path, client: str, gateway: str | None) -> GatewayClient:
     """A gateway client, after checking that the client exists and its gateway runs."""
-    params.check_client(network, client)
-    files = ClientFiles.load(network, client)
-    node = gateway or files.gateway
-    if not node:
-        raise UserError(f"client {client} has no default gateway: name one with --gateway")
-    params.check_running(network, node, files.addresses)
-    return await GatewayClient.connect(network, client, node)
+    return await params.connect(network, client, gateway)
 
 
 @app.command()
@@ -382,7 +376,8 @@ app.add_typer(org_app, name="org")  # org init (custody); org add|remove (govern
 app.add_typer(channel_app, name="channel")  # channel create; channel update|join
 app.add_typer(netmap_app, name="network-map")
 app.add_typer(cert_app, name="cert")
-app.add_typer(vault_app, name="vault")  # vault recover
+app.add_typer(vault_app, name="vault")
+app.add_typer(private_app, name="private")  # private group create|add|call  # vault recover
 
 
 def main() -> None:

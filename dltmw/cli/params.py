@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from dltmw.cli.errors import EXIT_USAGE, UserError
+from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
 from dltmw.net.addressbook import AddressBook
 
 
@@ -78,3 +80,14 @@ def check_running(network: Path, node: str, book: AddressBook | None = None) -> 
     check_node(network, node)
     if (book or AddressBook(network / "run" / "endpoints")).lookup(node) is None:
         raise UserError(f"node {node} is not running (start it: dltmw up {network})")
+
+
+async def connect(network: Path, client: str, gateway: str | None) -> GatewayClient:
+    """A gateway client, after checking that the client exists and its gateway runs."""
+    check_client(network, client)
+    files = ClientFiles.load(network, client)
+    node = gateway or files.gateway
+    if not node:
+        raise UserError(f"client {client} has no default gateway: name one with --gateway")
+    check_running(network, node, files.addresses)
+    return await GatewayClient.connect(network, client, node)

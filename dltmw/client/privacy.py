@@ -225,13 +225,25 @@ class PrivacyClient:
         contract: str,
         function: str,
         *args: str | bytes,
+        group: str = "",
     ) -> PrivateSubmitted:
-        """Send the invocation privately, order its hash, wait for the public commit."""
+        """Send the invocation privately, order its hash, wait for the public commit; `group`:
+        in that privacy group's state (`client/groups.py`)."""
         invocation = private_payload_pb2.PrivateInvocation(
             contract=contract,
             function=function,
             args=[a.encode() if isinstance(a, str) else a for a in args],
+            group=group,
         )
+        return await self.submit_invocation(channel_id, recipient_orgs, invocation)
+
+    async def submit_invocation(
+        self,
+        channel_id: str,
+        recipient_orgs: Sequence[str],
+        invocation: private_payload_pb2.PrivateInvocation,
+    ) -> PrivateSubmitted:
+        """`submit_private` of a ready invocation (a privacy group's: `client/groups.py`)."""
         digest = await self.send_coalesced(
             channel_id, invocation.SerializeToString(), recipient_orgs
         )

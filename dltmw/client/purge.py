@@ -25,14 +25,17 @@ def purge_body(
     payload_hashes: Sequence[bytes] = (),
     keys: Sequence[tuple[str, str]] = (),
     recipient_keys: Sequence[bytes] = (),
+    group: str = "",
 ) -> bytes:
-    """The serialised body every approving organisation signs (recipient keys sorted)."""
+    """The serialised body every approving organisation signs (recipient keys sorted); `group`:
+    the keys are that privacy group's (`recipient_keys` must then be the group's peers)."""
     return U.PrivatePurgeBody(
         channel_id=channel_id,
         tx_id=tx_id,
         payload_hashes=payload_hashes,
         keys=[U.PrivateKeyRef(namespace=ns, key=key) for ns, key in keys],
         recipient_keys=sorted(set(recipient_keys)),
+        group=group,
     ).SerializeToString()
 
 

@@ -290,6 +290,10 @@ class PrivateStore:
     def _db(self) -> sqlite3.Connection:
         return self._file.connection
 
+    async def read(self, fn: Callable[[PrivateTxn], T]) -> T:
+        """Run `fn` on a view of the committed store, on the store thread (privacy groups)."""
+        return await self._call(lambda: fn(self.view()))
+
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
         transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""

@@ -285,6 +285,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
     or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
     """
+    ERROR_REASON_PRIVACY_GROUP_UNKNOWN: _ErrorReason.ValueType  # 135
+    """FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state
+    does not hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata
+    {"group"}.
+    """
+    ERROR_REASON_PRIVACY_GROUP_EXISTS: _ErrorReason.ValueType  # 136
+    """ALREADY_EXISTS: a privacy group CREATE names a group that exists. Nothing was sent."""
+    ERROR_REASON_PRIVACY_GROUP_NOT_MEMBER: _ErrorReason.ValueType  # 137
+    """PERMISSION_DENIED: the sender's organisation is not a member of the privacy group (or a
+    CREATE does not name it). Nothing was sent.
+    """
+    ERROR_REASON_PRIVACY_GROUP_RECIPIENTS_MISMATCH: _ErrorReason.ValueType  # 138
+    """INVALID_ARGUMENT: the recipient organisations named are not exactly the privacy group's
+    members (a group transaction goes to the group's peers and the auditors). Nothing was sent.
+    """
+    ERROR_REASON_PRIVACY_GROUP_INVALID: _ErrorReason.ValueType  # 139
+    """INVALID_ARGUMENT: a malformed group transaction: a bad group id, a change with a contract
+    call, an organisation not a channel member or without a privacy key, an ADD of a member.
+    Nothing was sent.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -554,5 +574,25 @@ ERROR_REASON_UTXO_CONTRACT_NOT_APPROVED: ErrorReason.ValueType  # 141
 """FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash the network
 map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
 or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
+"""
+ERROR_REASON_PRIVACY_GROUP_UNKNOWN: ErrorReason.ValueType  # 135
+"""FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state
+does not hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata
+{"group"}.
+"""
+ERROR_REASON_PRIVACY_GROUP_EXISTS: ErrorReason.ValueType  # 136
+"""ALREADY_EXISTS: a privacy group CREATE names a group that exists. Nothing was sent."""
+ERROR_REASON_PRIVACY_GROUP_NOT_MEMBER: ErrorReason.ValueType  # 137
+"""PERMISSION_DENIED: the sender's organisation is not a member of the privacy group (or a
+CREATE does not name it). Nothing was sent.
+"""
+ERROR_REASON_PRIVACY_GROUP_RECIPIENTS_MISMATCH: ErrorReason.ValueType  # 138
+"""INVALID_ARGUMENT: the recipient organisations named are not exactly the privacy group's
+members (a group transaction goes to the group's peers and the auditors). Nothing was sent.
+"""
+ERROR_REASON_PRIVACY_GROUP_INVALID: ErrorReason.ValueType  # 139
+"""INVALID_ARGUMENT: a malformed group transaction: a bad group id, a change with a contract
+call, an organisation not a channel member or without a privacy key, an ADD of a member.
+Nothing was sent.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -23,19 +23,20 @@ _sym_db = _symbol_database.Default()
 
 
 from dltmw.v1 import algorithms_pb2 as dltmw_dot_v1_dot_algorithms__pb2
+from dltmw.v1 import private_group_pb2 as dltmw_dot_v1_dot_private__group__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/private_payload.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\"h\n\x0cRecipientBox\x12\x1c\n\x14recipient_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x03 \x01(\x0c\x12\x16\n\x0ekem_ciphertext\x18\x04 \x01(\x0c\"\xb9\x01\n\x10\x45ncryptedPayload\x12\x19\n\x11sender_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12/\n\x0frecipient_boxes\x18\x04 \x03(\x0b\x32\x16.dltmw.v1.RecipientBox\x12\x36\n\x12key_wrap_algorithm\x18\x05 \x01(\x0e\x32\x1a.dltmw.v1.KeyWrapAlgorithm\"E\n\x11PrivateInvocation\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/private_payload.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\x1a\x1c\x64ltmw/v1/private_group.proto\"h\n\x0cRecipientBox\x12\x1c\n\x14recipient_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x03 \x01(\x0c\x12\x16\n\x0ekem_ciphertext\x18\x04 \x01(\x0c\"\xb9\x01\n\x10\x45ncryptedPayload\x12\x19\n\x11sender_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12/\n\x0frecipient_boxes\x18\x04 \x03(\x0b\x32\x16.dltmw.v1.RecipientBox\x12\x36\n\x12key_wrap_algorithm\x18\x05 \x01(\x0e\x32\x1a.dltmw.v1.KeyWrapAlgorithm\"\x8a\x01\n\x11PrivateInvocation\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\x0c\x12\x0e\n\x05group\x18\xdc\x01 \x01(\t\x12\x33\n\x0cgroup_change\x18\xdd\x01 \x01(\x0b\x32\x1c.dltmw.v1.PrivateGroupChangeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.private_payload_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECIPIENTBOX']._serialized_start=71
-  _globals['_RECIPIENTBOX']._serialized_end=175
-  _globals['_ENCRYPTEDPAYLOAD']._serialized_start=178
-  _globals['_ENCRYPTEDPAYLOAD']._serialized_end=363
-  _globals['_PRIVATEINVOCATION']._serialized_start=365
-  _globals['_PRIVATEINVOCATION']._serialized_end=434
+  _globals['_RECIPIENTBOX']._serialized_start=101
+  _globals['_RECIPIENTBOX']._serialized_end=205
+  _globals['_ENCRYPTEDPAYLOAD']._serialized_start=208
+  _globals['_ENCRYPTEDPAYLOAD']._serialized_end=393
+  _globals['_PRIVATEINVOCATION']._serialized_start=396
+  _globals['_PRIVATEINVOCATION']._serialized_end=534
 # @@protoc_insertion_point(module_scope)

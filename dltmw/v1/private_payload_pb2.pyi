@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dltmw.v1 import algorithms_pb2 as _algorithms_pb2
+from dltmw.v1 import private_group_pb2 as _private_group_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -124,13 +125,24 @@ class PrivateInvocation(_message.Message):
     CONTRACT_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    GROUP_CHANGE_FIELD_NUMBER: _builtins.int
     contract: _builtins.str
     """Contract deployed on the channel, e.g. "kv"."""
     function: _builtins.str
     """Function of the contract."""
+    group: _builtins.str
+    """Privacy group the call runs in (docs/privacy.md "Privacy groups"): its keys are the group's
+    own private state. Empty: the channel's private state shared by the recipients (as before).
+    1-64 printable characters.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Arguments, passed to the function as bytes."""
+
+    @_builtins.property
+    def group_change(self) -> _private_group_pb2.PrivateGroupChange:
+        """A change of `group` (CREATE or ADD) instead of a contract call (contract must be empty)."""
 
     def __init__(
         self,
@@ -138,10 +150,12 @@ class PrivateInvocation(_message.Message):
         contract: _builtins.str = ...,
         function: _builtins.str = ...,
         args: _abc.Iterable[_builtins.bytes] | None = ...,
+        group: _builtins.str = ...,
+        group_change: _private_group_pb2.PrivateGroupChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group_change", b"group_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "contract", b"contract", "function", b"function"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "contract", b"contract", "function", b"function", "group", b"group", "group_change", b"group_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/private_purge.proto\x12\x08\x64ltmw.v1\"/\n\rPrivateKeyRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x8c\x01\n\x10PrivatePurgeBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x16\n\x0epayload_hashes\x18\x03 \x03(\x0c\x12%\n\x04keys\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.PrivateKeyRef\x12\x16\n\x0erecipient_keys\x18\x05 \x03(\x0c\"2\n\rPurgeApproval\x12\x0e\n\x06signer\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"H\n\x0cPrivatePurge\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12*\n\tapprovals\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.PurgeApprovalb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/private_purge.proto\x12\x08\x64ltmw.v1\"/\n\rPrivateKeyRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x9c\x01\n\x10PrivatePurgeBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x16\n\x0epayload_hashes\x18\x03 \x03(\x0c\x12%\n\x04keys\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.PrivateKeyRef\x12\x16\n\x0erecipient_keys\x18\x05 \x03(\x0c\x12\x0e\n\x05group\x18\xdc\x01 \x01(\t\"2\n\rPurgeApproval\x12\x0e\n\x06signer\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"H\n\x0cPrivatePurge\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12*\n\tapprovals\x18\x02 \x03(\x0b\x32\x17.dltmw.v1.PurgeApprovalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRIVATEKEYREF']._serialized_start=42
   _globals['_PRIVATEKEYREF']._serialized_end=89
   _globals['_PRIVATEPURGEBODY']._serialized_start=92
-  _globals['_PRIVATEPURGEBODY']._serialized_end=232
-  _globals['_PURGEAPPROVAL']._serialized_start=234
-  _globals['_PURGEAPPROVAL']._serialized_end=284
-  _globals['_PRIVATEPURGE']._serialized_start=286
-  _globals['_PRIVATEPURGE']._serialized_end=358
+  _globals['_PRIVATEPURGEBODY']._serialized_end=248
+  _globals['_PURGEAPPROVAL']._serialized_start=250
+  _globals['_PURGEAPPROVAL']._serialized_end=300
+  _globals['_PRIVATEPURGE']._serialized_start=302
+  _globals['_PRIVATEPURGE']._serialized_end=374
 # @@protoc_insertion_point(module_scope)

@@ -63,11 +63,18 @@ class PrivatePurgeBody(_message.Message):
     PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     RECIPIENT_KEYS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the purge."""
     tx_id: _builtins.str
     """tx_id of the PRIVATE_TRANSACTION envelope that carries the purge (a replay in another
     transaction is refused).
+    """
+    group: _builtins.str
+    """Privacy group whose keys `keys` names (empty: the no-group private state). Every member
+    removes them from the group's state only when `recipient_keys` are exactly the group's
+    peers and the auditors (the group is the policy: its member organisations approve). Named
+    in clear, as the keys are.
     """
     @_builtins.property
     def payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -95,10 +102,11 @@ class PrivatePurgeBody(_message.Message):
         payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
         keys: _abc.Iterable[Global___PrivateKeyRef] | None = ...,
         recipient_keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "keys", b"keys", "payload_hashes", b"payload_hashes", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "group", b"group", "keys", b"keys", "payload_hashes", b"payload_hashes", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

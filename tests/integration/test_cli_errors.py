@@ -161,6 +161,15 @@ BAD: dict[str, list[Args]] = {
         lambda n, t: ["vault", "recover", str(n), "peer0.org1"],  # the network is not running
         lambda n, t: ["vault", "recover", str(t / "nowhere"), "peer0.org1"],
     ],
+    "private": [
+        lambda n, t: ["private"],
+        lambda n, t: ["private", "group", "create", str(n), "trades", "g"],
+        lambda n, t: ["private", "group", "add", str(n), "trades", "g", "Org2", "-c", "nobody"],
+        lambda n, t: ["private", "group", "call", str(n), "trades", "g", "kv", "get", "k",
+                      "-c", "user1.org1"],  # the network is not running
+        lambda n, t: ["private", "group", "create", str(t / "nowhere"), "trades", "g", "Org1",
+                      "-c", "user1.org1"],
+    ],
 }  # fmt: skip
 GLOBAL: list[Args] = [lambda n, t: ["--nope"], lambda n, t: ["nosuchcommand"]]
 

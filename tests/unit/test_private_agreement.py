@@ -390,3 +390,26 @@ def test_agreements_naming_other_private_keys_mismatch(parties: Parties) -> None
     assert [r.key for r in checked.rwset.reads] == [conflict.key_hash(keys, "kv", "k").hex()]
     other = [signed(peers[0][0], ["k"]), signed(peers[1][0], [])]
     assert verdicts(parties, other) == (C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH, "admitted")
+
+
+def test_a_group_transaction_needs_its_members_peers_and_no_one_else(parties: Parties) -> None:
+    """Privacy groups (core/privacy/groups.py): the recipients of a group transaction are the
+    group's peers, so its required agreements are theirs; a channel peer outside the group
+    cannot agree (52), and a member's peer missing is 50."""
+    from dltmw.core.privacy.groups import parties as group_parties
+
+    view, user, peers = parties
+    keys = sorted(group_parties(view.config).group_keys(["Org1"]))
+    assert keys == [peers[0][1]]  # group {Org1}: peer0 only (no auditors on this channel)
+    member = sign(peers[0][0], tx_id_of(user), keys)
+    outsider = sign(peers[1][0], tx_id_of(user), keys)
+    assert verdicts(parties, [member]) == (ag.VALID, "admitted")
+    assert verdicts(parties, [member, outsider]) == (
+        ag.NOT_RECIPIENT,
+        "PRIVATE_AGREEMENT_NOT_RECIPIENT",
+    )
+    wider = sorted(group_parties(view.config).group_keys(["Org1", "Org2"]))
+    assert verdicts(parties, [sign(peers[0][0], tx_id_of(user), wider)]) == (
+        ag.MISSING,
+        "PRIVATE_AGREEMENT_MISSING",
+    )

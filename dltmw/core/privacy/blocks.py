@@ -47,6 +47,7 @@ from dltmw.core.privacy.execution import (
     execute,
     state_hash,
 )
+from dltmw.core.privacy.groups import NO_PARTIES, Parties, execute_group, group_may_purge
 from dltmw.core.privacy.purge import Purged, purge_decision
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.v1 import private_payload_pb2, private_purge_pb2, proposal_pb2
@@ -71,6 +72,7 @@ class PrivateBlock:
     view: PrivateView
     agreed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     purges: tuple[tuple[int, private_purge_pb2.PrivatePurgeBody], ...] = ()  # VALID, by index
+    parties: Parties | None = None  # the channel's peers and auditors (privacy groups)
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,13 @@ class PrivateExecution:
         items = {index: (tx_id, digest) for index, tx_id, digest in message.items}
         for index in sorted({*items, *bodies}):
             if index in bodies:
-                purged = self._purge(message.view, state, number, index, bodies[index])
+                purged = self._purge(message, state, index, bodies[index])
                 self._writes.update(((w.namespace, w.key), w) for w in purged.writes)
                 self._purged.update(purged.payload_hashes)
                 purges.append(purged)
                 continue
             tx_id, digest = items[index]
-            outcome = self._one(message.view, state, number, index, tx_id, digest)
+            outcome = self._one(message, state, index, tx_id, digest)
             outcome = held_to_agreement(outcome, message.agreed.get(index))
             self._writes.update(((w.namespace, w.key), w) for w in outcome.writes)
             outcomes.append(outcome)
@@ -184,12 +186,13 @@ class PrivateExecution:
 
     def _purge(
         self,
-        view: PrivateView,
+        message: PrivateBlock,
         state: StateReader,
-        number: int,
         index: int,
         body: private_purge_pb2.PrivatePurgeBody,
     ) -> Purged:
+        view, number = message.view, message.number
+
         def held_by(digest: bytes) -> tuple[bytes, ...] | None:
             raw = None if digest in self._purged else view.payload(digest)
             if raw is None:
@@ -202,17 +205,18 @@ class PrivateExecution:
         def present(namespace: str, key: str) -> bool:
             return state.get(namespace, key) is not None
 
-        return purge_decision(body, Version(number, index), held_by, present, index)
+        allowed = not body.group or group_may_purge(state, message.parties, body)
+        return purge_decision(body, Version(number, index), held_by, present, index, allowed)
 
     def _one(
         self,
-        view: PrivateView,
+        message: PrivateBlock,
         state: StateReader,
-        number: int,
         index: int,
         tx_id: str,
         digest: bytes,
     ) -> TxOutcome:
+        view, number = message.view, message.number
         raw = None if digest in self._purged else view.payload(digest)
         if raw is None:
             return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
@@ -230,7 +234,19 @@ class PrivateExecution:
             response = proposal_pb2.ContractResponse(status=400, message="not a PrivateInvocation")
             digest_of = state_hash(CONTRACT_FAILED, response, "", {})
             return TxOutcome(index, tx_id, digest, CONTRACT_FAILED, (), digest_of)
-        outcome = execute(self._contract_of, invocation, state, Version(number, index))
+        version = Version(number, index)
+        if invocation.group:
+            outcome = execute_group(
+                self._contract_of,
+                invocation,
+                state,
+                version,
+                message.parties or NO_PARTIES,
+                payload.sender_public_key,
+                recipients_of(payload),
+            )
+        else:
+            outcome = execute(self._contract_of, invocation, state, version)
         return TxOutcome(
             index,
             tx_id,

@@ -28,9 +28,10 @@ purge deletes the hashes of the keys it deletes (`purge_rwset`), as it deletes t
 Disclosed: which transactions touch the same private key (linkable hashes), and for a guessable
 key name, which key (the same as Fabric's hashed keys). Range reads of private state are checked
 key by key (the keys read), not as ranges: a key inserted into a range read is not a conflict.
-Recipient sets stand for privacy groups until there are groups (lane GROUPS: the group id then
-replaces the set): a transaction among a SUBSET of the parties that changed a key is not seen by
-the larger set's hash (STALE there, as before). Only channels whose private transactions carry
+A privacy group's keys are scoped by the group (`scope_of`: its namespace names the group), so
+they stay the same when members are added; outside groups the recipient set scopes them, and a
+transaction among a SUBSET of the parties that changed a key is not seen by the larger set's
+hash (STALE there, as before). Only channels whose private transactions carry
 agreements use it (a channel without `ALL_RECIPIENTS` has no agreed pre-state to be stale).
 """
 
@@ -39,6 +40,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from dltmw.core.privacy.execution import PrivateOutcome
+from dltmw.core.privacy.groups import purge_namespace
 from dltmw.core.rwset import Version
 from dltmw.v1 import private_agreement_pb2, private_conflict_pb2, private_purge_pb2, rwset_pb2
 
@@ -50,7 +53,9 @@ Hashed = tuple[list[private_conflict_pb2.HashedRead], list[bytes], list[bytes]]
 
 
 def key_hash(recipient_keys: Iterable[bytes], namespace: str, key: str) -> bytes:
-    """The public stand-in of one private key of the private state the recipients share."""
+    """The public stand-in of one private key of the private state the recipients share. A
+    privacy group's key is scoped by the group instead (`scope_of`: no recipient keys, the
+    group's namespace), so it stays the same when members are added."""
     h = hashlib.sha256(KEY_DOMAIN)
     for part in (b"".join(sorted(recipient_keys)), namespace.encode(), key.encode()):
         h.update(len(part).to_bytes(4, "big") + part)
@@ -69,6 +74,31 @@ def hashed(
     reads = hashed_reads_msg((key_hash(keys, namespace, k), v) for k, v in touched)
     gone = sorted({key_hash(keys, namespace, k) for k in deleted})
     return reads, sorted({key_hash(keys, namespace, k) for k in written}), gone
+
+
+def scope_of(group: str, recipient_keys: Iterable[bytes]) -> list[bytes]:
+    """What a key hash is scoped by besides its namespace: the recipient set for the no-group
+    state; nothing for a group's key, whose namespace names the group (`groups.scoped`)."""
+    return [] if group else sorted(recipient_keys)
+
+
+def outcome_hashed(
+    recipient_keys: Iterable[bytes], contract: str, outcome: PrivateOutcome
+) -> Hashed:
+    """An execution's keys as agreement fields, scoped for its group (or recipient set): the
+    keys of `outcome.namespace` (default the contract's) and the extra keys it read."""
+    scope = scope_of(outcome.group, recipient_keys)
+    ns = outcome.namespace or contract
+    reads, writes, deletes = hashed(scope, ns, outcome.touched, outcome.written, outcome.deleted)
+    if outcome.extra_touched:
+        extra = [(key_hash(scope, n, k), v) for n, k, v in outcome.extra_touched]
+        mine = [(r.key_hash, _version_of(r)) for r in reads]
+        reads = hashed_reads_msg([*extra, *mine])
+    return reads, writes, deletes
+
+
+def _version_of(read: private_conflict_pb2.HashedRead) -> Version | None:
+    return Version(read.block_number, read.tx_index) if read.present else None
 
 
 def hashed_reads_msg(reads: Iterable[HashedRead]) -> list[private_conflict_pb2.HashedRead]:
@@ -111,7 +141,8 @@ def private_rwset(body: private_agreement_pb2.PrivateAgreementBody) -> rwset_pb2
 def purge_rwset(body: private_purge_pb2.PrivatePurgeBody) -> rwset_pb2.ReadWriteSet:
     """A purge's public read-write set: the hashes of the keys it deletes are deleted."""
     rwset = rwset_pb2.ReadWriteSet(namespace=NAMESPACE)
-    keys = list(body.recipient_keys)
-    for digest in sorted({key_hash(keys, k.namespace, k.key) for k in body.keys}):
+    scope = scope_of(body.group, body.recipient_keys)
+    names = [(purge_namespace(body.group, k.namespace), k.key) for k in body.keys]
+    for digest in sorted({key_hash(scope, ns, key) for ns, key in names}):
         rwset.writes.add(key=digest.hex(), is_delete=True)
     return rwset

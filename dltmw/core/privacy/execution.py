@@ -53,6 +53,11 @@ class PrivateOutcome:
     touched: tuple[tuple[str, Version | None], ...] = ()
     written: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()  # of `written`, the keys it deletes
+    # privacy groups (core/privacy/groups.py): the stored namespace of `touched` ("" = the
+    # contract's), the group ("" = none), and keys read besides (the membership record)
+    namespace: str = ""
+    group: str = ""
+    extra_touched: tuple[tuple[str, str, Version | None], ...] = ()
 
 
 def _field(data: bytes) -> bytes:

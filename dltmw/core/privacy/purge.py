@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.identity import IdentityError
+from dltmw.core.privacy.groups import purge_namespace
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.v1 import errors_pb2, private_purge_pb2, transaction_pb2
 
@@ -156,6 +157,7 @@ class Purged:
     payload_hashes: tuple[bytes, ...]
     writes: tuple[StateWrite, ...]
     refused: tuple[bytes, ...] = ()
+    kept_keys: int = 0  # named group keys kept: the purge's nodes are not the group's peers
 
 
 def purge_decision(
@@ -164,16 +166,21 @@ def purge_decision(
     recipients_of: Callable[[bytes], tuple[bytes, ...] | None],
     present: Callable[[str, str], bool],
     index: int,
+    keys_allowed: bool = True,
 ) -> Purged:
     """What a node named by a VALID purge removes. `recipients_of(hash)`: the sealed recipient
     keys of the payload held here (None when not held); `present(ns, key)`: does the private
-    state hold a value for the key (only those get a delete, so nothing else changes)."""
+    state hold a value for the key (only those get a delete, so nothing else changes).
+    `keys_allowed`: False when the keys are a privacy group's and `recipient_keys` are not
+    exactly its peers (`groups.group_may_purge`): the keys stay (`kept_keys`)."""
     wanted = sorted(body.recipient_keys)
     removed: list[bytes] = []
     refused: list[bytes] = []
     for digest in dict.fromkeys(body.payload_hashes):
         held = recipients_of(digest)
         (removed if held is None or sorted(held) == wanted else refused).append(digest)
-    named = dict.fromkeys((k.namespace, k.key) for k in body.keys)
+    named = dict.fromkeys((purge_namespace(body.group, k.namespace), k.key) for k in body.keys)
+    if not keys_allowed:
+        return Purged(index, body.tx_id, tuple(removed), (), tuple(refused), len(named))
     writes = tuple(StateWrite(ns, key, None, version) for ns, key in named if present(ns, key))
     return Purged(index, body.tx_id, tuple(removed), writes, tuple(refused))

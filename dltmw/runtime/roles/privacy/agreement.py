@@ -29,6 +29,7 @@ from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import conflict
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
 from dltmw.core.privacy.execution import execute
+from dltmw.core.privacy.groups import Parties, execute_group, parties
 from dltmw.core.rwset import Version
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
@@ -79,7 +80,10 @@ class Agreements:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
         view = channel.store.view()
         keys = recipients_of(payload)
-        run = partial(_hashes, contract_of, invocation, view, keys)
+        facts = parties(channel.view.config)
+        run = partial(
+            _hashes, contract_of, invocation, view, keys, facts, payload.sender_public_key
+        )
         hashes, hashed = await asyncio.get_running_loop().run_in_executor(
             channel.store.executor, run
         )
@@ -211,10 +215,17 @@ def _hashes(
     invocation: private_payload_pb2.PrivateInvocation,
     state: StateReader,
     recipient_keys: list[bytes],
+    channel: Parties,
+    sender_key: bytes,
 ) -> tuple[tuple[bytes, bytes], Hashed]:
     """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written, and
-    the keys it read (with versions) and wrote, hashed for the recipient set."""
-    outcome = execute(contract_of, invocation, state, Version(0, 0))
-    ns = invocation.contract
-    hashed = conflict.hashed(recipient_keys, ns, outcome.touched, outcome.written, outcome.deleted)
+    the keys it read (with versions) and wrote, hashed for its group or recipient set."""
+    at = Version(0, 0)
+    if invocation.group:
+        outcome = execute_group(
+            contract_of, invocation, state, at, channel, sender_key, recipient_keys
+        )
+    else:
+        outcome = execute(contract_of, invocation, state, at)
+    hashed = conflict.outcome_hashed(recipient_keys, invocation.contract, outcome)
     return (outcome.pre_state_hash, outcome.state_hash), hashed

@@ -40,12 +40,13 @@ from dltmw.core.privacy.blocks import (
 )
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import TAMPERED
+from dltmw.core.privacy.groups import Parties, parties
 from dltmw.core.privacy.purge import Purged, parse_body, private_purge
 from dltmw.core.txcheck import private_transaction
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.v1 import block_pb2, common_pb2, errors_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, common_pb2, config_pb2, errors_pb2, transaction_pb2
 from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
     return [(index, tx_id, ptx.payload_hash) for index, tx_id, ptx in _private_entries(block)]
 
 
-def private_block(block: block_pb2.Block, view: PrivateView) -> PrivateBlock:
+def private_block(
+    block: block_pb2.Block, view: PrivateView, channel: Parties | None = None
+) -> PrivateBlock:
     """The executor core's input for a committed block: its VALID private transactions (by
     `private_txs`, the one seam that decides which run) and the hashes the agreements of each
     that carries them name (`core/privacy/agreement.py`)."""
@@ -71,7 +74,7 @@ def private_block(block: block_pb2.Block, view: PrivateView) -> PrivateBlock:
         for index, _, ptx in _private_entries(block)
         if index in indexes and (hashes := agreed_hashes(ptx.agreements)) is not None
     }
-    return PrivateBlock(block.header.number, items, view, agreed, valid_purges(block))
+    return PrivateBlock(block.header.number, items, view, agreed, valid_purges(block), channel)
 
 
 def valid_purges(block: block_pb2.Block) -> tuple[tuple[int, PrivatePurgeBody], ...]:
@@ -122,7 +125,8 @@ class BlockExecutor:
 
     async def load(self, inputs: Sequence[block_pb2.Block]) -> Sequence[PrivateBlock]:
         view = self._owner.store.view()
-        return [private_block(b, view) for b in inputs]
+        channel = parties(self._owner.config)
+        return [private_block(b, view, channel) for b in inputs]
 
     async def persist(self, records: Sequence[None]) -> None:
         """The private store is the only record."""
@@ -168,6 +172,12 @@ def record(txn: PrivateTxn, executed: Executed) -> None:
 def _purge(txn: PrivateTxn, purged: Purged, number: int) -> None:
     txn.apply(purged.writes)
     txn.remove_payloads(purged.payload_hashes, purged.tx_id, number)
+    if purged.kept_keys:
+        logger.warning(
+            "purge %s: %d key(s) of its privacy group kept here, its nodes are not the group's",
+            purged.tx_id,
+            purged.kept_keys,
+        )
     for digest in purged.refused:
         logger.warning(
             "purge %s: payload %s kept here, its recipients are not the purge's",
@@ -197,6 +207,11 @@ class PrivateExecutor:
         if self._contracts is None:
             self._contracts = self._peer.lifecycle.deployed()
         return self._contracts
+
+    @property
+    def config(self) -> config_pb2.ChannelConfig:
+        """The channel's current config (its peers and auditors: privacy groups)."""
+        return self._peer.view.config
 
     def contract_of(self, name: str) -> Contract | None:
         """A contract deployed on the channel (what private transactions may invoke)."""

@@ -35,6 +35,7 @@ from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
+from dltmw.core.privacy import groups
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -172,11 +173,40 @@ class PrivateChannel:
         """`send` for several payloads (each with its own fresh key), stored and pushed together."""
         if self._queue.qsize() + len(items) > self._queue.maxsize:
             raise TransientError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
-        outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in items]
+        chosen = [await self._group_recipients(plaintext, orgs) for plaintext, orgs in items]
+        outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in chosen]
         for item in outgoing:
             self._queue.put_nowait(item)
         await asyncio.gather(*(item.done for item in outgoing))
         return [(i.payload_hash, len(i.payload.recipient_boxes)) for i in outgoing]
+
+    async def _group_recipients(
+        self, plaintext: bytes, orgs: Sequence[str]
+    ) -> tuple[bytes, Sequence[str]]:
+        """A privacy group's transaction (`core/privacy/groups.py`) is checked against this
+        node's copy of the group before anything is sealed: refused with the group's reason,
+        nothing sent. Its recipients are the group's peers (named or, if none are named, taken
+        from the group); another transaction passes as it is."""
+        invocation = groups.invocation_of(plaintext)
+        if invocation is None or not (invocation.group or invocation.HasField("group_change")):
+            return plaintext, orgs
+        group = invocation.group
+        members = (
+            await self.store.read(lambda view: groups.members_of(view, group)[0])
+            if groups.GROUP_ID.match(group)
+            else None
+        )
+        wanted = list(orgs) or groups.send_orgs(invocation, members)
+        keys = [self.key.public_key]
+        if set(wanted) <= self.view.membership.org_ids:
+            keys += list(self.recipients(wanted).values())
+        refusal = groups.check(
+            invocation, groups.parties(self.view.config), self.key.public_key, keys, members, True
+        )
+        if refusal is not None:
+            reason, message = refusal
+            raise ClientError(reason, message, {"group": group})
+        return plaintext, wanted
 
     @property
     def key_wrap(self) -> int:
