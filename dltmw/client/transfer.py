@@ -138,11 +138,22 @@ async def _proof(leg: Leg, tx_id: str) -> bytes:
     return proof.SerializeToString()
 
 
+SETTLED = {"claim": "claimed", "refund": "refunded"}
+
+
 async def _settle(here: Leg, there: Leg, terms: bytes, function: str, tx_id: str) -> str:
+    """Claim or refund on `here` with the proof of `there`'s `tx_id`; the tx_id that settled.
+    A refused step may have settled after all (an earlier attempt whose answer was lost: the
+    commit-status wait timed out, then the retry is refused because the record moved on), so
+    the record decides before anything is called a failure."""
     done, why = await _try(here, function, terms, await _proof(there, tx_id))
-    if done is None:
-        raise RuntimeError(f"{function} on {here.channel_id} was refused: {why}")
-    return done
+    if done is not None:
+        return done
+    record = await _record(here, hashlib.sha256(terms).hexdigest())
+    state = SETTLED[function]
+    if record["state"] == state and record.get(f"{state}_tx"):
+        return record[f"{state}_tx"]
+    raise RuntimeError(f"{function} on {here.channel_id} was refused: {why}")
 
 
 async def _claim_both(

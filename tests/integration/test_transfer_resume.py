@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from dltmw.client.transfer import dvp_terms, run_transfer
+from dltmw.client.transfer import _settle, dvp_terms, read_record, run_transfer
 
 from .test_transfer_dvp import LEGS, TOPOLOGY, _balances, _setup, connect_legs
 
@@ -39,6 +39,16 @@ async def test_a_transfer_started_while_the_orderer_is_down_completes_after_its_
         await asyncio.to_thread(sup.wait_ready, ORDERER, 60.0)
         done = await asyncio.wait_for(running, 120)
         assert done.outcome == "claimed"
+        assert await _balances(trader) == {"A-sec": 990, "B-sec": 10, "B-cash": 500, "A-cash": 500}
+
+        # A claim whose answer was lost (its commit-status wait timed out) and is tried again:
+        # the retry is refused (the record moved on), and the driver reads the record instead
+        # of calling the transfer failed. Without that, _settle raises "was refused".
+        tid = done.transfer_id
+        record = await read_record(legs[0].gateway, legs[0].channel_id, tid)
+        other = await read_record(legs[1].gateway, legs[1].channel_id, tid)
+        again = await _settle(legs[0], legs[1], terms, "claim", other["locked_tx"])
+        assert again == record["claimed_tx"]
         assert await _balances(trader) == {"A-sec": 990, "B-sec": 10, "B-cash": 500, "A-cash": 500}
     finally:
         for c in conns.values():
