@@ -145,6 +145,7 @@ async def test_an_orderer_is_rekeyed_by_add_node_add_then_remove(network, tmp_pa
             assert [(r.accepted, r.reason) for r in results] == [(False, unavailable)] * WAITING
             assert "no longer" in results[0].message, results[0].message
             assert took < REFUSED_WITHIN_S, f"refused after {took:.1f} s"
+            print(f"waiting Broadcasts refused {took:.2f} s after orderer.b resumed")
             late = await _envelopes(client, "late", 1)
             start = time.monotonic()
             call = b_stub.Broadcast()
