@@ -272,6 +272,27 @@ def test_a_retiring_replica_refuses_the_requests_it_held_at_once(
     assert [r.reason if r is not None else None for r in answers] == ["NOT_A_REPLICA"]
 
 
+def test_requests_handed_to_the_next_group_keep_its_clock_and_are_ordered(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """A request orderer2 alone holds at the boundary goes to its replica of the next group,
+    timed from the boundary's tick: no view change on the next tick (a fresh replica's clock
+    at 0 made it look as old as the run, and a lone replica then changed view alone and
+    stalled the group — found by `cfg-pbft-members`, seed 2), and the new group orders it."""
+    net, v5 = grow(gov, replicas)
+    assert net.now > 60, "the run is older than the request timeout"
+    net.cores["orderer2"].step(ClientRequest(REQS[9]))
+    net.flush("orderer2")
+    net.queue.clear()  # its forward to the primary is lost: only orderer2 holds it
+    kept = [m for m in members(v5) if m[0] != "orderer1"]
+    net.order(envelope(gov, update(v5, with_orderers(v5, kept), *gov.admins.values())))
+    net.settle(rounds=100)
+    ordered = {request_id(e) for b in net.chain("orderer0") for e in b.data.envelopes}
+    assert request_id(REQS[9]) in ordered, "the handed-over request is ordered"
+    group = ("orderer0", "orderer2", "orderer3", "orderer4")
+    assert [net.cores[n].replica.view for n in group] == [0, 0, 0, 0], "no view change"
+
+
 def test_quorum_for_peers_follows_the_list_in_force(
     gov: Gov, replicas: list[SigningIdentity]
 ) -> None:

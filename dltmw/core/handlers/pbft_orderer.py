@@ -399,6 +399,11 @@ class PbftOrdererCore:
             return
         self.follower = False
         self.replica, self.assembler = start.replica, start.assembler
+        # The fresh replica's clock starts at 0 but ticks go on from ours: without this, the
+        # requests handed over below would look as old as the run, and the replica holding
+        # them would change view alone at its next tick — a lone view change the others never
+        # join, which stalls the group when it is the primary (cfg-pbft-members, seed 2).
+        self.replica.now = self._now
         self.replica.executed_ids.update(old.executed_ids)
         self._peers = self._others()
         self._cut_to(view)
