@@ -32,6 +32,7 @@ import asyncio
 import tomllib
 from collections.abc import Callable
 
+from dltmw.client import GatewayClient
 from dltmw.client.governance import genesis_of
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.genesis import read_genesis
@@ -60,6 +61,7 @@ ADDED, ADDED_ORG, REMOVED = "orderer.e", "Orderer0", "orderer.b"
 REKEYED, REKEY, REKEY_ORG = "orderer.c", "orderer.c2", "Orderer2"  # old node, new node, its org
 ALL_ORDERERS = (*ORDERERS, ADDED, REKEY)
 UPDATES = 4
+AFTER_OPS = 3  # deposits after the last update
 Edit = Callable[[config_pb2.ChannelConfig], config_pb2.ChannelConfig]
 
 
@@ -86,7 +88,7 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
         _schedule_faults(dep)
         dep.at(HEAL_AT_S, dep.heal)
         jobs = [_random_op_later(dep, users[k % 2], work, k) for k in range(OPS)]
-        jobs.append(_governance(dep, work, genesis))
+        jobs.append(_governance(dep, work, genesis, users))
         await asyncio.gather(*jobs)
         lacking = await _converge(dep, work)
     finally:
@@ -129,8 +131,12 @@ def _removing(config: config_pb2.ChannelConfig, node: str) -> config_pb2.Channel
     return shrunk
 
 
-async def _governance(dep: Deployment, work: Work, genesis: ChannelView) -> None:
-    """Add orderer.e, remove orderer.b, then re-key orderer.c: add orderer.c2, remove it."""
+async def _governance(
+    dep: Deployment, work: Work, genesis: ChannelView, users: list[GatewayClient]
+) -> None:
+    """Add orderer.e, remove orderer.b, then re-key orderer.c: add orderer.c2, remove
+    orderer.c; then a few deposits, so blocks follow the last boundary (the signers checker
+    judges them against the set without orderer.c's key)."""
     await asyncio.sleep(dep.rng.uniform(0.2, 0.6))
     e, c2 = node_identity(dep, ADDED, ADDED_ORG), node_identity(dep, REKEY, REKEY_ORG)
     steps: tuple[tuple[str, Edit], ...] = (
@@ -145,6 +151,9 @@ async def _governance(dep: Deployment, work: Work, genesis: ChannelView) -> None
         if not await _update(dep, work, view, config, what):
             return
         view = _next(view, config)
+    for k in range(AFTER_OPS):
+        account = ACCOUNTS[k % len(ACCOUNTS)]
+        await _op(dep, users[k % 2], work, f"after{k} deposit {account}", "deposit", [account, "1"])
 
 
 async def _converge(dep: Deployment, work: Work) -> list[str]:
@@ -159,6 +168,8 @@ async def _converge(dep: Deployment, work: Work) -> list[str]:
         out.append(
             f"liveness: {len(valid)} of {UPDATES} replica-set updates applied ({work.updates})"
         )
+    elif not any(a.code == VALID and a.block > max(valid) for a in work.acks):
+        out.append(f"liveness: no transaction ordered after the last boundary (block {max(valid)})")
     return out
 
 
