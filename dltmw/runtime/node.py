@@ -323,9 +323,11 @@ class Node:
 
     @property
     def serves_replica(self) -> bool:
-        """A PBFT-lite replica lives here: an orderer of a PBFT channel or a notary-cluster member
-        (decided at start: grpc cannot add a service to a running server)."""
-        return bool(self.pbft_orderers) or bool(self.utxo.clusters)
+        """A PBFT-lite replica lives here or may: a node of the orderer role (it may join a
+        PBFT-lite channel later, `channel join` — an orderer issued by `org add-node` starts with
+        no channel) or a notary-cluster member (decided at start: grpc cannot add a service to a
+        running server; with no such channel the servicer refuses, CHANNEL_NOT_FOUND)."""
+        return "orderer" in self.config.roles or bool(self.pbft_orderers or self.utxo.clusters)
 
     async def join(self, block: block_pb2.Block) -> str:
         """Serve the channel of config block `block`; returns its id."""
@@ -348,12 +350,6 @@ class Node:
         data = self.config.data_dir
         sync, retry = self.config.synchronous, self.config.storage_retry
         pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
-        if is_orderer and pbft and self._server is not None and not self.serves_replica:
-            raise ClientError(
-                R.ERROR_REASON_ROLE_NOT_HOSTED,
-                f"{me} serves no ReplicaService (it ordered no PBFT-lite channel when it started):"
-                f" put the config block of {cid!r} into its node.toml channels and restart it",
-            )
         if is_orderer:
             ledger = await ChannelLedger.open(
                 data / f"{cid}.orderer.sqlite", synchronous=sync, retry=retry

@@ -110,7 +110,12 @@ STANDARD_SERVICES = frozenset(
     }
 )
 TWO_ORG_SERVICES = {
-    "orderer0": {"dltmw.v1.AdminService", "dltmw.v1.OrdererService", *STANDARD_SERVICES},
+    "orderer0": {  # ReplicaService: an orderer may join a PBFT-lite channel at any time
+        "dltmw.v1.AdminService",
+        "dltmw.v1.OrdererService",
+        "dltmw.v1.ReplicaService",
+        *STANDARD_SERVICES,
+    },
     "peer0.org1": {
         "dltmw.v1.AdminService",
         "dltmw.v1.CrossChainService",

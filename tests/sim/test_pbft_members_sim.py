@@ -1,19 +1,23 @@
 """PBFT-lite replica-set changes under faults, on the production nodes (tier 3).
 
 `cfg-pbft-members` (`dltmw/sim/scenarios/pbft_members.py`): orderer.e is added (4 -> 5
-replicas), then orderer.b removed (5 -> 4), while replicas and peers crash mid-store, one replica
-is cut off from the others and Deliver loses, duplicates and reorders blocks. Every run must be
-safe (one chain, every node applying each config at the same block, every block signed by a
-quorum of the replica set in force at its height and by nobody else) and live after the heal
-(both updates applied, every node — the added and the removed one too — at one height).
-Negative control: replicas that keep the classic 2f+1 quorum after the set grew to 5 (it is 4
-of 5: two quorums of 3 would share a single replica) are caught by the signer checker.
+replicas), then orderer.b removed (5 -> 4), then orderer.c re-keyed (orderer.c2 added, orderer.c
+removed), while replicas and peers crash mid-store, one replica is cut off from the others and
+Deliver loses, duplicates and reorders blocks. Every run must be safe (one chain, every node
+applying each config at the same block, every block signed by a quorum of the replica set in
+force at its height and by nobody else) and live after the heal (the four updates applied,
+deposits ordered after the last one, every node — the added and the removed ones too — at one
+height). Negative controls, caught by the signer checker: replicas that keep the classic 2f+1
+quorum after the set grew to 5 (it is 4 of 5: two quorums of 3 would share a single replica);
+replicas that do not end the epoch at orderer.c's removal, so its old key goes on signing.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from dltmw.core.channel import ChannelView
+from dltmw.core.handlers import pbft_orderer
 from dltmw.core.pbft import PbftConfig
 
 from .flow_runs import exercised, report, run_seeds, seeds
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.soak
 QUICK_SEEDS = 5
 
 MARKS = {
-    "both updates applied": lambda r: r.counts.get("config-applied", 0) == 2,
+    "the four updates applied": lambda r: r.counts.get("config-applied", 0) == 4,
     "a node killed mid-store": lambda r: any(k.startswith("killed:") for k in r.counts),
     "Deliver message lost": lambda r: r.counts.get("Deliver.dropped", 0) > 0,
 }
@@ -44,5 +48,23 @@ def test_negative_control_the_classic_quorum_after_growing_to_five_is_caught(
     """Break the quorum rule in the nodes (2f+1 whatever n); the checker keeps the real one."""
     monkeypatch.setattr(PbftConfig, "quorum", property(lambda self: 2 * self.f + 1))
     results = run_seeds("cfg-pbft-members", range(3), stop_after=3)
+    caught = [r for r in results if any(v.startswith("signers:") for v in r.violations)]
+    assert len(caught) == len(results), report(list(results))
+
+
+def test_negative_control_the_old_key_signing_after_the_rekey_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break the epoch boundary of the re-key only: orderer.c's removal does not end the
+    group, so orderer.c (its old key) goes on signing the blocks after it."""
+    real = pbft_orderer.replica_set_changed
+
+    def keeps_old_key(before: ChannelView, after: ChannelView) -> bool:
+        gone = {o.node_id for o in before.config.orderers}
+        gone -= {o.node_id for o in after.config.orderers}
+        return False if gone == {"orderer.c"} else real(before, after)
+
+    monkeypatch.setattr(pbft_orderer, "replica_set_changed", keeps_old_key)
+    results = run_seeds("cfg-pbft-members", range(2), stop_after=2)
     caught = [r for r in results if any(v.startswith("signers:") for v in r.violations)]
     assert len(caught) == len(results), report(list(results))

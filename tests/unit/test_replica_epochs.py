@@ -38,7 +38,15 @@ from dltmw.core.handlers.pbft_orderer import (
 )
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.identity import SigningIdentity
-from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Replica, ViewRecord
+from dltmw.core.pbft import (
+    ClientRequest,
+    Envelope,
+    PbftConfig,
+    Rejected,
+    Replica,
+    ViewRecord,
+    request_id,
+)
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
 from dltmw.sim.keys import Keys
@@ -60,6 +68,7 @@ class Network:
         self.members: dict[str, list[str]] = {}
         self.cores: dict[str, PbftOrdererCore] = {}
         self.committed: dict[str, list[CommittedBlock]] = {}
+        self.replies: dict[str, list[tuple[bytes, Rejected | None]]] = {}
         self.queue: list[tuple[str, Outbound]] = []
         self.now = 0
         self.signatures_last = False  # deliver block signatures only once no vote is queued
@@ -109,10 +118,12 @@ class Network:
             follower=follower,
         )
         self.committed.setdefault(node, [])
+        self.replies.setdefault(node, [])
 
     def flush(self, node: str) -> None:
         out = self.cores[node].ready()
         self.committed[node].extend(out.decided)
+        self.replies[node].extend(out.replies)  # type: ignore[arg-type]
         for destination, message in out.send:
             assert destination < len(self.members[node]), f"{node} sent outside its group"
             source = self.members[node][destination]
@@ -173,8 +184,8 @@ def signers(block: block_pb2.Block) -> set[str]:
     return {s.signer.decode() for s in block.metadata.signatures}
 
 
-def grow_and_shrink(gov: Gov, replicas: list[SigningIdentity]) -> tuple[Network, list[int]]:
-    """4 -> 5 (orderer4 added) -> 4 (orderer1 removed), with requests before, between, after."""
+def grow(gov: Gov, replicas: list[SigningIdentity]) -> tuple[Network, ChannelView]:
+    """4 -> 5 (orderer4 added, started at the boundary), with requests before and after."""
     v4 = four(gov, replicas)
     net = Network(v4)
     net.order(REQS[0], REQS[1])
@@ -188,11 +199,18 @@ def grow_and_shrink(gov: Gov, replicas: list[SigningIdentity]) -> tuple[Network,
     net.add("orderer4", start, v5, first.header.number + 1, block_hash(first), 0)
     net.cores["orderer4"].epoch = first.header.number
     net.order(REQS[2], REQS[3], REQS[4])
+    return net, v5
+
+
+def grow_and_shrink(gov: Gov, replicas: list[SigningIdentity]) -> tuple[Network, list[int]]:
+    """4 -> 5 (orderer4 added) -> 4 (orderer1 removed), with requests before, between, after."""
+    net, v5 = grow(gov, replicas)
+    first = net.chain("orderer4")[0].header.number - 1
     kept = [m for m in members(v5) if m[0] != "orderer1"]
     net.order(envelope(gov, update(v5, with_orderers(v5, kept), *gov.admins.values())))
     second = net.chain("orderer0")[-1]
     net.order(REQS[5], REQS[6], REQS[7])
-    return net, [first.header.number, second.header.number]
+    return net, [first, second.header.number]
 
 
 def test_add_then_remove_a_replica_keeps_one_chain_signed_by_the_set_in_force(
@@ -231,6 +249,48 @@ def test_the_removed_replica_retires_at_its_boundary(
     removed.step(ClientRequest(REQS[9]))
     (reply,) = removed.ready().replies
     assert reply[1] is not None and reply[1].reason == "NOT_A_REPLICA"
+
+
+def test_a_retiring_replica_refuses_the_requests_it_held_at_once(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """A request held by orderer1 alone (its forward lost, as one sent in the old epoch to
+    replicas already in the new one is) is refused NOT_A_REPLICA in the step orderer1 retires,
+    not left to its submitter's timeout: no replica would ever order it."""
+    net, v5 = grow(gov, replicas)
+    net.cores["orderer1"].step(ClientRequest(REQS[8]))
+    net.flush("orderer1")
+    net.queue.clear()  # its forward to the primary is lost
+    held = request_id(REQS[8])
+    assert held in net.cores["orderer1"].replica.pending
+    kept = [m for m in members(v5) if m[0] != "orderer1"]
+    net.order(envelope(gov, update(v5, with_orderers(v5, kept), *gov.admins.values())))
+    assert net.cores["orderer1"].follower, "orderer1 is no replica of the set in force"
+    ordered = {request_id(e) for b in net.chain("orderer0") for e in b.data.envelopes}
+    assert held not in ordered
+    answers = [r for rid, r in net.replies["orderer1"] if rid == held]
+    assert [r.reason if r is not None else None for r in answers] == ["NOT_A_REPLICA"]
+
+
+def test_requests_handed_to_the_next_group_keep_its_clock_and_are_ordered(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """A request orderer2 alone holds at the boundary goes to its replica of the next group,
+    timed from the boundary's tick: no view change on the next tick (a fresh replica's clock
+    at 0 made it look as old as the run, and a lone replica then changed view alone and
+    stalled the group — found by `cfg-pbft-members`, seed 2), and the new group orders it."""
+    net, v5 = grow(gov, replicas)
+    assert net.now > 60, "the run is older than the request timeout"
+    net.cores["orderer2"].step(ClientRequest(REQS[9]))
+    net.flush("orderer2")
+    net.queue.clear()  # its forward to the primary is lost: only orderer2 holds it
+    kept = [m for m in members(v5) if m[0] != "orderer1"]
+    net.order(envelope(gov, update(v5, with_orderers(v5, kept), *gov.admins.values())))
+    net.settle(rounds=100)
+    ordered = {request_id(e) for b in net.chain("orderer0") for e in b.data.envelopes}
+    assert request_id(REQS[9]) in ordered, "the handed-over request is ordered"
+    group = ("orderer0", "orderer2", "orderer3", "orderer4")
+    assert [net.cores[n].replica.view for n in group] == [0, 0, 0, 0], "no view change"
 
 
 def test_quorum_for_peers_follows_the_list_in_force(

@@ -42,10 +42,11 @@ list and `PbftConfig.epoch` = that block's number, and a block assembler countin
 the new list — and block number = epoch + sequence from then on. The old replica's messages not
 yet sent are dropped (foreign epoch for everyone now), its pending requests are handed to the
 new one. A node the new list does not name gets None: it becomes a *follower* — it orders
-nothing (client requests: NOT_A_REPLICA) and only fetches committed blocks from the replicas in
-force, verified as peers verify them; a node started before the list names it (an orderer being
-added) is a follower from the start (`follower=True`) and joins the group at the config block
-that adds it, once it fetched and committed the blocks up to it.
+nothing (client requests, and at once those it held when it retired: NOT_A_REPLICA) and only
+fetches committed blocks from the replicas in force, verified as peers verify them; a node
+started before the list names it (an orderer being added) is a follower from the start
+(`follower=True`) and joins the group at the config block that adds it, once it fetched and
+committed the blocks up to it.
 
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
@@ -394,15 +395,31 @@ class PbftOrdererCore:
         if start is None:
             self.follower = True
             self._peers = self._others()
+            self._refuse_held(old)
             return
         self.follower = False
         self.replica, self.assembler = start.replica, start.assembler
+        # The fresh replica's clock starts at 0 but ticks go on from ours: without this, the
+        # requests handed over below would look as old as the run, and the replica holding
+        # them would change view alone at its next tick — a lone view change the others never
+        # join, which stalls the group when it is the primary (cfg-pbft-members, seed 2).
+        self.replica.now = self._now
         self.replica.executed_ids.update(old.executed_ids)
         self._peers = self._others()
         self._cut_to(view)
         for rid, pending in old.pending.items():
             if rid not in old.executed_ids:
                 self.replica.on_request(pending.request, forward=True)
+
+    def _refuse_held(self, old: Replica) -> None:
+        """Retiring: refuse every request the old replica still held (NOT_A_REPLICA) at once,
+        so its submitters go to another orderer now rather than wait out their timeout — no
+        replica of ours will ever order them. One the group in force got by a forward may still
+        be ordered there; resubmitting the same envelope to a replica in force is idempotent
+        (same request id), and a block that carries it, fetched here, answers nobody twice."""
+        for rid in old.pending:
+            if rid not in old.executed_ids:
+                self._out.replies.append((rid, Rejected(rid, "NOT_A_REPLICA")))
 
     # -- catch-up ------------------------------------------------------------------------------
 

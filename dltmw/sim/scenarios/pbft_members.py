@@ -1,32 +1,38 @@
 """Scenario `cfg-pbft-members`: the PBFT-lite replica set changes at config blocks, under faults.
 
-The network of `cfg-pbft` plus orderer.e, a second orderer node of Orderer0 that block 0 does not
-name: it runs from the start as a follower (fetching blocks) until an update adds it. Two config
-updates, each signed by the admins of Org1 and Org2 and submitted like any client would:
+The network of `cfg-pbft` plus orderer.e, a second orderer node of Orderer0, and orderer.c2, a
+second one of Orderer2, that block 0 does not name: each runs from the start as a follower
+(fetching blocks) until an update adds it. Four config updates, each built on the config the
+previous one leads to, signed by the admins of Org1 and Org2 and submitted like any client would:
 
 1. add orderer.e at the end of the orderer list: 4 -> 5 replicas (f = 1, quorum 4 of 5);
-2. built on the config 1 leads to: remove orderer.b: 5 -> 4 (quorum 3).
+2. remove orderer.b: 5 -> 4 (quorum 3);
+3. and 4. re-key orderer.c the operator's way (docs/governance.md): add orderer.c2, Orderer2's
+   node with a new identity (4 -> 5), then remove orderer.c (5 -> 4); from that block on,
+   orderer.c's key is outside the set in force and no block may carry it.
 
 Each update's block ends an epoch (docs/governance.md). Faults until `HEAL_AT_S`, from the seed
 (`pbft_config._schedule_faults`): network delays; Deliver messages dropped, duplicated and
 reordered; connections reset; a peer and an original replica killed mid-store and restarted; one
 original replica cut off from the other three for a while, often across a boundary. Then every
 fault ends and every node restarts; the run must converge within `LIVENESS_S`: every client
-answered, both updates applied, every node (orderer.e and the removed orderer.b included, as
+answered, the four updates applied, every node (the added and the removed ones included, as
 followers fetch) at one height.
 
 Checkers: those of `cfg-pbft` (one chain, exactly once, state == replay, every node recorded the
 config its chain applies at the block that applies it) and `config_checks.check_signers`: every
 block, on every peer and orderer, carries signatures of at least a quorum of the replica set in
 force at its height (replayed from block 0) and of nobody outside it — so the block after each
-boundary is signed by the NEW set.
+boundary is signed by the NEW set (after the re-key: orderer.c2's key, never orderer.c's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Callable
 
+from dltmw.client import GatewayClient
 from dltmw.client.governance import genesis_of
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.genesis import read_genesis
@@ -52,13 +58,20 @@ from dltmw.sim.scenarios.result import ScenarioResult, conclude
 from dltmw.v1 import config_pb2
 
 ADDED, ADDED_ORG, REMOVED = "orderer.e", "Orderer0", "orderer.b"
-ALL_ORDERERS = (*ORDERERS, ADDED)
+REKEYED, REKEY, REKEY_ORG = "orderer.c", "orderer.c2", "Orderer2"  # old node, new node, its org
+ALL_ORDERERS = (*ORDERERS, ADDED, REKEY)
+UPDATES = 4
+AFTER_OPS = 3  # deposits after the last update
+Edit = Callable[[config_pb2.ChannelConfig], config_pb2.ChannelConfig]
 
 
 def topology() -> str:
-    """`cfg-pbft`'s topology with one more orderer node of Orderer0, not named by block 0."""
-    node = f'\n[[nodes]]\nid = "{ADDED}"\norg = "{ADDED_ORG}"\nroles = ["orderer"]\n'
-    return cfg_topology() + node
+    """`cfg-pbft`'s topology with orderer nodes of Orderer0 and Orderer2 not named by block 0."""
+    nodes = "".join(
+        f'\n[[nodes]]\nid = "{node}"\norg = "{org}"\nroles = ["orderer"]\n'
+        for node, org in ((ADDED, ADDED_ORG), (REKEY, REKEY_ORG))
+    )
+    return cfg_topology() + nodes
 
 
 async def run(seed: int, trace: bool = False) -> ScenarioResult:
@@ -75,7 +88,7 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
         _schedule_faults(dep)
         dep.at(HEAL_AT_S, dep.heal)
         jobs = [_random_op_later(dep, users[k % 2], work, k) for k in range(OPS)]
-        jobs.append(_governance(dep, work, genesis))
+        jobs.append(_governance(dep, work, genesis, users))
         await asyncio.gather(*jobs)
         lacking = await _converge(dep, work)
     finally:
@@ -85,12 +98,12 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
     return conclude(dep, name, seed, lacking, lambda: _check(dep, work, genesis), summary)
 
 
-def added_identity(dep: Deployment) -> bytes:
-    """orderer.e's identity, as its node.toml names its certificate."""
-    home = dep.root / "nodes" / ADDED
+def node_identity(dep: Deployment, node: str, org: str) -> bytes:
+    """`node`'s identity, as its node.toml names its certificate."""
+    home = dep.root / "nodes" / node
     config = tomllib.loads((home / "node.toml").read_text())
     cert = (home / config["files"]["identity_cert"]).read_bytes()
-    return identity_bytes(ADDED_ORG, cert)
+    return identity_bytes(org, cert)
 
 
 def _next(view: ChannelView, config: config_pb2.ChannelConfig) -> ChannelView:
@@ -100,21 +113,47 @@ def _next(view: ChannelView, config: config_pb2.ChannelConfig) -> ChannelView:
     return channel_view(after)
 
 
-async def _governance(dep: Deployment, work: Work, genesis: ChannelView) -> None:
-    """Add orderer.e, then remove orderer.b."""
-    await asyncio.sleep(dep.rng.uniform(0.2, 0.6))
+def _adding(
+    config: config_pb2.ChannelConfig, node: str, org: str, identity: bytes
+) -> config_pb2.ChannelConfig:
     grown = config_pb2.ChannelConfig()
-    grown.CopyFrom(genesis.config)
-    grown.orderers.add(node_id=ADDED, org_id=ADDED_ORG, identity=added_identity(dep))
-    if not await _update(dep, work, genesis, grown, f"add {ADDED}"):
-        return
-    five = _next(genesis, grown)
+    grown.CopyFrom(config)
+    grown.orderers.add(node_id=node, org_id=org, identity=identity)
+    return grown
+
+
+def _removing(config: config_pb2.ChannelConfig, node: str) -> config_pb2.ChannelConfig:
     shrunk = config_pb2.ChannelConfig()
-    shrunk.CopyFrom(five.config)
-    kept = [o for o in five.config.orderers if o.node_id != REMOVED]
+    shrunk.CopyFrom(config)
+    kept = [o for o in config.orderers if o.node_id != node]
     del shrunk.orderers[:]
     shrunk.orderers.extend(kept)
-    await _update(dep, work, five, shrunk, f"remove {REMOVED}")
+    return shrunk
+
+
+async def _governance(
+    dep: Deployment, work: Work, genesis: ChannelView, users: list[GatewayClient]
+) -> None:
+    """Add orderer.e, remove orderer.b, then re-key orderer.c: add orderer.c2, remove
+    orderer.c; then a few deposits, so blocks follow the last boundary (the signers checker
+    judges them against the set without orderer.c's key)."""
+    await asyncio.sleep(dep.rng.uniform(0.2, 0.6))
+    e, c2 = node_identity(dep, ADDED, ADDED_ORG), node_identity(dep, REKEY, REKEY_ORG)
+    steps: tuple[tuple[str, Edit], ...] = (
+        (f"add {ADDED}", lambda c: _adding(c, ADDED, ADDED_ORG, e)),
+        (f"remove {REMOVED}", lambda c: _removing(c, REMOVED)),
+        (f"add {REKEY}", lambda c: _adding(c, REKEY, REKEY_ORG, c2)),
+        (f"remove {REKEYED} (re-keyed as {REKEY})", lambda c: _removing(c, REKEYED)),
+    )
+    view = genesis
+    for what, edit in steps:
+        config = edit(view.config)
+        if not await _update(dep, work, view, config, what):
+            return
+        view = _next(view, config)
+    for k in range(AFTER_OPS):
+        account = ACCOUNTS[k % len(ACCOUNTS)]
+        await _op(dep, users[k % 2], work, f"after{k} deposit {account}", "deposit", [account, "1"])
 
 
 async def _converge(dep: Deployment, work: Work) -> list[str]:
@@ -125,8 +164,12 @@ async def _converge(dep: Deployment, work: Work) -> list[str]:
     if not await dep.settle(converged, HEAL_AT_S + LIVENESS_S):
         out.append(f"liveness: not converged {LIVENESS_S}s after the heal: {heights(dep)}")
     valid = [b for c, b in work.updates if c == VALID]
-    if len(valid) != 2:  # the network healed: both must be applied by now
-        out.append(f"liveness: {len(valid)} of 2 replica-set updates applied ({work.updates})")
+    if len(valid) != UPDATES:  # the network healed: all must be applied by now
+        out.append(
+            f"liveness: {len(valid)} of {UPDATES} replica-set updates applied ({work.updates})"
+        )
+    elif not any(a.code == VALID and a.block > max(valid) for a in work.acks):
+        out.append(f"liveness: no transaction ordered after the last boundary (block {max(valid)})")
     return out
 
 

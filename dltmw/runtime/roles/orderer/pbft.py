@@ -173,7 +173,10 @@ class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rej
             if rejected is None:
                 waiters.resolve(rid, None)
             elif rejected.reason == "NOT_A_REPLICA":  # removed from (or not yet in) the set
-                why = "this orderer is not a replica of the set in force: ask another"
+                why = (
+                    "this orderer is no longer (or not yet) an orderer of the channel's replica"
+                    " set in force: ask another"
+                )
                 waiters.fail(rid, TransientError(R.ERROR_REASON_ORDERING_UNAVAILABLE, why))
             else:
                 reason = f"refused: {rejected.reason}"
