@@ -29,6 +29,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,8 +219,23 @@ class _Namespace:
         return proxy
 
 
+# One package is parsed, checked, instrumented and compiled at a time in a process. CPython 3.11
+# keeps the recursion depth of its AST <-> object conversion in interpreter-wide state, not per
+# thread, so two threads converting ASTs at once can fail with SystemError("AST constructor
+# recursion depth mismatch"): seen in `make test` when an embedded network's peers loaded their
+# built-in packages on two pool threads together (test_embedding). Loads are rare (start,
+# install), so the lock costs nothing that matters.
+AST_LOCK = threading.Lock()
+
+
 def load_package(data: bytes) -> LoadedPackage:
-    """Parse, check and load package bytes (PackageError / PackageRefused if refused)."""
+    """Parse, check and load package bytes (PackageError / PackageRefused if refused); one at a
+    time per process (AST_LOCK)."""
+    with AST_LOCK:
+        return _load_package(data)
+
+
+def _load_package(data: bytes) -> LoadedPackage:
     package = read_package(data)
     findings = check_sources(package.files)
     if findings:

@@ -342,7 +342,7 @@ def test_a_node_refuses_data_a_newer_dltmw_wrote(tmp_path: Path) -> None:
     net = tmp_path / "net"
     init_network(tmp_path / "topology.toml", net)
     ledger = net / "nodes" / "peer0.org1" / "data" / "trades.peer.sqlite"
-    ledger.parent.mkdir(parents=True)
+    ledger.parent.mkdir(parents=True, exist_ok=True)  # init made data/ (installed packages)
     with sqlite3.connect(ledger) as conn:
         conn.execute(f"PRAGMA user_version = {FORMAT + 1}")
     config = net / "nodes" / "peer0.org1" / "node.toml"

@@ -4,7 +4,11 @@ package on every peer and block 0 names its id; `by_name = true` keeps the legac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from dltmw.contract_sdk import loader
 from dltmw.contracts import BUILTIN, builtin_package, builtin_package_id, generated_module
 from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
 from dltmw.core.genesis import read_genesis
@@ -54,3 +58,26 @@ def test_init_installs_the_builtins_and_block_0_names_their_ids(tmp_path: Path) 
         "bank": "",
         "xfer": builtin_package_id("xfer"),
     }
+
+
+def test_a_package_is_parsed_and_compiled_under_the_process_wide_ast_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads converting ASTs at once can fail in CPython 3.11 (loader.AST_LOCK): every
+    parse (the static check) and every compile of an instrumented module happens under it."""
+    seen: list[bool] = []
+    check, instrument = loader.check_sources, loader.instrument
+
+    def checked(files: Any) -> Any:
+        seen.append(loader.AST_LOCK.locked())
+        return check(files)
+
+    def instrumented(source: str, filename: str) -> Any:
+        seen.append(loader.AST_LOCK.locked())
+        return instrument(source, filename)
+
+    monkeypatch.setattr(loader, "check_sources", checked)
+    monkeypatch.setattr(loader, "instrument", instrumented)
+    loader.load_package(builtin_package("bank"))
+    assert len(seen) >= 2 and all(seen)
+    assert not loader.AST_LOCK.locked()
