@@ -23,6 +23,8 @@ from dltmw.v1 import block_pb2, crosschain_pb2, crosschain_pb2_grpc, errors_pb2
 
 X = crosschain_pb2
 CALL_TIMEOUT_S = 30.0
+LAG_S = 15.0  # how long a proof is asked for again while no peer has committed it yet
+LAG_BACKOFF_FIRST_S, LAG_BACKOFF_MAX_S = 0.1, 2.0
 CONFIG_ROUNDS_MAX = 1_000  # GetConfigBlocks calls per fetch (each scans up to 2,000 blocks)
 
 
@@ -57,17 +59,44 @@ async def _ask(
     return list(await asyncio.gather(*(one(n, c) for n, c in peers), return_exceptions=True))
 
 
+async def _ask_until_one_has_it(
+    peers: Sequence[tuple[str, grpc.aio.Channel]],
+    channel_id: str,
+    tx_id: str,
+    timeout_s: float,
+    lag_s: float,
+) -> list[X.CommitProof | BaseException]:
+    """`_ask`, again (backing off, for up to `lag_s`) while every peer answers PROOF_UNAVAILABLE:
+    the caller learnt of the commit from another peer (its gateway's) and these lag behind it,
+    e.g. while they reconnect to an orderer that restarted. Peers that never committed it are
+    told apart only by the time bound."""
+    deadline = asyncio.get_running_loop().time() + lag_s
+    delay = LAG_BACKOFF_FIRST_S
+    while True:
+        answers = await _ask(peers, channel_id, tx_id, 0, timeout_s)
+        lagging = all(
+            isinstance(a, DltmwError) and a.reason == errors_pb2.ERROR_REASON_PROOF_UNAVAILABLE
+            for a in answers
+        )
+        if not answers or not lagging or asyncio.get_running_loop().time() + delay > deadline:
+            return answers
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, LAG_BACKOFF_MAX_S)
+
+
 async def fetch_commit_proof(
     peers: Sequence[tuple[str, grpc.aio.Channel]],
     channel_id: str,
     tx_id: str,
     timeout_s: float = CALL_TIMEOUT_S,
+    lag_s: float = LAG_S,
 ) -> X.CommitProof:
     """The proof of `tx_id` with the attestations of every peer in `peers` (node id, channel)
     that answered and agreed; raises the first peer's error if none answered. All are asked at
-    once; a peer that has not committed the transaction yet (it lags the one that has) is asked
-    again, once, to answer when it reaches the block the others named."""
-    answers = await _ask(peers, channel_id, tx_id, 0, timeout_s)
+    once (again for up to `lag_s` while none has committed it yet); a peer that has not
+    committed the transaction yet (it lags the one that has) is asked again, once, to answer
+    when it reaches the block the others named."""
+    answers = await _ask_until_one_has_it(peers, channel_id, tx_id, timeout_s, lag_s)
     found = [a for a in answers if isinstance(a, X.CommitProof)]
     late = [p for p, a in zip(peers, answers, strict=True) if isinstance(a, DltmwError)]
     if found and late:
