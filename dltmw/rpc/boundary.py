@@ -285,8 +285,11 @@ class Boundary:
                     with Charged(self.budget, caller, len(raw)), self.streams.held():
                         request = self.admit(rule, raw, caller)
                         async for response in behaviour(request, context):
-                            if not await _written(context, response):
-                                return
+                            with self.streams.writing():
+                                if not await _written(context, response):
+                                    return
+                            if self.streams.ended:  # the stop came during the write
+                                raise stopping()
                     return
                 except DltmwError as exc:
                     refused = detached(exc)

@@ -41,6 +41,7 @@ class OpenStreams:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self._writing: set[asyncio.Task[object]] = set()
         self.ended = False
 
     @contextmanager
@@ -58,6 +59,23 @@ class OpenStreams:
         finally:
             self._tasks.discard(task)
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A message of a held subscription is being written: `end()` does not cancel the task
+        now, and the caller checks `ended` once the write is done. A cancel that lands inside
+        grpc's write leaves its send operation in flight, and the abort that reports
+        SHUTTING_DOWN then fails (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the call stayed open
+        until the server's grace ran out (seen 1 run in ~20 under load)."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._writing.add(task)
+        try:
+            yield
+        finally:
+            self._writing.discard(task)
+
     def ended_here(self) -> bool:
         """After a CancelledError in a held subscription: was it `end()`'s? Then the caller
         reports SHUTTING_DOWN instead of propagating the cancellation (and the task's cancel
@@ -73,5 +91,6 @@ class OpenStreams:
         self.ended = True
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
-            task.cancel()
+            if task not in self._writing:  # a writing task stops after its write (`writing`)
+                task.cancel()
         return len(tasks)

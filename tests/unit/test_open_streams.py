@@ -47,3 +47,29 @@ def test_a_caller_cancelling_is_not_taken_for_the_stop() -> None:
         assert streams.end() == 0  # it was no longer held
 
     asyncio.run(scenario())
+
+
+def test_a_write_in_progress_is_not_cancelled_and_sees_the_end_after_it() -> None:
+    """A cancel inside grpc's write leaves its send operation in flight, and the abort that
+    would report SHUTTING_DOWN then fails: `end()` leaves a writing task alone, and the task
+    finds `ended` once its write is done."""
+
+    async def scenario() -> None:
+        streams, writing, release = OpenStreams(), asyncio.Event(), asyncio.Event()
+
+        async def subscription() -> str:
+            with streams.held():
+                with streams.writing():
+                    writing.set()
+                    await release.wait()  # the write, in flight
+                return "ended after the write" if streams.ended else "went on"
+
+        task = asyncio.ensure_future(subscription())
+        await writing.wait()
+        assert streams.end() == 1
+        await asyncio.sleep(0.01)
+        assert not task.done(), "the writing task was cancelled mid-write"
+        release.set()
+        assert await task == "ended after the write"
+
+    asyncio.run(scenario())
