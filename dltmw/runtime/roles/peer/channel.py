@@ -117,6 +117,10 @@ class PeerChannel:
         # The committed contract definitions: what runs, under which policy and sequence.
         self.lifecycle = ChannelLifecycle(self.channel_config, packages, ctx.node_id)
         self._committed = asyncio.Condition()
+        # The height whose blocks are applied in full: committed AND their effects on this
+        # peer's views taken (a lifecycle commit's definitions are loaded after the block is
+        # written, across an await). None until the first commit here: all on disk is applied.
+        self._applied: int | None = None
         self._task: asyncio.Task[None] | None = None
         name = view.channel_id
         self._admitter = Coalescer(self.admit_many, name=f"admit-{name}")
@@ -277,11 +281,11 @@ class PeerChannel:
     async def reach(self, block_number: int, timeout_s: float) -> None:
         """Return once block `block_number` is committed here (at once for 0, which every
         joined peer holds), or raise HEIGHT_NOT_REACHED after `timeout_s`."""
-        if block_number == 0 or self.ledger.height > block_number:
+        if block_number == 0 or self.applied_height > block_number:
             return
         try:
             async with asyncio.timeout(timeout_s), self._committed:
-                await self._committed.wait_for(lambda: self.ledger.height > block_number)
+                await self._committed.wait_for(lambda: self.applied_height > block_number)
         except TimeoutError:
             last = self.ledger.height - 1
             raise TransientError(
@@ -386,8 +390,16 @@ class PeerChannel:
         """Validate and commit the next block (PeerError when it is refused)."""
         await self.committer.commit(block)
 
+    @property
+    def applied_height(self) -> int:
+        """Blocks below it are committed and applied (`reach` waits on it, not on the ledger's
+        height: a proposal naming block n must see n's lifecycle definitions, not only its
+        writes — the demo's trader was refused CONTRACT_NOT_COMMITTED right after the commit)."""
+        return self.ledger.height if self._applied is None else self._applied
+
     async def _on_committed(self, committed: Committed) -> None:
         """A block is durable: answer its commit-status watchers, wake the block followers."""
+        self._applied = max(self._applied or 0, committed.number + 1)
         self._resolve_watchers(committed.number, committed.tx_ids, committed.codes)
         async with self._committed:
             self._committed.notify_all()
