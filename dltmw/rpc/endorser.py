@@ -111,7 +111,10 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
                     outcomes[i] = E.ProposalOutcome(error=_item_error(exc))
                     continue
                 by_peer.setdefault(peer.view.channel_id, (peer, []))[1].append(i)
-            jobs = [_endorse(peer, request, indexes) for peer, indexes in by_peer.values()]
+            jobs = [
+                _endorse(peer, request, indexes, self._height_wait_s)
+                for peer, indexes in by_peer.values()
+            ]
             # One channel (the usual case) is awaited here: no task of its own, no loop turn.
             answers = [await jobs[0]] if len(jobs) == 1 else await asyncio.gather(*jobs)
             for (_, indexes), outs in zip(by_peer.values(), answers, strict=True):
@@ -126,12 +129,24 @@ class EndorserServicer(endorser_service_pb2_grpc.EndorserServiceServicer):
 
 
 async def _endorse(
-    peer: Endorsing, request: E.ProcessProposalsRequest, indexes: list[int]
+    peer: Endorsing, request: E.ProcessProposalsRequest, indexes: list[int], wait_s: float
 ) -> list[E.ProposalOutcome]:
     """Admit and endorse the proposals at `indexes` of `request` (one channel) as one batch
-    (each at its min block, if the request names them)."""
-    admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])
+    (each at its min block, if the request names them).
+
+    The highest min block is reached before admission, not only before simulation: admission
+    resolves the contract's committed definition, and a proposal naming the block that
+    committed a new definition was refused PACKAGE_MISMATCH / CONTRACT_NOT_COMMITTED by an
+    endorser one block behind (fresh-clone test_governance). The gateway only names blocks its
+    own peer holds and waits for the whole batch's answer, so waiting for the highest first
+    holds nothing up longer than the slowest proposal would."""
     wanted = request.min_block_numbers
+    highest = max((wanted[i] for i in indexes), default=0) if wanted else 0
+    try:
+        await peer.reach(highest, wait_s)
+    except DltmwError as exc:
+        return [E.ProposalOutcome(error=_item_error(exc)) for _ in indexes]
+    admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])
     ok = [
         (a, wanted[i] if wanted else 0)
         for a, i in zip(admitted, indexes, strict=True)

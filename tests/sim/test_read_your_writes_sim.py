@@ -11,6 +11,8 @@ account does not exist yet — here every time, not in 1 of 100 runs. The partit
 - A client that sends no block: the gateway sees the refusal came from a state older than its
   own peer's, asks peer0.org2 again at that block, and the deposit commits VALID.
 - An Evaluate through the other gateway, carrying the client's mark over: it waits too.
+- A contract the admins commit while peer0.org2 lags: a call naming the commit's block waits
+  for it before the endorser resolves the contract (no CONTRACT_NOT_COMMITTED from behind).
 - A lag that does not end: a retryable UNAVAILABLE / HEIGHT_NOT_REACHED after the node's
   `height_wait_s`, never a final CONTRACT_FAILED.
 
@@ -28,6 +30,8 @@ import grpc
 import pytest
 
 from dltmw.client.gateway import GatewayClient
+from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
+from dltmw.core.lifecycle import NAMESPACE, Definition, canonical_policy
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.sim import vloop
@@ -120,3 +124,54 @@ def test_negative_control_an_endorser_that_does_not_wait_fails_the_deposit(
     monkeypatch.setattr(PeerChannel, "reach", at_once)
     outcome = _run(_deposit_through_the_sdk)
     assert outcome.startswith("ABORTED/"), outcome
+
+
+async def _call_a_contract_deployed_while_the_endorser_lags(dep: Deployment) -> str:
+    """The admins approve and commit `kv` (installed on every peer by init, deployed on no
+    channel); the commit is ordered while peer0.org2 is cut from the orderer, and a client that
+    saw it committed calls `kv` at once. peer0.org2 must wait for the commit's block before it
+    resolves the contract, not refuse CONTRACT_NOT_COMMITTED from its older definitions."""
+    kv = Definition(
+        "kv", "1.0", 1, BUILTIN_PACKAGE_IDS["kv"], canonical_policy("AND(Org1.peer, Org2.peer)")
+    )
+    seen = 0
+    for admin in ("admin.org1", "admin.org2"):
+        approver = dep.gateway_client(admin, "peer0.org1")
+        approver.observe_block(CHANNEL, seen)
+        approved = await approver.submit_transaction(CHANNEL, NAMESPACE, "approve", kv.to_bytes())
+        assert approved.status.result == VALID, admin
+        seen = approved.status.block_number
+    admin = dep.gateway_client("admin.org1", "peer0.org1")
+    admin.observe_block(CHANNEL, seen)
+    signed, tx_id = admin.proposal(CHANNEL, NAMESPACE, "commit", [kv.to_bytes()])
+    endorsed = await admin.endorse(signed)  # both peers endorse; then peer0.org2 falls behind
+    dep.net.partition(ORDERER, LAGGING)
+    dep.at(dep.now + HEAL_AFTER_S, lambda: dep.net.heal(ORDERER, LAGGING))
+    await admin.submit(admin.envelope(endorsed.prepared_payload))
+    committed = await admin.commit_status(CHANNEL, tx_id)
+    assert committed.result == VALID
+    client = dep.gateway_client("user1.org1", "peer0.org1")
+    client.observe_block(CHANNEL, committed.block_number)
+    done = await client.submit_transaction(CHANNEL, "kv", "put", "k", "v")
+    return transaction_pb2.TxValidationCode.Name(done.status.result)
+
+
+def _deploy_run(seed: int = 1) -> str:
+    async def main() -> str:
+        dep = Deployment(topology("solo"))
+        try:
+            await dep.start()
+            try:
+                return await _call_a_contract_deployed_while_the_endorser_lags(dep)
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}/{reason_of(exc)}: {exc.details()}"
+        finally:
+            await dep.stop()
+            dep.remove()
+
+    with quiet_nodes():
+        return vloop.run(seed, main)
+
+
+def test_a_contract_committed_while_an_endorser_lags_is_resolved_after_its_block() -> None:
+    assert _deploy_run() == "TX_VALIDATION_CODE_VALID"

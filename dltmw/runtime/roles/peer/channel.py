@@ -259,7 +259,7 @@ class PeerChannel:
         groups: dict[int, list[int]] = {}
         for index, number in enumerate(min_blocks):
             # Every block already committed here is one group: one snapshot for all of them.
-            groups.setdefault(0 if number < self.ledger.height else number, []).append(index)
+            groups.setdefault(0 if number < self.applied_height else number, []).append(index)
         out: list[proposal_pb2.ProposalResponse | TransientError | None] = [None] * len(batch)
 
         async def group(number: int, indexes: list[int]) -> None:
