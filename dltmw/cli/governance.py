@@ -89,7 +89,10 @@ def update(
     ] = None,
     remove_peer: Annotated[str | None, typer.Option(help="a peer to take out")] = None,
     add_orderer: Annotated[
-        str | None, typer.Option(help="an orderer node to add as a PBFT-lite replica (nodes/NODE)")
+        str | None,
+        typer.Option(
+            help="an orderer node to add (nodes/NODE): a PBFT-lite replica or a JetStream orderer"
+        ),
     ] = None,
     remove_orderer: Annotated[str | None, typer.Option(help="an orderer to take out")] = None,
     rotate_peer: Annotated[

@@ -489,11 +489,15 @@ class Node:
 
 
 def _joins_replica_set(view: ChannelView, org_id: str) -> bool:
-    """An orderer node of an orderer organisation of a PBFT-lite channel that block 0 does not
-    name: it runs as a follower (fetching blocks) until a config update adds it to the replica
-    set (docs/governance.md)."""
-    pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
-    return pbft and org_id in {o.org_id for o in view.config.orderer_organizations}
+    """An orderer node of an orderer organisation of the channel that block 0 does not name.
+    PBFT-lite: it runs as a follower (fetching blocks) until a config update adds it to the
+    replica set (docs/governance.md). JetStream: it consumes the channel's stream from the start
+    and cuts the same blocks as every other orderer (the cutting is a function of the stream);
+    peers take its blocks once a config update names it (docs/ordering.md)."""
+    later = (config_pb2.ORDERING_TYPE_PBFT, config_pb2.ORDERING_TYPE_JETSTREAM)
+    return view.config.ordering in later and org_id in {
+        o.org_id for o in view.config.orderer_organizations
+    }
 
 
 async def stored_view(ledger: Ledger, genesis: ChannelView) -> ChannelView:
