@@ -6,6 +6,7 @@ Each refusal leaves nothing signed, consumed or stored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dltmw.net.netmap import FILE_NAME
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import utxo_pb2, vault_service_pb2
+from tests.integration.cli import dltmw
 
 pytestmark = pytest.mark.integration
 Start = Callable[..., tuple[Path, Supervisor]]
@@ -164,7 +166,11 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
         assert details.startswith("UTXO_CONTRACT_UNKNOWN: notary0: ")
         assert f"contract 'bond': the transaction names package {BOND_ID}, no code here" in details
         assert stored_tx_ids(net, "bank") == stored_tx_ids(net, "brokera") == set()
-        await NodeAdmin(net, "notary0").install(BOND)  # live: no restart needed
+        (net / "bond-1.0.zip").write_bytes(BOND)  # live, by the CLI: no restart needed
+        out = await asyncio.to_thread(
+            dltmw, "contract", "install", str(net), "notary0", str(net / "bond-1.0.zip")
+        )
+        assert out.startswith(f"{BOND_ID} installed on notary0 (bond 1.0)")
 
         # issue + transfer, each verified by the initiator, the notary and the receivers
         issued = await issue(a, 1000)
@@ -187,6 +193,13 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
             held = unconsumed(list(await trader.query(contract="bond")))
             assert [json.loads(d)["face"] for _, _, d in held] == [400]
             kept = (held[0][0], held[0][1])
+
+            # the generic flow spends only unconsumed states of that contract this node holds
+            err = await refused(transfer((tx_id, index), 1000, 0))  # consumed just now
+            assert (err.code(), reason_of(err)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_FIELD",
+            )
 
             # a required signer whose vault does not hold the package refuses to sign
             before = stored_tx_ids(net, "brokera")
@@ -222,5 +235,20 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
         redeemed = await bank.contract_command("bond", BOND_ID, "redeem", inputs=[(t, i)])
         assert redeemed.tx_id in stored_tx_ids(net, "bank")
         assert unconsumed(list(await bank.query(contract="bond"))) == []
+
+        # the same from the command line: identity, run, states
+        cli = str(net)
+        assert (await asyncio.to_thread(dltmw, "vault", "identity", cli, "brokera")).strip() == (
+            a.hex()
+        )
+        data = bond(me, a, 7).decode()
+        tx = await asyncio.to_thread(
+            dltmw, "vault", "run", cli, "ops.bank", "bank", "bond", "issue",
+            "--hash", BOND_ID, "--output", f"brokera:{data}",
+        )  # fmt: skip
+        listed = await asyncio.to_thread(
+            dltmw, "vault", "states", cli, "trader.brokera", "brokera", "--contract", "bond"
+        )
+        assert f"{tx.strip()}:0 bond {data}" in listed.splitlines()
     finally:
         await bank.close()
