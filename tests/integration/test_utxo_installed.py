@@ -22,6 +22,7 @@ from dltmw.core.contract_package import Manifest, package_id, write_package
 from dltmw.net.netmap import FILE_NAME
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
+from dltmw.sdk.vault import Vault
 from dltmw.v1 import utxo_pb2, vault_service_pb2
 from tests.integration.cli import dltmw
 
@@ -72,6 +73,7 @@ SPIN = write_package(  # a verify that never returns: the step budget must stop 
     {"spin.py": "def verify(tx):\n    n = 0\n    while True:\n        n += 1\n"},
 )
 SPIN_ID = package_id(SPIN)
+WALL_CLOCK_BEYOND_BUDGET = "\n[limits]\ncontract_wall_s = 300.0\n"
 SOCKET = write_package(
     Manifest("leak", "1.0", "leak:verify", kind="utxo"),
     {"leak.py": "import socket\n\ndef verify(tx):\n    socket.create_connection(('x', 1))\n"},
@@ -116,7 +118,9 @@ def unconsumed(states: list[vault_service_pb2.VaultState]) -> list[tuple[str, in
 
 
 async def test_a_user_written_utxo_contract_installed_approved_and_used(network: Start) -> None:
-    net, sup = network(TOPOLOGY)
+    # a wall-clock backstop far beyond the step budget, so that on a loaded machine too the
+    # deterministic budget is what stops the runaway verify below
+    net, sup = network(TOPOLOGY, node_toml_extra=WALL_CLOCK_BEYOND_BUDGET)
     clients = {c: PartyFiles.load(net, c) for c in ("ops.bank", "trader.brokera", "trader.brokerb")}
     bank = await VaultClient.connect(clients["ops.bank"], "bank")
     try:
@@ -231,10 +235,11 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
             "UTXO_CONTRACT_BUDGET_EXCEEDED",
         )
         assert error_metadata(err)["limit"] == "steps"
-        [(t, i, _)] = unconsumed(list(await bank.query(contract="bond")))
-        redeemed = await bank.contract_command("bond", BOND_ID, "redeem", inputs=[(t, i)])
-        assert redeemed.tx_id in stored_tx_ids(net, "bank")
-        assert unconsumed(list(await bank.query(contract="bond"))) == []
+        async with await Vault.connect(net, "ops.bank", "bank") as embedded:  # the SDK's handle
+            [(t, i, _)] = await embedded.states("bond")
+            redeemed = await embedded.run("bond", BOND_ID, "redeem", inputs=[(t, i)])
+            assert redeemed.tx_id in stored_tx_ids(net, "bank")
+            assert await embedded.states("bond") == []
 
         # the same from the command line: identity, run, states
         cli = str(net)

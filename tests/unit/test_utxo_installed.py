@@ -156,6 +156,18 @@ def test_a_runaway_verify_is_stopped_by_the_step_budget(tmp_path: Path, kind: st
     assert err.metadata == {"contract": "bond", "contract_hash": digest, "limit": limit}
 
 
+def test_an_allocation_beyond_any_memory_is_refused_as_such(tmp_path: Path) -> None:
+    """One allocation is one step, so only MemoryError stops it: 4 EiB exceeds every address
+    space, so the allocation fails at once (nothing is touched) on any machine."""
+    data = utxo_package("def verify(tx):\n    return b'x' * (2 ** 62)\n")
+    s = ContractStore(tmp_path)
+    s.install(data)
+    digest = package_id(data)
+    issue = ltx([], [state(A, 1, digest=digest)], [cmd("issue", [BANK], digest)])
+    err = refused(issue, code_of(s, digest))
+    assert (err.reason_name, err.metadata["limit"]) == ("UTXO_CONTRACT_BUDGET_EXCEEDED", "memory")
+
+
 def test_the_wall_clock_backstop_stops_what_the_step_budget_does_not(tmp_path: Path) -> None:
     data = utxo_package("def verify(tx):\n    while True:\n        pass\n")
     s = ContractStore(tmp_path)
