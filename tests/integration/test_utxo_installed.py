@@ -257,3 +257,60 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
         assert f"{tx.strip()}:0 bond {data}" in listed.splitlines()
     finally:
         await bank.close()
+
+
+NON_VALIDATING = (
+    TOPOLOGY.replace("validating = true\n", "")
+    + """
+[[nodes]]
+id = "brokerc"
+org = "BrokerC"
+roles = ["vault"]
+[[orgs]]
+id = "BrokerC"
+[[clients]]
+id = "trader.brokerc"
+org = "BrokerC"
+"""
+)
+
+
+async def test_receivers_verify_the_backchain_with_the_installed_package(network: Start) -> None:
+    """With a non-validating notary each receiver resolves and verifies the backchain itself, with
+    the package: brokerc records a bond brokera got from the bank. brokerb, without the package,
+    refuses to record the final transfer (UTXO_CONTRACT_UNKNOWN, nothing stored); once an admin
+    installs it there, the sender's outbox delivers it."""
+    net, sup = network(NON_VALIDATING)
+    for node in ("bank", "brokera", "brokerc"):
+        await NodeAdmin(net, node).install(BOND)
+    assert all(code == 0 for code in sup.stop_all().values())
+    approve(net, "bond", BOND_ID)
+    sup.up(timeout_s=60)
+    party = {c: PartyFiles.load(net, c) for c in ("ops.bank", "trader.brokera", "trader.brokerc")}
+    async with (
+        await VaultClient.connect(party["ops.bank"], "bank") as bank,
+        await VaultClient.connect(party["trader.brokera"], "brokera") as trader_a,
+        await VaultClient.connect(party["trader.brokerc"], "brokerc") as trader_c,
+    ):
+        me, a, b, c = (bank.identity_of(n) for n in ("bank", "brokera", "brokerb", "brokerc"))
+        issued = await bank.contract_command("bond", BOND_ID, "issue", [(bond(me, a, 1000), [a])])
+        moved = await trader_a.contract_command(
+            "bond", BOND_ID, "transfer", [(bond(me, c, 1000), [c])], inputs=[(issued.tx_id, 0)]
+        )
+        assert {issued.tx_id, moved.tx_id} <= stored_tx_ids(net, "brokerc")  # with its backchain
+        [(t, i, _)] = unconsumed(list(await trader_c.query(contract="bond")))
+        err = await refused(
+            trader_c.contract_command(
+                "bond", BOND_ID, "transfer", [(bond(me, b, 1000), [b])], inputs=[(t, i)]
+            )
+        )
+        assert (err.code(), reason_of(err)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UTXO_CONTRACT_UNKNOWN",
+        )
+        assert stored_tx_ids(net, "brokerb") == set()
+        await NodeAdmin(net, "brokerb").install(BOND)
+        deadline = asyncio.get_running_loop().time() + 60
+        while not stored_tx_ids(net, "brokerb") and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        assert len(stored_tx_ids(net, "brokerb")) >= 1  # the final transfer (and its chain)
