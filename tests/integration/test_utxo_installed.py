@@ -129,6 +129,25 @@ async def test_a_user_written_utxo_contract_installed_approved_and_used(network:
         def issue(to: bytes, face: int, contract: str = "bond", digest: str = BOND_ID) -> object:
             return bank.contract_command(contract, digest, "issue", [(bond(me, to, face), [to])])
 
+        # bad input to the generic flow: a specific reason, before anything is built
+        notary = bank.identity_of("notary0")
+        bad = [
+            ({"command": ""}, "MISSING_FIELD"),
+            ({"contract_hash": "not-a-hash"}, "INVALID_FIELD"),
+            ({"outputs": [(b"{}", [])]}, "INVALID_FIELD"),  # a state nobody holds
+            ({"outputs": [(b"{}", [notary])]}, "INVALID_FIELD"),  # a notary holds no states
+            ({"signers": [notary]}, "INVALID_FIELD"),
+            ({"memo": b"ref"}, "INVALID_FIELD"),
+            ({"inputs": [("ab" * 32, 0)]}, "INVALID_FIELD"),  # not a state of this vault
+        ]
+        for change, reason in bad:
+            args = {"contract": "bond", "contract_hash": BOND_ID, "command": "issue"} | change
+            err = await refused(bank.contract_command(**args))  # type: ignore[arg-type]
+            assert (err.code(), reason_of(err)) == (grpc.StatusCode.INVALID_ARGUMENT, reason), (
+                change
+            )
+        assert stored_tx_ids(net, "bank") == set()
+
         # install: admin-signed, on the vaults and the notary that verify; a package importing
         # socket is refused with the names found, and nothing is stored
         for node in ("bank", "brokera"):
