@@ -59,7 +59,7 @@ from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.contract_store import ContractStore
+from dltmw.runtime.contract_store import CONTRACT_ROLES, ContractStore
 from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
@@ -148,10 +148,12 @@ class Node:
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )
-        self.contracts: ContractStore | None = None  # installed contract packages (peers)
-        if "peer" in config.roles:
+        # installed contract packages: channel contracts (peers), UTXO contracts (the vaults and
+        # notaries that verify them: runtime/utxo_code.py)
+        self.contracts: ContractStore | None = None
+        if CONTRACT_ROLES & config.roles:
             self.contracts = ContractStore(config.data_dir / "contracts")
-        self.utxo = UtxoServices(config, self.ctx, self._pool, values)
+        self.utxo = UtxoServices(config, self.ctx, self._pool, values, self.contracts)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
