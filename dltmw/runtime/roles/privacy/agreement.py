@@ -6,8 +6,11 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
   the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
   private store's thread, between the executor's block steps, so it sees one committed state.
 * `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
-  other recipient at once under ONE deadline; a recipient that does not answer in time fails the
-  collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the client may retry).
+  other recipient at once under ONE deadline; under ALL_RECIPIENTS a recipient that does not
+  answer in time fails the collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the
+  client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
+  soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
+  and fails at once when the policy can no longer be met.
 
 Nothing here is trusted by the commit rule: every node re-checks every signature and hash.
 """
