@@ -22,16 +22,22 @@ import grpc
 import pytest
 
 from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
+from dltmw.client.governance import current_config, submit_update
 from dltmw.client.privacy import PrivacyClient
+from dltmw.core import config_edit
+from dltmw.core.channel import ChannelView
+from dltmw.core.config_update import add_signature, update_content
 from dltmw.ops.supervisor import Supervisor
-from dltmw.pki.network import init_network
+from dltmw.pki.network import agreement_settings, init_network
 from dltmw.rpc.status import reason_of
+from dltmw.v1 import config_update_pb2, private_payload_pb2, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
-from dltmw.v1 import private_payload_pb2, transaction_pb2
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 ORGS = ("org1", "org2", "org3")
+POLICY = "OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
 TOPOLOGY = """
 name = "queued"
 [[orgs]]
@@ -228,3 +234,55 @@ async def test_all_recipients_refuses_the_send_while_a_recipient_is_down(
         await close(pcs)
     sup.start("peer0.org3")
     sup.wait_ready("peer0.org3", 60)
+
+
+async def test_a_config_update_turns_the_strict_channel_into_a_queued_one(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """`strict` (ALL_RECIPIENTS) gets the 2-of-3 expression by a config update signed by two
+    admins (a malformed expression is refused and changes nothing); then a send with Org3's
+    node down is queued and commits, and Org3 catches up when it returns."""
+    path, sup = net
+    view = await current_config(path, "admin.org1", "strict")
+
+    def update(text: str, before: ChannelView) -> config_update_pb2.ConfigUpdate:
+        settings = (agreement_settings(text)["private_agreement"], text)
+        new = config_edit.with_settings(before.config, private_agreement=settings)
+        out = config_update_pb2.ConfigUpdate(content=update_content(before, new))
+        for admin in ("admin.org1", "admin.org2"):
+            add_signature(out, ClientFiles.load(path, admin).signer)
+        return out
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:  # refused at admission: nothing ordered
+        await submit_update(path, "admin.org1", "strict", update("OutOf(1, Org1.admin)", view))
+    assert reason_of(bad.value) == "CONFIG_INVALID"
+    assert "never sign" in (bad.value.details() or "")
+    _, code, _ = await submit_update(path, "admin.org1", "strict", update(POLICY, view))
+    assert code == VALID
+    sup.kill("peer0.org3")
+    pcs = await clients(path, ("org1",))
+    try:
+
+        async def updated() -> bool:
+            now = await current_config(path, "admin.org1", "strict")
+            return now.config.private_agreement_policy == POLICY
+
+        await until_async(updated, "the update applied")
+        sent = await pcs["org1"].send("strict", invocation("after", "update"), ["Org2", "Org3"])
+        assert list(sent.pending_nodes) == ["peer0.org3"]
+        nonce, tx_id = pcs["org1"].new_nonce()
+        collected = await pcs["org1"].collect_agreements("strict", sent.payload_hash, tx_id)
+        envelope, _ = pcs["org1"].private_envelope(
+            "strict", sent.payload_hash, collected.agreements, nonce
+        )
+        await pcs["org1"].client.submit(envelope)
+        assert (await pcs["org1"].client.commit_status("strict", tx_id)).result == VALID
+    finally:
+        await close(pcs)
+    sup.start("peer0.org3")
+    sup.wait_ready("peer0.org3", 60)
+
+    async def caught_up() -> bool:
+        return pstate(path, "org3", "strict").get("after") == b"update"
+
+    await until_async(caught_up, "peer0.org3 executed the queued transaction")

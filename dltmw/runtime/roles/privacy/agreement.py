@@ -216,11 +216,13 @@ class Agreements:
                     raise error
                 else:
                     failures[asks[task]] = error
+            if not expression:
+                continue  # every recipient's answer is awaited
             agreed = {self._key.public_key} | {k for k, a in answers.items() if _agrees(a, own)}
             outstanding = {asks[t] for t in pending}
             result = policy_result(config, keys, sender, agreed, outstanding)
-            if result is PolicyResult.UNSATISFIABLE and not pending:
-                break
+            if result is PolicyResult.UNSATISFIABLE:
+                break  # not even with every outstanding answer: stop waiting now
             if result is PolicyResult.SATISFIED:
                 deadline = min(deadline, loop.time() + SATISFIED_GRACE_S)
         missing = [k for k in keys if k != self._key.public_key and k not in answers]
