@@ -141,3 +141,22 @@ def test_a_node_named_in_the_agreements_waits_for_the_payload() -> None:
     assert owed_here(_block([ME, OTHER]), ME) == [H1]
     assert owed_here(_block([OTHER]), ME) == []
     assert owed_here(_block([ME], transaction_pb2.TX_VALIDATION_CODE_MVCC_READ_CONFLICT), ME) == []
+
+
+class BrokenStore:
+    """A store whose reads fail for good (not a transient fault)."""
+
+    async def owed(self, after: object, limit: int) -> list[object]:
+        raise RuntimeError("disk gone")
+
+
+async def test_a_lasting_failure_ends_the_task_it_is_not_swallowed(
+    store: PrivateStore,
+) -> None:
+    """The task's owner (`TaskOwner.forever`) turns an ending task into a stopped node with
+    health NOT_SERVING; the task must therefore end, not log and go on."""
+    channel = FakeChannel(store)
+    channel.store = BrokenStore()  # type: ignore[assignment]
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="disk gone"):
+        await asyncio.wait_for(task._run(), 5)
