@@ -35,6 +35,7 @@ from dltmw.core.block import block_hash
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
 from dltmw.net.netmap import NetworkMap
+from dltmw.pki.network import agreement_settings
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
@@ -106,6 +107,13 @@ def update(
         str | None,
         typer.Option(help="a notary node (nodes/NODE) whose notarisations this channel accepts"),
     ] = None,
+    private_agreement: Annotated[
+        str | None,
+        typer.Option(
+            help="agreements private transactions need: all-recipients, none, or a policy"
+            " expression such as 'OutOf(2, Org1.peer, Org2.peer, Org3.peer)'"
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -147,8 +155,16 @@ def update(
                 lifecycle_policy=lifecycle_policy,
                 max_tx_count=max_tx_count,
                 timeout_ms=timeout_ms,
+                private_agreement=agreement,
             )
 
+        agreement = None
+        if private_agreement is not None:
+            settings = agreement_settings(private_agreement)
+            agreement = (
+                settings["private_agreement"],
+                settings.get("private_agreement_policy", ""),
+            )
         _write_update(network, channel, client, out, edit)
 
 
