@@ -11,8 +11,9 @@ things and believes the record only if all hold together:
    commit rule every node of that channel ran (`core/privacy/agreement.agreement_code`,
    signatures judged at the envelope's header time) finds them VALID — every recipient, a peer
    of the channel named in its config, AGREEd to one delta hash; and every peer of each
-   organisation the terms name for the leg is among the recipients (else the parties the leg
-   pays could lack the state it describes);
+   organisation the terms name for the leg, and the auditors, are exactly the recipients (the
+   parties the leg pays hold the state; and only transactions among the same set conflict,
+   `leg_recipient_keys`);
 3. the disclosure: the outcome (status, response, resulting value of every key touched) whose
    `core/privacy/execution.state_hash` is that agreed delta hash — the bytes every recipient
    holds, not a story told by whoever presents the proof — in the fixed form of a private `xfer`
@@ -130,9 +131,28 @@ def _check_agreements(
         raise PrivateLegError(AGREEMENT_INVALID, f"the agreements do not hold: {name}")
     body = agreed_body(ptx.agreements)
     holders = set(body.recipient_keys) if body is not None else set()
-    for org in recipients:
-        keys = [p.privacy_public_key for p in view.config.peers if p.org_id == org]
-        if not keys or not all(k and k in holders for k in keys):
-            raise PrivateLegError(
-                AGREEMENT_INVALID, f"a peer of {org}, a party the terms name, is no recipient"
-            )
+    if holders != leg_recipient_keys(view, recipients):
+        raise PrivateLegError(
+            AGREEMENT_INVALID,
+            f"the recipients are not exactly the peers of {', '.join(recipients)} and the "
+            "auditors the terms name for the leg",
+        )
+
+
+def leg_recipient_keys(view: ChannelView, recipients: Sequence[str]) -> set[bytes]:
+    """The privacy keys every transaction of the leg must be sealed for: the peers of the
+    organisations the terms name, and the channel's auditors (who hold every payload).
+    Exactly these, not a superset: the private-state conflict rule (PRIVATE_STATE_CONFLICT)
+    scopes its hashed keys by the recipient set, so only transactions among the SAME set are
+    ordered against each other; a pabort sealed for one more node would not conflict with a
+    concurrent plock, and both could be proven (docs/cross-channel.md "A private leg")."""
+    auditors = set(view.config.privacy_auditors)
+    keys = {
+        p.privacy_public_key
+        for p in view.config.peers
+        if p.org_id in recipients or p.node_id in auditors
+    }
+    named = {p.org_id for p in view.config.peers if p.privacy_public_key}
+    if b"" in keys or not set(recipients) <= named:
+        return {b""}  # a named organisation without a peer with a privacy key: nothing matches
+    return keys

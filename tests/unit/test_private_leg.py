@@ -285,3 +285,18 @@ def test_a_release_shown_as_an_abort_is_not_in_the_fixed_form() -> None:
     refused = pub.call("refund", t, proof)[0]
     assert refused.message.startswith("PRIVATE_LEG_MALFORMED"), refused.message
     assert pub.status(t) == "locked"
+
+
+def test_a_lock_sealed_for_more_nodes_than_the_terms_name_claims_nothing() -> None:
+    """Only transactions among the same recipient set conflict (their hashed keys are scoped by
+    it): a superset's pabort could race a plock unseen, so a superset proves nothing."""
+    _, pub, priv = parties()
+    t = terms(priv.chan, pub.chan, "superset")
+    assert priv.run("pescrow", t, "cash", details("superset")).status == EXECUTED
+    lock = priv.run("plock", t, "cash")
+    priv.signers = ("Org1", "Org2", "Org3")  # sealed for and agreed by Org3 too
+    proof = leg_proof(priv.commit(lock), disclosure_bytes(lock_disclosure("cash", tid(t))))
+    assert pub.call("lock", t)[0].ok
+    out = pub.call("claim", t, proof)[0]
+    assert out.message.startswith("PRIVATE_LEG_AGREEMENT_INVALID"), out.message
+    assert "exactly" in out.message and pub.status(t) == "locked"
