@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
-from dltmw.contract_sdk.crosschain import _client, track_genesis
+from dltmw.contract_sdk.crosschain import track_genesis, tracked_client
 from dltmw.core.commit_proof import parse_proof
 from dltmw.core.contract import ContractError
 from dltmw.core.errors import ClientError
@@ -74,7 +74,7 @@ def proven_private_write(
     channel the light client `record` tracks, as its recipients hold it."""
     try:
         at = datetime.fromtimestamp(timestamp_s, UTC)
-        return core_private_write(_client(record), proof, at, leg.recipients)
+        return core_private_write(tracked_client(record), proof, at, leg.recipients)
     except ClientError as exc:
         raise _refused(exc) from exc
 
@@ -88,7 +88,7 @@ def public_write(genesis: bytes, proof: bytes, namespace: str, key: str) -> Prov
         envelope = parse_proof(proof).envelope
         payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope).payload)
         at = common_pb2.Header.FromString(payload.header).timestamp.ToDatetime(tzinfo=UTC)
-        return core_proven_write(_client(record), proof, at, namespace, key)
+        return core_proven_write(tracked_client(record), proof, at, namespace, key)
     except DecodeError as exc:
         raise ContractError(f"MALFORMED: the proven envelope does not parse: {exc}", 400) from exc
     except ClientError as exc:
