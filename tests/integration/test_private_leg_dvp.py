@@ -34,7 +34,7 @@ from dltmw.core.private_leg import (
     disclosure_bytes,
     lock_disclosure,
 )
-from dltmw.v1 import block_pb2, private_leg_pb2, transaction_pb2
+from dltmw.v1 import block_pb2, common_pb2, crosschain_pb2, private_leg_pb2, transaction_pb2
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Path(__file__).resolve().parents[2] / "services" / "networks" / "capital-market.toml"
@@ -141,6 +141,18 @@ async def test_a_dvp_with_a_private_leg(network) -> None:
             "PROOF_MISMATCH": (other, disclosure_bytes(lock_disclosure("cash", done.transfer_id))),
             "PRIVATE_LEG_MALFORMED": (proof, b"not json"),
         }
+        stripped = crosschain_pb2.CommitProof()  # the lock with one agreement removed
+        stripped.CopyFrom(proof)
+        envelope = common_pb2.Envelope.FromString(stripped.envelope)
+        payload = common_pb2.Payload.FromString(envelope.payload)
+        ptx = transaction_pb2.PrivateTransaction.FromString(payload.data)
+        assert len(ptx.agreements) == 2
+        del ptx.agreements[1]
+        payload.data = ptx.SerializeToString()
+        envelope.payload = payload.SerializeToString()
+        stripped.envelope = envelope.SerializeToString()
+        right = disclosure_bytes(lock_disclosure("cash", t3_id))
+        forgeries["PROOF_INCLUSION_INVALID"] = (stripped, right)
         for reason, (commit_proof, disclosure) in forgeries.items():
             forged = private_leg_pb2.PrivateLegProof(
                 commit_proof=commit_proof, disclosure=disclosure
@@ -170,3 +182,56 @@ async def test_a_dvp_with_a_private_leg(network) -> None:
     assert _holds_canary(nodes / "peer.brokerb")
     for outsider in ("peer.exchange", "orderer.exchange", "peer.bank"):
         assert _holds_canary(nodes / outsider) == [], outsider
+
+
+async def test_a_private_leg_on_a_channel_without_the_agreement_policy_proves_nothing(
+    network,
+) -> None:
+    """`cash` with `private_agreement = "none"`: its private transactions commit VALID with no
+    agreement, so nothing says the disclosed outcome is what the recipients hold: refused."""
+    topology = TOPOLOGY.read_text().replace(
+        'id = "cash"\n', 'id = "cash"\nprivate_agreement = "none"\n', 1
+    )
+    assert 'private_agreement = "none"' in topology
+    net, _ = network(topology)
+    genesis_raw = (net / "channels" / "trading.block").read_bytes()
+    trading_hash = block_hash(block_pb2.Block.FromString(genesis_raw))
+    admin = await GatewayClient.connect(net, "admin.brokera", "peer.brokera")
+    conns = {n: await GatewayClient.connect(net, "trader.brokera", n) for n in {*TRADING, *CASH}}
+    trader = conns["peer.brokera"]
+    privacy = PrivacyClient(trader)
+    try:
+        cash_genesis = (net / "channels" / "cash.block").read_bytes()
+        await admin.submit_transaction("trading", "xfer", "trust", cash_genesis)
+        await trader.submit_transaction("trading", "xfer", "open", "A-sec", "1000")
+        await trader.submit_transaction("trading", "xfer", "open", "B-sec", "0")
+        for account, amount in ((BUYER, "1000"), (SELLER, "0")):
+            await privacy.submit_private("cash", ["BrokerB"], "xfer", "open", account, amount)
+        details = details_bytes(BUYER, SELLER, 500, f"np-{CANARY}")
+        cash_peers = [(n, conns[n].channel) for n in CASH]
+        leg = PrivateLeg("cash", privacy, ["BrokerB"], cash_peers, details)
+        public_leg = ("trading", "A-sec", "B-sec", 10)
+        t = private_terms(public_leg, "cash", details, RECIPIENTS, trading_hash, FAR, "np")
+        assert await private_step(leg, "pescrow", t, "cash", details)
+        plock = await private_step(leg, "plock", t, "cash")
+        assert plock is not None  # executed by both recipients, with no agreement
+        await trader.submit_transaction("trading", "xfer", "lock", t)
+        proof = private_leg_pb2.PrivateLegProof(
+            commit_proof=await fetch_commit_proof(cash_peers, "cash", plock),
+            disclosure=disclosure_bytes(lock_disclosure("cash", hashlib.sha256(t).hexdigest())),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await trader.submit_transaction(
+                "trading", "xfer", "claim", t, proof.SerializeToString()
+            )
+        details_text = err.value.details() or ""
+        assert details_text.startswith("CONTRACT_FAILED: PRIVATE_LEG_AGREEMENT_INVALID:"), (
+            details_text
+        )
+        assert "require" in details_text
+        tid = hashlib.sha256(t).hexdigest()
+        assert (await trader.evaluate("trading", "xfer", "status", tid)).payload == b"locked"
+    finally:
+        await privacy.close()
+        for c in (*conns.values(), admin):
+            await c.close()
