@@ -29,6 +29,7 @@ __all__ = [
     "proven_write",
     "track_config",
     "track_genesis",
+    "tracked_client",
     "tracked_channel",
     "tracked_genesis_hash",
     "written",
@@ -71,6 +72,11 @@ def track_genesis(genesis: bytes) -> bytes:
 def tracked_channel(record: bytes) -> str:
     """The channel a light client record tracks."""
     return _client(record).channel_id
+
+
+def tracked_client(record: bytes) -> LightClient:
+    """The light client a record holds (built once per record, see `_client`)."""
+    return _client(record)
 
 
 def tracked_genesis_hash(record: bytes) -> bytes:

@@ -52,6 +52,15 @@ from dltmw.contract_sdk.notarisation import (
     fingerprint,
     notarised_escrows,
 )
+from dltmw.contract_sdk.private_leg import (
+    PrivateLegTerms,
+    hold_value,
+    open_details,
+    private_leg,
+    proven_private_write,
+    public_write,
+    record_value,
+)
 
 AMOUNT_MAX = 10**15
 Account = Annotated[str, Text(1, 128)]
@@ -169,17 +178,72 @@ def _check_root(ctx: Context, channel: str, record: bytes) -> bool:
     return True
 
 
-def _other_side(ctx: Context, transfer_id: str, other: str, proof: bytes, ts: int) -> str:
+def _private_other(ctx: Context, terms: bytes, other: str) -> PrivateLegTerms | None:
+    """The other leg's terms if it is private (docs/cross-channel.md "A private leg"), after
+    checking they name THIS channel's real block 0 as the one the private side trusts:
+    TRUST_ROOT_MISMATCH otherwise (its proofs of this channel would be judged on a fake chain)."""
+    leg = private_leg(json.loads(terms)["legs"][other])
+    mine = ctx.tx.channel_genesis.hex() if ctx.tx is not None else ""
+    if leg is not None and leg.trust != mine:
+        raise ContractError(
+            f"TRUST_ROOT_MISMATCH: the private leg on {other!r} would trust block 0 "
+            f"{leg.trust[:16]}... for this channel, not {mine[:16]}...",
+            400,
+        )
+    return leg
+
+
+def _other_side(
+    ctx: Context, terms: bytes, transfer_id: str, other: str, proof: bytes, ts: int
+) -> str:
     """The state the other channel's VALID transaction wrote for this transfer."""
     record = ctx.get("lc/" + other)
     if record is None:
         raise ContractError(f"channel {other!r} is not tracked here (trust it first)", 412)
     _check_root(ctx, other, record)
-    found = proven_write(record, proof, ts, "xfer", "t/" + transfer_id)
+    leg = _private_other(ctx, terms, other)
+    if leg is not None:
+        found = proven_private_write(record, proof, ts, leg)
+    else:
+        found = proven_write(record, proof, ts, "xfer", "t/" + transfer_id)
     written = dict(json.loads(found.value))
     if written.get("channel") != other or written.get("id") != transfer_id:
         raise ContractError("PROOF_MISMATCH: the proof is of another transfer or channel", 400)
     return str(written.get("state"))
+
+
+def _private_only(ctx: Context) -> None:
+    """The private leg's functions run only in a private transaction (executed by the
+    recipients with no header): on a public channel they would bypass lock's deadline."""
+    if ctx.tx is not None:
+        raise ContractError("this function runs only in a private transaction", 400)
+
+
+def _private_terms(raw: bytes, here: str) -> tuple[str, PrivateLegTerms, str]:
+    """(transfer id, the private leg's terms on `here`, the other channel) of canonical terms."""
+    try:
+        terms = json.loads(raw)
+    except ValueError as exc:
+        raise ContractError(f"terms are not JSON: {exc}", 400) from exc
+    if json.dumps(terms, sort_keys=True, separators=(",", ":")).encode() != raw:
+        raise ContractError("terms are not canonical JSON (sorted keys, no spaces)", 400)
+    legs = terms.get("legs") if isinstance(terms, dict) else None
+    if not isinstance(legs, dict) or len(legs) != 2 or here not in legs:
+        raise ContractError(f"terms must name two legs, one on {here!r}", 400)
+    leg = private_leg(legs[here])
+    if leg is None:
+        raise ContractError(f"PRIVATE_LEG_MALFORMED: the leg on {here!r} is not private", 400)
+    other = next(c for c in legs if c != here)
+    return hashlib.sha256(raw).hexdigest(), leg, other
+
+
+def _private_state(ctx: Context, transfer_id: str) -> tuple[str, str]:
+    """(record state, hold state) of a private leg; "absent" for either missing."""
+    states = []
+    for key in ("t/", "h/"):
+        value = ctx.get(key + transfer_id)
+        states.append("absent" if value is None else str(json.loads(value)["state"]))
+    return states[0], states[1]
 
 
 class TransferContract(Contract):
@@ -231,11 +295,12 @@ class TransferContract(Contract):
     def lock(self, ctx: Context, terms: bytes) -> str:
         """lock(terms): escrow this channel's leg, before the deadline; returns the id."""
         here, ts = _here(ctx)
-        transfer_id, leg, _, deadline = _terms(terms, here)
+        transfer_id, leg, other, deadline = _terms(terms, here)
         if ts > deadline:
             raise ContractError("the transfer's deadline has passed", 409)
         if _record(ctx, transfer_id) is not None:
             raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        _private_other(ctx, terms, other)  # never lock against a private leg on a fake root
         src, amount = str(leg["from"]), int(str(leg["amount"]))
         if _balance(ctx, src) < amount:
             raise ContractError(f"insufficient funds in {src!r}", 400)
@@ -304,7 +369,7 @@ class TransferContract(Contract):
         if record is None or record.get("state") != LOCKED:
             now = "absent" if record is None else record.get("state")
             raise ContractError(f"transfer {transfer_id} is {now} here, not locked", 409)
-        seen = self._proven_state(ctx, transfer_id, other, proof, ts)
+        seen = self._proven_state(ctx, terms, transfer_id, other, proof, ts)
         if seen != needed:
             raise ContractError(f"PROOF_MISMATCH: {other} wrote {seen!r}, not {needed!r}", 400)
         _credit(ctx, str(leg[payee]), int(str(leg["amount"])))
@@ -312,11 +377,109 @@ class TransferContract(Contract):
         return transfer_id
 
     def _proven_state(
-        self, ctx: Context, transfer_id: str, other: str, proof: bytes, ts: int
+        self, ctx: Context, terms: bytes, transfer_id: str, other: str, proof: bytes, ts: int
     ) -> str:
         """The state `proof` shows the other channel wrote for the transfer: the one place a
         proof is judged (the simulator's negative control overrides it to accept any proof)."""
-        return _other_side(ctx, transfer_id, other, proof, ts)
+        return _other_side(ctx, terms, transfer_id, other, proof, ts)
+
+    # -- the private leg (docs/cross-channel.md "A private leg"; run in private transactions)
+
+    @transaction
+    def pescrow(self, ctx: Context, terms: bytes, channel: Channel, details: bytes) -> str:
+        """pescrow(terms, this channel, leg details): hold the private leg's amount (h/<id>)."""
+        _private_only(ctx)
+        transfer_id, leg, _ = _private_terms(terms, channel)
+        d = open_details(details, leg)
+        if _private_state(ctx, transfer_id) != ("absent", "absent"):
+            raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        if _balance(ctx, d.source) < d.amount:
+            raise ContractError(f"insufficient funds in {d.source!r}", 400)
+        _balance(ctx, d.target)  # the payee must exist: a claim must be able to pay
+        _credit(ctx, d.source, -d.amount)
+        ctx.put("h/" + transfer_id, hold_value(transfer_id, "held"))
+        return transfer_id
+
+    @transaction
+    def plock(self, ctx: Context, terms: bytes, channel: Channel) -> str:
+        """plock(terms, this channel): the held leg is locked. Touches h/<id> and t/<id> only,
+        so its disclosed outcome shows no balance (core/private_leg.py)."""
+        _private_only(ctx)
+        transfer_id, _, _ = _private_terms(terms, channel)
+        if _private_state(ctx, transfer_id) != ("absent", "held"):
+            raise ContractError(f"transfer {transfer_id} is not held and unlocked here", 409)
+        ctx.put("t/" + transfer_id, record_value(channel, transfer_id, LOCKED))
+        return transfer_id
+
+    @transaction
+    def pabort(self, ctx: Context, terms: bytes, channel: Channel) -> str:
+        """pabort(terms, this channel): this leg will never lock. Touches t/<id> only. No clock
+        here: an early abort only fails the transfer (the other side is refunded)."""
+        _private_only(ctx)
+        transfer_id, _, _ = _private_terms(terms, channel)
+        if ctx.get("t/" + transfer_id) is not None:
+            raise ContractError(f"transfer {transfer_id} already exists here", 409)
+        ctx.put("t/" + transfer_id, record_value(channel, transfer_id, ABORTED))
+        return transfer_id
+
+    @transaction
+    def pclaim(
+        self,
+        ctx: Context,
+        terms: bytes,
+        channel: Channel,
+        details: bytes,
+        genesis: bytes,
+        proof: bytes,
+    ) -> str:
+        """pclaim(terms, channel, details, other's block 0, proof of its lock): pay `to`."""
+        return self._psettle(ctx, (terms, channel, details, genesis, proof), LOCKED, CLAIMED)
+
+    @transaction
+    def prefund(
+        self,
+        ctx: Context,
+        terms: bytes,
+        channel: Channel,
+        details: bytes,
+        genesis: bytes,
+        proof: bytes,
+    ) -> str:
+        """prefund(terms, channel, details, other's block 0, proof of its abort): pay `from`."""
+        return self._psettle(ctx, (terms, channel, details, genesis, proof), ABORTED, REFUNDED)
+
+    @transaction
+    def prelease(self, ctx: Context, terms: bytes, channel: Channel, details: bytes) -> str:
+        """prelease(terms, channel, details): a hold whose leg was aborted goes back to `from`."""
+        _private_only(ctx)
+        transfer_id, leg, _ = _private_terms(terms, channel)
+        d = open_details(details, leg)
+        if _private_state(ctx, transfer_id) != (ABORTED, "held"):
+            raise ContractError(f"transfer {transfer_id} is not aborted and held here", 409)
+        _credit(ctx, d.source, d.amount)
+        ctx.put("h/" + transfer_id, hold_value(transfer_id, "spent"))
+        return transfer_id
+
+    def _psettle(
+        self, ctx: Context, args: tuple[bytes, str, bytes, bytes, bytes], needed: str, state: str
+    ) -> str:
+        _private_only(ctx)
+        terms, channel, details, genesis, proof = args
+        transfer_id, leg, other = _private_terms(terms, channel)
+        d = open_details(details, leg)
+        if _private_state(ctx, transfer_id) != (LOCKED, "held"):
+            raise ContractError(f"transfer {transfer_id} is not locked here", 409)
+        if tracked_genesis_hash(track_genesis(genesis)).hex() != leg.trust:
+            raise ContractError("TRUST_ROOT_MISMATCH: not the block 0 the terms name", 400)
+        written = dict(json.loads(public_write(genesis, proof, "xfer", "t/" + transfer_id).value))
+        if written.get("channel") != other or written.get("id") != transfer_id:
+            raise ContractError("PROOF_MISMATCH: the proof is of another transfer or channel", 400)
+        if written.get("state") != needed:
+            raise ContractError(f"PROOF_MISMATCH: {other} wrote {written.get('state')!r}", 400)
+        _credit(ctx, d.target if state == CLAIMED else d.source, d.amount)
+        ctx.put("h/" + transfer_id, hold_value(transfer_id, "spent"))
+        ctx.put("t/" + transfer_id, record_value(channel, transfer_id, state))
+        return transfer_id
 
     @query
     def status(self, ctx: Context, transfer_id: Annotated[str, Text(64, 64)]) -> str:

@@ -6,5 +6,5 @@ BUILTIN_PACKAGE_IDS = {
     "bank_rmw": "5cf6d7786e7e96fdcf5944d1d120fd8fddc92a08c46b39f1c59b9902b85fd06f",
     "bus": "7165440e476f6b00f8521bb8067ddcfd22abaf5bdcafc3e67800e0f0be93a43b",
     "kv": "be5788611e17011f4d93de1ab7115cc43fc30042753d9e7f67df9c12f8df1a5d",
-    "xfer": "a3f10bbe68e9da6db86156166aa06cb8eec94a64c8ff7b4cd67c2dedf879fe6b",
+    "xfer": "23e8c2322aacbb055ea594beda7d8001a7515dcc49c0fbde0af4f3f6bf904db5",
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
+from dltmw.core.channel import ChannelView
 from dltmw.core.commit_proof import ProofError, parse_proof, verify_proof
 from dltmw.core.early_abort import endorsed_rwset
 from dltmw.core.light_client import LightClient
@@ -42,16 +43,19 @@ def proven_write(
     proven = verify_proof(parse_proof(proof), client, at)
     if proven.code != transaction_pb2.TX_VALIDATION_CODE_VALID:
         raise ProofError(MISMATCH, "the proven transaction is not VALID")
-    view = client.view_at(proven.block_number)
-    builtin = ("", BUILTIN_PACKAGE_IDS.get(namespace, ""))  # its package, or (legacy) by name
-    if not any(c.name == namespace and c.package_id in builtin for c in view.config.contracts):
-        raise ProofError(
-            MISMATCH, f"{namespace!r} is not the built-in contract on {proven.channel_id}"
-        )
+    check_builtin(client.view_at(proven.block_number), namespace, proven.channel_id)
     value = written(proven.envelope, namespace, key)
     if value is None:
         raise ProofError(MISMATCH, f"the proven transaction writes no {key!r}")
     return ProvenWrite(proven.channel_id, proven.block_number, value)
+
+
+def check_builtin(view: ChannelView, namespace: str, channel_id: str) -> None:
+    """PROOF_MISMATCH unless `view` deploys `namespace` as the built-in contract of that name
+    (its package, or legacy no package): only then do its writes follow the asker's code."""
+    builtin = ("", BUILTIN_PACKAGE_IDS.get(namespace, ""))
+    if not any(c.name == namespace and c.package_id in builtin for c in view.config.contracts):
+        raise ProofError(MISMATCH, f"{namespace!r} is not the built-in contract on {channel_id}")
 
 
 def written(envelope: bytes, namespace: str, key: str) -> bytes | None:

@@ -124,7 +124,7 @@ class AnyProofTransfer(TransferContract):
     checking signatures, path, attestations, channel or transfer."""
 
     def _proven_state(
-        self, ctx: object, transfer_id: str, other: str, proof: bytes, ts: int
+        self, ctx: object, terms: bytes, transfer_id: str, other: str, proof: bytes, ts: int
     ) -> str:
         try:
             parsed = crosschain_pb2.CommitProof.FromString(proof)

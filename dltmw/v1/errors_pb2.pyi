@@ -314,6 +314,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     call, an organisation not a channel member or without a privacy key, an ADD of a member.
     Nothing was sent.
     """
+    ERROR_REASON_PRIVATE_DISCLOSURE_MISMATCH: _ErrorReason.ValueType  # 153
+    """INVALID_ARGUMENT: a private leg's disclosed outcome (docs/cross-channel.md "A private leg")
+    does not hash to the delta hash every recipient agreed to in the proven private
+    transaction: the bytes shown are not what the recipients hold. Nothing was claimed.
+    """
+    ERROR_REASON_PRIVATE_LEG_AGREEMENT_INVALID: _ErrorReason.ValueType  # 154
+    """INVALID_ARGUMENT: the proven private transaction's agreements do not hold for a private
+    leg: the channel's config at that height does not require ALL_RECIPIENTS, a signature does
+    not verify or is not by a channel peer among the recipients, one is missing, or a party the
+    terms name for the leg holds no box. Nothing was claimed.
+    """
+    ERROR_REASON_PRIVATE_LEG_MALFORMED: _ErrorReason.ValueType  # 155
+    """INVALID_ARGUMENT: a private leg's proof or terms are not in the fixed format: the proven
+    transaction is not a private transaction, the disclosure does not parse or is not canonical,
+    the outcome is not an EXECUTED `xfer` lock or abort record, or the leg's terms are malformed.
+    """
+    ERROR_REASON_PRIVATE_LEG_COMMITMENT_MISMATCH: _ErrorReason.ValueType  # 156
+    """INVALID_ARGUMENT: the private leg's details (from, to, amount, salt) given to a private
+    `xfer` function do not hash to the commitment the terms carry. Nothing was written.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -612,5 +632,25 @@ ERROR_REASON_PRIVACY_GROUP_INVALID: ErrorReason.ValueType  # 139
 """INVALID_ARGUMENT: a malformed group transaction: a bad group id, a change with a contract
 call, an organisation not a channel member or without a privacy key, an ADD of a member.
 Nothing was sent.
+"""
+ERROR_REASON_PRIVATE_DISCLOSURE_MISMATCH: ErrorReason.ValueType  # 153
+"""INVALID_ARGUMENT: a private leg's disclosed outcome (docs/cross-channel.md "A private leg")
+does not hash to the delta hash every recipient agreed to in the proven private
+transaction: the bytes shown are not what the recipients hold. Nothing was claimed.
+"""
+ERROR_REASON_PRIVATE_LEG_AGREEMENT_INVALID: ErrorReason.ValueType  # 154
+"""INVALID_ARGUMENT: the proven private transaction's agreements do not hold for a private
+leg: the channel's config at that height does not require ALL_RECIPIENTS, a signature does
+not verify or is not by a channel peer among the recipients, one is missing, or a party the
+terms name for the leg holds no box. Nothing was claimed.
+"""
+ERROR_REASON_PRIVATE_LEG_MALFORMED: ErrorReason.ValueType  # 155
+"""INVALID_ARGUMENT: a private leg's proof or terms are not in the fixed format: the proven
+transaction is not a private transaction, the disclosure does not parse or is not canonical,
+the outcome is not an EXECUTED `xfer` lock or abort record, or the leg's terms are malformed.
+"""
+ERROR_REASON_PRIVATE_LEG_COMMITMENT_MISMATCH: ErrorReason.ValueType  # 156
+"""INVALID_ARGUMENT: the private leg's details (from, to, amount, salt) given to a private
+`xfer` function do not hash to the commitment the terms carry. Nothing was written.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -97,6 +97,10 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVACY_GROUP_NOT_MEMBER": E.PermissionDenied,
     "PRIVACY_GROUP_RECIPIENTS_MISMATCH": E.InvalidRequest,
     "PRIVACY_GROUP_INVALID": E.InvalidRequest,
+    "PRIVATE_DISCLOSURE_MISMATCH": E.InvalidRequest,
+    "PRIVATE_LEG_AGREEMENT_INVALID": E.InvalidRequest,
+    "PRIVATE_LEG_MALFORMED": E.InvalidRequest,
+    "PRIVATE_LEG_COMMITMENT_MISMATCH": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",
