@@ -48,7 +48,7 @@ Conn = psycopg.Connection[Any]
 # Read-only views for reporting (docs/postgresql.md): text where the bytes are UTF-8 text. A key
 # is always UTF-8 (it was a str) but may hold NUL, which PostgreSQL text cannot: such a key shows
 # in escape form. A value is any bytes: `value_text` is NULL where it is not UTF-8 text.
-VIEWS = """
+UTF8_OR_NULL = """
 CREATE OR REPLACE FUNCTION utf8_or_null(data bytea) RETURNS text
     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
@@ -56,6 +56,10 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN NULL;
 END $$;
+"""
+VIEWS = (
+    UTF8_OR_NULL
+    + """
 CREATE OR REPLACE VIEW world_state AS SELECT
     namespace,
     CASE WHEN position('\\x00'::bytea IN key) = 0 THEN convert_from(key, 'UTF8')
@@ -65,6 +69,7 @@ CREATE OR REPLACE VIEW world_state AS SELECT
 CREATE OR REPLACE VIEW transactions AS SELECT tx_id, block_number, tx_index,
     code AS validation_code FROM txs;
 """
+)
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS blocks (

@@ -25,6 +25,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
+from dltmw.ledger.private_sql import Db
+
 PURGE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS purged (
     hash BLOB PRIMARY KEY, tx_id TEXT NOT NULL, block_number INTEGER NOT NULL) WITHOUT ROWID;
@@ -38,7 +40,7 @@ def setup(conn: sqlite3.Connection) -> None:
     conn.executescript(PURGE_SCHEMA)
 
 
-def purged_among(conn: sqlite3.Connection, hashes: Iterable[bytes]) -> set[bytes]:
+def purged_among(conn: Db, hashes: Iterable[bytes]) -> set[bytes]:
     """Those of `hashes` that were purged here."""
     return {
         digest
@@ -47,15 +49,13 @@ def purged_among(conn: sqlite3.Connection, hashes: Iterable[bytes]) -> set[bytes
     }
 
 
-def not_purged(conn: sqlite3.Connection, items: Sequence[T], hash_of: str) -> list[T]:
+def not_purged(conn: Db, items: Sequence[T], hash_of: str) -> list[T]:
     """`items` without those whose attribute `hash_of` names a purged payload."""
     gone = purged_among(conn, (getattr(item, hash_of) for item in items))
     return [item for item in items if getattr(item, hash_of) not in gone]
 
 
-def remove_payloads(
-    conn: sqlite3.Connection, hashes: Sequence[bytes], tx_id: str, block_number: int
-) -> None:
+def remove_payloads(conn: Db, hashes: Sequence[bytes], tx_id: str, block_number: int) -> None:
     """Inside the block's store transaction: delete the payloads, their recipient index and any
     deferred copy, and record them as purged (idempotent: a replayed block changes nothing)."""
     for digest in hashes:
@@ -65,7 +65,7 @@ def remove_payloads(
         conn.execute("INSERT OR IGNORE INTO purged VALUES (?,?,?)", (digest, tx_id, block_number))
 
 
-def checkpoint(conn: sqlite3.Connection) -> bool:
+def checkpoint(conn: Db) -> bool:
     """Outside any transaction: copy the WAL into the main file and truncate it. False when a
     reader kept sqlite from finishing (the caller tries again)."""
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
