@@ -27,6 +27,7 @@ Read-only views for reporting: `private_state` and `private_transactions` (docs/
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -42,6 +43,7 @@ from dltmw.ledger.private_sql import Db
 from dltmw.ledger.private_store import PrivateStore
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
@@ -119,14 +121,25 @@ def _params(row: Sequence[Any]) -> list[Any]:
 
 
 class PgPrivateConnection:
-    """`private_sql.Db` on a psycopg connection (`conn()` gives it at each statement)."""
+    """`private_sql.Db` on a psycopg connection (`conn()` gives it at each statement).
+    `reconnect`: outside any transaction only (the store's view), a statement that failed
+    because the server dropped the connection runs once more on a new one (`conn()` reopens
+    it); a second failure, or any other, reaches the caller."""
 
-    def __init__(self, conn: Callable[[], Conn]) -> None:
+    def __init__(self, conn: Callable[[], Conn], *, reconnect: bool = False) -> None:
         self._conn = conn
+        self._reconnect = reconnect
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement."""
-        return self._conn().execute(pg_statement(sql), _params(parameters))
+        conn = self._conn()
+        try:
+            return conn.execute(pg_statement(sql), _params(parameters))
+        except psycopg.OperationalError:
+            if not (self._reconnect and conn.broken):
+                raise
+            logger.warning("private store: reconnecting to the database")
+            return self._conn().execute(pg_statement(sql), _params(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
         """Run one statement per row (rowcount: the sum, as in sqlite)."""
@@ -155,7 +168,7 @@ class PgPrivateSchema:
     def connection(self) -> Db:
         """The writer, looked up at each statement (so on the worker, and reopened after a
         server restart)."""
-        return PgPrivateConnection(self.db.writer)
+        return PgPrivateConnection(self.db.writer, reconnect=True)
 
     async def open(self, setup: Callable[[Db], None]) -> None:
         """Create the schema and tables if needed, then `setup` (the store's)."""
