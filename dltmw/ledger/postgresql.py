@@ -102,13 +102,23 @@ UPSERT_SQL = (
 )
 
 
-def reader_grants(schema: str, role: str) -> list[sql.Composed]:
-    """The statements that let `role` (an existing login role) read a ledger's views and
-    nothing else: no table, no write (docs/postgresql.md; run them as the schema's owner)."""
+LEDGER_VIEWS = ("world_state", "transactions")
+PRIVATE_VIEWS = ("private_state", "private_transactions")  # of a private store (`private_pg`)
+
+
+def reader_grants(
+    schema: str, role: str, views: Sequence[str] = LEDGER_VIEWS
+) -> list[sql.Composed]:
+    """The statements that let `role` (an existing login role) read a schema's views and
+    nothing else: no table, no write (docs/postgresql.md; run them as the schema's owner).
+    `views`: a ledger's, or `PRIVATE_VIEWS` with a private store's schema."""
     names = {"s": sql.Identifier(schema), "r": sql.Identifier(role)}
+    listed = sql.SQL(", ").join(
+        sql.SQL("{s}.{v}").format(v=sql.Identifier(v), **names) for v in views
+    )
     return [
         sql.SQL("GRANT USAGE ON SCHEMA {s} TO {r}").format(**names),
-        sql.SQL("GRANT SELECT ON {s}.world_state, {s}.transactions TO {r}").format(**names),
+        sql.SQL("GRANT SELECT ON {l} TO {r}").format(l=listed, **names),
         sql.SQL("GRANT EXECUTE ON FUNCTION {s}.utf8_or_null(bytea) TO {r}").format(**names),
     ]
 
