@@ -1,8 +1,8 @@
 """A peer's private state in PostgreSQL on real node processes (`state = "postgresql"`).
 
-Org1 and Org2 trade privately; both their peers keep ledger AND private store in one real
-PostgreSQL server (`tests/pg_server.py`), each in its own schemas; Org3's peer, a channel member
-that is no recipient, stays on sqlite. Checked: a private transaction commits, both recipients
+Org1 and Org2 trade privately (the two-org network of `conftest.TWO_ORG`); both their peers keep
+ledger AND private store in one real PostgreSQL server (`tests/pg_server.py`), each in its own
+schemas. Checked: a private transaction commits, both recipients
 execute it and agree (ValidatePrivateState, the per-transaction state hash in each schema,
 `dltmw audit` without findings), the private state is in the server (its `private_state` view)
 and no private sqlite file exists on either PostgreSQL peer; a restarted PostgreSQL peer resumes
@@ -34,54 +34,13 @@ from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import transaction_pb2
 
+from .conftest import TWO_ORG
 from .wire import edit_node_toml, started_network
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 CH = "trades"
 PG_ORGS = ("org1", "org2")  # the recipients, on PostgreSQL
-TOPOLOGY = """
-name = "pgprivate"
-[[orgs]]
-id = "Org1"
-[[orgs]]
-id = "Org2"
-[[orgs]]
-id = "Org3"
-[[orgs]]
-id = "OrdererOrg"
-[[nodes]]
-id = "orderer0"
-org = "OrdererOrg"
-roles = ["orderer"]
-[[nodes]]
-id = "peer0.org1"
-org = "Org1"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org2"
-org = "Org2"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org3"
-org = "Org3"
-roles = ["peer", "gateway"]
-[[clients]]
-id = "user1.org1"
-org = "Org1"
-[[clients]]
-id = "user1.org2"
-org = "Org2"
-[[clients]]
-id = "user1.org3"
-org = "Org3"
-[[channels]]
-id = "trades"
-members = ["Org1", "Org2", "Org3"]
-orderers = ["orderer0"]
-contracts = [{ name = "kv" }]
-batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
-"""
 CANARY = b"pg-private-canary-" + os.urandom(8).hex().encode()
 Net = tuple[Path, Supervisor, pg_server.PgServer]
 
@@ -99,7 +58,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             edit_node_toml(net, f"peer0.{org}", {"ledger": ledger})
 
     try:
-        with started_network(tmp_path_factory.mktemp("pgp"), TOPOLOGY, on_postgresql) as (p, s):
+        topology = TWO_ORG.replace("BATCH_MS", "50")
+        with started_network(tmp_path_factory.mktemp("pgp"), topology, on_postgresql) as (p, s):
             assert server is not None
             yield p, s, server
     finally:
@@ -145,10 +105,7 @@ def table_files_with(server: pg_server.PgServer, needle: bytes) -> list[Path]:
 
 
 async def clients(net: Path) -> dict[str, PrivacyClient]:
-    return {
-        o: PrivacyClient(await GatewayClient.connect(net, f"user1.{o}"))
-        for o in ("org1", "org2", "org3")
-    }
+    return {o: PrivacyClient(await GatewayClient.connect(net, f"user1.{o}")) for o in PG_ORGS}
 
 
 async def close(pcs: dict[str, PrivacyClient]) -> None:
@@ -180,7 +137,6 @@ async def test_a_private_transaction_commits_and_the_recipients_agree_in_postgre
     for org in PG_ORGS:  # in the server, readable through the reporting view
         assert await rows(server.dsn, org, view) == [("kv", "deal", CANARY.decode())]
         assert private_sqlite_files(path, org) == [], f"peer0.{org} wrote a private sqlite file"
-    assert private_sqlite_files(path, "org3")  # the sqlite peer's store, for contrast
     (report,) = await audit_network(path, CH)
     assert report.findings == [] and report.unreachable == {}, report
 

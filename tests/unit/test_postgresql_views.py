@@ -6,6 +6,8 @@ nor read the tables behind them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pg_server
 import psycopg
 import pytest
@@ -60,15 +62,22 @@ async def test_views_show_the_state_and_a_reporting_role_only_reads_them(pg_dsn:
             sql.SQL("SELECT tx_id, validation_code FROM {}.transactions").format(s)
         ).fetchall() == [("tx0", 1)]
         reader.rollback()
-        for statement in (
+        _all_refused(
+            reader,
+            s,
             "UPDATE {}.world_state SET value = 'forged' WHERE key = 'A'",
             "UPDATE {}.state SET value = 'forged'",
             "SELECT count(*) FROM {}.state",
             "DELETE FROM {}.transactions",
-        ):
-            with pytest.raises(errors.InsufficientPrivilege):
-                reader.execute(sql.SQL(statement).format(s))
-            reader.rollback()
+        )
+
+
+def _all_refused(reader: psycopg.Connection[Any], schema: sql.Identifier, *statements: str) -> None:
+    """Each of `statements` ({} = the schema) is refused to the reporting role."""
+    for statement in statements:
+        with pytest.raises(errors.InsufficientPrivilege):
+            reader.execute(sql.SQL(statement).format(schema))  # type: ignore[arg-type]
+        reader.rollback()
 
 
 async def test_a_long_node_and_channel_name_still_gives_one_schema_each(pg_dsn: str) -> None:
@@ -122,11 +131,10 @@ async def test_private_views_show_the_private_state_and_a_reporting_role_only_re
             ).format(s)
         ).fetchall() == [(digest.hex(), "tx2", 1, "01" * 32, True)]
         reader.rollback()
-        for statement in (
+        _all_refused(
+            reader,
+            s,
             "UPDATE {}.private_state SET value = 'forged'",
             "SELECT count(*) FROM {}.pstate",
             "DELETE FROM {}.ptxs",
-        ):
-            with pytest.raises(errors.InsufficientPrivilege):
-                reader.execute(sql.SQL(statement).format(s))
-            reader.rollback()
+        )
