@@ -17,8 +17,9 @@ ledger: status, private-state hash), `meta` (`cursor`: every block below it has 
 payloads of this node until such a transaction commits — the private executor's lookup
 (`PrivateTxn.payload`) then moves one into `payloads`, inside the block's transaction).
 
-All access runs on one dedicated thread with one sqlite3 connection (WAL, synchronous=FULL by
-default); each public method is one thread round trip and at most one transaction. A block's
+All access runs on one dedicated thread with one connection (sqlite: WAL, synchronous=FULL by
+default; PostgreSQL: the writer of `pg_database.PgSchema`); each public method is one thread
+round trip and at most one transaction. A block's
 private effects (state writes, ptx rows, the cursor) are one transaction, so a crash re-executes
 either all of a block or none of it.
 
