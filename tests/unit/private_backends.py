@@ -19,6 +19,7 @@ from psycopg import sql
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.private_pg import PgPrivateConnection, open_pg_private_store
 from dltmw.ledger.private_store import PrivateStore
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -33,16 +34,17 @@ class PrivateSite:
     schema: str = ""
 
     async def open(
-        self, *, lost_if_created: bool = False, values: ValueCodec = PLAIN
+        self,
+        *,
+        lost_if_created: bool = False,
+        values: ValueCodec = PLAIN,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> PrivateStore:
         """Open (or reopen) the store here."""
+        kw: dict[str, Any] = {"lost_if_created": lost_if_created, "values": values, "retry": retry}
         if self.server is None:
-            return await PrivateStore.open(
-                self.path, lost_if_created=lost_if_created, values=values
-            )
-        return await open_pg_private_store(
-            self.server.dsn, self.schema, lost_if_created=lost_if_created, values=values
-        )
+            return await PrivateStore.open(self.path, **kw)
+        return await open_pg_private_store(self.server.dsn, self.schema, **kw)
 
     def sibling(self, name: str) -> PrivateSite:
         """Another store beside this one (another file, another schema)."""

@@ -8,13 +8,17 @@ and the audit pages private txs.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from private_backends import PrivateSite
 
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.statehash import StateAccumulator
+from dltmw.ledger import failpoints
 from dltmw.ledger.private_store import PrivateTxn, PrivateTxRecord
+from dltmw.ledger.retry import RetryPolicy
 
 EMPTY = StateAccumulator().digest()
 
@@ -77,3 +81,32 @@ async def test_a_removed_accumulator_row_is_refused_on_open(psite: PrivateSite) 
     psite.query("DELETE FROM pstate_acc")
     with pytest.raises(InvariantViolation, match="accumulator missing"):
         await psite.open()
+
+
+async def test_a_failed_private_block_leaves_nothing_and_a_transient_fault_commits_once(
+    psite: PrivateSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block's private effects are one transaction on both backends: a fault before COMMIT
+    (failpoint `privacy.execute`) leaves none of them; a transient one is retried and the block
+    commits exactly once."""
+    store = await psite.open(retry=RetryPolicy(first_s=0.01, max_s=0.05, budget_s=20.0))
+    try:
+        await store.transaction(_block(1, [("a", b"1")]))
+        before = await store.audit(b"", 10)
+        monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse("privacy.execute=corrupt"))
+        with pytest.raises(sqlite3.DatabaseError):
+            await store.transaction(_block(2, [("a", b"2"), ("b", b"2")]))
+        monkeypatch.setattr(failpoints, "_ARMED", {})
+        assert await store.audit(b"", 10) == before  # cursor, hashes, records: as before
+        assert await store.private_state("bank") == {"a": b"1"}
+        assert psite.query("SELECT block_number FROM pstate_hashes") == [(1,)]
+        monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse("privacy.execute=locked*2"))
+        await store.transaction(_block(2, [("a", b"2"), ("b", b"2")]))
+        monkeypatch.setattr(failpoints, "_ARMED", {})
+        after = await store.audit(b"", 10)
+        assert after.cursor == 3 and len(after.txs) == 2
+        assert after.stored_state_hash == after.recomputed_state_hash != before.stored_state_hash
+        assert await store.private_state("bank") == {"a": b"2", "b": b"2"}
+        assert psite.query("SELECT block_number FROM pstate_hashes ORDER BY 1") == [(1,), (2,)]
+    finally:
+        await store.close()
