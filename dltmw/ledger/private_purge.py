@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dltmw.ledger.private_sql import Db
 
@@ -41,12 +41,22 @@ def setup(conn: sqlite3.Connection) -> None:
 
 
 def purged_among(conn: Db, hashes: Iterable[bytes]) -> set[bytes]:
-    """Those of `hashes` that were purged here."""
-    return {
-        digest
-        for digest in set(hashes)
-        if conn.execute("SELECT 1 FROM purged WHERE hash=?", (digest,)).fetchone() is not None
-    }
+    """Those of `hashes` that were purged here (one statement per `IN_CHUNK` hashes: each
+    statement is a round trip on PostgreSQL)."""
+    return {bytes(r[0]) for r in rows_in(conn, "SELECT hash FROM purged WHERE hash IN", hashes)}
+
+
+IN_CHUNK = 256  # hashes per `IN (...)` statement (far below either database's parameter limit)
+
+
+def rows_in(conn: Db, select: str, hashes: Iterable[bytes]) -> list[Any]:
+    """The rows of `select` (ending in `... IN`) for the distinct `hashes`, chunked."""
+    wanted = sorted(set(hashes))
+    rows: list[Any] = []
+    for i in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[i : i + IN_CHUNK]
+        rows += conn.execute(f"{select} ({','.join('?' * len(chunk))})", chunk).fetchall()
+    return rows
 
 
 def not_purged(conn: Db, items: Sequence[T], hash_of: str) -> list[T]:

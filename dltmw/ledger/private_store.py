@@ -385,12 +385,11 @@ class PrivateStore:
         """The stored bytes of those of `hashes` that are held (one round trip)."""
 
         def run(conn: Db) -> dict[bytes, bytes]:
-            out: dict[bytes, bytes] = {}
-            for digest in set(hashes):
-                row = conn.execute("SELECT data FROM payloads WHERE hash=?", (digest,)).fetchone()
-                if row is not None:
-                    out[digest] = self.values.open("payloads", digest, bytes(row[0]))
-            return out
+            rows = private_purge.rows_in(
+                conn, "SELECT hash, data FROM payloads WHERE hash IN", hashes
+            )
+            found = ((bytes(r[0]), bytes(r[1])) for r in rows)
+            return {digest: self.values.open("payloads", digest, data) for digest, data in found}
 
         return await self._file.read(run)
 

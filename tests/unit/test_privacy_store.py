@@ -15,6 +15,7 @@ from private_backends import PrivateSite
 from dltmw.contracts import builtin_contract
 from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
+from dltmw.ledger import private_purge
 from dltmw.ledger.at_rest import PLAIN, DataKeyRing, RecordCipher
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
@@ -173,3 +174,18 @@ async def test_a_deferred_payload_becomes_held_when_its_transaction_is_executed(
     assert await store.payload(item.payload_hash) == item.data
     assert await store.payloads_for(ME.public_key, b"", 10) == [item.data]
     await store.close()
+
+
+async def test_held_answers_for_many_hashes_in_chunks(psite: PrivateSite) -> None:
+    """Held payloads are looked up `IN_CHUNK` hashes per statement: more than one chunk, with
+    duplicates and hashes not held, gives exactly the held ones."""
+    store = await psite.open()
+    try:
+        stored = [NewPayload(os.urandom(32), os.urandom(8), (ME.public_key,)) for _ in range(300)]
+        assert await store.store_payloads(stored) == 300
+        asked = [p.payload_hash for p in stored] * 2 + [os.urandom(32) for _ in range(300)]
+        assert len(set(asked)) > 2 * private_purge.IN_CHUNK
+        assert await store.held(asked) == {p.payload_hash: p.data for p in stored}
+        assert await store.held([]) == {}
+    finally:
+        await store.close()
