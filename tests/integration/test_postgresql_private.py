@@ -25,7 +25,6 @@ import pytest
 from psycopg import sql
 
 from dltmw.client import GatewayClient
-from dltmw.client.audit import audit_network
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.purge import approve, purge_body, submit_purge
 from dltmw.ops.supervisor import Supervisor
@@ -35,6 +34,7 @@ from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import transaction_pb2
 
 from .conftest import TWO_ORG
+from .test_audit import _settled
 from .wire import edit_node_toml, started_network
 
 pytestmark = pytest.mark.integration
@@ -137,7 +137,7 @@ async def test_a_private_transaction_commits_and_the_recipients_agree_in_postgre
     for org in PG_ORGS:  # in the server, readable through the reporting view
         assert await rows(server.dsn, org, view) == [("kv", "deal", CANARY.decode())]
         assert private_sqlite_files(path, org) == [], f"peer0.{org} wrote a private sqlite file"
-    (report,) = await audit_network(path, CH)
+    report = await _settled(path)  # every node at one height, so every height is compared
     assert report.findings == [] and report.unreachable == {}, report
 
 
@@ -166,7 +166,7 @@ async def test_a_purge_removes_payload_and_key_from_both_schemas_and_table_files
     path, _, server = net
     (digest,) = SENT[:1]  # the first test's: the canary
     # the scan's own control: the canary is in the cluster's table files before the purge
-    assert await asyncio.to_thread(table_files_with, server, CANARY)
+    assert await asyncio.to_thread(table_files_with, server, CANARY), "control: canary not found"
     keys = [
         load_privacy_key((path / "nodes" / f"peer0.{o}" / "privacy.key").read_bytes()).public_key
         for o in PG_ORGS
@@ -191,7 +191,7 @@ async def test_a_purge_removes_payload_and_key_from_both_schemas_and_table_files
             await rows(server.dsn, org, "SELECT 1 FROM {}.payloads WHERE hash = %s", digest) == []
         )
         keys_left = await rows(server.dsn, org, "SELECT key FROM {}.private_state")
-        assert keys_left == [("after",)]
+        assert keys_left == [("after",)], (org, keys_left)
         listed = "SELECT purged FROM {}.private_transactions WHERE payload_hash = %s"
         assert await rows(server.dsn, org, listed, digest.hex()) == [(True,)]
     # the executor rewrites the purged tables after the block's transaction: bounded wait
@@ -200,5 +200,5 @@ async def test_a_purge_removes_payload_and_key_from_both_schemas_and_table_files
     while found := await asyncio.to_thread(table_files_with, server, CANARY):
         assert loop.time() < deadline, f"canary still in {found}"
         await asyncio.sleep(0.2)
-    (report,) = await audit_network(path, CH)
+    report = await _settled(path)
     assert report.findings == [] and report.purged == [digest.hex()], report
