@@ -95,7 +95,7 @@ def install(
     file: Annotated[Path, typer.Argument(help="a package file made by `dltmw contract package`")],
     client: AdminOpt = None,
 ) -> None:
-    """Install a package on a peer (signed by an admin of the peer's organisation)."""
+    """Install a package on a peer, vault or notary (signed by an admin of its organisation)."""
     params.check_node(network, node)
     params.check_running(network, node)
     data = file.read_bytes()

@@ -12,6 +12,8 @@ import typer
 from dltmw.cli.errors import EXIT_USAGE, UserError
 from dltmw.cli.params import ChannelArg
 from dltmw.net.hsm import MODULE_ENV, HsmError
+from dltmw.net.nats_plan import PLAN_FILE, NatsPlan
+from dltmw.ops.nats_cluster import NatsCluster
 from dltmw.pki.certs import RenewError, issue_client, issue_node, renew
 from dltmw.pki.network import HsmPlan
 from dltmw.pki.org import (
@@ -169,6 +171,12 @@ def org_add_node(
     except (RenewError, DefinitionError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     typer.echo(f"{node} ({', '.join(role)}) written to {home}")
+    if "orderer" in role and (org_dir / "jetstream" / PLAN_FILE).exists():
+        told = NatsCluster(NatsPlan.load(org_dir / "jetstream")).reload()
+        typer.echo(
+            f"{node} let into the JetStream cluster (jetstream/*/nats.conf); {told} running"
+            " nats-server(s) reloaded; members on other hosts need the new nats.conf and a reload"
+        )
 
 
 @cert_app.command("renew")

@@ -35,6 +35,7 @@ from dltmw.core.block import block_hash
 from dltmw.core.config_update import update_content
 from dltmw.core.genesis import read_genesis
 from dltmw.net.netmap import NetworkMap
+from dltmw.pki.network import agreement_settings
 from dltmw.pki.org import DefinitionError, check_definition, load_definition, node_entry
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
@@ -89,7 +90,10 @@ def update(
     ] = None,
     remove_peer: Annotated[str | None, typer.Option(help="a peer to take out")] = None,
     add_orderer: Annotated[
-        str | None, typer.Option(help="an orderer node to add as a PBFT-lite replica (nodes/NODE)")
+        str | None,
+        typer.Option(
+            help="an orderer node to add (nodes/NODE): a PBFT-lite replica or a JetStream orderer"
+        ),
     ] = None,
     remove_orderer: Annotated[str | None, typer.Option(help="an orderer to take out")] = None,
     rotate_peer: Annotated[
@@ -102,6 +106,13 @@ def update(
     trust_notary: Annotated[
         str | None,
         typer.Option(help="a notary node (nodes/NODE) whose notarisations this channel accepts"),
+    ] = None,
+    private_agreement: Annotated[
+        str | None,
+        typer.Option(
+            help="agreements private transactions need: all-recipients, none, or a policy"
+            " expression such as 'OutOf(2, Org1.peer, Org2.peer, Org3.peer)'"
+        ),
     ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
@@ -144,8 +155,16 @@ def update(
                 lifecycle_policy=lifecycle_policy,
                 max_tx_count=max_tx_count,
                 timeout_ms=timeout_ms,
+                private_agreement=agreement,
             )
 
+        agreement = None
+        if private_agreement is not None:
+            settings = agreement_settings(private_agreement)
+            agreement = (
+                settings["private_agreement"],
+                settings.get("private_agreement_policy", ""),
+            )
         _write_update(network, channel, client, out, edit)
 
 

@@ -14,9 +14,11 @@ from dltmw.cli import params
 from dltmw.cli.contract import AdminOpt
 from dltmw.cli.errors import UserError
 from dltmw.cli.params import NetworkDir, NodeArg
+from dltmw.cli.vault_flow import register
 from dltmw.client.contracts import NodeAdmin
 
 vault_app = typer.Typer(no_args_is_help=True, help="A vault node's UTXO vault.")
+register(vault_app)  # identity, states, run: cli/vault_flow.py
 
 
 @vault_app.command("recover")

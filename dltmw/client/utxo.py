@@ -217,6 +217,33 @@ class VaultClient:
         flow = vault_service_pb2.DvpFlow(terms=terms)
         return await self.run(vault_service_pb2.FlowCommand(dvp=flow, **extra))
 
+    async def contract_command(
+        self,
+        contract: str,
+        contract_hash: str,
+        command: str,
+        outputs: Sequence[tuple[bytes, Sequence[bytes]]] = (),
+        inputs: Sequence[tuple[str, int]] = (),
+        signers: Sequence[bytes] = (),
+        command_data: bytes = b"",
+        **extra: Any,
+    ) -> vault_service_pb2.RunFlowResponse:
+        """One command of any UTXO contract, e.g. one installed as a package (ContractFlow):
+        consume the node's own `inputs` ((tx_id, index)), create `outputs` ((data,
+        participant identities)); `signers` are the other nodes that must sign."""
+        flow = vault_service_pb2.ContractFlow(
+            contract=contract,
+            contract_hash=contract_hash,
+            command=command,
+            command_data=command_data,
+            inputs=[notarisation_pb2.StateRef(tx_id=t, index=i) for t, i in inputs],
+            outputs=[
+                vault_service_pb2.ContractState(data=d, participants=list(p)) for d, p in outputs
+            ],
+            signers=list(signers),
+        )
+        return await self.run(vault_service_pb2.FlowCommand(contract=flow, **extra))
+
 
 def holdings_of(states: Sequence[vault_service_pb2.VaultState]) -> dict[tuple[str, str], int]:
     """Sum of unconsumed amounts per (contract, asset) among vault states (for display/tests)."""

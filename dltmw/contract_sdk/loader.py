@@ -18,7 +18,9 @@ imports the modules with a custom importlib loader:
 
 The entry point (`module:Class` in the manifest) must be a subclass of the SDK's `Contract`;
 its `name` is the manifest's. The result is a core `Contract` that `simulate` runs like any
-other.
+other. A UTXO contract's package (`"kind": "utxo"`) names a function instead
+(`module:verify`), loaded the same way and run as a `utxo_runner.MeteredVerify`; such a
+package has no channel `contract` and a channel one no `verify`.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dltmw.contract_sdk.base import Contract as SdkContract
+from dltmw.contract_sdk.utxo_runner import MeteredVerify
 from dltmw.core.contract import Context, Contract, ContractFunction
 from dltmw.core.contract_check import FORBIDDEN_NAMES, allowed_module, check_sources
-from dltmw.core.contract_package import Manifest, PackageError, read_package
+from dltmw.core.contract_package import UTXO_KIND, Manifest, Package, PackageError, read_package
 from dltmw.core.metering import (
     ITER_NAME,
     LOAD_STEP_BUDGET,
@@ -62,12 +65,14 @@ class PackageRefused(PackageError):
 
 @dataclass(frozen=True)
 class LoadedPackage:
-    """A package ready to run: its id, manifest and contract."""
+    """A package ready to run: its id, manifest and contract (a channel contract) or verify
+    (a UTXO contract)."""
 
     package_id: str
     manifest: Manifest
-    contract: Contract
-    functions: dict[str, str]  # name -> "transaction" | "query"
+    contract: Contract | None
+    functions: dict[str, str]  # name -> "transaction" | "query" (| "utxo" for verify)
+    verify: MeteredVerify | None = None
 
 
 class MeteredContract(Contract):
@@ -241,19 +246,36 @@ def _load_package(data: bytes) -> LoadedPackage:
     if findings:
         raise PackageRefused(findings)
     namespace = _Namespace(package.package_id, package.files, Meter())
-    module_name, _, class_name = package.manifest.entry.partition(":")
+    module_name, _, entry_name = package.manifest.entry.partition(":")
     try:
-        module = namespace.module(module_name)
-        cls = vars(module).get(class_name)
-        if not (isinstance(cls, type) and issubclass(cls, SdkContract)):
-            raise PackageError("bad_entry", f"{package.manifest.entry} is not an SDK Contract")
-        if cls.name not in ("", package.manifest.name):
-            raise PackageError("bad_entry", f"{class_name}.name {cls.name!r} is not the manifest's")
-        functions = {n: spec.kind for n, spec in cls.functions().items()}  # annotation errors now
-        instance = cls()
+        entry = vars(namespace.module(module_name)).get(entry_name)
+        if package.manifest.kind == UTXO_KIND:
+            return _utxo(package, entry, namespace.meter)
+        return _channel(package, entry, namespace.meter)
     except PackageError:
         raise
     except (Exception, StepBudgetExceeded) as exc:  # its top-level code failed or ran away
         raise PackageError("load_failed", f"loading the package failed: {exc!r}") from None
-    contract = MeteredContract(instance, namespace.meter, package.manifest.name)
+
+
+def _channel(package: Package, cls: object, meter: Meter) -> LoadedPackage:
+    """A channel contract: the entry is an SDK Contract class."""
+    if not (isinstance(cls, type) and issubclass(cls, SdkContract)):
+        raise PackageError("bad_entry", f"{package.manifest.entry} is not an SDK Contract")
+    if cls.name not in ("", package.manifest.name):
+        raise PackageError("bad_entry", f"{cls.__name__}.name {cls.name!r} is not the manifest's")
+    functions = {n: spec.kind for n, spec in cls.functions().items()}  # annotation errors now
+    contract = MeteredContract(cls(), meter, package.manifest.name)
     return LoadedPackage(package.package_id, package.manifest, contract, functions)
+
+
+def _utxo(package: Package, fn: object, meter: Meter) -> LoadedPackage:
+    """A UTXO contract: the entry is a plain function `verify(tx)` of the package itself."""
+    if not (
+        isinstance(fn, types.FunctionType)
+        and fn.__module__.startswith(PREFIX + package.package_id)
+        and fn.__code__.co_argcount == 1
+    ):
+        raise PackageError("bad_entry", f"{package.manifest.entry} is not a function verify(tx)")
+    verify = MeteredVerify(fn, meter, package.manifest.name, package.package_id)
+    return LoadedPackage(package.package_id, package.manifest, None, {"verify": "utxo"}, verify)

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.identity import Membership
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
+from dltmw.core.privacy.agreement_policy import check_config as check_agreement_config
 from dltmw.v1 import algorithms_pb2, config_pb2, identity_pb2
 
 CHANNEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
@@ -177,6 +178,10 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     if config.commit_proof_policy:
         _parsed(config.commit_proof_policy, roots, "commit proof policy")
     _check_key_wrap(config)
+    try:
+        check_agreement_config(config, roots)
+    except ValueError as exc:
+        raise ConfigError(f"private agreement policy: {exc}") from exc
     _check_trusted_channels(config)
     _check_trusted_notaries(config)
     try:

@@ -154,9 +154,13 @@ def with_settings(
     max_tx_count: int | None = None,
     timeout_ms: int | None = None,
     privacy_auditors: Iterable[str] | None = None,
+    private_agreement: tuple[int, str] | None = None,
 ) -> config_pb2.ChannelConfig:
-    """`config` with the given settings replaced (None: unchanged)."""
+    """`config` with the given settings replaced (None: unchanged). `private_agreement` =
+    (PrivateAgreementPolicy, expression text: "" unless EXPRESSION)."""
     out = _copy(config)
+    if private_agreement is not None:
+        out.private_agreement, out.private_agreement_policy = private_agreement  # type: ignore[assignment]
     if endorsement_policy is not None:
         out.default_endorsement_policy = endorsement_policy
     if admin_policy is not None:

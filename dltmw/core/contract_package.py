@@ -9,10 +9,13 @@ same bytes, hence the same id, on any machine), every timestamp 1980-01-01 00:00
 
     {"entry": "contract:Counter", "name": "counter", "sdk_version": 1, "version": "1.0"}
 
-then the modules: flat `*.py` files whose names are Python identifiers, UTF-8. `read_package`
-accepts only archives that `write_package` would produce from their own content (it rebuilds
-and compares the bytes), so one content has exactly one package id — the id a lifecycle
-definition will name (`PackageRef` below is what it carries).
+A UTXO contract's manifest adds `"kind": "utxo"` and its entry names a function,
+`module:verify` (docs/utxo.md "Installed UTXO contracts"); a channel contract's manifest has no
+`kind` key at all (so the ids of every package written before kinds existed are unchanged, and
+`"kind": ""` is not canonical). Then the modules: flat `*.py` files whose names are Python
+identifiers, UTF-8. `read_package` accepts only archives that `write_package` would produce
+from their own content (it rebuilds and compares the bytes), so one content has exactly one
+package id — the id a lifecycle definition will name (`PackageRef` below is what it carries).
 
 Limits are protocol constants, checked before anything is parsed: a package of at most
 `PACKAGE_BYTES_MAX` bytes and `FILES_MAX` modules.
@@ -38,6 +41,9 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}\Z")
 MODULE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py\Z")
 ENTRY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)\Z")
+CHANNEL_KIND = ""  # a channel contract (an SDK Contract class): the manifest says nothing
+UTXO_KIND = "utxo"  # a UTXO contract: the entry is a `verify(tx)` function
+KINDS = (CHANNEL_KIND, UTXO_KIND)
 DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, time 00:00 (the earliest a ZIP can say)
 
 
@@ -56,17 +62,20 @@ class Manifest:
 
     name: str
     version: str
-    entry: str  # "module:Class"
+    entry: str  # "module:Class" ("module:function" for a UTXO contract)
     sdk_version: int = SDK_VERSION
+    kind: str = CHANNEL_KIND
 
     def to_json(self) -> bytes:
-        """Canonical JSON bytes."""
-        fields = {
+        """Canonical JSON bytes (`kind` only when it is not a channel contract's)."""
+        fields: dict[str, str | int] = {
             "entry": self.entry,
             "name": self.name,
             "sdk_version": self.sdk_version,
             "version": self.version,
         }
+        if self.kind != CHANNEL_KIND:
+            fields["kind"] = self.kind
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -104,6 +113,8 @@ def validate_manifest(manifest: Manifest, files: dict[str, str]) -> None:
         raise PackageError("bad_name", f"contract name {manifest.name!r} must match {NAME.pattern}")
     if not VERSION.match(manifest.version):
         raise PackageError("bad_version", f"version {manifest.version!r} is not allowed")
+    if manifest.kind not in KINDS:
+        raise PackageError("bad_kind", f"kind {manifest.kind!r} is not one of {KINDS}")
     if manifest.sdk_version != SDK_VERSION:
         raise PackageError("sdk_version", f"SDK version {manifest.sdk_version} is not supported")
     match = ENTRY.match(manifest.entry)
@@ -190,6 +201,7 @@ def _manifest(raw: bytes) -> Manifest:
             version=str(fields["version"]),
             entry=str(fields["entry"]),
             sdk_version=int(fields["sdk_version"]),
+            kind=str(fields.get("kind", CHANNEL_KIND)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise PackageError("bad_manifest", f"{MANIFEST} does not parse: {exc}") from None

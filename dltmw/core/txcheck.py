@@ -42,11 +42,11 @@ from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
 from dltmw.core.privacy.agreement import (
-    ALL_RECIPIENTS,
     SUBMITTER_FAULTS,
     agreed_body,
     agreement_code,
 )
+from dltmw.core.privacy.agreement_policy import requires_agreements
 from dltmw.core.privacy.conflict import private_rwset, purge_rwset
 from dltmw.core.privacy.purge import SUBMITTER_FAULTS as PURGE_FAULTS
 from dltmw.core.privacy.purge import parse_body, private_purge, purge_code
@@ -362,7 +362,7 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
             raise _Invalid(C.TX_VALIDATION_CODE_BAD_PAYLOAD, tx_id)
         code = agreement_code(ptx.agreements, channel, tx_id, ptx.payload_hash, at)
         body = agreed_body(ptx.agreements) if code == C.TX_VALIDATION_CODE_VALID else None
-        if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+        if body is None or not requires_agreements(channel.config):
             return CheckedTx(tx_id, code, None)
         return CheckedTx(tx_id, code, private_rwset(body))  # MVCC on hashed private keys
     tx = _parse_or(
@@ -384,7 +384,7 @@ def _purge_verdict(
     the hashes of the keys it purges (`core/privacy/conflict.py`)."""
     code = purge_code(purge, channel, tx_id, at)
     body = parse_body(purge) if code == C.TX_VALIDATION_CODE_VALID else None
-    if body is None or channel.config.private_agreement != ALL_RECIPIENTS:
+    if body is None or not requires_agreements(channel.config):
         return CheckedTx(tx_id, code, None)
     return CheckedTx(tx_id, code, purge_rwset(body))
 

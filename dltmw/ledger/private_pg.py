@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
-# The sqlite store's tables (`private_store.SCHEMA`, `private_purge.PURGE_SCHEMA`), column for
-# column; text columns are bytea (module docstring of `private_sql.py`).
+# The sqlite store's tables (`private_store.SCHEMA`, `private_purge.PURGE_SCHEMA`,
+# `private_outbox.SCHEMA`), column for column; text columns are bytea (module docstring of
+# `private_sql.py`).
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS payloads (hash bytea PRIMARY KEY, data bytea NOT NULL);
@@ -68,6 +69,8 @@ CREATE TABLE IF NOT EXISTS deferred (
     hash bytea PRIMARY KEY, data bytea NOT NULL, recipients bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS purged (
     hash bytea PRIMARY KEY, tx_id bytea NOT NULL, block_number bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    hash bytea NOT NULL, node bytea NOT NULL, PRIMARY KEY (hash, node));
 """
     + UTF8_OR_NULL
     + """

@@ -45,8 +45,9 @@ from typing import Any, Protocol, TypeVar
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
-from dltmw.ledger import private_purge
+from dltmw.ledger import private_outbox, private_purge
 from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
+from dltmw.ledger.private_outbox import Delivery
 from dltmw.ledger.private_sql import Db, text
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -203,6 +204,7 @@ class PrivateTxn:
     def remove_payloads(self, hashes: Sequence[bytes], tx_id: str, block_number: int) -> None:
         """A purge's payloads (`private_purge.remove_payloads`), in this transaction."""
         private_purge.remove_payloads(self._conn, hashes, tx_id, block_number)
+        private_outbox.forget_payloads(self._conn, hashes)
 
     def set_cursor(self, next_block: int) -> None:
         """Every block below `next_block` has been executed; if this transaction changed the
@@ -286,6 +288,7 @@ class PrivateStore:
 
         def setup(conn: sqlite3.Connection) -> None:
             private_purge.setup(conn)
+            private_outbox.setup(conn)
             store.setup(conn, lost_if_created)
 
         await file.open(setup)
@@ -336,11 +339,15 @@ class PrivateStore:
         transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
         return await self._file.write(name, lambda conn: fn(PrivateTxn(conn, self.values)))
 
-    async def store_payloads(self, payloads: Sequence[NewPayload]) -> int:
-        """Store payloads in one transaction; returns how many were new."""
+    async def store_payloads(
+        self, payloads: Sequence[NewPayload], deliveries: Sequence[Delivery] = ()
+    ) -> int:
+        """Store payloads in one transaction, with the deliveries this node (their sender) owes
+        for them (`private_outbox.py`); returns how many were new."""
 
         def run(txn: PrivateTxn) -> int:
             conn = txn.db
+            private_outbox.queue(conn, deliveries)
             new, kept = 0, private_purge.not_purged(conn, payloads, "payload_hash")
             for verb, replace in (("INSERT OR IGNORE", False), ("INSERT OR REPLACE", True)):
                 rows = [
@@ -357,6 +364,38 @@ class PrivateStore:
             return new
 
         return await self.transaction(run, "privacy.store")
+
+    async def delivered(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledged deliveries are owed no more."""
+        if deliveries:
+            await self.transaction(
+                lambda txn: private_outbox.delivered(txn.db, deliveries), "privacy.outbox"
+            )
+
+    async def owed(self, after: Delivery, limit: int) -> list[Delivery]:
+        """A page of the deliveries still owed (`private_outbox.owed`)."""
+        return await self._file.read(lambda conn: private_outbox.owed(conn, after, limit))
+
+    async def pending_nodes(self, payload_hash: bytes) -> list[str]:
+        """Recipient nodes this node still owes `payload_hash` (its sender's view)."""
+        return await self._file.read(lambda conn: private_outbox.pending_nodes(conn, payload_hash))
+
+    async def missing(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """Those of `hashes` this node neither holds (stored or deferred) nor purged."""
+
+        def run(conn: Db) -> list[bytes]:
+            out = []
+            for digest in dict.fromkeys(hashes):
+                if any(
+                    conn.execute(f"SELECT 1 FROM {table} WHERE hash=?", (digest,)).fetchone()
+                    for table in ("payloads", "deferred")
+                ):
+                    continue
+                if not private_purge.purged_among(conn, [digest]):
+                    out.append(digest)
+            return out
+
+        return await self._file.read(run)
 
     async def payload(self, payload_hash: bytes) -> bytes | None:
         """Stored payload bytes, or None."""

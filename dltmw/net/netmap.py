@@ -24,7 +24,8 @@ notaries by it (`routes`), verifying the advertised name and the node's organisa
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import tomli_w
 
 from dltmw.core.identity import Membership, identity_bytes
-from dltmw.core.utxo.constraints import ContractCode, builtin_approved
+from dltmw.core.utxo.constraints import ContractCode, Verify, builtin_approved
 from dltmw.core.utxo.model import is_tx_id
 from dltmw.net.addressbook import Route, split_endpoint
 
@@ -126,11 +127,20 @@ class NetworkMap:
     validating: dict[str, bool]
     clusters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     approved: dict[str, frozenset[str]] = field(default_factory=builtin_approved)
+    # the code this node holds by package hash (runtime/utxo_code.py: built-ins and installed
+    # packages); None = the built-ins only
+    known: Mapping[str, tuple[str, Verify]] | None = field(default=None, compare=False)
 
     @cached_property
     def contract_code(self) -> ContractCode:
         """The UTXO contract code this node runs, with the hashes the map approves."""
-        return ContractCode(approved=self.approved)
+        if self.known is None:
+            return ContractCode(approved=self.approved)
+        return ContractCode(known=self.known, approved=self.approved)
+
+    def with_code(self, known: Mapping[str, tuple[str, Verify]]) -> NetworkMap:
+        """This map, verifying with the code `known` (package hash -> (name, verify))."""
+        return replace(self, known=known)
 
     @staticmethod
     def load(path: Path) -> NetworkMap:

@@ -174,10 +174,12 @@ class ChannelSpec(Strict):
         description="key wrap of private payloads: X25519, or hybrid X25519 + ML-KEM-768"
         " (secure while either holds; docs/privacy.md)",
     )
-    private_agreement: Literal["all-recipients", "none"] = Field(
+    private_agreement: str = Field(
         "all-recipients",
         description="agreements a private transaction must carry: every recipient's signed"
-        " agreement on its execution (docs/privacy.md), or none (the old path)",
+        " agreement on its execution (all-recipients), none (the old path), or a policy"
+        " expression over the recipients' peers, e.g. OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
+        " (the sender always; docs/privacy.md)",
     )
     lifecycle_policy: str | None = Field(
         None,

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from dltmw.net.keyfile import read_key
 from dltmw.net.topology import Topology
 from dltmw.pki.ca import FRESH, IssuedCert, Material, certify, san_hosts
+from dltmw.pki.nats_tls import jetstream_table_for
 from dltmw.pki.network import node_material, write_client, write_node_toml
 from dltmw.pki.org import DEFINITION_SUFFIX, check_definition, definition_of, to_json
 
@@ -100,8 +101,13 @@ def issue_node(
         candidate.unlink()
         raise
     made = next(n for n in raw["nodes"] if n["id"] == node_id)
-    node_material(org_dir, {org: _ca(org_dir, org)}, made, material)
-    write_node_toml(org_dir, made, [], "FULL", "identity.key")
+    ca = _ca(org_dir, org)
+    node_material(org_dir, {org: ca}, made, material)
+    # An orderer of a network with a JetStream cluster: let into the cluster, told its servers.
+    extra = jetstream_table_for(org_dir, node_id, ca.cert_pem) if "orderer" in roles else {}
+    write_node_toml(
+        org_dir, made, [], "FULL", "identity.key", {"jetstream": extra} if extra else None
+    )
     os.replace(candidate, topo_path)
     definition_file = org_dir / f"{org}{DEFINITION_SUFFIX}"
     if definition_file.exists():  # an org init directory: hand the others the new definition

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
-from dltmw.net.nats_plan import NatsPlan
+from dltmw.net.nats_plan import PLAN_FILE, NatsPlan
 from dltmw.pki.ca import FRESH, IssuedCert, Material, issue_cert
 
 
@@ -64,3 +66,48 @@ def with_tls(
     plan.ca_file.parent.mkdir(parents=True, exist_ok=True)
     plan.ca_file.write_bytes(b"".join(cas[o].cert_pem for o in orgs))
     return plan
+
+
+def admit(plan: NatsPlan, ca_pem: bytes, tls_cert_pem: bytes) -> NatsPlan:
+    """`plan` letting in one more client: the subject of `tls_cert_pem` joins `users`, and its
+    issuer `ca_pem` joins `ca.pem` if it is not there yet (written now; the members' configs are
+    written by the caller's `plan.write()`)."""
+    if not plan.tls:
+        raise ValueError("the cluster runs without TLS: there is nobody to admit")
+    subject = subject_of(tls_cert_pem)
+    cas = plan.ca_file.read_bytes()
+    if ca_pem not in cas:
+        plan.ca_file.write_bytes(cas + ca_pem)
+    users = plan.users if subject in plan.users else (*plan.users, subject)
+    return dataclasses.replace(plan, users=users)
+
+
+def jetstream_table_for(out: Path, node_id: str, ca_pem: bytes) -> dict[str, Any]:
+    """The `[jetstream]` table of an orderer added after `dltmw init` (`org add-node`) to a
+    network that runs a JetStream cluster ({} when it runs none), and the cluster told to let
+    it in: its TLS subject and CA are added to the plan and every member's `nats.conf` is
+    written again (running members take it on SIGHUP: `NatsCluster.reload`). So a new orderer
+    can append to and consume the stream without anyone editing a member's config by hand.
+    It is let into the cluster before the channel's admins add it to the channel; until then
+    the stream's entries it could append are envelopes that every peer checks anyway, and no
+    peer accepts a block it signs (docs/ordering.md)."""
+    directory = out / "jetstream"
+    if not (directory / PLAN_FILE).exists():
+        return {}
+    plan = NatsPlan.load(directory)
+    table: dict[str, Any] = {"replicas": _replicas(out)}
+    if plan.tls:
+        plan = admit(plan, ca_pem, (out / "nodes" / node_id / "tls.pem").read_bytes())
+        plan.write()
+        table["ca_file"] = os.path.relpath(plan.ca_file, out / "nodes" / node_id)
+    return {"servers": plan.urls, **table}
+
+
+def _replicas(out: Path) -> int:
+    """The stream replicas the network's orderers were given (`[jetstream] replicas` of any
+    orderer's node.toml), so that a new orderer creates or binds the same stream."""
+    for path in sorted((out / "nodes").glob("*/node.toml")):
+        doc = tomllib.loads(path.read_text())
+        if "jetstream" in doc:
+            return int(doc["jetstream"].get("replicas", 3))
+    raise ValueError(f"{out}: a JetStream cluster but no orderer of it")

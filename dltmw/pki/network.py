@@ -426,6 +426,17 @@ AGREEMENT = {
 }
 
 
+def agreement_settings(text: str) -> dict[str, Any]:
+    """ChannelConfig fields of a topology's `private_agreement`: a keyword, else a policy
+    expression (validated with the whole config: `core/privacy/agreement_policy.py`)."""
+    if text in AGREEMENT:
+        return {"private_agreement": AGREEMENT[text]}
+    return {
+        "private_agreement": private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_EXPRESSION,
+        "private_agreement_policy": text,
+    }
+
+
 def _add_key_wrap(
     config: config_pb2.ChannelConfig, ch: dict[str, Any], kem: dict[str, bytes]
 ) -> None:
@@ -483,7 +494,7 @@ def _channel_config(
     config = config_pb2.ChannelConfig(
         channel_id=ch["id"],
         ordering=ORDERING[ch.get("ordering", "none")],
-        private_agreement=AGREEMENT[ch.get("private_agreement", "all-recipients")],
+        **agreement_settings(ch.get("private_agreement", "all-recipients")),
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

@@ -149,7 +149,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     def _store(self) -> ContractInstaller:
         if self._contracts is None:
-            raise ClientError(R.ERROR_REASON_ROLE_NOT_HOSTED, "contracts are installed on peers")
+            raise ClientError(
+                R.ERROR_REASON_ROLE_NOT_HOSTED,
+                "contracts are installed on peers, vaults and notaries",
+            )
         return self._contracts
 
 

@@ -66,13 +66,15 @@ class PrivateChannelRole(Protocol):
         """The channel's peer node with this identity, if any."""
         ...
 
-    async def send(self, plaintext: bytes, orgs: Sequence[str]) -> tuple[bytes, int]:
-        """Seal, store, push; (payload hash, number of boxes)."""
+    async def send(
+        self, plaintext: bytes, orgs: Sequence[str]
+    ) -> tuple[bytes, int, tuple[str, ...]]:
+        """Seal, store, push; (payload hash, number of boxes, recipients not reached yet)."""
         ...
 
     async def send_many(
         self, items: Sequence[tuple[bytes, Sequence[str]]]
-    ) -> list[tuple[bytes, int]]:
+    ) -> list[tuple[bytes, int, tuple[str, ...]]]:
         """`send` for several payloads."""
         ...
 
@@ -195,8 +197,10 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         body = parse(P.SendBody, request.body, "body")
         require(bool(body.payload), "body.payload")
         channel = self._client(context, body, body.channel_id, request.body, request.signature)
-        digest, count = await channel.send(body.payload, list(body.recipient_organizations))
-        return P.SendResponse(payload_hash=digest, recipient_count=count)
+        digest, count, pending = await channel.send(
+            body.payload, list(body.recipient_organizations)
+        )
+        return P.SendResponse(payload_hash=digest, recipient_count=count, pending_nodes=pending)
 
     @unary
     async def SendBatch(self, request: P.SendBatchRequest, context: Ctx) -> P.SendBatchResponse:
@@ -211,7 +215,10 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         sent = await channel.send_many(
             [(i.payload, list(i.recipient_organizations)) for i in body.items]
         )
-        return P.SendBatchResponse(payload_hashes=[digest for digest, _ in sent])
+        pending = sorted({node for _, _, nodes in sent for node in nodes})
+        return P.SendBatchResponse(
+            payload_hashes=[digest for digest, _, _ in sent], pending_nodes=pending
+        )
 
     @unary
     async def AddRecipients(

@@ -9,6 +9,11 @@ name is the id; a file whose bytes no longer hash to its name is ignored (and lo
 Peers look packages up by id (`contract`) from their admission path, on the thread pool; a
 package is loaded once per process and cached (loading is CPU work: parse, check, instrument,
 compile). Nothing is ever removed: an installed package is immutable, like its id.
+
+Vaults and notaries keep UTXO contract packages here too (`"kind": "utxo"`). Their verifiers
+look code up while they verify, so they never touch the disk then: `preload` loads every
+installed package when the node starts (on a worker thread), `install` adds a new one to the
+cache, and `verify` answers from the cache alone (`runtime/utxo_code.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from dltmw.aio.files import write_durably
 from dltmw.contract_sdk.loader import LoadedPackage, load_package
+from dltmw.contract_sdk.utxo_runner import MeteredVerify
 from dltmw.core.contract import Contract
 from dltmw.core.contract_package import PackageError, package_id
 from dltmw.v1 import admin_service_pb2
@@ -26,6 +32,7 @@ from dltmw.v1 import admin_service_pb2
 logger = logging.getLogger(__name__)
 SUFFIX = ".zip"
 INSTALLED_MAX = 1000  # bounded: the ids a node holds
+CONTRACT_ROLES = frozenset({"peer", "vault", "notary"})  # the roles that run installed code
 
 
 def describe(loaded: LoadedPackage) -> admin_service_pb2.InstalledContract:
@@ -97,6 +104,23 @@ class ContractStore:
             return None
         with self._lock:
             return self._loaded.setdefault(pid, loaded)
+
+    def preload(self) -> int:
+        """Load (and cache) every installed package; how many loaded."""
+        loaded = 0
+        for pid in self.ids():
+            try:
+                loaded += self.package(pid) is not None
+            except PackageError as exc:  # a stray file whose name is no package id
+                logger.error("%s: not a contract package: %s", pid, exc.message)
+        return loaded
+
+    def verify(self, pid: str) -> MeteredVerify | None:
+        """The verify of UTXO package `pid` if it is installed and loaded (memory only: see
+        the module docstring), else None."""
+        with self._lock:
+            found = self._loaded.get(pid)
+        return found.verify if found is not None else None
 
     def contract(self, pid: str) -> Contract | None:
         """The contract of installed package `pid`, or None."""

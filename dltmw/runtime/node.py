@@ -60,7 +60,7 @@ from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.contract_store import ContractStore
+from dltmw.runtime.contract_store import CONTRACT_ROLES, ContractStore
 from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
@@ -147,10 +147,12 @@ class Node:
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )
-        self.contracts: ContractStore | None = None  # installed contract packages (peers)
-        if "peer" in config.roles:
+        # installed contract packages: channel contracts (peers), UTXO contracts (the vaults and
+        # notaries that verify them: runtime/utxo_code.py)
+        self.contracts: ContractStore | None = None
+        if CONTRACT_ROLES & config.roles:
             self.contracts = ContractStore(config.data_dir / "contracts")
-        self.utxo = UtxoServices(config, self.ctx, self._pool, values)
+        self.utxo = UtxoServices(config, self.ctx, self._pool, values, self.contracts)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
@@ -510,11 +512,15 @@ class Node:
 
 
 def _joins_replica_set(view: ChannelView, org_id: str) -> bool:
-    """An orderer node of an orderer organisation of a PBFT-lite channel that block 0 does not
-    name: it runs as a follower (fetching blocks) until a config update adds it to the replica
-    set (docs/governance.md)."""
-    pbft = view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
-    return pbft and org_id in {o.org_id for o in view.config.orderer_organizations}
+    """An orderer node of an orderer organisation of the channel that block 0 does not name.
+    PBFT-lite: it runs as a follower (fetching blocks) until a config update adds it to the
+    replica set (docs/governance.md). JetStream: it consumes the channel's stream from the start
+    and cuts the same blocks as every other orderer (the cutting is a function of the stream);
+    peers take its blocks once a config update names it (docs/ordering.md)."""
+    later = (config_pb2.ORDERING_TYPE_PBFT, config_pb2.ORDERING_TYPE_JETSTREAM)
+    return view.config.ordering in later and org_id in {
+        o.org_id for o in view.config.orderer_organizations
+    }
 
 
 async def stored_view(ledger: Ledger, genesis: ChannelView) -> ChannelView:

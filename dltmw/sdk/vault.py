@@ -1,8 +1,9 @@
 """`Vault`: the notarised-UTXO flow (Corda style) for programs that embed dltmw.
 
 A party acts through its own vault node: it asks the node to run a flow (issue, move, delivery
-versus payment); the node builds the transaction, gathers the counterparties' signatures and the
-notary's, and records the result. This wraps `client.utxo.VaultClient` with what the rest of the
+versus payment, or `run`: one command of any UTXO contract, e.g. one installed as a package);
+the node builds the transaction, gathers the counterparties' signatures and the notary's, and
+records the result. This wraps `client.utxo.VaultClient` with what the rest of the
 SDK gives: parties named by their node ids, typed results (`FlowDone`, holdings as a dict) and
 typed exceptions (`sdk/errors.py`; a double spend is `InputConsumed`), and an async context
 manager. Get one from a network: `net.vault("trader.brokera", "peer.brokera")`.
@@ -97,6 +98,42 @@ class Vault:
         )
         flow = self._client.dvp(terms, observers=list(observers))
         return FlowDone((await _typed(flow)).tx_id)
+
+    async def run(
+        self,
+        contract: str,
+        contract_hash: str,
+        command: str,
+        outputs: Sequence[tuple[bytes, Sequence[str]]] = (),
+        inputs: Sequence[tuple[str, int]] = (),
+        signers: Sequence[str] = (),
+        command_data: bytes = b"",
+    ) -> FlowDone:
+        """One command of any UTXO contract, e.g. one installed as a package (docs/utxo.md
+        "Installed UTXO contracts"): consume this vault's `inputs` ((tx_id, index)), create
+        `outputs` ((data, holder node ids)); `signers` are other nodes that must sign."""
+        flow = self._client.contract_command(
+            contract,
+            contract_hash,
+            command,
+            [(data, [self.identity_of(n) for n in holders]) for data, holders in outputs],
+            inputs=inputs,
+            signers=[self.identity_of(n) for n in signers],
+            command_data=command_data,
+        )
+        return FlowDone((await _typed(flow)).tx_id)
+
+    async def states(self, contract: str) -> list[tuple[str, int, bytes]]:
+        """This vault's unconsumed states of `contract`: (tx_id, index, data)."""
+        found: list[vault_service_pb2.VaultState] = await _typed(
+            self._client.query(contract=contract)
+        )
+        out = []
+        for s in found:
+            if not s.consumed_by:
+                data = utxo_pb2.UtxoOutput.FromString(s.output).data
+                out.append((s.ref.tx_id, s.ref.index, data))
+        return out
 
     async def holdings(self, owner: str | None = None) -> dict[tuple[str, str], int]:
         """Unconsumed amounts per (contract, asset) in this vault (owned by node `owner` only,

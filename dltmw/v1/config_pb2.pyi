@@ -248,6 +248,7 @@ class ChannelConfig(_message.Message):
     PRIVATE_KEY_WRAP_FIELD_NUMBER: _builtins.int
     TRUSTED_CHANNELS_FIELD_NUMBER: _builtins.int
     PRIVATE_AGREEMENT_FIELD_NUMBER: _builtins.int
+    PRIVATE_AGREEMENT_POLICY_FIELD_NUMBER: _builtins.int
     TRUSTED_NOTARIES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
@@ -283,6 +284,14 @@ class ChannelConfig(_message.Message):
     private_agreement: _private_agreement_pb2.PrivateAgreementPolicy.ValueType
     """Which recipients' agreements a private transaction must carry (private_agreement.proto).
     `dltmw init` sets ALL_RECIPIENTS for new channels; absent (older channels): none required.
+    """
+    private_agreement_policy: _builtins.str
+    """With private_agreement = PRIVATE_AGREEMENT_POLICY_EXPRESSION: which AGREEs suffice, e.g.
+    "OutOf(2, Org1.peer, Org2.peer, Org3.peer)" (roles peer or member only). Evaluated per
+    transaction over the signing peers, after dropping the principals of organisations that
+    are not recipients (an OutOf left with fewer rules than n needs all of them); the sending
+    node's AGREE is always required. Empty otherwise. docs/privacy.md "Agreement policy
+    expression".
     """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
@@ -353,11 +362,12 @@ class ChannelConfig(_message.Message):
         private_key_wrap: _algorithms_pb2.KeyWrapAlgorithm.ValueType = ...,
         trusted_channels: _abc.Iterable[_trust_root_pb2.TrustedChannel] | None = ...,
         private_agreement: _private_agreement_pb2.PrivateAgreementPolicy.ValueType = ...,
+        private_agreement_policy: _builtins.str = ...,
         trusted_notaries: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "default_endorsement_policy", b"default_endorsement_policy", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_policy", b"private_agreement_policy", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

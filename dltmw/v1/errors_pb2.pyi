@@ -285,6 +285,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
     or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
     """
+    ERROR_REASON_UTXO_CONTRACT_BUDGET_EXCEEDED: _ErrorReason.ValueType  # 142
+    """ABORTED (like CONTRACT_FAILED; not RESOURCE_EXHAUSTED, since the step budget is
+    deterministic and a retry fails the same way): an installed UTXO contract's `verify` ran
+    past its step budget (a call or a loop iteration is a step, core/metering.py
+    STEP_BUDGET, the same on every verifier), past the node's wall-clock backstop, the
+    interpreter's recursion limit or out of memory (docs/utxo.md "Installed UTXO contracts").
+    Nothing was signed, consumed or stored. ErrorInfo.metadata {"contract": <name>,
+    "contract_hash": <hash>, "limit": "steps" | "wall_clock" | "recursion" | "memory"}.
+    """
     ERROR_REASON_PRIVACY_GROUP_UNKNOWN: _ErrorReason.ValueType  # 135
     """FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state
     does not hold (docs/privacy.md "Privacy groups"). Nothing was sent. ErrorInfo.metadata
@@ -574,6 +583,15 @@ ERROR_REASON_UTXO_CONTRACT_NOT_APPROVED: ErrorReason.ValueType  # 141
 """FAILED_PRECONDITION: a UTXO transaction names, for a contract, a package hash the network
 map's [contracts] allow-list does not approve for that name. Nothing was signed, consumed
 or stored. ErrorInfo.metadata {"contract": <name>, "contract_hash": <hash>}.
+"""
+ERROR_REASON_UTXO_CONTRACT_BUDGET_EXCEEDED: ErrorReason.ValueType  # 142
+"""ABORTED (like CONTRACT_FAILED; not RESOURCE_EXHAUSTED, since the step budget is
+deterministic and a retry fails the same way): an installed UTXO contract's `verify` ran
+past its step budget (a call or a loop iteration is a step, core/metering.py
+STEP_BUDGET, the same on every verifier), past the node's wall-clock backstop, the
+interpreter's recursion limit or out of memory (docs/utxo.md "Installed UTXO contracts").
+Nothing was signed, consumed or stored. ErrorInfo.metadata {"contract": <name>,
+"contract_hash": <hash>, "limit": "steps" | "wall_clock" | "recursion" | "memory"}.
 """
 ERROR_REASON_PRIVACY_GROUP_UNKNOWN: ErrorReason.ValueType  # 135
 """FAILED_PRECONDITION: a privacy group call or ADD names a group this node's private state

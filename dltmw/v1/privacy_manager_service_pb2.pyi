@@ -139,19 +139,27 @@ class SendResponse(_message.Message):
 
     PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
     RECIPIENT_COUNT_FIELD_NUMBER: _builtins.int
+    PENDING_NODES_FIELD_NUMBER: _builtins.int
     payload_hash: _builtins.bytes
     """SHA-256 of the ciphertext: what the PrivateTransaction carries."""
     recipient_count: _builtins.int
     """Number of recipient boxes (sending node and auditors included)."""
+    @_builtins.property
+    def pending_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids of recipients not reached yet (channels with a policy expression only): the
+        payload is stored and its delivery queued; the sending node retries until each stored it.
+        """
+
     def __init__(
         self,
         *,
         payload_hash: _builtins.bytes = ...,
         recipient_count: _builtins.int = ...,
+        pending_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hash", b"payload_hash", "recipient_count", b"recipient_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hash", b"payload_hash", "pending_nodes", b"pending_nodes", "recipient_count", b"recipient_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -256,18 +264,24 @@ class SendBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
+    PENDING_NODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """SHA-256 of each ciphertext."""
+
+    @_builtins.property
+    def pending_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids of recipients not reached yet by at least one payload (see SendResponse)."""
 
     def __init__(
         self,
         *,
         payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        pending_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hashes", b"payload_hashes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hashes", b"payload_hashes", "pending_nodes", b"pending_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -792,6 +806,7 @@ class PartyStateHash(_message.Message):
     STATE_HASH_FIELD_NUMBER: _builtins.int
     MATCHES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    DELIVERY_PENDING_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id of the recipient."""
     status: Global___PrivateTxStatus.ValueType
@@ -802,6 +817,10 @@ class PartyStateHash(_message.Message):
     """True iff status and hash equal this node's."""
     error: _builtins.str
     """Why it did not answer, if it did not."""
+    delivery_pending: _builtins.bool
+    """True when this node sent the payload and has not yet delivered it to that recipient (its
+    push is queued and retried: the sender's view of a down recipient, "pending").
+    """
     def __init__(
         self,
         *,
@@ -810,10 +829,11 @@ class PartyStateHash(_message.Message):
         state_hash: _builtins.bytes = ...,
         matches: _builtins.bool = ...,
         error: _builtins.str = ...,
+        delivery_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "matches", b"matches", "node_id", b"node_id", "state_hash", b"state_hash", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_pending", b"delivery_pending", "error", b"error", "matches", b"matches", "node_id", b"node_id", "state_hash", b"state_hash", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

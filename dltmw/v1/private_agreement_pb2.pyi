@@ -33,6 +33,12 @@ class _PrivateAgreementPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     """
     PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS: _PrivateAgreementPolicy.ValueType  # 1
     """Every recipient of the payload (sender and auditors included) must sign AGREE."""
+    PRIVATE_AGREEMENT_POLICY_EXPRESSION: _PrivateAgreementPolicy.ValueType  # 2
+    """The agreements must satisfy ChannelConfig.private_agreement_policy, an expression in the
+    endorsement-policy syntax over `Org.peer` principals, projected onto the organisations of
+    the transaction's recipients; the sending node's AGREE is always required
+    (dltmw/core/privacy/agreement_policy.py, docs/privacy.md "Agreement policy expression").
+    """
 
 class PrivateAgreementPolicy(_PrivateAgreementPolicy, metaclass=_PrivateAgreementPolicyEnumTypeWrapper):
     """Agreement before commit (docs/privacy.md, "Agreement before commit"; issue 20 item 1): every
@@ -51,6 +57,12 @@ still checked.
 """
 PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS: PrivateAgreementPolicy.ValueType  # 1
 """Every recipient of the payload (sender and auditors included) must sign AGREE."""
+PRIVATE_AGREEMENT_POLICY_EXPRESSION: PrivateAgreementPolicy.ValueType  # 2
+"""The agreements must satisfy ChannelConfig.private_agreement_policy, an expression in the
+endorsement-policy syntax over `Org.peer` principals, projected onto the organisations of
+the transaction's recipients; the sending node's AGREE is always required
+(dltmw/core/privacy/agreement_policy.py, docs/privacy.md "Agreement policy expression").
+"""
 Global___PrivateAgreementPolicy: _TypeAlias = PrivateAgreementPolicy  # noqa: Y015
 
 class _AgreementVerdict:
@@ -97,6 +109,7 @@ class PrivateAgreementBody(_message.Message):
     HASHED_READS_FIELD_NUMBER: _builtins.int
     HASHED_WRITES_FIELD_NUMBER: _builtins.int
     HASHED_DELETES_FIELD_NUMBER: _builtins.int
+    SENDER_KEY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the transaction."""
     tx_id: _builtins.str
@@ -113,6 +126,11 @@ class PrivateAgreementBody(_message.Message):
     """The outcome and resulting values (execution.state_hash): the party's state delta."""
     verdict: Global___AgreementVerdict.ValueType
     """AGREE or DISAGREE."""
+    sender_key: _builtins.bytes
+    """Privacy public key of the node that sealed the payload (one of recipient_keys); every party
+    names it alike. Under PRIVATE_AGREEMENT_POLICY_EXPRESSION its AGREE is always required.
+    Absent in agreements made before policy expressions (accepted under ALL_RECIPIENTS only).
+    """
     @_builtins.property
     def recipient_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Privacy public keys of every recipient box of the payload, sorted: the parties."""
@@ -148,10 +166,11 @@ class PrivateAgreementBody(_message.Message):
         hashed_reads: _abc.Iterable[_private_conflict_pb2.HashedRead] | None = ...,
         hashed_writes: _abc.Iterable[_builtins.bytes] | None = ...,
         hashed_deletes: _abc.Iterable[_builtins.bytes] | None = ...,
+        sender_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "hashed_deletes", b"hashed_deletes", "hashed_reads", b"hashed_reads", "hashed_writes", b"hashed_writes", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "delta_hash", b"delta_hash", "hashed_deletes", b"hashed_deletes", "hashed_reads", b"hashed_reads", "hashed_writes", b"hashed_writes", "payload_hash", b"payload_hash", "pre_state_hash", b"pre_state_hash", "recipient_keys", b"recipient_keys", "sender_key", b"sender_key", "tx_id", b"tx_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -263,21 +282,31 @@ class CollectAgreementsResponse(_message.Message):
 
     AGREEMENTS_FIELD_NUMBER: _builtins.int
     AGREED_FIELD_NUMBER: _builtins.int
+    UNANSWERED_FIELD_NUMBER: _builtins.int
     agreed: _builtins.bool
     """True when every agreement is an AGREE with the same hashes."""
     @_builtins.property
     def agreements(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrivateAgreement]:
-        """One per recipient, the sending node's first."""
+        """One per recipient that answered, the sending node's first (under a policy expression the
+        recipients that did not answer in time are missing and named in `unanswered`).
+        """
+
+    @_builtins.property
+    def unanswered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids of recipients whose agreement is not included (unreachable or late) while the
+        channel's policy expression is satisfied without them.
+        """
 
     def __init__(
         self,
         *,
         agreements: _abc.Iterable[Global___PrivateAgreement] | None = ...,
         agreed: _builtins.bool = ...,
+        unanswered: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed", b"agreed", "agreements", b"agreements"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed", b"agreed", "agreements", b"agreements", "unanswered", b"unanswered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from dltmw.v1 import utxo_pb2 as dltmw_dot_v1_dot_utxo__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/vault_service.proto\x12\x08\x64ltmw.v1\x1a\x1b\x64ltmw/v1/notarisation.proto\x1a\x13\x64ltmw/v1/utxo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\nVaultQuery\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63ontract\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\x0c\x12\x13\n\x0bparticipant\x18\x05 \x01(\x0c\x12\x18\n\x10include_consumed\x18\x06 \x01(\x08\"6\n\x12QueryStatesRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"R\n\nVaultState\x12\x1f\n\x03ref\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.StateRef\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63onsumed_by\x18\x03 \x01(\t\";\n\x13QueryStatesResponse\x12$\n\x06states\x18\x01 \x03(\x0b\x32\x14.dltmw.v1.VaultState\"K\n\tIssueFlow\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"N\n\x08MoveFlow\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x11\n\tnew_owner\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\",\n\x07\x44vpFlow\x12!\n\x05terms\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.DvpTerms\"\x9f\x02\n\x0b\x46lowCommand\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05issue\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.IssueFlowH\x00\x12\"\n\x04move\x18\x04 \x01(\x0b\x32\x12.dltmw.v1.MoveFlowH\x00\x12 \n\x03\x64vp\x18\x05 \x01(\x0b\x32\x11.dltmw.v1.DvpFlowH\x00\x12\x11\n\tobservers\x18\x06 \x03(\t\x12)\n\x0btime_window\x18\x07 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\x0c\n\x04memo\x18\x08 \x01(\x0c\x12\x0e\n\x06notary\x18\t \x01(\tB\x06\n\x04\x66low\"4\n\x0eRunFlowRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"<\n\x0fRunFlowResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x1a\n\x12signed_transaction\x18\x02 \x01(\x0c\x32\x9a\x01\n\x0cVaultService\x12J\n\x0bQueryStates\x12\x1c.dltmw.v1.QueryStatesRequest\x1a\x1d.dltmw.v1.QueryStatesResponse\x12>\n\x07RunFlow\x12\x18.dltmw.v1.RunFlowRequest\x1a\x19.dltmw.v1.RunFlowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/vault_service.proto\x12\x08\x64ltmw.v1\x1a\x1b\x64ltmw/v1/notarisation.proto\x1a\x13\x64ltmw/v1/utxo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\nVaultQuery\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63ontract\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\x0c\x12\x13\n\x0bparticipant\x18\x05 \x01(\x0c\x12\x18\n\x10include_consumed\x18\x06 \x01(\x08\"6\n\x12QueryStatesRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"R\n\nVaultState\x12\x1f\n\x03ref\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.StateRef\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63onsumed_by\x18\x03 \x01(\t\";\n\x13QueryStatesResponse\x12$\n\x06states\x18\x01 \x03(\x0b\x32\x14.dltmw.v1.VaultState\"K\n\tIssueFlow\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"N\n\x08MoveFlow\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x11\n\tnew_owner\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\",\n\x07\x44vpFlow\x12!\n\x05terms\x18\x01 \x01(\x0b\x32\x12.dltmw.v1.DvpTerms\"3\n\rContractState\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0cparticipants\x18\x02 \x03(\x0c\"\xbd\x01\n\x0c\x43ontractFlow\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x15\n\rcontract_hash\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x14\n\x0c\x63ommand_data\x18\x04 \x01(\x0c\x12\"\n\x06inputs\x18\x05 \x03(\x0b\x32\x12.dltmw.v1.StateRef\x12(\n\x07outputs\x18\x06 \x03(\x0b\x32\x17.dltmw.v1.ContractState\x12\x0f\n\x07signers\x18\x07 \x03(\x0c\"\xcc\x02\n\x0b\x46lowCommand\x12\x11\n\trequester\x18\x01 \x01(\x0c\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05issue\x18\x03 \x01(\x0b\x32\x13.dltmw.v1.IssueFlowH\x00\x12\"\n\x04move\x18\x04 \x01(\x0b\x32\x12.dltmw.v1.MoveFlowH\x00\x12 \n\x03\x64vp\x18\x05 \x01(\x0b\x32\x11.dltmw.v1.DvpFlowH\x00\x12+\n\x08\x63ontract\x18\xf0\x01 \x01(\x0b\x32\x16.dltmw.v1.ContractFlowH\x00\x12\x11\n\tobservers\x18\x06 \x03(\t\x12)\n\x0btime_window\x18\x07 \x01(\x0b\x32\x14.dltmw.v1.TimeWindow\x12\x0c\n\x04memo\x18\x08 \x01(\x0c\x12\x0e\n\x06notary\x18\t \x01(\tB\x06\n\x04\x66low\"4\n\x0eRunFlowRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"<\n\x0fRunFlowResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x1a\n\x12signed_transaction\x18\x02 \x01(\x0c\x32\x9a\x01\n\x0cVaultService\x12J\n\x0bQueryStates\x12\x1c.dltmw.v1.QueryStatesRequest\x1a\x1d.dltmw.v1.QueryStatesResponse\x12>\n\x07RunFlow\x12\x18.dltmw.v1.RunFlowRequest\x1a\x19.dltmw.v1.RunFlowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,12 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MOVEFLOW']._serialized_end=642
   _globals['_DVPFLOW']._serialized_start=644
   _globals['_DVPFLOW']._serialized_end=688
-  _globals['_FLOWCOMMAND']._serialized_start=691
-  _globals['_FLOWCOMMAND']._serialized_end=978
-  _globals['_RUNFLOWREQUEST']._serialized_start=980
-  _globals['_RUNFLOWREQUEST']._serialized_end=1032
-  _globals['_RUNFLOWRESPONSE']._serialized_start=1034
-  _globals['_RUNFLOWRESPONSE']._serialized_end=1094
-  _globals['_VAULTSERVICE']._serialized_start=1097
-  _globals['_VAULTSERVICE']._serialized_end=1251
+  _globals['_CONTRACTSTATE']._serialized_start=690
+  _globals['_CONTRACTSTATE']._serialized_end=741
+  _globals['_CONTRACTFLOW']._serialized_start=744
+  _globals['_CONTRACTFLOW']._serialized_end=933
+  _globals['_FLOWCOMMAND']._serialized_start=936
+  _globals['_FLOWCOMMAND']._serialized_end=1268
+  _globals['_RUNFLOWREQUEST']._serialized_start=1270
+  _globals['_RUNFLOWREQUEST']._serialized_end=1322
+  _globals['_RUNFLOWRESPONSE']._serialized_start=1324
+  _globals['_RUNFLOWRESPONSE']._serialized_end=1384
+  _globals['_VAULTSERVICE']._serialized_start=1387
+  _globals['_VAULTSERVICE']._serialized_end=1541
 # @@protoc_insertion_point(module_scope)

@@ -242,6 +242,94 @@ class DvpFlow(_message.Message):
 Global___DvpFlow: _TypeAlias = DvpFlow  # noqa: Y015
 
 @_typing.final
+class ContractState(_message.Message):
+    """ContractState is one new state of a ContractFlow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The contract's state data, in the contract's own format (opaque to the node)."""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Serialised Identities of the vault nodes that hold the state (at least one)."""
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        participants: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "participants", b"participants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractState: _TypeAlias = ContractState  # noqa: Y015
+
+@_typing.final
+class ContractFlow(_message.Message):
+    """ContractFlow runs one command of one UTXO contract, generically: the client names the
+    contract, its package hash, the command, the own states to consume and the new states; the
+    contract's `verify` alone decides whether that is a valid transaction, on this node, on every
+    other required signer's node (each runs the same package: ProposeTransaction) and on a
+    validating notary. This node always signs. Extra errors: UTXO_CONTRACT_UNKNOWN,
+    UTXO_CONTRACT_NOT_APPROVED -> FAILED_PRECONDITION; UTXO_CONTRACT_BUDGET_EXCEEDED,
+    CONTRACT_FAILED (the contract's reason) -> ABORTED; INVALID_FIELD (an input that is not an
+    unconsumed state this node holds, a participant or signer that is no vault node, a memo).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    CONTRACT_HASH_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    COMMAND_DATA_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    SIGNERS_FIELD_NUMBER: _builtins.int
+    contract: _builtins.str
+    """The contract's name (the manifest's, for an installed package)."""
+    contract_hash: _builtins.str
+    """Its package id (lower-case hex SHA-256) that every output and command names."""
+    command: _builtins.str
+    """The command, e.g. "issue", "transfer"."""
+    command_data: _builtins.bytes
+    """The command's data, in the contract's own format (the flow's memo is not used)."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_notarisation_pb2.StateRef]:
+        """Unconsumed states of `contract` this node holds, to consume."""
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractState]:
+        """The new states, all of `contract`."""
+
+    @_builtins.property
+    def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Serialised Identities of the other vault nodes that must sign (this node always does)."""
+
+    def __init__(
+        self,
+        *,
+        contract: _builtins.str = ...,
+        contract_hash: _builtins.str = ...,
+        command: _builtins.str = ...,
+        command_data: _builtins.bytes = ...,
+        inputs: _abc.Iterable[_notarisation_pb2.StateRef] | None = ...,
+        outputs: _abc.Iterable[Global___ContractState] | None = ...,
+        signers: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "command_data", b"command_data", "contract", b"contract", "contract_hash", b"contract_hash", "inputs", b"inputs", "outputs", b"outputs", "signers", b"signers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractFlow: _TypeAlias = ContractFlow  # noqa: Y015
+
+@_typing.final
 class FlowCommand(_message.Message):
     """FlowCommand is what a client signs to start a flow."""
 
@@ -252,6 +340,7 @@ class FlowCommand(_message.Message):
     ISSUE_FIELD_NUMBER: _builtins.int
     MOVE_FIELD_NUMBER: _builtins.int
     DVP_FIELD_NUMBER: _builtins.int
+    CONTRACT_FIELD_NUMBER: _builtins.int
     OBSERVERS_FIELD_NUMBER: _builtins.int
     TIME_WINDOW_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
@@ -283,6 +372,12 @@ class FlowCommand(_message.Message):
         """Delivery versus payment."""
 
     @_builtins.property
+    def contract(self) -> Global___ContractFlow:
+        """A command of any UTXO contract, e.g. one installed as a package (docs/utxo.md
+        "Installed UTXO contracts").
+        """
+
+    @_builtins.property
     def observers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Node ids of observers (e.g. a regulator) that receive a copy of the final transaction."""
 
@@ -298,16 +393,17 @@ class FlowCommand(_message.Message):
         issue: Global___IssueFlow | None = ...,
         move: Global___MoveFlow | None = ...,
         dvp: Global___DvpFlow | None = ...,
+        contract: Global___ContractFlow | None = ...,
         observers: _abc.Iterable[_builtins.str] | None = ...,
         time_window: _notarisation_pb2.TimeWindow | None = ...,
         memo: _builtins.bytes = ...,
         notary: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dvp", b"dvp", "flow", b"flow", "issue", b"issue", "move", b"move", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "dvp", b"dvp", "flow", b"flow", "issue", b"issue", "move", b"move", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dvp", b"dvp", "flow", b"flow", "issue", b"issue", "memo", b"memo", "move", b"move", "notary", b"notary", "observers", b"observers", "requester", b"requester", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "dvp", b"dvp", "flow", b"flow", "issue", b"issue", "memo", b"memo", "move", b"move", "notary", b"notary", "observers", b"observers", "requester", b"requester", "time_window", b"time_window", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_flow: _TypeAlias = _typing.Literal["issue", "move", "dvp"]  # noqa: Y015
+    _WhichOneofReturnType_flow: _TypeAlias = _typing.Literal["issue", "move", "dvp", "contract"]  # noqa: Y015
     _WhichOneofArgType_flow: _TypeAlias = _typing.Literal["flow", b"flow"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_flow) -> _WhichOneofReturnType_flow | None: ...
 

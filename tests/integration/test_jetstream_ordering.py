@@ -8,7 +8,9 @@ One network for the module (the tests run in order and each leaves it whole agai
 - kill -9 of the nats-server leading the stream under a small load: the same guarantees, another
   server leads, and the killed one rejoins;
 - losing a majority of the nats-servers: Submit fails with UNAVAILABLE / ORDERING_UNAVAILABLE,
-  and succeeds again once one of them is back.
+  and succeeds again once one of them is back;
+- an orderer added later (`org add-node`, let into the cluster without a hand edit, voted in,
+  joined) cuts the same chain and orders alone while the first two are down.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dltmw.client import GatewayClient
 from dltmw.core.block import block_hash
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.ca import IssuedCert, issue_cert
+from dltmw.pki.nats_tls import subject_of
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config import NodeConfig
@@ -35,7 +38,9 @@ from dltmw.runtime.config_file import JetStreamTable
 from dltmw.runtime.roles.orderer.jetstream_log import StreamLog, client_tls
 from dltmw.v1 import block_pb2, transaction_pb2
 
+from .cli import dltmw
 from .ns_jetstream_load import put
+from .test_pbft_ordering import _cli_add_orderer, _orderer_identity
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = (Path(__file__).parents[2] / "services/networks/jetstream-three.toml").read_text()
@@ -277,3 +282,61 @@ async def test_majority_loss_is_unavailable_then_recovers(net: tuple[Path, Super
     finally:
         await client.close()
     await _check_chains(path, ORDERERS, [])
+
+
+async def test_an_orderer_added_later_is_let_into_the_cluster_and_orders_alone(
+    net: tuple[Path, Supervisor], tmp_path: Path
+) -> None:
+    """`dltmw org add-node --role orderer` on a network with a JetStream cluster writes the new
+    orderer's `[jetstream]` table and lets its TLS subject into every member's `nats.conf`,
+    reloading the running members (no hand edit). Started, added to the channel by its admins
+    and then joined, orderer2 consumes the stream from the start and cuts the very chain the others
+    cut; with orderer0 and orderer1 stopped, it alone orders (the gateway moves on to it, the
+    peers fetch from it). Without the admission it could not connect at all (the previous
+    test's intruder shows the cluster refuses an unknown subject)."""
+    path, sup = net
+    said = await asyncio.to_thread(
+        dltmw, "org", "add-node", str(path), "orderer2", "--role", "orderer", "--org", "OrdererOrg"
+    )
+    assert "orderer2 let into the JetStream cluster" in said and "3 running" in said, said
+    subject = subject_of((path / "nodes" / "orderer2" / "tls.pem").read_bytes())
+    for member in ("n0", "n1", "n2"):
+        assert subject in (path / "jetstream" / member / "nats.conf").read_text(), member
+    settings = NodeConfig.load(path / "nodes" / "orderer2" / "node.toml").jetstream
+    assert settings is not None and settings.servers == sup.nats.urls  # type: ignore[union-attr]
+    sup.start("orderer2")
+    sup.wait_ready("orderer2", timeout_s=60)
+    await _cli_add_orderer(path, tmp_path, "orderer2")  # a JetStream orderer joins once named
+    joined = await asyncio.to_thread(dltmw, "channel", "join", str(path), "trades", "orderer2")
+    assert "joined trades" in joined
+    three = [*ORDERERS, "orderer2"]
+    client = await GatewayClient.connect(path, "user1.org1", pipelined=False)
+    try:
+
+        async def put(key: str) -> int:
+            done = await client.submit_transaction("trades", "kv", "put", key, "v")
+            return done.status.result
+
+        assert await put("added") == VALID
+        await _wait(
+            lambda: len({tuple(_hashes(path, o, "orderer")) for o in three}) == 1,
+            60,
+            "orderer2 to cut the same chain",
+        )
+        alone_from = len(_blocks(path, "peer0.org1", "peer"))
+        for orderer in ORDERERS:
+            sup.stop(orderer)
+        try:
+            assert [await put(f"alone{i}") for i in range(3)] == [VALID] * 3
+        finally:
+            for orderer in ORDERERS:
+                sup.start(orderer)
+            for orderer in ORDERERS:
+                sup.wait_ready(orderer, timeout_s=60)
+    finally:
+        await client.close()
+    # The blocks the peers took while orderer0 and orderer1 were down are orderer2's.
+    mine = _orderer_identity(path, "orderer2", "OrdererOrg")
+    alone = _blocks(path, "peer0.org1", "peer")[alone_from:]
+    assert alone and all(b.metadata.signatures[0].signer == mine for b in alone)
+    await _check_chains(path, three, [])

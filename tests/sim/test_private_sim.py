@@ -97,10 +97,11 @@ def _byzantine_org2(monkeypatch: pytest.MonkeyPatch) -> None:
         keys: list[bytes],
         verdict: int,
         hashed: Hashed,
+        sender: bytes,
     ) -> private_agreement_pb2.PrivateAgreement:
         if self._ctx.node_id == "peer0.org2":
             hashes, verdict = (hashes[0], bytes(32)), ag.AGREE
-        return honest(self, channel, tx_id, digest, hashes, keys, verdict, hashed)
+        return honest(self, channel, tx_id, digest, hashes, keys, verdict, hashed, sender)
 
     monkeypatch.setattr(Agreements, "_sign", lying)
 

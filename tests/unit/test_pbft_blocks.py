@@ -152,9 +152,24 @@ def test_peer_refuses_a_pbft_block_without_2f_plus_1_distinct_orderer_signatures
         return out
 
     a, b, c = signers
-    for bad in (signed_by(a, b), signed_by(a, a, a), signed_by(a, b, c)):
-        if len({s.signer for s in bad.metadata.signatures}) == 3:
-            bad.metadata.signatures[2].signature = a.sign(b"other")  # c's replaced by a forgery
+    for bad in (signed_by(a, b), signed_by(a, a, a)):
         with pytest.raises(PeerError, match="lacks 3 valid"):
             check_orderer_signatures(view, bad)
+    forged = signed_by(a, b, c)
+    forged.metadata.signatures[2].signature = a.sign(b"other")  # c's replaced by a forgery
+    with pytest.raises(PeerError, match="signature 2: "):
+        check_orderer_signatures(view, forged)
     check_orderer_signatures(view, signed_by(a, b, c))
+    # A quorum plus a stray signer (here a peer's identity: not an orderer of the channel) is
+    # refused, as the light client refuses a proof built from it (core/light_client.py).
+    home = tmp_path / "net/nodes/peer0.org1"
+    stray = SigningIdentity.from_pem(
+        "Org1", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    with pytest.raises(PeerError, match="signature 3 is not by a configured orderer"):
+        check_orderer_signatures(view, signed_by(a, b, c, stray))
+    # ... and so is a quorum plus a forged signature of the fourth orderer.
+    with_forgery = signed_by(a, b, c)
+    with_forgery.metadata.signatures.add(signer=a.identity_bytes, signature=b"x" * 64)
+    with pytest.raises(PeerError, match="signature 3: "):
+        check_orderer_signatures(view, with_forgery)

@@ -91,6 +91,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "ESCROW_PAYOUT_INVALID": E.InvalidRequest,
     "UTXO_CONTRACT_UNKNOWN": E.PreconditionFailed,
     "UTXO_CONTRACT_NOT_APPROVED": E.PreconditionFailed,
+    "UTXO_CONTRACT_BUDGET_EXCEEDED": E.ContractRefused,
     "PRIVACY_GROUP_UNKNOWN": E.PreconditionFailed,
     "PRIVACY_GROUP_EXISTS": E.AlreadyExists,
     "PRIVACY_GROUP_NOT_MEMBER": E.PermissionDenied,

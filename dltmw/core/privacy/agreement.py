@@ -23,6 +23,8 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.identity import IdentityError
+from dltmw.core.policy import PolicyResult
+from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.v1 import errors_pb2, private_agreement_pb2, transaction_pb2
 from dltmw.v1.private_conflict_pb2 import HashedRead
 
@@ -62,6 +64,7 @@ def agreement_body(
     recipient_keys: Sequence[bytes],
     verdict: int,
     hashed: tuple[Sequence[HashedRead], Sequence[bytes], Sequence[bytes]] = ((), (), ()),
+    sender_key: bytes = b"",
 ) -> bytes:
     """The serialised body one party signs; `hashes` = (pre-state hash, delta hash), `hashed`
     = the keys its execution read and wrote (`core/privacy/conflict.py`)."""
@@ -77,6 +80,7 @@ def agreement_body(
         delta_hash=delta,
         recipient_keys=sorted(recipient_keys),
         verdict=verdict,  # type: ignore[arg-type]
+        sender_key=sender_key,
     ).SerializeToString()
 
 
@@ -95,10 +99,11 @@ def agreement_code(
     """The validation code the agreements give a private transaction (VALID if they hold).
 
     Total: any bytes give a code. Checked per agreement in this order: signature (51), signer a
-    recipient (52), same transaction (53); then over all: a DISAGREE (55), the same hashes and
-    recipients (54), every recipient signed (50)."""
+    recipient (52), same transaction (53); then over all: a DISAGREE (55), the same hashes,
+    recipients and sender (54), the signers enough (50): every recipient, or under a policy
+    expression the sender and a set satisfying it (`agreement_policy.py`)."""
     if not agreements:
-        return MISSING if channel.config.private_agreement == ALL_RECIPIENTS else VALID
+        return MISSING if requires_agreements(channel.config) else VALID
     peers = channel.config.peers
     if len(agreements) > len(peers):
         return NOT_RECIPIENT  # more signers than the channel has peers
@@ -133,6 +138,9 @@ def agreement_code(
     if any(_agreed_on(b) != _agreed_on(bodies[0]) for b in bodies):
         return MISMATCH
     first = bodies[0]
+    if channel.config.private_agreement == EXPRESSION:
+        result = policy_result(channel.config, first.recipient_keys, first.sender_key, signer_keys)
+        return VALID if result is PolicyResult.SATISFIED else MISSING
     if signer_keys != set(first.recipient_keys):
         return MISSING
     return VALID
@@ -148,6 +156,7 @@ def _agreed_on(body: A.PrivateAgreementBody) -> tuple[object, ...]:
         reads,
         list(body.hashed_writes),
         list(body.hashed_deletes),
+        body.sender_key,
     )
 
 

@@ -5,6 +5,7 @@ VaultService). Built from the node config and the network map; the node only cal
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -18,10 +19,12 @@ from dltmw.rpc.notary import NotaryServicer
 from dltmw.rpc.vault_recovery import VaultRecoveryServicer
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.contract_store import ContractStore
 from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole, build_cluster_role
 from dltmw.runtime.roles.notary.single import NotaryRole
 from dltmw.runtime.roles.vault.flows import FlowRunner
 from dltmw.runtime.roles.vault.vault import VaultRole
+from dltmw.runtime.utxo_code import InstalledUtxoCode
 from dltmw.v1 import (
     flow_service_pb2,
     notary_service_pb2,
@@ -41,7 +44,9 @@ class UtxoServices:
         ctx: NodeContext,
         pool: ThreadPoolExecutor,
         values: ValueCodec = PLAIN,
+        contracts: ContractStore | None = None,
     ) -> None:
+        self._contracts = contracts  # installed UTXO contract packages (runtime/utxo_code.py)
         self.notary: NotaryRole | ClusterNotaryRole | None = None
         self.vault: VaultRole | None = None
         self.clusters: dict[str, ClusterNotaryRole] = {}  # notary-cluster replicas by cluster id
@@ -52,7 +57,8 @@ class UtxoServices:
             return
         if config.network_map is None:
             raise ValueError("roles notary/vault need files.network_map in node.toml")
-        netmap = self.netmap = NetworkMap.load(config.network_map)
+        code = InstalledUtxoCode(contracts, config.limits.contract_wall_s)
+        netmap = self.netmap = NetworkMap.load(config.network_map).with_code(code)
         ctx.addresses.learn(netmap.routes())  # vaults and notaries on other hosts
         membership = netmap.membership()
         cluster = None
@@ -86,7 +92,9 @@ class UtxoServices:
             self.vault = VaultRole(ctx, store, netmap, membership)
 
     async def start(self) -> None:
-        """Open stores and start the roles."""
+        """Load the installed UTXO contracts, open stores and start the roles."""
+        if self._contracts is not None and (self.notary is not None or self.vault is not None):
+            await asyncio.to_thread(self._contracts.preload)
         if self.notary is not None:
             await self.notary.start()
         if self.vault is not None:

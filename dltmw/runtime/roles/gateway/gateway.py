@@ -19,17 +19,18 @@ of its own beyond the client's and no per-transaction thread hop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
-from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.errors import ClientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
+from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
 from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
@@ -87,6 +88,17 @@ class Gateway:
             self._batch_endorsers[peer.view.channel_id] = endorser
         return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
 
+    def _broadcaster(self, envelope: bytes) -> Callable[[str], Awaitable[Result]]:
+        """Submission of `envelope` to a named orderer, through its (lazily opened) stream."""
+
+        async def to(orderer_id: str) -> Result:
+            broadcaster = self._broadcasters.get(orderer_id)
+            if broadcaster is None:
+                broadcaster = self._broadcasters[orderer_id] = Broadcaster(self.ctx, orderer_id)
+            return await broadcaster.submit(envelope)
+
+        return to
+
     def _stream_to(self, node_id: str) -> EndorserStream:
         stream = self._endorsers.get(node_id)
         if stream is None:
@@ -117,24 +129,12 @@ class Gateway:
         if await peer.tx_record(tx_id) is not None:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
         await refuse_stale(peer.ledger, envelope, tx_id)  # early abort (core/early_abort.py)
-        # Try the orderers in turn from the last one that worked: with PBFT-lite ordering any
-        # replica accepts (a crashed one just moves us on); with one orderer this is a no-op.
+        # Try the orderers in turn from the last one that worked (`orderer_choice`): any
+        # replica or JetStream orderer can order it, so one that cannot moves us on.
         orderers = peer.view.orderer_ids()
         start = self._orderer_pick.get(peer.view.channel_id, 0)
-        for attempt in range(len(orderers)):
-            index = (start + attempt) % len(orderers)
-            orderer_id = orderers[index]
-            broadcaster = self._broadcasters.get(orderer_id)
-            if broadcaster is None:
-                broadcaster = self._broadcasters[orderer_id] = Broadcaster(self.ctx, orderer_id)
-            try:
-                result = await broadcaster.submit(envelope)
-            except TransientError:
-                if attempt == len(orderers) - 1:
-                    raise
-                continue
-            self._orderer_pick[peer.view.channel_id] = index
-            break
+        index, result = await first_accepting(orderers, start, self._broadcaster(envelope))
+        self._orderer_pick[peer.view.channel_id] = index
         if not result.accepted:
             reason = result.reason or R.ERROR_REASON_INVALID_FIELD
             raise ClientError(reason, f"orderer refused: {result.message}")

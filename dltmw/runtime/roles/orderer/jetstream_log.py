@@ -101,23 +101,36 @@ class StreamLog:
         self._js: JetStreamContext | None = None
         self._throttle = LogThrottle()
         self._closing = False
+        self._last_error: Exception | None = None
 
     async def open(self) -> None:
-        """Connect (any reachable server; reconnects forever) and make sure the stream exists,
-        waiting up to READY_S for the cluster to answer."""
-        self._nc = bounded_close_client()
-        await self._nc.connect(
-            servers=list(self._settings.servers),
-            name=self._name,
-            connect_timeout=2,
-            tls=self._tls,
-            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # seconds, a float works
-            max_reconnect_attempts=-1,
-            ping_interval=self._settings.ping_interval_ms / 1000,  # type: ignore[arg-type]
-            max_outstanding_pings=PING_MAX,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-        )
+        """Connect (any reachable server; once connected, reconnects forever) and make sure the
+        stream exists, waiting up to READY_S for the cluster to answer. The first connection is
+        bounded by READY_S too: with reconnects unbounded, nats-py would retry a cluster that
+        refuses us (e.g. an orderer whose TLS subject no member lets in) for ever, and `channel
+        join` hung instead of saying why."""
+        nc = self._nc = bounded_close_client()
+        try:
+            async with asyncio.timeout(READY_S):
+                await nc.connect(
+                    servers=list(self._settings.servers),
+                    name=self._name,
+                    connect_timeout=2,
+                    tls=self._tls,
+                    reconnect_time_wait=0.25,  # type: ignore[arg-type]  # seconds, a float works
+                    max_reconnect_attempts=-1,
+                    ping_interval=self._settings.ping_interval_ms / 1000,  # type: ignore[arg-type]
+                    max_outstanding_pings=PING_MAX,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                )
+        except TimeoutError:
+            await self.close()
+            raise unavailable(
+                f"no nats-server of {list(self._settings.servers)} let this orderer in within"
+                f" {READY_S:.0f}s (last error: {self._last_error!r}); is its TLS subject in the"
+                " members' nats.conf? (docs/ordering.md)"
+            ) from None
         self._js = self._nc.jetstream(timeout=self._timeout_s)
         config = StreamConfig(
             name=self.stream,
@@ -212,6 +225,7 @@ class StreamLog:
             await sub.unsubscribe()
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         self._warn("client", "nats client: %r", exc)
 
     async def _on_disconnected(self) -> None:

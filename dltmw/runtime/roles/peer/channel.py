@@ -332,10 +332,13 @@ class PeerChannel:
     # --- committer ------------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        """Deliver blocks from our height, forever, switching orderers on failure."""
-        orderers = self.view.orderer_ids()
+        """Deliver blocks from our height, forever, switching orderers on failure. The list is
+        read again at each attempt: a config update may add or remove orderers, and a peer that
+        kept block 0's list never fetched from an orderer added later (so, with the original
+        ones down, it stopped committing although the new one was cutting blocks)."""
         attempt = 0
         while True:
+            orderers = self.view.orderer_ids()
             node_id = orderers[attempt % len(orderers)]
             try:
                 await self._deliver_from(node_id)

@@ -37,9 +37,8 @@ from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
 from dltmw.core.effects import Token
 from dltmw.core.errors import PeerError
-from dltmw.core.handlers.pbft_blocks import signatures_needed
-from dltmw.core.identity import IdentityError
 from dltmw.core.lifecycle import CommittedView
+from dltmw.core.light_client import check_orderer_quorum
 from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
 from dltmw.core.validation import TxForMvcc, delta_keys_of, reads_of
 from dltmw.ledger.backend import Ledger
@@ -68,26 +67,25 @@ class Delivery:
 
 def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
     """PeerError unless `block` carries enough valid signatures of distinct configured orderers
-    over its hash: 1, or 2f+1 of n = 3f+1 for PBFT-lite."""
-    digest = block_hash(block)
-    configured = {n.identity for n in view.config.orderers}
-    needed = signatures_needed(view.config)
-    valid: set[bytes] = set()
-    for sig in block.metadata.signatures:
-        if sig.signer not in configured or sig.signer in valid:
-            continue
-        try:
-            view.orderer_membership.verify(sig.signer, digest, sig.signature, utc_now())
-        except IdentityError:
-            continue
-        valid.add(sig.signer)
-        if len(valid) >= needed:
-            return
-    raise PeerError(
-        errors_pb2.ERROR_REASON_BAD_SIGNATURE,
-        f"block {block.header.number} lacks {needed} valid signature(s) of distinct "
-        "configured orderers",
-    )
+    over its hash (1, or the replica quorum for PBFT-lite) AND nothing else: every signature must
+    be a valid one of a configured orderer. The rule is the light client's
+    (`core/light_client.check_orderer_quorum`), so that a block a peer commits always yields a
+    commit proof other channels accept: a block with a quorum plus one stray signature (a
+    removed replica's, a forgery) was committed here, and every proof built from it was then
+    refused elsewhere as forged."""
+    pairs = [(s.signer, s.signature) for s in block.metadata.signatures]
+    counted = check_orderer_quorum(view, block_hash(block), pairs, utc_now())
+    if isinstance(counted, str):
+        raise PeerError(
+            errors_pb2.ERROR_REASON_BAD_SIGNATURE, f"block {block.header.number}: {counted}"
+        )
+    valid, needed = counted
+    if valid < needed:
+        raise PeerError(
+            errors_pb2.ERROR_REASON_BAD_SIGNATURE,
+            f"block {block.header.number} lacks {needed} valid signature(s) of distinct "
+            f"configured orderers (has {valid})",
+        )
 
 
 @dataclass(frozen=True)

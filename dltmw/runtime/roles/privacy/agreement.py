@@ -6,8 +6,11 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
   the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
   private store's thread, between the executor's block steps, so it sees one committed state.
 * `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
-  other recipient at once under ONE deadline; a recipient that does not answer in time fails the
-  collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the client may retry).
+  other recipient at once under ONE deadline; under ALL_RECIPIENTS a recipient that does not
+  answer in time fails the collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the
+  client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
+  soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
+  and fails at once when the policy can no longer be met.
 
 Nothing here is trusted by the commit rule: every node re-checks every signature and hash.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from functools import partial
 
@@ -25,8 +29,10 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import conflict
+from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
 from dltmw.core.privacy.execution import execute
 from dltmw.core.privacy.groups import Parties, execute_group, parties
@@ -44,6 +50,9 @@ logger = logging.getLogger(__name__)
 A = private_agreement_pb2
 R = errors_pb2
 AGREE_TIMEOUT_S = 10.0  # one deadline for every recipient of one collection
+# Under a policy expression, once the AGREEs in hand satisfy it, the others get this much longer
+# (a slow but live recipient is still included; a down one is not waited for).
+SATISFIED_GRACE_S = 0.5
 # A recipient (or this node) whose executor has not yet run the latest committed private
 # transactions executes on an older pre-state and disagrees for that reason alone; under load
 # that is common. A collection that is not unanimous is therefore run again, a bounded number
@@ -64,9 +73,9 @@ class Agreements:
 
     async def _run(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes
-    ) -> tuple[tuple[bytes, bytes], list[bytes], Hashed]:
-        """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes)
-        of a held payload, run on the store."""
+    ) -> tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]:
+        """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
+        the sender's key) of a held payload, run on the store."""
         raw = await channel.store.payload(digest)
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
@@ -87,7 +96,7 @@ class Agreements:
         hashes, hashed = await asyncio.get_running_loop().run_in_executor(
             channel.store.executor, run
         )
-        return hashes, keys, hashed
+        return hashes, keys, hashed, payload.sender_public_key
 
     def _sign(
         self,
@@ -98,8 +107,11 @@ class Agreements:
         keys: list[bytes],
         verdict: int,
         hashed: Hashed,
+        sender: bytes,
     ) -> A.PrivateAgreement:
-        body = ag.agreement_body(channel.channel_id, tx_id, digest, hashes, keys, verdict, hashed)
+        body = ag.agreement_body(
+            channel.channel_id, tx_id, digest, hashes, keys, verdict, hashed, sender
+        )
         signer = self._ctx.signer
         return A.PrivateAgreement(
             body=body, signer=signer.identity_bytes, signature=signer.sign(ag.signing_bytes(body))
@@ -113,7 +125,7 @@ class Agreements:
         requester_key: bytes,
     ) -> A.PrivateAgreement:
         """This node's signed verdict on the requester's proposal (Agree)."""
-        own, keys, hashed = await self._run(channel, contract_of, query.payload_hash)
+        own, keys, hashed, sender = await self._run(channel, contract_of, query.payload_hash)
         if not requester_key or requester_key not in keys:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
         verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
@@ -126,14 +138,16 @@ class Agreements:
                 query.payload_hash.hex(),
                 query.tx_id,
             )
-        return self._sign(channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed)
+        return self._sign(
+            channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed, sender
+        )
 
     async def collect(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
         """Every recipient's signed agreement, this node's first (CollectAgreements); run again
         while a party lags (see COLLECT_ATTEMPTS), so a disagreement returned is a lasting one."""
-        if channel.view.config.private_agreement != ag.ALL_RECIPIENTS:
+        if not requires_agreements(channel.view.config):
             return A.CollectAgreementsResponse(agreed=True)  # the channel requires none
         out = A.CollectAgreementsResponse()
         for attempt in range(COLLECT_ATTEMPTS):
@@ -147,25 +161,95 @@ class Agreements:
     async def _collect_once(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
-        own, keys, hashed = await self._run(channel, contract_of, digest)
-        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE, hashed)
+        own, keys, hashed, sender = await self._run(channel, contract_of, digest)
+        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE, hashed, sender)
         others = [k for k in keys if k != self._key.public_key]
+        asks: dict[asyncio.Future[A.PrivateAgreement], bytes]
+        asks = {asyncio.ensure_future(self._ask(channel, k, digest, tx_id, own)): k for k in others}
         try:
-            async with asyncio.timeout(AGREE_TIMEOUT_S):
-                theirs = await asyncio.gather(
-                    *(self._ask(channel, k, digest, tx_id, own) for k in others)
-                )
-        except TimeoutError as exc:
-            raise TransientError(
-                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
-                f"not every recipient agreed within {AGREE_TIMEOUT_S}s",
-            ) from exc
+            theirs, missing = await self._gather(channel, keys, sender, own, asks)
+        finally:
+            for task in asks:
+                task.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
         out = A.CollectAgreementsResponse(agreements=[mine, *theirs])
+        for key in missing:
+            node = channel.node_of_key(key)
+            out.unanswered.append(node.node_id if node is not None else key.hex()[:16])
         bodies = [A.PrivateAgreementBody.FromString(a.body) for a in out.agreements]
         out.agreed = all(
             b.verdict == ag.AGREE and (b.pre_state_hash, b.delta_hash) == own for b in bodies
         )
         return out
+
+    async def _gather(
+        self,
+        channel: PrivateChannel,
+        keys: list[bytes],
+        sender: bytes,
+        own: tuple[bytes, bytes],
+        asks: dict[asyncio.Future[A.PrivateAgreement], bytes],
+    ) -> tuple[list[A.PrivateAgreement], list[bytes]]:
+        """The answers, in recipient order, and the recipients left out. Under ALL_RECIPIENTS
+        every recipient must answer within AGREE_TIMEOUT_S (the first failure fails it). Under a
+        policy expression the collection ends as soon as every recipient answered or failed
+        (a down recipient fails fast), or the policy is met and SATISFIED_GRACE_S passed for the
+        rest, or it can no longer be met (PRIVATE_AGREEMENT_TIMEOUT naming who is missing)."""
+        config = channel.view.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + AGREE_TIMEOUT_S
+        answers: dict[bytes, A.PrivateAgreement] = {}
+        failures: dict[bytes, BaseException] = {}
+        pending = set(asks)
+        expression = config.private_agreement == EXPRESSION
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - loop.time()), return_when=FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for task in done:
+                error = task.exception()
+                if error is None:
+                    answers[asks[task]] = task.result()
+                elif not expression:
+                    raise error
+                else:
+                    failures[asks[task]] = error
+            if not expression:
+                continue  # every recipient's answer is awaited
+            agreed = {self._key.public_key} | {k for k, a in answers.items() if _agrees(a, own)}
+            outstanding = {asks[t] for t in pending}
+            result = policy_result(config, keys, sender, agreed, outstanding)
+            if result is PolicyResult.UNSATISFIABLE:
+                break  # not even with every outstanding answer: stop waiting now
+            if result is PolicyResult.SATISFIED:
+                deadline = min(deadline, loop.time() + SATISFIED_GRACE_S)
+        missing = [k for k in keys if k != self._key.public_key and k not in answers]
+        agreed = {self._key.public_key} | {k for k, a in answers.items() if _agrees(a, own)}
+        disagreed = len(agreed) <= len(answers)  # some answer is not an AGREE on these hashes
+        if missing and (
+            not expression
+            or (
+                not disagreed
+                and policy_result(config, keys, sender, agreed) is not PolicyResult.SATISFIED
+            )
+        ):
+            names = [self._name(channel, k, failures.get(k)) for k in missing]
+            raise TransientError(
+                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
+                f"the agreement policy is not met without {', '.join(names)}"
+                if expression
+                else f"not every recipient agreed within {AGREE_TIMEOUT_S}s",
+                {"nodes": ",".join(sorted(n.split(" ")[0] for n in names))},
+            )
+        return [answers[k] for k in keys if k in answers], missing
+
+    @staticmethod
+    def _name(channel: PrivateChannel, key: bytes, error: BaseException | None) -> str:
+        node = channel.node_of_key(key)
+        name = node.node_id if node is not None else key.hex()[:16]
+        return f"{name} ({error})" if error is not None else f"{name} (no answer in time)"
 
     async def _ask(
         self,
@@ -208,6 +292,12 @@ class Agreements:
                 {"node": node.node_id},
             ) from exc
         return reply.agreement
+
+
+def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:
+    """An AGREE on this node's (pre-state, delta) hashes."""
+    body = A.PrivateAgreementBody.FromString(agreement.body)
+    return body.verdict == ag.AGREE and (body.pre_state_hash, body.delta_hash) == own
 
 
 def _hashes(

@@ -8,6 +8,9 @@ the pure `PrivateExecution` core (`core/privacy/blocks.py`: EXECUTED / CONTRACT_
 NOT_HELD / TAMPERED per transaction) on the private store's thread, where its view of payloads
 and private state reads, and commits each block's effects with the cursor (next block to look
 at) in one store transaction, so after a crash execution resumes exactly where it stopped.
+A block is held back until this node holds every payload the block's agreements name it a
+recipient of (`_await_payloads`: queued delivery, docs/privacy.md), so a late payload runs in
+its place in block order, never NOT_HELD for good nor after later transactions.
 Blocks without private transactions write nothing (they are simply looked at again after a
 restart). A TAMPERED copy is refused and logged (by hash), and reported by PrivateStateHash /
 ValidatePrivateState. Stopping finishes the block in progress (the driver's one stop rule).
@@ -30,7 +33,7 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.contract import Contract
 from dltmw.core.effects import Token
 from dltmw.core.errors import InvariantViolation, TransientError
-from dltmw.core.privacy.agreement import agreed_hashes
+from dltmw.core.privacy.agreement import agreed_body, agreed_hashes
 from dltmw.core.privacy.blocks import (
     Executed,
     PrivateBlock,
@@ -51,6 +54,8 @@ from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
 
 logger = logging.getLogger(__name__)
 FEED_MAX = 64  # committed blocks queued for the driver
+WAIT_CHECK_S = 5.0  # a missing payload is looked for again at least this often
+WAIT_LOG_EVERY = 6  # checks between two log lines while waiting
 CHECKPOINT_ATTEMPTS = 20  # ~10 s in all
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
@@ -75,6 +80,18 @@ def private_block(
         if index in indexes and (hashes := agreed_hashes(ptx.agreements)) is not None
     }
     return PrivateBlock(block.header.number, items, view, agreed, valid_purges(block), channel)
+
+
+def owed_here(block: block_pb2.Block, key: bytes) -> list[bytes]:
+    """Payload hashes of the block's VALID private transactions whose agreements name `key` as
+    a recipient: the payloads this node must hold before executing the block. Public bytes
+    only, so a recipient knows it is one even when it did not sign (it was down)."""
+    out = []
+    for _, _, ptx in _private_entries(block):
+        body = agreed_body(ptx.agreements)
+        if body is not None and key in body.recipient_keys:
+            out.append(ptx.payload_hash)
+    return out
 
 
 def valid_purges(block: block_pb2.Block) -> tuple[tuple[int, PrivatePurgeBody], ...]:
@@ -200,6 +217,7 @@ class PrivateExecutor:
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
         self._progress = asyncio.Condition()
+        self._arrived = asyncio.Event()  # payloads were stored (Push, Recover)
         self.height = 0  # every block below it has been looked at
 
     def _deployed(self) -> dict[str, Contract]:
@@ -255,7 +273,36 @@ class PrivateExecutor:
         if driver is None:
             raise InvariantViolation("private executor feed started before its driver")
         async for block in self._peer.committed_blocks(self.height):
+            await self._await_payloads(block)
             await driver.put(block)
+
+    def payloads_arrived(self) -> None:
+        """Payloads were stored: a wait for one of them may end."""
+        self._arrived.set()
+
+    async def _await_payloads(self, block: block_pb2.Block) -> None:
+        """Hold the block back until this node holds every payload it is a recipient of there
+        (docs/privacy.md "Queued delivery"): executing it without one would record NOT_HELD
+        for good, and executing later blocks first would run transactions out of order. The
+        payload comes from its sender's queued delivery (or Recover); a purged one is not
+        waited for. Waiting is not a failure: it is logged, and `stop` cancels it."""
+        needed = owed_here(block, self._key.public_key)
+        checks = 0
+        while needed:
+            self._arrived.clear()
+            missing = await self.store.missing(needed)
+            if not missing:
+                return
+            if checks % WAIT_LOG_EVERY == 0:
+                logger.warning(
+                    "private execution of block %d waits for payload(s) %s of which this node "
+                    "is a recipient (queued at their sender; or Recover)",
+                    block.header.number,
+                    ", ".join(d.hex()[:16] for d in missing),
+                )
+            checks += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), WAIT_CHECK_S)
 
     async def checkpoint(self, number: int) -> None:
         """After block `number` purged: the WAL emptied into the main file (bounded retries

@@ -142,6 +142,7 @@ class PrivacyManager:
         channel = self.channel(push.channel_id)
         held = await channel.store.held(list(push.payload_hashes))
         await channel.store.store_payloads(channel.check_push(push, sender, held))
+        self.executors[push.channel_id].payloads_arrived()  # it may be waiting for one
         return len(push.payloads)
 
     # --- agreement before commit (runtime/roles/privacy/agreement.py) ----------------------
@@ -198,7 +199,9 @@ class PrivacyManager:
         out = P.ValidatePrivateStateResponse(status=mine.status, state_hash=mine.state_hash)
         others = [k for k in recipients_of(payload) if k != self.key.public_key]
         answers = await asyncio.gather(*(self._ask_state(channel, digest, k) for k in others))
+        owed = set(await channel.store.pending_nodes(digest))  # this node sent it: queued
         for party in answers:
+            party.delivery_pending = party.node_id in owed
             party.matches = party.status == mine.status and party.state_hash == mine.state_hash
             out.parties.append(party)
         out.mismatch = any(not p.error and not p.matches for p in out.parties)
@@ -317,6 +320,7 @@ class PrivacyManager:
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "no peer answered Resend")
             out.recovered = await channel.store.store_payloads(list(good.values()))
             await channel.store.defer_payloads([d for h, d in deferred.items() if h not in good])
+            self.executors[channel_id].payloads_arrived()
             out.re_executed = await self._rederive(channel)
             logger.info(
                 "recovered %d payloads of %s (%d refused) from %d peers",
@@ -352,6 +356,7 @@ class PrivacyManager:
                     later.append(new)
             await channel.store.store_payloads(good)
             await channel.store.defer_payloads(later)
+            self.executors[channel_id].payloads_arrived()
             stored = [p.payload_hash for p in good]
             records = [await channel.store.ptx(d) for d in [*stored, *recheck]]
             if any(r is not None and r.status == NOT_HELD for r in records):

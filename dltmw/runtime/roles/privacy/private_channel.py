@@ -5,7 +5,10 @@ per recipient), and the sealed payload waits in a bounded queue. A batcher takes
 payload at once (group commit), stores them in one sqlite transaction, pushes one signed
 PushBatch per recipient node on that node's Push stream (`pusher.py`), and only when every
 recipient acknowledged durable storage does Send return the payload hash. Persist, then send,
-then reply: a hash that a client orders is always held by every recipient.
+then reply: a hash that a client orders is always held by every recipient — except on a channel
+with an agreement policy expression, where a transaction may commit without a down recipient:
+there the deliveries owed are stored with the payloads (`ledger/private_outbox.py`), Send
+answers with the unreached nodes as pending, and `redelivery.py` pushes until each stored it.
 
 Recipients are chosen from the signed channel config: the sending node, the peers of the named
 organisations that have a privacy key, and the channel's auditors. Keys never come from requests.
@@ -36,6 +39,7 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy import groups
+from dltmw.core.privacy.agreement_policy import EXPRESSION
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -49,11 +53,13 @@ from dltmw.core.privacy.envelope import (
 )
 from dltmw.core.privacy.kem import HYBRID, KNOWN_WRAPS, KemShare, effective_wrap, wrap_name
 from dltmw.core.txcheck import parse
+from dltmw.ledger.private_outbox import Delivery
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
 from dltmw.runtime.roles.privacy.pusher import Pusher
+from dltmw.runtime.roles.privacy.redelivery import Redelivery
 from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,7 @@ SEND_BATCH_MAX = 512
 T = TypeVar("T")
 PUSH_ATTEMPTS = 2
 PUSH_PIPELINE = 4
+Sent = tuple[bytes, int, tuple[str, ...]]  # (payload hash, boxes, recipients not reached yet)
 
 
 @dataclass
@@ -71,7 +78,7 @@ class _Outgoing:
     payload: EncryptedPayload
     payload_hash: bytes
     nodes: tuple[str, ...]
-    done: asyncio.Future[None] = field(
+    done: asyncio.Future[tuple[str, ...]] = field(  # the nodes not reached (queued delivery)
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -95,6 +102,7 @@ class PrivateChannel:
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=ctx.limits.queue_max)
         self._task: asyncio.Task[None] | None = None
         self._pushing = 0  # payloads stored, not yet acknowledged by every recipient
+        self.redelivery: Redelivery | None = None  # queued delivery (`redelivery.py`)
 
     @property
     def view(self) -> ChannelView:
@@ -113,12 +121,16 @@ class PrivateChannel:
         return self._queue.qsize() + self._pushing
 
     async def start(self) -> None:
-        """Start the Send batcher."""
+        """Start the Send batcher and the redelivery of what is still owed."""
         name = f"send-{self.channel_id}"
         self._task = self.ctx.tasks.forever(name, self._batcher, restart=False)
+        self.redelivery = Redelivery(self)
+        self.redelivery.start()
 
     async def stop(self) -> None:
         """Stop the batcher (idempotent); queued sends fail as unavailable."""
+        if self.redelivery is not None:
+            await self.redelivery.stop()
         await cancel_and_wait(self._task)
         self._task = None
         while not self._queue.empty():
@@ -163,13 +175,19 @@ class PrivateChannel:
 
     # --- Send -----------------------------------------------------------------------------
 
-    async def send(self, plaintext: bytes, orgs: Sequence[str]) -> tuple[bytes, int]:
-        """Seal, store, push to every recipient; returns (payload hash, number of boxes)."""
+    @property
+    def queued(self) -> bool:
+        """Is delivery to a down recipient queued instead of failing the send? On channels whose
+        agreement policy is an expression only: there a transaction may commit without a
+        recipient (elsewhere it could not, so the send fails at once, as it always did)."""
+        return self.view.config.private_agreement == EXPRESSION
+
+    async def send(self, plaintext: bytes, orgs: Sequence[str]) -> Sent:
+        """Seal, store, push to every recipient; (payload hash, number of boxes, node ids of
+        the recipients not reached yet: their delivery is queued)."""
         return (await self.send_many([(plaintext, orgs)]))[0]
 
-    async def send_many(
-        self, items: Sequence[tuple[bytes, Sequence[str]]]
-    ) -> list[tuple[bytes, int]]:
+    async def send_many(self, items: Sequence[tuple[bytes, Sequence[str]]]) -> list[Sent]:
         """`send` for several payloads (each with its own fresh key), stored and pushed together."""
         if self._queue.qsize() + len(items) > self._queue.maxsize:
             raise TransientError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
@@ -177,8 +195,11 @@ class PrivateChannel:
         outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in chosen]
         for item in outgoing:
             self._queue.put_nowait(item)
-        await asyncio.gather(*(item.done for item in outgoing))
-        return [(i.payload_hash, len(i.payload.recipient_boxes)) for i in outgoing]
+        pending = await asyncio.gather(*(item.done for item in outgoing))
+        return [
+            (i.payload_hash, len(i.payload.recipient_boxes), nodes)
+            for i, nodes in zip(outgoing, pending, strict=True)
+        ]
 
     async def _group_recipients(
         self, plaintext: bytes, orgs: Sequence[str]
@@ -290,13 +311,16 @@ class PrivateChannel:
                 item.done.set_exception(error)
 
     async def _store(self, batch: list[_Outgoing]) -> None:
+        """The payloads and, on a queued channel, the deliveries owed, in one transaction."""
+        owed = [(i.payload_hash, n) for i in batch for n in i.nodes] if self.queued else []
         await self.store.store_payloads(
             [
                 NewPayload(
                     i.payload_hash, i.payload.SerializeToString(), tuple(recipients_of(i.payload))
                 )
                 for i in batch
-            ]
+            ],
+            owed,
         )
 
     async def _push_all(self, batch: list[_Outgoing]) -> None:
@@ -319,35 +343,64 @@ class PrivateChannel:
             *(self._push(n, by_node[n]) for n in nodes), return_exceptions=True
         )
         failed: dict[int, BaseException] = {}
+        pending: dict[int, list[str]] = {}
+        settled: list[Delivery] = []  # acknowledged, or refused for good: owed no more
         for node_id, result in zip(nodes, results, strict=True):
-            if isinstance(result, BaseException):
-                error = result
-                if not isinstance(result, DltmwError):
-                    logger.error("push to %s failed: %r", node_id, result)
-                    error = TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"push to {node_id}")
-                for item in by_node[node_id]:
+            if not isinstance(result, BaseException):
+                settled += [(i.payload_hash, node_id) for i in by_node[node_id]]
+                continue
+            error = result
+            if not isinstance(result, DltmwError):
+                logger.error("push to %s failed: %r", node_id, result)
+                error = TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"push to {node_id}")
+            for item in by_node[node_id]:
+                if self.queued and isinstance(error, TransientError):
+                    pending.setdefault(id(item), []).append(node_id)
+                else:
                     failed.setdefault(id(item), error)
+                    settled.append((item.payload_hash, node_id))
+        await self._settle_owed(settled, bool(pending))
         for item in batch:
             if item.done.done():
                 continue
             cause = failed.get(id(item))
             if cause is None:
-                item.done.set_result(None)
+                item.done.set_result(tuple(sorted(pending.get(id(item), []))))
             else:
                 item.done.set_exception(cause)
 
+    async def _settle_owed(self, settled: list[Delivery], left: bool) -> None:
+        """Forget settled deliveries; wake the redelivery task if some are left. A store that
+        fails here keeps its rows: they are pushed again (Push is idempotent), not lost."""
+        if not self.queued:
+            return
+        try:
+            await self.store.delivered(settled)
+        except DltmwError as exc:
+            logger.warning("outbox rows stay (pushed again later): %s", exc)
+        if left and self.redelivery is not None:
+            self.redelivery.wake()
+
     async def _push(self, node_id: str, items: list[_Outgoing]) -> int:
-        """Push `items` to one node in PushBatches that stay under the message size limit."""
+        return await self.push_payloads(node_id, [(i.payload_hash, i.payload) for i in items])
+
+    async def push_payloads(
+        self, node_id: str, items: Sequence[tuple[bytes, EncryptedPayload]]
+    ) -> int:
+        """Push (hash, payload) pairs to one node in PushBatches that stay under the message
+        size limit; the number stored there, or raises (PeerError refused, TransientError)."""
         budget = self.ctx.limits.max_message_bytes // 2
-        chunks = by_size(items, lambda i: i.payload.ByteSize(), budget)
+        chunks = by_size(items, lambda i: i[1].ByteSize(), budget)
         return sum(await asyncio.gather(*(self._push_chunk(node_id, c) for c in chunks)))
 
-    async def _push_chunk(self, node_id: str, items: list[_Outgoing]) -> int:
+    async def _push_chunk(
+        self, node_id: str, items: Sequence[tuple[bytes, EncryptedPayload]]
+    ) -> int:
         push = P.PushBatch(
             channel_id=self.channel_id,
             requester=self.ctx.signer.identity_bytes,
-            payloads=[i.payload for i in items],
-            payload_hashes=[i.payload_hash for i in items],
+            payloads=[p for _, p in items],
+            payload_hashes=[h for h, _ in items],
         )
         push.timestamp.FromDatetime(utc_now())
         data = push.SerializeToString()
@@ -431,11 +484,12 @@ class PrivateChannel:
         kem = self.kem_shares(sorted(held | set(new_keys)), check_algorithm(payload))
         updated = add_recipients(payload, self.key, new_keys, nonces, kem)
         keys = tuple(recipients_of(updated))
-        await self.store.store_payloads(
-            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)]
-        )
         nodes = {n.node_id for k in keys if (n := self.node_of_key(k)) is not None}
         item = _Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
+        await self.store.store_payloads(
+            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)],
+            [(digest, n) for n in item.nodes] if self.queued else [],
+        )
         await self._push_all([item])
         await item.done
         return len(keys)

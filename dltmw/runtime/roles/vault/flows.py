@@ -1,4 +1,5 @@
-"""Flows a vault node initiates: issue, move, delivery versus payment.
+"""Flows a vault node initiates: issue, move, delivery versus payment, and one command of any
+UTXO contract (`contract_flow.py`, for contracts installed as packages).
 
 Every flow ends in `complete`, Corda's collect-signatures + finality:
   1. build the transaction, check it against the local vault (contracts, backchain), sign it;
@@ -39,6 +40,7 @@ from dltmw.core.utxo.verify import SignedTx, check_notary_signature, read_signed
 from dltmw.ledger.vault_store import Delivery
 from dltmw.rpc.cluster_verdict import Cluster, ClusterUnavailable, gather_verdict
 from dltmw.runtime.roles.vault.backchain import lookup_in, verify_full
+from dltmw.runtime.roles.vault.contract_flow import run_contract
 from dltmw.runtime.roles.vault.vault import VaultRole
 from dltmw.v1 import (
     errors_pb2,
@@ -79,6 +81,13 @@ class FlowRunner:
             )
         if kind == "dvp":
             return await run_dvp(role, command.dvp.terms, observers, window, memo, notary)
+        if kind == "contract":
+            if memo:
+                raise ClientError(R.ERROR_REASON_INVALID_FIELD, "a contract flow has no memo")
+            notary_id = notary_of(role, notary)
+            return await run_contract(
+                role, command.contract, observers, window, notary_id, complete
+            )
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "command names no flow")
 
 

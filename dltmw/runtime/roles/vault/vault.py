@@ -209,6 +209,7 @@ class VaultRole:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node is not a required signer")
         if not self.netmap.is_notary(stx.wire.notary):
             raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{stx.wire.notary!r} is no notary")
+        self.netmap.contract_code.named(stx.wire)  # unknown or unapproved code: fetch nothing
         now = utc_now()
         known = await self.backchain.resolve(
             stx.wire, self.fetcher(self.node_of_sender(sender)), now
@@ -287,6 +288,10 @@ class VaultRole:
             if h is not None and h.ref not in self._reserved:
                 out.append(h)
         return out
+
+    def is_reserved(self, ref: Ref) -> bool:
+        """Whether a running flow (or an offer) spends `ref`."""
+        return ref in self._reserved
 
     def reserve(self, refs: Iterable[Ref]) -> None:
         """Keep states away from other selections while a flow spends them."""

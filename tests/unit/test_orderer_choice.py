@@ -1,0 +1,79 @@
+"""The gateway's choice of orderer (`runtime/roles/gateway/orderer_choice.py`): an orderer that
+cannot order now (link down, or ORDERING_UNAVAILABLE: removed replica, JetStream orderer cut off
+from its servers) moves the submission on to the next; a refusal of the transaction itself does
+not; when none can, the caller gets a retryable error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dltmw.core.errors import ClientError, TransientError
+from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
+from dltmw.v1 import errors_pb2
+
+R = errors_pb2
+ORDERERS = ("o0", "o1", "o2")
+
+
+def _run(answers: dict[str, Result | Exception], start: int = 0) -> tuple[list[str], object]:
+    asked: list[str] = []
+
+    async def submit(orderer_id: str) -> Result:
+        asked.append(orderer_id)
+        answer = answers[orderer_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    try:
+        outcome: object = asyncio.run(first_accepting(ORDERERS, start, submit))
+    except (ClientError, TransientError) as exc:
+        outcome = exc
+    return asked, outcome
+
+
+OK = Result(accepted=True)
+UNAVAILABLE = Result(accepted=False, reason=R.ERROR_REASON_ORDERING_UNAVAILABLE, message="cut off")
+MALFORMED = Result(accepted=False, reason=R.ERROR_REASON_MALFORMED, message="bad bytes")
+DOWN = TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "link down")
+
+
+def test_an_orderer_that_cannot_order_now_moves_the_submission_on() -> None:
+    asked, outcome = _run({"o0": UNAVAILABLE, "o1": OK, "o2": OK})
+    assert asked == ["o0", "o1"]
+    assert outcome == (1, OK)
+
+
+def test_a_broken_link_moves_it_on_too_starting_from_the_last_that_worked() -> None:
+    asked, outcome = _run({"o0": OK, "o1": DOWN, "o2": UNAVAILABLE}, start=1)
+    assert asked == ["o1", "o2", "o0"]
+    assert outcome == (0, OK)
+
+
+def test_a_refusal_of_the_transaction_itself_is_final_and_asks_no_other() -> None:
+    asked, outcome = _run({"o0": MALFORMED, "o1": OK, "o2": OK})
+    assert asked == ["o0"]
+    assert outcome == (0, MALFORMED)
+
+
+@pytest.mark.parametrize("last", [UNAVAILABLE, DOWN], ids=["refused", "down"])
+def test_when_none_can_order_the_caller_gets_a_retryable_error(last: object) -> None:
+    asked, outcome = _run({"o0": UNAVAILABLE, "o1": DOWN, "o2": last})  # type: ignore[dict-item]
+    assert asked == list(ORDERERS)  # each asked once
+    assert isinstance(outcome, TransientError)
+    expected = (
+        R.ERROR_REASON_ORDERING_UNAVAILABLE
+        if last is UNAVAILABLE
+        else R.ERROR_REASON_PEER_UNAVAILABLE
+    )
+    assert outcome.reason == expected
+
+
+def test_a_channel_without_orderers_is_a_retryable_error_not_a_crash() -> None:
+    async def submit(orderer_id: str) -> Result:
+        raise AssertionError("nothing to ask")
+
+    with pytest.raises(TransientError):
+        asyncio.run(first_accepting((), 0, submit))
