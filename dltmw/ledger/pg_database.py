@@ -182,6 +182,31 @@ class PgSchema:
     async def _hop(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
+    @property
+    def executor(self) -> Executor:
+        """The writer's worker, for a store whose code runs on it (the private store's)."""
+        return self._executor
+
+    def writer(self) -> psycopg.Connection[Any]:
+        """The writer connection, reopened if the server dropped it: ONLY on the worker."""
+        return self._writer()
+
+    async def read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`fn(writer)` on the writer's worker, outside a transaction (autocommit: each statement
+        sees what is committed; nothing else writes this schema). A connection the server
+        dropped is reopened and `fn` run once more, as for `snapshot`."""
+
+        def run() -> T:
+            try:
+                return fn(self._writer())
+            except psycopg.OperationalError:
+                if self._conn is None or not self._conn.broken:
+                    raise
+                logger.warning("%s: reconnecting the writer to the database", self.schema)
+                return fn(self._writer())
+
+        return await self._hop(run)
+
     # --- snapshot reads --------------------------------------------------------------------
 
     async def snapshot(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:

@@ -48,7 +48,7 @@ Conn = psycopg.Connection[Any]
 # Read-only views for reporting (docs/postgresql.md): text where the bytes are UTF-8 text. A key
 # is always UTF-8 (it was a str) but may hold NUL, which PostgreSQL text cannot: such a key shows
 # in escape form. A value is any bytes: `value_text` is NULL where it is not UTF-8 text.
-VIEWS = """
+UTF8_OR_NULL = """
 CREATE OR REPLACE FUNCTION utf8_or_null(data bytea) RETURNS text
     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
@@ -56,6 +56,10 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN NULL;
 END $$;
+"""
+VIEWS = (
+    UTF8_OR_NULL
+    + """
 CREATE OR REPLACE VIEW world_state AS SELECT
     namespace,
     CASE WHEN position('\\x00'::bytea IN key) = 0 THEN convert_from(key, 'UTF8')
@@ -65,6 +69,7 @@ CREATE OR REPLACE VIEW world_state AS SELECT
 CREATE OR REPLACE VIEW transactions AS SELECT tx_id, block_number, tx_index,
     code AS validation_code FROM txs;
 """
+)
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -97,13 +102,23 @@ UPSERT_SQL = (
 )
 
 
-def reader_grants(schema: str, role: str) -> list[sql.Composed]:
-    """The statements that let `role` (an existing login role) read a ledger's views and
-    nothing else: no table, no write (docs/postgresql.md; run them as the schema's owner)."""
+LEDGER_VIEWS = ("world_state", "transactions")
+PRIVATE_VIEWS = ("private_state", "private_transactions")  # of a private store (`private_pg`)
+
+
+def reader_grants(
+    schema: str, role: str, views: Sequence[str] = LEDGER_VIEWS
+) -> list[sql.Composed]:
+    """The statements that let `role` (an existing login role) read a schema's views and
+    nothing else: no table, no write (docs/postgresql.md; run them as the schema's owner).
+    `views`: a ledger's, or `PRIVATE_VIEWS` with a private store's schema."""
     names = {"s": sql.Identifier(schema), "r": sql.Identifier(role)}
+    listed = sql.SQL(", ").join(
+        sql.SQL("{s}.{v}").format(v=sql.Identifier(v), **names) for v in views
+    )
     return [
         sql.SQL("GRANT USAGE ON SCHEMA {s} TO {r}").format(**names),
-        sql.SQL("GRANT SELECT ON {s}.world_state, {s}.transactions TO {r}").format(**names),
+        sql.SQL("GRANT SELECT ON {l} TO {r}").format(l=listed, **names),
         sql.SQL("GRANT EXECUTE ON FUNCTION {s}.utf8_or_null(bytea) TO {r}").format(**names),
     ]
 

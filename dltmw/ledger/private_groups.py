@@ -14,14 +14,15 @@ group's state); the membership record's version is the block of the group's last
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from dltmw.core.privacy.groups import PREFIX, members_of, scoped
 from dltmw.core.rwset import Version
 from dltmw.core.statehash import accumulate
-from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
-from dltmw.ledger.private_store import PrivateTxn
+from dltmw.ledger.at_rest import PLAIN, ValueCodec
+from dltmw.ledger.private_sql import Db, text
+from dltmw.ledger.private_store import PrivateTxn, pstate_entries
 
 
 def members(view: PrivateTxn, group: str) -> tuple[tuple[str, ...] | None, Version | None]:
@@ -35,16 +36,16 @@ def _bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + "\x01"
 
 
-def group_ids(conn: sqlite3.Connection) -> list[str]:
+def group_ids(conn: Db) -> list[str]:
     """Every group this store holds a state of, sorted."""
     low, high = _bounds(PREFIX)
     rows = conn.execute(
         "SELECT DISTINCT namespace FROM pstate WHERE namespace>=? AND namespace<?", (low, high)
     )
-    return sorted({r[0][len(PREFIX) :].split("\x00", 1)[0] for r in rows})
+    return sorted({text(r[0])[len(PREFIX) :].split("\x00", 1)[0] for r in rows})
 
 
-def group_state_hash(conn: sqlite3.Connection, group: str, values: ValueCodec = PLAIN) -> bytes:
+def group_state_hash(conn: Db, group: str, values: ValueCodec = PLAIN) -> bytes:
     """The multiset hash of the group's private state (membership record included)."""
     low, high = _bounds(scoped(group, ""))
     rows = conn.execute(
@@ -55,7 +56,7 @@ def group_state_hash(conn: sqlite3.Connection, group: str, values: ValueCodec = 
     return _digest(rows, values)
 
 
-def no_group_state_hash(conn: sqlite3.Connection, values: ValueCodec = PLAIN) -> bytes:
+def no_group_state_hash(conn: Db, values: ValueCodec = PLAIN) -> bytes:
     """The multiset hash of the private state outside every group."""
     low, high = _bounds(PREFIX)
     rows = conn.execute(
@@ -66,10 +67,6 @@ def no_group_state_hash(conn: sqlite3.Connection, values: ValueCodec = PLAIN) ->
     return _digest(rows, values)
 
 
-def _digest(rows: Iterable[tuple[str, str, bytes, int, int]], values: ValueCodec) -> bytes:
+def _digest(rows: Iterable[Any], values: ValueCodec) -> bytes:
     """The multiset hash of pstate rows (namespace, key, value, block, index), values opened."""
-    entries = (
-        (r[0], r[1], values.open("pstate", state_id(r[0], r[1]), bytes(r[2])), Version(r[3], r[4]))
-        for r in rows
-    )
-    return accumulate(entries).digest()
+    return accumulate(pstate_entries(rows, values)).digest()

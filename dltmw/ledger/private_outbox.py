@@ -1,4 +1,5 @@
-"""The sender's duty to deliver private payloads, in its private store (`<channel>.private.sqlite`).
+"""The sender's duty to deliver private payloads, in its private store (`<channel>.private.sqlite`,
+or its PostgreSQL schema: `private_pg.py`, where `node` is bytea like every text column).
 
 On a channel whose agreement policy is an expression (`core/privacy/agreement_policy.py`) a
 private transaction may commit while a recipient is down, so Send does not fail for it: the
@@ -17,6 +18,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
+from dltmw.ledger.private_sql import Db, text
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     hash BLOB NOT NULL, node TEXT NOT NULL, PRIMARY KEY (hash, node)) WITHOUT ROWID;
@@ -29,31 +32,31 @@ def setup(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-def queue(conn: sqlite3.Connection, deliveries: Iterable[Delivery]) -> None:
+def queue(conn: Db, deliveries: Iterable[Delivery]) -> None:
     """Record deliveries still owed (inside the transaction that stores their payloads)."""
     conn.executemany("INSERT OR IGNORE INTO outbox VALUES (?,?)", sorted(set(deliveries)))
 
 
-def delivered(conn: sqlite3.Connection, deliveries: Iterable[Delivery]) -> None:
+def delivered(conn: Db, deliveries: Iterable[Delivery]) -> None:
     """Forget deliveries that were acknowledged."""
     conn.executemany("DELETE FROM outbox WHERE hash=? AND node=?", sorted(set(deliveries)))
 
 
-def forget_payloads(conn: sqlite3.Connection, hashes: Sequence[bytes]) -> None:
+def forget_payloads(conn: Db, hashes: Sequence[bytes]) -> None:
     """A purge removed these payloads: nothing is owed for them any more."""
     conn.executemany("DELETE FROM outbox WHERE hash=?", [(h,) for h in hashes])
 
 
-def owed(conn: sqlite3.Connection, after: Delivery, limit: int) -> list[Delivery]:
+def owed(conn: Db, after: Delivery, limit: int) -> list[Delivery]:
     """Up to `limit` owed deliveries after `after`, in (hash, node) order (paging)."""
     rows = conn.execute(
         "SELECT hash, node FROM outbox WHERE (hash, node) > (?, ?) ORDER BY hash, node LIMIT ?",
         (*after, limit),
     )
-    return [(bytes(r[0]), str(r[1])) for r in rows]
+    return [(bytes(r[0]), text(r[1])) for r in rows]
 
 
-def pending_nodes(conn: sqlite3.Connection, payload_hash: bytes) -> list[str]:
+def pending_nodes(conn: Db, payload_hash: bytes) -> list[str]:
     """Recipient nodes that have not acknowledged `payload_hash` yet, sorted."""
     rows = conn.execute("SELECT node FROM outbox WHERE hash=? ORDER BY node", (payload_hash,))
-    return [str(r[0]) for r in rows]
+    return [text(r[0]) for r in rows]

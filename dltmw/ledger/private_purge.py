@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from dltmw.ledger.private_sql import Db
 
 PURGE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS purged (
@@ -38,24 +40,32 @@ def setup(conn: sqlite3.Connection) -> None:
     conn.executescript(PURGE_SCHEMA)
 
 
-def purged_among(conn: sqlite3.Connection, hashes: Iterable[bytes]) -> set[bytes]:
-    """Those of `hashes` that were purged here."""
-    return {
-        digest
-        for digest in set(hashes)
-        if conn.execute("SELECT 1 FROM purged WHERE hash=?", (digest,)).fetchone() is not None
-    }
+def purged_among(conn: Db, hashes: Iterable[bytes]) -> set[bytes]:
+    """Those of `hashes` that were purged here (one statement per `IN_CHUNK` hashes: each
+    statement is a round trip on PostgreSQL)."""
+    return {bytes(r[0]) for r in rows_in(conn, "SELECT hash FROM purged WHERE hash IN", hashes)}
 
 
-def not_purged(conn: sqlite3.Connection, items: Sequence[T], hash_of: str) -> list[T]:
+IN_CHUNK = 256  # hashes per `IN (...)` statement (far below either database's parameter limit)
+
+
+def rows_in(conn: Db, select: str, hashes: Iterable[bytes]) -> list[Any]:
+    """The rows of `select` (ending in `... IN`) for the distinct `hashes`, chunked."""
+    wanted = sorted(set(hashes))
+    rows: list[Any] = []
+    for i in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[i : i + IN_CHUNK]
+        rows += conn.execute(f"{select} ({','.join('?' * len(chunk))})", chunk).fetchall()
+    return rows
+
+
+def not_purged(conn: Db, items: Sequence[T], hash_of: str) -> list[T]:
     """`items` without those whose attribute `hash_of` names a purged payload."""
     gone = purged_among(conn, (getattr(item, hash_of) for item in items))
     return [item for item in items if getattr(item, hash_of) not in gone]
 
 
-def remove_payloads(
-    conn: sqlite3.Connection, hashes: Sequence[bytes], tx_id: str, block_number: int
-) -> None:
+def remove_payloads(conn: Db, hashes: Sequence[bytes], tx_id: str, block_number: int) -> None:
     """Inside the block's store transaction: delete the payloads, their recipient index and any
     deferred copy, and record them as purged (idempotent: a replayed block changes nothing)."""
     for digest in hashes:
@@ -65,7 +75,7 @@ def remove_payloads(
         conn.execute("INSERT OR IGNORE INTO purged VALUES (?,?,?)", (digest, tx_id, block_number))
 
 
-def checkpoint(conn: sqlite3.Connection) -> bool:
+def checkpoint(conn: Db) -> bool:
     """Outside any transaction: copy the WAL into the main file and truncate it. False when a
     reader kept sqlite from finishing (the caller tries again)."""
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -3,6 +3,10 @@
 It is a SEPARATE sqlite file (`<channel>.private.sqlite`) from the public ledger, so the public
 ledger never holds private data and losing the private store is losing exactly this file (the
 node can then rebuild it with Recover: payloads from other recipients, state by re-execution).
+With `state = "postgresql"` it is a separate schema of the peer's database instead
+(`private_pg.py`, `node/channel/private`); the code below is the same on both, written in
+sqlite's SQL against `private_sql.Db` (the PostgreSQL adapter translates), and `StoreFile` is
+where the tables live. What differs is only opening and the physical side of a purge.
 
 Tables: `payloads` (hash -> serialised EncryptedPayload, stored encrypted even at recipients),
 `payload_recipients` (recipient key -> hash, for Resend), `pstate` (the private world state,
@@ -13,8 +17,9 @@ ledger: status, private-state hash), `meta` (`cursor`: every block below it has 
 payloads of this node until such a transaction commits — the private executor's lookup
 (`PrivateTxn.payload`) then moves one into `payloads`, inside the block's transaction).
 
-All access runs on one dedicated thread with one sqlite3 connection (WAL, synchronous=FULL by
-default); each public method is one thread round trip and at most one transaction. A block's
+All access runs on one dedicated thread with one connection (sqlite: WAL, synchronous=FULL by
+default; PostgreSQL: the writer of `pg_database.PgSchema`); each public method is one thread
+round trip and at most one transaction. A block's
 private effects (state writes, ptx rows, the cursor) are one transaction, so a crash re-executes
 either all of a block or none of it.
 
@@ -35,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
@@ -43,6 +48,7 @@ from dltmw.core.statehash import StateAccumulator, accumulate
 from dltmw.ledger import private_outbox, private_purge
 from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
 from dltmw.ledger.private_outbox import Delivery
+from dltmw.ledger.private_sql import Db, text
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
 
@@ -96,11 +102,16 @@ class NewPayload:
 class PrivateTxn:
     """Synchronous access inside one store transaction (used by the private executor)."""
 
-    def __init__(self, conn: sqlite3.Connection, values: ValueCodec = PLAIN) -> None:
+    def __init__(self, conn: Db, values: ValueCodec = PLAIN) -> None:
         self._conn = conn
         self._values = values
         self._acc: StateAccumulator | None = None  # loaded at the first write
         self._changed = False
+
+    @property
+    def db(self) -> Db:
+        """The connection this transaction runs on."""
+        return self._conn
 
     def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
         """Private value and version of a key (including this transaction's writes)."""
@@ -124,9 +135,8 @@ class PrivateTxn:
             sql += " AND key<?"
             args.append(end)
         rows = self._conn.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
-        return [
-            StateEntry(r[0], self.state_value(namespace, r[0], r[1]), Version(*r[2:])) for r in rows
-        ]
+        entries = [(text(r[0]), r[1], Version(*r[2:])) for r in rows]
+        return [StateEntry(k, self.state_value(namespace, k, v), ver) for k, v, ver in entries]
 
     def payload(self, payload_hash: bytes) -> bytes | None:
         """The payload of a private transaction on the ledger, or None. A deferred copy (see the
@@ -156,7 +166,9 @@ class PrivateTxn:
         """Apply private state writes (and update the state accumulator with them)."""
         if self._acc is None:
             row = self._conn.execute("SELECT acc FROM pstate_acc").fetchone()
-            self._acc = StateAccumulator() if row is None else StateAccumulator.from_bytes(row[0])
+            self._acc = (
+                StateAccumulator() if row is None else StateAccumulator.from_bytes(bytes(row[0]))
+            )
         for w in writes:
             before = self.get(w.namespace, w.key)
             if before is not None:
@@ -209,26 +221,51 @@ class PrivateTxn:
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (next_block,))
 
 
-class PrivateStore:
-    """Payloads and private state of one channel on one node."""
+class StoreFile(Protocol):
+    """Where a private store's tables live: a sqlite file (`sqlite_file.SqliteFile`) or a
+    PostgreSQL schema (`private_pg.PgPrivateSchema`). One worker thread owns the connection;
+    `read` and `write` are one hop to it, `write` one transaction retried on transient faults."""
 
-    def __init__(
-        self,
-        path: Path,
-        synchronous: str,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        values: ValueCodec = PLAIN,
-    ) -> None:
-        # ValueError for an unknown mode, before touching the file
-        self._file = SqliteFile(
-            path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store"
-        )
-        self.path = path
+    @property
+    def created(self) -> bool:
+        """True when opening created the store."""
+        ...
+
+    @property
+    def executor(self) -> Executor:
+        """The worker that owns the connection."""
+        ...
+
+    @property
+    def connection(self) -> Db:
+        """The connection: ONLY for code running on the worker."""
+        ...
+
+    async def read(self, fn: Callable[[Db], T]) -> T:
+        """`fn(connection)` on the worker, outside a transaction."""
+        ...
+
+    async def write(self, name: str, body: Callable[[Db], T]) -> T:
+        """`body(connection)` as ONE transaction on the worker."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker (idempotent)."""
+        ...
+
+
+class PrivateStore:
+    """Payloads and private state of one channel on one node, in a sqlite file (`open`) or a
+    PostgreSQL schema (`private_pg.open_pg_private_store`): the same code over `StoreFile`."""
+
+    def __init__(self, file: StoreFile, name: str, values: ValueCodec = PLAIN) -> None:
+        self._file = file
+        self.name = name  # where it is, for messages
         self.values = values
 
     @property
     def created(self) -> bool:
-        """True when this open created the file (fresh or lost store)."""
+        """True when this open created the store (fresh or lost store)."""
         return self._file.created
 
     @classmethod
@@ -241,45 +278,48 @@ class PrivateStore:
         lost_if_created: bool = False,
         values: ValueCodec = PLAIN,
     ) -> PrivateStore:
-        """Open (creating if needed); writes are retried on transient faults per `retry`.
-        `lost_if_created`: a store created now replaces a lost one (the node ran before), so it
-        is marked `incomplete` in the same step that creates it — a crash before its recovery
-        ends cannot make the next start forget that it must recover."""
-        store = cls(path, synchronous, retry, values)
+        """Open the sqlite file (creating if needed); writes are retried on transient faults
+        per `retry`. `lost_if_created`: a store created now replaces a lost one (the node ran
+        before), so it is marked `incomplete` in the same step that creates it — a crash before
+        its recovery ends cannot make the next start forget that it must recover."""
+        # ValueError for an unknown mode, before touching the file
+        file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store")
+        store = cls(file, str(path), values)
 
         def setup(conn: sqlite3.Connection) -> None:
             private_purge.setup(conn)
             private_outbox.setup(conn)
-            _migrate_state_hash(conn, path, values)
-            if store.created and lost_if_created:
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
+            store.setup(conn, lost_if_created)
 
-        await store._file.open(setup)
+        await file.open(setup)
         return store
+
+    def setup(self, conn: Db, lost_if_created: bool) -> None:
+        """At every open, after the tables exist: the state hash's migration, and the mark of a
+        store that replaces a lost one (`open`)."""
+        _migrate_state_hash(conn, self.name, self.values)
+        if self.created and lost_if_created:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('incomplete', 1)")
 
     async def incomplete(self) -> bool:
         """Does this store still miss payloads of a lost predecessor (recovery not finished)?"""
-
-        def run() -> bool:
-            row = self._db().execute("SELECT 1 FROM meta WHERE name='incomplete'").fetchone()
-            return row is not None
-
-        return await self._call(run)
+        return await self._file.read(
+            lambda conn: (
+                conn.execute("SELECT 1 FROM meta WHERE name='incomplete'").fetchone() is not None
+            )
+        )
 
     async def mark_complete(self) -> None:
         """Recovery finished: nothing of a lost predecessor is missing any more."""
 
-        def run(_txn: PrivateTxn) -> None:
-            self._db().execute("DELETE FROM meta WHERE name='incomplete'")
+        def run(txn: PrivateTxn) -> None:
+            txn.db.execute("DELETE FROM meta WHERE name='incomplete'")
 
         await self.transaction(run, "privacy.store")
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
         await self._file.close()
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        return await self._file.read(lambda _conn: fn())
 
     @property
     def executor(self) -> Executor:
@@ -288,14 +328,11 @@ class PrivateStore:
 
     def view(self) -> PrivateTxn:
         """Reads of held payloads and the committed private state; use on the store thread."""
-        return PrivateTxn(self._db(), self.values)
-
-    def _db(self) -> sqlite3.Connection:
-        return self._file.connection
+        return PrivateTxn(self._file.connection, self.values)
 
     async def read(self, fn: Callable[[PrivateTxn], T]) -> T:
         """Run `fn` on a view of the committed store, on the store thread (privacy groups)."""
-        return await self._call(lambda: fn(self.view()))
+        return await self._file.read(lambda conn: fn(PrivateTxn(conn, self.values)))
 
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
@@ -309,7 +346,7 @@ class PrivateStore:
         for them (`private_outbox.py`); returns how many were new."""
 
         def run(txn: PrivateTxn) -> int:
-            conn = self._db()
+            conn = txn.db
             private_outbox.queue(conn, deliveries)
             new, kept = 0, private_purge.not_purged(conn, payloads, "payload_hash")
             for verb, replace in (("INSERT OR IGNORE", False), ("INSERT OR REPLACE", True)):
@@ -332,22 +369,21 @@ class PrivateStore:
         """Acknowledged deliveries are owed no more."""
         if deliveries:
             await self.transaction(
-                lambda _txn: private_outbox.delivered(self._db(), deliveries), "privacy.outbox"
+                lambda txn: private_outbox.delivered(txn.db, deliveries), "privacy.outbox"
             )
 
     async def owed(self, after: Delivery, limit: int) -> list[Delivery]:
         """A page of the deliveries still owed (`private_outbox.owed`)."""
-        return await self._call(lambda: private_outbox.owed(self._db(), after, limit))
+        return await self._file.read(lambda conn: private_outbox.owed(conn, after, limit))
 
     async def pending_nodes(self, payload_hash: bytes) -> list[str]:
         """Recipient nodes this node still owes `payload_hash` (its sender's view)."""
-        return await self._call(lambda: private_outbox.pending_nodes(self._db(), payload_hash))
+        return await self._file.read(lambda conn: private_outbox.pending_nodes(conn, payload_hash))
 
     async def missing(self, hashes: Sequence[bytes]) -> list[bytes]:
         """Those of `hashes` this node neither holds (stored or deferred) nor purged."""
 
-        def run() -> list[bytes]:
-            conn = self._db()
+        def run(conn: Db) -> list[bytes]:
             out = []
             for digest in dict.fromkeys(hashes):
                 if any(
@@ -359,7 +395,7 @@ class PrivateStore:
                     out.append(digest)
             return out
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def payload(self, payload_hash: bytes) -> bytes | None:
         """Stored payload bytes, or None."""
@@ -368,8 +404,8 @@ class PrivateStore:
     async def defer_payloads(self, payloads: Sequence[NewPayload]) -> None:
         """Keep payloads offered for transactions not on the ledger yet (see the docstring)."""
 
-        def run(_txn: PrivateTxn) -> None:
-            self._db().executemany(
+        def run(txn: PrivateTxn) -> None:
+            txn.db.executemany(
                 "INSERT OR IGNORE INTO deferred VALUES (?,?,?)",
                 [
                     (
@@ -377,7 +413,7 @@ class PrivateStore:
                         self.values.seal("deferred", p.payload_hash, p.data),
                         b"".join(p.recipients),
                     )
-                    for p in private_purge.not_purged(self._db(), payloads, "payload_hash")
+                    for p in private_purge.not_purged(txn.db, payloads, "payload_hash")
                 ],
             )
 
@@ -387,76 +423,67 @@ class PrivateStore:
     async def held(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of those of `hashes` that are held (one round trip)."""
 
-        def run() -> dict[bytes, bytes]:
-            out: dict[bytes, bytes] = {}
-            for digest in set(hashes):
-                row = (
-                    self._db()
-                    .execute("SELECT data FROM payloads WHERE hash=?", (digest,))
-                    .fetchone()
-                )
-                if row is not None:
-                    out[digest] = self.values.open("payloads", digest, bytes(row[0]))
-            return out
+        def run(conn: Db) -> dict[bytes, bytes]:
+            rows = private_purge.rows_in(
+                conn, "SELECT hash, data FROM payloads WHERE hash IN", hashes
+            )
+            found = ((bytes(r[0]), bytes(r[1])) for r in rows)
+            return {digest: self.values.open("payloads", digest, data) for digest, data in found}
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def payloads_for(self, recipient: bytes, after: bytes, limit: int) -> list[bytes]:
         """Up to `limit` stored payloads addressed to `recipient` with hash > `after`, by hash."""
 
-        def run() -> list[bytes]:
-            rows = self._db().execute(
+        def run(conn: Db) -> list[bytes]:
+            rows = conn.execute(
                 "SELECT p.hash, p.data FROM payload_recipients r JOIN payloads p"
                 " ON p.hash = r.hash WHERE r.recipient=? AND r.hash>? ORDER BY r.hash LIMIT ?",
                 (recipient, after, limit),
             )
             return [self.values.open("payloads", bytes(r[0]), bytes(r[1])) for r in rows]
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def ptx(self, payload_hash: bytes) -> PrivateTxRecord | None:
         """The executor's record of the private transaction carrying `payload_hash`."""
 
-        def run() -> PrivateTxRecord | None:
-            row = (
-                self._db()
-                .execute(
-                    "SELECT tx_id, block_number, tx_index, status, state_hash FROM ptxs"
-                    " WHERE payload_hash=?",
-                    (payload_hash,),
-                )
-                .fetchone()
-            )
+        def run(conn: Db) -> PrivateTxRecord | None:
+            row = conn.execute(
+                "SELECT tx_id, block_number, tx_index, status, state_hash FROM ptxs"
+                " WHERE payload_hash=?",
+                (payload_hash,),
+            ).fetchone()
             if row is None:
                 return None
             return PrivateTxRecord(
-                str(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4])
+                text(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4])
             )
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def checkpoint(self) -> bool:
         """After a purge: the WAL into the main file, truncated (`private_purge.checkpoint`)."""
-        return await self._call(lambda: private_purge.checkpoint(self._db()))
+        return await self._file.read(private_purge.checkpoint)
 
     async def cursor(self) -> int:
         """Next block the executor has to look at."""
 
-        def run() -> int:
-            row = self._db().execute("SELECT value FROM meta WHERE name='cursor'").fetchone()
+        def run(conn: Db) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE name='cursor'").fetchone()
             return 0 if row is None else int(row[0])
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def count_status(self, statuses: Iterable[int]) -> int:
         """Number of private transactions recorded with one of `statuses`."""
         wanted = sorted(set(statuses))
         marks = ",".join("?" * len(wanted))
-        return await self._call(
-            lambda: int(
-                self._db()
-                .execute(f"SELECT COUNT(*) FROM ptxs WHERE status IN ({marks})", wanted)
-                .fetchone()[0]
+        return await self._file.read(
+            lambda conn: int(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM ptxs WHERE status IN ({marks})", wanted
+                ).fetchone()[0]
             )
         )
 
@@ -464,7 +491,7 @@ class PrivateStore:
         """Forget the private state and every execution record (payloads stay): re-derive."""
 
         def run(txn: PrivateTxn) -> None:
-            conn = self._db()
+            conn = txn.db
             conn.execute("DELETE FROM pstate")
             conn.execute("DELETE FROM ptxs")
             conn.execute("DELETE FROM pstate_hashes")
@@ -476,13 +503,15 @@ class PrivateStore:
     async def private_state(self, namespace: str) -> dict[str, bytes]:
         """Every private key of a namespace (tests, demo)."""
 
-        def run() -> dict[str, bytes]:
-            rows = self._db().execute(
+        def run(conn: Db) -> dict[str, bytes]:
+            view = PrivateTxn(conn, self.values)
+            rows = conn.execute(
                 "SELECT key, value FROM pstate WHERE namespace=? ORDER BY key", (namespace,)
             )
-            return {r[0]: self.view().state_value(namespace, r[0], r[1]) for r in rows}
+            keys = [(text(r[0]), r[1]) for r in rows]
+            return {k: view.state_value(namespace, k, v) for k, v in keys}
 
-        return await self._call(run)
+        return await self._file.read(run)
 
     async def audit(self, after: bytes, limit: int) -> PrivateAudit:
         """What `dltmw audit` compares (one store-thread call, so one consistent view): the
@@ -490,21 +519,20 @@ class PrivateStore:
         with payload hash > `after`, by hash. O(private state) for the recomputation."""
         page = max(1, min(limit, AUDIT_PAGE_MAX))
 
-        def run() -> PrivateAudit:
-            conn = self._db()
+        def run(conn: Db) -> PrivateAudit:
             row = conn.execute("SELECT value FROM meta WHERE name='cursor'").fetchone()
             latest = conn.execute(
                 "SELECT state_hash FROM pstate_hashes ORDER BY block_number DESC LIMIT 1"
             ).fetchone()
             rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
-            recomputed = accumulate(_pstate_entries(rows, self.values))
+            recomputed = accumulate(pstate_entries(rows, self.values))
             txs = conn.execute(
                 "SELECT payload_hash, tx_id, block_number, tx_index, status, state_hash FROM ptxs"
                 " WHERE payload_hash>? ORDER BY payload_hash LIMIT ?",
                 (after, page + 1),
             ).fetchall()
             records = tuple(
-                (bytes(r[0]), PrivateTxRecord(str(r[1]), r[2], r[3], r[4], bytes(r[5])))
+                (bytes(r[0]), PrivateTxRecord(text(r[1]), r[2], r[3], r[4], bytes(r[5])))
                 for r in txs[:page]
             )
             return PrivateAudit(
@@ -518,7 +546,7 @@ class PrivateStore:
                 next_after=records[-1][0] if len(txs) > page else b"",
             )
 
-        return await self._call(run)
+        return await self._file.read(run)
 
 
 @dataclass(frozen=True)
@@ -533,25 +561,24 @@ class PrivateAudit:
     purged: frozenset[bytes] = frozenset()  # of `txs`, those whose payload was purged here
 
 
-def _pstate_entries(
-    rows: Iterable[tuple[str, str, bytes, int, int]], values: ValueCodec
+def pstate_entries(
+    rows: Iterable[Any], values: ValueCodec
 ) -> Iterable[tuple[str, str, bytes, Version]]:
+    """(namespace, key, value, version) of `pstate` rows (namespace, key, value, block, index),
+    values opened: what the private-state hashes are over."""
     for r in rows:
-        yield (
-            r[0],
-            r[1],
-            values.open("pstate", state_id(r[0], r[1]), bytes(r[2])),
-            Version(r[3], r[4]),
-        )
+        namespace, key = text(r[0]), text(r[1])
+        value = values.open("pstate", state_id(namespace, key), bytes(r[2]))
+        yield namespace, key, value, Version(r[3], r[4])
 
 
-def _migrate_state_hash(conn: sqlite3.Connection, path: Path, values: ValueCodec) -> None:
+def _migrate_state_hash(conn: Db, name: str, values: ValueCodec) -> None:
     """A store older than private-state hashes gets its accumulator from its table; one that has
     stored hashes but lost the accumulator row was edited (recomputing would hide the edit)."""
     if conn.execute("SELECT 1 FROM pstate_acc").fetchone() is not None:
         return
     if conn.execute("SELECT 1 FROM pstate_hashes LIMIT 1").fetchone() is not None:
-        raise InvariantViolation(f"{path}: private state accumulator missing (file edited?)")
+        raise InvariantViolation(f"{name}: private state accumulator missing (file edited?)")
     rows = conn.execute("SELECT namespace, key, value, block_number, tx_index FROM pstate")
-    acc = accumulate(_pstate_entries(rows, values))
+    acc = accumulate(pstate_entries(rows, values))
     conn.execute("INSERT INTO pstate_acc VALUES (0,?)", (acc.to_bytes(),))

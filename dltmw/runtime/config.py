@@ -138,11 +138,11 @@ def usable_cores() -> int:
 SCHEMA_NAME_BYTES_MAX = 63
 
 
-def peer_schema(node_id: str, channel_id: str) -> str:
+def peer_schema(node_id: str, channel_id: str, part: str = "peer") -> str:
     """The PostgreSQL schema of a node's peer ledger of a channel (`state = "postgresql"`; one
     database may serve many nodes): `node/channel/peer`, or when longer than PostgreSQL's 63-byte
-    names, a readable head and a hash of the whole."""
-    name = f"{node_id}/{channel_id}/peer"
+    names, a readable head and a hash of the whole. `part = "private"`: its private store's."""
+    name = f"{node_id}/{channel_id}/{part}"
     if len(name.encode()) <= SCHEMA_NAME_BYTES_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]

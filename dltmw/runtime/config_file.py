@@ -238,13 +238,15 @@ class LedgerTable(Strict):
     )
     state: Literal["sqlite", "postgresql"] = Field(
         "sqlite",
-        description="a peer's channel ledgers (blocks, tx index, world state): sqlite files, or "
-        "schemas of the PostgreSQL database `postgresql_dsn` (docs/postgresql.md)",
+        description="a peer's channel ledgers (blocks, tx index, world state) and private stores "
+        "(private state, payloads): sqlite files, or schemas of the PostgreSQL database "
+        "`postgresql_dsn` (docs/postgresql.md)",
     )
     postgresql_dsn: str = Field(
         "",
         description="libpq connection string of the peer's database (state = postgresql); "
-        "one database may serve many nodes: each ledger is a schema `node/channel/peer`",
+        "one database may serve many nodes: each ledger is a schema `node/channel/peer`, "
+        "each private store `node/channel/private`",
     )
 
     @model_validator(mode="after")

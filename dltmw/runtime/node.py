@@ -40,6 +40,7 @@ from dltmw.core.identity import Membership
 from dltmw.ledger.at_rest import PLAIN, RecordCipher, ValueCodec, open_cipher
 from dltmw.ledger.backend import Ledger
 from dltmw.ledger.pbft_store import RecordStore
+from dltmw.ledger.private_store import PrivateStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook, routes
 from dltmw.net.keyfile import read_key
@@ -142,9 +143,7 @@ class Node:
         if config.privacy_key is not None and "peer" in config.roles:
             kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
             key = load_privacy_key(read_key(config.privacy_key), kem)
-            self.privacy = PrivacyManager(
-                self.ctx, key, config.data_dir, config.synchronous, values
-            )
+            self.privacy = PrivacyManager(self.ctx, key, self._open_private_store)
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )
@@ -410,6 +409,28 @@ class Node:
             config.data_dir / f"{cid}.peer.sqlite",
             synchronous=config.synchronous,
             retry=config.storage_retry,
+        )
+
+    async def _open_private_store(self, cid: str, lost_if_created: bool) -> PrivateStore:
+        """The private store of channel `cid`, beside its peer ledger: a sqlite file, or a
+        schema of the same PostgreSQL database (`[ledger]` state; `ledger/private_pg.py`)."""
+        config = self.config
+        if config.state == "postgresql":
+            from dltmw.ledger.private_pg import open_pg_private_store
+
+            return await open_pg_private_store(
+                config.postgresql_dsn,
+                peer_schema(config.node_id, cid, "private"),
+                retry=config.storage_retry,
+                lost_if_created=lost_if_created,
+                values=self._values,
+            )
+        return await PrivateStore.open(
+            config.data_dir / f"{cid}.private.sqlite",
+            synchronous=config.synchronous,
+            retry=config.storage_retry,
+            lost_if_created=lost_if_created,
+            values=self._values,
         )
 
     def _jetstream_orderer(self, view: ChannelView, ledger: ChannelLedger) -> OrdererChannel:

@@ -1,5 +1,6 @@
-"""Fixtures shared by unit tests: the ledger backends (`ledger_backends.py`) and the session's
-PostgreSQL server (`pg_server.py`), started only when a test asks for it."""
+"""Fixtures shared by unit tests: the ledger and private-store backends (`ledger_backends.py`,
+`private_backends.py`) and the session's PostgreSQL server (`pg_server.py`), started only when
+a test asks for it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ from pathlib import Path
 import pg_server
 import pytest
 from ledger_backends import BACKENDS, LedgerSite
+from private_backends import PrivateSite
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
+def pg_instance() -> Iterator[pg_server.PgServer]:
     """A real PostgreSQL server for the session (stopped by PID at its end)."""
     with pg_server.running() as server:
-        yield server.dsn
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_instance: pg_server.PgServer) -> str:
+    """The session server's DSN."""
+    return pg_instance.dsn
 
 
 @pytest.fixture(params=BACKENDS)
@@ -25,3 +33,13 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSite:
         return LedgerSite("sqlite", tmp_path / "l.sqlite")
     dsn = request.getfixturevalue("pg_dsn")
     return LedgerSite("postgresql", tmp_path / "unused", dsn, pg_server.fresh_schema())
+
+
+@pytest.fixture(params=BACKENDS)
+def psite(request: pytest.FixtureRequest, tmp_path: Path) -> PrivateSite:
+    """Where this test's private store lives, once per backend."""
+    path = tmp_path / "c.private.sqlite"
+    if request.param == "sqlite":
+        return PrivateSite("sqlite", path)
+    server = request.getfixturevalue("pg_instance")
+    return PrivateSite("postgresql", path, server, pg_server.fresh_schema("p"))

@@ -1,4 +1,5 @@
-"""The private store and executor on a real sqlite file: execute, not held, tampered, re-derive."""
+"""The private store and executor on a real sqlite file and a real PostgreSQL schema (`psite`):
+execute, not held, tampered, re-derive."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from private_backends import PrivateSite
 
 from dltmw.contracts import builtin_contract
 from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
+from dltmw.ledger import private_purge
 from dltmw.ledger.at_rest import PLAIN, DataKeyRing, RecordCipher
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
@@ -63,9 +66,11 @@ async def execute(ex: PrivateExecutor, number: int, items: list[PrivateTxRef]) -
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted-at-rest"])
-async def test_block_execution_statuses_and_rederive(tmp_path: Path, encrypted: bool) -> None:
+async def test_block_execution_statuses_and_rederive(
+    tmp_path: Path, psite: PrivateSite, encrypted: bool
+) -> None:
     values = RecordCipher(DataKeyRing(tmp_path / "data-keys", bytes(32))) if encrypted else PLAIN
-    store = await PrivateStore.open(tmp_path / "c.private.sqlite", values=values)
+    store = await psite.open(values=values)
     try:
         assert store.created
         opened = sealed(OTHER, ME, "open", "acct", "100")
@@ -117,8 +122,8 @@ def test_by_size_chunks_under_the_budget_and_keeps_order() -> None:
     assert by_size([], lambda n: n, 6) == []
 
 
-async def test_store_counts_new_payloads_and_replaces_only_when_asked(tmp_path: Path) -> None:
-    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+async def test_store_counts_new_payloads_and_replaces_only_when_asked(psite: PrivateSite) -> None:
+    store = await psite.open()
     try:
         p = sealed(ME, OTHER, "open", "x", "1")
         assert await store.store_payloads([p, p]) == 1
@@ -135,32 +140,31 @@ async def test_store_counts_new_payloads_and_replaces_only_when_asked(tmp_path: 
 
 
 async def test_a_store_replacing_a_lost_one_stays_incomplete_until_recovered(
-    tmp_path: Path,
+    psite: PrivateSite,
 ) -> None:
     """Created in place of a lost store, it is marked incomplete in the step that creates it, and
     stays so across reopenings (a crash during recovery) until recovery marks it complete."""
-    path = tmp_path / "c.private.sqlite"
-    fresh = await PrivateStore.open(tmp_path / "new.private.sqlite", lost_if_created=False)
-    assert not await fresh.incomplete()
+    fresh = await psite.sibling("new").open(lost_if_created=False)
+    assert fresh.created and not await fresh.incomplete()
     await fresh.close()
-    lost = await PrivateStore.open(path, lost_if_created=True)
+    lost = await psite.open(lost_if_created=True)
     assert lost.created and await lost.incomplete()
     await lost.close()
-    reopened = await PrivateStore.open(path, lost_if_created=True)  # not created now
+    reopened = await psite.open(lost_if_created=True)  # not created now
     assert not reopened.created and await reopened.incomplete()
     await reopened.mark_complete()
     await reopened.close()
-    again = await PrivateStore.open(path, lost_if_created=True)
+    again = await psite.open(lost_if_created=True)
     assert not await again.incomplete()
     await again.close()
 
 
 async def test_a_deferred_payload_becomes_held_when_its_transaction_is_executed(
-    tmp_path: Path,
+    psite: PrivateSite,
 ) -> None:
     """Recovery sets aside payloads of transactions not on the ledger yet: invisible to Receive
     and Resend, taken into the store by the executor's lookup once the transaction commits."""
-    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+    store = await psite.open()
     item = sealed(OTHER, ME, "open", "acct", "5")
     await store.defer_payloads([item])
     assert await store.payload(item.payload_hash) is None
@@ -170,3 +174,18 @@ async def test_a_deferred_payload_becomes_held_when_its_transaction_is_executed(
     assert await store.payload(item.payload_hash) == item.data
     assert await store.payloads_for(ME.public_key, b"", 10) == [item.data]
     await store.close()
+
+
+async def test_held_answers_for_many_hashes_in_chunks(psite: PrivateSite) -> None:
+    """Held payloads are looked up `IN_CHUNK` hashes per statement: more than one chunk, with
+    duplicates and hashes not held, gives exactly the held ones."""
+    store = await psite.open()
+    try:
+        stored = [NewPayload(os.urandom(32), os.urandom(8), (ME.public_key,)) for _ in range(300)]
+        assert await store.store_payloads(stored) == 300
+        asked = [p.payload_hash for p in stored] * 2 + [os.urandom(32) for _ in range(300)]
+        assert len(set(asked)) > 2 * private_purge.IN_CHUNK
+        assert await store.held(asked) == {p.payload_hash: p.data for p in stored}
+        assert await store.held([]) == {}
+    finally:
+        await store.close()

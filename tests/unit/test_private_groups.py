@@ -5,21 +5,23 @@ group so the conflict rule holds across an ADD, and a purge of group keys by the
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from private_backends import PrivateSite
 
 from dltmw.contracts import builtin_contract
 from dltmw.core.contract import Contract
 from dltmw.core.privacy import conflict, groups
 from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, PrivateOutcome, execute
 from dltmw.core.privacy.purge import Purged, purge_decision
-from dltmw.core.rwset import StateEntry, Version
+from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import accumulate
 from dltmw.core.validation import PRIVATE_STATE_CONFLICT, VALID, TxForMvcc, validate_block
 from dltmw.ledger import private_groups
-from dltmw.ledger.private_store import SCHEMA
+from dltmw.ledger.private_store import SCHEMA, PrivateTxn
 from dltmw.v1 import private_agreement_pb2, private_group_pb2, private_payload_pb2, rwset_pb2
 from dltmw.v1 import private_purge_pb2 as U
 
@@ -416,3 +418,60 @@ def test_a_purge_of_group_keys_by_other_than_the_group_keeps_them(recipients: li
     run(state, call("g", "put", "k", "canary"), Version(2, 0))
     decided, _ = _purge(state, recipients)
     assert decided.writes == () and decided.kept_keys == 1
+
+
+async def test_groups_keys_with_nul_and_byte_order_are_the_same_on_both_backends(
+    psite: PrivateSite,
+) -> None:
+    """The store's own tables (sqlite file, PostgreSQL schema): group namespaces start with NUL
+    and keys may hold NUL or non-ASCII; each group's hash, the no-group hash and range reads
+    (bytewise UTF-8 order, what the phantom checks compare) are those of the model."""
+    rows = {
+        (groups.scoped("g1", "kv"), "a\x00b"): b"1",
+        (groups.scoped("g1", "kv"), "\u00e9"): b"2",
+        (groups.scoped("g2", "kv"), "a"): b"3",
+        ("kv", "b"): b"4",
+        ("kv", "a\x00b"): b"5",
+        ("kv", "a"): b"6",
+        ("kv", "\u00e9"): b"7",
+        ("kv", "\uffff"): b"8",
+    }
+    version = Version(3, 1)
+    store = await psite.open()
+    try:
+
+        def write(txn: PrivateTxn) -> None:
+            txn.apply(StateWrite(ns, k, v, version) for (ns, k), v in rows.items())
+            txn.set_cursor(4)
+
+        await store.transaction(write)
+
+        def hashes(view: PrivateTxn) -> tuple[list[str], bytes, bytes, bytes]:
+            return (
+                private_groups.group_ids(view.db),
+                private_groups.group_state_hash(view.db, "g1"),
+                private_groups.group_state_hash(view.db, "g2"),
+                private_groups.no_group_state_hash(view.db),
+            )
+
+        found = await store.read(hashes)
+
+        def model(keep: Callable[[str], bool]) -> bytes:
+            kept = ((ns, k, v, version) for (ns, k), v in rows.items() if keep(ns))
+            return accumulate(kept).digest()
+
+        assert found == (
+            ["g1", "g2"],
+            model(lambda ns: ns.startswith(groups.scoped("g1", ""))),
+            model(lambda ns: ns.startswith(groups.scoped("g2", ""))),
+            model(lambda ns: not ns.startswith(groups.PREFIX)),
+        )
+        ordered = await store.read(lambda view: [e.key for e in view.range("kv", "", "", 10)])
+        assert ordered == ["a", "a\x00b", "b", "\u00e9", "\uffff"]
+        assert await store.read(
+            lambda view: [e.key for e in view.range("kv", "a\x00", "c", 10)]
+        ) == ["a\x00b", "b"]
+        audit = await store.audit(b"", 10)
+        assert audit.stored_state_hash == audit.recomputed_state_hash == model(lambda ns: True)
+    finally:
+        await store.close()

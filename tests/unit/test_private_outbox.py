@@ -1,14 +1,14 @@
 """Queued private delivery: the sender's outbox rows (ledger/private_outbox.py through
 PrivateStore), the redelivery task's retry and backoff (runtime/roles/privacy/redelivery.py,
 with a real store and a fake pushing channel: the I/O boundary), and which payloads a committed
-block makes a node wait for (executor.owed_here)."""
+block makes a node wait for (executor.owed_here). The store runs on both backends (`psite`)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
+from private_backends import PrivateSite
 
 from dltmw.core.errors import TransientError
 from dltmw.core.privacy import agreement as ag
@@ -34,8 +34,9 @@ def payload(tag: bytes) -> NewPayload:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> PrivateStore:
-    s = await PrivateStore.open(tmp_path / "c.private.sqlite", synchronous="NORMAL")
+async def store(psite: PrivateSite) -> PrivateStore:
+    """A private store on each backend (a sqlite file, a PostgreSQL schema)."""
+    s = await psite.open()
     yield s  # type: ignore[misc]
     await s.close()
 

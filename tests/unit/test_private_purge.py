@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from private_backends import PrivateSite
 
 from dltmw.client.purge import approve, purge_body
 from dltmw.contracts import builtin_contract
@@ -23,6 +24,7 @@ from dltmw.core.privacy.blocks import PrivateBlock, PrivateEffects, PrivateTxRef
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, recipients_of, seal
 from dltmw.core.txcheck import check_envelope, check_transaction
 from dltmw.ledger import private_purge
+from dltmw.ledger.private_pg import PgPrivateStore
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
@@ -255,13 +257,8 @@ def body_of(hashes: list[bytes], keys: list[tuple[str, str]], to: list[PrivacyKe
     )
 
 
-def files_with(path: Path, needle: bytes) -> list[str]:
-    return sorted(p.name for p in path.parent.glob(path.name + "*") if needle in p.read_bytes())
-
-
-async def test_a_purge_removes_payload_and_key_and_the_bytes_are_gone(tmp_path: Path) -> None:
-    path = tmp_path / "c.private.sqlite"
-    store = await PrivateStore.open(path)
+async def test_a_purge_removes_payload_and_key_and_the_bytes_are_gone(psite: PrivateSite) -> None:
+    store = await psite.open()
     canary = "canary-" + os.urandom(16).hex()
     try:
         mine = sealed(KEYS[1], [KEYS[0]], "open", canary, "100")
@@ -271,7 +268,7 @@ async def test_a_purge_removes_payload_and_key_and_the_bytes_are_gone(tmp_path: 
         await execute(ex, 1, [(0, "t0", mine.payload_hash), (1, "t1", shared.payload_hash)])
         fragment = private_payload_pb2.EncryptedPayload.FromString(mine.data).ciphertext[:24]
         # the scan's own control: both canaries are in the store's files before the purge
-        assert files_with(path, canary.encode()) and files_with(path, fragment)
+        assert psite.files_with(canary.encode()) and psite.files_with(fragment)
         before = await store.audit(b"", 10)
         # a purge of both payloads naming peer0 and peer1 only: `shared` went to peer2 too
         bodies = (
@@ -286,8 +283,9 @@ async def test_a_purge_removes_payload_and_key_and_the_bytes_are_gone(tmp_path: 
         assert await store.payload(mine.payload_hash) is None
         assert await store.payload(shared.payload_hash) is not None  # not its recipient set
         assert await store.private_state("bank") == {"other": b"7"}
-        assert files_with(path, canary.encode()) == [] and files_with(path, fragment) == []
-        assert (path.parent / (path.name + "-wal")).stat().st_size == 0
+        assert psite.files_with(canary.encode()) == [] and psite.files_with(fragment) == []
+        if psite.backend == "sqlite":
+            assert (psite.path.parent / (psite.path.name + "-wal")).stat().st_size == 0
         # the records and hash chain stay verifiable; the purged one is reported PURGED
         after = await store.audit(b"", 10)
         assert after.recomputed_state_hash == after.stored_state_hash
@@ -304,14 +302,16 @@ async def test_a_purge_removes_payload_and_key_and_the_bytes_are_gone(tmp_path: 
         await store.close()
 
 
-async def test_without_secure_delete_the_bytes_stay(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_without_the_physical_removal_the_bytes_stay(
+    psite: PrivateSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Negative control of the scan above: without the zeroing pragma the canary survives a
-    delete and a checkpoint in the main file's free space."""
-    monkeypatch.setattr(private_purge, "setup", _setup_without_secure_delete)
-    path = tmp_path / "c.private.sqlite"
-    store = await PrivateStore.open(path)
+    """Negative control of the scan above: without the zeroing pragma (sqlite) or the table
+    rewrite after a purge (PostgreSQL) the canary survives the purge in the store's files."""
+    if psite.backend == "sqlite":
+        monkeypatch.setattr(private_purge, "setup", _setup_without_secure_delete)
+    else:
+        monkeypatch.setattr(PgPrivateStore, "checkpoint", _no_rewrite)
+    store = await psite.open()
     canary = "canary-" + os.urandom(16).hex()
     try:
         mine = sealed(KEYS[1], [KEYS[0]], "open", canary, "100")
@@ -321,7 +321,8 @@ async def test_without_secure_delete_the_bytes_stay(
         bodies = ((0, body_of([mine.payload_hash], [("bank", canary)], [KEYS[0], KEYS[1]])),)
         await execute(ex, 2, [], bodies)  # type: ignore[arg-type]
         assert await store.private_state("bank") == {}
-        assert files_with(path, canary.encode()) == [path.name]
+        found = psite.files_with(canary.encode())
+        assert found == [psite.path.name] if psite.backend == "sqlite" else found
     finally:
         await store.close()
 
@@ -331,8 +332,12 @@ def _setup_without_secure_delete(conn: object) -> None:
     conn.executescript(private_purge.PURGE_SCHEMA)  # type: ignore[attr-defined]
 
 
-async def test_purges_run_in_block_order_with_private_transactions(tmp_path: Path) -> None:
-    store = await PrivateStore.open(tmp_path / "c.private.sqlite")
+async def _no_rewrite(self: PgPrivateStore) -> bool:
+    return True
+
+
+async def test_purges_run_in_block_order_with_private_transactions(psite: PrivateSite) -> None:
+    store = await psite.open()
     try:
         first = sealed(KEYS[1], [KEYS[0]], "open", "a", "1")
         later = sealed(KEYS[1], [KEYS[0]], "open", "a", "2")

@@ -1,21 +1,24 @@
 """The private store keeps a hash of its private state per block and can recompute it.
 
-Real sqlite file: writes through a store transaction update the stored hash (only blocks that
-change the private state get a row), an edited `pstate` row makes the recomputed hash differ,
-re-derivation (reset) starts again from the empty state, and the audit pages private txs.
+A real sqlite file and a real PostgreSQL schema (`psite`): writes through a store transaction
+update the stored hash (only blocks that change the private state get a row), an edited `pstate`
+row makes the recomputed hash differ, re-derivation (reset) starts again from the empty state,
+and the audit pages private txs.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
+from private_backends import PrivateSite
 
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.statehash import StateAccumulator
-from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
+from dltmw.ledger import failpoints
+from dltmw.ledger.private_store import PrivateTxn, PrivateTxRecord
+from dltmw.ledger.retry import RetryPolicy
 
 EMPTY = StateAccumulator().digest()
 
@@ -31,9 +34,8 @@ def _block(number: int, writes: list[tuple[str, bytes | None]], ptx: bool = True
     return run
 
 
-async def test_hash_follows_writes_and_detects_an_edited_row(tmp_path: Path) -> None:
-    path = tmp_path / "c.private.sqlite"
-    store = await PrivateStore.open(path)
+async def test_hash_follows_writes_and_detects_an_edited_row(psite: PrivateSite) -> None:
+    store = await psite.open()
     try:
         audit = await store.audit(b"", 10)
         assert audit.stored_state_hash == audit.recomputed_state_hash == EMPTY
@@ -43,19 +45,17 @@ async def test_hash_follows_writes_and_detects_an_edited_row(tmp_path: Path) -> 
         audit = await store.audit(b"", 10)
         assert audit.cursor == 5
         assert audit.stored_state_hash == audit.recomputed_state_hash != EMPTY
-        with sqlite3.connect(path) as conn:
-            rows = conn.execute("SELECT block_number FROM pstate_hashes ORDER BY 1").fetchall()
-            assert rows == [(2,), (3,)]
-            conn.execute("UPDATE pstate SET value=? WHERE key='a'", (b"9",))
+        rows = psite.query("SELECT block_number FROM pstate_hashes ORDER BY 1")
+        assert rows == [(2,), (3,)]
+        psite.query("UPDATE pstate SET value=? WHERE key=?", (b"9", "a"))
         audit = await store.audit(b"", 10)
         assert audit.recomputed_state_hash != audit.stored_state_hash
     finally:
         await store.close()
 
 
-async def test_reset_starts_from_the_empty_state_and_audit_pages(tmp_path: Path) -> None:
-    path = tmp_path / "c.private.sqlite"
-    store = await PrivateStore.open(path)
+async def test_reset_starts_from_the_empty_state_and_audit_pages(psite: PrivateSite) -> None:
+    store = await psite.open()
     try:
         for n in range(1, 6):
             await store.transaction(_block(n, [(f"k{n}", b"v")]))
@@ -74,12 +74,39 @@ async def test_reset_starts_from_the_empty_state_and_audit_pages(tmp_path: Path)
         await store.close()
 
 
-async def test_a_removed_accumulator_row_is_refused_on_open(tmp_path: Path) -> None:
-    path = tmp_path / "c.private.sqlite"
-    store = await PrivateStore.open(path)
+async def test_a_removed_accumulator_row_is_refused_on_open(psite: PrivateSite) -> None:
+    store = await psite.open()
     await store.transaction(_block(1, [("a", b"1")]))
     await store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM pstate_acc")
+    psite.query("DELETE FROM pstate_acc")
     with pytest.raises(InvariantViolation, match="accumulator missing"):
-        await PrivateStore.open(path)
+        await psite.open()
+
+
+async def test_a_failed_private_block_leaves_nothing_and_a_transient_fault_commits_once(
+    psite: PrivateSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block's private effects are one transaction on both backends: a fault before COMMIT
+    (failpoint `privacy.execute`) leaves none of them; a transient one is retried and the block
+    commits exactly once."""
+    store = await psite.open(retry=RetryPolicy(first_s=0.01, max_s=0.05, budget_s=20.0))
+    try:
+        await store.transaction(_block(1, [("a", b"1")]))
+        before = await store.audit(b"", 10)
+        monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse("privacy.execute=corrupt"))
+        with pytest.raises(sqlite3.DatabaseError):
+            await store.transaction(_block(2, [("a", b"2"), ("b", b"2")]))
+        monkeypatch.setattr(failpoints, "_ARMED", {})
+        assert await store.audit(b"", 10) == before  # cursor, hashes, records: as before
+        assert await store.private_state("bank") == {"a": b"1"}
+        assert psite.query("SELECT block_number FROM pstate_hashes") == [(1,)]
+        monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse("privacy.execute=locked*2"))
+        await store.transaction(_block(2, [("a", b"2"), ("b", b"2")]))
+        monkeypatch.setattr(failpoints, "_ARMED", {})
+        after = await store.audit(b"", 10)
+        assert after.cursor == 3 and len(after.txs) == 2
+        assert after.stored_state_hash == after.recomputed_state_hash != before.stored_state_hash
+        assert await store.private_state("bank") == {"a": b"2", "b": b"2"}
+        assert psite.query("SELECT block_number FROM pstate_hashes ORDER BY 1") == [(1,), (2,)]
+    finally:
+        await store.close()

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
@@ -45,7 +44,6 @@ from dltmw.core.privacy.envelope import (
 )
 from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
 from dltmw.core.txcheck import parse
-from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -65,6 +63,8 @@ from dltmw.v1 import (
 logger = logging.getLogger(__name__)
 P = privacy_manager_service_pb2
 R = errors_pb2
+# (channel id, lost_if_created) -> the channel's private store, opened (`Node`'s choice of backend)
+StoreOpener = Callable[[str, bool], Awaitable[PrivateStore]]
 CALL_TIMEOUT_S = 30.0
 RECOVER_WAIT_S = 120.0
 AUTO_RECOVER_ATTEMPTS = 10
@@ -74,19 +74,10 @@ SCAN_CHUNK = 64
 class PrivacyManager:
     """Every private channel of one node."""
 
-    def __init__(
-        self,
-        ctx: NodeContext,
-        key: PrivacyKey,
-        data_dir: Path,
-        synchronous: str,
-        values: ValueCodec = PLAIN,
-    ) -> None:
+    def __init__(self, ctx: NodeContext, key: PrivacyKey, open_store: StoreOpener) -> None:
         self.ctx = ctx
-        self._values = values  # encryption at rest of the private stores (or none)
         self.key = key
-        self._data_dir = data_dir
-        self._synchronous = synchronous
+        self._open_store = open_store  # the node's: sqlite file or PostgreSQL schema
         self.channels: dict[str, PrivateChannel] = {}
         self.executors: dict[str, PrivateExecutor] = {}
         self._pushers: dict[str, Pusher] = {}
@@ -111,13 +102,7 @@ class PrivacyManager:
         # A private store created now replaces a lost one unless the node is new. Not only when
         # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
         # node that lost its store before committing any block may have held some.
-        store = await PrivateStore.open(
-            self._data_dir / f"{cid}.private.sqlite",
-            synchronous=self._synchronous,
-            retry=self.ctx.storage_retry,
-            lost_if_created=peer.ledger.height > 1 or not peer.ledger.created,
-            values=self._values,
-        )
+        store = await self._open_store(cid, peer.ledger.height > 1 or not peer.ledger.created)
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
         executor = PrivateExecutor(self.key, peer, store)
         await channel.start()
