@@ -314,6 +314,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     call, an organisation not a channel member or without a privacy key, an ADD of a member.
     Nothing was sent.
     """
+    ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER: _ErrorReason.ValueType  # 157
+    """FAILED_PRECONDITION: a privacy group REMOVE would leave the group without members (the
+    last member cannot be removed; docs/privacy.md "Privacy groups"). Nothing was sent.
+    ErrorInfo.metadata {"group"}.
+    """
+    ERROR_REASON_PRIVACY_GROUP_ID_TAKEN: _ErrorReason.ValueType  # 158
+    """ALREADY_EXISTS: a privacy group CREATE names an id another group of the channel already
+    uses: the public hash of that id's membership record exists in this node's world state
+    (namespace `_private`), so the CREATE would end as PRIVATE_STATE_CONFLICT. Group ids are
+    one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
+    ErrorInfo.metadata {"group"}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -612,5 +624,17 @@ ERROR_REASON_PRIVACY_GROUP_INVALID: ErrorReason.ValueType  # 139
 """INVALID_ARGUMENT: a malformed group transaction: a bad group id, a change with a contract
 call, an organisation not a channel member or without a privacy key, an ADD of a member.
 Nothing was sent.
+"""
+ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER: ErrorReason.ValueType  # 157
+"""FAILED_PRECONDITION: a privacy group REMOVE would leave the group without members (the
+last member cannot be removed; docs/privacy.md "Privacy groups"). Nothing was sent.
+ErrorInfo.metadata {"group"}.
+"""
+ERROR_REASON_PRIVACY_GROUP_ID_TAKEN: ErrorReason.ValueType  # 158
+"""ALREADY_EXISTS: a privacy group CREATE names an id another group of the channel already
+uses: the public hash of that id's membership record exists in this node's world state
+(namespace `_private`), so the CREATE would end as PRIVATE_STATE_CONFLICT. Group ids are
+one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
+ErrorInfo.metadata {"group"}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

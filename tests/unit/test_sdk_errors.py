@@ -97,6 +97,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVACY_GROUP_NOT_MEMBER": E.PermissionDenied,
     "PRIVACY_GROUP_RECIPIENTS_MISMATCH": E.InvalidRequest,
     "PRIVACY_GROUP_INVALID": E.InvalidRequest,
+    "PRIVACY_GROUP_LAST_MEMBER": E.PreconditionFailed,
+    "PRIVACY_GROUP_ID_TAKEN": E.AlreadyExists,
 }
 RETRYABLE = {
     "OVERLOADED",
