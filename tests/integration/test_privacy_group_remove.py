@@ -108,6 +108,7 @@ async def test_after_a_remove_the_rest_go_on_and_the_removed_copy_stops(
     try:
         made = await create_group(pcs["org1"], CH, "r", ["Org1", "Org2", "Org3"])
         assert made.status.result == VALID
+        await executed_at(path, ORGS, made.payload_hash)  # Org3's node knows the group now
         before = await group_call(pcs["org3"], CH, "r", "kv", "put", "k", "by-org3")
         assert before.status.result == VALID
         await executed_at(path, ORGS, before.payload_hash)
