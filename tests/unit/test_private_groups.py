@@ -1,4 +1,5 @@
-"""Privacy groups (core/privacy/groups.py): the membership rules, groups and the no-group state
+"""Privacy groups (core/privacy/groups.py): the membership rules (ADD and REMOVE, also as a
+Hypothesis property against a naive model of the membership), groups and the no-group state
 never mixing (a Hypothesis property over random interleavings), hashed keys scoped by the
 group so the conflict rule holds across an ADD, and a purge of group keys by the group."""
 
@@ -514,3 +515,90 @@ def test_a_purge_of_group_keys_by_other_than_the_group_keeps_them(recipients: li
     run(state, call("g", "put", "k", "canary"), Version(2, 0))
     decided, _ = _purge(state, recipients)
     assert decided.writes == () and decided.kept_keys == 1
+
+
+# --- membership changes against a naive model -----------------------------------------------
+
+NODES = {"A": KA, "B": KB, "C": KC, "Reg": KAUD}
+OP = st.tuples(
+    st.sampled_from(["create", "add", "remove", "call"]),
+    st.sampled_from(["A", "B", "C"]),  # the sender's organisation
+    st.sets(st.sampled_from(["A", "B", "C"]), min_size=1, max_size=3),
+)
+
+
+def _model_accepts(members: set[str] | None, kind: str, sender: str, orgs: set[str]) -> bool:
+    """The rules, written plainly over a set of members (None: no group yet)."""
+    if kind == "create":
+        return members is None and sender in orgs
+    if members is None or sender not in members:
+        return False
+    if kind == "add":
+        return not orgs & members
+    if kind == "remove":
+        return orgs <= members and bool(members - orgs)
+    return True
+
+
+def _group_rows(state: State) -> dict[tuple[str, str], Row]:
+    return state.scope("g")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(OP, max_size=25))
+def test_membership_changes_follow_a_naive_model_and_never_reach_a_removed_member(
+    ops: list[tuple[str, str, set[str]]],
+) -> None:
+    """Each node keeps its own copy and executes only what is sealed for it; the sender's node
+    checks at Send against its own copy (a removed organisation's copy is stale). Accepted at
+    Send iff the model accepts; every recipient decides alike; current members and the auditor
+    hold the model's membership and one group state; a removed organisation's copy never
+    changes until it is added again (then it catches up, as share_history + Recover do)."""
+    states = {org: State() for org in NODES}
+    model: set[str] | None = None
+    frozen: dict[str, dict[tuple[str, str], Row]] = {}  # removed org -> its copy at the REMOVE
+    kinds = {"create": groups.CREATE, "add": groups.ADD, "remove": groups.REMOVE}
+    for i, (kind, sender, orgs) in enumerate(ops):
+        if kind == "call":
+            inv = call("g", "put", "k", str(i))
+        else:
+            inv = change("g", kinds[kind], *sorted(orgs))
+        view, _ = groups.members_of(states[sender], "g")
+        wanted = groups.send_orgs(inv, view)
+        keys = sorted(CHANNEL.group_keys(wanted) | {NODES[sender]})
+        refusal = groups.check(inv, CHANNEL, NODES[sender], keys, view, exact=True)
+        if refusal is None and kind == "create" and model is not None:
+            refusal = (groups.ID_TAKEN, "the record's public hash exists")  # the node's check
+        assert (refusal is None) == _model_accepts(model, kind, sender, orgs), (refusal, model)
+        if refusal is not None:
+            continue
+        holders = [o for o, k in NODES.items() if k in keys]
+        outcomes = {
+            o: groups.execute_group(
+                contract_of, inv, states[o], Version(i + 1, 0), CHANNEL, NODES[sender], keys
+            )
+            for o in holders
+        }
+        assert len({(x.status, x.state_hash, x.pre_state_hash) for x in outcomes.values()}) == 1
+        assert all(x.status == EXECUTED for x in outcomes.values())
+        for o in holders:
+            states[o].apply(outcomes[o])
+        for o in frozen:
+            assert o not in holders or kind == "remove"  # a removed org gets nothing later
+        if kind == "create":
+            model = set(orgs)
+        elif kind == "add":
+            assert model is not None
+            model |= orgs
+            for o in orgs:  # the late member catches up (share_history + Recover)
+                frozen.pop(o, None)
+                states[o].rows = {**states[o].rows, **_group_rows(states["Reg"])}
+        elif kind == "remove":
+            assert model is not None
+            model -= orgs
+            frozen.update({o: _group_rows(states[o]) for o in orgs})
+        for o in [*sorted(model or ()), "Reg"]:
+            assert groups.members_of(states[o], "g")[0] == tuple(sorted(model or ()))
+            assert _group_rows(states[o]) == _group_rows(states["Reg"])
+        for o, rows_then in frozen.items():
+            assert _group_rows(states[o]) == rows_then
