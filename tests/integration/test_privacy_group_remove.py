@@ -9,12 +9,14 @@ state hashes while Org3's copy stays at the REMOVE and none of its files holds a
 after it; a call agreed before the REMOVE and ordered after it is PRIVATE_STATE_CONFLICT; the
 removed organisation's calls, a REMOVE of the last member and recipients naming Org3 are
 refused at Send with nothing changed; a CREATE of an id another set of organisations uses is
-refused at Send (PRIVACY_GROUP_ID_TAKEN), and one agreed before the id was taken conflicts.
+refused at Send (PRIVACY_GROUP_ID_TAKEN), and one agreed before the id was taken conflicts;
+finally Org3 is added again and catches up (share_history + Recover) to the members' state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -23,7 +25,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dltmw.client.groups import change_invocation, create_group, group_call, remove_from_group
+from dltmw.client.groups import (
+    add_to_group,
+    change_invocation,
+    create_group,
+    group_call,
+    remove_from_group,
+    share_history,
+)
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.privacy.groups import MEMBERS_KEY, scoped
 from dltmw.ops.supervisor import Supervisor
@@ -53,6 +62,7 @@ NOT_HELD = P.PRIVATE_TX_STATUS_NOT_HELD
 CANARY = os.urandom(24).hex().encode()
 REST = ("org1", "org2", "regulator")  # the group's recipients after Org3 left
 AT_REMOVE: dict[str, bytes] = {}  # the group's state hash right after the REMOVE
+SENT_AFTER: dict[str, list[bytes]] = {"org1": [], "org2": []}  # r payloads Org3 did not get
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +141,8 @@ async def test_after_a_remove_the_rest_go_on_and_the_removed_copy_stops(
         # the rest go on without Org3: sealed for Org1, Org2 and the auditor only
         one = await group_call(pcs["org1"], CH, "r", "kv", "put", "k", CANARY.decode())
         two = await group_call(pcs["org2"], CH, "r", "kv", "put", "j", "by-org2")
+        SENT_AFTER["org1"].append(one.payload_hash)
+        SENT_AFTER["org2"].append(two.payload_hash)
         for done in (one, two):
             assert done.status.result == VALID
             await executed_at(path, REST, done.payload_hash)
@@ -216,6 +228,7 @@ async def test_a_member_leaves_by_the_cli_and_the_last_one_stays(
     )
     assert done.returncode == 0, done.stderr
     assert "TX_VALIDATION_CODE_VALID" in done.stdout
+    SENT_AFTER["org2"].append(bytes.fromhex(json.loads(done.stdout)["payload_hash"]))
     await until(lambda: members_at(path, "org1", "r") == ("Org1",), "Org2 left")
     await until(lambda: members_at(path, "org2", "r") == ("Org1",), "Org2 saw it")
     assert members_at(path, "org3", "r") == ("Org1", "Org2")  # not a recipient any more
@@ -224,6 +237,7 @@ async def test_a_member_leaves_by_the_cli_and_the_last_one_stays(
         alone = await group_call(pcs["org1"], CH, "r", "kv", "put", "k", "alone")
         assert alone.status.result == VALID
         await executed_at(path, ("org1", "regulator"), alone.payload_hash)
+        SENT_AFTER["org1"].append(alone.payload_hash)
         assert group_hash(path, "org1", "r") == group_hash(path, "regulator", "r")
     finally:
         await close(pcs)
@@ -273,5 +287,30 @@ async def test_a_group_id_taken_on_the_channel_is_refused_or_conflicts(
         assert reason_of(exists.value) == "PRIVACY_GROUP_EXISTS"
         other = await create_group(pcs["org2"], CH, "org2.race", ["Org2", "Org3"])
         assert other.status.result == VALID
+    finally:
+        await close(pcs)
+
+
+async def test_a_removed_member_added_again_catches_up(net: tuple[Path, Supervisor]) -> None:
+    """Org3 (removed) is added again by Org1, the only member left: the senders re-wrap for it
+    what it missed (share_history), it Recovers, and reaches the members' group state."""
+    path, _ = net
+    pcs = await clients(path)
+    try:
+        added = await add_to_group(pcs["org1"], CH, "r", ["Org3"])
+        assert added.status.result == VALID
+        await executed_at(path, ("org1", "regulator"), added.payload_hash)
+        SENT_AFTER["org1"].append(added.payload_hash)
+        for org, sent in SENT_AFTER.items():
+            assert await share_history(pcs[org], CH, sent, ["Org3"]) == len(sent)
+        await pcs["org3"].recover(CH)
+        members_hash = group_hash(path, "org1", "r")
+        await until(lambda: group_hash(path, "org3", "r") == members_hash, "org3 caught up")
+        assert members_at(path, "org3", "r") == ("Org1", "Org3")
+        assert pstate(path, "org3")[(scoped("r", "kv"), "k")] == b"alone"
+        done = await group_call(pcs["org3"], CH, "r", "kv", "put", "k", "org3-again")
+        assert done.status.result == VALID
+        await executed_at(path, ("org1", "org3", "regulator"), done.payload_hash)
+        assert len({group_hash(path, o, "r") for o in ("org1", "org3", "regulator")}) == 1
     finally:
         await close(pcs)
