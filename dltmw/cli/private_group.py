@@ -1,7 +1,8 @@
-"""`dltmw private group create|add|call`: privacy groups (`client/groups.py`).
+"""`dltmw private group create|add|remove|call`: privacy groups (`client/groups.py`).
 
     dltmw private group create NET trades desk Org1 Org2 -c user1.org1
     dltmw private group add NET trades desk Org3 -c user1.org1
+    dltmw private group remove NET trades desk Org2 -c user1.org1
     dltmw private group call NET trades desk kv put k v -c user1.org1
 
 Each submits one private transaction through the client's gateway node and prints its public
@@ -30,7 +31,7 @@ from dltmw.cli.params import (
     JsonOpt,
     NetworkDir,
 )
-from dltmw.client.groups import add_to_group, create_group, group_call
+from dltmw.client.groups import add_to_group, create_group, group_call, remove_from_group
 from dltmw.client.privacy import PrivacyClient, PrivateSubmitted
 from dltmw.v1 import transaction_pb2
 
@@ -70,7 +71,8 @@ def _change_command(
     change: Callable[[PrivacyClient, str, str, list[str]], Awaitable[PrivateSubmitted]],
     doc: str,
 ) -> Callable[..., None]:
-    """The command of one group change (create or add): the same arguments, another change."""
+    """The command of one group change (create, add or remove): the same arguments, another
+    change."""
 
     def command(
         network: NetworkDir,
@@ -96,6 +98,13 @@ group_app.command("add")(
     _change_command(
         add_to_group,
         "Add organisations to a privacy group (the client's organisation must be a member).",
+    )
+)
+group_app.command("remove")(
+    _change_command(
+        remove_from_group,
+        "Remove member organisations from a privacy group (the client's organisation must be"
+        " a member; at least one member remains).",
     )
 )
 

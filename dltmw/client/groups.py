@@ -1,5 +1,5 @@
 """Privacy groups, the client side (docs/privacy.md "Privacy groups"): create a group, add
-member organisations, call a contract in a group's own private state.
+or remove member organisations, call a contract in a group's own private state.
 
 Each is an ordinary private transaction (`PrivacyClient.submit_invocation`): the group id and
 the change travel inside the encrypted invocation. Recipients: none named means the group's
@@ -24,7 +24,7 @@ G = private_group_pb2
 def change_invocation(
     group: str, kind: G.PrivateGroupChangeKind.ValueType, orgs: Sequence[str]
 ) -> private_payload_pb2.PrivateInvocation:
-    """The invocation of a group change (CREATE or ADD of `orgs`)."""
+    """The invocation of a group change (CREATE, ADD or REMOVE of `orgs`)."""
     return private_payload_pb2.PrivateInvocation(
         group=group, group_change=G.PrivateGroupChange(kind=kind, organizations=orgs)
     )
@@ -43,6 +43,15 @@ async def add_to_group(
 ) -> PrivateSubmitted:
     """Add organisations to `group` (decided by the current members; see `share_history`)."""
     invocation = change_invocation(group, G.PRIVATE_GROUP_CHANGE_KIND_ADD, orgs)
+    return await pc.submit_invocation(channel_id, (), invocation)
+
+
+async def remove_from_group(
+    pc: PrivacyClient, channel_id: str, group: str, orgs: Sequence[str]
+) -> PrivateSubmitted:
+    """Remove member organisations from `group` (sent to every current member, the removed
+    ones included; from the next group transaction on they are not recipients)."""
+    invocation = change_invocation(group, G.PRIVATE_GROUP_CHANGE_KIND_REMOVE, orgs)
     return await pc.submit_invocation(channel_id, (), invocation)
 
 

@@ -334,6 +334,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: the private leg's details (from, to, amount, salt) given to a private
     `xfer` function do not hash to the commitment the terms carry. Nothing was written.
     """
+    ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER: _ErrorReason.ValueType  # 157
+    """FAILED_PRECONDITION: a privacy group REMOVE would leave the group without members (the
+    last member cannot be removed; docs/privacy.md "Privacy groups"). Nothing was sent.
+    ErrorInfo.metadata {"group"}.
+    """
+    ERROR_REASON_PRIVACY_GROUP_ID_TAKEN: _ErrorReason.ValueType  # 158
+    """ALREADY_EXISTS: a privacy group CREATE names an id another group of the channel already
+    uses: the public hash of that id's membership record exists in this node's world state
+    (namespace `_private`), so the CREATE would end as PRIVATE_STATE_CONFLICT. Group ids are
+    one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
+    ErrorInfo.metadata {"group"}.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -652,5 +664,17 @@ the outcome is not an EXECUTED `xfer` lock or abort record, or the leg's terms a
 ERROR_REASON_PRIVATE_LEG_COMMITMENT_MISMATCH: ErrorReason.ValueType  # 156
 """INVALID_ARGUMENT: the private leg's details (from, to, amount, salt) given to a private
 `xfer` function do not hash to the commitment the terms carry. Nothing was written.
+"""
+ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER: ErrorReason.ValueType  # 157
+"""FAILED_PRECONDITION: a privacy group REMOVE would leave the group without members (the
+last member cannot be removed; docs/privacy.md "Privacy groups"). Nothing was sent.
+ErrorInfo.metadata {"group"}.
+"""
+ERROR_REASON_PRIVACY_GROUP_ID_TAKEN: ErrorReason.ValueType  # 158
+"""ALREADY_EXISTS: a privacy group CREATE names an id another group of the channel already
+uses: the public hash of that id's membership record exists in this node's world state
+(namespace `_private`), so the CREATE would end as PRIVATE_STATE_CONFLICT. Group ids are
+one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
+ErrorInfo.metadata {"group"}.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/private_group.proto\x12\x08\x64ltmw.v1\"[\n\x12PrivateGroupChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .dltmw.v1.PrivateGroupChangeKind\x12\x15\n\rorganizations\x18\x02 \x03(\t\",\n\x13PrivateGroupMembers\x12\x15\n\rorganizations\x18\x01 \x03(\t*\x8c\x01\n\x16PrivateGroupChangeKind\x12)\n%PRIVATE_GROUP_CHANGE_KIND_UNSPECIFIED\x10\x00\x12$\n PRIVATE_GROUP_CHANGE_KIND_CREATE\x10\x01\x12!\n\x1dPRIVATE_GROUP_CHANGE_KIND_ADD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ltmw/v1/private_group.proto\x12\x08\x64ltmw.v1\"[\n\x12PrivateGroupChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .dltmw.v1.PrivateGroupChangeKind\x12\x15\n\rorganizations\x18\x02 \x03(\t\",\n\x13PrivateGroupMembers\x12\x15\n\rorganizations\x18\x01 \x03(\t*\xb2\x01\n\x16PrivateGroupChangeKind\x12)\n%PRIVATE_GROUP_CHANGE_KIND_UNSPECIFIED\x10\x00\x12$\n PRIVATE_GROUP_CHANGE_KIND_CREATE\x10\x01\x12!\n\x1dPRIVATE_GROUP_CHANGE_KIND_ADD\x10\x02\x12$\n PRIVATE_GROUP_CHANGE_KIND_REMOVE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.private_group_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRIVATEGROUPCHANGEKIND']._serialized_start=182
-  _globals['_PRIVATEGROUPCHANGEKIND']._serialized_end=322
+  _globals['_PRIVATEGROUPCHANGEKIND']._serialized_end=360
   _globals['_PRIVATEGROUPCHANGE']._serialized_start=42
   _globals['_PRIVATEGROUPCHANGE']._serialized_end=133
   _globals['_PRIVATEGROUPMEMBERS']._serialized_start=135

@@ -33,6 +33,12 @@ class _PrivateGroupChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     """
     PRIVATE_GROUP_CHANGE_KIND_ADD: _PrivateGroupChangeKind.ValueType  # 2
     """Add `organizations` (none a member yet) to an existing group; sent to the current members."""
+    PRIVATE_GROUP_CHANGE_KIND_REMOVE: _PrivateGroupChangeKind.ValueType  # 3
+    """Remove `organizations` (each a member) from an existing group. Sent to the CURRENT
+    members, the removed ones included (they learn of it and execute it: their copy of the
+    group stops at the REMOVE); from the next group transaction on they are not recipients.
+    Refused with ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER if no member would remain.
+    """
 
 class PrivateGroupChangeKind(_PrivateGroupChangeKind, metaclass=_PrivateGroupChangeKindEnumTypeWrapper):
     """Privacy groups (docs/privacy.md "Privacy groups"; issue 20 item 2): a named set of member
@@ -51,6 +57,12 @@ them). Refused with ERROR_REASON_PRIVACY_GROUP_EXISTS if the group exists.
 """
 PRIVATE_GROUP_CHANGE_KIND_ADD: PrivateGroupChangeKind.ValueType  # 2
 """Add `organizations` (none a member yet) to an existing group; sent to the current members."""
+PRIVATE_GROUP_CHANGE_KIND_REMOVE: PrivateGroupChangeKind.ValueType  # 3
+"""Remove `organizations` (each a member) from an existing group. Sent to the CURRENT
+members, the removed ones included (they learn of it and execute it: their copy of the
+group stops at the REMOVE); from the next group transaction on they are not recipients.
+Refused with ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER if no member would remain.
+"""
 Global___PrivateGroupChangeKind: _TypeAlias = PrivateGroupChangeKind  # noqa: Y015
 
 @_typing.final
@@ -64,7 +76,7 @@ class PrivateGroupChange(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     ORGANIZATIONS_FIELD_NUMBER: _builtins.int
     kind: Global___PrivateGroupChangeKind.ValueType
-    """CREATE or ADD."""
+    """CREATE, ADD or REMOVE."""
     @_builtins.property
     def organizations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Channel member organisations, each running at least one peer with a privacy key."""

@@ -1,4 +1,5 @@
-"""Privacy groups (core/privacy/groups.py): the membership rules, groups and the no-group state
+"""Privacy groups (core/privacy/groups.py): the membership rules (ADD and REMOVE, also as a
+Hypothesis property against a naive model of the membership), groups and the no-group state
 never mixing (a Hypothesis property over random interleavings), hashed keys scoped by the
 group so the conflict rule holds across an ADD, and a purge of group keys by the group."""
 
@@ -100,10 +101,10 @@ def run(
 
 def created(group: str = "g", *orgs: str) -> State:
     state = State()
-    assert (
-        run(state, change(group, groups.CREATE, *(orgs or ("A", "B"))), Version(1, 0)).status
-        == EXECUTED
-    )
+    orgs = orgs or ("A", "B")
+    keys = sorted(CHANNEL.group_keys(orgs))
+    assert run(state, change(group, groups.CREATE, *orgs), Version(1, 0), recipients=keys).status
+    assert groups.members_of(state, group)[0] == tuple(sorted(orgs))
     return state
 
 
@@ -177,6 +178,43 @@ CASES = [
         groups.RECIPIENTS_MISMATCH,
     ),
     ("call to more", call("g", "put", "k", "v"), KA, ABC, ("A", "B"), groups.RECIPIENTS_MISMATCH),
+    # REMOVE is sent to the current members, the removed one included
+    ("remove", change("g", groups.REMOVE, "C"), KA, ABC, ("A", "B", "C"), None),
+    ("remove myself", change("g", groups.REMOVE, "A"), KA, ABC, ("A", "B", "C"), None),
+    ("remove unknown", change("g", groups.REMOVE, "C"), KA, ABC, None, groups.UNKNOWN),
+    ("remove a non-member", change("g", groups.REMOVE, "C"), KA, AB, ("A", "B"), groups.INVALID),
+    (
+        "remove by outsider",
+        change("g", groups.REMOVE, "B"),
+        KC,
+        [KB, KC, KAUD],
+        ("B",),
+        groups.NOT_MEMBER,
+    ),
+    (
+        "remove the last",
+        change("g", groups.REMOVE, "A"),
+        KA,
+        [KA, KAUD],
+        ("A",),
+        groups.LAST_MEMBER,
+    ),
+    (
+        "remove everyone",
+        change("g", groups.REMOVE, "A", "B"),
+        KA,
+        AB,
+        ("A", "B"),
+        groups.LAST_MEMBER,
+    ),
+    (
+        "remove without telling the removed",
+        change("g", groups.REMOVE, "C"),
+        KA,
+        AB,
+        ("A", "B", "C"),
+        groups.RECIPIENTS_MISMATCH,
+    ),
 ]
 
 
@@ -226,6 +264,67 @@ def test_add_extends_the_membership_at_its_block() -> None:
     # C's peer is now a recipient every member requires
     assert run(state, call("g", "put", "k", "v"), Version(4, 0)).status == CONTRACT_FAILED
     assert run(state, call("g", "put", "k", "v"), Version(4, 1), recipients=ABC).status == EXECUTED
+
+
+def test_remove_shrinks_the_membership_and_later_calls_go_to_the_rest_only() -> None:
+    state = created("g", "A", "B", "C")
+    run(state, call("g", "put", "k", "v1"), Version(2, 0), recipients=ABC)
+    removed = State()  # C's node: it receives the REMOVE and executes it, then nothing more
+    removed.rows = dict(state.rows)
+    for copy in (state, removed):
+        assert run(copy, change("g", groups.REMOVE, "C"), Version(3, 0), recipients=ABC).status
+    assert groups.members_of(state, "g") == (("A", "B"), Version(3, 0))
+    assert state.scope("g") == removed.scope("g")  # C holds the group as of the REMOVE
+    # later calls: sealed for A, B and the auditor only (exact at Send), C no longer needed
+    later = call("g", "put", "k", "v2")
+    assert groups.check(later, CHANNEL, KA, AB, ("A", "B"), exact=True) is None
+    refusal = groups.check(later, CHANNEL, KA, ABC, ("A", "B"), exact=True)
+    assert refusal is not None and refusal[0] == groups.RECIPIENTS_MISMATCH
+    assert run(state, later, Version(4, 0)).status == EXECUTED
+    assert state.scope("g") != removed.scope("g")
+    assert removed.get(groups.scoped("g", "kv"), "k") == (b"v1", Version(2, 0))
+    # C's own node refuses its call (its record says it left), and so would every member
+    by_c = groups.check(call("g", "put", "k", "x"), CHANNEL, KC, ABC, ("A", "B"), exact=True)
+    assert by_c is not None and by_c[0] == groups.NOT_MEMBER
+    mine = groups.members_of(removed, "g")[0]
+    by_c = groups.check(call("g", "put", "k", "x"), CHANNEL, KC, [*AB, KC], mine, exact=True)
+    assert by_c is not None and by_c[0] == groups.NOT_MEMBER
+    assert run(state, call("g", "put", "k", "x"), Version(5, 0), KC, ABC).status == CONTRACT_FAILED
+    # and it can be added again later (ADD names non-members)
+    assert run(state, change("g", groups.ADD, "C"), Version(6, 0)).status == EXECUTED
+
+
+def test_a_refused_remove_writes_nothing() -> None:
+    state = created("g", "A")
+    before = dict(state.rows)
+    done = run(state, change("g", groups.REMOVE, "A"), Version(2, 0), recipients=[KA, KAUD])
+    assert done.status == CONTRACT_FAILED
+    assert "PRIVACY_GROUP_LAST_MEMBER" in done.response.message
+    assert state.rows == before
+
+
+def test_a_call_agreed_before_a_remove_and_ordered_after_it_conflicts() -> None:
+    """The membership record is read by every group transaction: a call agreed while C was a
+    member must not execute after C left (for a recipient set the group no longer has)."""
+    state = created("g", "A", "B", "C")
+    agreed = groups.execute_group(
+        contract_of, call("g", "put", "k", "v"), state, Version(0, 0), CHANNEL, KA, ABC
+    )
+    remove = run(state, change("g", groups.REMOVE, "C"), Version(2, 0), recipients=ABC)
+    record = ("_private", conflict.group_record_hash("g").hex())  # written by the CREATE
+    versions: dict[tuple[str, str], Version] = {record: Version(1, 0)}
+    for number, o in enumerate([remove, agreed], start=2):
+        reads, writes, deletes = conflict.outcome_hashed(ABC, "kv", o)
+        body = private_agreement_pb2.PrivateAgreementBody(
+            hashed_reads=reads, hashed_writes=writes, hashed_deletes=deletes
+        )
+        codes, public = validate_block(
+            number, [TxForMvcc("t", VALID, conflict.private_rwset(body))], versions, {}, set()
+        )
+        versions.update(((w.namespace, w.key), w.version) for w in public)
+        assert codes == ([VALID] if o is remove else [PRIVATE_STATE_CONFLICT])
+    # the record's public hash (the one a CREATE of the id checks at Send) moved with REMOVE
+    assert versions[record] == Version(2, 0)
 
 
 # --- no mixing ------------------------------------------------------------------------------
@@ -475,3 +574,90 @@ async def test_groups_keys_with_nul_and_byte_order_are_the_same_on_both_backends
         assert audit.stored_state_hash == audit.recomputed_state_hash == model(lambda ns: True)
     finally:
         await store.close()
+
+
+# --- membership changes against a naive model -----------------------------------------------
+
+NODES = {"A": KA, "B": KB, "C": KC, "Reg": KAUD}
+OP = st.tuples(
+    st.sampled_from(["create", "add", "remove", "call"]),
+    st.sampled_from(["A", "B", "C"]),  # the sender's organisation
+    st.sets(st.sampled_from(["A", "B", "C"]), min_size=1, max_size=3),
+)
+
+
+def _model_accepts(members: set[str] | None, kind: str, sender: str, orgs: set[str]) -> bool:
+    """The rules, written plainly over a set of members (None: no group yet)."""
+    if kind == "create":
+        return members is None and sender in orgs
+    if members is None or sender not in members:
+        return False
+    if kind == "add":
+        return not orgs & members
+    if kind == "remove":
+        return orgs <= members and bool(members - orgs)
+    return True
+
+
+def _group_rows(state: State) -> dict[tuple[str, str], Row]:
+    return state.scope("g")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(OP, max_size=25))
+def test_membership_changes_follow_a_naive_model_and_never_reach_a_removed_member(
+    ops: list[tuple[str, str, set[str]]],
+) -> None:
+    """Each node keeps its own copy and executes only what is sealed for it; the sender's node
+    checks at Send against its own copy (a removed organisation's copy is stale). Accepted at
+    Send iff the model accepts; every recipient decides alike; current members and the auditor
+    hold the model's membership and one group state; a removed organisation's copy never
+    changes until it is added again (then it catches up, as share_history + Recover do)."""
+    states = {org: State() for org in NODES}
+    model: set[str] | None = None
+    frozen: dict[str, dict[tuple[str, str], Row]] = {}  # removed org -> its copy at the REMOVE
+    kinds = {"create": groups.CREATE, "add": groups.ADD, "remove": groups.REMOVE}
+    for i, (kind, sender, orgs) in enumerate(ops):
+        if kind == "call":
+            inv = call("g", "put", "k", str(i))
+        else:
+            inv = change("g", kinds[kind], *sorted(orgs))
+        view, _ = groups.members_of(states[sender], "g")
+        wanted = groups.send_orgs(inv, view)
+        keys = sorted(CHANNEL.group_keys(wanted) | {NODES[sender]})
+        refusal = groups.check(inv, CHANNEL, NODES[sender], keys, view, exact=True)
+        if refusal is None and kind == "create" and model is not None:
+            refusal = (groups.ID_TAKEN, "the record's public hash exists")  # the node's check
+        assert (refusal is None) == _model_accepts(model, kind, sender, orgs), (refusal, model)
+        if refusal is not None:
+            continue
+        holders = [o for o, k in NODES.items() if k in keys]
+        outcomes = {
+            o: groups.execute_group(
+                contract_of, inv, states[o], Version(i + 1, 0), CHANNEL, NODES[sender], keys
+            )
+            for o in holders
+        }
+        assert len({(x.status, x.state_hash, x.pre_state_hash) for x in outcomes.values()}) == 1
+        assert all(x.status == EXECUTED for x in outcomes.values())
+        for o in holders:
+            states[o].apply(outcomes[o])
+        for o in frozen:
+            assert o not in holders or kind == "remove"  # a removed org gets nothing later
+        if kind == "create":
+            model = set(orgs)
+        elif kind == "add":
+            assert model is not None
+            model |= orgs
+            for o in orgs:  # the late member catches up (share_history + Recover)
+                frozen.pop(o, None)
+                states[o].rows = {**states[o].rows, **_group_rows(states["Reg"])}
+        elif kind == "remove":
+            assert model is not None
+            model -= orgs
+            frozen.update({o: _group_rows(states[o]) for o in orgs})
+        for o in [*sorted(model or ()), "Reg"]:
+            assert groups.members_of(states[o], "g")[0] == tuple(sorted(model or ()))
+            assert _group_rows(states[o]) == _group_rows(states["Reg"])
+        for o, rows_then in frozen.items():
+            assert _group_rows(states[o]) == rows_then

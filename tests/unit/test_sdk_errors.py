@@ -101,6 +101,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_LEG_AGREEMENT_INVALID": E.InvalidRequest,
     "PRIVATE_LEG_MALFORMED": E.InvalidRequest,
     "PRIVATE_LEG_COMMITMENT_MISMATCH": E.InvalidRequest,
+    "PRIVACY_GROUP_LAST_MEMBER": E.PreconditionFailed,
+    "PRIVACY_GROUP_ID_TAKEN": E.AlreadyExists,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -41,7 +41,7 @@ import hashlib
 from collections.abc import Iterable
 
 from dltmw.core.privacy.execution import PrivateOutcome
-from dltmw.core.privacy.groups import purge_namespace
+from dltmw.core.privacy.groups import MEMBERS_KEY, purge_namespace, scoped
 from dltmw.core.rwset import Version
 from dltmw.v1 import private_agreement_pb2, private_conflict_pb2, private_purge_pb2, rwset_pb2
 
@@ -60,6 +60,13 @@ def key_hash(recipient_keys: Iterable[bytes], namespace: str, key: str) -> bytes
     for part in (b"".join(sorted(recipient_keys)), namespace.encode(), key.encode()):
         h.update(len(part).to_bytes(4, "big") + part)
     return h.digest()
+
+
+def group_record_hash(group: str) -> bytes:
+    """The public stand-in of a privacy group's membership record: written by its CREATE (and
+    every change) on channels with agreements, so its presence in the world state says the id
+    is taken on the channel (group ids are one namespace per channel, docs/privacy.md)."""
+    return key_hash(scope_of(group, ()), scoped(group, ""), MEMBERS_KEY)
 
 
 def hashed(

@@ -1,8 +1,8 @@
 """Privacy groups: named sets of member organisations, each with its own private state.
 
 A group transaction is an ordinary private transaction whose (encrypted) `PrivateInvocation`
-names a `group` (field 220) and either a contract call or a `group_change` (CREATE or ADD,
-field 221): the public ledger sees a payload hash and, with agreement before commit, the
+names a `group` (field 220) and either a contract call or a `group_change` (CREATE, ADD or
+REMOVE, field 221): the public ledger sees a payload hash and, with agreement before commit, the
 signers, exactly as for any private transaction — never the group's name.
 
 Why the group lives in the private state: every member applies a change in block order, like a
@@ -21,6 +21,14 @@ The rules (`check`, the same at Send — exactly — and at execution — recipi
   organisations that are not members yet. ADD is sent to the CURRENT members: a new member
   catches up afterwards (the members re-wrap the group's payloads for it with AddRecipients,
   it Recovers and executes the group's history in order, reaching the same group state).
+* REMOVE: the group exists, the sender's organisation is a member (it may name itself: leaving
+  the group), every named organisation is a member, and at least one member remains (else
+  LAST_MEMBER). REMOVE is sent to the CURRENT members, the removed ones included: they learn
+  it (Tessera style) and execute it, so their copy of the group (membership record included)
+  stops at the REMOVE. From the next group transaction on the recipients are the remaining
+  members' peers: a removed organisation's node is not sent (not sealed for) any later payload,
+  is not a required agreer, and its own calls are refused (NOT_MEMBER) by its own node's
+  record. No re-keying is needed: every payload has a fresh key, wrapped per recipient.
 * Recipients: the group's peers and the channel's auditors (the sender's node included).
   At execution a superset is accepted: a payload re-wrapped for a later member has more boxes
   than the group had when it was ordered, and every holder, with the old copy or the new, must
@@ -28,7 +36,7 @@ The rules (`check`, the same at Send — exactly — and at execution — recipi
 
 A refusal at execution is a CONTRACT_FAILED outcome (403, the reason's name in the message):
 deterministic, so every recipient agrees on it, and nothing is written. Honest nodes refuse
-earlier, at Send, with the ErrorReason (135-139).
+earlier, at Send, with the ErrorReason (135-139, 157).
 """
 
 from __future__ import annotations
@@ -66,11 +74,14 @@ MEMBERS_KEY = "members"
 GROUP_ID = re.compile(r"[!-~]{1,64}\Z")  # printable ASCII, no space, no NUL
 CREATE = G.PRIVATE_GROUP_CHANGE_KIND_CREATE
 ADD = G.PRIVATE_GROUP_CHANGE_KIND_ADD
+REMOVE = G.PRIVATE_GROUP_CHANGE_KIND_REMOVE
 UNKNOWN = R.ERROR_REASON_PRIVACY_GROUP_UNKNOWN
 EXISTS = R.ERROR_REASON_PRIVACY_GROUP_EXISTS
 NOT_MEMBER = R.ERROR_REASON_PRIVACY_GROUP_NOT_MEMBER
 RECIPIENTS_MISMATCH = R.ERROR_REASON_PRIVACY_GROUP_RECIPIENTS_MISMATCH
 INVALID = R.ERROR_REASON_PRIVACY_GROUP_INVALID
+LAST_MEMBER = R.ERROR_REASON_PRIVACY_GROUP_LAST_MEMBER
+ID_TAKEN = R.ERROR_REASON_PRIVACY_GROUP_ID_TAKEN
 PRE_DOMAIN = b"dltmw/pp/group/pre-state/v1"
 DELTA_DOMAIN = b"dltmw/pp/group/state/v1"
 Refusal = tuple[int, str]  # (ErrorReason, message)
@@ -175,8 +186,13 @@ def check(
             if set(orgs) & set(members):
                 return INVALID, "ADD names organisations that are members already"
             expected = channel.group_keys(members)
+        elif change.kind == REMOVE:
+            refusal = _remove_refusal(group, sender, members, orgs)
+            if refusal is not None:
+                return refusal
+            expected = channel.group_keys(members or ())
         else:
-            return INVALID, "a group change is CREATE or ADD"
+            return INVALID, "a group change is CREATE, ADD or REMOVE"
     else:
         if members is None:
             return UNKNOWN, f"no group {group!r}"
@@ -186,6 +202,21 @@ def check(
     keys = set(recipient_keys)
     if keys != expected if exact else not keys >= expected:
         return RECIPIENTS_MISMATCH, f"recipients are not the peers of group {group!r}"
+    return None
+
+
+def _remove_refusal(
+    group: str, sender: str | None, members: tuple[str, ...] | None, orgs: list[str]
+) -> Refusal | None:
+    """Why a REMOVE of `orgs` is refused (see the module docstring), or None."""
+    if members is None:
+        return UNKNOWN, f"no group {group!r}"
+    if sender not in members:
+        return NOT_MEMBER, f"the sender's organisation is not a member of {group!r}"
+    if not set(orgs) <= set(members):
+        return INVALID, "REMOVE names organisations that are not members"
+    if set(members) <= set(orgs):
+        return LAST_MEMBER, f"REMOVE would leave group {group!r} without members"
     return None
 
 
@@ -246,7 +277,7 @@ def execute_group(
             extra_touched=record_read,
         )
     if invocation.HasField("group_change"):
-        value = members_records(members, invocation.group_change.organizations)
+        value = members_records(members, invocation.group_change)
         response = proposal_pb2.ContractResponse(status=200)
         return PrivateOutcome(
             EXECUTED,
@@ -274,9 +305,15 @@ def execute_group(
     )
 
 
-def members_records(members: tuple[str, ...] | None, added: Iterable[str]) -> bytes:
-    """The membership record after a CREATE (members None) or an ADD of `added`."""
-    return members_record([*(members or ()), *added])
+def members_records(
+    members: tuple[str, ...] | None, change: private_group_pb2.PrivateGroupChange
+) -> bytes:
+    """The membership record after a change `check` accepted: a CREATE (members None), an ADD
+    or a REMOVE of `change.organizations`."""
+    named = change.organizations
+    if change.kind == REMOVE:
+        return members_record(set(members or ()) - set(named))
+    return members_record([*(members or ()), *named])
 
 
 def _bound(domain: bytes, group: str, digest: bytes, record: bytes) -> bytes:

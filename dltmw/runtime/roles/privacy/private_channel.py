@@ -40,6 +40,8 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy import groups
 from dltmw.core.privacy.agreement_policy import EXPRESSION
+from dltmw.core.privacy.conflict import NAMESPACE as HASHED
+from dltmw.core.privacy.conflict import group_record_hash
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -224,10 +226,22 @@ class PrivateChannel:
         refusal = groups.check(
             invocation, groups.parties(self.view.config), self.key.public_key, keys, members, True
         )
+        if refusal is None and members is None and invocation.group_change.kind == groups.CREATE:
+            refusal = await self._id_taken(group)
         if refusal is not None:
             reason, message = refusal
             raise ClientError(reason, message, {"group": group})
         return plaintext, wanted
+
+    async def _id_taken(self, group: str) -> groups.Refusal | None:
+        """A CREATE of an id another set of organisations uses on this channel would end as
+        PRIVATE_STATE_CONFLICT (its membership record's public hash exists): refuse it here, by
+        the public world state only, before anything is sealed (docs/privacy.md "Group ids")."""
+        digest = group_record_hash(group).hex()
+        found = await self.peer.ledger.read_snapshot(lambda r: r.get(HASHED, digest))
+        if found is None:
+            return None
+        return groups.ID_TAKEN, f"group id {group!r} is taken on this channel"
 
     @property
     def key_wrap(self) -> int:
