@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -115,7 +114,7 @@ class Redelivery:
         store = self._channel.store
         rows = await store.owed(self._cursor, BATCH)
         self._cursor = rows[-1] if len(rows) == BATCH else (b"", "")
-        now = time.monotonic()
+        now = _now()
         by_node: dict[str, list[bytes]] = {}
         for digest, node in rows:
             by_node.setdefault(node, []).append(digest)
@@ -134,7 +133,7 @@ class Redelivery:
             self._next.clear()
             return IDLE_S
         soonest = min((due for due, _ in self._next.values()), default=now + IDLE_S)
-        return max(0.05, min(IDLE_S, soonest - time.monotonic()))
+        return max(0.05, min(IDLE_S, soonest - _now()))
 
     async def _deliver(self, node: str, hashes: list[bytes], failures: int) -> None:
         """Push `hashes` to `node`; on acknowledgement their rows go, else the node backs off."""
@@ -156,7 +155,7 @@ class Redelivery:
                 await self._channel.push_payloads(node, items)
         except DltmwError as err:
             delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
-            self._next[node] = (time.monotonic() + delay, failures + 1)
+            self._next[node] = (_now() + delay, failures + 1)
             level = logging.WARNING if isinstance(err, PeerError) else logging.INFO
             logger.log(level, "delivery of %d payload(s) to %s failed: %s", len(items), node, err)
             await store.delivered(gone)
@@ -164,3 +163,9 @@ class Redelivery:
         await store.delivered([(h, node) for h, _ in items] + gone)
         self._next.pop(node, None)
         logger.info("delivered %d queued payload(s) to %s", len(items), node)
+
+
+def _now() -> float:
+    """The loop's clock, not the OS's: virtual in the simulator, which must not be steered by the
+    wall clock (tests/sim/test_vloop.py)."""
+    return asyncio.get_running_loop().time()
