@@ -31,9 +31,9 @@ would cancel every other call on it.
 
 `from_rpc_error(exc, node_id)` — the DltmwError to raise in this node for a failed call to
 `node_id` (the inbound twin of `rpc/status.to_status`): a refusal with an ErrorInfo reason keeps
-that reason (as `PeerError`: another node's answer, relayed), a RETRY failure with one keeps it
-as `TransientError`; an unreachable node, a slow one, or one that answers without a reason is
-`TransientError(PEER_UNAVAILABLE)`.
+that reason and its metadata (as `PeerError`: another node's answer, relayed), a RETRY failure
+with one keeps them as `TransientError`; an unreachable node, a slow one, or one that answers
+without a reason is `TransientError(PEER_UNAVAILABLE)`.
 """
 
 from __future__ import annotations
@@ -122,14 +122,16 @@ def reconnects(exc: BaseException) -> bool:
 
 def from_rpc_error(exc: grpc.aio.AioRpcError, node_id: str) -> DltmwError:
     """The DltmwError for a failed call to `node_id` (module docstring)."""
-    reason = reason_of(exc)
+    info = error_info(exc)
     text = f"{node_id}: {exc.details()}"
-    if reason is None or exc.code() in (S.UNAVAILABLE, S.DEADLINE_EXCEEDED):
+    if info is None or exc.code() in (S.UNAVAILABLE, S.DEADLINE_EXCEEDED):
         return TransientError(errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, text)
+    reason = str(info.reason)
     try:
         value = reason_value(reason)
     except ValueError:  # a reason newer than this node
         return PeerError(errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, f"{text} ({reason})")
+    metadata = dict(info.metadata)  # relayed as the other node gave it (which limit, which key)
     if classify(exc) is Verdict.RETRY:
-        return TransientError(value, text)
-    return PeerError(value, text)
+        return TransientError(value, text, metadata)
+    return PeerError(value, text, metadata)

@@ -15,6 +15,9 @@ its COMMIT, so an injected fault exercises the real rollback and the real retry 
 | `privacy.execute`, `privacy.reset` | a block's private execution; forgetting private state |
 | `vault.record`, `vault.dependencies` | a vault's transactions, states and outbox rows |
 | `outbox.write` | deleting an outbox row once its recipient acknowledged |
+| `<store>.read` | before each read of a store: a transient fault is answered STORAGE_UNAVAILABLE |
+
+Stores: `ledger`, `notary`, `pbft-store`, `private-store`, `vault`, `ledger-pg`, `private-pg`.
 
 Setting (read ONCE, when this module is first imported, i.e. at process start):
 `DLTMW_FAILPOINTS="ledger.commit_block=locked*3@1;notary.record=ioerror"` — `;`-separated
@@ -55,6 +58,14 @@ NAMES = frozenset(
         "vault.record",
         "vault.dependencies",
         "outbox.write",
+        # reads (`retry.read_sync`), one per store: `<store's name>.read`
+        "ledger.read",
+        "notary.read",
+        "pbft-store.read",
+        "private-store.read",
+        "vault.read",
+        "ledger-pg.read",
+        "private-pg.read",
     }
 )
 # kind -> (exception class, message, sqlite primary result code, its name)

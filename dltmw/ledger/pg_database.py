@@ -37,6 +37,7 @@ from dltmw.ledger.retry import (
     DEFAULT_RETRY,
     RetryPolicy,
     is_transient_storage_error,
+    read_sync,
     retried,
 )
 from dltmw.ledger.sqlite_file import StoreClosed, store_executor
@@ -205,14 +206,17 @@ class PgSchema:
                 logger.warning("%s: reconnecting the writer to the database", self.schema)
                 return fn(self._writer())
 
-        return await self._hop(run)
+        return await self._hop(lambda: read_sync(self.name, run, is_transient_pg_error))
 
     # --- snapshot reads --------------------------------------------------------------------
 
     async def snapshot(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """`fn(reader)` inside one read-only REPEATABLE READ transaction on the reader's worker."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_executor, self._in_snapshot, fn)
+        return await loop.run_in_executor(
+            self._reader_executor,
+            lambda: read_sync(self.name, lambda: self._in_snapshot(fn), is_transient_pg_error),
+        )
 
     def _in_snapshot(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """`fn` in one read transaction; a connection the server dropped (a restart) is

@@ -18,6 +18,12 @@ Attempts back off exponentially with jitter (tenacity), capped at `RetryPolicy.m
 `LOG_EVERY_S` per transaction name (with the number suppressed), so a long outage cannot flood
 the log. Failpoints (`failpoints.py`) fire inside the transaction, before COMMIT.
 
+Reads are not retried here: a read has no effect to keep, and whoever asked for it — a client,
+through a servicer; a node's loop — is the one to try again. So a read that fails with a fault
+that may pass (`read_sync`) is surfaced as `TransientError(STORAGE_UNAVAILABLE)`: a client gets
+UNAVAILABLE with that reason (retryable, nothing changed) instead of a bare UNKNOWN, and a node's
+loop treats it as any transient failure. Failpoints `<store>.read` fire before each read.
+
 An ambiguous COMMIT failure (an I/O error after the data reached the disk) makes the retry hit
 the transaction's own primary key (a block number, a queue sequence, a spent state) — an
 IntegrityError, which is not transient, so the node stops and restarts from what is durable.
@@ -41,7 +47,9 @@ from tenacity import (
 )
 
 from dltmw.aio.throttle import LogThrottle
+from dltmw.core.errors import TransientError
 from dltmw.ledger import failpoints
+from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,3 +173,23 @@ def retried(
             raise _exhausted(name, policy, exc) from exc
         raise
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+def read_sync(
+    store: str,
+    read: Callable[[], T],
+    transient: Callable[[BaseException], bool] = is_transient_storage_error,
+) -> T:
+    """`read()` (on the store's thread); a failure `transient` accepts becomes
+    `TransientError(STORAGE_UNAVAILABLE)` naming `store` (see the module docstring)."""
+    try:
+        failpoints.hit(f"{store}.read")
+        return read()
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        raise TransientError(
+            errors_pb2.ERROR_REASON_STORAGE_UNAVAILABLE,
+            f"storage read of {store} failed: {exc}",
+            {"store": store},
+        ) from exc

@@ -20,6 +20,9 @@ the rules below hold for all of them and are written down once:
 * **One transaction idiom.** Every durable change is `write(name, body)`: BEGIN IMMEDIATE, the
   body, the failpoint `name`, COMMIT — retried whole on transient faults (`retry.py`), rolled
   back on anything else. `write_here` is the same for code already on the file's thread.
+* **Reads fail softly.** A read that fails with a fault that may pass (busy, an I/O error, a full
+  disk) raises `TransientError(STORAGE_UNAVAILABLE)` (`retry.read_sync`): a client is told to
+  retry, a loop retries; a read changes nothing, so there is nothing to roll back.
 * **Snapshot reads** (`snapshot(fn)`, only when made with `reader=True`): a second, read-only
   connection on a second thread, `fn` inside one read transaction. In WAL mode it sees one
   committed state while the writer goes on (contract simulation reads many keys this way).
@@ -51,7 +54,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dltmw.ledger.durability import durable_pragmas
-from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, read_sync, write_sync
 
 T = TypeVar("T")
 Setup = Callable[[sqlite3.Connection], None]
@@ -205,7 +208,7 @@ class SqliteFile:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn(connection)` on the file's worker (reads; no transaction is opened)."""
-        return await self._hop(lambda: fn(self.connection))
+        return await self._hop(lambda: read_sync(self.name, lambda: fn(self.connection)))
 
     async def write(self, name: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """`body` as ONE transaction on the file's worker (see the module docstring)."""
@@ -241,7 +244,8 @@ class SqliteFile:
             return await self.snapshot(fn)
         if self._here is None:
             self._here = self._read_only()
-        return _in_transaction(self._here, fn)
+        here = self._here
+        return read_sync(self.name, lambda: _in_transaction(here, fn))
 
     def _read_only(self) -> sqlite3.Connection:
         if self._conn is None or self._closed:
@@ -253,7 +257,8 @@ class SqliteFile:
     def _in_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
             self._reader = self._read_only()
-        return _in_transaction(self._reader, fn)
+        reader = self._reader
+        return read_sync(self.name, lambda: _in_transaction(reader, fn))
 
 
 def _check_format(conn: sqlite3.Connection, path: Path) -> None:

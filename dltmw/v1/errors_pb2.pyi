@@ -346,6 +346,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
     ErrorInfo.metadata {"group"}.
     """
+    ERROR_REASON_STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 150
+    """UNAVAILABLE (retryable): a read of this node's own storage failed with a fault that may pass
+    (sqlite busy/locked, a disk I/O error, a full disk; PostgreSQL unreachable twice in a row).
+    Nothing was changed; metadata {"store": <the store's name>}. A write that keeps failing is not
+    answered this way: it stops the node (health NOT_SERVING) once its retry budget is spent.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -676,5 +682,11 @@ uses: the public hash of that id's membership record exists in this node's world
 (namespace `_private`), so the CREATE would end as PRIVATE_STATE_CONFLICT. Group ids are
 one namespace per channel (docs/privacy.md "Group ids"). Nothing was sent.
 ErrorInfo.metadata {"group"}.
+"""
+ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 150
+"""UNAVAILABLE (retryable): a read of this node's own storage failed with a fault that may pass
+(sqlite busy/locked, a disk I/O error, a full disk; PostgreSQL unreachable twice in a row).
+Nothing was changed; metadata {"store": <the store's name>}. A write that keeps failing is not
+answered this way: it stops the node (health NOT_SERVING) once its retry budget is spent.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -94,14 +94,14 @@ async def test_redelivery_backs_off_while_down_and_deletes_rows_once_delivered(
     assert await task._pass() >= 0.0  # first sight: due after FIRST_DELAY_S
     await task._pass()  # due: fails, backs off BACKOFF_MIN_S
     await task._pass()  # not due yet: nothing tried
-    assert task._next["a"][1] == 1
-    task._next["a"] = (0.0, 1)  # due now: fails again, the backoff doubles
+    assert task.schedule._next["a"][1] == 1
+    task.schedule._next["a"] = (0.0, 1)  # due now: fails again, the backoff doubles
     await task._pass()
-    due, failures = task._next["a"]
+    due, failures = task.schedule._next["a"]
     assert failures == 2 and due - asyncio.get_running_loop().time() > 0 and channel.pushed == []
     assert len(await store.owed((b"", ""), 10)) == 2
     channel.down = False
-    task._next["a"] = (0.0, 2)  # due now
+    task.schedule._next["a"] = (0.0, 2)  # due now
     await task._pass()
     assert channel.pushed == [("a", [H1, H2])]
     assert await store.owed((b"", ""), 10) == []
@@ -160,4 +160,22 @@ async def test_a_lasting_failure_ends_the_task_it_is_not_swallowed(
     channel.store = BrokenStore()  # type: ignore[assignment]
     task = rd.Redelivery(channel)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="disk gone"):
-        await asyncio.wait_for(task._run(), 5)
+        await asyncio.wait_for(task._task._run(), 5)
+
+
+async def test_an_outbox_paged_to_its_end_keeps_its_schedule(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows filling whole pages end each round with an empty page: that is the end of the
+    table, not an empty table. Taken for one, it wiped the schedule every round, so every node
+    was "first seen" again and never came due (the outbox never drained)."""
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 0.0)
+    monkeypatch.setattr(rd, "BATCH", 1)
+    await store.store_payloads([payload(H1)], [(H1, "a")])
+    channel = FakeChannel(store)
+    channel.down = False
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    for _ in range(6):  # bounded: first sight, the empty last page, then due
+        await task._pass()
+    assert channel.pushed == [("a", [H1])]
+    assert await store.owed((b"", ""), 10) == []

@@ -136,6 +136,25 @@ def test_a_failed_call_becomes_an_error_that_keeps_the_other_nodes_reason(
     assert error.message.startswith("peer0.org2: ")
 
 
+def test_a_relayed_refusal_keeps_the_other_nodes_metadata() -> None:
+    """A gateway relaying an endorser's STALE_READ (or a LIMIT_EXCEEDED) must tell the client
+    which key (which limit): the metadata used to be dropped on the way through."""
+    for kind, refusal in (
+        (
+            PeerError,
+            DltmwError(R.ERROR_REASON_STALE_READ, "stale", {"namespace": "bank", "key": "A"}),
+        ),
+        (TransientError, DltmwError(R.ERROR_REASON_OVERLOADED, "busy", {"queue": "endorse"})),
+    ):
+        status = to_status(refusal)
+        trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+        code = S.ABORTED if kind is PeerError else S.RESOURCE_EXHAUSTED
+        exc = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, status.message, None)
+        error = from_rpc_error(exc, "peer0.org2")
+        assert type(error) is kind and error.reason == refusal.reason
+        assert error.metadata == refusal.metadata
+
+
 def test_a_status_whose_details_contradict_its_code_has_no_reason() -> None:
     status = to_status(ClientError(R.ERROR_REASON_MALFORMED, "x"))  # INVALID_ARGUMENT inside
     trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))

@@ -103,6 +103,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_LEG_COMMITMENT_MISMATCH": E.InvalidRequest,
     "PRIVACY_GROUP_LAST_MEMBER": E.PreconditionFailed,
     "PRIVACY_GROUP_ID_TAKEN": E.AlreadyExists,
+    "STORAGE_UNAVAILABLE": E.Unavailable,
 }
 RETRYABLE = {
     "OVERLOADED",
@@ -114,6 +115,7 @@ RETRYABLE = {
     "STALE_READ",  # refused before ordering: endorse again
     "ORDERING_UNAVAILABLE",  # the replicated log did not acknowledge: submit again
     "PRIVATE_AGREEMENT_TIMEOUT",  # a recipient did not answer in time: collect again
+    "STORAGE_UNAVAILABLE",  # a read of the node's storage failed for a reason that may pass
 }
 
 

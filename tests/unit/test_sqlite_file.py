@@ -174,3 +174,37 @@ async def test_a_file_of_a_later_format_is_refused_untouched(tmp_path: Path) -> 
     await file.open()
     assert await file.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == FORMAT
     await file.close()
+
+
+async def test_a_read_that_fails_transiently_is_surfaced_as_storage_unavailable(
+    tmp_path: Path,
+) -> None:
+    """A read's busy/I-O/full fault reaches a client as UNAVAILABLE + STORAGE_UNAVAILABLE (it
+    used to escape the servicer as a bare sqlite error: UNKNOWN); anything else is unchanged."""
+    from dltmw.core.errors import TransientError
+    from dltmw.ledger.failpoints import error_of
+    from dltmw.v1 import errors_pb2
+
+    file = SqliteFile(tmp_path / "a.sqlite", SCHEMA, reader=True, name="ledger")
+    await file.open()
+
+    def faulty(kind: str) -> Any:
+        def read(_: sqlite3.Connection) -> None:
+            raise error_of("test", kind)
+
+        return read
+
+    for read in (file.read, file.snapshot, file.snapshot_here):
+        for kind in ("locked", "ioerror", "full"):
+            with pytest.raises(TransientError) as caught:
+                await read(faulty(kind))
+            assert caught.value.reason == errors_pb2.ERROR_REASON_STORAGE_UNAVAILABLE
+            assert caught.value.metadata == {"store": "ledger"}
+        with pytest.raises(sqlite3.DatabaseError, match="malformed"):  # not transient: a bug
+            await read(faulty("corrupt"))
+        with pytest.raises(ZeroDivisionError):
+            await read(lambda _: 1 // 0)
+    # the file still works: a read's failure changed nothing
+    await file.write("vault.record", lambda c: c.execute("INSERT INTO t VALUES (1, 'one')"))
+    assert await file.snapshot_here(lambda c: c.execute("SELECT v FROM t").fetchall()) == [("one",)]
+    await file.close()

@@ -38,10 +38,7 @@ from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.privacy import groups
 from dltmw.core.privacy.agreement_policy import EXPRESSION
-from dltmw.core.privacy.conflict import NAMESPACE as HASHED
-from dltmw.core.privacy.conflict import group_record_hash
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -59,6 +56,7 @@ from dltmw.ledger.private_outbox import Delivery
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.group_send import group_recipients
 from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.runtime.roles.privacy.redelivery import Redelivery
@@ -193,7 +191,7 @@ class PrivateChannel:
         """`send` for several payloads (each with its own fresh key), stored and pushed together."""
         if self._queue.qsize() + len(items) > self._queue.maxsize:
             raise TransientError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
-        chosen = [await self._group_recipients(plaintext, orgs) for plaintext, orgs in items]
+        chosen = [await group_recipients(self, plaintext, orgs) for plaintext, orgs in items]
         outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in chosen]
         for item in outgoing:
             self._queue.put_nowait(item)
@@ -202,46 +200,6 @@ class PrivateChannel:
             (i.payload_hash, len(i.payload.recipient_boxes), nodes)
             for i, nodes in zip(outgoing, pending, strict=True)
         ]
-
-    async def _group_recipients(
-        self, plaintext: bytes, orgs: Sequence[str]
-    ) -> tuple[bytes, Sequence[str]]:
-        """A privacy group's transaction (`core/privacy/groups.py`) is checked against this
-        node's copy of the group before anything is sealed: refused with the group's reason,
-        nothing sent. Its recipients are the group's peers (named or, if none are named, taken
-        from the group); another transaction passes as it is."""
-        invocation = groups.invocation_of(plaintext)
-        if invocation is None or not (invocation.group or invocation.HasField("group_change")):
-            return plaintext, orgs
-        group = invocation.group
-        members = (
-            await self.store.read(lambda view: groups.members_of(view, group)[0])
-            if groups.GROUP_ID.match(group)
-            else None
-        )
-        wanted = list(orgs) or groups.send_orgs(invocation, members)
-        keys = [self.key.public_key]
-        if set(wanted) <= self.view.membership.org_ids:
-            keys += list(self.recipients(wanted).values())
-        refusal = groups.check(
-            invocation, groups.parties(self.view.config), self.key.public_key, keys, members, True
-        )
-        if refusal is None and members is None and invocation.group_change.kind == groups.CREATE:
-            refusal = await self._id_taken(group)
-        if refusal is not None:
-            reason, message = refusal
-            raise ClientError(reason, message, {"group": group})
-        return plaintext, wanted
-
-    async def _id_taken(self, group: str) -> groups.Refusal | None:
-        """A CREATE of an id another set of organisations uses on this channel would end as
-        PRIVATE_STATE_CONFLICT (its membership record's public hash exists): refuse it here, by
-        the public world state only, before anything is sealed (docs/privacy.md "Group ids")."""
-        digest = group_record_hash(group).hex()
-        found = await self.peer.ledger.read_snapshot(lambda r: r.get(HASHED, digest))
-        if found is None:
-            return None
-        return groups.ID_TAKEN, f"group id {group!r} is taken on this channel"
 
     @property
     def key_wrap(self) -> int:

@@ -13,20 +13,19 @@ is executed exactly where it belongs, before anything after it.
 
 The task is the node's (`TaskOwner.forever`): a transient fault of the store is retried; one
 that is not (StorageUnavailable after the store's own retries, a bug) stops the node loudly —
-health NOT_SERVING — never a log line and carry on.
+health NOT_SERVING — never a log line and carry on. The retry schedule and the task are
+`aio/outbox_retry.py`'s, shared with the vault's durable finality.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
-from dltmw.aio.tasks import cancel_and_wait
+from dltmw.aio.outbox_retry import PAGE_S, OutboxTask, RetrySchedule, loop_now
 from dltmw.core.errors import DltmwError, PeerError
 from dltmw.ledger.private_outbox import Delivery
 from dltmw.ledger.private_store import PrivateStore
@@ -70,70 +69,53 @@ class Owner(Protocol):
 
 
 class Redelivery:
-    """Retries the owed deliveries of one private channel in the background."""
+    """Retries the owed deliveries of one private channel in the background (the schedule and
+    the task are `aio/outbox_retry.py`'s, shared with the vault's durable finality)."""
 
     def __init__(self, channel: Owner) -> None:
         self._channel = channel
-        self._next: dict[str, tuple[float, int]] = {}  # node -> (due, failures)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.schedule: RetrySchedule[str] = RetrySchedule(  # by recipient node
+            first_delay_s=FIRST_DELAY_S,
+            backoff_min_s=BACKOFF_MIN_S,
+            backoff_max_s=BACKOFF_MAX_S,
+            tracked_max=TRACKED_MAX,
+        )
+        name = f"redeliver-{channel.channel_id}"
+        self._task = OutboxTask(name, self._pass, is_transient, BACKOFF_MAX_S)
         self._cursor: Delivery = (b"", "")
 
     def start(self) -> None:
         """Start the retry task (it resumes whatever the outbox holds)."""
-        if self._task is None:
-            name = f"redeliver-{self._channel.channel_id}"
-            self._task = self._channel.ctx.tasks.forever(name, self._run)
+        self._task.start(self._channel.ctx.tasks)
 
     async def stop(self) -> None:
         """Stop the retry task (idempotent); rows stay for the next start."""
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+        await self._task.stop()
 
     def wake(self) -> None:
         """Look at the outbox now (a Send left deliveries behind)."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                wait = await self._pass()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                logger.warning("redelivery pass failed (%s); next in %.0f s", exc, BACKOFF_MAX_S)
-                wait = BACKOFF_MAX_S
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        self._task.wake()
 
     async def _pass(self) -> float:
         """Push every due node's owed payloads once; how long to wait before the next pass."""
         store = self._channel.store
+        first_page = self._cursor == (b"", "")
         rows = await store.owed(self._cursor, BATCH)
         self._cursor = rows[-1] if len(rows) == BATCH else (b"", "")
-        now = _now()
+        now = loop_now()
         by_node: dict[str, list[bytes]] = {}
         for digest, node in rows:
             by_node.setdefault(node, []).append(digest)
-        if len(self._next) > TRACKED_MAX:
-            self._next = {n: v for n, v in self._next.items() if n in by_node}
+        self.schedule.keep_only(by_node)
         for node, hashes in sorted(by_node.items()):
-            if node not in self._next:
-                self._next[node] = (now + FIRST_DELAY_S, 0)
-                continue
-            due, failures = self._next[node]
-            if due <= now:
+            failures = self.schedule.due(node, now)
+            if failures is not None:
                 await self._deliver(node, hashes, failures)
         if self._cursor != (b"", ""):
-            return 0.05  # more pages to look at
-        if not rows:
-            self._next.clear()
-            return IDLE_S
-        soonest = min((due for due, _ in self._next.values()), default=now + IDLE_S)
-        return max(0.05, min(IDLE_S, soonest - _now()))
+            return PAGE_S  # more pages to look at
+        if first_page and not rows:  # nothing owed (not just past the last page)
+            self.schedule.clear()
+        return self.schedule.wait_s(loop_now(), IDLE_S)
 
     async def _deliver(self, node: str, hashes: list[bytes], failures: int) -> None:
         """Push `hashes` to `node`; on acknowledgement their rows go, else the node backs off."""
@@ -154,18 +136,11 @@ class Redelivery:
             if items:
                 await self._channel.push_payloads(node, items)
         except DltmwError as err:
-            delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
-            self._next[node] = (_now() + delay, failures + 1)
+            self.schedule.failed(node, failures, loop_now())
             level = logging.WARNING if isinstance(err, PeerError) else logging.INFO
             logger.log(level, "delivery of %d payload(s) to %s failed: %s", len(items), node, err)
             await store.delivered(gone)
             return
         await store.delivered([(h, node) for h, _ in items] + gone)
-        self._next.pop(node, None)
+        self.schedule.done(node)
         logger.info("delivered %d queued payload(s) to %s", len(items), node)
-
-
-def _now() -> float:
-    """The loop's clock, not the OS's: virtual in the simulator, which must not be steered by the
-    wall clock (tests/sim/test_vloop.py)."""
-    return asyncio.get_running_loop().time()

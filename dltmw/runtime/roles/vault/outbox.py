@@ -7,20 +7,19 @@ retried here, per (tx_id, node), with exponential backoff, until the recipient's
 RecordTransaction succeeds (recording is idempotent at the receiver, so a delivery repeated
 after a lost acknowledgement changes nothing), and the row is deleted. After a restart the task
 simply reads the outbox again. Sharing grants for the backchain live in memory, so every
-attempt re-grants the ancestors before sending.
+attempt re-grants the ancestors before sending. The retry schedule and the task are
+`aio/outbox_retry.py`'s, shared with private queued delivery.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from typing import Protocol
 
 from google.protobuf.message import Message
 
+from dltmw.aio.outbox_retry import PAGE_S, OutboxTask, RetrySchedule, loop_now
 from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import DltmwError
 from dltmw.core.utxo.verify import read_signed
@@ -66,31 +65,31 @@ class Sender(Protocol):
 
 
 class Outbox:
-    """Retries pending deliveries of one vault node in the background."""
+    """Retries pending deliveries of one vault node in the background (the schedule and the
+    task are `aio/outbox_retry.py`'s, shared with private queued delivery)."""
 
     def __init__(self, role: Sender) -> None:
         self._role = role
-        self._next: dict[tuple[str, str], tuple[float, int]] = {}  # -> (due, failures)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.schedule: RetrySchedule[tuple[str, str]] = RetrySchedule(  # (tx_id, node)
+            first_delay_s=FIRST_DELAY_S,
+            backoff_min_s=BACKOFF_MIN_S,
+            backoff_max_s=BACKOFF_MAX_S,
+            tracked_max=TRACKED_MAX,
+        )
+        self._task = OutboxTask("vault-outbox", self._pass, is_transient, BACKOFF_MAX_S)
         self._cursor = ("", "")  # (tx_id, node) the next pass reads after
 
     def start(self, tasks: TaskOwner) -> None:
         """Start the retry task under `tasks` (it resumes whatever the outbox holds)."""
-        if self._task is None:
-            self._task = tasks.forever("vault-outbox", self._run)
+        self._task.start(tasks)
 
     async def stop(self) -> None:
         """Stop the retry task (idempotent); rows stay for the next start."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
 
     def wake(self) -> None:
         """Look at the outbox now (a flow left deliveries behind)."""
-        self._wake.set()
+        self._task.wake()
 
     async def deliver(self, d: Delivery) -> None:
         """Send `d` once; on acknowledgement delete its row. Raises DltmwError on failure."""
@@ -102,51 +101,27 @@ class Outbox:
             d.node, "RecordTransaction", F.RecordTransactionRequest(message=raw, signature=sig)
         )
         await role.store.delivered(d.tx_id, d.node)
-        self._next.pop((d.tx_id, d.node), None)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                wait = await self._pass()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A transient fault (a peer, a busy store) waits for the next pass; anything else
-                # — StorageUnavailable once the store's retry budget is spent, a bug — stops the
-                # node loudly through the task owner, never a log line and carry on.
-                if not is_transient(exc):
-                    raise
-                logger.warning("outbox pass failed (%s); next pass in %.0f s", exc, BACKOFF_MAX_S)
-                wait = BACKOFF_MAX_S
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        self.schedule.done((d.tx_id, d.node))
 
     async def _pass(self) -> float:
         """Try every due row once; returns how long to wait before the next pass."""
+        first_page = self._cursor == ("", "")
         rows = await self._role.store.outbox(BATCH, self._cursor)
         self._cursor = (rows[-1].tx_id, rows[-1].node) if len(rows) == BATCH else ("", "")
-        now = time.monotonic()
-        if len(self._next) > TRACKED_MAX:  # bounded memory; forgotten rows start over
-            keys = {(d.tx_id, d.node) for d in rows}
-            self._next = {k: v for k, v in self._next.items() if k in keys}
+        now = loop_now()
+        self.schedule.keep_only((d.tx_id, d.node) for d in rows)
         for d in rows:
             key = (d.tx_id, d.node)
-            if key not in self._next:
-                self._next[key] = (now + FIRST_DELAY_S, 0)
-                continue
-            due, failures = self._next[key]
-            if due > now:
+            failures = self.schedule.due(key, now)
+            if failures is None:
                 continue
             try:
                 await self.deliver(d)
             except DltmwError as err:
-                delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
-                self._next[key] = (time.monotonic() + delay, failures + 1)
+                self.schedule.failed(key, failures, loop_now())
                 logger.info("delivery of %s to %s failed (%s)", d.tx_id[:12], d.node, err)
         if self._cursor != ("", ""):
-            return 0.05  # more pages to look at
-        if not self._next:  # every row seen was delivered (deliver() drops its entry)
-            return IDLE_S
-        soonest = min(due for due, _ in self._next.values())
-        return max(0.05, min(IDLE_S, soonest - time.monotonic()))
+            return PAGE_S  # more pages to look at
+        if first_page and not rows:  # the outbox is empty (not just past its last page)
+            self.schedule.clear()
+        return self.schedule.wait_s(loop_now(), IDLE_S)
