@@ -13,15 +13,13 @@ the filter saved; a key missing from the filter would let a consumed state look 
 spent table's primary key would still refuse the double spend (the batch rolls back and the
 notary stops), which is why the filter lives only in front of that table.
 
-The positions come from keyed BLAKE2b with a per-process random key: a requester can choose the
-refs it sends, and must not be able to aim them at the same bits (which would only cost probes,
-but still).
+The positions come from Python's hash() of the key — SipHash keyed with the process's random
+hash secret (the interpreter's hash randomisation) — by double hashing: a requester chooses the
+refs it sends and must not be able to aim them at the same bits (which would only cost probes,
+but still); a fresh interpreter (a restart) draws a new key.
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
 
 BITS_LOG2 = 26  # 8 MiB of bits: ~0.5 % false positives at 5 million keys with 4 hashes
 HASHES = 4
@@ -32,21 +30,18 @@ class SeenFilter:
     owns it."""
 
     def __init__(self, bits_log2: int = BITS_LOG2, hashes: int = HASHES) -> None:
+        if not 8 <= bits_log2 <= 32:
+            raise ValueError("bits_log2 must be within 8..32")
         self._bits = bytearray(1 << (bits_log2 - 3))
         self._mask = (1 << bits_log2) - 1
-        self._shift = bits_log2
         self._hashes = hashes
-        self._salt = os.urandom(16)
-        self._size = (bits_log2 * hashes + 7) // 8
 
     def _positions(self, key: bytes) -> list[int]:
-        digest = hashlib.blake2b(key, digest_size=self._size, key=self._salt).digest()
-        value = int.from_bytes(digest, "little")
-        out = []
-        for _ in range(self._hashes):
-            out.append(value & self._mask)
-            value >>= self._shift
-        return out
+        # Double hashing (Kirsch-Mitzenmacher) from one 64-bit keyed SipHash: Python's own
+        # hash() of bytes, keyed per process (hash randomisation), ~0.1 us in C.
+        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
+        first, step, mask = h & 0xFFFF_FFFF, (h >> 32) | 1, self._mask
+        return [(first + i * step) & mask for i in range(self._hashes)]
 
     def add(self, key: bytes) -> None:
         """Record `key` as (possibly) written."""
