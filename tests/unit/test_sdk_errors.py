@@ -103,6 +103,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVATE_LEG_COMMITMENT_MISMATCH": E.InvalidRequest,
     "PRIVACY_GROUP_LAST_MEMBER": E.PreconditionFailed,
     "PRIVACY_GROUP_ID_TAKEN": E.AlreadyExists,
+    "NOTARY_BATCH_SIGNATURE_INVALID": E.PermissionDenied,
+    "NOTARY_BATCH_REQUEST_INVALID": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",
