@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from benchmarks.notary import cpu_s
+from benchmarks.notary import Message, cpu_s, messages, size
 from dltmw.client.utxo import NotaryClient, PartyFiles
 from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload, sign_request
 from dltmw.core.utxo.model import Command, Ref, read_transaction
@@ -63,16 +63,16 @@ def make_requests(party: PartyFiles, n: int) -> list[notarisation_pb2.Notarisati
 
 
 async def one_stream(
-    client: NotaryClient, requests: Sequence[notarisation_pb2.NotarisationRequest], batch: int
+    client: NotaryClient, requests: Sequence[Message]
 ) -> tuple[list[bool], list[float]]:
     """Per request: did this member sign it; per batch: its latency."""
     sent: list[float] = []
     signer = b""
 
-    async def batches() -> AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]:
-        for i in range(0, len(requests), batch):
+    async def batches() -> AsyncIterator[Message]:
+        for message in requests:
             sent.append(time.perf_counter())
-            yield requests[i : i + batch]
+            yield message
 
     signed: list[bool] = []
     latencies: list[float] = []
@@ -86,17 +86,12 @@ async def one_stream(
 
 
 async def pair(
-    a: NotaryClient,
-    b: NotaryClient,
-    requests: Sequence[notarisation_pb2.NotarisationRequest],
-    batch: int,
+    a: NotaryClient, b: NotaryClient, requests: Sequence[Message]
 ) -> tuple[int, int, list[float]]:
     """The same batches to two members at once: (notarised by both, not, batch latencies)."""
-    (sa, la), (sb, lb) = await asyncio.gather(
-        one_stream(a, requests, batch), one_stream(b, requests, batch)
-    )
+    (sa, la), (sb, lb) = await asyncio.gather(one_stream(a, requests), one_stream(b, requests))
     both = sum(1 for x, y in zip(sa, sb, strict=True) if x and y)
-    return both, len(requests) - both, [max(x, y) for x, y in zip(la, lb, strict=True)]
+    return both, sum(map(size, requests)) - both, [max(x, y) for x, y in zip(la, lb, strict=True)]
 
 
 def ok(result: notarisation_pb2.NotarisationResult) -> bool:
@@ -105,22 +100,19 @@ def ok(result: notarisation_pb2.NotarisationResult) -> bool:
 
 
 async def relay(
-    a: NotaryClient,
-    b: NotaryClient,
-    requests: Sequence[notarisation_pb2.NotarisationRequest],
-    batch: int,
+    a: NotaryClient, b: NotaryClient, requests: Sequence[Message]
 ) -> tuple[int, int, list[float]]:
     """Each batch to member `a`; once `a` answered it, the same batch to member `b` (which
     usually has the tx_ids signed already and answers from its store): pipelined streams."""
-    handed: asyncio.Queue[tuple[float, Sequence[notarisation_pb2.NotarisationRequest]] | None]
+    handed: asyncio.Queue[tuple[float, Message] | None]
     handed = asyncio.Queue()
     sent: list[float] = []
     signed_a: list[bool] = []
 
-    async def first() -> AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]:
-        for i in range(0, len(requests), batch):
+    async def first() -> AsyncIterator[Message]:
+        for message in requests:
             sent.append(time.perf_counter())
-            yield requests[i : i + batch]
+            yield message
 
     async def feed_a() -> None:
         k = 0
@@ -128,13 +120,13 @@ async def relay(
             signed_a.extend(
                 r.reason == 0 and bool(r.response.notary_signature.signature) for r in results
             )
-            await handed.put((sent[k], requests[k * batch : (k + 1) * batch]))
+            await handed.put((sent[k], requests[k]))
             k += 1
         await handed.put(None)
 
     started: list[float] = []
 
-    async def second() -> AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]:
+    async def second() -> AsyncIterator[Message]:
         while (item := await handed.get()) is not None:
             started.append(item[0])
             yield item[1]
@@ -151,7 +143,7 @@ async def relay(
 
     await asyncio.gather(feed_a(), feed_b())
     both = sum(1 for x, y in zip(signed_a, signed_b, strict=True) if x and y)
-    return both, len(requests) - both, latencies
+    return both, sum(map(size, requests)) - both, latencies
 
 
 def audit(net: Path) -> tuple[int, bool]:
@@ -168,19 +160,29 @@ async def bench_cluster(net: Path, pids: list[int], args: argparse.Namespace) ->
     parties = [PartyFiles.load(net, f"c{i}") for i in range(args.clients)]
     per_stream = args.txs // (args.clients * args.streams)
     t0 = time.perf_counter()
-    work = [[make_requests(p, per_stream) for _ in range(args.streams)] for p in parties]
-    print(f"built and signed {args.txs} requests in {time.perf_counter() - t0:.1f} s (not timed)")
+    work = [
+        [
+            messages(
+                make_requests(p, per_stream), args.batch, p.signer if args.batch_sign else None
+            )
+            for _ in range(args.streams)
+        ]
+        for p in parties
+    ]
+    how = "one requester signature per batch" if args.batch_sign else "one per request"
+    print(f"built and signed {args.txs} requests ({how}) in {time.perf_counter() - t0:.1f} s")
     conns = [[await NotaryClient.connect(p, m) for m in MEMBERS] for p in parties]
     try:
-        warm = make_requests(parties[0], args.batch)
-        await pair(conns[0][0], conns[0][1], warm, args.batch)
+        signer = parties[0].signer if args.batch_sign else None
+        warm = messages(make_requests(parties[0], args.batch), args.batch, signer)
+        await pair(conns[0][0], conns[0][1], warm)
         cpu0, t0 = sum(cpu_s(p) for p in pids), time.perf_counter()
         jobs = []
         for c, streams in enumerate(work):
             for s, reqs in enumerate(streams):
                 k = (c * args.streams + s) % len(MEMBERS)
                 a, b = conns[c][k], conns[c][(k + 1) % len(MEMBERS)]
-                jobs.append((pair if args.parallel_pair else relay)(a, b, reqs, args.batch))
+                jobs.append((pair if args.parallel_pair else relay)(a, b, reqs))
         outcomes = await asyncio.gather(*jobs)
         elapsed, used = time.perf_counter() - t0, sum(cpu_s(p) for p in pids) - cpu0
     finally:

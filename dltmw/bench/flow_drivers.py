@@ -4,9 +4,10 @@ Each turns an `Op` into the flow's real calls and classifies the end as `driver.
 for the Gateway (committed/decided with a code, or failed before with a reason), so the report
 is the same for every flow:
 
-- `NotaryDriver`: builds and signs each notarisation request (the client's own key, as a real
-  client must), sends it on a long-lived NotariseStream per (client, notary, stream) in batches
-  of whatever is waiting (`NotaryStream`), and counts it VALID when the notary signed it; for a
+- `NotaryDriver`: builds each notarisation request, sends it on a long-lived NotariseStream per
+  (client, notary, stream) in batches of whatever is waiting (`NotaryStream`), each batch signed
+  once with the client's own key (requester batch signature, as a real client must sign), and
+  counts it VALID when the notary signed it; for a
   cluster, f+1 consecutive members (rotating) must each sign — what a cluster client accepts.
 - `PrivateDriver`: `PrivacyClient.submit_private` (send to the recipients, order the hash, await
   the commit status) to every organisation but the sender's.
@@ -31,10 +32,12 @@ from dltmw.bench.params import Op
 from dltmw.bench.topology import NetworkShape
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
-from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient
-from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload, sign_request
+from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient, signed_batch
+from dltmw.core.identity import SigningIdentity
+from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload
 from dltmw.core.utxo.model import Command, Ref, read_transaction
 from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
+from dltmw.v1.notary_service_pb2 import NotariseStreamRequest
 
 VALID = 1
 Request = notarisation_pb2.NotarisationRequest
@@ -42,14 +45,15 @@ Result = notarisation_pb2.NotarisationResult
 
 
 def notary_batches(
-    client: NotaryClient, batch_max: int, streams: int
+    client: NotaryClient, batch_max: int, streams: int, signer: SigningIdentity
 ) -> Coalescer[Request, Result]:
     """Concurrent requests to one notary, sent in batches of what waits (`aio/coalesce.py`):
-    each batch is one NotariseStream message, `streams` batches in progress at once."""
+    each batch is one NotariseStream message signed once by `signer` (requester batch
+    signature: the requests carry only their payloads), `streams` batches in progress at once."""
 
     async def send(batch: Sequence[Request]) -> list[Result]:
-        async def one() -> AsyncIterator[Sequence[Request]]:
-            yield batch
+        async def one() -> AsyncIterator[NotariseStreamRequest]:
+            yield signed_batch([r.payload for r in batch], signer)
 
         async for results in client.notarise_batches(one()):
             return results
@@ -95,11 +99,13 @@ class NotaryDriver:
         for i, party in enumerate(parties):
             for member in shape.notary_ids():
                 client = await NotaryClient.connect(party, member)
-                opened[(i, member)] = (client, notary_batches(client, batch, streams))
+                coalescer = notary_batches(client, batch, streams, party.signer)
+                opened[(i, member)] = (client, coalescer)
         return NotaryDriver(parties, opened, shape.notary(), shape.notary_ids())
 
     def request(self, party: PartyFiles, op: Op) -> tuple[str, Request]:
-        """The signed request for `op` (nonce, input tx ids) and its transaction id."""
+        """The request for `op` (nonce, input tx ids), unsigned (its batch is signed when it is
+        sent, `notary_batches`), and its transaction id."""
         me = party.signer.identity_bytes
         spec = TxSpec(
             notary=self.notary,
@@ -108,7 +114,8 @@ class NotaryDriver:
             commands=[Command("cash", "move", (me,))],
         )
         wire = read_transaction(build_transaction(spec))
-        return wire.tx_id, sign_request(notarisation_payload(wire, me), party.signer)
+        payload = notarisation_payload(wire, me).SerializeToString()
+        return wire.tx_id, Request(payload=payload)
 
     async def execute(self, op: Op) -> Outcome:
         """Notarise; VALID when every asked member signed."""

@@ -18,6 +18,7 @@ import grpc
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import error_info
 from dltmw.client.files import ClientFiles
+from dltmw.core import request_batch
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.utxo.build import notarisation_payload, sign_request
 from dltmw.core.utxo.model import WireTx
@@ -113,13 +114,21 @@ class NotaryClient:
         return await self.notarise(sign_request(payload, signer))
 
     async def notarise_batches(
-        self, batches: AsyncIterator[Sequence[notarisation_pb2.NotarisationRequest]]
+        self,
+        batches: AsyncIterator[
+            Sequence[notarisation_pb2.NotarisationRequest]
+            | notary_service_pb2.NotariseStreamRequest
+        ],
     ) -> AsyncIterator[list[notarisation_pb2.NotarisationResult]]:
-        """Stream batches; yields each batch's results in order."""
+        """Stream batches (of signed requests, or ready stream messages such as a batch-signed
+        one from `signed_batch`); yields each batch's results in order."""
 
         async def requests() -> AsyncIterator[notary_service_pb2.NotariseStreamRequest]:
             async for batch in batches:
-                yield notary_service_pb2.NotariseStreamRequest(requests=list(batch))
+                if isinstance(batch, notary_service_pb2.NotariseStreamRequest):
+                    yield batch
+                else:
+                    yield notary_service_pb2.NotariseStreamRequest(requests=list(batch))
 
         call = self.stub.NotariseStream(requests())
         try:
@@ -127,6 +136,16 @@ class NotaryClient:
                 yield list(reply.results)
         finally:
             call.cancel()  # the caller stopped early: end the stream and its request reader
+
+
+def signed_batch(
+    payloads: Sequence[notarisation_pb2.NotarisationPayload | bytes], signer: SigningIdentity
+) -> notary_service_pb2.NotariseStreamRequest:
+    """One NotariseStream message for `payloads` (each naming `signer` as requester) signed
+    once for the whole batch (docs/utxo.md "Requester batch signatures"): the notary verifies
+    one signature instead of one per request."""
+    raw = [p if isinstance(p, bytes) else p.SerializeToString() for p in payloads]
+    return request_batch.sign_batch(raw, signer)
 
 
 class VaultClient:

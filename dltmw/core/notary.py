@@ -77,17 +77,35 @@ def admit(
     notary: NotaryIdentity,
     membership: Membership,
     now: datetime,
+    batch_signer: bytes | None = None,
 ) -> NotarisationAsk:
-    """Check one signed request (see module docstring); ClientError with a specific reason."""
-    if not request.payload or not request.signature:
+    """Check one signed request (see module docstring); ClientError with a specific reason.
+
+    `batch_signer`: the request came in a batch whose requester batch signature the caller has
+    verified (`core/request_batch.check`) and this is its signer; the request then carries no
+    signature of its own and must name exactly that signer as its requester (which replaces
+    the one check of its own signature, nothing else)."""
+    if not request.payload or not (request.signature or batch_signer is not None):
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "request payload or signature is missing")
+    if batch_signer is not None and request.signature:
+        raise ClientError(
+            R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
+            "a request of a batch-signed message carries a signature of its own",
+        )
     payload = parse(notarisation_pb2.NotarisationPayload, request.payload, "payload")
     if not payload.requester:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "payload.requester is missing")
-    try:
-        membership.verify(payload.requester, request.payload, request.signature, now)
-    except IdentityError as exc:
-        raise identity_error(exc) from None
+    if batch_signer is not None:
+        if payload.requester != batch_signer:
+            raise ClientError(
+                R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
+                "the request names another requester than the batch signer",
+            )
+    else:
+        try:
+            membership.verify(payload.requester, request.payload, request.signature, now)
+        except IdentityError as exc:
+            raise identity_error(exc) from None
     if payload.notary != notary.node_id:
         raise ClientError(
             R.ERROR_REASON_INVALID_FIELD, f"request is for notary {payload.notary!r}, not this one"

@@ -37,9 +37,16 @@ def batch_message(root: bytes) -> bytes:
 def sign_batch(tx_ids: Sequence[str], sign: Callable[[bytes], bytes]) -> list[bytes]:
     """Sign the batch `tx_ids` (distinct, in decision order) once; the stored attestation of
     each, in the same order."""
+    signature, proofs = sign_tree(tx_ids, sign)
+    return [encode(signature, proof) for proof in proofs]
+
+
+def sign_tree(tx_ids: Sequence[str], sign: Callable[[bytes], bytes]) -> tuple[bytes, list[Proof]]:
+    """Sign the batch `tx_ids` once: the signature and each tx_id's proof, in order (what
+    `sign_batch` encodes; the notary answers from these without decoding what it stores)."""
     tree = Tree([t.encode() for t in tx_ids])  # leaf = SHA-256(0x00 || tx_id UTF-8)
     signature = sign(batch_message(tree.root))
-    return [encode(signature, tree.proof(i)) for i in range(len(tx_ids))]
+    return signature, [tree.proof(i) for i in range(len(tx_ids))]
 
 
 def signed_message(tx_id: str, proof: Proof | None) -> bytes:

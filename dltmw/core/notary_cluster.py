@@ -39,7 +39,7 @@ from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spen
 from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
-from dltmw.v1 import notary_cluster_pb2
+from dltmw.v1 import identity_pb2, notary_cluster_pb2
 
 Item = NotarisationAsk | Decision
 REQUESTS_PER_WRAP_MAX = 1000
@@ -63,11 +63,22 @@ class BatchOutcome:
     decisions: tuple[tuple[Decision, ...], ...]
 
 
-def wrap(requests: Sequence[bytes], stamp_ns: int, stamper: int) -> bytes:
-    """The opaque PBFT request for raw signed NotarisationRequests admitted by `stamper`."""
+def wrap(
+    requests: Sequence[bytes],
+    stamp_ns: int,
+    stamper: int,
+    batch_signature: identity_pb2.Signature | None = None,
+    batch_hashes: Sequence[bytes] = (),
+) -> bytes:
+    """The opaque PBFT request for raw signed NotarisationRequests admitted by `stamper` (for a
+    part of a batch-signed client message: with its batch signature and all its payload
+    hashes, `core/request_batch.py`)."""
     message = notary_cluster_pb2.ClusterNotaryRequest(
         requests=list(requests), stamp_ns=stamp_ns, stamper=stamper
     )
+    if batch_signature is not None:
+        message.batch_signature.CopyFrom(batch_signature)
+        message.batch_payload_hashes.extend(batch_hashes)
     return message.SerializeToString(deterministic=True)
 
 
@@ -81,6 +92,8 @@ def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | 
         return None
     if not 0 < len(message.requests) <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
         return None
+    if message.HasField("batch_signature") != bool(message.batch_payload_hashes):
+        return None  # a signed part names the batch's payloads; an unsigned one none
     return message if message.stamp_ns > 0 else None
 
 

@@ -43,7 +43,7 @@ class ClusterNotaryStore(NotaryStore):
         A signed tx_id's answer never changes, so the role answers these without ordering."""
         conn = self._conn
         out: dict[str, bytes] = {}
-        for ids in _chunks(list(set(tx_ids))):
+        for ids in _chunks(self.maybe_notarised(set(tx_ids))):
             marks = ",".join("?" * len(ids))
             sql = f"SELECT tx_id, signature FROM notarised WHERE tx_id IN ({marks})"
             out.update((tx, bytes(sig)) for tx, sig in conn.execute(sql, ids))
@@ -52,6 +52,8 @@ class ClusterNotaryStore(NotaryStore):
     def record(self, spent: Spent) -> None:
         """Commit what the batch at `spent.sequence` spent and that sequence, in one
         transaction; runs on the store thread."""
+
+        self._remember(spent)
 
         def write(c: sqlite3.Connection) -> None:
             _write(c, spent)

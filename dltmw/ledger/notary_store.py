@@ -3,7 +3,8 @@ notarised tx_id.
 
 Theory of operation. The store stores; the notary's driver decides (`runtime/roles/notary`).
 For a batch of admitted requests the driver first loads the spent rows and earlier signatures
-the batch touches (`rows_for`: one indexed query each, on the store's own thread), steps the
+the batch touches (`rows_for`: one indexed query per chunk, on the store's own thread, for the
+keys its in-memory `SeenFilter`s say may have been written: fresh inputs cost no probe), steps the
 pure `SingleNotary` over the batch in order, and hands what it decided (`Spent`) to `record`,
 which writes what was consumed and signed and COMMITs (WAL, `synchronous=FULL` by default) —
 all before any caller may be answered. A crash therefore loses either the whole batch (nobody
@@ -30,6 +31,7 @@ from dltmw.core.handlers.notary import Spent
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.ledger.seen_filter import BITS_LOG2, SeenFilter
 from dltmw.ledger.sqlite_file import SqliteFile
 
 T = TypeVar("T")
@@ -91,13 +93,38 @@ class NotaryStore:
         self._sign = sign
         self._synchronous = synchronous
         self._exit_after_commit = exit_after_commit
+        self._seen_refs = SeenFilter()  # every spent ref (and false positives): seen_filter.py
+        self._seen_txs = SeenFilter(BITS_LOG2 - 1)  # every notarised tx_id
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         """What a subclass adds to the schema (run once at open, on the store thread)."""
 
     def open(self) -> None:
-        """Open (creating if needed); blocking, called once at start."""
+        """Open (creating if needed) and fill the seen-filters from the tables; blocking,
+        called once at start."""
         self._file.open_blocking(self._setup)
+        self.run(self._fill_filters)
+
+    def _fill_filters(self) -> None:
+        """Add every durable key to the filters (store thread; one scan of each table)."""
+        self._seen_refs, self._seen_txs = SeenFilter(), SeenFilter(BITS_LOG2 - 1)
+        for (ref,) in self._conn.execute("SELECT ref FROM spent"):
+            self._seen_refs.add(bytes(ref))
+        for (tx_id,) in self._conn.execute("SELECT tx_id FROM notarised"):
+            self._seen_txs.add(tx_id.encode())
+
+    def _remember(self, spent: Spent) -> None:
+        """Add what a batch is about to write to the filters, BEFORE writing it: the filters
+        stay a superset of the tables whatever the commit's outcome."""
+        for ref, _ in spent.consumed:
+            self._seen_refs.add(ref.key)
+        for tx_id, _ in spent.signed:
+            self._seen_txs.add(tx_id.encode())
+
+    def maybe_notarised(self, tx_ids: Iterable[str]) -> list[str]:
+        """Those of `tx_ids` that may be in the notarised table (the others certainly are not);
+        store thread."""
+        return [t for t in tx_ids if self._seen_txs.may_hold(t.encode())]
 
     def close(self) -> None:
         """Close the database (idempotent; blocking)."""
@@ -119,6 +146,7 @@ class NotaryStore:
 
     def record(self, spent: Spent) -> None:
         """Commit what a decision spent, durably; runs on the store thread."""
+        self._remember(spent)
         self._file.write_here("notary.record", lambda c: _write(c, spent))
         if self._exit_after_commit:
             os._exit(70)  # test hook: durable, but nobody has been answered
@@ -132,10 +160,13 @@ class NotaryStore:
         return None if row is None else (bytes(row[0]), int(row[1]))
 
     def rows_for(self, asks: Sequence[NotarisationAsk]) -> SpentRows:
-        """The spent rows and signatures `asks` touch; runs on the store thread."""
+        """The spent rows and signatures `asks` touch; runs on the store thread. Only keys the
+        seen-filters may hold are looked up: the others were certainly never written."""
         conn = self._conn
-        keys = list({r.key for a in asks for r in (*a.inputs, *a.references)})
-        tx_ids = list({a.tx_id for a in asks})
+        seen = self._seen_refs
+        refs = {r.key for a in asks for r in (*a.inputs, *a.references)}
+        keys = [k for k in refs if seen.may_hold(k)]
+        tx_ids = self.maybe_notarised({a.tx_id for a in asks})
         consumed: dict[Ref, str] = {}
         signatures: dict[str, bytes] = {}
         for chunk in _chunks(keys):

@@ -3,7 +3,9 @@
 A refusal of a unary request is a status with an ErrorInfo reason; an input conflict is ABORTED
 (INPUT_CONSUMED) with metadata `consuming_tx_id_hash` (hex SHA-256 of the consuming tx_id, never
 the tx_id itself) and one NotarisationConflict per state in the status details. On the stream,
-refusals are per-request results so one bad request does not end the stream.
+refusals are per-request results so one bad request does not end the stream. A stream message
+may carry one requester batch signature instead of a signature per request
+(`core/request_batch.py`); a bad one refuses each of its requests, as results.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dltmw.rpc.status import to_status
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import (
     errors_pb2,
+    identity_pb2,
     notarisation_pb2,
     notary_service_pb2,
     notary_service_pb2_grpc,
@@ -109,9 +112,13 @@ class Notarising(Protocol):
     membership: Membership
 
     async def notarise(
-        self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
+        self,
+        requests: Sequence[notarisation_pb2.NotarisationRequest],
+        tls_org: str | None,
+        batch: identity_pb2.Signature | None = None,
     ) -> list[Outcome]:
-        """Admit and decide `requests`; one outcome per request, in order."""
+        """Admit and decide `requests` (each signed, or all by the requester `batch`
+        signature); one outcome per request, in order."""
         ...
 
 
@@ -142,7 +149,8 @@ class NotaryServicer(notary_service_pb2_grpc.NotaryServiceServicer):
         org = caller_org(context, self._role.membership)
         notary = self._role.identity.identity
         async for batch in request_iterator:  # (entries bounded by rpc/boundary.py)
-            outcomes = await self._role.notarise(batch.requests, org)
+            signed = batch.batch_signature if batch.HasField("batch_signature") else None
+            outcomes = await self._role.notarise(batch.requests, org, signed)
             reply = N.NotariseStreamResponse()
             for outcome in outcomes:
                 add_result(reply.results, outcome, notary)

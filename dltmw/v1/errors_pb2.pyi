@@ -352,6 +352,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     Nothing was changed; metadata {"store": <the store's name>}. A write that keeps failing is not
     answered this way: it stops the node (health NOT_SERVING) once its retry budget is spent.
     """
+    ERROR_REASON_NOTARY_BATCH_SIGNATURE_INVALID: _ErrorReason.ValueType  # 162
+    """PERMISSION_DENIED: the requester batch signature of a NotariseStream message
+    (`NotariseStreamRequest.batch_signature`, docs/utxo.md "Requester batch signatures") does
+    not verify over the batch digest of the requests it carries, or its signer is not a
+    network member. Every request of the message is refused; nothing is consumed.
+    """
+    ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID: _ErrorReason.ValueType  # 163
+    """INVALID_ARGUMENT: a request of a batch-signed NotariseStream message names another
+    requester than the batch signer, or carries a signature of its own (a batch-signed request
+    has none). That request is refused; nothing is consumed for it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -688,5 +699,16 @@ ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 150
 (sqlite busy/locked, a disk I/O error, a full disk; PostgreSQL unreachable twice in a row).
 Nothing was changed; metadata {"store": <the store's name>}. A write that keeps failing is not
 answered this way: it stops the node (health NOT_SERVING) once its retry budget is spent.
+"""
+ERROR_REASON_NOTARY_BATCH_SIGNATURE_INVALID: ErrorReason.ValueType  # 162
+"""PERMISSION_DENIED: the requester batch signature of a NotariseStream message
+(`NotariseStreamRequest.batch_signature`, docs/utxo.md "Requester batch signatures") does
+not verify over the batch digest of the requests it carries, or its signer is not a
+network member. Every request of the message is refused; nothing is consumed.
+"""
+ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID: ErrorReason.ValueType  # 163
+"""INVALID_ARGUMENT: a request of a batch-signed NotariseStream message names another
+requester than the batch signer, or carries a signature of its own (a batch-signed request
+has none). That request is refused; nothing is consumed for it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import identity_pb2 as _identity_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -33,6 +34,8 @@ class ClusterNotaryRequest(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     STAMP_NS_FIELD_NUMBER: _builtins.int
     STAMPER_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
     stamp_ns: _builtins.int
     """Unix nanoseconds read by the admitting replica; every replica decides time windows (and
     membership validity) at this instant, so the decision is identical everywhere.
@@ -43,16 +46,30 @@ class ClusterNotaryRequest(_message.Message):
     def requests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialised NotarisationRequest messages exactly as the clients signed them, decided in order."""
 
+    @_builtins.property
+    def batch_signature(self) -> _identity_pb2.Signature:
+        """Set when the requests come from one batch-signed NotariseStream message: the requester's
+        batch signature, checked by every replica once per client batch (not per request).
+        """
+
+    @_builtins.property
+    def batch_payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """With `batch_signature`: SHA-256 of every payload of the signed client batch, in order
+        (the batch may be split over several wraps); each of `requests` must hash to one of them.
+        """
+
     def __init__(
         self,
         *,
         requests: _abc.Iterable[_builtins.bytes] | None = ...,
         stamp_ns: _builtins.int = ...,
         stamper: _builtins.int = ...,
+        batch_signature: _identity_pb2.Signature | None = ...,
+        batch_payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests", "stamp_ns", b"stamp_ns", "stamper", b"stamper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_payload_hashes", b"batch_payload_hashes", "batch_signature", b"batch_signature", "requests", b"requests", "stamp_ns", b"stamp_ns", "stamper", b"stamper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import identity_pb2 as _identity_pb2
 from dltmw.v1 import notarisation_pb2 as _notarisation_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -74,18 +75,31 @@ class NotariseStreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[_notarisation_pb2.NotarisationRequest]:
         """The requests, decided in this order."""
+
+    @_builtins.property
+    def batch_signature(self) -> _identity_pb2.Signature:
+        """Optional requester batch signature (docs/utxo.md "Requester batch signatures"): when set,
+        `signer` is the serialised Identity every request's payload names as requester, every
+        request's own `signature` is empty, and `signature` is over
+        "dltmw/notary-request-batch/v1" 0x00 || SHA-256(SHA-256(payload_1) || ... ||
+        SHA-256(payload_n)), the payloads of `requests` in order. The notary verifies it once for
+        the whole message instead of one signature per request. A bad one refuses every request
+        with NOTARY_BATCH_SIGNATURE_INVALID.
+        """
 
     def __init__(
         self,
         *,
         requests: _abc.Iterable[_notarisation_pb2.NotarisationRequest] | None = ...,
+        batch_signature: _identity_pb2.Signature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

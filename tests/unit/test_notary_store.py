@@ -1,6 +1,7 @@
 """The notary's sqlite spent-set: what a decision spent is committed at once and read back for
-the next one, signatures survive a reopen (same bytes), and the primary key refuses a double
-spend even if the core were wrong."""
+the next one (through the seen-filters that skip lookups of keys never written), signatures
+survive a reopen (same bytes), and the primary key refuses a double spend even if the core were
+wrong."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from utxo_parties import make_parties
 
 from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.notary_store import NotaryStore
+from dltmw.ledger.seen_filter import SeenFilter
 from dltmw.v1 import errors_pb2
 
 P = make_parties()
@@ -86,3 +90,26 @@ def test_the_primary_key_refuses_a_double_spend_and_rolls_back(tmp_path: Path) -
     rows = store.run(lambda: store._conn.execute("SELECT ref, tx_id FROM spent").fetchall())  # type: ignore[union-attr]
     store.close()
     assert rows == [(R1.key, T1)]
+
+
+def test_a_later_step_sees_what_an_earlier_step_spent(tmp_path: Path) -> None:
+    """Each step loads only what the seen-filters say may be stored: a state spent in an
+    earlier step (of this open store) must still be found, and a signed tx_id answered again."""
+    store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
+    store.open()
+    (signed,) = (d for _, d in decide(store, ask(T1, R1)).replies)
+    late = decide(store, ask(T2, R2, R1), ask(T1, R1))
+    store.close()
+    refused, again = (d for _, d in late.replies)
+    assert refused.reason == errors_pb2.ERROR_REASON_INPUT_CONSUMED
+    assert [c.ref for c in refused.conflicts] == [R1]
+    assert again == signed and late.decided == ()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=200))
+def test_the_seen_filter_never_hides_a_key_it_was_given(keys: list[bytes]) -> None:
+    seen = SeenFilter(bits_log2=12)  # small: many collisions, which may only add positives
+    for k in keys:
+        seen.add(k)
+    assert all(seen.may_hold(k) for k in keys)

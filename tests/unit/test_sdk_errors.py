@@ -104,6 +104,8 @@ EXPECTED: dict[str, type[E.Error]] = {
     "PRIVACY_GROUP_LAST_MEMBER": E.PreconditionFailed,
     "PRIVACY_GROUP_ID_TAKEN": E.AlreadyExists,
     "STORAGE_UNAVAILABLE": E.Unavailable,
+    "NOTARY_BATCH_SIGNATURE_INVALID": E.PermissionDenied,
+    "NOTARY_BATCH_REQUEST_INVALID": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

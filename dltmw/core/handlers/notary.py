@@ -31,7 +31,7 @@ from typing import Protocol
 from dltmw.core.effects import Effects, Token
 from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_batch import decode, sign_batch
+from dltmw.core.notary_batch import decode, encode, sign_tree
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import errors_pb2
 
@@ -130,10 +130,13 @@ class SingleNotary:
             self._replies.append((ask.token, decision))
         if not fresh:
             return
-        self._signed.update(zip(fresh, sign_batch(list(fresh), self._sign), strict=True))
-        for at in pending:
+        signature, proofs = sign_tree(list(fresh), self._sign)
+        proof_of = dict(zip(fresh, proofs, strict=True))
+        self._signed.update((tx_id, encode(signature, proof_of[tx_id])) for tx_id in fresh)
+        for at in pending:  # answered from the proofs: no decoding of what is stored
             token, unsigned = self._replies[at]
-            self._replies[at] = (token, signed(unsigned.tx_id, self._signed[unsigned.tx_id]))
+            answer = Decision(unsigned.tx_id, signature=signature, proof=proof_of[unsigned.tx_id])
+            self._replies[at] = (token, answer)
 
     def tick(self, now: int) -> None:
         """Nothing is time-driven in a single notary."""

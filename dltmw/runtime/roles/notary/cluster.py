@@ -33,6 +33,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
+from dltmw.core import request_batch
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision, Spent
@@ -70,7 +71,7 @@ from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
 from dltmw.runtime.waiters import Waiters
-from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2
+from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
@@ -80,6 +81,7 @@ DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
+HASH_BYTES = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -112,16 +114,34 @@ def _moment(stamp_ns: int) -> datetime:
 def open_request(
     request: bytes, n: int, identity: NotaryIdentity, membership: Membership
 ) -> Unpacked:
-    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica."""
+    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica. A
+    wrap of a batch-signed client message has its requester batch signature checked once here
+    (`Membership.verify` remembers it: the other parts of the batch, and the replica that
+    admitted it, do no public-key operation again); each request must be one it covers."""
     wrapped = unwrap(request, n)
     if wrapped is None:  # PBFT's request_ok let only well-formed requests into a batch
         raise InvariantViolation("a decided notary-cluster request does not parse")
     now = _moment(wrapped.stamp_ns)
+    signer: bytes | None = None
+    covered: frozenset[bytes] = frozenset()
+    if wrapped.HasField("batch_signature"):
+        hashes = list(wrapped.batch_payload_hashes)
+        try:
+            signer = request_batch.check(wrapped.batch_signature, hashes, membership, now)
+        except ClientError as exc:
+            refused = Decision("", reason=exc.reason, message=str(exc))
+            return Unpacked(wrapped.stamp_ns, (refused,) * len(wrapped.requests))
+        covered = frozenset(hashes)
     items: list[NotarisationAsk | Decision] = []
     for raw in wrapped.requests:
         try:
             signed = notarisation_pb2.NotarisationRequest.FromString(raw)
-            items.append(admit(signed, identity, membership, now))
+            if signer is not None and request_batch.payload_hash(signed.payload) not in covered:
+                raise ClientError(
+                    R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
+                    "the request is not one the batch signature covers",
+                )
+            items.append(admit(signed, identity, membership, now, signer))
         except DecodeError:
             items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
         except ClientError as exc:
@@ -144,6 +164,20 @@ class DecidedBatch:
 
 
 Answers = tuple[Decision, ...]
+
+
+@dataclass(frozen=True)
+class SignedPart:
+    """A batch-signed client message being wrapped: its requester batch signature and the
+    payload hashes of all its requests, which every wrap of it carries."""
+
+    signature: identity_pb2.Signature
+    hashes: tuple[bytes, ...]
+
+    @property
+    def overhead(self) -> int:
+        """Bytes each wrap of the batch spends on the signature and the hashes."""
+        return self.signature.ByteSize() + HASH_BYTES * len(self.hashes) + 16
 
 
 class ReplicaExecutor(Executing[ClientRequest | Envelope, Record, Decided, Envelope, Rejected]):
@@ -359,16 +393,31 @@ class ClusterNotaryRole:
         return replica is not None and decider is not None and replica.running and decider.running
 
     async def notarise(
-        self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
+        self,
+        requests: Sequence[notarisation_pb2.NotarisationRequest],
+        tls_org: str | None,
+        batch: identity_pb2.Signature | None = None,
     ) -> list[Outcome]:
-        """Admit `requests`, order the admitted ones, answer once decided here (in order)."""
+        """Admit `requests` (each signed, or all by the requester `batch` signature), order the
+        admitted ones, answer once decided here (in order)."""
         if not self.running:
             raise stopped("the notary is not running")
         now = utc_now()
+        signed: SignedPart | None = None
+        if batch is not None:
+            hashes = tuple(request_batch.payload_hash(r.payload) for r in requests)
+            if len(hashes) * HASH_BYTES > WRAP_BYTES_MAX // 2:
+                limit = WRAP_BYTES_MAX // 2 // HASH_BYTES
+                error = ClientError(
+                    R.ERROR_REASON_INVALID_FIELD,
+                    f"a batch-signed message to a notary cluster holds at most {limit} requests",
+                )
+                return [error] * len(requests)
+            signed = SignedPart(batch, hashes)
         pairs = await admit_in_chunks(
-            self.pool, requests, self.identity, self.membership, now, tls_org
+            self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
-        results = await asyncio.gather(*(self._order(c, a, to_ns(now)) for c, a in pairs))
+        results = await asyncio.gather(*(self._order(c, a, to_ns(now), signed) for c, a in pairs))
         return [outcome for chunk in results for outcome in chunk]
 
     async def _order(
@@ -376,9 +425,11 @@ class ClusterNotaryRole:
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         admitted: list[NotarisationAsk | DltmwError],
         stamp_ns: int,
+        signed_part: SignedPart | None = None,
     ) -> list[Outcome]:
         """Answer tx_ids already signed here from the store (their answer can never change);
-        order the other admitted requests in wraps of at most WRAP_BYTES_MAX."""
+        order the other admitted requests in wraps of at most WRAP_BYTES_MAX (with the
+        requester batch signature and the batch's payload hashes counted in, when signed)."""
         out: list[Outcome] = list(admitted)  # type: ignore[arg-type]  # asks are replaced below
         store = self.cluster_store
         tx_ids = [a.tx_id for a in admitted if isinstance(a, NotarisationAsk)]
@@ -386,7 +437,8 @@ class ClusterNotaryRole:
             store.executor, store.signatures_of, tx_ids
         )
         groups: list[list[tuple[int, bytes]]] = [[]]
-        size = 0
+        base = 0 if signed_part is None else signed_part.overhead
+        size = base
         for i, (request, item) in enumerate(zip(requests, admitted, strict=True)):
             if not isinstance(item, NotarisationAsk):
                 continue
@@ -394,27 +446,32 @@ class ClusterNotaryRole:
                 out[i] = signed_decision(item.tx_id, signed[item.tx_id])
                 continue
             raw = request.SerializeToString()
-            if len(raw) > WRAP_BYTES_MAX:
+            if base + len(raw) > WRAP_BYTES_MAX:
                 out[i] = ClientError(
                     R.ERROR_REASON_INVALID_FIELD, f"request exceeds {WRAP_BYTES_MAX} bytes"
                 )
                 continue
             if size + len(raw) > WRAP_BYTES_MAX:
                 groups.append([])
-                size = 0
+                size = base
             groups[-1].append((i, raw))
             size += len(raw)
         decided = await asyncio.gather(
-            *(self._submit([raw for _, raw in g], stamp_ns) for g in groups if g)
+            *(self._submit([raw for _, raw in g], stamp_ns, signed_part) for g in groups if g)
         )
         for group, decisions in zip([g for g in groups if g], decided, strict=True):
             for (i, _), decision in zip(group, decisions, strict=True):
                 out[i] = decision
         return out
 
-    async def _submit(self, raws: list[bytes], stamp_ns: int) -> Sequence[Outcome]:
+    async def _submit(
+        self, raws: list[bytes], stamp_ns: int, signed_part: SignedPart | None = None
+    ) -> Sequence[Outcome]:
         """Order one wrap and wait for its decisions here (or a transient error for each)."""
-        wrapped = wrap(raws, stamp_ns, self.me)
+        if signed_part is None:
+            wrapped = wrap(raws, stamp_ns, self.me)
+        else:
+            wrapped = wrap(raws, stamp_ns, self.me, signed_part.signature, signed_part.hashes)
         rid = request_id(wrapped)
         future = self.waiters.add(rid)
         try:

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.pool import capturing, chunks, map_chunked
+from dltmw.core import request_batch
 from dltmw.core.effects import Token
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent
@@ -42,7 +43,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.waiters import Waiters
-from dltmw.v1 import errors_pb2, notarisation_pb2
+from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
@@ -74,8 +75,9 @@ def _admit_one(
     membership: Membership,
     now: datetime,
     tls_org: str | None,
+    batch_signer: bytes | None = None,
 ) -> NotarisationAsk:
-    ask = admit(request, identity, membership, now)
+    ask = admit(request, identity, membership, now, batch_signer)
     if tls_org is not None and _org(ask.requester) != tls_org:
         raise ClientError(
             R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
@@ -85,6 +87,19 @@ def _admit_one(
 
 
 Admitted = NotarisationAsk | DltmwError
+BatchCheck = tuple[
+    identity_pb2.Signature,
+    Sequence[notarisation_pb2.NotarisationRequest],
+    Membership,
+    datetime,
+]
+
+
+def _check_batch(args: BatchCheck) -> bytes:
+    """Verify a requester batch signature over the requests' payloads (on the pool)."""
+    batch, requests, membership, now = args
+    hashes = [request_batch.payload_hash(r.payload) for r in requests]
+    return request_batch.check(batch, hashes, membership, now)
 
 
 async def admit_in_chunks(
@@ -94,14 +109,29 @@ async def admit_in_chunks(
     membership: Membership,
     now: datetime,
     tls_org: str | None,
+    batch: identity_pb2.Signature | None = None,
 ) -> list[
     tuple[Sequence[notarisation_pb2.NotarisationRequest], list[NotarisationAsk | DltmwError]]
 ]:
     """Admit `requests` in chunks of ADMIT_CHUNK on `pool` (`aio/pool.map_chunked`); returns
     each chunk with its admitted asks or errors, in order. Shared by the single notary and the
-    notary cluster."""
+    notary cluster. With a requester `batch` signature it is verified first, once, on the pool
+    (`core/request_batch.check`); if it fails every request is refused with its error."""
+    signer: bytes | None = None
+    if batch is not None:
+        checked = await asyncio.get_running_loop().run_in_executor(
+            pool, capturing(_check_batch, DltmwError), (batch, requests, membership, now)
+        )
+        if isinstance(checked, DltmwError):
+            return [(c, [checked] * len(c)) for c in chunks(requests, ADMIT_CHUNK)]
+        signer = checked
     one = functools.partial(
-        _admit_one, identity=identity, membership=membership, now=now, tls_org=tls_org
+        _admit_one,
+        identity=identity,
+        membership=membership,
+        now=now,
+        tls_org=tls_org,
+        batch_signer=signer,
     )
     admitted = await map_chunked(pool, capturing(one, DltmwError), requests, ADMIT_CHUNK)
     pieces = chunks(admitted, ADMIT_CHUNK)
@@ -201,13 +231,17 @@ class NotaryRole:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     async def notarise(
-        self, requests: Sequence[notarisation_pb2.NotarisationRequest], tls_org: str | None
+        self,
+        requests: Sequence[notarisation_pb2.NotarisationRequest],
+        tls_org: str | None,
+        batch: identity_pb2.Signature | None = None,
     ) -> list[Outcome]:
-        """Admit and decide `requests`; one outcome per request, in order."""
+        """Admit and decide `requests` (signed each, or together by `batch`); one outcome per
+        request, in order."""
         if not self._driver.running:
             raise stopped("the notary is not running")
         pairs = await admit_in_chunks(
-            self._pool, requests, self.identity, self.membership, utc_now(), tls_org
+            self._pool, requests, self.identity, self.membership, utc_now(), tls_org, batch
         )
         admitted = [a for _, a in pairs]
         futures = [self._enqueue(chunk) for chunk in admitted]
