@@ -166,29 +166,46 @@ async def run_private_transfer(
         record = await read_record(public.gateway, public.channel_id, transfer_id)
         lock_pub = record.get("locked_tx")
     if lock_pub and plock:
-        proven_lock = plock
-        claim = await _public_settle(
-            public,
-            terms,
-            "claim",
-            lambda: _leg_proof(private, proven_lock, transfer_id, "locked"),
-        )
-        pclaim = await step(
-            "pclaim",
-            terms,
-            private.channel_id,
-            private.details,
-            public_genesis,
-            await _public_proof(public, lock_pub),
-        )
-        if claim is None or pclaim is None:
-            raise RuntimeError(f"a claim of {transfer_id} was refused ({claim}, {pclaim})")
-        return TransferOutcome(transfer_id, "claimed", (lock_pub, plock, claim, pclaim))
+        return await _claim(public, private, terms, public_genesis, (lock_pub, plock), step)
     wait_s = deadline_s - utc_now().timestamp() + 1.0
     if wait_s > wait_max_s:
         raise TimeoutError(f"the deadline is {wait_s:.0f} s away (more than {wait_max_s} s)")
     await asyncio.sleep(max(0.0, wait_s))  # a deadline in header time: nothing to poll
+    # a private step whose answer was lost (the orderer restarting) may have committed since:
+    # a hold left unseen would never be released, a lock unseen never claimed
+    held = held or await recall(private, journal, transfer_id, "pescrow")
+    plock = plock or (await recall(private, journal, transfer_id, "plock") if held else None)
+    if lock_pub and plock:
+        return await _claim(public, private, terms, public_genesis, (lock_pub, plock), step)
     return await _unwind(public, private, terms, public_genesis, (lock_pub, held, plock), step)
+
+
+async def _claim(
+    public: Leg,
+    private: PrivateLeg,
+    terms: bytes,
+    public_genesis: bytes,
+    locks: tuple[str, str],
+    step: Callable[..., Awaitable[str | None]],
+) -> TransferOutcome:
+    """Both legs locked: claim the public one with the private lock's proof (unless its record
+    says claimed already) and the private one with the public lock's proof."""
+    transfer_id = hashlib.sha256(terms).hexdigest()
+    lock_pub, plock = locks
+    claim = await _public_settle(
+        public, terms, "claim", lambda: _leg_proof(private, plock, transfer_id, "locked")
+    )
+    pclaim = await step(
+        "pclaim",
+        terms,
+        private.channel_id,
+        private.details,
+        public_genesis,
+        await _public_proof(public, lock_pub),
+    )
+    if claim is None or pclaim is None:
+        raise RuntimeError(f"a claim of {transfer_id} was refused ({claim}, {pclaim})")
+    return TransferOutcome(transfer_id, "claimed", (lock_pub, plock, claim, pclaim))
 
 
 async def _unwind(
