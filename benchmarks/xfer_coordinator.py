@@ -132,7 +132,8 @@ async def settle_private(
             outcome = await flow.run(a, terms, deadline_s, leg, PRIVATE_LONG_DEADLINE_S + 5)
             state = (await a.gateway.evaluate("trading", "xfer", "status", transfer_id)).payload
             public = state.decode()
-            if (public == "claimed") == (outcome == "claimed") and public != "locked":
+            ended = public in ("claimed", "aborted", "refunded")
+            if ended and (public == "claimed") == (outcome == "claimed"):
                 return public, outcome
             why = f"public {public}, run {outcome}"
         except (grpc.aio.AioRpcError, RuntimeError, TimeoutError, ConnectionError) as exc:

@@ -227,6 +227,8 @@ async def _unwind(
         if record["state"] == "absent":
             await _public(public, "abort", terms)
             record = await read_record(public.gateway, public.channel_id, transfer_id)
+        if record["state"] == "absent":  # the abort did not commit (the orderer down?)
+            raise RuntimeError(f"the public abort of {transfer_id} did not commit: run again")
         lock_pub = record.get("locked_tx")
         public_abort = record.get("aborted_tx")
     pabort = None if plock else await step("pabort", terms, private.channel_id)
