@@ -1,7 +1,7 @@
 """`python -m benchmarks.xfer_acceptance`: issue 19's acceptance run on real processes.
 
     python -m benchmarks.xfer_acceptance [--count 1000] [--in-flight 32] [--kills 4]
-        [--orderer-kills 2] [--seed 1]
+        [--orderer-kills 2] [--seed 1] [--flow channel|private]
 
 The capital-market network (services/networks/capital-market.toml; `trading`: Exchange and both
 brokers, `cash`: Bank and both brokers, one solo orderer for both) on 127.0.0.1:
@@ -19,6 +19,13 @@ brokers, `cash`: Bank and both brokers, one solo orderer for both) on 127.0.0.1:
    locked, the channel's total is conserved (accounts + escrow = opening); and the canary scan:
    no file of the Bank's peer (a `cash` member, not a `trading` member: sqlite with -wal/-shm,
    logs) holds a canary, while the Exchange's peer's files do (the scan's positive control).
+`--flow private` (docs/cross-channel.md "A private leg"): the cash leg is private among BrokerA
+and BrokerB (`benchmarks/xfer_private_flow.py`), the coordinator resumes it from its step journal;
+the checks add, on each recipient's private store: the recipients agree, every private record
+ended (claimed, refunded or aborted) and pairs with the public one as above, no hold left, the
+private cash conserved, and the Bank's peer holds no private `xfer` state; a second canary (in
+the private account names) is in no file or log of the Bank's peer, the Exchange's peer or the
+orderer, and is in the recipients' (positive control).
 Exit status 1 if a check fails. Prints the figures benchmarks/RESULTS.md records.
 """
 
@@ -40,6 +47,7 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks import xfer_private_flow as pflow
 from benchmarks.xfer_coordinator import FINAL, accounts_of, read_journal
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
@@ -89,8 +97,11 @@ async def _refused_root(trader: GatewayClient, genesis: bytes) -> None:
     raise SystemExit("trading accepted a trust root its config does not name")
 
 
-async def _prepare(net: Path, in_flight: int, canary: str) -> None:
+async def _prepare(net: Path, args: argparse.Namespace, canary: str) -> None:
+    in_flight = args.in_flight
     await _trust_roots(net)
+    if args.flow == "private":
+        await pflow.open_private_accounts(net, in_flight, args.private_canary, OPENING)
     async with await GatewayClient.connect(net, "trader.brokera", "peer.brokera") as trader:
         for here, other in (("trading", "cash"), ("cash", "trading")):
             genesis = (net / "channels" / f"{other}.block").read_bytes()
@@ -109,9 +120,10 @@ async def _prepare(net: Path, in_flight: int, canary: str) -> None:
         await asyncio.gather(*opens)
 
 
-def _spawn(net: Path, journal: Path, count: int, in_flight: int) -> subprocess.Popen[str]:
+def _spawn(net: Path, journal: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "benchmarks.xfer_coordinator", str(net), str(journal)]
-    command += ["--count", str(count), "--in-flight", str(in_flight)]
+    command += ["--count", str(args.count), "--in-flight", str(args.in_flight)]
+    command += ["--flow", args.flow, "--canary", args.private_canary]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
@@ -131,11 +143,14 @@ def _restart_orderer(sup: Supervisor) -> float:
     return time.monotonic() - start
 
 
-def _drain(lines: queue.Queue[str]) -> int:
-    """How many DvPs the coordinator reported ended since the last call."""
+def _drain(lines: queue.Queue[str], figures: dict[str, float]) -> int:
+    """How many DvPs the coordinator reported ended since the last call (and counts in
+    `figures["resumed"]` those it resumed: started by a killed coordinator, unfinished)."""
     done = 0
     while not lines.empty():
-        done += lines.get().startswith("done ")
+        line = lines.get()
+        done += line.startswith("done ")
+        figures["resumed"] += line.startswith("resume ")
     return done
 
 
@@ -146,13 +161,14 @@ def drive(sup: Supervisor, net: Path, args: argparse.Namespace) -> dict[str, flo
     rng = random.Random(args.seed)
     journal = net.parent / "coordinator.journal"
     figures = {"coordinator_kills": 0.0, "orderer_kills": 0.0, "orderer_down_s_max": 0.0}
+    figures["resumed"] = 0.0
     orderer_after = sorted(rng.randrange(args.count) for _ in range(args.orderer_kills))
     kills_left, ended = args.kills, 0
     start = time.monotonic()
     while len(read_journal(journal)[1]) < args.count:
         if time.monotonic() - start > RUN_MAX_S:
             raise SystemExit(f"not done after {RUN_MAX_S} s")
-        proc = _spawn(net, journal, args.count, args.in_flight)
+        proc = _spawn(net, journal, args)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_lines, args=(proc, lines), daemon=True).start()
         remaining = args.count - len(read_journal(journal)[1])
@@ -160,7 +176,7 @@ def drive(sup: Supervisor, net: Path, args: argparse.Namespace) -> dict[str, flo
         kill_at = float("inf")
         while proc.poll() is None:
             time.sleep(0.05)
-            ended += _drain(lines)
+            ended += _drain(lines, figures)
             if orderer_after and ended >= orderer_after[0]:
                 orderer_after.pop(0)
                 down = _restart_orderer(sup)
@@ -199,7 +215,7 @@ async def _peer_view(
         return states, total
 
 
-async def verify(net: Path, args: argparse.Namespace) -> list[str]:
+async def verify(sup: Supervisor, net: Path, args: argparse.Namespace) -> list[str]:
     """The checks of the module docstring, on every peer; returns the failures."""
     started, ended = read_journal(net.parent / "coordinator.journal")
     ids = [hashlib.sha256(started[i][0]).hexdigest() for i in range(args.count)]
@@ -222,6 +238,13 @@ async def verify(net: Path, args: argparse.Namespace) -> list[str]:
                 failures.append(f"{peer}: {channel} accounts hold {total}, opened with {opening}")
             if "locked" in states:
                 failures.append(f"{peer}: {states.count('locked')} DvPs still locked")
+    if args.flow == "private":  # the cash leg's records are in the recipients' private stores
+        dirs = {n: sup.data_dir(n) for n in (*pflow.RECIPIENT_PEERS, *pflow.OUTSIDERS)}
+        terms = [started[i][0] for i in range(args.count)]
+        found, seen["cash"] = pflow.check_private(
+            dirs, terms, args.private_canary, args.in_flight, OPENING
+        )
+        failures += found
     pairs = list(zip(seen["trading"], seen["cash"], strict=True))
     failures += [f"DvP {i} ended {p}" for i, p in enumerate(pairs) if p not in FINAL]
     for i, p in enumerate(pairs):
@@ -255,9 +278,9 @@ async def _run(
 ) -> tuple[dict[str, float], list[str]]:
     """Every phase in one event loop (grpc channels must close on the loop that made them);
     the coordinators and kills run in a thread (they only wait on processes)."""
-    await _prepare(net, args.in_flight, canary)
+    await _prepare(net, args, canary)
     figures = await asyncio.to_thread(drive, sup, net, args)
-    return figures, await verify(net, args)
+    return figures, await verify(sup, net, args)
 
 
 def main() -> None:
@@ -267,8 +290,10 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=4, help="kill -9 of the coordinator")
     parser.add_argument("--orderer-kills", type=int, default=2, help="kill -9 of the orderer")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--flow", choices=["channel", "private"], default="channel")
     args = parser.parse_args()
     canary = "CANARY-" + secrets.token_hex(12)
+    args.private_canary = "PRIV" + secrets.token_hex(12)  # not a substring of the other
     with tempfile.TemporaryDirectory() as tmp:
         net = Path(tmp) / "net"
         init_network(TOPOLOGY, net)
@@ -279,6 +304,9 @@ def main() -> None:
         finally:
             sup.stop_all()
         failures += canary_scan(sup, canary)
+        if args.flow == "private":
+            dirs = {n: sup.data_dir(n) for n in (*pflow.RECIPIENT_PEERS, *pflow.OUTSIDERS)}
+            failures += pflow.canary_scan(dirs, sup.run / "logs", args.private_canary)
         _, ended = read_journal(net.parent / "coordinator.journal")
     outcomes = {o: sum(v == o for v in ended.values()) for o in ("claimed", "refunded", "aborted")}
     print(f"command: {' '.join(sys.argv)}")

@@ -1,6 +1,7 @@
 """The coordinating client of the cross-channel acceptance run (`benchmarks/xfer_acceptance.py`).
 
     python -m benchmarks.xfer_coordinator NET JOURNAL --count N --in-flight W
+        [--flow channel|private --canary C]
 
 A separate process, so the acceptance run can kill -9 it at any moment. It holds no authority
 and nearly no state: the JOURNAL (JSON lines) keeps the terms of every DvP it started, written
@@ -11,6 +12,10 @@ rest. DvP i runs in slot i % W on that slot's accounts, one at a time per slot (
 between this process's own DvPs). Every 10th DvP has a short deadline, so a crash between its
 steps, or a stalled orderer, may end it aborted or refunded instead of claimed; every 50th asks
 for more cash than there is (`legs_of`), so it ends refunded.
+
+`--flow private`: the cash leg is private among the brokers (`benchmarks/xfer_private_flow.py`),
+driven by `run_private_transfer` with a step journal next to the terms journal (JOURNAL.steps),
+which is what lets a new coordinator finish a private leg another one started.
 
 A DvP counts as ended only when both channels' records say so (claimed on both, or aborted on one
 and refunded or aborted on the other), read back from the ledger, never from run_transfer's word.
@@ -29,12 +34,15 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks.xfer_private_flow import CASH_PEERS, PrivateFlow, terms_of
 from dltmw.client import GatewayClient
 from dltmw.client.transfer import Leg, dvp_terms, run_transfer
 
 PEERS = {"trading": ["peer.exchange", "peer.brokera"], "cash": ["peer.bank", "peer.brokera"]}
 SHORT_DEADLINE_S = 1
 LONG_DEADLINE_S = 90
+PRIVATE_LONG_DEADLINE_S = 45  # a private step fails fast while the orderer is down: the DvP
+# then waits for its deadline and unwinds (refunded), so a shorter one keeps the run moving
 ATTEMPTS = 40
 FINAL = {("claimed", "claimed"), ("aborted", "aborted"), ("aborted", "refunded")}
 FINAL |= {(b, a) for a, b in FINAL}
@@ -110,12 +118,46 @@ async def settle(a: Leg, b: Leg, terms: bytes, deadline_s: int) -> tuple[str, st
     raise RuntimeError(f"transfer {transfer_id[:12]} not settled after {ATTEMPTS} attempts: {why}")
 
 
-async def coordinate(net: Path, journal_path: Path, count: int, in_flight: int) -> None:
+async def settle_private(
+    a: Leg, flow: PrivateFlow, index: int, in_flight: int, terms: bytes, deadline_s: int
+) -> tuple[str, str]:
+    """Drive one private-leg DvP until the public record is final and the run agrees with it
+    (the private record is read from the recipients' stores by the acceptance checks);
+    (public state, the run's outcome)."""
+    transfer_id = hashlib.sha256(terms).hexdigest()
+    leg = flow.leg(index, in_flight, legs_of(index, in_flight)["cash"][2])
+    why = ""
+    for attempt in range(ATTEMPTS):
+        try:
+            outcome = await flow.run(a, terms, deadline_s, leg, PRIVATE_LONG_DEADLINE_S + 5)
+            state = (await a.gateway.evaluate("trading", "xfer", "status", transfer_id)).payload
+            public = state.decode()
+            ended = public in ("claimed", "aborted", "refunded")
+            if ended and (public == "claimed") == (outcome == "claimed"):
+                return public, outcome
+            why = f"public {public}, run {outcome}"
+        except (grpc.aio.AioRpcError, RuntimeError, TimeoutError, ConnectionError) as exc:
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        await asyncio.sleep(min(0.2 * (attempt + 1), 3.0))
+    raise RuntimeError(f"transfer {transfer_id[:12]} not settled after {ATTEMPTS} attempts: {why}")
+
+
+async def coordinate(
+    net: Path,
+    journal_path: Path,
+    count: int,
+    in_flight: int,
+    flow: str = "channel",
+    canary: str = "",
+) -> None:
     started, ended = read_journal(journal_path)
     journal = Journal(journal_path)
-    conns = {n: await GatewayClient.connect(net, "trader.brokera", n) for n in _peers()}
+    nodes = _peers() + (CASH_PEERS if flow == "private" else [])
+    conns = {n: await GatewayClient.connect(net, "trader.brokera", n) for n in set(nodes)}
     trader = conns["peer.brokera"]
     a, b = (Leg(c, trader, [(n, conns[n].channel) for n in PEERS[c]]) for c in PEERS)
+    private = PrivateFlow(net, conns, journal_path, canary) if flow == "private" else None
+    long_s = LONG_DEADLINE_S if private is None else PRIVATE_LONG_DEADLINE_S
 
     async def slot(w: int) -> None:
         mine = [i for i in range(w, count, in_flight) if i not in ended]
@@ -126,10 +168,16 @@ async def coordinate(net: Path, journal_path: Path, count: int, in_flight: int) 
                 print(f"resume {i}", flush=True)
             else:
                 short = i % 10 == 9
-                deadline = int(time.time()) + (SHORT_DEADLINE_S if short else LONG_DEADLINE_S)
-                terms = dvp_terms(legs_of(i, in_flight), deadline, f"acc-{i}")
+                deadline = int(time.time()) + (SHORT_DEADLINE_S if short else long_s)
+                if private is None:
+                    terms = dvp_terms(legs_of(i, in_flight), deadline, f"acc-{i}")
+                else:
+                    terms = terms_of(net, i, legs_of(i, in_flight), deadline, canary, in_flight)
                 journal.write({"i": i, "terms": terms.hex(), "deadline_s": deadline})
-            sa, sb = await settle(a, b, terms, deadline)
+            if private is None:
+                sa, sb = await settle(a, b, terms, deadline)
+            else:
+                sa, sb = await settle_private(a, private, i, in_flight, terms, deadline)
             outcome = sa if sa == "claimed" else ("refunded" if "refunded" in (sa, sb) else sa)
             journal.write({"i": i, "outcome": outcome})
             print(f"done {i} {outcome}", flush=True)
@@ -137,6 +185,9 @@ async def coordinate(net: Path, journal_path: Path, count: int, in_flight: int) 
     try:
         await asyncio.gather(*(slot(w) for w in range(in_flight)))
     finally:
+        if private is not None:
+            private.close()
+            await private.privacy.close()  # closes the trader's connection too
         for c in conns.values():
             await c.close()
 
@@ -151,8 +202,12 @@ def main() -> None:
     parser.add_argument("journal", type=Path)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--in-flight", type=int, required=True)
+    parser.add_argument("--flow", choices=["channel", "private"], default="channel")
+    parser.add_argument("--canary", default="")
     args = parser.parse_args()
-    asyncio.run(coordinate(args.net, args.journal, args.count, args.in_flight))
+    asyncio.run(
+        coordinate(args.net, args.journal, args.count, args.in_flight, args.flow, args.canary)
+    )
     sys.exit(0)
 
 
