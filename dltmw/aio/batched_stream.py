@@ -236,6 +236,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         reader: asyncio.Task[None] | None = None
         call: StreamCall[Req, Resp] | None = None
         cause: BaseException | None = None
+        opening = True
         try:
             call = await self._open()
             reader = asyncio.create_task(self._read(call), name=f"{self.name}-reader")
@@ -248,7 +249,13 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 self._holding = None
                 batch = self._take(first)
                 self._acks.sent(batch)
-                await call.write(self._codec.pack([w.item for w in batch]))
+                message = self._codec.pack([w.item for w in batch])
+                if opening:  # the first write may wait for the call's start: race the reader
+                    opening = False
+                    if not await _first_write(call, message, reader):
+                        break  # the call ended before it started: the reader holds why
+                else:
+                    await call.write(message)
         except REMOTE_FAILURES as exc:
             cause = exc
         except asyncio.InvalidStateError:
@@ -333,6 +340,30 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 failures,
                 more,
             )
+
+
+async def _first_write(
+    call: StreamCall[Req, Resp], message: Req, reader: asyncio.Task[None]
+) -> bool:
+    """Write a call's first message unless the call ends first; False if it ended.
+
+    grpc.aio's `write` first waits for the call to have sent its initial metadata. A call
+    cancelled before that (its channel closed under it: `NodeContext.forget` by another user of
+    the shared channel, after a peer restarted) never sends it, and that wait never ends: the
+    stream stood still for good, every caller's item waiting behind it (seen as a gateway that
+    stopped submitting after an orderer's kill -9). The reader ends with the call, so the first
+    write is raced against it; later writes follow a started call and end with it."""
+    write = asyncio.ensure_future(call.write(message))
+    try:
+        await asyncio.wait({write, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not write.done():
+            write.cancel()
+            await asyncio.gather(write, return_exceptions=True)
+    if write.cancelled():
+        return False
+    write.result()  # a failed write raises as before
+    return True
 
 
 def fail(future: asyncio.Future[Any], error: BaseException) -> None:

@@ -338,3 +338,35 @@ async def test_a_message_holds_no_more_than_its_byte_bound() -> None:
     assert call.written == [[1], [4, 5], [2]]  # 4+5+2 > 10: the 2 waits for the next message
     await s.close()
     await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+class UnstartedCall(FakeCall):
+    """A call cancelled before it started (its channel closed under it): grpc.aio's `write`
+    waits for the initial metadata that is never sent, and reading ends with the local
+    cancellation (asyncio.CancelledError, as grpc.aio raises it)."""
+
+    async def write(self, request: list[int]) -> None:
+        await asyncio.Event().wait()  # never set: the metadata is never sent
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        raise asyncio.CancelledError
+        yield  # an async generator
+
+
+async def test_a_call_cancelled_before_it_started_ends_the_stream_instead_of_hanging() -> None:
+    """Seen on real processes: after an orderer's kill -9 a gateway's Broadcast stream stood
+    still for good (every Submit timed out for minutes) — its new call's first write waited for
+    a start that never came. Now the caller is failed (it may retry) and the next stream works."""
+    unstarted, healthy = UnstartedCall(), FakeCall()
+    peer, gate = Peer(unstarted, healthy), Gate()
+    s = stream(peer, gate)
+    with pytest.raises(TransientError, match="PEER_UNAVAILABLE"):
+        await asyncio.wait_for(s.call(1), 5)  # bounded: without the fix it never returns
+    await until(lambda: gate.delays != [])
+    assert peer.dropped == 1  # the connection is re-resolved
+    gate.release()
+    waiting = asyncio.ensure_future(s.call(2))
+    await until(lambda: len(healthy.written) == 1)
+    healthy.answer([2])
+    assert await waiting == 2
+    await s.close()
