@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dltmw.sim.checkers import check_safety, missing
+from dltmw.sim.checkers import check_alone, check_safety, missing
 from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
 from dltmw.sim.dissem_checks import check_available, check_batches_once
 from dltmw.sim.dissem_world import DissemWorld
+from dltmw.sim.keys import Keys
 from dltmw.sim.runner import HEAL_AT, LIVENESS_BOUND, SUBMIT_UNTIL, RunResult, heal, network_faults
 from dltmw.sim.runner import sim_config as replica_config
 from dltmw.sim.world import Behaviour
@@ -32,14 +33,17 @@ def run_dissemination(
     requests: int = 24,
     trace: bool = False,
     enforce: bool = True,
+    lone_every: int = 0,
 ) -> RunResult:
-    """Run one seeded simulation with dissemination on and check it."""
+    """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
+    every k-th request must be ordered alone (the stand-in for a config update)."""
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
     world = DissemWorld(seed, replica_config(n), chosen(), clients=2, trace=trace, enforce=enforce)
     for counter in range(requests):
+        lone = lone_every > 0 and counter % lone_every == lone_every - 1
 
-        def submit(c: int = counter % 2, k: int = counter) -> None:
-            world.submit(c, k)
+        def submit(c: int = counter % 2, k: int = counter, alone: bool = lone) -> None:
+            world.submit(c, k, lone=alone)
 
         world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
     if behaviour == "network":
@@ -53,7 +57,10 @@ def run_dissemination(
             break
     honest = world.honest()
     violations = tuple(
-        check_safety(honest, world.submitted) + check_available(honest) + check_batches_once(honest)
+        check_safety(honest, world.submitted)
+        + check_available(honest)
+        + check_batches_once(honest)
+        + check_alone(honest, Keys.lone)
     )
     lacking = tuple(missing(honest, world.submitted))
     decided = max((len(node.decided) for node in honest), default=0)

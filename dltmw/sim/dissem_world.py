@@ -40,15 +40,15 @@ class DissemWorld(World):
     def new_replica(self, index: int, records: list[Record] | None = None) -> Replica:
         """A fresh (or restored) disseminating core. It has the `Replica` surface the world
         drives (step, tick, ready, view, counters), so it is returned as one."""
-        sign, ok = self.keys.signer(index), self.keys.request_ok
+        sign, ok, lone = self.keys.signer(index), self.keys.request_ok, self.keys.lone
         cfg, dis = self.config, self.dissemination
         if records is None:
             core = DisseminatingReplica(
-                cfg, index, sign, self.keys.verify, dis, ok, enforce_certificates=self.enforce
+                cfg, index, sign, self.keys.verify, dis, ok, self.enforce, lone
             )
         else:
             core = DisseminatingReplica.restore(
-                cfg, index, sign, self.keys.verify, dis, records, ok, self.enforce
+                cfg, index, sign, self.keys.verify, dis, records, ok, self.enforce, lone
             )
         return cast(Replica, core)
 

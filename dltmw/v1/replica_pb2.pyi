@@ -518,22 +518,26 @@ class BatchAck(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
+    ALONE_FIELD_NUMBER: _builtins.int
     origin: _builtins.int
     """Index of the replica that formed (and signed) the batch."""
     batch_sequence: _builtins.int
     """The origin's batch counter."""
     digest: _builtins.bytes
     """Digest of the stored batch."""
+    alone: _builtins.bool
+    """The batch is one envelope that must be ordered alone (a config update); the signer checked."""
     def __init__(
         self,
         *,
         origin: _builtins.int = ...,
         batch_sequence: _builtins.int = ...,
         digest: _builtins.bytes = ...,
+        alone: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alone", b"alone", "batch_sequence", b"batch_sequence", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -554,6 +558,7 @@ class AvailabilityCertificate(_message.Message):
     DIGEST_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     ACKS_FIELD_NUMBER: _builtins.int
+    ALONE_FIELD_NUMBER: _builtins.int
     origin: _builtins.int
     """Index of the batch's origin."""
     batch_sequence: _builtins.int
@@ -562,9 +567,13 @@ class AvailabilityCertificate(_message.Message):
     """Digest of the batch."""
     count: _builtins.int
     """Number of envelopes in the batch (informative; the digest binds them)."""
+    alone: _builtins.bool
+    """The batch is one envelope to be ordered in a block of its own (a config update), as every
+    ack says: PBFT-lite then orders this certificate alone.
+    """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedReplicaMessage]:
-        """f+1 signed ReplicaMessages whose body is a BatchAck for exactly the fields above."""
+        """f+1 signed ReplicaMessages whose body is a BatchAck for exactly the fields above and `alone`."""
 
     def __init__(
         self,
@@ -574,10 +583,11 @@ class AvailabilityCertificate(_message.Message):
         digest: _builtins.bytes = ...,
         count: _builtins.int = ...,
         acks: _abc.Iterable[Global___SignedReplicaMessage] | None = ...,
+        alone: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,13 @@ def test_dissemination_is_safe_and_live_with_seven_replicas(seed: int) -> None:
         assert not result.violations and result.live, result.verdict()
 
 
+@pytest.mark.parametrize("behaviour", ["network", "equivocating-batch", "withheld-batch"])
+@pytest.mark.parametrize("seed", range(6))
+def test_lone_requests_are_ordered_alone_with_dissemination(seed: int, behaviour: str) -> None:
+    result = run_dissemination(seed, behaviour, lone_every=3)
+    assert not result.violations and result.live, result.verdict()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_negative_control_without_the_certificate_check_the_checkers_go_red(seed: int) -> None:
     result = run_dissemination(seed, "withheld-batch", enforce=False)

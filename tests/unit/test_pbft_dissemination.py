@@ -253,3 +253,46 @@ def test_a_missing_batch_is_fetched_from_a_replica_that_acked_it() -> None:
     replica.step(answer[0][1])
     effects = replica.ready()
     assert [d.requests for d in effects.decided] == [tuple(REQS[:2])]
+
+
+LONE = KEYS.make_request(0, 50, lone=True)
+
+
+def lone_core(me: int) -> DisseminatingReplica:
+    sign = KEYS.signer(me)
+    return DisseminatingReplica(
+        CONFIG, me, sign, KEYS.verify, DIS, KEYS.request_ok, alone=KEYS.lone
+    )
+
+
+def test_a_batch_mixing_a_lone_envelope_with_others_is_never_acked() -> None:
+    replica = lone_core(2)
+    replica.step(batch_message(1, 1, [REQS[0], LONE]))
+    assert kinds(replica.ready().send) == []
+    assert replica.counters["batch-mixes-a-lone-request"] == 1
+
+
+def test_a_lone_envelope_is_batched_alone_and_its_certificate_says_so() -> None:
+    origin = lone_core(1)
+    for request in (REQS[0], LONE, REQS[1]):
+        origin.step(ClientRequest(request))
+    origin.tick(DIS.batch_wait_ticks)
+    sent = origin.ready().send
+    batches = {}
+    for peer, envelope in sent:
+        message = replica_pb2.ReplicaMessage()
+        message.ParseFromString(envelope.payload)
+        if peer == 2 and message.WhichOneof("body") == "batch":
+            batches[message.batch.batch_sequence] = (list(message.batch.envelopes), envelope)
+    assert [b[0] for _s, b in sorted(batches.items())] == [[REQS[0]], [LONE], [REQS[1]]]
+    store = lone_core(2)
+    store.step(batches[2][1])
+    origin.step(store.ready().send[0][1])
+    effects = origin.ready()
+    message = replica_pb2.ReplicaMessage()
+    message.ParseFromString(next(e for peer, e in effects.send if peer == 0).payload)
+    certificate = parse_certificate(message.forwarded.requests[0])
+    assert certificate is not None and certificate.alone
+    assert AvailabilityRule(CHECKER)(certificate.SerializeToString())
+    certificate.alone = False  # a faulty origin denies it: the acks no longer match
+    assert not AvailabilityRule(CHECKER)(certificate.SerializeToString())

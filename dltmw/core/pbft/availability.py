@@ -12,6 +12,9 @@ Rules a reader must keep:
 - An ack counts only if it opens (`Checker.open`: the signer is of the group, the signature
   verifies over the payload, the epoch is ours) and names exactly the certificate's triple.
 - Distinct signers only: one replica acking twice counts once.
+- `alone` (one envelope that must be ordered in a block of its own: a config update) is part of
+  what each ack signs; a correct replica acks a batch only after checking it (and refuses a
+  batch mixing a lone envelope with others), so a certificate's `alone` is true.
 - f+1 is availability, not uniqueness. A faulty origin that sends two batches under one
   (origin, batch_sequence) can get a certificate for each (its own ack plus one correct replica
   for each digest): both batches are available, so ordering both is safe; the assembly takes
@@ -44,9 +47,13 @@ class BatchKey:
     batch_sequence: int
 
 
-def ack_message(origin: int, batch_sequence: int, digest: bytes) -> replica_pb2.ReplicaMessage:
-    """The (unsigned) ack of a stored batch."""
-    ack = replica_pb2.BatchAck(origin=origin, batch_sequence=batch_sequence, digest=digest)
+def ack_message(
+    origin: int, batch_sequence: int, digest: bytes, alone: bool = False
+) -> replica_pb2.ReplicaMessage:
+    """The (unsigned) ack of a stored batch (`alone`: it is one lone envelope)."""
+    ack = replica_pb2.BatchAck(
+        origin=origin, batch_sequence=batch_sequence, digest=digest, alone=alone
+    )
     return replica_pb2.ReplicaMessage(batch_ack=ack)
 
 
@@ -62,14 +69,14 @@ def parse_certificate(data: bytes) -> replica_pb2.AvailabilityCertificate | None
 
 def ack_signers(checker: Checker, cert: replica_pb2.AvailabilityCertificate) -> set[int]:
     """Distinct replicas whose valid ack names exactly the certificate's batch."""
-    triple = (cert.origin, cert.batch_sequence, cert.digest)
+    triple = (cert.origin, cert.batch_sequence, cert.digest, cert.alone)
     signers: set[int] = set()
     for envelope in cert.acks:
         message = checker.open(envelope)
         if message is None or message.WhichOneof("body") != "batch_ack":
             continue
         ack = message.batch_ack
-        if (ack.origin, ack.batch_sequence, ack.digest) == triple:
+        if (ack.origin, ack.batch_sequence, ack.digest, ack.alone) == triple:
             signers.add(envelope.replica)
     return signers
 
@@ -84,7 +91,12 @@ def certificate_error(checker: Checker, cert: replica_pb2.AvailabilityCertificat
 
 
 def make_certificate(
-    origin: int, batch_sequence: int, digest: bytes, count: int, acks: list[Envelope]
+    origin: int,
+    batch_sequence: int,
+    digest: bytes,
+    count: int,
+    acks: list[Envelope],
+    alone: bool = False,
 ) -> bytes:
     """The canonical certificate bytes from acks (sorted by signer, as the origin forms it)."""
     cert = replica_pb2.AvailabilityCertificate(
@@ -93,8 +105,16 @@ def make_certificate(
         digest=digest,
         count=count,
         acks=sorted(acks, key=lambda e: e.replica),
+        alone=alone,
     )
     return cert.SerializeToString()
+
+
+def certificate_alone(request: bytes) -> bool:
+    """The `alone` predicate of a replica ordering certificates: the certificate says its batch
+    is one lone envelope (a config update), which its f+1 acks (one correct) checked."""
+    cert = parse_certificate(request)
+    return cert is not None and cert.alone
 
 
 class AvailabilityRule:

@@ -17,8 +17,9 @@ the ordered slot's (over certificates). Records persisted: the replica's, `Batch
 Effects keep the core contract: every record (a stored batch, the replica's votes, an
 assembled slot) is in `persist` before any message that depends on it is in `send` (an ack
 leaves only once its batch is durable). Replies are the disseminator's refusals, by envelope id.
-Lone requests (config updates) are not supported in this mode yet: a certificate cannot tell
-whether its batch holds one.
+Lone envelopes (config updates, `alone`) are batched alone and their certificate says so
+(`availability.certificate_alone`): the replica orders that certificate in a slot of its own,
+so the config update is alone in its block, as without dissemination.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.effects import Effects
 from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
-from dltmw.core.pbft.availability import AvailabilityRule, BatchKey
+from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate_alone
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
 from dltmw.core.pbft.replica import Replica
@@ -65,15 +66,19 @@ class DisseminatingReplica:
         dissemination: DisseminationConfig,
         envelope_ok: Callable[[bytes], bool] = lambda _e: True,
         enforce_certificates: bool = True,
+        alone: Callable[[bytes], bool] = lambda _e: False,
     ) -> None:
         """`envelope_ok`: the admission rule, run once at the replica that batches an envelope;
-        `enforce_certificates=False` is the simulator's negative control only."""
+        `enforce_certificates=False` is the simulator's negative control only; `alone`:
+        envelopes ordered in a block of their own (config updates)."""
         self.checker = Checker(config, verify, batch_digest, lambda _r: True)
         self.rule = AvailabilityRule(self.checker, enforce=enforce_certificates)
-        self.replica = Replica(config, me, sign, verify, request_ok=self.rule)
+        self.replica = Replica(
+            config, me, sign, verify, request_ok=self.rule, alone=certificate_alone
+        )
         self.me = me
         self._sign = sign
-        self.disseminator = Disseminator(self.checker, me, sign, dissemination, envelope_ok)
+        self.disseminator = Disseminator(self.checker, me, sign, dissemination, envelope_ok, alone)
         self.resolver = BatchResolver(self.checker, me)
         self.retransmit_ticks = dissemination.retransmit_ticks
         # A delivered batch is kept as long as its decided slot is (state transfer serves the
@@ -93,11 +98,16 @@ class DisseminatingReplica:
         records: Sequence[DisseminatedRecord],
         envelope_ok: Callable[[bytes], bool] = lambda _e: True,
         enforce_certificates: bool = True,
+        alone: Callable[[bytes], bool] = lambda _e: False,
     ) -> DisseminatingReplica:
         """Rebuilt from exactly the records its earlier incarnation made durable."""
-        core = cls(config, me, sign, verify, dissemination, envelope_ok, enforce_certificates)
+        core = cls(
+            config, me, sign, verify, dissemination, envelope_ok, enforce_certificates, alone
+        )
         inner = [r for r in records if not isinstance(r, BatchRecord | AssembledRecord)]
-        core.replica = Replica.restore(config, me, sign, verify, inner, request_ok=core.rule)
+        core.replica = Replica.restore(
+            config, me, sign, verify, inner, request_ok=core.rule, alone=certificate_alone
+        )
         for record in records:
             if isinstance(record, BatchRecord):
                 core.disseminator.restore(record)

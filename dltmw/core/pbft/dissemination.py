@@ -14,6 +14,8 @@ Theory of operation (one replica, pure state machine; `disseminating.py` compose
   persisted (`BatchRecord`) and sent to every other replica; the origin's own signed ack counts
   as the first of the f+1. Persisting before sending matters: a restarted origin never reuses
   a batch sequence for other envelopes (which would be an honest replica equivocating).
+- Lone envelopes (config updates, `alone`) are cut into a batch of their own and their acks and
+  certificate say so; a batch mixing one with other envelopes is never acked.
 - Storing: a replica that receives a valid batch (origin's signature, recomputed digest, bounds)
   persists it, and only then (the driver runs persist before send) answers the origin with a
   signed `BatchAck`. It acks at most ONE digest per (origin, batch_sequence), whatever it
@@ -78,6 +80,7 @@ class OwnBatch:
 
     digest: bytes
     count: int
+    alone: bool = False
     acks: dict[int, Envelope] = field(default_factory=dict)
     certificate: bytes | None = None
 
@@ -108,12 +111,16 @@ class Disseminator:
         sign: Signer,
         config: DisseminationConfig,
         envelope_ok: Callable[[bytes], bool],
+        alone: Callable[[bytes], bool] = lambda _e: False,
     ) -> None:
+        """`envelope_ok`: the admission rule; `alone`: envelopes that must be ordered in a block
+        of their own (config updates) — batched alone, their certificates say so."""
         self.checker = checker
         self.me = me
         self._sign = sign
         self.config = config
         self.envelope_ok = envelope_ok
+        self.alone = alone
         self.now = 0
         self.intake: dict[bytes, bytes] = {}  # envelope id -> envelope, arrival order
         self.intake_since = 0
@@ -173,13 +180,19 @@ class Disseminator:
             batch: list[bytes] = []
             size = 0
             for envelope in self.intake.values():
+                lone = self.alone(envelope)
                 if batch and (
-                    len(batch) >= cfg.batch_count_max or size + len(envelope) > cfg.batch_bytes_max
+                    lone
+                    or len(batch) >= cfg.batch_count_max
+                    or size + len(envelope) > cfg.batch_bytes_max
                 ):
                     break
                 batch.append(envelope)
                 size += len(envelope)
+                if lone:
+                    break  # a lone envelope is a batch by itself
             full = len(batch) < len(self.intake) or len(batch) >= cfg.batch_count_max
+            full = full or (len(batch) == 1 and self.alone(batch[0]))
             waited = self.now - self.intake_since >= cfg.batch_wait_ticks
             if not full and (full_only or not waited):
                 return
@@ -192,6 +205,7 @@ class Disseminator:
 
     def _form(self, envelopes: tuple[bytes, ...]) -> None:
         seq, digest = self.next_batch, batch_digest(envelopes)
+        lone = self.lone(envelopes)
         self.next_batch += 1
         message = replica_pb2.ReplicaMessage(
             batch=replica_pb2.Batch(batch_sequence=seq, digest=digest, envelopes=envelopes)
@@ -201,8 +215,8 @@ class Disseminator:
         self.persist.append(BatchRecord(envelope))
         self.stored[(key, digest)] = StoredBatch(envelope, envelopes)
         self.acked[key] = digest
-        self.own[seq] = OwnBatch(digest, len(envelopes))
-        self.own[seq].acks[self.me] = self._signed(ack_message(self.me, seq, digest))
+        self.own[seq] = OwnBatch(digest, len(envelopes), lone)
+        self.own[seq].acks[self.me] = self._signed(ack_message(self.me, seq, digest, lone))
         self.send.extend((peer, envelope) for peer in self._others())
         self._maybe_certify(seq)
 
@@ -219,6 +233,9 @@ class Disseminator:
         key, digest, envelopes = opened
         if key.origin == self.me:
             return None  # our own, relayed back: we hold it
+        if len(envelopes) > 1 and any(self.alone(e) for e in envelopes):
+            self.drop("batch-mixes-a-lone-request")  # never acked: it cannot be certified
+            return None
         stored = self.stored.get((key, digest))
         acked = self.acked.get(key)
         fresh = stored is None
@@ -236,7 +253,8 @@ class Disseminator:
         if acked is None:
             self.acked[key] = acked = digest
         if acked == digest:
-            ack = self._signed(ack_message(key.origin, key.batch_sequence, digest))
+            lone = self.lone(envelopes)
+            ack = self._signed(ack_message(key.origin, key.batch_sequence, digest, lone))
             self.send.append((key.origin, ack))
         else:
             self.drop("equivocating-batch")  # stored (it may be fetched), never acked
@@ -249,6 +267,9 @@ class Disseminator:
         if ack.origin != self.me or own is None or ack.digest != own.digest:
             self.drop("ack-of-unknown-batch")
             return
+        if ack.alone != own.alone:
+            self.drop("ack-of-unknown-batch")
+            return
         own.acks.setdefault(envelope.replica, envelope)
         self._maybe_certify(ack.batch_sequence)
 
@@ -257,8 +278,12 @@ class Disseminator:
         if own.certificate is not None or len(own.acks) < self.checker.config.f + 1:
             return
         acks = [own.acks[r] for r in sorted(own.acks)][: self.checker.config.f + 1]
-        own.certificate = make_certificate(self.me, seq, own.digest, own.count, acks)
+        own.certificate = make_certificate(self.me, seq, own.digest, own.count, acks, own.alone)
         self.certified.append(own.certificate)
+
+    def lone(self, envelopes: tuple[bytes, ...]) -> bool:
+        """Is this batch one envelope to be ordered alone?"""
+        return len(envelopes) == 1 and self.alone(envelopes[0])
 
     def on_fetch(self, source: int, message: replica_pb2.ReplicaMessage) -> None:
         """Serve a stored batch (the origin's signed message, as is)."""
@@ -307,8 +332,9 @@ class Disseminator:
         self.acked.setdefault(key, digest)
         if key.origin == self.me:
             self.next_batch = max(self.next_batch, key.batch_sequence + 1)
-            own = OwnBatch(digest, len(envelopes))
-            own.acks[self.me] = self._signed(ack_message(self.me, key.batch_sequence, digest))
+            lone = self.lone(envelopes)
+            own = OwnBatch(digest, len(envelopes), lone)
+            own.acks[self.me] = self._signed(ack_message(self.me, key.batch_sequence, digest, lone))
             self.own[key.batch_sequence] = own
             self.batched_ids.update(request_id(e) for e in envelopes)
         else:
