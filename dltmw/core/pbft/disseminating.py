@@ -35,6 +35,7 @@ from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
 from dltmw.core.pbft.replica import Replica
+from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
@@ -86,6 +87,7 @@ class DisseminatingReplica:
         self.retain_slots = config.decided_retain
         self._persist: list[DisseminatedRecord] = []
         self._used: dict[int, list[tuple[BatchKey, bytes]]] = {}
+        self._assembled: dict[int, Decided] = {}
 
     @classmethod
     def restore(
@@ -113,6 +115,7 @@ class DisseminatingReplica:
                 core.disseminator.restore(record)
             elif isinstance(record, AssembledRecord):
                 core.resolver.restore(record)
+                core._rebuild(record)
         for key in core.resolver.included:
             core.disseminator.included(key, [])
         core.disseminator.batched_ids.difference_update(core.resolver.delivered_ids)
@@ -178,9 +181,10 @@ class DisseminatingReplica:
             self.resolver.push(decided)
         assembled = self.resolver.resolve(d.stored)
         persist: list[DisseminatedRecord] = [*d.persist, *inner.persist]
-        for record, _done in assembled:
+        for record, done in assembled:
             persist.append(record)
             self._note_used(record)
+            self._keep(done)
         send = [*d.send, *inner.send]
         send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
         replies = [(r.request_id, r) for r in d.replies]
@@ -191,6 +195,24 @@ class DisseminatingReplica:
             send=tuple(send),
             replies=tuple(replies),
         )
+
+    def _rebuild(self, record: AssembledRecord) -> None:
+        """An assembled slot's envelopes again, from the stored batches it took (restart)."""
+        by_id: dict[bytes, bytes] = {}
+        for origin, batch_sequence, digest in record.batches:
+            stored = self.disseminator.stored.get((BatchKey(origin, batch_sequence), digest))
+            if stored is None:
+                return  # forgotten (older than the retention): nothing to rebuild
+            by_id.update((request_id(e), e) for e in stored.envelopes)
+        envelopes = tuple(by_id[i] for i in record.envelope_ids if i in by_id)
+        self._keep(Decided(0, record.sequence, b"", envelopes, (), envelopes))
+
+    def _keep(self, done: Decided) -> None:
+        """Retain an assembled slot (as long as the replica retains decided batches)."""
+        self._assembled[done.sequence] = done
+        horizon = done.sequence - self.retain_slots
+        for seq in [s for s in self._assembled if s <= horizon]:
+            del self._assembled[seq]
 
     def _note_used(self, record: AssembledRecord) -> None:
         """Tell dissemination which batches are in the chain; forget old delivered batches."""
@@ -205,6 +227,108 @@ class DisseminatingReplica:
         for seq in [s for s in self._used if s <= record.sequence - self.retain_slots]:
             for key, digest in self._used.pop(seq):
                 self.disseminator.forget(key, digest)
+
+    # -- what the PBFT orderer core reads of its replica (`pbft_orderer.PbftOrdererCore`) -----
+    # The orderer core was written against `Replica`; these keep its meaning in envelope terms:
+    # executed ids are the envelopes in the chain, pending ones those batched or waiting here,
+    # `decided` the assembled slots still retained (a restart rebuilds unfinished blocks).
+
+    @property
+    def config(self) -> PbftConfig:
+        """The ordering replica's protocol parameters."""
+        return self.replica.config
+
+    @property
+    def next_exec(self) -> int:
+        """The next sequence to execute."""
+        return self.replica.next_exec
+
+    @property
+    def next_seq(self) -> int:
+        """As primary, the next sequence to propose."""
+        return self.replica.next_seq
+
+    @property
+    def behind_at(self) -> int:
+        """Tick at which the replica last proved itself behind."""
+        return self.replica.behind_at
+
+    @property
+    def now(self) -> int:
+        """The replica's tick count."""
+        return self.replica.now
+
+    @now.setter
+    def now(self, value: int) -> None:
+        self.replica.now = value
+        self.disseminator.now = value
+
+    @property
+    def end(self) -> int | None:
+        """The last sequence of this epoch (None: open)."""
+        return self.replica.end
+
+    @end.setter
+    def end(self, value: int | None) -> None:
+        self.replica.end = value
+
+    @property
+    def cut_max(self) -> int:
+        """Certificates per slot: one, so a block is one batch (at most the channel's
+        `max_tx_count` envelopes, the batch bound) whatever the channel's block size says."""
+        return self.replica.cut_max
+
+    @cut_max.setter
+    def cut_max(self, _value: int) -> None:
+        self.replica.cut_max = 1
+
+    @property
+    def executed_ids(self) -> set[bytes]:
+        """Ids of the envelopes in the chain."""
+        return self.resolver.delivered_ids
+
+    @property
+    def pending(self) -> dict[bytes, Pending]:
+        """Envelopes admitted here and not in the chain yet (waiting, or in our batches)."""
+        d = self.disseminator
+        out = {eid: Pending(e, d.intake_since) for eid, e in d.intake.items()}
+        for seq, own in d.own.items():
+            stored = d.stored.get((BatchKey(self.me, seq), own.digest))
+            for envelope in () if stored is None else stored.envelopes:
+                out.setdefault(request_id(envelope), Pending(envelope, d.now))
+        return out
+
+    @property
+    def decided(self) -> dict[int, Decided]:
+        """Assembled slots still retained, by sequence."""
+        return self._assembled
+
+    def on_request(self, request: bytes, forward: bool) -> None:
+        """An envelope handed over (a new replica group takes the old one's pending)."""
+        del forward  # dissemination spreads it anyway
+        self.disseminator.submit(request, self.resolver.delivered_ids.__contains__)
+
+    def propose(self, full_only: bool) -> None:
+        """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
+        self.disseminator.cut(full_only)
+        self.replica.propose(full_only)
+
+    def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
+        """Execution jumps over verified blocks (`pbft.jump`). Their envelopes, not the
+        certificates, are all a block shows: they count as executed and assembled, and the
+        replica's chained state digest is computed over them — so this replica's checkpoint
+        votes differ from its peers' until a stable checkpoint proven by them moves it."""
+        if not self.replica.jump(batches):
+            return False
+        for seq, envelopes in batches:
+            if seq > self.resolver.assembled_upto:
+                self.resolver.delivered_ids.update(request_id(e) for e in envelopes)
+                self.resolver.assembled_upto = seq
+        while (
+            self.resolver.queue and self.resolver.queue[0].sequence <= self.resolver.assembled_upto
+        ):
+            self.resolver.queue.popleft()
+        return True
 
     def _signed(self, message: replica_pb2.ReplicaMessage) -> Envelope:
         message.epoch = self.checker.config.epoch
