@@ -34,6 +34,7 @@ class NetworkShape:
     batch_max_bytes: int = 1024 * 1024
     cut_by_limits_only: bool = False  # True: Fabric's cutter (no cut when the intake drains)
     reorder: bool = False  # True: Fabric++ reordering of each block (core/reorder.py)
+    pbft_dissemination: bool = False  # True: PBFT-lite orders batch certificates (issue 18)
     flow: str = "ledger"  # "ledger" (peers, orderers, channels), "notary" or "utxo"
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
     nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
@@ -79,6 +80,7 @@ class NetworkShape:
             "timeout_ms": self.batch_timeout_ms,
             "cut_by_limits_only": self.cut_by_limits_only,
             "reorder": self.reorder,
+            "pbft_dissemination": self.pbft_dissemination,
         }
 
 

@@ -58,6 +58,10 @@ def bench(
     reorder: Annotated[
         bool, typer.Option(help="block cutter: readers before writers in each block (Fabric++)")
     ] = False,
+    pbft_dissemination: Annotated[
+        bool,
+        typer.Option(help="PBFT-lite: order batch certificates, not envelopes (issue 18)"),
+    ] = False,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,
@@ -104,6 +108,7 @@ def bench(
             batch_timeout_ms=batch_timeout_ms,
             cut_by_limits_only=cut_by_limits_only,
             reorder=reorder,
+            pbft_dissemination=pbft_dissemination,
         )
         cfg = BenchConfig(
             workload=workload,

@@ -5,7 +5,10 @@ restart reads them back in the same order and hands them to `Replica.restore`. E
 stored as the exact bytes of a replica.proto message, so nothing is re-derived on load. Once a
 checkpoint is stable, `compact` deletes what a restart no longer needs (votes and prepared
 certificates at or below it, older view and checkpoint records, decided batches below a
-retention horizon), so the log stays bounded. The records belong to one replica group (epoch,
+retention horizon), so the log stays bounded. With dissemination on (docs/ordering.md) the
+store also holds `BatchRecord`s (kind "batch": stored batches, not compacted yet — the log then
+grows with the envelopes ordered) and `AssembledRecord`s (compacted like decided batches).
+The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
 different from the store's discards them too (a crash fell between the two).
@@ -28,6 +31,8 @@ from dltmw.core.pbft import (
     ViewRecord,
     VoteRecord,
 )
+from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.recovery import record_sequence
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -40,8 +45,15 @@ CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch I
 """
 
 
-def encode(record: Record) -> tuple[str, int, bytes]:
+StoredRecord = Record | BatchRecord | AssembledRecord
+
+
+def encode(record: StoredRecord) -> tuple[str, int, bytes]:
     """(kind, sequence, bytes) of a record."""
+    if isinstance(record, BatchRecord):  # dissemination: a stored batch (kept, see compact)
+        return ("batch", 0, record.envelope.SerializeToString())
+    if isinstance(record, AssembledRecord):
+        return ("assembled", record.sequence, _encode_assembled(record))
     if isinstance(record, ViewRecord):
         return ("view", 0, record.view.to_bytes(8, "big") + bytes([record.changing]))
     if isinstance(record, VoteRecord):
@@ -58,8 +70,12 @@ def encode(record: Record) -> tuple[str, int, bytes]:
     return ("stable", record.sequence, stable.SerializeToString())
 
 
-def decode(kind: str, _seq: int, data: bytes) -> Record:
+def decode(kind: str, _seq: int, data: bytes) -> StoredRecord:
     """The record stored as (kind, data)."""
+    if kind == "batch":
+        return BatchRecord(Envelope.FromString(data))
+    if kind == "assembled":
+        return _decode_assembled(_seq, data)
     if kind == "view":
         return ViewRecord(int.from_bytes(data[:8], "big"), bool(data[8]))
     if kind == "vote":
@@ -74,6 +90,27 @@ def decode(kind: str, _seq: int, data: bytes) -> Record:
     if kind == "jump":
         return _decode_jump(_seq, data)
     raise InvariantViolation(f"unknown PBFT record kind {kind!r}")
+
+
+def _encode_assembled(record: AssembledRecord) -> bytes:
+    """batch count (4) | (origin (4) | batch sequence (8) | digest (32))* | envelope ids (32)*."""
+    out = [len(record.batches).to_bytes(4, "big")]
+    for origin, batch_sequence, digest in record.batches:
+        out += [origin.to_bytes(4, "big"), batch_sequence.to_bytes(8, "big"), digest]
+    return b"".join(out + list(record.envelope_ids))
+
+
+def _decode_assembled(sequence: int, data: bytes) -> AssembledRecord:
+    count = int.from_bytes(data[:4], "big")
+    batches = []
+    offset = 4
+    for _ in range(count):
+        origin = int.from_bytes(data[offset : offset + 4], "big")
+        batch_sequence = int.from_bytes(data[offset + 4 : offset + 12], "big")
+        batches.append((origin, batch_sequence, data[offset + 12 : offset + 44]))
+        offset += 44
+    ids = tuple(data[i : i + 32] for i in range(offset, len(data), 32))
+    return AssembledRecord(sequence, tuple(batches), ids)
 
 
 def _encode_jump(record: JumpRecord) -> bytes:
@@ -113,15 +150,22 @@ class RecordStore:
         return cls(file)
 
     async def load(self) -> list[Record]:
-        """Every record, in append order."""
+        """Every replica record, in append order (a store without dissemination records: the
+        notary cluster's, or an orderer's with dissemination off)."""
+        return [
+            r for r in await self.load_all() if not isinstance(r, BatchRecord | AssembledRecord)
+        ]
 
-        def read(conn: sqlite3.Connection) -> list[Record]:
+    async def load_all(self) -> list[StoredRecord]:
+        """Every record, dissemination ones included, in append order."""
+
+        def read(conn: sqlite3.Connection) -> list[StoredRecord]:
             rows = conn.execute("SELECT kind, seq, data FROM records ORDER BY id")
             return [decode(kind, seq, bytes(data)) for kind, seq, data in rows]
 
         return await self._file.read(read)
 
-    async def append(self, records: Sequence[Record]) -> None:
+    async def append(self, records: Sequence[StoredRecord]) -> None:
         """Durably append `records` in one transaction."""
         if not records:
             return
@@ -140,6 +184,7 @@ class RecordStore:
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),
+                ("DELETE FROM records WHERE kind='assembled' AND seq<?", (decided_from,)),
                 (
                     "DELETE FROM records WHERE kind IN ('view','stable') AND id NOT IN "
                     "(SELECT MAX(id) FROM records WHERE kind IN ('view','stable') GROUP BY kind)",

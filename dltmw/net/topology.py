@@ -142,6 +142,11 @@ class Batch(Strict):
         description="reorder each block's transactions so that readers precede the writers of "
         "what they read (Fabric++, docs/ordering.md); off: arrival order",
     )
+    pbft_dissemination: bool = Field(
+        False,
+        description="PBFT-lite: replicas spread and certify batches (f+1 stores) and order only "
+        "their certificates (docs/ordering.md, issue 18); off: pre-prepares carry the envelopes",
+    )
 
 
 def _default_contracts() -> list[ContractSpec]:

@@ -27,23 +27,23 @@ from dltmw.v1 import trust_root_pb2 as dltmw_dot_v1_dot_trust__root__pb2
 from dltmw.v1 import private_agreement_pb2 as dltmw_dot_v1_dot_private__agreement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ltmw/v1/config.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\x1a\x19\x64ltmw/v1/trust_root.proto\x1a dltmw/v1/private_agreement.proto\"[\n\x12OrganizationConfig\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1c\n\x14root_certificate_pem\x18\x02 \x01(\x0c\x12\x17\n\x0frevoked_serials\x18( \x03(\t\"\x8d\x01\n\nNodeConfig\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1a\n\x12privacy_public_key\x18\x04 \x01(\x0c\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x1e\n\x16privacy_kem_public_key\x18x \x01(\x0c\"w\n\x0b\x42\x61tchConfig\x12\x14\n\x0cmax_tx_count\x18\x01 \x01(\r\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x1a\n\x12\x63ut_by_limits_only\x18\x04 \x01(\x08\x12\x0f\n\x07reorder\x18\x32 \x01(\x08\"N\n\x0e\x43ontractConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x65ndorsement_policy\x18\x02 \x01(\t\x12\x12\n\npackage_id\x18\x03 \x01(\t\"\xe3\x05\n\rChannelConfig\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x33\n\rorganizations\x18\x02 \x03(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12;\n\x15orderer_organizations\x18\x03 \x03(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12&\n\x08orderers\x18\x04 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12#\n\x05peers\x18\x05 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12(\n\x08ordering\x18\x06 \x01(\x0e\x32\x16.dltmw.v1.OrderingType\x12$\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32\x15.dltmw.v1.BatchConfig\x12\"\n\x1a\x64\x65\x66\x61ult_endorsement_policy\x18\x08 \x01(\t\x12+\n\tcontracts\x18\t \x03(\x0b\x32\x18.dltmw.v1.ContractConfig\x12\x18\n\x10privacy_auditors\x18\n \x03(\t\x12\x10\n\x08sequence\x18( \x01(\x04\x12\x14\n\x0c\x61\x64min_policy\x18) \x01(\t\x12\x18\n\x10lifecycle_policy\x18P \x01(\t\x12\x1b\n\x13\x63ommit_proof_policy\x18n \x01(\t\x12\x34\n\x10private_key_wrap\x18x \x01(\x0e\x32\x1a.dltmw.v1.KeyWrapAlgorithm\x12\x33\n\x10trusted_channels\x18\xa0\x01 \x03(\x0b\x32\x18.dltmw.v1.TrustedChannel\x12<\n\x11private_agreement\x18\x8c\x01 \x01(\x0e\x32 .dltmw.v1.PrivateAgreementPolicy\x12!\n\x18private_agreement_policy\x18\xf5\x01 \x01(\t\x12\x19\n\x10trusted_notaries\x18\xd2\x01 \x03(\x0c*z\n\x0cOrderingType\x12\x1d\n\x19ORDERING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDERING_TYPE_NONE\x10\x01\x12\x16\n\x12ORDERING_TYPE_PBFT\x10\x02\x12\x1b\n\x17ORDERING_TYPE_JETSTREAM\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ltmw/v1/config.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\x1a\x19\x64ltmw/v1/trust_root.proto\x1a dltmw/v1/private_agreement.proto\"[\n\x12OrganizationConfig\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1c\n\x14root_certificate_pem\x18\x02 \x01(\x0c\x12\x17\n\x0frevoked_serials\x18( \x03(\t\"\x8d\x01\n\nNodeConfig\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1a\n\x12privacy_public_key\x18\x04 \x01(\x0c\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x1e\n\x16privacy_kem_public_key\x18x \x01(\x0c\"\x94\x01\n\x0b\x42\x61tchConfig\x12\x14\n\x0cmax_tx_count\x18\x01 \x01(\r\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x1a\n\x12\x63ut_by_limits_only\x18\x04 \x01(\x08\x12\x0f\n\x07reorder\x18\x32 \x01(\x08\x12\x1b\n\x12pbft_dissemination\x18\x8e\x02 \x01(\x08\"N\n\x0e\x43ontractConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x65ndorsement_policy\x18\x02 \x01(\t\x12\x12\n\npackage_id\x18\x03 \x01(\t\"\xe3\x05\n\rChannelConfig\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x33\n\rorganizations\x18\x02 \x03(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12;\n\x15orderer_organizations\x18\x03 \x03(\x0b\x32\x1c.dltmw.v1.OrganizationConfig\x12&\n\x08orderers\x18\x04 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12#\n\x05peers\x18\x05 \x03(\x0b\x32\x14.dltmw.v1.NodeConfig\x12(\n\x08ordering\x18\x06 \x01(\x0e\x32\x16.dltmw.v1.OrderingType\x12$\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32\x15.dltmw.v1.BatchConfig\x12\"\n\x1a\x64\x65\x66\x61ult_endorsement_policy\x18\x08 \x01(\t\x12+\n\tcontracts\x18\t \x03(\x0b\x32\x18.dltmw.v1.ContractConfig\x12\x18\n\x10privacy_auditors\x18\n \x03(\t\x12\x10\n\x08sequence\x18( \x01(\x04\x12\x14\n\x0c\x61\x64min_policy\x18) \x01(\t\x12\x18\n\x10lifecycle_policy\x18P \x01(\t\x12\x1b\n\x13\x63ommit_proof_policy\x18n \x01(\t\x12\x34\n\x10private_key_wrap\x18x \x01(\x0e\x32\x1a.dltmw.v1.KeyWrapAlgorithm\x12\x33\n\x10trusted_channels\x18\xa0\x01 \x03(\x0b\x32\x18.dltmw.v1.TrustedChannel\x12<\n\x11private_agreement\x18\x8c\x01 \x01(\x0e\x32 .dltmw.v1.PrivateAgreementPolicy\x12!\n\x18private_agreement_policy\x18\xf5\x01 \x01(\t\x12\x19\n\x10trusted_notaries\x18\xd2\x01 \x03(\x0c*z\n\x0cOrderingType\x12\x1d\n\x19ORDERING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDERING_TYPE_NONE\x10\x01\x12\x16\n\x12ORDERING_TYPE_PBFT\x10\x02\x12\x1b\n\x17ORDERING_TYPE_JETSTREAM\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.config_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERINGTYPE']._serialized_start=1303
-  _globals['_ORDERINGTYPE']._serialized_end=1425
+  _globals['_ORDERINGTYPE']._serialized_start=1333
+  _globals['_ORDERINGTYPE']._serialized_end=1455
   _globals['_ORGANIZATIONCONFIG']._serialized_start=123
   _globals['_ORGANIZATIONCONFIG']._serialized_end=214
   _globals['_NODECONFIG']._serialized_start=217
   _globals['_NODECONFIG']._serialized_end=358
-  _globals['_BATCHCONFIG']._serialized_start=360
-  _globals['_BATCHCONFIG']._serialized_end=479
-  _globals['_CONTRACTCONFIG']._serialized_start=481
-  _globals['_CONTRACTCONFIG']._serialized_end=559
-  _globals['_CHANNELCONFIG']._serialized_start=562
-  _globals['_CHANNELCONFIG']._serialized_end=1301
+  _globals['_BATCHCONFIG']._serialized_start=361
+  _globals['_BATCHCONFIG']._serialized_end=509
+  _globals['_CONTRACTCONFIG']._serialized_start=511
+  _globals['_CONTRACTCONFIG']._serialized_end=589
+  _globals['_CHANNELCONFIG']._serialized_start=592
+  _globals['_CHANNELCONFIG']._serialized_end=1331
 # @@protoc_insertion_point(module_scope)

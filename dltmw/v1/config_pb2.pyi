@@ -151,6 +151,7 @@ class BatchConfig(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     CUT_BY_LIMITS_ONLY_FIELD_NUMBER: _builtins.int
     REORDER_FIELD_NUMBER: _builtins.int
+    PBFT_DISSEMINATION_FIELD_NUMBER: _builtins.int
     max_tx_count: _builtins.int
     """Maximum transactions per block."""
     max_bytes: _builtins.int
@@ -171,6 +172,13 @@ class BatchConfig(_message.Message):
     to the block's end in arrival order, where the peers' MVCC judges them as usual. False
     (the default): arrival order, Fabric's rule.
     """
+    pbft_dissemination: _builtins.bool
+    """PBFT-lite only. True: dissemination (docs/ordering.md, issue 18) — the replica a client
+    reaches batches its envelopes, signs each batch once and spreads it; f+1 replicas store and
+    ack it; PBFT-lite orders the availability certificates (digests and acks), never the
+    envelopes, and every replica assembles blocks from the certified batches. False (the
+    default): the primary's pre-prepare carries the envelopes.
+    """
     def __init__(
         self,
         *,
@@ -179,10 +187,11 @@ class BatchConfig(_message.Message):
         timeout_ms: _builtins.int = ...,
         cut_by_limits_only: _builtins.bool = ...,
         reorder: _builtins.bool = ...,
+        pbft_dissemination: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "reorder", b"reorder", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "pbft_dissemination", b"pbft_dissemination", "reorder", b"reorder", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

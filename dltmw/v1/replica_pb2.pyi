@@ -387,6 +387,9 @@ class ReplicaMessage(_message.Message):
     FORWARDED_FIELD_NUMBER: _builtins.int
     STATE_REQUEST_FIELD_NUMBER: _builtins.int
     STATE_REPLY_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    BATCH_ACK_FIELD_NUMBER: _builtins.int
+    BATCH_FETCH_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Epoch the message belongs to: the number of the config block that last changed the
@@ -429,6 +432,18 @@ class ReplicaMessage(_message.Message):
     def state_reply(self) -> Global___StateReply:
         """Catch-up reply."""
 
+    @_builtins.property
+    def batch(self) -> Global___Batch:
+        """Dissemination (pbft.dissemination): a batch of envelopes, signed once by its origin."""
+
+    @_builtins.property
+    def batch_ack(self) -> Global___BatchAck:
+        """Dissemination: the signer stored a batch durably."""
+
+    @_builtins.property
+    def batch_fetch(self) -> Global___BatchFetch:
+        """Dissemination: ask for a stored batch (answered with the origin's signed Batch)."""
+
     def __init__(
         self,
         *,
@@ -441,17 +456,174 @@ class ReplicaMessage(_message.Message):
         forwarded: Global___ForwardedRequests | None = ...,
         state_request: Global___StateRequest | None = ...,
         state_reply: Global___StateReply | None = ...,
+        batch: Global___Batch | None = ...,
+        batch_ack: Global___BatchAck | None = ...,
+        batch_fetch: Global___BatchFetch | None = ...,
         epoch: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "epoch", b"epoch", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "epoch", b"epoch", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "forwarded", "state_request", "state_reply"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "forwarded", "state_request", "state_reply", "batch", "batch_ack", "batch_fetch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___ReplicaMessage: _TypeAlias = ReplicaMessage  # noqa: Y015
+
+@_typing.final
+class Batch(_message.Message):
+    """Batch is one replica's batch of client envelopes, spread to the other replicas before it is
+    ordered (dissemination, dltmw/core/pbft/dissemination.py). It travels as the payload of a
+    SignedReplicaMessage signed by its origin (`SignedReplicaMessage.replica`): one signature per
+    batch, never one per envelope. A fetched batch is the origin's signed message, forwarded as is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    ENVELOPES_FIELD_NUMBER: _builtins.int
+    batch_sequence: _builtins.int
+    """The origin's batch counter (1, 2, 3, ...): (origin, batch_sequence) names the batch."""
+    digest: _builtins.bytes
+    """batch_digest(envelopes) (dltmw.core.pbft.batch_digest); a receiver recomputes it."""
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The envelopes, opaque, in the origin's intake order."""
+
+    def __init__(
+        self,
+        *,
+        batch_sequence: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        envelopes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "digest", b"digest", "envelopes", b"envelopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class BatchAck(_message.Message):
+    """BatchAck says its signer stored the batch (origin, batch_sequence, digest) durably. A correct
+    replica acknowledges at most one digest per (origin, batch_sequence).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    ALONE_FIELD_NUMBER: _builtins.int
+    origin: _builtins.int
+    """Index of the replica that formed (and signed) the batch."""
+    batch_sequence: _builtins.int
+    """The origin's batch counter."""
+    digest: _builtins.bytes
+    """Digest of the stored batch."""
+    alone: _builtins.bool
+    """The batch is one envelope that must be ordered alone (a config update); the signer checked."""
+    def __init__(
+        self,
+        *,
+        origin: _builtins.int = ...,
+        batch_sequence: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        alone: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alone", b"alone", "batch_sequence", b"batch_sequence", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchAck: _TypeAlias = BatchAck  # noqa: Y015
+
+@_typing.final
+class AvailabilityCertificate(_message.Message):
+    """AvailabilityCertificate proves a batch is stored by f+1 replicas (at least one correct, which
+    serves it): f+1 signed BatchAcks of distinct replicas over the same (origin, batch_sequence,
+    digest). Its serialised bytes are what PBFT-lite orders in place of envelopes when
+    dissemination is on; every replica checks it before it prepares a slot that names it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    ALONE_FIELD_NUMBER: _builtins.int
+    origin: _builtins.int
+    """Index of the batch's origin."""
+    batch_sequence: _builtins.int
+    """The origin's batch counter."""
+    digest: _builtins.bytes
+    """Digest of the batch."""
+    count: _builtins.int
+    """Number of envelopes in the batch (informative; the digest binds them)."""
+    alone: _builtins.bool
+    """The batch is one envelope to be ordered in a block of its own (a config update), as every
+    ack says: PBFT-lite then orders this certificate alone.
+    """
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedReplicaMessage]:
+        """f+1 signed ReplicaMessages whose body is a BatchAck for exactly the fields above and `alone`."""
+
+    def __init__(
+        self,
+        *,
+        origin: _builtins.int = ...,
+        batch_sequence: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        count: _builtins.int = ...,
+        acks: _abc.Iterable[Global___SignedReplicaMessage] | None = ...,
+        alone: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AvailabilityCertificate: _TypeAlias = AvailabilityCertificate  # noqa: Y015
+
+@_typing.final
+class BatchFetch(_message.Message):
+    """BatchFetch asks a replica that acknowledged a batch for it (a replica resolving a decided
+    certificate whose batch it does not hold).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    origin: _builtins.int
+    """Index of the batch's origin."""
+    batch_sequence: _builtins.int
+    """The origin's batch counter."""
+    digest: _builtins.bytes
+    """Digest of the batch wanted."""
+    def __init__(
+        self,
+        *,
+        origin: _builtins.int = ...,
+        batch_sequence: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchFetch: _TypeAlias = BatchFetch  # noqa: Y015
 
 @_typing.final
 class StableCheckpoint(_message.Message):

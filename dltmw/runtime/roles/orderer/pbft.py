@@ -22,6 +22,12 @@ at its block and tells the admission rule at once (`learn`); the executor writes
 with its block (`config_write`, one sqlite transaction) and then switches the channel's view
 (`channel_config`), so Broadcast, Deliver and a restart (`node.stored_view`) follow it.
 
+Dissemination (channel `batch.pbft_dissemination`, block 0's; docs/ordering.md): the replica
+is a `DisseminatingReplica` — envelopes admitted here (the admission rule runs once, at the
+replica a client reached) are batched, signed once and spread; PBFT-lite orders f+1-ack
+availability certificates, one per slot, so a block is one batch; the links carry `Batch`,
+`BatchAck` and `BatchFetch` like any replica message, and the record store keeps the batches.
+
 Replica-set changes (docs/governance.md): when the core commits a config block that changes the
 orderer list it calls `_enter_group` (its `new_epoch`): the identities, our index, the protocol
 parameters (n, quorum, epoch = that block's number) and the links switch to the new list (links
@@ -38,6 +44,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from typing import cast
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
@@ -76,8 +83,11 @@ from dltmw.core.pbft import (
     StableRecord,
     request_id,
 )
+from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
 from dltmw.core.pbft.types import RequestCheck
-from dltmw.ledger.pbft_store import RecordStore
+from dltmw.ledger.pbft_store import RecordStore, StoredRecord
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
@@ -244,6 +254,7 @@ class PbftOrdererChannel(OrdererChannel):
         super().__init__(ctx, view, ledger)
         self.store = store
         self._batch_max = (genesis or view).config.batch.max_tx_count
+        self._dissemination = (genesis or view).config.batch.pbft_dissemination
         self.identities: list[bytes] = []
         self.me: int | None = None  # None: no config in force names us (a follower)
         self.config = replica_config(len(view.config.orderers), self._batch_max)
@@ -294,15 +305,40 @@ class PbftOrdererChannel(OrdererChannel):
         self._use_list(view, epoch)
         if self.me is None:
             return None
-        replica = Replica(
-            self.config,
-            self.me,
-            self.ctx.signer.sign,
-            self.verify,
-            request_ok=self._admit,
-            alone=is_config_update,
-        )
-        return EpochStart(replica, self._assembler())
+        return EpochStart(self._new_replica(self.me, []), self._assembler())
+
+    def _disseminates(self) -> bool:
+        """The channel's `batch.pbft_dissemination` (block 0's: fixed for the channel's life, as
+        every replica must run the same protocol)."""
+        return self._dissemination
+
+    def _new_replica(self, me: int, records: Sequence[StoredRecord]) -> Replica:
+        """Our replica, fresh or restored from `records`: a plain `Replica`, or with
+        dissemination on a `DisseminatingReplica` (which offers the surface of a `Replica` the
+        orderer core reads: `disseminating.py`)."""
+        sign, admit, alone = self.ctx.signer.sign, self._admit, is_config_update
+        if self._disseminates():
+            dis = DisseminationConfig(
+                batch_count_max=max(1, self._batch_max),
+                batch_wait_ticks=1,
+                retransmit_ticks=self.config.retransmit_ticks,
+            )
+            if records:
+                core = DisseminatingReplica.restore(
+                    self.config, me, sign, self.verify, dis, records, admit, True, alone
+                )
+            else:
+                core = DisseminatingReplica(
+                    self.config, me, sign, self.verify, dis, admit, True, alone
+                )
+            core.cut_max = 1
+            return cast(Replica, core)
+        plain = [r for r in records if not isinstance(r, BatchRecord | AssembledRecord)]
+        if plain:
+            return Replica.restore(
+                self.config, me, sign, self.verify, plain, request_ok=admit, alone=alone
+            )
+        return Replica(self.config, me, sign, self.verify, request_ok=admit, alone=alone)
 
     def _assembler(self) -> BlockAssembler:
         me = 0 if self.me is None else self.me
@@ -331,15 +367,10 @@ class PbftOrdererChannel(OrdererChannel):
         if await self.store.epoch() != epoch:  # a crash fell between the block and the reset
             await self.store.reset(epoch)
         self._use_list(self.view, epoch)
-        records: list[Record] = await self.store.load() if self.me is not None else []
+        records = await self.store.load_all() if self.me is not None else []
         sign = self.ctx.signer.sign
-        admit, alone, me = self._admit, is_config_update, self.me or 0
-        if records:
-            replica = Replica.restore(
-                self.config, me, sign, self.verify, records, request_ok=admit, alone=alone
-            )
-        else:  # (a follower's is a placeholder: never stepped)
-            replica = Replica(self.config, me, sign, self.verify, request_ok=admit, alone=alone)
+        # (a follower's replica is a placeholder: never stepped)
+        replica = self._new_replica(self.me or 0, records)
         unexecuted = await ledger.blocks(epoch + replica.next_exec, ledger.height)
         self.core = PbftOrdererCore(
             replica,
@@ -442,6 +473,8 @@ class PbftOrdererChannel(OrdererChannel):
     async def judge_requests(self, messages: Sequence[Envelope]) -> None:
         """Judge the requests that forwards, pre-prepares and state replies carry on a worker
         thread, so the core's admission check finds cached verdicts (`RequestAdmission.warm`)."""
+        if self._disseminates():
+            return  # the requests carried are certificates: checked by the core, no cache
         requests: list[bytes] = []
         cfg = self.config
         for envelope in messages:

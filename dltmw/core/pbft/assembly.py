@@ -1,0 +1,151 @@
+"""Assembly: a decided slot of certificates becomes the envelopes of its block, in order.
+
+PBFT-lite decides a sequence of certificates (`availability.py`); each replica turns the slot
+into envelopes itself, deterministically, so every correct replica builds the same block:
+- certificates are taken in the slot's order; a batch whose (origin, batch_sequence) is already
+  in the chain (an earlier slot, or earlier in this slot) is skipped — a faulty origin's second
+  batch under one key, or a second certificate of the same batch, adds nothing;
+- the batch's envelopes follow in the batch's order, each envelope once in the whole chain (a
+  client that sent the same envelope to two replicas has it in two batches);
+- a batch this replica does not hold is fetched (`BatchFetch`) from a replica that acked it —
+  the certificate names f+1 of them, at least one correct — one peer at a time, the next one on
+  each retry; the answer is checked against the certificate's digest before it is used. Slots
+  resolve strictly in sequence order: a later slot waits for an earlier one's batches.
+
+What was assembled is persisted (`AssembledRecord`) before the slot is delivered, so a restart
+neither delivers a slot twice nor forgets which keys and envelopes are in the chain.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from dltmw.core.pbft.availability import BatchKey, ack_signers, parse_certificate
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.dissemination import StoredBatch
+from dltmw.core.pbft.types import Decided, request_id
+from dltmw.v1 import replica_pb2
+
+
+@dataclass(frozen=True)
+class AssembledRecord:
+    """Persisted before a slot is delivered: its sequence, the batches and envelopes it took."""
+
+    sequence: int
+    batches: tuple[tuple[int, int, bytes], ...]  # (origin, batch_sequence, digest)
+    envelope_ids: tuple[bytes, ...]
+
+
+@dataclass
+class Wanted:
+    """A batch the head slot needs and this replica does not hold."""
+
+    key: BatchKey
+    digest: bytes
+    sources: tuple[int, ...]
+    tries: int = 0
+
+
+class BatchResolver:
+    """Resolves decided slots into envelopes (see the module docstring)."""
+
+    def __init__(self, checker: Checker, me: int) -> None:
+        self.checker = checker
+        self.me = me
+        self.queue: deque[Decided] = deque()
+        self.included: set[BatchKey] = set()
+        self.delivered_ids: set[bytes] = set()
+        self.assembled_upto = 0
+        self.wanted: Wanted | None = None
+        self.fetches: list[tuple[int, replica_pb2.ReplicaMessage]] = []
+
+    def push(self, decided: Decided) -> None:
+        """A slot the ordering replica decided (in sequence order)."""
+        if decided.sequence > self.assembled_upto:
+            self.queue.append(decided)
+
+    def restore(self, record: AssembledRecord) -> None:
+        """Replay one persisted assembly (restart)."""
+        self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
+        self.delivered_ids.update(record.envelope_ids)
+        self.assembled_upto = max(self.assembled_upto, record.sequence)
+
+    def resolve(
+        self, stored: dict[tuple[BatchKey, bytes], StoredBatch]
+    ) -> list[tuple[AssembledRecord, Decided]]:
+        """Assemble every head slot whose batches are all held; fetch the first missing one."""
+        out: list[tuple[AssembledRecord, Decided]] = []
+        while self.queue:
+            slot = self.queue[0]
+            taken = self._take(slot, stored)
+            if taken is None:
+                return out
+            self.queue.popleft()
+            record, envelopes = taken
+            self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
+            self.delivered_ids.update(record.envelope_ids)
+            self.assembled_upto = slot.sequence
+            self.wanted = None
+            done = Decided(
+                slot.view, slot.sequence, slot.digest, envelopes, slot.commits, envelopes
+            )
+            out.append((record, done))
+        return out
+
+    def _take(
+        self, slot: Decided, stored: dict[tuple[BatchKey, bytes], StoredBatch]
+    ) -> tuple[AssembledRecord, tuple[bytes, ...]] | None:
+        keys: set[BatchKey] = set()
+        batches: list[tuple[int, int, bytes]] = []
+        envelopes: list[bytes] = []
+        ids: set[bytes] = set()
+        for data in slot.requests:
+            cert = parse_certificate(data)
+            if cert is None:
+                continue  # cannot happen: the replica ordered only certificates that parse
+            key = BatchKey(cert.origin, cert.batch_sequence)
+            if key in self.included or key in keys:
+                continue
+            batch = stored.get((key, bytes(cert.digest)))
+            if batch is None:
+                self._want(key, bytes(cert.digest), cert)
+                return None
+            keys.add(key)
+            batches.append((key.origin, key.batch_sequence, bytes(cert.digest)))
+            for envelope in batch.envelopes:
+                eid = request_id(envelope)
+                if eid not in self.delivered_ids and eid not in ids:
+                    ids.add(eid)
+                    envelopes.append(envelope)
+        record = AssembledRecord(
+            slot.sequence, tuple(batches), tuple(request_id(e) for e in envelopes)
+        )
+        return record, tuple(envelopes)
+
+    def _want(
+        self, key: BatchKey, digest: bytes, cert: replica_pb2.AvailabilityCertificate
+    ) -> None:
+        """Fetch a missing batch at once the first time (later: on `retry`)."""
+        if self.wanted is not None and (self.wanted.key, self.wanted.digest) == (key, digest):
+            return
+        sources = tuple(sorted(ack_signers(self.checker, cert) - {self.me}))
+        self.wanted = Wanted(key, digest, sources)
+        self.retry()
+
+    def retry(self) -> None:
+        """Ask the next replica that acked the wanted batch (if one is still wanted)."""
+        wanted = self.wanted
+        if wanted is None or not wanted.sources:
+            return
+        source = wanted.sources[wanted.tries % len(wanted.sources)]
+        wanted.tries += 1
+        fetch = replica_pb2.BatchFetch(
+            origin=wanted.key.origin, batch_sequence=wanted.key.batch_sequence, digest=wanted.digest
+        )
+        self.fetches.append((source, replica_pb2.ReplicaMessage(batch_fetch=fetch)))
+
+    def take_fetches(self) -> list[tuple[int, replica_pb2.ReplicaMessage]]:
+        """Fetch messages to sign and send."""
+        out, self.fetches = self.fetches, []
+        return out

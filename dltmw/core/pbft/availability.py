@@ -1,0 +1,146 @@
+"""Availability certificates: f+1 signed acks that a batch is stored — pure functions.
+
+With dissemination (`dissemination.py`) PBFT-lite orders certificates, not envelopes. A
+certificate names a batch (origin, batch_sequence, digest) and carries f+1 signed `BatchAck`s of
+distinct replicas of the group over exactly that triple. At most f replicas are faulty, so at
+least one correct replica stored the batch durably and serves it to anyone resolving the
+certificate (`assembly.py`): a certificate that holds proves the batch *available*, which is all
+ordering needs — what the envelopes say is judged by the peers, who validate every envelope of
+every block anyway.
+
+Rules a reader must keep:
+- An ack counts only if it opens (`Checker.open`: the signer is of the group, the signature
+  verifies over the payload, the epoch is ours) and names exactly the certificate's triple.
+- Distinct signers only: one replica acking twice counts once.
+- `alone` (one envelope that must be ordered in a block of its own: a config update) is part of
+  what each ack signs; a correct replica acks a batch only after checking it (and refuses a
+  batch mixing a lone envelope with others), so a certificate's `alone` is true.
+- f+1 is availability, not uniqueness. A faulty origin that sends two batches under one
+  (origin, batch_sequence) can get a certificate for each (its own ack plus one correct replica
+  for each digest): both batches are available, so ordering both is safe; the assembly takes
+  only the first one ordered (`assembly.BatchResolver`), so an equivocation gets at most one of
+  them into the chain.
+- `AvailabilityRule` is the `request_ok` of the `Replica` that orders certificates: a pre-prepare
+  naming one certificate that does not hold is refused whole (`Checker.batch_error`), so no
+  correct backup prepares an unavailable or forged batch, and the slot is never decided.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.types import Envelope, request_id
+from dltmw.v1 import replica_pb2
+
+CACHE_MAX = 4096  # certificates remembered as checked (each is checked at intake and prepare)
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Names one batch: its origin replica and the origin's batch counter."""
+
+    origin: int
+    batch_sequence: int
+
+
+def ack_message(
+    origin: int, batch_sequence: int, digest: bytes, alone: bool = False
+) -> replica_pb2.ReplicaMessage:
+    """The (unsigned) ack of a stored batch (`alone`: it is one lone envelope)."""
+    ack = replica_pb2.BatchAck(
+        origin=origin, batch_sequence=batch_sequence, digest=digest, alone=alone
+    )
+    return replica_pb2.ReplicaMessage(batch_ack=ack)
+
+
+def parse_certificate(data: bytes) -> replica_pb2.AvailabilityCertificate | None:
+    """The certificate in `data`, or None when it does not parse."""
+    cert = replica_pb2.AvailabilityCertificate()
+    try:
+        cert.ParseFromString(data)
+    except DecodeError:
+        return None
+    return cert
+
+
+def ack_signers(checker: Checker, cert: replica_pb2.AvailabilityCertificate) -> set[int]:
+    """Distinct replicas whose valid ack names exactly the certificate's batch."""
+    triple = (cert.origin, cert.batch_sequence, cert.digest, cert.alone)
+    signers: set[int] = set()
+    for envelope in cert.acks:
+        message = checker.open(envelope)
+        if message is None or message.WhichOneof("body") != "batch_ack":
+            continue
+        ack = message.batch_ack
+        if (ack.origin, ack.batch_sequence, ack.digest, ack.alone) == triple:
+            signers.add(envelope.replica)
+    return signers
+
+
+def certificate_error(checker: Checker, cert: replica_pb2.AvailabilityCertificate) -> str | None:
+    """Why the certificate does not prove its batch available (a drop-counter name), or None."""
+    if cert.origin >= checker.config.n or cert.batch_sequence < 1 or len(cert.digest) != 32:
+        return "certificate-malformed"
+    if len(ack_signers(checker, cert)) < checker.config.f + 1:
+        return "certificate-without-f+1-acks"
+    return None
+
+
+def make_certificate(
+    origin: int,
+    batch_sequence: int,
+    digest: bytes,
+    count: int,
+    acks: list[Envelope],
+    alone: bool = False,
+) -> bytes:
+    """The canonical certificate bytes from acks (sorted by signer, as the origin forms it)."""
+    cert = replica_pb2.AvailabilityCertificate(
+        origin=origin,
+        batch_sequence=batch_sequence,
+        digest=digest,
+        count=count,
+        acks=sorted(acks, key=lambda e: e.replica),
+        alone=alone,
+    )
+    return cert.SerializeToString()
+
+
+def certificate_alone(request: bytes) -> bool:
+    """The `alone` predicate of a replica ordering certificates: the certificate says its batch
+    is one lone envelope (a config update), which its f+1 acks (one correct) checked."""
+    cert = parse_certificate(request)
+    return cert is not None and cert.alone
+
+
+class AvailabilityRule:
+    """`request_ok` for a replica that orders certificates (see the module docstring).
+
+    `enforce=False` is the simulator's negative control only: it accepts any certificate that
+    parses, so a faulty primary can get an unavailable batch decided — the checkers must then
+    go red. Results are cached by the certificate's SHA-256 (bounded, oldest first out): the
+    same certificate is checked when a backup admits it and again in the pre-prepare.
+    """
+
+    def __init__(self, checker: Checker, enforce: bool = True) -> None:
+        self.checker = checker
+        self.enforce = enforce
+        self._seen: OrderedDict[bytes, bool] = OrderedDict()
+
+    def __call__(self, request: bytes) -> bool:
+        key = request_id(request)
+        known = self._seen.get(key)
+        if known is not None:
+            return known
+        cert = parse_certificate(request)
+        ok = cert is not None and (
+            not self.enforce or certificate_error(self.checker, cert) is None
+        )
+        self._seen[key] = ok
+        if len(self._seen) > CACHE_MAX:
+            self._seen.popitem(last=False)
+        return ok

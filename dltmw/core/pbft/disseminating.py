@@ -1,0 +1,346 @@
+"""A PBFT-lite replica that orders batch certificates: dissemination + agreement + assembly.
+
+`DisseminatingReplica` is a core like `Replica` (`step`, `tick`, `ready` -> `PbftEffects`) and
+can stand where one stands; inside it:
+- a `Disseminator` takes the client envelopes, forms, stores, acks and certifies batches;
+- an unchanged `Replica` orders the certificates — its requests are certificate bytes and its
+  admission rule is `AvailabilityRule` (f+1 valid distinct acks), so the primary's pre-prepare
+  carries digests and acks, never envelopes, and a backup prepares no slot naming a batch that
+  is not provably stored by a correct replica;
+- a `BatchResolver` turns each decided slot into its envelopes, fetching missing batches.
+
+Its `Decided` outputs carry envelopes: `requests` = `fresh` = the slot's envelopes, each once in
+the whole chain, in certificate then batch order (`assembly.py`); `digest` and `commits` are
+the ordered slot's (over certificates). Records persisted: the replica's, `BatchRecord`s and
+`AssembledRecord`s; `restore` takes them all back in order.
+
+Effects keep the core contract: every record (a stored batch, the replica's votes, an
+assembled slot) is in `persist` before any message that depends on it is in `send` (an ack
+leaves only once its batch is durable). Replies are the disseminator's refusals, by envelope id.
+Lone envelopes (config updates, `alone`) are batched alone and their certificate says so
+(`availability.certificate_alone`): the replica orders that certificate in a slot of its own,
+so the config update is alone in its block, as without dissemination.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from google.protobuf.message import DecodeError
+
+from dltmw.core.effects import Effects
+from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
+from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate_alone
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
+from dltmw.core.pbft.replica import Replica
+from dltmw.core.pbft.state import Pending
+from dltmw.core.pbft.types import (
+    ClientRequest,
+    Decided,
+    Envelope,
+    PbftConfig,
+    Record,
+    Rejected,
+    Signer,
+    Verifier,
+    batch_digest,
+    request_id,
+)
+from dltmw.v1 import replica_pb2
+
+DISSEMINATION_KINDS = frozenset({"batch", "batch_ack", "batch_fetch"})
+DisseminatedRecord = Record | BatchRecord | AssembledRecord
+DisseminatedEffects = Effects[DisseminatedRecord, Decided, Envelope, Rejected]
+
+
+class DisseminatingReplica:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: PbftConfig,
+        me: int,
+        sign: Signer,
+        verify: Verifier,
+        dissemination: DisseminationConfig,
+        envelope_ok: Callable[[bytes], bool] = lambda _e: True,
+        enforce_certificates: bool = True,
+        alone: Callable[[bytes], bool] = lambda _e: False,
+    ) -> None:
+        """`envelope_ok`: the admission rule, run once at the replica that batches an envelope;
+        `enforce_certificates=False` is the simulator's negative control only; `alone`:
+        envelopes ordered in a block of their own (config updates)."""
+        self.checker = Checker(config, verify, batch_digest, lambda _r: True)
+        self.rule = AvailabilityRule(self.checker, enforce=enforce_certificates)
+        self.replica = Replica(
+            config, me, sign, verify, request_ok=self.rule, alone=certificate_alone
+        )
+        self.me = me
+        self._sign = sign
+        self.disseminator = Disseminator(self.checker, me, sign, dissemination, envelope_ok, alone)
+        self.resolver = BatchResolver(self.checker, me)
+        self.retransmit_ticks = dissemination.retransmit_ticks
+        # A delivered batch is kept as long as its decided slot is (state transfer serves the
+        # slot's certificates; a replica catching up then fetches their batches).
+        self.retain_slots = config.decided_retain
+        self._persist: list[DisseminatedRecord] = []
+        self._used: dict[int, list[tuple[BatchKey, bytes]]] = {}
+        self._assembled: dict[int, Decided] = {}
+
+    @classmethod
+    def restore(
+        cls,
+        config: PbftConfig,
+        me: int,
+        sign: Signer,
+        verify: Verifier,
+        dissemination: DisseminationConfig,
+        records: Sequence[DisseminatedRecord],
+        envelope_ok: Callable[[bytes], bool] = lambda _e: True,
+        enforce_certificates: bool = True,
+        alone: Callable[[bytes], bool] = lambda _e: False,
+    ) -> DisseminatingReplica:
+        """Rebuilt from exactly the records its earlier incarnation made durable."""
+        core = cls(
+            config, me, sign, verify, dissemination, envelope_ok, enforce_certificates, alone
+        )
+        inner = [r for r in records if not isinstance(r, BatchRecord | AssembledRecord)]
+        core.replica = Replica.restore(
+            config, me, sign, verify, inner, request_ok=core.rule, alone=certificate_alone
+        )
+        for record in records:
+            if isinstance(record, BatchRecord):
+                core.disseminator.restore(record)
+            elif isinstance(record, AssembledRecord):
+                core.resolver.restore(record)
+                core._rebuild(record)
+        for key in core.resolver.included:
+            core.disseminator.included(key, [])
+        core.disseminator.batched_ids.difference_update(core.resolver.delivered_ids)
+        for seq in sorted(core.replica.decided):
+            batch = core.replica.decided[seq]
+            requests = tuple(batch.requests)
+            core.resolver.push(
+                Decided(batch.view, seq, batch.digest, requests, tuple(batch.commits), requests)
+            )
+        return core
+
+    # -- the core contract -----------------------------------------------------------------
+
+    @property
+    def view(self) -> int:
+        """The ordering replica's view."""
+        return self.replica.view
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Drop counters of the replica and of dissemination."""
+        merged: Counter[str] = Counter(self.replica.counters)
+        merged.update(self.disseminator.counters)
+        return merged
+
+    def step(self, message: object) -> None:
+        """Feed a ClientRequest (an envelope) or a SignedReplicaMessage from a peer."""
+        if isinstance(message, ClientRequest):
+            self.disseminator.submit(message.request, self.resolver.delivered_ids.__contains__)
+            self.disseminator.cut(full_only=True)
+            return
+        if not isinstance(message, Envelope):
+            raise TypeError(f"disseminating replica cannot step {type(message).__name__}")
+        kind = _kind(message)
+        if kind not in DISSEMINATION_KINDS:
+            self.replica.step(message)
+            return
+        opened = self.checker.open(message)
+        if opened is None:
+            self.disseminator.drop("bad-signature-or-malformed")
+        elif kind == "batch":
+            self.disseminator.on_batch(message, opened)
+        elif kind == "batch_ack":
+            self.disseminator.on_ack(message, opened)
+        else:
+            self.disseminator.on_fetch(message.replica, opened)
+
+    def tick(self, now: int) -> None:
+        """Dissemination timers, then the replica's, then a fetch retry."""
+        self.disseminator.tick(now)
+        self.replica.tick(now)
+        if now % self.retransmit_ticks == 0:
+            self.resolver.retry()
+
+    def ready(self) -> DisseminatedEffects:
+        """Hand certificates to the replica, take its effects, assemble decided slots."""
+        d = self.disseminator
+        for cert in d.certified:
+            self.replica.step(ClientRequest(cert))
+        d.certified = []
+        inner = self.replica.ready()
+        for decided in inner.decided:
+            self.resolver.push(decided)
+        assembled = self.resolver.resolve(d.stored)
+        persist: list[DisseminatedRecord] = [*d.persist, *inner.persist]
+        for record, done in assembled:
+            persist.append(record)
+            self._note_used(record)
+            self._keep(done)
+        send = [*d.send, *inner.send]
+        send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
+        replies = [(r.request_id, r) for r in d.replies]
+        d.persist, d.send, d.replies = [], [], []
+        return Effects(
+            persist=tuple(persist),
+            decided=tuple(done for _record, done in assembled),
+            send=tuple(send),
+            replies=tuple(replies),
+        )
+
+    def _rebuild(self, record: AssembledRecord) -> None:
+        """An assembled slot's envelopes again, from the stored batches it took (restart)."""
+        by_id: dict[bytes, bytes] = {}
+        for origin, batch_sequence, digest in record.batches:
+            stored = self.disseminator.stored.get((BatchKey(origin, batch_sequence), digest))
+            if stored is None:
+                return  # forgotten (older than the retention): nothing to rebuild
+            by_id.update((request_id(e), e) for e in stored.envelopes)
+        envelopes = tuple(by_id[i] for i in record.envelope_ids if i in by_id)
+        self._keep(Decided(0, record.sequence, b"", envelopes, (), envelopes))
+
+    def _keep(self, done: Decided) -> None:
+        """Retain an assembled slot (as long as the replica retains decided batches)."""
+        self._assembled[done.sequence] = done
+        horizon = done.sequence - self.retain_slots
+        for seq in [s for s in self._assembled if s <= horizon]:
+            del self._assembled[seq]
+
+    def _note_used(self, record: AssembledRecord) -> None:
+        """Tell dissemination which batches are in the chain; forget old delivered batches."""
+        used = []
+        for origin, batch_sequence, digest in record.batches:
+            key = BatchKey(origin, batch_sequence)
+            stored = self.disseminator.stored.get((key, digest))
+            ids = [] if stored is None else [request_id(e) for e in stored.envelopes]
+            self.disseminator.included(key, ids)
+            used.append((key, digest))
+        self._used[record.sequence] = used
+        for seq in [s for s in self._used if s <= record.sequence - self.retain_slots]:
+            for key, digest in self._used.pop(seq):
+                self.disseminator.forget(key, digest)
+
+    # -- what the PBFT orderer core reads of its replica (`pbft_orderer.PbftOrdererCore`) -----
+    # The orderer core was written against `Replica`; these keep its meaning in envelope terms:
+    # executed ids are the envelopes in the chain, pending ones those batched or waiting here,
+    # `decided` the assembled slots still retained (a restart rebuilds unfinished blocks).
+
+    @property
+    def config(self) -> PbftConfig:
+        """The ordering replica's protocol parameters."""
+        return self.replica.config
+
+    @property
+    def next_exec(self) -> int:
+        """The next sequence to execute."""
+        return self.replica.next_exec
+
+    @property
+    def next_seq(self) -> int:
+        """As primary, the next sequence to propose."""
+        return self.replica.next_seq
+
+    @property
+    def behind_at(self) -> int:
+        """Tick at which the replica last proved itself behind."""
+        return self.replica.behind_at
+
+    @property
+    def now(self) -> int:
+        """The replica's tick count."""
+        return self.replica.now
+
+    @now.setter
+    def now(self, value: int) -> None:
+        self.replica.now = value
+        self.disseminator.now = value
+
+    @property
+    def end(self) -> int | None:
+        """The last sequence of this epoch (None: open)."""
+        return self.replica.end
+
+    @end.setter
+    def end(self, value: int | None) -> None:
+        self.replica.end = value
+
+    @property
+    def cut_max(self) -> int:
+        """Certificates per slot: one, so a block is one batch (at most the channel's
+        `max_tx_count` envelopes, the batch bound) whatever the channel's block size says."""
+        return self.replica.cut_max
+
+    @cut_max.setter
+    def cut_max(self, _value: int) -> None:
+        self.replica.cut_max = 1
+
+    @property
+    def executed_ids(self) -> set[bytes]:
+        """Ids of the envelopes in the chain."""
+        return self.resolver.delivered_ids
+
+    @property
+    def pending(self) -> dict[bytes, Pending]:
+        """Envelopes admitted here and not in the chain yet (waiting, or in our batches)."""
+        d = self.disseminator
+        out = {eid: Pending(e, d.intake_since) for eid, e in d.intake.items()}
+        for seq, own in d.own.items():
+            stored = d.stored.get((BatchKey(self.me, seq), own.digest))
+            for envelope in () if stored is None else stored.envelopes:
+                out.setdefault(request_id(envelope), Pending(envelope, d.now))
+        return out
+
+    @property
+    def decided(self) -> dict[int, Decided]:
+        """Assembled slots still retained, by sequence."""
+        return self._assembled
+
+    def on_request(self, request: bytes, forward: bool) -> None:
+        """An envelope handed over (a new replica group takes the old one's pending)."""
+        del forward  # dissemination spreads it anyway
+        self.disseminator.submit(request, self.resolver.delivered_ids.__contains__)
+
+    def propose(self, full_only: bool) -> None:
+        """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
+        self.disseminator.cut(full_only)
+        self.replica.propose(full_only)
+
+    def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
+        """Execution jumps over verified blocks (`pbft.jump`). Their envelopes, not the
+        certificates, are all a block shows: they count as executed and assembled, and the
+        replica's chained state digest is computed over them — so this replica's checkpoint
+        votes differ from its peers' until a stable checkpoint proven by them moves it."""
+        if not self.replica.jump(batches):
+            return False
+        for seq, envelopes in batches:
+            if seq > self.resolver.assembled_upto:
+                self.resolver.delivered_ids.update(request_id(e) for e in envelopes)
+                self.resolver.assembled_upto = seq
+        while (
+            self.resolver.queue and self.resolver.queue[0].sequence <= self.resolver.assembled_upto
+        ):
+            self.resolver.queue.popleft()
+        return True
+
+    def _signed(self, message: replica_pb2.ReplicaMessage) -> Envelope:
+        message.epoch = self.checker.config.epoch
+        payload = message.SerializeToString()
+        return Envelope(payload=payload, replica=self.me, signature=self._sign(payload))
+
+
+def _kind(envelope: Envelope) -> str | None:
+    """The body kind of a (not yet verified) message; None when it does not parse."""
+    message = replica_pb2.ReplicaMessage()
+    try:
+        message.ParseFromString(envelope.payload)
+    except DecodeError:
+        return None  # junk goes to the replica, which drops and counts it
+    return message.WhichOneof("body")

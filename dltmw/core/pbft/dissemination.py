@@ -1,0 +1,341 @@
+"""Dissemination: batches of envelopes are spread and stored before PBFT-lite orders their digests.
+
+Separating dissemination from agreement (Narwhal, Arma) takes the envelopes off the consensus
+path: the primary's pre-prepare carries availability certificates (a few hundred bytes per batch,
+`availability.py`), never envelopes, and no replica signs or checks anything per envelope.
+
+Theory of operation (one replica, pure state machine; `disseminating.py` composes it with the
+`Replica` that orders the certificates):
+- Intake: a client envelope admitted by `envelope_ok` (the ordering rule, checked once, here, at
+  the replica that forms the batch) waits in `intake`. A batch is cut when it reaches
+  `batch_count_max` envelopes or `batch_bytes_max` bytes, or when its oldest envelope waited
+  `batch_wait_ticks` (the cutter's three bounds).
+- Forming: the batch gets the next own `batch_sequence`, is signed ONCE as a `Batch` message,
+  persisted (`BatchRecord`) and sent to every other replica; the origin's own signed ack counts
+  as the first of the f+1. Persisting before sending matters: a restarted origin never reuses
+  a batch sequence for other envelopes (which would be an honest replica equivocating).
+- Lone envelopes (config updates, `alone`) are cut into a batch of their own and their acks and
+  certificate say so; a batch mixing one with other envelopes is never acked.
+- Storing: a replica that receives a valid batch (origin's signature, recomputed digest, bounds)
+  persists it, and only then (the driver runs persist before send) answers the origin with a
+  signed `BatchAck`. It acks at most ONE digest per (origin, batch_sequence), whatever it
+  receives later; a batch stored already is acked again (the origin may have lost the ack).
+- Certifying: f+1 acks of distinct replicas over the same triple form the certificate; it is
+  handed to the ordering replica (`certified`) and handed again every `retransmit_ticks` until
+  the batch is in the chain (a lost forward, an overloaded primary, a restart lose nothing).
+  Batches not certified yet are resent to the replicas that have not acked, on the same timer.
+- Serving: a `BatchFetch` for a stored (origin, batch_sequence, digest) is answered with the
+  origin's signed batch, forwarded as is (the fetcher checks the origin's signature and digest).
+
+Peers validate every envelope of every block (signatures, policy, MVCC), so a faulty origin
+that batches junk gets nothing but INVALID codes; what it cannot do is get a batch ordered that
+no correct replica holds, or one whose content differs from its digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dltmw.core.pbft.availability import BatchKey, ack_message, make_certificate
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.types import Envelope, Rejected, Signer, batch_digest, request_id
+from dltmw.v1 import replica_pb2
+
+
+@dataclass(frozen=True)
+class DisseminationConfig:
+    """Bounds of batch forming and storage; every replica of a group should use the same."""
+
+    batch_count_max: int = 100
+    batch_bytes_max: int = 1 << 22
+    batch_wait_ticks: int = 2
+    retransmit_ticks: int = 10
+    intake_max: int = 10_000
+    stored_per_origin_max: int = 256
+
+    def __post_init__(self) -> None:
+        if self.batch_count_max < 1 or self.batch_bytes_max < 1 or self.batch_wait_ticks < 0:
+            raise ValueError("batch bounds must be positive")
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """Persisted before the batch is acked (or, own, sent): a signed `Batch` message."""
+
+    envelope: Envelope
+
+
+@dataclass
+class StoredBatch:
+    """A valid batch this replica holds: the origin's signed message and its envelopes."""
+
+    envelope: Envelope
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass
+class OwnBatch:
+    """A batch this replica formed, with the acks collected so far."""
+
+    digest: bytes
+    count: int
+    alone: bool = False
+    acks: dict[int, Envelope] = field(default_factory=dict)
+    certificate: bytes | None = None
+
+
+def open_batch(
+    envelope: Envelope, message: replica_pb2.ReplicaMessage, config: DisseminationConfig
+) -> tuple[BatchKey, bytes, tuple[bytes, ...]] | str:
+    """(key, digest, envelopes) of a signed batch whose signature was verified, or why it is
+    refused (a drop-counter name)."""
+    batch = message.batch
+    envelopes = tuple(batch.envelopes)
+    if batch.batch_sequence < 1 or not envelopes or len(envelopes) > config.batch_count_max:
+        return "batch-malformed"
+    if sum(len(e) for e in envelopes) > config.batch_bytes_max:
+        return "batch-malformed"
+    if batch_digest(envelopes) != batch.digest:
+        return "batch-digest-mismatch"
+    return BatchKey(envelope.replica, batch.batch_sequence), bytes(batch.digest), envelopes
+
+
+class Disseminator:
+    """Forms, stores, acks and certifies batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        checker: Checker,
+        me: int,
+        sign: Signer,
+        config: DisseminationConfig,
+        envelope_ok: Callable[[bytes], bool],
+        alone: Callable[[bytes], bool] = lambda _e: False,
+    ) -> None:
+        """`envelope_ok`: the admission rule; `alone`: envelopes that must be ordered in a block
+        of their own (config updates) — batched alone, their certificates say so."""
+        self.checker = checker
+        self.me = me
+        self._sign = sign
+        self.config = config
+        self.envelope_ok = envelope_ok
+        self.alone = alone
+        self.now = 0
+        self.intake: dict[bytes, bytes] = {}  # envelope id -> envelope, arrival order
+        self.intake_since = 0
+        self.next_batch = 1
+        self.own: dict[int, OwnBatch] = {}
+        self.stored: dict[tuple[BatchKey, bytes], StoredBatch] = {}
+        self.acked: dict[BatchKey, bytes] = {}  # the one digest acked per key
+        self.per_origin: dict[int, int] = {}
+        self.batched_ids: set[bytes] = set()  # ids in own batches not yet in the chain
+        self.certified: list[bytes] = []  # certificates to hand to the ordering replica
+        self.persist: list[BatchRecord] = []
+        self.send: list[tuple[int, Envelope]] = []
+        self.replies: list[Rejected] = []
+        self.counters: dict[str, int] = {}
+
+    def drop(self, reason: str) -> None:
+        """Count a refused input (nothing else happens: bad peer input changes nothing)."""
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def _signed(self, message: replica_pb2.ReplicaMessage) -> Envelope:
+        message.epoch = self.checker.config.epoch
+        payload = message.SerializeToString()
+        return Envelope(payload=payload, replica=self.me, signature=self._sign(payload))
+
+    def _others(self) -> list[int]:
+        return [i for i in range(self.checker.config.n) if i != self.me]
+
+    # -- intake and forming ----------------------------------------------------------------
+
+    def submit(self, envelope: bytes, known: Callable[[bytes], bool]) -> None:
+        """A client envelope: admit it once (`known`: already in the chain)."""
+        eid = request_id(envelope)
+        if eid in self.intake or eid in self.batched_ids or known(eid):
+            return
+        if len(envelope) > self.config.batch_bytes_max or not self.envelope_ok(envelope):
+            self.drop("inadmissible-envelope")
+            self.replies.append(Rejected(eid, "INVALID_REQUEST"))
+            return
+        if len(self.intake) >= self.config.intake_max:
+            self.replies.append(Rejected(eid, "OVERLOADED"))
+            return
+        if not self.intake:
+            self.intake_since = self.now
+        self.intake[eid] = envelope
+
+    def tick(self, now: int) -> None:
+        """Cut what waited long enough; resend uncertified batches and certificates."""
+        self.now = now
+        self.cut(full_only=False)
+        if now % self.config.retransmit_ticks == 0:
+            self.retransmit()
+
+    def cut(self, full_only: bool) -> None:
+        """Form batches from the intake (full ones only, unless the oldest waited enough)."""
+        cfg = self.config
+        while self.intake:
+            batch: list[bytes] = []
+            size = 0
+            for envelope in self.intake.values():
+                lone = self.alone(envelope)
+                if batch and (
+                    lone
+                    or len(batch) >= cfg.batch_count_max
+                    or size + len(envelope) > cfg.batch_bytes_max
+                ):
+                    break
+                batch.append(envelope)
+                size += len(envelope)
+                if lone:
+                    break  # a lone envelope is a batch by itself
+            full = len(batch) < len(self.intake) or len(batch) >= cfg.batch_count_max
+            full = full or (len(batch) == 1 and self.alone(batch[0]))
+            waited = self.now - self.intake_since >= cfg.batch_wait_ticks
+            if not full and (full_only or not waited):
+                return
+            for envelope in batch:
+                eid = request_id(envelope)
+                del self.intake[eid]
+                self.batched_ids.add(eid)
+            self.intake_since = self.now
+            self._form(tuple(batch))
+
+    def _form(self, envelopes: tuple[bytes, ...]) -> None:
+        seq, digest = self.next_batch, batch_digest(envelopes)
+        lone = self.lone(envelopes)
+        self.next_batch += 1
+        message = replica_pb2.ReplicaMessage(
+            batch=replica_pb2.Batch(batch_sequence=seq, digest=digest, envelopes=envelopes)
+        )
+        envelope = self._signed(message)
+        key = BatchKey(self.me, seq)
+        self.persist.append(BatchRecord(envelope))
+        self.stored[(key, digest)] = StoredBatch(envelope, envelopes)
+        self.acked[key] = digest
+        self.own[seq] = OwnBatch(digest, len(envelopes), lone)
+        self.own[seq].acks[self.me] = self._signed(ack_message(self.me, seq, digest, lone))
+        self.send.extend((peer, envelope) for peer in self._others())
+        self._maybe_certify(seq)
+
+    # -- peers' messages -------------------------------------------------------------------
+
+    def on_batch(
+        self, envelope: Envelope, message: replica_pb2.ReplicaMessage
+    ) -> StoredBatch | None:
+        """Store a valid batch and ack it to its origin; returns it when newly stored."""
+        opened = open_batch(envelope, message, self.config)
+        if isinstance(opened, str):
+            self.drop(opened)
+            return None
+        key, digest, envelopes = opened
+        if key.origin == self.me:
+            return None  # our own, relayed back: we hold it
+        if len(envelopes) > 1 and any(self.alone(e) for e in envelopes):
+            self.drop("batch-mixes-a-lone-request")  # never acked: it cannot be certified
+            return None
+        stored = self.stored.get((key, digest))
+        acked = self.acked.get(key)
+        fresh = stored is None
+        if fresh:
+            if (
+                acked is None
+                and self.per_origin.get(key.origin, 0) >= self.config.stored_per_origin_max
+            ):
+                self.drop("batch-store-full")
+                return None
+            stored = StoredBatch(envelope, envelopes)
+            self.persist.append(BatchRecord(envelope))
+            self.stored[(key, digest)] = stored
+            self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1
+        if acked is None:
+            self.acked[key] = acked = digest
+        if acked == digest:
+            lone = self.lone(envelopes)
+            ack = self._signed(ack_message(key.origin, key.batch_sequence, digest, lone))
+            self.send.append((key.origin, ack))
+        else:
+            self.drop("equivocating-batch")  # stored (it may be fetched), never acked
+        return stored if fresh else None
+
+    def on_ack(self, envelope: Envelope, message: replica_pb2.ReplicaMessage) -> None:
+        """Collect an ack of one of our batches."""
+        ack = message.batch_ack
+        own = self.own.get(ack.batch_sequence)
+        if ack.origin != self.me or own is None or ack.digest != own.digest:
+            self.drop("ack-of-unknown-batch")
+            return
+        if ack.alone != own.alone:
+            self.drop("ack-of-unknown-batch")
+            return
+        own.acks.setdefault(envelope.replica, envelope)
+        self._maybe_certify(ack.batch_sequence)
+
+    def _maybe_certify(self, seq: int) -> None:
+        own = self.own[seq]
+        if own.certificate is not None or len(own.acks) < self.checker.config.f + 1:
+            return
+        acks = [own.acks[r] for r in sorted(own.acks)][: self.checker.config.f + 1]
+        own.certificate = make_certificate(self.me, seq, own.digest, own.count, acks, own.alone)
+        self.certified.append(own.certificate)
+
+    def lone(self, envelopes: tuple[bytes, ...]) -> bool:
+        """Is this batch one envelope to be ordered alone?"""
+        return len(envelopes) == 1 and self.alone(envelopes[0])
+
+    def on_fetch(self, source: int, message: replica_pb2.ReplicaMessage) -> None:
+        """Serve a stored batch (the origin's signed message, as is)."""
+        fetch = message.batch_fetch
+        stored = self.stored.get((BatchKey(fetch.origin, fetch.batch_sequence), fetch.digest))
+        if stored is None:
+            self.drop("fetch-of-unknown-batch")
+            return
+        self.send.append((source, stored.envelope))
+
+    # -- chain feedback --------------------------------------------------------------------
+
+    def included(self, key: BatchKey, envelope_ids: list[bytes]) -> None:
+        """A batch named `key` is in the chain: stop resending it (own) or its certificate."""
+        if key.origin == self.me:
+            own = self.own.pop(key.batch_sequence, None)
+            if own is not None:
+                self.batched_ids.difference_update(envelope_ids)
+
+    def forget(self, key: BatchKey, digest: bytes) -> None:
+        """Drop a delivered batch from the store (its slot is older than `retain_slots`)."""
+        if self.stored.pop((key, digest), None) is not None and key.origin != self.me:
+            self.per_origin[key.origin] = max(0, self.per_origin.get(key.origin, 0) - 1)
+
+    def retransmit(self) -> None:
+        """Resend uncertified own batches to non-ackers; re-hand certificates not in the chain."""
+        for seq, own in sorted(self.own.items()):
+            if own.certificate is not None:
+                self.certified.append(own.certificate)
+                continue
+            stored = self.stored.get((BatchKey(self.me, seq), own.digest))
+            if stored is None:
+                continue
+            for peer in self._others():
+                if peer not in own.acks:
+                    self.send.append((peer, stored.envelope))
+
+    def restore(self, record: BatchRecord) -> None:
+        """Replay one persisted batch (restart): stored, acked, and own ones to certify anew."""
+        message = replica_pb2.ReplicaMessage()
+        message.ParseFromString(record.envelope.payload)
+        envelopes = tuple(message.batch.envelopes)
+        key = BatchKey(record.envelope.replica, message.batch.batch_sequence)
+        digest = bytes(message.batch.digest)
+        self.stored[(key, digest)] = StoredBatch(record.envelope, envelopes)
+        self.acked.setdefault(key, digest)
+        if key.origin == self.me:
+            self.next_batch = max(self.next_batch, key.batch_sequence + 1)
+            lone = self.lone(envelopes)
+            own = OwnBatch(digest, len(envelopes), lone)
+            own.acks[self.me] = self._signed(ack_message(self.me, key.batch_sequence, digest, lone))
+            self.own[key.batch_sequence] = own
+            self.batched_ids.update(request_id(e) for e in envelopes)
+        else:
+            self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1

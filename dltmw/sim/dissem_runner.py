@@ -1,0 +1,84 @@
+"""One seeded run with dissemination on: workload, faults, heal, then the checkers' verdict.
+
+The same shape as `runner.run` (requests submitted until `SUBMIT_UNTIL`, faults healed and
+crashed replicas restarted at `HEAL_AT`, every request then decided by every honest replica
+within `LIVENESS_BOUND` ticks), with `DissemWorld` cores and the dissemination behaviours
+(`dissem_byzantine.py`); "network" adds the random drops, duplicates, delays, partitions and
+a crash/restart of `runner.network_faults`. `enforce=False` is the negative control.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dltmw.sim.checkers import check_alone, check_safety, missing
+from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
+from dltmw.sim.dissem_checks import check_available, check_batches_once
+from dltmw.sim.dissem_world import DissemWorld
+from dltmw.sim.keys import Keys
+from dltmw.sim.runner import HEAL_AT, LIVENESS_BOUND, SUBMIT_UNTIL, RunResult, heal, network_faults
+from dltmw.sim.runner import sim_config as replica_config
+from dltmw.sim.world import Behaviour
+
+
+def assembled(world: DissemWorld) -> bool:
+    """Every honest replica assembled every slot it decided (liveness includes fetching)."""
+    return not check_available(world.honest())
+
+
+def run_dissemination(
+    seed: int,
+    behaviour: str = "network",
+    n: int = 4,
+    requests: int = 24,
+    trace: bool = False,
+    enforce: bool = True,
+    lone_every: int = 0,
+) -> RunResult:
+    """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
+    every k-th request must be ordered alone (the stand-in for a config update)."""
+    chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
+    world = DissemWorld(seed, replica_config(n), chosen(), clients=2, trace=trace, enforce=enforce)
+    for counter in range(requests):
+        lone = lone_every > 0 and counter % lone_every == lone_every - 1
+
+        def submit(c: int = counter % 2, k: int = counter, alone: bool = lone) -> None:
+            world.submit(c, k, lone=alone)
+
+        world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
+    if behaviour == "network":
+        network_faults(world)
+    else:
+        world.net.faults.delay_max = 3
+    world.at(HEAL_AT, lambda: heal(world))
+    while world.now < HEAL_AT + LIVENESS_BOUND:
+        world.tick()
+        if world.now > HEAL_AT and world.now % 5 == 0 and world.all_done() and assembled(world):
+            break
+    honest = world.honest()
+    violations = tuple(
+        check_safety(honest, world.submitted)
+        + check_available(honest)
+        + check_batches_once(honest)
+        + check_alone(honest, Keys.lone)
+    )
+    lacking = tuple(missing(honest, world.submitted))
+    decided = max((len(node.decided) for node in honest), default=0)
+    drops: Counter[str] = Counter()
+    for node in honest:
+        if node.replica is not None:
+            drops.update(node.replica.counters)
+    max_view = max((node.replica.view for node in honest if node.replica), default=0)
+    label = behaviour if enforce else f"{behaviour}/unchecked"
+    return RunResult(
+        seed,
+        label,
+        n,
+        violations,
+        lacking,
+        world.now,
+        decided,
+        tuple(world.trace or ()),
+        dict(drops),
+        max_view,
+    )

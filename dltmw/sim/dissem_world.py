@@ -1,0 +1,60 @@
+"""The replica-level simulator with dissemination on: `DisseminatingReplica` cores in a `World`.
+
+Everything of `world.World` holds (one seeded rng, effects executed in order after every input,
+crash = the core is dropped, restart = rebuilt from its persisted records alone); only the core
+differs: clients' requests are envelopes batched by the replica they reach, PBFT-lite orders
+availability certificates, and each node's `decided` log holds the assembled envelopes.
+`enforce=False` builds every core with the certificate check disabled: the negative control,
+under which a faulty primary gets an unavailable batch decided and the checkers must go red.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from dltmw.core.pbft import PbftConfig, Record, Replica
+from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.dissemination import DisseminationConfig
+from dltmw.sim.world import Behaviour, World
+
+SIM_DISSEMINATION = DisseminationConfig(batch_count_max=3, batch_wait_ticks=2, retransmit_ticks=12)
+
+
+class DissemWorld(World):
+    """A `World` whose replicas disseminate batches and order their certificates."""
+
+    def __init__(
+        self,
+        seed: int,
+        config: PbftConfig,
+        behaviour: Behaviour | None = None,
+        clients: int = 2,
+        trace: bool = False,
+        enforce: bool = True,
+        dissemination: DisseminationConfig = SIM_DISSEMINATION,
+    ) -> None:
+        self.enforce = enforce
+        self.dissemination = dissemination
+        super().__init__(seed, config, behaviour, clients, trace)
+
+    def new_replica(self, index: int, records: list[Record] | None = None) -> Replica:
+        """A fresh (or restored) disseminating core. It has the `Replica` surface the world
+        drives (step, tick, ready, view, counters), so it is returned as one."""
+        sign, ok, lone = self.keys.signer(index), self.keys.request_ok, self.keys.lone
+        cfg, dis = self.config, self.dissemination
+        if records is None:
+            core = DisseminatingReplica(
+                cfg, index, sign, self.keys.verify, dis, ok, self.enforce, lone
+            )
+        else:
+            core = DisseminatingReplica.restore(
+                cfg, index, sign, self.keys.verify, dis, records, ok, self.enforce, lone
+            )
+        return cast(Replica, core)
+
+    def core(self, index: int) -> DisseminatingReplica | None:
+        """The live core of the first node with replica `index` (None when down)."""
+        for node in self.nodes:
+            if node.index == index and node.replica is not None:
+                return cast(DisseminatingReplica, node.replica)
+        return None

@@ -1,0 +1,298 @@
+"""Dissemination: availability certificates, batch storing and acking, assembly, restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pbft_messages import KEYS, garbled, signed
+
+from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, batch_digest
+from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.availability import (
+    AvailabilityRule,
+    ack_message,
+    make_certificate,
+    parse_certificate,
+)
+from dltmw.core.pbft.certs import Checker
+from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.v1 import replica_pb2
+
+CONFIG = PbftConfig(n=4, checkpoint_interval=4, batch_size_max=4)
+CHECKER = Checker(CONFIG, KEYS.verify, batch_digest, lambda _r: True)
+DIS = DisseminationConfig(batch_count_max=2, batch_wait_ticks=2, retransmit_ticks=5)
+REQS = [KEYS.make_request(0, i) for i in range(6)]
+DIGEST = batch_digest(REQS[:2])
+
+
+def ack(by: int, origin: int = 1, seq: int = 1, digest: bytes = DIGEST) -> Envelope:
+    return signed(by, ack_message(origin, seq, digest))
+
+
+def cert(acks: list[Envelope], origin: int = 1, seq: int = 1, digest: bytes = DIGEST) -> bytes:
+    return make_certificate(origin, seq, digest, 2, acks)
+
+
+def core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
+    sign = KEYS.signer(me)
+    if records is None:
+        return DisseminatingReplica(CONFIG, me, sign, KEYS.verify, DIS, KEYS.request_ok)
+    return DisseminatingReplica.restore(
+        CONFIG, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
+    )
+
+
+def kinds(effects_send: tuple[tuple[int, Envelope], ...]) -> list[tuple[int, str | None]]:
+    out = []
+    for peer, envelope in effects_send:
+        message = replica_pb2.ReplicaMessage()
+        message.ParseFromString(envelope.payload)
+        out.append((peer, message.WhichOneof("body")))
+    return out
+
+
+def batch_message(
+    origin: int, seq: int, envelopes: list[bytes], digest: bytes | None = None
+) -> Envelope:
+    body = replica_pb2.Batch(
+        batch_sequence=seq,
+        digest=batch_digest(envelopes) if digest is None else digest,
+        envelopes=envelopes,
+    )
+    return signed(origin, replica_pb2.ReplicaMessage(batch=body))
+
+
+# -- availability certificates -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("acks", "ok"),
+    [
+        ([ack(1), ack(2)], True),
+        ([ack(1), ack(2), ack(3)], True),
+        ([ack(1)], False),
+        ([ack(1), ack(1)], False),
+        ([ack(1), garbled(ack(2))], False),
+        ([ack(1), ack(2, digest=batch_digest(REQS[2:4]))], False),
+        ([ack(1), ack(2, seq=2)], False),
+        ([ack(1), ack(2, origin=3)], False),
+        ([ack(1), Envelope(payload=ack(1).payload, replica=2, signature=ack(1).signature)], False),
+    ],
+    ids=[
+        "f+1-distinct-acks-prove-availability",
+        "more-than-f+1-acks-too",
+        "f-acks-do-not",
+        "one-signer-twice-counts-once",
+        "a-garbled-ack-does-not-count",
+        "an-ack-of-another-digest-does-not-count",
+        "an-ack-of-another-batch-sequence-does-not-count",
+        "an-ack-of-another-origin-does-not-count",
+        "an-ack-claiming-another-signer-does-not-count",
+    ],
+)
+def test_availability_certificate(acks: list[Envelope], ok: bool) -> None:
+    assert AvailabilityRule(CHECKER)(cert(acks)) is ok
+
+
+def test_an_ack_of_another_epoch_does_not_count() -> None:
+    other = replica_pb2.ReplicaMessage()
+    other.CopyFrom(ack_message(1, 1, DIGEST))
+    other.epoch = 7
+    assert not AvailabilityRule(CHECKER)(cert([ack(1), signed(2, other)]))
+
+
+def test_junk_is_not_a_certificate() -> None:
+    rule = AvailabilityRule(CHECKER)
+    assert not rule(b"\xff\xff not a certificate")
+    assert not rule(make_certificate(9, 1, DIGEST, 2, [ack(1), ack(2)]))  # unknown origin
+
+
+SIGNERS = st.lists(
+    st.tuples(st.integers(0, 3), st.sampled_from(["good", "garbled", "other-digest"])),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(SIGNERS)
+def test_certificate_check_matches_a_naive_count(acks: list[tuple[int, str]]) -> None:
+    """Property: accepted iff at least f+1 distinct replicas sent a good ack (naive model)."""
+    envelopes = []
+    for by, how in acks:
+        if how == "good":
+            envelopes.append(ack(by))
+        elif how == "garbled":
+            envelopes.append(garbled(ack(by)))
+        else:
+            envelopes.append(ack(by, digest=bytes(32)))
+    expected = len({by for by, how in acks if how == "good"}) >= CONFIG.f + 1
+    assert AvailabilityRule(CHECKER)(cert(envelopes)) is expected
+
+
+# -- forming, storing, acking --------------------------------------------------------------
+
+
+def test_an_origin_signs_a_full_batch_once_persists_it_and_sends_it_to_every_other() -> None:
+    origin = core(1)
+    for request in REQS[:2]:
+        origin.step(ClientRequest(request))
+    effects = origin.ready()
+    assert [type(r) for r in effects.persist] == [BatchRecord]
+    assert sorted(kinds(effects.send)) == [(0, "batch"), (2, "batch"), (3, "batch")]
+
+
+def test_a_replica_acks_a_batch_only_with_it_persisted_and_only_one_digest_per_key() -> None:
+    replica = core(2)
+    replica.step(batch_message(1, 1, REQS[:2]))
+    first = replica.ready()
+    assert [type(r) for r in first.persist] == [BatchRecord]  # durable before the ack leaves
+    assert kinds(first.send) == [(1, "batch_ack")]
+    replica.step(batch_message(1, 1, REQS[2:4]))  # the origin equivocates
+    second = replica.ready()
+    assert kinds(second.send) == []
+    assert replica.counters["equivocating-batch"] == 1
+    replica.step(batch_message(1, 1, REQS[:2]))  # the first again: acked again (ack lost?)
+    assert kinds(replica.ready().send) == [(1, "batch_ack")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        garbled(batch_message(1, 1, REQS[:2])),
+        batch_message(1, 1, REQS[:2], digest=batch_digest(REQS[2:4])),
+        batch_message(1, 0, REQS[:2]),
+        batch_message(1, 1, REQS[:3]),  # above batch_count_max
+    ],
+    ids=["bad-signature", "digest-mismatch", "batch-sequence-zero", "too-many-envelopes"],
+)
+def test_a_forged_or_malformed_batch_is_neither_stored_nor_acked(bad: Envelope) -> None:
+    replica = core(2)
+    replica.step(bad)
+    effects = replica.ready()
+    assert (effects.persist, effects.send) == ((), ())
+
+
+def test_f_plus_1_acks_make_a_certificate_that_the_replica_forwards_to_the_primary() -> None:
+    origin = core(1)
+    for request in REQS[:2]:
+        origin.step(ClientRequest(request))
+    sent = origin.ready().send
+    batch = next(e for peer, e in sent if peer == 2)
+    store = core(2)
+    store.step(batch)
+    ack_env = store.ready().send[0][1]
+    origin.step(ack_env)
+    effects = origin.ready()
+    forwarded = [e for peer, e in effects.send if peer == 0]
+    assert forwarded, "the certificate goes to the primary"
+    message = replica_pb2.ReplicaMessage()
+    message.ParseFromString(forwarded[0].payload)
+    certificate = parse_certificate(message.forwarded.requests[0])
+    assert certificate is not None
+    assert sorted(e.replica for e in certificate.acks) == [1, 2]
+    assert b"".join(REQS[:2]) not in forwarded[0].payload  # digests travel, not envelopes
+
+
+def test_a_restarted_origin_never_reuses_a_batch_sequence() -> None:
+    origin = core(1)
+    for request in REQS[:2]:
+        origin.step(ClientRequest(request))
+    records = list(origin.ready().persist)
+    again = core(1, records)
+    for request in REQS[2:4]:
+        again.step(ClientRequest(request))
+    sent = again.ready().send
+    seqs = set()
+    for _peer, envelope in sent:
+        message = replica_pb2.ReplicaMessage()
+        message.ParseFromString(envelope.payload)
+        if message.WhichOneof("body") == "batch" and set(message.batch.envelopes) == set(REQS[2:4]):
+            seqs.add(message.batch.batch_sequence)
+    assert seqs == {2}
+
+
+def test_assembly_takes_each_batch_key_once_and_each_envelope_once() -> None:
+    replica = core(2)
+    replica.step(batch_message(1, 1, REQS[:2]))
+    replica.step(batch_message(3, 1, [REQS[1], REQS[2]]))
+    replica.ready()
+    c1 = cert([ack(1), ack(2)])
+    c1b = cert([ack(1), ack(3)])  # the same batch, another certificate
+    d3 = batch_digest([REQS[1], REQS[2]])
+    c3 = make_certificate(3, 1, d3, 2, [ack(3, 3, 1, d3), ack(2, 3, 1, d3)])
+    got = replica.resolver
+    from dltmw.core.pbft import Decided
+
+    got.push(Decided(0, 1, b"d", (c1, c1b, c3), (), (c1, c1b, c3)))
+    out = got.resolve(replica.disseminator.stored)
+    assert [d.requests for _r, d in out] == [(REQS[0], REQS[1], REQS[2])]
+    assert isinstance(out[0][0], AssembledRecord)
+    assert [b[:2] for b in out[0][0].batches] == [(1, 1), (3, 1)]
+
+
+def test_a_missing_batch_is_fetched_from_a_replica_that_acked_it() -> None:
+    replica = core(0)
+    from dltmw.core.pbft import Decided
+
+    c1 = cert([ack(2), ack(3)])
+    replica.resolver.push(Decided(0, 1, b"d", (c1,), (), (c1,)))
+    assert replica.resolver.resolve(replica.disseminator.stored) == []
+    fetches = replica.resolver.take_fetches()
+    assert [(peer, m.WhichOneof("body")) for peer, m in fetches] == [(2, "batch_fetch")]
+    server = core(2)
+    server.step(batch_message(1, 1, REQS[:2]))
+    server.ready()
+    fetch = signed(0, fetches[0][1])
+    server.step(fetch)
+    answer = server.ready().send
+    assert kinds(answer) == [(0, "batch")]
+    replica.step(answer[0][1])
+    effects = replica.ready()
+    assert [d.requests for d in effects.decided] == [tuple(REQS[:2])]
+
+
+LONE = KEYS.make_request(0, 50, lone=True)
+
+
+def lone_core(me: int) -> DisseminatingReplica:
+    sign = KEYS.signer(me)
+    return DisseminatingReplica(
+        CONFIG, me, sign, KEYS.verify, DIS, KEYS.request_ok, alone=KEYS.lone
+    )
+
+
+def test_a_batch_mixing_a_lone_envelope_with_others_is_never_acked() -> None:
+    replica = lone_core(2)
+    replica.step(batch_message(1, 1, [REQS[0], LONE]))
+    assert kinds(replica.ready().send) == []
+    assert replica.counters["batch-mixes-a-lone-request"] == 1
+
+
+def test_a_lone_envelope_is_batched_alone_and_its_certificate_says_so() -> None:
+    origin = lone_core(1)
+    for request in (REQS[0], LONE, REQS[1]):
+        origin.step(ClientRequest(request))
+    origin.tick(DIS.batch_wait_ticks)
+    sent = origin.ready().send
+    batches = {}
+    for peer, envelope in sent:
+        message = replica_pb2.ReplicaMessage()
+        message.ParseFromString(envelope.payload)
+        if peer == 2 and message.WhichOneof("body") == "batch":
+            batches[message.batch.batch_sequence] = (list(message.batch.envelopes), envelope)
+    assert [b[0] for _s, b in sorted(batches.items())] == [[REQS[0]], [LONE], [REQS[1]]]
+    store = lone_core(2)
+    store.step(batches[2][1])
+    origin.step(store.ready().send[0][1])
+    effects = origin.ready()
+    message = replica_pb2.ReplicaMessage()
+    message.ParseFromString(next(e for peer, e in effects.send if peer == 0).payload)
+    certificate = parse_certificate(message.forwarded.requests[0])
+    assert certificate is not None and certificate.alone
+    assert AvailabilityRule(CHECKER)(certificate.SerializeToString())
+    certificate.alone = False  # a faulty origin denies it: the acks no longer match
+    assert not AvailabilityRule(CHECKER)(certificate.SerializeToString())
