@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--restart", default="peer0.org1,orderer0")
+    parser.add_argument(
+        "--resume", action="store_true", help="start DIR's network again (ledger already made)"
+    )
     args = parser.parse_args()
     result = run_big(
         args.dir,
@@ -32,6 +35,7 @@ def main() -> None:
         restart=args.restart.split(","),
         repeats=args.repeats,
         say=lambda s: print(s, flush=True),
+        resume=args.resume,
     )
     result["loadavg"] = os.getloadavg()
     text = json.dumps(result, indent=2)

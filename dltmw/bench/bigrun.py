@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dltmw.bench.bigledger import LedgerPlan, make_ledger
+from dltmw.bench.bigledger import LedgerPlan, Made, make_ledger
 from dltmw.bench.procstats import peak_rss_bytes
 from dltmw.bench.restart import restart_one
 from dltmw.bench.topology import NetworkShape, topology_toml
@@ -117,23 +117,30 @@ def run_big(
     repeats: int = 3,
     say: Callable[[str], None] = print,
     synchronous: str = "FULL",
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """The whole check in `workdir` (emptied first); the figures as a dict."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    """The whole check in `workdir` (emptied first); the figures as a dict. With `resume`, the
+    network of an earlier run in `workdir` is started again as it is (its ledger made; the
+    peers continue their catch-up from where they stopped, as new processes)."""
     shape = NetworkShape()
-    (workdir / "topology.toml").write_text(topology_toml(shape, ("kv",)))
     net = workdir / "net"
-    init_network(workdir / "topology.toml", net, synchronous)
-    say(f"writing {plan.blocks} blocks of {plan.txs_per_block} tx into orderer0 ...")
-    made = make_ledger(net, CHANNEL, plan)
-    say(f"  made in {made.seconds:.1f} s; starting the nodes")
+    if resume:
+        made = Made(plan.blocks + 1, plan.txs, 0.0)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        (workdir / "topology.toml").write_text(topology_toml(shape, ("kv",)))
+        init_network(workdir / "topology.toml", net, synchronous)
+        say(f"writing {plan.blocks} blocks of {plan.txs_per_block} tx into orderer0 ...")
+        made = make_ledger(net, CHANNEL, plan)
+        say(f"  made in {made.seconds:.1f} s; starting the nodes")
     result: dict[str, Any] = {
         "blocks": plan.blocks,
         "txs_per_block": plan.txs_per_block,
         "txs": plan.txs,
         "height": made.height,
         "make_s": round(made.seconds, 1),
+        "resumed": resume,
     }
     sup = Supervisor(net)
     try:

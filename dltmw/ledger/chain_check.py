@@ -14,11 +14,13 @@ So the check is split, and nothing is skipped:
   data hash and tx_root against the envelopes) back to the stored hash of the block before them
   — the blocks a node builds on (its last hash) and serves first. O(1) rows, whatever the
   height (tests/unit/test_chain_check.py counts the statements and rows).
-* after start, in the background: the whole chain from block 0, in chunks of
-  `CHECK_CHUNK_BLOCKS` blocks per hop to the store's reader thread, one block in memory at a
-  time (`ChannelLedger.verify_stored_chain`, spawned by the node). A break is an
-  InvariantViolation: the task fails, which is fatal — the node turns health NOT_SERVING and
-  stops (`aio/tasks.py`) — exactly as the open check stopped it before, only later.
+* after start, in the background: the whole chain from block 0, in chunks of at most
+  `CHECK_CHUNK_BLOCKS` blocks or about `CHECK_CHUNK_BYTES`, each on a worker thread with a
+  read-only connection of its own (so commits and simulation never queue behind it; a first
+  version ran on the writer's thread and held an orderer's start-up behind seconds of hashing),
+  one block in memory at a time (`ChannelLedger.verify_stored_chain`, spawned by the node). A
+  break is an InvariantViolation: the task fails, which is fatal — the node turns health
+  NOT_SERVING and stops (`aio/tasks.py`) — exactly as the open check stopped it before, later.
 Until the background check reaches an edited old block, that block could be served by Deliver;
 every receiver checks each block it is handed against the chain and the orderer signatures, so
 it is refused there, not accepted.
@@ -34,6 +36,7 @@ from dltmw.v1 import block_pb2
 
 OPEN_CHECK_BLOCKS = 16
 CHECK_CHUNK_BLOCKS = 512
+CHECK_CHUNK_BYTES = 8 * 1024 * 1024  # block data per chunk, about (a chunk is one thread hop)
 
 
 def check_rows(

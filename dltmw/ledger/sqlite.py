@@ -45,7 +45,12 @@ from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance
 from dltmw.ledger.audit import LedgerAudit, read_audit
 from dltmw.ledger.backend import KeyVersions, RangeVersions, StateReader
-from dltmw.ledger.chain_check import CHECK_CHUNK_BLOCKS, check_rows, tail_start
+from dltmw.ledger.chain_check import (
+    CHECK_CHUNK_BLOCKS,
+    CHECK_CHUNK_BYTES,
+    check_rows,
+    tail_start,
+)
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -179,33 +184,20 @@ class ChannelLedger(LedgerBase):
         self._load_state_hash(conn)
 
     async def verify_stored_chain(self) -> None:
-        """Check the whole stored chain from block 0 up to the height at open, in chunks on the
-        reader thread (one block in memory at a time); InvariantViolation on a break
-        (`chain_check.py`: the node runs it in the background after start, a break is fatal)."""
+        """Check the whole stored chain from block 0 up to the height at open; InvariantViolation
+        on a break (`chain_check.py`: the node runs it in the background after start, a break is
+        fatal). Each chunk runs on a worker thread with its own short-lived read-only connection
+        (as `audit` does), so neither the writer's thread (commits, the orderer's queue) nor the
+        reader's (simulation) waits behind it, and a stop cancels it between chunks."""
         stop = self.height
         number, previous = 0, ZERO_HASH
         while number < stop:
-            upper = min(stop, number + CHECK_CHUNK_BLOCKS)
-
-            def read(
-                conn: sqlite3.Connection,
-                start: int = number,
-                end: int = upper,
-                prev: bytes = previous,
-            ) -> tuple[int, bytes]:
-                rows = conn.execute(
-                    "SELECT number, hash, data FROM blocks WHERE number>=? AND number<?"
-                    " ORDER BY number",
-                    (start, end),
-                )
-                return check_rows(str(self.path), rows, start, prev)
-
-            reached, previous = await self._file.read(read)
-            if reached != upper:
-                raise InvariantViolation(
-                    f"{self.path}: hash chain broken: blocks {reached}..{upper - 1} missing"
-                )
-            number = upper
+            reached, previous = await asyncio.to_thread(
+                check_chunk, self.path, number, stop, previous
+            )
+            if reached <= number:
+                raise InvariantViolation(f"{self.path}: hash chain broken: no block {number}")
+            number = reached
 
     def _load_state_hash(self, conn: sqlite3.Connection) -> None:
         """The accumulator of the last block; computed from the table for a pre-hash file."""
@@ -371,6 +363,32 @@ class ChannelLedger(LedgerBase):
         if lookups > INLINE_READS_MAX:
             return await self.read_snapshot(fn)
         return await self._file.snapshot_here(lambda conn: fn(SnapshotReader(conn)))
+
+
+def check_chunk(path: Path, first: int, stop: int, previous: bytes) -> tuple[int, bytes]:
+    """`check_rows` over blocks first.. (below `stop`, at most `CHECK_CHUNK_BLOCKS` or about
+    `CHECK_CHUNK_BYTES`), on a read-only connection of its own; (next number, last hash)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        rows = conn.execute(
+            "SELECT number, hash, data FROM blocks WHERE number>=? AND number<? ORDER BY number",
+            (first, min(stop, first + CHECK_CHUNK_BLOCKS)),
+        )
+        return check_rows(str(path), _bytes_bounded(rows), first, previous)
+    finally:
+        conn.close()
+
+
+def _bytes_bounded(
+    rows: Iterable[tuple[int, bytes, bytes]],
+) -> Iterable[tuple[int, bytes, bytes]]:
+    """`rows` until about `CHECK_CHUNK_BYTES` of block data were given (at least one row)."""
+    given = 0
+    for row in rows:
+        yield row
+        given += len(row[2])
+        if given >= CHECK_CHUNK_BYTES:
+            return
 
 
 def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulator) -> None:
