@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.client.audit import node_orgs
@@ -85,6 +86,14 @@ class NodeAdmin:
             request = A.NodeStatusRequest(query=data, signature=sig)
             reply: A.NodeStatusResponse = await stub.NodeStatus(request, timeout=CALL_TIMEOUT_S)
             return reply
+
+    async def health(self) -> int:
+        """The node's overall health (grpc.health.v1, the empty service name): SERVING once
+        every channel is open and its roles run, NOT_SERVING when a task failed or it stops."""
+        async with self._channel() as channel:
+            request = health_pb2.HealthCheckRequest(service="")
+            reply = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=CALL_TIMEOUT_S)
+            return int(reply.status)
 
     async def installed(self) -> list[A.InstalledContract]:
         """The packages installed on the node."""

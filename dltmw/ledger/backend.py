@@ -116,6 +116,11 @@ class Ledger(Protocol):
         """Up to `limit` blocks numbered below `before`, newest first."""
         ...
 
+    async def verify_stored_chain(self) -> None:
+        """Check the whole stored chain from block 0 (after an open that checked its tail only,
+        `chain_check.py`); InvariantViolation on a break."""
+        ...
+
     async def tx_record(self, tx_id: str) -> TxRecord | None:
         """Where `tx_id` committed, or None."""
         ...

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dltmw.core.block import TxRecord, block_hash, chain_error
+from dltmw.core.block import TxRecord, block_hash
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateWrite
@@ -29,6 +29,7 @@ from dltmw.ledger.backend import (
     values_of,
     versions_of,
 )
+from dltmw.ledger.chain_check import check_rows
 from dltmw.v1 import block_pb2
 
 T = TypeVar("T")
@@ -81,20 +82,17 @@ class LedgerBase(ABC):
 
     # --- opening ---------------------------------------------------------------------------
 
-    def _verify_chain(self, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
-        """Check the stored (number, hash, data) rows, in order, link from block 0; sets the
-        height and last hash; raises InvariantViolation."""
-        previous, expected, channel = ZERO_HASH, 0, None
-        for number, stored_hash, data in rows:
-            block = block_pb2.Block.FromString(data)
-            channel = channel if channel is not None else block.header.channel_id
-            err = chain_error(block, channel, expected, previous)
-            if err is None and block_hash(block) != stored_hash:
-                err = f"stored hash of block {number} differs from its header hash"
-            if err is not None:
-                raise InvariantViolation(f"{self.name}: hash chain broken: {err}")
-            previous, expected = bytes(stored_hash), expected + 1
-        self.height, self.last_hash = expected, previous
+    def _verify_chain(
+        self,
+        rows: Iterable[tuple[int, bytes, bytes]],
+        first: int = 0,
+        previous: bytes = ZERO_HASH,
+    ) -> None:
+        """Check the stored (number, hash, data) rows, in order, link from block `first`
+        (whose predecessor's hash is `previous`); sets the height and last hash; raises
+        InvariantViolation. From block 0 it is the whole chain; from `first` > 0 it is the
+        tail checked at open (`chain_check.py`)."""
+        self.height, self.last_hash = check_rows(self.name, rows, first, previous)
 
     def _load_accumulator(self, block_number: int, acc: bytes) -> None:
         """The stored accumulator row: it must be the last block's."""

@@ -4,7 +4,8 @@ Theory of operation. A block and every effect of it — the block bytes with thi
 validation codes, the tx index, the world-state writes, and (on an orderer) the removal of the
 queue entries it consumed — are written in ONE sqlite transaction, in WAL mode with
 `synchronous=FULL` by default. A crash therefore leaves either all of a block or none of it, and
-the ledger never needs repair: on open it re-verifies the hash chain and resumes at its height.
+the ledger never needs repair: on open it checks the chain's tail and resumes at its height; the
+whole chain is checked in the background after start (`chain_check.py`).
 
 The file is opened and used through `sqlite_file.SqliteFile` (the storage seam of every store):
 a block's commit, with all its statements, is ONE hop to the writer's thread (each hop is a
@@ -39,10 +40,17 @@ from typing import TypeVar
 from dltmw.core.block import TxRecord
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
+from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance
 from dltmw.ledger.audit import LedgerAudit, read_audit
 from dltmw.ledger.backend import KeyVersions, RangeVersions, StateReader
+from dltmw.ledger.chain_check import (
+    CHECK_CHUNK_BLOCKS,
+    CHECK_CHUNK_BYTES,
+    check_rows,
+    tail_start,
+)
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -155,8 +163,41 @@ class ChannelLedger(LedgerBase):
         await self._file.close()
 
     def _check_and_load(self, conn: sqlite3.Connection) -> None:
-        self._verify_chain(conn.execute("SELECT number, hash, data FROM blocks ORDER BY number"))
+        """The open check: the chain's tail only, O(1) rows (`chain_check.py`); the whole chain
+        is checked after start by `verify_stored_chain`."""
+        row = conn.execute("SELECT MAX(number) FROM blocks").fetchone()
+        if row is not None and row[0] is not None:
+            first = tail_start(int(row[0]))
+            previous = ZERO_HASH
+            if first > 0:
+                before = conn.execute("SELECT hash FROM blocks WHERE number=?", (first - 1,))
+                found = before.fetchone()
+                if found is None:
+                    raise InvariantViolation(
+                        f"{self.path}: hash chain broken: no block {first - 1}"
+                    )
+                previous = bytes(found[0])
+            rows = conn.execute(
+                "SELECT number, hash, data FROM blocks WHERE number>=? ORDER BY number", (first,)
+            )
+            self._verify_chain(rows, first, previous)
         self._load_state_hash(conn)
+
+    async def verify_stored_chain(self) -> None:
+        """Check the whole stored chain from block 0 up to the height at open; InvariantViolation
+        on a break (`chain_check.py`: the node runs it in the background after start, a break is
+        fatal). Each chunk runs on a worker thread with its own short-lived read-only connection
+        (as `audit` does), so neither the writer's thread (commits, the orderer's queue) nor the
+        reader's (simulation) waits behind it, and a stop cancels it between chunks."""
+        stop = self.height
+        number, previous = 0, ZERO_HASH
+        while number < stop:
+            reached, previous = await asyncio.to_thread(
+                check_chunk, self.path, number, stop, previous
+            )
+            if reached <= number:
+                raise InvariantViolation(f"{self.path}: hash chain broken: no block {number}")
+            number = reached
 
     def _load_state_hash(self, conn: sqlite3.Connection) -> None:
         """The accumulator of the last block; computed from the table for a pre-hash file."""
@@ -322,6 +363,32 @@ class ChannelLedger(LedgerBase):
         if lookups > INLINE_READS_MAX:
             return await self.read_snapshot(fn)
         return await self._file.snapshot_here(lambda conn: fn(SnapshotReader(conn)))
+
+
+def check_chunk(path: Path, first: int, stop: int, previous: bytes) -> tuple[int, bytes]:
+    """`check_rows` over blocks first.. (below `stop`, at most `CHECK_CHUNK_BLOCKS` or about
+    `CHECK_CHUNK_BYTES`), on a read-only connection of its own; (next number, last hash)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        rows = conn.execute(
+            "SELECT number, hash, data FROM blocks WHERE number>=? AND number<? ORDER BY number",
+            (first, min(stop, first + CHECK_CHUNK_BLOCKS)),
+        )
+        return check_rows(str(path), _bytes_bounded(rows), first, previous)
+    finally:
+        conn.close()
+
+
+def _bytes_bounded(
+    rows: Iterable[tuple[int, bytes, bytes]],
+) -> Iterable[tuple[int, bytes, bytes]]:
+    """`rows` until about `CHECK_CHUNK_BYTES` of block data were given (at least one row)."""
+    given = 0
+    for row in rows:
+        yield row
+        given += len(row[2])
+        if given >= CHECK_CHUNK_BYTES:
+            return
 
 
 def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulator) -> None:

@@ -19,6 +19,14 @@ come from the `[keepalive]` table of its node.toml (defaults below), the SDK use
 Lowering a client's `time_ms` below a server's `min_recv_ping_interval_ms` brings the strikes
 back, so change both together. (grpc's client pings at most about once a second whatever its
 `time_ms`, as tests/integration/test_keepalive.py measured; intervals below 1 s mean 1 s.)
+
+Receive window (`flow_control_options`, both ends). gRPC's bandwidth-delay-product probing grows
+a stream's HTTP/2 window without a fixed bound; a peer catching up by Deliver (blocks of
+~250 KB, arriving faster than it commits) then held many megabytes of blocks in gRPC's buffers:
+it peaked at 116-147 MB where a node idles at ~90 MB (issue 18 asks for 100 MB). With probing
+off, the window is `RECEIVE_WINDOW_BYTES` per stream: what the sender may run ahead of the
+reader. 1 MiB per round trip is ~10 GB/s on loopback and ~20 MB/s at a 50 ms WAN round trip,
+more than a peer commits.
 """
 
 from __future__ import annotations
@@ -47,6 +55,15 @@ class Keepalive:
 
 
 DEFAULT_KEEPALIVE = Keepalive()
+RECEIVE_WINDOW_BYTES = 1024 * 1024  # per stream (module docstring)
+
+
+def flow_control_options() -> Options:
+    """A fixed receive window per stream instead of BDP probing (module docstring)."""
+    return [
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", RECEIVE_WINDOW_BYTES),
+    ]
 
 
 def client_options(keepalive: Keepalive = DEFAULT_KEEPALIVE) -> Options:
@@ -56,6 +73,7 @@ def client_options(keepalive: Keepalive = DEFAULT_KEEPALIVE) -> Options:
         ("grpc.keepalive_timeout_ms", keepalive.timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),  # pings are the point of keepalive
+        *flow_control_options(),
     ]
 
 
@@ -71,4 +89,5 @@ def server_options(keepalive: Keepalive = DEFAULT_KEEPALIVE) -> Options:
         ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.http2.max_pings_without_data", 0),
+        *flow_control_options(),
     ]

@@ -30,7 +30,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2
 
-from dltmw.aio.tasks import TaskOwner
+from dltmw.aio.tasks import TaskOwner, cancel_and_wait
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView, ConfigError
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
@@ -134,6 +134,7 @@ class Node:
         self.peers: dict[str, PeerChannel] = {}
         self.orderers: dict[str, OrdererChannel] = {}
         self.pbft_orderers: dict[str, PbftOrdererChannel] = {}  # those ordered by PBFT-lite
+        self._chain_checks: list[asyncio.Task[None]] = []  # `_check_chain_later`
         self.gateway = Gateway(self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
         values: ValueCodec = PLAIN  # encryption at rest: on with a storage key (ledger/at_rest)
@@ -357,6 +358,7 @@ class Node:
             )
             if ledger.height == 0:
                 await ledger.commit_block(block, [genesis_tx_id(block)])
+            self._check_chain_later(f"{cid}.orderer", ledger)
             current = await stored_view(ledger, view)
             orderer: OrdererChannel
             if pbft:
@@ -379,6 +381,7 @@ class Node:
                 genesis.CopyFrom(block)
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await held.commit_block(genesis, [genesis_tx_id(block)])
+            self._check_chain_later(f"{cid}.peer", held)
             peer = PeerChannel(
                 self.ctx,
                 await stored_view(held, view),
@@ -392,6 +395,13 @@ class Node:
             if self.privacy is not None:
                 await self.privacy.add_channel(peer)
         return cid
+
+    def _check_chain_later(self, name: str, ledger: Ledger) -> None:
+        """Check the whole stored chain in the background (the open checked its tail only,
+        `ledger/chain_check.py`); a break fails the task, which stops the node."""
+        self._chain_checks.append(
+            self.ctx.tasks.spawn(f"chain-check-{name}", ledger.verify_stored_chain())
+        )
 
     async def _open_peer_ledger(self, cid: str) -> Ledger:
         """The peer ledger of channel `cid`: a sqlite file, or a PostgreSQL schema (`[ledger]`
@@ -502,6 +512,8 @@ class Node:
         roles: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]
         for role in roles:
             await role.stop()
+        for check in self._chain_checks:  # before the ledgers they read close
+            await cancel_and_wait(check)
         for role in roles:
             await role.ledger.close()
         await self.ctx.tasks.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from unittest import mock
@@ -186,3 +187,20 @@ async def test_a_stream_writer_wakes_when_the_response_side_ends() -> None:
     assert await asyncio.wait_for(waiting, 5) is None
     queue.put_nowait(8)  # nothing was lost by the cancelled get
     assert queue.get_nowait() == 8
+
+
+def test_the_verified_signature_memo_stays_within_its_memory_budget_when_full() -> None:
+    # A catching-up peer fills the memo (3 signatures per transaction); it is bounded in entries
+    # and each entry is one digest, whatever the signature's size (ML-DSA-65: 3.3 KB).
+    membership, me = _signer()
+    big_signature = bytes(identity_mod.ML_DSA_65_SIGNATURE_SIZE)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(identity_mod.VERIFIED_CACHE_SIZE + 100):
+            membership.remember_own_signature(me, i.to_bytes(8, "big"), big_signature + b"%d" % i)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(membership._verified) == identity_mod.VERIFIED_CACHE_SIZE
+    assert held < 4 * 1024 * 1024, f"{held / 2**20:.1f} MB"

@@ -44,8 +44,11 @@ LAYERS: dict[str, frozenset[str]] = {
     # `contracts`: init installs the built-in contracts' packages and names them in block 0
     "pki": frozenset({"core", "contracts", "net", "v1"}),
     "ops": frozenset({"runtime", "core", "net", "v1"}),
+    # `ledger`: the large-ledger generator writes an orderer's blocks through the ledger's own
+    # commit (bench/bigledger.py), byte for byte what the orderer writes
     "bench": frozenset(
         {"core", "contracts", "aio", "net", "rpc", "client", "pki", "ops", "runtime", "sdk", "v1"}
+        | {"ledger"}
     ),
     "cli": frozenset(
         {"core", "contract_sdk", "contracts", "aio", "net", "rpc", "client", "pki", "ops"}
