@@ -18,7 +18,12 @@ transaction. What this module adds is only the PostgreSQL side of the seam:
 * Purge (`PgPrivateStore.checkpoint`): PostgreSQL keeps a deleted row's bytes in its heap page
   until the page is rewritten, so after a block that purged, `VACUUM FULL` rewrites the tables a
   purge deletes from into new files and drops the old ones (the sqlite store's secure_delete and
-  WAL truncation, in PostgreSQL's terms). The server's write-ahead log (and any archive or
+  WAL truncation, in PostgreSQL's terms). `VACUUM FULL` copies into the new files every deleted
+  row that a transaction still running may see, so it first waits (bounded) until no other
+  transaction of the database that began before it is still open (`_erase`): another peer's
+  schema on the same server, a reporting query. Found by the purge test on real processes under
+  load, where the other organisation's executor kept the purged row alive in the rewritten file.
+  The server's write-ahead log (and any archive or
   replica of it) still holds the rows until its segments are recycled: that part is the
   operator's (docs/postgresql.md, "Private state").
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from functools import lru_cache
@@ -195,8 +201,37 @@ class PgPrivateStore(PrivateStore):
 
     async def checkpoint(self) -> bool:
         """After a purge: the purged rows' tables rewritten without them (module docstring)."""
-        await self._file.read(lambda conn: conn.execute(f"VACUUM FULL {PURGED_TABLES}"))
+        await self._file.read(_erase)
         return True
+
+
+# Transactions of this database begun before `?` and still open (they may see purged rows).
+OLDER_TRANSACTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL AND xact_start < ?"
+)
+OLDER_WAIT_S = 10.0
+OLDER_POLL_S = 0.05
+
+
+def _erase(conn: Db) -> None:
+    """`VACUUM FULL` of the purged tables once no transaction older than this call is open
+    (module docstring), waiting at most `OLDER_WAIT_S`: past that the rewrite runs anyway and
+    says so (the rows then go with the next purge's rewrite). A role that may not see other
+    roles' sessions (no `pg_read_all_stats`) sees no older transaction and does not wait."""
+    started = conn.execute("SELECT statement_timestamp()").fetchone()[0]
+    deadline = time.monotonic() + OLDER_WAIT_S
+    while (open_ := conn.execute(OLDER_TRANSACTIONS, (started,)).fetchone()[0]) > 0:
+        if time.monotonic() > deadline:
+            logger.warning(
+                "purge: %d transaction(s) older than the purge still open after %.0f s;"
+                " rewriting anyway, rows they can see stay on disk until the next purge",
+                open_,
+                OLDER_WAIT_S,
+            )
+            break
+        time.sleep(OLDER_POLL_S)
+    conn.execute(f"VACUUM FULL {PURGED_TABLES}")
 
 
 async def open_pg_private_store(

@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 
 import pytest
+from tiers import soak
 
 import dltmw.core.validation
 from dltmw.sim import vloop
@@ -29,7 +30,9 @@ from dltmw.sim.wire import SimNetwork
 
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
-pytestmark = pytest.mark.soak
+# The quick tier's seeds take 4-6 min on 2 shared cores (pytest's 300 s default is too close);
+# `make soak` sets its own, longer timeout on the command line.
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(None if soak() else 900)]
 # A PBFT-lite run costs ~2-3 solo runs: fewer in `make test` (~70 s), as many as ever in soak.
 QUICK_SEEDS = {"eov-solo": 200, "eov-pbft": 120}
 SOAK_SEEDS = {"eov-solo": 2000, "eov-pbft": 2000}

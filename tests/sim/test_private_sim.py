@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from tiers import soak
 
 from dltmw.core import txcheck
 from dltmw.core.privacy import agreement as ag
@@ -25,7 +26,9 @@ from dltmw.v1 import block_pb2, private_agreement_pb2
 
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
-pytestmark = pytest.mark.soak
+# The quick tier's seeds take 4-6 min on 2 shared cores (pytest's 300 s default is too close);
+# `make soak` sets its own, longer timeout on the command line.
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(None if soak() else 900)]
 
 MARKS = {
     "push lost (its stream broken)": lambda r: r.counts.get("Push.broken", 0) > 0,
