@@ -16,7 +16,7 @@ from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
 from dltmw.sim.dissem_checks import check_available, check_batches_once
 from dltmw.sim.dissem_world import DissemWorld
 from dltmw.sim.keys import Keys
-from dltmw.sim.runner import HEAL_AT, LIVENESS_BOUND, SUBMIT_UNTIL, RunResult, heal, network_faults
+from dltmw.sim.runner import RunResult, drive, schedule
 from dltmw.sim.runner import sim_config as replica_config
 from dltmw.sim.world import Behaviour
 
@@ -39,22 +39,8 @@ def run_dissemination(
     every k-th request must be ordered alone (the stand-in for a config update)."""
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
     world = DissemWorld(seed, replica_config(n), chosen(), clients=2, trace=trace, enforce=enforce)
-    for counter in range(requests):
-        lone = lone_every > 0 and counter % lone_every == lone_every - 1
-
-        def submit(c: int = counter % 2, k: int = counter, alone: bool = lone) -> None:
-            world.submit(c, k, lone=alone)
-
-        world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
-    if behaviour == "network":
-        network_faults(world)
-    else:
-        world.net.faults.delay_max = 3
-    world.at(HEAL_AT, lambda: heal(world))
-    while world.now < HEAL_AT + LIVENESS_BOUND:
-        world.tick()
-        if world.now > HEAL_AT and world.now % 5 == 0 and world.all_done() and assembled(world):
-            break
+    schedule(world, behaviour, requests, lone_every)
+    drive(world, lambda: world.all_done() and assembled(world))
     honest = world.honest()
     violations = tuple(
         check_safety(honest, world.submitted)

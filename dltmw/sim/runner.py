@@ -10,6 +10,7 @@ then requires every request decided by every honest replica within `LIVENESS_BOU
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dltmw.core.pbft import PbftConfig
@@ -110,6 +111,33 @@ def heal(world: World) -> None:
         world.restart(node)
 
 
+def schedule(world: World, behaviour: str, requests: int, lone_every: int) -> None:
+    """The run's script: `requests` submissions at random ticks before `SUBMIT_UNTIL` (every
+    `lone_every`-th a lone one), the faults of `behaviour` ("network": random ones), the heal."""
+    for counter in range(requests):
+        client = counter % 2
+        lone = lone_every > 0 and counter % lone_every == lone_every - 1
+
+        def submit(c: int = client, k: int = counter, alone: bool = lone) -> None:
+            world.submit(c, k, lone=alone)
+
+        world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
+    if behaviour == "network":
+        network_faults(world)
+    else:
+        world.net.faults.delay_max = 3
+    world.at(HEAL_AT, lambda: heal(world))
+
+
+def drive(world: World, done: Callable[[], bool]) -> None:
+    """Tick until `done()` after the heal (checked every 5 ticks), at most `LIVENESS_BOUND`
+    ticks past it."""
+    while world.now < HEAL_AT + LIVENESS_BOUND:
+        world.tick()
+        if world.now > HEAL_AT and world.now % 5 == 0 and done():
+            break
+
+
 def run(
     seed: int,
     behaviour: str = "network",
@@ -124,23 +152,8 @@ def run(
     world = World(seed, sim_config(n), BEHAVIOURS[behaviour](), clients=2, trace=trace)
     if behaviour == "mixing-primary":
         lone_every = lone_every or LONE_EVERY
-    for counter in range(requests):
-        client = counter % 2
-        lone = lone_every > 0 and counter % lone_every == lone_every - 1
-
-        def submit(c: int = client, k: int = counter, alone: bool = lone) -> None:
-            world.submit(c, k, lone=alone)
-
-        world.at(world.rng.randrange(1, SUBMIT_UNTIL), submit)
-    if behaviour == "network":
-        network_faults(world)
-    else:
-        world.net.faults.delay_max = 3
-    world.at(HEAL_AT, lambda: heal(world))
-    while world.now < HEAL_AT + LIVENESS_BOUND:
-        world.tick()
-        if world.now > HEAL_AT and world.now % 5 == 0 and world.all_done():
-            break
+    schedule(world, behaviour, requests, lone_every)
+    drive(world, world.all_done)
     honest = world.honest()
     violations = tuple(check_safety(honest, world.submitted) + check_alone(honest, Keys.lone))
     lacking = tuple(missing(honest, world.submitted)) if not violations else ()
