@@ -105,6 +105,11 @@ class PrivacyManagerServiceStub:
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
                 _registered_method=True)
+        self.AgreeBatch = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/AgreeBatch',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.FromString,
+                _registered_method=True)
 
 
 class PrivacyManagerServiceServicer:
@@ -234,6 +239,17 @@ class PrivacyManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AgreeBatch(self, request, context):
+        """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+        sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+        commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+        one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+        common errors (a bad signature or a requester that is no peer node refuses every item).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrivacyManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +307,11 @@ def add_PrivacyManagerServiceServicer_to_server(servicer, server):
                     servicer.Agree,
                     request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.SerializeToString,
+            ),
+            'AgreeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AgreeBatch,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -605,6 +626,33 @@ class PrivacyManagerService:
             '/dltmw.v1.PrivacyManagerService/Agree',
             dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
             dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AgreeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/AgreeBatch',
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

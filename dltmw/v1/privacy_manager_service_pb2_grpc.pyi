@@ -114,6 +114,13 @@ class PrivacyManagerServiceStub:
     errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
     payload is not held here).
     """
+    AgreeBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]
+    """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+    sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+    commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+    one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+    common errors (a bad signature or a requester that is no peer node refuses every item).
+    """
 
 @_typing.type_check_only
 class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
@@ -199,6 +206,13 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
     errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
     payload is not held here).
+    """
+    AgreeBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]  # type: ignore[assignment]
+    """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+    sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+    commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+    one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+    common errors (a bad signature or a requester that is no peer node refuses every item).
     """
 
 class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -348,6 +362,19 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
         errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
         payload is not held here).
+        """
+
+    @_abc_1.abstractmethod
+    def AgreeBatch(
+        self,
+        request: _private_agreement_pb2.AgreeBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.AgreeBatchResponse, _abc.Awaitable[_private_agreement_pb2.AgreeBatchResponse]]:
+        """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+        sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+        commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+        one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+        common errors (a bad signature or a requester that is no peer node refuses every item).
         """
 
 def add_PrivacyManagerServiceServicer_to_server(servicer: PrivacyManagerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,7 @@ from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
+    errors_pb2,
     privacy_manager_service_pb2_grpc,
     private_agreement_pb2,
     private_payload_pb2,
@@ -552,6 +553,82 @@ async def test_agreement_before_commit_refuses_what_is_not_agreed(
         _, replayed = await order_with(pcs["org1"], digest, list(collected.agreements))
         assert replayed is not None and reason_of(replayed) == "PRIVATE_AGREEMENT_WRONG_TX"
     finally:
+        await close(pcs)
+
+
+async def test_agree_batch_answers_each_proposal_alone(net: tuple[Path, Supervisor]) -> None:
+    """AgreeBatch (what a sending node's gathered asks use): one signed call, a verdict or a
+    refusal per proposal, so a payload not held refuses only its own item; the whole batch is
+    refused for a bad signature or a malformed item, and a non-recipient gets no verdict."""
+    path, sup = net
+    A = private_agreement_pb2
+    pcs = await clients(path)
+    stub, signer, channel = node_stub(path, "peer0.org1", "peer0.org2", sup)
+    stub3, signer3, channel3 = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    try:
+        invocation = private_payload_pb2.PrivateInvocation(
+            contract="kv", function="put", args=[b"batched", b"b1"]
+        )
+        sent = await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+        _, tx_id = pcs["org1"].new_nonce()
+        collected = await pcs["org1"].collect_agreements(DEALS, sent.payload_hash, tx_id)
+        assert collected.agreed  # asked through AgreeBatch by peer0.org1
+        mine = A.PrivateAgreementBody.FromString(collected.agreements[0].body)
+
+        def request(
+            who: SigningIdentity, queries: list[A.AgreeQuery], sign_over: bytes | None = None
+        ) -> A.AgreeBatchRequest:
+            batch = A.AgreeBatchQuery(
+                channel_id=DEALS, requester=who.identity_bytes, queries=queries
+            )
+            batch.timestamp.GetCurrentTime()
+            data = batch.SerializeToString()
+            return A.AgreeBatchRequest(query=data, signature=who.sign(sign_over or data))
+
+        def proposal(digest: bytes, pre: bytes, delta: bytes, cid: str = "") -> A.AgreeQuery:
+            return A.AgreeQuery(
+                channel_id=cid,
+                payload_hash=digest,
+                tx_id=tx_id,
+                pre_state_hash=pre,
+                delta_hash=delta,
+            )
+
+        honest = proposal(sent.payload_hash, mine.pre_state_hash, mine.delta_hash)
+        unknown = proposal(os.urandom(32), mine.pre_state_hash, mine.delta_hash)
+        wrong = proposal(sent.payload_hash, bytes(32), bytes(32))
+        reply = await stub.AgreeBatch(request(signer, [honest, unknown, wrong]), timeout=20)
+        assert len(reply.results) == 3
+        first, second, third = reply.results
+        body = A.PrivateAgreementBody.FromString(first.agreement.body)
+        assert body.verdict == A.AGREEMENT_VERDICT_AGREE and body.tx_id == tx_id
+        assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)
+        assert not second.HasField("agreement")
+        assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        body = A.PrivateAgreementBody.FromString(third.agreement.body)
+        assert body.verdict == A.AGREEMENT_VERDICT_DISAGREE  # its own hashes, signed
+        assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)
+        # Org3's node is a peer of the channel but no recipient: no verdict for it
+        reply = await stub3.AgreeBatch(request(signer3, [honest]), timeout=20)
+        assert not reply.results[0].HasField("agreement")
+        assert reply.results[0].reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        # refused as a whole: a bad signature, an item naming another channel, no item
+        cases = [
+            (request(signer, [honest], sign_over=b"else"), "PERMISSION_DENIED", "BAD_SIGNATURE"),
+            (
+                request(signer, [honest, proposal(sent.payload_hash, b"", b"", CH)]),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+            (request(signer, []), "INVALID_ARGUMENT", "MISSING_FIELD"),
+        ]
+        for bad, code, reason in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.AgreeBatch(bad, timeout=20)
+            assert (exc.value.code().name, reason_of(exc.value)) == (code, reason)
+    finally:
+        await channel.close(None)
+        await channel3.close(None)
         await close(pcs)
 
 

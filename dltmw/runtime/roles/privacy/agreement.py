@@ -1,12 +1,15 @@
 """Agreement before commit, the runtime side: execute a held payload and sign, collect from
 every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/privacy/agreement.py`).
 
-* `agree` (a recipient, for the Agree node RPC): run the payload's invocation on this node's
-  committed private state WITHOUT writing, and sign AGREE if the (pre-state, delta) hashes equal
+* `agree` / `agree_many` (a recipient, for the Agree / AgreeBatch node RPCs): open the payload and
+  run its invocation on this node's committed private state WITHOUT writing, both on the store's
+  thread (decryption off the event loop), and sign AGREE if the (pre-state, delta) hashes equal
   the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
   private store's thread, between the executor's block steps, so it sees one committed state.
 * `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
-  other recipient at once under ONE deadline; under ALL_RECIPIENTS a recipient that does not
+  other recipient at once under ONE deadline. The asks to one recipient are gathered
+  (`aio/coalesce.Coalescer`) into AgreeBatch calls: one signature, one verification and one call
+  per batch instead of per transaction and recipient. Under ALL_RECIPIENTS a recipient that does not
   answer in time fails the collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the
   client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
   soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
@@ -20,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.coalesce import Coalescer
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.policy import PolicyResult
@@ -62,6 +66,12 @@ COLLECT_ATTEMPTS = 6
 COLLECT_BACKOFF_S = 0.1
 ContractOf = Callable[[str], Contract | None]
 Hashed = conflict.Hashed
+# a run's ((pre-state hash, delta hash), recipient keys, hashed keys, sender key)
+Ran = tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]
+# Asks to one recipient leave together (aio/coalesce.py): at most this many per AgreeBatch call,
+# this many calls in flight per recipient (a slow batch does not hold up the next).
+ASK_BATCH_MAX = 256
+ASK_IN_FLIGHT = 4
 
 
 class Agreements:
@@ -70,13 +80,20 @@ class Agreements:
     def __init__(self, ctx: NodeContext, key: PrivacyKey) -> None:
         self._ctx = ctx
         self._key = key
+        # (channel, recipient node) -> its asks gathered into AgreeBatch calls
+        self._batchers: dict[tuple[str, str], Coalescer[A.AgreeQuery, A.PrivateAgreement]] = {}
 
-    async def _run(
-        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes
-    ) -> tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]:
+    async def _run(self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes) -> Ran:
         """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
-        the sender's key) of a held payload, run on the store."""
-        raw = await channel.store.payload(digest)
+        the sender's key) of a held payload, opened and run on the store's thread."""
+        held = await channel.store.held([digest])
+        run = partial(self._open_and_run, channel, contract_of, digest, held.get(digest))
+        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run)
+
+    def _open_and_run(
+        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, raw: bytes | None
+    ) -> Ran:
+        """`_run` on the store's thread (blocking): decrypt, then execute without writing."""
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
         try:
@@ -87,14 +104,15 @@ class Agreements:
             raise ClientError(exc.reason, f"payload {digest.hex()} refused: {exc}") from exc
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
-        view = channel.store.view()
         keys = recipients_of(payload)
         facts = parties(channel.view.config)
-        run = partial(
-            _hashes, contract_of, invocation, view, keys, facts, payload.sender_public_key
-        )
-        hashes, hashed = await asyncio.get_running_loop().run_in_executor(
-            channel.store.executor, run
+        hashes, hashed = _hashes(
+            contract_of,
+            invocation,
+            channel.store.view(),
+            keys,
+            facts,
+            payload.sender_public_key,
         )
         return hashes, keys, hashed, payload.sender_public_key
 
@@ -125,7 +143,50 @@ class Agreements:
         requester_key: bytes,
     ) -> A.PrivateAgreement:
         """This node's signed verdict on the requester's proposal (Agree)."""
-        own, keys, hashed, sender = await self._run(channel, contract_of, query.payload_hash)
+        ran = await self._run(channel, contract_of, query.payload_hash)
+        return self._verdict(channel, query, ran, requester_key)
+
+    async def agree_many(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        queries: Sequence[A.AgreeQuery],
+        requester_key: bytes,
+    ) -> list[A.AgreeResult]:
+        """`agree` for a batch (AgreeBatch): the payloads read in one store call, opened and run
+        in one hop to the store's thread (one committed state for the batch, as for one item),
+        each signed; an item refused (not held, not a recipient) is refused alone."""
+        held = await channel.store.held(list({q.payload_hash for q in queries}))
+
+        def run_all() -> list[Ran | ClientError]:
+            out: list[Ran | ClientError] = []
+            for q in queries:
+                try:
+                    raw = held.get(q.payload_hash)
+                    out.append(self._open_and_run(channel, contract_of, q.payload_hash, raw))
+                except ClientError as exc:
+                    out.append(exc)
+            return out
+
+        loop = asyncio.get_running_loop()
+        ran = await loop.run_in_executor(channel.store.executor, run_all)
+        results: list[A.AgreeResult] = []
+        for query, one in zip(queries, ran, strict=True):
+            try:
+                if isinstance(one, ClientError):
+                    raise one
+                agreement = self._verdict(channel, query, one, requester_key)
+            except ClientError as exc:
+                results.append(A.AgreeResult(reason=exc.reason, message=exc.message))  # type: ignore[arg-type]
+            else:
+                results.append(A.AgreeResult(agreement=agreement))
+        return results
+
+    def _verdict(
+        self, channel: PrivateChannel, query: A.AgreeQuery, ran: Ran, requester_key: bytes
+    ) -> A.PrivateAgreement:
+        """AGREE if this node's run gives the requester's hashes, else DISAGREE; signed."""
+        own, keys, hashed, sender = ran
         if not requester_key or requester_key not in keys:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
         verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
@@ -259,39 +320,80 @@ class Agreements:
         tx_id: str,
         own: tuple[bytes, bytes],
     ) -> A.PrivateAgreement:
+        """One recipient's agreement, asked together with this node's other concurrent asks
+        to that recipient (one AgreeBatch call, one signature: `_ask_batch`)."""
         node = channel.node_of_key(key)
         if node is None:
             raise ClientError(
                 R.ERROR_REASON_INVALID_FIELD, "a recipient key is not in the channel config"
             )
+        route = (channel.channel_id, node.node_id)
+        batcher = self._batchers.get(route)
+        if batcher is None:
+            batcher = self._batchers[route] = Coalescer(
+                partial(self._ask_batch, *route),
+                batch_max=min(ASK_BATCH_MAX, self._ctx.limits.items_per_request_max),
+                name=f"agree-{node.node_id}",
+                max_concurrent=ASK_IN_FLIGHT,
+            )
         query = A.AgreeQuery(
-            channel_id=channel.channel_id,
-            payload_hash=digest,
-            tx_id=tx_id,
-            pre_state_hash=own[0],
-            delta_hash=own[1],
-            requester=self._ctx.signer.identity_bytes,
+            payload_hash=digest, tx_id=tx_id, pre_state_hash=own[0], delta_hash=own[1]
         )
-        query.timestamp.FromDatetime(utc_now())
-        data = query.SerializeToString()
-        request = A.AgreeRequest(query=data, signature=self._ctx.signer.sign(data))
+        return await batcher.call(query)
+
+    async def close(self) -> None:
+        """Stop the batched asks (their callers get CancelledError; idempotent)."""
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+
+    async def _ask_batch(
+        self, channel_id: str, node_id: str, queries: Sequence[A.AgreeQuery]
+    ) -> list[A.PrivateAgreement | BaseException]:
+        """AgreeBatch to `node_id`: each answer, or the refusal of that item alone; a failed
+        call fails every item (PRIVATE_AGREEMENT_TIMEOUT, as a failed Agree)."""
+        batch = A.AgreeBatchQuery(
+            channel_id=channel_id, requester=self._ctx.signer.identity_bytes, queries=queries
+        )
+        batch.timestamp.FromDatetime(utc_now())
+        data = batch.SerializeToString()
+        request = A.AgreeBatchRequest(query=data, signature=self._ctx.signer.sign(data))
         try:
             stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self._ctx.channel_to(node.node_id)
+                await self._ctx.channel_to(node_id)
             )
-            reply = await stub.Agree(request, timeout=AGREE_TIMEOUT_S)
+            reply = await stub.AgreeBatch(request, timeout=AGREE_TIMEOUT_S)
         except (grpc.aio.AioRpcError, TransientError) as exc:
             detail = (
                 f"{exc.code().name}: {exc.details()}"
                 if isinstance(exc, grpc.aio.AioRpcError)
                 else str(exc)
             )
-            raise TransientError(
-                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
-                f"recipient {node.node_id} did not agree: {detail}",
-                {"node": node.node_id},
-            ) from exc
-        return reply.agreement
+            return [_not_agreed(node_id, detail)] * len(queries)
+        if len(reply.results) != len(queries):
+            return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
+        out: list[A.PrivateAgreement | BaseException] = []
+        for result in reply.results:
+            if result.HasField("agreement"):
+                out.append(result.agreement)
+            else:
+                out.append(_not_agreed(node_id, f"{_reason_name(result.reason)}: {result.message}"))
+        return out
+
+
+def _not_agreed(node_id: str, detail: str) -> TransientError:
+    return TransientError(
+        R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
+        f"recipient {node_id} did not agree: {detail}",
+        {"node": node_id},
+    )
+
+
+def _reason_name(reason: int) -> str:
+    try:
+        return R.ErrorReason.Name(reason)  # type: ignore[arg-type]
+    except ValueError:
+        return f"REASON_{reason}"
 
 
 def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:
