@@ -6,8 +6,9 @@ private work, and private execution can always be redone from the public ledger.
 supervised loop) queues each block's VALID private transactions for the one driver, which runs
 the pure `PrivateExecution` core (`core/privacy/blocks.py`: EXECUTED / CONTRACT_FAILED /
 NOT_HELD / TAMPERED per transaction) on the private store's thread, where its view of payloads
-and private state reads, and commits the effects of every block of a driver step with the cursor (next block to look
-at) in one store transaction, so after a crash execution resumes exactly where it stopped.
+and private state reads, and commits the effects of every block of a driver step with the
+cursor (next block to look at) in one store transaction, so after a crash execution resumes
+exactly where it stopped.
 A block is held back until this node holds every payload the block's agreements name it a
 recipient of (`_await_payloads`: queued delivery, docs/privacy.md), so a late payload runs in
 its place in block order, never NOT_HELD for good nor after later transactions.
