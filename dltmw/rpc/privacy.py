@@ -1,7 +1,7 @@
 """PrivacyManagerService servicer: admission of every request, then the privacy manager.
 
 Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover,
-CollectAgreements)
+CollectAgreements, CollectAgreementsBatch)
 need a signed request of a member of THIS node's organisation with a TLS certificate of that
 organisation; node RPCs (Push, Resend, PrivateStateHash, Agree) need a signed request of a peer node
 named in the channel config, with a TLS certificate of its organisation (AgreeBatch too: one
@@ -135,10 +135,16 @@ class PrivacyRole(Protocol):
         """Every recipient's signed agreement."""
         ...
 
+    async def collect_many(
+        self, channel_id: str, items: Sequence[tuple[bytes, str]]
+    ) -> list[A.CollectAgreementsResult]:
+        """`collect_agreements` for each (payload hash, tx_id): a result or a refusal each."""
+        ...
+
 
 class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
     """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover,
-    CollectAgreements, Agree, AgreeBatch."""
+    CollectAgreements, CollectAgreementsBatch, Agree, AgreeBatch."""
 
     def __init__(self, manager: PrivacyRole, org_id: str, window_s: float, items_max: int) -> None:
         self._pm = manager
@@ -315,6 +321,29 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         require(bool(query.tx_id), "query.tx_id")
         self._client(context, query, query.channel_id, request.query, request.signature)
         return await self._pm.collect_agreements(query.channel_id, query.payload_hash, query.tx_id)
+
+    @unary
+    async def CollectAgreementsBatch(
+        self, request: A.CollectAgreementsBatchRequest, context: Ctx
+    ) -> A.CollectAgreementsBatchResponse:
+        """Every recipient's agreements for many payloads, for a client of this node's
+        organisation: every item checked for shape first (a malformed one refuses the batch),
+        then each collected on its own."""
+        query = parse(A.CollectAgreementsBatchQuery, request.query, "query")
+        require(len(query.queries) > 0, "query.queries")
+        check_count(query.queries, "query.queries", self._items_max)
+        for item in query.queries:
+            _require_hash(item.payload_hash)
+            require(bool(item.tx_id), "query.queries.tx_id")
+            if item.channel_id and item.channel_id != query.channel_id:
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
+                )
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        items = [(q.payload_hash, q.tx_id) for q in query.queries]
+        return A.CollectAgreementsBatchResponse(
+            results=await self._pm.collect_many(query.channel_id, items)
+        )
 
     @unary
     async def Agree(self, request: A.AgreeRequest, context: Ctx) -> A.AgreeResponse:

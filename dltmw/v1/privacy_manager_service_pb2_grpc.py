@@ -100,6 +100,11 @@ class PrivacyManagerServiceStub:
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.FromString,
                 _registered_method=True)
+        self.CollectAgreementsBatch = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.FromString,
+                _registered_method=True)
         self.Agree = channel.unary_unary(
                 '/dltmw.v1.PrivacyManagerService/Agree',
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
@@ -229,6 +234,18 @@ class PrivacyManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectAgreementsBatch(self, request, context):
+        """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+        call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+        result (the collected agreements, or the reason there are none, e.g.
+        PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+        call: the common errors (a bad signature or a requester of another organisation refuses
+        every item).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Agree(self, request, context):
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
@@ -302,6 +319,11 @@ def add_PrivacyManagerServiceServicer_to_server(servicer, server):
                     servicer.CollectAgreements,
                     request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.SerializeToString,
+            ),
+            'CollectAgreementsBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectAgreementsBatch,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.SerializeToString,
             ),
             'Agree': grpc.unary_unary_rpc_method_handler(
                     servicer.Agree,
@@ -599,6 +621,33 @@ class PrivacyManagerService:
             '/dltmw.v1.PrivacyManagerService/CollectAgreements',
             dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
             dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectAgreementsBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch',
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -108,6 +108,14 @@ class PrivacyManagerServiceStub:
     PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
     UNAVAILABLE (a recipient did not answer in time).
     """
+    CollectAgreementsBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsBatchRequest, _private_agreement_pb2.CollectAgreementsBatchResponse]
+    """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+    call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+    result (the collected agreements, or the reason there are none, e.g.
+    PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+    call: the common errors (a bad signature or a requester of another organisation refuses
+    every item).
+    """
     Agree: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
@@ -200,6 +208,14 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
     PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
     UNAVAILABLE (a recipient did not answer in time).
+    """
+    CollectAgreementsBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsBatchRequest, _private_agreement_pb2.CollectAgreementsBatchResponse]  # type: ignore[assignment]
+    """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+    call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+    result (the collected agreements, or the reason there are none, e.g.
+    PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+    call: the common errors (a bad signature or a requester of another organisation refuses
+    every item).
     """
     Agree: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]  # type: ignore[assignment]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
@@ -350,6 +366,20 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         agreement for the client's PrivateTransaction. Extra errors: NOT_AUTHORIZED ->
         PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
         UNAVAILABLE (a recipient did not answer in time).
+        """
+
+    @_abc_1.abstractmethod
+    def CollectAgreementsBatch(
+        self,
+        request: _private_agreement_pb2.CollectAgreementsBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.CollectAgreementsBatchResponse, _abc.Awaitable[_private_agreement_pb2.CollectAgreementsBatchResponse]]:
+        """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+        call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+        result (the collected agreements, or the reason there are none, e.g.
+        PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+        call: the common errors (a bad signature or a requester of another organisation refuses
+        every item).
         """
 
     @_abc_1.abstractmethod

@@ -430,6 +430,17 @@ GENERATORS: dict[str, Build] = {
             t,
         )
     ],
+    "/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch": lambda p, w, t: [
+        _query(
+            PA.CollectAgreementsBatchRequest,
+            PA.CollectAgreementsBatchQuery(
+                channel_id=CH,
+                queries=[PA.CollectAgreementsQuery(payload_hash=w.payload_hash, tx_id="0" * 64)],
+            ),
+            p,
+            t,
+        )
+    ],
     "/dltmw.v1.PrivacyManagerService/AgreeBatch": lambda p, w, t: [
         _query(
             PA.AgreeBatchRequest,

@@ -632,6 +632,66 @@ async def test_agree_batch_answers_each_proposal_alone(net: tuple[Path, Supervis
         await close(pcs)
 
 
+async def test_collect_agreements_batch_answers_each_payload_alone(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """CollectAgreementsBatch (what the SDK's concurrent private transactions use): one signed
+    call, the agreements or a refusal per payload; refused whole when signed by a client of
+    another organisation; the SDK gives a refused item's caller CollectAgreements' own error."""
+    path, _ = net
+    A = private_agreement_pb2
+    pcs = await clients(path)
+    try:
+        digests = []
+        for value in (b"c1", b"c2"):
+            invocation = private_payload_pb2.PrivateInvocation(
+                contract="kv", function="put", args=[b"collected-" + value, value]
+            )
+            sent = await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+            digests.append(sent.payload_hash)
+        tx_ids = [pcs["org1"].new_nonce()[1] for _ in range(3)]
+        stranger = os.urandom(32)  # no payload this node sent
+
+        def request(
+            pc: PrivacyClient, items: list[tuple[bytes, str]]
+        ) -> A.CollectAgreementsBatchRequest:
+            query, signature = pc.client.signed_query(
+                A.CollectAgreementsBatchQuery(
+                    channel_id=DEALS,
+                    queries=[A.CollectAgreementsQuery(payload_hash=d, tx_id=t) for d, t in items],
+                )
+            )
+            return A.CollectAgreementsBatchRequest(query=query, signature=signature)
+
+        items = [(digests[0], tx_ids[0]), (stranger, tx_ids[1]), (digests[1], tx_ids[2])]
+        reply = await pcs["org1"].stub.CollectAgreementsBatch(request(pcs["org1"], items))
+        first, second, third = reply.results
+        for result, tx_id in ((first, tx_ids[0]), (third, tx_ids[2])):
+            assert result.response.agreed and len(result.response.agreements) == 3
+            bodies = [A.PrivateAgreementBody.FromString(a.body) for a in result.response.agreements]
+            assert {b.tx_id for b in bodies} == {tx_id}
+        assert not second.HasField("response")
+        assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        # signed by Org2's client (on Org1's TLS connection): the whole batch is refused
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await pcs["org1"].stub.CollectAgreementsBatch(request(pcs["org2"], items))
+        assert (exc.value.code(), reason_of(exc.value)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "TLS_IDENTITY_MISMATCH",
+        )
+        # through the SDK, concurrently: the good ones collected, the stranger's caller alone
+        # gets CollectAgreements' own error
+        good, bad = await asyncio.gather(
+            pcs["org1"].collect_coalesced(DEALS, digests[0], pcs["org1"].new_nonce()[1]),
+            pcs["org1"].collect_coalesced(DEALS, stranger, pcs["org1"].new_nonce()[1]),
+            return_exceptions=True,
+        )
+        assert isinstance(good, A.CollectAgreementsResponse) and good.agreed
+        assert isinstance(bad, grpc.aio.AioRpcError) and reason_of(bad) == "NOT_AUTHORIZED"
+    finally:
+        await close(pcs)
+
+
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(
     net: tuple[Path, Supervisor],
 ) -> None:

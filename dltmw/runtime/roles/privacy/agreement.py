@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.core.contract import Contract, StateReader
-from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import conflict
@@ -82,13 +82,41 @@ class Agreements:
         self._key = key
         # (channel, recipient node) -> its asks gathered into AgreeBatch calls
         self._batchers: dict[tuple[str, str], Coalescer[A.AgreeQuery, A.PrivateAgreement]] = {}
+        # channel -> (its PrivateChannel, this node's own runs gathered into one hop)
+        self._runners: dict[str, tuple[PrivateChannel, Coalescer[bytes, Ran]]] = {}
 
     async def _run(self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes) -> Ran:
         """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
-        the sender's key) of a held payload, opened and run on the store's thread."""
-        held = await channel.store.held([digest])
-        run = partial(self._open_and_run, channel, contract_of, digest, held.get(digest))
-        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run)
+        the sender's key) of a held payload, opened and run on the store's thread; concurrent
+        runs of one channel share one store read and one hop (`_run_many`)."""
+        current = self._runners.get(channel.channel_id)
+        if current is None or current[0] is not channel:
+            runner = Coalescer(
+                partial(self._run_many, channel, contract_of),
+                batch_max=ASK_BATCH_MAX,
+                name=f"agree-run-{channel.channel_id}",
+            )
+            current = self._runners[channel.channel_id] = (channel, runner)
+        return await current[1].call(digest)
+
+    async def _run_many(
+        self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
+    ) -> list[Ran | BaseException]:
+        """`_run` of several payloads: one read of the store, one hop to its thread; a payload
+        refused (not held, unreadable) fails only its own run."""
+        held = await channel.store.held(list(set(digests)))
+
+        def run_all() -> list[Ran | BaseException]:
+            out: list[Ran | BaseException] = []
+            for digest in digests:
+                try:
+                    raw = held.get(digest)
+                    out.append(self._open_and_run(channel, contract_of, digest, raw))
+                except ClientError as exc:
+                    out.append(exc)
+            return out
+
+        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run_all)
 
     def _open_and_run(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, raw: bytes | None
@@ -156,24 +184,11 @@ class Agreements:
         """`agree` for a batch (AgreeBatch): the payloads read in one store call, opened and run
         in one hop to the store's thread (one committed state for the batch, as for one item),
         each signed; an item refused (not held, not a recipient) is refused alone."""
-        held = await channel.store.held(list({q.payload_hash for q in queries}))
-
-        def run_all() -> list[Ran | ClientError]:
-            out: list[Ran | ClientError] = []
-            for q in queries:
-                try:
-                    raw = held.get(q.payload_hash)
-                    out.append(self._open_and_run(channel, contract_of, q.payload_hash, raw))
-                except ClientError as exc:
-                    out.append(exc)
-            return out
-
-        loop = asyncio.get_running_loop()
-        ran = await loop.run_in_executor(channel.store.executor, run_all)
+        ran = await self._run_many(channel, contract_of, [q.payload_hash for q in queries])
         results: list[A.AgreeResult] = []
         for query, one in zip(queries, ran, strict=True):
             try:
-                if isinstance(one, ClientError):
+                if isinstance(one, BaseException):
                     raise one
                 agreement = self._verdict(channel, query, one, requester_key)
             except ClientError as exc:
@@ -202,6 +217,31 @@ class Agreements:
         return self._sign(
             channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed, sender
         )
+
+    async def collect_many(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        items: Sequence[tuple[bytes, str]],
+    ) -> list[A.CollectAgreementsResult]:
+        """`collect` for each (payload hash, tx_id) of a client's batch, all at once (their own
+        runs and their asks to each recipient are batched below); an item that fails (a
+        recipient did not answer, a payload not sent here) fails alone."""
+        outcomes = await asyncio.gather(
+            *(self.collect(channel, contract_of, digest, tx_id) for digest, tx_id in items),
+            return_exceptions=True,
+        )
+        results: list[A.CollectAgreementsResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, DltmwError):
+                results.append(
+                    A.CollectAgreementsResult(reason=outcome.reason, message=outcome.message)  # type: ignore[arg-type]
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome  # not a refusal: a fault of this node (surfaced, never an answer)
+            else:
+                results.append(A.CollectAgreementsResult(response=outcome))
+        return results
 
     async def collect(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
@@ -345,7 +385,10 @@ class Agreements:
         """Stop the batched asks (their callers get CancelledError; idempotent)."""
         for batcher in self._batchers.values():
             await batcher.close()
+        for _, runner in self._runners.values():
+            await runner.close()
         self._batchers.clear()
+        self._runners.clear()
 
     async def _ask_batch(
         self, channel_id: str, node_id: str, queries: Sequence[A.AgreeQuery]

@@ -175,6 +175,14 @@ class PrivacyManager:
         contract_of = self.executors[channel_id].contract_of
         return await self._agreements.collect(channel, contract_of, digest, tx_id)
 
+    async def collect_many(
+        self, channel_id: str, items: Sequence[tuple[bytes, str]]
+    ) -> list[private_agreement_pb2.CollectAgreementsResult]:
+        """`collect_agreements` for many (payload hash, tx_id) of one client batch."""
+        channel = self.channel(channel_id)
+        contract_of = self.executors[channel_id].contract_of
+        return await self._agreements.collect_many(channel, contract_of, items)
+
     # --- private state validation ---------------------------------------------------------
 
     async def _held(
