@@ -91,6 +91,8 @@ class Agreements:
         runs of one channel share one store read and one hop (`_run_many`)."""
         current = self._runners.get(channel.channel_id)
         if current is None or current[0] is not channel:
+            if current is not None:  # the channel was opened again: the old one's runs end
+                await current[1].close()
             runner = Coalescer(
                 partial(self._run_many, channel, contract_of),
                 batch_max=ASK_BATCH_MAX,
