@@ -43,6 +43,7 @@ from dltmw.v1 import (
 from dltmw.v1 import (
     privacy_manager_service_pb2 as P,
 )
+from integration.operations_http import scrape, value
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -690,6 +691,45 @@ async def test_collect_agreements_batch_answers_each_payload_alone(
         assert isinstance(bad, grpc.aio.AioRpcError) and reason_of(bad) == "NOT_AUTHORIZED"
     finally:
         await close(pcs)
+
+
+async def test_concurrent_private_transactions_share_agreement_calls(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """Concurrent private transactions collect their agreements in shared calls: fewer
+    CollectAgreementsBatch calls at the sender's node and AgreeBatch calls at the recipient
+    than transactions, no per-transaction Agree at all (the node's own metrics say so), and
+    every transaction commits VALID and executes."""
+    path, sup = net
+    rpc = "dltmw_rpc_requests_total"
+    svc = "dltmw.v1.PrivacyManagerService"
+
+    def calls(node: str) -> dict[str, float]:
+        samples = scrape(sup.operations_address(node) or "")
+        return {
+            m: value(samples, rpc, service=svc, method=m, code="OK")
+            for m in ("CollectAgreements", "CollectAgreementsBatch", "Agree", "AgreeBatch")
+        }
+
+    n = 40
+    before = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
+    pcs = await clients(path)
+    try:
+        done = await asyncio.gather(
+            *(
+                pcs["org1"].submit_private(DEALS, ["Org2"], "kv", "put", f"many-{i}", "v")
+                for i in range(n)
+            )
+        )
+        assert {d.status.result for d in done} == {VALID}
+        await wait_deals_state(path, "org2", f"many-{n - 1}", b"v")
+    finally:
+        await close(pcs)
+    after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
+    sender = {m: after["peer0.org1"][m] - before["peer0.org1"][m] for m in after["peer0.org1"]}
+    recipient = {m: after["peer0.org2"][m] - before["peer0.org2"][m] for m in after["peer0.org2"]}
+    assert sender["CollectAgreements"] == 0 and 1 <= sender["CollectAgreementsBatch"] < n
+    assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
 
 
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(
