@@ -21,6 +21,7 @@ from dltmw.client import GatewayClient
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.v1 import replica_pb2
 
+from .operations_http import scrape, value
 from .test_pbft_ordering import (
     ORDERERS,
     TOPOLOGY,
@@ -85,6 +86,11 @@ async def test_dissemination_orders_certificates_under_load_and_a_killed_primary
         await _wait(lambda: _same_chain(net, survivors), 60, "surviving replicas to agree")
         chain = _blocks(net, "orderer.b")
         assert all(len(b.metadata.signatures) >= 3 for b in chain[1:])
+        for node in survivors:  # the operations endpoint reads the disseminating replica too
+            samples = await asyncio.to_thread(scrape, sup.operations_address(node) or "")
+            replica = {"replica": "orderer-trades"}
+            assert value(samples, "dltmw_pbft_view", **replica) >= 1, node
+            assert value(samples, "dltmw_pbft_checkpoint_lag", **replica) >= 0, node
         for peer in ("peer0.org1", "peer0.org2"):
             height = len(chain)
             await _wait(lambda p=peer, h=height: len(_blocks(net, p, "peer")) >= h, 60, peer)
