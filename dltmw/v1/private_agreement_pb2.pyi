@@ -413,9 +413,7 @@ Global___AgreeResponse: _TypeAlias = AgreeResponse  # noqa: Y015
 
 @_typing.final
 class AgreeBatchQuery(_message.Message):
-    """AgreeBatchQuery asks a recipient for its verdicts on many proposals at once (field numbers
-    from the PRIVE range, 285-289).
-    """
+    """AgreeBatchQuery asks a recipient for its verdicts on many proposals at once."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -537,9 +535,7 @@ Global___AgreeBatchResponse: _TypeAlias = AgreeBatchResponse  # noqa: Y015
 
 @_typing.final
 class CollectAgreementsBatchQuery(_message.Message):
-    """CollectAgreementsBatchQuery asks the client's node to collect the agreements of many payloads
-    (field numbers from the PRIVE range, 285-289).
-    """
+    """CollectAgreementsBatchQuery asks the client's node to collect the agreements of many payloads."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

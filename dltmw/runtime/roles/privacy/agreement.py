@@ -407,14 +407,19 @@ class Agreements:
             stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
                 await self._ctx.channel_to(node_id)
             )
+        except TransientError as exc:
+            return [_not_agreed(node_id, str(exc))] * len(queries)
+        try:
             reply = await stub.AgreeBatch(request, timeout=AGREE_TIMEOUT_S)
-        except (grpc.aio.AioRpcError, TransientError) as exc:
-            detail = (
-                f"{exc.code().name}: {exc.details()}"
-                if isinstance(exc, grpc.aio.AioRpcError)
-                else str(exc)
-            )
-            return [_not_agreed(node_id, detail)] * len(queries)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a recipient of an older release
+                return list(
+                    await asyncio.gather(
+                        *(self._ask_one(stub, channel_id, node_id, q) for q in queries),
+                        return_exceptions=True,
+                    )
+                )
+            return [_not_agreed(node_id, f"{exc.code().name}: {exc.details()}")] * len(queries)
         if len(reply.results) != len(queries):
             return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
         out: list[A.PrivateAgreement | BaseException] = []
@@ -424,6 +429,27 @@ class Agreements:
             else:
                 out.append(_not_agreed(node_id, f"{_reason_name(result.reason)}: {result.message}"))
         return out
+
+    async def _ask_one(
+        self,
+        stub: privacy_manager_service_pb2_grpc.PrivacyManagerServiceAsyncStub,
+        channel_id: str,
+        node_id: str,
+        query: A.AgreeQuery,
+    ) -> A.PrivateAgreement:
+        """One proposal by the single Agree call: what a recipient without AgreeBatch (an older
+        release, during a rolling upgrade) still answers."""
+        single = A.AgreeQuery()
+        single.CopyFrom(query)
+        single.channel_id, single.requester = channel_id, self._ctx.signer.identity_bytes
+        single.timestamp.FromDatetime(utc_now())
+        data = single.SerializeToString()
+        request = A.AgreeRequest(query=data, signature=self._ctx.signer.sign(data))
+        try:
+            reply = await stub.Agree(request, timeout=AGREE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise _not_agreed(node_id, f"{exc.code().name}: {exc.details()}") from exc
+        return reply.agreement
 
 
 def _not_agreed(node_id: str, detail: str) -> TransientError:
