@@ -180,9 +180,9 @@ class ClusterDecider:
         spent = outcome.spent
         if message.sequence > self.applied:
             self.applied = message.sequence
-            self._decided.append(Spent(spent.consumed, spent.signed, message.sequence))
+            self._decided.append(Spent(spent.consumed, spent.batches, message.sequence))
             self._consumed.update(spent.consumed)
-            self._signed.update(spent.signed)
+            self._signed.update(spent.attestations())
         self._replies.extend(zip(message.request_ids, outcome.decisions, strict=True))
 
     def tick(self, now: int) -> None:

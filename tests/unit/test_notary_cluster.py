@@ -119,9 +119,9 @@ def test_applying_a_batch_again_changes_nothing_and_answers_the_same() -> None:
     batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
     first = decide_batch(batch, view, sign)
     view.consumed.update(first.spent.consumed)
-    view.signed.update(first.spent.signed)
+    view.signed.update(first.spent.attestations())
     again = decide_batch(batch, view, sign)
-    assert again.spent.consumed == () and again.spent.signed == ()
+    assert again.spent.consumed == () and again.spent.batches == ()
     assert again.decisions == first.decisions
 
 
