@@ -59,6 +59,12 @@ _IN_BATCH = b"\xffNB2"
 _AT = struct.Struct(">QI")
 _REF_SIZE = len(_IN_BATCH) + _AT.size
 CHUNK = 500  # sqlite's bound on host parameters is 999 on old builds
+# The page cache of the notary's connection (sqlite's default is 2 MiB). Every spent row and
+# notarised row goes to a random place of its B-tree, so each batch dirties pages all over the
+# index; with the default cache the upper levels and recent leaves were evicted and read back
+# within the same batch (inserts cost ~1.7x the CPU of a 16 MiB cache at 80,000 rows:
+# benchmarks/RESULTS.md, 2026-12-01 14:20 UTC). Allocated only as pages are used.
+CACHE_KIB = 16384
 
 
 class SpentRows:
@@ -182,13 +188,17 @@ class NotaryStore:
         self._seen_refs = SeenFilter()  # every spent ref (and false positives): seen_filter.py
         self._seen_txs = SeenFilter(BITS_LOG2 - 1)  # every notarised tx_id (its text)
 
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._setup(conn)
+
     def _setup(self, conn: sqlite3.Connection) -> None:
         """What a subclass adds to the schema (run once at open, on the store thread)."""
 
     def open(self) -> None:
         """Open (creating if needed) and fill the seen-filters from the tables; blocking,
         called once at start."""
-        self._file.open_blocking(self._setup)
+        self._file.open_blocking(self._prepare)
         self.run(self._fill_filters)
 
     def _fill_filters(self) -> None:

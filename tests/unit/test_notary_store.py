@@ -17,7 +17,13 @@ from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_batch import encode, sign_tree
 from dltmw.core.utxo.model import Ref, Window
-from dltmw.ledger.notary_store import NotaryStore, StoreCorrupt, pack_tx_ids, unpack_tx_ids
+from dltmw.ledger.notary_store import (
+    CACHE_KIB,
+    NotaryStore,
+    StoreCorrupt,
+    pack_tx_ids,
+    unpack_tx_ids,
+)
 from dltmw.ledger.seen_filter import SeenFilter
 from dltmw.ledger.sqlite_file import FORMAT
 from dltmw.v1 import errors_pb2
@@ -223,3 +229,12 @@ def test_a_reference_to_a_missing_batch_is_refused_not_answered(tmp_path: Path) 
 def test_packed_tx_ids_read_back_in_order(tx_ids: list[str]) -> None:
     tx_ids = [t for t in tx_ids if "\n" not in t] or ["a" * 64]
     assert unpack_tx_ids(pack_tx_ids(tx_ids)) == tuple(tx_ids)
+
+
+def test_the_notary_connection_gets_its_page_cache(tmp_path: Path) -> None:
+    """Inserts of random keys need the B-tree's upper levels cached (see CACHE_KIB)."""
+    store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
+    store.open()
+    size = store.run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0])
+    store.close()
+    assert size == -CACHE_KIB
