@@ -210,8 +210,9 @@ class NotaryStore:
     def _remember(self, spent: Spent) -> list[tuple[bytes, str]]:
         """Add what a batch is about to write to the filters, BEFORE writing it: the filters
         stay a superset of the tables whatever the commit's outcome. Returns the spent rows
-        (ref key, consumer), each key computed once."""
-        rows = [(ref.key, tx) for ref, tx in spent.consumed]
+        (ref key, consumer), each key computed once, in key order: consecutive inserts then
+        walk neighbouring B-tree pages, which stay cached, instead of random ones."""
+        rows = sorted((ref.key, tx) for ref, tx in spent.consumed)  # key order: B-tree locality
         self._seen_refs.add_all([key for key, _ in rows])
         self._seen_txs.add_all(spent.tx_ids)
         return rows
