@@ -9,15 +9,19 @@ tx_id, the proof and the notary's certificate, recompute the root and verify the
 passing as the older per-transaction kind (a signature over the tx_id's text, which carries no
 proof and is still accepted, so transactions notarised before batch signing stay valid).
 
-Stored form (`encode`/`decode`): the notary keeps, per tx_id, the signature with its proof so a
-retried request gets the very same answer, also after a restart; rows written before batch
-signing hold a bare signature and decode with no proof.
+Stored form: a decided batch is kept once (`SignedBatch`: the signature and the tx_ids in leaf
+order, from which every proof is rebuilt the same way), so a retried request gets the very same
+answer, also after a restart. `encode`/`decode` are one tx_id's attestation in one value —
+signature with its proof — as the notary stored it per tx_id before batches were kept once (and
+as simulations keep it); rows written before batch signing hold a bare signature and decode with
+no proof.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from dltmw.core.errors import ClientError
 from dltmw.core.merkle import PATH_MAX, Proof, Tree, root_of
@@ -27,6 +31,25 @@ BATCH_DOMAIN = b"dltmw/notary-batch/v1\x00"
 _MAGIC = b"\xffNB1"  # never the first bytes of a DER (0x30) or raw signature stored before
 _HEAD = struct.Struct(">H")
 _TAIL = struct.Struct(">IIB")
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """One decided batch as stored: the notary's signature over the Merkle root of `tx_ids`
+    (distinct, in leaf order). Every tx_id's proof follows from these alone (`proofs`)."""
+
+    signature: bytes
+    tx_ids: tuple[str, ...]
+
+    def proofs(self) -> list[Proof]:
+        """Each tx_id's proof, in order (rebuilt: the same proofs the answers carried)."""
+        tree = Tree([t.encode() for t in self.tx_ids])
+        return [tree.proof(i) for i in range(len(self.tx_ids))]
+
+    def attestations(self) -> list[tuple[str, bytes]]:
+        """(tx_id, `encode`d signature and proof) of each tx_id, in order."""
+        sig = self.signature
+        return [(t, encode(sig, p)) for t, p in zip(self.tx_ids, self.proofs(), strict=True)]
 
 
 def batch_message(root: bytes) -> bytes:

@@ -38,6 +38,7 @@ from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent, SpentView
 from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_batch import SignedBatch, encode
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import identity_pb2, notary_cluster_pb2
 
@@ -148,16 +149,27 @@ ClusterEffects = Effects[None, Spent, None, tuple[Decision, ...]]
 
 
 class _Layered:
-    """The spent-set as the next batch sees it: this step's decisions over the durable view."""
+    """The spent-set as the next batch sees it: this step's decisions over the durable view.
+    A tx_id signed earlier in this step is found by (batch, leaf); its attestation is encoded
+    only when asked for (a retry within one step: rare), not for every tx_id signed."""
 
-    def __init__(self, consumed: dict[Ref, str], signed: dict[str, bytes], view: SpentView):
+    def __init__(
+        self,
+        consumed: dict[Ref, str],
+        signed: dict[str, tuple[SignedBatch, int]],
+        view: SpentView,
+    ):
         self._consumed, self._signed, self._view = consumed, signed, view
 
     def consumer_of(self, ref: Ref) -> str | None:
         return self._consumed.get(ref) or self._view.consumer_of(ref)
 
     def signature_of(self, tx_id: str) -> bytes | None:
-        return self._signed.get(tx_id) or self._view.signature_of(tx_id)
+        mine = self._signed.get(tx_id)
+        if mine is None:
+            return self._view.signature_of(tx_id)
+        batch, leaf = mine
+        return encode(batch.signature, batch.proofs()[leaf])
 
 
 class ClusterDecider:
@@ -169,7 +181,7 @@ class ClusterDecider:
         self.applied = applied
         self._sign = sign
         self._consumed: dict[Ref, str] = {}
-        self._signed: dict[str, bytes] = {}
+        self._signed: dict[str, tuple[SignedBatch, int]] = {}
         self._decided: list[Spent] = []
         self._replies: list[tuple[Token, tuple[Decision, ...]]] = []
 
@@ -180,9 +192,13 @@ class ClusterDecider:
         spent = outcome.spent
         if message.sequence > self.applied:
             self.applied = message.sequence
-            self._decided.append(Spent(spent.consumed, spent.signed, message.sequence))
+            self._decided.append(Spent(spent.consumed, spent.batches, message.sequence))
             self._consumed.update(spent.consumed)
-            self._signed.update(spent.signed)
+            self._signed.update(
+                (tx_id, (batch, leaf))
+                for batch in spent.batches
+                for leaf, tx_id in enumerate(batch.tx_ids)
+            )
         self._replies.extend(zip(message.request_ids, outcome.decisions, strict=True))
 
     def tick(self, now: int) -> None:

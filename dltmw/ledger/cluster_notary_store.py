@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from dltmw.core.handlers.notary import Spent
-from dltmw.ledger.notary_store import NotaryStore, _chunks, _write
+from dltmw.ledger.notary_store import NotaryStore, _write
 
 APPLIED_SCHEMA = "CREATE TABLE IF NOT EXISTS applied (k INTEGER PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -41,22 +41,16 @@ class ClusterNotaryStore(NotaryStore):
     def signatures_of(self, tx_ids: Sequence[str]) -> dict[str, bytes]:
         """Stored signatures of those `tx_ids` already notarised here; runs on the store thread.
         A signed tx_id's answer never changes, so the role answers these without ordering."""
-        conn = self._conn
-        out: dict[str, bytes] = {}
-        for ids in _chunks(self.maybe_notarised(set(tx_ids))):
-            marks = ",".join("?" * len(ids))
-            sql = f"SELECT tx_id, signature FROM notarised WHERE tx_id IN ({marks})"
-            out.update((tx, bytes(sig)) for tx, sig in conn.execute(sql, ids))
-        return out
+        return self.attestations(set(tx_ids))
 
     def record(self, spent: Spent) -> None:
         """Commit what the batch at `spent.sequence` spent and that sequence, in one
         transaction; runs on the store thread."""
 
-        self._remember(spent)
+        rows = self._remember(spent)
 
         def write(c: sqlite3.Connection) -> None:
-            _write(c, spent)
+            _write(c, spent, rows)
             c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (spent.sequence,))
 
         self._file.write_here("notary_cluster.record", write)

@@ -13,43 +13,76 @@ the filter saved; a key missing from the filter would let a consumed state look 
 spent table's primary key would still refuse the double spend (the batch rolls back and the
 notary stops), which is why the filter lives only in front of that table.
 
+Layout: a *blocked* Bloom filter (Putze, Sanders, Singler 2007): one hash picks a 64-bit word
+and sets HASHES bits inside it. A key then costs one hash, one array read and a few integer
+operations in Python — the classic layout (HASHES independent bit positions, a list of them
+per key) cost ~1.5 µs a key and was ~20 % of the notary's store thread (profile 2026-12-01
+14:00 UTC, benchmarks/RESULTS.md). The price is a slightly higher false-positive rate at the
+same size (~1 % instead of ~0.5 % at 5 million keys in 2**26 bits), i.e. a few more probes.
+
 The positions come from Python's hash() of the key — SipHash keyed with the process's random
-hash secret (the interpreter's hash randomisation) — by double hashing: a requester chooses the
-refs it sends and must not be able to aim them at the same bits (which would only cost probes,
-but still); a fresh interpreter (a restart) draws a new key.
+hash secret (the interpreter's hash randomisation): a requester chooses the refs it sends and
+must not be able to aim them at the same bits (which would only cost probes, but still); a
+fresh interpreter (a restart) draws a new key. Keys are bytes or str (a tx_id is hashed as its
+text: no encoding per key).
 """
 
 from __future__ import annotations
 
-BITS_LOG2 = 26  # 8 MiB of bits: ~0.5 % false positives at 5 million keys with 4 hashes
-HASHES = 4
+from array import array
+from collections.abc import Iterable
+from typing import TypeVar
+
+BITS_LOG2 = 26  # 8 MiB of bits: ~1 % false positives at 5 million keys with 4 bits per key
+HASHES = 4  # bits set per key, 6 hash bits each (the low 24 bits of the hash)
+_WORD_LOG2 = 6  # 64-bit words
+_M = 63
+K = TypeVar("K", bound=bytes | str)
 
 
 class SeenFilter:
-    """Bloom filter over byte keys (see module docstring); not thread-safe: the store thread
-    owns it."""
+    """Blocked Bloom filter over byte or text keys (see module docstring); not thread-safe:
+    the store thread owns it."""
 
-    def __init__(self, bits_log2: int = BITS_LOG2, hashes: int = HASHES) -> None:
+    def __init__(self, bits_log2: int = BITS_LOG2) -> None:
         if not 8 <= bits_log2 <= 32:
             raise ValueError("bits_log2 must be within 8..32")
-        self._bits = bytearray(1 << (bits_log2 - 3))
-        self._mask = (1 << bits_log2) - 1
-        self._hashes = hashes
+        self._words = array("Q", bytes(1 << (bits_log2 - 3)))
+        self._word_mask = (1 << (bits_log2 - _WORD_LOG2)) - 1
 
-    def _positions(self, key: bytes) -> list[int]:
-        # Double hashing (Kirsch-Mitzenmacher) from one 64-bit keyed SipHash: Python's own
-        # hash() of bytes, keyed per process (hash randomisation), ~0.1 us in C.
-        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
-        first, step, mask = h & 0xFFFF_FFFF, (h >> 32) | 1, self._mask
-        return [(first + i * step) & mask for i in range(self._hashes)]
-
-    def add(self, key: bytes) -> None:
+    def add(self, key: bytes | str) -> None:
         """Record `key` as (possibly) written."""
-        bits = self._bits
-        for p in self._positions(key):
-            bits[p >> 3] |= 1 << (p & 7)
+        self.add_all((key,))
 
-    def may_hold(self, key: bytes) -> bool:
+    def add_all(self, keys: Iterable[bytes | str]) -> None:
+        """Record every key of `keys` (one loop: the per-call overhead counts here)."""
+        words, wmask = self._words, self._word_mask
+        for key in keys:
+            h = hash(key)
+            w = (h >> 24) & wmask
+            words[w] |= (
+                (1 << (h & _M))
+                | (1 << ((h >> 6) & _M))
+                | (1 << ((h >> 12) & _M))
+                | (1 << ((h >> 18) & _M))
+            )
+
+    def may_hold(self, key: bytes | str) -> bool:
         """False only if `key` was certainly never added."""
-        bits = self._bits
-        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(key))
+        return bool(self.maybe((key,)))
+
+    def maybe(self, keys: Iterable[K]) -> list[K]:
+        """Those of `keys` that may have been added (the others certainly were not)."""
+        words, wmask = self._words, self._word_mask
+        out = []
+        for key in keys:
+            h = hash(key)
+            bits = (
+                (1 << (h & _M))
+                | (1 << ((h >> 6) & _M))
+                | (1 << ((h >> 12) & _M))
+                | (1 << ((h >> 18) & _M))
+            )
+            if words[(h >> 24) & wmask] & bits == bits:
+                out.append(key)
+        return out

@@ -8,11 +8,12 @@ the rules below hold for all of them and are written down once:
   is created, the durability PRAGMAs are set (`durability.py`: WAL, `synchronous=FULL` by
   default), the storage format is checked (`FORMAT`, kept in sqlite's `user_version`: a file a
   newer dltmw wrote is refused with `StoreFormatError` before anything in it is touched, so a
-  downgrade never half-reads or rewrites it; a file with no number yet is format 1, today's
-  layout, and gets it), the schema is applied (idempotent `CREATE ... IF NOT EXISTS`), then the
-  store's own `setup` (a check or a migration) runs. A mode that is not known is refused in the
-  constructor, before the file is touched; a failing `setup` closes the connection and stops the
-  worker before it raises, so a store that refuses to open leaves nothing behind.
+  downgrade never half-reads or rewrites it; a file with no number yet is format 1; an older
+  file is given today's number once opened), the schema is applied (idempotent
+  `CREATE ... IF NOT EXISTS`), then the store's own `setup` (a check or a migration) runs. A
+  mode that is not known is refused in the constructor, before the file is touched; a failing
+  `setup` closes the connection and stops the worker before it raises, so a store that refuses
+  to open leaves nothing behind.
 * **One writer.** One connection, used by one thread only: the file's own worker thread. Every
   access is one hop to it (`read`, `write`), so a store never blocks the event loop and never
   runs two statements of its connection at once. Batch work into one hop (a hop costs
@@ -60,7 +61,9 @@ T = TypeVar("T")
 Setup = Callable[[sqlite3.Connection], None]
 # The layout of every dltmw sqlite file. A release that changes a layout raises it and migrates
 # older files in `_open` (docs/deploy.md, "Upgrades").
-FORMAT = 1
+# Format 2: the notary keeps each decided batch once (`ledger/notary_store.py`; format-1 files
+# open unchanged, their rows stay valid).
+FORMAT = 2
 
 
 class StoreFormatError(ValueError):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dltmw.core.utxo.model import Ref
+from dltmw.ledger.notary_store import resolve
 
 Verify = Callable[[str, bytes], bool]  # (tx_id, signature) -> is it the notary's?
 
@@ -61,9 +62,8 @@ def read_stored(path: Path) -> Stored:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         spent = {Ref.from_key(bytes(r)): t for r, t in conn.execute("SELECT ref, tx_id FROM spent")}
-        signatures = {
-            t: bytes(s) for t, s in conn.execute("SELECT tx_id, signature FROM notarised")
-        }
+        rows = conn.execute("SELECT tx_id, signature FROM notarised")
+        signatures = resolve(conn, {t: bytes(s) for t, s in rows})  # batch references read back
     finally:
         conn.close()
     return Stored(spent, signatures)

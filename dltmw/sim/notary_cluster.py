@@ -108,9 +108,9 @@ class SpentSetExecutor:
         state = self.world.notary[self.node.name]
         for spent in decided:
             state.consumed.update(spent.consumed)
-            state.signed.update(spent.signed)
+            state.signed.update(spent.attestations())
             state.applied = spent.sequence
-            for tx_id, _ in spent.signed:
+            for tx_id in spent.tx_ids:
                 self.world.log(f"{self.node.name} signs {tx_id}")
 
     def send(self, messages: Sequence[tuple[int, None]]) -> None:

@@ -29,6 +29,7 @@ from dltmw.core.utxo.build import (
     state_ref,
 )
 from dltmw.core.utxo.model import Command, Ref, Window, WireTx, read_transaction, to_ns
+from dltmw.ledger.notary_store import resolve
 from dltmw.ops.supervisor import Supervisor
 from dltmw.runtime.roles.notary.single import EXIT_HOOK_ENV
 from dltmw.v1 import errors_pb2, notarisation_pb2
@@ -107,10 +108,12 @@ def spent_rows(net: Path) -> list[tuple[bytes, str]]:
 
 
 def notarised_rows(net: Path) -> dict[str, tuple[bytes, int]]:
+    """tx_id -> (stored attestation, inputs): batch references resolved as the notary does."""
     db = net / "nodes" / "notary0" / "data" / "notary.sqlite"
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT tx_id, signature, inputs FROM notarised").fetchall()
-    return {t: (bytes(s), n) for t, s, n in rows}
+        stored = resolve(conn, {t: bytes(s) for t, s, _ in rows})
+    return {t: (stored[t], n) for t, _, n in rows}
 
 
 def attestation(reply: notarisation_pb2.NotarisationResponse) -> bytes:

@@ -42,18 +42,11 @@ def test_runs_are_safe_and_live() -> None:
 def _forgetting(keep: str):  # type: ignore[no-untyped-def]
     """A store write that keeps only `keep` ("spent" or "notarised") of a batch's effects."""
 
-    def write(conn: sqlite3.Connection, spent: Spent) -> None:
+    def write(conn: sqlite3.Connection, spent: Spent, rows: list[tuple[bytes, str]]) -> None:
         if keep == "spent":
-            rows = [(ref.key, tx) for ref, tx in spent.consumed]
             conn.executemany("INSERT INTO spent(ref, tx_id) VALUES (?,?)", rows)
         else:
-            inputs = {tx: 0 for tx, _ in spent.signed}
-            for _, tx in spent.consumed:
-                inputs[tx] += 1
-            rows2 = [(tx, sig, inputs[tx]) for tx, sig in spent.signed]
-            conn.executemany(
-                "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)", rows2
-            )
+            dltmw.ledger.notary_store.write_batches(conn, spent)
 
     return write
 

@@ -119,9 +119,9 @@ def test_applying_a_batch_again_changes_nothing_and_answers_the_same() -> None:
     batch = [Unpacked(10, (ask("A", S[0]), ask("B", S[0])))]
     first = decide_batch(batch, view, sign)
     view.consumed.update(first.spent.consumed)
-    view.signed.update(first.spent.signed)
+    view.signed.update(first.spent.attestations())
     again = decide_batch(batch, view, sign)
-    assert again.spent.consumed == () and again.spent.signed == ()
+    assert again.spent.consumed == () and again.spent.batches == ()
     assert again.decisions == first.decisions
 
 
@@ -257,3 +257,16 @@ def test_a_cluster_id_must_not_be_a_channel_id() -> None:
 
 def test_a_good_cluster_declaration_passes() -> None:
     check_clusters(_raw(["n0", "n1", "n2", "n3"]))
+
+
+def test_a_retry_in_a_later_batch_of_one_step_gets_the_same_signature_and_proof() -> None:
+    """A tx_id signed by an earlier batch of the same step (not yet in the durable view) is
+    answered again with that batch's signature and proof, and spends nothing new."""
+    decider = ClusterDecider(sign, applied=0)
+    view = SpentSet()
+    decider.step(OpenedBatch(1, (b"r1",), (Unpacked(10, (ask("A", S[0]), ask("B", S[1]))),), view))
+    decider.step(OpenedBatch(2, (b"r2",), (Unpacked(10, (ask("B", S[1]),)),), view))
+    effects = decider.ready()
+    (_, (_, first)), (_, (again,)) = effects.replies
+    assert again.signature and (again.signature, again.proof) == (first.signature, first.proof)
+    assert effects.decided[1].consumed == () and effects.decided[1].batches == ()

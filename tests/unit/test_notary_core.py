@@ -61,7 +61,7 @@ def run(
     out = handler.ready()
     for spent in out.decided:
         view.consumed.update(spent.consumed)
-        view.signatures.update(spent.signed)
+        view.signatures.update(spent.attestations())
     assert [token for token, _ in out.replies] == list(range(len(asks)))
     return [d for _, d in out.replies]
 

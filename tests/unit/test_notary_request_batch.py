@@ -277,7 +277,7 @@ def test_batch_signed_requests_spend_each_state_once_and_retries_get_the_same_an
         out = core.ready()
         for spent in out.decided:
             view.consumed.update(spent.consumed)
-            view.signatures.update(spent.signed)
+            view.signatures.update(spent.attestations())
         for a, (_, decision) in zip(asks, out.replies, strict=True):
             if a.tx_id in first_answer:
                 assert decision.signature == first_answer[a.tx_id]

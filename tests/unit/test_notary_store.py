@@ -15,14 +15,22 @@ from utxo_parties import make_parties
 
 from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary
 from dltmw.core.notary import NotarisationAsk
+from dltmw.core.notary_batch import encode, sign_tree
 from dltmw.core.utxo.model import Ref, Window
-from dltmw.ledger.notary_store import NotaryStore
+from dltmw.ledger.notary_store import (
+    CACHE_KIB,
+    NotaryStore,
+    StoreCorrupt,
+    pack_tx_ids,
+    unpack_tx_ids,
+)
 from dltmw.ledger.seen_filter import SeenFilter
+from dltmw.ledger.sqlite_file import FORMAT
 from dltmw.v1 import errors_pb2
 
 P = make_parties()
-R1, R2 = Ref("01" * 32, 0), Ref("02" * 32, 1)
-T1, T2 = "a1" * 32, "b2" * 32
+R1, R2, R3 = Ref("01" * 32, 0), Ref("02" * 32, 1), Ref("03" * 32, 2)
+T1, T2, T3, T4, T5 = "a1" * 32, "b2" * 32, "c3" * 32, "d4" * 32, "e5" * 32
 NO_WINDOW = Window()
 
 
@@ -107,9 +115,126 @@ def test_a_later_step_sees_what_an_earlier_step_spent(tmp_path: Path) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=40), max_size=200))
-def test_the_seen_filter_never_hides_a_key_it_was_given(keys: list[bytes]) -> None:
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=200),
+    st.lists(st.text(max_size=64), max_size=200),
+)
+def test_the_seen_filter_never_hides_a_key_it_was_given(
+    keys: list[bytes], texts: list[str]
+) -> None:
     seen = SeenFilter(bits_log2=12)  # small: many collisions, which may only add positives
-    for k in keys:
+    for k in keys[:50]:
         seen.add(k)
-    assert all(seen.may_hold(k) for k in keys)
+    seen.add_all(keys[50:])
+    seen.add_all(texts)
+    assert all(seen.may_hold(k) for k in keys) and all(seen.may_hold(t) for t in texts)
+    assert seen.maybe(keys) == keys and seen.maybe(texts) == texts
+
+
+def test_the_seen_filter_says_no_to_most_keys_it_was_not_given() -> None:
+    """What the filter is for: a fresh key costs no probe (a filter that said "maybe" to all
+    would be safe but useless; this is its false-positive rate at 1/8 of its design load)."""
+    seen = SeenFilter(bits_log2=16)
+    seen.add_all(i.to_bytes(36, "big") for i in range(1000))
+    others = [i.to_bytes(36, "big") for i in range(10_000, 20_000)]
+    assert len(seen.maybe(others)) < 200
+
+
+def test_a_batch_is_stored_once_and_a_retry_gets_the_proof_it_was_first_given(
+    tmp_path: Path,
+) -> None:
+    """Format 2: one `notary_batches` row per decided batch, a 16-byte reference per tx_id
+    instead of its own signature and proof; a retry (after a reopen) is answered with the very
+    signature and proof of the first answer, rebuilt from the batch."""
+    path = tmp_path / "notary.sqlite"
+    store = NotaryStore(path, P.notary.sign)
+    store.open()
+    txs = [f"{i:064x}" for i in range(1, 8)]
+    first = decide(store, *(ask(t, Ref(t, 0)) for t in txs))
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM notary_batches").fetchone()[0] == 1
+        values = [bytes(v) for (v,) in conn.execute("SELECT signature FROM notarised")]
+        assert len(values) == len(txs) and all(len(v) == 16 for v in values)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT == 2
+    reopened = NotaryStore(path, P.notary.sign)
+    reopened.open()
+    again = decide(reopened, *(ask(t, Ref(t, 0)) for t in reversed(txs)))
+    explorer = reopened.run(lambda: reopened.notarised(txs[3]))
+    reopened.close()
+    answers = {d.tx_id: d for _, d in first.replies}
+    assert [d for _, d in again.replies] == [answers[t] for t in reversed(txs)]
+    assert again.decided == () and len({d.signature for d in answers.values()}) == 1
+    assert explorer == (encode(answers[txs[3]].signature, answers[txs[3]].proof), 1)  # type: ignore[arg-type]
+
+
+def _format_1_file(path: Path) -> dict[str, bytes]:
+    """A notary file as format 1 left it: per tx_id its own attestation (a batch signature
+    with proof, and a bare signature from before batch signing), no batch table."""
+    signature, proofs = sign_tree([T1, T2], P.notary.sign)
+    stored = {T1: encode(signature, proofs[0]), T2: encode(signature, proofs[1])}
+    stored[T3] = P.notary.sign(T3.encode())
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE spent (ref BLOB PRIMARY KEY, tx_id TEXT NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE notarised (tx_id TEXT PRIMARY KEY, signature BLOB NOT NULL,"
+            " inputs INTEGER NOT NULL) WITHOUT ROWID; PRAGMA user_version = 1;"
+        )
+        conn.executemany("INSERT INTO spent VALUES (?,?)", [(R1.key, T1), (R2.key, T2)])
+        conn.executemany(
+            "INSERT INTO notarised VALUES (?,?,?)",
+            [(T1, stored[T1], 1), (T2, stored[T2], 1), (T3, stored[T3], 0)],
+        )
+    return stored
+
+
+def test_a_format_1_file_opens_and_answers_as_before(tmp_path: Path) -> None:
+    """Old stores still open: their rows are answered unchanged (same signature and proof,
+    also a bare pre-batch signature), their spent states stay spent, and new batches are
+    added in the new layout beside them."""
+    path = tmp_path / "notary.sqlite"
+    stored = _format_1_file(path)
+    store = NotaryStore(path, P.notary.sign)
+    store.open()
+    out = decide(store, ask(T1, R1), ask(T2, R2), ask(T3), ask(T4, R1), ask(T5, R3))
+    store.close()
+    again1, again2, again3, refused, fresh = (d for _, d in out.replies)
+    assert encode(again1.signature, again1.proof) == stored[T1]  # type: ignore[arg-type]
+    assert encode(again2.signature, again2.proof) == stored[T2]  # type: ignore[arg-type]
+    assert again3.signature == stored[T3] and again3.proof is None
+    assert refused.reason == errors_pb2.ERROR_REASON_INPUT_CONSUMED
+    assert fresh.signature and fresh.proof is not None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT
+        assert conn.execute("SELECT count(*) FROM notary_batches").fetchone()[0] == 1
+        kept = dict(conn.execute("SELECT tx_id, signature FROM notarised WHERE tx_id<>?", (T5,)))
+    assert {t: bytes(v) for t, v in kept.items()} == stored  # nothing rewritten
+
+
+def test_a_reference_to_a_missing_batch_is_refused_not_answered(tmp_path: Path) -> None:
+    path = tmp_path / "notary.sqlite"
+    store = NotaryStore(path, P.notary.sign)
+    store.open()
+    decide(store, ask(T1, R1))
+    store.run(lambda: store._conn.execute("DELETE FROM notary_batches"))
+    with pytest.raises(StoreCorrupt):
+        decide(store, ask(T1, R1))
+    store.close()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.one_of(st.binary(min_size=32, max_size=32).map(bytes.hex), st.text()), min_size=1)
+)
+def test_packed_tx_ids_read_back_in_order(tx_ids: list[str]) -> None:
+    tx_ids = [t for t in tx_ids if "\n" not in t] or ["a" * 64]
+    assert unpack_tx_ids(pack_tx_ids(tx_ids)) == tuple(tx_ids)
+
+
+def test_the_notary_connection_gets_its_page_cache(tmp_path: Path) -> None:
+    """Inserts of random keys need the B-tree's upper levels cached (see CACHE_KIB)."""
+    store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
+    store.open()
+    size = store.run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0])
+    store.close()
+    assert size == -CACHE_KIB

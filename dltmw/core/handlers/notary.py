@@ -31,7 +31,7 @@ from typing import Protocol
 from dltmw.core.effects import Effects, Token
 from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_batch import decode, encode, sign_tree
+from dltmw.core.notary_batch import SignedBatch, decode, sign_tree
 from dltmw.core.utxo.model import Ref
 from dltmw.v1 import errors_pb2
 
@@ -90,12 +90,23 @@ class Decision:
 
 @dataclass(frozen=True)
 class Spent:
-    """Decided: states consumed and tx_ids signed (with the stored attestation), to commit in one
-    transaction; `sequence` is the notary cluster's decided batch (0 for a single notary)."""
+    """Decided: states consumed and the batches signed (each once: signature and tx_ids, not an
+    attestation per tx_id), to commit in one transaction; `sequence` is the notary cluster's
+    decided batch (0 for a single notary)."""
 
     consumed: tuple[tuple[Ref, str], ...] = ()
-    signed: tuple[tuple[str, bytes], ...] = ()
+    batches: tuple[SignedBatch, ...] = ()
     sequence: int = 0
+
+    @property
+    def tx_ids(self) -> list[str]:
+        """Every tx_id signed, in order."""
+        return [t for b in self.batches for t in b.tx_ids]
+
+    def attestations(self) -> list[tuple[str, bytes]]:
+        """(tx_id, stored attestation) of every tx_id signed (proofs rebuilt: for a view that
+        keeps attestations per tx_id, as the simulator's and the cluster's layered view do)."""
+        return [pair for b in self.batches for pair in b.attestations()]
 
 
 NotaryEffects = Effects[None, Spent, None, Decision]
@@ -113,7 +124,8 @@ class SingleNotary:
     def __init__(self, sign: Callable[[bytes], bytes]) -> None:
         self._sign = sign
         self._consumed: dict[Ref, str] = {}
-        self._signed: dict[str, bytes] = {}
+        self._signed: dict[str, tuple[bytes, Proof]] = {}  # signed since `ready`, not stored
+        self._batches: list[SignedBatch] = []
         self._replies: list[tuple[Token, Decision]] = []
 
     def step(self, message: Decide) -> None:
@@ -130,12 +142,15 @@ class SingleNotary:
             self._replies.append((ask.token, decision))
         if not fresh:
             return
-        signature, proofs = sign_tree(list(fresh), self._sign)
-        proof_of = dict(zip(fresh, proofs, strict=True))
-        self._signed.update((tx_id, encode(signature, proof_of[tx_id])) for tx_id in fresh)
-        for at in pending:  # answered from the proofs: no decoding of what is stored
+        tx_ids = tuple(fresh)
+        signature, proofs = sign_tree(tx_ids, self._sign)
+        self._batches.append(SignedBatch(signature, tx_ids))
+        signed = self._signed
+        for tx_id, proof in zip(tx_ids, proofs, strict=True):
+            signed[tx_id] = (signature, proof)
+        for at in pending:  # answered from the proofs: nothing encoded or decoded per tx_id
             token, unsigned = self._replies[at]
-            answer = Decision(unsigned.tx_id, signature=signature, proof=proof_of[unsigned.tx_id])
+            answer = Decision(unsigned.tx_id, signature=signature, proof=signed[unsigned.tx_id][1])
             self._replies[at] = (token, answer)
 
     def tick(self, now: int) -> None:
@@ -143,11 +158,11 @@ class SingleNotary:
 
     def ready(self) -> NotaryEffects:
         """Drain: what was spent (commit it), then the decisions to reply with."""
-        spent = Spent(tuple(self._consumed.items()), tuple(self._signed.items()))
+        spent = Spent(tuple(self._consumed.items()), tuple(self._batches))
         out: NotaryEffects = Effects(
-            decided=(spent,) if self._signed else (), replies=tuple(self._replies)
+            decided=(spent,) if self._batches else (), replies=tuple(self._replies)
         )
-        self._consumed, self._signed, self._replies = {}, {}, []
+        self._consumed, self._signed, self._batches, self._replies = {}, {}, [], []
         return out
 
     def _decide(
@@ -157,7 +172,10 @@ class SingleNotary:
         tx_id = ask.tx_id
         if tx_id in fresh:
             return None
-        earlier = self._signed.get(tx_id) or view.signature_of(tx_id)
+        mine = self._signed.get(tx_id)
+        if mine is not None:
+            return Decision(tx_id, signature=mine[0], proof=mine[1])
+        earlier = view.signature_of(tx_id)
         if earlier is not None:
             return signed(tx_id, earlier)
         if not ask.window.holds(now_ns):
