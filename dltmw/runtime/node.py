@@ -7,7 +7,9 @@ publish its address, print one READY line. The server carries only the services 
 the node hosts (`_services`; reflection lists exactly those, on both reflection protocols, and
 health answers for each by name), each behind the request boundary (`rpc/boundary.py`: bounds,
 budget and parsing before any servicer runs), with the keepalive policy its clients follow
-(`rpc/channel_options.py`).
+(`rpc/channel_options.py`). The code of a role (PBFT-lite, notary, vault, standby, privacy, the
+operations endpoint) is imported where that role is built, so a node holds only the code of the
+roles it hosts: memory and start time (`tests/integration/test_node_imports.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
