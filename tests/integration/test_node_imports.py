@@ -65,6 +65,7 @@ NEVER = (  # no role of this network runs them
     "dltmw.cli",
     "psycopg",
     "nats",
+    "dltmw.net.topology",  # the topology file's schema is `dltmw init`'s (net/roles.py)
 )
 PRIVACY = ("dltmw.runtime.roles.privacy", "dltmw.ledger.private_store", "dltmw.rpc.privacy")
 
