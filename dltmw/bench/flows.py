@@ -88,7 +88,8 @@ class PrivateWorkload:
     """`private`: private `kv.put`s, each to `recipients` organisations besides the sender's.
 
     Parameters: `recipients` (default 2; the network gets recipients + 1 organisations),
-    `value_bytes` (default 64).
+    `value_bytes` (default 64), `agreement` (the channel's `private_agreement`: all-recipients,
+    the default, or none: what the agreements cost end to end).
     """
 
     name = "private"
@@ -96,18 +97,27 @@ class PrivateWorkload:
     contracts: tuple[str, ...] = ("kv",)
 
     def __init__(self, params: Mapping[str, str], seed: int) -> None:
-        take(params, {"recipients", "value_bytes"})
+        take(params, {"recipients", "value_bytes", "agreement"})
         self.recipients = int_param(params, "recipients", 2)
         self.value_bytes = int_param(params, "value_bytes", 64)
+        self.agreement = params.get("agreement", "all-recipients")
+        if self.agreement not in ("all-recipients", "none"):
+            raise ParamError(f"agreement must be all-recipients or none, got {self.agreement!r}")
         self.seed = seed
 
     def params(self) -> dict[str, object]:
         """See the class docstring."""
-        return {"recipients": self.recipients, "value_bytes": self.value_bytes}
+        return {
+            "recipients": self.recipients,
+            "value_bytes": self.value_bytes,
+            "agreement": self.agreement,
+        }
 
     def network(self, shape: NetworkShape) -> NetworkShape:
         """recipients + 1 organisations, one peer each (every other one a recipient)."""
-        return dataclasses.replace(shape, orgs=self.recipients + 1)
+        return dataclasses.replace(
+            shape, orgs=self.recipients + 1, private_agreement=self.agreement
+        )
 
     def driver_options(self) -> dict[str, int]:
         """None: recipients are every organisation but the sender's."""

@@ -38,6 +38,7 @@ class NetworkShape:
     flow: str = "ledger"  # "ledger" (peers, orderers, channels), "notary" or "utxo"
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
     nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
+    private_agreement: str = "all-recipients"  # the channels' (topology `private_agreement`)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -152,6 +153,7 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
             "endorsement_policy": shape.endorsement_policy(),
             "contracts": [{"name": c} for c in contracts],
             "batch": shape.batch(),
+            "private_agreement": shape.private_agreement,
         }
         for cid in shape.channel_ids()
     ]

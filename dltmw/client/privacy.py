@@ -57,6 +57,15 @@ class _Send:
     orgs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Collect:
+    """One payload whose agreements to collect, for a tx_id."""
+
+    channel_id: str
+    payload_hash: bytes
+    tx_id: str
+
+
 class PrivacyClient:
     """Private transactions for a GatewayClient's identity, via its gateway node."""
 
@@ -69,10 +78,18 @@ class PrivacyClient:
         self._coalescer: Coalescer[_Send, bytes] = Coalescer(
             self._send_batch, batch_max=batch_max, name="private-send", max_concurrent=in_flight
         )
+        # Likewise concurrent agreement collections, into CollectAgreementsBatch calls.
+        self._collects: Coalescer[_Collect, A.CollectAgreementsResponse] = Coalescer(
+            self._collect_batch,
+            batch_max=batch_max,
+            name="private-collect",
+            max_concurrent=in_flight,
+        )
 
     async def close(self) -> None:
-        """Stop pending coalesced sends and close the connection."""
+        """Stop pending coalesced sends and collections and close the connection."""
         await self._coalescer.close()
+        await self._collects.close()
         await self.client.close()
 
     async def __aenter__(self) -> PrivacyClient:
@@ -186,6 +203,74 @@ class PrivacyClient:
             A.CollectAgreementsRequest(query=query, signature=signature), timeout=60
         )
 
+    async def collect_coalesced(
+        self, channel_id: str, payload_hash: bytes, tx_id: str
+    ) -> A.CollectAgreementsResponse:
+        """Like `collect_agreements`, but concurrent calls share CollectAgreementsBatch calls
+        (one signature and one call per batch); an item the node refused is asked again alone
+        (`collect_agreements`), whose error is raised to its caller only."""
+        return await self._collects.call(_Collect(channel_id, payload_hash, tx_id))
+
+    async def _collect_batch(
+        self, items: Sequence[_Collect]
+    ) -> list[A.CollectAgreementsResponse | BaseException]:
+        """One CollectAgreementsBatch per channel among `items`; results (or errors) in order."""
+        by_channel: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_channel.setdefault(item.channel_id, []).append(i)
+        out: list[A.CollectAgreementsResponse | BaseException] = [
+            A.CollectAgreementsResponse() for _ in items
+        ]
+        for indexes in by_channel.values():
+            for i, result in zip(
+                indexes, await self._collect_channel([items[i] for i in indexes]), strict=True
+            ):
+                out[i] = result
+        return out
+
+    async def _collect_channel(
+        self, items: Sequence[_Collect]
+    ) -> list[A.CollectAgreementsResponse | BaseException]:
+        query, signature = self.client.signed_query(
+            A.CollectAgreementsBatchQuery(
+                channel_id=items[0].channel_id,
+                queries=[
+                    A.CollectAgreementsQuery(payload_hash=i.payload_hash, tx_id=i.tx_id)
+                    for i in items
+                ],
+            )
+        )
+        try:
+            reply = await self.stub.CollectAgreementsBatch(
+                A.CollectAgreementsBatchRequest(query=query, signature=signature), timeout=60
+            )
+        except grpc.aio.AioRpcError as exc:
+            # refused whole for one item's bad input, or a node without the batch call: each
+            # item alone, so one caller's mistake fails only that caller
+            if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED):
+                return [exc] * len(items)
+            return list(await asyncio.gather(*(self._collect_one(i) for i in items)))
+        if len(reply.results) != len(items):
+            return [ConnectionError("the node answered another number of items")] * len(items)
+        # An item the node refused is asked again alone, so its caller gets the very error
+        # CollectAgreements gives (status and ErrorInfo reason), as before batching.
+        return list(
+            await asyncio.gather(
+                *(
+                    _done(result.response)
+                    if result.HasField("response")
+                    else self._collect_one(item)
+                    for item, result in zip(items, reply.results, strict=True)
+                )
+            )
+        )
+
+    async def _collect_one(self, item: _Collect) -> A.CollectAgreementsResponse | BaseException:
+        try:
+            return await self.collect_agreements(item.channel_id, item.payload_hash, item.tx_id)
+        except grpc.aio.AioRpcError as exc:
+            return exc
+
     def private_envelope(
         self,
         channel_id: str,
@@ -248,7 +333,7 @@ class PrivacyClient:
             channel_id, invocation.SerializeToString(), recipient_orgs
         )
         nonce, tx_id = self.new_nonce()
-        collected = await self.collect_agreements(channel_id, digest, tx_id)
+        collected = await self.collect_coalesced(channel_id, digest, tx_id)
         envelope, _ = self.private_envelope(channel_id, digest, collected.agreements, nonce)
         await self.client.submit(envelope)
         status = await self.client.commit_status(channel_id, tx_id)
@@ -296,3 +381,7 @@ class PrivacyClient:
         return await self.stub.Recover(
             P.RecoverRequest(query=query, signature=signature), timeout=180
         )
+
+
+async def _done(response: A.CollectAgreementsResponse) -> A.CollectAgreementsResponse:
+    return response

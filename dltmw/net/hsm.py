@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def _open(uri: Pkcs11Uri) -> Any:
     except (OSError, RuntimeError) as exc:
         raise HsmError(f"{uri}: cannot load PKCS#11 library {uri.module()!r}: {exc}") from exc
     try:
-        token = lib.get_token(token_label=uri.token)
+        token = _find_token(pkcs11, lib, uri)
         return token.open(user_pin=pin(), rw=True)
     except pkcs11.exceptions.NoSuchToken as exc:
         raise HsmError(f"{uri}: no token labelled {uri.token!r}") from exc
@@ -159,6 +160,32 @@ def _open(uri: Pkcs11Uri) -> Any:
         raise HsmError(f"{uri}: the PIN is wrong ({PIN_FILE_ENV} or {PIN_ENV})") from exc
     except pkcs11.exceptions.PKCS11Error as exc:
         raise HsmError(f"{uri}: {type(exc).__name__} opening the token") from exc
+
+
+RESCANS = 3  # how often a missing token is looked for again before the node gives up
+RESCAN_PAUSE_S = 0.2
+
+
+def _find_token(pkcs11: Any, lib: Any, uri: Pkcs11Uri) -> Any:
+    """The token labelled as the URI says; rescans the slots (bounded) when it is missing.
+
+    A PKCS#11 library lists its tokens when it is initialised, and a token can be missing from
+    that list for a moment: SoftHSM2's file store skips a token whose object file another
+    process is rewriting (a login elsewhere updates its flags) — seen when several nodes keeping
+    keys in one token start together — and a network HSM's slot can drop out briefly. So a
+    missing token is looked for again after `C_Finalize`/`C_Initialize`, at most `RESCANS`
+    times, but only while this process holds no session on the module (re-initialising would
+    close them). Raises `NoSuchToken` when it is still missing.
+    """
+    for attempt in range(RESCANS + 1):
+        try:
+            return lib.get_token(token_label=uri.token)
+        except pkcs11.exceptions.NoSuchToken:
+            if attempt == RESCANS or any(module == uri.module() for module, _ in _TOKENS):
+                raise
+        time.sleep(RESCAN_PAUSE_S)
+        lib.reinitialize()
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def _public_key(pkcs11: Any, key: Any) -> ec.EllipticCurvePublicKey:

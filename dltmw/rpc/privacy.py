@@ -1,10 +1,11 @@
 """PrivacyManagerService servicer: admission of every request, then the privacy manager.
 
 Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover,
-CollectAgreements)
+CollectAgreements, CollectAgreementsBatch)
 need a signed request of a member of THIS node's organisation with a TLS certificate of that
 organisation; node RPCs (Push, Resend, PrivateStateHash, Agree) need a signed request of a peer node
-named in the channel config, with a TLS certificate of its organisation. The requester's privacy
+named in the channel config, with a TLS certificate of its organisation (AgreeBatch too: one
+admission for the whole batch). The requester's privacy
 key is always taken from the signed channel config, never from the request.
 
 The servicer depends only on the `PrivacyRole` and `PrivateChannelRole` protocols declared
@@ -122,16 +123,28 @@ class PrivacyRole(Protocol):
         """Execute a held payload and sign a verdict on the requester's proposal."""
         ...
 
+    async def agree_many(
+        self, channel_id: str, queries: Sequence[A.AgreeQuery], requester_key: bytes
+    ) -> list[A.AgreeResult]:
+        """`agree` for each query of an admitted batch: a verdict or a refusal per item."""
+        ...
+
     async def collect_agreements(
         self, channel_id: str, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
         """Every recipient's signed agreement."""
         ...
 
+    async def collect_many(
+        self, channel_id: str, items: Sequence[tuple[bytes, str]]
+    ) -> list[A.CollectAgreementsResult]:
+        """`collect_agreements` for each (payload hash, tx_id): a result or a refusal each."""
+        ...
+
 
 class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
     """Send, Push, Receive, Resend, PrivateStateHash, ValidatePrivateState, Recover,
-    CollectAgreements, Agree."""
+    CollectAgreements, CollectAgreementsBatch, Agree, AgreeBatch."""
 
     def __init__(self, manager: PrivacyRole, org_id: str, window_s: float, items_max: int) -> None:
         self._pm = manager
@@ -310,6 +323,29 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         return await self._pm.collect_agreements(query.channel_id, query.payload_hash, query.tx_id)
 
     @unary
+    async def CollectAgreementsBatch(
+        self, request: A.CollectAgreementsBatchRequest, context: Ctx
+    ) -> A.CollectAgreementsBatchResponse:
+        """Every recipient's agreements for many payloads, for a client of this node's
+        organisation: every item checked for shape first (a malformed one refuses the batch),
+        then each collected on its own."""
+        query = parse(A.CollectAgreementsBatchQuery, request.query, "query")
+        require(len(query.queries) > 0, "query.queries")
+        check_count(query.queries, "query.queries", self._items_max)
+        for item in query.queries:
+            _require_hash(item.payload_hash)
+            require(bool(item.tx_id), "query.queries.tx_id")
+            if item.channel_id and item.channel_id != query.channel_id:
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
+                )
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        items = [(q.payload_hash, q.tx_id) for q in query.queries]
+        return A.CollectAgreementsBatchResponse(
+            results=await self._pm.collect_many(query.channel_id, items)
+        )
+
+    @unary
     async def Agree(self, request: A.AgreeRequest, context: Ctx) -> A.AgreeResponse:
         """This node's signed verdict, to another recipient."""
         query = parse(A.AgreeQuery, request.query, "query")
@@ -317,6 +353,27 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         require(bool(query.tx_id), "query.tx_id")
         _, node = self._node(context, query, query.channel_id, request.query, request.signature)
         return A.AgreeResponse(agreement=await self._pm.agree(query, node.privacy_public_key))
+
+    @unary
+    async def AgreeBatch(self, request: A.AgreeBatchRequest, context: Ctx) -> A.AgreeBatchResponse:
+        """This node's verdicts on a batch of another recipient's proposals: every item is
+        checked for shape before anything runs (a malformed item refuses the batch), then each
+        gets its own verdict or refusal."""
+        query = parse(A.AgreeBatchQuery, request.query, "query")
+        require(len(query.queries) > 0, "query.queries")
+        check_count(query.queries, "query.queries", self._items_max)
+        for item in query.queries:
+            _require_hash(item.payload_hash)
+            require(bool(item.tx_id), "query.queries.tx_id")
+            if item.channel_id and item.channel_id != query.channel_id:
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
+                )
+        _, node = self._node(context, query, query.channel_id, request.query, request.signature)
+        key = node.privacy_public_key
+        return A.AgreeBatchResponse(
+            results=await self._pm.agree_many(query.channel_id, query.queries, key)
+        )
 
 
 def _require_hash(digest: bytes) -> None:

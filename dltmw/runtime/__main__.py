@@ -26,6 +26,7 @@ from dltmw.ledger.sqlite_file import StoreFormatError
 from dltmw.net.hsm import HsmError
 from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
+from dltmw.runtime.gc_tuning import freeze_startup_heap
 from dltmw.runtime.memory import tune_malloc
 from dltmw.runtime.node import Node
 from dltmw.runtime.process import (
@@ -55,14 +56,17 @@ async def serve(config: NodeConfig) -> int:
     address = await node.start()
     ops = f" operations={node.operations_address}" if node.operations_address else ""
     print(f"READY {config.node_id} {address}{ops}", flush=True)
+    frozen = freeze_startup_heap()  # full collections skip the startup heap (gc_tuning.py)
     channels = sorted({*node.peers, *node.orderers})
     logger.info(
-        "serving on %s: roles %s, channels %s, services %s, operations endpoint %s",
+        "serving on %s: roles %s, channels %s, services %s, operations endpoint %s; "
+        "%d startup objects frozen",
         address,
         ",".join(sorted(config.roles)),
         ",".join(channels) or "-",
         ",".join(node.service_names),
         node.operations_address or "off",
+        frozen,
     )
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
     try:

@@ -100,10 +100,20 @@ class PrivacyManagerServiceStub:
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.FromString,
                 _registered_method=True)
+        self.CollectAgreementsBatch = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.FromString,
+                _registered_method=True)
         self.Agree = channel.unary_unary(
                 '/dltmw.v1.PrivacyManagerService/Agree',
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
+                _registered_method=True)
+        self.AgreeBatch = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/AgreeBatch',
+                request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.FromString,
                 _registered_method=True)
 
 
@@ -224,11 +234,34 @@ class PrivacyManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectAgreementsBatch(self, request, context):
+        """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+        call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+        result (the collected agreements, or the reason there are none, e.g.
+        PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+        call: the common errors (a bad signature or a requester of another organisation refuses
+        every item).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Agree(self, request, context):
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
         errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
         payload is not held here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AgreeBatch(self, request, context):
+        """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+        sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+        commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+        one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+        common errors (a bad signature or a requester that is no peer node refuses every item).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,10 +320,20 @@ def add_PrivacyManagerServiceServicer_to_server(servicer, server):
                     request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsResponse.SerializeToString,
             ),
+            'CollectAgreementsBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectAgreementsBatch,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.SerializeToString,
+            ),
             'Agree': grpc.unary_unary_rpc_method_handler(
                     servicer.Agree,
                     request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.SerializeToString,
+            ),
+            'AgreeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AgreeBatch,
+                    request_deserializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +632,33 @@ class PrivacyManagerService:
             _registered_method=True)
 
     @staticmethod
+    def CollectAgreementsBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch',
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Agree(request,
             target,
             options=(),
@@ -605,6 +675,33 @@ class PrivacyManagerService:
             '/dltmw.v1.PrivacyManagerService/Agree',
             dltmw_dot_v1_dot_private__agreement__pb2.AgreeRequest.SerializeToString,
             dltmw_dot_v1_dot_private__agreement__pb2.AgreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AgreeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/AgreeBatch',
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchRequest.SerializeToString,
+            dltmw_dot_v1_dot_private__agreement__pb2.AgreeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

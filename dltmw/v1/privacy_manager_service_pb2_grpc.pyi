@@ -108,11 +108,26 @@ class PrivacyManagerServiceStub:
     PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
     UNAVAILABLE (a recipient did not answer in time).
     """
+    CollectAgreementsBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsBatchRequest, _private_agreement_pb2.CollectAgreementsBatchResponse]
+    """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+    call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+    result (the collected agreements, or the reason there are none, e.g.
+    PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+    call: the common errors (a bad signature or a requester of another organisation refuses
+    every item).
+    """
     Agree: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
     errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
     payload is not held here).
+    """
+    AgreeBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]
+    """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+    sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+    commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+    one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+    common errors (a bad signature or a requester that is no peer node refuses every item).
     """
 
 @_typing.type_check_only
@@ -194,11 +209,26 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     PERMISSION_DENIED (this node did not send the payload); PRIVATE_AGREEMENT_TIMEOUT ->
     UNAVAILABLE (a recipient did not answer in time).
     """
+    CollectAgreementsBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsBatchRequest, _private_agreement_pb2.CollectAgreementsBatchResponse]  # type: ignore[assignment]
+    """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+    call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+    result (the collected agreements, or the reason there are none, e.g.
+    PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+    call: the common errors (a bad signature or a requester of another organisation refuses
+    every item).
+    """
     Agree: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]  # type: ignore[assignment]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
     errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
     payload is not held here).
+    """
+    AgreeBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]  # type: ignore[assignment]
+    """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+    sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+    commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+    one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+    common errors (a bad signature or a requester that is no peer node refuses every item).
     """
 
 class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -339,6 +369,20 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def CollectAgreementsBatch(
+        self,
+        request: _private_agreement_pb2.CollectAgreementsBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.CollectAgreementsBatchResponse, _abc.Awaitable[_private_agreement_pb2.CollectAgreementsBatchResponse]]:
+        """CollectAgreementsBatch is CollectAgreements for many payloads under one signature and one
+        call (the SDK gathers concurrent private transactions into it). Each payload gets its own
+        result (the collected agreements, or the reason there are none, e.g.
+        PRIVATE_AGREEMENT_TIMEOUT), so one failure fails only its own item. Errors of the whole
+        call: the common errors (a bad signature or a requester of another organisation refuses
+        every item).
+        """
+
+    @_abc_1.abstractmethod
     def Agree(
         self,
         request: _private_agreement_pb2.AgreeRequest,
@@ -348,6 +392,19 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
         errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
         payload is not held here).
+        """
+
+    @_abc_1.abstractmethod
+    def AgreeBatch(
+        self,
+        request: _private_agreement_pb2.AgreeBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_private_agreement_pb2.AgreeBatchResponse, _abc.Awaitable[_private_agreement_pb2.AgreeBatchResponse]]:
+        """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
+        sending node gathers its concurrent asks to one recipient (docs/privacy.md "Agreement before
+        commit"). Each proposal gets its own answer (a signed verdict, or the reason it has none), so
+        one payload not held yet fails only its own item. Errors of the whole call: as Agree's
+        common errors (a bad signature or a requester that is no peer node refuses every item).
         """
 
 def add_PrivacyManagerServiceServicer_to_server(servicer: PrivacyManagerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import errors_pb2 as _errors_pb2
 from dltmw.v1 import private_conflict_pb2 as _private_conflict_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -409,3 +410,245 @@ class AgreeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgreeResponse: _TypeAlias = AgreeResponse  # noqa: Y015
+
+@_typing.final
+class AgreeBatchQuery(_message.Message):
+    """AgreeBatchQuery asks a recipient for its verdicts on many proposals at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Channel of every proposal."""
+    requester: _builtins.bytes
+    """Serialised Identity of the requesting node (must be a recipient of every payload)."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Creation time, checked against the node's window."""
+
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgreeQuery]:
+        """The proposals; each item's own channel_id must be empty or the batch's, its requester and
+        timestamp are not read (the batch's are).
+        """
+
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        queries: _abc.Iterable[Global___AgreeQuery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "queries", b"queries", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreeBatchQuery: _TypeAlias = AgreeBatchQuery  # noqa: Y015
+
+@_typing.final
+class AgreeBatchRequest(_message.Message):
+    """AgreeBatchRequest carries a signed AgreeBatchQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised AgreeBatchQuery."""
+    signature: _builtins.bytes
+    """Requester's signature over `query`."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreeBatchRequest: _TypeAlias = AgreeBatchRequest  # noqa: Y015
+
+@_typing.final
+class AgreeResult(_message.Message):
+    """AgreeResult is the answer to one proposal of an AgreeBatchQuery: a signed verdict, or why
+    there is none (e.g. NOT_AUTHORIZED: the payload is not held here yet).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _errors_pb2.ErrorReason.ValueType
+    """The refusal's reason (UNSPECIFIED when `agreement` is set)."""
+    message: _builtins.str
+    """The refusal, in words."""
+    @_builtins.property
+    def agreement(self) -> Global___PrivateAgreement:
+        """AGREE with the proposed hashes, or DISAGREE with the recipient's own; unset on a refusal."""
+
+    def __init__(
+        self,
+        *,
+        agreement: Global___PrivateAgreement | None = ...,
+        reason: _errors_pb2.ErrorReason.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreeResult: _TypeAlias = AgreeResult  # noqa: Y015
+
+@_typing.final
+class AgreeBatchResponse(_message.Message):
+    """AgreeBatchResponse answers every proposal, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgreeResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___AgreeResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreeBatchResponse: _TypeAlias = AgreeBatchResponse  # noqa: Y015
+
+@_typing.final
+class CollectAgreementsBatchQuery(_message.Message):
+    """CollectAgreementsBatchQuery asks the client's node to collect the agreements of many payloads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Channel of every payload."""
+    requester: _builtins.bytes
+    """Serialised Identity of the requesting client (a member of this node's organisation)."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Creation time, checked against the node's window."""
+
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CollectAgreementsQuery]:
+        """One per payload: payload_hash and tx_id; channel_id empty or the batch's; requester and
+        timestamp are not read (the batch's are).
+        """
+
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        queries: _abc.Iterable[Global___CollectAgreementsQuery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "queries", b"queries", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectAgreementsBatchQuery: _TypeAlias = CollectAgreementsBatchQuery  # noqa: Y015
+
+@_typing.final
+class CollectAgreementsBatchRequest(_message.Message):
+    """CollectAgreementsBatchRequest carries a signed CollectAgreementsBatchQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised CollectAgreementsBatchQuery."""
+    signature: _builtins.bytes
+    """Requester's signature over `query`."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectAgreementsBatchRequest: _TypeAlias = CollectAgreementsBatchRequest  # noqa: Y015
+
+@_typing.final
+class CollectAgreementsResult(_message.Message):
+    """CollectAgreementsResult is the outcome of one payload of a CollectAgreementsBatchQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _errors_pb2.ErrorReason.ValueType
+    """The refusal's reason (UNSPECIFIED when `response` is set)."""
+    message: _builtins.str
+    """The refusal, in words."""
+    @_builtins.property
+    def response(self) -> Global___CollectAgreementsResponse:
+        """What CollectAgreements would have answered; unset on a refusal."""
+
+    def __init__(
+        self,
+        *,
+        response: Global___CollectAgreementsResponse | None = ...,
+        reason: _errors_pb2.ErrorReason.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectAgreementsResult: _TypeAlias = CollectAgreementsResult  # noqa: Y015
+
+@_typing.final
+class CollectAgreementsBatchResponse(_message.Message):
+    """CollectAgreementsBatchResponse answers every payload, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CollectAgreementsResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CollectAgreementsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectAgreementsBatchResponse: _TypeAlias = CollectAgreementsBatchResponse  # noqa: Y015

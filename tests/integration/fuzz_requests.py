@@ -430,6 +430,35 @@ GENERATORS: dict[str, Build] = {
             t,
         )
     ],
+    "/dltmw.v1.PrivacyManagerService/CollectAgreementsBatch": lambda p, w, t: [
+        _query(
+            PA.CollectAgreementsBatchRequest,
+            PA.CollectAgreementsBatchQuery(
+                channel_id=CH,
+                queries=[PA.CollectAgreementsQuery(payload_hash=w.payload_hash, tx_id="0" * 64)],
+            ),
+            p,
+            t,
+        )
+    ],
+    "/dltmw.v1.PrivacyManagerService/AgreeBatch": lambda p, w, t: [
+        _query(
+            PA.AgreeBatchRequest,
+            PA.AgreeBatchQuery(
+                channel_id=CH,
+                queries=[
+                    PA.AgreeQuery(
+                        payload_hash=w.payload_hash,
+                        tx_id="0" * 64,
+                        pre_state_hash=bytes(32),
+                        delta_hash=bytes(32),
+                    )
+                ],
+            ),
+            p,
+            t,
+        )
+    ],
     # FlowService (node to node)
     "/dltmw.v1.FlowService/ProposeTransaction": lambda p, w, t: [
         _flow(F.ProposeTransactionRequest, p, t, signed_transaction=w.signed_utxo_tx)

@@ -47,6 +47,10 @@ def test_the_demo_passes_every_flow_and_keeps_its_logs(tmp_path: Path) -> None:
             assert lines, f"{path} is empty"
             first = json.loads(lines[0])  # JSON lines, stamped with the node
             assert first["node"] == path.stem and first["level"] == "INFO"
+            serving = [json.loads(x)["message"] for x in lines if "startup objects frozen" in x]
+            assert serving, f"{path}: no 'serving on' line"  # runtime/gc_tuning.py ran
+            frozen = int(re.search(r"(\d+) startup objects frozen", serving[0])[1])
+            assert frozen > 20_000, serving[0]
     finally:
         if logs is not None:
             shutil.rmtree(logs, ignore_errors=True)

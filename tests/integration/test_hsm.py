@@ -12,6 +12,7 @@ token per test made before any test loads the library (SoftHSM2 finds tokens whe
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -130,3 +131,34 @@ async def test_network_signs_in_the_token_and_refuses_a_wrong_pin(
         sup.nodes.pop("peer0.org1", None)
         codes = sup.stop_all()
     assert all(c == 0 for c in codes.values()), codes
+
+
+LATE_TOKEN = """
+import subprocess, sys
+from dltmw.net import hsm
+module, pin = sys.argv[1], sys.argv[2]
+hsm._LIBS[module] = hsm._pkcs11().lib(module)  # loaded (C_Initialize) before the token exists
+cmd = ["softhsm2-util", "--init-token", "--free", "--label", "late", "--pin", pin]
+subprocess.run([*cmd, "--so-pin", "0000-so"], check=True, capture_output=True)
+hsm.generate(hsm.Pkcs11Uri("late", "k", module))
+print("found")
+"""
+
+
+def test_a_token_missing_when_the_library_loaded_is_found_by_a_rescan(tmp_path: Path) -> None:
+    """A node whose token was not in the library's slot list at load (SoftHSM2 skips a token
+    whose file another process is rewriting) looks again instead of refusing to start."""
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), PIN_ENV: PIN}
+    env.pop(PIN_FILE_ENV, None)
+    run = subprocess.run(
+        [sys.executable, "-c", LATE_TOKEN, MODULE, PIN],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "found", run.stderr

@@ -10,29 +10,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
-from dltmw.client import GatewayClient
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.v1 import replica_pb2
 
-from .test_pbft_ordering import (
-    ORDERERS,
-    TOPOLOGY,
-    VALID,
-    _blocks,
-    _same_chain,
-    _valid_tx_ids,
-    _wait,
-)
+from .test_pbft_ordering import TOPOLOGY, kill_primary_under_load
 
 pytestmark = pytest.mark.integration
-TXS = 300
 ON = TOPOLOGY.replace(
     "batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 100 }",
     "batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 100, "
@@ -55,47 +43,7 @@ def test_the_topology_switches_dissemination_on() -> None:
 
 async def test_dissemination_orders_certificates_under_load_and_a_killed_primary(network) -> None:
     net, sup = network(ON)
-    client = await GatewayClient.connect(net, "user1.org1")
-    committed: list[str] = []
-    sem = asyncio.Semaphore(16)
-
-    async def put(i: int) -> None:
-        async with sem:
-            try:
-                done = await client.submit_transaction("trades", "kv", "put", f"k{i}", f"v{i}")
-            except Exception:
-                return
-            if done.status.result == VALID:
-                committed.append(done.tx_id)
-
-    try:
-        load = asyncio.gather(*(put(i) for i in range(TXS)))
-        deadline = time.monotonic() + 120
-        while len(committed) < 40 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert len(committed) >= 40, "no progress before the kill"
-        sup.kill("orderer.a")
-        killed_at = len(committed)
-        try:
-            await asyncio.wait_for(load, 180)
-        except TimeoutError:
-            pytest.fail(f"load did not finish after the kill: {len(committed)}/{TXS} committed")
-        assert len(committed) >= killed_at + 100, "commits did not resume after the view change"
-        survivors = ORDERERS[1:]
-        await _wait(lambda: _same_chain(net, survivors), 60, "surviving replicas to agree")
-        chain = _blocks(net, "orderer.b")
-        assert all(len(b.metadata.signatures) >= 3 for b in chain[1:])
-        for peer in ("peer0.org1", "peer0.org2"):
-            height = len(chain)
-            await _wait(lambda p=peer, h=height: len(_blocks(net, p, "peer")) >= h, 60, peer)
-            valid = _valid_tx_ids(net, peer)
-            assert len(valid) == len(set(valid)), "a transaction was committed twice"
-            assert set(committed) <= set(valid), "an acknowledged transaction was lost"
-        sup.start("orderer.a")
-        sup.wait_ready("orderer.a", timeout_s=60)
-        await _wait(lambda: _same_chain(net, ORDERERS), 90, "restarted primary to catch up")
-    finally:
-        await client.close()
+    await kill_primary_under_load(net, sup)
     records = _records(net, "orderer.c")
     batches = set()
     for kind, data in records:

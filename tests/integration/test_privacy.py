@@ -34,6 +34,7 @@ from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
+    errors_pb2,
     privacy_manager_service_pb2_grpc,
     private_agreement_pb2,
     private_payload_pb2,
@@ -42,6 +43,7 @@ from dltmw.v1 import (
 from dltmw.v1 import (
     privacy_manager_service_pb2 as P,
 )
+from integration.operations_http import scrape, value
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -553,6 +555,181 @@ async def test_agreement_before_commit_refuses_what_is_not_agreed(
         assert replayed is not None and reason_of(replayed) == "PRIVATE_AGREEMENT_WRONG_TX"
     finally:
         await close(pcs)
+
+
+async def test_agree_batch_answers_each_proposal_alone(net: tuple[Path, Supervisor]) -> None:
+    """AgreeBatch (what a sending node's gathered asks use): one signed call, a verdict or a
+    refusal per proposal, so a payload not held refuses only its own item; the whole batch is
+    refused for a bad signature or a malformed item, and a non-recipient gets no verdict."""
+    path, sup = net
+    A = private_agreement_pb2
+    pcs = await clients(path)
+    stub, signer, channel = node_stub(path, "peer0.org1", "peer0.org2", sup)
+    stub3, signer3, channel3 = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    try:
+        invocation = private_payload_pb2.PrivateInvocation(
+            contract="kv", function="put", args=[b"batched", b"b1"]
+        )
+        sent = await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+        _, tx_id = pcs["org1"].new_nonce()
+        collected = await pcs["org1"].collect_agreements(DEALS, sent.payload_hash, tx_id)
+        assert collected.agreed  # asked through AgreeBatch by peer0.org1
+        mine = A.PrivateAgreementBody.FromString(collected.agreements[0].body)
+
+        def request(
+            who: SigningIdentity, queries: list[A.AgreeQuery], sign_over: bytes | None = None
+        ) -> A.AgreeBatchRequest:
+            batch = A.AgreeBatchQuery(
+                channel_id=DEALS, requester=who.identity_bytes, queries=queries
+            )
+            batch.timestamp.GetCurrentTime()
+            data = batch.SerializeToString()
+            return A.AgreeBatchRequest(query=data, signature=who.sign(sign_over or data))
+
+        def proposal(digest: bytes, pre: bytes, delta: bytes, cid: str = "") -> A.AgreeQuery:
+            return A.AgreeQuery(
+                channel_id=cid,
+                payload_hash=digest,
+                tx_id=tx_id,
+                pre_state_hash=pre,
+                delta_hash=delta,
+            )
+
+        honest = proposal(sent.payload_hash, mine.pre_state_hash, mine.delta_hash)
+        unknown = proposal(os.urandom(32), mine.pre_state_hash, mine.delta_hash)
+        wrong = proposal(sent.payload_hash, bytes(32), bytes(32))
+        reply = await stub.AgreeBatch(request(signer, [honest, unknown, wrong]), timeout=20)
+        assert len(reply.results) == 3
+        first, second, third = reply.results
+        body = A.PrivateAgreementBody.FromString(first.agreement.body)
+        assert body.verdict == A.AGREEMENT_VERDICT_AGREE and body.tx_id == tx_id
+        assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)
+        assert not second.HasField("agreement")
+        assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        body = A.PrivateAgreementBody.FromString(third.agreement.body)
+        assert body.verdict == A.AGREEMENT_VERDICT_DISAGREE  # its own hashes, signed
+        assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)
+        # Org3's node is a peer of the channel but no recipient: no verdict for it
+        reply = await stub3.AgreeBatch(request(signer3, [honest]), timeout=20)
+        assert not reply.results[0].HasField("agreement")
+        assert reply.results[0].reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        # refused as a whole: a bad signature, an item naming another channel, no item
+        cases = [
+            (request(signer, [honest], sign_over=b"else"), "PERMISSION_DENIED", "BAD_SIGNATURE"),
+            (
+                request(signer, [honest, proposal(sent.payload_hash, b"", b"", CH)]),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+            (request(signer, []), "INVALID_ARGUMENT", "MISSING_FIELD"),
+        ]
+        for bad, code, reason in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.AgreeBatch(bad, timeout=20)
+            assert (exc.value.code().name, reason_of(exc.value)) == (code, reason)
+    finally:
+        await channel.close(None)
+        await channel3.close(None)
+        await close(pcs)
+
+
+async def test_collect_agreements_batch_answers_each_payload_alone(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """CollectAgreementsBatch (what the SDK's concurrent private transactions use): one signed
+    call, the agreements or a refusal per payload; refused whole when signed by a client of
+    another organisation; the SDK gives a refused item's caller CollectAgreements' own error."""
+    path, _ = net
+    A = private_agreement_pb2
+    pcs = await clients(path)
+    try:
+        digests = []
+        for value in (b"c1", b"c2"):
+            invocation = private_payload_pb2.PrivateInvocation(
+                contract="kv", function="put", args=[b"collected-" + value, value]
+            )
+            sent = await pcs["org1"].send(DEALS, invocation.SerializeToString(), ["Org2"])
+            digests.append(sent.payload_hash)
+        tx_ids = [pcs["org1"].new_nonce()[1] for _ in range(3)]
+        stranger = os.urandom(32)  # no payload this node sent
+
+        def request(
+            pc: PrivacyClient, items: list[tuple[bytes, str]]
+        ) -> A.CollectAgreementsBatchRequest:
+            query, signature = pc.client.signed_query(
+                A.CollectAgreementsBatchQuery(
+                    channel_id=DEALS,
+                    queries=[A.CollectAgreementsQuery(payload_hash=d, tx_id=t) for d, t in items],
+                )
+            )
+            return A.CollectAgreementsBatchRequest(query=query, signature=signature)
+
+        items = [(digests[0], tx_ids[0]), (stranger, tx_ids[1]), (digests[1], tx_ids[2])]
+        reply = await pcs["org1"].stub.CollectAgreementsBatch(request(pcs["org1"], items))
+        first, second, third = reply.results
+        for result, tx_id in ((first, tx_ids[0]), (third, tx_ids[2])):
+            assert result.response.agreed and len(result.response.agreements) == 3
+            bodies = [A.PrivateAgreementBody.FromString(a.body) for a in result.response.agreements]
+            assert {b.tx_id for b in bodies} == {tx_id}
+        assert not second.HasField("response")
+        assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        # signed by Org2's client (on Org1's TLS connection): the whole batch is refused
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await pcs["org1"].stub.CollectAgreementsBatch(request(pcs["org2"], items))
+        assert (exc.value.code(), reason_of(exc.value)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "TLS_IDENTITY_MISMATCH",
+        )
+        # through the SDK, concurrently: the good ones collected, the stranger's caller alone
+        # gets CollectAgreements' own error
+        good, bad = await asyncio.gather(
+            pcs["org1"].collect_coalesced(DEALS, digests[0], pcs["org1"].new_nonce()[1]),
+            pcs["org1"].collect_coalesced(DEALS, stranger, pcs["org1"].new_nonce()[1]),
+            return_exceptions=True,
+        )
+        assert isinstance(good, A.CollectAgreementsResponse) and good.agreed
+        assert isinstance(bad, grpc.aio.AioRpcError) and reason_of(bad) == "NOT_AUTHORIZED"
+    finally:
+        await close(pcs)
+
+
+async def test_concurrent_private_transactions_share_agreement_calls(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """Concurrent private transactions collect their agreements in shared calls: fewer
+    CollectAgreementsBatch calls at the sender's node and AgreeBatch calls at the recipient
+    than transactions, no per-transaction Agree at all (the node's own metrics say so), and
+    every transaction commits VALID and executes."""
+    path, sup = net
+    rpc = "dltmw_rpc_requests_total"
+    svc = "dltmw.v1.PrivacyManagerService"
+
+    def calls(node: str) -> dict[str, float]:
+        samples = scrape(sup.operations_address(node) or "")
+        return {
+            m: value(samples, rpc, service=svc, method=m, code="OK")
+            for m in ("CollectAgreements", "CollectAgreementsBatch", "Agree", "AgreeBatch")
+        }
+
+    n = 40
+    before = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
+    pcs = await clients(path)
+    try:
+        done = await asyncio.gather(
+            *(
+                pcs["org1"].submit_private(DEALS, ["Org2"], "kv", "put", f"many-{i}", "v")
+                for i in range(n)
+            )
+        )
+        assert {d.status.result for d in done} == {VALID}
+        await wait_deals_state(path, "org2", f"many-{n - 1}", b"v")
+    finally:
+        await close(pcs)
+    after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
+    sender = {m: after["peer0.org1"][m] - before["peer0.org1"][m] for m in after["peer0.org1"]}
+    recipient = {m: after["peer0.org2"][m] - before["peer0.org2"][m] for m in after["peer0.org2"]}
+    assert sender["CollectAgreements"] == 0 and 1 <= sender["CollectAgreementsBatch"] < n
+    assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
 
 
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(

@@ -60,6 +60,7 @@ def test_notary_and_cluster_ask_for_their_networks() -> None:
         ("notary", {"batch": "0"}),
         ("private", {"recipients": "0"}),
         ("private", {"payload": "1"}),
+        ("private", {"agreement": "some"}),
         ("utxo-dvp", {"lots": "x"}),
     ],
 )
@@ -75,6 +76,19 @@ def test_private_puts_fresh_keys_to_every_other_org() -> None:
     assert {(op.contract, op.function) for op in ops} == {("kv", "put")}
     assert len({op.args[0] for op in ops}) == 100 and all(len(op.args[1]) == 10 for op in ops)
     assert w.setup_ops(("bench0",)) == []
+
+
+def test_private_agreement_parameter_reaches_the_channels() -> None:
+    """`-p agreement=none` measures the path without agreements: the topology's channels say
+    so (the default keeps every recipient's agreement, as `dltmw init` does)."""
+    import tomllib
+
+    from dltmw.bench.topology import topology_toml
+
+    for params, expected in (({}, "all-recipients"), ({"agreement": "none"}, "none")):
+        shape = PrivateWorkload(params, seed=1).network(NetworkShape())
+        doc = tomllib.loads(topology_toml(shape, ("kv",)))
+        assert [c["private_agreement"] for c in doc["channels"]] == [expected]
 
 
 def test_utxo_dvps_cover_every_ordered_pair_and_the_setup_funds_each_vault() -> None:

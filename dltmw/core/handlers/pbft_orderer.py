@@ -65,7 +65,9 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import is_config_update, replica_set_changed
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
-from dltmw.core.pbft import ClientRequest, Envelope, Record, Rejected, Replica, request_id
+from dltmw.core.pbft import ClientRequest, Envelope, Rejected, Replica, request_id
+from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
 from dltmw.core.pbft.types import Signer
 from dltmw.core.txcheck import check_transaction
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
@@ -113,7 +115,7 @@ class CommittedBlock:
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
 Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks
-OrdererEffects = Effects[Record, CommittedBlock, Outbound, Rejected | None]
+OrdererEffects = Effects[DisseminatedRecord, CommittedBlock, Outbound, Rejected | None]
 Learn = Callable[[ChannelView], None]
 
 
@@ -121,7 +123,7 @@ Learn = Callable[[ChannelView], None]
 class EpochStart:
     """The next replica group as this node joins it: its replica and block assembler."""
 
-    replica: Replica
+    replica: OrderingReplica
     assembler: BlockAssembler
 
 
@@ -162,7 +164,7 @@ class PbftOrdererCore:
 
     def __init__(
         self,
-        replica: Replica,
+        replica: OrderingReplica,
         assembler: BlockAssembler,
         sign: Signer,
         height: int,
@@ -251,8 +253,17 @@ class PbftOrdererCore:
                 self._broadcast_signature(pending)
         self._maybe_fetch(now)
         if self._hook is not None:
-            for envelope in self._hook.act(self.replica):
+            for envelope in self._hook.act(self._agreeing()):
                 self._out.send.extend((peer, envelope) for peer in self._peers)
+
+    def _agreeing(self) -> Replica:
+        """The PBFT state machine that agrees the slots: the replica itself, or the one inside a
+        `DisseminatingReplica` (the test-only hook misbehaves in the protocol's own terms)."""
+        replica = self.replica
+        if isinstance(replica, DisseminatingReplica):
+            return replica.replica
+        assert isinstance(replica, Replica)  # the only two `OrderingReplica`s
+        return replica
 
     def drained(self) -> None:
         """Intake empty: as primary with nothing in flight, propose what is pending now."""
@@ -411,7 +422,7 @@ class PbftOrdererCore:
             if rid not in old.executed_ids:
                 self.replica.on_request(pending.request, forward=True)
 
-    def _refuse_held(self, old: Replica) -> None:
+    def _refuse_held(self, old: OrderingReplica) -> None:
         """Retiring: refuse every request the old replica still held (NOT_A_REPLICA) at once,
         so its submitters go to another orderer now rather than wait out their timeout — no
         replica of ours will ever order them. One the group in force got by a forward may still

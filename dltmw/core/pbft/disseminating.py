@@ -36,12 +36,12 @@ from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
 from dltmw.core.pbft.replica import Replica
 from dltmw.core.pbft.state import Pending
+from dltmw.core.pbft.surface import DisseminatedRecord
 from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
     Envelope,
     PbftConfig,
-    Record,
     Rejected,
     Signer,
     Verifier,
@@ -51,7 +51,6 @@ from dltmw.core.pbft.types import (
 from dltmw.v1 import replica_pb2
 
 DISSEMINATION_KINDS = frozenset({"batch", "batch_ack", "batch_fetch"})
-DisseminatedRecord = Record | BatchRecord | AssembledRecord
 DisseminatedEffects = Effects[DisseminatedRecord, Decided, Envelope, Rejected]
 
 
@@ -237,6 +236,11 @@ class DisseminatingReplica:
     def config(self) -> PbftConfig:
         """The ordering replica's protocol parameters."""
         return self.replica.config
+
+    @property
+    def stable_seq(self) -> int:
+        """The agreeing replica's last stable checkpoint."""
+        return self.replica.stable_seq
 
     @property
     def next_exec(self) -> int:

@@ -44,7 +44,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
-from typing import cast
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.tasks import cancel_and_wait
@@ -77,7 +76,6 @@ from dltmw.core.pbft import (
     Envelope,
     JumpRecord,
     PbftConfig,
-    Record,
     Rejected,
     Replica,
     StableRecord,
@@ -86,6 +84,7 @@ from dltmw.core.pbft import (
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.core.pbft.surface import OrderingReplica
 from dltmw.core.pbft.types import RequestCheck
 from dltmw.ledger.pbft_store import RecordStore, StoredRecord
 from dltmw.ledger.sqlite import ChannelLedger
@@ -110,7 +109,7 @@ SUBMIT_WAIT_S = 60.0
 DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 
 
-OrdererDriver = Driver[Input, Input, Record, CommittedBlock, Outbound, Rejected | None]
+OrdererDriver = Driver[Input, Input, StoredRecord, CommittedBlock, Outbound, Rejected | None]
 
 
 def replica_config(n: int, batch_max: int, epoch: int = 0) -> PbftConfig:
@@ -128,14 +127,16 @@ def replica_config(n: int, batch_max: int, epoch: int = 0) -> PbftConfig:
     )
 
 
-class PbftOrdererExecutor(Executing[Input, Record, CommittedBlock, Outbound, Rejected | None]):
+class PbftOrdererExecutor(
+    Executing[Input, StoredRecord, CommittedBlock, Outbound, Rejected | None]
+):
     """Carries out the PBFT orderer core's effects (see the module docstring)."""
 
     def __init__(self, channel: PbftOrdererChannel) -> None:
         self._channel = channel
         self._fetch: asyncio.Task[None] | None = None
 
-    async def persist(self, records: Sequence[Record]) -> None:
+    async def persist(self, records: Sequence[StoredRecord]) -> None:
         channel = self._channel
         await channel.store.append(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
@@ -312,10 +313,9 @@ class PbftOrdererChannel(OrdererChannel):
         every replica must run the same protocol)."""
         return self._dissemination
 
-    def _new_replica(self, me: int, records: Sequence[StoredRecord]) -> Replica:
+    def _new_replica(self, me: int, records: Sequence[StoredRecord]) -> OrderingReplica:
         """Our replica, fresh or restored from `records`: a plain `Replica`, or with
-        dissemination on a `DisseminatingReplica` (which offers the surface of a `Replica` the
-        orderer core reads: `disseminating.py`)."""
+        dissemination on a `DisseminatingReplica`; both are `OrderingReplica`s (`surface.py`)."""
         sign, admit, alone = self.ctx.signer.sign, self._admit, is_config_update
         if self._disseminates():
             dis = DisseminationConfig(
@@ -332,7 +332,7 @@ class PbftOrdererChannel(OrdererChannel):
                     self.config, me, sign, self.verify, dis, admit, True, alone
                 )
             core.cut_max = 1
-            return cast(Replica, core)
+            return core
         plain = [r for r in records if not isinstance(r, BatchRecord | AssembledRecord)]
         if plain:
             return Replica.restore(
@@ -413,7 +413,7 @@ class PbftOrdererChannel(OrdererChannel):
         await self.store.close()
 
     @property
-    def replica(self) -> Replica | None:
+    def replica(self) -> OrderingReplica | None:
         """The PBFT-lite replica (None before start)."""
         return self.core.replica if self.core is not None else None
 

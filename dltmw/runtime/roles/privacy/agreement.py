@@ -1,12 +1,15 @@
 """Agreement before commit, the runtime side: execute a held payload and sign, collect from
 every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/privacy/agreement.py`).
 
-* `agree` (a recipient, for the Agree node RPC): run the payload's invocation on this node's
-  committed private state WITHOUT writing, and sign AGREE if the (pre-state, delta) hashes equal
+* `agree` / `agree_many` (a recipient, for the Agree / AgreeBatch node RPCs): open the payload and
+  run its invocation on this node's committed private state WITHOUT writing, both on the store's
+  thread (decryption off the event loop), and sign AGREE if the (pre-state, delta) hashes equal
   the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
   private store's thread, between the executor's block steps, so it sees one committed state.
 * `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
-  other recipient at once under ONE deadline; under ALL_RECIPIENTS a recipient that does not
+  other recipient at once under ONE deadline. The asks to one recipient are gathered
+  (`aio/coalesce.Coalescer`) into AgreeBatch calls: one signature, one verification and one call
+  per batch instead of per transaction and recipient. Under ALL_RECIPIENTS a recipient that does not
   answer in time fails the collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the
   client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
   soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
@@ -20,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.coalesce import Coalescer
 from dltmw.core.contract import Contract, StateReader
-from dltmw.core.errors import ClientError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import conflict
@@ -62,6 +66,12 @@ COLLECT_ATTEMPTS = 6
 COLLECT_BACKOFF_S = 0.1
 ContractOf = Callable[[str], Contract | None]
 Hashed = conflict.Hashed
+# a run's ((pre-state hash, delta hash), recipient keys, hashed keys, sender key)
+Ran = tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]
+# Asks to one recipient leave together (aio/coalesce.py): at most this many per AgreeBatch call,
+# this many calls in flight per recipient (a slow batch does not hold up the next).
+ASK_BATCH_MAX = 256
+ASK_IN_FLIGHT = 4
 
 
 class Agreements:
@@ -70,13 +80,50 @@ class Agreements:
     def __init__(self, ctx: NodeContext, key: PrivacyKey) -> None:
         self._ctx = ctx
         self._key = key
+        # (channel, recipient node) -> its asks gathered into AgreeBatch calls
+        self._batchers: dict[tuple[str, str], Coalescer[A.AgreeQuery, A.PrivateAgreement]] = {}
+        # channel -> (its PrivateChannel, this node's own runs gathered into one hop)
+        self._runners: dict[str, tuple[PrivateChannel, Coalescer[bytes, Ran]]] = {}
 
-    async def _run(
-        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes
-    ) -> tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]:
+    async def _run(self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes) -> Ran:
         """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
-        the sender's key) of a held payload, run on the store."""
-        raw = await channel.store.payload(digest)
+        the sender's key) of a held payload, opened and run on the store's thread; concurrent
+        runs of one channel share one store read and one hop (`_run_many`)."""
+        current = self._runners.get(channel.channel_id)
+        if current is None or current[0] is not channel:
+            if current is not None:  # the channel was opened again: the old one's runs end
+                await current[1].close()
+            runner = Coalescer(
+                partial(self._run_many, channel, contract_of),
+                batch_max=ASK_BATCH_MAX,
+                name=f"agree-run-{channel.channel_id}",
+            )
+            current = self._runners[channel.channel_id] = (channel, runner)
+        return await current[1].call(digest)
+
+    async def _run_many(
+        self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
+    ) -> list[Ran | BaseException]:
+        """`_run` of several payloads: one read of the store, one hop to its thread; a payload
+        refused (not held, unreadable) fails only its own run."""
+        held = await channel.store.held(list(set(digests)))
+
+        def run_all() -> list[Ran | BaseException]:
+            out: list[Ran | BaseException] = []
+            for digest in digests:
+                try:
+                    raw = held.get(digest)
+                    out.append(self._open_and_run(channel, contract_of, digest, raw))
+                except ClientError as exc:
+                    out.append(exc)
+            return out
+
+        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run_all)
+
+    def _open_and_run(
+        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, raw: bytes | None
+    ) -> Ran:
+        """`_run` on the store's thread (blocking): decrypt, then execute without writing."""
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
         try:
@@ -87,14 +134,15 @@ class Agreements:
             raise ClientError(exc.reason, f"payload {digest.hex()} refused: {exc}") from exc
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
-        view = channel.store.view()
         keys = recipients_of(payload)
         facts = parties(channel.view.config)
-        run = partial(
-            _hashes, contract_of, invocation, view, keys, facts, payload.sender_public_key
-        )
-        hashes, hashed = await asyncio.get_running_loop().run_in_executor(
-            channel.store.executor, run
+        hashes, hashed = _hashes(
+            contract_of,
+            invocation,
+            channel.store.view(),
+            keys,
+            facts,
+            payload.sender_public_key,
         )
         return hashes, keys, hashed, payload.sender_public_key
 
@@ -125,7 +173,37 @@ class Agreements:
         requester_key: bytes,
     ) -> A.PrivateAgreement:
         """This node's signed verdict on the requester's proposal (Agree)."""
-        own, keys, hashed, sender = await self._run(channel, contract_of, query.payload_hash)
+        ran = await self._run(channel, contract_of, query.payload_hash)
+        return self._verdict(channel, query, ran, requester_key)
+
+    async def agree_many(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        queries: Sequence[A.AgreeQuery],
+        requester_key: bytes,
+    ) -> list[A.AgreeResult]:
+        """`agree` for a batch (AgreeBatch): the payloads read in one store call, opened and run
+        in one hop to the store's thread (one committed state for the batch, as for one item),
+        each signed; an item refused (not held, not a recipient) is refused alone."""
+        ran = await self._run_many(channel, contract_of, [q.payload_hash for q in queries])
+        results: list[A.AgreeResult] = []
+        for query, one in zip(queries, ran, strict=True):
+            try:
+                if isinstance(one, BaseException):
+                    raise one
+                agreement = self._verdict(channel, query, one, requester_key)
+            except ClientError as exc:
+                results.append(A.AgreeResult(reason=exc.reason, message=exc.message))  # type: ignore[arg-type]
+            else:
+                results.append(A.AgreeResult(agreement=agreement))
+        return results
+
+    def _verdict(
+        self, channel: PrivateChannel, query: A.AgreeQuery, ran: Ran, requester_key: bytes
+    ) -> A.PrivateAgreement:
+        """AGREE if this node's run gives the requester's hashes, else DISAGREE; signed."""
+        own, keys, hashed, sender = ran
         if not requester_key or requester_key not in keys:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
         verdict = ag.verdict_on(own, (query.pre_state_hash, query.delta_hash))
@@ -141,6 +219,31 @@ class Agreements:
         return self._sign(
             channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed, sender
         )
+
+    async def collect_many(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        items: Sequence[tuple[bytes, str]],
+    ) -> list[A.CollectAgreementsResult]:
+        """`collect` for each (payload hash, tx_id) of a client's batch, all at once (their own
+        runs and their asks to each recipient are batched below); an item that fails (a
+        recipient did not answer, a payload not sent here) fails alone."""
+        outcomes = await asyncio.gather(
+            *(self.collect(channel, contract_of, digest, tx_id) for digest, tx_id in items),
+            return_exceptions=True,
+        )
+        results: list[A.CollectAgreementsResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, DltmwError):
+                results.append(
+                    A.CollectAgreementsResult(reason=outcome.reason, message=outcome.message)  # type: ignore[arg-type]
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome  # not a refusal: a fault of this node (surfaced, never an answer)
+            else:
+                results.append(A.CollectAgreementsResult(response=outcome))
+        return results
 
     async def collect(
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
@@ -259,39 +362,109 @@ class Agreements:
         tx_id: str,
         own: tuple[bytes, bytes],
     ) -> A.PrivateAgreement:
+        """One recipient's agreement, asked together with this node's other concurrent asks
+        to that recipient (one AgreeBatch call, one signature: `_ask_batch`)."""
         node = channel.node_of_key(key)
         if node is None:
             raise ClientError(
                 R.ERROR_REASON_INVALID_FIELD, "a recipient key is not in the channel config"
             )
+        route = (channel.channel_id, node.node_id)
+        batcher = self._batchers.get(route)
+        if batcher is None:
+            batcher = self._batchers[route] = Coalescer(
+                partial(self._ask_batch, *route),
+                batch_max=min(ASK_BATCH_MAX, self._ctx.limits.items_per_request_max),
+                name=f"agree-{node.node_id}",
+                max_concurrent=ASK_IN_FLIGHT,
+            )
         query = A.AgreeQuery(
-            channel_id=channel.channel_id,
-            payload_hash=digest,
-            tx_id=tx_id,
-            pre_state_hash=own[0],
-            delta_hash=own[1],
-            requester=self._ctx.signer.identity_bytes,
+            payload_hash=digest, tx_id=tx_id, pre_state_hash=own[0], delta_hash=own[1]
         )
-        query.timestamp.FromDatetime(utc_now())
-        data = query.SerializeToString()
-        request = A.AgreeRequest(query=data, signature=self._ctx.signer.sign(data))
+        return await batcher.call(query)
+
+    async def close(self) -> None:
+        """Stop the batched asks (their callers get CancelledError; idempotent)."""
+        for batcher in self._batchers.values():
+            await batcher.close()
+        for _, runner in self._runners.values():
+            await runner.close()
+        self._batchers.clear()
+        self._runners.clear()
+
+    async def _ask_batch(
+        self, channel_id: str, node_id: str, queries: Sequence[A.AgreeQuery]
+    ) -> list[A.PrivateAgreement | BaseException]:
+        """AgreeBatch to `node_id`: each answer, or the refusal of that item alone; a failed
+        call fails every item (PRIVATE_AGREEMENT_TIMEOUT, as a failed Agree)."""
+        batch = A.AgreeBatchQuery(
+            channel_id=channel_id, requester=self._ctx.signer.identity_bytes, queries=queries
+        )
+        batch.timestamp.FromDatetime(utc_now())
+        data = batch.SerializeToString()
+        request = A.AgreeBatchRequest(query=data, signature=self._ctx.signer.sign(data))
         try:
             stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self._ctx.channel_to(node.node_id)
+                await self._ctx.channel_to(node_id)
             )
+        except TransientError as exc:
+            return [_not_agreed(node_id, str(exc))] * len(queries)
+        try:
+            reply = await stub.AgreeBatch(request, timeout=AGREE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a recipient of an older release
+                return list(
+                    await asyncio.gather(
+                        *(self._ask_one(stub, channel_id, node_id, q) for q in queries),
+                        return_exceptions=True,
+                    )
+                )
+            return [_not_agreed(node_id, f"{exc.code().name}: {exc.details()}")] * len(queries)
+        if len(reply.results) != len(queries):
+            return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
+        out: list[A.PrivateAgreement | BaseException] = []
+        for result in reply.results:
+            if result.HasField("agreement"):
+                out.append(result.agreement)
+            else:
+                out.append(_not_agreed(node_id, f"{_reason_name(result.reason)}: {result.message}"))
+        return out
+
+    async def _ask_one(
+        self,
+        stub: privacy_manager_service_pb2_grpc.PrivacyManagerServiceAsyncStub,
+        channel_id: str,
+        node_id: str,
+        query: A.AgreeQuery,
+    ) -> A.PrivateAgreement:
+        """One proposal by the single Agree call: what a recipient without AgreeBatch (an older
+        release, during a rolling upgrade) still answers."""
+        single = A.AgreeQuery()
+        single.CopyFrom(query)
+        single.channel_id, single.requester = channel_id, self._ctx.signer.identity_bytes
+        single.timestamp.FromDatetime(utc_now())
+        data = single.SerializeToString()
+        request = A.AgreeRequest(query=data, signature=self._ctx.signer.sign(data))
+        try:
             reply = await stub.Agree(request, timeout=AGREE_TIMEOUT_S)
-        except (grpc.aio.AioRpcError, TransientError) as exc:
-            detail = (
-                f"{exc.code().name}: {exc.details()}"
-                if isinstance(exc, grpc.aio.AioRpcError)
-                else str(exc)
-            )
-            raise TransientError(
-                R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
-                f"recipient {node.node_id} did not agree: {detail}",
-                {"node": node.node_id},
-            ) from exc
+        except grpc.aio.AioRpcError as exc:
+            raise _not_agreed(node_id, f"{exc.code().name}: {exc.details()}") from exc
         return reply.agreement
+
+
+def _not_agreed(node_id: str, detail: str) -> TransientError:
+    return TransientError(
+        R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
+        f"recipient {node_id} did not agree: {detail}",
+        {"node": node_id},
+    )
+
+
+def _reason_name(reason: int) -> str:
+    try:
+        return R.ErrorReason.Name(reason)  # type: ignore[arg-type]
+    except ValueError:
+        return f"REASON_{reason}"
 
 
 def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:

@@ -6,8 +6,9 @@ private work, and private execution can always be redone from the public ledger.
 supervised loop) queues each block's VALID private transactions for the one driver, which runs
 the pure `PrivateExecution` core (`core/privacy/blocks.py`: EXECUTED / CONTRACT_FAILED /
 NOT_HELD / TAMPERED per transaction) on the private store's thread, where its view of payloads
-and private state reads, and commits each block's effects with the cursor (next block to look
-at) in one store transaction, so after a crash execution resumes exactly where it stopped.
+and private state reads, and commits the effects of every block of a driver step with the
+cursor (next block to look at) in one store transaction, so after a crash execution resumes
+exactly where it stopped.
 A block is held back until this node holds every payload the block's agreements name it a
 recipient of (`_await_payloads`: queued delivery, docs/privacy.md), so a late payload runs in
 its place in block order, never NOT_HELD for good nor after later transactions.
@@ -149,6 +150,11 @@ class BlockExecutor:
         """The private store is the only record."""
 
     async def apply(self, decided: Sequence[Executed]) -> None:
+        """Every block decided in this step, in ONE store transaction (one commit and fsync for
+        the step, not one per block: under load the driver takes every committed block queued,
+        and each block of a busy channel holds a few private transactions). The cursor moves
+        to the last block with them, so a crash leaves all of the step or none of it, and
+        execution resumes at the first block not committed (deterministic: same result)."""
         for executed in decided:
             for outcome in executed.outcomes:
                 if outcome.status == TAMPERED:
@@ -159,15 +165,24 @@ class BlockExecutor:
                         executed.number,
                         outcome.detail,
                     )
-            await self._owner.store.transaction(partial(record, executed=executed))
-            if executed.purges:
-                await self._owner.checkpoint(executed.number)
+        if not decided:
+            return
+        await self._owner.store.transaction(partial(record_all, decided=tuple(decided)))
+        purged = [e.number for e in decided if e.purges]
+        if purged:
+            await self._owner.checkpoint(purged[-1])
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """Private execution involves no other node."""
 
     async def reply(self, replies: Sequence[tuple[Token, int]]) -> None:
         await self._owner.reached(max(height for _, height in replies))
+
+
+def record_all(txn: PrivateTxn, decided: Sequence[Executed]) -> None:
+    """On the store thread, inside one transaction: several blocks' effects, in block order."""
+    for executed in decided:
+        record(txn, executed)
 
 
 def record(txn: PrivateTxn, executed: Executed) -> None:

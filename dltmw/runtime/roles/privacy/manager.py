@@ -127,6 +127,7 @@ class PrivacyManager:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._agreements.close()
         for pusher in self._pushers.values():
             await pusher.close()
         for cid in list(self.channels):
@@ -155,6 +156,17 @@ class PrivacyManager:
         contract_of = self.executors[query.channel_id].contract_of
         return await self._agreements.agree(channel, contract_of, query, requester_key)
 
+    async def agree_many(
+        self,
+        channel_id: str,
+        queries: Sequence[private_agreement_pb2.AgreeQuery],
+        requester_key: bytes,
+    ) -> list[private_agreement_pb2.AgreeResult]:
+        """This node's verdicts on a batch of another recipient's proposals (AgreeBatch)."""
+        channel = self.channel(channel_id)
+        contract_of = self.executors[channel_id].contract_of
+        return await self._agreements.agree_many(channel, contract_of, queries, requester_key)
+
     async def collect_agreements(
         self, channel_id: str, digest: bytes, tx_id: str
     ) -> private_agreement_pb2.CollectAgreementsResponse:
@@ -162,6 +174,14 @@ class PrivacyManager:
         channel = self.channel(channel_id)
         contract_of = self.executors[channel_id].contract_of
         return await self._agreements.collect(channel, contract_of, digest, tx_id)
+
+    async def collect_many(
+        self, channel_id: str, items: Sequence[tuple[bytes, str]]
+    ) -> list[private_agreement_pb2.CollectAgreementsResult]:
+        """`collect_agreements` for many (payload hash, tx_id) of one client batch."""
+        channel = self.channel(channel_id)
+        contract_of = self.executors[channel_id].contract_of
+        return await self._agreements.collect_many(channel, contract_of, items)
 
     # --- private state validation ---------------------------------------------------------
 

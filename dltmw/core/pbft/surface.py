@@ -1,0 +1,100 @@
+"""What the PBFT orderer core reads and drives of its replica: `OrderingReplica`.
+
+`handlers/pbft_orderer.PbftOrdererCore` runs one of two replicas: the plain `Replica` (batches
+of envelopes are agreed) or, with `batch.pbft_dissemination` on, a `DisseminatingReplica`
+(certificates of batches spread beforehand are agreed, `disseminating.py`). Both offer this
+surface, in envelope terms, so the orderer core is written once against the protocol rather than
+against one class — mypy checks each replica against it where the orderer role builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from dltmw.core.effects import Effects
+from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.dissemination import BatchRecord
+from dltmw.core.pbft.state import Pending
+from dltmw.core.pbft.types import Decided, Envelope, PbftConfig, Record, Rejected
+
+DisseminatedRecord = Record | BatchRecord | AssembledRecord
+"""Every record either replica persists (the plain one only `Record`s)."""
+
+ReplicaEffects = Effects[Any, Decided, Envelope, Rejected]
+"""What `ready` returns: `persist` holds `DisseminatedRecord`s (`Effects` is invariant in its
+record type, so the plain replica's `PbftEffects` is accepted through `Any` here)."""
+
+
+class HasRequests(Protocol):
+    """A decided slot as the orderer core rebuilds blocks from it."""
+
+    @property
+    def requests(self) -> Sequence[bytes]:
+        """The slot's requests (envelopes), in agreed order."""
+
+
+class OrderingReplica(Protocol):
+    """The replica surface `PbftOrdererCore` uses (see the module docstring)."""
+
+    now: int  # the replica's tick count; set when a new epoch's replica takes over
+    end: int | None  # the last sequence of this epoch (None: open)
+    cut_max: int  # most requests (or certificates) per proposed slot
+
+    @property
+    def me(self) -> int:
+        """This replica's index in the group."""
+
+    @property
+    def config(self) -> PbftConfig:
+        """The group's protocol parameters."""
+
+    @property
+    def view(self) -> int:
+        """The current view (the primary is `view mod n`)."""
+
+    @property
+    def stable_seq(self) -> int:
+        """The last stable checkpoint's sequence (metrics: executed past it)."""
+
+    @property
+    def next_exec(self) -> int:
+        """The next sequence to execute."""
+
+    @property
+    def next_seq(self) -> int:
+        """As primary, the next sequence to propose."""
+
+    @property
+    def behind_at(self) -> int:
+        """Tick at which the replica last proved itself behind (0: never)."""
+
+    @property
+    def executed_ids(self) -> set[bytes]:
+        """Ids of the requests (envelopes) executed, i.e. in the chain."""
+
+    @property
+    def pending(self) -> dict[bytes, Pending]:
+        """Requests known here and not executed yet, by id."""
+
+    @property
+    def decided(self) -> Mapping[int, HasRequests]:
+        """Decided slots still retained, by sequence (a restart rebuilds unfinished blocks)."""
+
+    def step(self, message: object) -> None:
+        """One input: a client request or a signed replica message."""
+
+    def tick(self, now: int) -> None:
+        """Timers: request and view-change timeouts, retransmissions."""
+
+    def ready(self) -> ReplicaEffects:
+        """Take the outputs accumulated since the last call."""
+
+    def on_request(self, request: bytes, forward: bool) -> None:
+        """Take a client request (handed over from the previous epoch's replica)."""
+
+    def propose(self, full_only: bool) -> None:
+        """As primary, propose what is pending (only full slots when `full_only`)."""
+
+    def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
+        """Skip ahead over batches executed elsewhere (catch-up); True when it moved."""
