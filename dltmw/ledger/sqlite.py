@@ -52,6 +52,7 @@ from dltmw.ledger.chain_check import (
     tail_start,
 )
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
+from dltmw.ledger.page_cache import READER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
@@ -370,6 +371,7 @@ def check_chunk(path: Path, first: int, stop: int, previous: bytes) -> tuple[int
     `CHECK_CHUNK_BYTES`), on a read-only connection of its own; (next number, last hash)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
+        bound_cache(conn, READER_CACHE_KIB)
         rows = conn.execute(
             "SELECT number, hash, data FROM blocks WHERE number>=? AND number<? ORDER BY number",
             (first, min(stop, first + CHECK_CHUNK_BLOCKS)),

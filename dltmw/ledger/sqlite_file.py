@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dltmw.ledger.durability import durable_pragmas
+from dltmw.ledger.page_cache import READER_CACHE_KIB, WRITER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, read_sync, write_sync
 
 T = TypeVar("T")
@@ -143,6 +144,7 @@ class SqliteFile:
         try:
             for pragma in self._pragmas:
                 conn.execute(pragma)
+            bound_cache(conn, WRITER_CACHE_KIB)
             _check_format(conn, self.path)
             conn.executescript(self._schema)
             if setup is not None:
@@ -255,6 +257,7 @@ class SqliteFile:
             raise StoreClosed(f"{self.path.name}: store is closed")
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
+        bound_cache(conn, READER_CACHE_KIB)
         return conn
 
     def _in_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:

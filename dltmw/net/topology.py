@@ -18,9 +18,9 @@ from pydantic import Field, model_validator
 
 from dltmw.net import tomlfile
 from dltmw.net.addressbook import split_endpoint
+from dltmw.net.roles import Role, check_roles
 from dltmw.net.tomlfile import Strict
 
-Role = Literal["peer", "orderer", "gateway", "notary", "vault"]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -73,12 +73,6 @@ class NodeSpec(Strict):
         if self.endpoint is not None:
             split_endpoint(self.endpoint)
         return self
-
-
-def check_roles(roles: list[Role]) -> None:
-    """The role rules of a node (topology and node.toml alike)."""
-    if "gateway" in roles and "peer" not in roles:
-        raise ValueError("a gateway needs the peer role on the same node")
 
 
 class ClientSpec(Strict):

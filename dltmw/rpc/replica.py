@@ -16,17 +16,19 @@ orders with PBFT-lite and the notary clusters it is a member of.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, PeerError
 from dltmw.core.identity import Membership, tls_org_matches
-from dltmw.core.pbft import PbftConfig
 from dltmw.rpc.guard import Ctx, check_tls_org, unary
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
+
+if TYPE_CHECKING:  # a solo orderer serves this service (refusing) without loading PBFT-lite
+    from dltmw.core.pbft import PbftConfig
 
 R = errors_pb2
 VIEWED = ("pre_prepare", "prepare", "commit")

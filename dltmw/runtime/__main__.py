@@ -27,7 +27,7 @@ from dltmw.net.hsm import HsmError
 from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.gc_tuning import freeze_startup_heap
-from dltmw.runtime.memory import limit_arenas
+from dltmw.runtime.memory import tune_malloc
 from dltmw.runtime.node import Node
 from dltmw.runtime.process import (
     EXIT_FATAL,
@@ -86,7 +86,7 @@ async def serve(config: NodeConfig) -> int:
 
 def main() -> None:
     """Entry point."""
-    limit_arenas()  # before any thread starts (runtime/memory.py)
+    tune_malloc()  # before any thread starts (runtime/memory.py)
     parser = argparse.ArgumentParser(prog="python -m dltmw.runtime", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     parser.add_argument(

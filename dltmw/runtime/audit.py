@@ -14,14 +14,17 @@ nothing readable about any state or payload.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.ledger.audit import POINTS_MAX
-from dltmw.runtime.roles.orderer.solo import OrdererChannel
-from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.v1 import admin_service_pb2, errors_pb2
+
+if TYPE_CHECKING:  # the roles are the node's; a node without them need not load their code
+    from dltmw.runtime.roles.orderer.solo import OrdererChannel
+    from dltmw.runtime.roles.peer.channel import PeerChannel
+    from dltmw.runtime.roles.privacy.manager import PrivacyManager
 
 A = admin_service_pb2
 R = errors_pb2

@@ -17,8 +17,8 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
+from dltmw.net.roles import Role, check_roles
 from dltmw.net.tomlfile import Strict
-from dltmw.net.topology import Role, check_roles
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 
 MiB = 1024 * 1024

@@ -1,17 +1,27 @@
-"""Bounding the C allocator's per-thread arenas of a node process (glibc `M_ARENA_MAX`).
+"""The C allocator settings of a node process (glibc `M_ARENA_MAX`, `M_MMAP_THRESHOLD`).
 
-Why. glibc's malloc gives each thread that allocates under contention an arena of its own, up
-to 8 per core, and memory freed into an arena stays mapped there. A node allocates its large
-objects (block bytes, parsed envelopes: everything above pymalloc's 512 bytes) with malloc on
-many threads — the signature-verification pool, the sqlite writer and reader threads of every
+Why arenas. glibc's malloc gives each thread that allocates under contention an arena of its
+own, up to 8 per core, and memory freed into an arena stays mapped there. A node allocates its
+large objects (block bytes, parsed envelopes: everything above pymalloc's 512 bytes) with malloc
+on many threads — the signature-verification pool, the sqlite writer and reader threads of every
 store, gRPC's completion threads — so its resident memory grew with the number of threads that
 ever touched a block, not with what it holds: a peer catching up 20,000 transactions peaked at
 147 MB with the default and 123 MB with two arenas (benchmarks/RESULTS.md, "Large ledgers").
 Two arenas keep the threads from serialising on one lock while capping that growth.
 
-`limit_arenas` runs first thing in the node process (`runtime/__main__.py` main), before any thread
-starts: arenas already created are not merged. It is a no-op where the C library has no
-`mallopt` (musl, macOS); an environment `MALLOC_ARENA_MAX` set by the operator wins.
+Why a fixed mmap threshold. An allocation of at least the threshold gets its own `mmap` and is
+unmapped when freed, so the pages go back to the system at once. glibc starts at 128 KiB but
+raises the threshold to the size of every mmapped chunk that is freed (up to 32 MiB): after the
+first ~250 KB block buffer is freed, every later block buffer comes from an arena's heap, where
+freed space stays resident (it is returned only when it sits at the heap's top) and fragments
+between the small objects allocated after it. Setting the threshold explicitly turns that
+adjustment off (glibc `mallopt(3)`), so block-sized buffers keep being mapped and unmapped; each
+costs a system call and fresh zeroed pages, negligible beside a block's signature checks.
+
+`tune_malloc` runs first thing in the node process (`runtime/__main__.py` main), before any
+thread starts: arenas already created are not merged. It is a no-op where the C library has no
+`mallopt` (musl, macOS); an environment setting by the operator (`MALLOC_ARENA_MAX`,
+`MALLOC_MMAP_THRESHOLD_`, glibc's own tunables) wins over each.
 """
 
 from __future__ import annotations
@@ -19,22 +29,46 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Callable
 
 M_ARENA_MAX = -8  # glibc malloc.h
+M_MMAP_THRESHOLD = -3  # glibc malloc.h
 ARENAS_MAX = 2
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, pinned (module docstring)
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's `mallopt`, or None where the C library has none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
 
 
 def limit_arenas(arenas: int = ARENAS_MAX) -> bool:
     """Cap malloc arenas at `arenas` (unless MALLOC_ARENA_MAX is set); True when applied."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_ARENA_MAX, arenas))
+
+
+def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix malloc's mmap threshold at `threshold` bytes, which also stops glibc raising it
+    (unless MALLOC_MMAP_THRESHOLD_ is set); True when applied."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, arenas))
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+def tune_malloc() -> None:
+    """Both settings of this module, for a node process (before any thread starts)."""
+    limit_arenas()
+    pin_mmap_threshold()

@@ -7,7 +7,9 @@ publish its address, print one READY line. The server carries only the services 
 the node hosts (`_services`; reflection lists exactly those, on both reflection protocols, and
 health answers for each by name), each behind the request boundary (`rpc/boundary.py`: bounds,
 budget and parsing before any servicer runs), with the keepalive policy its clients follow
-(`rpc/channel_options.py`).
+(`rpc/channel_options.py`). The code of a role (PBFT-lite, notary, vault, standby, privacy, the
+operations endpoint) is imported where that role is built, so a node holds only the code of the
+roles it hosts: memory and start time (`tests/integration/test_node_imports.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
@@ -24,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -39,8 +41,6 @@ from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
 from dltmw.ledger.at_rest import PLAIN, RecordCipher, ValueCodec, open_cipher
 from dltmw.ledger.backend import Ledger
-from dltmw.ledger.pbft_store import RecordStore
-from dltmw.ledger.private_store import PrivateStore
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.net.addressbook import AddressBook, routes
 from dltmw.net.keyfile import read_key
@@ -51,30 +51,19 @@ from dltmw.rpc.crosschain import CrossChainServicer
 from dltmw.rpc.endorser import EndorserServicer
 from dltmw.rpc.gateway import GatewayServicer
 from dltmw.rpc.orderer import OrdererServicer
-from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.rpc.reflection import reflectors
-from dltmw.rpc.replica import ReplicaServicer
-from dltmw.rpc.standby import StandbyServicer
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
 from dltmw.runtime.config import NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.contract_store import CONTRACT_ROLES, ContractStore
-from dltmw.runtime.explorer.api import Explorer
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
-from dltmw.runtime.operations import OperationsServer, Probe
 from dltmw.runtime.roles.gateway.gateway import Gateway
-from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
-from dltmw.runtime.roles.notary.single import NotaryRole
-from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
 from dltmw.runtime.roles.orderer.solo import OrdererChannel
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
-from dltmw.runtime.roles.privacy.manager import PrivacyManager
 from dltmw.runtime.roles.utxo import UtxoServices
-from dltmw.runtime.standby import Standby, superseded_gate
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
     admin_service_pb2,
@@ -90,6 +79,15 @@ from dltmw.v1 import (
     standby_pb2,
     transaction_pb2,
 )
+
+if TYPE_CHECKING:  # imported where used: a node loads only the code of the roles it hosts
+    from dltmw.ledger.private_store import PrivateStore
+    from dltmw.runtime.operations import OperationsServer
+    from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
+    from dltmw.runtime.roles.notary.single import NotaryRole
+    from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+    from dltmw.runtime.roles.privacy.manager import PrivacyManager
+    from dltmw.runtime.standby import Standby
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
@@ -142,6 +140,9 @@ class Node:
             values = open_cipher(config.data_dir, read_key(config.storage_key))
         self._values = values
         if config.privacy_key is not None and "peer" in config.roles:
+            from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
+            from dltmw.runtime.roles.privacy.manager import PrivacyManager
+
             kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
             key = load_privacy_key(read_key(config.privacy_key), kem)
             self.privacy = PrivacyManager(self.ctx, key, self._open_private_store)
@@ -160,9 +161,13 @@ class Node:
         self.standby: Standby | None = None
         self.superseded_by = self.ctx.addresses.superseded_by(config.node_id)
         if config.standby_of:
+            from dltmw.runtime.standby import Standby
+
             self.standby = Standby(self.ctx, config.standby_of, config.data_dir, config.node_id)
             self.boundary.gate = self.standby.gate
         elif self.superseded_by is not None:  # its standby was promoted (runtime/standby.py)
+            from dltmw.runtime.standby import superseded_gate
+
             self.boundary.gate = superseded_gate(config.node_id, self.superseded_by)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
@@ -222,6 +227,9 @@ class Node:
                 self.ctx.tasks.spawn("standby-follow", follow)
         self.gauges.baseline()
         if self.config.operations is not None:
+            from dltmw.runtime.explorer.api import Explorer
+            from dltmw.runtime.operations import OperationsServer, Probe
+
             tls = (self.config.tls_cert, self.config.tls_key)
             probe = Probe(self.alive, self.not_ready_reasons)
             explorer = Explorer(
@@ -311,12 +319,18 @@ class Node:
             orderer = OrdererServicer(self.orderers, window, self._pool, self.ctx.tracer)
             out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
         if self.serves_replica:
+            from dltmw.rpc.replica import ReplicaServicer
+
             replica = ReplicaServicer(self.pbft_orderers, self.utxo.clusters)
             out.append((_service(replica_pb2, "ReplicaService"), replica))
         if self.standby is not None:
+            from dltmw.rpc.standby import StandbyServicer
+
             promote = StandbyServicer(self.own_org, window, self.standby)
             out.append((_service(standby_pb2, "StandbyService"), promote))
         if self.privacy is not None:
+            from dltmw.rpc.privacy import PrivacyManagerServicer
+
             privacy = PrivacyManagerServicer(
                 self.privacy, self.config.org_id, window, limits.items_per_request_max
             )
@@ -361,19 +375,25 @@ class Node:
             self._check_chain_later(f"{cid}.orderer", ledger)
             current = await stored_view(ledger, view)
             orderer: OrdererChannel
-            if pbft:
+            replica: PbftOrdererChannel | None = None
+            if pbft:  # the PBFT-lite code is loaded by the nodes that order such a channel
+                from dltmw.ledger.pbft_store import RecordStore
+                from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+
                 store = await RecordStore.open(
                     data / f"{cid}.pbft.sqlite", synchronous=sync, retry=retry
                 )
-                orderer = PbftOrdererChannel(self.ctx, current, ledger, store, genesis=view)
+                orderer = replica = PbftOrdererChannel(
+                    self.ctx, current, ledger, store, genesis=view
+                )
             elif view.config.ordering == config_pb2.ORDERING_TYPE_JETSTREAM:
                 orderer = self._jetstream_orderer(current, ledger)
             else:
                 orderer = OrdererChannel(self.ctx, current, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
-            if isinstance(orderer, PbftOrdererChannel):
-                self.pbft_orderers[cid] = orderer
+            if replica is not None:
+                self.pbft_orderers[cid] = replica
         if is_peer:
             held = await self._open_peer_ledger(cid)
             if held.height == 0:
@@ -435,6 +455,8 @@ class Node:
                 lost_if_created=lost_if_created,
                 values=self._values,
             )
+        from dltmw.ledger.private_store import PrivateStore
+
         return await PrivateStore.open(
             config.data_dir / f"{cid}.private.sqlite",
             synchronous=config.synchronous,
@@ -480,8 +502,8 @@ class Node:
         for cid in sorted(set(self.peers) | set(self.orderers)):
             ledger = (self.peers.get(cid) or self.orderers[cid]).ledger
             roles = [r for r, d in (("peer", self.peers), ("orderer", self.orderers)) if cid in d]
-            orderer = self.orderers.get(cid)
-            view = orderer.current_view if isinstance(orderer, PbftOrdererChannel) else 0
+            replica = self.pbft_orderers.get(cid)
+            view = replica.current_view if replica is not None else 0
             out.channels.add(
                 channel_id=cid,
                 height=ledger.height,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.errors import InvariantViolation
-from dltmw.core.pbft.types import quorum_of
+from dltmw.core.quorum import quorum_of
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 Verify = Callable[[int, bytes, bytes], bool]
@@ -24,7 +24,7 @@ Verify = Callable[[int, bytes, bytes], bool]
 
 def signatures_needed(config: config_pb2.ChannelConfig) -> int:
     """Orderer signatures a peer requires on a block: the replica quorum of the config's orderer
-    list for PBFT-lite (2f+1 for n = 3f+1; `pbft.types.quorum_of`), else 1. Peers call it with
+    list for PBFT-lite (2f+1 for n = 3f+1; `core/quorum.py`), else 1. Peers call it with
     the config in force at the block's height, so the block after a config block that changes
     the replica set needs a quorum of the NEW set."""
     if config.ordering == config_pb2.ORDERING_TYPE_PBFT and len(config.orderers) >= 4:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dltmw.core.effects import Effects
+from dltmw.core.quorum import quorum_of
 from dltmw.v1 import replica_pb2
 
 Envelope = replica_pb2.SignedReplicaMessage
@@ -45,13 +46,6 @@ def batch_digest(requests: Sequence[bytes]) -> bytes:
 def chain_state(previous: bytes, digest: bytes) -> bytes:
     """Checkpoint state digest after executing one more batch: SHA-256(previous || digest)."""
     return hashlib.sha256(previous + digest).digest()
-
-
-def quorum_of(n: int) -> int:
-    """Quorum of a group of n >= 4 replicas: ceil((n + f + 1) / 2) with f = (n-1) // 3 (2f+1 when
-    n = 3f+1). Peers count block signatures with it too (`pbft_blocks.signatures_needed`)."""
-    f = (n - 1) // 3
-    return (n + f + 2) // 2
 
 
 @dataclass(frozen=True)

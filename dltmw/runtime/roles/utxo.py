@@ -7,30 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from google.protobuf.descriptor import ServiceDescriptor
 
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
-from dltmw.ledger.notary_store import NotaryStore
-from dltmw.ledger.vault_store import VaultStore
-from dltmw.net.netmap import NetworkMap
-from dltmw.rpc.flow import FlowServicer, VaultServicer
-from dltmw.rpc.notary import NotaryServicer
-from dltmw.rpc.vault_recovery import VaultRecoveryServicer
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.contract_store import ContractStore
-from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole, build_cluster_role
-from dltmw.runtime.roles.notary.single import NotaryRole
-from dltmw.runtime.roles.vault.flows import FlowRunner
-from dltmw.runtime.roles.vault.vault import VaultRole
-from dltmw.runtime.utxo_code import InstalledUtxoCode
-from dltmw.v1 import (
-    flow_service_pb2,
-    notary_service_pb2,
-    vault_recovery_pb2,
-    vault_service_pb2,
-)
+
+if TYPE_CHECKING:  # imported where used: a node without these roles never loads their code
+    from dltmw.net.netmap import NetworkMap
+    from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
+    from dltmw.runtime.roles.notary.single import NotaryRole
+    from dltmw.runtime.roles.vault.vault import VaultRole
 
 UTXO_ROLES = frozenset({"notary", "vault"})
 
@@ -57,6 +47,14 @@ class UtxoServices:
             return
         if config.network_map is None:
             raise ValueError("roles notary/vault need files.network_map in node.toml")
+        from dltmw.ledger.notary_store import NotaryStore
+        from dltmw.ledger.vault_store import VaultStore
+        from dltmw.net.netmap import NetworkMap
+        from dltmw.runtime.roles.notary.cluster import build_cluster_role
+        from dltmw.runtime.roles.notary.single import NotaryRole
+        from dltmw.runtime.roles.vault.vault import VaultRole
+        from dltmw.runtime.utxo_code import InstalledUtxoCode
+
         code = InstalledUtxoCode(contracts, config.limits.contract_wall_s)
         netmap = self.netmap = NetworkMap.load(config.network_map).with_code(code)
         ctx.addresses.learn(netmap.routes())  # vaults and notaries on other hosts
@@ -103,6 +101,19 @@ class UtxoServices:
     def services(self) -> list[tuple[ServiceDescriptor, object]]:
         """The hosted services and their servicers (the node registers them)."""
         out: list[tuple[ServiceDescriptor, object]] = []
+        if self.notary is None and self.vault is None:
+            return out
+        from dltmw.rpc.flow import FlowServicer, VaultServicer
+        from dltmw.rpc.notary import NotaryServicer
+        from dltmw.rpc.vault_recovery import VaultRecoveryServicer
+        from dltmw.runtime.roles.vault.flows import FlowRunner
+        from dltmw.v1 import (
+            flow_service_pb2,
+            notary_service_pb2,
+            vault_recovery_pb2,
+            vault_service_pb2,
+        )
+
         if self.notary is not None:
             notary = notary_service_pb2.DESCRIPTOR.services_by_name["NotaryService"]
             out.append((notary, NotaryServicer(self.notary)))
