@@ -8,7 +8,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dltmw.core.privacy.blocks import PendingWrites, PrivateBlock, PrivateExecution
+from dltmw.core.privacy.blocks import CURSOR_EVERY, PendingWrites, PrivateBlock, PrivateExecution
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 
@@ -77,3 +77,18 @@ def test_a_block_below_the_cursor_is_skipped_and_heights_are_reported() -> None:
     (outcome,) = effects.decided[0].outcomes
     assert outcome.tx_id == "t6" and outcome.writes == ()  # not held: the hash is recorded only
     assert core.next_block == 7 and core.ready().is_empty()
+
+
+def test_the_cursor_is_recorded_every_cursor_every_blocks_without_private_effects() -> None:
+    """A run of blocks with no private transaction still moves the stored cursor (an empty
+    `Executed`), so a restart does not re-read them all from the last private block."""
+    core = PrivateExecution(PrivacyKey(os.urandom(32)), lambda _name: None, next_block=10)
+    view = Store({})
+    for number in range(10, 10 + 3 * CURSOR_EVERY + 5):
+        core.step(PrivateBlock(number, (), view))
+    decided = core.ready().decided
+    assert [e.number + 1 for e in decided] == [10 + k * CURSOR_EVERY for k in (1, 2, 3)]
+    assert all(e.outcomes == () and e.purges == () for e in decided)
+    core.step(PrivateBlock(10 + 3 * CURSOR_EVERY + 5, ((0, "t", b"h" * 32),), view))
+    (with_tx,) = core.ready().decided  # a block with effects is recorded at once, as before
+    assert with_tx.number == 10 + 3 * CURSOR_EVERY + 5 and len(with_tx.outcomes) == 1

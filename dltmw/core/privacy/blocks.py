@@ -19,7 +19,8 @@ Private transactions run after ordering, each seeing the state the previous one 
 model): later transactions of the block — and of later blocks stepped before `ready()` — read
 through this core's own pending writes over the view. Effects: decided = one `Executed` per
 block with private transactions (its outcomes, writes and the new cursor: one store
-transaction), replies = per block number, the height every block below which has been looked at.
+transaction) and, every `CURSOR_EVERY` blocks without any, an empty one (the cursor alone);
+replies = per block number, the height every block below which has been looked at.
 A block below the core's cursor is skipped (a restarted feed repeats blocks).
 
 Purges (`core/privacy/purge.py`): a VALID purge that names this node's privacy key runs in block
@@ -99,6 +100,11 @@ class Executed:
 
 
 PrivateEffects = Effects[None, Executed, None, int]
+# A block without private effects is still recorded (an empty `Executed`: the cursor alone)
+# once this many blocks went by since the cursor was last recorded. Without it a peer whose
+# recent blocks carry no private transactions kept an old cursor and re-read every block since
+# at each start (from block 0 on a ledger that never had one: 2.46 GB at 1M transactions).
+CURSOR_EVERY = 64
 
 
 class PendingWrites:
@@ -140,6 +146,7 @@ class PrivateExecution:
         next_block: int,
     ) -> None:
         self.next_block = next_block
+        self._recorded = next_block  # the cursor as last recorded (the store's, at start)
         self._key = key
         self._contract_of = contract_of
         self._writes: dict[tuple[str, str], StateWrite] = {}
@@ -169,8 +176,9 @@ class PrivateExecution:
             outcome = held_to_agreement(outcome, message.agreed.get(index))
             self._writes.update(((w.namespace, w.key), w) for w in outcome.writes)
             outcomes.append(outcome)
-        if outcomes or purges:
+        if outcomes or purges or number + 1 - self._recorded >= CURSOR_EVERY:
             self._decided.append(Executed(number, tuple(outcomes), tuple(purges)))
+            self._recorded = number + 1
         self.next_block = number + 1
         self._replies.append((number, number + 1))
 

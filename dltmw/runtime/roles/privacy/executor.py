@@ -153,8 +153,10 @@ class BlockExecutor:
         """Every block decided in this step, in ONE store transaction (one commit and fsync for
         the step, not one per block: under load the driver takes every committed block queued,
         and each block of a busy channel holds a few private transactions). The cursor moves
-        to the last block with them, so a crash leaves all of the step or none of it, and
-        execution resumes at the first block not committed (deterministic: same result)."""
+        to the step's last recorded block (one with private effects, or the core's periodic
+        cursor-only record: `blocks.CURSOR_EVERY`), so a crash leaves all of the step or none
+        of it, and execution resumes at the first block not committed (deterministic: same
+        result)."""
         for executed in decided:
             for outcome in executed.outcomes:
                 if outcome.status == TAMPERED:
