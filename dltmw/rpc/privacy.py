@@ -322,6 +322,21 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         self._client(context, query, query.channel_id, request.query, request.signature)
         return await self._pm.collect_agreements(query.channel_id, query.payload_hash, query.tx_id)
 
+    def _check_batch(
+        self, channel_id: str, queries: Sequence[A.AgreeQuery | A.CollectAgreementsQuery]
+    ) -> None:
+        """The shape of a batch of agreement queries, before anything runs: not empty, within
+        the item limit, each with a payload hash and a tx_id, none naming another channel."""
+        require(len(queries) > 0, "query.queries")
+        check_count(queries, "query.queries", self._items_max)
+        for item in queries:
+            _require_hash(item.payload_hash)
+            require(bool(item.tx_id), "query.queries.tx_id")
+            if item.channel_id and item.channel_id != channel_id:
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
+                )
+
     @unary
     async def CollectAgreementsBatch(
         self, request: A.CollectAgreementsBatchRequest, context: Ctx
@@ -330,15 +345,7 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         organisation: every item checked for shape first (a malformed one refuses the batch),
         then each collected on its own."""
         query = parse(A.CollectAgreementsBatchQuery, request.query, "query")
-        require(len(query.queries) > 0, "query.queries")
-        check_count(query.queries, "query.queries", self._items_max)
-        for item in query.queries:
-            _require_hash(item.payload_hash)
-            require(bool(item.tx_id), "query.queries.tx_id")
-            if item.channel_id and item.channel_id != query.channel_id:
-                raise ClientError(
-                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
-                )
+        self._check_batch(query.channel_id, query.queries)
         self._client(context, query, query.channel_id, request.query, request.signature)
         items = [(q.payload_hash, q.tx_id) for q in query.queries]
         return A.CollectAgreementsBatchResponse(
@@ -360,15 +367,7 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         checked for shape before anything runs (a malformed item refuses the batch), then each
         gets its own verdict or refusal."""
         query = parse(A.AgreeBatchQuery, request.query, "query")
-        require(len(query.queries) > 0, "query.queries")
-        check_count(query.queries, "query.queries", self._items_max)
-        for item in query.queries:
-            _require_hash(item.payload_hash)
-            require(bool(item.tx_id), "query.queries.tx_id")
-            if item.channel_id and item.channel_id != query.channel_id:
-                raise ClientError(
-                    R.ERROR_REASON_INVALID_FIELD, "every query of a batch names the batch's channel"
-                )
+        self._check_batch(query.channel_id, query.queries)
         _, node = self._node(context, query, query.channel_id, request.query, request.signature)
         key = node.privacy_public_key
         return A.AgreeBatchResponse(
