@@ -13,8 +13,9 @@ execute it against their private state once its block commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -106,20 +107,7 @@ class PrivacyClient:
 
     async def _send_batch(self, sends: Sequence[_Send]) -> list[bytes | BaseException]:
         """One SendBatch per channel among `sends`; the hashes (or errors) in order."""
-        by_channel: dict[str, list[int]] = {}
-        for i, send in enumerate(sends):
-            by_channel.setdefault(send.channel_id, []).append(i)
-        out: list[bytes | BaseException] = [b""] * len(sends)
-        for indexes, results in zip(
-            by_channel.values(),
-            await asyncio.gather(
-                *(self._send_channel([sends[i] for i in ix]) for ix in by_channel.values())
-            ),
-            strict=True,
-        ):
-            for i, result in zip(indexes, results, strict=True):
-                out[i] = result
-        return out
+        return await _per_channel(sends, self._send_channel)
 
     async def _send_channel(self, sends: list[_Send]) -> list[bytes | BaseException]:
         """Sends of one channel under one signature. A batch refused as a whole for bad input is
@@ -215,18 +203,7 @@ class PrivacyClient:
         self, items: Sequence[_Collect]
     ) -> list[A.CollectAgreementsResponse | BaseException]:
         """One CollectAgreementsBatch per channel among `items`; results (or errors) in order."""
-        by_channel: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            by_channel.setdefault(item.channel_id, []).append(i)
-        out: list[A.CollectAgreementsResponse | BaseException] = [
-            A.CollectAgreementsResponse() for _ in items
-        ]
-        for indexes in by_channel.values():
-            for i, result in zip(
-                indexes, await self._collect_channel([items[i] for i in indexes]), strict=True
-            ):
-                out[i] = result
-        return out
+        return await _per_channel(items, self._collect_channel)
 
     async def _collect_channel(
         self, items: Sequence[_Collect]
@@ -385,3 +362,29 @@ class PrivacyClient:
 
 async def _done(response: A.CollectAgreementsResponse) -> A.CollectAgreementsResponse:
     return response
+
+
+class _OfChannel(Protocol):
+    @property
+    def channel_id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_OfChannel)
+Result = TypeVar("Result")
+
+
+async def _per_channel(
+    items: Sequence[Item],
+    call: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
+) -> list[Result | BaseException]:
+    """`call` once per channel among `items` (a batch call names one channel), the channels
+    at once; each item's result (or error) back in the items' order."""
+    by_channel: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_channel.setdefault(item.channel_id, []).append(i)
+    out: list[Result | BaseException] = [ConnectionError("no answer")] * len(items)
+    answers = await asyncio.gather(*(call([items[i] for i in ix]) for ix in by_channel.values()))
+    for indexes, results in zip(by_channel.values(), answers, strict=True):
+        for i, result in zip(indexes, results, strict=True):
+            out[i] = result
+    return out
