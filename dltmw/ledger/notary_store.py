@@ -41,6 +41,7 @@ from dltmw.core.handlers.notary import Spent
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_batch import SignedBatch, encode
 from dltmw.core.utxo.model import Ref
+from dltmw.ledger.page_cache import bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.seen_filter import BITS_LOG2, SeenFilter
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -189,7 +190,7 @@ class NotaryStore:
         self._seen_txs = SeenFilter(BITS_LOG2 - 1)  # every notarised tx_id (its text)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        bound_cache(conn, CACHE_KIB)  # above the writer's default: see CACHE_KIB
         self._setup(conn)
 
     def _setup(self, conn: sqlite3.Connection) -> None:

@@ -42,6 +42,7 @@ from dltmw.core.privacy.execution import execute
 from dltmw.core.privacy.groups import Parties, execute_group, parties
 from dltmw.core.rwset import Version
 from dltmw.runtime.context import NodeContext
+from dltmw.runtime.metrics import reason_name
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.v1 import (
     errors_pb2,
@@ -427,7 +428,7 @@ class Agreements:
             if result.HasField("agreement"):
                 out.append(result.agreement)
             else:
-                out.append(_not_agreed(node_id, f"{_reason_name(result.reason)}: {result.message}"))
+                out.append(_not_agreed(node_id, f"{reason_name(result.reason)}: {result.message}"))
         return out
 
     async def _ask_one(
@@ -458,13 +459,6 @@ def _not_agreed(node_id: str, detail: str) -> TransientError:
         f"recipient {node_id} did not agree: {detail}",
         {"node": node_id},
     )
-
-
-def _reason_name(reason: int) -> str:
-    try:
-        return R.ErrorReason.Name(reason)  # type: ignore[arg-type]
-    except ValueError:
-        return f"REASON_{reason}"
 
 
 def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:
