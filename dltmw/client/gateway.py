@@ -230,6 +230,32 @@ class GatewayClient:
         self.observe_block(channel_id, status.block_number)
         return status
 
+    async def submit_and_wait(
+        self, channel_id: str, tx_id: str, envelope: common_pb2.Envelope
+    ) -> G.CommitStatusResponse:
+        """Submit a signed envelope and wait for its commit status: over the Transact stream
+        when pipelined (concurrent callers share its messages, and the commit status is the
+        stream's second answer, with no signed CommitStatus query to make and check), else by
+        the unary Submit and CommitStatus. A gateway without Transact (an older release)
+        answers UNIMPLEMENTED before anything was submitted: this client then uses the unary
+        calls from then on."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            try:
+                committed = await pipeline.submit(G.SubmitRequest(envelope=envelope), 30)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                if self.pipeline is pipeline:
+                    self.pipeline = None
+                    await pipeline.close()
+            else:
+                status = await pipeline.wait_commit(committed, 60)
+                self.observe_block(channel_id, status.block_number)
+                return status
+        await self.submit(envelope)
+        return await self.commit_status(channel_id, tx_id)
+
     async def submit_transaction(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
     ) -> Submitted:

@@ -312,8 +312,7 @@ class PrivacyClient:
         nonce, tx_id = self.new_nonce()
         collected = await self.collect_coalesced(channel_id, digest, tx_id)
         envelope, _ = self.private_envelope(channel_id, digest, collected.agreements, nonce)
-        await self.client.submit(envelope)
-        status = await self.client.commit_status(channel_id, tx_id)
+        status = await self.client.submit_and_wait(channel_id, tx_id, envelope)
         return PrivateSubmitted(tx_id, digest, status)
 
     async def receive(self, channel_id: str, payload_hash: bytes) -> bytes:

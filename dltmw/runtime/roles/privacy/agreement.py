@@ -162,9 +162,13 @@ class Agreements:
             channel.channel_id, tx_id, digest, hashes, keys, verdict, hashed, sender
         )
         signer = self._ctx.signer
-        return A.PrivateAgreement(
-            body=body, signer=signer.identity_bytes, signature=signer.sign(ag.signing_bytes(body))
-        )
+        data = ag.signing_bytes(body)
+        signature = signer.sign(data)
+        # Verified once per node: this node checks every agreement of the transaction again at
+        # admission (as its gateway) and at commit; its own signature needs no public-key
+        # operation there (`Membership.remember_own_signature`, as for its endorsements).
+        channel.view.membership.remember_own_signature(signer, data, signature)
+        return A.PrivateAgreement(body=body, signer=signer.identity_bytes, signature=signature)
 
     async def agree(
         self,
