@@ -22,7 +22,7 @@ from dltmw.runtime.roles.privacy import executor
 from dltmw.runtime.roles.privacy.agreement import Agreements, Hashed
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sim.scenarios import run_scenario
-from dltmw.v1 import block_pb2, private_agreement_pb2
+from dltmw.v1 import private_agreement_pb2
 
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
@@ -52,12 +52,12 @@ def test_runs_are_safe_and_live() -> None:
 def test_negative_control_an_executor_that_skips_a_private_transaction_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    every = executor.private_txs
+    every = executor.private_refs
 
-    def skipping(block: block_pb2.Block) -> list[executor.PrivateTxRef]:
-        return [tx for tx in every(block) if tx[2][0] % 3]  # drops about a third
+    def skipping(parsed: executor.CommittedPrivate) -> list[executor.PrivateTxRef]:
+        return [tx for tx in every(parsed) if tx[2][0] % 3]  # drops about a third
 
-    monkeypatch.setattr(executor, "private_txs", skipping)
+    monkeypatch.setattr(executor, "private_refs", skipping)
     results = run_seeds("private", range(10), stop_after=10)
     caught = [r for r in results if any(v.startswith("not executed") for v in r.violations)]
     assert len(caught) >= 8, f"only {len(caught)}/{len(results)} runs flagged"

@@ -13,8 +13,9 @@ from private_backends import PrivateSite
 from dltmw.core.errors import TransientError
 from dltmw.core.privacy import agreement as ag
 from dltmw.ledger.private_store import NewPayload, PrivateStore
+from dltmw.runtime.roles.privacy import executor
 from dltmw.runtime.roles.privacy import redelivery as rd
-from dltmw.runtime.roles.privacy.executor import owed_here
+from dltmw.runtime.roles.privacy.executor import committed_private, owed_here
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -139,9 +140,15 @@ def _block(
 
 
 def test_a_node_named_in_the_agreements_waits_for_the_payload() -> None:
-    assert owed_here(_block([ME, OTHER]), ME) == [H1]
-    assert owed_here(_block([OTHER]), ME) == []
-    assert owed_here(_block([ME], transaction_pb2.TX_VALIDATION_CODE_MVCC_READ_CONFLICT), ME) == []
+    assert owed_here(committed_private(_block([ME, OTHER])), ME) == [H1]
+    assert owed_here(committed_private(_block([OTHER])), ME) == []
+    assert (
+        owed_here(
+            committed_private(_block([ME], transaction_pb2.TX_VALIDATION_CODE_MVCC_READ_CONFLICT)),
+            ME,
+        )
+        == []
+    )
 
 
 class BrokenStore:
@@ -179,3 +186,27 @@ async def test_an_outbox_paged_to_its_end_keeps_its_schedule(
         await task._pass()
     assert channel.pushed == [("a", [H1])]
     assert await store.owed((b"", ""), 10) == []
+
+
+def test_a_committed_block_is_parsed_once_for_the_wait_and_the_execution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The feed parses each VALID private envelope of a block once (`committed_private`); the
+    wait for owed payloads and the executor's input read that, not the block again."""
+    parsed_data: list[bytes] = []
+    real = executor.private_transaction
+
+    def counting(data: bytes) -> transaction_pb2.PrivateTransaction | None:
+        parsed_data.append(data)
+        return real(data)
+
+    monkeypatch.setattr(executor, "private_transaction", counting)
+    block = _block([ME, OTHER])
+    block.data.envelopes.append(block.data.envelopes[0])
+    block.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
+    parsed = committed_private(block)
+    assert owed_here(parsed, ME) == [H1, H1]
+    item = executor.private_block(parsed, None)  # type: ignore[arg-type]
+    assert item.items == ((0, "tx", H1), (1, "tx", H1))
+    assert item.agreed == {0: (b"p" * 32, b"d" * 32), 1: (b"p" * 32, b"d" * 32)}
+    assert len(parsed_data) == 2  # one per private envelope, for all three readings

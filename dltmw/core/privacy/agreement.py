@@ -163,12 +163,3 @@ def _agreed_on(body: A.PrivateAgreementBody) -> tuple[object, ...]:
 def agreed_body(agreements: Sequence[A.PrivateAgreement]) -> A.PrivateAgreementBody | None:
     """The body the agreements of a VALID transaction agree on (the first's), or None."""
     return A.PrivateAgreementBody.FromString(agreements[0].body) if agreements else None
-
-
-def agreed_hashes(agreements: Sequence[A.PrivateAgreement]) -> tuple[bytes, bytes] | None:
-    """(pre-state hash, delta hash) the agreements of a VALID transaction name, or None when it
-    carries none (a channel without the policy): what each recipient re-checks at execution."""
-    if not agreements:
-        return None
-    body = A.PrivateAgreementBody.FromString(agreements[0].body)
-    return body.pre_state_hash, body.delta_hash

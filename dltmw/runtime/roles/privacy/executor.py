@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from google.protobuf.message import DecodeError
@@ -34,7 +35,7 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.contract import Contract
 from dltmw.core.effects import Token
 from dltmw.core.errors import InvariantViolation, TransientError
-from dltmw.core.privacy.agreement import agreed_body, agreed_hashes
+from dltmw.core.privacy.agreement import agreed_body
 from dltmw.core.privacy.blocks import (
     Executed,
     PrivateBlock,
@@ -51,6 +52,7 @@ from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import block_pb2, common_pb2, config_pb2, errors_pb2, transaction_pb2
+from dltmw.v1.private_agreement_pb2 import PrivateAgreementBody
 from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
 
 logger = logging.getLogger(__name__)
@@ -62,59 +64,72 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 PRIVATE = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
 
 
-def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
-    """The VALID private transactions of a committed block."""
-    return [(index, tx_id, ptx.payload_hash) for index, tx_id, ptx in _private_entries(block)]
+@dataclass(frozen=True)
+class CommittedPrivate:
+    """A committed block with its VALID private envelopes parsed ONCE: the feed's wait for
+    owed payloads, the executor's input and its purges all read these (each envelope was
+    parsed and re-serialised for the canonical check three times per node before, and the
+    agreed body twice: with ten recipients that was a tenth of a peer's time on the GIL).
+    `txs` = (tx index, tx_id, payload hash, the agreed body or None), in block order."""
+
+    block: block_pb2.Block
+    txs: tuple[tuple[int, str, bytes, PrivateAgreementBody | None], ...]
+    purges: tuple[tuple[int, PrivatePurgeBody], ...]
+
+    @property
+    def number(self) -> int:
+        """The block's number."""
+        return self.block.header.number
 
 
-def private_block(
-    block: block_pb2.Block, view: PrivateView, channel: Parties | None = None
-) -> PrivateBlock:
-    """The executor core's input for a committed block: its VALID private transactions (by
-    `private_txs`, the one seam that decides which run) and the hashes the agreements of each
-    that carries them name (`core/privacy/agreement.py`)."""
-    items = tuple(private_txs(block))
-    indexes = {index for index, _, _ in items}
-    agreed = {
-        index: hashes
-        for index, _, ptx in _private_entries(block)
-        if index in indexes and (hashes := agreed_hashes(ptx.agreements)) is not None
-    }
-    return PrivateBlock(block.header.number, items, view, agreed, valid_purges(block), channel)
-
-
-def owed_here(block: block_pb2.Block, key: bytes) -> list[bytes]:
-    """Payload hashes of the block's VALID private transactions whose agreements name `key` as
-    a recipient: the payloads this node must hold before executing the block. Public bytes
-    only, so a recipient knows it is one even when it did not sign (it was down)."""
-    out = []
-    for _, _, ptx in _private_entries(block):
-        body = agreed_body(ptx.agreements)
-        if body is not None and key in body.recipient_keys:
-            out.append(ptx.payload_hash)
-    return out
-
-
-def valid_purges(block: block_pb2.Block) -> tuple[tuple[int, PrivatePurgeBody], ...]:
-    """The VALID purges of a committed block (tx index, body), in block order."""
-    out: list[tuple[int, PrivatePurgeBody]] = []
-    for index, _, data in _private_data(block):
+def committed_private(block: block_pb2.Block) -> CommittedPrivate:
+    """Parse a committed block's VALID private transactions and purges (each envelope once)."""
+    txs: list[tuple[int, str, bytes, PrivateAgreementBody | None]] = []
+    purges: list[tuple[int, PrivatePurgeBody]] = []
+    for index, tx_id, data in _private_data(block):
+        ptx = private_transaction(data)
+        if ptx is not None:  # (canonically without a purge, so it is not one too)
+            txs.append((index, tx_id, ptx.payload_hash, agreed_body(ptx.agreements)))
+            continue
         purge = private_purge(data)
         body = None if purge is None else parse_body(purge)
         if body is not None:
-            out.append((index, body))
-    return tuple(out)
+            purges.append((index, body))
+    return CommittedPrivate(block, tuple(txs), tuple(purges))
 
 
-def _private_entries(
-    block: block_pb2.Block,
-) -> list[tuple[int, str, transaction_pb2.PrivateTransaction]]:
-    out: list[tuple[int, str, transaction_pb2.PrivateTransaction]] = []
-    for index, tx_id, data in _private_data(block):
-        ptx = private_transaction(data)
-        if ptx is not None:
-            out.append((index, tx_id, ptx))
-    return out
+def private_refs(parsed: CommittedPrivate) -> list[PrivateTxRef]:
+    """The VALID private transactions of a committed block: the one seam that decides which
+    run (`private_block`)."""
+    return [(index, tx_id, digest) for index, tx_id, digest, _ in parsed.txs]
+
+
+def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
+    """The VALID private transactions of a committed block."""
+    return private_refs(committed_private(block))
+
+
+def private_block(
+    parsed: CommittedPrivate, view: PrivateView, channel: Parties | None = None
+) -> PrivateBlock:
+    """The executor core's input for a committed block: its VALID private transactions (by
+    `private_refs`) and the hashes the agreements of each that carries them name
+    (`core/privacy/agreement.py`)."""
+    items = tuple(private_refs(parsed))
+    indexes = {index for index, _, _ in items}
+    agreed = {
+        index: (body.pre_state_hash, body.delta_hash)
+        for index, _, _, body in parsed.txs
+        if index in indexes and body is not None
+    }
+    return PrivateBlock(parsed.number, items, view, agreed, parsed.purges, channel)
+
+
+def owed_here(parsed: CommittedPrivate, key: bytes) -> list[bytes]:
+    """Payload hashes of the block's VALID private transactions whose agreements name `key` as
+    a recipient: the payloads this node must hold before executing the block. Public bytes
+    only, so a recipient knows it is one even when it did not sign (it was down)."""
+    return [d for _, _, d, body in parsed.txs if body is not None and key in body.recipient_keys]
 
 
 def _private_data(block: block_pb2.Block) -> list[tuple[int, str, bytes]]:
@@ -141,7 +156,7 @@ class BlockExecutor:
     def __init__(self, owner: PrivateExecutor) -> None:
         self._owner = owner
 
-    async def load(self, inputs: Sequence[block_pb2.Block]) -> Sequence[PrivateBlock]:
+    async def load(self, inputs: Sequence[CommittedPrivate]) -> Sequence[PrivateBlock]:
         view = self._owner.store.view()
         channel = parties(self._owner.config)
         return [private_block(b, view, channel) for b in inputs]
@@ -220,7 +235,7 @@ def _purge(txn: PrivateTxn, purged: Purged, number: int) -> None:
         )
 
 
-ExecutorDriver = Driver[block_pb2.Block, PrivateBlock, None, Executed, None, int]
+ExecutorDriver = Driver[CommittedPrivate, PrivateBlock, None, Executed, None, int]
 
 
 class PrivateExecutor:
@@ -290,14 +305,15 @@ class PrivateExecutor:
         if driver is None:
             raise InvariantViolation("private executor feed started before its driver")
         async for block in self._peer.committed_blocks(self.height):
-            await self._await_payloads(block)
-            await driver.put(block)
+            parsed = committed_private(block)
+            await self._await_payloads(parsed)
+            await driver.put(parsed)
 
     def payloads_arrived(self) -> None:
         """Payloads were stored: a wait for one of them may end."""
         self._arrived.set()
 
-    async def _await_payloads(self, block: block_pb2.Block) -> None:
+    async def _await_payloads(self, block: CommittedPrivate) -> None:
         """Hold the block back until this node holds every payload it is a recipient of there
         (docs/privacy.md "Queued delivery"): executing it without one would record NOT_HELD
         for good, and executing later blocks first would run transactions out of order. The
@@ -314,7 +330,7 @@ class PrivateExecutor:
                 logger.warning(
                     "private execution of block %d waits for payload(s) %s of which this node "
                     "is a recipient (queued at their sender; or Recover)",
-                    block.header.number,
+                    block.number,
                     ", ".join(d.hex()[:16] for d in missing),
                 )
             checks += 1
