@@ -699,17 +699,26 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     """Concurrent private transactions collect their agreements in shared calls: fewer
     CollectAgreementsBatch calls at the sender's node and AgreeBatch calls at the recipient
     than transactions, no per-transaction Agree at all (the node's own metrics say so), and
-    every transaction commits VALID and executes."""
+    every transaction commits VALID and executes. They are submitted on the gateway's Transact
+    stream: no unary Submit or CommitStatus call at the gateway."""
     path, sup = net
     rpc = "dltmw_rpc_requests_total"
     svc = "dltmw.v1.PrivacyManagerService"
+    gateway = "dltmw.v1.GatewayService"
 
     def calls(node: str) -> dict[str, float]:
         samples = scrape(sup.operations_address(node) or "")
-        return {
+        out = {
             m: value(samples, rpc, service=svc, method=m, code="OK")
             for m in ("CollectAgreements", "CollectAgreementsBatch", "Agree", "AgreeBatch")
         }
+        for m in ("Submit", "CommitStatus"):  # unary calls that ended with any code
+            out[m] = sum(
+                v
+                for (name, labels), v in samples.items()
+                if name == rpc and {("service", gateway), ("method", m)} <= labels
+            )
+        return out
 
     n = 40
     before = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
@@ -730,6 +739,7 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     recipient = {m: after["peer0.org2"][m] - before["peer0.org2"][m] for m in after["peer0.org2"]}
     assert sender["CollectAgreements"] == 0 and 1 <= sender["CollectAgreementsBatch"] < n
     assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
+    assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
 
 
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(
