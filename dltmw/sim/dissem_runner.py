@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.checkers import check_alone, check_safety, missing
 from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
 from dltmw.sim.dissem_checks import check_available, check_batches_once
-from dltmw.sim.dissem_world import DissemWorld
+from dltmw.sim.dissem_world import SIM_DISSEMINATION, DissemWorld
 from dltmw.sim.keys import Keys
 from dltmw.sim.runner import RunResult, drive, schedule
 from dltmw.sim.runner import sim_config as replica_config
@@ -34,11 +35,14 @@ def run_dissemination(
     trace: bool = False,
     enforce: bool = True,
     lone_every: int = 0,
+    dissemination: DisseminationConfig = SIM_DISSEMINATION,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
     every k-th request must be ordered alone (the stand-in for a config update)."""
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
-    world = DissemWorld(seed, replica_config(n), chosen(), clients=2, trace=trace, enforce=enforce)
+    world = DissemWorld(
+        seed, replica_config(n), chosen(), 2, trace, enforce, dissemination=dissemination
+    )
     schedule(world, behaviour, requests, lone_every)
     drive(world, lambda: world.all_done() and assembled(world))
     honest = world.honest()

@@ -8,13 +8,15 @@ faulty primary then gets a batch nobody holds decided, and the checkers must go 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.core.pbft.types import DecidedRecord
 from dltmw.sim import dissem_runner
 from dltmw.sim.dissem_runner import run_dissemination
-from dltmw.sim.dissem_world import DissemWorld
+from dltmw.sim.dissem_world import SIM_DISSEMINATION, DissemWorld
 
 SEEDS = range(12)
 BEHAVIOURS = ["honest", "network", "withheld-batch", "forged-batch", "equivocating-batch"]
@@ -84,3 +86,17 @@ def test_equivocation_gets_two_certificates_decided_and_the_chain_takes_one(
                     digests.setdefault((cert.origin, cert.batch_sequence), set()).add(cert.digest)
         doubled += any(len(d) > 1 for d in digests.values())
     assert doubled > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_origin_keeps_batching_after_more_batches_than_its_store_bound(seed: int) -> None:
+    """The bound on one origin's stored batches counts only batches not in the chain yet. It
+    once counted every batch until its slot left the retention window (`decided_retain`, 64 in
+    the simulator, 256 in an orderer, like the bound): once an origin had formed as many batches
+    as the bound, every replica refused its next one (`batch-store-full`), no certificate could
+    form and the channel stood still for good (seen as every PBFT-lite channel with
+    dissemination halting at block 256)."""
+    small = replace(SIM_DISSEMINATION, stored_per_origin_max=4)
+    result = run_dissemination(seed, "honest", requests=90, dissemination=small)
+    assert not result.violations and result.live, result.verdict()
+    assert result.decided > 4 * 4  # far more batches than the bound, from every origin

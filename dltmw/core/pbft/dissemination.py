@@ -52,6 +52,10 @@ class DisseminationConfig:
     batch_wait_ticks: int = 2
     retransmit_ticks: int = 10
     intake_max: int = 10_000
+    # Stored batches of one other origin not in the chain yet (a faulty origin cannot fill the
+    # store with batches it never gets ordered). Batches in the chain are not counted: they are
+    # kept as long as their slot is retained (`PbftConfig.decided_retain`, thousands) and go
+    # with it.
     stored_per_origin_max: int = 256
 
     def __post_init__(self) -> None:
@@ -128,7 +132,9 @@ class Disseminator:
         self.own: dict[int, OwnBatch] = {}
         self.stored: dict[tuple[BatchKey, bytes], StoredBatch] = {}
         self.acked: dict[BatchKey, bytes] = {}  # the one digest acked per key
-        self.per_origin: dict[int, int] = {}
+        self.per_origin: dict[int, int] = {}  # counted in `unordered`, by origin
+        # Others' stored batches whose key is not in the chain yet: digests by key.
+        self.unordered: dict[BatchKey, set[bytes]] = {}
         self.batched_ids: set[bytes] = set()  # ids in own batches not yet in the chain
         self.certified: list[bytes] = []  # certificates to hand to the ordering replica
         self.persist: list[BatchRecord] = []
@@ -249,7 +255,7 @@ class Disseminator:
             stored = StoredBatch(envelope, envelopes)
             self.persist.append(BatchRecord(envelope))
             self.stored[(key, digest)] = stored
-            self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1
+            self._count(key, digest)
         if acked is None:
             self.acked[key] = acked = digest
         if acked == digest:
@@ -297,16 +303,31 @@ class Disseminator:
     # -- chain feedback --------------------------------------------------------------------
 
     def included(self, key: BatchKey, envelope_ids: list[bytes]) -> None:
-        """A batch named `key` is in the chain: stop resending it (own) or its certificate."""
+        """A batch named `key` is in the chain: stop resending it (own) or its certificate, and
+        stop counting `key`'s batches against their origin's bound (the chain takes each key
+        once, so another digest of it — an equivocation — can never be ordered either; what
+        was ordered stays stored while its slot is retained)."""
         if key.origin == self.me:
             own = self.own.pop(key.batch_sequence, None)
             if own is not None:
                 self.batched_ids.difference_update(envelope_ids)
+        self._uncount(key)
 
     def forget(self, key: BatchKey, digest: bytes) -> None:
         """Drop a delivered batch from the store (its slot is older than `retain_slots`)."""
-        if self.stored.pop((key, digest), None) is not None and key.origin != self.me:
-            self.per_origin[key.origin] = max(0, self.per_origin.get(key.origin, 0) - 1)
+        self.stored.pop((key, digest), None)
+        self._uncount(key)
+
+    def _count(self, key: BatchKey, digest: bytes) -> None:
+        digests = self.unordered.setdefault(key, set())
+        if key.origin != self.me and digest not in digests:
+            digests.add(digest)
+            self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1
+
+    def _uncount(self, key: BatchKey) -> None:
+        digests = self.unordered.pop(key, None)
+        if digests:
+            self.per_origin[key.origin] -= len(digests)
 
     def retransmit(self) -> None:
         """Resend uncertified own batches to non-ackers; re-hand certificates not in the chain."""
@@ -338,4 +359,4 @@ class Disseminator:
             self.own[key.batch_sequence] = own
             self.batched_ids.update(request_id(e) for e in envelopes)
         else:
-            self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1
+            self._count(key, digest)
