@@ -6,8 +6,10 @@ stored as the exact bytes of a replica.proto message, so nothing is re-derived o
 checkpoint is stable, `compact` deletes what a restart no longer needs (votes and prepared
 certificates at or below it, older view and checkpoint records, decided batches below a
 retention horizon), so the log stays bounded. With dissemination on (docs/ordering.md) the
-store also holds `BatchRecord`s (kind "batch": stored batches, not compacted yet — the log then
-grows with the envelopes ordered) and `AssembledRecord`s (compacted like decided batches).
+store also holds `BatchRecord`s (kind "batch", under their batch key: stored batches) and
+`AssembledRecord`s (compacted like decided batches, each with the batches it took:
+`core.pbft.assembly.compact_assembled`, which the simulator applies). Batch rows written
+before they carried their key (sequence 0) get it when the store opens.
 The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
@@ -32,6 +34,7 @@ from dltmw.core.pbft import (
     VoteRecord,
 )
 from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.availability import BatchKey
 from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.recovery import record_sequence
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
@@ -50,8 +53,8 @@ StoredRecord = Record | BatchRecord | AssembledRecord
 
 def encode(record: StoredRecord) -> tuple[str, int, bytes]:
     """(kind, sequence, bytes) of a record."""
-    if isinstance(record, BatchRecord):  # dissemination: a stored batch (kept, see compact)
-        return ("batch", 0, record.envelope.SerializeToString())
+    if isinstance(record, BatchRecord):  # dissemination: a stored batch, under its key
+        return ("batch", batch_row_seq(record.key), record.envelope.SerializeToString())
     if isinstance(record, AssembledRecord):
         return ("assembled", record.sequence, _encode_assembled(record))
     if isinstance(record, ViewRecord):
@@ -73,7 +76,8 @@ def encode(record: StoredRecord) -> tuple[str, int, bytes]:
 def decode(kind: str, _seq: int, data: bytes) -> StoredRecord:
     """The record stored as (kind, data)."""
     if kind == "batch":
-        return BatchRecord(Envelope.FromString(data))
+        envelope = Envelope.FromString(data)
+        return BatchRecord(envelope, _batch_key(_seq) if _seq else _key_of(envelope))
     if kind == "assembled":
         return _decode_assembled(_seq, data)
     if kind == "view":
@@ -90,6 +94,21 @@ def decode(kind: str, _seq: int, data: bytes) -> StoredRecord:
     if kind == "jump":
         return _decode_jump(_seq, data)
     raise InvariantViolation(f"unknown PBFT record kind {kind!r}")
+
+
+def batch_row_seq(key: BatchKey) -> int:
+    """The `seq` of a batch row: its key, packed (origin above 40 bits of batch sequence)."""
+    return (key.origin << 40) | key.batch_sequence
+
+
+def _batch_key(seq: int) -> BatchKey:
+    return BatchKey(seq >> 40, seq & ((1 << 40) - 1))
+
+
+def _key_of(envelope: Envelope) -> BatchKey:
+    """The key of a signed batch, from its payload (rows written before keys were stored)."""
+    message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+    return BatchKey(envelope.replica, message.batch.batch_sequence)
 
 
 def _encode_assembled(record: AssembledRecord) -> bytes:
@@ -147,7 +166,23 @@ class RecordStore:
         """Open (creating if needed); writes are retried on transient faults per `retry`."""
         file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="pbft-store")
         await file.open()
-        return cls(file)
+        store = cls(file)
+        await store._key_old_batch_rows()
+        return store
+
+    async def _key_old_batch_rows(self) -> None:
+        """Give batch rows written without their key (sequence 0) their key, once, so that
+        `compact` finds them (one transaction; none on a store written by this version)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            rows = conn.execute("SELECT id, data FROM records WHERE kind='batch' AND seq=0")
+            keyed = [
+                (batch_row_seq(_key_of(Envelope.FromString(bytes(data)))), row_id)
+                for row_id, data in rows.fetchall()
+            ]
+            conn.executemany("UPDATE records SET seq=? WHERE id=?", keyed)
+
+        await self._file.write("pbft.key_batches", write)
 
     async def load(self) -> list[Record]:
         """Every replica record, in append order (a store without dissemination records: the
@@ -178,9 +213,21 @@ class RecordStore:
 
     async def compact(self, stable_seq: int, decided_from: int) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
-        same rule as `dltmw.core.pbft.recovery.compact`, which the simulator applies."""
+        same rules as `dltmw.core.pbft.recovery.compact` and
+        `dltmw.core.pbft.assembly.compact_assembled`, which the simulator applies."""
 
         def write(conn: sqlite3.Connection) -> None:
+            old = conn.execute(
+                "SELECT seq, data FROM records WHERE kind='assembled' AND seq<?", (decided_from,)
+            )
+            taken = {
+                batch_row_seq(BatchKey(origin, batch_sequence))
+                for seq, data in old.fetchall()
+                for origin, batch_sequence, _d in _decode_assembled(seq, bytes(data)).batches
+            }
+            conn.executemany(
+                "DELETE FROM records WHERE kind='batch' AND seq=?", [(k,) for k in sorted(taken)]
+            )
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),

@@ -10,6 +10,7 @@ a crash/restart of `runner.network_faults`. `enforce=False` is the negative cont
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.checkers import check_alone, check_safety, missing
@@ -36,13 +37,15 @@ def run_dissemination(
     enforce: bool = True,
     lone_every: int = 0,
     dissemination: DisseminationConfig = SIM_DISSEMINATION,
+    retain: int | None = None,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
     every k-th request must be ordered alone (the stand-in for a config update)."""
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
-    world = DissemWorld(
-        seed, replica_config(n), chosen(), 2, trace, enforce, dissemination=dissemination
-    )
+    config = replica_config(n)
+    if retain is not None:  # decided slots kept: small makes compaction happen within a run
+        config = replace(config, decided_retain=retain)
+    world = DissemWorld(seed, config, chosen(), 2, trace, enforce, dissemination=dissemination)
     schedule(world, behaviour, requests, lone_every)
     drive(world, lambda: world.all_done() and assembled(world))
     honest = world.honest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import cast
 
 from dltmw.core.pbft import PbftConfig, Record, Replica
+from dltmw.core.pbft.assembly import compact_assembled
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.world import Behaviour, World
@@ -51,6 +52,11 @@ class DissemWorld(World):
                 cfg, index, sign, self.keys.verify, dis, records, ok, self.enforce, lone
             )
         return cast(Replica, core)
+
+    def compact(self, storage: list[Record], stable_seq: int, decided_from: int) -> list[Record]:
+        """Also the assembled slots below the horizon and the batches they took, as the
+        orderer's record store does (`core.pbft.assembly.compact_assembled`)."""
+        return compact_assembled(super().compact(storage, stable_seq, decided_from), decided_from)
 
     def core(self, index: int) -> DisseminatingReplica | None:
         """The live core of the first node with replica `index` (None when down)."""

@@ -61,7 +61,7 @@ class NodeExecutor:
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
             horizon = stable[-1] - config.decided_retain + 1
-            node.storage = compact(node.storage, stable[-1], horizon)
+            node.storage = self.world.compact(node.storage, stable[-1], horizon)
         if self.world.trace is not None:
             self.world.trace_records(node, records)
 
@@ -144,6 +144,10 @@ class World:
         return Replica.restore(
             self.config, index, sign, self.keys.verify, records, request_ok=ok, alone=lone
         )
+
+    def compact(self, storage: list[Record], stable_seq: int, decided_from: int) -> list[Record]:
+        """A node's storage once `stable_seq` is stable, as its record store compacts it."""
+        return compact(storage, stable_seq, decided_from)
 
     def log(self, line: str) -> None:
         """Append a trace line (only when tracing)."""

@@ -19,13 +19,17 @@ neither delivers a slot twice nor forgets which keys and envelopes are in the ch
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dltmw.core.pbft.availability import BatchKey, ack_signers, parse_certificate
 from dltmw.core.pbft.certs import Checker
-from dltmw.core.pbft.dissemination import StoredBatch
+from dltmw.core.pbft.dissemination import BatchRecord, StoredBatch
 from dltmw.core.pbft.types import Decided, request_id
 from dltmw.v1 import replica_pb2
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,26 @@ class AssembledRecord:
     sequence: int
     batches: tuple[tuple[int, int, bytes], ...]  # (origin, batch_sequence, digest)
     envelope_ids: tuple[bytes, ...]
+
+
+def compact_assembled(records: Sequence[R], decided_from: int) -> list[R]:
+    """The dissemination records a restart still needs (storage must match: `RecordStore.
+    compact` does the same in SQL): assembled slots below `decided_from` go, and with each
+    the stored batches it took — a batch key is in the chain once, so nothing can need them
+    again. Batches not in the chain stay (their number per origin is bounded,
+    `DisseminationConfig.stored_per_origin_max`)."""
+    gone: set[BatchKey] = set()
+    for record in records:
+        if isinstance(record, AssembledRecord) and record.sequence < decided_from:
+            gone.update(BatchKey(origin, seq) for origin, seq, _digest in record.batches)
+    out = []
+    for record in records:
+        if isinstance(record, AssembledRecord) and record.sequence < decided_from:
+            continue
+        if isinstance(record, BatchRecord) and record.key in gone:
+            continue
+        out.append(record)
+    return out
 
 
 @dataclass

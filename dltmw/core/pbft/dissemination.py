@@ -65,9 +65,11 @@ class DisseminationConfig:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """Persisted before the batch is acked (or, own, sent): a signed `Batch` message."""
+    """Persisted before the batch is acked (or, own, sent): a signed `Batch` message and its
+    key (stored with it, so that the record can be compacted with the slot that took it)."""
 
     envelope: Envelope
+    key: BatchKey
 
 
 @dataclass
@@ -218,7 +220,7 @@ class Disseminator:
         )
         envelope = self._signed(message)
         key = BatchKey(self.me, seq)
-        self.persist.append(BatchRecord(envelope))
+        self.persist.append(BatchRecord(envelope, key))
         self.stored[(key, digest)] = StoredBatch(envelope, envelopes)
         self.acked[key] = digest
         self.own[seq] = OwnBatch(digest, len(envelopes), lone)
@@ -253,7 +255,7 @@ class Disseminator:
                 self.drop("batch-store-full")
                 return None
             stored = StoredBatch(envelope, envelopes)
-            self.persist.append(BatchRecord(envelope))
+            self.persist.append(BatchRecord(envelope, key))
             self.stored[(key, digest)] = stored
             self._count(key, digest)
         if acked is None:

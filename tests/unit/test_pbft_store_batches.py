@@ -1,0 +1,67 @@
+"""The PBFT-lite record store keeps a disseminated batch only while a restart can need it.
+
+A stored batch (`BatchRecord`) is needed until its slot leaves the retention window: compacting
+an assembled slot deletes the batches it took, in the same transaction. Batches not in the chain
+stay (bounded per origin by the core). Rows written before batches carried their key get it when
+the store opens, so they are compacted too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from dltmw.core.pbft import Envelope
+from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.availability import BatchKey
+from dltmw.core.pbft.dissemination import BatchRecord
+from dltmw.ledger.pbft_store import RecordStore
+from dltmw.v1 import replica_pb2
+
+
+def batch(origin: int, seq: int) -> BatchRecord:
+    message = replica_pb2.ReplicaMessage(
+        batch=replica_pb2.Batch(batch_sequence=seq, digest=bytes([seq]) * 32, envelopes=[b"e"])
+    )
+    envelope = Envelope(payload=message.SerializeToString(), replica=origin, signature=b"s")
+    return BatchRecord(envelope, BatchKey(origin, seq))
+
+
+def slot(sequence: int, *keys: tuple[int, int]) -> AssembledRecord:
+    return AssembledRecord(sequence, tuple((o, s, bytes([s]) * 32) for o, s in keys), ())
+
+
+def keys(records: Sequence[object]) -> set[tuple[int, int]]:
+    return {(r.key.origin, r.key.batch_sequence) for r in records if isinstance(r, BatchRecord)}
+
+
+async def test_compaction_deletes_the_batches_of_compacted_slots_only(tmp_path: Path) -> None:
+    store = await RecordStore.open(tmp_path / "r.sqlite")
+    await store.append([batch(0, 1), batch(1, 1), batch(0, 2), batch(0, 3), batch(2, 7)])
+    await store.append([slot(1, (0, 1), (1, 1)), slot(2, (0, 2)), slot(3, (0, 3))])
+    await store.compact(stable_seq=2, decided_from=3)  # slots 1 and 2 leave the window
+    records = await store.load_all()
+    assert keys(records) == {(0, 3), (2, 7)}  # slot 3's batch, and one not in the chain
+    assert [r.sequence for r in records if isinstance(r, AssembledRecord)] == [3]
+    await store.close()
+    reopened = await RecordStore.open(tmp_path / "r.sqlite")
+    assert keys(await reopened.load_all()) == {(0, 3), (2, 7)}
+    await reopened.close()
+
+
+async def test_batch_rows_written_without_their_key_get_it_and_are_compacted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.sqlite"
+    store = await RecordStore.open(path)
+    await store.append([slot(1, (3, 5))])
+    await store.close()
+    with sqlite3.connect(path) as conn:  # as the version before keys wrote it: seq 0
+        data = batch(3, 5).envelope.SerializeToString()
+        conn.execute("INSERT INTO records(kind, seq, data) VALUES ('batch', 0, ?)", (data,))
+    reopened = await RecordStore.open(path)
+    assert keys(await reopened.load_all()) == {(3, 5)}
+    await reopened.compact(stable_seq=1, decided_from=2)
+    assert keys(await reopened.load_all()) == set()
+    await reopened.close()
