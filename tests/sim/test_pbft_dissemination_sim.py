@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dltmw.core.pbft import assembly
+from dltmw.core.pbft import assembly, disseminating
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.types import DecidedRecord
@@ -141,3 +141,31 @@ def test_compacted_batch_records_still_restore_a_crashed_replica(
     monkeypatch.setattr(dissem_world, "compact_assembled", without_batches)
     run_dissemination(seed, "network", requests=150, retain=32)
     assert compacted < batches_kept()
+
+
+def test_a_running_replica_keeps_no_envelopes_of_delivered_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A running replica held every retained slot's envelopes twice (the assembled slot and the
+    parsed batch, 256 slots: tens of MB of a PBFT orderer's memory). Now a delivered slot keeps
+    only a few assembled slots and, of a batch in the chain, only its signed message (what a
+    fetch serves); a restart rebuilds the window from the records."""
+    worlds: list[DissemWorld] = []
+
+    class Recording(DissemWorld):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            worlds.append(self)
+
+    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
+    result = run_dissemination(0, "honest", requests=90)
+    assert not result.violations and result.live, result.verdict()
+    assert result.decided > 10 * disseminating.ASSEMBLED_KEPT
+    for index in range(4):
+        core = worlds[-1].core(index)
+        assert core is not None
+        assert len(core.decided) <= disseminating.ASSEMBLED_KEPT + 1
+        in_chain = [
+            s for (k, _d), s in core.disseminator.stored.items() if k in core.resolver.included
+        ]
+        assert in_chain and all(s.envelopes == () for s in in_chain)

@@ -54,6 +54,10 @@ DISSEMINATION_KINDS = frozenset({"batch", "batch_ack", "batch_fetch"})
 DisseminatedEffects = Effects[DisseminatedRecord, Decided, Envelope, Rejected]
 
 
+# Assembled slots a running replica keeps in memory after delivering them (see `_keep`).
+ASSEMBLED_KEPT = 4
+
+
 class DisseminatingReplica:
     """See the module docstring."""
 
@@ -117,6 +121,9 @@ class DisseminatingReplica:
                 core._rebuild(record)
         for key in core.resolver.included:
             core.disseminator.included(key, [])
+        for (key, _digest), stored in core.disseminator.stored.items():
+            if key in core.resolver.included:  # rebuilt above: only its signed message serves
+                stored.envelopes = ()
         core.disseminator.batched_ids.difference_update(core.resolver.delivered_ids)
         for seq in sorted(core.replica.decided):
             batch = core.replica.decided[seq]
@@ -183,7 +190,7 @@ class DisseminatingReplica:
         for record, done in assembled:
             persist.append(record)
             self._note_used(record)
-            self._keep(done)
+            self._keep(done, ASSEMBLED_KEPT)
         send = [*d.send, *inner.send]
         send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
         replies = [(r.request_id, r) for r in d.replies]
@@ -204,12 +211,16 @@ class DisseminatingReplica:
                 return  # forgotten (older than the retention): nothing to rebuild
             by_id.update((request_id(e), e) for e in stored.envelopes)
         envelopes = tuple(by_id[i] for i in record.envelope_ids if i in by_id)
-        self._keep(Decided(0, record.sequence, b"", envelopes, (), envelopes))
+        self._keep(Decided(0, record.sequence, b"", envelopes, (), envelopes), self.retain_slots)
 
-    def _keep(self, done: Decided) -> None:
-        """Retain an assembled slot (as long as the replica retains decided batches)."""
+    def _keep(self, done: Decided, slots: int) -> None:
+        """Retain an assembled slot, and the `slots` before it. A restart rebuilds every slot of
+        the retention window from the records and hands them to the orderer core, which builds
+        the blocks its ledger lacks; a running replica has delivered each slot as it assembled
+        it, so it keeps only a few (each held its block's envelopes: 256 slots of them were
+        tens of MB of a replica's memory)."""
         self._assembled[done.sequence] = done
-        horizon = done.sequence - self.retain_slots
+        horizon = done.sequence - slots
         for seq in [s for s in self._assembled if s <= horizon]:
             del self._assembled[seq]
 
@@ -221,6 +232,8 @@ class DisseminatingReplica:
             stored = self.disseminator.stored.get((key, digest))
             ids = [] if stored is None else [request_id(e) for e in stored.envelopes]
             self.disseminator.included(key, ids)
+            if stored is not None:  # in the chain: only its signed message is served again
+                stored.envelopes = ()
             used.append((key, digest))
         self._used[record.sequence] = used
         for seq in [s for s in self._used if s <= record.sequence - self.retain_slots]:
