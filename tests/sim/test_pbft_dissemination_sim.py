@@ -25,6 +25,20 @@ SEEDS = range(12)
 BEHAVIOURS = ["honest", "network", "withheld-batch", "forged-batch", "equivocating-batch"]
 
 
+@pytest.fixture
+def worlds(monkeypatch: pytest.MonkeyPatch) -> list[DissemWorld]:
+    """Every simulated world the test's runs make, in order (to look inside after a run)."""
+    made: list[DissemWorld] = []
+
+    class Recording(DissemWorld):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
+    return made
+
+
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dissemination_is_safe_and_live(seed: int, behaviour: str) -> None:
@@ -65,18 +79,10 @@ def test_forged_and_withheld_batches_are_refused_where_the_mechanism_says() -> N
 
 
 def test_equivocation_gets_two_certificates_decided_and_the_chain_takes_one(
-    monkeypatch: pytest.MonkeyPatch,
+    worlds: list[DissemWorld],
 ) -> None:
     """Not vacuous: in some runs both digests of one (origin, batch sequence) are decided (f+1
     is availability, not uniqueness); the safety test above shows the chain took one."""
-    worlds: list[DissemWorld] = []
-
-    class Recording(DissemWorld):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            worlds.append(self)
-
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
     doubled = 0
     for seed in range(8):
         assert not run_dissemination(seed, "equivocating-batch").violations
@@ -111,24 +117,17 @@ def test_an_origin_keeps_batching_after_more_batches_than_its_store_bound(seed: 
 # it). The seeds below keep it within the window, so they test compaction, not that gap.
 @pytest.mark.parametrize("seed", [0, 1, 2, 4, 7])
 def test_compacted_batch_records_still_restore_a_crashed_replica(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, worlds: list[DissemWorld], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stored batches are compacted with the assembled slot that took them (the record store
     kept every batch ever stored: a restart read the whole history back into memory). With a
     short retention the run compacts while one replica crashes and restarts; it rebuilds from
     what is left, every honest replica agrees and decides everything, and the storage holds
     fewer batches than the same run without batch compaction."""
-    worlds: list[DissemWorld] = []
-
-    class Recording(DissemWorld):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            worlds.append(self)
 
     def batches_kept() -> int:
         return sum(isinstance(r, BatchRecord) for n in worlds[-1].nodes for r in n.storage)
 
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
     result = run_dissemination(seed, "network", requests=150, retain=32)
     assert not result.violations and result.live, result.verdict()
     compacted = batches_kept()
@@ -144,20 +143,12 @@ def test_compacted_batch_records_still_restore_a_crashed_replica(
 
 
 def test_a_running_replica_keeps_no_envelopes_of_delivered_slots(
-    monkeypatch: pytest.MonkeyPatch,
+    worlds: list[DissemWorld],
 ) -> None:
     """A running replica held every retained slot's envelopes twice (the assembled slot and the
     parsed batch, 256 slots: tens of MB of a PBFT orderer's memory). Now a delivered slot keeps
     only a few assembled slots and, of a batch in the chain, only its signed message (what a
     fetch serves); a restart rebuilds the window from the records."""
-    worlds: list[DissemWorld] = []
-
-    class Recording(DissemWorld):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            worlds.append(self)
-
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
     result = run_dissemination(0, "honest", requests=90)
     assert not result.violations and result.live, result.verdict()
     assert result.decided > 10 * disseminating.ASSEMBLED_KEPT
