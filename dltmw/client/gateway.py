@@ -263,14 +263,10 @@ class GatewayClient:
         signed, tx_id = self.proposal(channel_id, contract, function, args)
         if self.pipeline is None:
             endorsed = await self.endorse(signed)
-            await self.submit(self.envelope(endorsed.prepared_payload))
-            status = await self.commit_status(channel_id, tx_id)
-            return Submitted(tx_id, endorsed.result, status)
-        endorsed = await self._endorse(signed, pipelined=True)
+        else:
+            endorsed = await self._endorse(signed, pipelined=True)
         envelope = self.envelope(endorsed.prepared_payload)
-        committed = await self.pipeline.submit(G.SubmitRequest(envelope=envelope), 30)
-        status = await self.pipeline.wait_commit(committed, 60)
-        self.observe_block(channel_id, status.block_number)
+        status = await self.submit_and_wait(channel_id, tx_id, envelope)
         return Submitted(tx_id, endorsed.result, status)
 
     async def events(
