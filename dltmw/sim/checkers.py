@@ -4,7 +4,9 @@
   sequence, and each honest replica decides sequences 1, 2, 3, ... without gaps;
 - validity: every decided request was submitted by a client (a faulty primary or forwarder
   may invent requests: the admission rule `request_ok` must keep them out);
-- no duplicates: a request is decided (as fresh) at most once, and every replica agrees where;
+- no duplicates: a request is decided (as fresh) at most once within any `window` consecutive
+  sequences (the replicas' de-duplication window, `core/pbft/recent.py`: a copy ordered later
+  is the peers' to mark DUPLICATE_TXID), and every replica agrees where;
 - alone: a lone request (`Keys.lone`, the stand-in for a config update) is decided in a batch
   of its own;
 - liveness: after the faults heal, every submitted request is decided by every honest replica
@@ -19,14 +21,18 @@ from dltmw.sim.keys import request_name
 from dltmw.sim.world import Node
 
 
-def check_safety(nodes: Iterable[Node], submitted: Iterable[bytes]) -> list[str]:
-    """Agreement, validity and no-duplicate violations among `nodes` (honest ones)."""
+def check_safety(
+    nodes: Iterable[Node], submitted: Iterable[bytes], window: int | None = None
+) -> list[str]:
+    """Agreement, validity and no-duplicate violations among `nodes` (honest ones); `window`:
+    the replicas' de-duplication window in sequences (None: a request once in the chain)."""
     known = set(submitted)
     violations: list[str] = []
     by_seq: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
-    where: dict[bytes, int] = {}
+    where: dict[tuple[bytes, int], int] = {}  # (request, copy) -> sequence
     for node in nodes:
-        seen: set[bytes] = set()
+        seen: dict[bytes, int] = {}  # request -> the sequence of its latest copy here
+        copies: dict[bytes, int] = {}
         for expected, decided in enumerate(node.decided, start=1):
             if decided.sequence != expected:
                 violations.append(f"gap: {node.name} decided seq {decided.sequence} at {expected}")
@@ -43,10 +49,12 @@ def check_safety(nodes: Iterable[Node], submitted: Iterable[bytes]) -> list[str]
                 name = request_name(request)
                 if request not in known:
                     violations.append(f"validity: {node.name} decided unknown request {name}")
-                if request in seen:
+                last = seen.get(request)
+                if last is not None and (window is None or decided.sequence - last <= window):
                     violations.append(f"duplicate: {node.name} decided {name} twice")
-                seen.add(request)
-                if where.setdefault(request, decided.sequence) != decided.sequence:
+                seen[request] = decided.sequence
+                copy = copies[request] = copies.get(request, -1) + 1
+                if where.setdefault((request, copy), decided.sequence) != decided.sequence:
                     violations.append(f"duplicate: {name} decided at two sequences")
     return violations
 

@@ -50,7 +50,7 @@ def run_dissemination(
     drive(world, lambda: world.all_done() and assembled(world))
     honest = world.honest()
     violations = tuple(
-        check_safety(honest, world.submitted)
+        check_safety(honest, world.submitted, config.decided_retain)
         + check_available(honest)
         + check_batches_once(honest)
         + check_alone(honest, Keys.lone)

@@ -276,7 +276,9 @@ def run_notary(
         if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():
             break
     honest = world.honest()
-    violations = tuple(check_safety(honest, world.submitted) + check_uniqueness(world))
+    violations = tuple(
+        check_safety(honest, world.submitted, world.config.decided_retain) + check_uniqueness(world)
+    )
     lacking = tuple(missing(honest, world.submitted)) if not violations else ()
     decisions = [d for node in honest for d in world.decisions[node.name]]
     return NotaryRunResult(

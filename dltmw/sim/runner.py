@@ -155,7 +155,10 @@ def run(
     schedule(world, behaviour, requests, lone_every)
     drive(world, world.all_done)
     honest = world.honest()
-    violations = tuple(check_safety(honest, world.submitted) + check_alone(honest, Keys.lone))
+    violations = tuple(
+        check_safety(honest, world.submitted, world.config.decided_retain)
+        + check_alone(honest, Keys.lone)
+    )
     lacking = tuple(missing(honest, world.submitted)) if not violations else ()
     decided = max((len(node.decided) for node in honest), default=0)
     lines = tuple(world.trace or ())

@@ -27,7 +27,7 @@ from dltmw.core.pbft import (
     Replica,
     ViewRecord,
 )
-from dltmw.core.pbft.recovery import compact
+from dltmw.core.pbft.recovery import compact, compaction_floor
 from dltmw.core.pbft.types import DecidedRecord, StableRecord
 from dltmw.sim.keys import Keys, request_name
 from dltmw.sim.network import InFlight, Network
@@ -60,7 +60,8 @@ class NodeExecutor:
         node.storage.extend(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
-            horizon = stable[-1] - config.decided_retain + 1
+            last = node.decided[-1].sequence if node.decided else 0
+            horizon = compaction_floor(stable[-1], last, config.decided_retain)
             node.storage = self.world.compact(node.storage, stable[-1], horizon)
         if self.world.trace is not None:
             self.world.trace_records(node, records)

@@ -112,10 +112,12 @@ def test_an_origin_keeps_batching_after_more_batches_than_its_store_bound(seed: 
 
 
 # A replica that falls more than `retain` slots behind needs block-level catch-up (the orderer's
-# `pbft_catchup`), which this simulator does not model: with a retention this short, seeds 3, 5
-# and 6 strand the crashed replica with or without batch compaction (checked on the code before
-# it). The seeds below keep it within the window, so they test compaction, not that gap.
-@pytest.mark.parametrize("seed", [0, 1, 2, 4, 7])
+# `pbft_catchup`), which this simulator does not model: with a retention this short, seeds 3, 5,
+# 6, 8 and 9 strand the crashed replica with or without batch compaction (checked on the code
+# before it), and so does 7 since the de-duplication window (`recent.Recent`) moved its schedule
+# (11 no longer does; both checked on the code before and after). The seeds below keep it within
+# the window, so they test compaction, not that gap.
+@pytest.mark.parametrize("seed", [0, 1, 2, 4, 10])
 def test_compacted_batch_records_still_restore_a_crashed_replica(
     seed: int, worlds: list[DissemWorld], monkeypatch: pytest.MonkeyPatch
 ) -> None:

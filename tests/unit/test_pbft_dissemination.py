@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pbft_messages import KEYS, garbled, signed
 
-from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, batch_digest
-from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft import ClientRequest, Decided, Envelope, PbftConfig, batch_digest, request_id
+from dltmw.core.pbft.assembly import AssembledRecord, compact_assembled
 from dltmw.core.pbft.availability import (
     AvailabilityRule,
     ack_message,
@@ -20,6 +21,7 @@ from dltmw.core.pbft.availability import (
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.v1 import replica_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=4, batch_size_max=4)
@@ -296,3 +298,70 @@ def test_a_lone_envelope_is_batched_alone_and_its_certificate_says_so() -> None:
     assert AvailabilityRule(CHECKER)(certificate.SerializeToString())
     certificate.alone = False  # a faulty origin denies it: the acks no longer match
     assert not AvailabilityRule(CHECKER)(certificate.SerializeToString())
+
+
+# -- the de-duplication window (`recent.Recent`) --------------------------------------------
+
+WINDOW = 2
+NEW = KEYS.make_request(0, 60)
+SLOTS = [(1, 1, REQS[0:2]), (3, 1, REQS[2:4]), (1, 2, REQS[4:6]), (2, 1, [REQS[0], NEW])]
+
+
+def windowed_core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
+    config = replace(CONFIG, decided_retain=WINDOW)
+    sign = KEYS.signer(me)
+    if records is None:
+        return DisseminatingReplica(config, me, sign, KEYS.verify, DIS, KEYS.request_ok)
+    return DisseminatingReplica.restore(
+        config, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
+    )
+
+
+def slot_of(seq: int, origin: int, batch_seq: int, envelopes: list[bytes]) -> Decided:
+    digest = batch_digest(envelopes)
+    voters = [origin, next(r for r in (1, 2, 3) if r != origin)]
+    acks = [signed(r, ack_message(origin, batch_seq, digest)) for r in voters]
+    certificate = make_certificate(origin, batch_seq, digest, len(envelopes), acks)
+    return Decided(0, seq, b"d", (certificate,), (), (certificate,))
+
+
+def test_assembly_forgets_alike_running_or_restarted_from_the_windows_records() -> None:
+    """An envelope the chain took more than `decided_retain` slots ago is in a later block
+    again, on a replica that ran throughout and on one rebuilt from the records compaction
+    keeps alike: block content stays a function of the chain. (With an unbounded memory the
+    running replica skipped it and the restarted one did not: two different blocks.)"""
+    running = windowed_core(0)
+    for origin, batch_seq, envelopes in SLOTS:
+        running.step(batch_message(origin, batch_seq, envelopes))
+    records = list(running.ready().persist)
+    blocks: list[tuple[bytes, ...]] = []
+    for seq, (origin, batch_seq, envelopes) in enumerate(SLOTS[:3], start=1):
+        running.resolver.push(slot_of(seq, origin, batch_seq, envelopes))
+        assembled = running.resolver.resolve(running.disseminator.stored)
+        records.extend(record for record, _done in assembled)
+        blocks.extend(done.requests for _record, done in assembled)
+    assert blocks == [tuple(REQS[0:2]), tuple(REQS[2:4]), tuple(REQS[4:6])]
+    floor = compaction_floor(stable_seq=3, delivered=3, retain=WINDOW)
+    kept = compact_assembled(records, floor)
+    restarted = windowed_core(0, kept)
+    last = slot_of(4, *SLOTS[3])
+    got = []
+    for replica in (running, restarted):
+        replica.resolver.push(last)
+        ((_record, done),) = replica.resolver.resolve(replica.disseminator.stored)
+        got.append(done.requests)
+    assert got[0] == got[1] == (REQS[0], NEW)
+
+
+def test_a_jump_records_the_windows_slots_and_a_restart_knows_them() -> None:
+    """Slots jumped over are assembled slots without batches: the window holds their
+    envelopes, before and after a restart."""
+    replica = windowed_core(0)
+    batches = [(seq, tuple(envelopes)) for seq, (_o, _b, envelopes) in enumerate(SLOTS, 1)]
+    assert replica.jump(batches)
+    persisted = list(replica.ready().persist)
+    jumped = [r for r in persisted if isinstance(r, AssembledRecord)]
+    assert [(r.sequence, r.batches) for r in jumped] == [(3, ()), (4, ())]
+    expected = {request_id(e) for e in [*REQS[4:6], REQS[0], NEW]}
+    assert set(replica.executed_ids) == expected
+    assert set(windowed_core(0, persisted).executed_ids) == expected

@@ -96,7 +96,7 @@ def test_jump_executes_verified_batches_and_persists_a_record() -> None:
     assert lagging.next_exec == source.next_exec
     assert lagging.state_digest == source.state_digest
     assert lagging.state_at[4] == source.state_at[4]
-    assert {request_id(r) for r in REQS[:8]} <= lagging.executed_ids
+    assert {request_id(r) for r in REQS[:8]} <= set(lagging.executed_ids)
     out = lagging.ready()
     assert not out.decided, "jumped batches are already blocks: nothing to deliver again"
     (record,) = [r for r in out.persist if isinstance(r, JumpRecord)]
@@ -142,7 +142,7 @@ async def test_restart_resumes_after_the_jump(tmp_path: Path) -> None:
     assert loaded == records
     restored = replica(3, loaded)
     assert restored.next_exec == 5 and restored.state_digest == source.state_digest
-    assert {request_id(r) for r in REQS[:8]} <= restored.executed_ids
+    assert {request_id(r) for r in REQS[:8]} <= set(restored.executed_ids)
     restored.step(ClientRequest(REQS[1]))
     assert request_id(REQS[1]) not in restored.pending
 

@@ -233,7 +233,15 @@ def _history() -> list[Record]:
 
 
 def _state(r: Replica) -> tuple[object, ...]:
-    return (r.view, r.changing, r.next_exec, r.state_digest, r.low, r.stable_seq, r.executed_ids)
+    return (
+        r.view,
+        r.changing,
+        r.next_exec,
+        r.state_digest,
+        r.low,
+        r.stable_seq,
+        set(r.executed_ids),
+    )
 
 
 def test_restart_from_a_compacted_log_restores_the_same_state() -> None:

@@ -415,7 +415,9 @@ class PbftOrdererCore:
         # them would change view alone at its next tick — a lone view change the others never
         # join, which stalls the group when it is the primary (cfg-pbft-members, seed 2).
         self.replica.now = self._now
-        self.replica.executed_ids.update(old.executed_ids)
+        # The old group's window goes on as the new epoch's sequence 0 (forgotten after the
+        # new group's first `decided_retain` sequences).
+        self.replica.executed_ids.add(0, old.executed_ids)
         self._peers = self._others()
         self._cut_to(view)
         for rid, pending in old.pending.items():

@@ -4,16 +4,23 @@ PBFT-lite decides a sequence of certificates (`availability.py`); each replica t
 into envelopes itself, deterministically, so every correct replica builds the same block:
 - certificates are taken in the slot's order; a batch whose (origin, batch_sequence) is already
   in the chain (an earlier slot, or earlier in this slot) is skipped — a faulty origin's second
-  batch under one key, or a second certificate of the same batch, adds nothing;
-- the batch's envelopes follow in the batch's order, each envelope once in the whole chain (a
-  client that sent the same envelope to two replicas has it in two batches);
+  batch under one key, or a second certificate of the same batch, adds nothing (the keys are
+  kept: one per batch, and a batch in the chain is forgotten once its slot leaves the window,
+  so a certificate of it ordered again could not be fetched any more);
+- the batch's envelopes follow in the batch's order, each envelope once in any window of slots
+  (a client that sent the same envelope to two replicas has it in two batches). The window is
+  `PbftConfig.decided_retain` slots (`recent.Recent`): what was taken earlier than that is
+  forgotten by every replica alike, so a copy ordered that late is in the block again, and
+  the peers mark it DUPLICATE_TXID;
 - a batch this replica does not hold is fetched (`BatchFetch`) from a replica that acked it —
   the certificate names f+1 of them, at least one correct — one peer at a time, the next one on
   each retry; the answer is checked against the certificate's digest before it is used. Slots
   resolve strictly in sequence order: a later slot waits for an earlier one's batches.
 
 What was assembled is persisted (`AssembledRecord`) before the slot is delivered, so a restart
-neither delivers a slot twice nor forgets which keys and envelopes are in the chain.
+neither delivers a slot twice nor forgets which keys and envelopes the window holds (the
+runtime keeps the records of the window's slots; a jump over blocks records its slots too,
+`DisseminatingReplica.jump`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import TypeVar
 from dltmw.core.pbft.availability import BatchKey, ack_signers, parse_certificate
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, StoredBatch
+from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.types import Decided, request_id
 from dltmw.v1 import replica_pb2
 
@@ -78,8 +86,11 @@ class BatchResolver:
         self.checker = checker
         self.me = me
         self.queue: deque[Decided] = deque()
+        window = checker.config.decided_retain
+        # Batch keys stay (one per batch, not per transaction): an old certificate ordered
+        # again must be skipped, not fetched — its batch is forgotten everywhere.
         self.included: set[BatchKey] = set()
-        self.delivered_ids: set[bytes] = set()
+        self.delivered_ids: Recent[bytes] = Recent(window)
         self.assembled_upto = 0
         self.wanted: Wanted | None = None
         self.fetches: list[tuple[int, replica_pb2.ReplicaMessage]] = []
@@ -91,9 +102,13 @@ class BatchResolver:
 
     def restore(self, record: AssembledRecord) -> None:
         """Replay one persisted assembly (restart)."""
-        self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
-        self.delivered_ids.update(record.envelope_ids)
+        self.note(record)
         self.assembled_upto = max(self.assembled_upto, record.sequence)
+
+    def note(self, record: AssembledRecord) -> None:
+        """The window takes what an assembled (or jumped) slot put in the chain."""
+        self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
+        self.delivered_ids.add(record.sequence, record.envelope_ids)
 
     def resolve(
         self, stored: dict[tuple[BatchKey, bytes], StoredBatch]
@@ -107,8 +122,7 @@ class BatchResolver:
                 return out
             self.queue.popleft()
             record, envelopes = taken
-            self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
-            self.delivered_ids.update(record.envelope_ids)
+            self.note(record)
             self.assembled_upto = slot.sequence
             self.wanted = None
             done = Decided(

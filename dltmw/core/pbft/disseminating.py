@@ -34,6 +34,7 @@ from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
 from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate_alone
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
+from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.replica import Replica
 from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.surface import DisseminatedRecord
@@ -186,9 +187,11 @@ class DisseminatingReplica:
         for decided in inner.decided:
             self.resolver.push(decided)
         assembled = self.resolver.resolve(d.stored)
-        persist: list[DisseminatedRecord] = [*d.persist, *inner.persist]
+        persist: list[DisseminatedRecord] = [*d.persist, *inner.persist, *self._persist]
+        self._persist = []
         for record, done in assembled:
             persist.append(record)
+            d.delivered(record.envelope_ids)
             self._note_used(record)
             self._keep(done, ASSEMBLED_KEPT)
         send = [*d.send, *inner.send]
@@ -204,6 +207,8 @@ class DisseminatingReplica:
 
     def _rebuild(self, record: AssembledRecord) -> None:
         """An assembled slot's envelopes again, from the stored batches it took (restart)."""
+        if not record.batches:
+            return  # a slot jumped over (`jump`) or with nothing new: no envelopes to rebuild
         by_id: dict[bytes, bytes] = {}
         for origin, batch_sequence, digest in record.batches:
             stored = self.disseminator.stored.get((BatchKey(origin, batch_sequence), digest))
@@ -300,8 +305,8 @@ class DisseminatingReplica:
         self.replica.cut_max = 1
 
     @property
-    def executed_ids(self) -> set[bytes]:
-        """Ids of the envelopes in the chain."""
+    def executed_ids(self) -> Recent[bytes]:
+        """Ids of the envelopes in the chain's last `decided_retain` slots."""
         return self.resolver.delivered_ids
 
     @property
@@ -334,12 +339,21 @@ class DisseminatingReplica:
         """Execution jumps over verified blocks (`pbft.jump`). Their envelopes, not the
         certificates, are all a block shows: they count as executed and assembled, and the
         replica's chained state digest is computed over them — so this replica's checkpoint
-        votes differ from its peers' until a stable checkpoint proven by them moves it."""
+        votes differ from its peers' until a stable checkpoint proven by them moves it.
+
+        The last `decided_retain` slots jumped over are recorded as assembled slots without
+        batches: assembly's de-duplication window must hold what every other replica's holds
+        (their envelope ids), here and after a restart."""
         if not self.replica.jump(batches):
             return False
+        last = max(seq for seq, _envelopes in batches)
         for seq, envelopes in batches:
             if seq > self.resolver.assembled_upto:
-                self.resolver.delivered_ids.update(request_id(e) for e in envelopes)
+                if seq > last - self.retain_slots:
+                    record = AssembledRecord(seq, (), tuple(request_id(e) for e in envelopes))
+                    self._persist.append(record)
+                    self.resolver.note(record)
+                self.disseminator.delivered([request_id(e) for e in envelopes])
                 self.resolver.assembled_upto = seq
         while (
             self.resolver.queue and self.resolver.queue[0].sequence <= self.resolver.assembled_upto

@@ -34,7 +34,7 @@ no correct replica holds, or one whose content differs from its digest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dltmw.core.pbft.availability import BatchKey, ack_message, make_certificate
@@ -314,6 +314,16 @@ class Disseminator:
             if own is not None:
                 self.batched_ids.difference_update(envelope_ids)
         self._uncount(key)
+
+    def delivered(self, envelope_ids: Sequence[bytes]) -> None:
+        """Envelopes the chain took (in any replica's batch): not batched here again. A client
+        that broadcast its envelope to every replica had it in each one's intake; leaving
+        those copies to be batched and ordered later made assembly skip them only while its
+        window (`recent.Recent`) still remembered the first."""
+        intake = self.intake
+        if intake:
+            for eid in envelope_ids:
+                intake.pop(eid, None)
 
     def forget(self, key: BatchKey, digest: bytes) -> None:
         """Drop a delivered batch from the store (its slot is older than `retain_slots`)."""

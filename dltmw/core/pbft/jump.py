@@ -41,13 +41,19 @@ def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
         return False
     state = replica.state_digest
     checkpoints: list[tuple[int, bytes]] = []
-    ids: list[bytes] = []
+    ids: list[bytes] = []  # of the last `decided_retain` sequences: what de-duplication keeps
+    last = todo[-1][0]
     for sequence, requests in todo:
         state = chain_state(state, replica.checker.digest(requests))
-        ids.extend(request_id(r) for r in requests)
+        batch_ids = [request_id(r) for r in requests]
+        if sequence > last - replica.config.decided_retain:
+            ids.extend(batch_ids)
+        for rid in batch_ids:  # pending here and executed by the cluster: not pending any more
+            replica.pending.pop(rid, None)
+            replica.proposed_ids.discard(rid)
         if sequence % replica.config.checkpoint_interval == 0:
             checkpoints.append((sequence, state))
-    record = JumpRecord(todo[-1][0], state, tuple(checkpoints), tuple(ids))
+    record = JumpRecord(last, state, tuple(checkpoints), tuple(ids))
     replica.persist(record)
     restore_jump(replica, record)
     replica.counters["jumped"] += len(todo)
@@ -57,8 +63,13 @@ def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
 
 
 def restore_jump(replica: Checkpoints, record: JumpRecord) -> None:
-    """Adopt a jump (live or from the log on restart); a jump already passed only adds ids."""
-    replica.executed_ids.update(record.request_ids)
+    """Adopt a jump (live or from the log on restart); a jump already passed only adds ids.
+
+    The record's ids are counted as executed at its last sequence: de-duplication keeps them
+    a few sequences longer than the window, which only this replica's own refusals see (block
+    content never depends on `executed_ids`; with dissemination it depends on the assembler's
+    ids, which a jump records per sequence: `DisseminatingReplica.jump`)."""
+    replica.executed_ids.add(record.sequence, record.request_ids)
     for rid in record.request_ids:
         replica.pending.pop(rid, None)
         replica.proposed_ids.discard(rid)

@@ -54,6 +54,15 @@ def record_sequence(record: Record) -> int:
     return 0
 
 
+def compaction_floor(stable_seq: int, delivered: int, retain: int) -> int:
+    """The lowest sequence whose decided (and assembled) records a compaction keeps, once
+    `stable_seq` is stable and sequences up to `delivered` are in the node's chain: the last
+    `retain` sequences below both. State transfer serves those, and a restart rebuilds from
+    them the de-duplication window of the next sequence to deliver (`recent.Recent`: with
+    dissemination that window decides block content, so it must be whole)."""
+    return min(stable_seq, delivered) - retain + 1
+
+
 def compact(records: Sequence[Record], stable_seq: int, decided_from: int) -> list[Record]:
     """The records a restart still needs once `stable_seq` is stable (storage must match).
 
@@ -102,7 +111,7 @@ def replay(replica: Checkpoints, records: Sequence[Record]) -> None:
             batch = record.batch
             if batch.sequence < replica.next_exec:
                 replica.decided[batch.sequence] = batch
-                replica.executed_ids.update(replica.ids_of(tuple(batch.requests)))
+                replica.executed_ids.add(batch.sequence, replica.ids_of(tuple(batch.requests)))
             elif batch.sequence == replica.next_exec:
                 replica.apply(batch, restoring=True)
         elif isinstance(record, JumpRecord):

@@ -353,13 +353,15 @@ class Replica(Checkpoints):
         """Execute one decided batch (the next sequence): persist, output, checkpoint."""
         requests = tuple(batch.requests)
         fresh = []
+        ids: dict[bytes, None] = {}
         for request in requests:
             rid = request_id(request)
-            if rid not in self.executed_ids:
-                self.executed_ids.add(rid)
+            if rid not in self.executed_ids and rid not in ids:
                 fresh.append(request)
+            ids[rid] = None
             self.pending.pop(rid, None)
             self.proposed_ids.discard(rid)
+        self.executed_ids.add(batch.sequence, ids)
         if len(requests) == 1 and self.checker.alone(requests[0]):
             self.hold = True
         self.state_digest = chain_state(self.state_digest, batch.digest)

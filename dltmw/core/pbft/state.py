@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from dltmw.core.effects import Effects
 from dltmw.core.pbft.certs import Checker, ViewChangeInfo
+from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.types import (
     ZERO_DIGEST,
     Decided,
@@ -67,7 +68,8 @@ class ReplicaState:
         self.next_exec = 1
         self.state_digest = ZERO_DIGEST
         self.state_at: dict[int, bytes] = {}
-        self.executed_ids: set[bytes] = set()
+        # Ids executed in the last `decided_retain` sequences (`recent.Recent`: bounded).
+        self.executed_ids: Recent[bytes] = Recent(config.decided_retain)
         self.decided: dict[int, replica_pb2.DecidedBatch] = {}
         # Checkpoints: `low` is the highest proven checkpoint (the low watermark); it becomes
         # `stable_seq` once this replica has executed up to it.

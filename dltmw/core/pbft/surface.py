@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from dltmw.core.effects import Effects
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.dissemination import BatchRecord
+from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.types import Decided, Envelope, PbftConfig, Record, Rejected
 
@@ -70,8 +71,9 @@ class OrderingReplica(Protocol):
         """Tick at which the replica last proved itself behind (0: never)."""
 
     @property
-    def executed_ids(self) -> set[bytes]:
-        """Ids of the requests (envelopes) executed, i.e. in the chain."""
+    def executed_ids(self) -> Recent[bytes]:
+        """Ids of the requests (envelopes) executed in the chain's last `decided_retain`
+        sequences (`recent.Recent`)."""
 
     @property
     def pending(self) -> dict[bytes, Pending]:

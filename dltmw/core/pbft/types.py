@@ -179,7 +179,8 @@ class JumpRecord:
     """Persisted: execution jumped to `sequence` over externally verified blocks (see `jump`).
 
     Holds what a restart needs to resume there: the chained state digest at `sequence`, the
-    digests at the checkpoint multiples jumped over, and the request ids executed by the jump.
+    digests at the checkpoint multiples jumped over, and the request ids executed by the jump's
+    last `decided_retain` sequences (what de-duplication remembers: `recent.Recent`).
     """
 
     sequence: int

@@ -84,6 +84,7 @@ from dltmw.core.pbft import (
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.core.pbft.surface import OrderingReplica
 from dltmw.core.pbft.types import RequestCheck
 from dltmw.ledger.pbft_store import RecordStore, StoredRecord
@@ -142,7 +143,7 @@ class PbftOrdererExecutor(
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
             executed = channel.ledger.height - channel.config.epoch  # sequences in the ledger
-            keep = min(stable[-1] - channel.config.decided_retain + 1, max(executed, 0))
+            keep = compaction_floor(stable[-1], executed - 1, channel.config.decided_retain)
             await channel.store.compact(stable[-1], keep)
         for record in records:
             if isinstance(record, JumpRecord):
