@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pbft_messages import KEYS, garbled, signed
 
-from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, batch_digest
+from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, batch_digest, request_id
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.availability import (
     AvailabilityRule,
+    BatchKey,
     ack_message,
     make_certificate,
     parse_certificate,
@@ -296,3 +297,53 @@ def test_a_lone_envelope_is_batched_alone_and_its_certificate_says_so() -> None:
     assert AvailabilityRule(CHECKER)(certificate.SerializeToString())
     certificate.alone = False  # a faulty origin denies it: the acks no longer match
     assert not AvailabilityRule(CHECKER)(certificate.SerializeToString())
+
+
+# -- Nagle's rule: a short batch leaves when none of the origin's own is in flight ---------
+
+
+def batches_sent(effects_send: tuple[tuple[int, Envelope], ...]) -> list[list[bytes]]:
+    """The envelopes of each batch sent to replica 2 (every batch goes to every other)."""
+    out = []
+    for peer, envelope in effects_send:
+        message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+        if peer == 2 and message.WhichOneof("body") == "batch":
+            out.append(list(message.batch.envelopes))
+    return out
+
+
+def test_drained_cuts_a_short_batch_at_once_only_while_none_of_ours_is_in_flight() -> None:
+    """Every batch costs a whole slot whatever its size, so a short one leaves on the drained
+    event only when the origin has nothing in flight; the envelopes that come meanwhile wait
+    for the batch in flight to reach the chain and then leave together."""
+    origin = core(1)
+    origin.step(ClientRequest(REQS[0]))
+    assert batches_sent(origin.ready().send) == []  # below the batch size
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[0]]]  # nothing in flight: at once
+    origin.step(ClientRequest(REQS[1]))
+    origin.drained()
+    assert batches_sent(origin.ready().send) == []  # batch 1 is in flight: REQS[1] waits
+    origin.step(ClientRequest(REQS[2]))  # two waiting: a full batch leaves at once anyway
+    assert batches_sent(origin.ready().send) == [[REQS[1], REQS[2]]]
+    origin.step(ClientRequest(REQS[3]))
+    origin.disseminator.included(BatchKey(1, 1), [request_id(REQS[0])])
+    origin.drained()
+    assert batches_sent(origin.ready().send) == []  # batch 2 is still in flight
+    origin.disseminator.included(BatchKey(1, 2), [request_id(r) for r in REQS[1:3]])
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[3]]]  # all in the chain: at once
+
+
+def test_a_short_batch_still_leaves_on_the_timer_while_one_of_ours_is_in_flight() -> None:
+    """Liveness: a batch in flight that never reaches the chain (its certificate lost, the
+    primary slow) does not hold the next envelopes beyond the batch timeout."""
+    origin = core(1)
+    origin.step(ClientRequest(REQS[0]))
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[0]]]
+    origin.step(ClientRequest(REQS[1]))
+    origin.tick(DIS.batch_wait_ticks - 1)
+    assert batches_sent(origin.ready().send) == []
+    origin.tick(DIS.batch_wait_ticks)
+    assert batches_sent(origin.ready().send) == [[REQS[1]]]

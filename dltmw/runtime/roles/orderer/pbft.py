@@ -318,9 +318,13 @@ class PbftOrdererChannel(OrdererChannel):
         dissemination on a `DisseminatingReplica`; both are `OrderingReplica`s (`surface.py`)."""
         sign, admit, alone = self.ctx.signer.sign, self._admit, is_config_update
         if self._disseminates():
+            # The channel's batch timeout bounds how long envelopes wait while one of our
+            # batches is in flight (Nagle's rule, `Disseminator.drained`): with a one-tick
+            # wait every 50 ms cut a slot of its own under load (~38 envelopes at n = 4).
+            timeout_ms = self.view.config.batch.timeout_ms
             dis = DisseminationConfig(
                 batch_count_max=max(1, self._batch_max),
-                batch_wait_ticks=1,
+                batch_wait_ticks=max(1, round(timeout_ms / 1000 / TICK_S)),
                 retransmit_ticks=self.config.retransmit_ticks,
             )
             if records:
