@@ -136,6 +136,10 @@ class Disseminator:
         self.alone = alone
         self.now = 0
         self.intake: dict[bytes, bytes] = {}  # envelope id -> envelope, arrival order
+        # What `cut` needs of the intake without a pass over it: its bytes and its lone
+        # envelopes (`alone` parses an envelope's header; once per envelope, at `submit`).
+        self.intake_bytes = 0
+        self.intake_lone: set[bytes] = set()
         self.intake_since = 0
         self.next_batch = 1
         self.own: dict[int, OwnBatch] = {}
@@ -180,6 +184,9 @@ class Disseminator:
         if not self.intake:
             self.intake_since = self.now
         self.intake[eid] = envelope
+        self.intake_bytes += len(envelope)
+        if self.alone(envelope):
+            self.intake_lone.add(eid)
 
     def tick(self, now: int) -> None:
         """Cut what waited long enough; resend uncertified batches and certificates."""
@@ -205,10 +212,13 @@ class Disseminator:
         `now`: cut whatever waits)."""
         cfg = self.config
         while self.intake:
+            if not (self.complete() or now or (not full_only and self._waited())):
+                return  # what the pass below would find, without it (it ran per envelope)
             batch: list[bytes] = []
+            ids: list[bytes] = []
             size = 0
-            for envelope in self.intake.values():
-                lone = self.alone(envelope)
+            for eid, envelope in self.intake.items():
+                lone = eid in self.intake_lone
                 if batch and (
                     lone
                     or len(batch) >= cfg.batch_count_max
@@ -216,20 +226,35 @@ class Disseminator:
                 ):
                     break
                 batch.append(envelope)
+                ids.append(eid)
                 size += len(envelope)
                 if lone:
                     break  # a lone envelope is a batch by itself
             full = len(batch) < len(self.intake) or len(batch) >= cfg.batch_count_max
-            full = full or (len(batch) == 1 and self.alone(batch[0]))
-            waited = self.now - self.intake_since >= cfg.batch_wait_ticks
-            if not full and (full_only or not (waited or now)):
+            full = full or (len(batch) == 1 and ids[0] in self.intake_lone)
+            if not full and (full_only or not (self._waited() or now)):
                 return
-            for envelope in batch:
-                eid = request_id(envelope)
+            for eid in ids:
                 del self.intake[eid]
+                self.intake_lone.discard(eid)
                 self.batched_ids.add(eid)
+            self.intake_bytes -= size
             self.intake_since = self.now
             self._form(tuple(batch))
+
+    def complete(self) -> bool:
+        """Does the intake hold a complete batch: `batch_count_max` envelopes, more than
+        `batch_bytes_max` bytes (every envelope is below it: the first batch ends before the
+        intake does), or a lone envelope (the batch before it ends there, or it is one)?"""
+        cfg = self.config
+        return (
+            len(self.intake) >= cfg.batch_count_max
+            or self.intake_bytes > cfg.batch_bytes_max
+            or bool(self.intake_lone)
+        )
+
+    def _waited(self) -> bool:
+        return self.now - self.intake_since >= self.config.batch_wait_ticks
 
     def _form(self, envelopes: tuple[bytes, ...]) -> None:
         seq, digest = self.next_batch, batch_digest(envelopes)
