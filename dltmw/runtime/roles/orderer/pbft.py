@@ -96,7 +96,7 @@ from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.runtime.roles.orderer.pbft_catchup import fetch_verified
 from dltmw.runtime.roles.orderer.solo import OrdererChannel, stopped
-from dltmw.runtime.waiters import Waiters
+from dltmw.runtime.waiters import Waiters, settled
 from dltmw.v1 import errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
@@ -458,12 +458,12 @@ class PbftOrdererChannel(OrdererChannel):
                 out[-1] = exc
                 continue
             waits.append((len(out) - 1, rid, done))
-        results = await asyncio.gather(
-            *(asyncio.wait_for(asyncio.shield(f), SUBMIT_WAIT_S) for _, _, f in waits),
-            return_exceptions=True,
-        )
-        for (position, rid, done), result in zip(waits, results, strict=True):
-            self.waiters.discard(rid, done)
+        try:
+            results = await settled([f for _, _, f in waits], SUBMIT_WAIT_S)
+        finally:
+            for _position, rid, done in waits:
+                self.waiters.discard(rid, done)
+        for (position, _rid, _done), result in zip(waits, results, strict=True):
             if isinstance(result, DltmwError):
                 out[position] = result
             elif isinstance(result, TimeoutError):
