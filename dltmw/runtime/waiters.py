@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -65,3 +65,24 @@ class Waiters(Generic[K, V]):
 
     def __bool__(self) -> bool:
         return bool(self._by_key)
+
+
+async def settled(
+    futures: Sequence[asyncio.Future[V]], timeout_s: float
+) -> list[V | BaseException]:
+    """Each future's result or exception, in order, or a `TimeoutError` for one not done within
+    `timeout_s` of the call: one deadline for the whole group, and no task per future (a
+    `wait_for` each made a task, a shielding future and a timer per transaction on the PBFT
+    primary). The futures are never cancelled: the caller discards the ones it gave up on."""
+    if futures:
+        await asyncio.wait(futures, timeout=timeout_s)
+    out: list[V | BaseException] = []
+    for future in futures:
+        if not future.done():
+            out.append(TimeoutError())
+        elif future.cancelled():
+            out.append(asyncio.CancelledError())
+        else:
+            error = future.exception()
+            out.append(future.result() if error is None else error)
+    return out

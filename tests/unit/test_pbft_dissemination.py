@@ -14,13 +14,14 @@ from dltmw.core.pbft import ClientRequest, Decided, Envelope, PbftConfig, batch_
 from dltmw.core.pbft.assembly import AssembledRecord, compact_assembled
 from dltmw.core.pbft.availability import (
     AvailabilityRule,
+    BatchKey,
     ack_message,
     make_certificate,
     parse_certificate,
 )
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
 from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.v1 import replica_pb2
 
@@ -365,3 +366,162 @@ def test_a_jump_records_the_windows_slots_and_a_restart_knows_them() -> None:
     expected = {request_id(e) for e in [*REQS[4:6], REQS[0], NEW]}
     assert set(replica.executed_ids) == expected
     assert set(windowed_core(0, persisted).executed_ids) == expected
+
+
+# -- Nagle's rule: a short batch leaves when none of the origin's own is in flight ---------
+
+
+def batches_sent(effects_send: tuple[tuple[int, Envelope], ...]) -> list[list[bytes]]:
+    """The envelopes of each batch sent to replica 2 (every batch goes to every other)."""
+    out = []
+    for peer, envelope in effects_send:
+        message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+        if peer == 2 and message.WhichOneof("body") == "batch":
+            out.append(list(message.batch.envelopes))
+    return out
+
+
+def test_drained_cuts_a_short_batch_at_once_only_while_none_of_ours_is_in_flight() -> None:
+    """Every batch costs a whole slot whatever its size, so a short one leaves on the drained
+    event only when the origin has nothing in flight; the envelopes that come meanwhile wait
+    for the batch in flight to reach the chain and then leave together."""
+    origin = core(1)
+    origin.step(ClientRequest(REQS[0]))
+    assert batches_sent(origin.ready().send) == []  # below the batch size
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[0]]]  # nothing in flight: at once
+    origin.step(ClientRequest(REQS[1]))
+    origin.drained()
+    assert batches_sent(origin.ready().send) == []  # batch 1 is in flight: REQS[1] waits
+    origin.step(ClientRequest(REQS[2]))  # two waiting: a full batch leaves at once anyway
+    assert batches_sent(origin.ready().send) == [[REQS[1], REQS[2]]]
+    origin.step(ClientRequest(REQS[3]))
+    origin.disseminator.included(BatchKey(1, 1), [request_id(REQS[0])])
+    origin.drained()
+    assert batches_sent(origin.ready().send) == []  # batch 2 is still in flight
+    origin.disseminator.included(BatchKey(1, 2), [request_id(r) for r in REQS[1:3]])
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[3]]]  # all in the chain: at once
+
+
+def test_a_short_batch_still_leaves_on_the_timer_while_one_of_ours_is_in_flight() -> None:
+    """Liveness: a batch in flight that never reaches the chain (its certificate lost, the
+    primary slow) does not hold the next envelopes beyond the batch timeout."""
+    origin = core(1)
+    origin.step(ClientRequest(REQS[0]))
+    origin.drained()
+    assert batches_sent(origin.ready().send) == [[REQS[0]]]
+    origin.step(ClientRequest(REQS[1]))
+    origin.tick(DIS.batch_wait_ticks - 1)
+    assert batches_sent(origin.ready().send) == []
+    origin.tick(DIS.batch_wait_ticks)
+    assert batches_sent(origin.ready().send) == [[REQS[1]]]
+
+
+# -- cutting without a pass over the intake per envelope ------------------------------------
+
+
+def naive_cut(
+    intake: list[bytes], config: DisseminationConfig, full_only: bool, waited: bool
+) -> list[list[bytes]]:
+    """The cutting rule as first written (one pass over the whole intake per call, `alone`
+    judged in each pass): the reference the incremental `Disseminator.cut` must equal."""
+    out = []
+    while intake:
+        batch: list[bytes] = []
+        size = 0
+        for envelope in intake:
+            lone = KEYS.lone(envelope)
+            if batch and (
+                lone
+                or len(batch) >= config.batch_count_max
+                or size + len(envelope) > config.batch_bytes_max
+            ):
+                break
+            batch.append(envelope)
+            size += len(envelope)
+            if lone:
+                break
+        full = len(batch) < len(intake) or len(batch) >= config.batch_count_max
+        full = full or (len(batch) == 1 and KEYS.lone(batch[0]))
+        if not full and (full_only or not waited):
+            break
+        del intake[: len(batch)]
+        out.append(batch)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("submit"), st.booleans(), st.integers(0, 40)),
+            st.tuples(st.just("wait"), st.booleans(), st.just(0)),
+            st.tuples(st.just("now"), st.booleans(), st.just(0)),
+            st.tuples(st.just("delivered"), st.booleans(), st.integers(0, 40)),
+        ),
+        max_size=60,
+    ),
+    count_max=st.integers(1, 5),
+    bytes_max=st.integers(60, 200),
+)
+def test_incremental_cutting_forms_the_batches_of_the_per_pass_rule(
+    ops: list[tuple[str, bool, int]], count_max: int, bytes_max: int
+) -> None:
+    """Batches formed by the intake's running bytes and lone ids equal those of the rule that
+    re-read the whole intake on every envelope (sizes near the bytes bound, lone envelopes,
+    the timer and `now` cuts, and envelopes leaving the intake for the chain interleaved)."""
+    config = DisseminationConfig(
+        batch_count_max=count_max, batch_bytes_max=bytes_max, batch_wait_ticks=1
+    )
+    checker = Checker(CONFIG, KEYS.verify, batch_digest, lambda _r: True)
+    d = Disseminator(checker, 1, KEYS.signer(1), config, lambda _e: True, KEYS.lone)
+    formed: list[list[bytes]] = []
+    d._form = lambda envelopes: formed.append(list(envelopes))  # type: ignore[method-assign]
+    model: list[bytes] = []
+    expected: list[list[bytes]] = []
+    for i, (op, lone, pad) in enumerate(ops):
+        if op == "submit":
+            envelope = KEYS.make_request(0, i, lone=lone) + b"x" * pad
+            d.submit(envelope, lambda _e: False)
+            if len(envelope) <= bytes_max:  # a larger one is refused
+                model.append(envelope)
+            d.cut(full_only=True)
+            expected += naive_cut(model, config, full_only=True, waited=False)
+        elif op == "wait":
+            d.now += 1  # the oldest waited a tick: batch_wait_ticks
+            d.cut(full_only=False)
+            expected += naive_cut(model, config, full_only=False, waited=True)
+        elif op == "delivered":  # another replica's batch took one: it leaves the intake
+            if model:
+                gone = model.pop(pad % len(model))
+                d.delivered([request_id(gone)])
+                d.cut(full_only=True)
+                expected += naive_cut(model, config, full_only=True, waited=False)
+        else:
+            d.cut(full_only=False, now=True)
+            expected += naive_cut(model, config, full_only=False, waited=True)
+        assert formed == expected
+        assert list(d.intake.values()) == model
+        assert d.intake_bytes == sum(len(e) for e in model)
+
+
+def test_alone_is_judged_once_per_envelope_however_long_it_waits() -> None:
+    """The origin judged every waiting envelope again (`alone` parses its header) on every
+    envelope it admitted: ~n^2/2 parses per batch of n (the primary's hottest code at n = 4)."""
+    calls = 0
+
+    def alone(envelope: bytes) -> bool:
+        nonlocal calls
+        calls += 1
+        return KEYS.lone(envelope)
+
+    config = DisseminationConfig(batch_count_max=100, batch_wait_ticks=4)
+    origin = DisseminatingReplica(
+        CONFIG, 1, KEYS.signer(1), KEYS.verify, config, KEYS.request_ok, alone=alone
+    )
+    requests = [KEYS.make_request(0, 100 + i) for i in range(100)]
+    for request in requests:
+        origin.step(ClientRequest(request))
+    assert batches_sent(origin.ready().send) == [requests]
+    assert calls <= len(requests) + 1  # + the formed batch's own lone check

@@ -20,6 +20,8 @@ from dltmw.core.handlers.pbft_orderer import (
 )
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Replica, request_id
+from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.v1 import block_pb2, replica_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, request_timeout_ticks=50)
@@ -237,3 +239,23 @@ def test_drained_is_ignored_when_cutting_by_limits_only() -> None:
     group.cores[0].tick(1)
     group.flush(0)
     assert pre_prepares(group) == [1]  # the tick still cuts, as before
+
+
+def test_with_dissemination_a_backup_that_a_client_reached_cuts_its_batch_on_drained() -> None:
+    """With dissemination the origin of a batch is whichever replica a client reached, so the
+    drained event cuts a short batch on a backup too (Nagle's rule on its own batches), not
+    only on the primary with nothing proposed in flight."""
+    dis = DisseminationConfig(batch_count_max=2, batch_wait_ticks=4)
+    replica = DisseminatingReplica(CONFIG, 2, KEYS.signer(2), KEYS.verify, dis, KEYS.request_ok)
+    replica.cut_max = 1
+    assembler = BlockAssembler("ch", 2, CONFIG.quorum, IDS, KEYS.verify)
+    backup = PbftOrdererCore(replica, assembler, KEYS.signer(2), 1, ZERO_HASH)
+    backup.step(ClientRequest(REQS[0]))
+    assert backup.ready().send == ()
+    backup.drained()
+    sent = [
+        (peer, replica_pb2.ReplicaMessage.FromString(m.payload).WhichOneof("body"))
+        for peer, m in backup.ready().send
+        if isinstance(m, Envelope)
+    ]
+    assert sorted(sent) == [(0, "batch"), (1, "batch"), (3, "batch")]

@@ -264,3 +264,26 @@ async def test_record_store_compacts_exactly_like_the_simulator(tmp_path: Path) 
         assert await store.load() == compact(full, stable, stable - 1)
     finally:
         await store.close()
+
+
+def test_the_primary_judges_alone_once_per_request_however_long_it_waits() -> None:
+    """As primary, every admitted request runs `propose`, which looked at every waiting
+    request's `alone` (a parse of its header) again: ~n^2/2 parses per batch of n."""
+    calls = 0
+
+    def alone(request: bytes) -> bool:
+        nonlocal calls
+        calls += 1
+        return KEYS.lone(request)
+
+    config = PbftConfig(n=4, batch_size_max=100)
+    primary = Replica(
+        config, 0, KEYS.signer(0), KEYS.verify, request_ok=KEYS.request_ok, alone=alone
+    )
+    requests = [KEYS.make_request(0, 100 + i) for i in range(100)]
+    for request in requests:
+        primary.step(ClientRequest(request))
+    (pp,) = [m for _peer, m in primary.ready().send if _peer == 1]
+    body = replica_pb2.ReplicaMessage.FromString(pp.payload).pre_prepare
+    assert list(body.requests) == requests
+    assert calls <= len(requests)

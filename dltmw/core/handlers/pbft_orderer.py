@@ -266,9 +266,16 @@ class PbftOrdererCore:
         return replica
 
     def drained(self) -> None:
-        """Intake empty: as primary with nothing in flight, propose what is pending now."""
+        """Intake empty: as primary with nothing in flight, propose what is pending now; with
+        dissemination, any replica cuts its intake into a batch when none of its own batches
+        is in flight (`Disseminator.drained`: the in-flight slot is the origin's batch, and a
+        client may reach any replica)."""
         replica = self.replica
-        if not self._by_limits_only and replica.next_seq == replica.next_exec:
+        if self._by_limits_only or self.follower:
+            return
+        if isinstance(replica, DisseminatingReplica):
+            replica.drained()
+        elif replica.next_seq == replica.next_exec:
             replica.propose(full_only=False)  # does nothing unless primary, not changing view
 
     def ready(self) -> OrdererEffects:

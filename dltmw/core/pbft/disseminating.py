@@ -330,6 +330,12 @@ class DisseminatingReplica:
         del forward  # dissemination spreads it anyway
         self.disseminator.submit(request, self.resolver.delivered_ids.__contains__)
 
+    def drained(self) -> None:
+        """The runtime's intake is empty (`PbftOrdererCore.drained`): Nagle's rule on our own
+        batches (`Disseminator.drained`), on any replica a client reaches, primary or not. The
+        ordering replica has nothing to do then: each certificate is a full slot already."""
+        self.disseminator.drained()
+
     def propose(self, full_only: bool) -> None:
         """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
         self.disseminator.cut(full_only)

@@ -221,7 +221,9 @@ class Replica(Checkpoints):
         for rid, pending in self.pending.items():
             if rid in self.proposed_ids:
                 continue
-            if alone(pending.request):
+            if pending.lone is None:
+                pending.lone = alone(pending.request)
+            if pending.lone:
                 return (batch, True) if batch else ([pending.request], True)
             batch.append(pending.request)
             if len(batch) >= self.cut_max:

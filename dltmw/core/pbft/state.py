@@ -45,10 +45,13 @@ class Slot:
 
 @dataclass
 class Pending:
-    """A request this replica knows and has not executed; `since` drives the request timer."""
+    """A request this replica knows and has not executed; `since` drives the request timer;
+    `lone`: the `alone` verdict, judged once (`Replica._next_batch` reads it on every step as
+    primary, and `alone` parses the request)."""
 
     request: bytes
     since: int
+    lone: bool | None = None
 
 
 class ReplicaState:
