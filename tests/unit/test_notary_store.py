@@ -24,7 +24,7 @@ from dltmw.ledger.notary_store import (
     pack_tx_ids,
     unpack_tx_ids,
 )
-from dltmw.ledger.seen_filter import SeenFilter
+from dltmw.ledger.seen_filter import SeenFilter, key_bits
 from dltmw.ledger.sqlite_file import FORMAT
 from dltmw.v1 import errors_pb2
 
@@ -129,6 +129,15 @@ def test_the_seen_filter_never_hides_a_key_it_was_given(
     seen.add_all(texts)
     assert all(seen.may_hold(k) for k in keys) and all(seen.may_hold(t) for t in texts)
     assert seen.maybe(keys) == keys and seen.maybe(texts) == texts
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_a_keys_bits_are_the_four_six_bit_positions_of_its_hash(h: int) -> None:
+    """The table lookup sets exactly the bits of the definition: 6 hash bits per position."""
+    expected = 0
+    for shift in (0, 6, 12, 18):
+        expected |= 1 << ((h >> shift) & 63)
+    assert key_bits(h) == expected
 
 
 def test_the_seen_filter_says_no_to_most_keys_it_was_not_given() -> None:
