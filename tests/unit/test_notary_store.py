@@ -19,6 +19,7 @@ from dltmw.core.notary_batch import encode, sign_tree
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.notary_store import (
     CACHE_KIB,
+    WAL_AUTOCHECKPOINT_PAGES,
     NotaryStore,
     StoreCorrupt,
     pack_tx_ids,
@@ -247,3 +248,24 @@ def test_the_notary_connection_gets_its_page_cache(tmp_path: Path) -> None:
     size = store.run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0])
     store.close()
     assert size == -CACHE_KIB
+
+
+def test_the_notary_checkpoints_less_often_and_a_reopen_sees_every_batch(tmp_path: Path) -> None:
+    """Pages dirtied by several batches are checkpointed once (see WAL_AUTOCHECKPOINT_PAGES);
+    what is committed but not yet checkpointed is read back after a reopen."""
+    path = tmp_path / "notary.sqlite"
+    store = NotaryStore(path, P.notary.sign)
+    store.open()
+    pages = store.run(lambda: store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    for b in range(20):
+        decide(store, *(ask(f"{b:032x}{i:032x}", Ref(f"{b:032x}{i:032x}", 0)) for i in range(50)))
+    in_wal = path.with_name(path.name + "-wal").stat().st_size
+    store.close()
+    assert pages == WAL_AUTOCHECKPOINT_PAGES > 1000 and in_wal > 0
+    reopened = NotaryStore(path, P.notary.sign)
+    reopened.open()
+    again = decide(reopened, ask(f"{7:032x}{9:032x}", Ref(f"{7:032x}{9:032x}", 0)))
+    reopened.close()
+    assert again.decided == () and next(d for _, d in again.replies).signature
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM spent").fetchone()[0] == 20 * 50
