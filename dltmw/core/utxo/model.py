@@ -130,10 +130,8 @@ def window_message(window: Window) -> notarisation_pb2.TimeWindow:
 def group_hash(tag: str, parts: Iterable[bytes]) -> bytes:
     """H(tag, parts) = SHA-256(tag || u32 count || SHA-256(part) for each part)."""
     digests = [hashlib.sha256(p).digest() for p in parts]
-    h = hashlib.sha256(tag.encode() + len(digests).to_bytes(4, "big"))
-    for d in digests:
-        h.update(d)
-    return h.digest()
+    head = tag.encode() + len(digests).to_bytes(4, "big")
+    return hashlib.sha256(head + b"".join(digests)).digest()  # one call: cheaper than updates
 
 
 @dataclass(frozen=True)
@@ -199,10 +197,7 @@ def tx_id_of(parts: Iterable[bytes]) -> str:
     """hex SHA-256 of the domain tag and the seven group hashes `parts`, in `Components`' order
     (what `Components.tx_id` computes, without building a Components on the notary's hot
     path)."""
-    h = hashlib.sha256(TX_DOMAIN)
-    for part in parts:
-        h.update(part)
-    return h.hexdigest()
+    return hashlib.sha256(TX_DOMAIN + b"".join(parts)).hexdigest()
 
 
 def is_tx_id(value: str) -> bool:
