@@ -110,6 +110,7 @@ class Spent:
 
 
 NotaryEffects = Effects[None, Spent, None, Decision]
+_SIGNED_BELOW = Decision("")  # a reply's place until its step's batch signature exists
 
 
 def hash_tx_id(tx_id: str) -> bytes:
@@ -139,7 +140,8 @@ class SingleNotary:
             decision = self._decide(ask.ask, ask.now_ns, message.view, fresh)
             if decision is None:
                 pending.append((len(replies), ask.ask.tx_id))
-            replies.append((ask.token, decision))  # type: ignore[arg-type]  # filled below
+                decision = _SIGNED_BELOW  # replaced once the batch is signed (below)
+            replies.append((ask.token, decision))
         if not fresh:
             return
         tx_ids = tuple(fresh)
