@@ -188,6 +188,17 @@ async def bench(net: Path, pid: int, args: argparse.Namespace) -> None:
     print(f"spent-set check: {rows[0]} spent rows, {txs} notarised: " + ("ok" if ok else "WRONG"))
 
 
+def set_notary_table(net: Path, settings: Sequence[str]) -> None:
+    """Append a `[notary]` table with `settings` (KEY=VALUE, TOML values) to the node.toml of
+    every node hosting a notary (init writes none: the defaults apply otherwise)."""
+    table = "\n[notary]\n" + "".join(
+        f"{s.split('=', 1)[0]} = {s.split('=', 1)[1]}\n" for s in settings
+    )
+    for config in sorted((net / "nodes").glob("*/node.toml")):
+        if '"notary"' in config.read_text():
+            config.write_text(config.read_text() + table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.notary")
     parser.add_argument("--txs", type=int, default=40_000)
@@ -206,6 +217,14 @@ def main() -> None:
         "--parallel-pair",
         action="store_true",
         help="cluster: send each batch to both members at once (default: one, then the other)",
+    )
+    parser.add_argument(
+        "--notary-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `[notary]` key of the notary nodes' node.toml (runtime/interpreter.py), "
+        "e.g. switch_interval_ms=0.5; repeatable",
     )
     args = parser.parse_args()
     model = next(
@@ -227,6 +246,8 @@ def main() -> None:
         topo.write_text(cluster_topology(args.clients) if args.cluster else topology(args.clients))
         net = Path(tmp) / "net"
         init_network(topo, net)
+        if args.notary_setting:
+            set_notary_table(net, args.notary_setting)
         sup = Supervisor(net)
         try:
             sup.up(timeout_s=60)

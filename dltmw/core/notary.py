@@ -21,18 +21,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.txcheck import parse
 from dltmw.core.utxo.constraints import BUILTIN_CODE, ContractCode
 from dltmw.core.utxo.model import (
-    Components,
     Output,
     Ref,
     Window,
     is_tx_id,
     refs_of,
+    tx_id_of,
     visible_components,
     window_of,
 )
@@ -51,9 +52,9 @@ HASH_BYTES = 32
 MAX_DEPENDENCIES = 1000
 
 
-@dataclass(frozen=True)
-class NotarisationAsk:
-    """An admitted request: what the stateful decision needs, nothing more."""
+class NotarisationAsk(NamedTuple):
+    """An admitted request: what the stateful decision needs, nothing more. (A NamedTuple: one
+    is built per request on the notary's hot path, where a frozen dataclass cost ~3 µs.)"""
 
     tx_id: str
     inputs: tuple[Ref, ...]
@@ -121,7 +122,7 @@ def admit(
     if any(len(h) != HASH_BYTES for h in hidden):
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "component hashes must be 32 bytes")
     ins, refs, name, tw = visible_components(inputs, references, payload.notary, window)
-    computed = Components(ins, refs, hidden[0], hidden[1], name, tw, hidden[2]).tx_id()
+    computed = tx_id_of((ins, refs, hidden[0], hidden[1], name, tw, hidden[2]))  # Components order
     if computed != payload.tx_id:
         raise ClientError(
             R.ERROR_REASON_TX_ID_MISMATCH, "tx_id does not match the transaction's components"

@@ -43,8 +43,7 @@ class SignedBatch:
 
     def proofs(self) -> list[Proof]:
         """Each tx_id's proof, in order (rebuilt: the same proofs the answers carried)."""
-        tree = Tree([t.encode() for t in self.tx_ids])
-        return [tree.proof(i) for i in range(len(self.tx_ids))]
+        return Tree([t.encode() for t in self.tx_ids]).proofs()
 
     def attestations(self) -> list[tuple[str, bytes]]:
         """(tx_id, `encode`d signature and proof) of each tx_id, in order."""
@@ -69,7 +68,7 @@ def sign_tree(tx_ids: Sequence[str], sign: Callable[[bytes], bytes]) -> tuple[by
     `sign_batch` encodes; the notary answers from these without decoding what it stores)."""
     tree = Tree([t.encode() for t in tx_ids])  # leaf = SHA-256(0x00 || tx_id UTF-8)
     signature = sign(batch_message(tree.root))
-    return signature, [tree.proof(i) for i in range(len(tx_ids))]
+    return signature, tree.proofs()
 
 
 def signed_message(tx_id: str, proof: Proof | None) -> bytes:

@@ -38,6 +38,16 @@ HASHES = 4  # bits set per key, 6 hash bits each (the low 24 bits of the hash)
 _WORD_LOG2 = 6  # 64-bit words
 _M = 63
 K = TypeVar("K", bound=bytes | str)
+# The two bits that 12 hash bits choose, for every value of them: a key's 4 bits are the OR of
+# two entries (hash bits 0-11 and 12-23), the same bits as four shifts but ~40 % less Python per
+# key (0.6-0.8 instead of 1.0-1.2 µs: the notary calls this ~6 times per transaction).
+_PAIR = 1 << 12
+_PAIRS = tuple((1 << (x & _M)) | (1 << ((x >> 6) & _M)) for x in range(_PAIR))
+
+
+def key_bits(h: int) -> int:
+    """The bits of its word that a key with hash `h` sets (HASHES of them, maybe coinciding)."""
+    return _PAIRS[h & (_PAIR - 1)] | _PAIRS[(h >> 12) & (_PAIR - 1)]
 
 
 class SeenFilter:
@@ -56,16 +66,10 @@ class SeenFilter:
 
     def add_all(self, keys: Iterable[bytes | str]) -> None:
         """Record every key of `keys` (one loop: the per-call overhead counts here)."""
-        words, wmask = self._words, self._word_mask
-        for key in keys:
+        words, wmask, pairs, low = self._words, self._word_mask, _PAIRS, _PAIR - 1
+        for key in keys:  # `key_bits`, inlined: a call per key costs as much as the rest
             h = hash(key)
-            w = (h >> 24) & wmask
-            words[w] |= (
-                (1 << (h & _M))
-                | (1 << ((h >> 6) & _M))
-                | (1 << ((h >> 12) & _M))
-                | (1 << ((h >> 18) & _M))
-            )
+            words[(h >> 24) & wmask] |= pairs[h & low] | pairs[(h >> 12) & low]
 
     def may_hold(self, key: bytes | str) -> bool:
         """False only if `key` was certainly never added."""
@@ -73,16 +77,11 @@ class SeenFilter:
 
     def maybe(self, keys: Iterable[K]) -> list[K]:
         """Those of `keys` that may have been added (the others certainly were not)."""
-        words, wmask = self._words, self._word_mask
+        words, wmask, pairs, low = self._words, self._word_mask, _PAIRS, _PAIR - 1
         out = []
         for key in keys:
             h = hash(key)
-            bits = (
-                (1 << (h & _M))
-                | (1 << ((h >> 6) & _M))
-                | (1 << ((h >> 12) & _M))
-                | (1 << ((h >> 18) & _M))
-            )
+            bits = pairs[h & low] | pairs[(h >> 12) & low]  # `key_bits`, inlined
             if words[(h >> 24) & wmask] & bits == bits:
                 out.append(key)
         return out

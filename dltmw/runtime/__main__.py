@@ -27,6 +27,7 @@ from dltmw.net.hsm import HsmError
 from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.gc_tuning import freeze_startup_heap
+from dltmw.runtime.interpreter import tune_for_notary
 from dltmw.runtime.memory import tune_malloc
 from dltmw.runtime.node import Node
 from dltmw.runtime.process import (
@@ -57,6 +58,8 @@ async def serve(config: NodeConfig) -> int:
     ops = f" operations={node.operations_address}" if node.operations_address else ""
     print(f"READY {config.node_id} {address}{ops}", flush=True)
     frozen = freeze_startup_heap()  # full collections skip the startup heap (gc_tuning.py)
+    if "notary" in config.roles:
+        logger.info("notary interpreter: %s", tune_for_notary(config.notary))
     channels = sorted({*node.peers, *node.orderers})
     logger.info(
         "serving on %s: roles %s, channels %s, services %s, operations endpoint %s; "

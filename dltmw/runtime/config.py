@@ -19,10 +19,12 @@ from dltmw.net.signer import KeyRef, key_ref
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.runtime.config_file import (
     DEFAULT_LOGGING,
+    DEFAULT_NOTARY,
     JetStreamTable,
     Limits,
     LogSettings,
     NodeFile,
+    NotaryTable,
     OperationsSettings,
     TracingSettings,
 )
@@ -66,6 +68,7 @@ class NodeConfig:
     # `[jetstream]`: the NATS cluster of channels ordered by "jetstream" (orderers only)
     jetstream: JetStreamTable | None = None
     standby_of: str = ""  # `[node] standby_of`: the active whose identity a standby holds
+    notary: NotaryTable = DEFAULT_NOTARY  # `[notary]`: its interpreter settings (interpreter.py)
 
     @property
     def identity_id(self) -> str:
@@ -114,6 +117,7 @@ class NodeConfig:
             verify_threads=doc.validation.verify_threads,
             jetstream=_jetstream(doc.jetstream, base),
             standby_of=doc.node.standby_of,
+            notary=doc.notary,
         )
 
 

@@ -22,6 +22,8 @@ from dltmw.net.tomlfile import Strict
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 
 MiB = 1024 * 1024
+NOTARY_SWITCH_INTERVAL_MS = 5.0  # CPython's default (benchmarks/RESULTS.md, 2026-12-01 19:xx)
+NOTARY_GC_YOUNG_THRESHOLD = 700  # CPython's default
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -268,6 +270,29 @@ class ValidationTable(Strict):
     )
 
 
+class NotaryTable(Strict):
+    """`[notary]`: the interpreter of a process hosting the notary role (single or cluster
+    member), set once it serves (`runtime/interpreter.py`; other processes keep CPython's)."""
+
+    switch_interval_ms: float = Field(
+        NOTARY_SWITCH_INTERVAL_MS,
+        gt=0,
+        le=100,
+        description="how long a thread holding the GIL keeps it while another waits "
+        "(`sys.setswitchinterval`; CPython's default is 5 ms)",
+    )
+    gc_young_threshold: int = Field(
+        NOTARY_GC_YOUNG_THRESHOLD,
+        ge=100,
+        le=1_000_000,
+        description="net container allocations between young collections "
+        "(`gc.set_threshold`'s first value; CPython's default is 700)",
+    )
+
+
+DEFAULT_NOTARY = NotaryTable()
+
+
 class StorageTable(Strict):
     """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
 
@@ -335,6 +360,7 @@ class NodeFile(Strict):
     )
     storage: StorageTable = Field(default_factory=StorageTable)
     validation: ValidationTable = Field(default_factory=ValidationTable)
+    notary: NotaryTable = Field(default_factory=NotaryTable)
     jetstream: JetStreamTable = Field(
         default_factory=JetStreamTable, description="the NATS cluster of jetstream ordering"
     )

@@ -59,6 +59,25 @@ def reason_name(reason: int) -> str:
         return f"REASON_{reason}"
 
 
+class Decided(Protocol):
+    """What the metrics read of a notary's decision (`core/handlers/notary.Decision`)."""
+
+    @property
+    def signature(self) -> bytes:
+        """The notary's signature; empty when refused."""
+        ...
+
+    @property
+    def reason(self) -> int:
+        """The refusal's ErrorReason; 0 when signed."""
+        ...
+
+    @property
+    def conflicts(self) -> Sequence[object]:
+        """The states found consumed."""
+        ...
+
+
 class WatchedDriver(Protocol):
     """What the metrics read of a driver (`runtime/driver.py`)."""
 
@@ -156,12 +175,29 @@ class NodeMetrics:
         if MVCC_CONFLICT in counts:
             self.mvcc_aborts.labels(channel).inc(counts[MVCC_CONFLICT])
 
-    def observe_decision(self, notary: str, signed: bool, reason: int, conflicts: int) -> None:
-        """A notary decided one request (`notary`: "single" or the cluster's name)."""
+    def observe_decision(
+        self, notary: str, signed: bool, reason: int, conflicts: int, count: int = 1
+    ) -> None:
+        """A notary decided `count` requests alike, with `conflicts` conflicting states in all
+        (`notary`: "single" or the cluster's name)."""
         outcome = "SIGNED" if signed else reason_name(reason)
-        self.notary_decisions.labels(notary, outcome).inc()
+        self.notary_decisions.labels(notary, outcome).inc(count)
         if conflicts:
             self.notary_conflicts.labels(notary).inc(conflicts)
+
+    def observe_decisions(self, notary: str, decisions: Iterable[Decided]) -> None:
+        """A notary decided these requests: counted per outcome, one counter update each (a
+        labelled counter's update, ~2 µs, was a notable share of a notary's reply path)."""
+        tally: dict[tuple[bool, int], list[int]] = {}
+        for d in decisions:
+            seen = tally.get(key := (bool(d.signature), d.reason))
+            if seen is None:
+                tally[key] = [1, len(d.conflicts)]
+            else:
+                seen[0] += 1
+                seen[1] += len(d.conflicts)
+        for (signed, reason), (count, conflicts) in tally.items():
+            self.observe_decision(notary, signed, reason, conflicts, count)
 
     # -- state, read when scraped --------------------------------------------------------------
 

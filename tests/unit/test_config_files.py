@@ -114,6 +114,14 @@ def test_the_verify_pool_follows_the_cores_unless_configured(
     assert NodeConfig.load(edited).verify_pool_threads() == 3
 
 
+def test_the_notary_interpreter_settings_load(node_toml: Path, tmp_path: Path) -> None:
+    default = NodeConfig.load(node_toml).notary
+    assert (default.switch_interval_ms, default.gc_young_threshold) == (5.0, 700)
+    table = {"notary": {"switch_interval_ms": 0.5, "gc_young_threshold": 50_000}}
+    loaded = NodeConfig.load(_edited(node_toml, tmp_path, table)).notary
+    assert (loaded.switch_interval_ms, loaded.gc_young_threshold) == (0.5, 50_000)
+
+
 @pytest.mark.parametrize(
     ("tables", "problem"),
     [
@@ -126,6 +134,8 @@ def test_the_verify_pool_follows_the_cores_unless_configured(
         ({"ledger": {"synchronous": "SOMETIMES"}}, "ledger.synchronous"),
         ({"node": {"roles": ["gateway"]}}, "a gateway needs the peer role"),
         ({"validation": {"verify_threads": -1}}, "validation.verify_threads"),
+        ({"notary": {"switch_interval_ms": 0}}, "notary.switch_interval_ms"),
+        ({"notary": {"gc_young_threshold": 10}}, "notary.gc_young_threshold"),
     ],
     ids=[
         "misspelt-limit",
@@ -137,6 +147,8 @@ def test_the_verify_pool_follows_the_cores_unless_configured(
         "bad-synchronous",
         "gateway-without-peer",
         "negative-verify-threads",
+        "zero-switch-interval",
+        "tiny-young-threshold",
     ],
 )
 def test_a_bad_node_toml_is_refused_with_its_key_path(

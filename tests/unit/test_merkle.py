@@ -47,6 +47,15 @@ def test_every_leaf_proves_into_the_rfc6962_root(n: int) -> None:
         assert root_of(items[i], proof) == tree.root
 
 
+@pytest.mark.parametrize("n", [*range(1, 70), 500, 1000, 1025])
+def test_all_proofs_at_once_are_each_leafs_own_proof(n: int) -> None:
+    items = items_of(n)
+    tree = Tree(items)
+    proofs = tree.proofs()
+    assert proofs == [tree.proof(i) for i in range(n)]
+    assert all(root_of(item, p) == tree.root for item, p in zip(items, proofs, strict=True))
+
+
 def test_known_root_of_rfc6962_empty_leaf() -> None:
     # The RFC 9162 test vector: the root of a one-leaf tree over the empty string.
     assert Tree([b""]).root == hashlib.sha256(b"\x00").digest()

@@ -330,3 +330,37 @@ def test_data_key_rotation_from_loopback_only() -> None:
     answer = server.route(request("POST", path), b"", True)
     assert (answer.status, answer.body, rotated) == (200, b"data key 2 current\n", [2])
     assert endpoint().route(request("POST", path), b"", True).status == 404  # no storage key
+
+
+def test_a_notary_batch_of_decisions_counts_as_each_decision_alone() -> None:
+    from dltmw.core.handlers.notary import Conflict, Decision
+    from dltmw.core.utxo.model import Ref
+
+    conflict = Conflict(Ref("ab" * 32, 0), b"h" * 32, False)
+    consumed = errors_pb2.ERROR_REASON_INPUT_CONSUMED
+    window = errors_pb2.ERROR_REASON_TIME_WINDOW_INVALID
+    decisions = [
+        Decision("t1", b"sig"),
+        Decision("t2", reason=consumed, conflicts=(conflict, conflict)),
+        Decision("t3", b"sig"),
+        Decision("t4", reason=window),
+        Decision("t5", reason=consumed, conflicts=(conflict,)),
+    ]
+    batched, alone = NodeMetrics(), NodeMetrics()
+    batched.observe_decisions("single", decisions)
+    for d in decisions:
+        alone.observe_decision("single", bool(d.signature), d.reason, len(d.conflicts))
+
+    def notary_samples(m: NodeMetrics) -> dict[tuple[str | None, str], float]:
+        return {
+            (s.labels.get("outcome"), s.name): s.value
+            for f in text_string_to_metric_families(m.exposition().decode())
+            for s in f.samples
+            if s.name.startswith("dltmw_notary_") and not s.name.endswith("_created")
+        }
+
+    counted = notary_samples(batched)
+    assert counted == notary_samples(alone)
+    assert counted[("SIGNED", "dltmw_notary_decisions_total")] == 2
+    assert counted[("INPUT_CONSUMED", "dltmw_notary_decisions_total")] == 2
+    assert counted[(None, "dltmw_notary_conflicts_total")] == 3

@@ -19,12 +19,13 @@ from dltmw.core.notary_batch import encode, sign_tree
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.notary_store import (
     CACHE_KIB,
+    WAL_AUTOCHECKPOINT_PAGES,
     NotaryStore,
     StoreCorrupt,
     pack_tx_ids,
     unpack_tx_ids,
 )
-from dltmw.ledger.seen_filter import SeenFilter
+from dltmw.ledger.seen_filter import SeenFilter, key_bits
 from dltmw.ledger.sqlite_file import FORMAT
 from dltmw.v1 import errors_pb2
 
@@ -129,6 +130,15 @@ def test_the_seen_filter_never_hides_a_key_it_was_given(
     seen.add_all(texts)
     assert all(seen.may_hold(k) for k in keys) and all(seen.may_hold(t) for t in texts)
     assert seen.maybe(keys) == keys and seen.maybe(texts) == texts
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_a_keys_bits_are_the_four_six_bit_positions_of_its_hash(h: int) -> None:
+    """The table lookup sets exactly the bits of the definition: 6 hash bits per position."""
+    expected = 0
+    for shift in (0, 6, 12, 18):
+        expected |= 1 << ((h >> shift) & 63)
+    assert key_bits(h) == expected
 
 
 def test_the_seen_filter_says_no_to_most_keys_it_was_not_given() -> None:
@@ -238,3 +248,24 @@ def test_the_notary_connection_gets_its_page_cache(tmp_path: Path) -> None:
     size = store.run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0])
     store.close()
     assert size == -CACHE_KIB
+
+
+def test_the_notary_checkpoints_less_often_and_a_reopen_sees_every_batch(tmp_path: Path) -> None:
+    """Pages dirtied by several batches are checkpointed once (see WAL_AUTOCHECKPOINT_PAGES);
+    what is committed but not yet checkpointed is read back after a reopen."""
+    path = tmp_path / "notary.sqlite"
+    store = NotaryStore(path, P.notary.sign)
+    store.open()
+    pages = store.run(lambda: store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    for b in range(20):
+        decide(store, *(ask(f"{b:032x}{i:032x}", Ref(f"{b:032x}{i:032x}", 0)) for i in range(50)))
+    in_wal = path.with_name(path.name + "-wal").stat().st_size
+    store.close()
+    assert pages == WAL_AUTOCHECKPOINT_PAGES > 1000 and in_wal > 0
+    reopened = NotaryStore(path, P.notary.sign)
+    reopened.open()
+    again = decide(reopened, ask(f"{7:032x}{9:032x}", Ref(f"{7:032x}{9:032x}", 0)))
+    reopened.close()
+    assert again.decided == () and next(d for _, d in again.replies).signature
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM spent").fetchone()[0] == 20 * 50

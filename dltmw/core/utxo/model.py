@@ -10,11 +10,13 @@ their contents, so the notary learns nothing about who pays whom.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from google.protobuf import timestamp_pb2
 
@@ -35,12 +37,16 @@ _MICROSECOND = timedelta(microseconds=1)
 _TX_ID = re.compile("[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, order=True)
-class Ref:
-    """A state reference (tx_id, index); `key` is its canonical 36-byte encoding."""
+class Ref(NamedTuple):
+    """A state reference (tx_id, index); `key` is its canonical 36-byte encoding.
+
+    A NamedTuple rather than a frozen dataclass because a notary builds, hashes and compares
+    several per request on its hot path: building one costs ~0.5 µs instead of ~3 µs and its
+    hash runs in C instead of a generated Python `__hash__` (benchmarks/RESULTS.md,
+    2026-12-01 19:00 UTC). Immutable and ordered by (tx_id, index) like the dataclass was."""
 
     tx_id: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which no caller uses
 
     @property
     def key(self) -> bytes:
@@ -77,6 +83,9 @@ class Window:
         return out
 
 
+UNBOUNDED = Window()  # the window of a transaction without one (shared: immutable)
+
+
 def to_ns(moment: datetime) -> int:
     """Unix nanoseconds of a timezone-aware datetime (microsecond precision)."""
     return ((moment - _EPOCH) // _MICROSECOND) * 1000
@@ -91,7 +100,7 @@ def window_of(msg: notarisation_pb2.TimeWindow | None) -> Window:
     """Window of an optional TimeWindow message; ClientError(INVALID_FIELD) unless both ends are
     valid times within the signed 64-bit nanoseconds the tx_id encodes (years 1678..2261)."""
     if msg is None:
-        return Window()
+        return UNBOUNDED
     from_ns = _window_end(msg.from_time, "from_time") if msg.HasField("from_time") else None
     until_ns = _window_end(msg.until_time, "until_time") if msg.HasField("until_time") else None
     return Window(from_ns, until_ns)
@@ -121,10 +130,8 @@ def window_message(window: Window) -> notarisation_pb2.TimeWindow:
 def group_hash(tag: str, parts: Iterable[bytes]) -> bytes:
     """H(tag, parts) = SHA-256(tag || u32 count || SHA-256(part) for each part)."""
     digests = [hashlib.sha256(p).digest() for p in parts]
-    h = hashlib.sha256(tag.encode() + len(digests).to_bytes(4, "big"))
-    for d in digests:
-        h.update(d)
-    return h.digest()
+    head = tag.encode() + len(digests).to_bytes(4, "big")
+    return hashlib.sha256(head + b"".join(digests)).digest()  # one call: cheaper than updates
 
 
 @dataclass(frozen=True)
@@ -141,30 +148,56 @@ class Components:
 
     def tx_id(self) -> str:
         """hex SHA-256 of the domain tag and the seven group hashes, in order."""
-        h = hashlib.sha256(TX_DOMAIN)
-        for part in (
-            self.inputs,
-            self.references,
-            self.outputs,
-            self.commands,
-            self.notary,
-            self.time_window,
-            self.nonce,
-        ):
-            h.update(part)
-        return h.hexdigest()
+        return tx_id_of(
+            (
+                self.inputs,
+                self.references,
+                self.outputs,
+                self.commands,
+                self.notary,
+                self.time_window,
+                self.nonce,
+            )
+        )
 
 
 def visible_components(
     inputs: Sequence[Ref], references: Sequence[Ref], notary: str, window: Window
 ) -> tuple[bytes, bytes, bytes, bytes]:
-    """Hashes of the groups a notary sees: inputs, references, notary, time window."""
+    """Hashes of the groups a notary sees: inputs, references, notary, time window. The groups
+    that repeat from one request to the next (no references, this notary, the same window) come
+    from `_single_group`'s cache: a notary admits thousands of requests a second and recomputed
+    them for each (benchmarks/RESULTS.md, 2026-12-01 19:00 UTC)."""
     return (
-        group_hash("inputs", (r.key for r in inputs)),
-        group_hash("references", (r.key for r in references)),
-        group_hash("notary", [notary.encode()]),
-        group_hash("time_window", [window.encode()]),
+        _refs_group("inputs", inputs),
+        _refs_group("references", references),
+        _single_group("notary", notary.encode()),
+        _UNBOUNDED_GROUP if window is UNBOUNDED else _single_group("time_window", window.encode()),
     )
+
+
+def _refs_group(tag: str, refs: Sequence[Ref]) -> bytes:
+    """group_hash of the refs' keys; the empty group from a constant."""
+    if not refs:
+        return _EMPTY_GROUPS[tag]
+    return group_hash(tag, [bytes.fromhex(r.tx_id) + r.index.to_bytes(4, "big") for r in refs])
+
+
+_EMPTY_GROUPS = {tag: group_hash(tag, ()) for tag in ("inputs", "references")}
+_UNBOUNDED_GROUP = group_hash("time_window", (UNBOUNDED.encode(),))
+
+
+@functools.lru_cache(maxsize=1024)
+def _single_group(tag: str, part: bytes) -> bytes:
+    """group_hash of one part, remembered (a pure function of its arguments; bounded)."""
+    return group_hash(tag, (part,))
+
+
+def tx_id_of(parts: Iterable[bytes]) -> str:
+    """hex SHA-256 of the domain tag and the seven group hashes `parts`, in `Components`' order
+    (what `Components.tx_id` computes, without building a Components on the notary's hot
+    path)."""
+    return hashlib.sha256(TX_DOMAIN + b"".join(parts)).hexdigest()
 
 
 def is_tx_id(value: str) -> bool:
@@ -174,7 +207,9 @@ def is_tx_id(value: str) -> bool:
 
 def refs_of(msgs: Iterable[notarisation_pb2.StateRef], what: str) -> tuple[Ref, ...]:
     """Validated Refs of StateRef messages; INVALID_FIELD on a bad id or a duplicate."""
-    refs = tuple(Ref(m.tx_id, m.index) for m in msgs)
+    refs = tuple([Ref(m.tx_id, m.index) for m in msgs])
+    if not refs:
+        return refs
     if len(refs) > MAX_REFS:
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"more than {MAX_REFS} {what}")
     for ref in refs:

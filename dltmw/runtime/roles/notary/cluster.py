@@ -245,11 +245,8 @@ class DecisionExecutor:
 
     async def reply(self, replies: Sequence[tuple[Token, Answers]]) -> None:
         role = self._role
-        for rid, decisions in replies:
-            for d in decisions:  # every member decides every batch: each counts its own
-                role.ctx.metrics.observe_decision(
-                    role.cluster_id, bool(d.signature), d.reason, len(d.conflicts)
-                )
+        for rid, decisions in replies:  # every member decides every batch: each counts its own
+            role.ctx.metrics.observe_decisions(role.cluster_id, decisions)
             role.waiters.resolve(rid, decisions)
 
 

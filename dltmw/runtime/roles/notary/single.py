@@ -168,9 +168,7 @@ class NotaryExecutor:
         by_chunk: dict[Token, list[Decision]] = {}
         for token, decision in replies:
             by_chunk.setdefault(token, []).append(decision)
-            self._metrics.observe_decision(
-                "single", bool(decision.signature), decision.reason, len(decision.conflicts)
-            )
+        self._metrics.observe_decisions("single", (d for _, d in replies))
         for token, decisions in by_chunk.items():
             self._waiters.resolve(token, decisions)
 
