@@ -30,3 +30,15 @@ def vote(kind: str, replica: int, view: int, seq: int, digest: bytes) -> Envelop
 def garbled(envelope: Envelope) -> Envelope:
     sig = bytes([envelope.signature[0] ^ 1]) + envelope.signature[1:]
     return Envelope(payload=envelope.payload, replica=envelope.replica, signature=sig)
+
+
+class CountingLone:
+    """`KEYS.lone` that counts its calls (`alone` parses a request's header: how often a
+    replica judges it is a cost the tests bound)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, request: bytes) -> bool:
+        self.calls += 1
+        return KEYS.lone(request)

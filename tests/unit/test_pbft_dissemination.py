@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pbft_messages import KEYS, garbled, signed
+from pbft_messages import KEYS, CountingLone, garbled, signed
 
 from dltmw.core.pbft import ClientRequest, Decided, Envelope, PbftConfig, batch_digest, request_id
 from dltmw.core.pbft.assembly import AssembledRecord, compact_assembled
@@ -509,12 +509,7 @@ def test_incremental_cutting_forms_the_batches_of_the_per_pass_rule(
 def test_alone_is_judged_once_per_envelope_however_long_it_waits() -> None:
     """The origin judged every waiting envelope again (`alone` parses its header) on every
     envelope it admitted: ~n^2/2 parses per batch of n (the primary's hottest code at n = 4)."""
-    calls = 0
-
-    def alone(envelope: bytes) -> bool:
-        nonlocal calls
-        calls += 1
-        return KEYS.lone(envelope)
+    alone = CountingLone()
 
     config = DisseminationConfig(batch_count_max=100, batch_wait_ticks=4)
     origin = DisseminatingReplica(
@@ -524,4 +519,4 @@ def test_alone_is_judged_once_per_envelope_however_long_it_waits() -> None:
     for request in requests:
         origin.step(ClientRequest(request))
     assert batches_sent(origin.ready().send) == [requests]
-    assert calls <= len(requests) + 1  # + the formed batch's own lone check
+    assert alone.calls <= len(requests) + 1  # + the formed batch's own lone check

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pbft_messages import KEYS, garbled, pre_prepare, signed, vote
+from pbft_messages import KEYS, CountingLone, garbled, pre_prepare, signed, vote
 
 from dltmw.core.pbft import (
     ClientRequest,
@@ -269,12 +269,7 @@ async def test_record_store_compacts_exactly_like_the_simulator(tmp_path: Path) 
 def test_the_primary_judges_alone_once_per_request_however_long_it_waits() -> None:
     """As primary, every admitted request runs `propose`, which looked at every waiting
     request's `alone` (a parse of its header) again: ~n^2/2 parses per batch of n."""
-    calls = 0
-
-    def alone(request: bytes) -> bool:
-        nonlocal calls
-        calls += 1
-        return KEYS.lone(request)
+    alone = CountingLone()
 
     config = PbftConfig(n=4, batch_size_max=100)
     primary = Replica(
@@ -286,4 +281,4 @@ def test_the_primary_judges_alone_once_per_request_however_long_it_waits() -> No
     (pp,) = [m for _peer, m in primary.ready().send if _peer == 1]
     body = replica_pb2.ReplicaMessage.FromString(pp.payload).pre_prepare
     assert list(body.requests) == requests
-    assert calls <= len(requests)
+    assert alone.calls <= len(requests)
