@@ -98,13 +98,15 @@ from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.runtime.roles.orderer.pbft_catchup import fetch_verified
 from dltmw.runtime.roles.orderer.solo import OrdererChannel, stopped
 from dltmw.runtime.waiters import Waiters, settled
-from dltmw.v1 import errors_pb2, replica_pb2
+from dltmw.v1 import block_pb2, errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
 
 TICK_S = 0.05
 SUBMIT_WAIT_S = 60.0
+# Own block signatures kept in memory to answer replicas still collecting them (`SignatureOf`).
+SIGNED_KEPT = 64
 # Decided batches a replica keeps for state transfer; read once at start. Tests set it small to
 # force block-level catch-up (`pbft_catchup`); production keeps the default.
 DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
@@ -136,6 +138,10 @@ class PbftOrdererExecutor(
     def __init__(self, channel: PbftOrdererChannel) -> None:
         self._channel = channel
         self._fetch: asyncio.Task[None] | None = None
+        # (block hash, our signature) of the blocks committed last, by number: the answers to
+        # replicas still collecting signatures (`SignatureOf`, 1.4-1.7 per block per replica
+        # at n = 4) read the whole block back from the ledger and hashed it again before.
+        self._signed: dict[int, tuple[bytes, bytes]] = {}
 
     async def persist(self, records: Sequence[StoredRecord]) -> None:
         channel = self._channel
@@ -157,6 +163,7 @@ class PbftOrdererExecutor(
             if item.epoch is not None:
                 writes = (*writes, epoch_write(item.epoch))
             await channel.ledger.commit_block(item.block, (), writes)
+            self._remember_signature(item.block)
             if item.config is not None:  # Deliver and Broadcast follow it from now on
                 channel.channel_config.replace(item.config)
             if item.epoch is not None:  # the old group's records: never needed again
@@ -198,23 +205,42 @@ class PbftOrdererExecutor(
         """Stop a catch-up fetch still running."""
         await cancel_and_wait(self._fetch)
 
-    async def _send_signature_of(self, link: ReplicaLink, number: int) -> None:
-        """Our signature of committed block `number`, for a replica still collecting them."""
-        channel = self._channel
-        block = await channel.ledger.block(number)
-        if block is None or channel.me is None:
+    def _remember_signature(self, block: block_pb2.Block) -> None:
+        """Keep our signature of a block just committed for `SIGNED_KEPT` blocks."""
+        found = self._own_signature(block)
+        if found is None:
             return
-        mine, digest = channel.identities[channel.me], block_hash(block)
+        number = block.header.number
+        self._signed[number] = found
+        self._signed.pop(number - SIGNED_KEPT, None)
+
+    def _own_signature(self, block: block_pb2.Block) -> tuple[bytes, bytes] | None:
+        """(block hash, our signature) of a committed block, if we signed it."""
+        channel = self._channel
+        if channel.me is None:
+            return None
+        mine = channel.identities[channel.me]
         for sig in block.metadata.signatures:
             if sig.signer == mine:
-                link.send(
-                    replica_pb2.BlockSignature(
-                        number=number,
-                        block_hash=digest,
-                        replica=channel.me,
-                        signature=sig.signature,
-                    )
-                )
+                return block_hash(block), sig.signature
+        return None
+
+    async def _send_signature_of(self, link: ReplicaLink, number: int) -> None:
+        """Our signature of committed block `number`, for a replica still collecting them: of
+        a recent block from memory, of an older one from the ledger."""
+        channel = self._channel
+        found = self._signed.get(number)
+        if found is None:
+            block = await channel.ledger.block(number)
+            found = None if block is None else self._own_signature(block)
+        if found is None or channel.me is None:
+            return
+        digest, signature = found
+        link.send(
+            replica_pb2.BlockSignature(
+                number=number, block_hash=digest, replica=channel.me, signature=signature
+            )
+        )
 
     async def _fetch_from(self, node_id: str) -> None:
         """Fetch and verify blocks beyond our head; the result (even none) goes back to the
