@@ -38,6 +38,7 @@ def run_dissemination(
     lone_every: int = 0,
     dissemination: DisseminationConfig = SIM_DISSEMINATION,
     retain: int | None = None,
+    drained: bool = False,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
     every k-th request must be ordered alone (the stand-in for a config update)."""
@@ -45,7 +46,9 @@ def run_dissemination(
     config = replica_config(n)
     if retain is not None:  # decided slots kept: small makes compaction happen within a run
         config = replace(config, decided_retain=retain)
-    world = DissemWorld(seed, config, chosen(), 2, trace, enforce, dissemination=dissemination)
+    world = DissemWorld(
+        seed, config, chosen(), 2, trace, enforce, dissemination=dissemination, drained=drained
+    )
     schedule(world, behaviour, requests, lone_every)
     drive(world, lambda: world.all_done() and assembled(world))
     honest = world.honest()

@@ -162,3 +162,28 @@ def test_a_running_replica_keeps_no_envelopes_of_delivered_slots(
             s for (k, _d), s in core.disseminator.stored.items() if k in core.resolver.included
         ]
         assert in_chain and all(s.envelopes == () for s in in_chain)
+
+
+# -- Nagle's rule for batches (`Disseminator.drained`), driven as the runtime drives it ----------
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("seed", range(6))
+def test_dissemination_with_drained_events_is_safe_and_live(seed: int, behaviour: str) -> None:
+    """With the drained event after each tick (a replica cuts a short batch when none of its
+    own is in flight), every behaviour stays safe and live."""
+    result = run_dissemination(seed, behaviour, drained=True)
+    assert not result.violations, result.verdict()
+    assert result.live, result.verdict()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_drained_events_cut_the_short_batches_the_timer_no_longer_does(seed: int) -> None:
+    """With a batch timer that never fires and batches that never fill, only the drained event
+    lets a batch leave:
+    every request is decided with it, and without it the run is not live (the control)."""
+    never = replace(SIM_DISSEMINATION, batch_count_max=1000, batch_wait_ticks=10**9)
+    with_drained = run_dissemination(seed, "honest", dissemination=never, drained=True)
+    assert not with_drained.violations and with_drained.live, with_drained.verdict()
+    without = run_dissemination(seed, "honest", dissemination=never)
+    assert not without.live, without.verdict()
