@@ -8,6 +8,7 @@ blocks that continue its chain and carry 2f+1 distinct valid orderer signatures.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pbft_messages import KEYS
@@ -194,3 +195,18 @@ def test_fetched_blocks_need_the_chain_and_2f1_distinct_valid_signatures() -> No
     tampered = _signed_chain(4)
     tampered[1].data.envelopes.append(b"injected")
     assert _prefix(tampered) == good[:1], "data must match the signed header"
+
+
+def test_a_jump_leaves_no_executed_request_pending_and_records_only_the_window() -> None:
+    """Requests waiting here that the jumped-over batches executed stop being pending, those
+    older than the de-duplication window too; the record keeps only the window's ids."""
+    config = replace(CONFIG, decided_retain=2)
+    lagging = Replica(config, 3, KEYS.signer(3), KEYS.verify, request_ok=KEYS.request_ok)
+    for request in REQS[:8]:
+        lagging.on_request(request, forward=False)
+    assert len(lagging.pending) == 8
+    batches = [(seq, tuple(REQS[2 * seq - 2 : 2 * seq])) for seq in range(1, 5)]
+    assert lagging.jump(batches)
+    assert not lagging.pending
+    (record,) = [r for r in lagging.ready().persist if isinstance(r, JumpRecord)]
+    assert record.request_ids == tuple(request_id(r) for r in REQS[4:8])

@@ -88,3 +88,16 @@ def test_a_recent_block_is_answered_from_memory_an_old_one_from_the_ledger() -> 
         return ex
 
     assert len(asyncio.run(run())._signed) == SIGNED_KEPT  # bounded
+
+
+def test_the_kept_signatures_stay_bounded_across_a_gap_in_block_numbers() -> None:
+    """Blocks jumped over (fetched, not committed here) leave a gap in the numbers: what was
+    kept before it still leaves as newer blocks commit."""
+
+    async def run() -> int:
+        ex = executor(Ledger())
+        for number in [*range(1, 11), *range(1000, 1000 + SIGNED_KEPT)]:
+            await ex.apply([CommittedBlock(block(number))])
+        return len(ex._signed)
+
+    assert asyncio.run(run()) == SIGNED_KEPT

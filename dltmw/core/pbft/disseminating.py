@@ -355,11 +355,12 @@ class DisseminatingReplica:
         last = max(seq for seq, _envelopes in batches)
         for seq, envelopes in batches:
             if seq > self.resolver.assembled_upto:
+                ids = tuple(request_id(e) for e in envelopes)
                 if seq > last - self.retain_slots:
-                    record = AssembledRecord(seq, (), tuple(request_id(e) for e in envelopes))
+                    record = AssembledRecord(seq, (), ids)
                     self._persist.append(record)
                     self.resolver.note(record)
-                self.disseminator.delivered([request_id(e) for e in envelopes])
+                self.disseminator.delivered(ids)
                 self.resolver.assembled_upto = seq
         while (
             self.resolver.queue and self.resolver.queue[0].sequence <= self.resolver.assembled_upto

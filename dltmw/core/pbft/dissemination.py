@@ -61,7 +61,8 @@ class DisseminationConfig:
     intake_max: int = 10_000
     # Stored batches of one other origin not in the chain yet (a faulty origin cannot fill the
     # store with batches it never gets ordered). Batches in the chain are not counted: they are
-    # kept as long as their slot is retained (`PbftConfig.decided_retain`, thousands) and go
+    # kept as long as their slot is retained (`PbftConfig.decided_retain`: 256 slots in the
+    # runtime) and go
     # with it.
     stored_per_origin_max: int = 256
 

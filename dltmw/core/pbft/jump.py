@@ -47,10 +47,11 @@ def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
         state = chain_state(state, replica.checker.digest(requests))
         batch_ids = [request_id(r) for r in requests]
         if sequence > last - replica.config.decided_retain:
-            ids.extend(batch_ids)
-        for rid in batch_ids:  # pending here and executed by the cluster: not pending any more
-            replica.pending.pop(rid, None)
-            replica.proposed_ids.discard(rid)
+            ids.extend(batch_ids)  # leave pending in `restore_jump`, with the record's ids
+        else:  # pending here and executed by the cluster: not pending any more
+            for rid in batch_ids:
+                replica.pending.pop(rid, None)
+                replica.proposed_ids.discard(rid)
         if sequence % replica.config.checkpoint_interval == 0:
             checkpoints.append((sequence, state))
     record = JumpRecord(last, state, tuple(checkpoints), tuple(ids))

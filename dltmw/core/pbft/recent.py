@@ -1,6 +1,6 @@
 """What the chain took in its last `window` sequences: the replicas' bounded de-duplication.
 
-A replica refuses or skips an envelope (or a batch key) that is already in the chain. Kept for
+A replica refuses or skips a request (an envelope) that is already in the chain. Kept for
 the whole chain, that memory grew by an entry per transaction forever (~100 bytes each: a
 100 MB set after a million transactions, per replica). It is bounded here by a window of
 sequences, as Fabric's orderer bounds nothing and leaves duplicates to the peers: an envelope
@@ -13,7 +13,7 @@ sequence s is executed or assembled, an id counts as known iff it was added at a
 [s - window, s - 1]. That matters where the rule decides block content (dissemination's
 assembly, `assembly.py`): a restart must restore the ids of the last `window` sequences, which
 is why compaction keeps that many sequences' records (`PbftConfig.decided_retain` is the
-window, and the runtime compacts below `executed - decided_retain`).
+window; `recovery.compaction_floor`). Batch keys are not windowed (`assembly.py`).
 """
 
 from __future__ import annotations

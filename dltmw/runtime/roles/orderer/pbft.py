@@ -210,9 +210,10 @@ class PbftOrdererExecutor(
         found = self._own_signature(block)
         if found is None:
             return
-        number = block.header.number
-        self._signed[number] = found
-        self._signed.pop(number - SIGNED_KEPT, None)
+        signed = self._signed
+        signed[block.header.number] = found
+        while len(signed) > SIGNED_KEPT:  # the oldest first (blocks commit in order; a jump
+            del signed[next(iter(signed))]  # over fetched blocks leaves a gap, nothing stale)
 
     def _own_signature(self, block: block_pb2.Block) -> tuple[bytes, bytes] | None:
         """(block hash, our signature) of a committed block, if we signed it."""
