@@ -95,8 +95,9 @@ class ClusterReplica(PbftParticipant, Protocol):
         """Queue checked messages for the replica (all or nothing)."""
 
 
-def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedReplicaMessage) -> None:
-    """Raise the reason message `i` of a batch is refused, if any."""
+def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedReplicaMessage) -> bool:
+    """Raise the reason message `i` of a batch is refused, if any; False if it is only late (a
+    message of a view older than ours, see `_current`)."""
     if env.replica >= orderer.config.n:
         raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"message {i}: no replica {env.replica}")
     if not env.signature:
@@ -114,12 +115,26 @@ def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedRepl
             R.ERROR_REASON_BAD_SIGNATURE, f"message {i}: bad signature of replica {env.replica}"
         )
     if kind in VIEWED and message.epoch == orderer.config.epoch:  # views restart per epoch
-        view = getattr(message, kind).view
-        if view < orderer.current_view:
-            raise PeerError(
-                R.ERROR_REASON_STALE_VIEW,
-                f"message {i}: view {view} is older than view {orderer.current_view}",
-            )
+        view: int = getattr(message, kind).view
+        return view >= orderer.current_view
+    return True
+
+
+def _current(
+    orderer: PbftParticipant, messages: Sequence[replica_pb2.SignedReplicaMessage]
+) -> list[replica_pb2.SignedReplicaMessage]:
+    """The messages of a batch to hand on: all of them, once each is checked (a bad one refuses
+    the batch), less those of a view older than ours. A late vote is harmless and is dropped
+    alone: refusing its whole batch also lost the checkpoints, state replies and relayed
+    requests sent with it — all a replica alone in a higher view still lives on. A batch of
+    nothing but late messages is refused STALE_VIEW, so the sender learns of our view."""
+    current = [env for i, env in enumerate(messages) if _check_message(orderer, i, env)]
+    if messages and not current:
+        raise PeerError(
+            R.ERROR_REASON_STALE_VIEW,
+            f"every message is of a view older than view {orderer.current_view}",
+        )
+    return current
 
 
 class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
@@ -142,10 +157,9 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         cluster = self._clusters.get(request.channel_id)
         if cluster is not None:
             _check_cluster_tls(context, cluster)
-            for i, env in enumerate(request.messages):
-                _check_message(cluster, i, env)
-            cluster.offer(list(request.messages), list(request.block_signatures))
-            return replica_pb2.ExchangeResponse(accepted=len(request.messages))
+            current = _current(cluster, request.messages)
+            cluster.offer(current, list(request.block_signatures))
+            return replica_pb2.ExchangeResponse(accepted=len(current))
         orderer = self._orderers.get(request.channel_id)
         if orderer is None:
             raise ClientError(
@@ -153,18 +167,15 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 f"channel {request.channel_id!r} is not ordered by PBFT here",
             )
         check_tls_org(context, orderer.view.orderer_membership, None)
-        for i, env in enumerate(request.messages):
-            _check_message(orderer, i, env)
+        current = _current(orderer, request.messages)
         for i, sig in enumerate(request.block_signatures):
             if sig.replica >= orderer.config.n:
                 raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"block signature {i}: no replica")
             if not orderer.verify(sig.replica, sig.block_hash, sig.signature):
                 raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block signature {i} is invalid")
-        await orderer.judge_requests(request.messages)  # admission of carried requests, off-loop
-        orderer.offer(list(request.messages), list(request.block_signatures))
-        return replica_pb2.ExchangeResponse(
-            accepted=len(request.messages) + len(request.block_signatures)
-        )
+        await orderer.judge_requests(current)  # admission of carried requests, off-loop
+        orderer.offer(current, list(request.block_signatures))
+        return replica_pb2.ExchangeResponse(accepted=len(current) + len(request.block_signatures))
 
 
 def _check_cluster_tls(context: Ctx, cluster: ClusterReplica) -> None:

@@ -48,11 +48,13 @@ class ReplicaServiceServicer:
 
     def Exchange(self, request, context):
         """Exchange delivers one batch of signed messages from one replica to another. The whole
-        batch is refused (and nothing of it applied) if any message is bad. Errors:
+        batch is refused (and nothing of it applied) if any message is bad. A message of a view
+        older than the receiver's is late, not bad: it alone is dropped (`accepted` counts the
+        others), and a batch of nothing but late messages is refused with STALE_VIEW. Errors:
         INVALID_ARGUMENT (MALFORMED: unparsable message or block signature, unknown replica index),
         PERMISSION_DENIED (BAD_SIGNATURE: signature does not verify; NOT_A_MEMBER: the TLS client is
         not of an orderer organisation of the channel), FAILED_PRECONDITION (CHANNEL_NOT_FOUND:
-        channel not ordered here by PBFT; STALE_VIEW: a message of a view older than ours),
+        channel not ordered here by PBFT; STALE_VIEW: every message is of a view older than ours),
         RESOURCE_EXHAUSTED (OVERLOADED: the replica's inbox is full).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

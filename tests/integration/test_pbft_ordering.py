@@ -226,6 +226,12 @@ async def test_replica_service_refuses_bad_input(network) -> None:
         finally:
             await client.close()
         await _refused(stub.Exchange(request(good)), S.FAILED_PRECONDITION, "STALE_VIEW")
+        # ... but a late vote does not take the rest of its batch with it (a catch-up request
+        # here): only the late message is dropped
+        ask = replica_pb2.StateRequest(from_sequence=1)
+        catch_up = _signed(signer, 0, replica_pb2.ReplicaMessage(state_request=ask))
+        mixed = await stub.Exchange(request(good, catch_up))
+        assert mixed.accepted == 1
     finally:
         await channel.close()
         await org_channel.close()

@@ -188,6 +188,33 @@ def test_request_timeout_starts_a_view_change_and_only_a_quorum_arms_the_next() 
     assert backup.vc_deadline - backup.now == 2 * first  # type: ignore[operator]
 
 
+def test_a_replica_alone_in_a_higher_view_still_gets_its_clients_requests_decided() -> None:
+    """Replica 2 alone in a view change (the others order on in view 0 and never join it:
+    that lasts until their next view change) relays a client request to every replica; the
+    primary of view 0 orders it, and replica 2 learns the decision by state transfer. Before,
+    a replica in a view change kept its clients' requests to itself: they waited for a view
+    change nobody else needed (a notary-cluster member answered nothing for 30 s)."""
+    cluster = Cluster()
+    lone = cluster.replicas[2]
+    lone.start_view_change(1)
+    cluster.flush(2)
+    cluster.settle()
+    assert [(r.view, r.changing) for r in cluster.replicas] == [
+        (0, False),
+        (0, False),
+        (1, True),
+        (0, False),
+    ]
+    lone.step(ClientRequest(REQS[0]))
+    cluster.flush(2)
+    cluster.settle()
+    cluster.tick(CONFIG.probe_ticks)
+    digest = batch_digest([REQS[0]])
+    assert all(cluster.decided[i] == [digest] for i in range(4)), cluster.decided
+    assert (lone.view, lone.changing) == (1, True) and not lone.pending
+    assert [r.view for r in cluster.replicas if r is not lone] == [0, 0, 0]
+
+
 def _is_view_change(envelope: Envelope, view: int) -> bool:
     if not isinstance(envelope, replica_pb2.SignedReplicaMessage):
         return False

@@ -139,7 +139,13 @@ class Replica(Checkpoints):
             self.probe()
 
     def on_request(self, request: bytes, forward: bool) -> None:
-        """Admit a client (or forwarded) request: remember it and make sure the primary has it."""
+        """Admit a client (or forwarded) request: remember it and make sure the primary has it.
+
+        A replica in a view change relays its clients' requests too (to every replica, as
+        `ready` does): it may be alone in a higher view while the others order in the current
+        one (see `arm_view_change_timer`), which can last until their next view change. They
+        order the request, and this replica learns the decision by state transfer (`probe`),
+        so its clients are still answered."""
         rid = request_id(request)
         if rid in self.executed_ids or rid in self.pending:
             return
@@ -151,7 +157,7 @@ class Replica(Checkpoints):
             self._replies.append(Rejected(rid, "OVERLOADED"))
             return
         self.pending[rid] = Pending(request, self.now)
-        if forward and not self.changing and self.primary() != self.me:
+        if forward and (self.changing or self.primary() != self.me):
             self.forward_buffer.append(request)
 
     def on_envelope(self, envelope: Envelope) -> None:
