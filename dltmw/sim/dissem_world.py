@@ -10,13 +10,14 @@ under which a faulty primary gets an unavailable batch decided and the checkers 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 from dltmw.core.pbft import PbftConfig, Record, Replica
 from dltmw.core.pbft.assembly import compact_assembled
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import DisseminationConfig
-from dltmw.sim.world import Behaviour, World
+from dltmw.sim.world import Behaviour, Node, World
 
 SIM_DISSEMINATION = DisseminationConfig(batch_count_max=3, batch_wait_ticks=2, retransmit_ticks=12)
 
@@ -73,6 +74,30 @@ class DissemWorld(World):
         """Also the assembled slots below the horizon and the batches they took, as the
         orderer's record store does (`core.pbft.assembly.compact_assembled`)."""
         return compact_assembled(super().compact(storage, stable_seq, decided_from), decided_from)
+
+    def servable(self, node: Node, peers: Sequence[Node]) -> bool:
+        """With dissemination the next block needs its certificate (state transfer from a
+        peer's agreeing replica) and then its batches: when execution is past the slot, the
+        batch assembly waits for must still be stored by a peer (`block_catchup`)."""
+        core = cast(DisseminatingReplica, node.replica)
+        if core is None:
+            return False
+        if core.next_exec <= core.next_block:
+            wanted = core.next_exec
+            return any(
+                wanted in cast(DisseminatingReplica, p.replica).replica.decided
+                for p in peers
+                if p.replica is not None
+            )
+        batch = core.resolver.wanted
+        if batch is None:
+            return True  # assembling: nothing asked of the peers yet
+        key = (batch.key, batch.digest)
+        return any(
+            key in cast(DisseminatingReplica, p.replica).disseminator.stored
+            for p in peers
+            if p.replica is not None
+        )
 
     def core(self, index: int) -> DisseminatingReplica | None:
         """The live core of the first node with replica `index` (None when down)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dltmw.core.pbft import PbftConfig
 from dltmw.sim.byzantine import BEHAVIOURS
@@ -145,11 +145,16 @@ def run(
     requests: int = 24,
     trace: bool = False,
     lone_every: int = 0,
+    retain: int | None = None,
 ) -> RunResult:
     """Run one seeded simulation and check it; with `lone_every` k (> 0), every k-th request is
     a lone one (ordered in a batch of its own, like a config update; `mixing-primary` always
-    submits some)."""
-    world = World(seed, sim_config(n), BEHAVIOURS[behaviour](), clients=2, trace=trace)
+    submits some); `retain`: decided slots kept (small: compaction within a run, and replicas
+    stranded beyond it catch up by blocks, `block_catchup`)."""
+    config = sim_config(n)
+    if retain is not None:
+        config = replace(config, decided_retain=retain)
+    world = World(seed, config, BEHAVIOURS[behaviour](), clients=2, trace=trace)
     if behaviour == "mixing-primary":
         lone_every = lone_every or LONE_EVERY
     schedule(world, behaviour, requests, lone_every)

@@ -29,6 +29,7 @@ from dltmw.core.pbft import (
 )
 from dltmw.core.pbft.recovery import compact, compaction_floor
 from dltmw.core.pbft.types import DecidedRecord, StableRecord
+from dltmw.sim.block_catchup import catch_up
 from dltmw.sim.keys import Keys, request_name
 from dltmw.sim.network import InFlight, Network
 
@@ -150,6 +151,14 @@ class World:
         """A node's storage once `stable_seq` is stable, as its record store compacts it."""
         return compact(storage, stable_seq, decided_from)
 
+    def servable(self, node: Node, peers: Sequence[Node]) -> bool:
+        """Can the protocol still bring `node` its next block from `peers`? Some peer retains
+        the decided batch state transfer would send (`block_catchup`)."""
+        if node.replica is None:
+            return False
+        wanted = node.replica.next_exec
+        return any(p.replica is not None and wanted in p.replica.decided for p in peers)
+
     def log(self, line: str) -> None:
         """Append a trace line (only when tracing)."""
         if self.trace is not None:
@@ -245,7 +254,8 @@ class World:
                     self.net.send(self.config.n + client, replica, ClientRequest(request))
 
     def tick(self) -> None:
-        """One virtual tick: scheduled actions, deliveries, core ticks, client retries."""
+        """One virtual tick: scheduled actions, deliveries, core ticks, block catch-up of a
+        stranded replica (`block_catchup`), client retries."""
         self.now += 1
         self.net.now = self.now
         for action in self._scheduled.pop(self.now, []):
@@ -258,6 +268,7 @@ class World:
                 node.ticks += 1
                 node.replica.tick(node.ticks)
                 self.flush(node)
+        catch_up(self)
         self._retry_clients()
 
     def crash(self, node: Node, lose_sends: bool = False) -> None:

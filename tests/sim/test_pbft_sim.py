@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from dltmw.sim import world as world_module
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.runner import RunResult, run
 
@@ -83,3 +84,18 @@ def test_a_run_replays_exactly() -> None:
     first, second = run(7, "network", trace=True), run(7, "network", trace=True)
     assert first.trace == second.trace and first.trace
     assert "--seed 7 --behaviour network --n 4" in first.replay_command()
+
+
+@pytest.mark.parametrize("seed", [3, 10])
+def test_a_replica_stranded_beyond_the_retention_catches_up_by_blocks(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 8 decided slots retained, these seeds' crashed replica comes back further behind
+    than any peer retains: it jumps over blocks fetched from a peer (`sim/block_catchup.py`,
+    `core/pbft/jump.py`) and the run stays safe and live (seeds 0-39 checked: all safe and
+    live, these two jump). Without the catch-up model they are not live."""
+    result = run(seed, "network", requests=150, retain=8)
+    assert not result.violations and result.live, result.verdict()
+    assert result.drops.get("jumped", 0) > 0
+    monkeypatch.setattr(world_module, "catch_up", lambda _world: None)
+    assert not run(seed, "network", requests=150, retain=8).live

@@ -368,6 +368,31 @@ def test_a_jump_records_the_windows_slots_and_a_restart_knows_them() -> None:
     assert set(windowed_core(0, persisted).executed_ids) == expected
 
 
+def test_assembly_behind_execution_moves_over_fetched_blocks_alone() -> None:
+    """Execution can run ahead of assembly: a slot's certificate executed, its batch compacted
+    by every replica before this one fetched it. Fetched blocks then move assembly alone (the
+    agreeing replica is not jumped again); before, the jump was refused because execution was
+    past them, and this replica never assembled a slot again."""
+    from dltmw.core.pbft import Decided
+
+    replica = core(0)
+    c1 = cert([ack(2), ack(3)])  # batch 1/1, which replica 0 never got
+    assert replica.replica.jump([(1, (c1,))])  # its certificate executed (state transfer)
+    replica.resolver.push(Decided(0, 1, b"d", (c1,), (), (c1,)))
+    assert replica.resolver.resolve(replica.disseminator.stored) == []
+    replica.ready()
+    assert (replica.next_exec, replica.next_block) == (2, 1)
+    assert not replica.jump([(2, tuple(REQS[2:4]))])  # not the next block: refused
+    assert replica.jump([(1, tuple(REQS[:2]))])
+    assert (replica.next_exec, replica.next_block) == (2, 2)
+    assert not replica.resolver.queue and replica.replica.counters["jumped"] == 1
+    assert {request_id(e) for e in REQS[:2]} <= set(replica.executed_ids)
+    persisted = replica.ready().persist
+    assert [(r.sequence, r.batches) for r in persisted if isinstance(r, AssembledRecord)] == [
+        (1, ())
+    ]
+
+
 # -- Nagle's rule: a short batch leaves when none of the origin's own is in flight ---------
 
 

@@ -137,6 +137,21 @@ def test_catch_up_fetches_from_one_peer_at_a_time_then_the_next_with_backoff() -
     assert fetches_until(10 * check, 8 * check + 1) == [(10 * check, 2)]  # the next peer
 
 
+def test_catch_up_follows_the_ledger_height_not_execution() -> None:
+    """With dissemination a replica can execute certificates whose blocks it cannot build
+    (their batches gone everywhere, or assembled differently): execution moves, the ledger
+    does not. The schedule watches the ledger, so it still fetches; watching execution, it
+    never did while the channel had traffic."""
+    lone = core(1)
+    check = CATCHUP_CHECK_TICKS
+    sent = []
+    for now in range(1, 2 * check + 1):
+        lone.replica.next_exec += 1  # execution moves on; no block is built
+        lone.tick(now)
+        sent += [(now, d) for d, m in lone.ready().send if isinstance(m, FetchBlocks)]
+    assert sent == [(2 * check, 0)] and lone.height == 1
+
+
 def signature(number: int, replica: int) -> replica_pb2.BlockSignature:
     return replica_pb2.BlockSignature(number=number, block_hash=b"d" * 32, replica=replica)
 

@@ -144,7 +144,7 @@ class Misbehaviour(Protocol):
 
 @dataclass
 class CatchUp:
-    """The fetch schedule: next_exec at the last check, backoff factor, peer cursor."""
+    """The fetch schedule: the ledger height at the last check, backoff factor, peer cursor."""
 
     last: int = 0
     backoff: int = 1
@@ -179,7 +179,7 @@ class PbftOrdererCore:
         follower: bool = False,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
-        `replica.next_exec` on (a crash fell between committing fetched blocks and the jump);
+        `replica.next_block` on (a crash fell between committing fetched blocks and the jump);
         `by_limits_only`: ignore `drained()` (the channel's `cut_by_limits_only`); `view`: the
         config in force after block height-1 (None: config updates are not checked, tests of
         the ordering alone); `learn`: told each config applied, when its block is built;
@@ -455,7 +455,9 @@ class PbftOrdererCore:
         c = self.catchup
         if now % (CATCHUP_CHECK_TICKS * c.backoff):
             return
-        progress = self.height if self.follower else self.replica.next_exec
+        progress = self.height  # blocks, not execution: with dissemination a replica can
+        # execute certificates whose slots it cannot assemble (their batches compacted
+        # everywhere) or assembles differently (`docs/ordering.md`); only blocks bring those
         if progress != c.last:
             c.last, c.backoff = progress, 1
             return
@@ -485,8 +487,8 @@ class PbftOrdererCore:
 
     def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
         replica, epoch = self.replica, self.epoch
-        if self.follower or epoch + replica.next_exec >= self.height:
+        if self.follower or epoch + replica.next_block >= self.height:
             return
-        todo = [b for b in blocks if b.header.number >= epoch + replica.next_exec]
+        todo = [b for b in blocks if b.header.number >= epoch + replica.next_block]
         replica.jump([(b.header.number - epoch, tuple(b.data.envelopes)) for b in todo])
-        self.catchup.last, self.catchup.backoff = replica.next_exec, 1
+        self.catchup.last, self.catchup.backoff = self.height, 1

@@ -266,6 +266,11 @@ class DisseminatingReplica:
         return self.replica.next_exec
 
     @property
+    def next_block(self) -> int:
+        """The next slot to assemble (the agreeing replica may have executed past it)."""
+        return self.resolver.assembled_upto + 1
+
+    @property
     def next_seq(self) -> int:
         """As primary, the next sequence to propose."""
         return self.replica.next_seq
@@ -342,18 +347,31 @@ class DisseminatingReplica:
         self.replica.propose(full_only)
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
-        """Execution jumps over verified blocks (`pbft.jump`). Their envelopes, not the
-        certificates, are all a block shows: they count as executed and assembled, and the
-        replica's chained state digest is computed over them — so this replica's checkpoint
-        votes differ from its peers' until a stable checkpoint proven by them moves it.
+        """Assembly, and execution where it is behind too, jump over verified blocks
+        (`pbft.jump`); the batches must continue the assembled slots (`next_block`), else
+        nothing changes and False is returned (`jump-refused`).
+
+        Their envelopes, not the certificates, are all a block shows: they count as executed
+        and assembled, and the replica's chained state digest is computed over them — so this
+        replica's checkpoint votes differ from its peers' until a stable checkpoint proven by
+        them moves it. Execution may already be past some of them (certificates executed
+        while their batches were compacted everywhere before this replica fetched them): for
+        those only assembly moves — waiting for such a batch would stall this replica's
+        blocks for good.
 
         The last `decided_retain` slots jumped over are recorded as assembled slots without
         batches: assembly's de-duplication window must hold what every other replica's holds
         (their envelope ids), here and after a restart."""
-        if not self.replica.jump(batches):
+        todo = [(s, e) for s, e in batches if s > self.resolver.assembled_upto]
+        first = self.resolver.assembled_upto + 1
+        if not todo or [s for s, _ in todo] != list(range(first, first + len(todo))):
+            self.replica.drop("jump-refused")
             return False
-        last = max(seq for seq, _envelopes in batches)
-        for seq, envelopes in batches:
+        ahead = [(s, e) for s, e in todo if s >= self.replica.next_exec]
+        if ahead and not self.replica.jump(ahead):
+            return False
+        last = todo[-1][0]
+        for seq, envelopes in todo:
             if seq > self.resolver.assembled_upto:
                 ids = tuple(request_id(e) for e in envelopes)
                 if seq > last - self.retain_slots:

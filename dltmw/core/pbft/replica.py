@@ -94,6 +94,11 @@ class Replica(Checkpoints):
         replay(replica, records)
         return replica
 
+    @property
+    def next_block(self) -> int:
+        """The next sequence whose requests this replica has not output: `next_exec`."""
+        return self.next_exec
+
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
         return jump(self, batches)

@@ -63,6 +63,13 @@ class OrderingReplica(Protocol):
         """The next sequence to execute."""
 
     @property
+    def next_block(self) -> int:
+        """The next sequence whose requests (a block's envelopes) this replica has not output.
+        `next_exec` for the plain replica; with dissemination the next slot to assemble, which
+        the execution of certificates may run ahead of (a batch compacted everywhere before
+        this replica fetched it: only fetched blocks bring that slot)."""
+
+    @property
     def next_seq(self) -> int:
         """As primary, the next sequence to propose."""
 

@@ -403,7 +403,7 @@ class PbftOrdererChannel(OrdererChannel):
         sign = self.ctx.signer.sign
         # (a follower's replica is a placeholder: never stepped)
         replica = self._new_replica(self.me or 0, records)
-        unexecuted = await ledger.blocks(epoch + replica.next_exec, ledger.height)
+        unexecuted = await ledger.blocks(epoch + replica.next_block, ledger.height)
         self.core = PbftOrdererCore(
             replica,
             self._assembler(),
