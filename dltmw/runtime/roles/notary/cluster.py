@@ -6,18 +6,19 @@ cluster id as their notary, and answers with its OWN signature (a client gathers
 answers from distinct members, see `client/notary_cluster.py` and `core/notary_cluster.py`).
 
 Request path: admit the call's requests on the verify pool (bad input is refused here with its
-specific status and changes nothing), wrap the admitted ones with this replica's clock reading
-into one PBFT request, and wait until it is decided and applied HERE. Two cores, each run by the
-one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped requests (its executor
-appends records durably to the RecordStore, then hands each decided batch to the decider, then
-sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each batch — its
-executor's load re-admits the batch at its stamp on the verify pool and reads the spent rows it
-touches, and its effects commit the batch with its sequence in one sqlite transaction
+specific status and changes nothing), wrap the admitted ones into PBFT requests of at most
+WRAP_BYTES_MAX, and hand them to PBFT-lite a few at a time, each stamped with this replica's clock
+when it leaves (`cluster_intake.py`: why), then wait until each is decided and applied HERE. Two
+cores, each run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped
+requests (its executor appends records durably to the RecordStore, then hands each decided batch to
+the decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
+batch — its executor's load re-admits the batch at its stamp on the verify pool and reads the spent
+rows it touches, and its effects commit the batch with its sequence in one sqlite transaction
 (ClusterNotaryStore) before the waiters are answered. Backups drop pre-prepares whose stamps are
-not fresh by their own clock (`stamp_fresh`). A restart restores the replica from its records
-and re-applies decided batches the spent-set missed, so nothing acknowledged is lost and
-re-asking gets the same answer. Records are compacted only 1024 batches below a stable
-checkpoint (`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
+not fresh by their own clock (`stamp_fresh`). A restart restores the replica from its records and
+re-applies decided batches the spent-set missed, so nothing acknowledged is lost and re-asking gets
+the same answer. Records are compacted only 1024 batches below a stable checkpoint
+(`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
+from dltmw.core.errors import ClientError, DltmwError, InvariantViolation
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
@@ -69,6 +70,17 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.roles.notary.cluster_intake import (
+    ENTRY_FRAMING,
+    HASH_BYTES,
+    WRAP_BASE_BYTES,
+    Item,
+    OwnWraps,
+    SignedPart,
+    groups_of,
+    order_group,
+    own_wraps_max,
+)
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2, replica_pb2
@@ -81,7 +93,6 @@ DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
-HASH_BYTES = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -164,20 +175,6 @@ class DecidedBatch:
 
 
 Answers = tuple[Decision, ...]
-
-
-@dataclass(frozen=True)
-class SignedPart:
-    """A batch-signed client message being wrapped: its requester batch signature and the
-    payload hashes of all its requests, which every wrap of it carries."""
-
-    signature: identity_pb2.Signature
-    hashes: tuple[bytes, ...]
-
-    @property
-    def overhead(self) -> int:
-        """Bytes each wrap of the batch spends on the signature and the hashes."""
-        return self.signature.ByteSize() + HASH_BYTES * len(self.hashes) + 16
 
 
 class ReplicaExecutor(Executing[ClientRequest | Envelope, Record, Decided, Envelope, Rejected]):
@@ -288,6 +285,7 @@ class ClusterNotaryRole:
         self.member_orgs = frozenset(org_of(identity) for identity in self.identities)
         self.me = ids.index(ctx.node_id)
         self.config = cluster_config(len(ids))
+        self.own_wraps = OwnWraps(own_wraps_max(self.config))
         self.links = {
             i: ReplicaLink(ctx, cluster_id, ids[i]) for i in range(len(ids)) if i != self.me
         }
@@ -414,28 +412,24 @@ class ClusterNotaryRole:
         pairs = await admit_in_chunks(
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
-        results = await asyncio.gather(*(self._order(c, a, to_ns(now), signed) for c, a in pairs))
-        return [outcome for chunk in results for outcome in chunk]
+        admitted = [a for _, chunk in pairs for a in chunk]
+        return await self._order(requests, admitted, signed)
 
     async def _order(
         self,
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         admitted: list[NotarisationAsk | DltmwError],
-        stamp_ns: int,
         signed_part: SignedPart | None = None,
     ) -> list[Outcome]:
         """Answer tx_ids already signed here from the store (their answer can never change);
         order the other admitted requests in wraps of at most WRAP_BYTES_MAX (with the
-        requester batch signature and the batch's payload hashes counted in, when signed)."""
+        requester batch signature and the batch's payload hashes counted in, when signed), a
+        few at a time (`cluster_intake`)."""
         out: list[Outcome] = list(admitted)  # type: ignore[arg-type]  # asks are replaced below
-        store = self.cluster_store
         tx_ids = [a.tx_id for a in admitted if isinstance(a, NotarisationAsk)]
-        signed = await asyncio.get_running_loop().run_in_executor(
-            store.executor, store.signatures_of, tx_ids
-        )
-        groups: list[list[tuple[int, bytes]]] = [[]]
-        base = 0 if signed_part is None else signed_part.overhead
-        size = base
+        signed = await self._signed_here(tx_ids)
+        base = WRAP_BASE_BYTES + (0 if signed_part is None else signed_part.overhead)
+        items: list[Item] = []
         for i, (request, item) in enumerate(zip(requests, admitted, strict=True)):
             if not isinstance(item, NotarisationAsk):
                 continue
@@ -443,28 +437,42 @@ class ClusterNotaryRole:
                 out[i] = signed_decision(item.tx_id, signed[item.tx_id])
                 continue
             raw = request.SerializeToString()
-            if base + len(raw) > WRAP_BYTES_MAX:
+            if base + len(raw) + ENTRY_FRAMING > WRAP_BYTES_MAX:
                 out[i] = ClientError(
                     R.ERROR_REASON_INVALID_FIELD, f"request exceeds {WRAP_BYTES_MAX} bytes"
                 )
                 continue
-            if size + len(raw) > WRAP_BYTES_MAX:
-                groups.append([])
-                size = base
-            groups[-1].append((i, raw))
-            size += len(raw)
+            items.append(Item(i, item.tx_id, raw))
+        groups = groups_of(items, base, WRAP_BYTES_MAX)
         decided = await asyncio.gather(
-            *(self._submit([raw for _, raw in g], stamp_ns, signed_part) for g in groups if g)
+            *(
+                order_group(
+                    g,
+                    self.own_wraps,
+                    self._signed_here,
+                    self._decide,
+                    lambda: to_ns(utc_now()),
+                    SUBMIT_WAIT_S,
+                    signed_part,
+                )
+                for g in groups
+            )
         )
-        for group, decisions in zip([g for g in groups if g], decided, strict=True):
-            for (i, _), decision in zip(group, decisions, strict=True):
-                out[i] = decision
+        for group, decisions in zip(groups, decided, strict=True):
+            for entry, decision in zip(group, decisions, strict=True):
+                out[entry.position] = decision
         return out
 
-    async def _submit(
+    async def _signed_here(self, tx_ids: list[str]) -> dict[str, bytes]:
+        """The stored signatures of those of `tx_ids` notarised here already."""
+        store = self.cluster_store
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(store.executor, store.signatures_of, tx_ids)
+
+    async def _decide(
         self, raws: list[bytes], stamp_ns: int, signed_part: SignedPart | None = None
     ) -> Sequence[Outcome]:
-        """Order one wrap and wait for its decisions here (or a transient error for each)."""
+        """Order one wrap and wait for its decisions here (the caller bounds the wait)."""
         if signed_part is None:
             wrapped = wrap(raws, stamp_ns, self.me)
         else:
@@ -473,12 +481,7 @@ class ClusterNotaryRole:
         future = self.waiters.add(rid)
         try:
             self._driver().submit(ClientRequest(wrapped))
-            return await asyncio.wait_for(asyncio.shield(future), SUBMIT_WAIT_S)
-        except TimeoutError:
-            wait = TransientError(R.ERROR_REASON_WAIT_TIMEOUT, "not decided in time")
-            return [wait] * len(raws)
-        except DltmwError as exc:
-            return [exc] * len(raws)
+            return await asyncio.shield(future)
         finally:
             self.waiters.discard(rid, future)
 
