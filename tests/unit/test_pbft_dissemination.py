@@ -258,6 +258,23 @@ def test_a_missing_batch_is_fetched_from_a_replica_that_acked_it() -> None:
     assert [d.requests for d in effects.decided] == [tuple(REQS[:2])]
 
 
+def test_a_missing_batch_is_fetched_from_the_ackers_then_from_every_other_replica() -> None:
+    """The ackers may have compacted the batch while this replica was behind, and a replica
+    that never acked it may hold it: after the ackers, every other replica is asked. (Asking
+    the ackers alone, two replicas each waited for good for the batch the other held.)"""
+    from dltmw.core.pbft import Decided
+
+    replica = core(0)
+    c1 = cert([ack(2), ack(3)])
+    replica.resolver.push(Decided(0, 1, b"d", (c1,), (), (c1,)))
+    assert replica.resolver.resolve(replica.disseminator.stored) == []
+    asked = [peer for peer, _m in replica.resolver.take_fetches()]
+    for _ in range(3):
+        replica.resolver.retry()
+        asked += [peer for peer, _m in replica.resolver.take_fetches()]
+    assert asked == [2, 3, 1, 2]
+
+
 LONE = KEYS.make_request(0, 50, lone=True)
 
 

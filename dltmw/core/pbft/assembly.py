@@ -13,9 +13,11 @@ into envelopes itself, deterministically, so every correct replica builds the sa
   forgotten by every replica alike, so a copy ordered that late is in the block again, and
   the peers mark it DUPLICATE_TXID;
 - a batch this replica does not hold is fetched (`BatchFetch`) from a replica that acked it —
-  the certificate names f+1 of them, at least one correct — one peer at a time, the next one on
-  each retry; the answer is checked against the certificate's digest before it is used. Slots
-  resolve strictly in sequence order: a later slot waits for an earlier one's batches.
+  the certificate names f+1 of them, at least one correct — then from every other replica (one
+  may hold it without having acked it, while the ackers compacted it), one peer at a time, the
+  next one on each retry; the answer is checked against the certificate's digest before it is
+  used. Slots resolve strictly in sequence order: a later slot waits for an earlier one's
+  batches.
 
 What was assembled is persisted (`AssembledRecord`) before the slot is delivered, so a restart
 neither delivers a slot twice nor forgets which keys and envelopes the window holds (the
@@ -164,15 +166,20 @@ class BatchResolver:
     def _want(
         self, key: BatchKey, digest: bytes, cert: replica_pb2.AvailabilityCertificate
     ) -> None:
-        """Fetch a missing batch at once the first time (later: on `retry`)."""
+        """Fetch a missing batch at once the first time (later: on `retry`): from the replicas
+        that acked it first, then from every other. Any replica may hold it (it received the
+        batch without acking, or fetched it itself), and the ackers may have compacted it
+        while this replica was behind: two such replicas each waited for good for the batch
+        the other held (found by the simulator's block catch-up runs)."""
         if self.wanted is not None and (self.wanted.key, self.wanted.digest) == (key, digest):
             return
-        sources = tuple(sorted(ack_signers(self.checker, cert) - {self.me}))
-        self.wanted = Wanted(key, digest, sources)
+        ackers = sorted(ack_signers(self.checker, cert) - {self.me})
+        others = [r for r in range(self.checker.config.n) if r != self.me and r not in ackers]
+        self.wanted = Wanted(key, digest, (*ackers, *others))
         self.retry()
 
     def retry(self) -> None:
-        """Ask the next replica that acked the wanted batch (if one is still wanted)."""
+        """Ask the next source of the wanted batch (if one is still wanted)."""
         wanted = self.wanted
         if wanted is None or not wanted.sources:
             return
