@@ -383,3 +383,7 @@ app.add_typer(private_app, name="private")  # private group create|add|call  # v
 def main() -> None:
     """Console-script entry point: the error boundary of `cli/errors.py` around the app."""
     run(app, sys.argv[1:])
+
+
+if __name__ == "__main__":  # `python -m dltmw.cli.main ...` runs the command line too
+    main()

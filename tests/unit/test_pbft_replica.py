@@ -18,6 +18,7 @@ from dltmw.core.pbft import (
     ViewRecord,
     VoteRecord,
     batch_digest,
+    request_id,
 )
 from dltmw.core.pbft.recovery import compact
 from dltmw.ledger.pbft_store import RecordStore
@@ -213,6 +214,59 @@ def test_a_replica_alone_in_a_higher_view_still_gets_its_clients_requests_decide
     assert all(cluster.decided[i] == [digest] for i in range(4)), cluster.decided
     assert (lone.view, lone.changing) == (1, True) and not lone.pending
     assert [r.view for r in cluster.replicas if r is not lone] == [0, 0, 0]
+
+
+def _decide_at(backup: Replica, seq: int, requests: list[bytes]) -> None:
+    """Replica 0 (primary of view 0) proposes `requests` at `seq`; every other votes."""
+    digest = batch_digest(requests)
+    backup.step(pre_prepare(0, seq, requests))
+    for other in (1, 3):
+        backup.step(vote("prepare", other, 0, seq, digest))
+    for other in (0, 1, 3):
+        backup.step(vote("commit", other, 0, seq, digest))
+
+
+def test_the_request_timer_starts_again_when_the_request_it_timed_executes() -> None:
+    """A backlog is not a silent primary: three requests arrive at once and the primary
+    decides one every timeout - 1 ticks, in order. Each request executes within the timeout of
+    the one before it, so nobody asks for a view change (timed from arrival, the third waited
+    twice the timeout and the replica left a correct primary). Once nothing executes, the
+    timer runs out as before."""
+    backup = replica(2)
+    for request in REQS[:3]:
+        backup.step(ClientRequest(request))
+    backup.ready()
+    step = CONFIG.request_timeout_ticks - 1
+    for seq in (1, 2, 3):
+        for _ in range(step):
+            backup.tick(backup.now + 1)
+        assert (backup.view, backup.changing) == (0, False), f"view change before seq {seq}"
+        _decide_at(backup, seq, [REQS[seq - 1]])
+        backup.ready()
+    assert not backup.pending and backup.next_exec == 4
+    backup.step(ClientRequest(REQS[3]))
+    backup.ready()
+    for _ in range(CONFIG.request_timeout_ticks):
+        backup.tick(backup.now + 1)
+    assert (backup.view, backup.changing) == (1, True)
+
+
+def test_a_primary_that_leaves_the_oldest_request_out_still_meets_the_timer() -> None:
+    """Executing other requests does not restart the timer of the one it times: a primary
+    that decides everything but the oldest request is left within the timeout."""
+    backup = replica(2)
+    for request in REQS[:3]:
+        backup.step(ClientRequest(request))
+    backup.ready()
+    for seq, request in ((1, REQS[1]), (2, REQS[2])):
+        for _ in range(2):
+            backup.tick(backup.now + 1)
+        _decide_at(backup, seq, [request])
+        backup.ready()
+    assert list(backup.pending) == [request_id(REQS[0])]
+    while backup.now < CONFIG.request_timeout_ticks:
+        backup.tick(backup.now + 1)
+    assert (backup.view, backup.changing) == (1, True)
 
 
 def _is_view_change(envelope: Envelope, view: int) -> bool:

@@ -14,8 +14,10 @@ Catch-up: every `probe_ticks` a replica asks its peers for decided batches from 
 sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
 verified by its commit certificate before it is executed. A replica behind what its peers
 retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatures; see
-`pbft.jump`). While catch-up keeps proving the replica behind, its request timer stands still
-(`note_behind`): it would otherwise blame the primary for its own lag. Lost messages are
+`pbft.jump`). The request timer times the oldest pending request and starts again when that one
+executes (`request_timer_expired`): a backlog is not a silent primary. While catch-up keeps
+proving the replica behind, the timer stands still (`note_behind`): it would otherwise blame the
+primary for its own lag. Lost messages are
 retransmitted every `retransmit_ticks` (own votes of undecided slots, forwarded requests, the
 view change).
 """
@@ -133,15 +135,30 @@ class Replica(Checkpoints):
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)
         elif self.pending:
-            oldest = next(iter(self.pending.values()))
-            waited = self.now - max(oldest.since, self.behind_at)  # not while catching up
-            if waited >= self.config.request_timeout_ticks:
+            if self.request_timer_expired():
                 self.start_view_change(self.view + 1)
+        else:
+            self.timed = None
         self.propose(full_only=False)
         if self.now % self.config.retransmit_ticks == 0:
             self.retransmit()
         if self.now % self.config.probe_ticks == 0:
             self.probe()
+
+    def request_timer_expired(self) -> bool:
+        """PBFT's request timer (Castro and Liskov): it times the oldest pending request, and
+        when that one executes while others wait, it starts again for the next — from then,
+        not from that request's arrival. Timing each from its arrival (as before) made any
+        backlog look like a silent primary: with more pending than a slot takes, the oldest
+        waited past the timeout while a correct primary decided slot after slot, and every
+        replica asked for a view change (a notary cluster under load made hundreds). A primary
+        that leaves one request out still meets the timeout once that request is the oldest.
+        Never while catching up (`behind_at`)."""
+        rid, oldest = next(iter(self.pending.items()))
+        if rid != self.timed:  # the one timed before executed (or none was timed)
+            self.timed, self.timed_from = rid, max(oldest.since, self.executed_at)
+        waited = self.now - max(self.timed_from, self.behind_at)
+        return waited >= self.config.request_timeout_ticks
 
     def on_request(self, request: bytes, forward: bool) -> None:
         """Admit a client (or forwarded) request: remember it and make sure the primary has it.
@@ -381,6 +398,7 @@ class Replica(Checkpoints):
         self.decided[batch.sequence] = batch
         self.next_exec = batch.sequence + 1
         if not restoring:
+            self.executed_at = self.now
             self.persist(DecidedRecord(batch))
             self._decided.append(
                 Decided(

@@ -88,6 +88,11 @@ class ReplicaState:
         self.pending: dict[bytes, Pending] = {}
         # The last tick that proved this replica behind the cluster (see `note_behind`).
         self.behind_at = 0
+        # The request timer (`Replica.request_timer_expired`): the pending request it times,
+        # since when, and the tick of the last execution.
+        self.timed: bytes | None = None
+        self.timed_from = 0
+        self.executed_at = 0
         self.forward_buffer: list[bytes] = []
         # The last sequence of this replica group (its epoch), once known: a config batch that
         # changes the replica set ends the epoch, and nothing is proposed or judged beyond it

@@ -183,6 +183,7 @@ class ViewChanges(ReplicaState):
         self.next_seq = max(high, self.next_exec - 1, self.low) + 1
         for pending in self.pending.values():
             pending.since = self.now
+        self.timed = None  # the request timer starts again in the new view
         self.forward_pending()
         self.replay_future()
         for seq in sorted(self.slots):

@@ -4,15 +4,15 @@ A member wraps the admitted requests of a call into PBFT requests of at most WRA
 (`core/notary_cluster.wrap`). It keeps at most `limit` of its OWN wraps ordered at once; the
 others wait here, in arrival order, for one of them to be decided (`OwnWraps`). Why:
 
-- **The request timer measures the primary, not a backlog.** Every replica starts a request's
-  timer when the request reaches it (relayed at once to all, `pbft.Replica.ready`) and asks for
-  a view change when the oldest pending request waited `request_timeout_ticks` (2 s). Handed
-  everything at once, the cluster held whole bursts pending (8 client streams x 500 requests =
-  40 wraps against 2 per slot): under load the oldest waited more than 2 s behind the others,
-  every replica blamed a correct primary, and view change followed view change, each carrying
-  the prepared batches of the window (hundreds of KB per message; measured in RESULTS.md).
-  With n members x `limit` wraps <= one window of slots (`own_wraps_max`) the primary never
-  holds more pending than it may propose at once.
+- **Little waits at the primary.** Every replica relays what it is handed to all (`pbft.Replica
+  .ready`), and a view change carries the prepared batches of the window. Handed everything at
+  once, the cluster held whole bursts pending (8 client streams x 500 requests = 40 wraps
+  against 2 per slot); while the request timer still timed each request from its arrival, the
+  oldest waited more than 2 s under load, every replica blamed a correct primary, and view
+  change followed view change, each carrying hundreds of KB (measured in RESULTS.md). The
+  timer now starts again when the request it timed executes
+  (`pbft.Replica.request_timer_expired`); with n members x `limit` wraps <= one window of slots
+  (`own_wraps_max`) the primary still never holds more pending than it may propose at once.
 - **A wrap waiting here can lose requests that were decided meanwhile.** Before a wrap leaves,
   the member looks its tx_ids up in its spent-set again (`signed_here`) and answers those
   signed there from the store: a client that asks members one after the other (relay: f+1
