@@ -286,6 +286,7 @@ def test_a_batch_in_the_chain_leaves_memory_and_its_fetch_is_answered_from_the_s
         batch_fetch=replica_pb2.BatchFetch(origin=1, batch_sequence=1, digest=DIGEST)
     )
     server.step(signed(0, fetch))
+    server.step(signed(0, fetch))  # asked twice in one step: read once
     assert server.ready().send == ()
     assert server.take_from_store() == [BatchFromStore(0, BatchKey(1, 1), DIGEST)]
     assert server.take_from_store() == []

@@ -216,9 +216,10 @@ class DisseminatingReplica:
         )
 
     def take_from_store(self) -> list[BatchFromStore]:
-        """The fetches gathered by `ready` that the record store answers (and forget them)."""
+        """The fetches gathered by `ready` that the record store answers (and forget them),
+        each once: a repeated fetch costs the executor a read, not only a send."""
         taken, self.from_store = self.from_store, []
-        return taken
+        return list(dict.fromkeys(taken))
 
     def _rebuild(self, record: AssembledRecord) -> None:
         """An assembled slot's envelopes again, from the stored batches it took (restart)."""

@@ -66,7 +66,7 @@ class DisseminationConfig:
     # with it.
     stored_per_origin_max: int = 256
     # Serve fetches of batches in the chain from the record store (`BatchFromStore`) instead
-    # of keeping their signed messages in memory (see `Disseminator.included`). Off: the
+    # of keeping their signed messages in memory (see `Disseminator.chained`). Off: the
     # simulator, whose worlds answer every message from the core.
     chain_batches_from_store: bool = False
 
