@@ -18,14 +18,6 @@ between the small objects allocated after it. Setting the threshold explicitly t
 adjustment off (glibc `mallopt(3)`), so block-sized buffers keep being mapped and unmapped; each
 costs a system call and fresh zeroed pages, negligible beside a block's signature checks.
 
-Why trim after a stable checkpoint. Memory freed in the middle of a heap stays resident until
-the chunk next to the heap's top is freed too; glibc returns it only when asked
-(`malloc_trim`, which since glibc 2.8 also releases whole free pages inside a heap with
-`MADV_DONTNEED`). A PBFT-lite orderer frees most at a stable checkpoint — the votes, certificates
-and batches of the slots it compacts — and a checkpoint is rare (every 16 slots), so that is
-where `trim` runs (`runtime/roles/orderer/pbft.py`); its cost is measured in RESULTS.md
-("a PBFT-lite orderer's memory, by kind").
-
 `tune_malloc` runs first thing in the node process (`runtime/__main__.py` main), before any
 thread starts: arenas already created are not merged. It is a no-op where the C library has no
 `mallopt` (musl, macOS); an environment setting by the operator (`MALLOC_ARENA_MAX`,
@@ -38,7 +30,6 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
-from functools import cache
 
 M_ARENA_MAX = -8  # glibc malloc.h
 M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -46,44 +37,18 @@ ARENAS_MAX = 2
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, pinned (module docstring)
 
 
-@cache
-def _libc() -> ctypes.CDLL | None:
-    """The C library (looked up once: `find_library` runs `ldconfig`), or None."""
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's `mallopt`, or None where the C library has none."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
-def _mallopt() -> Callable[[int, int], int] | None:
-    """glibc's `mallopt`, or None where the C library has none."""
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is None:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return mallopt  # type: ignore[no-any-return]
-
-
-@cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim`, or None where the C library has none."""
-    trim_fn = getattr(_libc(), "malloc_trim", None)
-    if trim_fn is None:
-        return None
-    trim_fn.argtypes = (ctypes.c_size_t,)
-    trim_fn.restype = ctypes.c_int
-    return trim_fn  # type: ignore[no-any-return]
-
-
-def trim() -> bool:
-    """Return the free memory malloc holds to the system (module docstring: why after a
-    stable checkpoint); True when some was released, False too where there is no glibc."""
-    trim_fn = _malloc_trim()
-    return trim_fn is not None and bool(trim_fn(0))
+    return mallopt
 
 
 def limit_arenas(arenas: int = ARENAS_MAX) -> bool:

@@ -92,7 +92,6 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
-from dltmw.runtime.memory import trim
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
@@ -152,7 +151,6 @@ class PbftOrdererExecutor(
             executed = channel.ledger.height - channel.config.epoch  # sequences in the ledger
             keep = compaction_floor(stable[-1], executed - 1, channel.config.decided_retain)
             await channel.store.compact(stable[-1], keep)
-            trim()  # the compacted slots' memory is free now (`runtime/memory.py`: why)
         for record in records:
             if isinstance(record, JumpRecord):
                 logger.info("jumped to block %d of the ledger", record.sequence)
