@@ -200,6 +200,25 @@ class RecordStore:
 
         return await self._file.read(read)
 
+    async def batch(self, key: BatchKey, digest: bytes) -> Envelope | None:
+        """The stored signed batch `key` with `digest`, or None (compacted, or never stored).
+        Answers fetches of batches in the chain (`core.pbft.dissemination.BatchFromStore`);
+        an equivocating origin may have two rows under one key, so the digest picks one."""
+
+        def read(conn: sqlite3.Connection) -> Envelope | None:
+            rows = conn.execute(
+                "SELECT data FROM records WHERE kind='batch' AND seq=? ORDER BY id",
+                (batch_row_seq(key),),
+            )
+            for (data,) in rows:
+                envelope = Envelope.FromString(bytes(data))
+                message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+                if message.batch.digest == digest:
+                    return envelope
+            return None
+
+        return await self._file.read(read)
+
     async def append(self, records: Sequence[StoredRecord]) -> None:
         """Durably append `records` in one transaction."""
         if not records:

@@ -21,7 +21,12 @@ from dltmw.core.pbft.availability import (
 )
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
+from dltmw.core.pbft.dissemination import (
+    BatchFromStore,
+    BatchRecord,
+    DisseminationConfig,
+    Disseminator,
+)
 from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.v1 import replica_pb2
 
@@ -273,6 +278,50 @@ def test_a_missing_batch_is_fetched_from_the_ackers_then_from_every_other_replic
         replica.resolver.retry()
         asked += [peer for peer, _m in replica.resolver.take_fetches()]
     assert asked == [2, 3, 1, 2]
+
+
+def test_a_batch_in_the_chain_leaves_memory_and_its_fetch_is_answered_from_the_store() -> None:
+    """With `chain_batches_from_store` (the runtime's setting) a batch the chain took keeps
+    neither its envelopes nor its signed message in memory, and a fetch of it becomes a
+    `BatchFromStore` for the executor (which reads the record store) instead of a send; a
+    batch not in the chain yet is still answered from memory. A restarted replica holds the
+    batches of its retained slots the same way."""
+    dis = replace(DIS, chain_batches_from_store=True)
+    server = DisseminatingReplica(CONFIG, 2, KEYS.signer(2), KEYS.verify, dis, KEYS.request_ok)
+    server.step(batch_message(1, 1, REQS[:2]))
+    server.step(batch_message(3, 1, REQS[2:4]))
+    records = list(server.ready().persist)
+    c1 = cert([ack(1), ack(2)])
+    server.resolver.push(Decided(0, 1, b"d", (c1,), (), (c1,)))
+    effects = server.ready()
+    assert [d.requests for d in effects.decided] == [tuple(REQS[:2])]
+    records += effects.persist
+    key = (BatchKey(1, 1), DIGEST)
+    assert server.disseminator.stored[key].envelope is None
+    assert server.disseminator.stored[key].envelopes == ()
+    fetch = replica_pb2.ReplicaMessage(
+        batch_fetch=replica_pb2.BatchFetch(origin=1, batch_sequence=1, digest=DIGEST)
+    )
+    server.step(signed(0, fetch))
+    server.step(signed(0, fetch))  # asked twice in one step: read once
+    assert server.ready().send == ()
+    assert server.take_from_store() == [BatchFromStore(0, BatchKey(1, 1), DIGEST)]
+    assert server.take_from_store() == []
+    d3 = batch_digest(REQS[2:4])  # not in the chain: served from memory as before
+    server.step(
+        signed(
+            0,
+            replica_pb2.ReplicaMessage(
+                batch_fetch=replica_pb2.BatchFetch(origin=3, batch_sequence=1, digest=d3)
+            ),
+        )
+    )
+    assert kinds(server.ready().send) == [(0, "batch")]
+    restarted = DisseminatingReplica.restore(
+        CONFIG, 2, KEYS.signer(2), KEYS.verify, dis, records, KEYS.request_ok
+    )
+    assert restarted.disseminator.stored[key].envelope is None
+    assert restarted.disseminator.stored[(BatchKey(3, 1), d3)].envelope is not None
 
 
 LONE = KEYS.make_request(0, 50, lone=True)

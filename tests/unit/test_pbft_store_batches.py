@@ -65,3 +65,27 @@ async def test_batch_rows_written_without_their_key_get_it_and_are_compacted(
     await reopened.compact(stable_seq=1, decided_from=2)
     assert keys(await reopened.load_all()) == set()
     await reopened.close()
+
+
+async def test_a_stored_batch_is_read_back_by_key_and_digest_until_compacted(
+    tmp_path: Path,
+) -> None:
+    """What answers a fetch of a batch in the chain (`BatchFromStore`): the row under its key
+    whose digest matches (an equivocating origin can have two under one key), none after the
+    slot that took it was compacted."""
+    store = await RecordStore.open(tmp_path / "r.sqlite")
+    other = replica_pb2.ReplicaMessage(
+        batch=replica_pb2.Batch(batch_sequence=1, digest=b"\x09" * 32, envelopes=[b"x"])
+    )
+    twin = Envelope(payload=other.SerializeToString(), replica=0, signature=b"t")
+    await store.append([BatchRecord(twin, BatchKey(0, 1)), batch(0, 1), batch(1, 2)])
+    found = await store.batch(BatchKey(0, 1), bytes([1]) * 32)
+    assert found == batch(0, 1).envelope
+    assert await store.batch(BatchKey(0, 1), b"\x09" * 32) == twin
+    assert await store.batch(BatchKey(0, 1), b"\x07" * 32) is None
+    assert await store.batch(BatchKey(3, 1), bytes([1]) * 32) is None
+    await store.append([slot(1, (0, 1)), slot(2, (1, 2))])
+    await store.compact(stable_seq=1, decided_from=2)
+    assert await store.batch(BatchKey(0, 1), bytes([1]) * 32) is None
+    assert await store.batch(BatchKey(1, 2), bytes([2]) * 32) == batch(1, 2).envelope
+    await store.close()

@@ -50,8 +50,10 @@ committed the blocks up to it.
 
 Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
 send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
-block, which the executor reads from the ledger) and `FetchBlocks` (start the fetch from that
-peer); replies = per request id, None once its block is committed here, or `Rejected`.
+block, which the executor reads from the ledger), `BatchFromStore` (a batch in the chain that a
+peer fetches, which the executor reads from the record store) and `FetchBlocks` (start the
+fetch from that peer); replies = per request id, None once its block is committed here, or
+`Rejected`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.core.pbft import ClientRequest, Envelope, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
+from dltmw.core.pbft.dissemination import BatchFromStore
 from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
 from dltmw.core.pbft.types import Signer
 from dltmw.core.txcheck import check_transaction
@@ -114,7 +117,7 @@ class CommittedBlock:
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
-Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks
+Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks | BatchFromStore
 OrdererEffects = Effects[DisseminatedRecord, CommittedBlock, Outbound, Rejected | None]
 Learn = Callable[[ChannelView], None]
 
@@ -289,7 +292,11 @@ class PbftOrdererCore:
             self._commit(pending.block, pending.digest)
         self._answer_lagging()
         out, self._out = self._out, _Out()
-        inner_send = () if self._drop_inner_send else inner.send
+        inner_send: tuple[tuple[int, Outbound], ...] = () if self._drop_inner_send else inner.send
+        if isinstance(self.replica, DisseminatingReplica):  # fetches the record store answers
+            stored = self.replica.take_from_store()
+            if not self._drop_inner_send:
+                inner_send = (*inner_send, *((f.destination, f) for f in stored))
         self._drop_inner_send = False
         return Effects(
             persist=inner.persist,

@@ -33,7 +33,12 @@ from dltmw.core.effects import Effects
 from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
 from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate_alone
 from dltmw.core.pbft.certs import Checker
-from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig, Disseminator
+from dltmw.core.pbft.dissemination import (
+    BatchFromStore,
+    BatchRecord,
+    DisseminationConfig,
+    Disseminator,
+)
 from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.replica import Replica
 from dltmw.core.pbft.state import Pending
@@ -92,6 +97,9 @@ class DisseminatingReplica:
         self._persist: list[DisseminatedRecord] = []
         self._used: dict[int, list[tuple[BatchKey, bytes]]] = {}
         self._assembled: dict[int, Decided] = {}
+        # Fetches to answer from the record store (`BatchFromStore`), taken by the orderer
+        # core with `take_from_store`: they are not `Envelope`s, so not in `ready().send`.
+        self.from_store: list[BatchFromStore] = []
 
     @classmethod
     def restore(
@@ -123,8 +131,8 @@ class DisseminatingReplica:
         for key in core.resolver.included:
             core.disseminator.included(key, [])
         for (key, _digest), stored in core.disseminator.stored.items():
-            if key in core.resolver.included:  # rebuilt above: only its signed message serves
-                stored.envelopes = ()
+            if key in core.resolver.included:  # rebuilt above: only a fetch needs it now
+                core.disseminator.chained(stored)
         core.disseminator.batched_ids.difference_update(core.resolver.delivered_ids)
         for seq in sorted(core.replica.decided):
             batch = core.replica.decided[seq]
@@ -196,6 +204,8 @@ class DisseminatingReplica:
             self._keep(done, ASSEMBLED_KEPT)
         send = [*d.send, *inner.send]
         send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
+        self.from_store.extend(d.from_store)
+        d.from_store = []
         replies = [(r.request_id, r) for r in d.replies]
         d.persist, d.send, d.replies = [], [], []
         return Effects(
@@ -204,6 +214,12 @@ class DisseminatingReplica:
             send=tuple(send),
             replies=tuple(replies),
         )
+
+    def take_from_store(self) -> list[BatchFromStore]:
+        """The fetches gathered by `ready` that the record store answers (and forget them),
+        each once: a repeated fetch costs the executor a read, not only a send."""
+        taken, self.from_store = self.from_store, []
+        return list(dict.fromkeys(taken))
 
     def _rebuild(self, record: AssembledRecord) -> None:
         """An assembled slot's envelopes again, from the stored batches it took (restart)."""
@@ -237,8 +253,8 @@ class DisseminatingReplica:
             stored = self.disseminator.stored.get((key, digest))
             ids = [] if stored is None else [request_id(e) for e in stored.envelopes]
             self.disseminator.included(key, ids)
-            if stored is not None:  # in the chain: only its signed message is served again
-                stored.envelopes = ()
+            if stored is not None:  # in the chain: only a fetch needs it now
+                self.disseminator.chained(stored)
             used.append((key, digest))
         self._used[record.sequence] = used
         for seq in [s for s in self._used if s <= record.sequence - self.retain_slots]:

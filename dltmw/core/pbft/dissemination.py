@@ -65,6 +65,10 @@ class DisseminationConfig:
     # runtime) and go
     # with it.
     stored_per_origin_max: int = 256
+    # Serve fetches of batches in the chain from the record store (`BatchFromStore`) instead
+    # of keeping their signed messages in memory (see `Disseminator.chained`). Off: the
+    # simulator, whose worlds answer every message from the core.
+    chain_batches_from_store: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_count_max < 1 or self.batch_bytes_max < 1 or self.batch_wait_ticks < 0:
@@ -82,10 +86,27 @@ class BatchRecord:
 
 @dataclass
 class StoredBatch:
-    """A valid batch this replica holds: the origin's signed message and its envelopes."""
+    """A valid batch this replica holds: the origin's signed message and its envelopes. Once
+    the batch is in the chain its envelopes are dropped (assembly took them), and with
+    `chain_batches_from_store` its signed message too (`envelope` None): a fetch of it is then
+    answered from the record store (`BatchFromStore`)."""
 
-    envelope: Envelope
+    envelope: Envelope | None
     envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class BatchFromStore:
+    """Message: send `destination` the signed batch (key, digest) read back from the record
+    store (`ledger/pbft_store.RecordStore.batch`). Why: a running replica kept the signed
+    message of every batch in the chain for `decided_retain` slots only to answer fetches —
+    256 slots x a batch's envelopes, ~15-20 MB of a replica's memory under load — though
+    fetches come only from a replica catching up, and the record store holds the same bytes
+    (durable before the batch was acked) for exactly as long (compacted with its slot)."""
+
+    destination: int
+    key: BatchKey
+    digest: bytes
 
 
 @dataclass
@@ -153,6 +174,7 @@ class Disseminator:
         self.certified: list[bytes] = []  # certificates to hand to the ordering replica
         self.persist: list[BatchRecord] = []
         self.send: list[tuple[int, Envelope]] = []
+        self.from_store: list[BatchFromStore] = []  # fetches answered from the record store
         self.replies: list[Rejected] = []
         self.counters: dict[str, int] = {}
 
@@ -346,6 +368,10 @@ class Disseminator:
         if stored is None:
             self.drop("fetch-of-unknown-batch")
             return
+        if stored.envelope is None:  # in the chain, kept only on disk (`BatchFromStore`)
+            key = BatchKey(fetch.origin, fetch.batch_sequence)
+            self.from_store.append(BatchFromStore(source, key, bytes(fetch.digest)))
+            return
         self.send.append((source, stored.envelope))
 
     # -- chain feedback --------------------------------------------------------------------
@@ -360,6 +386,14 @@ class Disseminator:
             if own is not None:
                 self.batched_ids.difference_update(envelope_ids)
         self._uncount(key)
+
+    def chained(self, stored: StoredBatch) -> None:
+        """A stored batch is in the chain: assembly took its envelopes, and only a fetch (a
+        replica catching up) needs it again — answered from its signed message in memory, or
+        with `chain_batches_from_store` from the record store (`BatchFromStore`)."""
+        stored.envelopes = ()
+        if self.config.chain_batches_from_store:
+            stored.envelope = None
 
     def delivered(self, envelope_ids: Sequence[bytes]) -> None:
         """Envelopes the chain took (in any replica's batch): not batched here again. A client
@@ -397,7 +431,7 @@ class Disseminator:
                 self.certified.append(own.certificate)
                 continue
             stored = self.stored.get((BatchKey(self.me, seq), own.digest))
-            if stored is None:
+            if stored is None or stored.envelope is None:
                 continue
             for peer in self._others():
                 if peer not in own.acks:

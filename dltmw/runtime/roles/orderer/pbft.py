@@ -83,7 +83,7 @@ from dltmw.core.pbft import (
 )
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.core.pbft.dissemination import BatchFromStore, BatchRecord, DisseminationConfig
 from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.core.pbft.surface import OrderingReplica
 from dltmw.core.pbft.types import RequestCheck
@@ -180,6 +180,8 @@ class PbftOrdererExecutor(
                 continue
             if isinstance(message, SignatureOf):
                 await self._send_signature_of(link, message.number)
+            elif isinstance(message, BatchFromStore):
+                await self._send_stored_batch(link, message)
             elif isinstance(message, FetchBlocks):
                 name = f"pbft-fetch-{link.node_id}"
                 self._fetch = self._channel.ctx.tasks.spawn(name, self._fetch_from(link.node_id))
@@ -242,6 +244,14 @@ class PbftOrdererExecutor(
                 number=number, block_hash=digest, replica=channel.me, signature=signature
             )
         )
+
+    async def _send_stored_batch(self, link: ReplicaLink, fetch: BatchFromStore) -> None:
+        """A batch in the chain that a peer fetched, read back from the record store (the core
+        keeps no copy in memory); nothing when it was compacted meanwhile — the fetcher asks
+        again or another replica that acked it, as when a core no longer holds a batch."""
+        envelope = await self._channel.store.batch(fetch.key, fetch.digest)
+        if envelope is not None:
+            link.send(envelope)
 
     async def _fetch_from(self, node_id: str) -> None:
         """Fetch and verify blocks beyond our head; the result (even none) goes back to the
@@ -354,6 +364,7 @@ class PbftOrdererChannel(OrdererChannel):
                 batch_count_max=max(1, self._batch_max),
                 batch_wait_ticks=max(1, round(timeout_ms / 1000 / TICK_S)),
                 retransmit_ticks=self.config.retransmit_ticks,
+                chain_batches_from_store=True,  # fetches of chain batches: from `store`
             )
             if records:
                 core = DisseminatingReplica.restore(
