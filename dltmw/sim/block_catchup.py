@@ -27,17 +27,36 @@ chosen on them) of runs that never strand a node are unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from dltmw.core.pbft import Decided
+from dltmw.sim.node import Node
 
-if TYPE_CHECKING:
-    from dltmw.sim.world import Node, World
+
+class CatchUpWorld(Protocol):
+    """What the model needs of `world.World` (a protocol: the world calls the model)."""
+
+    now: int
+
+    @property
+    def nodes(self) -> Sequence[Node]: ...
+
+    def honest(self) -> list[Node]: ...
+
+    def servable(self, node: Node, peers: Sequence[Node]) -> bool: ...
+
+    def log(self, line: str) -> None: ...
+
+    def flush(self, node: Node) -> None: ...
+
+    def note_decided(self, node: Node, decided: Decided) -> None: ...
+
 
 CHECK_TICKS = 20
 
 
-def stranded(world: World, node: Node) -> Node | None:
+def stranded(world: CatchUpWorld, node: Node) -> Node | None:
     """The honest live peer to fetch blocks from if `node` is stranded, else None."""
     if node.replica is None:
         return None
@@ -49,7 +68,7 @@ def stranded(world: World, node: Node) -> Node | None:
     return max(ahead, key=lambda p: (p.replica.next_block if p.replica else 0, p.name))
 
 
-def catch_up(world: World) -> None:
+def catch_up(world: CatchUpWorld) -> None:
     """Every `CHECK_TICKS` ticks: each stranded live node jumps over its source's blocks."""
     if world.now % CHECK_TICKS:
         return
@@ -73,7 +92,7 @@ def catch_up(world: World) -> None:
         world.flush(node)
 
 
-def commit(world: World, node: Node, block: Decided) -> None:
+def commit(world: CatchUpWorld, node: Node, block: Decided) -> None:
     """A fetched block committed to the node's ledger (its decided log), as the runtime's
     `_on_fetched` commits it before the jump."""
     node.decided.append(block)

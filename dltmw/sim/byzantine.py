@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 
 from dltmw.core.pbft import Envelope, batch_digest
-from dltmw.sim.world import Behaviour, Node, World
+from dltmw.sim.node import Node
+from dltmw.sim.world import Behaviour, World
 from dltmw.v1 import replica_pb2
 
 

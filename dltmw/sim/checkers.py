@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from dltmw.sim.keys import request_name
-from dltmw.sim.world import Node
+from dltmw.sim.node import Node
 
 
 def check_safety(

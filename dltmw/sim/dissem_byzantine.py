@@ -23,7 +23,8 @@ import hashlib
 from dltmw.core.pbft import Envelope, batch_digest
 from dltmw.core.pbft.availability import ack_message, make_certificate
 from dltmw.sim.byzantine import alternative, parse, resign
-from dltmw.sim.world import Behaviour, Node, World
+from dltmw.sim.node import Node
+from dltmw.sim.world import Behaviour, World
 from dltmw.v1 import replica_pb2
 
 

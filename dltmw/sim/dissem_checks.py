@@ -14,7 +14,7 @@ from typing import cast
 
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.sim.world import Node
+from dltmw.sim.node import Node
 
 
 def check_available(nodes: Iterable[Node]) -> list[str]:

@@ -17,7 +17,8 @@ from dltmw.core.pbft import PbftConfig, Record, Replica
 from dltmw.core.pbft.assembly import compact_assembled
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import DisseminationConfig
-from dltmw.sim.world import Behaviour, Node, World
+from dltmw.sim.node import Node
+from dltmw.sim.world import Behaviour, World
 
 SIM_DISSEMINATION = DisseminationConfig(batch_count_max=3, batch_wait_ticks=2, retransmit_ticks=12)
 

@@ -34,7 +34,8 @@ from dltmw.sim import runner
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.checkers import check_safety, missing
 from dltmw.sim.keys import mac, request_name
-from dltmw.sim.world import Behaviour, Node, World
+from dltmw.sim.node import Node
+from dltmw.sim.world import Behaviour, World
 
 STATES = 6
 GENESIS = hashlib.sha256(b"dltmw-sim-genesis").hexdigest()

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dltmw.core.pbft import Envelope, PbftConfig
-from dltmw.sim.world import Behaviour, Node, World
+from dltmw.sim.node import Node
+from dltmw.sim.world import Behaviour, World
 
 BASE = PbftConfig(
     n=4,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from dltmw.core.effects import Token, execute
 from dltmw.core.pbft import (
@@ -32,20 +31,7 @@ from dltmw.core.pbft.types import DecidedRecord, StableRecord
 from dltmw.sim.block_catchup import catch_up
 from dltmw.sim.keys import Keys, request_name
 from dltmw.sim.network import InFlight, Network
-
-
-@dataclass
-class Node:
-    """One replica instance (twins share an index)."""
-
-    name: str
-    index: int
-    replica: Replica | None
-    storage: list[Record] = field(default_factory=list)
-    decided: list[Decided] = field(default_factory=list)
-    lose_sends_at_crash: bool = False
-    dying: bool = False
-    ticks: int = 0  # ticks given to the current core (a restarted core starts again at 1)
+from dltmw.sim.node import Node
 
 
 class NodeExecutor:
