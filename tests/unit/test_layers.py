@@ -55,6 +55,7 @@ LAYERS: dict[str, frozenset[str]] = {
         | {"runtime", "bench", "ledger", "sim", "v1"}
     ),
     "": frozenset({"sdk", "client", "core", "v1"}),  # dltmw/__init__.py: the embedding API
+    "__main__": frozenset({"cli"}),  # `python -m dltmw`: the command line
 }
 
 
