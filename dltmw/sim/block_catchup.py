@@ -2,11 +2,11 @@
 transfer can no longer help.
 
 The runtime (`core/handlers/pbft_orderer.py`, `_maybe_fetch` / `_on_fetched`): a replica whose
-execution stalls fetches committed blocks from another replica's ledger, checks the hash chain
-and 2f+1 distinct orderer signatures over each block, commits them, and jumps its execution over
-them (`core/pbft/jump.py`). Without it, a replica that fell further behind than its peers retain
-decided batches (`decided_retain`) would wait forever: nobody holds the commit certificates a
-state reply needs.
+ledger stops growing fetches committed blocks from another replica's ledger, checks the hash
+chain and 2f+1 distinct orderer signatures over each block, commits them, and jumps over them
+(`core/pbft/jump.py`; with dissemination, assembly alone where execution is past them).
+Without it, a replica that fell further behind than its peers retain decided batches
+(`decided_retain`) would wait forever: nobody holds the commit certificates a state reply needs.
 
 The model, checked every `CHECK_TICKS` ticks for every live node:
 - a node is *stranded* when an honest live peer has output its next block (`next_block`)

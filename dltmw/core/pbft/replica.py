@@ -17,9 +17,8 @@ retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatu
 `pbft.jump`). The request timer times the oldest pending request and starts again when that one
 executes (`request_timer_expired`): a backlog is not a silent primary. While catch-up keeps
 proving the replica behind, the timer stands still (`note_behind`): it would otherwise blame the
-primary for its own lag. Lost messages are
-retransmitted every `retransmit_ticks` (own votes of undecided slots, forwarded requests, the
-view change).
+primary for its own lag. Lost messages are retransmitted every `retransmit_ticks` (own votes of
+undecided slots, forwarded requests, the view change).
 """
 
 from __future__ import annotations
