@@ -462,9 +462,10 @@ class PbftOrdererCore:
         c = self.catchup
         if now % (CATCHUP_CHECK_TICKS * c.backoff):
             return
-        progress = self.height  # blocks, not execution: with dissemination a replica can
-        # execute certificates whose slots it cannot assemble (their batches compacted
-        # everywhere) or assembles differently (`docs/ordering.md`); only blocks bring those
+        # Blocks, not execution: with dissemination a replica can execute certificates whose
+        # slots it cannot assemble (their batches compacted everywhere) or assembles
+        # differently (`docs/ordering.md`, "Catch-up by blocks"); only blocks bring those.
+        progress = self.height
         if progress != c.last:
             c.last, c.backoff = progress, 1
             return
