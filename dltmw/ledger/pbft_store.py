@@ -9,7 +9,9 @@ retention horizon), so the log stays bounded. With dissemination on (docs/orderi
 store also holds `BatchRecord`s (kind "batch", under their batch key: stored batches) and
 `AssembledRecord`s (compacted like decided batches, each with the batches it took:
 `core.pbft.assembly.compact_assembled`, which the simulator applies). Batch rows written
-before they carried their key (sequence 0) get it when the store opens.
+before they carried their key (sequence 0) get it when the store opens; a batch row also
+carries the batch's `formed_at` (column `formed`, NULL in rows written before it existed), so
+that compaction drops batches that expired (`compact_assembled`).
 The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
@@ -42,13 +44,18 @@ from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import replica_pb2
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB, formed INTEGER
+);
 CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER);
 """
 
 
 StoredRecord = Record | BatchRecord | AssembledRecord
+
+
+JUMPED = 0xFFFFFFFF  # the batch count of an assembled record that was jumped over
 
 
 def encode(record: StoredRecord) -> tuple[str, int, bytes]:
@@ -73,11 +80,14 @@ def encode(record: StoredRecord) -> tuple[str, int, bytes]:
     return ("stable", record.sequence, stable.SerializeToString())
 
 
-def decode(kind: str, _seq: int, data: bytes) -> StoredRecord:
+def decode(kind: str, _seq: int, data: bytes, formed: int | None = None) -> StoredRecord:
     """The record stored as (kind, data)."""
     if kind == "batch":
         envelope = Envelope.FromString(data)
-        return BatchRecord(envelope, _batch_key(_seq) if _seq else _key_of(envelope))
+        key = _batch_key(_seq) if _seq else _key_of(envelope)
+        if formed is None:  # a row written before the column existed: from the batch itself
+            formed = replica_pb2.ReplicaMessage.FromString(envelope.payload).batch.formed_at
+        return BatchRecord(envelope, key, formed)
     if kind == "assembled":
         return _decode_assembled(_seq, data)
     if kind == "view":
@@ -112,8 +122,9 @@ def _key_of(envelope: Envelope) -> BatchKey:
 
 
 def _encode_assembled(record: AssembledRecord) -> bytes:
-    """batch count (4) | (origin (4) | batch sequence (8) | digest (32))* | envelope ids (32)*."""
-    out = [len(record.batches).to_bytes(4, "big")]
+    """batch count (4) | (origin (4) | batch sequence (8) | digest (32))* | envelope ids (32)*;
+    a jumped slot (no batches) has the count `JUMPED`."""
+    out = [(JUMPED if record.jumped else len(record.batches)).to_bytes(4, "big")]
     for origin, batch_sequence, digest in record.batches:
         out += [origin.to_bytes(4, "big"), batch_sequence.to_bytes(8, "big"), digest]
     return b"".join(out + list(record.envelope_ids))
@@ -121,6 +132,8 @@ def _encode_assembled(record: AssembledRecord) -> bytes:
 
 def _decode_assembled(sequence: int, data: bytes) -> AssembledRecord:
     count = int.from_bytes(data[:4], "big")
+    jumped = count == JUMPED
+    count = 0 if jumped else count
     batches = []
     offset = 4
     for _ in range(count):
@@ -129,7 +142,7 @@ def _decode_assembled(sequence: int, data: bytes) -> AssembledRecord:
         batches.append((origin, batch_sequence, data[offset + 12 : offset + 44]))
         offset += 44
     ids = tuple(data[i : i + 32] for i in range(offset, len(data), 32))
-    return AssembledRecord(sequence, tuple(batches), ids)
+    return AssembledRecord(sequence, tuple(batches), ids, jumped)
 
 
 def _encode_jump(record: JumpRecord) -> bytes:
@@ -167,8 +180,19 @@ class RecordStore:
         file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="pbft-store")
         await file.open()
         store = cls(file)
+        await store._add_formed_column()
         await store._key_old_batch_rows()
         return store
+
+    async def _add_formed_column(self) -> None:
+        """A store made before batch rows carried `formed` gets the column (NULL in old rows)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+            if "formed" not in columns:
+                conn.execute("ALTER TABLE records ADD COLUMN formed INTEGER")
+
+        await self._file.write("pbft.formed_column", write)
 
     async def _key_old_batch_rows(self) -> None:
         """Give batch rows written without their key (sequence 0) their key, once, so that
@@ -195,8 +219,8 @@ class RecordStore:
         """Every record, dissemination ones included, in append order."""
 
         def read(conn: sqlite3.Connection) -> list[StoredRecord]:
-            rows = conn.execute("SELECT kind, seq, data FROM records ORDER BY id")
-            return [decode(kind, seq, bytes(data)) for kind, seq, data in rows]
+            rows = conn.execute("SELECT kind, seq, data, formed FROM records ORDER BY id")
+            return [decode(kind, seq, bytes(data), formed) for kind, seq, data, formed in rows]
 
         return await self._file.read(read)
 
@@ -223,17 +247,18 @@ class RecordStore:
         """Durably append `records` in one transaction."""
         if not records:
             return
-        rows = [encode(r) for r in records]
+        rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO records(kind, seq, data) VALUES (?,?,?)", rows)
+            conn.executemany("INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)", rows)
 
         await self._file.write("pbft.append", write)
 
-    async def compact(self, stable_seq: int, decided_from: int) -> None:
+    async def compact(self, stable_seq: int, decided_from: int, expiry: int | None = None) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
         same rules as `dltmw.core.pbft.recovery.compact` and
-        `dltmw.core.pbft.assembly.compact_assembled`, which the simulator applies."""
+        `dltmw.core.pbft.assembly.compact_assembled`, which the simulator applies (`expiry`:
+        the certificate expiry of a channel with dissemination; None: no batch expires)."""
 
         def write(conn: sqlite3.Connection) -> None:
             old = conn.execute(
@@ -247,6 +272,11 @@ class RecordStore:
             conn.executemany(
                 "DELETE FROM records WHERE kind='batch' AND seq=?", [(k,) for k in sorted(taken)]
             )
+            if expiry is not None:
+                conn.execute(
+                    "DELETE FROM records WHERE kind='batch' AND formed + ? < ?",
+                    (expiry, decided_from),
+                )
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),

@@ -15,6 +15,7 @@ from typing import cast
 
 from dltmw.core.pbft import PbftConfig, Record, Replica
 from dltmw.core.pbft.assembly import compact_assembled
+from dltmw.core.pbft.availability import expiry_slots
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.node import Node
@@ -74,7 +75,9 @@ class DissemWorld(World):
     def compact(self, storage: list[Record], stable_seq: int, decided_from: int) -> list[Record]:
         """Also the assembled slots below the horizon and the batches they took, as the
         orderer's record store does (`core.pbft.assembly.compact_assembled`)."""
-        return compact_assembled(super().compact(storage, stable_seq, decided_from), decided_from)
+        expiry = expiry_slots(self.config.decided_retain)
+        compacted = super().compact(storage, stable_seq, decided_from)
+        return compact_assembled(compacted, decided_from, expiry)
 
     def servable(self, node: Node, peers: Sequence[Node]) -> bool:
         """With dissemination the next block needs its certificate (state transfer from a
@@ -90,6 +93,8 @@ class DissemWorld(World):
                 for p in peers
                 if p.replica is not None
             )
+        if core.resolver.uncertain is not None:
+            return False  # after a jump, only the others' block settles this slot
         batch = core.resolver.wanted
         if batch is None:
             return True  # assembling: nothing asked of the peers yet

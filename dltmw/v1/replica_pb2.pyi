@@ -484,10 +484,17 @@ class Batch(_message.Message):
     BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
     ENVELOPES_FIELD_NUMBER: _builtins.int
+    FORMED_AT_FIELD_NUMBER: _builtins.int
     batch_sequence: _builtins.int
     """The origin's batch counter (1, 2, 3, ...): (origin, batch_sequence) names the batch."""
     digest: _builtins.bytes
     """batch_digest(envelopes) (dltmw.core.pbft.batch_digest); a receiver recomputes it."""
+    formed_at: _builtins.int
+    """The origin's assembled height when it formed the batch (its last assembled slot). The
+    batch's certificate can only be assembled in a slot S with formed_at < S <= formed_at + E
+    (E = decided_retain / 2); in any other slot every replica skips it as expired
+    (docs/ordering.md, "Certificate expiry"). 0 in batches formed before the field existed.
+    """
     @_builtins.property
     def envelopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The envelopes, opaque, in the origin's intake order."""
@@ -498,10 +505,11 @@ class Batch(_message.Message):
         batch_sequence: _builtins.int = ...,
         digest: _builtins.bytes = ...,
         envelopes: _abc.Iterable[_builtins.bytes] | None = ...,
+        formed_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "digest", b"digest", "envelopes", b"envelopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "digest", b"digest", "envelopes", b"envelopes", "formed_at", b"formed_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,6 +527,7 @@ class BatchAck(_message.Message):
     BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
     ALONE_FIELD_NUMBER: _builtins.int
+    FORMED_AT_FIELD_NUMBER: _builtins.int
     origin: _builtins.int
     """Index of the replica that formed (and signed) the batch."""
     batch_sequence: _builtins.int
@@ -527,6 +536,8 @@ class BatchAck(_message.Message):
     """Digest of the stored batch."""
     alone: _builtins.bool
     """The batch is one envelope that must be ordered alone (a config update); the signer checked."""
+    formed_at: _builtins.int
+    """The batch's `formed_at`, as the origin signed it in the Batch."""
     def __init__(
         self,
         *,
@@ -534,10 +545,11 @@ class BatchAck(_message.Message):
         batch_sequence: _builtins.int = ...,
         digest: _builtins.bytes = ...,
         alone: _builtins.bool = ...,
+        formed_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alone", b"alone", "batch_sequence", b"batch_sequence", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alone", b"alone", "batch_sequence", b"batch_sequence", "digest", b"digest", "formed_at", b"formed_at", "origin", b"origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,6 +571,7 @@ class AvailabilityCertificate(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     ACKS_FIELD_NUMBER: _builtins.int
     ALONE_FIELD_NUMBER: _builtins.int
+    FORMED_AT_FIELD_NUMBER: _builtins.int
     origin: _builtins.int
     """Index of the batch's origin."""
     batch_sequence: _builtins.int
@@ -571,9 +584,15 @@ class AvailabilityCertificate(_message.Message):
     """The batch is one envelope to be ordered in a block of its own (a config update), as every
     ack says: PBFT-lite then orders this certificate alone.
     """
+    formed_at: _builtins.int
+    """The batch's `formed_at`, as every ack says: the slots in which the certificate can be
+    assembled (Batch.formed_at).
+    """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedReplicaMessage]:
-        """f+1 signed ReplicaMessages whose body is a BatchAck for exactly the fields above and `alone`."""
+        """f+1 signed ReplicaMessages whose body is a BatchAck for exactly the fields above, `alone` and
+        `formed_at`.
+        """
 
     def __init__(
         self,
@@ -584,10 +603,11 @@ class AvailabilityCertificate(_message.Message):
         count: _builtins.int = ...,
         acks: _abc.Iterable[Global___SignedReplicaMessage] | None = ...,
         alone: _builtins.bool = ...,
+        formed_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "formed_at", b"formed_at", "origin", b"origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

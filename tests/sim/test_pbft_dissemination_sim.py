@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dltmw.core.pbft import assembly, disseminating
+from dltmw.core.pbft import assembly, disseminating, dissemination
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.types import DecidedRecord
@@ -134,22 +134,19 @@ def test_compacted_batch_records_still_restore_a_crashed_replica(
     compacted = batches_kept()
     keep_batches = assembly.compact_assembled
 
-    def without_batches(records: list[Any], decided_from: int) -> list[Any]:
+    def without_batches(records: list[Any], decided_from: int, expiry: int) -> list[Any]:
         kept = [r for r in records if isinstance(r, BatchRecord)]
-        return [*keep_batches(records, decided_from), *kept]
+        return [*keep_batches(records, decided_from, expiry), *kept]
 
     monkeypatch.setattr(dissem_world, "compact_assembled", without_batches)
     run_dissemination(seed, "network", requests=150, retain=32)
     assert compacted < batches_kept()
 
 
-# Seeds whose crashed replica falls beyond the retention and catches up by blocks, safely.
-# Seeds 13, 18, 21, 22, 24 and 27 (of 0-29) catch up too but then assemble a slot differently
-# from the others: a replica that jumped over blocks does not know the batch keys of the slots
-# it jumped, so it assembles an old certificate ordered again that the others skip as already
-# in the chain (docs/ordering.md, "Known fault"). The runtime's ledger stays safe (such a block
-# never gets 2f+1 signatures; the replica then fetches the others' blocks), the core does not.
-CATCHING_UP = [3, 5, 9, 12]
+# Seeds whose crashed replica falls beyond the retention and catches up by blocks (of 0-39,
+# with certificate expiry: 3, 13, 14, 15, 17, 20, 21, 22, 24, 25, 27, 31, 38; every seed 0-39 is
+# safe and live).
+CATCHING_UP = [3, 14, 15, 17]
 
 
 @pytest.mark.parametrize("seed", CATCHING_UP)
@@ -166,6 +163,43 @@ def test_a_replica_stranded_beyond_the_retention_catches_up_by_blocks(
     monkeypatch.setattr(world_module, "catch_up", lambda _world: None)
     stranded = run_dissemination(seed, "network", requests=150, retain=32)
     assert not stranded.live
+
+
+# Seeds in which, without certificate expiry and the wait after a jump, the replica that jumped
+# assembled an old certificate ordered again that the others skipped (docs/ordering.md,
+# "Certificate expiry"): its block differed from theirs.
+JUMPED_THEN_OLD_CERTIFICATE = [13, 21, 22, 24, 27, 31]
+
+
+def _without_expiry_or_wait_after_a_jump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules as before: certificates never expire, batch keys are kept for good, and a
+    replica that jumped assembles whatever it is given."""
+    for module in (assembly, dissemination, disseminating, dissem_world):
+        monkeypatch.setattr(module, "expiry_slots", lambda _retain: 10**9)
+    note = assembly.BatchResolver.note
+
+    def note_unaware(self: assembly.BatchResolver, record: assembly.AssembledRecord) -> None:
+        note(self, record)
+        self.blind_upto = 0
+
+    monkeypatch.setattr(assembly.BatchResolver, "note", note_unaware)
+
+
+@pytest.mark.parametrize("seed", JUMPED_THEN_OLD_CERTIFICATE)
+def test_a_replica_that_jumped_assembles_what_the_others_assemble(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that caught up by blocks does not know the batch keys of the slots it jumped
+    over. Certificates now expire `expiry` slots after their batch was formed (skipped by
+    everyone), and within that bound a replica that jumped waits for the others' block where
+    a certificate may have been taken in a jumped slot: every honest replica assembles the
+    same blocks. Negative control: without both rules the same seed breaks agreement."""
+    result = run_dissemination(seed, "network", requests=150, retain=32, trace=True)
+    assert not result.violations and result.live, result.verdict()
+    assert any("jumped over blocks" in line for line in result.trace)
+    _without_expiry_or_wait_after_a_jump(monkeypatch)
+    before = run_dissemination(seed, "network", requests=150, retain=32)
+    assert any(v.startswith("agreement") for v in before.violations), before.verdict()
 
 
 def test_a_running_replica_keeps_no_envelopes_of_delivered_slots(

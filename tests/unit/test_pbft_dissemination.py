@@ -16,6 +16,7 @@ from dltmw.core.pbft.availability import (
     AvailabilityRule,
     BatchKey,
     ack_message,
+    expiry_slots,
     make_certificate,
     parse_certificate,
 )
@@ -64,12 +65,13 @@ def kinds(effects_send: tuple[tuple[int, Envelope], ...]) -> list[tuple[int, str
 
 
 def batch_message(
-    origin: int, seq: int, envelopes: list[bytes], digest: bytes | None = None
+    origin: int, seq: int, envelopes: list[bytes], digest: bytes | None = None, formed_at: int = 0
 ) -> Envelope:
     body = replica_pb2.Batch(
         batch_sequence=seq,
         digest=batch_digest(envelopes) if digest is None else digest,
         envelopes=envelopes,
+        formed_at=formed_at,
     )
     return signed(origin, replica_pb2.ReplicaMessage(batch=body))
 
@@ -384,11 +386,16 @@ def windowed_core(me: int, records: list[Any] | None = None) -> DisseminatingRep
     )
 
 
-def slot_of(seq: int, origin: int, batch_seq: int, envelopes: list[bytes]) -> Decided:
+def slot_of(
+    seq: int, origin: int, batch_seq: int, envelopes: list[bytes], formed_at: int | None = None
+) -> Decided:
+    """Slot `seq` ordering one certificate; its batch formed at `formed_at` (default: the slot
+    before, so that it is live in `seq` whatever the expiry)."""
+    formed = seq - 1 if formed_at is None else formed_at
     digest = batch_digest(envelopes)
     voters = [origin, next(r for r in (1, 2, 3) if r != origin)]
-    acks = [signed(r, ack_message(origin, batch_seq, digest)) for r in voters]
-    certificate = make_certificate(origin, batch_seq, digest, len(envelopes), acks)
+    acks = [signed(r, ack_message(origin, batch_seq, digest, False, formed)) for r in voters]
+    certificate = make_certificate(origin, batch_seq, digest, len(envelopes), acks, False, formed)
     return Decided(0, seq, b"d", (certificate,), (), (certificate,))
 
 
@@ -398,8 +405,8 @@ def test_assembly_forgets_alike_running_or_restarted_from_the_windows_records() 
     keeps alike: block content stays a function of the chain. (With an unbounded memory the
     running replica skipped it and the restarted one did not: two different blocks.)"""
     running = windowed_core(0)
-    for origin, batch_seq, envelopes in SLOTS:
-        running.step(batch_message(origin, batch_seq, envelopes))
+    for formed, (origin, batch_seq, envelopes) in enumerate(SLOTS):
+        running.step(batch_message(origin, batch_seq, envelopes, formed_at=formed))
     records = list(running.ready().persist)
     blocks: list[tuple[bytes, ...]] = []
     for seq, (origin, batch_seq, envelopes) in enumerate(SLOTS[:3], start=1):
@@ -409,7 +416,7 @@ def test_assembly_forgets_alike_running_or_restarted_from_the_windows_records() 
         blocks.extend(done.requests for _record, done in assembled)
     assert blocks == [tuple(REQS[0:2]), tuple(REQS[2:4]), tuple(REQS[4:6])]
     floor = compaction_floor(stable_seq=3, delivered=3, retain=WINDOW)
-    kept = compact_assembled(records, floor)
+    kept = compact_assembled(records, floor, expiry_slots(WINDOW))
     restarted = windowed_core(0, kept)
     last = slot_of(4, *SLOTS[3])
     got = []
@@ -611,3 +618,103 @@ def test_alone_is_judged_once_per_envelope_however_long_it_waits() -> None:
         origin.step(ClientRequest(request))
     assert batches_sent(origin.ready().send) == [requests]
     assert alone.calls <= len(requests) + 1  # + the formed batch's own lone check
+
+
+# -- certificate expiry (docs/ordering.md, "Certificate expiry") ---------------------------
+
+EXPIRING = replace(CONFIG, decided_retain=8)  # a certificate is live 4 slots after forming
+OTHERS = [KEYS.make_request(0, 100 + i) for i in range(8)]  # the rest of the chain's traffic
+
+
+def expiring_core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
+    sign = KEYS.signer(me)
+    if records is None:
+        return DisseminatingReplica(EXPIRING, me, sign, KEYS.verify, DIS, KEYS.request_ok)
+    return DisseminatingReplica.restore(
+        EXPIRING, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
+    )
+
+
+def test_a_certificate_is_assembled_only_in_the_slots_after_its_batch_was_formed() -> None:
+    """Formed at height F, a batch's certificate is live in slots F+1 .. F+E: elsewhere every
+    replica skips it, and nothing is fetched for it (no replica may hold it any more). A live
+    one whose batch is missing is fetched as before."""
+    assert expiry_slots(EXPIRING.decided_retain) == 4
+    replica = expiring_core(0)
+    replica.resolver.assembled_upto = 4
+    expired = slot_of(5, 1, 1, REQS[0:2], formed_at=0)  # 0 + 4 < 5
+    ahead = slot_of(6, 1, 2, REQS[2:4], formed_at=6)  # stamped at or after its slot
+    for decided in (expired, ahead):
+        replica.resolver.push(decided)
+    done = [d.requests for _r, d in replica.resolver.resolve(replica.disseminator.stored)]
+    assert done == [(), ()]
+    assert replica.resolver.take_fetches() == []
+    replica.resolver.push(slot_of(7, 1, 3, REQS[4:6], formed_at=3))  # live: 3 < 7 <= 3 + 4
+    assert replica.resolver.resolve(replica.disseminator.stored) == []
+    assert [m.WhichOneof("body") for _p, m in replica.resolver.take_fetches()] == ["batch_fetch"]
+
+
+def test_after_a_jump_a_certificate_formed_before_the_jumped_slots_waits_for_the_block() -> None:
+    """A replica that jumped over blocks does not know which batches those slots took. A live
+    certificate formed before the last jumped slot may be one of them (the others skip it): the
+    replica neither assembles nor fetches it, and takes the others' block instead. Before, it
+    assembled the batch again and its block differed. The jumped slots are marked in the
+    records, so a restart waits alike; certificates formed after the jump assemble as usual."""
+    replica = expiring_core(0)
+    assert replica.jump([(s, (OTHERS[s],)) for s in (1, 2, 3)])
+    persisted = list(replica.ready().persist)
+    assert all(r.jumped for r in persisted if isinstance(r, AssembledRecord))
+    assert expiring_core(0, persisted).resolver.blind_upto == 3
+    replica.step(batch_message(1, 1, REQS[0:2], formed_at=1))
+    replica.ready()
+    replica.resolver.push(slot_of(4, 1, 1, REQS[0:2], formed_at=1))
+    assert replica.resolver.resolve(replica.disseminator.stored) == []
+    assert replica.resolver.uncertain == 4 and replica.resolver.take_fetches() == []
+    assert replica.jump([(4, tuple(REQS[0:2]))])  # the others' block 4
+    assert replica.resolver.uncertain is None and replica.next_block == 5
+    replica.step(batch_message(2, 1, REQS[2:4], formed_at=4))
+    replica.ready()
+    replica.resolver.push(slot_of(5, 2, 1, REQS[2:4], formed_at=4))
+    ((_record, done),) = replica.resolver.resolve(replica.disseminator.stored)
+    assert done.requests == tuple(REQS[2:4])
+
+
+def test_an_own_batch_the_chain_did_not_take_in_time_is_batched_again() -> None:
+    """An origin whose batch was not in the chain within its expiry gives the envelopes back to
+    its intake; they leave in a new batch (a new key) formed at the current height. Without
+    it they would wait in a batch no slot can take."""
+    origin = expiring_core(1)
+    for request in REQS[0:2]:
+        origin.step(ClientRequest(request))
+    assert batches_sent(origin.ready().send)[0] == REQS[0:2]  # batch 1, formed at 0
+    assert origin.jump([(s, (OTHERS[s],)) for s in (1, 2, 3, 4)])  # the chain, without it
+    assert origin.disseminator.own == {} and list(origin.disseminator.intake.values()) == REQS[0:2]
+    assert origin.counters["own-batch-expired"] == 1
+    origin.tick(DIS.batch_wait_ticks)
+    sent = origin.ready().send
+    message = replica_pb2.ReplicaMessage.FromString(sent[0][1].payload)
+    assert list(message.batch.envelopes) == REQS[0:2]
+    assert (message.batch.batch_sequence, message.batch.formed_at) == (2, 4)
+
+
+def test_expired_acks_are_forgotten_and_a_key_at_or_below_them_is_never_acked_again() -> None:
+    """The one digest acked per key is kept only while the batch can still be ordered: the
+    acks of a long run stay bounded. Then the origin's batches at or below that key are
+    refused (an honest origin formed them earlier, so they expired too), so a key is still
+    acked once; an unordered batch that expired leaves the store."""
+    store = expiring_core(2)
+    store.step(batch_message(1, 1, REQS[0:2], formed_at=0))
+    assert kinds(store.ready().send) == [(1, "batch_ack")]
+    assert store.jump([(s, (OTHERS[s],)) for s in (1, 2, 3, 4)])
+    assert BatchKey(1, 1) not in store.disseminator.acked
+    assert store.disseminator.floor == {1: 1} and store.disseminator.stored == {}
+    assert store.counters["stored-batch-expired"] == 1
+    store.step(batch_message(1, 1, REQS[2:4], formed_at=4))  # the same key, another digest
+    assert acks_sent(store) == []
+    assert store.counters["batch-expired"] == 1
+    store.step(batch_message(1, 2, REQS[2:4], formed_at=4))
+    assert acks_sent(store) == [(1, "batch_ack")]
+
+
+def acks_sent(replica: DisseminatingReplica) -> list[tuple[int, str | None]]:
+    return [k for k in kinds(replica.ready().send) if k[1] == "batch_ack"]

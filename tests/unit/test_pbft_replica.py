@@ -251,6 +251,31 @@ def test_the_request_timer_starts_again_when_the_request_it_timed_executes() -> 
     assert (backup.view, backup.changing) == (1, True)
 
 
+def test_a_stale_request_leaves_pending_and_is_not_admitted_again() -> None:
+    """A request no slot from `next_exec` on can use (an expired certificate, `stale`) leaves
+    `pending` once the chain passes it, decided or jumped over: a primary would otherwise
+    order it, one slot each, ahead of live ones (with dissemination, every certificate then
+    expired behind dead ones and the channel made slots forever), and the request timer would
+    time it. It is not admitted again either."""
+    backup = replica(2)
+    backup.stale = lambda request, next_exec: request == REQS[0] and next_exec > 2
+    backup.step(ClientRequest(REQS[0]))
+    backup.step(ClientRequest(REQS[1]))
+    backup.ready()
+    _decide_at(backup, 1, [REQS[2]])
+    assert set(backup.pending) == {request_id(REQS[0]), request_id(REQS[1])}
+    _decide_at(backup, 2, [REQS[3]])
+    assert set(backup.pending) == {request_id(REQS[1])}
+    backup.step(ClientRequest(REQS[0]))
+    assert set(backup.pending) == {request_id(REQS[1])}
+    assert backup.counters["stale-request"] == 2
+    jumped = replica(3)
+    jumped.stale = backup.stale
+    jumped.step(ClientRequest(REQS[0]))
+    assert jumped.jump([(1, (REQS[4],)), (2, (REQS[5],))])
+    assert not jumped.pending
+
+
 def test_a_primary_that_leaves_the_oldest_request_out_still_meets_the_timer() -> None:
     """Executing other requests does not restart the timer of the one it times: a primary
     that decides everything but the oldest request is left within the timeout."""

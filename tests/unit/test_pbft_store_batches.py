@@ -20,12 +20,13 @@ from dltmw.ledger.pbft_store import RecordStore
 from dltmw.v1 import replica_pb2
 
 
-def batch(origin: int, seq: int) -> BatchRecord:
-    message = replica_pb2.ReplicaMessage(
-        batch=replica_pb2.Batch(batch_sequence=seq, digest=bytes([seq]) * 32, envelopes=[b"e"])
+def batch(origin: int, seq: int, formed_at: int = 0) -> BatchRecord:
+    body = replica_pb2.Batch(
+        batch_sequence=seq, digest=bytes([seq]) * 32, envelopes=[b"e"], formed_at=formed_at
     )
+    message = replica_pb2.ReplicaMessage(batch=body)
     envelope = Envelope(payload=message.SerializeToString(), replica=origin, signature=b"s")
-    return BatchRecord(envelope, BatchKey(origin, seq))
+    return BatchRecord(envelope, BatchKey(origin, seq), formed_at)
 
 
 def slot(sequence: int, *keys: tuple[int, int]) -> AssembledRecord:
@@ -88,4 +89,43 @@ async def test_a_stored_batch_is_read_back_by_key_and_digest_until_compacted(
     await store.compact(stable_seq=1, decided_from=2)
     assert await store.batch(BatchKey(0, 1), bytes([1]) * 32) is None
     assert await store.batch(BatchKey(1, 2), bytes([2]) * 32) == batch(1, 2).envelope
+    await store.close()
+
+
+async def test_expired_batches_are_compacted_and_jumped_slots_stay_marked(tmp_path: Path) -> None:
+    """A stored batch formed more than `expiry` slots below the compaction floor can never be
+    assembled from there on, in the chain or not: compaction deletes it (before, a batch no
+    slot took stayed on disk for good, and every restart read it back). Without `expiry` (a
+    store without dissemination rules) nothing expires. A jumped slot's record keeps its
+    mark, which a restart needs (`assembly.BatchResolver.blind_upto`)."""
+    store = await RecordStore.open(tmp_path / "r.sqlite")
+    await store.append([batch(0, 1, formed_at=1), batch(1, 1, formed_at=5), batch(2, 1, 9)])
+    await store.append([AssembledRecord(9, (), (b"i" * 32,), jumped=True)])
+    await store.compact(stable_seq=1, decided_from=9)
+    assert keys(await store.load_all()) == {(0, 1), (1, 1), (2, 1)}
+    await store.compact(stable_seq=1, decided_from=9, expiry=4)  # 1 + 4 < 9; 5 + 4 is not
+    records = await store.load_all()
+    assert keys(records) == {(1, 1), (2, 1)}
+    assert [r.formed_at for r in records if isinstance(r, BatchRecord)] == [5, 9]
+    assert [r.jumped for r in records if isinstance(r, AssembledRecord)] == [True]
+    await store.close()
+
+
+async def test_a_store_made_before_batches_carried_formed_at_gets_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema before the column
+        conn.execute(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB)"
+        )
+        data = batch(3, 5, formed_at=2).envelope.SerializeToString()
+        conn.execute(
+            "INSERT INTO records(kind, seq, data) VALUES ('batch', ?, ?)", (3 << 40 | 5, data)
+        )
+    store = await RecordStore.open(path)
+    (old,) = await store.load_all()
+    assert isinstance(old, BatchRecord) and old.formed_at == 2  # read from the batch itself
+    await store.append([batch(3, 6, formed_at=7)])
+    assert [r.formed_at for r in await store.load_all() if isinstance(r, BatchRecord)] == [2, 7]
     await store.close()

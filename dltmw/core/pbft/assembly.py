@@ -2,11 +2,21 @@
 
 PBFT-lite decides a sequence of certificates (`availability.py`); each replica turns the slot
 into envelopes itself, deterministically, so every correct replica builds the same block:
-- certificates are taken in the slot's order; a batch whose (origin, batch_sequence) is already
-  in the chain (an earlier slot, or earlier in this slot) is skipped — a faulty origin's second
-  batch under one key, or a second certificate of the same batch, adds nothing (the keys are
-  kept: one per batch, and a batch in the chain is forgotten once its slot leaves the window,
-  so a certificate of it ordered again could not be fetched any more);
+- certificates are taken in the slot's order; one that is not live in the slot
+  (`availability.live_in`: its batch was formed at assembled height F, and the slot S is not in
+  (F, F + E]) is skipped as expired, and nothing is fetched for it;
+- a batch whose (origin, batch_sequence) is already in the chain (an earlier slot, or earlier in
+  this slot) is skipped — a faulty origin's second batch under one key, or a second certificate
+  of the same batch, adds nothing. A live certificate's batch can only have been taken in the
+  E slots before S (after F), so the keys of the last E slots are all a replica needs to
+  remember (`included`), running or restarted;
+- a replica that jumped over blocks (`DisseminatingReplica.jump`) does not know the keys of the
+  slots it jumped (a block shows envelopes, not certificates): a live certificate formed before
+  the last jumped slot may have been taken in one of them, so the replica cannot assemble that
+  slot the way the others do. It does not guess: the slot waits (`uncertain`), and the replica
+  takes the others' block by block-level catch-up, which its stalled ledger starts. Before, it
+  assembled such an old certificate again that the others skipped, and its block differed
+  (found by the simulator's catch-up model). At most E slots after a jump are concerned;
 - the batch's envelopes follow in the batch's order, each envelope once in any window of slots
   (a client that sent the same envelope to two replicas has it in two batches). The window is
   `PbftConfig.decided_retain` slots (`recent.Recent`): what was taken earlier than that is
@@ -32,7 +42,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dltmw.core.pbft.availability import BatchKey, ack_signers, parse_certificate
+from dltmw.core.pbft.availability import (
+    BatchKey,
+    ack_signers,
+    expiry_slots,
+    live_in,
+    parse_certificate,
+)
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import BatchRecord, StoredBatch
 from dltmw.core.pbft.recent import Recent
@@ -44,19 +60,23 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class AssembledRecord:
-    """Persisted before a slot is delivered: its sequence, the batches and envelopes it took."""
+    """Persisted before a slot is delivered: its sequence, the batches and envelopes it took.
+    `jumped`: the slot was jumped over (a fetched block): its batch keys are not known."""
 
     sequence: int
     batches: tuple[tuple[int, int, bytes], ...]  # (origin, batch_sequence, digest)
     envelope_ids: tuple[bytes, ...]
+    jumped: bool = False
 
 
-def compact_assembled(records: Sequence[R], decided_from: int) -> list[R]:
+def compact_assembled(records: Sequence[R], decided_from: int, expiry: int) -> list[R]:
     """The dissemination records a restart still needs (storage must match: `RecordStore.
     compact` does the same in SQL): assembled slots below `decided_from` go, and with each
     the stored batches it took — a batch key is in the chain once, so nothing can need them
-    again. Batches not in the chain stay (their number per origin is bounded,
-    `DisseminationConfig.stored_per_origin_max`)."""
+    again; and every stored batch formed more than `expiry` slots below `decided_from`: no
+    slot from `decided_from` on can take it (`availability.live_in`), and if a slot took it,
+    that slot goes now. Other batches not in the chain stay (their number per origin is
+    bounded, `DisseminationConfig.stored_per_origin_max`)."""
     gone: set[BatchKey] = set()
     for record in records:
         if isinstance(record, AssembledRecord) and record.sequence < decided_from:
@@ -65,7 +85,9 @@ def compact_assembled(records: Sequence[R], decided_from: int) -> list[R]:
     for record in records:
         if isinstance(record, AssembledRecord) and record.sequence < decided_from:
             continue
-        if isinstance(record, BatchRecord) and record.key in gone:
+        if isinstance(record, BatchRecord) and (
+            record.key in gone or record.formed_at + expiry < decided_from
+        ):
             continue
         out.append(record)
     return out
@@ -89,10 +111,14 @@ class BatchResolver:
         self.me = me
         self.queue: deque[Decided] = deque()
         window = checker.config.decided_retain
-        # Batch keys stay (one per batch, not per transaction): an old certificate ordered
-        # again must be skipped, not fetched — its batch is forgotten everywhere.
-        self.included: set[BatchKey] = set()
+        self.expiry = expiry_slots(window)
+        # The batch keys the chain took in the last `expiry` slots (see the module docstring).
+        self.included: Recent[BatchKey] = Recent(self.expiry)
         self.delivered_ids: Recent[bytes] = Recent(window)
+        # The last slot jumped over (its keys unknown), and the slot waiting for block-level
+        # catch-up because of it (None: none waits).
+        self.blind_upto = 0
+        self.uncertain: int | None = None
         self.assembled_upto = 0
         self.wanted: Wanted | None = None
         self.fetches: list[tuple[int, replica_pb2.ReplicaMessage]] = []
@@ -109,8 +135,10 @@ class BatchResolver:
 
     def note(self, record: AssembledRecord) -> None:
         """The window takes what an assembled (or jumped) slot put in the chain."""
-        self.included.update(BatchKey(o, s) for o, s, _d in record.batches)
+        self.included.add(record.sequence, (BatchKey(o, s) for o, s, _d in record.batches))
         self.delivered_ids.add(record.sequence, record.envelope_ids)
+        if record.jumped:
+            self.blind_upto = max(self.blind_upto, record.sequence)
 
     def resolve(
         self, stored: dict[tuple[BatchKey, bytes], StoredBatch]
@@ -127,6 +155,7 @@ class BatchResolver:
             self.note(record)
             self.assembled_upto = slot.sequence
             self.wanted = None
+            self.uncertain = None
             done = Decided(
                 slot.view, slot.sequence, slot.digest, envelopes, slot.commits, envelopes
             )
@@ -144,9 +173,14 @@ class BatchResolver:
             cert = parse_certificate(data)
             if cert is None:
                 continue  # cannot happen: the replica ordered only certificates that parse
+            if not live_in(cert.formed_at, slot.sequence, self.expiry):
+                continue  # expired (or not yet live): skipped by every replica alike
             key = BatchKey(cert.origin, cert.batch_sequence)
             if key in self.included or key in keys:
                 continue
+            if cert.formed_at < self.blind_upto:
+                self.uncertain = slot.sequence  # may be in a jumped slot: wait for the block
+                return None
             batch = stored.get((key, bytes(cert.digest)))
             if batch is None:
                 self._want(key, bytes(cert.digest), cert)

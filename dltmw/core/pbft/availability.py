@@ -12,8 +12,9 @@ Rules a reader must keep:
 - An ack counts only if it opens (`Checker.open`: the signer is of the group, the signature
   verifies over the payload, the epoch is ours) and names exactly the certificate's triple.
 - Distinct signers only: one replica acking twice counts once.
-- `alone` (one envelope that must be ordered in a block of its own: a config update) is part of
-  what each ack signs; a correct replica acks a batch only after checking it (and refuses a
+- `alone` (one envelope that must be ordered in a block of its own: a config update) and
+  `formed_at` (the slots in which the certificate can be assembled, `assembly.live_in`) are part
+  of what each ack signs; a correct replica acks a batch only after checking it (and refuses a
   batch mixing a lone envelope with others), so a certificate's `alone` is true.
 - f+1 is availability, not uniqueness. A faulty origin that sends two batches under one
   (origin, batch_sequence) can get a certificate for each (its own ack plus one correct replica
@@ -39,6 +40,27 @@ from dltmw.v1 import replica_pb2
 CACHE_MAX = 4096  # certificates remembered as checked (each is checked at intake and prepare)
 
 
+def expiry_slots(decided_retain: int) -> int:
+    """E: a certificate formed at assembled height F can be assembled only in a slot S with
+    F < S <= F + E (`live_in`). Half the de-duplication window (`PbftConfig.decided_retain`,
+    the same on every replica of a group), so that everything the rules below need to
+    remember of the chain lies inside what every replica remembers, running, restarted or
+    after a jump."""
+    return max(1, decided_retain // 2)
+
+
+def live_in(formed_at: int, slot: int, expiry: int) -> bool:
+    """Can a certificate of a batch formed at assembled height `formed_at` be assembled in
+    `slot`? Why both bounds (docs/ordering.md, "Certificate expiry"): a batch is in the chain
+    at most once, and a correct replica knows that by its key only if it remembers the slot
+    that took it. An honest origin forms a batch after slot `formed_at` was committed, so no
+    slot at or below it can take the batch; a slot more than `expiry` above it is more than
+    `expiry` slots after any earlier slot that took the batch — past what a replica remembers
+    of the chain's batch keys (`assembly.BatchResolver.included`). A faulty origin's stamp
+    changes nothing: outside the bounds every replica skips the certificate alike."""
+    return formed_at < slot <= formed_at + expiry
+
+
 @dataclass(frozen=True)
 class BatchKey:
     """Names one batch: its origin replica and the origin's batch counter."""
@@ -48,11 +70,16 @@ class BatchKey:
 
 
 def ack_message(
-    origin: int, batch_sequence: int, digest: bytes, alone: bool = False
+    origin: int, batch_sequence: int, digest: bytes, alone: bool = False, formed_at: int = 0
 ) -> replica_pb2.ReplicaMessage:
-    """The (unsigned) ack of a stored batch (`alone`: it is one lone envelope)."""
+    """The (unsigned) ack of a stored batch (`alone`: it is one lone envelope; `formed_at`:
+    the origin's assembled height when it formed the batch, as the batch says)."""
     ack = replica_pb2.BatchAck(
-        origin=origin, batch_sequence=batch_sequence, digest=digest, alone=alone
+        origin=origin,
+        batch_sequence=batch_sequence,
+        digest=digest,
+        alone=alone,
+        formed_at=formed_at,
     )
     return replica_pb2.ReplicaMessage(batch_ack=ack)
 
@@ -69,14 +96,14 @@ def parse_certificate(data: bytes) -> replica_pb2.AvailabilityCertificate | None
 
 def ack_signers(checker: Checker, cert: replica_pb2.AvailabilityCertificate) -> set[int]:
     """Distinct replicas whose valid ack names exactly the certificate's batch."""
-    triple = (cert.origin, cert.batch_sequence, cert.digest, cert.alone)
+    triple = (cert.origin, cert.batch_sequence, cert.digest, cert.alone, cert.formed_at)
     signers: set[int] = set()
     for envelope in cert.acks:
         message = checker.open(envelope)
         if message is None or message.WhichOneof("body") != "batch_ack":
             continue
         ack = message.batch_ack
-        if (ack.origin, ack.batch_sequence, ack.digest, ack.alone) == triple:
+        if (ack.origin, ack.batch_sequence, ack.digest, ack.alone, ack.formed_at) == triple:
             signers.add(envelope.replica)
     return signers
 
@@ -97,6 +124,7 @@ def make_certificate(
     count: int,
     acks: list[Envelope],
     alone: bool = False,
+    formed_at: int = 0,
 ) -> bytes:
     """The canonical certificate bytes from acks (sorted by signer, as the origin forms it)."""
     cert = replica_pb2.AvailabilityCertificate(
@@ -106,6 +134,7 @@ def make_certificate(
         count=count,
         acks=sorted(acks, key=lambda e: e.replica),
         alone=alone,
+        formed_at=formed_at,
     )
     return cert.SerializeToString()
 

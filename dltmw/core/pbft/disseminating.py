@@ -31,7 +31,13 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.effects import Effects
 from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
-from dltmw.core.pbft.availability import AvailabilityRule, BatchKey, certificate_alone
+from dltmw.core.pbft.availability import (
+    AvailabilityRule,
+    BatchKey,
+    certificate_alone,
+    expiry_slots,
+    parse_certificate,
+)
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.dissemination import (
     BatchFromStore,
@@ -86,6 +92,8 @@ class DisseminatingReplica:
         self.replica = Replica(
             config, me, sign, verify, request_ok=self.rule, alone=certificate_alone
         )
+        self.expiry = expiry_slots(config.decided_retain)
+        self.replica.stale = self._expired
         self.me = me
         self._sign = sign
         self.disseminator = Disseminator(self.checker, me, sign, dissemination, envelope_ok, alone)
@@ -122,18 +130,22 @@ class DisseminatingReplica:
         core.replica = Replica.restore(
             config, me, sign, verify, inner, request_ok=core.rule, alone=certificate_alone
         )
+        core.replica.stale = core._expired
+        in_chain: set[BatchKey] = set()
         for record in records:
             if isinstance(record, BatchRecord):
                 core.disseminator.restore(record)
             elif isinstance(record, AssembledRecord):
                 core.resolver.restore(record)
                 core._rebuild(record)
-        for key in core.resolver.included:
+                in_chain.update(BatchKey(o, s) for o, s, _d in record.batches)
+        for key in in_chain:
             core.disseminator.included(key, [])
         for (key, _digest), stored in core.disseminator.stored.items():
-            if key in core.resolver.included:  # rebuilt above: only a fetch needs it now
+            if key in in_chain:  # rebuilt above: only a fetch needs it now
                 core.disseminator.chained(stored)
         core.disseminator.batched_ids.difference_update(core.resolver.delivered_ids)
+        core._advance()
         for seq in sorted(core.replica.decided):
             batch = core.replica.decided[seq]
             requests = tuple(batch.requests)
@@ -202,6 +214,8 @@ class DisseminatingReplica:
             d.delivered(record.envelope_ids)
             self._note_used(record)
             self._keep(done, ASSEMBLED_KEPT)
+        if assembled:
+            self._advance()
         send = [*d.send, *inner.send]
         send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
         self.from_store.extend(d.from_store)
@@ -213,6 +227,18 @@ class DisseminatingReplica:
             decided=tuple(done for _record, done in assembled),
             send=tuple(send),
             replies=tuple(replies),
+        )
+
+    def _expired(self, request: bytes, next_exec: int) -> bool:
+        """A certificate no slot from `next_exec` on can assemble (`availability.live_in`)."""
+        cert = parse_certificate(request)
+        return cert is not None and cert.formed_at + self.expiry < next_exec
+
+    def _advance(self) -> None:
+        """Dissemination learns the assembled height: new batches are formed at it, and what
+        expired below it goes (`Disseminator.advance`)."""
+        self.disseminator.advance(
+            self.resolver.assembled_upto, self.resolver.delivered_ids.__contains__
         )
 
     def take_from_store(self) -> list[BatchFromStore]:
@@ -377,7 +403,9 @@ class DisseminatingReplica:
 
         The last `decided_retain` slots jumped over are recorded as assembled slots without
         batches: assembly's de-duplication window must hold what every other replica's holds
-        (their envelope ids), here and after a restart."""
+        (their envelope ids), here and after a restart. They are marked `jumped`: their batch
+        keys are not known, so for the next `expiry` slots assembly waits for the others'
+        blocks where a certificate might have been taken in one of them (`assembly.py`)."""
         todo = [(s, e) for s, e in batches if s > self.resolver.assembled_upto]
         first = self.resolver.assembled_upto + 1
         if not todo or [s for s, _ in todo] != list(range(first, first + len(todo))):
@@ -391,7 +419,7 @@ class DisseminatingReplica:
             if seq > self.resolver.assembled_upto:
                 ids = tuple(request_id(e) for e in envelopes)
                 if seq > last - self.retain_slots:
-                    record = AssembledRecord(seq, (), ids)
+                    record = AssembledRecord(seq, (), ids, jumped=True)
                     self._persist.append(record)
                     self.resolver.note(record)
                 self.disseminator.delivered(ids)
@@ -400,6 +428,8 @@ class DisseminatingReplica:
             self.resolver.queue and self.resolver.queue[0].sequence <= self.resolver.assembled_upto
         ):
             self.resolver.queue.popleft()
+        self.resolver.wanted = self.resolver.uncertain = None
+        self._advance()
         return True
 
     def _signed(self, message: replica_pb2.ReplicaMessage) -> Envelope:

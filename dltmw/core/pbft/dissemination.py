@@ -17,7 +17,8 @@ Theory of operation (one replica, pure state machine; `disseminating.py` compose
   replicas paid those per-slot costs every ~38 transactions. With the rule, the envelopes that
   arrive while a batch is agreed wait for it and leave together (a full batch still leaves at
   once, and the timer still bounds the wait when a batch is stuck).
-- Forming: the batch gets the next own `batch_sequence`, is signed ONCE as a `Batch` message,
+- Forming: the batch gets the next own `batch_sequence` and this replica's assembled height
+  (`formed_at`), is signed ONCE as a `Batch` message,
   persisted (`BatchRecord`) and sent to every other replica; the origin's own signed ack counts
   as the first of the f+1. Persisting before sending matters: a restarted origin never reuses
   a batch sequence for other envelopes (which would be an honest replica equivocating).
@@ -33,6 +34,13 @@ Theory of operation (one replica, pure state machine; `disseminating.py` compose
   Batches not certified yet are resent to the replicas that have not acked, on the same timer.
 - Serving: a `BatchFetch` for a stored (origin, batch_sequence, digest) is answered with the
   origin's signed batch, forwarded as is (the fetcher checks the origin's signature and digest).
+- Expiry (`advance`): a certificate can be assembled only within `expiry` slots of its batch's
+  `formed_at` (`availability.live_in`). Once this replica's assembled height reaches
+  formed_at + expiry, an own batch not in the chain gives its envelopes back to the intake (they
+  are batched again, under a new key), and a stored batch of another origin that is not in the
+  chain is forgotten; the one digest acked per key is forgotten too, and the origin's batches
+  at or below that key are refused from then on (an honest origin's earlier batches expired
+  earlier), so the memory of acks stays bounded and a key is still acked once.
 
 Peers validate every envelope of every block (signatures, policy, MVCC), so a faulty origin
 that batches junk gets nothing but INVALID codes; what it cannot do is get a batch ordered that
@@ -44,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dltmw.core.pbft.availability import BatchKey, ack_message, make_certificate
+from dltmw.core.pbft.availability import BatchKey, ack_message, expiry_slots, make_certificate
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.types import Envelope, Rejected, Signer, batch_digest, request_id
 from dltmw.v1 import replica_pb2
@@ -82,6 +90,7 @@ class BatchRecord:
 
     envelope: Envelope
     key: BatchKey
+    formed_at: int = 0  # the batch's, so that storage can drop it once expired (`compact`)
 
 
 @dataclass
@@ -93,6 +102,7 @@ class StoredBatch:
 
     envelope: Envelope | None
     envelopes: tuple[bytes, ...]
+    formed_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,7 @@ class OwnBatch:
     digest: bytes
     count: int
     alone: bool = False
+    formed_at: int = 0
     acks: dict[int, Envelope] = field(default_factory=dict)
     certificate: bytes | None = None
 
@@ -154,6 +165,8 @@ class Disseminator:
         self.me = me
         self._sign = sign
         self.config = config
+        self.expiry = expiry_slots(checker.config.decided_retain)
+        self.height = 0  # the assembled height (`advance`): a new batch's `formed_at`
         self.envelope_ok = envelope_ok
         self.alone = alone
         self.now = 0
@@ -166,7 +179,11 @@ class Disseminator:
         self.next_batch = 1
         self.own: dict[int, OwnBatch] = {}
         self.stored: dict[tuple[BatchKey, bytes], StoredBatch] = {}
-        self.acked: dict[BatchKey, bytes] = {}  # the one digest acked per key
+        # The one digest acked per key, with the batch's formed_at (forgotten once it expired,
+        # `advance`); below `floor` (per origin) every batch expired and is refused.
+        self.acked: dict[BatchKey, tuple[bytes, int]] = {}
+        self.floor: dict[int, int] = {}
+        self._prune_at = 0
         self.per_origin: dict[int, int] = {}  # counted in `unordered`, by origin
         # Others' stored batches whose key is not in the chain yet: digests by key.
         self.unordered: dict[BatchKey, set[bytes]] = {}
@@ -280,19 +297,22 @@ class Disseminator:
         return self.now - self.intake_since >= self.config.batch_wait_ticks
 
     def _form(self, envelopes: tuple[bytes, ...]) -> None:
-        seq, digest = self.next_batch, batch_digest(envelopes)
+        seq, digest, formed = self.next_batch, batch_digest(envelopes), self.height
         lone = self.lone(envelopes)
         self.next_batch += 1
         message = replica_pb2.ReplicaMessage(
-            batch=replica_pb2.Batch(batch_sequence=seq, digest=digest, envelopes=envelopes)
+            batch=replica_pb2.Batch(
+                batch_sequence=seq, digest=digest, envelopes=envelopes, formed_at=formed
+            )
         )
         envelope = self._signed(message)
         key = BatchKey(self.me, seq)
-        self.persist.append(BatchRecord(envelope, key))
-        self.stored[(key, digest)] = StoredBatch(envelope, envelopes)
-        self.acked[key] = digest
-        self.own[seq] = OwnBatch(digest, len(envelopes), lone)
-        self.own[seq].acks[self.me] = self._signed(ack_message(self.me, seq, digest, lone))
+        self.persist.append(BatchRecord(envelope, key, formed))
+        self.stored[(key, digest)] = StoredBatch(envelope, envelopes, formed)
+        self.acked[key] = (digest, formed)
+        self.own[seq] = OwnBatch(digest, len(envelopes), lone, formed)
+        ack = ack_message(self.me, seq, digest, lone, formed)
+        self.own[seq].acks[self.me] = self._signed(ack)
         self.send.extend((peer, envelope) for peer in self._others())
         self._maybe_certify(seq)
 
@@ -315,23 +335,30 @@ class Disseminator:
         stored = self.stored.get((key, digest))
         acked = self.acked.get(key)
         fresh = stored is None
-        if fresh:
+        if stored is None:
+            formed = message.batch.formed_at
+            if (
+                key.batch_sequence <= self.floor.get(key.origin, 0)
+                or formed + self.expiry <= self.height
+            ):
+                self.drop("batch-expired")  # no slot the chain still reaches can take it
+                return None
             if (
                 acked is None
                 and self.per_origin.get(key.origin, 0) >= self.config.stored_per_origin_max
             ):
                 self.drop("batch-store-full")
                 return None
-            stored = StoredBatch(envelope, envelopes)
-            self.persist.append(BatchRecord(envelope, key))
+            stored = StoredBatch(envelope, envelopes, formed)
+            self.persist.append(BatchRecord(envelope, key, formed))
             self.stored[(key, digest)] = stored
             self._count(key, digest)
         if acked is None:
-            self.acked[key] = acked = digest
-        if acked == digest:
+            self.acked[key] = acked = (digest, stored.formed_at)
+        if acked[0] == digest:
             lone = self.lone(envelopes)
-            ack = self._signed(ack_message(key.origin, key.batch_sequence, digest, lone))
-            self.send.append((key.origin, ack))
+            ack_body = ack_message(key.origin, key.batch_sequence, digest, lone, acked[1])
+            self.send.append((key.origin, self._signed(ack_body)))
         else:
             self.drop("equivocating-batch")  # stored (it may be fetched), never acked
         return stored if fresh else None
@@ -343,7 +370,7 @@ class Disseminator:
         if ack.origin != self.me or own is None or ack.digest != own.digest:
             self.drop("ack-of-unknown-batch")
             return
-        if ack.alone != own.alone:
+        if ack.alone != own.alone or ack.formed_at != own.formed_at:
             self.drop("ack-of-unknown-batch")
             return
         own.acks.setdefault(envelope.replica, envelope)
@@ -354,7 +381,9 @@ class Disseminator:
         if own.certificate is not None or len(own.acks) < self.checker.config.f + 1:
             return
         acks = [own.acks[r] for r in sorted(own.acks)][: self.checker.config.f + 1]
-        own.certificate = make_certificate(self.me, seq, own.digest, own.count, acks, own.alone)
+        own.certificate = make_certificate(
+            self.me, seq, own.digest, own.count, acks, own.alone, own.formed_at
+        )
         self.certified.append(own.certificate)
 
     def lone(self, envelopes: tuple[bytes, ...]) -> bool:
@@ -424,6 +453,47 @@ class Disseminator:
         if digests:
             self.per_origin[key.origin] -= len(digests)
 
+    def advance(self, height: int, known: Callable[[bytes], bool]) -> None:
+        """The assembled height moved to `height` (slots are assembled above it only): expire
+        what no such slot can take any more (the module docstring, "Expiry"); `known`: ids
+        the chain took within the de-duplication window (not batched again)."""
+        if height <= self.height:
+            return
+        self.height = height
+        expiry = self.expiry
+        for seq in [s for s, own in self.own.items() if own.formed_at + expiry <= height]:
+            own = self.own.pop(seq)
+            key = BatchKey(self.me, seq)
+            stored = self.stored.pop((key, own.digest), None)
+            self.drop("own-batch-expired")
+            for envelope in () if stored is None else stored.envelopes:
+                eid = request_id(envelope)
+                self.batched_ids.discard(eid)
+                if eid not in self.intake and not known(eid):  # batched again, under a new key
+                    if not self.intake:
+                        self.intake_since = self.now
+                    self.intake[eid] = envelope
+                    self.intake_bytes += len(envelope)
+                    if self.alone(envelope):
+                        self.intake_lone.add(eid)
+        for key, digests in list(self.unordered.items()):
+            for digest in list(digests):
+                stored = self.stored.get((key, digest))
+                if stored is not None and stored.formed_at + expiry <= height:
+                    del self.stored[(key, digest)]
+                    digests.discard(digest)
+                    self.per_origin[key.origin] -= 1
+                    self.drop("stored-batch-expired")
+            if not digests:
+                del self.unordered[key]
+        if height >= self._prune_at:  # a pass over every ack, every few slots
+            self._prune_at = height + max(1, expiry // 8)
+            for key, (_digest, formed) in list(self.acked.items()):
+                if formed + expiry <= height:
+                    del self.acked[key]
+                    if key.batch_sequence > self.floor.get(key.origin, 0):
+                        self.floor[key.origin] = key.batch_sequence
+
     def retransmit(self) -> None:
         """Resend uncertified own batches to non-ackers; re-hand certificates not in the chain."""
         for seq, own in sorted(self.own.items()):
@@ -443,14 +513,15 @@ class Disseminator:
         message.ParseFromString(record.envelope.payload)
         envelopes = tuple(message.batch.envelopes)
         key = BatchKey(record.envelope.replica, message.batch.batch_sequence)
-        digest = bytes(message.batch.digest)
-        self.stored[(key, digest)] = StoredBatch(record.envelope, envelopes)
-        self.acked.setdefault(key, digest)
+        digest, formed = bytes(message.batch.digest), message.batch.formed_at
+        self.stored[(key, digest)] = StoredBatch(record.envelope, envelopes, formed)
+        self.acked.setdefault(key, (digest, formed))
         if key.origin == self.me:
             self.next_batch = max(self.next_batch, key.batch_sequence + 1)
             lone = self.lone(envelopes)
-            own = OwnBatch(digest, len(envelopes), lone)
-            own.acks[self.me] = self._signed(ack_message(self.me, key.batch_sequence, digest, lone))
+            own = OwnBatch(digest, len(envelopes), lone, formed)
+            ack = ack_message(self.me, key.batch_sequence, digest, lone, formed)
+            own.acks[self.me] = self._signed(ack)
             self.own[key.batch_sequence] = own
             self.batched_ids.update(request_id(e) for e in envelopes)
         else:

@@ -23,7 +23,7 @@ undecided slots, forwarded requests, the view change).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.checkpoints import Checkpoints
@@ -77,6 +77,12 @@ class Replica(Checkpoints):
         # A lone batch executed in this step: propose and judge nothing more until `ready()`,
         # so the caller applies what it leads to (a config) before the next batch (`propose`).
         self.hold = False
+        # stale(request, next_exec): no slot from next_exec on can use the request (set by a
+        # replica ordering certificates that expire, `disseminating.py`). Such a request is not
+        # admitted, and leaves `pending` once the chain passes it: otherwise every replica
+        # keeps ordering dead certificates, one slot each, while live ones wait behind them
+        # until they expire too, and the request timer times requests nobody needs.
+        self.stale: Callable[[bytes, int], bool] | None = None
 
     @classmethod
     def restore(
@@ -102,7 +108,9 @@ class Replica(Checkpoints):
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
-        return jump(self, batches)
+        jumped = jump(self, batches)
+        self.prune_stale()
+        return jumped
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -159,6 +167,14 @@ class Replica(Checkpoints):
         waited = self.now - max(self.timed_from, self.behind_at)
         return waited >= self.config.request_timeout_ticks
 
+    def prune_stale(self) -> None:
+        """Forget pending requests no slot from `next_exec` on can use (`stale`)."""
+        stale = self.stale
+        if stale is not None and self.pending:
+            for rid in [r for r, p in self.pending.items() if stale(p.request, self.next_exec)]:
+                del self.pending[rid]
+                self.drop("stale-request")
+
     def on_request(self, request: bytes, forward: bool) -> None:
         """Admit a client (or forwarded) request: remember it and make sure the primary has it.
 
@@ -169,6 +185,9 @@ class Replica(Checkpoints):
         so its clients are still answered."""
         rid = request_id(request)
         if rid in self.executed_ids or rid in self.pending:
+            return
+        if self.stale is not None and self.stale(request, self.next_exec):
+            self.drop("stale-request")
             return
         if len(request) > self.config.request_bytes_max or not self.checker.request_ok(request):
             self.drop("inadmissible-request")
@@ -396,6 +415,7 @@ class Replica(Checkpoints):
         self.state_digest = chain_state(self.state_digest, batch.digest)
         self.decided[batch.sequence] = batch
         self.next_exec = batch.sequence + 1
+        self.prune_stale()
         if not restoring:
             self.executed_at = self.now
             self.persist(DecidedRecord(batch))

@@ -82,6 +82,7 @@ from dltmw.core.pbft import (
     request_id,
 )
 from dltmw.core.pbft.assembly import AssembledRecord
+from dltmw.core.pbft.availability import expiry_slots
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import BatchFromStore, BatchRecord, DisseminationConfig
 from dltmw.core.pbft.recovery import compaction_floor
@@ -149,8 +150,9 @@ class PbftOrdererExecutor(
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
             executed = channel.ledger.height - channel.config.epoch  # sequences in the ledger
-            keep = compaction_floor(stable[-1], executed - 1, channel.config.decided_retain)
-            await channel.store.compact(stable[-1], keep)
+            retain = channel.config.decided_retain
+            keep = compaction_floor(stable[-1], executed - 1, retain)
+            await channel.store.compact(stable[-1], keep, expiry_slots(retain))
         for record in records:
             if isinstance(record, JumpRecord):
                 logger.info("jumped to block %d of the ledger", record.sequence)
