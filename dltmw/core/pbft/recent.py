@@ -13,7 +13,8 @@ sequence s is executed or assembled, an id counts as known iff it was added at a
 [s - window, s - 1]. That matters where the rule decides block content (dissemination's
 assembly, `assembly.py`): a restart must restore the ids of the last `window` sequences, which
 is why compaction keeps that many sequences' records (`PbftConfig.decided_retain` is the
-window; `recovery.compaction_floor`). Batch keys are not windowed (`assembly.py`).
+window; `recovery.compaction_floor`). Batch keys are windowed too, by the certificates'
+expiry (half the window, `availability.live_in`, `assembly.py`).
 """
 
 from __future__ import annotations
