@@ -221,6 +221,10 @@ class Disseminator:
         if len(self.intake) >= self.config.intake_max:
             self.replies.append(Rejected(eid, "OVERLOADED"))
             return
+        self._take_in(eid, envelope)
+
+    def _take_in(self, eid: bytes, envelope: bytes) -> None:
+        """Add an admitted envelope to the intake, keeping what `cut` reads of it true."""
         if not self.intake:
             self.intake_since = self.now
         self.intake[eid] = envelope
@@ -470,12 +474,7 @@ class Disseminator:
                 eid = request_id(envelope)
                 self.batched_ids.discard(eid)
                 if eid not in self.intake and not known(eid):  # batched again, under a new key
-                    if not self.intake:
-                        self.intake_since = self.now
-                    self.intake[eid] = envelope
-                    self.intake_bytes += len(envelope)
-                    if self.alone(envelope):
-                        self.intake_lone.add(eid)
+                    self._take_in(eid, envelope)
         for key, digests in list(self.unordered.items()):
             for digest in list(digests):
                 stored = self.stored.get((key, digest))
