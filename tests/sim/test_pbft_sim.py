@@ -86,7 +86,7 @@ def test_a_run_replays_exactly() -> None:
     assert "--seed 7 --behaviour network --n 4" in first.replay_command()
 
 
-@pytest.mark.parametrize("seed", [18, 42])
+@pytest.mark.parametrize("seed", [3, 11])
 def test_a_replica_stranded_beyond_the_retention_catches_up_by_blocks(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

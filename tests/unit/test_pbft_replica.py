@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,29 @@ def test_a_stale_request_leaves_pending_and_is_not_admitted_again() -> None:
     jumped.step(ClientRequest(REQS[0]))
     assert jumped.jump([(1, (REQS[4],)), (2, (REQS[5],))])
     assert not jumped.pending
+
+
+def test_a_pre_prepare_is_resent_only_to_replicas_that_have_not_voted_for_it() -> None:
+    """The primary's retransmission of a slot not executed yet: its pre-prepare (the slot's
+    requests, the large message) goes only to replicas without a prepare or commit for its
+    digest; its votes still go to every replica. Before, the whole pre-prepare went to all of
+    them on every retransmission while any lagged (~770 KB per slot in a notary cluster)."""
+    patient = replace(CONFIG, request_timeout_ticks=10 * CONFIG.retransmit_ticks)
+    primary = Replica(patient, 0, KEYS.signer(0), KEYS.verify, request_ok=KEYS.request_ok)
+    primary.step(ClientRequest(REQS[0]))
+    primary.step(ClientRequest(REQS[1]))
+    primary.ready()
+    digest = batch_digest(REQS[:2])
+    primary.step(vote("prepare", 1, 0, 1, digest))
+    primary.step(vote("commit", 2, 0, 1, digest))
+    primary.step(vote("prepare", 3, 0, 1, b"x" * 32))  # another digest proves nothing
+    primary.ready()
+    primary.tick(CONFIG.retransmit_ticks)
+    sent: dict[str, set[int]] = {}
+    for peer, envelope in primary.ready().send:
+        kind = replica_pb2.ReplicaMessage.FromString(envelope.payload).WhichOneof("body")
+        sent.setdefault(str(kind), set()).add(peer)
+    assert sent["pre_prepare"] == {3}
 
 
 def test_a_primary_that_leaves_the_oldest_request_out_still_meets_the_timer() -> None:

@@ -461,7 +461,12 @@ class Replica(Checkpoints):
                 self.on_envelope(envelope)
 
     def retransmit(self) -> None:
-        """Resend our own messages that may have been lost."""
+        """Resend our own messages that may have been lost. Our pre-prepare goes only to the
+        replicas that have not shown they hold it (a prepare or commit of theirs for its
+        digest: a correct replica votes only for a pre-prepare it accepted and persisted): it
+        carries the slot's requests, ~770 KB per slot in a loaded notary cluster, and was sent
+        again to every replica every `retransmit_ticks` while any of them lagged. Votes are
+        small and go to every replica, as before."""
         if self.changing:
             if self.my_view_change is not None:
                 self.broadcast(self.my_view_change)
@@ -469,5 +474,15 @@ class Replica(Checkpoints):
         for seq, slot in sorted(self.slots.items()):
             if seq >= self.next_exec:
                 for envelope in slot.mine:
-                    self.broadcast(envelope)
+                    if envelope is slot.pre_prepare:
+                        self._resend_pre_prepare(slot, envelope)
+                    else:
+                        self.broadcast(envelope)
         self.forward_pending()
+
+    def _resend_pre_prepare(self, slot: Slot, envelope: Envelope) -> None:
+        voted = {r for r, (d, _e) in slot.prepares.items() if d == slot.digest}
+        voted.update(r for r, (d, _e) in slot.commits.items() if d == slot.digest)
+        for replica in range(self.config.n):
+            if replica != self.me and replica not in voted:
+                self._send.append((replica, envelope))
