@@ -19,11 +19,11 @@ from grpc_status import rpc_status
 
 from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.handlers.notary import Decision
-from dltmw.core.identity import Membership, tls_org_matches
+from dltmw.core.identity import Membership
 from dltmw.core.notary import NotaryIdentity
 from dltmw.core.notary_batch import proof_to_pb
 from dltmw.core.utxo.build import state_ref
-from dltmw.rpc.guard import Ctx, streaming, unary
+from dltmw.rpc.guard import Ctx, streaming, tls_org_matches_memo, unary
 from dltmw.rpc.status import to_status
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import (
@@ -43,7 +43,7 @@ def caller_org(context: Ctx, membership: Membership) -> str:
     """The organisation whose CA issued the caller's TLS certificate (checked once per call)."""
     cert = caller_tls_cert(context)
     for org in sorted(membership.org_ids):
-        if cert is not None and tls_org_matches(cert, membership, org):
+        if cert is not None and tls_org_matches_memo(cert, membership, org):
             return org
     raise ClientError(
         R.ERROR_REASON_TLS_IDENTITY_MISMATCH, "TLS client certificate is not a member's"

@@ -22,8 +22,8 @@ from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, PeerError
-from dltmw.core.identity import Membership, tls_org_matches
-from dltmw.rpc.guard import Ctx, check_tls_org, unary
+from dltmw.core.identity import Membership
+from dltmw.rpc.guard import Ctx, check_tls_org, tls_org_matches_memo, unary
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
 
@@ -182,7 +182,7 @@ def _check_cluster_tls(context: Ctx, cluster: ClusterReplica) -> None:
     """The caller's TLS certificate must be issued by the organisation of a cluster member."""
     cert = caller_tls_cert(context)
     if cert is None or not any(
-        tls_org_matches(cert, cluster.membership, org) for org in cluster.member_orgs
+        tls_org_matches_memo(cert, cluster.membership, org) for org in cluster.member_orgs
     ):
         raise ClientError(
             R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
