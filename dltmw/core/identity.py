@@ -334,15 +334,23 @@ class Membership:
         return entry.identity
 
     def verify(
-        self, identity_bytes: bytes, data: bytes, signature: bytes, now: datetime
+        self,
+        identity_bytes: bytes,
+        data: bytes,
+        signature: bytes,
+        now: datetime,
+        remember: bool = True,
     ) -> VerifiedIdentity:
-        """Identify the signer, then check its signature over `data`; return the identity."""
+        """Identify the signer, then check its signature over `data`; return the identity.
+        `remember=False`: a signature nobody checks twice (an orderer's over a delivered
+        block), so the memo keeps room, and memory, for those that are."""
         identity = self.identify(identity_bytes, now)
         key = verified_key(identity.identity_id, data, signature)
         if key in self._verified:
             return identity
         verify_signature(identity.public_key, data, signature)
-        self._remember(key)
+        if remember:
+            self._remember(key)
         return identity
 
     def remember_own_signature(
