@@ -236,9 +236,12 @@ class VerifiedMemo:
     MB while it was copied — with the digests 4.7 MB held and 7.4 MB at the peak, in a peer
     and in the orderer a client reaches (benchmarks/RESULTS.md, "mem2"). Two sets of 16,384 hold
     at most the same 32,768 digests in 3.2 MB, and a dropped generation returns its table to
-    the system at once. The hits measured under load come 64 to 8,192 verifications after the
+    the system at once. The hits measured under load come within 4,096 verifications after the
     signature was first checked (the gateway's endorsements at commit; an orderer's own client
-    envelopes at its ordering rule within 256), well inside one generation.
+    envelopes at its ordering rule within 256), well inside one generation; a generation is
+    not made smaller because an orderer's core checks again what its boundary checked after
+    the message waited in the driver's inbox, which holds up to 10,000 (`queue_max`) under
+    overload — when a miss, a second verification, costs most.
 
     Not locked: the caller (`Membership`) serialises `add`; a lookup racing a rotation can only
     miss, and a miss costs one verification, never a wrong answer."""

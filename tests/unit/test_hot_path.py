@@ -213,7 +213,7 @@ def test_the_verified_signature_memo_stays_within_its_memory_budget_under_steady
 
 def test_the_memo_keeps_at_least_the_newest_generation_of_signatures() -> None:
     # What the memo is for: a signature checked once hits while it is among the newest
-    # VERIFIED_GENERATION (the hits measured under load came within 8,192). A remembered but
+    # VERIFIED_GENERATION (the hits measured under load came within 4,096). A remembered but
     # invalid signature proves the hit: verifying it for real would fail.
     membership, me = _signer()
     count = identity_mod.VERIFIED_GENERATION * 5 // 2 + 1000
