@@ -74,10 +74,11 @@ _P256_HALF_ORDER = P256_ORDER // 2
 ED25519_SIGNATURE_SIZE = 64
 CACHE_SIZE = 4096
 # Successful verifications remembered: many blocks in flight. Each is remembered by one 32-byte
-# digest of (signer, data digest, signature), ~100 bytes with its dict slot (3 MB in all): the
-# tuple of the three was ~320 bytes (10 MB, a tenth of a node's memory budget) and kept whole
-# signatures, 3.3 KB each for ML-DSA-65 (`verified_key`).
-VERIFIED_CACHE_SIZE = 32768
+# digest of (signer, data digest, signature) (`verified_key`): the tuple of the three was ~320
+# bytes and kept whole signatures, 3.3 KB each for ML-DSA-65. The memo is two generations of
+# `VERIFIED_GENERATION` digests (`VerifiedMemo`): it holds the newest 16,384 to 32,768.
+VERIFIED_GENERATION = 16384
+VERIFIED_CACHE_SIZE = 2 * VERIFIED_GENERATION
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
@@ -224,6 +225,45 @@ class _CacheEntry:
     not_after: datetime
 
 
+class VerifiedMemo:
+    """The digests of successful verifications (`verified_key`), in two generations: new ones
+    go into the newer set; when it holds `generation` digests it becomes the older one and the
+    older one is dropped whole. So the newest `generation` to 2 x `generation` are kept.
+
+    Why not one insertion-ordered dict that drops its oldest entry: under a steady stream of
+    signatures it never shrinks, and the slots of the dropped entries stay in its table until
+    it resizes (to three times the live entries): at 32,768 entries the table was 2.6 MB, 5.3
+    MB while it was copied — with the digests 4.7 MB held and 7.4 MB at the peak, in a peer
+    and in the orderer a client reaches (benchmarks/RESULTS.md, "mem2"). Two sets of 16,384 hold
+    at most the same 32,768 digests in 3.2 MB, and a dropped generation returns its table to
+    the system at once. The hits measured under load come within 4,096 verifications after the
+    signature was first checked (the gateway's endorsements at commit; an orderer's own client
+    envelopes at its ordering rule within 256), well inside one generation; a generation is
+    not made smaller because an orderer's core checks again what its boundary checked after
+    the message waited in the driver's inbox, which holds up to 10,000 (`queue_max`) under
+    overload — when a miss, a second verification, costs most.
+
+    Not locked: the caller (`Membership`) serialises `add`; a lookup racing a rotation can only
+    miss, and a miss costs one verification, never a wrong answer."""
+
+    def __init__(self, generation: int = VERIFIED_GENERATION) -> None:
+        self._generation = max(1, generation)
+        self._new: set[bytes] = set()
+        self._old: set[bytes] = set()
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._new or key in self._old
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def add(self, key: bytes) -> None:
+        """Remember `key` (a rotation first when the newer generation is full)."""
+        if len(self._new) >= self._generation:
+            self._old, self._new = self._new, set()
+        self._new.add(key)
+
+
 def verified_key(identity_id: bytes, data: bytes, signature: bytes) -> bytes:
     """What the verified-signature cache remembers of one successful verification: SHA-256 over
     the signer's id, the digest of the data and the signature (collision resistant, so a hit
@@ -260,7 +300,7 @@ class Membership:
         self._roots = roots
         self._revoked = {org: frozenset(serials) for org, serials in (revoked or {}).items()}
         self._cache: dict[bytes, _CacheEntry] = {}
-        self._verified: dict[bytes, None] = {}  # successful verifications (`verified_key`)
+        self._verified = VerifiedMemo()  # successful verifications (`verified_key`)
         # Peers verify a block's signatures on several threads (cryptography releases the GIL);
         # the lock keeps cache eviction consistent between them.
         self._cache_lock = threading.Lock()
@@ -297,15 +337,23 @@ class Membership:
         return entry.identity
 
     def verify(
-        self, identity_bytes: bytes, data: bytes, signature: bytes, now: datetime
+        self,
+        identity_bytes: bytes,
+        data: bytes,
+        signature: bytes,
+        now: datetime,
+        remember: bool = True,
     ) -> VerifiedIdentity:
-        """Identify the signer, then check its signature over `data`; return the identity."""
+        """Identify the signer, then check its signature over `data`; return the identity.
+        `remember=False`: a signature nobody checks twice (an orderer's over a delivered
+        block), so the memo keeps room, and memory, for those that are."""
         identity = self.identify(identity_bytes, now)
         key = verified_key(identity.identity_id, data, signature)
         if key in self._verified:
             return identity
         verify_signature(identity.public_key, data, signature)
-        self._remember(key)
+        if remember:
+            self._remember(key)
         return identity
 
     def remember_own_signature(
@@ -318,9 +366,7 @@ class Membership:
 
     def _remember(self, key: bytes) -> None:
         with self._cache_lock:
-            if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                del self._verified[next(iter(self._verified))]
-            self._verified[key] = None
+            self._verified.add(key)
 
     def _check(self, identity_bytes: bytes) -> _CacheEntry:
         """Every time-independent check; the result is safe to cache."""

@@ -103,20 +103,25 @@ def trusted_roots(config: config_pb2.ChannelConfig) -> tuple[tuple[str, bytes], 
 
 
 def check_orderer_quorum(
-    view: ChannelView, digest: bytes, signatures: Sequence[tuple[bytes, bytes]], at: datetime
+    view: ChannelView,
+    digest: bytes,
+    signatures: Sequence[tuple[bytes, bytes]],
+    at: datetime,
+    remember: bool = True,
 ) -> tuple[int, int] | str:
     """(valid, needed) for `signatures` (signer, signature) over `digest`, or why one is bad.
 
     Every signature must be a valid one of a configured orderer: a proof is built from a block's
     metadata by an honest peer, so anything else is a forgery and is named as such. A signer
-    that appears twice counts once."""
+    that appears twice counts once. `remember=False`: the signatures are checked once here
+    (`Membership.verify`), as a peer checks a delivered block's."""
     configured = {n.identity for n in view.config.orderers}
     distinct: set[bytes] = set()
     for i, (signer, signature) in enumerate(signatures):
         if signer not in configured:
             return f"signature {i} is not by a configured orderer"
         try:
-            view.orderer_membership.verify(signer, digest, signature, at)
+            view.orderer_membership.verify(signer, digest, signature, at, remember)
         except IdentityError as exc:
             return f"signature {i}: {exc}"
         distinct.add(signer)

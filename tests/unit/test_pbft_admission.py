@@ -192,3 +192,34 @@ def test_verdicts_are_cached_and_refusals_logged_at_most_once_per_interval(
         assert not admission(junk[0])
         assert len(caplog.records) == 2 and "MALFORMED x150" in caplog.records[1].getMessage()
     assert not any(r.exc_info for r in caplog.records), "bad input must not log tracebacks"
+
+
+@pytest.mark.parametrize(
+    ("disseminates", "held"),
+    [
+        pytest.param(True, 0, id="disseminating-replica-holds-no-verdicts"),
+        pytest.param(False, 20, id="forwarding-replica-caches-every-verdict"),
+    ],
+)
+def test_a_disseminating_replica_judges_each_envelope_once_and_keeps_no_verdict(
+    monkeypatch: pytest.MonkeyPatch, disseminates: bool, held: int
+) -> None:
+    """Decision (pbft_admission.py docstring): with dissemination the rule runs once per
+    envelope (the core drops what it holds first) and nobody asks again, so cached verdicts were
+    only memory (~4 MB at the replica a client reaches); without, forwards and pre-prepares
+    bring the same requests back and the cache saves their signature checks."""
+    calls: list[bytes] = []
+    real = pbft_admission.check_orderable
+
+    def counting(request: bytes, views: object) -> object:
+        calls.append(request)
+        return real(request, views)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pbft_admission, "check_orderable", counting)
+    admission = RequestAdmission.for_channel(PARTIES.view, 1 << 20, disseminates)
+    good = endorser_tx(PARTIES, kv_rwset(writes=[("k", b"v")]))
+    junk = [b"junk-%d" % i for i in range(19)]
+    assert admission(good) and not any(admission(j) for j in junk)
+    assert len(calls) == 20
+    assert len(admission._verdicts) == held
+    assert admission(good), "the verdict is the same uncached"

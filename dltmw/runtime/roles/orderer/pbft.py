@@ -308,7 +308,9 @@ class PbftOrdererChannel(OrdererChannel):
         self.heard: dict[int, int] = {}
         self.driver: OrdererDriver | None = None
         self.waiters: Waiters[Token, None] = Waiters()
-        self.admission = RequestAdmission(view, self.config.request_bytes_max)
+        self.admission = RequestAdmission.for_channel(
+            view, self.config.request_bytes_max, self._dissemination
+        )
         self._hook = PoisonHook.from_env(
             ctx.node_id, view.channel_id, ctx.signer, self.config.request_bytes_max
         )

@@ -36,7 +36,12 @@ Verdicts are cached by request id (SHA-256 of the bytes; the verdict is a functi
 alone), so the checks run once per request per replica however often a request comes back in
 forwards, pre-prepares, view changes and retransmissions; the replica servicer `warm`s the cache
 on a worker thread before it hands forwarded requests and pre-prepares to the core, so the
-signature checks stay off the event loop. Refusals are counted by reason and
+signature checks stay off the event loop. With dissemination there is no cache
+(`for_channel`): the rule runs once per envelope, at the replica a client reached, after the
+core dropped the envelopes it holds or ordered (`Disseminator.submit`), and other replicas
+order certificates, never judge envelopes — the 16,384 verdicts held ~4 MB of that replica's
+memory and were never hit (0 hits in 27,303 judgements, benchmarks/RESULTS.md, lane `mem2`).
+Refusals are counted by reason and
 logged at most once per `LOG_EVERY_S` (a faulty orderer can send many; the log must not be its
 amplifier), without tracebacks: bad input is not a fault of this node.
 """
@@ -81,8 +86,16 @@ class RequestAdmission:
         self._unlogged: Counter[str] = Counter()
         self._throttle = LogThrottle(LOG_EVERY_S, clock=clock)
 
+    @classmethod
+    def for_channel(cls, view: ChannelView, size_max: int, disseminates: bool) -> RequestAdmission:
+        """The rule of a PBFT-lite replica of channel `view`: verdicts cached unless the
+        channel disseminates (see the module docstring)."""
+        return cls(view, size_max, cache_max=0 if disseminates else CACHE_MAX)
+
     def reason(self, request: bytes) -> str:
         """Why `request` may not be ordered ("" when it may)."""
+        if self._cache_max <= 0:
+            return self._judge(request)
         rid = request_id(request)
         with self._lock:
             cached = self._verdicts.get(rid)

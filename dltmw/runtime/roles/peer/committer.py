@@ -72,9 +72,13 @@ def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
     (`core/light_client.check_orderer_quorum`), so that a block a peer commits always yields a
     commit proof other channels accept: a block with a quorum plus one stray signature (a
     removed replica's, a forgery) was committed here, and every proof built from it was then
-    refused elsewhere as forged."""
+    refused elsewhere as forged.
+
+    The signatures are not remembered: a peer checks each block's once, and at 2f+1 per block
+    they filled its memo of orderer signatures for nothing (none hit under load; 16,384 to
+    32,768 digests, up to 3.2 MB, after ~10,000 PBFT-lite blocks)."""
     pairs = [(s.signer, s.signature) for s in block.metadata.signatures]
-    counted = check_orderer_quorum(view, block_hash(block), pairs, utc_now())
+    counted = check_orderer_quorum(view, block_hash(block), pairs, utc_now(), remember=False)
     if isinstance(counted, str):
         raise PeerError(
             errors_pb2.ERROR_REASON_BAD_SIGNATURE, f"block {block.header.number}: {counted}"
