@@ -166,9 +166,8 @@ def test_the_rule_ignores_the_clock_but_broadcast_does_not() -> None:
     assert exc.value.reason_name == "TIMESTAMP_OUT_OF_WINDOW"
 
 
-def test_verdicts_are_cached_and_refusals_logged_at_most_once_per_interval(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def counted_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The requests the ordering rule judges from now on (`check_orderable` calls)."""
     calls: list[bytes] = []
     real = pbft_admission.check_orderable
 
@@ -177,6 +176,13 @@ def test_verdicts_are_cached_and_refusals_logged_at_most_once_per_interval(
         return real(request, views)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pbft_admission, "check_orderable", counting)
+    return calls
+
+
+def test_verdicts_are_cached_and_refusals_logged_at_most_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = counted_checks(monkeypatch)
     now = [100.0]
     admission = RequestAdmission(PARTIES.view, size_max=1 << 20, clock=lambda: now[0])
     junk = [b"junk-%d" % i for i in range(50)]
@@ -208,14 +214,7 @@ def test_a_disseminating_replica_judges_each_envelope_once_and_keeps_no_verdict(
     envelope (the core drops what it holds first) and nobody asks again, so cached verdicts were
     only memory (~4 MB at the replica a client reaches); without, forwards and pre-prepares
     bring the same requests back and the cache saves their signature checks."""
-    calls: list[bytes] = []
-    real = pbft_admission.check_orderable
-
-    def counting(request: bytes, views: object) -> object:
-        calls.append(request)
-        return real(request, views)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pbft_admission, "check_orderable", counting)
+    calls = counted_checks(monkeypatch)
     admission = RequestAdmission.for_channel(PARTIES.view, 1 << 20, disseminates)
     good = endorser_tx(PARTIES, kv_rwset(writes=[("k", b"v")]))
     junk = [b"junk-%d" % i for i in range(19)]

@@ -46,12 +46,14 @@ def cert(acks: list[Envelope], origin: int = 1, seq: int = 1, digest: bytes = DI
     return make_certificate(origin, seq, digest, 2, acks)
 
 
-def core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
+def core(
+    me: int, records: list[Any] | None = None, config: PbftConfig = CONFIG
+) -> DisseminatingReplica:
     sign = KEYS.signer(me)
     if records is None:
-        return DisseminatingReplica(CONFIG, me, sign, KEYS.verify, DIS, KEYS.request_ok)
+        return DisseminatingReplica(config, me, sign, KEYS.verify, DIS, KEYS.request_ok)
     return DisseminatingReplica.restore(
-        CONFIG, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
+        config, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
     )
 
 
@@ -377,13 +379,7 @@ SLOTS = [(1, 1, REQS[0:2]), (3, 1, REQS[2:4]), (1, 2, REQS[4:6]), (2, 1, [REQS[0
 
 
 def windowed_core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
-    config = replace(CONFIG, decided_retain=WINDOW)
-    sign = KEYS.signer(me)
-    if records is None:
-        return DisseminatingReplica(config, me, sign, KEYS.verify, DIS, KEYS.request_ok)
-    return DisseminatingReplica.restore(
-        config, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
-    )
+    return core(me, records, replace(CONFIG, decided_retain=WINDOW))
 
 
 def slot_of(
@@ -627,12 +623,7 @@ OTHERS = [KEYS.make_request(0, 100 + i) for i in range(8)]  # the rest of the ch
 
 
 def expiring_core(me: int, records: list[Any] | None = None) -> DisseminatingReplica:
-    sign = KEYS.signer(me)
-    if records is None:
-        return DisseminatingReplica(EXPIRING, me, sign, KEYS.verify, DIS, KEYS.request_ok)
-    return DisseminatingReplica.restore(
-        EXPIRING, me, sign, KEYS.verify, DIS, records, KEYS.request_ok
-    )
+    return core(me, records, EXPIRING)
 
 
 def test_a_certificate_is_assembled_only_in_the_slots_after_its_batch_was_formed() -> None:
