@@ -75,7 +75,7 @@ class StreamingReplica(Receiving, svc.ReplicaServiceServicer):
             yield replica_pb2.ExchangeStreamResponse(accepted=len(request.messages))
 
 
-async def _run_link(servicer: Receiving, sends: list[list[int]], want: int):
+async def _run_link(servicer: Receiving, sends: list[list[int]], want: int, pause_s: float = 0.05):
     server = grpc.aio.server()
     svc.add_ReplicaServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -96,7 +96,7 @@ async def _run_link(servicer: Receiving, sends: list[list[int]], want: int):
         for burst in sends:
             for i in burst:
                 link.send(message(i))
-            await asyncio.sleep(0.05)  # separate batches
+            await asyncio.sleep(pause_s)  # separate batches
         async with asyncio.timeout(10):
             await servicer.received(want)
     finally:
@@ -130,3 +130,27 @@ async def test_a_stream_never_has_more_batches_unanswered_than_its_window(
     replica = StreamingReplica()
     await _run_link(replica, [[1], [2], [3], [4]], want=4)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3, 4)]
+
+
+class OneBatchPerStream(StreamingReplica):
+    """Answers one batch, then ends the stream (a receiver that restarted, a proxy's idle
+    timeout): the link is idle when its stream ends."""
+
+    async def ExchangeStream(
+        self, requests: AsyncIterator[replica_pb2.ExchangeStreamRequest], context: object
+    ) -> AsyncIterator[replica_pb2.ExchangeStreamResponse]:
+        self.streams += 1
+        async for item in requests:
+            self.payloads.extend(m.payload for m in item.batch.messages)
+            self.more.set()
+            yield replica_pb2.ExchangeStreamResponse(accepted=len(item.batch.messages))
+            return
+
+
+async def test_an_idle_link_whose_stream_ended_writes_its_next_batch_on_a_new_stream() -> None:
+    """Each message after the first waits for the link to notice, while idle, that its stream
+    ended: none is written to the ended call and lost."""
+    replica = OneBatchPerStream()
+    await _run_link(replica, [[1], [2], [3]], want=3, pause_s=0.5)
+    assert replica.payloads == [bytes([i]) for i in (1, 2, 3)]
+    assert replica.streams == 3
