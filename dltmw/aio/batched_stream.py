@@ -252,7 +252,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 message = self._codec.pack([w.item for w in batch])
                 if opening:  # the first write may wait for the call's start: race the reader
                     opening = False
-                    if not await _first_write(call, message, reader):
+                    if not await first_write(call, message, reader):
                         break  # the call ended before it started: the reader holds why
                 else:
                     await call.write(message)
@@ -342,7 +342,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             )
 
 
-async def _first_write(
+async def first_write(
     call: StreamCall[Req, Resp], message: Req, reader: asyncio.Task[None]
 ) -> bool:
     """Write a call's first message unless the call ends first; False if it ended.

@@ -144,12 +144,16 @@ def tls_org_matches_memo(cert: bytes, membership: Membership, org_id: str) -> bo
 
 def check_tls_org(context: Ctx, membership: Membership, org_id: str | None) -> None:
     """The caller's TLS certificate must be issued by `org_id` (or, if None, by any member)."""
+    check_tls_cert_org(caller_tls_cert(context), membership, org_id)
+
+
+def check_tls_cert_org(cert: bytes | None, membership: Membership, org_id: str | None) -> None:
+    """`check_tls_org` for a certificate already read from the call (a stream reads it once)."""
     if org_id is not None and org_id not in membership.org_ids:
         # (e.g. an organisation a config update removed: say so, not "TLS mismatch")
         raise ClientError(
             R.ERROR_REASON_NOT_A_MEMBER, f"organisation {org_id!r} is not a member of this channel"
         )
-    cert = caller_tls_cert(context)
     orgs = [org_id] if org_id is not None else sorted(membership.org_ids)
     if cert is None or not any(tls_org_matches_memo(cert, membership, o) for o in orgs):
         if cert is not None and tls_revoked(cert, membership):

@@ -15,15 +15,15 @@ orders with PBFT-lite and the notary clusters it is a member of.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
-from dltmw.core.errors import ClientError, PeerError
+from dltmw.core.errors import ClientError, DltmwError, PeerError
 from dltmw.core.identity import Membership
-from dltmw.rpc.guard import Ctx, check_tls_org, tls_org_matches_memo, unary
+from dltmw.rpc.guard import Ctx, check_tls_cert_org, streaming, tls_org_matches_memo, unary
 from dltmw.rpc.tls import caller_tls_cert
 from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
 
@@ -32,6 +32,14 @@ if TYPE_CHECKING:  # a solo orderer serves this service (refusing) without loadi
 
 R = errors_pb2
 VIEWED = ("pre_prepare", "prepare", "commit")
+# Refusals that end an ExchangeStream (the caller or the channel, not one batch, is wrong).
+ENDS_STREAM = frozenset(
+    {
+        R.ERROR_REASON_CHANNEL_NOT_FOUND,
+        R.ERROR_REASON_TLS_IDENTITY_MISMATCH,
+        R.ERROR_REASON_CERTIFICATE_REVOKED,
+    }
+)
 
 
 class PbftParticipant(Protocol):
@@ -154,9 +162,41 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         self, request: replica_pb2.ExchangeRequest, context: Ctx
     ) -> replica_pb2.ExchangeResponse:
         """Check a batch of replica messages and hand it to the replica (all or nothing)."""
+        return await self._admit(request, caller_tls_cert(context))
+
+    @streaming
+    async def ExchangeStream(
+        self, requests: AsyncIterator[replica_pb2.ExchangeStreamRequest], context: Ctx
+    ) -> AsyncIterator[replica_pb2.ExchangeStreamResponse]:
+        """One link's batches on one stream, each checked as by Exchange and answered in order.
+
+        A bad batch is answered with its reason and the stream goes on (a message of an older
+        view still in flight during a view change is refused, which is no reason to tear the
+        link down); a caller that is not (or no longer) a member, or a channel not replicated
+        here, ends the stream with that status. The caller's certificate is read once (the
+        transport's, for the stream's life); membership is checked for every batch against the
+        configuration then in force (memoised per certificate, `rpc/guard.py`)."""
+        cert = caller_tls_cert(context)
+        async for request in requests:
+            try:
+                done = await self._admit(request.batch, cert)
+            except DltmwError as exc:
+                if exc.reason in ENDS_STREAM:
+                    raise
+                yield replica_pb2.ExchangeStreamResponse(
+                    refused=R.ErrorReason.ValueType(exc.reason), refused_detail=exc.message
+                )
+            else:
+                yield replica_pb2.ExchangeStreamResponse(accepted=done.accepted)
+
+    async def _admit(
+        self, request: replica_pb2.ExchangeRequest, cert: bytes | None
+    ) -> replica_pb2.ExchangeResponse:
+        """Check the caller and every message of the batch, then hand the batch over whole
+        (or raise why not: nothing of it reaches the replica)."""
         cluster = self._clusters.get(request.channel_id)
         if cluster is not None:
-            _check_cluster_tls(context, cluster)
+            _check_cluster_tls(cert, cluster)
             current = _current(cluster, request.messages)
             cluster.offer(current, list(request.block_signatures))
             return replica_pb2.ExchangeResponse(accepted=len(current))
@@ -166,7 +206,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 R.ERROR_REASON_CHANNEL_NOT_FOUND,
                 f"channel {request.channel_id!r} is not ordered by PBFT here",
             )
-        check_tls_org(context, orderer.view.orderer_membership, None)
+        check_tls_cert_org(cert, orderer.view.orderer_membership, None)
         current = _current(orderer, request.messages)
         for i, sig in enumerate(request.block_signatures):
             if sig.replica >= orderer.config.n:
@@ -178,9 +218,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         return replica_pb2.ExchangeResponse(accepted=len(current) + len(request.block_signatures))
 
 
-def _check_cluster_tls(context: Ctx, cluster: ClusterReplica) -> None:
+def _check_cluster_tls(cert: bytes | None, cluster: ClusterReplica) -> None:
     """The caller's TLS certificate must be issued by the organisation of a cluster member."""
-    cert = caller_tls_cert(context)
     if cert is None or not any(
         tls_org_matches_memo(cert, cluster.membership, org) for org in cluster.member_orgs
     ):

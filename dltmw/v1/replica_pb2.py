@@ -22,55 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dltmw.v1 import errors_pb2 as dltmw_dot_v1_dot_errors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ltmw/v1/replica.proto\x12\x08\x64ltmw.v1\"K\n\x14SignedReplicaMessage\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07replica\x18\x02 \x01(\r\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"N\n\nPrePrepare\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08requests\x18\x04 \x03(\x0c\"6\n\x04Vote\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"4\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x02 \x01(\x0c\"|\n\x13PreparedCertificate\x12\x33\n\x0bpre_prepare\x18\x01 \x01(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x30\n\x08prepares\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"\xa2\x01\n\nViewChange\x12\x10\n\x08new_view\x18\x01 \x01(\x04\x12\x17\n\x0fstable_sequence\x18\x02 \x01(\x04\x12\x38\n\x10\x63heckpoint_proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12/\n\x08prepared\x18\x04 \x03(\x0b\x32\x1d.dltmw.v1.PreparedCertificate\"\x83\x01\n\x07NewView\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x34\n\x0cview_changes\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x34\n\x0cpre_prepares\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"%\n\x11\x46orwardedRequests\x12\x10\n\x08requests\x18\x01 \x03(\x0c\"\x81\x01\n\x0c\x44\x65\x63idedBatch\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08requests\x18\x04 \x03(\x0c\x12/\n\x07\x63ommits\x18\x05 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"%\n\x0cStateRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\"\x84\x01\n\nStateReply\x12\'\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x16.dltmw.v1.DecidedBatch\x12\x17\n\x0fstable_sequence\x18\x02 \x01(\x04\x12\x34\n\x0cstable_proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"\xa5\x04\n\x0eReplicaMessage\x12+\n\x0bpre_prepare\x18\x01 \x01(\x0b\x32\x14.dltmw.v1.PrePrepareH\x00\x12!\n\x07prepare\x18\x02 \x01(\x0b\x32\x0e.dltmw.v1.VoteH\x00\x12 \n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x0e.dltmw.v1.VoteH\x00\x12*\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x14.dltmw.v1.CheckpointH\x00\x12+\n\x0bview_change\x18\x05 \x01(\x0b\x32\x14.dltmw.v1.ViewChangeH\x00\x12%\n\x08new_view\x18\x06 \x01(\x0b\x32\x11.dltmw.v1.NewViewH\x00\x12\x30\n\tforwarded\x18\x07 \x01(\x0b\x32\x1b.dltmw.v1.ForwardedRequestsH\x00\x12/\n\rstate_request\x18\x08 \x01(\x0b\x32\x16.dltmw.v1.StateRequestH\x00\x12+\n\x0bstate_reply\x18\t \x01(\x0b\x32\x14.dltmw.v1.StateReplyH\x00\x12!\n\x05\x62\x61tch\x18\x8e\x02 \x01(\x0b\x32\x0f.dltmw.v1.BatchH\x00\x12(\n\tbatch_ack\x18\x8f\x02 \x01(\x0b\x32\x12.dltmw.v1.BatchAckH\x00\x12,\n\x0b\x62\x61tch_fetch\x18\x90\x02 \x01(\x0b\x32\x14.dltmw.v1.BatchFetchH\x00\x12\x0e\n\x05\x65poch\x18\xc8\x01 \x01(\x04\x42\x06\n\x04\x62ody\"V\n\x05\x42\x61tch\x12\x16\n\x0e\x62\x61tch_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tenvelopes\x18\x03 \x03(\x0c\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"e\n\x08\x42\x61tchAck\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\r\n\x05\x61lone\x18\x04 \x01(\x08\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"\xb1\x01\n\x17\x41vailabilityCertificate\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12,\n\x04\x61\x63ks\x18\x05 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\r\n\x05\x61lone\x18\x06 \x01(\x08\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"D\n\nBatchFetch\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"i\n\x10StableCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x02 \x01(\x0c\x12-\n\x05proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"X\n\x0e\x42lockSignature\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x8b\x01\n\x0f\x45xchangeRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x30\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x32\n\x10\x62lock_signatures\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.BlockSignature\"$\n\x10\x45xchangeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x32S\n\x0eReplicaService\x12\x41\n\x08\x45xchange\x12\x19.dltmw.v1.ExchangeRequest\x1a\x1a.dltmw.v1.ExchangeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ltmw/v1/replica.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/errors.proto\"K\n\x14SignedReplicaMessage\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07replica\x18\x02 \x01(\r\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"N\n\nPrePrepare\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08requests\x18\x04 \x03(\x0c\"6\n\x04Vote\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"4\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x02 \x01(\x0c\"|\n\x13PreparedCertificate\x12\x33\n\x0bpre_prepare\x18\x01 \x01(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x30\n\x08prepares\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"\xa2\x01\n\nViewChange\x12\x10\n\x08new_view\x18\x01 \x01(\x04\x12\x17\n\x0fstable_sequence\x18\x02 \x01(\x04\x12\x38\n\x10\x63heckpoint_proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12/\n\x08prepared\x18\x04 \x03(\x0b\x32\x1d.dltmw.v1.PreparedCertificate\"\x83\x01\n\x07NewView\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x34\n\x0cview_changes\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x34\n\x0cpre_prepares\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"%\n\x11\x46orwardedRequests\x12\x10\n\x08requests\x18\x01 \x03(\x0c\"\x81\x01\n\x0c\x44\x65\x63idedBatch\x12\x0c\n\x04view\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08requests\x18\x04 \x03(\x0c\x12/\n\x07\x63ommits\x18\x05 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"%\n\x0cStateRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\"\x84\x01\n\nStateReply\x12\'\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x16.dltmw.v1.DecidedBatch\x12\x17\n\x0fstable_sequence\x18\x02 \x01(\x04\x12\x34\n\x0cstable_proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"\xa5\x04\n\x0eReplicaMessage\x12+\n\x0bpre_prepare\x18\x01 \x01(\x0b\x32\x14.dltmw.v1.PrePrepareH\x00\x12!\n\x07prepare\x18\x02 \x01(\x0b\x32\x0e.dltmw.v1.VoteH\x00\x12 \n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x0e.dltmw.v1.VoteH\x00\x12*\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x14.dltmw.v1.CheckpointH\x00\x12+\n\x0bview_change\x18\x05 \x01(\x0b\x32\x14.dltmw.v1.ViewChangeH\x00\x12%\n\x08new_view\x18\x06 \x01(\x0b\x32\x11.dltmw.v1.NewViewH\x00\x12\x30\n\tforwarded\x18\x07 \x01(\x0b\x32\x1b.dltmw.v1.ForwardedRequestsH\x00\x12/\n\rstate_request\x18\x08 \x01(\x0b\x32\x16.dltmw.v1.StateRequestH\x00\x12+\n\x0bstate_reply\x18\t \x01(\x0b\x32\x14.dltmw.v1.StateReplyH\x00\x12!\n\x05\x62\x61tch\x18\x8e\x02 \x01(\x0b\x32\x0f.dltmw.v1.BatchH\x00\x12(\n\tbatch_ack\x18\x8f\x02 \x01(\x0b\x32\x12.dltmw.v1.BatchAckH\x00\x12,\n\x0b\x62\x61tch_fetch\x18\x90\x02 \x01(\x0b\x32\x14.dltmw.v1.BatchFetchH\x00\x12\x0e\n\x05\x65poch\x18\xc8\x01 \x01(\x04\x42\x06\n\x04\x62ody\"V\n\x05\x42\x61tch\x12\x16\n\x0e\x62\x61tch_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tenvelopes\x18\x03 \x03(\x0c\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"e\n\x08\x42\x61tchAck\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\r\n\x05\x61lone\x18\x04 \x01(\x08\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"\xb1\x01\n\x17\x41vailabilityCertificate\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12,\n\x04\x61\x63ks\x18\x05 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\r\n\x05\x61lone\x18\x06 \x01(\x08\x12\x12\n\tformed_at\x18\xc5\x02 \x01(\x04\"D\n\nBatchFetch\x12\x0e\n\x06origin\x18\x01 \x01(\r\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"i\n\x10StableCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x02 \x01(\x0c\x12-\n\x05proof\x18\x03 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\"X\n\x0e\x42lockSignature\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x8b\x01\n\x0f\x45xchangeRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x30\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.dltmw.v1.SignedReplicaMessage\x12\x32\n\x10\x62lock_signatures\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.BlockSignature\"$\n\x10\x45xchangeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\"A\n\x15\x45xchangeStreamRequest\x12(\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x19.dltmw.v1.ExchangeRequest\"j\n\x16\x45xchangeStreamResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12&\n\x07refused\x18\x02 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x16\n\x0erefused_detail\x18\x03 \x01(\t2\xac\x01\n\x0eReplicaService\x12\x41\n\x08\x45xchange\x12\x19.dltmw.v1.ExchangeRequest\x1a\x1a.dltmw.v1.ExchangeResponse\x12W\n\x0e\x45xchangeStream\x12\x1f.dltmw.v1.ExchangeStreamRequest\x1a .dltmw.v1.ExchangeStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNEDREPLICAMESSAGE']._serialized_start=36
-  _globals['_SIGNEDREPLICAMESSAGE']._serialized_end=111
-  _globals['_PREPREPARE']._serialized_start=113
-  _globals['_PREPREPARE']._serialized_end=191
-  _globals['_VOTE']._serialized_start=193
-  _globals['_VOTE']._serialized_end=247
-  _globals['_CHECKPOINT']._serialized_start=249
-  _globals['_CHECKPOINT']._serialized_end=301
-  _globals['_PREPAREDCERTIFICATE']._serialized_start=303
-  _globals['_PREPAREDCERTIFICATE']._serialized_end=427
-  _globals['_VIEWCHANGE']._serialized_start=430
-  _globals['_VIEWCHANGE']._serialized_end=592
-  _globals['_NEWVIEW']._serialized_start=595
-  _globals['_NEWVIEW']._serialized_end=726
-  _globals['_FORWARDEDREQUESTS']._serialized_start=728
-  _globals['_FORWARDEDREQUESTS']._serialized_end=765
-  _globals['_DECIDEDBATCH']._serialized_start=768
-  _globals['_DECIDEDBATCH']._serialized_end=897
-  _globals['_STATEREQUEST']._serialized_start=899
-  _globals['_STATEREQUEST']._serialized_end=936
-  _globals['_STATEREPLY']._serialized_start=939
-  _globals['_STATEREPLY']._serialized_end=1071
-  _globals['_REPLICAMESSAGE']._serialized_start=1074
-  _globals['_REPLICAMESSAGE']._serialized_end=1623
-  _globals['_BATCH']._serialized_start=1625
-  _globals['_BATCH']._serialized_end=1711
-  _globals['_BATCHACK']._serialized_start=1713
-  _globals['_BATCHACK']._serialized_end=1814
-  _globals['_AVAILABILITYCERTIFICATE']._serialized_start=1817
-  _globals['_AVAILABILITYCERTIFICATE']._serialized_end=1994
-  _globals['_BATCHFETCH']._serialized_start=1996
-  _globals['_BATCHFETCH']._serialized_end=2064
-  _globals['_STABLECHECKPOINT']._serialized_start=2066
-  _globals['_STABLECHECKPOINT']._serialized_end=2171
-  _globals['_BLOCKSIGNATURE']._serialized_start=2173
-  _globals['_BLOCKSIGNATURE']._serialized_end=2261
-  _globals['_EXCHANGEREQUEST']._serialized_start=2264
-  _globals['_EXCHANGEREQUEST']._serialized_end=2403
-  _globals['_EXCHANGERESPONSE']._serialized_start=2405
-  _globals['_EXCHANGERESPONSE']._serialized_end=2441
-  _globals['_REPLICASERVICE']._serialized_start=2443
-  _globals['_REPLICASERVICE']._serialized_end=2526
+  _globals['_SIGNEDREPLICAMESSAGE']._serialized_start=59
+  _globals['_SIGNEDREPLICAMESSAGE']._serialized_end=134
+  _globals['_PREPREPARE']._serialized_start=136
+  _globals['_PREPREPARE']._serialized_end=214
+  _globals['_VOTE']._serialized_start=216
+  _globals['_VOTE']._serialized_end=270
+  _globals['_CHECKPOINT']._serialized_start=272
+  _globals['_CHECKPOINT']._serialized_end=324
+  _globals['_PREPAREDCERTIFICATE']._serialized_start=326
+  _globals['_PREPAREDCERTIFICATE']._serialized_end=450
+  _globals['_VIEWCHANGE']._serialized_start=453
+  _globals['_VIEWCHANGE']._serialized_end=615
+  _globals['_NEWVIEW']._serialized_start=618
+  _globals['_NEWVIEW']._serialized_end=749
+  _globals['_FORWARDEDREQUESTS']._serialized_start=751
+  _globals['_FORWARDEDREQUESTS']._serialized_end=788
+  _globals['_DECIDEDBATCH']._serialized_start=791
+  _globals['_DECIDEDBATCH']._serialized_end=920
+  _globals['_STATEREQUEST']._serialized_start=922
+  _globals['_STATEREQUEST']._serialized_end=959
+  _globals['_STATEREPLY']._serialized_start=962
+  _globals['_STATEREPLY']._serialized_end=1094
+  _globals['_REPLICAMESSAGE']._serialized_start=1097
+  _globals['_REPLICAMESSAGE']._serialized_end=1646
+  _globals['_BATCH']._serialized_start=1648
+  _globals['_BATCH']._serialized_end=1734
+  _globals['_BATCHACK']._serialized_start=1736
+  _globals['_BATCHACK']._serialized_end=1837
+  _globals['_AVAILABILITYCERTIFICATE']._serialized_start=1840
+  _globals['_AVAILABILITYCERTIFICATE']._serialized_end=2017
+  _globals['_BATCHFETCH']._serialized_start=2019
+  _globals['_BATCHFETCH']._serialized_end=2087
+  _globals['_STABLECHECKPOINT']._serialized_start=2089
+  _globals['_STABLECHECKPOINT']._serialized_end=2194
+  _globals['_BLOCKSIGNATURE']._serialized_start=2196
+  _globals['_BLOCKSIGNATURE']._serialized_end=2284
+  _globals['_EXCHANGEREQUEST']._serialized_start=2287
+  _globals['_EXCHANGEREQUEST']._serialized_end=2426
+  _globals['_EXCHANGERESPONSE']._serialized_start=2428
+  _globals['_EXCHANGERESPONSE']._serialized_end=2464
+  _globals['_EXCHANGESTREAMREQUEST']._serialized_start=2466
+  _globals['_EXCHANGESTREAMREQUEST']._serialized_end=2531
+  _globals['_EXCHANGESTREAMRESPONSE']._serialized_start=2533
+  _globals['_EXCHANGESTREAMRESPONSE']._serialized_end=2639
+  _globals['_REPLICASERVICE']._serialized_start=2642
+  _globals['_REPLICASERVICE']._serialized_end=2814
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import errors_pb2 as _errors_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -768,3 +769,59 @@ class ExchangeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExchangeResponse: _TypeAlias = ExchangeResponse  # noqa: Y015
+
+@_typing.final
+class ExchangeStreamRequest(_message.Message):
+    """ExchangeStreamRequest is one batch of a replica link's stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___ExchangeRequest:
+        """The batch, exactly as Exchange takes it."""
+
+    def __init__(
+        self,
+        *,
+        batch: Global___ExchangeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeStreamRequest: _TypeAlias = ExchangeStreamRequest  # noqa: Y015
+
+@_typing.final
+class ExchangeStreamResponse(_message.Message):
+    """ExchangeStreamResponse answers one ExchangeStreamRequest, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    REFUSED_DETAIL_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """Number of messages and block signatures handed to the receiving replica (0 if refused)."""
+    refused: _errors_pb2.ErrorReason.ValueType
+    """Why this one batch was refused (nothing of it applied); unset (ERROR_REASON_UNSPECIFIED)
+    when it was accepted. The stream stays open; Exchange reports a refusal as its status.
+    """
+    refused_detail: _builtins.str
+    """The refusal in words (which message, why), as Exchange's status details."""
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        refused: _errors_pb2.ErrorReason.ValueType = ...,
+        refused_detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "refused", b"refused", "refused_detail", b"refused_detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeStreamResponse: _TypeAlias = ExchangeStreamResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class ReplicaServiceStub:
                 request_serializer=dltmw_dot_v1_dot_replica__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_replica__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
+        self.ExchangeStream = channel.stream_stream(
+                '/dltmw.v1.ReplicaService/ExchangeStream',
+                request_serializer=dltmw_dot_v1_dot_replica__pb2.ExchangeStreamRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_replica__pb2.ExchangeStreamResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServiceServicer:
@@ -61,6 +66,21 @@ class ReplicaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeStream(self, request_iterator, context):
+        """ExchangeStream carries the batches of one replica's link to another on one long-lived
+        stream (one call per link, not one per batch: a unary call costs each side far more CPU
+        than a stream message). Each request is checked exactly as by Exchange and answered, in
+        order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+        and the stream goes on. The stream itself ends with FAILED_PRECONDITION
+        (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
+        with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
+        certificate is not (or no longer) an orderer's or a cluster member's. A node without it
+        answers UNIMPLEMENTED; the sender then uses Exchange.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +88,11 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
                     servicer.Exchange,
                     request_deserializer=dltmw_dot_v1_dot_replica__pb2.ExchangeRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_replica__pb2.ExchangeResponse.SerializeToString,
+            ),
+            'ExchangeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExchangeStream,
+                    request_deserializer=dltmw_dot_v1_dot_replica__pb2.ExchangeStreamRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_replica__pb2.ExchangeStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -98,6 +123,33 @@ class ReplicaService:
             '/dltmw.v1.ReplicaService/Exchange',
             dltmw_dot_v1_dot_replica__pb2.ExchangeRequest.SerializeToString,
             dltmw_dot_v1_dot_replica__pb2.ExchangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dltmw.v1.ReplicaService/ExchangeStream',
+            dltmw_dot_v1_dot_replica__pb2.ExchangeStreamRequest.SerializeToString,
+            dltmw_dot_v1_dot_replica__pb2.ExchangeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,17 @@ class ReplicaServiceStub:
     channel not ordered here by PBFT; STALE_VIEW: every message is of a view older than ours),
     RESOURCE_EXHAUSTED (OVERLOADED: the replica's inbox is full).
     """
+    ExchangeStream: _grpc.StreamStreamMultiCallable[_replica_pb2.ExchangeStreamRequest, _replica_pb2.ExchangeStreamResponse]
+    """ExchangeStream carries the batches of one replica's link to another on one long-lived
+    stream (one call per link, not one per batch: a unary call costs each side far more CPU
+    than a stream message). Each request is checked exactly as by Exchange and answered, in
+    order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+    and the stream goes on. The stream itself ends with FAILED_PRECONDITION
+    (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
+    with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
+    certificate is not (or no longer) an orderer's or a cluster member's. A node without it
+    answers UNIMPLEMENTED; the sender then uses Exchange.
+    """
 
 @_typing.type_check_only
 class ReplicaServiceAsyncStub(ReplicaServiceStub):
@@ -60,6 +71,17 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     not of an orderer organisation of the channel), FAILED_PRECONDITION (CHANNEL_NOT_FOUND:
     channel not ordered here by PBFT; STALE_VIEW: every message is of a view older than ours),
     RESOURCE_EXHAUSTED (OVERLOADED: the replica's inbox is full).
+    """
+    ExchangeStream: _aio.StreamStreamMultiCallable[_replica_pb2.ExchangeStreamRequest, _replica_pb2.ExchangeStreamResponse]  # type: ignore[assignment]
+    """ExchangeStream carries the batches of one replica's link to another on one long-lived
+    stream (one call per link, not one per batch: a unary call costs each side far more CPU
+    than a stream message). Each request is checked exactly as by Exchange and answered, in
+    order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+    and the stream goes on. The stream itself ends with FAILED_PRECONDITION
+    (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
+    with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
+    certificate is not (or no longer) an orderer's or a cluster member's. A node without it
+    answers UNIMPLEMENTED; the sender then uses Exchange.
     """
 
 class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +102,23 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         not of an orderer organisation of the channel), FAILED_PRECONDITION (CHANNEL_NOT_FOUND:
         channel not ordered here by PBFT; STALE_VIEW: every message is of a view older than ours),
         RESOURCE_EXHAUSTED (OVERLOADED: the replica's inbox is full).
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_replica_pb2.ExchangeStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_replica_pb2.ExchangeStreamResponse], _abc.AsyncIterator[_replica_pb2.ExchangeStreamResponse]]:
+        """ExchangeStream carries the batches of one replica's link to another on one long-lived
+        stream (one call per link, not one per batch: a unary call costs each side far more CPU
+        than a stream message). Each request is checked exactly as by Exchange and answered, in
+        order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+        and the stream goes on. The stream itself ends with FAILED_PRECONDITION
+        (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
+        with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
+        certificate is not (or no longer) an orderer's or a cluster member's. A node without it
+        answers UNIMPLEMENTED; the sender then uses Exchange.
         """
 
 def add_ReplicaServiceServicer_to_server(servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

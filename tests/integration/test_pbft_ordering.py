@@ -38,6 +38,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity, identity_bytes
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.metrics import reason_name
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -213,9 +214,31 @@ async def test_replica_service_refuses_bad_input(network) -> None:
         ]
         for call, code, reason in cases:
             await _refused(call, code, reason)
+        # The same on a link's stream: each bad batch is answered with its reason and the
+        # stream goes on; a caller that is not an orderer, or a channel not ordered here, ends it.
+        stream = stub.ExchangeStream()
+        for bad, reason in [
+            (request(good, junk), "MALFORMED"),
+            (request(unsigned), "BAD_SIGNATURE"),
+            (request(as_replica(good, 7)), "NOT_A_MEMBER"),
+            (request(as_replica(good, 1)), "BAD_SIGNATURE"),
+        ]:
+            await stream.write(replica_pb2.ExchangeStreamRequest(batch=bad))
+            answer = await stream.read()
+            assert (answer.accepted, reason_name(answer.refused)) == (0, reason), answer
+        nowhere = replica_pb2.ExchangeRequest(channel_id="nochannel")
+        await stream.write(replica_pb2.ExchangeStreamRequest(batch=nowhere))
+        await _refused(stream.read(), S.FAILED_PRECONDITION, "CHANNEL_NOT_FOUND")
+        stranger = org_stub.ExchangeStream()
+        await stranger.write(replica_pb2.ExchangeStreamRequest(batch=request(good)))
+        await _refused(stranger.read(), S.PERMISSION_DENIED, "TLS_IDENTITY_MISMATCH")
         assert _blocks(net, "orderer.b") == before, "refused input changed the ledger"
         ok = await stub.Exchange(request(good))
         assert ok.accepted == 1
+        stream = stub.ExchangeStream()
+        await stream.write(replica_pb2.ExchangeStreamRequest(batch=request(good)))
+        assert (await stream.read()).accepted == 1
+        stream.cancel()
         # Stale view: with orderer.a (primary of view 0) gone, a submission makes the others
         # change view; a correctly signed view-0 message is then refused as stale.
         sup.kill("orderer.a")

@@ -138,19 +138,29 @@ def test_an_idle_pbft_ordering_service_goes_quiet() -> None:
     with quiet_nodes():
         vloop.run(1, main)
     per_second = sum(calls.values()) / 5.0
-    assert per_second < 50, f"{per_second:.0f} replica Exchange calls per idle second"
+    assert per_second < 50, f"{per_second:.0f} replica batches per idle second"
 
 
 class _CountingNetwork:
-    """Counts ReplicaService.Exchange calls opened on a network once `counting` is set."""
+    """Counts replica batches sent on a network once `counting` is set: each unary
+    ReplicaService.Exchange call and each request written on an ExchangeStream (a link's one
+    long-lived stream carries every batch, so counting calls opened would count nothing)."""
 
     def __init__(self, net: SimNetwork, calls: Counter[int]) -> None:
         self.counting = False
         opened = net.open
 
         def open_counted(*args: object, **kwargs: object) -> object:
-            if self.counting and str(args[2]).endswith("/Exchange"):
-                calls[int(asyncio.get_running_loop().time())] += 1
-            return opened(*args, **kwargs)  # type: ignore[arg-type]
+            exchange = opened(*args, **kwargs)  # type: ignore[arg-type]
+            if str(args[2]).endswith(("/Exchange", "/ExchangeStream")):
+                send = exchange.send_request
+
+                def counted(item: object) -> None:
+                    if self.counting and isinstance(item, bytes):
+                        calls[int(asyncio.get_running_loop().time())] += 1
+                    send(item)
+
+                exchange.send_request = counted  # type: ignore[method-assign]
+            return exchange
 
         net.open = open_counted  # type: ignore[method-assign]
