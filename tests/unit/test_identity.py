@@ -401,6 +401,7 @@ def test_every_tls_check_of_a_call_is_remembered_per_membership(
     from types import SimpleNamespace
 
     from dltmw.rpc import guard, notary, replica
+    from dltmw.rpc.tls import caller_tls_cert
 
     calls: list[str] = []
     real = identity_mod._issued_by
@@ -415,7 +416,7 @@ def test_every_tls_check_of_a_call_is_remembered_per_membership(
         membership=net.membership, member_orgs=frozenset({"Org1", "Org2"}), cluster_id="c"
     )
     for _ in range(3):
-        replica._check_cluster_tls(caller, cluster)  # type: ignore[arg-type]
+        replica._check_cluster_tls(caller_tls_cert(caller), cluster)  # type: ignore[arg-type]
         assert notary.caller_org(caller, net.membership) == "Org2"  # type: ignore[arg-type]
         guard.check_tls_org(caller, net.membership, "Org2")  # type: ignore[arg-type]
     assert len(calls) == 2  # each (certificate, organisation) checked once
