@@ -709,3 +709,32 @@ def test_expired_acks_are_forgotten_and_a_key_at_or_below_them_is_never_acked_ag
 
 def acks_sent(replica: DisseminatingReplica) -> list[tuple[int, str | None]]:
     return [k for k in kinds(replica.ready().send) if k[1] == "batch_ack"]
+
+
+# -- intake: what the node's client boundary judged already ----------------------------------
+
+
+def test_an_envelope_the_boundary_admitted_is_not_judged_again_and_others_still_are() -> None:
+    """Broadcast ran the ordering rule (with the clock) on the replica a client reached; the
+    core judged every envelope again on the event loop (~0.15 ms each on the primary). An
+    envelope not marked admitted (a caller that did not check it) is still judged, and refused
+    when inadmissible."""
+    judged: list[bytes] = []
+
+    def request_ok(request: bytes) -> bool:
+        judged.append(request)
+        return KEYS.request_ok(request)
+
+    config = DisseminationConfig(batch_count_max=4, batch_wait_ticks=4)
+    origin = DisseminatingReplica(CONFIG, 1, KEYS.signer(1), KEYS.verify, config, request_ok)
+    admitted = [KEYS.make_request(0, 200 + i) for i in range(3)]
+    for request in admitted:
+        origin.step(ClientRequest(request, admitted=True, request_id=request_id(request)))
+    assert judged == []
+    unjudged = KEYS.make_request(0, 300)
+    origin.step(ClientRequest(unjudged))
+    assert judged == [unjudged]
+    assert batches_sent(origin.ready().send) == [[*admitted, unjudged]]
+    junk = b"\x00 not a request"
+    origin.step(ClientRequest(junk))
+    assert [r.reason for _rid, r in origin.ready().replies] == ["INVALID_REQUEST"]

@@ -171,7 +171,12 @@ class DisseminatingReplica:
     def step(self, message: object) -> None:
         """Feed a ClientRequest (an envelope) or a SignedReplicaMessage from a peer."""
         if isinstance(message, ClientRequest):
-            self.disseminator.submit(message.request, self.resolver.delivered_ids.__contains__)
+            self.disseminator.submit(
+                message.request,
+                self.resolver.delivered_ids.__contains__,
+                message.admitted,
+                message.request_id,
+            )
             self.disseminator.cut(full_only=True)
             return
         if not isinstance(message, Envelope):

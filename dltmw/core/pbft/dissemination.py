@@ -209,12 +209,22 @@ class Disseminator:
 
     # -- intake and forming ----------------------------------------------------------------
 
-    def submit(self, envelope: bytes, known: Callable[[bytes], bool]) -> None:
-        """A client envelope: admit it once (`known`: already in the chain)."""
-        eid = request_id(envelope)
+    def submit(
+        self,
+        envelope: bytes,
+        known: Callable[[bytes], bool],
+        admitted: bool = False,
+        eid: bytes = b"",
+    ) -> None:
+        """A client envelope: admit it once (`known`: already in the chain; `admitted`: the
+        node's client boundary judged it already, `ClientRequest.admitted`; `eid`: its request
+        id when the caller has it)."""
+        eid = eid or request_id(envelope)
         if eid in self.intake or eid in self.batched_ids or known(eid):
             return
-        if len(envelope) > self.config.batch_bytes_max or not self.envelope_ok(envelope):
+        if len(envelope) > self.config.batch_bytes_max or not (
+            admitted or self.envelope_ok(envelope)
+        ):
             self.drop("inadmissible-envelope")
             self.replies.append(Rejected(eid, "INVALID_REQUEST"))
             return

@@ -481,21 +481,27 @@ class PbftOrdererChannel(OrdererChannel):
             raise error
 
     async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
-        """Order admitted envelopes; returns once each is in a committed block here (None) or
-        failed (OVERLOADED when the inbox is full, WAIT_TIMEOUT when not ordered in time)."""
+        """Order admitted envelopes (Broadcast checked them: `Ordering.submit_many`); returns
+        once each is in a committed block here (None) or failed (OVERLOADED when the inbox is
+        full, WAIT_TIMEOUT when not ordered in time)."""
         driver, core = self.driver, self.core
         if driver is None or core is None:
             raise stopped()
         waits: list[tuple[int, bytes, asyncio.Future[None]]] = []
         out: list[DltmwError | None] = []
+        # Broadcast checked these envelopes (`rpc/orderer.py`: the ordering rule with the clock,
+        # against the config in force); with dissemination no other replica judges them, so the
+        # core does not judge them again (`ClientRequest.admitted`), size bound aside.
+        judged, size_max = self._dissemination, self.config.request_bytes_max
         for envelope in envelopes:
             rid = request_id(envelope)
             out.append(None)
             if rid in core.replica.executed_ids:
                 continue
             done = self.waiters.add(rid)
+            admitted = judged and len(envelope) <= size_max
             try:
-                driver.submit(ClientRequest(envelope))
+                driver.submit(ClientRequest(envelope, admitted, rid))
             except DltmwError as exc:
                 self.waiters.discard(rid, done)
                 out[-1] = exc
