@@ -571,7 +571,12 @@ def test_incremental_cutting_forms_the_batches_of_the_per_pass_rule(
     checker = Checker(CONFIG, KEYS.verify, batch_digest, lambda _r: True)
     d = Disseminator(checker, 1, KEYS.signer(1), config, lambda _e: True, KEYS.lone)
     formed: list[list[bytes]] = []
-    d._form = lambda envelopes: formed.append(list(envelopes))  # type: ignore[method-assign]
+
+    def form(envelopes: tuple[bytes, ...], ids: tuple[bytes, ...]) -> None:
+        assert ids == tuple(request_id(e) for e in envelopes)  # the intake's ids, in order
+        formed.append(list(envelopes))
+
+    d._form = form  # type: ignore[method-assign]
     model: list[bytes] = []
     expected: list[list[bytes]] = []
     for i, (op, lone, pad) in enumerate(ops):

@@ -282,7 +282,7 @@ class DisseminatingReplica:
         for origin, batch_sequence, digest in record.batches:
             key = BatchKey(origin, batch_sequence)
             stored = self.disseminator.stored.get((key, digest))
-            ids = [] if stored is None else [request_id(e) for e in stored.envelopes]
+            ids = [] if stored is None else list(stored.ids)
             self.disseminator.included(key, ids)
             if stored is not None:  # in the chain: only a fetch needs it now
                 self.disseminator.chained(stored)
