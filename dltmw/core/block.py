@@ -35,12 +35,18 @@ class TxRecord:
 
 
 def make_block(
-    channel_id: str, number: int, previous_hash: bytes, envelopes: Sequence[bytes]
+    channel_id: str,
+    number: int,
+    previous_hash: bytes,
+    envelopes: Sequence[bytes],
+    digests: Sequence[bytes] = (),
 ) -> block_pb2.Block:
-    """Build an unsigned block over `envelopes` (kept as the exact bytes received)."""
+    """Build an unsigned block over `envelopes` (kept as the exact bytes received); `digests`:
+    their SHA-256 digests when the caller holds them already (a PBFT-lite replica hashed each
+    envelope once, at receipt), else () and they are computed here."""
     if number == 0 and previous_hash != ZERO_HASH:
         raise InvariantViolation("block 0 must have the zero previous hash")
-    data_digest, root = content_hashes(envelopes)
+    data_digest, root = content_hashes(envelopes, digests)
     return block_pb2.Block(
         header=block_pb2.BlockHeader(
             channel_id=channel_id,
@@ -54,11 +60,13 @@ def make_block(
     )
 
 
-def content_hashes(envelopes: Sequence[bytes]) -> tuple[bytes, bytes]:
+def content_hashes(envelopes: Sequence[bytes], known: Sequence[bytes] = ()) -> tuple[bytes, bytes]:
     """(data_hash, tx_root) of a block's envelopes, hashing each envelope once: data_hash is
     SHA-256 over the envelopes' SHA-256 digests (`hashing.data_hash`), tx_root the Merkle root
-    over the same digests (`merkle.tx_root`)."""
-    digests = [hashlib.sha256(e).digest() for e in envelopes]
+    over the same digests (`merkle.tx_root`). `known`: those digests, if the caller has them."""
+    if known and len(known) != len(envelopes):
+        raise InvariantViolation("one known digest per envelope")
+    digests = list(known) if known else [hashlib.sha256(e).digest() for e in envelopes]
     return hashlib.sha256(b"".join(digests)).digest(), merkle_root(digests)
 
 

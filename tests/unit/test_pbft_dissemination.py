@@ -571,7 +571,12 @@ def test_incremental_cutting_forms_the_batches_of_the_per_pass_rule(
     checker = Checker(CONFIG, KEYS.verify, batch_digest, lambda _r: True)
     d = Disseminator(checker, 1, KEYS.signer(1), config, lambda _e: True, KEYS.lone)
     formed: list[list[bytes]] = []
-    d._form = lambda envelopes: formed.append(list(envelopes))  # type: ignore[method-assign]
+
+    def form(envelopes: tuple[bytes, ...], ids: tuple[bytes, ...]) -> None:
+        assert ids == tuple(request_id(e) for e in envelopes)  # the intake's ids, in order
+        formed.append(list(envelopes))
+
+    d._form = form  # type: ignore[method-assign]
     model: list[bytes] = []
     expected: list[list[bytes]] = []
     for i, (op, lone, pad) in enumerate(ops):
@@ -709,3 +714,32 @@ def test_expired_acks_are_forgotten_and_a_key_at_or_below_them_is_never_acked_ag
 
 def acks_sent(replica: DisseminatingReplica) -> list[tuple[int, str | None]]:
     return [k for k in kinds(replica.ready().send) if k[1] == "batch_ack"]
+
+
+# -- intake: what the node's client boundary judged already ----------------------------------
+
+
+def test_an_envelope_the_boundary_admitted_is_not_judged_again_and_others_still_are() -> None:
+    """Broadcast ran the ordering rule (with the clock) on the replica a client reached; the
+    core judged every envelope again on the event loop (~0.15 ms each on the primary). An
+    envelope not marked admitted (a caller that did not check it) is still judged, and refused
+    when inadmissible."""
+    judged: list[bytes] = []
+
+    def request_ok(request: bytes) -> bool:
+        judged.append(request)
+        return KEYS.request_ok(request)
+
+    config = DisseminationConfig(batch_count_max=4, batch_wait_ticks=4)
+    origin = DisseminatingReplica(CONFIG, 1, KEYS.signer(1), KEYS.verify, config, request_ok)
+    admitted = [KEYS.make_request(0, 200 + i) for i in range(3)]
+    for request in admitted:
+        origin.step(ClientRequest(request, admitted=True, request_id=request_id(request)))
+    assert judged == []
+    unjudged = KEYS.make_request(0, 300)
+    origin.step(ClientRequest(unjudged))
+    assert judged == [unjudged]
+    assert batches_sent(origin.ready().send) == [[*admitted, unjudged]]
+    junk = b"\x00 not a request"
+    origin.step(ClientRequest(junk))
+    assert [r.reason for _rid, r in origin.ready().replies] == ["INVALID_REQUEST"]

@@ -5,8 +5,13 @@ one peer at a time, moving on and backing off."""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+import pytest
 from pbft_messages import KEYS
 
+from dltmw.core.block import content_hashes
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     BEHIND_TICKS,
@@ -29,8 +34,14 @@ IDS = [f"orderer{i}".encode() for i in range(4)]
 REQS = [KEYS.make_request(0, i) for i in range(4)]
 
 
-def core(i: int, by_limits_only: bool = False) -> PbftOrdererCore:
-    replica = Replica(CONFIG, i, KEYS.signer(i), KEYS.verify, request_ok=KEYS.request_ok)
+def core(i: int, by_limits_only: bool = False, disseminating: bool = False) -> PbftOrdererCore:
+    replica: Replica | DisseminatingReplica
+    if disseminating:
+        dis = DisseminationConfig(batch_count_max=CONFIG.batch_size_max, batch_wait_ticks=4)
+        replica = DisseminatingReplica(CONFIG, i, KEYS.signer(i), KEYS.verify, dis, KEYS.request_ok)
+        replica.cut_max = 1
+    else:
+        replica = Replica(CONFIG, i, KEYS.signer(i), KEYS.verify, request_ok=KEYS.request_ok)
     assembler = BlockAssembler("ch", i, CONFIG.quorum, IDS, KEYS.verify)
     return PbftOrdererCore(
         replica, assembler, KEYS.signer(i), 1, ZERO_HASH, by_limits_only=by_limits_only
@@ -40,8 +51,8 @@ def core(i: int, by_limits_only: bool = False) -> PbftOrdererCore:
 class Group:
     """Four cores wired directly; `cut` replicas receive nothing."""
 
-    def __init__(self, by_limits_only: bool = False) -> None:
-        self.cores = [core(i, by_limits_only) for i in range(4)]
+    def __init__(self, by_limits_only: bool = False, disseminating: bool = False) -> None:
+        self.cores = [core(i, by_limits_only, disseminating) for i in range(4)]
         self.cut: set[int] = set()
         self.queue: list[tuple[int, Outbound]] = []
         self.committed: list[list[block_pb2.Block]] = [[] for _ in range(4)]
@@ -274,3 +285,35 @@ def test_with_dissemination_a_backup_that_a_client_reached_cuts_its_batch_on_dra
         if isinstance(m, Envelope)
     ]
     assert sorted(sent) == [(0, "batch"), (1, "batch"), (3, "batch")]
+
+
+def test_with_dissemination_each_replica_hashes_an_envelope_once_from_intake_to_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica hashed each envelope ~6 times on its way (batch digest, assembly twice, the
+    chain feedback, the block's content hashes, the replies; 2 more on the origin): now once
+    where it enters the replica (a received batch; the origin: Broadcast's runtime computes
+    the id and hands it in), and the id travels on. Blocks and acknowledgements unchanged."""
+    group = Group(disseminating=True)
+    hashed: dict[bytes, int] = {}
+    sha256 = hashlib.sha256
+
+    def counting(data: Any = b"", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(data, bytes) and data in REQS:
+            hashed[data] = hashed.get(data, 0) + 1
+        return sha256(data, *args, **kwargs)
+
+    ids = [request_id(r) for r in REQS[:2]]
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    for request, rid in zip(REQS[:2], ids, strict=True):
+        group.step(0, ClientRequest(request, admitted=True, request_id=rid))
+    group.cores[0].drained()
+    group.flush(0)
+    group.settle()
+    monkeypatch.undo()
+    assert hashed == {r: 3 for r in REQS[:2]}  # by each of the 3 replicas that received it
+    for i in range(4):
+        (block,) = group.committed[i]
+        assert list(block.data.envelopes) == REQS[:2]
+        assert block.header.data_hash == content_hashes(REQS[:2])[0]
+        assert group.acked[i] == set(ids)

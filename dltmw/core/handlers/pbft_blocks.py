@@ -44,6 +44,7 @@ class PendingBlock:
     block: block_pb2.Block
     digest: bytes
     signatures: dict[int, bytes] = field(default_factory=dict)
+    ids: tuple[bytes, ...] = ()  # the envelopes' request ids when the builder had them
 
 
 class BlockAssembler:
@@ -61,9 +62,15 @@ class BlockAssembler:
         self._early: dict[int, dict[int, tuple[bytes, bytes]]] = {}
 
     def build(
-        self, number: int, requests: Sequence[bytes], height: int, last_hash: bytes
+        self,
+        number: int,
+        requests: Sequence[bytes],
+        height: int,
+        last_hash: bytes,
+        ids: tuple[bytes, ...] = (),
     ) -> PendingBlock | None:
-        """Block `number` from a decided batch (None if the ledger already has it)."""
+        """Block `number` from a decided batch (None if the ledger already has it); `ids`: the
+        requests' ids (SHA-256) when known, which are also the block's content digests."""
         if number < height or number in self.pending:
             return None
         if number == height:
@@ -72,8 +79,8 @@ class BlockAssembler:
             previous = self.pending[number - 1].digest
         else:
             raise InvariantViolation(f"block {number} built before block {number - 1}")
-        block = make_block(self.channel_id, number, previous, list(requests))
-        pending = PendingBlock(block, block_hash(block))
+        block = make_block(self.channel_id, number, previous, list(requests), ids)
+        pending = PendingBlock(block, block_hash(block), ids=ids)
         self.pending[number] = pending
         for replica, (digest, signature) in self._early.pop(number, {}).items():
             self._add(pending, replica, digest, signature)

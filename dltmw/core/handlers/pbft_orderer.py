@@ -285,11 +285,11 @@ class PbftOrdererCore:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""
         inner = self.replica.ready()
         for decided in inner.decided:
-            self._build(self.epoch + decided.sequence, decided.requests)
+            self._build(self.epoch + decided.sequence, decided.requests, decided.request_ids)
             if self._hook is not None:
                 self._hook.observe(decided.requests)
         while (pending := self.assembler.complete(self.height)) is not None:
-            self._commit(pending.block, pending.digest)
+            self._commit(pending.block, pending.digest, pending.ids)
         self._answer_lagging()
         out, self._out = self._out, _Out()
         inner_send: tuple[tuple[int, Outbound], ...] = () if self._drop_inner_send else inner.send
@@ -352,8 +352,8 @@ class PbftOrdererCore:
 
     # -- blocks --------------------------------------------------------------------------------
 
-    def _build(self, number: int, requests: tuple[bytes, ...]) -> None:
-        pending = self.assembler.build(number, requests, self.height, self.last_hash)
+    def _build(self, number: int, requests: tuple[bytes, ...], ids: tuple[bytes, ...] = ()) -> None:
+        pending = self.assembler.build(number, requests, self.height, self.last_hash, ids)
         if pending is not None:
             self._track(number, requests)
             pending.signatures[self.replica.me] = self._sign(pending.digest)
@@ -395,13 +395,17 @@ class PbftOrdererCore:
         limit = view.config.batch.max_tx_count or self.replica.config.batch_size_max
         self.replica.cut_max = max(1, min(limit, self.replica.config.batch_size_max))
 
-    def _commit(self, block: block_pb2.Block, digest: bytes) -> None:
+    def _commit(self, block: block_pb2.Block, digest: bytes, ids: tuple[bytes, ...] = ()) -> None:
+        """Block `number` has 2f+1 signatures (or was fetched with them): decided, and its
+        envelopes' submitters answered (`ids`: their request ids when the builder had them)."""
         number = block.header.number
         boundary = self._boundaries.pop(number, None)
         epoch = None if boundary is None else number
         self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None), epoch))
         self.height, self.last_hash = self.height + 1, digest
-        self._out.replies.extend((request_id(e), None) for e in block.data.envelopes)
+        if not ids:
+            ids = tuple(request_id(e) for e in block.data.envelopes)
+        self._out.replies.extend((rid, None) for rid in ids)
         if boundary is not None:
             self._enter_epoch(number, boundary)
 

@@ -156,8 +156,9 @@ class BatchResolver:
             self.assembled_upto = slot.sequence
             self.wanted = None
             self.uncertain = None
+            ids = record.envelope_ids  # one per envelope: every one taken is fresh
             done = Decided(
-                slot.view, slot.sequence, slot.digest, envelopes, slot.commits, envelopes
+                slot.view, slot.sequence, slot.digest, envelopes, slot.commits, envelopes, ids
             )
             out.append((record, done))
         return out
@@ -168,6 +169,7 @@ class BatchResolver:
         keys: set[BatchKey] = set()
         batches: list[tuple[int, int, bytes]] = []
         envelopes: list[bytes] = []
+        taken: list[bytes] = []  # their ids, in order
         ids: set[bytes] = set()
         for data in slot.requests:
             cert = parse_certificate(data)
@@ -187,14 +189,13 @@ class BatchResolver:
                 return None
             keys.add(key)
             batches.append((key.origin, key.batch_sequence, bytes(cert.digest)))
-            for envelope in batch.envelopes:
-                eid = request_id(envelope)
+            known = batch.ids or tuple(request_id(e) for e in batch.envelopes)
+            for envelope, eid in zip(batch.envelopes, known, strict=True):
                 if eid not in self.delivered_ids and eid not in ids:
                     ids.add(eid)
                     envelopes.append(envelope)
-        record = AssembledRecord(
-            slot.sequence, tuple(batches), tuple(request_id(e) for e in envelopes)
-        )
+                    taken.append(eid)
+        record = AssembledRecord(slot.sequence, tuple(batches), tuple(taken))
         return record, tuple(envelopes)
 
     def _want(

@@ -171,7 +171,12 @@ class DisseminatingReplica:
     def step(self, message: object) -> None:
         """Feed a ClientRequest (an envelope) or a SignedReplicaMessage from a peer."""
         if isinstance(message, ClientRequest):
-            self.disseminator.submit(message.request, self.resolver.delivered_ids.__contains__)
+            self.disseminator.submit(
+                message.request,
+                self.resolver.delivered_ids.__contains__,
+                message.admitted,
+                message.request_id,
+            )
             self.disseminator.cut(full_only=True)
             return
         if not isinstance(message, Envelope):
@@ -277,7 +282,7 @@ class DisseminatingReplica:
         for origin, batch_sequence, digest in record.batches:
             key = BatchKey(origin, batch_sequence)
             stored = self.disseminator.stored.get((key, digest))
-            ids = [] if stored is None else [request_id(e) for e in stored.envelopes]
+            ids = [] if stored is None else list(stored.ids)
             self.disseminator.included(key, ids)
             if stored is not None:  # in the chain: only a fetch needs it now
                 self.disseminator.chained(stored)

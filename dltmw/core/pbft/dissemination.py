@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 from dltmw.core.pbft.availability import BatchKey, ack_message, expiry_slots, make_certificate
 from dltmw.core.pbft.certs import Checker
-from dltmw.core.pbft.types import Envelope, Rejected, Signer, batch_digest, request_id
+from dltmw.core.pbft.types import Envelope, Rejected, Signer, digest_of_ids, request_id
 from dltmw.v1 import replica_pb2
 
 
@@ -103,6 +103,7 @@ class StoredBatch:
     envelope: Envelope | None
     envelopes: tuple[bytes, ...]
     formed_at: int = 0
+    ids: tuple[bytes, ...] = ()  # `request_id` of each envelope (hashed once, at receipt)
 
 
 @dataclass(frozen=True)
@@ -133,18 +134,20 @@ class OwnBatch:
 
 def open_batch(
     envelope: Envelope, message: replica_pb2.ReplicaMessage, config: DisseminationConfig
-) -> tuple[BatchKey, bytes, tuple[bytes, ...]] | str:
-    """(key, digest, envelopes) of a signed batch whose signature was verified, or why it is
-    refused (a drop-counter name)."""
+) -> tuple[BatchKey, bytes, tuple[bytes, ...], tuple[bytes, ...]] | str:
+    """(key, digest, envelopes, their ids) of a signed batch whose signature was verified, or
+    why it is refused (a drop-counter name). Each envelope is hashed here, once: its id serves
+    the digest check, assembly, the block's content hashes and the replies."""
     batch = message.batch
     envelopes = tuple(batch.envelopes)
     if batch.batch_sequence < 1 or not envelopes or len(envelopes) > config.batch_count_max:
         return "batch-malformed"
     if sum(len(e) for e in envelopes) > config.batch_bytes_max:
         return "batch-malformed"
-    if batch_digest(envelopes) != batch.digest:
+    ids = tuple(request_id(e) for e in envelopes)
+    if digest_of_ids(ids) != batch.digest:
         return "batch-digest-mismatch"
-    return BatchKey(envelope.replica, batch.batch_sequence), bytes(batch.digest), envelopes
+    return BatchKey(envelope.replica, batch.batch_sequence), bytes(batch.digest), envelopes, ids
 
 
 class Disseminator:
@@ -209,12 +212,22 @@ class Disseminator:
 
     # -- intake and forming ----------------------------------------------------------------
 
-    def submit(self, envelope: bytes, known: Callable[[bytes], bool]) -> None:
-        """A client envelope: admit it once (`known`: already in the chain)."""
-        eid = request_id(envelope)
+    def submit(
+        self,
+        envelope: bytes,
+        known: Callable[[bytes], bool],
+        admitted: bool = False,
+        eid: bytes = b"",
+    ) -> None:
+        """A client envelope: admit it once (`known`: already in the chain; `admitted`: the
+        node's client boundary judged it already, `ClientRequest.admitted`; `eid`: its request
+        id when the caller has it)."""
+        eid = eid or request_id(envelope)
         if eid in self.intake or eid in self.batched_ids or known(eid):
             return
-        if len(envelope) > self.config.batch_bytes_max or not self.envelope_ok(envelope):
+        if len(envelope) > self.config.batch_bytes_max or not (
+            admitted or self.envelope_ok(envelope)
+        ):
             self.drop("inadmissible-envelope")
             self.replies.append(Rejected(eid, "INVALID_REQUEST"))
             return
@@ -284,7 +297,7 @@ class Disseminator:
                 self.batched_ids.add(eid)
             self.intake_bytes -= size
             self.intake_since = self.now
-            self._form(tuple(batch))
+            self._form(tuple(batch), tuple(ids))
 
     def complete(self) -> bool:
         """Does the intake hold a complete batch: `batch_count_max` envelopes, more than
@@ -300,8 +313,8 @@ class Disseminator:
     def _waited(self) -> bool:
         return self.now - self.intake_since >= self.config.batch_wait_ticks
 
-    def _form(self, envelopes: tuple[bytes, ...]) -> None:
-        seq, digest, formed = self.next_batch, batch_digest(envelopes), self.height
+    def _form(self, envelopes: tuple[bytes, ...], ids: tuple[bytes, ...]) -> None:
+        seq, digest, formed = self.next_batch, digest_of_ids(ids), self.height
         lone = self.lone(envelopes)
         self.next_batch += 1
         message = replica_pb2.ReplicaMessage(
@@ -312,7 +325,7 @@ class Disseminator:
         envelope = self._signed(message)
         key = BatchKey(self.me, seq)
         self.persist.append(BatchRecord(envelope, key, formed))
-        self.stored[(key, digest)] = StoredBatch(envelope, envelopes, formed)
+        self.stored[(key, digest)] = StoredBatch(envelope, envelopes, formed, ids)
         self.acked[key] = (digest, formed)
         self.own[seq] = OwnBatch(digest, len(envelopes), lone, formed)
         ack = ack_message(self.me, seq, digest, lone, formed)
@@ -330,7 +343,7 @@ class Disseminator:
         if isinstance(opened, str):
             self.drop(opened)
             return None
-        key, digest, envelopes = opened
+        key, digest, envelopes, ids = opened
         if key.origin == self.me:
             return None  # our own, relayed back: we hold it
         if len(envelopes) > 1 and any(self.alone(e) for e in envelopes):
@@ -353,7 +366,7 @@ class Disseminator:
             ):
                 self.drop("batch-store-full")
                 return None
-            stored = StoredBatch(envelope, envelopes, formed)
+            stored = StoredBatch(envelope, envelopes, formed, ids)
             self.persist.append(BatchRecord(envelope, key, formed))
             self.stored[(key, digest)] = stored
             self._count(key, digest)
@@ -424,7 +437,7 @@ class Disseminator:
         """A stored batch is in the chain: assembly took its envelopes, and only a fetch (a
         replica catching up) needs it again — answered from its signed message in memory, or
         with `chain_batches_from_store` from the record store (`BatchFromStore`)."""
-        stored.envelopes = ()
+        stored.envelopes = stored.ids = ()
         if self.config.chain_batches_from_store:
             stored.envelope = None
 
@@ -470,8 +483,8 @@ class Disseminator:
             key = BatchKey(self.me, seq)
             stored = self.stored.pop((key, own.digest), None)
             self.drop("own-batch-expired")
-            for envelope in () if stored is None else stored.envelopes:
-                eid = request_id(envelope)
+            held = () if stored is None else zip(stored.envelopes, stored.ids, strict=True)
+            for envelope, eid in held:
                 self.batched_ids.discard(eid)
                 if eid not in self.intake and not known(eid):  # batched again, under a new key
                     self._take_in(eid, envelope)
@@ -513,7 +526,8 @@ class Disseminator:
         envelopes = tuple(message.batch.envelopes)
         key = BatchKey(record.envelope.replica, message.batch.batch_sequence)
         digest, formed = bytes(message.batch.digest), message.batch.formed_at
-        self.stored[(key, digest)] = StoredBatch(record.envelope, envelopes, formed)
+        ids = tuple(request_id(e) for e in envelopes)
+        self.stored[(key, digest)] = StoredBatch(record.envelope, envelopes, formed, ids)
         self.acked.setdefault(key, (digest, formed))
         if key.origin == self.me:
             self.next_batch = max(self.next_batch, key.batch_sequence + 1)
@@ -522,6 +536,6 @@ class Disseminator:
             ack = ack_message(self.me, key.batch_sequence, digest, lone, formed)
             own.acks[self.me] = self._signed(ack)
             self.own[key.batch_sequence] = own
-            self.batched_ids.update(request_id(e) for e in envelopes)
+            self.batched_ids.update(ids)
         else:
             self._count(key, digest)

@@ -95,6 +95,7 @@ from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
+from dltmw.runtime.roles.orderer.just_verified import JustVerified
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.runtime.roles.orderer.pbft_catchup import fetch_verified
 from dltmw.runtime.roles.orderer.solo import OrdererChannel, stopped
@@ -301,6 +302,7 @@ class PbftOrdererChannel(OrdererChannel):
         self.config = replica_config(len(view.config.orderers), self._batch_max)
         self.links: dict[int, ReplicaLink] = {}
         self._links_started = False
+        self._just_verified = JustVerified()  # the boundary's checks, for the core's (`verify`)
         self._use_list(view, 0)
         self.core: PbftOrdererCore | None = None
         # replica -> highest block it signed, from verified signatures as they arrive (readiness
@@ -327,6 +329,7 @@ class PbftOrdererChannel(OrdererChannel):
         self.identities = [o.identity for o in orderers]
         self.me = ids.index(self.ctx.node_id) if self.ctx.node_id in ids else None
         self.config = replica_config(len(orderers), self._batch_max, epoch)
+        self._just_verified.clear()  # an index may name another identity from now on
         by_node = {link.node_id: link for link in self.links.values()}
         links = {}
         for i, node_id in enumerate(ids):
@@ -394,15 +397,20 @@ class PbftOrdererChannel(OrdererChannel):
         )
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
-        """Does `signature` by orderer `replica` verify over `data`?"""
+        """Does `signature` by orderer `replica` verify over `data`? The boundary and then the
+        core ask this of every replica message: the second answer comes from `JustVerified`
+        (a bytes comparison) instead of the memo's SHA-256 of the data."""
         if not 0 <= replica < len(self.identities):
             return False
+        if self._just_verified.take(replica, data, signature):
+            return True
         try:
             self.view.orderer_membership.verify(
                 self.identities[replica], data, signature, utc_now()
             )
         except IdentityError:
             return False
+        self._just_verified.note(replica, data, signature)
         return True
 
     async def start(self) -> None:
@@ -481,21 +489,27 @@ class PbftOrdererChannel(OrdererChannel):
             raise error
 
     async def submit_many(self, envelopes: Sequence[bytes]) -> list[DltmwError | None]:
-        """Order admitted envelopes; returns once each is in a committed block here (None) or
-        failed (OVERLOADED when the inbox is full, WAIT_TIMEOUT when not ordered in time)."""
+        """Order admitted envelopes (Broadcast checked them: `Ordering.submit_many`); returns
+        once each is in a committed block here (None) or failed (OVERLOADED when the inbox is
+        full, WAIT_TIMEOUT when not ordered in time)."""
         driver, core = self.driver, self.core
         if driver is None or core is None:
             raise stopped()
         waits: list[tuple[int, bytes, asyncio.Future[None]]] = []
         out: list[DltmwError | None] = []
+        # Broadcast checked these envelopes (`rpc/orderer.py`: the ordering rule with the clock,
+        # against the config in force); with dissemination no other replica judges them, so the
+        # core does not judge them again (`ClientRequest.admitted`), size bound aside.
+        judged, size_max = self._dissemination, self.config.request_bytes_max
         for envelope in envelopes:
             rid = request_id(envelope)
             out.append(None)
             if rid in core.replica.executed_ids:
                 continue
             done = self.waiters.add(rid)
+            admitted = judged and len(envelope) <= size_max
             try:
-                driver.submit(ClientRequest(envelope))
+                driver.submit(ClientRequest(envelope, admitted, rid))
             except DltmwError as exc:
                 self.waiters.discard(rid, done)
                 out[-1] = exc

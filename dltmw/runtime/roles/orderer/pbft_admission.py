@@ -37,13 +37,17 @@ alone), so the checks run once per request per replica however often a request c
 forwards, pre-prepares, view changes and retransmissions; the replica servicer `warm`s the cache
 on a worker thread before it hands forwarded requests and pre-prepares to the core, so the
 signature checks stay off the event loop. With dissemination there is no cache
-(`for_channel`): the rule runs once per envelope, at the replica a client reached, after the
-core dropped the envelopes it holds or ordered (`Disseminator.submit`), and other replicas
-order certificates, never judge envelopes — the 16,384 verdicts held ~4 MB of that replica's
-memory and were never hit (0 hits in 27,303 judgements, benchmarks/RESULTS.md, lane `mem2`).
-Refusals are counted by reason and
-logged at most once per `LOG_EVERY_S` (a faulty orderer can send many; the log must not be its
-amplifier), without tracebacks: bad input is not a fault of this node.
+(`for_channel`), and the rule does not run on what Broadcast hands in: Broadcast's own check
+(the same checks with the clock, against the config in force, on the verify pool) admitted it
+at the replica a client reached (`ClientRequest.admitted`; judging it again cost that replica
+~0.15 ms of its event loop per envelope, benchmarks/RESULTS.md, lane `bkp`); other replicas
+order certificates, never judge envelopes. (The one difference: Broadcast judges the creator's
+certificate now, this rule at the header timestamp; an envelope valid now but not then is
+ordered and every peer marks it invalid at commit, as any inadmissible envelope a faulty
+replica batches.) A verdict cache there held ~4 MB of that replica's memory and was never
+hit (0 hits in 27,303 judgements, benchmarks/RESULTS.md, lane `mem2`). Refusals are counted
+by reason and logged at most once per `LOG_EVERY_S` (a faulty orderer can send many; the log
+must not be its amplifier), without tracebacks: bad input is not a fault of this node.
 """
 
 from __future__ import annotations
