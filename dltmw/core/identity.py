@@ -80,6 +80,13 @@ CACHE_SIZE = 4096
 VERIFIED_GENERATION = 16384
 VERIFIED_CACHE_SIZE = 2 * VERIFIED_GENERATION
 
+# One ECDSA-over-SHA-256 parameter object for every sign and verify: building it costs more than
+# a sixtieth of a verification (~1.2 us of ~50-90 us), and with seven verifications and four
+# signatures per transaction on the endorse -> order -> validate path it was a measurable share
+# of the peers' GIL time (benchmarks/RESULTS.md, lane HOT). It holds no state, so sharing it
+# between threads is safe.
+ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
 ML_DSA_65_SIGNATURE_SIZE = 3309
@@ -179,7 +186,7 @@ def verify_signature(public_key: PublicKey, data: bytes, signature: bytes) -> No
                 raise BadSignature("ECDSA signature is not canonical DER")
             if s > _P256_HALF_ORDER:
                 raise BadSignature("ECDSA signature is high-S (s > n/2)")
-            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            public_key.verify(signature, data, ECDSA_SHA256)
             return
         if isinstance(public_key, mldsa.MLDSA65PublicKey):
             if len(signature) != ML_DSA_65_SIGNATURE_SIZE:
@@ -494,7 +501,7 @@ def _identity(org_id: str, certificate_der: bytes) -> bytes:
 class SigningIdentity:
     """A private key plus the serialised identity it signs as."""
 
-    __slots__ = ("_private_key", "certificate_der", "identity_bytes", "org_id")
+    __slots__ = ("_identity_id", "_private_key", "certificate_der", "identity_bytes", "org_id")
 
     def __init__(
         self, org_id: str, certificate_der: bytes, private_key: PrivateKey | ExternalKey
@@ -520,11 +527,13 @@ class SigningIdentity:
         self._private_key = private_key
         # Serialised once: tx ids hash these bytes, so they must never change.
         self.identity_bytes: bytes = _identity(org_id, certificate_der)
+        # Hashed once: an endorser asks for it with every endorsement it remembers.
+        self._identity_id = hashlib.sha256(certificate_der).digest()
 
     @property
     def identity_id(self) -> bytes:
         """SHA-256 of the certificate, the same value VerifiedIdentity.identity_id carries."""
-        return hashlib.sha256(self.certificate_der).digest()
+        return self._identity_id
 
     def sign(self, data: bytes) -> bytes:
         """Sign `data`: low-S DER ECDSA-SHA256, a raw 64-byte Ed25519 signature, or a 3309-byte
@@ -533,7 +542,7 @@ class SigningIdentity:
         if isinstance(key, ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey):
             return key.sign(data)
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            der = key.sign(data, ec.ECDSA(hashes.SHA256()))
+            der = key.sign(data, ECDSA_SHA256)
         else:
             der = key.sign_sha256(data)
         r, s = decode_dss_signature(der)

@@ -67,6 +67,18 @@ M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
+class ChannelTrust:
+    """The part of a contract's `TxInfo` that comes from the endorser's channel config, not
+    from the proposal: the channels (channel id, block 0 hash) its config trusts, its own block
+    0 hash, the notaries it trusts. Built once per endorsement batch (one config in force),
+    not once per proposal."""
+
+    trusted_genesis: tuple[tuple[str, bytes], ...] = ()
+    channel_genesis: bytes = b""
+    trusted_notaries: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckedProposal:
     """A proposal that passed admission: who sent what."""
 
@@ -82,8 +94,9 @@ class CheckedProposal:
         """The proposal's transaction id."""
         return self.header.tx_id
 
-    def tx_info(self) -> TxInfo:
-        """What a contract may know of this transaction (from the signed header)."""
+    def tx_info(self, trust: ChannelTrust = ChannelTrust()) -> TxInfo:
+        """What a contract may know of this transaction: the signed header, and what the
+        endorser's channel config trusts (`trust`, the same for every proposal of a batch)."""
         return TxInfo(
             tx_id=self.header.tx_id,
             creator_org=self.creator.org_id,
@@ -93,6 +106,9 @@ class CheckedProposal:
             timestamp_nanos=self.header.timestamp.nanos,
             channel_id=self.header.channel_id,
             creator_roles=frozenset(self.creator.roles),
+            trusted_genesis=trust.trusted_genesis,
+            channel_genesis=trust.channel_genesis,
+            trusted_notaries=trust.trusted_notaries,
         )
 
 

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import timestamp_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dltmw.core.errors import ClientError
 from dltmw.core.timestamps import SECONDS_MAX, SECONDS_MIN, checked_datetime, to_datetime
@@ -50,3 +52,24 @@ def test_now_round_trips() -> None:
     now = datetime.now(UTC)
     ts.FromDatetime(now)
     assert to_datetime(ts) == now
+
+
+@given(
+    seconds=st.integers(min_value=SECONDS_MIN - 10, max_value=SECONDS_MAX + 10),
+    nanos=st.integers(min_value=-5, max_value=1_000_000_004),
+)
+@settings(max_examples=500, deadline=None)
+def test_commit_path_conversion_is_protobufs_own(seconds: int, nanos: int) -> None:
+    """`to_datetime` computes the conversion itself (one per header on every peer, the hot
+    path); it must give exactly `ToDatetime(tzinfo=UTC)`'s value (nanos truncated to
+    microseconds, aware UTC) for every representable time, and None for every other, so every
+    peer still reaches the same certificate-validity verdict at the same header timestamp."""
+    ts = Ts(seconds=seconds, nanos=nanos)
+    try:
+        expected: datetime | None = ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        expected = None
+    got = to_datetime(ts)
+    assert got == expected
+    if got is not None and expected is not None:
+        assert got.utcoffset() == expected.utcoffset() and got.microsecond == nanos // 1000

@@ -39,7 +39,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import TypeVar
 
 import grpc
@@ -53,13 +52,13 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Committed
-from dltmw.core.contract import TxInfo, simulate
+from dltmw.core.contract import simulate
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.hashing import sha256
 from dltmw.core.lifecycle import NAMESPACE
 from dltmw.core.lifecycle_contract import ADMIN_FUNCTIONS
 from dltmw.core.light_client import trusted_roots
-from dltmw.core.txcheck import CheckedProposal, check_signed_proposal
+from dltmw.core.txcheck import ChannelTrust, CheckedProposal, check_signed_proposal
 from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tracing import now_ns
@@ -197,13 +196,12 @@ class PeerChannel:
                 out.append(r)
         return out
 
-    def _tx_info(self, checked: CheckedProposal) -> TxInfo:
-        """What the contract may know: the signed header, and the channels this channel's
+    def _trust(self) -> ChannelTrust:
+        """What a contract may know besides the signed header: the channels this channel's
         config trusts (cross-channel contracts start light clients only from those), this
         channel's block 0 hash and the notaries its config trusts (cross-flow DvP)."""
         config = self.view.config
-        return replace(
-            checked.tx_info(),
+        return ChannelTrust(
             trusted_genesis=trusted_roots(config),
             channel_genesis=self.genesis_hash,
             trusted_notaries=tuple(config.trusted_notaries),
@@ -215,7 +213,11 @@ class PeerChannel:
         clock = duration_clock()
         payload = await self.ledger.read_snapshot(
             lambda reader: simulate(
-                contract, checked.invocation, reader, self._tx_info(checked), self._backstop(clock)
+                contract,
+                checked.invocation,
+                reader,
+                checked.tx_info(self._trust()),
+                self._backstop(clock),
             )
         )
         payload.rwset.contract_sequence = sequence
@@ -239,9 +241,13 @@ class PeerChannel:
 
         clock = duration_clock()  # virtual in the simulator
 
+        trust = self._trust()  # one config in force for the whole batch
+
         def run(reader: StateReader) -> list[proposal_pb2.ProposalResponse]:
             number = max(0, reader.last_block_number())
-            return [self._simulate_and_sign(reader, checked, number, clock) for checked in batch]
+            return [
+                self._simulate_and_sign(reader, checked, trust, number, clock) for checked in batch
+            ]
 
         tracer = self.ctx.tracer
         start_ns = now_ns() if tracer.enabled else 0
@@ -299,11 +305,12 @@ class PeerChannel:
         self,
         reader: StateReader,
         checked: CheckedProposal,
+        trust: ChannelTrust,
         state_block_number: int,
         clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
         contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
-        tx = self._tx_info(checked)
+        tx = checked.tx_info(trust)
         payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
         payload.rwset.contract_sequence = sequence  # validation compares it with the committed
         payload.proposal_hash = sha256(checked.proposal_bytes)
