@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from pbft_messages import KEYS
 
-from dltmw.core.block import content_hashes
+from dltmw.core.block import block_hash, content_hashes
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     BEHIND_TICKS,
     CATCHUP_CHECK_TICKS,
+    RESIGN_EVERY_TICKS,
     FetchBlocks,
     FetchedBlocks,
     OrdererEffects,
@@ -98,16 +99,82 @@ def test_decided_batches_become_signed_blocks_committed_and_acknowledged_everywh
         assert group.cores[i].height == 2
 
 
-def test_a_signature_for_a_committed_block_is_answered_with_ours() -> None:
+def _answers(effects: OrdererEffects) -> list[tuple[int, Outbound]]:
+    return [(d, m) for d, m in effects.send if isinstance(m, SignatureOf)]
+
+
+def test_in_a_normal_run_no_late_signature_is_answered() -> None:
+    """Every replica broadcast its signature when it built the block: the slowest one's
+    broadcast crosses the others' and needs no answer (`pbft_late`); before, 3 of them here."""
     group = Group()
     for request in REQS[:2]:
         group.step(0, ClientRequest(request))
     group.settle()
-    digest = b"d" * 32
-    late = replica_pb2.BlockSignature(number=1, block_hash=digest, replica=2, signature=b"s")
-    out = group.cores[0]
-    out.step(late)
-    assert (2, SignatureOf(1)) in out.ready().send
+    assert all(len(c) == 1 for c in group.committed)
+    assert [m for other in group.other for m in other if isinstance(m[1], SignatureOf)] == []
+
+
+def test_a_resent_signature_of_a_committed_block_is_answered_with_ours() -> None:
+    group = Group()
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    late = replica_pb2.BlockSignature(number=1, block_hash=b"d" * 32, replica=2, signature=b"s")
+    core0 = group.cores[0]
+    core0.step(late)  # replica 2's signature was heard already (it made the quorum): a resend
+    assert _answers(core0.ready()) == [(2, SignatureOf(1))]
+
+
+def test_a_first_late_signature_waits_for_a_resend_or_the_window() -> None:
+    """A late signature heard for the first time within RESIGN_EVERY_TICKS of our commit is
+    not answered; its resend is, and so is any one after the window."""
+    group = Group()
+    group.cut.add(3)  # replica 3 builds nothing: its signature is never heard
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    core0 = group.cores[0]
+    late = replica_pb2.BlockSignature(number=1, block_hash=b"d" * 32, replica=3, signature=b"s")
+    core0.step(late)
+    assert _answers(core0.ready()) == []
+    core0.step(late)
+    assert _answers(core0.ready()) == [(3, SignatureOf(1))]
+    core1 = group.cores[1]
+    core1.tick(RESIGN_EVERY_TICKS)  # block 1 committed at tick 0 ...
+    core1.ready()
+    core1.step(late)  # ... its first late signature heard a window later: answered at once
+    assert _answers(core1.ready()) == [(3, SignatureOf(1))]
+
+
+def test_a_replica_that_lost_every_other_signature_commits_after_its_resend() -> None:
+    """Liveness of the rule: replica 3 never receives the others' broadcast signatures of
+    block 1; its resend (tick RESIGN_EVERY_TICKS) is their second hearing of it, so each
+    answers with its own signature, and replica 3 commits the block."""
+    group = Group()
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    for _ in range(10_000):
+        if not group.queue:
+            break
+        destination, message = group.queue.pop(0)
+        if destination == 3 and isinstance(message, replica_pb2.BlockSignature):
+            continue  # lost
+        group.step(destination, message)
+    assert [len(c) for c in group.committed] == [1, 1, 1, 0]
+    group.cores[3].tick(RESIGN_EVERY_TICKS)
+    group.flush(3)
+    group.settle()
+    answered = [m for i in range(3) for m in group.other[i] if isinstance(m[1], SignatureOf)]
+    assert sorted(answered) == [(3, SignatureOf(1))] * 3
+    # the runtime turns each SignatureOf into our signature of block 1 (executor memo)
+    for i in range(3):
+        (block,) = group.committed[i]
+        own = next(s for s in block.metadata.signatures if s.signer == IDS[i])
+        signature = replica_pb2.BlockSignature(
+            number=1, block_hash=block_hash(block), replica=i, signature=own.signature
+        )
+        group.step(3, signature)
+    assert [len(c) for c in group.committed] == [1, 1, 1, 1]
 
 
 def test_fetched_blocks_are_committed_and_the_replica_jumps_over_them() -> None:

@@ -67,6 +67,7 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import is_config_update, replica_set_changed
 from dltmw.core.effects import Effects, Token
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
+from dltmw.core.handlers.pbft_late import LateSignatures
 from dltmw.core.pbft import ClientRequest, Envelope, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.dissemination import BatchFromStore
@@ -211,6 +212,7 @@ class PbftOrdererCore:
         self._peers = self._others()
         self._lagging: set[tuple[int, int]] = set()
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
+        self._late = LateSignatures(RESIGN_EVERY_TICKS)  # which late signatures to answer
         self._claims: dict[int, int] = {}  # replica -> highest block number it signed
         self._now = 0
         self._out = _Out()
@@ -235,8 +237,11 @@ class PbftOrdererCore:
             if message.number > self._claims.get(message.replica, -1):
                 self._claims[message.replica] = message.number
             if message.number >= self.height:
-                self.assembler.add_signature(message, self.height)
-            elif len(self._lagging) < LAGGING_MAX:
+                if self.assembler.add_signature(message, self.height):
+                    self._late.heard(message.replica, message.number)
+            elif len(self._lagging) < LAGGING_MAX and self._late.answer(
+                message.replica, message.number, self._now
+            ):
                 self._lagging.add((message.replica, message.number))
         elif isinstance(message, FetchedBlocks):
             self._on_fetched(message)
@@ -254,6 +259,7 @@ class PbftOrdererCore:
         if now % RESIGN_EVERY_TICKS == 0:
             for pending in self.assembler.pending.values():
                 self._broadcast_signature(pending)
+            self._late.forget_old(now, self.height)
         self._maybe_fetch(now)
         if self._hook is not None:
             for envelope in self._hook.act(self._agreeing()):
@@ -403,6 +409,7 @@ class PbftOrdererCore:
         epoch = None if boundary is None else number
         self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None), epoch))
         self.height, self.last_hash = self.height + 1, digest
+        self._late.committed(number, self._now)
         if not ids:
             ids = tuple(request_id(e) for e in block.data.envelopes)
         self._out.replies.extend((rid, None) for rid in ids)
@@ -420,6 +427,7 @@ class PbftOrdererCore:
         self._claims.clear()
         self._lagging.clear()
         self._answered.clear()
+        self._late.clear()
         self.epoch, self.catchup = number, CatchUp()
         if start is None:
             self.follower = True
