@@ -58,7 +58,8 @@ class ReplicaLink:
         self.ctx = ctx
         self.channel_id = channel_id
         self.node_id = node_id
-        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=QUEUE_MAX)
+        # None in the queue is no message: the stream's reader waking an idle `_take` (`_next`)
+        self._queue: asyncio.Queue[Outbound | None] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
         self._held: Outbound | None = None  # did not fit the previous batch
         self.dropped = 0
@@ -95,7 +96,7 @@ class ReplicaLink:
                     if self._resend:
                         await self._call(self._resend.pop(0))
                     else:
-                        await self._call(self._request(await self._take()))
+                        await self._call(self._request(await self._take_some()))
                 else:
                     await self._stream()
             except (grpc.aio.AioRpcError, DltmwError, TimeoutError) as exc:
@@ -129,7 +130,7 @@ class ReplicaLink:
 
     async def _stream(self) -> None:
         """Write batches on one stream until it fails (raises why; never returns)."""
-        first = await self._take()  # a stream opens with something to write (see `_next`)
+        first = await self._take_some()  # a stream opens with something to write (`_next`)
         channel = await self.ctx.channel_to(self.node_id)
         stub = replica_pb2_grpc.ReplicaServiceStub(channel)
         call: ExchangeCall = stub.ExchangeStream()  # type: ignore[call-arg]  # aio: write() mode
@@ -162,24 +163,36 @@ class ReplicaLink:
         by its reader, not by a write: waiting for the next message alone would write it to the
         dead call, lose it, and only then dial again, a retransmission period (0.5 s) or more
         after the network mended, every time (found by the whole-network simulator: a primary
-        cut off for a second stayed unheard by the others for two). Taking from the queue is
-        cancelled cleanly (an `asyncio.Queue.get` cancelled takes nothing)."""
-        if self._held is not None or not self._queue.empty():
-            return await self._take()
-        take = asyncio.ensure_future(self._take())
-        try:
-            await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not take.done():
-                take.cancel()
-                await asyncio.gather(take, return_exceptions=True)
-        if take.cancelled():
-            await reader  # raises why the stream ended
-            raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "the stream ended")
-        return take.result()
+        cut off for a second stayed unheard by the others for two). The reader, ending, wakes
+        an idle take with a None (`_wake`): no task and no `asyncio.wait` per idle wait (a
+        first version raced a take task against the reader: 6 % of a backup's GIL time)."""
+        while True:
+            if reader.done():
+                await reader  # raises why the stream ended
+                raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "the stream ended")
+            batch = await self._take()
+            if batch:
+                return batch
+
+    async def _take_some(self) -> list[Outbound]:
+        """`_take`, skipping wake-ups meant for a stream that has ended."""
+        while not (batch := await self._take()):
+            pass
+        return batch
+
+    def _wake(self) -> None:
+        """The stream ended: wake a `_take` waiting on an empty queue (None is no message)."""
+        if self._queue.empty():
+            self._queue.put_nowait(None)
 
     async def _read(self, call: ExchangeCall, window: _Window) -> None:
         """Take the receiver's answers; ends with the call (raising its status if it failed)."""
+        try:
+            await self._answers(call, window)
+        finally:
+            self._wake()
+
+    async def _answers(self, call: ExchangeCall, window: _Window) -> None:
         async for response in call:
             window.answered()
             if response.refused:
@@ -197,14 +210,18 @@ class ReplicaLink:
         """The next batch: at most BATCH_MAX messages and, unless one message alone is larger,
         at most the receiver's message limit — certificates make PBFT-lite messages large (a
         new-view carries 2f+1 view changes with their prepared batches), and a call over the
-        limit is refused whole, again at every retransmission."""
+        limit is refused whole, again at every retransmission. Empty: woken (`_wake`)."""
         first, self._held = self._held, None
         if first is None:
             first = await self._queue.get()
+            if first is None:
+                return []
         batch, size = [first], first.ByteSize()
         budget = self.ctx.limits.max_message_bytes - ENVELOPE_BYTES
         while len(batch) < BATCH_MAX and not self._queue.empty():
             message = self._queue.get_nowait()
+            if message is None:
+                continue
             size += message.ByteSize()
             if size > budget:
                 self._held = message

@@ -86,6 +86,7 @@ class MessageFaults:
     drop: float = 0.0
     duplicate: float = 0.0
     reorder: float = 0.0
+    callers: frozenset[str] | None = None  # only on calls these nodes made (None: every call)
 
 
 @dataclass
@@ -158,7 +159,9 @@ class Pipe:
                 self._exchange.break_(unavailable("connection reset (simulated)"))
                 return
             faults = net.faults.stream_faults.get(self._exchange.path) if self._responses else None
-            if faults is not None:
+            if faults is not None and (
+                faults.callers is None or self._exchange.client.name in faults.callers
+            ):
                 copies, ordered = self._message_faults(net, faults)
             replay = net.faults.replay_rates.get(self._exchange.path, 0.0)
             if not self._responses and replay and net.rng.random() < replay:

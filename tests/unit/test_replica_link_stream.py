@@ -75,7 +75,13 @@ class StreamingReplica(Receiving, svc.ReplicaServiceServicer):
             yield replica_pb2.ExchangeStreamResponse(accepted=len(request.messages))
 
 
-async def _run_link(servicer: Receiving, sends: list[list[int]], want: int, pause_s: float = 0.05):
+async def _run_link(
+    servicer: Receiving,
+    sends: list[list[int]],
+    want: int,
+    pause_s: float = 0.05,
+    burst_by_burst: bool = False,
+):
     server = grpc.aio.server()
     svc.add_ReplicaServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -93,10 +99,16 @@ async def _run_link(servicer: Receiving, sends: list[list[int]], want: int, paus
     link = ReplicaLink(ctx, "trades", "orderer.b")  # type: ignore[arg-type]
     task = asyncio.ensure_future(link._run())
     try:
+        sent = 0
         for burst in sends:
             for i in burst:
                 link.send(message(i))
-            await asyncio.sleep(pause_s)  # separate batches
+            sent += len(burst)
+            if burst_by_burst:  # one batch each, however slow the machine
+                async with asyncio.timeout(10):
+                    await servicer.received(sent)
+            else:
+                await asyncio.sleep(pause_s)  # separate batches
         async with asyncio.timeout(10):
             await servicer.received(want)
     finally:
@@ -116,7 +128,7 @@ async def test_a_link_writes_every_batch_on_one_stream_and_goes_on_after_a_refus
 
 async def test_a_receiver_without_the_stream_gets_one_unary_call_per_batch() -> None:
     replica = OlderReplica()
-    link = await _run_link(replica, [[1], [2, 3], [4]], want=4)
+    link = await _run_link(replica, [[1], [2, 3], [4]], want=4, burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3, 4)]
     assert replica.calls == 3
     assert link._unary_only

@@ -78,6 +78,19 @@ class EndorsementCollector:
         else:
             self._failures.append(f"{message.node_id}: {message.reason}")
 
+    def forget(self, node_id: str) -> None:
+        """Take back `node_id`'s answer: it is asked again (its next answer counts instead)."""
+        if node_id not in self._answered:
+            return
+        self._answered.discard(node_id)
+        for payload_hash, node_ids in list(self._groups.items()):
+            if node_id in node_ids:
+                node_ids.remove(node_id)
+                if not node_ids:
+                    del self._groups[payload_hash]
+        prefix = f"{node_id}: "
+        self._failures = [f for f in self._failures if not f.startswith(prefix)]
+
     def decision(self) -> Decision:
         """Current tri-state decision."""
         outstanding = [c.signer for c in self.candidates if c.node_id not in self._answered]

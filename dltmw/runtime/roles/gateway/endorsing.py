@@ -87,9 +87,10 @@ class _Job:
 
     def step(
         self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
-    ) -> int | None:
-        """Record one endorser's answer and re-decide; returns the block at which to ask that
-        endorser again instead (a refusal from behind, once per endorser), else None."""
+    ) -> list[tuple[str, int]]:
+        """Record one endorser's answer and re-decide; returns the endorsers to ask again and
+        at which block (a refusal from behind; endorsements that differ because one endorser
+        was behind: once per endorser)."""
         self.known = max(self.known, local_block)
         if isinstance(answer, BaseException):
             if isinstance(answer, TransientError):
@@ -105,7 +106,7 @@ class _Job:
             bar = self.asked_again.get(node_id)
             if refused and bar is None and answer.state_block_number < self.known:
                 self.asked_again[node_id] = self.known
-                return self.known
+                return [(node_id, self.known)]
             if refused and bar is not None and answer.state_block_number < bar:
                 self.stale.add(node_id)
             self.responses[node_id] = answer
@@ -119,7 +120,31 @@ class _Job:
             else:  # a signature this node made, or one `_ask_remote` verified
                 self.collector.step(Endorsed(node_id, sha256(answer.payload)))
         self.decision = self.collector.decision()
-        return None
+        if self.decision.result is PolicyResult.UNSATISFIABLE and self.decision.mismatch:
+            return self._behind_again()
+        return []
+
+    def _behind_again(self) -> list[tuple[str, int]]:
+        """Endorsements differ: the endorsers that simulated on an older block than the newest
+        answer are asked again at that block (once each), and their answers no longer count.
+        (A peer that missed a block on an idle channel endorsed on older state, every
+        transaction mismatched, so no block was ever cut to show it the gap; asked at the newer
+        block, it waits for it and re-dials a quiet Deliver stream, `peer/deliver_watch.py`.)
+        Only on a mismatch, never for every answer from behind: under load the endorsers are
+        always a block or two apart and their results still agree."""
+        newest = max(r.state_block_number for r in self.responses.values())
+        behind = [
+            n
+            for n, r in self.responses.items()
+            if r.state_block_number < newest and n not in self.asked_again
+        ]
+        for node_id in behind:
+            self.asked_again[node_id] = newest
+            del self.responses[node_id]
+            self.collector.forget(node_id)
+        if behind:
+            self.decision = self.collector.decision()
+        return [(n, newest) for n in behind]
 
 
 class BatchEndorser:
@@ -219,9 +244,10 @@ class BatchEndorser:
                     local_block = self._local_block()
                     for job, answer in zip(node_jobs, task.result(), strict=True):
                         if job.decision.result is PolicyResult.PENDING:
-                            block = job.step(node_id, answer, identity[node_id], local_block)
-                            if block is not None:
-                                again.setdefault(node_id, []).append((job, block))
+                            for who, block in job.step(
+                                node_id, answer, identity[node_id], local_block
+                            ):
+                                again.setdefault(who, []).append((job, block))
                 for node_id, asked in again.items():
                     ask(node_id, [j for j, _ in asked], [b for _, b in asked])
         finally:

@@ -66,6 +66,7 @@ from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer import proofs
 from dltmw.runtime.roles.peer.committer import Committer
+from dltmw.runtime.roles.peer.deliver_watch import STALL_S, DeliverWatch
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
@@ -132,6 +133,7 @@ class PeerChannel:
         # The orderer's height as last heard (Deliver's initial metadata, then each block);
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
+        self.deliver_watch = DeliverWatch()  # re-dials a quiet stream when a block is wanted
 
     @property
     def view(self) -> ChannelView:
@@ -289,8 +291,22 @@ class PeerChannel:
         joined peer holds), or raise HEIGHT_NOT_REACHED after `timeout_s`."""
         if block_number == 0 or self.applied_height > block_number:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s), self._committed:
+            # Not here soon: if the Deliver stream has gone quiet, dial again (deliver_watch)
+            if (
+                timeout_s > STALL_S
+                and not await self._committed_within(block_number, STALL_S)
+                and self.deliver_watch.wanted()
+            ):
+                logger.warning(
+                    "block %d wanted on %s, not delivered within %.1fs: re-dialling Deliver",
+                    block_number,
+                    self.ctx.node_id,
+                    STALL_S,
+                )
+            async with asyncio.timeout_at(deadline), self._committed:
                 await self._committed.wait_for(lambda: self.applied_height > block_number)
         except TimeoutError:
             last = self.ledger.height - 1
@@ -300,6 +316,15 @@ class PeerChannel:
                 f" (last committed: {last})",
                 {"min_block_number": str(block_number), "block_number": str(last)},
             ) from None
+
+    async def _committed_within(self, block_number: int, timeout_s: float) -> bool:
+        """Whether block `block_number` is committed here within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s), self._committed:
+                await self._committed.wait_for(lambda: self.applied_height > block_number)
+        except TimeoutError:
+            return False
+        return True
 
     def _simulate_and_sign(
         self,
@@ -354,6 +379,13 @@ class PeerChannel:
                 logger.warning("deliver from %s failed: %s", node_id, exc)
                 if reconnects(exc):
                     await self.ctx.forget(node_id)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self.deliver_watch.take_stalled() or (task and task.cancelling()):
+                    raise  # our own task's cancellation, not the watch's re-dial
+                logger.warning("deliver from %s went quiet: the next orderer", node_id)
+            finally:
+                self.deliver_watch.closed()
             attempt += 1
             await asyncio.sleep(RECONNECT.delay_s(attempt))
 
@@ -372,10 +404,13 @@ class PeerChannel:
             seek_info=seek_bytes, signature=self.ctx.signer.sign(seek_bytes)
         )
         call = stub.Deliver(request)
+        watch = self.deliver_watch
+        watch.opened(call)
         self._heard_height(await call.initial_metadata())
 
         async def delivered() -> AsyncIterator[block_pb2.Block]:
             async for response in call:
+                watch.delivered()
                 number = response.block.header.number
                 self.orderer_height = max(self.orderer_height or 0, number + 1)
                 yield response.block

@@ -1,0 +1,79 @@
+"""A Deliver stream gone quiet while the peer is asked for a block it lacks is dialled again.
+
+A peer hears of new blocks only on its Deliver stream. A stream can stop delivering without
+ending: the orderer replica it follows is cut off from the others (it has no newer block to
+serve, yet answers the peer), a block is lost in transit (the simulator drops Deliver messages;
+a proxy can), an orderer withholds blocks. While the channel is busy the next block shows the
+gap and the committer refuses it, which re-opens the stream; on an idle channel nothing does,
+and the peer stays behind for good. It is worse than idle: a gateway asks such a peer to endorse
+at the newer block, it cannot, every transaction then fails endorsement, no new block is cut,
+and so none ever shows the gap (found by the whole-network simulator, `cfg-pbft`: a peer
+following a replica cut off from the others made every endorsement mismatch until the heal).
+
+What does tell the peer it is behind is a request that needs a block it lacks
+(`PeerChannel.reach`: an endorsement at a `min_block_number`). If that block is not committed
+within `STALL_S` and no block arrived on the stream for as long, the stream is cancelled and
+the follower dials the next orderer from the peer's own height (`PeerChannel._follow`).
+A request may name any block (a client's claim is not checked), so a re-dial happens at most
+once per `REDIAL_EVERY_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+STALL_S = 0.5  # a block the orderer holds reaches a following peer in milliseconds
+REDIAL_EVERY_S = 1.0
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+class DeliverWatch:
+    """The current Deliver call of one channel, when it last delivered, and its re-dials."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock
+        self._call: Cancellable | None = None
+        self._last_s = 0.0
+        self._redial_s: float | None = None
+        self._stalled = False
+        self.redials = 0
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def opened(self, call: Cancellable) -> None:
+        """A new Deliver stream (it counts as fresh)."""
+        self._call, self._last_s, self._stalled = call, self._now(), False
+
+    def delivered(self) -> None:
+        """A block arrived on the stream."""
+        self._last_s = self._now()
+
+    def closed(self) -> None:
+        """The stream ended (or failed): nothing to cancel until the next one opens."""
+        self._call = None
+
+    def wanted(self) -> bool:
+        """A block beyond the head was wanted and not committed within `STALL_S`: cancel the
+        stream if it has been quiet as long and no re-dial happened within `REDIAL_EVERY_S`.
+        True if it was cancelled."""
+        now = self._now()
+        if self._call is None or now - self._last_s < STALL_S:
+            return False
+        if self._redial_s is not None and now - self._redial_s < REDIAL_EVERY_S:
+            return False
+        self._redial_s, self._stalled = now, True
+        self.redials += 1
+        self._call.cancel()
+        self._call = None
+        return True
+
+    def take_stalled(self) -> bool:
+        """Whether the stream that just ended was cancelled here (once)."""
+        stalled, self._stalled = self._stalled, False
+        return stalled
