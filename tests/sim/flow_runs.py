@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
+import grpc
 from tiers import count, record
 
+from dltmw.rpc.status import reason_of
+from dltmw.sim import vloop
+from dltmw.sim.deployment import Deployment
 from dltmw.sim.scenarios import run_scenario
+from dltmw.sim.scenarios.eov import topology
 from dltmw.sim.scenarios.result import ScenarioResult
 
 Mark = Callable[[ScenarioResult], bool]
@@ -70,3 +75,23 @@ def exercised(results: list[ScenarioResult], marks: dict[str, Mark]) -> dict[str
 def seeds(quick: int, soak: int | None = None) -> range:
     """The seed range of a scenario in this tier (`soak`, default 10x, in `make soak`)."""
     return range(count(quick, 10 * quick if soak is None else soak))
+
+
+def outcome_on_eov_solo(body: Callable[[Deployment], Awaitable[str]], seed: int = 1) -> str:
+    """`body`'s outcome on a fresh eov-solo deployment (two organisations, a solo orderer),
+    a gRPC error as CODE/REASON; the deployment is stopped and removed either way."""
+
+    async def main() -> str:
+        dep = Deployment(topology("solo"))
+        try:
+            await dep.start()
+            try:
+                return await body(dep)
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}/{reason_of(exc)}"
+        finally:
+            await dep.stop()
+            dep.remove()
+
+    with quiet_nodes():
+        return vloop.run(seed, main)

@@ -24,20 +24,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import grpc
 import pytest
 
 from dltmw.client.gateway import GatewayClient
-from dltmw.rpc.status import reason_of
 from dltmw.runtime.roles.gateway.endorsing import _Job
 from dltmw.runtime.roles.peer.deliver_watch import DeliverWatch
-from dltmw.sim import vloop
 from dltmw.sim.deployment import Deployment
-from dltmw.sim.scenarios.eov import CHANNEL, DELIVER, topology
+from dltmw.sim.scenarios.eov import CHANNEL, DELIVER
 from dltmw.sim.wire import MessageFaults
 from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
-from .flow_runs import quiet_nodes
+from .flow_runs import outcome_on_eov_solo
 
 BANK = "bank_rmw"
 LAGGING = "peer0.org2"
@@ -49,30 +46,20 @@ def _run(story: Story, seed: int = 1) -> str:
     """Open A, lose the block of a deposit on peer0.org2's Deliver stream, let the channel go
     idle, then run `story`; its outcome (a gRPC error as CODE/REASON)."""
 
-    async def main() -> str:
-        dep = Deployment(topology("solo"))
-        try:
-            await dep.start()
-            client = dep.gateway_client("user1.org1", "peer0.org1")
-            try:
-                await client.submit_transaction(CHANNEL, BANK, "open", "A", "100")
-                dep.net.faults.stream_faults[DELIVER] = MessageFaults(
-                    drop=1.0, callers=frozenset({LAGGING})
-                )
-                lost = await client.submit_transaction(CHANNEL, BANK, "deposit", "A", "1")
-                assert lost.status.result == VALID
-                dep.net.faults.stream_faults.pop(DELIVER)
-                assert dep.net.counts["Deliver.dropped"] == 1
-                await asyncio.sleep(2.0)  # idle: nothing tells peer0.org2 of the block it lost
-                return await story(dep, client)
-            except grpc.aio.AioRpcError as exc:
-                return f"{exc.code().name}/{reason_of(exc)}"
-        finally:
-            await dep.stop()
-            dep.remove()
+    async def body(dep: Deployment) -> str:
+        client = dep.gateway_client("user1.org1", "peer0.org1")
+        await client.submit_transaction(CHANNEL, BANK, "open", "A", "100")
+        dep.net.faults.stream_faults[DELIVER] = MessageFaults(
+            drop=1.0, callers=frozenset({LAGGING})
+        )
+        lost = await client.submit_transaction(CHANNEL, BANK, "deposit", "A", "1")
+        assert lost.status.result == VALID
+        dep.net.faults.stream_faults.pop(DELIVER)
+        assert dep.net.counts["Deliver.dropped"] == 1
+        await asyncio.sleep(2.0)  # idle: nothing tells peer0.org2 of the block it lost
+        return await story(dep, client)
 
-    with quiet_nodes():
-        return vloop.run(seed, main)
+    return outcome_on_eov_solo(body, seed)
 
 
 async def _deposit_through_the_sdk(_dep: Deployment, client: GatewayClient) -> str:

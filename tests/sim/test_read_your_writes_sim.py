@@ -26,20 +26,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import grpc
 import pytest
 
 from dltmw.client.gateway import GatewayClient
 from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
 from dltmw.core.lifecycle import NAMESPACE, Definition, canonical_policy
-from dltmw.rpc.status import reason_of
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.sim import vloop
 from dltmw.sim.deployment import Deployment
-from dltmw.sim.scenarios.eov import CHANNEL, topology
+from dltmw.sim.scenarios.eov import CHANNEL
 from dltmw.v1 import gateway_service_pb2, transaction_pb2
 
-from .flow_runs import quiet_nodes
+from .flow_runs import outcome_on_eov_solo
 
 # The paper's read-modify-write bank: its deposit returns the balance it read, so each story's
 # answer also shows which state the endorsers simulated on (`bank`'s deposit is a delta and
@@ -51,25 +48,6 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 LAGGING, ORDERER = "peer0.org2", "orderer0"
 HEAL_AFTER_S = 3.0  # longer than the SDK's ENDORSEMENT_MISMATCH retries (~1.6 s)
 Story = Callable[[Deployment, GatewayClient], Awaitable[str]]
-
-
-def _in_deployment(body: Callable[[Deployment], Awaitable[str]], seed: int = 1) -> str:
-    """`body`'s outcome on a fresh eov-solo deployment (a gRPC error as CODE/REASON)."""
-
-    async def main() -> str:
-        dep = Deployment(topology("solo"))
-        try:
-            await dep.start()
-            try:
-                return await body(dep)
-            except grpc.aio.AioRpcError as exc:
-                return f"{exc.code().name}/{reason_of(exc)}"
-        finally:
-            await dep.stop()
-            dep.remove()
-
-    with quiet_nodes():
-        return vloop.run(seed, main)
 
 
 def _run(story: Story, heal: bool = True, seed: int = 1) -> str:
@@ -85,7 +63,7 @@ def _run(story: Story, heal: bool = True, seed: int = 1) -> str:
             dep.at(dep.now + HEAL_AFTER_S, lambda: dep.net.heal(ORDERER, LAGGING))
         return await story(dep, client)
 
-    return _in_deployment(body, seed)
+    return outcome_on_eov_solo(body, seed)
 
 
 async def _deposit_through_the_sdk(_dep: Deployment, client: GatewayClient) -> str:
@@ -167,6 +145,6 @@ async def _call_a_contract_deployed_while_the_endorser_lags(dep: Deployment) -> 
 
 def test_a_contract_committed_while_an_endorser_lags_is_resolved_after_its_block() -> None:
     assert (
-        _in_deployment(_call_a_contract_deployed_while_the_endorser_lags)
+        outcome_on_eov_solo(_call_a_contract_deployed_while_the_endorser_lags)
         == "TX_VALIDATION_CODE_VALID"
     )
