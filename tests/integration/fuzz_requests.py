@@ -507,6 +507,10 @@ GENERATORS: dict[str, Build] = {
     ],
     # ReplicaService
     "/dltmw.v1.ReplicaService/Exchange": lambda p, w, t: [_exchange(p, w, t)],
+    "/dltmw.v1.ReplicaService/ExchangeStream": lambda p, w, t: [
+        replica_pb2.ExchangeStreamRequest(batch=_exchange(p, w, t)),
+        replica_pb2.ExchangeStreamRequest(batch=_exchange(p, w, t)),
+    ],
     # standard services
     "/grpc.health.v1.Health/Check": lambda p, w, t: [_tweaked(health_pb2.HealthCheckRequest(), t)],
     "/grpc.health.v1.Health/Watch": lambda p, w, t: [_tweaked(health_pb2.HealthCheckRequest(), t)],

@@ -130,6 +130,7 @@ NODE_TO_NODE = {
     "/dltmw.v1.FlowService/FetchTransaction",
     "/dltmw.v1.FlowService/RecordTransaction",
     "/dltmw.v1.ReplicaService/Exchange",
+    "/dltmw.v1.ReplicaService/ExchangeStream",
 }
 # Server streams that follow (never end): the first response shows the call was served.
 SERVER_STREAM_READS = {
