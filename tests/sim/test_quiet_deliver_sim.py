@@ -86,7 +86,7 @@ def test_the_gateway_asks_an_endorser_whose_result_differs_from_behind_again() -
 def test_negative_control_without_the_redial_the_peer_stays_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(DeliverWatch, "wanted", lambda self: False)
+    monkeypatch.setattr(DeliverWatch, "wanted", lambda self, height: False)
     assert _run(_deposit_through_the_sdk) == "UNAVAILABLE/HEIGHT_NOT_REACHED"
 
 

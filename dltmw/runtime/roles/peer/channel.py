@@ -298,7 +298,7 @@ class PeerChannel:
             if (
                 timeout_s > STALL_S
                 and not await self._committed_within(block_number, STALL_S)
-                and self.deliver_watch.wanted()
+                and self.deliver_watch.wanted(self.ledger.height)
             ):
                 logger.warning(
                     "block %d wanted on %s, not delivered within %.1fs: re-dialling Deliver",
@@ -410,8 +410,8 @@ class PeerChannel:
 
         async def delivered() -> AsyncIterator[block_pb2.Block]:
             async for response in call:
-                watch.delivered()
                 number = response.block.header.number
+                watch.delivered(number)
                 self.orderer_height = max(self.orderer_height or 0, number + 1)
                 yield response.block
 
@@ -445,6 +445,7 @@ class PeerChannel:
     async def _on_committed(self, committed: Committed) -> None:
         """A block is durable: answer its commit-status watchers, wake the block followers."""
         self._applied = max(self._applied or 0, committed.number + 1)
+        self.deliver_watch.committed()
         self._resolve_watchers(committed.number, committed.tx_ids, committed.codes)
         async with self._committed:
             self._committed.notify_all()

@@ -12,8 +12,12 @@ following a replica cut off from the others made every endorsement mismatch unti
 
 What does tell the peer it is behind is a request that needs a block it lacks
 (`PeerChannel.reach`: an endorsement at a `min_block_number`). If that block is not committed
-within `STALL_S` and no block arrived on the stream for as long, the stream is cancelled and
-the follower dials the next orderer from the peer's own height (`PeerChannel._follow`).
+within `STALL_S`, every block the stream brought is committed, and neither a block arrived nor
+one was committed for as long, the stream is cancelled and the follower dials the next orderer
+from the peer's own height (`PeerChannel._follow`). A peer still committing what it was given
+(a slow disk: the storage retries of `ledger/retry.py`) is busy, not behind a quiet stream: a
+first version re-dialled it there, in the middle of a commit (`tests/integration/
+test_operations.py`, the catch-up stall).
 A request may name any block (a client's claim is not checked), so a re-dial happens at most
 once per `REDIAL_EVERY_S`.
 """
@@ -38,7 +42,8 @@ class DeliverWatch:
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock
         self._call: Cancellable | None = None
-        self._last_s = 0.0
+        self._last_s = 0.0  # the last block delivered or committed
+        self._last_number: int | None = None  # the highest block number the stream brought
         self._redial_s: float | None = None
         self._stalled = False
         self.redials = 0
@@ -49,22 +54,32 @@ class DeliverWatch:
     def opened(self, call: Cancellable) -> None:
         """A new Deliver stream (it counts as fresh)."""
         self._call, self._last_s, self._stalled = call, self._now(), False
+        self._last_number = None
 
-    def delivered(self) -> None:
-        """A block arrived on the stream."""
+    def delivered(self, number: int) -> None:
+        """Block `number` arrived on the stream."""
+        self._last_s = self._now()
+        if self._last_number is None or number > self._last_number:
+            self._last_number = number
+
+    def committed(self) -> None:
+        """A block was committed (the peer is making progress)."""
         self._last_s = self._now()
 
     def closed(self) -> None:
         """The stream ended (or failed): nothing to cancel until the next one opens."""
         self._call = None
 
-    def wanted(self) -> bool:
-        """A block beyond the head was wanted and not committed within `STALL_S`: cancel the
-        stream if it has been quiet as long and no re-dial happened within `REDIAL_EVERY_S`.
-        True if it was cancelled."""
+    def wanted(self, height: int) -> bool:
+        """A block beyond the head was wanted and not committed within `STALL_S` (`height`: the
+        peer's ledger height now): cancel the stream if everything it brought is committed, it
+        has been quiet as long, and no re-dial happened within `REDIAL_EVERY_S`. True if it was
+        cancelled."""
         now = self._now()
         if self._call is None or now - self._last_s < STALL_S:
             return False
+        if self._last_number is not None and height <= self._last_number:
+            return False  # still committing what the stream brought: busy, not behind
         if self._redial_s is not None and now - self._redial_s < REDIAL_EVERY_S:
             return False
         self._redial_s, self._stalled = now, True
