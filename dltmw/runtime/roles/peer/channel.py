@@ -291,31 +291,24 @@ class PeerChannel:
         joined peer holds), or raise HEIGHT_NOT_REACHED after `timeout_s`."""
         if block_number == 0 or self.applied_height > block_number:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        try:
+        first_s = STALL_S if timeout_s > STALL_S else timeout_s
+        if not await self._committed_within(block_number, first_s):
             # Not here soon: if the Deliver stream has gone quiet, dial again (deliver_watch)
-            if (
-                timeout_s > STALL_S
-                and not await self._committed_within(block_number, STALL_S)
-                and self.deliver_watch.wanted(self.ledger.height)
-            ):
+            if timeout_s > STALL_S and self.deliver_watch.wanted(self.ledger.height):
                 logger.warning(
                     "block %d wanted on %s, not delivered within %.1fs: re-dialling Deliver",
                     block_number,
                     self.ctx.node_id,
                     STALL_S,
                 )
-            async with asyncio.timeout_at(deadline), self._committed:
-                await self._committed.wait_for(lambda: self.applied_height > block_number)
-        except TimeoutError:
-            last = self.ledger.height - 1
-            raise TransientError(
-                R.ERROR_REASON_HEIGHT_NOT_REACHED,
-                f"block {block_number} not committed on {self.ctx.node_id} within {timeout_s}s"
-                f" (last committed: {last})",
-                {"min_block_number": str(block_number), "block_number": str(last)},
-            ) from None
+            if not await self._committed_within(block_number, timeout_s - first_s):
+                last = self.ledger.height - 1
+                raise TransientError(
+                    R.ERROR_REASON_HEIGHT_NOT_REACHED,
+                    f"block {block_number} not committed on {self.ctx.node_id} within"
+                    f" {timeout_s}s (last committed: {last})",
+                    {"min_block_number": str(block_number), "block_number": str(last)},
+                )
 
     async def _committed_within(self, block_number: int, timeout_s: float) -> bool:
         """Whether block `block_number` is committed here within `timeout_s`."""
