@@ -30,13 +30,12 @@ def in_range(ts: timestamp_pb2.Timestamp) -> bool:
 
 def to_datetime(ts: timestamp_pb2.Timestamp) -> datetime | None:
     """`ts` as an aware UTC datetime, or None when it is out of range (never raises)."""
-    seconds, nanos = ts.seconds, ts.nanos
-    if not (SECONDS_MIN <= seconds <= SECONDS_MAX and 0 <= nanos < NANOS_LIMIT):
+    if not in_range(ts):
         return None
     # `ToDatetime(tzinfo=UTC)`'s own arithmetic (epoch + timedelta, nanos truncated to
     # microseconds) without its range re-check and `astimezone` call, which is a no-op for UTC:
     # the same value, and every transaction's header goes through here on each peer twice.
-    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def checked_datetime(ts: timestamp_pb2.Timestamp, what: str) -> datetime:
