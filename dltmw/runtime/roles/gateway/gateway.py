@@ -18,11 +18,14 @@ of its own beyond the client's and no per-transaction thread hop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.deadlines import FifoDeadlines
 from dltmw.core.errors import ClientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
 from dltmw.runtime.context import NodeContext
@@ -30,7 +33,7 @@ from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
-from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
+from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting, widening_for
 from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import (
@@ -50,6 +53,7 @@ class Gateway:
         self.peers = peers
         self._broadcasters: dict[str, Broadcaster] = {}
         self._orderer_pick: dict[str, int] = {}
+        self._ordering_deadlines = FifoDeadlines()  # every submission's, one timer
         self._endorsers: dict[str, EndorserStream] = {}
         self._envelope_checks: dict[str, Coalescer[bytes, CheckedEnvelope]] = {}
         self._batch_endorsers: dict[str, Coalescer[EndorseRequest, EndorseResult]] = {}
@@ -58,6 +62,7 @@ class Gateway:
         """Close orderer and endorser streams."""
         for b in self._broadcasters.values():
             await b.close()
+        self._ordering_deadlines.close()
         for e in self._endorsers.values():
             await e.close()
         for c in self._envelope_checks.values():
@@ -88,14 +93,14 @@ class Gateway:
             self._batch_endorsers[peer.view.channel_id] = endorser
         return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
 
-    def _broadcaster(self, envelope: bytes) -> Callable[[str], Awaitable[Result]]:
+    def _broadcaster(self, envelope: bytes) -> Callable[[str], asyncio.Future[Result]]:
         """Submission of `envelope` to a named orderer, through its (lazily opened) stream."""
 
-        async def to(orderer_id: str) -> Result:
+        def to(orderer_id: str) -> asyncio.Future[Result]:
             broadcaster = self._broadcasters.get(orderer_id)
             if broadcaster is None:
                 broadcaster = self._broadcasters[orderer_id] = Broadcaster(self.ctx, orderer_id)
-            return await broadcaster.submit(envelope)
+            return broadcaster.send(envelope)
 
         return to
 
@@ -130,11 +135,24 @@ class Gateway:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
         await refuse_stale(peer.ledger, envelope, tx_id)  # early abort (core/early_abort.py)
         # Try the orderers in turn from the last one that worked (`orderer_choice`): any
-        # replica or JetStream orderer can order it, so one that cannot moves us on.
-        orderers = peer.view.orderer_ids()
-        start = self._orderer_pick.get(peer.view.channel_id, 0)
-        index, result = await first_accepting(orderers, start, self._broadcaster(envelope))
-        self._orderer_pick[peer.view.channel_id] = index
+        # replica or JetStream orderer can order it, so one that cannot moves us on, and one
+        # that does not answer within the ordering deadline gets company (a censoring or cut
+        # off PBFT-lite primary would otherwise hold it for ever).
+        view = peer.view
+        orderers = view.orderer_ids()
+        start = self._orderer_pick.get(view.channel_id, 0)
+        widening = widening_for(
+            view.config.ordering, len(orderers), self.ctx.limits.ordering_deadline_s
+        )
+        index, result = await first_accepting(
+            orderers,
+            start,
+            self._broadcaster(envelope),
+            widening,
+            self._ordering_deadlines,
+            partial(self.ctx.metrics.observe_widened, view.channel_id),
+        )
+        self._orderer_pick[view.channel_id] = index
         if not result.accepted:
             reason = result.reason or R.ERROR_REASON_INVALID_FIELD
             raise ClientError(reason, f"orderer refused: {result.message}")
