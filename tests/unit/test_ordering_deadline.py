@@ -196,6 +196,7 @@ def test_an_answer_within_the_deadline_asks_nobody_else() -> None:
     orderers = Orderers({"o0": (3.9, OK)})
     outcome, took, widened = _race(orderers, Widening(4.0, 1))
     assert orderers.asked == [("o0", 0.0)] and outcome == (0, OK) and widened == []
+    assert took == 3.9
 
 
 def test_a_refusal_of_the_transaction_is_final_even_while_others_wait() -> None:
@@ -219,6 +220,7 @@ def test_without_a_deadline_a_silent_orderer_holds_the_submission() -> None:
     orderers = Orderers({"o0": (None, OK)})
     outcome, took, widened = _race(orderers, Widening(None), give_up_s=600.0)
     assert orderers.asked == [("o0", 0.0)] and outcome == "no answer" and widened == []
+    assert took == 600.0
 
 
 @pytest.mark.parametrize(
@@ -242,4 +244,4 @@ def test_which_channels_widen_and_how_far(
 
 def test_the_default_deadline_leaves_a_correct_primary_its_request_timeout_twice() -> None:
     request_timeout_s = replica_config(4, 100).request_timeout_ticks * TICK_S
-    assert ORDERING_DEADLINE_S >= 2 * request_timeout_s
+    assert 2 * request_timeout_s <= ORDERING_DEADLINE_S

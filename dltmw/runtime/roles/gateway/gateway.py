@@ -21,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.deadlines import FifoDeadlines
-from dltmw.core.errors import ClientError
+from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
@@ -36,13 +35,37 @@ from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
 from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting, widening_for
 from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.deliver_watch import STALL_S
 from dltmw.v1 import (
+    config_pb2,
     errors_pb2,
     proposal_pb2,
 )
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
+PBFT = config_pb2.ORDERING_TYPE_PBFT
+
+
+async def nudge_deliver(peer: PeerChannel, tx_id: str) -> None:
+    """A submission answered only after the ordering deadline widened it: the first orderer may
+    be a PBFT-lite primary cut off from the backups, which still serves this peer's Deliver
+    stream, with nothing new on it; the deliver watch re-dials a quiet stream only when a block
+    is wanted (`roles/peer/deliver_watch.py`: by an endorsement at a `min_block_number`), and a
+    client waiting in CommitStatus wants one without saying so. A PBFT-lite orderer accepts
+    once the transaction's block is committed there, so if it has not reached this peer within
+    `STALL_S`, a block is wanted: tell the watch (it re-dials only a stream that is quiet, has
+    nothing left to commit, and was not re-dialled within the last second)."""
+    try:
+        await peer.wait_for_tx(tx_id, STALL_S)
+    except TransientError:
+        if peer.deliver_watch.wanted(peer.ledger.height):
+            logger.warning(
+                "tx %s ordered elsewhere but not delivered to %s within %.1fs: re-dialling Deliver",
+                tx_id,
+                peer.ctx.node_id,
+                STALL_S,
+            )
 
 
 class Gateway:
@@ -144,15 +167,23 @@ class Gateway:
         widening = widening_for(
             view.config.ordering, len(orderers), self.ctx.limits.ordering_deadline_s
         )
+        widened: list[int] = []
+
+        def on_widen(count: int) -> None:
+            widened.append(count)
+            self.ctx.metrics.observe_widened(view.channel_id, count)
+
         index, result = await first_accepting(
             orderers,
             start,
             self._broadcaster(envelope),
             widening,
             self._ordering_deadlines,
-            partial(self.ctx.metrics.observe_widened, view.channel_id),
+            on_widen,
         )
         self._orderer_pick[view.channel_id] = index
+        if widened and result.accepted and view.config.ordering == PBFT:
+            await nudge_deliver(peer, tx_id)
         if not result.accepted:
             reason = result.reason or R.ERROR_REASON_INVALID_FIELD
             raise ClientError(reason, f"orderer refused: {result.message}")

@@ -475,6 +475,7 @@ class CensorHook(PoisonHook):
 
     censored: int = 0
     _replica: Replica | None = None
+    _hidden: set[bytes] = field(default_factory=set)  # admitted since the last tick
 
     def admit(self, check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
         """The admission rule, unchanged, that hides what it admits as primary."""
@@ -484,7 +485,9 @@ class CensorHook(PoisonHook):
                 return False
             replica = self._replica
             if replica is not None and replica.primary() == replica.me and not replica.changing:
-                replica.proposed_ids.add(request_id(request))
+                rid = request_id(request)
+                replica.proposed_ids.add(rid)
+                self._hidden.add(rid)
                 self.censored += 1
                 if self.censored in (1, 100, 1000):
                     logger.warning(
@@ -500,6 +503,12 @@ class CensorHook(PoisonHook):
         """Nothing to learn."""
 
     def act(self, replica: Replica) -> list[Envelope]:
-        """Remember the replica (for `admit`); send nothing."""
+        """Remember the replica (for `admit`); as primary, keep what it hides out of `pending`
+        too, so its own request timer does not blow the whistle on it (a replica changing
+        views relays its pending requests to every replica); send nothing."""
         self._replica = replica
+        if replica.primary() == replica.me and not replica.changing:
+            for rid in [r for r in self._hidden if r in replica.pending]:
+                del replica.pending[rid]
+        self._hidden.clear()
         return []
