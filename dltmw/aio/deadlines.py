@@ -13,9 +13,12 @@ it. Instead, settled entries are dropped from the front — on every `add` (chea
 roughly in order, so the front is mostly settled) and when the timer fires, which then fails
 every expired, still waiting future with `make()` and re-arms for the first one still waiting.
 In the usual case (answers within a fraction of the timeout) the timer fires about once per
-timeout, not once per call. A deque whose entries are all gone is forgotten, so distinct
-timeouts do not pile up. `close()` cancels every timer and forgets everything (the futures are
-the owner's to fail).
+timeout, not once per call. One answer that does not come would hold every settled entry behind
+it (and their futures' results) until it expires — at a high rate and a long timeout, many — so
+a deque that doubled since its last sweep is swept whole for settled entries (amortised O(1)):
+it holds at most about twice the futures still waiting, plus `COMPACT_MIN`. A deque whose
+entries are all gone is forgotten, so distinct timeouts do not pile up. `close()` cancels
+every timer and forgets everything (the futures are the owner's to fail).
 """
 
 from __future__ import annotations
@@ -26,18 +29,26 @@ from collections.abc import Callable
 from typing import Any
 
 Make = Callable[[], BaseException]
+COMPACT_MIN = 1024  # entries before a FIFO is first swept for settled ones behind its front
 _Entry = tuple[float, "asyncio.Future[Any]", Make]
 
 
 class _Fifo:
     """The deadlines of one timeout value, in expiry order, and their one timer."""
 
-    __slots__ = ("entries", "loop", "timer")
+    __slots__ = ("compact_at", "entries", "loop", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.entries: deque[_Entry] = deque()
         self.loop = loop
         self.timer: asyncio.TimerHandle | None = None
+        self.compact_at = COMPACT_MIN
+
+    def compact(self) -> None:
+        """Drop every settled entry, wherever it is; the next compaction waits until the deque
+        doubled again (amortised O(1) per entry)."""
+        self.entries = deque(e for e in self.entries if not e[1].done())
+        self.compact_at = max(COMPACT_MIN, 2 * len(self.entries))
 
 
 class FifoDeadlines:
@@ -66,6 +77,9 @@ class FifoDeadlines:
         entries = fifo.entries
         while entries and entries[0][1].done():
             entries.popleft()
+        if len(entries) >= fifo.compact_at:
+            fifo.compact()
+            entries = fifo.entries
         entries.append((loop.time() + timeout_s, future, make))
         if fifo.timer is None:
             fifo.timer = loop.call_at(entries[0][0], self._fire, timeout_s)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dltmw.aio.deadlines import FifoDeadlines
+from dltmw.aio.deadlines import COMPACT_MIN, FifoDeadlines
 from dltmw.core.errors import TransientError
 from dltmw.runtime.config_file import ORDERING_DEADLINE_S
 from dltmw.runtime.roles.gateway.orderer_choice import (
@@ -100,6 +100,26 @@ def test_a_settled_or_cancelled_future_is_left_alone_and_costs_no_timer_of_its_o
     assert timers == 1
     assert held == 2  # the one still waiting, and the new one
     assert isinstance(last, Expired) and not late_done
+
+
+def test_one_answer_that_does_not_come_holds_no_pile_of_settled_entries_behind_it() -> None:
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        deadlines = FifoDeadlines()
+        stuck: asyncio.Future[int] = loop.create_future()
+        deadlines.add(stuck, 60.0, _expired("stuck"))
+        most = 0
+        for k in range(20_000):
+            future: asyncio.Future[int] = loop.create_future()
+            deadlines.add(future, 60.0, _expired(str(k)))
+            future.set_result(k)  # answered at once, behind the stuck one
+            most = max(most, len(deadlines))
+        await asyncio.sleep(61)
+        return most, len(deadlines)
+
+    most, after = _virtual(main)
+    assert most <= COMPACT_MIN + 2, most
+    assert after == 0
 
 
 def test_close_disarms_every_timer() -> None:
