@@ -6,8 +6,9 @@ handler (`EndorsementCollector`), which says SATISFIED, UNSATISFIABLE or PENDING
 first decision, so a slow or dead endorser that is not needed costs nothing. Only a group of
 byte-identical response payloads can satisfy the policy; if the groups differ and none suffices
 the client gets ENDORSEMENT_MISMATCH. The client then signs the returned payload and Submits it;
-the gateway forwards it to an orderer (batched, see `Broadcaster`) and CommitStatus waits on the
-local peer's ledger.
+the gateway forwards it to an orderer (batched, see `Broadcaster`; which orderer, and more of
+them when it does not answer within the ordering deadline: `orderer_choice.py`) and CommitStatus
+waits on the local peer's ledger.
 
 Batching: concurrent Endorse calls are endorsed together (`runtime/roles/gateway/endorsing.py`): one
 admission batch, one ProcessProposals message per remote endorser (`EndorserStream`), one
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.deadlines import FifoDeadlines
+from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
 from dltmw.runtime.context import NodeContext
@@ -77,6 +79,7 @@ class Gateway:
         self._broadcasters: dict[str, Broadcaster] = {}
         self._orderer_pick: dict[str, int] = {}
         self._ordering_deadlines = FifoDeadlines()  # every submission's, one timer
+        self._widen_log = LogThrottle()
         self._endorsers: dict[str, EndorserStream] = {}
         self._envelope_checks: dict[str, Coalescer[bytes, CheckedEnvelope]] = {}
         self._batch_endorsers: dict[str, Coalescer[EndorseRequest, EndorseResult]] = {}
@@ -172,6 +175,18 @@ class Gateway:
         def on_widen(count: int) -> None:
             widened.append(count)
             self.ctx.metrics.observe_widened(view.channel_id, count)
+            suppressed = self._widen_log.admit(view.channel_id)
+            if suppressed is not None:
+                logger.warning(
+                    "%s: orderer %s did not answer tx %s within %.1fs: also sent to %d more"
+                    " orderer(s) (%d similar warnings suppressed)",
+                    view.channel_id,
+                    orderers[start],
+                    tx_id,
+                    widening.deadline_s,
+                    count,
+                    suppressed,
+                )
 
         index, result = await first_accepting(
             orderers,
