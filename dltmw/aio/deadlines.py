@@ -5,7 +5,9 @@ Why. A batched stream (`aio/batched_stream.py`) gives every call a deadline. One
 of the bench client's GIL time: a heap push, a heap entry left behind, the cancel. But the
 callers of one stream pass the same timeout (the gateway's endorser links, its ordering
 deadline, an SDK's call timeout): deadlines made with one timeout expire in the order they were
-made. So they are FIFO: one deque and ONE timer per timeout value suffice.
+made. So they are FIFO: one deque and ONE timer per timeout value suffice. A caller whose
+timeouts vary (what is left of a budget) has them rounded up to 1/64 (`bucket`): a deadline
+then fires at most 1/64 of its timeout late, never early, and a few FIFOs serve it.
 
 How. `add(future, timeout_s, make)` appends (deadline, future, make) to the deque of that timeout
 and arms its timer if the deque was empty. Settling a future costs nothing here: nobody removes
@@ -24,6 +26,7 @@ every timer and forgets everything (the futures are the owner's to fail).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +34,16 @@ from typing import Any
 Make = Callable[[], BaseException]
 COMPACT_MIN = 1024  # entries before a FIFO is first swept for settled ones behind its front
 _Entry = tuple[float, "asyncio.Future[Any]", Make]
+
+
+def bucket(timeout_s: float) -> float:
+    """`timeout_s` rounded UP to 7 significant bits: at most 1/64 longer, never shorter. Usual
+    timeouts are exact (0.5, 2, 4, 10, 30, 60 s); a caller whose timeouts vary (what is left of
+    an overall budget, `sdk/client.py`) shares a few FIFOs instead of making one per call."""
+    if timeout_s <= 0:
+        return 0.0
+    mantissa, exponent = math.frexp(timeout_s)  # timeout_s = mantissa * 2**exponent
+    return math.ldexp(math.ceil(mantissa * 128) / 128, exponent)
 
 
 class _Fifo:
@@ -68,6 +81,7 @@ class FifoDeadlines:
 
     def add(self, future: asyncio.Future[Any], timeout_s: float, make: Make) -> None:
         """Fail `future` with `make()` once `timeout_s` passed, unless it is settled by then."""
+        timeout_s = bucket(timeout_s)
         fifo = self._fifos.get(timeout_s)
         if fifo is None or fifo.loop is not future.get_loop():
             if fifo is not None and fifo.timer is not None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dltmw.aio.deadlines import COMPACT_MIN, FifoDeadlines
+from dltmw.aio.deadlines import COMPACT_MIN, FifoDeadlines, bucket
 from dltmw.core.errors import TransientError
 from dltmw.runtime.config_file import ORDERING_DEADLINE_S
 from dltmw.runtime.roles.gateway.orderer_choice import (
@@ -120,6 +120,38 @@ def test_one_answer_that_does_not_come_holds_no_pile_of_settled_entries_behind_i
     most, after = _virtual(main)
     assert most <= COMPACT_MIN + 2, most
     assert after == 0
+
+
+def test_varying_timeouts_share_a_few_timers_and_fire_never_early_at_most_a_64th_late() -> None:
+    async def main() -> tuple[int, list[tuple[float, float]]]:
+        loop = asyncio.get_running_loop()
+        deadlines = FifoDeadlines()
+        start = loop.time()
+        asked: list[tuple[asyncio.Future[None], float]] = []
+        for k in range(1000):  # what is left of a 30 s budget, 29..30 s
+            future: asyncio.Future[None] = loop.create_future()
+            timeout_s = 29.0 + k / 1000
+            deadlines.add(future, timeout_s, _expired(str(k)))
+            asked.append((future, timeout_s))
+        timers = deadlines.timers
+        fired: list[tuple[float, float]] = []
+        for future, timeout_s in asked:
+            with pytest.raises(Expired):
+                await future
+            fired.append((timeout_s, loop.time() - start))
+        return timers, fired
+
+    timers, fired = _virtual(main)
+    assert timers <= 5, timers
+    assert all(t <= at <= t * (1 + 1 / 64) for t, at in fired)
+    assert [bucket(t) for t in (0.5, 2.0, 4.0, 10.0, 30.0, 60.0)] == [
+        0.5,
+        2.0,
+        4.0,
+        10.0,
+        30.0,
+        60.0,
+    ]
 
 
 def test_close_disarms_every_timer() -> None:
