@@ -25,6 +25,7 @@ from dltmw.runtime.roles.gateway.orderer_choice import (
     first_accepting,
     widening_for,
 )
+from dltmw.runtime.roles.gateway.patience import Patience
 from dltmw.runtime.roles.orderer.pbft import TICK_S, replica_config
 from dltmw.sim import vloop
 from dltmw.v1 import config_pb2, errors_pb2
@@ -297,3 +298,37 @@ def test_which_channels_widen_and_how_far(
 def test_the_default_deadline_leaves_a_correct_primary_its_request_timeout_twice() -> None:
     request_timeout_s = replica_config(4, 100).request_timeout_ticks * TICK_S
     assert 2 * request_timeout_s <= ORDERING_DEADLINE_S
+
+
+# --- patience: the deadline follows the channel's answer times ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answers_s", "expected_s"),
+    [
+        ([], 4.0),  # nothing seen yet: the configured deadline
+        ([0.5] * 500, 4.0),  # a healthy channel: never below the configured one
+        ([2.0] * 500, 6.0),  # a loaded one: three typical answer times
+        ([10.0] * 500, 16.0),  # an overloaded one: capped at four times the configured one
+    ],
+    ids=["fresh", "healthy", "loaded", "overloaded-capped"],
+)
+def test_the_deadline_follows_the_typical_answer_time_within_bounds(
+    answers_s: list[float], expected_s: float
+) -> None:
+    patience = Patience()
+    for seconds in answers_s:
+        patience.answered(seconds)
+    assert patience.deadline_s(4.0) == pytest.approx(expected_s, rel=1e-3)
+
+
+def test_answers_that_do_not_come_leave_the_deadline_as_it_was() -> None:
+    """A primary that censors answers nothing: it cannot lengthen its own deadline; a few slow
+    answers (the censored ones, answered after the view change) move it little."""
+    patience = Patience()
+    for _ in range(200):
+        patience.answered(0.3)
+    before = patience.deadline_s(4.0)
+    for _ in range(8):
+        patience.answered(7.0)
+    assert before == 4.0 and patience.deadline_s(4.0) == 4.0

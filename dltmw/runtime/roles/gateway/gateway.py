@@ -35,6 +35,7 @@ from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
 from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting, widening_for
+from dltmw.runtime.roles.gateway.patience import Patience
 from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.peer.deliver_watch import STALL_S
@@ -80,6 +81,7 @@ class Gateway:
         self._orderer_pick: dict[str, int] = {}
         self._ordering_deadlines = FifoDeadlines()  # every submission's, one timer
         self._widen_log = LogThrottle()
+        self._patience: dict[str, Patience] = {}  # channel -> its orderers' answer times
         self._endorsers: dict[str, EndorserStream] = {}
         self._envelope_checks: dict[str, Coalescer[bytes, CheckedEnvelope]] = {}
         self._batch_endorsers: dict[str, Coalescer[EndorseRequest, EndorseResult]] = {}
@@ -167,9 +169,13 @@ class Gateway:
         view = peer.view
         orderers = view.orderer_ids()
         start = self._orderer_pick.get(view.channel_id, 0)
-        widening = widening_for(
-            view.config.ordering, len(orderers), self.ctx.limits.ordering_deadline_s
-        )
+        patience = self._patience.get(view.channel_id)
+        if patience is None:
+            patience = self._patience[view.channel_id] = Patience()
+        configured_s = self.ctx.limits.ordering_deadline_s
+        deadline_s = patience.deadline_s(configured_s) if configured_s > 0 else 0.0
+        widening = widening_for(view.config.ordering, len(orderers), deadline_s)
+        sent_at = asyncio.get_running_loop().time()
         widened: list[int] = []
 
         def on_widen(count: int) -> None:
@@ -197,6 +203,8 @@ class Gateway:
             on_widen,
         )
         self._orderer_pick[view.channel_id] = index
+        if result.accepted:
+            patience.answered(asyncio.get_running_loop().time() - sent_at)
         if widened and result.accepted and view.config.ordering == PBFT:
             await nudge_deliver(peer, tx_id)
         if not result.accepted:
