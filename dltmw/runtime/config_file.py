@@ -99,8 +99,8 @@ class Limits:
         Field(
             ge=0,
             description="a gateway also sends an envelope to further orderers of a multi-orderer"
-            " channel when the first has not answered within this time, seconds (0: never;"
-            " docs/ordering.md)",
+            " channel when the first has not answered within this time (or 3 typical answer"
+            " times, up to 4 times this, when longer), seconds (0: never; docs/ordering.md)",
         ),
     ] = ORDERING_DEADLINE_S
 
