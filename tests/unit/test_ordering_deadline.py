@@ -276,6 +276,28 @@ def test_without_a_deadline_a_silent_orderer_holds_the_submission() -> None:
     assert took == 600.0
 
 
+def test_a_deadline_that_grew_meanwhile_is_waited_out_instead_of_widening() -> None:
+    """The channel's answers slowed down while this submission waited (patience.py): at the
+    first deadline (4 s) the deadline in force is 8 s, so o0's answer at 6 s wins alone."""
+    orderers = Orderers({"o0": (6.0, OK)})
+
+    async def main() -> tuple[object, list[int]]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        def stretch(deadline_s: float) -> float:
+            return deadline_s if loop.time() - start < 3.0 else 2 * deadline_s
+
+        widened: list[int] = []
+        outcome = await first_accepting(
+            ORDERERS, 0, orderers.send, Widening(4.0, 1), FifoDeadlines(), widened.append, stretch
+        )
+        return outcome, widened
+
+    outcome, widened = _virtual(main)
+    assert outcome == (0, OK) and widened == [] and orderers.asked == [("o0", 0.0)]
+
+
 @pytest.mark.parametrize(
     ("ordering", "n", "deadline_s", "expected"),
     [

@@ -172,9 +172,9 @@ class Gateway:
         patience = self._patience.get(view.channel_id)
         if patience is None:
             patience = self._patience[view.channel_id] = Patience()
-        configured_s = self.ctx.limits.ordering_deadline_s
-        deadline_s = patience.deadline_s(configured_s) if configured_s > 0 else 0.0
-        widening = widening_for(view.config.ordering, len(orderers), deadline_s)
+        widening = widening_for(
+            view.config.ordering, len(orderers), self.ctx.limits.ordering_deadline_s
+        )
         sent_at = asyncio.get_running_loop().time()
         widened: list[int] = []
 
@@ -189,7 +189,7 @@ class Gateway:
                     view.channel_id,
                     orderers[start],
                     tx_id,
-                    widening.deadline_s,
+                    patience.deadline_s(widening.deadline_s or 0.0),
                     count,
                     suppressed,
                 )
@@ -201,6 +201,7 @@ class Gateway:
             widening,
             self._ordering_deadlines,
             on_widen,
+            patience.deadline_s,
         )
         self._orderer_pick[view.channel_id] = index
         if result.accepted:

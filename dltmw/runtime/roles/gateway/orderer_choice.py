@@ -81,11 +81,14 @@ async def first_accepting(
     widening: Widening = Widening(),
     deadlines: FifoDeadlines | None = None,
     on_widen: Callable[[int], None] | None = None,
+    stretch: Callable[[float], float] | None = None,
 ) -> tuple[int, Result]:
     """Submit to `orderers` from index `start` until one accepts or refuses the transaction
     itself; that orderer's index and result. Each orderer is asked at most once: the next one
     when an attempt fails, `widening.widen` more at each deadline (`on_widen(count)` is told).
-    Raises TransientError when none could take it."""
+    `stretch(deadline_s)` is the deadline in force, asked again whenever one passes, so a
+    channel that slowed down meanwhile (`patience.py`) gets the rest of its longer deadline
+    instead of a copy. Raises TransientError when none could take it."""
     if not orderers:
         raise TransientError(R.ERROR_REASON_ORDERING_UNAVAILABLE, "the channel names no orderer")
     untried = deque((start + k) % len(orderers) for k in range(len(orderers)))
@@ -103,14 +106,25 @@ async def first_accepting(
                 trouble.append(exc)
         return launched
 
+    loop = asyncio.get_running_loop()
     launch(1)
+    since = loop.time()  # of the last launch: each gets a whole deadline
     while flying:
-        done = await _first_done(flying, widening.deadline_s, deadlines)
-        if not done:  # the deadline passed with every attempt still waiting
-            widened = launch(widening.widen)
-            if widened and on_widen is not None:
-                on_widen(widened)
-            continue
+        wait_s: float | None = None
+        if widening.deadline_s is not None and untried:
+            deadline_s = widening.deadline_s
+            if stretch is not None:
+                deadline_s = stretch(deadline_s)
+            wait_s = since + deadline_s - loop.time()
+            if wait_s <= 0:  # the deadline passed with every attempt still waiting
+                widened = launch(widening.widen)
+                since = loop.time()
+                if widened and on_widen is not None:
+                    on_widen(widened)
+                continue
+        done = await _first_done(flying, wait_s, deadlines)
+        if not done:
+            continue  # (at the deadline: judged again above, maybe longer by now)
         failed = 0
         for future in done:
             index = flying.pop(future)
@@ -122,7 +136,8 @@ async def first_accepting(
             for other in flying:  # still waiting: nobody will look at how they end
                 other.add_done_callback(_retrieve)
             return index, answer
-        launch(failed)
+        if launch(failed):
+            since = loop.time()
     raise (
         trouble[-1]
         if trouble
