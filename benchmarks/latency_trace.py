@@ -43,8 +43,9 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from dltmw.bench.topology import NetworkShape, topology_toml
-from dltmw.bench.workloads import make_workload
+from dltmw.bench.workloads import Workload, make_workload
 from dltmw.client import GatewayClient
+from dltmw.client.files import ClientFiles
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 
@@ -82,7 +83,9 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def segments(spans: list[Span], sent_ns: int, done_ns: int, gateway: str) -> dict[str, float] | None:
+def segments(
+    spans: list[Span], sent_ns: int, done_ns: int, gateway: str
+) -> dict[str, float] | None:
     """The transaction's segments in ms (client stamps `sent_ns`, `done_ns` and the nodes'
     spans); None when a stage's span is missing."""
     endorse = [s for s in spans if s.name == "endorse"]
@@ -125,49 +128,26 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     endpoint = f"127.0.0.1:{port}"
-    shape = NetworkShape()
     workload = make_workload("kv", {}, 1)
-    shape = workload.network(shape)
+    shape = workload.network(NetworkShape())
     topo = work / "topology.toml"
     topo.write_text(topology_toml(shape, workload.contracts))
     net = work / "net"
     init_network(topo, net, "FULL")
     with_tracing(net, endpoint)
     sup = Supervisor(net)
-    stamps: list[tuple[str, int, int]] = []
     client_id = shape.client_ids()[0]
     try:
         await asyncio.to_thread(sup.up, 120)
-        client = await GatewayClient.connect(net, client_id)
-        gateway = await _gateway_of(net, client_id)
-        try:
-            channel = shape.channel_ids()[0]
-            for op in workload.setup_ops(shape.channel_ids()):
-                await client.submit_transaction(op.channel, op.contract, op.function, *op.args)
-            async def one(i: int) -> None:
-                op = workload.op(i, channel)
-                sent = time.time_ns()
-                done = await client.submit_transaction(
-                    op.channel, op.contract, op.function, *op.args
-                )
-                stamps.append((done.tx_id, sent, time.time_ns()))
-
-            tasks: list[asyncio.Task[None]] = []
-            start = time.perf_counter()
-            for i in range(args.txs):
-                await asyncio.sleep(max(0.0, start + i / args.rate - time.perf_counter()))
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
-        finally:
-            await client.close()
+        stamps = await _drive(args, net, client_id, workload, shape.channel_ids())
         await asyncio.sleep(FLUSH_S)
     finally:
         await asyncio.to_thread(sup.down)
         await server.stop(None)
-    stamps.sort(key=lambda t: t[1])
+    gateway = _gateway_of(net, client_id)
     rows = [
         segments(collector.traces.get(bytes.fromhex(tx_id[:32]), []), sent, done, gateway)
-        for tx_id, sent, done in stamps
+        for tx_id, sent, done in sorted(stamps, key=lambda t: t[1])
     ]
     if args.debug:
         kinds: dict[tuple[str, str], int] = defaultdict(int)
@@ -175,11 +155,47 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             for s in spans:
                 kinds[(s.service, s.name)] += 1
         print(f"{len(collector.traces)} traces; spans by (service, name): {dict(kinds)}")
-    complete = [r for r in rows if r is not None]
+    _report(args, [r for r in rows if r is not None])
+
+
+async def _drive(
+    args: argparse.Namespace,
+    net: Path,
+    client_id: str,
+    workload: Workload,
+    channels: tuple[str, ...],
+) -> list[tuple[str, int, int]]:
+    """The setup, then the open loop; (tx id, sent ns, commit status ns) per transaction."""
+    stamps: list[tuple[str, int, int]] = []
+    client = await GatewayClient.connect(net, client_id)
+    try:
+        for op in workload.setup_ops(channels):
+            await client.submit_transaction(op.channel, op.contract, op.function, *op.args)
+
+        async def one(i: int) -> None:
+            op = workload.op(i, channels[0])
+            sent = time.time_ns()
+            done = await client.submit_transaction(op.channel, op.contract, op.function, *op.args)
+            stamps.append((done.tx_id, sent, time.time_ns()))
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        for i in range(args.txs):
+            await asyncio.sleep(max(0.0, start + i / args.rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    finally:
+        await client.close()
+    return stamps
+
+
+def _report(args: argparse.Namespace, complete: list[dict[str, float]]) -> None:
     skip = args.warmup
     complete = complete[skip:] if len(complete) > skip else complete
-    print(f"rate {args.rate} tx/s, {args.txs} txs, {len(complete)} complete traces "
-          f"(warm-up {skip} left out), load average {os.getloadavg()}")
+    print(
+        f"rate {args.rate} tx/s, {args.txs} txs, {len(complete)} complete traces "
+        f"(warm-up {skip} left out), load average {os.getloadavg()}"
+    )
     print(f"{'segment':<12} {'p50 ms':>8} {'p90 ms':>8}")
     for key in complete[0] if complete else ():
         values = sorted(r[key] for r in complete)
@@ -187,11 +203,12 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         print(f"{key:<12} {statistics.median(values):8.2f} {p90:8.2f}")
 
 
-async def _gateway_of(net: Path, client_id: str) -> str:
-    """The node id of the gateway `client_id` connects to (its organisation's first peer)."""
-    org = client_id.split(".", 1)[1]
-    return f"peer0.{org}"
-
+def _gateway_of(net: Path, client_id: str) -> str:
+    """The node id of the gateway `client_id` connects to (its files name it)."""
+    gateway = ClientFiles.load(net, client_id).gateway
+    if gateway is None:
+        raise SystemExit(f"client {client_id} names no gateway")
+    return gateway
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
