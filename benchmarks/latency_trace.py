@@ -210,6 +210,7 @@ def _gateway_of(net: Path, client_id: str) -> str:
         raise SystemExit(f"client {client_id} names no gateway")
     return gateway
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=100.0)
