@@ -37,6 +37,7 @@ from dltmw.v1 import privacy_manager_service_pb2 as P
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 ORGS = ("org1", "org2", "org3")
+EXECUTED_ATTEMPTS = 40  # x 0.25 s: until a recipient has executed a committed transaction
 POLICY = "OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
 TOPOLOGY = """
 name = "queued"
@@ -161,8 +162,14 @@ async def test_a_down_recipient_is_pending_then_catches_up_in_order(
             status = await pcs["org1"].client.commit_status("deals", tx_id)
             assert status.result == VALID, value
             digests.append(sent.payload_hash)
-        view = await pcs["org1"].validate("deals", digests[-1], wait=False)
-        parties = {p.node_id: p for p in view.parties}
+        # org1's commit status says nothing of org2's executor: ask until org2 has run it
+        # (bounded), while org3, down, stays pending.
+        for _ in range(EXECUTED_ATTEMPTS):
+            view = await pcs["org1"].validate("deals", digests[-1], wait=False)
+            parties = {p.node_id: p for p in view.parties}
+            if parties["peer0.org2"].matches:
+                break
+            await asyncio.sleep(0.25)
         assert parties["peer0.org3"].delivery_pending and parties["peer0.org3"].error
         assert not parties["peer0.org2"].delivery_pending and parties["peer0.org2"].matches
     finally:

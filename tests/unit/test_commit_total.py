@@ -42,6 +42,7 @@ from dltmw.core.txcheck import (
     check_envelope,
     check_orderable,
     check_transaction,
+    private_transaction,
     tx_summary,
 )
 from dltmw.core.validation import TxForMvcc, reads_of, validate_block
@@ -260,6 +261,32 @@ def test_property_a_block_of_anything_gets_one_code_per_envelope(envelopes: list
     for envelope in envelopes:
         tx_summary(envelope)
     private_txs(block)  # the private executor's reading of a committed block
+
+
+@SETTINGS
+@given(envelopes=st.lists(ENVELOPES, min_size=1, max_size=6))
+def test_property_the_executor_reads_valid_private_data_as_the_commit_rule_does(
+    envelopes: list[bytes],
+) -> None:
+    """The private executor parses a committed VALID private transaction without checking its
+    canonical form again (`executor.committed_private`): it reads exactly what the commit
+    rule's canonical reading (`private_transaction`) gives for every VALID one, and nothing
+    of any other."""
+    codes = commit_codes(PARTIES, envelopes)
+    block = make_block(CHANNEL, 7, ZERO_HASH, envelopes)
+    block.metadata.validation_codes.extend(codes)
+    model = []
+    for index, (envelope, code) in enumerate(zip(envelopes, codes, strict=True)):
+        if code != VALID:
+            continue
+        payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope).payload)
+        header = common_pb2.Header.FromString(payload.header)
+        if header.type != common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+            continue
+        ptx = private_transaction(payload.data)
+        if ptx is not None:
+            model.append((index, header.tx_id, ptx.payload_hash))
+    assert private_txs(block) == model
 
 
 # --- the real commit path, on a real ledger ---------------------------------------------------

@@ -194,13 +194,13 @@ def test_a_committed_block_is_parsed_once_for_the_wait_and_the_execution(
     """The feed parses each VALID private envelope of a block once (`committed_private`); the
     wait for owed payloads and the executor's input read that, not the block again."""
     parsed_data: list[bytes] = []
-    real = executor.private_transaction
+    real = executor.committed_transaction
 
     def counting(data: bytes) -> transaction_pb2.PrivateTransaction | None:
         parsed_data.append(data)
         return real(data)
 
-    monkeypatch.setattr(executor, "private_transaction", counting)
+    monkeypatch.setattr(executor, "committed_transaction", counting)
     block = _block([ME, OTHER])
     block.data.envelopes.append(block.data.envelopes[0])
     block.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)

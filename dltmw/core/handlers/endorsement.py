@@ -59,7 +59,7 @@ class EndorsementCollector:
     _by_id: dict[str, Candidate] = field(init=False)
     _answered: set[str] = field(default_factory=set)
     _groups: dict[bytes, list[str]] = field(default_factory=dict)
-    _failures: list[str] = field(default_factory=list)
+    _failures: dict[str, str] = field(default_factory=dict)  # node id -> reason, in order
 
     def __post_init__(self) -> None:
         self._by_id = {c.node_id: c for c in self.candidates}
@@ -76,7 +76,7 @@ class EndorsementCollector:
         if isinstance(message, Endorsed):
             self._groups.setdefault(message.payload_hash, []).append(message.node_id)
         else:
-            self._failures.append(f"{message.node_id}: {message.reason}")
+            self._failures[message.node_id] = message.reason
 
     def forget(self, node_id: str) -> None:
         """Take back `node_id`'s answer: it is asked again (its next answer counts instead)."""
@@ -88,8 +88,7 @@ class EndorsementCollector:
                 node_ids.remove(node_id)
                 if not node_ids:
                     del self._groups[payload_hash]
-        prefix = f"{node_id}: "
-        self._failures = [f for f in self._failures if not f.startswith(prefix)]
+        self._failures.pop(node_id, None)
 
     def decision(self) -> Decision:
         """Current tri-state decision."""
@@ -103,7 +102,7 @@ class EndorsementCollector:
             pending = pending or result is PolicyResult.PENDING
         if not self._groups and evaluate(self.policy, [], outstanding) is PolicyResult.PENDING:
             pending = True
-        failures = tuple(self._failures)
+        failures = tuple(f"{node}: {reason}" for node, reason in self._failures.items())
         if pending:
             return Decision(PolicyResult.PENDING, failures=failures)
         return Decision(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from dltmw.core import deltas
 from dltmw.core.contract import Contract, StateReader, simulate
+from dltmw.core.privacy.read_once import ReadOnce
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.v1 import privacy_manager_service_pb2, private_payload_pb2, proposal_pb2
 
@@ -99,7 +100,9 @@ def execute(
     state: StateReader,
     version: Version,
 ) -> PrivateOutcome:
-    """Execute `invocation` on `state` (the private state before this transaction)."""
+    """Execute `invocation` on `state` (the private state before this transaction); each key
+    is read from `state` once (`read_once.py`: the hashes below read it again)."""
+    state = ReadOnce(state)
     contract = contract_of(invocation.contract)
     if contract is None:
         response = proposal_pb2.ContractResponse(

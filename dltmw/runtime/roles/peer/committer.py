@@ -262,8 +262,18 @@ class Committer:
         self._ledger = ledger
         self._waiters: Waiters[Token, None] = Waiters()
         self.lifecycle = lifecycle or ChannelLifecycle(config)
+        # Blocks queued and not yet durable, by number: their metrics and trace are recorded
+        # when the block is durable (`_durable`), whether or not a caller still waits for it —
+        # a block whose stream broke while it committed (`pipeline.settle` lets go of it)
+        # commits anyway and is counted like any other.
+        self._queued: dict[int, PendingCommit] = {}
+
+        async def durable(committed: Committed) -> None:
+            self._durable(committed.number)
+            await on_committed(committed)
+
         self._executor = CommitExecutor(
-            config, ledger, pool, self._waiters, on_committed, self.lifecycle
+            config, ledger, pool, self._waiters, durable, self.lifecycle
         )
         self._tokens = itertools.count()
         self._driver: CommitDriver | None = None
@@ -279,7 +289,7 @@ class Committer:
             self._ctx.tasks,
             inbox_max=DELIVERED_MAX,
             batch_max=1,  # the next block's load reads what this one wrote
-            on_failure=self._waiters.fail_all,  # the deliver loop fails with the same error
+            on_failure=self._failed,  # the deliver loop fails with the same error
             metrics=self._ctx.metrics,
         )
         await self._driver.start()
@@ -313,15 +323,27 @@ class Committer:
         token = next(self._tokens)
         start_ns = now_ns() if self._ctx.tracer.enabled else 0
         pending = PendingCommit(self, block, token, self._waiters.add(token), Stopwatch(), start_ns)
+        self._queued[block.header.number] = pending
         try:
             await driver.put(Delivery(block, token))
         except BaseException:
+            self._queued.pop(block.header.number, None)
             pending.discard()
             raise
         return pending
 
-    def _committed(self, pending: PendingCommit) -> None:
+    def _failed(self, error: BaseException) -> None:
+        """The driver stopped: nothing queued will commit through it."""
+        self._queued.clear()
+        self._waiters.fail_all(error)
+
+    def _durable(self, number: int) -> None:
         # Durable now, with the codes this peer gave it (`CommitExecutor.apply` wrote them in).
+        # A refused block is never durable: it stays queued until the same number is queued
+        # again (a resend replaces it) or the driver stops.
+        pending = self._queued.pop(number, None)
+        if pending is None:
+            return
         codes = pending.block.metadata.validation_codes
         self._ctx.metrics.observe_block(self._channel_id, codes, pending.watch.seconds)
         if self._ctx.tracer.enabled:
@@ -345,10 +367,10 @@ class PendingCommit:
             await self.done
         finally:
             self.committer._waiters.discard(self.token, self.done)
-        self.committer._committed(self)
 
     def discard(self) -> None:
-        """Stop waiting for it (the block may still commit); its outcome is not reported."""
+        """Stop waiting for it: the block may still commit (and is then counted in the
+        metrics like any other, `Committer._durable`); a refusal is not reported here."""
         self.committer._waiters.discard(self.token, self.done)
         self.done.add_done_callback(_consumed)
 

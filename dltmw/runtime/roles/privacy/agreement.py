@@ -108,13 +108,14 @@ class Agreements:
         """`_run` of several payloads: one read of the store, one hop to its thread; a payload
         refused (not held, unreadable) fails only its own run."""
         held = await channel.store.held(list(set(digests)))
+        facts = parties(channel.view.config)  # once per batch: O(channel peers) to build
 
         def run_all() -> list[Ran | BaseException]:
             out: list[Ran | BaseException] = []
             for digest in digests:
                 try:
                     raw = held.get(digest)
-                    out.append(self._open_and_run(channel, contract_of, digest, raw))
+                    out.append(self._open_and_run(channel, contract_of, digest, raw, facts))
                 except ClientError as exc:
                     out.append(exc)
             return out
@@ -122,7 +123,12 @@ class Agreements:
         return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run_all)
 
     def _open_and_run(
-        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, raw: bytes | None
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        digest: bytes,
+        raw: bytes | None,
+        facts: Parties,
     ) -> Ran:
         """`_run` on the store's thread (blocking): decrypt, then execute without writing."""
         if raw is None:
@@ -136,7 +142,6 @@ class Agreements:
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
         keys = recipients_of(payload)
-        facts = parties(channel.view.config)
         hashes, hashed = _hashes(
             contract_of,
             invocation,

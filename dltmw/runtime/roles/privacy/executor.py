@@ -46,8 +46,7 @@ from dltmw.core.privacy.blocks import (
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import TAMPERED
 from dltmw.core.privacy.groups import Parties, parties
-from dltmw.core.privacy.purge import Purged, parse_body, private_purge
-from dltmw.core.txcheck import private_transaction
+from dltmw.core.privacy.purge import Purged, parse_body
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -83,19 +82,36 @@ class CommittedPrivate:
 
 
 def committed_private(block: block_pb2.Block) -> CommittedPrivate:
-    """Parse a committed block's VALID private transactions and purges (each envelope once)."""
+    """Parse a committed block's VALID private transactions and purges (each envelope once).
+
+    Parsed only, not checked again for their canonical form: this node's commit marked them
+    VALID, and the commit rule (`txcheck._check_transaction`) gives VALID only to data that is
+    exactly a canonical `PrivateTransaction{payload_hash, agreements}` or
+    `PrivateTransaction{purge}`. Rebuilding and re-serialising each one here again (the
+    agreements with their certificates: ~12 KB per transaction with 10 recipients) was paid by
+    every peer for every private transaction."""
     txs: list[tuple[int, str, bytes, PrivateAgreementBody | None]] = []
     purges: list[tuple[int, PrivatePurgeBody]] = []
     for index, tx_id, data in _private_data(block):
-        ptx = private_transaction(data)
-        if ptx is not None:  # (canonically without a purge, so it is not one too)
-            txs.append((index, tx_id, ptx.payload_hash, agreed_body(ptx.agreements)))
+        ptx = committed_transaction(data)
+        if ptx is None:
             continue
-        purge = private_purge(data)
-        body = None if purge is None else parse_body(purge)
-        if body is not None:
-            purges.append((index, body))
+        if ptx.HasField("purge"):
+            body = parse_body(ptx.purge)
+            if body is not None:
+                purges.append((index, body))
+            continue
+        txs.append((index, tx_id, ptx.payload_hash, agreed_body(ptx.agreements)))
     return CommittedPrivate(block, tuple(txs), tuple(purges))
+
+
+def committed_transaction(data: bytes) -> transaction_pb2.PrivateTransaction | None:
+    """The data of a private transaction this node committed VALID, parsed (None: it does not
+    parse, which a VALID one always does; see `committed_private`)."""
+    try:
+        return transaction_pb2.PrivateTransaction.FromString(data)
+    except DecodeError:
+        return None
 
 
 def private_refs(parsed: CommittedPrivate) -> list[PrivateTxRef]:
