@@ -41,6 +41,7 @@ import grpc
 
 from dltmw.aio.acks import Acks, Waiter
 from dltmw.aio.coalesce import next_or_none
+from dltmw.aio.deadlines import FifoDeadlines
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import TaskOwner, backoff_s, cancel_and_wait
 from dltmw.aio.throttle import LogThrottle
@@ -159,6 +160,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         self._answered = 0
         self._task: asyncio.Task[None] | None = None
         self._throttle = LogThrottle()
+        self._deadlines = FifoDeadlines()
         self.overloaded = 0  # calls refused because the queue was full
         self.dials = 0  # streams opened (or tried)
 
@@ -170,6 +172,27 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
     ) -> Result:
         """Send `item` in the next message; returns its result or raises its exception (or
         `on_timeout()` once `timeout_s` passed)."""
+        waiter = self._queued(item)
+        future = waiter.future
+        # The deadline is an entry in a FIFO with one timer per timeout value
+        # (`aio/deadlines.py`), not `asyncio.wait_for`, another coroutine layer or a timer
+        # handle per item: this runs once per item, and each of those costs per item.
+        if timeout_s is not None:
+            self._deadlines.add(future, timeout_s, on_timeout or _timed_out)
+        try:
+            return await future
+        except BaseException:  # (an answered item was forgotten by the pairing already)
+            self._acks.discard(waiter)
+            raise
+
+    def send(self, item: Item) -> asyncio.Future[Result]:
+        """Queue `item` for the next message; the future of its result, for a caller that waits
+        for several at once (the gateway racing orderers). No deadline; a caller that stops
+        waiting just drops the future, so this is for pairings whose `discard` does nothing
+        (`InOrder`). Raises TransientError(OVERLOADED) when the queue is full."""
+        return self._queued(item).future
+
+    def _queued(self, item: Item) -> Waiter[Item, Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         waiter = Waiter(item, future)
         try:
@@ -181,27 +204,14 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             ) from None
         if self._task is None or self._task.done():
             self._task = self._owner.spawn(self.name, self._run())
-        # The deadline is one timer handle, not `asyncio.wait_for` or another coroutine layer:
-        # this runs once per item, and every layer costs on every resume (`aio/coalesce.bounded`).
-        expiry = None
-        if timeout_s is not None:
-            expiry = future.get_loop().call_later(
-                timeout_s, _expire, future, on_timeout or _timed_out
-            )
-        try:
-            return await future
-        except BaseException:  # (an answered item was forgotten by the pairing already)
-            self._acks.discard(waiter)
-            raise
-        finally:
-            if expiry is not None:
-                expiry.cancel()
+        return waiter
 
     async def close(self) -> None:
         """Stop the stream; everything still waiting fails with `failure(None)` (idempotent)."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
         self._fail_everything(self._codec.failure(None))
+        self._deadlines.close()
 
     @property
     def running(self) -> bool:
@@ -374,13 +384,6 @@ def fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
         future.exception()
-
-
-def _expire(future: asyncio.Future[Any], make: Callable[[], BaseException]) -> None:
-    """Fail `future` with `make()` at its deadline, unless it is settled (failed, not cancelled:
-    whoever settles it later is ignored; the error is only built when it happens)."""
-    if not future.done():
-        future.set_exception(make())
 
 
 def _timed_out() -> BaseException:

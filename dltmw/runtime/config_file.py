@@ -27,6 +27,14 @@ NOTARY_GC_YOUNG_THRESHOLD = 700  # CPython's default
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+# The gateway's ordering deadline (`roles/gateway/orderer_choice.py`): twice the PBFT-lite
+# request timeout of real orderers (40 ticks of 50 ms, `roles/orderer/pbft.replica_config`), so
+# a correct primary working through a backlog is not doubted (the backups' own timers allow it
+# that long per batch), while a censoring one costs a client one deadline plus a view change.
+ORDERING_DEADLINE_S = 4.0
+MAY_BE_ZERO = frozenset({"ordering_deadline_s"})  # 0 switches it off
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds that protect a node from overload and hostile input (node.toml `[limits]`).
@@ -86,10 +94,22 @@ class Limits:
     malformed_log_interval_s: Annotated[
         float, Field(description="one log line per caller per interval for unparsable requests")
     ] = 60.0
+    ordering_deadline_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="a gateway also sends an envelope to further orderers of a multi-orderer"
+            " channel when the first has not answered within this time (or 3 typical answer"
+            " times, up to 4 times this, when longer), seconds (0: never; docs/ordering.md)",
+        ),
+    ] = ORDERING_DEADLINE_S
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if getattr(self, f.name) <= 0:
+            if f.name in MAY_BE_ZERO:
+                if getattr(self, f.name) < 0:
+                    raise ValueError(f"limits.{f.name} must not be negative")
+            elif getattr(self, f.name) <= 0:
                 raise ValueError(f"limits.{f.name} must be positive")
 
 

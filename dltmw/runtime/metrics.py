@@ -151,6 +151,13 @@ class NodeMetrics:
             ["notary"],
             registry=reg,
         )
+        self.ordering_widened = Counter(
+            "dltmw_gateway_ordering_widened",
+            "Envelopes a gateway also sent to further orderers because the first did not answer"
+            " within the ordering deadline (limits.ordering_deadline_s), one per orderer added",
+            ["channel"],
+            registry=reg,
+        )
         self._drivers: dict[str, WatchedDriver] = {}
         self._sources: list[Source] = [self._driver_metrics]
         reg.register(_Sources(self._sources))
@@ -162,6 +169,10 @@ class NodeMetrics:
         service, _, method = path.lstrip("/").partition("/")
         self.rpcs.labels(service, method, code).inc()
         self.rpc_seconds.labels(service, method).observe(seconds)
+
+    def observe_widened(self, channel: str, orderers: int) -> None:
+        """A submission on `channel` was also sent to `orderers` more orderers."""
+        self.ordering_widened.labels(channel).inc(orderers)
 
     def observe_block(self, channel: str, codes: Sequence[int], seconds: float) -> None:
         """A block with these validation codes is durable on this peer."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from dltmw.client.files import ClientFiles
 from dltmw.client.gateway import GatewayClient
+from dltmw.runtime.config import NodeConfig
 from dltmw.sim.grpc_client import SimChannel
 from dltmw.sim.hosts import PORT_BASE, Host
 from dltmw.sim.material import fresh_copy
@@ -71,6 +72,13 @@ class Deployment:
         self._background.append(self.loop.create_task(later()))
 
     # --- nodes ---------------------------------------------------------------------------
+
+    def add_to_node_toml(self, node_id: str, text: str) -> None:
+        """Append `text` (e.g. a `[limits]` table) to a node's node.toml before it starts."""
+        host = self.hosts[node_id]
+        path = self.root / "nodes" / node_id / "node.toml"
+        path.write_text(path.read_text() + "\n" + text)
+        host.config = NodeConfig.load(path)
 
     async def start(self) -> None:
         """Start every node (in name order: deterministic)."""

@@ -36,6 +36,7 @@ EXPECTED = {
     "dltmw_mvcc_aborts": {"channel"},
     "dltmw_notary_decisions": {"notary", "outcome"},
     "dltmw_notary_conflicts": {"notary"},
+    "dltmw_gateway_ordering_widened": {"channel"},
     "dltmw_driver_inbox_depth": {"driver"},
     "dltmw_driver_overload_refusals": {"driver"},
     "dltmw_ledger_height": {"channel", "role"},
@@ -102,6 +103,7 @@ def populated() -> tuple[NodeMetrics, NodeGauges, dict[str, FakePeer], FakeRepli
     codes = [T.TX_VALIDATION_CODE_VALID, T.TX_VALIDATION_CODE_MVCC_READ_CONFLICT] * 2
     metrics.observe_block("trades", [*codes, T.TX_VALIDATION_CODE_VALID], 0.01)
     metrics.observe_decision("single", True, 0, 0)
+    metrics.observe_widened("trades", 1)
     metrics.observe_decision("single", False, errors_pb2.ERROR_REASON_INPUT_CONSUMED, 2)
     metrics.watch_driver(FakeDriver("commit-trades", depth=3, overloaded=7))
     peers = {"trades": FakePeer(FakeLedger(5), orderer_height=9)}
@@ -142,6 +144,7 @@ def test_values_follow_the_observations_and_the_state() -> None:
     assert sample("dltmw_tx_validation_total", channel="trades", code="VALID") == 3
     assert sample("dltmw_tx_validation_total", channel="trades", code="MVCC_READ_CONFLICT") == 2
     assert sample("dltmw_mvcc_aborts_total", channel="trades") == 2
+    assert sample("dltmw_gateway_ordering_widened_total", channel="trades") == 1
     assert sample("dltmw_blocks_committed_total", channel="trades") == 1
     assert sample("dltmw_notary_decisions_total", notary="single", outcome="SIGNED") == 1
     assert sample("dltmw_notary_decisions_total", notary="single", outcome="INPUT_CONSUMED") == 1

@@ -6,6 +6,8 @@ not; when none can, the caller gets a retryable error."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,21 +16,28 @@ from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
 from dltmw.v1 import errors_pb2
 
 R = errors_pb2
+T = TypeVar("T")
 ORDERERS = ("o0", "o1", "o2")
 
 
 def _run(answers: dict[str, Result | Exception], start: int = 0) -> tuple[list[str], object]:
     asked: list[str] = []
 
-    async def submit(orderer_id: str) -> Result:
+    def send(orderer_id: str) -> asyncio.Future[Result]:
         asked.append(orderer_id)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         answer = answers[orderer_id]
         if isinstance(answer, Exception):
-            raise answer
-        return answer
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+        return future
+
+    async def main() -> tuple[int, Result]:
+        return await first_accepting(ORDERERS, start, send)
 
     try:
-        outcome: object = asyncio.run(first_accepting(ORDERERS, start, submit))
+        outcome: object = asyncio.run(main())
     except (ClientError, TransientError) as exc:
         outcome = exc
     return asked, outcome
@@ -72,8 +81,27 @@ def test_when_none_can_order_the_caller_gets_a_retryable_error(last: object) -> 
 
 
 def test_a_channel_without_orderers_is_a_retryable_error_not_a_crash() -> None:
-    async def submit(orderer_id: str) -> Result:
+    def send(orderer_id: str) -> asyncio.Future[Result]:
         raise AssertionError("nothing to ask")
 
     with pytest.raises(TransientError):
-        asyncio.run(first_accepting((), 0, submit))
+        asyncio.run(first_accepting((), 0, send))
+
+
+def test_a_full_queue_moves_it_on_like_a_broken_link() -> None:
+    asked: list[str] = []
+
+    def send(orderer_id: str) -> asyncio.Future[Result]:
+        asked.append(orderer_id)
+        if orderer_id == "o0":
+            raise TransientError(R.ERROR_REASON_OVERLOADED, "queue full")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future.set_result(OK)
+        return future
+
+    outcome = asyncio.run(_main(first_accepting(ORDERERS, 0, send)))
+    assert asked == ["o0", "o1"] and outcome == (1, OK)
+
+
+async def _main(coroutine: Coroutine[Any, Any, T]) -> T:
+    return await coroutine

@@ -7,6 +7,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 |---|---|---|
 | `eov-solo`, `eov-pbft` | endorse → order → validate, solo or PBFT-lite ordering | `eov.py` |
 | `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
+| `pbft-censor`, `pbft-cut-off` | the primary censors, or is cut off from backups | `censor.py` |
 | `cfg-pbft-members` | replica set 4 -> 5 -> 4, a replica re-keyed, faults | `pbft_members.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
@@ -22,6 +23,7 @@ from typing import Any
 
 from dltmw.sim import vloop
 from dltmw.sim.scenarios import (
+    censor,
     eov,
     jetstream,
     notary,
@@ -39,6 +41,8 @@ SCENARIOS: dict[str, Scenario] = {
     "eov-pbft": partial(eov.run, ordering="pbft"),
     "cfg-pbft": pbft_config.run,
     "cfg-pbft-members": pbft_members.run,
+    "pbft-censor": partial(censor.run, mode="censor"),
+    "pbft-cut-off": partial(censor.run, mode="cut-off"),
     "notary": notary.run,
     "private": private.run,
     "jetstream": jetstream.run,

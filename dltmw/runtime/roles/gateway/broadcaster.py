@@ -11,6 +11,7 @@ applied twice).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from dltmw.aio.acks import InOrder
@@ -51,9 +52,10 @@ class Broadcaster:
             bounds=bounds,
         )
 
-    async def submit(self, envelope: bytes) -> Result:
-        """Send one envelope; returns the orderer's result for it."""
-        return await self._stream.call(envelope)
+    def send(self, envelope: bytes) -> asyncio.Future[Result]:
+        """Send one envelope; the future of the orderer's result (the gateway races orderers
+        with it: `orderer_choice`). Raises TransientError(OVERLOADED) when the queue is full."""
+        return self._stream.send(envelope)
 
     async def close(self) -> None:
         """Stop the stream."""

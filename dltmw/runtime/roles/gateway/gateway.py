@@ -6,8 +6,9 @@ handler (`EndorsementCollector`), which says SATISFIED, UNSATISFIABLE or PENDING
 first decision, so a slow or dead endorser that is not needed costs nothing. Only a group of
 byte-identical response payloads can satisfy the policy; if the groups differ and none suffices
 the client gets ENDORSEMENT_MISMATCH. The client then signs the returned payload and Submits it;
-the gateway forwards it to an orderer (batched, see `Broadcaster`) and CommitStatus waits on the
-local peer's ledger.
+the gateway forwards it to an orderer (batched, see `Broadcaster`; which orderer, and more of
+them when it does not answer within the ordering deadline: `orderer_choice.py`) and CommitStatus
+waits on the local peer's ledger.
 
 Batching: concurrent Endorse calls are endorsed together (`runtime/roles/gateway/endorsing.py`): one
 admission batch, one ProcessProposals message per remote endorser (`EndorserStream`), one
@@ -18,28 +19,56 @@ of its own beyond the client's and no per-transaction thread hop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
-from dltmw.core.errors import ClientError
+from dltmw.aio.deadlines import FifoDeadlines
+from dltmw.aio.throttle import LogThrottle
+from dltmw.core.errors import ClientError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
-from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
+from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting, widening_for
+from dltmw.runtime.roles.gateway.patience import Patience
 from dltmw.runtime.roles.gateway.staleness import refuse_stale
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.deliver_watch import STALL_S
 from dltmw.v1 import (
+    config_pb2,
     errors_pb2,
     proposal_pb2,
 )
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
+PBFT = config_pb2.ORDERING_TYPE_PBFT
+
+
+async def nudge_deliver(peer: PeerChannel, tx_id: str) -> None:
+    """A submission answered only after the ordering deadline widened it: the first orderer may
+    be a PBFT-lite primary cut off from the backups, which still serves this peer's Deliver
+    stream, with nothing new on it; the deliver watch re-dials a quiet stream only when a block
+    is wanted (`roles/peer/deliver_watch.py`: by an endorsement at a `min_block_number`), and a
+    client waiting in CommitStatus wants one without saying so. A PBFT-lite orderer accepts
+    once the transaction's block is committed there, so if it has not reached this peer within
+    `STALL_S`, a block is wanted: tell the watch (it re-dials only a stream that is quiet, has
+    nothing left to commit, and was not re-dialled within the last second)."""
+    try:
+        await peer.wait_for_tx(tx_id, STALL_S)
+    except TransientError:
+        if peer.deliver_watch.wanted(peer.ledger.height):
+            logger.warning(
+                "tx %s ordered elsewhere but not delivered to %s within %.1fs: re-dialling Deliver",
+                tx_id,
+                peer.ctx.node_id,
+                STALL_S,
+            )
 
 
 class Gateway:
@@ -50,6 +79,9 @@ class Gateway:
         self.peers = peers
         self._broadcasters: dict[str, Broadcaster] = {}
         self._orderer_pick: dict[str, int] = {}
+        self._ordering_deadlines = FifoDeadlines()  # every submission's, one timer
+        self._widen_log = LogThrottle()
+        self._patience: dict[str, Patience] = {}  # channel -> its orderers' answer times
         self._endorsers: dict[str, EndorserStream] = {}
         self._envelope_checks: dict[str, Coalescer[bytes, CheckedEnvelope]] = {}
         self._batch_endorsers: dict[str, Coalescer[EndorseRequest, EndorseResult]] = {}
@@ -58,6 +90,7 @@ class Gateway:
         """Close orderer and endorser streams."""
         for b in self._broadcasters.values():
             await b.close()
+        self._ordering_deadlines.close()
         for e in self._endorsers.values():
             await e.close()
         for c in self._envelope_checks.values():
@@ -88,14 +121,14 @@ class Gateway:
             self._batch_endorsers[peer.view.channel_id] = endorser
         return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
 
-    def _broadcaster(self, envelope: bytes) -> Callable[[str], Awaitable[Result]]:
+    def _broadcaster(self, envelope: bytes) -> Callable[[str], asyncio.Future[Result]]:
         """Submission of `envelope` to a named orderer, through its (lazily opened) stream."""
 
-        async def to(orderer_id: str) -> Result:
+        def to(orderer_id: str) -> asyncio.Future[Result]:
             broadcaster = self._broadcasters.get(orderer_id)
             if broadcaster is None:
                 broadcaster = self._broadcasters[orderer_id] = Broadcaster(self.ctx, orderer_id)
-            return await broadcaster.submit(envelope)
+            return broadcaster.send(envelope)
 
         return to
 
@@ -130,11 +163,51 @@ class Gateway:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
         await refuse_stale(peer.ledger, envelope, tx_id)  # early abort (core/early_abort.py)
         # Try the orderers in turn from the last one that worked (`orderer_choice`): any
-        # replica or JetStream orderer can order it, so one that cannot moves us on.
-        orderers = peer.view.orderer_ids()
-        start = self._orderer_pick.get(peer.view.channel_id, 0)
-        index, result = await first_accepting(orderers, start, self._broadcaster(envelope))
-        self._orderer_pick[peer.view.channel_id] = index
+        # replica or JetStream orderer can order it, so one that cannot moves us on, and one
+        # that does not answer within the ordering deadline gets company (a censoring or cut
+        # off PBFT-lite primary would otherwise hold it for ever).
+        view = peer.view
+        orderers = view.orderer_ids()
+        start = self._orderer_pick.get(view.channel_id, 0)
+        patience = self._patience.get(view.channel_id)
+        if patience is None:
+            patience = self._patience[view.channel_id] = Patience()
+        widening = widening_for(
+            view.config.ordering, len(orderers), self.ctx.limits.ordering_deadline_s
+        )
+        sent_at = asyncio.get_running_loop().time()
+        widened: list[int] = []
+
+        def on_widen(count: int) -> None:
+            widened.append(count)
+            self.ctx.metrics.observe_widened(view.channel_id, count)
+            suppressed = self._widen_log.admit(view.channel_id)
+            if suppressed is not None:
+                logger.warning(
+                    "%s: orderer %s did not answer tx %s within %.1fs: also sent to %d more"
+                    " orderer(s) (%d similar warnings suppressed)",
+                    view.channel_id,
+                    orderers[start],
+                    tx_id,
+                    patience.deadline_s(widening.deadline_s or 0.0),
+                    count,
+                    suppressed,
+                )
+
+        index, result = await first_accepting(
+            orderers,
+            start,
+            self._broadcaster(envelope),
+            widening,
+            self._ordering_deadlines,
+            on_widen,
+            patience.deadline_s,
+        )
+        self._orderer_pick[view.channel_id] = index
+        if result.accepted:
+            patience.answered(asyncio.get_running_loop().time() - sent_at)
+        if widened and result.accepted and view.config.ordering == PBFT:
+            await nudge_deliver(peer, tx_id)
         if not result.accepted:
             reason = result.reason or R.ERROR_REASON_INVALID_FIELD
             raise ClientError(reason, f"orderer refused: {result.message}")

@@ -17,6 +17,10 @@ own request timer does not push it into view changes alone. While primary it als
 valid client requests it holds to the backups (an honest primary has no need to; a censoring
 one is a different fault, answered by clients retrying elsewhere): the hook is faulty only in
 the junk it sends, which keeps the test about admission, not about censorship or silence.
+
+`CensorHook` (`DLTMW_TEST_BYZANTINE=orderer.a:censor`) is that other fault: as primary it admits
+requests and never proposes or relays them, and otherwise behaves. What answers it is the
+gateway's ordering deadline (`runtime/roles/gateway/orderer_choice.py`).
 """
 
 from __future__ import annotations
@@ -376,8 +380,13 @@ class PoisonHook:
     def from_env(
         cls, node_id: str, channel_id: str, signer: SigningIdentity, size_max: int
     ) -> PoisonHook | None:
-        """The hook if `DLTMW_TEST_BYZANTINE` is "<node_id>:poison", else None."""
-        if os.environ.get(HOOK_ENV, "") != f"{node_id}:poison":
+        """The hook `DLTMW_TEST_BYZANTINE` names for `node_id` ("<node_id>:poison" or
+        "<node_id>:censor", `CensorHook`), else None."""
+        mode = os.environ.get(HOOK_ENV, "")
+        if mode == f"{node_id}:censor":
+            logger.warning("TEST-ONLY byzantine hook active on %s: a censoring primary", node_id)
+            return CensorHook(channel_id, signer, size_max)
+        if mode != f"{node_id}:poison":
             return None
         logger.warning("TEST-ONLY byzantine hook active on %s: this orderer sends poison", node_id)
         return cls(channel_id, signer, size_max)
@@ -449,3 +458,57 @@ class PoisonHook:
         )
         payload = message.SerializeToString()
         return Envelope(payload=payload, replica=me, signature=self.signer.sign(payload))
+
+
+@dataclass
+class CensorHook(PoisonHook):
+    """TEST-ONLY: a primary that censors (`DLTMW_TEST_BYZANTINE=<node>:censor`).
+
+    While it is the primary of the current view, every request it admits — from a client or
+    relayed by a backup — is admitted (the client's Broadcast waits, as for any request) and
+    marked as already proposed (`Replica.proposed_ids`), so its `propose` never cuts it into a
+    batch; a primary relays nothing. Otherwise it takes part correctly: it votes, checkpoints,
+    takes part in view changes (which clear the marks), and as a backup orders and relays as
+    usual. Its clients are answered only if they, or their gateway, also reach a backup
+    (`roles/gateway/orderer_choice.py`): the backups then time the request and replace it.
+    """
+
+    censored: int = 0
+    _replica: Replica | None = None
+    _hidden: set[bytes] = field(default_factory=set)  # admitted since the last tick
+
+    def admit(self, check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+        """The admission rule, unchanged, that hides what it admits as primary."""
+
+        def admit_and_hide(request: bytes) -> bool:
+            if not check(request):
+                return False
+            replica = self._replica
+            if replica is not None and replica.primary() == replica.me and not replica.changing:
+                rid = request_id(request)
+                replica.proposed_ids.add(rid)
+                self._hidden.add(rid)
+                self.censored += 1
+                if self.censored in (1, 100, 1000):
+                    logger.warning(
+                        "byzantine hook: censoring as primary of view %d (%d requests so far)",
+                        replica.view,
+                        self.censored,
+                    )
+            return True
+
+        return admit_and_hide
+
+    def observe(self, requests: Iterable[bytes]) -> None:
+        """Nothing to learn."""
+
+    def act(self, replica: Replica) -> list[Envelope]:
+        """Remember the replica (for `admit`); as primary, keep what it hides out of `pending`
+        too, so its own request timer does not blow the whistle on it (a replica changing
+        views relays its pending requests to every replica); send nothing."""
+        self._replica = replica
+        if replica.primary() == replica.me and not replica.changing:
+            for rid in [r for r in self._hidden if r in replica.pending]:
+                del replica.pending[rid]
+        self._hidden.clear()
+        return []
