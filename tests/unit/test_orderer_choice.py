@@ -55,6 +55,15 @@ def test_an_orderer_that_cannot_order_now_moves_the_submission_on() -> None:
     assert outcome == (1, OK)
 
 
+def test_an_orderer_that_held_it_for_its_whole_wait_moves_it_on() -> None:
+    """WAIT_TIMEOUT (a PBFT-lite replica that never got it ordered) is about the orderer: the
+    next one is asked, not a final refusal handed to the client."""
+    late = Result(accepted=False, reason=R.ERROR_REASON_WAIT_TIMEOUT, message="not ordered")
+    asked, outcome = _run({"o0": late, "o1": OK, "o2": OK})
+    assert asked == ["o0", "o1"]
+    assert outcome == (1, OK)
+
+
 def test_a_broken_link_moves_it_on_too_starting_from_the_last_that_worked() -> None:
     asked, outcome = _run({"o0": OK, "o1": DOWN, "o2": UNAVAILABLE}, start=1)
     assert asked == ["o1", "o2", "o0"]

@@ -44,7 +44,11 @@ from dltmw.v1 import config_pb2, errors_pb2, orderer_service_pb2
 Result = orderer_service_pb2.BroadcastResult
 R = errors_pb2
 
-NEXT_ORDERER = frozenset({R.ERROR_REASON_ORDERING_UNAVAILABLE})
+# Refusals about the orderer, not the transaction: ORDERING_UNAVAILABLE (removed replica,
+# JetStream orderer cut off) and WAIT_TIMEOUT (a PBFT-lite replica that held the request for its
+# whole wait without ordering it: a censoring or cut-off primary again, or a channel that stalls;
+# another replica may still order it, and a copy already in flight may still answer).
+NEXT_ORDERER = frozenset({R.ERROR_REASON_ORDERING_UNAVAILABLE, R.ERROR_REASON_WAIT_TIMEOUT})
 # Send an envelope to one orderer: the future of its result (raises TransientError when it
 # cannot even be queued: the stream's queue is full).
 Send = Callable[[str], "asyncio.Future[Result]"]
