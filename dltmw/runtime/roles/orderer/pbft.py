@@ -353,6 +353,13 @@ class PbftOrdererChannel(OrdererChannel):
             return None
         return EpochStart(self._new_replica(self.me, []), self._assembler())
 
+    @property
+    def checks_envelopes_again(self) -> bool:
+        """Only without dissemination: the replica a client reached judges the envelope again
+        in its core (`RequestAdmission`), a hit of Broadcast's remembered signature check; with
+        dissemination the core takes Broadcast's verdict (`ClientRequest.admitted`)."""
+        return not self._dissemination
+
     def _disseminates(self) -> bool:
         """The channel's `batch.pbft_dissemination` (block 0's: fixed for the channel's life, as
         every replica must run the same protocol)."""
