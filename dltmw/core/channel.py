@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.identity import Membership
+from dltmw.core.identity import REPLICA_MEMO_GENERATION, Membership
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
 from dltmw.core.privacy.agreement_policy import check_config as check_agreement_config
 from dltmw.v1 import algorithms_pb2, config_pb2, identity_pb2
@@ -186,7 +186,7 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
     _check_trusted_notaries(config)
     try:
         membership = Membership(roots, _revoked(config))
-        orderer_membership = Membership(orderer_roots)
+        orderer_membership = Membership(orderer_roots, memo_generation=REPLICA_MEMO_GENERATION)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     return ChannelView(

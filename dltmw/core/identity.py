@@ -76,9 +76,23 @@ CACHE_SIZE = 4096
 # Successful verifications remembered: many blocks in flight. Each is remembered by one 32-byte
 # digest of (signer, data digest, signature) (`verified_key`): the tuple of the three was ~320
 # bytes and kept whole signatures, 3.3 KB each for ML-DSA-65. The memo is two generations of
-# `VERIFIED_GENERATION` digests (`VerifiedMemo`): it holds the newest 16,384 to 32,768.
-VERIFIED_GENERATION = 16384
+# `VERIFIED_GENERATION` digests (`VerifiedMemo`): it holds the newest 10,240 to 20,480 —
+# more than the fullest driver inbox between an orderer's boundary check and its core's
+# (`limits.queue_max`, 10,000 by default) and 2.5 times the farthest hit measured under load
+# (every hit within 4,096 verifications, benchmarks/RESULTS.md "mem2"). 16,384 per generation
+# held up to ~3.8 MB per node; 10,240 holds up to ~2.4 MB.
+VERIFIED_GENERATION = 10240
 VERIFIED_CACHE_SIZE = 2 * VERIFIED_GENERATION
+# The orderers' membership remembers replica signatures only (a PBFT-lite replica's; a peer
+# checks a block's orderer signatures with `remember=False`). The boundary-then-core second
+# check of a replica message is answered first by `runtime/roles/orderer/just_verified.py` (a
+# bytes comparison, the newest 1,024 boundary checks); what is left for the memo is that check
+# when more than 1,024 messages wait in the driver's inbox, an origin's check of the acks in its
+# own availability certificate (verified when they arrived, a few hundred verifications
+# earlier) and the votes re-checked in view-change certificates: 4,096 to 8,192 digests (~1 MB)
+# instead of 16,384 to 32,768 (~3.8 MB in every orderer once full, ~90,000 transactions into
+# a run). A miss costs one verification, never a wrong answer.
+REPLICA_MEMO_GENERATION = 4096
 
 # One ECDSA-over-SHA-256 parameter object for every sign and verify: building it costs more than
 # a sixtieth of a verification (~1.2 us of ~50-90 us), and with seven verifications and four
@@ -246,9 +260,11 @@ class VerifiedMemo:
     the system at once. The hits measured under load come within 4,096 verifications after the
     signature was first checked (the gateway's endorsements at commit; an orderer's own client
     envelopes at its ordering rule within 256), well inside one generation; a generation is
-    not made smaller because an orderer's core checks again what its boundary checked after
-    the message waited in the driver's inbox, which holds up to 10,000 (`queue_max`) under
-    overload — when a miss, a second verification, costs most.
+    not made smaller than `VERIFIED_GENERATION` (10,240) because an orderer's core checks again
+    what its boundary checked after the message waited in the driver's inbox, which holds up
+    to 10,000 (`queue_max`) under overload — when a miss, a second verification, costs most.
+    The orderers' membership (replica signatures) is the exception, `REPLICA_MEMO_GENERATION`:
+    that second check has its own answer (`runtime/roles/orderer/just_verified.py`).
 
     Not locked: the caller (`Membership`) serialises `add`; a lookup racing a rotation can only
     miss, and a miss costs one verification, never a wrong answer."""
@@ -291,8 +307,13 @@ class Membership:
     """
 
     def __init__(
-        self, roots_pem: Mapping[str, bytes], revoked: Mapping[str, Iterable[int]] | None = None
+        self,
+        roots_pem: Mapping[str, bytes],
+        revoked: Mapping[str, Iterable[int]] | None = None,
+        memo_generation: int = VERIFIED_GENERATION,
     ) -> None:
+        """`memo_generation`: the verified-signature memo's generation (`VerifiedMemo`): what
+        the callers' second checks need; `REPLICA_MEMO_GENERATION` for the orderers'."""
         roots: dict[str, x509.Certificate] = {}
         for org_id, pem in roots_pem.items():
             if not org_id:
@@ -307,7 +328,7 @@ class Membership:
         self._roots = roots
         self._revoked = {org: frozenset(serials) for org, serials in (revoked or {}).items()}
         self._cache: dict[bytes, _CacheEntry] = {}
-        self._verified = VerifiedMemo()  # successful verifications (`verified_key`)
+        self._verified = VerifiedMemo(memo_generation)  # successful verifications (`verified_key`)
         # Peers verify a block's signatures on several threads (cryptography releases the GIL);
         # the lock keeps cache eviction consistent between them.
         self._cache_lock = threading.Lock()

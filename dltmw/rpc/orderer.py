@@ -52,6 +52,12 @@ class Ordering(Protocol):
         """Blocks the channel holds here."""
         ...
 
+    @property
+    def checks_envelopes_again(self) -> bool:
+        """Does this orderer's core check an envelope Broadcast admitted again (so Broadcast's
+        signature check is worth remembering)?"""
+        ...
+
 
 class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
     """Broadcast and Deliver for the channels this node orders."""
@@ -78,8 +84,10 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         views, now, window_s = self._views(), utc_now(), self._window_s
         start_ns = now_ns() if self._tracer.enabled else 0
 
+        again = {cid for cid, o in self._orderers.items() if o.checks_envelopes_again}
+
         def check(envelope: bytes) -> CheckedEnvelope:
-            return check_envelope(envelope, views, now, window_s)
+            return check_envelope(envelope, views, now, window_s, again)
 
         verdicts = await map_chunked(self._pool, capturing(check, ClientError), envelopes)
         by_channel: dict[str, list[int]] = {}

@@ -34,3 +34,33 @@ def test_a_change_of_the_replica_set_forgets_everything() -> None:
     memo.note(1, b"payload", b"sig")
     memo.clear()
     assert not memo.take(1, b"payload", b"sig")
+
+
+def test_only_the_boundarys_checks_are_kept_for_the_core() -> None:
+    """Decision (just_verified.py): the boundary's check (`verify`) is kept for the core's
+    (`check`), which takes it; the core's own checks of what nobody checks again (the acks in
+    a certificate) are not kept — they held the table full (1,024 entries) on every orderer."""
+    from types import SimpleNamespace
+
+    from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+
+    calls: list[bytes] = []
+
+    class _Membership:
+        def verify(self, identity: bytes, data: bytes, signature: bytes, now: object) -> None:
+            calls.append(data)
+
+    channel = PbftOrdererChannel.__new__(PbftOrdererChannel)
+    channel.identities = [b"r0", b"r1"]
+    channel._just_verified = JustVerified()
+    channel.channel_config = SimpleNamespace(  # type: ignore[assignment]
+        view=SimpleNamespace(orderer_membership=_Membership())
+    )
+    assert channel.verify(1, b"vote", b"sig")  # the boundary
+    assert len(channel._just_verified) == 1
+    assert channel.check(1, b"vote", b"sig") and calls == [b"vote"]  # answered, taken
+    assert len(channel._just_verified) == 0
+    assert channel.check(1, b"ack in a certificate", b"sig2")  # the core's own check
+    assert calls == [b"vote", b"ack in a certificate"]
+    assert len(channel._just_verified) == 0
+    assert not channel.verify(2, b"vote", b"sig") and not channel.check(2, b"vote", b"sig")

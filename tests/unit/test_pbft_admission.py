@@ -222,3 +222,42 @@ def test_a_disseminating_replica_judges_each_envelope_once_and_keeps_no_verdict(
     assert len(calls) == 20
     assert len(admission._verdicts) == held
     assert admission(good), "the verdict is the same uncached"
+
+
+class _Ordered:
+    """An `Ordering` double for Broadcast: accepts everything, says whether its core judges
+    an admitted envelope again."""
+
+    def __init__(self, again: bool) -> None:
+        self.checks_envelopes_again = again
+        self.view = PARTIES.view
+        self.got: list[bytes] = []
+
+    async def submit_many(self, envelopes: list[bytes]) -> list[None]:
+        self.got += envelopes
+        return [None] * len(envelopes)
+
+
+@pytest.mark.parametrize("again", [False, True])
+async def test_broadcast_remembers_a_creator_signature_only_where_the_core_checks_it_again(
+    again: bool,
+) -> None:
+    """Decision (rpc/orderer.py, `Ordering.checks_envelopes_again`): a disseminating PBFT-lite
+    replica, a solo or a JetStream orderer never checks an admitted envelope again, so
+    remembering Broadcast's signature check only filled the memo (up to 2.4 MB, the replica a
+    client reaches); without dissemination the core's rule checks it again and hits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dltmw.rpc.orderer import OrdererServicer
+    from dltmw.v1 import orderer_service_pb2
+
+    ordered = _Ordered(again)
+    memo = PARTIES.view.membership._verified
+    good = endorser_tx(PARTIES, kv_rwset(writes=[("k", b"again %d" % again)]))
+    with ThreadPoolExecutor(1) as pool:
+        servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]
+        before = len(memo)
+        request = orderer_service_pb2.BroadcastRequest(envelopes=[good])
+        response = await servicer._handle(request)
+    assert [r.accepted for r in response.results] == [True] and ordered.got == [good]
+    assert len(memo) - before == (1 if again else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from dltmw.core.errors import InvariantViolation, PeerError
 from dltmw.core.genesis import read_genesis
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.hashing import ZERO_HASH
-from dltmw.core.identity import SigningIdentity
+from dltmw.core.identity import (
+    REPLICA_MEMO_GENERATION,
+    VERIFIED_GENERATION,
+    BadSignature,
+    SigningIdentity,
+)
 from dltmw.core.pbft import (
     DecidedRecord,
     PreparedRecord,
@@ -27,6 +33,8 @@ from dltmw.runtime.roles.peer.committer import check_orderer_signatures
 from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 IDENTITIES = [f"orderer{i}".encode() for i in range(4)]
+
+NOW = datetime.now(UTC)
 
 
 def assembler(me: int = 0) -> BlockAssembler:
@@ -204,3 +212,39 @@ def test_a_peer_keeps_no_memo_of_the_orderer_signatures_it_checks_once(tmp_path:
             block.metadata.signatures.add(signer=s.identity_bytes, signature=s.sign(digest))
         check_orderer_signatures(view, block)
     assert len(view.orderer_membership._verified) == remembered
+
+
+def test_the_orderers_memo_of_replica_signatures_is_one_small_generation_pair(
+    tmp_path: Path,
+) -> None:
+    """Decision (core/identity.REPLICA_MEMO_GENERATION): a replica's second check of a replica
+    message is answered by `JustVerified` first, so the orderers' memo keeps 4,096 to 8,192
+    digests (an origin's acks re-checked in its own certificate come within a few hundred):
+    ~1 MB instead of up to 3.8 MB in every orderer. The newest generation still hits — a
+    remembered but invalid signature proves it (verified for real it would fail)."""
+    topology = Path(__file__).parents[2] / "services/networks/bft-four.toml"
+    init_network(topology, tmp_path / "net")
+    view = read_genesis(
+        block_pb2.Block.FromString((tmp_path / "net/channels/trades.block").read_bytes())
+    )
+    home = tmp_path / "net/nodes/orderer.a"
+    a = SigningIdentity.from_pem(
+        "OrdererA", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    memo = view.orderer_membership
+    generation = REPLICA_MEMO_GENERATION
+    assert generation < VERIFIED_GENERATION
+    count = 5 * generation + 7
+    for i in range(count):
+        memo.remember_own_signature(a, b"vote %d" % i, b"not a signature %d" % i)
+        assert len(memo._verified) <= 2 * generation
+    assert len(memo._verified) >= generation
+    for i in range(count - generation, count):  # the newest generation: hits
+        memo.verify(a.identity_bytes, b"vote %d" % i, b"not a signature %d" % i, NOW)
+    with pytest.raises(BadSignature):  # an old one was dropped: verified for real
+        memo.verify(a.identity_bytes, b"vote 0", b"not a signature 0", NOW)
+    # The clients' membership keeps the larger generation its Broadcast-then-rule checks need.
+    clients = view.membership
+    for i in range(VERIFIED_GENERATION + 1):
+        clients.remember_own_signature(a, b"env %d" % i, b"sig %d" % i)
+    assert len(clients._verified) == VERIFIED_GENERATION + 1

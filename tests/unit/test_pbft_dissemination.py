@@ -743,3 +743,34 @@ def test_an_envelope_the_boundary_admitted_is_not_judged_again_and_others_still_
     junk = b"\x00 not a request"
     origin.step(ClientRequest(junk))
     assert [r.reason for _rid, r in origin.ready().replies] == ["INVALID_REQUEST"]
+
+
+def test_the_certificate_verdicts_are_two_generations_the_newest_always_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decision (availability.AvailabilityRule): verdicts in two generations of
+    `CACHE_GENERATION`: never more than two generations held, the newest generation always
+    answered from memory (a certificate is checked at intake and again at prepare), an older
+    one dropped whole and checked again when it comes back — with the same verdict."""
+    from dltmw.core.pbft import availability
+
+    monkeypatch.setattr(availability, "CACHE_GENERATION", 8)
+    checks: list[int] = []
+    real = availability.certificate_error
+
+    def counted(checker: Checker, c: replica_pb2.AvailabilityCertificate) -> str | None:
+        checks.append(c.batch_sequence)
+        return real(checker, c)
+
+    monkeypatch.setattr(availability, "certificate_error", counted)
+    rule = AvailabilityRule(CHECKER)
+    certs = [cert([ack(1, seq=s), ack(2, seq=s)], seq=s) for s in range(1, 41)]
+    bad = cert([ack(1, seq=99)], seq=99)  # f acks only
+    for i, c in enumerate(certs):
+        assert rule(c)
+        assert len(rule) <= 2 * 8
+        for newer in certs[max(0, i - 7) : i + 1]:  # the newest 8: answered, not checked
+            before = len(checks)
+            assert rule(newer) and len(checks) == before
+    assert not rule(bad) and not rule(bad) and checks.count(99) == 1
+    assert rule(certs[0]) and checks.count(1) == 2  # dropped long ago: checked again, same verdict

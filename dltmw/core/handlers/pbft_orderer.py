@@ -48,33 +48,58 @@ started before the list names it (an orderer being added) is a follower from the
 (`follower=True`) and joins the group at the config block that adds it, once it fetched and
 committed the blocks up to it.
 
-Effects, in order: persist = the replica's records; decided = blocks to commit, in chain order;
-send = replica messages, block signatures, `SignatureOf` (our stored signature of a committed
-block, which the executor reads from the ledger), `BatchFromStore` (a batch in the chain that a
-peer fetches, which the executor reads from the record store) and `FetchBlocks` (start the
-fetch from that peer); replies = per request id, None once its block is committed here, or
-`Rejected`.
+Inputs and effects (what the executor and the simulator exchange with this core):
+`pbft_orderer_io.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Mapping, Sequence
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import is_config_update, replica_set_changed
-from dltmw.core.effects import Effects, Token
+from dltmw.core.effects import Effects
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, PendingBlock
 from dltmw.core.handlers.pbft_late import LateSignatures
-from dltmw.core.pbft import ClientRequest, Envelope, Rejected, Replica, request_id
+from dltmw.core.handlers.pbft_orderer_io import (
+    CatchUp,
+    CommittedBlock,
+    EpochStart,
+    FetchBlocks,
+    FetchedBlocks,
+    Input,
+    Learn,
+    Misbehaviour,
+    NewEpoch,
+    OrdererEffects,
+    Outbound,
+    SignatureOf,
+    _Out,
+)
+from dltmw.core.pbft import ClientRequest, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.dissemination import BatchFromStore
-from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
+from dltmw.core.pbft.surface import OrderingReplica
 from dltmw.core.pbft.types import Signer
 from dltmw.core.txcheck import check_transaction
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
+
+# The core's inputs and effects live in `pbft_orderer_io`; importers still find them here.
+__all__ = [
+    "CatchUp",
+    "CommittedBlock",
+    "EpochStart",
+    "FetchBlocks",
+    "FetchedBlocks",
+    "Input",
+    "Learn",
+    "Misbehaviour",
+    "NewEpoch",
+    "OrdererEffects",
+    "Outbound",
+    "SignatureOf",
+    "PbftOrdererCore",
+]
 
 RESIGN_EVERY_TICKS = 20
 CATCHUP_CHECK_TICKS = 40  # look for blocks beyond us after this long without executing
@@ -83,84 +108,6 @@ FOLLOWER_BACKOFF_MAX = 2  # a follower's blocks come only by fetching: it keeps 
 LAGGING_MAX = 256  # (replica, block) signature requests answered per step
 ANSWERED_MAX = 1024  # remembered answers before the old ones are pruned
 BEHIND_TICKS = 40  # a proof of lag (`Replica.note_behind`) this recent: still catching up
-
-
-@dataclass(frozen=True)
-class FetchedBlocks:
-    """Input: blocks fetched from peer replica `source`, verified against our head at fetch
-    time (possibly none: the fetch failed or the peer had nothing newer)."""
-
-    source: str
-    blocks: tuple[block_pb2.Block, ...]
-
-
-@dataclass(frozen=True)
-class SignatureOf:
-    """Message: our signature of committed block `number` (the executor reads it)."""
-
-    number: int
-
-
-@dataclass(frozen=True)
-class FetchBlocks:
-    """Message: fetch committed blocks beyond our ledger head from this peer."""
-
-
-@dataclass(frozen=True)
-class CommittedBlock:
-    """Decided: commit `block` (2f+1 signatures); `config`: the view a valid config update alone
-    in it leads to (written with the block; the channel follows it from the next block on)."""
-
-    block: block_pb2.Block
-    config: ChannelView | None = None
-    epoch: int | None = None
-    """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
-
-
-Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
-Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks | BatchFromStore
-OrdererEffects = Effects[DisseminatedRecord, CommittedBlock, Outbound, Rejected | None]
-Learn = Callable[[ChannelView], None]
-
-
-@dataclass(frozen=True)
-class EpochStart:
-    """The next replica group as this node joins it: its replica and block assembler."""
-
-    replica: OrderingReplica
-    assembler: BlockAssembler
-
-
-NewEpoch = Callable[[ChannelView, int], EpochStart | None]
-"""(the config that changed the replica set, its block number) -> our part of the new group, or
-None when that config does not name this node (retired)."""
-
-
-class Misbehaviour(Protocol):
-    """TEST-ONLY faults injected into one replica (`runtime/roles/orderer/byzantine.py`)."""
-
-    def act(self, replica: Replica) -> Sequence[Envelope]:
-        """One tick of misbehaviour; returns messages to send to every other replica."""
-
-    def observe(self, requests: Sequence[bytes]) -> None:
-        """See the requests of a decided batch."""
-
-
-@dataclass
-class CatchUp:
-    """The fetch schedule: the ledger height at the last check, backoff factor, peer cursor."""
-
-    last: int = 0
-    backoff: int = 1
-    cursor: int = 0
-    fetching: bool = False
-
-
-@dataclass
-class _Out:
-    decided: list[CommittedBlock] = field(default_factory=list)
-    send: list[tuple[int, Outbound]] = field(default_factory=list)
-    replies: list[tuple[Token, Rejected | None]] = field(default_factory=list)
 
 
 class PbftOrdererCore:

@@ -28,7 +28,6 @@ Rules a reader must keep:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -37,7 +36,9 @@ from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.types import Envelope, request_id
 from dltmw.v1 import replica_pb2
 
-CACHE_MAX = 4096  # certificates remembered as checked (each is checked at intake and prepare)
+# Certificates remembered as checked (each is checked at intake and prepare, a few slots apart):
+# two generations of `CACHE_GENERATION`, the newest 2,048 to 4,096 (see `AvailabilityRule`).
+CACHE_GENERATION = 2048
 
 
 def expiry_slots(decided_retain: int) -> int:
@@ -152,24 +153,35 @@ class AvailabilityRule:
     `enforce=False` is the simulator's negative control only: it accepts any certificate that
     parses, so a faulty primary can get an unavailable batch decided — the checkers must then
     go red. Results are cached by the certificate's SHA-256 (bounded, oldest first out): the
-    same certificate is checked when a backup admits it and again in the pre-prepare.
+    same certificate is checked when a backup admits it and again in the pre-prepare. Two
+    generations of verdicts, the older dropped whole when the newer holds `CACHE_GENERATION`
+    (as `core/identity.VerifiedMemo`, and why): an insertion-ordered dict dropping its oldest
+    keeps the dropped entries' slots in its table until it resizes (~0.35 MB at 4,096 entries,
+    benchmarks/RESULTS.md "mem2"). A dropped verdict costs one check again, never a wrong one.
     """
 
     def __init__(self, checker: Checker, enforce: bool = True) -> None:
         self.checker = checker
         self.enforce = enforce
-        self._seen: OrderedDict[bytes, bool] = OrderedDict()
+        self._new: dict[bytes, bool] = {}
+        self._old: dict[bytes, bool] = {}
 
     def __call__(self, request: bytes) -> bool:
         key = request_id(request)
-        known = self._seen.get(key)
+        known = self._new.get(key)
+        if known is None:
+            known = self._old.get(key)
         if known is not None:
             return known
         cert = parse_certificate(request)
         ok = cert is not None and (
             not self.enforce or certificate_error(self.checker, cert) is None
         )
-        self._seen[key] = ok
-        if len(self._seen) > CACHE_MAX:
-            self._seen.popitem(last=False)
+        if len(self._new) >= CACHE_GENERATION:
+            self._old, self._new = self._new, {}
+        self._new[key] = ok
         return ok
+
+    def __len__(self) -> int:
+        """Verdicts remembered."""
+        return len(self._new) + len(self._old)

@@ -3,18 +3,22 @@ comparison instead of a hash.
 
 Every replica message is verified twice on its way in: by the boundary (`rpc/replica.py`, which
 refuses a batch holding a bad one) and again by the core (`Checker.open`, `BlockAssembler`),
-both through `PbftOrdererChannel.verify`. The second check hit the identity's verified-signature
-memo (`core/identity.Membership.verify`), whose key is a SHA-256 of the data: for a `Batch`
-message that is a second pass over all its envelopes' bytes on every replica (~17 µs per
+through `PbftOrdererChannel.verify` and `.check`. The second check hit the identity's verified-
+signature memo (`core/identity.Membership.verify`), whose key is a SHA-256 of the data: for a
+`Batch` message that is a second pass over all its envelopes' bytes on every replica (~17 µs per
 2.4 KB envelope on this machine, the same as hashing it anew). Here a successful verification
-keeps (replica, data) by signature until the next check of that signature takes it: the
-core's check then compares the bytes (memcmp, ~100x cheaper than SHA-256) and is answered only
-when signer index, data and signature are exactly those just verified. Anything else — a
-message nobody verified, another signer index, other bytes — is verified for real.
+keeps (replica, data) by signature until the next check of that signature takes it: the core's
+check then compares the bytes (memcmp, ~100x cheaper than SHA-256) and is answered only when
+signer index, data and signature are exactly those just verified. Anything else — a message
+nobody verified, another signer index, other bytes — is verified for real.
 
-Bounded: an entry the core never asks for (a late message the boundary dropped after verifying
-it) leaves first-in first-out beyond `ENTRIES_MAX` entries or `BYTES_MAX` bytes of data; the
-replica set changing clears everything (an index then names another identity).
+Only the boundary's checks are kept (`verify`); the core's own (`check`: the acks inside an
+availability certificate, a fetched block's signatures) are not, as nobody asks for them
+again: kept, they held this table at its 1,024 entries on every orderer (benchmarks/RESULTS.md,
+lane `mem3`). Bounded: an entry the core never asks for (a late message the boundary dropped
+after verifying it) leaves first-in first-out beyond `ENTRIES_MAX` entries or `BYTES_MAX`
+bytes of data; the replica set changing clears everything (an index then names another
+identity). In the steady state it holds the messages between the boundary and the core.
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ class PbftOrdererExecutor(
                 channel.ledger.last_hash,
                 channel.identities,
                 channel.config.quorum,
-                channel.verify,
+                channel.check,
             )
         finally:
             driver = channel.driver
@@ -353,6 +353,13 @@ class PbftOrdererChannel(OrdererChannel):
             return None
         return EpochStart(self._new_replica(self.me, []), self._assembler())
 
+    @property
+    def checks_envelopes_again(self) -> bool:
+        """Only without dissemination: the replica a client reached judges the envelope again
+        in its core (`RequestAdmission`), a hit of Broadcast's remembered signature check; with
+        dissemination the core takes Broadcast's verdict (`ClientRequest.admitted`)."""
+        return not self._dissemination
+
     def _disseminates(self) -> bool:
         """The channel's `batch.pbft_dissemination` (block 0's: fixed for the channel's life, as
         every replica must run the same protocol)."""
@@ -375,42 +382,56 @@ class PbftOrdererChannel(OrdererChannel):
             )
             if records:
                 core = DisseminatingReplica.restore(
-                    self.config, me, sign, self.verify, dis, records, admit, True, alone
+                    self.config, me, sign, self.check, dis, records, admit, True, alone
                 )
             else:
                 core = DisseminatingReplica(
-                    self.config, me, sign, self.verify, dis, admit, True, alone
+                    self.config, me, sign, self.check, dis, admit, True, alone
                 )
             core.cut_max = 1
             return core
         plain = [r for r in records if not isinstance(r, BatchRecord | AssembledRecord)]
         if plain:
             return Replica.restore(
-                self.config, me, sign, self.verify, plain, request_ok=admit, alone=alone
+                self.config, me, sign, self.check, plain, request_ok=admit, alone=alone
             )
-        return Replica(self.config, me, sign, self.verify, request_ok=admit, alone=alone)
+        return Replica(self.config, me, sign, self.check, request_ok=admit, alone=alone)
 
     def _assembler(self) -> BlockAssembler:
         me = 0 if self.me is None else self.me
         return BlockAssembler(
-            self.view.channel_id, me, self.config.quorum, self.identities, self.verify
+            self.view.channel_id, me, self.config.quorum, self.identities, self.check
         )
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
-        """Does `signature` by orderer `replica` verify over `data`? The boundary and then the
-        core ask this of every replica message: the second answer comes from `JustVerified`
-        (a bytes comparison) instead of the memo's SHA-256 of the data."""
-        if not 0 <= replica < len(self.identities):
+        """Does `signature` by orderer `replica` verify over `data`? The boundary's check of an
+        arriving message (`rpc/replica.py`): a success is kept in `JustVerified` for the core's
+        check of the same message (`check`), which is then a bytes comparison instead of the
+        memo's SHA-256 of the data."""
+        if not self._verify(replica, data, signature):
             return False
+        self._just_verified.note(replica, data, signature)
+        return True
+
+    def check(self, replica: int, data: bytes, signature: bytes) -> bool:
+        """The core's (and catch-up's) check: answered by `JustVerified` when the boundary
+        verified exactly this a moment ago, else verified — and not kept there: nobody checks
+        it again soon (the acks inside an availability certificate, a fetched block's
+        signatures), so keeping it only held `JustVerified` full of entries never taken
+        (1,024 on every orderer, mem3)."""
         if self._just_verified.take(replica, data, signature):
             return True
+        return self._verify(replica, data, signature)
+
+    def _verify(self, replica: int, data: bytes, signature: bytes) -> bool:
+        if not 0 <= replica < len(self.identities):
+            return False
         try:
             self.view.orderer_membership.verify(
                 self.identities[replica], data, signature, utc_now()
             )
         except IdentityError:
             return False
-        self._just_verified.note(replica, data, signature)
         return True
 
     async def start(self) -> None:
