@@ -75,8 +75,8 @@ def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
     refused elsewhere as forged.
 
     The signatures are not remembered: a peer checks each block's once, and at 2f+1 per block
-    they filled its memo of orderer signatures for nothing (none hit under load; 16,384 to
-    32,768 digests, up to 3.2 MB, after ~10,000 PBFT-lite blocks)."""
+    they filled its memo of orderer signatures for nothing (none hit under load; with the
+    memo's generations of 16,384 at the time, up to 3.2 MB after ~10,000 PBFT-lite blocks)."""
     pairs = [(s.signer, s.signature) for s in block.metadata.signatures]
     counted = check_orderer_quorum(view, block_hash(block), pairs, utc_now(), remember=False)
     if isinstance(counted, str):
