@@ -36,55 +36,22 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from dltmw.bench.topology import NetworkShape, topology_toml
 from dltmw.bench.workloads import Workload, make_workload
 from dltmw.client import GatewayClient
 from dltmw.client.files import ClientFiles
 from dltmw.ops.supervisor import Supervisor
+from dltmw.ops.trace_sink import Seen, TraceSink, trace_sink
 from dltmw.pki.network import init_network
 
 FLUSH_S = 3.0  # after the last transaction: every exporter sends what it holds
 EXPORT_DELAY_MS = 200
 
 
-@dataclass(frozen=True)
-class Span:
-    service: str
-    name: str
-    start_ns: int
-    end_ns: int
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps every exported span, by trace id."""
-
-    def __init__(self) -> None:
-        self.traces: dict[bytes, list[Span]] = defaultdict(list)
-
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            service = next(
-                a.value.string_value
-                for a in resource_spans.resource.attributes
-                if a.key == "service.name"
-            )
-            for scope in resource_spans.scope_spans:
-                for s in scope.spans:
-                    span = Span(service, s.name, s.start_time_unix_nano, s.end_time_unix_nano)
-                    self.traces[s.trace_id].append(span)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 def segments(
-    spans: list[Span], sent_ns: int, done_ns: int, gateway: str
+    spans: list[Seen], sent_ns: int, done_ns: int, gateway: str
 ) -> dict[str, float] | None:
     """The transaction's segments in ms (client stamps `sent_ns`, `done_ns` and the nodes'
     spans); None when a stage's span is missing."""
@@ -122,12 +89,13 @@ def with_tracing(net: Path, endpoint: str) -> None:
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
-    server = grpc.aio.server()
-    collector = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    endpoint = f"127.0.0.1:{port}"
+    async with trace_sink() as (collector, endpoint):
+        await _run_with(args, work, collector, endpoint)
+
+
+async def _run_with(
+    args: argparse.Namespace, work: Path, collector: TraceSink, endpoint: str
+) -> None:
     workload = make_workload("kv", {}, 1)
     shape = workload.network(NetworkShape())
     topo = work / "topology.toml"
@@ -143,7 +111,6 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         await asyncio.sleep(FLUSH_S)
     finally:
         await asyncio.to_thread(sup.down)
-        await server.stop(None)
     gateway = _gateway_of(net, client_id)
     rows = [
         segments(collector.traces.get(bytes.fromhex(tx_id[:32]), []), sent, done, gateway)

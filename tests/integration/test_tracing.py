@@ -14,66 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from dltmw.client import GatewayClient
+from dltmw.ops.trace_sink import TraceSink, trace_sink
 
 pytestmark = pytest.mark.integration
 WAIT_S = 30.0
 
 
-@dataclass(frozen=True)
-class Seen:
-    service: str
-    name: str
-    span_id: bytes
-    parent_span_id: bytes
-    attributes: tuple[tuple[str, str], ...]
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps every exported span, by trace id."""
-
-    def __init__(self) -> None:
-        self.traces: dict[bytes, list[Seen]] = defaultdict(list)
-
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            service = next(
-                a.value.string_value
-                for a in resource_spans.resource.attributes
-                if a.key == "service.name"
-            )
-            for scope in resource_spans.scope_spans:
-                for span in scope.spans:
-                    attrs = tuple(
-                        (a.key, a.value.string_value or str(a.value.int_value))
-                        for a in span.attributes
-                    )
-                    seen = Seen(service, span.name, span.span_id, span.parent_span_id, attrs)
-                    self.traces[span.trace_id].append(seen)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture
-async def collector() -> AsyncIterator[tuple[Collector, str]]:
-    server = grpc.aio.server()
-    found = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield found, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
+async def collector() -> AsyncIterator[tuple[TraceSink, str]]:
+    async with trace_sink() as found:
+        yield found
 
 
 EXPECTED = {
