@@ -1,4 +1,5 @@
-"""OrdererService servicer: Broadcast admission and Deliver streaming.
+"""OrdererService servicer: Broadcast admission and Deliver streaming (whole blocks, or headers
+only for a peer's censorship monitor: `SeekInfo.headers_only`).
 
 Broadcast checks each request's envelopes in chunks on a small thread pool (`cryptography`
 releases the GIL, so the creator signatures use both cores and the event loop stays free), and
@@ -143,12 +144,26 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         stop = None if seek.follow else seek.stop_block
         # The height now, before any block: a follower learns how far behind it is at once (a
         # peer is not ready until it has committed this far, docs/operations.md).
-        await context.send_initial_metadata(((HEIGHT_METADATA, str(orderer.height)),))
-        async for block in orderer.blocks_from(seek.start_block, stop):
+        height = orderer.height
+        await context.send_initial_metadata(((HEIGHT_METADATA, str(height)),))
+        start = seek.start_block
+        if seek.headers_only:  # a censorship monitor: the newest header first, then each new one
+            start = max(start, height - 1)
+        async for block in orderer.blocks_from(start, stop):
             if orderer.view is not view:  # a config block changed who may read
                 view = orderer.view
                 still_reader(seek.requester, view)
-            yield orderer_service_pb2.DeliverResponse(block=block)
+            sent = header_of(block) if seek.headers_only else block
+            yield orderer_service_pb2.DeliverResponse(block=sent)
+
+
+def header_of(block: block_pb2.Block) -> block_pb2.Block:
+    """`block` without its data: the header and the orderer signatures over its hash (which
+    the header alone determines), so a follower can verify it like the whole block."""
+    out = block_pb2.Block()
+    out.header.CopyFrom(block.header)
+    out.metadata.signatures.extend(block.metadata.signatures)
+    return out
 
 
 def still_reader(requester: bytes, view: ChannelView) -> None:

@@ -43,7 +43,6 @@ from typing import TypeVar
 
 import grpc
 
-from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
@@ -65,8 +64,10 @@ from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer import proofs
+from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.deliver_watch import STALL_S, DeliverWatch
+from dltmw.runtime.roles.peer.header_monitor import RECONNECT, HeaderMonitor, deliver_request
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
@@ -74,7 +75,6 @@ from dltmw.v1 import (
     block_pb2,
     crosschain_pb2,
     errors_pb2,
-    orderer_service_pb2,
     orderer_service_pb2_grpc,
     proposal_pb2,
     transaction_pb2,
@@ -87,9 +87,6 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
-
-
-RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
 class PeerChannel:
@@ -134,6 +131,10 @@ class PeerChannel:
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
         self.deliver_watch = DeliverWatch()  # re-dials a quiet stream when a block is wanted
+        # ... and one that withholds what another orderer's headers show (header_monitor.py)
+        self.censor_watch = CensorWatch(
+            ctx.limits.censorship_timeout_s, lambda: asyncio.get_running_loop().time()
+        )
 
     @property
     def view(self) -> ChannelView:
@@ -364,7 +365,7 @@ class PeerChannel:
         attempt = 0
         while True:
             orderers = self.view.orderer_ids()
-            node_id = orderers[attempt % len(orderers)]
+            node_id = self.deliver_watch.take_next_source() or orderers[attempt % len(orderers)]
             try:
                 await self._deliver_from(node_id)
                 attempt = 0
@@ -385,30 +386,28 @@ class PeerChannel:
     async def _deliver_from(self, node_id: str) -> None:
         channel = await self.ctx.channel_to(node_id)
         stub = orderer_service_pb2_grpc.OrdererServiceStub(channel)
-        seek = orderer_service_pb2.SeekInfo(
-            channel_id=self.view.channel_id,
-            start_block=self.ledger.height,
-            follow=True,
-            requester=self.ctx.signer.identity_bytes,
-        )
-        seek.timestamp.FromDatetime(utc_now())
-        seek_bytes = seek.SerializeToString()
-        request = orderer_service_pb2.DeliverRequest(
-            seek_info=seek_bytes, signature=self.ctx.signer.sign(seek_bytes)
-        )
-        call = stub.Deliver(request)
-        watch = self.deliver_watch
+        call = stub.Deliver(deliver_request(self.ctx, self.view.channel_id, self.ledger.height))
+        watch, censor = self.deliver_watch, self.censor_watch
         watch.opened(call)
-        self._heard_height(await call.initial_metadata())
+        censor.opened(self.ledger.height)
+        monitor = None
+        if censor.enabled and len(self.view.orderer_ids()) > 1:
+            headers = HeaderMonitor(self.ctx, lambda: self.view, node_id, censor, watch, self._pool)
+            monitor = self.ctx.tasks.spawn(f"censor-monitor-{self.view.channel_id}", headers.run())
 
         async def delivered() -> AsyncIterator[block_pb2.Block]:
             async for response in call:
                 number = response.block.header.number
                 watch.delivered(number)
+                censor.delivered(number)
                 self.orderer_height = max(self.orderer_height or 0, number + 1)
                 yield response.block
 
-        await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
+        try:
+            self._heard_height(await call.initial_metadata())
+            await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
+        finally:
+            await cancel_and_wait(monitor)
 
     def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
         """The orderer's height at the opening of a Deliver stream (an orderer that says none,
