@@ -98,7 +98,7 @@ class OrdererChannel:
         self._driver = None
         self._pulled: dict[int, int] = {}  # follower -> the highest block number it has taken
         self._followers = itertools.count()
-        self._withheld_from = withhold.withheld_from(ctx.node_id)  # TEST-ONLY, else None
+        self._fault = withhold.DeliverFault.from_env(ctx.node_id)  # TEST-ONLY, else None
 
     @property
     def view(self) -> ChannelView:
@@ -180,9 +180,7 @@ class OrdererChannel:
         self._pulled[follower] = start - 1
         try:
             async for block in follow(self.ledger, self.new_block, start, stop):
-                if self._withheld_from is not None and block.header.number >= self._withheld_from:
-                    await withhold.hold()
-                yield block
+                yield block if self._fault is None else await self._fault.apply(block)
                 self._pulled[follower] = block.header.number
                 if self.downstream_idle():
                     self._nudge()

@@ -30,6 +30,7 @@ import grpc
 from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import reconnects
+from dltmw.aio.tasks import was_asked_to_cancel
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import PeerError, TransientError
@@ -88,6 +89,7 @@ class HeaderMonitor:
         self.deliver = deliver
         self._pool = pool
         self._wake = asyncio.Event()
+        self._calls: dict[str, grpc.aio.UnaryStreamCall] = {}  # the open header streams
 
     async def run(self) -> None:
         """Follow the others' headers and check suspicions until cancelled (returns at once
@@ -121,13 +123,23 @@ class HeaderMonitor:
         view = self._view()
         start = self.deliver_start()
         call = stub.Deliver(deliver_request(self.ctx, view.channel_id, start, headers_only=True))
+        self._calls[node_id] = call
         try:
             async for response in call:
-                if self.censor.distrusts(node_id):
-                    return  # it showed a forged header: listen to the next one
                 if self.censor.header(node_id, response.block):
                     self._wake.set()
+        except asyncio.CancelledError:
+            if was_asked_to_cancel() or not self.censor.distrusts(node_id):
+                raise
+            # `_drop` cancelled the call: it showed a forged header, listen to the next one
         finally:
+            self._calls.pop(node_id, None)
+            call.cancel()
+
+    def _drop(self, node_id: str) -> None:
+        """Stop listening to `node_id` (its header stream moves on to the next orderer)."""
+        call = self._calls.get(node_id)
+        if call is not None:
             call.cancel()
 
     def deliver_start(self) -> int:
@@ -155,6 +167,7 @@ class HeaderMonitor:
             teller = self.censor.verdict(suspicion, error)
             channel_id = self._view().channel_id
             if error:
+                self._drop(suspicion.teller)
                 self.ctx.metrics.observe_forged_header(channel_id, suspicion.teller)
                 suppressed = _warnings.admit((channel_id, suspicion.teller))
                 if suppressed is not None:
