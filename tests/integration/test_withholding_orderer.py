@@ -18,40 +18,23 @@ Events stream delivers nothing: the test is red (shown in benchmarks/RESULTS.md,
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from dltmw.client import GatewayClient
-from dltmw.core.block import block_hash
 from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
 from dltmw.v1 import transaction_pb2
 
 from .operations_http import scrape, value
-from .test_pbft_ordering import _blocks
+from .test_censoring_orderer import _log, _one_chain
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
-ORDERERS = ["orderer.a", "orderer.b", "orderer.c", "orderer.d"]
 PEERS = ["peer0.org1", "peer0.org2"]
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 TXS = 4
 BOUND_S = 60.0  # a bound on every wait (the switch comes after 3 s): no timing is asserted
-
-
-def _log(net: Path, node: str) -> str:
-    return (net / "run" / "logs" / f"{node}.log").read_text(errors="replace")
-
-
-async def _one_chain(net: Path, timeout_s: float) -> list[list[bytes]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        chains = [[block_hash(b) for b in _blocks(net, o)] for o in ORDERERS]
-        chains += [[block_hash(b) for b in _blocks(net, p, "peer")] for p in PEERS]
-        if all(c == chains[0] for c in chains) or time.monotonic() > deadline:
-            return chains
-        await asyncio.sleep(0.2)
 
 
 async def test_a_peer_leaves_a_withholding_orderer_and_its_events_flow(

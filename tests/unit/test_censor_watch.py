@@ -6,21 +6,14 @@ forged one never causes a switch and silences its teller for the stream."""
 
 from __future__ import annotations
 
+from test_deliver_watch import Call
+
 from dltmw.rpc.orderer import header_of
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.deliver_watch import REDIAL_EVERY_S, STALL_S, DeliverWatch
 from dltmw.v1 import block_pb2, identity_pb2
 
 TIMEOUT_S = 3.0
-
-
-class Call:
-    def __init__(self) -> None:
-        self.cancels = 0
-
-    def cancel(self) -> bool:
-        self.cancels += 1
-        return True
 
 
 def _header(number: int) -> block_pb2.Block:

@@ -8,7 +8,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 | `eov-solo`, `eov-pbft` | endorse → order → validate, solo or PBFT-lite ordering | `eov.py` |
 | `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
 | `pbft-censor`, `pbft-cut-off` | the primary censors, or is cut off from backups | `censor.py` |
-| `pbft-withhold`, `pbft-forged-headers` | a peer's Deliver source withholds blocks; an orderer shows forged headers | `withhold.py` |
+| `pbft-withhold`, `pbft-forged-headers` | Deliver withheld; headers forged | `withhold.py` |
 | `cfg-pbft-members` | replica set 4 -> 5 -> 4, a replica re-keyed, faults | `pbft_members.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -69,11 +71,19 @@ async def run(
     """One seeded run of `pbft-<mode>` (module docstring); `deadline_s` 0: the deadline off."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
-    saved = os.environ.get(HOOK_ENV)
-    if mode == "censor":  # read when the node builds its orderer channel (at start)
-        os.environ[HOOK_ENV] = f"{PRIMARY}:censor"
-    try:
+    with byzantine_hook(f"{PRIMARY}:censor" if mode == "censor" else None):
         return await _run(seed, mode, trace, deadline_s)
+
+
+@contextmanager
+def byzantine_hook(value: str | None) -> Iterator[None]:
+    """`DLTMW_TEST_BYZANTINE` set to `value` (None: left as it is) while nodes are built in
+    the block (a node reads it when it builds its orderer channel), then restored."""
+    saved = os.environ.get(HOOK_ENV)
+    if value is not None:
+        os.environ[HOOK_ENV] = value
+    try:
+        yield
     finally:
         if saved is None:
             os.environ.pop(HOOK_ENV, None)

@@ -27,7 +27,6 @@ where under `pbft-withhold` the peers stay at block 0 and no transaction is answ
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,10 +34,10 @@ import grpc
 from dltmw.client.gateway import GatewayClient
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config_file import CENSORSHIP_TIMEOUT_S
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.sim.deployment import Deployment
 from dltmw.sim.ledger_checks import Ack, code_name, read_chain
+from dltmw.sim.scenarios.censor import byzantine_hook
 from dltmw.sim.scenarios.eov import CHANNEL, CLIENTS, PEERS, checks, heights
 from dltmw.sim.scenarios.eov import ORDERERS as EOV_ORDERERS
 from dltmw.sim.scenarios.eov import topology as eov_topology
@@ -62,21 +61,12 @@ class Work:
     failed: list[str] = field(default_factory=list)
 
 
-async def run(
-    seed: int, mode: str, trace: bool = False, monitor: bool = True
-) -> ScenarioResult:
+async def run(seed: int, mode: str, trace: bool = False, monitor: bool = True) -> ScenarioResult:
     """One seeded run of `pbft-<mode>` (module docstring); `monitor` False: the monitor off."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {sorted(MODES)}")
-    saved = os.environ.get(HOOK_ENV)
-    os.environ[HOOK_ENV] = MODES[mode]  # read when the node builds its orderer channel
-    try:
+    with byzantine_hook(MODES[mode]):
         return await _run(seed, mode, trace, monitor)
-    finally:
-        if saved is None:
-            os.environ.pop(HOOK_ENV, None)
-        else:
-            os.environ[HOOK_ENV] = saved
 
 
 async def _run(seed: int, mode: str, trace: bool, monitor: bool) -> ScenarioResult:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 
@@ -89,7 +90,7 @@ class HeaderMonitor:
         self.deliver = deliver
         self._pool = pool
         self._wake = asyncio.Event()
-        self._calls: dict[str, grpc.aio.UnaryStreamCall] = {}  # the open header streams
+        self._calls: dict[str, grpc.aio.UnaryStreamCall[Any, Any]] = {}  # the open header streams
 
     async def run(self) -> None:
         """Follow the others' headers and check suspicions until cancelled (returns at once
