@@ -127,11 +127,11 @@ class SeekInfo(_message.Message):
     requester: _builtins.bytes
     """Serialised Identity of the requester (a channel member or orderer)."""
     headers_only: _builtins.bool
-    """When true, each block comes as its header and orderer signatures only (no data, no
-    validation codes), starting from max(start_block, the orderer's height - 1): what a peer's
-    censorship monitor needs to see that this orderer holds a block another one has not
-    delivered (docs/ordering.md, "A withholding orderer"). The signatures cover the header hash,
-    so a header is verified like a whole block.
+    """When true, blocks come as their header and orderer signatures only (no data, no validation
+    codes): the newest block's first (from start_block at the earliest), then at most one every
+    half second, the newest. What a peer's censorship monitor needs to see that this orderer
+    holds a block another has not delivered (docs/ordering.md, "A withholding orderer"). The
+    signatures cover the header hash, so a header is verified like a whole block.
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:

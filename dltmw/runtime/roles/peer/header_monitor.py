@@ -8,9 +8,10 @@ decision (`censor_watch.CensorWatch`); a suspicion that comes due has its header
 verify pool with the peer's own commit rule (`committer.signature_error`), and a valid one
 cancels the block stream through `DeliverWatch.censored`, which dials the orderer that showed it.
 
-Cost. An idle channel sends nothing on a header stream. Under load each watched orderer sends
-~0.3 kB per block (header and 2f+1 signatures, the identities included), parsed and dropped: no
-signature is verified unless a suspicion comes due (benchmarks/RESULTS.md, lane `deliver`).
+Cost. An idle channel sends nothing on a header stream. Under load a watched orderer sends at
+most two headers a second, the newest (`rpc/orderer.newest_headers`; a header and 2f+1 signatures
+with their signers' identities, a few kB), parsed and dropped: no signature is verified unless a
+suspicion comes due (benchmarks/RESULTS.md, lane `deliver`).
 
 Supervision. The monitor runs as a `TaskOwner.spawn` task of the session and is cancelled with
 it. A header stream that fails (the orderer is down, restarted, refuses) is dialled again with
