@@ -131,10 +131,9 @@ class PeerChannel:
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
         self.deliver_watch = DeliverWatch()  # re-dials a quiet stream when a block is wanted
-        # ... and one that withholds what another orderer's headers show (header_monitor.py)
-        self.censor_watch = CensorWatch(
-            ctx.limits.censorship_timeout_s, lambda: asyncio.get_running_loop().time()
-        )
+        # ... and one that withholds what another orderer's headers show (header_monitor.py;
+        # its timeout, `limits.censorship_timeout_s`, is set when following starts)
+        self.censor_watch = CensorWatch(0.0, lambda: asyncio.get_running_loop().time())
 
     @property
     def view(self) -> ChannelView:
@@ -144,6 +143,7 @@ class PeerChannel:
     async def start(self) -> None:
         """Start the committer, then follow the orderer."""
         await self.committer.start()
+        self.censor_watch.timeout_s = self.ctx.limits.censorship_timeout_s
         self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
