@@ -11,6 +11,7 @@ from test_deliver_watch import Call
 from dltmw.rpc.orderer import header_of
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.deliver_watch import REDIAL_EVERY_S, STALL_S, DeliverWatch
+from dltmw.runtime.roles.peer.header_monitor import others_after, watched_count
 from dltmw.v1 import block_pb2, identity_pb2
 
 TIMEOUT_S = 3.0
@@ -121,3 +122,11 @@ def test_a_header_only_block_keeps_what_its_signatures_cover() -> None:
     header = header_of(block)
     assert header.header == block.header and list(header.metadata.signatures) == [signature]
     assert not header.data.envelopes and not header.metadata.validation_codes
+
+
+def test_a_peer_watches_f_plus_1_others_starting_after_its_source() -> None:
+    assert [watched_count(n) for n in (2, 3, 4, 7, 10)] == [1, 1, 2, 3, 4]
+    orderers = ["a", "b", "c", "d"]
+    assert others_after(orderers, "a") == ["b", "c", "d"]
+    assert others_after(orderers, "b") == ["c", "d", "a"]  # the withholder a comes last
+    assert others_after(orderers, "gone") == orderers  # a source a config update removed

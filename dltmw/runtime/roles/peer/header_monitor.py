@@ -2,8 +2,9 @@
 
 While the peer follows one orderer's Deliver stream (`PeerChannel._deliver_from`), this follows
 header-only Deliver streams (`SeekInfo.headers_only`: header and orderer signatures, no data) of
-f other orderers of the channel (at least one; f = (n-1)//3): if the block source withholds, at
-most f-1 of the others are faulty too, so one of the f shows the truth. Each header goes to the
+f+1 other orderers of the channel (f = (n-1)//3; the ones after the source in the list): if the
+block source withholds, at most f-1 of the others are faulty too, so the f+1 include a correct
+one even with one of them down. Each header goes to the
 decision (`censor_watch.CensorWatch`); a suspicion that comes due has its header checked on the
 verify pool with the peer's own commit rule (`committer.signature_error`), and a valid one
 cancels the block stream through `DeliverWatch.censored`, which dials the orderer that showed it.
@@ -68,8 +69,15 @@ def deliver_request(
 
 
 def watched_count(orderers: int) -> int:
-    """Other orderers whose headers a peer follows: f of n = 3f+1, at least one."""
-    return max(1, (orderers - 1) // 3)
+    """Other orderers whose headers a peer follows: f+1 of n = 3f+1 (at most n-1)."""
+    return min(orderers - 1, (orderers - 1) // 3 + 1)
+
+
+def others_after(orderers: list[str], source: str) -> list[str]:
+    """The orderers other than `source`, in list order starting after it (so a peer that left
+    a withholding orderer for the next one does not watch the withholder first)."""
+    at = orderers.index(source) + 1 if source in orderers else 0
+    return [o for o in orderers[at:] + orderers[:at] if o != source]
 
 
 class HeaderMonitor:
@@ -96,11 +104,11 @@ class HeaderMonitor:
     async def run(self) -> None:
         """Follow the others' headers and check suspicions until cancelled (returns at once
         when there is no other orderer or the monitor is off)."""
-        others = [o for o in self._view().orderer_ids() if o != self.source]
+        others = others_after(self._view().orderer_ids(), self.source)
         if not others or not self.censor.enabled:
             return
         async with asyncio.TaskGroup() as group:
-            for k in range(min(watched_count(len(others) + 1), len(others))):
+            for k in range(watched_count(len(others) + 1)):
                 group.create_task(self._headers(others, k))
             group.create_task(self._check())
 
