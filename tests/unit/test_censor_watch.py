@@ -6,12 +6,19 @@ forged one never causes a switch and silences its teller for the stream."""
 
 from __future__ import annotations
 
+import asyncio
+import types
+from typing import cast
+
 from test_deliver_watch import Call
 
+from dltmw.aio.tasks import TaskOwner, cancel_and_wait
+from dltmw.core.channel import ChannelView
 from dltmw.rpc.orderer import header_of
+from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.deliver_watch import REDIAL_EVERY_S, STALL_S, DeliverWatch
-from dltmw.runtime.roles.peer.header_monitor import others_after, watched_count
+from dltmw.runtime.roles.peer.header_monitor import HeaderMonitor, others_after, watched_count
 from dltmw.v1 import block_pb2, identity_pb2
 
 TIMEOUT_S = 3.0
@@ -130,3 +137,55 @@ def test_a_peer_watches_f_plus_1_others_starting_after_its_source() -> None:
     assert others_after(orderers, "a") == ["b", "c", "d"]
     assert others_after(orderers, "b") == ["c", "d", "a"]  # the withholder a comes last
     assert others_after(orderers, "gone") == orderers  # a source a config update removed
+
+
+class _Ctx:
+    """What the monitor uses of a node context: its dialling fails with `error`."""
+
+    def __init__(self, error: BaseException, tasks: TaskOwner) -> None:
+        self.error, self.tasks, self.dials = error, tasks, 0
+
+    async def channel_to(self, node_id: str) -> object:
+        self.dials += 1
+        raise self.error
+
+    async def forget(self, node_id: str) -> None:
+        pass
+
+
+async def _monitor_with(error: BaseException) -> tuple[list[str], int]:
+    """Run a monitor whose header streams fail with `error` for a while: (fatal tasks, dials)."""
+    fatal: list[str] = []
+
+    async def on_fatal(name: str, exc: BaseException | None) -> None:
+        fatal.append(name)
+
+    ctx = _Ctx(error, TaskOwner(on_fatal))
+    view = types.SimpleNamespace(channel_id="trades", orderer_ids=lambda: ["a", "b", "c", "d"])
+    censor = CensorWatch(TIMEOUT_S, lambda: 0.0)
+    monitor = HeaderMonitor(
+        cast(NodeContext, ctx),
+        lambda: cast(ChannelView, view),
+        "a",
+        censor,
+        DeliverWatch(),
+        None,  # type: ignore[arg-type]
+    )
+    task = ctx.tasks.spawn("censor-monitor-trades", monitor.run())
+    for _ in range(50):  # bounded: 50 x 20 ms
+        if fatal or ctx.dials >= 4:
+            break
+        await asyncio.sleep(0.02)
+    await cancel_and_wait(task)
+    return fatal, ctx.dials
+
+
+async def test_a_bug_in_the_monitor_stops_the_node_a_failing_header_stream_does_not() -> None:
+    fatal, dials = await _monitor_with(ValueError("a bug"))
+    assert fatal == ["censor-monitor-trades"] and dials >= 1
+    fatal, dials = await _monitor_with(ConnectionResetError("orderer down"))
+    assert fatal == [] and dials >= 4  # dialled again (and the next one), never fatal
+    # a call cancelled under it (another user of the cached channel closed it): dialled again,
+    # not a header stream that ended silently inside the monitor's task group
+    fatal, dials = await _monitor_with(asyncio.CancelledError())
+    assert fatal == [] and dials >= 4

@@ -33,10 +33,9 @@ import grpc
 from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import utc_now
 from dltmw.aio.rpc_errors import reconnects
-from dltmw.aio.tasks import was_asked_to_cancel
+from dltmw.aio.tasks import is_transient, was_asked_to_cancel
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.channel import ChannelView
-from dltmw.core.errors import PeerError, TransientError
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.committer import signature_error
@@ -121,7 +120,15 @@ class HeaderMonitor:
             if node_id != self.source and not self.censor.distrusts(node_id):
                 try:
                     await self._follow_headers(node_id)
-                except (grpc.aio.AioRpcError, TransientError, PeerError) as exc:
+                except asyncio.CancelledError:
+                    if was_asked_to_cancel():
+                        raise
+                    # `_drop`, or another user of the cached channel closed it (`ctx.forget`):
+                    # a TaskGroup would take a child ending so as cancelled, silently
+                    logger.debug("header stream from %s cancelled under it", node_id)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise  # a bug: fatal to the node (module docstring)
                     logger.debug("header stream from %s failed: %s", node_id, exc)
                     if reconnects(exc):
                         await self.ctx.forget(node_id)
@@ -138,10 +145,6 @@ class HeaderMonitor:
             async for response in call:
                 if self.censor.header(node_id, response.block):
                     self._wake.set()
-        except asyncio.CancelledError:
-            if was_asked_to_cancel() or not self.censor.distrusts(node_id):
-                raise
-            # `_drop` cancelled the call: it showed a forged header, listen to the next one
         finally:
             self._calls.pop(node_id, None)
             call.cancel()
