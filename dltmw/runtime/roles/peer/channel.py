@@ -6,8 +6,11 @@ the pure commit decision, `core/committer.py`), waiting for each. Nothing inside
 stop the peer: the per-envelope checks are total (any bytes give a validation code,
 `core/txcheck.check_transaction`), so a block that passes the chain link and the orderer
 signatures is always committed. A block that fails them is refused (PeerError) and the peer
-tries another orderer. Anything else that escapes a commit (a storage fault, a bug) is logged
-with its traceback at once, never left to surface only at shutdown.
+tries another orderer; so does a peer whose orderer withholds a block that another orderer shows
+a verified header of (the censorship monitor, `header_monitor.py`, on a channel with more than
+one orderer), or whose stream went quiet while a block is wanted (`deliver_watch.py`). Anything
+else that escapes a commit (a storage fault, a bug) is logged with its traceback at once, never
+left to surface only at shutdown.
 
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
@@ -365,7 +368,8 @@ class PeerChannel:
         attempt = 0
         while True:
             orderers = self.view.orderer_ids()
-            node_id = self.deliver_watch.take_next_source() or orderers[attempt % len(orderers)]
+            named = self.deliver_watch.take_next_source()  # it showed a block ours withheld
+            node_id = named if named in orderers else orderers[attempt % len(orderers)]
             try:
                 await self._deliver_from(node_id)
                 attempt = 0
