@@ -27,18 +27,12 @@ where under `pbft-withhold` the peers stay at block 0 and no transaction is answ
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
-import grpc
-
-from dltmw.client.gateway import GatewayClient
-from dltmw.rpc.status import reason_of
 from dltmw.runtime.config_file import CENSORSHIP_TIMEOUT_S
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.sim.deployment import Deployment
-from dltmw.sim.ledger_checks import Ack, code_name, read_chain
-from dltmw.sim.scenarios.censor import byzantine_hook
-from dltmw.sim.scenarios.eov import CHANNEL, CLIENTS, PEERS, checks, heights
+from dltmw.sim.scenarios.censor import OPS_UNTIL_S, Work, byzantine_hook, check_chains, open_later
+from dltmw.sim.scenarios.eov import CHANNEL, CLIENTS, PEERS, heights
 from dltmw.sim.scenarios.eov import ORDERERS as EOV_ORDERERS
 from dltmw.sim.scenarios.eov import topology as eov_topology
 from dltmw.sim.scenarios.result import ScenarioResult, conclude
@@ -47,18 +41,8 @@ from dltmw.v1 import transaction_pb2
 ORDERERS = EOV_ORDERERS["pbft"]
 MODES = {"withhold": f"{ORDERERS[0]}:withhold:1", "forged-headers": f"{ORDERERS[1]}:forge"}
 OPS = 4
-OPS_FROM_S, OPS_UNTIL_S = 0.5, 1.5
-ANSWER_S = 20.0  # each op is answered within this, or counted failed
 CATCH_UP_BOUND_S = 5.0  # past the timeout: a header, a re-dial, the blocks
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
-
-
-@dataclass
-class Work:
-    """What the clients did and were told."""
-
-    acks: list[Ack] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
 
 
 async def run(seed: int, mode: str, trace: bool = False, monitor: bool = True) -> ScenarioResult:
@@ -83,7 +67,7 @@ async def _run(seed: int, mode: str, trace: bool, monitor: bool) -> ScenarioResu
         dep.net.faults.delay_max_s = dep.rng.choice((0.002, 0.005, 0.02))
         clients = [dep.gateway_client(c, g) for c, g in CLIENTS]
         started = dep.now
-        await asyncio.gather(*(_op_later(dep, clients[k % 2], work, k) for k in range(OPS)))
+        await asyncio.gather(*(open_later(dep, clients[k % 2], work, k) for k in range(OPS)))
         by_s = started + OPS_UNTIL_S + CENSORSHIP_TIMEOUT_S + CATCH_UP_BOUND_S
         if await dep.settle(lambda: len(set(heights(dep).values())) == 1, max(by_s, dep.now)):
             caught_up_at = dep.now - started
@@ -102,26 +86,9 @@ async def _run(seed: int, mode: str, trace: bool, monitor: bool) -> ScenarioResu
         "forged": forged,
         "caught_up_ms": round(1000 * caught_up_at),
     }
-    return conclude(dep, f"pbft-{mode}", seed, lacking, lambda: _check(dep, work), summary)
-
-
-async def _op_later(dep: Deployment, client: GatewayClient, work: Work, k: int) -> None:
-    await asyncio.sleep(dep.rng.uniform(OPS_FROM_S, OPS_UNTIL_S))
-    what = f"op{k} open W{k}"
-    try:
-        done = await asyncio.wait_for(
-            client.submit_transaction(CHANNEL, "bank", "open", f"W{k}", "100"),
-            ANSWER_S,
-        )
-        status = done.status
-        work.acks.append(Ack(done.tx_id, status.result, status.block_number, status.tx_index))
-        dep.log(f"{what}: {done.tx_id[:8]} {code_name(status.result)} at {status.block_number}")
-    except grpc.aio.AioRpcError as exc:
-        work.failed.append(f"{what}: {exc.code().name} {reason_of(exc) or ''}".rstrip())
-        dep.log(work.failed[-1])
-    except TimeoutError:
-        work.failed.append(f"{what}: not answered within {ANSWER_S}s")
-        dep.log(work.failed[-1])
+    return conclude(
+        dep, f"pbft-{mode}", seed, lacking, lambda: check_chains(dep, work.acks), summary
+    )
 
 
 def _peer_channels(dep: Deployment) -> list[PeerChannel]:
@@ -154,9 +121,3 @@ def _outcome(dep: Deployment, mode: str, work: Work) -> list[str]:
         if mode == "forged-headers" and (censor.switches or censor.forged < 1):
             out.append(f"{peer}: {censor.switches} switches, {censor.forged} forgeries seen")
     return out
-
-
-def _check(dep: Deployment, work: Work) -> list[str]:
-    peers = [read_chain(p, dep.data(p) / f"{CHANNEL}.peer.sqlite") for p in PEERS]
-    orderers = [read_chain(o, dep.data(o) / f"{CHANNEL}.orderer.sqlite") for o in ORDERERS]
-    return checks(peers, orderers, work.acks)
