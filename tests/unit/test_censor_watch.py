@@ -16,7 +16,7 @@ from dltmw.aio.tasks import TaskOwner, cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.rpc.orderer import header_of
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.roles.peer.censor_watch import CensorWatch
+from dltmw.runtime.roles.peer.censor_watch import PATIENCE, CensorWatch
 from dltmw.runtime.roles.peer.deliver_watch import REDIAL_EVERY_S, STALL_S, DeliverWatch
 from dltmw.runtime.roles.peer.header_monitor import HeaderMonitor, others_after, watched_count
 from dltmw.v1 import block_pb2, identity_pb2
@@ -65,6 +65,28 @@ def test_a_valid_header_ahead_past_the_timeout_names_its_teller() -> None:
     assert suspicion is not None and suspicion.number == 7 and censor.due_in() == 0
     assert censor.verdict(suspicion, "") == "orderer.b"
     assert censor.switches == 1 and censor.suspicion is None
+
+
+def test_a_stream_still_delivering_is_given_time_but_not_for_ever() -> None:
+    censor, now = _censor()
+    censor.header("orderer.b", _header(10_000))  # a peer far behind, catching up
+    for number in range(5, 5 + 3 * PATIENCE):
+        now[0] += TIMEOUT_S / 3
+        censor.delivered(number)  # progress restarts the timer ...
+        due = censor.due_in()
+        assert due is not None and (due > 0) == (now[0] - 100.0 < PATIENCE * TIMEOUT_S)
+    now[0] += TIMEOUT_S  # ... up to PATIENCE timeouts in all (a source trickling blocks)
+    assert censor.due_in() is not None and censor.due_in() <= 0  # type: ignore[operator]
+
+
+def test_a_stream_that_stops_delivering_is_due_one_timeout_after_its_last_block() -> None:
+    censor, now = _censor()
+    censor.header("orderer.b", _header(100))
+    now[0] += TIMEOUT_S / 2
+    censor.delivered(5)
+    assert censor.due_in() == TIMEOUT_S
+    now[0] += TIMEOUT_S
+    assert censor.due_in() == 0
 
 
 def test_a_verdict_after_the_block_arrived_switches_nothing() -> None:

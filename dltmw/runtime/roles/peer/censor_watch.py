@@ -17,7 +17,10 @@ This is that decision, without I/O (the clock is injected; `header_monitor.py` r
 - `header(teller, block)`: a header another orderer showed. One beyond the stream opens a
   suspicion at once — unverified: checking signatures per header would cost 2f+1 verifications
   per block per watched orderer under load, and nearly every header is overtaken by its block
-  within milliseconds; a suspicion is cleared as soon as the stream delivers that block;
+  within milliseconds; a suspicion is cleared as soon as the stream delivers that block, and
+  its timer starts again at each block the stream delivers before (a peer catching up from far
+  behind is moving, not withheld from: switching it every timeout only re-sent blocks and warned
+  for nothing), up to `PATIENCE` timeouts in all (a source that trickles blocks to stay chosen);
 - `due_in`/`suspicion`: a suspicion older than the timeout is due; only then are its header's
   orderer signatures checked (the peer's commit rule, `committer.check_orderer_signatures`:
   2f+1 of distinct configured orderers), once;
@@ -33,19 +36,25 @@ with the quiet-stream re-dial.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dltmw.v1 import block_pb2
+
+# A stream that keeps delivering (a peer catching up from far behind) is not left for being
+# behind; one that trickles blocks to stay chosen is left after this many timeouts all the same.
+PATIENCE = 10
 
 
 @dataclass(frozen=True)
 class Suspicion:
     """Block `header.header.number` (or an earlier one) is held back: `teller` showed its
-    header at `since_s`, and the block stream has not delivered it."""
+    header at `first_s`, and the block stream has not delivered it; `since_s`: its last progress
+    (a block delivered since), or `first_s`."""
 
     header: block_pb2.Block
     teller: str
     since_s: float
+    first_s: float
 
     @property
     def number(self) -> int:
@@ -81,10 +90,14 @@ class CensorWatch:
 
     def delivered(self, number: int) -> None:
         """The block stream delivered block `number` (clears a suspicion it answers)."""
-        if number >= self._next:
+        progress = number >= self._next
+        if progress:
             self._next = number + 1
-        if self._suspicion is not None and number >= self._suspicion.number:
+        current = self._suspicion
+        if current is not None and number >= current.number:
             self._suspicion = None
+        elif current is not None and progress:  # behind, but moving: a peer catching up
+            self._suspicion = replace(current, since_s=self._clock())
 
     def distrusts(self, teller: str) -> bool:
         """Did `teller` show a forged header on this stream?"""
@@ -97,10 +110,11 @@ class CensorWatch:
             return False
         current = self._suspicion
         if current is None:
-            self._suspicion = Suspicion(header, teller, self._clock())
+            now = self._clock()
+            self._suspicion = Suspicion(header, teller, now, now)
             return True
         if teller == current.teller and number > current.number:  # newer evidence, same start
-            self._suspicion = Suspicion(header, teller, current.since_s)
+            self._suspicion = replace(current, header=header)
         return False
 
     @property
@@ -111,7 +125,9 @@ class CensorWatch:
         """Seconds until the open suspicion is due (<= 0: due now); None: none open."""
         if self._suspicion is None:
             return None
-        return self._suspicion.since_s + self.timeout_s - self._clock()
+        s = self._suspicion
+        due_s = min(s.since_s + self.timeout_s, s.first_s + PATIENCE * self.timeout_s)
+        return due_s - self._clock()
 
     def verdict(self, suspicion: Suspicion, error: str) -> str | None:
         """The outcome of checking `suspicion`'s header (`error` "" when its signatures
