@@ -97,6 +97,13 @@ def test_a_verdict_after_the_block_arrived_switches_nothing() -> None:
     assert suspicion is not None
     censor.delivered(5)  # while the signatures were being checked
     assert censor.verdict(suspicion, "") is None and censor.switches == 0
+    censor.header("orderer.c", _header(9))
+    now[0] += TIMEOUT_S
+    forged = censor.suspicion
+    assert forged is not None
+    censor.delivered(6)  # progress during the check does not excuse a forgery
+    assert censor.verdict(forged, "bad signature") is None
+    assert censor.distrusts("orderer.c") and censor.forged == 1 and censor.suspicion is None
 
 
 def test_a_forged_header_never_switches_and_silences_its_teller() -> None:

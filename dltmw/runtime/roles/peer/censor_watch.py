@@ -131,13 +131,16 @@ class CensorWatch:
 
     def verdict(self, suspicion: Suspicion, error: str) -> str | None:
         """The outcome of checking `suspicion`'s header (`error` "" when its signatures
-        suffice): the orderer to switch to, or None (forged; or answered meanwhile)."""
-        if self._suspicion is not suspicion:
-            return None  # the stream delivered the block while the check ran
-        self._suspicion = None
-        if error:
+        suffice): the orderer to switch to, or None (forged; or the stream moved meanwhile)."""
+        current = self._suspicion
+        if error:  # whatever the stream did meanwhile: the teller forged a header
             self._distrusted.add(suspicion.teller)
             self.forged += 1
+            if current is not None and current.teller == suspicion.teller:
+                self._suspicion = None
             return None
+        if current is not suspicion:
+            return None  # the stream delivered (the block, or progress) while the check ran
+        self._suspicion = None
         self.switches += 1
         return suspicion.teller
