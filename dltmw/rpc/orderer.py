@@ -1,4 +1,5 @@
-"""OrdererService servicer: Broadcast admission and Deliver streaming.
+"""OrdererService servicer: Broadcast admission and Deliver streaming (whole blocks, or headers
+only for a peer's censorship monitor: `SeekInfo.headers_only`).
 
 Broadcast checks each request's envelopes in chunks on a small thread pool (`cryptography`
 releases the GIL, so the creator signatures use both cores and the event loop stays free), and
@@ -9,6 +10,7 @@ group commit; responses still come one per request, in request order. It depends
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -29,6 +31,7 @@ Result = orderer_service_pb2.BroadcastResult
 STREAM_DEPTH = 16  # requests of one Broadcast stream in progress at once
 # Deliver's initial metadata: the channel's height at the orderer when the stream opened.
 HEIGHT_METADATA = "dltmw-height"
+HEADERS_EVERY_S = 0.5  # a header-only follower's pace: well inside any censorship timeout
 
 
 class Ordering(Protocol):
@@ -144,11 +147,39 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         # The height now, before any block: a follower learns how far behind it is at once (a
         # peer is not ready until it has committed this far, docs/operations.md).
         await context.send_initial_metadata(((HEIGHT_METADATA, str(orderer.height)),))
-        async for block in orderer.blocks_from(seek.start_block, stop):
+        if seek.headers_only:
+            blocks = newest_headers(orderer, seek.start_block, stop)
+        else:
+            blocks = orderer.blocks_from(seek.start_block, stop)
+        async for block in blocks:
             if orderer.view is not view:  # a config block changed who may read
                 view = orderer.view
                 still_reader(seek.requester, view)
             yield orderer_service_pb2.DeliverResponse(block=block)
+
+
+async def newest_headers(
+    orderer: Ordering, start: int, stop: int | None
+) -> AsyncIterator[block_pb2.Block]:
+    """Headers for a censorship monitor: the newest block's first (from `start` at the
+    earliest), then, at most every `HEADERS_EVERY_S`, the newest one after the last sent. It
+    needs only the newest header to see how far this orderer is; every header was a second
+    follower of each block on every orderer (the block read and parsed again per peer)."""
+    number = max(start, orderer.height - 1)
+    while stop is None or number <= stop:
+        async for block in orderer.blocks_from(number, number):
+            yield header_of(block)
+        await asyncio.sleep(HEADERS_EVERY_S)
+        number = max(number + 1, orderer.height - 1)
+
+
+def header_of(block: block_pb2.Block) -> block_pb2.Block:
+    """`block` without its data: the header and the orderer signatures over its hash (which
+    the header alone determines), so a follower can verify it like the whole block."""
+    out = block_pb2.Block()
+    out.header.CopyFrom(block.header)
+    out.metadata.signatures.extend(block.metadata.signatures)
+    return out
 
 
 def still_reader(requester: bytes, view: ChannelView) -> None:

@@ -32,7 +32,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # a correct primary working through a backlog is not doubted (the backups' own timers allow it
 # that long per batch), while a censoring one costs a client one deadline plus a view change.
 ORDERING_DEADLINE_S = 4.0
-MAY_BE_ZERO = frozenset({"ordering_deadline_s"})  # 0 switches it off
+# A few seconds: a block reaches a following peer in milliseconds, and PBFT-lite's request timer
+# is 2 s; Fabric 3's BFT deliverer waits 20 s (blocksprovider's bftBlockCensorshipTimeout).
+CENSORSHIP_TIMEOUT_S = 3.0
+MAY_BE_ZERO = frozenset({"ordering_deadline_s", "censorship_timeout_s"})  # 0 switches it off
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,15 @@ class Limits:
             " times, up to 4 times this, when longer), seconds (0: never; docs/ordering.md)",
         ),
     ] = ORDERING_DEADLINE_S
+    censorship_timeout_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="a peer of a multi-orderer channel follows another orderer when one it"
+            " watches shows a valid header of a block its Deliver source has not delivered within"
+            " this time, seconds (0: no censorship monitor; docs/ordering.md)",
+        ),
+    ] = CENSORSHIP_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for f in fields(self):

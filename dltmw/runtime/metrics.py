@@ -158,6 +158,20 @@ class NodeMetrics:
             ["channel"],
             registry=reg,
         )
+        self.censorship_switches = Counter(
+            "dltmw_deliver_censorship_switches",
+            "Times a peer left its Deliver source because another orderer showed a valid header"
+            " of a block the source had not delivered within limits.censorship_timeout_s",
+            ["channel"],
+            registry=reg,
+        )
+        self.forged_headers = Counter(
+            "dltmw_deliver_forged_headers",
+            "Block headers an orderer showed a peer's censorship monitor whose orderer"
+            " signatures did not suffice (that orderer's headers are ignored for the stream)",
+            ["channel", "orderer"],
+            registry=reg,
+        )
         self._drivers: dict[str, WatchedDriver] = {}
         self._sources: list[Source] = [self._driver_metrics]
         reg.register(_Sources(self._sources))
@@ -173,6 +187,14 @@ class NodeMetrics:
     def observe_widened(self, channel: str, orderers: int) -> None:
         """A submission on `channel` was also sent to `orderers` more orderers."""
         self.ordering_widened.labels(channel).inc(orderers)
+
+    def observe_censorship_switch(self, channel: str) -> None:
+        """A peer left a Deliver source that withheld a block another orderer showed."""
+        self.censorship_switches.labels(channel).inc()
+
+    def observe_forged_header(self, channel: str, orderer: str) -> None:
+        """`orderer` (a configured one: the label is bounded) showed a forged header."""
+        self.forged_headers.labels(channel, orderer).inc()
 
     def observe_block(self, channel: str, codes: Sequence[int], seconds: float) -> None:
         """A block with these validation codes is durable on this peer."""

@@ -27,7 +27,7 @@ from dltmw.v1 import errors_pb2 as dltmw_dot_v1_dot_errors__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/orderer_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/block.proto\x1a\x15\x64ltmw/v1/errors.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x10\x42roadcastRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"j\n\x0f\x42roadcastResult\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12%\n\x06reason\x18\x03 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"?\n\x11\x42roadcastResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.dltmw.v1.BroadcastResult\"\x99\x01\n\x08SeekInfo\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x12\n\nstop_block\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x11\n\trequester\x18\x05 \x01(\x0c\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\x0e\x44\x65liverRequest\x12\x11\n\tseek_info\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"1\n\x0f\x44\x65liverResponse\x12\x1e\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0f.dltmw.v1.Block2\x9c\x01\n\x0eOrdererService\x12H\n\tBroadcast\x12\x1a.dltmw.v1.BroadcastRequest\x1a\x1b.dltmw.v1.BroadcastResponse(\x01\x30\x01\x12@\n\x07\x44\x65liver\x12\x18.dltmw.v1.DeliverRequest\x1a\x19.dltmw.v1.DeliverResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ltmw/v1/orderer_service.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/block.proto\x1a\x15\x64ltmw/v1/errors.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x10\x42roadcastRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"j\n\x0f\x42roadcastResult\x12\r\n\x05tx_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12%\n\x06reason\x18\x03 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"?\n\x11\x42roadcastResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.dltmw.v1.BroadcastResult\"\xb0\x01\n\x08SeekInfo\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0bstart_block\x18\x02 \x01(\x04\x12\x12\n\nstop_block\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x11\n\trequester\x18\x05 \x01(\x0c\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x0cheaders_only\x18\x9a\x03 \x01(\x08\"6\n\x0e\x44\x65liverRequest\x12\x11\n\tseek_info\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"1\n\x0f\x44\x65liverResponse\x12\x1e\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0f.dltmw.v1.Block2\x9c\x01\n\x0eOrdererService\x12H\n\tBroadcast\x12\x1a.dltmw.v1.BroadcastRequest\x1a\x1b.dltmw.v1.BroadcastResponse(\x01\x30\x01\x12@\n\x07\x44\x65liver\x12\x18.dltmw.v1.DeliverRequest\x1a\x19.dltmw.v1.DeliverResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BROADCASTRESPONSE']._serialized_start=269
   _globals['_BROADCASTRESPONSE']._serialized_end=332
   _globals['_SEEKINFO']._serialized_start=335
-  _globals['_SEEKINFO']._serialized_end=488
-  _globals['_DELIVERREQUEST']._serialized_start=490
-  _globals['_DELIVERREQUEST']._serialized_end=544
-  _globals['_DELIVERRESPONSE']._serialized_start=546
-  _globals['_DELIVERRESPONSE']._serialized_end=595
-  _globals['_ORDERERSERVICE']._serialized_start=598
-  _globals['_ORDERERSERVICE']._serialized_end=754
+  _globals['_SEEKINFO']._serialized_end=511
+  _globals['_DELIVERREQUEST']._serialized_start=513
+  _globals['_DELIVERREQUEST']._serialized_end=567
+  _globals['_DELIVERRESPONSE']._serialized_start=569
+  _globals['_DELIVERRESPONSE']._serialized_end=618
+  _globals['_ORDERERSERVICE']._serialized_start=621
+  _globals['_ORDERERSERVICE']._serialized_end=777
 # @@protoc_insertion_point(module_scope)

@@ -115,6 +115,7 @@ class SeekInfo(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     REQUESTER_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    HEADERS_ONLY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel to read."""
     start_block: _builtins.int
@@ -125,6 +126,13 @@ class SeekInfo(_message.Message):
     """When true, stream forever (stop_block ignored): send new blocks as they are cut."""
     requester: _builtins.bytes
     """Serialised Identity of the requester (a channel member or orderer)."""
+    headers_only: _builtins.bool
+    """When true, blocks come as their header and orderer signatures only (no data, no validation
+    codes): the newest block's first (from start_block at the earliest), then at most one every
+    half second, the newest. What a peer's censorship monitor needs to see that this orderer
+    holds a block another has not delivered (docs/ordering.md, "A withholding orderer"). The
+    signatures cover the header hash, so a header is verified like a whole block.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """Request time, checked against the window."""
@@ -138,10 +146,11 @@ class SeekInfo(_message.Message):
         follow: _builtins.bool = ...,
         requester: _builtins.bytes = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        headers_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "follow", b"follow", "requester", b"requester", "start_block", b"start_block", "stop_block", b"stop_block", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "follow", b"follow", "headers_only", b"headers_only", "requester", b"requester", "start_block", b"start_block", "stop_block", b"stop_block", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -37,6 +37,8 @@ EXPECTED = {
     "dltmw_notary_decisions": {"notary", "outcome"},
     "dltmw_notary_conflicts": {"notary"},
     "dltmw_gateway_ordering_widened": {"channel"},
+    "dltmw_deliver_censorship_switches": {"channel"},
+    "dltmw_deliver_forged_headers": {"channel", "orderer"},
     "dltmw_driver_inbox_depth": {"driver"},
     "dltmw_driver_overload_refusals": {"driver"},
     "dltmw_ledger_height": {"channel", "role"},
@@ -104,6 +106,8 @@ def populated() -> tuple[NodeMetrics, NodeGauges, dict[str, FakePeer], FakeRepli
     metrics.observe_block("trades", [*codes, T.TX_VALIDATION_CODE_VALID], 0.01)
     metrics.observe_decision("single", True, 0, 0)
     metrics.observe_widened("trades", 1)
+    metrics.observe_censorship_switch("trades")
+    metrics.observe_forged_header("trades", "orderer.b")
     metrics.observe_decision("single", False, errors_pb2.ERROR_REASON_INPUT_CONSUMED, 2)
     metrics.watch_driver(FakeDriver("commit-trades", depth=3, overloaded=7))
     peers = {"trades": FakePeer(FakeLedger(5), orderer_height=9)}

@@ -8,6 +8,7 @@ nudges the driver (so a batch held back meanwhile is cut), and one that goes awa
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 from dltmw.core.block import make_block
@@ -35,7 +36,8 @@ class FakeDriver:
 
 
 def channel(height: int) -> tuple[OrdererChannel, FakeDriver]:
-    orderer = OrdererChannel(None, None, FakeLedger(height))  # type: ignore[arg-type]
+    ctx = types.SimpleNamespace(node_id="orderer0")  # what a channel reads of its node
+    orderer = OrdererChannel(ctx, None, FakeLedger(height))  # type: ignore[arg-type]
     driver = FakeDriver()
     orderer._driver = driver  # type: ignore[assignment]
     return orderer, driver

@@ -8,6 +8,7 @@ same seed replays the same run byte for byte (`python -m dltmw.sim --seed N --sc
 | `eov-solo`, `eov-pbft` | endorse → order → validate, solo or PBFT-lite ordering | `eov.py` |
 | `cfg-pbft` | config updates of a PBFT-lite channel under faults | `pbft_config.py` |
 | `pbft-censor`, `pbft-cut-off` | the primary censors, or is cut off from backups | `censor.py` |
+| `pbft-withhold`, `pbft-forged-headers` | Deliver withheld; headers forged | `withhold.py` |
 | `cfg-pbft-members` | replica set 4 -> 5 -> 4, a replica re-keyed, faults | `pbft_members.py` |
 | `notary` | notarised UTXO: one single notary under racing spends and crashes | `notary.py` |
 | `private` | private payloads: lost pushes, a recipient down, a store lost | `private.py` |
@@ -30,6 +31,7 @@ from dltmw.sim.scenarios import (
     pbft_config,
     pbft_members,
     private,
+    withhold,
     xfer,
 )
 from dltmw.sim.scenarios.result import ScenarioResult
@@ -43,6 +45,8 @@ SCENARIOS: dict[str, Scenario] = {
     "cfg-pbft-members": pbft_members.run,
     "pbft-censor": partial(censor.run, mode="censor"),
     "pbft-cut-off": partial(censor.run, mode="cut-off"),
+    "pbft-withhold": partial(withhold.run, mode="withhold"),
+    "pbft-forged-headers": partial(withhold.run, mode="forged-headers"),
     "notary": notary.run,
     "private": private.run,
     "jetstream": jetstream.run,

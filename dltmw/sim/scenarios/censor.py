@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -69,11 +71,19 @@ async def run(
     """One seeded run of `pbft-<mode>` (module docstring); `deadline_s` 0: the deadline off."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
-    saved = os.environ.get(HOOK_ENV)
-    if mode == "censor":  # read when the node builds its orderer channel (at start)
-        os.environ[HOOK_ENV] = f"{PRIMARY}:censor"
-    try:
+    with byzantine_hook(f"{PRIMARY}:censor" if mode == "censor" else None):
         return await _run(seed, mode, trace, deadline_s)
+
+
+@contextmanager
+def byzantine_hook(value: str | None) -> Iterator[None]:
+    """`DLTMW_TEST_BYZANTINE` set to `value` (None: left as it is) while nodes are built in
+    the block (a node reads it when it builds its orderer channel), then restored."""
+    saved = os.environ.get(HOOK_ENV)
+    if value is not None:
+        os.environ[HOOK_ENV] = value
+    try:
+        yield
     finally:
         if saved is None:
             os.environ.pop(HOOK_ENV, None)
@@ -94,7 +104,7 @@ async def _run(seed: int, mode: str, trace: bool, deadline_s: float) -> Scenario
         if mode == "cut-off":
             _cut_off(dep)
         clients = [dep.gateway_client(c, g) for c, g in CLIENTS]
-        ops = [_op_later(dep, clients[k % 2], work, k) for k in range(OPS)]
+        ops = [open_later(dep, clients[k % 2], work, k) for k in range(OPS)]
         await asyncio.gather(*ops)
         views = _views(dep)
         lacking = _answered(work, views)
@@ -110,7 +120,7 @@ async def _run(seed: int, mode: str, trace: bool, deadline_s: float) -> Scenario
         "latest_answer_ms": round(1000 * max(work.answered_at, default=0.0)),
     }
     name = f"pbft-{mode}"
-    return conclude(dep, name, seed, lacking, lambda: _check(dep, work), summary)
+    return conclude(dep, name, seed, lacking, lambda: check_chains(dep, work.acks), summary)
 
 
 def _cut_off(dep: Deployment) -> None:
@@ -120,7 +130,9 @@ def _cut_off(dep: Deployment) -> None:
     dep.log(f"partition {PRIMARY} | {', '.join(BACKUPS)} (the gateways still reach it)")
 
 
-async def _op_later(dep: Deployment, client: GatewayClient, work: Work, k: int) -> None:
+async def open_later(dep: Deployment, client: GatewayClient, work: Work, k: int) -> None:
+    """Op `k`: at a random moment of the workload, open an account; record what the client was
+    told (answered by `ANSWERED_BY_S`, or failed)."""
     await asyncio.sleep(dep.rng.uniform(OPS_FROM_S, OPS_UNTIL_S))
     account = ACCOUNTS[k % len(ACCOUNTS)]
     function, args = ("open", [f"{account}{k}", "100"])
@@ -174,7 +186,8 @@ async def _converge(dep: Deployment, work: Work) -> list[str]:
     return [f"liveness: not converged within {LIVENESS_S}s: {heights(dep)}"]
 
 
-def _check(dep: Deployment, work: Work) -> list[str]:
+def check_chains(dep: Deployment, acks: list[Ack]) -> list[str]:
+    """The eov checkers over every peer's and orderer's chain of a stopped PBFT-lite run."""
     peers = [read_chain(p, dep.data(p) / f"{CHANNEL}.peer.sqlite") for p in PEERS]
     orderers = [read_chain(o, dep.data(o) / f"{CHANNEL}.orderer.sqlite") for o in ORDERERS]
-    return checks(peers, orderers, work.acks)
+    return checks(peers, orderers, acks)

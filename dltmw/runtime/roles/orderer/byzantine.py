@@ -20,7 +20,9 @@ the junk it sends, which keeps the test about admission, not about censorship or
 
 `CensorHook` (`DLTMW_TEST_BYZANTINE=orderer.a:censor`) is that other fault: as primary it admits
 requests and never proposes or relays them, and otherwise behaves. What answers it is the
-gateway's ordering deadline (`runtime/roles/gateway/orderer_choice.py`).
+gateway's ordering deadline (`runtime/roles/gateway/orderer_choice.py`). `<node>:withhold` and
+`<node>:forge` (an orderer whose Deliver streams go silent, or show forged blocks, while it
+orders correctly) live in `withhold.py`.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
+from dltmw.runtime.roles.orderer import withhold
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import block_pb2, config_pb2, errors_pb2, identity_pb2
 
@@ -97,6 +98,7 @@ class OrdererChannel:
         self._driver = None
         self._pulled: dict[int, int] = {}  # follower -> the highest block number it has taken
         self._followers = itertools.count()
+        self._fault = withhold.DeliverFault.from_env(ctx.node_id)  # TEST-ONLY, else None
 
     @property
     def view(self) -> ChannelView:
@@ -178,7 +180,7 @@ class OrdererChannel:
         self._pulled[follower] = start - 1
         try:
             async for block in follow(self.ledger, self.new_block, start, stop):
-                yield block
+                yield block if self._fault is None else await self._fault.apply(block)
                 self._pulled[follower] = block.header.number
                 if self.downstream_idle():
                     self._nudge()

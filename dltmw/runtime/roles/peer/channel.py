@@ -6,8 +6,11 @@ the pure commit decision, `core/committer.py`), waiting for each. Nothing inside
 stop the peer: the per-envelope checks are total (any bytes give a validation code,
 `core/txcheck.check_transaction`), so a block that passes the chain link and the orderer
 signatures is always committed. A block that fails them is refused (PeerError) and the peer
-tries another orderer. Anything else that escapes a commit (a storage fault, a bug) is logged
-with its traceback at once, never left to surface only at shutdown.
+tries another orderer; so does a peer whose orderer withholds a block that another orderer shows
+a verified header of (the censorship monitor, `header_monitor.py`, on a channel with more than
+one orderer), or whose stream went quiet while a block is wanted (`deliver_watch.py`). Anything
+else that escapes a commit (a storage fault, a bug) is logged with its traceback at once, never
+left to surface only at shutdown.
 
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
@@ -43,7 +46,6 @@ from typing import TypeVar
 
 import grpc
 
-from dltmw.aio.batched_stream import Reconnect
 from dltmw.aio.clock import duration_clock, utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
@@ -65,8 +67,10 @@ from dltmw.rpc.tracing import now_ns
 from dltmw.runtime.blockfeed import follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer import proofs
+from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.deliver_watch import STALL_S, DeliverWatch
+from dltmw.runtime.roles.peer.header_monitor import RECONNECT, HeaderMonitor, deliver_request
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
@@ -74,7 +78,6 @@ from dltmw.v1 import (
     block_pb2,
     crosschain_pb2,
     errors_pb2,
-    orderer_service_pb2,
     orderer_service_pb2_grpc,
     proposal_pb2,
     transaction_pb2,
@@ -87,9 +90,6 @@ R = errors_pb2
 CHECK_CHUNK = 64
 DUPLICATE_TXID = transaction_pb2.TX_VALIDATION_CODE_DUPLICATE_TXID
 T = TypeVar("T")
-
-
-RECONNECT = Reconnect(first_s=0.1, max_s=2.0)  # Deliver from the next orderer: the one policy
 
 
 class PeerChannel:
@@ -134,6 +134,9 @@ class PeerChannel:
         # None until a Deliver stream opened since this process started.
         self.orderer_height: int | None = None
         self.deliver_watch = DeliverWatch()  # re-dials a quiet stream when a block is wanted
+        # ... and one that withholds what another orderer's headers show (header_monitor.py;
+        # its timeout, `limits.censorship_timeout_s`, is set when following starts)
+        self.censor_watch = CensorWatch(0.0, lambda: asyncio.get_running_loop().time())
 
     @property
     def view(self) -> ChannelView:
@@ -143,6 +146,7 @@ class PeerChannel:
     async def start(self) -> None:
         """Start the committer, then follow the orderer."""
         await self.committer.start()
+        self.censor_watch.timeout_s = self.ctx.limits.censorship_timeout_s
         self._task = self.ctx.tasks.forever(f"deliver-{self.view.channel_id}", self._follow)
 
     async def stop(self) -> None:
@@ -364,7 +368,8 @@ class PeerChannel:
         attempt = 0
         while True:
             orderers = self.view.orderer_ids()
-            node_id = orderers[attempt % len(orderers)]
+            named = self.deliver_watch.take_next_source()  # it showed a block ours withheld
+            node_id = named if named in orderers else orderers[attempt % len(orderers)]
             try:
                 await self._deliver_from(node_id)
                 attempt = 0
@@ -385,30 +390,28 @@ class PeerChannel:
     async def _deliver_from(self, node_id: str) -> None:
         channel = await self.ctx.channel_to(node_id)
         stub = orderer_service_pb2_grpc.OrdererServiceStub(channel)
-        seek = orderer_service_pb2.SeekInfo(
-            channel_id=self.view.channel_id,
-            start_block=self.ledger.height,
-            follow=True,
-            requester=self.ctx.signer.identity_bytes,
-        )
-        seek.timestamp.FromDatetime(utc_now())
-        seek_bytes = seek.SerializeToString()
-        request = orderer_service_pb2.DeliverRequest(
-            seek_info=seek_bytes, signature=self.ctx.signer.sign(seek_bytes)
-        )
-        call = stub.Deliver(request)
-        watch = self.deliver_watch
+        call = stub.Deliver(deliver_request(self.ctx, self.view.channel_id, self.ledger.height))
+        watch, censor = self.deliver_watch, self.censor_watch
         watch.opened(call)
-        self._heard_height(await call.initial_metadata())
+        censor.opened(self.ledger.height)
+        monitor = None
+        if censor.enabled and len(self.view.orderer_ids()) > 1:
+            headers = HeaderMonitor(self.ctx, lambda: self.view, node_id, censor, watch, self._pool)
+            monitor = self.ctx.tasks.spawn(f"censor-monitor-{self.view.channel_id}", headers.run())
 
         async def delivered() -> AsyncIterator[block_pb2.Block]:
             async for response in call:
                 number = response.block.header.number
                 watch.delivered(number)
+                censor.delivered(number)
                 self.orderer_height = max(self.orderer_height or 0, number + 1)
                 yield response.block
 
-        await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
+        try:
+            self._heard_height(await call.initial_metadata())
+            await commit_pipelined(delivered(), self.committer.enqueue, lambda: self.ledger.height)
+        finally:
+            await cancel_and_wait(monitor)
 
     def _heard_height(self, metadata: grpc.aio.Metadata | None) -> None:
         """The orderer's height at the opening of a Deliver stream (an orderer that says none,

@@ -20,6 +20,11 @@ first version re-dialled it there, in the middle of a commit (`tests/integration
 test_operations.py`, the catch-up stall).
 A request may name any block (a client's claim is not checked), so a re-dial happens at most
 once per `REDIAL_EVERY_S`.
+
+On a channel with more than one orderer a second signal exists: another orderer shows a verified
+header of a block the stream has not delivered for longer than the censorship timeout
+(`censor_watch.py`, run by `header_monitor.py`). `censored` cancels the stream then, under the
+same once-per-`REDIAL_EVERY_S` bound, and names that orderer as the next to dial.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class DeliverWatch:
         self._last_number: int | None = None  # the highest block number the stream brought
         self._redial_s: float | None = None
         self._stalled = False
+        self._next_source: str | None = None  # the orderer to dial next (it showed the block)
         self.redials = 0
 
     def _now(self) -> float:
@@ -80,6 +86,20 @@ class DeliverWatch:
             return False
         if self._last_number is not None and height <= self._last_number:
             return False  # still committing what the stream brought: busy, not behind
+        return self._redial(now)
+
+    def censored(self, teller: str) -> bool:
+        """`teller` holds a block the stream withheld past the censorship timeout: cancel the
+        stream and dial `teller` next, unless a re-dial happened within `REDIAL_EVERY_S`. True
+        if it was cancelled."""
+        if self._call is None or not self._redial(self._now()):
+            return False
+        self._next_source = teller
+        return True
+
+    def _redial(self, now: float) -> bool:
+        if self._call is None:
+            return False
         if self._redial_s is not None and now - self._redial_s < REDIAL_EVERY_S:
             return False
         self._redial_s, self._stalled = now, True
@@ -87,6 +107,11 @@ class DeliverWatch:
         self._call.cancel()
         self._call = None
         return True
+
+    def take_next_source(self) -> str | None:
+        """The orderer a censorship re-dial named (once), else None."""
+        source, self._next_source = self._next_source, None
+        return source
 
     def take_stalled(self) -> bool:
         """Whether the stream that just ended was cancelled here (once)."""
