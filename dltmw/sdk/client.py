@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -31,7 +31,7 @@ from dltmw.aio.batched_stream import Reconnect
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.net.addressbook import AddressBook
-from dltmw.rpc.tls import secure_channel
+from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.sdk.errors import (
     AlreadyExists,
     CommitFailed,
@@ -68,15 +68,40 @@ RETRY_POLICY = json.dumps(
 CHANNEL_OPTIONS = (("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY))
 
 
+class ChannelMaker(Protocol):
+    """How a client makes its channel to a gateway (`rpc/tls.secure_channel`'s signature)."""
+
+    def __call__(
+        self,
+        address: str,
+        server_name: str,
+        tls: TlsMaterial,
+        max_message_bytes: int,
+        *,
+        extra: Sequence[tuple[str, str | int]] = (),
+    ) -> grpc.aio.Channel:
+        """A channel to `address` expecting `server_name`'s certificate."""
+        ...
+
+
 class Client:
     """A client identity using the gateways of its profile (module docstring)."""
 
-    def __init__(self, profile: Profile, deadline_s: float = 60.0, pipelined: bool = True) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        deadline_s: float = 60.0,
+        pipelined: bool = True,
+        channels: ChannelMaker = secure_channel,
+    ) -> None:
+        """`channels` makes the channel to a gateway (`rpc/tls.secure_channel`; an embedded
+        network's in-process transport passes its own)."""
         if deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
         self.profile = profile
         self.deadline_s = deadline_s
         self._pipelined = pipelined
+        self._channels = channels
         self._signer = profile.signer()
         self._tls = profile.tls_material()
         self._next = 0  # index of the gateway to try next
@@ -281,7 +306,7 @@ class Client:
                 if address is None:
                     problems.append(f"{endpoint.name}: no published address")
                     continue
-                channel = secure_channel(
+                channel = self._channels(
                     address, endpoint.name, self._tls, MAX_MESSAGE_BYTES, extra=CHANNEL_OPTIONS
                 )
                 gateway = GatewayClient(self._signer, channel, self._pipelined)

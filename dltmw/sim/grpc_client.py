@@ -21,7 +21,8 @@ from typing import Any
 
 import grpc
 
-from dltmw.sim.wire import HALF_CLOSE, Endpoint, Kind, SimNetwork, Status
+from dltmw.rpc.inproc import HALF_CLOSE, Kind, Status
+from dltmw.sim.wire import Endpoint, SimNetwork
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None

@@ -21,8 +21,9 @@ from typing import Any
 
 import grpc
 
+from dltmw.rpc.inproc import HALF_CLOSE, OK, Kind, Status
 from dltmw.sim.vloop import OWNER, Owner
-from dltmw.sim.wire import HALF_CLOSE, OK, Exchange, Kind, SimNetwork, Status
+from dltmw.sim.wire import Exchange, SimNetwork
 
 logger = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler of an aio server (grpc-stubs types the sync one only)
