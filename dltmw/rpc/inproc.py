@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 WINDOW_BYTES = 1 << 20  # per direction of a call, as grpc's per-stream receive window (1 MiB)
 WINDOW_MESSAGES = 256  # and at most this many messages (empty messages cost no bytes)
@@ -279,7 +279,7 @@ def issued_by(cert_pem: bytes | None, roots_pem: bytes, name: str | None = None)
             continue
         try:
             cert.verify_directly_issued_by(root)
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
             continue
         return True
     return False
