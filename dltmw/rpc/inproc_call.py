@@ -49,59 +49,31 @@ _FINISHED = "RPC already finished."
 _DEADLINE = Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class InprocCall:
-    """One call as its client sees it (every shape; see the module docstring)."""
+class CallBase:
+    """What a call without a real gRPC call behind it shares, as its client sees it: reading
+    responses and the status, the unary response, a request iterator's writer, cancellation
+    and the call's state. `InprocCall` and the simulator's `SimCall` (`sim/grpc_client.py`)
+    add how requests are sent and where the next response item comes from."""
 
-    def __init__(
-        self,
-        channel: InprocChannel,
-        kind: Kind,
-        path: str,
-        codecs: tuple[Serializer, Deserializer],
-        timeout: float | None,
-    ) -> None:
-        self._channel = channel
-        self._serialize, self._deserialize = codecs
-        loop = asyncio.get_running_loop()
-        self._deadline = None if timeout is None else loop.time() + timeout
-        self._exchange = exchange = Exchange(channel.caller, path, kind, self._deadline)
-        self._status: Status | None = None
-        self._done_writing = False
-        self._unary: asyncio.Task[Any] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._callbacks: list[Callable[[InprocCall], None]] = []
-        if timeout is not None:
-            timer = loop.call_later(timeout, exchange.break_, _DEADLINE)
-            exchange.on_end(lambda _e: timer.cancel())
-        channel.calls.add(self)
-        exchange.on_end(lambda _e: channel.calls.discard(self))
-        refused = channel.connect()
-        if refused is None:
-            refused = channel.server.serve(exchange)  # type: ignore[union-attr]
-        if refused is not None:
-            exchange.break_(refused)
+    _exchange: Any  # an Exchange: `ended`, `on_end`, `break_`
+    _deserialize: Deserializer
+    _status: Status | None
+    _unary: asyncio.Task[Any] | None
+    _writer: asyncio.Task[None] | None
+    _callbacks: list[Callable[[Any], None]]
+    _deadline: float | None
 
-    # --- requests ------------------------------------------------------------------------
+    async def _next_item(self) -> Any:
+        """The next response item: message bytes or the final Status."""
+        raise NotImplementedError
 
-    def _encode(self, message: Any) -> bytes | None:
-        raw: bytes = message if self._serialize is None else self._serialize(message)
-        if len(raw) > self._channel.max_message_bytes:
-            self._exchange.break_(
-                Status(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"Sent message larger than max ({len(raw)} vs. "
-                    f"{self._channel.max_message_bytes})",
-                )
-            )
-            return None
-        return raw
+    async def write(self, message: Any) -> None:
+        """Send one request message (write mode)."""
+        raise NotImplementedError
 
-    def _start_unary_request(self, request: Any) -> None:
-        raw = self._encode(request)
-        if raw is not None:
-            self._exchange.requests.put_nowait(raw)
-            self._exchange.requests.put_nowait(HALF_CLOSE)
-        self._done_writing = True
+    async def done_writing(self) -> None:
+        """Half-close: no more requests."""
+        raise NotImplementedError
 
     def _start_request_iterator(self, requests: Any) -> None:
         async def consume() -> None:
@@ -120,22 +92,6 @@ class InprocCall:
 
         self._writer = asyncio.get_running_loop().create_task(consume())
 
-    async def write(self, message: Any) -> None:
-        """Send one request message (write mode), waiting while the server's window is full."""
-        if self._done_writing:
-            raise asyncio.InvalidStateError(_HALF_CLOSED)
-        if self._exchange.ended is not None:
-            raise asyncio.InvalidStateError(_FINISHED)
-        raw = self._encode(message)
-        if raw is None or not await self._exchange.requests.put(raw):
-            raise asyncio.InvalidStateError(_FINISHED)
-
-    async def done_writing(self) -> None:
-        """Half-close: no more requests (idempotent)."""
-        if self._exchange.ended is None and not self._done_writing:
-            self._done_writing = True
-            self._exchange.requests.put_nowait(HALF_CLOSE)
-
     # --- responses -----------------------------------------------------------------------
 
     async def read(self) -> Any:
@@ -144,7 +100,7 @@ class InprocCall:
         if self._status is not None:
             self._raise_for_status()
             return EOF
-        item = await self._exchange.responses.get()
+        item = await self._next_item()
         if isinstance(item, bytes):
             return item if self._deserialize is None else self._deserialize(item)
         self._finish(item)
@@ -213,7 +169,7 @@ class InprocCall:
         """Has it ended?"""
         return self._exchange.ended is not None
 
-    def add_done_callback(self, callback: Callable[[InprocCall], None]) -> None:
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         """Call `callback(self)` once the client has seen the end."""
         if self._status is not None:
             callback(self)
@@ -254,6 +210,82 @@ class InprocCall:
 
     async def wait_for_connection(self) -> None:
         """Connected at once (a failure to connect arrives as the call's status)."""
+
+
+class InprocCall(CallBase):
+    """One call as its client sees it (every shape; see the module docstring)."""
+
+    _exchange: Exchange
+
+    def __init__(
+        self,
+        channel: InprocChannel,
+        kind: Kind,
+        path: str,
+        codecs: tuple[Serializer, Deserializer],
+        timeout: float | None,
+    ) -> None:
+        self._channel = channel
+        self._serialize, self._deserialize = codecs
+        loop = asyncio.get_running_loop()
+        self._deadline = None if timeout is None else loop.time() + timeout
+        self._exchange = exchange = Exchange(channel.caller, path, kind, self._deadline)
+        self._status: Status | None = None
+        self._done_writing = False
+        self._unary: asyncio.Task[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._callbacks: list[Callable[[InprocCall], None]] = []
+        if timeout is not None:
+            timer = loop.call_later(timeout, exchange.break_, _DEADLINE)
+            exchange.on_end(lambda _e: timer.cancel())
+        channel.calls.add(self)
+        exchange.on_end(lambda _e: channel.calls.discard(self))
+        refused = channel.connect()
+        if refused is None:
+            refused = channel.server.serve(exchange)  # type: ignore[union-attr]
+        if refused is not None:
+            exchange.break_(refused)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _encode(self, message: Any) -> bytes | None:
+        raw: bytes = message if self._serialize is None else self._serialize(message)
+        if len(raw) > self._channel.max_message_bytes:
+            self._exchange.break_(
+                Status(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Sent message larger than max ({len(raw)} vs. "
+                    f"{self._channel.max_message_bytes})",
+                )
+            )
+            return None
+        return raw
+
+    def _start_unary_request(self, request: Any) -> None:
+        raw = self._encode(request)
+        if raw is not None:
+            self._exchange.requests.put_nowait(raw)
+            self._exchange.requests.put_nowait(HALF_CLOSE)
+        self._done_writing = True
+
+    async def write(self, message: Any) -> None:
+        """Send one request message (write mode), waiting while the server's window is full."""
+        if self._done_writing:
+            raise asyncio.InvalidStateError(_HALF_CLOSED)
+        if self._exchange.ended is not None:
+            raise asyncio.InvalidStateError(_FINISHED)
+        raw = self._encode(message)
+        if raw is None or not await self._exchange.requests.put(raw):
+            raise asyncio.InvalidStateError(_FINISHED)
+
+    async def done_writing(self) -> None:
+        """Half-close: no more requests (idempotent)."""
+        if self._exchange.ended is None and not self._done_writing:
+            self._done_writing = True
+            self._exchange.requests.put_nowait(HALF_CLOSE)
+
+    async def _next_item(self) -> Any:
+        return await self._exchange.responses.get()
 
 
 class _MultiCallable:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler of an aio server (grpc-stubs types the sync one only)
 
 
-class _Details:
+class Details:
     """What a generic handler is asked with (grpc.HandlerCallDetails)."""
 
     def __init__(self, method: str) -> None:
@@ -43,25 +43,19 @@ class _Details:
         self.invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
-class InprocServicerContext:
-    """The servicer context of one in-process call (the parts servicers use)."""
+class ServicerContextBase:
+    """What every servicer context without a real gRPC call shares: abort with a status and
+    trailing metadata (ErrorInfo), codes and details set by the handler, and the status a
+    handler that returns ends its call with. The in-process transport's context and the
+    simulator's (`sim/grpc_server.py`) add who calls, deadlines and how a response is written."""
 
-    def __init__(self, exchange: Exchange, serialize: Callable[[Any], bytes]) -> None:
+    def __init__(self, exchange: Any, serialize: Callable[[Any], bytes]) -> None:
         self._exchange = exchange
         self._serialize = serialize
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: tuple[tuple[str, str | bytes], ...] = ()
         self.aborted: Status | None = None
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        """What mutual TLS proves about the caller (checked when its channel connected)."""
-        cert = self._exchange.caller.cert_pem
-        return {"transport_security_type": [b"ssl"], "x509_pem_cert": [cert] if cert else []}
-
-    def peer(self) -> str:
-        """The caller's connection."""
-        return self._exchange.caller.connection
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         """dltmw clients send none."""
@@ -73,7 +67,8 @@ class InprocServicerContext:
         details: str = "",
         trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
     ) -> None:
-        """End the call with `code` (raises, as grpc.aio's abort does)."""
+        """End the call with `code` (raises, as grpc.aio's abort does; without trailing
+        metadata of its own, the metadata set before is sent, as grpc.aio does)."""
         trailing = tuple(trailing_metadata) or self._trailing
         self.aborted = Status(code, details, trailing)
         raise grpc.aio.AbortError()
@@ -91,7 +86,7 @@ class InprocServicerContext:
         return self.aborted.code if self.aborted is not None else self._code
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
-        """Not carried (an in-process call's initial metadata is empty)."""
+        """Not carried (the caller's initial metadata is empty)."""
 
     def set_details(self, details: str) -> None:
         """Its details."""
@@ -107,6 +102,29 @@ class InprocServicerContext:
             return OK if not self._trailing else Status(grpc.StatusCode.OK, "", self._trailing)
         return Status(self._code, self._details, self._trailing)
 
+    def cancelled(self) -> bool:
+        """Has the call ended before the handler did (cancelled, deadline, broken)?"""
+        return self._exchange.ended is not None
+
+    def done(self) -> bool:
+        """Same as `cancelled` for a running handler."""
+        return self._exchange.ended is not None
+
+
+class InprocServicerContext(ServicerContextBase):
+    """The servicer context of one in-process call (the parts servicers use)."""
+
+    _exchange: Exchange
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """What mutual TLS proves about the caller (checked when its channel connected)."""
+        cert = self._exchange.caller.cert_pem
+        return {"transport_security_type": [b"ssl"], "x509_pem_cert": [cert] if cert else []}
+
+    def peer(self) -> str:
+        """The caller's connection."""
+        return self._exchange.caller.connection
+
     async def write(self, message: Any) -> None:
         """A response message (handlers that write instead of yielding, e.g. health)."""
         await self._exchange.respond(self._serialize(message))
@@ -118,16 +136,94 @@ class InprocServicerContext:
             return None
         return max(0.0, deadline - asyncio.get_running_loop().time())
 
-    def cancelled(self) -> bool:
-        """Has the call ended before the handler did (cancelled, deadline)?"""
-        return self._exchange.ended is not None
 
-    def done(self) -> bool:
-        """Same as `cancelled` for a running handler."""
-        return self._exchange.ended is not None
+class HandlerTable:
+    """A server's handlers and how one call is served by them, as grpc.aio calls them: request
+    bytes through the handler's deserializer, each shape (unary, server streaming, client
+    streaming, bidirectional), grpc's own refusals (no request, a message over the size
+    limit). The in-process server and the simulator's (`sim/grpc_server.py`) add where the
+    next request comes from and how a call's task is run and ended."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._generic: list[Any] = []
+        self._handlers: dict[str, Handler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        """Generic handlers, asked by method path."""
+        self._generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        """Handlers of `service` by method name."""
+        for name, handler in handlers.items():
+            self._handlers[f"/{service}/{name}"] = handler
+
+    async def _next_request(self, exchange: Any) -> Any:
+        """The next request item of `exchange`: bytes, HALF_CLOSE or a Status."""
+        raise NotImplementedError
+
+    def handler(self, path: str) -> Handler | None:
+        """The handler registered for `path`."""
+        found = self._handlers.get(path)
+        if found is not None:
+            return found
+        for generic in self._generic:
+            found = generic.service(Details(path))
+            if found is not None:
+                return found
+        return None
+
+    async def _responses(
+        self, exchange: Any, handler: Handler, context: ServicerContextBase
+    ) -> AsyncIterator[Any]:
+        deserialize = handler.request_deserializer or identity
+        if exchange.kind is Kind.STREAM_STREAM and handler.stream_stream is not None:
+            async for response in handler.stream_stream(
+                self._requests(exchange, deserialize), context
+            ):
+                yield response
+            return
+        if exchange.kind is Kind.STREAM_UNARY and handler.stream_unary is not None:
+            yield await handler.stream_unary(self._requests(exchange, deserialize), context)
+            return
+        request = deserialize(await self._first_request(exchange))
+        if exchange.kind is Kind.UNARY_UNARY and handler.unary_unary is not None:
+            yield await handler.unary_unary(request, context)
+            return
+        if exchange.kind is Kind.UNARY_STREAM and handler.unary_stream is not None:
+            out = handler.unary_stream(request, context)
+            if inspect.isasyncgen(out):
+                async for response in out:
+                    yield response
+            else:  # a handler that writes with context.write
+                await out
+            return
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method shape mismatch")
+
+    async def _first_request(self, exchange: Any) -> bytes:
+        item = await self._next_request(exchange)
+        if not isinstance(item, bytes):
+            raise Refused(Status(grpc.StatusCode.INTERNAL, "no request message"))
+        self._check_size(item)
+        return item
+
+    async def _requests(
+        self, exchange: Any, deserialize: Callable[[bytes], Any]
+    ) -> AsyncIterator[Any]:
+        while True:
+            item = await self._next_request(exchange)
+            if item is HALF_CLOSE or not isinstance(item, bytes):
+                return
+            self._check_size(item)
+            yield deserialize(item)
+
+    def _check_size(self, raw: bytes) -> None:
+        if len(raw) > self.max_message_bytes:
+            details = f"Received message larger than max ({len(raw)} vs. {self.max_message_bytes})"
+            raise Refused(Status(grpc.StatusCode.RESOURCE_EXHAUSTED, details))
 
 
-class InprocServer:
+class InprocServer(HandlerTable):
     """A node's grpc.aio server, also serving its handlers to callers in this process."""
 
     def __init__(
@@ -137,12 +233,10 @@ class InprocServer:
         max_message_bytes: int,
         max_concurrent_rpcs: int | None,
     ) -> None:
+        super().__init__(max_message_bytes)
         self._net = net
         self._grpc = grpc_server
-        self.max_message_bytes = max_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
-        self._generic: list[Any] = []
-        self._handlers: dict[str, Handler] = {}
         self._addresses: list[str] = []
         self.cert_pem = b""
         self._roots: Callable[[], bytes] = lambda: b""
@@ -154,13 +248,12 @@ class InprocServer:
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         """Generic handlers, asked by method path (also registered with gRPC)."""
         self._grpc.add_generic_rpc_handlers(handlers)
-        self._generic.extend(handlers)
+        super().add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         """Handlers of `service` by method name (also registered with gRPC)."""
         self._grpc.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
-        for name, handler in handlers.items():
-            self._handlers[f"/{service}/{name}"] = handler
+        super().add_registered_method_handlers(service, handlers)
 
     def bind(self, host: str, port: int, cert_pem: bytes, roots: Callable[[], bytes]) -> None:
         """Answer in-process callers of `host:port` with this certificate, trusting the client
@@ -200,16 +293,8 @@ class InprocServer:
         """Does a client certificate chain to a CA this server trusts now?"""
         return issued_by(cert_pem, self._roots())
 
-    def handler(self, path: str) -> Handler | None:
-        """The handler registered for `path`."""
-        found = self._handlers.get(path)
-        if found is not None:
-            return found
-        for generic in self._generic:
-            found = generic.service(_Details(path))
-            if found is not None:
-                return found
-        return None
+    async def _next_request(self, exchange: Exchange) -> Any:
+        return await exchange.requests.get()
 
     def serve(self, exchange: Exchange) -> Status | None:
         """Start the handler of `exchange` in a task; the refusal if there is none to run."""
@@ -227,7 +312,7 @@ class InprocServer:
         return None
 
     async def _run(self, exchange: Exchange, handler: Handler) -> None:
-        serialize = handler.response_serializer or _identity
+        serialize = handler.response_serializer or identity
         context = InprocServicerContext(exchange, serialize)
         try:
             async for response in self._responses(exchange, handler, context):
@@ -235,7 +320,7 @@ class InprocServer:
         except grpc.aio.AbortError:
             exchange.finish(context.aborted or Status(grpc.StatusCode.UNKNOWN, "aborted"))
             return
-        except _Refused as refused:
+        except Refused as refused:
             exchange.finish(refused.status)
             return
         except asyncio.CancelledError:
@@ -247,57 +332,8 @@ class InprocServer:
             return
         exchange.finish(context.final_status())
 
-    async def _responses(
-        self, exchange: Exchange, handler: Handler, context: InprocServicerContext
-    ) -> AsyncIterator[Any]:
-        deserialize = handler.request_deserializer or _identity
-        if exchange.kind is Kind.STREAM_STREAM and handler.stream_stream is not None:
-            async for response in handler.stream_stream(
-                self._requests(exchange, deserialize), context
-            ):
-                yield response
-            return
-        if exchange.kind is Kind.STREAM_UNARY and handler.stream_unary is not None:
-            yield await handler.stream_unary(self._requests(exchange, deserialize), context)
-            return
-        request = deserialize(await self._first_request(exchange))
-        if exchange.kind is Kind.UNARY_UNARY and handler.unary_unary is not None:
-            yield await handler.unary_unary(request, context)
-            return
-        if exchange.kind is Kind.UNARY_STREAM and handler.unary_stream is not None:
-            out = handler.unary_stream(request, context)
-            if inspect.isasyncgen(out):
-                async for response in out:
-                    yield response
-            else:  # a handler that writes with context.write
-                await out
-            return
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method shape mismatch")
 
-    async def _first_request(self, exchange: Exchange) -> bytes:
-        item = await exchange.requests.get()
-        if not isinstance(item, bytes):
-            raise _Refused(Status(grpc.StatusCode.INTERNAL, "no request message"))
-        self._check_size(item)
-        return item
-
-    async def _requests(
-        self, exchange: Exchange, deserialize: Callable[[bytes], Any]
-    ) -> AsyncIterator[Any]:
-        while True:
-            item = await exchange.requests.get()
-            if item is HALF_CLOSE or not isinstance(item, bytes):
-                return
-            self._check_size(item)
-            yield deserialize(item)
-
-    def _check_size(self, raw: bytes) -> None:
-        if len(raw) > self.max_message_bytes:
-            details = f"Received message larger than max ({len(raw)} vs. {self.max_message_bytes})"
-            raise _Refused(Status(grpc.StatusCode.RESOURCE_EXHAUSTED, details))
-
-
-class _Refused(Exception):
+class Refused(Exception):
     """What grpc itself refuses before or around a handler."""
 
     def __init__(self, status: Status) -> None:
@@ -305,5 +341,5 @@ class _Refused(Exception):
         self.status = status
 
 
-def _identity(raw: Any) -> Any:
+def identity(raw: Any) -> Any:
     return raw
