@@ -75,6 +75,10 @@ class CallBase:
         """Half-close: no more requests."""
         raise NotImplementedError
 
+    def _start_unary_request(self, request: Any) -> None:
+        """Send a unary call's one request and half-close."""
+        raise NotImplementedError
+
     def _start_request_iterator(self, requests: Any) -> None:
         async def consume() -> None:
             try:
@@ -289,10 +293,10 @@ class InprocCall(CallBase):
 
 
 class _MultiCallable:
-    """What a stub attribute is: calling it starts a call."""
+    """What a stub attribute is: calling it starts a call (`ChannelBase.start`)."""
 
     def __init__(
-        self, channel: InprocChannel, kind: Kind, path: str, codecs: tuple[Serializer, Deserializer]
+        self, channel: ChannelBase, kind: Kind, path: str, codecs: tuple[Serializer, Deserializer]
     ) -> None:
         self._channel = channel
         self._kind = kind
@@ -300,20 +304,66 @@ class _MultiCallable:
         self._codecs = codecs
 
     def __call__(self, request: Any = None, timeout: float | None = None, **options: Any) -> Any:
-        channel = self._channel
-        if not channel.net.serves(channel.address):
-            remote = channel.grpc_call(self._kind, self._path, self._codecs)
-            if remote is not None:
-                return remote(request, timeout=timeout, **options)
-        call = InprocCall(self._channel, self._kind, self._path, self._codecs, timeout)
-        if self._kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM):
+        return self._channel.start(self._kind, self._path, self._codecs, request, timeout, options)
+
+
+class ChannelBase:
+    """What a channel without a real gRPC channel behind it shares: the stubs' multi-callables
+    of every shape and the async context manager. `InprocChannel` and the simulator's
+    `SimChannel` (`sim/grpc_client.py`) say how a call starts (`start`) and how they close."""
+
+    def start(
+        self,
+        kind: Kind,
+        path: str,
+        codecs: tuple[Serializer, Deserializer],
+        request: Any,
+        timeout: float | None,
+        options: dict[str, Any],
+    ) -> Any:
+        """Start a call of `path` (a unary request is sent at once; a request iterator is
+        consumed by the call's writer)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def send_first(call: CallBase, kind: Kind, request: Any) -> CallBase:
+        """Hand `request` to a new call as its shape asks; the call."""
+        if kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM):
             call._start_unary_request(request)
         elif request is not None:
             call._start_request_iterator(request)
         return call
 
+    async def close(self, grace: float | None = None) -> None:
+        """End every call of the channel."""
+        raise NotImplementedError
 
-class InprocChannel:
+    def _shape(kind: Kind, what: str) -> Callable[..., _MultiCallable]:  # type: ignore[misc]
+        def multi(
+            self: ChannelBase,
+            method: str,
+            request_serializer: Serializer = None,
+            response_deserializer: Deserializer = None,
+            **_options: Any,
+        ) -> _MultiCallable:
+            return _MultiCallable(self, kind, method, (request_serializer, response_deserializer))
+
+        multi.__doc__ = f"A {what} method."
+        return multi
+
+    unary_unary = _shape(Kind.UNARY_UNARY, "unary")
+    unary_stream = _shape(Kind.UNARY_STREAM, "server-streaming")
+    stream_unary = _shape(Kind.STREAM_UNARY, "client-streaming")
+    stream_stream = _shape(Kind.STREAM_STREAM, "bidirectional streaming")
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class InprocChannel(ChannelBase):
     """A grpc.aio channel to the in-process server bound to `address` (module docstring)."""
 
     _connections = 0  # numbers the channels' connection names (what `peer()` shows)
@@ -355,10 +405,21 @@ class InprocChannel:
         self.server = server
         return None
 
-    def _multi(
-        self, kind: Kind, method: str, ser: Serializer, deser: Deserializer
-    ) -> _MultiCallable:
-        return _MultiCallable(self, kind, method, (ser, deser))
+    def start(
+        self,
+        kind: Kind,
+        path: str,
+        codecs: tuple[Serializer, Deserializer],
+        request: Any,
+        timeout: float | None,
+        options: dict[str, Any],
+    ) -> Any:
+        """An in-process call while our address is served in this process, else gRPC's."""
+        if not self.net.serves(self.address):
+            remote = self.grpc_call(kind, path, codecs)
+            if remote is not None:
+                return remote(request, timeout=timeout, **options)
+        return self.send_first(InprocCall(self, kind, path, codecs, timeout), kind, request)
 
     def grpc_call(self, kind: Kind, path: str, codecs: tuple[Serializer, Deserializer]) -> Any:
         """The gRPC multi-callable of `path` (the address is not served in this process), or
@@ -370,46 +431,6 @@ class InprocChannel:
         make = getattr(self._grpc, kind.value)
         return make(path, request_serializer=codecs[0], response_deserializer=codecs[1])
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A unary method."""
-        return self._multi(Kind.UNARY_UNARY, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A server-streaming method."""
-        return self._multi(Kind.UNARY_STREAM, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A client-streaming method."""
-        return self._multi(Kind.STREAM_UNARY, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A bidirectional streaming method."""
-        return self._multi(Kind.STREAM_STREAM, method, request_serializer, response_deserializer)
-
     async def close(self, grace: float | None = None) -> None:
         """End every call of the channel (CANCELLED, as grpc.aio does)."""
         closed = Status(grpc.StatusCode.CANCELLED, "Channel closed!")
@@ -418,12 +439,6 @@ class InprocChannel:
         self.calls.clear()
         if self._grpc is not None:
             await self._grpc.close(grace)
-
-    async def __aenter__(self) -> InprocChannel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY while the server is in this process, else the gRPC channel's state."""

@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -31,7 +31,7 @@ from dltmw.aio.batched_stream import Reconnect
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.net.addressbook import AddressBook
-from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.rpc.tls import secure_channel
 from dltmw.sdk.errors import (
     AlreadyExists,
     CommitFailed,
@@ -68,20 +68,9 @@ RETRY_POLICY = json.dumps(
 CHANNEL_OPTIONS = (("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY))
 
 
-class ChannelMaker(Protocol):
-    """How a client makes its channel to a gateway (`rpc/tls.secure_channel`'s signature)."""
-
-    def __call__(
-        self,
-        address: str,
-        server_name: str,
-        tls: TlsMaterial,
-        max_message_bytes: int,
-        *,
-        extra: Sequence[tuple[str, str | int]] = (),
-    ) -> grpc.aio.Channel:
-        """A channel to `address` expecting `server_name`'s certificate."""
-        ...
+# How a client makes its channel to a gateway: `rpc/tls.secure_channel`'s signature
+# (address, server name, TLS material, message limit, extra=options).
+ChannelMaker = Callable[..., grpc.aio.Channel]
 
 
 class Client:

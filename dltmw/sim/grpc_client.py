@@ -22,11 +22,9 @@ from typing import Any
 import grpc
 
 from dltmw.rpc.inproc import HALF_CLOSE, Kind, Status
-from dltmw.rpc.inproc_call import CallBase
+from dltmw.rpc.inproc_call import CallBase, ChannelBase, Deserializer, Serializer
 from dltmw.sim.wire import Endpoint, Exchange, SimNetwork
 
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # (grpc-stubs lacks it)
 _HALF_CLOSED = 'RPC is half closed after calling "done_writing".'
 _FINISHED = "RPC already finished."
@@ -107,29 +105,7 @@ class SimCall(CallBase):
         return self._exchange.serial
 
 
-class _MultiCallable:
-    """What a stub attribute is: calling it starts a call."""
-
-    def __init__(
-        self, channel: SimChannel, kind: Kind, path: str, codecs: tuple[Serializer, Deserializer]
-    ) -> None:
-        self._channel = channel
-        self._kind = kind
-        self._path = path
-        self._codecs = codecs
-
-    def __call__(
-        self, request: Any = None, timeout: float | None = None, **_options: Any
-    ) -> SimCall:
-        call = SimCall(self._channel, self._kind, self._path, self._codecs, timeout)
-        if self._kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM):
-            call._start_unary_request(request)
-        elif request is not None:
-            call._start_request_iterator(request)
-        return call
-
-
-class SimChannel:
+class SimChannel(ChannelBase):
     """A grpc.aio channel from `endpoint` to the node `target` (see the module docstring)."""
 
     def __init__(
@@ -141,50 +117,19 @@ class SimChannel:
         self.max_message_bytes = max_message_bytes
         self.calls: set[SimCall] = set()
 
-    def _multi(
-        self, kind: Kind, method: str, ser: Serializer, deser: Deserializer
-    ) -> _MultiCallable:
-        return _MultiCallable(self, kind, method, (ser, deser))
-
-    def unary_unary(
+    def start(
         self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A unary method."""
-        return self._multi(Kind.UNARY_UNARY, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A server-streaming method."""
-        return self._multi(Kind.UNARY_STREAM, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A client-streaming method (no dltmw service has one; UNIMPLEMENTED at servers)."""
-        return self._multi(Kind.STREAM_UNARY, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A bidirectional streaming method."""
-        return self._multi(Kind.STREAM_STREAM, method, request_serializer, response_deserializer)
+        kind: Kind,
+        path: str,
+        codecs: tuple[Serializer, Deserializer],
+        request: Any,
+        timeout: float | None,
+        options: dict[str, Any],
+    ) -> SimCall:
+        """A call on the simulated network."""
+        call = SimCall(self, kind, path, codecs, timeout)
+        self.send_first(call, kind, request)
+        return call
 
     async def close(self, grace: float | None = None) -> None:
         """End every call of the channel (CANCELLED, as grpc.aio does)."""
@@ -192,12 +137,6 @@ class SimChannel:
         for call in sorted(self.calls, key=lambda c: c.serial):
             call.end(closed)
         self.calls.clear()
-
-    async def __aenter__(self) -> SimChannel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """Always READY (failures show as call statuses)."""
