@@ -2,8 +2,10 @@
 
 `open(...)` makes the network's material (like `dltmw init`) in a directory the caller names, or
 a temporary one, and starts every node of it on the caller's event loop: real nodes (the same
-`runtime.Node` a node process runs), real gRPC with mutual TLS on 127.0.0.1, real sqlite files.
-`transport="inproc"` keeps the calls between the nodes, and from the clients made here to
+`runtime.Node` a node process runs, each listening with gRPC and mutual TLS on 127.0.0.1), real
+sqlite files.
+`transport="inproc"` (the default, measured cheaper and faster: benchmarks/RESULTS.md,
+2026-12-02) keeps the calls between the nodes, and from the clients made here to
 them, inside the process (`rpc/inproc*.py`: bounded pipes, the same certificate checks,
 statuses and deadlines, no HTTP/2 or TLS records); every node still listens on its gRPC port,
 so programs outside the process reach it as before. `transport="grpc"` uses gRPC throughout.
@@ -44,7 +46,7 @@ from dltmw.sdk.vault import Vault
 __all__ = ["DEFAULT_TOPOLOGY", "Network", "connect", "open"]
 
 TransportName = Literal["inproc", "grpc"]
-DEFAULT_TRANSPORT: TransportName = "grpc"
+DEFAULT_TRANSPORT: TransportName = "inproc"  # measured better (benchmarks/RESULTS.md, 2026-12-02)
 
 # Two member organisations, one peer + gateway each, one solo orderer, one channel `main` with
 # the built-in contracts, blocks cut at 10 ms: Fabric's test network, sized for a program.
