@@ -1,9 +1,10 @@
 """Where a lone bus message's time goes: stage time stamps of `publish -> deliver`, in-process.
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.bus_stages [messages]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.bus_stages [messages] [grpc|inproc]
 
-Runs the default embedded network (`dltmw.open`: solo orderer, two organisations' peers, real
-gRPC with mTLS on 127.0.0.1, sqlite FULL) and publishes one message at a time as user1.org1,
+Runs the default embedded network (`dltmw.open`: solo orderer, two organisations' peers, sqlite
+FULL; real gRPC with mTLS on 127.0.0.1 or the in-process transport, as the second argument
+says) and publishes one message at a time as user1.org1,
 waiting for its delivery to a subscriber of user1.org2 before the next (so every stage seen
 between two publishes belongs to that message). The methods below are wrapped to note when
 they start and end; for each stage it prints the median start and end relative to the
@@ -86,13 +87,13 @@ def install() -> None:
         _wrap(cls, name, label, who)
 
 
-async def run(messages: int) -> None:
+async def run(messages: int, transport: str = "grpc") -> None:
     """Publish `messages` (+5 warm-up) one at a time; print the stage table."""
     install()
     from dltmw.sdk.network import open as open_network
 
     rows: list[tuple[float, float, list[tuple[str, float, float]]]] = []
-    async with open_network(None) as net:
+    async with open_network(None, transport=transport) as net:  # type: ignore[arg-type]
         publisher, subscriber = net.bus("user1.org1"), net.bus("user1.org2")
         await publisher.create_topic("stages")
         arrivals: asyncio.Queue[float] = asyncio.Queue()
@@ -143,4 +144,9 @@ def _print(rows: list[tuple[float, float, list[tuple[str, float, float]]]], cpu_
 
 
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 60))
+    asyncio.run(
+        run(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 60,
+            sys.argv[2] if len(sys.argv) > 2 else "grpc",
+        )
+    )

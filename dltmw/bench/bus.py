@@ -2,7 +2,8 @@
 from the program's side.
 
 Three figures, each from the same in-process network (`dltmw.open`: an orderer and two
-organisations' peers on this event loop, real gRPC with mTLS, real sqlite):
+organisations' peers on this event loop, real sqlite; its nodes and clients talk through the
+in-process transport or real gRPC with mTLS, `BusBenchConfig.transport`):
 - **latency**: one publisher publishes a message every `interval_ms` (low load); one subscriber
   notes when each arrives; publish-call start → delivery, p50/p99;
 - **throughput**: `publishers` publishers send `publish_batch` transactions of `batch` messages
@@ -26,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from dltmw.sdk.bus import Bus, Subscription
-from dltmw.sdk.network import Network
+from dltmw.sdk.network import DEFAULT_TRANSPORT, Network, TransportName
 from dltmw.sdk.network import open as open_network
 
 TOPIC = "bench"
 # How the embedded network's nodes and clients talk (`dltmw.open`): the figures depend on it.
-TRANSPORT = "in-process nodes, gRPC with mutual TLS on 127.0.0.1"
+TRANSPORTS = {
+    "grpc": "in-process nodes, gRPC with mutual TLS on 127.0.0.1",
+    "inproc": "in-process nodes, in-process transport (rpc/inproc*.py)",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class BusBenchConfig:
     size: int = 200
     seconds: float = 10.0
     synchronous: str = "FULL"
+    transport: TransportName = DEFAULT_TRANSPORT
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -144,7 +149,8 @@ async def run(
         raise ValueError("rounds must be at least 1")
     alone: list[dict[str, float]] = []
     stalled: list[dict[str, float]] = []
-    async with open_network(directory, synchronous=cfg.synchronous) as net:
+    net_open = open_network(directory, synchronous=cfg.synchronous, transport=cfg.transport)
+    async with net_open as net:
         await net.bus("user1.org1").create_topic(TOPIC)
         latency = await _latency(net, cfg)
         for i in range(rounds):  # which goes first alternates: no order bias
@@ -159,7 +165,7 @@ async def run(
             "python": platform.python_version(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
         },
-        "transport": TRANSPORT,
+        "transport": TRANSPORTS[cfg.transport],
         "latency": latency,
         "throughput_per_s": _spread([a["per_s"] for a in alone]),
         "throughput_with_stalled_subscriber_per_s": _spread([s["per_s"] for s in stalled]),

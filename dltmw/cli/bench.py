@@ -87,6 +87,10 @@ def bench(
     ] = None,
     append: Annotated[bool, typer.Option(help="append the result to RESULTS.md")] = True,
     keep: Annotated[Path | None, typer.Option(help="keep the network in this directory")] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(help="experiment bus: how the embedded nodes talk (inproc or grpc)"),
+    ] = None,
 ) -> None:
     """Benchmark a network of real node processes on 127.0.0.1 and report the figures."""
     # Imported here: matplotlib and psutil (the `bench` extra) load only when benchmarking.
@@ -127,7 +131,7 @@ def bench(
         out = results_dir or default_results_dir()
         command = "dltmw " + shlex.join(sys.argv[1:])
         if experiment == "bus":  # the embedded message bus: its own in-process network
-            _bus(command, duration, repeat, synchronous)
+            _bus(command, duration, repeat, synchronous, transport)
         elif experiment == "flows":  # every flow (make bench-all): dltmw/bench/suite.py
             from dltmw.bench.suite import run_suite
 
@@ -141,14 +145,20 @@ def bench(
         raise typer.Exit(1) from exc
 
 
-def _bus(command: str, duration_s: float, repeat: int, synchronous: str) -> None:
+def _bus(
+    command: str, duration_s: float, repeat: int, synchronous: str, transport: str | None
+) -> None:
     """`--experiment bus` (dltmw/bench/bus.py): --duration is the seconds of each throughput
-    round (default 10 when left at 120), --repeat the rounds (at least 3)."""
+    round (default 10 when left at 120), --repeat the rounds (at least 3), --transport the
+    embedded network's (default: `dltmw.open`'s)."""
     import asyncio
+    from dataclasses import replace
 
     from dltmw.bench.bus import BusBenchConfig, report, run
 
     seconds = 10.0 if duration_s == 120.0 else duration_s
     cfg = BusBenchConfig(seconds=seconds, synchronous=synchronous)
+    if transport is not None:
+        cfg = replace(cfg, transport=transport)  # type: ignore[arg-type]  # open() checks it
     result = asyncio.run(run(cfg, rounds=max(3, repeat)))
     console.print(report(result, command))

@@ -68,15 +68,29 @@ RETRY_POLICY = json.dumps(
 CHANNEL_OPTIONS = (("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY))
 
 
+# How a client makes its channel to a gateway: `rpc/tls.secure_channel`'s signature
+# (address, server name, TLS material, message limit, extra=options).
+ChannelMaker = Callable[..., grpc.aio.Channel]
+
+
 class Client:
     """A client identity using the gateways of its profile (module docstring)."""
 
-    def __init__(self, profile: Profile, deadline_s: float = 60.0, pipelined: bool = True) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        deadline_s: float = 60.0,
+        pipelined: bool = True,
+        channels: ChannelMaker = secure_channel,
+    ) -> None:
+        """`channels` makes the channel to a gateway (`rpc/tls.secure_channel`; an embedded
+        network's in-process transport passes its own)."""
         if deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
         self.profile = profile
         self.deadline_s = deadline_s
         self._pipelined = pipelined
+        self._channels = channels
         self._signer = profile.signer()
         self._tls = profile.tls_material()
         self._next = 0  # index of the gateway to try next
@@ -281,7 +295,7 @@ class Client:
                 if address is None:
                     problems.append(f"{endpoint.name}: no published address")
                     continue
-                channel = secure_channel(
+                channel = self._channels(
                     address, endpoint.name, self._tls, MAX_MESSAGE_BYTES, extra=CHANNEL_OPTIONS
                 )
                 gateway = GatewayClient(self._signer, channel, self._pipelined)

@@ -2,7 +2,13 @@
 
 `open(...)` makes the network's material (like `dltmw init`) in a directory the caller names, or
 a temporary one, and starts every node of it on the caller's event loop: real nodes (the same
-`runtime.Node` a node process runs), real gRPC with mutual TLS on 127.0.0.1, real sqlite files.
+`runtime.Node` a node process runs, each listening with gRPC and mutual TLS on 127.0.0.1), real
+sqlite files.
+`transport="inproc"` (the default, measured cheaper and faster: benchmarks/RESULTS.md,
+2026-12-02) keeps the calls between the nodes, and from the clients made here to
+them, inside the process (`rpc/inproc*.py`: bounded pipes, the same certificate checks,
+statuses and deadlines, no HTTP/2 or TLS records); every node still listens on its gRPC port,
+so programs outside the process reach it as before. `transport="grpc"` uses gRPC throughout.
 `connect(...)` attaches to a network whose nodes run elsewhere (a `dltmw init` directory whose
 nodes were started by `dltmw up`, or profiles). Both give the same `Network` handle: typed
 clients (`sdk/client.py`) and the message bus (`sdk/bus.py`), so a program written against one
@@ -18,18 +24,29 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
+
+import grpc
 
 from dltmw.pki.network import init_network
+from dltmw.rpc.inproc import InprocNetwork
+from dltmw.rpc.inproc_call import inproc_or_grpc
+from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.node import Node
+from dltmw.runtime.transport import GRPC, InprocTransport, Transport
 from dltmw.sdk.bus import Bus
 from dltmw.sdk.client import Client
 from dltmw.sdk.profile import Profile
 from dltmw.sdk.vault import Vault
 
 __all__ = ["DEFAULT_TOPOLOGY", "Network", "connect", "open"]
+
+TransportName = Literal["inproc", "grpc"]
+DEFAULT_TRANSPORT: TransportName = "inproc"  # measured better (benchmarks/RESULTS.md, 2026-12-02)
 
 # Two member organisations, one peer + gateway each, one solo orderer, one channel `main` with
 # the built-in contracts, blocks cut at 10 ms: Fabric's test network, sized for a program.
@@ -81,8 +98,13 @@ class Network:
         in_process: bool = True,
         synchronous: str = "FULL",
         remove_on_exit: bool = False,
+        transport: TransportName = DEFAULT_TRANSPORT,
     ) -> None:
+        if transport not in ("inproc", "grpc"):
+            raise ValueError(f"transport must be 'inproc' or 'grpc', not {transport!r}")
         self.directory = directory
+        self.transport_name = transport
+        self._inproc = InprocNetwork() if in_process and transport == "inproc" else None
         self._topology = topology
         self.in_process = in_process
         self._synchronous = synchronous
@@ -115,8 +137,9 @@ class Network:
                     topology.write_text(DEFAULT_TOPOLOGY)
                     init_network(topology, self.directory, synchronous=self._synchronous)
         configs = [NodeConfig.load(p) for p in sorted(self.directory.glob("nodes/*/node.toml"))]
+        transport: Transport = GRPC if self._inproc is None else InprocTransport(self._inproc)
         for config in configs:
-            self.nodes[config.node_id] = Node(config)
+            self.nodes[config.node_id] = Node(config, transport)
         await asyncio.gather(*(node.start() for node in self.nodes.values()))
 
     def profile(self, client_id: str) -> Profile:
@@ -125,9 +148,24 @@ class Network:
 
     def client(self, client_id: str, deadline_s: float = 60.0) -> Client:
         """A client of `client_id` (connects on first use; closed with the network)."""
-        client = Client(self.profile(client_id), deadline_s=deadline_s)
+        client = Client(self.profile(client_id), deadline_s=deadline_s, channels=self._channel)
         self._clients.append(client)
         return client
+
+    def _channel(
+        self,
+        address: str,
+        server_name: str,
+        tls: TlsMaterial,
+        max_message_bytes: int,
+        *,
+        extra: Sequence[tuple[str, str | int]] = (),
+    ) -> grpc.aio.Channel:
+        """A client's channel to a gateway: in process when the transport is, else gRPC."""
+        if self._inproc is None:
+            return secure_channel(address, server_name, tls, max_message_bytes, extra=extra)
+        net = self._inproc
+        return inproc_or_grpc(net, address, server_name, tls, max_message_bytes, None, extra)
 
     async def vault(self, client_id: str, node_id: str) -> Vault:
         """The UTXO flows of `client_id` through the vault of node `node_id` (closed with the
@@ -167,6 +205,7 @@ def open(
     directory: Path | str | None = None,
     topology: Path | str | None = None,
     synchronous: str = "FULL",
+    transport: TransportName = DEFAULT_TRANSPORT,
 ) -> Network:
     """A network run in this process (module docstring): `async with dltmw.open() as net:`.
 
@@ -184,6 +223,7 @@ def open(
         in_process=True,
         synchronous=synchronous,
         remove_on_exit=remove,
+        transport=transport,
     )
 
 

@@ -16,22 +16,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from dltmw.sim.wire import HALF_CLOSE, Endpoint, Kind, SimNetwork, Status
+from dltmw.rpc.inproc import HALF_CLOSE, Kind, Status
+from dltmw.rpc.inproc_call import CallBase, ChannelBase, Deserializer, Serializer
+from dltmw.sim.wire import Endpoint, Exchange, SimNetwork
 
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # (grpc-stubs lacks it)
 _HALF_CLOSED = 'RPC is half closed after calling "done_writing".'
 _FINISHED = "RPC already finished."
 
 
-class SimCall:
-    """One call as its client sees it (every shape; see the module docstring)."""
+class SimCall(CallBase):
+    """One call as its client sees it (every shape; see the module docstring; reading, the
+    status and the call's state are the in-process transport's, `rpc/inproc_call.CallBase`)."""
+
+    _exchange: Exchange
 
     def __init__(
         self,
@@ -78,23 +81,6 @@ class SimCall:
         self._exchange.send_request(HALF_CLOSE)
         self._done_writing = True
 
-    def _start_request_iterator(self, requests: Any) -> None:
-        async def consume() -> None:
-            try:
-                if hasattr(requests, "__aiter__"):
-                    async for request in requests:
-                        await self.write(request)
-                else:
-                    for request in requests:
-                        await self.write(request)
-                await self.done_writing()
-            except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
-                return
-            except Exception:  # as grpc does: a failing request iterator cancels the call
-                self.cancel()
-
-        self._writer = asyncio.get_running_loop().create_task(consume())
-
     async def write(self, message: Any) -> None:
         """Send one request message (write mode)."""
         if self._done_writing:
@@ -110,154 +96,16 @@ class SimCall:
             self._done_writing = True
             self._exchange.send_request(HALF_CLOSE)
 
-    # --- responses -----------------------------------------------------------------------
-
-    async def read(self) -> Any:
-        """The next response message, or `grpc.aio.EOF` after an OK end; raises the call's
-        AioRpcError (CancelledError if it was cancelled here)."""
-        if self._status is not None:
-            self._raise_for_status()
-            return EOF
-        item = await self._exchange.responses.queue.get()
-        if isinstance(item, bytes):
-            return item if self._deserialize is None else self._deserialize(item)
-        self._finish(item)
-        self._raise_for_status()
-        return EOF
-
-    def _finish(self, status: Status) -> None:
-        self._status = status
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback(self)
-
-    def _raise_for_status(self) -> None:
-        status = self._status
-        if status is None or status.code == grpc.StatusCode.OK:
-            return
-        if status.local_cancel:
-            raise asyncio.CancelledError()
-        raise status.error()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[Any]:
-        while (message := await self.read()) is not EOF:
-            yield message
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        if self._unary is None:
-            self._unary = asyncio.get_running_loop().create_task(self._unary_response())
-        return self._unary.__await__()
-
-    async def _unary_response(self) -> Any:
-        response = await self.read()
-        if response is EOF:
-            raise Status(grpc.StatusCode.INTERNAL, "no response message").error()
-        while self._status is None:  # the OK status follows the message
-            if await self.read() is not EOF:
-                raise Status(grpc.StatusCode.INTERNAL, "more than one response").error()
-        return response
-
-    # --- call state ----------------------------------------------------------------------
+    async def _next_item(self) -> Any:
+        return await self._exchange.responses.queue.get()
 
     @property
     def serial(self) -> int:
         """Creation order of the call (a deterministic order)."""
         return self._exchange.serial
 
-    def end(self, status: Status) -> None:
-        """End the call at once with `status` (its channel closed)."""
-        self._exchange.break_(status)
 
-    def cancel(self) -> bool:
-        """End the call here and now (the server's handler is cancelled)."""
-        if self._exchange.ended is not None:
-            return False
-        cancelled = Status(
-            grpc.StatusCode.CANCELLED, "Locally cancelled by application!", local_cancel=True
-        )
-        self._exchange.break_(cancelled)
-        if self._writer is not None:
-            self._writer.cancel()
-        return True
-
-    def cancelled(self) -> bool:
-        """Was it cancelled here?"""
-        ended = self._exchange.ended
-        return ended is not None and ended.local_cancel
-
-    def done(self) -> bool:
-        """Has it ended?"""
-        return self._exchange.ended is not None
-
-    def add_done_callback(self, callback: Callable[[SimCall], None]) -> None:
-        """Call `callback(self)` once the client has seen the end."""
-        if self._status is not None:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
-    def time_remaining(self) -> float | None:
-        """Seconds to the deadline (None without one)."""
-        if self._deadline is None:
-            return None
-        return max(0.0, self._deadline - asyncio.get_running_loop().time())
-
-    async def _ended(self) -> Status:
-        ended: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-
-        def settle(exchange: Any) -> None:
-            if not ended.done():
-                ended.set_result(exchange.ended)
-
-        self._exchange.on_end(settle)
-        return await ended
-
-    async def code(self) -> grpc.StatusCode:
-        """The status code (waits for the end)."""
-        return (await self._ended()).code
-
-    async def details(self) -> str:
-        """The status details (waits for the end)."""
-        return (await self._ended()).details
-
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        """dltmw servers send none."""
-        return grpc.aio.Metadata()
-
-    async def trailing_metadata(self) -> grpc.aio.Metadata:
-        """The trailing metadata (waits for the end)."""
-        return grpc.aio.Metadata(*(await self._ended()).trailing)
-
-    async def wait_for_connection(self) -> None:
-        """Connected at once (a failure to connect arrives as the call's status)."""
-
-
-class _MultiCallable:
-    """What a stub attribute is: calling it starts a call."""
-
-    def __init__(
-        self, channel: SimChannel, kind: Kind, path: str, codecs: tuple[Serializer, Deserializer]
-    ) -> None:
-        self._channel = channel
-        self._kind = kind
-        self._path = path
-        self._codecs = codecs
-
-    def __call__(
-        self, request: Any = None, timeout: float | None = None, **_options: Any
-    ) -> SimCall:
-        call = SimCall(self._channel, self._kind, self._path, self._codecs, timeout)
-        if self._kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM):
-            call._start_unary_request(request)
-        elif request is not None:
-            call._start_request_iterator(request)
-        return call
-
-
-class SimChannel:
+class SimChannel(ChannelBase):
     """A grpc.aio channel from `endpoint` to the node `target` (see the module docstring)."""
 
     def __init__(
@@ -269,50 +117,19 @@ class SimChannel:
         self.max_message_bytes = max_message_bytes
         self.calls: set[SimCall] = set()
 
-    def _multi(
-        self, kind: Kind, method: str, ser: Serializer, deser: Deserializer
-    ) -> _MultiCallable:
-        return _MultiCallable(self, kind, method, (ser, deser))
-
-    def unary_unary(
+    def start(
         self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A unary method."""
-        return self._multi(Kind.UNARY_UNARY, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A server-streaming method."""
-        return self._multi(Kind.UNARY_STREAM, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A client-streaming method (no dltmw service has one; UNIMPLEMENTED at servers)."""
-        return self._multi(Kind.STREAM_UNARY, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        **_options: Any,
-    ) -> _MultiCallable:
-        """A bidirectional streaming method."""
-        return self._multi(Kind.STREAM_STREAM, method, request_serializer, response_deserializer)
+        kind: Kind,
+        path: str,
+        codecs: tuple[Serializer, Deserializer],
+        request: Any,
+        timeout: float | None,
+        options: dict[str, Any],
+    ) -> SimCall:
+        """A call on the simulated network."""
+        call = SimCall(self, kind, path, codecs, timeout)
+        self.send_first(call, kind, request)
+        return call
 
     async def close(self, grace: float | None = None) -> None:
         """End every call of the channel (CANCELLED, as grpc.aio does)."""
@@ -320,12 +137,6 @@ class SimChannel:
         for call in sorted(self.calls, key=lambda c: c.serial):
             call.end(closed)
         self.calls.clear()
-
-    async def __aenter__(self) -> SimChannel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """Always READY (failures show as call statuses)."""

@@ -25,6 +25,9 @@ time):
 * **partitions** between two nodes: calls between them fail UNAVAILABLE; open ones break;
 * **crashes** (`kill`): every call of a dead incarnation breaks; calls to it fail UNAVAILABLE.
 
+`Status`, `Kind` and `HALF_CLOSE` are the in-process transport's (`rpc/inproc.py`), whose
+pipes are bounded and immediate where these are delayed and faulty.
+
 Every fault that happened is counted in `counts`, so a test can prove the fault was exercised.
 A servicer that raises something other than an abort is a bug in node code: it is answered
 UNKNOWN (as grpc does) and recorded in `unexpected`, which the scenarios report as a violation.
@@ -33,7 +36,6 @@ UNKNOWN (as grpc does) and recorded in `unexpected`, which the scenarios report 
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
 from collections import Counter, deque
 from collections.abc import Callable
@@ -42,41 +44,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from dltmw.rpc.inproc import HALF_CLOSE, Kind, Status, unavailable
 from dltmw.sim.vloop import Owner
-
-
-class Kind(enum.Enum):
-    """The shape of a method."""
-
-    UNARY_UNARY = "unary_unary"
-    UNARY_STREAM = "unary_stream"
-    STREAM_UNARY = "stream_unary"
-    STREAM_STREAM = "stream_stream"
-
-
-@dataclass(frozen=True)
-class Status:
-    """How a call ended (or, as a marker in a pipe, that it ended)."""
-
-    code: grpc.StatusCode
-    details: str = ""
-    trailing: tuple[tuple[str, str | bytes], ...] = ()
-    local_cancel: bool = False
-
-    def error(self) -> grpc.aio.AioRpcError:
-        """The AioRpcError a grpc.aio client raises for this status."""
-        return grpc.aio.AioRpcError(
-            self.code, grpc.aio.Metadata(), grpc.aio.Metadata(*self.trailing), self.details, None
-        )
-
-
-OK = Status(grpc.StatusCode.OK)
-HALF_CLOSE = object()  # in a request pipe: the client is done writing
-
-
-def unavailable(details: str) -> Status:
-    """UNAVAILABLE with `details`."""
-    return Status(grpc.StatusCode.UNAVAILABLE, details)
 
 
 @dataclass

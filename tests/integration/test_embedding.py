@@ -1,6 +1,7 @@
 """The embedding API (`import dltmw`): a whole network in the test's own process and event
-loop — real nodes, real gRPC with mTLS on 127.0.0.1, real sqlite files — used through typed
-clients and the message bus, then reopened from its directory.
+loop — real nodes, real gRPC with mTLS on 127.0.0.1 or the in-process transport (each test
+runs over both), real sqlite files — used through typed clients and the message bus, then
+reopened from its directory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 
 import dltmw
-from dltmw.sdk.network import DEFAULT_TOPOLOGY
+from dltmw.sdk.network import DEFAULT_TOPOLOGY, TransportName
+
+
+@pytest.fixture(params=["grpc", "inproc"])
+def transport(request: pytest.FixtureRequest) -> TransportName:
+    """Every test here runs over both transports of `dltmw.open`."""
+    return request.param  # type: ignore[no-any-return]
 
 
 def _height(net: dltmw.Network, node: str = "peer0.org1", channel: str = "main") -> int:
@@ -27,10 +34,12 @@ async def _ready(net: dltmw.Network) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_open_submit_evaluate_typed_results_and_errors(tmp_path: Path) -> None:
+def test_open_submit_evaluate_typed_results_and_errors(
+    tmp_path: Path, transport: TransportName
+) -> None:
     async def scenario() -> None:
         started = time.perf_counter()
-        async with dltmw.open(tmp_path / "net") as net:
+        async with dltmw.open(tmp_path / "net", transport=transport) as net:
             print(f"in-process two-org network started in {time.perf_counter() - started:.3f} s")
             async with net.client("user1.org1") as client:
                 opened = await client.submit("main", "bank", "open", "A", "100")
@@ -58,11 +67,11 @@ def test_open_submit_evaluate_typed_results_and_errors(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path) -> None:
+def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path, transport: TransportName) -> None:
     checkpoints = dltmw.FileCheckpointer(tmp_path / "checkpoints")
 
     async def first_run() -> list[str]:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             publisher, subscriber = net.bus("user1.org1"), net.bus("user1.org2")
             await publisher.create_topic("trades")
             await publisher.create_topic("quotes")
@@ -95,7 +104,7 @@ def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path) -> None:
             return [tx for t, tx in sent if t == "trades"]
 
     async def second_run(trades: list[str]) -> None:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             assert _height(net) >= 8  # reopened, not re-initialised
             bus = net.bus("user1.org2")
             async with bus.subscribe("trades", "settler", checkpoints) as sub:
@@ -110,9 +119,11 @@ def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path) -> None:
     asyncio.run(second_run(asyncio.run(first_run())))
 
 
-def test_profile_client_fails_over_to_the_next_gateway(tmp_path: Path) -> None:
+def test_profile_client_fails_over_to_the_next_gateway(
+    tmp_path: Path, transport: TransportName
+) -> None:
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             real = net.profile("user1.org1")
             dead = {"name": "peer0.org1", "address": "127.0.0.1:1"}  # nothing listens there
             raw = real.model_dump(mode="json")
@@ -128,9 +139,9 @@ def test_profile_client_fails_over_to_the_next_gateway(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_node_side_filters_keep_ledger_positions(tmp_path: Path) -> None:
+def test_node_side_filters_keep_ledger_positions(tmp_path: Path, transport: TransportName) -> None:
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             bus = net.bus("user1.org1")
             client = bus.client
             await bus.create_topic("trades")
@@ -180,11 +191,15 @@ THREE_ORGS = (
 )
 
 
-def test_private_topic_reaches_its_recipients_only(tmp_path: Path) -> None:
+def test_private_topic_reaches_its_recipients_only(
+    tmp_path: Path, transport: TransportName
+) -> None:
     (tmp_path / "three.toml").write_text(THREE_ORGS)
 
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", tmp_path / "three.toml") as net:
+        async with dltmw.open(
+            tmp_path / "net", tmp_path / "three.toml", transport=transport
+        ) as net:
             org1 = net.bus("user1.org1")
             await org1.create_topic("otc")  # public record: every member knows the topic
             await org1.create_private_topic("otc", ["Org1", "Org2"])
@@ -231,9 +246,11 @@ CAPITAL_MARKET = (
 )
 
 
-def test_utxo_flows_through_typed_vaults(tmp_path: Path) -> None:
+def test_utxo_flows_through_typed_vaults(tmp_path: Path, transport: TransportName) -> None:
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", CAPITAL_MARKET, synchronous="NORMAL") as net:
+        async with dltmw.open(
+            tmp_path / "net", CAPITAL_MARKET, synchronous="NORMAL", transport=transport
+        ) as net:
             bank = await net.vault("treasury.bank", "peer.bank")
             exchange = await net.vault("admin.exchange", "peer.exchange")
             a = await net.vault("trader.brokera", "peer.brokera")

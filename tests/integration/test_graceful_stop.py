@@ -4,7 +4,8 @@ A Deliver/Events stream never ends by itself while its caller lives, so grpc's g
 used to wait out its whole grace period for it (an orderer stopped while its peers ran took
 5.4 s instead of 0.3 s). Now the stream ends with UNAVAILABLE / SHUTTING_DOWN and the stop goes
 on; a subscription asked for during the stop is refused the same way. In-process nodes
-(`dltmw.open`), real gRPC with mutual TLS.
+(`dltmw.open`), real gRPC with mutual TLS or the in-process transport (each test runs over
+both).
 """
 
 from __future__ import annotations
@@ -13,17 +14,27 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import pytest
 
 import dltmw
 from dltmw.aio.rpc_errors import reason_of
 from dltmw.client import GatewayClient
+from dltmw.sdk.network import TransportName
 
 GRACE_S = 120.0  # far longer than the test's own bound: only ending the stream lets stop return
 
 
-def test_stopping_a_node_ends_its_open_subscriptions_with_shutting_down(tmp_path: Path) -> None:
+@pytest.fixture(params=["grpc", "inproc"])
+def transport(request: pytest.FixtureRequest) -> TransportName:
+    """Every test here runs over both transports of `dltmw.open`."""
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_stopping_a_node_ends_its_open_subscriptions_with_shutting_down(
+    tmp_path: Path, transport: TransportName
+) -> None:
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             gateway = await GatewayClient.connect(net.directory, "user1.org1", "peer0.org1")
             try:
                 events = gateway.events("main", 0)
@@ -45,12 +56,14 @@ def test_stopping_a_node_ends_its_open_subscriptions_with_shutting_down(tmp_path
     asyncio.run(scenario())
 
 
-def test_stopping_a_node_ends_an_idle_push_stream_from_a_live_sender(tmp_path: Path) -> None:
+def test_stopping_a_node_ends_an_idle_push_stream_from_a_live_sender(
+    tmp_path: Path, transport: TransportName
+) -> None:
     """Push is bidirectional and answers each batch before it reads the next: waiting for the
     next batch it has nothing in flight, so the stop ends it instead of waiting the grace."""
 
     async def scenario() -> None:
-        async with dltmw.open(tmp_path / "net", synchronous="NORMAL") as net:
+        async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
             bus = net.bus("user1.org1")
             await bus.create_topic("otc")
             await bus.create_private_topic("otc", ["Org1", "Org2"])
