@@ -144,8 +144,9 @@ class ReplicaLink:
                 await reader  # the call ended before it started: raises its status
             while True:
                 request = self._request(await self._next(reader))
-                async with asyncio.timeout(CALL_TIMEOUT_S):
-                    await window.room(reader)
+                if window.full():  # a timer only for a wait (else one made and cancelled per write)
+                    async with asyncio.timeout(CALL_TIMEOUT_S):
+                        await window.room(reader)
                 window.sent(request)
                 await call.write(replica_pb2.ExchangeStreamRequest(batch=request))
         except asyncio.InvalidStateError:  # written after the call ended: the reader holds why
@@ -259,9 +260,13 @@ class _Window:
             self.unanswered.popleft()
         self._answer.set()
 
+    def full(self) -> bool:
+        """Are WINDOW batches unanswered?"""
+        return len(self.unanswered) >= WINDOW
+
     async def room(self, reader: asyncio.Task[None]) -> None:
         """Wait until fewer than WINDOW are unanswered; raise the stream's end if it ends."""
-        while len(self.unanswered) >= WINDOW:
+        while self.full():
             self._answer.clear()
             answer = asyncio.ensure_future(self._answer.wait())
             try:

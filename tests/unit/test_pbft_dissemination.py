@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 from dataclasses import replace
 from typing import Any
 
@@ -774,3 +776,20 @@ def test_the_certificate_verdicts_are_two_generations_the_newest_always_kept(
             assert rule(newer) and len(checks) == before
     assert not rule(bad) and not rule(bad) and checks.count(99) == 1
     assert rule(certs[0]) and checks.count(1) == 2  # dropped long ago: checked again, same verdict
+
+
+def _parses(call: Any) -> int:
+    """Protobuf parses (`ParseFromString`, any message) made while `call()` runs."""
+    profile = cProfile.Profile()
+    profile.runcall(call)
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    return sum(s[0] for (_f, _l, name), s in stats.items() if "ParseFromString" in name)
+
+
+def test_a_replica_parses_an_arriving_batch_once() -> None:
+    """A batch is the largest replica message (up to a block's envelopes): routing it by kind
+    and opening it share one parse of its payload."""
+    replica = core(2)
+    message = batch_message(1, 1, REQS[:2])
+    assert _parses(lambda: replica.step(message)) == 1
+    assert kinds(replica.ready().send) == [(1, "batch_ack")]  # and it was taken

@@ -181,11 +181,12 @@ class DisseminatingReplica:
             return
         if not isinstance(message, Envelope):
             raise TypeError(f"disseminating replica cannot step {type(message).__name__}")
-        kind = _kind(message)
+        parsed = _parsed(message)
+        kind = None if parsed is None else parsed.WhichOneof("body")
         if kind not in DISSEMINATION_KINDS:
             self.replica.step(message)
             return
-        opened = self.checker.open(message)
+        opened = self.checker.open(message, parsed)  # parsed once: a batch is large
         if opened is None:
             self.disseminator.drop("bad-signature-or-malformed")
         elif kind == "batch":
@@ -443,11 +444,12 @@ class DisseminatingReplica:
         return Envelope(payload=payload, replica=self.me, signature=self._sign(payload))
 
 
-def _kind(envelope: Envelope) -> str | None:
-    """The body kind of a (not yet verified) message; None when it does not parse."""
+def _parsed(envelope: Envelope) -> replica_pb2.ReplicaMessage | None:
+    """The (not yet verified) message, to route it by its body kind; None when it does not
+    parse (junk goes to the replica, which drops and counts it)."""
     message = replica_pb2.ReplicaMessage()
     try:
         message.ParseFromString(envelope.payload)
     except DecodeError:
-        return None  # junk goes to the replica, which drops and counts it
-    return message.WhichOneof("body")
+        return None
+    return message
