@@ -39,7 +39,8 @@ from dltmw.core.identity import SigningIdentity
 from dltmw.core.pbft import request_id
 from dltmw.core.txcheck import check_orderable
 from dltmw.rpc.tls import secure_channel
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV, SIZE_MAX, poison_envelopes
+from dltmw.runtime.roles.orderer.byzantine import SIZE_MAX, poison_envelopes
+from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 from integration.wire import logged_errors
 

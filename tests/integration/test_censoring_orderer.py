@@ -23,7 +23,7 @@ import pytest
 from dltmw.client import GatewayClient
 from dltmw.core.block import block_hash
 from dltmw.core.pbft import request_id
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
+from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import transaction_pb2
 
 from .operations_http import scrape, value

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from dltmw.client import GatewayClient
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
+from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import transaction_pb2
 
 from .operations_http import scrape, value

@@ -35,7 +35,7 @@ import grpc
 from dltmw.client.gateway import GatewayClient
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.config_file import ORDERING_DEADLINE_S
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
+from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.sim.deployment import Deployment
 from dltmw.sim.ledger_checks import Ack, code_name, read_chain
 from dltmw.sim.scenarios.eov import CHANNEL, CLIENTS, PEERS, checks, heights

@@ -44,6 +44,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
 from dltmw.core.pbft import ClientRequest, Envelope, Replica, request_id
 from dltmw.core.timestamps import SECONDS_MAX, SECONDS_MIN
+from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -55,7 +56,6 @@ from dltmw.v1 import (
 
 logger = logging.getLogger(__name__)
 
-HOOK_ENV = "DLTMW_TEST_BYZANTINE"
 EVERY_TICKS = 20
 SIZE_MAX = 1 << 20  # the PBFT-lite request_bytes_max of real orderers
 RELAY_MAX = 400  # requests per relayed message (what a receiving core takes of one)

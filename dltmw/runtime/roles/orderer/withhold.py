@@ -13,8 +13,10 @@ faulty:
   and the signatures of the real one, which do not cover it: a header "far ahead" that only a
   monitor checking signatures can tell from a real one.
 
-Like the other byzantine hooks (`byzantine.py`, whose variable this is) it is read once, when
-the orderer channel is built; a value that names another node or mode is ignored here.
+Like the other byzantine hooks (`byzantine.py`) it is read once, when the orderer channel is
+built; a value that names another node or mode is ignored here. The variable is defined here,
+not in `byzantine.py`: a solo orderer loads this module, and `byzantine.py` loads PBFT-lite's
+core (`tests/integration/test_node_imports.py`: a node loads only its roles' code).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from dltmw.runtime.roles.orderer.byzantine import HOOK_ENV
 from dltmw.v1 import block_pb2
 
 logger = logging.getLogger(__name__)
 
+HOOK_ENV = "DLTMW_TEST_BYZANTINE"  # `<node_id>:<mode>[:<arg>]`, every byzantine hook's
 FORGED_AHEAD = 1000
 
 
