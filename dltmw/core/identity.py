@@ -219,7 +219,8 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+def issued_directly_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    """Is `cert` signed by `root`'s key under `root`'s name (one link of a chain)?"""
     try:
         cert.verify_directly_issued_by(root)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
@@ -416,7 +417,7 @@ class Membership:
         root = self._roots.get(msg.org_id)
         if root is None:
             raise NotAMember(f"organisation {msg.org_id!r} is not a member of this channel")
-        if not _issued_by(cert, root):
+        if not issued_directly_by(cert, root):
             raise NotAMember(f"certificate is not issued by the root CA of {msg.org_id!r}")
         if _is_ca(cert):
             raise NotAMember("a CA certificate cannot act as an identity")
@@ -482,7 +483,7 @@ def tls_org_matches(tls_cert_pem_or_der: bytes, membership: Membership, org_id: 
         return False
     if membership.is_revoked(org_id, cert.serial_number):
         return False
-    return not _is_ca(cert) and _issued_by(cert, root)
+    return not _is_ca(cert) and issued_directly_by(cert, root)
 
 
 def tls_revoked(tls_cert_pem_or_der: bytes, membership: Membership) -> bool:
@@ -494,7 +495,7 @@ def tls_revoked(tls_cert_pem_or_der: bytes, membership: Membership) -> bool:
     for org in membership.org_ids:
         root = membership.root_certificate(org)
         revoked = membership.is_revoked(org, cert.serial_number)
-        if revoked and root is not None and _issued_by(cert, root):
+        if revoked and root is not None and issued_directly_by(cert, root):
             return True
     return False
 

@@ -40,7 +40,8 @@ from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+from dltmw.core.identity import issued_directly_by
 
 WINDOW_BYTES = 1 << 20  # per direction of a call, as grpc's per-stream receive window (1 MiB)
 WINDOW_MESSAGES = 256  # and at most this many messages (empty messages cost no bytes)
@@ -274,15 +275,7 @@ def issued_by(cert_pem: bytes | None, roots_pem: bytes, name: str | None = None)
         return False
     if name is not None and not _names(cert, name):
         return False
-    for root in _certificates(roots_pem):
-        if root.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(root)
-        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-            continue
-        return True
-    return False
+    return any(issued_directly_by(cert, root) for root in _certificates(roots_pem))
 
 
 def _names(cert: x509.Certificate, name: str) -> bool:

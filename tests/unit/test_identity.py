@@ -404,13 +404,13 @@ def test_every_tls_check_of_a_call_is_remembered_per_membership(
     from dltmw.rpc.tls import caller_tls_cert
 
     calls: list[str] = []
-    real = identity_mod._issued_by
+    real = identity_mod.issued_directly_by
 
     def counted(cert: x509.Certificate, root: x509.Certificate) -> bool:
         calls.append(root.subject.rfc4514_string())
         return real(cert, root)
 
-    monkeypatch.setattr(identity_mod, "_issued_by", counted)
+    monkeypatch.setattr(identity_mod, "issued_directly_by", counted)
     caller = _Caller(_tls(net.org2_ca, "Org2"))
     cluster = SimpleNamespace(
         membership=net.membership, member_orgs=frozenset({"Org1", "Org2"}), cluster_id="c"
