@@ -5,8 +5,8 @@ for the Gateway (committed/decided with a code, or failed before with a reason),
 is the same for every flow:
 
 - `NotaryDriver`: builds each notarisation request (`RequestTemplate`: only what differs from one
-  bench transaction to the next is computed per request), sends it on a NotariseStream per
-  (client, notary) in batches of whatever is waiting (`notary_batches`), each batch signed once
+  bench transaction to the next is computed per request), sends it on long-lived NotariseStreams
+  per (client, notary) in batches of whatever is waiting (`notary_batches`), each batch signed once
   with the client's own key (requester batch signature, as a real client must sign), and counts
   it VALID when the notary's answer verifies offline (`AnswerCheck`: its signature over the
   batch root its leaf proof leads to, by the notary's certificate from the network map); for a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from dltmw.bench.params import Op
 from dltmw.bench.topology import NetworkShape
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
-from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient, signed_batch
+from dltmw.client.utxo import BatchStreams, NotaryClient, PartyFiles, VaultClient, signed_batch
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.core.notary_batch import proof_of_pb, signed_message
@@ -52,7 +52,6 @@ from dltmw.core.utxo.model import (
 )
 from dltmw.core.utxo.verify import check_notary_signature
 from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
-from dltmw.v1.notary_service_pb2 import NotariseStreamRequest
 
 VALID = 1
 Request = notarisation_pb2.NotarisationRequest
@@ -146,18 +145,16 @@ def notary_batches(
 ) -> Coalescer[Asked, Result]:
     """Concurrent requests to one notary, sent in batches of what waits (`aio/coalesce.py`):
     each batch is one NotariseStream message signed once by the party (requester batch
-    signature: the requests carry only their payloads), `streams` batches in progress at once;
-    every answer is verified (`AnswerCheck`) before its caller hears of it."""
+    signature: the requests carry only their payloads), `streams` batches in progress at once,
+    each on its own long-lived stream (`BatchStreams`); every answer is verified (`AnswerCheck`)
+    before its caller hears of it."""
     answers = AnswerCheck(party.netmap.identity_of(client.notary_id), party.netmap.membership())
+    calls = BatchStreams(client)
 
     async def send(batch: Sequence[Asked]) -> list[Result]:
-        async def one() -> AsyncIterator[NotariseStreamRequest]:
-            yield signed_batch([r.payload for _, r in batch], party.signer)
-
-        async for results in client.notarise_batches(one()):
-            answers.check(batch, results)
-            return results
-        raise ConnectionError(f"{client.notary_id} closed the stream without an answer")
+        results = await calls.exchange(signed_batch([r.payload for _, r in batch], party.signer))
+        answers.check(batch, results)
+        return results
 
     return Coalescer(
         send, batch_max=batch_max, name=f"bench-{client.notary_id}", max_concurrent=streams
@@ -221,7 +218,7 @@ class NotaryDriver:
         calls = [self.batches[(who, m)][1].call(asked) for m in members]
         try:  # one member (a single notary): no gather, its task and future per request
             results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        except (grpc.aio.AioRpcError, ConnectionError) as exc:
+        except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
             now = time.perf_counter()
             return Outcome(tx_id, None, classify(exc), started, now, detail=describe(exc))
         refused = [r for r in map(refusal, results) if r is not None]
