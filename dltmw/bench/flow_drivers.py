@@ -4,10 +4,12 @@ Each turns an `Op` into the flow's real calls and classifies the end as `driver.
 for the Gateway (committed/decided with a code, or failed before with a reason), so the report
 is the same for every flow:
 
-- `NotaryDriver`: builds each notarisation request, sends it on a long-lived NotariseStream per
-  (client, notary, stream) in batches of whatever is waiting (`NotaryStream`), each batch signed
-  once with the client's own key (requester batch signature, as a real client must sign), and
-  counts it VALID when the notary signed it; for a
+- `NotaryDriver`: builds each notarisation request (`RequestTemplate`: only what differs from one
+  bench transaction to the next is computed per request), sends it on long-lived NotariseStreams
+  per (client, notary) in batches of whatever is waiting (`notary_batches`), each batch signed once
+  with the client's own key (requester batch signature, as a real client must sign), and counts
+  it VALID when the notary's answer verifies offline (`AnswerCheck`: its signature over the
+  batch root its leaf proof leads to, by the notary's certificate from the network map); for a
   cluster, f+1 consecutive members (rotating) must each sign — what a cluster client accepts.
 - `PrivateDriver`: `PrivacyClient.submit_private` (send to the recipients, order the hash, await
   the commit status) to every organisation but the sender's.
@@ -21,43 +23,138 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import grpc
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.bench.driver import Driver, GatewayDriver, Outcome, classify, describe
 from dltmw.bench.params import Op
 from dltmw.bench.topology import NetworkShape
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
-from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient, signed_batch
-from dltmw.core.identity import SigningIdentity
-from dltmw.core.utxo.build import TxSpec, build_transaction, notarisation_payload
-from dltmw.core.utxo.model import Command, Ref, read_transaction
+from dltmw.client.utxo import BatchStreams, NotaryClient, PartyFiles, VaultClient, signed_batch
+from dltmw.core.errors import ClientError
+from dltmw.core.identity import Membership
+from dltmw.core.notary_batch import proof_of_pb, signed_message
+from dltmw.core.utxo.build import TxSpec, build_transaction, state_ref
+from dltmw.core.utxo.model import (
+    UNBOUNDED,
+    Command,
+    Components,
+    Ref,
+    group_hash,
+    read_transaction,
+    visible_components,
+)
+from dltmw.core.utxo.verify import check_notary_signature
 from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
-from dltmw.v1.notary_service_pb2 import NotariseStreamRequest
 
 VALID = 1
 Request = notarisation_pb2.NotarisationRequest
 Result = notarisation_pb2.NotarisationResult
 
 
+Asked = tuple[str, Request]  # (tx_id, request): the tx_id its answer must be about
+
+
+class RequestTemplate:
+    """A party's requests to notarise the bench's transactions (no outputs, one `cash.move`
+    command signed by the party, no references, no time window): the parts that never change
+    are computed once from a real transaction (`read_transaction`), so a request costs the
+    input and nonce group hashes, the tx_id (`Components.tx_id`) and a short message — not
+    building, serialising and re-parsing a whole transaction. The payload's bytes are exactly
+    `notarisation_payload(...)`'s (checked by the unit tier)."""
+
+    def __init__(self, notary: str, requester: bytes) -> None:
+        self.notary = notary
+        self.requester = requester
+        probe = TxSpec(notary, bytes(32), (), commands=[Command("cash", "move", (requester,))])
+        fixed = read_transaction(build_transaction(probe)).components
+        self._fixed = fixed
+        # fields 5, 6, 8, 9 of NotarisationPayload; 1-2 come before them and 10 after
+        self._middle = notarisation_pb2.NotarisationPayload(
+            requester=requester,
+            notary=notary,
+            outputs_hash=fixed.outputs,
+            commands_hash=fixed.commands,
+        ).SerializeToString()
+
+    def request(self, nonce: bytes, inputs: Sequence[Ref]) -> Asked:
+        """(tx_id, request) of the transaction with `nonce` spending `inputs` (unsigned: its
+        batch is signed when it is sent, `notary_batches`)."""
+        ins, refs, name, window = visible_components(inputs, (), self.notary, UNBOUNDED)
+        nonce_hash = group_hash("nonce", (nonce,))
+        f = self._fixed
+        tx_id = Components(ins, refs, f.outputs, f.commands, name, window, nonce_hash).tx_id()
+        P = notarisation_pb2.NotarisationPayload
+        head = P(tx_id=tx_id, inputs=[state_ref(r) for r in inputs]).SerializeToString()
+        tail = P(nonce_hash=nonce_hash).SerializeToString()
+        return tx_id, Request(payload=head + self._middle + tail)
+
+
+class AnswerCheck:
+    """Verifies a notary's answers offline, as their holder would: each result is about the
+    tx_id asked, signed by the notary's certificate from the network map (never the answer's
+    word for it), over the root its leaf proof leads to (`check_notary_signature`). One batch's
+    results share one signature: it is verified once per distinct (signature, root)."""
+
+    def __init__(self, notary: bytes, membership: Membership) -> None:
+        self.notary = notary
+        self.membership = membership
+
+    def check(self, asked: Sequence[Asked], results: Sequence[Result]) -> None:
+        """Turn every signed result that does not verify into a BAD_SIGNATURE refusal."""
+        now = utc_now()
+        checked: set[tuple[bytes, bytes]] = set()
+        for (tx_id, _), result in zip(asked, results, strict=True):
+            if result.reason or not result.response.notary_signature.signature:
+                continue
+            try:
+                self._check_one(tx_id, result.response, now, checked)
+            except ClientError as exc:
+                result.reason, result.message = exc.reason, f"answer does not verify: {exc}"
+
+    def _check_one(
+        self,
+        tx_id: str,
+        response: notarisation_pb2.NotarisationResponse,
+        now: datetime,
+        checked: set[tuple[bytes, bytes]],
+    ) -> None:
+        signed = response.notary_signature
+        if response.tx_id != tx_id or signed.signer != self.notary:
+            raise ClientError(
+                errors_pb2.ERROR_REASON_BAD_SIGNATURE, "not this notary's answer about this tx_id"
+            )
+        has_proof = response.HasField("batch_proof")
+        proof = proof_of_pb(response.batch_proof) if has_proof else None
+        if proof is not None:
+            root = signed_message(tx_id, proof)
+            if (signed.signature, root) in checked:
+                return
+            checked.add((signed.signature, root))
+        check_notary_signature(tx_id, signed.signer, signed.signature, proof, self.membership, now)
+
+
 def notary_batches(
-    client: NotaryClient, batch_max: int, streams: int, signer: SigningIdentity
-) -> Coalescer[Request, Result]:
+    client: NotaryClient, batch_max: int, streams: int, party: PartyFiles
+) -> Coalescer[Asked, Result]:
     """Concurrent requests to one notary, sent in batches of what waits (`aio/coalesce.py`):
-    each batch is one NotariseStream message signed once by `signer` (requester batch
-    signature: the requests carry only their payloads), `streams` batches in progress at once."""
+    each batch is one NotariseStream message signed once by the party (requester batch
+    signature: the requests carry only their payloads), `streams` batches in progress at once,
+    each on its own long-lived stream (`BatchStreams`); every answer is verified (`AnswerCheck`)
+    before its caller hears of it."""
+    answers = AnswerCheck(party.netmap.identity_of(client.notary_id), party.netmap.membership())
+    calls = BatchStreams(client)
 
-    async def send(batch: Sequence[Request]) -> list[Result]:
-        async def one() -> AsyncIterator[NotariseStreamRequest]:
-            yield signed_batch([r.payload for r in batch], signer)
-
-        async for results in client.notarise_batches(one()):
-            return results
-        raise ConnectionError(f"{client.notary_id} closed the stream without an answer")
+    async def send(batch: Sequence[Asked]) -> list[Result]:
+        results = await calls.exchange(signed_batch([r.payload for _, r in batch], party.signer))
+        answers.check(batch, results)
+        return results
 
     return Coalescer(
         send, batch_max=batch_max, name=f"bench-{client.notary_id}", max_concurrent=streams
@@ -80,7 +177,7 @@ class NotaryDriver:
     def __init__(
         self,
         parties: Sequence[PartyFiles],
-        batches: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Request, Result]]],
+        batches: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Asked, Result]]],
         notary: str,
         members: Sequence[str],
     ) -> None:
@@ -90,44 +187,38 @@ class NotaryDriver:
         self.members = tuple(members)
         self.quorum = (len(self.members) - 1) // 3 + 1  # f + 1 (1 for a single notary)
         self._turn = itertools.count()
+        self._templates = [RequestTemplate(notary, p.signer.identity_bytes) for p in parties]
 
     @staticmethod
     async def connect(net: Path, shape: NetworkShape, batch: int, streams: int) -> NotaryDriver:
         """A connection per (client, member), up to `streams` batches in flight on each."""
         parties = [PartyFiles.load(net, c) for c in shape.client_ids()]
-        opened: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Request, Result]]] = {}
+        opened: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Asked, Result]]] = {}
         for i, party in enumerate(parties):
             for member in shape.notary_ids():
                 client = await NotaryClient.connect(party, member)
-                coalescer = notary_batches(client, batch, streams, party.signer)
+                coalescer = notary_batches(client, batch, streams, party)
                 opened[(i, member)] = (client, coalescer)
         return NotaryDriver(parties, opened, shape.notary(), shape.notary_ids())
 
-    def request(self, party: PartyFiles, op: Op) -> tuple[str, Request]:
-        """The request for `op` (nonce, input tx ids), unsigned (its batch is signed when it is
-        sent, `notary_batches`), and its transaction id."""
-        me = party.signer.identity_bytes
-        spec = TxSpec(
-            notary=self.notary,
-            nonce=bytes.fromhex(op.args[0]),
-            inputs=[Ref(t, 0) for t in op.args[1:]],
-            commands=[Command("cash", "move", (me,))],
-        )
-        wire = read_transaction(build_transaction(spec))
-        payload = notarisation_payload(wire, me).SerializeToString()
-        return wire.tx_id, Request(payload=payload)
+    def request(self, who: int, op: Op) -> Asked:
+        """(tx_id, request) for `op` (nonce, input tx ids) from party `who`, unsigned (its batch
+        is signed when it is sent, `notary_batches`)."""
+        inputs = [Ref(t, 0) for t in op.args[1:]]
+        return self._templates[who].request(bytes.fromhex(op.args[0]), inputs)
 
     async def execute(self, op: Op) -> Outcome:
         """Notarise; VALID when every asked member signed."""
         turn = next(self._turn)
         who = turn % len(self.parties)
         started = time.perf_counter()
-        tx_id, request = self.request(self.parties[who], op)
-        asked = [self.members[(turn + k) % len(self.members)] for k in range(self.quorum)]
-        calls = [self.batches[(who, m)][1].call(request) for m in asked]
-        try:
-            results = await asyncio.gather(*calls)
-        except (grpc.aio.AioRpcError, ConnectionError) as exc:
+        asked = self.request(who, op)
+        tx_id = asked[0]
+        members = [self.members[(turn + k) % len(self.members)] for k in range(self.quorum)]
+        calls = [self.batches[(who, m)][1].call(asked) for m in members]
+        try:  # one member (a single notary): no gather, its task and future per request
+            results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
+        except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
             now = time.perf_counter()
             return Outcome(tx_id, None, classify(exc), started, now, detail=describe(exc))
         refused = [r for r in map(refusal, results) if r is not None]

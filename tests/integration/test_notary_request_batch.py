@@ -7,13 +7,16 @@ a large signed batch over several PBFT requests and every member still checks it
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
+
 from dltmw.client.notary_cluster import ClusterNotaryClient
-from dltmw.client.utxo import NotaryClient, PartyFiles, signed_batch
+from dltmw.client.utxo import BatchStreams, NotaryClient, PartyFiles, signed_batch
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.notary_batch import proof_of_pb, signed_message
 from dltmw.core.utxo.build import notarisation_payload
@@ -117,6 +120,40 @@ async def test_a_forged_or_extended_batch_is_refused_and_consumes_nothing(
         (accepted,) = await send(client, signed_batch(payloads(wires, me.signer), me.signer))
     assert [r.reason for r in accepted] == [0, 0, 0]
     audit(net, {w.tx_id: [s] for w, s in zip(wires, states, strict=True)})
+
+
+async def test_batch_streams_answer_each_batch_with_its_own_results_and_reopen_after_a_failure(
+    network: Start,
+) -> None:
+    net, _ = network(NOTARY_NET)
+    me = PartyFiles.load(net, "c1.org1")
+    batches = [
+        [make_tx(me.signer, [Ref(secrets.token_hex(32), 0)])[1] for _ in range(n)]
+        for n in (3, 1, 4, 2, 5, 2, 3)
+    ]
+
+    def message(wires: Sequence[WireTx]) -> Message:
+        return signed_batch(payloads(wires, me.signer), me.signer)
+
+    async with await NotaryClient.connect(me, "notary0") as client:
+        streams = BatchStreams(client)
+        concurrent = await asyncio.gather(*(streams.exchange(message(b)) for b in batches[:3]))
+        assert streams.opened == 3  # one stream per batch in flight
+        one_by_one = [await streams.exchange(message(b)) for b in batches[3:5]]
+        assert streams.opened == 3  # idle streams are reused
+        too_many = Message(requests=[notarisation_pb2.NotarisationRequest()] * 1001)
+        try:
+            await streams.exchange(too_many)  # the notary ends this stream with a status
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        else:
+            raise AssertionError("a message over the notary's entry bound was answered")
+        after = [await streams.exchange(message(b)) for b in batches[5:]]
+        streams.close()
+    for wires, results in zip(batches, [*concurrent, *one_by_one, *after], strict=True):
+        assert [r.reason for r in results] == [0] * len(wires)
+        assert [r.response.tx_id for r in results] == [w.tx_id for w in wires]
+    audit(net, {w.tx_id: list(w.inputs) for b in batches for w in b})
 
 
 async def test_the_cluster_checks_a_split_signed_batch_and_refuses_a_forged_one(
