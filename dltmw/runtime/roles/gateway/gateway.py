@@ -12,9 +12,11 @@ waits on the local peer's ledger.
 
 Batching: concurrent Endorse calls are endorsed together (`runtime/roles/gateway/endorsing.py`): one
 admission batch, one ProcessProposals message per remote endorser (`EndorserStream`), one
-simulate-and-sign hop on the local peer, signatures checked on the thread pool. Envelope admission
-and the duplicate check of Submit are batched the same way, so one transaction costs no gRPC message
-of its own beyond the client's and no per-transaction thread hop.
+simulate-and-sign hop on the local peer, signatures checked on the thread pool. Calls that arrive
+while a batch is in progress wait for it and form the next one (`ENDORSE_HOLD_S`), so the batches
+grow with the load even when arrivals are spread out, and a lone call still goes at once.
+Envelope admission and the duplicate check of Submit are batched the same way, so one transaction
+costs no gRPC message of its own beyond the client's and no per-transaction thread hop.
 """
 
 from __future__ import annotations
