@@ -35,6 +35,17 @@ class Coalescer(Generic[In, Out]):
     `max_concurrent` > 1 lets that many batches be in progress at once, for batch functions that
     wait on something slow (a remote endorser): a batch stuck until its timeout then does not
     hold up the items behind it.
+
+    `hold_s` (with `max_concurrent` > 1) keeps the batching natural: while a batch younger than
+    `hold_s` is in progress, items that arrive wait for it to end and then leave together as
+    the next batch, as with `max_concurrent` 1. Without it, every item that arrives while a
+    batch is in progress starts a batch of its own at once, so at moderate load, when arrivals
+    are spread out, nearly every batch holds one item and pays the batch's fixed cost (for the
+    gateway's Endorse: a ProcessProposals message each way, a simulation hop on each endorser).
+    Only a batch older than `hold_s` — one stuck on a slow endorser — stops holding anyone: the
+    items behind it start the next batch, up to `max_concurrent`. A lone item with nothing in
+    progress still goes at once; `hold_s` only bounds how long a batch in progress holds the
+    next one, it never delays a batch that could start.
     """
 
     def __init__(
@@ -43,15 +54,17 @@ class Coalescer(Generic[In, Out]):
         batch_max: int = 256,
         name: str = "",
         max_concurrent: int = 1,
+        hold_s: float | None = None,
     ) -> None:
         self._batch_fn = batch_fn
         self._batch_max = batch_max
         self._name = name
         self._max_concurrent = max_concurrent
+        self._hold_s = hold_s
         self._queue: list[tuple[In, asyncio.Future[Out]]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], float] = {}  # batch in progress -> its start
 
     async def call(self, item: In) -> Out:
         """Process `item` in the next batch; returns its result or raises its exception."""
@@ -82,16 +95,35 @@ class Coalescer(Generic[In, Out]):
             await wakeup.wait()
             wakeup.clear()
             while self._queue:
-                batch = self._queue[: self._batch_max]
-                del self._queue[: self._batch_max]
                 if self._max_concurrent == 1:
+                    batch = self._queue[: self._batch_max]
+                    del self._queue[: self._batch_max]
                     await self._execute(batch)
                     continue
+                await self._until_free()
+                batch = self._queue[: self._batch_max]
+                del self._queue[: self._batch_max]
                 task = asyncio.create_task(self._execute(batch))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-                if len(self._running) >= self._max_concurrent:
-                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                self._running[task] = asyncio.get_running_loop().time()
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
+    async def _until_free(self) -> None:
+        """Wait until the next batch may start: fewer than `max_concurrent` in progress and,
+        with `hold_s`, none of them younger than `hold_s` (class docstring)."""
+        loop = asyncio.get_running_loop()
+        while self._running:
+            timeout: float | None = None
+            if len(self._running) < self._max_concurrent:
+                if self._hold_s is None:
+                    return
+                youngest = max(self._running.values())
+                timeout = youngest + self._hold_s - loop.time()
+                if timeout <= 0:
+                    return
+            await asyncio.wait(self._running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     async def _execute(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
         try:

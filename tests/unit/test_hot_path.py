@@ -160,6 +160,73 @@ async def test_a_stuck_batch_does_not_hold_up_later_items_when_concurrent() -> N
     await c.close()
 
 
+async def test_items_arriving_while_a_held_batch_runs_leave_together_as_the_next_batch() -> None:
+    # Natural batching with concurrency allowed (the gateway's Endorse): items that arrive one
+    # by one while a batch is in progress wait for it and then go as ONE batch, in arrival
+    # order, each with its own result; without `hold_s` each would start a batch of its own.
+    batches: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def batch(items: Sequence[str]) -> list[str | BaseException]:
+        batches.append(list(items))
+        if "first" in items:
+            await release.wait()
+        return [ValueError(i) if i == "bad" else i.upper() for i in items]
+
+    c: Coalescer[str, str] = Coalescer(batch, name="t", max_concurrent=4, hold_s=60.0)
+    first = asyncio.create_task(c.call("first"))
+    later = []
+    for item in ("b", "bad", "d"):
+        await asyncio.sleep(0.01)  # spread out: each arrives alone
+        later.append(asyncio.create_task(c.call(item)))
+    await asyncio.sleep(0.01)
+    assert batches == [["first"]]  # held behind the batch in progress
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(*later, return_exceptions=True), 5)
+    assert batches == [["first"], ["b", "bad", "d"]]
+    assert results[0] == "B" and results[2] == "D"
+    assert isinstance(results[1], ValueError)  # one refused item fails alone
+    assert await first == "FIRST"
+    await c.close()
+
+
+async def test_a_lone_item_is_not_held_when_nothing_is_in_progress() -> None:
+    async def batch(items: Sequence[int]) -> list[int | BaseException]:
+        return [i + 1 for i in items]
+
+    c: Coalescer[int, int] = Coalescer(batch, max_concurrent=4, hold_s=60.0)
+    for i in range(3):  # one after the other: each finds nothing in progress
+        assert await asyncio.wait_for(c.call(i), 5) == i + 1
+    await c.close()
+
+
+async def test_a_held_batch_stuck_longer_than_hold_s_lets_the_next_one_start() -> None:
+    release = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def batch(items: Sequence[str]) -> list[str | BaseException]:
+        batches.append(list(items))
+        if "slow" in items:
+            await release.wait()
+        return list(items)
+
+    c: Coalescer[str, str] = Coalescer(batch, name="t", max_concurrent=2, hold_s=0.05)
+    slow = asyncio.create_task(c.call("slow"))
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(c.call("fast"), 5) == "fast"
+    assert not slow.done()
+    # `max_concurrent` still bounds: with two batches in progress (one stuck), the next waits.
+    blocked = asyncio.create_task(c.call("slow"))
+    await asyncio.sleep(0.01)
+    third = asyncio.create_task(c.call("third"))
+    await asyncio.sleep(0.2)
+    assert not third.done()
+    release.set()
+    assert await asyncio.wait_for(third, 5) == "third"
+    assert await slow == "slow" and await blocked == "slow"
+    await c.close()
+
+
 async def test_close_cancels_callers_of_a_running_batch() -> None:
     async def batch(items: Sequence[int]) -> list[int | BaseException]:
         await asyncio.Event().wait()  # never finishes

@@ -12,9 +12,11 @@ waits on the local peer's ledger.
 
 Batching: concurrent Endorse calls are endorsed together (`runtime/roles/gateway/endorsing.py`): one
 admission batch, one ProcessProposals message per remote endorser (`EndorserStream`), one
-simulate-and-sign hop on the local peer, signatures checked on the thread pool. Envelope admission
-and the duplicate check of Submit are batched the same way, so one transaction costs no gRPC message
-of its own beyond the client's and no per-transaction thread hop.
+simulate-and-sign hop on the local peer, signatures checked on the thread pool. Calls that arrive
+while a batch is in progress wait for it and form the next one (`ENDORSE_HOLD_S`), so the batches
+grow with the load even when arrivals are spread out, and a lone call still goes at once.
+Envelope admission and the duplicate check of Submit are batched the same way, so one transaction
+costs no gRPC message of its own beyond the client's and no per-transaction thread hop.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ from dltmw.v1 import (
 logger = logging.getLogger(__name__)
 R = errors_pb2
 PBFT = config_pb2.ORDERING_TYPE_PBFT
+# How long a batch of endorsements in progress holds the proposals that arrive meanwhile (they
+# then go together as the next batch: one ProcessProposals message, one simulation hop per
+# endorser; `aio/coalesce.Coalescer`). A batch takes a few ms even on a loaded 2-core machine;
+# one older than this is stuck on a slow endorser and no longer holds anyone.
+ENDORSE_HOLD_S = 0.05
 
 
 async def nudge_deliver(peer: PeerChannel, tx_id: str) -> None:
@@ -117,7 +124,9 @@ class Gateway:
         if endorser is None:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many
             name = f"endorse-{peer.view.channel_id}"
-            endorser = Coalescer(batch, batch_max=512, name=name, max_concurrent=4)
+            endorser = Coalescer(
+                batch, batch_max=512, name=name, max_concurrent=4, hold_s=ENDORSE_HOLD_S
+            )
             self._batch_endorsers[peer.view.channel_id] = endorser
         return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
 
