@@ -9,9 +9,11 @@ waiting for its delivery to a subscriber of user1.org2 before the next (so every
 between two publishes belongs to that message). The methods below are wrapped to note when
 they start and end; for each stage it prints the median start and end relative to the
 publish call's start, its median duration and how many times it ran per message, in order of
-start. Everything runs on one event loop (and the stores' threads), so stages of different
-nodes interleave: read the end times along the path (SDK -> gateway -> endorsers -> orderer ->
-each peer's commit -> Events), not the sum of the durations.
+start. Every thread-pool submit is counted as a stage `thread hop: <pool>` (how many per
+message, and what the submit call itself took). Everything runs on one event loop (and the
+stores' threads), so stages of different nodes interleave: read the end times along the path
+(SDK -> gateway -> endorsers -> orderer -> each peer's commit -> Events), not the sum of the
+durations.
 
 An analysis tool, not a benchmark of record: the wrappers cost a few µs each.
 """
@@ -85,6 +87,27 @@ def install() -> None:
     ]
     for cls, name, label, who in stages:
         _wrap(cls, name, label, who)
+    _count_hops()
+
+
+def _count_hops() -> None:
+    """Each thread-pool submit as a stage `thread hop: <pool>` (its duration: the submit call's).
+    A hop is a worker's wake-up and a GIL hand-over on the path; on a busy host the submitting
+    loop can be descheduled for milliseconds there (benchmarks/RESULTS.md, branch buslat)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    original = ThreadPoolExecutor.submit
+
+    @functools.wraps(original)
+    def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            return original(self, fn, *args, **kwargs)
+        finally:
+            pool = getattr(self, "_thread_name_prefix", "") or "pool"
+            SPANS.append((f"thread hop: {pool}", start, now()))
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
 
 
 async def run(messages: int, transport: str = "grpc") -> None:

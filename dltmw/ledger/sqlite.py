@@ -44,7 +44,7 @@ from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance
 from dltmw.ledger.audit import LedgerAudit, read_audit
-from dltmw.ledger.backend import KeyVersions, RangeVersions, StateReader
+from dltmw.ledger.backend import KeyVersions, RangeVersions, StateReader, versions_of
 from dltmw.ledger.chain_check import (
     CHECK_CHUNK_BLOCKS,
     CHECK_CHUNK_BYTES,
@@ -331,6 +331,13 @@ class ChannelLedger(LedgerBase):
         """`tx_record` of many ids in ONE reader-thread hop (point reads: ~6 µs each), or in
         place for a few (module docstring)."""
         return await self._read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
+
+    async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
+        """Committed versions of the given keys that exist: in place for a few (the gateway's
+        staleness check of a lone transaction, `gateway/staleness.py`: a hop on every
+        transaction's way to the orderer), on the reader thread for more."""
+        refs = list(keys)
+        return await self._read_small(len(refs), lambda r: versions_of(r, refs))
 
     async def commit_reads(
         self,

@@ -76,9 +76,40 @@ def test_checks_of_blocks_already_passed_are_dropped(executor) -> None:
     ex, config, _, _ = executor
 
     async def run() -> None:
-        ex.check_ahead(block(3, b"a"))
-        ex.check_ahead(block(4, b"b"))
+        ex.check_ahead(block(3, b"a", b"b", b"c"))
+        ex.check_ahead(block(4, b"d", b"e", b"f"))
         assert await ex._checked_ahead(block(4), config.view) is not None
         assert ex._ahead == {}
+
+    asyncio.run(run())
+
+
+def test_a_small_block_is_not_sent_to_the_pool_ahead(executor) -> None:
+    """A block of at most INLINE_MAX transactions (a lone one at low load) is checked by its
+    load on the loop's thread, as `map_chunked` does: no pool hop on a subscriber's path."""
+    ex, config, _, seen = executor
+    submitted: list[object] = []
+    pool = ex._pool
+    original = pool.submit
+
+    def submit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        submitted.append(fn)
+        return original(fn, *args, **kwargs)
+
+    pool.submit = submit  # type: ignore[method-assign]
+
+    async def run() -> None:
+        ex.check_ahead(block(5, *[b"t%d" % i for i in range(module.INLINE_MAX)]))
+        assert ex._ahead == {} and submitted == [] and seen == []
+        assert await ex._checked_ahead(block(5), config.view) is None  # the load checks it
+        ex.check_ahead(block(6, *[b"t%d" % i for i in range(module.INLINE_MAX + 1)]))
+        assert 6 in ex._ahead and submitted  # a larger block still goes ahead, on the pool
+        await ex._checked_ahead(block(6), config.view)
+        signed = block(7, b"t")  # one transaction, PBFT-lite's 2f+1 orderer signatures
+        for i in range(module.INLINE_MAX + 1):
+            signed.metadata.signatures.add(signer=b"orderer%d" % i, signature=b"s")
+        ex.check_ahead(signed)
+        assert 7 in ex._ahead
+        await ex._checked_ahead(signed, config.view)
 
     asyncio.run(run())

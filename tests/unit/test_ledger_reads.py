@@ -96,10 +96,14 @@ async def test_a_few_point_reads_run_in_place_and_see_the_latest_commit(
         await _commit(ledger, "b")  # committed by the writer: the next read in place sees it
         versions, in_ranges, known = await ledger.commit_reads([("kv", "b")], [], ["tx1"])
         assert (versions, in_ranges, known) == ({("kv", "b"): Version(1, 0)}, {}, {"tx1"})
+        # the gateway's staleness check of a lone transaction (gateway/staleness.py)
+        assert await ledger.versions([("kv", "a"), ("kv", "x")]) == {("kv", "a"): Version(0, 0)}
         assert hops == []  # none of these hopped to the reader thread
         many = [f"tx{i}" for i in range(INLINE_READS_MAX + 1)]
         assert await ledger.existing_tx_ids(many) == {"tx0", "tx1"}
         await ledger.commit_reads([], [("kv", "a", "z")], [])  # a range: unbounded, hops
-        assert hops == ["reader", "reader"]
+        keys = [("kv", f"k{i}") for i in range(INLINE_READS_MAX + 1)]
+        assert await ledger.versions(keys) == {}
+        assert hops == ["reader", "reader", "reader"]
     finally:
         await ledger.close()

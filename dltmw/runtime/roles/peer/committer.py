@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dltmw.aio.clock import utc_now
-from dltmw.aio.pool import chunks, map_chunked
+from dltmw.aio.pool import INLINE_MAX, chunks, map_chunked
 from dltmw.core.block import block_hash, chain_error
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
@@ -111,6 +111,11 @@ def signature_error(view: ChannelView, block: block_pb2.Block) -> str:
     return ""
 
 
+def small(block: block_pb2.Block) -> bool:
+    """A block whose checks cost less than a pool hop (`CommitExecutor.check_ahead`)."""
+    return len(block.data.envelopes) <= INLINE_MAX and len(block.metadata.signatures) <= INLINE_MAX
+
+
 def _consumed(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # an abandoned check's error is not "never retrieved"
@@ -137,8 +142,15 @@ class CommitExecutor:
         self._ahead: dict[int, Ahead] = {}
 
     def check_ahead(self, block: block_pb2.Block) -> None:
-        """Start `block`'s signature and transaction checks on the pool now (pipelining)."""
-        if len(self._ahead) >= AHEAD_MAX:
+        """Start `block`'s signature and transaction checks on the pool now (pipelining).
+
+        Not for a block of at most `INLINE_MAX` transactions and orderer signatures (a lone
+        transaction at low load from a solo orderer; PBFT-lite's 2f+1 signatures still go
+        ahead): its load checks it on the loop's thread (`map_chunked`'s rule), because two hops
+        (signatures, transactions) each wait for a worker to wake and take the GIL — 0.3-0.7 ms
+        apiece on a busy 2-core host, on the path to every subscriber — for ~0.1-0.3 ms of
+        checks (benchmarks/RESULTS.md, 2026-12-02, branch buslat)."""
+        if len(self._ahead) >= AHEAD_MAX or small(block):
             return  # its load will check it; nothing unbounded is kept
         loop = asyncio.get_running_loop()
         view, committed = self._config.view, self._lifecycle.view
