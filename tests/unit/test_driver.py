@@ -277,6 +277,36 @@ async def test_ticks_count_up_from_one_and_steps_run_on_the_worker_thread() -> N
         pool.shutdown()
 
 
+async def test_steps_that_need_no_worker_run_on_the_loop_and_the_rest_on_the_worker() -> None:
+    # The private executor steps every committed block; one without private transactions
+    # only moves a cursor, and a hop to the store thread for it cost a wake-up each way.
+    from concurrent.futures import ThreadPoolExecutor
+
+    core, ex, tasks = ScriptedCore(), Recorder(), TaskOwner()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="core-thread")
+    on_loop = threading.current_thread().name
+    where: dict[str, str] = {}
+    step = core.step
+
+    def recording_step(message: str) -> None:
+        where[message] = threading.current_thread().name
+        step(message)
+
+    core.step = recording_step  # type: ignore[method-assign]
+    try:
+        cheap = lambda messages: all(m.startswith("cheap") for m in messages)  # noqa: E731
+        async with driver(core, ex, tasks, step_in=pool, step_inline=cheap) as d:
+            for x in ("cheap-1", "store-2", "cheap-3"):
+                ex.replied.clear()
+                d.submit(x)
+                await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+        assert core.steps == ["cheap-1", "store-2", "cheap-3"]
+        assert where["cheap-1"] == on_loop and where["cheap-3"] == on_loop, where
+        assert where["store-2"].startswith("core-thread"), where
+    finally:
+        pool.shutdown()
+
+
 async def test_a_ticking_driver_waits_for_its_input_without_a_task_per_wait() -> None:
     # A lone input at low load meets every driver's take: a task per wait (`wait_for`) would
     # cost one more loop turn before the step. Count the tasks made while inputs are taken.

@@ -92,3 +92,27 @@ def test_the_cursor_is_recorded_every_cursor_every_blocks_without_private_effect
     core.step(PrivateBlock(10 + 3 * CURSOR_EVERY + 5, ((0, "t", b"h" * 32),), view))
     (with_tx,) = core.ready().decided  # a block with effects is recorded at once, as before
     assert with_tx.number == 10 + 3 * CURSOR_EVERY + 5 and len(with_tx.outcomes) == 1
+
+
+class Untouchable:
+    """A view whose every read fails: the store thread's connection, touched off that thread."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the step read the store ({name}) for a block with nothing private")
+
+
+def test_a_block_without_private_transactions_reads_nothing_from_the_store() -> None:
+    """What lets the driver step such blocks on the loop (`executor.nothing_private`): the
+    store's view belongs to the store thread, and only blocks with private work may read it."""
+    from dltmw.runtime.roles.privacy.executor import nothing_private
+
+    core = PrivateExecution(PrivacyKey(os.urandom(32)), lambda _name: None, next_block=0)
+    blocks = [PrivateBlock(n, (), Untouchable()) for n in range(CURSOR_EVERY + 2)]
+    assert nothing_private(blocks)
+    for block in blocks:
+        core.step(block)
+    assert [e.number for e in core.ready().decided] == [CURSOR_EVERY - 1]  # the cursor alone
+    with_tx = PrivateBlock(CURSOR_EVERY + 2, ((0, "t", b"h" * 32),), Store({}))
+    purge_only = PrivateBlock(CURSOR_EVERY + 3, (), Store({}), purges=((0, object()),))  # type: ignore[arg-type]
+    assert not nothing_private([*blocks, with_tx])
+    assert not nothing_private([purge_only])

@@ -165,6 +165,14 @@ def _private_data(block: block_pb2.Block) -> list[tuple[int, str, bytes]]:
     return out
 
 
+def nothing_private(blocks: Sequence[PrivateBlock]) -> bool:
+    """True when no block carries a private transaction or purge: the core's step then only
+    moves its cursor and reads nothing from the store, so the driver steps it on the loop
+    (`Driver(step_inline=...)`) instead of hopping to the store thread for every public block
+    every peer commits."""
+    return not any(block.items or block.purges for block in blocks)
+
+
 class BlockExecutor:
     """The private executor's side of the contract: loads a block's private transactions with a
     view of the store, commits each block's outcomes with the cursor, reports the height."""
@@ -303,6 +311,7 @@ class PrivateExecutor:
             inbox_max=FEED_MAX,
             step_in=self.store.executor,
             metrics=self._peer.ctx.metrics,
+            step_inline=nothing_private,
         )
         await self._driver.start()
         self._feed = self._peer.ctx.tasks.forever(f"private-{cid}", self._run)
