@@ -68,9 +68,12 @@ class BlockAssembler:
         height: int,
         last_hash: bytes,
         ids: tuple[bytes, ...] = (),
+        built: tuple[block_pb2.Block, bytes] | None = None,
     ) -> PendingBlock | None:
         """Block `number` from a decided batch (None if the ledger already has it); `ids`: the
-        requests' ids (SHA-256) when known, which are also the block's content digests."""
+        requests' ids (SHA-256) when known, which are also the block's content digests;
+        `built`: (block, hash) made of exactly these requests before (`pbft_speculative`),
+        used when it continues the chain here."""
         if number < height or number in self.pending:
             return None
         if number == height:
@@ -79,8 +82,11 @@ class BlockAssembler:
             previous = self.pending[number - 1].digest
         else:
             raise InvariantViolation(f"block {number} built before block {number - 1}")
-        block = make_block(self.channel_id, number, previous, list(requests), ids)
-        pending = PendingBlock(block, block_hash(block), ids=ids)
+        if built is not None and built[0].header.previous_hash == previous:
+            pending = PendingBlock(built[0], built[1], ids=ids)
+        else:
+            block = make_block(self.channel_id, number, previous, list(requests), ids)
+            pending = PendingBlock(block, block_hash(block), ids=ids)
         self.pending[number] = pending
         for replica, (digest, signature) in self._early.pop(number, {}).items():
             self._add(pending, replica, digest, signature)
