@@ -3,7 +3,10 @@
 Block number = decided sequence (block 0 is the config block; a null batch becomes an empty
 block), so every correct replica builds the same block at every number and the hash chain is
 fixed by the agreed order. After executing sequence s a replica builds block s, signs its hash
-with its identity and sends the signature to the other replicas; a block is committed (and
+with its identity and sends the signature to the other replicas — or, in view 0, it built and
+signed the block already when it prepared s and the signature went in its Commit
+(`pbft_speculative.py`); a signature counts only if it is over the hash of the block built
+here from the decided slot. A block is committed (and
 served by Deliver) once it holds 2f+1 valid signatures of distinct replicas over its hash —
 what peers check before committing it. `BlockAssembler` is pure bookkeeping; the PBFT
 orderer's core (`pbft_orderer.py`) owns one.
