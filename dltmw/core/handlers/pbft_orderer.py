@@ -4,8 +4,8 @@ Block number = decided sequence (`pbft_blocks`): after executing sequence s the 
 block s, signs its hash and sends the signature to the other replicas; a block is committed once
 it holds 2f+1 valid signatures. In view 0 a replica that can build block s when it prepares s
 does so then and puts its signature in its Commit instead (`pbft_speculative`: the replica
-asks `_commit_block`, and hands carried signatures to `_carried`). The runtime used to demultiplex the inputs of this role itself;
-they are all inputs of this core now (`step`):
+asks `_commit_block`, and hands carried signatures to `_carried`). The runtime used to
+demultiplex the inputs of this role itself; they are all inputs of this core now (`step`):
 
 * `ClientRequest`, `Envelope` — to the replica;
 * `BlockSignature` — another replica's signature of a block: collected for a block we build, and

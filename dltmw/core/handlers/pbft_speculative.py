@@ -5,7 +5,7 @@ Without this, a replica sends its Commit of slot s and, once s is decided and ex
 block signature of block s in a message of its own: ~28 % of the messages a replica sends per
 slot (benchmarks/RESULTS.md, "The structural step, sized"), each one received and handled by
 every other replica. Here a replica that is prepared for s in view 0 and can build block s at
-that moment — block s−1 is built (or committed), and, with dissemination, slot s is the next
+that moment — block s-1 is built (or committed), and, with dissemination, slot s is the next
 to assemble and every batch it takes is held — builds it, signs its hash and puts both in its
 Commit (`Vote.block_hash`, `Vote.block_signature`). Receivers hand the signature to their
 `BlockAssembler` like a `BlockSignature`: it counts only if it matches the block they build
