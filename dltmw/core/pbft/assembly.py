@@ -56,6 +56,7 @@ from dltmw.core.pbft.types import Decided, request_id
 from dltmw.v1 import replica_pb2
 
 R = TypeVar("R")
+Stored = dict[tuple[BatchKey, bytes], StoredBatch]  # the batches held, by key and digest
 
 
 @dataclass(frozen=True)
@@ -186,10 +187,7 @@ class BatchResolver:
         return taken
 
     def peek(
-        self,
-        sequence: int,
-        requests: Sequence[bytes],
-        stored: dict[tuple[BatchKey, bytes], StoredBatch],
+        self, sequence: int, requests: Sequence[bytes], stored: Stored
     ) -> tuple[AssembledRecord, tuple[bytes, ...]] | None:
         """What slot `sequence` (its certificates: `requests`) would assemble to, changing
         nothing and fetching nothing: only when it is the next slot to assemble and nothing
@@ -202,10 +200,7 @@ class BatchResolver:
         return None if isinstance(taken, Missing) else taken
 
     def _collect(
-        self,
-        sequence: int,
-        requests: Sequence[bytes],
-        stored: dict[tuple[BatchKey, bytes], StoredBatch],
+        self, sequence: int, requests: Sequence[bytes], stored: Stored
     ) -> tuple[AssembledRecord, tuple[bytes, ...]] | Missing:
         """The slot's assembly (module docstring), or what it waits for; no side effects."""
         keys: set[BatchKey] = set()
