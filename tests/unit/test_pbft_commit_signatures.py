@@ -26,6 +26,23 @@ class Watched(Group):
         super().__init__(disseminating=disseminating)
         self.sent: list[tuple[int, object]] = []
         self.faulty = faulty
+        self.lost_kinds: set[str] = set()  # replica messages of these kinds in view 0 are lost
+
+    def settle(self) -> None:
+        for _ in range(10_000):
+            if not self.queue:
+                return
+            destination, message = self.queue.pop(0)
+            if destination not in self.cut and not self._lost(message):
+                self.step(destination, message)
+        raise AssertionError("messages never settled")
+
+    def _lost(self, message: object) -> bool:
+        if not self.lost_kinds or not isinstance(message, Envelope):
+            return False
+        body = replica_pb2.ReplicaMessage.FromString(message.payload)
+        kind = body.WhichOneof("body")
+        return kind in self.lost_kinds and getattr(body, kind).view == 0
 
     def flush(self, i: int) -> OrdererEffects:
         before = len(self.queue)
@@ -145,3 +162,34 @@ def test_after_a_view_change_commits_carry_no_block_signature() -> None:
     late = [c for c in commits(group) if c.view >= 1]
     assert late and not any(c.block_signature for c in late)
     assert separate_signatures(group)
+
+
+def test_speculative_signatures_then_a_view_change_commit_one_block_everywhere() -> None:
+    """Every replica prepares slot 1 in view 0 and signs its block into its Commit, but no
+    Commit arrives: nothing is decided in view 0. The request timer moves the group to view
+    1, which carries the prepared slot over; every replica commits the same block, each
+    signature in it valid over its hash, and each replica sends its signature separately
+    (its view-0 Commit carried it to nobody who counted it: at once since the slot was
+    decided in view 1, or at its next resend — this test does not tell the two apart)."""
+    group = Watched()
+    group.lost_kinds.add("commit")
+    for request in REQS[:2]:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    assert all(not c for c in group.committed)
+    assert all(c.block_signature for c in commits(group))  # signed in view 0 ...
+    for now in range(1, 400):
+        for i in range(4):
+            group.cores[i].tick(now)
+            group.flush(i)
+        group.settle()
+        if all(group.committed):
+            break
+    assert all(core.replica.view >= 1 for core in group.cores)
+    (block,) = group.committed[0]
+    assert list(block.data.envelopes) == REQS[:2]
+    for i in range(4):
+        assert [block_hash(b) for b in group.committed[i]] == [block_hash(block)]
+        assert len(assert_valid_signatures(group.committed[i][0])) >= CONFIG.quorum
+    separately = {m.replica for m in separate_signatures(group)}  # type: ignore[attr-defined]
+    assert separately == {0, 1, 2, 3}

@@ -297,7 +297,8 @@ class PbftOrdererCore:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""
         inner = self.replica.ready()
         for decided in inner.decided:
-            self._build(self.epoch + decided.sequence, decided.requests, decided.request_ids)
+            number = self.epoch + decided.sequence
+            self._build(number, decided.requests, decided.request_ids, decided.view == 0)
             if self._hook is not None:
                 self._hook.observe(decided.requests)
         while (pending := self.assembler.complete(self.height)) is not None:
@@ -364,7 +365,17 @@ class PbftOrdererCore:
 
     # -- blocks --------------------------------------------------------------------------------
 
-    def _build(self, number: int, requests: tuple[bytes, ...], ids: tuple[bytes, ...] = ()) -> None:
+    def _build(
+        self,
+        number: int,
+        requests: tuple[bytes, ...],
+        ids: tuple[bytes, ...] = (),
+        in_view_0: bool = False,
+    ) -> None:
+        """Build block `number` of a decided slot, sign it (or take the signature our Commit
+        carried) and send the signature unless our Commit carried it to replicas that count
+        it: the slot was decided in view 0 (`in_view_0`), where that Commit was one of the
+        votes. Decided in a later view, our view-0 Commit may have been dropped as old."""
         previous = self.last_hash
         if number > self.height and number - 1 in self.assembler.pending:
             previous = self.assembler.pending[number - 1].digest
@@ -375,7 +386,9 @@ class PbftOrdererCore:
             return
         self._track(number, requests)
         if early is not None and early.digest == pending.digest:
-            pending.signatures[self.replica.me] = early.signature  # sent in our Commit
+            pending.signatures[self.replica.me] = early.signature
+            if not in_view_0:
+                self._broadcast_signature(pending)
             return
         pending.signatures[self.replica.me] = self._sign(pending.digest)
         self._broadcast_signature(pending)
