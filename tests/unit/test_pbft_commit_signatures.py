@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 from pbft_messages import KEYS
-from test_pbft_orderer_core import CONFIG, IDS, REQS, Group
+from test_pbft_orderer_core import CONFIG, IDS, REQS, Group, core, signature
 
 from dltmw.core.block import block_hash
 from dltmw.core.handlers.pbft_orderer import OrdererEffects
@@ -193,3 +193,18 @@ def test_speculative_signatures_then_a_view_change_commit_one_block_everywhere()
         assert len(assert_valid_signatures(group.committed[i][0])) >= CONFIG.quorum
     separately = {m.replica for m in separate_signatures(group)}  # type: ignore[attr-defined]
     assert separately == {0, 1, 2, 3}
+
+
+def test_a_signature_carried_by_a_commit_is_no_claim_of_progress() -> None:
+    """`behind()` counts f+1 others' highest signed blocks as a claim that they executed that
+    far; a signature carried by a Commit was made before its slot was decided, so with several
+    slots in flight it would make a caught-up replica look behind (negative control: carried
+    signatures counted as claims)."""
+    lone = core(0)
+    assert lone.replica.block_signed is not None
+    for other in (1, 2):
+        lone.replica.block_signed(other, 5, b"d" * 32, b"s")
+    assert lone.behind() is None
+    for other in (1, 2):
+        lone.step(signature(5, other))
+    assert lone.behind() == 6

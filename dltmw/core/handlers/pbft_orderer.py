@@ -194,12 +194,14 @@ class PbftOrdererCore:
         else:
             self.replica.step(message)
 
-    def _on_signature(self, message: replica_pb2.BlockSignature) -> None:
+    def _on_signature(self, message: replica_pb2.BlockSignature, claim: bool = True) -> None:
         """Another replica's block signature (a message of its own, or carried by a Commit):
-        collected for a block we build, answered for one we committed (`pbft_late`)."""
+        collected for a block we build, answered for one we committed (`pbft_late`).
+        `claim`: it counts as the signer's claim to have executed that far (`behind`); one
+        carried by a Commit does not — it was made before the slot was decided."""
         if not 0 <= message.replica < self.replica.config.n:
             return  # of another group's index (sent across a boundary): not ours to answer
-        if message.number > self._claims.get(message.replica, -1):
+        if claim and message.number > self._claims.get(message.replica, -1):
             self._claims[message.replica] = message.number
         if message.number >= self.height:
             if self.assembler.add_signature(message, self.height):
@@ -223,7 +225,8 @@ class PbftOrdererCore:
         self._on_signature(
             replica_pb2.BlockSignature(
                 number=number, block_hash=digest, replica=replica, signature=signature
-            )
+            ),
+            claim=False,
         )
 
     def _commit_block(
