@@ -100,22 +100,33 @@ class Vote(_message.Message):
     VIEW_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
+    BLOCK_HASH_FIELD_NUMBER: _builtins.int
+    BLOCK_SIGNATURE_FIELD_NUMBER: _builtins.int
     view: _builtins.int
     """View of the vote."""
     sequence: _builtins.int
     """Sequence of the vote."""
     digest: _builtins.bytes
     """Digest voted for."""
+    block_hash: _builtins.bytes
+    """A Commit only (PBFT-lite orderer, view 0): the hash of the block this slot makes, built by
+    the signer when it prepared (`core/handlers/pbft_speculative.py`), and the signer's block
+    signature over it, counted like a `BlockSignature` by a replica whose block has that hash.
+    Empty: the signer sends its block signature separately, after executing the slot.
+    """
+    block_signature: _builtins.bytes
     def __init__(
         self,
         *,
         view: _builtins.int = ...,
         sequence: _builtins.int = ...,
         digest: _builtins.bytes = ...,
+        block_hash: _builtins.bytes = ...,
+        block_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "sequence", b"sequence", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_hash", b"block_hash", "block_signature", b"block_signature", "digest", b"digest", "sequence", b"sequence", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,7 +35,9 @@ IDS = [f"orderer{i}".encode() for i in range(4)]
 REQS = [KEYS.make_request(0, i) for i in range(4)]
 
 
-def core(i: int, by_limits_only: bool = False, disseminating: bool = False) -> PbftOrdererCore:
+def core(
+    i: int, by_limits_only: bool = False, disseminating: bool = False, carry: bool = True
+) -> PbftOrdererCore:
     replica: Replica | DisseminatingReplica
     if disseminating:
         dis = DisseminationConfig(batch_count_max=CONFIG.batch_size_max, batch_wait_ticks=4)
@@ -45,15 +47,24 @@ def core(i: int, by_limits_only: bool = False, disseminating: bool = False) -> P
         replica = Replica(CONFIG, i, KEYS.signer(i), KEYS.verify, request_ok=KEYS.request_ok)
     assembler = BlockAssembler("ch", i, CONFIG.quorum, IDS, KEYS.verify)
     return PbftOrdererCore(
-        replica, assembler, KEYS.signer(i), 1, ZERO_HASH, by_limits_only=by_limits_only
+        replica,
+        assembler,
+        KEYS.signer(i),
+        1,
+        ZERO_HASH,
+        by_limits_only=by_limits_only,
+        carry_signatures=carry,
     )
 
 
 class Group:
-    """Four cores wired directly; `cut` replicas receive nothing."""
+    """Four cores wired directly; `cut` replicas receive nothing. `carry=False`: block
+    signatures only in messages of their own (`pbft_speculative`), for the tests of that path."""
 
-    def __init__(self, by_limits_only: bool = False, disseminating: bool = False) -> None:
-        self.cores = [core(i, by_limits_only, disseminating) for i in range(4)]
+    def __init__(
+        self, by_limits_only: bool = False, disseminating: bool = False, carry: bool = True
+    ) -> None:
+        self.cores = [core(i, by_limits_only, disseminating, carry) for i in range(4)]
         self.cut: set[int] = set()
         self.queue: list[tuple[int, Outbound]] = []
         self.committed: list[list[block_pb2.Block]] = [[] for _ in range(4)]
@@ -149,8 +160,9 @@ def test_a_first_late_signature_waits_for_a_resend_or_the_window() -> None:
 def test_a_replica_that_lost_every_other_signature_commits_after_its_resend() -> None:
     """Liveness of the rule: replica 3 never receives the others' broadcast signatures of
     block 1; its resend (tick RESIGN_EVERY_TICKS) is their second hearing of it, so each
-    answers with its own signature, and replica 3 commits the block."""
-    group = Group()
+    answers with its own signature, and replica 3 commits the block. (Signatures in
+    messages of their own: carried by Commits, they arrive with the votes.)"""
+    group = Group(carry=False)
     for request in REQS[:2]:
         group.step(0, ClientRequest(request))
     for _ in range(10_000):

@@ -3,7 +3,10 @@
 Block number = decided sequence (block 0 is the config block; a null batch becomes an empty
 block), so every correct replica builds the same block at every number and the hash chain is
 fixed by the agreed order. After executing sequence s a replica builds block s, signs its hash
-with its identity and sends the signature to the other replicas; a block is committed (and
+with its identity and sends the signature to the other replicas — or, in view 0, it built and
+signed the block already when it prepared s and the signature went in its Commit
+(`pbft_speculative.py`); a signature counts only if it is over the hash of the block built
+here from the decided slot. A block is committed (and
 served by Deliver) once it holds 2f+1 valid signatures of distinct replicas over its hash —
 what peers check before committing it. `BlockAssembler` is pure bookkeeping; the PBFT
 orderer's core (`pbft_orderer.py`) owns one.
@@ -68,9 +71,12 @@ class BlockAssembler:
         height: int,
         last_hash: bytes,
         ids: tuple[bytes, ...] = (),
+        built: tuple[block_pb2.Block, bytes] | None = None,
     ) -> PendingBlock | None:
         """Block `number` from a decided batch (None if the ledger already has it); `ids`: the
-        requests' ids (SHA-256) when known, which are also the block's content digests."""
+        requests' ids (SHA-256) when known, which are also the block's content digests;
+        `built`: (block, hash) made of exactly these requests before (`pbft_speculative`),
+        used when it continues the chain here."""
         if number < height or number in self.pending:
             return None
         if number == height:
@@ -79,8 +85,11 @@ class BlockAssembler:
             previous = self.pending[number - 1].digest
         else:
             raise InvariantViolation(f"block {number} built before block {number - 1}")
-        block = make_block(self.channel_id, number, previous, list(requests), ids)
-        pending = PendingBlock(block, block_hash(block), ids=ids)
+        if built is not None and built[0].header.previous_hash == previous:
+            pending = PendingBlock(built[0], built[1], ids=ids)
+        else:
+            block = make_block(self.channel_id, number, previous, list(requests), ids)
+            pending = PendingBlock(block, block_hash(block), ids=ids)
         self.pending[number] = pending
         for replica, (digest, signature) in self._early.pop(number, {}).items():
             self._add(pending, replica, digest, signature)

@@ -2,8 +2,10 @@
 
 Block number = decided sequence (`pbft_blocks`): after executing sequence s the replica builds
 block s, signs its hash and sends the signature to the other replicas; a block is committed once
-it holds 2f+1 valid signatures. The runtime used to demultiplex the inputs of this role itself;
-they are all inputs of this core now (`step`):
+it holds 2f+1 valid signatures. In view 0 a replica that can build block s when it prepares s
+does so then and puts its signature in its Commit instead (`pbft_speculative`: the replica
+asks `_commit_block`, and hands carried signatures to `_carried`). The runtime used to
+demultiplex the inputs of this role itself; they are all inputs of this core now (`step`):
 
 * `ClientRequest`, `Envelope` — to the replica;
 * `BlockSignature` — another replica's signature of a block: collected for a block we build, and
@@ -77,6 +79,7 @@ from dltmw.core.handlers.pbft_orderer_io import (
     SignatureOf,
     _Out,
 )
+from dltmw.core.handlers.pbft_speculative import SpeculativeBlocks
 from dltmw.core.pbft import ClientRequest, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.surface import OrderingReplica
@@ -128,6 +131,7 @@ class PbftOrdererCore:
         epoch: int = 0,
         new_epoch: NewEpoch | None = None,
         follower: bool = False,
+        carry_signatures: bool = True,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_block` on (a crash fell between committing fetched blocks and the jump);
@@ -136,7 +140,9 @@ class PbftOrdererCore:
         the ordering alone); `learn`: told each config applied, when its block is built;
         `epoch`: the replica's group (block number = epoch + sequence); `new_epoch`: builds the
         next group at a replica-set change (module docstring; None: such a change retires);
-        `follower`: not a member of the current list (`replica` is then a placeholder)."""
+        `follower`: not a member of the current list (`replica` is then a placeholder);
+        `carry_signatures`: put our block signature in our Commit when we can build the block
+        by then (`pbft_speculative`; False: always after execution, in a message of its own)."""
         self.view = view
         self.epoch = epoch
         self.follower = follower
@@ -161,8 +167,11 @@ class PbftOrdererCore:
         self._answered: dict[tuple[int, int], int] = {}  # (replica, block) -> tick answered
         self._late = LateSignatures(RESIGN_EVERY_TICKS)  # which late signatures to answer
         self._claims: dict[int, int] = {}  # replica -> highest block number it signed
+        self._carry = carry_signatures
+        self._speculative = SpeculativeBlocks(assembler.channel_id)
         self._now = 0
         self._out = _Out()
+        self._hook_replica()
         if follower:
             self.catchup.last = height  # the first check already fetches
         self._jump_over(unexecuted)
@@ -179,21 +188,74 @@ class PbftOrdererCore:
                 self._on_fetched(message)
             return
         if isinstance(message, replica_pb2.BlockSignature):
-            if not 0 <= message.replica < self.replica.config.n:
-                return  # of another group's index (sent across a boundary): not ours to answer
-            if message.number > self._claims.get(message.replica, -1):
-                self._claims[message.replica] = message.number
-            if message.number >= self.height:
-                if self.assembler.add_signature(message, self.height):
-                    self._late.heard(message.replica, message.number)
-            elif len(self._lagging) < LAGGING_MAX and self._late.answer(
-                message.replica, message.number, self._now
-            ):
-                self._lagging.add((message.replica, message.number))
+            self._on_signature(message)
         elif isinstance(message, FetchedBlocks):
             self._on_fetched(message)
         else:
             self.replica.step(message)
+
+    def _on_signature(self, message: replica_pb2.BlockSignature, claim: bool = True) -> None:
+        """Another replica's block signature (a message of its own, or carried by a Commit):
+        collected for a block we build, answered for one we committed (`pbft_late`).
+        `claim`: it counts as the signer's claim to have executed that far (`behind`); one
+        carried by a Commit does not — it was made before the slot was decided."""
+        if not 0 <= message.replica < self.replica.config.n:
+            return  # of another group's index (sent across a boundary): not ours to answer
+        if claim and message.number > self._claims.get(message.replica, -1):
+            self._claims[message.replica] = message.number
+        if message.number >= self.height:
+            if self.assembler.add_signature(message, self.height):
+                self._late.heard(message.replica, message.number)
+        elif len(self._lagging) < LAGGING_MAX and self._late.answer(
+            message.replica, message.number, self._now
+        ):
+            self._lagging.add((message.replica, message.number))
+
+    def _hook_replica(self) -> None:
+        """Block signatures ride on the agreeing replica's Commits (`pbft_speculative`)."""
+        inner = self._agreeing()
+        inner.block_signed = self._carried
+        inner.commit_block = self._commit_block if self._carry else None
+
+    def _carried(self, replica: int, sequence: int, digest: bytes, signature: bytes) -> None:
+        """A verified Commit of `replica` carried its signature of the block of `sequence`."""
+        if self.follower:
+            return
+        number = self.epoch + sequence
+        self._on_signature(
+            replica_pb2.BlockSignature(
+                number=number, block_hash=digest, replica=replica, signature=signature
+            ),
+            claim=False,
+        )
+
+    def _commit_block(
+        self, sequence: int, digest: bytes, requests: tuple[bytes, ...]
+    ) -> tuple[bytes, bytes] | None:
+        """(hash, our signature) of the block that slot `sequence` makes if decided with
+        `requests` — asked by the replica as it commits in view 0 — or None when it cannot be
+        built now: block number-1 not built, batches missing, a config update, the epoch's end
+        known (module docstring of `pbft_speculative`)."""
+        del digest  # the requests are the digest's
+        if self.follower or self.replica.end is not None:
+            return None
+        number = self.epoch + sequence
+        if number == self.height:
+            previous = self.last_hash
+        elif number > self.height and number - 1 in self.assembler.pending:
+            previous = self.assembler.pending[number - 1].digest
+        else:
+            return None
+        if number in self.assembler.pending:
+            return None
+        contents = self.replica.block_contents(sequence, requests)
+        if contents is None:
+            return None
+        envelopes, ids = contents
+        if len(envelopes) == 1 and is_config_update(envelopes[0]):
+            return None
+        built = self._speculative.build(number, previous, envelopes, ids, self._sign)
+        return built.digest, built.signature
 
     def tick(self, now: int) -> None:
         """Replica timers, signature resends, the catch-up schedule, the test-only hook."""
@@ -238,7 +300,8 @@ class PbftOrdererCore:
         """Build and sign blocks of newly decided batches, commit complete ones, drain."""
         inner = self.replica.ready()
         for decided in inner.decided:
-            self._build(self.epoch + decided.sequence, decided.requests, decided.request_ids)
+            number = self.epoch + decided.sequence
+            self._build(number, decided.requests, decided.request_ids, decided.view == 0)
             if self._hook is not None:
                 self._hook.observe(decided.requests)
         while (pending := self.assembler.complete(self.height)) is not None:
@@ -305,12 +368,33 @@ class PbftOrdererCore:
 
     # -- blocks --------------------------------------------------------------------------------
 
-    def _build(self, number: int, requests: tuple[bytes, ...], ids: tuple[bytes, ...] = ()) -> None:
-        pending = self.assembler.build(number, requests, self.height, self.last_hash, ids)
-        if pending is not None:
-            self._track(number, requests)
-            pending.signatures[self.replica.me] = self._sign(pending.digest)
-            self._broadcast_signature(pending)
+    def _build(
+        self,
+        number: int,
+        requests: tuple[bytes, ...],
+        ids: tuple[bytes, ...] = (),
+        in_view_0: bool = False,
+    ) -> None:
+        """Build block `number` of a decided slot, sign it (or take the signature our Commit
+        carried) and send the signature unless our Commit carried it to replicas that count
+        it: the slot was decided in view 0 (`in_view_0`), where that Commit was one of the
+        votes. Decided in a later view, our view-0 Commit may have been dropped as old."""
+        previous = self.last_hash
+        if number > self.height and number - 1 in self.assembler.pending:
+            previous = self.assembler.pending[number - 1].digest
+        early = self._speculative.take(number, requests, ids, previous)
+        built = None if early is None else (early.block, early.digest)
+        pending = self.assembler.build(number, requests, self.height, self.last_hash, ids, built)
+        if pending is None:
+            return
+        self._track(number, requests)
+        if early is not None and early.digest == pending.digest:
+            pending.signatures[self.replica.me] = early.signature
+            if not in_view_0:
+                self._broadcast_signature(pending)
+            return
+        pending.signatures[self.replica.me] = self._sign(pending.digest)
+        self._broadcast_signature(pending)
 
     def _broadcast_signature(self, pending: PendingBlock) -> None:
         me = self.replica.me
@@ -356,6 +440,7 @@ class PbftOrdererCore:
         epoch = None if boundary is None else number
         self._out.decided.append(CommittedBlock(block, self._configs.pop(number, None), epoch))
         self.height, self.last_hash = self.height + 1, digest
+        self._speculative.forget_below(self.height)
         self._late.committed(number, self._now)
         if not ids:
             ids = tuple(request_id(e) for e in block.data.envelopes)
@@ -375,6 +460,7 @@ class PbftOrdererCore:
         self._lagging.clear()
         self._answered.clear()
         self._late.clear()
+        self._speculative.clear()
         self.epoch, self.catchup = number, CatchUp()
         if start is None:
             self.follower = True
@@ -383,6 +469,7 @@ class PbftOrdererCore:
             return
         self.follower = False
         self.replica, self.assembler = start.replica, start.assembler
+        self._hook_replica()
         # The fresh replica's clock starts at 0 but ticks go on from ours: without this, the
         # requests handed over below would look as old as the run, and the replica holding
         # them would change view alone at its next tick — a lone view change the others never

@@ -56,6 +56,7 @@ from dltmw.core.pbft.types import Decided, request_id
 from dltmw.v1 import replica_pb2
 
 R = TypeVar("R")
+Stored = dict[tuple[BatchKey, bytes], StoredBatch]  # the batches held, by key and digest
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,16 @@ def compact_assembled(records: Sequence[R], decided_from: int, expiry: int) -> l
             continue
         out.append(record)
     return out
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What a slot's assembly waits for: a batch not held (`cert`: its certificate), or
+    (`cert` None) the block of a slot jumped over (`uncertain`)."""
+
+    key: BatchKey
+    digest: bytes
+    cert: replica_pb2.AvailabilityCertificate | None
 
 
 @dataclass
@@ -166,27 +177,51 @@ class BatchResolver:
     def _take(
         self, slot: Decided, stored: dict[tuple[BatchKey, bytes], StoredBatch]
     ) -> tuple[AssembledRecord, tuple[bytes, ...]] | None:
+        taken = self._collect(slot.sequence, slot.requests, stored)
+        if isinstance(taken, Missing):
+            if taken.cert is None:
+                self.uncertain = slot.sequence  # may be in a jumped slot: wait for the block
+            else:
+                self._want(taken.key, taken.digest, taken.cert)
+            return None
+        return taken
+
+    def peek(
+        self, sequence: int, requests: Sequence[bytes], stored: Stored
+    ) -> tuple[AssembledRecord, tuple[bytes, ...]] | None:
+        """What slot `sequence` (its certificates: `requests`) would assemble to, changing
+        nothing and fetching nothing: only when it is the next slot to assemble and nothing
+        waits before it (the window then holds exactly the chain below it) and every batch
+        it takes is held here; else None. A prepared slot's block is built from it before
+        the slot is decided (`core/handlers/pbft_speculative.py`)."""
+        if self.queue or sequence != self.assembled_upto + 1:
+            return None
+        taken = self._collect(sequence, requests, stored)
+        return None if isinstance(taken, Missing) else taken
+
+    def _collect(
+        self, sequence: int, requests: Sequence[bytes], stored: Stored
+    ) -> tuple[AssembledRecord, tuple[bytes, ...]] | Missing:
+        """The slot's assembly (module docstring), or what it waits for; no side effects."""
         keys: set[BatchKey] = set()
         batches: list[tuple[int, int, bytes]] = []
         envelopes: list[bytes] = []
         taken: list[bytes] = []  # their ids, in order
         ids: set[bytes] = set()
-        for data in slot.requests:
+        for data in requests:
             cert = parse_certificate(data)
             if cert is None:
                 continue  # cannot happen: the replica ordered only certificates that parse
-            if not live_in(cert.formed_at, slot.sequence, self.expiry):
+            if not live_in(cert.formed_at, sequence, self.expiry):
                 continue  # expired (or not yet live): skipped by every replica alike
             key = BatchKey(cert.origin, cert.batch_sequence)
             if key in self.included or key in keys:
                 continue
             if cert.formed_at < self.blind_upto:
-                self.uncertain = slot.sequence  # may be in a jumped slot: wait for the block
-                return None
+                return Missing(key, bytes(cert.digest), None)
             batch = stored.get((key, bytes(cert.digest)))
             if batch is None:
-                self._want(key, bytes(cert.digest), cert)
-                return None
+                return Missing(key, bytes(cert.digest), cert)
             keys.add(key)
             batches.append((key.origin, key.batch_sequence, bytes(cert.digest)))
             known = batch.ids or tuple(request_id(e) for e in batch.envelopes)
@@ -195,7 +230,7 @@ class BatchResolver:
                     ids.add(eid)
                     envelopes.append(envelope)
                     taken.append(eid)
-        record = AssembledRecord(slot.sequence, tuple(batches), tuple(taken))
+        record = AssembledRecord(sequence, tuple(batches), tuple(taken))
         return record, tuple(envelopes)
 
     def _want(

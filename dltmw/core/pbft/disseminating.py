@@ -394,6 +394,18 @@ class DisseminatingReplica:
         self.disseminator.cut(full_only)
         self.replica.propose(full_only)
 
+    def block_contents(
+        self, sequence: int, requests: tuple[bytes, ...]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+        """The envelopes (and ids) slot `sequence` of these certificates assembles to, when
+        it is the next slot to assemble and every batch it takes is held (`BatchResolver.
+        peek`): changes nothing, fetches nothing."""
+        peeked = self.resolver.peek(sequence, requests, self.disseminator.stored)
+        if peeked is None:
+            return None
+        record, envelopes = peeked
+        return envelopes, record.envelope_ids
+
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Assembly, and execution where it is behind too, jump over verified blocks
         (`pbft.jump`); the batches must continue the assembled slots (`next_block`), else

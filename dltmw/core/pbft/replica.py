@@ -52,6 +52,8 @@ from dltmw.core.pbft.types import (
 from dltmw.v1 import replica_pb2
 
 VIEWED = frozenset({"pre_prepare", "prepare", "commit"})
+CommitBlock = Callable[[int, bytes, tuple[bytes, ...]], tuple[bytes, bytes] | None]
+BlockSigned = Callable[[int, int, bytes, bytes], None]
 
 
 class Replica(Checkpoints):
@@ -83,6 +85,12 @@ class Replica(Checkpoints):
         # keeps ordering dead certificates, one slot each, while live ones wait behind them
         # until they expire too, and the request timer times requests nobody needs.
         self.stale: Callable[[bytes, int], bool] | None = None
+        # The PBFT orderer's hooks for block signatures carried by Commits (`core/handlers/
+        # pbft_speculative.py`): `commit_block(sequence, digest, requests)` -> (block hash,
+        # block signature) to put in our Commit of a slot we prepared in view 0, or None;
+        # `block_signed(replica, sequence, block_hash, signature)`: a peer's Commit carried one.
+        self.commit_block: CommitBlock | None = None
+        self.block_signed: BlockSigned | None = None
 
     @classmethod
     def restore(
@@ -105,6 +113,13 @@ class Replica(Checkpoints):
     def next_block(self) -> int:
         """The next sequence whose requests this replica has not output: `next_exec`."""
         return self.next_exec
+
+    def block_contents(
+        self, sequence: int, requests: tuple[bytes, ...]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+        """The block of a slot is its batch as agreed (`Decided.requests`)."""
+        del sequence
+        return requests, ()
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
@@ -343,6 +358,8 @@ class Replica(Checkpoints):
             self.drop("outside-watermarks")
             return
         if vote.sequence < self.next_exec:
+            if kind == "commit":
+                self._block_signed(envelope.replica, vote)  # its block may still be signing
             self.drop("late-vote")
             return
         if kind == "prepare" and envelope.replica == self.primary():
@@ -355,7 +372,15 @@ class Replica(Checkpoints):
                 self.drop("double-vote")
             return
         votes[envelope.replica] = (vote.digest, envelope)
+        if kind == "commit":
+            self._block_signed(envelope.replica, vote)
         self.advance(vote.sequence)
+
+    def _block_signed(self, replica: int, vote: replica_pb2.Vote) -> None:
+        """Hand a block signature a verified Commit carried to the orderer (`block_signed`);
+        whether it counts is the block assembler's business (it must match our block)."""
+        if self.block_signed is not None and vote.block_signature:
+            self.block_signed(replica, vote.sequence, vote.block_hash, vote.block_signature)
 
     def advance(self, sequence: int) -> None:
         """Prepared -> persist certificate and commit; committed -> execute in order."""
@@ -372,7 +397,10 @@ class Replica(Checkpoints):
                 self.prepared[sequence] = cert
                 self.persist(PreparedRecord(cert))
                 slot.commit_sent = True
-                slot.mine.append(self.vote("commit", sequence, slot.digest))
+                block = None
+                if self.commit_block is not None and self.view == 0:
+                    block = self.commit_block(sequence, slot.digest, slot.requests)
+                slot.mine.append(self.vote("commit", sequence, slot.digest, block))
                 slot.commits.setdefault(self.me, (slot.digest, slot.mine[-1]))
         self.execute()
 

@@ -158,12 +158,16 @@ class ReplicaState:
         """Count an input dropped for `reason` (bad signature, outside window, ...)."""
         self.counters[reason] += 1
 
-    def vote(self, kind: str, sequence: int, digest: bytes) -> Envelope:
-        """Sign, persist and broadcast our prepare or commit for (view, sequence, digest)."""
+    def vote(
+        self, kind: str, sequence: int, digest: bytes, block: tuple[bytes, bytes] | None = None
+    ) -> Envelope:
+        """Sign, persist and broadcast our prepare or commit for (view, sequence, digest);
+        `block`: (block hash, block signature) a Commit carries (`Replica.commit_block`)."""
         message = replica_pb2.ReplicaMessage()
-        getattr(message, kind).CopyFrom(
-            replica_pb2.Vote(view=self.view, sequence=sequence, digest=digest)
-        )
+        vote = replica_pb2.Vote(view=self.view, sequence=sequence, digest=digest)
+        if block is not None:
+            vote.block_hash, vote.block_signature = block
+        getattr(message, kind).CopyFrom(vote)
         envelope = self.sign(message)
         self.persist(VoteRecord(envelope))
         self.broadcast(envelope)

@@ -107,3 +107,9 @@ class OrderingReplica(Protocol):
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Skip ahead over batches executed elsewhere (catch-up); True when it moved."""
+
+    def block_contents(
+        self, sequence: int, requests: tuple[bytes, ...]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+        """(envelopes, their ids or ()) of the block slot `sequence` makes if it is decided
+        with `requests`, changing nothing; None when that cannot be known yet."""

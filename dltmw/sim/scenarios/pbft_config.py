@@ -190,7 +190,7 @@ async def _update(
     envelope = common_pb2.Envelope.FromString(raw)
     payload = common_pb2.Payload.FromString(envelope.payload)
     tx_id = common_pb2.Header.FromString(payload.header).tx_id
-    submitted = attempted = False
+    submitted = attempted = guessed = False
     work.open_ops += 1
     try:
         for _ in range(RETRIES):
@@ -207,11 +207,18 @@ async def _update(
                 ):
                     # An earlier attempt was ordered (an applied update is stale before it is
                     # a duplicate at admission): ask for its status.
+                    guessed = exc.code() != grpc.StatusCode.ALREADY_EXISTS
                     submitted = True
                     continue
                 if exc.code() not in RETRYABLE:
                     dep.log(f"update {what}: {exc.code().name} {reason_of(exc) or ''}".rstrip())
                     return False
+                if guessed and reason_of(exc) == "WAIT_TIMEOUT":
+                    # STALE came from an orderer BEHIND the config the update follows (it
+                    # judges it against its own older one; the gateway relays no sequence):
+                    # the update was never ordered — submit it again.
+                    dep.net.count("update-resubmitted")
+                    submitted = guessed = False
                 dep.net.count("update-retried")
                 await asyncio.sleep(RETRY_S)
         else:
