@@ -195,16 +195,38 @@ def test_speculative_signatures_then_a_view_change_commit_one_block_everywhere()
     assert separately == {0, 1, 2, 3}
 
 
-def test_a_signature_carried_by_a_commit_is_no_claim_of_progress() -> None:
-    """`behind()` counts f+1 others' highest signed blocks as a claim that they executed that
-    far; a signature carried by a Commit was made before its slot was decided, so with several
-    slots in flight it would make a caught-up replica look behind (negative control: carried
-    signatures counted as claims)."""
+def test_a_signature_carried_by_a_commit_claims_the_block_before_it() -> None:
+    """`behind()` counts f+1 others' highest claimed blocks. A signature of its own claims its
+    block (made after execution); a replica carries its signature of block s in a Commit only
+    once it built block s-1, so the carried one claims s-1: a caught-up replica with slots in
+    flight does not look behind, and a restarted one still sees the cluster ahead of it when
+    blocks are signed only inside Commits (tests/integration/test_operations.py). Negative
+    controls: counted as a claim of s (6), or not counted at all (None)."""
     lone = core(0)
     assert lone.replica.block_signed is not None
     for other in (1, 2):
         lone.replica.block_signed(other, 5, b"d" * 32, b"s")
-    assert lone.behind() is None
+    assert lone.behind() == 5
     for other in (1, 2):
         lone.step(signature(5, other))
     assert lone.behind() == 6
+
+
+def test_the_claim_of_a_commit_is_read_from_its_bytes_for_the_runtime() -> None:
+    """The runtime's readiness reads claims off verified Commits as they arrive (the core may
+    be busy committing): a Commit carrying a signature of block epoch+s claims epoch+s-1; a
+    Commit without one, another kind of message, or another epoch's message claims nothing."""
+    from dltmw.core.handlers.pbft_speculative import carried_claim
+
+    def commit(sequence: int, carried: bool, epoch: int = 0) -> replica_pb2.ReplicaMessage:
+        vote = replica_pb2.Vote(view=0, sequence=sequence, digest=b"d" * 32)
+        if carried:
+            vote.block_hash, vote.block_signature = b"h" * 32, b"s"
+        return replica_pb2.ReplicaMessage(commit=vote, epoch=epoch)
+
+    assert carried_claim(commit(5, True), 0) == 4
+    assert carried_claim(commit(5, True, epoch=10), 10) == 14
+    assert carried_claim(commit(5, True, epoch=10), 0) is None
+    assert carried_claim(commit(5, False), 0) is None
+    prepare = replica_pb2.ReplicaMessage(prepare=replica_pb2.Vote(view=0, sequence=5))
+    assert carried_claim(prepare, 0) is None

@@ -194,15 +194,17 @@ class PbftOrdererCore:
         else:
             self.replica.step(message)
 
-    def _on_signature(self, message: replica_pb2.BlockSignature, claim: bool = True) -> None:
+    def _on_signature(self, message: replica_pb2.BlockSignature, claim: int | None = None) -> None:
         """Another replica's block signature (a message of its own, or carried by a Commit):
         collected for a block we build, answered for one we committed (`pbft_late`).
-        `claim`: it counts as the signer's claim to have executed that far (`behind`); one
-        carried by a Commit does not — it was made before the slot was decided."""
+        `claim`: the block the signer thereby claims to have built (`behind`): the signed one
+        for a signature of its own (made after execution); for one carried by a Commit, made
+        before its slot was decided, the block before it (`pbft_speculative.carried_claim`)."""
         if not 0 <= message.replica < self.replica.config.n:
             return  # of another group's index (sent across a boundary): not ours to answer
-        if claim and message.number > self._claims.get(message.replica, -1):
-            self._claims[message.replica] = message.number
+        claimed = message.number if claim is None else claim
+        if claimed > self._claims.get(message.replica, -1):
+            self._claims[message.replica] = claimed
         if message.number >= self.height:
             if self.assembler.add_signature(message, self.height):
                 self._late.heard(message.replica, message.number)
@@ -226,7 +228,7 @@ class PbftOrdererCore:
             replica_pb2.BlockSignature(
                 number=number, block_hash=digest, replica=replica, signature=signature
             ),
-            claim=False,
+            claim=number - 1,
         )
 
     def _commit_block(

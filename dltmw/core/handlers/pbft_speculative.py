@@ -41,7 +41,20 @@ from dataclasses import dataclass
 
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.pbft.types import Signer
-from dltmw.v1 import block_pb2
+from dltmw.v1 import block_pb2, replica_pb2
+
+
+def carried_claim(message: replica_pb2.ReplicaMessage, epoch: int) -> int | None:
+    """The block a Commit that carries a block signature claims its signer has built, or None.
+
+    A replica carries its signature of block s only once it built block s-1 (`_commit_block`
+    in `pbft_orderer`: the previous block built or committed), so the Commit claims s-1 — the
+    same claim a block signature of its own makes for its block (readiness, `behind`: f+1 such
+    claims two past our head say we are catching up). Block number = epoch + sequence."""
+    if message.WhichOneof("body") != "commit" or message.epoch != epoch:
+        return None
+    vote = message.commit
+    return epoch + vote.sequence - 1 if vote.block_signature else None
 
 
 @dataclass(frozen=True)

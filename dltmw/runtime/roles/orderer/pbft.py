@@ -70,6 +70,7 @@ from dltmw.core.handlers.pbft_orderer import (
     PbftOrdererCore,
     SignatureOf,
 )
+from dltmw.core.handlers.pbft_speculative import carried_claim
 from dltmw.core.identity import IdentityError
 from dltmw.core.pbft import (
     ClientRequest,
@@ -580,4 +581,9 @@ class PbftOrdererChannel(OrdererChannel):
         for signature in signatures:  # the boundary verified them (`rpc/replica.py`)
             if signature.number > self.heard.get(signature.replica, -1):
                 self.heard[signature.replica] = signature.number
+        epoch = self.config.epoch
+        for envelope in messages:  # Commits carrying a block signature (the signer's, verified)
+            claim = carried_claim(replica_pb2.ReplicaMessage.FromString(envelope.payload), epoch)
+            if claim is not None and claim > self.heard.get(envelope.replica, -1):
+                self.heard[envelope.replica] = claim
         self.driver.submit_all([*messages, *signatures])
