@@ -344,9 +344,10 @@ class PbftOrdererCore:
     def behind(self, heard: Mapping[int, int] | None = None) -> int | None:
         """While this replica is catching up, the height the cluster is known to hold (its
         readiness, docs/operations.md); None when it is not known to be behind. Known behind:
-        f+1 other replicas signed a block at least two past our head — at least one of them is
-        honest (the boundary verified each signature; a replica's claim is its own highest
-        signed block, so f faulty replicas cannot raise the figure), and one block past is
+        f+1 other replicas claimed a block at least two past our head — at least one of them is
+        honest (the boundary verified each claim; a replica's claim is the highest block it
+        signed, or the block before one its Commit carried a signature of, `_on_signature`,
+        so f faulty replicas cannot raise the figure), and one block past is
         normal pipelining — or the replica proved itself behind (`Replica.note_behind`: batches
         fetched, a checkpoint above what it executed, a jump) within BEHIND_TICKS ticks.
 
