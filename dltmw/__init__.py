@@ -20,7 +20,6 @@ The embedding API (docs/embedding.md):
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
@@ -84,8 +83,26 @@ _EXPORTS = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version, read on first use of `dltmw.__version__`.
+
+    Why not at import: `importlib.metadata` (`email`, `zipfile`, `csv`, ... under it) and its
+    scan of `sys.path` would be loaded by every process that imports dltmw, node processes
+    included, which never ask for the version (`tests/integration/test_node_imports.py`).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dltmw")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
     """Load a public name from its module on first use (and keep it here)."""
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:  # a subpackage (`dltmw.sdk`), as the eager imports used to make them
         try:
@@ -100,13 +117,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_EXPORTS, "__version__"})
 
-
-try:
-    __version__ = version("dltmw")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "AlreadyExists",

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from dltmw.net.tomltable import spec_of
 from dltmw.net.topology import TopologyFile
 from dltmw.runtime.config_file import NodeFile
 
@@ -73,14 +74,20 @@ def _default(info: FieldInfo) -> str:
 
 
 def _fields(model: Any) -> dict[str, FieldInfo]:
-    """Field infos of a pydantic model or of a stdlib dataclass with Annotated Field()s."""
+    """Field infos of a pydantic model (the topology) or of a table (`net/tomltable.py`)."""
     if isinstance(model, type) and issubclass(model, BaseModel):
         return dict(model.model_fields)
-    hints = typing.get_type_hints(model, include_extras=True)
+    hints = typing.get_type_hints(model)
     out = {}
     for f in dataclasses.fields(model):
-        extra = [m for m in getattr(hints[f.name], "__metadata__", ()) if isinstance(m, FieldInfo)]
-        info = FieldInfo.merge_field_infos(*extra, default=f.default, annotation=hints[f.name])
+        description = spec_of(f).description or None
+        if f.default_factory is not dataclasses.MISSING:
+            info = FieldInfo(
+                annotation=hints[f.name], default_factory=f.default_factory, description=description
+            )
+        else:
+            default = PydanticUndefined if f.default is dataclasses.MISSING else f.default
+            info = FieldInfo(annotation=hints[f.name], default=default, description=description)
         out[f.name] = info
     return out
 

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from dltmw.net import tomlfile
+from dltmw.net import tomlmodel
 from dltmw.net.addressbook import split_endpoint
 from dltmw.net.roles import Role, check_roles
-from dltmw.net.tomlfile import Strict
+from dltmw.net.tomlmodel import Strict
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 
@@ -307,5 +307,5 @@ class Topology:
     @staticmethod
     def load(path: Path) -> Topology:
         """Read and validate a topology file; FileError (a ValueError) says where and why."""
-        model = tomlfile.load(path, TopologyFile)
+        model = tomlmodel.load(path, TopologyFile)
         return Topology(model.name or path.stem, model.model_dump(exclude_none=True))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
-from dltmw.net import tomlfile
+from dltmw.net import tomltable
 from dltmw.net.signer import KeyRef, key_ref
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.runtime.config_file import (
@@ -84,7 +84,7 @@ class NodeConfig:
     @staticmethod
     def load(path: Path) -> NodeConfig:
         """Read and validate a node.toml; raises ValueError (`FileError`) naming the key path."""
-        doc = tomlfile.load(path, NodeFile)
+        doc = tomltable.load(path, NodeFile)
         base = path.resolve().parent
         files = doc.files
         return NodeConfig(
@@ -126,7 +126,7 @@ def _jetstream(table: JetStreamTable, base: Path) -> JetStreamTable | None:
     if not table.servers:
         return None
     if table.ca_file:
-        return table.model_copy(update={"ca_file": str(base / table.ca_file)})
+        return replace(table, ca_file=str(base / table.ca_file))
     return table
 
 

@@ -1,24 +1,23 @@
 """The schema of `node.toml`, one per node, written by `dltmw init` (`NodeConfig.load` reads it).
 
-Each table of the file is a model below; `docs/config.md` is generated from them
-(`dltmw/cli/config_doc.py`, checked by a test). Unknown tables and keys are refused with their path
-(`tomlfile.Strict`), so a misspelt limit never falls back to its default unnoticed. Sections whose
-values the node passes down as they are (`[limits]`, `[keepalive]`, `[logging]`,
-`[operations]`) are validated as
-the very dataclasses the node uses, with their own checks; `[storage]` keeps the historical key
+Each table of the file is a frozen dataclass below, its keys declared with `tomltable.key`
+(description and bounds); `docs/config.md` is generated from them (`dltmw/cli/config_doc.py`,
+checked by a test). A node process reads the file with `net/tomltable.py`, never with pydantic
+(that module's docstring says why). Unknown tables and keys are refused with their path, so a
+misspelt limit never falls back to its default unnoticed. Sections whose values the node passes
+down as they are (`[limits]`, `[keepalive]`, `[logging]`, `[operations]`) are validated as the
+very dataclasses the node uses, with their own checks; `[storage]` keeps the historical key
 names of the file and maps them onto `RetryPolicy`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Annotated, Literal, get_args
-
-from pydantic import Field, model_validator
+from typing import Literal, get_args
 
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.net.roles import Role, check_roles
-from dltmw.net.tomlfile import Strict
+from dltmw.net.tomltable import check_bounds, key
 from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 
 MiB = 1024 * 1024
@@ -58,63 +57,52 @@ class Limits:
     * `inflight_bytes_per_identity_max`: request bytes one caller has in progress at once.
     """
 
-    max_message_bytes: Annotated[int, Field(description="one gRPC message, bytes")] = 4 * MiB
-    max_concurrent_rpcs: Annotated[int, Field(description="RPCs the server runs at once")] = 1024
-    timestamp_window_s: Annotated[
-        float, Field(description="accepted skew of signed header timestamps, seconds")
-    ] = 900.0
-    commit_wait_s: Annotated[
-        float, Field(description="how long CommitStatus waits for a commit")
-    ] = 30.0
-    height_wait_s: Annotated[
-        float,
-        Field(description="how long a proposal waits for its min_block_number to be committed"),
-    ] = 5.0
-    contract_wall_s: Annotated[
-        float,
-        Field(
-            description="wall-clock backstop of one contract invocation, seconds (the"
-            " deterministic step budget stops runaway contracts first)"
-        ),
-    ] = 2.0
-    queue_max: Annotated[int, Field(description="entries of each bounded queue")] = 10_000
-    query_bytes_max: Annotated[
-        int, Field(description="request of an RPC carrying only a signed query, bytes")
-    ] = 64 * 1024
-    items_per_request_max: Annotated[
-        int, Field(description="entries of any repeated field of a request")
-    ] = 1000
-    item_bytes_max: Annotated[int, Field(description="one such entry, bytes")] = 2 * MiB
-    inflight_rpcs_per_connection_max: Annotated[
-        int, Field(description="calls and open streams at once from one connection")
-    ] = 512
-    inflight_rpcs_per_identity_max: Annotated[
-        int, Field(description="calls and open streams at once from one caller (TLS certificate)")
-    ] = 512
-    inflight_bytes_per_identity_max: Annotated[
-        int, Field(description="request bytes one caller has in progress at once")
-    ] = 64 * MiB
-    malformed_log_interval_s: Annotated[
-        float, Field(description="one log line per caller per interval for unparsable requests")
-    ] = 60.0
-    ordering_deadline_s: Annotated[
-        float,
-        Field(
-            ge=0,
-            description="a gateway also sends an envelope to further orderers of a multi-orderer"
-            " channel when the first has not answered within this time (or 3 typical answer"
-            " times, up to 4 times this, when longer), seconds (0: never; docs/ordering.md)",
-        ),
-    ] = ORDERING_DEADLINE_S
-    censorship_timeout_s: Annotated[
-        float,
-        Field(
-            ge=0,
-            description="a peer of a multi-orderer channel follows another orderer when one it"
-            " watches shows a valid header of a block its Deliver source has not delivered within"
-            " this time, seconds (0: no censorship monitor; docs/ordering.md)",
-        ),
-    ] = CENSORSHIP_TIMEOUT_S
+    max_message_bytes: int = key(4 * MiB, description="one gRPC message, bytes")
+    max_concurrent_rpcs: int = key(1024, description="RPCs the server runs at once")
+    timestamp_window_s: float = key(
+        900.0, description="accepted skew of signed header timestamps, seconds"
+    )
+    commit_wait_s: float = key(30.0, description="how long CommitStatus waits for a commit")
+    height_wait_s: float = key(
+        5.0, description="how long a proposal waits for its min_block_number to be committed"
+    )
+    contract_wall_s: float = key(
+        2.0,
+        description="wall-clock backstop of one contract invocation, seconds (the"
+        " deterministic step budget stops runaway contracts first)",
+    )
+    queue_max: int = key(10_000, description="entries of each bounded queue")
+    query_bytes_max: int = key(
+        64 * 1024, description="request of an RPC carrying only a signed query, bytes"
+    )
+    items_per_request_max: int = key(1000, description="entries of any repeated field of a request")
+    item_bytes_max: int = key(2 * MiB, description="one such entry, bytes")
+    inflight_rpcs_per_connection_max: int = key(
+        512, description="calls and open streams at once from one connection"
+    )
+    inflight_rpcs_per_identity_max: int = key(
+        512, description="calls and open streams at once from one caller (TLS certificate)"
+    )
+    inflight_bytes_per_identity_max: int = key(
+        64 * MiB, description="request bytes one caller has in progress at once"
+    )
+    malformed_log_interval_s: float = key(
+        60.0, description="one log line per caller per interval for unparsable requests"
+    )
+    ordering_deadline_s: float = key(
+        ORDERING_DEADLINE_S,
+        ge=0,
+        description="a gateway also sends an envelope to further orderers of a multi-orderer"
+        " channel when the first has not answered within this time (or 3 typical answer"
+        " times, up to 4 times this, when longer), seconds (0: never; docs/ordering.md)",
+    )
+    censorship_timeout_s: float = key(
+        CENSORSHIP_TIMEOUT_S,
+        ge=0,
+        description="a peer of a multi-orderer channel follows another orderer when one it"
+        " watches shows a valid header of a block its Deliver source has not delivered within"
+        " this time, seconds (0: no censorship monitor; docs/ordering.md)",
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -131,11 +119,11 @@ class LogSettings:
     in a file rotated when it reaches `file_bytes_max`; `file_count` files are kept, the current
     one included."""
 
-    file_bytes_max: Annotated[
-        int, Field(ge=1024, description="rotate the log file at this size, bytes")
-    ] = 10 * MiB
-    file_count: Annotated[int, Field(ge=2, description="log files kept, the current one too")] = 5
-    level: Annotated[LogLevel, Field(description="lowest level written")] = "INFO"
+    file_bytes_max: int = key(
+        10 * MiB, ge=1024, description="rotate the log file at this size, bytes"
+    )
+    file_count: int = key(5, ge=2, description="log files kept, the current one too")
+    level: LogLevel = key("INFO", description="lowest level written")
 
     def __post_init__(self) -> None:
         if self.file_bytes_max < 1024 or self.file_count < 2:
@@ -156,26 +144,24 @@ class OperationsSettings:
     `/loglevel` changes are taken from loopback callers only, whatever `listen` is; so is the
     explorer (a ledger's content) unless `explorer = "any"`."""
 
-    listen: Annotated[
-        str, Field(description='"host:port" (port 0 = any free port); "" = no endpoint')
-    ] = "127.0.0.1:0"
-    tls: Annotated[
-        bool, Field(description="HTTPS with the node's TLS certificate (no client certificate)")
-    ] = False
-    connections_max: Annotated[int, Field(description="connections served at once")] = 16
-    request_bytes_max: Annotated[
-        int, Field(description="request line, headers and body of one request, bytes")
-    ] = 8192
-    timeout_s: Annotated[
-        float, Field(description="one connection's whole life, seconds (slow clients dropped)")
-    ] = 10.0
-    explorer: Annotated[
-        Literal["off", "loopback", "any"],
-        Field(
-            description="the explorer page and its JSON API (/explorer/, /api/): served to "
-            "callers on this host only, to anybody who reaches the port, or not at all"
-        ),
-    ] = "loopback"
+    listen: str = key(
+        "127.0.0.1:0", description='"host:port" (port 0 = any free port); "" = no endpoint'
+    )
+    tls: bool = key(
+        False, description="HTTPS with the node's TLS certificate (no client certificate)"
+    )
+    connections_max: int = key(16, description="connections served at once")
+    request_bytes_max: int = key(
+        8192, description="request line, headers and body of one request, bytes"
+    )
+    timeout_s: float = key(
+        10.0, description="one connection's whole life, seconds (slow clients dropped)"
+    )
+    explorer: Literal["off", "loopback", "any"] = key(
+        "loopback",
+        description="the explorer page and its JSON API (/explorer/, /api/): served to "
+        "callers on this host only, to anybody who reaches the port, or not at all",
+    )
 
     def __post_init__(self) -> None:
         if self.connections_max <= 0 or self.request_bytes_max < 256 or self.timeout_s <= 0:
@@ -196,14 +182,15 @@ class TracingSettings:
     OTLP/gRPC. Off by default (`otlp_endpoint = ""`), at no cost: nothing of OpenTelemetry's SDK
     is even imported."""
 
-    otlp_endpoint: Annotated[
-        str, Field(description='collector "host:port" (OTLP/gRPC, plaintext); "" = no tracing')
-    ] = ""
-    export_delay_ms: Annotated[
-        int, Field(gt=0, description="spans are exported in batches at most this far apart")
-    ] = 1000
+    otlp_endpoint: str = key(
+        "", description='collector "host:port" (OTLP/gRPC, plaintext); "" = no tracing'
+    )
+    export_delay_ms: int = key(
+        1000, gt=0, description="spans are exported in batches at most this far apart"
+    )
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.otlp_endpoint and ":" not in self.otlp_endpoint:
             raise ValueError('tracing.otlp_endpoint must be "host:port" or ""')
 
@@ -211,89 +198,91 @@ class TracingSettings:
 DEFAULT_TRACING = TracingSettings()
 
 
-class NodeTable(Strict):
+@dataclass(frozen=True)
+class NodeTable:
     """`[node]`: who the node is and where it listens."""
 
-    id: str = Field(min_length=1, description="node id (also its TLS server name)")
-    org: str = Field(min_length=1, description="its organisation")
-    roles: list[Role] = Field(min_length=1, description="roles it hosts")
-    listen: str = Field("127.0.0.1:0", description="listen address; port 0 = any free port")
-    data_dir: str = Field("data", description="ledgers, stores and the node lock")
-    standby_of: str = Field(
+    id: str = key(min_length=1, description="node id (also its TLS server name)")
+    org: str = key(min_length=1, description="its organisation")
+    roles: list[Role] = key(min_length=1, description="roles it hosts")
+    listen: str = key("127.0.0.1:0", description="listen address; port 0 = any free port")
+    data_dir: str = key("data", description="ledgers, stores and the node lock")
+    standby_of: str = key(
         "",
         max_length=128,
         description="a standby: the node id of the active peer or vault node whose identity it "
         "holds; it follows that node and refuses its work until promoted (`dltmw failover`)",
     )
 
-    @model_validator(mode="after")
-    def _roles(self) -> NodeTable:
+    def __post_init__(self) -> None:
+        check_bounds(self)
         check_roles(self.roles)
         if self.standby_of and not set(self.roles) <= {"peer", "gateway", "vault"}:
             raise ValueError("a standby hosts only the peer, gateway and vault roles")
-        return self
 
 
-class FilesTable(Strict):
+@dataclass(frozen=True)
+class FilesTable:
     """`[files]`: key material and shared files (paths relative to node.toml)."""
 
-    identity_cert: str = Field(description="signing certificate (PEM)")
-    identity_key: str = Field(
+    identity_cert: str = key(description="signing certificate (PEM)")
+    identity_key: str = key(
         description="signing key: a PKCS#8 PEM file, or a PKCS#11 URI `pkcs11:token=..;object=..`"
     )
-    tls_cert: str = Field(description="TLS certificate (PEM)")
-    tls_key: str = Field(description="TLS key (PEM)")
-    tls_roots: str = Field(description="every organisation's root CA (PEM)")
-    org_ca: str = Field(description="its own organisation's CA (PEM)")
-    address_book: str = Field(description="directory of published node addresses")
-    privacy_key: str | None = Field(None, description="X25519 key of the privacy manager")
-    privacy_kem_key: str | None = Field(
+    tls_cert: str = key(description="TLS certificate (PEM)")
+    tls_key: str = key(description="TLS key (PEM)")
+    tls_roots: str = key(description="every organisation's root CA (PEM)")
+    org_ca: str = key(description="its own organisation's CA (PEM)")
+    address_book: str = key(description="directory of published node addresses")
+    privacy_key: str | None = key(None, description="X25519 key of the privacy manager")
+    privacy_kem_key: str | None = key(
         None, description="ML-KEM-768 key of the privacy manager (hybrid channels)"
     )
-    storage_key: str | None = Field(
+    storage_key: str | None = key(
         None,
         description="key wrapping the node's data keys: private state, private payloads and"
         " vault records are then encrypted at rest (docs/privacy.md)",
     )
-    network_map: str | None = Field(None, description="UTXO parties and notaries")
+    network_map: str | None = key(None, description="UTXO parties and notaries")
 
 
-class ChannelsTable(Strict):
+@dataclass(frozen=True)
+class ChannelsTable:
     """`[channels]`: channels the node serves from its start."""
 
-    genesis: list[str] = Field(default_factory=list, description="config blocks (block 0)")
+    genesis: list[str] = key(default_factory=list, description="config blocks (block 0)")
 
 
-class LedgerTable(Strict):
+@dataclass(frozen=True)
+class LedgerTable:
     """`[ledger]`: where the node's ledgers and stores live, and how durably."""
 
-    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = key(
         "FULL", description="sqlite synchronous mode (FULL: a commit survives power loss)"
     )
-    state: Literal["sqlite", "postgresql"] = Field(
+    state: Literal["sqlite", "postgresql"] = key(
         "sqlite",
         description="a peer's channel ledgers (blocks, tx index, world state) and private stores "
         "(private state, payloads): sqlite files, or schemas of the PostgreSQL database "
         "`postgresql_dsn` (docs/postgresql.md)",
     )
-    postgresql_dsn: str = Field(
+    postgresql_dsn: str = key(
         "",
         description="libpq connection string of the peer's database (state = postgresql); "
         "one database may serve many nodes: each ledger is a schema `node/channel/peer`, "
         "each private store `node/channel/private`",
     )
 
-    @model_validator(mode="after")
-    def _dsn(self) -> LedgerTable:
+    def __post_init__(self) -> None:
         if self.state == "postgresql" and not self.postgresql_dsn:
             raise ValueError("state = 'postgresql' needs postgresql_dsn")
-        return self
 
 
-class ValidationTable(Strict):
+@dataclass(frozen=True)
+class ValidationTable:
     """`[validation]`: how a peer checks the transactions of a delivered block."""
 
-    verify_threads: int = Field(
+    verify_threads: int = key(
         0,
         ge=0,
         le=256,
@@ -301,19 +290,23 @@ class ValidationTable(Strict):
         "checks); 0 = one per CPU core this process may run on",
     )
 
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
-class NotaryTable(Strict):
+
+@dataclass(frozen=True)
+class NotaryTable:
     """`[notary]`: the interpreter of a process hosting the notary role (single or cluster
     member), set once it serves (`runtime/interpreter.py`; other processes keep CPython's)."""
 
-    switch_interval_ms: float = Field(
+    switch_interval_ms: float = key(
         NOTARY_SWITCH_INTERVAL_MS,
         gt=0,
         le=100,
         description="how long a thread holding the GIL keeps it while another waits "
         "(`sys.setswitchinterval`; CPython's default is 5 ms)",
     )
-    gc_young_threshold: int = Field(
+    gc_young_threshold: int = key(
         NOTARY_GC_YOUNG_THRESHOLD,
         ge=100,
         le=1_000_000,
@@ -321,78 +314,86 @@ class NotaryTable(Strict):
         "(`gc.set_threshold`'s first value; CPython's default is 700)",
     )
 
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
 
 DEFAULT_NOTARY = NotaryTable()
 
 
-class StorageTable(Strict):
+@dataclass(frozen=True)
+class StorageTable:
     """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
 
-    retry_first_s: float = Field(DEFAULT_RETRY.first_s, gt=0, description="first backoff")
-    retry_max_s: float = Field(DEFAULT_RETRY.max_s, gt=0, description="longest backoff")
-    retry_s: float = Field(DEFAULT_RETRY.budget_s, ge=0, description="give up after this long")
+    retry_first_s: float = key(DEFAULT_RETRY.first_s, gt=0, description="first backoff")
+    retry_max_s: float = key(DEFAULT_RETRY.max_s, gt=0, description="longest backoff")
+    retry_s: float = key(DEFAULT_RETRY.budget_s, ge=0, description="give up after this long")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> StorageTable:
+    def __post_init__(self) -> None:
+        check_bounds(self)
         if self.retry_first_s > self.retry_max_s:
             raise ValueError("need retry_first_s <= retry_max_s")
-        return self
 
     def policy(self) -> RetryPolicy:
         """The store retry policy these keys describe."""
         return RetryPolicy(self.retry_first_s, self.retry_max_s, self.retry_s)
 
 
-class JetStreamTable(Strict):
+@dataclass(frozen=True)
+class JetStreamTable:
     """`[jetstream]`: the NATS JetStream cluster an orderer of a channel with ordering
     "jetstream" appends to and consumes (`runtime/roles/orderer/jetstream.py`)."""
 
-    servers: list[str] = Field(
+    servers: list[str] = key(
         default_factory=list,
         description='client URLs of the nats-servers, e.g. "nats://127.0.0.1:4222" (any one '
         "reachable is enough; the client fails over to the others)",
     )
-    replicas: int = Field(3, ge=1, le=5, description="replicas of each channel's stream")
-    publish_timeout_ms: int = Field(
+    replicas: int = key(3, ge=1, le=5, description="replicas of each channel's stream")
+    publish_timeout_ms: int = key(
         2000, gt=0, description="a publish not acknowledged by then fails with UNAVAILABLE"
     )
-    ca_file: str = Field(
+    ca_file: str = key(
         "",
         description="TLS: the CAs the nats-servers' certificates chain to (the node presents its"
         " own TLS certificate and key); empty: plain TCP",
     )
-    ping_interval_ms: int = Field(
+    ping_interval_ms: int = key(
         2000,
         gt=0,
         description="the client pings its nats-server this often and leaves it for another after"
         " two unanswered pings (a partitioned server says nothing; TCP would take minutes)",
     )
 
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
-class NodeFile(Strict):
+
+@dataclass(frozen=True)
+class NodeFile:
     """A node.toml."""
 
     node: NodeTable
     files: FilesTable
-    channels: ChannelsTable = Field(default_factory=ChannelsTable)
-    ledger: LedgerTable = Field(default_factory=LedgerTable)
-    limits: Limits = Field(default_factory=Limits, description="input bounds (rpc/boundary.py)")
-    keepalive: Keepalive = Field(
+    channels: ChannelsTable = key(default_factory=ChannelsTable)
+    ledger: LedgerTable = key(default_factory=LedgerTable)
+    limits: Limits = key(default_factory=Limits, description="input bounds (rpc/boundary.py)")
+    keepalive: Keepalive = key(
         DEFAULT_KEEPALIVE,
         description="pings: time_ms between client pings, timeout_ms for the answer, "
         "min_recv_ping_interval_ms the server tolerates (rpc/channel_options.py)",
     )
-    logging: LogSettings = Field(DEFAULT_LOGGING, description="the node's log")
-    operations: OperationsSettings = Field(
+    logging: LogSettings = key(DEFAULT_LOGGING, description="the node's log")
+    operations: OperationsSettings = key(
         DEFAULT_OPERATIONS,
         description="HTTP endpoint: /metrics, /healthz, /readyz, /loglevel (docs/operations.md)",
     )
-    tracing: TracingSettings = Field(
+    tracing: TracingSettings = key(
         DEFAULT_TRACING, description="OpenTelemetry spans over OTLP (docs/operations.md)"
     )
-    storage: StorageTable = Field(default_factory=StorageTable)
-    validation: ValidationTable = Field(default_factory=ValidationTable)
-    notary: NotaryTable = Field(default_factory=NotaryTable)
-    jetstream: JetStreamTable = Field(
+    storage: StorageTable = key(default_factory=StorageTable)
+    validation: ValidationTable = key(default_factory=ValidationTable)
+    notary: NotaryTable = key(default_factory=NotaryTable)
+    jetstream: JetStreamTable = key(
         default_factory=JetStreamTable, description="the NATS cluster of jetstream ordering"
     )

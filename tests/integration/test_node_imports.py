@@ -1,7 +1,7 @@
 """A node loads only the code of the roles it hosts (`runtime/node.py`, `runtime/roles/utxo.py`:
 role code is imported where the role is built), so an idle node's memory and its start-up time
 are not spent on notary, vault, PBFT-lite, standby, JetStream, PostgreSQL, simulator or bench
-code it never runs.
+code it never runs, nor on pydantic (the topology's validator, not node.toml's).
 
 Each node of a two-org network (solo orderer; peers with privacy keys and an operations
 endpoint, as `dltmw init` makes them) is started in a child process exactly as
@@ -65,6 +65,10 @@ NEVER = (  # no role of this network runs them
     "dltmw.cli",
     "psycopg",
     "nats",
+    # node.toml is read without pydantic (net/tomltable.py: ~9 MB of every node's memory)
+    "pydantic",
+    "pydantic_core",
+    "importlib.metadata",  # `dltmw.__version__` is read on first use, never by a node
     "dltmw.net.topology",  # the topology file's schema is `dltmw init`'s (net/roles.py)
 )
 PRIVACY = ("dltmw.runtime.roles.privacy", "dltmw.ledger.private_store", "dltmw.rpc.privacy")
