@@ -60,12 +60,19 @@ _IN_BATCH = b"\xffNB2"
 _AT = struct.Struct(">QI")
 _REF_SIZE = len(_IN_BATCH) + _AT.size
 CHUNK = 500  # sqlite's bound on host parameters is 999 on old builds
-# The page cache of the notary's connection (sqlite's default is 2 MiB). Every spent row and
-# notarised row goes to a random place of its B-tree, so each batch dirties pages all over the
-# index; with the default cache the upper levels and recent leaves were evicted and read back
-# within the same batch (inserts cost ~1.7x the CPU of a 16 MiB cache at 80,000 rows:
-# benchmarks/RESULTS.md, 2026-12-01 14:20 UTC). Allocated only as pages are used.
-CACHE_KIB = 16384
+# The page cache of the notary's connection (sqlite's default is 2 MiB; allocated as pages are
+# used, and held until the connection closes, so it is resident memory for the node's life).
+# Every spent row and notarised row goes to a random place of its B-tree. Both are inserted in
+# key order (`_remember`, `write_batches`), so a batch walks each B-tree once, left to right: a
+# leaf is read, changed and not wanted again in that batch, and what the cache must keep is the
+# interior pages every insert walks (a few hundred KiB at a million rows) and the current run of
+# leaves. A 16 MiB cache was chosen when the notarised rows went in leaf (random) order, where
+# it held the whole file at 80,000 rows (~1.7x less insert CPU than 2 MiB then); at a million
+# notarisations the trees are ~300 MB and a batch changes thousands of leaves, more than any
+# cache a node can afford, and the 16 MiB were 17 MB of the notary's RSS (sqlite3_memory_used).
+# With key-ordered inserts 4 MiB costs no store-thread CPU against 16 MiB with random order, at
+# 20,000 to 1,000,000 rows (benchmarks/RESULTS.md, 2026-12-02 20:15 UTC).
+CACHE_KIB = 4096
 # WAL frames before sqlite checkpoints them into the database file at a COMMIT (default 1000:
 # 4 MB). Each decided batch dirties pages all over the spent and notarised B-trees (random
 # keys), mostly the SAME pages as the batch before; with the default a checkpoint ran at nearly
@@ -109,10 +116,9 @@ def write_batches(conn: sqlite3.Connection, spent: Spent) -> None:
             "INSERT INTO notary_batches(signature, tx_ids) VALUES (?,?)", (batch.signature, packed)
         )
         at, pack, get = cursor.lastrowid, _AT.pack, inputs.get
-        conn.executemany(
-            "INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)",
-            [(t, _IN_BATCH + pack(at, i), get(t, 0)) for i, t in enumerate(batch.tx_ids)],
-        )
+        rows = [(t, _IN_BATCH + pack(at, i), get(t, 0)) for i, t in enumerate(batch.tx_ids)]
+        rows.sort()  # key order, as the spent rows (`_remember`): each leaf visited once
+        conn.executemany("INSERT INTO notarised(tx_id, signature, inputs) VALUES (?,?,?)", rows)
 
 
 _RAW, _TEXT = b"\x00", b"\x01"

@@ -6,24 +6,29 @@ wrong."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from utxo_parties import make_parties
 
-from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary
+from dltmw.core.handlers.notary import Ask, Decide, NotaryEffects, SingleNotary, Spent
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_batch import encode, sign_tree
+from dltmw.core.notary_batch import SignedBatch, encode, sign_tree
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.notary_store import (
     CACHE_KIB,
+    SCHEMA,
     WAL_AUTOCHECKPOINT_PAGES,
     NotaryStore,
     StoreCorrupt,
     pack_tx_ids,
+    resolve,
     unpack_tx_ids,
+    write_batches,
 )
 from dltmw.ledger.seen_filter import SeenFilter, key_bits
 from dltmw.ledger.sqlite_file import FORMAT
@@ -242,7 +247,7 @@ def test_packed_tx_ids_read_back_in_order(tx_ids: list[str]) -> None:
 
 
 def test_the_notary_connection_gets_its_page_cache(tmp_path: Path) -> None:
-    """Inserts of random keys need the B-tree's upper levels cached (see CACHE_KIB)."""
+    """Its own bound, above sqlite's default and resident for the node's life (CACHE_KIB)."""
     store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
     store.open()
     size = store.run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0])
@@ -269,3 +274,34 @@ def test_the_notary_checkpoints_less_often_and_a_reopen_sees_every_batch(tmp_pat
     assert again.decided == () and next(d for _, d in again.replies).signature
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM spent").fetchone()[0] == 20 * 50
+
+
+class _RecordingConnection:
+    """A sqlite connection that also keeps the rows of every `executemany`, in order."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.rows: list[list[Any]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Any]) -> sqlite3.Cursor:
+        self.rows.append(list(rows))
+        return self._conn.executemany(sql, rows)
+
+
+def test_a_batchs_notarised_rows_are_inserted_in_key_order_and_keep_their_leaves() -> None:
+    """With a small page cache (CACHE_KIB), inserts in key order walk the B-tree once per batch
+    instead of re-reading evicted leaves; each row still names its own leaf, so every retry
+    gets the proof its first answer carried."""
+    tx_ids = tuple(f"{(i * 7919) % 101:064x}" for i in range(101))  # leaf order != key order
+    batch = SignedBatch(b"signature", tx_ids)
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    recording = _RecordingConnection(conn)
+    write_batches(recording, Spent(batches=(batch,)))  # type: ignore[arg-type]
+    (notarised,) = recording.rows
+    assert [row[0] for row in notarised] == sorted(tx_ids)
+    stored = {t: bytes(v) for t, v in conn.execute("SELECT tx_id, signature FROM notarised")}
+    assert resolve(conn, stored) == dict(batch.attestations())
