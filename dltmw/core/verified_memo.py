@@ -14,9 +14,8 @@ simulator's), and each verifies what the others just did — both endorsers the 
 proposal, the gateway and then the orderer the transaction envelope, both committing peers the
 block's orderer signature and the other peer's endorsement: 9 of a lone bus message's 13 checks
 were public-key operations (~0.1-0.2 ms each, on the one event loop of the path) where 3 are
-needed (benchmarks/RESULTS.md, branch bus5). In a process that runs one node it holds what the
-node's own memo holds, at a set insertion per verification and at most `IN_PROCESS_GENERATION`
-x 2 digests (~0.8 MB).
+needed (benchmarks/RESULTS.md, branch bus5). A process that runs one node keeps no such memo
+(`ProcessMemo`): its node's own is all that is asked.
 """
 
 from __future__ import annotations
@@ -110,31 +109,61 @@ def verified_key(identity_id: bytes, data: bytes, signature: bytes) -> bytes:
 
 # The nodes of one process check the same signature within a few milliseconds of each other
 # (one message's path) or, under batched load, within the transactions in flight between an
-# endorsement and its commit — a few thousand verifications: 4,096 to 8,192 digests. A miss costs
-# one verification, never a wrong answer.
+# endorsement and its commit — a few thousand verifications: 4,096 to 8,192 digests (~0.9 MB,
+# only while two nodes or more run in the process). A miss costs one verification, never a
+# wrong answer.
 IN_PROCESS_GENERATION = 4096
 
 
 class ProcessMemo:
-    """A `VerifiedMemo` for every `Membership` of the process, so every node's thread adds to it:
-    `add` takes a lock (a `Membership` serialises only its own memo's); a lookup is not locked,
-    and racing a rotation it can only miss."""
+    """A `VerifiedMemo` for every `Membership` of the process, kept only while the process runs
+    two nodes or more (`node_started` / `node_stopped`, called by `runtime/node.Node`): a
+    process of one node has its node's own memo, and would hold up to ~0.9 MB nobody asks
+    (a peer's block signatures and a solo orderer's envelopes, which their own memos leave out
+    on purpose: docs/operations.md). Every node's thread adds to it: `add` takes a lock (a
+    `Membership` serialises only its own memo's); a lookup is not locked, and racing a
+    rotation or the memo being dropped it can only miss."""
 
     def __init__(self, generation: int = IN_PROCESS_GENERATION) -> None:
-        self._memo = VerifiedMemo(generation)
+        self._generation = generation
+        self._memo: VerifiedMemo | None = None  # None: fewer than two nodes in the process
+        self._nodes = 0
         self._lock = threading.Lock()
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._memo
+        memo = self._memo
+        return memo is not None and key in memo
 
     def __len__(self) -> int:
-        return len(self._memo)
+        memo = self._memo
+        return 0 if memo is None else len(memo)
+
+    @property
+    def shared(self) -> bool:
+        """True while two nodes or more run in the process (and so share this memo)."""
+        return self._memo is not None
 
     def add(self, key: bytes) -> None:
         """Remember `key`, the digest of a check that succeeded (`verified_key`)."""
+        memo = self._memo
+        if memo is not None:
+            with self._lock:
+                memo.add(key)
+
+    def node_started(self) -> None:
+        """A node of this process starts (before it checks its first signature)."""
         with self._lock:
-            self._memo.add(key)
+            self._nodes += 1
+            if self._nodes > 1 and self._memo is None:
+                self._memo = VerifiedMemo(self._generation)
+
+    def node_stopped(self) -> None:
+        """A node that `node_started` stopped; below two, the memo is dropped whole."""
+        with self._lock:
+            self._nodes -= 1
+            if self._nodes < 2:
+                self._memo = None
 
 
 IN_PROCESS = ProcessMemo()
-"""The successful signature checks of every node of this process (see the module docstring)."""
+"""The successful signature checks of the nodes of this process (see the module docstring)."""

@@ -1,9 +1,10 @@
 """Nodes of one process share the signature checks that succeeded, and nothing else.
 
 Each `Membership` below stands for one node of a `dltmw.open` network (same channel, separate
-memberships): what one verified, another does not verify again (`verified_memo.IN_PROCESS`),
-but it still identifies the signer itself — an organisation it does not trust, a certificate
-it has revoked or one expired at its `now` is refused whatever another node verified.
+memberships): what one verified, another does not verify again (`verified_memo.IN_PROCESS`,
+replaced here by a fresh one with two nodes started), but it still identifies the signer
+itself — an organisation it does not trust, a certificate it has revoked or one expired at its
+`now` is refused whatever another node verified. A process of one node keeps no shared memo.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ CA = make_ca("Org1")
 ISSUED = issue_cert(CA, "Org1", "peer0.Org1", "peer")
 ME = SigningIdentity.from_pem("Org1", ISSUED.cert_pem, ISSUED.key_pem)
 SERIAL = x509.load_pem_x509_certificate(ISSUED.cert_pem).serial_number
+
+
+@pytest.fixture(autouse=True)
+def two_nodes(monkeypatch: pytest.MonkeyPatch) -> ProcessMemo:
+    """A process memo of its own, as in a process running two nodes."""
+    memo = ProcessMemo()
+    memo.node_started()
+    memo.node_started()
+    monkeypatch.setattr(identity_mod, "IN_PROCESS", memo)
+    return memo
 
 
 def _node() -> Membership:
@@ -91,8 +102,33 @@ def test_a_failed_check_is_not_shared() -> None:
         _node().verify(ME.identity_bytes, data, forged, NOW)
 
 
+def test_a_process_of_one_node_shares_nothing_and_the_last_but_one_stop_drops_the_memo(
+    two_nodes: ProcessMemo,
+) -> None:
+    alone = ProcessMemo()
+    alone.node_started()
+    alone.add(b"k" * 32)
+    assert not alone.shared and len(alone) == 0  # a process of one node
+    data, sig = _fresh(b"envelope ")
+    two_nodes.node_stopped()  # one node left
+    assert not two_nodes.shared
+    _node().verify(ME.identity_bytes, data, sig, NOW, remember=False)
+    assert len(two_nodes) == 0
+    real = identity_mod.verify_signature
+    with mock.patch.object(identity_mod, "verify_signature", side_effect=real) as spy:
+        _node().verify(ME.identity_bytes, data, sig, NOW)
+        assert spy.call_count == 1
+    two_nodes.node_started()  # two again: shared from now on
+    _node().verify(ME.identity_bytes, data, sig, NOW)
+    assert len(two_nodes) == 1
+    two_nodes.node_stopped()
+    assert len(two_nodes) == 0
+
+
 def test_the_process_memo_is_bounded_to_two_generations() -> None:
     memo = ProcessMemo(generation=8)
+    memo.node_started()
+    memo.node_started()
     keys = [verified_key(b"id", b"%d" % i, b"sig") for i in range(40)]
     for key in keys:
         memo.add(key)
