@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from dltmw.core.identity import REPLICA_MEMO_GENERATION, Membership
+from dltmw.core.identity import Membership
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
 from dltmw.core.privacy.agreement_policy import check_config as check_agreement_config
+from dltmw.core.verified_memo import REPLICA_MEMO_GENERATION
 from dltmw.v1 import algorithms_pb2, config_pb2, identity_pb2
 
 CHANNEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")

@@ -21,8 +21,10 @@ successful identifications are cached by identity bytes; the validity window, wh
 depend on `now`, is re-checked on every hit. Likewise each signature is verified once per
 `Membership` (per node and channel): a successful check is remembered by (signer, SHA-256 of
 the data, signature), so the gateway's peer does not verify again at commit the endorsement and
-envelope signatures it verified at endorsement and submission. The identity checks, which depend
-on `now`, run on every call.
+envelope signatures it verified at endorsement and submission; and once per process
+(`verified_memo.IN_PROCESS`), so the nodes `dltmw.open` runs side by side do not verify again
+what one of them just did. The identity checks, which depend on `now`, run on every call, in
+every `Membership`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
+from dltmw.core.verified_memo import (
+    IN_PROCESS,
+    VERIFIED_GENERATION,
+    VerifiedMemo,
+    verified_key,
+)
 from dltmw.v1 import algorithms_pb2, identity_pb2
 
 __all__ = [
@@ -73,26 +81,6 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _P256_HALF_ORDER = P256_ORDER // 2
 ED25519_SIGNATURE_SIZE = 64
 CACHE_SIZE = 4096
-# Successful verifications remembered: many blocks in flight. Each is remembered by one 32-byte
-# digest of (signer, data digest, signature) (`verified_key`): the tuple of the three was ~320
-# bytes and kept whole signatures, 3.3 KB each for ML-DSA-65. The memo is two generations of
-# `VERIFIED_GENERATION` digests (`VerifiedMemo`): it holds the newest 10,240 to 20,480 —
-# more than the fullest driver inbox between an orderer's boundary check and its core's
-# (`limits.queue_max`, 10,000 by default) and 2.5 times the farthest hit measured under load
-# (every hit within 4,096 verifications, benchmarks/RESULTS.md "mem2"). 16,384 per generation
-# held up to ~3.8 MB per node; 10,240 holds up to ~2.4 MB.
-VERIFIED_GENERATION = 10240
-VERIFIED_CACHE_SIZE = 2 * VERIFIED_GENERATION
-# The orderers' membership remembers replica signatures only (a PBFT-lite replica's; a peer
-# checks a block's orderer signatures with `remember=False`). The boundary-then-core second
-# check of a replica message is answered first by `runtime/roles/orderer/just_verified.py` (a
-# bytes comparison, the newest 1,024 boundary checks); what is left for the memo is that check
-# when more than 1,024 messages wait in the driver's inbox, an origin's check of the acks in its
-# own availability certificate (verified when they arrived, a few hundred verifications
-# earlier) and the votes re-checked in view-change certificates: 4,096 to 8,192 digests (~1 MB)
-# instead of 16,384 to 32,768 (~3.8 MB in every orderer once full, ~90,000 transactions into
-# a run). A miss costs one verification, never a wrong answer.
-REPLICA_MEMO_GENERATION = 4096
 
 # One ECDSA-over-SHA-256 parameter object for every sign and verify: building it costs more than
 # a sixtieth of a verification (~1.2 us of ~50-90 us), and with seven verifications and four
@@ -247,57 +235,6 @@ class _CacheEntry:
     not_after: datetime
 
 
-class VerifiedMemo:
-    """The digests of successful verifications (`verified_key`), in two generations: new ones
-    go into the newer set; when it holds `generation` digests it becomes the older one and the
-    older one is dropped whole. So the newest `generation` to 2 x `generation` are kept.
-
-    Why not one insertion-ordered dict that drops its oldest entry: under a steady stream of
-    signatures it never shrinks, and the slots of the dropped entries stay in its table until
-    it resizes (to three times the live entries): at 32,768 entries the table was 2.6 MB, 5.3
-    MB while it was copied — with the digests 4.7 MB held and 7.4 MB at the peak, in a peer
-    and in the orderer a client reaches (benchmarks/RESULTS.md, "mem2"). Two sets of 16,384 hold
-    at most the same 32,768 digests in 3.2 MB, and a dropped generation returns its table to
-    the system at once. The hits measured under load come within 4,096 verifications after the
-    signature was first checked (the gateway's endorsements at commit; an orderer's own client
-    envelopes at its ordering rule within 256), well inside one generation; a generation is
-    not made smaller than `VERIFIED_GENERATION` (10,240) because an orderer's core checks again
-    what its boundary checked after the message waited in the driver's inbox, which holds up
-    to 10,000 (`queue_max`) under overload — when a miss, a second verification, costs most.
-    The orderers' membership (replica signatures) is the exception, `REPLICA_MEMO_GENERATION`:
-    that second check has its own answer (`runtime/roles/orderer/just_verified.py`).
-
-    Not locked: the caller (`Membership`) serialises `add`; a lookup racing a rotation can only
-    miss, and a miss costs one verification, never a wrong answer."""
-
-    def __init__(self, generation: int = VERIFIED_GENERATION) -> None:
-        self._generation = max(1, generation)
-        self._new: set[bytes] = set()
-        self._old: set[bytes] = set()
-
-    def __contains__(self, key: bytes) -> bool:
-        return key in self._new or key in self._old
-
-    def __len__(self) -> int:
-        return len(self._new) + len(self._old)
-
-    def add(self, key: bytes) -> None:
-        """Remember `key` (a rotation first when the newer generation is full)."""
-        if len(self._new) >= self._generation:
-            self._old, self._new = self._new, set()
-        self._new.add(key)
-
-
-def verified_key(identity_id: bytes, data: bytes, signature: bytes) -> bytes:
-    """What the verified-signature cache remembers of one successful verification: SHA-256 over
-    the signer's id, the digest of the data and the signature (collision resistant, so a hit
-    means the same signer, data and signature as a verification that succeeded)."""
-    digest = hashlib.sha256(identity_id)
-    digest.update(hashlib.sha256(data).digest())
-    digest.update(signature)
-    return digest.digest()
-
-
 class Membership:
     """The set of organisations trusted on one channel: org_id -> root CA certificate.
 
@@ -378,9 +315,10 @@ class Membership:
         block), so the memo keeps room, and memory, for those that are."""
         identity = self.identify(identity_bytes, now)
         key = verified_key(identity.identity_id, data, signature)
-        if key in self._verified:
+        if key in self._verified or key in IN_PROCESS:
             return identity
         verify_signature(identity.public_key, data, signature)
+        IN_PROCESS.add(key)  # another node of the process checks it too (a block's, both peers)
         if remember:
             self._remember(key)
         return identity
@@ -391,7 +329,9 @@ class Membership:
         """Record a signature this node just made with its own key (an endorsement), so checking
         it again at commit costs no public-key operation. `SigningIdentity` guarantees the key
         belongs to its certificate; the identity itself is still checked by every `verify`."""
-        self._remember(verified_key(signer.identity_id, data, signature))
+        key = verified_key(signer.identity_id, data, signature)
+        IN_PROCESS.add(key)  # the other endorsers' peers of the process check it at commit
+        self._remember(key)
 
     def _remember(self, key: bytes) -> None:
         with self._cache_lock:

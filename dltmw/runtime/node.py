@@ -39,6 +39,7 @@ from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, restored_view
 from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.genesis import genesis_tx_id, read_genesis
 from dltmw.core.identity import Membership
+from dltmw.core.verified_memo import IN_PROCESS
 from dltmw.ledger.at_rest import PLAIN, RecordCipher, ValueCodec, open_cipher
 from dltmw.ledger.backend import Ledger
 from dltmw.ledger.sqlite import ChannelLedger
@@ -157,6 +158,7 @@ class Node:
         self.utxo = UtxoServices(config, self.ctx, self._pool, values, self.contracts)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
+        self._counted = False  # in `IN_PROCESS`'s nodes (started, not yet stopped)
         self.boundary = Boundary(config.limits, self.ctx.metrics, self.ctx.tracer)
         self.standby: Standby | None = None
         self.superseded_by = self.ctx.addresses.superseded_by(config.node_id)
@@ -197,6 +199,9 @@ class Node:
 
     async def start(self) -> str:
         """Open channels, start roles and the server; returns the bound address."""
+        if not self._counted:  # nodes of one process share what they verified (`IN_PROCESS`)
+            IN_PROCESS.node_started()
+            self._counted = True
         self.channels_dir.mkdir(parents=True, exist_ok=True)
         blocks = [p.read_bytes() for p in self.config.genesis_blocks]
         blocks += [p.read_bytes() for p in sorted(self.channels_dir.glob("*.block"))]
@@ -516,6 +521,9 @@ class Node:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Two-stage stop (idempotent)."""
         self.ctx.tasks.close()  # from here on, tasks ending is the stop, not a failure
+        if self._counted:  # (a start that failed half-way is stopped too)
+            IN_PROCESS.node_stopped()
+            self._counted = False
         if self._server is None:
             return
         server, self._server = self._server, None

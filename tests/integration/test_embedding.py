@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import dltmw
+from dltmw.core.verified_memo import IN_PROCESS
 from dltmw.sdk.network import DEFAULT_TOPOLOGY, TransportName
 
 
@@ -45,6 +46,8 @@ def test_open_submit_evaluate_typed_results_and_errors(
                 opened = await client.submit("main", "bank", "open", "A", "100")
                 assert isinstance(opened, dltmw.Committed) and opened.text == "100"
                 assert opened.block_number >= 1
+                # The nodes share what they verified (core/verified_memo.py) while they run.
+                assert IN_PROCESS.shared and len(IN_PROCESS) > 0
                 assert await client.evaluate("main", "bank", "balance", "A") == b"100"
                 with pytest.raises(dltmw.ContractRefused, match="already exists") as refused:
                     await client.submit("main", "bank", "open", "A", "1")
@@ -63,6 +66,7 @@ def test_open_submit_evaluate_typed_results_and_errors(
                 assert {f.validation_code for f in failed} <= {"MVCC_READ_CONFLICT"}
                 balance = await client.evaluate("main", "bank", "balance", "A")
                 assert int(balance) == 100 + 10 * len(valid)
+        assert not IN_PROCESS.shared  # every node stopped: the memo is dropped
 
     asyncio.run(scenario())
 

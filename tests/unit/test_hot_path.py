@@ -12,6 +12,7 @@ import pytest
 
 from dltmw.aio.coalesce import Coalescer, next_or_none, pipelined
 from dltmw.core import identity as identity_mod
+from dltmw.core import verified_memo
 from dltmw.core.identity import BadSignature, Membership, NotAMember, SigningIdentity
 from dltmw.core.policy import PolicyResult, Signer, evaluate, parse_policy
 from dltmw.pki.ca import issue_cert, make_ca
@@ -268,13 +269,13 @@ def test_the_verified_signature_memo_stays_within_its_memory_budget_under_steady
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        for i in range(4 * identity_mod.VERIFIED_CACHE_SIZE):
+        for i in range(4 * verified_memo.VERIFIED_CACHE_SIZE):
             membership.remember_own_signature(me, i.to_bytes(8, "big"), big_signature + b"%d" % i)
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
     held = len(membership._verified)
-    assert identity_mod.VERIFIED_GENERATION <= held <= identity_mod.VERIFIED_CACHE_SIZE
+    assert verified_memo.VERIFIED_GENERATION <= held <= verified_memo.VERIFIED_CACHE_SIZE
     assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MB at the peak"
 
 
@@ -283,10 +284,10 @@ def test_the_memo_keeps_at_least_the_newest_generation_of_signatures() -> None:
     # VERIFIED_GENERATION (the hits measured under load came within 4,096). A remembered but
     # invalid signature proves the hit: verifying it for real would fail.
     membership, me = _signer()
-    count = identity_mod.VERIFIED_GENERATION * 5 // 2 + 1000
+    count = verified_memo.VERIFIED_GENERATION * 5 // 2 + 1000
     for i in range(count):
         membership.remember_own_signature(me, b"data %d" % i, b"not a signature %d" % i)
-    for i in range(count - identity_mod.VERIFIED_GENERATION, count):
+    for i in range(count - verified_memo.VERIFIED_GENERATION, count):
         membership.verify(me.identity_bytes, b"data %d" % i, b"not a signature %d" % i, NOW)
     with pytest.raises(BadSignature):  # dropped with its generation: verified for real
         membership.verify(me.identity_bytes, b"data 0", b"not a signature 0", NOW)

@@ -13,12 +13,7 @@ from dltmw.core.errors import InvariantViolation, PeerError
 from dltmw.core.genesis import read_genesis
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.hashing import ZERO_HASH
-from dltmw.core.identity import (
-    REPLICA_MEMO_GENERATION,
-    VERIFIED_GENERATION,
-    BadSignature,
-    SigningIdentity,
-)
+from dltmw.core.identity import BadSignature, SigningIdentity
 from dltmw.core.pbft import (
     DecidedRecord,
     PreparedRecord,
@@ -27,6 +22,7 @@ from dltmw.core.pbft import (
     ViewRecord,
     VoteRecord,
 )
+from dltmw.core.verified_memo import REPLICA_MEMO_GENERATION, VERIFIED_GENERATION
 from dltmw.ledger.pbft_store import RecordStore, decode, encode
 from dltmw.pki.network import init_network
 from dltmw.runtime.roles.peer.committer import check_orderer_signatures
