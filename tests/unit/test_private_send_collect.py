@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from local_grpc import client_signer, serve_local
 
 from dltmw.client.gateway import GatewayClient
 from dltmw.client.privacy import PrivacyClient
-from dltmw.core.identity import SigningIdentity
-from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.rpc.privacy import PrivacyManagerServicer
 from dltmw.v1 import errors_pb2, privacy_manager_service_pb2_grpc
 from dltmw.v1 import privacy_manager_service_pb2 as P
@@ -64,14 +63,12 @@ class Node(privacy_manager_service_pb2_grpc.PrivacyManagerServiceServicer):
 
 
 async def _run(node: Node, txs: Sequence[str]) -> list[tuple[bytes, A.CollectAgreementsResponse]]:
-    ca = make_ca("Org1")
-    issued = issue_cert(ca, "Org1", "client1", "client")
-    signer = SigningIdentity.from_pem("Org1", issued.cert_pem, issued.key_pem)
-    server = grpc.aio.server()
-    privacy_manager_service_pb2_grpc.add_PrivacyManagerServiceServicer_to_server(node, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = PrivacyClient(GatewayClient(signer, grpc.aio.insecure_channel(f"127.0.0.1:{port}")))
+    server, address = await serve_local(
+        lambda s: privacy_manager_service_pb2_grpc.add_PrivacyManagerServiceServicer_to_server(
+            node, s
+        )
+    )
+    client = PrivacyClient(GatewayClient(client_signer(), grpc.aio.insecure_channel(address)))
     try:
         return list(
             await asyncio.gather(
