@@ -58,9 +58,9 @@ RESEND_CHUNK = 256
 # Concurrent transactions committed together (`PrivateStore.transaction`): at most this many
 # per sqlite transaction, so one commit's work (and a retried group's) stays bounded.
 GROUP_MAX = 64
-# The group's write is named after its items' (messages name them) with this suffix, so no
-# failpoint is armed at it: each item hits its own failpoint, once, inside its savepoint.
-GROUP_SUFFIX = "/group"
+# A group's write is named after its items' ("privacy.store+privacy.execute": messages name
+# them all), a name no failpoint is armed at: each item hits its own, once, in its savepoint.
+GROUP_SEPARATOR = "+"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
@@ -369,7 +369,14 @@ class PrivateStore:
         return await self._group.call(_Item(name, fn))  # type: ignore[no-any-return]
 
     async def _commit_group(self, items: Sequence[_Item]) -> list[Any]:
-        """One write for `items` (module `transaction`); each item's result or refusal."""
+        """One write for `items` (`transaction`); each item's result or refusal. One item
+        alone is its own write, as before grouping (its name, its failpoint, no savepoint)."""
+        if len(items) == 1:
+            item = items[0]
+            one = await self._file.write(
+                item.name, lambda conn: item.fn(PrivateTxn(conn, self.values))
+            )
+            return [one]
 
         def run_all(conn: Db) -> list[Any]:
             out: list[Any] = []
@@ -386,8 +393,10 @@ class PrivateStore:
                 conn.execute("RELEASE SAVEPOINT item")
             return out
 
-        names = "+".join(dict.fromkeys(item.name for item in items))
-        return await self._file.write(f"{names}{GROUP_SUFFIX}", run_all)
+        names = GROUP_SEPARATOR.join(dict.fromkeys(item.name for item in items))
+        if names in failpoints.NAMES:
+            names += GROUP_SEPARATOR  # items of one name: the group's write is not theirs
+        return await self._file.write(names, run_all)
 
     async def store_payloads(
         self, payloads: Sequence[NewPayload], deliveries: Sequence[Delivery] = ()

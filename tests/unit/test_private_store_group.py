@@ -60,13 +60,13 @@ async def test_concurrent_transactions_share_one_commit_and_a_refusal_stays_its_
             return_exceptions=True,
         )
         # asked together: ONE write (one COMMIT), named after its items for messages
-        assert writes == ["privacy.store+privacy.outbox+privacy.execute/group"]
+        assert writes == ["privacy.store+privacy.outbox+privacy.execute"]
         assert results[:2] == [0, 1] and results[3] == 3
         assert isinstance(results[2], ClientError)  # only the refusing caller hears of it
         assert [await _meta(store, f"g{i}") for i in range(4)] == [0, 1, None, 3]
-        # one alone still commits alone, at once
+        # one alone still commits alone, at once, as its own write
         assert await store.transaction(_put("g4", 4)) == 4
-        assert writes[-1] == "privacy.execute/group"
+        assert writes[-1] == "privacy.execute"
         assert await _meta(store, "g4") == 4
     finally:
         await store.close()
