@@ -51,11 +51,18 @@ class PrivateSubmitted:
 
 @dataclass(frozen=True)
 class _Send:
-    """One payload to send, with its recipients."""
+    """One payload to send, with its recipients; `tx_id`: also collect the recipients'
+    agreements for that transaction in the same SendBatch call ("" for none)."""
 
     channel_id: str
     payload: bytes
     orgs: tuple[str, ...]
+    tx_id: str = ""
+
+
+# A sent payload's hash, and its agreements' result when they were asked for and the node
+# answered them (None: not asked, or a node that predates `SendItem.collect_for_tx_id`).
+Sent = tuple[bytes, A.CollectAgreementsResult | None]
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class PrivacyClient:
         # Concurrent sends gathered into SendBatch calls (`aio/coalesce.Coalescer`): one signed
         # call per payload costs more than sealing it, so while `in_flight` calls are out, new
         # sends queue and leave together, up to `batch_max` per call; a lone send leaves at once.
-        self._coalescer: Coalescer[_Send, bytes] = Coalescer(
+        self._coalescer: Coalescer[_Send, Sent] = Coalescer(
             self._send_batch, batch_max=batch_max, name="private-send", max_concurrent=in_flight
         )
         # Likewise concurrent agreement collections, into CollectAgreementsBatch calls.
@@ -103,27 +110,46 @@ class PrivacyClient:
         self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str]
     ) -> bytes:
         """Like `send` (returns the hash), but concurrent calls share SendBatch calls."""
-        return await self._coalescer.call(_Send(channel_id, payload, tuple(recipient_orgs)))
+        digest, _ = await self._coalescer.call(_Send(channel_id, payload, tuple(recipient_orgs)))
+        return digest
 
-    async def _send_batch(self, sends: Sequence[_Send]) -> list[bytes | BaseException]:
+    async def send_and_collect(
+        self, channel_id: str, payload: bytes, recipient_orgs: Sequence[str], tx_id: str
+    ) -> tuple[bytes, A.CollectAgreementsResponse]:
+        """`send_coalesced`, then every recipient's agreement for `tx_id`
+        (`collect_coalesced`), in ONE SendBatch call when the node answers them there
+        (`SendItem.collect_for_tx_id`): a private transaction's second round trip, signature
+        and client queue gone. A refused collection is asked again alone, so its caller gets
+        the error CollectAgreements gives, as before; so is a node that answered none."""
+        send = _Send(channel_id, payload, tuple(recipient_orgs), tx_id)
+        digest, result = await self._coalescer.call(send)
+        if result is not None and result.HasField("response"):
+            return digest, result.response
+        return digest, await self.collect_agreements(channel_id, digest, tx_id)
+
+    async def _send_batch(self, sends: Sequence[_Send]) -> list[Sent | BaseException]:
         """One SendBatch per channel among `sends`; the hashes (or errors) in order."""
         return await _per_channel(sends, self._send_channel)
 
-    async def _send_channel(self, sends: list[_Send]) -> list[bytes | BaseException]:
+    async def _send_channel(self, sends: list[_Send]) -> list[Sent | BaseException]:
         """Sends of one channel under one signature. A batch refused as a whole for bad input is
         retried payload by payload, so one caller's mistake fails only that caller."""
         try:
-            return list(
-                await self.send_batch(sends[0].channel_id, [(s.payload, s.orgs) for s in sends])
-            )
+            reply = await self._send_batch_call(sends[0].channel_id, sends)
         except grpc.aio.AioRpcError as exc:
             if len(sends) == 1 or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 return [exc] * len(sends)
-        return list(await asyncio.gather(*(self._send_one(s) for s in sends)))
+            return list(await asyncio.gather(*(self._send_one(s) for s in sends)))
+        if len(reply.payload_hashes) != len(sends) or len(reply.agreements) not in (0, len(sends)):
+            return [ConnectionError("the node answered another number of items")] * len(sends)
+        results: list[A.CollectAgreementsResult | None] = [None] * len(sends)
+        for i, result in enumerate(reply.agreements):
+            results[i] = result if sends[i].tx_id else None
+        return list(zip(reply.payload_hashes, results, strict=True))
 
-    async def _send_one(self, send: _Send) -> bytes | BaseException:
+    async def _send_one(self, send: _Send) -> Sent | BaseException:
         try:
-            return (await self.send(send.channel_id, send.payload, send.orgs)).payload_hash
+            return (await self.send(send.channel_id, send.payload, send.orgs)).payload_hash, None
         except grpc.aio.AioRpcError as exc:
             return exc
 
@@ -143,19 +169,29 @@ class PrivacyClient:
     ) -> list[bytes]:
         """`send` for many (payload, recipient organisations) under one signature and one call;
         returns the payload hashes in order."""
+        sends = [_Send(channel_id, payload, tuple(orgs)) for payload, orgs in items]
+        return list((await self._send_batch_call(channel_id, sends)).payload_hashes)
+
+    async def _send_batch_call(
+        self, channel_id: str, sends: Sequence[_Send]
+    ) -> P.SendBatchResponse:
         body, signature = self.client.signed_query(
             P.SendBatchBody(
                 channel_id=channel_id,
                 items=[
-                    P.SendItem(payload=payload, recipient_organizations=orgs)
-                    for payload, orgs in items
+                    P.SendItem(
+                        payload=s.payload,
+                        recipient_organizations=s.orgs,
+                        collect_for_tx_id=s.tx_id,
+                    )
+                    for s in sends
                 ],
             )
         )
-        reply = await self.stub.SendBatch(
+        # one deadline for the send and, when asked, the collection (each had 60 s alone)
+        return await self.stub.SendBatch(
             P.SendBatchRequest(body=body, signature=signature), timeout=60
         )
-        return list(reply.payload_hashes)
 
     async def add_recipients(
         self, channel_id: str, payload_hash: bytes, recipient_orgs: Sequence[str]
@@ -306,11 +342,10 @@ class PrivacyClient:
         invocation: private_payload_pb2.PrivateInvocation,
     ) -> PrivateSubmitted:
         """`submit_private` of a ready invocation (a privacy group's: `client/groups.py`)."""
-        digest = await self.send_coalesced(
-            channel_id, invocation.SerializeToString(), recipient_orgs
-        )
         nonce, tx_id = self.new_nonce()
-        collected = await self.collect_coalesced(channel_id, digest, tx_id)
+        digest, collected = await self.send_and_collect(
+            channel_id, invocation.SerializeToString(), recipient_orgs, tx_id
+        )
         envelope, _ = self.private_envelope(channel_id, digest, collected.agreements, nonce)
         status = await self.client.submit_and_wait(channel_id, tx_id, envelope)
         return PrivateSubmitted(tx_id, digest, status)

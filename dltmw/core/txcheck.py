@@ -229,24 +229,31 @@ def check_envelope(
     now: datetime,
     window_s: float,
     remember: Collection[str] | None = None,
+    agreements: bool = True,
 ) -> CheckedEnvelope:
-    """Admission of an Envelope by the orderer (Broadcast): the ordering rule of
-    `check_orderable`, plus the time window around `now` and a certificate valid `now`.
+    """Admission of an Envelope by the gateway or the orderer (Broadcast): the ordering rule
+    of `check_orderable`, plus the time window around `now` and a certificate valid `now`.
     `remember`: the channels whose creator signatures the membership's memo keeps, for a
     second check of the same envelope on this node (None: every channel). An orderer whose
     core never checks an admitted envelope again passes the others, so its memo keeps no
-    digest nobody asks for (benchmarks/RESULTS.md, lane `mem3`)."""
-    return _admit_envelope(envelope_bytes, channel_of, now, window_s, remember)
+    digest nobody asks for (benchmarks/RESULTS.md, lane `mem3`).
+    `agreements`: also apply the commit rule to a private transaction's agreements and refuse
+    what only a faulty submitter produces (`_admit_agreements`) — the gateway's admission,
+    where the client is told why. The orderer passes False, as `check_orderable` does: every
+    peer applies the same rule at commit (a faulty submitter's transaction is then recorded
+    invalid, never executed), and re-checking n+1 signatures per transaction at the orderer
+    was a fifth of its CPU with 2 recipients (benchmarks/RESULTS.md, branch priv)."""
+    return _admit_envelope(envelope_bytes, channel_of, now, window_s, remember, agreements)
 
 
 def check_orderable(envelope_bytes: bytes, channel_of: dict[str, ChannelView]) -> CheckedEnvelope:
     """The clock-free ordering rule (PBFT-lite backups): parses canonically, header fields,
     channel, tx_id, a representable timestamp, an orderable type (a private transaction carries
-    exactly a 32-byte hash; a config update is not checked against the config here), a member
-    creator whose certificate is valid at the header timestamp
+    exactly a 32-byte hash; its agreements and a config update are not checked here: commit
+    does), a member creator whose certificate is valid at the header timestamp
     and whose signature verifies. The same bytes get the same verdict on every replica, at any
     time; raises ClientError with the reason otherwise."""
-    return _admit_envelope(envelope_bytes, channel_of, None, 0.0)
+    return _admit_envelope(envelope_bytes, channel_of, None, 0.0, agreements=False)
 
 
 def _admit_envelope(
@@ -255,6 +262,7 @@ def _admit_envelope(
     now: datetime | None,
     window_s: float,
     remember: Collection[str] | None = None,
+    agreements: bool = True,
 ) -> CheckedEnvelope:
     envelope = parse(common_pb2.Envelope, envelope_bytes, "envelope")
     if not envelope.payload:
@@ -289,7 +297,7 @@ def _admit_envelope(
     creator = verify_signed(
         channel.membership, header.creator, envelope.payload, envelope.signature, at, keep
     )
-    if header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+    if agreements and header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
         _admit_agreements(payload.data, channel, header)
     if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE and now is not None:
         # Admin certificates judged at the header timestamp, as at commit (same verdict). Not in

@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from dltmw.core.errors import InvariantViolation
+from dltmw.aio.coalesce import Coalescer
+from dltmw.core.errors import DltmwError, InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
-from dltmw.ledger import private_outbox, private_purge
+from dltmw.ledger import failpoints, private_outbox, private_purge
 from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
 from dltmw.ledger.private_outbox import Delivery
 from dltmw.ledger.private_sql import Db, text
@@ -54,6 +55,12 @@ from dltmw.ledger.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 RESEND_CHUNK = 256
+# Concurrent transactions committed together (`PrivateStore.transaction`): at most this many
+# per sqlite transaction, so one commit's work (and a retried group's) stays bounded.
+GROUP_MAX = 64
+# A group's write is named after its items' ("privacy.store+privacy.execute": messages name
+# them all), a name no failpoint is armed at: each item hits its own, once, in its savepoint.
+GROUP_SEPARATOR = "+"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
@@ -221,6 +228,14 @@ class PrivateTxn:
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (next_block,))
 
 
+@dataclass(frozen=True)
+class _Item:
+    """One transaction asked of the store: its failpoint name and its body."""
+
+    name: str
+    fn: Callable[[PrivateTxn], Any]
+
+
 class StoreFile(Protocol):
     """Where a private store's tables live: a sqlite file (`sqlite_file.SqliteFile`) or a
     PostgreSQL schema (`private_pg.PgPrivateSchema`). One worker thread owns the connection;
@@ -262,6 +277,10 @@ class PrivateStore:
         self._file = file
         self.name = name  # where it is, for messages
         self.values = values
+        # Group commit (`transaction`): concurrent writers share one COMMIT (one fsync).
+        self._group: Coalescer[_Item, Any] = Coalescer(
+            self._commit_group, batch_max=GROUP_MAX, name="private-store"
+        )
 
     @property
     def created(self) -> bool:
@@ -318,7 +337,8 @@ class PrivateStore:
         await self.transaction(run, "privacy.store")
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); transactions still queued get CancelledError."""
+        await self._group.close()
         await self._file.close()
 
     @property
@@ -336,8 +356,47 @@ class PrivateStore:
 
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
-        transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`."""
-        return await self._file.write(name, lambda conn: fn(PrivateTxn(conn, self.values)))
+        transient fault rolls it back and runs `fn` again, so `fn` must only touch `txn`.
+
+        Group commit: transactions asked for while one is committing wait and then commit
+        together, each `fn` in a SAVEPOINT of ONE sqlite transaction, in the order asked. A
+        COMMIT with `synchronous=FULL` is an fsync, and the store's one thread spent a third of
+        its time in them with one COMMIT per Send batch, Push batch, delivery acknowledgement
+        and executed block (benchmarks/RESULTS.md, branch priv). Each caller still returns only
+        once its `fn` is durable. An `fn` that raises a DltmwError (a refusal) is rolled back to
+        its savepoint and only its caller hears of it; anything else (a storage fault, a bug)
+        fails the whole group — retried whole if transient, as one transaction was."""
+        return await self._group.call(_Item(name, fn))  # type: ignore[no-any-return]
+
+    async def _commit_group(self, items: Sequence[_Item]) -> list[Any]:
+        """One write for `items` (`transaction`); each item's result or refusal. One item
+        alone is its own write, as before grouping (its name, its failpoint, no savepoint)."""
+        if len(items) == 1:
+            item = items[0]
+            one = await self._file.write(
+                item.name, lambda conn: item.fn(PrivateTxn(conn, self.values))
+            )
+            return [one]
+
+        def run_all(conn: Db) -> list[Any]:
+            out: list[Any] = []
+            for item in items:
+                conn.execute("SAVEPOINT item")
+                try:
+                    result = item.fn(PrivateTxn(conn, self.values))
+                    failpoints.hit(item.name)  # where its own transaction's COMMIT was
+                except DltmwError as refused:
+                    conn.execute("ROLLBACK TO SAVEPOINT item")
+                    out.append(refused)
+                else:
+                    out.append(result)
+                conn.execute("RELEASE SAVEPOINT item")
+            return out
+
+        names = GROUP_SEPARATOR.join(dict.fromkeys(item.name for item in items))
+        if names in failpoints.NAMES:
+            names += GROUP_SEPARATOR  # items of one name: the group's write is not theirs
+        return await self._file.write(names, run_all)
 
     async def store_payloads(
         self, payloads: Sequence[NewPayload], deliveries: Sequence[Delivery] = ()

@@ -90,7 +90,9 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         again = {cid for cid, o in self._orderers.items() if o.checks_envelopes_again}
 
         def check(envelope: bytes) -> CheckedEnvelope:
-            return check_envelope(envelope, views, now, window_s, again)
+            # a private transaction's agreements: checked by the gateway and at commit, not
+            # here (`check_envelope`, `agreements`)
+            return check_envelope(envelope, views, now, window_s, again, agreements=False)
 
         verdicts = await map_chunked(self._pool, capturing(check, ClientError), envelopes)
         by_channel: dict[str, list[int]] = {}

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import private_agreement_pb2 as _private_agreement_pb2
 from dltmw.v1 import private_payload_pb2 as _private_payload_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -173,8 +174,16 @@ class SendItem(_message.Message):
 
     PAYLOAD_FIELD_NUMBER: _builtins.int
     RECIPIENT_ORGANIZATIONS_FIELD_NUMBER: _builtins.int
+    COLLECT_FOR_TX_ID_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """The plaintext, normally a serialised PrivateInvocation."""
+    collect_for_tx_id: _builtins.str
+    """When set: once the payload is stored and pushed, the node also collects every recipient's
+    agreement for the transaction with this tx_id, as CollectAgreementsBatch would, and answers
+    it in SendBatchResponse.agreements (one call instead of SendBatch then
+    CollectAgreementsBatch). A node that does not know this field ignores it and answers no
+    agreements: the client then collects them with CollectAgreements(Batch).
+    """
     @_builtins.property
     def recipient_organizations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Organisations whose peers receive it (besides the sending node and the auditors)."""
@@ -184,10 +193,11 @@ class SendItem(_message.Message):
         *,
         payload: _builtins.bytes = ...,
         recipient_organizations: _abc.Iterable[_builtins.str] | None = ...,
+        collect_for_tx_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "recipient_organizations", b"recipient_organizations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect_for_tx_id", b"collect_for_tx_id", "payload", b"payload", "recipient_organizations", b"recipient_organizations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,6 +275,7 @@ class SendBatchResponse(_message.Message):
 
     PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
     PENDING_NODES_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """SHA-256 of each ciphertext."""
@@ -273,15 +284,23 @@ class SendBatchResponse(_message.Message):
     def pending_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Node ids of recipients not reached yet by at least one payload (see SendResponse)."""
 
+    @_builtins.property
+    def agreements(self) -> _containers.RepeatedCompositeFieldContainer[_private_agreement_pb2.CollectAgreementsResult]:
+        """One per item, in request order, when any item set `collect_for_tx_id` (else empty): what
+        CollectAgreementsBatch answers for that item, a refusal included (its reason and message);
+        an empty result (neither response nor reason) for an item that did not ask.
+        """
+
     def __init__(
         self,
         *,
         payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
         pending_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        agreements: _abc.Iterable[_private_agreement_pb2.CollectAgreementsResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_hashes", b"payload_hashes", "pending_nodes", b"pending_nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "payload_hashes", b"payload_hashes", "pending_nodes", b"pending_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -149,6 +149,8 @@ class PrivacyManagerServiceServicer:
         """SendBatch is Send for many payloads under one signature and one call (the high-throughput
         path: the node seals each payload with its own fresh key, stores and pushes them together).
         The reply lists each payload's hash in order; it fails as a whole. Extra errors: as Send.
+        An item with `collect_for_tx_id` also gets its agreements collected (SendItem): a refused
+        collection is that item's result, not the call's error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,6 +59,8 @@ class PrivacyManagerServiceStub:
     """SendBatch is Send for many payloads under one signature and one call (the high-throughput
     path: the node seals each payload with its own fresh key, stores and pushes them together).
     The reply lists each payload's hash in order; it fails as a whole. Extra errors: as Send.
+    An item with `collect_for_tx_id` also gets its agreements collected (SendItem): a refused
+    collection is that item's result, not the call's error.
     """
     AddRecipients: _grpc.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.AddRecipientsRequest, _privacy_manager_service_pb2.AddRecipientsResponse]
     """AddRecipients gives more organisations' peers an already sent payload: the sending node
@@ -160,6 +162,8 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     """SendBatch is Send for many payloads under one signature and one call (the high-throughput
     path: the node seals each payload with its own fresh key, stores and pushes them together).
     The reply lists each payload's hash in order; it fails as a whole. Extra errors: as Send.
+    An item with `collect_for_tx_id` also gets its agreements collected (SendItem): a refused
+    collection is that item's result, not the call's error.
     """
     AddRecipients: _aio.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.AddRecipientsRequest, _privacy_manager_service_pb2.AddRecipientsResponse]  # type: ignore[assignment]
     """AddRecipients gives more organisations' peers an already sent payload: the sending node
@@ -270,6 +274,8 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """SendBatch is Send for many payloads under one signature and one call (the high-throughput
         path: the node seals each payload with its own fresh key, stores and pushes them together).
         The reply lists each payload's hash in order; it fails as a whole. Extra errors: as Send.
+        An item with `collect_for_tx_id` also gets its agreements collected (SendItem): a refused
+        collection is that item's result, not the call's error.
         """
 
     @_abc_1.abstractmethod

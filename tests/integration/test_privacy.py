@@ -697,7 +697,8 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     net: tuple[Path, Supervisor],
 ) -> None:
     """Concurrent private transactions collect their agreements in shared calls: fewer
-    CollectAgreementsBatch calls at the sender's node and AgreeBatch calls at the recipient
+    SendBatch calls at the sender's node (which collect the agreements too: no
+    CollectAgreements(Batch) call at all) and AgreeBatch calls at the recipient
     than transactions, no per-transaction Agree at all (the node's own metrics say so), and
     every transaction commits VALID and executes. They are submitted on the gateway's Transact
     stream: no unary Submit or CommitStatus call at the gateway."""
@@ -710,7 +711,13 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         samples = scrape(sup.operations_address(node) or "")
         out = {
             m: value(samples, rpc, service=svc, method=m, code="OK")
-            for m in ("CollectAgreements", "CollectAgreementsBatch", "Agree", "AgreeBatch")
+            for m in (
+                "SendBatch",
+                "CollectAgreements",
+                "CollectAgreementsBatch",
+                "Agree",
+                "AgreeBatch",
+            )
         }
         for m in ("Submit", "CommitStatus"):  # unary calls that ended with any code
             out[m] = sum(
@@ -737,7 +744,8 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
     sender = {m: after["peer0.org1"][m] - before["peer0.org1"][m] for m in after["peer0.org1"]}
     recipient = {m: after["peer0.org2"][m] - before["peer0.org2"][m] for m in after["peer0.org2"]}
-    assert sender["CollectAgreements"] == 0 and 1 <= sender["CollectAgreementsBatch"] < n
+    assert sender["CollectAgreements"] == 0 and sender["CollectAgreementsBatch"] == 0
+    assert 1 <= sender["SendBatch"] < n
     assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
     assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
 

@@ -5,6 +5,7 @@ private transaction's agreements, admission's refusals, and each recipient's che
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,12 @@ from dltmw.core.privacy.blocks import TxOutcome, held_to_agreement
 from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import EXECUTED, STALE, TAMPERED, execute
 from dltmw.core.rwset import StateEntry, Version
-from dltmw.core.txcheck import check_envelope, check_transaction, private_transaction
+from dltmw.core.txcheck import (
+    check_envelope,
+    check_orderable,
+    check_transaction,
+    private_transaction,
+)
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.v1 import (
     common_pb2,
@@ -278,6 +284,53 @@ def test_bad_agreements_get_their_code_everywhere_and_admission_refuses_submitte
 ) -> None:
     assert callable(make)
     assert verdicts(parties, make(parties)) == (code, admission)
+
+
+def test_the_orderer_leaves_agreements_to_the_gateway_and_commit(parties: Parties) -> None:
+    """A forged agreement: the gateway's admission refuses it; the orderer's (Broadcast with
+    `agreements=False`, and the clock-free ordering rule) does not re-check agreement
+    signatures, and every peer's commit records the transaction BAD_SIGNATURE."""
+    view, user, _ = parties
+    env = envelope(user, _forged(parties))
+    with pytest.raises(ClientError) as refused:
+        check_envelope(env, {CHANNEL: view}, NOW, 900)
+    assert refused.value.reason_name == "PRIVATE_AGREEMENT_BAD_SIGNATURE"
+    admitted = check_envelope(env, {CHANNEL: view}, NOW, 900, agreements=False)
+    assert admitted.header.tx_id == tx_id_of(user)
+    assert check_orderable(env, {CHANNEL: view}).header.tx_id == tx_id_of(user)
+    code = check_transaction(env, view).code
+    assert code == C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_BAD_SIGNATURE
+
+
+class _Ordered:
+    """An `Ordering` double for Broadcast: takes whatever admission let through."""
+
+    checks_envelopes_again = False
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+        self.got: list[bytes] = []
+
+    async def submit_many(self, envelopes: list[bytes]) -> list[None]:
+        self.got += envelopes
+        return [None] * len(envelopes)
+
+
+async def test_broadcast_orders_a_forged_agreement_for_commit_to_judge(parties: Parties) -> None:
+    """The orderer's Broadcast (`rpc/orderer.py`) admits with `agreements=False`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dltmw.rpc.orderer import OrdererServicer
+    from dltmw.v1 import orderer_service_pb2
+
+    view, user, _ = parties
+    ordered = _Ordered(view)
+    env = envelope(user, _forged(parties))
+    with ThreadPoolExecutor(1) as pool:
+        servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]
+        request = orderer_service_pb2.BroadcastRequest(envelopes=[env])
+        response = await servicer._handle(request)
+    assert [r.accepted for r in response.results] == [True] and ordered.got == [env]
 
 
 def test_a_channel_without_the_policy_keeps_the_old_path_but_checks_what_is_carried() -> None:

@@ -15,10 +15,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from local_grpc import client_signer, serve_local
 
 from dltmw.client.gateway import GatewayClient
-from dltmw.core.identity import SigningIdentity
-from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.v1 import common_pb2
 from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import gateway_service_pb2_grpc as svc
@@ -68,14 +67,10 @@ class StreamGateway(OlderGateway):
 
 
 async def _submit_four(gateway: OlderGateway) -> tuple[GatewayClient, list[int]]:
-    ca = make_ca("Org1")
-    issued = issue_cert(ca, "Org1", "client1", "client")
-    signer = SigningIdentity.from_pem("Org1", issued.cert_pem, issued.key_pem)
-    server = grpc.aio.server()
-    svc.add_GatewayServiceServicer_to_server(gateway, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = GatewayClient(signer, grpc.aio.insecure_channel(f"127.0.0.1:{port}"), pipelined=True)
+    server, address = await serve_local(
+        lambda s: svc.add_GatewayServiceServicer_to_server(gateway, s)
+    )
+    client = GatewayClient(client_signer(), grpc.aio.insecure_channel(address), pipelined=True)
     try:
         envelope = common_pb2.Envelope(payload=b"p", signature=b"s")
         statuses = await asyncio.wait_for(

@@ -9,9 +9,10 @@ delta hash, the recipients' keys, AGREE or DISAGREE); the transaction carries th
 function of the transaction's bytes and the channel config (signatures judged at the header
 timestamp), so every node records the same validation code. What it cannot judge — whether a
 recipient's private keys still hold the agreed pre-state — is the recipients' own check at
-execution (`core/privacy/blocks.py`, STALE). Admission (gateway, orderer) runs the same rule
-and refuses the codes only a faulty submitter produces (`SUBMITTER_FAULTS`); a disagreement or a
-mismatch between parties is ordered so that every node sees the divergence on the ledger.
+execution (`core/privacy/blocks.py`, STALE). The gateway's admission runs the same rule and
+refuses the codes only a faulty submitter produces (`SUBMITTER_FAULTS`); a disagreement or a
+mismatch between parties is ordered so that every node sees the divergence on the ledger. The
+orderer does not run it (`txcheck.check_envelope`, `agreements`): commit does, everywhere.
 """
 
 from __future__ import annotations
