@@ -83,6 +83,44 @@ def wrap(
     return message.SerializeToString(deterministic=True)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One client message's share of a wrap: raw requests and, when batch-signed, the
+    requester batch signature with all the message's payload hashes."""
+
+    requests: Sequence[bytes]
+    batch_signature: identity_pb2.Signature | None = None
+    batch_hashes: Sequence[bytes] = ()
+
+
+def wrap_parts(parts: Sequence[Part], stamp_ns: int, stamper: int) -> bytes:
+    """The opaque PBFT request for the requests of several client messages admitted by
+    `stamper`, merged so that one PBFT slot carries more of them; decided part by part."""
+    message = notary_cluster_pb2.ClusterNotaryRequest(stamp_ns=stamp_ns, stamper=stamper)
+    for part in parts:
+        out = message.parts.add(requests=list(part.requests))
+        if part.batch_signature is not None:
+            out.batch_signature.CopyFrom(part.batch_signature)
+            out.batch_payload_hashes.extend(part.batch_hashes)
+    return message.SerializeToString(deterministic=True)
+
+
+WrapPart = notary_cluster_pb2.ClusterNotaryRequest | notary_cluster_pb2.ClusterNotaryPart
+
+
+def parts_of(message: notary_cluster_pb2.ClusterNotaryRequest) -> Sequence[WrapPart]:
+    """The parts of a well-formed wrap, in decision order: its `parts`, or the wrap itself
+    when it carries one client message's requests directly (the older form)."""
+    return list(message.parts) if message.parts else [message]
+
+
+def _part_ok(part: WrapPart) -> bool:
+    """A part holds requests, and names its message's payloads iff it is batch-signed."""
+    return bool(part.requests) and part.HasField("batch_signature") == bool(
+        part.batch_payload_hashes
+    )
+
+
 def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | None:
     """The wrapped request if it is well formed for a cluster of `n` (the PBFT `request_ok`:
     structural only, so that old decided batches stay valid in catch-up), else None."""
@@ -91,9 +129,15 @@ def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | 
         message.ParseFromString(request)
     except DecodeError:
         return None
-    if not 0 < len(message.requests) <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
+    if message.parts and (message.requests or message.HasField("batch_signature")):
+        return None  # one form or the other
+    parts = parts_of(message)
+    count = sum(len(p.requests) for p in parts)
+    if not 0 < count <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
         return None
-    if message.HasField("batch_signature") != bool(message.batch_payload_hashes):
+    if message.parts and message.batch_payload_hashes:
+        return None
+    if not all(_part_ok(p) for p in parts):
         return None  # a signed part names the batch's payloads; an unsigned one none
     return message if message.stamp_ns > 0 else None
 

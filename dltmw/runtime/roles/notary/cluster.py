@@ -44,11 +44,14 @@ from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.notary_cluster import (
     ClusterDecider,
     OpenedBatch,
+    Part,
     Unpacked,
+    WrapPart,
+    parts_of,
     stamp_fresh,
     unapplied,
     unwrap,
-    wrap,
+    wrap_parts,
 )
 from dltmw.core.pbft import (
     ClientRequest,
@@ -74,11 +77,11 @@ from dltmw.runtime.roles.notary.cluster_intake import (
     ENTRY_FRAMING,
     HASH_BYTES,
     WRAP_BASE_BYTES,
+    Group,
     Item,
     OwnWraps,
     SignedPart,
     groups_of,
-    order_group,
     own_wraps_max,
 )
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
@@ -125,26 +128,37 @@ def _moment(stamp_ns: int) -> datetime:
 def open_request(
     request: bytes, n: int, identity: NotaryIdentity, membership: Membership
 ) -> Unpacked:
-    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica. A
-    wrap of a batch-signed client message has its requester batch signature checked once here
-    (`Membership.verify` remembers it: the other parts of the batch, and the replica that
-    admitted it, do no public-key operation again); each request must be one it covers."""
+    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica, part
+    by part (`core/notary_cluster.parts_of`)."""
     wrapped = unwrap(request, n)
     if wrapped is None:  # PBFT's request_ok let only well-formed requests into a batch
         raise InvariantViolation("a decided notary-cluster request does not parse")
     now = _moment(wrapped.stamp_ns)
+    items: list[NotarisationAsk | Decision] = []
+    for part in parts_of(wrapped):
+        items.extend(_open_part(part, identity, membership, now))
+    return Unpacked(wrapped.stamp_ns, tuple(items))
+
+
+def _open_part(
+    part: WrapPart, identity: NotaryIdentity, membership: Membership, now: datetime
+) -> list[NotarisationAsk | Decision]:
+    """Re-admit one client message's requests. A batch-signed one has its requester batch
+    signature checked once here (`Membership.verify` remembers it: the other parts of the
+    batch, and the replica that admitted it, do no public-key operation again); each request
+    must be one it covers."""
     signer: bytes | None = None
     covered: frozenset[bytes] = frozenset()
-    if wrapped.HasField("batch_signature"):
-        hashes = list(wrapped.batch_payload_hashes)
+    if part.HasField("batch_signature"):
+        hashes = list(part.batch_payload_hashes)
         try:
-            signer = request_batch.check(wrapped.batch_signature, hashes, membership, now)
+            signer = request_batch.check(part.batch_signature, hashes, membership, now)
         except ClientError as exc:
             refused = Decision("", reason=exc.reason, message=str(exc))
-            return Unpacked(wrapped.stamp_ns, (refused,) * len(wrapped.requests))
+            return [refused] * len(part.requests)
         covered = frozenset(hashes)
     items: list[NotarisationAsk | Decision] = []
-    for raw in wrapped.requests:
+    for raw in part.requests:
         try:
             signed = notarisation_pb2.NotarisationRequest.FromString(raw)
             if signer is not None and request_batch.payload_hash(signed.payload) not in covered:
@@ -163,7 +177,7 @@ def open_request(
             # so this must be a refusal like any other, never an exception stopping them all.
             message = f"out of range: {type(exc).__name__}: {exc}"[:200]
             items.append(Decision("", reason=R.ERROR_REASON_INVALID_FIELD, message=message))
-    return Unpacked(wrapped.stamp_ns, tuple(items))
+    return items
 
 
 @dataclass(frozen=True)
@@ -285,7 +299,13 @@ class ClusterNotaryRole:
         self.member_orgs = frozenset(org_of(identity) for identity in self.identities)
         self.me = ids.index(ctx.node_id)
         self.config = cluster_config(len(ids))
-        self.own_wraps = OwnWraps(own_wraps_max(self.config))
+        self.own_wraps = OwnWraps(
+            own_wraps_max(self.config),
+            self._signed_here,
+            self._decide,
+            lambda: to_ns(utc_now()),
+            WRAP_BYTES_MAX,
+        )
         self.links = {
             i: ReplicaLink(ctx, cluster_id, ids[i]) for i in range(len(ids)) if i != self.me
         }
@@ -374,6 +394,7 @@ class ClusterNotaryRole:
         for link in self.links.values():
             await link.stop()
         self.waiters.fail_all(stopped("notary is stopping"))
+        await self.own_wraps.close()
         if self.records is not None:
             await self.records.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
@@ -445,18 +466,7 @@ class ClusterNotaryRole:
             items.append(Item(i, item.tx_id, raw))
         groups = groups_of(items, base, WRAP_BYTES_MAX)
         decided = await asyncio.gather(
-            *(
-                order_group(
-                    g,
-                    self.own_wraps,
-                    self._signed_here,
-                    self._decide,
-                    lambda: to_ns(utc_now()),
-                    SUBMIT_WAIT_S,
-                    signed_part,
-                )
-                for g in groups
-            )
+            *(self.own_wraps.order(Group(tuple(g), signed_part), SUBMIT_WAIT_S) for g in groups)
         )
         for group, decisions in zip(groups, decided, strict=True):
             for entry, decision in zip(group, decisions, strict=True):
@@ -469,14 +479,10 @@ class ClusterNotaryRole:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(store.executor, store.signatures_of, tx_ids)
 
-    async def _decide(
-        self, raws: list[bytes], stamp_ns: int, signed_part: SignedPart | None = None
-    ) -> Sequence[Outcome]:
-        """Order one wrap and wait for its decisions here (the caller bounds the wait)."""
-        if signed_part is None:
-            wrapped = wrap(raws, stamp_ns, self.me)
-        else:
-            wrapped = wrap(raws, stamp_ns, self.me, signed_part.signature, signed_part.hashes)
+    async def _decide(self, parts: Sequence[Part], stamp_ns: int) -> Sequence[Outcome]:
+        """Order one wrap of `parts` and wait for its decisions here, one per request in part
+        order (the caller bounds the wait)."""
+        wrapped = wrap_parts(parts, stamp_ns, self.me)
         rid = request_id(wrapped)
         future = self.waiters.add(rid)
         try:
