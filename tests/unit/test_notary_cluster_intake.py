@@ -187,6 +187,7 @@ async def test_a_merged_wrap_keeps_each_calls_signed_part() -> None:
 )
 @example(calls=[([766] * 100, 500)] * 6)  # the benchmark's shape, calls waiting
 @example(calls=[([700] * 19, 19)] * 12)  # ... and its ~19-request calls
+@example(calls=[([1531], 0)] * 64)  # 64 one-request parts filling a wrap: parts' framing counts
 async def test_every_merged_wrap_fits_the_replicas_request_limit(
     calls: list[tuple[list[int], int]],
 ) -> None:
