@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation
+from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
@@ -73,6 +73,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S, Admitted, Attesting
 from dltmw.runtime.roles.notary.cluster_intake import (
     ENTRY_FRAMING,
     HASH_BYTES,
@@ -259,6 +260,7 @@ class DecisionExecutor:
         for rid, decisions in replies:  # every member decides every batch: each counts its own
             role.ctx.metrics.observe_decisions(role.cluster_id, decisions)
             role.waiters.resolve(rid, decisions)
+            role.attesting.decided(decisions)
 
 
 ReplicaDriver = Driver[
@@ -311,6 +313,7 @@ class ClusterNotaryRole:
         }
         self.pool = pool
         self.waiters: Waiters[Token, Answers] = Waiters()
+        self.attesting = Attesting()
         self.replica: Replica | None = None
         self._replica_driver: ReplicaDriver | None = None
         self.decider: DeciderDriver | None = None  # built at start, once `applied` is read
@@ -413,9 +416,11 @@ class ClusterNotaryRole:
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         tls_org: str | None,
         batch: identity_pb2.Signature | None = None,
+        ordered_elsewhere: bool = False,
     ) -> list[Outcome]:
         """Admit `requests` (each signed, or all by the requester `batch` signature), order the
-        admitted ones, answer once decided here (in order)."""
+        admitted ones, answer once decided here (in order). `ordered_elsewhere`: another member
+        orders them; wait for their decisions here first (`cluster_attest.py`)."""
         if not self.running:
             raise stopped("the notary is not running")
         now = utc_now()
@@ -433,13 +438,17 @@ class ClusterNotaryRole:
         pairs = await admit_in_chunks(
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
-        admitted = [a for _, chunk in pairs for a in chunk]
+        admitted: list[Admitted] = [a for _, chunk in pairs for a in chunk]
+        if ordered_elsewhere:
+            admitted = await self.attesting.await_decisions(
+                admitted, self._signed_here, ATTEST_WAIT_S
+            )
         return await self._order(requests, admitted, signed)
 
     async def _order(
         self,
         requests: Sequence[notarisation_pb2.NotarisationRequest],
-        admitted: list[NotarisationAsk | DltmwError],
+        admitted: Sequence[Admitted],
         signed_part: SignedPart | None = None,
     ) -> list[Outcome]:
         """Answer tx_ids already signed here from the store (their answer can never change);
@@ -448,7 +457,7 @@ class ClusterNotaryRole:
         few at a time (`cluster_intake`)."""
         out: list[Outcome] = list(admitted)  # type: ignore[arg-type]  # asks are replaced below
         tx_ids = [a.tx_id for a in admitted if isinstance(a, NotarisationAsk)]
-        signed = await self._signed_here(tx_ids)
+        signed = await self._signed_here(tx_ids) if tx_ids else {}
         base = WRAP_BASE_BYTES + (0 if signed_part is None else signed_part.overhead)
         items: list[Item] = []
         for i, (request, item) in enumerate(zip(requests, admitted, strict=True)):
