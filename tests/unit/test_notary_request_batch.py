@@ -25,7 +25,7 @@ from dltmw.core.notary import NotaryIdentity, admit
 from dltmw.core.notary_cluster import Part, wrap, wrap_parts
 from dltmw.core.utxo.build import notarisation_payload
 from dltmw.core.utxo.model import Command, Ref, to_ns
-from dltmw.runtime.roles.notary.cluster import open_request
+from dltmw.runtime.roles.notary.cluster_open import open_request
 from dltmw.v1 import errors_pb2, notarisation_pb2, notary_service_pb2
 
 P = make_parties()

@@ -6,18 +6,21 @@ cluster id as their notary, and answers with its OWN signature (a client gathers
 answers from distinct members, see `client/notary_cluster.py` and `core/notary_cluster.py`).
 
 Request path: admit the call's requests on the verify pool (bad input is refused here with its
-specific status and changes nothing), wrap the admitted ones into PBFT requests of at most
-WRAP_BYTES_MAX, and hand them to PBFT-lite a few at a time, each stamped with this replica's clock
-when it leaves (`cluster_intake.py`: why), then wait until each is decided and applied HERE. Two
-cores, each run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped
-requests (its executor appends records durably to the RecordStore, then hands each decided batch to
-the decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
-batch — its executor's load re-admits the batch at its stamp on the verify pool and reads the spent
-rows it touches, and its effects commit the batch with its sequence in one sqlite transaction
-(ClusterNotaryStore) before the waiters are answered. Backups drop pre-prepares whose stamps are
-not fresh by their own clock (`stamp_fresh`). A restart restores the replica from its records and
-re-applies decided batches the spent-set missed, so nothing acknowledged is lost and re-asking gets
-the same answer. Records are compacted only 1024 batches below a stable checkpoint
+specific status and changes nothing); if the client asked another member to order them
+(`ordered_elsewhere`), wait for their decisions here first (`cluster_attest.py`); wrap the rest
+into PBFT requests of at most WRAP_BYTES_MAX, calls that wait for a turn merged into one wrap, and
+hand them to PBFT-lite a few at a time, each stamped with this replica's clock when it leaves
+(`cluster_intake.py`: why), then wait until each is decided and applied HERE. Two cores, each
+run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped requests
+(its executor appends records durably to the RecordStore, then hands each decided batch to the
+decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
+batch — its executor's load re-admits the batch at its stamp on the verify pool
+(`cluster_open.py`) and reads the spent rows it touches, and its effects commit the batch with
+its sequence in one sqlite transaction (ClusterNotaryStore) before the waiters are answered.
+Backups drop pre-prepares whose stamps are not fresh by their own clock (`stamp_fresh`). A
+restart restores the replica from its records and re-applies decided batches the spent-set
+missed, so nothing acknowledged is lost and re-asking gets the same answer. Records are
+compacted only 1024 batches below a stable checkpoint
 (`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
 """
 
@@ -28,10 +31,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
@@ -40,14 +40,12 @@ from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
-from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
+from dltmw.core.notary import NotarisationAsk, NotaryIdentity
 from dltmw.core.notary_cluster import (
     ClusterDecider,
     OpenedBatch,
     Part,
     Unpacked,
-    WrapPart,
-    parts_of,
     stamp_fresh,
     unapplied,
     unwrap,
@@ -85,6 +83,7 @@ from dltmw.runtime.roles.notary.cluster_intake import (
     groups_of,
     own_wraps_max,
 )
+from dltmw.runtime.roles.notary.cluster_open import open_request
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2, replica_pb2
@@ -97,7 +96,6 @@ DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def cluster_config(n: int) -> PbftConfig:
@@ -120,65 +118,6 @@ def cluster_config(n: int) -> PbftConfig:
         transfer_batches_max=4,
         decided_retain=1024,
     )
-
-
-def _moment(stamp_ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=stamp_ns // 1000)
-
-
-def open_request(
-    request: bytes, n: int, identity: NotaryIdentity, membership: Membership
-) -> Unpacked:
-    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica, part
-    by part (`core/notary_cluster.parts_of`)."""
-    wrapped = unwrap(request, n)
-    if wrapped is None:  # PBFT's request_ok let only well-formed requests into a batch
-        raise InvariantViolation("a decided notary-cluster request does not parse")
-    now = _moment(wrapped.stamp_ns)
-    items: list[NotarisationAsk | Decision] = []
-    for part in parts_of(wrapped):
-        items.extend(_open_part(part, identity, membership, now))
-    return Unpacked(wrapped.stamp_ns, tuple(items))
-
-
-def _open_part(
-    part: WrapPart, identity: NotaryIdentity, membership: Membership, now: datetime
-) -> list[NotarisationAsk | Decision]:
-    """Re-admit one client message's requests. A batch-signed one has its requester batch
-    signature checked once here (`Membership.verify` remembers it: the other parts of the
-    batch, and the replica that admitted it, do no public-key operation again); each request
-    must be one it covers."""
-    signer: bytes | None = None
-    covered: frozenset[bytes] = frozenset()
-    if part.HasField("batch_signature"):
-        hashes = list(part.batch_payload_hashes)
-        try:
-            signer = request_batch.check(part.batch_signature, hashes, membership, now)
-        except ClientError as exc:
-            refused = Decision("", reason=exc.reason, message=str(exc))
-            return [refused] * len(part.requests)
-        covered = frozenset(hashes)
-    items: list[NotarisationAsk | Decision] = []
-    for raw in part.requests:
-        try:
-            signed = notarisation_pb2.NotarisationRequest.FromString(raw)
-            if signer is not None and request_batch.payload_hash(signed.payload) not in covered:
-                raise ClientError(
-                    R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
-                    "the request is not one the batch signature covers",
-                )
-            items.append(admit(signed, identity, membership, now, signer))
-        except DecodeError:
-            items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
-        except ClientError as exc:
-            items.append(Decision("", reason=exc.reason, message=str(exc)))
-        except (ValueError, OverflowError) as exc:
-            # Values admission's arithmetic cannot take (e.g. a time window near 2^62 s). A
-            # faulty primary can wrap any bytes and every replica re-admits the decided batch,
-            # so this must be a refusal like any other, never an exception stopping them all.
-            message = f"out of range: {type(exc).__name__}: {exc}"[:200]
-            items.append(Decision("", reason=R.ERROR_REASON_INVALID_FIELD, message=message))
-    return items
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A cluster client needs f+1 signatures from distinct members. Asking f+1 members to notarise the
 same request made EACH of them wrap and order it: every notarisation went through PBFT-lite
 f+1 times, and every member re-admitted, decided and stored it f+1 times (1.7 decisions per
-notarisation per member in the benchmark, RESULTS.md 2026-12-02 20:xx). With
+notarisation per member in the benchmark: RESULTS.md, "notary cluster: merged wraps"). With
 `NotariseStreamRequest.ordered_elsewhere` the client names ONE member to order and asks the
 others only to attest: they admit the requests as usual (bad input is refused here alike), then
 wait for each tx_id to be decided HERE through the other member's wrap — every member decides
