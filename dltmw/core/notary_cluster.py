@@ -3,7 +3,9 @@
 How a cluster replicates the single notary's decision (`handlers/notary.py`):
 - A replica that receives client requests admits them statelessly (`core/notary.admit`), then
   wraps the raw signed requests into ONE opaque PBFT request together with its clock reading
-  (`stamp_ns`) and its replica index. PBFT-lite orders these requests into batches.
+  (`stamp_ns`) and its replica index; several client messages that waited may share a wrap, one
+  `Part` each (`wrap_parts`: each keeps its own requester batch signature and payload hashes).
+  PBFT-lite orders these requests into batches.
 - On every decided batch each replica steps its `ClusterDecider` core: every wrapped request is
   re-admitted with the stamp as "now" (so membership and certificate validity are judged at the
   same instant everywhere; the runtime does that, on its verify pool, as the driver's load) and
