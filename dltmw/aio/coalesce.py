@@ -46,6 +46,10 @@ class Coalescer(Generic[In, Out]):
     items behind it start the next batch, up to `max_concurrent`. A lone item with nothing in
     progress still goes at once; `hold_s` only bounds how long a batch in progress holds the
     next one, it never delays a batch that could start.
+
+    `size` with `size_max` bounds a batch by the sum of its items' sizes as well as by
+    `batch_max` (e.g. bytes, when the batch becomes one message with a size limit); a batch
+    always takes at least one item, so an item larger than `size_max` travels alone.
     """
 
     def __init__(
@@ -55,12 +59,16 @@ class Coalescer(Generic[In, Out]):
         name: str = "",
         max_concurrent: int = 1,
         hold_s: float | None = None,
+        size: Callable[[In], int] | None = None,
+        size_max: int = 0,
     ) -> None:
         self._batch_fn = batch_fn
         self._batch_max = batch_max
         self._name = name
         self._max_concurrent = max_concurrent
         self._hold_s = hold_s
+        self._size = size
+        self._size_max = size_max
         self._queue: list[tuple[In, asyncio.Future[Out]]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -96,16 +104,34 @@ class Coalescer(Generic[In, Out]):
             wakeup.clear()
             while self._queue:
                 if self._max_concurrent == 1:
-                    batch = self._queue[: self._batch_max]
-                    del self._queue[: self._batch_max]
-                    await self._execute(batch)
+                    batch = self._take()
+                    if batch:
+                        await self._execute(batch)
                     continue
                 await self._until_free()
-                batch = self._queue[: self._batch_max]
-                del self._queue[: self._batch_max]
+                batch = self._take()
+                if not batch:
+                    continue
                 task = asyncio.create_task(self._execute(batch))
                 self._running[task] = asyncio.get_running_loop().time()
                 task.add_done_callback(self._finished)
+
+    def _take(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        """The next batch off the queue: at most `batch_max` items and, with `size`, at most
+        `size_max` in total (but at least one item). Items whose caller gave up (cancelled,
+        e.g. its deadline passed) before the batch started are dropped, not processed."""
+        self._queue = [(item, future) for item, future in self._queue if not future.done()]
+        count = min(len(self._queue), self._batch_max)
+        if self._size is not None:
+            total = 0
+            for k in range(count):
+                total += self._size(self._queue[k][0])
+                if total > self._size_max and k > 0:
+                    count = k
+                    break
+        batch = self._queue[:count]
+        del self._queue[:count]
+        return batch
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

@@ -10,7 +10,9 @@ is the same for every flow:
   with the client's own key (requester batch signature, as a real client must sign), and counts
   it VALID when the notary's answer verifies offline (`AnswerCheck`: its signature over the
   batch root its leaf proof leads to, by the notary's certificate from the network map); for a
-  cluster, f+1 consecutive members (rotating) must each sign — what a cluster client accepts.
+  cluster, f+1 consecutive members (rotating) must each sign — what a cluster client accepts;
+  the first orders the request, the others are asked to attest it (`ordered_elsewhere`: they
+  answer from its decision instead of ordering it a second time).
 - `PrivateDriver`: `PrivacyClient.submit_private` (send to the recipients, order the hash, await
   the commit status) to every organisation but the sender's.
 - `VaultDriver`: the client of the seller's organisation runs a DvP flow on its vault (issue
@@ -141,24 +143,30 @@ class AnswerCheck:
 
 
 def notary_batches(
-    client: NotaryClient, batch_max: int, streams: int, party: PartyFiles
+    client: NotaryClient,
+    batch_max: int,
+    streams: int,
+    party: PartyFiles,
+    ordered_elsewhere: bool = False,
 ) -> Coalescer[Asked, Result]:
     """Concurrent requests to one notary, sent in batches of what waits (`aio/coalesce.py`):
     each batch is one NotariseStream message signed once by the party (requester batch
     signature: the requests carry only their payloads), `streams` batches in progress at once,
     each on its own long-lived stream (`BatchStreams`); every answer is verified (`AnswerCheck`)
-    before its caller hears of it."""
+    before its caller hears of it. `ordered_elsewhere`: the batches ask a cluster member to
+    attest requests another member orders (`NotariseStreamRequest.ordered_elsewhere`)."""
     answers = AnswerCheck(party.netmap.identity_of(client.notary_id), party.netmap.membership())
     calls = BatchStreams(client)
 
     async def send(batch: Sequence[Asked]) -> list[Result]:
-        results = await calls.exchange(signed_batch([r.payload for _, r in batch], party.signer))
+        message = signed_batch([r.payload for _, r in batch], party.signer)
+        message.ordered_elsewhere = ordered_elsewhere
+        results = await calls.exchange(message)
         answers.check(batch, results)
         return results
 
-    return Coalescer(
-        send, batch_max=batch_max, name=f"bench-{client.notary_id}", max_concurrent=streams
-    )
+    name = f"bench-{client.notary_id}" + ("-attest" if ordered_elsewhere else "")
+    return Coalescer(send, batch_max=batch_max, name=name, max_concurrent=streams)
 
 
 def refusal(result: Result) -> str | None:
@@ -180,9 +188,11 @@ class NotaryDriver:
         batches: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Asked, Result]]],
         notary: str,
         members: Sequence[str],
+        attest: dict[tuple[int, str], Coalescer[Asked, Result]] | None = None,
     ) -> None:
         self.parties = list(parties)
         self.batches = batches
+        self.attest = attest or {}
         self.notary = notary
         self.members = tuple(members)
         self.quorum = (len(self.members) - 1) // 3 + 1  # f + 1 (1 for a single notary)
@@ -191,15 +201,20 @@ class NotaryDriver:
 
     @staticmethod
     async def connect(net: Path, shape: NetworkShape, batch: int, streams: int) -> NotaryDriver:
-        """A connection per (client, member), up to `streams` batches in flight on each."""
+        """A connection per (client, member), up to `streams` batches in flight on each (for a
+        cluster, as many again of attest batches)."""
         parties = [PartyFiles.load(net, c) for c in shape.client_ids()]
         opened: dict[tuple[int, str], tuple[NotaryClient, Coalescer[Asked, Result]]] = {}
+        attest: dict[tuple[int, str], Coalescer[Asked, Result]] = {}
+        cluster = len(shape.notary_ids()) > 1
         for i, party in enumerate(parties):
             for member in shape.notary_ids():
                 client = await NotaryClient.connect(party, member)
                 coalescer = notary_batches(client, batch, streams, party)
                 opened[(i, member)] = (client, coalescer)
-        return NotaryDriver(parties, opened, shape.notary(), shape.notary_ids())
+                if cluster:
+                    attest[(i, member)] = notary_batches(client, batch, streams, party, True)
+        return NotaryDriver(parties, opened, shape.notary(), shape.notary_ids(), attest)
 
     def request(self, who: int, op: Op) -> Asked:
         """(tx_id, request) for `op` (nonce, input tx ids) from party `who`, unsigned (its batch
@@ -215,7 +230,9 @@ class NotaryDriver:
         asked = self.request(who, op)
         tx_id = asked[0]
         members = [self.members[(turn + k) % len(self.members)] for k in range(self.quorum)]
-        calls = [self.batches[(who, m)][1].call(asked) for m in members]
+        # the first member orders; the others attest what it orders (a cluster's f+1)
+        calls = [self.batches[(who, members[0])][1].call(asked)]
+        calls += [self.attest[(who, m)].call(asked) for m in members[1:]]
         try:  # one member (a single notary): no gather, its task and future per request
             results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
@@ -229,6 +246,8 @@ class NotaryDriver:
 
     async def close(self) -> None:
         """Stop every coalescer and close every connection."""
+        for attest in self.attest.values():
+            await attest.close()
         for client, batches in self.batches.values():
             await batches.close()
             await client.close()

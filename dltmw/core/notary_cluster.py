@@ -3,7 +3,9 @@
 How a cluster replicates the single notary's decision (`handlers/notary.py`):
 - A replica that receives client requests admits them statelessly (`core/notary.admit`), then
   wraps the raw signed requests into ONE opaque PBFT request together with its clock reading
-  (`stamp_ns`) and its replica index. PBFT-lite orders these requests into batches.
+  (`stamp_ns`) and its replica index; several client messages that waited may share a wrap, one
+  `Part` each (`wrap_parts`: each keeps its own requester batch signature and payload hashes).
+  PBFT-lite orders these requests into batches.
 - On every decided batch each replica steps its `ClusterDecider` core: every wrapped request is
   re-admitted with the stamp as "now" (so membership and certificate validity are judged at the
   same instant everywhere; the runtime does that, on its verify pool, as the driver's load) and
@@ -83,6 +85,44 @@ def wrap(
     return message.SerializeToString(deterministic=True)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One client message's share of a wrap: raw requests and, when batch-signed, the
+    requester batch signature with all the message's payload hashes."""
+
+    requests: Sequence[bytes]
+    batch_signature: identity_pb2.Signature | None = None
+    batch_hashes: Sequence[bytes] = ()
+
+
+def wrap_parts(parts: Sequence[Part], stamp_ns: int, stamper: int) -> bytes:
+    """The opaque PBFT request for the requests of several client messages admitted by
+    `stamper`, merged so that one PBFT slot carries more of them; decided part by part."""
+    message = notary_cluster_pb2.ClusterNotaryRequest(stamp_ns=stamp_ns, stamper=stamper)
+    for part in parts:
+        out = message.parts.add(requests=list(part.requests))
+        if part.batch_signature is not None:
+            out.batch_signature.CopyFrom(part.batch_signature)
+            out.batch_payload_hashes.extend(part.batch_hashes)
+    return message.SerializeToString(deterministic=True)
+
+
+WrapPart = notary_cluster_pb2.ClusterNotaryRequest | notary_cluster_pb2.ClusterNotaryPart
+
+
+def parts_of(message: notary_cluster_pb2.ClusterNotaryRequest) -> Sequence[WrapPart]:
+    """The parts of a well-formed wrap, in decision order: its `parts`, or the wrap itself
+    when it carries one client message's requests directly (the older form)."""
+    return list(message.parts) if message.parts else [message]
+
+
+def _part_ok(part: WrapPart) -> bool:
+    """A part holds requests, and names its message's payloads iff it is batch-signed."""
+    return bool(part.requests) and part.HasField("batch_signature") == bool(
+        part.batch_payload_hashes
+    )
+
+
 def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | None:
     """The wrapped request if it is well formed for a cluster of `n` (the PBFT `request_ok`:
     structural only, so that old decided batches stay valid in catch-up), else None."""
@@ -91,9 +131,15 @@ def unwrap(request: bytes, n: int) -> notary_cluster_pb2.ClusterNotaryRequest | 
         message.ParseFromString(request)
     except DecodeError:
         return None
-    if not 0 < len(message.requests) <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
+    if message.parts and (message.requests or message.HasField("batch_signature")):
+        return None  # one form or the other
+    parts = parts_of(message)
+    count = sum(len(p.requests) for p in parts)
+    if not 0 < count <= REQUESTS_PER_WRAP_MAX or message.stamper >= n:
         return None
-    if message.HasField("batch_signature") != bool(message.batch_payload_hashes):
+    if message.parts and message.batch_payload_hashes:
+        return None
+    if not all(_part_ok(p) for p in parts):
         return None  # a signed part names the batch's payloads; an unsigned one none
     return message if message.stamp_ns > 0 else None
 

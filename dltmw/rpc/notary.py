@@ -116,9 +116,11 @@ class Notarising(Protocol):
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         tls_org: str | None,
         batch: identity_pb2.Signature | None = None,
+        ordered_elsewhere: bool = False,
     ) -> list[Outcome]:
         """Admit and decide `requests` (each signed, or all by the requester `batch`
-        signature); one outcome per request, in order."""
+        signature); one outcome per request, in order. `ordered_elsewhere`: another cluster
+        member orders them (NotariseStreamRequest.ordered_elsewhere)."""
         ...
 
 
@@ -150,7 +152,9 @@ class NotaryServicer(notary_service_pb2_grpc.NotaryServiceServicer):
         notary = self._role.identity.identity
         async for batch in request_iterator:  # (entries bounded by rpc/boundary.py)
             signed = batch.batch_signature if batch.HasField("batch_signature") else None
-            outcomes = await self._role.notarise(batch.requests, org, signed)
+            outcomes = await self._role.notarise(
+                batch.requests, org, signed, batch.ordered_elsewhere
+            )
             reply = N.NotariseStreamResponse()
             for outcome in outcomes:
                 add_result(reply.results, outcome, notary)

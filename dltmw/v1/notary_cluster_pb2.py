@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ltmw/v1/notary_cluster.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\"\x99\x01\n\x14\x43lusterNotaryRequest\x12\x10\n\x08requests\x18\x01 \x03(\x0c\x12\x10\n\x08stamp_ns\x18\x02 \x01(\x03\x12\x0f\n\x07stamper\x18\x03 \x01(\r\x12-\n\x0f\x62\x61tch_signature\x18\x89\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x1d\n\x14\x62\x61tch_payload_hashes\x18\x8a\x02 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ltmw/v1/notary_cluster.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\"t\n\x11\x43lusterNotaryPart\x12\x11\n\x08requests\x18\xcc\x03 \x03(\x0c\x12-\n\x0f\x62\x61tch_signature\x18\xcd\x03 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x1d\n\x14\x62\x61tch_payload_hashes\x18\xce\x03 \x03(\x0c\"\xc6\x01\n\x14\x43lusterNotaryRequest\x12\x10\n\x08requests\x18\x01 \x03(\x0c\x12\x10\n\x08stamp_ns\x18\x02 \x01(\x03\x12\x0f\n\x07stamper\x18\x03 \x01(\r\x12-\n\x0f\x62\x61tch_signature\x18\x89\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x1d\n\x14\x62\x61tch_payload_hashes\x18\x8a\x02 \x03(\x0c\x12+\n\x05parts\x18\xcc\x03 \x03(\x0b\x32\x1b.dltmw.v1.ClusterNotaryPartb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.notary_cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLUSTERNOTARYREQUEST']._serialized_start=69
-  _globals['_CLUSTERNOTARYREQUEST']._serialized_end=222
+  _globals['_CLUSTERNOTARYPART']._serialized_start=68
+  _globals['_CLUSTERNOTARYPART']._serialized_end=184
+  _globals['_CLUSTERNOTARYREQUEST']._serialized_start=187
+  _globals['_CLUSTERNOTARYREQUEST']._serialized_end=385
 # @@protoc_insertion_point(module_scope)

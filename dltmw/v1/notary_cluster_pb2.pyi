@@ -20,12 +20,52 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class ClusterNotaryRequest(_message.Message):
+class ClusterNotaryPart(_message.Message):
     """Notary cluster (dltmw/core/notary_cluster.py): n = 3f+1 notary replicas order client requests
     with PBFT-lite (replica.proto, ReplicaService.Exchange with channel_id = the cluster id) and
     every replica decides each agreed batch against its own spent-set and signs with its own key.
 
-    ClusterNotaryRequest is one opaque PBFT-lite request of a notary cluster: signed client
+    ClusterNotaryPart is the share of one client message in a wrap: its requests and, when the
+    message was batch-signed, the requester's batch signature and all its payload hashes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Serialised NotarisationRequest messages exactly as the client sent them, decided in order."""
+
+    @_builtins.property
+    def batch_signature(self) -> _identity_pb2.Signature:
+        """The requester batch signature of the client message, if it was batch-signed."""
+
+    @_builtins.property
+    def batch_payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """With `batch_signature`: SHA-256 of every payload of the signed client message, in order;
+        each of `requests` must hash to one of them.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[_builtins.bytes] | None = ...,
+        batch_signature: _identity_pb2.Signature | None = ...,
+        batch_payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_payload_hashes", b"batch_payload_hashes", "batch_signature", b"batch_signature", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterNotaryPart: _TypeAlias = ClusterNotaryPart  # noqa: Y015
+
+@_typing.final
+class ClusterNotaryRequest(_message.Message):
+    """ClusterNotaryRequest is one opaque PBFT-lite request of a notary cluster: signed client
     requests admitted by one replica, with that replica's clock reading as their decision time.
     """
 
@@ -36,6 +76,7 @@ class ClusterNotaryRequest(_message.Message):
     STAMPER_FIELD_NUMBER: _builtins.int
     BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
     BATCH_PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     stamp_ns: _builtins.int
     """Unix nanoseconds read by the admitting replica; every replica decides time windows (and
     membership validity) at this instant, so the decision is identical everywhere.
@@ -58,6 +99,13 @@ class ClusterNotaryRequest(_message.Message):
         (the batch may be split over several wraps); each of `requests` must hash to one of them.
         """
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterNotaryPart]:
+        """The requests of several client messages admitted by the stamper, merged into one wrap so a
+        PBFT slot carries more notarisations; a wrap holds either `parts` or the fields above
+        (`requests` and, if signed, the batch signature), never both. Decided part by part, in order.
+        """
+
     def __init__(
         self,
         *,
@@ -66,10 +114,11 @@ class ClusterNotaryRequest(_message.Message):
         stamper: _builtins.int = ...,
         batch_signature: _identity_pb2.Signature | None = ...,
         batch_payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        parts: _abc.Iterable[Global___ClusterNotaryPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_payload_hashes", b"batch_payload_hashes", "batch_signature", b"batch_signature", "requests", b"requests", "stamp_ns", b"stamp_ns", "stamper", b"stamper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_payload_hashes", b"batch_payload_hashes", "batch_signature", b"batch_signature", "parts", b"parts", "requests", b"requests", "stamp_ns", b"stamp_ns", "stamper", b"stamper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,6 +76,16 @@ class NotariseStreamRequest(_message.Message):
 
     REQUESTS_FIELD_NUMBER: _builtins.int
     BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
+    ORDERED_ELSEWHERE_FIELD_NUMBER: _builtins.int
+    ordered_elsewhere: _builtins.bool
+    """Notary clusters only (a single notary ignores it): the client asked another member of the
+    cluster to order these requests in the same attempt and wants this member's signature too
+    (f+1 in all). The member admits them as usual but does not order them: it answers each
+    once it is decided here through the other member's wrap, and orders one itself only if
+    that has not happened within a bound (a faulty or slow member cannot stall the client).
+    Each notarisation is then ordered and decided once per member instead of once per asked
+    member. Answers are the same either way.
+    """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[_notarisation_pb2.NotarisationRequest]:
         """The requests, decided in this order."""
@@ -96,10 +106,11 @@ class NotariseStreamRequest(_message.Message):
         *,
         requests: _abc.Iterable[_notarisation_pb2.NotarisationRequest] | None = ...,
         batch_signature: _identity_pb2.Signature | None = ...,
+        ordered_elsewhere: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature", "ordered_elsewhere", b"ordered_elsewhere", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from dltmw.client.notary_cluster import ClusterNotaryClient
-from dltmw.client.utxo import NotaryClient, PartyFiles, error_metadata
+from dltmw.client.utxo import BatchStreams, NotaryClient, PartyFiles, error_metadata, signed_batch
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.notary_cluster import Verdict, wrap
 from dltmw.core.utxo.build import (
@@ -31,6 +31,7 @@ from dltmw.core.utxo.model import Command, Ref, WireTx, read_transaction
 from dltmw.ops.supervisor import Supervisor
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
+from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2, replica_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -249,6 +250,43 @@ async def test_bad_input_is_refused_with_a_specific_status_and_changes_nothing(
         finally:
             await channel.close(None)
     assert all(spent(net, m) == {} for m in MEMBERS)
+    stop_one_by_one(sup)
+
+
+async def test_a_member_asked_to_attest_answers_from_the_ordering_members_decision(
+    network: object,
+) -> None:
+    """One member orders a batch-signed request, another is asked to attest it
+    (`ordered_elsewhere`): both sign the same tx_id with their own keys, and the attesting one
+    answers from the decision it made through the other's wrap — well before its bound for
+    ordering the request itself (`ATTEST_WAIT_S`), which it would wait out if decisions did
+    not reach its waiters."""
+    net, sup = network(NET)  # type: ignore[operator]
+    party = PartyFiles.load(net, CLIENTS[0])
+    wire = tx(party.signer, [Ref(secrets.token_hex(32), 0)])
+    payload = notarisation_payload(wire, party.signer.identity_bytes)
+    order = signed_batch([payload], party.signer)
+    attest = signed_batch([payload], party.signer)
+    attest.ordered_elsewhere = True
+    async with (
+        await NotaryClient.connect(party, MEMBERS[0]) as first,
+        await NotaryClient.connect(party, MEMBERS[1]) as second,
+    ):
+        streams = [BatchStreams(first), BatchStreams(second)]
+        started = time.monotonic()
+        try:
+            (ordered,), (attested,) = await asyncio.gather(
+                streams[0].exchange(order), streams[1].exchange(attest)
+            )
+        finally:
+            for s in streams:
+                s.close()
+        elapsed = time.monotonic() - started
+    assert ordered.reason == 0 and attested.reason == 0
+    assert ordered.response.tx_id == attested.response.tx_id == wire.tx_id
+    mine, theirs = (r.response.notary_signature for r in (ordered, attested))
+    assert mine.signature and theirs.signature and mine.signer != theirs.signer
+    assert elapsed < ATTEST_WAIT_S, f"attested after {elapsed:.1f} s: it waited out its bound"
     stop_one_by_one(sup)
 
 

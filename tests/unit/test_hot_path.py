@@ -52,6 +52,41 @@ async def test_a_failing_batch_fails_every_caller_of_it_and_the_next_batch_runs(
     await c.close()
 
 
+async def test_a_size_bound_cuts_batches_by_the_sum_of_their_items_sizes() -> None:
+    batches: list[list[int]] = []
+
+    async def batch(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return list(items)
+
+    c: Coalescer[int, int] = Coalescer(batch, batch_max=10, size=lambda i: i, size_max=10)
+    await asyncio.gather(*(c.call(i) for i in [4, 5, 2, 12, 3]))
+    await c.close()
+    assert batches == [[4, 5], [2], [12], [3]]  # 4+5+2 > 10; 12 alone although over the bound
+
+
+async def test_an_item_whose_caller_gave_up_before_its_batch_started_is_not_processed() -> None:
+    release = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def batch(items: Sequence[str]) -> list[str]:
+        batches.append(list(items))
+        await release.wait()
+        return list(items)
+
+    c: Coalescer[str, str] = Coalescer(batch, name="t", max_concurrent=1)
+    first = asyncio.create_task(c.call("first"))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(c.call("late"))
+    kept = asyncio.create_task(c.call("kept"))
+    await asyncio.sleep(0)
+    late.cancel()
+    release.set()
+    assert await first == "first" and await kept == "kept"
+    await c.close()
+    assert batches == [["first"], ["kept"]]
+
+
 async def test_pipelined_runs_requests_concurrently_but_answers_in_order() -> None:
     running = 0
     most = 0

@@ -14,20 +14,23 @@ from dltmw.core.notary_batch import signed_message
 from dltmw.core.notary_cluster import (
     ClusterDecider,
     OpenedBatch,
+    Part,
     ReplicaAnswer,
     Unpacked,
     decide_batch,
+    parts_of,
     stamp_fresh,
     unapplied,
     unwrap,
     verdict,
     wrap,
+    wrap_parts,
 )
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
 from dltmw.net.netmap import check_clusters
 from dltmw.sim.notary_cluster import SpentSet
-from dltmw.v1 import errors_pb2
+from dltmw.v1 import errors_pb2, identity_pb2, notary_cluster_pb2
 
 R = errors_pb2
 S = [Ref(hashlib.sha256(b"genesis").hexdigest(), i) for i in range(4)]
@@ -71,6 +74,45 @@ def test_wrap_round_trips_and_is_deterministic() -> None:
     ],
 )
 def test_unwrap_refuses_malformed_requests(raw: bytes) -> None:
+    assert unwrap(raw, 4) is None
+
+
+SIG = identity_pb2.Signature(signer=b"c", signature=b"s")
+
+
+def _mixed() -> bytes:
+    message = notary_cluster_pb2.ClusterNotaryRequest(requests=[b"a"], stamp_ns=1)
+    message.parts.add(requests=[b"b"])
+    return message.SerializeToString()
+
+
+def _unsigned_hashes() -> bytes:
+    message = notary_cluster_pb2.ClusterNotaryRequest(stamp_ns=1)
+    message.parts.add(requests=[b"a"], batch_payload_hashes=[b"h" * 32])
+    return message.SerializeToString()
+
+
+def test_a_wrap_of_parts_round_trips_in_part_order() -> None:
+    raw = wrap_parts([Part([b"a", b"b"]), Part([b"c"], SIG, [b"h" * 32])], 123, 2)
+    opened = unwrap(raw, 4)
+    assert opened is not None
+    assert [list(p.requests) for p in parts_of(opened)] == [[b"a", b"b"], [b"c"]]
+    assert parts_of(opened)[1].batch_signature == SIG
+    legacy = unwrap(wrap([b"a"], 1, 0), 4)
+    assert legacy is not None and [list(p.requests) for p in parts_of(legacy)] == [[b"a"]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_mixed(), id="parts-and-top-level-requests"),
+        pytest.param(wrap_parts([Part([b"a"]), Part([])], 1, 0), id="empty-part"),
+        pytest.param(wrap_parts([Part([b"a"], SIG)], 1, 0), id="signed-part-without-hashes"),
+        pytest.param(_unsigned_hashes(), id="hashes-without-signature"),
+        pytest.param(wrap_parts([Part([b"a"] * 600)] * 2, 1, 0), id="too-many-over-parts"),
+    ],
+)
+def test_unwrap_refuses_malformed_parts(raw: bytes) -> None:
     assert unwrap(raw, 4) is None
 
 

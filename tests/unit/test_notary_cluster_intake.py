@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 
 from dltmw.core.errors import TransientError
 from dltmw.core.handlers.notary import Decision
-from dltmw.core.notary_cluster import unwrap, wrap
+from dltmw.core.notary_cluster import Part, unwrap, wrap, wrap_parts
 from dltmw.runtime.roles.notary.cluster import WRAP_BYTES_MAX, cluster_config
 from dltmw.runtime.roles.notary.cluster_intake import (
     WRAP_BASE_BYTES,
+    Group,
     Item,
     Outcome,
     OwnWraps,
     SignedPart,
     groups_of,
-    order_group,
     own_wraps_max,
 )
 from dltmw.v1 import errors_pb2, identity_pb2
@@ -82,27 +82,36 @@ def test_all_members_together_keep_at_most_one_window_of_wraps_ordered() -> None
     assert own_wraps_max(config) >= 1
 
 
-# -- ordering a few at a time -------------------------------------------------------------------
+# -- ordering a few at a time, merged -----------------------------------------------------------
 
 
 class Fake:
-    """The role's two dependencies: a spent-set of signed tx_ids and PBFT-lite's decision,
-    which waits until the test releases it."""
+    """The role's dependencies: a spent-set of signed tx_ids and PBFT-lite's decision, which
+    waits until the test releases it; `intake` is the OwnWraps under test."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int, now: list[int] | None = None) -> None:
         self.signed: dict[str, bytes] = {}
         self.release = asyncio.Event()
-        self.ordered: list[tuple[list[bytes], int]] = []
+        self.ordered: list[tuple[list[Part], int]] = []
+        clock = now if now is not None else [1]
+        self.intake = OwnWraps(
+            limit, self.signed_here, self.decide, lambda: clock[0], WRAP_BYTES_MAX
+        )
 
     async def signed_here(self, tx_ids: list[str]) -> dict[str, bytes]:
         return {t: self.signed[t] for t in tx_ids if t in self.signed}
 
-    async def decide(
-        self, raws: list[bytes], stamp_ns: int, _part: SignedPart | None
-    ) -> Sequence[Outcome]:
-        self.ordered.append((raws, stamp_ns))
+    async def decide(self, parts: Sequence[Part], stamp_ns: int) -> Sequence[Outcome]:
+        self.ordered.append((list(parts), stamp_ns))
         await self.release.wait()
-        return [Decision(f"decided:{raw.hex()}") for raw in raws]
+        return [Decision(f"decided:{raw.hex()}") for p in parts for raw in p.requests]
+
+    def raws(self) -> list[list[list[bytes]]]:
+        """Per wrap ordered, per part, its raw requests."""
+        return [[list(p.requests) for p in parts] for parts, _ in self.ordered]
+
+    def order(self, *items: Item, wait_s: float = 5.0) -> asyncio.Future[list[Outcome]]:
+        return asyncio.ensure_future(self.intake.order(Group(items), wait_s))
 
 
 async def settle() -> None:
@@ -110,64 +119,136 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def decided(raw: bytes) -> str:
+    return f"decided:{raw.hex()}"
+
+
 async def test_at_most_limit_own_wraps_are_ordered_at_once() -> None:
-    fake, turns = Fake(), OwnWraps(2)
-    calls = [
-        asyncio.ensure_future(
-            order_group([item(k)], turns, fake.signed_here, fake.decide, lambda: 1, 5.0)
-        )
-        for k in range(6)
-    ]
+    """Groups too large to share a wrap (60 KB each): two wraps at once, in arrival order."""
+    fake = Fake(2)
+    calls = [fake.order(item(k, 60_000)) for k in range(6)]
     await settle()
-    assert len(fake.ordered) == 2 and turns.in_flight == 2
+    assert len(fake.ordered) == 2 and fake.intake.in_flight == 2
     fake.release.set()
     outcomes = await asyncio.gather(*calls)
-    assert turns.peak == 2
-    assert [o[0].tx_id for o in outcomes] == [f"decided:{bytes([k]).hex() * 10}" for k in range(6)]
-    assert [raws[0][0] for raws, _ in fake.ordered] == list(range(6))  # in arrival order
+    assert fake.intake.peak == 2
+    assert [o[0].tx_id for o in outcomes] == [decided(item(k, 60_000).raw) for k in range(6)]
+    assert fake.raws() == [[[item(k, 60_000).raw]] for k in range(6)]  # one each, FIFO
+
+
+async def test_groups_that_waited_for_a_turn_leave_merged_in_one_wrap() -> None:
+    """While the one turn is taken, three calls' groups wait; they leave together as ONE wrap
+    of three parts (in arrival order), and each call gets its own items' decisions."""
+    fake = Fake(1)
+    first = fake.order(item(1))
+    await settle()
+    waiting = [fake.order(item(2), item(3)), fake.order(item(4)), fake.order(item(5))]
+    await settle()
+    fake.release.set()
+    await first
+    outcomes = await asyncio.gather(*waiting)
+    assert fake.raws() == [
+        [[item(1).raw]],
+        [[item(2).raw, item(3).raw], [item(4).raw], [item(5).raw]],
+    ]
+    assert [[o.tx_id for o in out if isinstance(o, Decision)] for out in outcomes] == [
+        [decided(item(2).raw), decided(item(3).raw)],
+        [decided(item(4).raw)],
+        [decided(item(5).raw)],
+    ]
+
+
+async def test_a_merged_wrap_keeps_each_calls_signed_part() -> None:
+    fake = Fake(1)
+    first = fake.order(item(1))
+    await settle()
+    signed = part(2)
+    a = asyncio.ensure_future(fake.intake.order(Group((item(2),), signed), 5.0))
+    b = fake.order(item(3))
+    await settle()
+    fake.release.set()
+    await asyncio.gather(first, a, b)
+    parts = fake.ordered[1][0]
+    assert parts[0].batch_signature == signed.signature
+    assert tuple(parts[0].batch_hashes) == signed.hashes
+    assert parts[1].batch_signature is None and not parts[1].batch_hashes
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=120),
+            st.sampled_from([0, 1, 500, 1400]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@example(calls=[([766] * 100, 500)] * 6)  # the benchmark's shape, calls waiting
+@example(calls=[([700] * 19, 19)] * 12)  # ... and its ~19-request calls
+@example(calls=[([1531], 0)] * 64)  # 64 one-request parts filling a wrap: parts' framing counts
+async def test_every_merged_wrap_fits_the_replicas_request_limit(
+    calls: list[tuple[list[int], int]],
+) -> None:
+    """Groups of many calls merged while they waited never make a wrap larger than
+    WRAP_BYTES_MAX serialised (parts' framing and signed parts counted), and every wrap
+    is well formed."""
+    fake = Fake(1)
+    first = fake.order(item(0))
+    await settle()
+    waiting = []
+    k = 1
+    for sizes, hashes in calls:
+        signed = part(hashes) if hashes else None
+        base = WRAP_BASE_BYTES + (signed.overhead if signed else 0)
+        items = [item(k + j, size) for j, size in enumerate(sizes)]
+        k += len(sizes)
+        for group in groups_of(items, base, WRAP_BYTES_MAX):
+            call = fake.intake.order(Group(tuple(group), signed), 5.0)
+            waiting.append(asyncio.ensure_future(call))
+    await settle()
+    fake.release.set()
+    await asyncio.gather(first, *waiting)
+    for parts, _ in fake.ordered:
+        raw = wrap_parts(parts, 2**62, 3)
+        assert len(raw) <= WRAP_BYTES_MAX < cluster_config(4).request_bytes_max
+        assert unwrap(raw, 4) is not None
 
 
 async def test_a_request_signed_while_its_wrap_waited_is_answered_from_the_store() -> None:
     """Relay: the first member answered, this one's wrap still waited; the tx_id the store now
     holds is answered from it and is not ordered a second time."""
-    fake, turns = Fake(), OwnWraps(1)
-    first = asyncio.ensure_future(
-        order_group([item(1)], turns, fake.signed_here, fake.decide, lambda: 1, 5.0)
-    )
+    fake = Fake(1)
+    first = fake.order(item(1))
     await settle()
-    second = asyncio.ensure_future(
-        order_group([item(2), item(3)], turns, fake.signed_here, fake.decide, lambda: 1, 5.0)
-    )
+    second = fake.order(item(2), item(3))
     await settle()
     fake.signed["tx2"] = b"stored-attestation"
     fake.release.set()
     await first
     outcomes = await second
-    assert [raws for raws, _ in fake.ordered] == [[item(1).raw], [item(3).raw]]
+    assert fake.raws() == [[[item(1).raw]], [[item(3).raw]]]
     assert isinstance(outcomes[0], Decision) and outcomes[0].tx_id == "tx2"
     assert outcomes[0].signature == b"stored-attestation"
     assert isinstance(outcomes[1], Decision) and outcomes[1].tx_id.startswith("decided:")
 
 
 async def test_a_wrap_all_of_whose_requests_were_decided_meanwhile_is_not_ordered() -> None:
-    fake, turns = Fake(), OwnWraps(1)
+    fake = Fake(1)
     fake.signed["tx5"] = b"att"
     fake.release.set()
-    outcomes = await order_group([item(5)], turns, fake.signed_here, fake.decide, lambda: 1, 5.0)
+    outcomes = await fake.order(item(5))
     assert fake.ordered == []
     assert isinstance(outcomes[0], Decision) and outcomes[0].signature == b"att"
 
 
 async def test_the_stamp_is_read_when_the_wrap_leaves_not_when_it_arrived() -> None:
-    fake, turns = Fake(), OwnWraps(1)
     now = [100]
-    first = asyncio.ensure_future(
-        order_group([item(1)], turns, fake.signed_here, fake.decide, lambda: now[0], 5.0)
-    )
+    fake = Fake(1, now)
+    first = fake.order(item(1))
     await settle()
-    second = asyncio.ensure_future(
-        order_group([item(2)], turns, fake.signed_here, fake.decide, lambda: now[0], 5.0)
-    )
+    second = fake.order(item(2))
     await settle()
     now[0] = 200
     fake.release.set()
@@ -176,21 +257,18 @@ async def test_the_stamp_is_read_when_the_wrap_leaves_not_when_it_arrived() -> N
 
 
 async def test_the_wait_for_a_turn_counts_towards_the_deadline() -> None:
-    """A wrap that never gets a turn (the one in flight is stuck) is answered WAIT_TIMEOUT
-    within the one deadline, and gives its turn back to nobody it did not hold."""
-    fake, turns = Fake(), OwnWraps(1)
-    stuck = asyncio.ensure_future(
-        order_group([item(1)], turns, fake.signed_here, fake.decide, lambda: 1, 5.0)
-    )
+    """A group that never gets a turn (the wrap in flight is stuck) is answered WAIT_TIMEOUT
+    within the one deadline, and is not ordered once the turn frees."""
+    fake = Fake(1)
+    stuck = fake.order(item(1))
     await settle()
-    outcomes = await order_group(
-        [item(2), item(3)], turns, fake.signed_here, fake.decide, lambda: 1, 0.05
-    )
+    outcomes = await fake.order(item(2), item(3), wait_s=0.05)
     assert all(isinstance(o, TransientError) for o in outcomes)
     assert {o.reason for o in outcomes if isinstance(o, TransientError)} == {
         R.ERROR_REASON_WAIT_TIMEOUT
     }
-    assert len(fake.ordered) == 1 and turns.in_flight == 1
+    assert len(fake.ordered) == 1 and fake.intake.in_flight == 1
     fake.release.set()
     await stuck
-    assert turns.in_flight == 0
+    await settle()
+    assert fake.intake.in_flight == 0 and len(fake.ordered) == 1

@@ -332,10 +332,10 @@ def _without_dependencies(
 
 def test_a_decided_cluster_request_that_breaks_admission_arithmetic_is_refused_not_raised() -> None:
     """A faulty cluster primary can wrap any bytes; every replica re-admits a decided batch
-    (`runtime/notary_cluster.open_request`), so an item must become a refusal, never an
+    (`runtime/roles/notary/cluster_open.open_request`), so an item must become a refusal, never an
     exception that would stop every replica's loop on the same batch."""
     from dltmw.core.notary_cluster import wrap
-    from dltmw.runtime.roles.notary.cluster import open_request
+    from dltmw.runtime.roles.notary.cluster_open import open_request
 
     def far_future(payload: notarisation_pb2.NotarisationPayload) -> None:
         payload.time_window.until_time.seconds = 2**62

@@ -22,10 +22,10 @@ from dltmw.core.errors import ClientError
 from dltmw.core.handlers.notary import Ask, Decide, SingleNotary
 from dltmw.core.identity import Membership
 from dltmw.core.notary import NotaryIdentity, admit
-from dltmw.core.notary_cluster import wrap
+from dltmw.core.notary_cluster import Part, wrap, wrap_parts
 from dltmw.core.utxo.build import notarisation_payload
 from dltmw.core.utxo.model import Command, Ref, to_ns
-from dltmw.runtime.roles.notary.cluster import open_request
+from dltmw.runtime.roles.notary.cluster_open import open_request
 from dltmw.v1 import errors_pb2, notarisation_pb2, notary_service_pb2
 
 P = make_parties()
@@ -288,3 +288,24 @@ def test_batch_signed_requests_spend_each_state_once_and_retries_get_the_same_an
                 model.update((r, a.tx_id) for r in a.inputs)
                 first_answer[a.tx_id] = decision.signature
         assert view.consumed == model
+
+
+def test_a_merged_wrap_opens_each_part_against_its_own_batch_signature() -> None:
+    """Two clients' batch-signed messages merged into one wrap (`wrap_parts`): every request
+    is admitted, in part order; a request moved into the OTHER part (whose hashes do not
+    name it) is refused there, although the wrap as a whole names it."""
+    first, second = signed(payloads(3)), signed(payloads(2, first=10))
+
+    def part_of(message: Message, requests: list[bytes]) -> Part:
+        return Part(requests, message.batch_signature, hashes_of(message))
+
+    raws = [[r.SerializeToString() for r in m.requests] for m in (first, second)]
+    merged = wrap_parts([part_of(first, raws[0]), part_of(second, raws[1])], to_ns(NOW), 1)
+    items = open_request(merged, 4, CLUSTER, P.membership).items
+    inputs = [getattr(i, "inputs", None) for i in items]
+    assert inputs == [(Ref(f"{k:064x}", 0),) for k in (0, 1, 2, 10, 11)]
+    moved = wrap_parts(
+        [part_of(first, raws[0][:2]), part_of(second, [*raws[1], raws[0][2]])], to_ns(NOW), 1
+    )
+    items = open_request(moved, 4, CLUSTER, P.membership).items
+    assert [getattr(i, "reason", 0) for i in items] == [0, 0, 0, 0, _reason(BAD_REQUEST)]

@@ -6,18 +6,21 @@ cluster id as their notary, and answers with its OWN signature (a client gathers
 answers from distinct members, see `client/notary_cluster.py` and `core/notary_cluster.py`).
 
 Request path: admit the call's requests on the verify pool (bad input is refused here with its
-specific status and changes nothing), wrap the admitted ones into PBFT requests of at most
-WRAP_BYTES_MAX, and hand them to PBFT-lite a few at a time, each stamped with this replica's clock
-when it leaves (`cluster_intake.py`: why), then wait until each is decided and applied HERE. Two
-cores, each run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped
-requests (its executor appends records durably to the RecordStore, then hands each decided batch to
-the decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
-batch — its executor's load re-admits the batch at its stamp on the verify pool and reads the spent
-rows it touches, and its effects commit the batch with its sequence in one sqlite transaction
-(ClusterNotaryStore) before the waiters are answered. Backups drop pre-prepares whose stamps are
-not fresh by their own clock (`stamp_fresh`). A restart restores the replica from its records and
-re-applies decided batches the spent-set missed, so nothing acknowledged is lost and re-asking gets
-the same answer. Records are compacted only 1024 batches below a stable checkpoint
+specific status and changes nothing); if the client asked another member to order them
+(`ordered_elsewhere`), wait for their decisions here first (`cluster_attest.py`); wrap the rest
+into PBFT requests of at most WRAP_BYTES_MAX, calls that wait for a turn merged into one wrap, and
+hand them to PBFT-lite a few at a time, each stamped with this replica's clock when it leaves
+(`cluster_intake.py`: why), then wait until each is decided and applied HERE. Two cores, each
+run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrapped requests
+(its executor appends records durably to the RecordStore, then hands each decided batch to the
+decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
+batch — its executor's load re-admits the batch at its stamp on the verify pool
+(`cluster_open.py`) and reads the spent rows it touches, and its effects commit the batch with
+its sequence in one sqlite transaction (ClusterNotaryStore) before the waiters are answered.
+Backups drop pre-prepares whose stamps are not fresh by their own clock (`stamp_fresh`). A
+restart restores the replica from its records and re-applies decided batches the spent-set
+missed, so nothing acknowledged is lost and re-asking gets the same answer. Records are
+compacted only 1024 batches below a stable checkpoint
 (`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
 """
 
@@ -28,27 +31,25 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation
+from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
-from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
+from dltmw.core.notary import NotarisationAsk, NotaryIdentity
 from dltmw.core.notary_cluster import (
     ClusterDecider,
     OpenedBatch,
+    Part,
     Unpacked,
     stamp_fresh,
     unapplied,
     unwrap,
-    wrap,
+    wrap_parts,
 )
 from dltmw.core.pbft import (
     ClientRequest,
@@ -70,17 +71,19 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S, Admitted, Attesting
 from dltmw.runtime.roles.notary.cluster_intake import (
     ENTRY_FRAMING,
     HASH_BYTES,
     WRAP_BASE_BYTES,
+    Group,
     Item,
     OwnWraps,
     SignedPart,
     groups_of,
-    order_group,
     own_wraps_max,
 )
+from dltmw.runtime.roles.notary.cluster_open import open_request
 from dltmw.runtime.roles.notary.single import Outcome, admit_in_chunks, stopped
 from dltmw.runtime.waiters import Waiters
 from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2, replica_pb2
@@ -93,7 +96,6 @@ DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def cluster_config(n: int) -> PbftConfig:
@@ -116,54 +118,6 @@ def cluster_config(n: int) -> PbftConfig:
         transfer_batches_max=4,
         decided_retain=1024,
     )
-
-
-def _moment(stamp_ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=stamp_ns // 1000)
-
-
-def open_request(
-    request: bytes, n: int, identity: NotaryIdentity, membership: Membership
-) -> Unpacked:
-    """Re-admit a decided wrapped request at its stamp: the same verdict on every replica. A
-    wrap of a batch-signed client message has its requester batch signature checked once here
-    (`Membership.verify` remembers it: the other parts of the batch, and the replica that
-    admitted it, do no public-key operation again); each request must be one it covers."""
-    wrapped = unwrap(request, n)
-    if wrapped is None:  # PBFT's request_ok let only well-formed requests into a batch
-        raise InvariantViolation("a decided notary-cluster request does not parse")
-    now = _moment(wrapped.stamp_ns)
-    signer: bytes | None = None
-    covered: frozenset[bytes] = frozenset()
-    if wrapped.HasField("batch_signature"):
-        hashes = list(wrapped.batch_payload_hashes)
-        try:
-            signer = request_batch.check(wrapped.batch_signature, hashes, membership, now)
-        except ClientError as exc:
-            refused = Decision("", reason=exc.reason, message=str(exc))
-            return Unpacked(wrapped.stamp_ns, (refused,) * len(wrapped.requests))
-        covered = frozenset(hashes)
-    items: list[NotarisationAsk | Decision] = []
-    for raw in wrapped.requests:
-        try:
-            signed = notarisation_pb2.NotarisationRequest.FromString(raw)
-            if signer is not None and request_batch.payload_hash(signed.payload) not in covered:
-                raise ClientError(
-                    R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
-                    "the request is not one the batch signature covers",
-                )
-            items.append(admit(signed, identity, membership, now, signer))
-        except DecodeError:
-            items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
-        except ClientError as exc:
-            items.append(Decision("", reason=exc.reason, message=str(exc)))
-        except (ValueError, OverflowError) as exc:
-            # Values admission's arithmetic cannot take (e.g. a time window near 2^62 s). A
-            # faulty primary can wrap any bytes and every replica re-admits the decided batch,
-            # so this must be a refusal like any other, never an exception stopping them all.
-            message = f"out of range: {type(exc).__name__}: {exc}"[:200]
-            items.append(Decision("", reason=R.ERROR_REASON_INVALID_FIELD, message=message))
-    return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
 @dataclass(frozen=True)
@@ -245,6 +199,7 @@ class DecisionExecutor:
         for rid, decisions in replies:  # every member decides every batch: each counts its own
             role.ctx.metrics.observe_decisions(role.cluster_id, decisions)
             role.waiters.resolve(rid, decisions)
+            role.attesting.decided(decisions)
 
 
 ReplicaDriver = Driver[
@@ -285,12 +240,19 @@ class ClusterNotaryRole:
         self.member_orgs = frozenset(org_of(identity) for identity in self.identities)
         self.me = ids.index(ctx.node_id)
         self.config = cluster_config(len(ids))
-        self.own_wraps = OwnWraps(own_wraps_max(self.config))
+        self.own_wraps = OwnWraps(
+            own_wraps_max(self.config),
+            self._signed_here,
+            self._decide,
+            lambda: to_ns(utc_now()),
+            WRAP_BYTES_MAX,
+        )
         self.links = {
             i: ReplicaLink(ctx, cluster_id, ids[i]) for i in range(len(ids)) if i != self.me
         }
         self.pool = pool
         self.waiters: Waiters[Token, Answers] = Waiters()
+        self.attesting = Attesting()
         self.replica: Replica | None = None
         self._replica_driver: ReplicaDriver | None = None
         self.decider: DeciderDriver | None = None  # built at start, once `applied` is read
@@ -374,6 +336,7 @@ class ClusterNotaryRole:
         for link in self.links.values():
             await link.stop()
         self.waiters.fail_all(stopped("notary is stopping"))
+        await self.own_wraps.close()
         if self.records is not None:
             await self.records.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
@@ -392,9 +355,11 @@ class ClusterNotaryRole:
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         tls_org: str | None,
         batch: identity_pb2.Signature | None = None,
+        ordered_elsewhere: bool = False,
     ) -> list[Outcome]:
         """Admit `requests` (each signed, or all by the requester `batch` signature), order the
-        admitted ones, answer once decided here (in order)."""
+        admitted ones, answer once decided here (in order). `ordered_elsewhere`: another member
+        orders them; wait for their decisions here first (`cluster_attest.py`)."""
         if not self.running:
             raise stopped("the notary is not running")
         now = utc_now()
@@ -412,13 +377,17 @@ class ClusterNotaryRole:
         pairs = await admit_in_chunks(
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
-        admitted = [a for _, chunk in pairs for a in chunk]
+        admitted: list[Admitted] = [a for _, chunk in pairs for a in chunk]
+        if ordered_elsewhere:
+            admitted = await self.attesting.await_decisions(
+                admitted, self._signed_here, ATTEST_WAIT_S
+            )
         return await self._order(requests, admitted, signed)
 
     async def _order(
         self,
         requests: Sequence[notarisation_pb2.NotarisationRequest],
-        admitted: list[NotarisationAsk | DltmwError],
+        admitted: Sequence[Admitted],
         signed_part: SignedPart | None = None,
     ) -> list[Outcome]:
         """Answer tx_ids already signed here from the store (their answer can never change);
@@ -427,7 +396,7 @@ class ClusterNotaryRole:
         few at a time (`cluster_intake`)."""
         out: list[Outcome] = list(admitted)  # type: ignore[arg-type]  # asks are replaced below
         tx_ids = [a.tx_id for a in admitted if isinstance(a, NotarisationAsk)]
-        signed = await self._signed_here(tx_ids)
+        signed = await self._signed_here(tx_ids) if tx_ids else {}
         base = WRAP_BASE_BYTES + (0 if signed_part is None else signed_part.overhead)
         items: list[Item] = []
         for i, (request, item) in enumerate(zip(requests, admitted, strict=True)):
@@ -445,18 +414,7 @@ class ClusterNotaryRole:
             items.append(Item(i, item.tx_id, raw))
         groups = groups_of(items, base, WRAP_BYTES_MAX)
         decided = await asyncio.gather(
-            *(
-                order_group(
-                    g,
-                    self.own_wraps,
-                    self._signed_here,
-                    self._decide,
-                    lambda: to_ns(utc_now()),
-                    SUBMIT_WAIT_S,
-                    signed_part,
-                )
-                for g in groups
-            )
+            *(self.own_wraps.order(Group(tuple(g), signed_part), SUBMIT_WAIT_S) for g in groups)
         )
         for group, decisions in zip(groups, decided, strict=True):
             for entry, decision in zip(group, decisions, strict=True):
@@ -469,14 +427,10 @@ class ClusterNotaryRole:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(store.executor, store.signatures_of, tx_ids)
 
-    async def _decide(
-        self, raws: list[bytes], stamp_ns: int, signed_part: SignedPart | None = None
-    ) -> Sequence[Outcome]:
-        """Order one wrap and wait for its decisions here (the caller bounds the wait)."""
-        if signed_part is None:
-            wrapped = wrap(raws, stamp_ns, self.me)
-        else:
-            wrapped = wrap(raws, stamp_ns, self.me, signed_part.signature, signed_part.hashes)
+    async def _decide(self, parts: Sequence[Part], stamp_ns: int) -> Sequence[Outcome]:
+        """Order one wrap of `parts` and wait for its decisions here, one per request in part
+        order (the caller bounds the wait)."""
+        wrapped = wrap_parts(parts, stamp_ns, self.me)
         rid = request_id(wrapped)
         future = self.waiters.add(rid)
         try:

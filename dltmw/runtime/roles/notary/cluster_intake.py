@@ -1,8 +1,13 @@
 """How a notary-cluster member hands its admitted requests to PBFT-lite: a few wraps at a time.
 
-A member wraps the admitted requests of a call into PBFT requests of at most WRAP_BYTES_MAX
-(`core/notary_cluster.wrap`). It keeps at most `limit` of its OWN wraps ordered at once; the
-others wait here, in arrival order, for one of them to be decided (`OwnWraps`). Why:
+A member splits the admitted requests of a call into groups of at most WRAP_BYTES_MAX
+(`groups_of`). It keeps at most `limit` of its OWN wraps ordered at once; the groups that arrive
+meanwhile wait here, in arrival order, and leave MERGED: the next wrap takes every waiting group
+that fits WRAP_BYTES_MAX, each as one part (`core/notary_cluster.wrap_parts`; `OwnWraps`, on
+the one batching helper `aio/coalesce.Coalescer`). Why merged: a cluster's cost is per PBFT
+slot (its messages, their signatures, records and writes), and a slot holds at most
+`batch_size_max` wraps; with one wrap per client call, a slot carried ~18 notarisations of the
+benchmark (calls of ~19 requests) while hundreds waited for a turn. Why a few at a time:
 
 - **Little waits at the primary.** Every replica relays what it is handed to all (`pbft.Replica
   .ready`), and a view change carries the prepared batches of the window. Handed everything at
@@ -31,13 +36,14 @@ same answer if it was decided after all).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from dltmw.core.errors import DltmwError, TransientError
+from dltmw.aio.coalesce import Coalescer
+from dltmw.core.errors import DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision
 from dltmw.core.handlers.notary import signed as signed_decision
+from dltmw.core.notary_cluster import Part
 from dltmw.core.pbft import PbftConfig
 from dltmw.v1 import errors_pb2, identity_pb2
 
@@ -47,6 +53,7 @@ HASH_BYTES = 32
 ENTRY_FRAMING = 4
 WRAP_BASE_BYTES = 32  # a wrap's stamp and stamper, framed
 Outcome = Decision | DltmwError
+GROUPS_PER_WRAP_MAX = 64  # client messages merged into one wrap (well under its request count)
 
 
 def own_wraps_max(config: PbftConfig) -> int:
@@ -80,31 +87,107 @@ class Item:
     raw: bytes
 
 
-class OwnWraps:
-    """At most `limit` own wraps ordered at once; the others wait their turn in FIFO order."""
+PART_FRAMING = 8  # a part's tag and length in the wrap, its fields' tags
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be positive, got {limit}")
-        self.limit = limit
-        self._turns = asyncio.Semaphore(limit)
-        self.in_flight = 0
-        self.peak = 0  # most wraps ordered at once so far (tests, metrics)
 
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Hold one of the `limit` turns while a wrap is ordered and decided."""
-        async with self._turns:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+@dataclass(frozen=True)
+class Group:
+    """Admitted requests of one call that travel in one wrap part, with the call's requester
+    batch signature if it was batch-signed."""
+
+    items: tuple[Item, ...]
+    signed: SignedPart | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes the group adds to a wrap (its requests and signed part, framed)."""
+        signed = 0 if self.signed is None else self.signed.overhead
+        return sum(len(i.raw) + ENTRY_FRAMING for i in self.items) + signed + PART_FRAMING
+
+    def part(self, items: Sequence[Item]) -> Part:
+        """The wrap part carrying `items` of this group."""
+        raws = [i.raw for i in items]
+        if self.signed is None:
+            return Part(raws)
+        return Part(raws, self.signed.signature, self.signed.hashes)
 
 
 SignedHere = Callable[[list[str]], Awaitable[dict[str, bytes]]]
-Decide = Callable[[list[bytes], int, SignedPart | None], Awaitable[Sequence[Outcome]]]
+Decide = Callable[[Sequence[Part], int], Awaitable[Sequence[Outcome]]]
+
+
+class OwnWraps:
+    """At most `limit` own wraps ordered at once; groups that wait their turn leave in FIFO
+    order, merged into wraps of at most `bytes_max` (module docstring)."""
+
+    def __init__(
+        self,
+        limit: int,
+        signed_here: SignedHere,
+        decide: Decide,
+        clock_ns: Callable[[], int],
+        bytes_max: int,
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        self.limit = limit
+        self._signed_here = signed_here
+        self._decide = decide
+        self._clock_ns = clock_ns
+        self._wraps: Coalescer[Group, list[Outcome]] = Coalescer(
+            self._order,
+            batch_max=GROUPS_PER_WRAP_MAX,
+            name="notary-own-wraps",
+            max_concurrent=limit,
+            size=lambda g: g.size,
+            size_max=bytes_max - WRAP_BASE_BYTES,
+        )
+        self.in_flight = 0
+        self.peak = 0  # most wraps ordered at once so far (tests, metrics)
+
+    async def order(self, group: Group, wait_s: float) -> list[Outcome]:
+        """The outcomes of `group`'s items, in order, within `wait_s` for the wait for a turn
+        and the decision together (then WAIT_TIMEOUT; a group whose wait ended before its
+        wrap left is not ordered)."""
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self._wraps.call(group)
+        except TimeoutError:
+            wait = TransientError(errors_pb2.ERROR_REASON_WAIT_TIMEOUT, "not decided in time")
+            return [wait] * len(group.items)
+        except DltmwError as exc:
+            return [exc] * len(group.items)
+
+    async def close(self) -> None:
+        """Stop merging; groups still waiting are cancelled."""
+        await self._wraps.close()
+
+    async def _order(self, groups: Sequence[Group]) -> list[list[Outcome]]:
+        """One wrap: answer what is signed here by now from the store, order the rest of every
+        group stamped now, one part per group."""
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            signed = await self._signed_here([i.tx_id for g in groups for i in g.items])
+            todo = [[i for i in g.items if i.tx_id not in signed] for g in groups]
+            parts = [g.part(t) for g, t in zip(groups, todo, strict=True) if t]
+            flat = await self._decide(parts, self._clock_ns()) if parts else ()
+            if len(flat) != sum(len(t) for t in todo):
+                raise InvariantViolation("a wrap's decisions do not match its requests")
+            outcomes = iter(flat)
+            out: list[list[Outcome]] = []
+            for group in groups:
+                out.append(
+                    [
+                        signed_decision(i.tx_id, signed[i.tx_id])
+                        if i.tx_id in signed
+                        else next(outcomes)
+                        for i in group.items
+                    ]
+                )
+            return out
+        finally:
+            self.in_flight -= 1
 
 
 def groups_of(items: Sequence[Item], base: int, bytes_max: int) -> list[list[Item]]:
@@ -120,31 +203,3 @@ def groups_of(items: Sequence[Item], base: int, bytes_max: int) -> list[list[Ite
         groups[-1].append(item)
         size += framed
     return [g for g in groups if g]
-
-
-async def order_group(
-    group: Sequence[Item],
-    turns: OwnWraps,
-    signed_here: SignedHere,
-    decide: Decide,
-    clock_ns: Callable[[], int],
-    wait_s: float,
-    signed_part: SignedPart | None = None,
-) -> list[Outcome]:
-    """The outcomes of one wrap's items, in order: wait for a turn, answer what is signed here
-    by now from the store, order the rest stamped now (module docstring)."""
-    try:
-        async with asyncio.timeout(wait_s), turns.turn():
-            signed = await signed_here([item.tx_id for item in group])
-            todo = [item for item in group if item.tx_id not in signed]
-            outcomes = await decide([i.raw for i in todo], clock_ns(), signed_part) if todo else ()
-            decided = dict(zip((i.position for i in todo), outcomes, strict=True))
-            for i in group:
-                if i.tx_id in signed:
-                    decided[i.position] = signed_decision(i.tx_id, signed[i.tx_id])
-            return [decided[i.position] for i in group]
-    except TimeoutError:
-        wait = TransientError(errors_pb2.ERROR_REASON_WAIT_TIMEOUT, "not decided in time")
-        return [wait] * len(group)
-    except DltmwError as exc:
-        return [exc] * len(group)

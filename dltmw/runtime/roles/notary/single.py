@@ -233,9 +233,10 @@ class NotaryRole:
         requests: Sequence[notarisation_pb2.NotarisationRequest],
         tls_org: str | None,
         batch: identity_pb2.Signature | None = None,
+        ordered_elsewhere: bool = False,
     ) -> list[Outcome]:
         """Admit and decide `requests` (signed each, or together by `batch`); one outcome per
-        request, in order."""
+        request, in order. `ordered_elsewhere` means nothing to a single notary."""
         if not self._driver.running:
             raise stopped("the notary is not running")
         pairs = await admit_in_chunks(
