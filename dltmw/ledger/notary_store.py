@@ -204,6 +204,11 @@ class NotaryStore:
         self._seen_refs = SeenFilter()  # every spent ref (and false positives): seen_filter.py
         self._seen_txs = SeenFilter(BITS_LOG2 - 1)  # every notarised tx_id (its text)
 
+    @property
+    def filter_bytes(self) -> int:
+        """Memory of the two seen filters (a fixed part of a notary's resident size)."""
+        return self._seen_refs.size_bytes + self._seen_txs.size_bytes
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         bound_cache(conn, CACHE_KIB)  # above the writer's default: see CACHE_KIB
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")

@@ -19,6 +19,7 @@ operations in Python — the classic layout (HASHES independent bit positions, a
 per key) cost ~1.5 µs a key and was ~20 % of the notary's store thread (profile 2026-12-01
 14:00 UTC, benchmarks/RESULTS.md). The price is a slightly higher false-positive rate at the
 same size (~1 % instead of ~0.5 % at 5 million keys in 2**26 bits), i.e. a few more probes.
+The sizes are `BITS_LOG2`'s comment.
 
 The positions come from Python's hash() of the key — SipHash keyed with the process's random
 hash secret (the interpreter's hash randomisation): a requester chooses the refs it sends and
@@ -33,7 +34,12 @@ from array import array
 from collections.abc import Iterable
 from typing import TypeVar
 
-BITS_LOG2 = 26  # 8 MiB of bits: ~1 % false positives at 5 million keys with 4 bits per key
+# 4 MiB of bits: ~0.9 % false positives at 2.5 million keys with 4 bits per key, ~5 % at 5
+# million (measured, 2026-12-02). It was 2**26 (8 MiB, ~0.9 % at 5 million): every notary then
+# held 12 MiB of filters from its start (this and the tx_id filter, half the size), which put a
+# single notary at 101 MB after 1,000,000 notarisations against issue 18's 100 MB. A false
+# positive costs one index probe, so past 2.5 million keys the price is a few % more probes.
+BITS_LOG2 = 25
 HASHES = 4  # bits set per key, 6 hash bits each (the low 24 bits of the hash)
 _WORD_LOG2 = 6  # 64-bit words
 _M = 63
@@ -59,6 +65,11 @@ class SeenFilter:
             raise ValueError("bits_log2 must be within 8..32")
         self._words = array("Q", bytes(1 << (bits_log2 - 3)))
         self._word_mask = (1 << (bits_log2 - _WORD_LOG2)) - 1
+
+    @property
+    def size_bytes(self) -> int:
+        """Memory the bits take (allocated up front, all of it resident once keys spread)."""
+        return self._words.itemsize * len(self._words)
 
     def add(self, key: bytes | str) -> None:
         """Record `key` as (possibly) written."""

@@ -305,3 +305,14 @@ def test_a_batchs_notarised_rows_are_inserted_in_key_order_and_keep_their_leaves
     assert [row[0] for row in notarised] == sorted(tx_ids)
     stored = {t: bytes(v) for t, v in conn.execute("SELECT tx_id, signature FROM notarised")}
     assert resolve(conn, stored) == dict(batch.attestations())
+
+
+def test_a_notarys_seen_filters_take_6_mib_together(tmp_path: Path) -> None:
+    """The filters are allocated whole at start and resident for the notary's life: 4 + 2 MiB
+    (issue 18's 100 MB per node; `seen_filter.BITS_LOG2` says what the size buys)."""
+    store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
+    store.open()
+    try:
+        assert store.filter_bytes == 6 * 1024 * 1024
+    finally:
+        store.close()
