@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 from ledger_parties import Parties, make_parties
+from test_lifecycle_peer import Named, holder
 
 from dltmw.contracts import builtin_contract
 from dltmw.core import lifecycle as lc
@@ -25,7 +26,6 @@ from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.peer.in_place import PROPOSAL_BYTES_MAX, PROPOSALS_MAX, in_place_reads
-from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle
 from dltmw.v1 import bus_pb2, common_pb2, proposal_pb2
 
 PARTIES: Parties = make_parties()
@@ -87,29 +87,6 @@ def test_only_small_batches_of_bounded_builtin_functions_run_in_place(
     assert in_place_reads(batch, builtin_of) == lookups
 
 
-class Named(Contract):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class Source:
-    def __init__(self, installed: dict[str, Contract]) -> None:
-        self.installed = installed
-
-    def contract(self, pid: str) -> Contract | None:
-        return self.installed.get(pid)
-
-    def named(self, name: str) -> list[str]:
-        return sorted(pid for pid, c in self.installed.items() if c.name == name)
-
-
-def _lifecycle(definition: lc.Definition, installed: dict[str, Contract]) -> ChannelLifecycle:
-    held = ChannelLifecycle(PARTIES.view, Source(installed), "peer0.org1")
-    genesis = lc.genesis_definitions(PARTIES.view.config)
-    held.adopt({**genesis, definition.name: definition})
-    return held
-
-
 @pytest.mark.parametrize(
     ("definition", "expected"),
     [
@@ -123,7 +100,7 @@ def test_a_contract_counts_as_builtin_only_when_it_runs_the_builtin_package_as_i
     definition: lc.Definition, expected: str | None
 ) -> None:
     installed = {BUS_PID: cast(Contract, builtin_contract("bus")), "e" * 64: Named("bus")}
-    held = _lifecycle(definition, installed)
+    held = holder(installed, definition)
     assert held.builtin_of("bus") is None  # not resolved yet: nothing known to run
     held.resolve("bus")
     assert held.builtin_of("bus") == expected
