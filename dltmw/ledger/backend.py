@@ -162,6 +162,11 @@ class Ledger(Protocol):
         """Run `fn` inside one read transaction."""
         ...
 
+    async def read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
+        """`read_snapshot(fn)` for an `fn` of about `lookups` point reads: in place (no thread
+        hop) where the backend can read a few keys cheaply, still one consistent snapshot."""
+        ...
+
 
 def versions_of(reader: StateReader, keys: Iterable[tuple[str, str]]) -> KeyVersions:
     """Versions of the keys of `keys` that exist, read through `reader`."""

@@ -72,6 +72,12 @@ class LedgerBase(ABC):
     async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
         """Run `fn` inside one read transaction."""
 
+    async def read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
+        """`read_snapshot(fn)` for an `fn` of about `lookups` point reads, which a backend may
+        run in place, without a thread hop (sqlite: `ChannelLedger.read_small`); here, on
+        the reader like any snapshot (a PostgreSQL read is a round trip to the server)."""
+        return await self.read_snapshot(fn)
+
     @abstractmethod
     async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
         """`tx_record` of many ids at once."""

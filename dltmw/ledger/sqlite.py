@@ -330,14 +330,14 @@ class ChannelLedger(LedgerBase):
     async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
         """`tx_record` of many ids in ONE reader-thread hop (point reads: ~6 µs each), or in
         place for a few (module docstring)."""
-        return await self._read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
+        return await self.read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
 
     async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
         """Committed versions of the given keys that exist: in place for a few (the gateway's
         staleness check of a lone transaction, `gateway/staleness.py`: a hop on every
         transaction's way to the orderer), on the reader thread for more."""
         refs = list(keys)
-        return await self._read_small(len(refs), lambda r: versions_of(r, refs))
+        return await self.read_small(len(refs), lambda r: versions_of(r, refs))
 
     async def commit_reads(
         self,
@@ -351,7 +351,7 @@ class ChannelLedger(LedgerBase):
         lookups, read = commit_reader(keys, ranges, tx_ids)
         if lookups < 0:
             return await self.read_snapshot(read)
-        return await self._read_small(lookups, read)
+        return await self.read_small(lookups, read)
 
     async def audit(self, numbers: Sequence[int], chain_from: int, recompute: bool) -> LedgerAudit:
         """`ledger/audit.py` `read_audit` on a worker thread, one audit at a time per ledger
@@ -365,9 +365,10 @@ class ChannelLedger(LedgerBase):
         """Run `fn` on the reader thread inside one read transaction."""
         return await self._file.snapshot(lambda conn: fn(SnapshotReader(conn)))
 
-    async def _read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
+    async def read_small(self, lookups: int, fn: Callable[[StateReader], T]) -> T:
         """`read_snapshot(fn)`, in place when `fn` is at most `INLINE_READS_MAX` point
-        lookups (module docstring)."""
+        lookups (module docstring): its own read transaction on its own connection, so one
+        committed state, as on the reader thread."""
         if lookups > INLINE_READS_MAX:
             return await self.read_snapshot(fn)
         return await self._file.snapshot_here(lambda conn: fn(SnapshotReader(conn)))

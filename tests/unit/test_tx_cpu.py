@@ -90,6 +90,7 @@ def _channel_stub(config: config_pb2.ChannelConfig) -> Any:
         view=types.SimpleNamespace(config=config, channel_id="ch1"),
         genesis_hash=b"\x09" * 32,
         ledger=types.SimpleNamespace(read_snapshot=read_snapshot),
+        lifecycle=types.SimpleNamespace(builtin_of=lambda name: None),  # a user contract
         ctx=types.SimpleNamespace(tracer=types.SimpleNamespace(enabled=False)),
         _simulate_and_sign=simulate_and_sign,
         seen=seen,

@@ -14,7 +14,8 @@ left to surface only at shutdown.
 
 Endorser. A proposal is admitted (signature, membership, tx_id, time window, not yet on the
 ledger), simulated against one consistent snapshot of committed state on the ledger's reader
-thread, and the response payload is signed over (payload || endorser identity).
+thread (in place, on the loop, for a small batch of bounded built-in functions: `in_place.py`),
+and the response payload is signed over (payload || endorser identity).
 
 Read your writes. A proposal may name a `min_block_number`: the state it is simulated on must
 include that block (a client saw it committed). `endorse_at` endorses at once the proposals whose
@@ -71,6 +72,7 @@ from dltmw.runtime.roles.peer.censor_watch import CensorWatch
 from dltmw.runtime.roles.peer.committer import Committer
 from dltmw.runtime.roles.peer.deliver_watch import STALL_S, DeliverWatch
 from dltmw.runtime.roles.peer.header_monitor import RECONNECT, HeaderMonitor, deliver_request
+from dltmw.runtime.roles.peer.in_place import in_place_reads
 from dltmw.runtime.roles.peer.lifecycle import ChannelLifecycle, ContractSource
 from dltmw.runtime.roles.peer.pipeline import commit_pipelined
 from dltmw.runtime.waiters import Waiters
@@ -241,7 +243,9 @@ class PeerChannel:
     async def endorse_many(
         self, batch: Sequence[CheckedProposal]
     ) -> list[proposal_pb2.ProposalResponse]:
-        """Simulate every proposal on one snapshot and sign, all on the reader thread."""
+        """Simulate every proposal on one snapshot and sign, all on the reader thread; in
+        place, on the loop, for a small batch of bounded built-in functions (`in_place.py`:
+        the bus's lone message, whose hop cost more than its simulation)."""
         if not batch:
             return []
 
@@ -257,7 +261,11 @@ class PeerChannel:
 
         tracer = self.ctx.tracer
         start_ns = now_ns() if tracer.enabled else 0
-        responses = await self.ledger.read_snapshot(run)
+        lookups = in_place_reads(batch, self.lifecycle.builtin_of)
+        if lookups is None:
+            responses = await self.ledger.read_snapshot(run)
+        else:
+            responses = await self.ledger.read_small(lookups, run)
         if tracer.enabled:  # an "endorse" span per proposal, in its transaction's trace
             channel = {"dltmw.channel": self.view.channel_id}
             tracer.record("endorse", [c.tx_id for c in batch], start_ns, now_ns(), channel)
@@ -354,7 +362,7 @@ class PeerChannel:
     def _backstop(self, clock: Callable[[], float]) -> Callable[[], bool]:
         """The wall-clock backstop of one invocation (a metered contract polls it; the step
         budget, identical on every endorser, is what normally stops a runaway contract).
-        `clock` (`aio.clock.duration_clock`) is read on the reader thread."""
+        `clock` (`aio.clock.duration_clock`) is read where the simulation runs."""
         deadline = clock() + self.ctx.limits.contract_wall_s
         return lambda: clock() > deadline
 

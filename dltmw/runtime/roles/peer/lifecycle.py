@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from dltmw.contracts import builtin_contract
+from dltmw.contracts import BUILTIN, builtin_contract
+from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.contract import Contract
 from dltmw.core.errors import ClientError
@@ -137,6 +138,19 @@ class ChannelLifecycle:
             return self.contract, GENESIS_SEQUENCE
         definition, contract = self._running[name]
         return contract, definition.sequence
+
+    def builtin_of(self, name: str) -> str | None:
+        """The built-in contract that `name` runs here unchanged (its exact built-in package,
+        or the legacy built-in of a definition that names none), without `init_required`; None
+        for anything else (a user package, `_lifecycle`, not yet resolved). What decides
+        whether a proposal may be simulated in place (`in_place.py`): only code we wrote."""
+        held = self._running.get(name)
+        if held is None or held[0].init_required:
+            return None
+        pid = held[0].package_id
+        if pid:
+            return name if BUILTIN_PACKAGE_IDS.get(name) == pid else None
+        return name if name in BUILTIN else None
 
     def resolve(self, name: str) -> None:
         """Admission of a proposal for `name` (on the thread pool: loading a package reads a

@@ -1,0 +1,179 @@
+"""Endorsement simulated in place: a small batch of bounded built-in functions (the bus's lone
+message) is simulated on the loop's thread, with no hop to the ledger's reader thread, and gives
+the same answers as on the reader thread; anything else (a user contract, an unlisted function,
+a large batch or proposal, a built-in name running another package) still hops
+(`runtime/roles/peer/in_place.py`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import types
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from ledger_parties import Parties, make_parties
+from test_lifecycle_peer import Named, holder
+
+from dltmw.contracts import builtin_contract
+from dltmw.core import lifecycle as lc
+from dltmw.core.block import make_block
+from dltmw.core.builtin_packages import BUILTIN_PACKAGE_IDS
+from dltmw.core.contract import Contract, simulate
+from dltmw.core.rwset import StateWrite, Version
+from dltmw.core.txcheck import CheckedProposal
+from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.in_place import PROPOSAL_BYTES_MAX, PROPOSALS_MAX, in_place_reads
+from dltmw.v1 import bus_pb2, common_pb2, proposal_pb2
+
+PARTIES: Parties = make_parties()
+BUS_PID = BUILTIN_PACKAGE_IDS["bus"]
+BUS = lc.Definition("bus", "1.0", 1, BUS_PID, lc.canonical_policy("Org1.peer"))
+MESSAGE = bus_pb2.BusMessage(payload=b"hello").SerializeToString()
+
+
+def _proposal(
+    tx_id: str,
+    contract: str = "bus",
+    function: str = "publish",
+    args: tuple[bytes, ...] = (b"orders", MESSAGE),
+    size: int = 200,
+) -> CheckedProposal:
+    invocation = proposal_pb2.ContractInvocation(contract=contract, function=function, args=args)
+    return CheckedProposal(
+        common_pb2.Header(tx_id=tx_id), b"", b"p" * size, b"", invocation, cast(Any, None)
+    )
+
+
+def _builtin(name: str) -> str | None:
+    return name if name == "bus" else None
+
+
+# --- the rule -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "builtin_of", "lookups"),
+    [
+        ([_proposal("t1")], _builtin, 2),
+        ([_proposal(f"t{i}") for i in range(PROPOSALS_MAX)], _builtin, 1 + PROPOSALS_MAX),
+        ([_proposal("t1", function="create_topic", args=(b"orders",))], _builtin, 2),
+        ([_proposal("t1")], lambda name: None, None),
+        ([_proposal("t1", contract="kv", function="put")], _builtin, None),
+        ([_proposal("t1", function="topic")], _builtin, None),
+        ([_proposal(f"t{i}") for i in range(PROPOSALS_MAX + 1)], _builtin, None),
+        ([_proposal("t1", size=PROPOSAL_BYTES_MAX + 1)], _builtin, None),
+        ([_proposal("t1"), _proposal("t2", contract="kv")], _builtin, None),
+        ([], _builtin, None),
+    ],
+    ids=[
+        "lone-publish-in-place",
+        "small-batch-in-place",
+        "create-topic-in-place",
+        "user-package-named-bus-hops",
+        "other-contract-hops",
+        "unlisted-function-hops",
+        "large-batch-hops",
+        "large-proposal-hops",
+        "one-user-proposal-makes-the-batch-hop",
+        "empty-batch",
+    ],
+)
+def test_only_small_batches_of_bounded_builtin_functions_run_in_place(
+    batch: list[CheckedProposal], builtin_of: Any, lookups: int | None
+) -> None:
+    assert in_place_reads(batch, builtin_of) == lookups
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        (BUS, "bus"),
+        (dataclasses.replace(BUS, package_id="e" * 64), None),
+        (dataclasses.replace(BUS, init_required=True), None),
+    ],
+    ids=["the-builtin-package", "a-user-package-named-bus", "init-required"],
+)
+def test_a_contract_counts_as_builtin_only_when_it_runs_the_builtin_package_as_is(
+    definition: lc.Definition, expected: str | None
+) -> None:
+    installed = {BUS_PID: cast(Contract, builtin_contract("bus")), "e" * 64: Named("bus")}
+    held = holder(installed, definition)
+    assert held.builtin_of("bus") is None  # not resolved yet: nothing known to run
+    held.resolve("bus")
+    assert held.builtin_of("bus") == expected
+    assert held.builtin_of(lc.NAMESPACE) is None
+
+
+# --- the endorser, on a real ledger -----------------------------------------------------------
+
+
+async def _ledger_with_topic(path: Path) -> ChannelLedger:
+    ledger = await ChannelLedger.open(path)
+    block = make_block("ch1", 0, ledger.last_hash, [b"env0"])
+    block.metadata.validation_codes.append(1)
+    write = StateWrite("bus", "topic/orders", b"1", Version(0, 0))
+    await ledger.commit_block(block, ["tx0"], [write])
+    return ledger
+
+
+def _endorser(ledger: ChannelLedger, builtin_of: Any) -> Any:
+    """PeerChannel.endorse_many's collaborators: the real ledger and the real bus contract;
+    `_simulate_and_sign` records the thread each simulation ran on."""
+    threads: list[int] = []
+    bus = cast(Contract, builtin_contract("bus"))
+
+    def simulate_and_sign(
+        reader: Any, checked: CheckedProposal, trust: Any, number: int, clock: Any
+    ) -> tuple[int, bytes]:
+        threads.append(threading.get_ident())
+        return number, simulate(bus, checked.invocation, reader).SerializeToString()
+
+    stub = types.SimpleNamespace(
+        view=types.SimpleNamespace(config=PARTIES.view.config, channel_id="ch1"),
+        genesis_hash=b"\x09" * 32,
+        ledger=ledger,
+        lifecycle=types.SimpleNamespace(builtin_of=builtin_of),
+        ctx=types.SimpleNamespace(tracer=types.SimpleNamespace(enabled=False)),
+        _simulate_and_sign=simulate_and_sign,
+        threads=threads,
+    )
+    stub._trust = lambda: PeerChannel._trust(stub)
+    return stub
+
+
+@pytest.mark.parametrize(
+    ("batch", "builtin_of", "here"),
+    [
+        ([_proposal("t1")], _builtin, True),
+        ([_proposal(f"t{i}") for i in range(PROPOSALS_MAX)], _builtin, True),
+        ([_proposal("t1")], lambda name: None, False),
+        ([_proposal(f"t{i}") for i in range(PROPOSALS_MAX + 1)], _builtin, False),
+    ],
+    ids=["lone-builtin", "small-builtin-batch", "user-contract", "large-batch"],
+)
+async def test_the_endorser_simulates_in_place_only_what_the_rule_allows_with_the_same_answers(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: list[CheckedProposal],
+    builtin_of: Any,
+    here: bool,
+) -> None:
+    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")
+    try:
+        stub = _endorser(ledger, builtin_of)
+        out = await PeerChannel.endorse_many(stub, batch)
+        on_loop = [t == threading.get_ident() for t in stub.threads]
+        assert on_loop == [here] * len(batch)
+        # the same answers on the reader thread (the rule forced off)
+        monkeypatch.setattr("dltmw.runtime.roles.peer.channel.in_place_reads", lambda *_: None)
+        reference = _endorser(ledger, builtin_of)
+        assert await PeerChannel.endorse_many(reference, batch) == out
+        assert all(t != threading.get_ident() for t in reference.threads)
+        published = proposal_pb2.ProposalResponsePayload.FromString(out[0][1])
+        assert out[0][0] == 0 and published.response.status == 200
+        assert [e.name for e in published.events] == ["orders"]
+    finally:
+        await ledger.close()
