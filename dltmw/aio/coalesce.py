@@ -120,17 +120,23 @@ class Coalescer(Generic[In, Out]):
         """The next batch off the queue: at most `batch_max` items and, with `size`, at most
         `size_max` in total (but at least one item). Items whose caller gave up (cancelled,
         e.g. its deadline passed) before the batch started are dropped, not processed."""
-        self._queue = [(item, future) for item, future in self._queue if not future.done()]
-        count = min(len(self._queue), self._batch_max)
-        if self._size is not None:
-            total = 0
-            for k in range(count):
-                total += self._size(self._queue[k][0])
-                if total > self._size_max and k > 0:
-                    count = k
+        queue, size = self._queue, self._size
+        batch: list[tuple[In, asyncio.Future[Out]]] = []
+        total = 0
+        taken = 0  # entries of the queue's front looked at: the batch's and the dropped ones
+        for entry in queue:  # only the front: a backlog is not walked once per batch
+            if len(batch) == self._batch_max:
+                break
+            if entry[1].done():
+                taken += 1
+                continue
+            if size is not None:
+                total += size(entry[0])
+                if total > self._size_max and batch:
                     break
-        batch = self._queue[:count]
-        del self._queue[:count]
+            batch.append(entry)
+            taken += 1
+        del queue[:taken]
         return batch
 
     def _finished(self, task: asyncio.Task[None]) -> None:
