@@ -95,12 +95,14 @@ class NotaryClient:
         await self.close()
 
     async def notarise(
-        self, request: notarisation_pb2.NotarisationRequest
+        self, request: notarisation_pb2.NotarisationRequest, ordered_elsewhere: bool = False
     ) -> notarisation_pb2.NotarisationResponse:
-        """Notarise one signed request; a refusal raises grpc.aio.AioRpcError with its status."""
-        reply = await self.stub.Notarise(
-            notary_service_pb2.NotariseRequest(request=request), timeout=RPC_TIMEOUT_S
+        """Notarise one signed request; a refusal raises grpc.aio.AioRpcError with its status.
+        `ordered_elsewhere` (cluster members): another member was asked to order it."""
+        asked = notary_service_pb2.NotariseRequest(
+            request=request, ordered_elsewhere=ordered_elsewhere
         )
+        reply = await self.stub.Notarise(asked, timeout=RPC_TIMEOUT_S)
         return reply.response
 
     async def notarise_wire(

@@ -5,7 +5,13 @@ member — and the pure verdict over the answers in `core/notary_cluster.verdict
 
 The members and their identities come from the caller's network map (written by `dltmw init`,
 trusted like the CA roots), never from a responder. By default a call goes to f+1 members at
-once (rotating, so load spreads; each of them orders it: lowest latency). With `relay=True` it
+once (rotating, so load spreads): the first is asked to order it, the f others to attest it
+(`NotariseRequest.ordered_elsewhere`: each answers from its own decision of the first one's
+wrap, and orders it itself only after a bound), so the cluster orders the transaction once and
+the call still waits for one round of ordering only. Every member asked later — in place of one
+that gave no answer, or beside a silent one — is asked to order it. With `attest=False` the
+first f+1 all order it (each decision is idempotent: the same answers, f+1 times the cluster's
+work; what members too old to know the flag do anyway). With `relay=True` it
 goes to one member first, which orders it, and once that one answered to f more — by then they
 have usually applied the decision and answer from their stores, so the cluster orders each
 transaction about once instead of f+1 times (more throughput, one more round trip). When an
@@ -67,8 +73,10 @@ def refusal_of(replica: int, error: grpc.aio.AioRpcError) -> ReplicaAnswer | Non
     return ReplicaAnswer(replica, reason=reason, conflict_hashes=tuple(hashes)) if reason else None
 
 
+# (member, signed request, ordered_elsewhere) -> the member's response
 Call = Callable[
-    [str, notarisation_pb2.NotarisationRequest], Awaitable[notarisation_pb2.NotarisationResponse]
+    [str, notarisation_pb2.NotarisationRequest, bool],
+    Awaitable[notarisation_pb2.NotarisationResponse],
 ]
 
 
@@ -102,10 +110,12 @@ async def ask_member(
     replica: int,
     request: notarisation_pb2.NotarisationRequest,
     tx_id: str,
+    ordered_elsewhere: bool = False,
 ) -> ReplicaAnswer | None:
-    """One member's answer, verified; None when it gave none (down, overloaded, bogus)."""
+    """One member's answer, verified; None when it gave none (down, overloaded, bogus).
+    `ordered_elsewhere`: the member is asked to attest what another member orders."""
     try:
-        reply = await call(cluster.members[replica], request)
+        reply = await call(cluster.members[replica], request, ordered_elsewhere)
     except grpc.aio.AioRpcError as error:
         return refusal_of(replica, error) if error.code() in ANSWERING else None
     except (ConnectionError, OSError):
@@ -138,10 +148,12 @@ async def gather_verdict(
     start: int = 0,
     relay: bool = False,
     hedge_s: float = HEDGE_S,
+    attest: bool = True,
 ) -> Verdict:
     """The cluster's verdict on one signed request, asking members through `call` (module
     docstring). Enough members are kept asked for the answers still missing — f+1 at once, or
-    one then f with `relay`; a member that gave no answer is replaced at once, and each `hedge_s`
+    one then f with `relay`; of the first f+1, all but the first are asked to attest (`attest`,
+    module docstring); a member that gave no answer is replaced at once, and each `hedge_s`
     without any answer writes off the oldest silent ask and asks one more, up to all n. Shared by
     the SDK client and by vault nodes (which pass their own cached channels).
     ClusterUnavailable if no f+1 members agree."""
@@ -154,7 +166,10 @@ async def gather_verdict(
 
     def ask(count: int) -> None:
         for replica in order[len(tasks) : len(tasks) + max(0, count)]:
-            tasks.append(asyncio.ensure_future(ask_member(cluster, call, replica, request, tx_id)))
+            # the first wave's members after the first attest; the first and every later one order
+            attesting = attest and not relay and 0 < len(tasks) <= f
+            asked = ask_member(cluster, call, replica, request, tx_id, attesting)
+            tasks.append(asyncio.ensure_future(asked))
 
     ask(1 if relay else f + 1)
     try:

@@ -134,7 +134,9 @@ class NotaryServicer(notary_service_pb2_grpc.NotaryServiceServicer):
     async def Notarise(self, request: N.NotariseRequest, context: Ctx) -> N.NotariseResponse:
         """One request."""
         org = caller_org(context, self._role.membership)
-        (outcome,) = await self._role.notarise([request.request], org)
+        (outcome,) = await self._role.notarise(
+            [request.request], org, None, request.ordered_elsewhere
+        )
         if isinstance(outcome, DltmwError):
             raise outcome
         if outcome.reason:

@@ -151,6 +151,14 @@ class NodeMetrics:
             ["notary"],
             registry=reg,
         )
+        self.notary_attested = Counter(
+            "dltmw_notary_attested",
+            "Requests a notary-cluster member was asked to attest (another member orders them):"
+            " answered from its own decision of that member's wrap, or ordered here after the"
+            " wait (the ordering member was slow, faulty or down)",
+            ["notary", "outcome"],
+            registry=reg,
+        )
         self.ordering_widened = Counter(
             "dltmw_gateway_ordering_widened",
             "Envelopes a gateway also sent to further orderers because the first did not answer"
@@ -217,6 +225,14 @@ class NodeMetrics:
         self.notary_decisions.labels(notary, outcome).inc(count)
         if conflicts:
             self.notary_conflicts.labels(notary).inc(conflicts)
+
+    def observe_attested(self, notary: str, answered: int, ordered_here: int) -> None:
+        """A cluster member attested: `answered` asks from its decisions, `ordered_here` after
+        the wait (outcomes `answered`, `ordered_here`)."""
+        if answered:
+            self.notary_attested.labels(notary, "answered").inc(answered)
+        if ordered_here:
+            self.notary_attested.labels(notary, "ordered_here").inc(ordered_here)
 
     def observe_decisions(self, notary: str, decisions: Iterable[Decided]) -> None:
         """A notary decided these requests: counted per outcome, one counter update each (a

@@ -26,7 +26,7 @@ from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 from dltmw.v1 import notarisation_pb2 as dltmw_dot_v1_dot_notarisation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ltmw/v1/notary_service.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1b\x64ltmw/v1/notarisation.proto\"A\n\x0fNotariseRequest\x12.\n\x07request\x18\x01 \x01(\x0b\x32\x1d.dltmw.v1.NotarisationRequest\"D\n\x10NotariseResponse\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1e.dltmw.v1.NotarisationResponse\"\x93\x01\n\x15NotariseStreamRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.dltmw.v1.NotarisationRequest\x12-\n\x0f\x62\x61tch_signature\x18\x89\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x1a\n\x11ordered_elsewhere\x18\xcc\x03 \x01(\x08\"G\n\x16NotariseStreamResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.dltmw.v1.NotarisationResult2\xab\x01\n\rNotaryService\x12\x41\n\x08Notarise\x12\x19.dltmw.v1.NotariseRequest\x1a\x1a.dltmw.v1.NotariseResponse\x12W\n\x0eNotariseStream\x12\x1f.dltmw.v1.NotariseStreamRequest\x1a .dltmw.v1.NotariseStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ltmw/v1/notary_service.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1b\x64ltmw/v1/notarisation.proto\"]\n\x0fNotariseRequest\x12.\n\x07request\x18\x01 \x01(\x0b\x32\x1d.dltmw.v1.NotarisationRequest\x12\x1a\n\x11ordered_elsewhere\x18\xf9\x03 \x01(\x08\"D\n\x10NotariseResponse\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1e.dltmw.v1.NotarisationResponse\"\x93\x01\n\x15NotariseStreamRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.dltmw.v1.NotarisationRequest\x12-\n\x0f\x62\x61tch_signature\x18\x89\x02 \x01(\x0b\x32\x13.dltmw.v1.Signature\x12\x1a\n\x11ordered_elsewhere\x18\xcc\x03 \x01(\x08\"G\n\x16NotariseStreamResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.dltmw.v1.NotarisationResult2\xab\x01\n\rNotaryService\x12\x41\n\x08Notarise\x12\x19.dltmw.v1.NotariseRequest\x1a\x1a.dltmw.v1.NotariseResponse\x12W\n\x0eNotariseStream\x12\x1f.dltmw.v1.NotariseStreamRequest\x1a .dltmw.v1.NotariseStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.notary_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NOTARISEREQUEST']._serialized_start=97
-  _globals['_NOTARISEREQUEST']._serialized_end=162
-  _globals['_NOTARISERESPONSE']._serialized_start=164
-  _globals['_NOTARISERESPONSE']._serialized_end=232
-  _globals['_NOTARISESTREAMREQUEST']._serialized_start=235
-  _globals['_NOTARISESTREAMREQUEST']._serialized_end=382
-  _globals['_NOTARISESTREAMRESPONSE']._serialized_start=384
-  _globals['_NOTARISESTREAMRESPONSE']._serialized_end=455
-  _globals['_NOTARYSERVICE']._serialized_start=458
-  _globals['_NOTARYSERVICE']._serialized_end=629
+  _globals['_NOTARISEREQUEST']._serialized_end=190
+  _globals['_NOTARISERESPONSE']._serialized_start=192
+  _globals['_NOTARISERESPONSE']._serialized_end=260
+  _globals['_NOTARISESTREAMREQUEST']._serialized_start=263
+  _globals['_NOTARISESTREAMREQUEST']._serialized_end=410
+  _globals['_NOTARISESTREAMRESPONSE']._serialized_start=412
+  _globals['_NOTARISESTREAMRESPONSE']._serialized_end=483
+  _globals['_NOTARYSERVICE']._serialized_start=486
+  _globals['_NOTARYSERVICE']._serialized_end=657
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,12 @@ class NotariseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
+    ORDERED_ELSEWHERE_FIELD_NUMBER: _builtins.int
+    ordered_elsewhere: _builtins.bool
+    """Notary clusters only, as NotariseStreamRequest.ordered_elsewhere: the client asked another
+    member to order this request and wants this member's signature from its own decision of
+    that member's wrap (this member orders it itself only after a bound).
+    """
     @_builtins.property
     def request(self) -> _notarisation_pb2.NotarisationRequest:
         """The signed request."""
@@ -35,10 +41,11 @@ class NotariseRequest(_message.Message):
         self,
         *,
         request: _notarisation_pb2.NotarisationRequest | None = ...,
+        ordered_elsewhere: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ordered_elsewhere", b"ordered_elsewhere", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,6 +34,8 @@ from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S
 from dltmw.v1 import errors_pb2, notarisation_pb2, replica_pb2, replica_pb2_grpc
 
+from .operations_http import scrape, value
+
 pytestmark = pytest.mark.integration
 
 CLUSTER = "notaries"
@@ -287,6 +289,35 @@ async def test_a_member_asked_to_attest_answers_from_the_ordering_members_decisi
     mine, theirs = (r.response.notary_signature for r in (ordered, attested))
     assert mine.signature and theirs.signature and mine.signer != theirs.signer
     assert elapsed < ATTEST_WAIT_S, f"attested after {elapsed:.1f} s: it waited out its bound"
+    stop_one_by_one(sup)
+
+
+async def test_the_sdk_has_each_notarisation_ordered_once_and_attested_by_f_members(
+    network: object,
+) -> None:
+    """`ClusterNotaryClient` asks the first of its f+1 members to order a request and the other
+    to attest it (`NotariseRequest.ordered_elsewhere`): across the members' metrics, each of the
+    notarisations was answered from another member's wrap once (f = 1), none waited out the
+    attesters' bound to be ordered again, and every verdict holds f+1 distinct signatures."""
+    net, sup = network(NET)  # type: ignore[operator]
+    party = PartyFiles.load(net, CLIENTS[0])
+    count = 8
+    started = time.monotonic()
+    async with ClusterNotaryClient(party, CLUSTER) as cluster:
+        verdicts = [
+            await cluster.notarise(request(tx(party.signer, []), party.signer))
+            for _ in range(count)
+        ]
+    elapsed = time.monotonic() - started
+    assert all(v.signed and len(v.signatures) == 2 for v in verdicts)
+    assert elapsed < ATTEST_WAIT_S, f"{count} notarisations took {elapsed:.1f} s"
+    attested = "dltmw_notary_attested_total"
+    answered = ordered_here = 0.0
+    for member in MEMBERS:
+        samples = await asyncio.to_thread(scrape, sup.operations_address(member) or "")
+        answered += value(samples, attested, notary=CLUSTER, outcome="answered")
+        ordered_here += value(samples, attested, notary=CLUSTER, outcome="ordered_here")
+    assert (answered, ordered_here) == (count, 0)
     stop_one_by_one(sup)
 
 

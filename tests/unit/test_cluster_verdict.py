@@ -40,13 +40,16 @@ class Members:
     def __init__(self, delay_s: dict[str, float | None]) -> None:
         self.delay_s = delay_s
         self.asked: list[tuple[float, str]] = []
+        self.attesting: list[str] = []  # members asked to attest (ordered_elsewhere)
         self.cancelled: list[str] = []
 
     async def call(
-        self, member: str, request: notarisation_pb2.NotarisationRequest
+        self, member: str, request: notarisation_pb2.NotarisationRequest, attest: bool = False
     ) -> notarisation_pb2.NotarisationResponse:
         loop = asyncio.get_running_loop()
         self.asked.append((loop.time(), member))
+        if attest:
+            self.attesting.append(member)
         delay = self.delay_s.get(member, 0.01)
         try:
             await asyncio.sleep(DEADLINE_S if delay is None else delay)
@@ -67,12 +70,16 @@ class DeadlineExceeded(grpc.aio.AioRpcError):
         super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, empty, empty, "deadline")
 
 
-def _run(members: Members, start: int = 0, relay: bool = False) -> tuple[Any, float]:
+def _run(
+    members: Members, start: int = 0, relay: bool = False, attest: bool = True
+) -> tuple[Any, float]:
     async def main() -> tuple[Any, float]:
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            outcome: Any = await gather_verdict(CLUSTER, members.call, REQUEST, start, relay)
+            outcome: Any = await gather_verdict(
+                CLUSTER, members.call, REQUEST, start, relay, attest=attest
+            )
         except ClusterUnavailable as exc:
             outcome = exc
         return outcome, loop.time() - began
@@ -85,6 +92,32 @@ def test_all_answer_f_plus_1_are_asked_and_suffice() -> None:
     outcome, took = _run(members)
     assert sorted(outcome.signatures) == [0, 1] and took < 1.0
     assert [m for _, m in members.asked] == ["m0", "m1"]
+
+
+def test_the_first_member_orders_and_the_f_others_of_the_first_wave_attest() -> None:
+    """The cluster orders a notarisation once: of the f+1 asked at once, only the first is asked
+    to order; with `attest=False` (or members too old for the flag) every one orders."""
+    members = Members({})
+    _run(members, start=2)
+    assert [m for _, m in members.asked] == ["m2", "m3"] and members.attesting == ["m3"]
+    every = Members({})
+    _run(every, attest=False)
+    assert [m for _, m in every.asked] == ["m0", "m1"] and every.attesting == []
+
+
+def test_a_member_asked_in_place_of_a_silent_one_orders_the_request() -> None:
+    """The ordering member m0 is silent: the member asked after a hedge must order it itself
+    (were it to attest, nobody would order the request until the attesters' own bound)."""
+    members = Members({"m0": None})
+    outcome, took = _run(members)
+    assert sorted(outcome.signatures) == [1, 2] and took < HEDGE_S + 1.0
+    assert [m for _, m in members.asked] == ["m0", "m1", "m2"] and members.attesting == ["m1"]
+
+
+def test_relay_asks_every_member_to_order() -> None:
+    members = Members({})
+    _run(members, relay=True)
+    assert [m for _, m in members.asked] == ["m0", "m1"] and members.attesting == []
 
 
 def test_a_silent_member_among_the_first_asked_costs_one_hedge_not_the_deadline() -> None:
@@ -110,11 +143,11 @@ def test_a_member_giving_no_answer_is_replaced_at_once() -> None:
     members = Members({"m0": 0.5})
 
     async def refusing(
-        member: str, request: notarisation_pb2.NotarisationRequest
+        member: str, request: notarisation_pb2.NotarisationRequest, attest: bool
     ) -> notarisation_pb2.NotarisationResponse:
         if member == "m1":
             raise ConnectionError("refused")
-        return await members.call(member, request)
+        return await members.call(member, request, attest)
 
     async def main() -> tuple[Any, float]:
         loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ EXPECTED = {
     "dltmw_mvcc_aborts": {"channel"},
     "dltmw_notary_decisions": {"notary", "outcome"},
     "dltmw_notary_conflicts": {"notary"},
+    "dltmw_notary_attested": {"notary", "outcome"},
     "dltmw_gateway_ordering_widened": {"channel"},
     "dltmw_deliver_censorship_switches": {"channel"},
     "dltmw_deliver_forged_headers": {"channel", "orderer"},
@@ -109,6 +110,7 @@ def populated() -> tuple[NodeMetrics, NodeGauges, dict[str, FakePeer], FakeRepli
     metrics.observe_censorship_switch("trades")
     metrics.observe_forged_header("trades", "orderer.b")
     metrics.observe_decision("single", False, errors_pb2.ERROR_REASON_INPUT_CONSUMED, 2)
+    metrics.observe_attested("notaries", 3, 1)
     metrics.watch_driver(FakeDriver("commit-trades", depth=3, overloaded=7))
     peers = {"trades": FakePeer(FakeLedger(5), orderer_height=9)}
     replica = FakeReplica(2, FakeProgress(next_exec=13, stable_seq=10))
@@ -152,6 +154,8 @@ def test_values_follow_the_observations_and_the_state() -> None:
     assert sample("dltmw_blocks_committed_total", channel="trades") == 1
     assert sample("dltmw_notary_decisions_total", notary="single", outcome="SIGNED") == 1
     assert sample("dltmw_notary_decisions_total", notary="single", outcome="INPUT_CONSUMED") == 1
+    assert sample("dltmw_notary_attested_total", notary="notaries", outcome="answered") == 3
+    assert sample("dltmw_notary_attested_total", notary="notaries", outcome="ordered_here") == 1
     assert sample("dltmw_notary_conflicts_total", notary="single") == 2
     assert sample("dltmw_driver_inbox_depth", driver="commit-trades") == 3
     assert sample("dltmw_driver_overload_refusals_total", driver="commit-trades") == 7

@@ -86,6 +86,18 @@ async def test_a_tx_id_not_decided_in_time_is_handed_back_to_be_ordered_here() -
     assert attesting.fallbacks == 1 and not attesting.waiters
 
 
+async def test_each_call_reports_its_answered_and_ordered_here_asks() -> None:
+    """What the node's `dltmw_notary_attested_total` counts: per call, the asks answered from a
+    decision here (store or waiter) and those handed back to be ordered here."""
+    seen: list[tuple[int, int]] = []
+    store = Store()
+    attesting = Attesting(lambda answered, ordered: seen.append((answered, ordered)))
+    store.signed["t1"] = b"stored"
+    refused = ClientError(R.ERROR_REASON_MALFORMED, "bad")
+    await asyncio.wait_for(attest(attesting, store, [ask("t1"), refused, ask("t2")], 0.05), 1.0)
+    assert seen == [(1, 1)] and (attesting.answered, attesting.fallbacks) == (1, 1)
+
+
 async def test_refusals_without_a_tx_id_answer_nobody() -> None:
     attesting, store = Attesting(), Store()
     waiting = asyncio.ensure_future(attest(attesting, store, [ask("t1")], wait_s=0.1))

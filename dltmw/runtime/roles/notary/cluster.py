@@ -252,7 +252,9 @@ class ClusterNotaryRole:
         }
         self.pool = pool
         self.waiters: Waiters[Token, Answers] = Waiters()
-        self.attesting = Attesting()
+        self.attesting = Attesting(
+            lambda answered, ordered: ctx.metrics.observe_attested(cluster_id, answered, ordered)
+        )
         self.replica: Replica | None = None
         self._replica_driver: ReplicaDriver | None = None
         self.decider: DeciderDriver | None = None  # built at start, once `applied` is read

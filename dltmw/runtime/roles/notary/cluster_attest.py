@@ -39,9 +39,12 @@ SignedHere = Callable[[list[str]], Awaitable[dict[str, bytes]]]
 class Attesting:
     """Callers waiting, by tx_id, for decisions made through other members' wraps."""
 
-    def __init__(self) -> None:
+    def __init__(self, observe: Callable[[int, int], None] | None = None) -> None:
         self.waiters: Waiters[str, Decision] = Waiters()
+        self.answered = 0  # asks answered from a decision made here (store or waiter)
         self.fallbacks = 0  # asks ordered here after the wait (tests, diagnostics)
+        # (answered, ordered here) of each call: the node's metrics (dltmw_notary_attested)
+        self._observe = observe
 
     def decided(self, decisions: Iterable[Decision]) -> None:
         """Answer whoever waits for these tx_ids (call once the batch is durable here)."""
@@ -68,12 +71,17 @@ class Attesting:
                 else:
                     waiting.append((k, future))
             results = await settled([f for _, f in waiting], wait_s)
+            fell_back = 0
             for (k, _), result in zip(waiting, results, strict=True):
                 if isinstance(result, Decision):
                     out[k] = result
                 else:
-                    self.fallbacks += 1
+                    fell_back += 1
         finally:
             for _, tx_id, future in futures:
                 self.waiters.discard(tx_id, future)
+        self.answered += len(asks) - fell_back
+        self.fallbacks += fell_back
+        if self._observe is not None:
+            self._observe(len(asks) - fell_back, fell_back)
         return out

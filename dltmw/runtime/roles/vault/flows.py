@@ -313,7 +313,7 @@ async def _notarise_cluster(
     request = sign_request(payload, role.ctx.signer)
 
     async def call(
-        member: str, req: notarisation_pb2.NotarisationRequest
+        member: str, req: notarisation_pb2.NotarisationRequest, attest: bool
     ) -> notarisation_pb2.NotarisationResponse:
         try:  # a stopped member has no address: do not wait out the full resolve timeout
             async with asyncio.timeout(MEMBER_RESOLVE_S):
@@ -322,7 +322,8 @@ async def _notarise_cluster(
             raise ConnectionError(f"notary cluster member {member}: no address ({err})") from None
         stub = notary_service_pb2_grpc.NotaryServiceStub(channel)
         try:
-            reply = await stub.Notarise(notary_service_pb2.NotariseRequest(request=req), timeout=30)
+            asked = notary_service_pb2.NotariseRequest(request=req, ordered_elsewhere=attest)
+            reply = await stub.Notarise(asked, timeout=30)
         except grpc.aio.AioRpcError as err:
             if reconnects(err):
                 await role.ctx.forget(member)
