@@ -37,8 +37,10 @@ from dltmw.bench.driver import Driver, GatewayDriver, Outcome, classify, describ
 from dltmw.bench.params import Op
 from dltmw.bench.topology import NetworkShape
 from dltmw.client import GatewayClient
+from dltmw.client.notary_batches import Asked
+from dltmw.client.notary_batches import notary_batches as batches_to
 from dltmw.client.privacy import PrivacyClient
-from dltmw.client.utxo import BatchStreams, NotaryClient, PartyFiles, VaultClient, signed_batch
+from dltmw.client.utxo import NotaryClient, PartyFiles, VaultClient
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import Membership
 from dltmw.core.notary_batch import proof_of_pb, signed_message
@@ -58,9 +60,6 @@ from dltmw.v1 import errors_pb2, notarisation_pb2, utxo_pb2
 VALID = 1
 Request = notarisation_pb2.NotarisationRequest
 Result = notarisation_pb2.NotarisationResult
-
-
-Asked = tuple[str, Request]  # (tx_id, request): the tx_id its answer must be about
 
 
 class RequestTemplate:
@@ -149,24 +148,11 @@ def notary_batches(
     party: PartyFiles,
     ordered_elsewhere: bool = False,
 ) -> Coalescer[Asked, Result]:
-    """Concurrent requests to one notary, sent in batches of what waits (`aio/coalesce.py`):
-    each batch is one NotariseStream message signed once by the party (requester batch
-    signature: the requests carry only their payloads), `streams` batches in progress at once,
-    each on its own long-lived stream (`BatchStreams`); every answer is verified (`AnswerCheck`)
-    before its caller hears of it. `ordered_elsewhere`: the batches ask a cluster member to
-    attest requests another member orders (`NotariseStreamRequest.ordered_elsewhere`)."""
+    """Concurrent requests to one notary, sent in batches of what waits, each batch signed once
+    by the party (`client/notary_batches.py`, the SDK's); every answer is verified
+    (`AnswerCheck`) before its caller hears of it."""
     answers = AnswerCheck(party.netmap.identity_of(client.notary_id), party.netmap.membership())
-    calls = BatchStreams(client)
-
-    async def send(batch: Sequence[Asked]) -> list[Result]:
-        message = signed_batch([r.payload for _, r in batch], party.signer)
-        message.ordered_elsewhere = ordered_elsewhere
-        results = await calls.exchange(message)
-        answers.check(batch, results)
-        return results
-
-    name = f"bench-{client.notary_id}" + ("-attest" if ordered_elsewhere else "")
-    return Coalescer(send, batch_max=batch_max, name=name, max_concurrent=streams)
+    return batches_to(client, batch_max, streams, party.signer, ordered_elsewhere, answers.check)
 
 
 def refusal(result: Result) -> str | None:

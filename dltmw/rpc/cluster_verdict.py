@@ -40,12 +40,13 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dltmw.aio.clock import utc_now
-from dltmw.core.errors import ClientError
+from dltmw.core.errors import ClientError, DltmwError
 from dltmw.core.identity import Membership
 from dltmw.core.notary_batch import proof_of_pb
 from dltmw.core.notary_cluster import ReplicaAnswer, Verdict, verdict
 from dltmw.core.utxo.verify import check_notary_signature
 from dltmw.net.netmap import NetworkMap
+from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 ANSWERING = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
@@ -73,10 +74,24 @@ def refusal_of(replica: int, error: grpc.aio.AioRpcError) -> ReplicaAnswer | Non
     return ReplicaAnswer(replica, reason=reason, conflict_hashes=tuple(hashes)) if reason else None
 
 
-# (member, signed request, ordered_elsewhere) -> the member's response
+# (member, signed request, ordered_elsewhere) -> the member's response (unary: a refusal is an
+# AioRpcError), or its stream result (a refusal is the result's reason)
+def result_refusal(
+    replica: int, result: notarisation_pb2.NotarisationResult
+) -> ReplicaAnswer | None:
+    """A member's refusal in a stream result, as `refusal_of` reads it from a unary call's
+    status: an answer only for the reasons a notary gives about a transaction (the status codes
+    of ANSWERING), with the conflicts it names; any other refusal (overloaded, shutting down,
+    a bad request) is no answer."""
+    if CODE_OF_REASON.get(result.reason) not in ANSWERING:
+        return None
+    hashes = tuple(c.consuming_tx_id_hash for c in result.response.conflicts)
+    return ReplicaAnswer(replica, reason=result.reason, conflict_hashes=hashes)
+
+
 Call = Callable[
     [str, notarisation_pb2.NotarisationRequest, bool],
-    Awaitable[notarisation_pb2.NotarisationResponse],
+    Awaitable[notarisation_pb2.NotarisationResponse | notarisation_pb2.NotarisationResult],
 ]
 
 
@@ -118,8 +133,12 @@ async def ask_member(
         reply = await call(cluster.members[replica], request, ordered_elsewhere)
     except grpc.aio.AioRpcError as error:
         return refusal_of(replica, error) if error.code() in ANSWERING else None
-    except (ConnectionError, OSError):
+    except (ConnectionError, OSError, TimeoutError, DltmwError):
         return None
+    if isinstance(reply, notarisation_pb2.NotarisationResult):
+        if reply.reason:
+            return result_refusal(replica, reply)
+        reply = reply.response
     member = cluster.identities[replica]
     signature = reply.notary_signature
     if reply.tx_id != tx_id or signature.signer != member:

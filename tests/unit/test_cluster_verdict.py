@@ -14,6 +14,7 @@ import pytest
 from dltmw.core.identity import IdentityError
 from dltmw.rpc.cluster_verdict import HEDGE_S, Cluster, ClusterUnavailable, gather_verdict
 from dltmw.sim import vloop
+from dltmw.v1 import errors_pb2 as R
 from dltmw.v1 import notarisation_pb2
 
 MEMBERS = ("m0", "m1", "m2", "m3")  # n = 4, f = 1
@@ -170,3 +171,38 @@ def test_too_few_answers_is_unavailable_within_the_deadline() -> None:
 def test_every_start_with_one_silent_member_answers_within_one_hedge(start: int) -> None:
     outcome, took = _run(Members({"m1": None}), start=start)
     assert outcome.signed and 1 not in outcome.signatures and took < HEDGE_S + 1.0
+
+
+def test_stream_results_count_like_unary_answers() -> None:
+    """A member answering through a NotariseStream batch (the SDK's batched calls): a signed
+    result is its signature, an INPUT_CONSUMED result a refusal with its conflicts (agreeing
+    refusals decide), and an OVERLOADED one no answer (another member is asked instead)."""
+    conflict = notarisation_pb2.NotarisationConflict(consuming_tx_id_hash=b"h" * 32)
+    consumed = notarisation_pb2.NotarisationResult(reason=R.ERROR_REASON_INPUT_CONSUMED)
+    consumed.response.conflicts.append(conflict)
+    busy = notarisation_pb2.NotarisationResult(reason=R.ERROR_REASON_OVERLOADED)
+    answers = {"m0": busy, "m1": consumed, "m2": consumed}
+    asked: list[str] = []
+
+    async def results(
+        member: str, request: notarisation_pb2.NotarisationRequest, attest: bool
+    ) -> notarisation_pb2.NotarisationResult:
+        asked.append(member)
+        if member in answers:
+            return answers[member]
+        signed = notarisation_pb2.NotarisationResult()
+        signed.response.tx_id = "tx1"
+        signed.response.notary_signature.signer = member.encode()
+        signed.response.notary_signature.signature = member.encode() + b":tx1"
+        return signed
+
+    async def main() -> Any:
+        return await gather_verdict(CLUSTER, results, REQUEST)
+
+    refused = vloop.run(0, main)
+    assert not refused.signed and refused.reason == R.ERROR_REASON_INPUT_CONSUMED
+    assert refused.conflict_hashes == (b"h" * 32,) and asked == ["m0", "m1", "m2"]
+    answers.clear()
+    asked.clear()
+    signed = vloop.run(0, main)
+    assert signed.signed and sorted(signed.signatures) == [0, 1] and asked == ["m0", "m1"]
