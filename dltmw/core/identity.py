@@ -71,6 +71,7 @@ __all__ = [
     "VerifiedIdentity",
     "tls_org_matches",
     "tls_revoked",
+    "tls_roles",
     "verify_signature",
 ]
 
@@ -424,6 +425,15 @@ def tls_org_matches(tls_cert_pem_or_der: bytes, membership: Membership, org_id: 
     if membership.is_revoked(org_id, cert.serial_number):
         return False
     return not _is_ca(cert) and issued_directly_by(cert, root)
+
+
+def tls_roles(tls_cert_pem_or_der: bytes) -> frozenset[str]:
+    """The roles (`ROLE_OU`) a TLS certificate names in its organisational units; none for one
+    that does not parse. Says nothing of who issued it: pair it with `tls_org_matches`."""
+    cert = _load_cert(tls_cert_pem_or_der)
+    if cert is None:
+        return frozenset()
+    return frozenset(_name_values(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)) & ROLE_OU
 
 
 def tls_revoked(tls_cert_pem_or_der: bytes, membership: Membership) -> bool:

@@ -200,6 +200,20 @@ def verify_signed(
         raise ClientError(reason_value(exc.reason), str(exc)) from exc
 
 
+def identified(
+    membership: Membership, identity: bytes, signature: bytes, now: datetime
+) -> VerifiedIdentity:
+    """`verify_signed` without the public-key operation: a signature is present and `identity`
+    names a member certificate valid `now` (for a signature another node verified and every
+    committing peer verifies again: `check_envelope`'s `forwarded`)."""
+    if not signature:
+        raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "signature is missing")
+    try:
+        return membership.identify(identity, now)
+    except IdentityError as exc:
+        raise ClientError(reason_value(exc.reason), str(exc)) from exc
+
+
 def check_signed_proposal(
     signed: proposal_pb2.SignedProposal, channel: ChannelView, now: datetime, window_s: float
 ) -> CheckedProposal:
@@ -230,6 +244,7 @@ def check_envelope(
     window_s: float,
     remember: Collection[str] | None = None,
     agreements: bool = True,
+    forwarded: Collection[str] = (),
 ) -> CheckedEnvelope:
     """Admission of an Envelope by the gateway or the orderer (Broadcast): the ordering rule
     of `check_orderable`, plus the time window around `now` and a certificate valid `now`.
@@ -242,8 +257,15 @@ def check_envelope(
     where the client is told why. The orderer passes False, as `check_orderable` does: every
     peer applies the same rule at commit (a faulty submitter's transaction is then recorded
     invalid, never executed), and re-checking n+1 signatures per transaction at the orderer
-    was a fifth of its CPU with 2 recipients (benchmarks/RESULTS.md, branch priv)."""
-    return _admit_envelope(envelope_bytes, channel_of, now, window_s, remember, agreements)
+    was a fifth of its CPU with 2 recipients (benchmarks/RESULTS.md, branch priv).
+    `forwarded`: the channels on which the caller is a member peer forwarding what its gateway
+    admitted (`rpc/forwarder.py`): there an endorser transaction's creator is identified (a
+    member certificate valid at the header timestamp) but its signature is not verified again:
+    the gateway verified it, every peer verifies it at commit, and a tx_id counts only once it
+    verified there, so an envelope with a forged signature is recorded invalid, squats nothing."""
+    return _admit_envelope(
+        envelope_bytes, channel_of, now, window_s, remember, agreements, forwarded
+    )
 
 
 def check_orderable(envelope_bytes: bytes, channel_of: dict[str, ChannelView]) -> CheckedEnvelope:
@@ -263,6 +285,7 @@ def _admit_envelope(
     window_s: float,
     remember: Collection[str] | None = None,
     agreements: bool = True,
+    forwarded: Collection[str] = (),
 ) -> CheckedEnvelope:
     envelope = parse(common_pb2.Envelope, envelope_bytes, "envelope")
     if not envelope.payload:
@@ -293,10 +316,13 @@ def _admit_envelope(
             "only endorser, private and config update transactions are ordered",
         )
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
-    keep = remember is None or peek.channel_id in remember
-    creator = verify_signed(
-        channel.membership, header.creator, envelope.payload, envelope.signature, at, keep
-    )
+    if peek.channel_id in forwarded and header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+        creator = identified(channel.membership, header.creator, envelope.signature, at)
+    else:
+        keep = remember is None or peek.channel_id in remember
+        creator = verify_signed(
+            channel.membership, header.creator, envelope.payload, envelope.signature, at, keep
+        )
     if agreements and header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
         _admit_agreements(payload.data, channel, header)
     if header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE and now is not None:

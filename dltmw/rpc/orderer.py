@@ -4,7 +4,9 @@ only for a peer's censorship monitor: `SeekInfo.headers_only`).
 Broadcast checks each request's envelopes in chunks on a small thread pool (`cryptography`
 releases the GIL, so the creator signatures use both cores and the event loop stays free), and
 serves several requests of one stream at once (`pipelined`) so their envelopes share the orderer's
-group commit; responses still come one per request, in request order. It depends only on the
+group commit; responses still come one per request, in request order. A member peer forwarding
+its gateway's submissions to a solo orderer is not re-checked for creator signatures its gateway
+and every committing peer verify (`rpc/forwarder.py`). It depends only on the
 `Ordering` protocol declared here; the node passes in the channels it orders.
 """
 
@@ -22,7 +24,9 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, reason_value
 from dltmw.core.identity import IdentityError
 from dltmw.core.txcheck import CheckedEnvelope, check_envelope, parse
+from dltmw.rpc.forwarder import forwarded_channels, is_peer_node
 from dltmw.rpc.guard import Ctx, admit_query, require, streaming
+from dltmw.rpc.tls import caller_tls_cert
 from dltmw.rpc.tracing import NO_TRACING, Tracer, now_ns
 from dltmw.v1 import block_pb2, errors_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 
@@ -81,18 +85,23 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         return {cid: o.view for cid, o in self._orderers.items()}
 
     async def _handle(
-        self, request: orderer_service_pb2.BroadcastRequest
+        self, request: orderer_service_pb2.BroadcastRequest, peer_tls: bytes | None = None
     ) -> orderer_service_pb2.BroadcastResponse:
+        """`peer_tls`: the caller's TLS certificate when it names a peer node (`forwarder`)."""
         envelopes = list(request.envelopes)
         views, now, window_s = self._views(), utc_now(), self._window_s
         start_ns = now_ns() if self._tracer.enabled else 0
 
         again = {cid for cid, o in self._orderers.items() if o.checks_envelopes_again}
+        forwarded = forwarded_channels(peer_tls, views)
 
         def check(envelope: bytes) -> CheckedEnvelope:
             # a private transaction's agreements: checked by the gateway and at commit, not
-            # here (`check_envelope`, `agreements`)
-            return check_envelope(envelope, views, now, window_s, again, agreements=False)
+            # here (`check_envelope`, `agreements`); a member peer's forwarded creator
+            # signatures: by its gateway and at commit (`rpc/forwarder.py`)
+            return check_envelope(
+                envelope, views, now, window_s, again, agreements=False, forwarded=forwarded
+            )
 
         verdicts = await map_chunked(self._pool, capturing(check, ClientError), envelopes)
         by_channel: dict[str, list[int]] = {}
@@ -121,7 +130,15 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         self, request_iterator: AsyncIterator[orderer_service_pb2.BroadcastRequest], context: Ctx
     ) -> AsyncIterator[orderer_service_pb2.BroadcastResponse]:
         """Admit batches of envelopes; one response per request, results in order."""
-        async for response in pipelined(request_iterator, self._handle, STREAM_DEPTH):
+        tls = caller_tls_cert(context)
+        peer_tls = tls if is_peer_node(tls) else None  # its role, read once per stream
+
+        async def handle(
+            request: orderer_service_pb2.BroadcastRequest,
+        ) -> orderer_service_pb2.BroadcastResponse:
+            return await self._handle(request, peer_tls)
+
+        async for response in pipelined(request_iterator, handle, STREAM_DEPTH):
             yield response
 
     @streaming

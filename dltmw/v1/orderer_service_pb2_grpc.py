@@ -60,6 +60,10 @@ class OrdererServiceServicer:
         is a channel member, tx_id matches, timestamp window, size) and durably queued for ordering
         before it is acknowledged; an acknowledged envelope is never lost, also if the orderer
         crashes. One BroadcastResponse answers each BroadcastRequest, results in request order.
+        Exception: on a channel ordered by "none" (solo), an endorser transaction that a member
+        organisation's peer node forwards (TLS certificate OU "peer") has its creator identified
+        but its signature not verified again: its gateway did, and every peer does at commit (a
+        forged one is recorded BAD_CREATOR_SIGNATURE and takes no tx_id; docs/ordering.md).
         Per-envelope refusals are results, not stream errors; the stream itself fails only with
         MALFORMED (INVALID_ARGUMENT), MESSAGE_TOO_LARGE or LIMIT_EXCEEDED (RESOURCE_EXHAUSTED: more
         envelopes in one request than the node's items_per_request_max, an envelope larger than its

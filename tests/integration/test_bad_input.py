@@ -17,6 +17,7 @@ from dltmw.v1 import (
     orderer_service_pb2,
     orderer_service_pb2_grpc,
     proposal_pb2,
+    transaction_pb2,
 )
 from dltmw.v1 import gateway_service_pb2 as G
 
@@ -206,4 +207,63 @@ async def test_broadcast_refuses_bad_envelopes_one_by_one(network) -> None:
         assert (await c.evaluate("trades", "kv", "get", "bk")).payload == b"v"
     finally:
         await orderer_channel.close()
+        await c.close()
+
+
+def _tls_channel(net, home, address_of: str = "orderer0") -> grpc.aio.Channel:
+    from dltmw.net.addressbook import AddressBook
+    from dltmw.rpc.tls import TlsMaterial, secure_channel
+
+    tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")
+    address = AddressBook(net / "run" / "endpoints").lookup(address_of)
+    assert address is not None
+    return secure_channel(address, address_of, tls, 4 * 1024 * 1024)
+
+
+async def _broadcast(channel: grpc.aio.Channel, envelope: bytes) -> tuple[bool, str]:
+    call = orderer_service_pb2_grpc.OrdererServiceStub(channel).Broadcast()
+    await call.write(orderer_service_pb2.BroadcastRequest(envelopes=[envelope]))
+    result = (await call.read()).results[0]
+    await call.done_writing()
+    return result.accepted, errors_pb2.ErrorReason.Name(result.reason)
+
+
+async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_tx_id(
+    network,
+) -> None:
+    """A solo orderer does not verify again the creator signature of what a member peer's
+    gateway forwards (`rpc/forwarder.py`): from a peer node's TLS identity, an envelope whose
+    signature does not verify is ordered, every peer records it BAD_CREATOR_SIGNATURE and
+    executes nothing, and the real envelope with the same tx_id then commits VALID. From a
+    client's TLS identity the orderer still refuses it."""
+    from .ledgers import VALID, blocks, ledger_path, tx_codes, wait_until
+
+    net, _ = network()
+    c = await GatewayClient.connect(net, "user1.org1")
+    as_peer = _tls_channel(net, net / "nodes" / "peer0.org1")
+    as_client = _tls_channel(net, net / "clients" / "user1.org1")
+    try:
+        signed, tx_id = c.proposal("trades", "kv", "put", ["fk", "v"])
+        envelope = c.envelope((await c.endorse(signed)).prepared_payload)
+        sig = envelope.signature
+        forged = common_pb2.Envelope(
+            payload=envelope.payload, signature=sig[:-1] + bytes([sig[-1] ^ 1])
+        ).SerializeToString()
+        assert await _broadcast(as_client, forged) == (False, "ERROR_REASON_BAD_SIGNATURE")
+        assert await _broadcast(as_peer, forged) == (True, "ERROR_REASON_UNSPECIFIED")
+        bad = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
+        for peer in ("peer0.org1", "peer0.org2"):
+            path = ledger_path(net, peer)
+            await wait_until(lambda p=path: tx_id in tx_codes(blocks(p)), 20, f"{peer} block")
+            assert tx_codes(blocks(path))[tx_id] == [bad]
+        await c.submit(envelope)
+        assert (await c.commit_status("trades", tx_id)).result == VALID
+        for peer in ("peer0.org1", "peer0.org2"):
+            path = ledger_path(net, peer)
+            await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, 20, peer)
+            assert tx_codes(blocks(path))[tx_id] == [bad, VALID]
+        assert (await c.evaluate("trades", "kv", "get", "fk")).payload == b"v"
+    finally:
+        await as_peer.close()
+        await as_client.close()
         await c.close()
