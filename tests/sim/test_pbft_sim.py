@@ -86,14 +86,16 @@ def test_a_run_replays_exactly() -> None:
     assert "--seed 7 --behaviour network --n 4" in first.replay_command()
 
 
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize("seed", [30, 97])
 def test_a_replica_stranded_beyond_the_retention_catches_up_by_blocks(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With 8 decided slots retained, these seeds' crashed replica comes back further behind
     than any peer retains: it jumps over blocks fetched from a peer (`sim/block_catchup.py`,
-    `core/pbft/jump.py`) and the run stays safe and live (seeds 0-59 checked: all safe and
-    live, these two jump). Without the catch-up model they are not live."""
+    `core/pbft/jump.py`) and the run stays safe and live (seeds 0-139 checked: all safe and
+    live; 30, 97, 102 and 117 jump — re-chosen when votes younger than a retransmission pass
+    stopped being resent, which changed the schedule of 3 and 11). Without the catch-up
+    model they are not live."""
     result = run(seed, "network", requests=150, retain=8)
     assert not result.violations and result.live, result.verdict()
     assert result.drops.get("jumped", 0) > 0

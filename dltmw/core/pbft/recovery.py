@@ -158,6 +158,7 @@ def _restore_slots(replica: Checkpoints, votes: list[Envelope]) -> None:
             continue
         slot = replica.slots.setdefault(body.sequence, Slot())
         slot.mine.append(envelope)
+        slot.mine_seen = len(slot.mine)  # restored: resent at the first pass, as ever
         if kind == "pre_prepare":
             slot.pre_prepare, slot.digest = envelope, body.digest
             slot.requests = tuple(body.requests)

@@ -41,6 +41,9 @@ class Slot:
     commits: dict[int, tuple[bytes, Envelope]] = field(default_factory=dict)
     commit_sent: bool = False
     mine: list[Envelope] = field(default_factory=list)
+    # len(mine) at the last retransmission pass: a slot with a message of ours newer than
+    # that pass is not resent in this one (`Replica.retransmit`).
+    mine_seen: int = 0
 
 
 @dataclass
