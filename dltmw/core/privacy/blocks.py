@@ -49,7 +49,6 @@ from dltmw.core.privacy.execution import (
     state_hash,
 )
 from dltmw.core.privacy.groups import NO_PARTIES, Parties, execute_group, group_may_purge
-from dltmw.core.privacy.prior_run import PriorRun, reused
 from dltmw.core.privacy.purge import Purged, purge_decision
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.v1 import private_payload_pb2, private_purge_pb2, proposal_pb2
@@ -75,8 +74,6 @@ class PrivateBlock:
     agreed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     purges: tuple[tuple[int, private_purge_pb2.PrivatePurgeBody], ...] = ()  # VALID, by index
     parties: Parties | None = None  # the channel's peers and auditors (privacy groups)
-    # payload hash -> this node's agreement run of it (`prior_run.py`): executed once
-    prior: dict[bytes, PriorRun] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -231,19 +228,6 @@ class PrivateExecution:
         raw = None if digest in self._purged else view.payload(digest)
         if raw is None:
             return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
-        version = Version(number, index)
-        prior = message.prior.get(digest)
-        again = None if prior is None else reused(prior, raw, self._contract_of, state, version)
-        if again is not None:  # the agreement's run, on this very state: not run twice
-            return TxOutcome(
-                index,
-                tx_id,
-                digest,
-                again.status,
-                again.writes,
-                again.state_hash,
-                pre_state_hash=again.pre_state_hash,
-            )
         try:
             payload = private_payload_pb2.EncryptedPayload.FromString(raw)
             plaintext = open_payload(payload, self._key, digest)
@@ -258,6 +242,7 @@ class PrivateExecution:
             response = proposal_pb2.ContractResponse(status=400, message="not a PrivateInvocation")
             digest_of = state_hash(CONTRACT_FAILED, response, "", {})
             return TxOutcome(index, tx_id, digest, CONTRACT_FAILED, (), digest_of)
+        version = Version(number, index)
         if invocation.group:
             outcome = execute_group(
                 self._contract_of,

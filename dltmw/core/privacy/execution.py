@@ -101,9 +101,8 @@ def execute(
     version: Version,
 ) -> PrivateOutcome:
     """Execute `invocation` on `state` (the private state before this transaction); each key
-    is read from `state` once (`read_once.py`: the hashes below read it again). A caller that
-    wants to know what was read passes a `ReadOnce` of its own (`prior_run.py`)."""
-    state = state if isinstance(state, ReadOnce) else ReadOnce(state)
+    is read from `state` once (`read_once.py`: the hashes below read it again)."""
+    state = ReadOnce(state)
     contract = contract_of(invocation.contract)
     if contract is None:
         response = proposal_pb2.ContractResponse(

@@ -12,9 +12,7 @@ Why caching is exact here: one execution runs on ONE state that does not change 
 (the executor applies a transaction's writes after `execute` returns; an agreement writes
 nothing), so the first answer for a key is the answer for every later read of it in the same
 execution. A range read's entries are that same state too, so they answer later point reads.
-A reader lives for one execution only; nothing is kept across transactions, except what
-`prior_run.py` keeps of an agreement's run: its `lookups` (every question asked of `state`
-with the answer) so that the commit can tell whether running it again would give the same.
+A reader lives for one execution only; nothing is kept across transactions.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ class ReadOnce:
     def __init__(self, state: StateReader) -> None:
         self._state = state
         self._seen: dict[tuple[str, str], Found] = {}
-        self.ranged = False  # a range was read (its answer is not a set of point lookups)
 
     def get(self, namespace: str, key: str) -> Found:
         """Value and version of a key, read from `state` the first time only."""
@@ -44,12 +41,7 @@ class ReadOnce:
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Keys in [start, end) from `state` (always asked: bounds and limits differ); the
         entries returned answer later point reads of those keys."""
-        self.ranged = True
         entries = self._state.range(namespace, start, end, limit)
         for entry in entries:
             self._seen.setdefault((namespace, entry.key), (entry.value, entry.version))
         return entries
-
-    def lookups(self) -> tuple[tuple[tuple[str, str], Found], ...]:
-        """Every (namespace, key) read so far with the answer `state` gave (in read order)."""
-        return tuple(self._seen.items())

@@ -38,10 +38,8 @@ from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import conflict
 from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
-from dltmw.core.privacy.execution import PrivateOutcome, execute
+from dltmw.core.privacy.execution import execute
 from dltmw.core.privacy.groups import Parties, execute_group, parties
-from dltmw.core.privacy.prior_run import PriorRun, prior_run
-from dltmw.core.privacy.read_once import ReadOnce
 from dltmw.core.rwset import Version
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
@@ -108,32 +106,21 @@ class Agreements:
         self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
     ) -> list[Ran | BaseException]:
         """`_run` of several payloads: one read of the store, one hop to its thread; a payload
-        refused (not held, unreadable) fails only its own run. Each run is kept for the
-        executor, which reuses it at commit when it provably gives the same (`prior_runs.py`):
-        a recipient executes a private transaction once, not twice."""
+        refused (not held, unreadable) fails only its own run."""
         held = await channel.store.held(list(set(digests)))
         facts = parties(channel.view.config)  # once per batch: O(channel peers) to build
-        kept: list[tuple[bytes, PriorRun]] = []
 
         def run_all() -> list[Ran | BaseException]:
             out: list[Ran | BaseException] = []
             for digest in digests:
                 try:
                     raw = held.get(digest)
-                    ran, prior = self._open_and_run(channel, contract_of, digest, raw, facts)
+                    out.append(self._open_and_run(channel, contract_of, digest, raw, facts))
                 except ClientError as exc:
                     out.append(exc)
-                else:
-                    out.append(ran)
-                    if prior is not None:
-                        kept.append((digest, prior))
             return out
 
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(channel.store.executor, run_all)
-        for digest, prior in kept:  # on the loop, where the executor takes them
-            channel.prior_runs.keep(digest, prior)
-        return out
+        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run_all)
 
     def _open_and_run(
         self,
@@ -142,9 +129,8 @@ class Agreements:
         digest: bytes,
         raw: bytes | None,
         facts: Parties,
-    ) -> tuple[Ran, PriorRun | None]:
-        """`_run` on the store's thread (blocking): decrypt, then execute without writing; with
-        what the executor may reuse of the run (None: nothing)."""
+    ) -> Ran:
+        """`_run` on the store's thread (blocking): decrypt, then execute without writing."""
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
         try:
@@ -156,13 +142,15 @@ class Agreements:
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
         keys = recipients_of(payload)
-        reader = ReadOnce(channel.store.view())
-        outcome = _outcome(contract_of, invocation, reader, keys, facts, payload.sender_public_key)
-        hashed = conflict.outcome_hashed(keys, invocation.contract, outcome)
-        hashes = (outcome.pre_state_hash, outcome.state_hash)
-        group = bool(invocation.group)  # its result depends on the parties too: never kept
-        prior = None if group else prior_run(raw, contract_of(invocation.contract), reader, outcome)
-        return (hashes, keys, hashed, payload.sender_public_key), prior
+        hashes, hashed = _hashes(
+            contract_of,
+            invocation,
+            channel.store.view(),
+            keys,
+            facts,
+            payload.sender_public_key,
+        )
+        return hashes, keys, hashed, payload.sender_public_key
 
     def _sign(
         self,
@@ -488,20 +476,22 @@ def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:
     return body.verdict == ag.AGREE and (body.pre_state_hash, body.delta_hash) == own
 
 
-def _outcome(
+def _hashes(
     contract_of: ContractOf,
     invocation: private_payload_pb2.PrivateInvocation,
     state: StateReader,
     recipient_keys: list[bytes],
     channel: Parties,
     sender_key: bytes,
-) -> PrivateOutcome:
-    """The outcome of running `invocation` on `state`, nothing written (its writes at no
-    position): the pre-state and delta hashes, and the keys it read (with versions) and wrote,
-    which the agreement names hashed for its group or recipient set."""
+) -> tuple[tuple[bytes, bytes], Hashed]:
+    """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written, and
+    the keys it read (with versions) and wrote, hashed for its group or recipient set."""
     at = Version(0, 0)
     if invocation.group:
-        return execute_group(
+        outcome = execute_group(
             contract_of, invocation, state, at, channel, sender_key, recipient_keys
         )
-    return execute(contract_of, invocation, state, at)
+    else:
+        outcome = execute(contract_of, invocation, state, at)
+    hashed = conflict.outcome_hashed(recipient_keys, invocation.contract, outcome)
+    return (outcome.pre_state_hash, outcome.state_hash), hashed

@@ -50,7 +50,6 @@ from dltmw.core.privacy.purge import Purged, parse_body
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.runtime.roles.privacy.prior_runs import PriorRuns
 from dltmw.v1 import block_pb2, common_pb2, config_pb2, errors_pb2, transaction_pb2
 from dltmw.v1.private_agreement_pb2 import PrivateAgreementBody
 from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
@@ -127,15 +126,11 @@ def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
 
 
 def private_block(
-    parsed: CommittedPrivate,
-    view: PrivateView,
-    channel: Parties | None = None,
-    runs: PriorRuns | None = None,
+    parsed: CommittedPrivate, view: PrivateView, channel: Parties | None = None
 ) -> PrivateBlock:
     """The executor core's input for a committed block: its VALID private transactions (by
-    `private_refs`), the hashes the agreements of each that carries them name
-    (`core/privacy/agreement.py`) and this node's agreement runs of them (`runs`, taken: the
-    core reuses each when it is what running it again would give, `core/privacy/prior_run.py`)."""
+    `private_refs`) and the hashes the agreements of each that carries them name
+    (`core/privacy/agreement.py`)."""
     items = tuple(private_refs(parsed))
     indexes = {index for index, _, _ in items}
     agreed = {
@@ -143,8 +138,7 @@ def private_block(
         for index, _, _, body in parsed.txs
         if index in indexes and body is not None
     }
-    prior = runs.take(digest for _, _, digest in items) if runs is not None else {}
-    return PrivateBlock(parsed.number, items, view, agreed, parsed.purges, channel, prior)
+    return PrivateBlock(parsed.number, items, view, agreed, parsed.purges, channel)
 
 
 def owed_here(parsed: CommittedPrivate, key: bytes) -> list[bytes]:
@@ -189,8 +183,7 @@ class BlockExecutor:
     async def load(self, inputs: Sequence[CommittedPrivate]) -> Sequence[PrivateBlock]:
         view = self._owner.store.view()
         channel = parties(self._owner.config)
-        runs = self._owner.prior_runs
-        return [private_block(b, view, channel, runs) for b in inputs]
+        return [private_block(b, view, channel) for b in inputs]
 
     async def persist(self, records: Sequence[None]) -> None:
         """The private store is the only record."""
@@ -272,18 +265,10 @@ ExecutorDriver = Driver[CommittedPrivate, PrivateBlock, None, Executed, None, in
 class PrivateExecutor:
     """Executes one channel's private transactions after their blocks commit."""
 
-    def __init__(
-        self,
-        key: PrivacyKey,
-        peer: PeerChannel,
-        store: PrivateStore,
-        prior_runs: PriorRuns | None = None,
-    ) -> None:
+    def __init__(self, key: PrivacyKey, peer: PeerChannel, store: PrivateStore) -> None:
         self._key = key
         self._peer = peer
         self.store = store
-        # this node's agreement runs (`agreement.py` keeps them): executed once, not twice
-        self.prior_runs = prior_runs if prior_runs is not None else PriorRuns()
         self._contracts: dict[str, Contract] | None = None  # loaded on first use (`start`)
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
@@ -315,7 +300,6 @@ class PrivateExecutor:
         the contracts deployed on the channel as of now: the packages their committed
         definitions name (a definition committed later runs here after a restart)."""
         self._contracts = None
-        self.prior_runs.clear()  # runs of the contracts as loaded before (they never match)
         await asyncio.get_running_loop().run_in_executor(self.store.executor, self._deployed)
         self.height = await self.store.cursor()
         cid = self._peer.view.channel_id
