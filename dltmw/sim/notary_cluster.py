@@ -28,7 +28,7 @@ from dltmw.core.effects import Token, execute
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_cluster import ClusterDecider, OpenedBatch, Unpacked, unapplied
-from dltmw.core.pbft import ClientRequest, Decided, PbftConfig, request_id
+from dltmw.core.pbft import ClientRequest, Decided, DecidedRecord, PbftConfig, request_id
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.sim import runner
 from dltmw.sim.byzantine import BEHAVIOURS
@@ -181,8 +181,11 @@ class NotaryWorld(World):
         super().restart(node)
         if not was_down or node.replica is None or node.index in self.behaviour.faulty:
             return
-        batches = node.replica.decided
-        retained = {seq: tuple(b.requests) for seq, b in batches.items()}
+        retained = {  # from the records, as the runtime (memory keeps only `decided_kept`)
+            r.batch.sequence: tuple(r.batch.requests)
+            for r in node.storage
+            if isinstance(r, DecidedRecord)
+        }
         for seq in unapplied(retained, self.notary[node.name].applied):
             self._apply(node, seq, retained[seq])
             self.recovered += 1
