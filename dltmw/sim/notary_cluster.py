@@ -175,6 +175,13 @@ class NotaryWorld(World):
         decider.step(OpenedBatch(sequence, ids, tuple(unpack(r) for r in requests), state))
         execute(decider.ready(), SpentSetExecutor(self, node))
 
+    def run_until_done(self) -> None:
+        """Tick until every request is decided everywhere after the heal, or the bound."""
+        while self.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
+            self.tick()
+            if self.now > runner.HEAL_AT and self.now % 5 == 0 and self.all_done():
+                break
+
     def restart(self, node: Node) -> None:
         """Restart, then apply the decided batches the spent-set missed (as the runtime does)."""
         was_down = node.replica is None
@@ -275,10 +282,7 @@ def run_notary(
     else:
         world.net.faults.delay_max = 3
     world.at(runner.HEAL_AT, lambda: runner.heal(world))
-    while world.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
-        world.tick()
-        if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():
-            break
+    world.run_until_done()
     honest = world.honest()
     violations = tuple(
         check_safety(honest, world.submitted, world.config.decided_retain) + check_uniqueness(world)

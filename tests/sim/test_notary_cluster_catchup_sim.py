@@ -39,10 +39,7 @@ def _run(seed: int, store_reads_off: bool = False) -> tuple[NotaryWorld, list[st
 
         world.at(world.rng.randrange(2, runner.SUBMIT_UNTIL), submit)
     world.at(runner.HEAL_AT, lambda: world.restart(laggard))
-    while world.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
-        world.tick()
-        if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():
-            break
+    world.run_until_done()
     honest = world.honest()
     problems = check_safety(honest, world.submitted, CONFIG.decided_retain)
     problems += check_uniqueness(world)
