@@ -39,7 +39,7 @@ from pathlib import Path
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, InvariantViolation, Overloaded
+from dltmw.core.errors import ClientError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
@@ -178,15 +178,16 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
 
     async def _read_decided(self, peer: int, wanted: DecidedFromStore) -> None:
         """Read decided batches a peer's catch-up asked for from our records and hand them to
-        the replica; with its inbox full they are dropped (the peer probes again)."""
+        the replica; with its inbox full (or the replica stopping) they are dropped: the peer
+        probes again every `probe_ticks`."""
         log, driver = self._role.records, self._role.replica_driver
         if log is None or driver is None:
             return
         batches = await log.decided(wanted.from_sequence, wanted.count)
         try:
             driver.submit(StoredDecided(peer, tuple(batches)))
-        except Overloaded:
-            logger.debug("catch-up of replica %d: inbox full, its next probe is answered", peer)
+        except TransientError as exc:  # Overloaded, or SHUTTING_DOWN
+            logger.debug("catch-up of replica %d not answered now: %s", peer, exc)
 
     async def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
         for rid, rejected in replies:
