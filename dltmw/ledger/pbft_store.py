@@ -224,6 +224,24 @@ class RecordStore:
 
         return await self._file.read(read)
 
+    async def decided(self, from_sequence: int, count: int) -> list[replica_pb2.DecidedBatch]:
+        """The stored decided batches of sequences [from_sequence, from_sequence + count), in
+        order (those compaction kept): a replica keeping only the last few in memory answers
+        older catch-up requests with them (`core.pbft.DecidedFromStore`)."""
+
+        def read(conn: sqlite3.Connection) -> list[replica_pb2.DecidedBatch]:
+            rows = conn.execute(
+                "SELECT seq, data FROM records WHERE kind='decided' AND seq>=? AND seq<? "
+                "ORDER BY seq, id",
+                (from_sequence, from_sequence + count),
+            )
+            found: dict[int, replica_pb2.DecidedBatch] = {}
+            for seq, data in rows:
+                found.setdefault(int(seq), replica_pb2.DecidedBatch.FromString(bytes(data)))
+            return list(found.values())
+
+        return await self._file.read(read)
+
     async def batch(self, key: BatchKey, digest: bytes) -> Envelope | None:
         """The stored signed batch `key` with `digest`, or None (compacted, or never stored).
         Answers fetches of batches in the chain (`core.pbft.dissemination.BatchFromStore`);

@@ -28,7 +28,7 @@ from dltmw.core.effects import Token, execute
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_cluster import ClusterDecider, OpenedBatch, Unpacked, unapplied
-from dltmw.core.pbft import ClientRequest, Decided, PbftConfig, request_id
+from dltmw.core.pbft import ClientRequest, Decided, DecidedRecord, PbftConfig, request_id
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.sim import runner
 from dltmw.sim.byzantine import BEHAVIOURS
@@ -175,14 +175,24 @@ class NotaryWorld(World):
         decider.step(OpenedBatch(sequence, ids, tuple(unpack(r) for r in requests), state))
         execute(decider.ready(), SpentSetExecutor(self, node))
 
+    def run_until_done(self) -> None:
+        """Tick until every request is decided everywhere after the heal, or the bound."""
+        while self.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
+            self.tick()
+            if self.now > runner.HEAL_AT and self.now % 5 == 0 and self.all_done():
+                break
+
     def restart(self, node: Node) -> None:
         """Restart, then apply the decided batches the spent-set missed (as the runtime does)."""
         was_down = node.replica is None
         super().restart(node)
         if not was_down or node.replica is None or node.index in self.behaviour.faulty:
             return
-        batches = node.replica.decided
-        retained = {seq: tuple(b.requests) for seq, b in batches.items()}
+        retained = {  # from the records, as the runtime (memory keeps only `decided_kept`)
+            r.batch.sequence: tuple(r.batch.requests)
+            for r in node.storage
+            if isinstance(r, DecidedRecord)
+        }
         for seq in unapplied(retained, self.notary[node.name].applied):
             self._apply(node, seq, retained[seq])
             self.recovered += 1
@@ -272,10 +282,7 @@ def run_notary(
     else:
         world.net.faults.delay_max = 3
     world.at(runner.HEAL_AT, lambda: runner.heal(world))
-    while world.now < runner.HEAL_AT + runner.LIVENESS_BOUND:
-        world.tick()
-        if world.now > runner.HEAL_AT and world.now % 5 == 0 and world.all_done():
-            break
+    world.run_until_done()
     honest = world.honest()
     violations = tuple(
         check_safety(honest, world.submitted, world.config.decided_retain) + check_uniqueness(world)

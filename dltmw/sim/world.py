@@ -27,7 +27,13 @@ from dltmw.core.pbft import (
     ViewRecord,
 )
 from dltmw.core.pbft.recovery import compact, compaction_floor
-from dltmw.core.pbft.types import DecidedRecord, StableRecord
+from dltmw.core.pbft.types import (
+    DecidedFromStore,
+    DecidedRecord,
+    Outgoing,
+    StableRecord,
+    StoredDecided,
+)
 from dltmw.sim.block_catchup import catch_up
 from dltmw.sim.keys import Keys, request_name
 from dltmw.sim.network import InFlight, Network
@@ -59,13 +65,17 @@ class NodeExecutor:
             self.node.decided.append(batch)
             self.world.note_decided(self.node, batch)
 
-    def send(self, messages: Sequence[tuple[int, Envelope]]) -> None:
-        """Hand messages to the network (unless the node dies right now: sends lost)."""
+    def send(self, messages: Sequence[tuple[int, Outgoing]]) -> None:
+        """Hand messages to the network (unless the node dies right now: sends lost); a read
+        of our own records for a peer's catch-up is answered at the next tick."""
         if self.node.dying:
             self.world.die(self.node)
             return
-        for destination, envelope in messages:
-            self.world.behaviour.outgoing(self.world, self.node, destination, envelope)
+        for destination, message in messages:
+            if isinstance(message, DecidedFromStore):
+                self.world.read_decided(self.node, destination, message)
+            else:
+                self.world.behaviour.outgoing(self.world, self.node, destination, message)
 
     def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
         """Simulated clients learn of refusals by not seeing their request decided."""
@@ -120,6 +130,8 @@ class World:
         self._scheduled: dict[int, list[Callable[[], None]]] = {}
         self._last_retry: dict[bytes, int] = {}
         self.retry_ticks = 3 * config.request_timeout_ticks // 2
+        self.store_reads = 0  # `DecidedFromStore` answered from a node's records
+        self.store_reads_off = False  # TEST-ONLY: ignore them (the durable path disabled)
 
     # -- construction and tracing ------------------------------------------------------------
 
@@ -143,7 +155,32 @@ class World:
         if node.replica is None:
             return False
         wanted = node.replica.next_exec
-        return any(p.replica is not None and wanted in p.replica.decided for p in peers)
+        return any(
+            p.replica is not None and (wanted in p.replica.decided or p.replica.in_store(wanted))
+            for p in peers
+        )
+
+    def read_decided(self, node: Node, peer: int, wanted: DecidedFromStore) -> None:
+        """Read `node`'s stored decided batches for `peer` (as the runtime's record store) and
+        step them into the same incarnation of its core at the next tick."""
+        if self.store_reads_off:
+            return
+        last = wanted.from_sequence + wanted.count
+        stored = {
+            r.batch.sequence: r.batch
+            for r in node.storage
+            if isinstance(r, DecidedRecord) and wanted.from_sequence <= r.batch.sequence < last
+        }
+        batches = tuple(stored[s] for s in sorted(stored))
+        replica = node.replica
+
+        def answer() -> None:
+            if replica is not None and node.replica is replica:
+                self.store_reads += 1
+                replica.step(StoredDecided(peer, batches))
+                self.flush(node)
+
+        self.at(self.now + 1, answer)
 
     def log(self, line: str) -> None:
         """Append a trace line (only when tracing)."""

@@ -22,6 +22,7 @@ from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.pbft import ClientRequest, Envelope, Rejected, Replica
 from dltmw.core.pbft.dissemination import BatchFromStore
 from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
+from dltmw.core.pbft.types import Outgoing
 from dltmw.v1 import block_pb2, replica_pb2
 
 
@@ -58,7 +59,9 @@ class CommittedBlock:
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
-Outbound = Envelope | replica_pb2.BlockSignature | SignatureOf | FetchBlocks | BatchFromStore
+Outbound = (
+    Outgoing | replica_pb2.BlockSignature | SignatureOf | FetchBlocks | BatchFromStore
+)  # `DecidedFromStore` (in `Outgoing`) never: orderers keep retained batches in memory
 OrdererEffects = Effects[DisseminatedRecord, CommittedBlock, Outbound, Rejected | None]
 Learn = Callable[[ChannelView], None]
 

@@ -1,14 +1,16 @@
 """PBFT-lite: n = 3f+1 replicas agree on an ordered sequence of batches of opaque requests.
 
-Public API: `Replica` (the pure state machine), `PbftConfig`, the inputs `ClientRequest` and
-`SignedReplicaMessage` (`Envelope`), the outputs in `PbftEffects` (`Decided`, `Rejected`), the
-persisted `Record` types, and `batch_digest` / `request_id`. Wire format: replica.proto.
+Public API: `Replica` (the pure state machine), `PbftConfig`, the inputs `ClientRequest`,
+`SignedReplicaMessage` (`Envelope`) and `StoredDecided`, the outputs in `PbftEffects`
+(`Decided`, `Rejected`, `DecidedFromStore`), the persisted `Record` types, and `batch_digest` /
+`request_id`. Wire format: replica.proto.
 """
 
 from dltmw.core.pbft.replica import Replica
 from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
+    DecidedFromStore,
     DecidedRecord,
     Envelope,
     JumpRecord,
@@ -18,6 +20,7 @@ from dltmw.core.pbft.types import (
     Record,
     Rejected,
     StableRecord,
+    StoredDecided,
     ViewRecord,
     VoteRecord,
     batch_digest,
@@ -27,6 +30,7 @@ from dltmw.core.pbft.types import (
 __all__ = [
     "ClientRequest",
     "Decided",
+    "DecidedFromStore",
     "DecidedRecord",
     "Envelope",
     "JumpRecord",
@@ -37,6 +41,7 @@ __all__ = [
     "Rejected",
     "Replica",
     "StableRecord",
+    "StoredDecided",
     "ViewRecord",
     "VoteRecord",
     "batch_digest",

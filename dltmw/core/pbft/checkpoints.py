@@ -6,12 +6,15 @@ sequences in (low, low + L]) and, once this replica has executed up to s with th
 its stable checkpoint. A replica that learns of a checkpoint above what it executed is behind:
 it probes its peers, who answer with decided batches and their commit certificates; each batch
 is verified (2f+1 distinct signed commits over its view, sequence and digest, digest matching
-the requests) before it is executed, so no peer has to be trusted.
+the requests) before it is executed, so no peer has to be trusted. A replica serves the last
+`decided_retain` decided batches: the last `decided_kept` from memory, older ones from its
+durable records (`DecidedFromStore` out, `StoredDecided` back in): a notary cluster member
+kept ~20 MiB of batches in memory only to answer a rare lagging peer.
 """
 
 from __future__ import annotations
 
-from dltmw.core.pbft.types import Envelope, StableRecord
+from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord
 from dltmw.core.pbft.viewchange import ViewChanges
 from dltmw.v1 import replica_pb2
 
@@ -69,7 +72,7 @@ class Checkpoints(ViewChanges):
         self.stable_seq = self.low
         self.persist(StableRecord(self.low, self.low_digest, self.low_proof))
         self.state_at = {s: d for s, d in self.state_at.items() if s >= self.low}
-        horizon = self.low - self.config.decided_retain
+        horizon = self.low - self.config.kept
         if horizon > 0:
             self.decided = {s: b for s, b in self.decided.items() if s > horizon}
 
@@ -79,18 +82,50 @@ class Checkpoints(ViewChanges):
         self.broadcast(self.sign(replica_pb2.ReplicaMessage(state_request=request)))
 
     def on_state_request(self, replica: int, from_sequence: int) -> None:
-        """Answer a peer's catch-up request with decided batches (bounded, once per tick)."""
-        if replica == self.me or from_sequence not in self.decided:
+        """Answer a peer's catch-up request with decided batches (bounded, once per tick): from
+        memory, or, for retained batches older than memory holds, from our records."""
+        if replica == self.me or from_sequence >= self.next_exec:
+            return
+        if from_sequence not in self.decided and not self.in_store(from_sequence):
             return
         if self.served_at.get(replica) == self.now:
             self.drop("state-request-rate")
             return
         self.served_at[replica] = self.now
+        count = self.config.transfer_batches_max
+        if from_sequence not in self.decided:
+            self._send.append((replica, DecidedFromStore(from_sequence, count)))
+            return
         batches: list[replica_pb2.DecidedBatch] = []
         seq = from_sequence
-        while seq in self.decided and len(batches) < self.config.transfer_batches_max:
+        while seq in self.decided and len(batches) < count:
             batches.append(self.decided[seq])
             seq += 1
+        self.send_state_reply(replica, batches)
+
+    def in_store(self, sequence: int) -> bool:
+        """Is decided batch `sequence` retained in our records though not in memory? Records
+        keep `decided_retain` sequences below the stable checkpoint (`compaction_floor`)."""
+        config = self.config
+        return config.kept < config.decided_retain and (
+            max(1, self.stable_seq - config.decided_retain + 1) <= sequence < self.next_exec
+        )
+
+    def on_stored_decided(
+        self, replica: int, batches: tuple[replica_pb2.DecidedBatch, ...]
+    ) -> None:
+        """Answer `replica` with decided batches read back from our records (consecutive ones
+        from the first; at most `transfer_batches_max`)."""
+        out: list[replica_pb2.DecidedBatch] = []
+        for batch in batches[: self.config.transfer_batches_max]:
+            if out and batch.sequence != out[-1].sequence + 1:
+                break
+            out.append(batch)
+        if out:
+            self.send_state_reply(replica, out)
+
+    def send_state_reply(self, replica: int, batches: list[replica_pb2.DecidedBatch]) -> None:
+        """Send `batches` with our stable checkpoint's proof (when it is the proven one)."""
         reply = replica_pb2.StateReply(
             batches=batches, stable_sequence=self.stable_seq, stable_proof=self.low_proof
         )

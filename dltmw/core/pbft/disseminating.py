@@ -53,6 +53,7 @@ from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
     Envelope,
+    Outgoing,
     PbftConfig,
     Rejected,
     Signer,
@@ -63,7 +64,7 @@ from dltmw.core.pbft.types import (
 from dltmw.v1 import replica_pb2
 
 DISSEMINATION_KINDS = frozenset({"batch", "batch_ack", "batch_fetch"})
-DisseminatedEffects = Effects[DisseminatedRecord, Decided, Envelope, Rejected]
+DisseminatedEffects = Effects[DisseminatedRecord, Decided, Outgoing, Rejected]
 
 
 # Assembled slots a running replica keeps in memory after delivering them (see `_keep`).
@@ -222,7 +223,7 @@ class DisseminatingReplica:
             self._keep(done, ASSEMBLED_KEPT)
         if assembled:
             self._advance()
-        send = [*d.send, *inner.send]
+        send: list[tuple[int, Outgoing]] = [*d.send, *inner.send]
         send.extend((peer, self._signed(m)) for peer, m in self.resolver.take_fetches())
         self.from_store.extend(d.from_store)
         d.from_store = []

@@ -93,7 +93,7 @@ def replay(replica: Checkpoints, records: Sequence[Record]) -> None:
 
     Execution restarts from the latest stable checkpoint (its state digest is proven), so a log
     compacted below it restores the same state; older decided batches only refill the served
-    history and the executed request ids.
+    history (the last `kept` of them; the rest stay in the records) and the executed ids.
     """
     stables = [r for r in records if isinstance(r, StableRecord)]
     if stables:
@@ -116,7 +116,7 @@ def replay(replica: Checkpoints, records: Sequence[Record]) -> None:
                 replica.apply(batch, restoring=True)
         elif isinstance(record, JumpRecord):
             restore_jump(replica, record)
-    low, horizon = replica.low, replica.low - replica.config.decided_retain
+    low, horizon = replica.low, replica.low - replica.config.kept
     replica.prepared = {s: c for s, c in replica.prepared.items() if s > low}
     replica.decided = {s: b for s, b in replica.decided.items() if s > horizon}
     if replica.changing:

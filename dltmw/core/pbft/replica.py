@@ -43,6 +43,7 @@ from dltmw.core.pbft.types import (
     Rejected,
     RequestCheck,
     Signer,
+    StoredDecided,
     Verifier,
     VoteRecord,
     batch_digest,
@@ -130,11 +131,14 @@ class Replica(Checkpoints):
     # -- inputs ----------------------------------------------------------------------------
 
     def step(self, message: object) -> None:
-        """Feed a ClientRequest or a SignedReplicaMessage from a peer."""
+        """Feed a ClientRequest, a SignedReplicaMessage from a peer, or decided batches read
+        back from our records for a peer's catch-up (`StoredDecided`)."""
         if isinstance(message, ClientRequest):
             self.on_request(message.request, forward=True)
         elif isinstance(message, Envelope):
             self.on_envelope(message)
+        elif isinstance(message, StoredDecided):
+            self.on_stored_decided(message.replica, message.batches)
         else:
             raise TypeError(f"PBFT replica cannot step {type(message).__name__}")
         self.propose(full_only=True)

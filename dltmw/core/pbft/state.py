@@ -19,6 +19,7 @@ from dltmw.core.pbft.types import (
     ZERO_DIGEST,
     Decided,
     Envelope,
+    Outgoing,
     PbftConfig,
     PbftEffects,
     Record,
@@ -76,6 +77,7 @@ class ReplicaState:
         self.state_at: dict[int, bytes] = {}
         # Ids executed in the last `decided_retain` sequences (`recent.Recent`: bounded).
         self.executed_ids: Recent[bytes] = Recent(config.decided_retain)
+        # The last `config.kept` decided batches (older retained ones: in the records only).
         self.decided: dict[int, replica_pb2.DecidedBatch] = {}
         # Checkpoints: `low` is the highest proven checkpoint (the low watermark); it becomes
         # `stable_seq` once this replica has executed up to it.
@@ -115,7 +117,7 @@ class ReplicaState:
         self.counters: Counter[str] = Counter()
         self._persist: list[Record] = []
         self._decided: list[Decided] = []
-        self._send: list[tuple[int, Envelope]] = []
+        self._send: list[tuple[int, Outgoing]] = []
         self._replies: list[Rejected] = []
 
     # -- outputs ---------------------------------------------------------------------------

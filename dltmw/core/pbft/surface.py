@@ -17,12 +17,12 @@ from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.state import Pending
-from dltmw.core.pbft.types import Decided, Envelope, PbftConfig, Record, Rejected
+from dltmw.core.pbft.types import Decided, Outgoing, PbftConfig, Record, Rejected
 
 DisseminatedRecord = Record | BatchRecord | AssembledRecord
 """Every record either replica persists (the plain one only `Record`s)."""
 
-ReplicaEffects = Effects[Any, Decided, Envelope, Rejected]
+ReplicaEffects = Effects[Any, Decided, Outgoing, Rejected]
 """What `ready` returns: `persist` holds `DisseminatedRecord`s (`Effects` is invariant in its
 record type, so the plain replica's `PbftEffects` is accepted through `Any` here)."""
 

@@ -5,6 +5,11 @@ A replica is driven like every other core (`dltmw.core.effects`): `step(input)`,
 records durable), then deliver `decided`, then `send`, then `replies` (refused requests, by request
 id). Restart = `Replica.restore(..., records)` with
 exactly the records that were made durable, in order.
+
+Decided batches: the last `decided_retain` are durable (compaction keeps them); only the last
+`decided_kept` of them stay in memory. A peer's catch-up request for an older one is a send to
+the replica's own store (`DecidedFromStore`); the runtime reads those `DecidedRecord`s back and
+steps them in (`StoredDecided`), and the replica answers from them as from memory.
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ class PbftConfig:
     ceil((n+f+1)/2), which is 2f+1 exactly when n = 3f+1 (n=5: 4 of 5). `epoch`: the number of the
     config block that started this group (0: block 0's); every message it signs carries it and
     it counts no message of another epoch (`certs.Checker.open`).
+
+    `decided_retain`: decided batches kept for state transfer (durably: the record store's
+    compaction floor) and the de-duplication window. `decided_kept`: how many of them also stay
+    in memory (0: all of them); older ones are served from the records (`DecidedFromStore`).
+    A notary cluster's batches carry whole wraps (up to ~200 KB each), so 1,024 of them in
+    memory were ~20 MiB per member; the normal pipeline needs only the window.
     """
 
     n: int
@@ -80,6 +91,7 @@ class PbftConfig:
     future_per_peer_max: int = 256
     transfer_batches_max: int = 16
     decided_retain: int = 4096
+    decided_kept: int = 0
     epoch: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +101,15 @@ class PbftConfig:
             raise ValueError(f"epoch must not be negative, got {self.epoch}")
         if self.checkpoint_interval < 1 or self.batch_size_max < 1:
             raise ValueError("checkpoint_interval and batch_size_max must be positive")
+        if self.decided_kept < 0:
+            raise ValueError(f"decided_kept must not be negative, got {self.decided_kept}")
+
+    @property
+    def kept(self) -> int:
+        """Decided batches held in memory: `decided_kept`, at most `decided_retain` (0: all)."""
+        if self.decided_kept == 0:
+            return self.decided_retain
+        return min(self.decided_kept, self.decided_retain)
 
     @property
     def f(self) -> int:
@@ -127,6 +148,26 @@ class ClientRequest:
     request: bytes
     admitted: bool = False
     request_id: bytes = b""
+
+
+@dataclass(frozen=True)
+class DecidedFromStore:
+    """Output, sent as `(peer, DecidedFromStore)`: peer's catch-up asked for decided batches no
+    longer in memory (`PbftConfig.decided_kept`). The runtime reads our durable `DecidedRecord`s
+    from `from_sequence` on (at most `count`, consecutive) and steps them back in as
+    `StoredDecided(peer, ...)`; nothing when none is stored any more (the peer asks again)."""
+
+    from_sequence: int
+    count: int
+
+
+@dataclass(frozen=True)
+class StoredDecided:
+    """Input: decided batches read back from our own records for peer `replica`'s catch-up
+    (answer of a `DecidedFromStore`): trusted, they are what we persisted."""
+
+    replica: int
+    batches: tuple[replica_pb2.DecidedBatch, ...]
 
 
 @dataclass(frozen=True)
@@ -211,4 +252,5 @@ class JumpRecord:
 Record = ViewRecord | VoteRecord | PreparedRecord | DecidedRecord | StableRecord | JumpRecord
 
 
-PbftEffects = Effects[Record, Decided, Envelope, Rejected]
+Outgoing = Envelope | DecidedFromStore  # what a replica sends: to a peer, or to its own store
+PbftEffects = Effects[Record, Decided, Outgoing, Rejected]

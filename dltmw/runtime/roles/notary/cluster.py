@@ -19,9 +19,12 @@ batch — its executor's load re-admits the batch at its stamp on the verify poo
 its sequence in one sqlite transaction (ClusterNotaryStore) before the waiters are answered.
 Backups drop pre-prepares whose stamps are not fresh by their own clock (`stamp_fresh`). A
 restart restores the replica from its records and re-applies decided batches the spent-set
-missed, so nothing acknowledged is lost and re-asking gets the same answer. Records are
-compacted only 1024 batches below a stable checkpoint
-(`decided_retain`), far more than the decider's bounded inbox can hold unapplied.
+missed (read from the records, not from memory), so nothing acknowledged is lost and re-asking
+gets the same answer. Records are compacted only 1024 batches below a stable checkpoint
+(`decided_retain`), far more than the decider's bounded inbox can hold unapplied. Only the
+last DECIDED_KEPT decided batches stay in memory (each carries whole wraps: 1,024 of them were
+~20 MiB per member, issue 18); a lagging member's catch-up for older ones is answered from the
+records (`DecidedFromStore` read here, stepped back in as `StoredDecided`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, InvariantViolation
+from dltmw.core.errors import ClientError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision, Spent
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
@@ -54,14 +57,18 @@ from dltmw.core.notary_cluster import (
 from dltmw.core.pbft import (
     ClientRequest,
     Decided,
+    DecidedFromStore,
+    DecidedRecord,
     Envelope,
     PbftConfig,
     Record,
     Rejected,
     Replica,
     StableRecord,
+    StoredDecided,
     request_id,
 )
+from dltmw.core.pbft.types import Outgoing
 from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
@@ -96,6 +103,8 @@ DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
+DECIDED_RETAIN = 1024  # decided batches in the records: state transfer, de-duplication
+DECIDED_KEPT = 32  # ... of which in memory (older: read back from the records)
 
 
 def cluster_config(n: int) -> PbftConfig:
@@ -116,7 +125,8 @@ def cluster_config(n: int) -> PbftConfig:
         retransmit_ticks=10,
         probe_ticks=20,
         transfer_batches_max=4,
-        decided_retain=1024,
+        decided_retain=DECIDED_RETAIN,
+        decided_kept=DECIDED_KEPT,
     )
 
 
@@ -131,8 +141,12 @@ class DecidedBatch:
 Answers = tuple[Decision, ...]
 
 
-class ReplicaExecutor(Executing[ClientRequest | Envelope, Record, Decided, Envelope, Rejected]):
-    """The replica's effects: records, then decided batches to the decider, sends, refusals."""
+ReplicaInput = ClientRequest | Envelope | StoredDecided
+
+
+class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejected]):
+    """The replica's effects: records, then decided batches to the decider, sends (and reads of
+    our records for a peer's catch-up), refusals."""
 
     def __init__(self, role: ClusterNotaryRole) -> None:
         self._role = role
@@ -153,11 +167,27 @@ class ReplicaExecutor(Executing[ClientRequest | Envelope, Record, Decided, Envel
         for batch in decided:
             await decider.put(DecidedBatch(batch.sequence, batch.requests))
 
-    async def send(self, messages: Sequence[tuple[int, Envelope]]) -> None:
-        for destination, envelope in messages:
+    async def send(self, messages: Sequence[tuple[int, Outgoing]]) -> None:
+        for destination, message in messages:
+            if isinstance(message, DecidedFromStore):
+                await self._read_decided(destination, message)
+                continue
             link = self._role.links.get(destination)
             if link is not None:
-                link.send(envelope)
+                link.send(message)
+
+    async def _read_decided(self, peer: int, wanted: DecidedFromStore) -> None:
+        """Read decided batches a peer's catch-up asked for from our records and hand them to
+        the replica; with its inbox full (or the replica stopping) they are dropped: the peer
+        probes again every `probe_ticks`."""
+        log, driver = self._role.records, self._role.replica_driver
+        if log is None or driver is None:
+            return
+        batches = await log.decided(wanted.from_sequence, wanted.count)
+        try:
+            driver.submit(StoredDecided(peer, tuple(batches)))
+        except TransientError as exc:  # Overloaded, or SHUTTING_DOWN
+            logger.debug("catch-up of replica %d not answered now: %s", peer, exc)
 
     async def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
         for rid, rejected in replies:
@@ -202,9 +232,7 @@ class DecisionExecutor:
             role.attesting.decided(decisions)
 
 
-ReplicaDriver = Driver[
-    ClientRequest | Envelope, ClientRequest | Envelope, Record, Decided, Envelope, Rejected
-]
+ReplicaDriver = Driver[ReplicaInput, ReplicaInput, Record, Decided, Outgoing, Rejected]
 DeciderDriver = Driver[DecidedBatch, OpenedBatch, None, Spent, None, Answers]
 
 
@@ -309,7 +337,12 @@ class ClusterNotaryRole:
             metrics=self.ctx.metrics,
         )
         await decider.start()
-        decided = {s: tuple(b.requests) for s, b in replica.decided.items()}
+        decided = {
+            r.batch.sequence: tuple(r.batch.requests)
+            for r in saved
+            if isinstance(r, DecidedRecord) and r.batch.sequence > applied
+        }
+        del saved
         for seq in unapplied(decided, applied):
             await decider.put(DecidedBatch(seq, decided[seq]))
         for link in self.links.values():
@@ -450,6 +483,11 @@ class ClusterNotaryRole:
         fresh = [e for e in messages if not self._stale(e, local_ns)]
         self.stale_dropped += len(messages) - len(fresh)
         self._driver().submit_all(fresh)
+
+    @property
+    def replica_driver(self) -> ReplicaDriver | None:
+        """The replica's driver while it runs."""
+        return self._replica_driver
 
     def _driver(self) -> ReplicaDriver:
         if self._replica_driver is None:

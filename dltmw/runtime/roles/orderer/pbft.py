@@ -58,7 +58,7 @@ from dltmw.core.config_update import (
     restored_epoch,
 )
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, TransientError
+from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
@@ -74,6 +74,7 @@ from dltmw.core.handlers.pbft_speculative import carried_claim
 from dltmw.core.identity import IdentityError
 from dltmw.core.pbft import (
     ClientRequest,
+    DecidedFromStore,
     Envelope,
     JumpRecord,
     PbftConfig,
@@ -189,6 +190,8 @@ class PbftOrdererExecutor(
             elif isinstance(message, FetchBlocks):
                 name = f"pbft-fetch-{link.node_id}"
                 self._fetch = self._channel.ctx.tasks.spawn(name, self._fetch_from(link.node_id))
+            elif isinstance(message, DecidedFromStore):  # `replica_config` keeps them all
+                raise InvariantViolation("an orderer replica keeps its retained batches in memory")
             else:
                 link.send(message)
 
