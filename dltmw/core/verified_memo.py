@@ -14,8 +14,12 @@ simulator's), and each verifies what the others just did — both endorsers the 
 proposal, the gateway and then the orderer the transaction envelope, both committing peers the
 block's orderer signature and the other peer's endorsement: 9 of a lone bus message's 13 checks
 were public-key operations (~0.1-0.2 ms each, on the one event loop of the path) where 3 are
-needed (benchmarks/RESULTS.md, branch bus5). A process that runs one node keeps no such memo
-(`ProcessMemo`): its node's own is all that is asked.
+needed (benchmarks/RESULTS.md, branch bus5). Those 3 were of signatures made in the same
+process (the embedded client's proposal and envelope, the solo orderer's block), so a signing
+identity whose key the process holds puts what it signs into the memo too
+(`SigningIdentity.sign`: a key whose public half is the certificate's signs validly by
+construction) and a lone message of `dltmw.open` verifies none (branch bus7). A process that
+runs one node keeps no such memo (`ProcessMemo`): its node's own is all that is asked.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -92,7 +93,7 @@ def is_transient_storage_error(exc: BaseException) -> bool:
 _THROTTLE = LogThrottle()
 
 
-def _warn(name: str, state: RetryCallState) -> None:
+def _warn(name: str, state: RetryCallState, spent_s: float) -> None:
     suppressed = _THROTTLE.admit(name)
     if suppressed is None or state.outcome is None:
         return
@@ -105,21 +106,25 @@ def _warn(name: str, state: RetryCallState) -> None:
         exc,
         delay,
         state.attempt_number,
-        state.seconds_since_start or 0.0,
+        (state.seconds_since_start or 0.0) + spent_s,
         more,
     )
 
 
 def _settings(
-    name: str, policy: RetryPolicy, transient: Callable[[BaseException], bool]
+    name: str,
+    policy: RetryPolicy,
+    transient: Callable[[BaseException], bool],
+    spent_s: float,
 ) -> dict[str, object]:
+    """tenacity's settings for a loop whose first attempt took `spent_s` before it began."""
     return {
         "retry": retry_if_exception(transient),
-        "stop": stop_after_delay(policy.budget_s),
+        "stop": stop_after_delay(max(0.0, policy.budget_s - spent_s)),
         "wait": wait_exponential_jitter(
             multiplier=policy.first_s, max=policy.max_s, jitter=policy.first_s
         ),
-        "before_sleep": lambda state: _warn(name, state),
+        "before_sleep": lambda state: _warn(name, state, spent_s),
         "reraise": True,
     }
 
@@ -163,11 +168,34 @@ def retried(
 ) -> T:
     """`attempt()` (one whole transaction that rolls itself back when it fails), retried while
     it fails with an error `transient` accepts; StorageUnavailable once the budget is spent.
-    The one retry loop of every store, whatever its database (`pg_database.py` too)."""
+    The one retry loop of every store, whatever its database (`pg_database.py` too).
+
+    The first attempt runs before any retry machinery is built: tenacity's objects cost ~25-50
+    µs per call on this host, on a store's thread that holds the GIL meanwhile, for every write
+    of every store (three per lone bus message, benchmarks/RESULTS.md, branch bus7), and nearly
+    every write succeeds at once. A first attempt that fails with a transient error enters the
+    tenacity loop as its attempt 1 (replayed, not run again): the same waits, warnings and
+    budget, which counts from the first attempt's start."""
+    started = time.monotonic()
     try:
-        for tried in Retrying(**_settings(name, policy, transient)):  # type: ignore[arg-type]
+        return attempt()
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        first: BaseException | None = exc
+
+    def again() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return attempt()
+
+    settings = _settings(name, policy, transient, time.monotonic() - started)
+    try:
+        for tried in Retrying(**settings):  # type: ignore[arg-type]
             with tried:
-                return attempt()
+                return again()
     except Exception as exc:
         if transient(exc):
             raise _exhausted(name, policy, exc) from exc

@@ -17,6 +17,7 @@ import pytest
 from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import ClientError, PeerError, TransientError
 from dltmw.ledger import failpoints
+from dltmw.ledger import retry as retry_mod
 from dltmw.ledger.retry import (
     LogThrottle,
     RetryPolicy,
@@ -97,6 +98,41 @@ def test_a_write_is_retried_whole_after_a_transient_fault(
 
     assert write_sync(conn, "ledger.enqueue", body, FAST) == "done"
     assert len(runs) == 3 and conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+def test_a_write_that_succeeds_at_once_builds_no_retry_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt runs before tenacity's objects are made (~25-50 µs per write)."""
+    monkeypatch.setattr(retry_mod, "Retrying", _no_retry_loop)
+    conn = table(tmp_path)
+    assert write_sync(conn, "ledger.enqueue", lambda c: c.execute("INSERT INTO t VALUES (1)"), FAST)
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+def _no_retry_loop(**_: object) -> None:
+    raise AssertionError("a retry loop was built for a write that succeeded at once")
+
+
+def test_a_first_transient_failure_is_attempt_one_of_the_retry_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run once, not twice, before the loop's first wait; warned as attempt 1."""
+    monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse("ledger.enqueue=locked*1"))
+    monkeypatch.setattr(retry_mod, "_THROTTLE", LogThrottle())  # earlier tests' warnings
+    conn = table(tmp_path)
+    runs: list[int] = []
+
+    def body(c: sqlite3.Connection) -> str:
+        runs.append(1)
+        c.execute("INSERT INTO t VALUES (1)")
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="dltmw.ledger.retry"):
+        assert write_sync(conn, "ledger.enqueue", body, FAST) == "done"
+    assert len(runs) == 2
+    warned = [r.getMessage() for r in caplog.records if "storage write" in r.getMessage()]
+    assert len(warned) == 1 and "(attempt 1," in warned[0], warned
 
 
 def test_a_write_that_keeps_failing_stops_with_storage_unavailable(

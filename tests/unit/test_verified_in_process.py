@@ -5,6 +5,9 @@ memberships): what one verified, another does not verify again (`verified_memo.I
 replaced here by a fresh one with two nodes started), but it still identifies the signer
 itself — an organisation it does not trust, a certificate it has revoked or one expired at its
 `now` is refused whatever another node verified. A process of one node keeps no shared memo.
+A signature a signing identity of the process made with a key it holds is in the memo from the
+start (the embedded client's proposal and envelope, the solo orderer's block signature); one an
+external key (an HSM) returned is verified like anyone's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from unittest import mock
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from dltmw.core import identity as identity_mod
 from dltmw.core.identity import BadSignature, Membership, NotAMember, Revoked, SigningIdentity
@@ -44,9 +49,56 @@ def _node() -> Membership:
 
 
 def _fresh(label: bytes) -> tuple[bytes, bytes]:
-    """Data no other test of the process has signed (the memo is the process's)."""
+    """Data no other test of the process has signed (the memo is the process's), signed as in
+    another process: its signature is not in this process's memo."""
     data = label + os.urandom(16)
-    return data, ME.sign(data)
+    with mock.patch.object(identity_mod, "IN_PROCESS", ProcessMemo()):
+        return data, ME.sign(data)
+
+
+class _Hsm:
+    """An external key (`identity.ExternalKey`) holding the same private key as ME."""
+
+    def __init__(self) -> None:
+        self._key = serialization.load_pem_private_key(ISSUED.key_pem, password=None)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        public = self._key.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        return public
+
+    def sign_sha256(self, data: bytes) -> bytes:
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+        return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def test_what_a_signing_identity_of_the_process_signs_is_not_verified_again() -> None:
+    data = b"proposal " + os.urandom(16)
+    sig = ME.sign(data)  # the embedded client, the solo orderer: a key this process holds
+    with mock.patch.object(identity_mod, "verify_signature", side_effect=AssertionError) as spy:
+        _node().verify(ME.identity_bytes, data, sig, NOW)
+        _node().verify(ME.identity_bytes, data, sig, NOW, remember=False)
+        assert spy.call_count == 0
+    with pytest.raises(BadSignature):  # the same signature over other data is checked
+        _node().verify(ME.identity_bytes, data + b"!", sig, NOW)
+
+
+def test_what_an_external_key_signs_is_verified_as_anyones() -> None:
+    hsm = SigningIdentity.from_external("Org1", ISSUED.cert_pem, _Hsm())
+    data = b"envelope " + os.urandom(16)
+    sig = hsm.sign(data)
+    real = identity_mod.verify_signature
+    with mock.patch.object(identity_mod, "verify_signature", side_effect=real) as spy:
+        _node().verify(hsm.identity_bytes, data, sig, NOW)
+        assert spy.call_count == 1
+
+
+def test_a_process_of_one_node_remembers_nothing_it_signs(two_nodes: ProcessMemo) -> None:
+    two_nodes.node_stopped()
+    data = b"block hash " + os.urandom(16)
+    ME.sign(data)
+    assert len(two_nodes) == 0
+    two_nodes.node_started()
 
 
 def test_a_signature_one_node_verified_is_not_verified_again_by_another() -> None:
@@ -95,7 +147,7 @@ def test_each_node_still_identifies_the_signer_itself() -> None:
 
 def test_a_failed_check_is_not_shared() -> None:
     data, _ = _fresh(b"envelope ")
-    forged = ME.sign(b"something else")
+    _, forged = _fresh(b"something else")
     with pytest.raises(BadSignature):
         _node().verify(ME.identity_bytes, data, forged, NOW)
     with pytest.raises(BadSignature):
