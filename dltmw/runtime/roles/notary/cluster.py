@@ -33,20 +33,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from dltmw.aio.clock import utc_now
 from dltmw.core import request_batch
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, InvariantViolation, TransientError
-from dltmw.core.handlers.notary import Decision, Spent
+from dltmw.core.errors import ClientError, InvariantViolation
 from dltmw.core.handlers.notary import signed as signed_decision
 from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity
 from dltmw.core.notary_cluster import (
     ClusterDecider,
-    OpenedBatch,
     Part,
     Unpacked,
     stamp_fresh,
@@ -56,19 +53,13 @@ from dltmw.core.notary_cluster import (
 )
 from dltmw.core.pbft import (
     ClientRequest,
-    Decided,
-    DecidedFromStore,
     DecidedRecord,
     Envelope,
     PbftConfig,
     Record,
-    Rejected,
     Replica,
-    StableRecord,
-    StoredDecided,
     request_id,
 )
-from dltmw.core.pbft.types import Outgoing
 from dltmw.core.utxo.build import org_of
 from dltmw.core.utxo.model import to_ns
 from dltmw.ledger.cluster_notary_store import ClusterNotaryStore
@@ -76,9 +67,16 @@ from dltmw.ledger.pbft_store import RecordStore
 from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
-from dltmw.runtime.executor import Executing
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S, Admitted, Attesting
+from dltmw.runtime.roles.notary.cluster_effects import (
+    Answers,
+    DecidedBatch,
+    DeciderDriver,
+    DecisionExecutor,
+    ReplicaDriver,
+    ReplicaExecutor,
+)
 from dltmw.runtime.roles.notary.cluster_intake import (
     ENTRY_FRAMING,
     HASH_BYTES,
@@ -128,112 +126,6 @@ def cluster_config(n: int) -> PbftConfig:
         decided_retain=DECIDED_RETAIN,
         decided_kept=DECIDED_KEPT,
     )
-
-
-@dataclass(frozen=True)
-class DecidedBatch:
-    """A batch the replica decided, for the decider: its sequence and PBFT requests."""
-
-    sequence: int
-    requests: tuple[bytes, ...]
-
-
-Answers = tuple[Decision, ...]
-
-
-ReplicaInput = ClientRequest | Envelope | StoredDecided
-
-
-class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejected]):
-    """The replica's effects: records, then decided batches to the decider, sends (and reads of
-    our records for a peer's catch-up), refusals."""
-
-    def __init__(self, role: ClusterNotaryRole) -> None:
-        self._role = role
-
-    async def persist(self, records: Sequence[Record]) -> None:
-        log = self._role.records
-        if log is None:
-            raise InvariantViolation("notary cluster record log is not open")
-        await log.append(records)
-        stable = [r.sequence for r in records if isinstance(r, StableRecord)]
-        if stable:
-            await log.compact(stable[-1], stable[-1] - self._role.config.decided_retain + 1)
-
-    async def apply(self, decided: Sequence[Decided]) -> None:
-        decider = self._role.decider
-        if decider is None:
-            raise InvariantViolation("notary cluster decider is not running")
-        for batch in decided:
-            await decider.put(DecidedBatch(batch.sequence, batch.requests))
-
-    async def send(self, messages: Sequence[tuple[int, Outgoing]]) -> None:
-        for destination, message in messages:
-            if isinstance(message, DecidedFromStore):
-                await self._read_decided(destination, message)
-                continue
-            link = self._role.links.get(destination)
-            if link is not None:
-                link.send(message)
-
-    async def _read_decided(self, peer: int, wanted: DecidedFromStore) -> None:
-        """Read decided batches a peer's catch-up asked for from our records and hand them to
-        the replica; with its inbox full (or the replica stopping) they are dropped: the peer
-        probes again every `probe_ticks`."""
-        log, driver = self._role.records, self._role.replica_driver
-        if log is None or driver is None:
-            return
-        batches = await log.decided(wanted.from_sequence, wanted.count)
-        try:
-            driver.submit(StoredDecided(peer, tuple(batches)))
-        except TransientError as exc:  # Overloaded, or SHUTTING_DOWN
-            logger.debug("catch-up of replica %d not answered now: %s", peer, exc)
-
-    async def reply(self, replies: Sequence[tuple[Token, Rejected]]) -> None:
-        for rid, rejected in replies:
-            error = ClientError(R.ERROR_REASON_INVALID_FIELD, f"refused: {rejected.reason}")
-            self._role.waiters.fail(rid, error)
-
-
-class DecisionExecutor:
-    """The decider's side: open a batch and read its rows, commit what it spent, answer."""
-
-    def __init__(self, role: ClusterNotaryRole) -> None:
-        self._role = role
-
-    async def load(self, inputs: Sequence[DecidedBatch]) -> Sequence[OpenedBatch]:
-        role, loop = self._role, asyncio.get_running_loop()
-        store = role.cluster_store
-        out: list[OpenedBatch] = []
-        for batch in inputs:
-            unpacked = await loop.run_in_executor(role.pool, role.open_all, batch.requests)
-            asks = [i for u in unpacked for i in u.items if isinstance(i, NotarisationAsk)]
-            rows = await loop.run_in_executor(store.executor, store.rows_for, asks)
-            ids = tuple(request_id(r) for r in batch.requests)
-            out.append(OpenedBatch(batch.sequence, ids, tuple(unpacked), rows))
-        return out
-
-    async def persist(self, records: Sequence[None]) -> None:
-        """The decider keeps no log (the replica's records are it)."""
-
-    async def apply(self, decided: Sequence[Spent]) -> None:
-        store = self._role.cluster_store
-        for spent in decided:
-            await asyncio.get_running_loop().run_in_executor(store.executor, store.record, spent)
-
-    async def send(self, messages: Sequence[tuple[int, None]]) -> None:
-        """Every replica decides alone."""
-
-    async def reply(self, replies: Sequence[tuple[Token, Answers]]) -> None:
-        role = self._role
-        for rid, decisions in replies:  # every member decides every batch: each counts its own
-            role.ctx.metrics.observe_decisions(role.cluster_id, decisions)
-            role.waiters.resolve(rid, decisions)
-            role.attesting.decided(decisions)
-
-
-ReplicaDriver = Driver[ReplicaInput, ReplicaInput, Record, Decided, Outgoing, Rejected]
-DeciderDriver = Driver[DecidedBatch, OpenedBatch, None, Spent, None, Answers]
 
 
 class ClusterNotaryRole:
