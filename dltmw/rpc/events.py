@@ -1,8 +1,12 @@
 """What the Gateway's Events stream reports of a committed block, and its filters.
 
 Without filters, every transaction of the block (tx id, validation code, and the contract events
-of the VALID ones). With filters (`EventsQuery.filters`), only the VALID transactions with an
-event of a wanted contract and name — with all their events, so a subscriber's positions (block,
+of the VALID ones). A transaction found invalid before its creator's signature verified is
+reported with an empty tx id (`BlockMetadata.unauthenticated`): its header's tx id is only a
+claim, which a forged envelope could make about another client's transaction.
+
+With filters (`EventsQuery.filters`), only the VALID transactions with an event of a wanted
+contract and name — with all their events, so a subscriber's positions (block,
 tx index, event index) stay those of the ledger — plus, when asked, every VALID private
 transaction (its payload hash only). A block is reported even when nothing in it matches, so a
 subscriber's checkpoint advances past blocks with nothing for it; `filtered` and every
@@ -57,9 +61,12 @@ def block_events(block: block_pb2.Block, query: G.EventsQuery | None = None) -> 
         block_number=block.header.number, block_hash=block_hash(block), filtered=bool(filters)
     )
     codes = list(block.metadata.validation_codes)
+    unauthenticated = set(block.metadata.unauthenticated)
     for i, env in enumerate(block.data.envelopes):
         code = codes[i] if i < len(codes) else 0
         tx_id, events, payload_hash = tx_details(env)
+        if i in unauthenticated:  # invalid before its creator signature verified: a claim
+            tx_id = ""
         if filters:
             matches = any(_wanted(filters, e.contract, e.name) for e in events)
             if code != VALID or not (matches or (private and payload_hash)):

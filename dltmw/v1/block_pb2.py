@@ -26,7 +26,7 @@ from dltmw.v1 import identity_pb2 as dltmw_dot_v1_dot_identity__pb2
 from dltmw.v1 import transaction_pb2 as dltmw_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ltmw/v1/block.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1a\x64ltmw/v1/transaction.proto\"l\n\x0b\x42lockHeader\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\x0c\x12\x11\n\tdata_hash\x18\x04 \x01(\x0c\x12\x0f\n\x07tx_root\x18\x05 \x01(\x0c\"\x1e\n\tBlockData\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"n\n\rBlockMetadata\x12\'\n\nsignatures\x18\x01 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x34\n\x10validation_codes\x18\x02 \x03(\x0e\x32\x1a.dltmw.v1.TxValidationCode\"|\n\x05\x42lock\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.BlockHeader\x12!\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.BlockData\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.dltmw.v1.BlockMetadatab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ltmw/v1/block.proto\x12\x08\x64ltmw.v1\x1a\x17\x64ltmw/v1/identity.proto\x1a\x1a\x64ltmw/v1/transaction.proto\"l\n\x0b\x42lockHeader\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\x0c\x12\x11\n\tdata_hash\x18\x04 \x01(\x0c\x12\x0f\n\x07tx_root\x18\x05 \x01(\x0c\"\x1e\n\tBlockData\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"\x88\x01\n\rBlockMetadata\x12\'\n\nsignatures\x18\x01 \x03(\x0b\x32\x13.dltmw.v1.Signature\x12\x34\n\x10validation_codes\x18\x02 \x03(\x0e\x32\x1a.dltmw.v1.TxValidationCode\x12\x18\n\x0funauthenticated\x18\xfa\x03 \x03(\r\"|\n\x05\x42lock\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.dltmw.v1.BlockHeader\x12!\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x13.dltmw.v1.BlockData\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.dltmw.v1.BlockMetadatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BLOCKHEADER']._serialized_end=195
   _globals['_BLOCKDATA']._serialized_start=197
   _globals['_BLOCKDATA']._serialized_end=227
-  _globals['_BLOCKMETADATA']._serialized_start=229
-  _globals['_BLOCKMETADATA']._serialized_end=339
-  _globals['_BLOCK']._serialized_start=341
-  _globals['_BLOCK']._serialized_end=465
+  _globals['_BLOCKMETADATA']._serialized_start=230
+  _globals['_BLOCKMETADATA']._serialized_end=366
+  _globals['_BLOCK']._serialized_start=368
+  _globals['_BLOCK']._serialized_end=492
 # @@protoc_insertion_point(module_scope)

@@ -99,6 +99,7 @@ class BlockMetadata(_message.Message):
 
     SIGNATURES_FIELD_NUMBER: _builtins.int
     VALIDATION_CODES_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.Signature]:
         """Orderer signatures over the block hash: one for ordering "none", 2f+1 for PBFT-lite."""
@@ -109,15 +110,24 @@ class BlockMetadata(_message.Message):
         blocks as delivered by the orderer).
         """
 
+    @_builtins.property
+    def unauthenticated(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Indices of the envelopes whose creator signature this peer did not verify (the envelope was
+        invalid before that check: its header's tx_id is only a claim, not in the tx index); filled
+        in by each committing peer with the codes. Events report these transactions with an empty
+        tx_id, so a forged envelope cannot show another client's tx_id as invalid.
+        """
+
     def __init__(
         self,
         *,
         signatures: _abc.Iterable[_identity_pb2.Signature] | None = ...,
         validation_codes: _abc.Iterable[_transaction_pb2.TxValidationCode.ValueType] | None = ...,
+        unauthenticated: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures", "validation_codes", b"validation_codes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures", "unauthenticated", b"unauthenticated", "validation_codes", b"validation_codes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -263,6 +265,15 @@ async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_
             await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, 20, peer)
             assert tx_codes(blocks(path))[tx_id] == [bad, VALID]
         assert (await c.evaluate("trades", "kv", "get", "fk")).payload == b"v"
+        # Events report the forged envelope without the tx_id it claims (its signature never
+        # verified), and the real one with it (BlockMetadata.unauthenticated)
+        reported: list[tuple[str, int]] = []
+        async with asyncio.timeout(20):
+            async for block in c.events("trades"):
+                reported += [(t.tx_id, t.validation_code) for t in block.transactions]
+                if (tx_id, VALID) in reported:
+                    break
+        assert ("", bad) in reported and (tx_id, bad) not in reported
     finally:
         await as_peer.close()
         await as_client.close()

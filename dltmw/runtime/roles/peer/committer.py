@@ -227,9 +227,11 @@ class CommitExecutor:
 
     async def apply(self, decided: Sequence[Commit]) -> None:
         for commit in decided:
-            codes = commit.block.metadata.validation_codes
-            del codes[:]
-            codes.extend(commit.codes)  # type: ignore[arg-type]
+            metadata = commit.block.metadata
+            del metadata.validation_codes[:]
+            metadata.validation_codes.extend(commit.codes)  # type: ignore[arg-type]
+            del metadata.unauthenticated[:]  # a tx_id left empty: its signature never verified
+            metadata.unauthenticated.extend(i for i, t in enumerate(commit.tx_ids) if not t)
             await self._ledger.commit_block(commit.block, commit.tx_ids, commit.writes)
             if commit.config is not None:  # durable with its block: from the next block on
                 self._config.replace(commit.config)
