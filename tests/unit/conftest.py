@@ -13,11 +13,24 @@ from hypothesis import settings
 from ledger_backends import BACKENDS, LedgerSite
 from private_backends import PrivateSite
 
+from dltmw.core.verified_memo import IN_PROCESS
+
 # Hypothesis's per-example deadline (200 ms) is a timing assertion, and timing is never asserted
 # in tests here: on a shared 2-core machine at load 30 a correct example can take longer. A
 # test's own @settings still overrides the rest of this profile.
 settings.register_profile("dltmw", deadline=None)
 settings.load_profile("dltmw")
+
+
+@pytest.fixture(autouse=True)
+def _one_node_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unit test starts as a process without nodes: the process-wide signature memo
+    (`core/verified_memo.IN_PROCESS`, shared while two nodes or more run) off, whatever tests
+    that ran in-process networks before it in this worker left behind — a signature found
+    there would skip the checks a test counts (what `SigningIdentity.sign` records). Tests of
+    the memo start their nodes themselves (`node_started`)."""
+    monkeypatch.setattr(IN_PROCESS, "_memo", None)
+    monkeypatch.setattr(IN_PROCESS, "_nodes", 0)
 
 
 @pytest.fixture(scope="session")
