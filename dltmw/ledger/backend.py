@@ -112,6 +112,10 @@ class Ledger(Protocol):
         """Blocks start..stop-1 that exist."""
         ...
 
+    async def block_data(self, start: int, stop: int) -> list[bytes]:
+        """Blocks start..stop-1 that exist, serialised as stored."""
+        ...
+
     async def blocks_before(self, before: int, limit: int) -> list[block_pb2.Block]:
         """Up to `limit` blocks numbered below `before`, newest first."""
         ...

@@ -5,7 +5,7 @@ The in-memory position (height, last hash, state accumulator), the checks made o
 chain from block 0, the stored accumulator against the height), the preparation of a block's
 rows and the bookkeeping after its one transaction committed, the newest blocks kept serialised
 for followers, and the reads that are compositions of a backend's primitives (`read_snapshot`,
-`tx_records`, `_stored_blocks`). No method here awaits more than its backend's one hop, so the
+`tx_records`, `_stored_data`). No method here awaits more than its backend's one hop, so the
 sqlite ledger's hot path is what it was.
 """
 
@@ -83,8 +83,8 @@ class LedgerBase(ABC):
         """`tx_record` of many ids at once."""
 
     @abstractmethod
-    async def _stored_blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        """Blocks start..stop-1 read from the store."""
+    async def _stored_data(self, start: int, stop: int) -> list[bytes]:
+        """Blocks start..stop-1 read from the store, serialised as stored."""
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -141,13 +141,18 @@ class LedgerBase(ABC):
 
     async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
         """Blocks start..stop-1 that exist (the newest from memory: fresh copies either way)."""
+        return [block_pb2.Block.FromString(d) for d in await self.block_data(start, stop)]
+
+    async def block_data(self, start: int, stop: int) -> list[bytes]:
+        """Blocks start..stop-1 that exist, serialised as stored (the newest from memory): what
+        a follower sends on without parsing it (the orderer's Deliver)."""
         stop = min(stop, self.height)
         if start >= stop:
             return []
         recent = self._recent
         if all(n in recent for n in range(start, stop)):
-            return [block_pb2.Block.FromString(recent[n]) for n in range(start, stop)]
-        return await self._stored_blocks(start, stop)
+            return [recent[n] for n in range(start, stop)]
+        return await self._stored_data(start, stop)
 
     async def existing_tx_ids(self, tx_ids: Iterable[str]) -> set[str]:
         """The subset of `tx_ids` already on the ledger (one hop)."""

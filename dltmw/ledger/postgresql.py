@@ -260,10 +260,12 @@ class PgChannelLedger(LedgerBase):
 
         return await self._db.snapshot(read)
 
-    async def _stored_blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        return await self._blocks(
-            "SELECT data FROM blocks WHERE number>=%s AND number<%s ORDER BY number", start, stop
-        )
+    async def _stored_data(self, start: int, stop: int) -> list[bytes]:
+        def read(conn: Conn) -> list[bytes]:
+            query = "SELECT data FROM blocks WHERE number>=%s AND number<%s ORDER BY number"
+            return [bytes(r[0]) for r in conn.execute(query, (start, stop))]
+
+        return await self._db.snapshot(read)
 
     async def verify_stored_chain(self) -> None:
         """Nothing left: the open checked the whole chain (a server-side cursor; the tail-only

@@ -304,13 +304,13 @@ class ChannelLedger(LedgerBase):
 
         return await self._file.read(read)
 
-    async def _stored_blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
-        def read(conn: sqlite3.Connection) -> list[block_pb2.Block]:
+    async def _stored_data(self, start: int, stop: int) -> list[bytes]:
+        def read(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(
                 "SELECT data FROM blocks WHERE number>=? AND number<? ORDER BY number",
                 (start, stop),
             )
-            return [block_pb2.Block.FromString(r[0]) for r in rows]
+            return [bytes(r[0]) for r in rows]
 
         return await self._file.read(read)
 

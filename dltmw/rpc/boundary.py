@@ -365,7 +365,11 @@ def _keep_bytes(raw: bytes) -> bytes:
     return raw
 
 
-def _serialize(response: Message) -> bytes:
+def _serialize(response: Message | bytes) -> bytes:
+    """The response serializer; a servicer may hand a message already serialised (Deliver sends
+    each stored block framed once, not parsed and serialised again per follower)."""
+    if isinstance(response, bytes):
+        return response
     return response.SerializeToString()
 
 

@@ -9,6 +9,10 @@ A chunk is bounded in bytes as well as in blocks: `CHUNK_BLOCKS` blocks of 100 t
 alone took a catching-up orderer's resident memory past 120 MB. The next chunk's count is the
 byte budget divided by the largest block of the last chunk (`next_count`), so a chunk stays near
 `CHUNK_BYTES` whatever the block size, and small blocks are still read 64 per hop.
+
+`follow_data` hands on each block serialised as stored: the orderer's Deliver frames those bytes
+for the wire as they are (`rpc/orderer.py`), so a block is never parsed and serialised again per
+follower; `follow` parses them for readers that look inside (Events).
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ async def follow(
     ledger: Ledger, new_block: asyncio.Condition, start: int, stop: int | None = None
 ) -> AsyncIterator[block_pb2.Block]:
     """Blocks start.. (through `stop` inclusive, or forever when None), in order."""
+    async for data in follow_data(ledger, new_block, start, stop):
+        yield block_pb2.Block.FromString(data)
+
+
+async def follow_data(
+    ledger: Ledger, new_block: asyncio.Condition, start: int, stop: int | None = None
+) -> AsyncIterator[bytes]:
+    """`follow`'s blocks serialised as stored (block `start + i` is the i-th)."""
     number, count = start, 1  # the first chunk is one block: its size sets the next count
     while stop is None or number <= stop:
         if number >= ledger.height:
@@ -40,17 +52,17 @@ async def follow(
         upper = min(ledger.height, number + count)
         if stop is not None:
             upper = min(upper, stop + 1)
-        chunk = await ledger.blocks(number, upper)
+        chunk = await ledger.block_data(number, upper)
         count = next_count(chunk, count)
         while chunk:  # let go of each block once yielded
             yield chunk.pop(0)
             number += 1
 
 
-def next_count(chunk: list[block_pb2.Block], count: int) -> int:
+def next_count(chunk: list[bytes], count: int) -> int:
     """Blocks to read next: as many of the largest block just read as fit in `CHUNK_BYTES`
     (at least 1, at most `CHUNK_BLOCKS`); `count` again after an empty read."""
     if not chunk:
         return count
-    largest = max(b.ByteSize() for b in chunk)
+    largest = max(len(b) for b in chunk)
     return max(1, min(CHUNK_BLOCKS, CHUNK_BYTES // max(largest, 1)))

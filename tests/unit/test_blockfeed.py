@@ -15,7 +15,6 @@ import pytest
 from dltmw.core.block import make_block
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import CHUNK_BLOCKS, CHUNK_BYTES, follow, next_count
-from dltmw.v1 import block_pb2
 
 CH = "feed"
 ENVELOPE_BYTES = 100 * 1024
@@ -36,14 +35,14 @@ async def test_a_far_behind_follower_reads_chunks_bounded_in_bytes_and_gets_ever
     blocks = 3 * CHUNK_BYTES // ENVELOPE_BYTES + 20  # several chunks, past the in-memory tail
     ledger = await _ledger(tmp_path / "l.sqlite", blocks)
     reads: list[int] = []
-    stored = ledger._stored_blocks
+    stored = ledger._stored_data
 
-    async def counted(start: int, stop: int) -> list[block_pb2.Block]:
+    async def counted(start: int, stop: int) -> list[bytes]:
         found = await stored(start, stop)
-        reads.append(sum(b.ByteSize() for b in found))
+        reads.append(sum(len(b) for b in found))
         return found
 
-    monkeypatch.setattr(ledger, "_stored_blocks", counted)
+    monkeypatch.setattr(ledger, "_stored_data", counted)
     try:
         got = [b.header.number async for b in follow(ledger, asyncio.Condition(), 0, blocks - 1)]
     finally:
@@ -63,5 +62,5 @@ def test_next_count_fits_the_largest_block_into_the_byte_budget(size: int, expec
     block = make_block(CH, 0, bytes(32), [b"x" * size])
     overhead = block.ByteSize() - size
     block = make_block(CH, 0, bytes(32), [b"x" * (size - overhead)]) if size > overhead else block
-    assert next_count([block], 7) == expected
+    assert next_count([block.SerializeToString()], 7) == expected
     assert next_count([], 7) == 7  # an empty read keeps the count

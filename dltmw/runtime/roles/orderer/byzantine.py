@@ -44,6 +44,7 @@ from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import P256_ORDER, SigningIdentity
 from dltmw.core.pbft import ClientRequest, Envelope, Replica, request_id
 from dltmw.core.timestamps import SECONDS_MAX, SECONDS_MIN
+from dltmw.core.wire_field import length_delimited, varint
 from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import (
     block_pb2,
@@ -74,20 +75,6 @@ class Poison:
 
 def _noise(seed: bytes, size: int) -> bytes:
     return hashlib.shake_256(seed).digest(size)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
 @dataclass
@@ -144,7 +131,7 @@ def _garbage(m: _Maker) -> None:
     seed = m.nonce("garbage")
     nested = b""
     for _ in range(200):
-        nested = _field(1, nested)
+        nested = length_delimited(1, nested)
     block = block_pb2.Block(header=block_pb2.BlockHeader(channel_id=m.channel_id, number=1))
     for kind, raw in [
         ("empty", b""),
@@ -158,9 +145,9 @@ def _garbage(m: _Maker) -> None:
         ("noise-4k", _noise(seed, 4096)),
         ("block-bytes", block.SerializeToString()),
         ("deep-nesting", nested),
-        ("empty-header", _envelope(_field(1, b""), b"")),
+        ("empty-header", _envelope(length_delimited(1, b""), b"")),
         ("varint-overflow", b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
-        ("length-past-end", _varint(1 << 3 | 2) + _varint(1 << 20) + b"x"),
+        ("length-past-end", varint(1 << 3 | 2) + varint(1 << 20) + b"x"),
     ]:
         m.add(f"garbage/{kind}", raw)
 
@@ -179,9 +166,9 @@ def _envelope_level(m: _Maker) -> None:
     m.add("envelope/signature-over-header", _envelope(good, m.signer.sign(header_only)))
     m.add("envelope/high-s-signature", _envelope(good, _high_s(signature)))
     canonical = _envelope(good, signature)
-    m.add("envelope/trailing-unknown-field", canonical + _field(9, b"x"))
-    m.add("envelope/fields-reversed", _field(2, signature) + _field(1, good))
-    m.add("envelope/payload-twice", _field(1, b"\x0a\x00") + canonical)
+    m.add("envelope/trailing-unknown-field", canonical + length_delimited(9, b"x"))
+    m.add("envelope/fields-reversed", length_delimited(2, signature) + length_delimited(1, good))
+    m.add("envelope/payload-twice", length_delimited(1, b"\x0a\x00") + canonical)
 
 
 def _high_s(signature: bytes) -> bytes:
@@ -275,10 +262,10 @@ def _private_and_size(m: _Maker, size_max: int) -> None:
     digest = hashlib.sha256(m.nonce("digest")).digest()
     canonical = transaction_pb2.PrivateTransaction(payload_hash=digest).SerializeToString()
     for name, data in [
-        ("hash-31", _field(1, digest[:31])),
-        ("hash-33", _field(1, digest + b"\x00")),
-        ("hash-empty", _field(1, b"")),
-        ("extra-field", canonical + _field(9, b"plaintext")),
+        ("hash-31", length_delimited(1, digest[:31])),
+        ("hash-33", length_delimited(1, digest + b"\x00")),
+        ("hash-empty", length_delimited(1, b"")),
+        ("extra-field", canonical + length_delimited(9, b"plaintext")),
         ("data-noise", _noise(m.nonce("pdata"), 50)),
         ("endorser-tx-data", transaction_pb2.Transaction(proposal_bytes=b"p").SerializeToString()),
         ("hash-twice", canonical + canonical),
@@ -319,9 +306,12 @@ def _mutations(m: _Maker, template: bytes, size_max: int) -> None:
     header.timestamp.nanos = 1_000_000_000
     restamped = common_pb2.Payload(header=header.SerializeToString(), data=payload.data)
     m.add("mutation/restamped", _envelope(restamped.SerializeToString(), original.signature))
-    m.add("duplicate/reencoded-unknown-field", template + _field(15, b"dup"))
-    m.add("duplicate/fields-reversed", _field(2, original.signature) + _field(1, original.payload))
-    m.add("size/padded-duplicate", template + _field(15, b"p" * (size_max + 16)))
+    m.add("duplicate/reencoded-unknown-field", template + length_delimited(15, b"dup"))
+    m.add(
+        "duplicate/fields-reversed",
+        length_delimited(2, original.signature) + length_delimited(1, original.payload),
+    )
+    m.add("size/padded-duplicate", template + length_delimited(15, b"p" * (size_max + 16)))
 
 
 def poison_envelopes(

@@ -32,13 +32,13 @@ from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.blockfeed import follow
+from dltmw.runtime.blockfeed import follow_data
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
 from dltmw.runtime.roles.orderer import withhold
 from dltmw.runtime.waiters import Waiters
-from dltmw.v1 import block_pb2, config_pb2, errors_pb2, identity_pb2
+from dltmw.v1 import config_pb2, errors_pb2, identity_pb2
 
 TICK_S = 0.01
 
@@ -173,15 +173,18 @@ class OrdererChannel:
         await asyncio.gather(*waits)
         return out
 
-    async def blocks_from(self, start: int, stop: int | None) -> AsyncIterator[block_pb2.Block]:
-        """Blocks start.. (stop inclusive, or forever when None), waiting for new ones; the
-        follower counts as having taken a block once it asks for the next one."""
+    async def block_data_from(self, start: int, stop: int | None) -> AsyncIterator[bytes]:
+        """Blocks start.. (stop inclusive, or forever when None), serialised as stored, waiting
+        for new ones; the follower counts as having taken a block once it asks for the next
+        one."""
         follower = next(self._followers)
         self._pulled[follower] = start - 1
+        number = start
         try:
-            async for block in follow(self.ledger, self.new_block, start, stop):
-                yield block if self._fault is None else await self._fault.apply(block)
-                self._pulled[follower] = block.header.number
+            async for data in follow_data(self.ledger, self.new_block, start, stop):
+                yield data if self._fault is None else await self._fault.apply_data(data)
+                self._pulled[follower] = number
+                number += 1
                 if self.downstream_idle():
                     self._nudge()
         finally:

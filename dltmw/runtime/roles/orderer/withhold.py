@@ -57,6 +57,11 @@ class DeliverFault:
             logger.warning("TEST-ONLY byzantine hook active on %s: Deliver %s", node_id, fault)
         return fault
 
+    async def apply_data(self, data: bytes) -> bytes:
+        """`apply` to a block serialised as stored (what Deliver sends)."""
+        block = block_pb2.Block.FromString(data)
+        return (await self.apply(block)).SerializeToString()
+
     async def apply(self, block: block_pb2.Block) -> block_pb2.Block:
         """The block to send instead of `block` (never returns for a withheld one: the stream
         stays open and silent until it is cancelled)."""
