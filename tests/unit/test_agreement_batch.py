@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dltmw.core import identity
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
@@ -26,6 +25,7 @@ from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.v1 import config_pb2
 from dltmw.v1 import private_agreement_pb2 as A
 from dltmw.v1 import transaction_pb2 as C
+from tests.unit.test_agreement_own_signature import _counted
 from tests.unit.test_private_agreement import CHANNEL, HASH, HASHES, NOW, _view
 
 Peers = list[tuple[SigningIdentity, bytes]]
@@ -62,18 +62,6 @@ def _signed_batches(peers: Peers, tx_ids: list[str]) -> list[list[A.PrivateAgree
         for signer, _ in peers[:2]
     ]
     return [list(pair) for pair in zip(*per_party, strict=True)]
-
-
-def _counted(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    calls: list[bytes] = []
-    real = identity.verify_signature
-
-    def counting(public_key: object, data: bytes, signature: bytes) -> None:
-        calls.append(data)
-        real(public_key, data, signature)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(identity, "verify_signature", counting)
-    return calls
 
 
 def test_a_batch_is_valid_and_each_party_is_verified_once_per_batch(
