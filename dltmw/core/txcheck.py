@@ -470,17 +470,28 @@ def private_transaction(data: bytes) -> transaction_pb2.PrivateTransaction | Non
     except DecodeError:
         return None
     canonical = transaction_pb2.PrivateTransaction(
-        payload_hash=tx.payload_hash,
-        agreements=[
-            private_agreement_pb2.PrivateAgreement(
-                body=a.body, signer=a.signer, signature=a.signature
-            )
-            for a in tx.agreements
-        ],
+        payload_hash=tx.payload_hash, agreements=[_canonical_agreement(a) for a in tx.agreements]
     )
     if len(tx.payload_hash) != 32 or canonical.SerializeToString() != data:
         return None  # (re-serialising `tx` itself would keep unknown fields)
     return canonical
+
+
+def _canonical_agreement(
+    a: private_agreement_pb2.PrivateAgreement,
+) -> private_agreement_pb2.PrivateAgreement:
+    """`a` with its known fields only (a batch proof's too: `core/privacy/agreement_batch.py`)."""
+    out = private_agreement_pb2.PrivateAgreement(
+        body=a.body, signer=a.signer, signature=a.signature
+    )
+    if a.HasField("batch_proof"):
+        p = a.batch_proof
+        out.batch_proof.CopyFrom(
+            private_agreement_pb2.AgreementBatchProof(
+                leaf_index=p.leaf_index, leaf_count=p.leaf_count, path=p.path
+            )
+        )
+    return out
 
 
 def _check_endorsed_action(

@@ -429,12 +429,16 @@ AGREEMENT = {
 def agreement_settings(text: str) -> dict[str, Any]:
     """ChannelConfig fields of a topology's `private_agreement`: a keyword, else a policy
     expression (validated with the whole config: `core/privacy/agreement_policy.py`)."""
-    if text in AGREEMENT:
-        return {"private_agreement": AGREEMENT[text]}
-    return {
+    expression = {
         "private_agreement": private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_EXPRESSION,
         "private_agreement_policy": text,
     }
+    out: dict[str, Any] = (
+        {"private_agreement": AGREEMENT[text]} if text in AGREEMENT else expression
+    )
+    if out["private_agreement"] != private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_UNSPECIFIED:
+        out["private_agreement_batches"] = True  # a new channel: agreements signed per batch
+    return out
 
 
 def _add_key_wrap(

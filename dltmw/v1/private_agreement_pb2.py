@@ -27,47 +27,49 @@ from dltmw.v1 import private_conflict_pb2 as dltmw_dot_v1_dot_private__conflict_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dltmw/v1/private_agreement.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/errors.proto\x1a\x1f\x64ltmw/v1/private_conflict.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x14PrivateAgreementBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x03 \x01(\x0c\x12\x16\n\x0epre_state_hash\x18\x04 \x01(\x0c\x12\x12\n\ndelta_hash\x18\x05 \x01(\x0c\x12\x16\n\x0erecipient_keys\x18\x06 \x03(\x0c\x12+\n\x07verdict\x18\x07 \x01(\x0e\x32\x1a.dltmw.v1.AgreementVerdict\x12+\n\x0chashed_reads\x18\xb4\x01 \x03(\x0b\x32\x14.dltmw.v1.HashedRead\x12\x16\n\rhashed_writes\x18\xb5\x01 \x03(\x0c\x12\x17\n\x0ehashed_deletes\x18\xb6\x01 \x03(\x0c\x12\x13\n\nsender_key\x18\xf5\x01 \x01(\x0c\"C\n\x10PrivateAgreement\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06signer\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x93\x01\n\x16\x43ollectAgreementsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x11\n\trequester\x18\x04 \x01(\x0c\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x18\x43ollectAgreementsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"p\n\x19\x43ollectAgreementsResponse\x12.\n\nagreements\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\x12\x0e\n\x06\x61greed\x18\x02 \x01(\x08\x12\x13\n\nunanswered\x18\xf5\x01 \x03(\t\"\xb3\x01\n\nAgreeQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x16\n\x0epre_state_hash\x18\x04 \x01(\x0c\x12\x12\n\ndelta_hash\x18\x05 \x01(\x0c\x12\x11\n\trequester\x18\x06 \x01(\x0c\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0c\x41greeRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\rAgreeResponse\x12-\n\tagreement\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\"\x8e\x01\n\x0f\x41greeBatchQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07queries\x18\x04 \x03(\x0b\x32\x14.dltmw.v1.AgreeQuery\"5\n\x11\x41greeBatchRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"t\n\x0b\x41greeResult\x12-\n\tagreement\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"<\n\x12\x41greeBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.AgreeResult\"\xa6\x01\n\x1b\x43ollectAgreementsBatchQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07queries\x18\x04 \x03(\x0b\x32 .dltmw.v1.CollectAgreementsQuery\"A\n\x1d\x43ollectAgreementsBatchRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x88\x01\n\x17\x43ollectAgreementsResult\x12\x35\n\x08response\x18\x01 \x01(\x0b\x32#.dltmw.v1.CollectAgreementsResponse\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\x1e\x43ollectAgreementsBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.dltmw.v1.CollectAgreementsResult*\x98\x01\n\x16PrivateAgreementPolicy\x12(\n$PRIVATE_AGREEMENT_POLICY_UNSPECIFIED\x10\x00\x12+\n\'PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS\x10\x01\x12\'\n#PRIVATE_AGREEMENT_POLICY_EXPRESSION\x10\x02*r\n\x10\x41greementVerdict\x12!\n\x1d\x41GREEMENT_VERDICT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GREEMENT_VERDICT_AGREE\x10\x01\x12\x1e\n\x1a\x41GREEMENT_VERDICT_DISAGREE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dltmw/v1/private_agreement.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/errors.proto\x1a\x1f\x64ltmw/v1/private_conflict.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x14PrivateAgreementBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x03 \x01(\x0c\x12\x16\n\x0epre_state_hash\x18\x04 \x01(\x0c\x12\x12\n\ndelta_hash\x18\x05 \x01(\x0c\x12\x16\n\x0erecipient_keys\x18\x06 \x03(\x0c\x12+\n\x07verdict\x18\x07 \x01(\x0e\x32\x1a.dltmw.v1.AgreementVerdict\x12+\n\x0chashed_reads\x18\xb4\x01 \x03(\x0b\x32\x14.dltmw.v1.HashedRead\x12\x16\n\rhashed_writes\x18\xb5\x01 \x03(\x0c\x12\x17\n\x0ehashed_deletes\x18\xb6\x01 \x03(\x0c\x12\x13\n\nsender_key\x18\xf5\x01 \x01(\x0c\"x\n\x10PrivateAgreement\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06signer\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x33\n\x0b\x62\x61tch_proof\x18\x88\x04 \x01(\x0b\x32\x1d.dltmw.v1.AgreementBatchProof\"K\n\x13\x41greementBatchProof\x12\x12\n\nleaf_index\x18\x01 \x01(\r\x12\x12\n\nleaf_count\x18\x02 \x01(\r\x12\x0c\n\x04path\x18\x03 \x03(\x0c\"\x93\x01\n\x16\x43ollectAgreementsQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x11\n\trequester\x18\x04 \x01(\x0c\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x18\x43ollectAgreementsRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"p\n\x19\x43ollectAgreementsResponse\x12.\n\nagreements\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\x12\x0e\n\x06\x61greed\x18\x02 \x01(\x08\x12\x13\n\nunanswered\x18\xf5\x01 \x03(\t\"\xb3\x01\n\nAgreeQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x16\n\x0epre_state_hash\x18\x04 \x01(\x0c\x12\x12\n\ndelta_hash\x18\x05 \x01(\x0c\x12\x11\n\trequester\x18\x06 \x01(\x0c\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0c\x41greeRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\rAgreeResponse\x12-\n\tagreement\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\"\x8e\x01\n\x0f\x41greeBatchQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07queries\x18\x04 \x03(\x0b\x32\x14.dltmw.v1.AgreeQuery\"5\n\x11\x41greeBatchRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"t\n\x0b\x41greeResult\x12-\n\tagreement\x18\x01 \x01(\x0b\x32\x1a.dltmw.v1.PrivateAgreement\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"<\n\x12\x41greeBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.dltmw.v1.AgreeResult\"\xa6\x01\n\x1b\x43ollectAgreementsBatchQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07queries\x18\x04 \x03(\x0b\x32 .dltmw.v1.CollectAgreementsQuery\"A\n\x1d\x43ollectAgreementsBatchRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x88\x01\n\x17\x43ollectAgreementsResult\x12\x35\n\x08response\x18\x01 \x01(\x0b\x32#.dltmw.v1.CollectAgreementsResponse\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.dltmw.v1.ErrorReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\x1e\x43ollectAgreementsBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.dltmw.v1.CollectAgreementsResult*\x98\x01\n\x16PrivateAgreementPolicy\x12(\n$PRIVATE_AGREEMENT_POLICY_UNSPECIFIED\x10\x00\x12+\n\'PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS\x10\x01\x12\'\n#PRIVATE_AGREEMENT_POLICY_EXPRESSION\x10\x02*r\n\x10\x41greementVerdict\x12!\n\x1d\x41GREEMENT_VERDICT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GREEMENT_VERDICT_AGREE\x10\x01\x12\x1e\n\x1a\x41GREEMENT_VERDICT_DISAGREE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.private_agreement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIVATEAGREEMENTPOLICY']._serialized_start=1978
-  _globals['_PRIVATEAGREEMENTPOLICY']._serialized_end=2130
-  _globals['_AGREEMENTVERDICT']._serialized_start=2132
-  _globals['_AGREEMENTVERDICT']._serialized_end=2246
+  _globals['_PRIVATEAGREEMENTPOLICY']._serialized_start=2108
+  _globals['_PRIVATEAGREEMENTPOLICY']._serialized_end=2260
+  _globals['_AGREEMENTVERDICT']._serialized_start=2262
+  _globals['_AGREEMENTVERDICT']._serialized_end=2376
   _globals['_PRIVATEAGREEMENTBODY']._serialized_start=136
   _globals['_PRIVATEAGREEMENTBODY']._serialized_end=443
   _globals['_PRIVATEAGREEMENT']._serialized_start=445
-  _globals['_PRIVATEAGREEMENT']._serialized_end=512
-  _globals['_COLLECTAGREEMENTSQUERY']._serialized_start=515
-  _globals['_COLLECTAGREEMENTSQUERY']._serialized_end=662
-  _globals['_COLLECTAGREEMENTSREQUEST']._serialized_start=664
-  _globals['_COLLECTAGREEMENTSREQUEST']._serialized_end=724
-  _globals['_COLLECTAGREEMENTSRESPONSE']._serialized_start=726
-  _globals['_COLLECTAGREEMENTSRESPONSE']._serialized_end=838
-  _globals['_AGREEQUERY']._serialized_start=841
-  _globals['_AGREEQUERY']._serialized_end=1020
-  _globals['_AGREEREQUEST']._serialized_start=1022
-  _globals['_AGREEREQUEST']._serialized_end=1070
-  _globals['_AGREERESPONSE']._serialized_start=1072
-  _globals['_AGREERESPONSE']._serialized_end=1134
-  _globals['_AGREEBATCHQUERY']._serialized_start=1137
-  _globals['_AGREEBATCHQUERY']._serialized_end=1279
-  _globals['_AGREEBATCHREQUEST']._serialized_start=1281
-  _globals['_AGREEBATCHREQUEST']._serialized_end=1334
-  _globals['_AGREERESULT']._serialized_start=1336
-  _globals['_AGREERESULT']._serialized_end=1452
-  _globals['_AGREEBATCHRESPONSE']._serialized_start=1454
-  _globals['_AGREEBATCHRESPONSE']._serialized_end=1514
-  _globals['_COLLECTAGREEMENTSBATCHQUERY']._serialized_start=1517
-  _globals['_COLLECTAGREEMENTSBATCHQUERY']._serialized_end=1683
-  _globals['_COLLECTAGREEMENTSBATCHREQUEST']._serialized_start=1685
-  _globals['_COLLECTAGREEMENTSBATCHREQUEST']._serialized_end=1750
-  _globals['_COLLECTAGREEMENTSRESULT']._serialized_start=1753
-  _globals['_COLLECTAGREEMENTSRESULT']._serialized_end=1889
-  _globals['_COLLECTAGREEMENTSBATCHRESPONSE']._serialized_start=1891
-  _globals['_COLLECTAGREEMENTSBATCHRESPONSE']._serialized_end=1975
+  _globals['_PRIVATEAGREEMENT']._serialized_end=565
+  _globals['_AGREEMENTBATCHPROOF']._serialized_start=567
+  _globals['_AGREEMENTBATCHPROOF']._serialized_end=642
+  _globals['_COLLECTAGREEMENTSQUERY']._serialized_start=645
+  _globals['_COLLECTAGREEMENTSQUERY']._serialized_end=792
+  _globals['_COLLECTAGREEMENTSREQUEST']._serialized_start=794
+  _globals['_COLLECTAGREEMENTSREQUEST']._serialized_end=854
+  _globals['_COLLECTAGREEMENTSRESPONSE']._serialized_start=856
+  _globals['_COLLECTAGREEMENTSRESPONSE']._serialized_end=968
+  _globals['_AGREEQUERY']._serialized_start=971
+  _globals['_AGREEQUERY']._serialized_end=1150
+  _globals['_AGREEREQUEST']._serialized_start=1152
+  _globals['_AGREEREQUEST']._serialized_end=1200
+  _globals['_AGREERESPONSE']._serialized_start=1202
+  _globals['_AGREERESPONSE']._serialized_end=1264
+  _globals['_AGREEBATCHQUERY']._serialized_start=1267
+  _globals['_AGREEBATCHQUERY']._serialized_end=1409
+  _globals['_AGREEBATCHREQUEST']._serialized_start=1411
+  _globals['_AGREEBATCHREQUEST']._serialized_end=1464
+  _globals['_AGREERESULT']._serialized_start=1466
+  _globals['_AGREERESULT']._serialized_end=1582
+  _globals['_AGREEBATCHRESPONSE']._serialized_start=1584
+  _globals['_AGREEBATCHRESPONSE']._serialized_end=1644
+  _globals['_COLLECTAGREEMENTSBATCHQUERY']._serialized_start=1647
+  _globals['_COLLECTAGREEMENTSBATCHQUERY']._serialized_end=1813
+  _globals['_COLLECTAGREEMENTSBATCHREQUEST']._serialized_start=1815
+  _globals['_COLLECTAGREEMENTSBATCHREQUEST']._serialized_end=1880
+  _globals['_COLLECTAGREEMENTSRESULT']._serialized_start=1883
+  _globals['_COLLECTAGREEMENTSRESULT']._serialized_end=2019
+  _globals['_COLLECTAGREEMENTSBATCHRESPONSE']._serialized_start=2021
+  _globals['_COLLECTAGREEMENTSBATCHRESPONSE']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

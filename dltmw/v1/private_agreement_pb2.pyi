@@ -186,26 +186,74 @@ class PrivateAgreement(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     SIGNER_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PROOF_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
     """Serialised PrivateAgreementBody (the signed bytes)."""
     signer: _builtins.bytes
     """Serialised Identity of the signing peer node (a NodeConfig.identity of the channel)."""
     signature: _builtins.bytes
-    """Signature over "dltmw/pp/agreement/v1" || body."""
+    """Signature over "dltmw/pp/agreement/v1" || body; with batch_proof: over
+    "dltmw/pp/agreement-batch/v1" || the Merkle root that batch_proof leads to.
+    """
+    @_builtins.property
+    def batch_proof(self) -> Global___AgreementBatchProof:
+        """Set when the party signed a batch of agreements at once (only on a channel with
+        ChannelConfig.private_agreement_batches): RFC 6962 tree (dltmw/core/merkle.py) whose leaves
+        are "dltmw/pp/agreement/v1" || body of each agreement of the batch, in order. Every node
+        verifies the root signature once per batch, not once per transaction (docs/privacy.md,
+        "Agreements signed per batch").
+        """
+
     def __init__(
         self,
         *,
         body: _builtins.bytes = ...,
         signer: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_proof: Global___AgreementBatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "body", b"body", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PrivateAgreement: _TypeAlias = PrivateAgreement  # noqa: Y015
+
+@_typing.final
+class AgreementBatchProof(_message.Message):
+    """AgreementBatchProof puts one agreement under the Merkle root its signer signed for a batch
+    (leaf = SHA-256(0x00 || "dltmw/pp/agreement/v1" || body), node = SHA-256(0x01 || left ||
+    right), left-balanced tree of leaf_count leaves).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    LEAF_COUNT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """Position of the agreement's leaf in the batch."""
+    leaf_count: _builtins.int
+    """Number of leaves (agreements) in the batch."""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Sibling hashes (32 bytes each), from the leaf up to the root."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        leaf_count: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf_count", b"leaf_count", "leaf_index", b"leaf_index", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreementBatchProof: _TypeAlias = AgreementBatchProof  # noqa: Y015
 
 @_typing.final
 class CollectAgreementsQuery(_message.Message):

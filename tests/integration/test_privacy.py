@@ -34,6 +34,7 @@ from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import (
     block_pb2,
+    common_pb2,
     errors_pb2,
     privacy_manager_service_pb2_grpc,
     private_agreement_pb2,
@@ -44,6 +45,9 @@ from dltmw.v1 import (
     privacy_manager_service_pb2 as P,
 )
 from integration.operations_http import scrape, value
+
+from .ledgers import blocks as ledger_blocks
+from .ledgers import ledger_path
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -673,6 +677,14 @@ async def test_collect_agreements_batch_answers_each_payload_alone(
             assert {b.tx_id for b in bodies} == {tx_id}
         assert not second.HasField("response")
         assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        # collected together, so signed per batch (the channel's private_agreement_batches):
+        # each party signed both payloads' agreements once, each carries its proof
+        signatures: dict[bytes, set[bytes]] = {}
+        for result in (first, third):
+            for a in result.response.agreements:
+                assert a.HasField("batch_proof") and a.batch_proof.leaf_count == 2
+                signatures.setdefault(a.signer, set()).add(a.signature)
+        assert len(signatures) == 3 and all(len(s) == 1 for s in signatures.values())
         # signed by Org2's client (on Org1's TLS connection): the whole batch is refused
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await pcs["org1"].stub.CollectAgreementsBatch(request(pcs["org2"], items))
@@ -691,6 +703,15 @@ async def test_collect_agreements_batch_answers_each_payload_alone(
         assert isinstance(bad, grpc.aio.AioRpcError) and reason_of(bad) == "NOT_AUTHORIZED"
     finally:
         await close(pcs)
+
+
+def _private_of(envelope: bytes) -> tuple[str, transaction_pb2.PrivateTransaction]:
+    """(tx_id, private transaction data) of a committed envelope ("" for another kind)."""
+    payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope).payload)
+    header = common_pb2.Header.FromString(payload.header)
+    if header.type != common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+        return "", transaction_pb2.PrivateTransaction()
+    return header.tx_id, transaction_pb2.PrivateTransaction.FromString(payload.data)
 
 
 async def test_concurrent_private_transactions_share_agreement_calls(
@@ -739,6 +760,23 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         )
         assert {d.status.result for d in done} == {VALID}
         await wait_deals_state(path, "org2", f"many-{n - 1}", b"v")
+        # their agreements were signed per batch (one signature, a proof each) and hold at
+        # every peer: the commit rule of core/privacy/agreement_batch.py on real processes
+        ours = {d.tx_id for d in done}
+        for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
+            chain = ledger_blocks(ledger_path(path, node, DEALS))
+            found = [
+                (code, a)
+                for block in chain[1:]
+                for raw, code in zip(
+                    block.data.envelopes, block.metadata.validation_codes, strict=True
+                )
+                if (tx := _private_of(raw))[0] in ours
+                for a in tx[1].agreements
+            ]
+            assert {code for code, _ in found} == {VALID}
+            batched = [a for _, a in found if a.HasField("batch_proof")]
+            assert len({a.signature for a in batched}) < len(batched)  # shared signatures
     finally:
         await close(pcs)
     after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}

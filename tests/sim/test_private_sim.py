@@ -19,7 +19,7 @@ from tiers import soak
 from dltmw.core import txcheck
 from dltmw.core.privacy import agreement as ag
 from dltmw.runtime.roles.privacy import executor
-from dltmw.runtime.roles.privacy.agreement import Agreements, Hashed
+from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sim.scenarios import run_scenario
 from dltmw.v1 import private_agreement_pb2
@@ -88,25 +88,23 @@ def test_a_run_replays_exactly() -> None:
 
 
 def _byzantine_org2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """peer0.org2 signs AGREE on every proposal, with a delta it did not compute."""
-    honest = Agreements._sign
+    """peer0.org2 signs AGREE on every proposal, with a delta it did not compute (as a
+    recipient and as a sender; alone or in a batch: `Agreements._sign_all` signs them all)."""
+    honest = Agreements._sign_all
 
     def lying(
-        self: Agreements,
-        channel: PrivateChannel,
-        tx_id: str,
-        digest: bytes,
-        hashes: tuple[bytes, bytes],
-        keys: list[bytes],
-        verdict: int,
-        hashed: Hashed,
-        sender: bytes,
-    ) -> private_agreement_pb2.PrivateAgreement:
+        self: Agreements, channel: PrivateChannel, bodies: Sequence[bytes]
+    ) -> list[private_agreement_pb2.PrivateAgreement]:
         if self._ctx.node_id == "peer0.org2":
-            hashes, verdict = (hashes[0], bytes(32)), ag.AGREE
-        return honest(self, channel, tx_id, digest, hashes, keys, verdict, hashed, sender)
+            lies = []
+            for raw in bodies:
+                body = private_agreement_pb2.PrivateAgreementBody.FromString(raw)
+                body.delta_hash, body.verdict = bytes(32), ag.AGREE
+                lies.append(body.SerializeToString())
+            bodies = lies
+        return honest(self, channel, bodies)
 
-    monkeypatch.setattr(Agreements, "_sign", lying)
+    monkeypatch.setattr(Agreements, "_sign_all", lying)
 
 
 def test_a_byzantine_recipient_signing_a_wrong_delta_never_commits_valid(

@@ -1,5 +1,5 @@
 """Each agreement signature is verified once per node: the agreement a node signs itself
-(`runtime/roles/privacy/agreement.Agreements._sign`) is remembered in its channel's verified-
+(`runtime/roles/privacy/agreement.Agreements._sign_all`) is remembered in its channel's verified-
 signature cache (`Membership.remember_own_signature`), so the commit rule it runs on the same
 transaction at admission and commit (`core/privacy/agreement.agreement_code`) spends no public-key
 operation on it. The other parties' signatures are still verified, and a signature that is not
@@ -41,7 +41,8 @@ def _own_and_other() -> tuple[object, str, A.PrivateAgreement, A.PrivateAgreemen
     keys = [peers[0][1], peers[1][1]]
     node = Agreements(SimpleNamespace(signer=peers[0][0]), None)  # type: ignore[arg-type]
     channel = SimpleNamespace(channel_id=CHANNEL, view=view)
-    own = node._sign(channel, tx_id, HASH, HASHES, keys, ag.AGREE, ((), (), ()), b"")  # type: ignore[arg-type]
+    body = ag.agreement_body(CHANNEL, tx_id, HASH, HASHES, keys, ag.AGREE)
+    (own,) = node._sign_all(channel, [body])  # type: ignore[arg-type]
     other = sign(peers[1][0], tx_id, keys)
     return view, tx_id, own, other
 

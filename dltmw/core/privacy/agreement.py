@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from dltmw.core.channel import ChannelView
 from dltmw.core.identity import IdentityError
 from dltmw.core.policy import PolicyResult
+from dltmw.core.privacy import agreement_batch
 from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.v1 import errors_pb2, private_agreement_pb2, transaction_pb2
 from dltmw.v1.private_conflict_pb2 import HashedRead
@@ -35,7 +36,6 @@ R = errors_pb2
 AGREE = A.AGREEMENT_VERDICT_AGREE
 DISAGREE = A.AGREEMENT_VERDICT_DISAGREE
 ALL_RECIPIENTS = A.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS
-SIGNING_DOMAIN = b"dltmw/pp/agreement/v1"
 VALID = C.TX_VALIDATION_CODE_VALID
 MISSING = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISSING
 BAD_SIGNATURE = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_BAD_SIGNATURE
@@ -50,11 +50,8 @@ SUBMITTER_FAULTS: dict[int, int] = {
     NOT_RECIPIENT: R.ERROR_REASON_PRIVATE_AGREEMENT_NOT_RECIPIENT,
     WRONG_TX: R.ERROR_REASON_PRIVATE_AGREEMENT_WRONG_TX,
 }
-
-
-def signing_bytes(body: bytes) -> bytes:
-    """What a party signs: the domain, then the serialised body (no other message shares it)."""
-    return SIGNING_DOMAIN + body
+# What a party signs alone (`agreement_batch.py` also builds batches from it).
+signing_bytes = agreement_batch.signing_bytes
 
 
 def agreement_body(
@@ -98,6 +95,7 @@ def agreement_code(
     at: datetime,
 ) -> int:
     """The validation code the agreements give a private transaction (VALID if they hold).
+    An agreement signed in a batch is checked through its proof (`agreement_batch.py`).
 
     Total: any bytes give a code. Checked per agreement in this order: signature (51), signer a
     recipient (52), same transaction (53); then over all: a DISAGREE (55), the same hashes,
@@ -116,12 +114,15 @@ def agreement_code(
     key_of: dict[bytes, bytes] = {}
     for n in peers:
         key_of.setdefault(n.identity, n.privacy_public_key)  # the first, as a scan finds it
+    batches = channel.config.private_agreement_batches
     for agreement in agreements:
+        # A batch's root: the memo answers its other transactions (`agreement_batch.py`).
+        data = agreement_batch.signed_data(agreement, batches)
+        if data is None:
+            return BAD_SIGNATURE
         try:
             body = A.PrivateAgreementBody.FromString(agreement.body)
-            channel.membership.verify(
-                agreement.signer, signing_bytes(agreement.body), agreement.signature, at
-            )
+            channel.membership.verify(agreement.signer, data, agreement.signature, at)
         except (DecodeError, IdentityError):
             return BAD_SIGNATURE
         if body.verdict not in (AGREE, DISAGREE):

@@ -35,7 +35,7 @@ from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
-from dltmw.core.privacy import conflict
+from dltmw.core.privacy import agreement_batch, conflict
 from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
 from dltmw.core.privacy.execution import execute
@@ -73,6 +73,8 @@ Ran = tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]
 # this many calls in flight per recipient (a slow batch does not hold up the next).
 ASK_BATCH_MAX = 256
 ASK_IN_FLIGHT = 4
+# (the PrivateChannel, its own runs' coalescer, its own agreements' signing coalescer)
+_Runners = tuple[PrivateChannel, "Coalescer[bytes, Ran]", "Coalescer[bytes, A.PrivateAgreement]"]
 
 
 class Agreements:
@@ -83,24 +85,35 @@ class Agreements:
         self._key = key
         # (channel, recipient node) -> its asks gathered into AgreeBatch calls
         self._batchers: dict[tuple[str, str], Coalescer[A.AgreeQuery, A.PrivateAgreement]] = {}
-        # channel -> (its PrivateChannel, this node's own runs gathered into one hop)
-        self._runners: dict[str, tuple[PrivateChannel, Coalescer[bytes, Ran]]] = {}
+        # channel -> (its PrivateChannel, this node's own runs gathered into one hop, and its
+        # own agreements gathered under one signature: `_sign_all`)
+        self._runners: dict[str, _Runners] = {}
 
     async def _run(self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes) -> Ran:
         """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
         the sender's key) of a held payload, opened and run on the store's thread; concurrent
         runs of one channel share one store read and one hop (`_run_many`)."""
+        return await (await self._runners_of(channel, contract_of))[1].call(digest)
+
+    async def _runners_of(self, channel: PrivateChannel, contract_of: ContractOf) -> _Runners:
+        """The channel's coalescers of own runs and own signatures (made on first use)."""
         current = self._runners.get(channel.channel_id)
         if current is None or current[0] is not channel:
             if current is not None:  # the channel was opened again: the old one's runs end
                 await current[1].close()
+                await current[2].close()
             runner = Coalescer(
                 partial(self._run_many, channel, contract_of),
                 batch_max=ASK_BATCH_MAX,
                 name=f"agree-run-{channel.channel_id}",
             )
-            current = self._runners[channel.channel_id] = (channel, runner)
-        return await current[1].call(digest)
+            signer: Coalescer[bytes, A.PrivateAgreement] = Coalescer(
+                partial(self._sign_many, channel),
+                batch_max=ASK_BATCH_MAX,
+                name=f"agree-sign-{channel.channel_id}",
+            )
+            current = self._runners[channel.channel_id] = (channel, runner, signer)
+        return current
 
     async def _run_many(
         self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
@@ -152,28 +165,19 @@ class Agreements:
         )
         return hashes, keys, hashed, payload.sender_public_key
 
-    def _sign(
-        self,
-        channel: PrivateChannel,
-        tx_id: str,
-        digest: bytes,
-        hashes: tuple[bytes, bytes],
-        keys: list[bytes],
-        verdict: int,
-        hashed: Hashed,
-        sender: bytes,
-    ) -> A.PrivateAgreement:
-        body = ag.agreement_body(
-            channel.channel_id, tx_id, digest, hashes, keys, verdict, hashed, sender
-        )
-        signer = self._ctx.signer
-        data = ag.signing_bytes(body)
-        signature = signer.sign(data)
-        # Verified once per node: this node checks every agreement of the transaction again at
-        # admission (as its gateway) and at commit; its own signature needs no public-key
-        # operation there (`Membership.remember_own_signature`, as for its endorsements).
-        channel.view.membership.remember_own_signature(signer, data, signature)
-        return A.PrivateAgreement(body=body, signer=signer.identity_bytes, signature=signature)
+    def _sign_all(
+        self, channel: PrivateChannel, bodies: Sequence[bytes]
+    ) -> list[A.PrivateAgreement]:
+        """This node's signed agreements over `bodies`, one signature per batch where the
+        channel allows it (`core/privacy/agreement_batch.py`)."""
+        batches = channel.view.config.private_agreement_batches
+        return agreement_batch.sign(self._ctx.signer, channel.view.membership, bodies, batches)
+
+    async def _sign_many(
+        self, channel: PrivateChannel, bodies: Sequence[bytes]
+    ) -> list[A.PrivateAgreement | BaseException]:
+        """`_sign_all` of this node's own agreements of concurrent collections (a Coalescer)."""
+        return list(self._sign_all(channel, bodies))
 
     async def agree(
         self,
@@ -184,7 +188,7 @@ class Agreements:
     ) -> A.PrivateAgreement:
         """This node's signed verdict on the requester's proposal (Agree)."""
         ran = await self._run(channel, contract_of, query.payload_hash)
-        return self._verdict(channel, query, ran, requester_key)
+        return self._sign_all(channel, [self._verdict(channel, query, ran, requester_key)])[0]
 
     async def agree_many(
         self,
@@ -195,24 +199,30 @@ class Agreements:
     ) -> list[A.AgreeResult]:
         """`agree` for a batch (AgreeBatch): the payloads read in one store call, opened and run
         in one hop to the store's thread (one committed state for the batch, as for one item),
-        each signed; an item refused (not held, not a recipient) is refused alone."""
+        signed together (`_sign_all`); an item refused (not held, not a recipient) is refused
+        alone."""
         ran = await self._run_many(channel, contract_of, [q.payload_hash for q in queries])
-        results: list[A.AgreeResult] = []
+        outcomes: list[bytes | ClientError] = []  # a body to sign, or the item's refusal
         for query, one in zip(queries, ran, strict=True):
             try:
                 if isinstance(one, BaseException):
                     raise one
-                agreement = self._verdict(channel, query, one, requester_key)
+                outcomes.append(self._verdict(channel, query, one, requester_key))
             except ClientError as exc:
-                results.append(A.AgreeResult(reason=exc.reason, message=exc.message))  # type: ignore[arg-type]
-            else:
-                results.append(A.AgreeResult(agreement=agreement))
-        return results
+                outcomes.append(exc)
+        signed = iter(self._sign_all(channel, [o for o in outcomes if isinstance(o, bytes)]))
+        return [
+            A.AgreeResult(agreement=next(signed))
+            if isinstance(o, bytes)
+            else A.AgreeResult(reason=o.reason, message=o.message)  # type: ignore[arg-type]
+            for o in outcomes
+        ]
 
     def _verdict(
         self, channel: PrivateChannel, query: A.AgreeQuery, ran: Ran, requester_key: bytes
-    ) -> A.PrivateAgreement:
-        """AGREE if this node's run gives the requester's hashes, else DISAGREE; signed."""
+    ) -> bytes:
+        """AGREE if this node's run gives the requester's hashes, else DISAGREE: the body to
+        sign (`_sign_all`)."""
         own, keys, hashed, sender = ran
         if not requester_key or requester_key not in keys:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
@@ -226,8 +236,8 @@ class Agreements:
                 query.payload_hash.hex(),
                 query.tx_id,
             )
-        return self._sign(
-            channel, query.tx_id, query.payload_hash, own, keys, verdict, hashed, sender
+        return ag.agreement_body(
+            channel.channel_id, query.tx_id, query.payload_hash, own, keys, verdict, hashed, sender
         )
 
     async def collect_many(
@@ -275,7 +285,11 @@ class Agreements:
         self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
     ) -> A.CollectAgreementsResponse:
         own, keys, hashed, sender = await self._run(channel, contract_of, digest)
-        mine = self._sign(channel, tx_id, digest, own, keys, ag.AGREE, hashed, sender)
+        body = ag.agreement_body(
+            channel.channel_id, tx_id, digest, own, keys, ag.AGREE, hashed, sender
+        )
+        # Signed with the concurrent collections' own agreements (one signature per batch).
+        mine = await (await self._runners_of(channel, contract_of))[2].call(body)
         others = [k for k in keys if k != self._key.public_key]
         asks: dict[asyncio.Future[A.PrivateAgreement], bytes]
         asks = {asyncio.ensure_future(self._ask(channel, k, digest, tx_id, own)): k for k in others}
@@ -397,8 +411,9 @@ class Agreements:
         """Stop the batched asks (their callers get CancelledError; idempotent)."""
         for batcher in self._batchers.values():
             await batcher.close()
-        for _, runner in self._runners.values():
+        for _, runner, signer in self._runners.values():
             await runner.close()
+            await signer.close()
         self._batchers.clear()
         self._runners.clear()
 
