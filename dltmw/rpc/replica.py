@@ -42,6 +42,9 @@ ENDS_STREAM = frozenset(
 )
 
 
+ANSWER_EVERY_MAX = 64  # batches one ExchangeStream answer may stand for (`Answers`)
+
+
 class PbftParticipant(Protocol):
     """What admission needs of a PBFT-lite replica hosted here (orderer channel, notary cluster)."""
 
@@ -175,19 +178,25 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         link down); a caller that is not (or no longer) a member, or a channel not replicated
         here, ends the stream with that status. The caller's certificate is read once (the
         transport's, for the stream's life); membership is checked for every batch against the
-        configuration then in force (memoised per certificate, `rpc/guard.py`)."""
+        configuration then in force (memoised per certificate, `rpc/guard.py`).
+
+        Answers: one per batch, unless the opening request asks for one per `answer_every`
+        batches (`Answers`)."""
         cert = caller_tls_cert(context)
+        answers: Answers | None = None
         async for request in requests:
+            if answers is None:
+                answers = Answers(request.answer_every)
             try:
                 done = await self._admit(request.batch, cert)
             except DltmwError as exc:
                 if exc.reason in ENDS_STREAM:
                     raise
-                yield replica_pb2.ExchangeStreamResponse(
-                    refused=R.ErrorReason.ValueType(exc.reason), refused_detail=exc.message
-                )
+                yield answers.refused(R.ErrorReason.ValueType(exc.reason), exc.message)
             else:
-                yield replica_pb2.ExchangeStreamResponse(accepted=done.accepted)
+                answer = answers.accepted(done.accepted)
+                if answer is not None:
+                    yield answer
 
     async def _admit(
         self, request: replica_pb2.ExchangeRequest, cert: bytes | None
@@ -216,6 +225,50 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         await orderer.judge_requests(current)  # admission of carried requests, off-loop
         orderer.offer(current, list(request.block_signatures))
         return replica_pb2.ExchangeResponse(accepted=len(current) + len(request.block_signatures))
+
+
+class Answers:
+    """When an ExchangeStream answers, and what (`ExchangeStreamRequest.answer_every`).
+
+    Each answer is a stream message both sides handle (a write here, a read and a wake-up at
+    the sender), and PBFT-lite's batches are small and many (~11 per slot and replica at
+    n = 4): one answer per batch doubled the link's stream messages. A sender that asks for it
+    gets the opening batch answered at once (its stream is known to work), then one answer per
+    `every` batches counting them; a refused batch is answered at once, with the accepted ones
+    owed before it. The sender's window (`replica_link.WINDOW`) must exceed `every`, or it
+    would wait for an answer that waits for its next batch: the sender chooses both."""
+
+    def __init__(self, every: int) -> None:
+        self.every = min(max(every, 1), ANSWER_EVERY_MAX)
+        self._opened = False
+        self._owed = 0
+        self._accepted = 0
+
+    def accepted(self, count: int) -> replica_pb2.ExchangeStreamResponse | None:
+        """An accepted batch of `count` items: its answer, if one is due now."""
+        self._owed += 1
+        self._accepted += count
+        if self._opened and self._owed < self.every:
+            return None
+        self._opened = True
+        return self._answer()
+
+    def refused(
+        self, reason: R.ErrorReason.ValueType, detail: str
+    ) -> replica_pb2.ExchangeStreamResponse:
+        """A refused batch: answered now, with what was owed before it."""
+        self._owed += 1
+        self._opened = True
+        answer = self._answer()
+        answer.refused, answer.refused_detail = reason, detail
+        return answer
+
+    def _answer(self) -> replica_pb2.ExchangeStreamResponse:
+        answer = replica_pb2.ExchangeStreamResponse(accepted=self._accepted)
+        if self.every > 1:  # an older sender (every = 1) reads one answer per response
+            answer.answers = self._owed
+        self._owed = self._accepted = 0
+        return answer
 
 
 def _check_cluster_tls(cert: bytes | None, cluster: ClusterReplica) -> None:

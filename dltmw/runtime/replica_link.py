@@ -2,7 +2,8 @@
 
 Messages queue in a bounded queue (a full queue drops the message and counts it: PBFT-lite
 retransmits what matters); one task drains it into batches and writes each batch on one
-long-lived `ReplicaService.ExchangeStream` call, which answers every batch in order. A unary
+long-lived `ReplicaService.ExchangeStream` call, which answers the batches in order — the first
+at once, then one answer per `answer_every()` batches (an answer is a stream message too). A unary
 call per batch (`Exchange`, what this link did before and still does to a node that lacks the
 stream) costs each side several times the CPU of a stream message, and PBFT-lite sends many
 small batches: at n = 13 a replica exchanged ~50 calls per slot, and the orderers' CPU per
@@ -139,7 +140,7 @@ class ReplicaLink:
         try:
             request = self._request(first)
             window.sent(request)
-            opening = replica_pb2.ExchangeStreamRequest(batch=request)
+            opening = replica_pb2.ExchangeStreamRequest(batch=request, answer_every=answer_every())
             if not await first_write(call, opening, reader):
                 await reader  # the call ended before it started: raises its status
             while True:
@@ -195,7 +196,7 @@ class ReplicaLink:
 
     async def _answers(self, call: ExchangeCall, window: _Window) -> None:
         async for response in call:
-            window.answered()
+            window.answered(max(response.answers, 1))  # 0: an older receiver, one each
             if response.refused:
                 logger.info(
                     "replica %s refused a batch: %s: %s",
@@ -203,7 +204,7 @@ class ReplicaLink:
                     reason_name(response.refused),
                     response.refused_detail,
                 )
-            else:
+            if not response.refused or response.answers > 1:  # it answers accepted ones too
                 self._delivered = True
         raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"{self.node_id} ended the stream")
 
@@ -255,8 +256,8 @@ class _Window:
     def sent(self, request: replica_pb2.ExchangeRequest) -> None:
         self.unanswered.append(request)
 
-    def answered(self) -> None:
-        if self.unanswered:
+    def answered(self, count: int) -> None:
+        for _ in range(min(count, len(self.unanswered))):
             self.unanswered.popleft()
         self._answer.set()
 
@@ -276,6 +277,12 @@ class _Window:
             if reader.done():
                 await reader  # raises why the stream ended
                 raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "the stream ended")
+
+
+def answer_every() -> int:
+    """Batches per answer asked of the receiver (`rpc/replica.Answers`): half the window, so an
+    answer is due well before the window is full and the stream never waits on itself."""
+    return max(WINDOW // 2, 1)
 
 
 def _unimplemented(exc: BaseException) -> bool:

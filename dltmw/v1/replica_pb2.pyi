@@ -788,6 +788,15 @@ class ExchangeStreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
+    ANSWER_EVERY_FIELD_NUMBER: _builtins.int
+    answer_every: _builtins.int
+    """Read on the stream's opening request only: a sender that takes one answer for several
+    batches sets how many (0 or 1: one answer per batch, as older senders expect). The
+    receiver answers the opening batch at once, then every `answer_every`-th batch (at most
+    64) with one response whose `answers` counts them, and a refused batch at once. An answer
+    is a stream message each side handles: PBFT-lite sends ~11 small batches per slot and
+    replica, and answering each one doubled the link's stream messages.
+    """
     @_builtins.property
     def batch(self) -> Global___ExchangeRequest:
         """The batch, exactly as Exchange takes it."""
@@ -796,10 +805,11 @@ class ExchangeStreamRequest(_message.Message):
         self,
         *,
         batch: Global___ExchangeRequest | None = ...,
+        answer_every: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_every", b"answer_every", "batch", b"batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -807,13 +817,14 @@ Global___ExchangeStreamRequest: _TypeAlias = ExchangeStreamRequest  # noqa: Y015
 
 @_typing.final
 class ExchangeStreamResponse(_message.Message):
-    """ExchangeStreamResponse answers one ExchangeStreamRequest, in order."""
+    """ExchangeStreamResponse answers one ExchangeStreamRequest, or several (`answers`), in order."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
     REFUSED_DETAIL_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Number of messages and block signatures handed to the receiving replica (0 if refused)."""
     refused: _errors_pb2.ErrorReason.ValueType
@@ -822,16 +833,21 @@ class ExchangeStreamResponse(_message.Message):
     """
     refused_detail: _builtins.str
     """The refusal in words (which message, why), as Exchange's status details."""
+    answers: _builtins.int
+    """How many batches, in order, this response answers (0 means 1: an older receiver). With
+    several, `accepted` is their sum, and only the last of them can be the refused one.
+    """
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
         refused: _errors_pb2.ErrorReason.ValueType = ...,
         refused_detail: _builtins.str = ...,
+        answers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "refused", b"refused", "refused_detail", b"refused_detail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "answers", b"answers", "refused", b"refused", "refused_detail", b"refused_detail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -48,7 +48,8 @@ class ReplicaServiceStub:
     """ExchangeStream carries the batches of one replica's link to another on one long-lived
     stream (one call per link, not one per batch: a unary call costs each side far more CPU
     than a stream message). Each request is checked exactly as by Exchange and answered, in
-    order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+    order (one response per batch, or per `answer_every` batches when the sender asks for
+    that on the opening request): a refused batch is answered with its reason in `refused`
     and the stream goes on. The stream itself ends with FAILED_PRECONDITION
     (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
     with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
@@ -76,7 +77,8 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     """ExchangeStream carries the batches of one replica's link to another on one long-lived
     stream (one call per link, not one per batch: a unary call costs each side far more CPU
     than a stream message). Each request is checked exactly as by Exchange and answered, in
-    order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+    order (one response per batch, or per `answer_every` batches when the sender asks for
+    that on the opening request): a refused batch is answered with its reason in `refused`
     and the stream goes on. The stream itself ends with FAILED_PRECONDITION
     (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
     with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS
@@ -113,7 +115,8 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         """ExchangeStream carries the batches of one replica's link to another on one long-lived
         stream (one call per link, not one per batch: a unary call costs each side far more CPU
         than a stream message). Each request is checked exactly as by Exchange and answered, in
-        order, by one ExchangeResponse: a refused batch is answered with its reason in `refused`
+        order (one response per batch, or per `answer_every` batches when the sender asks for
+        that on the opening request): a refused batch is answered with its reason in `refused`
         and the stream goes on. The stream itself ends with FAILED_PRECONDITION
         (CHANNEL_NOT_FOUND) when a request names a channel or cluster not replicated here, and
         with PERMISSION_DENIED (TLS_IDENTITY_MISMATCH, CERTIFICATE_REVOKED) when the caller's TLS

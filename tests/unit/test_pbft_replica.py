@@ -331,6 +331,45 @@ def test_a_vote_sent_since_the_last_retransmission_pass_waits_for_the_next() -> 
     assert sorted(p for p, k in sent_kinds(backup) if k == "prepare") == [0, 2, 3]
 
 
+def probes(replica: Replica) -> list[int]:
+    """Peers the replica's next effects send a catch-up probe (StateRequest) to."""
+    return sorted(p for p, k in sent_kinds(replica) if k == "state_request")
+
+
+def test_a_replica_that_executed_since_the_last_probe_tick_does_not_probe() -> None:
+    """The periodic probe is for a replica that stopped: one that executed since the previous
+    probe tick learns decisions from the normal case (at n = 13 the probes were ~5 of a
+    backup's ~32 messages per slot, and as many received). Once it executes nothing for a
+    whole probe period, it probes again, to every peer."""
+    patient = replace(CONFIG, request_timeout_ticks=10 * CONFIG.probe_ticks)
+    backup = Replica(patient, 2, KEYS.signer(2), KEYS.verify, request_ok=KEYS.request_ok)
+    every = CONFIG.probe_ticks
+    backup.tick(every)
+    assert probes(backup) == [0, 1, 3]  # the first probe tick: no earlier mark, it probes
+    _decide_at(backup, 1, REQS[:2])
+    assert backup.next_exec == 2
+    backup.tick(2 * every)
+    assert probes(backup) == []  # it executed since the previous probe tick
+    backup.tick(3 * every)
+    assert probes(backup) == [0, 1, 3]  # stalled for a whole period: it probes
+
+
+def test_a_replica_proven_behind_keeps_probing_while_it_executes() -> None:
+    """Catching up executes fetched batches, which is progress too: a replica proven behind
+    since the previous probe tick (`note_behind`) probes at the next one all the same, or it
+    would fetch one reply's worth of batches and then wait a period per reply."""
+    patient = replace(CONFIG, request_timeout_ticks=10 * CONFIG.probe_ticks)
+    backup = Replica(patient, 2, KEYS.signer(2), KEYS.verify, request_ok=KEYS.request_ok)
+    every = CONFIG.probe_ticks
+    backup.tick(every)
+    backup.ready()
+    _decide_at(backup, 1, REQS[:2])
+    backup.tick(every + 1)
+    backup.note_behind()  # e.g. it executed batches a state reply fetched
+    backup.tick(2 * every)
+    assert probes(backup) == [0, 1, 3]
+
+
 def test_a_primary_that_leaves_the_oldest_request_out_still_meets_the_timer() -> None:
     """Executing other requests does not restart the timer of the one it times: a primary
     that decides everything but the oldest request is left within the timeout."""

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.rpc.replica import Answers
+from dltmw.runtime.replica_link import WINDOW, ReplicaLink
 from dltmw.v1 import errors_pb2, replica_pb2
 from dltmw.v1 import replica_pb2_grpc as svc
 
@@ -166,3 +167,60 @@ async def test_an_idle_link_whose_stream_ended_writes_its_next_batch_on_a_new_st
     await _run_link(replica, [[1], [2], [3]], want=3, pause_s=0.5)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3)]
     assert replica.streams == 3
+
+
+class AnsweringReplica(StreamingReplica):
+    """Answers as the node's servicer does (`rpc/replica.Answers`: per `answer_every`
+    batches, as the opening request asks) and counts its answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[replica_pb2.ExchangeStreamResponse] = []
+
+    async def ExchangeStream(
+        self, requests: AsyncIterator[replica_pb2.ExchangeStreamRequest], context: object
+    ) -> AsyncIterator[replica_pb2.ExchangeStreamResponse]:
+        self.streams += 1
+        answers: Answers | None = None
+        async for item in requests:
+            if answers is None:
+                answers = Answers(item.answer_every)
+            if any(m.payload == b"\x00" for m in item.batch.messages):
+                answer = answers.refused(errors_pb2.ERROR_REASON_BAD_SIGNATURE, "bad")
+            else:
+                self.payloads.extend(m.payload for m in item.batch.messages)
+                self.more.set()
+                answer = answers.accepted(len(item.batch.messages))
+            if answer is not None:
+                self.answers.append(answer)
+                yield answer
+
+
+async def test_a_link_asks_for_one_answer_per_several_batches_and_its_window_still_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3 x WINDOW batches, one at a time, on one stream: the answers let the window move on
+    (a stalled window would time out and open a second stream), and there are far fewer
+    answers than batches — the first, then one per half window, and the refusal at once."""
+    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 2.0)  # a stall shows sooner
+    replica = AnsweringReplica()
+    sends = [[i] for i in range(1, 3 * WINDOW + 1)]
+    sends.insert(5, [0])  # refused: answered at once
+    await _run_link(replica, sends, want=3 * WINDOW, pause_s=0.01)
+    assert replica.payloads == [bytes([i]) for i in range(1, 3 * WINDOW + 1)]
+    assert replica.streams == 1
+    assert sum(a.answers for a in replica.answers) <= len(sends)
+    assert len(replica.answers) <= 2 + len(sends) // (WINDOW // 2)
+
+
+async def test_a_receiver_answering_every_batch_in_the_old_form_keeps_the_window_moving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older node answers each batch without `answers` (0): each answer counts one batch,
+    else the window would fill after WINDOW batches and the stream time out."""
+    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 2.0)  # a stall shows sooner
+    replica = StreamingReplica()
+    sends = [[i] for i in range(1, 2 * WINDOW + 2)]
+    await _run_link(replica, sends, want=len(sends), burst_by_burst=True)
+    assert replica.payloads == [bytes([i]) for i in range(1, 2 * WINDOW + 2)]
+    assert replica.streams == 1

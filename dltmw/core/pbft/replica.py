@@ -10,7 +10,8 @@ sequence order, each producing a `Decided` with its commit certificate. Every K 
 replica broadcasts a signed Checkpoint; 2f+1 matching ones make it stable, which moves the
 watermarks and discards older log entries.
 
-Catch-up: every `probe_ticks` a replica asks its peers for decided batches from its next
+Catch-up: every `probe_ticks` a replica that has not executed since the previous such tick
+(or was proven behind since, `probe_if_stalled`) asks its peers for decided batches from its next
 sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
 verified by its commit certificate before it is executed. A replica behind what its peers
 retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatures; see
@@ -169,7 +170,7 @@ class Replica(Checkpoints):
         if self.now % self.config.retransmit_ticks == 0:
             self.retransmit()
         if self.now % self.config.probe_ticks == 0:
-            self.probe()
+            self.probe_if_stalled()
 
     def request_timer_expired(self) -> bool:
         """PBFT's request timer (Castro and Liskov): it times the oldest pending request, and

@@ -93,6 +93,10 @@ class ReplicaState:
         self.pending: dict[bytes, Pending] = {}
         # The last tick that proved this replica behind the cluster (see `note_behind`).
         self.behind_at = 0
+        # `next_exec` and the tick at the last periodic probe (`Checkpoints.probe_if_stalled`);
+        # None: none yet.
+        self.probed_exec: int | None = None
+        self.probed_at = 0
         # The request timer (`Replica.request_timer_expired`): the pending request it times,
         # since when, and the tick of the last execution.
         self.timed: bytes | None = None
