@@ -12,8 +12,9 @@ one real peer's commit path alone in a process and feeds it the same blocks one 
    ledger and private store removed, and no orderer (its Deliver loop fails to connect and backs
    off: a constant, small). Every saved block after genesis goes through
    `PeerChannel.commit`, awaited one by one, so commit, Events, the private executor and
-   metrics see one block at a time, as at low load. Process CPU (`time.process_time`, all threads) per
-   block and, with `--profile`, cProfile call counts per block (deterministic) are printed.
+   metrics see one block at a time, as at low load. Process CPU (`time.process_time`, all
+   threads) per block and, with `--profile`, cProfile call counts per block (deterministic)
+   are printed.
 
     python benchmarks/peer_block_cost.py gen --dir /tmp/pb/net7 --txs 7 --blocks 200
     python benchmarks/peer_block_cost.py run --dir /tmp/pb/net7 [--profile OUT.pstats]
@@ -44,8 +45,6 @@ WARMUP = 20  # blocks committed before the measurement starts (imports, caches, 
 
 async def gen(directory: Path, txs: int, blocks: int) -> None:
     """Commit `blocks` waves of `txs` concurrent kv puts and save the orderer's blocks."""
-    if directory.exists():
-        shutil.rmtree(directory)
     async with dltmw.open(directory / "net") as net:
         client = net.client("user1.org1")
         seq = 0
@@ -78,50 +77,49 @@ def saved_blocks(directory: Path) -> list[block_pb2.Block]:
     return out
 
 
-async def run(directory: Path, profile: str | None) -> dict[str, float]:
-    """Commit the saved blocks through a fresh `peer0.org2`, one at a time; CPU per block."""
-    blocks = saved_blocks(directory)
-    with tempfile.TemporaryDirectory(prefix="dltmw-pb-") as tmp:
-        net = Path(tmp) / "net"
-        shutil.copytree(directory / "net", net)
-        home = net / "nodes" / PEER
-        for path in home.rglob("*"):  # the peer's ledgers and stores: it starts from genesis
-            if path.is_file() and (
-                path.suffix in (".db", ".sqlite") or "-wal" in path.name or "-shm" in path.name
-            ):
-                path.unlink()
-        node = Node(NodeConfig.load(home / "node.toml"))
-        await node.start()
-        try:
-            channel = node.peers[CHANNEL]
-            todo = [b for b in blocks if b.header.number >= channel.ledger.height]
-            for block in todo[:WARMUP]:
-                await channel.commit(block)
-            measured = todo[WARMUP:]
-            prof = cProfile.Profile() if profile else None
-            t0, c0 = time.perf_counter(), time.process_time()
-            if prof:
-                prof.enable()
-            for block in measured:
-                await channel.commit(block)
-            await asyncio.sleep(0)  # the followers (Events, private executor) see the last one
-            if prof:
-                prof.disable()
-            c1, t1 = time.process_time(), time.perf_counter()
-            if prof and profile:
-                prof.dump_stats(profile)
-            cpu = c1 - c0
-            n = len(measured)
-            txs = sum(len(b.data.envelopes) for b in measured)
-            return {
-                "blocks": n,
-                "tx_per_block": txs / n,
-                "cpu_ms_per_block": 1000 * cpu / n,
-                "wall_ms_per_block": 1000 * (t1 - t0) / n,
-                "load1": os.getloadavg()[0],
-            }
-        finally:
-            await node.stop(grace_s=1.0)
+def fresh_peer(directory: Path, tmp: Path) -> Path:
+    """A copy of the generated network whose `PEER` has no ledger or store yet: its home."""
+    shutil.copytree(directory / "net", tmp / "net")
+    home = tmp / "net" / "nodes" / PEER
+    for path in home.rglob("*"):  # the peer's ledgers and stores: it starts from genesis
+        if path.is_file() and ".sqlite" in path.name:
+            path.unlink()
+    return home
+
+
+async def run(blocks: list[block_pb2.Block], home: Path, profile: str | None) -> dict[str, float]:
+    """Commit the saved blocks through a fresh `PEER`, one at a time; CPU per block."""
+    node = Node(NodeConfig.load(home / "node.toml"))
+    await node.start()
+    try:
+        channel = node.peers[CHANNEL]
+        todo = [b for b in blocks if b.header.number >= channel.ledger.height]
+        for block in todo[:WARMUP]:
+            await channel.commit(block)
+        measured = todo[WARMUP:]
+        prof = cProfile.Profile() if profile else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
+        for block in measured:
+            await channel.commit(block)
+        await asyncio.sleep(0)  # the followers (Events, private executor) see the last one
+        if prof:
+            prof.disable()
+        c1, t1 = time.process_time(), time.perf_counter()
+        if prof and profile:
+            prof.dump_stats(profile)
+        n = len(measured)
+        txs = sum(len(b.data.envelopes) for b in measured)
+        return {
+            "blocks": n,
+            "tx_per_block": txs / n,
+            "cpu_ms_per_block": 1000 * (c1 - c0) / n,
+            "wall_ms_per_block": 1000 * (t1 - t0) / n,
+            "load1": os.getloadavg()[0],
+        }
+    finally:
+        await node.stop(grace_s=1.0)
 
 
 def main() -> None:
@@ -133,9 +131,14 @@ def main() -> None:
     parser.add_argument("--profile")
     args = parser.parse_args()
     if args.mode == "gen":
+        if args.dir.exists():
+            shutil.rmtree(args.dir)
         asyncio.run(gen(args.dir, args.txs, args.blocks))
-    else:
-        print(json.dumps(asyncio.run(run(args.dir, args.profile))))
+        return
+    blocks = saved_blocks(args.dir)
+    with tempfile.TemporaryDirectory(prefix="dltmw-pb-") as tmp:
+        home = fresh_peer(args.dir, Path(tmp))
+        print(json.dumps(asyncio.run(run(blocks, home, args.profile))))
 
 
 if __name__ == "__main__":
