@@ -77,11 +77,16 @@ class Commit:
 
 @dataclass(frozen=True)
 class Committed:
-    """Reply: block `number` committed; per transaction its tx_id and validation code."""
+    """Reply: block `number` committed; per transaction its tx_id and validation code.
+    `block`: the committed block itself (with this peer's codes, once the executor wrote them
+    in), so that the peer's followers of committed blocks take it from memory instead of
+    reading it back from the ledger and parsing it (`blockfeed.follow`'s `recent`); it is
+    read only from then on. Not part of equality or repr: it is the delivered block."""
 
     number: int
     tx_ids: tuple[str, ...]
     codes: tuple[int, ...]
+    block: block_pb2.Block | None = field(default=None, compare=False, repr=False)
 
 
 CommitEffects = Effects[None, Commit, None, Committed | PeerError]
@@ -121,7 +126,7 @@ class CommitCore:
         if config is not None:
             writes = [*writes, config_write(config, number)]
         self._decided.append(Commit(block, tuple(codes), tx_ids, tuple(writes), config))
-        self._replies.append((message.token, Committed(number, tx_ids, tuple(codes))))
+        self._replies.append((message.token, Committed(number, tx_ids, tuple(codes), block)))
         self.height, self.last_hash = number + 1, block_hash(block)
 
     def tick(self, now: int) -> None:

@@ -13,11 +13,19 @@ byte budget divided by the largest block of the last chunk (`next_count`), so a 
 `follow_data` hands on each block serialised as stored: the orderer's Deliver frames those bytes
 for the wire as they are (`rpc/orderer.py`), so a block is never parsed and serialised again per
 follower; `follow` parses them for readers that look inside (Events).
+
+A peer's followers (its private executor on every channel, each Events stream) are usually
+waiting at the head: each block they want is the one just committed, which the committer holds
+parsed. `follow(recent=...)` takes such a block from `RecentBlocks` (the last few committed
+blocks, kept by the peer) instead of a read hop to the ledger's reader thread and a parse per
+follower and block; only a follower that is behind by more than `RECENT_MAX` blocks reads the
+ledger. The blocks are shared: a follower must not change one.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -26,6 +34,29 @@ from dltmw.v1 import block_pb2
 
 CHUNK_BLOCKS = 64
 CHUNK_BYTES = 1024 * 1024  # serialised bytes per chunk, roughly (module docstring)
+RECENT_MAX = 4  # committed blocks a peer keeps for its followers (at 100 tx, ~1 MB in all)
+
+
+class RecentBlocks:
+    """The last `size` committed blocks, by number (module docstring)."""
+
+    def __init__(self, size: int = RECENT_MAX) -> None:
+        self._size = size
+        self._blocks: OrderedDict[int, block_pb2.Block] = OrderedDict()
+
+    def remember(self, block: block_pb2.Block) -> None:
+        """`block` is durable (with its validation codes) and is not changed from now on."""
+        self._blocks[block.header.number] = block
+        while len(self._blocks) > self._size:
+            self._blocks.popitem(last=False)
+
+    def get(self, number: int) -> block_pb2.Block | None:
+        """Block `number` if it is one of the last committed, else None (read the ledger)."""
+        return self._blocks.get(number)
+
+    def oldest(self) -> int | None:
+        """The number of the oldest block held (they are consecutive), None when empty."""
+        return next(iter(self._blocks), None)
 
 
 def _holds(ledger: Ledger, number: int) -> bool:
@@ -33,11 +64,34 @@ def _holds(ledger: Ledger, number: int) -> bool:
 
 
 async def follow(
-    ledger: Ledger, new_block: asyncio.Condition, start: int, stop: int | None = None
+    ledger: Ledger,
+    new_block: asyncio.Condition,
+    start: int,
+    stop: int | None = None,
+    recent: RecentBlocks | None = None,
 ) -> AsyncIterator[block_pb2.Block]:
-    """Blocks start.. (through `stop` inclusive, or forever when None), in order."""
-    async for data in follow_data(ledger, new_block, start, stop):
-        yield block_pb2.Block.FromString(data)
+    """Blocks start.. (through `stop` inclusive, or forever when None), in order; those that
+    `recent` holds are taken from it, the others read from the ledger (module docstring)."""
+    if recent is None:
+        async for data in follow_data(ledger, new_block, start, stop):
+            yield block_pb2.Block.FromString(data)
+        return
+    number = start
+    while stop is None or number <= stop:
+        if number >= ledger.height:
+            async with new_block:
+                await new_block.wait_for(partial(_holds, ledger, number))
+        held = recent.get(number)
+        if held is not None:
+            yield held
+            number += 1
+            continue
+        oldest = recent.oldest()  # read the ledger up to the blocks held, not through them
+        upper = ledger.height - 1 if oldest is None or oldest <= number else oldest - 1
+        upper = min(upper, ledger.height - 1) if stop is None else min(stop, upper)
+        async for data in follow_data(ledger, new_block, number, upper):
+            yield block_pb2.Block.FromString(data)
+            number += 1
 
 
 async def follow_data(

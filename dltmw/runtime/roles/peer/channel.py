@@ -65,7 +65,7 @@ from dltmw.core.txcheck import ChannelTrust, CheckedProposal, check_signed_propo
 from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tracing import now_ns
-from dltmw.runtime.blockfeed import follow
+from dltmw.runtime.blockfeed import RecentBlocks, follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer import proofs
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
@@ -119,6 +119,7 @@ class PeerChannel:
         # The committed contract definitions: what runs, under which policy and sequence.
         self.lifecycle = ChannelLifecycle(self.channel_config, packages, ctx.node_id)
         self._committed = asyncio.Condition()
+        self._recent = RecentBlocks()  # the last committed blocks, for `committed_blocks`
         # The height whose blocks are applied in full: committed AND their effects on this
         # peer's views taken (a lifecycle commit's definitions are loaded after the block is
         # written, across an await). None until the first commit here: all on disk is applied.
@@ -451,6 +452,8 @@ class PeerChannel:
         self._applied = max(self._applied or 0, committed.number + 1)
         self.deliver_watch.committed()
         self._resolve_watchers(committed.number, committed.tx_ids, committed.codes)
+        if committed.block is not None:
+            self._recent.remember(committed.block)
         async with self._committed:
             self._committed.notify_all()
 
@@ -507,5 +510,6 @@ class PeerChannel:
             self.unwatch(tx_id, future)
 
     def committed_blocks(self, start: int) -> AsyncIterator[block_pb2.Block]:
-        """Committed blocks (with this peer's validation codes) from `start`, forever."""
-        return follow(self.ledger, self._committed, start)
+        """Committed blocks (with this peer's validation codes) from `start`, forever; the
+        last few from memory (`blockfeed.RecentBlocks`: shared, never to be changed)."""
+        return follow(self.ledger, self._committed, start, recent=self._recent)
