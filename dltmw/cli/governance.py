@@ -114,6 +114,13 @@ def update(
             " expression such as 'OutOf(2, Org1.peer, Org2.peer, Org3.peer)'"
         ),
     ] = None,
+    private_agreement_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--private-agreement-batches/--no-private-agreement-batches",
+            help="parties sign one root per batch of agreements (upgrade every peer first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -156,6 +163,7 @@ def update(
                 max_tx_count=max_tx_count,
                 timeout_ms=timeout_ms,
                 private_agreement=agreement,
+                private_agreement_batches=private_agreement_batches,
             )
 
         agreement = None

@@ -46,7 +46,9 @@ from dltmw.v1 import (
 )
 from integration.operations_http import scrape, value
 
+from .cli import dltmw
 from .ledgers import blocks as ledger_blocks
+from .ledgers import height as ledger_height
 from .ledgers import ledger_path
 
 pytestmark = pytest.mark.integration
@@ -786,6 +788,79 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     assert 1 <= sender["SendBatch"] < n
     assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
     assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
+
+
+def _deals_agreements(path: Path, node: str, ours: set[str]) -> list[tuple[int, object]]:
+    """(validation code, agreement) of every agreement of the private txs `ours` on `node`."""
+    chain = ledger_blocks(ledger_path(path, node, DEALS))
+    return [
+        (code, a)
+        for block in chain[1:]
+        for raw, code in zip(block.data.envelopes, block.metadata.validation_codes, strict=True)
+        if (tx := _private_of(raw))[0] in ours
+        for a in tx[1].agreements
+    ]
+
+
+async def _set_agreement_batches(path: Path, tmp: Path, on: bool) -> None:
+    """A config update of `deals` by 3 of its 4 members' admins (the MAJORITY admin policy)
+    with the `dltmw channel update` command; returns once every member peer committed it."""
+    net, flag = str(path), "--private-agreement-batches" if on else "--no-private-agreement-batches"
+    upd = str(tmp / f"batches-{on}.update")
+    await asyncio.to_thread(
+        dltmw, "channel", "update", net, DEALS, flag, "-o", upd, "-c", "admin.org1"
+    )
+    for admin in ("admin.org1", "admin.org2", "admin.org3"):
+        await asyncio.to_thread(dltmw, "channel", "update", net, DEALS, "--sign", upd, "-c", admin)
+    said = await asyncio.to_thread(
+        dltmw, "channel", "update", net, DEALS, "--submit", upd, "-c", "admin.org1"
+    )
+    assert " VALID in block " in said, said
+    at = int(said.split(" VALID in block ")[1].split()[0])
+    await _caught_up(path, at + 1)  # agreements are signed under the signer's latest config
+
+
+async def _caught_up(path: Path, height: int) -> None:
+    """Until every member peer holds `height` blocks of `deals` (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    for org in ORGS:
+        while ledger_height(ledger_path(path, f"peer0.{org}", DEALS)) < height:
+            assert loop.time() < deadline, f"peer0.{org} did not reach block {height - 1}"
+            await asyncio.sleep(0.1)
+
+
+async def test_agreement_batches_turned_off_and_on_by_a_config_update(
+    net: tuple[Path, Supervisor], tmp_path: Path
+) -> None:
+    """`dltmw channel update --no-private-agreement-batches` on a running channel: from the
+    config block on, parties sign each agreement alone (no batch proof anywhere) and every
+    transaction stays VALID on every peer; `--private-agreement-batches` turns batch
+    signatures back on (shared signatures again)."""
+    path, _ = net
+    pcs = await clients(path)
+    try:
+        for on in (False, True):
+            await _set_agreement_batches(path, tmp_path, on)
+            done = await asyncio.gather(
+                *(
+                    pcs["org1"].submit_private(DEALS, ["Org2"], "kv", "put", f"b{on}-{i}", "v")
+                    for i in range(30)
+                )
+            )
+            assert {d.status.result for d in done} == {VALID}
+            ours = {d.tx_id for d in done}
+            await _caught_up(path, ledger_height(ledger_path(path, "peer0.org1", DEALS)))
+            for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
+                found = _deals_agreements(path, node, ours)
+                assert len(found) >= len(ours) and {code for code, _ in found} == {VALID}
+                batched = [a for _, a in found if a.HasField("batch_proof")]  # type: ignore[attr-defined]
+                if on:
+                    assert len({a.signature for a in batched}) < len(batched)  # type: ignore[attr-defined]
+                else:
+                    assert batched == []
+    finally:
+        await close(pcs)
 
 
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(

@@ -475,6 +475,17 @@ def test_endorsement_policy_batch_and_auditors_change(gov: Gov) -> None:
     assert gov.view.policy_for("kv") == parse_policy("OR(Org1.peer, Org2.peer)")
 
 
+def test_private_agreement_batches_turned_on_and_off(gov: Gov) -> None:
+    on = config_edit.with_settings(gov.view.config, private_agreement_batches=True)
+    view = applied(gov, gov.view, on, "Org1", "Org2")
+    assert view.config.private_agreement_batches
+    assert not gov.view.config.private_agreement_batches  # the input is not changed
+    kept = config_edit.with_settings(view.config, max_tx_count=9)  # None: unchanged
+    assert kept.private_agreement_batches
+    off = config_edit.with_settings(view.config, private_agreement_batches=False)
+    assert not applied(gov, view, off, "Org1", "Org2").config.private_agreement_batches
+
+
 # --- links and streams ----------------------------------------------------------------------
 
 

@@ -202,7 +202,8 @@ async def test_a_link_asks_for_one_answer_per_several_batches_and_its_window_sti
     """3 x WINDOW batches, one at a time, on one stream: the answers let the window move on
     (a stalled window would time out and open a second stream), and there are far fewer
     answers than batches — the first, then one per half window, and the refusal at once."""
-    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 2.0)  # a stall shows sooner
+    # a stall shows sooner than the default, within the 10 s wait (2 s flaked at load 20)
+    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 4.0)
     replica = AnsweringReplica()
     sends = [[i] for i in range(1, 3 * WINDOW + 1)]
     sends.insert(5, [0])  # refused: answered at once
@@ -218,7 +219,8 @@ async def test_a_receiver_answering_every_batch_in_the_old_form_keeps_the_window
 ) -> None:
     """An older node answers each batch without `answers` (0): each answer counts one batch,
     else the window would fill after WINDOW batches and the stream time out."""
-    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 2.0)  # a stall shows sooner
+    # a stall shows sooner than the default, within the 10 s wait (2 s flaked at load 20)
+    monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 4.0)
     replica = StreamingReplica()
     sends = [[i] for i in range(1, 2 * WINDOW + 2)]
     await _run_link(replica, sends, want=len(sends), burst_by_burst=True)
