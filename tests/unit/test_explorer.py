@@ -28,7 +28,7 @@ from dltmw.ledger.notary_store import NotaryStore
 from dltmw.ledger.sqlite import BLOCKS_BEFORE_SQL, ChannelLedger
 from dltmw.runtime.config_file import OperationsSettings
 from dltmw.runtime.explorer.api import Explorer
-from dltmw.runtime.explorer.view import transaction
+from dltmw.runtime.explorer.view import block_detail, transaction
 from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.operations import OperationsServer, Probe
 from dltmw.v1 import (
@@ -238,6 +238,27 @@ def test_unparsable_envelopes_are_shown_not_raised() -> None:
     payload = H.Payload(header=header, data=b"\xff\x00junk").SerializeToString()
     shown = transaction(H.Envelope(payload=payload).SerializeToString())
     assert (shown["tx_id"], shown["kind"]) == ("ab", "unparsable")
+
+
+def test_a_forged_envelope_is_shown_with_its_tx_id_as_a_claim() -> None:
+    """A block whose committing peer found envelope 1 invalid before its signature verified
+    (`metadata.unauthenticated`): its tx id is only claimed, the others' are theirs."""
+    envs = [
+        H.Envelope(
+            payload=H.Payload(
+                header=H.Header(
+                    type=H.HEADER_TYPE_ENDORSER_TRANSACTION, tx_id=tx_id
+                ).SerializeToString()
+            ).SerializeToString()
+        ).SerializeToString()
+        for tx_id in ("aa", "bb")
+    ]
+    block = make_block(CHANNEL, 1, ZERO_HASH, envs)
+    block.metadata.validation_codes.extend([0, 0])
+    block.metadata.unauthenticated.append(1)
+    first, second = block_detail(block)["txs"]
+    assert (first["tx_id"], "claimed_tx_id" in first) == ("aa", False)
+    assert (second["tx_id"], second["claimed_tx_id"], second["unauthenticated"]) == ("", "bb", True)
 
 
 class NotaryHolder:

@@ -80,9 +80,16 @@ def block_summary(block: block_pb2.Block) -> Json:
 def block_detail(block: block_pb2.Block) -> Json:
     """The whole block: header, orderer signatures, every transaction with its code."""
     codes = list(block.metadata.validation_codes)
+    # Invalid before their creator signature verified (the committing peer lists them): their
+    # tx id and creator are only claims — anyone can write a victim's tx id into a forged
+    # envelope — so the id is shown as claimed, never as the transaction's (as Events do,
+    # rpc/events.py), and a reader does not take the victim's transaction for invalid.
+    unauthenticated = set(block.metadata.unauthenticated)
     txs = []
     for index, env in enumerate(block.data.envelopes):
         tx = transaction(env)
+        if index in unauthenticated:
+            tx["claimed_tx_id"], tx["tx_id"], tx["unauthenticated"] = tx["tx_id"], "", True
         tx["tx_index"] = index
         tx["code"] = code_name(codes[index]) if index < len(codes) else "NOT_VALIDATED_HERE"
         txs.append(tx)

@@ -108,7 +108,7 @@ function txRow(tx) {
   const shown = events && tx.code !== "VALID" ? `(not emitted) ${events}` : events;
   return el("tr", { "data-tx-id": tx.tx_id },
     el("td", {}, tx.tx_index),
-    el("td", { class: "hash" }, tx.tx_id),
+    el("td", { class: "hash" }, tx.unauthenticated ? `(unauthenticated, claims ${tx.claimed_tx_id})` : tx.tx_id),
     el("td", { class: `code ${tx.code}` }, tx.code),
     el("td", {}, what),
     el("td", {}, who(tx.creator)),
