@@ -3,10 +3,11 @@
 With a vote collector (`core/pbft/collector.py`) backups learn that a slot prepared or
 committed only from the primary's certificates, so a faulty primary's power is what it does
 with them: withhold them, send ones with too few, duplicated or mismatching votes, or show
-backups different ones. None of that may break safety (every certificate is re-verified vote by
-vote) and every run must stay live (the request timer replaces the primary, or catch-up
-fetches what was withheld). `BrokenCheck` is the NEGATIVE CONTROL: its backups accept any
-certificate unverified, and a forging collector must then make honest replicas disagree.
+backups different ones (`SplitsCommitted`). None of that may break safety (every certificate
+is re-verified vote by vote) and every run must stay live (the request timer replaces the
+primary, or catch-up fetches what was withheld). `BrokenCheck` is the NEGATIVE CONTROL: its
+backups accept any certificate unverified, and a splitting collector must then make honest
+replicas disagree.
 """
 
 from __future__ import annotations
@@ -103,15 +104,20 @@ class EquivocatingCollector(SpoilingCollector):
         super().outgoing(world, node, destination, envelope)
 
 
-class BrokenCheck(SpoilingCollector):
-    """NEGATIVE CONTROL: honest replicas' certificate check is broken (they take any
-    certificate's votes unverified) and replica 0 sends even backups commit certificates for
-    another batch than their votes: the checkers must find a safety violation."""
+class SplitsCommitted(SpoilingCollector):
+    """Sends even backups commit certificates for another batch than their votes, odd ones
+    the real certificates: backups that took a certificate's word would disagree."""
 
     def spoil(self, world: World, message: replica_pb2.ReplicaMessage, destination: int) -> bool:
         if destination % 2 == 0 and message.WhichOneof("body") == "commit_certificate":
             _retarget(world, message)
         return True
+
+
+class BrokenCheck(SplitsCommitted):
+    """NEGATIVE CONTROL: `SplitsCommitted` against honest replicas whose certificate check is
+    broken (they take any certificate's votes unverified): the checkers must find a safety
+    violation."""
 
     def incoming(self, world: World, node: Node, envelope: Envelope) -> None:
         replica = node.replica
@@ -169,5 +175,6 @@ COLLECTOR_BEHAVIOURS: dict[str, type[Behaviour]] = {
     "collector-duplicated-votes": DuplicatedVotes,
     "collector-wrong-digest": WrongDigest,
     "collector-equivocates": EquivocatingCollector,
+    "collector-splits-committed": SplitsCommitted,
     "collector-broken-check": BrokenCheck,
 }

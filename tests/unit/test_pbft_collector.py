@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import test_pbft_replica as replica_tests
 from pbft_messages import KEYS, pre_prepare, signed, vote
 
 from dltmw.core.pbft import (
@@ -38,32 +39,19 @@ def kind(envelope: Envelope) -> str:
     return str(replica_pb2.ReplicaMessage.FromString(envelope.payload).WhichOneof("body"))
 
 
-class Cluster:
-    """Four replicas wired directly; every message sent is logged as (from, to, kind)."""
+class Cluster(replica_tests.Cluster):
+    """Four collecting replicas wired directly; every message sent is logged as (from, to,
+    kind)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.replicas = [replica(i) for i in range(4)]
-        self.decided: list[list[bytes]] = [[] for _ in range(4)]
-        self.queue: list[tuple[int, Envelope]] = []
         self.log: list[tuple[int, int, str]] = []
 
     def flush(self, i: int) -> PbftEffects:
-        out = self.replicas[i].ready()
-        self.decided[i].extend(d.digest for d in out.decided)
-        for dst, env in out.send:
-            assert isinstance(env, Envelope)
-            self.log.append((i, dst, kind(env)))
-            self.queue.append((dst, env))
+        out = super().flush(i)
+        self.log += [(i, dst, kind(env)) for dst, env in out.send if isinstance(env, Envelope)]
         return out
-
-    def settle(self) -> None:
-        for _ in range(10_000):
-            if not self.queue:
-                return
-            dst, env = self.queue.pop(0)
-            self.replicas[dst].step(env)
-            self.flush(dst)
-        raise AssertionError("messages never settled")
 
 
 def test_backups_vote_to_the_collector_only_and_every_replica_decides_alike() -> None:
