@@ -65,7 +65,7 @@ def bench(
     pbft_collector: Annotated[
         bool,
         typer.Option(help="PBFT-lite: votes to the primary, certificates back (issue 18)"),
-    ] = False,
+    ] = True,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,

@@ -142,10 +142,10 @@ class Batch(Strict):
         "their certificates (docs/ordering.md, issue 18); off: pre-prepares carry the envelopes",
     )
     pbft_collector: bool = Field(
-        False,
+        True,
         description="PBFT-lite: backups send votes to the primary only, which sends them the "
-        "prepared and commit certificates (O(n) messages per slot; docs/ordering.md); off: "
-        "all-to-all votes",
+        "prepared and commit certificates (O(n) messages per slot; docs/ordering.md); false: "
+        "all-to-all votes (channels made before it existed)",
     )
 
 

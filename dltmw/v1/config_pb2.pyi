@@ -184,7 +184,8 @@ class BatchConfig(_message.Message):
     """PBFT-lite only. True: vote collector (docs/ordering.md, issue 18) — backups send their
     prepares and commits to the view's primary only, and the primary sends each backup the
     prepared and commit certificates it collected: ~5n messages per slot instead of ~3n^2.
-    False (the default): every replica sends its votes to every other (all-to-all).
+    False (absent: channels made before it existed): every replica sends its votes to every
+    other (all-to-all). `dltmw init` sets it for new PBFT channels unless the topology says no.
     """
     def __init__(
         self,
