@@ -8,6 +8,7 @@ from dataclasses import replace
 import test_pbft_replica as replica_tests
 from pbft_messages import KEYS, pre_prepare, signed, vote
 
+from dltmw.core.handlers.pbft_speculative import certified_claims
 from dltmw.core.pbft import (
     ClientRequest,
     Envelope,
@@ -218,3 +219,22 @@ def test_the_collector_resends_certificates_to_backups_that_lack_them() -> None:
     primary.ready()
     primary.step(vote("commit", 3, 0, 1, DIGEST))  # resent: the certificate was lost
     assert [(p, kind(e)) for p, e in primary.ready().send] == [(3, "commit_certificate")]
+
+
+def test_the_block_claims_inside_a_commit_certificate_are_found() -> None:
+    """Readiness (`heard`) counts the block a peer's Commit claims; with a collector a backup
+    sees peers' Commits only inside commit certificates (`certified_claims`)."""
+    commits = []
+    for replica_index in (0, 1, 2):
+        message = replica_pb2.ReplicaMessage()
+        message.commit.CopyFrom(
+            replica_pb2.Vote(
+                view=0, sequence=5, digest=DIGEST, block_hash=b"h", block_signature=b"s"
+            )
+        )
+        commits.append(signed(replica_index, message))
+    commits.append(vote("commit", 3, 0, 5, DIGEST))  # no block signature: no claim
+    batch = replica_pb2.DecidedBatch(view=0, sequence=5, digest=DIGEST, commits=commits)
+    message = replica_pb2.ReplicaMessage(commit_certificate=batch)
+    assert [(c.replica, n) for c, n in certified_claims(message, 0)] == [(0, 4), (1, 4), (2, 4)]
+    assert certified_claims(message, 1) == []  # another epoch's

@@ -70,7 +70,7 @@ from dltmw.core.handlers.pbft_orderer import (
     PbftOrdererCore,
     SignatureOf,
 )
-from dltmw.core.handlers.pbft_speculative import carried_claim
+from dltmw.core.handlers.pbft_speculative import carried_claim, certified_claims
 from dltmw.core.identity import IdentityError
 from dltmw.core.pbft import (
     ClientRequest,
@@ -590,7 +590,15 @@ class PbftOrdererChannel(OrdererChannel):
                 self.heard[signature.replica] = signature.number
         epoch = self.config.epoch
         for envelope in messages:  # Commits carrying a block signature (the signer's, verified)
-            claim = carried_claim(replica_pb2.ReplicaMessage.FromString(envelope.payload), epoch)
+            message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+            claim = carried_claim(message, epoch)
             if claim is not None and claim > self.heard.get(envelope.replica, -1):
                 self.heard[envelope.replica] = claim
+            # With a vote collector, peers' Commits come inside its commit certificates: each
+            # counts once verified (`verify` keeps the result for the core's own check of it).
+            for commit, claim in certified_claims(message, epoch):
+                if claim > self.heard.get(commit.replica, -1) and self.verify(
+                    commit.replica, commit.payload, commit.signature
+                ):
+                    self.heard[commit.replica] = claim
         self.driver.submit_all([*messages, *signatures])
