@@ -62,6 +62,10 @@ def bench(
         bool,
         typer.Option(help="PBFT-lite: order batch certificates, not envelopes (issue 18)"),
     ] = False,
+    pbft_collector: Annotated[
+        bool,
+        typer.Option(help="PBFT-lite: votes to the primary, certificates back (issue 18)"),
+    ] = True,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,
@@ -113,6 +117,7 @@ def bench(
             cut_by_limits_only=cut_by_limits_only,
             reorder=reorder,
             pbft_dissemination=pbft_dissemination,
+            pbft_collector=pbft_collector,
         )
         cfg = BenchConfig(
             workload=workload,

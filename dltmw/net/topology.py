@@ -141,6 +141,12 @@ class Batch(Strict):
         description="PBFT-lite: replicas spread and certify batches (f+1 stores) and order only "
         "their certificates (docs/ordering.md, issue 18); off: pre-prepares carry the envelopes",
     )
+    pbft_collector: bool = Field(
+        True,
+        description="PBFT-lite: backups send votes to the primary only, which sends them the "
+        "prepared and commit certificates (O(n) messages per slot; docs/ordering.md); false: "
+        "all-to-all votes (channels made before it existed)",
+    )
 
 
 def _default_contracts() -> list[ContractSpec]:

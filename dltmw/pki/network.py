@@ -507,6 +507,7 @@ def _channel_config(
             cut_by_limits_only=batch.get("cut_by_limits_only", False),
             reorder=batch.get("reorder", False),
             pbft_dissemination=batch.get("pbft_dissemination", False),
+            pbft_collector=batch.get("pbft_collector", True),
         ),
     )
     for org in ch["members"]:

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from dltmw.sim.byzantine import BEHAVIOURS
+from dltmw.sim.collector_byzantine import COLLECTOR_BEHAVIOURS
 from dltmw.sim.runner import run
 from dltmw.sim.scenarios import SCENARIOS, run_scenario
 
@@ -28,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one seeded simulation; exit 1 if a checker fails."""
     parser = argparse.ArgumentParser(prog="python -m dltmw.sim", description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="network")
+    behaviours = sorted(BEHAVIOURS | COLLECTOR_BEHAVIOURS)
+    parser.add_argument("--behaviour", choices=behaviours, default="network")
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--collector", action="store_true", help="replicas use a vote collector")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--digest", action="store_true", help="print a digest of the trace")
     parser.add_argument("--log", default="CRITICAL", help="log level of the nodes (e.g. INFO)")
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_scenario(args.scenario, args.seed, trace=True)
         lines, verdict, ok = result.trace, result.verdict(), result.ok
     else:
-        pbft = run(args.seed, args.behaviour, args.n, args.requests, trace=True)
+        pbft = run(
+            args.seed, args.behaviour, args.n, args.requests, trace=True, collector=args.collector
+        )
         lines, verdict = pbft.trace, pbft.verdict()
         ok = not pbft.violations and pbft.live
     if args.digest:

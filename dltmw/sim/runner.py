@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from dltmw.core.pbft import PbftConfig
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.checkers import check_alone, check_safety, missing
+from dltmw.sim.collector_byzantine import COLLECTOR_BEHAVIOURS
 from dltmw.sim.keys import Keys
 from dltmw.sim.world import World
 
@@ -56,6 +57,7 @@ class RunResult:
     trace: tuple[str, ...]
     drops: dict[str, int]
     max_view: int
+    collector: bool = False
 
     @property
     def live(self) -> bool:
@@ -64,7 +66,11 @@ class RunResult:
 
     def replay_command(self) -> str:
         """The command that replays this run."""
-        return f"python -m dltmw.sim --seed {self.seed} --behaviour {self.behaviour} --n {self.n}"
+        flag = " --collector" if self.collector else ""
+        return (
+            f"python -m dltmw.sim --seed {self.seed} --behaviour {self.behaviour} --n {self.n}"
+            + flag
+        )
 
     def verdict(self) -> str:
         """One readable line."""
@@ -146,15 +152,18 @@ def run(
     trace: bool = False,
     lone_every: int = 0,
     retain: int | None = None,
+    collector: bool = False,
 ) -> RunResult:
     """Run one seeded simulation and check it; with `lone_every` k (> 0), every k-th request is
     a lone one (ordered in a batch of its own, like a config update; `mixing-primary` always
     submits some); `retain`: decided slots kept (small: compaction within a run, and replicas
-    stranded beyond it catch up by blocks, `block_catchup`)."""
-    config = sim_config(n)
+    stranded beyond it catch up by blocks, `block_catchup`); `collector`: the replicas use a
+    vote collector (`core/pbft/collector.py`), needed by the behaviours of a faulty one."""
+    config = replace(sim_config(n), collector=collector)
     if retain is not None:
         config = replace(config, decided_retain=retain)
-    world = World(seed, config, BEHAVIOURS[behaviour](), clients=2, trace=trace)
+    behaviours = BEHAVIOURS | COLLECTOR_BEHAVIOURS
+    world = World(seed, config, behaviours[behaviour](), clients=2, trace=trace)
     if behaviour == "mixing-primary":
         lone_every = lone_every or LONE_EVERY
     schedule(world, behaviour, requests, lone_every)
@@ -173,5 +182,15 @@ def run(
             drops.update(node.replica.counters)
     max_view = max((node.replica.view for node in honest if node.replica), default=0)
     return RunResult(
-        seed, behaviour, n, violations, lacking, world.now, decided, lines, dict(drops), max_view
+        seed,
+        behaviour,
+        n,
+        violations,
+        lacking,
+        world.now,
+        decided,
+        lines,
+        dict(drops),
+        max_view,
+        collector,
     )

@@ -17,6 +17,7 @@ is compared as a whole. Commands:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from dltmw.core.pbft import Envelope, PbftConfig
 from dltmw.sim.node import Node
@@ -96,7 +97,8 @@ def run_script(text: str) -> str:
     config = BASE
     if commands and commands[0].startswith("config"):
         overrides = dict(word.split("=") for word in commands[0].split()[1:])
-        config = replace(BASE, **{KEYS[k]: int(v) for k, v in overrides.items()})
+        values: dict[str, Any] = {KEYS[k]: int(v) for k, v in overrides.items()}
+        config = replace(BASE, **values)
     behaviour = Scripted()
     world = World(0, config, behaviour, trace=True)
     out: list[str] = []

@@ -402,6 +402,8 @@ class ReplicaMessage(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     BATCH_ACK_FIELD_NUMBER: _builtins.int
     BATCH_FETCH_FIELD_NUMBER: _builtins.int
+    PREPARED_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    COMMIT_CERTIFICATE_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Epoch the message belongs to: the number of the config block that last changed the
@@ -456,6 +458,19 @@ class ReplicaMessage(_message.Message):
     def batch_fetch(self) -> Global___BatchFetch:
         """Dissemination: ask for a stored batch (answered with the origin's signed Batch)."""
 
+    @_builtins.property
+    def prepared_certificate(self) -> Global___PreparedCertificate:
+        """Vote collector (`PbftConfig.collector`, docs/ordering.md): the primary's prepared
+        certificate, sent to every backup once it holds the pre-prepare and 2f matching prepares;
+        a backup that validates it is prepared as if it had seen those prepares itself.
+        """
+
+    @_builtins.property
+    def commit_certificate(self) -> Global___DecidedBatch:
+        """Vote collector: the primary's commit certificate (a decided batch carrying 2f+1 matching
+        commits, with their block signatures), sent to every backup once the slot executed.
+        """
+
     def __init__(
         self,
         *,
@@ -471,13 +486,15 @@ class ReplicaMessage(_message.Message):
         batch: Global___Batch | None = ...,
         batch_ack: Global___BatchAck | None = ...,
         batch_fetch: Global___BatchFetch | None = ...,
+        prepared_certificate: Global___PreparedCertificate | None = ...,
+        commit_certificate: Global___DecidedBatch | None = ...,
         epoch: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "commit_certificate", b"commit_certificate", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "prepared_certificate", b"prepared_certificate", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "epoch", b"epoch", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_ack", b"batch_ack", "batch_fetch", b"batch_fetch", "body", b"body", "checkpoint", b"checkpoint", "commit", b"commit", "commit_certificate", b"commit_certificate", "epoch", b"epoch", "forwarded", b"forwarded", "new_view", b"new_view", "pre_prepare", b"pre_prepare", "prepare", b"prepare", "prepared_certificate", b"prepared_certificate", "state_reply", b"state_reply", "state_request", b"state_request", "view_change", b"view_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "forwarded", "state_request", "state_reply", "batch", "batch_ack", "batch_fetch"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "forwarded", "state_request", "state_reply", "batch", "batch_ack", "batch_fetch", "prepared_certificate", "commit_certificate"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

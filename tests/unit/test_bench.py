@@ -186,6 +186,7 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
         "cut_by_limits_only": False,
         "reorder": False,
         "pbft_dissemination": False,
+        "pbft_collector": True,
     }
 
 

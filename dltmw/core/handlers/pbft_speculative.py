@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.pbft.types import Signer
 from dltmw.v1 import block_pb2, replica_pb2
@@ -55,6 +57,28 @@ def carried_claim(message: replica_pb2.ReplicaMessage, epoch: int) -> int | None
         return None
     vote = message.commit
     return epoch + vote.sequence - 1 if vote.block_signature else None
+
+
+def certified_claims(
+    message: replica_pb2.ReplicaMessage, epoch: int
+) -> list[tuple[replica_pb2.SignedReplicaMessage, int]]:
+    """The Commits inside a collector's commit certificate (`core/pbft/collector.py`) that
+    carry a block signature, each with the block it claims (`carried_claim`): with a collector
+    a backup sees its peers' Commits only there. Unverified: the caller verifies a Commit
+    before it counts its claim."""
+    if message.WhichOneof("body") != "commit_certificate" or message.epoch != epoch:
+        return []
+    out = []
+    for commit in message.commit_certificate.commits:
+        inner = replica_pb2.ReplicaMessage()
+        try:
+            inner.ParseFromString(commit.payload)
+        except DecodeError:
+            continue
+        claim = carried_claim(inner, epoch)
+        if claim is not None:
+            out.append((commit, claim))
+    return out
 
 
 @dataclass(frozen=True)

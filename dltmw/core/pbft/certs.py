@@ -96,35 +96,69 @@ class Checker:
         self, envelopes: Iterable[Envelope], kind: str, view: int, sequence: int, digest: bytes
     ) -> set[int]:
         """Distinct signers of valid `kind` votes for exactly (view, sequence, digest)."""
-        signers: set[int] = set()
+        return set(self.vote_envelopes(envelopes, kind, view, sequence, digest))
+
+    def vote_envelopes(
+        self, envelopes: Iterable[Envelope], kind: str, view: int, sequence: int, digest: bytes
+    ) -> dict[int, tuple[Envelope, replica_pb2.Vote]]:
+        """The first valid `kind` vote of each distinct signer for exactly (view, sequence,
+        digest), with the vote itself (a collected Commit carries a block signature)."""
+        found: dict[int, tuple[Envelope, replica_pb2.Vote]] = {}
         for env in envelopes:
+            if env.replica in found:
+                continue
             msg = self.open(env)
             if msg is None or msg.WhichOneof("body") != kind:
                 continue
             vote = getattr(msg, kind)
             if (vote.view, vote.sequence, vote.digest) == (view, sequence, digest):
-                signers.add(env.replica)
-        return signers
+                found[env.replica] = (env, vote)
+        return found
 
     def prepared(self, cert: replica_pb2.PreparedCertificate) -> replica_pb2.PrePrepare | None:
         """The pre-prepare a prepared certificate proves, or None if the certificate is invalid."""
-        msg = self.open(cert.pre_prepare)
-        if msg is None or msg.WhichOneof("body") != "pre_prepare":
-            return None
-        pp = msg.pre_prepare
+        proven = self.prepared_votes(cert)
+        return None if proven is None else proven[0]
+
+    def prepared_votes(
+        self,
+        cert: replica_pb2.PreparedCertificate,
+        accepted: replica_pb2.PrePrepare | None = None,
+    ) -> tuple[replica_pb2.PrePrepare, dict[int, Envelope]] | None:
+        """The pre-prepare a prepared certificate proves and its valid prepares by signer (never
+        the primary's), or None if the certificate is invalid. `accepted`: the caller already
+        verified and accepted exactly this pre-prepare (its view, sequence and digest): it is
+        not verified and its batch not judged again."""
+        pp = accepted
+        if pp is None:
+            msg = self.open(cert.pre_prepare)
+            if msg is None or msg.WhichOneof("body") != "pre_prepare":
+                return None
+            pp = msg.pre_prepare
+            if not self.batch_ok(pp.digest, pp.requests):
+                return None
         primary = self.config.primary(pp.view)
-        if cert.pre_prepare.replica != primary or not self.batch_ok(pp.digest, pp.requests):
+        if cert.pre_prepare.replica != primary:
             return None
-        signers = self.votes(cert.prepares, "prepare", pp.view, pp.sequence, pp.digest)
-        signers.discard(primary)
-        return pp if len(signers) >= self.config.quorum - 1 else None
+        found = self.vote_envelopes(cert.prepares, "prepare", pp.view, pp.sequence, pp.digest)
+        found.pop(primary, None)
+        if len(found) < self.config.quorum - 1:
+            return None
+        return pp, {signer: env for signer, (env, _vote) in found.items()}
 
     def committed(self, batch: replica_pb2.DecidedBatch) -> bool:
         """A decided batch is proven by 2f+1 distinct commits over its view, sequence, digest."""
         if batch.sequence < 1 or not self.batch_ok(batch.digest, batch.requests):
             return False
-        signers = self.votes(batch.commits, "commit", batch.view, batch.sequence, batch.digest)
-        return len(signers) >= self.config.quorum
+        return len(self.commit_votes(batch)) >= self.config.quorum
+
+    def commit_votes(
+        self, batch: replica_pb2.DecidedBatch
+    ) -> dict[int, tuple[Envelope, replica_pb2.Vote]]:
+        """The valid commits of a decided batch by distinct signer (its batch not judged)."""
+        return self.vote_envelopes(
+            batch.commits, "commit", batch.view, batch.sequence, batch.digest
+        )
 
     def checkpoint(self, sequence: int, proof: Sequence[Envelope]) -> bytes | None:
         """The state digest 2f+1 distinct replicas signed for `sequence`, or None."""

@@ -8,7 +8,8 @@ from distinct backups a replica is *prepared*: it persists the prepared certific
 broadcasts a Commit. 2f+1 matching commits make the slot *committed*; slots execute strictly in
 sequence order, each producing a `Decided` with its commit certificate. Every K sequences a
 replica broadcasts a signed Checkpoint; 2f+1 matching ones make it stable, which moves the
-watermarks and discards older log entries.
+watermarks and discards older log entries. With `PbftConfig.collector` prepares and commits go
+to the primary only, which sends backups the certificates it collected (`collector.py`).
 
 Catch-up: every `probe_ticks` a replica that has not executed since the previous such tick
 (or was proven behind since, `probe_if_stalled`) asks its peers for decided batches from its next
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from dltmw.core.pbft.certs import Checker
-from dltmw.core.pbft.checkpoints import Checkpoints
+from dltmw.core.pbft.collector import CERTIFICATES, Collector
 from dltmw.core.pbft.jump import jump
 from dltmw.core.pbft.recovery import replay
 from dltmw.core.pbft.state import Pending, Slot
@@ -58,7 +59,7 @@ CommitBlock = Callable[[int, bytes, tuple[bytes, ...]], tuple[bytes, bytes] | No
 BlockSigned = Callable[[int, int, bytes, bytes], None]
 
 
-class Replica(Checkpoints):
+class Replica(Collector):
     """One PBFT-lite replica (pure state machine; see the module docstring)."""
 
     def __init__(
@@ -237,6 +238,8 @@ class Replica(Checkpoints):
                 self.on_pre_prepare(envelope, message.pre_prepare)
             else:
                 self.on_vote(envelope, kind, body)
+        elif kind in CERTIFICATES:
+            self.on_certificate(envelope, message)
         elif kind == "checkpoint":
             self.on_checkpoint(envelope, message.checkpoint)
         elif kind == "view_change":
@@ -364,7 +367,8 @@ class Replica(Checkpoints):
             return
         if vote.sequence < self.next_exec:
             if kind == "commit":
-                self._block_signed(envelope.replica, vote)  # its block may still be signing
+                self.block_signed_by(envelope.replica, vote)  # its block may still be signing
+                self.answer_late_commit(envelope.replica, vote.sequence)
             self.drop("late-vote")
             return
         if kind == "prepare" and envelope.replica == self.primary():
@@ -378,10 +382,10 @@ class Replica(Checkpoints):
             return
         votes[envelope.replica] = (vote.digest, envelope)
         if kind == "commit":
-            self._block_signed(envelope.replica, vote)
+            self.block_signed_by(envelope.replica, vote)
         self.advance(vote.sequence)
 
-    def _block_signed(self, replica: int, vote: replica_pb2.Vote) -> None:
+    def block_signed_by(self, replica: int, vote: replica_pb2.Vote) -> None:
         """Hand a block signature a verified Commit carried to the orderer (`block_signed`);
         whether it counts is the block assembler's business (it must match our block)."""
         if self.block_signed is not None and vote.block_signature:
@@ -407,11 +411,15 @@ class Replica(Checkpoints):
                     block = self.commit_block(sequence, slot.digest, slot.requests)
                 slot.mine.append(self.vote("commit", sequence, slot.digest, block))
                 slot.commits.setdefault(self.me, (slot.digest, slot.mine[-1]))
+                self.send_prepared_certificate(slot, cert)
         self.execute()
 
     def committed_batch(self, sequence: int) -> replica_pb2.DecidedBatch | None:
-        """The decided batch of a committed slot (2f+1 matching commits), or None."""
+        """The decided batch of a committed slot (2f+1 matching commits, or the collector's
+        commit certificate), or None."""
         slot = self.slots.get(sequence)
+        if slot is not None and slot.decided is not None:
+            return slot.decided
         if slot is None or slot.pre_prepare is None:
             return None
         commits = [e for r, (d, e) in sorted(slot.commits.items()) if d == slot.digest]
@@ -429,6 +437,7 @@ class Replica(Checkpoints):
         """Execute committed slots in sequence order."""
         while (batch := self.committed_batch(self.next_exec)) is not None:
             self.apply(batch)
+            self.send_commit_certificate(batch)
 
     def apply(self, batch: replica_pb2.DecidedBatch, restoring: bool = False) -> None:
         """Execute one decided batch (the next sequence): persist, output, checkpoint."""
@@ -519,7 +528,9 @@ class Replica(Checkpoints):
                     if envelope is slot.pre_prepare:
                         self._resend_pre_prepare(slot, envelope)
                     else:
-                        self.broadcast(envelope)
+                        self.send_vote(envelope)
+                if self.collecting:
+                    self.resend_prepared_certificate(seq, slot)
         self.forward_pending()
 
     def _resend_pre_prepare(self, slot: Slot, envelope: Envelope) -> None:

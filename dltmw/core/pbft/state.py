@@ -45,6 +45,11 @@ class Slot:
     # len(mine) at the last retransmission pass: a slot with a message of ours newer than
     # that pass is not resent in this one (`Replica.retransmit`).
     mine_seen: int = 0
+    # Vote collector (`PbftConfig.collector`): as primary, our signed prepared certificate of
+    # the slot (sent to every backup, resent to those that have not committed); as backup, the
+    # primary's validated commit certificate, which decides the slot (`collector.py`).
+    certificate: Envelope | None = None
+    decided: replica_pb2.DecidedBatch | None = None
 
 
 @dataclass
@@ -108,6 +113,10 @@ class ReplicaState:
         # (the next blocks are the next group's; `PbftOrdererCore._track` sets it).
         self.end: int | None = None
         self.prepared: dict[int, replica_pb2.PreparedCertificate] = {}
+        # Vote collector, as primary: our signed commit certificates of recently executed
+        # slots and the tick each was sent, to answer a backup's late Commit
+        # (`Collector.answer_late_commit`; a window of them).
+        self.commit_certificates: dict[int, tuple[Envelope, int]] = {}
         # View change.
         self.vc_attempts = 0
         # When to give up on the view we are changing to; None until 2f+1 replicas asked for it
@@ -179,8 +188,16 @@ class ReplicaState:
         getattr(message, kind).CopyFrom(vote)
         envelope = self.sign(message)
         self.persist(VoteRecord(envelope))
-        self.broadcast(envelope)
+        self.send_vote(envelope)
         return envelope
+
+    def send_vote(self, envelope: Envelope) -> None:
+        """Send our prepare or commit: to every other replica, or with a vote collector only to
+        the view's primary (none when we are it: the certificates carry our vote)."""
+        if self.config.collector:
+            self.send_to(self.primary(), envelope)
+        else:
+            self.broadcast(envelope)
 
     def vote_prepare(self, slot: Slot, sequence: int, digest: bytes) -> None:
         """Vote Prepare for a slot's pre-prepare (our vote counts towards our own quorum)."""

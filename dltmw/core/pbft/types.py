@@ -76,6 +76,12 @@ class PbftConfig:
     in memory (0: all of them); older ones are served from the records (`DecidedFromStore`).
     A notary cluster's batches carry whole wraps (up to ~200 KB each), so 1,024 of them in
     memory were ~20 MiB per member; the normal pipeline needs only the window.
+
+    `collector`: the vote-collector pattern (docs/ordering.md): backups send prepares and
+    commits to the view's primary only, and the primary sends them the certificates it
+    collected (`collector.py`). False: all-to-all, PBFT's pattern. Every replica of a group must
+    agree on it (a backup of an all-to-all group waiting for prepares the others send only to
+    the primary would never prepare).
     """
 
     n: int
@@ -93,6 +99,7 @@ class PbftConfig:
     decided_retain: int = 4096
     decided_kept: int = 0
     epoch: int = 0
+    collector: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 4:

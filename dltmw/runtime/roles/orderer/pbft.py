@@ -70,7 +70,7 @@ from dltmw.core.handlers.pbft_orderer import (
     PbftOrdererCore,
     SignatureOf,
 )
-from dltmw.core.handlers.pbft_speculative import carried_claim
+from dltmw.core.handlers.pbft_speculative import carried_claim, certified_claims
 from dltmw.core.identity import IdentityError
 from dltmw.core.pbft import (
     ClientRequest,
@@ -119,11 +119,13 @@ DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 OrdererDriver = Driver[Input, Input, StoredRecord, CommittedBlock, Outbound, Rejected | None]
 
 
-def replica_config(n: int, batch_max: int, epoch: int = 0) -> PbftConfig:
-    """Protocol parameters for real nodes (ticks of TICK_S)."""
+def replica_config(n: int, batch_max: int, epoch: int = 0, collector: bool = False) -> PbftConfig:
+    """Protocol parameters for real nodes (ticks of TICK_S); `collector`: the channel's
+    `batch.pbft_collector` (block 0's)."""
     return PbftConfig(
         n=max(4, n),
         epoch=epoch,
+        collector=collector,
         checkpoint_interval=16,
         batch_size_max=max(1, batch_max),
         view_change_timeout_ticks=40,
@@ -301,9 +303,11 @@ class PbftOrdererChannel(OrdererChannel):
         self.store = store
         self._batch_max = (genesis or view).config.batch.max_tx_count
         self._dissemination = (genesis or view).config.batch.pbft_dissemination
+        # Vote collector (block 0's, like dissemination: every replica runs the same protocol).
+        self._collector = (genesis or view).config.batch.pbft_collector
         self.identities: list[bytes] = []
         self.me: int | None = None  # None: no config in force names us (a follower)
-        self.config = replica_config(len(view.config.orderers), self._batch_max)
+        self.config = replica_config(len(view.config.orderers), self._batch_max, 0, self._collector)
         self.links: dict[int, ReplicaLink] = {}
         self._links_started = False
         self._just_verified = JustVerified()  # the boundary's checks, for the core's (`verify`)
@@ -332,7 +336,7 @@ class PbftOrdererChannel(OrdererChannel):
         ids = [o.node_id for o in orderers]
         self.identities = [o.identity for o in orderers]
         self.me = ids.index(self.ctx.node_id) if self.ctx.node_id in ids else None
-        self.config = replica_config(len(orderers), self._batch_max, epoch)
+        self.config = replica_config(len(orderers), self._batch_max, epoch, self._collector)
         self._just_verified.clear()  # an index may name another identity from now on
         by_node = {link.node_id: link for link in self.links.values()}
         links = {}
@@ -586,7 +590,15 @@ class PbftOrdererChannel(OrdererChannel):
                 self.heard[signature.replica] = signature.number
         epoch = self.config.epoch
         for envelope in messages:  # Commits carrying a block signature (the signer's, verified)
-            claim = carried_claim(replica_pb2.ReplicaMessage.FromString(envelope.payload), epoch)
+            message = replica_pb2.ReplicaMessage.FromString(envelope.payload)
+            claim = carried_claim(message, epoch)
             if claim is not None and claim > self.heard.get(envelope.replica, -1):
                 self.heard[envelope.replica] = claim
+            # With a vote collector, peers' Commits come inside its commit certificates: each
+            # counts once verified (`verify` keeps the result for the core's own check of it).
+            for commit, claim in certified_claims(message, epoch):
+                if claim > self.heard.get(commit.replica, -1) and self.verify(
+                    commit.replica, commit.payload, commit.signature
+                ):
+                    self.heard[commit.replica] = claim
         self.driver.submit_all([*messages, *signatures])
