@@ -76,6 +76,12 @@ class Coalescer(Generic[In, Out]):
 
     async def call(self, item: In) -> Out:
         """Process `item` in the next batch; returns its result or raises its exception."""
+        return await self.submit(item)
+
+    def submit(self, item: In) -> asyncio.Future[Out]:
+        """Queue `item` for the next batch; the future of its result. For a caller with many
+        items at once (a Transact request): no task or coroutine per item, and cancelling the
+        future before its batch starts takes the item out, as for `call`."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._task is None or self._task.done():
@@ -83,7 +89,7 @@ class Coalescer(Generic[In, Out]):
             self._task = asyncio.create_task(self._run(), name=f"coalesce-{self._name}")
         assert self._wakeup is not None
         self._wakeup.set()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Stop the background task; callers still waiting get CancelledError."""
@@ -257,3 +263,28 @@ async def next_or_none(queue: asyncio.Queue[Out], reader: asyncio.Task[Any]) -> 
         return getter.result()
     getter.cancel()  # (an item it had not taken yet stays in the queue)
     return None
+
+
+async def settled(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Return once every one of `futures` is settled, whatever its outcome (one waiter for a
+    batch of per-item futures, instead of a coroutine awaiting each). Awaited one by one: the
+    waiter wakes once, when the first pending one settles, and finds the others of the same
+    batch settled too (`asyncio.wait` costs a callback per future and a second loop turn to
+    wake). If the waiter is cancelled, so are the futures still pending: their items are
+    withdrawn, as a cancelled `Coalescer.call`'s is."""
+    try:
+        for future in futures:
+            if future.done():
+                continue
+            try:
+                await future
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the waiter itself is cancelled (not just this future)
+            except Exception:  # (its outcome is for whoever holds the future to read)
+                pass
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

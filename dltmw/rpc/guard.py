@@ -76,9 +76,15 @@ def require(condition: bool, what: str) -> None:
 
 def proposal_channel(signed: proposal_pb2.SignedProposal) -> str:
     """Channel id named by a signed proposal's header (unverified: only to route)."""
+    return proposal_header(signed).channel_id
+
+
+def proposal_header(signed: proposal_pb2.SignedProposal) -> common_pb2.Header:
+    """A signed proposal's header (unverified: to route, and to name the creator's
+    organisation for the TLS binding, from ONE parse)."""
     require(bool(signed.proposal_bytes), "signed_proposal.proposal_bytes")
     proposal = parse(proposal_pb2.Proposal, signed.proposal_bytes, "proposal")
-    return parse(common_pb2.Header, proposal.header, "header").channel_id
+    return parse(common_pb2.Header, proposal.header, "header")
 
 
 def envelope_channel(envelope: common_pb2.Envelope) -> tuple[str, str]:

@@ -2,9 +2,20 @@
 
 Why: a client with many transactions in flight would otherwise pay three unary RPCs and a signed
 query per transaction, each costing ~0.2 ms of CPU on both ends, more than the transaction's
-signature checks. Here every item of a request becomes its own task doing exactly what the unary
-RPC does (the same admission, policy, durability and error reasons), and the outcomes that are
-ready at one moment leave together in one TransactResponse.
+signature checks. Here every item gets exactly what the unary RPC does (the same admission,
+policy, durability and error reasons), and the outcomes that are ready at one moment leave
+together in one TransactResponse.
+
+Per request, not per item. A task, a coroutine and a timer per item were the largest share of a
+gateway peer's Python time (a quarter of its GIL samples, `benchmarks/RESULTS.md`). So a
+request's endorse items share one task, and its submit items another: each item is a future of
+the batch it joins downstream (`Coalescer.submit`; the orderer's Broadcast stream; the peer's
+commit watch), whose callback queues the item's outcome as soon as it settles. The rules a
+reader must keep: an item's own error (a DltmwError) is that item's outcome only, never its
+neighbours'; an outcome leaves when its item is ready, never held for the rest of its request;
+anything else an item's future fails with is a bug and ends the stream (`_Batch.broken`), it
+does not pass as an item error; and a request's task owns its items: cancelled (the stream
+ends), it withdraws what they still wait for.
 
 Commit status. An accepted submission is answered twice: SubmitOutcome once the orderer has
 durably queued it, then CommitOutcome once the local peer has durably committed its block. The
@@ -21,15 +32,17 @@ outcomes wait for a client that does not read them, the stream's requests are no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from typing import Any, Protocol
+import functools
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
-from dltmw.aio.coalesce import bounded
+from dltmw.aio.coalesce import settled
+from dltmw.aio.deadlines import FifoDeadlines
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import CheckedEnvelope, CheckedProposal, parse
-from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_channel, require
+from dltmw.rpc.guard import Ctx, check_tls_org, envelope_channel, proposal_header, require
 from dltmw.v1 import (
     batch_pb2,
     block_pb2,
@@ -46,6 +59,7 @@ G = gateway_service_pb2
 Outcome = G.EndorseOutcome | G.SubmitOutcome | G.CommitOutcome
 RESPONSE_MAX = 512  # outcomes per TransactResponse
 MAX_OUTSTANDING = 4096
+Item = TypeVar("Item", G.EndorseItem, G.SubmitItem)
 
 
 class Endorsed(Protocol):
@@ -77,12 +91,36 @@ class GatewayRole(Protocol):
         `min_block_number`."""
         ...
 
+    def endorse_soon(
+        self,
+        channel_id: str,
+        signed: proposal_pb2.SignedProposal,
+        orgs_wanted: Sequence[str],
+        min_block_number: int = 0,
+    ) -> asyncio.Future[Any]:
+        """`endorse` as a future of an `Endorsed` (no coroutine per proposal; a Future is
+        invariant, hence Any); cancelling it withdraws the proposal."""
+        ...
+
     async def check_envelope(self, channel_id: str, envelope: bytes) -> CheckedEnvelope:
         """Admission of a signed envelope (raises its ClientError)."""
         ...
 
+    def check_envelope_soon(
+        self, channel_id: str, envelope: bytes
+    ) -> asyncio.Future[CheckedEnvelope]:
+        """`check_envelope` as a future (no coroutine per envelope)."""
+        ...
+
     async def submit(self, channel_id: str, envelope: bytes, tx_id: str) -> None:
         """Forward to the channel's orderer; returns once it durably accepted."""
+
+    async def submit_many(
+        self, channel_id: str, envelopes: Sequence[tuple[bytes, str]]
+    ) -> list[asyncio.Future[None]]:
+        """`submit` of many (envelope, tx_id): per envelope the future of its acceptance or
+        of its own error."""
+        ...
 
 
 class LocalPeer(Protocol):
@@ -126,8 +164,38 @@ def item_error(exc: DltmwError) -> batch_pb2.ItemError:
     return batch_pb2.ItemError(reason=exc.reason, message=exc.message)  # type: ignore[arg-type]
 
 
+class _Batch:
+    """The items of one request of one kind (endorse or submit) while they are in progress:
+    the request's task waits on `all_done` until each of them was answered (and so owns
+    them: cancelling it cancels what they still wait for)."""
+
+    def __init__(self, session: TransactSession, count: int) -> None:
+        self.session = session
+        self.left = count
+        self.all_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def answered(self, outcome: Outcome) -> None:
+        """An item's final outcome."""
+        self.session._out.put_nowait(outcome)
+        self.session._busy -= 1
+        self.left -= 1
+        if self.left == 0 and not self.all_done.done():
+            self.all_done.set_result(None)
+
+    def broken(self, exc: BaseException) -> None:
+        """An item's future failed with what is no item error (a bug): the stream fails."""
+        if not self.all_done.done():
+            self.all_done.set_exception(exc)
+
+
 class TransactSession:
-    """State of one Transact stream."""
+    """State of one Transact stream.
+
+    Per request, ONE task for its endorse items and one for its submit items, not one per
+    item: each item becomes a future of the batching stage it joins (`Coalescer.submit`, the
+    orderer's Broadcast stream, the peer's commit watch), and its outcome is queued by that
+    future's callback the moment it settles — neighbours neither wait for nor fail with it.
+    Commit waits share one timer (`FifoDeadlines`) instead of a timer per item."""
 
     def __init__(
         self,
@@ -145,7 +213,10 @@ class TransactSession:
         self._out: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._drained = asyncio.Event()  # set when `serve` took outcomes off `_out`
         self._tasks: set[asyncio.Task[None]] = set()
+        self._busy = 0  # items in progress (bounded by max_outstanding)
+        self._deadlines = FifoDeadlines()  # the commit waits'
         self._tls: dict[tuple[str, str], ClientError | None] = {}
+        self._failure: BaseException | None = None  # what broke a batch (a bug)
 
     async def serve(
         self, requests: AsyncIterator[G.TransactRequest]
@@ -164,12 +235,15 @@ class TransactSession:
                     _add(response, more)
                 self._drained.set()
                 yield response
+            if self._failure is not None:
+                raise self._failure
             await reader  # re-raise what broke the request stream, if anything
         finally:
             reader.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            self._deadlines.close()
 
     async def _read(self, requests: AsyncIterator[G.TransactRequest]) -> None:
         try:
@@ -178,24 +252,40 @@ class TransactSession:
                 while self._out.qsize() >= self._max_outstanding:
                     self._drained.clear()
                     await self._drained.wait()
-                for e in request.endorse:
-                    self._spawn(self._endorse(e), G.EndorseOutcome, e.ref)
-                for s in request.submit:
-                    self._spawn(self._submit(s), G.SubmitOutcome, s.ref)
-            while self._tasks:
+                endorse = self._admit(request.endorse, G.EndorseOutcome)
+                if endorse:
+                    self._start(self._endorse_batch(endorse))
+                submit = self._admit(request.submit, G.SubmitOutcome)
+                if submit:
+                    self._start(self._submit_batch(submit))
+            while self._tasks:  # (a batch that broke ends the stream: `_ended`)
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
             self._out.put_nowait(None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], kind: type[Outcome], ref: int) -> None:
-        if len(self._tasks) >= self._max_outstanding:
-            coro.close()
-            busy = TransientError(R.ERROR_REASON_OVERLOADED, "too many items in progress")
-            self._out.put_nowait(kind(ref=ref, error=item_error(busy)))
-            return
+    def _admit(self, items: Sequence[Item], kind: type[Outcome]) -> list[Item]:
+        """The items taken into progress; those beyond the bound are refused OVERLOADED."""
+        taken: list[Item] = []
+        for item in items:
+            if self._busy >= self._max_outstanding:
+                busy = TransientError(R.ERROR_REASON_OVERLOADED, "too many items in progress")
+                self._out.put_nowait(kind(ref=item.ref, error=item_error(busy)))
+                continue
+            self._busy += 1
+            taken.append(item)
+        return taken
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A batch's task ended; one that raised (a bug) ends the stream at once with it."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self._out.put_nowait(None)
 
     def _peer(self, channel_id: str) -> LocalPeer:
         peer = self._peers.get(channel_id)
@@ -216,68 +306,164 @@ class TransactSession:
         if error is not None:
             raise error
 
-    async def _endorse(self, item: G.EndorseItem) -> None:
-        try:
+    async def _endorse_batch(self, items: list[G.EndorseItem]) -> None:
+        batch = _Batch(self, len(items))
+        pending: list[asyncio.Future[Any]] = []
+        for item in items:
+            try:
+                request = item.request
+                require(request.HasField("signed_proposal"), "request.signed_proposal")
+                header = proposal_header(request.signed_proposal)  # parsed once per item
+                peer = self._peer(header.channel_id)
+                self._check_tls(
+                    peer, parse(identity_pb2.Identity, header.creator, "creator").org_id
+                )
+                future = self._gateway.endorse_soon(
+                    peer.view.channel_id,
+                    request.signed_proposal,
+                    request.endorsing_organizations,
+                    request.min_block_number,
+                )
+            except DltmwError as exc:
+                batch.answered(G.EndorseOutcome(ref=item.ref, error=item_error(exc)))
+                continue
+            future.add_done_callback(functools.partial(_endorsed, batch, item.ref))
+            pending.append(future)
+        await _until_answered(batch, pending)
+
+    async def _submit_batch(self, items: list[G.SubmitItem]) -> None:
+        batch = _Batch(self, len(items))
+        checks: list[tuple[int, LocalPeer, bytes, asyncio.Future[CheckedEnvelope]]] = []
+        for item in items:
             request = item.request
-            require(request.HasField("signed_proposal"), "request.signed_proposal")
-            peer = self._peer(proposal_channel(request.signed_proposal))
-            self._check_tls(peer, creator_org(request.signed_proposal))
-            result = await self._gateway.endorse(
-                peer.view.channel_id,
-                request.signed_proposal,
-                list(request.endorsing_organizations),
-                request.min_block_number,
+            try:
+                require(request.HasField("envelope"), "request.envelope")
+                channel_id, _ = envelope_channel(request.envelope)
+                peer = self._peer(channel_id)
+                raw = request.envelope.SerializeToString()
+            except DltmwError as exc:
+                batch.answered(G.SubmitOutcome(ref=item.ref, error=item_error(exc)))
+                continue
+            checks.append((item.ref, peer, raw, self._gateway.check_envelope_soon(channel_id, raw)))
+        watched: list[tuple[str, LocalPeer, asyncio.Future[TxRecord]]] = []
+        try:
+            await settled([check for *_, check in checks])
+            by_channel: dict[str, list[tuple[int, LocalPeer, bytes, str]]] = {}
+            for ref, peer, raw, check in checks:
+                try:
+                    checked = check.result()
+                    self._check_tls(peer, checked.creator.org_id)
+                except DltmwError as exc:
+                    batch.answered(G.SubmitOutcome(ref=ref, error=item_error(exc)))
+                    continue
+                entry = (ref, peer, raw, checked.header.tx_id)
+                by_channel.setdefault(peer.view.channel_id, []).append(entry)
+            for channel_id, entries in by_channel.items():
+                for _, peer, _, tx_id in entries:  # before the duplicate check (module docstring)
+                    watched.append((tx_id, peer, peer.watch(tx_id)))
+                await self._order(batch, channel_id, entries, watched[-len(entries) :])
+            await batch.all_done
+        finally:
+            for tx_id, peer, committed in watched:
+                peer.unwatch(tx_id, committed)
+
+    async def _order(
+        self,
+        batch: _Batch,
+        channel_id: str,
+        entries: list[tuple[int, LocalPeer, bytes, str]],
+        watched: list[tuple[str, LocalPeer, asyncio.Future[TxRecord]]],
+    ) -> None:
+        """Submit a channel's checked envelopes; each item's outcomes from its future's
+        callbacks: SubmitOutcome on the orderer's answer, then CommitOutcome on the commit."""
+        try:
+            accepted = await self._gateway.submit_many(
+                channel_id, [(raw, tx_id) for _, _, raw, tx_id in entries]
             )
         except DltmwError as exc:
-            self._out.put_nowait(G.EndorseOutcome(ref=item.ref, error=item_error(exc)))
+            for ref, *_ in entries:
+                batch.answered(G.SubmitOutcome(ref=ref, error=item_error(exc)))
             return
-        response = G.EndorseResponse(prepared_payload=result.prepared_payload, result=result.result)
-        self._out.put_nowait(G.EndorseOutcome(ref=item.ref, response=response))
+        for (ref, peer, _, tx_id), (_, _, committed), future in zip(
+            entries, watched, accepted, strict=True
+        ):
+            future.add_done_callback(
+                functools.partial(self._submitted, batch, ref, tx_id, peer, committed)
+            )
 
-    async def _submit(self, item: G.SubmitItem) -> None:
-        request = item.request
-        try:
-            require(request.HasField("envelope"), "request.envelope")
-            channel_id, _ = envelope_channel(request.envelope)
-            peer = self._peer(channel_id)
-            raw = request.envelope.SerializeToString()
-            checked = await self._gateway.check_envelope(channel_id, raw)
-            self._check_tls(peer, checked.creator.org_id)
-        except DltmwError as exc:
-            self._out.put_nowait(G.SubmitOutcome(ref=item.ref, error=item_error(exc)))
-            return
-        tx_id = checked.header.tx_id
-        committed = peer.watch(tx_id)
-        try:
-            await self._gateway.submit(channel_id, raw, tx_id)
-            accepted = G.SubmitResponse(tx_id=tx_id)
-            self._out.put_nowait(G.SubmitOutcome(ref=item.ref, response=accepted))
-        except DltmwError as exc:
+    def _submitted(
+        self,
+        batch: _Batch,
+        ref: int,
+        tx_id: str,
+        peer: LocalPeer,
+        committed: asyncio.Future[TxRecord],
+        future: asyncio.Future[None],
+    ) -> None:
+        error = _item_failure(batch, future)
+        if error is not None:
             peer.unwatch(tx_id, committed)
-            self._out.put_nowait(G.SubmitOutcome(ref=item.ref, error=item_error(exc)))
+            batch.answered(G.SubmitOutcome(ref=ref, error=item_error(error)))
             return
-        try:
-            await self._commit(item.ref, tx_id, committed)
-        finally:
-            peer.unwatch(tx_id, committed)
+        if future.cancelled() or future.exception() is not None:
+            return  # (a bug: `_item_failure` broke the stream)
+        self._out.put_nowait(G.SubmitOutcome(ref=ref, response=G.SubmitResponse(tx_id=tx_id)))
 
-    async def _commit(self, ref: int, tx_id: str, committed: asyncio.Future[TxRecord]) -> None:
         def late() -> TransientError:
             return TransientError(
                 R.ERROR_REASON_WAIT_TIMEOUT, f"tx {tx_id} not committed within {self._wait_s}s"
             )
 
-        try:
-            record = await bounded(committed, self._wait_s, late)
-        except TransientError as exc:
-            self._out.put_nowait(G.CommitOutcome(ref=ref, error=item_error(exc)))
-            return
+        self._deadlines.add(committed, self._wait_s, late)
+        committed.add_done_callback(functools.partial(_committed, batch, ref, tx_id, peer))
+
+
+def _item_failure(batch: _Batch, future: asyncio.Future[Any]) -> DltmwError | None:
+    """The item error a settled future holds; anything else that is no result breaks the
+    batch (and so the stream: a bug must not pass as an item's error)."""
+    if future.cancelled():
+        return TransientError(R.ERROR_REASON_SHUTTING_DOWN, "the gateway is stopping")
+    exc = future.exception()
+    if exc is None or isinstance(exc, DltmwError):
+        return exc
+    batch.broken(exc)
+    return None
+
+
+def _endorsed(batch: _Batch, ref: int, future: asyncio.Future[Endorsed]) -> None:
+    error = _item_failure(batch, future)
+    if error is not None:
+        batch.answered(G.EndorseOutcome(ref=ref, error=item_error(error)))
+    elif future.exception() is None:
+        result = future.result()
+        response = G.EndorseResponse(prepared_payload=result.prepared_payload, result=result.result)
+        batch.answered(G.EndorseOutcome(ref=ref, response=response))
+
+
+def _committed(
+    batch: _Batch, ref: int, tx_id: str, peer: LocalPeer, future: asyncio.Future[TxRecord]
+) -> None:
+    peer.unwatch(tx_id, future)
+    error = _item_failure(batch, future)
+    if error is not None:
+        batch.answered(G.CommitOutcome(ref=ref, error=item_error(error)))
+    elif future.exception() is None:
+        record = future.result()
         status = G.CommitStatusResponse(
             result=record.code,  # type: ignore[arg-type]
             block_number=record.block_number,
             tx_index=record.tx_index,
         )
-        self._out.put_nowait(G.CommitOutcome(ref=ref, status=status))
+        batch.answered(G.CommitOutcome(ref=ref, status=status))
+
+
+async def _until_answered(batch: _Batch, pending: list[asyncio.Future[Any]]) -> None:
+    """Wait until every item of `batch` was answered; cancelled, withdraw what is pending."""
+    try:
+        await batch.all_done
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def creator_org(signed: P.SignedProposal) -> str:

@@ -128,3 +128,43 @@ def _mvcc_code(recorded: Version, committed: Version | None) -> int:
     versions = {K: committed} if committed is not None else {}
     tx = TxForMvcc("t", VALID, rwset_of(recorded))
     return validate_block(99, [tx], versions, {}, set())[0][0]
+
+
+async def test_many_submissions_take_one_state_read_and_keep_their_own_verdicts() -> None:
+    """The gateway's batched Submit (`roles/gateway/staleness.stale_errors`): one read of the
+    union of the keys; each envelope judged on its own reads only."""
+    from dltmw.runtime.roles.gateway.staleness import stale_errors
+    from dltmw.v1 import errors_pb2
+
+    def env(*reads: rwset_pb2.KVRead) -> bytes:
+        rw = rwset_pb2.ReadWriteSet(namespace=NS, reads=list(reads))
+        response = proposal_pb2.ProposalResponsePayload(rwset=rw)
+        tx = transaction_pb2.Transaction(response_payload=response.SerializeToString())
+        header = common_pb2.Header(type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION)
+        payload = common_pb2.Payload(header=header.SerializeToString(), data=tx.SerializeToString())
+        return common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString()
+
+    class Ledger:
+        def __init__(self) -> None:
+            self.height = 9
+            self.asked: list[set[tuple[str, str]]] = []
+
+        async def versions(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+            self.asked.append(set(keys))
+            return {(NS, "a"): Version(5, 1), (NS, "b"): Version(3, 0)}
+
+    ledger = Ledger()
+    errors = await stale_errors(
+        ledger,  # type: ignore[arg-type]
+        [
+            (env(read("a", Version(3, 0))), "stale"),
+            (env(read("b", Version(3, 0))), "fresh"),
+            (env(), "blind"),
+            (env(read("a", Version(5, 1)), read("b", Version(3, 0))), "both-current"),
+        ],
+    )
+    assert ledger.asked == [{(NS, "a"), (NS, "b")}]
+    assert [e is None for e in errors] == [False, True, True, True]
+    assert errors[0] is not None and errors[0].reason == errors_pb2.ERROR_REASON_STALE_READ
+    assert errors[0].metadata == {"key": "a", "namespace": NS}
+    assert await stale_errors(ledger, [(env(), "w")]) == [None] and len(ledger.asked) == 1  # type: ignore[arg-type]

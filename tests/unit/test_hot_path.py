@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tracemalloc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -326,3 +327,25 @@ def test_the_memo_keeps_at_least_the_newest_generation_of_signatures() -> None:
         membership.verify(me.identity_bytes, b"data %d" % i, b"not a signature %d" % i, NOW)
     with pytest.raises(BadSignature):  # dropped with its generation: verified for real
         membership.verify(me.identity_bytes, b"data 0", b"not a signature 0", NOW)
+
+
+async def test_settled_waits_for_every_outcome_and_withdraws_all_when_cancelled() -> None:
+    from dltmw.aio.coalesce import settled
+
+    loop = asyncio.get_running_loop()
+    failed, ok, withdrawn = (loop.create_future() for _ in range(3))
+    waiter = asyncio.ensure_future(settled([withdrawn, failed, ok]))
+    await asyncio.sleep(0)  # the waiter now awaits `withdrawn`
+    withdrawn.cancel()  # cancelled by its owner: not the waiter's cancellation
+    failed.set_exception(ValueError("one item's error"))
+    await asyncio.sleep(0)
+    assert not waiter.done(), "settled before every future settled"
+    ok.set_result(1)
+    await asyncio.wait_for(waiter, 5)  # an item's error or cancellation is not raised here
+    pending = [loop.create_future() for _ in range(2)]
+    waiter = asyncio.ensure_future(settled(pending))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert waiter.cancelled() and all(f.cancelled() for f in pending)

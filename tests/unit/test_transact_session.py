@@ -28,16 +28,23 @@ def _client() -> GatewayClient:
 class FakeGateway:
     """Endorse never finishes; envelopes are accepted as they come."""
 
-    async def endorse(self, *_: Any) -> None:
-        await asyncio.Event().wait()
+    def endorse_soon(self, *_: Any) -> asyncio.Future[object]:
+        return asyncio.get_running_loop().create_future()
 
-    async def check_envelope(self, *_: Any) -> SimpleNamespace:
-        return SimpleNamespace(
-            header=SimpleNamespace(tx_id="t1"), creator=SimpleNamespace(org_id="Org1")
+    def check_envelope_soon(self, *_: Any) -> asyncio.Future[object]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(
+            SimpleNamespace(
+                header=SimpleNamespace(tx_id="t1"), creator=SimpleNamespace(org_id="Org1")
+            )
         )
+        return future
 
-    async def submit(self, *_: Any) -> None:
-        return None
+    async def submit_many(self, _channel: str, envelopes: list[Any]) -> list[asyncio.Future[None]]:
+        out = [asyncio.get_running_loop().create_future() for _ in envelopes]
+        for future in out:
+            future.set_result(None)
+        return out
 
 
 class FakePeer:
@@ -119,3 +126,151 @@ async def test_a_client_that_does_not_read_stops_being_read() -> None:
     await asyncio.sleep(0.1)  # the session runs on; the client reads nothing more
     assert consumed < 100, f"{consumed} of 1000 requests read while nobody took the answers"
     await responses.aclose()  # type: ignore[attr-defined]
+
+
+def _envelope(tx_id: str) -> common_pb2.Envelope:
+    header = common_pb2.Header(channel_id="trades", tx_id=tx_id).SerializeToString()
+    return common_pb2.Envelope(payload=common_pb2.Payload(header=header).SerializeToString())
+
+
+class ScriptedGateway(FakeGateway):
+    """Per tx_id: the envelope check's error, the orderer's error, or acceptance; endorsement
+    futures handed out in order, for the test to settle."""
+
+    def __init__(self, bad_check: dict[str, Exception], refused: dict[str, Exception]) -> None:
+        self.bad_check = bad_check
+        self.refused = refused
+        self.endorsements: list[asyncio.Future[object]] = []
+        self.endorsing = asyncio.Event()  # set with each endorsement handed out
+
+    def endorse_soon(self, *_: Any) -> asyncio.Future[object]:
+        self.endorsements.append(asyncio.get_running_loop().create_future())
+        self.endorsing.set()
+        return self.endorsements[-1]
+
+    def check_envelope_soon(self, _channel: str, raw: bytes) -> asyncio.Future[object]:
+        tx_id = common_pb2.Header.FromString(
+            common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload).header
+        ).tx_id
+        future = asyncio.get_running_loop().create_future()
+        if tx_id in self.bad_check:
+            future.set_exception(self.bad_check[tx_id])
+        else:
+            future.set_result(
+                SimpleNamespace(
+                    header=SimpleNamespace(tx_id=tx_id), creator=SimpleNamespace(org_id="Org1")
+                )
+            )
+        return future
+
+    async def submit_many(self, _channel: str, envelopes: list[Any]) -> list[asyncio.Future[None]]:
+        out = []
+        for _, tx_id in envelopes:
+            future = asyncio.get_running_loop().create_future()
+            if tx_id in self.refused:
+                future.set_exception(self.refused[tx_id])
+            else:
+                future.set_result(None)
+            out.append(future)
+        return out
+
+
+class CommittingPeer(FakePeer):
+    """A channel whose commits the test resolves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches: dict[str, asyncio.Future[object]] = {}
+
+    def watch(self, tx_id: str) -> asyncio.Future[object]:
+        self.watches[tx_id] = asyncio.get_running_loop().create_future()
+        return self.watches[tx_id]
+
+
+async def _collect(responses: AsyncIterator[G.TransactResponse], want: int) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    async with asyncio.timeout(5):
+        while len(seen) < want:
+            r = await anext(responses)
+            seen |= {("s", o.ref): o for o in r.submitted}
+            seen |= {("c", o.ref): o for o in r.committed}
+            seen |= {("e", o.ref): o for o in r.endorsed}
+    return seen
+
+
+async def test_one_bad_submission_in_a_request_never_fails_its_neighbours() -> None:
+    from dltmw.core.errors import ClientError
+
+    R = errors_pb2
+    gateway = ScriptedGateway(
+        bad_check={"t1": ClientError(R.ERROR_REASON_BAD_SIGNATURE, "forged")},
+        refused={"t2": ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, "on the ledger")},
+    )
+    peer = CommittingPeer()
+    session = TransactSession(gateway, {"trades": peer}, None, wait_s=5)  # type: ignore[arg-type]
+    session._check_tls = lambda *_: None  # type: ignore[method-assign]
+    items = [
+        G.SubmitItem(ref=i, request=G.SubmitRequest(envelope=_envelope(f"t{i}"))) for i in (1, 2, 3)
+    ]
+    items.append(G.SubmitItem(ref=4, request=G.SubmitRequest()))  # no envelope
+    responses = session.serve(_requests(G.TransactRequest(submit=items)))
+    seen = await _collect(responses, 4)
+    assert seen[("s", 1)].error.reason == R.ERROR_REASON_BAD_SIGNATURE
+    assert seen[("s", 2)].error.reason == R.ERROR_REASON_DUPLICATE_TX_ID
+    assert seen[("s", 3)].response.tx_id == "t3"
+    assert seen[("s", 4)].error.reason == R.ERROR_REASON_MISSING_FIELD
+    assert peer.unwatched == ["t2"], "a refused submission's watch is dropped at once"
+    peer.watches["t3"].set_result(SimpleNamespace(code=1, block_number=7, tx_index=2))
+    seen = await _collect(responses, 1)
+    assert seen[("c", 3)].status.block_number == 7 and seen[("c", 3)].status.tx_index == 2
+    assert peer.unwatched == ["t2", "t3"]
+    await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def test_an_endorsement_is_answered_when_ready_not_when_its_batch_is() -> None:
+    from dltmw.core.errors import ClientError
+
+    R = errors_pb2
+    gateway = ScriptedGateway({}, {})
+    session = TransactSession(gateway, {"trades": FakePeer()}, None, wait_s=5)  # type: ignore[arg-type]
+    session._check_tls = lambda *_: None  # type: ignore[method-assign]
+    c = _client()
+    items = [
+        G.EndorseItem(
+            ref=i,
+            request=G.EndorseRequest(
+                signed_proposal=c.proposal("trades", "kv", "put", [f"k{i}", "v"])[0]
+            ),
+        )
+        for i in (1, 2, 3)
+    ]
+    responses = session.serve(_requests(G.TransactRequest(endorse=items)))
+    task = asyncio.ensure_future(_collect(responses, 2))
+    async with asyncio.timeout(5):
+        while len(gateway.endorsements) < 3:
+            gateway.endorsing.clear()
+            await gateway.endorsing.wait()
+    first, second, third = gateway.endorsements
+    second.set_exception(ClientError(R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE, "no"))
+    third.set_result(SimpleNamespace(prepared_payload=b"p3", result=None))
+    seen = await task  # while the first is still being endorsed
+    assert seen[("e", 2)].error.reason == R.ERROR_REASON_ENDORSEMENT_POLICY_UNSATISFIABLE
+    assert seen[("e", 3)].response.prepared_payload == b"p3"
+    assert not first.done()
+    await responses.aclose()  # type: ignore[attr-defined]
+    assert first.cancelled(), "a closed stream withdraws what it still waits for"
+
+
+async def test_an_item_future_failing_with_a_bug_ends_the_stream_with_it() -> None:
+    gateway = ScriptedGateway({}, {"t1": RuntimeError("a bug")})
+    session = TransactSession(gateway, {"trades": CommittingPeer()}, None, wait_s=5)  # type: ignore[arg-type]
+    session._check_tls = lambda *_: None  # type: ignore[method-assign]
+    item = G.SubmitItem(ref=1, request=G.SubmitRequest(envelope=_envelope("t1")))
+    responses = session.serve(_requests(G.TransactRequest(submit=[item])))
+    async with asyncio.timeout(5):
+        try:
+            await anext(responses)
+        except RuntimeError as exc:
+            assert str(exc) == "a bug"
+        else:
+            raise AssertionError("the stream went on as if nothing happened")

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from dltmw.aio.clock import utc_now
-from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.coalesce import Coalescer, settled
 from dltmw.aio.deadlines import FifoDeadlines
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, TransientError
@@ -36,9 +36,14 @@ from dltmw.runtime.roles.gateway.broadcaster import Broadcaster
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
 from dltmw.runtime.roles.gateway.endorsing import BatchEndorser, EndorseResult
 from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
-from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting, widening_for
+from dltmw.runtime.roles.gateway.orderer_choice import (
+    Result,
+    first_accepting,
+    orderer_answer,
+    widening_for,
+)
 from dltmw.runtime.roles.gateway.patience import Patience
-from dltmw.runtime.roles.gateway.staleness import refuse_stale
+from dltmw.runtime.roles.gateway.staleness import refuse_stale, stale_errors
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.peer.deliver_watch import STALL_S
 from dltmw.v1 import (
@@ -120,6 +125,27 @@ class Gateway:
         caller's batch, and remote endorsers are only ever asked for blocks this peer holds."""
         peer = self.peers[channel_id]
         await peer.reach(min_block_number, self.ctx.limits.height_wait_s)
+        return await self._endorser(peer).call((signed, tuple(orgs_wanted), min_block_number))
+
+    def endorse_soon(
+        self,
+        channel_id: str,
+        signed: proposal_pb2.SignedProposal,
+        orgs_wanted: Sequence[str],
+        min_block_number: int = 0,
+    ) -> asyncio.Future[EndorseResult]:
+        """`endorse` as a future, for a caller with many proposals at once (a Transact
+        request): a proposal whose block the local peer holds joins the next batch directly,
+        with no coroutine or task of its own; one naming a block still to come waits for it
+        in a task, as `endorse` does. Cancelling the future withdraws the proposal."""
+        peer = self.peers[channel_id]
+        if min_block_number != 0 and peer.applied_height <= min_block_number:
+            return asyncio.ensure_future(
+                self.endorse(channel_id, signed, list(orgs_wanted), min_block_number)
+            )
+        return self._endorser(peer).submit((signed, tuple(orgs_wanted), min_block_number))
+
+    def _endorser(self, peer: PeerChannel) -> Coalescer[EndorseRequest, EndorseResult]:
         endorser = self._batch_endorsers.get(peer.view.channel_id)
         if endorser is None:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many
@@ -128,7 +154,7 @@ class Gateway:
                 batch, batch_max=512, name=name, max_concurrent=4, hold_s=ENDORSE_HOLD_S
             )
             self._batch_endorsers[peer.view.channel_id] = endorser
-        return await endorser.call((signed, tuple(orgs_wanted), min_block_number))
+        return endorser
 
     def _broadcaster(self, envelope: bytes) -> Callable[[str], asyncio.Future[Result]]:
         """Submission of `envelope` to a named orderer, through its (lazily opened) stream."""
@@ -150,6 +176,12 @@ class Gateway:
     async def check_envelope(self, channel_id: str, envelope: bytes) -> CheckedEnvelope:
         """Admission of a signed envelope (parse, creator signature, window), batched with
         concurrent ones onto the thread pool; raises the item's ClientError."""
+        return await self.check_envelope_soon(channel_id, envelope)
+
+    def check_envelope_soon(
+        self, channel_id: str, envelope: bytes
+    ) -> asyncio.Future[CheckedEnvelope]:
+        """`check_envelope` as a future (no coroutine per envelope: a Transact request's)."""
         peer = self.peers[channel_id]
         checker = self._envelope_checks.get(peer.view.channel_id)
         if checker is None:
@@ -163,7 +195,7 @@ class Gateway:
                 return await peer.offload(check, items)  # type: ignore[return-value]
 
             checker = self._envelope_checks[peer.view.channel_id] = Coalescer(batch, name="env")
-        return await checker.call(envelope)
+        return checker.submit(envelope)
 
     async def submit(self, channel_id: str, envelope: bytes, tx_id: str) -> None:
         """Forward to the channel's orderer; returns once it durably accepted."""
@@ -171,6 +203,83 @@ class Gateway:
         if await peer.tx_record(tx_id) is not None:
             raise ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
         await refuse_stale(peer.ledger, envelope, tx_id)  # early abort (core/early_abort.py)
+        await self._order(peer, envelope, tx_id)
+
+    async def submit_many(
+        self, channel_id: str, envelopes: Sequence[tuple[bytes, str]]
+    ) -> list[asyncio.Future[None]]:
+        """`submit` for many (envelope, tx_id) at once (a Transact request's): per envelope a
+        future of the orderer's acceptance, or of its own error (one envelope's refusal never
+        touches another's). The duplicate checks and the early abort are done together (one
+        lookup batch, one state read); on a channel with one orderer the envelopes then go to
+        its Broadcast stream directly, with no coroutine per envelope (there is nobody to
+        widen to); with several, each races the orderers as `submit` does."""
+        peer = self.peers[channel_id]
+        loop = asyncio.get_running_loop()
+        records = [peer.tx_record_soon(tx_id) for _, tx_id in envelopes]
+        await settled(records)
+        out: list[asyncio.Future[None]] = [loop.create_future() for _ in envelopes]
+        fresh: list[int] = []
+        for index, ((_, tx_id), record) in enumerate(zip(envelopes, records, strict=True)):
+            if record.exception() is not None:  # the lookup failed: this envelope's error
+                out[index].set_exception(record.exception())  # type: ignore[arg-type]
+            elif record.result() is not None:
+                dup = ClientError(R.ERROR_REASON_DUPLICATE_TX_ID, f"tx {tx_id} is on the ledger")
+                out[index].set_exception(dup)
+            else:
+                fresh.append(index)
+        stale = await stale_errors(peer.ledger, [envelopes[i] for i in fresh])
+        view = peer.view
+        orderers = view.orderer_ids()
+        for index, error in zip(fresh, stale, strict=True):
+            envelope, tx_id = envelopes[index]
+            if error is not None:
+                out[index].set_exception(error)
+            elif len(orderers) == 1:
+                self._order_at_once(view.channel_id, orderers[0], envelope, out[index])
+            else:
+                out[index] = asyncio.ensure_future(self._order(peer, envelope, tx_id))
+        return out
+
+    def _order_at_once(
+        self, channel_id: str, orderer_id: str, envelope: bytes, out: asyncio.Future[None]
+    ) -> None:
+        """The one orderer's answer to `envelope`, settled into `out` (what `_order` makes of
+        a single orderer's answer, `first_accepting` included, without its coroutine)."""
+        patience = self._patience.get(channel_id)
+        if patience is None:
+            patience = self._patience[channel_id] = Patience()
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        try:
+            answer = self._broadcaster(envelope)(orderer_id)
+        except TransientError as exc:
+            out.set_exception(exc)
+            return
+
+        def settle(future: asyncio.Future[Result]) -> None:
+            if out.done():
+                return
+            if future.cancelled():
+                out.set_exception(_unavailable(orderer_id))
+                return
+            try:
+                result = orderer_answer(future, orderer_id)
+            except Exception as exc:  # (not an orderer's answer: a bug, for the waiter to raise)
+                out.set_exception(exc)
+                return
+            if isinstance(result, TransientError):
+                out.set_exception(result)
+            elif result.accepted:
+                patience.answered(loop.time() - sent_at)
+                out.set_result(None)
+            else:
+                out.set_exception(_refused(result))
+
+        answer.add_done_callback(settle)
+
+    async def _order(self, peer: PeerChannel, envelope: bytes, tx_id: str) -> None:
+        """Forward a checked envelope to the channel's orderers until one accepts it."""
         # Try the orderers in turn from the last one that worked (`orderer_choice`): any
         # replica or JetStream orderer can order it, so one that cannot moves us on, and one
         # that does not answer within the ordering deadline gets company (a censoring or cut
@@ -218,5 +327,15 @@ class Gateway:
         if widened and result.accepted and view.config.ordering == PBFT:
             await nudge_deliver(peer, tx_id)
         if not result.accepted:
-            reason = result.reason or R.ERROR_REASON_INVALID_FIELD
-            raise ClientError(reason, f"orderer refused: {result.message}")
+            raise _refused(result)
+
+
+def _refused(result: Result) -> ClientError:
+    """The client's error for an orderer's refusal of its transaction."""
+    reason = result.reason or R.ERROR_REASON_INVALID_FIELD
+    return ClientError(reason, f"orderer refused: {result.message}")
+
+
+def _unavailable(orderer_id: str) -> TransientError:
+    """An answer that will never come (the Broadcast stream was closed under it)."""
+    return TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"orderer {orderer_id} unavailable")

@@ -132,7 +132,7 @@ async def first_accepting(
         failed = 0
         for future in done:
             index = flying.pop(future)
-            answer = _answer(future, orderers[index])
+            answer = orderer_answer(future, orderers[index])
             if isinstance(answer, TransientError):
                 trouble.append(answer)
                 failed += 1
@@ -149,7 +149,7 @@ async def first_accepting(
     )
 
 
-def _answer(future: asyncio.Future[Result], orderer_id: str) -> Result | TransientError:
+def orderer_answer(future: asyncio.Future[Result], orderer_id: str) -> Result | TransientError:
     """A settled attempt's result, or why it moves the submission on."""
     try:
         result = future.result()

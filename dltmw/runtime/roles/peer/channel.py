@@ -463,6 +463,10 @@ class PeerChannel:
         """Where `tx_id` committed here, or None (batched with concurrent lookups)."""
         return await self._lookup.call(tx_id)
 
+    def tx_record_soon(self, tx_id: str) -> asyncio.Future[TxRecord | None]:
+        """`tx_record` as a future (no coroutine per lookup: the gateway's batched Submit)."""
+        return self._lookup.submit(tx_id)
+
     async def commit_proof(self, tx_id: str) -> crosschain_pb2.CommitProof:
         """A commit proof of `tx_id` with this peer's attestation (`proofs.py`)."""
         return await proofs.commit_proof(self.ledger, self.ctx.signer, tx_id)
