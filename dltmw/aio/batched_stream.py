@@ -57,6 +57,10 @@ Req_contra = TypeVar("Req_contra", contravariant=True)
 Resp = TypeVar("Resp")
 Resp_co = TypeVar("Resp_co", covariant=True)
 
+# Loop turns an idle writer lets pass after the first item arrives before it takes the batch
+# (`aio/item_queue.py`): the turns its old getter task and `asyncio.wait` took, so items that
+# concurrent callers queue meanwhile leave together, as they did (batch sizes, block sizes).
+IDLE_SETTLE_TURNS = 2
 # What ends a stream as the other node's doing (or the connection's). Anything else is a bug
 # in this node and propagates (the task owner makes it fatal).
 REMOTE_FAILURES = (
@@ -254,7 +258,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             while await self._window_open(reader):
                 first = self._holding
                 if first is None:
-                    first = await self._queue.next_or_none(reader)
+                    first = await self._queue.next_or_none(reader, IDLE_SETTLE_TURNS)
                     if first is None:
                         break  # the reader ended: the stream is over
                 self._holding = None

@@ -10,7 +10,11 @@ four times per lone bus message (the SDK's Transact stream for the endorsement a
 submission, the gateway's broadcaster and its remote-endorser stream; benchmarks/RESULTS.md,
 branch bus8). Here the producer's `put_nowait` resolves the one future the consumer waits on,
 and the reader's end resolves the same future through a done-callback: one future per idle
-wait, no task, the writer resumed on the loop turn after the put.
+wait, no task. The writer then lets `settle_turns` loop turns pass (`BatchedStream`: 2, the turns
+the getter task and `asyncio.wait` took) before it takes its batch: items that concurrent callers
+queue in those turns leave in the same message, as before. Waking at once instead shrank the
+gateway's broadcaster messages from 2.0 to 1.4-1.9 envelopes under 4 publishers, and with them
+the blocks: throughput 20-33 % lower (benchmarks/RESULTS.md, branch bus8).
 
 Rules. One consumer at a time (`get` / `next_or_none` from one task — a stream's writer; a
 second concurrent waiter is a bug and raises). `put_nowait`, `get_nowait`, `empty`, `qsize`,
@@ -68,13 +72,19 @@ class ItemQueue(Generic[T]):
             await self._wait(None)
         return self._items.popleft()
 
-    async def next_or_none(self, reader: asyncio.Future[Any]) -> T | None:
+    async def next_or_none(self, reader: asyncio.Future[Any], settle_turns: int = 0) -> T | None:
         """The oldest item, waiting for one; None as soon as `reader` is done with nothing
-        queued (an item queued before is still given first)."""
+        queued (an item queued before is still given first). If it had to wait, it lets
+        `settle_turns` loop turns pass after the wake-up before it returns, so that what other
+        callers queue in those turns is there for the consumer's batch (module docstring)."""
+        if self._items:
+            return self._items.popleft()
         while not self._items:
             if reader.done():
                 return None
             await self._wait(reader)
+        for _ in range(settle_turns):
+            await asyncio.sleep(0)
         return self._items.popleft()
 
     async def _wait(self, reader: asyncio.Future[Any] | None) -> None:

@@ -151,3 +151,24 @@ async def test_an_idle_stream_writer_sends_a_later_item_on_the_same_stream() -> 
     assert await second == 2
     assert len(peer.opened) == 1  # the idle writer woke on the same stream, no redial
     await s.close()
+
+
+async def test_an_idle_writer_sends_what_callers_queue_in_the_next_turns_in_one_message() -> None:
+    # Waking the idle writer without a task must not shrink batches: items that concurrent
+    # callers queue in the loop turns after the first leave with it, as they did when the wake
+    # went through a getter task and asyncio.wait (IDLE_SETTLE_TURNS).
+    call = FakeCall()
+    s = stream(Peer(call))
+    warm = asyncio.ensure_future(s.call(0))
+    await until(lambda: call.written == [[0]])
+    call.answer([0])
+    assert await warm == 0
+    await turns(TURNS)  # the writer is idle
+    first = asyncio.ensure_future(s.call(1))
+    await asyncio.sleep(0)  # another caller, a loop turn later
+    second = asyncio.ensure_future(s.call(2))
+    await until(lambda: len(call.written) >= 2)
+    assert call.written[1] == [1, 2]
+    call.answer([1, 2])
+    assert (await first, await second) == (1, 2)
+    await s.close()
