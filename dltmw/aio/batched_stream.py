@@ -15,8 +15,7 @@ own), dials and then writes: whatever is queued at that moment, up to `batch_ite
 `batch_bytes_max` bytes, leaves as ONE message, so batches grow with the load and a lone caller
 waits for nothing. At most `window_max` messages (or waiting items, for `ByKey`) are in flight;
 beyond that items wait in the queue, so a stalled peer turns into overload, never into growth.
-A reader task pairs responses with waiting callers. An idle writer waits for the next item or the
-reader's end on one future (`aio/item_queue.py`), not a task per wait.
+A reader task pairs responses with waiting callers.
 
 When the stream breaks (a status from the other side, a broken connection, a response that
 breaks the protocol) or cannot be opened, every item sent or queued fails with the user's
@@ -41,8 +40,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 
 from dltmw.aio.acks import Acks, Waiter
+from dltmw.aio.coalesce import next_or_none
 from dltmw.aio.deadlines import FifoDeadlines
-from dltmw.aio.item_queue import ItemQueue
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import TaskOwner, backoff_s, cancel_and_wait
 from dltmw.aio.throttle import LogThrottle
@@ -57,10 +56,6 @@ Req_contra = TypeVar("Req_contra", contravariant=True)
 Resp = TypeVar("Resp")
 Resp_co = TypeVar("Resp_co", covariant=True)
 
-# Loop turns an idle writer lets pass after the first item arrives before it takes the batch
-# (`aio/item_queue.py`): the turns its old getter task and `asyncio.wait` took, so items that
-# concurrent callers queue meanwhile leave together, as they did (batch sizes, block sizes).
-IDLE_SETTLE_TURNS = 2
 # What ends a stream as the other node's doing (or the connection's). Anything else is a bug
 # in this node and propagates (the task owner makes it fatal).
 REMOTE_FAILURES = (
@@ -159,7 +154,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         self._bounds = bounds
         self._reconnect = reconnect
         self._sleep = sleep
-        self._queue: ItemQueue[Waiter[Item, Result]] = ItemQueue(bounds.queue_max)
+        self._queue: asyncio.Queue[Waiter[Item, Result]] = asyncio.Queue(bounds.queue_max)
         self._holding: Waiter[Item, Result] | None = None  # taken from the queue, not sent yet
         self._acked = asyncio.Event()
         self._answered = 0
@@ -258,7 +253,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             while await self._window_open(reader):
                 first = self._holding
                 if first is None:
-                    first = await self._queue.next_or_none(reader, IDLE_SETTLE_TURNS)
+                    first = await next_or_none(self._queue, reader)
                     if first is None:
                         break  # the reader ended: the stream is over
                 self._holding = None
