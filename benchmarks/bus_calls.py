@@ -33,6 +33,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from benchmarks.bus_stages import lone_bus
+
 HOPS = [0]
 
 
@@ -48,20 +50,8 @@ def _count_hops() -> None:
 
 async def run(messages: int, gap_s: float, profile: bool) -> None:
     """Publish `messages` lone messages; print the figures of the module docstring."""
-    from dltmw.sdk.network import open as open_network
-
     _count_hops()
-    async with open_network(None, transport="inproc") as net:
-        publisher, subscriber = net.bus("user1.org1"), net.bus("user1.org2")
-        await publisher.create_topic("calls")
-        arrivals: asyncio.Queue[float] = asyncio.Queue()
-        subscription = subscriber.subscribe("calls")
-
-        async def receive() -> None:
-            async for _ in subscription:
-                arrivals.put_nowait(time.perf_counter())
-
-        receiver = asyncio.ensure_future(receive())
+    async with lone_bus("inproc", "calls") as (publisher, arrivals):
         for i in range(5):
             await publisher.publish("calls", b"x" * 200, {"n": str(i)})
             await asyncio.wait_for(arrivals.get(), 30)
@@ -82,9 +72,6 @@ async def run(messages: int, gap_s: float, profile: bool) -> None:
             latencies.append((delivered - start) * 1e3)
         done = os.times()
         hops = HOPS[0]
-        receiver.cancel()
-        await asyncio.gather(receiver, return_exceptions=True)
-        await subscription.close()
     cpu_ms = (done.user + done.system - used.user - used.system) / messages * 1e3
     print(
         f"{messages} messages, gap {gap_s * 1e3:.0f} ms: p50 {statistics.median(latencies):.2f} ms,"
