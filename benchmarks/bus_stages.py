@@ -21,13 +21,14 @@ An analysis tool, not a benchmark of record: the wrappers cost a few µs each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 SPANS: list[tuple[str, float, float]] = []
@@ -110,23 +111,36 @@ def _count_hops() -> None:
     ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
 
 
-async def run(messages: int, transport: str = "grpc") -> None:
-    """Publish `messages` (+5 warm-up) one at a time; print the stage table."""
-    install()
+@contextlib.asynccontextmanager
+async def lone_bus(transport: str, topic: str) -> AsyncIterator[tuple[Any, asyncio.Queue[float]]]:
+    """The default embedded network (`dltmw.open`) with `topic`: its publisher (user1.org1) and
+    the arrival times (`now()`) of the topic's messages at a subscriber of user1.org2."""
     from dltmw.sdk.network import open as open_network
 
-    rows: list[tuple[float, float, list[tuple[str, float, float]]]] = []
     async with open_network(None, transport=transport) as net:  # type: ignore[arg-type]
         publisher, subscriber = net.bus("user1.org1"), net.bus("user1.org2")
-        await publisher.create_topic("stages")
+        await publisher.create_topic(topic)
         arrivals: asyncio.Queue[float] = asyncio.Queue()
-        subscription = subscriber.subscribe("stages")
+        subscription = subscriber.subscribe(topic)
 
         async def receive() -> None:
             async for _ in subscription:
                 arrivals.put_nowait(now())
 
         receiver = asyncio.ensure_future(receive())
+        try:
+            yield publisher, arrivals
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+            await subscription.close()
+
+
+async def run(messages: int, transport: str = "grpc") -> None:
+    """Publish `messages` (+5 warm-up) one at a time; print the stage table."""
+    install()
+    rows: list[tuple[float, float, list[tuple[str, float, float]]]] = []
+    async with lone_bus(transport, "stages") as (publisher, arrivals):
         cpu = os.times()
         for i in range(messages + 5):
             await asyncio.sleep(0.03)
@@ -138,9 +152,6 @@ async def run(messages: int, transport: str = "grpc") -> None:
             if i >= 5:
                 rows.append((start, delivered, list(SPANS)))
         used = os.times()
-        receiver.cancel()
-        await asyncio.gather(receiver, return_exceptions=True)
-        await subscription.close()
     _print(rows, (used.user + used.system - cpu.user - cpu.system) / (messages + 5))
 
 
