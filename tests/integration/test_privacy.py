@@ -766,16 +766,7 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         # every peer: the commit rule of core/privacy/agreement_batch.py on real processes
         ours = {d.tx_id for d in done}
         for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
-            chain = ledger_blocks(ledger_path(path, node, DEALS))
-            found = [
-                (code, a)
-                for block in chain[1:]
-                for raw, code in zip(
-                    block.data.envelopes, block.metadata.validation_codes, strict=True
-                )
-                if (tx := _private_of(raw))[0] in ours
-                for a in tx[1].agreements
-            ]
+            found = _deals_agreements(path, node, ours)
             assert {code for code, _ in found} == {VALID}
             batched = [a for _, a in found if a.HasField("batch_proof")]
             assert len({a.signature for a in batched}) < len(batched)  # shared signatures
@@ -790,7 +781,9 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
 
 
-def _deals_agreements(path: Path, node: str, ours: set[str]) -> list[tuple[int, object]]:
+def _deals_agreements(
+    path: Path, node: str, ours: set[str]
+) -> list[tuple[int, private_agreement_pb2.PrivateAgreement]]:
     """(validation code, agreement) of every agreement of the private txs `ours` on `node`."""
     chain = ledger_blocks(ledger_path(path, node, DEALS))
     return [
@@ -854,9 +847,9 @@ async def test_agreement_batches_turned_off_and_on_by_a_config_update(
             for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
                 found = _deals_agreements(path, node, ours)
                 assert len(found) >= len(ours) and {code for code, _ in found} == {VALID}
-                batched = [a for _, a in found if a.HasField("batch_proof")]  # type: ignore[attr-defined]
+                batched = [a for _, a in found if a.HasField("batch_proof")]
                 if on:
-                    assert len({a.signature for a in batched}) < len(batched)  # type: ignore[attr-defined]
+                    assert len({a.signature for a in batched}) < len(batched)
                 else:
                     assert batched == []
     finally:
