@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -163,3 +165,41 @@ class Payload(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payload: _TypeAlias = Payload  # noqa: Y015
+
+@_typing.final
+class BatchProof(_message.Message):
+    """BatchProof puts one signed item under the Merkle root its signer signed ONCE for a batch of
+    items (dltmw/core/batch_signature.py): RFC 6962 tree, leaf = SHA-256(0x00 || the bytes a
+    lone signature of the item covers), node = SHA-256(0x01 || left || right), left-balanced
+    tree of leaf_count leaves. The signature is then over a batch domain (one per kind of item)
+    followed by the root. Shared by every kind of item signed per batch that is added from now
+    on (the notary's and the private agreements' proofs predate it, same shape).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    LEAF_COUNT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """Position of the item's leaf in the batch."""
+    leaf_count: _builtins.int
+    """Number of leaves (items) in the batch."""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Sibling hashes (32 bytes each), from the leaf up to the root."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        leaf_count: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf_count", b"leaf_count", "leaf_index", b"leaf_index", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchProof: _TypeAlias = BatchProof  # noqa: Y015

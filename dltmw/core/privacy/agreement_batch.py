@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dltmw.core import batch_signature
 from dltmw.core.identity import Membership, SigningIdentity
-from dltmw.core.merkle import Tree, root_from_path
 from dltmw.v1 import private_agreement_pb2
 
 A = private_agreement_pb2
@@ -49,24 +49,18 @@ def batch_signing_bytes(root: bytes) -> bytes:
 def signed_data(agreement: A.PrivateAgreement, batches: bool) -> bytes | None:
     """The bytes `agreement.signature` must verify over, or None when its batch proof cannot be
     right: a malformed path, or any batch proof on a channel without batches (`batches`)."""
-    item = signing_bytes(agreement.body)
-    if not agreement.HasField("batch_proof"):
-        return item
-    if not batches:
-        return None
-    proof = agreement.batch_proof
-    root = root_from_path(item, proof.leaf_index, proof.leaf_count, proof.path)
-    return None if root is None else batch_signing_bytes(root)
+    proof = agreement.batch_proof if agreement.HasField("batch_proof") else None
+    return batch_signature.signed_data(signing_bytes(agreement.body), proof, batches, BATCH_DOMAIN)
 
 
 def batch(bodies: Sequence[bytes]) -> tuple[bytes, list[A.AgreementBatchProof]]:
     """(the bytes to sign once, one proof per body in order) for a batch of serialised bodies."""
-    tree = Tree([signing_bytes(b) for b in bodies])
-    proofs = [
-        A.AgreementBatchProof(leaf_index=p.index, leaf_count=p.count, path=p.path)
-        for p in tree.proofs()
-    ]
-    return batch_signing_bytes(tree.root), proofs
+    data, proofs = batch_signature.batch([signing_bytes(b) for b in bodies], BATCH_DOMAIN)
+    return data, [_proof(p) for p in proofs]
+
+
+def _proof(p: batch_signature.Proof) -> A.AgreementBatchProof:
+    return A.AgreementBatchProof(leaf_index=p.index, leaf_count=p.count, path=p.path)
 
 
 def sign(
@@ -79,11 +73,11 @@ def sign(
     (as the gateway) and at commit, and its own needs no public-key operation there."""
     me = signer.identity_bytes
     if len(bodies) > 1 and batches:
-        data, proofs = batch(bodies)
-        signature = signer.sign(data)
-        membership.remember_own_signature(signer, data, signature)
+        signature, proofs = batch_signature.sign_batch(
+            signer, membership, [signing_bytes(b) for b in bodies], BATCH_DOMAIN
+        )
         return [
-            A.PrivateAgreement(body=b, signer=me, signature=signature, batch_proof=p)
+            A.PrivateAgreement(body=b, signer=me, signature=signature, batch_proof=_proof(p))
             for b, p in zip(bodies, proofs, strict=True)
         ]
     out: list[A.PrivateAgreement] = []
