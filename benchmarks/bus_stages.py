@@ -49,8 +49,10 @@ def _wrap(cls: Any, name: str, label: str, who: Callable[[Any], str] | None = No
     setattr(cls, name, timed)
 
 
-def install() -> None:
-    """Wrap the stages of the path (SDK, gateway, endorsers, orderer, committers, stores)."""
+def stages() -> list[tuple[Any, str, str, Callable[[Any], str] | None]]:
+    """(class, coroutine method, label, node namer) of each stage of the path (SDK, gateway,
+    endorsers, orderer, committers, stores); tests/unit/test_bus_stages.py checks that each
+    still exists, so a rename on the path breaks CI, not the next measurement."""
     from dltmw.client.pipeline import Pipeline
     from dltmw.ledger.sqlite import ChannelLedger
     from dltmw.rpc.orderer import OrdererServicer
@@ -69,8 +71,8 @@ def install() -> None:
         (Pipeline, "endorse", "sdk: endorse (Transact item)", None),
         (Pipeline, "submit", "sdk: submit accepted", None),
         (Pipeline, "wait_commit", "sdk: commit status", None),
-        (TransactSession, "_endorse", "gateway: endorse item", None),
-        (TransactSession, "_submit", "gateway: submit item (to commit)", None),
+        (TransactSession, "_endorse_batch", "gateway: endorse request", None),
+        (TransactSession, "_submit_batch", "gateway: submit request (to commit)", None),
         (Gateway, "check_envelope", "gateway: envelope check", None),
         (Gateway, "submit", "gateway: duplicate check + broadcast", None),
         (BatchEndorser, "endorse_many", "gateway: gather endorsements", None),
@@ -86,7 +88,12 @@ def install() -> None:
         (ChannelLedger, "commit_block", "store: commit_block (incl. fsync)", None),
         (ChannelLedger, "read_snapshot", "store: reader-thread read", None),
     ]
-    for cls, name, label, who in stages:
+    return stages
+
+
+def install() -> None:
+    """Wrap the stages of the path (`stages`) and count the thread hops."""
+    for cls, name, label, who in stages():
         _wrap(cls, name, label, who)
     _count_hops()
 
@@ -97,7 +104,7 @@ def _count_hops() -> None:
     loop can be descheduled for milliseconds there (benchmarks/RESULTS.md, branch buslat)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    original = ThreadPoolExecutor.submit
+    original: Any = ThreadPoolExecutor.submit
 
     @functools.wraps(original)
     def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -108,7 +115,7 @@ def _count_hops() -> None:
             pool = getattr(self, "_thread_name_prefix", "") or "pool"
             SPANS.append((f"thread hop: {pool}", start, now()))
 
-    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+    setattr(ThreadPoolExecutor, "submit", submit)  # noqa: B010 (mypy: a method replaced)
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ from tiers import soak
 
 from dltmw.core import txcheck
 from dltmw.core.privacy import agreement as ag
+from dltmw.core.privacy.blocks import PrivateTxRef
 from dltmw.runtime.roles.privacy import executor
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
@@ -54,7 +55,7 @@ def test_negative_control_an_executor_that_skips_a_private_transaction_is_caught
 ) -> None:
     every = executor.private_refs
 
-    def skipping(parsed: executor.CommittedPrivate) -> list[executor.PrivateTxRef]:
+    def skipping(parsed: executor.CommittedPrivate) -> list[PrivateTxRef]:
         return [tx for tx in every(parsed) if tx[2][0] % 3]  # drops about a third
 
     monkeypatch.setattr(executor, "private_refs", skipping)
