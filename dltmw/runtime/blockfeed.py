@@ -63,6 +63,13 @@ def _holds(ledger: Ledger, number: int) -> bool:
     return ledger.height > number
 
 
+async def _reached(ledger: Ledger, new_block: asyncio.Condition, number: int) -> None:
+    """Return once block `number` is committed (at once when it already is)."""
+    if number >= ledger.height:
+        async with new_block:
+            await new_block.wait_for(partial(_holds, ledger, number))
+
+
 async def follow(
     ledger: Ledger,
     new_block: asyncio.Condition,
@@ -78,9 +85,7 @@ async def follow(
         return
     number = start
     while stop is None or number <= stop:
-        if number >= ledger.height:
-            async with new_block:
-                await new_block.wait_for(partial(_holds, ledger, number))
+        await _reached(ledger, new_block, number)
         held = recent.get(number)
         if held is not None:
             yield held
@@ -100,9 +105,7 @@ async def follow_data(
     """`follow`'s blocks serialised as stored (block `start + i` is the i-th)."""
     number, count = start, 1  # the first chunk is one block: its size sets the next count
     while stop is None or number <= stop:
-        if number >= ledger.height:
-            async with new_block:
-                await new_block.wait_for(partial(_holds, ledger, number))
+        await _reached(ledger, new_block, number)
         upper = min(ledger.height, number + count)
         if stop is not None:
             upper = min(upper, stop + 1)
