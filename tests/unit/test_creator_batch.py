@@ -222,7 +222,7 @@ def test_an_envelope_with_unknown_fields_in_its_proof_is_not_canonical() -> None
     raw = envelope.SerializeToString() + b""
     proof = envelope.batch_proof.SerializeToString() + b"\x20\x01"  # field 4 varint: unknown
     padded = common_pb2.Envelope(payload=envelope.payload, signature=envelope.signature)
-    noisy = padded.SerializeToString() + b"\xea\x24" + bytes([len(proof)]) + proof  # field 581
+    noisy = padded.SerializeToString() + b"\xaa\x24" + bytes([len(proof)]) + proof  # field 581
     check_envelope(raw, {CHANNEL: _view(True)}, NOW, 900.0)
     _refused(lambda: check_envelope(noisy, {CHANNEL: _view(True)}, NOW, 900.0), "MALFORMED")
 
