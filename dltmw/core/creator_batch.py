@@ -47,7 +47,7 @@ PROPOSAL_BATCH_DOMAIN = b"dltmw/proposal-batch/v1"
 ENVELOPE_BATCH_DOMAIN = b"dltmw/envelope-batch/v1"
 # `creator_batches` of a channel `dltmw init` makes (topology channel key `creator_batches`)
 # and of the bench's networks (`dltmw bench --[no-]creator-batches`)
-CREATOR_BATCHES = False
+CREATOR_BATCHES = True
 
 
 def proposal_proof(signed: proposal_pb2.SignedProposal) -> common_pb2.BatchProof | None:
@@ -77,6 +77,12 @@ def signed_envelope_data(
     return batch_signature.signed_data(
         envelope.payload, envelope_proof(envelope), batches and endorser_tx, ENVELOPE_BATCH_DOMAIN
     )
+
+
+def proof_allowed(envelope: common_pb2.Envelope, batches: bool, endorser_tx: bool) -> bool:
+    """Whether `envelope` may carry a proof at all (no proof, or an endorser transaction on a
+    channel that takes them): the check of an admission that does not verify the signature."""
+    return not envelope.HasField("batch_proof") or (batches and endorser_tx)
 
 
 def canonical_proof(proof: common_pb2.BatchProof) -> common_pb2.BatchProof:

@@ -331,12 +331,17 @@ def _admit_envelope(
         )
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
     endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
-    data = creator_batch.signed_envelope_data(envelope, channel.config.creator_batches, endorser_tx)
-    if data is None:
-        raise _batch_refused("envelope")
+    batches = channel.config.creator_batches
     if peek.channel_id in forwarded and endorser_tx:
+        # the signature is not checked here, so neither is the root its proof leads to (commit
+        # does both); only whether the channel takes proofs at all
+        if not creator_batch.proof_allowed(envelope, batches, endorser_tx):
+            raise _batch_refused("envelope")
         creator = identified(channel.membership, header.creator, envelope.signature, at)
     else:
+        data = creator_batch.signed_envelope_data(envelope, batches, endorser_tx)
+        if data is None:
+            raise _batch_refused("envelope")
         keep = remember is None or peek.channel_id in remember
         creator = verify_signed(
             channel.membership, header.creator, data, envelope.signature, at, keep
