@@ -96,7 +96,9 @@ def _proofs(
     signer: SigningIdentity, items: Sequence[bytes], domain: bytes
 ) -> tuple[bytes, list[common_pb2.BatchProof | None]]:
     """One signature over `items` and each item's proof; a lone item: its own signature and
-    no proof."""
+    no proof; none: nothing signed."""
+    if not items:
+        return b"", []
     if len(items) == 1:
         return signer.sign(items[0]), [None]
     data, proofs = batch_signature.batch(items, domain)
@@ -110,8 +112,6 @@ def sign_proposals(
     signer: SigningIdentity, proposals: Sequence[bytes]
 ) -> list[proposal_pb2.SignedProposal]:
     """SignedProposals of serialised Proposals, signed once for all (alone when one)."""
-    if not proposals:
-        return []
     signature, proofs = _proofs(signer, proposals, PROPOSAL_BATCH_DOMAIN)
     return [
         proposal_pb2.SignedProposal(proposal_bytes=b, signature=signature, batch_proof=p)
@@ -122,8 +122,6 @@ def sign_proposals(
 def sign_envelopes(signer: SigningIdentity, payloads: Sequence[bytes]) -> list[common_pb2.Envelope]:
     """Envelopes of endorser transactions' serialised Payloads, signed once for all (alone when
     one)."""
-    if not payloads:
-        return []
     signature, proofs = _proofs(signer, payloads, ENVELOPE_BATCH_DOMAIN)
     return [
         common_pb2.Envelope(payload=b, signature=signature, batch_proof=p)
