@@ -201,6 +201,7 @@ def summarise(result: RunResult, command: str) -> dict[str, Any]:
         "ledgers": ledgers,
         "restart": result.restart,
         "invariants": result.invariants,
+        "client_signing": result.client_signing,
         "checks": {
             "counts_add_up": counts["submitted"] == counts["valid"] + invalid_n + failed_n,
             "ledgers_agree": bool(ledgers)

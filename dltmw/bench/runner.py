@@ -90,6 +90,8 @@ class RunResult:
     invariants: dict[str, Any] = field(default_factory=dict)  # the workload's own, if any
     pids: dict[str, int] = field(default_factory=dict)
     restart: dict[str, Any] = field(default_factory=dict)  # restart.restart_to_serving
+    # signatures the clients made over several items (client/creator_signing.py) in the window
+    client_signing: dict[str, float] = field(default_factory=dict)
     started_utc: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -164,8 +166,16 @@ async def _session(
         result.setup_txs = len(setup)
         pids = {**result.pids, "client": procstats.own_pid()}
         before = procstats.snapshot(pids)
+        signed_before = _client_batches(driver)
         await _measure(cfg, workload, driver, channels, result, console)
         result.cpu_s = procstats.cpu_delta(before, procstats.snapshot(pids))
+        after = _client_batches(driver)
+        batches, items = after[0] - signed_before[0], after[1] - signed_before[1]
+        result.client_signing = {
+            "batches": batches,
+            "items": items,
+            "mean_items_per_batch": round(items / batches, 2) if batches else 0.0,
+        }
         result.peak_rss = procstats.peak_rss(pids)
     finally:
         await driver.close()
@@ -176,6 +186,13 @@ async def _session(
         result.invariants = await check_hot_account(
             lambda peer, ch: ledger_path(net, peer, ch), cfg.shape, workload, result.records
         )
+
+
+def _client_batches(driver: Driver) -> tuple[int, int]:
+    """(signatures over several items, items they cover) of a Gateway driver's clients."""
+    clients = getattr(driver, "clients", [])
+    signing = [c.signing for c in clients if hasattr(c, "signing")]
+    return sum(s.batches for s in signing), sum(s.batched_items for s in signing)
 
 
 async def _setup(driver: Driver, ops: Sequence[Op], in_flight: int) -> list[tuple[Op, Outcome]]:

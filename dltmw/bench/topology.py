@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import tomli_w
 
+from dltmw.core.creator_batch import CREATOR_BATCHES
+
 
 @dataclass(frozen=True)
 class NetworkShape:
@@ -40,6 +42,7 @@ class NetworkShape:
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
     nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
     private_agreement: str = "all-recipients"  # the channels' (topology `private_agreement`)
+    creator_batches: bool = CREATOR_BATCHES  # clients sign per request (core/creator_batch.py)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -156,6 +159,7 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
             "contracts": [{"name": c} for c in contracts],
             "batch": shape.batch(),
             "private_agreement": shape.private_agreement,
+            "creator_batches": shape.creator_batches,
         }
         for cid in shape.channel_ids()
     ]

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from dltmw.bench.topology import NetworkShape, check_ordering
 from dltmw.bench.workloads import WORKLOADS, ParamError, parse_params
+from dltmw.core.creator_batch import CREATOR_BATCHES
 
 console = Console()
 
@@ -66,6 +67,10 @@ def bench(
         bool,
         typer.Option(help="PBFT-lite: votes to the primary, certificates back (issue 18)"),
     ] = True,
+    creator_batches: Annotated[
+        bool,
+        typer.Option(help="clients sign one root per request's proposals and envelopes"),
+    ] = CREATOR_BATCHES,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,
@@ -118,6 +123,7 @@ def bench(
             reorder=reorder,
             pbft_dissemination=pbft_dissemination,
             pbft_collector=pbft_collector,
+            creator_batches=creator_batches,
         )
         cfg = BenchConfig(
             workload=workload,

@@ -121,6 +121,14 @@ def update(
             help="parties sign one root per batch of agreements (upgrade every peer first)",
         ),
     ] = None,
+    creator_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--creator-batches/--no-creator-batches",
+            help="clients sign one root per request's proposals and envelopes (upgrade every"
+            " node first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -164,6 +172,7 @@ def update(
                 timeout_ms=timeout_ms,
                 private_agreement=agreement,
                 private_agreement_batches=private_agreement_batches,
+                creator_batches=creator_batches,
             )
 
         agreement = None

@@ -34,6 +34,8 @@ class ClientFiles:
     tls: TlsMaterial
     addresses: AddressBook
     files: dict[str, Path]
+    # channels whose genesis config lets clients sign per batch (`client/creator_signing.py`)
+    creator_batches: frozenset[str] = frozenset()
 
     @staticmethod
     def load(network_dir: Path, client_id: str) -> ClientFiles:
@@ -48,8 +50,12 @@ class ClientFiles:
             files["identity_key"] = key.resolve()
         signer = load_signer(cfg["client"]["org"], files["identity_cert"], key)
         addresses = AddressBook(files["address_book"])
+        batched: set[str] = set()
         for block in sorted((network_dir / "channels").glob("*.block")):
-            addresses.learn(routes(read_genesis(Block.FromString(block.read_bytes())).config))
+            config = read_genesis(Block.FromString(block.read_bytes())).config
+            addresses.learn(routes(config))
+            if config.creator_batches:
+                batched.add(config.channel_id)
         gateway = cfg["client"].get("gateway")
         endpoint = cfg["client"].get("gateway_endpoint")
         if gateway and endpoint:
@@ -62,4 +68,5 @@ class ClientFiles:
             tls=TlsMaterial.load(files["tls_cert"], files["tls_key"], files["tls_roots"]),
             addresses=addresses,
             files=files,
+            creator_batches=frozenset(batched),
         )

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import token_bytes
+from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
@@ -46,6 +48,7 @@ from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, 
 G = gateway_service_pb2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 ENDORSE_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,12 @@ class GatewayClient:
         channel: grpc.aio.Channel,
         pipelined: bool | None = None,
         tracer: Tracer = NO_TRACING,
+        batched_channels: Iterable[str] = (),
     ) -> None:
         self.signer = signer
+        # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) are
+        # signed once per Transact request (`client/creator_signing.py`)
+        self.signing = CreatorSigner(signer, batched_channels)
         self.channel = channel
         # OpenTelemetry: a span per unary call in its transaction's trace, whose context goes
         # to the gateway as `traceparent` metadata (`rpc/tracing.py`); none by default
@@ -75,7 +82,9 @@ class GatewayClient:
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         if pipelined is None:
             pipelined = os.environ.get("DLTMW_CLIENT_PIPELINE", "1") != "0"
-        self.pipeline: Pipeline | None = Pipeline(self.stub) if pipelined else None
+        self.pipeline: Pipeline | None = (
+            Pipeline(self.stub, signer=self.signing) if pipelined else None
+        )
         self._seen: dict[str, int] = {}  # channel id -> highest block seen committed
 
     def seen_block(self, channel_id: str) -> int:
@@ -110,7 +119,7 @@ class GatewayClient:
         name, tls = link_tls(tls, loaded.addresses, node_id)
         channel = secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
         tracer = Tracer.otlp(otlp_endpoint, client_id) if otlp_endpoint else NO_TRACING
-        return GatewayClient(signer, channel, pipelined, tracer)
+        return GatewayClient(signer, channel, pipelined, tracer, loaded.creator_batches)
 
     async def close(self) -> None:
         """Stop the Transact stream (its waiting callers get UNAVAILABLE) and close the
@@ -131,6 +140,12 @@ class GatewayClient:
         self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
     ) -> tuple[proposal_pb2.SignedProposal, str]:
         """A signed proposal and its tx_id."""
+        proposal_bytes, tx_id = self._proposal_bytes(channel_id, contract, function, args)
+        return self.signing.proposal(proposal_bytes), tx_id
+
+    def _proposal_bytes(
+        self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
+    ) -> tuple[bytes, str]:
         nonce = token_bytes(24)
         creator = self.signer.identity_bytes
         header = common_pb2.Header(
@@ -149,16 +164,11 @@ class GatewayClient:
         proposal_bytes = proposal_pb2.Proposal(
             header=header.SerializeToString(), payload=invocation.SerializeToString()
         ).SerializeToString()
-        signed = proposal_pb2.SignedProposal(
-            proposal_bytes=proposal_bytes, signature=self.signer.sign(proposal_bytes)
-        )
-        return signed, header.tx_id
+        return proposal_bytes, header.tx_id
 
     def envelope(self, prepared_payload: bytes) -> common_pb2.Envelope:
         """Sign the gateway's prepared payload into an envelope."""
-        return common_pb2.Envelope(
-            payload=prepared_payload, signature=self.signer.sign(prepared_payload)
-        )
+        return self.signing.envelope(prepared_payload)
 
     def signed_query(self, message: object) -> tuple[bytes, bytes]:
         """(bytes, signature) of a query message after setting requester and timestamp."""
@@ -188,7 +198,7 @@ class GatewayClient:
         return await self._endorse(signed, pipelined=False)
 
     async def _endorse(
-        self, signed: proposal_pb2.SignedProposal, pipelined: bool
+        self, signed: proposal_pb2.SignedProposal, pipelined: bool, unsigned: bool = False
     ) -> G.EndorseResponse:
         proposal = proposal_pb2.Proposal.FromString(signed.proposal_bytes)
         header = common_pb2.Header.FromString(proposal.header)
@@ -198,7 +208,7 @@ class GatewayClient:
         for attempt in range(ENDORSE_ATTEMPTS):
             try:
                 if pipelined and self.pipeline is not None:
-                    return await self.pipeline.endorse(request, 30)
+                    return await self.pipeline.endorse(request, 30, unsigned)
                 with self.tracer.transaction_span("Endorse", header.tx_id) as metadata:
                     return await self.stub.Endorse(request, timeout=30, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
@@ -231,18 +241,20 @@ class GatewayClient:
         return status
 
     async def submit_and_wait(
-        self, channel_id: str, tx_id: str, envelope: common_pb2.Envelope
+        self, channel_id: str, tx_id: str, envelope: common_pb2.Envelope, unsigned: bool = False
     ) -> G.CommitStatusResponse:
         """Submit a signed envelope and wait for its commit status: over the Transact stream
         when pipelined (concurrent callers share its messages, and the commit status is the
         stream's second answer, with no signed CommitStatus query to make and check), else by
         the unary Submit and CommitStatus. A gateway without Transact (an older release)
         answers UNIMPLEMENTED before anything was submitted: this client then uses the unary
-        calls from then on."""
+        calls from then on. `unsigned`: the envelope is signed with the others of its Transact
+        request (`client/creator_signing.py`), or alone if it goes by the unary calls."""
         pipeline = self.pipeline
         if pipeline is not None:
             try:
-                committed = await pipeline.submit(G.SubmitRequest(envelope=envelope), 30)
+                request = G.SubmitRequest(envelope=envelope)
+                committed = await pipeline.submit(request, 30, unsigned)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
@@ -253,21 +265,57 @@ class GatewayClient:
                 status = await pipeline.wait_commit(committed, 60)
                 self.observe_block(channel_id, status.block_number)
                 return status
+        if unsigned:
+            envelope = self.envelope(envelope.payload)
         await self.submit(envelope)
         return await self.commit_status(channel_id, tx_id)
 
     async def submit_transaction(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
     ) -> Submitted:
-        """Endorse, sign, submit and wait for the commit (pipelined: see the module doc)."""
-        signed, tx_id = self.proposal(channel_id, contract, function, args)
+        """Endorse, sign, submit and wait for the commit (pipelined: see the module doc). On
+        a channel whose config lets clients sign per batch, the proposal and the envelope are
+        signed with the others of their Transact request (`client/creator_signing.py`); a
+        channel that refuses the proof (its flag turned off since) gets them signed alone."""
+        proposal_bytes, tx_id = self._proposal_bytes(channel_id, contract, function, args)
         if self.pipeline is None:
-            endorsed = await self.endorse(signed)
+            endorsed = await self.endorse(self.signing.proposal(proposal_bytes))
         else:
-            endorsed = await self._endorse(signed, pipelined=True)
-        envelope = self.envelope(endorsed.prepared_payload)
-        status = await self.submit_and_wait(channel_id, tx_id, envelope)
+            endorsed = await self._retried_alone(
+                channel_id,
+                lambda later: self._endorse(
+                    _unsigned_proposal(proposal_bytes)
+                    if later
+                    else self.signing.proposal(proposal_bytes),
+                    pipelined=True,
+                    unsigned=later,
+                ),
+            )
+        payload = endorsed.prepared_payload
+        status = await self._retried_alone(
+            channel_id,
+            lambda later: self.submit_and_wait(
+                channel_id,
+                tx_id,
+                common_pb2.Envelope(payload=payload) if later else self.envelope(payload),
+                unsigned=later,
+            ),
+        )
         return Submitted(tx_id, endorsed.result, status)
+
+    async def _retried_alone(self, channel_id: str, step: Callable[[bool], Awaitable[T]]) -> T:
+        """`step(later)`: `later` when the channel takes batch proofs (signed with the request's
+        others); once more signed alone if the channel refused the proof (nothing was endorsed or
+        ordered for it: refused at admission)."""
+        if not self.signing.batches_on(channel_id):
+            return await step(False)
+        try:
+            return await step(True)
+        except grpc.aio.AioRpcError as exc:
+            if reason_of(exc) != "CREATOR_BATCH_REFUSED":
+                raise
+        self.signing.signs_alone(channel_id)
+        return await step(False)
 
     async def events(
         self,
@@ -294,6 +342,11 @@ class GatewayClient:
                 yield response
         finally:
             call.cancel()
+
+
+def _unsigned_proposal(proposal_bytes: bytes) -> proposal_pb2.SignedProposal:
+    """A proposal whose signature the pipeline adds as it packs the request."""
+    return proposal_pb2.SignedProposal(proposal_bytes=proposal_bytes)
 
 
 def _tx_id_of(envelope: common_pb2.Envelope) -> str:

@@ -26,6 +26,7 @@ from dltmw.aio.acks import ByKey
 from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
 from dltmw.aio.coalesce import bounded
 from dltmw.aio.tasks import TaskOwner
+from dltmw.client.creator_signing import CreatorSigner
 from dltmw.core.errors import DltmwError
 from dltmw.rpc.status import CODE_OF_REASON, to_status
 from dltmw.rpc.transact import MAX_OUTSTANDING
@@ -66,12 +67,20 @@ def _refused_here(exc: DltmwError) -> grpc.aio.AioRpcError:
 class Pipeline:
     """One lazily opened Transact stream shared by every caller of one GatewayClient."""
 
-    def __init__(self, stub: gateway_service_pb2_grpc.GatewayServiceStub, batch_max: int = 256):
+    def __init__(
+        self,
+        stub: gateway_service_pb2_grpc.GatewayServiceStub,
+        batch_max: int = 256,
+        signer: CreatorSigner | None = None,
+    ):
         self._stub = stub
         self._next_ref = 1
         self._acks = ByKey[Item, Outcome, G.TransactResponse](_key, _outcomes)
+        # items the caller left unsigned: signed once per request as it is packed (`_pack`)
+        self._signer = signer
+        self._unsigned: set[tuple[str, int]] = set()
         codec = Codec[Item, G.TransactRequest](
-            pack=_request, failure=_failure, size_bytes=_size_bytes
+            pack=self._pack, failure=_failure, size_bytes=_size_bytes
         )
         bounds = Bounds(
             queue_max=QUEUE_MAX,
@@ -83,21 +92,29 @@ class Pipeline:
             "transact-stream", self._open, codec, self._acks, TaskOwner(), bounds=bounds
         )
 
-    async def endorse(self, request: G.EndorseRequest, timeout_s: float) -> G.EndorseResponse:
-        """What `Endorse(request)` returns, or raises its AioRpcError."""
+    async def endorse(
+        self, request: G.EndorseRequest, timeout_s: float, unsigned: bool = False
+    ) -> G.EndorseResponse:
+        """What `Endorse(request)` returns, or raises its AioRpcError. `unsigned`: the proposal
+        is signed with the others of its request (needs the pipeline's signer)."""
         item = G.EndorseItem(ref=self._ref(), request=request)
+        mark = self._leave_unsigned(("e", item.ref), unsigned)
         try:
             return cast(G.EndorseResponse, await self._stream.call(item, timeout_s, _late))
         except DltmwError as exc:
             raise _refused_here(exc) from None
+        finally:
+            self._unsigned.discard(mark)
 
     async def submit(
-        self, request: G.SubmitRequest, timeout_s: float
+        self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
     ) -> asyncio.Future[G.CommitStatusResponse]:
         """Returns once the orderer accepted the envelope (as `Submit`), with a future of its
-        commit status (as `CommitStatus`); raises the AioRpcError `Submit` would have raised."""
+        commit status (as `CommitStatus`); raises the AioRpcError `Submit` would have raised.
+        `unsigned`: as `endorse`'s, for the envelope."""
         ref = self._ref()
         committed: asyncio.Future[G.CommitStatusResponse] = self._acks.expect(("c", ref))
+        mark = self._leave_unsigned(("s", ref), unsigned)
         try:
             await self._stream.call(G.SubmitItem(ref=ref, request=request), timeout_s, _late)
         except BaseException as exc:
@@ -106,6 +123,8 @@ class Pipeline:
             if isinstance(exc, DltmwError):
                 raise _refused_here(exc) from None
             raise
+        finally:
+            self._unsigned.discard(mark)
         return committed
 
     async def wait_commit(
@@ -120,6 +139,20 @@ class Pipeline:
     async def close(self) -> None:
         """End the stream; waiting callers get UNAVAILABLE."""
         await self._stream.close()
+
+    def _leave_unsigned(self, key: tuple[str, int], unsigned: bool) -> tuple[str, int]:
+        if unsigned:
+            if self._signer is None:
+                raise ValueError("an unsigned item needs a pipeline with a signer")
+            self._unsigned.add(key)
+        return key
+
+    def _pack(self, items: Sequence[Item]) -> G.TransactRequest:
+        """The stream message of `items`, the unsigned ones signed once for all."""
+        request = _request(items)
+        if self._unsigned and self._signer is not None:
+            self._signer.sign_request(request, self._unsigned.__contains__)
+        return request
 
     def _ref(self) -> int:
         ref, self._next_ref = self._next_ref, self._next_ref + 1

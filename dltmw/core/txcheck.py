@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from dltmw.core import lifecycle
+from dltmw.core import creator_batch, lifecycle
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import check_update, config_verdict
@@ -88,6 +88,8 @@ class CheckedProposal:
     signature: bytes
     invocation: proposal_pb2.ContractInvocation
     creator: VerifiedIdentity
+    # the client's batch proof (`core/creator_batch.py`), forwarded with it to other endorsers
+    batch_proof: common_pb2.BatchProof | None = None
 
     @property
     def tx_id(self) -> str:
@@ -226,14 +228,24 @@ def check_signed_proposal(
         raise ClientError(
             R.ERROR_REASON_INVALID_FIELD, "proposal header type must be ENDORSER_TRANSACTION"
         )
-    creator = verify_signed(
-        channel.membership, header.creator, signed.proposal_bytes, signed.signature, now
-    )
+    data = creator_batch.signed_proposal_data(signed, channel.config.creator_batches)
+    if data is None:
+        raise _batch_refused("proposal")
+    creator = verify_signed(channel.membership, header.creator, data, signed.signature, now)
     invocation = parse(proposal_pb2.ContractInvocation, proposal.payload, "contract invocation")
     if not invocation.contract or not invocation.function:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "invocation needs contract and function")
+    proof = creator_batch.proposal_proof(signed)
     return CheckedProposal(
-        header, proposal.header, signed.proposal_bytes, signed.signature, invocation, creator
+        header, proposal.header, signed.proposal_bytes, signed.signature, invocation, creator, proof
+    )
+
+
+def _batch_refused(what: str) -> ClientError:
+    return ClientError(
+        R.ERROR_REASON_CREATOR_BATCH_REFUSED,
+        f"the {what}'s batch proof cannot be right here: malformed, or the channel does not take"
+        " client batch proofs (creator_batches), or not an endorser transaction; sign it alone",
     )
 
 
@@ -291,6 +303,8 @@ def _admit_envelope(
     if not envelope.payload:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "envelope.payload is empty")
     canonical = common_pb2.Envelope(payload=envelope.payload, signature=envelope.signature)
+    if envelope.HasField("batch_proof"):
+        canonical.batch_proof.CopyFrom(creator_batch.canonical_proof(envelope.batch_proof))
     if canonical.SerializeToString() != envelope_bytes:
         # Another encoding of the same signed payload would be another request to the ordering
         # service (requests are identified by their bytes): one transaction, one encoding.
@@ -316,12 +330,21 @@ def _admit_envelope(
             "only endorser, private and config update transactions are ordered",
         )
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
-    if peek.channel_id in forwarded and header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+    endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
+    batches = channel.config.creator_batches
+    if peek.channel_id in forwarded and endorser_tx:
+        # the signature is not checked here, so neither is the root its proof leads to (commit
+        # does both); only whether the channel takes proofs at all
+        if not creator_batch.proof_allowed(envelope, batches, endorser_tx):
+            raise _batch_refused("envelope")
         creator = identified(channel.membership, header.creator, envelope.signature, at)
     else:
+        data = creator_batch.signed_envelope_data(envelope, batches, endorser_tx)
+        if data is None:
+            raise _batch_refused("envelope")
         keep = remember is None or peek.channel_id in remember
         creator = verify_signed(
-            channel.membership, header.creator, envelope.payload, envelope.signature, at, keep
+            channel.membership, header.creator, data, envelope.signature, at, keep
         )
     if agreements and header.type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
         _admit_agreements(payload.data, channel, header)
@@ -407,10 +430,12 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     at = to_datetime(header.timestamp)
     if at is None:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
+    endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
+    data = creator_batch.signed_envelope_data(envelope, channel.config.creator_batches, endorser_tx)
+    if data is None:  # a batch proof that cannot be right here (core/creator_batch.py)
+        raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE)
     try:
-        creator = channel.membership.verify(
-            header.creator, envelope.payload, envelope.signature, at
-        )
+        creator = channel.membership.verify(header.creator, data, envelope.signature, at)
     except Revoked as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_CERTIFICATE_REVOKED) from exc
     except IdentityError as exc:

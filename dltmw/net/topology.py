@@ -186,6 +186,11 @@ class ChannelSpec(Strict):
         " expression over the recipients' peers, e.g. OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
         " (the sender always; docs/privacy.md)",
     )
+    creator_batches: bool | None = Field(
+        None,
+        description="clients may sign one Merkle root per request over their proposals and"
+        " envelopes (docs/governance.md; default: dltmw's default for new channels)",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

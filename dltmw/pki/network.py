@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dltmw.contracts import BUILTIN, builtin_package, builtin_package_id
 from dltmw.core.channel import channel_view
+from dltmw.core.creator_batch import CREATOR_BATCHES
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
 from dltmw.net.addressbook import split_endpoint
@@ -426,6 +427,10 @@ AGREEMENT = {
 }
 
 
+def _or(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
+
+
 def agreement_settings(text: str) -> dict[str, Any]:
     """ChannelConfig fields of a topology's `private_agreement`: a keyword, else a policy
     expression (validated with the whole config: `core/privacy/agreement_policy.py`)."""
@@ -499,6 +504,7 @@ def _channel_config(
         channel_id=ch["id"],
         ordering=ORDERING[ch.get("ordering", "none")],
         **agreement_settings(ch.get("private_agreement", "all-recipients")),
+        creator_batches=_or(ch.get("creator_batches"), CREATOR_BATCHES),  # core/creator_batch.py
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

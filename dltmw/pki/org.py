@@ -33,6 +33,7 @@ from google.protobuf import json_format
 
 from dltmw.contracts import BUILTIN, builtin_package_id
 from dltmw.core.channel import ConfigError, channel_view
+from dltmw.core.creator_batch import CREATOR_BATCHES
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import IdentityError, Membership, identity_bytes, tls_org_matches
 from dltmw.net.addressbook import split_endpoint
@@ -313,6 +314,7 @@ def _config(
         ordering=ORDERING[plan.ordering],
         private_agreement=private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS,
         private_agreement_batches=True,  # signed per batch: core/privacy/agreement_batch.py
+        creator_batches=CREATOR_BATCHES,  # clients sign per request: core/creator_batch.py
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
             max_tx_count=plan.max_tx_count,

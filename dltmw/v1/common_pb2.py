@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ltmw/v1/common.proto\x12\x08\x64ltmw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x06Header\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.dltmw.v1.HeaderType\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\'\n\x07Payload\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"B\n\nBatchProof\x12\x12\n\nleaf_index\x18\x01 \x01(\r\x12\x12\n\nleaf_count\x18\x02 \x01(\r\x12\x0c\n\x04path\x18\x03 \x03(\x0c*\xab\x01\n\nHeaderType\x12\x1b\n\x17HEADER_TYPE_UNSPECIFIED\x10\x00\x12$\n HEADER_TYPE_ENDORSER_TRANSACTION\x10\x01\x12\x16\n\x12HEADER_TYPE_CONFIG\x10\x02\x12#\n\x1fHEADER_TYPE_PRIVATE_TRANSACTION\x10\x03\x12\x1d\n\x19HEADER_TYPE_CONFIG_UPDATE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ltmw/v1/common.proto\x12\x08\x64ltmw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x06Header\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.dltmw.v1.HeaderType\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\r\n\x05tx_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12*\n\x0b\x62\x61tch_proof\x18\xc5\x04 \x01(\x0b\x32\x14.dltmw.v1.BatchProof\"\'\n\x07Payload\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"B\n\nBatchProof\x12\x12\n\nleaf_index\x18\x01 \x01(\r\x12\x12\n\nleaf_count\x18\x02 \x01(\r\x12\x0c\n\x04path\x18\x03 \x03(\x0c*\xab\x01\n\nHeaderType\x12\x1b\n\x17HEADER_TYPE_UNSPECIFIED\x10\x00\x12$\n HEADER_TYPE_ENDORSER_TRANSACTION\x10\x01\x12\x16\n\x12HEADER_TYPE_CONFIG\x10\x02\x12#\n\x1fHEADER_TYPE_PRIVATE_TRANSACTION\x10\x03\x12\x1d\n\x19HEADER_TYPE_CONFIG_UPDATE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEADERTYPE']._serialized_start=387
-  _globals['_HEADERTYPE']._serialized_end=558
+  _globals['_HEADERTYPE']._serialized_start=431
+  _globals['_HEADERTYPE']._serialized_end=602
   _globals['_HEADER']._serialized_start=69
   _globals['_HEADER']._serialized_end=227
   _globals['_ENVELOPE']._serialized_start=229
-  _globals['_ENVELOPE']._serialized_end=275
-  _globals['_PAYLOAD']._serialized_start=277
-  _globals['_PAYLOAD']._serialized_end=316
-  _globals['_BATCHPROOF']._serialized_start=318
-  _globals['_BATCHPROOF']._serialized_end=384
+  _globals['_ENVELOPE']._serialized_end=319
+  _globals['_PAYLOAD']._serialized_start=321
+  _globals['_PAYLOAD']._serialized_end=360
+  _globals['_BATCHPROOF']._serialized_start=362
+  _globals['_BATCHPROOF']._serialized_end=428
 # @@protoc_insertion_point(module_scope)

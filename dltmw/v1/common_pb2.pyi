@@ -120,19 +120,32 @@ class Envelope(_message.Message):
 
     PAYLOAD_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PROOF_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """Serialised Payload."""
     signature: _builtins.bytes
-    """The creator's signature over `payload` exactly."""
+    """The creator's signature over `payload` exactly; or, with `batch_proof`, over
+    "dltmw/envelope-batch/v1" || the Merkle root of the payloads the client signed at once.
+    """
+    @_builtins.property
+    def batch_proof(self) -> Global___BatchProof:
+        """Set when the client signed many endorser transactions' envelopes ONCE
+        (dltmw/core/creator_batch.py): the inclusion proof of `payload` (the leaf) under the signed
+        root. Only endorser transactions, only on channels with ChannelConfig.creator_batches;
+        elsewhere refused at admission (ERROR_REASON_CREATOR_BATCH_REFUSED) and recorded
+        TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE in a block.
+        """
+
     def __init__(
         self,
         *,
         payload: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_proof: Global___BatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "payload", b"payload", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -363,6 +363,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     requester than the batch signer, or carries a signature of its own (a batch-signed request
     has none). That request is refused; nothing is consumed for it.
     """
+    ERROR_REASON_CREATOR_BATCH_REFUSED: _ErrorReason.ValueType  # 200
+    """INVALID_ARGUMENT: a proposal or envelope carries a client batch proof
+    (SignedProposal.batch_proof, Envelope.batch_proof) that cannot be right: the channel does
+    not take them (ChannelConfig.creator_batches off), the envelope is not an endorser
+    transaction, or the proof is malformed (index, count, path). Sign it alone. Nothing was
+    changed. A proof that is well formed but whose root signature does not verify is
+    ERROR_REASON_BAD_SIGNATURE, as for a lone signature.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -710,5 +718,13 @@ ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID: ErrorReason.ValueType  # 163
 """INVALID_ARGUMENT: a request of a batch-signed NotariseStream message names another
 requester than the batch signer, or carries a signature of its own (a batch-signed request
 has none). That request is refused; nothing is consumed for it.
+"""
+ERROR_REASON_CREATOR_BATCH_REFUSED: ErrorReason.ValueType  # 200
+"""INVALID_ARGUMENT: a proposal or envelope carries a client batch proof
+(SignedProposal.batch_proof, Envelope.batch_proof) that cannot be right: the channel does
+not take them (ChannelConfig.creator_batches off), the envelope is not an endorser
+transaction, or the proof is malformed (index, count, path). Sign it alone. Nothing was
+changed. A proof that is well formed but whose root signature does not verify is
+ERROR_REASON_BAD_SIGNATURE, as for a lone signature.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

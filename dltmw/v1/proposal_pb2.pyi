@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dltmw.v1 import common_pb2 as _common_pb2
 from dltmw.v1 import rwset_pb2 as _rwset_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -85,19 +86,31 @@ class SignedProposal(_message.Message):
 
     PROPOSAL_BYTES_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PROOF_FIELD_NUMBER: _builtins.int
     proposal_bytes: _builtins.bytes
     """Serialised Proposal."""
     signature: _builtins.bytes
-    """The creator's signature over `proposal_bytes` exactly."""
+    """The creator's signature over `proposal_bytes` exactly; or, with `batch_proof`, over
+    "dltmw/proposal-batch/v1" || the Merkle root of the proposals the client signed at once.
+    """
+    @_builtins.property
+    def batch_proof(self) -> _common_pb2.BatchProof:
+        """Set when the client signed many proposals ONCE (dltmw/core/creator_batch.py): the
+        inclusion proof of `proposal_bytes` (the leaf) under the signed root. Only on channels
+        with ChannelConfig.creator_batches; elsewhere a proposal carrying it is refused
+        (ERROR_REASON_CREATOR_BATCH_REFUSED). docs/wire.md "Client signatures per batch".
+        """
+
     def __init__(
         self,
         *,
         proposal_bytes: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_proof: _common_pb2.BatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposal_bytes", b"proposal_bytes", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "proposal_bytes", b"proposal_bytes", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

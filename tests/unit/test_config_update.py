@@ -486,6 +486,16 @@ def test_private_agreement_batches_turned_on_and_off(gov: Gov) -> None:
     assert not applied(gov, view, off, "Org1", "Org2").config.private_agreement_batches
 
 
+def test_creator_batches_turned_on_and_off(gov: Gov) -> None:
+    """`dltmw channel update --[no-]creator-batches`: an admin-approved update like any other."""
+    on = config_edit.with_settings(gov.view.config, creator_batches=True)
+    view = applied(gov, gov.view, on, "Org1", "Org2")
+    assert view.config.creator_batches and not gov.view.config.creator_batches
+    assert config_edit.with_settings(view.config, max_tx_count=9).creator_batches  # unchanged
+    off = config_edit.with_settings(view.config, creator_batches=False)
+    assert not applied(gov, view, off, "Org1", "Org2").config.creator_batches
+
+
 # --- links and streams ----------------------------------------------------------------------
 
 

@@ -106,6 +106,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "STORAGE_UNAVAILABLE": E.Unavailable,
     "NOTARY_BATCH_SIGNATURE_INVALID": E.PermissionDenied,
     "NOTARY_BATCH_REQUEST_INVALID": E.InvalidRequest,
+    "CREATOR_BATCH_REFUSED": E.InvalidRequest,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -270,7 +270,9 @@ class BatchEndorser:
         self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int]
     ) -> list[Answer]:
         signed = [
-            proposal_pb2.SignedProposal(proposal_bytes=c.proposal_bytes, signature=c.signature)
+            proposal_pb2.SignedProposal(
+                proposal_bytes=c.proposal_bytes, signature=c.signature, batch_proof=c.batch_proof
+            )
             for c in checked
         ]
         stream = self._stream_to(node_id)
