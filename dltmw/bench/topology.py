@@ -40,6 +40,7 @@ class NetworkShape:
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members
     nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
     private_agreement: str = "all-recipients"  # the channels' (topology `private_agreement`)
+    endorsement_batches: bool = True  # endorsers sign a root per batch (core/endorsement_batch)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -156,6 +157,7 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
             "contracts": [{"name": c} for c in contracts],
             "batch": shape.batch(),
             "private_agreement": shape.private_agreement,
+            "endorsement_batches": shape.endorsement_batches,
         }
         for cid in shape.channel_ids()
     ]

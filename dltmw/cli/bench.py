@@ -66,6 +66,10 @@ def bench(
         bool,
         typer.Option(help="PBFT-lite: votes to the primary, certificates back (issue 18)"),
     ] = True,
+    endorsement_batches: Annotated[
+        bool,
+        typer.Option(help="endorsers sign one root per batch of endorsements (issue 13)"),
+    ] = True,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,
@@ -118,6 +122,7 @@ def bench(
             reorder=reorder,
             pbft_dissemination=pbft_dissemination,
             pbft_collector=pbft_collector,
+            endorsement_batches=endorsement_batches,
         )
         cfg = BenchConfig(
             workload=workload,

@@ -121,6 +121,13 @@ def update(
             help="parties sign one root per batch of agreements (upgrade every peer first)",
         ),
     ] = None,
+    endorsement_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--endorsement-batches/--no-endorsement-batches",
+            help="endorsers sign one root per batch of endorsements (upgrade every peer first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -164,6 +171,7 @@ def update(
                 timeout_ms=timeout_ms,
                 private_agreement=agreement,
                 private_agreement_batches=private_agreement_batches,
+                endorsement_batches=endorsement_batches,
             )
 
         agreement = None

@@ -186,6 +186,11 @@ class ChannelSpec(Strict):
         " expression over the recipients' peers, e.g. OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
         " (the sender always; docs/privacy.md)",
     )
+    endorsement_batches: bool = Field(
+        True,
+        description="endorsers sign one Merkle root per batch of endorsements they answer"
+        " together (Endorsement.batch_proof, docs/wire.md); false: one signature each",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

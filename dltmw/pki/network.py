@@ -499,6 +499,7 @@ def _channel_config(
         channel_id=ch["id"],
         ordering=ORDERING[ch.get("ordering", "none")],
         **agreement_settings(ch.get("private_agreement", "all-recipients")),
+        endorsement_batches=ch.get("endorsement_batches", True),  # core/endorsement_batch.py
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

@@ -313,6 +313,7 @@ def _config(
         ordering=ORDERING[plan.ordering],
         private_agreement=private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS,
         private_agreement_batches=True,  # signed per batch: core/privacy/agreement_batch.py
+        endorsement_batches=True,  # signed per batch: core/endorsement_batch.py
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
             max_tx_count=plan.max_tx_count,

@@ -22,30 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dltmw.v1 import common_pb2 as dltmw_dot_v1_dot_common__pb2
 from dltmw.v1 import rwset_pb2 as dltmw_dot_v1_dot_rwset__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ltmw/v1/proposal.proto\x12\x08\x64ltmw.v1\x1a\x14\x64ltmw/v1/rwset.proto\"F\n\x12\x43ontractInvocation\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\x0c\"+\n\x08Proposal\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\";\n\x0eSignedProposal\x12\x16\n\x0eproposal_bytes\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"@\n\rContractEvent\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"D\n\x10\x43ontractResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"\xae\x01\n\x17ProposalResponsePayload\x12\x15\n\rproposal_hash\x18\x01 \x01(\x0c\x12%\n\x05rwset\x18\x02 \x01(\x0b\x32\x16.dltmw.v1.ReadWriteSet\x12,\n\x08response\x18\x03 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\x12\'\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\"2\n\x0b\x45ndorsement\x12\x10\n\x08\x65ndorser\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x99\x01\n\x10ProposalResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12*\n\x0b\x65ndorsement\x18\x02 \x01(\x0b\x32\x15.dltmw.v1.Endorsement\x12,\n\x08response\x18\x03 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\x12\x1a\n\x12state_block_number\x18\x04 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ltmw/v1/proposal.proto\x12\x08\x64ltmw.v1\x1a\x15\x64ltmw/v1/common.proto\x1a\x14\x64ltmw/v1/rwset.proto\"F\n\x12\x43ontractInvocation\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\x0c\"+\n\x08Proposal\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\";\n\x0eSignedProposal\x12\x16\n\x0eproposal_bytes\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"@\n\rContractEvent\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"D\n\x10\x43ontractResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"\xae\x01\n\x17ProposalResponsePayload\x12\x15\n\rproposal_hash\x18\x01 \x01(\x0c\x12%\n\x05rwset\x18\x02 \x01(\x0b\x32\x16.dltmw.v1.ReadWriteSet\x12,\n\x08response\x18\x03 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\x12\'\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.dltmw.v1.ContractEvent\"^\n\x0b\x45ndorsement\x12\x10\n\x08\x65ndorser\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12*\n\x0b\x62\x61tch_proof\x18\xba\x04 \x01(\x0b\x32\x14.dltmw.v1.BatchProof\"\x99\x01\n\x10ProposalResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12*\n\x0b\x65ndorsement\x18\x02 \x01(\x0b\x32\x15.dltmw.v1.Endorsement\x12,\n\x08response\x18\x03 \x01(\x0b\x32\x1a.dltmw.v1.ContractResponse\x12\x1a\n\x12state_block_number\x18\x04 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.proposal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTRACTINVOCATION']._serialized_start=59
-  _globals['_CONTRACTINVOCATION']._serialized_end=129
-  _globals['_PROPOSAL']._serialized_start=131
-  _globals['_PROPOSAL']._serialized_end=174
-  _globals['_SIGNEDPROPOSAL']._serialized_start=176
-  _globals['_SIGNEDPROPOSAL']._serialized_end=235
-  _globals['_CONTRACTEVENT']._serialized_start=237
-  _globals['_CONTRACTEVENT']._serialized_end=301
-  _globals['_CONTRACTRESPONSE']._serialized_start=303
-  _globals['_CONTRACTRESPONSE']._serialized_end=371
-  _globals['_PROPOSALRESPONSEPAYLOAD']._serialized_start=374
-  _globals['_PROPOSALRESPONSEPAYLOAD']._serialized_end=548
-  _globals['_ENDORSEMENT']._serialized_start=550
-  _globals['_ENDORSEMENT']._serialized_end=600
-  _globals['_PROPOSALRESPONSE']._serialized_start=603
-  _globals['_PROPOSALRESPONSE']._serialized_end=756
+  _globals['_CONTRACTINVOCATION']._serialized_start=82
+  _globals['_CONTRACTINVOCATION']._serialized_end=152
+  _globals['_PROPOSAL']._serialized_start=154
+  _globals['_PROPOSAL']._serialized_end=197
+  _globals['_SIGNEDPROPOSAL']._serialized_start=199
+  _globals['_SIGNEDPROPOSAL']._serialized_end=258
+  _globals['_CONTRACTEVENT']._serialized_start=260
+  _globals['_CONTRACTEVENT']._serialized_end=324
+  _globals['_CONTRACTRESPONSE']._serialized_start=326
+  _globals['_CONTRACTRESPONSE']._serialized_end=394
+  _globals['_PROPOSALRESPONSEPAYLOAD']._serialized_start=397
+  _globals['_PROPOSALRESPONSEPAYLOAD']._serialized_end=571
+  _globals['_ENDORSEMENT']._serialized_start=573
+  _globals['_ENDORSEMENT']._serialized_end=667
+  _globals['_PROPOSALRESPONSE']._serialized_start=670
+  _globals['_PROPOSALRESPONSE']._serialized_end=823
 # @@protoc_insertion_point(module_scope)
