@@ -43,6 +43,7 @@ class NetworkShape:
     nats_tls: bool = True  # jetstream ordering: mutual TLS to and between the nats-servers
     private_agreement: str = "all-recipients"  # the channels' (topology `private_agreement`)
     creator_batches: bool = CREATOR_BATCHES  # clients sign per request (core/creator_batch.py)
+    endorsement_batches: bool = True  # endorsers sign a root per batch (core/endorsement_batch)
 
     def channel_ids(self) -> tuple[str, ...]:
         """Channel names, in order."""
@@ -160,6 +161,7 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
             "batch": shape.batch(),
             "private_agreement": shape.private_agreement,
             "creator_batches": shape.creator_batches,
+            "endorsement_batches": shape.endorsement_batches,
         }
         for cid in shape.channel_ids()
     ]

@@ -71,6 +71,10 @@ def bench(
         bool,
         typer.Option(help="clients sign one root per request's proposals and envelopes"),
     ] = CREATOR_BATCHES,
+    endorsement_batches: Annotated[
+        bool,
+        typer.Option(help="endorsers sign one root per batch of endorsements (issue 13)"),
+    ] = True,
     synchronous: Annotated[str, typer.Option(help="sqlite synchronous mode")] = "FULL",
     postgresql_dsn: Annotated[
         str,
@@ -124,6 +128,7 @@ def bench(
             pbft_dissemination=pbft_dissemination,
             pbft_collector=pbft_collector,
             creator_batches=creator_batches,
+            endorsement_batches=endorsement_batches,
         )
         cfg = BenchConfig(
             workload=workload,

@@ -129,6 +129,13 @@ def update(
             " node first)",
         ),
     ] = None,
+    endorsement_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--endorsement-batches/--no-endorsement-batches",
+            help="endorsers sign one root per batch of endorsements (upgrade every peer first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -173,6 +180,7 @@ def update(
                 private_agreement=agreement,
                 private_agreement_batches=private_agreement_batches,
                 creator_batches=creator_batches,
+                endorsement_batches=endorsement_batches,
             )
 
         agreement = None

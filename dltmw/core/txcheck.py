@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from dltmw.core import creator_batch, lifecycle
+from dltmw.core import creator_batch, endorsement_batch, lifecycle
 from dltmw.core import policy as policy_mod
 from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import check_update, config_verdict
@@ -545,7 +545,10 @@ def _check_endorsements(
     policy = channel.policy_for(contract)
     if policy is None:
         raise _Invalid(C.TX_VALIDATION_CODE_CONTRACT_NOT_FOUND, tx_id)
-    signers = endorsement_signers(tx.endorsements, tx.response_payload, channel.membership, at)
+    batches = channel.config.endorsement_batches
+    signers = endorsement_signers(
+        tx.endorsements, tx.response_payload, channel.membership, at, batches
+    )
     if policy_mod.evaluate(policy, signers) != policy_mod.PolicyResult.SATISFIED:
         raise _Invalid(C.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE, tx_id)
 
@@ -555,12 +558,18 @@ def endorsement_signers(
     response_payload: bytes,
     membership: Membership,
     at: datetime,
+    batches: bool,
 ) -> list[policy_mod.Signer]:
-    """Signers whose endorsement verifies over (response_payload || endorser); others ignored."""
+    """Signers whose endorsement verifies over (response_payload || endorser), or over its
+    batch's root on a channel with endorsement batches (`batches`,
+    core/endorsement_batch.py); others ignored."""
     signers: list[policy_mod.Signer] = []
     for e in endorsements:
+        data = endorsement_batch.signed_data(e, response_payload, batches)
+        if data is None:
+            continue
         try:
-            who = membership.verify(e.endorser, response_payload + e.endorser, e.signature, at)
+            who = membership.verify(e.endorser, data, e.signature, at)
         except IdentityError:
             continue
         signers.append(policy_mod.Signer(who.identity_id, who.org_id, who.roles))

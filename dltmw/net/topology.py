@@ -191,6 +191,11 @@ class ChannelSpec(Strict):
         description="clients may sign one Merkle root per request over their proposals and"
         " envelopes (docs/governance.md; default: dltmw's default for new channels)",
     )
+    endorsement_batches: bool = Field(
+        True,
+        description="endorsers sign one Merkle root per batch of endorsements they answer"
+        " together (Endorsement.batch_proof, docs/wire.md); false: one signature each",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

@@ -230,19 +230,33 @@ class Endorsement(_message.Message):
 
     ENDORSER_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_PROOF_FIELD_NUMBER: _builtins.int
     endorser: _builtins.bytes
     """Serialised Identity of the endorser (a peer of a member organisation)."""
     signature: _builtins.bytes
-    """Signature over (proposal response payload bytes || endorser bytes), concatenated."""
+    """Signature over (proposal response payload bytes || endorser bytes), concatenated; or, with
+    batch_proof, over "dltmw/endorsement-batch/v1" || the Merkle root of a batch whose leaves are
+    those bytes of each endorsement of the batch (core/endorsement_batch.py).
+    """
+    @_builtins.property
+    def batch_proof(self) -> _common_pb2.BatchProof:
+        """Set when the endorser signed one root over the endorsements it answered together (one
+        ProcessProposals message, one simulation batch): the position of this endorsement's leaf
+        (payload || endorser) in that RFC 6962 tree and its path. Only valid on a channel with
+        ChannelConfig.endorsement_batches: elsewhere an endorsement carrying it counts for nothing
+        (so nodes of an older release decide alike). docs/wire.md "Endorsements signed per batch".
+        """
+
     def __init__(
         self,
         *,
         endorser: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_proof: _common_pb2.BatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endorser", b"endorser", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_proof", b"batch_proof", "endorser", b"endorser", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,11 +121,12 @@ async def _ledger_with_topic(path: Path) -> ChannelLedger:
 
 def _endorser(ledger: ChannelLedger, builtin_of: Any) -> Any:
     """PeerChannel.endorse_many's collaborators: the real ledger and the real bus contract;
-    `_simulate_and_sign` records the thread each simulation ran on."""
+    `_simulate` records the thread each simulation ran on (`_sign`, a no-op here, is
+    tests/unit/test_endorsement_batch.py's)."""
     threads: list[int] = []
     bus = cast(Contract, builtin_contract("bus"))
 
-    def simulate_and_sign(
+    def simulate_only(
         reader: Any, checked: CheckedProposal, trust: Any, number: int, clock: Any
     ) -> tuple[int, bytes]:
         threads.append(threading.get_ident())
@@ -137,7 +138,8 @@ def _endorser(ledger: ChannelLedger, builtin_of: Any) -> Any:
         ledger=ledger,
         lifecycle=types.SimpleNamespace(builtin_of=builtin_of),
         ctx=types.SimpleNamespace(tracer=types.SimpleNamespace(enabled=False)),
-        _simulate_and_sign=simulate_and_sign,
+        _simulate=simulate_only,
+        _sign=lambda responses, batches: None,
         threads=threads,
     )
     stub._trust = lambda: PeerChannel._trust(stub)

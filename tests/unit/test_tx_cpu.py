@@ -80,7 +80,7 @@ def _channel_stub(config: config_pb2.ChannelConfig) -> Any:
         reader = types.SimpleNamespace(last_block_number=lambda: 3)
         return run(reader)
 
-    def simulate_and_sign(
+    def simulate_only(
         reader: Any, checked: CheckedProposal, trust: ChannelTrust, number: int, clock: Any
     ) -> str:
         seen.append((checked.tx_id, trust))
@@ -92,7 +92,8 @@ def _channel_stub(config: config_pb2.ChannelConfig) -> Any:
         ledger=types.SimpleNamespace(read_snapshot=read_snapshot),
         lifecycle=types.SimpleNamespace(builtin_of=lambda name: None),  # a user contract
         ctx=types.SimpleNamespace(tracer=types.SimpleNamespace(enabled=False)),
-        _simulate_and_sign=simulate_and_sign,
+        _simulate=simulate_only,
+        _sign=lambda responses, batches: None,  # tests/unit/test_endorsement_batch.py
         seen=seen,
     )
     stub._trust = lambda: PeerChannel._trust(stub)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dltmw.aio.clock import utc_now
+from dltmw.core import endorsement_batch
 from dltmw.core.contract import refusal_error
 from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import (
@@ -292,22 +293,41 @@ class BatchEndorser:
             and a.response.status == 200
             and a.endorsement.endorser == expected
         ]
+        # One check per distinct (signed data, signature): the endorsements of one batch share
+        # their root's (core/endorsement_batch.py), so the pool verifies it once, not once per
+        # thread that would miss the memo at the same moment.
         membership = self._peer.view.membership
-
-        def verify(i: int) -> None:
+        batches = self._peer.view.config.endorsement_batches
+        now = utc_now()
+        checks: dict[tuple[bytes, bytes], list[int]] = {}
+        for i in to_verify:
             a = answers[i]
             assert not isinstance(a, BaseException)
-            e = a.endorsement
+            data = endorsement_batch.signed_data(a.endorsement, a.payload, batches)
+            if data is None:
+                answers[i] = PeerError(R.ERROR_REASON_BAD_SIGNATURE, _BAD_PROOF)
+            else:
+                checks.setdefault((data, a.endorsement.signature), []).append(i)
+
+        def verify(check: tuple[bytes, bytes]) -> None:
             try:
-                membership.verify(e.endorser, a.payload + e.endorser, e.signature, utc_now())
+                membership.verify(expected, check[0], check[1], now)
             except IdentityError as err:  # fails this endorser, not "unreachable"
                 raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"bad endorsement: {err}") from None
 
-        verdicts = await self._peer.offload(verify, to_verify)
-        for i, verdict in zip(to_verify, verdicts, strict=True):
+        unique = list(checks)
+        verdicts = await self._peer.offload(verify, unique)
+        for check, verdict in zip(unique, verdicts, strict=True):
             if isinstance(verdict, BaseException):
-                answers[i] = verdict
+                for i in checks[check]:
+                    answers[i] = verdict
         return answers
+
+
+_BAD_PROOF = (
+    "bad endorsement: a batch proof that cannot be right here (malformed, or the channel does"
+    " not sign endorsements per batch)"
+)
 
 
 class _Undecided(Exception):

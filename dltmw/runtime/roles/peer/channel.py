@@ -52,6 +52,7 @@ from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.pool import capturing, map_chunked
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import cancel_and_wait
+from dltmw.core import endorsement_batch
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Committed
@@ -253,12 +254,13 @@ class PeerChannel:
         clock = duration_clock()  # virtual in the simulator
 
         trust = self._trust()  # one config in force for the whole batch
+        batches = self.view.config.endorsement_batches
 
         def run(reader: StateReader) -> list[proposal_pb2.ProposalResponse]:
             number = max(0, reader.last_block_number())
-            return [
-                self._simulate_and_sign(reader, checked, trust, number, clock) for checked in batch
-            ]
+            responses = [self._simulate(reader, checked, trust, number, clock) for checked in batch]
+            self._sign(responses, batches)
+            return responses
 
         tracer = self.ctx.tracer
         start_ns = now_ns() if tracer.enabled else 0
@@ -332,7 +334,7 @@ class PeerChannel:
             return False
         return True
 
-    def _simulate_and_sign(
+    def _simulate(
         self,
         reader: StateReader,
         checked: CheckedProposal,
@@ -340,25 +342,28 @@ class PeerChannel:
         state_block_number: int,
         clock: Callable[[], float],
     ) -> proposal_pb2.ProposalResponse:
+        """The unsigned response to one proposal (`_sign` endorses the batch's together)."""
         contract, sequence = self.lifecycle.runnable(checked.invocation.contract)
         tx = checked.tx_info(trust)
         payload = simulate(contract, checked.invocation, reader, tx, self._backstop(clock))
         payload.rwset.contract_sequence = sequence  # validation compares it with the committed
         payload.proposal_hash = sha256(checked.proposal_bytes)
-        payload_bytes = payload.SerializeToString()
-        response = proposal_pb2.ProposalResponse(
-            payload=payload_bytes, response=payload.response, state_block_number=state_block_number
+        return proposal_pb2.ProposalResponse(
+            payload=payload.SerializeToString(),
+            response=payload.response,
+            state_block_number=state_block_number,
         )
-        if payload.response.status == 200:
-            me = self.ctx.signer.identity_bytes
-            signature = self.ctx.signer.sign(payload_bytes + me)
-            response.endorsement.endorser = me
-            response.endorsement.signature = signature
-            # Verified once per node: our own signature need not be checked again at commit.
-            self.view.membership.remember_own_signature(
-                self.ctx.signer, payload_bytes + me, signature
-            )
-        return response
+
+    def _sign(self, responses: Sequence[proposal_pb2.ProposalResponse], batches: bool) -> None:
+        """Endorse every response whose contract agreed: one signature over the batch's root
+        where the channel signs in batches (`batches`, core/endorsement_batch.py), else one
+        each."""
+        ok = [r for r in responses if r.response.status == 200]
+        signed = endorsement_batch.sign(
+            self.ctx.signer, self.view.membership, [r.payload for r in ok], batches
+        )
+        for response, endorsement in zip(ok, signed, strict=True):
+            response.endorsement.CopyFrom(endorsement)
 
     def _backstop(self, clock: Callable[[], float]) -> Callable[[], bool]:
         """The wall-clock backstop of one invocation (a metered contract polls it; the step
