@@ -518,6 +518,15 @@ class Node:
             )
         return out
 
+    def killed(self) -> None:
+        """The simulator killed this node (kill -9, dltmw/sim/hosts.py): no `stop` follows, so
+        give back here what `stop` would of the process — the node's count in the process
+        memo (`IN_PROCESS`), which would otherwise stay shared for the rest of the process and
+        keep a memo that a process of one node must not hold. Idempotent."""
+        if self._counted:
+            IN_PROCESS.node_stopped()
+            self._counted = False
+
     async def stop(self, grace_s: float = 5.0) -> None:
         """Two-stage stop (idempotent)."""
         self.ctx.tasks.close()  # from here on, tasks ending is the stop, not a failure

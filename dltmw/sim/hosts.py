@@ -126,10 +126,12 @@ class Host:
 
     def kill(self) -> None:
         """kill -9 (see the module docstring); a no-op when down."""
-        owner, self.node = self.owner, None
+        owner, node, self.node = self.owner, self.node, None
         if owner is None or not owner.alive:
             return
         owner.alive = False
+        if node is not None:
+            node.killed()
         self._net.kill(owner)
         for task in owner.tasks():
             task.cancel()

@@ -13,6 +13,7 @@ import pytest
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import token_bytes
+from dltmw.core.verified_memo import IN_PROCESS
 from dltmw.sim import vloop
 from dltmw.sim.scenarios import run_scenario
 
@@ -126,3 +127,12 @@ def test_a_simulated_run_reads_no_wall_clock_that_steers_it(
     monkeypatch.undo()
     assert result.ok
     assert set(readers) <= {"dltmw.aio.throttle", "tenacity", "prometheus_client.metrics"}, readers
+
+
+def test_a_run_gives_back_every_node_s_share_of_the_process_memo() -> None:
+    """A simulated run ends by killing its nodes (no `Node.stop`): each kill must give back the
+    node's count in the process memo (`Node.killed`), or the memo stayed shared for the rest of
+    the process and the next lone node of it (an embedded network's, a test's) kept it."""
+    assert not IN_PROCESS.shared
+    assert run_scenario("eov-solo", 4).ok
+    assert not IN_PROCESS.shared
