@@ -18,6 +18,10 @@ before the next stream, and forgets the cached connection first when the failure
 (the peer may have restarted on a new port). A receiver answering UNIMPLEMENTED is an older
 node: this link then sends one unary `Exchange` per batch until the connection is forgotten.
 
+Messages travel serialised (`replica_frame`): a message broadcast to every peer is serialised
+once for all links (the sender frames it before it queues it on each link), and a link writes
+its requests as bytes assembled from them, with no per-link copy of the messages.
+
 Not a `BatchedStream`: nothing waits for an answer here (PBFT-lite messages are fire and forget,
 and a lost one is retransmitted by the protocol), so there are no callers' futures to pair with
 acks and no overload to report to a caller (a full queue drops).
@@ -37,7 +41,8 @@ from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.errors import DltmwError, TransientError
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
-from dltmw.v1 import errors_pb2, replica_pb2, replica_pb2_grpc
+from dltmw.runtime.replica_frame import Framed, Outbound, exchange_request, frame, stream_request
+from dltmw.v1 import errors_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +53,9 @@ CALL_TIMEOUT_S = 5.0  # for a unary call's answer, or for room in the stream's w
 WINDOW = 8  # batches written on a stream and not yet answered
 R = errors_pb2
 RECONNECT = Reconnect(first_s=0.2, max_s=2.0)  # the first wait is the former fixed 0.2 s
-
-Outbound = replica_pb2.SignedReplicaMessage | replica_pb2.BlockSignature
+# The service's methods, called with requests serialised here (`replica_frame`).
+EXCHANGE = "/dltmw.v1.ReplicaService/Exchange"
+EXCHANGE_STREAM = "/dltmw.v1.ReplicaService/ExchangeStream"
 
 
 class ReplicaLink:
@@ -60,15 +66,15 @@ class ReplicaLink:
         self.channel_id = channel_id
         self.node_id = node_id
         # None in the queue is no message: the stream's reader waking an idle `_take` (`_next`)
-        self._queue: asyncio.Queue[Outbound | None] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self._queue: asyncio.Queue[Framed | None] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
-        self._held: Outbound | None = None  # did not fit the previous batch
+        self._held: Framed | None = None  # did not fit the previous batch
         self.dropped = 0
         self._unary_only = False  # the receiver answered UNIMPLEMENTED to ExchangeStream
         self._delivered = False  # a batch got through on the current stream or call
         # Batches written on a stream the receiver turned down as UNIMPLEMENTED (so it read
         # none of them): sent again, first, as unary calls.
-        self._resend: list[replica_pb2.ExchangeRequest] = []
+        self._resend: list[bytes] = []  # serialised ExchangeRequests
         self._window = _Window()
 
     def start(self) -> None:
@@ -81,10 +87,12 @@ class ReplicaLink:
         await cancel_and_wait(self._task)
         self._task = None
 
-    def send(self, message: Outbound) -> None:
-        """Queue one message (dropped and counted when the queue is full)."""
+    def send(self, message: Outbound | Framed) -> None:
+        """Queue one message (dropped and counted when the queue is full); a message sent to
+        several links is best framed once by the caller (`replica_frame.frame`)."""
+        item = message if isinstance(message, Framed) else frame(message)
         try:
-            self._queue.put_nowait(message)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -123,24 +131,33 @@ class ReplicaLink:
             else:
                 failures = 0
 
-    async def _call(self, request: replica_pb2.ExchangeRequest) -> None:
-        """One batch as one unary call (a receiver without ExchangeStream)."""
+    async def _call(self, request: bytes) -> None:
+        """One batch (a serialised ExchangeRequest) as one unary call (a receiver without
+        ExchangeStream)."""
         channel = await self.ctx.channel_to(self.node_id)
-        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-        await stub.Exchange(request, timeout=CALL_TIMEOUT_S)
+        exchange = channel.unary_unary(
+            EXCHANGE,
+            request_serializer=None,  # serialised already
+            response_deserializer=replica_pb2.ExchangeResponse.FromString,
+        )
+        await exchange(request, timeout=CALL_TIMEOUT_S)
 
     async def _stream(self) -> None:
         """Write batches on one stream until it fails (raises why; never returns)."""
         first = await self._take_some()  # a stream opens with something to write (`_next`)
         channel = await self.ctx.channel_to(self.node_id)
-        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-        call: ExchangeCall = stub.ExchangeStream()  # type: ignore[call-arg]  # aio: write() mode
+        open_stream = channel.stream_stream(
+            EXCHANGE_STREAM,
+            request_serializer=None,  # serialised already
+            response_deserializer=replica_pb2.ExchangeStreamResponse.FromString,
+        )
+        call: ExchangeCall = open_stream()  # type: ignore[call-arg]  # aio: write() mode
         self._window = window = _Window()
         reader = asyncio.ensure_future(self._read(call, window))
         try:
             request = self._request(first)
             window.sent(request)
-            opening = replica_pb2.ExchangeStreamRequest(batch=request, answer_every=answer_every())
+            opening = stream_request(request, answer_every())
             if not await first_write(call, opening, reader):
                 await reader  # the call ended before it started: raises its status
             while True:
@@ -149,7 +166,7 @@ class ReplicaLink:
                     async with asyncio.timeout(CALL_TIMEOUT_S):
                         await window.room(reader)
                 window.sent(request)
-                await call.write(replica_pb2.ExchangeStreamRequest(batch=request))
+                await call.write(stream_request(request))
         except asyncio.InvalidStateError:  # written after the call ended: the reader holds why
             await reader
             raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "the stream ended") from None
@@ -158,7 +175,7 @@ class ReplicaLink:
             await asyncio.gather(reader, return_exceptions=True)
             call.cancel()
 
-    async def _next(self, reader: asyncio.Task[None]) -> list[Outbound]:
+    async def _next(self, reader: asyncio.Task[None]) -> list[Framed]:
         """The next batch to write, or the stream's end if it comes first.
 
         A stream that broke while the link was idle (a partition, the peer's restart) is noticed
@@ -176,7 +193,7 @@ class ReplicaLink:
             if batch:
                 return batch
 
-    async def _take_some(self) -> list[Outbound]:
+    async def _take_some(self) -> list[Framed]:
         """`_take`, skipping wake-ups meant for a stream that has ended."""
         while not (batch := await self._take()):
             pass
@@ -208,7 +225,7 @@ class ReplicaLink:
                 self._delivered = True
         raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"{self.node_id} ended the stream")
 
-    async def _take(self) -> list[Outbound]:
+    async def _take(self) -> list[Framed]:
         """The next batch: at most BATCH_MAX messages and, unless one message alone is larger,
         at most the receiver's message limit — certificates make PBFT-lite messages large (a
         new-view carries 2f+1 view changes with their prepared batches), and a call over the
@@ -218,42 +235,37 @@ class ReplicaLink:
             first = await self._queue.get()
             if first is None:
                 return []
-        batch, size = [first], first.ByteSize()
+        batch, size = [first], len(first.data)
         budget = self.ctx.limits.max_message_bytes - ENVELOPE_BYTES
         while len(batch) < BATCH_MAX and not self._queue.empty():
             message = self._queue.get_nowait()
             if message is None:
                 continue
-            size += message.ByteSize()
+            size += len(message.data)
             if size > budget:
                 self._held = message
                 break
             batch.append(message)
         return batch
 
-    def _request(self, batch: list[Outbound]) -> replica_pb2.ExchangeRequest:
-        request = replica_pb2.ExchangeRequest(channel_id=self.channel_id)
-        for message in batch:
-            if isinstance(message, replica_pb2.BlockSignature):
-                request.block_signatures.append(message)
-            else:
-                request.messages.append(message)
-        return request
+    def _request(self, batch: list[Framed]) -> bytes:
+        """The serialised ExchangeRequest carrying `batch`."""
+        return exchange_request(self.channel_id, batch)
 
 
-ExchangeCall = grpc.aio.StreamStreamCall[
-    replica_pb2.ExchangeStreamRequest, replica_pb2.ExchangeStreamResponse
-]
+# Written as serialised ExchangeStreamRequests (`replica_frame.stream_request`).
+ExchangeCall = grpc.aio.StreamStreamCall[bytes, replica_pb2.ExchangeStreamResponse]
 
 
 class _Window:
-    """Batches written on the stream and not yet answered, at most WINDOW."""
+    """Batches (serialised ExchangeRequests) written on the stream and not yet answered, at
+    most WINDOW."""
 
     def __init__(self) -> None:
-        self.unanswered: deque[replica_pb2.ExchangeRequest] = deque()
+        self.unanswered: deque[bytes] = deque()
         self._answer = asyncio.Event()
 
-    def sent(self, request: replica_pb2.ExchangeRequest) -> None:
+    def sent(self, request: bytes) -> None:
         self.unanswered.append(request)
 
     def answered(self, count: int) -> None:

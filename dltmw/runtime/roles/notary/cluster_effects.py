@@ -42,6 +42,7 @@ from dltmw.ledger.pbft_store import RecordStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
+from dltmw.runtime.replica_frame import FrameOnce
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.notary.cluster_attest import Attesting
 from dltmw.runtime.waiters import Waiters
@@ -112,13 +113,14 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
             await decider.put(DecidedBatch(batch.sequence, batch.requests))
 
     async def send(self, messages: Sequence[tuple[int, Outgoing]]) -> None:
+        framed = FrameOnce()  # a broadcast serialised once for all links
         for destination, message in messages:
             if isinstance(message, DecidedFromStore):
                 await self._read_decided(destination, message)
                 continue
             link = self._role.links.get(destination)
             if link is not None:
-                link.send(message)
+                link.send(framed(message))
 
     async def _read_decided(self, peer: int, wanted: DecidedFromStore) -> None:
         """Read decided batches a peer's catch-up asked for from our records and hand them to

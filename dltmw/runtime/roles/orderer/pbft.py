@@ -95,6 +95,7 @@ from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
+from dltmw.runtime.replica_frame import FrameOnce
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.just_verified import JustVerified
@@ -181,6 +182,7 @@ class PbftOrdererExecutor(
 
     async def send(self, messages: Sequence[tuple[int, Outbound]]) -> None:
         links = self._channel.links
+        framed = FrameOnce()  # a broadcast serialised once for all links (`replica_frame`)
         for destination, message in messages:
             link = links.get(destination)
             if link is None:
@@ -195,7 +197,7 @@ class PbftOrdererExecutor(
             elif isinstance(message, DecidedFromStore):  # `replica_config` keeps them all
                 raise InvariantViolation("an orderer replica keeps its retained batches in memory")
             else:
-                link.send(message)
+                link.send(framed(message))
 
     async def reply(self, replies: Sequence[tuple[Token, Rejected | None]]) -> None:
         waiters = self._channel.waiters
