@@ -94,7 +94,8 @@ export class ClientFiles {
       args: args.map((a) => Buffer.from(a, "utf8")),
     }).finish();
     const proposalBytes = Buffer.from(Proposal.encode({ header: Buffer.from(header), payload: Buffer.from(payload) }).finish());
-    return { signed: { proposalBytes, signature: this.sign(proposalBytes) }, txId };
+    // signed alone: no batch proof (a client may sign many at once, docs/wire.md `BatchProof`)
+    return { signed: { proposalBytes, signature: this.sign(proposalBytes), batchProof: undefined }, txId };
   }
 
   /** A signed query (CommitStatusQuery, EventsQuery, ...): requester and timestamp set, then the
