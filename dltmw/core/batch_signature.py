@@ -31,8 +31,9 @@ from typing import Protocol
 
 from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.core.merkle import Proof, Tree, root_from_path
+from dltmw.v1 import common_pb2
 
-__all__ = ["Proof", "ProofFields", "batch", "sign_batch", "signed_data"]
+__all__ = ["Proof", "ProofFields", "batch", "sign_batch", "sign_items", "signed_data", "wire_proof"]
 
 
 class ProofFields(Protocol):
@@ -79,3 +80,37 @@ def sign_batch(
     signature = signer.sign(data)
     membership.remember_own_signature(signer, data, signature)
     return signature, proofs
+
+
+def sign_items(
+    signer: SigningIdentity,
+    items: Sequence[bytes],
+    batch_domain: bytes,
+    batches: bool,
+    membership: Membership | None = None,
+) -> list[tuple[bytes, Proof | None]]:
+    """(signature, proof) of each of `items` (each the bytes a lone signature covers), in
+    order: ONE signature over their root, a proof each, when there are several and the channel
+    signs in batches (`batches`); else each signed alone, no proof (a batch of one gains
+    nothing, and a lone signature is what every release accepts). With a node's `membership`,
+    each signature is remembered as the node's own (`Membership.remember_own_signature`): the
+    node checks the items again and its own need no public-key operation there."""
+    if len(items) > 1 and batches:
+        if membership is None:
+            data, proofs = batch(items, batch_domain)
+            signature = signer.sign(data)
+        else:
+            signature, proofs = sign_batch(signer, membership, items, batch_domain)
+        return [(signature, p) for p in proofs]
+    out: list[tuple[bytes, Proof | None]] = []
+    for item in items:
+        signature = signer.sign(item)
+        if membership is not None:
+            membership.remember_own_signature(signer, item, signature)
+        out.append((signature, None))
+    return out
+
+
+def wire_proof(proof: Proof) -> common_pb2.BatchProof:
+    """`proof` as the wire's `common.BatchProof`."""
+    return common_pb2.BatchProof(leaf_index=proof.index, leaf_count=proof.count, path=proof.path)

@@ -92,19 +92,14 @@ def canonical_proof(proof: common_pb2.BatchProof) -> common_pb2.BatchProof:
     )
 
 
-def _proofs(
+def _signed(
     signer: SigningIdentity, items: Sequence[bytes], domain: bytes
-) -> tuple[bytes, list[common_pb2.BatchProof | None]]:
-    """One signature over `items` and each item's proof; a lone item: its own signature and
-    no proof; none: nothing signed."""
-    if not items:
-        return b"", []
-    if len(items) == 1:
-        return signer.sign(items[0]), [None]
-    data, proofs = batch_signature.batch(items, domain)
-    signature = signer.sign(data)
-    return signature, [
-        common_pb2.BatchProof(leaf_index=p.index, leaf_count=p.count, path=p.path) for p in proofs
+) -> list[tuple[bytes, common_pb2.BatchProof | None]]:
+    """(signature, proof) per item: one signature over all, alone when one (a client keeps no
+    memo of its own signatures: no membership)."""
+    return [
+        (signature, None if proof is None else batch_signature.wire_proof(proof))
+        for signature, proof in batch_signature.sign_items(signer, items, domain, batches=True)
     ]
 
 
@@ -112,18 +107,20 @@ def sign_proposals(
     signer: SigningIdentity, proposals: Sequence[bytes]
 ) -> list[proposal_pb2.SignedProposal]:
     """SignedProposals of serialised Proposals, signed once for all (alone when one)."""
-    signature, proofs = _proofs(signer, proposals, PROPOSAL_BATCH_DOMAIN)
     return [
         proposal_pb2.SignedProposal(proposal_bytes=b, signature=signature, batch_proof=p)
-        for b, p in zip(proposals, proofs, strict=True)
+        for b, (signature, p) in zip(
+            proposals, _signed(signer, proposals, PROPOSAL_BATCH_DOMAIN), strict=True
+        )
     ]
 
 
 def sign_envelopes(signer: SigningIdentity, payloads: Sequence[bytes]) -> list[common_pb2.Envelope]:
     """Envelopes of endorser transactions' serialised Payloads, signed once for all (alone when
     one)."""
-    signature, proofs = _proofs(signer, payloads, ENVELOPE_BATCH_DOMAIN)
     return [
         common_pb2.Envelope(payload=b, signature=signature, batch_proof=p)
-        for b, p in zip(payloads, proofs, strict=True)
+        for b, (signature, p) in zip(
+            payloads, _signed(signer, payloads, ENVELOPE_BATCH_DOMAIN), strict=True
+        )
     ]

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from dltmw.core import batch_signature
 from dltmw.core.identity import Membership, SigningIdentity
-from dltmw.v1 import common_pb2, proposal_pb2
+from dltmw.v1 import proposal_pb2
 
 BATCH_DOMAIN = b"dltmw/endorsement-batch/v1"
 
@@ -64,21 +64,12 @@ def sign(
     commit, and its own need no public-key operation there."""
     me = signer.identity_bytes
     leaves = [signing_bytes(p, me) for p in payloads]
-    if len(leaves) > 1 and batches:
-        signature, proofs = batch_signature.sign_batch(signer, membership, leaves, BATCH_DOMAIN)
-        return [
-            proposal_pb2.Endorsement(
-                endorser=me,
-                signature=signature,
-                batch_proof=common_pb2.BatchProof(
-                    leaf_index=p.index, leaf_count=p.count, path=p.path
-                ),
-            )
-            for p in proofs
-        ]
-    out: list[proposal_pb2.Endorsement] = []
-    for leaf in leaves:
-        signature = signer.sign(leaf)
-        membership.remember_own_signature(signer, leaf, signature)
-        out.append(proposal_pb2.Endorsement(endorser=me, signature=signature))
-    return out
+    signed = batch_signature.sign_items(signer, leaves, BATCH_DOMAIN, batches, membership)
+    return [
+        proposal_pb2.Endorsement(
+            endorser=me,
+            signature=signature,
+            batch_proof=None if proof is None else batch_signature.wire_proof(proof),
+        )
+        for signature, proof in signed
+    ]

@@ -763,14 +763,8 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         assert {d.status.result for d in done} == {VALID}
         await wait_deals_state(path, "org2", f"many-{n - 1}", b"v")
         # their agreements were signed per batch (one signature, a proof each) and hold at
-        # every peer: the commit rule of core/privacy/agreement_batch.py on real processes.
-        # The statuses came from org1's peer: every peer must first hold what it holds.
-        ours = {d.tx_id for d in done}
-        await _caught_up(path, ledger_height(ledger_path(path, "peer0.org1", DEALS)))
-        for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
-            found = _deals_agreements(path, node, ours)
-            assert len(found) >= len(ours) and {code for code, _ in found} == {VALID}
-            batched = [a for _, a in found if a.HasField("batch_proof")]
+        # every peer: the commit rule of core/privacy/agreement_batch.py on real processes
+        for batched in await _batched_agreements_everywhere(path, {d.tx_id for d in done}):
             assert len({a.signature for a in batched}) < len(batched)  # shared signatures
     finally:
         await close(pcs)
@@ -795,6 +789,21 @@ def _deals_agreements(
         if (tx := _private_of(raw))[0] in ours
         for a in tx[1].agreements
     ]
+
+
+async def _batched_agreements_everywhere(
+    path: Path, ours: set[str]
+) -> list[list[private_agreement_pb2.PrivateAgreement]]:
+    """Per member peer, the agreements of the private txs `ours` that carry a batch proof, once
+    every peer holds what org1's peer (the gateway the statuses came from) holds; every tx's
+    agreements are on each peer and VALID there."""
+    await _caught_up(path, ledger_height(ledger_path(path, "peer0.org1", DEALS)))
+    out = []
+    for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
+        found = _deals_agreements(path, node, ours)
+        assert len(found) >= len(ours) and {code for code, _ in found} == {VALID}
+        out.append([a for _, a in found if a.HasField("batch_proof")])
+    return out
 
 
 async def _set_agreement_batches(path: Path, tmp: Path, on: bool) -> None:
@@ -844,12 +853,7 @@ async def test_agreement_batches_turned_off_and_on_by_a_config_update(
                 )
             )
             assert {d.status.result for d in done} == {VALID}
-            ours = {d.tx_id for d in done}
-            await _caught_up(path, ledger_height(ledger_path(path, "peer0.org1", DEALS)))
-            for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
-                found = _deals_agreements(path, node, ours)
-                assert len(found) >= len(ours) and {code for code, _ in found} == {VALID}
-                batched = [a for _, a in found if a.HasField("batch_proof")]
+            for batched in await _batched_agreements_everywhere(path, {d.tx_id for d in done}):
                 if on:
                     assert len({a.signature for a in batched}) < len(batched)
                 else:

@@ -6,6 +6,7 @@ the proof or the domain, or a proof where batches are off, fails. Real keys and 
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import load_der_x509_certificate
 
 from dltmw.core import batch_signature
@@ -21,17 +22,15 @@ def _signed() -> tuple[SigningIdentity, bytes, list[common_pb2.BatchProof]]:
     view, _, peers = _view(1)
     signer = peers[0][0]
     signature, proofs = batch_signature.sign_batch(signer, view.membership, ITEMS, DOMAIN)
-    wire = [
-        common_pb2.BatchProof(leaf_index=p.index, leaf_count=p.count, path=p.path) for p in proofs
-    ]
+    wire = [batch_signature.wire_proof(p) for p in proofs]
     return signer, signature, wire
 
 
 def _check(signer: SigningIdentity, data: bytes, signature: bytes) -> None:
     """The public-key operation itself (no memo: `sign_batch` remembered its own signature)."""
-    verify_signature(
-        load_der_x509_certificate(signer.certificate_der).public_key(), data, signature
-    )
+    key = load_der_x509_certificate(signer.certificate_der).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    verify_signature(key, data, signature)
 
 
 def test_every_item_verifies_over_its_root_and_one_signature_covers_the_batch() -> None:

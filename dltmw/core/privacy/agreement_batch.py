@@ -71,19 +71,16 @@ def sign(
     one signature each. Each signature is remembered as this node's own
     (`Membership.remember_own_signature`): the node checks every agreement again at admission
     (as the gateway) and at commit, and its own needs no public-key operation there."""
+    signed = batch_signature.sign_items(
+        signer, [signing_bytes(b) for b in bodies], BATCH_DOMAIN, batches, membership
+    )
     me = signer.identity_bytes
-    if len(bodies) > 1 and batches:
-        signature, proofs = batch_signature.sign_batch(
-            signer, membership, [signing_bytes(b) for b in bodies], BATCH_DOMAIN
+    return [
+        A.PrivateAgreement(
+            body=b,
+            signer=me,
+            signature=signature,
+            batch_proof=None if proof is None else _proof(proof),
         )
-        return [
-            A.PrivateAgreement(body=b, signer=me, signature=signature, batch_proof=_proof(p))
-            for b, p in zip(bodies, proofs, strict=True)
-        ]
-    out: list[A.PrivateAgreement] = []
-    for body in bodies:
-        data = signing_bytes(body)
-        signature = signer.sign(data)
-        membership.remember_own_signature(signer, data, signature)
-        out.append(A.PrivateAgreement(body=body, signer=me, signature=signature))
-    return out
+        for b, (signature, proof) in zip(bodies, signed, strict=True)
+    ]
