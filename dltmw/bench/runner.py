@@ -41,6 +41,7 @@ from dltmw.bench.topology import NetworkShape, topology_toml
 from dltmw.bench.workloads import HotAccountWorkload, Op, Workload, make_workload
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
+from dltmw.runtime.gc_tuning import frozen_heap
 
 VALID = 1
 MAX_OUTSTANDING = 4096  # open-loop cap on transactions in flight
@@ -165,10 +166,11 @@ async def _session(
         await _setup_barrier(net, cfg.shape, setup)
         result.setup_txs = len(setup)
         pids = {**result.pids, "client": procstats.own_pid()}
-        before = procstats.snapshot(pids)
-        signed_before = _client_batches(driver)
-        await _measure(cfg, workload, driver, channels, result, console)
-        result.cpu_s = procstats.cpu_delta(before, procstats.snapshot(pids))
+        with frozen_heap():  # the client's loop out of full collections (gc_tuning.py)
+            before = procstats.snapshot(pids)
+            signed_before = _client_batches(driver)
+            await _measure(cfg, workload, driver, channels, result, console)
+            result.cpu_s = procstats.cpu_delta(before, procstats.snapshot(pids))
         after = _client_batches(driver)
         batches, items = after[0] - signed_before[0], after[1] - signed_before[1]
         result.client_signing = {

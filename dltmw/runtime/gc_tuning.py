@@ -16,11 +16,21 @@ stays (at most the startup heap, once: the config a config block replaces, for i
 `freeze_startup_heap` runs once in the node process (`runtime/__main__.py`), right after the
 node announced READY (so the collection before the freeze is not on the restart-to-serving
 path), and never in a process that embeds dltmw (`dltmw.open`): that heap is its host's.
+
+`frozen_heap` does the same for a window only and undoes it after: `dltmw bench` measures
+inside it. The bench process is the load generator AND the client whose latency is reported;
+unfrozen, its heap (imports, rich, matplotlib, the network's setup) made each full collection
+stand its loop still for 0.2-0.7 s inside a 15 s run at 550 tx/s, and the young and middle
+collections cost ~0.1 ms per transaction (benchmarks/RESULTS.md, 2026-12-03 17:05, lat14):
+every transaction in flight then carried that pause into its latency. Unfreezing at the end
+hands the window's objects back to the collector (a later run in the same process).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def freeze_startup_heap() -> int:
@@ -28,3 +38,13 @@ def freeze_startup_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[int]:
+    """`freeze_startup_heap` for the duration of the block, then `gc.unfreeze`; yields the count."""
+    frozen = freeze_startup_heap()
+    try:
+        yield frozen
+    finally:
+        gc.unfreeze()
