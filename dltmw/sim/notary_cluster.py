@@ -265,7 +265,7 @@ class NotaryRunResult:
 
 # The real cluster's slot shape (`runtime/roles/notary/cluster.cluster_config`, which the
 # simulator does not import: it carries runtime timers and sizes).
-CLUSTER_SHAPE = {"checkpoint_interval": 1, "batch_size_max": 4}
+CLUSTER_CHECKPOINT_INTERVAL, CLUSTER_BATCH_SIZE_MAX = 1, 4
 
 
 def run_notary(
@@ -278,11 +278,15 @@ def run_notary(
     cluster_shape: bool = False,
 ) -> NotaryRunResult:
     """One seeded run of the cluster notary (same phases as `runner.run`), then the checkers.
-    `cluster_shape`: slots and window shaped as the real cluster's (`CLUSTER_SHAPE`: a
-    checkpoint every slot, a window of two), the simulator's timers kept."""
+    `cluster_shape`: slots and window shaped as the real cluster's (a checkpoint every slot,
+    a window of two slots of four requests), the simulator's timers kept."""
     config = runner.sim_config(n)
     if cluster_shape:
-        config = replace(config, **CLUSTER_SHAPE)
+        config = replace(
+            config,
+            checkpoint_interval=CLUSTER_CHECKPOINT_INTERVAL,
+            batch_size_max=CLUSTER_BATCH_SIZE_MAX,
+        )
     world = NotaryWorld(seed, config, BEHAVIOURS[behaviour](), 2, trace, broken)
     for counter in range(requests):
 

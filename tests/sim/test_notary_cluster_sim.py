@@ -8,7 +8,7 @@ two consumers that a client would accept (f+1 signatures, faulty replicas signin
 and honest spent-sets agree. Two negative controls prove the checker can fail. 300 seeds per
 behaviour (DLTMW_SIM_SEEDS overrides); a failure prints the command that replays it. The same
 runs with the real cluster's slot shape (a checkpoint every slot, a window of two slots of four
-wraps: `CLUSTER_SHAPE`), a third of the seeds.
+wraps), a third of the seeds.
 """
 
 from __future__ import annotations

@@ -82,6 +82,14 @@ def test_all_members_together_keep_at_most_one_window_of_wraps_ordered() -> None
     assert own_wraps_max(config) >= 1
 
 
+def test_a_new_view_of_full_wraps_fits_one_grpc_message() -> None:
+    """The bound `cluster_config` is sized by: 2f+1 view changes, each with the window's
+    prepared pre-prepares of full wraps, plus the new view's own, under 4 MiB."""
+    config = cluster_config(4)
+    wraps = config.window * config.batch_size_max
+    assert wraps * WRAP_BYTES_MAX * (config.quorum + 1) <= 4 * 1024 * 1024 - 64 * 1024
+
+
 # -- ordering a few at a time, merged -----------------------------------------------------------
 
 
