@@ -6,8 +6,9 @@ handed to the decider, messages to the other members' links, and the reads of ou
 lagging member's catch-up asks for (`DecidedFromStore`, stepped back in as `StoredDecided`).
 `DecisionExecutor` carries out the `ClusterDecider`'s: a decided batch re-admitted at its stamp
 on the verify pool and its spent rows read (load), what it spent committed in one sqlite
-transaction (apply), and the waiting callers answered (reply). Kept apart from the role so each file holds one concept: the role
-(admission, ordering, answering) and the effects its cores ask for.
+transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
+each file holds one concept: the role (admission, ordering, answering) and the effects its
+cores ask for.
 """
 
 from __future__ import annotations
