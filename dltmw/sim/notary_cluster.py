@@ -22,7 +22,7 @@ import argparse
 import hashlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dltmw.core.effects import Token, execute
 from dltmw.core.handlers.notary import Decision, Spent
@@ -242,10 +242,12 @@ class NotaryRunResult:
     conflicts: int
     recovered: int
     trace: tuple[str, ...]
+    cluster_shape: bool = False
 
     def replay_command(self) -> str:
         """The command that replays this run."""
         flag = " --broken-decide" if self.broken else ""
+        flag += " --cluster-shape" if self.cluster_shape else ""
         return (
             f"python -m dltmw.sim.notary_cluster --seed {self.seed} "
             f"--behaviour {self.behaviour}{flag}"
@@ -261,6 +263,11 @@ class NotaryRunResult:
         )
 
 
+# The real cluster's slot shape (`runtime/roles/notary/cluster.cluster_config`, which the
+# simulator does not import: it carries runtime timers and sizes).
+CLUSTER_CHECKPOINT_INTERVAL, CLUSTER_BATCH_SIZE_MAX = 1, 4
+
+
 def run_notary(
     seed: int,
     behaviour: str = "network",
@@ -268,9 +275,19 @@ def run_notary(
     requests: int = 16,
     broken: bool = False,
     trace: bool = False,
+    cluster_shape: bool = False,
 ) -> NotaryRunResult:
-    """One seeded run of the cluster notary (same phases as `runner.run`), then the checkers."""
-    world = NotaryWorld(seed, runner.sim_config(n), BEHAVIOURS[behaviour](), 2, trace, broken)
+    """One seeded run of the cluster notary (same phases as `runner.run`), then the checkers.
+    `cluster_shape`: slots and window shaped as the real cluster's (a checkpoint every slot,
+    a window of two slots of four requests), the simulator's timers kept."""
+    config = runner.sim_config(n)
+    if cluster_shape:
+        config = replace(
+            config,
+            checkpoint_interval=CLUSTER_CHECKPOINT_INTERVAL,
+            batch_size_max=CLUSTER_BATCH_SIZE_MAX,
+        )
+    world = NotaryWorld(seed, config, BEHAVIOURS[behaviour](), 2, trace, broken)
     for counter in range(requests):
 
         def submit(c: int = counter % 2, k: int = counter) -> None:
@@ -299,6 +316,7 @@ def run_notary(
         conflicts=sum(1 for d in decisions if d.conflicts),
         recovered=world.recovered,
         trace=tuple(world.trace or ()),
+        cluster_shape=cluster_shape,
     )
 
 
@@ -310,8 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="network")
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--broken-decide", action="store_true")
+    parser.add_argument("--cluster-shape", action="store_true")
     args = parser.parse_args(argv)
-    result = run_notary(args.seed, args.behaviour, args.n, broken=args.broken_decide, trace=True)
+    result = run_notary(
+        args.seed,
+        args.behaviour,
+        args.n,
+        broken=args.broken_decide,
+        trace=True,
+        cluster_shape=args.cluster_shape,
+    )
     for line in result.trace:
         print(line)
     print(result.verdict())

@@ -6,7 +6,9 @@ byzantine behaviour (or network faults with a crash/restart), heals, and is chec
 agreement/validity, every spend decided by every honest replica, and uniqueness — no state has
 two consumers that a client would accept (f+1 signatures, faulty replicas signing everything),
 and honest spent-sets agree. Two negative controls prove the checker can fail. 300 seeds per
-behaviour (DLTMW_SIM_SEEDS overrides); a failure prints the command that replays it.
+behaviour (DLTMW_SIM_SEEDS overrides); a failure prints the command that replays it. The same
+runs with the real cluster's slot shape (a checkpoint every slot, a window of two slots of four
+wraps), a third of the seeds.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def _uniqueness(result: NotaryRunResult) -> list[str]:
     return [v for v in result.violations if v.startswith(("double spend", "disagreement"))]
 
 
+@pytest.mark.parametrize("shape", ["sim", "cluster"])
 @pytest.mark.parametrize("behaviour", TOLERATED)
-def test_never_two_notarised_spends_of_one_state(behaviour: str) -> None:
+def test_never_two_notarised_spends_of_one_state(behaviour: str, shape: str) -> None:
     failures: list[NotaryRunResult] = []
     signed = conflicts = recovered = 0
-    for seed in range(SEEDS):
-        result = run_notary(seed, behaviour)
+    seeds = SEEDS if shape == "sim" else max(1, SEEDS // 3)
+    for seed in range(seeds):
+        result = run_notary(seed, behaviour, cluster_shape=shape == "cluster")
         signed += result.signed
         conflicts += result.conflicts
         recovered += result.recovered
@@ -45,16 +49,18 @@ def test_never_two_notarised_spends_of_one_state(behaviour: str) -> None:
                 break
     assert not failures, f"{len(failures)}+ failing runs:\n{_report(failures)}"
     # the workload really races: both outcomes happen in (nearly) every run
-    assert signed >= 3 * SEEDS and conflicts >= 3 * SEEDS, (signed, conflicts)
-    if behaviour == "network" and SEEDS >= 100:  # crashes between the records and the apply
+    assert signed >= 3 * seeds and conflicts >= 3 * seeds, (signed, conflicts)
+    if behaviour == "network" and seeds >= 100:  # crashes between the records and the apply
         assert recovered > 0, "no run recovered a batch at restart"
 
 
-def test_negative_control_two_colluding_replicas_break_uniqueness() -> None:
+@pytest.mark.parametrize("shape", ["sim", "cluster"])
+def test_negative_control_two_colluding_replicas_break_uniqueness(shape: str) -> None:
     """f+1 = 2 faulty in n = 4 show honest replicas different orders: conflicting spends get
     signed by different honest replicas, and the uniqueness checker must say so."""
-    seeds = 40
-    caught = [r for r in (run_notary(s, "colluding") for s in range(seeds)) if _uniqueness(r)]
+    seeds, wide = 40, shape == "cluster"
+    runs = (run_notary(s, "colluding", cluster_shape=wide) for s in range(seeds))
+    caught = [r for r in runs if _uniqueness(r)]
     assert len(caught) >= seeds // 2, f"only {len(caught)}/{seeds} colluding runs flagged"
     assert any(v.startswith("double spend") for r in caught for v in r.violations)
 

@@ -9,11 +9,14 @@ timer must not blame the primary for its own lag: if it did, it would ask alone 
 other replica would follow (f+1 are needed), and it would climb views alone and refuse every
 view-0 message from then on — out of the cluster, though nothing is wrong with the primary.
 
-Parameters are those of the notary cluster (`runtime/roles/notary/cluster.cluster_config`);
-one message takes 2-3 ticks (a round trip about 100-150 ms at its 50 ms tick).
+Parameters are those of the notary cluster (`runtime/roles/notary/cluster.cluster_config`:
+two slots of four wraps) and its earlier ones (four slots of two); one message takes 2-3 ticks
+(a round trip about 100-150 ms at its 50 ms tick).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -23,8 +26,8 @@ from dltmw.sim.world import World
 
 CONFIG = PbftConfig(
     n=4,
-    checkpoint_interval=2,
-    batch_size_max=2,
+    checkpoint_interval=1,
+    batch_size_max=4,
     view_change_timeout_ticks=40,
     request_timeout_ticks=40,
     retransmit_ticks=10,
@@ -32,16 +35,17 @@ CONFIG = PbftConfig(
     transfer_batches_max=4,
     decided_retain=1024,
 )
+CONFIGS = {"2x4": CONFIG, "4x2": replace(CONFIG, checkpoint_interval=2, batch_size_max=2)}
 CRASH_AT, RESTART_AT, LOAD_UNTIL, END = 10, 250, 450, 900
 VICTIM = 1
 
 
-def run_restart_under_load(seed: int) -> tuple[World, int]:
+def run_restart_under_load(seed: int, config: PbftConfig = CONFIG) -> tuple[World, int]:
     """One request every other tick (half what the cluster can order) to the primary and the
     other backups, one in four to the victim once it is back; the victim is down from CRASH_AT
     to RESTART_AT; the load stops at LOAD_UNTIL and the run settles until END. Returns the
     world and how many batches the victim was behind the furthest replica at its restart."""
-    world = World(seed, CONFIG, trace=True)
+    world = World(seed, config, trace=True)
     world.net.faults.delay_min, world.net.faults.delay_max = 2, 3
     victim = world.nodes[VICTIM]
     world.at(CRASH_AT, lambda: world.crash(victim))
@@ -66,9 +70,11 @@ def run_restart_under_load(seed: int) -> tuple[World, int]:
     return world, lag[0]
 
 
+@pytest.mark.parametrize("shape", sorted(CONFIGS))
 @pytest.mark.parametrize("seed", range(5))
-def test_a_replica_restarted_behind_a_busy_cluster_stays_in_its_view(seed: int) -> None:
-    world, lag = run_restart_under_load(seed)
+def test_a_replica_restarted_behind_a_busy_cluster_stays_in_its_view(seed: int, shape: str) -> None:
+    config = CONFIGS[shape]
+    world, lag = run_restart_under_load(seed, config)
     honest = world.honest()
     assert not check_safety(honest, world.submitted)
     victim = world.nodes[VICTIM]
@@ -77,6 +83,6 @@ def test_a_replica_restarted_behind_a_busy_cluster_stays_in_its_view(seed: int) 
     views = {n.name: n.replica.view for n in honest if n.replica is not None}
     assert views == {"r0": 0, "r1": 0, "r2": 0, "r3": 0}, f"views {views}:\n{trace}"
     # the story happened: the victim came back far behind and could not vote until caught up
-    assert lag >= 16 * CONFIG.window, lag
+    assert lag >= 16 * config.window, lag
     assert victim.replica.counters["outside-watermarks"] > 0
     assert not missing(honest, world.submitted), "not every request decided everywhere"

@@ -82,6 +82,14 @@ def test_all_members_together_keep_at_most_one_window_of_wraps_ordered() -> None
     assert own_wraps_max(config) >= 1
 
 
+def test_a_new_view_of_full_wraps_fits_one_grpc_message() -> None:
+    """The bound `cluster_config` is sized by: 2f+1 view changes, each with the window's
+    prepared pre-prepares of full wraps, plus the new view's own, under 4 MiB."""
+    config = cluster_config(4)
+    wraps = config.window * config.batch_size_max
+    assert wraps * WRAP_BYTES_MAX * (config.quorum + 1) <= 4 * 1024 * 1024 - 64 * 1024
+
+
 # -- ordering a few at a time, merged -----------------------------------------------------------
 
 
@@ -272,3 +280,15 @@ async def test_the_wait_for_a_turn_counts_towards_the_deadline() -> None:
     await stuck
     await settle()
     assert fake.intake.in_flight == 0 and len(fake.ordered) == 1
+
+
+def test_the_simulator_shapes_slots_as_the_real_cluster_does() -> None:
+    """`sim/notary_cluster` restates the cluster's slot shape (it does not import the runtime's
+    config): the two must not drift apart, or the simulator checks a shape nothing runs."""
+    from dltmw.sim.notary_cluster import CLUSTER_BATCH_SIZE_MAX, CLUSTER_CHECKPOINT_INTERVAL
+
+    config = cluster_config(4)
+    assert (config.checkpoint_interval, config.batch_size_max) == (
+        CLUSTER_CHECKPOINT_INTERVAL,
+        CLUSTER_BATCH_SIZE_MAX,
+    )

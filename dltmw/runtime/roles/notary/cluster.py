@@ -111,12 +111,19 @@ def cluster_config(n: int) -> PbftConfig:
     Sizes are chosen so every PBFT message fits a 4 MiB gRPC message: certificates carry whole
     batches, so a new-view message holds up to 2f+1 view changes, each with the prepared
     pre-prepares of the whole window (window = 2 x checkpoint_interval batches of
-    batch_size_max wraps of at most WRAP_BYTES_MAX): 4 x 2 x 96 KiB x (3 + 1) = 3 MiB.
+    batch_size_max wraps of at most WRAP_BYTES_MAX): 2 x 4 x 96 KiB x (3 + 1) = 3 MiB.
+
+    Two slots of four wraps rather than four slots of two (the same 8 wraps in flight, the
+    same bound above): the members' own wraps (`own_wraps_max`) fill one window, so a shorter
+    window means fuller slots, and a member's cost is mostly per slot (~9 replica messages,
+    their signatures and gRPC writes, one record append and one spent-set commit each); a
+    checkpoint every slot costs less than the slots it saves (benchmarks/RESULTS.md,
+    2026-12-03, branch ncl3). Every member must use the same values.
     """
     return PbftConfig(
         n=n,
-        checkpoint_interval=2,
-        batch_size_max=2,
+        checkpoint_interval=1,
+        batch_size_max=4,
         request_bytes_max=WRAP_BYTES_MAX + 1024,
         view_change_timeout_ticks=40,
         request_timeout_ticks=40,

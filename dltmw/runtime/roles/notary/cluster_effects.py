@@ -1,13 +1,14 @@
 """The effects of a notary-cluster member's two drivers (`cluster.ClusterNotaryRole`).
 
 `ReplicaExecutor` carries out what the PBFT-lite `Replica` decides: records appended durably
-(then compacted below a stable checkpoint), decided batches handed to the decider, messages to
-the other members' links, and the reads of our records a lagging member's catch-up asks for
-(`DecidedFromStore`, stepped back in as `StoredDecided`). `DecisionExecutor` carries out the
-`ClusterDecider`'s: a decided batch re-admitted at its stamp on the verify pool and its spent
-rows read (load), what it spent committed in one sqlite transaction (apply), and the waiting
-callers answered (reply). Kept apart from the role so each file holds one concept: the role
-(admission, ordering, answering) and the effects its cores ask for.
+(then compacted below a stable checkpoint, every COMPACT_EVERY sequences), decided batches
+handed to the decider, messages to the other members' links, and the reads of our records a
+lagging member's catch-up asks for (`DecidedFromStore`, stepped back in as `StoredDecided`).
+`DecisionExecutor` carries out the `ClusterDecider`'s: a decided batch re-admitted at its stamp
+on the verify pool and its spent rows read (load), what it spent committed in one sqlite
+transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
+each file holds one concept: the role (admission, ordering, answering) and the effects its
+cores ask for.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ from dltmw.v1 import errors_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
+# Compact the records once the stable checkpoint moved this many sequences since the last
+# compaction, not at every checkpoint: with a checkpoint every slot (`cluster_config`) a
+# compaction per slot was one more durable sqlite transaction per slot. Records a compaction
+# skips are those a crash between a stable record and its compaction leaves too (a restart
+# already restores from them); they are at most COMPACT_EVERY - 1 slots of votes.
+COMPACT_EVERY = 4
 
 
 class MemberRole(Protocol):
@@ -95,6 +102,7 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
 
     def __init__(self, role: MemberRole) -> None:
         self._role = role
+        self._compacted = 0  # the stable sequence of the last compaction (0: none yet)
 
     async def persist(self, records: Sequence[Record]) -> None:
         log = self._role.records
@@ -102,7 +110,8 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
             raise InvariantViolation("notary cluster record log is not open")
         await log.append(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
-        if stable:
+        if stable and stable[-1] - self._compacted >= COMPACT_EVERY:
+            self._compacted = stable[-1]
             await log.compact(stable[-1], stable[-1] - self._role.config.decided_retain + 1)
 
     async def apply(self, decided: Sequence[Decided]) -> None:
