@@ -10,17 +10,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from dltmw.client import GatewayClient
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.v1 import replica_pb2
 
-from .test_pbft_ordering import TOPOLOGY, VALID, kill_primary_under_load
+from .test_pbft_ordering import TOPOLOGY, kill_primary_under_load
 
 pytestmark = pytest.mark.integration
 ON = TOPOLOGY.replace(
@@ -60,27 +58,3 @@ async def test_dissemination_orders_certificates_under_load_and_a_killed_primary
             cert = parse_certificate(request)
             assert cert is not None and len({a.replica for a in cert.acks}) >= 2
             assert (cert.origin, cert.batch_sequence, cert.digest) in batches
-
-
-async def test_the_gateway_spreads_its_intake_over_f_plus_1_replicas(network) -> None:
-    """With dissemination every replica forms its own intake's batches, so the gateway spreads
-    envelopes by tx id over f+1 = 2 replicas (`orderer_choice.first_orderer`) instead of
-    sending all to the primary: the ordered certificates name two origins, and every
-    transaction is committed once."""
-    net, _sup = network(ON)
-    client = await GatewayClient.connect(net, "user1.org1")
-    try:
-        done = await asyncio.gather(
-            *(client.submit_transaction("trades", "kv", "put", f"s{i}", "v") for i in range(24))
-        )
-    finally:
-        await client.close()
-    assert all(d.status.result == VALID for d in done)
-    origins = set()
-    for kind, data in _records(net, "orderer.c"):
-        if kind == "decided":
-            for request in replica_pb2.DecidedBatch.FromString(data).requests:
-                cert = parse_certificate(request)
-                assert cert is not None
-                origins.add(cert.origin)
-    assert len(origins) == 2, origins

@@ -12,14 +12,8 @@ from typing import Any, TypeVar
 import pytest
 
 from dltmw.core.errors import ClientError, TransientError
-from dltmw.runtime.roles.gateway.orderer_choice import (
-    Result,
-    first_accepting,
-    first_orderer,
-    moved_base,
-    spread_for,
-)
-from dltmw.v1 import config_pb2, errors_pb2
+from dltmw.runtime.roles.gateway.orderer_choice import Result, first_accepting
+from dltmw.v1 import errors_pb2
 
 R = errors_pb2
 T = TypeVar("T")
@@ -120,46 +114,3 @@ def test_a_full_queue_moves_it_on_like_a_broken_link() -> None:
 
 async def _main(coroutine: Coroutine[Any, Any, T]) -> T:
     return await coroutine
-
-
-def _config(ordering: int, dissemination: bool) -> config_pb2.ChannelConfig:
-    config = config_pb2.ChannelConfig(ordering=ordering)
-    config.batch.pbft_dissemination = dissemination
-    return config
-
-
-PBFT = config_pb2.ORDERING_TYPE_PBFT
-
-
-@pytest.mark.parametrize(
-    ("ordering", "dissemination", "orderers", "spread"),
-    [
-        (PBFT, True, 13, 5),  # f+1, f = 4
-        (PBFT, True, 4, 2),
-        (PBFT, True, 1, 1),
-        (PBFT, False, 13, 1),  # a backup would relay every request: no spreading
-        (config_pb2.ORDERING_TYPE_JETSTREAM, True, 3, 1),
-    ],
-)
-def test_envelopes_are_spread_over_f_plus_1_orderers_only_with_dissemination(
-    ordering: int, dissemination: bool, orderers: int, spread: int
-) -> None:
-    assert spread_for(_config(ordering, dissemination), orderers) == spread
-
-
-def test_each_envelope_starts_in_the_window_and_every_orderer_of_it_gets_some() -> None:
-    """With dissemination each replica forms its own intake's batches: the window's f+1 share
-    forming and sending (the primary alone sent every envelope to n-1 replicas); no envelope
-    starts outside the window (it could start at an orderer that just failed)."""
-    starts = [first_orderer(f"tx{i}", 11, 5, 13) for i in range(500)]
-    assert set(starts) == {11, 12, 0, 1, 2}
-    assert min(starts.count(s) for s in set(starts)) > 500 // 5 // 2  # roughly even
-    assert first_orderer("tx7", 11, 5, 13) == first_orderer("tx7", 11, 5, 13)  # copies alike
-    assert {first_orderer(f"tx{i}", 2, 1, 4) for i in range(50)} == {2}
-
-
-def test_the_window_moves_only_off_an_orderer_that_did_not_answer() -> None:
-    assert moved_base(3, 4, 4) == 3  # answered where it started: the window stays
-    assert moved_base(3, 3, 3) == 3
-    assert moved_base(3, 4, 5) == 5  # its first orderer did not answer: moves to the one that did
-    assert moved_base(0, 0, 1) == 1  # a window of one: the last one that worked

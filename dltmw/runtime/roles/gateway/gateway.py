@@ -40,7 +40,6 @@ from dltmw.runtime.roles.gateway.orderer_choice import (
     Result,
     first_accepting,
     first_orderer,
-    moved_base,
     orderer_answer,
     spread_for,
     widening_for,
@@ -327,7 +326,8 @@ class Gateway:
             on_widen,
             patience.deadline_s,
         )
-        self._orderer_pick[view.channel_id] = moved_base(base, start, index)
+        if index != start:  # the window moves only off an orderer that did not answer
+            self._orderer_pick[view.channel_id] = index
         if result.accepted:
             patience.answered(asyncio.get_running_loop().time() - sent_at)
         if widened and result.accepted and view.config.ordering == PBFT:

@@ -112,14 +112,6 @@ def first_orderer(tx_id: str, base: int, spread: int, orderers: int) -> int:
     return (base + zlib.crc32(tx_id.encode()) % spread) % orderers
 
 
-def moved_base(base: int, start: int, answered: int) -> int:
-    """The window's base after a submission that started at `start` was answered by orderer
-    `answered`: that one when the first orderer did not answer it (down, refused as about
-    itself, or late: the window moves off it), else unchanged (a window of f+1 stays put
-    while its orderers answer; with a window of one this is "the last one that worked")."""
-    return base if answered == start else answered
-
-
 class _Late(Exception):
     """The ordering deadline passed (internal: never leaves this module)."""
 
