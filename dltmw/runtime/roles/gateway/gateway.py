@@ -39,9 +39,7 @@ from dltmw.runtime.roles.gateway.endorsing import Request as EndorseRequest
 from dltmw.runtime.roles.gateway.orderer_choice import (
     Result,
     first_accepting,
-    first_orderer,
     orderer_answer,
-    spread_for,
     widening_for,
 )
 from dltmw.runtime.roles.gateway.patience import Patience
@@ -282,16 +280,13 @@ class Gateway:
 
     async def _order(self, peer: PeerChannel, envelope: bytes, tx_id: str) -> None:
         """Forward a checked envelope to the channel's orderers until one accepts it."""
-        # Try the orderers in turn from the last one that worked, or from one of the f+1 from it
-        # by tx id with PBFT-lite dissemination (`orderer_choice`: the replicas share forming
-        # and sending the batches); any
+        # Try the orderers in turn from the last one that worked (`orderer_choice`): any
         # replica or JetStream orderer can order it, so one that cannot moves us on, and one
         # that does not answer within the ordering deadline gets company (a censoring or cut
         # off PBFT-lite primary would otherwise hold it for ever).
         view = peer.view
         orderers = view.orderer_ids()
-        base = self._orderer_pick.get(view.channel_id, 0)
-        start = first_orderer(tx_id, base, spread_for(view.config, len(orderers)), len(orderers))
+        start = self._orderer_pick.get(view.channel_id, 0)
         patience = self._patience.get(view.channel_id)
         if patience is None:
             patience = self._patience[view.channel_id] = Patience()
@@ -326,8 +321,7 @@ class Gateway:
             on_widen,
             patience.deadline_s,
         )
-        if index != start:  # the window moves only off an orderer that did not answer
-            self._orderer_pick[view.channel_id] = index
+        self._orderer_pick[view.channel_id] = index
         if result.accepted:
             patience.answered(asyncio.get_running_loop().time() - sent_at)
         if widened and result.accepted and view.config.ordering == PBFT:

@@ -1,20 +1,4 @@
-"""Which orderer takes a transaction: the first, from its place in a window that starts at the last
-one that worked, that answers it.
-
-Spreading (`spread_for`, `first_orderer`): with PBFT-lite dissemination every replica forms,
-signs and sends the batches of its own intake (`core/pbft/dissemination.py`), so sending every
-envelope to one replica (the primary, in practice) made it send every envelope to n-1 replicas
-itself: 1.6 MB of its 1.7 MB per slot at n = 13 (benchmarks/RESULTS.md, pbft7). A gateway there
-spreads its envelopes by tx id over a window of f+1 orderers from the last one that worked, so
-the forming and its bandwidth are shared by f+1 replicas. Not wider: each batch costs every
-replica a signature check, a stored record and a signed ack whatever its size, so n origins
-would form n small batches where f+1 form f+1 larger ones. The window moves (to the orderer
-that answered) only when a submission's first orderer did not answer it, so a failed or slow
-orderer leaves the window as it leaves the single choice. Everything below holds per envelope
-whatever its first orderer: a backup that forms a batch hands its certificate to every replica,
-so the primary is timed as for a relayed request. Other orderings, and PBFT-lite without
-dissemination (a backup relays every request to every replica: spreading would add that relay),
-keep a window of one.
+"""Which orderer takes a transaction: the first, from the last one that worked, that answers it.
 
 With several orderers of a channel (PBFT-lite replicas, JetStream orderers) any one of them can
 order a transaction, so one that cannot must not fail the submission while another can. Three
@@ -48,7 +32,6 @@ timer handle per transaction.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -89,27 +72,6 @@ def widening_for(ordering: int, orderers: int, deadline_s: float) -> Widening:
     if orderers <= 1 or deadline_s <= 0 or ordering == config_pb2.ORDERING_TYPE_NONE:
         return Widening()
     return Widening(deadline_s, max(1, (orderers - 1) // 3))
-
-
-def spread_for(config: config_pb2.ChannelConfig, orderers: int) -> int:
-    """How many orderers a gateway spreads its envelopes over (module docstring): f+1 for
-    PBFT-lite with dissemination (f = (n-1)//3), else 1."""
-    if (
-        orderers <= 1
-        or config.ordering != config_pb2.ORDERING_TYPE_PBFT
-        or not config.batch.pbft_dissemination
-    ):
-        return 1
-    return min(orderers, (orderers - 1) // 3 + 1)
-
-
-def first_orderer(tx_id: str, base: int, spread: int, orderers: int) -> int:
-    """The index of the orderer a submission starts at: one of the `spread` from `base`, by a
-    hash of `tx_id` (stable across processes: crc32, not `hash`; any copy of the same
-    envelope starts at the same place)."""
-    if spread <= 1:
-        return base % orderers
-    return (base + zlib.crc32(tx_id.encode()) % spread) % orderers
 
 
 class _Late(Exception):
