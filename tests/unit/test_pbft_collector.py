@@ -238,3 +238,56 @@ def test_the_block_claims_inside_a_commit_certificate_are_found() -> None:
     message = replica_pb2.ReplicaMessage(commit_certificate=batch)
     assert [(c.replica, n) for c, n in certified_claims(message, 0)] == [(0, 4), (1, 4), (2, 4)]
     assert certified_claims(message, 1) == []  # another epoch's
+
+
+def _two_slots_and_checkpoint() -> tuple[list[Envelope], list[Envelope]]:
+    """A collector's commit certificates of slots 1 and 2 (REQS[:2], REQS[2:4]) and 2f+1
+    signed checkpoints at 2 over the state they lead to."""
+    primary, _cert, first = _prepared_at_collector()
+    primary.step(ClientRequest(REQS[2]))
+    primary.step(ClientRequest(REQS[3]))
+    primary.ready()
+    digest = batch_digest(REQS[2:4])
+    for kind_ in ("prepare", "commit"):
+        for voter in (1, 2):
+            primary.step(vote(kind_, voter, 0, 2, digest))
+    second = [e for _p, e in primary.ready().send if kind(e) == "commit_certificate"][0]
+    cp = replica_pb2.Checkpoint(sequence=2, state_digest=primary.state_at[2])
+    proof = [signed(r, replica_pb2.ReplicaMessage(checkpoint=cp)) for r in (0, 1, 2)]
+    return [first, second], proof
+
+
+def test_a_commit_certificate_below_a_proven_checkpoint_is_executed_without_a_probe() -> None:
+    """The others execute a slot on its commit certificate and then send checkpoints, so a
+    backup whose certificate is still on its link learns the checkpoint first. The window
+    has moved past the slot: the certificate used to be dropped and the backup probed every
+    peer for the batch (~1.2 state messages per slot per replica at n = 13). Now it executes
+    the verified certificate, and the probe, deferred to the next tick, is not needed."""
+    (first, second), proof = _two_slots_and_checkpoint()
+    backup = replica(3)
+    backup.step(first)
+    for envelope in proof:
+        backup.step(envelope)
+    assert (backup.low, backup.next_exec) == (2, 2)
+    backup.step(second)
+    backup.tick(1)
+    assert "state_request" not in [k for _p, k in replica_tests.sent_kinds(backup)]
+    assert (backup.next_exec, backup.stable_seq, backup.behind_at) == (3, 2, 0)
+
+
+def test_a_forged_commit_certificate_below_the_checkpoint_changes_nothing_and_it_probes() -> None:
+    (first, second), proof = _two_slots_and_checkpoint()
+    backup = replica(3)
+    backup.step(first)
+    for envelope in proof:
+        backup.step(envelope)
+    backup.ready()
+
+    def short(m: replica_pb2.ReplicaMessage) -> None:
+        del m.commit_certificate.commits[-1:]  # 2 of the 2f+1 = 3 commits
+
+    backup.step(_resigned(short, second))
+    assert backup.next_exec == 2 and backup.counters["outside-watermarks"] == 1
+    backup.tick(1)
+    assert replica_tests.probes(backup) == [0, 1, 2]
+    assert backup.behind_at == 1
