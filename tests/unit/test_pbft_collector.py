@@ -251,7 +251,7 @@ def _two_slots_and_checkpoint() -> tuple[list[Envelope], list[Envelope]]:
     for kind_ in ("prepare", "commit"):
         for voter in (1, 2):
             primary.step(vote(kind_, voter, 0, 2, digest))
-    second = [e for _p, e in primary.ready().send if kind(e) == "commit_certificate"][0]
+    second = next(e for _p, e in primary.ready().send if kind(e) == "commit_certificate")
     cp = replica_pb2.Checkpoint(sequence=2, state_digest=primary.state_at[2])
     proof = [signed(r, replica_pb2.ReplicaMessage(checkpoint=cp)) for r in (0, 1, 2)]
     return [first, second], proof
