@@ -58,23 +58,9 @@ class Checkpoints(ViewChanges):
         self.prepared = {s: c for s, c in self.prepared.items() if s > sequence}
         self.checkpoints = {s: v for s, v in self.checkpoints.items() if s > sequence}
         if self.next_exec <= sequence:
-            self.probe_upto = max(self.probe_upto, sequence)
-        self.maybe_stable()
-
-    def probe_if_behind(self) -> None:
-        """At the tick after a proven checkpoint above what we executed: probe (and count as
-        behind, `note_behind`) only if we still have not executed up to it.
-
-        Why: under load most replicas learn a checkpoint while one slot short of it, with
-        that slot's commits already on their way; probing at once was a signed broadcast
-        every peer verified and answered (~1 state request received per slot per replica at
-        n = 13, benchmarks/RESULTS.md pbft7) and, through `note_behind`, a periodic probe
-        more. A replica really behind (cut off, restarted, beyond the watermarks) still
-        probes, one tick later."""
-        upto, self.probe_upto = self.probe_upto, 0
-        if upto and self.next_exec <= upto:
             self.note_behind()
             self.probe()
+        self.maybe_stable()
 
     def maybe_stable(self) -> None:
         """Make the proven checkpoint stable once we executed up to it with the same state."""

@@ -90,10 +90,7 @@ class Collector(Checkpoints):
             self.drop("late-certificate")
             return
         if not self.in_window(batch.sequence):
-            if batch.sequence <= self.low:
-                self._decided_below_low(batch)
-            else:
-                self.drop("outside-watermarks")
+            self.drop("outside-watermarks")
             return
         slot = self.slots.setdefault(batch.sequence, Slot())
         # A batch we accepted in the pre-prepare is not judged again (with dissemination that
@@ -111,22 +108,6 @@ class Collector(Checkpoints):
             if signer != self.me:
                 self.block_signed_by(signer, vote)
         slot.decided = batch
-        self.execute()
-
-    def _decided_below_low(self, batch: replica_pb2.DecidedBatch) -> None:
-        """A commit certificate of a slot at or below a proven checkpoint (`low`) that we have
-        not executed: executed as a state reply's batch would be, once verified (2f+1 signed
-        commits, digest over the requests), when it is the next we execute.
-
-        Why: the others execute a slot on its commit certificate and then send checkpoints, so
-        a backup whose certificate is still queued on its link often learns the checkpoint
-        first; the window moved past the slot, the certificate was dropped, and the backup
-        probed every peer and had the batch sent back (state requests and replies were
-        ~1.2 messages per slot per replica at n = 13, benchmarks/RESULTS.md pbft7)."""
-        if batch.sequence != self.next_exec or not self.checker.committed(batch):
-            self.drop("outside-watermarks")
-            return
-        self.apply(batch)
         self.execute()
 
     def _accepted(self, pre_prepare: Envelope) -> replica_pb2.PrePrepare | None:

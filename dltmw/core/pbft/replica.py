@@ -159,7 +159,6 @@ class Replica(Collector):
     def tick(self, now: int) -> None:
         """The `now`-th tick: timers, batching, retransmission, catch-up probes."""
         self.now = now
-        self.probe_if_behind()  # first: `note_behind` holds the request timer below
         if self.changing:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)

@@ -102,9 +102,6 @@ class ReplicaState:
         # None: none yet.
         self.probed_exec: int | None = None
         self.probed_at = 0
-        # A proven checkpoint above what we executed, probed for at the next tick if we are
-        # still behind it then (`Checkpoints.probe_if_behind`); 0: none.
-        self.probe_upto = 0
         # The request timer (`Replica.request_timer_expired`): the pending request it times,
         # since when, and the tick of the last execution.
         self.timed: bytes | None = None
