@@ -181,9 +181,14 @@ REASON: dict[str, str | set[str]] = {
 }
 
 
+@pytest.mark.parametrize("private", [False, True], ids=["endorser", "private"])
 @pytest.mark.parametrize("how", ALTERATIONS)
-def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(how: str) -> None:
-    envelopes = creator_batch.sign_envelopes(PARTIES.user, _payloads(3))
+def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(
+    how: str, private: bool
+) -> None:
+    """Of an endorser transaction, or a private one on a channel taking both kinds' proofs."""
+    payloads = _private_payloads(3) if private else _payloads(3)
+    envelopes = creator_batch.sign_envelopes(PARTIES.user, payloads)
     env = envelopes[1]
     if how == "no-proof":  # the batch signature presented as a lone one
         env.ClearField("batch_proof")
@@ -193,10 +198,11 @@ def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(ho
         _altered(env.batch_proof, how)
     raw = env.SerializeToString()
     reason = REASON[how]
-    _refused(lambda: check_envelope(raw, {CHANNEL: _view(True)}, NOW, 900.0), reason)
-    _refused(lambda: check_orderable(raw, {CHANNEL: _view(True)}), reason)
-    assert check_transaction(raw, _view(True)) == check_transaction(raw, _view(True))
-    checked = check_transaction(raw, _view(True))
+    view = partial(_view, True, private)
+    _refused(lambda: check_envelope(raw, {CHANNEL: view()}, NOW, 900.0), reason)
+    _refused(lambda: check_orderable(raw, {CHANNEL: view()}), reason)
+    assert check_transaction(raw, view()) == check_transaction(raw, view())
+    checked = check_transaction(raw, view())
     assert (checked.code, checked.tx_id) == (BAD_CREATOR, "")  # squats no tx_id
 
 
@@ -212,26 +218,6 @@ def test_an_altered_proposal_proof_or_item_is_refused(how: str) -> None:
         _altered(p.batch_proof, how)
     reason = REASON[how]
     _refused(lambda: check_signed_proposal(p, _view(True), NOW, 900.0), reason)
-
-
-@pytest.mark.parametrize("how", ALTERATIONS)
-def test_an_altered_private_envelope_proof_or_payload_is_refused_and_recorded_invalid(
-    how: str,
-) -> None:
-    envelopes = creator_batch.sign_envelopes(PARTIES.user, _private_payloads(3))
-    env = envelopes[1]
-    if how == "no-proof":
-        env.ClearField("batch_proof")
-    elif how == "item":
-        env.payload = envelopes[2].payload
-    else:
-        _altered(env.batch_proof, how)
-    raw = env.SerializeToString()
-    reason = REASON[how]
-    _refused(lambda: check_envelope(raw, {CHANNEL: _view(True, True)}, NOW, 900.0), reason)
-    _refused(lambda: check_orderable(raw, {CHANNEL: _view(True, True)}), reason)
-    checked = check_transaction(raw, _view(True, True))
-    assert (checked.code, checked.tx_id) == (BAD_CREATOR, "")  # squats no tx_id
 
 
 # --- where proofs are not taken ---------------------------------------------------------------
