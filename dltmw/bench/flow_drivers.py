@@ -255,6 +255,8 @@ class PrivateDriver:
     def __init__(self, clients: Sequence[tuple[PrivacyClient, list[str]]]) -> None:
         self.clients = list(clients)
         self._next = itertools.cycle(self.clients)
+        # the report's client_signing: their envelopes signed per Transact request
+        self.signers = [c.client.signing for c, _ in self.clients]
 
     @staticmethod
     async def connect(net: Path, shape: NetworkShape) -> PrivateDriver:

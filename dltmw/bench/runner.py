@@ -191,9 +191,12 @@ async def _session(
 
 
 def _client_batches(driver: Driver) -> tuple[int, int]:
-    """(signatures over several items, items they cover) of a Gateway driver's clients."""
+    """(signatures over several items, items they cover) of a Gateway driver's clients, or of
+    the clients a driver names in `signers` (a private driver's)."""
     clients = getattr(driver, "clients", [])
-    signing = [c.signing for c in clients if hasattr(c, "signing")]
+    signing = getattr(driver, "signers", None) or [
+        c.signing for c in clients if hasattr(c, "signing")
+    ]
     return sum(s.batches for s in signing), sum(s.batched_items for s in signing)
 
 

@@ -161,6 +161,7 @@ def _add_ledger(doc: dict[str, object], shape: NetworkShape, contracts: tuple[st
             "batch": shape.batch(),
             "private_agreement": shape.private_agreement,
             "creator_batches": shape.creator_batches,
+            "private_creator_batches": shape.creator_batches,  # one bench flag for both kinds
             "endorsement_batches": shape.endorsement_batches,
         }
         for cid in shape.channel_ids()

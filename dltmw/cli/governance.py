@@ -136,6 +136,14 @@ def update(
             help="endorsers sign one root per batch of endorsements (upgrade every peer first)",
         ),
     ] = None,
+    private_creator_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--private-creator-batches/--no-private-creator-batches",
+            help="clients sign one root per request's private envelopes too (upgrade every"
+            " node first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -181,6 +189,7 @@ def update(
                 private_agreement_batches=private_agreement_batches,
                 creator_batches=creator_batches,
                 endorsement_batches=endorsement_batches,
+                private_creator_batches=private_creator_batches,
             )
 
         agreement = None

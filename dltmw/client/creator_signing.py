@@ -7,6 +7,10 @@ that take them (`ChannelConfig.creator_batches`) it leaves their signatures to t
 request is packed and signs ONE Merkle root over the request's proposals and one over its
 envelopes (`core/creator_batch.py`). A request carrying one item of a kind signs it alone.
 
+Private transactions' envelopes likewise on channels with
+`ChannelConfig.private_creator_batches` (a flag of their own: the node's rule per kind,
+`creator_batch.takes_proofs`); the client keeps one set of channels per kind.
+
 Which channels: the client reads every channel's genesis config when it loads its files
 (`client/files.py`), and that config's `creator_batches` is its first guess. A config update may
 turn the flag off later: a node then refuses the proofs with ERROR_REASON_CREATOR_BATCH_REFUSED
@@ -31,19 +35,26 @@ T = TypeVar("T")
 class CreatorSigner:
     """One client identity's signing of proposals and envelopes, per channel's setting."""
 
-    def __init__(self, signer: SigningIdentity, batched_channels: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        signer: SigningIdentity,
+        batched_channels: Iterable[str] = (),
+        private_batched_channels: Iterable[str] = (),
+    ) -> None:
         self.signer = signer
         self._batched = set(batched_channels)
+        self._private_batched = set(private_batched_channels)
         self.batches = 0  # signatures made over a root of several items
         self.batched_items = 0  # items those signatures cover (mean per batch: the ratio)
 
-    def batches_on(self, channel_id: str) -> bool:
-        """Whether items of `channel_id` are left unsigned for the request's one signature."""
-        return channel_id in self._batched
+    def batches_on(self, channel_id: str, private: bool = False) -> bool:
+        """Whether items of `channel_id` are left unsigned for the request's one signature
+        (`private`: a private transaction's envelope, else an endorser transaction's items)."""
+        return channel_id in (self._private_batched if private else self._batched)
 
-    def signs_alone(self, channel_id: str) -> None:
-        """The channel refused a batch proof: sign its items alone from now on."""
-        self._batched.discard(channel_id)
+    def signs_alone(self, channel_id: str, private: bool = False) -> None:
+        """The channel refused a batch proof: sign its items (of that kind) alone from now on."""
+        (self._private_batched if private else self._batched).discard(channel_id)
 
     def proposal(self, proposal_bytes: bytes) -> proposal_pb2.SignedProposal:
         """A proposal signed alone."""

@@ -36,6 +36,8 @@ class ClientFiles:
     files: dict[str, Path]
     # channels whose genesis config lets clients sign per batch (`client/creator_signing.py`)
     creator_batches: frozenset[str] = frozenset()
+    # channels whose genesis config lets them sign private envelopes per batch too
+    private_creator_batches: frozenset[str] = frozenset()
 
     @staticmethod
     def load(network_dir: Path, client_id: str) -> ClientFiles:
@@ -51,11 +53,14 @@ class ClientFiles:
         signer = load_signer(cfg["client"]["org"], files["identity_cert"], key)
         addresses = AddressBook(files["address_book"])
         batched: set[str] = set()
+        private_batched: set[str] = set()
         for block in sorted((network_dir / "channels").glob("*.block")):
             config = read_genesis(Block.FromString(block.read_bytes())).config
             addresses.learn(routes(config))
             if config.creator_batches:
                 batched.add(config.channel_id)
+            if config.private_creator_batches:
+                private_batched.add(config.channel_id)
         gateway = cfg["client"].get("gateway")
         endpoint = cfg["client"].get("gateway_endpoint")
         if gateway and endpoint:
@@ -69,4 +74,5 @@ class ClientFiles:
             addresses=addresses,
             files=files,
             creator_batches=frozenset(batched),
+            private_creator_batches=frozenset(private_batched),
         )

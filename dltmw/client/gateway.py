@@ -70,11 +70,13 @@ class GatewayClient:
         pipelined: bool | None = None,
         tracer: Tracer = NO_TRACING,
         batched_channels: Iterable[str] = (),
+        private_batched_channels: Iterable[str] = (),
     ) -> None:
         self.signer = signer
-        # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) are
-        # signed once per Transact request (`client/creator_signing.py`)
-        self.signing = CreatorSigner(signer, batched_channels)
+        # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) and
+        # private ones of `private_batched_channels` (private_creator_batches) are signed once
+        # per Transact request (`client/creator_signing.py`)
+        self.signing = CreatorSigner(signer, batched_channels, private_batched_channels)
         self.channel = channel
         # OpenTelemetry: a span per unary call in its transaction's trace, whose context goes
         # to the gateway as `traceparent` metadata (`rpc/tracing.py`); none by default
@@ -119,7 +121,14 @@ class GatewayClient:
         name, tls = link_tls(tls, loaded.addresses, node_id)
         channel = secure_channel(address, name, tls, MAX_MESSAGE_BYTES)
         tracer = Tracer.otlp(otlp_endpoint, client_id) if otlp_endpoint else NO_TRACING
-        return GatewayClient(signer, channel, pipelined, tracer, loaded.creator_batches)
+        return GatewayClient(
+            signer,
+            channel,
+            pipelined,
+            tracer,
+            loaded.creator_batches,
+            loaded.private_creator_batches,
+        )
 
     async def close(self) -> None:
         """Stop the Transact stream (its waiting callers get UNAVAILABLE) and close the
@@ -281,7 +290,7 @@ class GatewayClient:
         if self.pipeline is None:
             endorsed = await self.endorse(self.signing.proposal(proposal_bytes))
         else:
-            endorsed = await self._retried_alone(
+            endorsed = await self.retried_alone(
                 channel_id,
                 lambda later: self._endorse(
                     _unsigned_proposal(proposal_bytes)
@@ -292,7 +301,7 @@ class GatewayClient:
                 ),
             )
         payload = endorsed.prepared_payload
-        status = await self._retried_alone(
+        status = await self.retried_alone(
             channel_id,
             lambda later: self.submit_and_wait(
                 channel_id,
@@ -303,18 +312,21 @@ class GatewayClient:
         )
         return Submitted(tx_id, endorsed.result, status)
 
-    async def _retried_alone(self, channel_id: str, step: Callable[[bool], Awaitable[T]]) -> T:
-        """`step(later)`: `later` when the channel takes batch proofs (signed with the request's
-        others); once more signed alone if the channel refused the proof (nothing was endorsed or
-        ordered for it: refused at admission)."""
-        if not self.signing.batches_on(channel_id):
+    async def retried_alone(
+        self, channel_id: str, step: Callable[[bool], Awaitable[T]], private: bool = False
+    ) -> T:
+        """`step(later)`: `later` when the channel takes batch proofs of the kind (`private`: a
+        private transaction's envelope; signed with the request's others); once more signed
+        alone if the channel refused the proof (nothing was endorsed or ordered for it: refused
+        at admission)."""
+        if not self.signing.batches_on(channel_id, private):
             return await step(False)
         try:
             return await step(True)
         except grpc.aio.AioRpcError as exc:
             if reason_of(exc) != "CREATOR_BATCH_REFUSED":
                 raise
-        self.signing.signs_alone(channel_id)
+        self.signing.signs_alone(channel_id, private)
         return await step(False)
 
     async def events(

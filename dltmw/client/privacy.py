@@ -302,6 +302,13 @@ class PrivacyClient:
         """A signed PRIVATE_TRANSACTION envelope with `data` (a PrivateTransaction) and its
         tx_id: a payload's hash (`private_envelope`) or a purge (`client/purge.py`)."""
         nonce = nonce if nonce is not None else token_bytes(24)
+        payload = self.private_payload(channel_id, data, nonce)
+        tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
+        return self.client.envelope(payload), tx_id
+
+    def private_payload(self, channel_id: str, data: bytes, nonce: bytes) -> bytes:
+        """The serialised Payload of a PRIVATE_TRANSACTION with `data`, for `nonce`'s tx_id
+        (signed alone by `private_data_envelope`, or with its Transact request's others)."""
         creator = self.client.signer.identity_bytes
         header = common_pb2.Header(
             type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,
@@ -311,10 +318,7 @@ class PrivacyClient:
             nonce=nonce,
         )
         header.timestamp.FromDatetime(utc_now())
-        payload = common_pb2.Payload(
-            header=header.SerializeToString(), data=data
-        ).SerializeToString()
-        return self.client.envelope(payload), header.tx_id
+        return common_pb2.Payload(header=header.SerializeToString(), data=data).SerializeToString()
 
     async def submit_private(
         self,
@@ -346,8 +350,22 @@ class PrivacyClient:
         digest, collected = await self.send_and_collect(
             channel_id, invocation.SerializeToString(), recipient_orgs, tx_id
         )
-        envelope, _ = self.private_envelope(channel_id, digest, collected.agreements, nonce)
-        status = await self.client.submit_and_wait(channel_id, tx_id, envelope)
+        data = transaction_pb2.PrivateTransaction(
+            payload_hash=digest, agreements=collected.agreements
+        ).SerializeToString()
+        payload = self.private_payload(channel_id, data, nonce)
+        # On a channel with private_creator_batches the envelope is signed with the others of
+        # its Transact request (`client/creator_signing.py`), else alone.
+        status = await self.client.retried_alone(
+            channel_id,
+            lambda later: self.client.submit_and_wait(
+                channel_id,
+                tx_id,
+                common_pb2.Envelope(payload=payload) if later else self.client.envelope(payload),
+                unsigned=later,
+            ),
+            private=True,
+        )
         return PrivateSubmitted(tx_id, digest, status)
 
     async def receive(self, channel_id: str, payload_hash: bytes) -> bytes:

@@ -158,17 +158,21 @@ def with_settings(
     private_agreement_batches: bool | None = None,
     creator_batches: bool | None = None,
     endorsement_batches: bool | None = None,
+    private_creator_batches: bool | None = None,
 ) -> config_pb2.ChannelConfig:
     """`config` with the given settings replaced (None: unchanged). `private_agreement` =
     (PrivateAgreementPolicy, expression text: "" unless EXPRESSION). `private_agreement_batches`
     lets parties sign one Merkle root per batch of agreements (docs/privacy.md: turning it on
     is safe for agreements in flight, turning it off refuses their batch proofs);
     `creator_batches` lets clients sign one root per request's proposals and envelopes
-    (core/creator_batch.py; the same on/off rule); `endorsement_batches` lets endorsers sign
+    (core/creator_batch.py; the same on/off rule), `private_creator_batches` their private
+    transactions' envelopes too; `endorsement_batches` lets endorsers sign
     one root per batch of endorsements (core/endorsement_batch.py, the same rule)."""
     out = _copy(config)
     if creator_batches is not None:
         out.creator_batches = creator_batches
+    if private_creator_batches is not None:
+        out.private_creator_batches = private_creator_batches
     if private_agreement is not None:
         out.private_agreement, out.private_agreement_policy = private_agreement  # type: ignore[assignment]
     if private_agreement_batches is not None:

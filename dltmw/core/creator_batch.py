@@ -22,12 +22,16 @@ What is accepted stays what was accepted before:
   (`merkle.root_from_path`). tx_id is still SHA-256(nonce || creator): unchanged.
 * A batch of one is signed alone (no proof): nothing gained by a tree of one.
 
-Only endorser transactions, only on channels with `ChannelConfig.creator_batches`: nodes of an
-older release do not know the proofs and would record such an envelope invalid where newer ones
-recorded it valid. Where the flag is off, and on a config update or private transaction
-envelope, a proof fails on every node (`signed_proposal_data`/`signed_envelope_data` return
-None): refused at admission with ERROR_REASON_CREATOR_BATCH_REFUSED, recorded
-BAD_CREATOR_SIGNATURE in a block.
+Only endorser transactions on channels with `ChannelConfig.creator_batches`, and private
+transactions (a payload's hash or a purge) on channels with
+`ChannelConfig.private_creator_batches`: nodes of an older release do not know the proofs (or
+know them on endorser transactions only) and would record such an envelope invalid where newer
+ones recorded it valid, hence a flag per kind. A private peer verified the creator's signature
+of every private envelope twice (gateway admission, commit): ~11 % of its CPU at 2 recipients
+(benchmarks/RESULTS.md, branch priv3); under a batch, about once per request. Where the flag is
+off, and on a config update envelope, a proof fails on every node
+(`signed_proposal_data`/`signed_envelope_data` return None): refused at admission with
+ERROR_REASON_CREATOR_BATCH_REFUSED, recorded BAD_CREATOR_SIGNATURE in a block.
 
 The client learns the setting from the channels' genesis blocks it already reads
 (`client/files.py`); a channel whose flag is turned off later refuses the proofs with that
@@ -41,7 +45,7 @@ from collections.abc import Sequence
 
 from dltmw.core import batch_signature
 from dltmw.core.identity import SigningIdentity
-from dltmw.v1 import common_pb2, proposal_pb2
+from dltmw.v1 import common_pb2, config_pb2, proposal_pb2
 
 PROPOSAL_BATCH_DOMAIN = b"dltmw/proposal-batch/v1"
 ENVELOPE_BATCH_DOMAIN = b"dltmw/envelope-batch/v1"
@@ -69,20 +73,29 @@ def signed_proposal_data(signed: proposal_pb2.SignedProposal, batches: bool) -> 
     )
 
 
-def signed_envelope_data(
-    envelope: common_pb2.Envelope, batches: bool, endorser_tx: bool
-) -> bytes | None:
-    """As `signed_proposal_data` for an envelope's payload; a proof is only ever right on an
-    endorser transaction (`endorser_tx`): config updates and private transactions sign alone."""
+def takes_proofs(config: config_pb2.ChannelConfig, header_type: int) -> bool:
+    """Whether an envelope of `header_type` may carry a batch proof on a channel of `config`:
+    endorser transactions where `creator_batches`, private transactions where
+    `private_creator_batches`; config updates never (each kind its own flag: see above)."""
+    if header_type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION:
+        return config.creator_batches
+    if header_type == common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION:
+        return config.private_creator_batches
+    return False
+
+
+def signed_envelope_data(envelope: common_pb2.Envelope, takes: bool) -> bytes | None:
+    """As `signed_proposal_data` for an envelope's payload; `takes`: whether its kind may carry
+    a proof on its channel (`takes_proofs`): elsewhere it signs alone."""
     return batch_signature.signed_data(
-        envelope.payload, envelope_proof(envelope), batches and endorser_tx, ENVELOPE_BATCH_DOMAIN
+        envelope.payload, envelope_proof(envelope), takes, ENVELOPE_BATCH_DOMAIN
     )
 
 
-def proof_allowed(envelope: common_pb2.Envelope, batches: bool, endorser_tx: bool) -> bool:
-    """Whether `envelope` may carry a proof at all (no proof, or an endorser transaction on a
-    channel that takes them): the check of an admission that does not verify the signature."""
-    return not envelope.HasField("batch_proof") or (batches and endorser_tx)
+def proof_allowed(envelope: common_pb2.Envelope, takes: bool) -> bool:
+    """Whether `envelope` may carry a proof at all (no proof, or a kind its channel takes
+    proofs of: `takes_proofs`): the check of an admission that does not verify the signature."""
+    return not envelope.HasField("batch_proof") or takes
 
 
 def canonical_proof(proof: common_pb2.BatchProof) -> common_pb2.BatchProof:
@@ -116,8 +129,8 @@ def sign_proposals(
 
 
 def sign_envelopes(signer: SigningIdentity, payloads: Sequence[bytes]) -> list[common_pb2.Envelope]:
-    """Envelopes of endorser transactions' serialised Payloads, signed once for all (alone when
-    one)."""
+    """Envelopes of serialised Payloads (endorser or private transactions, of channels that take
+    proofs of their kind), signed once for all (alone when one)."""
     return [
         common_pb2.Envelope(payload=b, signature=signature, batch_proof=p)
         for b, (signature, p) in zip(

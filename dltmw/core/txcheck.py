@@ -245,7 +245,8 @@ def _batch_refused(what: str) -> ClientError:
     return ClientError(
         R.ERROR_REASON_CREATOR_BATCH_REFUSED,
         f"the {what}'s batch proof cannot be right here: malformed, or the channel does not take"
-        " client batch proofs (creator_batches), or not an endorser transaction; sign it alone",
+        " client batch proofs of its kind (creator_batches, private_creator_batches); sign it"
+        " alone",
     )
 
 
@@ -331,15 +332,15 @@ def _admit_envelope(
         )
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
     endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
-    batches = channel.config.creator_batches
+    takes = creator_batch.takes_proofs(channel.config, header.type)
     if peek.channel_id in forwarded and endorser_tx:
         # the signature is not checked here, so neither is the root its proof leads to (commit
         # does both); only whether the channel takes proofs at all
-        if not creator_batch.proof_allowed(envelope, batches, endorser_tx):
+        if not creator_batch.proof_allowed(envelope, takes):
             raise _batch_refused("envelope")
         creator = identified(channel.membership, header.creator, envelope.signature, at)
     else:
-        data = creator_batch.signed_envelope_data(envelope, batches, endorser_tx)
+        data = creator_batch.signed_envelope_data(envelope, takes)
         if data is None:
             raise _batch_refused("envelope")
         keep = remember is None or peek.channel_id in remember
@@ -430,8 +431,8 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     at = to_datetime(header.timestamp)
     if at is None:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
-    endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
-    data = creator_batch.signed_envelope_data(envelope, channel.config.creator_batches, endorser_tx)
+    takes = creator_batch.takes_proofs(channel.config, header.type)
+    data = creator_batch.signed_envelope_data(envelope, takes)
     if data is None:  # a batch proof that cannot be right here (core/creator_batch.py)
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE)
     try:

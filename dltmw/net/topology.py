@@ -191,6 +191,11 @@ class ChannelSpec(Strict):
         description="clients may sign one Merkle root per request over their proposals and"
         " envelopes (docs/governance.md; default: dltmw's default for new channels)",
     )
+    private_creator_batches: bool | None = Field(
+        None,
+        description="clients may sign private transactions' envelopes per request too"
+        " (core/creator_batch.py; default: dltmw's default for new channels)",
+    )
     endorsement_batches: bool = Field(
         True,
         description="endorsers sign one Merkle root per batch of endorsements they answer"

@@ -505,6 +505,7 @@ def _channel_config(
         ordering=ORDERING[ch.get("ordering", "none")],
         **agreement_settings(ch.get("private_agreement", "all-recipients")),
         creator_batches=_or(ch.get("creator_batches"), CREATOR_BATCHES),  # core/creator_batch.py
+        private_creator_batches=_or(ch.get("private_creator_batches"), CREATOR_BATCHES),
         endorsement_batches=ch.get("endorsement_batches", True),  # core/endorsement_batch.py
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(

@@ -315,6 +315,7 @@ def _config(
         private_agreement=private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS,
         private_agreement_batches=True,  # signed per batch: core/privacy/agreement_batch.py
         creator_batches=CREATOR_BATCHES,  # clients sign per request: core/creator_batch.py
+        private_creator_batches=CREATOR_BATCHES,  # their private envelopes too
         endorsement_batches=True,  # signed per batch: core/endorsement_batch.py
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(

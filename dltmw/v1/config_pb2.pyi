@@ -269,6 +269,7 @@ class ChannelConfig(_message.Message):
     PRIVATE_AGREEMENT_POLICY_FIELD_NUMBER: _builtins.int
     PRIVATE_AGREEMENT_BATCHES_FIELD_NUMBER: _builtins.int
     CREATOR_BATCHES_FIELD_NUMBER: _builtins.int
+    PRIVATE_CREATOR_BATCHES_FIELD_NUMBER: _builtins.int
     ENDORSEMENT_BATCHES_FIELD_NUMBER: _builtins.int
     TRUSTED_NOTARIES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
@@ -331,6 +332,16 @@ class ChannelConfig(_message.Message):
     False: a proposal or envelope carrying a proof is refused at admission
     (ERROR_REASON_CREATOR_BATCH_REFUSED) and recorded TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
     in a block, so peers of an older release, which do not know the proofs, decide alike.
+    """
+    private_creator_batches: _builtins.bool
+    """Clients may sign private transactions' envelopes (HEADER_TYPE_PRIVATE_TRANSACTION) per
+    request too (Envelope.batch_proof, the creator_batches rule: dltmw/core/creator_batch.py).
+    A separate flag from creator_batches because peers of a release that took proofs on
+    endorser transactions only would record such an envelope BAD_CREATOR_SIGNATURE where newer
+    ones record it valid. Set by `dltmw init` for new channels, changed by `dltmw channel
+    update --[no-]private-creator-batches`. False: a private envelope carrying a proof is
+    refused at admission (ERROR_REASON_CREATOR_BATCH_REFUSED) and recorded
+    TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE in a block.
     """
     endorsement_batches: _builtins.bool
     """Endorsers may sign their endorsements per batch (Endorsement.batch_proof: one signature over
@@ -412,12 +423,13 @@ class ChannelConfig(_message.Message):
         private_agreement_policy: _builtins.str = ...,
         private_agreement_batches: _builtins.bool = ...,
         creator_batches: _builtins.bool = ...,
+        private_creator_batches: _builtins.bool = ...,
         endorsement_batches: _builtins.bool = ...,
         trusted_notaries: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_creator_batches", b"private_creator_batches", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

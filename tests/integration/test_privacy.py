@@ -766,6 +766,10 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         # every peer: the commit rule of core/privacy/agreement_batch.py on real processes
         for batched in await _batched_agreements_everywhere(path, {d.tx_id for d in done}):
             assert len({a.signature for a in batched}) < len(batched)  # shared signatures
+        # ...and their envelopes were signed per Transact request (private_creator_batches):
+        # VALID on every peer with a proof, fewer creator signatures than transactions
+        for sealed in _creator_batched_everywhere(path, {d.tx_id for d in done}):
+            assert len({e.signature for e in sealed}) < len(sealed)
     finally:
         await close(pcs)
     after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
@@ -775,6 +779,23 @@ async def test_concurrent_private_transactions_share_agreement_calls(
     assert 1 <= sender["SendBatch"] < n
     assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
     assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
+
+
+def _creator_batched_everywhere(path: Path, ours: set[str]) -> list[list[common_pb2.Envelope]]:
+    """Per member peer, the envelopes of the private txs `ours` that carry a creator batch
+    proof (`core/creator_batch.py`); every one of `ours` is on each peer (the caller waited)."""
+    out = []
+    for node in ("peer0.org1", "peer0.org2", "peer0.org3"):
+        chain = ledger_blocks(ledger_path(path, node, DEALS))
+        found = [
+            common_pb2.Envelope.FromString(raw)
+            for block in chain[1:]
+            for raw in block.data.envelopes
+            if _private_of(raw)[0] in ours
+        ]
+        assert len(found) == len(ours), node
+        out.append([e for e in found if e.HasField("batch_proof")])
+    return out
 
 
 def _deals_agreements(
@@ -806,11 +827,14 @@ async def _batched_agreements_everywhere(
     return out
 
 
-async def _set_agreement_batches(path: Path, tmp: Path, on: bool) -> None:
+async def _set_agreement_batches(
+    path: Path, tmp: Path, on: bool, what: str = "private-agreement-batches"
+) -> None:
     """A config update of `deals` by 3 of its 4 members' admins (the MAJORITY admin policy)
-    with the `dltmw channel update` command; returns once every member peer committed it."""
-    net, flag = str(path), "--private-agreement-batches" if on else "--no-private-agreement-batches"
-    upd = str(tmp / f"batches-{on}.update")
+    with the `dltmw channel update` command (`--[no-]<what>`); returns once every member peer
+    committed it."""
+    net, flag = str(path), f"--{what}" if on else f"--no-{what}"
+    upd = str(tmp / f"{what}-{on}.update")
     await asyncio.to_thread(
         dltmw, "channel", "update", net, DEALS, flag, "-o", upd, "-c", "admin.org1"
     )
@@ -860,6 +884,38 @@ async def test_agreement_batches_turned_off_and_on_by_a_config_update(
                     assert batched == []
     finally:
         await close(pcs)
+
+
+async def test_private_creator_batches_turned_off_refuse_proofs_and_the_sdk_signs_alone(
+    net: tuple[Path, Supervisor], tmp_path: Path
+) -> None:
+    """`dltmw channel update --no-private-creator-batches`: a client that still believes the
+    channel takes its private envelopes' batch proofs (it read the genesis config) is refused
+    with CREATOR_BATCH_REFUSED before anything is ordered, signs that channel's private
+    envelopes alone from then on, and every transaction commits VALID with no proof;
+    `--private-creator-batches` turns them back on for a client that connects afterwards."""
+    path, _ = net
+    try:
+        await _set_agreement_batches(path, tmp_path, False, "private-creator-batches")
+        pcs = await clients(path)
+        try:
+            signing = pcs["org1"].client.signing
+            assert signing.batches_on(DEALS, private=True)
+            done = await asyncio.gather(
+                *(
+                    pcs["org1"].submit_private(DEALS, ["Org2"], "kv", "put", f"alone-{i}", "v")
+                    for i in range(20)
+                )
+            )
+            assert {d.status.result for d in done} == {VALID}
+            assert not signing.batches_on(DEALS, private=True)
+            assert signing.batches_on(DEALS)  # the endorser transactions' setting stays
+            await _caught_up(path, ledger_height(ledger_path(path, "peer0.org1", DEALS)))
+            assert _creator_batched_everywhere(path, {d.tx_id for d in done}) == [[], [], []]
+        finally:
+            await close(pcs)
+    finally:
+        await _set_agreement_batches(path, tmp_path, True, "private-creator-batches")
 
 
 async def test_a_tampered_recipient_disagrees_and_the_tx_is_invalid_everywhere(

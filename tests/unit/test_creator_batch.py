@@ -1,7 +1,8 @@
 """A client's proposals and envelopes signed per batch (core/creator_batch.py): one signature over
 a Merkle root of a request's items, checked through each item's proof by admission (endorser,
 gateway, orderer) and by the commit rule, verified once per batch per node, refused where the
-channel does not take them, on anything but an endorser transaction, and when altered.
+channel does not take them (endorser transactions: `creator_batches`, private transactions:
+`private_creator_batches`, config updates never), and when altered.
 
 Real keys, certificates, transactions and the real checks (`core/txcheck.py`); the client side
 (`client/creator_signing.py`) signs a real TransactRequest.
@@ -35,12 +36,28 @@ VALID = C.TX_VALIDATION_CODE_VALID
 BAD_CREATOR = C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
 
 
-def _view(batches: bool) -> ChannelView:
-    """A fresh view (its own memo: nothing verified yet) with or without creator batches."""
+def _view(batches: bool, private: bool = False) -> ChannelView:
+    """A fresh view (its own memo: nothing verified yet) with or without creator batches
+    (`private`: of private transactions' envelopes too)."""
     config = config_pb2.ChannelConfig()
     config.CopyFrom(PARTIES.view.config)
     config.creator_batches = batches
+    config.private_creator_batches = private
     return channel_view(config)
+
+
+def _private_payloads(
+    n: int, kind: int = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
+) -> list[bytes]:
+    """Payloads of `n` valid private transactions (the channel requires no agreements), or of
+    another `kind` with the same data."""
+    data = C.PrivateTransaction(payload_hash=bytes(range(32))).SerializeToString()
+    return [
+        common_pb2.Payload(
+            header=header(PARTIES.user, kind).SerializeToString(), data=data
+        ).SerializeToString()
+        for _ in range(n)
+    ]
 
 
 def _payloads(n: int, parties: Parties = PARTIES) -> list[bytes]:
@@ -94,6 +111,25 @@ def test_a_batch_of_envelopes_is_valid_everywhere_and_verified_once_per_node(
     assert len(creator_calls) == 2  # one per node (gateway, committer) for the five
 
 
+def test_a_batch_of_private_envelopes_is_valid_everywhere_and_verified_once_per_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Private envelopes under a request's one root (with an endorser transaction's: one tree
+    for the request's envelopes) where the channel takes both kinds."""
+    envelopes = creator_batch.sign_envelopes(PARTIES.user, [*_private_payloads(4), *_payloads(1)])
+    assert len({e.signature for e in envelopes}) == 1
+    calls = _counted(monkeypatch)
+    gateway, orderer, committer = _view(True, True), _view(True, True), _view(True, True)
+    for raw in _bytes(envelopes):
+        check_envelope(raw, {CHANNEL: gateway}, NOW, 900.0)  # the agreements' rule too
+        check_orderable(raw, {CHANNEL: orderer})
+    checked = [check_transaction(raw, committer) for raw in _bytes(envelopes)]
+    assert [c.code for c in checked] == [VALID] * 5
+    assert all(c.tx_id for c in checked)
+    creator_calls = [c for c in calls if c.startswith(creator_batch.ENVELOPE_BATCH_DOMAIN)]
+    assert len(creator_calls) == 3  # one per node for the five
+
+
 def test_a_batch_of_proposals_is_admitted_and_verified_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -145,9 +181,14 @@ REASON: dict[str, str | set[str]] = {
 }
 
 
+@pytest.mark.parametrize("private", [False, True], ids=["endorser", "private"])
 @pytest.mark.parametrize("how", ALTERATIONS)
-def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(how: str) -> None:
-    envelopes = creator_batch.sign_envelopes(PARTIES.user, _payloads(3))
+def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(
+    how: str, private: bool
+) -> None:
+    """Of an endorser transaction, or a private one on a channel taking both kinds' proofs."""
+    payloads = _private_payloads(3) if private else _payloads(3)
+    envelopes = creator_batch.sign_envelopes(PARTIES.user, payloads)
     env = envelopes[1]
     if how == "no-proof":  # the batch signature presented as a lone one
         env.ClearField("batch_proof")
@@ -157,10 +198,11 @@ def test_an_altered_envelope_proof_or_payload_is_refused_and_recorded_invalid(ho
         _altered(env.batch_proof, how)
     raw = env.SerializeToString()
     reason = REASON[how]
-    _refused(lambda: check_envelope(raw, {CHANNEL: _view(True)}, NOW, 900.0), reason)
-    _refused(lambda: check_orderable(raw, {CHANNEL: _view(True)}), reason)
-    assert check_transaction(raw, _view(True)) == check_transaction(raw, _view(True))
-    checked = check_transaction(raw, _view(True))
+    view = partial(_view, True, private)
+    _refused(lambda: check_envelope(raw, {CHANNEL: view()}, NOW, 900.0), reason)
+    _refused(lambda: check_orderable(raw, {CHANNEL: view()}), reason)
+    assert check_transaction(raw, view()) == check_transaction(raw, view())
+    checked = check_transaction(raw, view())
     assert (checked.code, checked.tx_id) == (BAD_CREATOR, "")  # squats no tx_id
 
 
@@ -199,22 +241,37 @@ def test_proofs_are_refused_where_the_channel_does_not_take_them() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", [common_pb2.HEADER_TYPE_CONFIG_UPDATE, common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION]
+    ("kind", "private_flag"),
+    [
+        (common_pb2.HEADER_TYPE_CONFIG_UPDATE, True),
+        (common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION, False),
+    ],
 )
-def test_a_proof_on_a_config_update_or_private_transaction_is_refused(kind: int) -> None:
-    """Only endorser transactions may be signed per batch, even where the channel takes them."""
-    data = C.PrivateTransaction(payload_hash=bytes(range(32))).SerializeToString()
-    payloads = [
-        common_pb2.Payload(
-            header=header(PARTIES.user, kind).SerializeToString(), data=data
-        ).SerializeToString(),
-        *_payloads(1),
-    ]
+def test_a_proof_on_a_config_update_or_unflagged_private_transaction_is_refused(
+    kind: int, private_flag: bool
+) -> None:
+    """A config update is never signed per batch; a private transaction only where the channel
+    takes private proofs (`private_creator_batches`), whatever `creator_batches` says."""
+    payloads = [*_private_payloads(1, kind), *_payloads(1)]
     raw = creator_batch.sign_envelopes(PARTIES.user, payloads)[0].SerializeToString()
-    on = _view(True)
+    on = _view(True, private_flag)
     _refused(lambda: check_envelope(raw, {CHANNEL: on}, NOW, 900.0), "CREATOR_BATCH_REFUSED")
     _refused(lambda: check_orderable(raw, {CHANNEL: on}), "CREATOR_BATCH_REFUSED")
     assert check_transaction(raw, on).code == BAD_CREATOR
+
+
+def test_the_private_flag_takes_no_endorser_transaction_proofs() -> None:
+    """Each kind its own flag: private_creator_batches alone does not let endorser transactions
+    carry proofs."""
+    envelopes = creator_batch.sign_envelopes(PARTIES.user, [*_payloads(1), *_private_payloads(1)])
+    endorser, private = _bytes(envelopes)
+    only_private = _view(False, True)
+    _refused(
+        lambda: check_envelope(endorser, {CHANNEL: only_private}, NOW, 900.0),
+        "CREATOR_BATCH_REFUSED",
+    )
+    assert check_transaction(endorser, only_private).code == BAD_CREATOR
+    assert check_transaction(private, only_private).code == VALID
 
 
 def test_an_envelope_with_unknown_fields_in_its_proof_is_not_canonical() -> None:
@@ -273,3 +330,12 @@ def test_the_client_signs_only_the_items_left_unsigned_once_per_kind() -> None:
     assert signer.batches_on(CHANNEL)
     signer.signs_alone(CHANNEL)
     assert not signer.batches_on(CHANNEL)
+
+
+def test_the_client_keeps_the_private_setting_apart() -> None:
+    signer = CreatorSigner(PARTIES.user, batched_channels=[], private_batched_channels=[CHANNEL])
+    assert signer.batches_on(CHANNEL, private=True) and not signer.batches_on(CHANNEL)
+    signer.signs_alone(CHANNEL)  # an endorser item refused: the private setting stays
+    assert signer.batches_on(CHANNEL, private=True)
+    signer.signs_alone(CHANNEL, private=True)
+    assert not signer.batches_on(CHANNEL, private=True)
