@@ -5,8 +5,8 @@
 handed to the decider, messages to the other members' links, and the reads of our records a
 lagging member's catch-up asks for (`DecidedFromStore`, stepped back in as `StoredDecided`).
 `DecisionExecutor` carries out the `ClusterDecider`'s: a decided batch re-admitted at its stamp
-on the verify pool and its spent rows read (load), what it spent committed in one sqlite
-transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
+on the verify pool and its spent rows read (load), what the step's batches spent committed in one
+sqlite transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
 each file holds one concept: the role (admission, ordering, answering) and the effects its
 cores ask for.
 """
@@ -172,9 +172,11 @@ class DecisionExecutor:
         """The decider keeps no log (the replica's records are it)."""
 
     async def apply(self, decided: Sequence[Spent]) -> None:
+        """Every batch this step decided, in ONE durable transaction (group commit)."""
+        if not decided:
+            return
         store = self._role.cluster_store
-        for spent in decided:
-            await asyncio.get_running_loop().run_in_executor(store.executor, store.record, spent)
+        await asyncio.get_running_loop().run_in_executor(store.executor, store.record_all, decided)
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """Every replica decides alone."""
