@@ -1,5 +1,6 @@
 """The spent-set of one notary-cluster replica: the single notary's tables plus the last applied
-PBFT sequence, all written in ONE durable transaction per decided batch.
+PBFT sequence, all written in ONE durable transaction per decider step (one or several
+consecutive decided batches: `record_all`).
 
 Why the sequence: the PBFT record log makes a decided batch durable before this store applies
 it, so a crash can fall between the two. At restart the role re-applies every retained decided
@@ -46,11 +47,21 @@ class ClusterNotaryStore(NotaryStore):
     def record(self, spent: Spent) -> None:
         """Commit what the batch at `spent.sequence` spent and that sequence, in one
         transaction; runs on the store thread."""
+        self.record_all((spent,))
 
-        rows = self._remember(spent)
+    def record_all(self, spents: Sequence[Spent]) -> None:
+        """Commit what several consecutive decided batches spent and the last one's sequence,
+        in ONE transaction (one fsync for the decider's whole step: group commit); runs on the
+        store thread. All or none: a crash leaves `applied` at the batch before the first, and
+        the restart re-applies them all from the retained records."""
+        if not spents:
+            return
+        rows = [self._remember(spent) for spent in spents]
+        last = spents[-1].sequence
 
         def write(c: sqlite3.Connection) -> None:
-            _write(c, spent, rows)
-            c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (spent.sequence,))
+            for spent, spent_rows in zip(spents, rows, strict=True):
+                _write(c, spent, spent_rows)
+            c.execute("INSERT OR REPLACE INTO applied(k, seq) VALUES (0, ?)", (last,))
 
         self._file.write_here("notary_cluster.record", write)

@@ -4,11 +4,12 @@ client's f+1 verdict, the spent-set store's batch transaction, and cluster decla
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from dltmw.core.handlers.notary import Decision, hash_tx_id, signed
+from dltmw.core.handlers.notary import Decision, Spent, hash_tx_id, signed
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_batch import signed_message
 from dltmw.core.notary_cluster import (
@@ -261,6 +262,37 @@ def test_store_commits_a_batch_with_its_sequence_once(tmp_path: Path) -> None:
         # the role answers already-signed tx_ids from here without ordering them again
         stored = store.run(lambda: store.signatures_of(["A", "B", "C"]))
         assert list(stored) == ["A"] and signs(signed("A", stored["A"]))
+    finally:
+        store.close()
+
+
+def test_a_decider_step_of_several_batches_commits_them_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """Group commit (`DECIDER_BATCH_MAX`): the batches of one decider step are written all or
+    none, with the last one's sequence; a batch that cannot be written (here a double spend the
+    primary key refuses) takes the earlier batches of its step with it, so `applied` never
+    claims a batch whose rows are missing and the restart re-applies the whole step."""
+    store = ClusterNotaryStore(tmp_path / "n.sqlite", sign)
+    store.open()
+    try:
+        decider = ClusterDecider(sign, applied=0)
+        view = store.run(lambda: store.rows_for([]))
+        for seq, (tx, ref) in enumerate([("A", S[0]), ("B", S[1]), ("C", S[2])], start=1):
+            decider.step(OpenedBatch(seq, (bytes([seq]),), (Unpacked(10, (ask(tx, ref),)),), view))
+        effects = decider.ready()
+        assert [s.sequence for s in effects.decided] == [1, 2, 3]
+        store.run(lambda: store.record_all(effects.decided))
+        assert store.run(store.applied) == 3
+        assert list(store.run(lambda: store.signatures_of(["A", "B", "C"]))) == ["A", "B", "C"]
+        # a step whose second batch spends S[0] again (a wrong decision): nothing of it lands
+        fresh = Spent(((S[3], "D"),), (), 4)
+        double = Spent(((S[0], "E"),), (), 5)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.run(lambda: store.record_all((fresh, double)))
+        assert store.run(store.applied) == 3
+        rows = store.run(lambda: store.rows_for([ask("x", S[3])]))
+        assert rows.consumer_of(S[3]) is None  # batch 4 rolled back with batch 5
     finally:
         store.close()
 

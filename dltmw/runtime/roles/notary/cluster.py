@@ -16,7 +16,9 @@ run by the one driver (`runtime/driver.py`): the PBFT-lite `Replica` orders wrap
 decider, then sends to the links); the `ClusterDecider` (`core/notary_cluster.py`) decides each
 batch — its executor's load re-admits the batch at its stamp on the verify pool
 (`cluster_open.py`) and reads the spent rows it touches, and its effects commit the batch with
-its sequence in one sqlite transaction (ClusterNotaryStore) before the waiters are answered.
+its sequence in one sqlite transaction (ClusterNotaryStore) before the waiters are answered;
+decided batches already queued when the decider steps (up to DECIDER_BATCH_MAX) are decided in
+one step and committed in ONE transaction (group commit: one fsync for all of them).
 Backups drop pre-prepares whose stamps are not fresh by their own clock (`stamp_fresh`). A
 restart restores the replica from its records and re-applies decided batches the spent-set
 missed (read from the records, not from memory), so nothing acknowledged is lost and re-asking
@@ -98,6 +100,11 @@ R = errors_pb2
 TICK_S = 0.05
 SUBMIT_WAIT_S = 30.0
 DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
+# Decided batches one decider step takes (one spent-set transaction, one fsync): while a commit
+# waits for its fsync the next batches queue, and the next step commits them together. The core
+# layers a step's earlier decisions over the rows loaded before it (`_Layered`), so a batch sees
+# what the batches before it in the same step spent. Bounded so one step's rows stay small.
+DECIDER_BATCH_MAX = 8
 WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
@@ -231,7 +238,7 @@ class ClusterNotaryRole:
             DecisionExecutor(self),
             self.ctx.tasks,
             inbox_max=DECIDER_INBOX_MAX,
-            batch_max=1,  # one sqlite transaction per decided batch
+            batch_max=DECIDER_BATCH_MAX,  # one sqlite transaction per step
             on_failure=self._failed,
             metrics=self.ctx.metrics,
         )

@@ -1,12 +1,13 @@
 """The effects of a notary-cluster member's two drivers (`cluster.ClusterNotaryRole`).
 
 `ReplicaExecutor` carries out what the PBFT-lite `Replica` decides: records appended durably
-(then compacted below a stable checkpoint, every COMPACT_EVERY sequences), decided batches
-handed to the decider, messages to the other members' links, and the reads of our records a
-lagging member's catch-up asks for (`DecidedFromStore`, stepped back in as `StoredDecided`).
+(a step of stable checkpoints only rides with the next append, see `persist`; then compacted
+below a stable checkpoint, every COMPACT_EVERY sequences), decided batches handed to the
+decider, messages to the other members' links, and the reads of our records a lagging member's
+catch-up asks for (`DecidedFromStore`, stepped back in as `StoredDecided`).
 `DecisionExecutor` carries out the `ClusterDecider`'s: a decided batch re-admitted at its stamp
-on the verify pool and its spent rows read (load), what it spent committed in one sqlite
-transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
+on the verify pool and its spent rows read (load), what the step's batches spent committed in one
+sqlite transaction (apply), and the waiting callers answered (reply). Kept apart from the role so
 each file holds one concept: the role (admission, ordering, answering) and the effects its
 cores ask for.
 """
@@ -103,11 +104,25 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
     def __init__(self, role: MemberRole) -> None:
         self._role = role
         self._compacted = 0  # the stable sequence of the last compaction (0: none yet)
+        self._held: list[Record] = []  # stable records not yet appended (`persist`)
 
     async def persist(self, records: Sequence[Record]) -> None:
+        """Append the step's records in one durable transaction. A step whose records are ALL
+        stable checkpoints (~0.8 of the ~3.5 appends per slot with a checkpoint every slot) is
+        held and appended first in the next append instead of in a transaction (fsync) of its
+        own: nothing sent depends on a stable record (it only lets older records be dropped),
+        and losing it in a crash restores the replica from the stable checkpoint before it,
+        with every record since still in the log (a compaction only follows an appended stable
+        record). The rule kept: a vote, prepared or decided record is durable before anything
+        depending on it leaves, i.e. such a step is never held."""
         log = self._role.records
         if log is None:
             raise InvariantViolation("notary cluster record log is not open")
+        if records and all(isinstance(r, StableRecord) for r in records):
+            self._held.extend(records)
+            return
+        if self._held:
+            records, self._held = [*self._held, *records], []
         await log.append(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable and stable[-1] - self._compacted >= COMPACT_EVERY:
@@ -172,9 +187,11 @@ class DecisionExecutor:
         """The decider keeps no log (the replica's records are it)."""
 
     async def apply(self, decided: Sequence[Spent]) -> None:
+        """Every batch this step decided, in ONE durable transaction (group commit)."""
+        if not decided:
+            return
         store = self._role.cluster_store
-        for spent in decided:
-            await asyncio.get_running_loop().run_in_executor(store.executor, store.record, spent)
+        await asyncio.get_running_loop().run_in_executor(store.executor, store.record_all, decided)
 
     async def send(self, messages: Sequence[tuple[int, None]]) -> None:
         """Every replica decides alone."""
