@@ -17,6 +17,12 @@ turn the flag off later: a node then refuses the proofs with ERROR_REASON_CREATO
 before anything was endorsed or ordered, and `GatewayClient` forgets the channel here
 (`signs_alone`) and sends the item again signed alone. A flag turned on later only costs the
 saving until the client reconnects. The nodes' rule, not this guess, decides what is valid.
+
+A client that reads no genesis block (the SDK `Client`: its profile is independent of the init
+layout) starts `presuming`: every channel takes batch proofs until one refuses them, and that
+channel alone is then signed alone (`signs_alone`). A refusal costs one extra round trip for the
+items of the request that carried the proof, once per channel and signer (the SDK shares one
+signer among all the gateway connections of a `Client`, so a fail-over does not re-learn it).
 """
 
 from __future__ import annotations
@@ -40,20 +46,31 @@ class CreatorSigner:
         signer: SigningIdentity,
         batched_channels: Iterable[str] = (),
         private_batched_channels: Iterable[str] = (),
+        presuming: bool = False,
     ) -> None:
+        """`presuming`: endorser transactions' items of any channel not refused yet are batched
+        (module docstring); private envelopes still only on `private_batched_channels`."""
         self.signer = signer
         self._batched = set(batched_channels)
         self._private_batched = set(private_batched_channels)
+        self._presuming = presuming
+        self._refused: set[str] = set()  # channels that refused a proof (presuming)
         self.batches = 0  # signatures made over a root of several items
         self.batched_items = 0  # items those signatures cover (mean per batch: the ratio)
 
     def batches_on(self, channel_id: str, private: bool = False) -> bool:
         """Whether items of `channel_id` are left unsigned for the request's one signature
         (`private`: a private transaction's envelope, else an endorser transaction's items)."""
-        return channel_id in (self._private_batched if private else self._batched)
+        if private:
+            return channel_id in self._private_batched
+        if self._presuming:
+            return channel_id not in self._refused
+        return channel_id in self._batched
 
     def signs_alone(self, channel_id: str, private: bool = False) -> None:
         """The channel refused a batch proof: sign its items (of that kind) alone from now on."""
+        if not private:
+            self._refused.add(channel_id)
         (self._private_batched if private else self._batched).discard(channel_id)
 
     def proposal(self, proposal_bytes: bytes) -> proposal_pb2.SignedProposal:

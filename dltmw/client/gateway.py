@@ -71,12 +71,15 @@ class GatewayClient:
         tracer: Tracer = NO_TRACING,
         batched_channels: Iterable[str] = (),
         private_batched_channels: Iterable[str] = (),
+        signing: CreatorSigner | None = None,
     ) -> None:
+        """`signing`: a `CreatorSigner` of `signer` shared with other connections (the SDK
+        `Client`'s, which then decides the channels; `batched_channels` etc. are ignored)."""
         self.signer = signer
         # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) and
         # private ones of `private_batched_channels` (private_creator_batches) are signed once
         # per Transact request (`client/creator_signing.py`)
-        self.signing = CreatorSigner(signer, batched_channels, private_batched_channels)
+        self.signing = signing or CreatorSigner(signer, batched_channels, private_batched_channels)
         self.channel = channel
         # OpenTelemetry: a span per unary call in its transaction's trace, whose context goes
         # to the gateway as `traceparent` metadata (`rpc/tracing.py`); none by default
@@ -287,21 +290,31 @@ class GatewayClient:
         signed with the others of their Transact request (`client/creator_signing.py`); a
         channel that refuses the proof (its flag turned off since) gets them signed alone."""
         proposal_bytes, tx_id = self._proposal_bytes(channel_id, contract, function, args)
+        endorsed = await self.endorse_batched(channel_id, proposal_bytes)
+        status = await self.order_batched(channel_id, tx_id, endorsed.prepared_payload)
+        return Submitted(tx_id, endorsed.result, status)
+
+    async def endorse_batched(self, channel_id: str, proposal_bytes: bytes) -> G.EndorseResponse:
+        """Endorse `proposal_bytes`: over the Transact stream signed with the request's others
+        where the channel takes batch proofs (`retried_alone`), else signed alone."""
         if self.pipeline is None:
-            endorsed = await self.endorse(self.signing.proposal(proposal_bytes))
-        else:
-            endorsed = await self.retried_alone(
-                channel_id,
-                lambda later: self._endorse(
-                    _unsigned_proposal(proposal_bytes)
-                    if later
-                    else self.signing.proposal(proposal_bytes),
-                    pipelined=True,
-                    unsigned=later,
-                ),
-            )
-        payload = endorsed.prepared_payload
-        status = await self.retried_alone(
+            return await self.endorse(self.signing.proposal(proposal_bytes))
+        signed = self.signing.proposal
+        return await self.retried_alone(
+            channel_id,
+            lambda later: self._endorse(
+                _unsigned_proposal(proposal_bytes) if later else signed(proposal_bytes),
+                pipelined=True,
+                unsigned=later,
+            ),
+        )
+
+    async def order_batched(
+        self, channel_id: str, tx_id: str, payload: bytes
+    ) -> G.CommitStatusResponse:
+        """Submit the endorsed `payload` and wait for its commit status (`submit_and_wait`),
+        its envelope signed as `endorse_batched` signs the proposal."""
+        return await self.retried_alone(
             channel_id,
             lambda later: self.submit_and_wait(
                 channel_id,
@@ -310,7 +323,6 @@ class GatewayClient:
                 unsigned=later,
             ),
         )
-        return Submitted(tx_id, endorsed.result, status)
 
     async def retried_alone(
         self, channel_id: str, step: Callable[[bool], Awaitable[T]], private: bool = False

@@ -6,9 +6,24 @@ Transact stream) with what an embedding program needs:
   and no `grpc.aio.AioRpcError` reaches the caller;
 - fail-over across the gateways of its profile (`sdk/profile.py`): a gateway that is
   unreachable or stopping (an `Unavailable` answer) is left for the next one, and the step in
-  progress is repeated there with the SAME signed proposal or envelope, so a transaction keeps
-  its tx id across a fail-over and can never be ordered twice (the orderer refuses a duplicate
-  tx id, which the client then reads as "already submitted" and waits for its commit);
+  progress is repeated there with the SAME proposal or envelope bytes (the proposal, hence the
+  tx id, is made once per `submit`), so a transaction keeps its tx id across a fail-over;
+  its signature may differ (see below), which changes nothing there: every duplicate check keys
+  on the tx id, never on the signature — the gateway refuses a tx id already on its ledger
+  (DUPLICATE_TX_ID, read as "already submitted": the client waits for its commit), and one
+  ordered twice anyway (the first gateway's orderer took it before failing) is marked
+  DUPLICATE_TXID in the later block and never applied; the commit status is the first's;
+- the client's signatures per Transact request: when pipelined, a transaction's proposal and
+  envelope go unsigned into the gateway connection's Transact stream, which signs ONE Merkle
+  root over each request's proposals and one over its envelopes (`client/creator_signing.py`,
+  `core/creator_batch.py`), so nodes verify one creator signature per request instead of two per
+  transaction. The profile does not say which channels take such proofs
+  (`ChannelConfig.creator_batches`), so the client presumes every channel does; a channel that
+  does not refuses the proof at admission (CREATOR_BATCH_REFUSED: nothing endorsed or ordered)
+  and the item is sent again signed alone, as is everything of that channel from then on. One
+  `CreatorSigner` serves every gateway connection of the `Client`, so what it learnt survives a
+  fail-over. A step repeated on another gateway is signed again (with its new request's root);
+  private transactions' envelopes are signed alone (`submit_private`);
 - transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
   the call's deadline;
@@ -28,6 +43,7 @@ from typing import TypeVar
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
+from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.net.addressbook import AddressBook
@@ -92,6 +108,8 @@ class Client:
         self._pipelined = pipelined
         self._channels = channels
         self._signer = profile.signer()
+        # one signer for every gateway connection: which channels refused batch proofs
+        self.signing = CreatorSigner(self._signer, presuming=pipelined)
         self._tls = profile.tls_material()
         self._next = 0  # index of the gateway to try next
         self._gateway: GatewayClient | None = None
@@ -133,17 +151,15 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
         first = await self._current()
-        signed, tx_id = first.proposal(channel_id, contract, function, args)
-        endorsed = await self._attempt(deadline, lambda gw: gw._endorse(signed, self._pipelined))
-        envelope = first.envelope(endorsed.prepared_payload)
+        proposal_bytes, tx_id = first._proposal_bytes(channel_id, contract, function, args)
+        endorsed = await self._attempt(
+            deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
+        )
+        payload = endorsed.prepared_payload
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
-            left = max(0.1, deadline - loop.time())
             try:
-                if gw.pipeline is not None:
-                    accepted = await gw.pipeline.submit(G.SubmitRequest(envelope=envelope), left)
-                    return await gw.pipeline.wait_commit(accepted, left)
-                await gw.submit(envelope)
+                return await gw.order_batched(channel_id, tx_id, payload)
             except grpc.aio.AioRpcError as exc:
                 if not isinstance(from_rpc_error(exc), AlreadyExists):
                     raise
@@ -298,7 +314,9 @@ class Client:
                 channel = self._channels(
                     address, endpoint.name, self._tls, MAX_MESSAGE_BYTES, extra=CHANNEL_OPTIONS
                 )
-                gateway = GatewayClient(self._signer, channel, self._pipelined)
+                gateway = GatewayClient(
+                    self._signer, channel, self._pipelined, signing=self.signing
+                )
                 for channel_id, block in self._seen.items():
                     gateway.observe_block(channel_id, block)
                 self._gateway, self.gateway_name = gateway, endpoint.name

@@ -2,7 +2,10 @@
 real node processes: a channel with `creator_batches` commits a client's batch-signed
 transactions VALID on every peer, its blocks carry the proofs; a forged proof is refused with
 its specific reason and nothing is stored; a channel without the flag refuses any proof, and the
-SDK then signs that channel's items alone.
+SDK then signs that channel's items alone. The embedding SDK's `Client` (whose profile reads no
+genesis block) presumes proofs are taken, signs per request where they are, learns the refusals
+once for all its gateway connections, and a step repeated on another gateway (re-signed, same tx
+id) is read as already submitted, never applied twice.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import pytest
 from dltmw.client import GatewayClient
 from dltmw.core import creator_batch
 from dltmw.rpc.status import reason_of
+from dltmw.sdk import errors as sdk_errors
+from dltmw.sdk.client import Client
+from dltmw.sdk.profile import Profile
 from dltmw.v1 import common_pb2, transaction_pb2
 from tests.integration.conftest import TWO_ORG
 
@@ -145,3 +151,54 @@ async def test_a_channel_without_the_flag_refuses_proofs_and_the_sdk_signs_alone
             envelopes = _envelopes(net, peer, "plain")
             assert not any(e.HasField("batch_proof") for e in envelopes.values())
             assert items[0][1] not in envelopes and items[1][1] not in envelopes
+
+
+async def test_the_sdk_client_signs_per_request_and_learns_refusing_channels(network) -> None:
+    net, _ = network(TOPOLOGY)
+    async with Client(Profile.from_network(net, "user1.org1"), deadline_s=60) as client:
+        done = await asyncio.gather(
+            *(client.submit("trades", "bank", "open", f"S{i}", "100") for i in range(40))
+        )
+        assert client.signing.batches >= 2, client.signing.batches  # a root per request
+        assert client.signing.batched_items >= 20, client.signing.batched_items
+        trades = {d.tx_id for d in done}
+        # A channel without the flag: the presumed proofs are refused, the items sent again
+        # signed alone, and the channel remembered by the signer every connection shares.
+        plain = await asyncio.gather(
+            *(client.submit("plain", "bank", "open", f"R{i}", "1") for i in range(10))
+        )
+        assert not client.signing.batches_on("plain") and client.signing.batches_on("trades")
+        await client._fail_over(client._gateway)  # (what an Unavailable answer does)
+        again = await client.submit("plain", "bank", "open", "R-after", "1")
+        assert client._gateway is not None and client._gateway.signing is client.signing
+        plain_ids = {d.tx_id for d in plain} | {again.tx_id}
+
+        # A step repeated on another gateway after the first took it (a fail-over): the same
+        # payload signed again. Read as already submitted; the ledger holds the tx once.
+        first = client._gateway
+        proposal, tx_id = first._proposal_bytes("trades", "bank", "open", ["Twice", "5"])
+        endorsed = await first.endorse_batched("trades", proposal)
+        status = await first.order_batched("trades", tx_id, endorsed.prepared_payload)
+        assert status.result == VALID
+        async with await GatewayClient.connect(net, "user1.org1", "peer0.org2") as other:
+            with pytest.raises(grpc.aio.AioRpcError) as repeated:
+                await other.order_batched("trades", tx_id, endorsed.prepared_payload)
+            assert isinstance(sdk_errors.from_rpc_error(repeated.value), sdk_errors.AlreadyExists)
+            assert (await other.commit_status("trades", tx_id)).block_number == status.block_number
+
+    for peer in PEERS:
+        await wait_until(
+            lambda p=peer: (
+                (trades | {tx_id}) <= set(_envelopes(net, p, "trades"))
+                and plain_ids <= set(_envelopes(net, p, "plain"))
+            ),
+            30,
+            f"{peer} commits",
+        )
+        codes = tx_codes(blocks(ledger_path(net, peer, "trades")))
+        assert all(codes[t] == [VALID] for t in trades | {tx_id}), peer  # once each
+        envelopes = _envelopes(net, peer, "trades")
+        assert len([t for t in trades if envelopes[t].HasField("batch_proof")]) > len(trades) // 2
+        plain_codes = tx_codes(blocks(ledger_path(net, peer, "plain")))
+        assert all(plain_codes[t] == [VALID] for t in plain_ids), peer
+        assert not any(e.HasField("batch_proof") for e in _envelopes(net, peer, "plain").values())

@@ -339,3 +339,13 @@ def test_the_client_keeps_the_private_setting_apart() -> None:
     assert signer.batches_on(CHANNEL, private=True)
     signer.signs_alone(CHANNEL, private=True)
     assert not signer.batches_on(CHANNEL, private=True)
+
+
+def test_a_presuming_client_batches_every_channel_until_it_refuses() -> None:
+    """The SDK's signer (no genesis read): any channel is presumed to take endorser proofs
+    until it refuses one, and only that channel is then signed alone; private ones never."""
+    signer = CreatorSigner(PARTIES.user, presuming=True)
+    assert signer.batches_on(CHANNEL) and signer.batches_on("other")
+    assert not signer.batches_on(CHANNEL, private=True)
+    signer.signs_alone(CHANNEL)
+    assert not signer.batches_on(CHANNEL) and signer.batches_on("other")
