@@ -17,6 +17,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -162,14 +163,21 @@ async def test_a_down_recipient_is_pending_then_catches_up_in_order(
             status = await pcs["org1"].client.commit_status("deals", tx_id)
             assert status.result == VALID, value
             digests.append(sent.payload_hash)
-        # org1's commit status says nothing of org2's executor: ask until org2 has run it
-        # (bounded), while org3, down, stays pending.
+        # org1's commit status says nothing of the executors (org1's own runs after its commit,
+        # org2's after org2's): ask until org1 and org2 have run it (bounded), while org3, down,
+        # stays pending.
+        parties: dict[str, Any] = {}
         for _ in range(EXECUTED_ATTEMPTS):
-            view = await pcs["org1"].validate("deals", digests[-1], wait=False)
+            try:
+                view = await pcs["org1"].validate("deals", digests[-1], wait=False)
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.25)  # not executed at peer0.org1 yet
+                continue
             parties = {p.node_id: p for p in view.parties}
             if parties["peer0.org2"].matches:
                 break
             await asyncio.sleep(0.25)
+        assert parties, "peer0.org1 never executed the committed private transaction"
         assert parties["peer0.org3"].delivery_pending and parties["peer0.org3"].error
         assert not parties["peer0.org2"].delivery_pending and parties["peer0.org2"].matches
     finally:
