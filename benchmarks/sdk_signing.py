@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from dltmw.bench import procstats
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.sdk.client import Client
@@ -34,17 +33,10 @@ from dltmw.sdk.profile import Profile
 from tests.integration.conftest import TWO_ORG
 
 TASKS, EACH = 16, 100
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return procstats.snapshot({"own": procstats.own_pid()}).cpu_s["own"]
 
 
 def _counters(client: Client) -> dict[str, Any]:
@@ -60,7 +52,7 @@ async def _processes(net: Path, sup: Supervisor) -> dict[str, Any]:
         await asyncio.gather(
             *(client.submit("trades", "kv", "put", f"w{i}", "v") for i in range(16))
         )
-        before = {n: _proc_cpu_s(p) for n, p in pids.items()}
+        before = procstats.snapshot(pids)
         c0, w0 = _own_cpu_s(), time.perf_counter()
 
         async def task(t: int) -> None:
@@ -70,7 +62,8 @@ async def _processes(net: Path, sup: Supervisor) -> dict[str, Any]:
         await asyncio.gather(*(task(t) for t in range(TASKS)))
         w1, c1 = time.perf_counter(), _own_cpu_s()
         n = TASKS * EACH
-        nodes = {k: round(1e3 * (_proc_cpu_s(pids[k]) - v) / n, 3) for k, v in before.items()}
+        used = procstats.cpu_delta(before, procstats.snapshot(pids))
+        nodes = {k: round(1e3 * v / n, 3) for k, v in used.items()}
         return {
             "tx": n,
             "tx_per_s": round(n / (w1 - w0)),
