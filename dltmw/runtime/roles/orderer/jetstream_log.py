@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import DltmwError, TransientError
@@ -146,9 +146,15 @@ class StreamLog:
                 return
             except BadRequestError:
                 # made before batches had a subject of their own: add it; any other
-                # difference is an operator's mistake, said as is
-                await self._js.update_stream(config)
-                return
+                # difference is an operator's mistake, said as is. NotFound here is another
+                # orderer's add still being replicated (seen at start-up): retried below.
+                try:
+                    await self._js.update_stream(config)
+                    return
+                except NotFoundError as exc:
+                    if time.monotonic() > deadline:
+                        raise unavailable(f"stream {self.stream} not created: {exc!r}") from exc
+                    await asyncio.sleep(0.2)
             except Exception as exc:  # the cluster is still electing its leaders
                 if time.monotonic() > deadline:
                     raise unavailable(f"stream {self.stream} not created: {exc!r}") from exc
