@@ -259,6 +259,35 @@ def test_a_refusal_of_the_transaction_is_final_even_while_others_wait() -> None:
     assert outcome == (1, bad) and took == 1.5
 
 
+STALE = Result(
+    accepted=False, reason=R.ERROR_REASON_CONFIG_SEQUENCE_STALE, message="the channel is at 2"
+)
+
+
+def test_a_stale_update_from_a_copy_waits_for_the_first_orderers_acceptance() -> None:
+    """The config update o0 took is applied at o1 before o0 answers; o1 judges the copy sent at
+    the deadline stale. The submission was ordered: o0's acceptance is the answer."""
+    orderers = Orderers({"o0": (6.0, Result(accepted=True, tx_id="o0")), "o1": (0.5, STALE)})
+    outcome, took, widened = _race(orderers, Widening(4.0, 1))
+    assert outcome == (0, Result(accepted=True, tx_id="o0")) and took == 6.0
+    assert [a for a, _ in orderers.asked] == ["o0", "o1"] and widened == [1]
+
+
+def test_a_held_stale_refusal_is_returned_after_one_more_deadline_without_widening() -> None:
+    """o0 never answers: the refusal comes one deadline after it was held (not never), and no
+    third orderer is asked meanwhile."""
+    orderers = Orderers({"o0": (None, OK), "o1": (0.5, STALE), "o2": (0.1, OK)})
+    outcome, took, widened = _race(orderers, Widening(4.0, 1))
+    assert outcome == (1, STALE) and took == 8.5
+    assert [a for a, _ in orderers.asked] == ["o0", "o1"] and widened == [1]
+
+
+def test_a_stale_update_with_nobody_else_asked_is_refused_at_once() -> None:
+    orderers = Orderers({"o0": (0.5, STALE)})
+    outcome, took, widened = _race(orderers, Widening(4.0, 1))
+    assert outcome == (0, STALE) and took == 0.5 and widened == []
+
+
 def test_a_widened_orderer_that_fails_is_replaced_and_the_last_trouble_is_retryable() -> None:
     down = TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, "down")
     orderers = Orderers({o: (0.1, down) for o in ORDERERS[1:]} | {"o0": (None, OK)})

@@ -21,8 +21,15 @@ kinds of "cannot" move the gateway on to further orderers:
   once, and a copy that reaches the ledger anyway is marked DUPLICATE_TXID, never applied
   twice; CommitStatus reports the first, VALID one (`ledger`: the tx index keeps the first).
 Any other refusal is the transaction's own (malformed, not admitted) and is final: the next
-orderer would refuse it alike. When every orderer asked failed, the last trouble is raised as a
-TransientError, so the client retries later (UNAVAILABLE), never a final refusal.
+orderer would refuse it alike. One exception (`COPY_MAY_CAUSE`): a config update is judged at
+Broadcast against the config in force there, so a copy sent at a deadline reaches an orderer
+that may already have applied the very update an earlier attempt handed in, and it answers
+CONFIG_SEQUENCE_STALE while the first orderer's acceptance is still on its way (seen on a loaded
+host: `tests/integration/test_pbft_rekey.py`, the removal's submit refused although it was
+applied). Such a refusal is held while other attempts still wait, for one more deadline at
+most and with no further widening; an acceptance meanwhile wins, else the refusal is returned.
+When every orderer asked failed, the last trouble is raised as a TransientError, so the client
+retries later (UNAVAILABLE), never a final refusal.
 
 The hot path (one orderer answers in time) costs one future, one done-callback and one entry in
 the gateway's `FifoDeadlines` (`aio/deadlines.py`: one timer per timeout value), no task and no
@@ -49,6 +56,9 @@ R = errors_pb2
 # whole wait without ordering it: a censoring or cut-off primary again, or a channel that stalls;
 # another replica may still order it, and a copy already in flight may still answer).
 NEXT_ORDERER = frozenset({R.ERROR_REASON_ORDERING_UNAVAILABLE, R.ERROR_REASON_WAIT_TIMEOUT})
+# Refusals a copy of the same transaction can cause at another orderer: the update an earlier
+# attempt handed in was applied there first, so this one is stale (module docstring).
+COPY_MAY_CAUSE = frozenset({R.ERROR_REASON_CONFIG_SEQUENCE_STALE})
 # Send an envelope to one orderer: the future of its result (raises TransientError when it
 # cannot even be queued: the stream's queue is full).
 Send = Callable[[str], "asyncio.Future[Result]"]
@@ -95,58 +105,89 @@ async def first_accepting(
     instead of a copy. Raises TransientError when none could take it."""
     if not orderers:
         raise TransientError(R.ERROR_REASON_ORDERING_UNAVAILABLE, "the channel names no orderer")
-    untried = deque((start + k) % len(orderers) for k in range(len(orderers)))
-    flying: dict[asyncio.Future[Result], int] = {}
-    trouble: list[TransientError] = []
-
-    def launch(count: int) -> int:
-        launched = 0
-        while untried and launched < count:
-            index = untried.popleft()
-            try:
-                flying[send(orderers[index])] = index
-                launched += 1
-            except TransientError as exc:
-                trouble.append(exc)
-        return launched
-
-    loop = asyncio.get_running_loop()
-    launch(1)
-    since = loop.time()  # of the last launch: each gets a whole deadline
-    while flying:
+    race = _Race(orderers, start, send, asyncio.get_running_loop())
+    race.launch(1)
+    while race.flying:
         wait_s: float | None = None
-        if widening.deadline_s is not None and untried:
+        if race.held is not None:
+            wait_s = race.held_until - race.loop.time()
+            if wait_s <= 0:
+                break
+        elif widening.deadline_s is not None and race.untried:
             deadline_s = widening.deadline_s
             if stretch is not None:
                 deadline_s = stretch(deadline_s)
-            wait_s = since + deadline_s - loop.time()
+            wait_s = race.since + deadline_s - race.loop.time()
             if wait_s <= 0:  # the deadline passed with every attempt still waiting
-                widened = launch(widening.widen)
-                since = loop.time()
+                widened = race.launch(widening.widen)
                 if widened and on_widen is not None:
                     on_widen(widened)
                 continue
-        done = await _first_done(flying, wait_s, deadlines)
+        done = await _first_done(race.flying, wait_s, deadlines)
         if not done:
             continue  # (at the deadline: judged again above, maybe longer by now)
-        failed = 0
-        for future in done:
-            index = flying.pop(future)
-            answer = orderer_answer(future, orderers[index])
-            if isinstance(answer, TransientError):
-                trouble.append(answer)
-                failed += 1
-                continue
-            for other in flying:  # still waiting: nobody will look at how they end
-                other.add_done_callback(_retrieve)
-            return index, answer
-        if launch(failed):
-            since = loop.time()
+        answer = race.settle(done, widening.deadline_s or 0.0)
+        if answer is not None:
+            _leave(race.flying)
+            return answer
+    if race.held is not None:
+        _leave(race.flying)
+        return race.held
     raise (
-        trouble[-1]
-        if trouble
+        race.trouble[-1]
+        if race.trouble
         else TransientError(R.ERROR_REASON_ORDERING_UNAVAILABLE, "no orderer answered")
     )
+
+
+class _Race:
+    """The attempts of one submission (`first_accepting`): who was asked, who still may be."""
+
+    def __init__(
+        self, orderers: Sequence[str], start: int, send: Send, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.orderers, self.send, self.loop = orderers, send, loop
+        self.untried = deque((start + k) % len(orderers) for k in range(len(orderers)))
+        self.flying: dict[asyncio.Future[Result], int] = {}
+        self.trouble: list[TransientError] = []
+        self.since = loop.time()  # of the last launch: each gets a whole deadline
+        self.held: tuple[int, Result] | None = None  # a refusal a copy may have caused
+        self.held_until = 0.0
+
+    def launch(self, count: int) -> int:
+        """Ask up to `count` more orderers; how many were asked."""
+        launched = 0
+        while self.untried and launched < count:
+            index = self.untried.popleft()
+            try:
+                self.flying[self.send(self.orderers[index])] = index
+                launched += 1
+            except TransientError as exc:
+                self.trouble.append(exc)
+        if launched:
+            self.since = self.loop.time()
+        return launched
+
+    def settle(
+        self, done: list[asyncio.Future[Result]], hold_s: float
+    ) -> tuple[int, Result] | None:
+        """Judge settled attempts: the answer to return, or None to go on waiting (a failed
+        attempt is replaced, unless a refusal is held: `COPY_MAY_CAUSE`)."""
+        failed = 0
+        for future in done:
+            index = self.flying.pop(future)
+            answer = orderer_answer(future, self.orderers[index])
+            if isinstance(answer, TransientError):
+                self.trouble.append(answer)
+                failed += 1
+            elif answer.accepted or answer.reason not in COPY_MAY_CAUSE:
+                return index, answer
+            elif self.held is None:
+                self.held = index, answer
+                self.held_until = self.loop.time() + hold_s
+        if self.held is None:
+            self.launch(failed)
+        return None
 
 
 def orderer_answer(future: asyncio.Future[Result], orderer_id: str) -> Result | TransientError:
@@ -160,6 +201,12 @@ def orderer_answer(future: asyncio.Future[Result], orderer_id: str) -> Result | 
             result.reason, f"orderer {orderer_id} cannot order now: {result.message}"
         )
     return result
+
+
+def _leave(flying: Collection[asyncio.Future[Any]]) -> None:
+    """Stop waiting for `flying`: nobody will look at how they end."""
+    for other in flying:
+        other.add_done_callback(_retrieve)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
