@@ -6,10 +6,10 @@ and none of that may stall the loop. At low load, though, the bus's lone message
 proposal to the built-in `bus` contract whose `publish` reads ONE key (the topic record) — a
 `kv` `put` reads none — and its hop to the reader thread and back costs more than the
 simulation itself (a thread wake-up each way, `ThreadPoolExecutor.submit` ~29 % of the loop's
-busy samples: benchmarks/RESULTS.md, "the bus's lone message"). Such a batch is simulated in place, like the ledger's small reads
-(`ledger/sqlite.py` `read_small`: a few point lookups, in one read transaction of its own
-connection, so it sees one committed state exactly as the reader thread's snapshot does) and
-the committer's small blocks (`committer.small`).
+busy samples: benchmarks/RESULTS.md, "the bus's lone message"). Such a batch is simulated in
+place, like the ledger's small reads (`ledger/sqlite.py` `read_small`: a few point lookups, in
+one read transaction of its own connection, so it sees one committed state exactly as the
+reader thread's snapshot does) and the committer's small blocks (`committer.small`).
 
 In place only when every proposal of the batch is safe on the loop, which is known only of
 code we wrote and read: a function of `BUILTIN_POINT_READS`, of a built-in contract running
