@@ -25,7 +25,12 @@ from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.roles.peer.channel import PeerChannel
-from dltmw.runtime.roles.peer.in_place import PROPOSAL_BYTES_MAX, PROPOSALS_MAX, in_place_reads
+from dltmw.runtime.roles.peer.in_place import (
+    BUILTIN_POINT_READS,
+    PROPOSAL_BYTES_MAX,
+    PROPOSALS_MAX,
+    in_place_reads,
+)
 from dltmw.v1 import bus_pb2, common_pb2, proposal_pb2
 
 PARTIES: Parties = make_parties()
@@ -51,6 +56,14 @@ def _builtin(name: str) -> str | None:
     return name if name == "bus" else None
 
 
+def _builtin_kv(name: str) -> str | None:
+    return name if name in ("bus", "kv") else None
+
+
+def _kv(tx_id: str, function: str = "put", args: tuple[bytes, ...] = (b"k1", b"v")) -> Any:
+    return _proposal(tx_id, contract="kv", function=function, args=args)
+
+
 # --- the rule -------------------------------------------------------------------------------
 
 
@@ -67,6 +80,12 @@ def _builtin(name: str) -> str | None:
         ([_proposal("t1", size=PROPOSAL_BYTES_MAX + 1)], _builtin, None),
         ([_proposal("t1"), _proposal("t2", contract="kv")], _builtin, None),
         ([], _builtin, None),
+        ([_kv("t1")], _builtin_kv, 1),
+        ([_kv("t1"), _kv("t2", "incr", (b"k2",)), _kv("t3", "delete", (b"k3",))], _builtin_kv, 3),
+        ([_kv("t1"), _proposal("t2")], _builtin_kv, 2),
+        ([_kv("t1", "get", (b"k1",))], _builtin_kv, None),
+        ([_kv("t1", "range", (b"a", b"z"))], _builtin_kv, None),
+        ([_kv(f"t{i}") for i in range(PROPOSALS_MAX + 1)], _builtin_kv, None),
     ],
     ids=[
         "lone-publish-in-place",
@@ -79,6 +98,12 @@ def _builtin(name: str) -> str | None:
         "large-proposal-hops",
         "one-user-proposal-makes-the-batch-hop",
         "empty-batch",
+        "lone-kv-put-reads-nothing-in-place",
+        "kv-incr-and-delete-read-one-key-each",
+        "kv-and-bus-together-in-place",
+        "kv-get-query-hops",
+        "kv-range-query-hops",
+        "large-kv-batch-hops",
     ],
 )
 def test_only_small_batches_of_bounded_builtin_functions_run_in_place(
@@ -179,3 +204,76 @@ async def test_the_endorser_simulates_in_place_only_what_the_rule_allows_with_th
         assert [e.name for e in published.events] == ["orders"]
     finally:
         await ledger.close()
+
+
+async def test_a_small_kv_batch_is_simulated_in_place_with_the_reader_threads_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The distinct-keys workload's lone `put` (and `incr`, `delete`) of the built-in kv contract:
+    simulated on the loop's thread, with exactly the read-write sets the reader thread gives."""
+    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")
+    kv = cast(Contract, builtin_contract("kv"))
+    batch = [_kv("t1"), _kv("t2", "incr", (b"k2",)), _kv("t3", "delete", (b"topic/orders",))]
+    try:
+
+        def endorser() -> Any:
+            stub = _endorser(ledger, _builtin_kv)
+
+            def simulate_kv(reader: Any, checked: CheckedProposal, *_: Any) -> bytes:
+                stub.threads.append(threading.get_ident())
+                return simulate(kv, checked.invocation, reader).SerializeToString()
+
+            stub._simulate = simulate_kv
+            return stub
+
+        here = endorser()
+        out = await PeerChannel.endorse_many(here, batch)
+        assert here.threads == [threading.get_ident()] * len(batch)
+        monkeypatch.setattr("dltmw.runtime.roles.peer.channel.in_place_reads", lambda *_: None)
+        hopped = endorser()
+        assert await PeerChannel.endorse_many(hopped, batch) == out
+        assert all(t != threading.get_ident() for t in hopped.threads)
+        statuses = [proposal_pb2.ProposalResponsePayload.FromString(o).response.status for o in out]
+        assert statuses == [200, 200, 404]  # kv's delete of a key it does not hold (ns "kv")
+    finally:
+        await ledger.close()
+
+
+class _CountingReader:
+    """A StateReader that counts point reads and refuses range reads (none is allowed in place)."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+
+    def get(self, namespace: str, key: str) -> tuple[bytes, Version] | None:
+        self.gets += 1
+        return (b"7", Version(0, 0))
+
+    def range(self, namespace: str, start: str, end: str, limit: int) -> list[Any]:
+        raise AssertionError("a function simulated in place read a range")
+
+
+ARGS = {"put": (b"k", b"v"), "delete": (b"k",), "incr": (b"k",)}
+
+
+@pytest.mark.parametrize(
+    ("contract", "function", "reads"),
+    [
+        (contract, function, reads)
+        for contract, functions in BUILTIN_POINT_READS.items()
+        if contract == "kv"
+        for function, reads in functions.items()
+    ],
+)
+def test_the_listed_kv_functions_read_no_more_keys_than_the_rule_counts(
+    contract: str, function: str, reads: int
+) -> None:
+    """`BUILTIN_POINT_READS` must stay in step with the contract's source: the built-in kv
+    functions, run against a state where every key exists, read at most their listed count."""
+    reader = _CountingReader()
+    invocation = proposal_pb2.ContractInvocation(
+        contract=contract, function=function, args=ARGS[function]
+    )
+    payload = simulate(cast(Contract, builtin_contract(contract)), invocation, reader)
+    assert payload.response.status == 200
+    assert reader.gets <= reads

@@ -3,13 +3,13 @@
 A batch is normally simulated on the ledger's reader thread (`PeerChannel.endorse_many`): a
 contract may read any number of keys and ranges and run for as long as its step budget allows,
 and none of that may stall the loop. At low load, though, the bus's lone message is one
-proposal to the built-in `bus` contract whose `publish` reads ONE key (the topic record), and
-its hop to the reader thread and back costs more than the simulation itself (a thread wake-up
-each way, `ThreadPoolExecutor.submit` ~29 % of the loop's busy samples: benchmarks/RESULTS.md,
-"the bus's lone message"). Such a batch is simulated in place, like the ledger's small reads
-(`ledger/sqlite.py` `read_small`: a few point lookups, in one read transaction of its own
-connection, so it sees one committed state exactly as the reader thread's snapshot does) and
-the committer's small blocks (`committer.small`).
+proposal to the built-in `bus` contract whose `publish` reads ONE key (the topic record) — a
+`kv` `put` reads none — and its hop to the reader thread and back costs more than the
+simulation itself (a thread wake-up each way, `ThreadPoolExecutor.submit` ~29 % of the loop's
+busy samples: benchmarks/RESULTS.md, "the bus's lone message"). Such a batch is simulated in
+place, like the ledger's small reads (`ledger/sqlite.py` `read_small`: a few point lookups, in
+one read transaction of its own connection, so it sees one committed state exactly as the
+reader thread's snapshot does) and the committer's small blocks (`committer.small`).
 
 In place only when every proposal of the batch is safe on the loop, which is known only of
 code we wrote and read: a function of `BUILTIN_POINT_READS`, of a built-in contract running
@@ -27,9 +27,13 @@ from collections.abc import Callable, Sequence
 from dltmw.core.txcheck import CheckedProposal
 
 # Point reads (`ctx.get`) each function makes, at most, whatever its arguments: keep in step
-# with the source of the contract (dltmw/contracts/), read with its package id.
+# with the source of the contract (dltmw/contracts/), read with its package id. `kv` (the
+# distinct-keys workload of issue 13): a lone `put` is a blind write whose hop to the reader
+# thread cost a thread wake-up on each endorsing peer for a simulation of ~tens of µs
+# (benchmarks/RESULTS.md, branch fix17). Its queries (`get`, `range`: unbounded) are not listed.
 BUILTIN_POINT_READS: dict[str, dict[str, int]] = {
     "bus": {"create_topic": 1, "publish": 1, "publish_batch": 1},
+    "kv": {"put": 0, "delete": 1, "incr": 1},
 }
 PROPOSALS_MAX = 4  # proposals of one batch (each is also signed on the loop: ~0.1 ms)
 PROPOSAL_BYTES_MAX = 8 * 1024  # a proposal's bytes (what the contract parses on the loop)
