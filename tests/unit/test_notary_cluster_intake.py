@@ -99,11 +99,8 @@ class Fake:
 
     def __init__(self, limit: int, now: list[int] | None = None) -> None:
         self.signed: dict[str, bytes] = {}
-        self.release = asyncio.Event()  # PBFT-lite orders the waiting wraps
-        self.applied = asyncio.Event()  # ... and the decider applies them (set by default)
-        self.applied.set()
+        self.release = asyncio.Event()
         self.ordered: list[tuple[list[Part], int]] = []
-        self._later: list[asyncio.Task[None]] = []
         clock = now if now is not None else [1]
         self.intake = OwnWraps(
             limit, self.signed_here, self.decide, lambda: clock[0], WRAP_BYTES_MAX
@@ -112,20 +109,10 @@ class Fake:
     async def signed_here(self, tx_ids: list[str]) -> dict[str, bytes]:
         return {t: self.signed[t] for t in tx_ids if t in self.signed}
 
-    async def decide(
-        self, parts: Sequence[Part], stamp_ns: int
-    ) -> asyncio.Future[Sequence[Outcome]]:
+    async def decide(self, parts: Sequence[Part], stamp_ns: int) -> Sequence[Outcome]:
         self.ordered.append((list(parts), stamp_ns))
         await self.release.wait()
-        out = [Decision(f"decided:{raw.hex()}") for p in parts for raw in p.requests]
-        decided: asyncio.Future[Sequence[Outcome]] = asyncio.get_running_loop().create_future()
-
-        async def apply() -> None:
-            await self.applied.wait()
-            decided.set_result(out)
-
-        self._later.append(asyncio.ensure_future(apply()))
-        return decided
+        return [Decision(f"decided:{raw.hex()}") for p in parts for raw in p.requests]
 
     def raws(self) -> list[list[list[bytes]]]:
         """Per wrap ordered, per part, its raw requests."""
@@ -155,25 +142,6 @@ async def test_at_most_limit_own_wraps_are_ordered_at_once() -> None:
     assert fake.intake.peak == 2
     assert [o[0].tx_id for o in outcomes] == [decided(item(k, 60_000).raw) for k in range(6)]
     assert fake.raws() == [[[item(k, 60_000).raw]] for k in range(6)]  # one each, FIFO
-
-
-async def test_a_turn_ends_when_the_wrap_is_ordered_not_when_it_is_applied_here() -> None:
-    """Nagle-style: with one turn, the next wrap leaves once the first is ORDERED, while the
-    first still waits for this member's decider; each call still gets its own decisions."""
-    fake = Fake(1)
-    fake.applied.clear()
-    first = fake.order(item(1))
-    await settle()
-    second = fake.order(item(2))
-    await settle()
-    assert len(fake.ordered) == 1
-    fake.release.set()  # the first wrap is ordered, not yet applied here
-    await settle()
-    assert len(fake.ordered) == 2 and not first.done() and not second.done()
-    assert fake.intake.in_flight == 0
-    fake.applied.set()
-    assert [o.tx_id for o in await first] == [decided(item(1).raw)]  # type: ignore[union-attr]
-    assert [o.tx_id for o in await second] == [decided(item(2).raw)]  # type: ignore[union-attr]
 
 
 async def test_groups_that_waited_for_a_turn_leave_merged_in_one_wrap() -> None:

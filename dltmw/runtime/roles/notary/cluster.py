@@ -186,7 +186,6 @@ class ClusterNotaryRole:
         }
         self.pool = pool
         self.waiters: Waiters[Token, Answers] = Waiters()
-        self.ordered: Waiters[Token, None] = Waiters()  # own wraps until ordered (`_decide`)
         self.attesting = Attesting(
             lambda answered, ordered: ctx.metrics.observe_attested(cluster_id, answered, ordered)
         )
@@ -278,7 +277,6 @@ class ClusterNotaryRole:
         for link in self.links.values():
             await link.stop()
         self.waiters.fail_all(stopped("notary is stopping"))
-        self.ordered.fail_all(stopped("notary is stopping"))
         await self.own_wraps.close()
         if self.records is not None:
             await self.records.close()
@@ -286,7 +284,6 @@ class ClusterNotaryRole:
 
     def _failed(self, _: BaseException) -> None:
         self.waiters.fail_all(stopped("the notary has stopped"))
-        self.ordered.fail_all(stopped("the notary has stopped"))
 
     @property
     def running(self) -> bool:
@@ -371,28 +368,17 @@ class ClusterNotaryRole:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(store.executor, store.signatures_of, tx_ids)
 
-    async def _decide(
-        self, parts: Sequence[Part], stamp_ns: int
-    ) -> asyncio.Future[Sequence[Outcome]]:
-        """Order one wrap of `parts`; return once it is ordered (or already decided here) with
-        the future of its decisions here, one per request in part order (`cluster_intake`: the
-        turn ends when the wrap is ordered; the caller bounds both waits)."""
+    async def _decide(self, parts: Sequence[Part], stamp_ns: int) -> Sequence[Outcome]:
+        """Order one wrap of `parts` and wait for its decisions here, one per request in part
+        order (the caller bounds the wait)."""
         wrapped = wrap_parts(parts, stamp_ns, self.me)
         rid = request_id(wrapped)
-        decided: asyncio.Future[Answers] = self.waiters.add(rid)
-        ordered = self.ordered.add(rid)
-        decided.add_done_callback(lambda f: self.waiters.discard(rid, f))
+        future = self.waiters.add(rid)
         try:
             self._driver().submit(ClientRequest(wrapped))
-            await asyncio.wait((ordered, decided), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            decided.cancel()
-            raise
+            return await asyncio.shield(future)
         finally:
-            self.ordered.discard(rid, ordered)
-            if ordered.done() and not ordered.cancelled():
-                ordered.exception()  # a refusal fails both: the decisions' future reports it
-        return decided  # type: ignore[return-value]  # Answers is a Sequence of Outcome
+            self.waiters.discard(rid, future)
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified peer messages for the replica (all or nothing); a pre-prepare carrying

@@ -73,7 +73,6 @@ class MemberRole(Protocol):
     links: dict[int, ReplicaLink]
     decider: DeciderDriver | None
     waiters: Waiters[Token, Answers]
-    ordered: Waiters[Token, None]
     attesting: Attesting
 
     @property
@@ -134,11 +133,7 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
         decider = self._role.decider
         if decider is None:
             raise InvariantViolation("notary cluster decider is not running")
-        ordered = self._role.ordered
         for batch in decided:
-            if ordered:  # own wraps waiting for their turn to end (`cluster_intake`)
-                for request in batch.requests:
-                    ordered.resolve(request_id(request), None)
             await decider.put(DecidedBatch(batch.sequence, batch.requests))
 
     async def send(self, messages: Sequence[tuple[int, Outgoing]]) -> None:
@@ -168,7 +163,6 @@ class ReplicaExecutor(Executing[ReplicaInput, Record, Decided, Outgoing, Rejecte
         for rid, rejected in replies:
             error = ClientError(R.ERROR_REASON_INVALID_FIELD, f"refused: {rejected.reason}")
             self._role.waiters.fail(rid, error)
-            self._role.ordered.fail(rid, error)
 
 
 class DecisionExecutor:

@@ -28,13 +28,6 @@ benchmark (calls of ~19 requests) while hundreds waited for a turn. Why a few at
   towards the backups' freshness bound (`stamp_fresh`). Decisions depend on the stamp only, so
   every member still decides alike.
 
-- **A turn ends when the wrap is ORDERED, not when it is applied here** (Nagle-style: the next
-  wrap leaves as soon as the previous one is out of the primary's way). What the bound above
-  protects is the wraps not yet ordered; a wrap already ordered only waits for this member's
-  decider (re-admission, spent-set commit and its fsync), and holding the turn through that
-  kept the member's next wrap out of the window for the decider's whole step. `Decide` hence
-  answers twice: once ordered (a future, the turn is given back), then the decisions.
-
 The whole wait — for a turn and for the decision — is bounded by `wait_s`; a request not
 decided by then is answered WAIT_TIMEOUT (transient: the client may ask again, and gets the
 same answer if it was decided after all).
@@ -120,34 +113,7 @@ class Group:
 
 
 SignedHere = Callable[[list[str]], Awaitable[dict[str, bytes]]]
-# Order one wrap: returns once the wrap is ordered, with the future of its decisions here.
-Decide = Callable[[Sequence[Part], int], Awaitable[asyncio.Future[Sequence[Outcome]]]]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A group whose wrap is ordered: its decisions once applied here (`outcomes`)."""
-
-    group: Group
-    signed: dict[str, bytes]  # its tx_ids answered from the store when the wrap left
-    offset: int  # where its ordered items start among the wrap's decisions
-    count: int  # how many of the wrap's decisions are its own
-    total: int  # decisions the whole wrap awaits
-    decided: asyncio.Future[Sequence[Outcome]] | None  # None: nothing of the wrap was ordered
-
-    async def outcomes(self) -> list[Outcome]:
-        """The group's outcomes, in item order (shielded: the wrap's future is shared by every
-        group in it, and one caller's deadline must not cancel it for the others)."""
-        flat: Sequence[Outcome] = ()
-        if self.decided is not None:
-            flat = await asyncio.shield(self.decided)
-        if len(flat) != self.total:
-            raise InvariantViolation("a wrap's decisions do not match its requests")
-        own = iter(flat[self.offset : self.offset + self.count])
-        return [
-            signed_decision(i.tx_id, self.signed[i.tx_id]) if i.tx_id in self.signed else next(own)
-            for i in self.group.items
-        ]
+Decide = Callable[[Sequence[Part], int], Awaitable[Sequence[Outcome]]]
 
 
 class OwnWraps:
@@ -168,7 +134,7 @@ class OwnWraps:
         self._signed_here = signed_here
         self._decide = decide
         self._clock_ns = clock_ns
-        self._wraps: Coalescer[Group, Pending] = Coalescer(
+        self._wraps: Coalescer[Group, list[Outcome]] = Coalescer(
             self._order,
             batch_max=GROUPS_PER_WRAP_MAX,
             name="notary-own-wraps",
@@ -176,7 +142,7 @@ class OwnWraps:
             size=lambda g: g.size,
             size_max=bytes_max - WRAP_BASE_BYTES,
         )
-        self.in_flight = 0  # own wraps not yet ordered
+        self.in_flight = 0
         self.peak = 0  # most wraps ordered at once so far (tests, metrics)
 
     async def order(self, group: Group, wait_s: float) -> list[Outcome]:
@@ -185,8 +151,7 @@ class OwnWraps:
         wrap left is not ordered)."""
         try:
             async with asyncio.timeout(wait_s):
-                pending = await self._wraps.call(group)
-                return await pending.outcomes()
+                return await self._wraps.call(group)
         except TimeoutError:
             wait = TransientError(errors_pb2.ERROR_REASON_WAIT_TIMEOUT, "not decided in time")
             return [wait] * len(group.items)
@@ -197,22 +162,29 @@ class OwnWraps:
         """Stop merging; groups still waiting are cancelled."""
         await self._wraps.close()
 
-    async def _order(self, groups: Sequence[Group]) -> list[Pending]:
+    async def _order(self, groups: Sequence[Group]) -> list[list[Outcome]]:
         """One wrap: answer what is signed here by now from the store, order the rest of every
-        group stamped now, one part per group; the turn ends once the wrap is ordered."""
+        group stamped now, one part per group."""
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             signed = await self._signed_here([i.tx_id for g in groups for i in g.items])
             todo = [[i for i in g.items if i.tx_id not in signed] for g in groups]
             parts = [g.part(t) for g, t in zip(groups, todo, strict=True) if t]
-            decided = await self._decide(parts, self._clock_ns()) if parts else None
-            total = sum(len(t) for t in todo)
-            out: list[Pending] = []
-            offset = 0
-            for group, own in zip(groups, todo, strict=True):
-                out.append(Pending(group, signed, offset, len(own), total, decided))
-                offset += len(own)
+            flat = await self._decide(parts, self._clock_ns()) if parts else ()
+            if len(flat) != sum(len(t) for t in todo):
+                raise InvariantViolation("a wrap's decisions do not match its requests")
+            outcomes = iter(flat)
+            out: list[list[Outcome]] = []
+            for group in groups:
+                out.append(
+                    [
+                        signed_decision(i.tx_id, signed[i.tx_id])
+                        if i.tx_id in signed
+                        else next(outcomes)
+                        for i in group.items
+                    ]
+                )
             return out
         finally:
             self.in_flight -= 1
