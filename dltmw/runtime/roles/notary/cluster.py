@@ -53,6 +53,7 @@ from dltmw.core.notary_cluster import (
     unwrap,
     wrap_parts,
 )
+from dltmw.core.notary_cluster_cut import NagleCut
 from dltmw.core.pbft import (
     ClientRequest,
     DecidedRecord,
@@ -97,7 +98,10 @@ from dltmw.v1 import errors_pb2, identity_pb2, notarisation_pb2, replica_pb2
 
 logger = logging.getLogger(__name__)
 R = errors_pb2
-TICK_S = 0.05
+# A non-full slot is cut at the primary's tick under load (`core/notary_cluster_cut.py`): 200 ms
+# lets wraps gather into full slots (50 ms made ~35 % of the slots one-wrap ones, RESULTS.md
+# 2026-12-03, branch ncl5); a quiet cluster proposes at once instead of waiting for it.
+TICK_S = 0.2
 SUBMIT_WAIT_S = 30.0
 DECIDER_INBOX_MAX = 64  # decided batches waiting for the decider
 # Decided batches one decider step takes (one spent-set transaction, one fsync): while a commit
@@ -132,10 +136,10 @@ def cluster_config(n: int) -> PbftConfig:
         checkpoint_interval=1,
         batch_size_max=4,
         request_bytes_max=WRAP_BYTES_MAX + 1024,
-        view_change_timeout_ticks=40,
-        request_timeout_ticks=40,
-        retransmit_ticks=10,
-        probe_ticks=20,
+        view_change_timeout_ticks=10,  # 2 s of TICK_S
+        request_timeout_ticks=10,  # 2 s
+        retransmit_ticks=3,  # 0.6 s
+        probe_ticks=5,  # 1 s
         transfer_batches_max=4,
         decided_retain=DECIDED_RETAIN,
         decided_kept=DECIDED_KEPT,
@@ -255,7 +259,7 @@ class ClusterNotaryRole:
             link.start()
         self._replica_driver = Driver(
             f"notary-{self.cluster_id}",
-            replica,
+            NagleCut(replica),  # when a non-full slot leaves: `core/notary_cluster_cut.py`
             ReplicaExecutor(self),
             self.ctx.tasks,
             inbox_max=self._inbox_max,
