@@ -233,9 +233,6 @@ class Replica(Collector):
         before: `surplus.py`)."""
         parsed = _parsed(envelope.payload)
         if parsed is not None and self.surplus(parsed):
-            slot = self.slots.get(parsed.prepare.sequence)
-            if slot is not None:
-                slot.late_prepares.add(envelope.replica)
             self.drop("surplus-vote")
             return
         message = self.checker.open(envelope, parsed)
@@ -551,7 +548,6 @@ class Replica(Collector):
     def _resend_pre_prepare(self, slot: Slot, envelope: Envelope) -> None:
         voted = {r for r, (d, _e) in slot.prepares.items() if d == slot.digest}
         voted.update(r for r, (d, _e) in slot.commits.items() if d == slot.digest)
-        voted.update(slot.late_prepares)
         for replica in range(self.config.n):
             if replica != self.me and replica not in voted:
                 self._send.append((replica, envelope))

@@ -50,11 +50,6 @@ class Slot:
     # primary's validated commit certificate, which decides the slot (`collector.py`).
     certificate: Envelope | None = None
     decided: replica_pb2.DecidedBatch | None = None
-    # Senders of Prepares that came once the slot was prepared, NOT verified (`surplus.py`):
-    # only to spare them a resent pre-prepare (`Replica._resend_pre_prepare`), as their
-    # verified prepares did before; a forged one can at most withhold that resend, which the
-    # prepared certificate (carrying the pre-prepare) makes redundant.
-    late_prepares: set[int] = field(default_factory=set)
 
 
 @dataclass
