@@ -15,7 +15,7 @@ orders with PBFT-lite and the notary clusters it is a member of.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import DecodeError
@@ -68,10 +68,6 @@ class PbftOrderer(PbftParticipant, Protocol):
         """The channel's configuration (its orderer organisations)."""
         ...
 
-    def surplus(self, message: replica_pb2.ReplicaMessage) -> bool:
-        """Is this parsed message a vote or ack its replica drops unverified, its quorum being
-        complete there (`core/pbft/surplus.py`)? Then admission skips its signature check."""
-
     async def judge_requests(self, messages: Sequence[replica_pb2.SignedReplicaMessage]) -> None:
         """Judge the requests the messages carry, off the event loop, before the core sees
         them."""
@@ -110,16 +106,9 @@ class ClusterReplica(PbftParticipant, Protocol):
         """Queue checked messages for the replica (all or nothing)."""
 
 
-def _check_message(
-    orderer: PbftParticipant,
-    i: int,
-    env: replica_pb2.SignedReplicaMessage,
-    surplus: Callable[[replica_pb2.ReplicaMessage], bool] | None = None,
-) -> bool:
+def _check_message(orderer: PbftParticipant, i: int, env: replica_pb2.SignedReplicaMessage) -> bool:
     """Raise the reason message `i` of a batch is refused, if any; False if it is only late (a
-    message of a view older than ours, see `_current`). A `surplus` message is handed on
-    without its signature check: the core drops it unverified too, or verifies it if its
-    quorum is no longer complete there (`core/pbft/surplus.py`)."""
+    message of a view older than ours, see `_current`)."""
     if env.replica >= orderer.config.n:
         raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"message {i}: no replica {env.replica}")
     if not env.signature:
@@ -132,8 +121,6 @@ def _check_message(
     kind = message.WhichOneof("body")
     if kind is None:
         raise ClientError(R.ERROR_REASON_MALFORMED, f"message {i} carries no body")
-    if surplus is not None and surplus(message):
-        return True
     if not orderer.verify(env.replica, env.payload, env.signature):
         raise PeerError(
             R.ERROR_REASON_BAD_SIGNATURE, f"message {i}: bad signature of replica {env.replica}"
@@ -145,16 +132,14 @@ def _check_message(
 
 
 def _current(
-    orderer: PbftParticipant,
-    messages: Sequence[replica_pb2.SignedReplicaMessage],
-    surplus: Callable[[replica_pb2.ReplicaMessage], bool] | None = None,
+    orderer: PbftParticipant, messages: Sequence[replica_pb2.SignedReplicaMessage]
 ) -> list[replica_pb2.SignedReplicaMessage]:
     """The messages of a batch to hand on: all of them, once each is checked (a bad one refuses
     the batch), less those of a view older than ours. A late vote is harmless and is dropped
     alone: refusing its whole batch also lost the checkpoints, state replies and relayed
     requests sent with it — all a replica alone in a higher view still lives on. A batch of
     nothing but late messages is refused STALE_VIEW, so the sender learns of our view."""
-    current = [env for i, env in enumerate(messages) if _check_message(orderer, i, env, surplus)]
+    current = [env for i, env in enumerate(messages) if _check_message(orderer, i, env)]
     if messages and not current:
         raise PeerError(
             R.ERROR_REASON_STALE_VIEW,
@@ -231,7 +216,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 f"channel {request.channel_id!r} is not ordered by PBFT here",
             )
         check_tls_cert_org(cert, orderer.view.orderer_membership, None)
-        current = _current(orderer, request.messages, orderer.surplus)
+        current = _current(orderer, request.messages)
         for i, sig in enumerate(request.block_signatures):
             if sig.replica >= orderer.config.n:
                 raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"block signature {i}: no replica")

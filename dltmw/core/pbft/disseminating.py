@@ -49,7 +49,6 @@ from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.replica import Replica
 from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.surface import DisseminatedRecord
-from dltmw.core.pbft.surplus import surplus_ack
 from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
@@ -188,9 +187,6 @@ class DisseminatingReplica:
         if kind not in DISSEMINATION_KINDS:
             self.replica.step(message)
             return
-        if parsed is not None and self.surplus(parsed):
-            self.disseminator.drop("surplus-ack")
-            return
         opened = self.checker.open(message, parsed)  # parsed once: a batch is large
         if opened is None:
             self.disseminator.drop("bad-signature-or-malformed")
@@ -200,13 +196,6 @@ class DisseminatingReplica:
             self.disseminator.on_ack(message, opened)
         else:
             self.disseminator.on_fetch(message.replica, opened)
-
-    def surplus(self, message: replica_pb2.ReplicaMessage) -> bool:
-        """Can `message` (parsed, not verified) be dropped unverified (`surplus.py`): an ack
-        of a batch of ours certified already, or a prepare of a slot prepared already?"""
-        d = self.disseminator
-        epoch = self.checker.config.epoch
-        return surplus_ack(d.me, epoch, d.own, message) or self.replica.surplus(message)
 
     def tick(self, now: int) -> None:
         """Dissemination timers, then the replica's, then a fetch retry."""

@@ -27,14 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from google.protobuf.message import DecodeError
-
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.collector import CERTIFICATES, Collector
 from dltmw.core.pbft.jump import jump
 from dltmw.core.pbft.recovery import replay
 from dltmw.core.pbft.state import Pending, Slot
-from dltmw.core.pbft.surplus import surplus_prepare
 from dltmw.core.pbft.types import (
     ClientRequest,
     Decided,
@@ -224,18 +221,9 @@ class Replica(Collector):
         if forward and (self.changing or self.primary() != self.me):
             self.forward_buffer.append(request)
 
-    def surplus(self, message: replica_pb2.ReplicaMessage) -> bool:
-        """Can `message` (parsed, not verified) be dropped unverified (`surplus.py`)?"""
-        return surplus_prepare(self, self.config.epoch, message)
-
     def on_envelope(self, envelope: Envelope) -> None:
-        """Dispatch a signed message after verifying its signature (a surplus vote is dropped
-        before: `surplus.py`)."""
-        parsed = _parsed(envelope.payload)
-        if parsed is not None and self.surplus(parsed):
-            self.drop("surplus-vote")
-            return
-        message = self.checker.open(envelope, parsed)
+        """Dispatch a signed message after verifying its signature."""
+        message = self.checker.open(envelope)
         if message is None:
             self.drop("bad-signature-or-malformed")
             return
@@ -551,14 +539,3 @@ class Replica(Collector):
         for replica in range(self.config.n):
             if replica != self.me and replica not in voted:
                 self._send.append((replica, envelope))
-
-
-def _parsed(payload: bytes) -> replica_pb2.ReplicaMessage | None:
-    """The message in `payload`, not verified; None when it does not parse (`Checker.open`
-    then refuses it)."""
-    message = replica_pb2.ReplicaMessage()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError:
-        return None
-    return message

@@ -18,7 +18,6 @@ from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.types import Decided, Outgoing, PbftConfig, Record, Rejected
-from dltmw.v1 import replica_pb2
 
 DisseminatedRecord = Record | BatchRecord | AssembledRecord
 """Every record either replica persists (the plain one only `Record`s)."""
@@ -93,10 +92,6 @@ class OrderingReplica(Protocol):
 
     def step(self, message: object) -> None:
         """One input: a client request or a signed replica message."""
-
-    def surplus(self, message: replica_pb2.ReplicaMessage) -> bool:
-        """Can this parsed, unverified message be dropped without a signature check: a vote
-        or ack whose quorum is complete here (`surplus.py`)?"""
 
     def tick(self, now: int) -> None:
         """Timers: request and view-change timeouts, retransmissions."""

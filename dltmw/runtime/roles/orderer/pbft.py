@@ -423,15 +423,6 @@ class PbftOrdererChannel(OrdererChannel):
         self._just_verified.note(replica, data, signature)
         return True
 
-    def surplus(self, message: replica_pb2.ReplicaMessage) -> bool:
-        """Admission's question (`rpc/replica.py`): would the replica drop this parsed message
-        unverified, its quorum complete here (`core/pbft/surplus.py`)? Then the boundary skips
-        its check too; the core asks again when it steps the message and verifies it for real
-        if the answer changed in between. Nothing else reads such a message (`offer` takes
-        claims from commits and certificates only)."""
-        core = self.core
-        return core is not None and not core.follower and core.replica.surplus(message)
-
     def check(self, replica: int, data: bytes, signature: bytes) -> bool:
         """The core's (and catch-up's) check: answered by `JustVerified` when the boundary
         verified exactly this a moment ago, else verified — and not kept there: nobody checks
