@@ -356,8 +356,9 @@ def test_a_replica_that_executed_since_the_last_probe_tick_does_not_probe() -> N
 
 def test_an_idle_replica_backs_off_its_probe_and_one_with_work_waiting_does_not() -> None:
     """With nothing executed and nothing pending a replica probes at its first probe period,
-    then 1, 2 and 4 periods of idleness later, then every 8th (an idle 13-replica channel verified ~12 probes a second per replica, ~23 ms of
-    CPU a second each); a pending request puts it back to one probe every period."""
+    then 1, 2 and 4 periods of idleness later, then every 8th (an idle 13-replica channel
+    verified ~12 probes a second per replica, ~23 ms of CPU a second each); a pending request
+    puts it back to one probe every period."""
     patient = replace(CONFIG, request_timeout_ticks=100 * CONFIG.probe_ticks)
     backup = Replica(patient, 2, KEYS.signer(2), KEYS.verify, request_ok=KEYS.request_ok)
     every = CONFIG.probe_ticks

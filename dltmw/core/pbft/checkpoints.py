@@ -103,9 +103,9 @@ class Checkpoints(ViewChanges):
         if not (proven_behind or self.pending):
             # Idle: nothing executed, nothing pending, not proven behind. Probing every period
             # made an idle 13-replica channel verify ~12 probes a second per replica, ~23 ms of
-            # CPU a second each (benchmarks/RESULTS.md, 2026-12-03 21:06, lane pbft9); back
-            # off: probes 1, 2 and 4 idle periods in, then every IDLE_PROBE_EVERY_MAX-th. A replica with work
-            # waiting, or proven behind, probes every period as before.
+            # CPU a second each (benchmarks/RESULTS.md, 2026-12-03 21:06, lane pbft9). Back
+            # off: probe 1, 2 and 4 idle periods in, then every IDLE_PROBE_EVERY_MAX-th. A
+            # replica with work waiting, or proven behind, probes every period as before.
             self.idle_probes += 1
             n = self.idle_probes
             if n & (n - 1) and n % IDLE_PROBE_EVERY_MAX:
