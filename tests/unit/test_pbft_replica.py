@@ -354,6 +354,27 @@ def test_a_replica_that_executed_since_the_last_probe_tick_does_not_probe() -> N
     assert probes(backup) == [0, 1, 3]  # stalled for a whole period: it probes
 
 
+def test_an_idle_replica_backs_off_its_probe_and_one_with_work_waiting_does_not() -> None:
+    """With nothing executed and nothing pending a replica probes at its first probe period,
+    then 1, 2 and 4 periods of idleness later, then every 8th (an idle 13-replica channel
+    verified ~12 probes a second per replica, ~23 ms of CPU a second each); a pending request
+    puts it back to one probe every period."""
+    patient = replace(CONFIG, request_timeout_ticks=100 * CONFIG.probe_ticks)
+    backup = Replica(patient, 2, KEYS.signer(2), KEYS.verify, request_ok=KEYS.request_ok)
+    every = CONFIG.probe_ticks
+    probed = []
+    for period in range(1, 27):
+        backup.tick(period * every)
+        if probes(backup):
+            probed.append(period)
+    assert probed == [1, 2, 3, 5, 9, 17, 25]
+    backup.step(ClientRequest(REQS[0]))
+    backup.ready()
+    for period in range(27, 31):
+        backup.tick(period * every)
+        assert probes(backup) == [0, 1, 3]
+
+
 def test_a_replica_proven_behind_keeps_probing_while_it_executes() -> None:
     """Catching up executes fetched batches, which is progress too: a replica proven behind
     since the previous probe tick (`note_behind`) probes at the next one all the same, or it

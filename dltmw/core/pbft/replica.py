@@ -13,7 +13,8 @@ to the primary only, which sends backups the certificates it collected (`collect
 
 Catch-up: every `probe_ticks` a replica that has not executed since the previous such tick
 (or was proven behind since, `probe_if_stalled`) asks its peers for decided batches from its next
-sequence; a peer answers with up to `transfer_batches_max` consecutive decided batches, each
+sequence — an idle one (nothing pending either) backs off to every 8th such tick; a peer
+answers with up to `transfer_batches_max` consecutive decided batches, each
 verified by its commit certificate before it is executed. A replica behind what its peers
 retain is moved by `jump` over blocks its runtime verified (2f+1 orderer signatures; see
 `pbft.jump`). The request timer times the oldest pending request and starts again when that one

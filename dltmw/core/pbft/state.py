@@ -102,6 +102,8 @@ class ReplicaState:
         # None: none yet.
         self.probed_exec: int | None = None
         self.probed_at = 0
+        # Periodic probes in a row that found this replica idle (`probe_if_stalled`).
+        self.idle_probes = 0
         # The request timer (`Replica.request_timer_expired`): the pending request it times,
         # since when, and the tick of the last execution.
         self.timed: bytes | None = None
