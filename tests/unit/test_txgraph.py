@@ -15,14 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dltmw.core import txgraph
+from dltmw.core.block import make_block
+from dltmw.core.committer import CommitCore, CommittedReads, Delivered
+from dltmw.core.hashing import ZERO_HASH
 from dltmw.core.lifecycle import NAMESPACE as LIFECYCLE_NS
 from dltmw.core.lifecycle import definition_key
 from dltmw.core.rwset import Version
+from dltmw.core.txcheck import CheckedTx
 from dltmw.core.txgraph import Footprint, footprint, validate_in_waves, waves
 from dltmw.core.validation import MVCC_READ_CONFLICT, VALID, TxForMvcc, validate_block
 from dltmw.v1 import rwset_pb2, transaction_pb2
 
 BLOCK = 7
+CHANNEL = "ch"
 BAD_SIG = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
 NAMESPACES = ("bank", "kv")
 KEYS = ("a", "b", "c", "d", "e")
@@ -240,3 +245,22 @@ def test_two_deltas_on_one_key_are_ordered() -> None:
 def test_invalid_on_entry_touches_nothing() -> None:
     assert footprint(FIGURE8[0], BAD_SIG) == txgraph.NOTHING
     assert waves([footprint(tx, BAD_SIG) for tx in FIGURE8]) == [[0, 1, 2]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=block_on_state(), known=st.sets(st.sampled_from(("t0", "dup", "t3"))))
+def test_the_commit_core_decides_what_block_order_validation_decides(drawn, known) -> None:
+    """The peer's commit core validates in block order (`validate_block`, not the waves: see
+    core/committer.py); its codes and writes are exactly that function's over what the load
+    read, so the waves' property above holds for the peer too."""
+    txs, state = drawn
+    versions = {ref: v for ref, (v, _) in state.items()}
+    values = {ref: value for ref, (_, value) in state.items()}
+    ranges = ranges_of(txs, state)
+    core = CommitCore(CHANNEL, BLOCK, ZERO_HASH)
+    block = make_block(CHANNEL, BLOCK, ZERO_HASH, [b"envelope %d" % i for i in range(len(txs))])
+    checked = tuple(CheckedTx(tx.tx_id, tx.code, tx.rwset) for tx in txs)
+    core.step(Delivered(block, 1, "", checked, CommittedReads(versions, ranges, known, values)))
+    (commit,) = core.ready().decided
+    codes, writes = validate_block(BLOCK, txs, versions, ranges, known, values)
+    assert (commit.codes, commit.writes) == (tuple(codes), tuple(writes))
