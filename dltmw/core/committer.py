@@ -10,18 +10,11 @@ block committed — and hands it all in as one `Delivered`. The decision:
    distinct configured orderers (the load's verdict); else it is refused with a `PeerError`
    (another node's fault: the deliver loop tries another orderer) and nothing changes;
 2. otherwise MVCC gives every transaction its validation code (invalid ones stay in the block,
-   flagged) and the writes of the valid ones — `validation.validate_block`, in block order: the
+   flagged) and the writes of the valid ones — `txgraph.validate_in_waves`: the block's conflict
+   graph in waves of independent transactions, identical to block-order `validate_block`: the
    block with its codes, its tx_ids and its writes is decided (`Commit`, committed in one
    sqlite transaction), and the deliverer is answered (`Committed`: what commit-status
    watchers wait for) only after that.
-
-Why block order and not `txgraph.validate_in_waves` (the conflict graph in waves of independent
-transactions, identical in result): the waves pay only when a wave is validated at once on
-several workers, and MVCC is pure Python under the GIL, so the core runs them one after another
-anyway; building the graph (a footprint of frozensets per transaction, the wave pass) cost
-~9 µs per transaction on top of ~6 µs of MVCC — ~2 % of a peer's CPU per transaction at
-saturation (benchmarks/RESULTS.md, branch kvpeer). `txgraph` stays, with its property against
-`validate_block`, for the day a wave is worth sending elsewhere.
 
 Nothing inside a block can stop a peer: the per-envelope checks are total, so a block that
 passes (1) is always committed.
@@ -39,7 +32,8 @@ from dltmw.core.effects import Effects, Token
 from dltmw.core.errors import PeerError
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.core.txcheck import CheckedTx
-from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc, validate_block
+from dltmw.core.txgraph import validate_in_waves
+from dltmw.core.validation import KeyRef, RangeRef, TxForMvcc
 from dltmw.v1 import block_pb2, errors_pb2, transaction_pb2
 
 
@@ -124,7 +118,7 @@ class CommitCore:
         txs = [TxForMvcc(c.tx_id, c.code, c.rwset) for c in checked]
         reads = message.reads
         number = block.header.number
-        codes, writes = validate_block(
+        codes, writes = validate_in_waves(
             number, txs, reads.versions, reads.ranges, reads.tx_ids, reads.values
         )
         tx_ids = tuple(c.tx_id for c in checked)

@@ -29,9 +29,8 @@ Duplicates (DUPLICATE_TXID) are decided first, in block order: a cheap set walk.
 
 Parallelism: the transactions of one wave are independent, so a caller may validate them at once
 (`validate_in_waves` takes the mapping function; the default is the builtin `map`). In CPython
-the per-transaction MVCC work is pure Python under the GIL, so the peer's commit core validates
-in block order (`validation.validate_block`, `core/committer.py`: building the graph costs more
-than MVCC itself); the graph is what lets the work split once it is worth sending elsewhere.
+the per-transaction MVCC work is pure Python under the GIL, so the peer runs the waves on its
+own thread; the graph is what lets the work split once it is worth sending elsewhere.
 """
 
 from __future__ import annotations
