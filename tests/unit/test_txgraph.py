@@ -250,9 +250,9 @@ def test_invalid_on_entry_touches_nothing() -> None:
 @settings(max_examples=300, deadline=None)
 @given(drawn=block_on_state(), known=st.sets(st.sampled_from(("t0", "dup", "t3"))))
 def test_the_commit_core_decides_what_block_order_validation_decides(drawn, known) -> None:
-    """The peer's commit core validates in block order (`validate_block`, not the waves: see
-    core/committer.py); its codes and writes are exactly that function's over what the load
-    read, so the waves' property above holds for the peer too."""
+    """The peer's commit core (`CommitCore`, waves of `txgraph`) decides exactly what
+    block-order `validate_block` decides over what the load read: codes and writes, for the
+    same random blocks as the waves' property above."""
     txs, state = drawn
     versions = {ref: v for ref, (v, _) in state.items()}
     values = {ref: value for ref, (_, value) in state.items()}
