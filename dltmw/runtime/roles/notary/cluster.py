@@ -25,8 +25,9 @@ missed (read from the records, not from memory), so nothing acknowledged is lost
 gets the same answer. Records are compacted only 1024 batches below a stable checkpoint
 (`decided_retain`), far more than the decider's bounded inbox can hold unapplied. Only the
 last DECIDED_KEPT decided batches stay in memory (each carries whole wraps: 1,024 of them were
-~20 MiB per member, issue 18); a lagging member's catch-up for older ones is answered from the
-records (`DecidedFromStore` read here, stepped back in as `StoredDecided`).
+~20 MiB per member, issue 18; 32 still ~7 MB of peak RSS at 2,048 in flight, where slots carry
+full wraps: RESULTS.md 2026-12-04, ncl6); a lagging member's catch-up for older ones is answered
+from the records (`DecidedFromStore` read here, stepped back in as `StoredDecided`).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
 DECIDED_RETAIN = 1024  # decided batches in the records: state transfer, de-duplication
-DECIDED_KEPT = 32  # ... of which in memory (older: read back from the records)
+DECIDED_KEPT = 4  # ... of which in memory (two windows; older: read back from the records)
 
 
 def cluster_config(n: int) -> PbftConfig:
