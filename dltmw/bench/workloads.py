@@ -271,6 +271,18 @@ WORKLOADS: dict[str, WorkloadFactory] = {
 }
 
 
+IN_FLIGHT_DEFAULT = 256  # fills 100-tx blocks (`runner.BenchConfig.in_flight`)
+# A workload whose capacity needs more in flight than the blocks' 256: a notary cluster's cost is
+# mostly per PBFT slot and its slots fill only with ~1,000 notarisations waiting; at 256 the
+# closed loop, not the cluster, bounded the rate (benchmarks/RESULTS.md, 2026-12-04, ncl6).
+IN_FLIGHT_DEFAULTS: dict[str, int] = {"notary-cluster": 1024}
+
+
+def default_in_flight(name: str) -> int:
+    """The closed loop's window for workload `name` when `--in-flight` is not given."""
+    return IN_FLIGHT_DEFAULTS.get(name, IN_FLIGHT_DEFAULT)
+
+
 def make_workload(name: str, params: Mapping[str, str], seed: int) -> Workload:
     """Build a registered workload; raises ParamError for an unknown name or parameter."""
     factory = WORKLOADS.get(name)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from dltmw.bench.topology import NetworkShape, check_ordering
-from dltmw.bench.workloads import WORKLOADS, ParamError, parse_params
+from dltmw.bench.workloads import WORKLOADS, ParamError, default_in_flight, parse_params
 from dltmw.core.creator_batch import CREATOR_BATCHES
 
 console = Console()
@@ -30,8 +30,11 @@ def bench(
     ] = None,
     in_flight: Annotated[
         int,
-        typer.Option(help="closed loop: transactions in flight (default fills 100-tx blocks)"),
-    ] = 256,
+        typer.Option(
+            help="closed loop: transactions in flight (0: the workload's default, 256 to fill "
+            "100-tx blocks, notary-cluster 1024 to fill its PBFT slots)"
+        ),
+    ] = 0,
     rate: Annotated[float, typer.Option(help="open loop at this many tx/s (0 = closed)")] = 0.0,
     txs: Annotated[int, typer.Option(help="transactions to submit (upper bound)")] = 5000,
     duration: Annotated[float, typer.Option(help="stop submitting after this many s")] = 120.0,
@@ -134,7 +137,7 @@ def bench(
             workload=workload,
             params=parse_params(param or []),
             shape=shape,
-            in_flight=in_flight,
+            in_flight=in_flight or default_in_flight(workload),
             rate=rate,
             txs=txs,
             duration_s=duration,

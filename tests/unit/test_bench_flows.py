@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from dltmw.bench.driver import Outcome
 from dltmw.bench.flow_drivers import refusal
@@ -17,7 +18,8 @@ from dltmw.bench.restart import restart_node
 from dltmw.bench.runner import BenchConfig, RunResult
 from dltmw.bench.stores import expected_by_node
 from dltmw.bench.topology import NetworkShape, check_ordering, topology_toml
-from dltmw.bench.workloads import Op, ParamError, make_workload
+from dltmw.bench.workloads import Op, ParamError, default_in_flight, make_workload
+from dltmw.cli.main import app
 from dltmw.pki.network import Topology
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
@@ -50,6 +52,15 @@ def test_notary_and_cluster_ask_for_their_networks() -> None:
     assert seven.notary_ids() == tuple(f"notary{i}" for i in range(7))
     assert seven.notary() == "notaries"
     assert cluster.params()["members"] == 7 and "members" not in single.params()
+
+
+def test_the_cluster_window_defaults_to_its_capacity_and_the_others_to_full_blocks() -> None:
+    # A notary cluster's slots fill only with ~1,000 in flight (RESULTS.md, ncl6); the CLI's
+    # `--in-flight 0` (its default) takes these, an explicit window is kept.
+    assert default_in_flight("notary-cluster") == 1024
+    assert {default_in_flight(n) for n in ("kv", "bank", "hot", "notary", "private")} == {256}
+    shown = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
+    assert "notary-cluster 1024" in shown
 
 
 @pytest.mark.parametrize(

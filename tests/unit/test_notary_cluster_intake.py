@@ -90,6 +90,15 @@ def test_a_new_view_of_full_wraps_fits_one_grpc_message() -> None:
     assert wraps * WRAP_BYTES_MAX * (config.quorum + 1) <= 4 * 1024 * 1024 - 64 * 1024
 
 
+def test_decided_batches_in_memory_are_a_few_windows_of_full_wraps() -> None:
+    """A member's decided batches kept in memory (catch-up answered without a read) cost their
+    wraps' bytes: 32 of them were ~7 MB of peak RSS at 2,048 in flight (RESULTS.md, ncl6).
+    Two windows of full slots of full wraps stay under 4 MiB; older ones come from the records."""
+    config = cluster_config(4)
+    assert config.window <= config.kept <= 2 * config.window
+    assert config.kept * config.batch_size_max * WRAP_BYTES_MAX <= 4 * 1024 * 1024
+
+
 # -- ordering a few at a time, merged -----------------------------------------------------------
 
 

@@ -25,8 +25,9 @@ missed (read from the records, not from memory), so nothing acknowledged is lost
 gets the same answer. Records are compacted only 1024 batches below a stable checkpoint
 (`decided_retain`), far more than the decider's bounded inbox can hold unapplied. Only the
 last DECIDED_KEPT decided batches stay in memory (each carries whole wraps: 1,024 of them were
-~20 MiB per member, issue 18); a lagging member's catch-up for older ones is answered from the
-records (`DecidedFromStore` read here, stepped back in as `StoredDecided`).
+~20 MiB per member, issue 18; 32 still ~7 MB of peak RSS at 2,048 in flight, where slots carry
+full wraps: RESULTS.md 2026-12-04, ncl6); a lagging member's catch-up for older ones is answered
+from the records (`DecidedFromStore` read here, stepped back in as `StoredDecided`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.replica_link import ReplicaLink
+from dltmw.runtime.roles.notary.cluster_admitted import AdmittedHere
 from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S, Admitted, Attesting
 from dltmw.runtime.roles.notary.cluster_effects import (
     Answers,
@@ -113,7 +115,7 @@ WRAP_BYTES_MAX = 96 * 1024  # raw client requests per wrapped PBFT request
 STAMP_SKEW_NS = 2_000_000_000  # a stamp may lead a backup's clock by this much
 STAMP_AGE_NS = 60_000_000_000  # ... and lag it by this much (queueing, view changes)
 DECIDED_RETAIN = 1024  # decided batches in the records: state transfer, de-duplication
-DECIDED_KEPT = 32  # ... of which in memory (older: read back from the records)
+DECIDED_KEPT = 4  # ... of which in memory (two windows; older: read back from the records)
 
 
 def cluster_config(n: int) -> PbftConfig:
@@ -198,6 +200,7 @@ class ClusterNotaryRole:
         self.decider: DeciderDriver | None = None  # built at start, once `applied` is read
         self._inbox_max = max(64, queue_max)
         self.stale_dropped = 0
+        self.admitted_here = AdmittedHere()  # this member's own admissions (`cluster_admitted`)
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         """Does `signature` by member `replica` verify over `data`?"""
@@ -323,11 +326,20 @@ class ClusterNotaryRole:
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
         admitted: list[Admitted] = [a for _, chunk in pairs for a in chunk]
-        if ordered_elsewhere:
-            admitted = await self.attesting.await_decisions(
-                admitted, self._signed_here, ATTEST_WAIT_S
-            )
-        return await self._order(requests, admitted, signed)
+        noted: list[tuple[bytes, NotarisationAsk]] = []
+        if signed is not None:  # re-admitting them in their decided wrap skips the parse
+            mine = zip(requests, admitted, strict=True)
+            noted = [(r.payload, a) for r, a in mine if isinstance(a, NotarisationAsk)]
+            self.admitted_here.note(noted)
+        try:
+            if ordered_elsewhere:
+                admitted = await self.attesting.await_decisions(
+                    admitted, self._signed_here, ATTEST_WAIT_S
+                )
+            return await self._order(requests, admitted, signed)
+        finally:
+            if noted:
+                self.admitted_here.forget([payload for payload, _ in noted])
 
     async def _order(
         self,
@@ -428,7 +440,8 @@ class ClusterNotaryRole:
     def open_all(self, requests: Sequence[bytes]) -> list[Unpacked]:
         """Re-admit a decided batch's requests at their stamps (on the verify pool)."""
         n = self.config.n
-        return [open_request(r, n, self.identity, self.membership) for r in requests]
+        admitted = self.admitted_here
+        return [open_request(r, n, self.identity, self.membership, admitted) for r in requests]
 
 
 def build_cluster_role(
