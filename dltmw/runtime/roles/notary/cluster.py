@@ -326,20 +326,16 @@ class ClusterNotaryRole:
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
         admitted: list[Admitted] = [a for _, chunk in pairs for a in chunk]
-        noted: list[tuple[bytes, NotarisationAsk]] = []
         if signed is not None:  # re-admitting them in their decided wrap skips the parse
             mine = zip(requests, admitted, strict=True)
-            noted = [(r.payload, a) for r, a in mine if isinstance(a, NotarisationAsk)]
-            self.admitted_here.note(noted)
-        try:
-            if ordered_elsewhere:
-                admitted = await self.attesting.await_decisions(
-                    admitted, self._signed_here, ATTEST_WAIT_S
-                )
-            return await self._order(requests, admitted, signed)
-        finally:
-            if noted:
-                self.admitted_here.forget([payload for payload, _ in noted])
+            self.admitted_here.note(
+                [(r.payload, a) for r, a in mine if isinstance(a, NotarisationAsk)]
+            )
+        if ordered_elsewhere:
+            admitted = await self.attesting.await_decisions(
+                admitted, self._signed_here, ATTEST_WAIT_S
+            )
+        return await self._order(requests, admitted, signed)
 
     async def _order(
         self,

@@ -13,10 +13,8 @@ member could forge: the requester batch signature (`request_batch.check`), that 
 the payload, that the request carries no signature of its own, and that the ask's requester is
 that batch's signer. Only THIS member's own admissions are kept — never another member's word.
 
-Bounded by what is in flight: the call that noted its requests forgets those still here when it
-returns (answered from the store, or its wait ended: nobody takes them any more), so the table
-holds only requests being decided, and at most ENTRIES_MAX (first in, first out beyond); a
-request not found is simply admitted again.
+Bounded: an entry nobody takes (the request was answered from the store, or its wait ended)
+leaves first-in first-out beyond ENTRIES_MAX; a request not found is simply admitted again.
 """
 
 from __future__ import annotations
@@ -26,10 +24,9 @@ from collections import OrderedDict
 
 from dltmw.core.notary import NotarisationAsk
 
-# Requests admitted here and not yet decided (a backstop: calls forget theirs when they return);
-# the benchmark keeps up to ~2,048 in flight over all members. Past it, the oldest are admitted
-# again (correct, only slower).
-ENTRIES_MAX = 4096
+# Requests admitted here and not yet decided: the benchmark keeps up to ~2,048 in flight over
+# all members; past the bound the oldest are admitted again (correct, only slower).
+ENTRIES_MAX = 8192
 
 
 class AdmittedHere:
@@ -58,12 +55,6 @@ class AdmittedHere:
             return None
         self.taken += 1
         return ask
-
-    def forget(self, payloads: list[bytes]) -> None:
-        """Drop what is left of a call's requests (it has its answers)."""
-        with self._lock:
-            for payload in payloads:
-                self._asks.pop(payload, None)
 
     def __len__(self) -> int:
         return len(self._asks)
