@@ -25,8 +25,6 @@ from dltmw.core.notary import NotaryIdentity, admit
 from dltmw.core.notary_cluster import Part, wrap, wrap_parts
 from dltmw.core.utxo.build import notarisation_payload
 from dltmw.core.utxo.model import Command, Ref, to_ns
-from dltmw.runtime.roles.notary import cluster_open
-from dltmw.runtime.roles.notary.cluster_admitted import AdmittedHere
 from dltmw.runtime.roles.notary.cluster_open import open_request
 from dltmw.v1 import errors_pb2, notarisation_pb2, notary_service_pb2
 
@@ -311,73 +309,3 @@ def test_a_merged_wrap_opens_each_part_against_its_own_batch_signature() -> None
     )
     items = open_request(moved, 4, CLUSTER, P.membership).items
     assert [getattr(i, "reason", 0) for i in items] == [0, 0, 0, 0, _reason(BAD_REQUEST)]
-
-
-# -- a member's own admissions re-used when their decided wrap is opened ---------------------------
-
-
-def _noted(message: Message) -> AdmittedHere:
-    """What a member keeps after admitting `message` at intake (`ClusterNotaryRole.notarise`)."""
-    signer = check(message)
-    memo = AdmittedHere()
-    memo.note([(r.payload, admit(r, CLUSTER, P.membership, NOW, signer)) for r in message.requests])
-    return memo
-
-
-def test_a_request_admitted_here_opens_to_the_same_ask_without_a_parse(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    message = signed(payloads(4))
-    (whole,) = parts(message, 4)[:1]
-    expected = open_request(whole, 4, CLUSTER, P.membership).items
-    memo = _noted(message)
-    calls: list[object] = []
-    real = cluster_open.admit
-    monkeypatch.setattr(cluster_open, "admit", lambda *a: calls.append(a) or real(*a))
-    assert open_request(whole, 4, CLUSTER, P.membership, memo).items == expected
-    assert (calls, memo.taken, len(memo)) == ([], 4, 0)  # each taken once, none parsed again
-    assert open_request(whole, 4, CLUSTER, P.membership, memo).items == expected
-    assert len(calls) == 4  # used up: a second opening admits them for real
-
-
-def _bob_signs_alices_payloads(m: Message) -> None:
-    """A valid batch signature by another member of the network over the same payloads."""
-    m.batch_signature.signer = P.bob.identity_bytes
-    m.batch_signature.signature = P.bob.sign(request_batch.signed_message(hashes_of(m)))
-
-
-def _own_signature_too(m: Message) -> None:
-    m.requests[0].signature = P.alice.sign(m.requests[0].payload)
-
-
-@pytest.mark.parametrize(
-    ("forge", "reason"),
-    [
-        pytest.param(_other_signer, BAD_BATCH, id="forged-batch-signature"),
-        pytest.param(_bob_signs_alices_payloads, BAD_REQUEST, id="another-signer"),
-        pytest.param(_own_signature_too, BAD_REQUEST, id="own-signature-in-signed-batch"),
-    ],
-)
-def test_an_admission_kept_here_never_opens_what_the_wrap_itself_does_not_prove(
-    forge: Callable[[Message], None], reason: str
-) -> None:
-    """A wrapping member may pair payloads this member admitted with any batch signature: every
-    check of the wrap still runs at the stamp, only the parse of the payload is re-used."""
-    message = signed(payloads(3))
-    memo = _noted(message)
-    forge(message)
-    (whole,) = parts(message, 3)[:1]
-    items = open_request(whole, 4, CLUSTER, P.membership, memo).items
-    assert _reason(reason) in {getattr(i, "reason", 0) for i in items}
-
-
-def test_an_admission_kept_here_never_covers_a_payload_the_batch_does_not_sign() -> None:
-    good = signed(payloads(3))
-    smuggled = notarisation_pb2.NotarisationRequest(payload=payload((Ref("ee" * 32, 0),)))
-    memo = _noted(signed([smuggled.payload]))  # admitted here, in another batch of Alice's
-    raws = [r.SerializeToString() for r in good.requests]
-    forged = wrap(
-        [*raws, smuggled.SerializeToString()], to_ns(NOW), 0, good.batch_signature, hashes_of(good)
-    )
-    items = open_request(forged, 4, CLUSTER, P.membership, memo).items
-    assert [getattr(i, "reason", 0) for i in items] == [0, 0, 0, _reason(BAD_REQUEST)]

@@ -72,7 +72,6 @@ from dltmw.net.netmap import NetworkMap
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.replica_link import ReplicaLink
-from dltmw.runtime.roles.notary.cluster_admitted import AdmittedHere
 from dltmw.runtime.roles.notary.cluster_attest import ATTEST_WAIT_S, Admitted, Attesting
 from dltmw.runtime.roles.notary.cluster_effects import (
     Answers,
@@ -200,7 +199,6 @@ class ClusterNotaryRole:
         self.decider: DeciderDriver | None = None  # built at start, once `applied` is read
         self._inbox_max = max(64, queue_max)
         self.stale_dropped = 0
-        self.admitted_here = AdmittedHere()  # this member's own admissions (`cluster_admitted`)
 
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         """Does `signature` by member `replica` verify over `data`?"""
@@ -326,11 +324,6 @@ class ClusterNotaryRole:
             self.pool, requests, self.identity, self.membership, now, tls_org, batch
         )
         admitted: list[Admitted] = [a for _, chunk in pairs for a in chunk]
-        if signed is not None:  # re-admitting them in their decided wrap skips the parse
-            mine = zip(requests, admitted, strict=True)
-            self.admitted_here.note(
-                [(r.payload, a) for r, a in mine if isinstance(a, NotarisationAsk)]
-            )
         if ordered_elsewhere:
             admitted = await self.attesting.await_decisions(
                 admitted, self._signed_here, ATTEST_WAIT_S
@@ -436,8 +429,7 @@ class ClusterNotaryRole:
     def open_all(self, requests: Sequence[bytes]) -> list[Unpacked]:
         """Re-admit a decided batch's requests at their stamps (on the verify pool)."""
         n = self.config.n
-        admitted = self.admitted_here
-        return [open_request(r, n, self.identity, self.membership, admitted) for r in requests]
+        return [open_request(r, n, self.identity, self.membership) for r in requests]
 
 
 def build_cluster_role(

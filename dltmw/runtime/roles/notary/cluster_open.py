@@ -19,7 +19,6 @@ from dltmw.core.handlers.notary import Decision
 from dltmw.core.identity import Membership
 from dltmw.core.notary import NotarisationAsk, NotaryIdentity, admit
 from dltmw.core.notary_cluster import Unpacked, WrapPart, parts_of, unwrap
-from dltmw.runtime.roles.notary.cluster_admitted import AdmittedHere
 from dltmw.v1 import errors_pb2, notarisation_pb2
 
 R = errors_pb2
@@ -31,31 +30,22 @@ def _moment(stamp_ns: int) -> datetime:
 
 
 def open_request(
-    request: bytes,
-    n: int,
-    identity: NotaryIdentity,
-    membership: Membership,
-    admitted: AdmittedHere | None = None,
+    request: bytes, n: int, identity: NotaryIdentity, membership: Membership
 ) -> Unpacked:
     """Re-admit a decided wrapped request at its stamp: the same verdict on every replica, part
-    by part (`core/notary_cluster.parts_of`); a request this member admitted at intake is not
-    parsed again (`admitted`, `cluster_admitted.py`: the same ask by construction)."""
+    by part (`core/notary_cluster.parts_of`)."""
     wrapped = unwrap(request, n)
     if wrapped is None:  # PBFT's request_ok let only well-formed requests into a batch
         raise InvariantViolation("a decided notary-cluster request does not parse")
     now = _moment(wrapped.stamp_ns)
     items: list[NotarisationAsk | Decision] = []
     for part in parts_of(wrapped):
-        items.extend(_open_part(part, identity, membership, now, admitted))
+        items.extend(_open_part(part, identity, membership, now))
     return Unpacked(wrapped.stamp_ns, tuple(items))
 
 
 def _open_part(
-    part: WrapPart,
-    identity: NotaryIdentity,
-    membership: Membership,
-    now: datetime,
-    admitted: AdmittedHere | None,
+    part: WrapPart, identity: NotaryIdentity, membership: Membership, now: datetime
 ) -> list[NotarisationAsk | Decision]:
     """Re-admit one client message's requests. A batch-signed one has its requester batch
     signature checked once here (`Membership.verify` remembers it: the other parts of the
@@ -63,7 +53,6 @@ def _open_part(
     must be one it covers."""
     signer: bytes | None = None
     covered: frozenset[bytes] = frozenset()
-    memo = admitted if not identity.validating else None  # validating: admission reads the clock
     if part.HasField("batch_signature"):
         hashes = list(part.batch_payload_hashes)
         try:
@@ -76,17 +65,11 @@ def _open_part(
     for raw in part.requests:
         try:
             signed = notarisation_pb2.NotarisationRequest.FromString(raw)
-            if signer is not None:
-                payload = signed.payload
-                if request_batch.payload_hash(payload) not in covered:
-                    raise ClientError(
-                        R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
-                        "the request is not one the batch signature covers",
-                    )
-                mine = None if memo is None or signed.signature else memo.take(payload, signer)
-                if mine is not None:
-                    items.append(mine)
-                    continue
+            if signer is not None and request_batch.payload_hash(signed.payload) not in covered:
+                raise ClientError(
+                    R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
+                    "the request is not one the batch signature covers",
+                )
             items.append(admit(signed, identity, membership, now, signer))
         except DecodeError:
             items.append(Decision("", reason=R.ERROR_REASON_MALFORMED, message="does not parse"))
