@@ -3,9 +3,9 @@ signatures a member peer forwards.
 
 Decision (`rpc/forwarder.py`, `core/txcheck.check_envelope`'s `forwarded`): on a Broadcast
 stream whose TLS certificate is a member organisation's peer node, on a channel ordered by
-"none" or by PBFT-lite with dissemination, an endorser transaction's creator is identified but its signature is not verified again
-(the gateway did, every peer does at commit). Anyone else, any other ordering, any other
-transaction type: checked in full.
+"none" or by PBFT-lite with dissemination, an endorser transaction's creator is identified
+but its signature is not verified again (the gateway did, every peer does at commit). Anyone
+else, any other ordering, any other transaction type: checked in full.
 """
 
 from __future__ import annotations
@@ -163,7 +163,9 @@ async def test_broadcast_skips_a_forwarded_signature_only_on_a_pbft_channel_nobo
     class Ordered:
         checks_envelopes_again = again
         view = PARTIES.view
-        got: list[bytes] = []
+
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
 
         async def submit_many(self, envelopes: list[bytes]) -> list[None]:
             self.got += envelopes
