@@ -68,38 +68,8 @@ async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_with_dissemina
     is not verified again there: from a peer node's TLS identity an envelope whose signature does
     not verify is ordered and recorded BAD_CREATOR_SIGNATURE by every peer, and the real envelope
     with the same tx_id then commits VALID; from a client's TLS identity it is still refused."""
-    from dltmw.client import GatewayClient
-    from dltmw.v1 import common_pb2, transaction_pb2
-
-    from .ledgers import blocks, ledger_path, tx_codes, wait_until
-    from .test_bad_input import _broadcast, _tls_channel
+    from .test_bad_input import forged_envelope_from_a_member_peer
 
     net, _sup = network(ON)
-    c = await GatewayClient.connect(net, "user1.org1")
-    as_peer = _tls_channel(net, net / "nodes" / "peer0.org1", "orderer.a")
-    as_client = _tls_channel(net, net / "clients" / "user1.org1", "orderer.a")
-    try:
-        signed, tx_id = c.proposal("trades", "kv", "put", ["fk", "v"])
-        envelope = c.envelope((await c.endorse(signed)).prepared_payload)
-        sig = envelope.signature
-        forged = common_pb2.Envelope(
-            payload=envelope.payload, signature=sig[:-1] + bytes([sig[-1] ^ 1])
-        ).SerializeToString()
-        assert await _broadcast(as_client, forged) == (False, "ERROR_REASON_BAD_SIGNATURE")
-        assert await _broadcast(as_peer, forged) == (True, "ERROR_REASON_UNSPECIFIED")
-        bad = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
-        valid = transaction_pb2.TX_VALIDATION_CODE_VALID
-        for peer in ("peer0.org1", "peer0.org2"):
-            path = ledger_path(net, peer)
-            await wait_until(lambda p=path: tx_id in tx_codes(blocks(p)), 30, f"{peer} block")
-            assert tx_codes(blocks(path))[tx_id] == [bad]
-        await c.submit(envelope)
-        assert (await c.commit_status("trades", tx_id)).result == valid
-        for peer in ("peer0.org1", "peer0.org2"):
-            path = ledger_path(net, peer)
-            await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, 30, peer)
-            assert tx_codes(blocks(path))[tx_id] == [bad, valid]
-    finally:
-        await as_peer.close()
-        await as_client.close()
-        await c.close()
+    c, _tx_id = await forged_envelope_from_a_member_peer(net, "orderer.a", timeout_s=30)
+    await c.close()
