@@ -95,7 +95,7 @@ class OrdererServicer(orderer_service_pb2_grpc.OrdererServiceServicer):
         start_ns = now_ns() if self._tracer.enabled else 0
 
         again = {cid for cid, o in self._orderers.items() if o.checks_envelopes_again}
-        forwarded = forwarded_channels(peer_tls, views)
+        forwarded = forwarded_channels(peer_tls, views, views.keys() - again)
 
         def check(envelope: bytes) -> CheckedEnvelope:
             # a private transaction's agreements: checked by the gateway and at commit, not

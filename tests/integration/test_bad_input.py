@@ -230,20 +230,18 @@ async def _broadcast(channel: grpc.aio.Channel, envelope: bytes) -> tuple[bool, 
     return result.accepted, errors_pb2.ErrorReason.Name(result.reason)
 
 
-async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_tx_id(
-    network,
-) -> None:
-    """A solo orderer does not verify again the creator signature of what a member peer's
-    gateway forwards (`rpc/forwarder.py`): from a peer node's TLS identity, an envelope whose
-    signature does not verify is ordered, every peer records it BAD_CREATOR_SIGNATURE and
-    executes nothing, and the real envelope with the same tx_id then commits VALID. From a
-    client's TLS identity the orderer still refuses it."""
+async def forged_envelope_from_a_member_peer(
+    net, orderer: str = "orderer0", timeout_s: float = 20
+) -> tuple[GatewayClient, str]:
+    """From a peer node's TLS identity an envelope whose creator signature does not verify is
+    ordered by `orderer` and every peer records it BAD_CREATOR_SIGNATURE; from a client's TLS
+    identity it is refused; the real envelope with the same tx_id then commits VALID on every
+    peer. Returns the (open) client and the tx_id."""
     from .ledgers import VALID, blocks, ledger_path, tx_codes, wait_until
 
-    net, _ = network()
     c = await GatewayClient.connect(net, "user1.org1")
-    as_peer = _tls_channel(net, net / "nodes" / "peer0.org1")
-    as_client = _tls_channel(net, net / "clients" / "user1.org1")
+    as_peer = _tls_channel(net, net / "nodes" / "peer0.org1", orderer)
+    as_client = _tls_channel(net, net / "clients" / "user1.org1", orderer)
     try:
         signed, tx_id = c.proposal("trades", "kv", "put", ["fk", "v"])
         envelope = c.envelope((await c.endorse(signed)).prepared_payload)
@@ -256,17 +254,40 @@ async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_
         bad = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
         for peer in ("peer0.org1", "peer0.org2"):
             path = ledger_path(net, peer)
-            await wait_until(lambda p=path: tx_id in tx_codes(blocks(p)), 20, f"{peer} block")
+            await wait_until(lambda p=path: tx_id in tx_codes(blocks(p)), timeout_s, peer)
             assert tx_codes(blocks(path))[tx_id] == [bad]
         await c.submit(envelope)
         assert (await c.commit_status("trades", tx_id)).result == VALID
         for peer in ("peer0.org1", "peer0.org2"):
             path = ledger_path(net, peer)
-            await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, 20, peer)
+            await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, timeout_s, peer)
             assert tx_codes(blocks(path))[tx_id] == [bad, VALID]
+    except BaseException:
+        await c.close()
+        raise
+    finally:
+        await as_peer.close()
+        await as_client.close()
+    return c, tx_id
+
+
+async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_tx_id(
+    network,
+) -> None:
+    """A solo orderer does not verify again the creator signature of what a member peer's
+    gateway forwards (`rpc/forwarder.py`): from a peer node's TLS identity, an envelope whose
+    signature does not verify is ordered, every peer records it BAD_CREATOR_SIGNATURE and
+    executes nothing, and the real envelope with the same tx_id then commits VALID. From a
+    client's TLS identity the orderer still refuses it."""
+    from .ledgers import VALID
+
+    net, _ = network()
+    c, tx_id = await forged_envelope_from_a_member_peer(net)
+    try:
         assert (await c.evaluate("trades", "kv", "get", "fk")).payload == b"v"
         # Events report the forged envelope without the tx_id it claims (its signature never
         # verified), and the real one with it (BlockMetadata.unauthenticated)
+        bad = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
         reported: list[tuple[str, int]] = []
         async with asyncio.timeout(20):
             async for block in c.events("trades"):
@@ -275,6 +296,4 @@ async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_
                     break
         assert ("", bad) in reported and (tx_id, bad) not in reported
     finally:
-        await as_peer.close()
-        await as_client.close()
         await c.close()

@@ -58,3 +58,18 @@ async def test_dissemination_orders_certificates_under_load_and_a_killed_primary
             cert = parse_certificate(request)
             assert cert is not None and len({a.replica for a in cert.acks}) >= 2
             assert (cert.origin, cert.batch_sequence, cert.digest) in batches
+
+
+async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_with_dissemination(
+    network,
+) -> None:
+    """With dissemination no replica judges an envelope again after the one Broadcast reached,
+    so, as on a solo channel (`rpc/forwarder.py`), a member peer's forwarded creator signature
+    is not verified again there: from a peer node's TLS identity an envelope whose signature does
+    not verify is ordered and recorded BAD_CREATOR_SIGNATURE by every peer, and the real envelope
+    with the same tx_id then commits VALID; from a client's TLS identity it is still refused."""
+    from .test_bad_input import forged_envelope_from_a_member_peer
+
+    net, _sup = network(ON)
+    c, _tx_id = await forged_envelope_from_a_member_peer(net, "orderer.a", timeout_s=30)
+    await c.close()

@@ -1,10 +1,11 @@
-"""A solo orderer does not re-verify the creator signatures a member peer forwards.
+"""A solo orderer (and a disseminating PBFT-lite replica) does not re-verify the creator
+signatures a member peer forwards.
 
 Decision (`rpc/forwarder.py`, `core/txcheck.check_envelope`'s `forwarded`): on a Broadcast
 stream whose TLS certificate is a member organisation's peer node, on a channel ordered by
-"none", an endorser transaction's creator is identified but its signature is not verified again
-(the gateway did, every peer does at commit). Anyone else, any other ordering, any other
-transaction type: checked in full.
+"none" or by PBFT-lite with dissemination, an endorser transaction's creator is identified
+but its signature is not verified again (the gateway did, every peer does at commit). Anyone
+else, any other ordering, any other transaction type: checked in full.
 """
 
 from __future__ import annotations
@@ -134,3 +135,51 @@ def test_no_tls_certificate_forwards_nothing() -> None:
     assert not is_peer_node(None)
     assert not is_peer_node(b"not a certificate")
     assert forwarded_channels(None, VIEWS) == frozenset()
+
+
+def test_a_pbft_channel_forwards_only_where_no_replica_judges_the_envelope_again() -> None:
+    """PBFT-lite with dissemination (`unjudged`: its core takes Broadcast's verdict, no backup
+    judges the batched envelopes) skips the check like solo; without it a backup re-applies
+    the rule (`rpc/forwarder.py`), and JetStream never skips, whatever the caller says."""
+    cert = _tls("Org1", "peer")
+    assert forwarded_channels(cert, VIEWS, {"bft"}) == {"solo", "bft"}
+    assert forwarded_channels(cert, VIEWS, {"js", "solo"}) == {"solo"}
+    assert forwarded_channels(None, VIEWS, {"bft"}) == frozenset()
+    assert forwarded_channels(_tls("Org9", "peer"), VIEWS, {"bft"}) == frozenset()
+
+
+@pytest.mark.parametrize("again", [False, True])
+async def test_broadcast_skips_a_forwarded_signature_only_on_a_pbft_channel_nobody_rejudges(
+    again: bool,
+) -> None:
+    """The wiring (`rpc/orderer.py`): on PARTIES' PBFT-lite channel, a member peer's forwarded
+    envelope with a forged creator signature is accepted when the channel's orderer does not
+    check envelopes again (dissemination) and refused BAD_SIGNATURE when it does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dltmw.rpc.orderer import OrdererServicer
+    from dltmw.v1 import orderer_service_pb2
+
+    class Ordered:
+        checks_envelopes_again = again
+        view = PARTIES.view
+
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        async def submit_many(self, envelopes: list[bytes]) -> list[None]:
+            self.got += envelopes
+            return [None] * len(envelopes)
+
+    assert PARTIES.view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
+    forged = _forged(endorser_tx(PARTIES, kv_rwset(writes=[("k", b"forwarded %d" % again)])))
+    ordered = Ordered()
+    with ThreadPoolExecutor(1) as pool:
+        servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]
+        request = orderer_service_pb2.BroadcastRequest(envelopes=[forged])
+        response = await servicer._handle(request, PARTIES.peer1.certificate_der)
+    (result,) = response.results
+    if again:
+        assert not result.accepted and ordered.got == []
+    else:
+        assert result.accepted and ordered.got == [forged]
