@@ -38,7 +38,13 @@ from dltmw.bench.limits import Limits, probe
 from dltmw.bench.restart import restart_to_serving
 from dltmw.bench.stores import check_stores
 from dltmw.bench.topology import NetworkShape, topology_toml
-from dltmw.bench.workloads import HotAccountWorkload, Op, Workload, make_workload
+from dltmw.bench.workloads import (
+    IN_FLIGHT_DEFAULT,
+    HotAccountWorkload,
+    Op,
+    Workload,
+    make_workload,
+)
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.runtime.gc_tuning import frozen_heap
@@ -62,7 +68,7 @@ class BenchConfig:
     shape: NetworkShape = field(default_factory=NetworkShape)
     # Enough to fill 100-tx blocks: with fewer in flight than a block holds, every block waits
     # for the batch timeout and the run measures that timeout, not the system.
-    in_flight: int = 256
+    in_flight: int = IN_FLIGHT_DEFAULT
     rate: float = 0.0
     txs: int = 5000
     duration_s: float = 120.0

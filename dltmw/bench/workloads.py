@@ -271,7 +271,7 @@ WORKLOADS: dict[str, WorkloadFactory] = {
 }
 
 
-IN_FLIGHT_DEFAULT = 256  # fills 100-tx blocks (`runner.BenchConfig.in_flight`)
+IN_FLIGHT_DEFAULT = 256  # fills 100-tx blocks (`runner.BenchConfig.in_flight`'s default too)
 # A workload whose capacity needs more in flight than the blocks' 256: a notary cluster's cost is
 # mostly per PBFT slot and its slots fill only with ~1,000 notarisations waiting; at 256 the
 # closed loop, not the cluster, bounded the rate (benchmarks/RESULTS.md, 2026-12-04, ncl6).
