@@ -23,6 +23,8 @@ from dltmw.v1 import (
 )
 from dltmw.v1 import gateway_service_pb2 as G
 
+from .forged_envelopes import forged_envelope_from_a_member_peer, tls_channel
+
 pytestmark = pytest.mark.integration
 S = grpc.StatusCode
 
@@ -141,7 +143,7 @@ async def test_bad_input_to_every_rpc(network) -> None:
         assert status.node_id == "peer0.org1"
         # Orderer Deliver with an unsigned request.
         seek = orderer_service_pb2.SeekInfo(channel_id="trades", requester=c.signer.identity_bytes)
-        orderer_channel = await _orderer_channel(net, c)
+        orderer_channel = tls_channel(net, net / "clients" / "user1.org1")
         deliver = orderer_service_pb2_grpc.OrdererServiceStub(orderer_channel)
         await _fails(
             _first(
@@ -170,21 +172,10 @@ async def _first(stream_or_call):
     return await stream_or_call
 
 
-async def _orderer_channel(net, c: GatewayClient) -> grpc.aio.Channel:
-    from dltmw.net.addressbook import AddressBook
-    from dltmw.rpc.tls import TlsMaterial, secure_channel
-
-    home = net / "clients" / "user1.org1"
-    tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")
-    address = AddressBook(net / "run" / "endpoints").lookup("orderer0")
-    assert address is not None
-    return secure_channel(address, "orderer0", tls, 4 * 1024 * 1024)
-
-
 async def test_broadcast_refuses_bad_envelopes_one_by_one(network) -> None:
     net, _ = network()
     c = await GatewayClient.connect(net, "user1.org1")
-    orderer_channel = await _orderer_channel(net, c)
+    orderer_channel = tls_channel(net, net / "clients" / "user1.org1")
     try:
         good, tx_id = c.proposal("trades", "kv", "put", ["bk", "v"])
         envelope = c.envelope((await c.endorse(good)).prepared_payload)
@@ -210,65 +201,6 @@ async def test_broadcast_refuses_bad_envelopes_one_by_one(network) -> None:
     finally:
         await orderer_channel.close()
         await c.close()
-
-
-def _tls_channel(net, home, address_of: str = "orderer0") -> grpc.aio.Channel:
-    from dltmw.net.addressbook import AddressBook
-    from dltmw.rpc.tls import TlsMaterial, secure_channel
-
-    tls = TlsMaterial.load(home / "tls.pem", home / "tls.key", net / "tls-roots.pem")
-    address = AddressBook(net / "run" / "endpoints").lookup(address_of)
-    assert address is not None
-    return secure_channel(address, address_of, tls, 4 * 1024 * 1024)
-
-
-async def _broadcast(channel: grpc.aio.Channel, envelope: bytes) -> tuple[bool, str]:
-    call = orderer_service_pb2_grpc.OrdererServiceStub(channel).Broadcast()
-    await call.write(orderer_service_pb2.BroadcastRequest(envelopes=[envelope]))
-    result = (await call.read()).results[0]
-    await call.done_writing()
-    return result.accepted, errors_pb2.ErrorReason.Name(result.reason)
-
-
-async def forged_envelope_from_a_member_peer(
-    net, orderer: str = "orderer0", timeout_s: float = 20
-) -> tuple[GatewayClient, str]:
-    """From a peer node's TLS identity an envelope whose creator signature does not verify is
-    ordered by `orderer` and every peer records it BAD_CREATOR_SIGNATURE; from a client's TLS
-    identity it is refused; the real envelope with the same tx_id then commits VALID on every
-    peer. Returns the (open) client and the tx_id."""
-    from .ledgers import VALID, blocks, ledger_path, tx_codes, wait_until
-
-    c = await GatewayClient.connect(net, "user1.org1")
-    as_peer = _tls_channel(net, net / "nodes" / "peer0.org1", orderer)
-    as_client = _tls_channel(net, net / "clients" / "user1.org1", orderer)
-    try:
-        signed, tx_id = c.proposal("trades", "kv", "put", ["fk", "v"])
-        envelope = c.envelope((await c.endorse(signed)).prepared_payload)
-        sig = envelope.signature
-        forged = common_pb2.Envelope(
-            payload=envelope.payload, signature=sig[:-1] + bytes([sig[-1] ^ 1])
-        ).SerializeToString()
-        assert await _broadcast(as_client, forged) == (False, "ERROR_REASON_BAD_SIGNATURE")
-        assert await _broadcast(as_peer, forged) == (True, "ERROR_REASON_UNSPECIFIED")
-        bad = transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE
-        for peer in ("peer0.org1", "peer0.org2"):
-            path = ledger_path(net, peer)
-            await wait_until(lambda p=path: tx_id in tx_codes(blocks(p)), timeout_s, peer)
-            assert tx_codes(blocks(path))[tx_id] == [bad]
-        await c.submit(envelope)
-        assert (await c.commit_status("trades", tx_id)).result == VALID
-        for peer in ("peer0.org1", "peer0.org2"):
-            path = ledger_path(net, peer)
-            await wait_until(lambda p=path: len(tx_codes(blocks(p))[tx_id]) == 2, timeout_s, peer)
-            assert tx_codes(blocks(path))[tx_id] == [bad, VALID]
-    except BaseException:
-        await c.close()
-        raise
-    finally:
-        await as_peer.close()
-        await as_client.close()
-    return c, tx_id
 
 
 async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_and_squats_no_tx_id(

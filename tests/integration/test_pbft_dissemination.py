@@ -18,6 +18,7 @@ import pytest
 from dltmw.core.pbft.availability import parse_certificate
 from dltmw.v1 import replica_pb2
 
+from .forged_envelopes import forged_envelope_from_a_member_peer
 from .test_pbft_ordering import TOPOLOGY, kill_primary_under_load
 
 pytestmark = pytest.mark.integration
@@ -68,8 +69,6 @@ async def test_a_member_peer_s_forged_envelope_is_ordered_invalid_with_dissemina
     is not verified again there: from a peer node's TLS identity an envelope whose signature does
     not verify is ordered and recorded BAD_CREATOR_SIGNATURE by every peer, and the real envelope
     with the same tx_id then commits VALID; from a client's TLS identity it is still refused."""
-    from .test_bad_input import forged_envelope_from_a_member_peer
-
     net, _sup = network(ON)
     c, _tx_id = await forged_envelope_from_a_member_peer(net, "orderer.a", timeout_s=30)
     await c.close()
