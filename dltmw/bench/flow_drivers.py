@@ -170,16 +170,15 @@ async def answers(futures: Sequence[asyncio.Future[Result]]) -> list[Result]:
 
     `asyncio.gather` of `Coalescer.call` coroutines made a task per member per request — ~14 %
     of the bench client's samples at saturation (RESULTS 2026-12-04 ncl7); the futures from
-    `Coalescer.submit` need none. The first failure is raised, as gather's; the other futures
-    are then cancelled (an item not yet sent is withdrawn) or their outcome read, so no
-    "exception was never retrieved" is left behind.
+    `Coalescer.submit` need none. The first failure is raised, as gather's; every future is
+    then cancelled: an item not sent yet is withdrawn, and `cancel` of one already settled
+    (a no-op) marks its exception as seen, so no "exception was never retrieved" is logged.
     """
     try:
         return [await f for f in futures]
     except BaseException:
         for f in futures:
-            if not f.cancel() and not f.cancelled():
-                f.exception()  # (read: its outcome is this request's failure or irrelevant)
+            f.cancel()
         raise
 
 
