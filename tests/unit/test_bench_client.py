@@ -67,7 +67,9 @@ async def test_a_cluster_notarisation_makes_no_task_per_member_asked() -> None:
     op = Op("bench0", "notary", "notarise", ("00" * 16, "ab" * 32))
     before = len(asyncio.all_tasks())
     run = asyncio.ensure_future(driver.execute(op))
-    while sum(len(c.futures) for c in coalescers.values()) < 2:  # f+1 = 2 members asked
+    for _ in range(10):  # a few loop turns, until execute has asked f+1 = 2 members
+        if sum(len(c.futures) for c in coalescers.values()) == 2:
+            break
         await asyncio.sleep(0)
     assert len(asyncio.all_tasks()) == before + 1  # the caller's own task only
     for c in coalescers.values():
