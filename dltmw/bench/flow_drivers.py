@@ -165,6 +165,23 @@ def refusal(result: Result) -> str | None:
         return f"REASON_{result.reason}"
 
 
+async def answers(futures: Sequence[asyncio.Future[Result]]) -> list[Result]:
+    """The results of one request's futures (one per member asked), awaited in turn.
+
+    `asyncio.gather` of `Coalescer.call` coroutines made a task per member per request — ~14 %
+    of the bench client's samples at saturation (RESULTS 2026-12-04 ncl7); the futures from
+    `Coalescer.submit` need none. The first failure is raised, as gather's; every future is
+    then cancelled: an item not sent yet is withdrawn, and `cancel` of one already settled
+    (a no-op) marks its exception as seen, so no "exception was never retrieved" is logged.
+    """
+    try:
+        return [await f for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
 class NotaryDriver:
     """Notarisations through one notary or f+1 members of a cluster (see the module doc)."""
 
@@ -217,10 +234,10 @@ class NotaryDriver:
         tx_id = asked[0]
         members = [self.members[(turn + k) % len(self.members)] for k in range(self.quorum)]
         # the first member orders; the others attest what it orders (a cluster's f+1)
-        calls = [self.batches[(who, members[0])][1].call(asked)]
-        calls += [self.attest[(who, m)].call(asked) for m in members[1:]]
-        try:  # one member (a single notary): no gather, its task and future per request
-            results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
+        futures = [self.batches[(who, members[0])][1].submit(asked)]
+        futures += [self.attest[(who, m)].submit(asked) for m in members[1:]]
+        try:
+            results = await answers(futures)
         except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
             now = time.perf_counter()
             return Outcome(tx_id, None, classify(exc), started, now, detail=describe(exc))
