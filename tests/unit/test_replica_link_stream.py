@@ -25,14 +25,23 @@ def message(i: int) -> replica_pb2.SignedReplicaMessage:
 
 
 class Receiving:
-    """What a stand-in receiver got, and a wait for it."""
+    """What a stand-in receiver got (`payloads`: accepted; `seen`: every message, refused ones
+    too), and a wait for it."""
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.seen = 0
         self.more = asyncio.Event()
 
+    def got(self, messages: list[replica_pb2.SignedReplicaMessage], accepted: bool) -> None:
+        if accepted:
+            self.payloads.extend(m.payload for m in messages)
+        self.seen += len(messages)
+        self.more.set()
+
     async def received(self, count: int) -> None:
-        while len(self.payloads) < count:
+        """Until `count` messages were seen, accepted or refused."""
+        while self.seen < count:
             self.more.clear()
             await self.more.wait()
 
@@ -48,8 +57,7 @@ class OlderReplica(Receiving, svc.ReplicaServiceServicer):
         self, request: replica_pb2.ExchangeRequest, context: object
     ) -> replica_pb2.ExchangeResponse:
         self.calls += 1
-        self.payloads.extend(m.payload for m in request.messages)
-        self.more.set()
+        self.got(list(request.messages), accepted=True)
         return replica_pb2.ExchangeResponse(accepted=len(request.messages))
 
 
@@ -67,19 +75,18 @@ class StreamingReplica(Receiving, svc.ReplicaServiceServicer):
         async for item in requests:
             request = item.batch
             if any(m.payload == b"\x00" for m in request.messages):
+                self.got(list(request.messages), accepted=False)
                 yield replica_pb2.ExchangeStreamResponse(
                     refused=errors_pb2.ERROR_REASON_BAD_SIGNATURE, refused_detail="bad"
                 )
                 continue
-            self.payloads.extend(m.payload for m in request.messages)
-            self.more.set()
+            self.got(list(request.messages), accepted=True)
             yield replica_pb2.ExchangeStreamResponse(accepted=len(request.messages))
 
 
 async def _run_link(
     servicer: Receiving,
     sends: list[list[int]],
-    want: int,
     pause_s: float = 0.05,
     burst_by_burst: bool = False,
 ):
@@ -105,13 +112,14 @@ async def _run_link(
             for i in burst:
                 link.send(message(i))
             sent += len(burst)
-            if burst_by_burst:  # one batch each, however slow the machine
+            if burst_by_burst:  # one batch each, however slow the machine (a refused
+                # message merged into a neighbour's batch would refuse that batch too)
                 async with asyncio.timeout(10):
                     await servicer.received(sent)
             else:
                 await asyncio.sleep(pause_s)  # separate batches
         async with asyncio.timeout(10):
-            await servicer.received(want)
+            await servicer.received(sum(len(burst) for burst in sends))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -122,14 +130,14 @@ async def _run_link(
 
 async def test_a_link_writes_every_batch_on_one_stream_and_goes_on_after_a_refusal() -> None:
     replica = StreamingReplica()
-    await _run_link(replica, [[1, 2], [0], [3], [4, 5]], want=5)
+    await _run_link(replica, [[1, 2], [0], [3], [4, 5]], burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3, 4, 5)]
     assert replica.streams == 1  # one call for the link's life, the refusal included
 
 
 async def test_a_receiver_without_the_stream_gets_one_unary_call_per_batch() -> None:
     replica = OlderReplica()
-    link = await _run_link(replica, [[1], [2, 3], [4]], want=4, burst_by_burst=True)
+    link = await _run_link(replica, [[1], [2, 3], [4]], burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3, 4)]
     assert replica.calls == 3
     assert link._unary_only
@@ -141,7 +149,7 @@ async def test_a_stream_never_has_more_batches_unanswered_than_its_window(
 ) -> None:
     monkeypatch.setattr("dltmw.runtime.replica_link.WINDOW", window)
     replica = StreamingReplica()
-    await _run_link(replica, [[1], [2], [3], [4]], want=4)
+    await _run_link(replica, [[1], [2], [3], [4]], burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3, 4)]
 
 
@@ -154,8 +162,7 @@ class OneBatchPerStream(StreamingReplica):
     ) -> AsyncIterator[replica_pb2.ExchangeStreamResponse]:
         self.streams += 1
         async for item in requests:
-            self.payloads.extend(m.payload for m in item.batch.messages)
-            self.more.set()
+            self.got(list(item.batch.messages), accepted=True)
             yield replica_pb2.ExchangeStreamResponse(accepted=len(item.batch.messages))
             return
 
@@ -164,7 +171,7 @@ async def test_an_idle_link_whose_stream_ended_writes_its_next_batch_on_a_new_st
     """Each message after the first waits for the link to notice, while idle, that its stream
     ended: none is written to the ended call and lost."""
     replica = OneBatchPerStream()
-    await _run_link(replica, [[1], [2], [3]], want=3, pause_s=0.5)
+    await _run_link(replica, [[1], [2], [3]], pause_s=0.5)
     assert replica.payloads == [bytes([i]) for i in (1, 2, 3)]
     assert replica.streams == 3
 
@@ -186,10 +193,10 @@ class AnsweringReplica(StreamingReplica):
             if answers is None:
                 answers = Answers(item.answer_every)
             if any(m.payload == b"\x00" for m in item.batch.messages):
+                self.got(list(item.batch.messages), accepted=False)
                 answer = answers.refused(errors_pb2.ERROR_REASON_BAD_SIGNATURE, "bad")
             else:
-                self.payloads.extend(m.payload for m in item.batch.messages)
-                self.more.set()
+                self.got(list(item.batch.messages), accepted=True)
                 answer = answers.accepted(len(item.batch.messages))
             if answer is not None:
                 self.answers.append(answer)
@@ -207,7 +214,7 @@ async def test_a_link_asks_for_one_answer_per_several_batches_and_its_window_sti
     replica = AnsweringReplica()
     sends = [[i] for i in range(1, 3 * WINDOW + 1)]
     sends.insert(5, [0])  # refused: answered at once
-    await _run_link(replica, sends, want=3 * WINDOW, pause_s=0.01)
+    await _run_link(replica, sends, burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in range(1, 3 * WINDOW + 1)]
     assert replica.streams == 1
     assert sum(a.answers for a in replica.answers) <= len(sends)
@@ -223,6 +230,6 @@ async def test_a_receiver_answering_every_batch_in_the_old_form_keeps_the_window
     monkeypatch.setattr("dltmw.runtime.replica_link.CALL_TIMEOUT_S", 4.0)
     replica = StreamingReplica()
     sends = [[i] for i in range(1, 2 * WINDOW + 2)]
-    await _run_link(replica, sends, want=len(sends), burst_by_burst=True)
+    await _run_link(replica, sends, burst_by_burst=True)
     assert replica.payloads == [bytes([i]) for i in range(1, 2 * WINDOW + 2)]
     assert replica.streams == 1
