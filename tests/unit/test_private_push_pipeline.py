@@ -50,7 +50,7 @@ def _servicer(manager: Manager) -> PrivacyManagerServicer:
     def admitted(*_: Any) -> tuple[None, config_pb2.NodeConfig]:
         return None, node  # admission (signature, TLS) is not what this file tests
 
-    servicer._node = admitted  # type: ignore[method-assign]
+    servicer._node = admitted  # type: ignore[method-assign,assignment]
     return servicer
 
 
