@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.coalesce import pipelined
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError
 from dltmw.core.identity import VerifiedIdentity
@@ -47,6 +48,9 @@ P = privacy_manager_service_pb2
 R = errors_pb2
 HASH_BYTES = 32
 TLS_CACHE_MAX = 1024
+# PushBatches of one Push stream stored at once: a sender pipelines its batches to a node
+# (`private_channel.PUSH_PIPELINE`); stored one at a time they queued behind each other.
+PUSH_DEPTH = 8
 
 
 class PrivateChannelRole(Protocol):
@@ -270,15 +274,20 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
     async def Push(
         self, request_iterator: AsyncIterator[P.PushRequest], context: Ctx
     ) -> AsyncIterator[P.PushResponse]:
-        """Admit and store batches; a refused batch ends the stream with its status."""
-        async for request in request_iterator:
+        """Admit and store batches, up to PUSH_DEPTH of the stream at once (their stores share
+        the private store's group commit), acknowledged in order; a refused batch ends the
+        stream with its status (batches after it may be stored: Push is idempotent)."""
+
+        async def handle(request: P.PushRequest) -> P.PushResponse:
             require(bool(request.batch), "batch")
             batch = parse(P.PushBatch, request.batch, "batch")
             check_count(batch.payloads, "batch.payloads", self._items_max)
             check_count(batch.payload_hashes, "batch.payload_hashes", self._items_max)
             _, node = self._node(context, batch, batch.channel_id, request.batch, request.signature)
-            stored = await self._pm.accept_push(batch, node)
-            yield P.PushResponse(stored=stored)
+            return P.PushResponse(stored=await self._pm.accept_push(batch, node))
+
+        async for response in pipelined(request_iterator, handle, PUSH_DEPTH):
+            yield response
 
     @unary
     async def Receive(self, request: P.ReceiveRequest, context: Ctx) -> P.ReceiveResponse:

@@ -49,6 +49,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
+from dltmw.runtime.roles.privacy.key_order import KeyOrder
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
@@ -84,6 +85,9 @@ class PrivacyManager:
         self._background: set[asyncio.Task[None]] = set()
         self._recover_lock = asyncio.Lock()
         self._agreements = Agreements(ctx, key)
+        # Pushes are stored concurrently (rpc/privacy.py Push); those naming the same payload
+        # in arrival order (`key_order.py`: the replace decision reads what is held).
+        self._push_order = KeyOrder()
 
     async def add_channel(self, peer: PeerChannel) -> None:
         """Serve a channel this node's peer joined (if the config lists this node's key)."""
@@ -139,10 +143,12 @@ class PrivacyManager:
     # --- Push -----------------------------------------------------------------------------
 
     async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
-        """Check a whole admitted batch, then store it in one transaction."""
+        """Check a whole admitted batch, then store it in one transaction (which the store's
+        group commit shares with the concurrent pushes of this and other streams)."""
         channel = self.channel(push.channel_id)
-        held = await channel.store.held(list(push.payload_hashes))
-        await channel.store.store_payloads(channel.check_push(push, sender, held))
+        async with self._push_order.turn((push.channel_id, h) for h in push.payload_hashes):
+            held = await channel.store.held(list(push.payload_hashes))
+            await channel.store.store_payloads(channel.check_push(push, sender, held))
         self.executors[push.channel_id].payloads_arrived()  # it may be waiting for one
         return len(push.payloads)
 
