@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch I
 """
 
 
+# The expired batches of a compaction, found through `FORMED_INDEX` alone. `formed` is stored
+# after `data` in a row, so without the index sqlite reads each batch row's ~165 KB overflow
+# chain just to get `formed`: at n = 4 that was every retained batch (256 slots, ~40 MB) read
+# back at every stable checkpoint, ~5 % of a backup's samples (RESULTS, branch pbft11).
+FORMED_INDEX = "CREATE INDEX IF NOT EXISTS records_kind_formed ON records(kind, formed)"
+EXPIRED_BATCHES = "DELETE FROM records WHERE kind='batch' AND formed < ?"
+
 StoredRecord = Record | BatchRecord | AssembledRecord
 
 
@@ -185,12 +192,14 @@ class RecordStore:
         return store
 
     async def _add_formed_column(self) -> None:
-        """A store made before batch rows carried `formed` gets the column (NULL in old rows)."""
+        """A store made before batch rows carried `formed` gets the column (NULL in old rows);
+        every store gets `FORMED_INDEX` here, after the column exists."""
 
         def write(conn: sqlite3.Connection) -> None:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
             if "formed" not in columns:
                 conn.execute("ALTER TABLE records ADD COLUMN formed INTEGER")
+            conn.execute(FORMED_INDEX)
 
         await self._file.write("pbft.formed_column", write)
 
@@ -290,11 +299,8 @@ class RecordStore:
             conn.executemany(
                 "DELETE FROM records WHERE kind='batch' AND seq=?", [(k,) for k in sorted(taken)]
             )
-            if expiry is not None:
-                conn.execute(
-                    "DELETE FROM records WHERE kind='batch' AND formed + ? < ?",
-                    (expiry, decided_from),
-                )
+            if expiry is not None:  # formed + expiry < decided_from, as a range on the index
+                conn.execute(EXPIRED_BATCHES, (decided_from - expiry,))
             for sql, args in [
                 ("DELETE FROM records WHERE kind IN ('vote','prepared') AND seq<=?", (stable_seq,)),
                 ("DELETE FROM records WHERE kind='decided' AND seq<?", (decided_from,)),

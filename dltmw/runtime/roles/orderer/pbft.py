@@ -99,6 +99,7 @@ from dltmw.runtime.replica_frame import FrameOnce
 from dltmw.runtime.replica_link import ReplicaLink
 from dltmw.runtime.roles.orderer.byzantine import PoisonHook
 from dltmw.runtime.roles.orderer.just_verified import JustVerified
+from dltmw.runtime.roles.orderer.own_signatures import remembering_signer
 from dltmw.runtime.roles.orderer.pbft_admission import RequestAdmission
 from dltmw.runtime.roles.orderer.pbft_catchup import fetch_verified
 from dltmw.runtime.roles.orderer.solo import OrdererChannel, stopped
@@ -313,6 +314,8 @@ class PbftOrdererChannel(OrdererChannel):
         self.links: dict[int, ReplicaLink] = {}
         self._links_started = False
         self._just_verified = JustVerified()  # the boundary's checks, for the core's (`verify`)
+        # Our own votes come back inside certificates: checked without a P-256 operation.
+        self._sign = remembering_signer(ctx.signer, lambda: self.view.orderer_membership)
         self._use_list(view, 0)
         self.core: PbftOrdererCore | None = None
         # replica -> highest block it signed, from verified signatures as they arrive (readiness
@@ -378,7 +381,7 @@ class PbftOrdererChannel(OrdererChannel):
     def _new_replica(self, me: int, records: Sequence[StoredRecord]) -> OrderingReplica:
         """Our replica, fresh or restored from `records`: a plain `Replica`, or with
         dissemination on a `DisseminatingReplica`; both are `OrderingReplica`s (`surface.py`)."""
-        sign, admit, alone = self.ctx.signer.sign, self._admit, is_config_update
+        sign, admit, alone = self._sign, self._admit, is_config_update
         if self._disseminates():
             # The channel's batch timeout bounds how long envelopes wait while one of our
             # batches is in flight (Nagle's rule, `Disseminator.drained`): with a one-tick
@@ -454,7 +457,7 @@ class PbftOrdererChannel(OrdererChannel):
             await self.store.reset(epoch)
         self._use_list(self.view, epoch)
         records = await self.store.load_all() if self.me is not None else []
-        sign = self.ctx.signer.sign
+        sign = self._sign
         # (a follower's replica is a placeholder: never stepped)
         replica = self._new_replica(self.me or 0, records)
         unexecuted = await ledger.blocks(epoch + replica.next_block, ledger.height)
