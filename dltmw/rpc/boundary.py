@@ -341,6 +341,14 @@ class Boundary:
                     raw = await anext(incoming)
                 except StopAsyncIteration:
                     return
+                except asyncio.CancelledError:
+                    # The stop ended the stream while it waited for a request. Raised as the
+                    # refusal, not as a cancellation: a pipelined servicer reads here in its
+                    # own reader task (`aio/coalesce.pipelined`), so only the refusal reaches
+                    # the call's task, after the answers to the requests already in flight.
+                    if not self.streams.ended_here():
+                        raise
+                    raise stopping() from None
             size = len(raw)
             self.budget.take_bytes(caller, size)
             try:

@@ -8,11 +8,12 @@ UNAVAILABLE / SHUTTING_DOWN (the caller reconnects, to this node after its resta
 another), and a subscription asked for after that is refused the same way.
 
 Server-streaming calls with one request are ended at any moment: each message they send is
-complete in itself, so nothing is half done. Of the bidirectional streams, those whose servicer
-answers one request before it reads the next (`SEQUENTIAL`: Push, NotariseStream) are held
-by the boundary while they wait for a request, so they are ended there and read no request
-after the stop began; the pipelined ones (Broadcast, Transact, ProcessProposals) may have
-requests in flight and keep the grace.
+complete in itself, so nothing is half done. Of the bidirectional streams, those a sender
+leaves open while idle (`SEQUENTIAL`: Push, NotariseStream) are held by the boundary while they
+wait for a request, so they are ended there and read no request after the stop began: the
+boundary raises the refusal where the request was awaited, so a servicer that handles several
+requests at once (Push, `aio/coalesce.pipelined`) still answers those in flight first. The
+others (Broadcast, Transact, ProcessProposals) keep the grace.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from contextlib import contextmanager
 from dltmw.core.errors import TransientError
 from dltmw.v1 import errors_pb2
 
-# Bidirectional methods whose servicer answers each request before reading the next: waiting
-# for a request, they have nothing in flight.
+# Bidirectional methods ended while they wait for a request (module docstring): what they have
+# in flight is answered, then the stream ends with SHUTTING_DOWN.
 SEQUENTIAL = frozenset(
     {"/dltmw.v1.PrivacyManagerService/Push", "/dltmw.v1.NotaryService/NotariseStream"}
 )

@@ -181,10 +181,11 @@ async def test_the_sdk_client_signs_per_request_and_learns_refusing_channels(net
         status = await first.order_batched("trades", tx_id, endorsed.prepared_payload)
         assert status.result == VALID
         async with await GatewayClient.connect(net, "user1.org1", "peer0.org2") as other:
+            # the other gateway's peer has committed it too (else the race is with its commit)
+            assert (await other.commit_status("trades", tx_id)).block_number == status.block_number
             with pytest.raises(grpc.aio.AioRpcError) as repeated:
                 await other.order_batched("trades", tx_id, endorsed.prepared_payload)
             assert isinstance(sdk_errors.from_rpc_error(repeated.value), sdk_errors.AlreadyExists)
-            assert (await other.commit_status("trades", tx_id)).block_number == status.block_number
 
     for peer in PEERS:
         await wait_until(

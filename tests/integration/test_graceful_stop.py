@@ -59,8 +59,10 @@ def test_stopping_a_node_ends_its_open_subscriptions_with_shutting_down(
 def test_stopping_a_node_ends_an_idle_push_stream_from_a_live_sender(
     tmp_path: Path, transport: TransportName
 ) -> None:
-    """Push is bidirectional and answers each batch before it reads the next: waiting for the
-    next batch it has nothing in flight, so the stop ends it instead of waiting the grace."""
+    """Push is bidirectional and stays open while its sender is idle: the stop ends it where it
+    waits for the next batch (after answering any in flight) instead of waiting the grace. Red
+    with Push pipelined and the boundary letting the reader's cancellation through (fresh
+    clone of cf3df06)."""
 
     async def scenario() -> None:
         async with dltmw.open(tmp_path / "net", synchronous="NORMAL", transport=transport) as net:
