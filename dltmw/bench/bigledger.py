@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
 import os
 import time
 import tomllib
@@ -208,8 +209,14 @@ def make_ledger(
     """Write `plan` into the orderer's ledger of `channel_id` (which must not have started yet,
     or hold only block 0); envelopes are signed on `workers` processes."""
     t0 = time.perf_counter()
+    # Spawned, not forked: the caller may run threads (a test runner's, an event loop's pools),
+    # and a fork can copy a lock another thread holds into the child, which then never gets it
+    # (a worker hung for 12 min in cryptography's certificate parsing in a test run).
     pool = ProcessPoolExecutor(
-        workers, initargs=(net, channel_id, plan.value_bytes), initializer=_init_worker
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initargs=(net, channel_id, plan.value_bytes),
+        initializer=_init_worker,
     )
     with pool:
         batches = _batches(pool, plan)
