@@ -49,7 +49,7 @@ from dltmw.aio.throttle import LogThrottle
 from dltmw.core.errors import ClientError, DltmwError, LimitExceeded
 from dltmw.rpc.budget import Budget, BudgetLimits, Caller, Charged
 from dltmw.rpc.observed import Observed, RpcObserver
-from dltmw.rpc.open_streams import SEQUENTIAL, OpenStreams, stopping
+from dltmw.rpc.open_streams import ENDED_WHILE_IDLE, OpenStreams, stopping
 from dltmw.rpc.status import abort, detached
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.v1 import errors_pb2
@@ -332,9 +332,9 @@ class Boundary:
         self, rule: MethodRule, requests: AsyncIterator[bytes], caller: Caller
     ) -> AsyncGenerator[Any, None]:
         incoming = aiter(requests)
-        # A sequential servicer is idle while it waits here, so the stop may end it there
+        # Such a servicer is idle while it waits here, so the stop may end it there
         # (`rpc/open_streams.py`); decided once per call, not per message of a pipelined one.
-        hold = self.streams.held if rule.path in SEQUENTIAL else contextlib.nullcontext
+        hold = self.streams.held if rule.path in ENDED_WHILE_IDLE else contextlib.nullcontext
         while True:
             with hold():
                 try:

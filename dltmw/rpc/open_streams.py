@@ -9,11 +9,11 @@ another), and a subscription asked for after that is refused the same way.
 
 Server-streaming calls with one request are ended at any moment: each message they send is
 complete in itself, so nothing is half done. Of the bidirectional streams, those a sender
-leaves open while idle (`SEQUENTIAL`: Push, NotariseStream) are held by the boundary while they
-wait for a request, so they are ended there and read no request after the stop began: the
-boundary raises the refusal where the request was awaited, so a servicer that handles several
-requests at once (Push, `aio/coalesce.pipelined`) still answers those in flight first. The
-others (Broadcast, Transact, ProcessProposals) keep the grace.
+leaves open while idle (`ENDED_WHILE_IDLE`: Push, NotariseStream) are held by the boundary
+while they wait for a request, so they are ended there and read no request after the stop
+began: the boundary raises the refusal where the request was awaited, so a servicer that
+handles several requests at once (Push, `aio/coalesce.pipelined`) still answers those in
+flight first. The others (Broadcast, Transact, ProcessProposals) keep the grace.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dltmw.v1 import errors_pb2
 
 # Bidirectional methods ended while they wait for a request (module docstring): what they have
 # in flight is answered, then the stream ends with SHUTTING_DOWN.
-SEQUENTIAL = frozenset(
+ENDED_WHILE_IDLE = frozenset(
     {"/dltmw.v1.PrivacyManagerService/Push", "/dltmw.v1.NotaryService/NotariseStream"}
 )
 
