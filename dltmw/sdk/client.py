@@ -299,7 +299,13 @@ class Client:
         raise last or Unavailable("deadline passed before the call", code="DEADLINE")
 
     async def _current(self) -> GatewayClient:
-        """The gateway in use, connecting to the next reachable one if there is none."""
+        """The gateway in use, connecting to the next reachable one if there is none.
+
+        The lock serialises connecting only: a gateway in use is returned without it (three
+        times per transaction, each an acquire and release on the one event loop)."""
+        gateway = self._gateway
+        if gateway is not None:
+            return gateway
         async with self._lock:
             if self._gateway is not None:
                 return self._gateway

@@ -251,10 +251,13 @@ class BatchEndorser:
                                 again.setdefault(who, []).append((job, block))
                 for node_id, asked in again.items():
                     ask(node_id, [j for j, _ in asked], [b for _, b in asked])
-        finally:
-            for task in tasks:
+        finally:  # the asks still running (none when every answer came): a gather of done
+            # tasks would still cost a loop turn and a callback per task
+            running = [t for t in tasks if not t.done()]
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _ask(
         self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int]
