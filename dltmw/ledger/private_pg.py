@@ -187,6 +187,10 @@ class PgPrivateSchema:
         """`fn(writer)` on the worker, outside a transaction."""
         return await self.db.read(lambda conn: fn(PgPrivateConnection(lambda: conn)))
 
+    async def snapshot(self, fn: Callable[[Db], T]) -> T:
+        """`fn(reader)` inside one read-only REPEATABLE READ transaction on the reader's worker."""
+        return await self.db.snapshot(lambda conn: fn(PgPrivateConnection(lambda: conn)))
+
     async def write(self, name: str, body: Callable[[Db], T]) -> T:
         """`body` as one transaction on the worker, retried on transient faults."""
         return await self.db.write(name, lambda conn: body(PgPrivateConnection(lambda: conn)))

@@ -145,6 +145,14 @@ class PrivateTxn:
         entries = [(text(r[0]), r[1], Version(*r[2:])) for r in rows]
         return [StateEntry(k, self.state_value(namespace, k, v), ver) for k, v, ver in entries]
 
+    def held(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored bytes of those of `hashes` that are held (stored payloads, read only)."""
+        rows = private_purge.rows_in(
+            self._conn, "SELECT hash, data FROM payloads WHERE hash IN", hashes
+        )
+        found = ((bytes(r[0]), bytes(r[1])) for r in rows)
+        return {digest: self._values.open("payloads", digest, data) for digest, data in found}
+
     def payload(self, payload_hash: bytes) -> bytes | None:
         """The payload of a private transaction on the ledger, or None. A deferred copy (see the
         module docstring) becomes a stored payload here: its transaction has committed."""
@@ -260,6 +268,11 @@ class StoreFile(Protocol):
         """`fn(connection)` on the worker, outside a transaction."""
         ...
 
+    async def snapshot(self, fn: Callable[[Db], T]) -> T:
+        """`fn(reader)` inside one read transaction on a second, read-only connection and
+        worker: one committed state, never queued behind the writer's transactions."""
+        ...
+
     async def write(self, name: str, body: Callable[[Db], T]) -> T:
         """`body(connection)` as ONE transaction on the worker."""
         ...
@@ -302,7 +315,9 @@ class PrivateStore:
         before), so it is marked `incomplete` in the same step that creates it — a crash before
         its recovery ends cannot make the next start forget that it must recover."""
         # ValueError for an unknown mode, before touching the file
-        file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store")
+        file = SqliteFile(
+            path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store", reader=True
+        )
         store = cls(file, str(path), values)
 
         def setup(conn: sqlite3.Connection) -> None:
@@ -353,6 +368,14 @@ class PrivateStore:
     async def read(self, fn: Callable[[PrivateTxn], T]) -> T:
         """Run `fn` on a view of the committed store, on the store thread (privacy groups)."""
         return await self._file.read(lambda conn: fn(PrivateTxn(conn, self.values)))
+
+    async def snapshot(self, fn: Callable[[PrivateTxn], T]) -> T:
+        """Run `fn` on a view of ONE committed state of the store (a read transaction) on the
+        store's reader thread, read-only. Why: the writer thread is busy with group commits
+        (their fsyncs) most of the time under load, and an agreement run queued behind them
+        waited longer than it ran (benchmarks/RESULTS.md, branch priv7); a WAL reader sees
+        the last committed state without waiting for the writer."""
+        return await self._file.snapshot(lambda conn: fn(PrivateTxn(conn, self.values)))
 
     async def transaction(self, fn: Callable[[PrivateTxn], T], name: str = "privacy.execute") -> T:
         """Run `fn` inside one store transaction on the store thread (all or nothing); a
@@ -481,15 +504,7 @@ class PrivateStore:
 
     async def held(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of those of `hashes` that are held (one round trip)."""
-
-        def run(conn: Db) -> dict[bytes, bytes]:
-            rows = private_purge.rows_in(
-                conn, "SELECT hash, data FROM payloads WHERE hash IN", hashes
-            )
-            found = ((bytes(r[0]), bytes(r[1])) for r in rows)
-            return {digest: self.values.open("payloads", digest, data) for digest, data in found}
-
-        return await self._file.read(run)
+        return await self._file.read(lambda conn: PrivateTxn(conn, self.values).held(hashes))
 
     async def payloads_for(self, recipient: bytes, after: bytes, limit: int) -> list[bytes]:
         """Up to `limit` stored payloads addressed to `recipient` with hash > `after`, by hash."""

@@ -1,6 +1,6 @@
 """A recipient's Push stream stores the batches a sender pipelines at once, acknowledged in order
 (`PrivacyManagerServicer.Push`), and pushes naming the same payload keep their arrival order
-(`runtime/roles/privacy/key_order.KeyOrder`): the copy with more recipients is never lost to a
+(`aio/key_order.KeyOrder`): the copy with more recipients is never lost to a
 race between a re-push and an AddRecipients push.
 
 Why: stored one at a time, a sender's pipelined PushBatches queued behind each other at the
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from dltmw.aio.key_order import KeyOrder
 from dltmw.core.errors import ClientError
 from dltmw.rpc.privacy import PrivacyManagerServicer
-from dltmw.runtime.roles.privacy.key_order import KeyOrder
 from dltmw.v1 import config_pb2, errors_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
 
@@ -107,60 +107,6 @@ async def test_a_refused_batch_ends_the_stream_after_the_acks_before_it() -> Non
     with pytest.raises(Aborted, match="refused"):
         await asyncio.wait_for(_collect(stream, acks), LATE_S)
     assert acks == [10]
-
-
-async def test_turns_on_a_shared_key_run_in_arrival_order_disjoint_ones_at_once() -> None:
-    order = KeyOrder()
-    log: list[str] = []
-    gate = asyncio.Event()
-
-    async def work(name: str, keys: Sequence[str], wait: bool = False) -> None:
-        async with order.turn(keys):
-            log.append(f"{name} in")
-            if wait:
-                await gate.wait()
-            log.append(f"{name} out")
-
-    first = asyncio.ensure_future(work("a", ["x", "y"], wait=True))
-    await asyncio.sleep(0)
-    second = asyncio.ensure_future(work("b", ["y"]))  # shares y with a: after a
-    third = asyncio.ensure_future(work("c", ["z"]))  # shares nothing: at once
-    await asyncio.wait_for(third, LATE_S)
-    assert log == ["a in", "c in", "c out"]
-    gate.set()
-    await asyncio.wait_for(asyncio.gather(first, second), LATE_S)
-    assert log == ["a in", "c in", "c out", "a out", "b in", "b out"]
-    assert len(order) == 0  # nothing kept once every turn left
-
-
-async def test_a_turn_cancelled_while_waiting_still_holds_back_the_turns_after_it() -> None:
-    order = KeyOrder()
-    log: list[str] = []
-    gate = asyncio.Event()
-
-    async def work(name: str, wait: bool = False) -> None:
-        async with order.turn(["k"]):
-            log.append(f"{name} in")
-            if wait:
-                await gate.wait()
-
-    first = asyncio.ensure_future(work("a", wait=True))
-    await asyncio.sleep(0)
-    second = asyncio.ensure_future(work("b"))
-    await asyncio.sleep(0)
-    third = asyncio.ensure_future(work("c"))
-    await asyncio.sleep(0)
-    second.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await second
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert log == ["a in"]  # c waits for a, though b (between them) was cancelled
-    gate.set()
-    await asyncio.wait_for(asyncio.gather(first, third), LATE_S)
-    assert log == ["a in", "c in"]
-    assert not first.cancelled()  # the earlier turn itself was never cancelled
-    assert len(order) == 0
 
 
 class Store:

@@ -3,9 +3,12 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
 
 * `agree` / `agree_many` (a recipient, for the Agree / AgreeBatch node RPCs): open the payload and
   run its invocation on this node's committed private state WITHOUT writing, both on the store's
-  thread (decryption off the event loop), and sign AGREE if the (pre-state, delta) hashes equal
-  the requester's proposal, else DISAGREE with this node's own hashes. The run happens on the
-  private store's thread, between the executor's block steps, so it sees one committed state.
+  reader thread (decryption off the event loop), and sign AGREE if the (pre-state, delta) hashes
+  equal the requester's proposal, else DISAGREE with this node's own hashes. The payloads are
+  read and run inside ONE read transaction (`PrivateStore.snapshot`), so a batch sees one
+  committed state, as it did between the executor's block steps on the writer thread; but it
+  no longer waits for the writer's group commits (their fsyncs), which under load were most of
+  a run's time (benchmarks/RESULTS.md, branch priv7).
 * `collect` (the client's node, CollectAgreements): run and sign its own AGREE, then ask every
   other recipient at once under ONE deadline. The asks to one recipient are gathered
   (`aio/coalesce.Coalescer`) into AgreeBatch calls: one signature, one verification and one call
@@ -41,6 +44,7 @@ from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, 
 from dltmw.core.privacy.execution import execute
 from dltmw.core.privacy.groups import Parties, execute_group, parties
 from dltmw.core.rwset import Version
+from dltmw.ledger.private_store import PrivateTxn
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
@@ -91,8 +95,8 @@ class Agreements:
 
     async def _run(self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes) -> Ran:
         """((pre-state hash, delta hash), recipient keys, the keys read and written as hashes,
-        the sender's key) of a held payload, opened and run on the store's thread; concurrent
-        runs of one channel share one store read and one hop (`_run_many`)."""
+        the sender's key) of a held payload, opened and run on the store's reader thread;
+        concurrent runs of one channel share one read transaction and one hop (`_run_many`)."""
         return await (await self._runners_of(channel, contract_of))[1].call(digest)
 
     async def _runners_of(self, channel: PrivateChannel, contract_of: ContractOf) -> _Runners:
@@ -118,32 +122,33 @@ class Agreements:
     async def _run_many(
         self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
     ) -> list[Ran | BaseException]:
-        """`_run` of several payloads: one read of the store, one hop to its thread; a payload
-        refused (not held, unreadable) fails only its own run."""
-        held = await channel.store.held(list(set(digests)))
+        """`_run` of several payloads: read and run in one read transaction, one hop to the
+        store's reader thread; a payload refused (not held, unreadable) fails only its own run."""
         facts = parties(channel.view.config)  # once per batch: O(channel peers) to build
 
-        def run_all() -> list[Ran | BaseException]:
+        def run_all(state: PrivateTxn) -> list[Ran | BaseException]:
+            held = state.held(list(set(digests)))
             out: list[Ran | BaseException] = []
             for digest in digests:
                 try:
                     raw = held.get(digest)
-                    out.append(self._open_and_run(channel, contract_of, digest, raw, facts))
+                    out.append(self._open_and_run(contract_of, digest, raw, facts, state))
                 except ClientError as exc:
                     out.append(exc)
             return out
 
-        return await asyncio.get_running_loop().run_in_executor(channel.store.executor, run_all)
+        return await channel.store.snapshot(run_all)
 
     def _open_and_run(
         self,
-        channel: PrivateChannel,
         contract_of: ContractOf,
         digest: bytes,
         raw: bytes | None,
         facts: Parties,
+        state: PrivateTxn,
     ) -> Ran:
-        """`_run` on the store's thread (blocking): decrypt, then execute without writing."""
+        """`_run` on the store's reader thread (blocking): decrypt, then execute on `state`
+        without writing."""
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
         try:
@@ -158,7 +163,7 @@ class Agreements:
         hashes, hashed = _hashes(
             contract_of,
             invocation,
-            channel.store.view(),
+            state,
             keys,
             facts,
             payload.sender_public_key,

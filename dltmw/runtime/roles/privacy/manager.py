@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from dltmw.aio.clock import utc_now
+from dltmw.aio.key_order import KeyOrder
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
@@ -49,7 +50,6 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
-from dltmw.runtime.roles.privacy.key_order import KeyOrder
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
@@ -86,7 +86,7 @@ class PrivacyManager:
         self._recover_lock = asyncio.Lock()
         self._agreements = Agreements(ctx, key)
         # Pushes are stored concurrently (rpc/privacy.py Push); those naming the same payload
-        # in arrival order (`key_order.py`: the replace decision reads what is held).
+        # in arrival order (`aio/key_order.py`: the replace decision reads what is held).
         self._push_order = KeyOrder()
 
     async def add_channel(self, peer: PeerChannel) -> None:

@@ -1,13 +1,11 @@
 """Work on overlapping keys in arrival order, work on disjoint keys at once.
 
-Why: a node's Push stream used to store one PushBatch at a time, each with its own store
-read and store transaction, so the batches a sender pipelines (`PUSH_PIPELINE`) queued
-behind each other at the recipient (benchmarks/RESULTS.md, branch priv6). Handled at once,
-their stores share the private store's group commit. But two pushes of the SAME payload must
-not race: whether a copy replaces the held one (AddRecipients: strictly more recipients) is
-decided from what is held when the push is checked, so a push decided before an earlier one
-of the same payload is stored could lose the copy with more recipients. `KeyOrder.turn` makes
-a push wait for every earlier push that names one of its payloads, and for nothing else.
+Why: a pipelined handler (`aio/coalesce.pipelined`) runs several requests at once so that their
+stores share one group commit, but two requests touching the SAME key may have to keep their
+arrival order when one decides from what the other wrote (first user: a recipient's Push, where
+whether a copy replaces the held one is decided from what is held; benchmarks/RESULTS.md,
+branch priv6). `KeyOrder.turn` makes a turn wait for every earlier turn that names one of its
+keys, and for nothing else. Generic asyncio: it knows nothing of what the keys are.
 """
 
 from __future__ import annotations
