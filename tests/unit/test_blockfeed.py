@@ -7,7 +7,6 @@ must stay within `CHUNK_BYTES` (plus at most one block), and every block still a
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
