@@ -23,9 +23,10 @@ ledger. The blocks are shared: a follower must not change one.
 
 Why `BlockSignal` and not a bare `asyncio.Condition`: every follower waits at the head for each
 block, and a condition's `wait_for` under its lock cost a lone bus message 10 predicate waits, 13
-lock enters/exits and the notifiers' own lock rounds (~100 Python calls of ~7,000: RESULTS,
-branch bus9). Waiting needs no lock on one event loop: the height is read and the waiter
-registered with no await between, so a commit cannot slip in unseen. `committed()` wakes the
+lock enters/exits and the notifiers' own lock rounds (89 Python calls in asyncio's locks of
+~7,000; 69 fewer in all: benchmarks/RESULTS.md, branch bus10). Waiting needs no lock on one
+event loop: the height is read and the waiter registered with no await between, so a commit
+cannot slip in unseen. `committed()` wakes the
 waiters without the lock; the signal stays a `Condition` so that a notifier written for one
 (`async with new_block: new_block.notify_all()`, the PBFT and JetStream orderers) wakes them too.
 """
