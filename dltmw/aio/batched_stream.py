@@ -40,7 +40,6 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 
 from dltmw.aio.acks import Acks, Waiter
-from dltmw.aio.coalesce import next_or_none
 from dltmw.aio.deadlines import FifoDeadlines
 from dltmw.aio.rpc_errors import reconnects
 from dltmw.aio.tasks import TaskOwner, backoff_s, cancel_and_wait
@@ -55,6 +54,8 @@ Req = TypeVar("Req")
 Req_contra = TypeVar("Req_contra", contravariant=True)
 Resp = TypeVar("Resp")
 Resp_co = TypeVar("Resp_co", covariant=True)
+
+IDLE_TURNS = 2  # loop turns an idle writer lets pass once woken (`BatchedStream._next`)
 
 # What ends a stream as the other node's doing (or the connection's). Anything else is a bug
 # in this node and propagates (the task owner makes it fatal).
@@ -156,6 +157,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         self._sleep = sleep
         self._queue: asyncio.Queue[Waiter[Item, Result]] = asyncio.Queue(bounds.queue_max)
         self._holding: Waiter[Item, Result] | None = None  # taken from the queue, not sent yet
+        self._idle: asyncio.Future[None] | None = None  # the idle writer's wake-up (`_next`)
         self._acked = asyncio.Event()
         self._answered = 0
         self._task: asyncio.Task[None] | None = None
@@ -202,6 +204,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             raise TransientError(
                 errors_pb2.ERROR_REASON_OVERLOADED, f"{self.name}: queue full"
             ) from None
+        self._wake()
         if self._task is None or self._task.done():
             self._task = self._owner.spawn(self.name, self._run())
         return waiter
@@ -253,7 +256,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             while await self._window_open(reader):
                 first = self._holding
                 if first is None:
-                    first = await next_or_none(self._queue, reader)
+                    first = await self._next(reader)
                     if first is None:
                         break  # the reader ended: the stream is over
                 self._holding = None
@@ -295,9 +298,42 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         return cause
 
     async def _read(self, call: StreamCall[Req, Resp]) -> None:
-        async for response in call:
-            self._answered += self._acks.received(response)
-            self._acked.set()
+        try:
+            async for response in call:
+                self._answered += self._acks.received(response)
+                self._acked.set()
+        finally:
+            self._wake()  # an idle writer must notice the stream's end at once (`_next`)
+
+    def _wake(self) -> None:
+        idle = self._idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def _next(self, reader: asyncio.Task[None]) -> Waiter[Item, Result] | None:
+        """The next queued item, or None as soon as the reader (the stream's response side)
+        ended: a writer that only waited on its queue would notice a broken stream at its next
+        write only, leaving everyone who waits for responses hanging meanwhile.
+
+        Woken by `_queued` or the reader's end through one future, not a getter task raced by
+        `asyncio.wait` (a task, two futures and their callbacks per idle wait, four per lone bus
+        message: branch bus10). Once woken it still lets `IDLE_TURNS` loop turns pass before it
+        takes its batch, as that race did: items that concurrent callers queue meanwhile leave
+        in the same message (woken at once, the gateway's broadcaster sent 1.4-1.9 envelopes
+        per message instead of 2.0 under load: branch bus8, benchmarks/RESULTS.md)."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        while self._queue.empty() and not reader.done():
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                await self._idle
+            finally:
+                self._idle = None
+            for _ in range(IDLE_TURNS):
+                await asyncio.sleep(0)
+        if reader.done():
+            return None  # (what was queued meanwhile waits for the next stream)
+        return self._queue.get_nowait()
 
     async def _window_open(self, reader: asyncio.Task[None]) -> bool:
         """Wait until fewer than `window_max` are in flight; False if the reader ended."""

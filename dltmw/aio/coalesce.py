@@ -245,26 +245,6 @@ async def bounded(
         handle.cancel()
 
 
-async def next_or_none(queue: asyncio.Queue[Out], reader: asyncio.Task[Any]) -> Out | None:
-    """The next queued item, or None as soon as `reader` (the response side of a stream) ends.
-
-    A stream writer that only waited on its queue would notice a broken stream at its next write
-    only, leaving everyone who waits for responses hanging meanwhile. Free when items are queued.
-    """
-    if not queue.empty():
-        return queue.get_nowait()
-    getter = asyncio.ensure_future(queue.get())
-    try:
-        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        getter.cancel()  # we were cancelled (a closing client): leave no getter task behind
-        raise
-    if getter.done():
-        return getter.result()
-    getter.cancel()  # (an item it had not taken yet stays in the queue)
-    return None
-
-
 async def settled(futures: Sequence[asyncio.Future[Any]]) -> None:
     """Return once every one of `futures` is settled, whatever its outcome (one waiter for a
     batch of per-item futures, instead of a coroutine awaiting each). Awaited one by one: the

@@ -2,7 +2,7 @@
 
 Shared by the orderer's Deliver and the peer's Events. Blocks are read in bounded chunks, so a
 reader that starts far behind (a peer catching up from block 0) never loads the whole chain at
-once; the committing side calls `notify_all()` on `new_block` after each commit.
+once; the committing side calls `new_block.committed()` after each commit (`BlockSignal`).
 
 A chunk is bounded in bytes as well as in blocks: `CHUNK_BLOCKS` blocks of 100 transactions
 (~250 KB each) were 16 MB of serialised blocks, held with their parsed copies per follower, which
@@ -20,13 +20,22 @@ parsed. `follow(recent=...)` takes such a block from `RecentBlocks` (the last fe
 blocks, kept by the peer) instead of a read hop to the ledger's reader thread and a parse per
 follower and block; only a follower that is behind by more than `RECENT_MAX` blocks reads the
 ledger. The blocks are shared: a follower must not change one.
+
+Why `BlockSignal` and not a bare `asyncio.Condition`: every follower waits at the head for each
+block, and a condition's `wait_for` under its lock cost a lone bus message 10 predicate waits, 13
+lock enters/exits and the notifiers' own lock rounds (89 Python calls in asyncio's locks of
+~7,000; 69 fewer in all: benchmarks/RESULTS.md, branch bus10). Waiting needs no lock on one
+event loop: the height is read and the waiter registered with no await between, so a commit
+cannot slip in unseen. `committed()` wakes the
+waiters without the lock; the signal stays a `Condition` so that a notifier written for one
+(`async with new_block: new_block.notify_all()`, the PBFT and JetStream orderers) wakes them too.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from dltmw.ledger.backend import Ledger
@@ -59,20 +68,56 @@ class RecentBlocks:
         return next(iter(self._blocks), None)
 
 
+class BlockSignal(asyncio.Condition):
+    """A new block was committed: wakes the followers waiting for a height (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: list[asyncio.Future[None]] = []
+
+    @property
+    def waiting(self) -> int:
+        """Waiters registered and not yet woken or cancelled."""
+        return len(self._waiting)
+
+    def committed(self) -> None:
+        """Wake every waiter (each checks its own height again); no lock needed or taken."""
+        woken, self._waiting = self._waiting, []
+        for waiter in woken:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def notify_all(self) -> None:
+        """A notifier written for a `Condition` (holding its lock) wakes the waiters too."""
+        self.committed()
+        super().notify_all()
+
+    async def wait_until(self, reached: Callable[[], bool]) -> None:
+        """Return once `reached()` holds, checked now and after each commit."""
+        while not reached():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiting:  # a closed stream leaves no waiter behind
+                    self._waiting.remove(waiter)
+                raise
+
+
 def _holds(ledger: Ledger, number: int) -> bool:
     return ledger.height > number
 
 
-async def _reached(ledger: Ledger, new_block: asyncio.Condition, number: int) -> None:
+async def _reached(ledger: Ledger, new_block: BlockSignal, number: int) -> None:
     """Return once block `number` is committed (at once when it already is)."""
     if number >= ledger.height:
-        async with new_block:
-            await new_block.wait_for(partial(_holds, ledger, number))
+        await new_block.wait_until(partial(_holds, ledger, number))
 
 
 async def follow(
     ledger: Ledger,
-    new_block: asyncio.Condition,
+    new_block: BlockSignal,
     start: int,
     stop: int | None = None,
     recent: RecentBlocks | None = None,
@@ -100,7 +145,7 @@ async def follow(
 
 
 async def follow_data(
-    ledger: Ledger, new_block: asyncio.Condition, start: int, stop: int | None = None
+    ledger: Ledger, new_block: BlockSignal, start: int, stop: int | None = None
 ) -> AsyncIterator[bytes]:
     """`follow`'s blocks serialised as stored (block `start + i` is the i-th)."""
     number, count = start, 1  # the first chunk is one block: its size sets the next count

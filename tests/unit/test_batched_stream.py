@@ -394,3 +394,36 @@ async def test_an_idle_writer_sends_what_callers_queue_in_the_next_turns_in_one_
     call.answer([1, 2])
     assert (await first, await second) == (1, 2)
     await s.close()
+
+
+@pytest.mark.parametrize(
+    "call_at_the_end", [False, True], ids=["end-while-idle", "end-in-the-turn-of-a-new-call"]
+)
+async def test_an_idle_writer_notices_the_stream_end_at_once_and_the_next_call_dials_again(
+    call_at_the_end: bool,
+) -> None:
+    # The idle writer waits on one future that a queued item OR the reader's end resolves
+    # (`BatchedStream._next`, branch bus10). Were the reader's end not to wake it, the next
+    # item would be written on the ended stream and its caller would wait for ever; an item
+    # queued as the stream ends waits for the next stream, it is not written on the ended one.
+    old, new = FakeCall(), FakeCall()
+    peer = Peer(old, new)
+    s = stream(peer)
+    warm = asyncio.ensure_future(s.call(0))
+    await until(lambda: old.written == [[0]])
+    old.answer([0])
+    assert await warm == 0
+    for _ in range(TURNS // 10):
+        await asyncio.sleep(0)  # the writer is idle
+    old.answer(END)  # the other side ends the stream cleanly, nothing waiting
+    if call_at_the_end:
+        after = asyncio.ensure_future(s.call(1))
+    else:
+        await until(lambda: s._idle is None)  # the writer woke and left the ended stream
+        after = asyncio.ensure_future(s.call(1))
+    await until(lambda: new.written == [[1]])
+    assert old.written == [[0]]
+    new.answer([1])
+    assert await after == 1
+    assert s.dials == 2 and peer.dropped == 0  # a clean end is not the peer's fault
+    await s.close()

@@ -7,14 +7,13 @@ must stay within `CHUNK_BYTES` (plus at most one block), and every block still a
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from dltmw.core.block import make_block
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.blockfeed import CHUNK_BLOCKS, CHUNK_BYTES, follow, next_count
+from dltmw.runtime.blockfeed import CHUNK_BLOCKS, CHUNK_BYTES, BlockSignal, follow, next_count
 
 CH = "feed"
 ENVELOPE_BYTES = 100 * 1024
@@ -44,7 +43,7 @@ async def test_a_far_behind_follower_reads_chunks_bounded_in_bytes_and_gets_ever
 
     monkeypatch.setattr(ledger, "_stored_data", counted)
     try:
-        got = [b.header.number async for b in follow(ledger, asyncio.Condition(), 0, blocks - 1)]
+        got = [b.header.number async for b in follow(ledger, BlockSignal(), 0, blocks - 1)]
     finally:
         await ledger.close()
     assert got == list(range(blocks))

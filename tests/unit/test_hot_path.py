@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from dltmw.aio.coalesce import Coalescer, next_or_none, pipelined
+from dltmw.aio.coalesce import Coalescer, pipelined
 from dltmw.core import identity as identity_mod
 from dltmw.core import verified_memo
 from dltmw.core.identity import BadSignature, Membership, NotAMember, SigningIdentity
@@ -276,21 +276,6 @@ async def test_close_cancels_callers_of_a_running_batch() -> None:
         await c.close()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiting, 5)
-
-
-async def test_a_stream_writer_wakes_when_the_response_side_ends() -> None:
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    ended = asyncio.Event()
-    reader = asyncio.create_task(ended.wait())
-    queue.put_nowait(7)
-    assert await next_or_none(queue, reader) == 7
-    waiting = asyncio.create_task(next_or_none(queue, reader))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    ended.set()
-    assert await asyncio.wait_for(waiting, 5) is None
-    queue.put_nowait(8)  # nothing was lost by the cancelled get
-    assert queue.get_nowait() == 8
 
 
 def test_the_verified_signature_memo_stays_within_its_memory_budget_under_steady_churn() -> None:

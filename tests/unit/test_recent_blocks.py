@@ -23,7 +23,7 @@ from dltmw.core.committer import CommitCore, Delivered
 from dltmw.core.hashing import ZERO_HASH
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.rpc.tracing import NO_TRACING
-from dltmw.runtime.blockfeed import RecentBlocks, follow
+from dltmw.runtime.blockfeed import BlockSignal, RecentBlocks, follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import NodeMetrics
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -60,7 +60,7 @@ async def test_held_blocks_come_from_memory_and_the_others_from_the_ledger(
 
     monkeypatch.setattr(ledger, "block_data", counted)
     try:
-        got = [b async for b in follow(ledger, asyncio.Condition(), 2, 9, recent=recent)]
+        got = [b async for b in follow(ledger, BlockSignal(), 2, 9, recent=recent)]
     finally:
         await ledger.close()
     assert [b.header.number for b in got] == list(range(2, 10))
@@ -71,7 +71,7 @@ async def test_held_blocks_come_from_memory_and_the_others_from_the_ledger(
 
 async def test_a_follower_at_the_head_gets_each_new_block_from_memory(tmp_path: Path) -> None:
     ledger, blocks = await _ledger(tmp_path / "l.sqlite", 2)
-    recent, new_block = RecentBlocks(), asyncio.Condition()
+    recent, new_block = RecentBlocks(), BlockSignal()  # notified as a Condition (PBFT)
     feed = follow(ledger, new_block, 2, 4, recent=recent)
     got: list[block_pb2.Block] = []
 

@@ -32,7 +32,7 @@ from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.identity import SigningIdentity
 from dltmw.ledger.sqlite import ChannelLedger
-from dltmw.runtime.blockfeed import follow_data
+from dltmw.runtime.blockfeed import BlockSignal, follow_data
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.executor import Executing
@@ -51,7 +51,7 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
         ledger: ChannelLedger,
         signer: SigningIdentity,
         acks: Waiters[Token, None],
-        new_block: asyncio.Condition,
+        new_block: BlockSignal,
         config: CurrentConfig,
     ) -> None:
         self._config = config
@@ -74,8 +74,7 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
             await self._ledger.commit_block(block, (), writes, consumed_seq=item.consumed_seq)
             if item.config is not None:  # admission checks against it from now on
                 self._config.replace(item.config)
-        async with self.new_block:
-            self.new_block.notify_all()
+        self.new_block.committed()
 
     async def reply(self, replies: Sequence[tuple[Token, None]]) -> None:
         for token, _ in replies:
@@ -91,7 +90,7 @@ class OrdererChannel:
         self.ctx = ctx
         self.channel_config = CurrentConfig(view)
         self.ledger = ledger
-        self.new_block = asyncio.Condition()
+        self.new_block = BlockSignal()
         self._acks: Waiters[Token, None] = Waiters()
         self._tokens = itertools.count()
         self._driver: Driver[Submit, Submit, PendingEnvelope, DecidedBlock, None, None] | None

@@ -66,7 +66,7 @@ from dltmw.core.txcheck import ChannelTrust, CheckedProposal, check_signed_propo
 from dltmw.ledger.backend import Ledger, StateReader
 from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tracing import now_ns
-from dltmw.runtime.blockfeed import RecentBlocks, follow
+from dltmw.runtime.blockfeed import BlockSignal, RecentBlocks, follow
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer import proofs
 from dltmw.runtime.roles.peer.censor_watch import CensorWatch
@@ -119,7 +119,7 @@ class PeerChannel:
         self._pool = pool
         # The committed contract definitions: what runs, under which policy and sequence.
         self.lifecycle = ChannelLifecycle(self.channel_config, packages, ctx.node_id)
-        self._committed = asyncio.Condition()
+        self._committed = BlockSignal()  # the block followers' and `reach`'s wake-up
         self._recent = RecentBlocks()  # the last committed blocks, for `committed_blocks`
         # The height whose blocks are applied in full: committed AND their effects on this
         # peer's views taken (a lifecycle commit's definitions are loaded after the block is
@@ -328,8 +328,8 @@ class PeerChannel:
     async def _committed_within(self, block_number: int, timeout_s: float) -> bool:
         """Whether block `block_number` is committed here within `timeout_s`."""
         try:
-            async with asyncio.timeout(timeout_s), self._committed:
-                await self._committed.wait_for(lambda: self.applied_height > block_number)
+            async with asyncio.timeout(timeout_s):
+                await self._committed.wait_until(lambda: self.applied_height > block_number)
         except TimeoutError:
             return False
         return True
@@ -459,8 +459,7 @@ class PeerChannel:
         self._resolve_watchers(committed.number, committed.tx_ids, committed.codes)
         if committed.block is not None:
             self._recent.remember(committed.block)
-        async with self._committed:
-            self._committed.notify_all()
+        self._committed.committed()
 
     # --- queries --------------------------------------------------------------------------
 
