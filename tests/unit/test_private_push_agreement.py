@@ -62,8 +62,14 @@ class Stubbed(Agreements):
         super().__init__(SimpleNamespace(), SimpleNamespace(public_key=ME))  # type: ignore[arg-type]
         self.ran, self.agree = ran, agree
         self.asked: list[tuple[str, bytes]] = []  # (tx_id, recipient key) asked by AgreeBatch
+        self.ran_when: list[tuple[bool, bool]] = []  # per own run: (stored, done) of `watch`
+        self.watch: Outgoing | None = None
+        self.running = asyncio.Event()
 
     async def _run(self, channel: Any, contract_of: Any, digest: bytes) -> Any:
+        if self.watch is not None:
+            self.ran_when.append((self.watch.stored.done(), self.watch.done.done()))
+        self.running.set()
         return self.ran, KEYS, ((), (), ()), ME
 
     async def _run_many(self, channel: Any, contract_of: Any, digests: Sequence[bytes]) -> Any:
@@ -150,9 +156,28 @@ async def test_an_answer_on_other_hashes_is_a_disagreement_then_agree_batch_is_a
     assert ag.DISAGREE in verdicts
 
 
-async def test_the_own_run_waits_for_the_store_and_a_failed_send_fails_the_collection() -> None:
+async def test_the_own_run_starts_once_stored_before_the_push_is_answered() -> None:
     agreements = Stubbed()
-    sending = Outgoing(private_payload_pb2.EncryptedPayload(), DIGEST, ("peer0.org2",), "tx1")
+    sending = agreements.watch = _outgoing("tx1")
+    collecting = asyncio.ensure_future(
+        agreements.collect(_channel(), lambda _: None, DIGEST, "tx1", sending)
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert agreements.ran_when == []  # not before the payload is stored here
+    sending.stored.set_result(None)
+    await asyncio.wait_for(agreements.running.wait(), LATE_S)
+    assert agreements.ran_when == [(True, False)]  # stored, the push not answered yet
+    assert not collecting.done()  # it waits for the push's answers
+    sending.answers["peer0.org2"] = _answer("tx1", OWN)
+    sending.answers["peer0.regulator"] = _answer("tx1", OWN)
+    sending.done.set_result(())
+    assert (await asyncio.wait_for(collecting, LATE_S)).agreed
+
+
+async def test_a_failed_send_fails_the_collection() -> None:
+    agreements = Stubbed()
+    sending = _outgoing("tx1")
     collecting = asyncio.ensure_future(
         agreements.collect(_channel(), lambda _: None, DIGEST, "tx1", sending)
     )
