@@ -27,7 +27,7 @@ from dltmw.client.privacy import PrivacyClient
 from dltmw.client.purge import approve, purge_body, submit_purge
 from dltmw.core.identity import SigningIdentity, verify_signature
 from dltmw.core.privacy import agreement_batch
-from dltmw.core.privacy.envelope import payload_hash, seal
+from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
@@ -285,20 +285,27 @@ def payload_count(net: Path, org: str) -> int:
         db.close()
 
 
-async def test_forged_push_is_refused_and_stores_nothing(net: tuple[Path, Supervisor]) -> None:
-    path, sup = net
-    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
-    org3_key = load_privacy_key((path / "nodes" / "peer0.org3" / "privacy.key").read_bytes())
-    org2_key = load_privacy_key((path / "nodes" / "peer0.org2" / "privacy.key").read_bytes())
-    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=[b"k"])
-    sealed = seal(
+def privacy_key(net: Path, node: str) -> PrivacyKey:
+    return load_privacy_key((net / "nodes" / node / "privacy.key").read_bytes())
+
+
+def org3_sealed_for_org2(net: Path, args: list[bytes]) -> private_payload_pb2.EncryptedPayload:
+    """A kv put sealed by Org3's node for Org2's (as its privacy manager would)."""
+    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=args)
+    return seal(
         invocation.SerializeToString(),
-        org3_key,
-        [org2_key.public_key],
+        privacy_key(net, "peer0.org3"),
+        [privacy_key(net, "peer0.org2").public_key],
         os.urandom(32),
         os.urandom(12),
         [os.urandom(12), os.urandom(12)],
     )
+
+
+async def test_forged_push_is_refused_and_stores_nothing(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    sealed = org3_sealed_for_org2(path, [b"k"])
     good_hash = payload_hash(sealed)
 
     def request(hashes: list[bytes], sign_over: bytes | None = None) -> P.PushRequest:
@@ -796,20 +803,9 @@ async def test_a_push_that_asks_is_answered_with_a_signed_agreement(
     and stores nothing."""
     path, sup = net
     stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
-    org3_key = load_privacy_key((path / "nodes" / "peer0.org3" / "privacy.key").read_bytes())
-    org2_key = load_privacy_key((path / "nodes" / "peer0.org2" / "privacy.key").read_bytes())
-    invocation = private_payload_pb2.PrivateInvocation(
-        contract="kv", function="put", args=[b"asked-on-push", b"v"]
-    )
-    sealed = seal(
-        invocation.SerializeToString(),
-        org3_key,
-        [org2_key.public_key],
-        os.urandom(32),
-        os.urandom(12),
-        [os.urandom(12), os.urandom(12)],
-    )
+    sealed = org3_sealed_for_org2(path, [b"asked-on-push", b"v"])
     digest = payload_hash(sealed)
+    keys = [privacy_key(path, "peer0.org2").public_key, privacy_key(path, "peer0.org3").public_key]
 
     def request(tx_ids: list[str]) -> P.PushRequest:
         batch = P.PushBatch(
@@ -839,7 +835,7 @@ async def test_a_push_that_asks_is_answered_with_a_signed_agreement(
     body = private_agreement_pb2.PrivateAgreementBody.FromString(agreement.body)
     assert (body.channel_id, body.tx_id, body.payload_hash) == (DEALS, "tx-on-push", digest)
     assert body.verdict == private_agreement_pb2.AGREEMENT_VERDICT_AGREE
-    assert sorted(body.recipient_keys) == sorted([org2_key.public_key, org3_key.public_key])
+    assert sorted(body.recipient_keys) == sorted(keys)
     home = path / "nodes" / "peer0.org2"
     org2 = SigningIdentity.from_pem(
         "Org2", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()

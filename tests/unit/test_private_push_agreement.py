@@ -229,3 +229,46 @@ async def test_the_sender_pairs_each_chunks_answers_with_the_payloads_that_asked
     wrong = P.PushResponse(stored=2, agreements=[_answer("a", OWN)])
     assert await Pushing([2], [wrong])._push("peer0.org2", items) == 2
     assert all(i.answers == {} for i in items)
+
+
+class FailingSend:
+    """A stand-in PrivateChannel whose send fails once its items are queued."""
+
+    view = SimpleNamespace(config=config_pb2.ChannelConfig())
+
+    async def submit(self, items: Sequence[Any]) -> list[Outgoing]:
+        return [_outgoing(tx_id) for _, _, tx_id in items]
+
+    @staticmethod
+    async def settle(outgoing: Sequence[Outgoing]) -> Any:
+        await asyncio.sleep(0)
+        raise ClientError(errors_pb2.ERROR_REASON_PEER_UNAVAILABLE, "push refused")
+
+
+class Collecting:
+    """A stand-in Agreements whose collections run until cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+
+    async def collect_many(self, *_: Any) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+async def test_a_failed_send_stops_the_calls_collections() -> None:
+    from dltmw.runtime.roles.privacy.manager import PrivacyManager
+
+    manager = PrivacyManager.__new__(PrivacyManager)
+    manager.channels = {"deals": FailingSend()}  # type: ignore[dict-item]
+    manager.executors = {"deals": SimpleNamespace(contract_of=None)}  # type: ignore[dict-item]
+    manager._agreements = collecting = Collecting()  # type: ignore[assignment]
+    try:
+        await asyncio.wait_for(manager.send_and_collect("deals", [(b"p", ["Org2"], "tx1")]), LATE_S)
+        raise AssertionError("the failed send must fail the call")
+    except ClientError as exc:
+        assert exc.reason == errors_pb2.ERROR_REASON_PEER_UNAVAILABLE
+    assert collecting.cancelled.is_set()  # nothing of the call is left running

@@ -205,15 +205,23 @@ class PrivacyManager:
         """SendBatch: send each (plaintext, organisations, tx_id); for each with a tx_id, also
         collect its agreements, asked on the Push and started as soon as the payload is stored
         here (`Agreements.collect`): (what was sent, one result per item with a tx_id, in
-        order). The send fails as before: the first failure is raised."""
+        order). The send fails as before: the first failure is raised, and the collections of
+        the call's other items are stopped (nothing of it is answered)."""
         channel = self.channel(channel_id)
         sending = await channel.submit(items)
         asked = [(s, tx_id) for s, (_, _, tx_id) in zip(sending, items, strict=True) if tx_id]
         contract_of = self.executors[channel_id].contract_of
-        collected = await self._agreements.collect_many(
-            channel, contract_of, [(s.payload_hash, t) for s, t in asked], [s for s, _ in asked]
-        )
-        return await channel.settle(sending), collected
+        pairs = [(s.payload_hash, t) for s, t in asked]
+        collect = self._agreements.collect_many(channel, contract_of, pairs, [s for s, _ in asked])
+        collecting: asyncio.Future[list[private_agreement_pb2.CollectAgreementsResult]]
+        collecting = asyncio.ensure_future(collect)
+        try:
+            sent = await channel.settle(sending)
+        except BaseException:  # a send failed (or the call ended): the collections end too
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+            raise
+        return sent, await collecting
 
     # --- private state validation ---------------------------------------------------------
 
