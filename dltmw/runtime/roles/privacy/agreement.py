@@ -225,7 +225,8 @@ class Agreements:
                 outcomes.append(self._verdict(channel, query, one, requester_key))
             except ClientError as exc:
                 outcomes.append(exc)
-        return self._signed_results(channel, outcomes)
+        bodies = [o for o in outcomes if isinstance(o, bytes)]
+        return _results(outcomes, self._sign_all(channel, bodies))
 
     async def agree_pushed(
         self,
@@ -238,15 +239,21 @@ class Agreements:
         (`PushBatch.agree_tx_ids`): each run on the committed private state as for AgreeBatch,
         but with no proposal to compare with — the sender runs its own at the same time — so
         each is an AGREE on this node's OWN hashes (the sender compares; a mismatch is this
-        node's disagreement there). Signed together, one signature for the batch."""
+        node's disagreement there). The runs and the signatures go through the channel's
+        coalescers, shared with the concurrent pushes of every sender and this node's own
+        collections: one hop and ONE signature for all that is ready at once. Signed per push
+        instead, a transaction with 10 recipients carried ~3.1 distinct signatures for every
+        node to verify against ~2.5 from AgreeBatch's coalesced answers (benchmarks/RESULTS.md,
+        branch priv8)."""
         if not asked or not requires_agreements(channel.view.config):
             return []
-        ran = await self._run_many(channel, contract_of, [digest for digest, _ in asked])
+        _, runner, signer = await self._runners_of(channel, contract_of)
+        ran = await asyncio.gather(*(runner.call(d) for d, _ in asked), return_exceptions=True)
         outcomes: list[bytes | ClientError] = []
         for (digest, tx_id), one in zip(asked, ran, strict=True):
             try:
                 if isinstance(one, BaseException):
-                    raise one
+                    raise one  # a refusal is this item's; anything else is this node's fault
                 own, keys, hashed, sender = one
                 if not requester_key or requester_key not in keys:
                     raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
@@ -257,19 +264,8 @@ class Agreements:
                 )
             except ClientError as exc:
                 outcomes.append(exc)
-        return self._signed_results(channel, outcomes)
-
-    def _signed_results(
-        self, channel: PrivateChannel, outcomes: Sequence[bytes | ClientError]
-    ) -> list[A.AgreeResult]:
-        """Each body signed (one signature for them all, `_sign_all`), each refusal kept."""
-        signed = iter(self._sign_all(channel, [o for o in outcomes if isinstance(o, bytes)]))
-        return [
-            A.AgreeResult(agreement=next(signed))
-            if isinstance(o, bytes)
-            else A.AgreeResult(reason=o.reason, message=o.message)  # type: ignore[arg-type]
-            for o in outcomes
-        ]
+        bodies = [o for o in outcomes if isinstance(o, bytes)]
+        return _results(outcomes, await asyncio.gather(*(signer.call(b) for b in bodies)))
 
     def _verdict(
         self, channel: PrivateChannel, query: A.AgreeQuery, ran: Ran, requester_key: bytes
@@ -572,6 +568,19 @@ def _not_agreed(node_id: str, detail: str) -> TransientError:
         f"recipient {node_id} did not agree: {detail}",
         {"node": node_id},
     )
+
+
+def _results(
+    outcomes: Sequence[bytes | ClientError], signed: Sequence[A.PrivateAgreement]
+) -> list[A.AgreeResult]:
+    """One AgreeResult per outcome: the next signed agreement for a body, else the refusal."""
+    agreements = iter(signed)
+    return [
+        A.AgreeResult(agreement=next(agreements))
+        if isinstance(o, bytes)
+        else A.AgreeResult(reason=o.reason, message=o.message)  # type: ignore[arg-type]
+        for o in outcomes
+    ]
 
 
 def _pushed(
