@@ -492,8 +492,9 @@ class PushResponse(_message.Message):
     @_builtins.property
     def agreements(self) -> _containers.RepeatedCompositeFieldContainer[_private_agreement_pb2.AgreeResult]:
         """One result per payload of the batch with a non-empty PushBatch.agree_tx_ids entry, in that
-        order: this node's signed AGREE on its own hashes (one signature over the batch where the
-        channel signs agreements in batches), or the refusal of that item alone (e.g.
+        order: this node's signed AGREE on its own hashes (where the channel signs agreements in
+        batches, under one signature with its other agreements ready at the same time), or the
+        refusal of that item alone (e.g.
         NOT_AUTHORIZED: the requester is not a recipient). Empty when none was asked, the channel
         requires no agreements, or the node predates the field.
         """

@@ -20,7 +20,8 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
 * On the Push (`PushBatch.agree_tx_ids`, branch priv8): a client that asks the agreements in its
   SendBatch has them asked on the Push that delivers the payload. Each recipient runs the payload
   once it stored it and answers the Push with its signed AGREE on its own hashes (`agree_pushed`:
-  one signature per recipient and push batch), while the sender runs its own as soon as its own
+  runs and signatures shared with the concurrent pushes and collections through the channel's
+  coalescers), while the sender runs its own as soon as its own
   store committed (`Outgoing.stored`). The first attempt of such a collection takes those
   answers and asks by AgreeBatch only a recipient that gave none (an older release, a refusal,
   a down recipient whose delivery is queued); an answer on other hashes is that recipient's
