@@ -65,6 +65,7 @@ class Stubbed(Agreements):
         self.ran_when: list[tuple[bool, bool]] = []  # per own run: (stored, done) of `watch`
         self.watch: Outgoing | None = None
         self.running = asyncio.Event()
+        self.hops = self.signatures = 0  # calls of `_run_many` and of `_sign_all`
 
     async def _run(self, channel: Any, contract_of: Any, digest: bytes) -> Any:
         if self.watch is not None:
@@ -73,6 +74,7 @@ class Stubbed(Agreements):
         return self.ran, KEYS, ((), (), ()), ME
 
     async def _run_many(self, channel: Any, contract_of: Any, digests: Sequence[bytes]) -> Any:
+        self.hops += 1
         return [
             ClientError(errors_pb2.ERROR_REASON_NOT_AUTHORIZED, "not held")
             if d == b"n" * 32
@@ -81,6 +83,7 @@ class Stubbed(Agreements):
         ]
 
     def _sign_all(self, channel: Any, bodies: Sequence[bytes]) -> list[A.PrivateAgreement]:
+        self.signatures += 1
         return [A.PrivateAgreement(body=b, signature=b"one") for b in bodies]
 
     async def _ask(self, channel: Any, key: bytes, digest: bytes, tx_id: str, own: Any) -> Any:
@@ -112,6 +115,26 @@ async def test_a_recipient_answers_a_push_with_an_agree_on_its_own_hashes() -> N
     assert out[1].reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED  # refused alone
     outsider = await agreements.agree_pushed(_channel(), lambda _: None, [(DIGEST, "t")], b"x")
     assert outsider[0].reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED  # not a recipient
+
+
+async def test_concurrent_pushes_share_one_run_hop_and_one_signature() -> None:
+    """Answers of pushes handled at once (several senders' streams, PUSH_DEPTH batches of
+    each) are run in one hop and signed under ONE signature, as the node's own collections
+    are: signed per push, a transaction with 10 recipients carried ~3.1 distinct signatures for
+    every node to verify instead of ~1.2 (benchmarks/RESULTS.md, branch priv8)."""
+    agreements = Stubbed()
+    channel = _channel()
+    pushes = [[(bytes([i]) * 32, f"tx{i}")] for i in range(3)]
+    out = await asyncio.wait_for(
+        asyncio.gather(*(agreements.agree_pushed(channel, None, p, ME) for p in pushes)), LATE_S
+    )
+    assert [A.PrivateAgreementBody.FromString(o[0].agreement.body).tx_id for o in out] == [
+        "tx0",
+        "tx1",
+        "tx2",
+    ]
+    assert (agreements.hops, agreements.signatures) == (1, 1)
+    await agreements.close()
 
 
 async def test_answers_on_the_push_make_the_collection_ask_no_one() -> None:
