@@ -105,8 +105,16 @@ class PrivacyRole(Protocol):
         """The privacy manager of a channel (CHANNEL_NOT_FOUND if none)."""
         ...
 
-    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
-        """Check and store pushed payloads; how many were stored."""
+    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> P.PushResponse:
+        """Check and store pushed payloads; how many were stored, and the agreements the push
+        asked (`PushBatch.agree_tx_ids`)."""
+        ...
+
+    async def send_and_collect(
+        self, channel_id: str, items: Sequence[tuple[bytes, Sequence[str], str]]
+    ) -> tuple[list[tuple[bytes, int, tuple[str, ...]]], list[A.CollectAgreementsResult]]:
+        """Send each (plaintext, organisations, tx_id); ((payload hash, boxes, recipients not
+        reached yet) per item, the collected agreements of each item with a tx_id in order)."""
         ...
 
     async def state_record(
@@ -228,34 +236,17 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         check_count(body.items, "body.items", self._items_max)
         for item in body.items:
             require(bool(item.payload), "body.items.payload")
-        channel = self._client(context, body, body.channel_id, request.body, request.signature)
-        sent = await channel.send_many(
-            [(i.payload, list(i.recipient_organizations)) for i in body.items]
+        self._client(context, body, body.channel_id, request.body, request.signature)
+        sent, collected = await self._pm.send_and_collect(
+            body.channel_id,
+            [(i.payload, list(i.recipient_organizations), i.collect_for_tx_id) for i in body.items],
         )
         pending = sorted({node for _, _, nodes in sent for node in nodes})
-        digests = [digest for digest, _, _ in sent]
         return P.SendBatchResponse(
-            payload_hashes=digests,
+            payload_hashes=[digest for digest, _, _ in sent],
             pending_nodes=pending,
-            agreements=await self._collect_sent(body, digests),
+            agreements=_placed(body, collected),
         )
-
-    async def _collect_sent(
-        self, body: P.SendBatchBody, digests: Sequence[bytes]
-    ) -> list[A.CollectAgreementsResult]:
-        """The agreements of the items that asked for them (`SendItem.collect_for_tx_id`), in
-        the same call as their Send: a separate CollectAgreementsBatch cost the client one more
-        round trip, signature and queue per batch, a third of a private transaction's latency
-        (benchmarks/RESULTS.md, branch priv). An empty list when no item asked."""
-        asked = [i for i, item in enumerate(body.items) if item.collect_for_tx_id]
-        if not asked:
-            return []
-        items = [(digests[i], body.items[i].collect_for_tx_id) for i in asked]
-        collected = await self._pm.collect_many(body.channel_id, items)
-        out = [A.CollectAgreementsResult() for _ in body.items]
-        for i, result in zip(asked, collected, strict=True):
-            out[i] = result
-        return out
 
     @unary
     async def AddRecipients(
@@ -284,7 +275,11 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
             check_count(batch.payloads, "batch.payloads", self._items_max)
             check_count(batch.payload_hashes, "batch.payload_hashes", self._items_max)
             _, node = self._node(context, batch, batch.channel_id, request.batch, request.signature)
-            return P.PushResponse(stored=await self._pm.accept_push(batch, node))
+            if batch.agree_tx_ids and len(batch.agree_tx_ids) != len(batch.payload_hashes):
+                raise ClientError(
+                    R.ERROR_REASON_INVALID_FIELD, "batch.agree_tx_ids: none, or one per payload"
+                )
+            return await self._pm.accept_push(batch, node)
 
         async for response in pipelined(request_iterator, handle, PUSH_DEPTH):
             yield response
@@ -402,6 +397,22 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         return A.AgreeBatchResponse(
             results=await self._pm.agree_many(query.channel_id, query.queries, key)
         )
+
+
+def _placed(
+    body: P.SendBatchBody, collected: Sequence[A.CollectAgreementsResult]
+) -> list[A.CollectAgreementsResult]:
+    """The agreements of the items that asked for them (`SendItem.collect_for_tx_id`) in their
+    places, in the same call as their Send: a separate CollectAgreementsBatch cost the client
+    one more round trip, signature and queue per batch, a third of a private transaction's
+    latency (benchmarks/RESULTS.md, branch priv). An empty list when no item asked."""
+    asked = [i for i, item in enumerate(body.items) if item.collect_for_tx_id]
+    if not asked:
+        return []
+    out = [A.CollectAgreementsResult() for _ in body.items]
+    for i, result in zip(asked, collected, strict=True):
+        out[i] = result
+    return out
 
 
 def _require_hash(digest: bytes) -> None:

@@ -27,15 +27,15 @@ from dltmw.v1 import private_payload_pb2 as dltmw_dot_v1_dot_private__payload__p
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&dltmw/v1/privacy_manager_service.proto\x12\x08\x64ltmw.v1\x1a dltmw/v1/private_agreement.proto\x1a\x1e\x64ltmw/v1/private_payload.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x08SendBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\".\n\x0bSendRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"U\n\x0cSendResponse\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x17\n\x0frecipient_count\x18\x02 \x01(\r\x12\x16\n\rpending_nodes\x18\xf5\x01 \x03(\t\"X\n\x08SendItem\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x02 \x03(\t\x12\x1a\n\x11\x63ollect_for_tx_id\x18\xd6\x03 \x01(\t\"\x88\x01\n\rSendBatchBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05items\x18\x04 \x03(\x0b\x32\x12.dltmw.v1.SendItem\"3\n\x10SendBatchRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"{\n\x11SendBatchResponse\x12\x16\n\x0epayload_hashes\x18\x01 \x03(\x0c\x12\x16\n\rpending_nodes\x18\xf5\x01 \x03(\t\x12\x36\n\nagreements\x18\xd6\x03 \x03(\x0b\x32!.dltmw.v1.CollectAgreementsResult\"\xa0\x01\n\x11\x41\x64\x64RecipientsBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_hash\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\"7\n\x14\x41\x64\x64RecipientsRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"0\n\x15\x41\x64\x64RecipientsResponse\x12\x17\n\x0frecipient_count\x18\x01 \x01(\r\"\xa7\x01\n\tPushBatch\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08payloads\x18\x04 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\x12\x16\n\x0epayload_hashes\x18\x05 \x03(\x0c\"/\n\x0bPushRequest\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1e\n\x0cPushResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"z\n\x0cReceiveQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eReceiveRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\"\n\x0fReceiveResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"c\n\x0bResendQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rResendRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\x0eResendResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\"\x83\x01\n\x15PrivateStateHashQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x17PrivateStateHashRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x81\x01\n\x18PrivateStateHashResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x10\n\x08tx_index\x18\x04 \x01(\r\"\x87\x01\n\x19ValidatePrivateStateQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1bValidatePrivateStateRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x9b\x01\n\x0ePartyStateHash\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x19\n\x10\x64\x65livery_pending\x18\xf5\x01 \x01(\x08\"\x9a\x01\n\x1cValidatePrivateStateResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12)\n\x07parties\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.PartyStateHash\x12\x10\n\x08mismatch\x18\x04 \x01(\x08\"d\n\x0cRecoverQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eRecoverRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"b\n\x0fRecoverResponse\x12\x11\n\trecovered\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\x16\n\x0epeers_answered\x18\x03 \x01(\r\x12\x13\n\x0bre_executed\x18\x04 \x01(\r*\xd8\x01\n\x0fPrivateTxStatus\x12!\n\x1dPRIVATE_TX_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVATE_TX_STATUS_EXECUTED\x10\x01\x12%\n!PRIVATE_TX_STATUS_CONTRACT_FAILED\x10\x02\x12\x1e\n\x1aPRIVATE_TX_STATUS_NOT_HELD\x10\x03\x12\x1e\n\x1aPRIVATE_TX_STATUS_TAMPERED\x10\x04\x12\x1b\n\x17PRIVATE_TX_STATUS_STALE\x10\x05\x32\xf0\x07\n\x15PrivacyManagerService\x12\x35\n\x04Send\x12\x15.dltmw.v1.SendRequest\x1a\x16.dltmw.v1.SendResponse\x12\x44\n\tSendBatch\x12\x1a.dltmw.v1.SendBatchRequest\x1a\x1b.dltmw.v1.SendBatchResponse\x12P\n\rAddRecipients\x12\x1e.dltmw.v1.AddRecipientsRequest\x1a\x1f.dltmw.v1.AddRecipientsResponse\x12\x39\n\x04Push\x12\x15.dltmw.v1.PushRequest\x1a\x16.dltmw.v1.PushResponse(\x01\x30\x01\x12>\n\x07Receive\x12\x18.dltmw.v1.ReceiveRequest\x1a\x19.dltmw.v1.ReceiveResponse\x12=\n\x06Resend\x12\x17.dltmw.v1.ResendRequest\x1a\x18.dltmw.v1.ResendResponse0\x01\x12Y\n\x10PrivateStateHash\x12!.dltmw.v1.PrivateStateHashRequest\x1a\".dltmw.v1.PrivateStateHashResponse\x12\x65\n\x14ValidatePrivateState\x12%.dltmw.v1.ValidatePrivateStateRequest\x1a&.dltmw.v1.ValidatePrivateStateResponse\x12>\n\x07Recover\x12\x18.dltmw.v1.RecoverRequest\x1a\x19.dltmw.v1.RecoverResponse\x12\\\n\x11\x43ollectAgreements\x12\".dltmw.v1.CollectAgreementsRequest\x1a#.dltmw.v1.CollectAgreementsResponse\x12k\n\x16\x43ollectAgreementsBatch\x12\'.dltmw.v1.CollectAgreementsBatchRequest\x1a(.dltmw.v1.CollectAgreementsBatchResponse\x12\x38\n\x05\x41gree\x12\x16.dltmw.v1.AgreeRequest\x1a\x17.dltmw.v1.AgreeResponse\x12G\n\nAgreeBatch\x12\x1b.dltmw.v1.AgreeBatchRequest\x1a\x1c.dltmw.v1.AgreeBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&dltmw/v1/privacy_manager_service.proto\x12\x08\x64ltmw.v1\x1a dltmw/v1/private_agreement.proto\x1a\x1e\x64ltmw/v1/private_payload.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x08SendBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\".\n\x0bSendRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"U\n\x0cSendResponse\x12\x14\n\x0cpayload_hash\x18\x01 \x01(\x0c\x12\x17\n\x0frecipient_count\x18\x02 \x01(\r\x12\x16\n\rpending_nodes\x18\xf5\x01 \x03(\t\"X\n\x08SendItem\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x02 \x03(\t\x12\x1a\n\x11\x63ollect_for_tx_id\x18\xd6\x03 \x01(\t\"\x88\x01\n\rSendBatchBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05items\x18\x04 \x03(\x0b\x32\x12.dltmw.v1.SendItem\"3\n\x10SendBatchRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"{\n\x11SendBatchResponse\x12\x16\n\x0epayload_hashes\x18\x01 \x03(\x0c\x12\x16\n\rpending_nodes\x18\xf5\x01 \x03(\t\x12\x36\n\nagreements\x18\xd6\x03 \x03(\x0b\x32!.dltmw.v1.CollectAgreementsResult\"\xa0\x01\n\x11\x41\x64\x64RecipientsBody\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_hash\x18\x04 \x01(\x0c\x12\x1f\n\x17recipient_organizations\x18\x05 \x03(\t\"7\n\x14\x41\x64\x64RecipientsRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"0\n\x15\x41\x64\x64RecipientsResponse\x12\x17\n\x0frecipient_count\x18\x01 \x01(\r\"\xbe\x01\n\tPushBatch\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08payloads\x18\x04 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\x12\x16\n\x0epayload_hashes\x18\x05 \x03(\x0c\x12\x15\n\x0c\x61gree_tx_ids\x18\x80\x05 \x03(\t\"/\n\x0bPushRequest\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"J\n\x0cPushResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12*\n\nagreements\x18\x80\x05 \x03(\x0b\x32\x15.dltmw.v1.AgreeResult\"z\n\x0cReceiveQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eReceiveRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\"\n\x0fReceiveResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"c\n\x0bResendQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\rResendRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\">\n\x0eResendResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.dltmw.v1.EncryptedPayload\"\x83\x01\n\x15PrivateStateHashQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x17PrivateStateHashRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x81\x01\n\x18PrivateStateHashResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x10\n\x08tx_index\x18\x04 \x01(\r\"\x87\x01\n\x19ValidatePrivateStateQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cpayload_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1bValidatePrivateStateRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x9b\x01\n\x0ePartyStateHash\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x19\n\x10\x64\x65livery_pending\x18\xf5\x01 \x01(\x08\"\x9a\x01\n\x1cValidatePrivateStateResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.dltmw.v1.PrivateTxStatus\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\x12)\n\x07parties\x18\x03 \x03(\x0b\x32\x18.dltmw.v1.PartyStateHash\x12\x10\n\x08mismatch\x18\x04 \x01(\x08\"d\n\x0cRecoverQuery\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0eRecoverRequest\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"b\n\x0fRecoverResponse\x12\x11\n\trecovered\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\x16\n\x0epeers_answered\x18\x03 \x01(\r\x12\x13\n\x0bre_executed\x18\x04 \x01(\r*\xd8\x01\n\x0fPrivateTxStatus\x12!\n\x1dPRIVATE_TX_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVATE_TX_STATUS_EXECUTED\x10\x01\x12%\n!PRIVATE_TX_STATUS_CONTRACT_FAILED\x10\x02\x12\x1e\n\x1aPRIVATE_TX_STATUS_NOT_HELD\x10\x03\x12\x1e\n\x1aPRIVATE_TX_STATUS_TAMPERED\x10\x04\x12\x1b\n\x17PRIVATE_TX_STATUS_STALE\x10\x05\x32\xf0\x07\n\x15PrivacyManagerService\x12\x35\n\x04Send\x12\x15.dltmw.v1.SendRequest\x1a\x16.dltmw.v1.SendResponse\x12\x44\n\tSendBatch\x12\x1a.dltmw.v1.SendBatchRequest\x1a\x1b.dltmw.v1.SendBatchResponse\x12P\n\rAddRecipients\x12\x1e.dltmw.v1.AddRecipientsRequest\x1a\x1f.dltmw.v1.AddRecipientsResponse\x12\x39\n\x04Push\x12\x15.dltmw.v1.PushRequest\x1a\x16.dltmw.v1.PushResponse(\x01\x30\x01\x12>\n\x07Receive\x12\x18.dltmw.v1.ReceiveRequest\x1a\x19.dltmw.v1.ReceiveResponse\x12=\n\x06Resend\x12\x17.dltmw.v1.ResendRequest\x1a\x18.dltmw.v1.ResendResponse0\x01\x12Y\n\x10PrivateStateHash\x12!.dltmw.v1.PrivateStateHashRequest\x1a\".dltmw.v1.PrivateStateHashResponse\x12\x65\n\x14ValidatePrivateState\x12%.dltmw.v1.ValidatePrivateStateRequest\x1a&.dltmw.v1.ValidatePrivateStateResponse\x12>\n\x07Recover\x12\x18.dltmw.v1.RecoverRequest\x1a\x19.dltmw.v1.RecoverResponse\x12\\\n\x11\x43ollectAgreements\x12\".dltmw.v1.CollectAgreementsRequest\x1a#.dltmw.v1.CollectAgreementsResponse\x12k\n\x16\x43ollectAgreementsBatch\x12\'.dltmw.v1.CollectAgreementsBatchRequest\x1a(.dltmw.v1.CollectAgreementsBatchResponse\x12\x38\n\x05\x41gree\x12\x16.dltmw.v1.AgreeRequest\x1a\x17.dltmw.v1.AgreeResponse\x12G\n\nAgreeBatch\x12\x1b.dltmw.v1.AgreeBatchRequest\x1a\x1c.dltmw.v1.AgreeBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.privacy_manager_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIVATETXSTATUS']._serialized_start=2891
-  _globals['_PRIVATETXSTATUS']._serialized_end=3107
+  _globals['_PRIVATETXSTATUS']._serialized_start=2958
+  _globals['_PRIVATETXSTATUS']._serialized_end=3174
   _globals['_SENDBODY']._serialized_start=152
   _globals['_SENDBODY']._serialized_end=298
   _globals['_SENDREQUEST']._serialized_start=300
@@ -57,43 +57,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDRECIPIENTSRESPONSE']._serialized_start=1062
   _globals['_ADDRECIPIENTSRESPONSE']._serialized_end=1110
   _globals['_PUSHBATCH']._serialized_start=1113
-  _globals['_PUSHBATCH']._serialized_end=1280
-  _globals['_PUSHREQUEST']._serialized_start=1282
-  _globals['_PUSHREQUEST']._serialized_end=1329
-  _globals['_PUSHRESPONSE']._serialized_start=1331
-  _globals['_PUSHRESPONSE']._serialized_end=1361
-  _globals['_RECEIVEQUERY']._serialized_start=1363
-  _globals['_RECEIVEQUERY']._serialized_end=1485
-  _globals['_RECEIVEREQUEST']._serialized_start=1487
-  _globals['_RECEIVEREQUEST']._serialized_end=1537
-  _globals['_RECEIVERESPONSE']._serialized_start=1539
-  _globals['_RECEIVERESPONSE']._serialized_end=1573
-  _globals['_RESENDQUERY']._serialized_start=1575
-  _globals['_RESENDQUERY']._serialized_end=1674
-  _globals['_RESENDREQUEST']._serialized_start=1676
-  _globals['_RESENDREQUEST']._serialized_end=1725
-  _globals['_RESENDRESPONSE']._serialized_start=1727
-  _globals['_RESENDRESPONSE']._serialized_end=1789
-  _globals['_PRIVATESTATEHASHQUERY']._serialized_start=1792
-  _globals['_PRIVATESTATEHASHQUERY']._serialized_end=1923
-  _globals['_PRIVATESTATEHASHREQUEST']._serialized_start=1925
-  _globals['_PRIVATESTATEHASHREQUEST']._serialized_end=1984
-  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_start=1987
-  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_end=2116
-  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_start=2119
-  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_end=2254
-  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_start=2256
-  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_end=2319
-  _globals['_PARTYSTATEHASH']._serialized_start=2322
-  _globals['_PARTYSTATEHASH']._serialized_end=2477
-  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_start=2480
-  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_end=2634
-  _globals['_RECOVERQUERY']._serialized_start=2636
-  _globals['_RECOVERQUERY']._serialized_end=2736
-  _globals['_RECOVERREQUEST']._serialized_start=2738
-  _globals['_RECOVERREQUEST']._serialized_end=2788
-  _globals['_RECOVERRESPONSE']._serialized_start=2790
-  _globals['_RECOVERRESPONSE']._serialized_end=2888
-  _globals['_PRIVACYMANAGERSERVICE']._serialized_start=3110
-  _globals['_PRIVACYMANAGERSERVICE']._serialized_end=4118
+  _globals['_PUSHBATCH']._serialized_end=1303
+  _globals['_PUSHREQUEST']._serialized_start=1305
+  _globals['_PUSHREQUEST']._serialized_end=1352
+  _globals['_PUSHRESPONSE']._serialized_start=1354
+  _globals['_PUSHRESPONSE']._serialized_end=1428
+  _globals['_RECEIVEQUERY']._serialized_start=1430
+  _globals['_RECEIVEQUERY']._serialized_end=1552
+  _globals['_RECEIVEREQUEST']._serialized_start=1554
+  _globals['_RECEIVEREQUEST']._serialized_end=1604
+  _globals['_RECEIVERESPONSE']._serialized_start=1606
+  _globals['_RECEIVERESPONSE']._serialized_end=1640
+  _globals['_RESENDQUERY']._serialized_start=1642
+  _globals['_RESENDQUERY']._serialized_end=1741
+  _globals['_RESENDREQUEST']._serialized_start=1743
+  _globals['_RESENDREQUEST']._serialized_end=1792
+  _globals['_RESENDRESPONSE']._serialized_start=1794
+  _globals['_RESENDRESPONSE']._serialized_end=1856
+  _globals['_PRIVATESTATEHASHQUERY']._serialized_start=1859
+  _globals['_PRIVATESTATEHASHQUERY']._serialized_end=1990
+  _globals['_PRIVATESTATEHASHREQUEST']._serialized_start=1992
+  _globals['_PRIVATESTATEHASHREQUEST']._serialized_end=2051
+  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_start=2054
+  _globals['_PRIVATESTATEHASHRESPONSE']._serialized_end=2183
+  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_start=2186
+  _globals['_VALIDATEPRIVATESTATEQUERY']._serialized_end=2321
+  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_start=2323
+  _globals['_VALIDATEPRIVATESTATEREQUEST']._serialized_end=2386
+  _globals['_PARTYSTATEHASH']._serialized_start=2389
+  _globals['_PARTYSTATEHASH']._serialized_end=2544
+  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_start=2547
+  _globals['_VALIDATEPRIVATESTATERESPONSE']._serialized_end=2701
+  _globals['_RECOVERQUERY']._serialized_start=2703
+  _globals['_RECOVERQUERY']._serialized_end=2803
+  _globals['_RECOVERREQUEST']._serialized_start=2805
+  _globals['_RECOVERREQUEST']._serialized_end=2855
+  _globals['_RECOVERRESPONSE']._serialized_start=2857
+  _globals['_RECOVERRESPONSE']._serialized_end=2955
+  _globals['_PRIVACYMANAGERSERVICE']._serialized_start=3177
+  _globals['_PRIVACYMANAGERSERVICE']._serialized_end=4185
 # @@protoc_insertion_point(module_scope)

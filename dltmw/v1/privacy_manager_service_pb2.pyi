@@ -407,6 +407,7 @@ class PushBatch(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     PAYLOADS_FIELD_NUMBER: _builtins.int
     PAYLOAD_HASHES_FIELD_NUMBER: _builtins.int
+    AGREE_TX_IDS_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel of the payloads."""
     requester: _builtins.bytes
@@ -423,6 +424,17 @@ class PushBatch(_message.Message):
     def payload_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Claimed SHA-256 of each payload's ciphertext, in the same order; recomputed by the receiver."""
 
+    @_builtins.property
+    def agree_tx_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agreement before commit carried on the Push (docs/privacy.md): empty, or one tx_id per
+        payload in the same order ("" for a payload whose agreement is not asked). For each payload
+        with a tx_id the receiver, once the batch is stored, runs the payload on its committed
+        private state (nothing written) and signs AGREE on ITS OWN (pre-state, delta) hashes (there
+        is no proposal to compare with: the sender compares), answered in
+        PushResponse.agreements. A node that does not know this field answers none; the sender then
+        asks with AgreeBatch. Another length than 0 or len(payloads) is INVALID_FIELD.
+        """
+
     def __init__(
         self,
         *,
@@ -431,10 +443,11 @@ class PushBatch(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         payloads: _abc.Iterable[_private_payload_pb2.EncryptedPayload] | None = ...,
         payload_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        agree_tx_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "payload_hashes", b"payload_hashes", "payloads", b"payloads", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agree_tx_ids", b"agree_tx_ids", "channel_id", b"channel_id", "payload_hashes", b"payload_hashes", "payloads", b"payloads", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,16 +486,28 @@ class PushResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STORED_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
     stored: _builtins.int
     """Number of payloads of the batch now stored (already held ones count)."""
+    @_builtins.property
+    def agreements(self) -> _containers.RepeatedCompositeFieldContainer[_private_agreement_pb2.AgreeResult]:
+        """One result per payload of the batch with a non-empty PushBatch.agree_tx_ids entry, in that
+        order: this node's signed AGREE on its own hashes (where the channel signs agreements in
+        batches, under one signature with its other agreements ready at the same time), or the
+        refusal of that item alone (e.g.
+        NOT_AUTHORIZED: the requester is not a recipient). Empty when none was asked, the channel
+        requires no agreements, or the node predates the field.
+        """
+
     def __init__(
         self,
         *,
         stored: _builtins.int = ...,
+        agreements: _abc.Iterable[_private_agreement_pb2.AgreeResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stored", b"stored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "stored", b"stored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from dltmw.client import GatewayClient
 from dltmw.client.audit import audit_network
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.purge import approve, purge_body, submit_purge
-from dltmw.core.identity import SigningIdentity
-from dltmw.core.privacy.envelope import payload_hash, seal
+from dltmw.core.identity import SigningIdentity, verify_signature
+from dltmw.core.privacy import agreement_batch
+from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
@@ -283,20 +285,27 @@ def payload_count(net: Path, org: str) -> int:
         db.close()
 
 
-async def test_forged_push_is_refused_and_stores_nothing(net: tuple[Path, Supervisor]) -> None:
-    path, sup = net
-    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
-    org3_key = load_privacy_key((path / "nodes" / "peer0.org3" / "privacy.key").read_bytes())
-    org2_key = load_privacy_key((path / "nodes" / "peer0.org2" / "privacy.key").read_bytes())
-    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=[b"k"])
-    sealed = seal(
+def privacy_key(net: Path, node: str) -> PrivacyKey:
+    return load_privacy_key((net / "nodes" / node / "privacy.key").read_bytes())
+
+
+def org3_sealed_for_org2(net: Path, args: list[bytes]) -> private_payload_pb2.EncryptedPayload:
+    """A kv put sealed by Org3's node for Org2's (as its privacy manager would)."""
+    invocation = private_payload_pb2.PrivateInvocation(contract="kv", function="put", args=args)
+    return seal(
         invocation.SerializeToString(),
-        org3_key,
-        [org2_key.public_key],
+        privacy_key(net, "peer0.org3"),
+        [privacy_key(net, "peer0.org2").public_key],
         os.urandom(32),
         os.urandom(12),
         [os.urandom(12), os.urandom(12)],
     )
+
+
+async def test_forged_push_is_refused_and_stores_nothing(net: tuple[Path, Supervisor]) -> None:
+    path, sup = net
+    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    sealed = org3_sealed_for_org2(path, [b"k"])
     good_hash = payload_hash(sealed)
 
     def request(hashes: list[bytes], sign_over: bytes | None = None) -> P.PushRequest:
@@ -721,10 +730,12 @@ async def test_concurrent_private_transactions_share_agreement_calls(
 ) -> None:
     """Concurrent private transactions collect their agreements in shared calls: fewer
     SendBatch calls at the sender's node (which collect the agreements too: no
-    CollectAgreements(Batch) call at all) and AgreeBatch calls at the recipient
-    than transactions, no per-transaction Agree at all (the node's own metrics say so), and
-    every transaction commits VALID and executes. They are submitted on the gateway's Transact
-    stream: no unary Submit or CommitStatus call at the gateway."""
+    CollectAgreements(Batch) call at all) than transactions, and no Agree or AgreeBatch call
+    at any recipient: each answered its agreements on the Push that delivered the payloads
+    (`PushBatch.agree_tx_ids`; the node's own metrics say so), and every transaction commits
+    VALID (the pushed answers' signatures hold at every peer) and executes. They are
+    submitted on the gateway's Transact stream: no unary Submit or CommitStatus call at the
+    gateway."""
     path, sup = net
     rpc = "dltmw_rpc_requests_total"
     svc = "dltmw.v1.PrivacyManagerService"
@@ -751,7 +762,8 @@ async def test_concurrent_private_transactions_share_agreement_calls(
         return out
 
     n = 40
-    before = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
+    nodes = ("peer0.org1", "peer0.org2", "peer0.regulator")
+    before = {node: await asyncio.to_thread(calls, node) for node in nodes}
     pcs = await clients(path)
     try:
         done = await asyncio.gather(
@@ -772,13 +784,67 @@ async def test_concurrent_private_transactions_share_agreement_calls(
             assert len({e.signature for e in sealed}) < len(sealed)
     finally:
         await close(pcs)
-    after = {node: await asyncio.to_thread(calls, node) for node in ("peer0.org1", "peer0.org2")}
-    sender = {m: after["peer0.org1"][m] - before["peer0.org1"][m] for m in after["peer0.org1"]}
-    recipient = {m: after["peer0.org2"][m] - before["peer0.org2"][m] for m in after["peer0.org2"]}
+    after = {node: await asyncio.to_thread(calls, node) for node in nodes}
+    delta = {node: {m: after[node][m] - before[node][m] for m in after[node]} for node in nodes}
+    sender = delta["peer0.org1"]
     assert sender["CollectAgreements"] == 0 and sender["CollectAgreementsBatch"] == 0
     assert 1 <= sender["SendBatch"] < n
-    assert recipient["Agree"] == 0 and 1 <= recipient["AgreeBatch"] < n
+    for recipient in ("peer0.org2", "peer0.regulator"):
+        assert delta[recipient]["Agree"] == 0 and delta[recipient]["AgreeBatch"] == 0, recipient
     assert sender["Submit"] == 0 and sender["CommitStatus"] == 0
+
+
+async def test_a_push_that_asks_is_answered_with_a_signed_agreement(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """A Push naming a tx_id for its payload (`PushBatch.agree_tx_ids`) is answered, once
+    stored, with the recipient's AGREE on its own hashes for that transaction, signed by the
+    recipient's identity; agree_tx_ids of another length than the payloads is INVALID_FIELD
+    and stores nothing."""
+    path, sup = net
+    stub, signer, channel = node_stub(path, "peer0.org3", "peer0.org2", sup)
+    sealed = org3_sealed_for_org2(path, [b"asked-on-push", b"v"])
+    digest = payload_hash(sealed)
+    keys = [privacy_key(path, "peer0.org2").public_key, privacy_key(path, "peer0.org3").public_key]
+
+    def request(tx_ids: list[str]) -> P.PushRequest:
+        batch = P.PushBatch(
+            channel_id=DEALS,
+            requester=signer.identity_bytes,
+            payloads=[sealed],
+            payload_hashes=[digest],
+            agree_tx_ids=tx_ids,
+        )
+        batch.timestamp.GetCurrentTime()
+        data = batch.SerializeToString()
+        return P.PushRequest(batch=data, signature=signer.sign(data))
+
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            async for _ in stub.Push(iter([request(["t1", "t2"])]), timeout=20):
+                pass
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_of(bad.value) == "INVALID_FIELD"
+        assert stored_payload(path, "org2", digest) is None
+        replies = [r async for r in stub.Push(iter([request(["tx-on-push"])]), timeout=20)]
+    finally:
+        await channel.close(None)
+    (reply,) = replies
+    assert reply.stored == 1 and len(reply.agreements) == 1
+    agreement = reply.agreements[0].agreement
+    body = private_agreement_pb2.PrivateAgreementBody.FromString(agreement.body)
+    assert (body.channel_id, body.tx_id, body.payload_hash) == (DEALS, "tx-on-push", digest)
+    assert body.verdict == private_agreement_pb2.AGREEMENT_VERDICT_AGREE
+    assert sorted(body.recipient_keys) == sorted(keys)
+    home = path / "nodes" / "peer0.org2"
+    org2 = SigningIdentity.from_pem(
+        "Org2", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+    assert agreement.signer == org2.identity_bytes
+    signed = agreement_batch.signed_data(agreement, True)
+    assert signed is not None
+    cert = x509.load_der_x509_certificate(org2.certificate_der)
+    verify_signature(cert.public_key(), signed, agreement.signature)  # type: ignore[arg-type]
 
 
 def _creator_batched_everywhere(path: Path, ours: set[str]) -> list[list[common_pb2.Envelope]]:

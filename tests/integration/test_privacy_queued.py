@@ -34,6 +34,7 @@ from dltmw.pki.network import agreement_settings, init_network
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import config_update_pb2, private_payload_pb2, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
+from integration.operations_http import scrape
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -180,6 +181,7 @@ async def test_a_down_recipient_is_pending_then_catches_up_in_order(
         assert parties, "peer0.org1 never executed the committed private transaction"
         assert parties["peer0.org3"].delivery_pending and parties["peer0.org3"].error
         assert not parties["peer0.org2"].delivery_pending and parties["peer0.org2"].matches
+        digests.append(await _sent_and_collected_in_one_call(path, sup, pcs["org1"]))
     finally:
         await close(pcs)
     assert pstate(path, "org2", "deals")["deal"] == b"second"
@@ -208,6 +210,36 @@ async def test_a_down_recipient_is_pending_then_catches_up_in_order(
         assert pstate(path, "org3", "deals")["deal"] == b"second"  # in block order
     finally:
         await close(pcs)
+
+
+def _agree_batches(sup: Supervisor, node: str) -> float:
+    samples = scrape(sup.operations_address(node) or "")
+    service = "dltmw.v1.PrivacyManagerService"
+    return sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "dltmw_rpc_requests_total"
+        and {("service", service), ("method", "AgreeBatch")} <= labels
+    )
+
+
+async def _sent_and_collected_in_one_call(path: Path, sup: Supervisor, pc: PrivacyClient) -> bytes:
+    """With Org3's node down, a payload sent and collected in one SendBatch (its agreements
+    asked on the Push, runtime/roles/privacy/agreement.py): Org2 answers on the push (no
+    AgreeBatch to it), Org3's delivery is queued and Org3 is asked by AgreeBatch as before
+    (it does not answer), and the transaction commits VALID with Org1's and Org2's."""
+    before = await asyncio.to_thread(_agree_batches, sup, "peer0.org2")
+    nonce, tx_id = pc.new_nonce()
+    digest, collected = await pc.send_and_collect(
+        "deals", invocation("pushed", "v"), ["Org2", "Org3"], tx_id
+    )
+    assert collected.agreed and list(collected.unanswered) == ["peer0.org3"]
+    assert len(collected.agreements) == 2
+    assert await asyncio.to_thread(_agree_batches, sup, "peer0.org2") == before
+    envelope, _ = pc.private_envelope("deals", digest, collected.agreements, nonce)
+    await pc.client.submit(envelope)
+    assert (await pc.client.commit_status("deals", tx_id)).result == VALID
+    return digest
 
 
 async def test_the_policy_is_not_met_without_the_only_other_party(

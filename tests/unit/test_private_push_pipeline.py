@@ -33,14 +33,14 @@ class Manager:
         self.gates = [asyncio.Event() for _ in range(count)]
         self.stored: list[int] = []
 
-    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
+    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> P.PushResponse:
         index = int(push.payload_hashes[0][0])
         self.entered[index].set()
         await self.gates[index].wait()
         if push.channel_id == "bad":
             raise ClientError(errors_pb2.ERROR_REASON_NOT_AUTHORIZED, "refused")
         self.stored.append(index)
-        return 10 + index
+        return P.PushResponse(stored=10 + index)
 
 
 def _servicer(manager: Manager) -> PrivacyManagerServicer:

@@ -5,7 +5,7 @@ node refused, or a node of an older release that answers none, is collected as b
 
 A real grpc.aio server on 127.0.0.1 plays the privacy manager (its answers are stand-ins); the
 client is the real PrivacyClient over a real GatewayClient with a real signer. The servicer's
-side (`PrivacyManagerServicer._collect_sent`) is checked against a stand-in manager.
+side (`PrivacyManagerServicer.SendBatch`) is checked against a stand-in manager.
 """
 
 from __future__ import annotations
@@ -100,21 +100,33 @@ async def test_a_refused_item_and_an_older_node_are_collected_as_before() -> Non
 
 
 class Manager:
-    """The stand-in privacy manager: records what it was asked to collect."""
+    """The stand-in privacy manager: records what it was asked to send and collect."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[bytes, str]] = []
 
-    async def collect_many(
-        self, channel_id: str, items: Sequence[tuple[bytes, str]]
-    ) -> list[A.CollectAgreementsResult]:
-        self.asked.extend(items)
-        return [A.CollectAgreementsResult(response=_agreed(tx)) for _, tx in items]
+    async def send_and_collect(
+        self, channel_id: str, items: Sequence[tuple[bytes, Sequence[str], str]]
+    ) -> tuple[list[tuple[bytes, int, tuple[str, ...]]], list[A.CollectAgreementsResult]]:
+        sent = [(p.upper() * 32, 2, ()) for p, _, _ in items]
+        asked = [(p.upper() * 32, tx) for p, _, tx in items if tx]
+        self.asked.extend(asked)
+        return sent, [A.CollectAgreementsResult(response=_agreed(tx)) for _, tx in asked]
+
+
+class Admitted(PrivacyManagerServicer):
+    def _client(self, *_: Any) -> Any:  # admission is not what this test is about
+        return None
 
 
 async def test_the_node_collects_only_for_the_items_that_ask_in_their_places() -> None:
     manager = Manager()
-    servicer = PrivacyManagerServicer(manager, "Org1", 900.0, 1000)  # type: ignore[arg-type]
+    servicer = Admitted(manager, "Org1", 900.0, 1000)  # type: ignore[arg-type]
+
+    async def send_batch(body: P.SendBatchBody) -> P.SendBatchResponse:
+        request = P.SendBatchRequest(body=body.SerializeToString(), signature=b"s")
+        return await servicer.SendBatch(request, None)  # type: ignore[arg-type]
+
     body = P.SendBatchBody(
         channel_id="ch",
         items=[
@@ -123,10 +135,10 @@ async def test_the_node_collects_only_for_the_items_that_ask_in_their_places() -
             P.SendItem(payload=b"c"),
         ],
     )
-    digests = [b"A" * 32, b"B" * 32, b"C" * 32]
-    results = await servicer._collect_sent(body, digests)
+    reply = await send_batch(body)
     assert manager.asked == [(b"B" * 32, "tb")]
-    assert [r.HasField("response") for r in results] == [False, True, False]
-    assert results[1].response.agreements[0].body == b"tb"
+    assert list(reply.payload_hashes) == [b"A" * 32, b"B" * 32, b"C" * 32]
+    assert [r.HasField("response") for r in reply.agreements] == [False, True, False]
+    assert reply.agreements[1].response.agreements[0].body == b"tb"
     none_asked = P.SendBatchBody(channel_id="ch", items=[P.SendItem(payload=b"a")])
-    assert await servicer._collect_sent(none_asked, digests[:1]) == []
+    assert list((await send_batch(none_asked)).agreements) == []

@@ -17,6 +17,16 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
   client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
   soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
   and fails at once when the policy can no longer be met.
+* On the Push (`PushBatch.agree_tx_ids`, branch priv8): a client that asks the agreements in its
+  SendBatch has them asked on the Push that delivers the payload. Each recipient runs the payload
+  once it stored it and answers the Push with its signed AGREE on its own hashes (`agree_pushed`:
+  runs and signatures shared with the concurrent pushes and collections through the channel's
+  coalescers), while the sender runs its own as soon as its own
+  store committed (`Outgoing.stored`). The first attempt of such a collection takes those
+  answers and asks by AgreeBatch only a recipient that gave none (an older release, a refusal,
+  a down recipient whose delivery is queued); an answer on other hashes is that recipient's
+  disagreement, and the next attempt asks by AgreeBatch as before. Saved per recipient and
+  batch: one AgreeBatch round trip, its request signature and its verification.
 
 Nothing here is trusted by the commit rule: every node re-checks every signature and hash.
 """
@@ -28,6 +38,7 @@ import logging
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -47,7 +58,7 @@ from dltmw.core.rwset import Version
 from dltmw.ledger.private_store import PrivateTxn
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
-from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.runtime.roles.privacy.private_channel import Outgoing, PrivateChannel
 from dltmw.v1 import (
     errors_pb2,
     privacy_manager_service_pb2_grpc,
@@ -215,13 +226,47 @@ class Agreements:
                 outcomes.append(self._verdict(channel, query, one, requester_key))
             except ClientError as exc:
                 outcomes.append(exc)
-        signed = iter(self._sign_all(channel, [o for o in outcomes if isinstance(o, bytes)]))
-        return [
-            A.AgreeResult(agreement=next(signed))
-            if isinstance(o, bytes)
-            else A.AgreeResult(reason=o.reason, message=o.message)  # type: ignore[arg-type]
-            for o in outcomes
-        ]
+        bodies = [o for o in outcomes if isinstance(o, bytes)]
+        return _results(outcomes, self._sign_all(channel, bodies))
+
+    async def agree_pushed(
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        asked: Sequence[tuple[bytes, str]],
+        requester_key: bytes,
+    ) -> list[A.AgreeResult]:
+        """This node's agreements on (payload hash, tx_id) pairs just pushed here and stored
+        (`PushBatch.agree_tx_ids`): each run on the committed private state as for AgreeBatch,
+        but with no proposal to compare with — the sender runs its own at the same time — so
+        each is an AGREE on this node's OWN hashes (the sender compares; a mismatch is this
+        node's disagreement there). The runs and the signatures go through the channel's
+        coalescers, shared with the concurrent pushes of every sender and this node's own
+        collections: one hop and ONE signature for all that is ready at once. Signed per push
+        instead, a transaction with 10 recipients carried ~3.1 distinct signatures for every
+        node to verify against ~2.5 from AgreeBatch's coalesced answers (benchmarks/RESULTS.md,
+        branch priv8)."""
+        if not asked or not requires_agreements(channel.view.config):
+            return []
+        _, runner, signer = await self._runners_of(channel, contract_of)
+        ran = await asyncio.gather(*(runner.call(d) for d, _ in asked), return_exceptions=True)
+        outcomes: list[bytes | ClientError] = []
+        for (digest, tx_id), one in zip(asked, ran, strict=True):
+            try:
+                if isinstance(one, BaseException):
+                    raise one  # a refusal is this item's; anything else is this node's fault
+                own, keys, hashed, sender = one
+                if not requester_key or requester_key not in keys:
+                    raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient")
+                outcomes.append(
+                    ag.agreement_body(
+                        channel.channel_id, tx_id, digest, own, keys, ag.AGREE, hashed, sender
+                    )
+                )
+            except ClientError as exc:
+                outcomes.append(exc)
+        bodies = [o for o in outcomes if isinstance(o, bytes)]
+        return _results(outcomes, await asyncio.gather(*(signer.call(b) for b in bodies)))
 
     def _verdict(
         self, channel: PrivateChannel, query: A.AgreeQuery, ran: Ran, requester_key: bytes
@@ -250,12 +295,18 @@ class Agreements:
         channel: PrivateChannel,
         contract_of: ContractOf,
         items: Sequence[tuple[bytes, str]],
+        sending: Sequence[Outgoing | None] = (),
     ) -> list[A.CollectAgreementsResult]:
         """`collect` for each (payload hash, tx_id) of a client's batch, all at once (their own
         runs and their asks to each recipient are batched below); an item that fails (a
-        recipient did not answer, a payload not sent here) fails alone."""
+        recipient did not answer, a payload not sent here, its send failed) fails alone.
+        `sending`: the items' sends in progress, when they are sent in the same call."""
+        sends = list(sending) or [None] * len(items)
         outcomes = await asyncio.gather(
-            *(self.collect(channel, contract_of, digest, tx_id) for digest, tx_id in items),
+            *(
+                self.collect(channel, contract_of, digest, tx_id, send)
+                for (digest, tx_id), send in zip(items, sends, strict=True)
+            ),
             return_exceptions=True,
         )
         results: list[A.CollectAgreementsResult] = []
@@ -271,33 +322,63 @@ class Agreements:
         return results
 
     async def collect(
-        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        digest: bytes,
+        tx_id: str,
+        sending: Outgoing | None = None,
     ) -> A.CollectAgreementsResponse:
         """Every recipient's signed agreement, this node's first (CollectAgreements); run again
-        while a party lags (see COLLECT_ATTEMPTS), so a disagreement returned is a lasting one."""
+        while a party lags (see COLLECT_ATTEMPTS), so a disagreement returned is a lasting one.
+        With `sending` (the payload's send in progress, its Push asking the agreements) the
+        first attempt runs as soon as the payload is stored here and takes each recipient's
+        answer to the Push (`_pushed`); a later attempt asks by AgreeBatch, as without."""
         if not requires_agreements(channel.view.config):
             return A.CollectAgreementsResponse(agreed=True)  # the channel requires none
         out = A.CollectAgreementsResponse()
         for attempt in range(COLLECT_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(COLLECT_BACKOFF_S * 2 ** (attempt - 1))
-            out = await self._collect_once(channel, contract_of, digest, tx_id)
+            first = sending if attempt == 0 else None
+            out = await self._collect_once(channel, contract_of, digest, tx_id, first)
             if out.agreed:
                 break
         return out
 
     async def _collect_once(
-        self, channel: PrivateChannel, contract_of: ContractOf, digest: bytes, tx_id: str
+        self,
+        channel: PrivateChannel,
+        contract_of: ContractOf,
+        digest: bytes,
+        tx_id: str,
+        sending: Outgoing | None,
     ) -> A.CollectAgreementsResponse:
+        if sending is not None:  # the own run reads the payload: once stored here, no sooner
+            either: set[asyncio.Future[Any]] = {sending.stored, sending.done}
+            await asyncio.wait(either, return_when=FIRST_COMPLETED)
+            if sending.done.done():
+                sending.done.result()  # raises when the send failed (so does the collection)
         own, keys, hashed, sender = await self._run(channel, contract_of, digest)
         body = ag.agreement_body(
             channel.channel_id, tx_id, digest, own, keys, ag.AGREE, hashed, sender
         )
         # Signed with the concurrent collections' own agreements (one signature per batch).
         mine = await (await self._runners_of(channel, contract_of))[2].call(body)
+        pushed: dict[bytes, A.PrivateAgreement] = {}
+        if sending is not None:
+            await sending.done  # every recipient answered its Push (raises: the send failed)
+            pushed = _pushed(channel, sending, tx_id, digest)
         others = [k for k in keys if k != self._key.public_key]
-        asks: dict[asyncio.Future[A.PrivateAgreement], bytes]
-        asks = {asyncio.ensure_future(self._ask(channel, k, digest, tx_id, own)): k for k in others}
+        asks: dict[asyncio.Future[A.PrivateAgreement], bytes] = {}
+        loop = asyncio.get_running_loop()
+        for k in others:
+            if k in pushed:  # answered on the Push: no AgreeBatch to this recipient
+                answered: asyncio.Future[A.PrivateAgreement] = loop.create_future()
+                answered.set_result(pushed[k])
+                asks[answered] = k
+            else:
+                asks[asyncio.ensure_future(self._ask(channel, k, digest, tx_id, own))] = k
         try:
             theirs, missing = await self._gather(channel, keys, sender, own, asks)
         finally:
@@ -488,6 +569,39 @@ def _not_agreed(node_id: str, detail: str) -> TransientError:
         f"recipient {node_id} did not agree: {detail}",
         {"node": node_id},
     )
+
+
+def _results(
+    outcomes: Sequence[bytes | ClientError], signed: Sequence[A.PrivateAgreement]
+) -> list[A.AgreeResult]:
+    """One AgreeResult per outcome: the next signed agreement for a body, else the refusal."""
+    agreements = iter(signed)
+    return [
+        A.AgreeResult(agreement=next(agreements))
+        if isinstance(o, bytes)
+        else A.AgreeResult(reason=o.reason, message=o.message)  # type: ignore[arg-type]
+        for o in outcomes
+    ]
+
+
+def _pushed(
+    channel: PrivateChannel, sending: Outgoing, tx_id: str, digest: bytes
+) -> dict[bytes, A.PrivateAgreement]:
+    """The agreements the recipients answered on the Push, by their privacy keys: only those
+    naming this transaction and payload (anything else is not an answer to this question, and
+    that recipient is asked by AgreeBatch; the commit rule checks everything again anyway)."""
+    out: dict[bytes, A.PrivateAgreement] = {}
+    for node_id, result in sending.answers.items():
+        node = next((n for n in channel.view.config.peers if n.node_id == node_id), None)
+        if node is None or not result.HasField("agreement"):
+            continue  # a refusal (e.g. the payload could not be run there): asked again
+        try:
+            body = A.PrivateAgreementBody.FromString(result.agreement.body)
+        except DecodeError:
+            continue  # a faulty answer: that recipient is asked by AgreeBatch
+        if (body.channel_id, body.tx_id, body.payload_hash) == (channel.channel_id, tx_id, digest):
+            out[node.privacy_public_key] = result.agreement
+    return out
 
 
 def _agrees(agreement: A.PrivateAgreement, own: tuple[bytes, bytes]) -> bool:

@@ -50,7 +50,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
-from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel, Sent
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
     config_pb2,
@@ -142,15 +142,25 @@ class PrivacyManager:
 
     # --- Push -----------------------------------------------------------------------------
 
-    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> int:
+    async def accept_push(self, push: P.PushBatch, sender: config_pb2.NodeConfig) -> P.PushResponse:
         """Check a whole admitted batch, then store it in one transaction (which the store's
-        group commit shares with the concurrent pushes of this and other streams)."""
+        group commit shares with the concurrent pushes of this and other streams); then, for
+        the payloads whose agreement the push asks (`agree_tx_ids`), this node's agreements on
+        its committed private state (`Agreements.agree_pushed`)."""
         channel = self.channel(push.channel_id)
         async with self._push_order.turn((push.channel_id, h) for h in push.payload_hashes):
             held = await channel.store.held(list(push.payload_hashes))
             await channel.store.store_payloads(channel.check_push(push, sender, held))
         self.executors[push.channel_id].payloads_arrived()  # it may be waiting for one
-        return len(push.payloads)
+        # agree_tx_ids: empty (none asked) or one per payload (the servicer checked)
+        tx_ids = push.agree_tx_ids
+        asked = [(h, t) for h, t in zip(push.payload_hashes, tx_ids, strict=False) if t]
+        if not asked:
+            return P.PushResponse(stored=len(push.payloads))
+        contract_of = self.executors[push.channel_id].contract_of
+        key = sender.privacy_public_key
+        agreements = await self._agreements.agree_pushed(channel, contract_of, asked, key)
+        return P.PushResponse(stored=len(push.payloads), agreements=agreements)
 
     # --- agreement before commit (runtime/roles/privacy/agreement.py) ----------------------
 
@@ -188,6 +198,30 @@ class PrivacyManager:
         channel = self.channel(channel_id)
         contract_of = self.executors[channel_id].contract_of
         return await self._agreements.collect_many(channel, contract_of, items)
+
+    async def send_and_collect(
+        self, channel_id: str, items: Sequence[tuple[bytes, Sequence[str], str]]
+    ) -> tuple[list[Sent], list[private_agreement_pb2.CollectAgreementsResult]]:
+        """SendBatch: send each (plaintext, organisations, tx_id); for each with a tx_id, also
+        collect its agreements, asked on the Push and started as soon as the payload is stored
+        here (`Agreements.collect`): (what was sent, one result per item with a tx_id, in
+        order). The send fails as before: the first failure is raised, and the collections of
+        the call's other items are stopped (nothing of it is answered)."""
+        channel = self.channel(channel_id)
+        sending = await channel.submit(items)
+        asked = [(s, tx_id) for s, (_, _, tx_id) in zip(sending, items, strict=True) if tx_id]
+        contract_of = self.executors[channel_id].contract_of
+        pairs = [(s.payload_hash, t) for s, t in asked]
+        collect = self._agreements.collect_many(channel, contract_of, pairs, [s for s, _ in asked])
+        collecting: asyncio.Future[list[private_agreement_pb2.CollectAgreementsResult]]
+        collecting = asyncio.ensure_future(collect)
+        try:
+            sent = await channel.settle(sending)
+        except BaseException:  # a send failed (or the call ended): the collections end too
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+            raise
+        return sent, await collecting
 
     # --- private state validation ---------------------------------------------------------
 

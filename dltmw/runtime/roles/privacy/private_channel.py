@@ -10,6 +10,12 @@ with an agreement policy expression, where a transaction may commit without a do
 there the deliveries owed are stored with the payloads (`ledger/private_outbox.py`), Send
 answers with the unreached nodes as pending, and `redelivery.py` pushes until each stored it.
 
+A payload sent for a transaction whose agreements the client asks in the same SendBatch
+(`SendItem.collect_for_tx_id`) carries that tx_id on its Push (`PushBatch.agree_tx_ids`): the
+recipient answers the push with its signed agreement (`Outgoing.answers`), so the collection
+(`agreement.py`) needs no AgreeBatch round trip to it, and `Outgoing.stored` lets the sender's
+own run start as soon as its store committed, while the push is still on its way.
+
 Recipients are chosen from the signed channel config: the sending node, the peers of the named
 organisations that have a privacy key, and the channel's auditors. Keys never come from requests.
 The key wrap is the channel's (`ChannelConfig.private_key_wrap`): on a hybrid channel every box
@@ -29,7 +35,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -38,7 +44,7 @@ from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.privacy.agreement_policy import EXPRESSION
+from dltmw.core.privacy.agreement_policy import EXPRESSION, requires_agreements
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -60,27 +66,46 @@ from dltmw.runtime.roles.privacy.group_send import group_recipients
 from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.runtime.roles.privacy.redelivery import Redelivery
-from dltmw.v1 import config_pb2, errors_pb2, privacy_manager_service_pb2, private_payload_pb2
+from dltmw.v1 import (
+    config_pb2,
+    errors_pb2,
+    privacy_manager_service_pb2,
+    private_agreement_pb2,
+    private_payload_pb2,
+)
 
 logger = logging.getLogger(__name__)
 P = privacy_manager_service_pb2
 R = errors_pb2
 EncryptedPayload = private_payload_pb2.EncryptedPayload
+AgreeResult = private_agreement_pb2.AgreeResult
 SEND_BATCH_MAX = 512
 T = TypeVar("T")
 PUSH_ATTEMPTS = 2
 PUSH_PIPELINE = 4
 Sent = tuple[bytes, int, tuple[str, ...]]  # (payload hash, boxes, recipients not reached yet)
+Pushed = tuple[bytes, EncryptedPayload, str]  # (payload hash, payload, tx_id asked or "")
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
 
 
 @dataclass
-class _Outgoing:
+class Outgoing:
+    """One payload being sent: stored here, then pushed to `nodes`. `stored` is set when this
+    node's store committed it (never failed: a failure settles `done`); `done`, when every
+    recipient acknowledged it (the nodes not reached: queued delivery) or the send failed;
+    `answers`, by node id, each recipient's answer to the agreement asked on the Push for
+    `tx_id` (filled before `done` is set; a node that answered none is absent)."""
+
     payload: EncryptedPayload
     payload_hash: bytes
     nodes: tuple[str, ...]
-    done: asyncio.Future[tuple[str, ...]] = field(  # the nodes not reached (queued delivery)
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    tx_id: str = ""  # the transaction whose agreement the Push asks ("" for none)
+    stored: asyncio.Future[None] = field(default_factory=_future)
+    done: asyncio.Future[tuple[str, ...]] = field(default_factory=_future)
+    answers: dict[str, AgreeResult] = field(default_factory=dict)
 
 
 class PrivateChannel:
@@ -99,7 +124,7 @@ class PrivateChannel:
         self.peer = peer
         self.store = store
         self._pushers = pushers
-        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=ctx.limits.queue_max)
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=ctx.limits.queue_max)
         self._task: asyncio.Task[None] | None = None
         self._pushing = 0  # payloads stored, not yet acknowledged by every recipient
         self.redelivery: Redelivery | None = None  # queued delivery (`redelivery.py`)
@@ -189,12 +214,26 @@ class PrivateChannel:
 
     async def send_many(self, items: Sequence[tuple[bytes, Sequence[str]]]) -> list[Sent]:
         """`send` for several payloads (each with its own fresh key), stored and pushed together."""
+        return await self.settle(await self.submit([(p, orgs, "") for p, orgs in items]))
+
+    async def submit(self, items: Sequence[tuple[bytes, Sequence[str], str]]) -> list[Outgoing]:
+        """Seal each (plaintext, organisations, tx_id) and queue it for the batcher; the caller
+        awaits `settle` (and may follow each item's `stored` and `answers`: `agreement.py`). A
+        tx_id asks the recipients' agreements on the Push (only where the channel requires
+        agreements: elsewhere nobody would use them)."""
         if self._queue.qsize() + len(items) > self._queue.maxsize:
             raise TransientError(R.ERROR_REASON_OVERLOADED, "privacy manager send queue full")
-        chosen = [await group_recipients(self, plaintext, orgs) for plaintext, orgs in items]
+        asking = requires_agreements(self.view.config)
+        chosen = [await group_recipients(self, plaintext, orgs) for plaintext, orgs, _ in items]
         outgoing = [self._seal(plaintext, orgs) for plaintext, orgs in chosen]
-        for item in outgoing:
+        for item, (_, _, tx_id) in zip(outgoing, items, strict=True):
+            item.tx_id = tx_id if asking else ""
             self._queue.put_nowait(item)
+        return outgoing
+
+    @staticmethod
+    async def settle(outgoing: Sequence[Outgoing]) -> list[Sent]:
+        """Wait until every item is delivered (or raise the first failure)."""
         pending = await asyncio.gather(*(item.done for item in outgoing))
         return [
             (i.payload_hash, len(i.payload.recipient_boxes), nodes)
@@ -229,7 +268,7 @@ class PrivateChannel:
             kem_keys[key] = node.privacy_kem_public_key
         return encapsulate_all(kem_keys)
 
-    def _seal(self, plaintext: bytes, orgs: Sequence[str]) -> _Outgoing:
+    def _seal(self, plaintext: bytes, orgs: Sequence[str]) -> Outgoing:
         chosen = self.recipients(orgs)
         keys = sorted(set(chosen.values()))
         wrap = self.key_wrap
@@ -243,7 +282,7 @@ class PrivateChannel:
             wrap,
             self.kem_shares(keys, wrap),
         )
-        return _Outgoing(payload, payload_hash(payload), tuple(sorted(chosen)))
+        return Outgoing(payload, payload_hash(payload), tuple(sorted(chosen)))
 
     async def _batcher(self) -> None:
         """Group commit, then push: batch k+1 is stored while batch k is still being pushed
@@ -267,6 +306,9 @@ class PrivateChannel:
                         TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"send failed: {exc}"),
                     )
                     raise
+                for item in batch:
+                    if not item.stored.done():
+                        item.stored.set_result(None)
                 task = asyncio.create_task(self._push_all(batch))
                 pushing.add(task)
                 task.add_done_callback(pushing.discard)
@@ -277,12 +319,12 @@ class PrivateChannel:
             await asyncio.gather(*pushing, return_exceptions=True)
 
     @staticmethod
-    def _fail(batch: list[_Outgoing], error: Exception) -> None:
+    def _fail(batch: list[Outgoing], error: Exception) -> None:
         for item in batch:
             if not item.done.done():
                 item.done.set_exception(error)
 
-    async def _store(self, batch: list[_Outgoing]) -> None:
+    async def _store(self, batch: list[Outgoing]) -> None:
         """The payloads and, on a queued channel, the deliveries owed, in one transaction."""
         owed = [(i.payload_hash, n) for i in batch for n in i.nodes] if self.queued else []
         await self.store.store_payloads(
@@ -295,7 +337,7 @@ class PrivateChannel:
             owed,
         )
 
-    async def _push_all(self, batch: list[_Outgoing]) -> None:
+    async def _push_all(self, batch: list[Outgoing]) -> None:
         self._pushing += len(batch)
         try:
             await self._push_and_settle(batch)
@@ -305,8 +347,8 @@ class PrivateChannel:
                 batch, TransientError(R.ERROR_REASON_SHUTTING_DOWN, "privacy manager stopping")
             )
 
-    async def _push_and_settle(self, batch: list[_Outgoing]) -> None:
-        by_node: dict[str, list[_Outgoing]] = {}
+    async def _push_and_settle(self, batch: list[Outgoing]) -> None:
+        by_node: dict[str, list[Outgoing]] = {}
         for item in batch:
             for node_id in item.nodes:
                 by_node.setdefault(node_id, []).append(item)
@@ -353,26 +395,55 @@ class PrivateChannel:
         if left and self.redelivery is not None:
             self.redelivery.wake()
 
-    async def _push(self, node_id: str, items: list[_Outgoing]) -> int:
-        return await self.push_payloads(node_id, [(i.payload_hash, i.payload) for i in items])
+    async def _push(self, node_id: str, items: list[Outgoing]) -> int:
+        """Push to one node, asking its agreement for the items with a tx_id; its answers go to
+        each item's `answers` (none when it answered another number than asked: an older
+        release answers none, and the collection then asks with AgreeBatch)."""
+        pushes = [(i.payload_hash, i.payload, i.tx_id) for i in items]
+        stored, at = 0, 0
+        for chunk, response in await self._push_chunks(node_id, pushes):
+            stored += response.stored
+            asking = [item for item in items[at : at + len(chunk)] if item.tx_id]
+            at += len(chunk)
+            answers = response.agreements
+            if len(answers) != len(asking):
+                if answers:  # a faulty recipient: its answers are not paired with a guess
+                    logger.warning(
+                        "%s answered %d agreements for %d asked on its push: ignored",
+                        node_id,
+                        len(answers),
+                        len(asking),
+                    )
+                continue
+            for item, answer in zip(asking, answers, strict=True):
+                item.answers[node_id] = answer
+        return stored
 
     async def push_payloads(
         self, node_id: str, items: Sequence[tuple[bytes, EncryptedPayload]]
     ) -> int:
         """Push (hash, payload) pairs to one node in PushBatches that stay under the message
         size limit; the number stored there, or raises (PeerError refused, TransientError)."""
+        done = await self._push_chunks(node_id, [(h, p, "") for h, p in items])
+        return sum(response.stored for _, response in done)
+
+    async def _push_chunks(
+        self, node_id: str, items: Sequence[Pushed]
+    ) -> list[tuple[Sequence[Pushed], P.PushResponse]]:
+        """`push_payloads` of (hash, payload, tx_id) triples: each chunk with its answer."""
         budget = self.ctx.limits.max_message_bytes // 2
         chunks = by_size(items, lambda i: i[1].ByteSize(), budget)
-        return sum(await asyncio.gather(*(self._push_chunk(node_id, c) for c in chunks)))
+        # (chunks are consecutive, so `_push` pairs the items with them in order)
+        responses = await asyncio.gather(*(self._push_chunk(node_id, c) for c in chunks))
+        return list(zip(chunks, responses, strict=True))
 
-    async def _push_chunk(
-        self, node_id: str, items: Sequence[tuple[bytes, EncryptedPayload]]
-    ) -> int:
+    async def _push_chunk(self, node_id: str, items: Sequence[Pushed]) -> P.PushResponse:
         push = P.PushBatch(
             channel_id=self.channel_id,
             requester=self.ctx.signer.identity_bytes,
-            payloads=[p for _, p in items],
-            payload_hashes=[h for h, _ in items],
+            payloads=[p for _, p, _ in items],
+            payload_hashes=[h for h, _, _ in items],
+            agree_tx_ids=[t for _, _, t in items] if any(t for _, _, t in items) else [],
         )
         push.timestamp.FromDatetime(utc_now())
         data = push.SerializeToString()
@@ -457,7 +528,7 @@ class PrivateChannel:
         updated = add_recipients(payload, self.key, new_keys, nonces, kem)
         keys = tuple(recipients_of(updated))
         nodes = {n.node_id for k in keys if (n := self.node_of_key(k)) is not None}
-        item = _Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
+        item = Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
         await self.store.store_payloads(
             [NewPayload(digest, updated.SerializeToString(), keys, replace=True)],
             [(digest, n) for n in item.nodes] if self.queued else [],

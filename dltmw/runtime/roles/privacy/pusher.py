@@ -32,19 +32,20 @@ class Pusher:
         self._ctx = ctx
         self._node_id = node_id
         codec = Codec[P.PushRequest, P.PushRequest](pack=_only, failure=self._failure)
-        self._stream: BatchedStream[P.PushRequest, int, P.PushRequest, P.PushResponse]
+        self._stream: BatchedStream[P.PushRequest, P.PushResponse, P.PushRequest, P.PushResponse]
         self._stream = BatchedStream(
             f"push-{node_id}",
             self._open,
             codec,
-            InOrder(_stored),
+            InOrder(_answer),
             ctx.tasks,
             drop=lambda: ctx.forget(node_id),
             bounds=Bounds(queue_max=ctx.limits.queue_max, batch_items_max=1),
         )
 
-    async def push(self, request: P.PushRequest) -> int:
-        """Push one signed batch; returns the number stored, or raises."""
+    async def push(self, request: P.PushRequest) -> P.PushResponse:
+        """Push one signed batch; returns its acknowledgement (the number stored, the
+        agreements asked on it), or raises."""
         return await self._stream.call(request, PUSH_TIMEOUT_S, self._late)
 
     async def close(self) -> None:
@@ -81,5 +82,5 @@ def _only(requests: Sequence[P.PushRequest]) -> P.PushRequest:
     return request
 
 
-def _stored(response: P.PushResponse, _requests: Sequence[P.PushRequest]) -> list[int]:
-    return [response.stored]
+def _answer(response: P.PushResponse, _requests: Sequence[P.PushRequest]) -> list[P.PushResponse]:
+    return [response]
