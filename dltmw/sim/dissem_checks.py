@@ -95,4 +95,3 @@ def check_prepared_holds(
 
 def _digest(record: BatchRecord) -> bytes:
     return bytes(parse(record.envelope).batch.digest)
-

@@ -132,10 +132,10 @@ class CarriedCrashWorld(DissemWorld):
 
     def flush(self, node: Node) -> None:
         """As `World.flush`, with the crash point and the check."""
-        core = cast(DisseminatingReplica | None, node.replica)
-        if core is None:
+        if node.replica is None:
             return
-        effects = core.ready()
+        core = cast(DisseminatingReplica, node.replica)
+        effects = node.replica.ready()
         primary = core.replica.primary()
         carried = any(
             isinstance(r, BatchRecord) and r.key.origin == primary != node.index

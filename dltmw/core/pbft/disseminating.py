@@ -44,9 +44,9 @@ from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
 from dltmw.core.pbft.availability import (
     AvailabilityRule,
     BatchKey,
+    carried_keys,
     certificate_alone,
     expiry_slots,
-    carried_keys,
     parse_certificate,
 )
 from dltmw.core.pbft.certs import Checker
@@ -202,9 +202,13 @@ class DisseminatingReplica:
             raise TypeError(f"disseminating replica cannot step {type(message).__name__}")
         parsed = _parsed(message)
         kind = None if parsed is None else parsed.WhichOneof("body")
-        if kind == "pre_prepare" and parsed is not None:
-            if self.rule.enforce and not self.carried_held(message.replica, parsed.pre_prepare):
-                return
+        if (
+            kind == "pre_prepare"
+            and parsed is not None
+            and self.rule.enforce
+            and not self.carried_held(message.replica, parsed.pre_prepare)
+        ):
+            return
         if kind not in DISSEMINATION_KINDS:
             self.replica.step(message)
             return
