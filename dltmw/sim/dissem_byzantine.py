@@ -14,6 +14,15 @@ and anything it claims of another replica fails that replica's signature check.
 - `EquivocatingBatch`: replica 1 sends odd-numbered replicas another batch under the same batch
   sequence, collects the acks of that one too and forwards a certificate for each: both are
   available, at most one gets into the chain.
+- `WithheldCarried`: `WithheldBatch` whose invented certificate is a carried one (docs/ordering.md,
+  "The primary's own batch"): the origin's ack is valid, so only the backups' gate (the batch
+  stored before the prepare) stops it. With the gate removed, the slot is decided and no
+  correct replica can assemble it (the gate's negative control).
+- `CarriedMismatch`: replica 0, primary of view 0, sends its carried batches with other
+  envelopes under the signed digest: no backup stores them, so none prepares its pre-prepares.
+- `CarriedEquivocation`: replica 0, primary of view 0, sends odd-numbered replicas another batch
+  under the same batch sequence and a pre-prepare naming that one's carried certificate:
+  one slot, two batches; at most one is prepared, and only with f+1 correct holders.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import hashlib
 
 from dltmw.core.pbft import Envelope, batch_digest
-from dltmw.core.pbft.availability import ack_message, make_certificate
+from dltmw.core.pbft.availability import ack_message, make_certificate, parse_certificate
 from dltmw.sim.byzantine import alternative, parse, resign
 from dltmw.sim.node import Node
 from dltmw.sim.world import Behaviour, World
@@ -39,8 +48,10 @@ def _forward(world: World, index: int, certificate: bytes) -> None:
             world.net.send(index, destination, envelope)
 
 
-def _own_ack(world: World, index: int, batch_sequence: int, digest: bytes) -> Envelope:
-    return resign(world, index, ack_message(index, batch_sequence, digest))
+def _own_ack(
+    world: World, index: int, batch_sequence: int, digest: bytes, formed_at: int = 0
+) -> Envelope:
+    return resign(world, index, ack_message(index, batch_sequence, digest, False, formed_at))
 
 
 class WithheldBatch(Behaviour):
@@ -48,6 +59,7 @@ class WithheldBatch(Behaviour):
     acks."""
 
     faulty = frozenset({0})
+    carried = False  # the invented certificate is a carried one (`WithheldCarried`)
 
     def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
         message = parse(envelope)
@@ -58,7 +70,8 @@ class WithheldBatch(Behaviour):
             pp = message.pre_prepare
             fake = hashlib.sha256(b"withheld" + pp.digest).digest()
             seq = 1_000_000 + pp.sequence
-            cert = make_certificate(0, seq, fake, 1, [_own_ack(world, 0, seq, fake)])
+            ack = _own_ack(world, 0, seq, fake)
+            cert = make_certificate(0, seq, fake, 1, [ack], carried=self.carried)
             requests = [*pp.requests, cert]
             del pp.requests[:]
             pp.requests.extend(requests)
@@ -148,9 +161,75 @@ class EquivocatingBatch(Behaviour):
             _forward(world, 1, cert)
 
 
+class WithheldCarried(WithheldBatch):
+    """`WithheldBatch` with carried certificates (see the module docstring)."""
+
+    carried = True
+
+
+class CarriedMismatch(Behaviour):
+    """Replica 0's batches (carried as primary) do not hash to their signed digest."""
+
+    faulty = frozenset({0})
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        if node.index in self.faulty:
+            message = parse(envelope)
+            if message.WhichOneof("body") == "batch" and len(message.batch.envelopes) >= 2:
+                swapped = alternative(list(message.batch.envelopes))[1:]
+                del message.batch.envelopes[:]
+                message.batch.envelopes.extend(swapped)
+                envelope = resign(world, 0, message)
+        world.net.send(node.index, destination, envelope)
+
+
+class CarriedEquivocation(Behaviour):
+    """Replica 0 carries two batches under one batch sequence in one slot (module docstring)."""
+
+    faulty = frozenset({0})
+
+    def __init__(self) -> None:
+        self.alt: dict[int, bytes] = {}  # batch sequence -> the other batch's certificate
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        if node.index in self.faulty and destination % 2:
+            message = parse(envelope)
+            kind = message.WhichOneof("body")
+            if kind == "batch" and len(message.batch.envelopes) >= 2:
+                batch = message.batch
+                alt = alternative(list(batch.envelopes))
+                del batch.envelopes[:]
+                batch.envelopes.extend(alt)
+                batch.digest = batch_digest(alt)
+                seq, formed = batch.batch_sequence, batch.formed_at
+                ack = _own_ack(world, 0, seq, bytes(batch.digest), formed)
+                self.alt[seq] = make_certificate(
+                    0, seq, bytes(batch.digest), len(alt), [ack], False, formed, carried=True
+                )
+                envelope = resign(world, 0, message)
+            elif kind == "pre_prepare":
+                pp = message.pre_prepare
+                requests = [self._swap(r) for r in pp.requests]
+                if requests != list(pp.requests):
+                    del pp.requests[:]
+                    pp.requests.extend(requests)
+                    pp.digest = batch_digest(requests)
+                    envelope = resign(world, 0, message)
+        world.net.send(node.index, destination, envelope)
+
+    def _swap(self, request: bytes) -> bytes:
+        cert = parse_certificate(request)
+        if cert is None or not cert.carried:
+            return request
+        return self.alt.get(cert.batch_sequence, request)
+
+
 DISSEMINATION_BEHAVIOURS: dict[str, type[Behaviour]] = {
     "honest": Behaviour,
     "withheld-batch": WithheldBatch,
     "forged-batch": ForgedBatch,
     "equivocating-batch": EquivocatingBatch,
+    "withheld-carried": WithheldCarried,
+    "carried-mismatch": CarriedMismatch,
+    "carried-equivocation": CarriedEquivocation,
 }

@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from dltmw.core.effects import execute
 from dltmw.core.pbft import PbftConfig, Record, Replica
 from dltmw.core.pbft.assembly import compact_assembled
 from dltmw.core.pbft.availability import expiry_slots
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.dissemination import DisseminationConfig
+from dltmw.core.pbft.dissemination import BatchRecord, DisseminationConfig
+from dltmw.sim.dissem_checks import check_prepared_holds
 from dltmw.sim.node import Node
-from dltmw.sim.world import Behaviour, World
+from dltmw.sim.world import Behaviour, NodeExecutor, World
 
 SIM_DISSEMINATION = DisseminationConfig(batch_count_max=3, batch_wait_ticks=2, retransmit_ticks=12)
 
@@ -111,3 +113,42 @@ class DissemWorld(World):
             if node.index == index and node.replica is not None:
                 return cast(DisseminatingReplica, node.replica)
         return None
+
+
+class CarriedCrashWorld(DissemWorld):
+    """Crash points at the write a carried batch needs (docs/ordering.md, "The primary's own
+    batch"): a backup whose step stores the primary's batch crashes right after persisting it,
+    its sends (the prepare among them) lost, up to `CRASHES` times, each restarted
+    `RESTART_AFTER` ticks later. Every step's prepares are checked against the durable records
+    (`check_prepared_holds`): `stored_violations`."""
+
+    CRASHES = 6
+    RESTART_AFTER = 9
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.crashes = 0
+        self.stored_violations: list[str] = []
+
+    def flush(self, node: Node) -> None:
+        """As `World.flush`, with the crash point and the check."""
+        if node.replica is None:
+            return
+        core = cast(DisseminatingReplica, node.replica)
+        effects = node.replica.ready()
+        primary = core.replica.primary()
+        carried = any(
+            isinstance(r, BatchRecord) and r.key.origin == primary != node.index
+            for r in effects.persist
+        )
+        honest = node.index not in self.behaviour.faulty
+        if carried and honest and self.crashes < self.CRASHES and not node.dying:
+            self.crashes += 1
+            node.dying = True
+            self.log(f"{node.name} crashing after storing the primary's batch")
+            self.at(self.now + self.RESTART_AFTER, lambda: self.restart(node))
+        execute(effects, NodeExecutor(self, node))
+        if honest:
+            self.stored_violations += check_prepared_holds(node, core, effects.send)
+        if node.dying:
+            self.die(node)

@@ -601,6 +601,7 @@ class AvailabilityCertificate(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     ALONE_FIELD_NUMBER: _builtins.int
     FORMED_AT_FIELD_NUMBER: _builtins.int
+    CARRIED_FIELD_NUMBER: _builtins.int
     origin: _builtins.int
     """Index of the batch's origin."""
     batch_sequence: _builtins.int
@@ -616,6 +617,12 @@ class AvailabilityCertificate(_message.Message):
     formed_at: _builtins.int
     """The batch's `formed_at`, as every ack says: the slots in which the certificate can be
     assembled (Batch.formed_at).
+    """
+    carried: _builtins.bool
+    """Carried by the primary (docs/ordering.md, "The primary's own batch"): `acks` holds the
+    origin's own ack only; a backup prepares a pre-prepare naming it only when the pre-prepare
+    comes from the origin as primary and the backup stored the batch, so the slot's prepared
+    certificate (2f+1 holders, f+1 of them correct) stands in for the f+1 acks.
     """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedReplicaMessage]:
@@ -633,10 +640,11 @@ class AvailabilityCertificate(_message.Message):
         acks: _abc.Iterable[Global___SignedReplicaMessage] | None = ...,
         alone: _builtins.bool = ...,
         formed_at: _builtins.int = ...,
+        carried: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "count", b"count", "digest", b"digest", "formed_at", b"formed_at", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "alone", b"alone", "batch_sequence", b"batch_sequence", "carried", b"carried", "count", b"count", "digest", b"digest", "formed_at", b"formed_at", "origin", b"origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,10 +20,19 @@ from dltmw.core.pbft.types import DecidedRecord
 from dltmw.sim import dissem_runner, dissem_world
 from dltmw.sim import world as world_module
 from dltmw.sim.dissem_runner import run_dissemination
-from dltmw.sim.dissem_world import SIM_DISSEMINATION, DissemWorld
+from dltmw.sim.dissem_world import SIM_DISSEMINATION, CarriedCrashWorld, DissemWorld
 
 SEEDS = range(12)
-BEHAVIOURS = ["honest", "network", "withheld-batch", "forged-batch", "equivocating-batch"]
+BEHAVIOURS = [
+    "honest",
+    "network",
+    "withheld-batch",
+    "forged-batch",
+    "equivocating-batch",
+    "withheld-carried",
+    "carried-mismatch",
+    "carried-equivocation",
+]
 
 
 @pytest.fixture
@@ -67,6 +76,36 @@ def test_negative_control_without_the_certificate_check_the_checkers_go_red(seed
     result = run_dissemination(seed, "withheld-batch", enforce=False)
     assert any(v.startswith("unavailable") for v in result.violations), result.verdict()
     assert not result.live
+
+
+# (behaviour, seed): every seed of the withheld one; of the mismatching one, the seeds in which
+# the primary forms a batch of two envelopes or more (the behaviour's) before its view ends.
+UNGATED = [("withheld-carried", s) for s in range(4)] + [("carried-mismatch", s) for s in (0, 1, 3)]
+
+
+@pytest.mark.parametrize(("behaviour", "seed"), UNGATED)
+def test_negative_control_without_the_carried_gate_the_checkers_go_red(
+    seed: int, behaviour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate is what makes a carried certificate safe (docs/ordering.md, "The primary's own
+    batch"): without it a primary gets a batch that no correct backup stored decided."""
+    monkeypatch.setattr(
+        disseminating.DisseminatingReplica, "carried_held", lambda _self, _sender, _pp: True
+    )
+    result = run_dissemination(seed, behaviour)
+    assert any(v.startswith("unavailable") for v in result.violations), result.verdict()
+    assert not result.live
+
+
+def test_carried_batches_are_refused_where_the_mechanism_says() -> None:
+    withheld = run_dissemination(0, "withheld-carried")
+    assert withheld.drops.get("carried-batch-not-held", 0) > 0
+    assert withheld.max_view >= 1  # the primary that proposed them was replaced
+    mismatch = run_dissemination(0, "carried-mismatch")
+    assert mismatch.drops.get("batch-digest-mismatch", 0) > 0
+    assert mismatch.drops.get("carried-batch-not-held", 0) > 0
+    honest = run_dissemination(0, "honest")
+    assert honest.drops.get("ack-of-unknown-batch", 0) == 0
 
 
 def test_forged_and_withheld_batches_are_refused_where_the_mechanism_says() -> None:
@@ -148,7 +187,9 @@ def test_compacted_batch_records_still_restore_a_crashed_replica(
 # the periodic probe was left to replicas that stalled (`Checkpoints.probe_if_stalled`): the
 # schedule changed, and 3 and 21 no longer strand the replica (before that, when votes younger
 # than a retransmission pass stopped being resent, 13 and 20 had stopped).
-CATCHING_UP = [14, 15, 17, 20]
+# Re-chosen again when the primary's own batch became carried (branch pbft13: the schedule
+# changed; of 0-199, 26, 38, 99, 121, 127, 166, 181, 183 and 191 strand one).
+CATCHING_UP = [26, 38, 99, 121]
 
 
 @pytest.mark.parametrize("seed", CATCHING_UP)
@@ -171,7 +212,10 @@ def test_a_replica_stranded_beyond_the_retention_catches_up_by_blocks(
 # assembled an old certificate ordered again that the others skipped (docs/ordering.md,
 # "Certificate expiry"): its block differed from theirs. Re-chosen with `CATCHING_UP` (of the
 # seeds that jump, 14, 15 and 27 assemble alike even without the rules; 38, 45, 52 break too).
-JUMPED_THEN_OLD_CERTIFICATE = [17, 20, 24, 25]
+# Re-chosen with the carried primary's batch (branch pbft13): of the seeds 0-530 that jump
+# (`CATCHING_UP`'s note, and 203, 211, 221, 262, 280, 283, 309, 325, 445, 516, 521), these
+# three break agreement without the rules.
+JUMPED_THEN_OLD_CERTIFICATE = [203, 262, 283]
 
 
 def _without_expiry_or_wait_after_a_jump(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,3 +292,49 @@ def test_drained_events_cut_the_short_batches_the_timer_no_longer_does(seed: int
     assert not with_drained.violations and with_drained.live, with_drained.verdict()
     without = run_dissemination(seed, "honest", dissemination=never)
     assert not without.live, without.verdict()
+
+
+def _crash_world(monkeypatch: pytest.MonkeyPatch) -> list[CarriedCrashWorld]:
+    made: list[CarriedCrashWorld] = []
+
+    class Recording(CarriedCrashWorld):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
+    return made
+
+
+@pytest.mark.parametrize("behaviour", ["honest", "network", "carried-equivocation"])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_backup_crashing_after_storing_a_carried_batch_loses_nothing(
+    seed: int, behaviour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crash points at the store-before-prepare write (`CarriedCrashWorld`): backups crash
+    right after persisting the primary's batch, their prepares lost, and restart from their
+    records. Safe, live, every batch available, and no prepare ever left ahead of its batch."""
+    made = _crash_world(monkeypatch)
+    result = run_dissemination(seed, behaviour)
+    assert not result.violations and result.live, result.verdict()
+    assert made[-1].crashes > 0
+    assert not made[-1].stored_violations
+
+
+def test_negative_control_a_carried_batch_not_persisted_before_the_prepare_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break the rule: a backup keeps the primary's batch in memory only. The check at the
+    crash points' sends sees its prepares leave ahead of a durable batch."""
+    made = _crash_world(monkeypatch)
+    on_batch = dissemination.Disseminator.on_batch
+
+    def in_memory(self: dissemination.Disseminator, *args: Any, **kwargs: Any) -> Any:
+        out = on_batch(self, *args, **kwargs)
+        primary = self.primary()
+        self.persist = [r for r in self.persist if r.key.origin != primary]
+        return out
+
+    monkeypatch.setattr(dissemination.Disseminator, "on_batch", in_memory)
+    run_dissemination(0, "honest")
+    assert made[-1].stored_violations

@@ -24,6 +24,13 @@ Rules a reader must keep:
 - `AvailabilityRule` is the `request_ok` of the `Replica` that orders certificates: a pre-prepare
   naming one certificate that does not hold is refused whole (`Checker.batch_error`), so no
   correct backup prepares an unavailable or forged batch, and the slot is never decided.
+- A *carried* certificate (`carried`: the primary's own batch, docs/ordering.md) holds the
+  origin's own ack only. The rule accepts it (the origin formed that batch); its availability
+  is proven elsewhere, by the slot: a correct backup prepares a pre-prepare naming it only if
+  the pre-prepare's sender is the origin and the current primary and it stored the batch
+  first (`disseminating.DisseminatingReplica`'s gate), so 2f+1 prepares imply f+1 correct
+  holders. Every other place that judges a carried certificate (a prepared certificate in a
+  view change, a decided batch) comes with such 2f+1 votes.
 """
 
 from __future__ import annotations
@@ -113,7 +120,12 @@ def certificate_error(checker: Checker, cert: replica_pb2.AvailabilityCertificat
     """Why the certificate does not prove its batch available (a drop-counter name), or None."""
     if cert.origin >= checker.config.n or cert.batch_sequence < 1 or len(cert.digest) != 32:
         return "certificate-malformed"
-    if len(ack_signers(checker, cert)) < checker.config.f + 1:
+    signers = ack_signers(checker, cert)
+    if cert.carried:
+        if cert.alone or cert.origin not in signers:
+            return "carried-certificate-malformed"
+        return None  # availability: the slot's prepares (`carried_held`)
+    if len(signers) < checker.config.f + 1:
         return "certificate-without-f+1-acks"
     return None
 
@@ -126,8 +138,10 @@ def make_certificate(
     acks: list[Envelope],
     alone: bool = False,
     formed_at: int = 0,
+    carried: bool = False,
 ) -> bytes:
-    """The canonical certificate bytes from acks (sorted by signer, as the origin forms it)."""
+    """The canonical certificate bytes from acks (sorted by signer, as the origin forms it);
+    `carried`: the primary's own batch, `acks` its own ack only."""
     cert = replica_pb2.AvailabilityCertificate(
         origin=origin,
         batch_sequence=batch_sequence,
@@ -136,8 +150,21 @@ def make_certificate(
         acks=sorted(acks, key=lambda e: e.replica),
         alone=alone,
         formed_at=formed_at,
+        carried=carried,
     )
     return cert.SerializeToString()
+
+
+def carried_keys(
+    pre_prepare: replica_pb2.PrePrepare,
+) -> list[tuple[replica_pb2.AvailabilityCertificate, BatchKey]]:
+    """The carried certificates a pre-prepare names, with their batch keys."""
+    out = []
+    for request in pre_prepare.requests:
+        cert = parse_certificate(request)
+        if cert is not None and cert.carried:
+            out.append((cert, BatchKey(cert.origin, cert.batch_sequence)))
+    return out
 
 
 def certificate_alone(request: bytes) -> bool:

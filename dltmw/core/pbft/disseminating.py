@@ -17,6 +17,16 @@ the ordered slot's (over certificates). Records persisted: the replica's, `Batch
 Effects keep the core contract: every record (a stored batch, the replica's votes, an
 assembled slot) is in `persist` before any message that depends on it is in `send` (an ack
 leaves only once its batch is durable). Replies are the disseminator's refusals, by envelope id.
+The primary's own batch is carried (docs/ordering.md, "The primary's own batch"): certified by
+the origin's ack alone (`availability`, `carried`), sent ahead of the pre-prepare and stored by
+the backups without an ack. The gate (`carried_held`): a pre-prepare naming a carried
+certificate goes to the replica only if its sender is the certificate's origin and the view's
+primary, and the batch is stored here — in this step at the latest, so its `BatchRecord` is in
+`persist` before the prepare is in `send`. Otherwise it is dropped (the primary retransmits it)
+and the batch fetched from its origin. 2f+1 prepares then mean f+1 correct holders, what f+1
+acks meant. A carried certificate whose origin is not the current primary is stale (`_expired`):
+no correct backup would prepare it, so no replica keeps it pending, forwards or proposes it.
+
 Lone envelopes (config updates, `alone`) are batched alone and their certificate says so
 (`availability.certificate_alone`): the replica orders that certificate in a slot of its own,
 so the config update is alone in its block, as without dissemination.
@@ -34,6 +44,7 @@ from dltmw.core.pbft.assembly import AssembledRecord, BatchResolver
 from dltmw.core.pbft.availability import (
     AvailabilityRule,
     BatchKey,
+    carried_keys,
     certificate_alone,
     expiry_slots,
     parse_certificate,
@@ -67,6 +78,8 @@ DISSEMINATION_KINDS = frozenset({"batch", "batch_ack", "batch_fetch"})
 DisseminatedEffects = Effects[DisseminatedRecord, Decided, Outgoing, Rejected]
 
 
+# Carried batches the gate asks for at once, at most (`_fetching`).
+FETCHING_MAX = 64
 # Assembled slots a running replica keeps in memory after delivering them (see `_keep`).
 ASSEMBLED_KEPT = 4
 
@@ -97,7 +110,12 @@ class DisseminatingReplica:
         self.replica.stale = self._expired
         self.me = me
         self._sign = sign
-        self.disseminator = Disseminator(self.checker, me, sign, dissemination, envelope_ok, alone)
+        self.disseminator = Disseminator(
+            self.checker, me, sign, dissemination, envelope_ok, alone, self._primary
+        )
+        self._seen_view: int | None = None  # the view `recarry` last ran for
+        # Carried batches the gate fetched (`_needed`), until the slot taking them assembles.
+        self._fetching: set[tuple[BatchKey, bytes]] = set()
         self.resolver = BatchResolver(self.checker, me)
         self.retransmit_ticks = dissemination.retransmit_ticks
         # A delivered batch is kept as long as its decided slot is (state transfer serves the
@@ -184,6 +202,13 @@ class DisseminatingReplica:
             raise TypeError(f"disseminating replica cannot step {type(message).__name__}")
         parsed = _parsed(message)
         kind = None if parsed is None else parsed.WhichOneof("body")
+        if (
+            kind == "pre_prepare"
+            and parsed is not None
+            and self.rule.enforce
+            and not self.carried_held(message.replica, parsed.pre_prepare)
+        ):
+            return
         if kind not in DISSEMINATION_KINDS:
             self.replica.step(message)
             return
@@ -191,11 +216,44 @@ class DisseminatingReplica:
         if opened is None:
             self.disseminator.drop("bad-signature-or-malformed")
         elif kind == "batch":
-            self.disseminator.on_batch(message, opened)
+            named = (BatchKey(message.replica, opened.batch.batch_sequence), opened.batch.digest)
+            self.disseminator.on_batch(message, opened, self._needed(named))
+            self._fetching.discard(named)
         elif kind == "batch_ack":
             self.disseminator.on_ack(message, opened)
         else:
             self.disseminator.on_fetch(message.replica, opened)
+
+    def _needed(self, named: tuple[BatchKey, bytes]) -> bool:
+        """Is this batch one this replica fetched (`Disseminator.on_batch`'s `needed`)?"""
+        wanted = self.resolver.wanted
+        return named in self._fetching or (
+            wanted is not None and (wanted.key, wanted.digest) == named
+        )
+
+    def _primary(self) -> int:
+        return self.replica.primary()
+
+    def carried_held(self, sender: int, pp: replica_pb2.PrePrepare) -> bool:
+        """The gate (module docstring): every carried certificate `pp` names is the sender's
+        own batch, the sender is the primary of `pp`'s view, and the batch is stored here.
+        A missing batch is fetched from its origin (the primary retransmits its pre-prepare)."""
+        for cert, key in carried_keys(pp):
+            if cert.origin != sender or sender != self.replica.config.primary(pp.view):
+                self.disseminator.drop("carried-certificate-not-the-primary's")
+                return False
+            if (key, bytes(cert.digest)) not in self.disseminator.stored:
+                self.disseminator.drop("carried-batch-not-held")
+                fetch = replica_pb2.BatchFetch(
+                    origin=key.origin, batch_sequence=key.batch_sequence, digest=cert.digest
+                )
+                message = replica_pb2.ReplicaMessage(batch_fetch=fetch)
+                self.disseminator.send.append((sender, self._signed(message)))
+                if len(self._fetching) >= FETCHING_MAX:  # never answered: forget them
+                    self._fetching.clear()
+                self._fetching.add((key, bytes(cert.digest)))
+                return False
+        return True
 
     def tick(self, now: int) -> None:
         """Dissemination timers, then the replica's, then a fetch retry."""
@@ -207,6 +265,10 @@ class DisseminatingReplica:
     def ready(self) -> DisseminatedEffects:
         """Hand certificates to the replica, take its effects, assemble decided slots."""
         d = self.disseminator
+        if self.replica.view != self._seen_view:  # a new primary: own batches follow it
+            self._seen_view = self.replica.view
+            d.recarry()
+            self.replica.prune_stale()
         for cert in d.certified:
             self.replica.step(ClientRequest(cert))
         d.certified = []
@@ -237,9 +299,14 @@ class DisseminatingReplica:
         )
 
     def _expired(self, request: bytes, next_exec: int) -> bool:
-        """A certificate no slot from `next_exec` on can assemble (`availability.live_in`)."""
+        """A certificate no slot from `next_exec` on can assemble (`availability.live_in`), or
+        a carried one whose origin is not the current primary (no correct backup prepares it)."""
         cert = parse_certificate(request)
-        return cert is not None and cert.formed_at + self.expiry < next_exec
+        if cert is None:
+            return False
+        if cert.carried and cert.origin != self.replica.primary():
+            return True
+        return cert.formed_at + self.expiry < next_exec
 
     def _advance(self) -> None:
         """Dissemination learns the assembled height: new batches are formed at it, and what

@@ -28,6 +28,14 @@ Theory of operation (one replica, pure state machine; `disseminating.py` compose
   persists it, and only then (the driver runs persist before send) answers the origin with a
   signed `BatchAck`. It acks at most ONE digest per (origin, batch_sequence), whatever it
   receives later; a batch stored already is acked again (the origin may have lost the ack).
+- The primary's own batch (docs/ordering.md, "The primary's own batch"): a batch formed by the
+  current view's primary (not a lone one) is certified at once by its own ack alone, a
+  *carried* certificate; it is still sent to every replica, ahead of the pre-prepare that
+  names it, and the backups store it without acking it (`carries`). What stands in for the f+1
+  acks is the slot's prepares: a backup prepares such a pre-prepare only once it stored the
+  batch (`DisseminatingReplica`'s gate). When the primary changes (`recarry`), an own carried
+  batch not in the chain goes back to the ack path and a new primary carries its own
+  uncertified batches.
 - Certifying: f+1 acks of distinct replicas over the same triple form the certificate; it is
   handed to the ordering replica (`certified`) and handed again every `retransmit_ticks` until
   the batch is in the chain (a lost forward, an overloaded primary, a restart lose nothing).
@@ -130,6 +138,7 @@ class OwnBatch:
     formed_at: int = 0
     acks: dict[int, Envelope] = field(default_factory=dict)
     certificate: bytes | None = None
+    carried: bool = False  # `certificate` is a carried one (this replica was primary)
 
 
 def open_batch(
@@ -161,9 +170,11 @@ class Disseminator:
         config: DisseminationConfig,
         envelope_ok: Callable[[bytes], bool],
         alone: Callable[[bytes], bool] = lambda _e: False,
+        primary: Callable[[], int] = lambda: -1,
     ) -> None:
         """`envelope_ok`: the admission rule; `alone`: envelopes that must be ordered in a block
-        of their own (config updates) — batched alone, their certificates say so."""
+        of their own (config updates) — batched alone, their certificates say so; `primary`:
+        the ordering replica's current primary (whose own batches are carried, not acked)."""
         self.checker = checker
         self.me = me
         self._sign = sign
@@ -172,6 +183,7 @@ class Disseminator:
         self.height = 0  # the assembled height (`advance`): a new batch's `formed_at`
         self.envelope_ok = envelope_ok
         self.alone = alone
+        self.primary = primary
         self.now = 0
         self.intake: dict[bytes, bytes] = {}  # envelope id -> envelope, arrival order
         # What `cut` needs of the intake without a pass over it: its bytes and its lone
@@ -331,14 +343,56 @@ class Disseminator:
         ack = ack_message(self.me, seq, digest, lone, formed)
         self.own[seq].acks[self.me] = self._signed(ack)
         self.send.extend((peer, envelope) for peer in self._others())
-        self._maybe_certify(seq)
+        if self.carries(self.me, lone):
+            self._carry(seq)
+        else:
+            self._maybe_certify(seq)
+
+    def carries(self, origin: int, lone: bool) -> bool:
+        """Is a batch of `origin` carried by the primary's pre-prepare instead of acked?"""
+        return origin == self.primary() and not lone
+
+    def _carry(self, seq: int) -> None:
+        """Certify own batch `seq` by our own ack alone, to order as the primary."""
+        own = self.own[seq]
+        own.certificate = make_certificate(
+            self.me, seq, own.digest, own.count, [own.acks[self.me]], False, own.formed_at, True
+        )
+        own.carried = True
+        self.certified.append(own.certificate)
+
+    def recarry(self) -> None:
+        """The primary changed (or this replica restarted): own batches not in the chain follow
+        the current primary. Not primary: a carried certificate no longer counts (no backup
+        prepares it from us), so the batch goes back to the ack path, sent again to the
+        replicas that have not acked. Primary: uncertified own batches are carried."""
+        carrying = self.primary() == self.me
+        stale: set[bytes] = set()
+        for seq, own in sorted(self.own.items()):
+            if own.carried and not carrying and own.certificate is not None:
+                stale.add(own.certificate)
+                own.certificate, own.carried = None, False
+                stored = self.stored.get((BatchKey(self.me, seq), own.digest))
+                if stored is not None and stored.envelope is not None:
+                    peers = [p for p in self._others() if p not in own.acks]
+                    self.send.extend((peer, stored.envelope) for peer in peers)
+                self._maybe_certify(seq)
+            elif carrying and own.certificate is None and not own.alone:
+                self._carry(seq)
+        if stale:
+            self.certified = [c for c in self.certified if c not in stale]
 
     # -- peers' messages -------------------------------------------------------------------
 
     def on_batch(
-        self, envelope: Envelope, message: replica_pb2.ReplicaMessage
+        self, envelope: Envelope, message: replica_pb2.ReplicaMessage, needed: bool = False
     ) -> StoredBatch | None:
-        """Store a valid batch and ack it to its origin; returns it when newly stored."""
+        """Store a valid batch and ack it to its origin; returns it when newly stored.
+        `needed`: a batch this replica fetched for a slot (decided, or a pre-prepare naming it
+        carried) is stored whatever the per-origin bound: the bound keeps an origin from filling
+        our store with batches nobody orders, not a slot from the batch it takes. Without this
+        a primary that runs ahead (its batches need no acks) filled a slow backup's bound with
+        later batches and the backup never stored the one its next slot needed."""
         opened = open_batch(envelope, message, self.config)
         if isinstance(opened, str):
             self.drop(opened)
@@ -362,6 +416,7 @@ class Disseminator:
                 return None
             if (
                 acked is None
+                and not needed
                 and self.per_origin.get(key.origin, 0) >= self.config.stored_per_origin_max
             ):
                 self.drop("batch-store-full")
@@ -372,8 +427,10 @@ class Disseminator:
             self._count(key, digest)
         if acked is None:
             self.acked[key] = acked = (digest, stored.formed_at)
-        if acked[0] == digest:
-            lone = self.lone(envelopes)
+        lone = self.lone(envelopes)
+        if acked[0] == digest and self.carries(key.origin, lone):
+            pass  # the primary's: its pre-prepare names it, our prepare stands for an ack
+        elif acked[0] == digest:
             ack_body = ack_message(key.origin, key.batch_sequence, digest, lone, acked[1])
             self.send.append((key.origin, self._signed(ack_body)))
         else:
