@@ -21,14 +21,13 @@ blocks, kept by the peer) instead of a read hop to the ledger's reader thread an
 follower and block; only a follower that is behind by more than `RECENT_MAX` blocks reads the
 ledger. The blocks are shared: a follower must not change one.
 
-Why `BlockSignal` and not a bare `asyncio.Condition`: every follower waits at the head for each
+Why `BlockSignal` and not an `asyncio.Condition`: every follower waits at the head for each
 block, and a condition's `wait_for` under its lock cost a lone bus message 10 predicate waits, 13
 lock enters/exits and the notifiers' own lock rounds (89 Python calls in asyncio's locks of
 ~7,000; 69 fewer in all: benchmarks/RESULTS.md, branch bus10). Waiting needs no lock on one
 event loop: the height is read and the waiter registered with no await between, so a commit
-cannot slip in unseen. `committed()` wakes the
-waiters without the lock; the signal stays a `Condition` so that a notifier written for one
-(`async with new_block: new_block.notify_all()`, the PBFT and JetStream orderers) wakes them too.
+cannot slip in unseen. Every committing side (the solo, PBFT and JetStream orderers, the peer)
+calls `committed()`, which wakes the waiters without a lock.
 """
 
 from __future__ import annotations
@@ -68,11 +67,10 @@ class RecentBlocks:
         return next(iter(self._blocks), None)
 
 
-class BlockSignal(asyncio.Condition):
+class BlockSignal:
     """A new block was committed: wakes the followers waiting for a height (module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._waiting: list[asyncio.Future[None]] = []
 
     @property
@@ -86,11 +84,6 @@ class BlockSignal(asyncio.Condition):
         for waiter in woken:
             if not waiter.done():
                 waiter.set_result(None)
-
-    def notify_all(self) -> None:
-        """A notifier written for a `Condition` (holding its lock) wakes the waiters too."""
-        self.committed()
-        super().notify_all()
 
     async def wait_until(self, reached: Callable[[], bool]) -> None:
         """Return once `reached()` holds, checked now and after each commit."""

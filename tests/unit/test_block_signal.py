@@ -3,17 +3,14 @@
 A follower (the orderer's Deliver, a peer's Events and private executor) waits at the head for
 each new block. The signal replaced an `asyncio.Condition` whose lock rounds cost a lone bus
 message ~100 Python calls; these tests pin what the condition gave: every waiter is woken by a
-commit, whichever way the committer notifies (`committed()` without the lock, or a PBFT/JetStream
-orderer's `async with new_block: new_block.notify_all()`), a waiter whose height is not reached
-waits on, and a cancelled waiter (a closed stream) leaves nothing behind. Loop turns, not time:
-each check lets the loop run a few turns (`_turns`).
+commit (`committed()`, no lock), a waiter whose height is not reached waits on, and a cancelled
+waiter (a closed stream) leaves nothing behind. Loop turns, not time: each check lets the loop
+run a few turns (`_turns`).
 """
 
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 
 from dltmw.runtime.blockfeed import BlockSignal
 
@@ -35,21 +32,7 @@ class Height:
         return self.height > number
 
 
-async def _notify_committed(signal: BlockSignal) -> None:
-    signal.committed()
-
-
-async def _notify_as_condition(signal: BlockSignal) -> None:
-    async with signal:
-        signal.notify_all()
-
-
-@pytest.mark.parametrize(
-    "notify",
-    [_notify_committed, _notify_as_condition],
-    ids=["committed-without-the-lock", "notify-all-under-the-lock-as-pbft-does"],
-)
-async def test_a_commit_wakes_the_waiters_whose_block_is_there_and_only_them(notify) -> None:  # type: ignore[no-untyped-def]
+async def test_a_commit_wakes_the_waiters_whose_block_is_there_and_only_them() -> None:
     signal, ledger = BlockSignal(), Height()
     next_block = asyncio.ensure_future(signal.wait_until(lambda: ledger.holds(1)))
     later_block = asyncio.ensure_future(signal.wait_until(lambda: ledger.holds(2)))
@@ -58,12 +41,12 @@ async def test_a_commit_wakes_the_waiters_whose_block_is_there_and_only_them(not
         assert not next_block.done() and not later_block.done()
         assert signal.waiting == 2
         ledger.height = 2
-        await notify(signal)
+        signal.committed()
         await _turns()
         assert next_block.done() and not later_block.done()
         assert signal.waiting == 1  # the later one waits again, for the next commit
         ledger.height = 3
-        await notify(signal)
+        signal.committed()
         await _turns()
         assert later_block.done() and signal.waiting == 0
     finally:

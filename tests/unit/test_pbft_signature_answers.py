@@ -11,6 +11,7 @@ from typing import Any
 
 from dltmw.core.block import block_hash
 from dltmw.core.handlers.pbft_orderer import CommittedBlock
+from dltmw.runtime.blockfeed import BlockSignal
 from dltmw.runtime.roles.orderer.pbft import SIGNED_KEPT, PbftOrdererExecutor
 from dltmw.v1 import block_pb2, identity_pb2, replica_pb2
 
@@ -55,7 +56,7 @@ def executor(ledger: Ledger) -> PbftOrdererExecutor:
         ledger=ledger,
         me=ME,
         identities={0: b"identity-of-replica-0", ME: MINE},
-        new_block=asyncio.Condition(),
+        new_block=BlockSignal(),
     )
     return PbftOrdererExecutor(channel)
 

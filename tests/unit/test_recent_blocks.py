@@ -71,7 +71,7 @@ async def test_held_blocks_come_from_memory_and_the_others_from_the_ledger(
 
 async def test_a_follower_at_the_head_gets_each_new_block_from_memory(tmp_path: Path) -> None:
     ledger, blocks = await _ledger(tmp_path / "l.sqlite", 2)
-    recent, new_block = RecentBlocks(), BlockSignal()  # notified as a Condition (PBFT)
+    recent, new_block = RecentBlocks(), BlockSignal()
     feed = follow(ledger, new_block, 2, 4, recent=recent)
     got: list[block_pb2.Block] = []
 
@@ -85,8 +85,7 @@ async def test_a_follower_at_the_head_gets_each_new_block_from_memory(tmp_path: 
             await ledger.commit_block(block, ())
             recent.remember(block)
             blocks.append(block)
-            async with new_block:
-                new_block.notify_all()
+            new_block.committed()
         await asyncio.wait_for(reader, 5.0)
     finally:
         reader.cancel()

@@ -37,6 +37,7 @@ from dltmw.core.handlers.jetstream import CutBlock, Entry, JetStreamCutter
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.blockfeed import BlockSignal
 from dltmw.runtime.config_file import JetStreamTable
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.driver import STOP_GRACE_S, Driver
@@ -75,7 +76,7 @@ class JetStreamExecutor(Executing[Entry, None, CutBlock, int, None]):
         self,
         ledger: ChannelLedger,
         signer: SigningIdentity,
-        new_block: asyncio.Condition,
+        new_block: BlockSignal,
         config: CurrentConfig,
         log: StreamLog,
     ) -> None:
@@ -98,8 +99,7 @@ class JetStreamExecutor(Executing[Entry, None, CutBlock, int, None]):
             await self._ledger.commit_block(block, (), writes)
             if item.config is not None:  # admission checks against it from now on
                 self._config.replace(item.config)
-        async with self.new_block:
-            self.new_block.notify_all()
+        self.new_block.committed()
 
     async def send(self, messages: Sequence[tuple[int, int]]) -> None:
         await self._log.mark([number for _, number in messages])

@@ -178,8 +178,7 @@ class PbftOrdererExecutor(
             if item.epoch is not None:  # the old group's records: never needed again
                 await channel.store.reset(item.epoch)
                 logger.info("replica set changed at block %d: epoch %d", number, item.epoch)
-        async with self._channel.new_block:
-            self._channel.new_block.notify_all()
+        self._channel.new_block.committed()
 
     async def send(self, messages: Sequence[tuple[int, Outbound]]) -> None:
         links = self._channel.links
