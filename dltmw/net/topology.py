@@ -147,6 +147,12 @@ class Batch(Strict):
         "prepared and commit certificates (O(n) messages per slot; docs/ordering.md); false: "
         "all-to-all votes (channels made before it existed)",
     )
+    pbft_carried_batches: bool = Field(
+        True,
+        description="PBFT-lite with dissemination: the primary's own batch is certified by its "
+        "own ack and stored by the backups before they prepare (no ack round; docs/ordering.md); "
+        "false: every batch acked by f+1 replicas (channels made before it existed)",
+    )
 
 
 def _default_contracts() -> list[ContractSpec]:

@@ -516,6 +516,7 @@ def _channel_config(
             reorder=batch.get("reorder", False),
             pbft_dissemination=batch.get("pbft_dissemination", False),
             pbft_collector=batch.get("pbft_collector", True),
+            pbft_carried_batches=batch.get("pbft_carried_batches", True),
         ),
     )
     for org in ch["members"]:

@@ -60,8 +60,11 @@ def check_batches_once(nodes: Iterable[Node]) -> list[str]:
 def check_prepared_holds(
     node: Node, core: DisseminatingReplica, sends: Iterable[tuple[int, Outgoing]]
 ) -> list[str]:
-    """Prepares among `sends` for a slot naming a carried batch `node` has not persisted."""
-    out = []
+    """Prepares among `sends` for a slot naming a carried batch `node` has not persisted
+    (none where the group does not carry: a carried certificate then needs f+1 acks)."""
+    out: list[str] = []
+    if not core.replica.config.carried:
+        return out
     held: set[tuple[BatchKey, bytes]] | None = None
     for _destination, envelope in sends:
         if not isinstance(envelope, Envelope) or envelope.replica != node.index:

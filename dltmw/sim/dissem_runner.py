@@ -39,11 +39,13 @@ def run_dissemination(
     dissemination: DisseminationConfig = SIM_DISSEMINATION,
     retain: int | None = None,
     drained: bool = False,
+    carried: bool = True,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
-    every k-th request must be ordered alone (the stand-in for a config update)."""
+    every k-th request must be ordered alone (the stand-in for a config update); `carried`
+    False: a group without carried batches (`PbftConfig.carried`), every batch acked."""
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
-    config = replica_config(n)
+    config = replace(replica_config(n), carried=carried)
     if retain is not None:  # decided slots kept: small makes compaction happen within a run
         config = replace(config, decided_retain=retain)
     world = DissemWorld(
@@ -66,6 +68,7 @@ def run_dissemination(
             drops.update(node.replica.counters)
     max_view = max((node.replica.view for node in honest if node.replica), default=0)
     label = behaviour if enforce else f"{behaviour}/unchecked"
+    label = label if carried else f"{label}/uncarried"
     return RunResult(
         seed,
         label,

@@ -153,6 +153,7 @@ class BatchConfig(_message.Message):
     REORDER_FIELD_NUMBER: _builtins.int
     PBFT_DISSEMINATION_FIELD_NUMBER: _builtins.int
     PBFT_COLLECTOR_FIELD_NUMBER: _builtins.int
+    PBFT_CARRIED_BATCHES_FIELD_NUMBER: _builtins.int
     max_tx_count: _builtins.int
     """Maximum transactions per block."""
     max_bytes: _builtins.int
@@ -187,6 +188,15 @@ class BatchConfig(_message.Message):
     False (absent: channels made before it existed): every replica sends its votes to every
     other (all-to-all). `dltmw init` sets it for new PBFT channels unless the topology says no.
     """
+    pbft_carried_batches: _builtins.bool
+    """PBFT-lite with dissemination only. True: the primary's own batch is carried
+    (docs/ordering.md, "The primary's own batch") — certified by its own ack alone and stored
+    by the backups before they prepare its slot, no ack round. False (absent: channels made
+    before it existed): every batch, the primary's too, is certified by f+1 acks, and a
+    carried certificate is refused for want of them, as a release before it refuses one (so
+    old and new replicas of such a channel decide alike). `dltmw init` sets it for new PBFT
+    dissemination channels unless the topology says no.
+    """
     def __init__(
         self,
         *,
@@ -197,10 +207,11 @@ class BatchConfig(_message.Message):
         reorder: _builtins.bool = ...,
         pbft_dissemination: _builtins.bool = ...,
         pbft_collector: _builtins.bool = ...,
+        pbft_carried_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "pbft_collector", b"pbft_collector", "pbft_dissemination", b"pbft_dissemination", "reorder", b"reorder", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_by_limits_only", b"cut_by_limits_only", "max_bytes", b"max_bytes", "max_tx_count", b"max_tx_count", "pbft_carried_batches", b"pbft_carried_batches", "pbft_collector", b"pbft_collector", "pbft_dissemination", b"pbft_dissemination", "reorder", b"reorder", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,6 +57,37 @@ def test_dissemination_is_safe_and_live(seed: int, behaviour: str) -> None:
     assert result.live, result.verdict()
 
 
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("seed", range(4))
+def test_without_carried_batches_every_batch_takes_the_ack_path_safe_and_live(
+    seed: int, behaviour: str, worlds: list[DissemWorld]
+) -> None:
+    """A channel without `batch.pbft_carried_batches` (`PbftConfig.carried` off): the same
+    checkers hold, and every certificate an honest replica decided has f+1 acks, none carried
+    (the carried behaviours' invented certificates are refused by the rule). A primary that
+    carried anyway would still look live here (the clients' requests reach every replica, so
+    the backups' batches take its envelopes), hence the honest runs' check that the primary's
+    own batches are decided too."""
+    result = run_dissemination(seed, behaviour, carried=False)
+    assert not result.violations, result.verdict() + "\n" + result.replay_command()
+    assert result.live, result.verdict()
+    world = worlds[-1]
+    decided = 0
+    origins: set[int] = set()
+    for node in world.honest():
+        for record in node.storage:
+            if isinstance(record, DecidedRecord):
+                for data in record.batch.requests:
+                    cert = parse_certificate(data)
+                    assert cert is not None and not cert.carried
+                    assert len({a.replica for a in cert.acks}) >= world.config.f + 1
+                    origins.add(cert.origin)
+                    decided += 1
+    assert decided > 0
+    if behaviour == "honest":  # the primary's own batches too, by the ack path
+        assert origins == set(range(world.config.n)), sorted(origins)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_dissemination_is_safe_and_live_with_seven_replicas(seed: int) -> None:
     for behaviour in ("network", "withheld-batch", "equivocating-batch"):

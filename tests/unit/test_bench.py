@@ -187,6 +187,7 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
         "reorder": False,
         "pbft_dissemination": False,
         "pbft_collector": True,
+        "pbft_carried_batches": True,  # the topology's default: on for new channels
     }
 
 

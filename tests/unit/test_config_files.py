@@ -78,6 +78,7 @@ def test_a_good_topology_gets_its_defaults(tmp_path: Path) -> None:
         "reorder": False,  # arrival order unless a channel asks for Fabric++'s
         "pbft_dissemination": False,  # PBFT-lite pre-prepares carry envelopes unless asked
         "pbft_collector": True,  # PBFT-lite votes via the primary unless told not to
+        "pbft_carried_batches": True,  # the primary's own batch carried unless told not to
     }
     assert raw["nodes"][0]["listen"] == "127.0.0.1:0"
 

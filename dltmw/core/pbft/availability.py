@@ -30,7 +30,10 @@ Rules a reader must keep:
   the pre-prepare's sender is the origin and the current primary and it stored the batch
   first (`disseminating.DisseminatingReplica`'s gate), so 2f+1 prepares imply f+1 correct
   holders. Every other place that judges a carried certificate (a prepared certificate in a
-  view change, a decided batch) comes with such 2f+1 votes.
+  view change, a decided batch) comes with such 2f+1 votes. Only where the group carries
+  (`PbftConfig.carried`, the channel's `batch.pbft_carried_batches`): elsewhere the field is
+  ignored and a carried certificate needs f+1 acks like any other, as a release that predates
+  the field judges it (it cannot read the field), so mixed releases decide alike.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def certificate_error(checker: Checker, cert: replica_pb2.AvailabilityCertificat
     if cert.origin >= checker.config.n or cert.batch_sequence < 1 or len(cert.digest) != 32:
         return "certificate-malformed"
     signers = ack_signers(checker, cert)
-    if cert.carried:
+    if cert.carried and checker.config.carried:
         if cert.alone or cert.origin not in signers:
             return "carried-certificate-malformed"
         return None  # availability: the slot's prepares (`carried_held`)
@@ -156,10 +159,13 @@ def make_certificate(
 
 
 def carried_keys(
-    pre_prepare: replica_pb2.PrePrepare,
+    pre_prepare: replica_pb2.PrePrepare, carrying: bool = True
 ) -> list[tuple[replica_pb2.AvailabilityCertificate, BatchKey]]:
-    """The carried certificates a pre-prepare names, with their batch keys."""
-    out = []
+    """The carried certificates a pre-prepare names, with their batch keys; none when the
+    group does not carry (`carrying`: `PbftConfig.carried`, the field is then ignored)."""
+    out: list[tuple[replica_pb2.AvailabilityCertificate, BatchKey]] = []
+    if not carrying:
+        return out
     for request in pre_prepare.requests:
         cert = parse_certificate(request)
         if cert is not None and cert.carried:

@@ -26,6 +26,9 @@ primary, and the batch is stored here — in this step at the latest, so its `Ba
 and the batch fetched from its origin. 2f+1 prepares then mean f+1 correct holders, what f+1
 acks meant. A carried certificate whose origin is not the current primary is stale (`_expired`):
 no correct backup would prepare it, so no replica keeps it pending, forwards or proposes it.
+In a group that does not carry (`PbftConfig.carried` off: a channel without
+`batch.pbft_carried_batches`) there is no gate and no such staleness: the field is ignored and
+every certificate needs its f+1 acks (`availability.certificate_error`).
 
 Lone envelopes (config updates, `alone`) are batched alone and their certificate says so
 (`availability.certificate_alone`): the replica orders that certificate in a slot of its own,
@@ -238,7 +241,7 @@ class DisseminatingReplica:
         """The gate (module docstring): every carried certificate `pp` names is the sender's
         own batch, the sender is the primary of `pp`'s view, and the batch is stored here.
         A missing batch is fetched from its origin (the primary retransmits its pre-prepare)."""
-        for cert, key in carried_keys(pp):
+        for cert, key in carried_keys(pp, self.replica.config.carried):
             if cert.origin != sender or sender != self.replica.config.primary(pp.view):
                 self.disseminator.drop("carried-certificate-not-the-primary's")
                 return False
@@ -304,7 +307,8 @@ class DisseminatingReplica:
         cert = parse_certificate(request)
         if cert is None:
             return False
-        if cert.carried and cert.origin != self.replica.primary():
+        carried = cert.carried and self.replica.config.carried
+        if carried and cert.origin != self.replica.primary():
             return True
         return cert.formed_at + self.expiry < next_exec
 

@@ -35,7 +35,8 @@ Theory of operation (one replica, pure state machine; `disseminating.py` compose
   acks is the slot's prepares: a backup prepares such a pre-prepare only once it stored the
   batch (`DisseminatingReplica`'s gate). When the primary changes (`recarry`), an own carried
   batch not in the chain goes back to the ack path and a new primary carries its own
-  uncertified batches.
+  uncertified batches. Only where the group carries (`PbftConfig.carried`, the channel's
+  `batch.pbft_carried_batches`): otherwise the primary's batches are acked like any other.
 - Certifying: f+1 acks of distinct replicas over the same triple form the certificate; it is
   handed to the ordering replica (`certified`) and handed again every `retransmit_ticks` until
   the batch is in the chain (a lost forward, an overloaded primary, a restart lose nothing).
@@ -349,8 +350,9 @@ class Disseminator:
             self._maybe_certify(seq)
 
     def carries(self, origin: int, lone: bool) -> bool:
-        """Is a batch of `origin` carried by the primary's pre-prepare instead of acked?"""
-        return origin == self.primary() and not lone
+        """Is a batch of `origin` carried by the primary's pre-prepare instead of acked?
+        Never in a group that does not carry (`PbftConfig.carried`)."""
+        return self.checker.config.carried and origin == self.primary() and not lone
 
     def _carry(self, seq: int) -> None:
         """Certify own batch `seq` by our own ack alone, to order as the primary."""
@@ -366,7 +368,7 @@ class Disseminator:
         the current primary. Not primary: a carried certificate no longer counts (no backup
         prepares it from us), so the batch goes back to the ack path, sent again to the
         replicas that have not acked. Primary: uncertified own batches are carried."""
-        carrying = self.primary() == self.me
+        carrying = self.checker.config.carried and self.primary() == self.me
         stale: set[bytes] = set()
         for seq, own in sorted(self.own.items()):
             if own.carried and not carrying and own.certificate is not None:

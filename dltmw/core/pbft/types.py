@@ -82,6 +82,14 @@ class PbftConfig:
     collected (`collector.py`). False: all-to-all, PBFT's pattern. Every replica of a group must
     agree on it (a backup of an all-to-all group waiting for prepares the others send only to
     the primary would never prepare).
+
+    `carried`: with dissemination, the primary's own batch is certified by its own ack alone
+    and its slot's prepares stand for the f+1 acks (docs/ordering.md, "The primary's own
+    batch"). False: every batch takes the f+1-ack path and a certificate's `carried` field is
+    ignored, so a carried one is refused for want of acks — what a release before it does, so
+    old and new replicas of a channel without the flag decide alike (a rolling upgrade). The
+    runtime passes the channel's `batch.pbft_carried_batches`; the default (on) is the
+    simulator's and the unit tests'. Every replica of a group must agree on it.
     """
 
     n: int
@@ -100,6 +108,7 @@ class PbftConfig:
     decided_kept: int = 0
     epoch: int = 0
     collector: bool = False
+    carried: bool = True
 
     def __post_init__(self) -> None:
         if self.n < 4:

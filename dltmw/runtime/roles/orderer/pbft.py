@@ -121,13 +121,16 @@ DECIDED_RETAIN = int(os.environ.get("DLTMW_PBFT_DECIDED_RETAIN", "256"))
 OrdererDriver = Driver[Input, Input, StoredRecord, CommittedBlock, Outbound, Rejected | None]
 
 
-def replica_config(n: int, batch_max: int, epoch: int = 0, collector: bool = False) -> PbftConfig:
+def replica_config(
+    n: int, batch_max: int, epoch: int = 0, collector: bool = False, carried: bool = False
+) -> PbftConfig:
     """Protocol parameters for real nodes (ticks of TICK_S); `collector`: the channel's
-    `batch.pbft_collector` (block 0's)."""
+    `batch.pbft_collector`, `carried`: its `batch.pbft_carried_batches` (block 0's both)."""
     return PbftConfig(
         n=max(4, n),
         epoch=epoch,
         collector=collector,
+        carried=carried,
         checkpoint_interval=16,
         batch_size_max=max(1, batch_max),
         view_change_timeout_ticks=40,
@@ -307,9 +310,13 @@ class PbftOrdererChannel(OrdererChannel):
         self._dissemination = (genesis or view).config.batch.pbft_dissemination
         # Vote collector (block 0's, like dissemination: every replica runs the same protocol).
         self._collector = (genesis or view).config.batch.pbft_collector
+        # Carried primary's batches (block 0's too; off: every batch acked, as before the flag).
+        self._carried = (genesis or view).config.batch.pbft_carried_batches
         self.identities: list[bytes] = []
         self.me: int | None = None  # None: no config in force names us (a follower)
-        self.config = replica_config(len(view.config.orderers), self._batch_max, 0, self._collector)
+        self.config = replica_config(
+            len(view.config.orderers), self._batch_max, 0, self._collector, self._carried
+        )
         self.links: dict[int, ReplicaLink] = {}
         self._links_started = False
         self._just_verified = JustVerified()  # the boundary's checks, for the core's (`verify`)
@@ -340,7 +347,9 @@ class PbftOrdererChannel(OrdererChannel):
         ids = [o.node_id for o in orderers]
         self.identities = [o.identity for o in orderers]
         self.me = ids.index(self.ctx.node_id) if self.ctx.node_id in ids else None
-        self.config = replica_config(len(orderers), self._batch_max, epoch, self._collector)
+        self.config = replica_config(
+            len(orderers), self._batch_max, epoch, self._collector, self._carried
+        )
         self._just_verified.clear()  # an index may name another identity from now on
         by_node = {link.node_id: link for link in self.links.values()}
         links = {}
