@@ -194,3 +194,35 @@ def test_every_position_of_any_batch_size_verifies(
         assert ag.agreement_code([moved, signed[i][1]], view, tx_ids[i], HASH, NOW) == (
             ag.BAD_SIGNATURE
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("delta", ag.MISMATCH), ("verdict", ag.DISAGREED)],
+)
+def test_a_party_whose_body_differs_by_a_byte_is_judged_on_its_own_body(
+    change: str, code: int
+) -> None:
+    """The commit rule parses each distinct body once (`parsed`, keyed by the exact bytes):
+    a second party that signed, in its batch, a body of the same length differing from the
+    first's (another delta hash, or DISAGREE) must still give MISMATCH / DISAGREED, never
+    the first party's VALID. (Red with the parse keyed by the body's length.)"""
+    view, peers = _views(batches=True)
+    tx_ids = _tx_ids(3)
+    keys = [peers[0][1], peers[1][1]]
+    own_view, _ = _views(batches=True)
+    bodies = _bodies(tx_ids, keys)
+    if change == "delta":
+        other = [
+            ag.agreement_body(CHANNEL, t, HASH, (HASHES[0], b"e" * 32), keys, ag.AGREE)
+            for t in tx_ids
+        ]
+    else:
+        other = [ag.agreement_body(CHANNEL, t, HASH, HASHES, keys, ag.DISAGREE) for t in tx_ids]
+    assert [len(b) for b in other] == [len(b) for b in bodies]  # same length, other bytes
+    first = agreement_batch.sign(peers[0][0], own_view.membership, bodies, batches=True)
+    second = agreement_batch.sign(peers[1][0], own_view.membership, other, batches=True)
+    for pair, t in zip(zip(first, second, strict=True), tx_ids, strict=True):
+        assert ag.agreement_code(list(pair), view, t, HASH, NOW) == code
+    twin = agreement_batch.sign(peers[1][0], own_view.membership, bodies, batches=True)
+    assert ag.agreement_code([first[1], twin[1]], view, tx_ids[1], HASH, NOW) == ag.VALID

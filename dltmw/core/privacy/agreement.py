@@ -115,13 +115,20 @@ def agreement_code(
     for n in peers:
         key_of.setdefault(n.identity, n.privacy_public_key)  # the first, as a scan finds it
     batches = channel.config.private_agreement_batches
+    # Each distinct body parsed once: the parties of a transaction that agree sign the very same
+    # body bytes (it names no signer), so with 10 recipients 11 parses were 10 too many. Keyed
+    # by the exact bytes, so a party's other body is parsed, and judged, on its own; only the
+    # parse is shared, each signature is still checked over its own proof (test_agreement_batch).
+    parsed: dict[bytes, A.PrivateAgreementBody] = {}
     for agreement in agreements:
         # A batch's root: the memo answers its other transactions (`agreement_batch.py`).
         data = agreement_batch.signed_data(agreement, batches)
         if data is None:
             return BAD_SIGNATURE
         try:
-            body = A.PrivateAgreementBody.FromString(agreement.body)
+            body = parsed.get(agreement.body)
+            if body is None:
+                body = parsed[agreement.body] = A.PrivateAgreementBody.FromString(agreement.body)
             channel.membership.verify(agreement.signer, data, agreement.signature, at)
         except (DecodeError, IdentityError):
             return BAD_SIGNATURE
@@ -142,10 +149,11 @@ def agreement_code(
         bodies.append(body)
     if any(b.verdict == DISAGREE for b in bodies):
         return DISAGREED
-    first_agreed = _agreed_on(bodies[0])  # (serialised once, not once per comparison)
-    if any(_agreed_on(b) != first_agreed for b in bodies[1:]):
-        return MISMATCH
     first = bodies[0]
+    first_agreed = _agreed_on(first)  # (serialised once, not once per comparison)
+    # A body parsed from the same bytes as the first (the same object, above) agrees with it.
+    if any(b is not first and _agreed_on(b) != first_agreed for b in bodies[1:]):
+        return MISMATCH
     if channel.config.private_agreement == EXPRESSION:
         result = policy_result(channel.config, first.recipient_keys, first.sender_key, signer_keys)
         return VALID if result is PolicyResult.SATISFIED else MISSING
