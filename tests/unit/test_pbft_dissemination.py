@@ -33,7 +33,7 @@ from dltmw.core.pbft.dissemination import (
 from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.v1 import replica_pb2
 
-CONFIG = PbftConfig(n=4, checkpoint_interval=4, batch_size_max=4)
+CONFIG = PbftConfig(n=4, checkpoint_interval=4, batch_size_max=4, carried=True)
 CHECKER = Checker(CONFIG, KEYS.verify, batch_digest, lambda _r: True)
 DIS = DisseminationConfig(batch_count_max=2, batch_wait_ticks=2, retransmit_ticks=5)
 REQS = [KEYS.make_request(0, i) for i in range(6)]

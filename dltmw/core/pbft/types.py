@@ -88,8 +88,9 @@ class PbftConfig:
     batch"). False: every batch takes the f+1-ack path and a certificate's `carried` field is
     ignored, so a carried one is refused for want of acks — what a release before it does, so
     old and new replicas of a channel without the flag decide alike (a rolling upgrade). The
-    runtime passes the channel's `batch.pbft_carried_batches`; the default (on) is the
-    simulator's and the unit tests'. Every replica of a group must agree on it.
+    runtime passes the channel's `batch.pbft_carried_batches`, the simulator its own choice
+    (`sim/dissem_runner.run_dissemination`, on by default there); off by default here, the
+    behaviour every release understands. Every replica of a group must agree on it.
     """
 
     n: int
@@ -108,7 +109,7 @@ class PbftConfig:
     decided_kept: int = 0
     epoch: int = 0
     collector: bool = False
-    carried: bool = True
+    carried: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 4:
