@@ -463,18 +463,19 @@ class PrivateStore:
         return await self._file.read(lambda conn: private_outbox.pending_nodes(conn, payload_hash))
 
     async def missing(self, hashes: Sequence[bytes]) -> list[bytes]:
-        """Those of `hashes` this node neither holds (stored or deferred) nor purged."""
+        """Those of `hashes` this node neither holds (stored or deferred) nor purged, in the
+        order asked, each once. One statement per table (`private_purge.rows_in`) instead of
+        two per hash: the private executor asks for every private transaction of every block
+        it is a recipient of, on the store's writer thread (benchmarks/RESULTS.md, priv10)."""
 
         def run(conn: Db) -> list[bytes]:
-            out = []
-            for digest in dict.fromkeys(hashes):
-                if any(
-                    conn.execute(f"SELECT 1 FROM {table} WHERE hash=?", (digest,)).fetchone()
-                    for table in ("payloads", "deferred")
-                ):
-                    continue
-                if not private_purge.purged_among(conn, [digest]):
-                    out.append(digest)
+            out = list(dict.fromkeys(hashes))
+            for table in ("payloads", "deferred", "purged"):
+                if not out:
+                    break
+                found = private_purge.rows_in(conn, f"SELECT hash FROM {table} WHERE hash IN", out)
+                seen = {bytes(r[0]) for r in found}
+                out = [digest for digest in out if digest not in seen]
             return out
 
         return await self._file.read(run)

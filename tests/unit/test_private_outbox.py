@@ -67,6 +67,19 @@ async def test_missing_counts_stored_and_deferred_as_held(store: PrivateStore) -
     assert await store.missing([H1, H2, H3, H3]) == [H3]
 
 
+async def test_missing_answers_a_large_mixed_list_in_the_order_asked(store: PrivateStore) -> None:
+    """More hashes than one `IN (...)` statement takes, stored, deferred, purged and absent
+    interleaved, some asked twice: exactly the absent ones, each once, in the order asked."""
+    hashes = [i.to_bytes(2, "big") * 16 for i in range(600)]
+    held, deferred = hashes[0::4], hashes[1::4]
+    purged, absent = hashes[2::4], hashes[3::4]
+    await store.store_payloads([payload(h) for h in held])
+    await store.defer_payloads([payload(h) for h in deferred])
+    await store.transaction(lambda txn: txn.remove_payloads(purged, "tx", 3))
+    asked = list(reversed(hashes)) + absent[:10]
+    assert await store.missing(asked) == list(reversed(absent))
+
+
 class FakeChannel:
     """The I/O boundary of the redelivery task: pushes fail while `down`."""
 
