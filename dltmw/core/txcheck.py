@@ -264,7 +264,11 @@ def check_envelope(
     `remember`: the channels whose creator signatures the membership's memo keeps, for a
     second check of the same envelope on this node (None: every channel). An orderer whose
     core never checks an admitted envelope again passes the others, so its memo keeps no
-    digest nobody asks for (benchmarks/RESULTS.md, lane `mem3`).
+    digest nobody asks for (benchmarks/RESULTS.md, lane `mem3`). A creator-batch signature
+    (an envelope with a batch proof) is remembered on every channel all the same: each other
+    envelope of its batch asks for the very same check (signer, domain + root, signature) —
+    one digest per batch, where a solo orderer verified it once per envelope (970 repeats of
+    1,513 verifications, benchmarks/RESULTS.md, branches priv9 and solo13).
     `agreements`: also apply the commit rule to a private transaction's agreements and refuse
     what only a faulty submitter produces (`_admit_agreements`) — the gateway's admission,
     where the client is told why. The orderer passes False, as `check_orderable` does: every
@@ -343,7 +347,9 @@ def _admit_envelope(
         data = creator_batch.signed_envelope_data(envelope, takes)
         if data is None:
             raise _batch_refused("envelope")
-        keep = remember is None or peek.channel_id in remember
+        # a batch's signature is remembered wherever it is checked: the batch's other envelopes
+        # ask for the very same check (`remember`)
+        keep = remember is None or peek.channel_id in remember or envelope.HasField("batch_proof")
         creator = verify_signed(
             channel.membership, header.creator, data, envelope.signature, at, keep
         )

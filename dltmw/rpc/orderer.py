@@ -64,7 +64,8 @@ class Ordering(Protocol):
     @property
     def checks_envelopes_again(self) -> bool:
         """Does this orderer's core check an envelope Broadcast admitted again (so Broadcast's
-        signature check is worth remembering)?"""
+        signature check is worth remembering)? A creator-batch signature is remembered either
+        way: the other envelopes of its batch ask again (`check_envelope`)."""
         ...
 
 

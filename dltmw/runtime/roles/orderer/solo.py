@@ -108,7 +108,8 @@ class OrdererChannel:
     def checks_envelopes_again(self) -> bool:
         """False: the solo and JetStream cores order what Broadcast admitted without checking
         it again, so Broadcast's signature checks are not remembered (`rpc/orderer.py`): up to
-        2.4 MB of memo nobody would ask (benchmarks/RESULTS.md, lane `mem3`)."""
+        2.4 MB of memo nobody would ask (benchmarks/RESULTS.md, lane `mem3`) — but for a
+        creator-batch signature, which its batch's other envelopes ask for (`check_envelope`)."""
         return False
 
     async def start(self) -> None:
