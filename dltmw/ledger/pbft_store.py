@@ -12,6 +12,12 @@ store also holds `BatchRecord`s (kind "batch", under their batch key: stored bat
 before they carried their key (sequence 0) get it when the store opens; a batch row also
 carries the batch's `formed_at` (column `formed`, NULL in rows written before it existed), so
 that compaction drops batches that expired (`compact_assembled`).
+With `use_ledger` (a PBFT-lite orderer) the executed records — decided, assembled, jump — live
+in a table of the orderer ledger's file instead (`LEDGER_TABLE`), so that they are written in
+the transaction of the block they make (`with_block`, `ChannelLedger.commit_block(also=...)`):
+the order of the writes across the two files and what each crash between them leaves is
+`core.pbft.executed`'s rule; a restart reads this file's rows, then the ledger's. A store made
+before keeps its older executed rows here: they are read first, and compacted as before.
 The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
@@ -21,7 +27,7 @@ different from the store's discards them too (a crash fell between the two).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dltmw.core.errors import InvariantViolation
@@ -38,6 +44,7 @@ from dltmw.core.pbft import (
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.availability import BatchKey
 from dltmw.core.pbft.dissemination import BatchRecord
+from dltmw.core.pbft.executed import executed, restore_order, write_phases
 from dltmw.core.pbft.recovery import record_sequence
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -50,6 +57,16 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER);
 """
+
+
+# The executed records of an orderer, in its ledger's file (module docstring).
+LEDGER_TABLE = (
+    "CREATE TABLE IF NOT EXISTS pbft_executed "
+    "(id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB)",
+    "CREATE INDEX IF NOT EXISTS pbft_executed_kind_seq ON pbft_executed(kind, seq)",
+)
+INSERT_RECORDS = "INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)"
+INSERT_EXECUTED = "INSERT INTO pbft_executed(kind, seq, data) VALUES (?,?,?)"
 
 
 # The expired batches of a compaction, found through `FORMED_INDEX` alone. `formed` is stored
@@ -178,6 +195,18 @@ class RecordStore:
 
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
+        self._ledger: SqliteFile | None = None  # where the executed records go (`use_ledger`)
+
+    async def use_ledger(self, ledger: SqliteFile) -> None:
+        """Keep the executed records in `ledger`'s `pbft_executed` table from now on (module
+        docstring); the table is created if needed. Before `load_all`."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            for statement in LEDGER_TABLE:
+                conn.execute(statement)
+
+        await ledger.write("pbft.ledger_table", write)
+        self._ledger = ledger
 
     @classmethod
     async def open(
@@ -231,25 +260,37 @@ class RecordStore:
             rows = conn.execute("SELECT kind, seq, data, formed FROM records ORDER BY id")
             return [decode(kind, seq, bytes(data), formed) for kind, seq, data, formed in rows]
 
-        return await self._file.read(read)
+        def read_executed(conn: sqlite3.Connection) -> list[StoredRecord]:
+            rows = conn.execute("SELECT kind, seq, data FROM pbft_executed ORDER BY id")
+            return [decode(kind, seq, bytes(data)) for kind, seq, data in rows]
+
+        here = await self._file.read(read)
+        there = [] if self._ledger is None else await self._ledger.read(read_executed)
+        return restore_order(here, there)
 
     async def decided(self, from_sequence: int, count: int) -> list[replica_pb2.DecidedBatch]:
         """The stored decided batches of sequences [from_sequence, from_sequence + count), in
         order (those compaction kept): a replica keeping only the last few in memory answers
         older catch-up requests with them (`core.pbft.DecidedFromStore`)."""
 
-        def read(conn: sqlite3.Connection) -> list[replica_pb2.DecidedBatch]:
-            rows = conn.execute(
-                "SELECT seq, data FROM records WHERE kind='decided' AND seq>=? AND seq<? "
-                "ORDER BY seq, id",
-                (from_sequence, from_sequence + count),
-            )
-            found: dict[int, replica_pb2.DecidedBatch] = {}
-            for seq, data in rows:
-                found.setdefault(int(seq), replica_pb2.DecidedBatch.FromString(bytes(data)))
-            return list(found.values())
+        found: dict[int, replica_pb2.DecidedBatch] = {}
 
-        return await self._file.read(read)
+        def reader(table: str) -> Callable[[sqlite3.Connection], None]:
+            def read(conn: sqlite3.Connection) -> None:
+                rows = conn.execute(
+                    f"SELECT seq, data FROM {table} WHERE kind='decided' AND seq>=? AND seq<? "
+                    "ORDER BY seq, id",
+                    (from_sequence, from_sequence + count),
+                )
+                for seq, data in rows:
+                    found.setdefault(int(seq), replica_pb2.DecidedBatch.FromString(bytes(data)))
+
+            return read
+
+        await self._file.read(reader("records"))
+        if self._ledger is not None:
+            await self._ledger.read(reader("pbft_executed"))
+        return [found[seq] for seq in sorted(found)]
 
     async def batch(self, key: BatchKey, digest: bytes) -> Envelope | None:
         """The stored signed batch `key` with `digest`, or None (compacted, or never stored).
@@ -271,15 +312,35 @@ class RecordStore:
         return await self._file.read(read)
 
     async def append(self, records: Sequence[StoredRecord]) -> None:
-        """Durably append `records` in one transaction."""
+        """Durably append `records`: in one transaction, or with `use_ledger` in up to three,
+        in `core.pbft.executed.write_phases`'s order (the executed ones in the ledger's)."""
         if not records:
             return
-        rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
+        if self._ledger is None:
+            await self._file.write("pbft.append", _inserting(records))
+            return
+        for in_ledger, some in write_phases(records):
+            if in_ledger:
+                await self._ledger.write("pbft.append_executed", self._executed_writer(some))
+            else:
+                await self._file.write("pbft.append", _inserting(some))
+
+    def with_block(self, records: Sequence[StoredRecord]) -> Callable[[sqlite3.Connection], None]:
+        """The writes of executed `records` for the block's own transaction
+        (`ChannelLedger.commit_block(also=...)`); only with `use_ledger`."""
+        return self._executed_writer(records)
+
+    def _executed_writer(
+        self, records: Sequence[StoredRecord]
+    ) -> Callable[[sqlite3.Connection], None]:
+        if self._ledger is None or not all(executed(r) for r in records):
+            raise InvariantViolation("executed records go to the ledger's table, and only they")
+        rows = [encode(r) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)", rows)
+            conn.executemany(INSERT_EXECUTED, rows)
 
-        await self._file.write("pbft.append", write)
+        return write
 
     async def compact(self, stable_seq: int, decided_from: int, expiry: int | None = None) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
@@ -287,15 +348,27 @@ class RecordStore:
         `dltmw.core.pbft.assembly.compact_assembled`, which the simulator applies (`expiry`:
         the certificate expiry of a channel with dissemination; None: no batch expires)."""
 
+        taken: set[int] = set()
+
+        def taken_in(table: str) -> Callable[[sqlite3.Connection], None]:
+            def read(conn: sqlite3.Connection) -> None:
+                old = conn.execute(
+                    f"SELECT seq, data FROM {table} WHERE kind='assembled' AND seq<?",
+                    (decided_from,),
+                )
+                taken.update(
+                    batch_row_seq(BatchKey(origin, batch_sequence))
+                    for seq, data in old.fetchall()
+                    for origin, batch_sequence, _d in _decode_assembled(seq, bytes(data)).batches
+                )
+
+            return read
+
+        if self._ledger is not None:  # read first; deleted after the batches they took
+            await self._ledger.read(taken_in("pbft_executed"))
+
         def write(conn: sqlite3.Connection) -> None:
-            old = conn.execute(
-                "SELECT seq, data FROM records WHERE kind='assembled' AND seq<?", (decided_from,)
-            )
-            taken = {
-                batch_row_seq(BatchKey(origin, batch_sequence))
-                for seq, data in old.fetchall()
-                for origin, batch_sequence, _d in _decode_assembled(seq, bytes(data)).batches
-            }
+            taken_in("records")(conn)
             conn.executemany(
                 "DELETE FROM records WHERE kind='batch' AND seq=?", [(k,) for k in sorted(taken)]
             )
@@ -314,6 +387,8 @@ class RecordStore:
                 conn.execute(sql, args)
 
         await self._file.write("pbft.compact", write)
+        if self._ledger is not None:  # a crash before this leaves old rows: harmless, next time
+            await self._ledger.write("pbft.compact_executed", _compacting(decided_from))
 
     async def epoch(self) -> int:
         """The replica group (epoch) the records belong to (0 until `reset` named one)."""
@@ -332,8 +407,34 @@ class RecordStore:
             conn.execute("DELETE FROM records")
             conn.execute("INSERT OR REPLACE INTO epoch(id, epoch) VALUES (0, ?)", (epoch,))
 
+        if self._ledger is not None:  # first: the epoch is named last (a crash between: again)
+            await self._ledger.write(
+                "pbft.reset_executed", lambda conn: conn.execute("DELETE FROM pbft_executed")
+            )
         await self._file.write("pbft.reset", write)
 
     async def close(self) -> None:
         """Close the connection."""
         await self._file.close()
+
+
+def _inserting(records: Sequence[StoredRecord]) -> Callable[[sqlite3.Connection], None]:
+    rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.executemany(INSERT_RECORDS, rows)
+
+    return write
+
+
+def _compacting(decided_from: int) -> Callable[[sqlite3.Connection], None]:
+    """The ledger table's part of `compact`: decided and assembled records below the horizon
+    (jump records stay, as in the record file)."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "DELETE FROM pbft_executed WHERE kind IN ('decided','assembled') AND seq<?",
+            (decided_from,),
+        )
+
+    return write

@@ -56,6 +56,9 @@ class CommittedBlock:
     config: ChannelView | None = None
     epoch: int | None = None
     """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
+    records: tuple[DisseminatedRecord, ...] = ()
+    """The step's executed records, written in this block's transaction instead of before it
+    (`core.pbft.executed`; only on the step's first block, with `records_with_blocks`)."""
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks

@@ -174,7 +174,11 @@ class PbftOrdererExecutor(
             writes = () if item.config is None else (config_write(item.config, number),)
             if item.epoch is not None:
                 writes = (*writes, epoch_write(item.epoch))
-            await channel.ledger.commit_block(item.block, (), writes)
+            if item.records:  # the step's executed records, in the block's transaction
+                also = channel.store.with_block(item.records)
+                await channel.ledger.commit_block(item.block, (), writes, also=also)
+            else:
+                await channel.ledger.commit_block(item.block, (), writes)
             self._remember_signature(item.block)
             if item.config is not None:  # Deliver and Broadcast follow it from now on
                 channel.channel_config.replace(item.config)
@@ -461,6 +465,9 @@ class PbftOrdererChannel(OrdererChannel):
         ledger = self.ledger
         stored = await ledger.read_snapshot(lambda r: r.get(CONFIG_NAMESPACE, EPOCH_KEY))
         epoch = restored_epoch(None if stored is None else stored[0])
+        # The executed records live in the ledger's file, written with their blocks
+        # (`core.pbft.executed`); the core hands them over with the block (`records_with_blocks`).
+        await self.store.use_ledger(ledger.sqlite_file)
         if await self.store.epoch() != epoch:  # a crash fell between the block and the reset
             await self.store.reset(epoch)
         self._use_list(self.view, epoch)
@@ -483,6 +490,7 @@ class PbftOrdererChannel(OrdererChannel):
             epoch=epoch,
             new_epoch=self._enter_group,
             follower=self.me is None,
+            records_with_blocks=True,
         )
         self._links_started = True
         for link in self.links.values():
