@@ -12,12 +12,13 @@ store also holds `BatchRecord`s (kind "batch", under their batch key: stored bat
 before they carried their key (sequence 0) get it when the store opens; a batch row also
 carries the batch's `formed_at` (column `formed`, NULL in rows written before it existed), so
 that compaction drops batches that expired (`compact_assembled`).
-With `use_ledger` (a PBFT-lite orderer) the executed records — decided, assembled, jump — live
-in a table of the orderer ledger's file instead (`LEDGER_TABLE`), so that they are written in
-the transaction of the block they make (`with_block`, `ChannelLedger.commit_block(also=...)`):
-the order of the writes across the two files and what each crash between them leaves is
-`core.pbft.executed`'s rule; a restart reads this file's rows, then the ledger's. A store made
-before keeps its older executed rows here: they are read first, and compacted as before.
+With `use_ledger` (a PBFT-lite orderer) these tables live in the orderer ledger's own sqlite
+file instead, so that a step's records are written in the transaction of the block the step
+commits (`with_block`, `ChannelLedger.commit_block(also=...)`): one transaction, one thread hop
+and one fsync per slot fewer than two files (SQLite does not commit two files atomically, so
+the block and the records must share the file to share the transaction). A store file made
+before is moved over once (`use_ledger`: its rows are copied behind a marker, then deleted
+here; a crash between the two copies nothing twice).
 The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
@@ -44,7 +45,6 @@ from dltmw.core.pbft import (
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.availability import BatchKey
 from dltmw.core.pbft.dissemination import BatchRecord
-from dltmw.core.pbft.executed import executed, restore_order, write_phases
 from dltmw.core.pbft.recovery import record_sequence
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -59,21 +59,16 @@ CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch I
 """
 
 
-# The executed records of an orderer, in its ledger's file (module docstring).
-LEDGER_TABLE = (
-    "CREATE TABLE IF NOT EXISTS pbft_executed "
-    "(id INTEGER PRIMARY KEY, kind TEXT, seq INTEGER, data BLOB)",
-    "CREATE INDEX IF NOT EXISTS pbft_executed_kind_seq ON pbft_executed(kind, seq)",
-)
-INSERT_RECORDS = "INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)"
-INSERT_EXECUTED = "INSERT INTO pbft_executed(kind, seq, data) VALUES (?,?,?)"
-
-
 # The expired batches of a compaction, found through `FORMED_INDEX` alone. `formed` is stored
 # after `data` in a row, so without the index sqlite reads each batch row's ~165 KB overflow
 # chain just to get `formed`: at n = 4 that was every retained batch (256 slots, ~40 MB) read
 # back at every stable checkpoint, ~5 % of a backup's samples (RESULTS, branch pbft11).
 FORMED_INDEX = "CREATE INDEX IF NOT EXISTS records_kind_formed ON records(kind, formed)"
+INSERT = "INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)"
+# In the ledger's file: the highest id of the old record file's rows copied there (`use_ledger`).
+MOVED = (
+    "CREATE TABLE IF NOT EXISTS records_moved (id INTEGER PRIMARY KEY CHECK (id = 0), upto INTEGER)"
+)
 EXPIRED_BATCHES = "DELETE FROM records WHERE kind='batch' AND formed < ?"
 
 StoredRecord = Record | BatchRecord | AssembledRecord
@@ -195,18 +190,42 @@ class RecordStore:
 
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
-        self._ledger: SqliteFile | None = None  # where the executed records go (`use_ledger`)
+        self._own = file  # the store's own file (`use_ledger` moves the records elsewhere)
 
     async def use_ledger(self, ledger: SqliteFile) -> None:
-        """Keep the executed records in `ledger`'s `pbft_executed` table from now on (module
-        docstring); the table is created if needed. Before `load_all`."""
+        """Keep the records in the orderer ledger's file from now on (module docstring), so
+        that `with_block` can write them in a block's transaction. The rows of this store's own
+        file are copied there once, in order, with the highest id copied (`MOVED`) in the same
+        transaction, and then deleted here: a crash between the two copies nothing twice."""
+        own = self._own
+        rows = await own.read(
+            lambda conn: conn.execute(
+                "SELECT id, kind, seq, data, formed FROM records ORDER BY id"
+            ).fetchall()
+        )
+        epoch = await self.epoch()
 
-        def write(conn: sqlite3.Connection) -> None:
-            for statement in LEDGER_TABLE:
-                conn.execute(statement)
+        def move(conn: sqlite3.Connection) -> None:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(FORMED_INDEX)
+            conn.execute(MOVED)
+            found = conn.execute("SELECT upto FROM records_moved WHERE id = 0").fetchone()
+            upto = 0 if found is None else int(found[0])
+            fresh = [r for r in rows if int(r[0]) > upto]
+            conn.executemany(INSERT, [(k, s, d, f) for _id, k, s, d, f in fresh])
+            if fresh:
+                conn.execute(
+                    "INSERT OR REPLACE INTO records_moved(id, upto) VALUES (0, ?)", (fresh[-1][0],)
+                )
+            if epoch and conn.execute("SELECT 1 FROM epoch WHERE id = 0").fetchone() is None:
+                conn.execute("INSERT INTO epoch(id, epoch) VALUES (0, ?)", (epoch,))
 
-        await ledger.write("pbft.ledger_table", write)
-        self._ledger = ledger
+        await ledger.write("pbft.move_to_ledger", move)
+        if rows:
+            await own.write("pbft.moved", lambda conn: conn.execute("DELETE FROM records"))
+        self._file = ledger
 
     @classmethod
     async def open(
@@ -260,37 +279,25 @@ class RecordStore:
             rows = conn.execute("SELECT kind, seq, data, formed FROM records ORDER BY id")
             return [decode(kind, seq, bytes(data), formed) for kind, seq, data, formed in rows]
 
-        def read_executed(conn: sqlite3.Connection) -> list[StoredRecord]:
-            rows = conn.execute("SELECT kind, seq, data FROM pbft_executed ORDER BY id")
-            return [decode(kind, seq, bytes(data)) for kind, seq, data in rows]
-
-        here = await self._file.read(read)
-        there = [] if self._ledger is None else await self._ledger.read(read_executed)
-        return restore_order(here, there)
+        return await self._file.read(read)
 
     async def decided(self, from_sequence: int, count: int) -> list[replica_pb2.DecidedBatch]:
         """The stored decided batches of sequences [from_sequence, from_sequence + count), in
         order (those compaction kept): a replica keeping only the last few in memory answers
         older catch-up requests with them (`core.pbft.DecidedFromStore`)."""
 
-        found: dict[int, replica_pb2.DecidedBatch] = {}
+        def read(conn: sqlite3.Connection) -> list[replica_pb2.DecidedBatch]:
+            rows = conn.execute(
+                "SELECT seq, data FROM records WHERE kind='decided' AND seq>=? AND seq<? "
+                "ORDER BY seq, id",
+                (from_sequence, from_sequence + count),
+            )
+            found: dict[int, replica_pb2.DecidedBatch] = {}
+            for seq, data in rows:
+                found.setdefault(int(seq), replica_pb2.DecidedBatch.FromString(bytes(data)))
+            return list(found.values())
 
-        def reader(table: str) -> Callable[[sqlite3.Connection], None]:
-            def read(conn: sqlite3.Connection) -> None:
-                rows = conn.execute(
-                    f"SELECT seq, data FROM {table} WHERE kind='decided' AND seq>=? AND seq<? "
-                    "ORDER BY seq, id",
-                    (from_sequence, from_sequence + count),
-                )
-                for seq, data in rows:
-                    found.setdefault(int(seq), replica_pb2.DecidedBatch.FromString(bytes(data)))
-
-            return read
-
-        await self._file.read(reader("records"))
-        if self._ledger is not None:
-            await self._ledger.read(reader("pbft_executed"))
-        return [found[seq] for seq in sorted(found)]
+        return await self._file.read(read)
 
     async def batch(self, key: BatchKey, digest: bytes) -> Envelope | None:
         """The stored signed batch `key` with `digest`, or None (compacted, or never stored).
@@ -312,33 +319,18 @@ class RecordStore:
         return await self._file.read(read)
 
     async def append(self, records: Sequence[StoredRecord]) -> None:
-        """Durably append `records`: in one transaction, or with `use_ledger` in up to three,
-        in `core.pbft.executed.write_phases`'s order (the executed ones in the ledger's)."""
+        """Durably append `records` in one transaction."""
         if not records:
             return
-        if self._ledger is None:
-            await self._file.write("pbft.append", _inserting(records))
-            return
-        for in_ledger, some in write_phases(records):
-            if in_ledger:
-                await self._ledger.write("pbft.append_executed", self._executed_writer(some))
-            else:
-                await self._file.write("pbft.append", _inserting(some))
+        await self._file.write("pbft.append", self.with_block(records))
 
     def with_block(self, records: Sequence[StoredRecord]) -> Callable[[sqlite3.Connection], None]:
-        """The writes of executed `records` for the block's own transaction
-        (`ChannelLedger.commit_block(also=...)`); only with `use_ledger`."""
-        return self._executed_writer(records)
-
-    def _executed_writer(
-        self, records: Sequence[StoredRecord]
-    ) -> Callable[[sqlite3.Connection], None]:
-        if self._ledger is None or not all(executed(r) for r in records):
-            raise InvariantViolation("executed records go to the ledger's table, and only they")
-        rows = [encode(r) for r in records]
+        """The writes that append `records`, for a transaction of the caller's: a block's, when
+        the store lives in the ledger's file (`use_ledger`, `ChannelLedger.commit_block`)."""
+        rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(INSERT_EXECUTED, rows)
+            conn.executemany(INSERT, rows)
 
         return write
 
@@ -348,27 +340,15 @@ class RecordStore:
         `dltmw.core.pbft.assembly.compact_assembled`, which the simulator applies (`expiry`:
         the certificate expiry of a channel with dissemination; None: no batch expires)."""
 
-        taken: set[int] = set()
-
-        def taken_in(table: str) -> Callable[[sqlite3.Connection], None]:
-            def read(conn: sqlite3.Connection) -> None:
-                old = conn.execute(
-                    f"SELECT seq, data FROM {table} WHERE kind='assembled' AND seq<?",
-                    (decided_from,),
-                )
-                taken.update(
-                    batch_row_seq(BatchKey(origin, batch_sequence))
-                    for seq, data in old.fetchall()
-                    for origin, batch_sequence, _d in _decode_assembled(seq, bytes(data)).batches
-                )
-
-            return read
-
-        if self._ledger is not None:  # read first; deleted after the batches they took
-            await self._ledger.read(taken_in("pbft_executed"))
-
         def write(conn: sqlite3.Connection) -> None:
-            taken_in("records")(conn)
+            old = conn.execute(
+                "SELECT seq, data FROM records WHERE kind='assembled' AND seq<?", (decided_from,)
+            )
+            taken = {
+                batch_row_seq(BatchKey(origin, batch_sequence))
+                for seq, data in old.fetchall()
+                for origin, batch_sequence, _d in _decode_assembled(seq, bytes(data)).batches
+            }
             conn.executemany(
                 "DELETE FROM records WHERE kind='batch' AND seq=?", [(k,) for k in sorted(taken)]
             )
@@ -387,8 +367,6 @@ class RecordStore:
                 conn.execute(sql, args)
 
         await self._file.write("pbft.compact", write)
-        if self._ledger is not None:  # a crash before this leaves old rows: harmless, next time
-            await self._ledger.write("pbft.compact_executed", _compacting(decided_from))
 
     async def epoch(self) -> int:
         """The replica group (epoch) the records belong to (0 until `reset` named one)."""
@@ -407,34 +385,8 @@ class RecordStore:
             conn.execute("DELETE FROM records")
             conn.execute("INSERT OR REPLACE INTO epoch(id, epoch) VALUES (0, ?)", (epoch,))
 
-        if self._ledger is not None:  # first: the epoch is named last (a crash between: again)
-            await self._ledger.write(
-                "pbft.reset_executed", lambda conn: conn.execute("DELETE FROM pbft_executed")
-            )
         await self._file.write("pbft.reset", write)
 
     async def close(self) -> None:
-        """Close the connection."""
-        await self._file.close()
-
-
-def _inserting(records: Sequence[StoredRecord]) -> Callable[[sqlite3.Connection], None]:
-    rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
-
-    def write(conn: sqlite3.Connection) -> None:
-        conn.executemany(INSERT_RECORDS, rows)
-
-    return write
-
-
-def _compacting(decided_from: int) -> Callable[[sqlite3.Connection], None]:
-    """The ledger table's part of `compact`: decided and assembled records below the horizon
-    (jump records stay, as in the record file)."""
-
-    def write(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "DELETE FROM pbft_executed WHERE kind IN ('decided','assembled') AND seq<?",
-            (decided_from,),
-        )
-
-    return write
+        """Close the store's own file (the ledger's is its ledger's to close)."""
+        await self._own.close()

@@ -47,7 +47,7 @@ def check_batches_once(nodes: Iterable[Node]) -> list[str]:
     out = []
     for node in nodes:
         seen: dict[tuple[int, int], int] = {}
-        for record in [*node.storage, *node.executed]:
+        for record in node.storage:
             if not isinstance(record, AssembledRecord):
                 continue
             for origin, batch_sequence, _digest in record.batches:

@@ -16,9 +16,6 @@ class Node:
     index: int
     replica: Replica | None
     storage: list[Record] = field(default_factory=list)
-    # The executed records an orderer keeps in its ledger's file (`LedgerRecordsWorld`; other
-    # worlds keep every record in `storage`).
-    executed: list[Record] = field(default_factory=list)
     decided: list[Decided] = field(default_factory=list)
     lose_sends_at_crash: bool = False
     dying: bool = False

@@ -39,9 +39,9 @@ UNCARRIED = ON.replace(
 
 
 def _records(net: Path, node: str) -> list[tuple[str, bytes]]:
-    """The record file's rows, then the executed records in the orderer ledger's file."""
+    """The records: an older record file's rows, then those in the orderer ledger's file."""
     out = []
-    for name, table in [("pbft", "records"), ("orderer", "pbft_executed")]:
+    for name, table in [("pbft", "records"), ("orderer", "records")]:
         db = sqlite3.connect(f"file:{net}/nodes/{node}/data/trades.{name}.sqlite?mode=ro", uri=True)
         try:
             rows = db.execute(f"SELECT kind, data FROM {table} ORDER BY id")

@@ -83,7 +83,6 @@ from dltmw.core.handlers.pbft_orderer_io import (
 from dltmw.core.handlers.pbft_speculative import SpeculativeBlocks
 from dltmw.core.pbft import ClientRequest, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.executed import executed, moves_to_block
 from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
 from dltmw.core.pbft.types import Signer
 from dltmw.core.txcheck import check_transaction
@@ -146,9 +145,9 @@ class PbftOrdererCore:
         `follower`: not a member of the current list (`replica` is then a placeholder);
         `carry_signatures`: put our block signature in our Commit when we can build the block
         by then (`pbft_speculative`; False: always after execution, in a message of its own);
-        `records_with_blocks`: a step's executed records go with its first block
-        (`CommittedBlock.records`) when `core.pbft.executed.moves_to_block` allows it — the
-        runtime writes them in the block's transaction; off, every record is in `persist`."""
+        `records_with_blocks`: a step's records go with its first block, if it commits one
+        (`CommittedBlock.records`: the runtime writes them in the block's transaction); off,
+        every record is in `persist`."""
         self.view = view
         self._records_with_blocks = records_with_blocks
         self.epoch = epoch
@@ -334,13 +333,13 @@ class PbftOrdererCore:
     def _records_to_block(
         self, persist: tuple[DisseminatedRecord, ...], decided: tuple[CommittedBlock, ...]
     ) -> tuple[tuple[DisseminatedRecord, ...], tuple[CommittedBlock, ...]]:
-        """(records to persist, blocks): with `records_with_blocks`, the step's executed
-        records ride on its first block when `moves_to_block` allows it (one sqlite
-        transaction and one fsync per slot less at the runtime, `core.pbft.executed`)."""
-        if not (self._records_with_blocks and decided and moves_to_block(persist)):
+        """(records to persist, blocks): with `records_with_blocks`, a step that commits a
+        block hands its records over with the first one (`CommittedBlock.records`): the runtime
+        writes them in that block's transaction, so they are durable with it and, as ever,
+        before anything of the step is sent (one sqlite transaction per slot fewer)."""
+        if not (self._records_with_blocks and decided and persist):
             return persist, decided
-        first = replace(decided[0], records=tuple(r for r in persist if executed(r)))
-        return tuple(r for r in persist if not executed(r)), (first, *decided[1:])
+        return (), (replace(decided[0], records=persist), *decided[1:])
 
     def _answer_lagging(self) -> None:
         """Answer signatures of blocks we committed with ours — once per RESIGN_EVERY_TICKS per
