@@ -12,13 +12,6 @@ store also holds `BatchRecord`s (kind "batch", under their batch key: stored bat
 before they carried their key (sequence 0) get it when the store opens; a batch row also
 carries the batch's `formed_at` (column `formed`, NULL in rows written before it existed), so
 that compaction drops batches that expired (`compact_assembled`).
-With `use_ledger` (a PBFT-lite orderer) these tables live in the orderer ledger's own sqlite
-file instead, so that a step's records are written in the transaction of the block the step
-commits (`with_block`, `ChannelLedger.commit_block(also=...)`): one transaction, one thread hop
-and one fsync per slot fewer than two files (SQLite does not commit two files atomically, so
-the block and the records must share the file to share the transaction). A store file made
-before is moved over once (`use_ledger`: its rows are copied behind a marker, then deleted
-here; a crash between the two copies nothing twice).
 The records belong to one replica group (epoch,
 docs/governance.md): when a config block changes the replica set, `reset` discards them all
 and names the new epoch; a restart that finds the ledger's epoch (`config_update.epoch_write`)
@@ -28,7 +21,7 @@ different from the store's discards them too (a crash fell between the two).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from dltmw.core.errors import InvariantViolation
@@ -64,11 +57,6 @@ CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch I
 # chain just to get `formed`: at n = 4 that was every retained batch (256 slots, ~40 MB) read
 # back at every stable checkpoint, ~5 % of a backup's samples (RESULTS, branch pbft11).
 FORMED_INDEX = "CREATE INDEX IF NOT EXISTS records_kind_formed ON records(kind, formed)"
-INSERT = "INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)"
-# In the ledger's file: the highest id of the old record file's rows copied there (`use_ledger`).
-MOVED = (
-    "CREATE TABLE IF NOT EXISTS records_moved (id INTEGER PRIMARY KEY CHECK (id = 0), upto INTEGER)"
-)
 EXPIRED_BATCHES = "DELETE FROM records WHERE kind='batch' AND formed < ?"
 
 StoredRecord = Record | BatchRecord | AssembledRecord
@@ -190,42 +178,6 @@ class RecordStore:
 
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
-        self._own = file  # the store's own file (`use_ledger` moves the records elsewhere)
-
-    async def use_ledger(self, ledger: SqliteFile) -> None:
-        """Keep the records in the orderer ledger's file from now on (module docstring), so
-        that `with_block` can write them in a block's transaction. The rows of this store's own
-        file are copied there once, in order, with the highest id copied (`MOVED`) in the same
-        transaction, and then deleted here: a crash between the two copies nothing twice."""
-        own = self._own
-        rows = await own.read(
-            lambda conn: conn.execute(
-                "SELECT id, kind, seq, data, formed FROM records ORDER BY id"
-            ).fetchall()
-        )
-        epoch = await self.epoch()
-
-        def move(conn: sqlite3.Connection) -> None:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(FORMED_INDEX)
-            conn.execute(MOVED)
-            found = conn.execute("SELECT upto FROM records_moved WHERE id = 0").fetchone()
-            upto = 0 if found is None else int(found[0])
-            fresh = [r for r in rows if int(r[0]) > upto]
-            conn.executemany(INSERT, [(k, s, d, f) for _id, k, s, d, f in fresh])
-            if fresh:
-                conn.execute(
-                    "INSERT OR REPLACE INTO records_moved(id, upto) VALUES (0, ?)", (fresh[-1][0],)
-                )
-            if epoch and conn.execute("SELECT 1 FROM epoch WHERE id = 0").fetchone() is None:
-                conn.execute("INSERT INTO epoch(id, epoch) VALUES (0, ?)", (epoch,))
-
-        await ledger.write("pbft.move_to_ledger", move)
-        if rows:
-            await own.write("pbft.moved", lambda conn: conn.execute("DELETE FROM records"))
-        self._file = ledger
 
     @classmethod
     async def open(
@@ -322,17 +274,12 @@ class RecordStore:
         """Durably append `records` in one transaction."""
         if not records:
             return
-        await self._file.write("pbft.append", self.with_block(records))
-
-    def with_block(self, records: Sequence[StoredRecord]) -> Callable[[sqlite3.Connection], None]:
-        """The writes that append `records`, for a transaction of the caller's: a block's, when
-        the store lives in the ledger's file (`use_ledger`, `ChannelLedger.commit_block`)."""
         rows = [(*encode(r), r.formed_at if isinstance(r, BatchRecord) else None) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(INSERT, rows)
+            conn.executemany("INSERT INTO records(kind, seq, data, formed) VALUES (?,?,?,?)", rows)
 
-        return write
+        await self._file.write("pbft.append", write)
 
     async def compact(self, stable_seq: int, decided_from: int, expiry: int | None = None) -> None:
         """Delete records a restart no longer needs once `stable_seq` is stable (one txn); the
@@ -388,5 +335,5 @@ class RecordStore:
         await self._file.write("pbft.reset", write)
 
     async def close(self) -> None:
-        """Close the store's own file (the ledger's is its ledger's to close)."""
-        await self._own.close()
+        """Close the connection."""
+        await self._file.close()

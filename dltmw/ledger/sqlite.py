@@ -143,12 +143,6 @@ class ChannelLedger(LedgerBase):
         """The file, for messages (`backend.Ledger`)."""
         return str(self.path)
 
-    @property
-    def sqlite_file(self) -> SqliteFile:
-        """The ledger's file: a PBFT-lite orderer keeps its executed records in a table of it,
-        written in the block's transaction (`commit_block(also=...)`, `ledger/pbft_store.py`)."""
-        return self._file
-
     @classmethod
     async def open(
         cls, path: Path, *, synchronous: str = "FULL", retry: RetryPolicy = DEFAULT_RETRY
@@ -260,12 +254,9 @@ class ChannelLedger(LedgerBase):
         tx_ids: Sequence[str],
         writes: Iterable[StateWrite] = (),
         consumed_seq: int = 0,
-        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """Append `block` (its metadata already holds this node's codes) and all its effects,
-        with the hash of the state it leaves, in one transaction (one hop to the file).
-        `also`: more writes of the caller's own tables in the same transaction (a PBFT-lite
-        orderer's executed records, `RecordStore.with_block`)."""
+        with the hash of the state it leaves, in one transaction (one hop to the file)."""
         prepared = self._prepare(block, tx_ids, writes)
         number, final = prepared.number, prepared.final
         upserts = [
@@ -289,8 +280,6 @@ class ChannelLedger(LedgerBase):
             _store_state_hash(conn, number, acc)
             if consumed_seq:
                 conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
-            if also is not None:
-                also(conn)
             return acc
 
         self._committed(prepared, await self._file.write("ledger.commit_block", write))

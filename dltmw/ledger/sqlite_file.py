@@ -64,10 +64,7 @@ Setup = Callable[[sqlite3.Connection], None]
 # older files in `_open` (docs/deploy.md, "Upgrades").
 # Format 2: the notary keeps each decided batch once (`ledger/notary_store.py`; format-1 files
 # open unchanged, their rows stay valid).
-# Format 3: a PBFT-lite orderer's records live in its ledger's file (`ledger/pbft_store.py`
-# `use_ledger` moves an older record file's rows there): an older release reading the old file
-# would find it empty and forget the replica's votes, so it must refuse the files instead.
-FORMAT = 3
+FORMAT = 2
 
 
 class StoreFormatError(ValueError):

@@ -52,13 +52,11 @@ class Recorder(replica_pb2_grpc.ReplicaServiceServicer):
 
 def _chain_batch(net: Path, node: str) -> bytes:
     """The stored row of a batch that an assembled slot of `node` took (a batch in the chain)."""
-    rows = []  # an older record file's rows, then those in the orderer ledger's file
-    for name, table in [("pbft", "records"), ("orderer", "records")]:
-        db = sqlite3.connect(f"file:{net}/nodes/{node}/data/trades.{name}.sqlite?mode=ro", uri=True)
-        try:
-            rows += db.execute(f"SELECT kind, seq, data FROM {table} ORDER BY id").fetchall()
-        finally:
-            db.close()
+    db = sqlite3.connect(f"file:{net}/nodes/{node}/data/trades.pbft.sqlite?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT kind, seq, data FROM records ORDER BY id").fetchall()
+    finally:
+        db.close()
     taken = set()
     for kind, seq, data in rows:
         record = decode(kind, seq, bytes(data))

@@ -39,16 +39,12 @@ UNCARRIED = ON.replace(
 
 
 def _records(net: Path, node: str) -> list[tuple[str, bytes]]:
-    """The records: an older record file's rows, then those in the orderer ledger's file."""
-    out = []
-    for name, table in [("pbft", "records"), ("orderer", "records")]:
-        db = sqlite3.connect(f"file:{net}/nodes/{node}/data/trades.{name}.sqlite?mode=ro", uri=True)
-        try:
-            rows = db.execute(f"SELECT kind, data FROM {table} ORDER BY id")
-            out += [(k, bytes(d)) for k, d in rows]
-        finally:
-            db.close()
-    return out
+    path = f"file:{net}/nodes/{node}/data/trades.pbft.sqlite?mode=ro"
+    db = sqlite3.connect(path, uri=True)
+    try:
+        return [(k, bytes(d)) for k, d in db.execute("SELECT kind, data FROM records ORDER BY id")]
+    finally:
+        db.close()
 
 
 def test_the_topology_switches_dissemination_on() -> None:

@@ -57,7 +57,6 @@ Inputs and effects (what the executor and the simulator exchange with this core)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 from dltmw.core.block import block_hash
 from dltmw.core.channel import ChannelView
@@ -83,7 +82,7 @@ from dltmw.core.handlers.pbft_orderer_io import (
 from dltmw.core.handlers.pbft_speculative import SpeculativeBlocks
 from dltmw.core.pbft import ClientRequest, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.core.pbft.surface import DisseminatedRecord, OrderingReplica
+from dltmw.core.pbft.surface import OrderingReplica
 from dltmw.core.pbft.types import Signer
 from dltmw.core.txcheck import check_transaction
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
@@ -133,7 +132,6 @@ class PbftOrdererCore:
         new_epoch: NewEpoch | None = None,
         follower: bool = False,
         carry_signatures: bool = True,
-        records_with_blocks: bool = False,
     ) -> None:
         """`height`/`last_hash`: the ledger's head; `unexecuted`: its blocks from
         `replica.next_block` on (a crash fell between committing fetched blocks and the jump);
@@ -144,12 +142,8 @@ class PbftOrdererCore:
         next group at a replica-set change (module docstring; None: such a change retires);
         `follower`: not a member of the current list (`replica` is then a placeholder);
         `carry_signatures`: put our block signature in our Commit when we can build the block
-        by then (`pbft_speculative`; False: always after execution, in a message of its own);
-        `records_with_blocks`: a step's records go with its first block, if it commits one
-        (`CommittedBlock.records`: the runtime writes them in the block's transaction); off,
-        every record is in `persist`."""
+        by then (`pbft_speculative`; False: always after execution, in a message of its own)."""
         self.view = view
-        self._records_with_blocks = records_with_blocks
         self.epoch = epoch
         self.follower = follower
         self._new_epoch = new_epoch
@@ -322,24 +316,12 @@ class PbftOrdererCore:
             if not self._drop_inner_send:
                 inner_send = (*inner_send, *((f.destination, f) for f in stored))
         self._drop_inner_send = False
-        persist, blocks = self._records_to_block(inner.persist, tuple(out.decided))
         return Effects(
-            persist=persist,
-            decided=blocks,
+            persist=inner.persist,
+            decided=tuple(out.decided),
             send=(*out.send, *inner_send),
             replies=(*inner.replies, *out.replies),
         )
-
-    def _records_to_block(
-        self, persist: tuple[DisseminatedRecord, ...], decided: tuple[CommittedBlock, ...]
-    ) -> tuple[tuple[DisseminatedRecord, ...], tuple[CommittedBlock, ...]]:
-        """(records to persist, blocks): with `records_with_blocks`, a step that commits a
-        block hands its records over with the first one (`CommittedBlock.records`): the runtime
-        writes them in that block's transaction, so they are durable with it and, as ever,
-        before anything of the step is sent (one sqlite transaction per slot fewer)."""
-        if not (self._records_with_blocks and decided and persist):
-            return persist, decided
-        return (), (replace(decided[0], records=persist), *decided[1:])
 
     def _answer_lagging(self) -> None:
         """Answer signatures of blocks we committed with ours — once per RESIGN_EVERY_TICKS per

@@ -56,9 +56,6 @@ class CommittedBlock:
     config: ChannelView | None = None
     epoch: int | None = None
     """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
-    records: tuple[DisseminatedRecord, ...] = ()
-    """The step's records, written in this block's transaction instead of before it (on the
-    step's first block only, with `PbftOrdererCore(records_with_blocks=True)`)."""
 
 
 Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks

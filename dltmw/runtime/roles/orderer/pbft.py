@@ -155,12 +155,8 @@ class PbftOrdererExecutor(
         self._signed: dict[int, tuple[bytes, bytes]] = {}
 
     async def persist(self, records: Sequence[StoredRecord]) -> None:
-        await self._channel.store.append(records)
-        await self._appended(records)
-
-    async def _appended(self, records: Sequence[StoredRecord]) -> None:
-        """After records are durable (alone or with a block): compact at a stable checkpoint."""
         channel = self._channel
+        await channel.store.append(records)
         stable = [r.sequence for r in records if isinstance(r, StableRecord)]
         if stable:
             executed = channel.ledger.height - channel.config.epoch  # sequences in the ledger
@@ -178,12 +174,7 @@ class PbftOrdererExecutor(
             writes = () if item.config is None else (config_write(item.config, number),)
             if item.epoch is not None:
                 writes = (*writes, epoch_write(item.epoch))
-            if item.records:  # the step's records, in the block's transaction (one fsync)
-                also = channel.store.with_block(item.records)
-                await channel.ledger.commit_block(item.block, (), writes, also=also)
-                await self._appended(item.records)
-            else:
-                await channel.ledger.commit_block(item.block, (), writes)
+            await channel.ledger.commit_block(item.block, (), writes)
             self._remember_signature(item.block)
             if item.config is not None:  # Deliver and Broadcast follow it from now on
                 channel.channel_config.replace(item.config)
@@ -470,9 +461,6 @@ class PbftOrdererChannel(OrdererChannel):
         ledger = self.ledger
         stored = await ledger.read_snapshot(lambda r: r.get(CONFIG_NAMESPACE, EPOCH_KEY))
         epoch = restored_epoch(None if stored is None else stored[0])
-        # The records live in the ledger's file, so that a step's records are written in its
-        # block's transaction (the core hands them over with the block: `records_with_blocks`).
-        await self.store.use_ledger(ledger.sqlite_file)
         if await self.store.epoch() != epoch:  # a crash fell between the block and the reset
             await self.store.reset(epoch)
         self._use_list(self.view, epoch)
@@ -495,7 +483,6 @@ class PbftOrdererChannel(OrdererChannel):
             epoch=epoch,
             new_epoch=self._enter_group,
             follower=self.me is None,
-            records_with_blocks=True,
         )
         self._links_started = True
         for link in self.links.values():
