@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from dltmw.sim import dissem_runner
 from dltmw.sim.dissem_runner import run_dissemination
 from dltmw.sim.slot_crash_world import SlotCrashWorld
 
+from .recorded_worlds import recording
+
 
 def _worlds(monkeypatch: pytest.MonkeyPatch, forget: bool = False) -> list[SlotCrashWorld]:
-    made: list[SlotCrashWorld] = []
-
-    class Recording(SlotCrashWorld):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            self.forget_slot_steps = forget
-            made.append(self)
-
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
-    return made
+    return recording(monkeypatch, SlotCrashWorld, forget_slot_steps=forget)
 
 
 @pytest.mark.parametrize("behaviour", ["honest", "network", "carried-equivocation"])
