@@ -66,6 +66,11 @@ class _Progress(Protocol):
         """The last sequence covered by a stable checkpoint."""
         ...
 
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """Inputs the replica dropped or refused, by reason (`State.drop`)."""
+        ...
+
 
 class Replicated(Protocol):
     """A PBFT-lite replica's holder (orderer channel or notary cluster)."""
@@ -165,6 +170,14 @@ class NodeGauges:
             "Batches a PBFT-lite replica executed past its last stable checkpoint",
             labels=["replica"],
         )
+        # The core's drop counters (bad signatures, old views, expired batches, ...): the reasons
+        # are the core's fixed strings, so the series are bounded. They count from the replica's
+        # making: a restart or a new replica group starts them again (a counter reset).
+        dropped = CounterMetricFamily(
+            "dltmw_pbft_dropped",
+            "Messages and requests a PBFT-lite replica dropped or refused, by reason",
+            labels=["replica", "reason"],
+        )
         for name, holder in self._each_replica():
             now = holder.current_view
             first = self._first_view.setdefault(name, now)
@@ -173,6 +186,8 @@ class NodeGauges:
             progress = holder.replica
             if progress is not None:
                 lag.add_metric([name], max(0, progress.next_exec - 1 - progress.stable_seq))
+                for reason, count in sorted(progress.counters.items()):
+                    dropped.add_metric([name, reason], count)
         pending = GaugeMetricFamily(
             "dltmw_private_payloads_pending",
             "Private payloads sent from here not yet acknowledged by every recipient",
@@ -180,7 +195,7 @@ class NodeGauges:
         )
         for cid, channel in sorted(self._private.items()):
             pending.add_metric([cid], channel.pending)
-        return (height, known, caught, view, changes, lag, pending)
+        return (height, known, caught, view, changes, lag, dropped, pending)
 
 
 def not_ready_reasons(

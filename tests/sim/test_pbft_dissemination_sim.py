@@ -22,6 +22,8 @@ from dltmw.sim import world as world_module
 from dltmw.sim.dissem_runner import run_dissemination
 from dltmw.sim.dissem_world import SIM_DISSEMINATION, CarriedCrashWorld, DissemWorld
 
+from .recorded_worlds import recording
+
 SEEDS = range(12)
 BEHAVIOURS = [
     "honest",
@@ -326,15 +328,7 @@ def test_drained_events_cut_the_short_batches_the_timer_no_longer_does(seed: int
 
 
 def _crash_world(monkeypatch: pytest.MonkeyPatch) -> list[CarriedCrashWorld]:
-    made: list[CarriedCrashWorld] = []
-
-    class Recording(CarriedCrashWorld):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
-    return made
+    return recording(monkeypatch, CarriedCrashWorld)
 
 
 @pytest.mark.parametrize("behaviour", ["honest", "network", "carried-equivocation"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -48,6 +48,7 @@ EXPECTED = {
     "dltmw_pbft_view": {"replica"},
     "dltmw_pbft_view_changes": {"replica"},
     "dltmw_pbft_checkpoint_lag": {"replica"},
+    "dltmw_pbft_dropped": {"replica", "reason"},
     "dltmw_private_payloads_pending": {"channel"},
 }
 
@@ -78,6 +79,7 @@ class FakePeer:
 class FakeProgress:
     next_exec: int
     stable_seq: int
+    counters: dict[str, int] = field(default_factory=lambda: {"old-view": 4})
 
 
 @dataclass
@@ -165,6 +167,7 @@ def test_values_follow_the_observations_and_the_state() -> None:
     assert sample("dltmw_pbft_view", replica="orderer-trades") == 5
     assert sample("dltmw_pbft_view_changes_total", replica="orderer-trades") == 3
     assert sample("dltmw_pbft_checkpoint_lag", replica="orderer-trades") == 2
+    assert sample("dltmw_pbft_dropped_total", replica="orderer-trades", reason="old-view") == 4
     assert sample("dltmw_private_payloads_pending", channel="trades") == 4
     labels = {"service": "dltmw.v1.GatewayService", "method": "Submit"}
     assert sample("dltmw_rpc_requests_total", **labels, code="OK") == 1
@@ -375,3 +378,26 @@ def test_a_notary_batch_of_decisions_counts_as_each_decision_alone() -> None:
     assert counted[("SIGNED", "dltmw_notary_decisions_total")] == 2
     assert counted[("INPUT_CONSUMED", "dltmw_notary_decisions_total")] == 2
     assert counted[(None, "dltmw_notary_conflicts_total")] == 3
+
+
+def test_a_message_a_replica_drops_moves_its_drop_counter() -> None:
+    """A real PBFT-lite core drops a message whose signature does not verify; the scrape shows
+    it under the core's reason (`dltmw_pbft_dropped_total`)."""
+    from dltmw.core.pbft import Envelope, PbftConfig, Replica
+
+    core = Replica(PbftConfig(n=4), 1, lambda _data: b"s", lambda _r, _d, _s: False)
+    metrics = NodeMetrics()
+    gauges = NodeGauges({}, {}, {}, [("orderer", {"trades": FakeReplica(0, core)})], {})
+    metrics.add_source(gauges.collect)
+
+    def dropped() -> float:
+        for family in text_string_to_metric_families(metrics.exposition().decode()):
+            for s in family.samples:
+                wanted = {"replica": "orderer-trades", "reason": "bad-signature-or-malformed"}
+                if s.name == "dltmw_pbft_dropped_total" and s.labels == wanted:
+                    return s.value
+        return 0.0
+
+    assert dropped() == 0
+    core.step(Envelope(payload=b"not a replica message", replica=2, signature=b"forged"))
+    assert dropped() == 1

@@ -410,10 +410,11 @@ class Disseminator:
         fresh = stored is None
         if stored is None:
             formed = message.batch.formed_at
-            if (
-                key.batch_sequence <= self.floor.get(key.origin, 0)
-                or formed + self.expiry <= self.height
-            ):
+            # The floor assumes an origin forms its batches in sequence order; a faulty one
+            # need not (its 5 formed after its 6), so a batch a slot needs passes it: else an
+            # honest replica whose acked 6 expired refused for good the 5 its peers took.
+            below_floor = key.batch_sequence <= self.floor.get(key.origin, 0) and not needed
+            if below_floor or formed + self.expiry <= self.height:
                 self.drop("batch-expired")  # no slot the chain still reaches can take it
                 return None
             if (

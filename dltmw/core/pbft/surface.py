@@ -78,6 +78,11 @@ class OrderingReplica(Protocol):
         """Tick at which the replica last proved itself behind (0: never)."""
 
     @property
+    def counters(self) -> Mapping[str, int]:
+        """Inputs dropped or refused since the replica was made, by reason (metrics)."""
+        ...
+
+    @property
     def executed_ids(self) -> Recent[bytes]:
         """Ids of the requests (envelopes) executed in the chain's last `decided_retain`
         sequences (`recent.Recent`)."""
