@@ -98,13 +98,6 @@ def proof_allowed(envelope: common_pb2.Envelope, takes: bool) -> bool:
     return not envelope.HasField("batch_proof") or takes
 
 
-def canonical_proof(proof: common_pb2.BatchProof) -> common_pb2.BatchProof:
-    """`proof` with its known fields only (canonical encoding checks re-serialise it)."""
-    return common_pb2.BatchProof(
-        leaf_index=proof.leaf_index, leaf_count=proof.leaf_count, path=proof.path
-    )
-
-
 def _signed(
     signer: SigningIdentity, items: Sequence[bytes], domain: bytes
 ) -> list[tuple[bytes, common_pb2.BatchProof | None]]:
