@@ -50,6 +50,7 @@ from dltmw.core.privacy.execution import (
 )
 from dltmw.core.privacy.groups import NO_PARTIES, Parties, execute_group, group_may_purge
 from dltmw.core.privacy.purge import Purged, purge_decision
+from dltmw.core.privacy.reuse import PriorRun, reuse
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.v1 import private_payload_pb2, private_purge_pb2, proposal_pb2
 
@@ -74,6 +75,9 @@ class PrivateBlock:
     agreed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     purges: tuple[tuple[int, private_purge_pb2.PrivatePurgeBody], ...] = ()  # VALID, by index
     parties: Parties | None = None  # the channel's peers and auditors (privacy groups)
+    # payload hash -> this node's agreement run of it, if kept (`reuse.py`: applied at commit
+    # when nothing it depends on changed, else the payload is executed as without)
+    prior: dict[bytes, PriorRun] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class TxOutcome:
     state_hash: bytes
     detail: str = ""
     pre_state_hash: bytes = b""
+    reused: bool = False  # the agreement run's outcome, not a second execution (`reuse.py`)
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,20 @@ class PrivateExecution:
         raw = None if digest in self._purged else view.payload(digest)
         if raw is None:
             return TxOutcome(index, tx_id, digest, NOT_HELD, (), b"")
+        prior = message.prior.get(digest)
+        if prior is not None:
+            again = reuse(prior, raw, self._contract_of, state, Version(number, index))
+            if again is not None:
+                return TxOutcome(
+                    index,
+                    tx_id,
+                    digest,
+                    again.status,
+                    again.writes,
+                    again.state_hash,
+                    pre_state_hash=again.pre_state_hash,
+                    reused=True,
+                )
         try:
             payload = private_payload_pb2.EncryptedPayload.FromString(raw)
             plaintext = open_payload(payload, self._key, digest)

@@ -59,6 +59,9 @@ class PrivateOutcome:
     namespace: str = ""
     group: str = ""
     extra_touched: tuple[tuple[str, str, Version | None], ...] = ()
+    # the contract did a range read: its result is not a function of `touched` alone (a key
+    # inserted in the range since is in no touched set), so it is never reused (`reuse.py`)
+    ranged: bool = False
 
 
 def _field(data: bytes) -> bytes:
@@ -156,7 +159,15 @@ def execute(
     written = tuple(sorted({w.key for w in writes}))
     deleted = tuple(sorted({k for k in written if resulting.get(k) is None}))
     return PrivateOutcome(
-        EXECUTED, result.response, tuple(writes), digest, pre, versions, written, deleted
+        EXECUTED,
+        result.response,
+        tuple(writes),
+        digest,
+        pre,
+        versions,
+        written,
+        deleted,
+        ranged=bool(rw.range_queries),
     )
 
 

@@ -278,7 +278,9 @@ def _progress(dep: Deployment) -> dict[str, tuple[int, int, int]]:
             out[node_id] = (node.orderers[CHANNEL].ledger.height, 0, 0)
         else:
             peer, privacy = node.peers[CHANNEL], node.privacy
-            executed = privacy.executors[CHANNEL].height if privacy is not None else -1
+            # a node still opening its channel (restarted) has no executor yet: not settled
+            executor = privacy.executors.get(CHANNEL) if privacy is not None else None
+            executed = executor.height if executor is not None else -1
             running = len(privacy._background) if privacy is not None else 0
             out[node_id] = (peer.ledger.height, executed, running)
     return out

@@ -52,8 +52,9 @@ from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import agreement_batch, conflict
 from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
 from dltmw.core.privacy.envelope import PayloadError, PrivacyKey, open_payload, recipients_of
-from dltmw.core.privacy.execution import execute
+from dltmw.core.privacy.execution import PrivateOutcome, execute
 from dltmw.core.privacy.groups import Parties, execute_group, parties
+from dltmw.core.privacy.reuse import PriorRun, prior_run
 from dltmw.core.rwset import Version
 from dltmw.ledger.private_store import PrivateTxn
 from dltmw.runtime.context import NodeContext
@@ -134,8 +135,10 @@ class Agreements:
         self, channel: PrivateChannel, contract_of: ContractOf, digests: Sequence[bytes]
     ) -> list[Ran | BaseException]:
         """`_run` of several payloads: read and run in one read transaction, one hop to the
-        store's reader thread; a payload refused (not held, unreadable) fails only its own run."""
+        store's reader thread; a payload refused (not held, unreadable) fails only its own run.
+        Each run is kept for the executor's commit (`prior_runs.py`), on the loop."""
         facts = parties(channel.view.config)  # once per batch: O(channel peers) to build
+        kept: list[tuple[bytes, PriorRun | None]] = []
 
         def run_all(state: PrivateTxn) -> list[Ran | BaseException]:
             held = state.held(list(set(digests)))
@@ -143,12 +146,17 @@ class Agreements:
             for digest in digests:
                 try:
                     raw = held.get(digest)
-                    out.append(self._open_and_run(contract_of, digest, raw, facts, state))
+                    ran, prior = self._open_and_run(contract_of, digest, raw, facts, state)
+                    out.append(ran)
+                    kept.append((digest, prior))
                 except ClientError as exc:
                     out.append(exc)
             return out
 
-        return await channel.store.snapshot(run_all)
+        ran = await channel.store.snapshot(run_all)
+        for digest, prior in kept:
+            channel.prior_runs.keep(digest, prior)
+        return ran
 
     def _open_and_run(
         self,
@@ -157,9 +165,9 @@ class Agreements:
         raw: bytes | None,
         facts: Parties,
         state: PrivateTxn,
-    ) -> Ran:
+    ) -> tuple[Ran, PriorRun | None]:
         """`_run` on the store's reader thread (blocking): decrypt, then execute on `state`
-        without writing."""
+        without writing; with the run as kept for the commit (None: not reusable)."""
         if raw is None:
             raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
         try:
@@ -171,7 +179,7 @@ class Agreements:
         except DecodeError as exc:
             raise ClientError(R.ERROR_REASON_MALFORMED, "payload is not an invocation") from exc
         keys = recipients_of(payload)
-        hashes, hashed = _hashes(
+        outcome, hashed = _hashes(
             contract_of,
             invocation,
             state,
@@ -179,7 +187,9 @@ class Agreements:
             facts,
             payload.sender_public_key,
         )
-        return hashes, keys, hashed, payload.sender_public_key
+        prior = prior_run(raw, invocation, contract_of(invocation.contract), outcome)
+        hashes = (outcome.pre_state_hash, outcome.state_hash)
+        return (hashes, keys, hashed, payload.sender_public_key), prior
 
     def _sign_all(
         self, channel: PrivateChannel, bodies: Sequence[bytes]
@@ -617,9 +627,10 @@ def _hashes(
     recipient_keys: list[bytes],
     channel: Parties,
     sender_key: bytes,
-) -> tuple[tuple[bytes, bytes], Hashed]:
-    """(pre-state hash, delta hash) of running `invocation` on `state`, nothing written, and
-    the keys it read (with versions) and wrote, hashed for its group or recipient set."""
+) -> tuple[PrivateOutcome, Hashed]:
+    """The outcome of running `invocation` on `state` (its pre-state and delta hashes), nothing
+    written, and the keys it read (with versions) and wrote, hashed for its group or recipient
+    set."""
     at = Version(0, 0)
     if invocation.group:
         outcome = execute_group(
@@ -628,4 +639,4 @@ def _hashes(
     else:
         outcome = execute(contract_of, invocation, state, at)
     hashed = conflict.outcome_hashed(recipient_keys, invocation.contract, outcome)
-    return (outcome.pre_state_hash, outcome.state_hash), hashed
+    return outcome, hashed

@@ -47,9 +47,11 @@ from dltmw.core.privacy.envelope import PrivacyKey
 from dltmw.core.privacy.execution import TAMPERED
 from dltmw.core.privacy.groups import Parties, parties
 from dltmw.core.privacy.purge import Purged, parse_body
+from dltmw.core.privacy.reuse import PriorRun
 from dltmw.ledger.private_store import PrivateStore, PrivateTxn, PrivateTxRecord
 from dltmw.runtime.driver import Driver
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy.prior_runs import PriorRuns
 from dltmw.v1 import block_pb2, common_pb2, config_pb2, errors_pb2, transaction_pb2
 from dltmw.v1.private_agreement_pb2 import PrivateAgreementBody
 from dltmw.v1.private_purge_pb2 import PrivatePurgeBody
@@ -126,11 +128,14 @@ def private_txs(block: block_pb2.Block) -> list[PrivateTxRef]:
 
 
 def private_block(
-    parsed: CommittedPrivate, view: PrivateView, channel: Parties | None = None
+    parsed: CommittedPrivate,
+    view: PrivateView,
+    channel: Parties | None = None,
+    prior: dict[bytes, PriorRun] | None = None,
 ) -> PrivateBlock:
     """The executor core's input for a committed block: its VALID private transactions (by
-    `private_refs`) and the hashes the agreements of each that carries them name
-    (`core/privacy/agreement.py`)."""
+    `private_refs`), the hashes the agreements of each that carries them name
+    (`core/privacy/agreement.py`) and this node's agreement runs of their payloads (`prior`)."""
     items = tuple(private_refs(parsed))
     indexes = {index for index, _, _ in items}
     agreed = {
@@ -138,7 +143,12 @@ def private_block(
         for index, _, _, body in parsed.txs
         if index in indexes and body is not None
     }
-    return PrivateBlock(parsed.number, items, view, agreed, parsed.purges, channel)
+    return PrivateBlock(parsed.number, items, view, agreed, parsed.purges, channel, prior or {})
+
+
+def payloads_of(parsed: CommittedPrivate) -> list[bytes]:
+    """Payload hashes of the block's VALID private transactions."""
+    return [digest for _, _, digest, _ in parsed.txs]
 
 
 def owed_here(parsed: CommittedPrivate, key: bytes) -> list[bytes]:
@@ -181,9 +191,15 @@ class BlockExecutor:
         self._owner = owner
 
     async def load(self, inputs: Sequence[CommittedPrivate]) -> Sequence[PrivateBlock]:
+        """Each block with a view of the store and this node's agreement runs of its payloads
+        (taken out of the bounded map: `prior_runs.py`)."""
         view = self._owner.store.view()
         channel = parties(self._owner.config)
-        return [private_block(b, view, channel) for b in inputs]
+        runs = self._owner.prior_runs
+        return [
+            private_block(b, view, channel, None if runs is None else runs.take(payloads_of(b)))
+            for b in inputs
+        ]
 
     async def persist(self, records: Sequence[None]) -> None:
         """The private store is the only record."""
@@ -198,6 +214,7 @@ class BlockExecutor:
         result)."""
         for executed in decided:
             for outcome in executed.outcomes:
+                self._owner.reused += outcome.reused
                 if outcome.status == TAMPERED:
                     logger.error(
                         "private payload %s of block %d refused: %s (differs from the ledger's "
@@ -265,10 +282,18 @@ ExecutorDriver = Driver[CommittedPrivate, PrivateBlock, None, Executed, None, in
 class PrivateExecutor:
     """Executes one channel's private transactions after their blocks commit."""
 
-    def __init__(self, key: PrivacyKey, peer: PeerChannel, store: PrivateStore) -> None:
+    def __init__(
+        self,
+        key: PrivacyKey,
+        peer: PeerChannel,
+        store: PrivateStore,
+        prior_runs: PriorRuns | None = None,
+    ) -> None:
         self._key = key
         self._peer = peer
         self.store = store
+        self.prior_runs = prior_runs  # this node's agreement runs (None: always execute)
+        self.reused = 0  # transactions that applied their agreement run (`reuse.py`)
         self._contracts: dict[str, Contract] | None = None  # loaded on first use (`start`)
         self._feed: asyncio.Task[None] | None = None
         self._driver: ExecutorDriver | None = None
@@ -318,6 +343,12 @@ class PrivateExecutor:
 
     async def stop(self) -> None:
         """Stop the feed, then the driver (the block in progress finishes; idempotent)."""
+        if self.reused:
+            logger.info(
+                "private execution of channel %s: %d transaction(s) applied their agreement run",
+                self._peer.view.channel_id,
+                self.reused,
+            )
         await cancel_and_wait(self._feed)
         self._feed = None
         if self._driver is not None:

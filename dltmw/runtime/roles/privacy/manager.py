@@ -108,7 +108,7 @@ class PrivacyManager:
         # node that lost its store before committing any block may have held some.
         store = await self._open_store(cid, peer.ledger.height > 1 or not peer.ledger.created)
         channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
-        executor = PrivateExecutor(self.key, peer, store)
+        executor = PrivateExecutor(self.key, peer, store, channel.prior_runs)
         await channel.start()
         await executor.start()
         self.channels[cid], self.executors[cid] = channel, executor

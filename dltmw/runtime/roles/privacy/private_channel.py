@@ -64,6 +64,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.group_send import group_recipients
 from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
+from dltmw.runtime.roles.privacy.prior_runs import PriorRuns
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.runtime.roles.privacy.redelivery import Redelivery
 from dltmw.v1 import (
@@ -128,6 +129,8 @@ class PrivateChannel:
         self._task: asyncio.Task[None] | None = None
         self._pushing = 0  # payloads stored, not yet acknowledged by every recipient
         self.redelivery: Redelivery | None = None  # queued delivery (`redelivery.py`)
+        # this node's agreement runs, kept for the executor's commit (`prior_runs.py`)
+        self.prior_runs = PriorRuns()
 
     @property
     def view(self) -> ChannelView:
