@@ -1,6 +1,7 @@
 """Replay one seeded simulation and print its trace.
 
     python -m dltmw.sim --seed N [--behaviour B] [--n 4]     PBFT-lite replicas (`runner.py`)
+    python -m dltmw.sim --seed N --dissemination [...]        dissemination (`dissem_runner.py`)
     python -m dltmw.sim --seed N --scenario S                 a whole network (`scenarios/`)
 
 Exit status 1 when a checker fails. The last line is the verdict; `--digest` prints only a
@@ -16,7 +17,9 @@ import sys
 
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.collector_byzantine import COLLECTOR_BEHAVIOURS
-from dltmw.sim.runner import run
+from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
+from dltmw.sim.dissem_runner import run_dissemination
+from dltmw.sim.runner import REQUESTS, RunResult, run
 from dltmw.sim.scenarios import SCENARIOS, run_scenario
 
 
@@ -29,23 +32,30 @@ def main(argv: list[str] | None = None) -> int:
     """Run one seeded simulation; exit 1 if a checker fails."""
     parser = argparse.ArgumentParser(prog="python -m dltmw.sim", description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
-    behaviours = sorted(BEHAVIOURS | COLLECTOR_BEHAVIOURS)
+    behaviours = sorted(BEHAVIOURS | COLLECTOR_BEHAVIOURS | DISSEMINATION_BEHAVIOURS)
     parser.add_argument("--behaviour", choices=behaviours, default="network")
     parser.add_argument("--n", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--lone-every", type=int, default=0, help="every k-th request alone")
+    parser.add_argument("--retain", type=int, help="decided slots kept (compaction in the run)")
     parser.add_argument("--collector", action="store_true", help="replicas use a vote collector")
+    dissem = parser.add_argument_group("batch dissemination (`dissem_runner.run_dissemination`)")
+    dissem.add_argument("--dissemination", action="store_true", help="replicas disseminate")
+    dissem.add_argument("--uncarried", action="store_true", help="no carried batches")
+    dissem.add_argument("--unchecked", action="store_true", help="the negative control")
+    dissem.add_argument("--drained", action="store_true", help="intake drained every tick")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--digest", action="store_true", help="print a digest of the trace")
     parser.add_argument("--log", default="CRITICAL", help="log level of the nodes (e.g. INFO)")
     args = parser.parse_args(argv)
+    if not args.dissemination and args.behaviour not in BEHAVIOURS | COLLECTOR_BEHAVIOURS:
+        parser.error(f"--behaviour {args.behaviour} is a dissemination one: add --dissemination")
     logging.basicConfig(level=args.log.upper(), format="%(levelname)s %(name)s %(message)s")
     if args.scenario is not None:
         result = run_scenario(args.scenario, args.seed, trace=True)
         lines, verdict, ok = result.trace, result.verdict(), result.ok
     else:
-        pbft = run(
-            args.seed, args.behaviour, args.n, args.requests, trace=True, collector=args.collector
-        )
+        pbft = _pbft(args)
         lines, verdict = pbft.trace, pbft.verdict()
         ok = not pbft.violations and pbft.live
     if args.digest:
@@ -55,6 +65,33 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     print(verdict)
     return 0 if ok else 1
+
+
+def _pbft(args: argparse.Namespace) -> RunResult:
+    """The replicas' run the arguments name (what `RunResult.replay_command` prints)."""
+    if args.dissemination:
+        return run_dissemination(
+            args.seed,
+            args.behaviour,
+            args.n,
+            args.requests,
+            trace=True,
+            enforce=not args.unchecked,
+            lone_every=args.lone_every,
+            retain=args.retain,
+            drained=args.drained,
+            carried=not args.uncarried,
+        )
+    return run(
+        args.seed,
+        args.behaviour,
+        args.n,
+        args.requests,
+        trace=True,
+        lone_every=args.lone_every,
+        retain=args.retain,
+        collector=args.collector,
+    )
 
 
 if __name__ == "__main__":

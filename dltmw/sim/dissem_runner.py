@@ -18,7 +18,7 @@ from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
 from dltmw.sim.dissem_checks import check_available, check_batches_once
 from dltmw.sim.dissem_world import SIM_DISSEMINATION, DissemWorld
 from dltmw.sim.keys import Keys
-from dltmw.sim.runner import RunResult, drive, schedule
+from dltmw.sim.runner import REQUESTS, RunResult, drive, replay_args, schedule
 from dltmw.sim.runner import sim_config as replica_config
 from dltmw.sim.world import Behaviour
 
@@ -32,7 +32,7 @@ def run_dissemination(
     seed: int,
     behaviour: str = "network",
     n: int = 4,
-    requests: int = 24,
+    requests: int = REQUESTS,
     trace: bool = False,
     enforce: bool = True,
     lone_every: int = 0,
@@ -69,6 +69,17 @@ def run_dissemination(
     max_view = max((node.replica.view for node in honest if node.replica), default=0)
     label = behaviour if enforce else f"{behaviour}/unchecked"
     label = label if carried else f"{label}/uncarried"
+    flags = ["--dissemination"] + [
+        flag
+        for flag, on in (
+            ("--unchecked", not enforce),
+            ("--uncarried", not carried),
+            ("--drained", drained),
+        )
+        if on
+    ]
+    if dissemination != SIM_DISSEMINATION:  # not a command-line setting: say what to set
+        flags += ["#", f"and dissemination={dissemination} (run_dissemination)"]
     return RunResult(
         seed,
         label,
@@ -80,4 +91,5 @@ def run_dissemination(
         tuple(world.trace or ()),
         dict(drops),
         max_view,
+        args=replay_args(seed, behaviour, n, requests, lone_every, retain, flags),
     )

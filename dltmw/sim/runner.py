@@ -24,6 +24,7 @@ HEAL_AT = 150
 SUBMIT_UNTIL = 100
 LIVENESS_BOUND = 900
 LONE_EVERY = 4
+REQUESTS = 24  # requests a run submits unless told otherwise
 
 
 def sim_config(n: int) -> PbftConfig:
@@ -58,6 +59,9 @@ class RunResult:
     drops: dict[str, int]
     max_view: int
     collector: bool = False
+    # The command-line arguments that make this very run (`replay_command`); empty: the ones
+    # `seed`, `behaviour`, `n` and `collector` give. A runner with more settings fills it.
+    args: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
@@ -65,7 +69,9 @@ class RunResult:
         return not self.lacking
 
     def replay_command(self) -> str:
-        """The command that replays this run."""
+        """The command that replays this run (`python -m dltmw.sim`: the same trace)."""
+        if self.args:
+            return "python -m dltmw.sim " + " ".join(self.args)
         flag = " --collector" if self.collector else ""
         return (
             f"python -m dltmw.sim --seed {self.seed} --behaviour {self.behaviour} --n {self.n}"
@@ -148,7 +154,7 @@ def run(
     seed: int,
     behaviour: str = "network",
     n: int = 4,
-    requests: int = 24,
+    requests: int = REQUESTS,
     trace: bool = False,
     lone_every: int = 0,
     retain: int | None = None,
@@ -193,4 +199,27 @@ def run(
         dict(drops),
         max_view,
         collector,
+        replay_args(
+            seed, behaviour, n, requests, lone_every, retain, ["--collector"] if collector else []
+        ),
     )
+
+
+def replay_args(
+    seed: int,
+    behaviour: str,
+    n: int,
+    requests: int,
+    lone_every: int,
+    retain: int | None,
+    flags: list[str],
+) -> tuple[str, ...]:
+    """`python -m dltmw.sim`'s arguments for a run of these settings (defaults left out)."""
+    args = ["--seed", str(seed), "--behaviour", behaviour, "--n", str(n)]
+    if requests != REQUESTS:
+        args += ["--requests", str(requests)]
+    if lone_every:
+        args += ["--lone-every", str(lone_every)]
+    if retain is not None:
+        args += ["--retain", str(retain)]
+    return tuple(args + flags)
