@@ -51,6 +51,7 @@ from dltmw.core.privacy.conflict import private_rwset, purge_rwset
 from dltmw.core.privacy.purge import SUBMITTER_FAULTS as PURGE_FAULTS
 from dltmw.core.privacy.purge import parse_body, private_purge, purge_code
 from dltmw.core.timestamps import checked_datetime, to_datetime
+from dltmw.core.wire_field import canonical
 from dltmw.v1 import (
     common_pb2,
     errors_pb2,
@@ -493,18 +494,6 @@ def _purge_verdict(
     if body is None or not requires_agreements(channel.config):
         return CheckedTx(tx_id, code, None)
     return CheckedTx(tx_id, code, purge_rwset(body))
-
-
-def canonical(message: Message, data: bytes) -> bool:
-    """Whether `data`, which `message` was parsed from, is the serialisation of `message`'s
-    known fields (no unknown field at any depth, no duplicated or reordered field, no
-    non-minimal varint, no explicitly encoded default). Strips `message`'s unknown fields.
-
-    One serialisation of the parsed message once upb dropped its unknown fields, where the
-    rule before rebuilt the message field by field and serialised that: the same verdict at a
-    fraction of the cost (benchmarks/RESULTS.md, branch txc14)."""
-    message.DiscardUnknownFields()
-    return message.SerializeToString() == data
 
 
 def private_payload_hash(data: bytes) -> bytes | None:

@@ -7,9 +7,16 @@ one `DeliverResponse` per block and follower cost a parse, a copy and a serialis
 block); the byzantine envelope maker builds malformed messages field by field with the same two
 functions. The bytes are the standard wire encoding (protobuf's encoding guide: tag = field
 number << 3 | wire type 2, then the length as a varint), so any parser reads them as the message.
+
+`canonical` is the other direction: whether received bytes are THE encoding of what they parse
+to (a request is identified by its bytes, and nothing may ride along in clear), for the
+envelope and the private transaction's data (`core/txcheck.py`) and a purge's
+(`core/privacy/purge.py`).
 """
 
 from __future__ import annotations
+
+from google.protobuf.message import Message
 
 
 def varint(n: int) -> bytes:
@@ -27,3 +34,15 @@ def varint(n: int) -> bytes:
 def length_delimited(number: int, value: bytes) -> bytes:
     """Field `number` holding `value` (bytes, a string or an embedded message's serialisation)."""
     return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def canonical(message: Message, data: bytes) -> bool:
+    """Whether `data`, which `message` was parsed from, is the serialisation of `message`'s
+    known fields (no unknown field at any depth, no duplicated or reordered field, no
+    non-minimal varint, no explicitly encoded default). Strips `message`'s unknown fields.
+
+    One serialisation of the parsed message once upb dropped its unknown fields, where the
+    rule before rebuilt the message field by field and serialised that: the same verdict at a
+    fraction of the cost (benchmarks/RESULTS.md, branch txc14)."""
+    message.DiscardUnknownFields()
+    return message.SerializeToString() == data

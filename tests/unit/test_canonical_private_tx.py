@@ -13,29 +13,15 @@ import random
 
 import pytest
 
-from dltmw.core.txcheck import canonical, private_transaction
+from dltmw.core.txcheck import private_transaction
+from dltmw.core.wire_field import canonical
+from dltmw.core.wire_field import length_delimited as _field
 from dltmw.v1 import common_pb2, private_agreement_pb2, private_purge_pb2, transaction_pb2
 
 A = private_agreement_pb2
 T = transaction_pb2
 HASH = bytes(range(32))
 UNKNOWN = b"\xb8\x3e\x01"  # field 999, varint 1: a field no release defines
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _field(number: int, value: bytes) -> bytes:
-    """A length-delimited field."""
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
 def _proof(extra: bytes = b"", leaf_index: bytes | None = None) -> bytes:
@@ -186,3 +172,18 @@ def test_a_non_canonical_envelope_is_refused(data: bytes) -> None:
 def test_a_canonical_envelope_is_taken() -> None:
     for data in (_envelope(), _envelope(proof=_proof())):
         assert canonical(common_pb2.Envelope.FromString(data), data)
+
+
+def test_a_purge_with_an_unknown_field_anywhere_is_refused() -> None:
+    """`private_purge` checks its encoding with the same `canonical` (wire_field)."""
+    from dltmw.core.privacy.purge import private_purge
+
+    purge = private_purge_pb2.PrivatePurge(
+        body=b"b", approvals=[private_purge_pb2.PurgeApproval(signer=b"s", signature=b"x")]
+    )
+    data = transaction_pb2.PrivateTransaction(purge=purge).SerializeToString()
+    assert private_purge(data) == purge
+    assert private_purge(data + _field(999, b"x")) is None  # beside the purge
+    inner = purge.SerializeToString() + _field(3, b"x")  # inside it
+    assert private_purge(_field(180, inner)) is None
+    assert transaction_pb2.PrivateTransaction.FromString(_field(180, inner)).purge.body == b"b"

@@ -33,6 +33,7 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.identity import IdentityError
 from dltmw.core.privacy.groups import purge_namespace
 from dltmw.core.rwset import StateWrite, Version
+from dltmw.core.wire_field import canonical
 from dltmw.v1 import errors_pb2, private_purge_pb2, transaction_pb2
 
 C = transaction_pb2
@@ -61,24 +62,14 @@ def signing_bytes(body: bytes) -> bytes:
 def private_purge(data: bytes) -> U.PrivatePurge | None:
     """A purge transaction's PrivatePurge, or None unless `data` is exactly
     `PrivateTransaction{purge}` canonically encoded (no payload hash, no agreements, no unknown
-    fields anywhere: nothing rides along in clear)."""
+    fields anywhere: nothing rides along in clear; `wire_field.canonical`)."""
     try:
         tx = C.PrivateTransaction.FromString(data)
     except DecodeError:
         return None
-    if not tx.HasField("purge"):
+    if not tx.HasField("purge") or tx.payload_hash or tx.agreements:
         return None
-    canonical = C.PrivateTransaction(
-        purge=U.PrivatePurge(
-            body=tx.purge.body,
-            approvals=[
-                U.PurgeApproval(signer=a.signer, signature=a.signature) for a in tx.purge.approvals
-            ],
-        )
-    )
-    if canonical.SerializeToString() != data:
-        return None
-    return canonical.purge
+    return tx.purge if canonical(tx, data) else None
 
 
 def purge_data(body: bytes, approvals: Sequence[U.PurgeApproval]) -> bytes:
