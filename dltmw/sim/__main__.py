@@ -2,6 +2,7 @@
 
     python -m dltmw.sim --seed N [--behaviour B] [--n 4]     PBFT-lite replicas (`runner.py`)
     python -m dltmw.sim --seed N --dissemination [...]        dissemination (`dissem_runner.py`)
+    python -m dltmw.sim --seed N --dissemination --crash K    ... with a world's crash points
     python -m dltmw.sim --seed N --scenario S                 a whole network (`scenarios/`)
 
 Exit status 1 when a checker fails. The last line is the verdict; `--digest` prints only a
@@ -18,7 +19,7 @@ import sys
 from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.collector_byzantine import COLLECTOR_BEHAVIOURS
 from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
-from dltmw.sim.dissem_runner import run_dissemination
+from dltmw.sim.dissem_runner import CRASH_WORLDS, run_dissemination
 from dltmw.sim.runner import REQUESTS, RunResult, run
 from dltmw.sim.scenarios import SCENARIOS, run_scenario
 
@@ -44,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     dissem.add_argument("--uncarried", action="store_true", help="no carried batches")
     dissem.add_argument("--unchecked", action="store_true", help="the negative control")
     dissem.add_argument("--drained", action="store_true", help="intake drained every tick")
+    dissem.add_argument("--crash", choices=sorted(CRASH_WORLDS), help="a world's crash points")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--digest", action="store_true", help="print a digest of the trace")
     parser.add_argument("--log", default="CRITICAL", help="log level of the nodes (e.g. INFO)")
     args = parser.parse_args(argv)
+    if args.crash is not None and not args.dissemination:
+        parser.error("--crash is a dissemination run's: add --dissemination")
     if not args.dissemination and args.behaviour not in BEHAVIOURS | COLLECTOR_BEHAVIOURS:
         parser.error(f"--behaviour {args.behaviour} is a dissemination one: add --dissemination")
     logging.basicConfig(level=args.log.upper(), format="%(levelname)s %(name)s %(message)s")
@@ -81,6 +85,7 @@ def _pbft(args: argparse.Namespace) -> RunResult:
             retain=args.retain,
             drained=args.drained,
             carried=not args.uncarried,
+            crash=args.crash,
         )
     return run(
         args.seed,

@@ -16,11 +16,18 @@ from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.checkers import check_alone, check_safety, missing
 from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
 from dltmw.sim.dissem_checks import check_available, check_batches_once
-from dltmw.sim.dissem_world import SIM_DISSEMINATION, DissemWorld
+from dltmw.sim.dissem_world import SIM_DISSEMINATION, CarriedCrashWorld, DissemWorld
 from dltmw.sim.keys import Keys
 from dltmw.sim.runner import REQUESTS, RunResult, drive, replay_args, schedule
 from dltmw.sim.runner import sim_config as replica_config
+from dltmw.sim.slot_crash_world import SlotCrashWorld
 from dltmw.sim.world import Behaviour
+
+CRASH_WORLDS: dict[str, type[DissemWorld]] = {
+    "carried": CarriedCrashWorld,  # crash right after storing the primary's carried batch
+    "slot": SlotCrashWorld,  # crash right before a step that delivers slots
+}
+"""The worlds with crash points a run can use (`crash=`, `python -m dltmw.sim --crash`)."""
 
 
 def assembled(world: DissemWorld) -> bool:
@@ -40,15 +47,18 @@ def run_dissemination(
     retain: int | None = None,
     drained: bool = False,
     carried: bool = True,
+    crash: str | None = None,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
     every k-th request must be ordered alone (the stand-in for a config update); `carried`
-    False: a group without carried batches (`PbftConfig.carried`), every batch acked."""
+    False: a group without carried batches (`PbftConfig.carried`), every batch acked; `crash`
+    a name in `CRASH_WORLDS`: the world with those crash points."""
+    world_kind = DissemWorld if crash is None else CRASH_WORLDS[crash]
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
     config = replace(replica_config(n), carried=carried)
     if retain is not None:  # decided slots kept: small makes compaction happen within a run
         config = replace(config, decided_retain=retain)
-    world = DissemWorld(
+    world = world_kind(
         seed, config, chosen(), 2, trace, enforce, dissemination=dissemination, drained=drained
     )
     schedule(world, behaviour, requests, lone_every)
@@ -69,6 +79,7 @@ def run_dissemination(
     max_view = max((node.replica.view for node in honest if node.replica), default=0)
     label = behaviour if enforce else f"{behaviour}/unchecked"
     label = label if carried else f"{label}/uncarried"
+    label = label if crash is None else f"{label}/crash-{crash}"
     flags = ["--dissemination"] + [
         flag
         for flag, on in (
@@ -78,6 +89,8 @@ def run_dissemination(
         )
         if on
     ]
+    if crash is not None:
+        flags += ["--crash", crash]
     if dissemination != SIM_DISSEMINATION:  # not a command-line setting: say what to set
         flags += ["#", f"and dissemination={dissemination} (run_dissemination)"]
     return RunResult(

@@ -13,7 +13,8 @@ W = TypeVar("W", bound=DissemWorld)
 
 
 def recording(monkeypatch: pytest.MonkeyPatch, world: type[W], **attributes: object) -> list[W]:
-    """Every world the runs make, of `world`'s kind with `attributes` set, in order."""
+    """Every world the runs make, of `world`'s kind with `attributes` set, in order (a crash
+    world: the runs that name it, `run_dissemination(crash=...)`)."""
     made: list[W] = []
 
     class Recording(world):  # type: ignore[valid-type,misc]
@@ -23,5 +24,9 @@ def recording(monkeypatch: pytest.MonkeyPatch, world: type[W], **attributes: obj
                 setattr(self, name, value)
             made.append(self)
 
-    monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
+    crash = [name for name, kind in dissem_runner.CRASH_WORLDS.items() if kind is world]
+    if crash:  # a run asks for it by name (`run_dissemination(crash=...)`)
+        monkeypatch.setitem(dissem_runner.CRASH_WORLDS, crash[0], Recording)
+    else:
+        monkeypatch.setattr(dissem_runner, "DissemWorld", Recording)
     return made

@@ -340,7 +340,7 @@ def test_a_backup_crashing_after_storing_a_carried_batch_loses_nothing(
     right after persisting the primary's batch, their prepares lost, and restart from their
     records. Safe, live, every batch available, and no prepare ever left ahead of its batch."""
     made = _crash_world(monkeypatch)
-    result = run_dissemination(seed, behaviour)
+    result = run_dissemination(seed, behaviour, crash="carried")
     assert not result.violations and result.live, result.verdict()
     assert made[-1].crashes > 0
     assert not made[-1].stored_violations
@@ -361,5 +361,5 @@ def test_negative_control_a_carried_batch_not_persisted_before_the_prepare_is_ca
         return out
 
     monkeypatch.setattr(dissemination.Disseminator, "on_batch", in_memory)
-    run_dissemination(0, "honest")
+    run_dissemination(0, "honest", crash="carried")
     assert made[-1].stored_violations

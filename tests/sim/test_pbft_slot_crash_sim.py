@@ -28,7 +28,7 @@ def test_a_replica_crashing_before_a_step_that_delivers_slots_loses_nothing(
     seed: int, behaviour: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = _worlds(monkeypatch)
-    result = run_dissemination(seed, behaviour, retain=8)
+    result = run_dissemination(seed, behaviour, retain=8, crash="slot")
     assert not result.violations and result.live, result.verdict()
     assert made[-1].crashes > 0
 
@@ -39,5 +39,5 @@ def test_negative_control_a_restart_that_forgets_those_steps_records_is_caught(
     """Break recovery: a restart without the records of the steps that delivered slots. The
     checkers see it."""
     _worlds(monkeypatch, forget=True)
-    caught = [run_dissemination(seed, "honest", retain=8) for seed in (2, 3, 4)]
+    caught = [run_dissemination(seed, "honest", retain=8, crash="slot") for seed in (2, 3, 4)]
     assert all(r.violations for r in caught), [r.verdict() for r in caught]

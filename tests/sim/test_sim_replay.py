@@ -32,6 +32,10 @@ def _replayed_digest(result: RunResult) -> str:
         lambda: run_dissemination(4, "withheld-carried", requests=16, trace=True, carried=False),
         lambda: run_dissemination(2, "network", requests=16, trace=True, retain=8, drained=True),
         lambda: run_dissemination(6, "withheld-batch", requests=12, trace=True, enforce=False),
+        lambda: run_dissemination(3, "network", requests=16, trace=True, retain=8, crash="slot"),
+        lambda: run_dissemination(
+            1, "carried-equivocation", requests=16, trace=True, crash="carried"
+        ),
     ],
     ids=[
         "plain-retain",
@@ -39,6 +43,8 @@ def _replayed_digest(result: RunResult) -> str:
         "dissem-uncarried",
         "dissem-retain-drained",
         "dissem-unchecked",
+        "dissem-slot-crashes",
+        "dissem-carried-crashes",
     ],
 )
 def test_the_printed_command_replays_the_same_run(make) -> None:  # type: ignore[no-untyped-def]
@@ -55,3 +61,11 @@ def test_a_setting_the_command_line_lacks_is_named() -> None:
     other = replace(SIM_DISSEMINATION, batch_count_max=SIM_DISSEMINATION.batch_count_max + 1)
     result = run_dissemination(1, "honest", requests=4, dissemination=other)
     assert "# and dissemination=" in result.replay_command()
+
+
+def test_a_crash_world_run_is_told_apart_from_a_plain_one() -> None:
+    """The crash points change the run (else the replay tests above prove nothing for them)."""
+    plain = run_dissemination(3, "network", requests=16, trace=True, retain=8)
+    crashed = run_dissemination(3, "network", requests=16, trace=True, retain=8, crash="slot")
+    assert "--crash" in crashed.replay_command() and "--crash" not in plain.replay_command()
+    assert trace_digest(crashed.trace) != trace_digest(plain.trace)
