@@ -295,3 +295,83 @@ async def test_a_failed_send_stops_the_calls_collections() -> None:
     except ClientError as exc:
         assert exc.reason == errors_pb2.ERROR_REASON_PEER_UNAVAILABLE
     assert collecting.cancelled.is_set()  # nothing of the call is left running
+
+
+class NoGather(Stubbed):
+    """Stubbed, recording whether a collection went through `_gather` (futures per recipient)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gathered = 0
+
+    async def _gather(self, *args: Any) -> Any:
+        self.gathered += 1
+        return await super()._gather(*args)
+
+
+async def _collected(agreements: Stubbed, answers: dict[str, A.AgreeResult]) -> Any:
+    sending = await _sending(answers)
+    return await asyncio.wait_for(
+        agreements.collect(_channel(), lambda _: None, DIGEST, "tx1", sending), LATE_S
+    )
+
+
+async def test_every_answer_on_the_push_needs_no_future_per_recipient() -> None:
+    """The common case (branch priv12): every other recipient answered on the Push, so the
+    collection is the answers in recipient order — whatever order the pushes came back in —
+    without `_gather`'s futures, wait and deadline (most of a collection's loop cost)."""
+    agreements = NoGather()
+    # the auditor's push answered first: the response still lists the recipients' order
+    auditor = _answer("tx1", OWN)
+    auditor.agreement.signature = b"auditor"
+    out = await _collected(
+        agreements, {"peer0.regulator": auditor, "peer0.org2": _answer("tx1", OWN)}
+    )
+    assert agreements.gathered == 0 and agreements.asked == []
+    assert out.agreed and list(out.unanswered) == []
+    bodies = [A.PrivateAgreementBody.FromString(a.body) for a in out.agreements]
+    assert [a.signature for a in out.agreements] == [b"one", b"p", b"auditor"]  # own, Org2, auditor
+    assert all(b.tx_id == "tx1" for b in bodies)
+    # one recipient answered none: that one is asked, through `_gather`, as before
+    partial = NoGather()
+    out = await _collected(partial, {"peer0.org2": _answer("tx1", OWN)})
+    assert partial.gathered == 1 and partial.asked == [("tx1", AUDITOR)] and out.agreed
+
+
+async def test_the_collection_from_push_answers_is_the_one_gather_gives() -> None:
+    """Same response, field for field, as the general path (`_gather` over resolved futures)
+    for every mix of answers: an AGREE on the own hashes, on other hashes, a DISAGREE."""
+    variants = {
+        "agree": _answer("tx1", OWN),
+        "other": _answer("tx1", OTHER),
+        "disagree": A.AgreeResult(
+            agreement=A.PrivateAgreement(body=_body("tx1", OWN, ag.DISAGREE), signature=b"p")
+        ),
+    }
+    for org2, org2_answer in variants.items():
+        for auditor, auditor_answer in variants.items():
+            answers = {"peer0.org2": org2_answer, "peer0.regulator": auditor_answer}
+            fast = Stubbed()
+            got = await fast._collect_once(
+                _channel(), lambda _: None, DIGEST, "tx1", await _sending(answers)
+            )
+            general = Stubbed()
+            own = general.ran
+            mine = A.PrivateAgreement(
+                body=ag.agreement_body(
+                    "deals", "tx1", DIGEST, own, KEYS, ag.AGREE, ((), (), ()), ME
+                ),
+                signature=b"one",
+            )
+            loop = asyncio.get_running_loop()
+            asks: dict[asyncio.Future[A.PrivateAgreement], bytes] = {}
+            for key, name in ((ORG2, "peer0.org2"), (AUDITOR, "peer0.regulator")):
+                done: asyncio.Future[A.PrivateAgreement] = loop.create_future()
+                done.set_result(answers[name].agreement)
+                asks[done] = key
+            theirs, missing = await general._gather(_channel(), KEYS, ME, own, asks)
+            want = A.CollectAgreementsResponse(agreements=[mine, *theirs])
+            want.agreed = all(agreement_module._agrees(a, own) for a in want.agreements)
+            assert missing == []
+            assert got == want, (org2, auditor)
+            assert got.agreed == (org2 == auditor == "agree"), (org2, auditor)
