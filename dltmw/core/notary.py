@@ -32,9 +32,9 @@ from dltmw.core.utxo.model import (
     Ref,
     Window,
     is_tx_id,
-    refs_of,
+    notary_window_groups,
+    refs_and_group,
     tx_id_of,
-    visible_components,
     window_of,
 )
 from dltmw.core.utxo.verify import (
@@ -113,15 +113,15 @@ def admit(
         )
     if not is_tx_id(payload.tx_id):
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "payload.tx_id is not 64 hex digits")
-    inputs = refs_of(payload.inputs, "inputs")
-    references = refs_of(payload.references, "references")
-    if set(inputs) & set(references):
+    inputs, ins = refs_and_group(payload.inputs, "inputs")
+    references, refs = refs_and_group(payload.references, "references")
+    if references and set(inputs) & set(references):  # most requests name none
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "a state is both input and reference")
     window = window_of(payload.time_window if payload.HasField("time_window") else None)
     hidden = (payload.outputs_hash, payload.commands_hash, payload.nonce_hash)
     if any(len(h) != HASH_BYTES for h in hidden):
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "component hashes must be 32 bytes")
-    ins, refs, name, tw = visible_components(inputs, references, payload.notary, window)
+    name, tw = notary_window_groups(payload.notary, window)
     computed = tx_id_of((ins, refs, hidden[0], hidden[1], name, tw, hidden[2]))  # Components order
     if computed != payload.tx_id:
         raise ClientError(
