@@ -101,16 +101,28 @@ class Tree:
         return self._levels[-1][0]
 
     def proofs(self) -> list[Proof]:
-        """The inclusion proof of every item, in order (`proof` of each, level by level)."""
-        count = len(self._levels[0])
-        paths: list[list[bytes]] = [[] for _ in range(count)]
-        for depth, level in enumerate(self._levels[:-1]):
-            width = len(level)
-            for index, path in enumerate(paths):
-                sibling = (index >> depth) ^ 1
-                if sibling < width:  # else the node is carried up unchanged: no sibling
-                    path.append(level[sibling])
-        return [Proof(index, count, tuple(path)) for index, path in enumerate(paths)]
+        """The inclusion proof of every item, in order (`proof` of each).
+
+        Built top-down, one step per node rather than per leaf and level: a node's path is its
+        sibling (if it has one; an odd last node is carried up unchanged) followed by its
+        parent's path, and the leaves' paths are the bottom level's. A notary builds every
+        proof of each batch it signs (every member of a cluster, per slot), and n log n appends in
+        Python took twice this: 160 against 80 µs for 200 leaves (RESULTS.md 2026-12-04, ncl8)."""
+        levels = self._levels
+        paths: list[tuple[bytes, ...]] = [()]  # the root's
+        for level in reversed(levels[:-1]):
+            width, up = len(level), paths
+            paths = []
+            add = paths.append
+            for k, parent in enumerate(up):
+                left = 2 * k
+                if left + 1 < width:  # `+`, not `(x, *parent)`: ~15 % less here, measured
+                    add((level[left + 1],) + parent)  # noqa: RUF005
+                    add((level[left],) + parent)  # noqa: RUF005
+                else:  # the odd last node, carried up: no sibling at this level
+                    add(parent)
+        count = len(levels[0])
+        return [Proof(index, count, path) for index, path in enumerate(paths)]
 
     def proof(self, index: int) -> Proof:
         """The inclusion proof of item `index`."""

@@ -32,9 +32,9 @@ from dltmw.core.utxo.model import (
     Ref,
     Window,
     is_tx_id,
-    refs_of,
+    notary_window_groups,
+    refs_and_group,
     tx_id_of,
-    visible_components,
     window_of,
 )
 from dltmw.core.utxo.verify import (
@@ -86,50 +86,54 @@ def admit(
     verified (`core/request_batch.check`) and this is its signer; the request then carries no
     signature of its own and must name exactly that signer as its requester (which replaces
     the one check of its own signature, nothing else)."""
-    if not request.payload or not (request.signature or batch_signer is not None):
+    raw, signature = request.payload, request.signature  # each field read once: a copy each
+    if not raw or not (signature or batch_signer is not None):
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "request payload or signature is missing")
-    if batch_signer is not None and request.signature:
+    if batch_signer is not None and signature:
         raise ClientError(
             R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
             "a request of a batch-signed message carries a signature of its own",
         )
-    payload = parse(notarisation_pb2.NotarisationPayload, request.payload, "payload")
-    if not payload.requester:
+    payload = parse(notarisation_pb2.NotarisationPayload, raw, "payload")
+    requester = payload.requester
+    if not requester:
         raise ClientError(R.ERROR_REASON_MISSING_FIELD, "payload.requester is missing")
     if batch_signer is not None:
-        if payload.requester != batch_signer:
+        if requester != batch_signer:
             raise ClientError(
                 R.ERROR_REASON_NOTARY_BATCH_REQUEST_INVALID,
                 "the request names another requester than the batch signer",
             )
     else:
         try:
-            membership.verify(payload.requester, request.payload, request.signature, now)
+            membership.verify(requester, raw, signature, now)
         except IdentityError as exc:
             raise identity_error(exc) from None
-    if payload.notary != notary.node_id:
+    name = payload.notary
+    if name != notary.node_id:
         raise ClientError(
-            R.ERROR_REASON_INVALID_FIELD, f"request is for notary {payload.notary!r}, not this one"
+            R.ERROR_REASON_INVALID_FIELD, f"request is for notary {name!r}, not this one"
         )
-    if not is_tx_id(payload.tx_id):
+    tx_id = payload.tx_id
+    if not is_tx_id(tx_id):
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "payload.tx_id is not 64 hex digits")
-    inputs = refs_of(payload.inputs, "inputs")
-    references = refs_of(payload.references, "references")
-    if set(inputs) & set(references):
+    inputs, ins = refs_and_group(payload.inputs, "inputs")
+    references, refs = refs_and_group(payload.references, "references")
+    if references and set(inputs) & set(references):  # most requests name none
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "a state is both input and reference")
     window = window_of(payload.time_window if payload.HasField("time_window") else None)
-    hidden = (payload.outputs_hash, payload.commands_hash, payload.nonce_hash)
-    if any(len(h) != HASH_BYTES for h in hidden):
+    outputs, commands, nonce = payload.outputs_hash, payload.commands_hash, payload.nonce_hash
+    if len(outputs) != HASH_BYTES or len(commands) != HASH_BYTES or len(nonce) != HASH_BYTES:
         raise ClientError(R.ERROR_REASON_INVALID_FIELD, "component hashes must be 32 bytes")
-    ins, refs, name, tw = visible_components(inputs, references, payload.notary, window)
-    computed = tx_id_of((ins, refs, hidden[0], hidden[1], name, tw, hidden[2]))  # Components order
-    if computed != payload.tx_id:
+    notary_group, tw = notary_window_groups(name, window)
+    computed = tx_id_of((ins, refs, outputs, commands, notary_group, tw, nonce))  # Components order
+    if computed != tx_id:
         raise ClientError(
             R.ERROR_REASON_TX_ID_MISMATCH, "tx_id does not match the transaction's components"
         )
     if notary.validating:
         _validate(payload, notary, membership, now)
-    return NotarisationAsk(payload.tx_id, inputs, references, window, payload.requester)
+    return NotarisationAsk(tx_id, inputs, references, window, requester)
 
 
 def _validate(

@@ -7,20 +7,28 @@ independently, for any inputs, references, notary and window, in any order of ca
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dltmw.core.errors import ClientError
 from dltmw.core.utxo.model import (
+    MAX_REFS,
     TX_DOMAIN,
     UNBOUNDED,
     Components,
     Ref,
     Window,
+    refs_and_group,
     tx_id_of,
     visible_components,
     window_of,
 )
+from dltmw.v1 import errors_pb2 as R
+from dltmw.v1 import utxo_pb2
+from dltmw.v1.notarisation_pb2 import StateRef
 
 REFS = st.lists(
     st.builds(Ref, st.sampled_from(["ab" * 32, "cd" * 32, "0f" * 32]), st.integers(0, 2**32 - 1)),
@@ -86,3 +94,50 @@ def test_a_ref_is_an_immutable_value_ordered_by_tx_id_then_index() -> None:
         pass
     else:
         raise AssertionError("a Ref can be changed")
+
+
+def naive_refs(msgs: Sequence[StateRef], what: str) -> tuple[Ref, ...]:
+    """The references check as written before `refs_and_group` fused it with the hash: build
+    every Ref, then the count, then each id in order, then the duplicates."""
+    refs = tuple(Ref(m.tx_id, m.index) for m in msgs)
+    if len(refs) > MAX_REFS:
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"more than {MAX_REFS} {what}")
+    for ref in refs:
+        if not (len(ref.tx_id) == 64 and all(c in "0123456789abcdef" for c in ref.tx_id)):
+            raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{what}: bad tx_id {ref.tx_id!r}")
+    if len(set(refs)) != len(refs):
+        raise ClientError(R.ERROR_REASON_INVALID_FIELD, f"{what} name a state twice")
+    return refs
+
+
+TX_IDS = st.sampled_from(
+    ["ab" * 32, "cd" * 32, "AB" * 32, "ab" * 31, "ab" * 31 + " a", "zz" * 32, ""]
+)
+STATE_REFS = st.lists(st.tuples(TX_IDS, st.integers(0, 3)), max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(STATE_REFS, st.sampled_from(["inputs", "references"]))
+def test_refs_and_group_is_the_checked_refs_and_their_group_hash(
+    pairs: list[tuple[str, int]], tag: str
+) -> None:
+    """Same Refs, or the same refusal (reason and message: the first bad id in order, then
+    duplicates), as checking them one step after the other; the hash is the definition's."""
+    tx = utxo_pb2.UtxoTransaction(inputs=[StateRef(tx_id=t, index=i) for t, i in pairs])
+    msgs = tx.inputs  # the repeated field itself, as admission passes it
+    try:
+        expected = naive_refs(msgs, tag)
+    except ClientError as exc:
+        with pytest.raises(ClientError) as got:
+            refs_and_group(msgs, tag)
+        assert (got.value.reason, str(got.value)) == (exc.reason, str(exc))
+        return
+    refs, group = refs_and_group(msgs, tag)
+    assert refs == expected and all(type(r) is Ref for r in refs)
+    assert group == naive_group(tag, [naive_key(r) for r in expected])
+
+
+def test_refs_and_group_refuses_more_than_max_refs() -> None:
+    msgs = [StateRef(tx_id="ab" * 32, index=i) for i in range(MAX_REFS + 1)]
+    with pytest.raises(ClientError, match=f"more than {MAX_REFS} inputs"):
+        refs_and_group(msgs, "inputs")
