@@ -103,12 +103,7 @@ class Pipeline:
         is signed with the others of its request (needs the pipeline's signer)."""
         item = G.EndorseItem(ref=self._ref(), request=request)
         mark = self._leave_unsigned(("e", item.ref), unsigned)
-        try:
-            return cast(G.EndorseResponse, await self._stream.call(item, timeout_s, _late))
-        except DltmwError as exc:
-            raise _refused_here(exc) from None
-        finally:
-            self._unsigned.discard(mark)
+        return cast(G.EndorseResponse, await self._answer(item, timeout_s, mark))
 
     async def submit(
         self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
@@ -143,12 +138,19 @@ class Pipeline:
         mark = self._leave_unsigned(("s", ref), unsigned)
         self._commit_only.add(ref)
         try:
-            return cast(G.CommitStatusResponse, await self._stream.call(item, timeout_s, _late))
+            return cast(G.CommitStatusResponse, await self._answer(item, timeout_s, mark))
+        finally:
+            self._commit_only.discard(ref)
+
+    async def _answer(self, item: Item, timeout_s: float, mark: tuple[str, int]) -> Any:
+        """The gateway's answer to `item`, or the AioRpcError of its refusal (here: a full
+        queue); `mark` (`_leave_unsigned`'s) is dropped either way."""
+        try:
+            return await self._stream.call(item, timeout_s, _late)
         except DltmwError as exc:
             raise _refused_here(exc) from None
         finally:
             self._unsigned.discard(mark)
-            self._commit_only.discard(ref)
 
     async def wait_commit(
         self, committed: asyncio.Future[G.CommitStatusResponse], timeout_s: float
