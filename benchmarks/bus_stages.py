@@ -69,8 +69,7 @@ def stages() -> list[tuple[Any, str, str, Callable[[Any], str] | None]]:
 
     stages: list[tuple[Any, str, str, Callable[[Any], str] | None]] = [
         (Pipeline, "endorse", "sdk: endorse (Transact item)", None),
-        (Pipeline, "submit", "sdk: submit accepted", None),
-        (Pipeline, "wait_commit", "sdk: commit status", None),
+        (Pipeline, "submit_committed", "sdk: submit to commit status", None),
         (TransactSession, "_endorse_batch", "gateway: endorse request", None),
         (TransactSession, "_submit_batch", "gateway: submit request (to commit)", None),
         (Gateway, "check_envelope", "gateway: envelope check", None),

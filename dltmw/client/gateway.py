@@ -257,7 +257,8 @@ class GatewayClient:
     ) -> G.CommitStatusResponse:
         """Submit a signed envelope and wait for its commit status: over the Transact stream
         when pipelined (concurrent callers share its messages, and the commit status is the
-        stream's second answer, with no signed CommitStatus query to make and check), else by
+        stream's one answer to the item, with no signed CommitStatus query to make and check),
+        else by
         the unary Submit and CommitStatus. A gateway without Transact (an older release)
         answers UNIMPLEMENTED before anything was submitted: this client then uses the unary
         calls from then on. `unsigned`: the envelope is signed with the others of its Transact
@@ -266,7 +267,9 @@ class GatewayClient:
         if pipeline is not None:
             try:
                 request = G.SubmitRequest(envelope=envelope)
-                committed = await pipeline.submit(request, 30, unsigned)
+                # answered once, at commit (`Pipeline.submit_committed`): 30 s to be accepted
+                # and 60 s to commit, as the two answers had
+                status = await pipeline.submit_committed(request, 90, unsigned)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
@@ -274,7 +277,6 @@ class GatewayClient:
                     self.pipeline = None
                     await pipeline.close()
             else:
-                status = await pipeline.wait_commit(committed, 60)
                 self.observe_block(channel_id, status.block_number)
                 return status
         if unsigned:

@@ -10,8 +10,11 @@ trailer that `rpc.status.reason_of` reads) that the unary call would have raised
 The stream is the one batched stream client (`aio/batched_stream.py`), supervised by this
 client's own task owner. The gateway names the item each outcome answers (`ByKey` acks) and
 answers a submission twice: when the orderer accepted it, and when the peer committed it (the
-commit status is an expected second answer). If the stream breaks, every waiting caller gets the
-stream's status (UNAVAILABLE when it had none) and the next call opens a new stream.
+commit status is an expected second answer) — or once, at commit, for a caller that waits for
+the commit anyway (`submit_committed`: the item is marked `commit_only`, one gRPC message less
+each way per transaction; its refusal, a SubmitOutcome, is read as the commit's). If the stream
+breaks, every waiting caller gets the stream's status (UNAVAILABLE when it had none) and the
+next call opens a new stream.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ class Pipeline:
     ):
         self._stub = stub
         self._next_ref = 1
-        self._acks = ByKey[Item, Outcome, G.TransactResponse](_key, _outcomes)
+        self._acks = ByKey[Item, Outcome, G.TransactResponse](_key, self._outcomes)
+        self._commit_only: set[int] = set()  # refs of `submit_committed` items in progress
         # items the caller left unsigned: signed once per request as it is packed (`_pack`)
         self._signer = signer
         self._unsigned: set[tuple[str, int]] = set()
@@ -99,12 +103,7 @@ class Pipeline:
         is signed with the others of its request (needs the pipeline's signer)."""
         item = G.EndorseItem(ref=self._ref(), request=request)
         mark = self._leave_unsigned(("e", item.ref), unsigned)
-        try:
-            return cast(G.EndorseResponse, await self._stream.call(item, timeout_s, _late))
-        except DltmwError as exc:
-            raise _refused_here(exc) from None
-        finally:
-            self._unsigned.discard(mark)
+        return cast(G.EndorseResponse, await self._answer(item, timeout_s, mark))
 
     async def submit(
         self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
@@ -126,6 +125,32 @@ class Pipeline:
         finally:
             self._unsigned.discard(mark)
         return committed
+
+    async def submit_committed(
+        self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
+    ) -> G.CommitStatusResponse:
+        """`submit` then `wait_commit`, answered once: the item is marked `commit_only`, so the
+        gateway sends its CommitOutcome and no SubmitOutcome (module docstring); raises what
+        either would have raised. A gateway that predates the mark also sends the
+        SubmitOutcome, an answer nobody waits for here (ByKey drops it)."""
+        ref = self._ref()
+        item = G.SubmitItem(ref=ref, request=request, commit_only=True)
+        mark = self._leave_unsigned(("s", ref), unsigned)
+        self._commit_only.add(ref)
+        try:
+            return cast(G.CommitStatusResponse, await self._answer(item, timeout_s, mark))
+        finally:
+            self._commit_only.discard(ref)
+
+    async def _answer(self, item: Item, timeout_s: float, mark: tuple[str, int]) -> Any:
+        """The gateway's answer to `item`, or the AioRpcError of its refusal (here: a full
+        queue); `mark` (`_leave_unsigned`'s) is dropped either way."""
+        try:
+            return await self._stream.call(item, timeout_s, _late)
+        except DltmwError as exc:
+            raise _refused_here(exc) from None
+        finally:
+            self._unsigned.discard(mark)
 
     async def wait_commit(
         self, committed: asyncio.Future[G.CommitStatusResponse], timeout_s: float
@@ -161,26 +186,32 @@ class Pipeline:
     async def _open(self) -> StreamCall[G.TransactRequest, G.TransactResponse]:
         return self._stub.Transact()  # type: ignore[call-arg, return-value]  # aio: write() mode
 
+    def _outcomes(self, response: G.TransactResponse) -> list[tuple[Hashable, Any]]:
+        """(key, result) of every outcome: the response, or the AioRpcError of a refusal; the
+        refusal of a `commit_only` item answers its commit (`_key`)."""
+        out: list[tuple[Hashable, Any]] = [
+            (("e", e.ref), rpc_error(e.error) if e.HasField("error") else e.response)
+            for e in response.endorsed
+        ]
+        for s in response.submitted:
+            if s.HasField("error"):
+                kind = "c" if s.ref in self._commit_only else "s"
+                out.append(((kind, s.ref), rpc_error(s.error)))
+            else:
+                out.append((("s", s.ref), s.response))
+        out += [
+            (("c", c.ref), rpc_error(c.error) if c.HasField("error") else c.status)
+            for c in response.committed
+        ]
+        return out
+
 
 def _key(item: Item) -> Hashable:
-    return ("e" if isinstance(item, G.EndorseItem) else "s", item.ref)
-
-
-def _outcomes(response: G.TransactResponse) -> list[tuple[Hashable, Any]]:
-    """(key, result) of every outcome: the response, or the AioRpcError of a refusal."""
-    out: list[tuple[Hashable, Any]] = [
-        (("e", e.ref), rpc_error(e.error) if e.HasField("error") else e.response)
-        for e in response.endorsed
-    ]
-    out += [
-        (("s", s.ref), rpc_error(s.error) if s.HasField("error") else s.response)
-        for s in response.submitted
-    ]
-    out += [
-        (("c", c.ref), rpc_error(c.error) if c.HasField("error") else c.status)
-        for c in response.committed
-    ]
-    return out
+    """What the gateway's answer to `item` is filed under; a `commit_only` submission is
+    answered by its commit."""
+    if isinstance(item, G.EndorseItem):
+        return ("e", item.ref)
+    return ("c" if item.commit_only else "s", item.ref)
 
 
 def _request(items: Sequence[Item]) -> G.TransactRequest:

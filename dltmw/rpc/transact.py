@@ -18,7 +18,11 @@ does not pass as an item error; and a request's task owns its items: cancelled (
 ends), it withdraws what they still wait for.
 
 Commit status. An accepted submission is answered twice: SubmitOutcome once the orderer has
-durably queued it, then CommitOutcome once the local peer has durably committed its block. The
+durably queued it, then CommitOutcome once the local peer has durably committed its block —
+or, for an item marked `commit_only` (a client that waits for the commit anyway), by its
+CommitOutcome alone: at one transaction per block each gRPC message costs each end ~0.25 ms of
+CPU (benchmarks/grpc_ping.py), a measurable share of a lone transaction's ~11 messages. A
+refusal is a SubmitOutcome with its error either way. The
 wait is registered with the peer (`LocalPeer.watch`) BEFORE the duplicate check and the
 forwarding, so no commit can slip in between; it is resolved from the committed block itself.
 The envelope's creator signature (checked here) and the TLS binding of the stream to the
@@ -172,6 +176,7 @@ class _Batch:
     def __init__(self, session: TransactSession, count: int) -> None:
         self.session = session
         self.left = count
+        self.commit_only: set[int] = set()  # refs answered at commit only (module docstring)
         self.all_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def answered(self, outcome: Outcome) -> None:
@@ -345,6 +350,8 @@ class TransactSession:
                 batch.answered(G.SubmitOutcome(ref=item.ref, error=item_error(exc)))
                 continue
             checks.append((item.ref, peer, raw, self._gateway.check_envelope_soon(channel_id, raw)))
+            if item.commit_only:
+                batch.commit_only.add(item.ref)
         watched: list[tuple[str, LocalPeer, asyncio.Future[TxRecord]]] = []
         try:
             await settled([check for *_, check in checks])
@@ -407,7 +414,8 @@ class TransactSession:
             return
         if future.cancelled() or future.exception() is not None:
             return  # (a bug: `_item_failure` broke the stream)
-        self._out.put_nowait(G.SubmitOutcome(ref=ref, response=G.SubmitResponse(tx_id=tx_id)))
+        if ref not in batch.commit_only:
+            self._out.put_nowait(G.SubmitOutcome(ref=ref, response=G.SubmitResponse(tx_id=tx_id)))
 
         def late() -> TransientError:
             return TransientError(

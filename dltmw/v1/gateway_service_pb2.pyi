@@ -504,8 +504,16 @@ class SubmitItem(_message.Message):
 
     REF_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
+    COMMIT_ONLY_FIELD_NUMBER: _builtins.int
     ref: _builtins.int
     """Client-chosen tag echoed in the SubmitOutcome and CommitOutcome."""
+    commit_only: _builtins.bool
+    """True: a successful submission is answered by its CommitOutcome alone, with no
+    SubmitOutcome before it (a refusal is still a SubmitOutcome with its error). For a client
+    that waits for the commit anyway: one gRPC message less each way per transaction, which at
+    one transaction per block is a measurable share of both processes' CPU
+    (benchmarks/RESULTS.md, branch lat15). A gateway that predates the field answers twice.
+    """
     @_builtins.property
     def request(self) -> Global___SubmitRequest:
         """The request, exactly as for Submit."""
@@ -515,10 +523,11 @@ class SubmitItem(_message.Message):
         *,
         ref: _builtins.int = ...,
         request: Global___SubmitRequest | None = ...,
+        commit_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_only", b"commit_only", "ref", b"ref", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
