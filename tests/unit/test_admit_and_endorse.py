@@ -14,7 +14,7 @@ import pytest
 from test_endorse_in_place import _builtin, _endorser, _ledger_with_topic, _proposal
 
 from dltmw.aio.pool import capturing
-from dltmw.core.errors import ClientError, DltmwError
+from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger import sqlite_file
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -56,9 +56,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _shape(answers: list[Any]) -> list[object]:
-    return [
-        (type(a).__name__, a.reason) if isinstance(a, BaseException) else a for a in answers
-    ]
+    return [(type(a).__name__, a.reason) if isinstance(a, BaseException) else a for a in answers]
 
 
 @pytest.mark.parametrize(
@@ -99,5 +97,24 @@ async def test_a_batch_admission_refuses_whole_reads_nothing(
         answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), ["bad", "bad"])
         assert _shape(answers) == [("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE)] * 2
         assert opened == []
+    finally:
+        await ledger.close()
+
+
+async def test_a_failed_read_is_each_admitted_proposals_error_as_endorse_at_gives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")
+    try:
+        busy = TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, "the ledger is closing")
+
+        async def fails(self: Any, fn: Any) -> Any:
+            raise busy
+
+        monkeypatch.setattr(sqlite_file.SqliteFile, "snapshot_here", fails)
+        answers = await PeerChannel.admit_and_endorse(
+            _peer(ledger, _builtin), [_proposal("t1"), "bad"]
+        )
+        assert answers == [busy, REFUSED]
     finally:
         await ledger.close()

@@ -214,16 +214,19 @@ class PeerChannel:
         each proposal's response, or the error admission or the read gave it."""
         results = await self.offload(self._check_proposal, batch)
         admitted = [r for r in results if isinstance(r, CheckedProposal)]
+        failed: TransientError | None = None
         try:
             on_ledger, responses = await self._endorse_once(admitted, check_duplicates=True)
         except TransientError as exc:  # as `endorse_at` answers a failed read: each its error
-            return [exc if isinstance(r, CheckedProposal) else r for r in results]
+            failed, on_ledger, responses = exc, set(), []
         answers = iter(responses)
         out: list[proposal_pb2.ProposalResponse | BaseException] = []
         for r in results:
             assert isinstance(r, CheckedProposal | BaseException)
             if not isinstance(r, CheckedProposal):
                 out.append(r)
+            elif failed is not None:
+                out.append(failed)
             else:
                 out.append(duplicate(r) if r.tx_id in on_ledger else next(answers))
         return out
