@@ -7,6 +7,7 @@ on the ledger, admission's own refusal as it was."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,19 @@ from dltmw.aio.pool import capturing
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger import sqlite_file
+from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import errors_pb2
 
 REFUSED = ClientError(errors_pb2.ERROR_REASON_BAD_SIGNATURE, "refused by admission")
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[ChannelLedger]:
+    """A real ledger holding the bus topic "orders" and transaction tx0."""
+    opened = await _ledger_with_topic(tmp_path / "l.sqlite")
+    yield opened
+    await opened.close()
 
 
 def _peer(ledger: Any, builtin_of: Any) -> Any:
@@ -63,58 +73,44 @@ def _shape(answers: list[Any]) -> list[object]:
     "builtin_of", [_builtin, lambda name: None], ids=["in-place", "reader-thread"]
 )
 async def test_one_read_transaction_and_the_same_answers_as_admit_then_endorse(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builtin_of: Any
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch, builtin_of: Any
 ) -> None:
-    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")  # holds tx0
-    try:
-        batch = [_proposal("t1"), _proposal("tx0"), "bad", _proposal("t2")]
-        opened = _count_reads(monkeypatch)
-        answers = await PeerChannel.admit_and_endorse(_peer(ledger, builtin_of), batch)
-        assert len(opened) == 1, opened
-        del opened[:]
-        # the reference: admit_many, then endorse_many of what it admitted
-        reference = _peer(ledger, builtin_of)
-        admitted = await PeerChannel.admit_many(reference, batch)
-        fresh = [a for a in admitted if isinstance(a, CheckedProposal)]
-        responses = iter(await PeerChannel.endorse_many(reference, fresh))
-        expected = [a if isinstance(a, BaseException) else next(responses) for a in admitted]
-        assert len(opened) == 2, opened
-        assert _shape(answers) == _shape(expected)
-        assert _shape(answers)[1:3] == [
-            ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID),
-            ("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE),
-        ]
-    finally:
-        await ledger.close()
+    batch = [_proposal("t1"), _proposal("tx0"), "bad", _proposal("t2")]
+    opened = _count_reads(monkeypatch)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, builtin_of), batch)
+    assert len(opened) == 1, opened
+    del opened[:]
+    # the reference: admit_many, then endorse_many of what it admitted
+    reference = _peer(ledger, builtin_of)
+    admitted = await PeerChannel.admit_many(reference, batch)
+    fresh = [a for a in admitted if isinstance(a, CheckedProposal)]
+    responses = iter(await PeerChannel.endorse_many(reference, fresh))
+    expected = [a if isinstance(a, BaseException) else next(responses) for a in admitted]
+    assert len(opened) == 2, opened
+    assert _shape(answers) == _shape(expected)
+    assert _shape(answers)[1:3] == [
+        ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID),
+        ("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE),
+    ]
 
 
 async def test_a_batch_admission_refuses_whole_reads_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")
-    try:
-        opened = _count_reads(monkeypatch)
-        answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), ["bad", "bad"])
-        assert _shape(answers) == [("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE)] * 2
-        assert opened == []
-    finally:
-        await ledger.close()
+    opened = _count_reads(monkeypatch)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), ["bad", "bad"])
+    assert _shape(answers) == [("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE)] * 2
+    assert opened == []
 
 
 async def test_a_failed_read_is_each_admitted_proposals_error_as_endorse_at_gives_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger = await _ledger_with_topic(tmp_path / "l.sqlite")
-    try:
-        busy = TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, "the ledger is closing")
+    busy = TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, "the ledger is closing")
 
-        async def fails(self: Any, fn: Any) -> Any:
-            raise busy
+    async def fails(self: Any, fn: Any) -> Any:
+        raise busy
 
-        monkeypatch.setattr(sqlite_file.SqliteFile, "snapshot_here", fails)
-        answers = await PeerChannel.admit_and_endorse(
-            _peer(ledger, _builtin), [_proposal("t1"), "bad"]
-        )
-        assert answers == [busy, REFUSED]
-    finally:
-        await ledger.close()
+    monkeypatch.setattr(sqlite_file.SqliteFile, "snapshot_here", fails)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), [_proposal("t1"), "bad"])
+    assert answers == [busy, REFUSED]
