@@ -39,6 +39,13 @@ class Endorsing(Protocol):
         """Admission of many proposals: each admitted one, or its ClientError."""
         ...
 
+    async def admit_and_endorse(
+        self, batch: Sequence[P.SignedProposal]
+    ) -> Sequence[P.ProposalResponse | BaseException]:
+        """`admit_many`, then simulate and sign the admitted on any committed state, in one
+        read transaction: each proposal's response or its error, in order."""
+        ...
+
     async def endorse_at(
         self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]
     ) -> Sequence[P.ProposalResponse | DltmwError]:
@@ -146,25 +153,16 @@ async def _endorse(
         await peer.reach(highest, wait_s)
     except DltmwError as exc:
         return [E.ProposalOutcome(error=_item_error(exc)) for _ in indexes]
-    admitted = await peer.admit_many([request.signed_proposals[i] for i in indexes])
-    ok = [
-        (a, wanted[i] if wanted else 0)
-        for a, i in zip(admitted, indexes, strict=True)
-        if isinstance(a, CheckedProposal)
-    ]
-    responses = iter(await peer.endorse_at([a for a, _ in ok], [n for _, n in ok]))
+    # Every block named is committed now: admission and endorsement read one snapshot.
+    answers = await peer.admit_and_endorse([request.signed_proposals[i] for i in indexes])
     out: list[E.ProposalOutcome] = []
-    for a in admitted:
+    for a in answers:
         if isinstance(a, DltmwError):
             out.append(E.ProposalOutcome(error=_item_error(a)))
         elif isinstance(a, BaseException):
             raise a  # not an expected refusal: a bug, let it surface
         else:
-            answer = next(responses)
-            if isinstance(answer, DltmwError):
-                out.append(E.ProposalOutcome(error=_item_error(answer)))
-            else:
-                out.append(E.ProposalOutcome(proposal_response=answer))
+            out.append(E.ProposalOutcome(proposal_response=a))
     return out
 
 

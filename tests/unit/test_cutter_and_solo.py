@@ -137,6 +137,8 @@ def test_submit_persists_with_increasing_seq_and_replies_in_order() -> None:
     orderer = solo(count=10)
     for i in range(3):
         orderer.step(Submit(env(f"e{i}"), token=f"tok{i}"))
+    assert orderer.ready().is_empty()  # held until the next tick (module docstring)
+    orderer.tick(1)
     ready = orderer.ready()
     assert ready.persist == tuple(PendingEnvelope(i + 1, env(f"e{i}")) for i in range(3))
     assert ready.replies == (("tok0", None), ("tok1", None), ("tok2", None))
@@ -162,7 +164,7 @@ def test_blocks_chain_and_consume_the_queue_prefix() -> None:
         assert block.header.data_hash == data_hash(block.data.envelopes)
         assert chain_error(block, CHANNEL, number, previous) is None
         previous = block_hash(block)
-    assert ready.replies == tuple((i, None) for i in range(5))
+    assert ready.replies == tuple((i, None) for i in range(4))  # e4 is held, not yet durable
 
 
 def test_blocks_from_block_zero_verify_as_a_chain() -> None:
@@ -200,9 +202,11 @@ def test_oversize_envelope_after_pending_gives_two_blocks_with_right_seqs() -> N
 def test_tick_cuts_after_the_batch_timeout() -> None:
     orderer = solo(count=10, timeout=2)
     orderer.step(Submit(env("a"), token="a"))
-    orderer.ready()
-    orderer.tick(1)
     assert orderer.ready().is_empty()
+    orderer.tick(1)  # not cut yet: queued durably and answered
+    ready = orderer.ready()
+    assert ready.persist == (PendingEnvelope(1, env("a")),) and ready.replies == (("a", None),)
+    assert ready.decided == ()
     orderer.tick(2)
     ready = orderer.ready()
     assert [envelopes_of(d) for d in ready.decided] == [[env("a")]]
@@ -331,14 +335,83 @@ def test_envelopes_cut_in_their_own_step_are_not_queued() -> None:
     assert ready.persist == ()
     assert [envelopes_of(d) for d in ready.decided] == [[env("a"), env("b")]]
     assert ready.replies == (("a", None), ("b", None))
-    orderer.step(Submit(env("c"), token="c"))  # not drained: stays queued, durably
+    orderer.step(Submit(env("c"), token="c"))  # not drained: held, then queued at the tick
+    assert orderer.ready().is_empty()
+    orderer.tick(1)
     ready = orderer.ready()
     assert ready.persist == (PendingEnvelope(3, env("c")),) and ready.decided == ()
+    assert ready.replies == (("c", None),)
     orderer.step(Submit(env("d"), token="d"))
     orderer.drained()  # "c" was queued by an earlier step, "d" by this one
     ready = orderer.ready()
-    assert ready.persist == ()
+    assert ready.persist == () and ready.replies == (("d", None),)
     assert [d.consumed_seq for d in ready.decided] == [4]
+
+
+def test_an_envelope_held_for_a_busy_follower_is_made_durable_by_its_block_alone() -> None:
+    """The lone transaction that arrives during a block's write (lane lat16): its step does not
+    cut (the followers have not taken the last block yet), the next step does (a nudge: they
+    have): one durable write, the block's, and the answer after it — no queue write between."""
+    orderer = solo(count=10)
+    orderer.step(Submit(env("a"), token="a"))  # the driver says nothing: downstream busy
+    assert orderer.ready().is_empty()  # neither queued nor answered yet
+    orderer.drained()  # the nudge's step
+    ready = orderer.ready()
+    assert ready.persist == ()
+    assert [envelopes_of(d) for d in ready.decided] == [[env("a")]]
+    assert ready.replies == (("a", None),)
+    orderer.tick(1)  # nothing left held: the tick queues nothing
+    assert orderer.ready().is_empty()
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "bb", "c", "|", "t", "r"]), max_size=80),
+    st.integers(1, 4),
+    st.integers(1, 3),
+)
+def test_an_answered_envelope_is_durable_and_every_envelope_is_answered_by_the_next_tick(
+    script: list[str], count: int, timeout: int
+) -> None:
+    """The durability rule with held envelopes: whenever `ready()` answers a submission, its
+    envelope is in a block of this or an earlier `ready()` (applied before the answer) or was
+    queued durably by this or an earlier one — never answered on the promise of a later write;
+    each is answered exactly once; and none is still unanswered after a tick ("r" = the driver
+    executes `ready()`; "bb" is larger than the batch's byte limit)."""
+    orderer = solo(count=count, max_bytes=8, timeout=timeout)
+    seq_of: dict[str, int] = {}
+    durable: set[int] = set()
+    consumed = 0
+    answered: list[str] = []
+    now = 0
+
+    def execute() -> None:
+        nonlocal consumed
+        ready = orderer.ready()
+        durable.update(p.seq for p in ready.persist)  # persist, then apply, then reply
+        for decided in ready.decided:
+            consumed = max(consumed, decided.consumed_seq)
+        for token, _ in ready.replies:
+            seq = seq_of[token]
+            assert seq in durable or seq <= consumed, f"{token} answered before it was durable"
+            answered.append(token)
+
+    for i, item in enumerate(script):
+        if item == "|":
+            orderer.drained()
+        elif item == "t":
+            now += 1
+            orderer.tick(now)
+            execute()
+            assert sorted(answered) == sorted(seq_of), "an envelope outlived a tick unanswered"
+        elif item == "r":
+            execute()
+        else:
+            token = f"{item}{i}"
+            seq_of[token] = len(seq_of) + 1
+            orderer.step(Submit(env(item, 10 if item == "bb" else 4), token=token))
+    orderer.tick(now + 1)
+    execute()
+    assert sorted(answered) == sorted(seq_of) and len(set(answered)) == len(answered)
 
 
 def _endorsed(reads: Sequence[str], writes: Sequence[str]) -> bytes:

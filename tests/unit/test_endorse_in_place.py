@@ -168,6 +168,9 @@ def _endorser(ledger: ChannelLedger, builtin_of: Any) -> Any:
         threads=threads,
     )
     stub._trust = lambda: PeerChannel._trust(stub)
+    stub._endorse_once = lambda batch, check_duplicates: PeerChannel._endorse_once(
+        stub, batch, check_duplicates
+    )
     return stub
 
 

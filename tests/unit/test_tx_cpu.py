@@ -97,6 +97,9 @@ def _channel_stub(config: config_pb2.ChannelConfig) -> Any:
         seen=seen,
     )
     stub._trust = lambda: PeerChannel._trust(stub)
+    stub._endorse_once = lambda batch, check_duplicates: PeerChannel._endorse_once(
+        stub, batch, check_duplicates
+    )
     return stub
 
 

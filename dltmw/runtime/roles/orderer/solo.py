@@ -3,9 +3,11 @@
 Envelopes admitted by the Broadcast servicer enter the driver's bounded inbox (full:
 OVERLOADED); the driver steps them into the `SoloOrderer` core, which queues them and cuts
 blocks. Executing its effects (`SoloExecutor`): the queued envelopes are persisted (one sqlite
-transaction), each decided block is signed over its hash and committed (one sqlite transaction
-that also removes the queue entries it consumed), and only then are the submitters answered and
-Deliver streams woken. Stopping follows the driver's one rule: the step in progress finishes.
+transaction; an envelope a block takes before the next tick never is queued,
+`core/handlers/solo.py`), each decided block is signed over its hash and committed (one sqlite
+transaction that also removes the queue entries it consumed), and only then are the submitters
+answered and Deliver streams woken. Stopping follows the driver's one rule: the step in
+progress finishes.
 
 Adaptive cutting (`core/cutter.py`) with Nagle's rule: the pending batch is cut when the inbox
 is empty AND every Deliver follower has taken every committed block (`downstream_idle`); while

@@ -1,0 +1,116 @@
+"""A peer's admission duplicate check and its simulation of the same request in ONE read
+transaction (`PeerChannel.admit_and_endorse`, the endorser service's batch): each read
+transaction after a commit re-reads sqlite's pages (benchmarks/RESULTS.md, lanes lat15, lat16),
+so the two reads the endorsement of a lone transaction made are one — with the same answers as
+`admit_many` then `endorse_many`: a response per fresh proposal, DUPLICATE_TX_ID for one already
+on the ledger, admission's own refusal as it was."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_endorse_in_place import _builtin, _endorser, _ledger_with_topic, _proposal
+
+from dltmw.aio.pool import capturing
+from dltmw.core.errors import ClientError, DltmwError, TransientError
+from dltmw.core.txcheck import CheckedProposal
+from dltmw.ledger import sqlite_file
+from dltmw.ledger.sqlite import ChannelLedger
+from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.v1 import errors_pb2
+
+REFUSED = ClientError(errors_pb2.ERROR_REASON_BAD_SIGNATURE, "refused by admission")
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[ChannelLedger]:
+    """A real ledger holding the bus topic "orders" and transaction tx0."""
+    opened = await _ledger_with_topic(tmp_path / "l.sqlite")
+    yield opened
+    await opened.close()
+
+
+def _peer(ledger: Any, builtin_of: Any) -> Any:
+    """`_endorser`'s stub with admission: a "signed proposal" here is the CheckedProposal its
+    check gives, or the string "bad" that admission refuses."""
+    stub = _endorser(ledger, builtin_of)
+
+    def check(signed: Any) -> CheckedProposal:
+        if signed == "bad":
+            raise REFUSED
+        return signed
+
+    async def offload(fn: Any, items: Any) -> list[object]:
+        return [capturing(fn, DltmwError)(item) for item in items]
+
+    stub._check_proposal = check
+    stub.offload = offload
+    return stub
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every read transaction a ledger opens (in place or on its reader thread)."""
+    opened: list[str] = []
+    for name in ("snapshot", "snapshot_here", "read"):
+        original = getattr(sqlite_file.SqliteFile, name)
+
+        def counted(self: Any, fn: Any, _name: str = name, _original: Any = original) -> Any:
+            opened.append(_name)
+            return _original(self, fn)
+
+        monkeypatch.setattr(sqlite_file.SqliteFile, name, counted)
+    return opened
+
+
+def _shape(answers: list[Any]) -> list[object]:
+    return [(type(a).__name__, a.reason) if isinstance(a, BaseException) else a for a in answers]
+
+
+@pytest.mark.parametrize(
+    "builtin_of", [_builtin, lambda name: None], ids=["in-place", "reader-thread"]
+)
+async def test_one_read_transaction_and_the_same_answers_as_admit_then_endorse(
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch, builtin_of: Any
+) -> None:
+    batch = [_proposal("t1"), _proposal("tx0"), "bad", _proposal("t2")]
+    opened = _count_reads(monkeypatch)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, builtin_of), batch)
+    assert len(opened) == 1, opened
+    del opened[:]
+    # the reference: admit_many, then endorse_many of what it admitted
+    reference = _peer(ledger, builtin_of)
+    admitted = await PeerChannel.admit_many(reference, batch)
+    fresh = [a for a in admitted if isinstance(a, CheckedProposal)]
+    responses = iter(await PeerChannel.endorse_many(reference, fresh))
+    expected = [a if isinstance(a, BaseException) else next(responses) for a in admitted]
+    assert len(opened) == 2, opened
+    assert _shape(answers) == _shape(expected)
+    assert _shape(answers)[1:3] == [
+        ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID),
+        ("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE),
+    ]
+
+
+async def test_a_batch_admission_refuses_whole_reads_nothing(
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = _count_reads(monkeypatch)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), ["bad", "bad"])
+    assert _shape(answers) == [("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE)] * 2
+    assert opened == []
+
+
+async def test_a_failed_read_is_each_admitted_proposals_error_as_endorse_at_gives_it(
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = TransientError(errors_pb2.ERROR_REASON_SHUTTING_DOWN, "the ledger is closing")
+
+    async def fails(self: Any, fn: Any) -> Any:
+        raise busy
+
+    monkeypatch.setattr(sqlite_file.SqliteFile, "snapshot_here", fails)
+    answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), [_proposal("t1"), "bad"])
+    assert answers == [busy, REFUSED]
