@@ -793,3 +793,70 @@ def test_a_replica_parses_an_arriving_batch_once() -> None:
     message = batch_message(1, 1, REQS[:2])
     assert _parses(lambda: replica.step(message)) == 1
     assert kinds(replica.ready().send) == [(1, "batch_ack")]  # and it was taken
+
+
+# -- Nagle's rule within the step that chains our batch ---------------------------------------
+
+
+def _run_group(first: bytes = REQS[0], alone: Any = None) -> list[set[str | None]]:
+    """Four collector-pattern cores ordering two batches of the primary (replica 0): `first`
+    leaves at once, REQS[1] arrives while it is in flight. Messages are delivered one at a
+    time, each followed by `ready` (and, at the primary, `drained`: its intake is empty then,
+    as the runtime's driver says). Returns the kinds the primary sent per `ready`, in order."""
+    config = PbftConfig(n=4, checkpoint_interval=4, batch_size_max=4, carried=True, collector=True)
+    judge = alone or (lambda _e: False)
+    ok = KEYS.request_ok
+    group = [
+        DisseminatingReplica(config, i, KEYS.signer(i), KEYS.verify, DIS, ok, alone=judge)
+        for i in range(4)
+    ]
+    for replica in group:
+        replica.cut_max = 1  # as the runtime's orderer sets it
+    primary = group[0]
+    queue: list[tuple[int, Envelope]] = []
+    sent: list[set[str | None]] = []
+
+    def take(index: int) -> None:
+        if index == 0:
+            primary.drained()
+        out = tuple((p, e) for p, e in group[index].ready().send if isinstance(e, Envelope))
+        if index == 0:
+            sent.append({kind for _peer, kind in kinds(out)})
+        queue.extend(out)
+
+    primary.step(ClientRequest(first))
+    take(0)
+    primary.step(ClientRequest(REQS[1]))  # batch 1 in flight: REQS[1] waits
+    take(0)
+    for _ in range(500):
+        if not queue:
+            break
+        destination, envelope = queue.pop(0)
+        group[destination].step(envelope)
+        take(destination)
+    assert not queue
+    assert [r.resolver.assembled_upto for r in group] == [2, 2, 2, 2]  # both slots, everywhere
+    return sent
+
+
+def test_a_batch_waiting_for_ours_leaves_with_the_commit_certificate_that_chains_ours() -> None:
+    """The primary's intake drained while its batch was in flight: the step that decides
+    that batch's slot also cuts what waited and pre-prepares it, so the next batch and its
+    pre-prepare leave with the slot's commit certificate (one write per link, one step at
+    each backup) instead of at a later driver step. Red without `ready`'s second pass: the
+    certificate goes alone and the next batch leaves at the primary's next step."""
+    sent = _run_group()
+    deciding = [kinds for kinds in sent if "commit_certificate" in kinds]
+    assert deciding[0] >= {"commit_certificate", "batch", "pre_prepare"}
+    assert sum("batch" in kinds for kinds in sent) == 2  # each batch sent once
+
+
+def test_nothing_is_cut_in_the_step_that_executes_a_config_update() -> None:
+    """The barrier (`Replica.hold`): after a lone slot executes, nothing is proposed until
+    the step's effects were taken, so the next batch is judged under the config it leads
+    to. The step deciding the lone slot sends its commit certificate alone; the waiting
+    batch leaves at the next step. Red when `ready` cuts after a lone slot too."""
+    sent = _run_group(first=LONE, alone=KEYS.lone)
+    deciding = [kinds for kinds in sent if "commit_certificate" in kinds]
+    assert "pre_prepare" not in deciding[0] and "batch" not in deciding[0]
+    assert sum("batch" in kinds for kinds in sent) == 2

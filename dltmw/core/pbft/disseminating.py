@@ -130,6 +130,9 @@ class DisseminatingReplica:
         # Fetches to answer from the record store (`BatchFromStore`), taken by the orderer
         # core with `take_from_store`: they are not `Envelope`s, so not in `ready().send`.
         self.from_store: list[BatchFromStore] = []
+        # The runtime's intake drained while one of our batches was in flight (`drained`):
+        # what waits is cut as soon as the last of them is in the chain (`ready`).
+        self._drain_owed = False
 
     @classmethod
     def restore(
@@ -266,7 +269,36 @@ class DisseminatingReplica:
             self.resolver.retry()
 
     def ready(self) -> DisseminatedEffects:
-        """Hand certificates to the replica, take its effects, assemble decided slots."""
+        """Hand certificates to the replica, take its effects, assemble decided slots.
+
+        Nagle's rule on the acknowledgement (`drained`): once the runtime's intake drained
+        while one of our batches was in flight, the step whose decided slot chains the last
+        of them cuts what waits in the intake there, in a second pass, so its batch and
+        pre-prepare leave with the commit certificate of the slot before it (one stream write
+        per link instead of two; each backup steps them together) instead of at a later
+        driver step. It is the cut `drained` makes with nothing in flight, made when the
+        batch in flight reaches the chain: only when a replica cuts changes, not any rule a
+        peer checks. Not after a lone slot (a config update) executed in the step: nothing is
+        proposed after one until the step's effects were taken (`Replica.hold`)."""
+        held = self.replica.hold  # read before `Replica.ready` clears it
+        first = self._pass()
+        d = self.disseminator
+        if d.in_flight():
+            return first
+        owed, self._drain_owed = self._drain_owed, False
+        if held or not (owed and d.intake):
+            return first
+        d.drained()
+        second = self._pass()
+        return Effects(
+            persist=first.persist + second.persist,
+            decided=first.decided + second.decided,
+            send=first.send + second.send,
+            replies=first.replies + second.replies,
+        )
+
+    def _pass(self) -> DisseminatedEffects:
+        """One pass of `ready`: certificates to the replica, its effects, assembly."""
         d = self.disseminator
         if self.replica.view != self._seen_view:  # a new primary: own batches follow it
             self._seen_view = self.replica.view
@@ -458,8 +490,11 @@ class DisseminatingReplica:
     def drained(self) -> None:
         """The runtime's intake is empty (`PbftOrdererCore.drained`): Nagle's rule on our own
         batches (`Disseminator.drained`), on any replica a client reaches, primary or not. The
-        ordering replica has nothing to do then: each certificate is a full slot already."""
+        ordering replica has nothing to do then: each certificate is a full slot already.
+        With a batch in flight, `ready` cuts in the step that chains it."""
         self.disseminator.drained()
+        if self.disseminator.in_flight():
+            self._drain_owed = True
 
     def propose(self, full_only: bool) -> None:
         """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
