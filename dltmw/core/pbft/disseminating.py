@@ -130,9 +130,9 @@ class DisseminatingReplica:
         # Fetches to answer from the record store (`BatchFromStore`), taken by the orderer
         # core with `take_from_store`: they are not `Envelope`s, so not in `ready().send`.
         self.from_store: list[BatchFromStore] = []
-        # The runtime's intake drained while one of our batches was in flight (`drained`):
-        # what waits is cut as soon as the last of them is in the chain (`ready`).
-        self._drain_owed = False
+        # The runtime's intake drained in the step `ready` ends while one of our batches was
+        # in flight (`drained`): cut there if that step chains the last of them (`ready`).
+        self._drained_in_step = False
 
     @classmethod
     def restore(
@@ -271,22 +271,22 @@ class DisseminatingReplica:
     def ready(self) -> DisseminatedEffects:
         """Hand certificates to the replica, take its effects, assemble decided slots.
 
-        Nagle's rule on the acknowledgement (`drained`): once the runtime's intake drained
-        while one of our batches was in flight, the step whose decided slot chains the last
-        of them cuts what waits in the intake there, in a second pass, so its batch and
+        Nagle's rule within the step (`drained`): when the runtime's intake drained in this
+        step while one of our batches was in flight, and the slot the step decided chained the
+        last of them, what waits in the intake is cut there, in a second pass, so its batch and
         pre-prepare leave with the commit certificate of the slot before it (one stream write
-        per link instead of two; each backup steps them together) instead of at a later
-        driver step. It is the cut `drained` makes with nothing in flight, made when the
-        batch in flight reaches the chain: only when a replica cuts changes, not any rule a
-        peer checks. Not after a lone slot (a config update) executed in the step: nothing is
-        proposed after one until the step's effects were taken (`Replica.hold`)."""
+        per link instead of two; each backup steps them together) instead of at the next driver
+        step. It is the cut the next step's `drained` would make, less only what arrives in
+        between: only when a replica cuts changes, not any rule a peer checks. Only in a
+        drained step: cutting whenever our batch chains (once any drained event came) made the
+        batches smaller under load, where the intake fills until it drains (benchmarks/
+        RESULTS.md, pbft16). Not after a lone slot (a config update) executed in the step:
+        nothing is proposed after one until the step's effects were taken (`Replica.hold`)."""
         held = self.replica.hold  # read before `Replica.ready` clears it
         first = self._pass()
+        drained, self._drained_in_step = self._drained_in_step, False
         d = self.disseminator
-        if d.in_flight():
-            return first
-        owed, self._drain_owed = self._drain_owed, False
-        if held or not (owed and d.intake):
+        if held or not (drained and d.intake and not d.in_flight()):
             return first
         d.drained()
         second = self._pass()
@@ -491,10 +491,9 @@ class DisseminatingReplica:
         """The runtime's intake is empty (`PbftOrdererCore.drained`): Nagle's rule on our own
         batches (`Disseminator.drained`), on any replica a client reaches, primary or not. The
         ordering replica has nothing to do then: each certificate is a full slot already.
-        With a batch in flight, `ready` cuts in the step that chains it."""
+        With a batch in flight, `ready` cuts if this step chains it."""
         self.disseminator.drained()
-        if self.disseminator.in_flight():
-            self._drain_owed = True
+        self._drained_in_step = self.disseminator.in_flight()
 
     def propose(self, full_only: bool) -> None:
         """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
