@@ -130,9 +130,6 @@ class DisseminatingReplica:
         # Fetches to answer from the record store (`BatchFromStore`), taken by the orderer
         # core with `take_from_store`: they are not `Envelope`s, so not in `ready().send`.
         self.from_store: list[BatchFromStore] = []
-        # The runtime's intake drained in the step `ready` ends while one of our batches was
-        # in flight (`drained`): cut there if that step chains the last of them (`ready`).
-        self._drained_in_step = False
 
     @classmethod
     def restore(
@@ -269,36 +266,7 @@ class DisseminatingReplica:
             self.resolver.retry()
 
     def ready(self) -> DisseminatedEffects:
-        """Hand certificates to the replica, take its effects, assemble decided slots.
-
-        Nagle's rule within the step (`drained`): when the runtime's intake drained in this
-        step while one of our batches was in flight, and the slot the step decided chained the
-        last of them, what waits in the intake is cut there, in a second pass, so its batch and
-        pre-prepare leave with the commit certificate of the slot before it (one stream write
-        per link instead of two; each backup steps them together) instead of at the next driver
-        step. It is the cut the next step's `drained` would make, less only what arrives in
-        between: only when a replica cuts changes, not any rule a peer checks. Only in a
-        drained step: cutting whenever our batch chains (once any drained event came) made the
-        batches smaller under load, where the intake fills until it drains (benchmarks/
-        RESULTS.md, pbft16). Not after a lone slot (a config update) executed in the step:
-        nothing is proposed after one until the step's effects were taken (`Replica.hold`)."""
-        held = self.replica.hold  # read before `Replica.ready` clears it
-        first = self._pass()
-        drained, self._drained_in_step = self._drained_in_step, False
-        d = self.disseminator
-        if held or not (drained and d.intake and not d.in_flight()):
-            return first
-        d.drained()
-        second = self._pass()
-        return Effects(
-            persist=first.persist + second.persist,
-            decided=first.decided + second.decided,
-            send=first.send + second.send,
-            replies=first.replies + second.replies,
-        )
-
-    def _pass(self) -> DisseminatedEffects:
-        """One pass of `ready`: certificates to the replica, its effects, assembly."""
+        """Hand certificates to the replica, take its effects, assemble decided slots."""
         d = self.disseminator
         if self.replica.view != self._seen_view:  # a new primary: own batches follow it
             self._seen_view = self.replica.view
@@ -490,10 +458,8 @@ class DisseminatingReplica:
     def drained(self) -> None:
         """The runtime's intake is empty (`PbftOrdererCore.drained`): Nagle's rule on our own
         batches (`Disseminator.drained`), on any replica a client reaches, primary or not. The
-        ordering replica has nothing to do then: each certificate is a full slot already.
-        With a batch in flight, `ready` cuts if this step chains it."""
+        ordering replica has nothing to do then: each certificate is a full slot already."""
         self.disseminator.drained()
-        self._drained_in_step = self.disseminator.in_flight()
 
     def propose(self, full_only: bool) -> None:
         """Cut the intake and, as primary, propose certificates (the cutter's drained rule)."""
