@@ -324,6 +324,19 @@ class Membership:
         if this membership takes references and lists it (a config node), else the bytes."""
         return self._reference_of.get(identity_bytes, identity_bytes)
 
+    def resolved(self, identity_bytes: bytes) -> bytes:
+        """The config identity (in full) that `identity_bytes` names by reference, else the bytes
+        themselves: for display (the explorer), no check made (`identify` checks)."""
+        if self._referable is None:
+            return identity_bytes
+        try:
+            msg = identity_pb2.Identity.FromString(identity_bytes)
+        except DecodeError:
+            return identity_bytes
+        if not msg.certificate_ref or msg.certificate_der:
+            return identity_bytes
+        return self._referable.get(_reference_key(msg), identity_bytes)
+
     @property
     def org_ids(self) -> frozenset[str]:
         """The organisations trusted on this channel."""

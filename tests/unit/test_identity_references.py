@@ -33,6 +33,7 @@ from dltmw.core.identity import (
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import agreement_batch
 from dltmw.core.txcheck import check_envelope, check_transaction
+from dltmw.runtime.explorer import view as explorer_view
 from dltmw.v1 import config_pb2, identity_pb2, proposal_pb2, transaction_pb2
 from dltmw.v1 import transaction_pb2 as C
 from tests.unit import test_private_agreement as pa
@@ -363,3 +364,26 @@ def test_agreements_by_reference_on_a_channel_without_the_flag_are_bad_signature
     full = _agreements(private, parties_off[0])
     assert pa.verdicts(parties_off, full)[0] == VALID
     assert pa.verdicts(private, full)[0] == VALID
+
+
+# --- display ---------------------------------------------------------------------------------
+
+
+def test_the_explorer_shows_an_endorser_by_reference_through_the_config() -> None:
+    view = _view(True)
+    action = _action()
+    env = _envelope(action, [_endorsement(s, action[2], by_ref=True) for s in (P.peer1, P.peer2)])
+    shown = explorer_view.transaction(env, view.membership.resolved)
+    assert shown["endorsers"] == [
+        {"org": "Org1", "name": "peer0.org1", "by_reference": True},
+        {"org": "Org2", "name": "peer0.org2", "by_reference": True},
+    ]
+    assert shown["creator"] == {"org": "Org1", "name": "user1"}  # in full: as it is
+    unresolved = explorer_view.transaction(env)  # (no config at hand)
+    assert unresolved["endorsers"][0] == {
+        "org": "Org1",
+        "name": "",
+        "certificate_ref": sha256(P.peer1.certificate_der).hex(),
+    }
+    # a membership without the flag shows the bytes as they are (no resolution)
+    assert explorer_view.transaction(env, _view(False).membership.resolved) == unresolved
