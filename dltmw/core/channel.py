@@ -6,7 +6,9 @@ immutable: a change builds a new `ChannelView` (with a new `Membership`, so no c
 the config that filled it), and the node swaps it into the channel's one `CurrentConfig`, which
 every role and servicer of that channel reads instead of keeping a copy. Everything that checks
 a signature on a channel goes through `ChannelView.membership`, so the set of trusted roots (and
-revoked certificates) is exactly the one named in the channel's current config.
+revoked certificates) is exactly the one named in the channel's current config — and, on a
+channel with `identity_references`, the set of nodes that may sign by reference (its peers and
+orderers, `core/identity.py`).
 """
 
 from __future__ import annotations
@@ -185,9 +187,17 @@ def channel_view(config: config_pb2.ChannelConfig) -> ChannelView:
         raise ConfigError(f"private agreement policy: {exc}") from exc
     _check_trusted_channels(config)
     _check_trusted_notaries(config)
+    # The config's nodes may sign by reference on a channel that says so (core/identity.py).
+    referable = (
+        [n.identity for n in (*config.peers, *config.orderers)]
+        if config.identity_references
+        else None
+    )
     try:
-        membership = Membership(roots, _revoked(config))
-        orderer_membership = Membership(orderer_roots, memo_generation=REPLICA_MEMO_GENERATION)
+        membership = Membership(roots, _revoked(config), references=referable)
+        orderer_membership = Membership(
+            orderer_roots, memo_generation=REPLICA_MEMO_GENERATION, references=referable
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     return ChannelView(

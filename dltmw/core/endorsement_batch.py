@@ -26,6 +26,10 @@ older release do not know batch proofs and would not count such an endorsement w
 ones did; on a channel without the flag an endorsement with a proof counts for nothing on
 every node (`signed_data` returns None), and endorsers sign alone. A batch of one is signed
 alone (no proof): nothing to share, and a lone signature is what every release accepts.
+
+On a channel with `ChannelConfig.identity_references` an endorser that the config lists signs
+as its reference (`Endorsement.endorser` ~40 bytes instead of ~450, core/identity.py): the
+signed bytes are (payload || endorser) as sent, so the reference is what the signature binds.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def sign(
     ONE signature over their Merkle root when there are several and the channel signs in
     batches (`batches`), else one signature each. Each signature is remembered as this node's
     own (`Membership.remember_own_signature`): the node checks its endorsements again at
-    commit, and its own need no public-key operation there."""
-    me = signer.identity_bytes
+    commit, and its own need no public-key operation there. The endorser is named by its
+    reference where the channel takes them and lists it (`Membership.reference_of`)."""
+    me = membership.reference_of(signer.identity_bytes)
     leaves = [signing_bytes(p, me) for p in payloads]
     signed = batch_signature.sign_items(signer, leaves, BATCH_DOMAIN, batches, membership)
     return [

@@ -26,6 +26,21 @@ envelope signatures it verified at endorsement and submission; and once per proc
 what one of them just did — or what a signing identity of the process just signed
 (`SigningIdentity.sign`). The identity checks, which depend on `now`, run on every call, in
 every `Membership`.
+
+Identity references (`Identity.certificate_ref`, on channels with
+`ChannelConfig.identity_references`): a node the channel's config lists (its
+`NodeConfig.identity`, a peer or an orderer) may sign as `Identity{org_id, certificate_ref}`,
+the SHA-256 of its certificate, ~40 bytes where the certificate is ~450 — in every endorsement
+and agreement of every block, forever. A `Membership` built with the config's node identities
+(`references`) resolves such bytes to the config's full identity and then runs every check on
+it exactly as on the certificate sent in full (`_check`: root, CA flag, revocation; validity at
+`now` on every call), caching by the bytes as sent. Resolution reads the config in force and
+nothing else, so every node resolves alike at the same block. A reference the config does not
+list is `UnknownReference`; on a channel without the flag (`references` None) a reference is
+`MalformedIdentity`, as a release that does not know the field judges it (its empty
+certificate does not parse), and an identity carrying both a certificate and a reference is
+taken as the certificate with an unknown extra field, as such a release takes it. With the
+flag, exactly one of the two must be set.
 """
 
 from __future__ import annotations
@@ -67,6 +82,8 @@ __all__ = [
     "Revoked",
     "SigningIdentity",
     "UnknownAlgorithm",
+    "UnknownReference",
+    "reference_bytes",
     "algorithm_of",
     "identity_bytes",
     "VerifiedIdentity",
@@ -158,10 +175,20 @@ class Revoked(IdentityError):
         super().__init__("CERTIFICATE_REVOKED", message)
 
 
+class UnknownReference(IdentityError):
+    """An identity by reference (`Identity.certificate_ref`) that the channel's config in force
+    does not list (no peer or orderer with that organisation and certificate)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNKNOWN_IDENTITY_REFERENCE", message)
+
+
 @dataclass(frozen=True)
 class VerifiedIdentity:
     """An identity whose certificate chains to its organisation's root CA."""
 
+    # The serialised Identity in full: the bytes as sent, or for a reference the config's
+    # identity it names (so a map keyed by the config's `NodeConfig.identity` finds it).
     identity_bytes: bytes
     # SHA-256 of the certificate (not of identity_bytes): extra unknown fields in the Identity
     # bytes must not let one certificate count as two identities in a policy.
@@ -251,9 +278,13 @@ class Membership:
         roots_pem: Mapping[str, bytes],
         revoked: Mapping[str, Iterable[int]] | None = None,
         memo_generation: int = VERIFIED_GENERATION,
+        references: Iterable[bytes] | None = None,
     ) -> None:
         """`memo_generation`: the verified-signature memo's generation (`VerifiedMemo`): what
-        the callers' second checks need; `REPLICA_MEMO_GENERATION` for the orderers'."""
+        the callers' second checks need; `REPLICA_MEMO_GENERATION` for the orderers'.
+        `references`: the serialised identities that may be named by reference (the channel
+        config's nodes, on a channel with `identity_references`); None: references are
+        refused as malformed (module docstring)."""
         roots: dict[str, x509.Certificate] = {}
         for org_id, pem in roots_pem.items():
             if not org_id:
@@ -272,6 +303,39 @@ class Membership:
         # Peers verify a block's signatures on several threads (cryptography releases the GIL);
         # the lock keeps cache eviction consistent between them.
         self._cache_lock = threading.Lock()
+        self._referable: dict[tuple[str, int, bytes], bytes] | None = None
+        self._reference_of: dict[bytes, bytes] = {}
+        if references is not None:
+            self._referable = {}
+            for full in references:
+                ref = reference_bytes(full)
+                if ref is not None:
+                    key = _reference_key(identity_pb2.Identity.FromString(ref))
+                    self._referable.setdefault(key, full)
+                    self._reference_of.setdefault(full, ref)
+
+    @property
+    def takes_references(self) -> bool:
+        """Whether identities by reference are taken here (`ChannelConfig.identity_references`)."""
+        return self._referable is not None
+
+    def reference_of(self, identity_bytes: bytes) -> bytes:
+        """What a node signing as `identity_bytes` puts where its identity goes: its reference
+        if this membership takes references and lists it (a config node), else the bytes."""
+        return self._reference_of.get(identity_bytes, identity_bytes)
+
+    def resolved(self, identity_bytes: bytes) -> bytes:
+        """The config identity (in full) that `identity_bytes` names by reference, else the bytes
+        themselves: for display (the explorer), no check made (`identify` checks)."""
+        if self._referable is None:
+            return identity_bytes
+        try:
+            msg = identity_pb2.Identity.FromString(identity_bytes)
+        except DecodeError:
+            return identity_bytes
+        if not msg.certificate_ref or msg.certificate_der:
+            return identity_bytes
+        return self._referable.get(_reference_key(msg), identity_bytes)
 
     @property
     def org_ids(self) -> frozenset[str]:
@@ -340,7 +404,8 @@ class Membership:
             self._verified.add(key)
 
     def _check(self, identity_bytes: bytes) -> _CacheEntry:
-        """Every time-independent check; the result is safe to cache."""
+        """Every time-independent check; the result is safe to cache. A reference is resolved
+        first and its identity checked in full (`_resolved`)."""
         msg = identity_pb2.Identity()
         try:
             msg.ParseFromString(identity_bytes)
@@ -348,6 +413,8 @@ class Membership:
             raise MalformedIdentity(f"identity does not parse: {exc}") from None
         if not msg.org_id:
             raise MalformedIdentity("identity has an empty org_id")
+        if self._referable is not None and msg.certificate_ref:
+            return self._resolved(msg, self._referable)
         try:
             cert = x509.load_der_x509_certificate(msg.certificate_der)
             public_key = cert.public_key()
@@ -379,6 +446,50 @@ class Membership:
             not_before=max(cert.not_valid_before_utc, root.not_valid_before_utc),
             not_after=min(cert.not_valid_after_utc, root.not_valid_after_utc),
         )
+
+    def _resolved(
+        self, msg: identity_pb2.Identity, referable: Mapping[tuple[str, int, bytes], bytes]
+    ) -> _CacheEntry:
+        """The check of the config identity a reference names (in `referable`): the very entry
+        its full bytes get (every check of `_check` on its certificate), found through the
+        config alone."""
+        if msg.certificate_der:
+            raise MalformedIdentity("identity carries both a certificate and a reference")
+        if msg.signature_algorithm not in SA.SignatureAlgorithm.values():
+            raise UnknownAlgorithm(
+                f"signature algorithm {msg.signature_algorithm} is not supported"
+            )
+        full = referable.get(_reference_key(msg))
+        if full is None:
+            raise UnknownReference(
+                f"no node of this channel's config has certificate {msg.certificate_ref.hex()}"
+                f" in {msg.org_id!r} (signature algorithm {msg.signature_algorithm})"
+            )
+        entry = self._cache.get(full)
+        return entry if entry is not None else self._check(full)
+
+
+def _reference_key(msg: identity_pb2.Identity) -> tuple[str, int, bytes]:
+    """What a reference must match to name a config identity: its organisation, certificate
+    hash and named algorithm (the reference form of that identity, `reference_bytes`)."""
+    return msg.org_id, msg.signature_algorithm, msg.certificate_ref
+
+
+def reference_bytes(identity_bytes: bytes) -> bytes | None:
+    """The serialised reference form of a full identity — `Identity{org_id, certificate_ref =
+    SHA-256(certificate_der), signature_algorithm}` — or None for bytes that are not a full
+    identity (no org, no certificate, a reference already, or not an Identity)."""
+    try:
+        msg = identity_pb2.Identity.FromString(identity_bytes)
+    except DecodeError:
+        return None
+    if not msg.org_id or not msg.certificate_der or msg.certificate_ref:
+        return None
+    return identity_pb2.Identity(
+        org_id=msg.org_id,
+        certificate_ref=hashlib.sha256(msg.certificate_der).digest(),
+        signature_algorithm=msg.signature_algorithm,
+    ).SerializeToString()
 
 
 def algorithm_of(public_key: object) -> int:

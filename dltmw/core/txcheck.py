@@ -40,7 +40,13 @@ from dltmw.core.config_update import check_update, config_verdict
 from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
-from dltmw.core.identity import IdentityError, Membership, Revoked, VerifiedIdentity
+from dltmw.core.identity import (
+    IdentityError,
+    Membership,
+    Revoked,
+    UnknownReference,
+    VerifiedIdentity,
+)
 from dltmw.core.privacy.agreement import (
     SUBMITTER_FAULTS,
     agreed_body,
@@ -454,6 +460,8 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
         creator = channel.membership.verify(header.creator, data, envelope.signature, at)
     except Revoked as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_CERTIFICATE_REVOKED) from exc
+    except UnknownReference as exc:
+        raise _Invalid(C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE) from exc
     except IdentityError as exc:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE) from exc
     tx_id = header.tx_id  # authenticated from here on
@@ -550,11 +558,15 @@ def _check_endorsements(
     if policy is None:
         raise _Invalid(C.TX_VALIDATION_CODE_CONTRACT_NOT_FOUND, tx_id)
     batches = channel.config.endorsement_batches
+    unknown: list[proposal_pb2.Endorsement] = []
     signers = endorsement_signers(
-        tx.endorsements, tx.response_payload, channel.membership, at, batches
+        tx.endorsements, tx.response_payload, channel.membership, at, batches, unknown
     )
     if policy_mod.evaluate(policy, signers) != policy_mod.PolicyResult.SATISFIED:
-        raise _Invalid(C.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE, tx_id)
+        # Told apart only where it is the cause (a reference the config does not list): an
+        # unknown reference beside a satisfied policy is ignored like any bad endorsement.
+        code = C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE if unknown else None
+        raise _Invalid(code or C.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE, tx_id)
 
 
 def endorsement_signers(
@@ -563,10 +575,12 @@ def endorsement_signers(
     membership: Membership,
     at: datetime,
     batches: bool,
+    unknown: list[proposal_pb2.Endorsement] | None = None,
 ) -> list[policy_mod.Signer]:
     """Signers whose endorsement verifies over (response_payload || endorser), or over its
     batch's root on a channel with endorsement batches (`batches`,
-    core/endorsement_batch.py); others ignored."""
+    core/endorsement_batch.py); others ignored — those whose endorser is a reference the
+    config does not list (core/identity.py) also appended to `unknown`."""
     signers: list[policy_mod.Signer] = []
     for e in endorsements:
         data = endorsement_batch.signed_data(e, response_payload, batches)
@@ -574,6 +588,10 @@ def endorsement_signers(
             continue
         try:
             who = membership.verify(e.endorser, data, e.signature, at)
+        except UnknownReference:
+            if unknown is not None:
+                unknown.append(e)
+            continue
         except IdentityError:
             continue
         signers.append(policy_mod.Signer(who.identity_id, who.org_id, who.roles))

@@ -207,6 +207,12 @@ class ChannelSpec(Strict):
         description="endorsers sign one Merkle root per batch of endorsements they answer"
         " together (Endorsement.batch_proof, docs/wire.md); false: one signature each",
     )
+    identity_references: bool = Field(
+        True,
+        description="the channel's peers and orderers may sign endorsements and agreements as"
+        " a reference to their certificate in the config (Identity.certificate_ref, docs/wire.md"
+        ' "Identity references"); false: every identity in full',
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

@@ -507,6 +507,7 @@ def _channel_config(
         creator_batches=_or(ch.get("creator_batches"), CREATOR_BATCHES),  # core/creator_batch.py
         private_creator_batches=_or(ch.get("private_creator_batches"), CREATOR_BATCHES),
         endorsement_batches=ch.get("endorsement_batches", True),  # core/endorsement_batch.py
+        identity_references=ch.get("identity_references", True),  # core/identity.py
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

@@ -283,6 +283,7 @@ class ChannelConfig(_message.Message):
     PRIVATE_CREATOR_BATCHES_FIELD_NUMBER: _builtins.int
     ENDORSEMENT_BATCHES_FIELD_NUMBER: _builtins.int
     TRUSTED_NOTARIES_FIELD_NUMBER: _builtins.int
+    IDENTITY_REFERENCES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -362,6 +363,16 @@ class ChannelConfig(_message.Message):
     the endorsement policy, so peers of an older release decide every transaction alike.
     docs/wire.md "Endorsements signed per batch".
     """
+    identity_references: _builtins.bool
+    """Nodes the config lists (peers and orderers) may sign by reference (Identity.certificate_ref:
+    the SHA-256 of the certificate of their NodeConfig.identity, docs/wire.md "Identity
+    references"): endorsements and private agreements then carry ~40 bytes where they carried
+    the ~450-byte certificate. Resolved from this config alone (no other state), so every node
+    resolves alike at the same block. `dltmw init` sets it for new channels (topology channel key
+    `identity_references`). False (absent: channels made before it): a reference is
+    ERROR_REASON_MALFORMED at admission and counts as a malformed identity at commit, as releases
+    that do not know the field judge it, and nodes sign in full.
+    """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
         """Member organisations (peers' and clients' orgs)."""
@@ -437,10 +448,11 @@ class ChannelConfig(_message.Message):
         private_creator_batches: _builtins.bool = ...,
         endorsement_batches: _builtins.bool = ...,
         trusted_notaries: _abc.Iterable[_builtins.bytes] | None = ...,
+        identity_references: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_creator_batches", b"private_creator_batches", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "identity_references", b"identity_references", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_creator_batches", b"private_creator_batches", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -371,6 +371,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     changed. A proof that is well formed but whose root signature does not verify is
     ERROR_REASON_BAD_SIGNATURE, as for a lone signature.
     """
+    ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE: _ErrorReason.ValueType  # 300
+    """FAILED_PRECONDITION: an identity by reference (Identity.certificate_ref) that the channel's
+    config in force does not list (no peer or orderer with that certificate and organisation):
+    the signer is not a config node, or the config changed. Send the identity in full. Nothing
+    was changed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -726,5 +732,11 @@ not take them (ChannelConfig.creator_batches off), the envelope is not an endors
 transaction, or the proof is malformed (index, count, path). Sign it alone. Nothing was
 changed. A proof that is well formed but whose root signature does not verify is
 ERROR_REASON_BAD_SIGNATURE, as for a lone signature.
+"""
+ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE: ErrorReason.ValueType  # 300
+"""FAILED_PRECONDITION: an identity by reference (Identity.certificate_ref) that the channel's
+config in force does not list (no peer or orderer with that certificate and organisation):
+the signer is not a config node, or the config changed. Send the identity in full. Nothing
+was changed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

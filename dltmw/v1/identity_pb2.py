@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from dltmw.v1 import algorithms_pb2 as dltmw_dot_v1_dot_algorithms__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ltmw/v1/identity.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\"n\n\x08Identity\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_der\x18\x02 \x01(\x0c\x12\x39\n\x13signature_algorithm\x18x \x01(\x0e\x32\x1c.dltmw.v1.SignatureAlgorithm\".\n\tSignature\x12\x0e\n\x06signer\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ltmw/v1/identity.proto\x12\x08\x64ltmw.v1\x1a\x19\x64ltmw/v1/algorithms.proto\"\x88\x01\n\x08Identity\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_der\x18\x02 \x01(\x0c\x12\x39\n\x13signature_algorithm\x18x \x01(\x0e\x32\x1c.dltmw.v1.SignatureAlgorithm\x12\x18\n\x0f\x63\x65rtificate_ref\x18\x8a\x05 \x01(\x0c\".\n\tSignature\x12\x0e\n\x06signer\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dltmw.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTITY']._serialized_start=64
-  _globals['_IDENTITY']._serialized_end=174
-  _globals['_SIGNATURE']._serialized_start=176
-  _globals['_SIGNATURE']._serialized_end=222
+  _globals['_IDENTITY']._serialized_start=65
+  _globals['_IDENTITY']._serialized_end=201
+  _globals['_SIGNATURE']._serialized_start=203
+  _globals['_SIGNATURE']._serialized_end=249
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,8 @@ class Identity(_message.Message):
     """Identity names who signed something: the member organisation and the X.509 certificate that its
     CA issued. A serialised Identity is the `creator` of headers and the `endorser` of endorsements;
     its bytes enter the transaction id, so clients must send the very same bytes every time.
+    Exactly one of `certificate_der` and `certificate_ref` is set (both or neither:
+    ERROR_REASON_MALFORMED).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -34,6 +36,7 @@ class Identity(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
     SIGNATURE_ALGORITHM_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_REF_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Organisation id as named in the channel configuration, e.g. "Org1"."""
     certificate_der: _builtins.bytes
@@ -46,16 +49,29 @@ class Identity(_message.Message):
     algorithm (else ERROR_REASON_MALFORMED); a value the receiver does not implement is refused
     with ERROR_REASON_UNSUPPORTED_ALGORITHM.
     """
+    certificate_ref: _builtins.bytes
+    """Identity by reference (docs/wire.md "Identity references"): SHA-256 of the certificate_der of
+    a node the channel's config lists (NodeConfig.identity of a peer or an orderer), instead of
+    the certificate itself (~40 bytes instead of ~450). `org_id` must be that identity's and
+    `signature_algorithm` that identity's too (usually absent). Only on channels whose config sets
+    ChannelConfig.identity_references; elsewhere such an identity is ERROR_REASON_MALFORMED (as
+    for releases before the field). A reference the config in force does not list is
+    ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE (at commit TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE).
+    The resolved certificate then goes through every check a certificate sent in full does
+    (its organisation's root, validity, revocation). Signatures and transaction ids cover the
+    Identity bytes as sent.
+    """
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         certificate_der: _builtins.bytes = ...,
         signature_algorithm: _algorithms_pb2.SignatureAlgorithm.ValueType = ...,
+        certificate_ref: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "org_id", b"org_id", "signature_algorithm", b"signature_algorithm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "certificate_ref", b"certificate_ref", "org_id", b"org_id", "signature_algorithm", b"signature_algorithm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

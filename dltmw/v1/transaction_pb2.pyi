@@ -138,6 +138,12 @@ class _TxValidationCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TxVa
     wrote was written by a VALID private transaction after the parties agreed (earlier in this
     block or in an earlier one). Nothing executes; collect agreements again and resubmit.
     """
+    TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE: _TxValidationCode.ValueType  # 70
+    """An identity by reference (Identity.certificate_ref) that the channel's config in force at
+    this block does not list — the creator's, or an endorser's or agreement signer's where the
+    endorsement policy or the agreements are not satisfied without it. Only on channels with
+    ChannelConfig.identity_references (elsewhere a reference is a malformed identity).
+    """
 
 class TxValidationCode(_TxValidationCode, metaclass=_TxValidationCodeEnumTypeWrapper):
     """TxValidationCode is the verdict every committing peer records for each transaction of a block.
@@ -253,6 +259,12 @@ TX_VALIDATION_CODE_PRIVATE_STATE_CONFLICT: TxValidationCode.ValueType  # 68
 """A private transaction's agreed pre-state is no longer current: a private key it read or
 wrote was written by a VALID private transaction after the parties agreed (earlier in this
 block or in an earlier one). Nothing executes; collect agreements again and resubmit.
+"""
+TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE: TxValidationCode.ValueType  # 70
+"""An identity by reference (Identity.certificate_ref) that the channel's config in force at
+this block does not list — the creator's, or an endorser's or agreement signer's where the
+endorsement policy or the agreements are not satisfied without it. Only on channels with
+ChannelConfig.identity_references (elsewhere a reference is a malformed identity).
 """
 Global___TxValidationCode: _TypeAlias = TxValidationCode  # noqa: Y015
 

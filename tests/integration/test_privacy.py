@@ -25,7 +25,7 @@ from dltmw.client import GatewayClient
 from dltmw.client.audit import audit_network
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.purge import approve, purge_body, submit_purge
-from dltmw.core.identity import SigningIdentity, verify_signature
+from dltmw.core.identity import SigningIdentity, reference_bytes, verify_signature
 from dltmw.core.privacy import agreement_batch
 from dltmw.core.privacy.envelope import PrivacyKey, payload_hash, seal
 from dltmw.ops.supervisor import Supervisor
@@ -840,7 +840,7 @@ async def test_a_push_that_asks_is_answered_with_a_signed_agreement(
     org2 = SigningIdentity.from_pem(
         "Org2", (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
     )
-    assert agreement.signer == org2.identity_bytes
+    assert agreement.signer == reference_bytes(org2.identity_bytes)  # (identity_references)
     signed = agreement_batch.signed_data(agreement, True)
     assert signed is not None
     cert = x509.load_der_x509_certificate(org2.certificate_der)

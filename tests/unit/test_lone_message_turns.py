@@ -31,6 +31,14 @@ def test_the_gateway_in_use_is_returned_while_another_caller_connects() -> None:
     asyncio.run(scenario())
 
 
+def _view(peers: list[Any]) -> Any:
+    """A channel view naming `peers`, whose nodes sign as their identities (no references)."""
+    return SimpleNamespace(
+        config=SimpleNamespace(peers=peers),
+        membership=SimpleNamespace(reference_of=lambda identity: identity),
+    )
+
+
 class _Job:
     """One proposal whose policy is satisfied by the first answer of each endorser asked."""
 
@@ -63,7 +71,7 @@ def test_every_ask_answered_ends_without_a_gather(monkeypatch: pytest.MonkeyPatc
 
     peers = [SimpleNamespace(node_id=n, identity=n) for n in ("peer0.org1", "peer0.org2")]
     endorser: Any = SimpleNamespace(
-        _peer=SimpleNamespace(view=SimpleNamespace(config=SimpleNamespace(peers=peers))),
+        _peer=SimpleNamespace(view=_view(peers)),
         _ask=ask,
         _local_block=lambda: 0,
     )
@@ -94,7 +102,7 @@ def test_an_ask_still_running_is_cancelled_and_gathered() -> None:
 
     peers = [SimpleNamespace(node_id=n, identity=n) for n in ("fast", "slow")]
     endorser: Any = SimpleNamespace(
-        _peer=SimpleNamespace(view=SimpleNamespace(config=SimpleNamespace(peers=peers))),
+        _peer=SimpleNamespace(view=_view(peers)),
         _ask=ask,
         _local_block=lambda: 0,
     )

@@ -107,6 +107,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "NOTARY_BATCH_SIGNATURE_INVALID": E.PermissionDenied,
     "NOTARY_BATCH_REQUEST_INVALID": E.InvalidRequest,
     "CREATOR_BATCH_REFUSED": E.InvalidRequest,
+    "UNKNOWN_IDENTITY_REFERENCE": E.PreconditionFailed,
 }
 RETRYABLE = {
     "OVERLOADED",

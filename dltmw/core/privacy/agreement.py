@@ -23,7 +23,7 @@ from datetime import datetime
 from google.protobuf.message import DecodeError
 
 from dltmw.core.channel import ChannelView
-from dltmw.core.identity import IdentityError
+from dltmw.core.identity import IdentityError, UnknownReference
 from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement_batch
 from dltmw.core.privacy.agreement_policy import EXPRESSION, policy_result, requires_agreements
@@ -43,12 +43,14 @@ NOT_RECIPIENT = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_NOT_RECIPIENT
 WRONG_TX = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_WRONG_TX
 MISMATCH = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_MISMATCH
 DISAGREED = C.TX_VALIDATION_CODE_PRIVATE_AGREEMENT_DISAGREED
+UNKNOWN_REFERENCE = C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE
 # Refused at admission with these reasons: only a faulty (or malicious) submitter makes them.
 SUBMITTER_FAULTS: dict[int, int] = {
     MISSING: R.ERROR_REASON_PRIVATE_AGREEMENT_MISSING,
     BAD_SIGNATURE: R.ERROR_REASON_PRIVATE_AGREEMENT_BAD_SIGNATURE,
     NOT_RECIPIENT: R.ERROR_REASON_PRIVATE_AGREEMENT_NOT_RECIPIENT,
     WRONG_TX: R.ERROR_REASON_PRIVATE_AGREEMENT_WRONG_TX,
+    UNKNOWN_REFERENCE: R.ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE,
 }
 # What a party signs alone (`agreement_batch.py` also builds batches from it).
 signing_bytes = agreement_batch.signing_bytes
@@ -97,7 +99,8 @@ def agreement_code(
     """The validation code the agreements give a private transaction (VALID if they hold).
     An agreement signed in a batch is checked through its proof (`agreement_batch.py`).
 
-    Total: any bytes give a code. Checked per agreement in this order: signature (51), signer a
+    Total: any bytes give a code. Checked per agreement in this order: signature (51; a signer
+    by reference the config does not list: 70, `core/identity.py`), signer a
     recipient (52), same transaction (53); then over all: a DISAGREE (55), the same hashes,
     recipients and sender (54), the signers enough (50): every recipient, or under a policy
     expression the sender and a set satisfying it (`agreement_policy.py`)."""
@@ -129,12 +132,15 @@ def agreement_code(
             body = parsed.get(agreement.body)
             if body is None:
                 body = parsed[agreement.body] = A.PrivateAgreementBody.FromString(agreement.body)
-            channel.membership.verify(agreement.signer, data, agreement.signature, at)
+            who = channel.membership.verify(agreement.signer, data, agreement.signature, at)
+        except UnknownReference:
+            return UNKNOWN_REFERENCE
         except (DecodeError, IdentityError):
             return BAD_SIGNATURE
         if body.verdict not in (AGREE, DISAGREE):
             return BAD_SIGNATURE
-        key = key_of.get(agreement.signer, b"")
+        # The signer in full: the bytes as sent, or the config identity its reference names.
+        key = key_of.get(who.identity_bytes, b"")
         if not key or key not in body.recipient_keys:
             return NOT_RECIPIENT
         if key in signer_keys:

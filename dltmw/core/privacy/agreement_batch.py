@@ -70,11 +70,13 @@ def sign(
     their Merkle root when there are several and the channel signs in batches (`batches`), else
     one signature each. Each signature is remembered as this node's own
     (`Membership.remember_own_signature`): the node checks every agreement again at admission
-    (as the gateway) and at commit, and its own needs no public-key operation there."""
+    (as the gateway) and at commit, and its own needs no public-key operation there. The
+    signer is named by its reference where the channel takes them and lists it
+    (`Membership.reference_of`, core/identity.py)."""
     signed = batch_signature.sign_items(
         signer, [signing_bytes(b) for b in bodies], BATCH_DOMAIN, batches, membership
     )
-    me = signer.identity_bytes
+    me = membership.reference_of(signer.identity_bytes)
     return [
         A.PrivateAgreement(
             body=b,

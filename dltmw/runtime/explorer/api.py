@@ -34,11 +34,12 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from dltmw.core.block import TxRecord
+from dltmw.core.channel import ChannelView
 from dltmw.core.notary_batch import decode
-from dltmw.runtime.explorer.view import block_detail, block_summary, transaction
+from dltmw.runtime.explorer.view import Resolve, block_detail, block_summary, transaction
 from dltmw.runtime.metrics import validation_code_name as code_name
 from dltmw.v1 import block_pb2
 
@@ -82,6 +83,17 @@ class Holder(Protocol):
     @property
     def ledger(self) -> LedgerReads:
         """Its ledger."""
+        ...
+
+
+@runtime_checkable
+class Configured(Protocol):
+    """A holder that also knows its channel's config in force (peer and orderer channels):
+    the explorer shows identities named by reference through it (`view.py`)."""
+
+    @property
+    def view(self) -> ChannelView:
+        """The channel's current view."""
         ...
 
 
@@ -233,7 +245,7 @@ class Explorer:
         found = await self._ledger(channel).block(number)
         if found is None:
             raise BadRequest(404, f"channel {channel}: no block {number}")
-        return block_detail(found)
+        return block_detail(found, self._resolver(channel))
 
     async def tx(self, channel: str, tx_id: str) -> dict[str, Any]:
         """One transaction by id: where it committed, its code, what it holds."""
@@ -244,7 +256,7 @@ class Explorer:
         found = await ledger.block(record.block_number) if record is not None else None
         if record is None or found is None:
             raise BadRequest(404, f"channel {channel}: no transaction {tx_id}")
-        detail = transaction(found.data.envelopes[record.tx_index])
+        detail = transaction(found.data.envelopes[record.tx_index], self._resolver(channel))
         code = code_name(record.code) if found.metadata.validation_codes else "NOT_VALIDATED_HERE"
         return {
             **detail,
@@ -282,6 +294,13 @@ class Explorer:
                 "path": [h.hex() for h in proof.path],
             }
         return out
+
+    def _resolver(self, channel: str) -> Resolve:
+        """How identities by reference are shown on `channel`: through its config in force."""
+        holder = self._peers.get(channel) or self._orderers.get(channel)
+        if isinstance(holder, Configured):
+            return holder.view.membership.resolved
+        return lambda identity_bytes: identity_bytes
 
     def _ledger(self, channel: str) -> LedgerReads:
         holder = self._peers.get(channel) or self._orderers.get(channel)

@@ -7,6 +7,10 @@ Rules a reader must keep:
 - Never trust a block's content to be well formed for display: an envelope that does not parse
   is shown as `unparsable`, never raised (the page of a block must not fail on one bad entry —
   its validation code already says what the peer thought of it).
+- Identities are shown by organisation and certificate common name. One named by reference
+  (`Identity.certificate_ref`, core/identity.py) is shown through `resolve` — the channel's
+  config in force, which names the nodes that sign so — and marked `by_reference`; one the
+  config does not name (any more) is shown with its reference's hex.
 - Bounded output: contract event payloads and contract arguments are cut at `PREVIEW_BYTES`;
   a block's transactions are at most what the channel's batch size let the orderer cut.
 """
@@ -14,6 +18,7 @@ Rules a reader must keep:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -33,6 +38,11 @@ from dltmw.v1 import (
 PREVIEW_BYTES = 128
 Json = dict[str, Any]
 H = common_pb2
+Resolve = Callable[[bytes], bytes]  # a reference -> the identity in full (`Membership.resolved`)
+
+
+def _same(identity_bytes: bytes) -> bytes:
+    return identity_bytes
 
 
 @functools.lru_cache(maxsize=256)
@@ -43,12 +53,21 @@ def identity(identity_bytes: bytes) -> Json:
         ident = identity_pb2.Identity.FromString(identity_bytes)
     except DecodeError:
         return {"org": "", "name": "unparsable identity"}
+    if ident.certificate_ref and not ident.certificate_der:
+        return {"org": ident.org_id, "name": "", "certificate_ref": ident.certificate_ref.hex()}
     try:
         cert = x509.load_der_x509_certificate(ident.certificate_der)
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     except ValueError:
         names = []
     return {"org": ident.org_id, "name": str(names[0].value) if names else ""}
+
+
+def named(identity_bytes: bytes, resolve: Resolve) -> Json:
+    """`identity` of the bytes as sent, or of the identity in full their reference names."""
+    full = resolve(identity_bytes)
+    shown = identity(full)
+    return shown if full == identity_bytes else {**shown, "by_reference": True}
 
 
 def preview(data: bytes) -> str:
@@ -77,8 +96,9 @@ def block_summary(block: block_pb2.Block) -> Json:
     }
 
 
-def block_detail(block: block_pb2.Block) -> Json:
-    """The whole block: header, orderer signatures, every transaction with its code."""
+def block_detail(block: block_pb2.Block, resolve: Resolve = _same) -> Json:
+    """The whole block: header, orderer signatures, every transaction with its code
+    (`resolve`: see the module docstring)."""
     codes = list(block.metadata.validation_codes)
     # Invalid before their creator signature verified (the committing peer lists them): their
     # tx id and creator are only claims — anyone can write a victim's tx id into a forged
@@ -87,7 +107,7 @@ def block_detail(block: block_pb2.Block) -> Json:
     unauthenticated = set(block.metadata.unauthenticated)
     txs = []
     for index, env in enumerate(block.data.envelopes):
-        tx = transaction(env)
+        tx = transaction(env, resolve)
         if index in unauthenticated:
             tx["claimed_tx_id"], tx["tx_id"], tx["unauthenticated"] = tx["tx_id"], "", True
         tx["tx_index"] = index
@@ -99,16 +119,17 @@ def block_detail(block: block_pb2.Block) -> Json:
         "previous_hash": block.header.previous_hash.hex(),
         "data_hash": block.header.data_hash.hex(),
         "orderer_signatures": [
-            {**identity(s.signer), "signature": s.signature.hex()}
+            {**named(s.signer, resolve), "signature": s.signature.hex()}
             for s in block.metadata.signatures
         ],
         "txs": txs,
     }
 
 
-def transaction(envelope_bytes: bytes) -> Json:
+def transaction(envelope_bytes: bytes, resolve: Resolve = _same) -> Json:
     """What an envelope holds: tx id, kind, creator, and per kind the invocation and events,
-    the private payload's hash, or the configuration marker."""
+    the private payload's hash, or the configuration marker (`resolve`: see the module
+    docstring)."""
     try:
         env = H.Envelope.FromString(envelope_bytes)
         payload = H.Payload.FromString(env.payload)
@@ -120,12 +141,12 @@ def transaction(envelope_bytes: bytes) -> Json:
         "kind": H.HeaderType.Name(header.type).removeprefix("HEADER_TYPE_").lower()
         if header.type in H.HeaderType.values()
         else f"type_{header.type}",
-        "creator": identity(header.creator) if header.creator else None,
+        "creator": named(header.creator, resolve) if header.creator else None,
         "timestamp": header.timestamp.ToJsonString() if header.HasField("timestamp") else "",
     }
     try:
         if header.type == H.HEADER_TYPE_ENDORSER_TRANSACTION:
-            out.update(_endorser_transaction(payload.data))
+            out.update(_endorser_transaction(payload.data, resolve))
         elif header.type == H.HEADER_TYPE_PRIVATE_TRANSACTION:
             private = transaction_pb2.PrivateTransaction.FromString(payload.data)
             out["private_payload_hash"] = private.payload_hash.hex()
@@ -134,7 +155,7 @@ def transaction(envelope_bytes: bytes) -> Json:
     return out
 
 
-def _endorser_transaction(data: bytes) -> Json:
+def _endorser_transaction(data: bytes, resolve: Resolve) -> Json:
     tx = transaction_pb2.Transaction.FromString(data)
     proposal = proposal_pb2.Proposal.FromString(tx.proposal_bytes)
     call = proposal_pb2.ContractInvocation.FromString(proposal.payload)
@@ -143,7 +164,7 @@ def _endorser_transaction(data: bytes) -> Json:
         "contract": call.contract,
         "function": call.function,
         "args": [preview(a) for a in call.args[:16]],
-        "endorsers": [identity(e.endorser) for e in tx.endorsements],
+        "endorsers": [named(e.endorser, resolve) for e in tx.endorsements],
         "response_status": response.response.status,
         "events": [
             {"contract": e.contract, "name": e.name, "payload": preview(e.payload)}

@@ -41,11 +41,14 @@ export class ClientFiles {
     this.gateway = cfg.client.gateway;
     const cert = new X509Certificate(readFileSync(this.files.identity_cert));
     // Unspecified: the algorithm follows the certificate's key (ECDSA P-256 here); a zero enum
-    // is not serialised, so these are the same bytes every other client sends.
+    // is not serialised, so these are the same bytes every other client sends. A client names
+    // itself in full: no certificate_ref (references are for the channel config's nodes, and an
+    // empty bytes field is not serialised either).
     this.identity = Identity.encode({
       orgId: this.org,
       certificateDer: cert.raw,
       signatureAlgorithm: SignatureAlgorithm.SIGNATURE_ALGORITHM_UNSPECIFIED,
+      certificateRef: Buffer.alloc(0),
     }).finish();
     this.key = createPrivateKey(readFileSync(this.files.identity_key));
   }

@@ -223,7 +223,11 @@ class BatchEndorser:
             if job.decision.result is PolicyResult.PENDING:
                 for node_id in job.collector.to_ask():
                     by_node.setdefault(node_id, []).append(job)
-        identity = {n.node_id: n.identity for n in self._peer.view.config.peers}
+        membership = self._peer.view.membership
+        # as each endorser names itself: its reference where the channel takes them
+        identity = {
+            n.node_id: membership.reference_of(n.identity) for n in self._peer.view.config.peers
+        }
         tasks: dict[asyncio.Task[list[Answer]], tuple[str, list[_Job]]] = {}
 
         def ask(node_id: str, node_jobs: list[_Job], min_blocks: list[int]) -> None:
@@ -294,7 +298,7 @@ class BatchEndorser:
             for i, a in enumerate(answers)
             if not isinstance(a, BaseException)
             and a.response.status == 200
-            and a.endorsement.endorser == expected
+            and a.endorsement.endorser == self._peer.view.membership.reference_of(expected)
         ]
         # One check per distinct (signed data, signature): the endorsements of one batch share
         # their root's (core/endorsement_batch.py), so the pool verifies it once, not once per

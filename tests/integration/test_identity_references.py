@@ -1,0 +1,152 @@
+"""Identity references (`ChannelConfig.identity_references`, core/identity.py) on real node
+processes: on a channel with the flag (what `dltmw init` makes) kv and private transactions
+commit VALID on every peer and the stored blocks name the endorsers and agreement signers by
+their ~40-byte reference; a reference the config does not list is refused at the gateway with
+UNKNOWN_IDENTITY_REFERENCE and recorded with its own validation code at commit; on a channel
+without the flag the nodes sign in full and a reference is refused as MALFORMED.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from secrets import token_bytes
+
+import grpc
+import pytest
+
+from dltmw.aio.clock import utc_now
+from dltmw.client import GatewayClient
+from dltmw.client.privacy import PrivacyClient
+from dltmw.core.hashing import compute_tx_id
+from dltmw.core.identity import identity_bytes, reference_bytes
+from dltmw.rpc.status import reason_of
+from dltmw.v1 import common_pb2, proposal_pb2, transaction_pb2
+from tests.integration.conftest import TWO_ORG
+
+from .ledgers import blocks, ledger_path, tx_codes, wait_until
+
+pytestmark = pytest.mark.integration
+C = transaction_pb2
+VALID = C.TX_VALIDATION_CODE_VALID
+PEERS = {"peer0.org1": "Org1", "peer0.org2": "Org2"}
+# "trades" takes references (dltmw init's default); "plain" (the same members) does not
+TOPOLOGY = TWO_ORG + (
+    """
+[[channels]]
+id = "plain"
+members = ["Org1", "Org2"]
+orderers = ["orderer0"]
+endorsement_policy = "AND(Org1.peer, Org2.peer)"
+identity_references = false
+contracts = [{ name = "bank" }]
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = BATCH_MS }
+"""
+)
+
+
+def _stored(net: Path, node: str, channel: str) -> dict[str, tuple[int, bytes]]:
+    """tx_id -> (header type, payload data) of every transaction in `node`'s ledger."""
+    out = {}
+    for block in blocks(ledger_path(net, node, channel))[1:]:
+        for raw in block.data.envelopes:
+            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
+            header = common_pb2.Header.FromString(payload.header)
+            out[header.tx_id] = (header.type, payload.data)
+    return out
+
+
+def _node_identity(net: Path, node: str) -> bytes:
+    return identity_bytes(PEERS[node], (net / "nodes" / node / "identity.pem").read_bytes())
+
+
+def _proposal(client: GatewayClient, channel: str, creator: bytes) -> bytes:
+    """A bank "open" proposal whose header names `creator` (the client's own key signs it)."""
+    nonce = token_bytes(24)
+    header = common_pb2.Header(
+        type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,
+        channel_id=channel,
+        tx_id=compute_tx_id(nonce, creator),
+        creator=creator,
+        nonce=nonce,
+    )
+    header.timestamp.FromDatetime(utc_now())
+    invocation = proposal_pb2.ContractInvocation(
+        contract="bank", function="open", args=[b"R" + nonce[:4].hex().encode(), b"1"]
+    )
+    return proposal_pb2.Proposal(
+        header=header.SerializeToString(), payload=invocation.SerializeToString()
+    ).SerializeToString()
+
+
+async def _codes_everywhere(net: Path, channel: str, tx_ids: set[str]) -> dict[str, list[int]]:
+    for peer in PEERS:
+        await wait_until(
+            lambda p=peer: tx_ids <= set(_stored(net, p, channel)), 30, f"{peer} commits"
+        )
+    return {
+        peer: [tx_codes(blocks(ledger_path(net, peer, channel)))[t][0] for t in sorted(tx_ids)]
+        for peer in PEERS
+    }
+
+
+async def test_references_on_the_flagged_channel_and_full_identities_elsewhere(network) -> None:
+    net, _ = network(TOPOLOGY)
+    refs = {node: reference_bytes(_node_identity(net, node)) for node in PEERS}
+    full = {node: _node_identity(net, node) for node in PEERS}
+    async with PrivacyClient(await GatewayClient.connect(net, "user1.org1")) as pc:
+        client = pc.client
+        kv = [
+            await client.submit_transaction(channel, "bank", "open", f"A{i}", "100")
+            for channel in ("trades", "plain")
+            for i in range(3)
+        ]
+        assert all(d.status.result == VALID for d in kv), [d.status for d in kv]
+        private = await pc.submit_private("trades", ["Org2"], "kv", "put", "deal", "v1")
+        assert private.status.result == VALID
+        by_channel = {"trades": {d.tx_id for d in kv[:3]}, "plain": {d.tx_id for d in kv[3:]}}
+        by_channel["trades"].add(private.tx_id)
+        for channel, tx_ids in by_channel.items():
+            codes = await _codes_everywhere(net, channel, tx_ids)
+            assert all(c == [VALID] * len(tx_ids) for c in codes.values()), codes
+        for peer in PEERS:
+            for channel, named in (("trades", refs), ("plain", full)):
+                stored = _stored(net, peer, channel)
+                for tx_id in by_channel[channel] - {private.tx_id}:
+                    tx = C.Transaction.FromString(stored[tx_id][1])
+                    assert sorted(e.endorser for e in tx.endorsements) == sorted(named.values())
+            ptx = C.PrivateTransaction.FromString(_stored(net, peer, "trades")[private.tx_id][1])
+            signers = [a.signer for a in ptx.agreements]
+            assert signers and all(s in refs.values() for s in signers), signers
+        assert all(len(r) < 50 for r in refs.values())  # the ~40-byte form, not ~450
+        assert all(len(f) > 400 for f in full.values())
+
+
+async def test_an_unknown_or_refused_reference_has_its_specific_reason_and_code(network) -> None:
+    net, _ = network(TOPOLOGY)
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        me = reference_bytes(client.signer.identity_bytes)
+        assert me is not None
+        # A client names itself by reference: it is no config node ("trades"), and "plain"
+        # takes no references at all. Refused before anything is endorsed.
+        for channel, code, reason in (
+            ("trades", grpc.StatusCode.FAILED_PRECONDITION, "UNKNOWN_IDENTITY_REFERENCE"),
+            ("plain", grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.endorse(client.signing.proposal(_proposal(client, channel, me)))
+            assert (refused.value.code(), reason_of(refused.value)) == (code, reason), channel
+
+        # An endorsement whose endorser is a reference the config does not list: ordered (the
+        # gateway does not judge endorsements at Submit), then recorded with its own code on
+        # every peer; the transaction beside it commits.
+        proposal = _proposal(client, "trades", client.signer.identity_bytes)
+        endorsed = await client.endorse(client.signing.proposal(proposal))
+        payload = common_pb2.Payload.FromString(endorsed.prepared_payload)
+        tx = C.Transaction.FromString(payload.data)
+        tx.endorsements[0].endorser = me  # the client's reference: no config node's
+        payload.data = tx.SerializeToString()
+        bad = await client.submit(client.envelope(payload.SerializeToString()))
+        good = await client.submit_transaction("trades", "bank", "open", "G", "1")
+        assert good.status.result == VALID
+        codes = await _codes_everywhere(net, "trades", {bad})
+        assert codes == {p: [C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE] for p in PEERS}
