@@ -9,17 +9,16 @@ trailer that `rpc.status.reason_of` reads) that the unary call would have raised
 
 The stream is the one batched stream client (`aio/batched_stream.py`), supervised by this
 client's own task owner. The gateway names the item each outcome answers (`ByKey` acks) and
-answers a submission twice: when the orderer accepted it, and when the peer committed it (the
-commit status is an expected second answer) — or once, at commit, for a caller that waits for
-the commit anyway (`submit_committed`: the item is marked `commit_only`, one gRPC message less
-each way per transaction; its refusal, a SubmitOutcome, is read as the commit's). If the stream
+answers a submission twice (when the orderer accepted it, and when the peer committed it) or,
+for an item marked `commit_only`, once, at commit: this client submits only so
+(`submit_committed`, one gRPC message less each way per transaction; a refusal, a
+SubmitOutcome, is read as the commit's), as every SDK submission waits for its commit. If the stream
 breaks, every waiting caller gets the stream's status (UNAVAILABLE when it had none) and the
 next call opens a new stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
@@ -27,7 +26,6 @@ import grpc
 
 from dltmw.aio.acks import ByKey
 from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
-from dltmw.aio.coalesce import bounded
 from dltmw.aio.tasks import TaskOwner
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.core.errors import DltmwError
@@ -105,34 +103,16 @@ class Pipeline:
         mark = self._leave_unsigned(("e", item.ref), unsigned)
         return cast(G.EndorseResponse, await self._answer(item, timeout_s, mark))
 
-    async def submit(
-        self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
-    ) -> asyncio.Future[G.CommitStatusResponse]:
-        """Returns once the orderer accepted the envelope (as `Submit`), with a future of its
-        commit status (as `CommitStatus`); raises the AioRpcError `Submit` would have raised.
-        `unsigned`: as `endorse`'s, for the envelope."""
-        ref = self._ref()
-        committed: asyncio.Future[G.CommitStatusResponse] = self._acks.expect(("c", ref))
-        mark = self._leave_unsigned(("s", ref), unsigned)
-        try:
-            await self._stream.call(G.SubmitItem(ref=ref, request=request), timeout_s, _late)
-        except BaseException as exc:
-            self._acks.forget(committed)
-            committed.cancel()  # (nobody will look at it)
-            if isinstance(exc, DltmwError):
-                raise _refused_here(exc) from None
-            raise
-        finally:
-            self._unsigned.discard(mark)
-        return committed
-
     async def submit_committed(
         self, request: G.SubmitRequest, timeout_s: float, unsigned: bool = False
     ) -> G.CommitStatusResponse:
-        """`submit` then `wait_commit`, answered once: the item is marked `commit_only`, so the
-        gateway sends its CommitOutcome and no SubmitOutcome (module docstring); raises what
-        either would have raised. A gateway that predates the mark also sends the
-        SubmitOutcome, an answer nobody waits for here (ByKey drops it)."""
+        """Submit the envelope and return its commit status, answered once: the item is
+        marked `commit_only`, so the gateway sends its CommitOutcome and no SubmitOutcome
+        (module docstring); raises the AioRpcError `Submit` (a refusal) or `CommitStatus`
+        would have raised. A gateway that predates the mark also sends the SubmitOutcome, an
+        answer nobody waits for here (ByKey drops it). (The two-answer form, acceptance then
+        a commit future, had no caller left: every SDK submission waits for its commit.)
+        `unsigned`: as `endorse`'s, for the envelope."""
         ref = self._ref()
         item = G.SubmitItem(ref=ref, request=request, commit_only=True)
         mark = self._leave_unsigned(("s", ref), unsigned)
@@ -151,15 +131,6 @@ class Pipeline:
             raise _refused_here(exc) from None
         finally:
             self._unsigned.discard(mark)
-
-    async def wait_commit(
-        self, committed: asyncio.Future[G.CommitStatusResponse], timeout_s: float
-    ) -> G.CommitStatusResponse:
-        """The commit status, or DEADLINE_EXCEEDED after `timeout_s`."""
-        try:
-            return await bounded(committed, timeout_s, _late)
-        finally:
-            self._acks.forget(committed)
 
     async def close(self) -> None:
         """End the stream; waiting callers get UNAVAILABLE."""

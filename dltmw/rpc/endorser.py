@@ -12,7 +12,6 @@ from typing import Protocol
 from dltmw.aio.coalesce import pipelined
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError
-from dltmw.core.txcheck import CheckedProposal
 from dltmw.rpc.guard import Ctx, check_tls_org, proposal_channel, require, streaming, unary
 from dltmw.v1 import batch_pb2, endorser_service_pb2, endorser_service_pb2_grpc, errors_pb2
 from dltmw.v1 import proposal_pb2 as P
@@ -33,24 +32,11 @@ class Endorsing(Protocol):
         """Admit, simulate, sign (no endorsement when the contract refused)."""
         ...
 
-    async def admit_many(
-        self, batch: Sequence[P.SignedProposal]
-    ) -> list[CheckedProposal | BaseException]:
-        """Admission of many proposals: each admitted one, or its ClientError."""
-        ...
-
     async def admit_and_endorse(
         self, batch: Sequence[P.SignedProposal]
     ) -> Sequence[P.ProposalResponse | BaseException]:
-        """`admit_many`, then simulate and sign the admitted on any committed state, in one
-        read transaction: each proposal's response or its error, in order."""
-        ...
-
-    async def endorse_at(
-        self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]
-    ) -> Sequence[P.ProposalResponse | DltmwError]:
-        """Simulate and sign admitted proposals, one response each, in order, each once its
-        min block is committed (or HEIGHT_NOT_REACHED after the node's wait)."""
+        """Admit (with the duplicate tx_id check), simulate and sign on any committed state,
+        in one read transaction: each proposal's response or its error, in order."""
         ...
 
     async def reach(self, block_number: int, timeout_s: float) -> None:

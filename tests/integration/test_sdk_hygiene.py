@@ -50,7 +50,7 @@ async def test_close_cancels_everything_and_failed_streams_leave_nothing(tmp_pat
                 envelopes.append(c.envelope((await c.endorse(signed)).prepared_payload))
             assert c.pipeline is not None
             outcomes = await asyncio.gather(
-                *(c.pipeline.submit(G.SubmitRequest(envelope=e), 30) for e in envelopes),
+                *(c.pipeline.submit_committed(G.SubmitRequest(envelope=e), 30) for e in envelopes),
                 return_exceptions=True,
             )
             failed = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]

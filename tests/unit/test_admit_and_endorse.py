@@ -3,12 +3,14 @@ transaction (`PeerChannel.admit_and_endorse`, the endorser service's batch): eac
 transaction after a commit re-reads sqlite's pages (benchmarks/RESULTS.md, lanes lat15, lat16),
 so the two reads the endorsement of a lone transaction made are one — with the same answers as
 `admit_many` then `endorse_many`: a response per fresh proposal, DUPLICATE_TX_ID for one already
-on the ledger, admission's own refusal as it was."""
+on the ledger, admission's own refusal as it was. And the gateway's own peer
+(`check_many`, then `endorse_at(check_duplicates=True)`): the same, in one read transaction."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -48,6 +50,10 @@ def _peer(ledger: Any, builtin_of: Any) -> Any:
 
     stub._check_proposal = check
     stub.offload = offload
+    stub.check_many = lambda batch: PeerChannel.check_many(stub, batch)
+    stub.applied_height = 2  # blocks 0 and 1 (the topic, tx0) committed: every reach is at once
+    stub.reach = lambda number, timeout_s: PeerChannel.reach(stub, number, timeout_s)
+    stub.ctx.limits = SimpleNamespace(height_wait_s=1.0)
     return stub
 
 
@@ -114,3 +120,47 @@ async def test_a_failed_read_is_each_admitted_proposals_error_as_endorse_at_give
     monkeypatch.setattr(sqlite_file.SqliteFile, "snapshot_here", fails)
     answers = await PeerChannel.admit_and_endorse(_peer(ledger, _builtin), [_proposal("t1"), "bad"])
     assert answers == [busy, REFUSED]
+
+
+@pytest.mark.parametrize(
+    "builtin_of", [_builtin, lambda name: None], ids=["in-place", "reader-thread"]
+)
+async def test_the_gateways_own_peer_checks_duplicates_in_its_endorsements_read(
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch, builtin_of: Any
+) -> None:
+    """`check_many` then `endorse_at(..., check_duplicates=True)` (runtime/roles/gateway/
+    endorsing.py: the local peer's first ask): ONE read transaction, and the answers
+    `admit_many` then `endorse_at` gave: DUPLICATE_TX_ID for tx0, admission's refusal, a
+    response for each fresh proposal. Red if the duplicate check is dropped from the read
+    (tx0 gets a response) or made in a read of its own (two reads)."""
+    batch = [_proposal("t1"), _proposal("tx0"), "bad", _proposal("t2")]
+    opened = _count_reads(monkeypatch)
+    peer = _peer(ledger, builtin_of)
+    checked = await PeerChannel.check_many(peer, batch)
+    assert opened == [], "admission's checks read nothing"
+    admitted = [c for c in checked if isinstance(c, CheckedProposal)]
+    endorsed = iter(await PeerChannel.endorse_at(peer, admitted, [0, 1, 0], True))
+    answers = [c if isinstance(c, BaseException) else next(endorsed) for c in checked]
+    assert len(opened) == 1, opened
+    del opened[:]
+    reference = _peer(ledger, builtin_of)
+    old = await PeerChannel.admit_many(reference, batch)
+    fresh = [a for a in old if isinstance(a, CheckedProposal)]
+    responses = iter(await PeerChannel.endorse_at(reference, fresh, [0, 0]))
+    expected = [a if isinstance(a, BaseException) else next(responses) for a in old]
+    assert len(opened) == 2, opened
+    assert _shape(answers) == _shape(expected)
+    assert _shape(answers)[1:3] == [
+        ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID),
+        ("ClientError", errors_pb2.ERROR_REASON_BAD_SIGNATURE),
+    ]
+
+
+async def test_an_ask_again_does_not_check_duplicates(
+    ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `check_duplicates` (an ask again, the default) every proposal is simulated, as
+    `endorse_many` does: a response for tx0 too."""
+    peer = _peer(ledger, _builtin)
+    answers = await PeerChannel.endorse_at(peer, [_proposal("tx0")], [0])
+    assert not isinstance(answers[0], BaseException)

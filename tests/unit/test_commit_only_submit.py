@@ -1,7 +1,7 @@
 """A submission marked `commit_only` is answered once, at its commit: the gateway's Transact
 session sends no SubmitOutcome for it (one gRPC message less each way per transaction), and the
 SDK's `Pipeline.submit_committed` files the gateway's answers so its caller gets the commit
-status, or the refusal's AioRpcError, exactly as `submit` + `wait_commit` gave them."""
+status, or the refusal's AioRpcError, exactly as a submission answered twice gave them."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ CONTRACT_FAILED from an endorser that was behind."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from types import SimpleNamespace
 from typing import Any
@@ -57,6 +58,7 @@ def test_unsatisfied_endorsement_outcome(
         behind=set(),
         stale=stale,
         denied=[],
+        final=None,
     )
     with pytest.raises(error) as raised:
         _prepare(job)
@@ -76,6 +78,7 @@ def test_unreachable_endorsers_are_a_retryable_outcome(behind: set[str], reason:
         behind=behind,
         stale=set(),
         denied=[],
+        final=None,
     )
     with pytest.raises(TransientError) as raised:
         _prepare(job)
@@ -189,3 +192,93 @@ def test_endorsements_that_differ_on_the_same_block_are_a_mismatch_at_once() -> 
     assert job.step("peer0.org1", _endorsed(b"a", 7, b"peer0.org1"), b"peer0.org1", 7) == []
     assert job.step("peer0.org2", _endorsed(b"b", 7, b"peer0.org2"), b"peer0.org2", 7) == []
     assert job.decision.result is PolicyResult.UNSATISFIABLE and job.decision.mismatch
+
+
+def _or_job() -> Any:
+    """A proposal under OR(Org1.peer, Org2.peer): either endorsement satisfies it."""
+    candidates = [
+        Candidate(n, Signer(n.encode(), org, frozenset({"peer"})))
+        for n, org in (("peer0.org1", "Org1"), ("peer0.org2", "Org2"))
+    ]
+    collector = EndorsementCollector(parse_policy("OR(Org1.peer, Org2.peer)"), candidates)
+    checked: Any = SimpleNamespace(tx_id="tx0")
+    return _Job(checked, collector, collector.decision(), 0, 7)
+
+
+def _gateway(ask: Any, on_ledger: set[str] | None = None) -> Any:
+    """`BatchEndorser`'s collaborators for `_gather` and `_check_unasked`: the gateway runs on
+    peer0.org1; `ask` answers for each endorser; `on_ledger` the tx_ids its ledger holds."""
+    peers = [SimpleNamespace(node_id=n, identity=n.encode()) for n in ("peer0.org1", "peer0.org2")]
+    reads: list[list[str]] = []
+
+    async def existing_tx_ids(tx_ids: Any) -> set[str]:
+        wanted = list(tx_ids)
+        reads.append(wanted)
+        return {t for t in wanted if t in (on_ledger or set())}
+
+    return SimpleNamespace(
+        _ctx=SimpleNamespace(node_id="peer0.org1"),
+        _peer=SimpleNamespace(
+            view=SimpleNamespace(
+                config=SimpleNamespace(peers=peers),
+                membership=SimpleNamespace(reference_of=lambda identity: identity),
+            ),
+            ledger=SimpleNamespace(existing_tx_ids=existing_tx_ids),
+        ),
+        _ask=ask,
+        _local_block=lambda: 7,
+        reads=reads,
+    )
+
+
+async def test_a_duplicate_the_local_peer_finds_is_final_though_another_endorsed_first() -> None:
+    """The gateway's duplicate check rides on its own peer's endorsement (endorsing.py's module
+    docstring): under OR a remote endorsement that satisfies the policy before the local answer
+    must not make a duplicate tx_id an endorsed transaction — the gathering waits for the local
+    answer and the client gets DUPLICATE_TX_ID, as when admission read it first. Red if the
+    loop stops at the first decision (the job is SATISFIED), or if the local refusal is stepped
+    like a remote one (the remote endorsement satisfies the OR)."""
+    from dltmw.runtime.roles.gateway.endorsing import BatchEndorser
+
+    firsts: dict[str, bool] = {}
+    local_may_answer = asyncio.Event()
+
+    async def ask(node_id: str, checked: list[Any], min_blocks: list[int], first: bool) -> Any:
+        firsts[node_id] = first
+        if node_id == "peer0.org2":
+            local_may_answer.set()  # the remote endorsement is stepped first
+            return [_endorsed(b"ok", 7, b"peer0.org2")] * len(checked)
+        await local_may_answer.wait()
+        await asyncio.sleep(0.01)  # well after the remote answer was stepped
+        dup = ClientError(errors_pb2.ERROR_REASON_DUPLICATE_TX_ID, "tx tx0 is on the ledger")
+        return [dup] * len(checked)
+
+    job = _or_job()
+    gateway = _gateway(ask)
+    await BatchEndorser._gather(gateway, [job])
+    assert firsts == {"peer0.org1": True, "peer0.org2": True}
+    assert job.final is not None and job.decision.result is PolicyResult.UNSATISFIABLE
+    with pytest.raises(ClientError) as raised:
+        _prepare(job)
+    assert raised.value.reason_name == "DUPLICATE_TX_ID"
+
+
+async def test_a_proposal_the_local_peer_is_not_asked_for_is_checked_for_duplicates_first() -> None:
+    """A policy that names only another organisation does not ask the gateway's own peer: its
+    duplicate check is a read of its own before any ask (`_check_unasked`), and a duplicate is
+    refused before anyone is asked. Red if `_check_unasked` returns without reading."""
+    from dltmw.runtime.roles.gateway.endorsing import BatchEndorser
+
+    candidates = [Candidate("peer0.org2", Signer(b"peer0.org2", "Org2", frozenset({"peer"})))]
+    collector = EndorsementCollector(parse_policy("OR(Org2.peer)"), candidates)
+    remote_only = _Job(SimpleNamespace(tx_id="tx0"), collector, collector.decision(), 0, 7)
+    asked_locally = _or_job()
+    asked_locally.checked = SimpleNamespace(tx_id="tx9")
+    gateway = _gateway(None, on_ledger={"tx0", "tx9"})
+    await BatchEndorser._check_unasked(gateway, {0: remote_only, 1: asked_locally})
+    assert gateway.reads == [["tx0"]], "only the proposal the local peer is not asked for"
+    assert remote_only.final is not None and asked_locally.final is None
+    assert remote_only.decision.result is PolicyResult.UNSATISFIABLE
+    with pytest.raises(ClientError) as raised:
+        _prepare(remote_only)
+    assert raised.value.reason_name == "DUPLICATE_TX_ID"

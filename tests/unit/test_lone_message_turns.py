@@ -65,7 +65,9 @@ def test_every_ask_answered_ends_without_a_gather(monkeypatch: pytest.MonkeyPatc
         gathered.append(len(aws))
         return real_gather(*aws, **kwargs)
 
-    async def ask(node_id: str, checked: list[Any], min_blocks: list[int]) -> list[Any]:
+    async def ask(
+        node_id: str, checked: list[Any], min_blocks: list[int], first: bool
+    ) -> list[Any]:
         await asyncio.sleep(0)
         return [f"answer of {node_id}"] * len(checked)
 
@@ -74,6 +76,7 @@ def test_every_ask_answered_ends_without_a_gather(monkeypatch: pytest.MonkeyPatc
         _peer=SimpleNamespace(view=_view(peers)),
         _ask=ask,
         _local_block=lambda: 0,
+        _ctx=SimpleNamespace(node_id="peer0.org1"),
     )
     jobs = [_Job(["peer0.org1", "peer0.org2"]), _Job(["peer0.org1", "peer0.org2"])]
 
@@ -94,7 +97,9 @@ def test_an_ask_still_running_is_cancelled_and_gathered() -> None:
     ask running, and it is cancelled and awaited before `_gather` returns."""
     stuck: list[asyncio.Task[Any]] = []
 
-    async def ask(node_id: str, checked: list[Any], min_blocks: list[int]) -> list[Any]:
+    async def ask(
+        node_id: str, checked: list[Any], min_blocks: list[int], first: bool
+    ) -> list[Any]:
         if node_id == "slow":
             stuck.append(asyncio.current_task())  # type: ignore[arg-type]
             await asyncio.Event().wait()
@@ -105,6 +110,7 @@ def test_an_ask_still_running_is_cancelled_and_gathered() -> None:
         _peer=SimpleNamespace(view=_view(peers)),
         _ask=ask,
         _local_block=lambda: 0,
+        _ctx=SimpleNamespace(node_id="elsewhere"),  # neither is the gateway's own peer
     )
     job = _Job(["fast"])
     job.collector = SimpleNamespace(to_ask=lambda: ["fast", "slow"])

@@ -72,3 +72,30 @@ async def test_downstream_is_idle_only_when_every_follower_took_the_last_block()
     await a.aclose()
     await b.aclose()
     assert orderer.downstream_idle() and orderer._pulled == {}
+
+
+class FakeCore:
+    """What `_nudge` reads of the solo core: whether its cutter holds anything."""
+
+    def __init__(self, holding: bool) -> None:
+        self.holding = holding
+
+    def quiescent(self) -> bool:
+        return not self.holding
+
+
+async def test_the_last_follower_nudges_only_when_the_core_holds_a_batch() -> None:
+    """At one transaction per block the block took everything: the nudge after the last
+    follower took it would be an empty driver step (a loop turn per block). Held back: the
+    nudge comes as before. Red if `_nudge` wakes the driver whatever the core holds."""
+    for holding, nudges in ((False, 0), (True, 1)):
+        orderer, driver = channel(height=1)
+        orderer._core = FakeCore(holding)  # type: ignore[assignment]
+        a: Any = orderer.block_data_from(0, None)
+        assert number(await anext(a)) == 0
+        waiting = asyncio.ensure_future(anext(a))  # took 0, the last block: idle downstream
+        await asyncio.sleep(0)
+        assert orderer.downstream_idle() and driver.nudges == nudges, holding
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await a.aclose()

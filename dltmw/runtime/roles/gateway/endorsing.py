@@ -6,13 +6,22 @@ organisation the endorsement policy names, verify each endorsement, feed the pol
 only byte-identical response payloads can satisfy the policy together.
 
 What is batched: the proposals that concurrent Endorse calls bring at one moment (see the
-Coalescer in `Gateway.endorse`) are admitted together (signatures on the thread pool, one
-duplicate-check hop), and each endorser is asked ONCE for all of them — the local peer in one
-simulate-and-sign hop, a remote peer in one ProcessProposals message — whose endorsement
-signatures are then verified together on the pool. Node answers are taken as they arrive; a
-proposal whose decision is final ignores later answers, and nobody waits for an endorser once
-no proposal of the batch still needs it. Per-proposal CPU is then a few dictionary operations
-instead of a handful of tasks, futures and RPCs.
+Coalescer in `Gateway.endorse`) are admitted together (signatures on the thread pool), and each
+endorser is asked ONCE for all of them — the local peer in one read transaction that makes
+admission's duplicate tx_id check and simulates and signs the rest, a remote peer in one
+ProcessProposals message — whose endorsement signatures are then verified together on the
+pool. Node answers are taken as they arrive; a proposal whose decision is final ignores later
+answers, and nobody waits for an endorser once no proposal of the batch still needs it.
+Per-proposal CPU is then a few dictionary operations instead of a handful of tasks, futures
+and RPCs.
+
+Admission's duplicate check in the local peer's endorsement (`_Job.final`): a lone proposal
+costs the gateway's peer one read transaction instead of two (each re-reads sqlite's pages
+after a commit: benchmarks/RESULTS.md, lanes lat15 and lat17). The remote asks are sent at
+once, as before; a duplicate is known when the local answer comes, and it is final whatever
+the others answered, so the gathering waits for that answer (the local peer's in-place
+endorsement is the first to arrive anyway). A proposal whose policy does not ask the local peer
+is checked for duplicates before any ask, as before (`existing_tx_ids`).
 
 Read your writes. A request may name a `min_block_number` (the highest block its client saw
 committed); `Gateway.endorse` first waits (bounded) for the local peer to commit it, and every
@@ -53,7 +62,7 @@ from dltmw.core.policy import PolicyResult, Signer, policy_orgs
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
-from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.channel import PeerChannel, duplicate
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2
 
 R = errors_pb2
@@ -85,6 +94,12 @@ class _Job:
     asked_again: dict[str, int] = field(default_factory=dict)  # endorser -> block asked for
     stale: set[str] = field(default_factory=set)  # refused below the block asked for
     denied: list[ClientError] = field(default_factory=list)  # endorsers that refused the creator
+    final: ClientError | None = None  # admission's refusal (a duplicate tx_id), whatever else
+
+    def refuse(self, error: ClientError) -> None:
+        """Admission refused the proposal after the asks went out: no answer counts now."""
+        self.final = error
+        self.decision = Decision(PolicyResult.UNSATISFIABLE, failures=(str(error),))
 
     def step(
         self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
@@ -163,7 +178,7 @@ class BatchEndorser:
     ) -> list[EndorseResult | BaseException]:
         """One result (or the error Endorse would raise) per request, in order."""
         peer = self._peer
-        admitted = await peer.admit_many([signed for signed, _, _ in requests])
+        admitted = await peer.check_many([signed for signed, _, _ in requests])
         results: list[EndorseResult | BaseException] = []
         jobs: dict[int, _Job] = {}
         candidates: dict[frozenset[str], list[Candidate]] = {}  # the same for the whole batch
@@ -176,6 +191,7 @@ class BatchEndorser:
                     jobs[index] = self._job(checked, orgs, candidates, min_block)
                 except DltmwError as exc:
                     results[index] = exc
+        await self._check_unasked(jobs)
         await self._gather(list(jobs.values()))
         for index, job in jobs.items():
             try:
@@ -183,6 +199,22 @@ class BatchEndorser:
             except DltmwError as exc:
                 results[index] = exc
         return results
+
+    async def _check_unasked(self, jobs: dict[int, _Job]) -> None:
+        """Admission's duplicate check of the proposals whose policy does not ask the local
+        peer (its read makes it for the others: module docstring), before any ask."""
+        me = self._ctx.node_id
+        unasked = [
+            j
+            for j in jobs.values()
+            if j.decision.result is PolicyResult.PENDING and me not in j.collector.to_ask()
+        ]
+        if not unasked:
+            return
+        on_ledger = await self._peer.ledger.existing_tx_ids(j.checked.tx_id for j in unasked)
+        for job in unasked:
+            if job.checked.tx_id in on_ledger:
+                job.refuse(duplicate(job.checked))
 
     def _job(
         self,
@@ -228,18 +260,23 @@ class BatchEndorser:
         identity = {
             n.node_id: membership.reference_of(n.identity) for n in self._peer.view.config.peers
         }
+        me = self._ctx.node_id
         tasks: dict[asyncio.Task[list[Answer]], tuple[str, list[_Job]]] = {}
 
-        def ask(node_id: str, node_jobs: list[_Job], min_blocks: list[int]) -> None:
+        def ask(node_id: str, node_jobs: list[_Job], min_blocks: list[int], first: bool) -> None:
             checked = [j.checked for j in node_jobs]
-            task = asyncio.create_task(self._ask(node_id, checked, min_blocks))
+            task = asyncio.create_task(self._ask(node_id, checked, min_blocks, first))
             tasks[task] = (node_id, node_jobs)
 
         for node_id, node_jobs in by_node.items():
-            ask(node_id, node_jobs, [j.min_block for j in node_jobs])
+            ask(node_id, node_jobs, [j.min_block for j in node_jobs], True)
+        # The local peer's first answers carry admission's duplicate check: awaited even when
+        # every proposal is decided before them (module docstring).
+        checking = next((t for t, (n, _) in tasks.items() if n == me), None)
         try:
-            while any(not t.done() for t in tasks) and any(
-                j.decision.result is PolicyResult.PENDING for j in jobs
+            while any(not t.done() for t in tasks) and (
+                any(j.decision.result is PolicyResult.PENDING for j in jobs)
+                or (checking is not None and not checking.done())
             ):
                 running = [t for t in tasks if not t.done()]
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -248,13 +285,15 @@ class BatchEndorser:
                     node_id, node_jobs = tasks[task]
                     local_block = self._local_block()
                     for job, answer in zip(node_jobs, task.result(), strict=True):
-                        if job.decision.result is PolicyResult.PENDING:
+                        if task is checking and _is_duplicate(answer):
+                            job.refuse(answer)  # type: ignore[arg-type]
+                        elif job.decision.result is PolicyResult.PENDING:
                             for who, block in job.step(
                                 node_id, answer, identity[node_id], local_block
                             ):
                                 again.setdefault(who, []).append((job, block))
                 for node_id, asked in again.items():
-                    ask(node_id, [j for j, _ in asked], [b for _, b in asked])
+                    ask(node_id, [j for j, _ in asked], [b for _, b in asked], False)
         finally:  # the asks still running (none when every answer came): a gather of done
             # tasks would still cost a loop turn and a callback per task
             running = [t for t in tasks if not t.done()]
@@ -264,12 +303,14 @@ class BatchEndorser:
                 await asyncio.gather(*running, return_exceptions=True)
 
     async def _ask(
-        self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int]
+        self, node_id: str, checked: list[CheckedProposal], min_blocks: list[int], first: bool
     ) -> list[Answer]:
-        """Answers of one endorser, one per proposal; never raises."""
+        """Answers of one endorser, one per proposal; never raises. The local peer's first
+        answers include admission's duplicate check (DUPLICATE_TX_ID); an ask again does not
+        repeat it (the proposal was not on the ledger at its first)."""
         try:
-            if node_id == self._ctx.node_id:  # admitted once, by `endorse_many`
-                return list(await self._peer.endorse_at(checked, min_blocks))
+            if node_id == self._ctx.node_id:  # checked once, by `endorse_many`
+                return list(await self._peer.endorse_at(checked, min_blocks, first))
             return await self._ask_remote(node_id, checked, min_blocks)
         except DltmwError as exc:
             return [exc] * len(checked)
@@ -344,7 +385,14 @@ class _Undecided(Exception):
 _UNDECIDED = _Undecided()
 
 
+def _is_duplicate(answer: Answer) -> bool:
+    """The local peer's refusal of a proposal whose tx_id is on its ledger (`duplicate`)."""
+    return isinstance(answer, ClientError) and answer.reason == R.ERROR_REASON_DUPLICATE_TX_ID
+
+
 def _prepare(job: _Job) -> EndorseResult:
+    if job.final is not None:
+        raise job.final
     decision, responses = job.decision, job.responses
     if decision.result is not PolicyResult.SATISFIED:
         refused = [r for r in responses.values() if r.response.status != 200]

@@ -43,7 +43,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 
@@ -192,7 +192,7 @@ class PeerChannel:
         self, batch: Sequence[proposal_pb2.SignedProposal]
     ) -> list[CheckedProposal | BaseException]:
         """`admit` of many proposals at once: the admitted ones, or each one's ClientError."""
-        results = await self.offload(self._check_proposal, batch)
+        results = await self.check_many(batch)
         admitted = [r for r in results if isinstance(r, CheckedProposal)]
         on_ledger = await self.ledger.existing_tx_ids(c.tx_id for c in admitted)
         out: list[CheckedProposal | BaseException] = []
@@ -203,6 +203,18 @@ class PeerChannel:
             )
         return out
 
+    async def check_many(
+        self, batch: Sequence[proposal_pb2.SignedProposal]
+    ) -> list[CheckedProposal | BaseException]:
+        """Admission's checks of many proposals (signatures, creator, contract) without the
+        duplicate tx_id check, which needs a read transaction: a caller that reads the ledger
+        next anyway makes it there (`endorse_at(check_duplicates=True)`, the gateway's own
+        peer; `admit_and_endorse`, the endorser service)."""
+        # each item: `_check_proposal`'s CheckedProposal, or the DltmwError it raised
+        return cast(
+            list[CheckedProposal | BaseException], await self.offload(self._check_proposal, batch)
+        )
+
     async def admit_and_endorse(
         self, batch: Sequence[proposal_pb2.SignedProposal]
     ) -> list[proposal_pb2.ProposalResponse | BaseException]:
@@ -212,7 +224,7 @@ class PeerChannel:
         sqlite's pages (38 to 50 µs, 150 to 179 after idle; benchmarks/RESULTS.md, lane lat15), and
         at one transaction per block every endorsement follows a commit. The same answers:
         each proposal's response, or the error admission or the read gave it."""
-        results = await self.offload(self._check_proposal, batch)
+        results = await self.check_many(batch)
         admitted = [r for r in results if isinstance(r, CheckedProposal)]
         failed: TransientError | None = None
         try:
@@ -312,23 +324,37 @@ class PeerChannel:
         return on_ledger, responses
 
     async def endorse_at(
-        self, batch: Sequence[CheckedProposal], min_blocks: Sequence[int]
-    ) -> list[proposal_pb2.ProposalResponse | TransientError]:
+        self,
+        batch: Sequence[CheckedProposal],
+        min_blocks: Sequence[int],
+        check_duplicates: bool = False,
+    ) -> list[proposal_pb2.ProposalResponse | DltmwError]:
         """`endorse_many`, each proposal on a state that includes its `min_blocks` entry (0: any),
-        or HEIGHT_NOT_REACHED for a block not committed within `limits.height_wait_s`."""
+        or HEIGHT_NOT_REACHED for a block not committed within `limits.height_wait_s`.
+
+        With `check_duplicates` (proposals that passed `check_many` only), admission's
+        duplicate check is made in the simulation's read transaction: a proposal whose tx_id is
+        on the ledger gets DUPLICATE_TX_ID (`duplicate`) and is not simulated. The gateway's
+        own peer: one read transaction per lone proposal instead of two (admission's, then the
+        simulation's; each re-reads sqlite's pages after a commit, benchmarks/RESULTS.md, lane
+        lat15), as `admit_and_endorse` does for the endorser service."""
         groups: dict[int, list[int]] = {}
         for index, number in enumerate(min_blocks):
             # Every block already committed here is one group: one snapshot for all of them.
             groups.setdefault(0 if number < self.applied_height else number, []).append(index)
-        out: list[proposal_pb2.ProposalResponse | TransientError | None] = [None] * len(batch)
+        out: list[proposal_pb2.ProposalResponse | DltmwError | None] = [None] * len(batch)
 
         async def group(number: int, indexes: list[int]) -> None:
-            answers: Sequence[proposal_pb2.ProposalResponse | TransientError]
+            answers: Sequence[proposal_pb2.ProposalResponse | DltmwError]
+            todo = [batch[i] for i in indexes]
             try:
                 await self.reach(number, self.ctx.limits.height_wait_s)
-                answers = await self.endorse_many([batch[i] for i in indexes])
+                on_ledger, responses = await self._endorse_once(todo, check_duplicates)
             except TransientError as exc:
                 answers = [exc] * len(indexes)
+            else:
+                fresh = iter(responses)
+                answers = [duplicate(c) if c.tx_id in on_ledger else next(fresh) for c in todo]
             for i, answer in zip(indexes, answers, strict=True):
                 out[i] = answer
 
