@@ -1,11 +1,11 @@
 """Identity references (`ChannelConfig.identity_references`, core/identity.py) on real node
 processes: on a channel with the flag (what `dltmw init` makes) kv and private transactions
-commit VALID on every peer and the stored blocks name the endorsers and agreement signers by
-their ~40-byte reference; a reference the config does not list is refused at the gateway with
-UNKNOWN_IDENTITY_REFERENCE and recorded with its own validation code at commit; on a channel
-without the flag the nodes sign in full and a reference is refused as MALFORMED; such a
-channel turns them on by a config update (`dltmw channel update --identity-references`), and
-every peer switches at the config block.
+commit VALID on every peer and the stored blocks name the endorsers, the agreement signers and
+the orderer (its block signatures) by their ~40-byte reference; a reference the config does
+not list is refused at the gateway with UNKNOWN_IDENTITY_REFERENCE and recorded with its own
+validation code at commit; on a channel without the flag the nodes sign in full and a
+reference is refused as MALFORMED; such a channel turns them on by a config update (`dltmw
+channel update --identity-references`), and every peer switches at the config block.
 """
 
 from __future__ import annotations
@@ -61,7 +61,16 @@ def _stored(net: Path, node: str, channel: str) -> dict[str, tuple[int, bytes]]:
 
 
 def _node_identity(net: Path, node: str) -> bytes:
-    return identity_bytes(PEERS[node], (net / "nodes" / node / "identity.pem").read_bytes())
+    org = PEERS.get(node, "OrdererOrg")
+    return identity_bytes(org, (net / "nodes" / node / "identity.pem").read_bytes())
+
+
+def _block_signers(net: Path, peer: str, channel: str) -> dict[int, list[bytes]]:
+    """Block number -> its orderer signatures' signers, blocks 1.. of `peer`'s ledger."""
+    return {
+        b.header.number: [s.signer for s in b.metadata.signatures]
+        for b in blocks(ledger_path(net, peer, channel))[1:]
+    }
 
 
 def _proposal(client: GatewayClient, channel: str, creator: bytes) -> bytes:
@@ -124,6 +133,12 @@ async def test_references_on_the_flagged_channel_and_full_identities_elsewhere(n
             assert signers and all(s in refs.values() for s in signers), signers
         assert all(len(r) < 50 for r in refs.values())  # the ~40-byte form, not ~450
         assert all(len(f) > 400 for f in full.values())
+        # the orderer signs the blocks of "trades" by reference, those of "plain" in full
+        orderer = _node_identity(net, "orderer0")
+        for peer in PEERS:
+            for channel, signer in (("trades", reference_bytes(orderer)), ("plain", orderer)):
+                signers = _block_signers(net, peer, channel)
+                assert signers and all(s == [signer] for s in signers.values()), channel
 
 
 async def test_an_unknown_or_refused_reference_has_its_specific_reason_and_code(network) -> None:
@@ -270,3 +285,9 @@ async def test_a_channel_without_references_turns_them_on_by_a_config_update(
             for d in after:
                 assert _endorsers(net, peer, "plain", d.tx_id) == sorted(refs.values())  # type: ignore[type-var]
             assert refs["peer0.org2"] in _endorsers(net, peer, "plain", late)
+            # blocks up to the config block signed in full, the ones after it by reference
+            orderer = _node_identity(net, "orderer0")
+            signers = _block_signers(net, peer, "plain")
+            assert max(signers) > at
+            for number, signed in signers.items():
+                assert signed == [orderer if number <= at else reference_bytes(orderer)], number

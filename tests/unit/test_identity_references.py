@@ -30,6 +30,7 @@ from dltmw.core.identity import (
     UnknownReference,
     reference_bytes,
 )
+from dltmw.core.light_client import block_signer, check_orderer_quorum
 from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import agreement_batch
@@ -413,3 +414,26 @@ def test_the_gateway_takes_an_endorser_in_full_or_by_reference_where_references_
         job.step("peer0.org1", endorsing_outcome._endorsed(b"r", 7, b"o1"), (b"o1",), 7)
         job.step("peer0.org2", endorsing_outcome._endorsed(b"r", 7, endorser), named_as, 7)
         assert (job.decision.result is PolicyResult.SATISFIED) is counted, (endorser, named_as)
+
+
+# --- block signatures ---------------------------------------------------------------------------
+
+
+def test_orderers_sign_blocks_by_reference_and_each_counts_once() -> None:
+    """On a channel with the flag an orderer names itself by reference in a block's signatures
+    (`block_signer`), and the peers' and light clients' rule (`check_orderer_quorum`) resolves
+    it to the configured orderer: it counts once whether it signs in full, by reference or both.
+    A peer's reference names no orderer; without the flag a reference is no identity."""
+    on, off = _view(True), _view(False)
+    digest = sha256(b"a block")
+    signed = [(o.identity_bytes, o.sign(digest)) for o in P.orderers]
+    by_ref = [(block_signer(on, full), sig) for full, sig in signed]
+    assert [r for r, _ in by_ref] == [_ref(o) for o in P.orderers]
+    assert [block_signer(off, full) for full, _ in signed] == [f for f, _ in signed]
+    assert check_orderer_quorum(on, digest, by_ref[:3], NOW, remember=False) == (3, 3)
+    assert check_orderer_quorum(on, digest, [*by_ref[:2], signed[0]], NOW, remember=False) == (2, 3)
+    assert check_orderer_quorum(off, digest, signed[:3], NOW, remember=False) == (3, 3)
+    peer = check_orderer_quorum(on, digest, [(_ref(P.peer1), P.peer1.sign(digest))], NOW)
+    assert peer == "signature 0 is not by a configured orderer"
+    refused = check_orderer_quorum(off, digest, by_ref[:3], NOW, remember=False)
+    assert refused == "signature 0 is not by a configured orderer"
