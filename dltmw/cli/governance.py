@@ -144,6 +144,14 @@ def update(
             " node first)",
         ),
     ] = None,
+    identity_references: Annotated[
+        bool | None,
+        typer.Option(
+            "--identity-references/--no-identity-references",
+            help="the config's peers and orderers sign by a reference to their certificate"
+            " (upgrade every node first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -190,6 +198,7 @@ def update(
                 creator_batches=creator_batches,
                 endorsement_batches=endorsement_batches,
                 private_creator_batches=private_creator_batches,
+                identity_references=identity_references,
             )
 
         agreement = None

@@ -159,6 +159,7 @@ def with_settings(
     creator_batches: bool | None = None,
     endorsement_batches: bool | None = None,
     private_creator_batches: bool | None = None,
+    identity_references: bool | None = None,
 ) -> config_pb2.ChannelConfig:
     """`config` with the given settings replaced (None: unchanged). `private_agreement` =
     (PrivateAgreementPolicy, expression text: "" unless EXPRESSION). `private_agreement_batches`
@@ -167,8 +168,14 @@ def with_settings(
     `creator_batches` lets clients sign one root per request's proposals and envelopes
     (core/creator_batch.py; the same on/off rule), `private_creator_batches` their private
     transactions' envelopes too; `endorsement_batches` lets endorsers sign
-    one root per batch of endorsements (core/endorsement_batch.py, the same rule)."""
+    one root per batch of endorsements (core/endorsement_batch.py, the same rule);
+    `identity_references` lets the config's nodes name themselves by reference
+    (core/identity.py: on, the nodes sign so from the block after the config block; off,
+    a reference is malformed from then on, so an endorsement made by reference before and
+    committed after is invalid, like a refused batch proof)."""
     out = _copy(config)
+    if identity_references is not None:
+        out.identity_references = identity_references
     if creator_batches is not None:
         out.creator_batches = creator_batches
     if private_creator_batches is not None:

@@ -113,19 +113,30 @@ def check_orderer_quorum(
 
     Every signature must be a valid one of a configured orderer: a proof is built from a block's
     metadata by an honest peer, so anything else is a forgery and is named as such. A signer
-    that appears twice counts once. `remember=False`: the signatures are checked once here
+    that appears twice counts once, in full or by reference alike (on a channel with
+    `identity_references` an orderer may sign as the reference the config resolves,
+    core/identity.py). `remember=False`: the signatures are checked once here
     (`Membership.verify`), as a peer checks a delivered block's."""
     configured = {n.identity for n in view.config.orderers}
+    membership = view.orderer_membership
     distinct: set[bytes] = set()
     for i, (signer, signature) in enumerate(signatures):
-        if signer not in configured:
+        orderer = signer if signer in configured else membership.resolved(signer)
+        if orderer not in configured:
             return f"signature {i} is not by a configured orderer"
         try:
-            view.orderer_membership.verify(signer, digest, signature, at, remember)
+            membership.verify(signer, digest, signature, at, remember)
         except IdentityError as exc:
             return f"signature {i}: {exc}"
-        distinct.add(signer)
+        distinct.add(orderer)
     return len(distinct), orderers_needed(view)
+
+
+def block_signer(view: ChannelView, identity: bytes) -> bytes:
+    """What an orderer whose identity is `identity` puts in `Signature.signer` of a block it
+    signs under `view` (the config in force before that block, as every checker of the block
+    holds it): its reference on a channel with `identity_references`, else `identity`."""
+    return view.orderer_membership.reference_of(identity)
 
 
 def orderers_needed(view: ChannelView) -> int:

@@ -317,12 +317,16 @@ def _config(
         creator_batches=CREATOR_BATCHES,  # clients sign per request: core/creator_batch.py
         private_creator_batches=CREATOR_BATCHES,  # their private envelopes too
         endorsement_batches=True,  # signed per batch: core/endorsement_batch.py
+        identity_references=True,  # config nodes sign by reference: core/identity.py
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
             max_tx_count=plan.max_tx_count,
             max_bytes=1024 * 1024,
             timeout_ms=plan.timeout_ms,
             cut_by_limits_only=plan.cut_by_limits_only,
+            # PBFT-lite's protocol flags, as `dltmw init` sets them (docs/ordering.md)
+            pbft_collector=True,
+            pbft_carried_batches=True,
         ),
     )
     for org in plan.members:

@@ -128,7 +128,7 @@ def check_signers(node: str, path: Path, genesis: ChannelView) -> list[str]:
             continue
         block = block_pb2.Block.FromString(data)
         in_force = {o.identity for o in view.config.orderers}
-        signers = {s.signer for s in block.metadata.signatures}
+        signers = {view.orderer_membership.resolved(s.signer) for s in block.metadata.signatures}
         needed = signatures_needed(view.config)
         if not signers <= in_force or len(signers) < needed:
             out.append(

@@ -1,13 +1,16 @@
 """Identity references (`ChannelConfig.identity_references`, core/identity.py) on real node
 processes: on a channel with the flag (what `dltmw init` makes) kv and private transactions
-commit VALID on every peer and the stored blocks name the endorsers and agreement signers by
-their ~40-byte reference; a reference the config does not list is refused at the gateway with
-UNKNOWN_IDENTITY_REFERENCE and recorded with its own validation code at commit; on a channel
-without the flag the nodes sign in full and a reference is refused as MALFORMED.
+commit VALID on every peer and the stored blocks name the endorsers, the agreement signers and
+the orderer (its block signatures) by their ~40-byte reference; a reference the config does
+not list is refused at the gateway with UNKNOWN_IDENTITY_REFERENCE and recorded with its own
+validation code at commit; on a channel without the flag the nodes sign in full and a
+reference is refused as MALFORMED; such a channel turns them on by a config update (`dltmw
+channel update --identity-references`), and every peer switches at the config block.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from secrets import token_bytes
 
@@ -17,13 +20,15 @@ import pytest
 from dltmw.aio.clock import utc_now
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
+from dltmw.core.endorsement_batch import signing_bytes
 from dltmw.core.hashing import compute_tx_id
-from dltmw.core.identity import identity_bytes, reference_bytes
+from dltmw.core.identity import SigningIdentity, identity_bytes, reference_bytes
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import common_pb2, proposal_pb2, transaction_pb2
 from tests.integration.conftest import TWO_ORG
 
-from .ledgers import blocks, ledger_path, tx_codes, wait_until
+from .cli import dltmw
+from .ledgers import blocks, height, ledger_path, tx_codes, wait_until
 
 pytestmark = pytest.mark.integration
 C = transaction_pb2
@@ -56,7 +61,16 @@ def _stored(net: Path, node: str, channel: str) -> dict[str, tuple[int, bytes]]:
 
 
 def _node_identity(net: Path, node: str) -> bytes:
-    return identity_bytes(PEERS[node], (net / "nodes" / node / "identity.pem").read_bytes())
+    org = PEERS.get(node, "OrdererOrg")
+    return identity_bytes(org, (net / "nodes" / node / "identity.pem").read_bytes())
+
+
+def _block_signers(net: Path, peer: str, channel: str) -> dict[int, list[bytes]]:
+    """Block number -> its orderer signatures' signers, blocks 1.. of `peer`'s ledger."""
+    return {
+        b.header.number: [s.signer for s in b.metadata.signatures]
+        for b in blocks(ledger_path(net, peer, channel))[1:]
+    }
 
 
 def _proposal(client: GatewayClient, channel: str, creator: bytes) -> bytes:
@@ -119,6 +133,12 @@ async def test_references_on_the_flagged_channel_and_full_identities_elsewhere(n
             assert signers and all(s in refs.values() for s in signers), signers
         assert all(len(r) < 50 for r in refs.values())  # the ~40-byte form, not ~450
         assert all(len(f) > 400 for f in full.values())
+        # the orderer signs the blocks of "trades" by reference, those of "plain" in full
+        orderer = _node_identity(net, "orderer0")
+        for peer in PEERS:
+            for channel, signer in (("trades", reference_bytes(orderer)), ("plain", orderer)):
+                signers = _block_signers(net, peer, channel)
+                assert signers and all(s == [signer] for s in signers.values()), channel
 
 
 async def test_an_unknown_or_refused_reference_has_its_specific_reason_and_code(network) -> None:
@@ -150,3 +170,124 @@ async def test_an_unknown_or_refused_reference_has_its_specific_reason_and_code(
         assert good.status.result == VALID
         codes = await _codes_everywhere(net, "trades", {bad})
         assert codes == {p: [C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE] for p in PEERS}
+
+
+def _node_signer(net: Path, node: str) -> SigningIdentity:
+    home = net / "nodes" / node
+    return SigningIdentity.from_pem(
+        PEERS[node], (home / "identity.pem").read_bytes(), (home / "identity.key").read_bytes()
+    )
+
+
+async def _endorsed_by_reference(client: GatewayClient, channel: str, peer: SigningIdentity) -> str:
+    """A bank transaction whose `peer` endorsement names `peer` by its reference, signed alone
+    with `peer`'s own key (as a peer that signs by reference does); its tx id once
+    the orderer took it (the gateway does not judge endorsements at Submit)."""
+    proposal = _proposal(client, channel, client.signer.identity_bytes)
+    endorsed = await client.endorse(client.signing.proposal(proposal))
+    payload = common_pb2.Payload.FromString(endorsed.prepared_payload)
+    tx = C.Transaction.FromString(payload.data)
+    ref = reference_bytes(peer.identity_bytes)
+    assert ref is not None
+    ours = [e for e in tx.endorsements if e.endorser in (peer.identity_bytes, ref)]
+    assert len(ours) == 1, tx.endorsements
+    ours[0].Clear()
+    ours[0].endorser = ref
+    ours[0].signature = peer.sign(signing_bytes(tx.response_payload, ref))
+    payload.data = tx.SerializeToString()
+    return await client.submit(client.envelope(payload.SerializeToString()))
+
+
+async def _turn_on_references(net: Path, tmp: Path, channel: str) -> int:
+    """`dltmw channel update --identity-references` by both members' admins; its block."""
+    upd, net_s = str(tmp / "identity-references.update"), str(net)
+    await asyncio.to_thread(
+        dltmw,
+        "channel",
+        "update",
+        net_s,
+        channel,
+        "--identity-references",
+        "-o",
+        upd,
+        "-c",
+        "admin.org1",
+    )
+    for admin in ("admin.org1", "admin.org2"):
+        await asyncio.to_thread(
+            dltmw, "channel", "update", net_s, channel, "--sign", upd, "-c", admin
+        )
+    said = await asyncio.to_thread(
+        dltmw, "channel", "update", net_s, channel, "--submit", upd, "-c", "admin.org1"
+    )
+    assert " VALID in block " in said, said
+    return int(said.split(" VALID in block ")[1].split()[0])
+
+
+def _endorsers(net: Path, peer: str, channel: str, tx_id: str) -> list[bytes]:
+    tx = C.Transaction.FromString(_stored(net, peer, channel)[tx_id][1])
+    return sorted(e.endorser for e in tx.endorsements)
+
+
+async def test_a_channel_without_references_turns_them_on_by_a_config_update(
+    network, tmp_path: Path
+) -> None:
+    """ "plain" is made without the flag: its peers sign in full and a peer's reference, even
+    correctly signed with its key, is a malformed identity, at admission and at commit. The
+    admins turn the flag on; from the block after the config block every peer signs by
+    reference and takes references (the same construction now VALID), and a reference that
+    names no config node is UNKNOWN_IDENTITY_REFERENCE instead of MALFORMED."""
+    net, _ = network(TOPOLOGY)
+    full = {node: _node_identity(net, node) for node in PEERS}
+    refs = {node: reference_bytes(i) for node, i in full.items()}
+    org2 = _node_signer(net, "peer0.org2")
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        me = reference_bytes(client.signer.identity_bytes)
+        assert me is not None
+        before = await client.submit_transaction("plain", "bank", "open", "B0", "1")
+        assert before.status.result == VALID
+        early = await _endorsed_by_reference(client, "plain", org2)  # before the update
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.endorse(client.signing.proposal(_proposal(client, "plain", me)))
+        assert (refused.value.code(), reason_of(refused.value)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "MALFORMED",
+        )
+        codes = await _codes_everywhere(net, "plain", {early})
+        # the reference is no identity there: only peer0.org1's endorsement counts
+        assert codes == {p: [C.TX_VALIDATION_CODE_ENDORSEMENT_POLICY_FAILURE] for p in PEERS}
+
+        at = await _turn_on_references(net, tmp_path, "plain")
+        # at once: peer0.org2 may not have applied the config block yet and sign in full,
+        # which the gateway (already switched) still takes
+        first = await client.submit_transaction("plain", "bank", "open", "F0", "1")
+        assert first.status.result == VALID
+        for peer in PEERS:
+            await wait_until(
+                lambda p=peer: height(ledger_path(net, p, "plain")) > at, 30, f"{peer} applies"
+            )
+        after = [
+            await client.submit_transaction("plain", "bank", "open", f"A{i}", "1") for i in range(3)
+        ]
+        assert all(d.status.result == VALID for d in after), [d.status for d in after]
+        late = await _endorsed_by_reference(client, "plain", org2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.endorse(client.signing.proposal(_proposal(client, "plain", me)))
+        assert (refused.value.code(), reason_of(refused.value)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UNKNOWN_IDENTITY_REFERENCE",
+        )
+        ids = {before.tx_id, first.tx_id, late} | {d.tx_id for d in after}
+        codes = await _codes_everywhere(net, "plain", ids)
+        assert all(c == [VALID] * len(ids) for c in codes.values()), codes
+        for peer in PEERS:
+            assert _endorsers(net, peer, "plain", before.tx_id) == sorted(full.values())
+            for d in after:
+                assert _endorsers(net, peer, "plain", d.tx_id) == sorted(refs.values())  # type: ignore[type-var]
+            assert refs["peer0.org2"] in _endorsers(net, peer, "plain", late)
+            # blocks up to the config block signed in full, the ones after it by reference
+            orderer = _node_identity(net, "orderer0")
+            signers = _block_signers(net, peer, "plain")
+            assert max(signers) > at
+            for number, signed in signers.items():
+                assert signed == [orderer if number <= at else reference_bytes(orderer)], number

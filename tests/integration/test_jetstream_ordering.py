@@ -28,6 +28,7 @@ import pytest
 
 from dltmw.client import GatewayClient
 from dltmw.core.block import block_hash
+from dltmw.core.identity import reference_bytes
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.ca import IssuedCert, issue_cert
 from dltmw.pki.nats_tls import subject_of
@@ -335,8 +336,9 @@ async def test_an_orderer_added_later_is_let_into_the_cluster_and_orders_alone(
                 sup.wait_ready(orderer, timeout_s=60)
     finally:
         await client.close()
-    # The blocks the peers took while orderer0 and orderer1 were down are orderer2's.
-    mine = _orderer_identity(path, "orderer2", "OrdererOrg")
+    # The blocks the peers took while orderer0 and orderer1 were down are orderer2's (named by
+    # its reference: the channel takes identity references, `light_client.block_signer`).
+    mine = reference_bytes(_orderer_identity(path, "orderer2", "OrdererOrg"))
     alone = _blocks(path, "peer0.org1", "peer")[alone_from:]
     assert alone and all(b.metadata.signatures[0].signer == mine for b in alone)
     await _check_chains(path, three, [])

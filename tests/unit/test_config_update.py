@@ -32,7 +32,15 @@ from dltmw.core.cutter import BlockCutter
 from dltmw.core.errors import ClientError
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.hashing import ZERO_HASH
-from dltmw.core.identity import Membership, NotAMember, Revoked, SigningIdentity, tls_revoked
+from dltmw.core.identity import (
+    MalformedIdentity,
+    Membership,
+    NotAMember,
+    Revoked,
+    SigningIdentity,
+    reference_bytes,
+    tls_revoked,
+)
 from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
@@ -494,6 +502,31 @@ def test_creator_batches_turned_on_and_off(gov: Gov) -> None:
     assert config_edit.with_settings(view.config, max_tx_count=9).creator_batches  # unchanged
     off = config_edit.with_settings(view.config, creator_batches=False)
     assert not applied(gov, view, off, "Org1", "Org2").config.creator_batches
+
+
+def test_identity_references_turned_on_and_off(gov: Gov) -> None:
+    """`dltmw channel update --[no-]identity-references`: the view the update makes (the one
+    every node switches to after the config block) takes the config nodes' references; the one
+    before and the one after turning it off judge a reference malformed and sign in full."""
+    orderer = gov.orderer.identity_bytes
+    ref = reference_bytes(orderer)
+    assert ref is not None
+    on = config_edit.with_settings(gov.view.config, identity_references=True)
+    view = applied(gov, gov.view, on, "Org1", "Org2")
+    assert view.config.identity_references and not gov.view.config.identity_references
+    assert view.membership.reference_of(orderer) == ref
+    assert view.orderer_membership.identify(ref, NOW).org_id == "OrdererOrg"
+    assert gov.view.membership.reference_of(orderer) == orderer  # the config in force before
+    with pytest.raises(MalformedIdentity):
+        gov.view.orderer_membership.identify(ref, NOW)
+    assert config_edit.with_settings(view.config, max_tx_count=9).identity_references
+    off = applied(
+        gov, view, config_edit.with_settings(view.config, identity_references=False), "Org1", "Org2"
+    )
+    assert not off.config.identity_references
+    assert off.membership.reference_of(orderer) == orderer
+    with pytest.raises(MalformedIdentity):
+        off.orderer_membership.identify(ref, NOW)
 
 
 # --- links and streams ----------------------------------------------------------------------

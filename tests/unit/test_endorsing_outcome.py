@@ -93,8 +93,8 @@ def test_a_remote_refusal_of_the_creator_is_final() -> None:
     refused = ClientError(
         errors_pb2.ERROR_REASON_NOT_A_MEMBER, "peer0.org2: BrokerB is not a member"
     )
-    assert job.step("peer0.org1", _answer(200), b"peer0.org1", 7) == []
-    assert job.step("peer0.org2", refused, b"peer0.org2", 7) == []
+    assert job.step("peer0.org1", _answer(200), (b"peer0.org1",), 7) == []
+    assert job.step("peer0.org2", refused, (b"peer0.org2",), 7) == []
     with pytest.raises(ClientError) as raised:
         _prepare(job)
     assert raised.value.reason_name == "NOT_A_MEMBER"
@@ -130,7 +130,7 @@ def test_a_refusal_from_behind_is_asked_again_once(
     min_block: int, local_block: int, refused_at: int, ask_again_at: int | None
 ) -> None:
     job = _job(min_block, local_block)
-    node, identity = "peer0.org2", b"peer0.org2"
+    node, identity = "peer0.org2", (b"peer0.org2",)
     again_at = [] if ask_again_at is None else [(node, ask_again_at)]
     assert job.step(node, _answer(404, refused_at), identity, local_block) == again_at
     if ask_again_at is None:
@@ -168,20 +168,22 @@ def test_endorsements_that_differ_because_one_endorser_was_behind_are_asked_agai
     longer counts; the same result from both then satisfies the policy. Asked again and still
     different, the mismatch stands."""
     job = _job(local_block=7)
-    old = ("peer0.org2", _endorsed(b"balance 10", 6, b"peer0.org2"), b"peer0.org2")
-    new = ("peer0.org1", _endorsed(b"balance 20", 7, b"peer0.org1"), b"peer0.org1")
+    old = ("peer0.org2", _endorsed(b"balance 10", 6, b"peer0.org2"), (b"peer0.org2",))
+    new = ("peer0.org1", _endorsed(b"balance 20", 7, b"peer0.org1"), (b"peer0.org1",))
     first, second = (old, new) if behind_first else (new, old)
     assert job.step(*first, 7) == []
     assert job.step(*second, 7) == [("peer0.org2", 7)]
     assert job.decision.result is PolicyResult.PENDING
     retry = copy.deepcopy(job)
     assert (
-        retry.step("peer0.org2", _endorsed(b"balance 20", 7, b"peer0.org2"), b"peer0.org2", 7) == []
+        retry.step("peer0.org2", _endorsed(b"balance 20", 7, b"peer0.org2"), (b"peer0.org2",), 7)
+        == []
     )
     assert retry.decision.result is PolicyResult.SATISFIED
     # Asked again, it answers the old result once more: not asked a third time.
     assert (
-        job.step("peer0.org2", _endorsed(b"balance 10", 6, b"peer0.org2"), b"peer0.org2", 7) == []
+        job.step("peer0.org2", _endorsed(b"balance 10", 6, b"peer0.org2"), (b"peer0.org2",), 7)
+        == []
     )
     assert job.decision.result is PolicyResult.UNSATISFIABLE and job.decision.mismatch
 
@@ -189,8 +191,8 @@ def test_endorsements_that_differ_because_one_endorser_was_behind_are_asked_agai
 def test_endorsements_that_differ_on_the_same_block_are_a_mismatch_at_once() -> None:
     """Different results on the same state (a non-deterministic contract): nobody to ask again."""
     job = _job(local_block=7)
-    assert job.step("peer0.org1", _endorsed(b"a", 7, b"peer0.org1"), b"peer0.org1", 7) == []
-    assert job.step("peer0.org2", _endorsed(b"b", 7, b"peer0.org2"), b"peer0.org2", 7) == []
+    assert job.step("peer0.org1", _endorsed(b"a", 7, b"peer0.org1"), (b"peer0.org1",), 7) == []
+    assert job.step("peer0.org2", _endorsed(b"b", 7, b"peer0.org2"), (b"peer0.org2",), 7) == []
     assert job.decision.result is PolicyResult.UNSATISFIABLE and job.decision.mismatch
 
 

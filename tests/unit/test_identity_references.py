@@ -30,12 +30,16 @@ from dltmw.core.identity import (
     UnknownReference,
     reference_bytes,
 )
+from dltmw.core.light_client import block_signer, check_orderer_quorum
+from dltmw.core.policy import PolicyResult
 from dltmw.core.privacy import agreement as ag
 from dltmw.core.privacy import agreement_batch
 from dltmw.core.txcheck import check_envelope, check_transaction
 from dltmw.runtime.explorer import view as explorer_view
+from dltmw.runtime.roles.gateway.endorsing import _named_as
 from dltmw.v1 import config_pb2, identity_pb2, proposal_pb2, transaction_pb2
 from dltmw.v1 import transaction_pb2 as C
+from tests.unit import test_endorsing_outcome as endorsing_outcome
 from tests.unit import test_private_agreement as pa
 
 P = make_parties()
@@ -387,3 +391,49 @@ def test_the_explorer_shows_an_endorser_by_reference_through_the_config() -> Non
     }
     # a membership without the flag shows the bytes as they are (no resolution)
     assert explorer_view.transaction(env, _view(False).membership.resolved) == unresolved
+
+
+# --- the gateway, while a config update turns the flag on --------------------------------------
+
+
+def test_the_gateway_takes_an_endorser_in_full_or_by_reference_where_references_are_taken() -> None:
+    """An endorser that has not applied the config block turning `identity_references` on yet
+    signs in full: the gateway that has takes that endorsement (valid in every block) as well as
+    the reference; where references are not taken, only the identity in full
+    (`endorsing._named_as`, `_Job.step`). Another node's identity counts for nothing."""
+    full, ref = P.peer2.identity_bytes, _ref(P.peer2)
+    on, off = _named_as(_view(True).membership, full), _named_as(_view(False).membership, full)
+    assert set(on) == {full, ref} and off == (full,)
+    for endorser, named_as, counted in (
+        (full, on, True),
+        (ref, on, True),
+        (ref, off, False),
+        (P.peer1.identity_bytes, on, False),
+    ):
+        job = endorsing_outcome._job(local_block=7)
+        job.step("peer0.org1", endorsing_outcome._endorsed(b"r", 7, b"o1"), (b"o1",), 7)
+        job.step("peer0.org2", endorsing_outcome._endorsed(b"r", 7, endorser), named_as, 7)
+        assert (job.decision.result is PolicyResult.SATISFIED) is counted, (endorser, named_as)
+
+
+# --- block signatures ---------------------------------------------------------------------------
+
+
+def test_orderers_sign_blocks_by_reference_and_each_counts_once() -> None:
+    """On a channel with the flag an orderer names itself by reference in a block's signatures
+    (`block_signer`), and the peers' and light clients' rule (`check_orderer_quorum`) resolves
+    it to the configured orderer: it counts once whether it signs in full, by reference or both.
+    A peer's reference names no orderer; without the flag a reference is no identity."""
+    on, off = _view(True), _view(False)
+    digest = sha256(b"a block")
+    signed = [(o.identity_bytes, o.sign(digest)) for o in P.orderers]
+    by_ref = [(block_signer(on, full), sig) for full, sig in signed]
+    assert [r for r, _ in by_ref] == [_ref(o) for o in P.orderers]
+    assert [block_signer(off, full) for full, _ in signed] == [f for f, _ in signed]
+    assert check_orderer_quorum(on, digest, by_ref[:3], NOW, remember=False) == (3, 3)
+    assert check_orderer_quorum(on, digest, [*by_ref[:2], signed[0]], NOW, remember=False) == (2, 3)
+    assert check_orderer_quorum(off, digest, signed[:3], NOW, remember=False) == (3, 3)
+    peer = check_orderer_quorum(on, digest, [(_ref(P.peer1), P.peer1.sign(digest))], NOW)
+    assert peer == "signature 0 is not by a configured orderer"
+    refused = check_orderer_quorum(off, digest, by_ref[:3], NOW, remember=False)
+    assert refused == "signature 0 is not by a configured orderer"

@@ -5,13 +5,16 @@ refused definition writes nothing."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from dltmw.core.genesis import read_genesis
 from dltmw.net.netmap import NetworkMap
 from dltmw.pki.ca import IssuedCert, issue_cert
+from dltmw.pki.network import init_network
 from dltmw.pki.org import (
     ChannelPlan,
     DefinitionError,
@@ -20,7 +23,7 @@ from dltmw.pki.org import (
     init_org,
     write_network_map,
 )
-from dltmw.v1 import org_pb2
+from dltmw.v1 import block_pb2, org_pb2
 
 NOW = datetime.now(UTC)
 
@@ -148,3 +151,56 @@ def test_every_org_builds_the_same_network_map_with_inline_certificates(orgs) ->
     assert routes["p2"].roots_pem == defs["Org2"].organization.root_certificate_pem
     with pytest.raises(DefinitionError, match="3f\\+1"):
         write_network_map(a, list(defs.values()), {"nc": ["p1", "p2"]})
+
+
+INIT_TOPOLOGY = """
+[[orgs]]
+id = "Ord"
+[[orgs]]
+id = "Org1"
+[[orgs]]
+id = "Org2"
+[[nodes]]
+id = "o1"
+org = "Ord"
+roles = ["orderer"]
+[[nodes]]
+id = "p1"
+org = "Org1"
+roles = ["peer", "gateway"]
+[[nodes]]
+id = "p2"
+org = "Org2"
+roles = ["peer", "gateway"]
+[[channels]]
+id = "flags"
+members = ["Org1", "Org2"]
+orderers = ["o1"]
+"""
+
+
+def _flags(block: Path) -> dict[str, bool]:
+    """Every yes/no setting of a block 0's config (ChannelConfig's and BatchConfig's)."""
+    config = read_genesis(block_pb2.Block.FromString(block.read_bytes())).config
+    return {
+        f"{type(m).__name__}.{f.name}": getattr(m, f.name)
+        for m in (config, config.batch)
+        for f in m.DESCRIPTOR.fields
+        if f.type == f.TYPE_BOOL
+    }
+
+
+def test_a_custody_channel_has_the_new_channel_flags_of_dltmw_init(orgs, tmp_path: Path) -> None:
+    """`dltmw channel create` (org custody) and `dltmw init` make a channel with the same
+    settings turned on (identity references, batch signatures, PBFT-lite's collector and
+    carried batches): a new flag `dltmw init` sets is set by both."""
+    tmp, defs = orgs
+    shutil.copytree(tmp / "Ord", tmp_path / "Ord")
+    custody = create_channel(
+        tmp_path / "Ord", ChannelPlan("flags", ["Org1", "Org2"], ["o1"]), list(defs.values())
+    )
+    (tmp_path / "t.toml").write_text(INIT_TOPOLOGY)
+    init_network(tmp_path / "t.toml", tmp_path / "net")
+    made_by_init = _flags(tmp_path / "net" / "channels" / "flags.block")
+    assert made_by_init["ChannelConfig.identity_references"]
+    assert _flags(custody) == made_by_init

@@ -57,7 +57,7 @@ from dltmw.core.handlers.endorsement import (
     Failed,
 )
 from dltmw.core.hashing import sha256
-from dltmw.core.identity import IdentityError
+from dltmw.core.identity import IdentityError, Membership
 from dltmw.core.policy import PolicyResult, Signer, policy_orgs
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.runtime.context import NodeContext
@@ -102,7 +102,7 @@ class _Job:
         self.decision = Decision(PolicyResult.UNSATISFIABLE, failures=(str(error),))
 
     def step(
-        self, node_id: str, answer: Answer, expected_identity: bytes, local_block: int
+        self, node_id: str, answer: Answer, named_as: tuple[bytes, ...], local_block: int
     ) -> list[tuple[str, int]]:
         """Record one endorser's answer and re-decide; returns the endorsers to ask again and
         at which block (a refusal from behind; endorsements that differ because one endorser
@@ -129,7 +129,7 @@ class _Job:
             if refused:
                 failed = Failed(node_id, f"contract refused: {answer.response.message}")
                 self.collector.step(failed)
-            elif answer.endorsement.endorser != expected_identity:
+            elif answer.endorsement.endorser not in named_as:
                 self.collector.step(
                     Failed(node_id, "endorsed with an identity that is not the node's")
                 )
@@ -256,9 +256,8 @@ class BatchEndorser:
                 for node_id in job.collector.to_ask():
                     by_node.setdefault(node_id, []).append(job)
         membership = self._peer.view.membership
-        # as each endorser names itself: its reference where the channel takes them
         identity = {
-            n.node_id: membership.reference_of(n.identity) for n in self._peer.view.config.peers
+            n.node_id: _named_as(membership, n.identity) for n in self._peer.view.config.peers
         }
         me = self._ctx.node_id
         tasks: dict[asyncio.Task[list[Answer]], tuple[str, list[_Job]]] = {}
@@ -339,7 +338,7 @@ class BatchEndorser:
             for i, a in enumerate(answers)
             if not isinstance(a, BaseException)
             and a.response.status == 200
-            and a.endorsement.endorser == self._peer.view.membership.reference_of(expected)
+            and a.endorsement.endorser in _named_as(self._peer.view.membership, expected)
         ]
         # One check per distinct (signed data, signature): the endorsements of one batch share
         # their root's (core/endorsement_batch.py), so the pool verifies it once, not once per
@@ -383,6 +382,15 @@ class _Undecided(Exception):
 
 
 _UNDECIDED = _Undecided()
+
+
+def _named_as(membership: Membership, identity: bytes) -> tuple[bytes, ...]:
+    """The forms an endorser whose config identity is `identity` may sign as: its reference
+    where the channel takes them, and its identity in full, which every channel takes — an
+    endorser that has not yet applied the config block turning `identity_references` on
+    still signs in full, and its endorsement is as valid after that block as before."""
+    ref = membership.reference_of(identity)
+    return (identity,) if ref == identity else (ref, identity)
 
 
 def _is_duplicate(answer: Answer) -> bool:

@@ -35,6 +35,7 @@ from dltmw.core.config_update import config_write
 from dltmw.core.errors import DltmwError
 from dltmw.core.handlers.jetstream import CutBlock, Entry, JetStreamCutter
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.light_client import block_signer
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import BlockSignal
@@ -90,7 +91,8 @@ class JetStreamExecutor(Executing[Entry, None, CutBlock, int, None]):
         for item in decided:
             block = item.block
             block.metadata.signatures.add(
-                signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
+                signer=block_signer(self._config.view, self._signer.identity_bytes),
+                signature=self._signer.sign(block_hash(block)),
             )
             number = block.header.number
             writes = [position_write(item.position, item.taken, number)]

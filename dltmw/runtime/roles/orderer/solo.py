@@ -33,6 +33,7 @@ from dltmw.core.errors import DltmwError, TransientError
 from dltmw.core.handlers.base import DecidedBlock, PendingEnvelope
 from dltmw.core.handlers.solo import SoloOrderer, Submit
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.light_client import block_signer
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.blockfeed import BlockSignal, follow_data
 from dltmw.runtime.context import NodeContext
@@ -69,7 +70,8 @@ class SoloExecutor(Executing[Submit, PendingEnvelope, DecidedBlock, None, None])
         for item in decided:
             block = item.block
             block.metadata.signatures.add(
-                signer=self._signer.identity_bytes, signature=self._signer.sign(block_hash(block))
+                signer=block_signer(self._config.view, self._signer.identity_bytes),
+                signature=self._signer.sign(block_hash(block)),
             )
             number = block.header.number
             writes = () if item.config is None else (config_write(item.config, number),)
