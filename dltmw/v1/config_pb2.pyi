@@ -366,10 +366,13 @@ class ChannelConfig(_message.Message):
     identity_references: _builtins.bool
     """Nodes the config lists (peers and orderers) may sign by reference (Identity.certificate_ref:
     the SHA-256 of the certificate of their NodeConfig.identity, docs/wire.md "Identity
-    references"): endorsements and private agreements then carry ~40 bytes where they carried
-    the ~450-byte certificate. Resolved from this config alone (no other state), so every node
-    resolves alike at the same block. `dltmw init` sets it for new channels (topology channel key
-    `identity_references`). False (absent: channels made before it): a reference is
+    references"): endorsements, private agreements and the solo and JetStream orderers' block
+    signatures then carry ~40 bytes where they carried the ~450-byte certificate (PBFT-lite
+    replicas and block 0 still sign in full, which is accepted). Resolved from this config alone
+    (no other state), so every node resolves alike at the same block. `dltmw init` and `dltmw
+    channel create` set it for new channels (topology channel key `identity_references`); an
+    existing channel turns it on or off by `dltmw channel update --[no-]identity-references`
+    (upgrade every node first). False (absent: channels made before it): a reference is
     ERROR_REASON_MALFORMED at admission and counts as a malformed identity at commit, as releases
     that do not know the field judge it, and nodes sign in full.
     """
