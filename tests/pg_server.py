@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,21 @@ def _wait_ready(server: PgServer) -> None:
             psycopg.connect(server.dsn, connect_timeout=2).close()
             return
         except psycopg.OperationalError:
-            if server.process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"postgres did not start: see {server.root}") from None
+            code = server.process.poll()
+            if code is not None or time.monotonic() > deadline:
+                log = _log_tail(server.root / "server.log")
+                server.stop()  # removes the directory: its log is in the message
+                what = f"postgres exited with {code}" if code is not None else "postgres timed out"
+                error = _DiedAtStart if code is not None else RuntimeError
+                raise error(f"{what} before accepting connections; its log ends:\n{log}") from None
             time.sleep(0.1)  # a start-up wait with a deadline (tier 4's rule), not a timing
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def _free_port() -> int:
@@ -99,7 +111,22 @@ def _free_port() -> int:
 
 
 def start(settings: tuple[str, ...] = TEST_SETTINGS) -> PgServer:
-    """initdb + postgres on a free port; returns once it accepts connections."""
+    """initdb + postgres on a free port; returns once it accepts connections. A server that
+    dies during start-up (seen once: SIGSEGV before accepting a connection, on a loaded host)
+    is started once more in a fresh directory, with the first attempt's log in a warning: the
+    tests need a server, they do not test PostgreSQL's start-up."""
+    try:
+        return _start(settings)
+    except _DiedAtStart as exc:
+        warnings.warn(f"{exc}; starting PostgreSQL once more", stacklevel=2)
+        return _start(settings)
+
+
+class _DiedAtStart(RuntimeError):
+    """The server process exited before it accepted a connection."""
+
+
+def _start(settings: tuple[str, ...]) -> PgServer:
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("PostgreSQL is not installed: run `make postgresql` (Debian package)")
