@@ -75,10 +75,10 @@ def restart(server: PgServer) -> None:
     same data directory and port; returns once it accepts connections."""
     server.process.send_signal(signal.SIGINT)
     server.process.wait(STOP_TIMEOUT_S)
-    log = (server.root / "server.log").open("ab")
-    server.process = subprocess.Popen(
-        server.args, stdout=log, stderr=subprocess.STDOUT, user=server.user
-    )
+    with (server.root / "server.log").open("ab") as log:  # the server writes its own copy
+        server.process = subprocess.Popen(
+            server.args, stdout=log, stderr=subprocess.STDOUT, user=server.user
+        )
     _wait_ready(server)
 
 
@@ -157,8 +157,10 @@ def _start(settings: tuple[str, ...]) -> PgServer:
     args += ["-c", "listen_addresses=127.0.0.1"]
     for setting in settings:
         args += ["-c", setting]
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
+    # closed here on every path: the child holds its own descriptor (a handle kept open was a
+    # ResourceWarning after a failed start)
+    with (root / "server.log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
     server = PgServer(dsn, process, root, [str(a) for a in args], user)
     _wait_ready(server)
