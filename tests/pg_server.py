@@ -1,5 +1,6 @@
 """A real PostgreSQL server for the tests of `state = "postgresql"`: initdb in a fresh temporary
-data directory, `postgres` on a free 127.0.0.1 port, stopped by its PID (SIGINT: fast shutdown).
+data directory, `postgres` on a free 127.0.0.1 port (below the ephemeral range, `net/ports`),
+stopped by its PID (SIGINT: fast shutdown).
 
 The binaries are Debian's (`make postgresql` installs the `postgresql` package when `pg_ctl` is
 missing). PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user the
@@ -17,7 +18,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from dltmw.net.ports import plan_port
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -73,10 +75,10 @@ def restart(server: PgServer) -> None:
     same data directory and port; returns once it accepts connections."""
     server.process.send_signal(signal.SIGINT)
     server.process.wait(STOP_TIMEOUT_S)
-    log = (server.root / "server.log").open("ab")
-    server.process = subprocess.Popen(
-        server.args, stdout=log, stderr=subprocess.STDOUT, user=server.user
-    )
+    with (server.root / "server.log").open("ab") as log:  # the server writes its own copy
+        server.process = subprocess.Popen(
+            server.args, stdout=log, stderr=subprocess.STDOUT, user=server.user
+        )
     _wait_ready(server)
 
 
@@ -102,12 +104,6 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"(no log: {exc})"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(settings: tuple[str, ...] = TEST_SETTINGS) -> PgServer:
@@ -156,13 +152,15 @@ def _start(settings: tuple[str, ...]) -> PgServer:
         capture_output=True,
         user=user,
     )
-    port = _free_port()
+    port = plan_port()  # outside the ephemeral range: no outgoing connection takes it
     args = [binaries / "postgres", "-D", data, "-p", str(port), "-k", root]
     args += ["-c", "listen_addresses=127.0.0.1"]
     for setting in settings:
         args += ["-c", setting]
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
+    # closed here on every path: the child holds its own descriptor (a handle kept open was a
+    # ResourceWarning after a failed start)
+    with (root / "server.log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
     server = PgServer(dsn, process, root, [str(a) for a in args], user)
     _wait_ready(server)

@@ -152,22 +152,24 @@ class GatewayClient:
         self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
     ) -> tuple[proposal_pb2.SignedProposal, str]:
         """A signed proposal and its tx_id."""
-        proposal_bytes, tx_id = self._proposal_bytes(channel_id, contract, function, args)
+        proposal_bytes, tx_id = self.proposal_bytes(channel_id, contract, function, args)
         return self.signing.proposal(proposal_bytes), tx_id
 
-    def _proposal_bytes(
-        self, channel_id: str, contract: str, function: str, args: Sequence[str | bytes]
+    def proposal_bytes(
+        self,
+        channel_id: str,
+        contract: str,
+        function: str,
+        args: Sequence[str | bytes],
+        creator: bytes | None = None,
     ) -> tuple[bytes, str]:
-        nonce = token_bytes(24)
-        creator = self.signer.identity_bytes
-        header = common_pb2.Header(
-            type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,
-            channel_id=channel_id,
-            tx_id=compute_tx_id(nonce, creator),
-            creator=creator,
-            nonce=nonce,
+        """An unsigned proposal (serialised) and its tx_id, with a fresh nonce; its header
+        names `creator` (default: this client's identity in full; a test may name another
+        form of it, e.g. its reference), and this client's key signs whatever it names."""
+        creator = self.signer.identity_bytes if creator is None else creator
+        header = transaction_header(
+            common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION, channel_id, creator, token_bytes(24)
         )
-        header.timestamp.FromDatetime(utc_now())
         invocation = proposal_pb2.ContractInvocation(
             contract=contract,
             function=function,
@@ -291,7 +293,7 @@ class GatewayClient:
         a channel whose config lets clients sign per batch, the proposal and the envelope are
         signed with the others of their Transact request (`client/creator_signing.py`); a
         channel that refuses the proof (its flag turned off since) gets them signed alone."""
-        proposal_bytes, tx_id = self._proposal_bytes(channel_id, contract, function, args)
+        proposal_bytes, tx_id = self.proposal_bytes(channel_id, contract, function, args)
         endorsed = await self.endorse_batched(channel_id, proposal_bytes)
         status = await self.order_batched(channel_id, tx_id, endorsed.prepared_payload)
         return Submitted(tx_id, endorsed.result, status)
@@ -368,6 +370,22 @@ class GatewayClient:
                 yield response
         finally:
             call.cancel()
+
+
+def transaction_header(
+    kind: common_pb2.HeaderType.ValueType, channel_id: str, creator: bytes, nonce: bytes
+) -> common_pb2.Header:
+    """The header of a client's transaction of `kind` (a proposal's, a private transaction's):
+    its tx_id is fixed by the nonce and the creator (`compute_tx_id`), its timestamp is now."""
+    header = common_pb2.Header(
+        type=kind,
+        channel_id=channel_id,
+        tx_id=compute_tx_id(nonce, creator),
+        creator=creator,
+        nonce=nonce,
+    )
+    header.timestamp.FromDatetime(utc_now())
+    return header
 
 
 def _unsigned_proposal(proposal_bytes: bytes) -> proposal_pb2.SignedProposal:

@@ -3,9 +3,10 @@
 
 The current config is what every node computes: block 0's config, then each later block that
 is a config update alone, checked exactly as a peer checks it at commit
-(`core/txcheck.check_transaction`, which runs `core/config_update.check_update`). The client
-reads the blocks from an orderer (Deliver, as any member may) up to the height the orderer
-announces, so it trusts no node's word for the result, only the orderers' signatures.
+(`core/config_replay.next_view`: `core/txcheck.check_transaction`, which runs
+`core/config_update.check_update`). The client reads the blocks from an orderer (Deliver, as
+any member may) up to the height the orderer announces, so it trusts no node's word for the
+result, only the orderers' signatures.
 A config update travels as the serialised `ConfigUpdate` in a file: each admin adds a signature
 (`sign_update_file`), then any member submits it through a gateway and waits for its code.
 """
@@ -20,9 +21,9 @@ from dltmw.aio.clock import utc_now
 from dltmw.client.files import ClientFiles
 from dltmw.client.gateway import GatewayClient
 from dltmw.core.channel import ChannelView
-from dltmw.core.config_update import add_signature, is_config_update, update_envelope
+from dltmw.core.config_replay import next_view
+from dltmw.core.config_update import add_signature, update_envelope
 from dltmw.core.genesis import read_genesis
-from dltmw.core.txcheck import check_transaction
 from dltmw.rpc.orderer import HEIGHT_METADATA
 from dltmw.rpc.tls import secure_channel
 from dltmw.v1 import (
@@ -31,7 +32,6 @@ from dltmw.v1 import (
     config_update_pb2,
     orderer_service_pb2,
     orderer_service_pb2_grpc,
-    transaction_pb2,
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -43,17 +43,6 @@ def genesis_of(network_dir: Path, channel_id: str) -> block_pb2.Block:
     """Block 0 of `channel_id` as `dltmw init` wrote it."""
     path = network_dir / "channels" / f"{channel_id}.block"
     return block_pb2.Block.FromString(path.read_bytes())
-
-
-def next_view(view: ChannelView, block: block_pb2.Block) -> ChannelView:
-    """The config after `block`: a valid config update alone in it applies (as at commit)."""
-    envelopes = block.data.envelopes
-    if len(envelopes) != 1 or not is_config_update(envelopes[0]):
-        return view
-    checked = check_transaction(envelopes[0], view)
-    if checked.code == transaction_pb2.TX_VALIDATION_CODE_VALID and checked.config is not None:
-        return checked.config
-    return view
 
 
 async def current_config(network_dir: Path, client_id: str, channel_id: str) -> ChannelView:

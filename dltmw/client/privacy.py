@@ -19,10 +19,9 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.entropy import token_bytes
-from dltmw.client.gateway import GatewayClient
+from dltmw.client.gateway import GatewayClient, transaction_header
 from dltmw.core.hashing import compute_tx_id
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import (
@@ -310,14 +309,8 @@ class PrivacyClient:
         """The serialised Payload of a PRIVATE_TRANSACTION with `data`, for `nonce`'s tx_id
         (signed alone by `private_data_envelope`, or with its Transact request's others)."""
         creator = self.client.signer.identity_bytes
-        header = common_pb2.Header(
-            type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,
-            channel_id=channel_id,
-            tx_id=compute_tx_id(nonce, creator),
-            creator=creator,
-            nonce=nonce,
-        )
-        header.timestamp.FromDatetime(utc_now())
+        kind = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
+        header = transaction_header(kind, channel_id, creator, nonce)
         return common_pb2.Payload(header=header.SerializeToString(), data=data).SerializeToString()
 
     async def submit_private(

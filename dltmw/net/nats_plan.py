@@ -7,9 +7,11 @@ never change after the plan is made, so a member killed and restarted is the sam
 rejoins the routes and catches up from its own store.
 
 Where the members run: on one machine (the default) every member listens on 127.0.0.1 on free
-ports asked of the OS; across hosts the topology names each member's address (`hosts`), and
-each member listens on its own host at fixed ports (4222 clients, 6222 routes, 8222
-monitoring, NATS's own defaults), since the OS of another host cannot be asked.
+ports planned below the kernel's ephemeral range (`net/ports`: a port the OS hands out for
+port 0 may be taken by an outgoing connection before the member starts); across hosts the
+topology names each member's address (`hosts`), and each member listens on its own host at
+fixed ports (4222 clients, 6222 routes, 8222 monitoring, NATS's own defaults), since the OS of
+another host cannot be asked.
 
 TLS (the default for a topology's cluster, `[jetstream] tls`): every member presents a
 certificate of the cluster's organisation (`<member>/tls.pem`, naming its host), routes are
@@ -28,7 +30,6 @@ seconds and the others go on (a majority keeps the stream's quorum).
 
 from __future__ import annotations
 
-import socket
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,18 +37,13 @@ from pathlib import Path
 
 import tomli_w
 
+from dltmw.net.ports import plan_ports
+
 PLAN_FILE = "cluster.toml"
 LOOPBACK = "127.0.0.1"
 CLIENT_PORT, ROUTE_PORT, MONITOR_PORT = 4222, 6222, 8222  # NATS's defaults, across hosts
 PING_INTERVAL_S = 2
 PING_MAX = 2
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port the OS says is free now (bound and released; the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -86,8 +82,9 @@ class NatsPlan:
     def fresh(
         directory: Path, size: int = 3, name: str = "dltmw", hosts: Sequence[str] = ()
     ) -> NatsPlan:
-        """A plan of `size` members: on free ports of 127.0.0.1, or, given `hosts` (one address
-        per member), each on its own host at NATS's default ports."""
+        """A plan of `size` members: on free ports of 127.0.0.1 outside the ephemeral range,
+        or, given `hosts` (one address per member), each on its own host at NATS's default
+        ports."""
         if size < 1:
             raise ValueError("a NATS cluster needs at least one server")
         if hosts and len(hosts) != size:
@@ -98,8 +95,9 @@ class NatsPlan:
                 for i, host in enumerate(hosts)
             )
         else:
+            ports = iter(plan_ports(3 * size, LOOPBACK))  # distinct within the plan
             members = tuple(
-                NatsMember(f"n{i}", free_port(), free_port(), free_port()) for i in range(size)
+                NatsMember(f"n{i}", next(ports), next(ports), next(ports)) for i in range(size)
             )
         return NatsPlan(directory, members, name)
 

@@ -237,7 +237,8 @@ class JetStreamCluster(Strict):
     hosts: list[str] = Field(
         default_factory=list,
         description="across hosts: the address of each nats-server, one per server (each then"
-        " listens there on ports 4222/6222/8222); empty: all on 127.0.0.1 on free ports",
+        " listens there on ports 4222/6222/8222); empty: all on 127.0.0.1 on free ports below"
+        " the kernel's ephemeral range",
     )
 
     tls: bool = Field(

@@ -151,7 +151,7 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
         first = await self._current()
-        proposal_bytes, tx_id = first._proposal_bytes(channel_id, contract, function, args)
+        proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args)
         endorsed = await self._attempt(
             deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
         )

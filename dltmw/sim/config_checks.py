@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dltmw.client.governance import next_view
 from dltmw.core.channel import ChannelView
+from dltmw.core.config_replay import next_view
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, is_config_update
 from dltmw.core.handlers.pbft_blocks import signatures_needed
 from dltmw.sim.ledger_checks import VALID, Chain

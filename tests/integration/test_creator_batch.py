@@ -85,8 +85,8 @@ async def test_batch_signed_transactions_commit_valid_everywhere_and_forgeries_a
             assert len(proved) > len(tx_ids) // 2, (peer, len(proved))
 
         # A forged proof: a genuine batch signature with another position's proof.
-        p1, t1 = client._proposal_bytes("trades", "bank", "open", ["F1", "1"])
-        p2, _ = client._proposal_bytes("trades", "bank", "open", ["F2", "1"])
+        p1, t1 = client.proposal_bytes("trades", "bank", "open", ["F1", "1"])
+        p2, _ = client.proposal_bytes("trades", "bank", "open", ["F2", "1"])
         e1 = await client.endorse(client.signing.proposal(p1))
         e2 = await client.endorse(client.signing.proposal(p2))
         sealed = creator_batch.sign_envelopes(
@@ -122,7 +122,7 @@ async def test_a_channel_without_the_flag_refuses_proofs_and_the_sdk_signs_alone
     net, _ = network(TOPOLOGY)
     async with await GatewayClient.connect(net, "user1.org1") as client:
         # A proposal with a proof on "plain": refused at the boundary, with its reason.
-        items = [client._proposal_bytes("plain", "bank", "open", [f"P{i}", "1"]) for i in (0, 1)]
+        items = [client.proposal_bytes("plain", "bank", "open", [f"P{i}", "1"]) for i in (0, 1)]
         signed = creator_batch.sign_proposals(client.signer, [p for p, _ in items])
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await client.endorse(signed[0])
@@ -176,7 +176,7 @@ async def test_the_sdk_client_signs_per_request_and_learns_refusing_channels(net
         # A step repeated on another gateway after the first took it (a fail-over): the same
         # payload signed again. Read as already submitted; the ledger holds the tx once.
         first = client._gateway
-        proposal, tx_id = first._proposal_bytes("trades", "bank", "open", ["Twice", "5"])
+        proposal, tx_id = first.proposal_bytes("trades", "bank", "open", ["Twice", "5"])
         endorsed = await first.endorse_batched("trades", proposal)
         status = await first.order_batched("trades", tx_id, endorsed.prepared_payload)
         assert status.result == VALID

@@ -12,7 +12,6 @@ nothing commits.
 
 from __future__ import annotations
 
-import socket
 import tomllib
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import tomli_w
 
 from dltmw.client import GatewayClient
 from dltmw.core.genesis import read_genesis
+from dltmw.net.ports import plan_port
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.ca import IssuedCert, issue_cert
 from dltmw.pki.network import init_network
@@ -31,12 +31,6 @@ from dltmw.v1.block_pb2 import Block
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 HOSTS = {"orderer0": "127.0.0.2", "peer0.org1": "127.0.0.3", "peer0.org2": "127.0.0.4"}
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def topology(endpoints: dict[str, str]) -> str:
@@ -96,7 +90,7 @@ def reissue_tls(net: Path, node: str, ca_org: str, hosts: list[str]) -> None:
 async def test_nodes_find_each_other_from_the_config_and_verify_advertised_names(
     tmp_path: Path,
 ) -> None:
-    endpoints = {n: f"{h}:{free_port(h)}" for n, h in HOSTS.items()}
+    endpoints = {n: f"{h}:{plan_port(h)}" for n, h in HOSTS.items()}
     (tmp_path / "topology.toml").write_text(topology(endpoints))
     net = tmp_path / "net"
     init_network(tmp_path / "topology.toml", net)

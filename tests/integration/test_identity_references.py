@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from secrets import token_bytes
+from secrets import token_hex
 
 import grpc
 import pytest
 
-from dltmw.aio.clock import utc_now
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.endorsement_batch import signing_bytes
-from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity, identity_bytes, reference_bytes
 from dltmw.rpc.status import reason_of
-from dltmw.v1 import common_pb2, proposal_pb2, transaction_pb2
+from dltmw.v1 import common_pb2, transaction_pb2
 from tests.integration.conftest import TWO_ORG
 
 from .cli import dltmw
@@ -75,21 +73,8 @@ def _block_signers(net: Path, peer: str, channel: str) -> dict[int, list[bytes]]
 
 def _proposal(client: GatewayClient, channel: str, creator: bytes) -> bytes:
     """A bank "open" proposal whose header names `creator` (the client's own key signs it)."""
-    nonce = token_bytes(24)
-    header = common_pb2.Header(
-        type=common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION,
-        channel_id=channel,
-        tx_id=compute_tx_id(nonce, creator),
-        creator=creator,
-        nonce=nonce,
-    )
-    header.timestamp.FromDatetime(utc_now())
-    invocation = proposal_pb2.ContractInvocation(
-        contract="bank", function="open", args=[b"R" + nonce[:4].hex().encode(), b"1"]
-    )
-    return proposal_pb2.Proposal(
-        header=header.SerializeToString(), payload=invocation.SerializeToString()
-    ).SerializeToString()
+    account = f"R{token_hex(4)}"
+    return client.proposal_bytes(channel, "bank", "open", [account, "1"], creator=creator)[0]
 
 
 async def _codes_everywhere(net: Path, channel: str, tx_ids: set[str]) -> dict[str, list[int]]:

@@ -11,7 +11,6 @@ whose certificates are not its organisation's is refused and no block is written
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from dltmw.client import GatewayClient
 from dltmw.client.utxo import PartyFiles, VaultClient, holdings_of
 from dltmw.net.keyfile import read_key
+from dltmw.net.ports import plan_port
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.org import load_definition, to_json
 from dltmw.v1 import transaction_pb2
@@ -35,19 +35,13 @@ DLTMW = str(Path(sys.executable).parent / "dltmw")
 HOSTS = {"OrdererOrg": "127.0.0.2", "Org1": "127.0.0.3", "Org2": "127.0.0.4"}
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def org_topology(org: str) -> str:
     """One organisation's own topology: OrdererOrg runs the orderer and a notary, Org1 and
     Org2 a peer that is also a UTXO vault, and a client."""
     host = HOSTS[org]
 
     def node(nid: str, roles: str) -> str:
-        endpoint = f"{host}:{free_port(host)}"
+        endpoint = f"{host}:{plan_port(host)}"
         return f'[[nodes]]\nid = "{nid}"\norg = "{org}"\nroles = {roles}\nendpoint = "{endpoint}"\n'
 
     head = f'name = "{org.lower()}"\n[[orgs]]\nid = "{org}"\n'

@@ -51,6 +51,10 @@ def _peer(ledger: Any, builtin_of: Any) -> Any:
     stub._check_proposal = check
     stub.offload = offload
     stub.check_many = lambda batch: PeerChannel.check_many(stub, batch)
+    stub.duplicates = lambda batch: PeerChannel.duplicates(stub, batch)
+    stub.endorse_at = lambda batch, blocks, dup=False: PeerChannel.endorse_at(
+        stub, batch, blocks, dup
+    )
     stub.applied_height = 2  # blocks 0 and 1 (the topic, tx0) committed: every reach is at once
     stub.reach = lambda number, timeout_s: PeerChannel.reach(stub, number, timeout_s)
     stub.ctx.limits = SimpleNamespace(height_wait_s=1.0)

@@ -19,6 +19,7 @@ from dltmw.core.errors import ClientError, DltmwError, PeerError, TransientError
 from dltmw.core.handlers.endorsement import Candidate, Decision, EndorsementCollector
 from dltmw.core.policy import PolicyResult, Signer, parse_policy
 from dltmw.runtime.roles.gateway.endorsing import _Job, _prepare
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import errors_pb2, proposal_pb2
 
 
@@ -218,15 +219,17 @@ def _gateway(ask: Any, on_ledger: set[str] | None = None) -> Any:
         reads.append(wanted)
         return {t for t in wanted if t in (on_ledger or set())}
 
+    peer = SimpleNamespace(
+        view=SimpleNamespace(
+            config=SimpleNamespace(peers=peers),
+            membership=SimpleNamespace(reference_of=lambda identity: identity),
+        ),
+        ledger=SimpleNamespace(existing_tx_ids=existing_tx_ids),
+    )
+    peer.duplicates = lambda batch: PeerChannel.duplicates(peer, batch)
     return SimpleNamespace(
         _ctx=SimpleNamespace(node_id="peer0.org1"),
-        _peer=SimpleNamespace(
-            view=SimpleNamespace(
-                config=SimpleNamespace(peers=peers),
-                membership=SimpleNamespace(reference_of=lambda identity: identity),
-            ),
-            ledger=SimpleNamespace(existing_tx_ids=existing_tx_ids),
-        ),
+        _peer=peer,
         _ask=ask,
         _local_block=lambda: 7,
         reads=reads,

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dltmw.core.errors import DltmwError
-from dltmw.net.nats_plan import free_port
+from dltmw.net.ports import plan_port
 from dltmw.runtime.config_file import JetStreamTable
 from dltmw.runtime.roles.orderer import jetstream_log
 from dltmw.v1 import errors_pb2
@@ -21,7 +21,7 @@ def test_a_cluster_that_never_answers_is_a_clear_unavailable_not_a_hang(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(jetstream_log, "READY_S", 1.0)
-    url = f"nats://127.0.0.1:{free_port()}"
+    url = f"nats://127.0.0.1:{plan_port()}"
     log = jetstream_log.StreamLog("trades", JetStreamTable(servers=[url]), "orderer9")
 
     async def main() -> DltmwError:

@@ -13,9 +13,11 @@
 Theory of operation. Read-only: every answer is one indexed read of the node's own ledger files
 through the store (`ledger/sqlite.ChannelLedger`: `blocks_before` walks the block table's primary
 key backwards from `before`; a tx id is a primary-key lookup), so a page costs the same on block
-10 and on block 10,000,000. A channel the node is a peer of is read from its peer ledger (it
-holds this peer's validation codes); one it only orders, from its orderer ledger (no codes:
-shown as `NOT_VALIDATED_HERE`).
+10 and on block 10,000,000 — plus, for a block or transaction shown in full, the config in force
+at its block (`epochs.py`: a point read of the config entry; a block older than the current
+config, a replay of the chain made once). A channel the node is a peer of is read from its peer
+ledger (it holds this peer's validation codes); one it only orders, from its orderer ledger (no
+codes: shown as `NOT_VALIDATED_HERE`).
 
 Errors are the caller's: a bad parameter is 400, an unknown channel, block or transaction 404,
 each a JSON body `{"error": ...}`; nothing a request says can make a 500 (a store fault is not a
@@ -34,11 +36,13 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from importlib import resources
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView
 from dltmw.core.notary_batch import decode
+from dltmw.ledger.backend import StateReader
+from dltmw.runtime.explorer.epochs import ConfigEpochs
 from dltmw.runtime.explorer.view import Resolve, block_detail, block_summary, transaction
 from dltmw.runtime.metrics import validation_code_name as code_name
 from dltmw.v1 import block_pb2
@@ -54,6 +58,7 @@ STATIC = {
     "style.css": ("style.css", "text/css; charset=utf-8"),
 }
 Reply = tuple[int, bytes, str]  # status, body, content type
+T = TypeVar("T")
 
 
 class LedgerReads(Protocol):
@@ -76,6 +81,14 @@ class LedgerReads(Protocol):
         """Where a transaction committed, or None."""
         ...
 
+    async def blocks(self, start: int, stop: int) -> list[block_pb2.Block]:
+        """Blocks `start` to `stop - 1` held, in order (`epochs.py`'s replay)."""
+        ...
+
+    async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
+        """`fn` on one snapshot of committed state (`epochs.py`: the config entry)."""
+        ...
+
 
 class Holder(Protocol):
     """A role holding one channel's ledger."""
@@ -88,8 +101,9 @@ class Holder(Protocol):
 
 @runtime_checkable
 class Configured(Protocol):
-    """A holder that also knows its channel's config in force (peer and orderer channels):
-    the explorer shows identities named by reference through it (`view.py`)."""
+    """A holder that also knows its channel's config (peer and orderer channels): its blocks
+    can name identities by reference, shown through the config in force at each block
+    (`epochs.py`, `view.py`)."""
 
     @property
     def view(self) -> ChannelView:
@@ -164,6 +178,7 @@ class Explorer:
         self._pbft = pbft_orderers
         self._notaries = notaries  # asked per request: notary roles start after the explorer
         self._files = {key: (_static(name), kind) for key, (name, kind) in STATIC.items()}
+        self._epochs: dict[str, ConfigEpochs] = {}  # per channel: its configs by block
 
     async def answer(self, method: str, path: str, query: Mapping[str, list[str]]) -> Reply:
         """The reply to one request whose path starts with /explorer or /api/."""
@@ -245,7 +260,7 @@ class Explorer:
         found = await self._ledger(channel).block(number)
         if found is None:
             raise BadRequest(404, f"channel {channel}: no block {number}")
-        return block_detail(found, self._resolver(channel))
+        return block_detail(found, await self._resolver(channel, number))
 
     async def tx(self, channel: str, tx_id: str) -> dict[str, Any]:
         """One transaction by id: where it committed, its code, what it holds."""
@@ -256,7 +271,8 @@ class Explorer:
         found = await ledger.block(record.block_number) if record is not None else None
         if record is None or found is None:
             raise BadRequest(404, f"channel {channel}: no transaction {tx_id}")
-        detail = transaction(found.data.envelopes[record.tx_index], self._resolver(channel))
+        resolve = await self._resolver(channel, record.block_number)
+        detail = transaction(found.data.envelopes[record.tx_index], resolve)
         code = code_name(record.code) if found.metadata.validation_codes else "NOT_VALIDATED_HERE"
         return {
             **detail,
@@ -295,12 +311,16 @@ class Explorer:
             }
         return out
 
-    def _resolver(self, channel: str) -> Resolve:
-        """How identities by reference are shown on `channel`: through its config in force."""
+    async def _resolver(self, channel: str, number: int) -> Resolve:
+        """How identities by reference are shown in block `number` of `channel`: through the
+        config in force at that block (`epochs.py`)."""
         holder = self._peers.get(channel) or self._orderers.get(channel)
-        if isinstance(holder, Configured):
-            return holder.view.membership.resolved
-        return lambda identity_bytes: identity_bytes
+        if not isinstance(holder, Configured):
+            return lambda identity_bytes: identity_bytes
+        epochs = self._epochs.get(channel)
+        if epochs is None or epochs.ledger is not holder.ledger:  # a ledger opened again
+            epochs = self._epochs[channel] = ConfigEpochs(holder.ledger)
+        return (await epochs.view_at(number)).membership.resolved
 
     def _ledger(self, channel: str) -> LedgerReads:
         holder = self._peers.get(channel) or self._orderers.get(channel)

@@ -8,9 +8,9 @@ Rules a reader must keep:
   is shown as `unparsable`, never raised (the page of a block must not fail on one bad entry —
   its validation code already says what the peer thought of it).
 - Identities are shown by organisation and certificate common name. One named by reference
-  (`Identity.certificate_ref`, core/identity.py) is shown through `resolve` — the channel's
-  config in force, which names the nodes that sign so — and marked `by_reference`; one the
-  config does not name (any more) is shown with its reference's hex.
+  (`Identity.certificate_ref`, core/identity.py) is shown through `resolve` — the config in
+  force at its block (`epochs.py`), which names the nodes that signed so then — and marked
+  `by_reference`; one that config does not name is shown with its reference's hex.
 - Bounded output: contract event payloads and contract arguments are cut at `PREVIEW_BYTES`;
   a block's transactions are at most what the channel's batch size let the orderer cut.
 """

@@ -21,7 +21,7 @@ after a commit: benchmarks/RESULTS.md, lanes lat15 and lat17). The remote asks a
 once, as before; a duplicate is known when the local answer comes, and it is final whatever
 the others answered, so the gathering waits for that answer (the local peer's in-place
 endorsement is the first to arrive anyway). A proposal whose policy does not ask the local peer
-is checked for duplicates before any ask, as before (`existing_tx_ids`).
+is checked for duplicates before any ask, as before (`PeerChannel.duplicates`).
 
 Read your writes. A request may name a `min_block_number` (the highest block its client saw
 committed); `Gateway.endorse` first waits (bounded) for the local peer to commit it, and every
@@ -62,7 +62,7 @@ from dltmw.core.policy import PolicyResult, Signer, policy_orgs
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.gateway.endorser_links import EndorserStream
-from dltmw.runtime.roles.peer.channel import PeerChannel, duplicate
+from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import common_pb2, errors_pb2, proposal_pb2, transaction_pb2
 
 R = errors_pb2
@@ -211,10 +211,10 @@ class BatchEndorser:
         ]
         if not unasked:
             return
-        on_ledger = await self._peer.ledger.existing_tx_ids(j.checked.tx_id for j in unasked)
-        for job in unasked:
-            if job.checked.tx_id in on_ledger:
-                job.refuse(duplicate(job.checked))
+        refusals = await self._peer.duplicates([j.checked for j in unasked])
+        for job, refusal in zip(unasked, refusals, strict=True):
+            if refusal is not None:
+                job.refuse(refusal)
 
     def _job(
         self,

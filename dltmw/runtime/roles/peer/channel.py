@@ -194,54 +194,44 @@ class PeerChannel:
         """`admit` of many proposals at once: the admitted ones, or each one's ClientError."""
         results = await self.check_many(batch)
         admitted = [r for r in results if isinstance(r, CheckedProposal)]
-        on_ledger = await self.ledger.existing_tx_ids(c.tx_id for c in admitted)
-        out: list[CheckedProposal | BaseException] = []
-        for r in results:
-            assert isinstance(r, CheckedProposal | BaseException)
-            out.append(
-                duplicate(r) if isinstance(r, CheckedProposal) and r.tx_id in on_ledger else r
-            )
-        return out
+        refusals = iter(await self.duplicates(admitted))
+        return [(next(refusals) or r) if isinstance(r, CheckedProposal) else r for r in results]
 
     async def check_many(
         self, batch: Sequence[proposal_pb2.SignedProposal]
     ) -> list[CheckedProposal | BaseException]:
         """Admission's checks of many proposals (signatures, creator, contract) without the
-        duplicate tx_id check, which needs a read transaction: a caller that reads the ledger
-        next anyway makes it there (`endorse_at(check_duplicates=True)`, the gateway's own
-        peer; `admit_and_endorse`, the endorser service)."""
+        duplicate tx_id check, which needs a read transaction. Two ways to make it: a caller
+        that reads the ledger next anyway makes it in that read (`endorse_at(check_duplicates=
+        True)`: the gateway's own peer, and `admit_and_endorse`, the endorser service); any
+        other in a read of its own (`duplicates`: `admit`, the gateway's proposals its peer is
+        not asked for)."""
         # each item: `_check_proposal`'s CheckedProposal, or the DltmwError it raised
         return cast(
             list[CheckedProposal | BaseException], await self.offload(self._check_proposal, batch)
         )
+
+    async def duplicates(self, batch: Sequence[CheckedProposal]) -> list[ClientError | None]:
+        """Admission's duplicate tx_id check in a read of its own (one hop, none for an empty
+        batch): for each proposal, its DUPLICATE_TX_ID refusal (`duplicate`) if its
+        transaction is on the ledger, else None."""
+        on_ledger = await self.ledger.existing_tx_ids(c.tx_id for c in batch)
+        return [duplicate(c) if c.tx_id in on_ledger else None for c in batch]
 
     async def admit_and_endorse(
         self, batch: Sequence[proposal_pb2.SignedProposal]
     ) -> list[proposal_pb2.ProposalResponse | BaseException]:
         """`admit_many`, then `endorse_many` of the admitted proposals (on any committed
         state: the caller reached the blocks it names first), with the duplicate check and the
-        simulation in ONE read transaction: each read transaction after a commit re-reads
-        sqlite's pages (38 to 50 µs, 150 to 179 after idle; benchmarks/RESULTS.md, lane lat15), and
-        at one transaction per block every endorsement follows a commit. The same answers:
-        each proposal's response, or the error admission or the read gave it."""
+        simulation in ONE read transaction (`endorse_at(check_duplicates=True)`): each read
+        transaction after a commit re-reads sqlite's pages (38 to 50 µs, 150 to 179 after idle;
+        benchmarks/RESULTS.md, lane lat15), and at one transaction per block every endorsement
+        follows a commit. The same answers: each proposal's response, or the error admission
+        or the read gave it."""
         results = await self.check_many(batch)
         admitted = [r for r in results if isinstance(r, CheckedProposal)]
-        failed: TransientError | None = None
-        try:
-            on_ledger, responses = await self._endorse_once(admitted, check_duplicates=True)
-        except TransientError as exc:  # as `endorse_at` answers a failed read: each its error
-            failed, on_ledger, responses = exc, set(), []
-        answers = iter(responses)
-        out: list[proposal_pb2.ProposalResponse | BaseException] = []
-        for r in results:
-            assert isinstance(r, CheckedProposal | BaseException)
-            if not isinstance(r, CheckedProposal):
-                out.append(r)
-            elif failed is not None:
-                out.append(failed)
-            else:
-                out.append(duplicate(r) if r.tx_id in on_ledger else next(answers))
-        return out
+        answers = iter(await self.endorse_at(admitted, [0] * len(admitted), True))
+        return [next(answers) if isinstance(r, CheckedProposal) else r for r in results]
 
     def _trust(self) -> ChannelTrust:
         """What a contract may know besides the signed header: the channels this channel's
@@ -337,7 +327,10 @@ class PeerChannel:
         on the ledger gets DUPLICATE_TX_ID (`duplicate`) and is not simulated. The gateway's
         own peer: one read transaction per lone proposal instead of two (admission's, then the
         simulation's; each re-reads sqlite's pages after a commit, benchmarks/RESULTS.md, lane
-        lat15), as `admit_and_endorse` does for the endorser service."""
+        lat15); `admit_and_endorse`, the endorser service, likewise. A failed read answers
+        each proposal of its group with its TransientError."""
+        if not batch:
+            return []
         groups: dict[int, list[int]] = {}
         for index, number in enumerate(min_blocks):
             # Every block already committed here is one group: one snapshot for all of them.
