@@ -28,8 +28,10 @@ PLAN_FLOOR = 20000  # below the ephemeral range, above the well-known and regist
 ATTEMPTS = 200  # ports tried per planned port before giving up
 
 
-class NoFreePort(RuntimeError):
-    """No port outside the ephemeral range could be bound within the attempts."""
+class NoFreePort(OSError):
+    """No port outside the ephemeral range could be bound within the attempts. An `OSError`
+    (a resource the host lacks, like EADDRINUSE): the `dltmw` command shows it as a message
+    with exit status 1, not as an internal error (cli/errors.describe)."""
 
 
 def ephemeral_range(range_file: Path = RANGE_FILE) -> tuple[int, int]:

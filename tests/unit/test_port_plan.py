@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dltmw.cli.errors import EXIT_FAILED, describe
 from dltmw.net import ports
 from dltmw.net.nats_plan import NatsPlan
 
@@ -70,8 +71,10 @@ def test_no_free_port_is_a_clear_error(tmp_path: Path) -> None:
     held, port = _held_port_with_a_free_neighbour()
     with held:
         range_file = _range_file(tmp_path, port + 1, 60999)  # the only candidate is held
-        with pytest.raises(ports.NoFreePort, match=f"{port}-{port}.*ephemeral range"):
+        with pytest.raises(ports.NoFreePort, match=f"{port}-{port}.*ephemeral range") as caught:
             ports.plan_ports(1, range_file=range_file, floor=port)
+    message, status = describe(caught.value)  # `dltmw init` shows a message, exit 1, no bug
+    assert status == EXIT_FAILED and "NoFreePort" in message and "ephemeral range" in message
 
 
 def test_a_nats_plan_uses_distinct_ports_outside_the_ephemeral_range(tmp_path: Path) -> None:
