@@ -574,7 +574,8 @@ async def test_a_replica_is_added_then_another_removed_and_the_channel_goes_on(
         await _wait(lambda: _same_chain(net, five), 60, "all five after the join")
         signed = [b for b in _blocks(net, "orderer.e")[first + 1 :] if b.metadata.signatures]
         assert signed and all(len(b.metadata.signatures) >= 4 for b in signed)
-        mine = _orderer_identity(net, "orderer.e", "OrdererA")
+        # named by its reference (the channel takes identity references)
+        mine = reference_bytes(_orderer_identity(net, "orderer.e", "OrdererA"))
         assert any(s.signer == mine for b in signed for s in b.metadata.signatures)
         five_view = await current_config(net, "user1.org1", "trades")
         kept_four = [o for o in five_view.config.orderers if o.node_id != "orderer.b"]
