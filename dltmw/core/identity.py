@@ -31,8 +31,9 @@ Identity references (`Identity.certificate_ref`, on channels with
 `ChannelConfig.identity_references`): a node the channel's config lists (its
 `NodeConfig.identity`, a peer or an orderer) may sign as `Identity{org_id, certificate_ref}`,
 the SHA-256 of its certificate, ~40 bytes where the certificate is ~450 — in every endorsement
-and agreement of every block, and in a solo or JetStream orderer's signature of every block
-(`light_client.block_signer`), forever. A `Membership` built with the config's node identities
+and agreement of every block, and in an orderer's signature of every block (solo, JetStream,
+and each of a PBFT-lite block's 2f+1 replica signatures: `light_client.block_signer`),
+forever. A `Membership` built with the config's node identities
 (`references`) resolves such bytes to the config's full identity and then runs every check on
 it exactly as on the certificate sent in full (`_check`: root, CA flag, revocation; validity at
 `now` on every call), caching by the bytes as sent. Resolution reads the config in force and

@@ -15,7 +15,10 @@
   of at least the quorum (`signatures_needed`) of the orderer list in force at its height —
   block 0's, then each applied config's from the block after it — and of nobody else. The
   signers are counted by identity; the signatures themselves were verified by the node that
-  committed the block (a peer refuses a block whose signatures do not verify).
+  committed the block (a peer refuses a block whose signatures do not verify). Where that
+  config takes identity references, each signer is named by its reference (a reference is
+  resolved to the orderer it names, `Membership.resolved`), never in full: every replica names
+  the signers of a block by the config in force before it (`PbftOrdererCore._block_names`).
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ def check_signers(node: str, path: Path, genesis: ChannelView) -> list[str]:
                 f"signers: {node} block {number} carries {len(signers & in_force)} signatures "
                 f"of the {len(in_force)} orderers in force (needs {needed}) and "
                 f"{len(signers - in_force)} of others"
+            )
+        in_full = sum(s.signer in in_force for s in block.metadata.signatures)
+        if view.config.identity_references and in_full:
+            out.append(
+                f"signers: {node} block {number} names {in_full} orderers in full where the "
+                "config in force takes identity references"
             )
         envelopes = block.data.envelopes
         if len(envelopes) == 1 and is_config_update(envelopes[0]):

@@ -10,6 +10,9 @@
   regression test of issue 10, finding 1: it used to halt every peer);
 - seven replicas (f = 2) order too, every block carrying 5 signatures;
 - a backup down for longer than its peers retain decided batches catches up from their blocks;
+  the channel takes identity references (what `dltmw init` sets), so every block names its 2f+1
+  signers by their ~40-byte references, which the restarted replica's catch-up and both peers
+  accept; on a channel without the flag (the seven-replica run) blocks name them in full;
 - a config update (a revocation) is cut alone and applied at its block by every replica and peer,
   including a replica down when it was ordered (issue 12);
 - the replica set changes (issue 12 item 3): orderer.e, running as a follower, is added (4 -> 5),
@@ -35,7 +38,7 @@ from dltmw.core import config_edit
 from dltmw.core.block import block_hash
 from dltmw.core.config_update import CONFIG_KEY, CONFIG_NAMESPACE, add_signature, update_content
 from dltmw.core.hashing import compute_tx_id
-from dltmw.core.identity import SigningIdentity, identity_bytes
+from dltmw.core.identity import SigningIdentity, identity_bytes, reference_bytes
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import TlsMaterial, secure_channel
 from dltmw.runtime.metrics import reason_name
@@ -341,7 +344,10 @@ def _seven_orderers() -> str:
 
 
 async def test_seven_replicas_order_with_five_signatures_per_block(network) -> None:
-    net, _ = network(_seven_orderers())
+    seven_without_references = _seven_orderers().replace(
+        'ordering = "pbft"', 'ordering = "pbft"\nidentity_references = false'
+    )
+    net, _ = network(seven_without_references)
     client = await GatewayClient.connect(net, "user1.org1")
     try:
         results = await asyncio.gather(
@@ -355,6 +361,24 @@ async def test_seven_replicas_order_with_five_signatures_per_block(network) -> N
     chain = _blocks(net, "orderer.g")
     assert all(len(b.metadata.signatures) >= 5 for b in chain[1:])
     await _wait(lambda: len(_blocks(net, "peer0.org2", "peer")) >= len(chain), 60, "peer")
+    # A channel without identity references: its replicas name themselves in full, as before.
+    full = {_own_org_identity(net, node) for node in seven}
+    assert all({s.signer for s in b.metadata.signatures} <= full for b in chain[1:])
+
+
+def _own_org_identity(net: Path, node: str) -> bytes:
+    """The identity (in full) orderer `node` of organisation "Orderer<X>" signs with."""
+    return _orderer_identity(net, node, f"Orderer{node.removeprefix('orderer.').upper()}")
+
+
+def _named_by_reference(net: Path, chain: list[block_pb2.Block]) -> None:
+    """Every block after block 0 names each of its >= 3 signers by a distinct orderer's
+    reference (block 0, the config the references resolve against, has none)."""
+    refs = {reference_bytes(_own_org_identity(net, node)) for node in ORDERERS}
+    for block in chain[1:]:
+        signers = [s.signer for s in block.metadata.signatures]
+        assert len(set(signers)) == len(signers) >= 3, block.header.number
+        assert set(signers) <= refs, block.header.number
 
 
 async def test_backup_behind_the_retention_catches_up_from_peer_blocks(
@@ -391,6 +415,11 @@ async def test_backup_behind_the_retention_catches_up_from_peer_blocks(
         await _wait(lambda: _same_chain(net, ORDERERS), 120, "orderer.d to catch up")
         chain = _blocks(net, "orderer.d")
         assert len(chain) >= ahead and all(len(b.metadata.signatures) >= 3 for b in chain[1:])
+        # The fetched blocks name their signers by reference; the peers took them all.
+        _named_by_reference(net, chain)
+        for peer in ("peer0.org1", "peer0.org2"):
+            await _wait(lambda p=peer: len(_blocks(net, p, "peer")) >= ahead, 60, peer)
+            _named_by_reference(net, _blocks(net, peer, "peer"))
         # New sequences are decided with orderer.d in the normal path again (it learns the
         # stable checkpoint from its peers' state replies) ...
         await put_all("after", 6)
@@ -545,7 +574,8 @@ async def test_a_replica_is_added_then_another_removed_and_the_channel_goes_on(
         await _wait(lambda: _same_chain(net, five), 60, "all five after the join")
         signed = [b for b in _blocks(net, "orderer.e")[first + 1 :] if b.metadata.signatures]
         assert signed and all(len(b.metadata.signatures) >= 4 for b in signed)
-        mine = _orderer_identity(net, "orderer.e", "OrdererA")
+        # named by its reference (the channel takes identity references)
+        mine = reference_bytes(_orderer_identity(net, "orderer.e", "OrdererA"))
         assert any(s.signer == mine for b in signed for s in b.metadata.signatures)
         five_view = await current_config(net, "user1.org1", "trades")
         kept_four = [o for o in five_view.config.orderers if o.node_id != "orderer.b"]

@@ -9,7 +9,9 @@ force at its height and by nobody else) and live after the heal (the four update
 deposits ordered after the last one, every node — the added and the removed ones too — at one
 height). Negative controls, caught by the signer checker: replicas that keep the classic 2f+1
 quorum after the set grew to 5 (it is 4 of 5: two quorums of 3 would share a single replica);
-replicas that do not end the epoch at orderer.c's removal, so its old key goes on signing.
+replicas that do not end the epoch at orderer.c's removal, so its old key goes on signing;
+replicas that name the signers of their blocks in full although the channel takes identity
+references (the scenario's channel does, as `dltmw init` makes it).
 """
 
 from __future__ import annotations
@@ -67,4 +69,15 @@ def test_negative_control_the_old_key_signing_after_the_rekey_is_caught(
     monkeypatch.setattr(pbft_orderer, "replica_set_changed", keeps_old_key)
     results = run_seeds("cfg-pbft-members", range(2), stop_after=2)
     caught = [r for r in results if any(v.startswith("signers:") for v in r.violations)]
+    assert len(caught) == len(results), report(list(results))
+
+
+def test_negative_control_blocks_naming_their_signers_in_full_under_references_are_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break the replicas' block names (`_block_names`: always in full); the scenario's channel
+    takes identity references, so the signer checker reports every block after block 0."""
+    monkeypatch.setattr(pbft_orderer.PbftOrdererCore, "_block_names", lambda self: ())
+    results = run_seeds("cfg-pbft-members", range(2), stop_after=2)
+    caught = [r for r in results if any("in full where" in v for v in r.violations)]
     assert len(caught) == len(results), report(list(results))

@@ -10,6 +10,13 @@ here from the decided slot. A block is committed (and
 served by Deliver) once it holds 2f+1 valid signatures of distinct replicas over its hash —
 what peers check before committing it. `BlockAssembler` is pure bookkeeping; the PBFT
 orderer's core (`pbft_orderer.py`) owns one.
+
+Signers are named in the block (`BlockMetadata.signatures[].signer`) as `PendingBlock.names`
+says, fixed when the block is built: on a channel with `identity_references` each replica's
+~40-byte reference under the config in force before that block (`light_client.block_signer`,
+what every peer checks the block against), so a config update that turns the flag on takes
+effect at the same height on every replica; else (and with no names given) its identity in
+full. Replicas still sign and check each other's signatures by index (`BlockSignature.replica`).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class PendingBlock:
     digest: bytes
     signatures: dict[int, bytes] = field(default_factory=dict)
     ids: tuple[bytes, ...] = ()  # the envelopes' request ids when the builder had them
+    names: tuple[bytes, ...] = ()  # signer of replica i in the block (): `identities[i]`
 
 
 class BlockAssembler:
@@ -72,11 +80,13 @@ class BlockAssembler:
         last_hash: bytes,
         ids: tuple[bytes, ...] = (),
         built: tuple[block_pb2.Block, bytes] | None = None,
+        names: tuple[bytes, ...] = (),
     ) -> PendingBlock | None:
         """Block `number` from a decided batch (None if the ledger already has it); `ids`: the
         requests' ids (SHA-256) when known, which are also the block's content digests;
         `built`: (block, hash) made of exactly these requests before (`pbft_speculative`),
-        used when it continues the chain here."""
+        used when it continues the chain here; `names`: how the block names each replica that
+        signs it (module docstring; (): by its identity)."""
         if number < height or number in self.pending:
             return None
         if number == height:
@@ -86,10 +96,10 @@ class BlockAssembler:
         else:
             raise InvariantViolation(f"block {number} built before block {number - 1}")
         if built is not None and built[0].header.previous_hash == previous:
-            pending = PendingBlock(built[0], built[1], ids=ids)
+            pending = PendingBlock(built[0], built[1], ids=ids, names=names)
         else:
             block = make_block(self.channel_id, number, previous, list(requests), ids)
-            pending = PendingBlock(block, block_hash(block), ids=ids)
+            pending = PendingBlock(block, block_hash(block), ids=ids, names=names)
         self.pending[number] = pending
         for replica, (digest, signature) in self._early.pop(number, {}).items():
             self._add(pending, replica, digest, signature)
@@ -124,8 +134,9 @@ class BlockAssembler:
         if pending is None or len(pending.signatures) < self.quorum:
             return None
         del self.pending[height]
+        names = pending.names or self.identities
         for replica in sorted(pending.signatures):
             pending.block.metadata.signatures.add(
-                signer=self.identities[replica], signature=pending.signatures[replica]
+                signer=names[replica], signature=pending.signatures[replica]
             )
         return pending

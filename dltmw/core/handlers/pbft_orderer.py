@@ -80,6 +80,7 @@ from dltmw.core.handlers.pbft_orderer_io import (
     _Out,
 )
 from dltmw.core.handlers.pbft_speculative import SpeculativeBlocks
+from dltmw.core.light_client import block_signer
 from dltmw.core.pbft import ClientRequest, Rejected, Replica, request_id
 from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.core.pbft.surface import OrderingReplica
@@ -152,6 +153,12 @@ class PbftOrdererCore:
         self._learn = learn
         self._tracked = height  # the next block number whose config effect is not known yet
         self._configs: dict[int, ChannelView] = {}  # block number -> the config it applies
+        # (view, assembler, names): the last `_block_names` answer, recomputed when either changes
+        self._names: tuple[ChannelView | None, BlockAssembler | None, tuple[bytes, ...]] = (
+            None,
+            None,
+            (),
+        )
         self.replica = replica
         if view is not None:
             self._cut_to(view)
@@ -387,7 +394,10 @@ class PbftOrdererCore:
             previous = self.assembler.pending[number - 1].digest
         early = self._speculative.take(number, requests, ids, previous)
         built = None if early is None else (early.block, early.digest)
-        pending = self.assembler.build(number, requests, self.height, self.last_hash, ids, built)
+        names = self._block_names()
+        pending = self.assembler.build(
+            number, requests, self.height, self.last_hash, ids, built, names
+        )
         if pending is None:
             return
         self._track(number, requests)
@@ -398,6 +408,21 @@ class PbftOrdererCore:
             return
         pending.signatures[self.replica.me] = self._sign(pending.digest)
         self._broadcast_signature(pending)
+
+    def _block_names(self) -> tuple[bytes, ...]:
+        """How the block being built names the replicas that sign it (`PendingBlock.names`):
+        by reference where the config in force before it takes references, else () (in full).
+        Blocks are built in order, each after `_track` of the one before, so `self.view` is
+        that config here — the one every replica and peer holds at that height."""
+        view, assembler = self.view, self.assembler
+        cached_view, cached_assembler, names = self._names
+        if cached_view is view and cached_assembler is assembler:
+            return names
+        names = ()
+        if view is not None and view.orderer_membership.takes_references:
+            names = tuple(block_signer(view, identity) for identity in assembler.identities)
+        self._names = (view, assembler, names)
+        return names
 
     def _broadcast_signature(self, pending: PendingBlock) -> None:
         me = self.replica.me

@@ -71,7 +71,7 @@ from dltmw.core.handlers.pbft_orderer import (
     SignatureOf,
 )
 from dltmw.core.handlers.pbft_speculative import carried_claim, certified_claims
-from dltmw.core.identity import IdentityError
+from dltmw.core.identity import IdentityError, reference_bytes
 from dltmw.core.pbft import (
     ClientRequest,
     DecidedFromStore,
@@ -232,13 +232,15 @@ class PbftOrdererExecutor(
             del signed[next(iter(signed))]  # over fetched blocks leaves a gap, nothing stale)
 
     def _own_signature(self, block: block_pb2.Block) -> tuple[bytes, bytes] | None:
-        """(block hash, our signature) of a committed block, if we signed it."""
+        """(block hash, our signature) of a committed block, if we signed it — named in full or,
+        on a channel with `identity_references`, by our reference (`PendingBlock.names`)."""
         channel = self._channel
         if channel.me is None:
             return None
         mine = channel.identities[channel.me]
+        ours = (mine, reference_bytes(mine))
         for sig in block.metadata.signatures:
-            if sig.signer == mine:
+            if sig.signer in ours:
                 return block_hash(block), sig.signature
         return None
 
@@ -282,6 +284,7 @@ class PbftOrdererExecutor(
                 channel.identities,
                 channel.config.quorum,
                 channel.check,
+                channel.view.orderer_membership.resolved,
             )
         finally:
             driver = channel.driver

@@ -8,7 +8,10 @@ or message is needed and the blocks carry their own proof), verifies each one â€
 from our ledger head, and 2f+1 valid signatures of distinct configured orderers over its hash,
 the check peers make â€” and hands the verified prefix to the orderer's core as an input, which
 commits it and moves the replica with `Replica.jump` (see `dltmw.core.pbft.jump` for why that
-is safe).
+is safe). A signer named by reference (a channel with `identity_references`) is resolved
+through the config in force at our head (`Membership.resolved`) to the orderer it names and
+counted as that orderer, once; one the config does not list, or whose signature is not that
+orderer's, counts for nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ FETCH_BLOCKS_MAX = 512
 IDLE_S = 1.0
 CALL_TIMEOUT_S = 30.0
 Verify = Callable[[int, bytes, bytes], bool]
+Resolve = Callable[[bytes], bytes]
+
+
+def _unresolved(signer: bytes) -> bytes:
+    return signer
 
 
 async def fetch_blocks(
@@ -75,12 +83,15 @@ def verified_prefix(
     identities: Sequence[bytes],
     quorum: int,
     verify: Verify,
+    resolve: Resolve = _unresolved,
 ) -> list[block_pb2.Block]:
     """The longest prefix of `blocks` that continues our chain, each block carrying `quorum`
     valid signatures of distinct configured orderers over its hash, up to and including the
-    first config block: a config block may change the replica set, and the orderer core learns
-    the set that signs the next blocks only when it has committed it (docs/governance.md), so
-    a fetch never verifies a block against a set no longer in force."""
+    first config block: a config block may change the replica set (or turn identity references
+    on), and the orderer core learns the config that holds for the next blocks only when it has
+    committed it (docs/governance.md), so a fetch never verifies a block against a config no
+    longer in force. `resolve`: the orderer identity a signer names by reference under that
+    config (`Membership.resolved`; the bytes themselves otherwise)."""
     index = {identity: i for i, identity in enumerate(identities)}
     out: list[block_pb2.Block] = []
     for block in blocks:
@@ -89,11 +100,13 @@ def verified_prefix(
         if chain_error(block, channel_id, height, last_hash) is not None:
             break
         digest = block_hash(block)
-        signers = {
-            index[s.signer]
-            for s in block.metadata.signatures
-            if s.signer in index and verify(index[s.signer], digest, s.signature)
-        }
+        signers: set[int] = set()
+        for s in block.metadata.signatures:
+            i = index.get(s.signer)
+            if i is None:
+                i = index.get(resolve(s.signer))
+            if i is not None and i not in signers and verify(i, digest, s.signature):
+                signers.add(i)
         if len(signers) < quorum:
             logger.warning("block %d from a peer lacks %d signatures", height, quorum)
             break
@@ -113,8 +126,10 @@ async def fetch_verified(
     identities: Sequence[bytes],
     quorum: int,
     verify: Verify,
+    resolve: Resolve = _unresolved,
 ) -> FetchedBlocks:
-    """Fetch from `node_id` and keep the verified prefix (empty when it has nothing newer)."""
+    """Fetch from `node_id` and keep the verified prefix (empty when it has nothing newer);
+    `resolve`: as for `verified_prefix`, under the config in force at `height`."""
     try:
         blocks = await fetch_blocks(ctx, channel_id, node_id, height)
     except grpc.aio.AioRpcError as exc:
@@ -122,5 +137,7 @@ async def fetch_verified(
         if reconnects(exc):
             await ctx.forget(node_id)
         return FetchedBlocks(node_id, ())
-    good = verified_prefix(blocks, channel_id, height, last_hash, identities, quorum, verify)
+    good = verified_prefix(
+        blocks, channel_id, height, last_hash, identities, quorum, verify, resolve
+    )
     return FetchedBlocks(node_id, tuple(good))
