@@ -9,14 +9,16 @@ whole chain is checked in the background after start (`chain_check.py`).
 
 The file is opened and used through `sqlite_file.SqliteFile` (the storage seam of every store):
 a block's commit, with all its statements, is ONE hop to the writer's thread (each hop is a
-thread round trip of ~0.1 ms, so nothing per-transaction is awaited). Contract simulation needs
-many small synchronous reads; it runs inside `read_snapshot`, on a dedicated reader thread with
-its own sqlite3 connection, inside one read transaction, so a simulation sees one consistent
-committed state (WAL snapshot isolation) while commits proceed. Point reads of the tx index
-(duplicate checks, commit status) take the same path, many ids per hop (`tx_records`) — except
-a few (`INLINE_READS_MAX` point lookups, no range): those run in place on the event loop's
-thread (`SqliteFile.snapshot_here`), which at low load takes a hop's ~0.3-1 ms of latency off a
-lone transaction's path several times (its duplicate checks, each peer's commit reads).
+thread round trip of ~0.1 ms, so nothing per-transaction is awaited), and its rows go in a few
+multi-row INSERTs (`row_batches.py`: a statement per row was a GIL hand-off per row). Contract
+simulation needs many small synchronous reads; it runs inside `read_snapshot`, on a dedicated
+reader thread with its own sqlite3 connection, inside one read transaction, so a simulation sees
+one consistent committed state (WAL snapshot isolation) while commits proceed. Point reads of
+the tx index (duplicate checks, commit status) take the same path, many ids per hop
+(`tx_records`) — except a few (`INLINE_READS_MAX` point lookups, no range): those run in place
+on the event loop's thread (`SqliteFile.snapshot_here`), which at low load takes a hop's ~0.3-1
+ms of latency off a lone transaction's path several times (its duplicate checks, each peer's
+commit reads).
 
 State hash (tamper evidence, `core/statehash.py`). Every committed block stores the hash of the
 world state it leaves (`state_hashes`), computed in the same transaction from the previous
@@ -54,6 +56,7 @@ from dltmw.ledger.chain_check import (
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.page_cache import READER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.row_batches import insert_rows
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
 
@@ -273,8 +276,8 @@ class ChannelLedger(LedgerBase):
                 "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)",
                 (number, prepared.digest, prepared.data),
             )
-            conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", prepared.tx_rows)
-            conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
+            insert_rows(conn, "INSERT OR IGNORE INTO txs", prepared.tx_rows)
+            insert_rows(conn, "INSERT OR REPLACE INTO state", upserts)
             if deletes:
                 conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
             _store_state_hash(conn, number, acc)
@@ -291,7 +294,7 @@ class ChannelLedger(LedgerBase):
         rows = [(p.seq, p.envelope) for p in pending]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
+            insert_rows(conn, "INSERT INTO pending(seq, envelope)", rows)
 
         await self._file.write("ledger.enqueue", write)
 
