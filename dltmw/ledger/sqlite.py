@@ -34,6 +34,7 @@ rows cost 40 bytes per block and keep one code path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ from dltmw.ledger.chain_check import (
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.page_cache import READER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
-from dltmw.ledger.row_batches import insert_rows
+from dltmw.ledger.row_batches import chunk_sizes, insert_rows
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
 
@@ -120,6 +121,19 @@ class SnapshotReader:
             "SELECT block_number, tx_index, code FROM txs WHERE tx_id=?", (tx_id,)
         ).fetchone()
         return None if row is None else TxRecord(row[0], row[1], row[2])
+
+    def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
+        """`tx_record` of each of `tx_ids` that committed: one `IN (...)` query per chunk of
+        `row_batches.chunk_sizes` (a few prepared texts), as Python's sqlite3 lets go of the GIL
+        per statement step — a point read per id was a GIL hand-off per id."""
+        ids = list(tx_ids)
+        found: dict[str, TxRecord] = {}
+        start = 0
+        for size in chunk_sizes(len(ids)):
+            rows = self._conn.execute(_tx_records_sql(size), ids[start : start + size])
+            found.update((r[0], TxRecord(r[1], r[2], r[3])) for r in rows)
+            start += size
+        return found
 
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Keys in [start, end) (end "" = unbounded), in key order."""
@@ -333,7 +347,13 @@ class ChannelLedger(LedgerBase):
     async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
         """`tx_record` of many ids in ONE reader-thread hop (point reads: ~6 µs each), or in
         place for a few (module docstring)."""
-        return await self.read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
+        ids = list(tx_ids)
+
+        def read(reader: StateReader) -> list[TxRecord | None]:
+            found = reader.tx_records_found(ids)
+            return [found.get(t) for t in ids]
+
+        return await self.read_small(len(ids), read)
 
     async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
         """Committed versions of the given keys that exist: in place for a few (the gateway's
@@ -402,6 +422,12 @@ def _bytes_bounded(
         given += len(row[2])
         if given >= CHECK_CHUNK_BYTES:
             return
+
+
+@functools.lru_cache(maxsize=16)
+def _tx_records_sql(count: int) -> str:
+    marks = ",".join("?" * count)
+    return f"SELECT tx_id, block_number, tx_index, code FROM txs WHERE tx_id IN ({marks})"
 
 
 def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulator) -> None:

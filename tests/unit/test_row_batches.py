@@ -1,5 +1,6 @@
 """Multi-row INSERTs (`ledger/row_batches.py`) leave exactly the rows `executemany` leaves, and
-a block's commit on the sqlite ledger runs a few statements, not one per row.
+a block's commit on the sqlite ledger runs a few statements, not one per row; the tx index read
+of many ids (`tx_records_found`) answers as a point read per id, in a few statements.
 
 The property compares the two on random rows with repeated keys under each conflict clause the
 ledger uses (OR IGNORE keeps the first, OR REPLACE the last, plain INSERT refuses a repeat
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from dltmw.core.block import TxRecord, make_block
 from dltmw.core.rwset import StateWrite, Version
+from dltmw.ledger.ledger_base import commit_reader
 from dltmw.ledger.row_batches import CHUNK_ROWS_MAX, chunk_sizes, insert_rows
 from dltmw.ledger.sqlite import ChannelLedger
 
@@ -146,5 +148,58 @@ async def test_a_block_of_40_transactions_commits_in_a_few_statements(tmp_path: 
         ledger._file.connection.set_trace_callback(None)
         assert len(statements) <= 12, statements  # executemany: 80 row statements + 7
         assert await ledger.tx_record("t39") == TxRecord(0, 39, 1)
+    finally:
+        await ledger.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(asked=st.lists(st.sampled_from([f"t{i}" for i in range(150)] + ["", "x"]), max_size=200))
+def test_tx_records_found_equal_a_point_read_per_id(
+    tmp_path_factory: pytest.TempPathFactory, asked: list[str]
+) -> None:
+    """The batched tx index read (chunks of `IN (...)`) answers as `tx_record` per id does,
+    for more ids than one chunk holds, repeated and unknown ones."""
+    path = tmp_path_factory.mktemp("ids") / "ledger.sqlite"
+
+    async def run() -> None:
+        ledger = await ChannelLedger.open(path)
+        try:
+            for number in range(3):
+                ids = [f"t{i}" for i in range(number * 50, number * 50 + 40)]
+                block = make_block("ch", number, ledger.last_hash, [i.encode() for i in ids])
+                block.metadata.validation_codes.extend([1] * len(ids))
+                await ledger.commit_block(block, ids)
+            found = await ledger.read_snapshot(lambda r: r.tx_records_found(asked))
+            single = await ledger.read_snapshot(lambda r: {t: r.tx_record(t) for t in asked})
+            assert found == {t: rec for t, rec in single.items() if rec is not None}
+            assert await ledger.tx_records(asked) == [single[t] for t in asked]
+        finally:
+            await ledger.close()
+
+    asyncio.run(run())
+
+
+async def test_a_commits_reads_of_40_tx_ids_are_a_few_statements(tmp_path: Path) -> None:
+    """The count the batched read is for: a block's tx ids by one chunked `IN`, not per id."""
+    ledger = await ChannelLedger.open(tmp_path / "ledger.sqlite")
+    try:
+        ids = [f"t{i}" for i in range(40)]
+        block = make_block("ch", 0, ledger.last_hash, [i.encode() for i in ids])
+        block.metadata.validation_codes.extend([1] * 40)
+        await ledger.commit_block(block, ids[:20])
+        statements: list[str] = []
+
+        def traced(reader: object) -> object:
+            conn = reader._conn  # type: ignore[attr-defined]
+            conn.set_trace_callback(statements.append)
+            try:
+                return read(reader)  # type: ignore[arg-type]
+            finally:
+                conn.set_trace_callback(None)
+
+        _, read = commit_reader([], [], ids)
+        _, _, known = await ledger.read_snapshot(traced)  # type: ignore[misc]
+        assert known == set(ids[:20])
+        assert len(statements) <= 2, statements  # a point read per id: 40
     finally:
         await ledger.close()
