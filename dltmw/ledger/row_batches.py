@@ -1,12 +1,12 @@
 """Many rows written by a few sqlite statements: `INSERT ... VALUES (...),(...),...`.
 
-Why not `executemany`. Python's sqlite3 module releases the GIL around every `sqlite3_step`,
-and `executemany` steps once per row: a peer's block commit of 40 transactions stepped ~85
-times on the writer's thread (a tx index row and a state row per transaction). Each step lets
-go of the GIL and must win it back from the event loop's thread, which at saturation holds it:
-a GIL hand-off (futex wake-ups, a context switch on both threads, and up to the interpreter's
-switch interval of wait) per row, on the commit's path (benchmarks/RESULTS.md, 2026-12-04
-22:35-00:25 UTC, branch kvstore). One multi-row INSERT steps once for all its rows.
+Why not `executemany`. It runs the statement once per row (bind, step, reset), and Python's
+sqlite3 module releases and re-takes the GIL around every step: a peer's commit of a 40-tx block
+ran ~87 statements on the writer's thread, 80 of them a row each. One multi-row INSERT binds and
+steps once for all its rows: 2 statements per table for 40 rows. Measured (benchmarks/
+RESULTS.md, 2026-12-04 22:36-23:17 UTC, branch kvstore): the statements' CPU 2.94 -> 2.53 us per
+transaction; the writer's context switches per block did not change (it re-takes the GIL before
+the loop's thread wakes), so the gain is the count and that CPU, not hand-offs.
 
 Same rows, same order. A multi-row VALUES inserts its rows one after the other in the order
 given, under the statement's conflict clause, exactly as `executemany` of the same rows would

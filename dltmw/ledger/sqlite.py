@@ -10,7 +10,7 @@ whole chain is checked in the background after start (`chain_check.py`).
 The file is opened and used through `sqlite_file.SqliteFile` (the storage seam of every store):
 a block's commit, with all its statements, is ONE hop to the writer's thread (each hop is a
 thread round trip of ~0.1 ms, so nothing per-transaction is awaited), and its rows go in a few
-multi-row INSERTs (`row_batches.py`: a statement per row was a GIL hand-off per row). Contract
+multi-row INSERTs (`row_batches.py`: 2 statements per table for 40 rows, not 40). Contract
 simulation needs many small synchronous reads; it runs inside `read_snapshot`, on a dedicated
 reader thread with its own sqlite3 connection, inside one read transaction, so a simulation sees
 one consistent committed state (WAL snapshot isolation) while commits proceed. Point reads of
@@ -124,8 +124,8 @@ class SnapshotReader:
 
     def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
         """`tx_record` of each of `tx_ids` that committed: one `IN (...)` query per chunk of
-        `row_batches.chunk_sizes` (a few prepared texts), as Python's sqlite3 lets go of the GIL
-        per statement step — a point read per id was a GIL hand-off per id."""
+        `row_batches.chunk_sizes` (a few prepared texts): ~0.6 µs per id against ~1.3 for a
+        point read per id (its own execute, bind and step)."""
         ids = list(tx_ids)
         found: dict[str, TxRecord] = {}
         start = 0
