@@ -49,6 +49,11 @@ class StateReader(Protocol):
         """Where `tx_id` committed (its first occurrence), or None."""
         ...
 
+    def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
+        """`tx_record` of each of `tx_ids` that committed, by a few statements (not one per id:
+        a block's commit asks for all its ids at once)."""
+        ...
+
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Keys in [start, end) (end "" = unbounded), in key order."""
         ...

@@ -187,7 +187,7 @@ def commit_reader(
     keys, ranges = list(keys), list(ranges)
 
     def read(reader: StateReader) -> tuple[KeyVersions, RangeVersions, set[str]]:
-        found = {t for t in wanted if reader.tx_record(t) is not None}
+        found = set(reader.tx_records_found(wanted))
         return versions_of(reader, keys), ranges_of(reader, ranges), found
 
     return (-1 if ranges else len(wanted) + len(keys)), read

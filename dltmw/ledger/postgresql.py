@@ -149,6 +149,14 @@ class PgSnapshotReader:
         ).fetchone()
         return None if row is None else TxRecord(row[0], row[1], row[2])
 
+    def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
+        """`tx_record` of each of `tx_ids` that committed, in one statement."""
+        rows = self._conn.execute(
+            "SELECT tx_id, block_number, tx_index, code FROM txs WHERE tx_id = ANY(%s)",
+            (list(tx_ids),),
+        )
+        return {r[0]: TxRecord(r[1], r[2], r[3]) for r in rows}
+
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Keys in [start, end) (end "" = unbounded), in key (byte) order."""
         query = (

@@ -9,14 +9,16 @@ whole chain is checked in the background after start (`chain_check.py`).
 
 The file is opened and used through `sqlite_file.SqliteFile` (the storage seam of every store):
 a block's commit, with all its statements, is ONE hop to the writer's thread (each hop is a
-thread round trip of ~0.1 ms, so nothing per-transaction is awaited). Contract simulation needs
-many small synchronous reads; it runs inside `read_snapshot`, on a dedicated reader thread with
-its own sqlite3 connection, inside one read transaction, so a simulation sees one consistent
-committed state (WAL snapshot isolation) while commits proceed. Point reads of the tx index
-(duplicate checks, commit status) take the same path, many ids per hop (`tx_records`) — except
-a few (`INLINE_READS_MAX` point lookups, no range): those run in place on the event loop's
-thread (`SqliteFile.snapshot_here`), which at low load takes a hop's ~0.3-1 ms of latency off a
-lone transaction's path several times (its duplicate checks, each peer's commit reads).
+thread round trip of ~0.1 ms, so nothing per-transaction is awaited), and its rows go in a few
+multi-row INSERTs (`row_batches.py`: 2 statements per table for 40 rows, not 40). Contract
+simulation needs many small synchronous reads; it runs inside `read_snapshot`, on a dedicated
+reader thread with its own sqlite3 connection, inside one read transaction, so a simulation sees
+one consistent committed state (WAL snapshot isolation) while commits proceed. Point reads of
+the tx index (duplicate checks, commit status) take the same path, many ids per hop
+(`tx_records`) — except a few (`INLINE_READS_MAX` point lookups, no range): those run in place
+on the event loop's thread (`SqliteFile.snapshot_here`), which at low load takes a hop's ~0.3-1
+ms of latency off a lone transaction's path several times (its duplicate checks, each peer's
+commit reads).
 
 State hash (tamper evidence, `core/statehash.py`). Every committed block stores the hash of the
 world state it leaves (`state_hashes`), computed in the same transaction from the previous
@@ -32,6 +34,7 @@ rows cost 40 bytes per block and keep one code path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -54,6 +57,7 @@ from dltmw.ledger.chain_check import (
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.page_cache import READER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
+from dltmw.ledger.row_batches import chunk_sizes, insert_rows
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
 
@@ -117,6 +121,19 @@ class SnapshotReader:
             "SELECT block_number, tx_index, code FROM txs WHERE tx_id=?", (tx_id,)
         ).fetchone()
         return None if row is None else TxRecord(row[0], row[1], row[2])
+
+    def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
+        """`tx_record` of each of `tx_ids` that committed: one `IN (...)` query per chunk of
+        `row_batches.chunk_sizes` (a few prepared texts): ~0.6 µs per id against ~1.3 for a
+        point read per id (its own execute, bind and step)."""
+        ids = list(tx_ids)
+        found: dict[str, TxRecord] = {}
+        start = 0
+        for size in chunk_sizes(len(ids)):
+            rows = self._conn.execute(_tx_records_sql(size), ids[start : start + size])
+            found.update((r[0], TxRecord(r[1], r[2], r[3])) for r in rows)
+            start += size
+        return found
 
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:
         """Keys in [start, end) (end "" = unbounded), in key order."""
@@ -273,8 +290,8 @@ class ChannelLedger(LedgerBase):
                 "INSERT INTO blocks(number, hash, data) VALUES (?,?,?)",
                 (number, prepared.digest, prepared.data),
             )
-            conn.executemany("INSERT OR IGNORE INTO txs VALUES (?,?,?,?)", prepared.tx_rows)
-            conn.executemany("INSERT OR REPLACE INTO state VALUES (?,?,?,?,?)", upserts)
+            insert_rows(conn, "INSERT OR IGNORE INTO txs", prepared.tx_rows)
+            insert_rows(conn, "INSERT OR REPLACE INTO state", upserts)
             if deletes:
                 conn.executemany("DELETE FROM state WHERE namespace=? AND key=?", deletes)
             _store_state_hash(conn, number, acc)
@@ -291,7 +308,7 @@ class ChannelLedger(LedgerBase):
         rows = [(p.seq, p.envelope) for p in pending]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO pending(seq, envelope) VALUES (?,?)", rows)
+            insert_rows(conn, "INSERT INTO pending(seq, envelope)", rows)
 
         await self._file.write("ledger.enqueue", write)
 
@@ -330,7 +347,13 @@ class ChannelLedger(LedgerBase):
     async def tx_records(self, tx_ids: Sequence[str]) -> list[TxRecord | None]:
         """`tx_record` of many ids in ONE reader-thread hop (point reads: ~6 µs each), or in
         place for a few (module docstring)."""
-        return await self.read_small(len(tx_ids), lambda r: [r.tx_record(t) for t in tx_ids])
+        ids = list(tx_ids)
+
+        def read(reader: StateReader) -> list[TxRecord | None]:
+            found = reader.tx_records_found(ids)
+            return [found.get(t) for t in ids]
+
+        return await self.read_small(len(ids), read)
 
     async def versions(self, keys: Iterable[tuple[str, str]]) -> KeyVersions:
         """Committed versions of the given keys that exist: in place for a few (the gateway's
@@ -399,6 +422,12 @@ def _bytes_bounded(
         given += len(row[2])
         if given >= CHECK_CHUNK_BYTES:
             return
+
+
+@functools.lru_cache(maxsize=16)
+def _tx_records_sql(count: int) -> str:
+    marks = ",".join("?" * count)
+    return f"SELECT tx_id, block_number, tx_index, code FROM txs WHERE tx_id IN ({marks})"
 
 
 def _store_state_hash(conn: sqlite3.Connection, number: int, acc: StateAccumulator) -> None:
