@@ -18,8 +18,8 @@ that must never apply it twice stores the position together with its own effect 
 `Checkpointer` over its own database, in the same transaction).
 
 A slow subscriber never slows the node or the publishers: it reads blocks at its own pace from
-the peer's ledger (gRPC flow control on its own stream), there is no per-subscriber buffer in
-the node to fill.
+the peer's ledger (flow control on its own stream): the node holds at most that stream's
+window for it (bounded), never a backlog that grows with what it has not read.
 """
 
 from __future__ import annotations
