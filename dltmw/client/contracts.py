@@ -32,7 +32,11 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class NodeAdmin:
-    """Admin calls to one node of a network directory."""
+    """Admin calls to one node of a network directory.
+
+    An async context manager like every other client type (`async with NodeAdmin(...) as
+    admin:`); it holds no connection between calls — each call opens its own and closes it —
+    so `close()` has nothing to release and the block ends with nothing left open."""
 
     def __init__(self, network_dir: Path, node_id: str, client_id: str | None = None) -> None:
         orgs = node_orgs(network_dir)
@@ -40,6 +44,15 @@ class NodeAdmin:
             raise KeyError(f"the network has no node {node_id!r}")
         self.node_id = node_id
         self.files = ClientFiles.load(network_dir, client_id or f"admin.{orgs[node_id].lower()}")
+
+    async def __aenter__(self) -> NodeAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Nothing to release: every call closes the connection it opened."""
 
     def _signed(
         self,

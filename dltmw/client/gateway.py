@@ -354,7 +354,10 @@ class GatewayClient:
     ) -> AsyncGenerator[G.EventsResponse, None]:
         """Follow committed blocks from `start_block` (the stream is cancelled when the caller
         stops iterating or closes the generator); `filters` leave out, on the node, the
-        transactions without a wanted event (`rpc/events.py`)."""
+        transactions without a wanted event (`rpc/events.py`). A negative `start_block` is a
+        ValueError naming it (the wire's field is unsigned)."""
+        if start_block < 0:
+            raise ValueError(f"start_block {start_block} is negative")
         query, signature = self.signed_query(
             G.EventsQuery(
                 channel_id=channel_id,

@@ -312,11 +312,22 @@ def _refused(namespace: str, status: int, message: str) -> proposal_pb2.Proposal
     )
 
 
+# A contract's refusal status that names what is wrong as precisely as a node's own check
+# would: the caller gets that reason (and its status code), not the catch-all CONTRACT_FAILED.
+REASON_OF_STATUS = {
+    404: errors_pb2.ERROR_REASON_NOT_FOUND,  # the item named does not exist (an unknown topic)
+    413: errors_pb2.ERROR_REASON_MESSAGE_TOO_LARGE,  # an argument beyond the contract's limit
+}
+
+
 def refusal_error(response: proposal_pb2.ContractResponse) -> ClientError:
-    """The error a gateway gives its caller for a contract's refusal: CONTRACT_FAILED, or
-    LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when the node's wall-clock backstop stopped it."""
+    """The error a gateway gives its caller for a contract's refusal: NOT_FOUND
+    (FAILED_PRECONDITION) for a 404 and MESSAGE_TOO_LARGE (RESOURCE_EXHAUSTED) for a 413, so a
+    client branches on the reason and not on the message (`REASON_OF_STATUS`); LIMIT_EXCEEDED
+    (RESOURCE_EXHAUSTED) when the node's wall-clock backstop stopped it; else CONTRACT_FAILED."""
     if response.status == WALL_CLOCK_STATUS:
         return ClientError(
             errors_pb2.ERROR_REASON_LIMIT_EXCEEDED, response.message, {"limit": "contract_wall_s"}
         )
-    return ClientError(errors_pb2.ERROR_REASON_CONTRACT_FAILED, response.message)
+    reason = REASON_OF_STATUS.get(response.status, errors_pb2.ERROR_REASON_CONTRACT_FAILED)
+    return ClientError(reason, response.message)

@@ -18,12 +18,13 @@ that must never apply it twice stores the position together with its own effect 
 `Checkpointer` over its own database, in the same transaction).
 
 A slow subscriber never slows the node or the publishers: it reads blocks at its own pace from
-the peer's ledger (gRPC flow control on its own stream), there is no per-subscriber buffer in
-the node to fill.
+the peer's ledger (flow control on its own stream): the node holds at most that stream's
+window for it (bounded), never a backlog that grows with what it has not read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
@@ -37,8 +38,8 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.files import write_durably
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
-from dltmw.sdk.errors import InvalidRequest
-from dltmw.sdk.results import Committed, EventFilter, Transaction
+from dltmw.sdk.errors import InvalidRequest, LimitExceeded, Unavailable
+from dltmw.sdk.results import Block, Committed, EventFilter, Transaction
 from dltmw.v1 import bus_pb2, private_payload_pb2
 
 __all__ = ["Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"]
@@ -95,7 +96,7 @@ class FileCheckpointer:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidRequest(f"checkpoint {path} is damaged: {exc}") from exc
+            raise _invalid(f"checkpoint {path} is damaged: {exc}") from exc
 
     async def save(self, name: str, position: Position) -> None:
         """Write, fsync, rename, fsync the directory: the position survives a crash."""
@@ -121,8 +122,7 @@ class Bus:
         _check_topic(topic)
         message = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload)
         raw = message.SerializeToString()
-        if len(raw) > MESSAGE_BYTES_MAX:
-            raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+        _check_size(raw)
         return await self.client.submit(self.channel_id, CONTRACT, "publish", topic, raw)
 
     async def publish_batch(
@@ -132,14 +132,16 @@ class Bus:
         commit for all): they keep the order given and each has its own position."""
         _check_topic(topic)
         if not 1 <= len(messages) <= BATCH_MAX:
-            raise InvalidRequest(f"publish_batch takes 1..{BATCH_MAX} messages")
+            raise _invalid(f"publish_batch takes 1..{BATCH_MAX} messages")
         raws = [
             bus_pb2.BusMessage(headers=dict(h or {}), payload=p).SerializeToString()
             for p, h in messages
         ]
         total = sum(len(r) for r in raws)
-        if total > BATCH_BYTES_MAX or max(len(r) for r in raws) > MESSAGE_BYTES_MAX:
-            raise InvalidRequest(f"batch of {total} bytes exceeds the bus's limits")
+        if total > BATCH_BYTES_MAX:
+            raise _too_large(f"batch of {total} bytes exceeds {BATCH_BYTES_MAX}")
+        for raw in raws:
+            _check_size(raw)
         return await self.client.submit(self.channel_id, CONTRACT, "publish_batch", topic, *raws)
 
     async def create_private_topic(self, topic: str, recipients: Sequence[str]) -> None:
@@ -163,8 +165,7 @@ class Bus:
         hash, which every member sees. Returns once that committed."""
         _check_topic(topic)
         raw = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload).SerializeToString()
-        if len(raw) > MESSAGE_BYTES_MAX:
-            raise InvalidRequest(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+        _check_size(raw)
         return await self.client.submit_private(
             self.channel_id, recipients, CONTRACT, "publish", topic, raw
         )
@@ -180,11 +181,13 @@ class Bus:
         the last message the consumer finished with (module docstring)."""
         wanted = frozenset({topics} if isinstance(topics, str) else topics)
         if not wanted:
-            raise InvalidRequest("subscribe to at least one topic")
+            raise _invalid("subscribe to at least one topic")
+        if from_block < 0:
+            raise _invalid(f"from_block {from_block} is negative")
         for topic in wanted:
             _check_topic(topic)
         if (name is None) != (checkpointer is None):
-            raise InvalidRequest("give both a subscription name and a checkpointer, or neither")
+            raise _invalid("give both a subscription name and a checkpointer, or neither")
         if checkpointer is not None and name is not None:
             _check_name(name)
         return Subscription(self, wanted, name, checkpointer, from_block)
@@ -247,11 +250,15 @@ class Subscription:
     async def _messages(self) -> AsyncGenerator[Message, None]:
         cp, name = self._checkpointer, self._name
         after = await cp.load(name) if cp is not None and name is not None else None
+        if after is not None and min(after) < 0:
+            raise _invalid(f"checkpoint {name!r} holds a negative position {tuple(after)}")
         self._saved = after
         start = after.block if after is not None else self._from_block
         wanted = [EventFilter(CONTRACT, tuple(sorted(self.topics)))]
         client = self._bus.client
         blocks = client.blocks(self._bus.channel_id, start, wanted, private_transactions=True)
+        if after is not None:
+            blocks = _checkpoint_block_first(blocks, after.block, client.deadline_s)
         async with aclosing(blocks):  # closing the subscription closes the Events stream
             async for block in blocks:
                 for tx in block.transactions:
@@ -299,11 +306,52 @@ class Subscription:
         return Message(topic, body.payload, dict(body.headers), tx.tx_id, position, private=True)
 
 
+async def _checkpoint_block_first(
+    blocks: AsyncGenerator[Block, None], block: int, deadline_s: float
+) -> AsyncGenerator[Block, None]:
+    """`blocks`, whose first must come within `deadline_s`: it is the checkpoint's block,
+    which some peer delivered once, so only a gateway lagging that long — or a checkpoint
+    beyond the channel's height (another network's, a ledger restored from an older copy) —
+    keeps it away; then HEIGHT_NOT_REACHED (UNAVAILABLE), the node's reason for a height it has
+    not reached in time, instead of waiting silently for ever (docs/embedding.md)."""
+    async with aclosing(blocks):
+        try:
+            async with asyncio.timeout(deadline_s):
+                first = await anext(blocks)
+        except TimeoutError:
+            raise Unavailable(
+                f"the checkpoint's block {block} did not come within {deadline_s} s: it is "
+                "beyond the channel's height at every gateway tried",
+                reason="HEIGHT_NOT_REACHED",
+                code="UNAVAILABLE",
+                metadata={"min_block_number": str(block)},
+            ) from None
+        yield first
+        async for later in blocks:
+            yield later
+
+
+def _invalid(message: str) -> InvalidRequest:
+    """What a node answers for a field outside its allowed form (INVALID_FIELD)."""
+    return InvalidRequest(message, reason="INVALID_FIELD", code="INVALID_ARGUMENT")
+
+
+def _too_large(message: str) -> LimitExceeded:
+    """What a node answers for a message over the bus contract's limits (its 413):
+    MESSAGE_TOO_LARGE, RESOURCE_EXHAUSTED (`core/contract.py` `refusal_error`)."""
+    return LimitExceeded(message, reason="MESSAGE_TOO_LARGE", code="RESOURCE_EXHAUSTED")
+
+
+def _check_size(raw: bytes) -> None:
+    if len(raw) > MESSAGE_BYTES_MAX:
+        raise _too_large(f"message of {len(raw)} bytes exceeds {MESSAGE_BYTES_MAX}")
+
+
 def _check_name(name: str) -> None:
     if not NAME.fullmatch(name):
-        raise InvalidRequest(f"subscription name {name[:64]!r}: 1..128 of A-Z a-z 0-9 . _ -")
+        raise _invalid(f"subscription name {name[:64]!r}: 1..128 of A-Z a-z 0-9 . _ -")
 
 
 def _check_topic(topic: str) -> None:
     if not TOPIC.fullmatch(topic):
-        raise InvalidRequest(f"topic {topic[:64]!r}: 1..128 characters of A-Z a-z 0-9 . _ / -")
+        raise _invalid(f"topic {topic[:64]!r}: 1..128 characters of A-Z a-z 0-9 . _ / -")

@@ -52,6 +52,7 @@ from dltmw.sdk.errors import (
     AlreadyExists,
     CommitFailed,
     Error,
+    InvalidRequest,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -200,6 +201,10 @@ class Client:
         With `filters`, the node reports only the VALID transactions with a wanted event (and,
         with `private_transactions`, every VALID private transaction); every block still comes,
         possibly empty, and each transaction keeps its index in the block."""
+        if start_block < 0:
+            raise InvalidRequest(
+                f"start_block {start_block} is negative", "INVALID_FIELD", "INVALID_ARGUMENT"
+            )
         wire = [G.EventFilter(contract=f.contract, names=f.names) for f in filters]
         loop = asyncio.get_running_loop()
         next_block = start_block

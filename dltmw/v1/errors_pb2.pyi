@@ -49,7 +49,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_ROLE_NOT_HOSTED: _ErrorReason.ValueType  # 12
     """FAILED_PRECONDITION: this node does not host the role the RPC needs on that channel."""
     ERROR_REASON_MESSAGE_TOO_LARGE: _ErrorReason.ValueType  # 13
-    """RESOURCE_EXHAUSTED: a message exceeds the configured size limit."""
+    """RESOURCE_EXHAUSTED: a message exceeds the configured size limit (or a contract refused with
+    413: an argument beyond its own limit, e.g. a bus message over 256 KiB).
+    """
     ERROR_REASON_OVERLOADED: _ErrorReason.ValueType  # 14
     """RESOURCE_EXHAUSTED: a bounded queue is full; retry later."""
     ERROR_REASON_CONTRACT_NOT_FOUND: _ErrorReason.ValueType  # 15
@@ -63,7 +65,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_PEER_UNAVAILABLE: _ErrorReason.ValueType  # 19
     """UNAVAILABLE: a node this request needs could not be reached in time; retry."""
     ERROR_REASON_NOT_FOUND: _ErrorReason.ValueType  # 20
-    """FAILED_PRECONDITION: the requested block or transaction does not exist (yet)."""
+    """FAILED_PRECONDITION: the requested block or transaction does not exist (yet); or a contract
+    refused with 404: the item it names (an account, a key, a bus topic) does not exist.
+    """
     ERROR_REASON_ALREADY_JOINED: _ErrorReason.ValueType  # 21
     """ALREADY_EXISTS: the node has already joined that channel."""
     ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 22
@@ -411,7 +415,9 @@ ERROR_REASON_CHANNEL_NOT_FOUND: ErrorReason.ValueType  # 11
 ERROR_REASON_ROLE_NOT_HOSTED: ErrorReason.ValueType  # 12
 """FAILED_PRECONDITION: this node does not host the role the RPC needs on that channel."""
 ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason.ValueType  # 13
-"""RESOURCE_EXHAUSTED: a message exceeds the configured size limit."""
+"""RESOURCE_EXHAUSTED: a message exceeds the configured size limit (or a contract refused with
+413: an argument beyond its own limit, e.g. a bus message over 256 KiB).
+"""
 ERROR_REASON_OVERLOADED: ErrorReason.ValueType  # 14
 """RESOURCE_EXHAUSTED: a bounded queue is full; retry later."""
 ERROR_REASON_CONTRACT_NOT_FOUND: ErrorReason.ValueType  # 15
@@ -425,7 +431,9 @@ ERROR_REASON_ENDORSEMENT_MISMATCH: ErrorReason.ValueType  # 18
 ERROR_REASON_PEER_UNAVAILABLE: ErrorReason.ValueType  # 19
 """UNAVAILABLE: a node this request needs could not be reached in time; retry."""
 ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 20
-"""FAILED_PRECONDITION: the requested block or transaction does not exist (yet)."""
+"""FAILED_PRECONDITION: the requested block or transaction does not exist (yet); or a contract
+refused with 404: the item it names (an account, a key, a bus topic) does not exist.
+"""
 ERROR_REASON_ALREADY_JOINED: ErrorReason.ValueType  # 21
 """ALREADY_EXISTS: the node has already joined that channel."""
 ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 22

@@ -1,10 +1,16 @@
-"""A bus subscriber process for the crash tests: `python bus_subscriber.py NET CLIENT RECORDS N`.
+"""A bus subscriber process for the crash tests: `python bus_subscriber.py NET CLIENT RECORDS N
+[sdk]`.
 
 It follows topic "trades" of channel "trades" as CLIENT of the network directory NET and
 appends one line per message to RECORDS ("block tx event tx_id payload", fsynced), until it has
 N lines, then exits 0. The records file is also its checkpoint (the pattern docs/embedding.md
 recommends for exactly-once effects: the position is stored with the effect, in one write), so
 a kill -9 at any instant neither loses nor repeats a message.
+
+With `sdk`, the checkpoint is the SDK's own `FileCheckpointer` (RECORDS' directory/checkpoints)
+instead, every start appends a "restart" line, and it stops at N distinct messages: a kill -9
+between a record and the checkpoint's save repeats that one message after the restart (the
+SDK's documented contract), nothing else.
 """
 
 from __future__ import annotations
@@ -49,9 +55,18 @@ def drop_torn_line(records: Path) -> int:
     return len(lines)
 
 
-async def main(net: Path, client_id: str, records: Path, wanted: int) -> None:
-    checkpointer = RecordsCheckpointer(records)
+async def main(net: Path, client_id: str, records: Path, wanted: int, sdk: bool = False) -> None:
+    checkpointer: dltmw.Checkpointer = RecordsCheckpointer(records)
     have = drop_torn_line(records)
+    seen: set[str] = set()
+    if sdk:
+        (records.parent / "checkpoints").mkdir(exist_ok=True)
+        checkpointer = dltmw.FileCheckpointer(records.parent / "checkpoints")
+        lines = RecordsCheckpointer(records).lines()
+        seen = {line.split()[3] for line in lines if line != "restart"}
+        have = len(seen)
+        with records.open("a") as f:
+            f.write("restart\n")
     print("SUBSCRIBED", have, flush=True)
     if have >= wanted:
         return
@@ -65,6 +80,9 @@ async def main(net: Path, client_id: str, records: Path, wanted: int) -> None:
                     line = f"{p.block} {p.tx_index} {p.event_index} {message.tx_id} "
                     os.write(fd, (line + message.payload.decode() + "\n").encode())
                     os.fsync(fd)
+                    if message.tx_id in seen:
+                        continue  # the message in hand at a kill, again
+                    seen.add(message.tx_id)
                     have += 1
                     if have >= wanted:
                         break
@@ -73,4 +91,5 @@ async def main(net: Path, client_id: str, records: Path, wanted: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])))
+    sdk = sys.argv[5:] == ["sdk"]
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), sdk))

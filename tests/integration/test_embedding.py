@@ -96,10 +96,18 @@ def test_bus_topics_filters_bad_input_and_reopen(tmp_path: Path, transport: Tran
             # Bad input: refused with a specific error, nothing ordered.
             await _ready(net)
             height = _height(net)
-            with pytest.raises(dltmw.ContractRefused, match="unknown topic"):
+            with pytest.raises(dltmw.NotFound) as unknown:
                 await publisher.publish("nosuchtopic", b"x")
-            with pytest.raises(dltmw.InvalidRequest, match="exceeds"):
+            assert (unknown.value.code, unknown.value.reason) == (
+                "FAILED_PRECONDITION",
+                "NOT_FOUND",
+            )
+            with pytest.raises(dltmw.LimitExceeded) as large:
                 await publisher.publish("trades", b"x" * 300_000)
+            assert (large.value.code, large.value.reason) == (
+                "RESOURCE_EXHAUSTED",
+                "MESSAGE_TOO_LARGE",
+            )
             with pytest.raises(dltmw.InvalidRequest, match="topic"):
                 await publisher.publish("bad topic!", b"x")
             with pytest.raises(dltmw.InvalidRequest):

@@ -160,8 +160,8 @@ async def test_pipelined_client_raises_what_the_unary_call_raises(network) -> No
         assert len({d.tx_id for d in done}) == 30
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c.submit_transaction("trades", "bank", "withdraw", "nobody", "5")
-        assert err.value.code() == S.ABORTED
-        assert reason_of(err.value) == "CONTRACT_FAILED"
+        assert err.value.code() == S.FAILED_PRECONDITION  # the contract's 404: NOT_FOUND
+        assert reason_of(err.value) == "NOT_FOUND"
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c.submit_transaction("nochannel", "kv", "put", "k", "v")
         assert err.value.code() == S.FAILED_PRECONDITION

@@ -298,8 +298,16 @@ def test_output_limits_are_refusals(function: str, message: str) -> None:
         (WALL_CLOCK_STATUS, "LIMIT_EXCEEDED", {"limit": "contract_wall_s"}),
         (400, "CONTRACT_FAILED", {}),
         (500, "CONTRACT_FAILED", {}),
+        (404, "NOT_FOUND", {}),
+        (413, "MESSAGE_TOO_LARGE", {}),
     ],
-    ids=["wall-clock-is-resource-exhausted", "caller-fault-is-contract-failed", "contract-bug"],
+    ids=[
+        "wall-clock-is-resource-exhausted",
+        "caller-fault-is-contract-failed",
+        "contract-bug",
+        "absent-item-is-not-found",
+        "too-large-is-message-too-large",
+    ],
 )
 def test_what_a_gateway_says_for_a_refusal(
     status: int, reason: str, metadata: dict[str, str]
@@ -310,5 +318,8 @@ def test_what_a_gateway_says_for_a_refusal(
 
     error = refusal_error(proposal_pb2.ContractResponse(status=status, message="m"))
     assert (error.reason_name, error.metadata) == (reason, metadata)
-    code = {"LIMIT_EXCEEDED": 8, "CONTRACT_FAILED": 10}[reason]  # RESOURCE_EXHAUSTED, ABORTED
+    # RESOURCE_EXHAUSTED, ABORTED, FAILED_PRECONDITION
+    code = {"LIMIT_EXCEEDED": 8, "MESSAGE_TOO_LARGE": 8, "CONTRACT_FAILED": 10, "NOT_FOUND": 9}[
+        reason
+    ]
     assert to_status(error).code == code

@@ -144,7 +144,7 @@ def test_a_refusal_from_behind_is_asked_again_once(
     assert again.step(node, _answer(404, ask_again_at), identity, ask_again_at + 1) == []
     with pytest.raises(ClientError) as final:
         _prepare(again)
-    assert final.value.reason_name == "CONTRACT_FAILED"
+    assert final.value.reason_name == "NOT_FOUND"  # a contract's 404 (core/contract.py)
     # Asked again, it refuses below the block asked for (it ignored it): never final.
     assert job.step(node, _answer(404, ask_again_at - 1), identity, ask_again_at) == []
     assert job.decision.result is PolicyResult.UNSATISFIABLE

@@ -1,0 +1,72 @@
+"""The SDK's gateway fail-over mid-submit, on real node processes: Org1 has two peers with a
+gateway each; a `dltmw.Client` (its profile lists both) keeps eight submits in flight through
+peer0.org1, which is killed with -9 in the middle. Every submit still returns `Committed` —
+those in flight at the kill carried on at peer1.org1 with the proposal, hence the tx id, they
+were made with — and every returned tx id is on the ledger exactly once as VALID (a copy the
+dead gateway's orderer had taken may appear again only as DUPLICATE_TXID, never applied).
+
+Red when broken: make `Client._attempt` raise the first `Unavailable` instead of failing over
+(the submits in flight at the kill raise UNAVAILABLE "Stream removed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import dltmw
+from tests.integration.conftest import TWO_ORG
+from tests.integration.ledgers import VALID, blocks, ledger_path, tx_codes
+from tests.integration.test_bus import Network
+
+pytestmark = pytest.mark.integration
+TOPOLOGY = TWO_ORG.replace(
+    "[[clients]]",
+    '[[nodes]]\nid = "peer1.org1"\norg = "Org1"\nroles = ["peer", "gateway"]\n[[clients]]',
+    1,
+)
+TOTAL, IN_FLIGHT, KILL_AFTER = 60, 8, 15
+
+
+def test_gateway_killed_mid_submit_client_carries_on_at_the_orgs_other_peer(
+    network: Network,
+) -> None:
+    net, sup = network(TOPOLOGY, batch_ms=10)
+    profile = dltmw.Profile.from_network(net, "user1.org1")
+    assert [g.name for g in profile.gateways] == ["peer0.org1", "peer1.org1"]
+
+    async def scenario() -> tuple[list[str], int, str]:
+        committed: list[str] = []
+        killed = asyncio.Event()
+        crossed = 0  # submits started before the kill and finished after it
+        gate = asyncio.Semaphore(IN_FLIGHT)
+
+        async def submit(client: dltmw.Client, i: int) -> None:
+            nonlocal crossed
+            async with gate:
+                before = killed.is_set()
+                done = await client.submit("trades", "kv", "put", f"k{i}", f"v{i}")
+                committed.append(done.tx_id)
+                if not before and killed.is_set():
+                    crossed += 1
+                if len(committed) == KILL_AFTER and not killed.is_set():
+                    await asyncio.to_thread(sup.kill, "peer0.org1")  # -9, submits in flight
+                    killed.set()
+
+        async with dltmw.Client(profile, deadline_s=60) as client:
+            assert client.gateway_name == "peer0.org1"
+            await asyncio.wait_for(asyncio.gather(*(submit(client, i) for i in range(TOTAL))), 180)
+            return committed, crossed, client.gateway_name
+
+    committed, crossed, gateway = asyncio.run(scenario())
+    assert gateway == "peer1.org1"
+    assert crossed > 0, "no submit was in flight at the kill"
+    assert len(committed) == len(set(committed)) == TOTAL
+    codes = tx_codes(blocks(ledger_path(net, "peer0.org2")))
+    for tx_id in committed:
+        assert codes[tx_id].count(VALID) == 1, f"{tx_id}: {codes[tx_id]}"
+    applied = sum(1 for c in codes.values() if VALID in c)
+    assert applied == TOTAL, f"{applied} kv puts applied for {TOTAL} submits"
+    sup.start("peer0.org1")  # back for a clean stop at teardown
+    sup.wait_ready("peer0.org1")
