@@ -116,3 +116,61 @@ def test_private_message_reaches_org2_only(network: Network, tmp_path: Path) -> 
     assert _holding(block_stores, secret.payload), "no block store holds the payload hash"
     outsiders = [*(nodes / "peer0.org3").rglob("*"), *(nodes / "orderer0").rglob("*")]
     assert _holding(outsiders, secret_text) == []
+
+
+QUEUED = THREE_ORGS.replace(
+    'members = ["Org1", "Org2", "Org3"]',
+    'members = ["Org1", "Org2", "Org3"]\n'
+    'private_agreement = "OutOf(2, Org1.peer, Org2.peer, Org3.peer)"',
+)
+
+
+def test_a_recipient_down_at_send_still_gets_the_private_message(
+    network: Network, tmp_path: Path
+) -> None:
+    """Queued delivery (docs/privacy.md): Org3's node is down when Org1 sends a private message
+    to Org2 and Org3 (the agreement policy lets it commit with Org1's and Org2's), and the
+    sender's node is down when Org3's comes back, so Org3's node has the block before the
+    payload. Org3's subscriber must wait for the payload (`private_payload_owed`), not take
+    "not held" for "not a recipient": it gets the message in its place once the sender's node
+    is back. Red when the SDK ignores `private_payload_owed` (`sdk/bus.py` `_private`) or the
+    gateway does not set it (`rpc/events.py` `_owed`): Org3 gets "after" straight after
+    "before", and the private message is lost for good to its subscription."""
+    net, sup = network(QUEUED, batch_ms=10)
+
+    async def send() -> dltmw.Committed:
+        async with dltmw.connect(net) as connected:
+            org1 = connected.bus("user1.org1", "trades")
+            await org1.create_topic("otc")
+            await org1.create_private_topic("otc", ["Org2", "Org3"])
+            sup.kill("peer0.org3")
+            await org1.publish("otc", b"before")
+            secret = await org1.publish_private("otc", b"for org2 and org3", ["Org2", "Org3"])
+            await org1.publish("otc", b"after")
+            return secret
+
+    async def receive() -> list[dltmw.Message]:
+        got: list[dltmw.Message] = []
+        async with dltmw.connect(net) as connected:
+            org3 = connected.bus("user1.org3", "trades")
+            async with asyncio.timeout(WAIT_S), org3.subscribe("otc") as sub:
+                async for message in sub:
+                    got.append(message)
+                    if message.payload == b"before":  # the sender's node comes back now
+                        sup.start("peer0.org1")
+                    if message.payload == b"after":
+                        return got
+        raise AssertionError(f"the subscription ended after {got}")
+
+    secret = asyncio.run(send())
+    assert sup.stop("peer0.org1") == 0
+    sup.start("peer0.org3")
+    sup.wait_ready("peer0.org3", WAIT_S)
+    got = asyncio.run(receive())
+    sup.wait_ready("peer0.org1", WAIT_S)
+    assert [(m.payload, m.private) for m in got] == [
+        (b"before", False),
+        (b"for org2 and org3", True),
+        (b"after", False),
+    ]
+    assert got[1].tx_id == secret.tx_id
