@@ -24,6 +24,7 @@ from dltmw.rpc.guard import (
 )
 from dltmw.rpc.transact import GatewayRole, LocalPeer, TransactSession, creator_org
 from dltmw.v1 import (
+    config_pb2,
     errors_pb2,
     gateway_service_pb2,
     gateway_service_pb2_grpc,
@@ -43,8 +44,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         window_s: float,
         wait_s: float,
         height_wait_s: float,
+        node_id: str = "",
     ) -> None:
         self._gateway = gateway
+        self._node_id = node_id  # to find this node's privacy key in a channel's config
         self._peers = peers
         self._window_s = window_s
         self._wait_s = wait_s
@@ -131,9 +134,14 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         require(bool(request.query), "query")
         query = parse(G.EventsQuery, request.query, "query")
         peer = self._peer(query.channel_id)
-        admit_query(
+        who = admit_query(
             context, query, request.query, request.signature, peer.view.membership, self._window_s
         )
         check_filters(query.filters)
+        # Payloads owed to this node are reported as owed to its own organisation's clients:
+        # the only ones its privacy manager gives them to (rpc/privacy.py).
+        me = (n for n in peer.view.config.peers if n.node_id == self._node_id)
+        node = next(me, config_pb2.NodeConfig())
+        owed_key = node.privacy_public_key if node.org_id == who.org_id else b""
         async for block in peer.committed_blocks(query.start_block):
-            yield block_events(block, query)
+            yield block_events(block, query, owed_key)

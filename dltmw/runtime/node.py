@@ -318,7 +318,9 @@ class Node:
             proving = CrossChainServicer(self.peers, limits.height_wait_s)
             out.append((_service(crosschain_pb2, "CrossChainService"), proving))
         if "gateway" in roles:
-            gateway = GatewayServicer(self.gateway, self.peers, window, wait, limits.height_wait_s)
+            gateway = GatewayServicer(
+                self.gateway, self.peers, window, wait, limits.height_wait_s, self.ctx.node_id
+            )
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
         if "orderer" in roles:
             orderer = OrdererServicer(self.orderers, window, self._pool, self.ctx.tracer)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from google.protobuf.message import DecodeError
+from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_exponential_jitter
 
 from dltmw.aio.files import write_durably
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
@@ -282,10 +283,17 @@ class Subscription:
 
     async def _private(self, block: int, tx: Transaction) -> Message | None:
         """The message a private transaction carries, if it is a bus message of our topics and
-        our organisation is one of its recipients (otherwise we see only its hash)."""
-        plain = await self._bus.client.receive_private(
-            self._bus.channel_id, tx.private_payload_hash
-        )
+        our organisation is one of its recipients (otherwise we see only its hash).
+
+        A payload the node is owed (`Transaction.private_payload_owed`: a recipient that was
+        down when it was sent gets it by queued delivery, possibly after the block) is waited
+        for, with jittered backoff, for at most the client's `deadline_s`; then `Unavailable`
+        (WAIT_TIMEOUT) — never skipped as if our organisation were not a recipient, which would
+        lose the message for good once the checkpoint moves past it."""
+        client, channel_id = self._bus.client, self._bus.channel_id
+        plain = await client.receive_private(channel_id, tx.private_payload_hash)
+        if plain is None and tx.private_payload_owed:
+            plain = await _owed_payload(client, channel_id, tx.private_payload_hash)
         if plain is None:
             return None
         try:
@@ -304,6 +312,27 @@ class Subscription:
             return None
         position = Position(block, tx.index, 0)
         return Message(topic, body.payload, dict(body.headers), tx.tx_id, position, private=True)
+
+
+async def _owed_payload(client: Client, channel_id: str, payload_hash: bytes) -> bytes:
+    """The plaintext of a payload owed to the client's node, once its delivery arrived: asked
+    again with exponential jittered backoff (tenacity) for at most `client.deadline_s`."""
+    retrying = AsyncRetrying(
+        retry=retry_if_result(lambda plain: plain is None),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        stop=stop_after_delay(client.deadline_s),
+        retry_error_callback=lambda _: None,
+    )
+    plain: bytes | None = await retrying(client.receive_private, channel_id, payload_hash)
+    if plain is None:
+        raise Unavailable(
+            f"private payload {payload_hash.hex()[:16]}.. is owed to this node (a recipient) but"
+            f" its delivery did not arrive within {client.deadline_s} s",
+            reason="WAIT_TIMEOUT",
+            code="UNAVAILABLE",
+            metadata={"payload_hash": payload_hash.hex()},
+        )
+    return plain
 
 
 async def _checkpoint_block_first(

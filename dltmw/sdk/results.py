@@ -63,6 +63,8 @@ class Transaction:
     events: tuple[ContractEvent, ...]
     index: int  # in its block
     private_payload_hash: bytes = b""  # a private transaction's payload hash
+    # The node is one of its recipients: the payload is (or will be, by queued delivery) its own.
+    private_payload_owed: bool = False
 
     @property
     def valid(self) -> bool:
@@ -102,6 +104,7 @@ def block_of(channel_id: str, response: gateway_service_pb2.EventsResponse) -> B
                 # A node that applied filters numbers the transactions; otherwise all are here.
                 index=t.tx_index if response.filtered else i,
                 private_payload_hash=t.private_payload_hash,
+                private_payload_owed=t.private_payload_owed,
             )
             for i, t in enumerate(response.transactions)
         ),

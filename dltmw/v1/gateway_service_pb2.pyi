@@ -401,6 +401,7 @@ class TransactionEvent(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     TX_INDEX_FIELD_NUMBER: _builtins.int
     PRIVATE_PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    PRIVATE_PAYLOAD_OWED_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.str
     """The transaction's id."""
     validation_code: _transaction_pb2.TxValidationCode.ValueType
@@ -410,6 +411,13 @@ class TransactionEvent(_message.Message):
     private_payload_hash: _builtins.bytes
     """For a private transaction: the hash of its private payload (what the ledger holds; the
     payload itself only its recipients' privacy managers can give).
+    """
+    private_payload_owed: _builtins.bool
+    """For a private transaction, to a client of this node's organisation: its agreements name
+    this node as a recipient (public bytes), so the payload is owed here. While a queued
+    delivery (a recipient that was down when it was sent) has not brought it yet, Receive
+    refuses it as not held: ask again, it is not a refusal. False for a transaction without
+    agreements (nothing public names its recipients).
     """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_proposal_pb2.ContractEvent]:
@@ -423,10 +431,11 @@ class TransactionEvent(_message.Message):
         events: _abc.Iterable[_proposal_pb2.ContractEvent] | None = ...,
         tx_index: _builtins.int = ...,
         private_payload_hash: _builtins.bytes = ...,
+        private_payload_owed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "private_payload_hash", b"private_payload_hash", "tx_id", b"tx_id", "tx_index", b"tx_index", "validation_code", b"validation_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "private_payload_hash", b"private_payload_hash", "private_payload_owed", b"private_payload_owed", "tx_id", b"tx_id", "tx_index", b"tx_index", "validation_code", b"validation_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
