@@ -22,7 +22,7 @@ from dltmw.core.block import make_block
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger import sqlite_file
-from dltmw.ledger.row_batches import chunk_sizes
+from dltmw.ledger.row_batches import in_lists
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.peer.in_place import PROPOSALS_MAX
@@ -202,7 +202,7 @@ def _trace_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize(
     ("fresh", "committed", "repeats"),
     [
-        (1, 2, ["d001"]),  # 4 proposals of 3 ids = 2 + 1, in place
+        (1, 2, ["d001"]),  # 4 proposals of 3 ids: one IN, in place
         (30, 100, ["a000", "d099", "d000"]),  # 133 of 130 ids = 64 + 64 + 2, reader thread
     ],
     ids=["in-place", "three-chunks"],
@@ -217,9 +217,9 @@ async def test_the_duplicate_check_reads_its_ids_in_a_few_statements_with_the_sa
     """`endorse_at(check_duplicates=True)` of a batch with ids on the ledger, ids not, and
     repeats within the batch: DUPLICATE_TX_ID exactly for the proposals whose id a point read
     per id (`tx_record`) finds, a response for every other one (a repeated fresh id twice), in
-    one tx index statement per chunk of `chunk_sizes`. The ids sort with the committed
+    one tx index statement per list of `in_lists`. The ids sort with the committed
     ones last, so the last chunk holds ids on the ledger. Red when the check reads one id
-    per statement (3 or 130 statements, not 2 or 3), when the chunk loop drops its last
+    per statement (3 or 130 statements, not 1 or 3), when the chunk loop drops its last
     chunk (d098, d099 answered), or when a chunk's IN list is built wrong (ids missed, or
     a binding error)."""
     ids = [f"d{i:03d}" for i in range(committed)]
@@ -240,5 +240,5 @@ async def test_the_duplicate_check_reads_its_ids_in_a_few_statements_with_the_sa
     dup = ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID)
     assert {a for a, no in zip(_shape(raw), refused, strict=True) if no} == {dup}
     tx_index = [s for s in statements if "FROM txs" in s]
-    assert len(tx_index) == len(chunk_sizes(len(set(asked)))), tx_index
+    assert len(tx_index) == len(in_lists(sorted(set(asked)))), tx_index
     assert peer.threads and all((t == threading.get_ident()) == in_place for t in peer.threads)
