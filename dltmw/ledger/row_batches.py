@@ -53,6 +53,26 @@ def chunk_sizes(count: int) -> list[int]:
     return sizes
 
 
+def in_lists(values: Sequence[object]) -> list[list[object]]:
+    """`values` as the bound lists of a few `... IN (?,...)` reads: chunks of at most
+    `CHUNK_ROWS_MAX`, each padded by repeating its last value to a power of two up to 8 and
+    to a multiple of 8 above (1, 2, 4, 8, 16, 24, ..., 64: 11 statement texts).
+
+    Why pad a read, not split it as `chunk_sizes` splits an INSERT. An IN list is a set: a
+    repeated value changes no answer, and sqlite builds its ephemeral index of the list once
+    per statement, so a repeat costs an index insert while a statement more costs its bind,
+    step and Python-side cursor: 15 ids as one IN of 16 take ~1.8 us per id against ~2.2 as
+    8 + 4 + 2 + 1 (a 40,000-id tx index, benchmarks/RESULTS.md, branch kvdup). Below 8 a
+    power of two: 1 id padded to 8 cost 1.7 times one id alone."""
+    lists: list[list[object]] = []
+    for start in range(0, len(values), CHUNK_ROWS_MAX):
+        chunk = list(values[start : start + CHUNK_ROWS_MAX])
+        count = len(chunk)
+        size = 1 << (count - 1).bit_length() if count <= 8 else -(-count // 8) * 8
+        lists.append(chunk + chunk[-1:] * (size - count))
+    return lists
+
+
 @functools.lru_cache(maxsize=128)
 def _statement(head: str, width: int, size: int) -> str:
     one = "(" + ",".join("?" * width) + ")"

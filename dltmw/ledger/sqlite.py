@@ -57,7 +57,7 @@ from dltmw.ledger.chain_check import (
 from dltmw.ledger.ledger_base import LedgerBase, commit_reader
 from dltmw.ledger.page_cache import READER_CACHE_KIB, bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy, write_sync
-from dltmw.ledger.row_batches import chunk_sizes, insert_rows
+from dltmw.ledger.row_batches import in_lists, insert_rows
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import block_pb2
 
@@ -123,16 +123,13 @@ class SnapshotReader:
         return None if row is None else TxRecord(row[0], row[1], row[2])
 
     def tx_records_found(self, tx_ids: Sequence[str]) -> dict[str, TxRecord]:
-        """`tx_record` of each of `tx_ids` that committed: one `IN (...)` query per chunk of
-        `row_batches.chunk_sizes` (a few prepared texts): ~0.6 µs per id against ~1.3 for a
-        point read per id (its own execute, bind and step)."""
-        ids = list(tx_ids)
+        """`tx_record` of each of `tx_ids` that committed: one `IN (...)` query per list of
+        `row_batches.in_lists` (one per 64 ids, a few prepared texts): ~0.6 µs per id
+        against ~1.3 for a point read per id (its own execute, bind and step)."""
         found: dict[str, TxRecord] = {}
-        start = 0
-        for size in chunk_sizes(len(ids)):
-            rows = self._conn.execute(_tx_records_sql(size), ids[start : start + size])
+        for ids in in_lists(tx_ids):
+            rows = self._conn.execute(_tx_records_sql(len(ids)), ids)
             found.update((r[0], TxRecord(r[1], r[2], r[3])) for r in rows)
-            start += size
         return found
 
     def range(self, namespace: str, start: str, end: str, limit: int) -> list[StateEntry]:

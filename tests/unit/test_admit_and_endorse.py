@@ -8,6 +8,7 @@ on the ledger, admission's own refusal as it was. And the gateway's own peer
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,11 +18,14 @@ import pytest
 from test_endorse_in_place import _builtin, _endorser, _ledger_with_topic, _proposal
 
 from dltmw.aio.pool import capturing
+from dltmw.core.block import make_block
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.txcheck import CheckedProposal
 from dltmw.ledger import sqlite_file
+from dltmw.ledger.row_batches import in_lists
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.peer.in_place import PROPOSALS_MAX
 from dltmw.v1 import errors_pb2
 
 REFUSED = ClientError(errors_pb2.ERROR_REASON_BAD_SIGNATURE, "refused by admission")
@@ -168,3 +172,73 @@ async def test_an_ask_again_does_not_check_duplicates(
     peer = _peer(ledger, _builtin)
     answers = await PeerChannel.endorse_at(peer, [_proposal("tx0")], [0])
     assert not isinstance(answers[0], BaseException)
+
+
+def _trace_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text of every statement run in a read transaction (in place or on the reader
+    thread)."""
+    statements: list[str] = []
+
+    def traced(fn: Any) -> Any:
+        def run(conn: Any) -> Any:
+            conn.set_trace_callback(statements.append)
+            try:
+                return fn(conn)
+            finally:
+                conn.set_trace_callback(None)
+
+        return run
+
+    for name in ("snapshot", "snapshot_here"):
+        original = getattr(sqlite_file.SqliteFile, name)
+
+        def wrapped(self: Any, fn: Any, _original: Any = original) -> Any:
+            return _original(self, traced(fn))
+
+        monkeypatch.setattr(sqlite_file.SqliteFile, name, wrapped)
+    return statements
+
+
+@pytest.mark.parametrize(
+    ("fresh", "committed", "repeats"),
+    [
+        (1, 2, ["d001"]),  # 4 proposals of 3 ids: one IN, in place
+        (30, 100, ["a000", "d099", "d000"]),  # 133 of 130 ids = 64 + 64 + 2, reader thread
+    ],
+    ids=["in-place", "three-chunks"],
+)
+async def test_the_duplicate_check_reads_its_ids_in_a_few_statements_with_the_same_verdicts(
+    ledger: ChannelLedger,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh: int,
+    committed: int,
+    repeats: list[str],
+) -> None:
+    """`endorse_at(check_duplicates=True)` of a batch with ids on the ledger, ids not, and
+    repeats within the batch: DUPLICATE_TX_ID exactly for the proposals whose id a point read
+    per id (`tx_record`) finds, a response for every other one (a repeated fresh id twice), in
+    one tx index statement per list of `in_lists`. The ids sort with the committed
+    ones last, so the last chunk holds ids on the ledger. Red when the check reads one id
+    per statement (3 or 130 statements, not 1 or 3), when the chunk loop drops its last
+    chunk (d098, d099 answered), or when a chunk's IN list is built wrong (ids missed, or
+    a binding error)."""
+    ids = [f"d{i:03d}" for i in range(committed)]
+    block = make_block("ch1", 1, ledger.last_hash, [i.encode() for i in ids])
+    block.metadata.validation_codes.extend([1] * committed)
+    await ledger.commit_block(block, ids)
+    asked = [f"a{i:03d}" for i in range(fresh)] + ids + repeats
+    batch = [_proposal(t) for t in asked]
+    per_id = await ledger.read_snapshot(lambda r: {t: r.tx_record(t) for t in asked})
+    statements = _trace_reads(monkeypatch)
+    in_place = len(batch) <= PROPOSALS_MAX
+    peer = _peer(ledger, _builtin if in_place else lambda name: None)
+    peer.applied_height = 3
+    raw = await PeerChannel.endorse_at(peer, batch, [0] * len(batch), True)
+    refused = [isinstance(a, BaseException) for a in raw]
+    assert refused == [per_id[t] is not None for t in asked]
+    assert sum(refused) == committed + sum(t in ids for t in repeats)
+    dup = ("ClientError", errors_pb2.ERROR_REASON_DUPLICATE_TX_ID)
+    assert {a for a, no in zip(_shape(raw), refused, strict=True) if no} == {dup}
+    tx_index = [s for s in statements if "FROM txs" in s]
+    assert len(tx_index) == len(in_lists(sorted(set(asked)))), tx_index
+    assert peer.threads and all((t == threading.get_ident()) == in_place for t in peer.threads)

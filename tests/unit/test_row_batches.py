@@ -1,6 +1,7 @@
 """Multi-row INSERTs (`ledger/row_batches.py`) leave exactly the rows `executemany` leaves, and
 a block's commit on the sqlite ledger runs a few statements, not one per row; the tx index read
-of many ids (`tx_records_found`) answers as a point read per id, in a few statements.
+of many ids (`tx_records_found`, padded IN lists) answers as a point read per id, in a few
+statements.
 
 The property compares the two on random rows with repeated keys under each conflict clause the
 ledger uses (OR IGNORE keeps the first, OR REPLACE the last, plain INSERT refuses a repeat
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from dltmw.core.block import TxRecord, make_block
 from dltmw.core.rwset import StateWrite, Version
 from dltmw.ledger.ledger_base import commit_reader
-from dltmw.ledger.row_batches import CHUNK_ROWS_MAX, chunk_sizes, insert_rows
+from dltmw.ledger.row_batches import CHUNK_ROWS_MAX, chunk_sizes, in_lists, insert_rows
 from dltmw.ledger.sqlite import ChannelLedger
 
 TABLE = "CREATE TABLE t (k TEXT PRIMARY KEY, a INTEGER, b BLOB) WITHOUT ROWID"
@@ -49,6 +50,34 @@ def test_chunks_add_up_to_the_rows_each_a_power_of_two_at_most_the_max(count: in
     sizes = chunk_sizes(count)
     assert sum(sizes) == count
     assert all(s & (s - 1) == 0 and 0 < s <= CHUNK_ROWS_MAX for s in sizes)
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [
+        (0, []),
+        (1, [1]),
+        (3, [4]),
+        (8, [8]),
+        (9, [16]),
+        (15, [16]),
+        (37, [40]),
+        (64, [64]),
+        (65, [64, 1]),
+        (130, [64, 64, 2]),
+        (200, [64, 64, 64, 8]),
+    ],
+)
+def test_in_lists_hold_each_value_once_padded_by_its_last(count: int, sizes: list[int]) -> None:
+    """A read's IN lists: every value, in order, one list per `CHUNK_ROWS_MAX`, each padded
+    only with its own last value to a power of two up to 8 or a multiple of 8 above (a
+    padded value repeats one asked, so the answers cannot change)."""
+    values = [f"v{i}" for i in range(count)]
+    lists = in_lists(values)
+    assert [len(x) for x in lists] == sizes
+    unpadded = [x[: min(CHUNK_ROWS_MAX, count - i * CHUNK_ROWS_MAX)] for i, x in enumerate(lists)]
+    assert [v for x in unpadded for v in x] == values
+    assert all(set(x[len(u) :]) <= {u[-1]} for x, u in zip(lists, unpadded, strict=True))
 
 
 @settings(max_examples=150, deadline=None)

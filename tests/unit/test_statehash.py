@@ -2,10 +2,14 @@
 
 The property that makes it useful: updating the accumulator block by block (O(writes)) gives
 exactly what a from-scratch scan of the resulting state gives, whatever the writes, deletes,
-rewrites of one key within a block, and order of entries.
+rewrites of one key within a block, and order of entries. And the value nodes agree on and
+store never changes: `entry_term` (rewritten for speed) gives the bytes of its first, plain
+form (`_entry_term_v1`, kept here) on any entry, and a pinned digest.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,3 +118,50 @@ def test_final_writes_keeps_the_last_write_per_key() -> None:
 def test_chain_step_depends_on_every_earlier_hash() -> None:
     a, b = bytes(32), b"\x01" * 32
     assert chain_step(chain_step(bytes(32), a), b) != chain_step(chain_step(bytes(32), b), b)
+
+
+def _entry_term_v1(namespace: str, key: str, value: bytes, version: Version) -> int:
+    """`entry_term` as first written (the module docstring's encoding, concatenated): the
+    reference its faster form must equal, byte for byte."""
+
+    def field(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    encoded = (
+        b"dltmw/state/v1\x00"
+        + field(namespace.encode())
+        + field(key.encode())
+        + field(value)
+        + version.block_number.to_bytes(8, "big")
+        + version.tx_index.to_bytes(8, "big")
+    )
+    return int.from_bytes(hashlib.shake_256(encoded).digest(256), "big")
+
+
+U64 = st.integers(0, 2**64 - 1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=300), st.binary(max_size=700), U64, U64)
+def test_entry_term_equals_its_first_form(
+    namespace: str, key: str, value: bytes, block_number: int, tx_index: int
+) -> None:
+    """Any text, any bytes (across SHAKE-256's 136-byte blocks), the whole u64 range: the
+    same term. Red when a field's length prefix, the order of fields, the domain or the
+    version's width changes (seen: `_VERSION` as ">QI", the key's length left out)."""
+    version = Version(block_number, tx_index)
+    assert entry_term(namespace, key, value, version) == _entry_term_v1(
+        namespace, key, value, version
+    )
+
+
+def test_a_known_state_hash_is_unchanged() -> None:
+    """The digest of a fixed state, as computed before `entry_term` was rewritten (the
+    value every node stores per block): red on any change of the encoding or the hash."""
+    entries = [
+        ("kv", "a", b"1", Version(1, 0)),
+        ("bank", "acct/\u00e9", b"\x00" * 200, Version(2**40, 7)),
+    ]
+    assert accumulate(entries).digest().hex() == (
+        "83fcccad4f146846299de40aff3bf6f51f269e3026d3aa4a5b6ddd3c7d42e305"
+    )

@@ -281,8 +281,10 @@ class PeerChannel:
         self, batch: Sequence[CheckedProposal], check_duplicates: bool
     ) -> tuple[set[str], list[proposal_pb2.ProposalResponse]]:
         """`endorse_many`'s read transaction; with `check_duplicates`, the tx_ids of `batch`
-        already on the ledger first (`existing_tx_ids`, in the same transaction), and a
-        response for each other proposal only."""
+        already on the ledger first (`existing_tx_ids`, in the same transaction: the chunked
+        `tx_records_found`, a few statements for the batch, not one per tx_id; sorted, so
+        the statements are the same for the same batch), and a response for each other
+        proposal only."""
         if not batch:
             return set(), []
 
@@ -290,10 +292,10 @@ class PeerChannel:
 
         trust = self._trust()  # one config in force for the whole batch
         batches = self.view.config.endorsement_batches
-        wanted = list({c.tx_id for c in batch if c.tx_id}) if check_duplicates else []
+        wanted = sorted({c.tx_id for c in batch if c.tx_id}) if check_duplicates else []
 
         def run(reader: StateReader) -> tuple[set[str], list[proposal_pb2.ProposalResponse]]:
-            on_ledger = {t for t in wanted if reader.tx_record(t) is not None}
+            on_ledger = set(reader.tx_records_found(wanted)) if wanted else set()
             todo = [c for c in batch if c.tx_id not in on_ledger]
             number = max(0, reader.last_block_number())
             responses = [self._simulate(reader, checked, trust, number, clock) for checked in todo]
