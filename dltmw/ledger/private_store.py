@@ -484,6 +484,10 @@ class PrivateStore:
         """Stored payload bytes, or None."""
         return (await self.held([payload_hash])).get(payload_hash)
 
+    async def purge_record(self, payload_hash: bytes) -> private_purge.PurgeRecord | None:
+        """The purge that removed `payload_hash` here, or None (`private_purge.purge_record`)."""
+        return await self._file.read(lambda conn: private_purge.purge_record(conn, payload_hash))
+
     async def defer_payloads(self, payloads: Sequence[NewPayload]) -> None:
         """Keep payloads offered for transactions not on the ledger yet (see the docstring)."""
 

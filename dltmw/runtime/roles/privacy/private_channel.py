@@ -543,9 +543,19 @@ class PrivateChannel:
     # --- Receive / Resend -----------------------------------------------------------------
 
     async def receive(self, digest: bytes) -> bytes:
-        """Plaintext of a held payload this node is a recipient of."""
+        """Plaintext of a held payload this node is a recipient of. A payload a purge removed
+        here is PAYLOAD_PURGED (the purge's tx id and block): gone for good, which a reader
+        must tell from "not held" — a payload owed here may still come (queued delivery)."""
         raw = await self.store.payload(digest)
         if raw is None:
+            purge = await self.store.purge_record(digest)
+            if purge is not None:
+                raise ClientError(
+                    R.ERROR_REASON_PAYLOAD_PURGED,
+                    f"payload {digest.hex()[:16]}.. was purged by transaction {purge.tx_id}"
+                    f" in block {purge.block_number}",
+                    {"purge_tx_id": purge.tx_id, "block_number": str(purge.block_number)},
+                )
             raise ClientError(
                 R.ERROR_REASON_NOT_AUTHORIZED,
                 f"this node is not a recipient of payload {digest.hex()[:16]}.."
