@@ -382,10 +382,10 @@ def test_setup_turns_secure_delete_on_whatever_the_build_default(tmp_path: Path)
 
 async def test_receive_of_a_purged_payload_says_purged_not_not_held(psite: PrivateSite) -> None:
     """`Receive` (`PrivateChannel.receive`) of a payload a purge removed here answers
-    PAYLOAD_PURGED with the purge's tx id and block (`private_purge.purge_record`), also for one
+    PAYLOAD_PURGED with the purge's tx id and block (`PrivateStore.payload_or_purge`), also for one
     this node was owed and never got (queued delivery); anything else not held stays
     NOT_AUTHORIZED ("not held": a payload owed may still come). Red when `receive` skips the
-    purge lookup (every case answers NOT_AUTHORIZED, and a bus subscription waits for ever)."""
+    purge record (every case answers NOT_AUTHORIZED, and a bus subscription waits for ever)."""
     store = await psite.open()
     try:
         mine = sealed(KEYS[1], [KEYS[0]], "open", "m", "1")
@@ -398,9 +398,10 @@ async def test_receive_of_a_purged_payload_says_purged_not_not_held(psite: Priva
         bodies = ((0, body_of([mine.payload_hash, owed.payload_hash], [], [KEYS[0], KEYS[1]])),)
         await execute(ex, 2, [], bodies)  # type: ignore[arg-type]
         record = private_purge.PurgeRecord("purge", 2)
-        assert await store.purge_record(mine.payload_hash) == record
-        assert await store.purge_record(owed.payload_hash) == record
-        assert await store.purge_record(kept.payload_hash) is None
+        assert await store.payload_or_purge(mine.payload_hash) == record
+        assert await store.payload_or_purge(owed.payload_hash) == record
+        assert await store.payload_or_purge(kept.payload_hash) == kept.data
+        assert await store.payload_or_purge(HASH) is None
         ctx: Any = SimpleNamespace(limits=SimpleNamespace(queue_max=4))
         peer: Any = SimpleNamespace(view=SimpleNamespace(channel_id="c"))
         channel = PrivateChannel(ctx, KEYS[0], peer, store, {})
