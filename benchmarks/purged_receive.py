@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -52,7 +53,14 @@ def _count(cls: Any, name: str) -> None:
 
 
 async def main(deadline_s: float) -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="purge16-"))
+    work = Path(tempfile.mkdtemp(prefix="dltmw-pr-"))
+    try:
+        return await _run(work, deadline_s)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _run(work: Path, deadline_s: float) -> dict[str, object]:
     (work / "topology.toml").write_text(TOPOLOGY)
     async with dltmw.open(work / "net", work / "topology.toml") as net:
         org1 = net.bus("user1.org1", "main")

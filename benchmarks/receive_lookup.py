@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ N, RUNS = 3000, 5
 
 
 async def main() -> dict[str, object]:
-    store = await PrivateStore.open(Path(tempfile.mkdtemp(prefix="dltmw-rl-")) / "c.private.sqlite")
+    work = Path(tempfile.mkdtemp(prefix="dltmw-rl-"))
+    store = await PrivateStore.open(work / "c.private.sqlite")
     try:
         held = bytes(range(32))
         await store.store_payloads([NewPayload(held, b"x" * 600, (b"k" * 32,))])
@@ -42,6 +44,7 @@ async def main() -> dict[str, object]:
         return out
     finally:
         await store.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
