@@ -11,7 +11,8 @@ Three rules make a purge verifiable on disk, not only in queries:
   `wal_checkpoint(TRUNCATE)`) does that and empties `-wal`. `-shm` holds only the WAL index.
 * A record per purged payload (`purged`: hash, the purge's tx_id and block), so that neither
   Push, a deferred copy nor Recover stores it again (`not_purged`), and `dltmw audit` reports
-  the transaction as PURGED instead of missing. The `ptxs` record (status and private-state
+  the transaction as PURGED instead of missing, and `Receive` answers PAYLOAD_PURGED with that
+  record (`purge_record`) instead of "not held". The `ptxs` record (status and private-state
   hash) and the stored private-state hashes stay: the hash chain stays verifiable.
 
 The table is this module's (created by `setup`, `CREATE ... IF NOT EXISTS`, so a store written
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dltmw.ledger.private_sql import Db
+from dltmw.ledger.private_sql import Db, text
 
 PURGE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS purged (
@@ -38,6 +40,22 @@ def setup(conn: sqlite3.Connection) -> None:
     """At every open of a private store: zeroing deletes, and the purge record table."""
     conn.execute("PRAGMA secure_delete=ON")
     conn.executescript(PURGE_SCHEMA)
+
+
+@dataclass(frozen=True)
+class PurgeRecord:
+    """Why a payload is gone here: the purge transaction that removed it, and its block."""
+
+    tx_id: str
+    block_number: int
+
+
+def purge_record(conn: Db, digest: bytes) -> PurgeRecord | None:
+    """The `purged` row of `digest`, if a purge removed it here: what `Receive` answers for a
+    payload it no longer holds (PAYLOAD_PURGED), so a reader tells "gone for good" from "not
+    delivered yet"."""
+    row = conn.execute("SELECT tx_id, block_number FROM purged WHERE hash=?", (digest,)).fetchone()
+    return None if row is None else PurgeRecord(text(row[0]), int(row[1]))
 
 
 def purged_among(conn: Db, hashes: Iterable[bytes]) -> set[bytes]:

@@ -484,6 +484,20 @@ class PrivateStore:
         """Stored payload bytes, or None."""
         return (await self.held([payload_hash])).get(payload_hash)
 
+    async def payload_or_purge(
+        self, payload_hash: bytes
+    ) -> bytes | private_purge.PurgeRecord | None:
+        """The stored payload bytes; else the purge that removed it here
+        (`private_purge.purge_record`); else None. One read (Receive's path): a subscriber of
+        an organisation that is not a recipient asks, and misses, for every private
+        transaction of the channel."""
+
+        def run(conn: Db) -> bytes | private_purge.PurgeRecord | None:
+            held = PrivateTxn(conn, self.values).held([payload_hash]).get(payload_hash)
+            return held if held is not None else private_purge.purge_record(conn, payload_hash)
+
+        return await self._file.read(run)
+
     async def defer_payloads(self, payloads: Sequence[NewPayload]) -> None:
         """Keep payloads offered for transactions not on the ledger yet (see the docstring)."""
 

@@ -39,7 +39,7 @@ from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_expo
 from dltmw.aio.files import write_durably
 from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, TOPIC
 from dltmw.sdk.client import Client
-from dltmw.sdk.errors import InvalidRequest, LimitExceeded, Unavailable
+from dltmw.sdk.errors import InvalidRequest, LimitExceeded, PayloadPurged, Unavailable
 from dltmw.sdk.results import Block, Committed, EventFilter, Transaction
 from dltmw.v1 import bus_pb2, private_payload_pb2
 
@@ -66,6 +66,9 @@ class Message:
     tx_id: str
     position: Position
     private: bool = False  # sent to recipient organisations only (the ledger holds its hash)
+    # A private message whose payload the consortium purged from our node (docs/privacy.md
+    # "Purge"): payload, headers and topic (which only the payload named) are empty.
+    purged: bool = False
 
 
 class Checkpointer(Protocol):
@@ -289,11 +292,22 @@ class Subscription:
         down when it was sent gets it by queued delivery, possibly after the block) is waited
         for, with jittered backoff, for at most the client's `deadline_s`; then `Unavailable`
         (WAIT_TIMEOUT) — never skipped as if our organisation were not a recipient, which would
-        lose the message for good once the checkpoint moves past it."""
+        lose the message for good once the checkpoint moves past it.
+
+        A payload a purge removed from our node (`PayloadPurged`, also while waiting for an
+        owed one) is a `Message` with `purged=True`, its position and tx id, and an empty
+        topic, payload and headers: the payload named the topic and is gone, so whether it was
+        a message of our topics cannot be known — every purged private transaction our node
+        was a recipient of is handed out, never skipped silently, and the checkpoint moves
+        past it (a purge is final: waiting would stall the subscription for ever)."""
         client, channel_id = self._bus.client, self._bus.channel_id
-        plain = await client.receive_private(channel_id, tx.private_payload_hash)
-        if plain is None and tx.private_payload_owed:
-            plain = await _owed_payload(client, channel_id, tx.private_payload_hash)
+        position = Position(block, tx.index, 0)
+        try:
+            plain = await client.receive_private(channel_id, tx.private_payload_hash)
+            if plain is None and tx.private_payload_owed:
+                plain = await _owed_payload(client, channel_id, tx.private_payload_hash)
+        except PayloadPurged:
+            return Message("", b"", {}, tx.tx_id, position, private=True, purged=True)
         if plain is None:
             return None
         try:
@@ -310,7 +324,6 @@ class Subscription:
             return None  # not a bus message: another contract's private transaction
         if topic not in self.topics:
             return None
-        position = Position(block, tx.index, 0)
         return Message(topic, body.payload, dict(body.headers), tx.tx_id, position, private=True)
 
 

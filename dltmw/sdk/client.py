@@ -273,7 +273,10 @@ class Client:
 
     async def receive_private(self, channel_id: str, payload_hash: bytes) -> bytes | None:
         """The plaintext of a private payload if this client's organisation is a recipient;
-        None if it is not (its node holds no copy: it sees only the hash on the ledger)."""
+        None if it is not (its node holds no copy: it sees only the hash on the ledger) — or
+        if a payload owed to its node has not been delivered yet (ask again). `PayloadPurged`
+        (the purge's tx id and block) when its node held it and a purge removed it: it will
+        never be readable there again."""
         privacy = await self.private()
         try:
             return await privacy.receive(channel_id, payload_hash)

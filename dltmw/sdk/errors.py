@@ -31,6 +31,7 @@ __all__ = [
     "LimitExceeded",
     "NotFound",
     "Overloaded",
+    "PayloadPurged",
     "PermissionDenied",
     "PreconditionFailed",
     "StaleRead",
@@ -72,6 +73,23 @@ class PreconditionFailed(Error):
 
 class NotFound(PreconditionFailed):
     """The channel, contract or item named does not exist (CHANNEL/CONTRACT_NOT_FOUND, ...)."""
+
+
+class PayloadPurged(PreconditionFailed):
+    """A private payload the client's organisation was a recipient of was removed from its
+    node by a purge transaction (PAYLOAD_PURGED, FAILED_PRECONDITION): it will never be
+    readable there again. Not a `NotFound`: that is "not a recipient" to `receive_private`.
+    `purge_tx_id` and `block_number` name the purge (ErrorInfo metadata)."""
+
+    @property
+    def purge_tx_id(self) -> str:
+        """The tx id of the purge transaction that removed the payload."""
+        return self.metadata.get("purge_tx_id", "")
+
+    @property
+    def block_number(self) -> int:
+        """The block that carried the purge (-1 when the node did not say)."""
+        return int(self.metadata.get("block_number", "-1"))
 
 
 class ContractRefused(Error):
@@ -141,6 +159,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "LIMIT_EXCEEDED": LimitExceeded,
     "MESSAGE_TOO_LARGE": LimitExceeded,
     "STALE_READ": StaleRead,
+    "PAYLOAD_PURGED": PayloadPurged,
 }
 S = grpc.StatusCode
 _BY_CODE: dict[grpc.StatusCode, type[Error]] = {

@@ -381,6 +381,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     the signer is not a config node, or the config changed. Send the identity in full. Nothing
     was changed.
     """
+    ERROR_REASON_PAYLOAD_PURGED: _ErrorReason.ValueType  # 312
+    """FAILED_PRECONDITION: Receive of a private payload this node was a recipient of and no
+    longer holds because a VALID purge transaction removed it (docs/privacy.md "Purge"): it
+    will never come back, unlike a payload a queued delivery has not brought yet (refused as
+    not held). ErrorInfo.metadata {"purge_tx_id": <the purge's tx id>, "block_number": <the
+    block that carried it>}. Nothing was changed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -746,5 +753,12 @@ ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE: ErrorReason.ValueType  # 300
 config in force does not list (no peer or orderer with that certificate and organisation):
 the signer is not a config node, or the config changed. Send the identity in full. Nothing
 was changed.
+"""
+ERROR_REASON_PAYLOAD_PURGED: ErrorReason.ValueType  # 312
+"""FAILED_PRECONDITION: Receive of a private payload this node was a recipient of and no
+longer holds because a VALID purge transaction removed it (docs/privacy.md "Purge"): it
+will never come back, unlike a payload a queued delivery has not brought yet (refused as
+not held). ErrorInfo.metadata {"purge_tx_id": <the purge's tx id>, "block_number": <the
+block that carried it>}. Nothing was changed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -9,7 +9,10 @@ import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import grpc
 import pytest
 from private_backends import PrivateSite
 
@@ -27,7 +30,9 @@ from dltmw.ledger import private_purge
 from dltmw.ledger.private_pg import PgPrivateStore
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.v1 import common_pb2, config_pb2, private_payload_pb2, private_purge_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import transaction_pb2 as C
@@ -373,3 +378,42 @@ def test_setup_turns_secure_delete_on_whatever_the_build_default(tmp_path: Path)
         assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_receive_of_a_purged_payload_says_purged_not_not_held(psite: PrivateSite) -> None:
+    """`Receive` (`PrivateChannel.receive`) of a payload a purge removed here answers
+    PAYLOAD_PURGED with the purge's tx id and block (`PrivateStore.payload_or_purge`), also for one
+    this node was owed and never got (queued delivery); anything else not held stays
+    NOT_AUTHORIZED ("not held": a payload owed may still come). Red when `receive` skips the
+    purge record (every case answers NOT_AUTHORIZED, and a bus subscription waits for ever)."""
+    store = await psite.open()
+    try:
+        mine = sealed(KEYS[1], [KEYS[0]], "open", "m", "1")
+        owed = sealed(KEYS[1], [KEYS[0]], "open", "o", "2")  # never delivered here
+        kept = sealed(KEYS[1], [KEYS[0]], "open", "k", "3")
+        await store.store_payloads([mine, kept])
+        ex = executor(store)
+        refs = [(0, "t0", mine.payload_hash), (1, "t1", owed.payload_hash)]
+        await execute(ex, 1, [*refs, (2, "t2", kept.payload_hash)])
+        bodies = ((0, body_of([mine.payload_hash, owed.payload_hash], [], [KEYS[0], KEYS[1]])),)
+        await execute(ex, 2, [], bodies)  # type: ignore[arg-type]
+        record = private_purge.PurgeRecord("purge", 2)
+        assert await store.payload_or_purge(mine.payload_hash) == record
+        assert await store.payload_or_purge(owed.payload_hash) == record
+        assert await store.payload_or_purge(kept.payload_hash) == kept.data
+        assert await store.payload_or_purge(HASH) is None
+        ctx: Any = SimpleNamespace(limits=SimpleNamespace(queue_max=4))
+        peer: Any = SimpleNamespace(view=SimpleNamespace(channel_id="c"))
+        channel = PrivateChannel(ctx, KEYS[0], peer, store, {})
+        for digest in (mine.payload_hash, owed.payload_hash):
+            with pytest.raises(ClientError) as purged:
+                await channel.receive(digest)
+            assert purged.value.reason_name == "PAYLOAD_PURGED"
+            assert purged.value.metadata == {"purge_tx_id": "purge", "block_number": "2"}
+            assert CODE_OF_REASON[purged.value.reason] == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(ClientError) as not_held:
+            await channel.receive(HASH)
+        assert not_held.value.reason_name == "NOT_AUTHORIZED"
+        assert b"k" in await channel.receive(kept.payload_hash)
+    finally:
+        await store.close()

@@ -108,6 +108,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "NOTARY_BATCH_REQUEST_INVALID": E.InvalidRequest,
     "CREATOR_BATCH_REFUSED": E.InvalidRequest,
     "UNKNOWN_IDENTITY_REFERENCE": E.PreconditionFailed,
+    "PAYLOAD_PURGED": E.PayloadPurged,
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -59,6 +59,7 @@ from dltmw.core.privacy.envelope import (
 from dltmw.core.privacy.kem import HYBRID, KNOWN_WRAPS, KemShare, effective_wrap, wrap_name
 from dltmw.core.txcheck import parse
 from dltmw.ledger.private_outbox import Delivery
+from dltmw.ledger.private_purge import PurgeRecord
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
@@ -543,8 +544,17 @@ class PrivateChannel:
     # --- Receive / Resend -----------------------------------------------------------------
 
     async def receive(self, digest: bytes) -> bytes:
-        """Plaintext of a held payload this node is a recipient of."""
-        raw = await self.store.payload(digest)
+        """Plaintext of a held payload this node is a recipient of. A payload a purge removed
+        here is PAYLOAD_PURGED (the purge's tx id and block): gone for good, which a reader
+        must tell from "not held" — a payload owed here may still come (queued delivery)."""
+        raw = await self.store.payload_or_purge(digest)
+        if isinstance(raw, PurgeRecord):
+            raise ClientError(
+                R.ERROR_REASON_PAYLOAD_PURGED,
+                f"payload {digest.hex()[:16]}.. was purged by transaction {raw.tx_id}"
+                f" in block {raw.block_number}",
+                {"purge_tx_id": raw.tx_id, "block_number": str(raw.block_number)},
+            )
         if raw is None:
             raise ClientError(
                 R.ERROR_REASON_NOT_AUTHORIZED,
