@@ -20,7 +20,7 @@ transaction. What this module adds is only the PostgreSQL side of the seam:
   purge deletes from into new files and drops the old ones (the sqlite store's secure_delete and
   WAL truncation, in PostgreSQL's terms). `VACUUM FULL` copies into the new files every deleted
   row that a transaction still running may see, so it first waits (bounded) until no other
-  transaction of the database that began before it is still open (`_erase`): another peer's
+  session of the database holds its xid horizon below the purge (`_erase`): another peer's
   schema on the same server, a reporting query. Found by the purge test on real processes under
   load, where the other organisation's executor kept the purged row alive in the rewritten file.
   The server's write-ahead log (and any archive or
@@ -209,26 +209,36 @@ class PgPrivateStore(PrivateStore):
         return True
 
 
-# Transactions of this database begun before `?` and still open (they may see purged rows).
-OLDER_TRANSACTIONS = (
+# Sessions of this database, other than this one, that still hold back its xid horizon below
+# `?` (the next transaction id when the erase began, so above the purge's own): a running
+# transaction id (a write transaction holds one even while idle between statements, with no
+# snapshot and so no `backend_xmin`) or a snapshot's xmin (a snapshot taken while an older
+# transaction ran keeps that older xmin after it ends, whenever its own transaction began).
+# `VACUUM FULL` keeps every row deleted at or after that horizon. `age()` orders transaction ids
+# across wraparound: an older id has the greater age (NULL for none, never counted).
+HORIZON = "SELECT pg_snapshot_xmax(pg_current_snapshot())::xid::text::bigint"
+HELD_BACK = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL AND xact_start < ?"
+    " AND pid <> pg_backend_pid()"
+    " AND (age(backend_xid) > age(?::text::xid) OR age(backend_xmin) > age(?::text::xid))"
 )
 OLDER_WAIT_S = 10.0
 OLDER_POLL_S = 0.05
 
 
 def _erase(conn: Db) -> None:
-    """`VACUUM FULL` of the purged tables once no transaction older than this call is open
-    (module docstring), waiting at most `OLDER_WAIT_S`: past that the rewrite runs anyway and
-    says so (the rows then go with the next purge's rewrite). A role that may not see other
-    roles' sessions (no `pg_read_all_stats`) sees no older transaction and does not wait."""
-    started = conn.execute("SELECT statement_timestamp()").fetchone()[0]
+    """`VACUUM FULL` of the purged tables once no other session holds the database's xid horizon
+    below this call's start (`HELD_BACK`, module docstring), waiting at most `OLDER_WAIT_S`: past
+    that the rewrite runs anyway and says so (the rows then go with the next purge's rewrite). A
+    role that may not see other roles' sessions (no `pg_read_all_stats`) sees none and does not
+    wait. Waiting for transactions begun before the call was not enough: a transaction begun
+    after it could hold a snapshot taken while an older one ran (found under load, 1 run in 6)."""
+    horizon = int(conn.execute(HORIZON).fetchone()[0])
     deadline = time.monotonic() + OLDER_WAIT_S
-    while (open_ := conn.execute(OLDER_TRANSACTIONS, (started,)).fetchone()[0]) > 0:
+    while (open_ := conn.execute(HELD_BACK, (horizon, horizon)).fetchone()[0]) > 0:
         if time.monotonic() > deadline:
             logger.warning(
-                "purge: %d transaction(s) older than the purge still open after %.0f s;"
+                "purge: %d session(s) still hold back the horizon of the purge after %.0f s;"
                 " rewriting anyway, rows they can see stay on disk until the next purge",
                 open_,
                 OLDER_WAIT_S,

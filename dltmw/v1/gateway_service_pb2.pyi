@@ -416,8 +416,10 @@ class TransactionEvent(_message.Message):
     """For a private transaction, to a client of this node's organisation: its agreements name
     this node as a recipient (public bytes), so the payload is owed here. While a queued
     delivery (a recipient that was down when it was sent) has not brought it yet, Receive
-    refuses it as not held: ask again, it is not a refusal. False for a transaction without
-    agreements (nothing public names its recipients).
+    refuses it as not held: ask again, it is not a refusal. Once a purge has removed it (or
+    removed it before it arrived), Receive answers FAILED_PRECONDITION / PAYLOAD_PURGED: final,
+    stop asking. False for a transaction without agreements (nothing public names its
+    recipients).
     """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_proposal_pb2.ContractEvent]:

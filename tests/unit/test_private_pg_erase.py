@@ -1,11 +1,17 @@
 """A purge's rewrite in PostgreSQL (`ledger/private_pg._erase`) waits for older transactions:
 `VACUUM FULL` copies a deleted row into the new file while any transaction that may still see it
 is open — another organisation's peer on the same server, a report — so the purged bytes stayed
-on disk (found by tests/integration/test_postgresql_private.py under load). Real server."""
+on disk (found by tests/integration/test_postgresql_private.py under load). Real server.
+
+What holds the deleted row is the database's xid horizon, not when a transaction began: a write
+transaction idle between statements (an id, no snapshot) and a snapshot taken while an older
+transaction ran (its xmin stays that older id after it ends) both hold it. The last two tests
+were red when `_erase` waited only for transactions with a snapshot begun before it."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pg_server
@@ -17,6 +23,7 @@ from dltmw.ledger.private_pg import PgPrivateConnection, _erase
 
 CANARY = b"purged-canary-6c1f0e"
 TABLES = ("payloads", "payload_recipients", "deferred", "pstate")
+OLDER_WAIT_BOUND_S = private_pg.OLDER_WAIT_S + 5.0
 
 
 @pytest.fixture
@@ -68,3 +75,69 @@ def test_the_rewrite_waits_until_no_older_snapshot_can_see_the_purged_row(
     finally:
         ended.cancel()
         older.close()
+
+
+def _rewrite_waiting(server: pg_server.PgServer, schema: str) -> threading.Thread:
+    """The purge's block committed, then `_erase` started on a thread of its own."""
+
+    def run() -> None:
+        with psycopg.connect(server.dsn, autocommit=True) as writer:
+            writer.execute(f"SET search_path TO {schema}")
+            _erase(PgPrivateConnection(lambda: writer))
+
+    with psycopg.connect(server.dsn, autocommit=True) as writer:
+        writer.execute(f"DELETE FROM {schema}.pstate")
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _write_transaction(server: pg_server.PgServer) -> psycopg.Connection[tuple[object, ...]]:
+    """A write transaction left idle between statements: an xid, no snapshot (no backend_xmin)."""
+    conn = psycopg.connect(server.dsn)
+    conn.execute("CREATE TEMP TABLE scratch (v int)")
+    conn.execute("INSERT INTO scratch VALUES (1)")
+    held = conn.execute(
+        "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    ).fetchone()
+    assert held == (True,)  # (this read's own snapshot is released when it ends)
+    return conn
+
+
+def test_the_rewrite_waits_for_a_write_transaction_idle_between_statements(
+    pg_instance: pg_server.PgServer, schema: str
+) -> None:
+    older = _write_transaction(pg_instance)
+    try:
+        rewrite = _rewrite_waiting(pg_instance, schema)
+        time.sleep(0.5)
+        assert rewrite.is_alive(), "the rewrite ran while an older write transaction was open"
+        older.rollback()
+        rewrite.join(OLDER_WAIT_BOUND_S)
+        assert not rewrite.is_alive()
+        assert not canary_on_disk(pg_instance, schema)
+    finally:
+        older.close()
+
+
+def test_the_rewrite_waits_for_a_snapshot_taken_while_an_older_transaction_ran(
+    pg_instance: pg_server.PgServer, schema: str
+) -> None:
+    older = _write_transaction(pg_instance)
+    later = psycopg.connect(pg_instance.dsn)
+    try:
+        rewrite = _rewrite_waiting(pg_instance, schema)
+        time.sleep(0.2)
+        # begun after the rewrite started, while `older` runs: its snapshot's xmin is older's id
+        later.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        assert later.execute("SELECT count(*) FROM pg_class").fetchone() is not None
+        older.rollback()
+        time.sleep(0.5)
+        assert rewrite.is_alive(), "the rewrite ran while a snapshot older than the purge was held"
+        later.rollback()
+        rewrite.join(OLDER_WAIT_BOUND_S)
+        assert not rewrite.is_alive()
+        assert not canary_on_disk(pg_instance, schema)
+    finally:
+        older.close()
+        later.close()
