@@ -5,10 +5,16 @@ per recipient), and the sealed payload waits in a bounded queue. A batcher takes
 payload at once (group commit), stores them in one sqlite transaction, pushes one signed
 PushBatch per recipient node on that node's Push stream (`pusher.py`), and only when every
 recipient acknowledged durable storage does Send return the payload hash. Persist, then send,
-then reply: a hash that a client orders is always held by every recipient — except on a channel
-with an agreement policy expression, where a transaction may commit without a down recipient:
-there the deliveries owed are stored with the payloads (`ledger/private_outbox.py`), Send
-answers with the unreached nodes as pending, and `redelivery.py` pushes until each stored it.
+then reply. On every channel that requires agreements (ALL_RECIPIENTS, the default of `dltmw
+init`, or a policy expression) a recipient that is down does not fail the Send: the deliveries
+owed are stored with the payloads (`ledger/private_outbox.py`), Send answers with the unreached
+nodes as pending, and `redelivery.py` pushes until each stored it. The invariant "a hash that
+a client orders is always held by every recipient whose agreement it needs" holds on its own
+there: a recipient agrees only on a payload it stored, so under ALL_RECIPIENTS a transaction
+whose recipient is pending cannot be ordered VALID until the queue delivered and it agreed;
+under an expression the executor of a returning recipient waits for the late payload.
+Channels without agreements still fail the Send (their ledger does not name the recipients,
+so a late payload could not be placed).
 
 A payload sent for a transaction whose agreements the client asks in the same SendBatch
 (`SendItem.collect_for_tx_id`) carries that tx_id on its Push (`PushBatch.agree_tx_ids`): the
@@ -44,7 +50,7 @@ from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.privacy.agreement_policy import EXPRESSION, requires_agreements
+from dltmw.core.privacy.agreement_policy import requires_agreements
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -206,10 +212,12 @@ class PrivateChannel:
 
     @property
     def queued(self) -> bool:
-        """Is delivery to a down recipient queued instead of failing the send? On channels whose
-        agreement policy is an expression only: there a transaction may commit without a
-        recipient (elsewhere it could not, so the send fails at once, as it always did)."""
-        return self.view.config.private_agreement == EXPRESSION
+        """Is delivery to a down recipient queued instead of failing the send? On every channel
+        that requires agreements (module docstring): under ALL_RECIPIENTS nothing commits
+        without the pending recipient's agreement, which it gives only once the queue delivered;
+        under an expression its executor waits for the late payload. Not on a channel without
+        agreements: its ledger does not say who the recipients are."""
+        return requires_agreements(self.view.config)
 
     async def send(self, plaintext: bytes, orgs: Sequence[str]) -> Sent:
         """Seal, store, push to every recipient; (payload hash, number of boxes, node ids of

@@ -1,0 +1,164 @@
+"""The client's wait for a recipient whose delivery is pending (`client/private_pending.py`):
+collected again with backoff while the node answers PRIVATE_AGREEMENT_TIMEOUT, bounded by the
+deadline, then `PrivateAgreementPending` carrying the transaction to resume; any other error
+at once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+from dltmw.aio.rpc_errors import reason_of
+from dltmw.client import private_pending
+from dltmw.client.privacy import PrivacyClient
+from dltmw.client.private_pending import PrivateAgreementPending, is_pending, until_agreed
+from dltmw.core.errors import DltmwError
+from dltmw.rpc.status import to_status
+from dltmw.runtime.roles.privacy.agreement import Agreements
+from dltmw.sdk.client import _agreement_pending
+from dltmw.sdk.errors import AgreementPending, Unavailable
+from dltmw.v1 import errors_pb2, private_agreement_pb2
+
+A = private_agreement_pb2
+R = errors_pb2
+S = grpc.StatusCode
+
+
+def refused(reason: int, code: grpc.StatusCode, metadata: dict[str, str]) -> grpc.aio.AioRpcError:
+    """The AioRpcError a client gets for `reason` (ErrorInfo written as a servicer writes it)."""
+    status = to_status(DltmwError(reason, "recipient peer0.org3 did not agree", metadata))
+    status.code = code.value[0]
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, status.message, None)
+
+
+def pending_error() -> grpc.aio.AioRpcError:
+    return refused(R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT, S.UNAVAILABLE, {"nodes": "peer0.org3"})
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(private_pending, "BACKOFF_FIRST_S", 0.01)
+    monkeypatch.setattr(private_pending, "BACKOFF_MAX_S", 0.02)
+
+
+async def test_a_pending_recipient_is_waited_for_until_it_agrees() -> None:
+    calls: list[float] = []
+
+    async def collect(timeout_s: float) -> str:
+        calls.append(timeout_s)
+        if len(calls) < 4:
+            raise pending_error()
+        return "agreed"
+
+    assert await until_agreed(collect, 5.0) == "agreed"
+    assert len(calls) == 4
+    assert all(0 < t <= 5.0 for t in calls)  # each call's deadline is what is left
+
+
+async def test_past_the_deadline_the_last_pending_error_is_raised() -> None:
+    calls = 0
+
+    async def collect(timeout_s: float) -> str:
+        nonlocal calls
+        calls += 1
+        raise pending_error()
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(until_agreed(collect, 0.2), 5.0)  # ends: never hangs
+    assert reason_of(raised.value) == "PRIVATE_AGREEMENT_TIMEOUT"
+    assert calls > 1  # not given up at once
+
+
+async def test_any_other_error_is_raised_at_once() -> None:
+    calls = 0
+
+    async def collect(timeout_s: float) -> str:
+        nonlocal calls
+        calls += 1
+        raise refused(R.ERROR_REASON_NOT_AUTHORIZED, S.PERMISSION_DENIED, {})
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await until_agreed(collect, 5.0)
+    assert reason_of(raised.value) == "NOT_AUTHORIZED" and calls == 1
+
+
+class Collecting(PrivacyClient):
+    """A PrivacyClient whose CollectAgreements answers pending `times` times, then agrees."""
+
+    def __init__(self, times: int) -> None:
+        self.pending_deadline_s = 0.2
+        self.times = times
+        self.asked: list[tuple[bytes, str]] = []
+
+    async def collect_agreements(self, channel_id: str, payload_hash: bytes, tx_id: str,
+                                 timeout_s: float = 60.0) -> object:  # fmt: skip
+        self.asked.append((payload_hash, tx_id))
+        if len(self.asked) <= self.times:
+            raise pending_error()
+        return "agreements"
+
+
+async def test_collect_until_names_the_transaction_to_resume() -> None:
+    client = Collecting(times=1_000_000)
+    with pytest.raises(PrivateAgreementPending) as raised:
+        await client.collect_until("deals", b"\x01" * 32, "tx1")
+    pending = raised.value
+    assert isinstance(pending, grpc.aio.AioRpcError)  # callers catching gRPC errors see it
+    assert pending.code() == S.UNAVAILABLE and is_pending(pending)
+    assert (pending.channel_id, pending.payload_hash, pending.tx_id) == (
+        "deals",
+        b"\x01" * 32,
+        "tx1",
+    )
+    assert pending.nodes == ("peer0.org3",)
+    assert {a for a in client.asked} == {(b"\x01" * 32, "tx1")}  # the same transaction only
+    sdk = _agreement_pending(pending)
+    assert isinstance(sdk, AgreementPending) and isinstance(sdk, Unavailable) and sdk.retryable
+    assert (sdk.tx_id, sdk.payload_hash, sdk.nodes) == ("tx1", b"\x01" * 32, ("peer0.org3",))
+
+
+async def test_collect_until_returns_once_the_recipient_agreed() -> None:
+    client = Collecting(times=2)
+    assert await client.collect_until("deals", b"\x02" * 32, "tx2", deadline_s=5.0) == "agreements"
+    assert len(client.asked) == 3
+
+
+class Ctx:
+    """The node context `Agreements._ask_batch` uses: a channel to a port nobody listens on."""
+
+    def __init__(self) -> None:
+        self.signer = SimpleNamespace(identity_bytes=b"me", sign=lambda data: b"sig")
+        self.forgotten: list[str] = []
+        self.channel: grpc.aio.Channel | None = None
+
+    async def channel_to(self, node_id: str) -> grpc.aio.Channel:
+        with socket.socket() as s:  # a port that was free a moment ago: connection refused
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return self.channel
+
+    async def forget(self, node_id: str) -> None:
+        self.forgotten.append(node_id)
+
+
+async def test_an_ask_to_a_recipient_that_is_gone_drops_its_cached_channel() -> None:
+    """A recipient that restarted at another address is asked on a fresh channel next time:
+    kept, the dead one failed every later ask, so a pending recipient back on a new port could
+    never agree (red without the `forget` in `_ask_batch`)."""
+    ctx = Ctx()
+    agreements = Agreements(ctx, None)  # type: ignore[arg-type]
+    try:
+        out = await agreements._ask_batch("deals", "peer0.org3", [A.AgreeQuery(tx_id="t")])
+    finally:
+        if ctx.channel is not None:
+            await ctx.channel.close(None)
+    assert len(out) == 1 and isinstance(out[0], DltmwError)
+    assert out[0].reason == R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT
+    assert out[0].metadata["nodes"] == "peer0.org3"
+    assert ctx.forgotten == ["peer0.org3"]
