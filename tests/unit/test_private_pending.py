@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -19,12 +20,15 @@ from dltmw.client.private_pending import PrivateAgreementPending, is_pending, un
 from dltmw.core.errors import DltmwError
 from dltmw.rpc.status import to_status
 from dltmw.runtime.roles.privacy.agreement import Agreements
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sdk.client import _agreement_pending
 from dltmw.sdk.errors import AgreementPending, Unavailable
-from dltmw.v1 import errors_pb2, private_agreement_pb2
+from dltmw.v1 import config_pb2, errors_pb2, private_agreement_pb2, private_payload_pb2
 
 A = private_agreement_pb2
 R = errors_pb2
+ALL = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS
+NONE = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_UNSPECIFIED
 S = grpc.StatusCode
 
 
@@ -87,6 +91,9 @@ async def test_any_other_error_is_raised_at_once() -> None:
     assert reason_of(raised.value) == "NOT_AUTHORIZED" and calls == 1
 
 
+AGREED = A.CollectAgreementsResponse(agreed=True)
+
+
 class Collecting(PrivacyClient):
     """A PrivacyClient whose CollectAgreements answers pending `times` times, then agrees."""
 
@@ -95,12 +102,13 @@ class Collecting(PrivacyClient):
         self.times = times
         self.asked: list[tuple[bytes, str]] = []
 
-    async def collect_agreements(self, channel_id: str, payload_hash: bytes, tx_id: str,
-                                 timeout_s: float = 60.0) -> object:  # fmt: skip
+    async def collect_agreements(
+        self, channel_id: str, payload_hash: bytes, tx_id: str, timeout_s: float = 60.0
+    ) -> A.CollectAgreementsResponse:
         self.asked.append((payload_hash, tx_id))
         if len(self.asked) <= self.times:
             raise pending_error()
-        return "agreements"
+        return AGREED
 
 
 async def test_collect_until_names_the_transaction_to_resume() -> None:
@@ -124,7 +132,7 @@ async def test_collect_until_names_the_transaction_to_resume() -> None:
 
 async def test_collect_until_returns_once_the_recipient_agreed() -> None:
     client = Collecting(times=2)
-    assert await client.collect_until("deals", b"\x02" * 32, "tx2", deadline_s=5.0) == "agreements"
+    assert await client.collect_until("deals", b"\x02" * 32, "tx2", deadline_s=5.0) is AGREED
     assert len(client.asked) == 3
 
 
@@ -162,3 +170,64 @@ async def test_an_ask_to_a_recipient_that_is_gone_drops_its_cached_channel() -> 
     assert out[0].reason == R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT
     assert out[0].metadata["nodes"] == "peer0.org3"
     assert ctx.forgotten == ["peer0.org3"]
+
+
+ME, ORG2, ORG3 = b"k" * 32, b"2" * 32, b"3" * 32
+
+
+class OutboxStore:
+    """The private store as `owe_again` uses it: held payloads, and the rows it queues."""
+
+    def __init__(self, held: dict[bytes, bytes]) -> None:
+        self.held = held
+        self.queued: list[tuple[bytes, str]] = []
+
+    async def payload(self, digest: bytes) -> bytes | None:
+        return self.held.get(digest)
+
+    async def store_payloads(self, payloads: Any, deliveries: Any = ()) -> int:
+        assert not payloads
+        self.queued += deliveries
+        return 0
+
+
+def _sent(sender: bytes, *recipients: bytes) -> bytes:
+    payload = private_payload_pb2.EncryptedPayload(sender_public_key=sender)
+    for key in (sender, *recipients):
+        payload.recipient_boxes.add(recipient_public_key=key)
+    return payload.SerializeToString()
+
+
+def _channel(store: OutboxStore, agreement: int) -> PrivateChannel:
+    channel = PrivateChannel.__new__(PrivateChannel)
+    config = config_pb2.ChannelConfig(private_agreement=agreement)  # type: ignore[arg-type]
+    for node_id, key in (("peer0.org1", ME), ("peer0.org2", ORG2), ("peer0.org3", ORG3)):
+        config.peers.add(node_id=node_id, privacy_public_key=key)
+    channel.peer = SimpleNamespace(view=SimpleNamespace(config=config))  # type: ignore[assignment]
+    channel.key = SimpleNamespace(public_key=ME)  # type: ignore[assignment]
+    channel.store = store  # type: ignore[assignment]
+    channel.redelivery = None
+    return channel
+
+
+async def test_a_recipient_that_does_not_hold_what_this_node_sent_gets_it_queued_again() -> None:
+    """A recovering recipient sets aside a payload it cannot place yet, so a collection waiting
+    for its agreement would wait for a push that never comes (the simulator's scenario private:
+    a store lost after the push, the client waiting its whole deadline). Red without
+    `owe_again`: nothing is queued."""
+    mine, theirs, other = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    store = OutboxStore({mine: _sent(ME, ORG2), theirs: _sent(ORG2, ME), other: _sent(ME, ORG3)})
+    channel = _channel(store, ALL)
+    assert await channel.owe_again(mine, "peer0.org2")
+    assert not await channel.owe_again(theirs, "peer0.org2")  # not this node's to push
+    assert not await channel.owe_again(other, "peer0.org2")  # org2 is not a recipient
+    assert not await channel.owe_again(b"\x04" * 32, "peer0.org2")  # not held here
+    assert store.queued == [(mine, "peer0.org2")]
+    none = OutboxStore({mine: _sent(ME, ORG2)})
+    assert not await _channel(none, NONE).owe_again(mine, "peer0.org2")  # no agreements: no queue
+    # the collection's ask that hears "not held" queues it (Agreements._ask_batch)
+    asked = OutboxStore({mine: _sent(ME, ORG2)})
+    agreements = Agreements(SimpleNamespace(), None)  # type: ignore[arg-type]
+    agreements._runners["deals"] = (_channel(asked, ALL), None, None)  # type: ignore[assignment]
+    await agreements._owe_again("deals", "peer0.org2", mine)
+    assert asked.queued == [(mine, "peer0.org2")]

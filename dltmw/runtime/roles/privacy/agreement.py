@@ -556,12 +556,28 @@ class Agreements:
         if len(reply.results) != len(queries):
             return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
         out: list[A.PrivateAgreement | BaseException] = []
-        for result in reply.results:
+        for query, result in zip(queries, reply.results, strict=True):
             if result.HasField("agreement"):
                 out.append(result.agreement)
             else:
+                if result.reason == R.ERROR_REASON_NOT_AUTHORIZED:  # e.g. "does not hold it"
+                    await self._owe_again(channel_id, node_id, query.payload_hash)
                 out.append(_not_agreed(node_id, f"{reason_name(result.reason)}: {result.message}"))
         return out
+
+    async def _owe_again(self, channel_id: str, node_id: str, digest: bytes) -> None:
+        """A recipient that does not hold a payload this node sent gets it again by queued
+        delivery (`PrivateChannel.owe_again`): a recovering node sets aside what it cannot
+        place yet, so without this, a collection waiting for its agreement waited for a push
+        that never came (found by the simulator, scenario private: a store lost after the
+        push). A store that cannot record it now is logged; the next ask tries again."""
+        runners = self._runners.get(channel_id)
+        if runners is None:
+            return
+        try:
+            await runners[0].owe_again(digest, node_id)
+        except DltmwError as exc:
+            logger.warning("could not queue %s again for %s: %s", digest.hex(), node_id, exc)
 
     async def _ask_one(
         self,
