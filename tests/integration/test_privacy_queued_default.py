@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import dltmw
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.private_pending import PrivateAgreementPending
@@ -186,3 +187,41 @@ async def test_past_the_deadline_the_pending_tx_is_named_and_resumed_once(
         await pc.close()
     for org in ("org1", "org2", "org3"):
         assert pstate(path, org)["late"] == b"once", org
+
+
+async def test_the_sdk_raises_agreement_pending_and_resumes_the_same_transaction(
+    net: tuple[Path, Supervisor],
+) -> None:
+    """The SDK's private send: typed `AgreementPending` past its deadline (nothing ordered),
+    `resume_private` raising it again while the recipient is still away, then committing the
+    same tx id once Org3 is back."""
+    path, sup = net
+    if sup.running("peer0.org3"):
+        sup.kill("peer0.org3")
+    profile = dltmw.Profile.from_network(path, "user1.org1")
+    async with dltmw.Client(profile, deadline_s=4.0) as client:
+        with pytest.raises(dltmw.AgreementPending) as raised:
+            await client.submit_private(CH, ["Org2", "Org3"], "kv", "put", "sdk", "resumed")
+        error = raised.value
+        assert isinstance(error, dltmw.Unavailable) and error.retryable
+        assert error.reason == "PRIVATE_AGREEMENT_TIMEOUT" and error.nodes == ("peer0.org3",)
+        assert error.channel_id == CH and error.nonce is not None
+        with pytest.raises(dltmw.AgreementPending) as still:  # Org3 still down
+            await client.resume_private(error)
+        assert still.value.tx_id == error.tx_id
+        sup.start("peer0.org3")
+        sup.wait_ready("peer0.org3", 60)
+        for _ in range(30):  # bounded: each try waits up to the client's 4 s deadline
+            try:
+                done = await client.resume_private(error)
+                break
+            except dltmw.AgreementPending as again:
+                assert again.tx_id == error.tx_id  # the same transaction, never another
+        else:
+            raise AssertionError("never resumed")
+        assert done.tx_id == error.tx_id and done.payload == error.payload_hash
+
+    async def executed() -> bool:
+        return (await asyncio.to_thread(pstate, path, "org3")).get("sdk") == b"resumed"
+
+    await until(executed, "peer0.org3 executed the resumed transaction")
