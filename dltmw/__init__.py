@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the names below, for type checkers; at run time they load o
     from dltmw.sdk.bus import Bus, Checkpointer, FileCheckpointer, Message, Position, Subscription
     from dltmw.sdk.client import Client
     from dltmw.sdk.errors import (
+        AgreementPending,
         AlreadyExists,
         CommitFailed,
         ContractRefused,
@@ -58,6 +59,7 @@ _EXPORTS = {
     "Client": "dltmw.sdk.client",
     **dict.fromkeys(
         (
+            "AgreementPending",
             "AlreadyExists",
             "CommitFailed",
             "ContractRefused",
@@ -123,6 +125,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AgreementPending",
     "AlreadyExists",
     "Block",
     "Bus",

@@ -8,6 +8,11 @@ submits it through the gateway like any transaction: the ordered transaction car
 (on a channel that requires agreements, every recipient's signed agreement on the execution
 result, collected by the node first: docs/privacy.md "Agreement before commit"). Recipients
 execute it against their private state once its block commits.
+
+A recipient that is down does not fail the send on a channel that requires agreements: its
+delivery is queued by the node, and the collection of the agreements waits for it (collected
+again with backoff, bounded by `pending_deadline_s`); past that, `PrivateAgreementPending`
+names the transaction to `resume_private` later (`client/private_pending.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ import grpc
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.entropy import token_bytes
 from dltmw.client.gateway import GatewayClient, transaction_header
+from dltmw.client.private_pending import (
+    PENDING_DEADLINE_S,
+    PrivateAgreementPending,
+    until_agreed,
+)
 from dltmw.core.hashing import compute_tx_id
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import (
@@ -76,8 +86,16 @@ class _Collect:
 class PrivacyClient:
     """Private transactions for a GatewayClient's identity, via its gateway node."""
 
-    def __init__(self, client: GatewayClient, batch_max: int = 100, in_flight: int = 8) -> None:
+    def __init__(
+        self,
+        client: GatewayClient,
+        batch_max: int = 100,
+        in_flight: int = 8,
+        pending_deadline_s: float = PENDING_DEADLINE_S,
+    ) -> None:
         self.client = client
+        # How long a collection waits for a recipient whose delivery is queued (module docstring)
+        self.pending_deadline_s = pending_deadline_s
         self.stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(client.channel)
         # Concurrent sends gathered into SendBatch calls (`aio/coalesce.Coalescer`): one signed
         # call per payload costs more than sealing it, so while `in_flight` calls are out, new
@@ -119,12 +137,36 @@ class PrivacyClient:
         (`collect_coalesced`), in ONE SendBatch call when the node answers them there
         (`SendItem.collect_for_tx_id`): a private transaction's second round trip, signature
         and client queue gone. A refused collection is asked again alone, so its caller gets
-        the error CollectAgreements gives, as before; so is a node that answered none."""
+        the error CollectAgreements gives, as before; so is a node that answered none. A
+        recipient whose delivery is pending is waited for (`collect_until`);
+        `PrivateAgreementPending` (without the nonce: the caller chose the tx_id) past it."""
         send = _Send(channel_id, payload, tuple(recipient_orgs), tx_id)
         digest, result = await self._coalescer.call(send)
         if result is not None and result.HasField("response"):
             return digest, result.response
-        return digest, await self.collect_agreements(channel_id, digest, tx_id)
+        return digest, await self.collect_until(channel_id, digest, tx_id)
+
+    async def collect_until(
+        self, channel_id: str, payload_hash: bytes, tx_id: str, deadline_s: float | None = None
+    ) -> A.CollectAgreementsResponse:
+        """`collect_agreements`, again with jittered backoff while a recipient has not agreed
+        (PRIVATE_AGREEMENT_TIMEOUT: its delivery is queued, or it is slow), for at most
+        `deadline_s` (default `pending_deadline_s`); then `PrivateAgreementPending` (the last
+        error, with the payload hash and tx_id to resume). Any other error at once."""
+        deadline = self.pending_deadline_s if deadline_s is None else deadline_s
+        try:
+            return await until_agreed(
+                lambda timeout_s: self.collect_agreements(
+                    channel_id, payload_hash, tx_id, timeout_s
+                ),
+                deadline,
+            )
+        except PrivateAgreementPending:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            if reason_of(exc) != "PRIVATE_AGREEMENT_TIMEOUT":
+                raise
+            raise PrivateAgreementPending(exc, channel_id, payload_hash, tx_id) from exc
 
     async def _send_batch(self, sends: Sequence[_Send]) -> list[Sent | BaseException]:
         """One SendBatch per channel among `sends`; the hashes (or errors) in order."""
@@ -215,15 +257,16 @@ class PrivacyClient:
         return nonce, compute_tx_id(nonce, self.client.signer.identity_bytes)
 
     async def collect_agreements(
-        self, channel_id: str, payload_hash: bytes, tx_id: str
+        self, channel_id: str, payload_hash: bytes, tx_id: str, timeout_s: float = 60.0
     ) -> A.CollectAgreementsResponse:
         """Every recipient's signed agreement on the payload's execution, for `tx_id` (none on a
-        channel that does not require them; DISAGREEs included, see `agreed`)."""
+        channel that does not require them; DISAGREEs included, see `agreed`). One attempt: a
+        recipient not reached fails it (PRIVATE_AGREEMENT_TIMEOUT); `collect_until` waits."""
         query, signature = self.client.signed_query(
             A.CollectAgreementsQuery(channel_id=channel_id, payload_hash=payload_hash, tx_id=tx_id)
         )
         return await self.stub.CollectAgreements(
-            A.CollectAgreementsRequest(query=query, signature=signature), timeout=60
+            A.CollectAgreementsRequest(query=query, signature=signature), timeout=timeout_s
         )
 
     async def collect_coalesced(
@@ -321,28 +364,72 @@ class PrivacyClient:
         function: str,
         *args: str | bytes,
         group: str = "",
+        nonce: bytes | None = None,
     ) -> PrivateSubmitted:
         """Send the invocation privately, order its hash, wait for the public commit; `group`:
-        in that privacy group's state (`client/groups.py`)."""
+        in that privacy group's state (`client/groups.py`); `nonce`: the caller's (so it knows
+        the tx_id before), else a fresh one. A recipient whose delivery is pending is waited
+        for up to `pending_deadline_s`; then `PrivateAgreementPending`, for `resume_private`."""
         invocation = private_payload_pb2.PrivateInvocation(
             contract=contract,
             function=function,
             args=[a.encode() if isinstance(a, str) else a for a in args],
             group=group,
         )
-        return await self.submit_invocation(channel_id, recipient_orgs, invocation)
+        return await self.submit_invocation(channel_id, recipient_orgs, invocation, nonce)
 
     async def submit_invocation(
         self,
         channel_id: str,
         recipient_orgs: Sequence[str],
         invocation: private_payload_pb2.PrivateInvocation,
+        nonce: bytes | None = None,
     ) -> PrivateSubmitted:
         """`submit_private` of a ready invocation (a privacy group's: `client/groups.py`)."""
-        nonce, tx_id = self.new_nonce()
-        digest, collected = await self.send_and_collect(
-            channel_id, invocation.SerializeToString(), recipient_orgs, tx_id
-        )
+        if nonce is None:
+            nonce, tx_id = self.new_nonce()
+        else:
+            tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
+        try:
+            digest, collected = await self.send_and_collect(
+                channel_id, invocation.SerializeToString(), recipient_orgs, tx_id
+            )
+        except PrivateAgreementPending as pending:
+            pending.nonce = nonce  # what `resume_private` needs to submit the same tx_id
+            raise
+        return await self._submit_collected(channel_id, digest, collected, nonce, tx_id)
+
+    async def resume_private(
+        self,
+        channel_id: str,
+        payload_hash: bytes,
+        nonce: bytes,
+        deadline_s: float | None = None,
+    ) -> PrivateSubmitted:
+        """Finish a private transaction whose collection timed out (`PrivateAgreementPending`
+        from `submit_private` names `channel_id`, `payload_hash` and `nonce`): collect the
+        agreements again for the same tx_id (waiting up to `deadline_s`, as `collect_until`),
+        then submit and wait for the commit. The payload is not sent again: the same hash and
+        tx_id, so resuming twice orders it at most once (the gateway refuses a tx_id on its
+        ledger, the ledger marks a second copy DUPLICATE_TXID)."""
+        tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
+        try:
+            collected = await self.collect_until(channel_id, payload_hash, tx_id, deadline_s)
+        except PrivateAgreementPending as pending:
+            pending.nonce = nonce
+            raise
+        return await self._submit_collected(channel_id, payload_hash, collected, nonce, tx_id)
+
+    async def _submit_collected(
+        self,
+        channel_id: str,
+        digest: bytes,
+        collected: A.CollectAgreementsResponse,
+        nonce: bytes,
+        tx_id: str,
+    ) -> PrivateSubmitted:
+        """Order the payload hash with its agreements under `nonce`'s tx_id; wait for the
+        commit."""
         data = transaction_pb2.PrivateTransaction(
             payload_hash=digest, agreements=collected.agreements
         ).SerializeToString()

@@ -1,13 +1,15 @@
 """The sender's duty to deliver private payloads, in its private store (`<channel>.private.sqlite`,
 or its PostgreSQL schema: `private_pg.py`, where `node` is bytea like every text column).
 
-On a channel whose agreement policy is an expression (`core/privacy/agreement_policy.py`) a
-private transaction may commit while a recipient is down, so Send does not fail for it: the
-payload and one `outbox` row per recipient node are stored in the SAME transaction
-(`PrivateStore.store_payloads(..., deliveries)`), and a row is deleted once that node
-acknowledged durable storage of the payload (Push is idempotent at the receiver, so a push
-repeated after a lost acknowledgement changes nothing). From then on the duty survives any crash:
-the redelivery task (`runtime/roles/privacy/redelivery.py`) reads the table after a restart.
+On a channel that requires agreements (ALL_RECIPIENTS, the default, or a policy expression:
+`core/privacy/agreement_policy.py`) Send does not fail for a recipient that is down: one
+`outbox` row per (payload, recipient node) a push did not reach is stored
+(`PrivateStore.store_payloads(..., deliveries)`) BEFORE Send answers with that node pending,
+and a row is deleted once that node acknowledged durable storage of the payload (Push is
+idempotent at the receiver, so a push repeated after a lost acknowledgement changes nothing).
+A Send whose recipients all acknowledged writes no row. From the answer on, the duty survives
+any crash: the redelivery task (`runtime/roles/privacy/redelivery.py`) reads the table after a
+restart.
 
 A purge that removes a payload removes its rows (nothing is left to deliver, and a purged payload
 is never pushed again). Functions here take the store thread's connection.

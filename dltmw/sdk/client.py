@@ -45,10 +45,12 @@ import grpc
 from dltmw.aio.batched_stream import Reconnect
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
-from dltmw.client.privacy import PrivacyClient
+from dltmw.client.privacy import PrivacyClient, PrivateSubmitted
+from dltmw.client.private_pending import PrivateAgreementPending
 from dltmw.net.addressbook import AddressBook
 from dltmw.rpc.tls import secure_channel
 from dltmw.sdk.errors import (
+    AgreementPending,
     AlreadyExists,
     CommitFailed,
     Error,
@@ -244,7 +246,9 @@ class Client:
         gateway = await self._current()
         privacy = self._privacy.get(id(gateway))
         if privacy is None:
-            self._privacy = {id(gateway): (privacy := PrivacyClient(gateway))}
+            self._privacy = {
+                id(gateway): (privacy := PrivacyClient(gateway, pending_deadline_s=self.deadline_s))
+            }
         return privacy
 
     async def submit_private(
@@ -257,12 +261,39 @@ class Client:
     ) -> Committed:
         """A private transaction (Quorum/Tessera style): the invocation goes encrypted to the
         `recipients` organisations only, the ledger orders just its payload hash; returns once
-        that committed VALID (its payload is the hash)."""
+        that committed VALID (its payload is the hash). A recipient that is down gets the
+        payload by its node's queued delivery; its agreement is waited for up to `deadline_s`,
+        then `AgreementPending` (nothing ordered; `resume_private` finishes the same
+        transaction)."""
         privacy = await self.private()
         try:
             done = await privacy.submit_private(channel_id, recipients, contract, function, *args)
+        except PrivateAgreementPending as pending:
+            raise _agreement_pending(pending) from None
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+        return self._committed(channel_id, done)
+
+    async def resume_private(self, pending: AgreementPending) -> Committed:
+        """Finish the private transaction of an `AgreementPending` (from `submit_private` of
+        this client): collect its agreements again, waiting up to `deadline_s`, and submit it
+        under the same tx id — the payload is not sent again. Raises `AgreementPending` again
+        if a recipient still has not agreed."""
+        if pending.nonce is None:
+            raise ValueError("this AgreementPending names no nonce: it was not this SDK's")
+        privacy = await self.private()
+        try:
+            done = await privacy.resume_private(
+                pending.channel_id, pending.payload_hash, pending.nonce, self.deadline_s
+            )
+        except PrivateAgreementPending as still:
+            raise _agreement_pending(still) from None
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return self._committed(pending.channel_id, done)
+
+    def _committed(self, channel_id: str, done: PrivateSubmitted) -> Committed:
+        """The typed result of a private transaction's commit (CommitFailed unless VALID)."""
         self._observe(channel_id, done.status.block_number)
         code = code_name(done.status.result)
         if code != "VALID":
@@ -359,3 +390,16 @@ async def _address(endpoint: GatewayEndpoint) -> str | None:
         return endpoint.address
     assert endpoint.address_book is not None  # the profile's validator guarantees one
     return await AddressBook(endpoint.address_book).resolve(endpoint.name, RESOLVE_TIMEOUT_S)
+
+
+def _agreement_pending(pending: PrivateAgreementPending) -> AgreementPending:
+    """The SDK's typed `AgreementPending` for the client's error (same transaction, nodes)."""
+    error = from_rpc_error(pending)
+    return AgreementPending(
+        error.message,
+        error.metadata,
+        pending.channel_id,
+        pending.payload_hash,
+        pending.tx_id,
+        pending.nonce,
+    )

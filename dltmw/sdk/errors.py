@@ -21,6 +21,7 @@ import grpc
 from dltmw.aio.rpc_errors import error_info
 
 __all__ = [
+    "AgreementPending",
     "AlreadyExists",
     "CommitFailed",
     "ContractRefused",
@@ -119,6 +120,37 @@ class Unavailable(Error):
     """The node is unreachable, stopping, behind or slow: the same request may succeed later."""
 
     retryable = True
+
+
+class AgreementPending(Unavailable):
+    """A private transaction's payload was sent, but a recipient's agreement did not come within
+    the client's deadline (PRIVATE_AGREEMENT_TIMEOUT, UNAVAILABLE): the recipient is down and
+    its delivery is queued by the sender's node, or slow. Nothing was ordered. `nodes` are the
+    recipients missing; `Client.resume_private(error)` collects again for the same `tx_id`
+    and `payload_hash` and submits it — never a second payload (docs/privacy.md, "Queued
+    delivery")."""
+
+    def __init__(
+        self,
+        message: str,
+        metadata: Mapping[str, str],
+        channel_id: str,
+        payload_hash: bytes,
+        tx_id: str,
+        nonce: bytes | None,
+    ) -> None:
+        super().__init__(
+            message, reason="PRIVATE_AGREEMENT_TIMEOUT", code="UNAVAILABLE", metadata=metadata
+        )
+        self.channel_id = channel_id
+        self.payload_hash = payload_hash
+        self.tx_id = tx_id
+        self.nonce = nonce
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The recipient nodes whose agreement is missing."""
+        return tuple(sorted(n for n in self.metadata.get("nodes", "").split(",") if n))
 
 
 class StaleRead(Error):

@@ -1,14 +1,16 @@
 """Private delivery that survives a down recipient (docs/privacy.md "Agreement policy expression"
 and "Queued delivery"), on real node processes.
 
-Three organisations, one peer each. Channel `deals` requires the sender and one of the two
-others (`OutOf(2, Org1.peer, Org2.peer, Org3.peer)`); channel `strict` requires every recipient
-(ALL_RECIPIENTS, the negative control). Org3's node is killed; Org1 sends to Org2 and Org3 on
-`deals` twice (the same key, two values: out of order would leave the first), each send answers
-with peer0.org3 pending, each transaction commits VALID with Org1's and Org2's agreements, and
-the sender's ValidatePrivateState says delivery to peer0.org3 is pending. The sender restarts
-(the duty to deliver is read back from its table), Org3's node restarts, receives both payloads
-from the queue, executes them in block order, and its private state hashes equal the others'.
+Three organisations, one peer each. Channel `deals` requires the sender and one of the two others
+(`OutOf(2, Org1.peer, Org2.peer, Org3.peer)`); channel `strict` requires every recipient
+(ALL_RECIPIENTS: queued too, but nothing is agreed without Org3; the full flow is
+test_privacy_queued_default.py); channel `plain` requires no agreement (`none`: the negative
+control, a Send to a down recipient still fails). Org3's node is killed; Org1 sends to Org2 and Org3
+on `deals` twice (the same key, two values: out of order would leave the first), each send answers
+with peer0.org3 pending, each transaction commits VALID with Org1's and Org2's agreements, and the
+sender's ValidatePrivateState says delivery to peer0.org3 is pending. The sender restarts (the duty
+to deliver is read back from its table), Org3's node restarts, receives both payloads from the
+queue, executes them in block order, and its private state hashes equal the others'.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
 id = "strict"
 members = ["Org1", "Org2", "Org3"]
 orderers = ["orderer0"]
+contracts = [{ name = "kv" }]
+endorsement_policy = "Org1.peer"
+batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
+[[channels]]
+id = "plain"
+members = ["Org1", "Org2", "Org3"]
+orderers = ["orderer0"]
+private_agreement = "none"
 contracts = [{ name = "kv" }]
 endorsement_policy = "Org1.peer"
 batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
@@ -263,17 +273,28 @@ async def test_the_policy_is_not_met_without_the_only_other_party(
         await close(pcs)
 
 
-async def test_all_recipients_refuses_the_send_while_a_recipient_is_down(
+async def test_all_recipients_queues_the_send_and_a_channel_without_agreements_refuses_it(
     net: tuple[Path, Supervisor],
 ) -> None:
-    """The negative control: under ALL_RECIPIENTS nothing is queued, the send fails at once."""
+    """Under ALL_RECIPIENTS the send is queued too, but one collection fails at once naming the
+    pending recipient (nothing can be ordered without its agreement; the client's wait and the
+    commit once it returns: test_privacy_queued_default.py). The negative control: on a channel
+    without agreements nothing is queued, the send fails at once."""
     path, sup = net
     if sup.running("peer0.org3"):
         sup.kill("peer0.org3")
     pcs = await clients(path, ("org1",))
     try:
+        sent = await pcs["org1"].send("strict", invocation("k", "v"), ["Org2", "Org3"])
+        assert list(sent.pending_nodes) == ["peer0.org3"]
+        _, tx_id = pcs["org1"].new_nonce()
+        with pytest.raises(grpc.aio.AioRpcError) as pending:
+            await pcs["org1"].collect_agreements("strict", sent.payload_hash, tx_id)
+        assert pending.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(pending.value) == "PRIVATE_AGREEMENT_TIMEOUT"
+        assert "peer0.org3" in (pending.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await pcs["org1"].send("strict", invocation("k", "v"), ["Org2", "Org3"])
+            await pcs["org1"].send("plain", invocation("k", "v"), ["Org2", "Org3"])
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert reason_of(refused.value) == "PEER_UNAVAILABLE"
         assert "peer0.org3" in (refused.value.details() or "")

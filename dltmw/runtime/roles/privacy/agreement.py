@@ -13,10 +13,13 @@ every recipient (docs/privacy.md "Agreement before commit"; the rule: `core/priv
   other recipient at once under ONE deadline. The asks to one recipient are gathered
   (`aio/coalesce.Coalescer`) into AgreeBatch calls: one signature, one verification and one call
   per batch instead of per transaction and recipient. Under ALL_RECIPIENTS a recipient that does not
-  answer in time fails the collection with PRIVATE_AGREEMENT_TIMEOUT (nothing is ordered; the
-  client may retry). Under a policy expression (`core/privacy/agreement_policy.py`) it ends as
-  soon as the answers satisfy the policy and the rest answered, failed or had a short grace,
-  and fails at once when the policy can no longer be met.
+  answer in time (or is down: its delivery is queued, `private_channel.py`) fails the collection
+  with PRIVATE_AGREEMENT_TIMEOUT naming it (metadata `nodes`); nothing is ordered, and the
+  client collects again with backoff until the queue delivered and it agreed
+  (`client/privacy.PrivacyClient.collect_until`). Under a policy expression
+  (`core/privacy/agreement_policy.py`) it ends as soon as the answers satisfy the policy and
+  the rest answered, failed or had a short grace, and fails at once when the policy can no
+  longer be met.
 * On the Push (`PushBatch.agree_tx_ids`, branch priv8): a client that asks the agreements in its
   SendBatch has them asked on the Push that delivers the payload. Each recipient runs the payload
   once it stored it and answers the Push with its signed AGREE on its own hashes (`agree_pushed`:
@@ -45,6 +48,7 @@ from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
@@ -543,16 +547,37 @@ class Agreements:
                         return_exceptions=True,
                     )
                 )
+            if reconnects(exc):
+                # Down, or restarted at another address: the next ask re-resolves it. Without
+                # this, a recipient back on a new port (and pushed nothing since) was asked on
+                # the dead channel for ever — a pending recipient could never agree.
+                await self._ctx.forget(node_id)
             return [_not_agreed(node_id, f"{exc.code().name}: {exc.details()}")] * len(queries)
         if len(reply.results) != len(queries):
             return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
         out: list[A.PrivateAgreement | BaseException] = []
-        for result in reply.results:
+        for query, result in zip(queries, reply.results, strict=True):
             if result.HasField("agreement"):
                 out.append(result.agreement)
             else:
+                if result.reason == R.ERROR_REASON_NOT_AUTHORIZED:  # e.g. "does not hold it"
+                    await self._owe_again(channel_id, node_id, query.payload_hash)
                 out.append(_not_agreed(node_id, f"{reason_name(result.reason)}: {result.message}"))
         return out
+
+    async def _owe_again(self, channel_id: str, node_id: str, digest: bytes) -> None:
+        """A recipient that does not hold a payload this node sent gets it again by queued
+        delivery (`PrivateChannel.owe_again`): a recovering node sets aside what it cannot
+        place yet, so without this, a collection waiting for its agreement waited for a push
+        that never came (found by the simulator, scenario private: a store lost after the
+        push). A store that cannot record it now is logged; the next ask tries again."""
+        runners = self._runners.get(channel_id)
+        if runners is None:
+            return
+        try:
+            await runners[0].owe_again(digest, node_id)
+        except DltmwError as exc:
+            logger.warning("could not queue %s again for %s: %s", digest.hex(), node_id, exc)
 
     async def _ask_one(
         self,
@@ -580,7 +605,7 @@ def _not_agreed(node_id: str, detail: str) -> TransientError:
     return TransientError(
         R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT,
         f"recipient {node_id} did not agree: {detail}",
-        {"node": node_id},
+        {"node": node_id, "nodes": node_id},  # `nodes` as when several are missing
     )
 
 

@@ -252,19 +252,36 @@ class PrivacyManager:
         )
 
     async def validate(self, channel_id: str, digest: bytes) -> P.ValidatePrivateStateResponse:
-        """Compare this node's private-state hash for a transaction with every other party's."""
+        """Compare this node's private-state hash for a transaction with every other party's.
+
+        The sender's view of a payload whose delivery is still owed to someone and that this
+        node has not executed (under ALL_RECIPIENTS it cannot be ordered before the pending
+        recipient agreed) is answered too: status UNSPECIFIED ("not executed here yet"), each
+        pending party marked `delivery_pending`, no mismatch. Without owed deliveries a payload
+        not executed here stays NOT_FOUND, as before."""
         channel = self.channel(channel_id)
         payload = await self._held(channel, digest)
-        mine = await self.state_record(channel_id, digest, self.key.public_key)
-        out = P.ValidatePrivateStateResponse(status=mine.status, state_hash=mine.state_hash)
+        owed = set(await channel.store.pending_nodes(digest))  # this node sent it: queued
+        try:
+            mine: P.PrivateStateHashResponse | None = await self.state_record(
+                channel_id, digest, self.key.public_key
+            )
+        except ClientError as exc:
+            if exc.reason != R.ERROR_REASON_NOT_FOUND or not owed:
+                raise
+            mine = None  # sent here, not executed yet, a delivery still pending
+        out = P.ValidatePrivateStateResponse()
+        if mine is not None:
+            out.status, out.state_hash = mine.status, mine.state_hash
         others = [k for k in recipients_of(payload) if k != self.key.public_key]
         answers = await asyncio.gather(*(self._ask_state(channel, digest, k) for k in others))
-        owed = set(await channel.store.pending_nodes(digest))  # this node sent it: queued
         for party in answers:
             party.delivery_pending = party.node_id in owed
-            party.matches = party.status == mine.status and party.state_hash == mine.state_hash
+            party.matches = mine is not None and (
+                party.status == mine.status and party.state_hash == mine.state_hash
+            )
             out.parties.append(party)
-        out.mismatch = any(not p.error and not p.matches for p in out.parties)
+        out.mismatch = mine is not None and any(not p.error and not p.matches for p in out.parties)
         if out.mismatch:
             logger.warning(
                 "private state mismatch for payload %s on %s: %s",

@@ -5,10 +5,16 @@ per recipient), and the sealed payload waits in a bounded queue. A batcher takes
 payload at once (group commit), stores them in one sqlite transaction, pushes one signed
 PushBatch per recipient node on that node's Push stream (`pusher.py`), and only when every
 recipient acknowledged durable storage does Send return the payload hash. Persist, then send,
-then reply: a hash that a client orders is always held by every recipient — except on a channel
-with an agreement policy expression, where a transaction may commit without a down recipient:
-there the deliveries owed are stored with the payloads (`ledger/private_outbox.py`), Send
-answers with the unreached nodes as pending, and `redelivery.py` pushes until each stored it.
+then reply. On every channel that requires agreements (ALL_RECIPIENTS, the default of `dltmw
+init`, or a policy expression) a recipient that is down does not fail the Send: the deliveries
+a push did not reach are recorded durably (`ledger/private_outbox.py`) before Send answers with
+those nodes as pending, and `redelivery.py` pushes until each stored it. The invariant "a hash that
+a client orders is always held by every recipient whose agreement it needs" holds on its own
+there: a recipient agrees only on a payload it stored, so under ALL_RECIPIENTS a transaction
+whose recipient is pending cannot be ordered VALID until the queue delivered and it agreed;
+under an expression the executor of a returning recipient waits for the late payload.
+Channels without agreements still fail the Send (their ledger does not name the recipients,
+so a late payload could not be placed).
 
 A payload sent for a transaction whose agreements the client asks in the same SendBatch
 (`SendItem.collect_for_tx_id`) carries that tx_id on its Push (`PushBatch.agree_tx_ids`): the
@@ -44,7 +50,7 @@ from dltmw.aio.entropy import token_bytes
 from dltmw.aio.tasks import cancel_and_wait
 from dltmw.core.channel import ChannelView
 from dltmw.core.errors import ClientError, DltmwError, TransientError
-from dltmw.core.privacy.agreement_policy import EXPRESSION, requires_agreements
+from dltmw.core.privacy.agreement_policy import requires_agreements
 from dltmw.core.privacy.envelope import (
     PayloadError,
     PrivacyKey,
@@ -206,10 +212,12 @@ class PrivateChannel:
 
     @property
     def queued(self) -> bool:
-        """Is delivery to a down recipient queued instead of failing the send? On channels whose
-        agreement policy is an expression only: there a transaction may commit without a
-        recipient (elsewhere it could not, so the send fails at once, as it always did)."""
-        return self.view.config.private_agreement == EXPRESSION
+        """Is delivery to a down recipient queued instead of failing the send? On every channel
+        that requires agreements (module docstring): under ALL_RECIPIENTS nothing commits
+        without the pending recipient's agreement, which it gives only once the queue delivered;
+        under an expression its executor waits for the late payload. Not on a channel without
+        agreements: its ledger does not say who the recipients are."""
+        return requires_agreements(self.view.config)
 
     async def send(self, plaintext: bytes, orgs: Sequence[str]) -> Sent:
         """Seal, store, push to every recipient; (payload hash, number of boxes, node ids of
@@ -329,16 +337,16 @@ class PrivateChannel:
                 item.done.set_exception(error)
 
     async def _store(self, batch: list[Outgoing]) -> None:
-        """The payloads and, on a queued channel, the deliveries owed, in one transaction."""
-        owed = [(i.payload_hash, n) for i in batch for n in i.nodes] if self.queued else []
+        """The payloads, in one transaction. The deliveries owed are recorded only for the
+        recipients a push did not reach (`_queue_owed`): a Send whose recipients are all up
+        writes no outbox row and deletes none (it costs what it did before queued delivery)."""
         await self.store.store_payloads(
             [
                 NewPayload(
                     i.payload_hash, i.payload.SerializeToString(), tuple(recipients_of(i.payload))
                 )
                 for i in batch
-            ],
-            owed,
+            ]
         )
 
     async def _push_all(self, batch: list[Outgoing]) -> None:
@@ -362,10 +370,8 @@ class PrivateChannel:
         )
         failed: dict[int, BaseException] = {}
         pending: dict[int, list[str]] = {}
-        settled: list[Delivery] = []  # acknowledged, or refused for good: owed no more
         for node_id, result in zip(nodes, results, strict=True):
             if not isinstance(result, BaseException):
-                settled += [(i.payload_hash, node_id) for i in by_node[node_id]]
                 continue
             error = result
             if not isinstance(result, DltmwError):
@@ -376,8 +382,27 @@ class PrivateChannel:
                     pending.setdefault(id(item), []).append(node_id)
                 else:
                     failed.setdefault(id(item), error)
-                    settled.append((item.payload_hash, node_id))
-        await self._settle_owed(settled, bool(pending))
+        owed = [
+            (item.payload_hash, node_id)
+            for item in batch
+            if id(item) not in failed
+            for node_id in pending.get(id(item), [])
+        ]
+        if owed:
+            try:
+                await self._queue_owed(owed)
+            except DltmwError as exc:  # not durable: the Send must not say "pending"
+                logger.error("deliveries owed could not be recorded: %s", exc)
+                for item in batch:
+                    if id(item) in pending:
+                        failed.setdefault(
+                            id(item),
+                            TransientError(
+                                R.ERROR_REASON_PEER_UNAVAILABLE,
+                                f"push to {', '.join(pending[id(item)])} failed and its"
+                                f" delivery could not be queued: {exc}",
+                            ),
+                        )
         for item in batch:
             if item.done.done():
                 continue
@@ -387,16 +412,40 @@ class PrivateChannel:
             else:
                 item.done.set_exception(cause)
 
-    async def _settle_owed(self, settled: list[Delivery], left: bool) -> None:
-        """Forget settled deliveries; wake the redelivery task if some are left. A store that
-        fails here keeps its rows: they are pushed again (Push is idempotent), not lost."""
+    async def owe_again(self, digest: bytes, node_id: str) -> bool:
+        """A recipient answered that it does not hold a payload this node sent (it lost its
+        store and its recovery set the payload aside, or it was never pushed there): queue the
+        delivery again, so a collection waiting for that recipient's agreement can complete
+        instead of waiting for a payload nobody will push. Only on a queued channel, and only
+        for a payload whose sender is this node (Push accepts no other sender's payload from
+        it); True when a delivery was queued."""
         if not self.queued:
-            return
+            return False
+        raw = await self.store.payload(digest)
+        if raw is None:
+            return False
         try:
-            await self.store.delivered(settled)
-        except DltmwError as exc:
-            logger.warning("outbox rows stay (pushed again later): %s", exc)
-        if left and self.redelivery is not None:
+            payload = EncryptedPayload.FromString(raw)
+        except DecodeError:
+            return False
+        node = next((n for n in self.view.config.peers if n.node_id == node_id), None)
+        if (
+            payload.sender_public_key != self.key.public_key
+            or node is None
+            or node.privacy_public_key not in recipients_of(payload)
+        ):
+            return False
+        await self._queue_owed([(digest, node_id)])
+        logger.info("%s does not hold payload %s: delivery queued again", node_id, digest.hex())
+        return True
+
+    async def _queue_owed(self, owed: list[Delivery]) -> None:
+        """Record the deliveries a push did not reach, durably, BEFORE the Send answers with
+        them pending (a crash before that: the Send was never acknowledged, the client tries
+        again); then wake the redelivery task, which deletes each row once its node stored the
+        payload. Raises DltmwError when the store cannot record them (the Send then fails)."""
+        await self.store.store_payloads((), owed)
+        if self.redelivery is not None:
             self.redelivery.wake()
 
     async def _push(self, node_id: str, items: list[Outgoing]) -> int:
@@ -534,8 +583,7 @@ class PrivateChannel:
         nodes = {n.node_id for k in keys if (n := self.node_of_key(k)) is not None}
         item = Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
         await self.store.store_payloads(
-            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)],
-            [(digest, n) for n in item.nodes] if self.queued else [],
+            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)]
         )
         await self._push_all([item])
         await item.done

@@ -1,11 +1,11 @@
 """Queued delivery: pushing owed private payloads until each recipient node stored them.
 
-Send on a channel with an agreement policy expression records, with the payloads, one outbox
-row per recipient node (`ledger/private_outbox.py`) and pushes at once; a row whose push failed
-for a transient reason (the node is down) stays, Send answers with that node named as pending,
-and this task pushes the row again with exponential backoff per node until the node
-acknowledges; then the row is deleted. After a restart the task reads the table again. The
-pattern is the vault's durable finality (`runtime/roles/vault/outbox.py`).
+Send on a channel that requires agreements (ALL_RECIPIENTS, the default, or a policy expression)
+pushes at once; for a recipient whose push failed for a transient reason (the node is down) it
+records one outbox row (`ledger/private_outbox.py`) durably and answers with that node named as
+pending, and this task pushes the row again with exponential backoff per node until the node
+acknowledges; then the row is deleted. After a restart the task reads the table again. The pattern
+is the vault's durable finality (`runtime/roles/vault/outbox.py`).
 
 A recipient that returns executes the missed transactions in block order: its private executor
 waits for a payload the ledger says it is a recipient of (`executor.py`), so the late payload

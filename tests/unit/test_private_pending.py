@@ -1,0 +1,233 @@
+"""The client's wait for a recipient whose delivery is pending (`client/private_pending.py`):
+collected again with backoff while the node answers PRIVATE_AGREEMENT_TIMEOUT, bounded by the
+deadline, then `PrivateAgreementPending` carrying the transaction to resume; any other error
+at once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+
+from dltmw.aio.rpc_errors import reason_of
+from dltmw.client import private_pending
+from dltmw.client.privacy import PrivacyClient
+from dltmw.client.private_pending import PrivateAgreementPending, is_pending, until_agreed
+from dltmw.core.errors import DltmwError
+from dltmw.rpc.status import to_status
+from dltmw.runtime.roles.privacy.agreement import Agreements
+from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
+from dltmw.sdk.client import _agreement_pending
+from dltmw.sdk.errors import AgreementPending, Unavailable
+from dltmw.v1 import config_pb2, errors_pb2, private_agreement_pb2, private_payload_pb2
+
+A = private_agreement_pb2
+R = errors_pb2
+ALL = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS
+NONE = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_UNSPECIFIED
+S = grpc.StatusCode
+
+
+def refused(reason: int, code: grpc.StatusCode, metadata: dict[str, str]) -> grpc.aio.AioRpcError:
+    """The AioRpcError a client gets for `reason` (ErrorInfo written as a servicer writes it)."""
+    status = to_status(DltmwError(reason, "recipient peer0.org3 did not agree", metadata))
+    status.code = code.value[0]
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, status.message, None)
+
+
+def pending_error() -> grpc.aio.AioRpcError:
+    return refused(R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT, S.UNAVAILABLE, {"nodes": "peer0.org3"})
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(private_pending, "BACKOFF_FIRST_S", 0.01)
+    monkeypatch.setattr(private_pending, "BACKOFF_MAX_S", 0.02)
+
+
+async def test_a_pending_recipient_is_waited_for_until_it_agrees() -> None:
+    calls: list[float] = []
+
+    async def collect(timeout_s: float) -> str:
+        calls.append(timeout_s)
+        if len(calls) < 4:
+            raise pending_error()
+        return "agreed"
+
+    assert await until_agreed(collect, 5.0) == "agreed"
+    assert len(calls) == 4
+    assert all(0 < t <= 5.0 for t in calls)  # each call's deadline is what is left
+
+
+async def test_past_the_deadline_the_last_pending_error_is_raised() -> None:
+    calls = 0
+
+    async def collect(timeout_s: float) -> str:
+        nonlocal calls
+        calls += 1
+        raise pending_error()
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(until_agreed(collect, 0.2), 5.0)  # ends: never hangs
+    assert reason_of(raised.value) == "PRIVATE_AGREEMENT_TIMEOUT"
+    assert calls > 1  # not given up at once
+
+
+async def test_any_other_error_is_raised_at_once() -> None:
+    calls = 0
+
+    async def collect(timeout_s: float) -> str:
+        nonlocal calls
+        calls += 1
+        raise refused(R.ERROR_REASON_NOT_AUTHORIZED, S.PERMISSION_DENIED, {})
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await until_agreed(collect, 5.0)
+    assert reason_of(raised.value) == "NOT_AUTHORIZED" and calls == 1
+
+
+AGREED = A.CollectAgreementsResponse(agreed=True)
+
+
+class Collecting(PrivacyClient):
+    """A PrivacyClient whose CollectAgreements answers pending `times` times, then agrees."""
+
+    def __init__(self, times: int) -> None:
+        self.pending_deadline_s = 0.2
+        self.times = times
+        self.asked: list[tuple[bytes, str]] = []
+
+    async def collect_agreements(
+        self, channel_id: str, payload_hash: bytes, tx_id: str, timeout_s: float = 60.0
+    ) -> A.CollectAgreementsResponse:
+        self.asked.append((payload_hash, tx_id))
+        if len(self.asked) <= self.times:
+            raise pending_error()
+        return AGREED
+
+
+async def test_collect_until_names_the_transaction_to_resume() -> None:
+    client = Collecting(times=1_000_000)
+    with pytest.raises(PrivateAgreementPending) as raised:
+        await client.collect_until("deals", b"\x01" * 32, "tx1")
+    pending = raised.value
+    assert isinstance(pending, grpc.aio.AioRpcError)  # callers catching gRPC errors see it
+    assert pending.code() == S.UNAVAILABLE and is_pending(pending)
+    assert (pending.channel_id, pending.payload_hash, pending.tx_id) == (
+        "deals",
+        b"\x01" * 32,
+        "tx1",
+    )
+    assert pending.nodes == ("peer0.org3",)
+    assert {a for a in client.asked} == {(b"\x01" * 32, "tx1")}  # the same transaction only
+    sdk = _agreement_pending(pending)
+    assert isinstance(sdk, AgreementPending) and isinstance(sdk, Unavailable) and sdk.retryable
+    assert (sdk.tx_id, sdk.payload_hash, sdk.nodes) == ("tx1", b"\x01" * 32, ("peer0.org3",))
+
+
+async def test_collect_until_returns_once_the_recipient_agreed() -> None:
+    client = Collecting(times=2)
+    assert await client.collect_until("deals", b"\x02" * 32, "tx2", deadline_s=5.0) is AGREED
+    assert len(client.asked) == 3
+
+
+class Ctx:
+    """The node context `Agreements._ask_batch` uses: a channel to a port nobody listens on."""
+
+    def __init__(self) -> None:
+        self.signer = SimpleNamespace(identity_bytes=b"me", sign=lambda data: b"sig")
+        self.forgotten: list[str] = []
+        self.channel: grpc.aio.Channel | None = None
+
+    async def channel_to(self, node_id: str) -> grpc.aio.Channel:
+        with socket.socket() as s:  # a port that was free a moment ago: connection refused
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return self.channel
+
+    async def forget(self, node_id: str) -> None:
+        self.forgotten.append(node_id)
+
+
+async def test_an_ask_to_a_recipient_that_is_gone_drops_its_cached_channel() -> None:
+    """A recipient that restarted at another address is asked on a fresh channel next time:
+    kept, the dead one failed every later ask, so a pending recipient back on a new port could
+    never agree (red without the `forget` in `_ask_batch`)."""
+    ctx = Ctx()
+    agreements = Agreements(ctx, None)  # type: ignore[arg-type]
+    try:
+        out = await agreements._ask_batch("deals", "peer0.org3", [A.AgreeQuery(tx_id="t")])
+    finally:
+        if ctx.channel is not None:
+            await ctx.channel.close(None)
+    assert len(out) == 1 and isinstance(out[0], DltmwError)
+    assert out[0].reason == R.ERROR_REASON_PRIVATE_AGREEMENT_TIMEOUT
+    assert out[0].metadata["nodes"] == "peer0.org3"
+    assert ctx.forgotten == ["peer0.org3"]
+
+
+ME, ORG2, ORG3 = b"k" * 32, b"2" * 32, b"3" * 32
+
+
+class OutboxStore:
+    """The private store as `owe_again` uses it: held payloads, and the rows it queues."""
+
+    def __init__(self, held: dict[bytes, bytes]) -> None:
+        self.held = held
+        self.queued: list[tuple[bytes, str]] = []
+
+    async def payload(self, digest: bytes) -> bytes | None:
+        return self.held.get(digest)
+
+    async def store_payloads(self, payloads: Any, deliveries: Any = ()) -> int:
+        assert not payloads
+        self.queued += deliveries
+        return 0
+
+
+def _sent(sender: bytes, *recipients: bytes) -> bytes:
+    payload = private_payload_pb2.EncryptedPayload(sender_public_key=sender)
+    for key in (sender, *recipients):
+        payload.recipient_boxes.add(recipient_public_key=key)
+    return payload.SerializeToString()
+
+
+def _channel(store: OutboxStore, agreement: int) -> PrivateChannel:
+    channel = PrivateChannel.__new__(PrivateChannel)
+    config = config_pb2.ChannelConfig(private_agreement=agreement)  # type: ignore[arg-type]
+    for node_id, key in (("peer0.org1", ME), ("peer0.org2", ORG2), ("peer0.org3", ORG3)):
+        config.peers.add(node_id=node_id, privacy_public_key=key)
+    channel.peer = SimpleNamespace(view=SimpleNamespace(config=config))  # type: ignore[assignment]
+    channel.key = SimpleNamespace(public_key=ME)  # type: ignore[assignment]
+    channel.store = store  # type: ignore[assignment]
+    channel.redelivery = None
+    return channel
+
+
+async def test_a_recipient_that_does_not_hold_what_this_node_sent_gets_it_queued_again() -> None:
+    """A recovering recipient sets aside a payload it cannot place yet, so a collection waiting
+    for its agreement would wait for a push that never comes (the simulator's scenario private:
+    a store lost after the push, the client waiting its whole deadline). Red without
+    `owe_again`: nothing is queued."""
+    mine, theirs, other = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    store = OutboxStore({mine: _sent(ME, ORG2), theirs: _sent(ORG2, ME), other: _sent(ME, ORG3)})
+    channel = _channel(store, ALL)
+    assert await channel.owe_again(mine, "peer0.org2")
+    assert not await channel.owe_again(theirs, "peer0.org2")  # not this node's to push
+    assert not await channel.owe_again(other, "peer0.org2")  # org2 is not a recipient
+    assert not await channel.owe_again(b"\x04" * 32, "peer0.org2")  # not held here
+    assert store.queued == [(mine, "peer0.org2")]
+    none = OutboxStore({mine: _sent(ME, ORG2)})
+    assert not await _channel(none, NONE).owe_again(mine, "peer0.org2")  # no agreements: no queue
+    # the collection's ask that hears "not held" queues it (Agreements._ask_batch)
+    asked = OutboxStore({mine: _sent(ME, ORG2)})
+    agreements = Agreements(SimpleNamespace(), None)  # type: ignore[arg-type]
+    agreements._runners["deals"] = (_channel(asked, ALL), None, None)  # type: ignore[assignment]
+    await agreements._owe_again("deals", "peer0.org2", mine)
+    assert asked.queued == [(mine, "peer0.org2")]
