@@ -6,6 +6,10 @@ sequential model (apply the transactions one by one: reads must match, then ever
 find an integer and stay in its bounds, else nothing of the transaction applies), on random
 blocks of reads, puts and deltas over a few keys: identical codes and final state, no bound ever
 broken, and a key only deltas touch ends at its initial value plus the valid deltas.
+
+Negative controls: with the bound check removed or made on the old value, a delta applied
+twice or to the committed value (a lost update), or the block validated out of order, the
+property's own check and the hot account's find the violation (`controls.counterexample`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ peer: a newer committed version of the key, or the key deleted after the recorde
 block. A peer BEHIND the endorser (older version, or key not yet created) aborts nothing; a read
 that recorded absence is never aborted (a delete may make it true again). The property checks
 the rule against MVCC itself: whatever blocks the chain continues with, an aborted transaction
-is invalid in every one of them.
+is invalid in every one of them; and a read that a peer not behind the endorser already sees
+invalid is aborted. Negative controls: broken rules (never aborting, ignoring deletes, aborting
+an unchanged version, ...) are caught by that check, and by the gateway's batched Submit test.
 """
 
 from __future__ import annotations

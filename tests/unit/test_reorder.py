@@ -5,7 +5,9 @@ batch always gives the same block, readers precede the writers of what they read
 deferred transactions, and — over random batches endorsed on the committed state — every
 transaction that is not deferred commits VALID when the peers validate the block in its new
 order (sequential `validate_block`, the peers' rule). Figure 8 comes out exactly as the paper
-shows even with reordering on; the hot account's payment after a delta is saved.
+shows even with reordering on; the hot account's payment after a delta is saved. Negative
+controls: an identity, lossy, duplicating or call-dependent order, and a precedence without
+range edges, are each caught by the property's own check.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The property that matters: validating wave by wave gives EXACTLY what sequential
 (`validate_block`, the block-order model) gives — codes and writes, in order — over random blocks
 with point reads, writes, deletes, range reads (phantoms too), bounded deltas, lifecycle
 definitions, duplicate tx_ids and transactions that failed their earlier checks. Figure 8 is a
-fixed case.
+fixed case. Negative controls: a graph missing one kind of edge (read-after-write,
+write-after-read, phantom, delta keys, a contract's new definition) is caught by that property.
 """
 
 from __future__ import annotations
