@@ -267,3 +267,24 @@ async def test_negative_control_the_gateway_with_a_broken_rule_is_caught(
     refused = await _refused(_Ledger())
     differ = [s[1] for (s, must), got in zip(SUBMITTED, refused, strict=True) if must != got]
     assert wrong in differ
+
+
+async def test_a_block_committed_during_the_read_does_not_make_a_fresh_read_look_deleted() -> None:
+    """The endorser read k at (10, 0), created in block 10. The gateway's peer is at height 10
+    (blocks 0-9) when the Submit arrives, its versions are read from a snapshot without block
+    10, and block 10 commits meanwhile. Read first, the height (10) says k's absence may be the
+    peer being behind: not aborted. (Red with the height read after the versions: 11 > 10, a
+    fresh read refused as deleted.)"""
+    from dltmw.runtime.roles.gateway.staleness import stale_errors
+
+    class Racing(_Ledger):
+        def __init__(self) -> None:
+            super().__init__()
+            self.height = 10
+
+        async def versions(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+            self.height = 11  # block 10 committed while the snapshot (without it) was read
+            return {}
+
+    errors = await stale_errors(Racing(), [(_env(read("k", Version(10, 0))), "fresh")])  # type: ignore[arg-type]
+    assert errors == [None]
