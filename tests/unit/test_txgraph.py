@@ -118,7 +118,9 @@ def transaction(draw: st.DrawFn, index: int, state: State) -> TxForMvcc:
                 else rwset_pb2.KVWrite(key=k, value=k.encode())
                 for k, d in writes.items()
             ],
-            deltas=draw(deltas),  # may repeat a key or hit a written one: DELTA_MALFORMED
+            # a quarter with deltas, which may repeat a key or hit a written one (DELTA_MALFORMED):
+            # with more, few of these transactions were valid, and phantoms went unseen
+            deltas=draw(deltas) if draw(st.integers(0, 3)) == 0 else [],
         )
     tx_id = draw(st.sampled_from((f"t{index}", f"t{index}", "dup", "")))
     code = VALID if draw(st.integers(0, 7)) else BAD_SIG
