@@ -5,6 +5,11 @@ to spend a few states while requests and answers get lost and duplicated, concur
 overtake each other, and the notary is killed between a batch's commit and its replies (and
 elsewhere) and restarted. Checkers: no state consumed twice, every retry got the stored answer,
 every transaction answered. A failure prints the command that replays it.
+
+Negative controls: a notary that forgets what it stored, and byzantine notaries whose batch
+signatures must not verify (`sim/notary_byzantine.py`: a root signed outside the batch domain,
+the root of another batch, a bent leaf proof, the proof of another batch) — the checker flags
+them in every run.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import sqlite3
 
 import pytest
 
+import dltmw.core.handlers.notary
 import dltmw.ledger.notary_store
 from dltmw.core.handlers.notary import Spent
+from dltmw.sim.notary_byzantine import BEHAVIOURS
 from dltmw.sim.scenarios import run_scenario
 
 from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
@@ -65,6 +72,19 @@ def test_negative_control_a_forgetful_notary_is_caught(
     results = run_seeds("notary", range(20), stop_after=20)
     caught = [r for r in results if any(v.startswith(violation) for v in r.violations)]
     assert len(caught) >= 10, f"only {len(caught)}/{len(results)} runs flagged {violation!r}"
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_negative_control_a_byzantine_batch_signature_is_caught(
+    monkeypatch: pytest.MonkeyPatch, behaviour: str
+) -> None:
+    """The notary node signs its batches with a byzantine `sign_tree`: every run's checker
+    calls answers "forged" (the client-side check of root signature and leaf proof refuses
+    them), where the honest runs above have none."""
+    monkeypatch.setattr(dltmw.core.handlers.notary, "sign_tree", BEHAVIOURS[behaviour]())
+    results = run_seeds("notary", range(10), stop_after=10)
+    caught = [r for r in results if any(v.startswith("forged") for v in r.violations)]
+    assert len(caught) == len(results), f"{len(caught)}/{len(results)} runs flagged forged answers"
 
 
 def test_a_run_replays_exactly() -> None:

@@ -6,22 +6,28 @@ sequential model (apply the transactions one by one: reads must match, then ever
 find an integer and stay in its bounds, else nothing of the transaction applies), on random
 blocks of reads, puts and deltas over a few keys: identical codes and final state, no bound ever
 broken, and a key only deltas touch ends at its initial value plus the valid deltas.
+
+Negative controls: with the bound check removed or made on the old value, a delta applied
+twice or to the committed value (a lost update), or the block validated out of order, the
+property's own check and the hot account's find the violation (`controls.counterexample`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+from controls import counterexample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dltmw.contracts.bank import BankContract, BankRmwContract
-from dltmw.core import deltas
+from dltmw.core import deltas, validation
 from dltmw.core.contract import Context, Contract, ContractError, DeltaRefused, simulate
-from dltmw.core.rwset import StateEntry, Version
+from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.validation import TxForMvcc, delta_keys_of, validate_block
 from dltmw.v1 import proposal_pb2, rwset_pb2, transaction_pb2
 
@@ -247,14 +253,9 @@ def naive(
     return codes, value
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    initial=st.fixed_dictionaries({k: INITIAL for k in KEYS}),
-    block=st.lists(tx_strategy, max_size=8),
-)
-def test_validate_block_with_deltas_matches_naive_sequential_model(
-    initial: dict[str, bytes | None], block: Block
-) -> None:
+def model_violations(initial: dict[str, bytes | None], block: Block) -> list[str]:
+    """How `validate_block` (looked up in its module, so a control can replace it) differs
+    from the naive model on one block, and which invariant it breaks."""
     txs = []
     for i, (pre_ok, reads, puts, adds) in enumerate(block):
         r = rw(
@@ -265,21 +266,28 @@ def test_validate_block_with_deltas_matches_naive_sequential_model(
         txs.append(TxForMvcc(f"t{i}", VALID if pre_ok else BAD_SIG, r))
     committed = {(NS, k): V1 for k, v in initial.items() if v is not None}
     values = {(NS, k): v for k, v in initial.items() if v is not None}
-    codes, writes = validate_block(BLOCK, txs, committed, {}, set(), values)
+    codes, writes = validation.validate_block(BLOCK, txs, committed, {}, set(), values)
     want_codes, want_values = naive(initial, block)
-    assert codes == want_codes
+    out = []
+    if codes != want_codes:
+        out.append("codes differ from the sequential model")
     final = dict(initial)
     written = {}
     for w in writes:
         final[w.key] = w.value
         written[(w.version.tx_index, w.key)] = w.value
-    assert final == want_values
+    if final != want_values:
+        out.append("final values differ from the sequential model")
     valid = [(i, b) for i, (b, c) in enumerate(zip(block, codes, strict=True)) if c == VALID]
     # No bound is ever broken: every value a valid delta left is within its bounds.
     for i, (_, _, _, adds) in valid:
         for key, (_, (lo, hi)) in adds:
+            if (i, key) not in written:
+                out.append(f"tx {i}: a valid delta on {key} wrote nothing")
+                continue
             got = int(written[(i, key)] or b"")
-            assert (lo is None or got >= lo) and (hi is None or got <= hi)
+            if (lo is not None and got < lo) or (hi is not None and got > hi):
+                out.append(f"bound broken: {key} = {got} outside [{lo}, {hi}]")
     # A key that only deltas change ends at its initial value plus the valid deltas.
     for key in KEYS:
         start = initial[key]
@@ -288,7 +296,21 @@ def test_validate_block_with_deltas_matches_naive_sequential_model(
         if any(key in puts for _, (_, _, puts, _) in valid):
             continue
         added = sum(a for _, (_, _, _, adds) in valid for k, (a, _) in adds if k == key)
-        assert int(final[key] or b"") == int(start) + added
+        if int(final[key] or b"") != int(start) + added:
+            out.append(f"final {key} is not its initial value plus the valid deltas")
+    return out
+
+
+blocks = st.lists(tx_strategy, max_size=8)
+initial_values = st.fixed_dictionaries({k: INITIAL for k in KEYS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(initial=initial_values, block=blocks)
+def test_validate_block_with_deltas_matches_naive_sequential_model(
+    initial: dict[str, bytes | None], block: Block
+) -> None:
+    assert model_violations(initial, block) == []
 
 
 # --- simulation at the endorser -----------------------------------------------------------------
@@ -411,19 +433,127 @@ def test_figure8_comes_out_exactly(contract: Contract) -> None:
     assert {w.key: w.value for w in writes} == {"A": b"15000", "B": b"8000"}
 
 
-def test_hot_account_deposits_and_withdrawals_on_one_state_all_commit_but_overdrafts() -> None:
+def hot_account_violations() -> list[str]:
     """100 deposits of 7 and 100 withdrawals of 10 on A (opened at 0), alternating, endorsed on
     the state where A holds 10000 (so none is refused at endorsement), committed on A = 50:
-    no MVCC conflict; a withdrawal is invalid exactly when it would overdraw."""
+    what differs from "no MVCC conflict; a withdrawal is invalid exactly when it would
+    overdraw; the final balance is 50 plus the valid deltas, never below 0"."""
     bank = BankContract()
     dep, wd = endorse(bank, "deposit", "A", "7"), endorse(bank, "withdraw", "A", "10")
     txs = [TxForMvcc(f"t{i}", VALID, dep if i % 2 == 0 else wd) for i in range(200)]
-    codes, writes = validate_block(BLOCK, txs, {(NS, "A"): V1}, {}, set(), {(NS, "A"): b"50"})
-    assert MVCC not in codes
+    codes, writes = validation.validate_block(
+        BLOCK, txs, {(NS, "A"): V1}, {}, set(), {(NS, "A"): b"50"}
+    )
+    out = ["an MVCC conflict among deltas"] if MVCC in codes else []
     balance = 50
-    for code, t in zip(codes, txs, strict=True):
+    for i, (code, t) in enumerate(zip(codes, txs, strict=True)):
         amount = t.rwset.deltas[0].amount if t.rwset else 0
-        assert code == (VALID if balance + amount >= 0 else BOUND)
+        if code != (VALID if balance + amount >= 0 else BOUND):
+            out.append(f"verdict: tx {i} is {code} at balance {balance}, amount {amount}")
         balance += amount if code == VALID else 0
-    assert writes[-1].value == str(balance).encode() and balance >= 0
-    assert codes.count(BOUND) > 0
+    if not writes or writes[-1].value != str(balance).encode() or balance < 0:
+        out.append(f"final balance is not {balance}")
+    if BOUND not in codes:
+        out.append("no overdraft refused")
+    return out
+
+
+def test_hot_account_deposits_and_withdrawals_on_one_state_all_commit_but_overdrafts() -> None:
+    assert hot_account_violations() == []
+
+
+# --- negative controls: the checks above catch a broken mechanism --------------------------------
+
+REAL_APPLY = deltas.apply
+REAL_VALIDATE_BLOCK = validation.validate_block
+
+
+def _altered(rwset: rwset_pb2.ReadWriteSet, change: str) -> rwset_pb2.ReadWriteSet:
+    copy = rwset_pb2.ReadWriteSet()
+    copy.CopyFrom(rwset)
+    for d in copy.deltas:
+        if change == "unbounded":
+            d.ClearField("min")
+            d.ClearField("max")
+        else:
+            d.amount *= 2
+    return copy
+
+
+def _unbounded(
+    rwset: rwset_pb2.ReadWriteSet, current: Mapping[str, bytes | None]
+) -> tuple[int, dict[str, bytes]]:
+    """The bound check removed (int64 still holds)."""
+    return REAL_APPLY(_altered(rwset, "unbounded"), current)
+
+
+def _bound_on_the_old_value(
+    rwset: rwset_pb2.ReadWriteSet, current: Mapping[str, bytes | None]
+) -> tuple[int, dict[str, bytes]]:
+    """The bound checked on the value before the delta, not on its result."""
+    code, new = _unbounded(rwset, current)
+    for d in rwset.deltas if code == VALID else ():
+        low, high = deltas.bounds(d)
+        if not low <= (deltas.decode(current.get(d.key)) or 0) <= high:
+            return BOUND, {}
+    return code, new
+
+
+def _twice(
+    rwset: rwset_pb2.ReadWriteSet, current: Mapping[str, bytes | None]
+) -> tuple[int, dict[str, bytes]]:
+    """Each delta applied twice."""
+    return REAL_APPLY(_altered(rwset, "twice"), current)
+
+
+def _on_the_committed_value(
+    self: validation._Values, rwset: rwset_pb2.ReadWriteSet
+) -> tuple[int, dict[str, bytes]]:
+    """Each delta applied to the committed value, not to what the block's earlier valid
+    transactions left (a lost update)."""
+    committed = self._committed
+    return REAL_APPLY(rwset, {d.key: committed.get((rwset.namespace, d.key)) for d in rwset.deltas})
+
+
+def _out_of_block_order(
+    block_number: int, txs: Sequence[TxForMvcc], *rest: Any
+) -> tuple[list[int], list[StateWrite]]:
+    """The block's transactions validated last to first."""
+    codes, writes = REAL_VALIDATE_BLOCK(block_number, list(txs)[::-1], *rest)
+    return codes[::-1], writes
+
+
+# (where, what, broken replacement, the property's violation)
+BROKEN = {
+    "bound-check-removed": (deltas, "apply", _unbounded, "bound broken"),
+    "bound-checked-on-the-old-value": (deltas, "apply", _bound_on_the_old_value, "bound broken"),
+    "delta-applied-twice": (deltas, "apply", _twice, "final a is not"),
+    "applied-to-the-committed-value": (
+        validation._Values,
+        "apply",
+        _on_the_committed_value,
+        "final a is not",
+    ),
+    "applied-out-of-block-order": (
+        validation,
+        "validate_block",
+        _out_of_block_order,
+        "codes differ",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
+def test_negative_control_a_broken_delta_mechanism_is_caught(
+    monkeypatch: pytest.MonkeyPatch, broken: tuple[object, str, object, str]
+) -> None:
+    """Each break is caught by the property's own check over its own strategy (the named
+    violation; `counterexample` fails if none shows) and by the hot account's check."""
+    where, name, replacement, violation = broken
+    monkeypatch.setattr(where, name, replacement)
+    found = counterexample(
+        st.tuples(initial_values, blocks),
+        lambda ex: any(v.startswith(violation) for v in model_violations(*ex)),
+    )
+    assert any(v.startswith(violation) for v in model_violations(*found))
+    assert any(v.startswith("verdict") for v in hot_account_violations())

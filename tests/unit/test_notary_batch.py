@@ -1,7 +1,9 @@
 """Batch signatures of a notary (core/notary_batch.py, handlers/notary.py): one signature per
 decided step, each answer checkable alone with its proof; a proof of another transaction, a
 bent proof or a signature of another batch does not verify; signatures made before batch
-signing (over the tx_id, no proof) still do."""
+signing (over the tx_id, no proof) still do. Negative controls: the byzantine notaries of the
+simulator (`sim/notary_byzantine.py`) give answers that none of them verifies; and the batch
+domain is what keeps a signature over the bare root from passing."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ import pytest
 from utxo_parties import make_parties, tx
 
 from dltmw.core.errors import ClientError
+from dltmw.core.handlers import notary as notary_handler
 from dltmw.core.handlers.notary import Ask, Decide, SingleNotary, signed
-from dltmw.core.merkle import Proof
+from dltmw.core.merkle import Proof, Tree
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_batch import decode, encode, proof_to_pb, signed_message
+from dltmw.core.notary_batch import batch_message, decode, encode, proof_to_pb, signed_message
 from dltmw.core.utxo.build import cash_output, sign_transaction
 from dltmw.core.utxo.model import Command, Ref, Window
 from dltmw.core.utxo.verify import (
@@ -23,6 +26,7 @@ from dltmw.core.utxo.verify import (
     cluster_proofs,
     read_signed,
 )
+from dltmw.sim.notary_byzantine import BEHAVIOURS
 from dltmw.v1 import errors_pb2, utxo_pb2
 
 P = make_parties()
@@ -105,6 +109,37 @@ def test_a_signature_over_the_tx_id_made_before_batch_signing_still_verifies() -
     assert signed(tx_id, legacy).proof is None
     # ... and a batch signature can never pass as one over a tx_id: its message is prefixed
     assert signed_message(tx_id, Proof(0, 1, ())) != tx_id.encode()
+
+
+def test_a_signature_over_the_bare_root_is_not_a_batch_signature() -> None:
+    """Domain separation: the notary's key over the same tree's root WITHOUT the batch domain
+    (as another use of the key over a Merkle root, a block's tx_root, would sign it) verifies
+    for no tx_id of the tree; over the batch message it verifies for each. (Red with the
+    domain dropped from `batch_message`.)"""
+    tx_ids = [f"{i:064x}" for i in range(3)]
+    tree = Tree([t.encode() for t in tx_ids])
+    bare, batch = P.notary.sign(tree.root), P.notary.sign(batch_message(tree.root))
+    for tx_id, proof in zip(tx_ids, tree.proofs(), strict=True):
+        assert not verifies(tx_id, bare, proof)
+        assert verifies(tx_id, batch, proof)
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_negative_control_a_byzantine_notarys_answers_do_not_verify(
+    monkeypatch: pytest.MonkeyPatch, behaviour: str
+) -> None:
+    """The core signs with a byzantine `sign_tree` (the simulator's, `sim/notary_byzantine.py`):
+    after a first batch (which the "another batch" ones answer honestly), no answer of a batch
+    of one or of five passes the check that passes every honest answer above."""
+    monkeypatch.setattr(notary_handler, "sign_tree", BEHAVIOURS[behaviour]())
+    core = SingleNotary(P.notary.sign)
+    core.step(Decide(asks(2), Empty()))
+    core.ready()
+    for start, n in ((10, 1), (20, 5)):
+        core.step(Decide(asks(n, start=start), Empty()))
+        decisions = [d for _, d in core.ready().replies]
+        assert len(decisions) == n and all(d.proof is not None for d in decisions)
+        assert not any(verifies(d.tx_id, d.signature, d.proof) for d in decisions), behaviour
 
 
 def test_the_stored_form_round_trips_and_refuses_truncation() -> None:

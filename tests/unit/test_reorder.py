@@ -5,13 +5,17 @@ batch always gives the same block, readers precede the writers of what they read
 deferred transactions, and — over random batches endorsed on the committed state — every
 transaction that is not deferred commits VALID when the peers validate the block in its new
 order (sequential `validate_block`, the peers' rule). Figure 8 comes out exactly as the paper
-shows even with reordering on; the hot account's payment after a delta is saved.
+shows even with reordering on; the hot account's payment after a delta is saved. Negative
+controls: an identity, lossy, duplicating or call-dependent order, and a precedence without
+range edges, are each caught by the property's own check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import pytest
+from controls import counterexample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,23 +120,103 @@ access = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(rwsets=st.lists(access, max_size=14))
-def test_every_transaction_not_deferred_commits_in_the_new_order(rwsets) -> None:
+batches = st.lists(access, max_size=14)
+
+
+def violations(rwsets: list[rwset_pb2.ReadWriteSet]) -> list[str]:
+    """What the reorder gets wrong on one batch (module docstring), each check once."""
     accesses = [reorder.access(r) for r in rwsets]
     new = reorder.order(accesses)
-    assert sorted(new) == list(range(len(rwsets)))  # a permutation
-    assert reorder.order(accesses) == new  # deterministic
-    late = reorder.deferred(accesses, reorder.precedence(accesses))
-    kept = [i for i in new if i not in late]
-    assert new == kept + sorted(late)
-    position = {i: p for p, i in enumerate(new)}
+    out = []
+    if sorted(new) != list(range(len(rwsets))):
+        return ["not a permutation of the batch"]
+    if reorder.order(accesses) != new:
+        out.append("not deterministic")
     succ = reorder.precedence(accesses)
-    for i in kept:
-        for j in succ[i]:
-            if j not in late:
-                assert position[i] < position[j]  # a reader before the writers of what it read
+    late = reorder.deferred(accesses, succ)
+    kept = [i for i in new if i not in late]
+    if new != kept + sorted(late):
+        out.append("deferred transactions not last in arrival order")
+    position = {i: p for p, i in enumerate(new)}
+    if any(position[i] > position[j] for i in kept for j in succ[i] if j not in late):
+        out.append("a reader after the writer of what it read")
     codes = validate([rwsets[i] for i in new])
-    assert all(code == VALID for i, code in zip(new, codes, strict=True) if i not in late)
+    if any(code != VALID for i, code in zip(new, codes, strict=True) if i not in late):
+        out.append("a transaction not deferred is invalid in the new order")
     batch = [envelope(r) for r in rwsets]
-    assert reorder.reorder(batch) == [batch[i] for i in new]
+    if reorder.reorder(batch) != [batch[i] for i in new]:
+        out.append("reorder(batch) is not the batch in that order")
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(rwsets=batches)
+def test_every_transaction_not_deferred_commits_in_the_new_order(rwsets) -> None:
+    assert violations(rwsets) == []
+
+
+class Alternating:
+    """A valid topological order on every call, but another one on every other call: among the
+    ready transactions the earliest arrival, then the latest (a "non-deterministic" order)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, accesses: Sequence[reorder.Access]) -> list[int]:
+        self.calls += 1
+        succ = reorder.precedence(accesses)
+        late = reorder.deferred(accesses, succ)
+        waiting = {i: 0 for i in range(len(accesses)) if i not in late}
+        for i in waiting:
+            for j in succ[i] & waiting.keys():
+                waiting[j] += 1
+        out: list[int] = []
+        while len(out) < len(waiting):
+            ready = [i for i, n in waiting.items() if n == 0 and i not in out]
+            i = min(ready) if self.calls % 2 else max(ready)
+            out.append(i)
+            for j in succ[i] & waiting.keys():
+                waiting[j] -= 1
+        return out + sorted(late)
+
+
+def _real(accesses: Sequence[reorder.Access]) -> list[int]:
+    return ORDER(accesses)
+
+
+ORDER = reorder.order
+BROKEN = {
+    "identity-order": (lambda a: list(range(len(a))), "a reader after the writer"),
+    "loses-a-transaction": (lambda a: _real(a)[1:], "not a permutation"),
+    "duplicates-a-transaction": (lambda a: _real(a)[:1] + _real(a), "not a permutation"),
+    "non-deterministic-order": (Alternating(), "not deterministic"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
+def test_negative_control_a_broken_order_is_caught_by_the_property(
+    monkeypatch: pytest.MonkeyPatch, broken: tuple[Callable[..., list[int]], str]
+) -> None:
+    """`reorder.order` replaced by a broken one: the property's own strategy and check find a
+    batch with the named violation (`counterexample` fails if they never do)."""
+    order, violation = broken
+    monkeypatch.setattr(reorder, "order", order)
+    found = counterexample(
+        batches, lambda rwsets: any(v.startswith(violation) for v in violations(rwsets))
+    )
+    assert any(v.startswith(violation) for v in violations(found))
+
+
+def test_negative_control_without_range_edges_a_kept_scan_is_a_phantom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`precedence` without the range edges: the order honours every remaining edge, so only
+    the MVCC check of the property (the peers' rule) sees the scans it put after an insert."""
+    precedence = reorder.precedence
+
+    def pointwise(accesses: Sequence[reorder.Access]) -> list[set[int]]:
+        return precedence([(reads, frozenset(), writes) for reads, _, writes in accesses])
+
+    monkeypatch.setattr(reorder, "precedence", pointwise)
+    found = counterexample(batches, lambda rwsets: bool(violations(rwsets)))
+    assert violations(found) == ["a transaction not deferred is invalid in the new order"]
