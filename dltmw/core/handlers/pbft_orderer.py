@@ -456,9 +456,13 @@ class PbftOrdererCore:
 
     def _cut_to(self, view: ChannelView) -> None:
         """As primary, cut at most the config's `max_tx_count` (never above the protocol's
-        bound, which is block 0's and fixed: every replica checks batches against it)."""
+        bound, which is block 0's and fixed: every replica checks batches against it), in
+        Fabric++ order when the config says `reorder` (with dissemination: every batch this
+        replica forms). The proposer fixes the order (the digest covers it), so no replica
+        needs to agree on the setting for blocks to be equal everywhere."""
         limit = view.config.batch.max_tx_count or self.replica.config.batch_size_max
         self.replica.cut_max = max(1, min(limit, self.replica.config.batch_size_max))
+        self.replica.reorder = view.config.batch.reorder
 
     def _commit(self, block: block_pb2.Block, digest: bytes, ids: tuple[bytes, ...] = ()) -> None:
         """Block `number` has 2f+1 signatures (or was fetched with them): decided, and its

@@ -430,6 +430,16 @@ class DisseminatingReplica:
         self.replica.cut_max = 1
 
     @property
+    def reorder(self) -> bool:
+        """Batches this replica forms leave in Fabric++ order (`Disseminator.reorder`): the
+        order a block has is its batch's, fixed when the batch is signed."""
+        return self.disseminator.reorder
+
+    @reorder.setter
+    def reorder(self, value: bool) -> None:
+        self.disseminator.reorder = value
+
+    @property
     def executed_ids(self) -> Recent[bytes]:
         """Ids of the envelopes in the chain's last `decided_retain` slots."""
         return self.resolver.delivered_ids

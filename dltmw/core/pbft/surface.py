@@ -41,6 +41,7 @@ class OrderingReplica(Protocol):
     now: int  # the replica's tick count; set when a new epoch's replica takes over
     end: int | None  # the last sequence of this epoch (None: open)
     cut_max: int  # most requests (or certificates) per proposed slot
+    reorder: bool  # what it proposes (or, with dissemination, batches) in Fabric++ order
 
     @property
     def me(self) -> int:

@@ -31,6 +31,7 @@ from dltmw.sim.scenarios import (
     pbft_config,
     pbft_members,
     private,
+    reorder,
     withhold,
     xfer,
 )
@@ -41,6 +42,8 @@ Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace
 SCENARIOS: dict[str, Scenario] = {
     "eov-solo": partial(eov.run, ordering="solo"),
     "eov-pbft": partial(eov.run, ordering="pbft"),
+    "eov-pbft-reorder": partial(reorder.run, dissemination=True),
+    "eov-pbft-envelopes-reorder": partial(reorder.run, dissemination=False),
     "cfg-pbft": pbft_config.run,
     "cfg-pbft-members": pbft_members.run,
     "pbft-censor": partial(censor.run, mode="censor"),
