@@ -46,6 +46,7 @@ SCENARIOS: dict[str, Scenario] = {
     "eov-pbft-envelopes-reorder": partial(reorder.run, dissemination=False),
     "cfg-pbft": pbft_config.run,
     "cfg-pbft-members": pbft_members.run,
+    "cfg-pbft-members-dissemination": partial(pbft_members.run, dissemination=True),
     "pbft-censor": partial(censor.run, mode="censor"),
     "pbft-cut-off": partial(censor.run, mode="cut-off"),
     "pbft-withhold": partial(withhold.run, mode="withhold"),

@@ -65,18 +65,21 @@ AFTER_OPS = 3  # deposits after the last update
 Edit = Callable[[config_pb2.ChannelConfig], config_pb2.ChannelConfig]
 
 
-def topology() -> str:
-    """`cfg-pbft`'s topology with orderer nodes of Orderer0 and Orderer2 not named by block 0."""
+def topology(dissemination: bool = False) -> str:
+    """`cfg-pbft`'s topology with orderer nodes of Orderer0 and Orderer2 not named by block 0.
+    The envelope path unless `dissemination` (which `dltmw init` sets on new channels): with
+    it, seed 1 stalls after the last replica-set change (`cfg-pbft-members-dissemination`;
+    not fixed yet, benchmarks/RESULTS.md and the dflt56 report)."""
     nodes = "".join(
         f'\n[[nodes]]\nid = "{node}"\norg = "{org}"\nroles = ["orderer"]\n'
         for node, org in ((ADDED, ADDED_ORG), (REKEY, REKEY_ORG))
     )
-    return cfg_topology() + nodes
+    return cfg_topology(dissemination) + nodes
 
 
-async def run(seed: int, trace: bool = False) -> ScenarioResult:
-    """One seeded run (see the module docstring)."""
-    dep = Deployment(topology(), trace)
+async def run(seed: int, trace: bool = False, dissemination: bool = False) -> ScenarioResult:
+    """One seeded run (see the module docstring; `dissemination`: `topology`)."""
+    dep = Deployment(topology(dissemination), trace)
     work = Work()
     lacking: list[str] = []
     genesis = read_genesis(genesis_of(dep.root, CHANNEL))
@@ -94,7 +97,7 @@ async def run(seed: int, trace: bool = False) -> ScenarioResult:
     finally:
         await dep.stop()
     summary = {"acked": len(work.acks), "failed": work.failed, "updates": len(work.updates)}
-    name = "cfg-pbft-members"
+    name = "cfg-pbft-members-dissemination" if dissemination else "cfg-pbft-members"
     return conclude(dep, name, seed, lacking, lambda: _check(dep, work, genesis), summary)
 
 
