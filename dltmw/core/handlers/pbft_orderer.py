@@ -507,9 +507,10 @@ class PbftOrdererCore:
         # them would change view alone at its next tick — a lone view change the others never
         # join, which stalls the group when it is the primary (cfg-pbft-members, seed 2).
         self.replica.now = self._now
-        # The old group's window goes on as the new epoch's sequence 0 (forgotten after the
-        # new group's first `decided_retain` sequences).
-        self.replica.executed_ids.add(0, old.executed_ids)
+        # What the old group put in the chain stays known executed here (`carry`: with
+        # dissemination never a reason for assembly to skip an envelope, as not every replica
+        # of the new group knows it — found by `cfg-pbft-members-dissemination`, seed 1).
+        self.replica.carry(old.executed_ids)
         self._peers = self._others()
         self._cut_to(view)
         for rid, pending in old.pending.items():

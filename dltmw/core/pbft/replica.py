@@ -26,7 +26,7 @@ undecided slots, forwarded requests, the view change).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.collector import CERTIFICATES, Collector
@@ -129,6 +129,13 @@ class Replica(Collector):
         """The block of a slot is its batch as agreed (`Decided.requests`)."""
         del sequence
         return requests, ()
+
+    def carry(self, ids: Collection[bytes]) -> None:
+        """A new group's replica: the old group's window goes on as this group's sequence 0
+        (forgotten after its first `decided_retain` sequences). Block content never depends on
+        it here (a block is its batch as agreed): it only keeps this replica from ordering an
+        executed request again."""
+        self.executed_ids.add(0, ids)
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""

@@ -23,7 +23,10 @@ Checkers: those of `cfg-pbft` (one chain, exactly once, state == replay, every n
 config its chain applies at the block that applies it) and `config_checks.check_signers`: every
 block, on every peer and orderer, carries signatures of at least a quorum of the replica set in
 force at its height (replayed from block 0) and of nobody outside it — so the block after each
-boundary is signed by the NEW set (after the re-key: orderer.c2's key, never orderer.c's).
+boundary is signed by the NEW set (after the re-key: orderer.c2's key, never orderer.c's); and
+`ledger_checks.check_ordered`: every envelope an orderer's Broadcast accepted is in exactly one
+block of every peer (DUPLICATE_TXID copies aside; the orderers hold the peers' chain), whether
+or not its client heard the answer.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from dltmw.core.genesis import read_genesis
 from dltmw.core.identity import identity_bytes
 from dltmw.sim.config_checks import check_configs, check_signers, read_configs
 from dltmw.sim.deployment import Deployment
-from dltmw.sim.ledger_checks import read_chain
+from dltmw.sim.ledger_checks import check_ordered, read_chain
 from dltmw.sim.scenarios.eov import ACCOUNTS, CHANNEL, CLIENTS, PEERS, checks, heights
 from dltmw.sim.scenarios.pbft_config import (
     HEAL_AT_S,
@@ -182,6 +185,8 @@ def _check(dep: Deployment, work: Work, genesis: ChannelView) -> list[str]:
     peers = [read_chain(p, path) for p, path in peer_files]
     orderers = [read_chain(o, path) for o, path in orderer_files]
     out = checks(peers, orderers, work.acks)
+    for peer in peers:  # the orderers' chains are the peers' (`checks`), without codes
+        out += check_ordered(peer, dep.net.acknowledged)
     records = [read_configs(n, path) for n, path in (*peer_files, *orderer_files)]
     out += check_configs(records, genesis)
     for node, path in (*peer_files, *orderer_files):
