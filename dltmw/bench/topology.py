@@ -36,7 +36,7 @@ class NetworkShape:
     batch_max_bytes: int = 1024 * 1024
     cut_by_limits_only: bool = False  # True: Fabric's cutter (no cut when the intake drains)
     reorder: bool = False  # True: Fabric++ reordering of each block (core/reorder.py)
-    pbft_dissemination: bool = False  # True: PBFT-lite orders batch certificates (issue 18)
+    pbft_dissemination: bool = True  # PBFT-lite orders batch certificates (issue 18)
     pbft_collector: bool = True  # PBFT-lite votes via a collector (core/pbft/collector.py)
     flow: str = "ledger"  # "ledger" (peers, orderers, channels), "notary" or "utxo"
     notaries: int = 0  # 1: a single notary; more: a notary cluster of that many members

@@ -64,8 +64,11 @@ def bench(
     ] = False,
     pbft_dissemination: Annotated[
         bool,
-        typer.Option(help="PBFT-lite: order batch certificates, not envelopes (issue 18)"),
-    ] = False,
+        typer.Option(
+            help="PBFT-lite: order batch certificates, not envelopes (issue 18; the default"
+            " of new channels); --no-pbft-dissemination: pre-prepares carry the envelopes"
+        ),
+    ] = True,
     pbft_collector: Annotated[
         bool,
         typer.Option(help="PBFT-lite: votes to the primary, certificates back (issue 18)"),

@@ -7,8 +7,10 @@ payment that reads the account after a deposit's delta is lost (issue 13: 33 % a
 point). Putting readers before writers keeps them valid and changes nothing else: the writers
 record no version of what the readers write (or they would be readers too).
 
-The rule (pure; the solo orderer's cutter applies it to a batch when the channel's
-`BatchConfig.reorder` is set):
+The rule (pure; applied when the channel's `BatchConfig.reorder` is set by whoever fixes a
+block's or batch's order: the solo and JetStream orderers' cutter to each cut batch, PBFT-lite's
+primary to each batch it proposes (`pbft/replica.py`), and with dissemination each replica to
+each batch it forms, before signing it (`pbft/dissemination.py`)):
 
 1. Each endorser transaction's footprint comes from its envelope (best effort: an envelope that
    does not parse, or is not an endorser transaction, has none and keeps its relative place).
@@ -171,8 +173,14 @@ def order(accesses: Sequence[Access]) -> list[int]:
     return out + sorted(late)
 
 
+def arrangement(batch: Sequence[bytes]) -> list[int]:
+    """The Fabric++ order of `batch` as indices into it (for a caller that permutes something
+    kept beside the envelopes, such as their ids, the same way)."""
+    if len(batch) < 2:
+        return list(range(len(batch)))
+    return order([access(endorsed_rwset(e)) for e in batch])
+
+
 def reorder(batch: Sequence[bytes]) -> list[bytes]:
     """`batch` in Fabric++ order (the module docstring); a batch of one is returned as is."""
-    if len(batch) < 2:
-        return list(batch)
-    return [batch[i] for i in order([access(endorsed_rwset(e)) for e in batch])]
+    return [batch[i] for i in arrangement(batch)]

@@ -137,9 +137,10 @@ class Batch(Strict):
         "what they read (Fabric++, docs/ordering.md); off: arrival order",
     )
     pbft_dissemination: bool = Field(
-        False,
+        True,
         description="PBFT-lite: replicas spread and certify batches (f+1 stores) and order only "
-        "their certificates (docs/ordering.md, issue 18); off: pre-prepares carry the envelopes",
+        "their certificates (docs/ordering.md, issue 18); false: pre-prepares carry the "
+        "envelopes (channels made before it was the default)",
     )
     pbft_collector: bool = Field(
         True,

@@ -515,7 +515,7 @@ def _channel_config(
             timeout_ms=batch.get("timeout_ms", 250),
             cut_by_limits_only=batch.get("cut_by_limits_only", False),
             reorder=batch.get("reorder", False),
-            pbft_dissemination=batch.get("pbft_dissemination", False),
+            pbft_dissemination=batch.get("pbft_dissemination", True),
             pbft_collector=batch.get("pbft_collector", True),
             pbft_carried_batches=batch.get("pbft_carried_batches", True),
         ),

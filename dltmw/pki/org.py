@@ -325,6 +325,7 @@ def _config(
             timeout_ms=plan.timeout_ms,
             cut_by_limits_only=plan.cut_by_limits_only,
             # PBFT-lite's protocol flags, as `dltmw init` sets them (docs/ordering.md)
+            pbft_dissemination=True,
             pbft_collector=True,
             pbft_carried_batches=True,
         ),

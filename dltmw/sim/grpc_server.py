@@ -7,7 +7,9 @@ handler's deserializer, responses through its serializer, a `SimServicerContext`
 `auth_context()` carries the caller's TLS certificate (so `check_tls_org` sees what mTLS would
 show), `peer()` names the caller's connection, and `abort` / `abort_with_status` end the call
 with that status on the client side. A handler that raises anything else answers UNKNOWN, as
-grpc does, and is recorded in `SimNetwork.unexpected` (a bug in node code).
+grpc does, and is recorded in `SimNetwork.unexpected` (a bug in node code). Envelopes a
+Broadcast answer accepts are noted in `SimNetwork.acknowledged` as the handler answers (whether
+or not the answer then reaches the caller), for the checkers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dltmw.rpc.inproc import Status
 from dltmw.rpc.inproc_server import Handler, HandlerTable, Refused, ServicerContextBase, identity
 from dltmw.sim.vloop import OWNER, Owner
 from dltmw.sim.wire import Exchange, SimNetwork
+from dltmw.v1 import orderer_service_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,10 @@ class SimServer(HandlerTable):
         context = SimServicerContext(exchange, serialize)
         try:
             async for response in self._responses(exchange, handler, context):
+                if isinstance(response, orderer_service_pb2.BroadcastResponse):
+                    self._net.acknowledged.extend(
+                        (self.node_id, r.tx_id) for r in response.results if r.accepted
+                    )
                 exchange.respond(serialize(response))
         except grpc.aio.AbortError:
             exchange.finish(context.aborted or Status(grpc.StatusCode.UNKNOWN, "aborted"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,24 @@ def check_exactly_once(peer: Chain, acks: Iterable[Ack]) -> list[str]:
                 f"misreported: {ack.tx_id[:12]} acknowledged at {ack.block}/{ack.index} "
                 f"{code_name(ack.code)}, committed at {tx.block}/{tx.index} "
                 f"{code_name(tx.code)} on {peer.node}"
+            )
+    return out
+
+
+def check_ordered(chain: Chain, acknowledged: Iterable[tuple[str, str]]) -> list[str]:
+    """Every envelope an orderer's Broadcast accepted (`SimNetwork.acknowledged`: node, tx_id)
+    is in `chain` (a peer's: it has validation codes) exactly once, DUPLICATE_TXID copies
+    aside, whether or not its client heard the answer. A PBFT-lite orderer accepts an envelope
+    once a block holding it is committed there (or, with dissemination, once its slot is
+    assembled): one accepted and in no block was dropped after the orderer vouched for it."""
+    counted: Counter[str] = Counter(
+        tx.tx_id for tx in chain.txs if tx.tx_id and tx.code != DUPLICATE
+    )
+    out: list[str] = []
+    for node, tx_id in sorted(set(acknowledged)):
+        if counted[tx_id] != 1:
+            out.append(
+                f"accepted by {node} but in {counted[tx_id]} blocks of {chain.node}: {tx_id[:12]}"
             )
     return out
 

@@ -259,6 +259,9 @@ class SimNetwork:
         self.open_calls: set[Exchange] = set()
         self.counts: Counter[str] = Counter()
         self.unexpected: list[str] = []  # servicer exceptions (bugs): reported as violations
+        # (orderer node, tx_id) of every envelope a Broadcast answer accepted, sent or not: an
+        # accepted envelope must end up in the chain (`ledger_checks.check_ordered`).
+        self.acknowledged: list[tuple[str, str]] = []
         self._serial = 0
         self._last_arrival: dict[str, int] = {}  # target -> highest call serial arrived
 

@@ -178,8 +178,9 @@ class BatchConfig(_message.Message):
     """PBFT-lite only. True: dissemination (docs/ordering.md, issue 18) — the replica a client
     reaches batches its envelopes, signs each batch once and spreads it; f+1 replicas store and
     ack it; PBFT-lite orders the availability certificates (digests and acks), never the
-    envelopes, and every replica assembles blocks from the certified batches. False (the
-    default): the primary's pre-prepare carries the envelopes.
+    envelopes, and every replica assembles blocks from the certified batches. False (absent:
+    channels made before `dltmw init` set it): the primary's pre-prepare carries the envelopes.
+    `dltmw init` sets it for new PBFT channels unless the topology says no.
     """
     pbft_collector: _builtins.bool
     """PBFT-lite only. True: vote collector (docs/ordering.md, issue 18) — backups send their

@@ -44,10 +44,11 @@ from dltmw.runtime.roles.orderer.withhold import HOOK_ENV
 from dltmw.v1 import block_pb2, replica_pb2, transaction_pb2
 from integration.wire import logged_errors
 
+from .test_pbft_ordering import TOPOLOGY as PBFT_TOPOLOGY
 from .test_pbft_ordering import _blocks, _replica_stub, _signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
-TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+TOPOLOGY = PBFT_TOPOLOGY  # bft-four on the envelope path (test_pbft_ordering.TOPOLOGY)
 HONEST = ["orderer.b", "orderer.c", "orderer.d"]
 PEERS = ["peer0.org1", "peer0.org2"]
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID

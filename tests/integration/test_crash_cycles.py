@@ -64,6 +64,7 @@ from .test_notary_cluster import CLUSTER, MEMBERS, stop_one_by_one, tx
 from .test_notary_cluster import NET as CLUSTER_NET
 from .test_notary_cluster import request as cluster_request
 from .test_notary_cluster import spent as member_spent
+from .test_pbft_ordering import TOPOLOGY as PBFT_TOPOLOGY
 from .test_privacy import TOPOLOGY as PRIVACY_NET
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
@@ -71,7 +72,7 @@ CYCLES = count(4, 20)  # per flow; five flows
 STEP = 8  # acknowledgements between two kills
 WORKERS = 6
 OP_TIMEOUT_S = 30.0
-BFT_NET = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+BFT_NET = PBFT_TOPOLOGY  # bft-four on the envelope path (test_pbft_ordering.TOPOLOGY)
 Start = Callable[..., tuple[Path, Supervisor]]
 REFUSED = {grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION}
 

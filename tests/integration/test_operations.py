@@ -27,6 +27,7 @@ from dltmw.v1 import transaction_pb2
 
 from .ledgers import height, ledger_path
 from .operations_http import get, scrape, value
+from .test_pbft_ordering import TOPOLOGY as PBFT_TOPOLOGY
 
 pytestmark = pytest.mark.integration
 NODES = ("orderer0", "peer0.org1", "peer0.org2")
@@ -192,7 +193,7 @@ async def test_metrics_readiness_and_log_level(network) -> None:
     assert get(ops["peer0.org1"], "/loglevel?level=info", "POST")[0] == 200
 
 
-BFT_FOUR = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+BFT_FOUR = PBFT_TOPOLOGY  # bft-four on the envelope path (test_pbft_ordering.TOPOLOGY)
 REPLICA = "orderer.d"  # a backup of view 0 (orderer.a is the primary)
 LOAD_TXS = 40
 

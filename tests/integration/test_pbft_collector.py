@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from .test_pbft_ordering import TOPOLOGY, kill_primary_under_load, kill_under_load
+from .test_pbft_ordering import ENVELOPES_BATCH, TOPOLOGY, kill_primary_under_load, kill_under_load
 
 pytestmark = pytest.mark.integration
-BATCH = "batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 100 }"
-OFF = TOPOLOGY.replace(BATCH, BATCH[:-2] + ", pbft_collector = false }")
+OFF = TOPOLOGY.replace(ENVELOPES_BATCH, ENVELOPES_BATCH[:-2] + ", pbft_collector = false }")
 
 
 def test_the_topology_switches_the_collector_off() -> None:

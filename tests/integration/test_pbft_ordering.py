@@ -57,7 +57,14 @@ from .cli import dltmw
 from .operations_http import scrape, value
 
 pytestmark = pytest.mark.integration
-TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+BFT_FOUR = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+# The envelope path (pre-prepares carry the envelopes): channels made before `dltmw init` turned
+# `pbft_dissemination` on, which keep it for good. These tests and those importing TOPOLOGY
+# (byzantine, censoring and withholding orderers, collector, rekey, readiness, crash cycles)
+# were written against it; `test_pbft_dissemination.py` runs bft-four as `dltmw init` makes it.
+BATCH = "batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 100 }"
+ENVELOPES_BATCH = BATCH[:-2] + ", pbft_dissemination = false }"
+TOPOLOGY = BFT_FOUR.replace(BATCH, ENVELOPES_BATCH)
 TXS = 300
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 ORDERERS = ["orderer.a", "orderer.b", "orderer.c", "orderer.d"]

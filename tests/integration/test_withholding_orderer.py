@@ -18,7 +18,6 @@ Events stream delivers nothing: the test is red (shown in benchmarks/RESULTS.md,
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +27,10 @@ from dltmw.v1 import transaction_pb2
 
 from .operations_http import scrape, value
 from .test_censoring_orderer import _log, _one_chain
+from .test_pbft_ordering import TOPOLOGY as PBFT_TOPOLOGY
 
 pytestmark = pytest.mark.integration
-TOPOLOGY = (Path(__file__).parents[2] / "services/networks/bft-four.toml").read_text()
+TOPOLOGY = PBFT_TOPOLOGY  # bft-four on the envelope path (test_pbft_ordering.TOPOLOGY)
 PEERS = ["peer0.org1", "peer0.org2"]
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 TXS = 4

@@ -14,6 +14,7 @@ from dltmw.sim.ledger_checks import (
     TxOnChain,
     check_exactly_once,
     check_one_chain,
+    check_ordered,
     check_replay,
 )
 from dltmw.v1 import rwset_pb2, transaction_pb2
@@ -90,6 +91,19 @@ def test_exactly_once_notices(chain: Chain, acks: list[Ack], expected: str) -> N
 def test_a_duplicate_marked_as_such_is_not_committed_twice() -> None:
     chain = replace(GOOD, txs=(*TXS, TxOnChain(3, 0, "t-deposit", DUP, None)))
     assert check_exactly_once(chain, ACKS) == []
+
+
+def test_every_envelope_an_orderer_accepted_is_in_exactly_one_block() -> None:
+    """An accepted envelope in no block, or committed twice, is reported; a DUPLICATE_TXID copy
+    is not a second commit; a tx accepted by two orderers is judged once per orderer."""
+    accepted = [("o1", "t-pay"), ("o2", "t-pay"), ("o1", "t-deposit")]
+    assert check_ordered(GOOD, accepted) == []
+    copied = replace(GOOD, txs=(*TXS, TxOnChain(3, 0, "t-deposit", DUP, None)))
+    assert check_ordered(copied, accepted) == []
+    twice = replace(GOOD, txs=(*TXS, TxOnChain(3, 0, "t-deposit", VALID, None)))
+    assert check_ordered(twice, accepted) == ["accepted by o1 but in 2 blocks of p1: t-deposit"]
+    lost = check_ordered(GOOD, [*accepted, ("o2", "t-gone")])
+    assert lost == ["accepted by o2 but in 0 blocks of p1: t-gone"]
 
 
 @pytest.mark.parametrize(

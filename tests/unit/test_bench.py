@@ -185,7 +185,7 @@ def test_topology_is_valid_for_init(tmp_path: Path) -> None:
         "timeout_ms": 200,
         "cut_by_limits_only": False,
         "reorder": False,
-        "pbft_dissemination": False,
+        "pbft_dissemination": True,  # the topology's default: on for new channels
         "pbft_collector": True,
         "pbft_carried_batches": True,  # the topology's default: on for new channels
     }

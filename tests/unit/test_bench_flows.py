@@ -237,6 +237,20 @@ def test_the_suite_runs_every_registered_workload() -> None:
     assert len({c.label for c in configs.values()}) == len(FLOWS)
 
 
+def test_the_pbft_flow_measures_dissemination_whatever_the_base_says() -> None:
+    """`make bench-all`'s kv-pbft4 is the path `dltmw init` gives new PBFT channels, even
+    when the base configuration (`--no-pbft-dissemination`) says otherwise."""
+    from dataclasses import replace
+
+    from dltmw.bench.suite import FLOWS
+
+    flow = next(f for f in FLOWS if f.label == "kv-pbft4")
+    for on in (True, False):
+        base = BenchConfig(shape=replace(NetworkShape(), pbft_dissemination=on))
+        assert flow.point(base).shape.pbft_dissemination
+    assert NetworkShape().pbft_dissemination  # the bench's default, as `dltmw init`'s
+
+
 def test_a_flow_section_has_its_plot_spread_rss_restart_and_load(tmp_path: Path) -> None:
     from dltmw.bench.suite import FLOWS, flow_section
 

@@ -76,7 +76,7 @@ def test_a_good_topology_gets_its_defaults(tmp_path: Path) -> None:
         "timeout_ms": 250,
         "cut_by_limits_only": False,  # adaptive cutting unless a channel asks for Fabric's rule
         "reorder": False,  # arrival order unless a channel asks for Fabric++'s
-        "pbft_dissemination": False,  # PBFT-lite pre-prepares carry envelopes unless asked
+        "pbft_dissemination": True,  # PBFT-lite orders batch certificates unless told not to
         "pbft_collector": True,  # PBFT-lite votes via the primary unless told not to
         "pbft_carried_batches": True,  # the primary's own batch carried unless told not to
     }

@@ -192,8 +192,8 @@ def _flags(block: Path) -> dict[str, bool]:
 
 def test_a_custody_channel_has_the_new_channel_flags_of_dltmw_init(orgs, tmp_path: Path) -> None:
     """`dltmw channel create` (org custody) and `dltmw init` make a channel with the same
-    settings turned on (identity references, batch signatures, PBFT-lite's collector and
-    carried batches): a new flag `dltmw init` sets is set by both."""
+    settings turned on (identity references, batch signatures, PBFT-lite's dissemination,
+    collector and carried batches): a new flag `dltmw init` sets is set by both."""
     tmp, defs = orgs
     shutil.copytree(tmp / "Ord", tmp_path / "Ord")
     custody = create_channel(

@@ -30,6 +30,7 @@ from dltmw.core.pbft.dissemination import (
     DisseminationConfig,
     Disseminator,
 )
+from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.recovery import compaction_floor
 from dltmw.v1 import replica_pb2
 
@@ -423,6 +424,34 @@ def test_assembly_forgets_alike_running_or_restarted_from_the_windows_records() 
         ((_record, done),) = replica.resolver.resolve(replica.disseminator.stored)
         got.append(done.requests)
     assert got[0] == got[1] == (REQS[0], NEW)
+
+
+def test_a_new_groups_blocks_do_not_depend_on_what_each_replica_knew_of_the_old_group() -> None:
+    """At a replica-set change the new group's replica takes what the old group's replica here
+    knew to be in the chain (`carry`); a replica that restarted after the boundary, or joined
+    the group by fetching blocks, knows none of it. An old envelope that a new batch carries
+    again is in the new group's block on both alike (the peers mark that copy DUPLICATE_TXID),
+    and the replica it was carried to still knows it in the chain: resubmitted, it is answered
+    as executed and not batched again. Goes red with `carry` feeding assembly's window (what
+    `executed_ids.add(0, ...)` did before): the replica that ran through skips REQS[0], the
+    other does not — two blocks, no quorum (cfg-pbft-members-dissemination, seed 1)."""
+    old = Recent[bytes](WINDOW)
+    old.add(7, [request_id(REQS[0]), request_id(REQS[5])])
+    ran_through, joined = windowed_core(0), windowed_core(0)
+    ran_through.carry(old)
+    blocks = []
+    for replica in (ran_through, joined):
+        replica.step(batch_message(1, 1, [REQS[0], NEW], formed_at=0))
+        replica.resolver.push(slot_of(1, 1, 1, [REQS[0], NEW]))
+        ((_record, done),) = replica.resolver.resolve(replica.disseminator.stored)
+        blocks.append(done.requests)
+    assert blocks[0] == blocks[1] == (REQS[0], NEW)
+    assert request_id(REQS[5]) in ran_through.executed_ids
+    assert request_id(REQS[5]) not in joined.executed_ids
+    for replica in (ran_through, joined):
+        replica.step(ClientRequest(REQS[5]))
+    assert request_id(REQS[5]) not in ran_through.disseminator.intake
+    assert request_id(REQS[5]) in joined.disseminator.intake
 
 
 def test_a_jump_records_the_windows_slots_and_a_restart_knows_them() -> None:

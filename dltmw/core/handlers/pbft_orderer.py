@@ -456,9 +456,13 @@ class PbftOrdererCore:
 
     def _cut_to(self, view: ChannelView) -> None:
         """As primary, cut at most the config's `max_tx_count` (never above the protocol's
-        bound, which is block 0's and fixed: every replica checks batches against it)."""
+        bound, which is block 0's and fixed: every replica checks batches against it), in
+        Fabric++ order when the config says `reorder` (with dissemination: every batch this
+        replica forms). The proposer fixes the order (the digest covers it), so no replica
+        needs to agree on the setting for blocks to be equal everywhere."""
         limit = view.config.batch.max_tx_count or self.replica.config.batch_size_max
         self.replica.cut_max = max(1, min(limit, self.replica.config.batch_size_max))
+        self.replica.reorder = view.config.batch.reorder
 
     def _commit(self, block: block_pb2.Block, digest: bytes, ids: tuple[bytes, ...] = ()) -> None:
         """Block `number` has 2f+1 signatures (or was fetched with them): decided, and its
@@ -503,9 +507,10 @@ class PbftOrdererCore:
         # them would change view alone at its next tick — a lone view change the others never
         # join, which stalls the group when it is the primary (cfg-pbft-members, seed 2).
         self.replica.now = self._now
-        # The old group's window goes on as the new epoch's sequence 0 (forgotten after the
-        # new group's first `decided_retain` sequences).
-        self.replica.executed_ids.add(0, old.executed_ids)
+        # What the old group put in the chain stays known executed here (`carry`: with
+        # dissemination never a reason for assembly to skip an envelope, as not every replica
+        # of the new group knows it — found by `cfg-pbft-members-dissemination`, seed 1).
+        self.replica.carry(old.executed_ids)
         self._peers = self._others()
         self._cut_to(view)
         for rid, pending in old.pending.items():

@@ -38,7 +38,7 @@ so the config update is alone in its block, as without dissemination.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -130,6 +130,10 @@ class DisseminatingReplica:
         # Fetches to answer from the record store (`BatchFromStore`), taken by the orderer
         # core with `take_from_store`: they are not `Envelope`s, so not in `ready().send`.
         self.from_store: list[BatchFromStore] = []
+        # What the previous replica group put in the chain, as this replica knew it when it
+        # entered this group (`carry`); forgotten after this group's first `decided_retain`
+        # slots, as the previous window would have been. Never read by assembly: see `carry`.
+        self.earlier: frozenset[bytes] = frozenset()
 
     @classmethod
     def restore(
@@ -195,7 +199,7 @@ class DisseminatingReplica:
         if isinstance(message, ClientRequest):
             self.disseminator.submit(
                 message.request,
-                self.resolver.delivered_ids.__contains__,
+                self.known,
                 message.admitted,
                 message.request_id,
             )
@@ -315,9 +319,9 @@ class DisseminatingReplica:
     def _advance(self) -> None:
         """Dissemination learns the assembled height: new batches are formed at it, and what
         expired below it goes (`Disseminator.advance`)."""
-        self.disseminator.advance(
-            self.resolver.assembled_upto, self.resolver.delivered_ids.__contains__
-        )
+        if self.earlier and self.resolver.assembled_upto >= self.retain_slots:
+            self.earlier = frozenset()  # as `Recent` forgets sequence 0 (`carry`)
+        self.disseminator.advance(self.resolver.assembled_upto, self.known)
 
     def take_from_store(self) -> list[BatchFromStore]:
         """The fetches gathered by `ready` that the record store answers (and forget them),
@@ -430,9 +434,42 @@ class DisseminatingReplica:
         self.replica.cut_max = 1
 
     @property
-    def executed_ids(self) -> Recent[bytes]:
-        """Ids of the envelopes in the chain's last `decided_retain` slots."""
-        return self.resolver.delivered_ids
+    def reorder(self) -> bool:
+        """Batches this replica forms leave in Fabric++ order (`Disseminator.reorder`): the
+        order a block has is its batch's, fixed when the batch is signed."""
+        return self.disseminator.reorder
+
+    @reorder.setter
+    def reorder(self, value: bool) -> None:
+        self.disseminator.reorder = value
+
+    @property
+    def executed_ids(self) -> Collection[bytes]:
+        """Ids of the envelopes in the chain's last `decided_retain` slots (assembly's window)
+        and of those the previous group put in the chain as this replica knew them (`carry`)."""
+        if not self.earlier:
+            return self.resolver.delivered_ids
+        return InChain(self.resolver.delivered_ids, self.earlier)
+
+    def known(self, eid: bytes) -> bool:
+        """Is envelope `eid` known here to be in the chain (`executed_ids`)?"""
+        return eid in self.resolver.delivered_ids or eid in self.earlier
+
+    def carry(self, ids: Collection[bytes]) -> None:
+        """This replica starts a new group (epoch); `ids`: what the old group's replica here
+        knew to be in the chain. They are known in the chain (a client resubmitting one is
+        answered at once, `executed_ids`; an own batch does not take it again), but assembly
+        never skips them: which of them a replica knows depends on its history — one that ran
+        through the boundary knows the old window, one restarted after it or that joined the
+        group by fetching blocks knows none of it — and block content must be a function of
+        the chain (`recent.py`). Every replica of the new group starts assembly with an empty
+        window, so an envelope the old group ordered and a new batch carries again is in the
+        new block on every replica alike, and the peers mark that copy DUPLICATE_TXID. Before,
+        the old window was assembly's (`executed_ids.add(0, ...)`): replicas that ran through
+        the last boundary of `cfg-pbft-members-dissemination` (seed 1) built block 19 without
+        two such envelopes, the two that had joined or restarted with them, and no block 19
+        ever got a quorum of signatures."""
+        self.earlier = frozenset(ids)
 
     @property
     def pending(self) -> dict[bytes, Pending]:
@@ -453,7 +490,7 @@ class DisseminatingReplica:
     def on_request(self, request: bytes, forward: bool) -> None:
         """An envelope handed over (a new replica group takes the old one's pending)."""
         del forward  # dissemination spreads it anyway
-        self.disseminator.submit(request, self.resolver.delivered_ids.__contains__)
+        self.disseminator.submit(request, self.known)
 
     def drained(self) -> None:
         """The runtime's intake is empty (`PbftOrdererCore.drained`): Nagle's rule on our own
@@ -526,6 +563,24 @@ class DisseminatingReplica:
         message.epoch = self.checker.config.epoch
         payload = message.SerializeToString()
         return Envelope(payload=payload, replica=self.me, signature=self._sign(payload))
+
+
+class InChain:
+    """`DisseminatingReplica.executed_ids` after a boundary: assembly's window and the ids
+    carried from the previous group, as one read-only collection."""
+
+    def __init__(self, window: Recent[bytes], earlier: frozenset[bytes]) -> None:
+        self.window, self.earlier = window, earlier
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.window or key in self.earlier
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.window
+        yield from (k for k in self.earlier if k not in self.window)
+
+    def __len__(self) -> int:
+        return len(self.window) + sum(1 for k in self.earlier if k not in self.window)
 
 
 def _parsed(envelope: Envelope) -> replica_pb2.ReplicaMessage | None:

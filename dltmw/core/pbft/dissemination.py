@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from dltmw.core.pbft.availability import BatchKey, ack_message, expiry_slots, make_certificate
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.types import Envelope, Rejected, Signer, digest_of_ids, request_id
+from dltmw.core.reorder import arrangement
 from dltmw.v1 import replica_pb2
 
 
@@ -193,6 +194,10 @@ class Disseminator:
         self.intake_lone: set[bytes] = set()
         self.intake_since = 0
         self.next_batch = 1
+        # Form each batch in Fabric++ order (`core/reorder.py`): the channel's `batch.reorder`
+        # in force here. The signed batch fixes the order (its digest covers the ids in order)
+        # and a slot assembles its batch in that order, so every replica builds the same block.
+        self.reorder = False
         self.own: dict[int, OwnBatch] = {}
         self.stored: dict[tuple[BatchKey, bytes], StoredBatch] = {}
         # The one digest acked per key, with the batch's formed_at (forgotten once it expired,
@@ -310,6 +315,9 @@ class Disseminator:
                 self.batched_ids.add(eid)
             self.intake_bytes -= size
             self.intake_since = self.now
+            if self.reorder:
+                order = arrangement(batch)
+                batch, ids = [batch[i] for i in order], [ids[i] for i in order]
             self._form(tuple(batch), tuple(ids))
 
     def complete(self) -> bool:

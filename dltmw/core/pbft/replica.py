@@ -26,7 +26,7 @@ undecided slots, forwarded requests, the view change).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from dltmw.core.pbft.certs import Checker
 from dltmw.core.pbft.collector import CERTIFICATES, Collector
@@ -53,6 +53,7 @@ from dltmw.core.pbft.types import (
     chain_state,
     request_id,
 )
+from dltmw.core.reorder import reorder
 from dltmw.v1 import replica_pb2
 
 VIEWED = frozenset({"pre_prepare", "prepare", "commit"})
@@ -80,6 +81,10 @@ class Replica(Collector):
         # As primary, cut batches of at most this many (<= batch_size_max, the bound every
         # replica checks): the channel's current block size, which a config update may lower.
         self.cut_max = config.batch_size_max
+        # As primary, propose each batch in Fabric++ order (`core/reorder.py`): the channel's
+        # `batch.reorder` in force. The pre-prepare fixes the order (its digest covers it), so
+        # every replica builds the same block whatever its own setting says.
+        self.reorder = False
         # A lone batch executed in this step: propose and judge nothing more until `ready()`,
         # so the caller applies what it leads to (a config) before the next batch (`propose`).
         self.hold = False
@@ -124,6 +129,13 @@ class Replica(Collector):
         """The block of a slot is its batch as agreed (`Decided.requests`)."""
         del sequence
         return requests, ()
+
+    def carry(self, ids: Collection[bytes]) -> None:
+        """A new group's replica: the old group's window goes on as this group's sequence 0
+        (forgotten after its first `decided_retain` sequences). Block content never depends on
+        it here (a block is its batch as agreed): it only keeps this replica from ordering an
+        executed request again."""
+        self.executed_ids.add(0, ids)
 
     def jump(self, batches: Sequence[tuple[int, tuple[bytes, ...]]]) -> bool:
         """Execute batches proven by 2f+1-signed blocks the caller verified (`pbft.jump`)."""
@@ -272,6 +284,8 @@ class Replica(Collector):
             batch, full = self._next_batch()
             if not batch or (full_only and not full):
                 return
+            if self.reorder:
+                batch = reorder(batch)
             seq, digest = self.next_seq, self.checker.digest(batch)
             self.next_seq += 1
             pp = replica_pb2.PrePrepare(view=self.view, sequence=seq, digest=digest, requests=batch)

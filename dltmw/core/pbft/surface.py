@@ -9,13 +9,12 @@ against one class — mypy checks each replica against it where the orderer role
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from dltmw.core.effects import Effects
 from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.dissemination import BatchRecord
-from dltmw.core.pbft.recent import Recent
 from dltmw.core.pbft.state import Pending
 from dltmw.core.pbft.types import Decided, Outgoing, PbftConfig, Record, Rejected
 
@@ -41,6 +40,7 @@ class OrderingReplica(Protocol):
     now: int  # the replica's tick count; set when a new epoch's replica takes over
     end: int | None  # the last sequence of this epoch (None: open)
     cut_max: int  # most requests (or certificates) per proposed slot
+    reorder: bool  # what it proposes (or, with dissemination, batches) in Fabric++ order
 
     @property
     def me(self) -> int:
@@ -83,9 +83,15 @@ class OrderingReplica(Protocol):
         ...
 
     @property
-    def executed_ids(self) -> Recent[bytes]:
+    def executed_ids(self) -> Collection[bytes]:
         """Ids of the requests (envelopes) executed in the chain's last `decided_retain`
-        sequences (`recent.Recent`)."""
+        sequences (`recent.Recent`), and those `carry` handed over."""
+
+    def carry(self, ids: Collection[bytes]) -> None:
+        """A new group's replica takes what the previous group's replica here knew to be in
+        the chain (`executed_ids`): known executed, so not ordered again by this replica;
+        with dissemination never a reason for assembly to skip an envelope (`disseminating.
+        DisseminatingReplica.carry`: block content must not depend on it)."""
 
     @property
     def pending(self) -> dict[bytes, Pending]:

@@ -31,6 +31,7 @@ from dltmw.sim.scenarios import (
     pbft_config,
     pbft_members,
     private,
+    reorder,
     withhold,
     xfer,
 )
@@ -41,8 +42,11 @@ Scenario = Callable[..., Coroutine[Any, Any, ScenarioResult]]  # (seed, *, trace
 SCENARIOS: dict[str, Scenario] = {
     "eov-solo": partial(eov.run, ordering="solo"),
     "eov-pbft": partial(eov.run, ordering="pbft"),
+    "eov-pbft-reorder": partial(reorder.run, dissemination=True),
+    "eov-pbft-envelopes-reorder": partial(reorder.run, dissemination=False),
     "cfg-pbft": pbft_config.run,
     "cfg-pbft-members": pbft_members.run,
+    "cfg-pbft-members-dissemination": partial(pbft_members.run, dissemination=True),
     "pbft-censor": partial(censor.run, mode="censor"),
     "pbft-cut-off": partial(censor.run, mode="cut-off"),
     "pbft-withhold": partial(withhold.run, mode="withhold"),

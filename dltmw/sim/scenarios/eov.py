@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import grpc
 
@@ -89,14 +91,21 @@ max_tx_count = 10
 max_bytes = 1048576
 timeout_ms = {batch_ms}
 cut_by_limits_only = {by_limits}
-"""
+{extra}"""
 ORDERERS = {"solo": ("orderer0",), "pbft": ("orderer.a", "orderer.b", "orderer.c", "orderer.d")}
 
 
-def topology(ordering: str, batch_ms: int = 50, by_limits_only: bool = False) -> str:
+def topology(
+    ordering: str,
+    batch_ms: int = 50,
+    by_limits_only: bool = False,
+    reorder: bool = False,
+    dissemination: bool | None = None,
+) -> str:
     """The scenario's topology TOML for `ordering` ("solo" or "pbft"); blocks are cut after
     10 transactions or `batch_ms`, and (unless `by_limits_only`) as soon as the orderer has
-    nothing more queued (adaptive cutting)."""
+    nothing more queued (adaptive cutting); `reorder`: Fabric++ order in each block;
+    `dissemination`: PBFT-lite's `pbft_dissemination` (None: what `dltmw init` sets)."""
     orderers = ORDERERS[ordering]
     lines = [f'name = "sim-eov-{ordering}"', _COMMON]
     for i, node in enumerate(orderers):
@@ -107,8 +116,13 @@ def topology(ordering: str, batch_ms: int = 50, by_limits_only: bool = False) ->
     names = ", ".join(f'"{o}"' for o in orderers)
     kind = "none" if ordering == "solo" else "pbft"
     by_limits = str(by_limits_only).lower()
+    extra = "reorder = true\n" if reorder else ""
+    if dissemination is not None:
+        extra += f"pbft_dissemination = {str(dissemination).lower()}\n"
     lines.append(
-        _CHANNEL.format(orderers=names, ordering=kind, batch_ms=batch_ms, by_limits=by_limits)
+        _CHANNEL.format(
+            orderers=names, ordering=kind, batch_ms=batch_ms, by_limits=by_limits, extra=extra
+        )
     )
     return "\n".join(lines)
 
@@ -122,9 +136,24 @@ class Workload:
     open_ops: int = 0
 
 
-async def run(seed: int, ordering: str, trace: bool = False) -> ScenarioResult:
-    """One seeded run of `eov-<ordering>` (see the module docstring)."""
-    dep = Deployment(topology(ordering), trace)
+Phase = Callable[[Deployment, GatewayClient, "Workload"], Awaitable[None]]
+Extra = Callable[[Deployment, list[Chain]], list[str]]
+
+
+async def run(
+    seed: int,
+    ordering: str,
+    trace: bool = False,
+    name: str = "",
+    network: str = "",
+    before_ops: Phase | None = None,
+    extra_check: Extra | None = None,
+) -> ScenarioResult:
+    """One seeded run of `eov-<ordering>` (see the module docstring). A variant (`name`) may
+    bring its own `network` (topology TOML), a phase run by the first client once the
+    accounts are open (`before_ops`, before the faults begin) and checks of its own over the
+    peers' chains (`extra_check`; `scenarios/reorder.py`)."""
+    dep = Deployment(network or topology(ordering), trace)
     work = Workload()
     lacking: list[str] = []
     height = 0
@@ -132,6 +161,8 @@ async def run(seed: int, ordering: str, trace: bool = False) -> ScenarioResult:
         await dep.start()
         clients = [dep.gateway_client(c, g) for c, g in CLIENTS]
         await _open_accounts(dep, clients[0], work)
+        if before_ops is not None:
+            await before_ops(dep, clients[0], work)
         _schedule_faults(dep, ordering)
         dep.at(HEAL_AT_S, dep.heal)
         ops = [_op_later(dep, clients[k % 2], work, k) for k in range(OPS)]
@@ -141,9 +172,8 @@ async def run(seed: int, ordering: str, trace: bool = False) -> ScenarioResult:
     finally:
         await dep.stop()
     summary = {"acked": len(work.acks), "failed": work.failed, "height": height}
-    return conclude(
-        dep, f"eov-{ordering}", seed, lacking, lambda: _check(dep, ordering, work), summary
-    )
+    check = partial(_check, dep, ordering, work, extra_check)
+    return conclude(dep, name or f"eov-{ordering}", seed, lacking, check, summary)
 
 
 # --- workload --------------------------------------------------------------------------------
@@ -300,12 +330,13 @@ def heights(dep: Deployment) -> dict[str, int]:
 # --- checks ----------------------------------------------------------------------------------
 
 
-def _check(dep: Deployment, ordering: str, work: Workload) -> list[str]:
+def _check(dep: Deployment, ordering: str, work: Workload, extra: Extra | None) -> list[str]:
     peers = [read_chain(p, dep.data(p) / f"{CHANNEL}.peer.sqlite") for p in PEERS]
     orderers = [
         read_chain(o, dep.data(o) / f"{CHANNEL}.orderer.sqlite") for o in ORDERERS[ordering]
     ]
-    return checks(peers, orderers, work.acks) + dep.fatal() + dep.net.unexpected
+    out = checks(peers, orderers, work.acks) + dep.fatal() + dep.net.unexpected
+    return out + (extra(dep, peers) if extra is not None else [])
 
 
 def checks(peers: list[Chain], orderers: list[Chain], acks: list[Ack]) -> list[str]:

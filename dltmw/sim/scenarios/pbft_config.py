@@ -63,9 +63,11 @@ VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-def topology() -> str:
-    """`eov-pbft`'s topology with one more Org1 client (the one to be revoked)."""
-    return eov_topology("pbft") + f'\n[[clients]]\nid = "{REVOKED}"\norg = "Org1"\n'
+def topology(dissemination: bool | None = None) -> str:
+    """`eov-pbft`'s topology with one more Org1 client (the one to be revoked);
+    `dissemination`: PBFT-lite's `pbft_dissemination` (None: what `dltmw init` sets)."""
+    network = eov_topology("pbft", dissemination=dissemination)
+    return network + f'\n[[clients]]\nid = "{REVOKED}"\norg = "Org1"\n'
 
 
 @dataclass

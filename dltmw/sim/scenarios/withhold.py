@@ -54,7 +54,9 @@ async def run(seed: int, mode: str, trace: bool = False, monitor: bool = True) -
 
 
 async def _run(seed: int, mode: str, trace: bool, monitor: bool) -> ScenarioResult:
-    dep = Deployment(eov_topology("pbft"), trace)
+    # The envelope path (channels made before `dltmw init` turned dissemination on): the
+    # byzantine hook acts on the primary's envelope proposals; docs/ordering.md says so.
+    dep = Deployment(eov_topology("pbft", dissemination=False), trace)
     timeout_s = CENSORSHIP_TIMEOUT_S if monitor else 0.0
     for peer in PEERS:
         dep.add_to_node_toml(peer, f"[limits]\ncensorship_timeout_s = {timeout_s}\n")
