@@ -186,7 +186,12 @@ class TaskOwner:
 
     async def _fail(self, name: str, exc: BaseException | None) -> None:
         if self.closing:
-            if exc is not None:
+            # A failure that would have been retried (a peer already gone, a call cancelled
+            # under the task as a shared connection is dropped) is what an orderly stop of a
+            # network looks like: one line, no traceback, so ERROR keeps meaning something.
+            if exc is not None and self._transient(exc):
+                logger.info("task %s ended while stopping: %r", name, exc)
+            elif exc is not None:
                 logger.error("task %s failed while stopping", name, exc_info=exc)
             return
         if exc is None:

@@ -284,6 +284,31 @@ async def test_a_loop_that_returns_is_a_failure_but_not_while_closing() -> None:
     assert failures == ["returns"]
 
 
+@pytest.mark.parametrize(
+    ("exc", "level"),
+    [
+        (ConnectionError("peer already stopped"), logging.INFO),
+        (ValueError("a bug"), logging.ERROR),
+    ],
+    ids=["transient-info", "non-transient-error"],
+)
+async def test_while_stopping_a_transient_failure_is_one_info_line_and_a_bug_stays_an_error(
+    exc: BaseException, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # flake56: every orderly stop of a PBFT-lite network logged 1-4 ERROR tracebacks of replica
+    # links whose connection was dropped under them (a StrayCancellation, transient)
+    async def fails() -> None:
+        raise exc
+
+    owner = TaskOwner()
+    owner.close()
+    with caplog.at_level(logging.DEBUG, logger="dltmw.aio.tasks"):
+        await owner.forever("link", fails)
+    records = [r for r in caplog.records if "link" in r.getMessage()]
+    assert [r.levelno for r in records] == [level]
+    assert (records[0].exc_info is not None) is (level == logging.ERROR)
+
+
 async def test_a_loop_that_never_recovers_is_fatal_after_bounded_restarts() -> None:
     failures: list[str] = []
 
