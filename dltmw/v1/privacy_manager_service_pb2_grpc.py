@@ -209,8 +209,10 @@ class PrivacyManagerServiceServicer:
     def ValidatePrivateState(self, request, context):
         """ValidatePrivateState compares this node's private-state hash for a private transaction with
         every other recipient's and reports each party; a mismatch is a value in the reply (and a log
-        line), not an error. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
-        NOT_FOUND -> FAILED_PRECONDITION (not executed here yet).
+        line), not an error. At the sender of a payload not executed yet whose delivery to a recipient
+        is still queued, the reply's status is UNSPECIFIED with `delivery_pending` set on the parties
+        still owed it. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
+        NOT_FOUND -> FAILED_PRECONDITION (not executed here yet, nothing owed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

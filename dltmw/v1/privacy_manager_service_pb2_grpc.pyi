@@ -95,8 +95,10 @@ class PrivacyManagerServiceStub:
     ValidatePrivateState: _grpc.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.ValidatePrivateStateRequest, _privacy_manager_service_pb2.ValidatePrivateStateResponse]
     """ValidatePrivateState compares this node's private-state hash for a private transaction with
     every other recipient's and reports each party; a mismatch is a value in the reply (and a log
-    line), not an error. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
-    NOT_FOUND -> FAILED_PRECONDITION (not executed here yet).
+    line), not an error. At the sender of a payload not executed yet whose delivery to a recipient
+    is still queued, the reply's status is UNSPECIFIED with `delivery_pending` set on the parties
+    still owed it. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
+    NOT_FOUND -> FAILED_PRECONDITION (not executed here yet, nothing owed).
     """
     Recover: _grpc.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.RecoverRequest, _privacy_manager_service_pb2.RecoverResponse]
     """Recover asks the other peers of the channel to Resend this node's payloads, keeps those whose
@@ -198,8 +200,10 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     ValidatePrivateState: _aio.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.ValidatePrivateStateRequest, _privacy_manager_service_pb2.ValidatePrivateStateResponse]  # type: ignore[assignment]
     """ValidatePrivateState compares this node's private-state hash for a private transaction with
     every other recipient's and reports each party; a mismatch is a value in the reply (and a log
-    line), not an error. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
-    NOT_FOUND -> FAILED_PRECONDITION (not executed here yet).
+    line), not an error. At the sender of a payload not executed yet whose delivery to a recipient
+    is still queued, the reply's status is UNSPECIFIED with `delivery_pending` set on the parties
+    still owed it. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
+    NOT_FOUND -> FAILED_PRECONDITION (not executed here yet, nothing owed).
     """
     Recover: _aio.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.RecoverRequest, _privacy_manager_service_pb2.RecoverResponse]  # type: ignore[assignment]
     """Recover asks the other peers of the channel to Resend this node's payloads, keeps those whose
@@ -346,8 +350,10 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_privacy_manager_service_pb2.ValidatePrivateStateResponse, _abc.Awaitable[_privacy_manager_service_pb2.ValidatePrivateStateResponse]]:
         """ValidatePrivateState compares this node's private-state hash for a private transaction with
         every other recipient's and reports each party; a mismatch is a value in the reply (and a log
-        line), not an error. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
-        NOT_FOUND -> FAILED_PRECONDITION (not executed here yet).
+        line), not an error. At the sender of a payload not executed yet whose delivery to a recipient
+        is still queued, the reply's status is UNSPECIFIED with `delivery_pending` set on the parties
+        still owed it. Extra errors: NOT_AUTHORIZED -> PERMISSION_DENIED (not a recipient here);
+        NOT_FOUND -> FAILED_PRECONDITION (not executed here yet, nothing owed).
         """
 
     @_abc_1.abstractmethod
