@@ -41,6 +41,7 @@ names yet starts as a follower and joins at the config block that adds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -58,7 +59,13 @@ from dltmw.core.config_update import (
     restored_epoch,
 )
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
+from dltmw.core.errors import (
+    ClientError,
+    DltmwError,
+    InvariantViolation,
+    Overloaded,
+    TransientError,
+)
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
@@ -66,6 +73,7 @@ from dltmw.core.handlers.pbft_orderer import (
     FetchBlocks,
     FetchedBlocks,
     Input,
+    LaterEpoch,
     Outbound,
     PbftOrdererCore,
     SignatureOf,
@@ -596,6 +604,14 @@ class PbftOrdererChannel(OrdererChannel):
         if requests:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.admission.warm, requests)
+
+    def later_epoch(self, epoch: int) -> None:
+        """A hint for the core (`LaterEpoch`): dropped, counted by the driver, when its inbox
+        is full — the core is busy then, and its catch-up schedule runs anyway."""
+        if self.driver is None:
+            return
+        with contextlib.suppress(Overloaded):
+            self.driver.submit_all([LaterEpoch(epoch)])
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified inbound messages for the core (all or nothing; OVERLOADED if full)."""
