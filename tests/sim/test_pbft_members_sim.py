@@ -79,6 +79,15 @@ def test_a_replica_that_missed_a_boundary_block_catches_up_by_the_deadline() -> 
     assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
 
 
+def test_a_removed_replica_that_missed_its_own_removal_catches_up_by_the_deadline() -> None:
+    """`cfg-pbft-members` seed 40: orderer.c never built block 12, which removes it, and nobody
+    of the new group sends to it — but the new group refuses its messages for their signer,
+    which its links pass on (`LaterEpoch(None)`): it fetches then, rather than after a backoff
+    of 16 x CATCHUP_CHECK_TICKS (red with that hint ignored: orderer.c stays at 12)."""
+    results = run_seeds("cfg-pbft-members", range(40, 41))
+    assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
+
+
 def test_negative_control_the_classic_quorum_after_growing_to_five_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -423,9 +423,9 @@ def test_a_fetch_that_ended_at_a_config_block_is_followed_by_the_next_at_once(
 def test_a_message_of_a_later_epoch_makes_a_replica_fetch_at_its_next_tick(
     gov: Gov, replicas: list[SigningIdentity]
 ) -> None:
-    """`LaterEpoch` (a message of a later epoch refused at the boundary): the next tick fetches
-    although the backoff is at its maximum; a message of our own epoch does not. Red when the
-    hint is ignored: orderer.d of `cfg-pbft-members-dissemination` seed 40 missed a boundary
+    """`LaterEpoch` (a message of a later epoch refused at the boundary, or a peer that refused
+    ours for their signer): the next tick fetches although the backoff is at its maximum; a
+    message of our own epoch does not. Red when the hint is ignored: orderer.d of `cfg-pbft-members-dissemination` seed 40 missed a boundary
     block and waited out 16 x CATCHUP_CHECK_TICKS, past the scenario's deadline."""
     net, _ = grow(gov, replicas)
     core = net.cores["orderer2"]
@@ -443,6 +443,9 @@ def test_a_message_of_a_later_epoch_makes_a_replica_fetch_at_its_next_tick(
     assert fetches(LaterEpoch(core.epoch), now) == 0, "our own epoch is no news"
     assert fetches(LaterEpoch(core.epoch + 3), now + 1) == 1
     assert core.catchup.backoff == 1, "and the schedule starts over"
+    assert fetches(LaterEpoch(None), now + 2) == 0, "one fetch at a time"
+    core.step(FetchedBlocks("orderer0", ()))
+    assert fetches(LaterEpoch(None), now + 3) == 1, "a peer refused ours for their signer"
 
 
 class _Orderer:

@@ -552,8 +552,9 @@ class PbftOrdererCore:
 
     def _on_later_epoch(self, hint: LaterEpoch) -> None:
         """A message of a later epoch than ours was refused at our boundary: fetch at the next
-        tick (module docstring). A follower's epoch is that of the last group it knew."""
-        if hint.epoch > self.epoch:
+        tick (module docstring); epoch None: a peer refused ours for their signer. A follower's
+        epoch is that of the last group it knew."""
+        if hint.epoch is None or hint.epoch > self.epoch:
             self.catchup.hurry = True
 
     def _maybe_fetch(self, now: int) -> None:

@@ -38,12 +38,15 @@ class FetchedBlocks:
 @dataclass(frozen=True)
 class LaterEpoch:
     """Input: a replica message of epoch `epoch` reached our boundary (`rpc/replica.py`), which
-    refused it (its signer is checked against our replica list, not the later one). A hint,
-    not a proof — it is unverified — that the group moved past a boundary block we have not
-    committed: the core fetches blocks at its next tick instead of waiting out its backoff
-    (`PbftOrdererCore._maybe_fetch`); a forged one costs one fetch."""
+    refused it (its signer is checked against our replica list, not the later one); or, with
+    `epoch` None, a peer refused our messages for their signer (`replica_link`: it checks them
+    against a list other than ours — it may be past a boundary we missed, as a removed replica
+    that never got its own removal block is: nobody of the new group sends to it). A hint,
+    not a proof, that the group moved past a boundary block we have not committed: the core
+    fetches blocks at its next tick instead of waiting out its backoff
+    (`PbftOrdererCore._maybe_fetch`); a forged or mistaken one costs one fetch."""
 
-    epoch: int
+    epoch: int | None
 
 
 @dataclass(frozen=True)

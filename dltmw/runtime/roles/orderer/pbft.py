@@ -63,7 +63,6 @@ from dltmw.core.errors import (
     ClientError,
     DltmwError,
     InvariantViolation,
-    Overloaded,
     TransientError,
 )
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
@@ -369,7 +368,7 @@ class PbftOrdererChannel(OrdererChannel):
                 continue
             link = by_node.pop(node_id, None)
             if link is None:
-                link = ReplicaLink(self.ctx, view.channel_id, node_id)
+                link = ReplicaLink(self.ctx, view.channel_id, node_id, self._link_refused)
                 if self._links_started:
                     link.start()
             links[i] = link
@@ -605,12 +604,19 @@ class PbftOrdererChannel(OrdererChannel):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.admission.warm, requests)
 
-    def later_epoch(self, epoch: int) -> None:
-        """A hint for the core (`LaterEpoch`): dropped, counted by the driver, when its inbox
-        is full — the core is busy then, and its catch-up schedule runs anyway."""
+    def _link_refused(self, reason: int) -> None:
+        """A peer refused a batch of ours: for its signer, it checks our signature against
+        another replica list — perhaps one past a boundary we missed (`LaterEpoch(None)`)."""
+        if reason in (errors_pb2.ERROR_REASON_BAD_SIGNATURE, errors_pb2.ERROR_REASON_NOT_A_MEMBER):
+            self.later_epoch(None)
+
+    def later_epoch(self, epoch: int | None) -> None:
+        """A hint for the core (`LaterEpoch`): dropped when its inbox is full (counted by the
+        driver: the core is busy then, and its catch-up schedule runs anyway) or it is stopping;
+        never an error of its own for the refusal that carries it."""
         if self.driver is None:
             return
-        with contextlib.suppress(Overloaded):
+        with contextlib.suppress(TransientError):  # Overloaded, or SHUTTING_DOWN
             self.driver.submit_all([LaterEpoch(epoch)])
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
