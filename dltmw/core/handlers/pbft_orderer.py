@@ -28,7 +28,9 @@ Two things cut the wait short, as a replica that missed a boundary block (a conf
 that changed the replica set) otherwise waits out a backoff grown to its maximum over the idle
 stretch before it (32 s: `cfg-pbft-members-dissemination`, seeds 39 and 40, not caught up by
 the scenario's deadline): `LaterEpoch` — a message of a later epoch reached our boundary,
-which refused it, so the group moved on without us — makes the next tick fetch; and a fetch
+which refused it, so the group moved on without us, or a peer refused ours for their signer
+(`cfg-pbft-members` seed 40: a removed replica that missed its own removal) — makes the next
+tick fetch; and a fetch
 that ended at a config block (a fetch verifies no further, `pbft_catchup.verified_prefix`)
 is followed by the next one from the same peer at once, rather than one block per check.
 
