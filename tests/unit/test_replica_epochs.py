@@ -425,8 +425,9 @@ def test_a_message_of_a_later_epoch_makes_a_replica_fetch_at_its_next_tick(
 ) -> None:
     """`LaterEpoch` (a message of a later epoch refused at the boundary, or a peer that refused
     ours for their signer): the next tick fetches although the backoff is at its maximum; a
-    message of our own epoch does not. Red when the hint is ignored: orderer.d of `cfg-pbft-members-dissemination` seed 40 missed a boundary
-    block and waited out 16 x CATCHUP_CHECK_TICKS, past the scenario's deadline."""
+    message of our own epoch does not. Red when the hint is ignored: orderer.d of
+    `cfg-pbft-members-dissemination` seed 40 missed a boundary block and waited out
+    16 x CATCHUP_CHECK_TICKS, past the scenario's deadline."""
     net, _ = grow(gov, replicas)
     core = net.cores["orderer2"]
     core.catchup.backoff, core.catchup.last = CATCHUP_BACKOFF_MAX, core.height
