@@ -79,6 +79,9 @@ class PbftOrderer(PbftParticipant, Protocol):
     ) -> None:
         """Queue checked messages and block signatures for the replica (all or nothing)."""
 
+    def later_epoch(self, epoch: int) -> None:
+        """A message of `epoch`, later than ours, was refused here (`_hint_later_epoch`)."""
+
 
 class ClusterReplica(PbftParticipant, Protocol):
     """This node's replica of a notary cluster (`runtime/roles/notary/cluster.py`)."""
@@ -146,6 +149,26 @@ def _current(
             f"every message is of a view older than view {orderer.current_view}",
         )
     return current
+
+
+def _hint_later_epoch(
+    orderer: PbftOrderer, messages: Sequence[replica_pb2.SignedReplicaMessage]
+) -> None:
+    """A batch refused for its signer: a replica of a later epoch signs with its index in a
+    replica list we do not know yet (we have not committed the boundary block), so its
+    messages fail here. Tell the orderer, which then fetches blocks at once instead of waiting
+    out its backoff (`PbftOrdererCore._maybe_fetch`). Only on this refusal path: the messages
+    are parsed again, never on the accepted path. The batch is refused all the same."""
+    later = 0
+    for env in messages:
+        message = replica_pb2.ReplicaMessage()
+        try:
+            message.ParseFromString(env.payload)
+        except DecodeError:
+            continue
+        later = max(later, message.epoch)
+    if later > orderer.config.epoch:
+        orderer.later_epoch(later)
 
 
 class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
@@ -216,7 +239,12 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 f"channel {request.channel_id!r} is not ordered by PBFT here",
             )
         check_tls_cert_org(cert, orderer.view.orderer_membership, None)
-        current = _current(orderer, request.messages)
+        try:
+            current = _current(orderer, request.messages)
+        except PeerError as exc:
+            if exc.reason in (R.ERROR_REASON_BAD_SIGNATURE, R.ERROR_REASON_NOT_A_MEMBER):
+                _hint_later_epoch(orderer, request.messages)
+            raise
         for i, sig in enumerate(request.block_signatures):
             if sig.replica >= orderer.config.n:
                 raise PeerError(R.ERROR_REASON_NOT_A_MEMBER, f"block signature {i}: no replica")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import grpc
 
@@ -61,7 +62,16 @@ EXCHANGE_STREAM = "/dltmw.v1.ReplicaService/ExchangeStream"
 class ReplicaLink:
     """Sends to one peer replica, in order, in batches."""
 
-    def __init__(self, ctx: NodeContext, channel_id: str, node_id: str) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        channel_id: str,
+        node_id: str,
+        refused: Callable[[int], None] | None = None,
+    ) -> None:
+        """`refused`: told the reason of each batch the peer refuses on a stream (the PBFT
+        orderer hears of a peer that checks our signature against another replica list)."""
+        self._refused = refused
         self.ctx = ctx
         self.channel_id = channel_id
         self.node_id = node_id
@@ -215,6 +225,8 @@ class ReplicaLink:
         async for response in call:
             window.answered(max(response.answers, 1))  # 0: an older receiver, one each
             if response.refused:
+                if self._refused is not None:
+                    self._refused(response.refused)
                 logger.info(
                     "replica %s refused a batch: %s: %s",
                     self.node_id,

@@ -20,6 +20,8 @@ group's assembly stopped depending on the old group's window (`DisseminatingRepl
 replicas that ran through the boundary skipped envelopes of the old group a new batch carried
 again, those that had joined or restarted did not, and no block after it got a quorum — while
 the orderers had accepted transactions of the slots after it, which no block ever held.
+Seeds 39 and 40 failed later, on a node that missed a boundary block and waited out its
+block-fetch backoff (`pbft_orderer`, "Two things cut the wait short").
 """
 
 from __future__ import annotations
@@ -61,6 +63,29 @@ def test_replica_set_changes_with_dissemination_keep_one_chain_and_every_accepte
     assert sum(r.summary["acked"] for r in results) > 3 * len(results)
     shares = exercised(results, MARKS)
     assert all(share >= 0.8 for share in shares.values()), f"faults exercised: {shares}"
+
+
+def test_a_replica_that_missed_a_boundary_block_catches_up_by_the_deadline() -> None:
+    """Seeds 39 and 40: the boundary block of the third update lands late (its retry waited
+    out a commit-status timeout after CONFIG_SEQUENCE_STALE from an orderer behind), and a
+    node misses it — seed 40: orderer.d, in view 0 while the others decided in view 1; seed
+    39: orderer.a, .c and .d, without the last signatures of block 12, then orderer.b, removed
+    and following, one config block per fetch. Their block-fetch backoff had grown to its
+    maximum (32 s) over the idle stretch before: not caught up by the deadline. Now a message
+    of a later epoch refused at the boundary makes the next tick fetch (`LaterEpoch`; without
+    it seed 40 fails) and a fetch that ended at a config block is followed by the next at once
+    (without either, seed 39 fails)."""
+    results = run_seeds("cfg-pbft-members-dissemination", range(39, 41))
+    assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
+
+
+def test_a_removed_replica_that_missed_its_own_removal_catches_up_by_the_deadline() -> None:
+    """`cfg-pbft-members` seed 40: orderer.c never built block 12, which removes it, and nobody
+    of the new group sends to it — but the new group refuses its messages for their signer,
+    which its links pass on (`LaterEpoch(None)`): it fetches then, rather than after a backoff
+    of 16 x CATCHUP_CHECK_TICKS (red with that hint ignored: orderer.c stays at 12)."""
+    results = run_seeds("cfg-pbft-members", range(40, 41))
+    assert all(r.ok for r in results), f"failing runs:\n{report(results)}"
 
 
 def test_negative_control_the_classic_quorum_after_growing_to_five_is_caught(

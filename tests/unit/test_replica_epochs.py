@@ -29,10 +29,13 @@ from dltmw.core.channel import ChannelView
 from dltmw.core.config_update import epoch_write, is_config_update, restored_epoch
 from dltmw.core.handlers.pbft_blocks import BlockAssembler, signatures_needed
 from dltmw.core.handlers.pbft_orderer import (
+    CATCHUP_BACKOFF_MAX,
+    CATCHUP_CHECK_TICKS,
     CommittedBlock,
     EpochStart,
     FetchBlocks,
     FetchedBlocks,
+    LaterEpoch,
     Outbound,
     PbftOrdererCore,
 )
@@ -48,6 +51,7 @@ from dltmw.core.pbft import (
     request_id,
 )
 from dltmw.ledger.pbft_store import RecordStore
+from dltmw.rpc.replica import _hint_later_epoch
 from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
 from dltmw.sim.keys import Keys
 from dltmw.v1 import block_pb2, replica_pb2
@@ -387,3 +391,85 @@ def test_a_fetch_verifies_up_to_a_config_block_and_no_further(
     ids = [b"o0", b"o1", b"o2", b"o3"]
     got = verified_prefix(blocks, "ch", 1, ZERO_HASH, ids, 3, KEYS.verify)
     assert got == blocks[:2]
+
+
+# --- catching up across a boundary missed: not at the backoff's pace ---
+
+
+def test_a_fetch_that_ended_at_a_config_block_is_followed_by_the_next_at_once(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """A fetch stops at a config block (`verified_prefix`); the core asks the same peer again
+    in the step that commits it, not at a later catch-up check. Red when `_on_fetched` does not
+    fetch again: a follower then took one check (2-4 s) per config block, and orderer.b of
+    `cfg-pbft-members-dissemination` seed 39 was not caught up by the scenario's deadline."""
+    net, _ = grow(gov, replicas)
+    first = net.chain("orderer4")[0].header.number - 1  # the config block that added orderer4
+    v4 = four(gov, replicas)
+    net.members["orderer5"] = [o.node_id for o in v4.config.orderers]
+    placeholder = Replica(PbftConfig(n=4), 0, KEYS.signer(5), KEYS.verify)
+    start = EpochStart(placeholder, BlockAssembler("gov", 0, 3, [], KEYS.verify))
+    net.add("orderer5", start, v4, 1, ZERO_HASH, 0, follower=True)
+    late = net.cores["orderer5"]
+    late.step(net.fetched("orderer0", 1))
+    out = late.ready()
+    assert late.height == first + 1, "committed up to and including the config block"
+    assert [m for _, m in out.send if isinstance(m, FetchBlocks)], "the next fetch, at once"
+    net.queue.append(("orderer5", net.fetched("orderer0", late.height)))
+    net.settle(rounds=1)  # one tick: no catch-up check falls in it
+    assert late.height == net.cores["orderer0"].height, "caught up in two fetches"
+
+
+def test_a_message_of_a_later_epoch_makes_a_replica_fetch_at_its_next_tick(
+    gov: Gov, replicas: list[SigningIdentity]
+) -> None:
+    """`LaterEpoch` (a message of a later epoch refused at the boundary, or a peer that refused
+    ours for their signer): the next tick fetches although the backoff is at its maximum; a
+    message of our own epoch does not. Red when the hint is ignored: orderer.d of
+    `cfg-pbft-members-dissemination` seed 40 missed a boundary block and waited out
+    16 x CATCHUP_CHECK_TICKS, past the scenario's deadline."""
+    net, _ = grow(gov, replicas)
+    core = net.cores["orderer2"]
+    core.catchup.backoff, core.catchup.last = CATCHUP_BACKOFF_MAX, core.height
+    now = net.now + 1
+    while now % (CATCHUP_CHECK_TICKS * CATCHUP_BACKOFF_MAX) in (0, 1):
+        now += 1
+
+    def fetches(hint: LaterEpoch, at: int) -> int:
+        core.step(hint)
+        core.ready()
+        core.tick(at)
+        return sum(isinstance(m, FetchBlocks) for _, m in core.ready().send)
+
+    assert fetches(LaterEpoch(core.epoch), now) == 0, "our own epoch is no news"
+    assert fetches(LaterEpoch(core.epoch + 3), now + 1) == 1
+    assert core.catchup.backoff == 1, "and the schedule starts over"
+    assert fetches(LaterEpoch(None), now + 2) == 0, "one fetch at a time"
+    core.step(FetchedBlocks("orderer0", ()))
+    assert fetches(LaterEpoch(None), now + 3) == 1, "a peer refused ours for their signer"
+
+
+class _Orderer:
+    """What `_hint_later_epoch` needs of an orderer channel."""
+
+    def __init__(self, epoch: int) -> None:
+        self.config = PbftConfig(n=4, epoch=epoch)
+        self.hints: list[int] = []
+
+    def later_epoch(self, epoch: int) -> None:
+        self.hints.append(epoch)
+
+
+def test_the_boundary_passes_on_the_epoch_of_a_refused_later_message() -> None:
+    """Only a later epoch than ours is passed on; a payload that does not parse is skipped."""
+    orderer = _Orderer(epoch=7)
+
+    def signed(payload: bytes) -> replica_pb2.SignedReplicaMessage:
+        return replica_pb2.SignedReplicaMessage(replica=1, payload=payload, signature=b"x")
+
+    ours = signed(replica_pb2.ReplicaMessage(epoch=7).SerializeToString())
+    _hint_later_epoch(orderer, [ours, signed(b"\xff\xff")])  # type: ignore[arg-type]
+    assert orderer.hints == []
+    later = signed(replica_pb2.ReplicaMessage(epoch=12).SerializeToString())
+    _hint_later_epoch(orderer, [ours, later])  # type: ignore[arg-type]
+    assert orderer.hints == [12]

@@ -24,6 +24,15 @@ primary cuts; the backups take its cut from the pre-prepare, so replicas stay de
 are never retried otherwise), and runs the catch-up schedule: every CATCHUP_CHECK_TICKS x backoff
 ticks without executing anything, fetch committed blocks from the next peer (one fetch at a
 time; the backoff doubles while peers have nothing newer, so an idle replica asks rarely).
+Two things cut the wait short, as a replica that missed a boundary block (a config update
+that changed the replica set) otherwise waits out a backoff grown to its maximum over the idle
+stretch before it (32 s: `cfg-pbft-members-dissemination`, seeds 39 and 40, not caught up by
+the scenario's deadline): `LaterEpoch` — a message of a later epoch reached our boundary,
+which refused it, so the group moved on without us, or a peer refused ours for their signer
+(`cfg-pbft-members` seed 40: a removed replica that missed its own removal) — makes the next
+tick fetch; and a fetch
+that ended at a config block (a fetch verifies no further, `pbft_catchup.verified_prefix`)
+is followed by the next one from the same peer at once, rather than one block per check.
 
 Config updates (`core/config_update.py`). The replica cuts one into a batch of its own and
 proposes nothing after it until it executed (`Replica(alone=...)`); a batch mixing one with other
@@ -71,6 +80,7 @@ from dltmw.core.handlers.pbft_orderer_io import (
     FetchBlocks,
     FetchedBlocks,
     Input,
+    LaterEpoch,
     Learn,
     Misbehaviour,
     NewEpoch,
@@ -96,6 +106,7 @@ __all__ = [
     "FetchBlocks",
     "FetchedBlocks",
     "Input",
+    "LaterEpoch",
     "Learn",
     "Misbehaviour",
     "NewEpoch",
@@ -193,11 +204,15 @@ class PbftOrdererCore:
                 self._out.replies.append((rid, Rejected(rid, "NOT_A_REPLICA")))
             elif isinstance(message, FetchedBlocks):
                 self._on_fetched(message)
+            elif isinstance(message, LaterEpoch):
+                self._on_later_epoch(message)
             return
         if isinstance(message, replica_pb2.BlockSignature):
             self._on_signature(message)
         elif isinstance(message, FetchedBlocks):
             self._on_fetched(message)
+        elif isinstance(message, LaterEpoch):
+            self._on_later_epoch(message)
         else:
             self.replica.step(message)
 
@@ -537,8 +552,20 @@ class PbftOrdererCore:
         n = len(self.view.config.orderers) if self.view is not None else self.replica.config.n
         return list(range(n))
 
+    def _on_later_epoch(self, hint: LaterEpoch) -> None:
+        """A message of a later epoch than ours was refused at our boundary: fetch at the next
+        tick (module docstring); epoch None: a peer refused ours for their signer. A follower's
+        epoch is that of the last group it knew."""
+        if hint.epoch is None or hint.epoch > self.epoch:
+            self.catchup.hurry = True
+
     def _maybe_fetch(self, now: int) -> None:
         c = self.catchup
+        if c.hurry and not c.fetching and self._peers:
+            c.hurry, c.last, c.backoff = False, self.height, 1
+            self._fetch(self._peers[c.cursor % len(self._peers)])
+            c.cursor += 1
+            return
         if now % (CATCHUP_CHECK_TICKS * c.backoff):
             return
         # Blocks, not execution: with dissemination a replica can execute certificates whose
@@ -553,7 +580,10 @@ class PbftOrdererCore:
         peer = self._peers[c.cursor % len(self._peers)]
         cap = FOLLOWER_BACKOFF_MAX if self.follower else CATCHUP_BACKOFF_MAX
         c.backoff, c.cursor = min(c.backoff * 2, cap), c.cursor + 1
-        c.fetching = True
+        self._fetch(peer)
+
+    def _fetch(self, peer: int) -> None:
+        self.catchup.fetching, self.catchup.peer = True, peer
         self._out.send.append((peer, FetchBlocks()))
 
     def _on_fetched(self, fetched: FetchedBlocks) -> None:
@@ -571,6 +601,13 @@ class PbftOrdererCore:
             committed.append(block)
         self.assembler.forget_below(self.height)
         self._jump_over(committed)
+        last = committed[-1].data.envelopes if committed else None
+        if last is not None and len(last) == 1 and is_config_update(last[0]) and self._peers:
+            # The fetch stopped at a config block (the blocks after it are verified under the
+            # config it applies): the peer may hold more, ask it again now. Its index names
+            # the same node unless the replica set changed; any replica in force will do then.
+            peer = self.catchup.peer
+            self._fetch(peer if peer in self._peers else self._peers[0])
 
     def _jump_over(self, blocks: Sequence[block_pb2.Block]) -> None:
         replica, epoch = self.replica, self.epoch

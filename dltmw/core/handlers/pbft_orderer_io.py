@@ -36,6 +36,20 @@ class FetchedBlocks:
 
 
 @dataclass(frozen=True)
+class LaterEpoch:
+    """Input: a replica message of epoch `epoch` reached our boundary (`rpc/replica.py`), which
+    refused it (its signer is checked against our replica list, not the later one); or, with
+    `epoch` None, a peer refused our messages for their signer (`replica_link`: it checks them
+    against a list other than ours — it may be past a boundary we missed, as a removed replica
+    that never got its own removal block is: nobody of the new group sends to it). A hint,
+    not a proof, that the group moved past a boundary block we have not committed: the core
+    fetches blocks at its next tick instead of waiting out its backoff
+    (`PbftOrdererCore._maybe_fetch`); a forged or mistaken one costs one fetch."""
+
+    epoch: int | None
+
+
+@dataclass(frozen=True)
 class SignatureOf:
     """Message: our signature of committed block `number` (the executor reads it)."""
 
@@ -58,7 +72,7 @@ class CommittedBlock:
     """Set (= the block's number) when `config` changes the replica set: a new epoch starts."""
 
 
-Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks
+Input = ClientRequest | Envelope | replica_pb2.BlockSignature | FetchedBlocks | LaterEpoch
 Outbound = (
     Outgoing | replica_pb2.BlockSignature | SignatureOf | FetchBlocks | BatchFromStore
 )  # `DecidedFromStore` (in `Outgoing`) never: orderers keep retained batches in memory
@@ -91,12 +105,16 @@ class Misbehaviour(Protocol):
 
 @dataclass
 class CatchUp:
-    """The fetch schedule: the ledger height at the last check, backoff factor, peer cursor."""
+    """The fetch schedule: the ledger height at the last check, backoff factor, peer cursor,
+    the peer of the fetch in flight (or the last one), and `hurry`: fetch at the next tick
+    (a `LaterEpoch` hint arrived)."""
 
     last: int = 0
     backoff: int = 1
     cursor: int = 0
     fetching: bool = False
+    peer: int = 0
+    hurry: bool = False
 
 
 @dataclass

@@ -41,6 +41,7 @@ names yet starts as a follower and joins at the config block that adds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -58,7 +59,12 @@ from dltmw.core.config_update import (
     restored_epoch,
 )
 from dltmw.core.effects import Token
-from dltmw.core.errors import ClientError, DltmwError, InvariantViolation, TransientError
+from dltmw.core.errors import (
+    ClientError,
+    DltmwError,
+    InvariantViolation,
+    TransientError,
+)
 from dltmw.core.handlers.pbft_blocks import BlockAssembler
 from dltmw.core.handlers.pbft_orderer import (
     CommittedBlock,
@@ -66,6 +72,7 @@ from dltmw.core.handlers.pbft_orderer import (
     FetchBlocks,
     FetchedBlocks,
     Input,
+    LaterEpoch,
     Outbound,
     PbftOrdererCore,
     SignatureOf,
@@ -361,7 +368,7 @@ class PbftOrdererChannel(OrdererChannel):
                 continue
             link = by_node.pop(node_id, None)
             if link is None:
-                link = ReplicaLink(self.ctx, view.channel_id, node_id)
+                link = ReplicaLink(self.ctx, view.channel_id, node_id, self._link_refused)
                 if self._links_started:
                     link.start()
             links[i] = link
@@ -596,6 +603,21 @@ class PbftOrdererChannel(OrdererChannel):
         if requests:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.admission.warm, requests)
+
+    def _link_refused(self, reason: int) -> None:
+        """A peer refused a batch of ours: for its signer, it checks our signature against
+        another replica list — perhaps one past a boundary we missed (`LaterEpoch(None)`)."""
+        if reason in (errors_pb2.ERROR_REASON_BAD_SIGNATURE, errors_pb2.ERROR_REASON_NOT_A_MEMBER):
+            self.later_epoch(None)
+
+    def later_epoch(self, epoch: int | None) -> None:
+        """A hint for the core (`LaterEpoch`): dropped when its inbox is full (counted by the
+        driver: the core is busy then, and its catch-up schedule runs anyway) or it is stopping;
+        never an error of its own for the refusal that carries it."""
+        if self.driver is None:
+            return
+        with contextlib.suppress(TransientError):  # Overloaded, or SHUTTING_DOWN
+            self.driver.submit_all([LaterEpoch(epoch)])
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified inbound messages for the core (all or nothing; OVERLOADED if full)."""
