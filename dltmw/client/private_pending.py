@@ -36,6 +36,8 @@ BACKOFF_FIRST_S = 0.25  # the queue's own first redelivery look is after 1 s
 BACKOFF_MAX_S = 4.0
 CALL_MAX_S = 60.0  # one collection call's deadline (the node's own is 10 s per recipient)
 MIN_CALL_S = 0.5  # a last attempt gets at least this long
+# A call that ran out of time (`until_agreed`: after a pending answer, still pending).
+OUT_OF_TIME = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 def is_pending(exc: BaseException) -> bool:
@@ -89,9 +91,20 @@ async def until_agreed(collect: Callable[[float], Awaitable[T]], deadline_s: flo
     (any other error at once). `timeout_s` is what is left of the deadline (capped)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s
+    pending: list[BaseException] = []  # the last attempt that came back pending
 
     async def attempt() -> T:
-        return await collect(min(CALL_MAX_S, max(MIN_CALL_S, end - loop.time())))
+        try:
+            return await collect(min(CALL_MAX_S, max(MIN_CALL_S, end - loop.time())))
+        except grpc.aio.AioRpcError as exc:
+            if is_pending(exc):
+                pending[:] = [exc]
+            elif pending and exc.code() in OUT_OF_TIME:
+                # a later attempt ran out of its (shorter) time while the node still waited on
+                # the pending recipient: the transaction is as pending as before — say so, with
+                # what the caller needs to resume it, not a bare DEADLINE_EXCEEDED
+                raise pending[0] from exc
+            raise
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_pending),

@@ -78,6 +78,36 @@ async def test_past_the_deadline_the_last_pending_error_is_raised() -> None:
     assert calls > 1  # not given up at once
 
 
+async def test_a_last_attempt_that_runs_out_of_time_is_still_pending_and_resumable() -> None:
+    # review56: tenacity gives the last attempt what is left of the deadline (at least
+    # MIN_CALL_S); a node still waiting on the down recipient answers it DEADLINE_EXCEEDED, and
+    # the caller got a bare error with nothing to resume (a retry would send a second payload)
+    calls: list[float] = []
+
+    async def collect(timeout_s: float) -> str:
+        calls.append(timeout_s)
+        if len(calls) == 1:
+            raise pending_error()
+        raise grpc.aio.AioRpcError(
+            S.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded"
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(until_agreed(collect, 0.3), 5.0)
+    assert reason_of(raised.value) == "PRIVATE_AGREEMENT_TIMEOUT"
+    assert len(calls) > 1
+    # a deadline with no pending answer before it is what it is
+    with pytest.raises(grpc.aio.AioRpcError) as bare:
+        await until_agreed(lambda _t: collect_deadline(), 0.3)
+    assert bare.value.code() == S.DEADLINE_EXCEEDED
+
+
+async def collect_deadline() -> str:
+    raise grpc.aio.AioRpcError(
+        S.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded"
+    )
+
+
 async def test_any_other_error_is_raised_at_once() -> None:
     calls = 0
 

@@ -473,3 +473,26 @@ def test_the_boundary_passes_on_the_epoch_of_a_refused_later_message() -> None:
     later = signed(replica_pb2.ReplicaMessage(epoch=12).SerializeToString())
     _hint_later_epoch(orderer, [ours, later])  # type: ignore[arg-type]
     assert orderer.hints == [12]
+
+
+async def test_later_epoch_hints_reach_the_core_at_most_once_per_interval() -> None:
+    """review56: a peer that keeps refusing our batches (a new replica still catching up, or a
+    faulty one) queued one hint per refusal in the core's bounded inbox and made this replica
+    fetch at every tick. Red without the interval: all five hints are submitted."""
+    from types import SimpleNamespace
+
+    from dltmw.core.handlers.pbft_orderer import LaterEpoch
+    from dltmw.runtime.roles.orderer import pbft as pbft_role
+
+    submitted: list[object] = []
+    channel = SimpleNamespace(
+        driver=SimpleNamespace(submit_all=submitted.extend),
+        hinted_at=-pbft_role.HINT_INTERVAL_S,
+    )
+    for _ in range(5):
+        pbft_role.PbftOrdererChannel.later_epoch(channel, None)  # type: ignore[arg-type]
+    pbft_role.PbftOrdererChannel.later_epoch(channel, 7)  # type: ignore[arg-type]
+    assert submitted == [LaterEpoch(None)]
+    channel.hinted_at -= pbft_role.HINT_INTERVAL_S  # an interval later
+    pbft_role.PbftOrdererChannel.later_epoch(channel, 7)  # type: ignore[arg-type]
+    assert submitted == [LaterEpoch(None), LaterEpoch(7)]

@@ -118,6 +118,10 @@ R = errors_pb2
 
 TICK_S = 0.05
 SUBMIT_WAIT_S = 60.0
+# At most one `LaterEpoch` hint per this long reaches the core: a peer that keeps refusing our
+# batches (a new replica still catching up, or a faulty one) neither fills the core's inbox
+# with hints nor makes this replica fetch blocks at every tick.
+HINT_INTERVAL_S = 1.0
 # Own block signatures kept in memory to answer replicas still collecting them (`SignatureOf`).
 SIGNED_KEPT = 64
 # Decided batches a replica keeps for state transfer; read once at start. Tests set it small to
@@ -338,6 +342,7 @@ class PbftOrdererChannel(OrdererChannel):
         # sees them while the driver is busy; `PbftOrdererCore.behind`); at most n entries.
         self.heard: dict[int, int] = {}
         self.driver: OrdererDriver | None = None
+        self.hinted_at = -HINT_INTERVAL_S  # the loop's time of the last `LaterEpoch` passed on
         self.waiters: Waiters[Token, None] = Waiters()
         self.admission = RequestAdmission.for_channel(
             view, self.config.request_bytes_max, self._dissemination
@@ -611,11 +616,16 @@ class PbftOrdererChannel(OrdererChannel):
             self.later_epoch(None)
 
     def later_epoch(self, epoch: int | None) -> None:
-        """A hint for the core (`LaterEpoch`): dropped when its inbox is full (counted by the
-        driver: the core is busy then, and its catch-up schedule runs anyway) or it is stopping;
-        never an error of its own for the refusal that carries it."""
+        """A hint for the core (`LaterEpoch`): at most one per `HINT_INTERVAL_S`; dropped when
+        its inbox is full (counted by the driver: the core is busy then, and its catch-up
+        schedule runs anyway) or it is stopping; never an error of its own for the refusal that
+        carries it."""
         if self.driver is None:
             return
+        now = asyncio.get_running_loop().time()
+        if now - self.hinted_at < HINT_INTERVAL_S:
+            return  # one recently passed on: the core fetches for it (HINT_INTERVAL_S)
+        self.hinted_at = now
         with contextlib.suppress(TransientError):  # Overloaded, or SHUTTING_DOWN
             self.driver.submit_all([LaterEpoch(epoch)])
 

@@ -582,8 +582,14 @@ class PrivateChannel:
         keys = tuple(recipients_of(updated))
         nodes = {n.node_id for k in keys if (n := self.node_of_key(k)) is not None}
         item = Outgoing(updated, digest, tuple(sorted(nodes - {self.ctx.node_id})))
+        # The deliveries owed go in the replace's own transaction (not only after a failed push,
+        # as for a Send): a crash between the two would leave the payload naming the new
+        # recipients, so a retry finds nothing to add and returns, and nobody would push it to
+        # them. A push that succeeds leaves its row; the redelivery pushes once more
+        # (idempotent) and deletes it.
         await self.store.store_payloads(
-            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)]
+            [NewPayload(digest, updated.SerializeToString(), keys, replace=True)],
+            [(digest, n) for n in item.nodes] if self.queued else [],
         )
         await self._push_all([item])
         await item.done

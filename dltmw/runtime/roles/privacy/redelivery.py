@@ -35,7 +35,7 @@ from dltmw.v1 import private_payload_pb2
 
 logger = logging.getLogger(__name__)
 BATCH = 256  # rows read per pass; passes page through the whole outbox
-FIRST_DELAY_S = 1.0  # a node first seen here: the Send that queued it may still be pushing
+FIRST_DELAY_S = 1.0  # a node first seen here: an add_recipients push may still be on its way
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 IDLE_S = 30.0  # wait when nothing is owed (a Send that leaves work wakes the task)
