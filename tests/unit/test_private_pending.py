@@ -261,3 +261,50 @@ async def test_a_recipient_that_does_not_hold_what_this_node_sent_gets_it_queued
     agreements._runners["deals"] = (_channel(asked, ALL), None, None)  # type: ignore[assignment]
     await agreements._owe_again("deals", "peer0.org2", mine)
     assert asked.queued == [(mine, "peer0.org2")]
+
+
+class ReplacingStore(OutboxStore):
+    """The private store as `add_recipients` uses it: the replace and the rows in one call."""
+
+    def __init__(self, held: dict[bytes, bytes]) -> None:
+        super().__init__(held)
+        self.replaced: list[bytes] = []
+
+    async def store_payloads(self, payloads: Any, deliveries: Any = ()) -> int:
+        self.replaced += [p.payload_hash for p in payloads]
+        self.queued += deliveries
+        return 0
+
+
+async def test_add_recipients_owes_the_push_in_the_replaces_own_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """review56: the re-wrapped payload naming the new recipients was stored, then the node
+    crashed before its push: a retry finds nothing to add and returns at once, and nothing
+    would ever push it to them. The deliveries owed go with the replace now (the redelivery
+    pushes them after a restart). Red when they are recorded only after a failed push."""
+    from dltmw.runtime.roles.privacy import private_channel as pc
+
+    mine = b"\x01" * 32
+    store = ReplacingStore({mine: _sent(ME, ORG2)})
+    channel = _channel(store, ALL)
+    channel.ctx = SimpleNamespace(node_id="peer0.org1")  # type: ignore[assignment]
+    channel.recipients = lambda orgs: {"peer0.org3": ORG3}  # type: ignore[method-assign]
+    channel.kem_shares = lambda keys, wrap: None  # type: ignore[method-assign]
+    monkeypatch.setattr(pc, "check_algorithm", lambda payload: 0)
+    monkeypatch.setattr(
+        pc,
+        "add_recipients",
+        lambda payload, key, new, nonces, kem: private_payload_pb2.EncryptedPayload.FromString(
+            _sent(ME, ORG2, *new)
+        ),
+    )
+
+    async def crash(batch: Any) -> None:
+        raise RuntimeError("the node stops here")
+
+    channel._push_all = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await channel.add_recipients(mine, ["Org3"])
+    assert store.replaced == [mine]
+    assert sorted(store.queued) == [(mine, "peer0.org2"), (mine, "peer0.org3")]
