@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from dltmw.core.effects import Effects, Token
-from dltmw.core.handlers.notary import Ask, Decide, Decision, SingleNotary, Spent, SpentView
+from dltmw.core.handlers.notary import (
+    Ask,
+    Decide,
+    Decision,
+    SignTree,
+    SingleNotary,
+    Spent,
+    SpentView,
+)
 from dltmw.core.merkle import Proof
 from dltmw.core.notary import NotarisationAsk
 from dltmw.core.notary_batch import SignedBatch, encode
@@ -151,10 +159,14 @@ def stamp_fresh(stamp_ns: int, local_ns: int, skew_ns: int, age_ns: int) -> bool
 
 
 def decide_batch(
-    unpacked: Sequence[Unpacked], view: SpentView, sign: Callable[[bytes], bytes]
+    unpacked: Sequence[Unpacked],
+    view: SpentView,
+    sign: Callable[[bytes], bytes],
+    tree_signer: SignTree | None = None,
 ) -> BatchOutcome:
-    """Decide one agreed batch (its requests opened in order) against the spent-set `view`."""
-    core = SingleNotary(sign)
+    """Decide one agreed batch (its requests opened in order) against the spent-set `view`
+    (`tree_signer`: `SingleNotary`'s simulation seam)."""
+    core = SingleNotary(sign, tree_signer)
     slots: list[list[Decision | None]] = []
     asks: list[Ask] = []
     for i, opened in enumerate(unpacked):
@@ -221,11 +233,15 @@ class _Layered:
 class ClusterDecider:
     """The decision of one cluster replica over agreed batches: a
     `Core[OpenedBatch, ClusterEffects]`. A batch at or below `applied` (re-applied after a
-    restart) is decided again for its answers but spends nothing new."""
+    restart) is decided again for its answers but spends nothing new. `tree_signer`: the
+    simulator's byzantine members replace the signing step through it (`SingleNotary`)."""
 
-    def __init__(self, sign: Callable[[bytes], bytes], applied: int) -> None:
+    def __init__(
+        self, sign: Callable[[bytes], bytes], applied: int, tree_signer: SignTree | None = None
+    ) -> None:
         self.applied = applied
         self._sign = sign
+        self._tree_signer = tree_signer
         self._consumed: dict[Ref, str] = {}
         self._signed: dict[str, tuple[SignedBatch, int]] = {}
         self._decided: list[Spent] = []
@@ -234,7 +250,7 @@ class ClusterDecider:
     def step(self, message: OpenedBatch) -> None:
         """Decide one agreed batch."""
         view = _Layered(self._consumed, self._signed, message.view)
-        outcome = decide_batch(message.unpacked, view, self._sign)
+        outcome = decide_batch(message.unpacked, view, self._sign, self._tree_signer)
         spent = outcome.spent
         if message.sequence > self.applied:
             self.applied = message.sequence

@@ -19,6 +19,9 @@ tests/sim/test_notary_sim.py):
 - `proof-of-another-batch`: answers with the signature and the proofs of the batch before this
   one (its own first batch honestly): a valid signature, whose tree does not hold the tx_id.
 
+The same steps replace a faulty notary-cluster member's signing (`sim/notary_cluster.py`, through
+`ClusterDecider`'s `tree_signer`), where clients must refuse its answers and still reach f+1.
+
 The stored batch is `SignedBatch(signature, tx_ids)`, from which the store rebuilds honest
 proofs, so a retry answered from the store may differ from the first answer; the controls ask
 for "forged", which every one of these answers is on its own.
@@ -28,11 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from dltmw.core.handlers.notary import SignTree
 from dltmw.core.merkle import HASH_BYTES, Proof, Tree
 from dltmw.core.notary_batch import batch_message, sign_tree
 
 Sign = Callable[[bytes], bytes]
-SignTree = Callable[[Sequence[str], Sign], tuple[bytes, list[Proof]]]
 
 
 def _tree(tx_ids: Sequence[str]) -> Tree:

@@ -1,6 +1,6 @@
 """Simulated notary cluster: the PBFT-lite world whose requests are conflicting spends.
 
-Every honest replica applies each decided batch with the cluster's real decision core
+Every replica applies each decided batch with the cluster's real decision core
 (`core/notary_cluster.ClusterDecider`, its effects executed through the core contract) to its
 own spent-set, which survives crashes like the sqlite store does; a crash that hits after the
 PBFT records were persisted but before the batch was applied is recovered exactly as the
@@ -9,11 +9,23 @@ name `c<client>.<counter>.<states>.<stamp>.<from>.<until>`: the tx_id `c<client>
 spends the listed states of a small pool (so most requests conflict), decided at `stamp` (the
 admitting replica's tick) against an optional time window.
 
-Checker (`check_uniqueness`): faulty replicas are assumed to sign every submitted transaction,
-so a transaction counts as notarised — what a client accepts — once f+1 replicas signed it
-(honest signers from their stores, plus all faulty ones). No state may have two notarised
-consumers, and no two honest spent-sets may name different consumers for one state.
-`broken=True` replaces the decision's spent-set with an empty one: the negative control.
+Signatures are real: each member signs its batches' Merkle roots with its own Ed25519 key
+through the production signing step (`sim/notary_members.py`), and every answer it gives is
+kept in wire form (signature + leaf proof). Faulty members (the PBFT behaviour's) also decide,
+but sign through a byzantine step (`signing`, `FAULTY_SIGNING`): one of the single notary's
+four (`sim/notary_byzantine.py`: a root outside the batch domain, the root of another batch, a
+bent proof, the proof of another batch), or `signs-refused` — a decision that forgets what was
+consumed, so the member signs, validly, the double spends its honest peers refused.
+
+Checker (`check_uniqueness`): a transaction counts as notarised only when a client would accept
+it: each member's answers checked as the client checks them (signer, root signature, proof),
+then the production `verdict` (f+1 distinct members). No state may have two notarised
+consumers; every attestation in an accepted verdict must be one its member's key really made
+for that tx_id (ground truth from the signing record: else "forged"); and no two honest
+spent-sets may name different consumers for one state. Negative controls: `broken=True`
+replaces the honest decision's spent-set with an empty one; `verification` breaks the client's
+check (`notary_members.Verification`: accept any answer, f answers suffice, or one member's
+answers count more than once).
 """
 
 from __future__ import annotations
@@ -25,9 +37,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from dltmw.core.effects import Token, execute
-from dltmw.core.handlers.notary import Decision, Spent
+from dltmw.core.handlers.notary import Decision, SignTree, Spent
 from dltmw.core.notary import NotarisationAsk
-from dltmw.core.notary_cluster import ClusterDecider, OpenedBatch, Unpacked, unapplied
+from dltmw.core.notary_cluster import (
+    ClusterDecider,
+    OpenedBatch,
+    ReplicaAnswer,
+    Unpacked,
+    unapplied,
+)
 from dltmw.core.pbft import ClientRequest, Decided, DecidedRecord, PbftConfig, request_id
 from dltmw.core.utxo.model import Ref, Window
 from dltmw.sim import runner
@@ -35,7 +53,10 @@ from dltmw.sim.byzantine import BEHAVIOURS
 from dltmw.sim.checkers import check_safety, missing
 from dltmw.sim.keys import mac, request_name
 from dltmw.sim.node import Node
+from dltmw.sim.notary_byzantine import BEHAVIOURS as BYZANTINE_SIGNING
+from dltmw.sim.notary_members import Members, Verification, client_answer, client_verdict
 from dltmw.sim.world import Behaviour, World
+from dltmw.v1 import notarisation_pb2
 
 STATES = 6
 GENESIS = hashlib.sha256(b"dltmw-sim-genesis").hexdigest()
@@ -64,6 +85,19 @@ class Forgetful(SpentSet):
 
     def signature_of(self, tx_id: str) -> bytes | None:
         return None
+
+
+class Unrefusing(SpentSet):
+    """A faulty member's `signs-refused` decision: it forgets every earlier consumer, so it
+    signs (validly, with its own key) spends its honest peers refused as double spends."""
+
+    def consumer_of(self, ref: Ref) -> str | None:
+        return None
+
+
+SIGNS_REFUSED = "signs-refused"
+# what faulty members sign with: the single notary's byzantine steps, or the cluster's own
+FAULTY_SIGNING = (*sorted(BYZANTINE_SIGNING), SIGNS_REFUSED)
 
 
 @dataclass(frozen=True)
@@ -118,8 +152,14 @@ class SpentSetExecutor:
         """Every replica decides alone."""
 
     def reply(self, replies: Sequence[tuple[Token, tuple[Decision, ...]]]) -> None:
-        """Record the answers (what the replica's waiting clients would get)."""
-        self.world.decisions[self.node.name].extend(d for _, row in replies for d in row)
+        """Record the answers (what the replica's waiting clients would get, signed ones in
+        wire form: any client that asks this member gets one of them)."""
+        decisions = [d for _, row in replies for d in row]
+        self.world.decisions[self.node.name].extend(decisions)
+        members, index = self.world.members, self.node.index
+        for d in decisions:
+            answer = members.response(index, d) if d.signature else d
+            self.world.answers.setdefault(d.tx_id, []).append((index, answer))
 
 
 class NotaryWorld(World):
@@ -133,11 +173,28 @@ class NotaryWorld(World):
         clients: int = 2,
         trace: bool = False,
         broken: bool = False,
+        signing: str = SIGNS_REFUSED,
+        verification: Verification = Verification.INTACT,
     ) -> None:
         super().__init__(seed, config, behaviour, clients, trace)
-        kind = Forgetful if broken else SpentSet
-        self.notary: dict[str, SpentSet] = {node.name: kind() for node in self.nodes}
+        faulty = self.behaviour.faulty
+        honest_kind = Forgetful if broken else SpentSet
+        faulty_kind = Unrefusing if signing == SIGNS_REFUSED else honest_kind
+        self.notary: dict[str, SpentSet] = {
+            node.name: (faulty_kind if node.index in faulty else honest_kind)()
+            for node in self.nodes
+        }
+        self.tree_signers: dict[str, SignTree] = {  # a stateful byzantine step per faulty node
+            node.name: BYZANTINE_SIGNING[signing]()
+            for node in self.nodes
+            if node.index in faulty and signing != SIGNS_REFUSED
+        }
+        self.members = Members(config.n)
+        self.verification = verification
         self.decisions: dict[str, list[Decision]] = {node.name: [] for node in self.nodes}
+        # tx_id -> (member, answer) in the order given: wire form if signed, else the refusal
+        self.answers: dict[str, list[tuple[int, notarisation_pb2.NotarisationResponse | Decision]]]
+        self.answers = {}
         self.recovered = 0  # batches applied at a restart (crash between records and apply)
 
     def submit(
@@ -162,7 +219,7 @@ class NotaryWorld(World):
     def note_decided(self, node: Node, decided: Decided) -> None:
         """Count deciders, then apply the batch to the node's spent-set (unless it dies now)."""
         super().note_decided(node, decided)
-        if node.index in self.behaviour.faulty or node.dying:
+        if node.dying:
             return  # a crash between persisting the records and applying: recovered at restart
         self._apply(node, decided.sequence, decided.requests)
 
@@ -170,7 +227,8 @@ class NotaryWorld(World):
         state = self.notary[node.name]
         if sequence <= state.applied:
             return
-        decider = ClusterDecider(self.keys.signer(node.index), state.applied)  # from durable state
+        sign = self.members.signer(node.index)
+        decider = ClusterDecider(sign, state.applied, self.tree_signers.get(node.name))
         ids = tuple(request_id(r) for r in requests)
         decider.step(OpenedBatch(sequence, ids, tuple(unpack(r) for r in requests), state))
         execute(decider.ready(), SpentSetExecutor(self, node))
@@ -186,7 +244,7 @@ class NotaryWorld(World):
         """Restart, then apply the decided batches the spent-set missed (as the runtime does)."""
         was_down = node.replica is None
         super().restart(node)
-        if not was_down or node.replica is None or node.index in self.behaviour.faulty:
+        if not was_down or node.replica is None:
             return
         retained = {  # from the records, as the runtime (memory keeps only `decided_kept`)
             r.batch.sequence: tuple(r.batch.requests)
@@ -199,34 +257,60 @@ class NotaryWorld(World):
 
 
 def check_uniqueness(world: NotaryWorld) -> list[str]:
-    """Double spends a client could accept, and honest replicas disagreeing on a consumer."""
+    """Double spends and forged attestations a client could accept, and honest replicas
+    disagreeing on a consumer (module docstring)."""
     violations: list[str] = []
-    f = world.config.f
-    honest = [n for n in world.nodes if n.index not in world.behaviour.faulty]
     consumer: dict[Ref, tuple[str, str]] = {}
-    signers: dict[str, set[int]] = {}
-    for node in honest:
-        state = world.notary[node.name]
-        for ref, tx_id in state.consumed.items():
+    for node in world.honest():
+        for ref, tx_id in world.notary[node.name].consumed.items():
             first = consumer.setdefault(ref, (node.name, tx_id))
             if first[1] != tx_id:
                 violations.append(
                     f"disagreement: state s{ref.index} consumed by {first[1]} at {first[0]}, "
                     f"by {tx_id} at {node.name}"
                 )
-        for tx_id in state.signed:
-            signers.setdefault(tx_id, set()).add(node.index)
-    spends = [parse_spend(r) for r in world.submitted]
     notarised: dict[int, set[str]] = {}
-    for spend in spends:
-        who = signers.get(spend.tx_id, set()) | set(world.behaviour.faulty)
-        if len(who) >= f + 1 and spend.tx_id in signers:
-            for s in spend.states:
-                notarised.setdefault(s, set()).add(spend.tx_id)
+    for spend in (parse_spend(r) for r in world.submitted):
+        accepted = accepted_verdict(world, spend.tx_id)
+        if accepted is None:
+            continue
+        for answer in accepted:
+            if not world.members.genuine(answer.replica, spend.tx_id, answer):
+                violations.append(
+                    f"forged: {spend.tx_id} accepted on r{answer.replica}'s attestation, "
+                    f"which its key never made for it"
+                )
+        for s in spend.states:
+            notarised.setdefault(s, set()).add(spend.tx_id)
     for s, txs in sorted(notarised.items()):
         if len(txs) > 1:
             violations.append(f"double spend: state s{s} notarised for {','.join(sorted(txs))}")
     return violations
+
+
+def client_answers(
+    world: NotaryWorld, tx_id: str, mode: Verification | None = None
+) -> list[ReplicaAnswer]:
+    """Every signed answer about `tx_id` that a client asking all members would keep (checked
+    as `mode` says, by default as the world's clients check)."""
+    kept = (
+        client_answer(world.members, member, answer, tx_id, mode or world.verification)
+        for member, answer in world.answers.get(tx_id, ())
+        if not isinstance(answer, Decision)
+    )
+    return [a for a in kept if a is not None]
+
+
+def accepted_verdict(world: NotaryWorld, tx_id: str) -> list[ReplicaAnswer] | None:
+    """The attestations a client accepts `tx_id` as notarised on (the kept answers whose
+    signature the verdict holds: read back by value, whatever the verdict keys them by), or
+    None."""
+    kept = client_answers(world, tx_id)
+    outcome = client_verdict(kept, world.config.f, world.verification)
+    if outcome is None or not outcome.signed:
+        return None
+    held = set(outcome.signatures.values())
+    return [a for a in kept if a.signature in held]
 
 
 @dataclass(frozen=True)
@@ -243,11 +327,18 @@ class NotaryRunResult:
     recovered: int
     trace: tuple[str, ...]
     cluster_shape: bool = False
+    signing: str = SIGNS_REFUSED
+    verification: Verification = Verification.INTACT
+    refused: int = 0  # signed answers clients refused (faulty members' forged ones)
+    short: int = 0  # spends validly signed by some member, but by fewer than f+1
 
     def replay_command(self) -> str:
         """The command that replays this run."""
         flag = " --broken-decide" if self.broken else ""
         flag += " --cluster-shape" if self.cluster_shape else ""
+        flag += f" --signing {self.signing}" if self.signing != SIGNS_REFUSED else ""
+        if self.verification is not Verification.INTACT:
+            flag += f" --verification {self.verification.value}"
         return (
             f"python -m dltmw.sim.notary_cluster --seed {self.seed} "
             f"--behaviour {self.behaviour}{flag}"
@@ -258,8 +349,10 @@ class NotaryRunResult:
         safety = "; ".join(self.violations) or "ok"
         live = "; ".join(self.lacking) or "ok"
         return (
-            f"seed={self.seed} behaviour={self.behaviour} signed={self.signed} "
-            f"conflicts={self.conflicts} safety: {safety} liveness: {live}"
+            f"seed={self.seed} behaviour={self.behaviour} signing={self.signing} "
+            f"signed={self.signed} conflicts={self.conflicts} refused={self.refused} "
+            f"short={self.short} "
+            f"safety: {safety} liveness: {live}"
         )
 
 
@@ -276,10 +369,13 @@ def run_notary(
     broken: bool = False,
     trace: bool = False,
     cluster_shape: bool = False,
+    signing: str = SIGNS_REFUSED,
+    verification: Verification = Verification.INTACT,
 ) -> NotaryRunResult:
     """One seeded run of the cluster notary (same phases as `runner.run`), then the checkers.
     `cluster_shape`: slots and window shaped as the real cluster's (a checkpoint every slot,
-    a window of two slots of four requests), the simulator's timers kept."""
+    a window of two slots of four requests), the simulator's timers kept. `signing`: how the
+    behaviour's faulty members sign (`FAULTY_SIGNING`); `verification`: the clients' check."""
     config = runner.sim_config(n)
     if cluster_shape:
         config = replace(
@@ -287,7 +383,9 @@ def run_notary(
             checkpoint_interval=CLUSTER_CHECKPOINT_INTERVAL,
             batch_size_max=CLUSTER_BATCH_SIZE_MAX,
         )
-    world = NotaryWorld(seed, config, BEHAVIOURS[behaviour](), 2, trace, broken)
+    world = NotaryWorld(
+        seed, config, BEHAVIOURS[behaviour](), 2, trace, broken, signing, verification
+    )
     for counter in range(requests):
 
         def submit(c: int = counter % 2, k: int = counter) -> None:
@@ -317,6 +415,30 @@ def run_notary(
         recovered=world.recovered,
         trace=tuple(world.trace or ()),
         cluster_shape=cluster_shape,
+        signing=signing,
+        verification=verification,
+        refused=refused_answers(world),
+        short=short_of_members(world),
+    )
+
+
+def short_of_members(world: NotaryWorld) -> int:
+    """Spends whose valid signatures come from fewer than f+1 members (a faulty member's)."""
+    f = world.config.f
+    signers = (
+        {a.replica for a in client_answers(world, tx_id, Verification.INTACT)}
+        for tx_id in world.answers
+    )
+    return sum(0 < len(members) <= f for members in signers)
+
+
+def refused_answers(world: NotaryWorld) -> int:
+    """Signed answers a client checking as production does would refuse."""
+    return sum(
+        client_answer(world.members, m, a, tx_id, Verification.INTACT) is None
+        for tx_id, answers in world.answers.items()
+        for m, a in answers
+        if not isinstance(a, Decision)
     )
 
 
@@ -329,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--broken-decide", action="store_true")
     parser.add_argument("--cluster-shape", action="store_true")
+    parser.add_argument("--signing", choices=FAULTY_SIGNING, default=SIGNS_REFUSED)
+    parser.add_argument("--verification", choices=[v.value for v in Verification], default="intact")
     args = parser.parse_args(argv)
     result = run_notary(
         args.seed,
@@ -337,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         broken=args.broken_decide,
         trace=True,
         cluster_shape=args.cluster_shape,
+        signing=args.signing,
+        verification=Verification(args.verification),
     )
     for line in result.trace:
         print(line)

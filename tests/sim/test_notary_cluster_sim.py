@@ -4,11 +4,21 @@ Each seeded run submits 16 spends of a pool of 6 states (most conflict) to a 4-r
 cluster whose replicas apply every decided batch with the real cluster decision, under one
 byzantine behaviour (or network faults with a crash/restart), heals, and is checked: PBFT
 agreement/validity, every spend decided by every honest replica, and uniqueness — no state has
-two consumers that a client would accept (f+1 signatures, faulty replicas signing everything),
-and honest spent-sets agree. Two negative controls prove the checker can fail. 300 seeds per
+two consumers that a client would accept (each member's Ed25519-signed answer checked as the
+client checks it — root signature and leaf proof — then f+1 distinct members; the faulty member
+signs, validly, every spend its decision does not refuse within one batch: `signs-refused`), no
+accepted attestation its member's key did not make, and honest spent-sets agree. 300 seeds per
 behaviour (DLTMW_SIM_SEEDS overrides); a failure prints the command that replays it. The same
 runs with the real cluster's slot shape (a checkpoint every slot, a window of two slots of four
 wraps), a third of the seeds.
+
+Byzantine members' signatures (issue 18 item 2): the faulty member signs through each of the
+single notary's byzantine steps (`sim/notary_byzantine.py`) or signs refused double spends;
+clients refuse every forged answer and no run has a violation. Negative controls break the
+client's check (`sim/notary_members.Verification`): accepting any answer lets forged
+attestations into accepted verdicts ("forged"), and f answers (`threshold`) or one member's
+answers counted twice (`count-answers`, twins) let a refused double spend through ("double
+spend"); colluding f+1 replicas and a decision that forgets the spent-set are caught too.
 """
 
 from __future__ import annotations
@@ -18,10 +28,14 @@ import os
 import pytest
 
 from dltmw.sim.byzantine import BEHAVIOURS
-from dltmw.sim.notary_cluster import NotaryRunResult, run_notary
+from dltmw.sim.notary_byzantine import BEHAVIOURS as FORGING
+from dltmw.sim.notary_cluster import FAULTY_SIGNING, SIGNS_REFUSED, NotaryRunResult, run_notary
+from dltmw.sim.notary_members import Verification
 
 SEEDS = int(os.environ.get("DLTMW_SIM_SEEDS", "300"))
 TOLERATED = sorted(b for b in BEHAVIOURS if b != "colluding")
+WITH_FAULTY = [b for b in TOLERATED if BEHAVIOURS[b].faulty]  # a member that signs
+SIGNING_SEEDS = int(os.environ.get("DLTMW_SIM_SIGNING_SEEDS", "27"))
 
 
 def _report(results: list[NotaryRunResult]) -> str:
@@ -80,3 +94,54 @@ def test_a_notary_run_replays_exactly() -> None:
     second = run_notary(11, "network", trace=True)
     assert first.trace == second.trace and any(" signs " in line for line in first.trace)
     assert "--seed 11 --behaviour network" in first.replay_command()
+
+
+def _signing_runs(
+    signing: str, verification: Verification, seeds: int, pbft: list[str] | None = None
+) -> list[NotaryRunResult]:
+    """Seeds 0..seeds-1, each under the next PBFT behaviour with a faulty member."""
+    pbft = pbft or WITH_FAULTY
+    return [
+        run_notary(s, pbft[s % len(pbft)], signing=signing, verification=verification)
+        for s in range(seeds)
+    ]
+
+
+@pytest.mark.parametrize("signing", FAULTY_SIGNING)
+def test_a_byzantine_members_signatures_never_make_a_client_accept(signing: str) -> None:
+    """Clients checking as production does refuse the faulty member's forged answers, and its
+    valid signatures of refused spends stay one short of f+1: every run clean."""
+    results = _signing_runs(signing, Verification.INTACT, SIGNING_SEEDS)
+    failures = [r for r in results if r.violations or r.lacking]
+    assert not failures, f"{len(failures)} failing runs:\n{_report(failures[:5])}"
+    if signing in FORGING:  # the forgeries were made, and refused
+        assert sum(r.refused for r in results) >= len(results), [r.refused for r in results]
+    else:  # valid signatures, none refused; the faulty member signed refused spends
+        assert all(r.refused == 0 for r in results)
+        assert sum(r.short for r in results) >= len(results), [r.short for r in results]
+
+
+@pytest.mark.parametrize("signing", sorted(FORGING))
+def test_negative_control_a_client_accepting_any_answer_takes_forgeries(signing: str) -> None:
+    """Every run in which the faulty member forged (answers a correct client refuses) is
+    flagged; the "another batch" steps answer their member's first batch honestly, so a run
+    where it signed one batch only has no forgery to catch."""
+    results = _signing_runs(signing, Verification.ACCEPT_ANY, max(1, SIGNING_SEEDS // 3))
+    forging = [r for r in results if r.refused]
+    caught = [r for r in forging if any(v.startswith("forged") for v in r.violations)]
+    assert len(forging) >= 2 * len(results) // 3, [r.refused for r in results]
+    assert len(caught) == len(forging), f"{len(caught)}/{len(forging)} forging runs flagged"
+
+
+@pytest.mark.parametrize(
+    ("verification", "pbft"),
+    [(Verification.THRESHOLD, None), (Verification.COUNT_ANSWERS, ["twins"])],
+)
+def test_negative_control_fewer_than_f_plus_1_members_let_a_double_spend_through(
+    verification: Verification, pbft: list[str] | None
+) -> None:
+    """The faulty member's valid signatures of refused spends: accepted from f members, or
+    from one key answering through two twin nodes, they notarise a double spend."""
+    results = _signing_runs(SIGNS_REFUSED, verification, max(1, SIGNING_SEEDS // 3), pbft)
+    caught = [r for r in results if any(v.startswith("double spend") for v in r.violations)]
+    assert len(caught) == len(results), f"{len(caught)}/{len(results)} runs flagged"

@@ -24,7 +24,7 @@ timestamp (the PBFT primary's, checked by the backups) — each replica then sig
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -110,6 +110,8 @@ class Spent:
 
 
 NotaryEffects = Effects[None, Spent, None, Decision]
+# sign_tree's shape: (tx_ids, sign) -> (signature, each tx_id's proof)
+SignTree = Callable[[Sequence[str], Callable[[bytes], bytes]], tuple[bytes, list[Proof]]]
 _SIGNED_BELOW = Decision("")  # a reply's place until its step's batch signature exists
 
 
@@ -122,8 +124,11 @@ class SingleNotary:
     """The uniqueness decision over a spent-set (see module docstring): a
     `Core[Decide, NotaryEffects]`."""
 
-    def __init__(self, sign: Callable[[bytes], bytes]) -> None:
+    def __init__(self, sign: Callable[[bytes], bytes], tree_signer: SignTree | None = None) -> None:
+        """`tree_signer` replaces `sign_tree` (the one step that makes a batch's signature and
+        proofs): a seam for the simulator's byzantine cluster members only; None in production."""
         self._sign = sign
+        self._tree_signer = tree_signer
         self._consumed: dict[Ref, str] = {}
         self._signed: dict[str, tuple[bytes, Proof]] = {}  # signed since `ready`, not stored
         self._batches: list[SignedBatch] = []
@@ -145,7 +150,7 @@ class SingleNotary:
         if not fresh:
             return
         tx_ids = tuple(fresh)
-        signature, proofs = sign_tree(tx_ids, self._sign)
+        signature, proofs = (self._tree_signer or sign_tree)(tx_ids, self._sign)
         self._batches.append(SignedBatch(signature, tx_ids))
         signed = self._signed
         for tx_id, proof in zip(tx_ids, proofs, strict=True):
