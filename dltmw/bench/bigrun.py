@@ -208,7 +208,8 @@ def section(result: dict[str, Any], report: str) -> str:
         f"{result['blocks']:,} blocks\n\n",
         f"{result['started_utc']} UTC, {result['machine']}; load average (1 min) at the end "
         f"{result['load_average']}. The orderer's ledger ({result['blocks']:,} blocks of "
-        f"{result['txs_per_block']} transactions, solo ordering) written in {result['make_s']} s "
+        f"{result['txs_per_block']} transaction{'' if result['txs_per_block'] == 1 else 's'}, "
+        f"solo ordering) written in {result['make_s']} s "
         "(`bench/bigledger.py`); the peers caught up from empty by Deliver through their commit "
         f"path in {result['catch_up_s']:.0f} s. Report: `{report}`.\n",
         f"\n```\n{result['command']}\n```\n",
