@@ -116,9 +116,13 @@ bench: $(STAMP)
 ## bench-all: every flow (kv, kv on PBFT-lite, bank, hot, notary, notary cluster, private, UTXO
 ## DvP), 3 runs each, one table and plot per flow appended to benchmarks/RESULTS.md
 ## (BENCH_ALL_ARGS shortens or lengthens it, e.g. BENCH_ALL_ARGS="--txs 1000 --duration 10")
+## then the large-ledger check: peak RSS of every node through a catch-up of a 10,000-block
+## ledger and restart to serving (BIG_LEDGER_ARGS="--ledger-blocks 100000": issue 18's figure)
 BENCH_ALL_ARGS ?= --txs 3000 --duration 30
+BIG_LEDGER_ARGS ?= --ledger-blocks 10000
 bench-all: $(STAMP)
 	$(VENV)/bin/dltmw bench --experiment flows --repeat 3 --restart-check $(BENCH_ALL_ARGS)
+	$(VENV)/bin/dltmw bench --experiment big-ledger $(BIG_LEDGER_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache $(NODE_EX)/node_modules $(NODE_EX)/dist \

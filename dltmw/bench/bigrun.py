@@ -7,15 +7,26 @@ sampled every `SAMPLE_S` (current RSS) and the kernel's high-water mark (`VmHWM`
 end: the peak RSS of each node over the whole catch-up. Then each node of `restart` is stopped
 and started `repeats` times and timed from process start to serving (`restart.restart_one`:
 health SERVING and NodeStatus at its full height), with its peak RSS after the restart.
+
+`dltmw bench --experiment big-ledger` (`run_experiment`, part of `make bench-all`) runs the
+check with `--ledger-blocks` blocks of `--ledger-block-txs` transactions (10,000 x 1 by
+default; issue 18's figure is 100,000 blocks) and appends a RESULTS.md section: the peak RSS of
+every node and each restart-to-serving time. `benchmarks/big_ledger.py` is the same check with
+its JSON only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import platform
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +164,63 @@ def run_big(
     finally:
         sup.down()
     return result
+
+
+def run_experiment(
+    plan: LedgerPlan,
+    results_dir: Path,
+    command: str,
+    *,
+    repeats: int = 3,
+    append: bool = True,
+    keep: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The check as a `dltmw bench` experiment: in `keep` or a temporary directory; the figures
+    to results/<stamp>-big-ledger/report.json and, with `append`, a section of RESULTS.md."""
+    started = datetime.now(UTC)
+    if keep is not None:
+        result = run_big(keep, plan, repeats=repeats, say=say)
+    else:
+        with tempfile.TemporaryDirectory(prefix="dltmw-big-") as tmp:
+            result = run_big(Path(tmp) / "big", plan, repeats=repeats, say=say)
+    result["command"] = command
+    result["started_utc"] = f"{started:%Y-%m-%d %H:%M}"
+    result["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    result["load_average"] = round(os.getloadavg()[0], 2)  # at the end: how shared the cores were
+    out = results_dir / "results" / f"{started:%Y%m%dT%H%M%SZ}-big-ledger" / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    if append:
+        with (results_dir / "RESULTS.md").open("a") as f:
+            f.write(section(result, out.relative_to(results_dir).as_posix()))
+    say(f"report: {out}")
+    return result
+
+
+def section(result: dict[str, Any], report: str) -> str:
+    """Markdown: the ledger, the peak RSS of every node over the catch-up, each restart."""
+    peaks = ", ".join(f"{n} {mb}" for n, mb in sorted(result["peak_rss_mib"].items()))
+    lines = [
+        f"\n## Large ledger: peak RSS through a catch-up, restart to serving (issue 18), "
+        f"{result['blocks']:,} blocks\n\n",
+        f"{result['started_utc']} UTC, {result['machine']}; load average (1 min) at the end "
+        f"{result['load_average']}. The orderer's ledger ({result['blocks']:,} blocks of "
+        f"{result['txs_per_block']} transaction{'' if result['txs_per_block'] == 1 else 's'}, "
+        f"solo ordering) written in {result['make_s']} s "
+        "(`bench/bigledger.py`); the peers caught up from empty by Deliver through their commit "
+        f"path in {result['catch_up_s']:.0f} s. Report: `{report}`.\n",
+        f"\n```\n{result['command']}\n```\n",
+        f"\nPeak RSS (VmHWM) over the catch-up, MiB: {peaks}.\n\n",
+        "| node | restart to serving, s (every run) | median | ledger height "
+        "| peak RSS after restart, MiB |\n|---|---|---|---|---|\n",
+    ]
+    for node, r in result["restarts"].items():
+        every = ", ".join(f"{t:.2f}" for t in r["restart_to_serving_s"])
+        lines.append(
+            f"| {node} | {every} | {r['median_s']:.2f} | {r['ledger_height']:,} "
+            f"| {r['peak_rss_after_restart_mib']} |\n"
+        )
+    return "".join(lines)

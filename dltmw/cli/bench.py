@@ -94,9 +94,19 @@ def bench(
         str | None,
         typer.Option(
             help="run an experiment: contention, hotkey, channels, replicas, jetstream, latency,"
-            " bus, or flows (every flow: make bench-all)"
+            " bus, big-ledger (peak RSS and restart of a large ledger), or flows (every flow:"
+            " make bench-all)"
         ),
     ] = None,
+    ledger_blocks: Annotated[
+        int,
+        typer.Option(
+            help="experiment big-ledger: blocks of the ledger (issue 18's figure: 100000)"
+        ),
+    ] = 10_000,
+    ledger_block_txs: Annotated[
+        int, typer.Option(help="experiment big-ledger: transactions per block")
+    ] = 1,
     repeat: Annotated[
         int, typer.Option(help="experiment: runs per point, interleaved; reports the median")
     ] = 1,
@@ -154,6 +164,19 @@ def bench(
         command = "dltmw " + shlex.join(sys.argv[1:])
         if experiment == "bus":  # the embedded message bus: its own in-process network
             _bus(command, duration, repeat, synchronous, transport)
+        elif experiment == "big-ledger":  # a large ledger's memory and restart: bigrun.py
+            from dltmw.bench.bigledger import LedgerPlan
+            from dltmw.bench.bigrun import run_experiment as run_big_ledger
+
+            run_big_ledger(
+                LedgerPlan(ledger_blocks, ledger_block_txs),
+                out,
+                command,
+                repeats=max(repeat, 3),
+                append=append,
+                keep=keep,
+                say=console.print,
+            )
         elif experiment == "flows":  # every flow (make bench-all): dltmw/bench/suite.py
             from dltmw.bench.suite import run_suite
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dltmw.bench.bigledger import LedgerPlan, make_ledger, orderer_ledger_path
-from dltmw.bench.bigrun import CHANNEL, run_big
+from dltmw.bench.bigrun import CHANNEL, run_big, run_experiment
 from dltmw.bench.topology import NetworkShape, topology_toml
 from dltmw.ledger.chain_check import OPEN_CHECK_BLOCKS
 from dltmw.ops.supervisor import Supervisor
@@ -84,3 +84,26 @@ def test_an_edited_old_block_stops_the_node_after_it_started(tmp_path: Path) -> 
         assert "block 3 data hash" in sup.log_tail("orderer0", 20000)
     finally:
         sup.down()
+
+
+def test_the_bench_experiment_appends_every_nodes_peak_rss_and_restarts(tmp_path: Path) -> None:
+    # `dltmw bench --experiment big-ledger` (make bench-all): the same check, its figures in a
+    # RESULTS.md section and a report.json under results/.
+    (tmp_path / "RESULTS.md").write_text("# results\n")
+    plan = LedgerPlan(blocks=6, txs_per_block=2)
+    result = run_experiment(
+        plan,
+        tmp_path,
+        "dltmw bench --experiment big-ledger",
+        repeats=1,
+        keep=tmp_path / "big",
+        say=lambda _: None,
+    )
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Large ledger" in text and "dltmw bench --experiment big-ledger" in text
+    for node, mib in result["peak_rss_mib"].items():
+        assert f"{node} {mib}" in text and mib > 0
+    for node in ("peer0.org1", "orderer0"):
+        assert f"| {node} | " in text and result["restarts"][node]["ledger_height"] == 7
+    (report,) = (tmp_path / "results").glob("*-big-ledger/report.json")
+    assert '"blocks": 6' in report.read_text()

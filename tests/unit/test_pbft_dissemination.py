@@ -521,10 +521,12 @@ def test_drained_cuts_a_short_batch_at_once_only_while_none_of_ours_is_in_flight
     origin.step(ClientRequest(REQS[2]))  # two waiting: a full batch leaves at once anyway
     assert batches_sent(origin.ready().send) == [[REQS[1], REQS[2]]]
     origin.step(ClientRequest(REQS[3]))
-    origin.disseminator.included(BatchKey(1, 1), [request_id(REQS[0])])
+    origin.disseminator.included(BatchKey(1, 1), [request_id(REQS[0])], batch_digest(REQS[:1]))
     origin.drained()
     assert batches_sent(origin.ready().send) == []  # batch 2 is still in flight
-    origin.disseminator.included(BatchKey(1, 2), [request_id(r) for r in REQS[1:3]])
+    origin.disseminator.included(
+        BatchKey(1, 2), [request_id(r) for r in REQS[1:3]], batch_digest(REQS[1:3])
+    )
     origin.drained()
     assert batches_sent(origin.ready().send) == [[REQS[3]]]  # all in the chain: at once
 

@@ -210,6 +210,30 @@ def test_fetched_blocks_are_committed_and_the_replica_jumps_over_them() -> None:
     assert not lagging.ready().decided
 
 
+def test_a_fetch_that_stopped_at_its_byte_bound_is_followed_at_once_by_the_next() -> None:
+    """A fetch holds its blocks in memory until they are committed, so it stops at a byte bound
+    (`pbft_catchup.FETCH_BYTES_MAX`); the replica then asks the same peer again at once — at
+    its next check instead, a far-behind replica would catch up a few MB every few seconds.
+    A fetch that reached the peer's head (`more` false) is not followed."""
+    group = Group()
+    group.cut.add(3)
+    for request in REQS:
+        group.step(0, ClientRequest(request))
+    group.settle()
+    blocks = group.committed[0]
+    lagging = group.cores[3]
+
+    def fetched(blocks: list[block_pb2.Block], more: bool) -> list[int]:
+        lagging.catchup.fetching, lagging.catchup.peer = True, 0
+        lagging.step(FetchedBlocks("orderer0", tuple(blocks), more))
+        return [d for d, m in lagging.ready().send if isinstance(m, FetchBlocks)]
+
+    assert fetched(blocks[:1], more=True) == [0]
+    assert lagging.height == 2 and lagging.catchup.fetching
+    assert fetched(blocks[1:], more=False) == []
+    assert lagging.height == 3 and not lagging.catchup.fetching
+
+
 def test_catch_up_fetches_from_one_peer_at_a_time_then_the_next_with_backoff() -> None:
     lone = core(1)
 

@@ -602,10 +602,12 @@ class PbftOrdererCore:
         self.assembler.forget_below(self.height)
         self._jump_over(committed)
         last = committed[-1].data.envelopes if committed else None
-        if last is not None and len(last) == 1 and is_config_update(last[0]) and self._peers:
+        at_config = last is not None and len(last) == 1 and is_config_update(last[0])
+        if (at_config or (committed and fetched.more)) and self._peers:
             # The fetch stopped at a config block (the blocks after it are verified under the
-            # config it applies): the peer may hold more, ask it again now. Its index names
-            # the same node unless the replica set changed; any replica in force will do then.
+            # config it applies) or at its byte bound: the peer may hold more, ask it again
+            # now. Its index names the same node unless the replica set changed; any replica
+            # in force will do then.
             peer = self.catchup.peer
             self._fetch(peer if peer in self._peers else self._peers[0])
 

@@ -33,6 +33,9 @@ class FetchedBlocks:
 
     source: str
     blocks: tuple[block_pb2.Block, ...]
+    # The fetch stopped at its byte bound (`pbft_catchup.FETCH_BYTES_MAX`): the peer may hold
+    # more, and the core asks it again at once instead of at its next check.
+    more: bool = False
 
 
 @dataclass(frozen=True)

@@ -157,16 +157,16 @@ class DisseminatingReplica:
             config, me, sign, verify, inner, request_ok=core.rule, alone=certificate_alone
         )
         core.replica.stale = core._expired
-        in_chain: set[BatchKey] = set()
+        in_chain: dict[BatchKey, bytes] = {}
         for record in records:
             if isinstance(record, BatchRecord):
                 core.disseminator.restore(record)
             elif isinstance(record, AssembledRecord):
                 core.resolver.restore(record)
                 core._rebuild(record)
-                in_chain.update(BatchKey(o, s) for o, s, _d in record.batches)
-        for key in in_chain:
-            core.disseminator.included(key, [])
+                in_chain.update((BatchKey(o, s), d) for o, s, d in record.batches)
+        for key, digest in in_chain.items():
+            core.disseminator.included(key, [], digest)
         for (key, _digest), stored in core.disseminator.stored.items():
             if key in in_chain:  # rebuilt above: only a fetch needs it now
                 core.disseminator.chained(stored)
@@ -360,7 +360,7 @@ class DisseminatingReplica:
             key = BatchKey(origin, batch_sequence)
             stored = self.disseminator.stored.get((key, digest))
             ids = [] if stored is None else list(stored.ids)
-            self.disseminator.included(key, ids)
+            self.disseminator.included(key, ids, digest)
             if stored is not None:  # in the chain: only a fetch needs it now
                 self.disseminator.chained(stored)
             used.append((key, digest))

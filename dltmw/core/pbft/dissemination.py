@@ -208,6 +208,11 @@ class Disseminator:
         self.per_origin: dict[int, int] = {}  # counted in `unordered`, by origin
         # Others' stored batches whose key is not in the chain yet: digests by key.
         self.unordered: dict[BatchKey, set[bytes]] = {}
+        # Stored digests of a key the chain took with another digest (an equivocating origin's
+        # other batch): never ordered, no longer counted against the origin's bound, dropped at
+        # expiry as an unordered batch is (`advance`). They used to stay for good: a faulty
+        # origin could grow every correct replica's memory by a batch per equivocation.
+        self.shadowed: dict[BatchKey, set[bytes]] = {}
         self.batched_ids: set[bytes] = set()  # ids in own batches not yet in the chain
         self.certified: list[bytes] = []  # certificates to hand to the ordering replica
         self.persist: list[BatchRecord] = []
@@ -490,16 +495,20 @@ class Disseminator:
 
     # -- chain feedback --------------------------------------------------------------------
 
-    def included(self, key: BatchKey, envelope_ids: list[bytes]) -> None:
-        """A batch named `key` is in the chain: stop resending it (own) or its certificate, and
-        stop counting `key`'s batches against their origin's bound (the chain takes each key
-        once, so another digest of it — an equivocation — can never be ordered either; what
-        was ordered stays stored while its slot is retained)."""
+    def included(self, key: BatchKey, envelope_ids: list[bytes], digest: bytes) -> None:
+        """The batch (`key`, `digest`) is in the chain: stop resending it (own) or its
+        certificate, and stop counting `key`'s batches against their origin's bound (the chain
+        takes each key once, so another digest of it — an equivocation — can never be ordered
+        either: such a batch is `shadowed` until it expires; what was ordered stays stored
+        while its slot is retained)."""
         if key.origin == self.me:
             own = self.own.pop(key.batch_sequence, None)
             if own is not None:
                 self.batched_ids.difference_update(envelope_ids)
-        self._uncount(key)
+        others = self._uncount(key)
+        others.discard(digest)
+        if others:
+            self.shadowed.setdefault(key, set()).update(others)
 
     def chained(self, stored: StoredBatch) -> None:
         """A stored batch is in the chain: assembly took its envelopes, and only a fetch (a
@@ -533,10 +542,13 @@ class Disseminator:
             digests.add(digest)
             self.per_origin[key.origin] = self.per_origin.get(key.origin, 0) + 1
 
-    def _uncount(self, key: BatchKey) -> None:
+    def _uncount(self, key: BatchKey) -> set[bytes]:
+        """Stop counting `key`'s stored batches; returns their digests."""
         digests = self.unordered.pop(key, None)
-        if digests:
-            self.per_origin[key.origin] -= len(digests)
+        if not digests:
+            return set()
+        self.per_origin[key.origin] -= len(digests)
+        return digests
 
     def advance(self, height: int, known: Callable[[bytes], bool]) -> None:
         """The assembled height moved to `height` (slots are assembled above it only): expire
@@ -566,6 +578,14 @@ class Disseminator:
                     self.drop("stored-batch-expired")
             if not digests:
                 del self.unordered[key]
+        for key, digests in list(self.shadowed.items()):
+            for digest in list(digests):
+                stored = self.stored.get((key, digest))
+                if stored is None or stored.formed_at + expiry <= height:
+                    self.stored.pop((key, digest), None)
+                    digests.discard(digest)
+            if not digests:
+                del self.shadowed[key]
         if height >= self._prune_at:  # a pass over every ack, every few slots
             self._prune_at = height + max(1, expiry // 8)
             for key, (_digest, formed) in list(self.acked.items()):

@@ -33,6 +33,11 @@ from dltmw.v1 import block_pb2, orderer_service_pb2, orderer_service_pb2_grpc
 logger = logging.getLogger(__name__)
 
 FETCH_BLOCKS_MAX = 512
+# A fetch also stops once it holds this many bytes of blocks (it keeps them all in memory until
+# they are verified and committed): 512 full blocks are up to 512 MiB at the 1 MiB block
+# bound, ~70 MB at 100 kv transactions a block — a lagging replica's RSS spiked by that much.
+# The core asks again at once when a fetch stopped here (`FetchedBlocks.more`).
+FETCH_BYTES_MAX = 4 * 1024 * 1024
 IDLE_S = 1.0
 CALL_TIMEOUT_S = 30.0
 Verify = Callable[[int, bytes, bytes], bool]
@@ -45,9 +50,10 @@ def _unresolved(signer: bytes) -> bytes:
 
 async def fetch_blocks(
     ctx: NodeContext, channel_id: str, node_id: str, start: int
-) -> list[block_pb2.Block]:
-    """Up to FETCH_BLOCKS_MAX committed blocks from `start` held by replica `node_id`; stops at
-    the first IDLE_S without a block (the peer holds no more). Raises on an RPC failure."""
+) -> tuple[list[block_pb2.Block], bool]:
+    """Up to FETCH_BLOCKS_MAX committed blocks from `start` held by replica `node_id`, and
+    whether it stopped at FETCH_BYTES_MAX (the peer may hold more); stops at the first IDLE_S
+    without a block (the peer holds no more). Raises on an RPC failure."""
     seek = orderer_service_pb2.SeekInfo(
         channel_id=channel_id,
         start_block=start,
@@ -63,16 +69,20 @@ async def fetch_blocks(
     stub = orderer_service_pb2_grpc.OrdererServiceStub(await ctx.channel_to(node_id))
     call = stub.Deliver(request, timeout=CALL_TIMEOUT_S)
     blocks: list[block_pb2.Block] = []
+    held = 0
     responses = aiter(call)
     try:
         for _ in range(FETCH_BLOCKS_MAX):
             response = await asyncio.wait_for(anext(responses), IDLE_S)
             blocks.append(response.block)
+            held += response.block.ByteSize()
+            if held >= FETCH_BYTES_MAX:
+                return blocks, True
     except (TimeoutError, StopAsyncIteration):
         pass
     finally:
         call.cancel()
-    return blocks
+    return blocks, False
 
 
 def verified_prefix(
@@ -131,7 +141,7 @@ async def fetch_verified(
     """Fetch from `node_id` and keep the verified prefix (empty when it has nothing newer);
     `resolve`: as for `verified_prefix`, under the config in force at `height`."""
     try:
-        blocks = await fetch_blocks(ctx, channel_id, node_id, height)
+        blocks, more = await fetch_blocks(ctx, channel_id, node_id, height)
     except grpc.aio.AioRpcError as exc:
         logger.info("block fetch from %s failed: %s", node_id, exc.details())
         if reconnects(exc):
@@ -140,4 +150,4 @@ async def fetch_verified(
     good = verified_prefix(
         blocks, channel_id, height, last_hash, identities, quorum, verify, resolve
     )
-    return FetchedBlocks(node_id, tuple(good))
+    return FetchedBlocks(node_id, tuple(good), more and len(good) == len(blocks))
