@@ -181,7 +181,8 @@ class Ctx:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         return self.channel
 
-    async def forget(self, node_id: str) -> None:
+    async def forget(self, node_id: str, failed: grpc.aio.Channel | None = None) -> None:
+        assert failed is self.channel  # the channel the failed ask used, and only that one
         self.forgotten.append(node_id)
 
 

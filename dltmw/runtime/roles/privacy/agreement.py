@@ -48,7 +48,6 @@ from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
-from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
@@ -63,6 +62,7 @@ from dltmw.core.rwset import Version
 from dltmw.ledger.private_store import PrivateTxn
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
+from dltmw.runtime.roles.privacy.links import forget_if_gone
 from dltmw.runtime.roles.privacy.private_channel import Outgoing, PrivateChannel
 from dltmw.v1 import (
     errors_pb2,
@@ -532,11 +532,10 @@ class Agreements:
         data = batch.SerializeToString()
         request = A.AgreeBatchRequest(query=data, signature=self._ctx.signer.sign(data))
         try:
-            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self._ctx.channel_to(node_id)
-            )
+            link = await self._ctx.channel_to(node_id)
         except TransientError as exc:
             return [_not_agreed(node_id, str(exc))] * len(queries)
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
         try:
             reply = await stub.AgreeBatch(request, timeout=AGREE_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
@@ -547,11 +546,11 @@ class Agreements:
                         return_exceptions=True,
                     )
                 )
-            if reconnects(exc):
-                # Down, or restarted at another address: the next ask re-resolves it. Without
-                # this, a recipient back on a new port (and pushed nothing since) was asked on
-                # the dead channel for ever — a pending recipient could never agree.
-                await self._ctx.forget(node_id)
+            # Down, or restarted at another address: the next ask re-resolves it. Without
+            # this, a recipient back on a new port (and pushed nothing since) was asked on the
+            # dead channel for ever — a pending recipient could never agree. Only that channel,
+            # and not for an answer such as INTERNAL (`links.py`: the pushes sharing it go on).
+            await forget_if_gone(self._ctx, node_id, link, exc)
             return [_not_agreed(node_id, f"{exc.code().name}: {exc.details()}")] * len(queries)
         if len(reply.results) != len(queries):
             return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)

@@ -34,7 +34,6 @@ import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.key_order import KeyOrder
-from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
     PayloadError,
@@ -50,6 +49,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
+from dltmw.runtime.roles.privacy.links import forget_if_gone
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel, Sent
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
@@ -305,13 +305,13 @@ class PrivacyManager:
         query.timestamp.FromDatetime(utc_now())
         data = query.SerializeToString()
         request = P.PrivateStateHashRequest(query=data, signature=self.ctx.signer.sign(data))
+        link: grpc.aio.Channel | None = None
         try:
-            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self.ctx.channel_to(node.node_id)
-            )
+            link = await self.ctx.channel_to(node.node_id)
+            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
             reply = await stub.PrivateStateHash(request, timeout=CALL_TIMEOUT_S)
         except (grpc.aio.AioRpcError, TransientError) as exc:
-            await self._forget_if_gone(node.node_id, exc)
+            await forget_if_gone(self.ctx, node.node_id, link, exc)
             detail = (
                 f"{exc.code().name}: {exc.details()}"
                 if isinstance(exc, grpc.aio.AioRpcError)
@@ -321,11 +321,6 @@ class PrivacyManager:
         return P.PartyStateHash(
             node_id=node.node_id, status=reply.status, state_hash=reply.state_hash
         )
-
-    async def _forget_if_gone(self, node_id: str, exc: Exception) -> None:
-        """Drop the cached channel of an unreachable node (it may have restarted elsewhere)."""
-        if reconnects(exc):
-            await self.ctx.forget(node_id)
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -341,21 +336,26 @@ class PrivacyManager:
     async def _resend_from(
         self, channel: PrivateChannel, node_id: str
     ) -> list[private_payload_pb2.EncryptedPayload]:
+        """Every payload `node_id` holds for this node (Resend); a failed call drops the cached
+        channel it used when the connection is bad (`links.py`), then raises."""
         query = P.ResendQuery(
             channel_id=channel.channel_id, requester=self.ctx.signer.identity_bytes
         )
         query.timestamp.FromDatetime(utc_now())
         data = query.SerializeToString()
-        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-            await self.ctx.channel_to(node_id)
-        )
+        link = await self.ctx.channel_to(node_id)
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
         out: list[private_payload_pb2.EncryptedPayload] = []
         call = stub.Resend(
             P.ResendRequest(query=data, signature=self.ctx.signer.sign(data)),
             timeout=CALL_TIMEOUT_S,
         )
-        async for reply in call:
-            out.extend(reply.payloads)
+        try:
+            async for reply in call:
+                out.extend(reply.payloads)
+        except grpc.aio.AioRpcError as exc:
+            await forget_if_gone(self.ctx, node_id, link, exc)
+            raise
         return out
 
     async def recover(self, channel_id: str) -> P.RecoverResponse:
@@ -376,7 +376,6 @@ class PrivacyManager:
                     offered = await self._resend_from(channel, node_id)
                 except (grpc.aio.AioRpcError, TransientError) as exc:
                     logger.warning("resend from %s failed: %s", node_id, exc)
-                    await self._forget_if_gone(node_id, exc)
                     continue
                 out.peers_answered += 1
                 for payload in offered:
