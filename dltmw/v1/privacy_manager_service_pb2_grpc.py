@@ -284,8 +284,9 @@ class PrivacyManagerServiceServicer:
     def Agree(self, request, context):
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-        payload is not held here).
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+        PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+        again; an older release answers NOT_AUTHORIZED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

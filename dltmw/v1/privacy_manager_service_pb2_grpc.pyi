@@ -136,8 +136,9 @@ class PrivacyManagerServiceStub:
     Agree: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-    payload is not held here).
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+    PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+    again; an older release answers NOT_AUTHORIZED).
     """
     AgreeBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]
     """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
@@ -254,8 +255,9 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     Agree: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]  # type: ignore[assignment]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-    payload is not held here).
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+    PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+    again; an older release answers NOT_AUTHORIZED).
     """
     AgreeBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]  # type: ignore[assignment]
     """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
@@ -453,8 +455,9 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_private_agreement_pb2.AgreeResponse, _abc.Awaitable[_private_agreement_pb2.AgreeResponse]]:
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-        payload is not held here).
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+        PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+        again; an older release answers NOT_AUTHORIZED).
         """
 
     @_abc_1.abstractmethod

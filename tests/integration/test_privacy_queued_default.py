@@ -181,7 +181,8 @@ async def test_past_the_deadline_the_pending_tx_is_named_and_resumed_once(
         for digest in (sent.payload_hash, pending.payload_hash):
             row = listed[(digest, "peer0.org3")]
             assert row.state == P.DELIVERY_STATE_PENDING and row.HasField("queued_at")
-        # Nobody will order the plain send: abandoned, it is pushed no more, and says so.
+        # Nobody will order the plain send: abandoned, it is pushed no more, and says so (red
+        # when AbandonDelivery leaves the row owed: the view still says PENDING).
         assert await pc.abandon_delivery(CH, sent.payload_hash) == 1
         view = await pc.validate(CH, sent.payload_hash, wait=False)
         parties = {p.node_id: p for p in view.parties}

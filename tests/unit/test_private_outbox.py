@@ -277,7 +277,7 @@ async def test_redelivery_gives_up_removed_expired_and_rekeyed_recipients_once(
     given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
     assert len(given_up) == 3, given_up  # gone, b, then a: each once
     assert channel.pushed == []  # nothing pushed to a removed or rekeyed node
-    assert task.given_up == {outbox.REMOVED: 2, outbox.EXPIRED: 1}
+    assert task.given_up_by_reason() == {"recipient_removed": 2, "expired": 1}  # the metric
     assert await task._pass() == rd.IDLE_S  # nothing owed: the task idles
 
 

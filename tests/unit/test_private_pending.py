@@ -369,3 +369,34 @@ async def test_add_recipients_owes_the_push_in_the_replaces_own_transaction(
         await channel.add_recipients(mine, ["Org3"])
     assert store.replaced == [mine]
     assert sorted(store.queued) == [(mine, "peer0.org2"), (mine, "peer0.org3")]
+
+
+async def test_the_sdk_abandons_a_pending_transaction_by_its_payload() -> None:
+    """`Client.abandon_private(error)` asks its node to give up the payload's deliveries
+    (AbandonDelivery) by the AgreementPending's channel and payload hash; a node with nothing
+    owed answers NOT_FOUND, which the SDK raises typed."""
+    from dltmw.sdk.client import Client
+    from dltmw.sdk.errors import NotFound
+
+    asked: list[tuple[str, bytes]] = []
+
+    class Privacy:
+        async def abandon_delivery(self, channel_id: str, payload_hash: bytes) -> int:
+            asked.append((channel_id, payload_hash))
+            if len(asked) > 1:
+                raise refused(R.ERROR_REASON_NOT_FOUND, S.FAILED_PRECONDITION, {})
+            return 1
+
+    client = Client.__new__(Client)
+
+    async def private() -> Privacy:
+        return Privacy()
+
+    client.private = private  # type: ignore[assignment,method-assign]
+    error = _agreement_pending(
+        PrivateAgreementPending(pending_error(), "deals", b"\x07" * 32, "tx7", b"n" * 24)
+    )
+    assert await client.abandon_private(error) == 1
+    with pytest.raises(NotFound):
+        await client.abandon_private(error)
+    assert asked == [("deals", b"\x07" * 32)] * 2

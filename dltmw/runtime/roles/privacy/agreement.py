@@ -379,7 +379,14 @@ class Agreements:
             await asyncio.wait(either, return_when=FIRST_COMPLETED)
             if sending.done.done():
                 sending.done.result()  # raises when the send failed (so does the collection)
-        own, keys, hashed, sender = await self._run(channel, contract_of, digest)
+        try:
+            own, keys, hashed, sender = await self._run(channel, contract_of, digest)
+        except ClientError as exc:
+            if exc.reason != R.ERROR_REASON_PAYLOAD_NOT_HELD:
+                raise
+            # CollectAgreements is a client RPC: a payload not held here is one this node did
+            # not send, NOT_AUTHORIZED as before (PAYLOAD_NOT_HELD is the node-to-node answer)
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, exc.message) from exc
         body = ag.agreement_body(
             channel.channel_id, tx_id, digest, own, keys, ag.AGREE, hashed, sender
         )

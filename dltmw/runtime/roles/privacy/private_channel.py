@@ -158,6 +158,14 @@ class PrivateChannel:
         being pushed (read by the metrics)."""
         return self._queue.qsize() + self._pushing
 
+    @property
+    def given_up(self) -> dict[str, int]:
+        """Deliveries the redelivery gave up since the start, by reason (read by the
+        metrics: `dltmw_private_deliveries_given_up_total`)."""
+        if self.redelivery is None:
+            return {}
+        return self.redelivery.given_up_by_reason()
+
     async def start(self) -> None:
         """Start the Send batcher and the redelivery of what is still owed."""
         name = f"send-{self.channel_id}"

@@ -132,6 +132,11 @@ class Redelivery:
         """Look at the outbox now (a Send left deliveries behind)."""
         self._task.wake()
 
+    def given_up_by_reason(self) -> dict[str, int]:
+        """`given_up` named for the metrics (expired, recipient_removed)."""
+        names = {EXPIRED: "expired", REMOVED: "recipient_removed"}
+        return {names[state]: count for state, count in self.given_up.items()}
+
     def heard_from(self, node: str) -> None:
         """`node` answered a call (a collection's AgreeBatch, a Send's push): if its deliveries
         are backing off, they are due now (within BACKOFF_MIN_S) instead of at the end of a
