@@ -412,3 +412,22 @@ async def test_the_senders_listing_and_abandon(store: PrivateStore) -> None:
     with pytest.raises(ClientError) as nothing:
         await manager.abandon_delivery("c", H1)
     assert nothing.value.reason == errors_pb2.ERROR_REASON_NOT_FOUND
+
+
+async def test_an_outbox_from_before_the_time_and_state_columns_is_migrated(
+    psite: PrivateSite,
+) -> None:
+    """A store written by a release without `since` and `state` opens with both added: its
+    rows owed, with no time (stamped by the next pass). Red without the migration (sqlite's
+    ALTER in `private_outbox.setup`, PostgreSQL's ADD COLUMN IF NOT EXISTS): the read fails."""
+    store = await psite.open()
+    await store.close()
+    psite.query("ALTER TABLE outbox DROP COLUMN since")
+    psite.query("ALTER TABLE outbox DROP COLUMN state")
+    psite.query("INSERT INTO outbox VALUES (?, ?)", (H1, "a"))
+    store = await psite.open()
+    try:
+        assert await store.owed((b"", ""), 10) == [(H1, "a", None)]
+        assert await store.delivery_states(H1) == {"a": outbox.OWED}
+    finally:
+        await store.close()
