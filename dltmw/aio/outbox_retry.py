@@ -78,6 +78,23 @@ class RetrySchedule(Generic[K]):
         self._next[key] = (now + delay, failures + 1)
         return delay
 
+    def hurry(self, key: K, now: float, within_s: float, *, add: bool = False) -> bool:
+        """`key` was heard from (it answered another call): if it is pending, it is due within
+        `within_s` instead of at the end of its backoff (its failures stay counted, so a key
+        heard from often while its deliveries keep failing is still tried at most once per
+        `within_s`). A key not pending is left alone unless `add` (the caller just queued rows
+        for it). True if its due time moved."""
+        entry = self._next.get(key)
+        if entry is None:
+            if not add:
+                return False  # nothing owed to it: no entry (a stale one would spin `wait_s`)
+            entry = (now + self.first_delay_s, 0)
+        due, failures = entry
+        if due <= now + within_s:
+            return False
+        self._next[key] = (now + within_s, failures)
+        return True
+
     def done(self, key: K) -> None:
         """`key` was delivered: forget it."""
         self._next.pop(key, None)
@@ -87,6 +104,13 @@ class RetrySchedule(Generic[K]):
         if len(self._next) > self.tracked_max:
             keep = set(seen)
             self._next = {k: v for k, v in self._next.items() if k in keep}
+
+    def retain(self, seen: Iterable[K]) -> None:
+        """A whole pass over the table saw only the keys `seen`: forget the others (their rows
+        went: purged, dropped). Kept, a forgotten row's past due time made every later pass
+        wait only `PAGE_S` (`wait_s`) while other keys were pending."""
+        keep = set(seen)
+        self._next = {k: v for k, v in self._next.items() if k in keep}
 
     def clear(self) -> None:
         """The table is empty: nothing is pending."""

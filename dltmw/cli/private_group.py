@@ -31,13 +31,19 @@ from dltmw.cli.params import (
     JsonOpt,
     NetworkDir,
 )
+from dltmw.cli.private_deliveries import abandon, pending
 from dltmw.client.groups import add_to_group, create_group, group_call, remove_from_group
 from dltmw.client.privacy import PrivacyClient, PrivateSubmitted
 from dltmw.v1 import transaction_pb2
 
-private_app = typer.Typer(help="Private transactions: privacy groups.", no_args_is_help=True)
+private_app = typer.Typer(
+    help="Private transactions: privacy groups, the sender's queued deliveries.",
+    no_args_is_help=True,
+)
 group_app = typer.Typer(help="Privacy groups of a channel.", no_args_is_help=True)
 private_app.add_typer(group_app, name="group")
+private_app.command("pending")(pending)
+private_app.command("abandon")(abandon)
 GroupArg = Annotated[str, typer.Argument(help="privacy group id, e.g. desk", show_default=False)]
 OrgsArg = Annotated[list[str], typer.Argument(help="member organisations", show_default=False)]
 CODE = transaction_pb2.TxValidationCode.Name

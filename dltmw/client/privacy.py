@@ -47,6 +47,8 @@ from dltmw.v1 import (
 A = private_agreement_pb2
 P = privacy_manager_service_pb2
 WAIT_ATTEMPTS = 40
+PENDING_PAGE = 256  # PendingDeliveries rows per call
+PENDING_LIST_MAX = 10_000  # `pending_deliveries` stops there (bounded)
 
 
 @dataclass(frozen=True)
@@ -490,6 +492,45 @@ class PrivacyClient:
         return await self.stub.Recover(
             P.RecoverRequest(query=query, signature=signature), timeout=180
         )
+
+    async def pending_deliveries(
+        self, channel_id: str, limit: int = PENDING_LIST_MAX
+    ) -> list[P.PendingDelivery]:
+        """The node's deliveries of payloads it sent that no recipient acknowledged yet —
+        pending, expired, recipient removed, abandoned (docs/privacy.md "Queued delivery") —
+        page by page, at most `limit` in all."""
+        out: list[P.PendingDelivery] = []
+        after: tuple[bytes, str] = (b"", "")
+        while len(out) < limit:
+            page = min(PENDING_PAGE, limit - len(out))
+            query, signature = self.client.signed_query(
+                P.PendingDeliveriesQuery(
+                    channel_id=channel_id,
+                    after_payload_hash=after[0],
+                    after_node_id=after[1],
+                    limit=page,
+                )
+            )
+            reply = await self.stub.PendingDeliveries(
+                P.PendingDeliveriesRequest(query=query, signature=signature), timeout=30
+            )
+            out.extend(reply.deliveries)
+            if len(reply.deliveries) < page:
+                break
+            last = reply.deliveries[-1]
+            after = (last.payload_hash, last.node_id)
+        return out
+
+    async def abandon_delivery(self, channel_id: str, payload_hash: bytes) -> int:
+        """Have the node stop pushing a payload it sent to the recipients still owed it (a
+        pending transaction nobody will resume); how many deliveries were given up."""
+        query, signature = self.client.signed_query(
+            P.AbandonDeliveryQuery(channel_id=channel_id, payload_hash=payload_hash)
+        )
+        reply = await self.stub.AbandonDelivery(
+            P.AbandonDeliveryRequest(query=query, signature=signature), timeout=30
+        )
+        return reply.abandoned
 
 
 async def _done(response: A.CollectAgreementsResponse) -> A.CollectAgreementsResponse:

@@ -76,7 +76,10 @@ CREATE TABLE IF NOT EXISTS deferred (
 CREATE TABLE IF NOT EXISTS purged (
     hash bytea PRIMARY KEY, tx_id bytea NOT NULL, block_number bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
-    hash bytea NOT NULL, node bytea NOT NULL, PRIMARY KEY (hash, node));
+    hash bytea NOT NULL, node bytea NOT NULL, since double precision,
+    state integer NOT NULL DEFAULT 0, PRIMARY KEY (hash, node));
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS since double precision;
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS state integer NOT NULL DEFAULT 0;
 """
     + UTF8_OR_NULL
     + """

@@ -48,7 +48,8 @@ from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import StateAccumulator, accumulate
 from dltmw.ledger import failpoints, private_outbox, private_purge
 from dltmw.ledger.at_rest import PLAIN, ValueCodec, state_id
-from dltmw.ledger.private_outbox import Delivery
+from dltmw.ledger.private_outbox import Delivery, Owed
+from dltmw.ledger.private_outbox import Row as OutboxRow
 from dltmw.ledger.private_sql import Db, text
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
@@ -422,14 +423,17 @@ class PrivateStore:
         return await self._file.write(names, run_all)
 
     async def store_payloads(
-        self, payloads: Sequence[NewPayload], deliveries: Sequence[Delivery] = ()
+        self,
+        payloads: Sequence[NewPayload],
+        deliveries: Sequence[Delivery] = (),
+        since: float | None = None,
     ) -> int:
         """Store payloads in one transaction, with the deliveries this node (their sender) owes
-        for them (`private_outbox.py`); returns how many were new."""
+        for them, queued at `since` (`private_outbox.py`); returns how many were new."""
 
         def run(txn: PrivateTxn) -> int:
             conn = txn.db
-            private_outbox.queue(conn, deliveries)
+            private_outbox.queue(conn, deliveries, since)
             new, kept = 0, private_purge.not_purged(conn, payloads, "payload_hash")
             for verb, replace in (("INSERT OR IGNORE", False), ("INSERT OR REPLACE", True)):
                 rows = [
@@ -454,13 +458,39 @@ class PrivateStore:
                 lambda txn: private_outbox.delivered(txn.db, deliveries), "privacy.outbox"
             )
 
-    async def owed(self, after: Delivery, limit: int) -> list[Delivery]:
+    async def owed(self, after: Delivery, limit: int) -> list[Owed]:
         """A page of the deliveries still owed (`private_outbox.owed`)."""
         return await self._file.read(lambda conn: private_outbox.owed(conn, after, limit))
+
+    async def outbox_rows(self, after: Delivery, limit: int) -> list[OutboxRow]:
+        """A page of the outbox, owed and given-up rows (`private_outbox.rows`)."""
+        return await self._file.read(lambda conn: private_outbox.rows(conn, after, limit))
 
     async def pending_nodes(self, payload_hash: bytes) -> list[str]:
         """Recipient nodes this node still owes `payload_hash` (its sender's view)."""
         return await self._file.read(lambda conn: private_outbox.pending_nodes(conn, payload_hash))
+
+    async def delivery_states(self, payload_hash: bytes) -> dict[str, int]:
+        """node -> outbox state of each delivery of `payload_hash` not acknowledged yet."""
+        return await self._file.read(lambda conn: private_outbox.states(conn, payload_hash))
+
+    async def give_up(
+        self,
+        given_up: Sequence[tuple[Sequence[Delivery], int]],
+        stamps: Sequence[Delivery] = (),
+        since: float = 0.0,
+    ) -> list[int]:
+        """In one transaction: each (deliveries, state) of `given_up` is pushed no more
+        (`private_outbox.give_up`), and the rows `stamps` get `since` when they have none.
+        Returns how many owed rows each group changed."""
+
+        def run(txn: PrivateTxn) -> list[int]:
+            private_outbox.stamp(txn.db, stamps, since)
+            return [private_outbox.give_up(txn.db, rows, state) for rows, state in given_up]
+
+        if not any(rows for rows, _ in given_up) and not stamps:
+            return [0] * len(given_up)
+        return await self.transaction(run, "privacy.outbox")
 
     async def missing(self, hashes: Sequence[bytes]) -> list[bytes]:
         """Those of `hashes` this node neither holds (stored or deferred) nor purged, in the

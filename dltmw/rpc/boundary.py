@@ -70,6 +70,8 @@ QUERY_METHODS = frozenset(
         "/dltmw.v1.PrivacyManagerService/PrivateStateHash",
         "/dltmw.v1.PrivacyManagerService/ValidatePrivateState",
         "/dltmw.v1.PrivacyManagerService/Recover",
+        "/dltmw.v1.PrivacyManagerService/PendingDeliveries",
+        "/dltmw.v1.PrivacyManagerService/AbandonDelivery",
         "/dltmw.v1.VaultService/QueryStates",
         "/dltmw.v1.FlowService/FetchTransaction",
         "/dltmw.v1.CrossChainService/GetCommitProof",

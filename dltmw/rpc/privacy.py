@@ -1,7 +1,7 @@
 """PrivacyManagerService servicer: admission of every request, then the privacy manager.
 
 Two admission rules (see the proto): client RPCs (Send, Receive, ValidatePrivateState, Recover,
-CollectAgreements, CollectAgreementsBatch)
+PendingDeliveries, AbandonDelivery, CollectAgreements, CollectAgreementsBatch)
 need a signed request of a member of THIS node's organisation with a TLS certificate of that
 organisation; node RPCs (Push, Resend, PrivateStateHash, Agree) need a signed request of a peer node
 named in the channel config, with a TLS certificate of its organisation (AgreeBatch too: one
@@ -129,6 +129,16 @@ class PrivacyRole(Protocol):
 
     async def recover(self, channel_id: str) -> P.RecoverResponse:
         """Rebuild the private store from the other peers."""
+        ...
+
+    async def pending_deliveries(
+        self, channel_id: str, after: tuple[bytes, str], limit: int
+    ) -> P.PendingDeliveriesResponse:
+        """A page of this node's deliveries not acknowledged yet (pending or given up)."""
+        ...
+
+    async def abandon_delivery(self, channel_id: str, digest: bytes) -> P.AbandonDeliveryResponse:
+        """Give up the pending deliveries of a payload this node sent."""
         ...
 
     async def agree(self, query: A.AgreeQuery, requester_key: bytes) -> A.PrivateAgreement:
@@ -334,6 +344,28 @@ class PrivacyManagerServicer(privacy_manager_service_pb2_grpc.PrivacyManagerServ
         query = parse(P.RecoverQuery, request.query, "query")
         self._client(context, query, query.channel_id, request.query, request.signature)
         return await self._pm.recover(query.channel_id)
+
+    @unary
+    async def PendingDeliveries(
+        self, request: P.PendingDeliveriesRequest, context: Ctx
+    ) -> P.PendingDeliveriesResponse:
+        """The sender's deliveries not acknowledged yet, for a client of this organisation."""
+        query = parse(P.PendingDeliveriesQuery, request.query, "query")
+        if query.after_payload_hash:
+            _require_hash(query.after_payload_hash)
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        after = (query.after_payload_hash, query.after_node_id)
+        return await self._pm.pending_deliveries(query.channel_id, after, query.limit)
+
+    @unary
+    async def AbandonDelivery(
+        self, request: P.AbandonDeliveryRequest, context: Ctx
+    ) -> P.AbandonDeliveryResponse:
+        """Give up a payload's pending deliveries, for a client of this organisation."""
+        query = parse(P.AbandonDeliveryQuery, request.query, "query")
+        _require_hash(query.payload_hash)
+        self._client(context, query, query.channel_id, request.query, request.signature)
+        return await self._pm.abandon_delivery(query.channel_id, query.payload_hash)
 
     @unary
     async def CollectAgreements(

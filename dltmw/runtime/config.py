@@ -20,12 +20,14 @@ from dltmw.rpc.channel_options import DEFAULT_KEEPALIVE, Keepalive
 from dltmw.runtime.config_file import (
     DEFAULT_LOGGING,
     DEFAULT_NOTARY,
+    DEFAULT_PRIVATE,
     JetStreamTable,
     Limits,
     LogSettings,
     NodeFile,
     NotaryTable,
     OperationsSettings,
+    PrivateTable,
     TracingSettings,
 )
 
@@ -69,6 +71,7 @@ class NodeConfig:
     jetstream: JetStreamTable | None = None
     standby_of: str = ""  # `[node] standby_of`: the active whose identity a standby holds
     notary: NotaryTable = DEFAULT_NOTARY  # `[notary]`: its interpreter settings (interpreter.py)
+    private: PrivateTable = DEFAULT_PRIVATE  # `[private]`: the privacy manager (queued delivery)
 
     @property
     def identity_id(self) -> str:
@@ -118,6 +121,7 @@ class NodeConfig:
             jetstream=_jetstream(doc.jetstream, base),
             standby_of=doc.node.standby_of,
             notary=doc.notary,
+            private=doc.private,
         )
 
 

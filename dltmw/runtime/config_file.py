@@ -322,6 +322,25 @@ DEFAULT_NOTARY = NotaryTable()
 
 
 @dataclass(frozen=True)
+class PrivateTable:
+    """`[private]`: the privacy manager of a peer (docs/privacy.md "Queued delivery")."""
+
+    delivery_expiry_s: float = key(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="how long a private payload owed to a recipient that is down is pushed "
+        "again before its delivery is given up (EXPIRED: logged once, kept in the sender's "
+        "view); 0 = never",
+    )
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+DEFAULT_PRIVATE = PrivateTable()
+
+
+@dataclass(frozen=True)
 class StorageTable:
     """`[storage]`: how long and how a transient storage fault is retried before the node stops."""
 
@@ -394,6 +413,7 @@ class NodeFile:
     storage: StorageTable = key(default_factory=StorageTable)
     validation: ValidationTable = key(default_factory=ValidationTable)
     notary: NotaryTable = key(default_factory=NotaryTable)
+    private: PrivateTable = key(default_factory=PrivateTable)
     jetstream: JetStreamTable = key(
         default_factory=JetStreamTable, description="the NATS cluster of jetstream ordering"
     )

@@ -69,9 +69,16 @@ class NodeContext:
             self._channels[node_id] = channel
             return channel
 
-    async def forget(self, node_id: str) -> None:
-        """Drop a channel after a failure, so the next call re-resolves (node restarted)."""
+    async def forget(self, node_id: str, failed: grpc.aio.Channel | None = None) -> None:
+        """Drop a channel after a failure, so the next call re-resolves (node restarted).
+
+        `failed`: the channel instance the failing call used. Only that one is dropped: when
+        another caller already replaced it, the new channel carries other calls (a push stream,
+        a collection's asks) that closing it would cancel, and it has not failed."""
         async with self._lock:
+            current = self._channels.get(node_id)
+            if failed is not None and current is not failed:
+                return  # already replaced (or dropped): the failed one is not cached any more
             channel = self._channels.pop(node_id, None)
         if channel is not None:
             await channel.close(None)

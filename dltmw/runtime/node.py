@@ -146,7 +146,9 @@ class Node:
 
             kem = read_key(config.privacy_kem_key) if config.privacy_kem_key else None
             key = load_privacy_key(read_key(config.privacy_key), kem)
-            self.privacy = PrivacyManager(self.ctx, key, self._open_private_store)
+            self.privacy = PrivacyManager(
+                self.ctx, key, self._open_private_store, config.private.delivery_expiry_s
+            )
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )

@@ -102,6 +102,11 @@ class Pending(Protocol):
         """Payloads not yet delivered to every recipient."""
         ...
 
+    @property
+    def given_up(self) -> Mapping[str, int]:
+        """Deliveries given up since the start, by reason (expired, recipient_removed)."""
+        ...
+
 
 class NodeGauges:
     """The state source of a node's metrics. The maps are the node's own (read, never copied),
@@ -193,9 +198,16 @@ class NodeGauges:
             "Private payloads sent from here not yet acknowledged by every recipient",
             labels=["channel"],
         )
+        given_up = CounterMetricFamily(
+            "dltmw_private_deliveries_given_up",
+            "Queued private deliveries this node stopped pushing (docs/privacy.md)",
+            labels=["channel", "reason"],
+        )
         for cid, channel in sorted(self._private.items()):
             pending.add_metric([cid], channel.pending)
-        return (height, known, caught, view, changes, lag, dropped, pending)
+            for reason, count in sorted(channel.given_up.items()):
+                given_up.add_metric([cid, reason], count)
+        return (height, known, caught, view, changes, lag, dropped, pending, given_up)
 
 
 def not_ready_reasons(

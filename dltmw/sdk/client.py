@@ -292,6 +292,18 @@ class Client:
             raise from_rpc_error(exc) from None
         return self._committed(pending.channel_id, done)
 
+    async def abandon_private(self, pending: AgreementPending) -> int:
+        """Give up the private transaction of an `AgreementPending` instead of resuming it: its
+        node stops pushing the payload to the recipients still owed it (ABANDONED in the
+        sender's view, `dltmw private pending`); nothing is ordered. Returns how many
+        deliveries were given up; `NotFound` when none was still owed (every recipient got it:
+        resume it, or leave it unordered)."""
+        privacy = await self.private()
+        try:
+            return await privacy.abandon_delivery(pending.channel_id, pending.payload_hash)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
     def _committed(self, channel_id: str, done: PrivateSubmitted) -> Committed:
         """The typed result of a private transaction's commit (CommitFailed unless VALID)."""
         self._observe(channel_id, done.status.block_number)

@@ -388,6 +388,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     not held). ErrorInfo.metadata {"purge_tx_id": <the purge's tx id>, "block_number": <the
     block that carried it>}. Nothing was changed.
     """
+    ERROR_REASON_PAYLOAD_NOT_HELD: _ErrorReason.ValueType  # 330
+    """FAILED_PRECONDITION: Agree / AgreeBatch (an item's AgreeResult.reason) of a payload this
+    recipient does not hold (yet): not pushed here, or set aside by a recovery until its
+    transaction commits (docs/privacy.md "Queued delivery"). The sender of the payload queues
+    its delivery to this node again; nothing was changed. A node of an older release answers
+    NOT_AUTHORIZED with the message "this node does not hold that payload" instead.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -760,5 +767,12 @@ longer holds because a VALID purge transaction removed it (docs/privacy.md "Purg
 will never come back, unlike a payload a queued delivery has not brought yet (refused as
 not held). ErrorInfo.metadata {"purge_tx_id": <the purge's tx id>, "block_number": <the
 block that carried it>}. Nothing was changed.
+"""
+ERROR_REASON_PAYLOAD_NOT_HELD: ErrorReason.ValueType  # 330
+"""FAILED_PRECONDITION: Agree / AgreeBatch (an item's AgreeResult.reason) of a payload this
+recipient does not hold (yet): not pushed here, or set aside by a recovery until its
+transaction commits (docs/privacy.md "Queued delivery"). The sender of the payload queues
+its delivery to this node again; nothing was changed. A node of an older release answers
+NOT_AUTHORIZED with the message "this node does not hold that payload" instead.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -64,6 +64,44 @@ written, like an MVCC conflict; or the pre-state matched but the delta did not (
 """
 Global___PrivateTxStatus: _TypeAlias = PrivateTxStatus  # noqa: Y015
 
+class _DeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_STATE_UNSPECIFIED: _DeliveryState.ValueType  # 0
+    """Delivered, or not this node's to deliver."""
+    DELIVERY_STATE_PENDING: _DeliveryState.ValueType  # 1
+    """Queued: pushed again with backoff until the recipient stores it."""
+    DELIVERY_STATE_EXPIRED: _DeliveryState.ValueType  # 2
+    """Given up: not reached within the sender's `[private] delivery_expiry_s`."""
+    DELIVERY_STATE_RECIPIENT_REMOVED: _DeliveryState.ValueType  # 3
+    """Given up: the recipient is no longer a member of the channel config in force (or its key
+    there is not one the payload was sealed for).
+    """
+    DELIVERY_STATE_ABANDONED: _DeliveryState.ValueType  # 4
+    """Given up by an operator (AbandonDelivery)."""
+
+class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper):
+    """DeliveryState: the sender's record of a payload's delivery to one recipient that has not
+    acknowledged it (docs/privacy.md "Queued delivery").
+    """
+
+DELIVERY_STATE_UNSPECIFIED: DeliveryState.ValueType  # 0
+"""Delivered, or not this node's to deliver."""
+DELIVERY_STATE_PENDING: DeliveryState.ValueType  # 1
+"""Queued: pushed again with backoff until the recipient stores it."""
+DELIVERY_STATE_EXPIRED: DeliveryState.ValueType  # 2
+"""Given up: not reached within the sender's `[private] delivery_expiry_s`."""
+DELIVERY_STATE_RECIPIENT_REMOVED: DeliveryState.ValueType  # 3
+"""Given up: the recipient is no longer a member of the channel config in force (or its key
+there is not one the payload was sealed for).
+"""
+DELIVERY_STATE_ABANDONED: DeliveryState.ValueType  # 4
+"""Given up by an operator (AbandonDelivery)."""
+Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
 @_typing.final
 class SendBody(_message.Message):
     """SendBody is the signed content of a SendRequest."""
@@ -851,6 +889,7 @@ class PartyStateHash(_message.Message):
     MATCHES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     DELIVERY_PENDING_FIELD_NUMBER: _builtins.int
+    DELIVERY_STATE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id of the recipient."""
     status: Global___PrivateTxStatus.ValueType
@@ -865,6 +904,11 @@ class PartyStateHash(_message.Message):
     """True when this node sent the payload and has not yet delivered it to that recipient (its
     push is queued and retried: the sender's view of a down recipient, "pending").
     """
+    delivery_state: Global___DeliveryState.ValueType
+    """At the sender: what became of its delivery to that recipient when not acknowledged
+    (PENDING as `delivery_pending`, or given up: EXPIRED, RECIPIENT_REMOVED, ABANDONED);
+    UNSPECIFIED when delivered or not this node's to deliver.
+    """
     def __init__(
         self,
         *,
@@ -874,14 +918,226 @@ class PartyStateHash(_message.Message):
         matches: _builtins.bool = ...,
         error: _builtins.str = ...,
         delivery_pending: _builtins.bool = ...,
+        delivery_state: Global___DeliveryState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_pending", b"delivery_pending", "error", b"error", "matches", b"matches", "node_id", b"node_id", "state_hash", b"state_hash", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_pending", b"delivery_pending", "delivery_state", b"delivery_state", "error", b"error", "matches", b"matches", "node_id", b"node_id", "state_hash", b"state_hash", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PartyStateHash: _TypeAlias = PartyStateHash  # noqa: Y015
+
+@_typing.final
+class PendingDeliveriesQuery(_message.Message):
+    """PendingDeliveriesQuery asks for a page of the sender's undelivered deliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    AFTER_PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    AFTER_NODE_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Channel of the payloads."""
+    requester: _builtins.bytes
+    """Serialised Identity of the client; must belong to the node's organisation."""
+    after_payload_hash: _builtins.bytes
+    """Page after this (payload_hash, node_id); both empty for the first page."""
+    after_node_id: _builtins.str
+    """See after_payload_hash."""
+    limit: _builtins.int
+    """At most this many (0: the node's page size, 256; at most 1,000)."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Creation time, checked against the node's window."""
+
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        after_payload_hash: _builtins.bytes = ...,
+        after_node_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_node_id", b"after_node_id", "after_payload_hash", b"after_payload_hash", "channel_id", b"channel_id", "limit", b"limit", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingDeliveriesQuery: _TypeAlias = PendingDeliveriesQuery  # noqa: Y015
+
+@_typing.final
+class PendingDeliveriesRequest(_message.Message):
+    """PendingDeliveriesRequest carries a signed PendingDeliveriesQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised PendingDeliveriesQuery."""
+    signature: _builtins.bytes
+    """Requester's signature over `query`."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingDeliveriesRequest: _TypeAlias = PendingDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class PendingDelivery(_message.Message):
+    """PendingDelivery is one undelivered (payload, recipient) at its sender."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    QUEUED_AT_FIELD_NUMBER: _builtins.int
+    payload_hash: _builtins.bytes
+    """SHA-256 of the payload's ciphertext."""
+    node_id: _builtins.str
+    """The recipient node."""
+    state: Global___DeliveryState.ValueType
+    """Pending, or why it was given up."""
+    @_builtins.property
+    def queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the delivery was queued (unset: queued by a release before the time was recorded)."""
+
+    def __init__(
+        self,
+        *,
+        payload_hash: _builtins.bytes = ...,
+        node_id: _builtins.str = ...,
+        state: Global___DeliveryState.ValueType = ...,
+        queued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queued_at", b"queued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "payload_hash", b"payload_hash", "queued_at", b"queued_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingDelivery: _TypeAlias = PendingDelivery  # noqa: Y015
+
+@_typing.final
+class PendingDeliveriesResponse(_message.Message):
+    """PendingDeliveriesResponse is one page; fewer than asked: the last."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingDelivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___PendingDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingDeliveriesResponse: _TypeAlias = PendingDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class AbandonDeliveryQuery(_message.Message):
+    """AbandonDeliveryQuery names a payload whose pending deliveries this node gives up."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_HASH_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Channel of the payload."""
+    payload_hash: _builtins.bytes
+    """SHA-256 of the payload's ciphertext."""
+    requester: _builtins.bytes
+    """Serialised Identity of the client; must belong to the node's organisation."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Creation time, checked against the node's window."""
+
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        payload_hash: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "payload_hash", b"payload_hash", "requester", b"requester", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonDeliveryQuery: _TypeAlias = AbandonDeliveryQuery  # noqa: Y015
+
+@_typing.final
+class AbandonDeliveryRequest(_message.Message):
+    """AbandonDeliveryRequest carries a signed AbandonDeliveryQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query: _builtins.bytes
+    """Serialised AbandonDeliveryQuery."""
+    signature: _builtins.bytes
+    """Requester's signature over `query`."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonDeliveryRequest: _TypeAlias = AbandonDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class AbandonDeliveryResponse(_message.Message):
+    """AbandonDeliveryResponse says how many pending deliveries were given up."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ABANDONED_FIELD_NUMBER: _builtins.int
+    abandoned: _builtins.int
+    def __init__(
+        self,
+        *,
+        abandoned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonDeliveryResponse: _TypeAlias = AbandonDeliveryResponse  # noqa: Y015
 
 @_typing.final
 class ValidatePrivateStateResponse(_message.Message):

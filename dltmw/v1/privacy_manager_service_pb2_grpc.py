@@ -95,6 +95,16 @@ class PrivacyManagerServiceStub:
                 request_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.SerializeToString,
                 response_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.FromString,
                 _registered_method=True)
+        self.PendingDeliveries = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/PendingDeliveries',
+                request_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.AbandonDelivery = channel.unary_unary(
+                '/dltmw.v1.PrivacyManagerService/AbandonDelivery',
+                request_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryRequest.SerializeToString,
+                response_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryResponse.FromString,
+                _registered_method=True)
         self.CollectAgreements = channel.unary_unary(
                 '/dltmw.v1.PrivacyManagerService/CollectAgreements',
                 request_serializer=dltmw_dot_v1_dot_private__agreement__pb2.CollectAgreementsRequest.SerializeToString,
@@ -227,6 +237,27 @@ class PrivacyManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PendingDeliveries(self, request, context):
+        """PendingDeliveries (client RPC, the sender's queued delivery, docs/privacy.md "Queued
+        delivery"): the deliveries of payloads this node sent that no recipient acknowledged yet —
+        pending (still pushed), expired, recipient removed or abandoned (kept, no longer pushed) —
+        in (payload_hash, node_id) order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonDelivery(self, request, context):
+        """AbandonDelivery (client RPC): this node stops pushing a payload it sent to every recipient
+        still owed it (their deliveries turn ABANDONED, kept in PendingDeliveries). The
+        transaction it was sent for is not ordered by this (a client may still resume it; its
+        collection then fails naming the recipients that do not hold it). Extra errors: NOT_FOUND
+        -> FAILED_PRECONDITION (no delivery of that payload is pending here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CollectAgreements(self, request, context):
         """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
         on its private state, signs, asks every other recipient to Agree, and returns every signed
@@ -253,8 +284,9 @@ class PrivacyManagerServiceServicer:
     def Agree(self, request, context):
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-        payload is not held here).
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+        PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+        again; an older release answers NOT_AUTHORIZED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,6 +350,16 @@ def add_PrivacyManagerServiceServicer_to_server(servicer, server):
                     servicer.Recover,
                     request_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.FromString,
                     response_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.SerializeToString,
+            ),
+            'PendingDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.PendingDeliveries,
+                    request_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesResponse.SerializeToString,
+            ),
+            'AbandonDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonDelivery,
+                    request_deserializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryRequest.FromString,
+                    response_serializer=dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryResponse.SerializeToString,
             ),
             'CollectAgreements': grpc.unary_unary_rpc_method_handler(
                     servicer.CollectAgreements,
@@ -598,6 +640,60 @@ class PrivacyManagerService:
             '/dltmw.v1.PrivacyManagerService/Recover',
             dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverRequest.SerializeToString,
             dltmw_dot_v1_dot_privacy__manager__service__pb2.RecoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PendingDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/PendingDeliveries',
+            dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesRequest.SerializeToString,
+            dltmw_dot_v1_dot_privacy__manager__service__pb2.PendingDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dltmw.v1.PrivacyManagerService/AbandonDelivery',
+            dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryRequest.SerializeToString,
+            dltmw_dot_v1_dot_privacy__manager__service__pb2.AbandonDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

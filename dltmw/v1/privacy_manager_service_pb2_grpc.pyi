@@ -105,6 +105,19 @@ class PrivacyManagerServiceStub:
     hash is on the ledger and whose box opens, and re-derives the private state from block 0.
     Extra errors: PEER_UNAVAILABLE -> UNAVAILABLE (no other peer answered).
     """
+    PendingDeliveries: _grpc.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.PendingDeliveriesRequest, _privacy_manager_service_pb2.PendingDeliveriesResponse]
+    """PendingDeliveries (client RPC, the sender's queued delivery, docs/privacy.md "Queued
+    delivery"): the deliveries of payloads this node sent that no recipient acknowledged yet —
+    pending (still pushed), expired, recipient removed or abandoned (kept, no longer pushed) —
+    in (payload_hash, node_id) order, a page at a time.
+    """
+    AbandonDelivery: _grpc.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.AbandonDeliveryRequest, _privacy_manager_service_pb2.AbandonDeliveryResponse]
+    """AbandonDelivery (client RPC): this node stops pushing a payload it sent to every recipient
+    still owed it (their deliveries turn ABANDONED, kept in PendingDeliveries). The
+    transaction it was sent for is not ordered by this (a client may still resume it; its
+    collection then fails naming the recipients that do not hold it). Extra errors: NOT_FOUND
+    -> FAILED_PRECONDITION (no delivery of that payload is pending here).
+    """
     CollectAgreements: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsRequest, _private_agreement_pb2.CollectAgreementsResponse]
     """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
     on its private state, signs, asks every other recipient to Agree, and returns every signed
@@ -123,8 +136,9 @@ class PrivacyManagerServiceStub:
     Agree: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-    payload is not held here).
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+    PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+    again; an older release answers NOT_AUTHORIZED).
     """
     AgreeBatch: _grpc.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]
     """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
@@ -210,6 +224,19 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     hash is on the ledger and whose box opens, and re-derives the private state from block 0.
     Extra errors: PEER_UNAVAILABLE -> UNAVAILABLE (no other peer answered).
     """
+    PendingDeliveries: _aio.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.PendingDeliveriesRequest, _privacy_manager_service_pb2.PendingDeliveriesResponse]  # type: ignore[assignment]
+    """PendingDeliveries (client RPC, the sender's queued delivery, docs/privacy.md "Queued
+    delivery"): the deliveries of payloads this node sent that no recipient acknowledged yet —
+    pending (still pushed), expired, recipient removed or abandoned (kept, no longer pushed) —
+    in (payload_hash, node_id) order, a page at a time.
+    """
+    AbandonDelivery: _aio.UnaryUnaryMultiCallable[_privacy_manager_service_pb2.AbandonDeliveryRequest, _privacy_manager_service_pb2.AbandonDeliveryResponse]  # type: ignore[assignment]
+    """AbandonDelivery (client RPC): this node stops pushing a payload it sent to every recipient
+    still owed it (their deliveries turn ABANDONED, kept in PendingDeliveries). The
+    transaction it was sent for is not ordered by this (a client may still resume it; its
+    collection then fails naming the recipients that do not hold it). Extra errors: NOT_FOUND
+    -> FAILED_PRECONDITION (no delivery of that payload is pending here).
+    """
     CollectAgreements: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.CollectAgreementsRequest, _private_agreement_pb2.CollectAgreementsResponse]  # type: ignore[assignment]
     """CollectAgreements (client RPC, agreement before commit): this node executes a payload it sent
     on its private state, signs, asks every other recipient to Agree, and returns every signed
@@ -228,8 +255,9 @@ class PrivacyManagerServiceAsyncStub(PrivacyManagerServiceStub):
     Agree: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeRequest, _private_agreement_pb2.AgreeResponse]  # type: ignore[assignment]
     """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
     result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-    payload is not held here).
+    errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+    PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+    again; an older release answers NOT_AUTHORIZED).
     """
     AgreeBatch: _aio.UnaryUnaryMultiCallable[_private_agreement_pb2.AgreeBatchRequest, _private_agreement_pb2.AgreeBatchResponse]  # type: ignore[assignment]
     """AgreeBatch (node RPC) is Agree for many proposals under one signature and one call: the
@@ -368,6 +396,31 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def PendingDeliveries(
+        self,
+        request: _privacy_manager_service_pb2.PendingDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_privacy_manager_service_pb2.PendingDeliveriesResponse, _abc.Awaitable[_privacy_manager_service_pb2.PendingDeliveriesResponse]]:
+        """PendingDeliveries (client RPC, the sender's queued delivery, docs/privacy.md "Queued
+        delivery"): the deliveries of payloads this node sent that no recipient acknowledged yet —
+        pending (still pushed), expired, recipient removed or abandoned (kept, no longer pushed) —
+        in (payload_hash, node_id) order, a page at a time.
+        """
+
+    @_abc_1.abstractmethod
+    def AbandonDelivery(
+        self,
+        request: _privacy_manager_service_pb2.AbandonDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_privacy_manager_service_pb2.AbandonDeliveryResponse, _abc.Awaitable[_privacy_manager_service_pb2.AbandonDeliveryResponse]]:
+        """AbandonDelivery (client RPC): this node stops pushing a payload it sent to every recipient
+        still owed it (their deliveries turn ABANDONED, kept in PendingDeliveries). The
+        transaction it was sent for is not ordered by this (a client may still resume it; its
+        collection then fails naming the recipients that do not hold it). Extra errors: NOT_FOUND
+        -> FAILED_PRECONDITION (no delivery of that payload is pending here).
+        """
+
+    @_abc_1.abstractmethod
     def CollectAgreements(
         self,
         request: _private_agreement_pb2.CollectAgreementsRequest,
@@ -402,8 +455,9 @@ class PrivacyManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_private_agreement_pb2.AgreeResponse, _abc.Awaitable[_private_agreement_pb2.AgreeResponse]]:
         """Agree (node RPC) executes a held payload on this node's private state and signs AGREE if the
         result equals the requester's proposal, else DISAGREE with this node's hashes. Extra
-        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient, or the
-        payload is not held here).
+        errors: NOT_AUTHORIZED -> PERMISSION_DENIED (requester or this node not a recipient);
+        PAYLOAD_NOT_HELD -> FAILED_PRECONDITION (the payload is not held here: its sender queues it
+        again; an older release answers NOT_AUTHORIZED).
         """
 
     @_abc_1.abstractmethod

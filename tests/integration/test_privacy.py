@@ -620,7 +620,7 @@ async def test_agree_batch_answers_each_proposal_alone(net: tuple[Path, Supervis
         assert body.verdict == A.AGREEMENT_VERDICT_AGREE and body.tx_id == tx_id
         assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)
         assert not second.HasField("agreement")
-        assert second.reason == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        assert second.reason == errors_pb2.ERROR_REASON_PAYLOAD_NOT_HELD  # node to node
         body = A.PrivateAgreementBody.FromString(third.agreement.body)
         assert body.verdict == A.AGREEMENT_VERDICT_DISAGREE  # its own hashes, signed
         assert (body.pre_state_hash, body.delta_hash) == (mine.pre_state_hash, mine.delta_hash)

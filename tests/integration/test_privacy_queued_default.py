@@ -79,6 +79,10 @@ def payload_count(net: Path, org: str) -> int:
     return count
 
 
+def holds(net: Path, org: str, digest: bytes) -> bool:
+    return bool(_rows(net, org, f"SELECT 1 FROM payloads WHERE hash = x'{digest.hex()}'"))
+
+
 async def committed(pc: PrivacyClient, tx_id: str) -> bool:
     """Is `tx_id` on org1's ledger (asked for a short while: no answer means not committed)?"""
     try:
@@ -122,6 +126,7 @@ async def test_a_down_recipient_is_queued_agrees_on_return_and_the_tx_commits(
         assert view.status == P.PRIVATE_TX_STATUS_UNSPECIFIED and not view.mismatch
         parties = {p.node_id: p for p in view.parties}
         assert parties["peer0.org3"].delivery_pending and parties["peer0.org3"].error
+        assert parties["peer0.org3"].delivery_state == P.DELIVERY_STATE_PENDING
         assert not parties["peer0.org2"].delivery_pending
         # Not ordered while peer0.org3 has not agreed; the client is still waiting.
         assert not await committed(pc, tx_id)
@@ -171,12 +176,31 @@ async def test_past_the_deadline_the_pending_tx_is_named_and_resumed_once(
         assert (pending.channel_id, pending.tx_id, pending.nonce) == (CH, tx_id, nonce)
         assert (pending.payload_hash, "peer0.org3") in await asyncio.to_thread(owed, path, "org1")
         assert not await committed(pc, tx_id)  # nothing was ordered
+        # The sender's record (PendingDeliveries, `dltmw private pending`): both owed to org3.
+        listed = {(d.payload_hash, d.node_id): d for d in await pc.pending_deliveries(CH)}
+        for digest in (sent.payload_hash, pending.payload_hash):
+            row = listed[(digest, "peer0.org3")]
+            assert row.state == P.DELIVERY_STATE_PENDING and row.HasField("queued_at")
+        # Nobody will order the plain send: abandoned, it is pushed no more, and says so (red
+        # when AbandonDelivery leaves the row owed: the view still says PENDING).
+        assert await pc.abandon_delivery(CH, sent.payload_hash) == 1
+        view = await pc.validate(CH, sent.payload_hash, wait=False)
+        parties = {p.node_id: p for p in view.parties}
+        assert parties["peer0.org3"].delivery_state == P.DELIVERY_STATE_ABANDONED
+        assert not parties["peer0.org3"].delivery_pending
+        with pytest.raises(grpc.aio.AioRpcError) as nothing:
+            await pc.abandon_delivery(CH, sent.payload_hash)
+        assert reason_of(nothing.value) == "NOT_FOUND"
         payloads = await asyncio.to_thread(payload_count, path, "org1")
         sup.start("peer0.org3")
         sup.wait_ready("peer0.org3", 60)
         done = await pc.resume_private(CH, pending.payload_hash, nonce, deadline_s=120)
         assert done.status.result == VALID and done.tx_id == tx_id
         assert done.payload_hash == pending.payload_hash
+        # The queue pushed the resumed payload to org3 and not the abandoned one (red when
+        # AbandonDelivery leaves the row owed: both go in the same push).
+        assert await asyncio.to_thread(holds, path, "org3", pending.payload_hash)
+        assert not await asyncio.to_thread(holds, path, "org3", sent.payload_hash)
         # Resumed again: the same tx id, refused by the gateway; no second payload anywhere.
         with pytest.raises(grpc.aio.AioRpcError) as again:
             await pc.resume_private(CH, pending.payload_hash, nonce, deadline_s=30)

@@ -60,8 +60,8 @@ async def test_a_run_sees_the_committed_state_while_the_writer_is_held(psite: Pr
         assert all(isinstance(r, ClientError) for r in runs)
         reasons = [r.reason for r in runs]  # type: ignore[union-attr]
         # the committed payload was found (and refused as unreadable); the uncommitted one not
-        assert reasons[0] != errors_pb2.ERROR_REASON_NOT_AUTHORIZED
-        assert reasons[1] == errors_pb2.ERROR_REASON_NOT_AUTHORIZED
+        assert reasons[0] != errors_pb2.ERROR_REASON_PAYLOAD_NOT_HELD
+        assert reasons[1] == errors_pb2.ERROR_REASON_PAYLOAD_NOT_HELD
         # once committed, the next run sees it
         (later,) = await agreements._run_many(channel, lambda _: None, [UNCOMMITTED])  # type: ignore[arg-type]
         assert isinstance(later, ClientError)

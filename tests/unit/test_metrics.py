@@ -50,6 +50,7 @@ EXPECTED = {
     "dltmw_pbft_checkpoint_lag": {"replica"},
     "dltmw_pbft_dropped": {"replica", "reason"},
     "dltmw_private_payloads_pending": {"channel"},
+    "dltmw_private_deliveries_given_up": {"channel", "reason"},
 }
 
 
@@ -91,6 +92,7 @@ class FakeReplica:
 @dataclass
 class FakePrivate:
     pending: int
+    given_up: dict[str, int]
 
 
 def families(metrics: NodeMetrics) -> dict[str, list[tuple[str, dict[str, str], float]]]:
@@ -121,7 +123,7 @@ def populated() -> tuple[NodeMetrics, NodeGauges, dict[str, FakePeer], FakeRepli
         {"trades": FakePeer(FakeLedger(9))},
         peers,
         [("orderer", {"trades": replica})],
-        {"trades": FakePrivate(4)},
+        {"trades": FakePrivate(4, {"expired": 2})},
     )
     gauges.baseline()
     metrics.add_source(gauges.collect)
@@ -169,6 +171,9 @@ def test_values_follow_the_observations_and_the_state() -> None:
     assert sample("dltmw_pbft_checkpoint_lag", replica="orderer-trades") == 2
     assert sample("dltmw_pbft_dropped_total", replica="orderer-trades", reason="old-view") == 4
     assert sample("dltmw_private_payloads_pending", channel="trades") == 4
+    assert (
+        sample("dltmw_private_deliveries_given_up_total", channel="trades", reason="expired") == 2
+    )
     labels = {"service": "dltmw.v1.GatewayService", "method": "Submit"}
     assert sample("dltmw_rpc_requests_total", **labels, code="OK") == 1
     assert sample("dltmw_rpc_duration_seconds_count", **labels) == 1

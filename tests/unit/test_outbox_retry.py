@@ -62,3 +62,23 @@ def test_memory_stays_bounded_by_the_rows_seen() -> None:
     assert len(s) == 2 and s.due("c", 1.0) == 0 and s.due("a", 1.0) is None
     s.keep_only(["x"])  # at or under the bound: nothing forgotten
     assert len(s) == 3
+
+
+def test_hurry_brings_a_pending_key_due_within_the_bound_and_makes_no_entry_otherwise() -> None:
+    s = schedule()
+    s.due("a", 0.0)
+    delay = s.failed("a", 5, 0.0)  # at the ceiling: due in [5, 10]
+    assert s.hurry("a", 1.0, 0.5)  # heard from at 1.0: due at 1.5
+    assert s.due("a", 1.49) is None and s.due("a", 1.5) == 6  # failures still counted
+    assert not s.hurry("a", 1.2, 0.5)  # already due by then: unchanged
+    assert not s.hurry("b", 1.0, 0.5) and len(s) == 1  # nothing owed to b: no entry
+    assert s.hurry("c", 1.0, 0.0, add=True) and s.due("c", 1.0) == 0  # rows just queued
+    assert delay >= 5.0
+
+
+def test_retain_forgets_keys_a_whole_pass_did_not_see() -> None:
+    s = schedule()
+    for key in "abc":
+        s.due(key, 0.0)
+    s.retain(["b"])
+    assert len(s) == 1 and s.due("b", 1.0) == 0

@@ -6,12 +6,15 @@ block makes a node wait for (executor.owed_here). The store runs on both backend
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from private_backends import PrivateSite
 
+from dltmw.aio.outbox_retry import PAGE_S
 from dltmw.core.errors import TransientError
 from dltmw.core.privacy import agreement as ag
+from dltmw.ledger import private_outbox as outbox
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.roles.privacy import executor
 from dltmw.runtime.roles.privacy import redelivery as rd
@@ -20,6 +23,7 @@ from dltmw.v1 import (
     block_pb2,
     common_pb2,
     errors_pb2,
+    privacy_manager_service_pb2,
     private_agreement_pb2,
     private_payload_pb2,
     transaction_pb2,
@@ -47,8 +51,8 @@ async def test_rows_are_stored_with_the_payloads_and_forgotten_when_delivered(
 ) -> None:
     await store.store_payloads([payload(H1), payload(H2)], [(H1, "b"), (H1, "a"), (H2, "a")])
     assert await store.pending_nodes(H1) == ["a", "b"]
-    assert await store.owed((b"", ""), 10) == [(H1, "a"), (H1, "b"), (H2, "a")]
-    assert await store.owed((H1, "a"), 1) == [(H1, "b")]  # paging after a row
+    assert await store.owed((b"", ""), 10) == [(H1, "a", None), (H1, "b", None), (H2, "a", None)]
+    assert await store.owed((H1, "a"), 1) == [(H1, "b", None)]  # paging after a row
     await store.delivered([(H1, "a")])
     assert await store.pending_nodes(H1) == ["b"]
     assert await store.pending_nodes(H3) == []
@@ -88,6 +92,15 @@ class FakeChannel:
         self.channel_id = "c"
         self.down = True
         self.pushed: list[tuple[str, list[bytes]]] = []
+        self.nodes = {"a", "b"}  # members of the channel config in force
+        self.rotated: set[str] = set()  # members whose key is not the payloads' any more
+        self.delivery_expiry_s = 0.0  # never
+
+    def members(self) -> frozenset[str]:
+        return frozenset(self.nodes)
+
+    def still_recipient(self, raw: bytes, node_id: str) -> bool:
+        return node_id not in self.rotated
 
     async def push_payloads(
         self, node_id: str, items: list[tuple[bytes, private_payload_pb2.EncryptedPayload]]
@@ -134,6 +147,153 @@ async def test_redelivery_resumes_from_the_table_after_a_restart(store: PrivateS
             break
         await asyncio.sleep(min(wait, 0.1))
     assert channel.pushed == [("b", [H3])]
+
+
+class FakeClock:
+    """The redelivery's clock (`loop_now`), moved by the test: no timed assertion."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_node_heard_from_is_pushed_before_its_backoff_would_allow(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review of priv14, item 4: a recipient back (it answered a collection's AgreeBatch, or a
+    Send's push) waited for the rest of its backoff, up to BACKOFF_MAX_S, before the queue
+    pushed. Now `heard_from` makes it due within BACKOFF_MIN_S. Red with `heard_from` a no-op:
+    half a second later nothing was pushed (its backoff is at least 5 s)."""
+    clock = FakeClock()
+    monkeypatch.setattr(rd, "loop_now", clock)
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 0.0)
+    await store.store_payloads([payload(H1)], [(H1, "a")])
+    channel = FakeChannel(store)
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    await task._pass()  # first sight
+    for _ in range(6):  # six failed pushes, each when due: the backoff reaches its ceiling
+        await task._pass()
+        clock.now = task.schedule._next["a"][0]
+    await task._pass()
+    due, failures = task.schedule._next["a"]
+    assert failures == 7 and due - clock.now >= rd.BACKOFF_MAX_S / 2
+    channel.down = False
+    task.heard_from("a")  # it answered another call
+    task.heard_from("b")  # nothing owed to b: no entry made (it would spin the task)
+    assert "b" not in task.schedule._next
+    clock.now += rd.BACKOFF_MIN_S
+    await task._pass()
+    assert channel.pushed == [("a", [H1])]
+    assert await store.owed((b"", ""), 10) == []
+
+
+async def test_a_node_whose_rows_all_went_stops_setting_the_pace(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose rows went without a delivery (purged) kept its schedule entry, whose due
+    time in the past made every pass wait PAGE_S while another node stayed pending: a pass
+    over the outbox every 50 ms. Red without `RetrySchedule.retain` at the end of a pass."""
+    clock = FakeClock()
+    monkeypatch.setattr(rd, "loop_now", clock)
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 0.0)
+    await store.store_payloads([payload(H1), payload(H2)], [(H1, "a"), (H2, "b")])
+    channel = FakeChannel(store)
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    await task._pass()  # first sight of both
+    await task._pass()  # both fail, back off
+    await store.transaction(lambda txn: txn.remove_payloads([H1], "tx", 3))  # a's row goes
+    clock.now += rd.BACKOFF_MAX_S  # a's entry (and b's) long due
+    wait = await task._pass()  # b fails again; a is not in the table
+    assert "a" not in task.schedule._next
+    assert wait > PAGE_S
+
+
+def test_what_a_pass_gives_up_is_decided_from_the_rows_alone() -> None:
+    page = [(H1, "a", 100.0), (H2, "gone", 100.0), (H3, "a", 190.0), (H3, "b", None)]
+    removed, expired, unstamped = rd.give_up(page, {"a", "b"}, 200.0, 50.0)
+    assert removed == [(H2, "gone")]  # not a member of the config in force: whatever its age
+    assert expired == [(H1, "a")]  # queued 100 s ago, 50 s allowed
+    assert unstamped == [(H3, "b")]  # from before the column: stamped now, not expired now
+    assert rd.give_up(page, {"a", "b"}, 200.0, 0.0)[1] == []  # 0: never expires
+
+
+async def test_a_row_given_up_stays_for_the_senders_view_and_is_no_longer_owed(
+    store: PrivateStore,
+) -> None:
+    await store.store_payloads([payload(H1), payload(H2)], [(H1, "a"), (H2, "a")], 5.0)
+    assert await store.give_up([([(H1, "a")], outbox.EXPIRED)]) == [1]
+    assert await store.give_up([([(H1, "a")], outbox.EXPIRED)]) == [0]  # once
+    assert await store.owed((b"", ""), 10) == [(H2, "a", 5.0)]
+    assert await store.pending_nodes(H1) == []
+    assert await store.delivery_states(H1) == {"a": outbox.EXPIRED}
+    assert await store.outbox_rows((b"", ""), 10) == [
+        (H1, "a", 5.0, outbox.EXPIRED),
+        (H2, "a", 5.0, outbox.OWED),
+    ]
+    await store.store_payloads([], [(H1, "a")], 9.0)  # queued again: it stays given up
+    assert await store.delivery_states(H1) == {"a": outbox.EXPIRED}
+
+
+async def test_redelivery_gives_up_removed_expired_and_rekeyed_recipients_once(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """review of priv14, item 1: a row for a node that left the channel, or that never came
+    back, was pushed every <= 10 s for ever. Now it is given up with one WARNING and kept
+    for the sender's view. Red without the pass's `_settle` (or the rekey check in
+    `_deliver`): the rows stay owed and "gone", "a" and "b" are pushed again and again."""
+    clock = FakeClock()
+    monkeypatch.setattr(rd, "loop_now", clock)
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 0.0)
+    wall = [datetime(2026, 12, 5, 4, 0, tzinfo=UTC)]
+    monkeypatch.setattr(rd, "utc_now", lambda: wall[0])
+    queued_at = wall[0].timestamp()
+    await store.store_payloads(
+        [payload(H1), payload(H2), payload(H3)],
+        [(H1, "gone"), (H2, "a"), (H3, "b")],
+        queued_at,
+    )
+    channel = FakeChannel(store)
+    channel.down = False
+    channel.nodes = {"a", "b"}  # "gone" left the channel
+    channel.rotated = {"b"}  # b's key is not the one H3 was sealed for
+    channel.delivery_expiry_s = 3600.0
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    channel.down = True  # a is down: its row stays owed until it expires
+    with caplog.at_level("WARNING", logger=rd.__name__):
+        for _ in range(3):  # first sight, then due: a fails; "gone" and b given up
+            await task._pass()
+            clock.now += rd.BACKOFF_MAX_S
+        assert await store.delivery_states(H1) == {"gone": outbox.REMOVED}
+        assert await store.delivery_states(H3) == {"b": outbox.REMOVED}
+        assert await store.delivery_states(H2) == {"a": outbox.OWED}
+        wall[0] += timedelta(seconds=3601)  # a never came back
+        for _ in range(3):
+            await task._pass()
+            clock.now += rd.BACKOFF_MAX_S
+    assert await store.owed((b"", ""), 10) == []
+    assert await store.delivery_states(H2) == {"a": outbox.EXPIRED}
+    given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert len(given_up) == 3, given_up  # gone, b, then a: each once
+    assert channel.pushed == []  # nothing pushed to a removed or rekeyed node
+    assert task.given_up_by_reason() == {"recipient_removed": 2, "expired": 1}  # the metric
+    assert await task._pass() == rd.IDLE_S  # nothing owed: the task idles
+
+
+async def test_rows_queued_before_the_time_was_recorded_expire_a_period_later(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded sender's rows have no `since`: stamped at the first pass, never expired at
+    once (an expiry counted from 1970 would drop every row of an upgraded node)."""
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 3600.0)  # not pushed during the test
+    await store.store_payloads([payload(H1)], [(H1, "a")])  # since: none
+    channel = FakeChannel(store)
+    channel.delivery_expiry_s = 60.0
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    await task._pass()
+    [(_, _, since)] = await store.owed((b"", ""), 10)
+    assert since is not None and abs(since - datetime.now(UTC).timestamp()) < 600
 
 
 def _block(
@@ -223,3 +383,51 @@ def test_a_committed_block_is_parsed_once_for_the_wait_and_the_execution(
     assert item.items == ((0, "tx", H1), (1, "tx", H1))
     assert item.agreed == {0: (b"p" * 32, b"d" * 32), 1: (b"p" * 32, b"d" * 32)}
     assert len(parsed_data) == 2  # one per private envelope, for all three readings
+
+
+async def test_the_senders_listing_and_abandon(store: PrivateStore) -> None:
+    """`dltmw private pending` / PendingDeliveries pages the outbox, given-up rows included;
+    AbandonDelivery gives up what is still owed of one payload (then NOT_FOUND)."""
+    from types import SimpleNamespace
+
+    from dltmw.core.errors import ClientError
+    from dltmw.runtime.roles.privacy.manager import PrivacyManager
+
+    await store.store_payloads([payload(H1), payload(H2)], [(H1, "a"), (H1, "b"), (H2, "a")], 7.0)
+    await store.give_up([([(H1, "b")], outbox.REMOVED)])
+    manager = PrivacyManager.__new__(PrivacyManager)
+    manager.channels = {"c": SimpleNamespace(store=store)}  # type: ignore[dict-item]
+    P = privacy_manager_service_pb2
+    page = await manager.pending_deliveries("c", (b"", ""), 2)
+    assert [(d.payload_hash, d.node_id, d.state) for d in page.deliveries] == [
+        (H1, "a", P.DELIVERY_STATE_PENDING),
+        (H1, "b", P.DELIVERY_STATE_RECIPIENT_REMOVED),
+    ]
+    assert page.deliveries[0].queued_at.seconds == 7
+    rest = await manager.pending_deliveries("c", (H1, "b"), 2)
+    assert [(d.payload_hash, d.node_id) for d in rest.deliveries] == [(H2, "a")]
+    assert (await manager.abandon_delivery("c", H1)).abandoned == 1  # b was given up already
+    assert await store.delivery_states(H1) == {"a": outbox.ABANDONED, "b": outbox.REMOVED}
+    assert await store.owed((b"", ""), 10) == [(H2, "a", 7.0)]
+    with pytest.raises(ClientError) as nothing:
+        await manager.abandon_delivery("c", H1)
+    assert nothing.value.reason == errors_pb2.ERROR_REASON_NOT_FOUND
+
+
+async def test_an_outbox_from_before_the_time_and_state_columns_is_migrated(
+    psite: PrivateSite,
+) -> None:
+    """A store written by a release without `since` and `state` opens with both added: its
+    rows owed, with no time (stamped by the next pass). Red without the migration (sqlite's
+    ALTER in `private_outbox.setup`, PostgreSQL's ADD COLUMN IF NOT EXISTS): the read fails."""
+    store = await psite.open()
+    await store.close()
+    psite.query("ALTER TABLE outbox DROP COLUMN since")
+    psite.query("ALTER TABLE outbox DROP COLUMN state")
+    psite.query("INSERT INTO outbox VALUES (?, ?)", (H1, "a"))
+    store = await psite.open()
+    try:
+        assert await store.owed((b"", ""), 10) == [(H1, "a", None)]
+        assert await store.delivery_states(H1) == {"a": outbox.OWED}
+    finally:
+        await store.close()

@@ -19,11 +19,13 @@ from dltmw.client.privacy import PrivacyClient
 from dltmw.client.private_pending import PrivateAgreementPending, is_pending, until_agreed
 from dltmw.core.errors import DltmwError
 from dltmw.rpc.status import to_status
+from dltmw.runtime.roles.privacy import redelivery as rd
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
 from dltmw.sdk.client import _agreement_pending
 from dltmw.sdk.errors import AgreementPending, Unavailable
 from dltmw.v1 import config_pb2, errors_pb2, private_agreement_pb2, private_payload_pb2
+from dltmw.v1 import privacy_manager_service_pb2_grpc as svc
 
 A = private_agreement_pb2
 R = errors_pb2
@@ -181,7 +183,8 @@ class Ctx:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         return self.channel
 
-    async def forget(self, node_id: str) -> None:
+    async def forget(self, node_id: str, failed: grpc.aio.Channel | None = None) -> None:
+        assert failed is self.channel  # the channel the failed ask used, and only that one
         self.forgotten.append(node_id)
 
 
@@ -206,16 +209,24 @@ ME, ORG2, ORG3 = b"k" * 32, b"2" * 32, b"3" * 32
 
 
 class OutboxStore:
-    """The private store as `owe_again` uses it: held payloads, and the rows it queues."""
+    """The private store as the redelivery's `not_held` path uses it: held payloads, and the
+    rows it queues; every call counted (`calls`)."""
 
     def __init__(self, held: dict[bytes, bytes]) -> None:
-        self.held = held
+        self.held_payloads = held
         self.queued: list[tuple[bytes, str]] = []
+        self.calls: list[str] = []
 
     async def payload(self, digest: bytes) -> bytes | None:
-        return self.held.get(digest)
+        self.calls.append("payload")
+        return self.held_payloads.get(digest)
 
-    async def store_payloads(self, payloads: Any, deliveries: Any = ()) -> int:
+    async def held(self, hashes: Any) -> dict[bytes, bytes]:
+        self.calls.append("held")
+        return {h: self.held_payloads[h] for h in hashes if h in self.held_payloads}
+
+    async def store_payloads(self, payloads: Any, deliveries: Any = (), since: Any = None) -> int:
+        self.calls.append("store_payloads")
         assert not payloads
         self.queued += deliveries
         return 0
@@ -233,34 +244,84 @@ def _channel(store: OutboxStore, agreement: int) -> PrivateChannel:
     config = config_pb2.ChannelConfig(private_agreement=agreement)  # type: ignore[arg-type]
     for node_id, key in (("peer0.org1", ME), ("peer0.org2", ORG2), ("peer0.org3", ORG3)):
         config.peers.add(node_id=node_id, privacy_public_key=key)
-    channel.peer = SimpleNamespace(view=SimpleNamespace(config=config))  # type: ignore[assignment]
+    channel.peer = SimpleNamespace(  # type: ignore[assignment]
+        view=SimpleNamespace(config=config, channel_id="deals")
+    )
     channel.key = SimpleNamespace(public_key=ME)  # type: ignore[assignment]
     channel.store = store  # type: ignore[assignment]
     channel.redelivery = None
     return channel
 
 
-async def test_a_recipient_that_does_not_hold_what_this_node_sent_gets_it_queued_again() -> None:
+def test_only_a_payload_this_node_sent_to_that_recipient_may_be_owed_again() -> None:
+    mine, theirs, other = _sent(ME, ORG2), _sent(ORG2, ME), _sent(ME, ORG3)
+    channel = _channel(OutboxStore({}), ALL)
+    assert channel.may_owe(mine, "peer0.org2")
+    assert not channel.may_owe(theirs, "peer0.org2")  # not this node's to push
+    assert not channel.may_owe(other, "peer0.org2")  # org2 is not a recipient
+    assert not channel.may_owe(mine, "peer0.org9")  # not a peer of the channel
+    assert not channel.may_owe(b"\xff", "peer0.org2")  # unreadable
+    assert not _channel(OutboxStore({}), NONE).may_owe(mine, "peer0.org2")  # no queue there
+
+
+class NotHolding(svc.PrivacyManagerServiceServicer):
+    """AgreeBatch: every item refused, each with the reason and words the test gives."""
+
+    def __init__(self, refusals: list[tuple[int, str]]) -> None:
+        self.refusals = refusals
+
+    async def AgreeBatch(self, request: A.AgreeBatchRequest, context: Any) -> Any:
+        return A.AgreeBatchResponse(
+            results=[A.AgreeResult(reason=r, message=m) for r, m in self.refusals]  # type: ignore[arg-type]
+        )
+
+
+async def test_not_held_is_queued_again_by_the_redelivery_off_the_asks_path() -> None:
     """A recovering recipient sets aside a payload it cannot place yet, so a collection waiting
     for its agreement would wait for a push that never comes (the simulator's scenario private:
-    a store lost after the push, the client waiting its whole deadline). Red without
-    `owe_again`: nothing is queued."""
-    mine, theirs, other = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
-    store = OutboxStore({mine: _sent(ME, ORG2), theirs: _sent(ORG2, ME), other: _sent(ME, ORG3)})
+    a store lost after the push). The ask that hears PAYLOAD_NOT_HELD (or an older release's
+    NOT_AUTHORIZED "does not hold") hands it to the redelivery task and returns without a store
+    call: awaited there, every other ask of the AgreeBatch waited on a store read and write per
+    refused item (review of priv14, item 3). Any other NOT_AUTHORIZED queues nothing. Red with
+    the old rule (any NOT_AUTHORIZED queued, awaited in `_ask_batch`): the store is called
+    during the ask, and the "not a recipient" refusal is queued too."""
+    one, two, three, four = (bytes([i]) * 32 for i in (1, 2, 3, 4))
+    store = OutboxStore({h: _sent(ME, ORG2) for h in (one, two, three, four)})
     channel = _channel(store, ALL)
-    assert await channel.owe_again(mine, "peer0.org2")
-    assert not await channel.owe_again(theirs, "peer0.org2")  # not this node's to push
-    assert not await channel.owe_again(other, "peer0.org2")  # org2 is not a recipient
-    assert not await channel.owe_again(b"\x04" * 32, "peer0.org2")  # not held here
-    assert store.queued == [(mine, "peer0.org2")]
-    none = OutboxStore({mine: _sent(ME, ORG2)})
-    assert not await _channel(none, NONE).owe_again(mine, "peer0.org2")  # no agreements: no queue
-    # the collection's ask that hears "not held" queues it (Agreements._ask_batch)
-    asked = OutboxStore({mine: _sent(ME, ORG2)})
-    agreements = Agreements(SimpleNamespace(), None)  # type: ignore[arg-type]
-    agreements._runners["deals"] = (_channel(asked, ALL), None, None)  # type: ignore[assignment]
-    await agreements._owe_again("deals", "peer0.org2", mine)
-    assert asked.queued == [(mine, "peer0.org2")]
+    channel.redelivery = rd.Redelivery(channel)
+    recipient = NotHolding(
+        [
+            (R.ERROR_REASON_PAYLOAD_NOT_HELD, "this node does not hold that payload"),
+            (R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload"),  # older
+            (R.ERROR_REASON_NOT_AUTHORIZED, "requester is not a recipient"),
+            (R.ERROR_REASON_PAYLOAD_UNREADABLE, "no"),
+        ]
+    )
+    server = grpc.aio.server()
+    svc.add_PrivacyManagerServiceServicer_to_server(recipient, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    link = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+
+        async def channel_to(_node_id: str) -> grpc.aio.Channel:
+            return link
+
+        signer = SimpleNamespace(identity_bytes=b"me", sign=lambda data: b"sig")
+        agreements = Agreements(SimpleNamespace(signer=signer, channel_to=channel_to), None)  # type: ignore[arg-type]
+        agreements._runners["deals"] = (channel, None, None)  # type: ignore[assignment]
+        queries = [A.AgreeQuery(payload_hash=h, tx_id="t") for h in (one, two, three, four)]
+        out = await agreements._ask_batch("deals", "peer0.org2", queries)
+    finally:
+        await link.close(None)
+        await server.stop(None)
+    assert all(isinstance(o, DltmwError) for o in out)
+    assert store.calls == []  # nothing awaited on the store while the batch's asks waited
+    await channel.redelivery._owe_claimed()  # what the task's next pass does first
+    assert store.calls == ["held", "store_payloads"]  # one read, one write for the lot
+    assert sorted(store.queued) == [(one, "peer0.org2"), (two, "peer0.org2")]
+    # the node answered: its queued deliveries are due now, not after FIRST_DELAY_S
+    assert channel.redelivery.schedule.due("peer0.org2", rd.loop_now()) == 0
 
 
 class ReplacingStore(OutboxStore):
@@ -270,7 +331,7 @@ class ReplacingStore(OutboxStore):
         super().__init__(held)
         self.replaced: list[bytes] = []
 
-    async def store_payloads(self, payloads: Any, deliveries: Any = ()) -> int:
+    async def store_payloads(self, payloads: Any, deliveries: Any = (), since: Any = None) -> int:
         self.replaced += [p.payload_hash for p in payloads]
         self.queued += deliveries
         return 0
@@ -308,3 +369,34 @@ async def test_add_recipients_owes_the_push_in_the_replaces_own_transaction(
         await channel.add_recipients(mine, ["Org3"])
     assert store.replaced == [mine]
     assert sorted(store.queued) == [(mine, "peer0.org2"), (mine, "peer0.org3")]
+
+
+async def test_the_sdk_abandons_a_pending_transaction_by_its_payload() -> None:
+    """`Client.abandon_private(error)` asks its node to give up the payload's deliveries
+    (AbandonDelivery) by the AgreementPending's channel and payload hash; a node with nothing
+    owed answers NOT_FOUND, which the SDK raises typed."""
+    from dltmw.sdk.client import Client
+    from dltmw.sdk.errors import NotFound
+
+    asked: list[tuple[str, bytes]] = []
+
+    class Privacy:
+        async def abandon_delivery(self, channel_id: str, payload_hash: bytes) -> int:
+            asked.append((channel_id, payload_hash))
+            if len(asked) > 1:
+                raise refused(R.ERROR_REASON_NOT_FOUND, S.FAILED_PRECONDITION, {})
+            return 1
+
+    client = Client.__new__(Client)
+
+    async def private() -> Privacy:
+        return Privacy()
+
+    client.private = private  # type: ignore[assignment,method-assign]
+    error = _agreement_pending(
+        PrivateAgreementPending(pending_error(), "deals", b"\x07" * 32, "tx7", b"n" * 24)
+    )
+    assert await client.abandon_private(error) == 1
+    with pytest.raises(NotFound):
+        await client.abandon_private(error)
+    assert asked == [("deals", b"\x07" * 32)] * 2

@@ -133,6 +133,7 @@ class Store:
 class Channel:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.redelivery = None  # nothing owed by this node
 
     def check_push(self, push: P.PushBatch, sender: Any, held: Any) -> list[bytes]:
         return list(push.payload_hashes)

@@ -109,6 +109,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "CREATOR_BATCH_REFUSED": E.InvalidRequest,
     "UNKNOWN_IDENTITY_REFERENCE": E.PreconditionFailed,
     "PAYLOAD_PURGED": E.PayloadPurged,
+    "PAYLOAD_NOT_HELD": E.PreconditionFailed,  # node to node (AgreeBatch): not held yet
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -48,7 +48,6 @@ from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.coalesce import Coalescer
-from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.contract import Contract, StateReader
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.policy import PolicyResult
@@ -63,7 +62,9 @@ from dltmw.core.rwset import Version
 from dltmw.ledger.private_store import PrivateTxn
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
+from dltmw.runtime.roles.privacy.links import forget_if_gone
 from dltmw.runtime.roles.privacy.private_channel import Outgoing, PrivateChannel
+from dltmw.runtime.roles.privacy.redelivery import Redelivery
 from dltmw.v1 import (
     errors_pb2,
     privacy_manager_service_pb2_grpc,
@@ -93,6 +94,10 @@ Ran = tuple[tuple[bytes, bytes], list[bytes], Hashed, bytes]
 # this many calls in flight per recipient (a slow batch does not hold up the next).
 ASK_BATCH_MAX = 256
 ASK_IN_FLIGHT = 4
+# What a recipient of an older release answers for a payload it does not hold (no
+# PAYLOAD_NOT_HELD yet): NOT_AUTHORIZED with exactly these words (its other NOT_AUTHORIZED
+# refusals, e.g. "requester is not a recipient", say something else and queue nothing).
+LEGACY_NOT_HELD = "this node does not hold that payload"
 # (the PrivateChannel, its own runs' coalescer, its own agreements' signing coalescer)
 _Runners = tuple[PrivateChannel, "Coalescer[bytes, Ran]", "Coalescer[bytes, A.PrivateAgreement]"]
 
@@ -173,7 +178,7 @@ class Agreements:
         """`_run` on the store's reader thread (blocking): decrypt, then execute on `state`
         without writing; with the run as kept for the commit (None: not reusable)."""
         if raw is None:
-            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, "this node does not hold that payload")
+            raise ClientError(R.ERROR_REASON_PAYLOAD_NOT_HELD, LEGACY_NOT_HELD)
         try:
             payload = private_payload_pb2.EncryptedPayload.FromString(raw)
             plaintext = open_payload(payload, self._key, digest)
@@ -374,7 +379,14 @@ class Agreements:
             await asyncio.wait(either, return_when=FIRST_COMPLETED)
             if sending.done.done():
                 sending.done.result()  # raises when the send failed (so does the collection)
-        own, keys, hashed, sender = await self._run(channel, contract_of, digest)
+        try:
+            own, keys, hashed, sender = await self._run(channel, contract_of, digest)
+        except ClientError as exc:
+            if exc.reason != R.ERROR_REASON_PAYLOAD_NOT_HELD:
+                raise
+            # CollectAgreements is a client RPC: a payload not held here is one this node did
+            # not send, NOT_AUTHORIZED as before (PAYLOAD_NOT_HELD is the node-to-node answer)
+            raise ClientError(R.ERROR_REASON_NOT_AUTHORIZED, exc.message) from exc
         body = ag.agreement_body(
             channel.channel_id, tx_id, digest, own, keys, ag.AGREE, hashed, sender
         )
@@ -532,11 +544,10 @@ class Agreements:
         data = batch.SerializeToString()
         request = A.AgreeBatchRequest(query=data, signature=self._ctx.signer.sign(data))
         try:
-            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self._ctx.channel_to(node_id)
-            )
+            link = await self._ctx.channel_to(node_id)
         except TransientError as exc:
             return [_not_agreed(node_id, str(exc))] * len(queries)
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
         try:
             reply = await stub.AgreeBatch(request, timeout=AGREE_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
@@ -547,37 +558,40 @@ class Agreements:
                         return_exceptions=True,
                     )
                 )
-            if reconnects(exc):
-                # Down, or restarted at another address: the next ask re-resolves it. Without
-                # this, a recipient back on a new port (and pushed nothing since) was asked on
-                # the dead channel for ever — a pending recipient could never agree.
-                await self._ctx.forget(node_id)
+            # Down, or restarted at another address: the next ask re-resolves it. Without
+            # this, a recipient back on a new port (and pushed nothing since) was asked on the
+            # dead channel for ever — a pending recipient could never agree. Only that channel,
+            # and not for an answer such as INTERNAL (`links.py`: the pushes sharing it go on).
+            await forget_if_gone(self._ctx, node_id, link, exc)
             return [_not_agreed(node_id, f"{exc.code().name}: {exc.details()}")] * len(queries)
+        redelivery = self._redelivery(channel_id)
+        if redelivery is not None:  # it answered: deliveries owed to it are due now
+            redelivery.heard_from(node_id)
         if len(reply.results) != len(queries):
             return [_not_agreed(node_id, "answered another number of proposals")] * len(queries)
         out: list[A.PrivateAgreement | BaseException] = []
+        not_held: list[bytes] = []
         for query, result in zip(queries, reply.results, strict=True):
             if result.HasField("agreement"):
                 out.append(result.agreement)
             else:
-                if result.reason == R.ERROR_REASON_NOT_AUTHORIZED:  # e.g. "does not hold it"
-                    await self._owe_again(channel_id, node_id, query.payload_hash)
+                if _not_held(result):
+                    not_held.append(query.payload_hash)
                 out.append(_not_agreed(node_id, f"{reason_name(result.reason)}: {result.message}"))
+        if not_held and redelivery is not None:
+            # A recipient that does not hold a payload this node sent gets it again by queued
+            # delivery: a recovering node sets aside what it cannot place yet, so without this,
+            # a collection waiting for its agreement waited for a push that never came (found by
+            # the simulator, scenario private: a store lost after the push). Handed to the
+            # redelivery task, which checks and records them in one store transaction: not
+            # awaited here, where every other ask of this batch waits on this one.
+            redelivery.not_held(node_id, not_held)
         return out
 
-    async def _owe_again(self, channel_id: str, node_id: str, digest: bytes) -> None:
-        """A recipient that does not hold a payload this node sent gets it again by queued
-        delivery (`PrivateChannel.owe_again`): a recovering node sets aside what it cannot
-        place yet, so without this, a collection waiting for its agreement waited for a push
-        that never came (found by the simulator, scenario private: a store lost after the
-        push). A store that cannot record it now is logged; the next ask tries again."""
+    def _redelivery(self, channel_id: str) -> Redelivery | None:
+        """The queued delivery of a channel this node collected on (None: none yet)."""
         runners = self._runners.get(channel_id)
-        if runners is None:
-            return
-        try:
-            await runners[0].owe_again(digest, node_id)
-        except DltmwError as exc:
-            logger.warning("could not queue %s again for %s: %s", digest.hex(), node_id, exc)
+        return runners[0].redelivery if runners is not None else None
 
     async def _ask_one(
         self,
@@ -599,6 +613,13 @@ class Agreements:
         except grpc.aio.AioRpcError as exc:
             raise _not_agreed(node_id, f"{exc.code().name}: {exc.details()}") from exc
         return reply.agreement
+
+
+def _not_held(result: A.AgreeResult) -> bool:
+    """Does this refusal say the recipient does not hold the payload (and only that)?"""
+    if result.reason == R.ERROR_REASON_PAYLOAD_NOT_HELD:
+        return True
+    return result.reason == R.ERROR_REASON_NOT_AUTHORIZED and result.message == LEGACY_NOT_HELD
 
 
 def _not_agreed(node_id: str, detail: str) -> TransientError:

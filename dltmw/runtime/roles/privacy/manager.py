@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 import grpc
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.key_order import KeyOrder
-from dltmw.aio.rpc_errors import reconnects
 from dltmw.core.errors import ClientError, DltmwError, TransientError
 from dltmw.core.privacy.envelope import (
     PayloadError,
@@ -45,12 +45,14 @@ from dltmw.core.privacy.envelope import (
 )
 from dltmw.core.privacy.execution import CONTRACT_FAILED, EXECUTED, NOT_HELD
 from dltmw.core.txcheck import parse
+from dltmw.ledger import private_outbox
 from dltmw.ledger.private_store import NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.privacy.agreement import Agreements
 from dltmw.runtime.roles.privacy.executor import PrivateExecutor, private_txs
-from dltmw.runtime.roles.privacy.private_channel import PrivateChannel, Sent
+from dltmw.runtime.roles.privacy.links import forget_if_gone
+from dltmw.runtime.roles.privacy.private_channel import DELIVERY_EXPIRY_S, PrivateChannel, Sent
 from dltmw.runtime.roles.privacy.pusher import Pusher
 from dltmw.v1 import (
     config_pb2,
@@ -67,6 +69,15 @@ R = errors_pb2
 # (channel id, lost_if_created) -> the channel's private store, opened (`Node`'s choice of backend)
 StoreOpener = Callable[[str, bool], Awaitable[PrivateStore]]
 CALL_TIMEOUT_S = 30.0
+# outbox state (`ledger/private_outbox.py`) -> the wire's DeliveryState
+DELIVERY_STATE = {
+    private_outbox.OWED: P.DELIVERY_STATE_PENDING,
+    private_outbox.EXPIRED: P.DELIVERY_STATE_EXPIRED,
+    private_outbox.REMOVED: P.DELIVERY_STATE_RECIPIENT_REMOVED,
+    private_outbox.ABANDONED: P.DELIVERY_STATE_ABANDONED,
+}
+PAGE_DEFAULT = 256  # PendingDeliveries' page when the query names none
+PAGE_MAX = 1000
 RECOVER_WAIT_S = 120.0
 AUTO_RECOVER_ATTEMPTS = 10
 SCAN_CHUNK = 64
@@ -75,8 +86,15 @@ SCAN_CHUNK = 64
 class PrivacyManager:
     """Every private channel of one node."""
 
-    def __init__(self, ctx: NodeContext, key: PrivacyKey, open_store: StoreOpener) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        key: PrivacyKey,
+        open_store: StoreOpener,
+        delivery_expiry_s: float = DELIVERY_EXPIRY_S,
+    ) -> None:
         self.ctx = ctx
+        self.delivery_expiry_s = delivery_expiry_s  # `[private]` (redelivery.py)
         self.key = key
         self._open_store = open_store  # the node's: sqlite file or PostgreSQL schema
         self.channels: dict[str, PrivateChannel] = {}
@@ -107,7 +125,9 @@ class PrivacyManager:
         # the ledger has blocks: payloads are pushed before their transactions are ordered, so a
         # node that lost its store before committing any block may have held some.
         store = await self._open_store(cid, peer.ledger.height > 1 or not peer.ledger.created)
-        channel = PrivateChannel(self.ctx, self.key, peer, store, self._pushers)
+        channel = PrivateChannel(
+            self.ctx, self.key, peer, store, self._pushers, self.delivery_expiry_s
+        )
         executor = PrivateExecutor(self.key, peer, store, channel.prior_runs)
         await channel.start()
         await executor.start()
@@ -152,6 +172,8 @@ class PrivacyManager:
             held = await channel.store.held(list(push.payload_hashes))
             await channel.store.store_payloads(channel.check_push(push, sender, held))
         self.executors[push.channel_id].payloads_arrived()  # it may be waiting for one
+        if channel.redelivery is not None:  # the sender is up: what it is owed is due now
+            channel.redelivery.heard_from(sender.node_id)
         # agree_tx_ids: empty (none asked) or one per payload (the servicer checked)
         tx_ids = push.agree_tx_ids
         asked = [(h, t) for h, t in zip(push.payload_hashes, tx_ids, strict=False) if t]
@@ -258,10 +280,12 @@ class PrivacyManager:
         node has not executed (under ALL_RECIPIENTS it cannot be ordered before the pending
         recipient agreed) is answered too: status UNSPECIFIED ("not executed here yet"), each
         pending party marked `delivery_pending`, no mismatch. Without owed deliveries a payload
-        not executed here stays NOT_FOUND, as before."""
+        not executed here stays NOT_FOUND, as before. Each party's `delivery_state` says what
+        became of a delivery not acknowledged (pending, or given up: expired, recipient removed,
+        abandoned); a recipient no longer in the config is listed by its node id with it."""
         channel = self.channel(channel_id)
         payload = await self._held(channel, digest)
-        owed = set(await channel.store.pending_nodes(digest))  # this node sent it: queued
+        owed = await channel.store.delivery_states(digest)  # this node sent it: queued
         try:
             mine: P.PrivateStateHashResponse | None = await self.state_record(
                 channel_id, digest, self.key.public_key
@@ -275,8 +299,14 @@ class PrivacyManager:
             out.status, out.state_hash = mine.status, mine.state_hash
         others = [k for k in recipients_of(payload) if k != self.key.public_key]
         answers = await asyncio.gather(*(self._ask_state(channel, digest, k) for k in others))
+        named = {party.node_id for party in answers}
+        for node_id in sorted(set(owed) - named):  # left the config: no key to ask it by
+            answers.append(P.PartyStateHash(node_id=node_id, error="not in the channel config"))
         for party in answers:
-            party.delivery_pending = party.node_id in owed
+            state = owed.get(party.node_id)
+            party.delivery_pending = state == private_outbox.OWED
+            if state is not None:
+                party.delivery_state = DELIVERY_STATE[state]
             party.matches = mine is not None and (
                 party.status == mine.status and party.state_hash == mine.state_hash
             )
@@ -305,13 +335,13 @@ class PrivacyManager:
         query.timestamp.FromDatetime(utc_now())
         data = query.SerializeToString()
         request = P.PrivateStateHashRequest(query=data, signature=self.ctx.signer.sign(data))
+        link: grpc.aio.Channel | None = None
         try:
-            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-                await self.ctx.channel_to(node.node_id)
-            )
+            link = await self.ctx.channel_to(node.node_id)
+            stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
             reply = await stub.PrivateStateHash(request, timeout=CALL_TIMEOUT_S)
         except (grpc.aio.AioRpcError, TransientError) as exc:
-            await self._forget_if_gone(node.node_id, exc)
+            await forget_if_gone(self.ctx, node.node_id, link, exc)
             detail = (
                 f"{exc.code().name}: {exc.details()}"
                 if isinstance(exc, grpc.aio.AioRpcError)
@@ -322,10 +352,44 @@ class PrivacyManager:
             node_id=node.node_id, status=reply.status, state_hash=reply.state_hash
         )
 
-    async def _forget_if_gone(self, node_id: str, exc: Exception) -> None:
-        """Drop the cached channel of an unreachable node (it may have restarted elsewhere)."""
-        if reconnects(exc):
-            await self.ctx.forget(node_id)
+    # --- the sender's queued deliveries (docs/privacy.md "Queued delivery") --------------
+
+    async def pending_deliveries(
+        self, channel_id: str, after: tuple[bytes, str], limit: int
+    ) -> P.PendingDeliveriesResponse:
+        """A page of this node's deliveries not acknowledged yet: pending or given up."""
+        channel = self.channel(channel_id)
+        size = min(limit or PAGE_DEFAULT, PAGE_MAX)
+        out = P.PendingDeliveriesResponse()
+        for digest, node, since, state in await channel.store.outbox_rows(after, size):
+            row = out.deliveries.add(
+                payload_hash=digest,
+                node_id=node,
+                state=DELIVERY_STATE[state],
+            )
+            if since is not None:
+                row.queued_at.FromDatetime(datetime.fromtimestamp(since, UTC))
+        return out
+
+    async def abandon_delivery(self, channel_id: str, digest: bytes) -> P.AbandonDeliveryResponse:
+        """Push `digest` no more to any recipient still owed it (ABANDONED, logged once)."""
+        channel = self.channel(channel_id)
+        nodes = await channel.store.pending_nodes(digest)
+        if not nodes:
+            raise ClientError(
+                R.ERROR_REASON_NOT_FOUND,
+                f"no delivery of payload {digest.hex()[:16]}.. is pending here",
+            )
+        (count,) = await channel.store.give_up(
+            [([(digest, n) for n in nodes], private_outbox.ABANDONED)]
+        )
+        logger.warning(
+            "channel %s: delivery of payload %s abandoned by a client: no longer pushed to %s",
+            channel_id,
+            digest.hex(),
+            ", ".join(nodes),
+        )
+        return P.AbandonDeliveryResponse(abandoned=count)
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -341,21 +405,26 @@ class PrivacyManager:
     async def _resend_from(
         self, channel: PrivateChannel, node_id: str
     ) -> list[private_payload_pb2.EncryptedPayload]:
+        """Every payload `node_id` holds for this node (Resend); a failed call drops the cached
+        channel it used when the connection is bad (`links.py`), then raises."""
         query = P.ResendQuery(
             channel_id=channel.channel_id, requester=self.ctx.signer.identity_bytes
         )
         query.timestamp.FromDatetime(utc_now())
         data = query.SerializeToString()
-        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(
-            await self.ctx.channel_to(node_id)
-        )
+        link = await self.ctx.channel_to(node_id)
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(link)
         out: list[private_payload_pb2.EncryptedPayload] = []
         call = stub.Resend(
             P.ResendRequest(query=data, signature=self.ctx.signer.sign(data)),
             timeout=CALL_TIMEOUT_S,
         )
-        async for reply in call:
-            out.extend(reply.payloads)
+        try:
+            async for reply in call:
+                out.extend(reply.payloads)
+        except grpc.aio.AioRpcError as exc:
+            await forget_if_gone(self.ctx, node_id, link, exc)
+            raise
         return out
 
     async def recover(self, channel_id: str) -> P.RecoverResponse:
@@ -376,7 +445,6 @@ class PrivacyManager:
                     offered = await self._resend_from(channel, node_id)
                 except (grpc.aio.AioRpcError, TransientError) as exc:
                     logger.warning("resend from %s failed: %s", node_id, exc)
-                    await self._forget_if_gone(node_id, exc)
                     continue
                 out.peers_answered += 1
                 for payload in offered:

@@ -88,6 +88,7 @@ R = errors_pb2
 EncryptedPayload = private_payload_pb2.EncryptedPayload
 AgreeResult = private_agreement_pb2.AgreeResult
 SEND_BATCH_MAX = 512
+DELIVERY_EXPIRY_S = 7 * 24 * 3600.0  # `[private] delivery_expiry_s`'s default (config_file.py)
 T = TypeVar("T")
 PUSH_ATTEMPTS = 2
 PUSH_PIPELINE = 4
@@ -126,8 +127,10 @@ class PrivateChannel:
         peer: PeerChannel,
         store: PrivateStore,
         pushers: dict[str, Pusher],
+        delivery_expiry_s: float = DELIVERY_EXPIRY_S,
     ) -> None:
         self.ctx = ctx
+        self.delivery_expiry_s = delivery_expiry_s  # `[private]`: queued delivery gives up
         self.key = key
         self.peer = peer
         self.store = store
@@ -154,6 +157,14 @@ class PrivateChannel:
         """Payloads sent here and not yet delivered to every recipient: queued, or stored and
         being pushed (read by the metrics)."""
         return self._queue.qsize() + self._pushing
+
+    @property
+    def given_up(self) -> dict[str, int]:
+        """Deliveries the redelivery gave up since the start, by reason (read by the
+        metrics: `dltmw_private_deliveries_given_up_total`)."""
+        if self.redelivery is None:
+            return {}
+        return self.redelivery.given_up_by_reason()
 
     async def start(self) -> None:
         """Start the Send batcher and the redelivery of what is still owed."""
@@ -372,6 +383,8 @@ class PrivateChannel:
         pending: dict[int, list[str]] = {}
         for node_id, result in zip(nodes, results, strict=True):
             if not isinstance(result, BaseException):
+                if self.redelivery is not None:  # it is up: what it is owed is due now
+                    self.redelivery.heard_from(node_id)
                 continue
             error = result
             if not isinstance(result, DltmwError):
@@ -412,39 +425,49 @@ class PrivateChannel:
             else:
                 item.done.set_exception(cause)
 
-    async def owe_again(self, digest: bytes, node_id: str) -> bool:
-        """A recipient answered that it does not hold a payload this node sent (it lost its
-        store and its recovery set the payload aside, or it was never pushed there): queue the
-        delivery again, so a collection waiting for that recipient's agreement can complete
-        instead of waiting for a payload nobody will push. Only on a queued channel, and only
-        for a payload whose sender is this node (Push accepts no other sender's payload from
-        it); True when a delivery was queued."""
+    def members(self) -> frozenset[str]:
+        """Node ids of the channel config in force that run a privacy manager (a queued
+        delivery to any other node is given up: `redelivery.py`)."""
+        return frozenset(n.node_id for n in self.view.config.peers if n.privacy_public_key)
+
+    def still_recipient(self, raw: bytes, node_id: str) -> bool:
+        """Is `node_id`, as the config in force names it (its current key), a recipient of the
+        payload `raw`? Not when it left the channel or its key changed: it could not open
+        its box. An unreadable payload is not judged here (the push path refuses it)."""
+        try:
+            payload = EncryptedPayload.FromString(raw)
+        except DecodeError:
+            return True
+        node = next((n for n in self.view.config.peers if n.node_id == node_id), None)
+        return node is not None and node.privacy_public_key in recipients_of(payload)
+
+    def may_owe(self, raw: bytes, node_id: str) -> bool:
+        """May this node owe `node_id` the stored payload `raw`? A recipient that answers it
+        does not hold a payload this node sent (it lost its store and its recovery set the
+        payload aside, or it was never pushed there) gets it queued again (`Redelivery.
+        not_held`), so a collection waiting for its agreement can complete instead of waiting
+        for a payload nobody will push. Only on a queued channel, and only for a payload whose
+        sender is this node (Push accepts no other sender's payload from it) and one of whose
+        recipients is that node."""
         if not self.queued:
-            return False
-        raw = await self.store.payload(digest)
-        if raw is None:
             return False
         try:
             payload = EncryptedPayload.FromString(raw)
         except DecodeError:
             return False
         node = next((n for n in self.view.config.peers if n.node_id == node_id), None)
-        if (
-            payload.sender_public_key != self.key.public_key
-            or node is None
-            or node.privacy_public_key not in recipients_of(payload)
-        ):
-            return False
-        await self._queue_owed([(digest, node_id)])
-        logger.info("%s does not hold payload %s: delivery queued again", node_id, digest.hex())
-        return True
+        return (
+            payload.sender_public_key == self.key.public_key
+            and node is not None
+            and node.privacy_public_key in recipients_of(payload)
+        )
 
     async def _queue_owed(self, owed: list[Delivery]) -> None:
         """Record the deliveries a push did not reach, durably, BEFORE the Send answers with
         them pending (a crash before that: the Send was never acknowledged, the client tries
         again); then wake the redelivery task, which deletes each row once its node stored the
         payload. Raises DltmwError when the store cannot record them (the Send then fails)."""
-        await self.store.store_payloads((), owed)
+        await self.store.store_payloads((), owed, utc_now().timestamp())
         if self.redelivery is not None:
             self.redelivery.wake()
 
@@ -590,6 +613,7 @@ class PrivateChannel:
         await self.store.store_payloads(
             [NewPayload(digest, updated.SerializeToString(), keys, replace=True)],
             [(digest, n) for n in item.nodes] if self.queued else [],
+            utc_now().timestamp(),
         )
         await self._push_all([item])
         await item.done

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
+
 from dltmw.aio.acks import InOrder
 from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
 from dltmw.aio.rpc_errors import Verdict, classify, reason_of
@@ -31,6 +33,7 @@ class Pusher:
     def __init__(self, ctx: NodeContext, node_id: str) -> None:
         self._ctx = ctx
         self._node_id = node_id
+        self._link: grpc.aio.Channel | None = None  # the channel the current stream rides on
         codec = Codec[P.PushRequest, P.PushRequest](pack=_only, failure=self._failure)
         self._stream: BatchedStream[P.PushRequest, P.PushResponse, P.PushRequest, P.PushResponse]
         self._stream = BatchedStream(
@@ -39,7 +42,7 @@ class Pusher:
             codec,
             InOrder(_answer),
             ctx.tasks,
-            drop=lambda: ctx.forget(node_id),
+            drop=self._drop,
             bounds=Bounds(queue_max=ctx.limits.queue_max, batch_items_max=1),
         )
 
@@ -53,9 +56,16 @@ class Pusher:
         await self._stream.close()
 
     async def _open(self) -> StreamCall[P.PushRequest, P.PushResponse]:
-        channel = await self._ctx.channel_to(self._node_id)
-        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(channel)
+        self._link = await self._ctx.channel_to(self._node_id)
+        stub = privacy_manager_service_pb2_grpc.PrivacyManagerServiceStub(self._link)
         return stub.Push()  # type: ignore[call-arg]  # aio: write() mode
+
+    async def _drop(self) -> None:
+        """The stream broke on a bad connection: drop the cached channel it rode on, and only
+        that one (a newer one, dialled by another caller, carries their calls: `links.py`)."""
+        link, self._link = self._link, None
+        if link is not None:
+            await self._ctx.forget(self._node_id, link)
 
     def _late(self) -> BaseException:
         return TransientError(

@@ -11,6 +11,18 @@ A recipient that returns executes the missed transactions in block order: its pr
 waits for a payload the ledger says it is a recipient of (`executor.py`), so the late payload
 is executed exactly where it belongs, before anything after it.
 
+A delivery that can no longer be made is given up, never pushed for ever (branch priv57): a row
+whose node is no longer a member of the channel config in force (or whose key there is not one
+the payload was sealed for: it could not open its box) turns REMOVED, and a row queued longer
+ago than the node's `[private] delivery_expiry_s` (default 7 days; 0: never) turns EXPIRED.
+Either is logged once, at WARNING, when it happens, and the row stays as the sender's record
+(ValidatePrivateState's `delivery_state`, `dltmw private pending`). What Tessera and Corda do:
+Tessera fails the send when a push does not go through (no queue: the sender resends, the
+recipient can ask for a resend), Corda's messaging keeps retrying a peer until it returns and its
+flow hospital keeps a flow that cannot finish until an operator acts; a sender that owes a
+payload for ever to a party that left is neither, so here it stops, says so, and the operator
+(or the client's resume/abandon) settles the transaction.
+
 The task is the node's (`TaskOwner.forever`): a transient fault of the store is retried; one
 that is not (StorageUnavailable after the store's own retries, a bug) stops the node loudly —
 health NOT_SERVING — never a log line and carry on. The retry schedule and the task are
@@ -20,14 +32,15 @@ health NOT_SERVING — never a log line and carry on. The retry schedule and the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from dltmw.aio.clock import utc_now
 from dltmw.aio.outbox_retry import PAGE_S, OutboxTask, RetrySchedule, loop_now
 from dltmw.core.errors import DltmwError, PeerError
-from dltmw.ledger.private_outbox import Delivery
+from dltmw.ledger.private_outbox import EXPIRED, REMOVED, Delivery, Owed
 from dltmw.ledger.private_store import PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
@@ -40,6 +53,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 IDLE_S = 30.0  # wait when nothing is owed (a Send that leaves work wakes the task)
 TRACKED_MAX = 4096  # nodes with backoff state kept in memory
+CLAIMS_MAX = 4096  # "not held" answers waiting for the next pass (more: the next ask repeats it)
 
 
 class Owner(Protocol):
@@ -67,6 +81,24 @@ class Owner(Protocol):
         """Push (hash, payload) pairs to one node; raises DltmwError on failure."""
         ...
 
+    def may_owe(self, raw: bytes, node_id: str) -> bool:
+        """May this node owe `node_id` the stored payload `raw` (it sealed it, the node is one
+        of its recipients, the channel queues deliveries)?"""
+        ...
+
+    def members(self) -> frozenset[str]:
+        """Node ids of the channel config in force that run a privacy manager."""
+        ...
+
+    def still_recipient(self, raw: bytes, node_id: str) -> bool:
+        """Is `node_id`, as the config in force names it, a recipient of payload `raw`?"""
+        ...
+
+    @property
+    def delivery_expiry_s(self) -> float:
+        """How long a delivery is retried before it is given up (0: for ever)."""
+        ...
+
 
 class Redelivery:
     """Retries the owed deliveries of one private channel in the background (the schedule and
@@ -83,6 +115,10 @@ class Redelivery:
         name = f"redeliver-{channel.channel_id}"
         self._task = OutboxTask(name, self._pass, is_transient, BACKOFF_MAX_S)
         self._cursor: Delivery = (b"", "")
+        self._round: set[str] = set()  # nodes seen so far in this pass over the table
+        # (payload hash, node) a recipient said it does not hold (`not_held`)
+        self._claims: set[Delivery] = set()
+        self.given_up: dict[int, int] = {}  # outbox state -> deliveries given up since start
 
     def start(self) -> None:
         """Start the retry task (it resumes whatever the outbox holds)."""
@@ -96,17 +132,42 @@ class Redelivery:
         """Look at the outbox now (a Send left deliveries behind)."""
         self._task.wake()
 
+    def given_up_by_reason(self) -> dict[str, int]:
+        """`given_up` named for the metrics (expired, recipient_removed)."""
+        names = {EXPIRED: "expired", REMOVED: "recipient_removed"}
+        return {names[state]: count for state, count in self.given_up.items()}
+
+    def heard_from(self, node: str) -> None:
+        """`node` answered a call (a collection's AgreeBatch, a Send's push): if its deliveries
+        are backing off, they are due now (within BACKOFF_MIN_S) instead of at the end of a
+        backoff of up to BACKOFF_MAX_S. Cheap when nothing is owed to it (a dict lookup)."""
+        if self.schedule.hurry(node, loop_now(), BACKOFF_MIN_S):
+            self.wake()
+
+    def not_held(self, node: str, hashes: Sequence[bytes]) -> None:
+        """`node` answered that it does not hold `hashes` (PAYLOAD_NOT_HELD): the next pass
+        checks that this node owes them (`Owner.may_owe`) and queues them again, all in one
+        store transaction, off the caller's path (a collection's batched ask). Bounded: past
+        CLAIMS_MAX waiting, the rest is dropped — the next ask hears it again."""
+        room = CLAIMS_MAX - len(self._claims)
+        self._claims.update((h, node) for h in hashes[: max(0, room)])
+        self.wake()
+
     async def _pass(self) -> float:
         """Push every due node's owed payloads once; how long to wait before the next pass."""
         store = self._channel.store
+        if self._claims:
+            await self._owe_claimed()
         first_page = self._cursor == (b"", "")
-        rows = await store.owed(self._cursor, BATCH)
-        self._cursor = rows[-1] if len(rows) == BATCH else (b"", "")
+        page = await store.owed(self._cursor, BATCH)
+        self._cursor = page[-1][:2] if len(page) == BATCH else (b"", "")
+        rows = await self._settle(page)
         now = loop_now()
         by_node: dict[str, list[bytes]] = {}
         for digest, node in rows:
             by_node.setdefault(node, []).append(digest)
         self.schedule.keep_only(by_node)
+        self._round.update(by_node)
         for node, hashes in sorted(by_node.items()):
             failures = self.schedule.due(node, now)
             if failures is not None:
@@ -115,7 +176,69 @@ class Redelivery:
             return PAGE_S  # more pages to look at
         if first_page and not rows:  # nothing owed (not just past the last page)
             self.schedule.clear()
+        else:
+            self.schedule.retain(self._round)  # nodes whose rows all went since
+        self._round = set()
         return self.schedule.wait_s(loop_now(), IDLE_S)
+
+    async def _settle(self, page: Sequence[Owed]) -> list[Delivery]:
+        """The rows of `page` still to push; those that cannot be delivered any more are given
+        up (`give_up`: REMOVED, EXPIRED) and rows older than the `since` column stamped, in one
+        store transaction, each group logged once at WARNING when it changes."""
+        members = self._channel.members()
+        wall = utc_now().timestamp()
+        removed, expired, unstamped = give_up(page, members, wall, self._channel.delivery_expiry_s)
+        if removed or expired or unstamped:
+            groups = [(removed, REMOVED), (expired, EXPIRED)]
+            changed = await self._channel.store.give_up(groups, unstamped, wall)
+            for (rows, state), count in zip(groups, changed, strict=True):
+                if count:
+                    self._warn_given_up(rows, state)
+        gone = set(removed) | set(expired)
+        return [(h, n) for h, n, _ in page if (h, n) not in gone]
+
+    def _warn_given_up(self, rows: Sequence[Delivery], state: int) -> None:
+        """The one WARNING of deliveries given up, per node."""
+        why = {
+            REMOVED: "is no longer a recipient in the channel config in force",
+            EXPIRED: f"was not reached within delivery_expiry_s="
+            f"{self._channel.delivery_expiry_s:.0f}s",
+        }[state]
+        by_node: dict[str, list[bytes]] = {}
+        for digest, node in rows:
+            by_node.setdefault(node, []).append(digest)
+        for node, hashes in sorted(by_node.items()):
+            self.given_up[state] = self.given_up.get(state, 0) + len(hashes)
+            logger.warning(
+                "channel %s: %d queued payload(s) for %s given up, no longer pushed: %s %s"
+                " (first: %s)",
+                self._channel.channel_id,
+                len(hashes),
+                node,
+                node,
+                why,
+                ", ".join(h.hex()[:16] for h in hashes[:4]),
+            )
+
+    async def _owe_claimed(self) -> None:
+        """Queue again the deliveries recipients said they do not hold (`not_held`): one read
+        of the payloads, one store transaction for the rows, and the nodes are due at once
+        (they answered). A store fault puts the claims back for the next pass."""
+        claims, self._claims = sorted(self._claims), set()
+        store = self._channel.store
+        try:
+            held = await store.held(sorted({h for h, _ in claims}))
+            owed = [(h, n) for h, n in claims if h in held and self._channel.may_owe(held[h], n)]
+            if owed:
+                await store.store_payloads((), owed, utc_now().timestamp())
+        except BaseException:
+            self._claims.update(claims)
+            raise
+        now = loop_now()
+        for node in sorted({n for _, n in owed}):
+            self.schedule.hurry(node, now, 0.0, add=True)
+        for digest, node in owed:
+            logger.info("%s does not hold payload %s: delivery queued again", node, digest.hex())
 
     async def _deliver(self, node: str, hashes: list[bytes], failures: int) -> None:
         """Push `hashes` to `node`; on acknowledgement their rows go, else the node backs off."""
@@ -123,15 +246,23 @@ class Redelivery:
         held = await store.held(hashes)
         gone = [(h, node) for h in hashes if h not in held]  # purged since: nothing owed
         items = []
+        removed: list[Delivery] = []
         for digest in hashes:  # in hash order (the outbox's), not the dict's
             raw = held.get(digest)
             if raw is None:
+                continue
+            if not self._channel.still_recipient(raw, node):  # its key changed: cannot open it
+                removed.append((digest, node))
                 continue
             try:
                 items.append((digest, private_payload_pb2.EncryptedPayload.FromString(raw)))
             except DecodeError:
                 gone.append((digest, node))
                 logger.error("owed payload %s is unreadable here: not pushed", digest.hex())
+        if removed:
+            (changed,) = await store.give_up([(removed, REMOVED)])
+            if changed:
+                self._warn_given_up(removed, REMOVED)
         try:
             if items:
                 await self._channel.push_payloads(node, items)
@@ -144,3 +275,20 @@ class Redelivery:
         await store.delivered([(h, node) for h, _ in items] + gone)
         self.schedule.done(node)
         logger.info("delivered %d queued payload(s) to %s", len(items), node)
+
+
+def give_up(
+    page: Sequence[Owed], members: Collection[str], now: float, expiry_s: float
+) -> tuple[list[Delivery], list[Delivery], list[Delivery]]:
+    """(removed, expired, unstamped) of a page of owed rows at wall-clock second `now`: rows for
+    a node not among `members` (the channel config in force), rows queued more than `expiry_s`
+    ago (0: none expire), rows without a queued time (stamped `now`, so they expire a full
+    period later, never at once). Pure: the pass's decision, tested on its own."""
+    removed = [(h, n) for h, n, _ in page if n not in members]
+    expired = [
+        (h, n)
+        for h, n, since in page
+        if n in members and expiry_s > 0 and since is not None and now - since > expiry_s
+    ]
+    unstamped = [(h, n) for h, n, since in page if since is None and n in members]
+    return removed, expired, unstamped
