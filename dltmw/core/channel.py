@@ -14,7 +14,9 @@ orderers, `core/identity.py`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -71,10 +73,19 @@ class CurrentConfig:
     that block is durable, on the event loop, so no reader sees a half-applied change.
     """
 
-    __slots__ = ("_view",)
+    __slots__ = ("_clients", "_view")
 
-    def __init__(self, view: ChannelView) -> None:
+    def __init__(self, view: ChannelView, clients: Mapping[Any, Any] | None = None) -> None:
+        """`clients`: a peer's identity table of this channel (`core/identity_table.py`, the
+        ledger's), given to each view's membership whose config lets clients sign by reference
+        (`ChannelConfig.client_identity_references`); None on orderers (they keep none)."""
+        self._clients = clients
         self._view = view
+        self._attach(view)
+
+    def _attach(self, view: ChannelView) -> None:
+        if self._clients is not None and view.config.client_identity_references:
+            view.membership.use_clients(self._clients)
 
     @property
     def view(self) -> ChannelView:
@@ -89,6 +100,7 @@ class CurrentConfig:
                 f"config {view.channel_id}#{view.sequence} does not follow "
                 f"{old.channel_id}#{old.sequence}"
             )
+        self._attach(view)
         self._view = view
 
 
