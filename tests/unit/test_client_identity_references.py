@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_parties import NOW, endorser_tx, header, kv_rwset, make_parties, seal, signed_block
@@ -29,6 +32,7 @@ from dltmw.core.identity_table import IdentityTable, TableEntry, new_entries
 from dltmw.core.txcheck import check_envelope, check_transaction
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.runtime.explorer.api import Explorer
 from dltmw.v1 import block_pb2, common_pb2, config_pb2, identity_pb2
 from dltmw.v1 import transaction_pb2 as C
 
@@ -163,6 +167,7 @@ def test_a_registered_client_s_reference_commits_valid_and_an_unknown_one_does_n
     assert check_transaction(by_ref, view).code == UNKNOWN  # not registered yet
     table.add(new_entries(_block(1, [_tx()]), view.membership, table))
     assert check_transaction(_tx(P.user, _ref(P.user)), view).code == VALID
+    assert view.membership.resolved(_ref(P.user)) == P.user.identity_bytes  # the explorer's
     checked = check_transaction(_tx(P.user, _ref(P.user)), view)
     assert checked.tx_id  # authenticated: the creator's signature verified through the table
     # a reference nobody registered (the certificate under another organisation): its own code
@@ -238,6 +243,23 @@ def test_the_peer_ledger_stores_the_entries_with_their_block_and_reloads_them(
         entries = new_entries(block, channel_view(_config()).membership, ledger.identities)
         await ledger.commit_block(block, [], identities=entries)
         assert dict(ledger.identities) == {e.key: e for e in entries} and entries
+        # the explorer's API gives the certificate a reference names, with its block
+        explorer = Explorer(
+            "peer0.org1", "Org1", {"trades": SimpleNamespace(ledger=ledger)}, {}, {}
+        )
+        ref = _ref_hash(P.user).hex()
+        status, body, _ = await explorer.answer(
+            "GET", f"/api/channels/trades/identities/Org1/{ref}", {}
+        )
+        shown = json.loads(body)
+        assert status == 200 and shown["registered_in_block"] == 1 and shown["org"] == "Org1"
+        pem = shown["certificate_pem"].encode()
+        assert (
+            x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER) == P.user.certificate_der
+        )
+        for org, wrong, code in (("Org2", ref, 404), ("Org1", "zz", 400)):
+            url = f"/api/channels/trades/identities/{org}/{wrong}"
+            assert (await explorer.answer("GET", url, {}))[0] == code
         await ledger.close()
         again = await ChannelLedger.open(path)
         try:
