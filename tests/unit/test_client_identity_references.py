@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pg_server
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -30,6 +31,7 @@ from dltmw.core.hashing import ZERO_HASH, compute_tx_id
 from dltmw.core.identity import SigningIdentity, reference_bytes
 from dltmw.core.identity_table import IdentityTable, TableEntry, new_entries
 from dltmw.core.txcheck import check_envelope, check_transaction
+from dltmw.ledger.postgresql import PgChannelLedger
 from dltmw.ledger.sqlite import ChannelLedger
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.runtime.explorer.api import Explorer
@@ -268,3 +270,24 @@ def test_the_peer_ledger_stores_the_entries_with_their_block_and_reloads_them(
             await again.close()
 
     asyncio.run(run())
+
+
+def test_a_postgresql_peer_ledger_stores_and_reloads_the_entries_too() -> None:
+    """The same on the PostgreSQL backend (its `identities` table, the block's transaction)."""
+
+    async def run(dsn: str) -> None:
+        ledger = await PgChannelLedger.open(dsn, "idrefb/trades/peer")
+        genesis = _block(0, [])
+        await ledger.commit_block(genesis, [])
+        block = signed_block(P, 1, block_hash(genesis), [_tx()])
+        entries = new_entries(block, channel_view(_config()).membership, ledger.identities)
+        await ledger.commit_block(block, [], identities=entries)
+        await ledger.close()
+        again = await PgChannelLedger.open(dsn, "idrefb/trades/peer")
+        try:
+            assert entries and dict(again.identities) == {e.key: e for e in entries}
+        finally:
+            await again.close()
+
+    with pg_server.running() as server:
+        asyncio.run(run(server.dsn))
