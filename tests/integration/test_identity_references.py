@@ -11,6 +11,7 @@ channel update --identity-references`), and every peer switches at the config bl
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from secrets import token_hex
 
@@ -321,3 +322,31 @@ async def test_a_client_names_itself_by_reference_after_its_first_commit(network
             creators = _creators(net, peer, "trades")
             assert [creators[d.tx_id] for d in trades] == [full, ref, ref, ref], peer
             assert {_creators(net, peer, "plain")[d.tx_id] for d in plain} == {full}
+
+
+async def test_an_endorser_that_cannot_resolve_the_client_makes_it_send_in_full(
+    network,
+) -> None:
+    """A peer whose table lacks the client (its rows deleted while it was down: a stand-in for
+    any node that cannot resolve it) refuses the client's reference at endorsement with
+    UNKNOWN_IDENTITY_REFERENCE, which the gateway reports as final; the client sends the
+    transaction again in full (VALID), and the reference works again after that commit (the
+    peer registered the certificate again from it)."""
+    net, sup = network(TOPOLOGY)
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        full = client.signer.identity_bytes
+        ref = reference_bytes(full)
+        first = await client.submit_transaction("trades", "bank", "open", "D0", "1")
+        assert first.status.result == VALID
+        assert sup.stop("peer0.org2") == 0
+        with sqlite3.connect(ledger_path(net, "peer0.org2", "trades")) as db:
+            assert db.execute("DELETE FROM identities").rowcount == 1
+        sup.start("peer0.org2")
+        sup.wait_ready("peer0.org2", 60)
+        again = await client.submit_transaction("trades", "bank", "open", "D1", "1")
+        after = await client.submit_transaction("trades", "bank", "open", "D2", "1")
+        assert again.status.result == VALID and after.status.result == VALID
+        await _codes_everywhere(net, "trades", {first.tx_id, again.tx_id, after.tx_id})
+        for peer in PEERS:
+            creators = _creators(net, peer, "trades")
+            assert [creators[d.tx_id] for d in (first, again, after)] == [full, full, ref], peer
