@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from dltmw.core.identity import Membership
+from dltmw.core.identity_table import takes_client_references
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
 from dltmw.core.privacy.agreement_policy import check_config as check_agreement_config
 from dltmw.core.verified_memo import REPLICA_MEMO_GENERATION
@@ -80,12 +81,19 @@ class CurrentConfig:
         ledger's), given to each view's membership whose config lets clients sign by reference
         (`ChannelConfig.client_identity_references`); None on orderers (they keep none)."""
         self._clients = clients
-        self._view = view
-        self._attach(view)
+        self._view = self._own(view)
 
-    def _attach(self, view: ChannelView) -> None:
-        if self._clients is not None and view.config.client_identity_references:
-            view.membership.use_clients(self._clients)
+    def _own(self, view: ChannelView) -> ChannelView:
+        """`view`, or where clients' references resolve through this holder's table, a view of
+        the same config with a membership of its own given the table: the view handed in may be
+        another role's too (a node that orders and keeps a peer starts both from block 0's
+        view), and an orderer's membership must not resolve through a peer's table (PBFT-lite
+        replicas judge a request alike only without one: `txcheck._unresolvable`)."""
+        if self._clients is None or not takes_client_references(view.config):
+            return view
+        own = channel_view(view.config)
+        own.membership.use_clients(self._clients)
+        return own
 
     @property
     def view(self) -> ChannelView:
@@ -100,8 +108,7 @@ class CurrentConfig:
                 f"config {view.channel_id}#{view.sequence} does not follow "
                 f"{old.channel_id}#{old.sequence}"
             )
-        self._attach(view)
-        self._view = view
+        self._view = self._own(view)
 
 
 def majority_admin_policy(org_ids: list[str]) -> str:

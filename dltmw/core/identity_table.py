@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from dltmw.core.identity import IdentityError, Membership
-from dltmw.v1 import block_pb2, common_pb2, identity_pb2
+from dltmw.v1 import block_pb2, common_pb2, config_pb2, identity_pb2
 
 __all__ = ["IdentityTable", "TableEntry", "new_entries", "takes_client_references"]
 
@@ -75,12 +75,9 @@ class IdentityTable(Mapping[TableKey, TableEntry]):
         return len(self._entries)
 
 
-def takes_client_references(config: object) -> bool:
+def takes_client_references(config: config_pb2.ChannelConfig) -> bool:
     """Whether a channel config lets clients name themselves by reference (both flags)."""
-    return bool(
-        getattr(config, "identity_references", False)
-        and getattr(config, "client_identity_references", False)
-    )
+    return config.identity_references and config.client_identity_references
 
 
 def _creator(envelope_bytes: bytes) -> bytes | None:

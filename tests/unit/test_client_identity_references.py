@@ -225,9 +225,13 @@ def test_the_current_config_gives_the_table_to_each_flag_on_view() -> None:
     assert not holder.view.membership.takes_client_references
     nxt = _config()
     nxt.sequence = first.sequence + 1
-    holder.replace(channel_view(nxt))
+    shared = channel_view(nxt)  # e.g. block 0's view, which a node's orderer holds too
+    holder.replace(shared)
     assert holder.view.membership.takes_client_references
     assert check_transaction(_tx(P.user, _ref(P.user)), holder.view).code == VALID
+    # the view handed in keeps a membership without the table (an orderer's must not use it)
+    assert not shared.membership.takes_client_references
+    assert CurrentConfig(shared, clients=table).view is not shared
 
 
 # --- the ledger --------------------------------------------------------------------------------
