@@ -152,6 +152,14 @@ def update(
             " (upgrade every node first)",
         ),
     ] = None,
+    client_identity_references: Annotated[
+        bool | None,
+        typer.Option(
+            "--client-identity-references/--no-client-identity-references",
+            help="clients may name themselves by a reference to a certificate an earlier block"
+            " carried in full (with --identity-references; upgrade every node first)",
+        ),
+    ] = None,
 ) -> None:
     """Build (--out), sign (--sign, once per admin) or submit (--submit) a config update."""
     if sum(x is not None for x in (out, sign, submit)) != 1:
@@ -199,6 +207,7 @@ def update(
                 endorsement_batches=endorsement_batches,
                 private_creator_batches=private_creator_batches,
                 identity_references=identity_references,
+                client_identity_references=client_identity_references,
             )
 
         agreement = None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dltmw.core.genesis import read_genesis
 from dltmw.core.identity import SigningIdentity
+from dltmw.core.identity_table import takes_client_references
 from dltmw.net.addressbook import AddressBook, Route, routes, split_endpoint
 from dltmw.net.signer import key_ref, load_signer
 from dltmw.rpc.tls import TlsMaterial
@@ -38,6 +39,9 @@ class ClientFiles:
     creator_batches: frozenset[str] = frozenset()
     # channels whose genesis config lets them sign private envelopes per batch too
     private_creator_batches: frozenset[str] = frozenset()
+    # channels whose genesis config lets clients name themselves by reference
+    # (`core/identity_table.py`; the client's first guess, corrected by the nodes' answers)
+    client_references: frozenset[str] = frozenset()
 
     @staticmethod
     def load(network_dir: Path, client_id: str) -> ClientFiles:
@@ -54,6 +58,7 @@ class ClientFiles:
         addresses = AddressBook(files["address_book"])
         batched: set[str] = set()
         private_batched: set[str] = set()
+        referenced: set[str] = set()
         for block in sorted((network_dir / "channels").glob("*.block")):
             config = read_genesis(Block.FromString(block.read_bytes())).config
             addresses.learn(routes(config))
@@ -61,6 +66,8 @@ class ClientFiles:
                 batched.add(config.channel_id)
             if config.private_creator_batches:
                 private_batched.add(config.channel_id)
+            if takes_client_references(config):
+                referenced.add(config.channel_id)
         gateway = cfg["client"].get("gateway")
         endpoint = cfg["client"].get("gateway_endpoint")
         if gateway and endpoint:
@@ -75,4 +82,5 @@ class ClientFiles:
             files=files,
             creator_batches=frozenset(batched),
             private_creator_batches=frozenset(private_batched),
+            client_references=frozenset(referenced),
         )

@@ -19,6 +19,16 @@ simulate on a state that includes the client's own earlier writes (an `open` fol
 a `deposit` cannot be refused for a missing account by a peer that lags). `seen_block` reads
 that mark and `observe_block` raises it, so a program can carry it to another client (another
 gateway after a fail-over, another process).
+
+Identity references (channels with `ChannelConfig.client_identity_references`, named by
+`client_references`, from the network's channel files by default): `submit_transaction` sends
+its creator in full until it sees one of its transactions committed on the channel (its commit
+status names the block N that carried the certificate in full, so every node resolves the
+reference from block N+1 on, and any later proposal is ordered after N), then by reference
+(`Identity{org_id, certificate_ref}`, ~40 bytes where the identity is ~450; the tx_id covers the
+creator as sent). A node answering UNKNOWN_IDENTITY_REFERENCE — at endorsement, or as the commit
+code (a channel whose flag was turned off, a peer rebuilt) — makes it send in full again and
+retry the transaction once, in full (nothing was changed by the refused one).
 """
 
 from __future__ import annotations
@@ -39,13 +49,21 @@ from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
-from dltmw.core.identity import SigningIdentity
+from dltmw.core.identity import SigningIdentity, reference_bytes
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.rpc.tracing import NO_TRACING, Tracer
-from dltmw.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc, proposal_pb2
+from dltmw.v1 import (
+    common_pb2,
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    proposal_pb2,
+    transaction_pb2,
+)
 
 G = gateway_service_pb2
+UNKNOWN_REFERENCE = "UNKNOWN_IDENTITY_REFERENCE"  # ErrorReason, without its prefix
+UNKNOWN_REFERENCE_CODE = transaction_pb2.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 ENDORSE_ATTEMPTS = 5
 T = TypeVar("T")
@@ -72,10 +90,16 @@ class GatewayClient:
         batched_channels: Iterable[str] = (),
         private_batched_channels: Iterable[str] = (),
         signing: CreatorSigner | None = None,
+        client_references: Iterable[str] = (),
     ) -> None:
         """`signing`: a `CreatorSigner` of `signer` shared with other connections (the SDK
-        `Client`'s, which then decides the channels; `batched_channels` etc. are ignored)."""
+        `Client`'s, which then decides the channels; `batched_channels` etc. are ignored).
+        `client_references`: the channels whose config lets clients name themselves by
+        reference (module docstring)."""
         self.signer = signer
+        self._referable = set(client_references)
+        self._reference = reference_bytes(signer.identity_bytes) or signer.identity_bytes
+        self._registered: set[str] = set()  # channels where a full-creator tx committed
         # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) and
         # private ones of `private_batched_channels` (private_creator_batches) are signed once
         # per Transact request (`client/creator_signing.py`)
@@ -131,6 +155,7 @@ class GatewayClient:
             tracer,
             loaded.creator_batches,
             loaded.private_creator_batches,
+            client_references=loaded.client_references,
         )
 
     async def close(self) -> None:
@@ -293,7 +318,39 @@ class GatewayClient:
         a channel whose config lets clients sign per batch, the proposal and the envelope are
         signed with the others of their Transact request (`client/creator_signing.py`); a
         channel that refuses the proof (its flag turned off since) gets them signed alone."""
-        proposal_bytes, tx_id = self.proposal_bytes(channel_id, contract, function, args)
+        creator = self.creator(channel_id)
+        try:
+            done = await self._submit_as(channel_id, contract, function, args, creator)
+        except grpc.aio.AioRpcError as exc:
+            if creator == self.signer.identity_bytes or reason_of(exc) != UNKNOWN_REFERENCE:
+                raise
+            done = None  # refused at endorsement or admission: nothing was changed
+        if done is None or (
+            creator != self.signer.identity_bytes and done.status.result == UNKNOWN_REFERENCE_CODE
+        ):
+            self._registered.discard(channel_id)  # in full until one commits again
+            creator = self.signer.identity_bytes
+            done = await self._submit_as(channel_id, contract, function, args, creator)
+        if creator == self.signer.identity_bytes and channel_id in self._referable:
+            self._registered.add(channel_id)  # its block carried the certificate in full
+        return done
+
+    def creator(self, channel_id: str) -> bytes:
+        """What `submit_transaction` names as its creator on `channel_id` now: the reference
+        once a transaction sent in full committed there (module docstring), else in full."""
+        if channel_id in self._registered:
+            return self._reference
+        return self.signer.identity_bytes
+
+    async def _submit_as(
+        self,
+        channel_id: str,
+        contract: str,
+        function: str,
+        args: Sequence[str | bytes],
+        creator: bytes,
+    ) -> Submitted:
+        proposal_bytes, tx_id = self.proposal_bytes(channel_id, contract, function, args, creator)
         endorsed = await self.endorse_batched(channel_id, proposal_bytes)
         status = await self.order_batched(channel_id, tx_id, endorsed.prepared_payload)
         return Submitted(tx_id, endorsed.result, status)

@@ -14,11 +14,14 @@ orderers, `core/identity.py`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from dltmw.core.identity import Membership
+from dltmw.core.identity_table import takes_client_references
 from dltmw.core.policy import Policy, check_policy_orgs, parse_policy
 from dltmw.core.privacy.agreement_policy import check_config as check_agreement_config
 from dltmw.core.verified_memo import REPLICA_MEMO_GENERATION
@@ -71,10 +74,26 @@ class CurrentConfig:
     that block is durable, on the event loop, so no reader sees a half-applied change.
     """
 
-    __slots__ = ("_view",)
+    __slots__ = ("_clients", "_view")
 
-    def __init__(self, view: ChannelView) -> None:
-        self._view = view
+    def __init__(self, view: ChannelView, clients: Mapping[Any, Any] | None = None) -> None:
+        """`clients`: a peer's identity table of this channel (`core/identity_table.py`, the
+        ledger's), given to each view's membership whose config lets clients sign by reference
+        (`ChannelConfig.client_identity_references`); None on orderers (they keep none)."""
+        self._clients = clients
+        self._view = self._own(view)
+
+    def _own(self, view: ChannelView) -> ChannelView:
+        """`view`, or where clients' references resolve through this holder's table, a view of
+        the same config with a membership of its own given the table: the view handed in may be
+        another role's too (a node that orders and keeps a peer starts both from block 0's
+        view), and an orderer's membership must not resolve through a peer's table (PBFT-lite
+        replicas judge a request alike only without one: `txcheck._unresolvable`)."""
+        if self._clients is None or not takes_client_references(view.config):
+            return view
+        own = channel_view(view.config)
+        own.membership.use_clients(self._clients)
+        return own
 
     @property
     def view(self) -> ChannelView:
@@ -89,7 +108,7 @@ class CurrentConfig:
                 f"config {view.channel_id}#{view.sequence} does not follow "
                 f"{old.channel_id}#{old.sequence}"
             )
-        self._view = view
+        self._view = self._own(view)
 
 
 def majority_admin_policy(org_ids: list[str]) -> str:

@@ -160,6 +160,7 @@ def with_settings(
     endorsement_batches: bool | None = None,
     private_creator_batches: bool | None = None,
     identity_references: bool | None = None,
+    client_identity_references: bool | None = None,
 ) -> config_pb2.ChannelConfig:
     """`config` with the given settings replaced (None: unchanged). `private_agreement` =
     (PrivateAgreementPolicy, expression text: "" unless EXPRESSION). `private_agreement_batches`
@@ -172,10 +173,15 @@ def with_settings(
     `identity_references` lets the config's nodes name themselves by reference
     (core/identity.py: on, the nodes sign so from the block after the config block; off,
     a reference is malformed from then on, so an endorsement made by reference before and
-    committed after is invalid, like a refused batch proof)."""
+    committed after is invalid, like a refused batch proof);
+    `client_identity_references` lets clients name themselves by reference too (with
+    `identity_references`; core/identity_table.py: the table fills from the block after the
+    config block on)."""
     out = _copy(config)
     if identity_references is not None:
         out.identity_references = identity_references
+    if client_identity_references is not None:
+        out.client_identity_references = client_identity_references
     if creator_batches is not None:
         out.creator_batches = creator_batches
     if private_creator_batches is not None:

@@ -43,6 +43,16 @@ list is `UnknownReference`; on a channel without the flag (`references` None) a 
 certificate does not parse), and an identity carrying both a certificate and a reference is
 taken as the certificate with an unknown extra field, as such a release takes it. With the
 flag, exactly one of the two must be set.
+
+Clients by reference (stage (b), `ChannelConfig.client_identity_references`): a peer gives the
+membership of such a channel its identity table (`use_clients`: `core/identity_table.py`, the
+client certificates earlier blocks carried in full), and a reference the config does not list
+is looked up there, then checked in full the same way. Resolution from the table is as
+deterministic as the table: a peer validating block N holds exactly the entries of blocks
+before N (it adds a block's entries after committing it). A cached resolution cannot be early
+either: an entry, once there, stays. Orderers hold no table (docs/wire.md "Identity
+references"): their membership refuses a client's reference as `UnknownReference`, which their
+admission takes as "checked at commit" (`core/txcheck.py`).
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -306,6 +316,8 @@ class Membership:
         # the lock keeps cache eviction consistent between them.
         self._cache_lock = threading.Lock()
         self._referable: dict[tuple[str, int, bytes], bytes] | None = None
+        # (org_id, certificate_ref) -> an entry with `certificate_der` (`use_clients`)
+        self._clients: Mapping[tuple[str, bytes], Any] | None = None
         self._reference_of: dict[bytes, bytes] = {}
         if references is not None:
             self._referable = {}
@@ -315,6 +327,25 @@ class Membership:
                     key = _reference_key(identity_pb2.Identity.FromString(ref))
                     self._referable.setdefault(key, full)
                     self._reference_of.setdefault(full, ref)
+
+    def use_clients(self, table: Mapping[tuple[str, bytes], Any]) -> None:
+        """Resolve clients' references through `table` too (`core/identity_table.IdentityTable`,
+        the peer ledger's, which only grows): set once, before the membership is used, by the
+        holder of a channel's config on a peer (`channel.CurrentConfig`). Only where references
+        are taken at all."""
+        if self._referable is not None:
+            self._clients = table
+
+    @property
+    def takes_client_references(self) -> bool:
+        """Whether clients' references are resolved here (a peer's table is attached)."""
+        return self._clients is not None
+
+    def checked(self, identity_bytes: bytes) -> VerifiedIdentity:
+        """The time-independent checks of `identify` alone (cached alike): no validity window.
+        What registering a client certificate asks (`core/identity_table.new_entries`)."""
+        entry = self._cache.get(identity_bytes)
+        return (entry if entry is not None else self._check(identity_bytes)).identity
 
     @property
     def takes_references(self) -> bool:
@@ -338,7 +369,10 @@ class Membership:
             return identity_bytes
         if not msg.certificate_ref or msg.certificate_der:
             return identity_bytes
-        return self._referable.get(_reference_key(msg), identity_bytes)
+        full = self._referable.get(_reference_key(msg))
+        if full is None:
+            full = self._client_identity(msg)
+        return identity_bytes if full is None else full
 
     @property
     def org_ids(self) -> frozenset[str]:
@@ -464,12 +498,31 @@ class Membership:
             )
         full = referable.get(_reference_key(msg))
         if full is None:
+            full = self._client_identity(msg)
+        if full is None:
+            whose = "no node of this channel's config" + (
+                " and no earlier block's client" if self._clients is not None else ""
+            )
             raise UnknownReference(
-                f"no node of this channel's config has certificate {msg.certificate_ref.hex()}"
+                f"{whose} has certificate {msg.certificate_ref.hex()}"
                 f" in {msg.org_id!r} (signature algorithm {msg.signature_algorithm})"
             )
         entry = self._cache.get(full)
         return entry if entry is not None else self._check(full)
+
+    def _client_identity(self, msg: identity_pb2.Identity) -> bytes | None:
+        """The full identity a client's reference names through the table, or None: the
+        registered certificate under the reference's organisation and named algorithm."""
+        if self._clients is None:
+            return None
+        entry = self._clients.get((msg.org_id, msg.certificate_ref))
+        if entry is None:
+            return None
+        return identity_pb2.Identity(
+            org_id=msg.org_id,
+            certificate_der=entry.certificate_der,
+            signature_algorithm=msg.signature_algorithm,
+        ).SerializeToString()
 
 
 def _reference_key(msg: identity_pb2.Identity) -> tuple[str, int, bytes]:

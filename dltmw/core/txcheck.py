@@ -47,6 +47,7 @@ from dltmw.core.identity import (
     UnknownReference,
     VerifiedIdentity,
 )
+from dltmw.core.identity_table import takes_client_references
 from dltmw.core.privacy.agreement import (
     SUBMITTER_FAULTS,
     agreed_body,
@@ -61,6 +62,7 @@ from dltmw.core.wire_field import canonical
 from dltmw.v1 import (
     common_pb2,
     errors_pb2,
+    identity_pb2,
     private_purge_pb2,
     proposal_pb2,
     rwset_pb2,
@@ -69,6 +71,7 @@ from dltmw.v1 import (
 
 R = errors_pb2
 C = transaction_pb2
+HASH_SIZE = 32  # a certificate reference: SHA-256 of the certificate
 M = TypeVar("M", bound=Message)
 
 
@@ -122,11 +125,13 @@ class CheckedProposal:
 
 @dataclass(frozen=True)
 class CheckedEnvelope:
-    """An envelope that passed admission."""
+    """An envelope that passed admission. `creator` is None only at an orderer, for a client's
+    identity reference it cannot resolve (it keeps no identity table: `_admit_envelope`)."""
 
     header: common_pb2.Header
     data: bytes
-    creator: VerifiedIdentity
+    creator: VerifiedIdentity | None
+    creator_org: str  # the creator's organisation (named by the identity, in full or not)
 
 
 @dataclass(frozen=True)
@@ -342,7 +347,19 @@ def _admit_envelope(
     at = now if now is not None else checked_datetime(header.timestamp, "header.timestamp")
     endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
     takes = creator_batch.takes_proofs(channel.config, header.type)
-    if peek.channel_id in forwarded and endorser_tx:
+    creator: VerifiedIdentity | None
+    if header.type != common_pb2.HEADER_TYPE_CONFIG_UPDATE and _unresolvable(
+        channel, header.creator
+    ):
+        # An orderer keeps no client identity table: a client's reference is ordered unchecked,
+        # and every peer checks it at commit (its table; UNKNOWN_IDENTITY_REFERENCE, a bad
+        # signature: an invalid code, and no tx_id squatted). docs/wire.md "Identity references"
+        if not envelope.signature:
+            raise ClientError(R.ERROR_REASON_BAD_SIGNATURE, "signature is missing")
+        if not creator_batch.proof_allowed(envelope, takes):
+            raise _batch_refused("envelope")
+        creator = None
+    elif peek.channel_id in forwarded and endorser_tx:
         # the signature is not checked here, so neither is the root its proof leads to (commit
         # does both); only whether the channel takes proofs at all
         if not creator_batch.proof_allowed(envelope, takes):
@@ -366,7 +383,32 @@ def _admit_envelope(
         # change (`runtime/roles/orderer/pbft_admission.py`); the PBFT-lite core checks it at
         # its block instead (`core/handlers/pbft_orderer.py`).
         check_update(payload.data, channel, checked_datetime(header.timestamp, "header.timestamp"))
-    return CheckedEnvelope(header, payload.data, creator)
+    org = creator.org_id if creator is not None else _reference_org(header.creator)
+    return CheckedEnvelope(header, payload.data, creator, org)
+
+
+def _unresolvable(channel: ChannelView, creator: bytes) -> bool:
+    """A client's identity reference that this node cannot resolve and may order unchecked: on a
+    channel whose config takes clients' references, at a node without the table (an orderer),
+    a reference to a member organisation that the config's nodes do not explain."""
+    if channel.membership.takes_client_references or not takes_client_references(channel.config):
+        return False
+    try:
+        msg = identity_pb2.Identity.FromString(creator)
+    except DecodeError:
+        return False
+    if not msg.certificate_ref or msg.certificate_der or len(msg.certificate_ref) != HASH_SIZE:
+        return False
+    if msg.org_id not in channel.membership.org_ids:
+        return False
+    return channel.membership.resolved(creator) == creator  # not a config node's reference
+
+
+def _reference_org(creator: bytes) -> str:
+    try:
+        return identity_pb2.Identity.FromString(creator).org_id
+    except DecodeError:
+        return ""
 
 
 _PrivateData = transaction_pb2.PrivateTransaction | private_purge_pb2.PrivatePurge

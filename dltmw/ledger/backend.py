@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from dltmw.core.block import TxRecord
 from dltmw.core.handlers.base import PendingEnvelope
+from dltmw.core.identity_table import IdentityTable, TableEntry
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.ledger.audit import LedgerAudit
 from dltmw.v1 import block_pb2
@@ -87,6 +88,11 @@ class Ledger(Protocol):
         """Hash of the world state block height-1 left."""
         ...
 
+    @property
+    def identities(self) -> IdentityTable:
+        """The channel's client identity table as of this height (`core/identity_table.py`)."""
+        ...
+
     async def close(self) -> None:
         """Release connections and threads (idempotent)."""
         ...
@@ -97,8 +103,10 @@ class Ledger(Protocol):
         tx_ids: Sequence[str],
         writes: Iterable[StateWrite] = (),
         consumed_seq: int = 0,
+        identities: Sequence[TableEntry] = (),
     ) -> None:
-        """Append `block` and all its effects in one transaction."""
+        """Append `block` and all its effects (the identity-table entries it adds among them)
+        in one transaction."""
         ...
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:

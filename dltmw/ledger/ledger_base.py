@@ -19,6 +19,7 @@ from typing import TypeVar
 from dltmw.core.block import TxRecord, block_hash
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.identity_table import IdentityTable, TableEntry
 from dltmw.core.rwset import StateWrite
 from dltmw.core.statehash import KeyRef, StateAccumulator, final_writes
 from dltmw.ledger.backend import (
@@ -62,6 +63,9 @@ class LedgerBase(ABC):
         self._acc = StateAccumulator()
         self.state_hash = self._acc.digest()  # stored with block height-1
         self._recent: dict[int, bytes] = {}  # number -> data, the last RECENT_BLOCKS committed
+        # The channel's client identity table (`core/identity_table.py`): loaded at open, grown
+        # by each block's commit after its transaction, which stored the same rows.
+        self.identities = IdentityTable()
 
     @property
     @abstractmethod
@@ -124,8 +128,22 @@ class LedgerBase(ABC):
             number, block_hash(block), block.SerializeToString(), rows, final_writes(writes)
         )
 
-    def _committed(self, prepared: PreparedBlock, acc: StateAccumulator) -> None:
-        """Move the in-memory position past a block whose transaction committed."""
+    @staticmethod
+    def _identity_rows(
+        identities: Sequence[TableEntry],
+    ) -> list[tuple[str, bytes, bytes, int]]:
+        """A block's identity-table rows (org_id, certificate_ref, certificate_der, block)."""
+        return [(e.org_id, e.certificate_ref, e.certificate_der, e.first_block) for e in identities]
+
+    def _committed(
+        self,
+        prepared: PreparedBlock,
+        acc: StateAccumulator,
+        identities: Sequence[TableEntry] = (),
+    ) -> None:
+        """Move the in-memory position past a block whose transaction committed (and the
+        identity table past the entries that transaction stored)."""
+        self.identities.add(identities)
         number = prepared.number
         self.height, self.last_hash = number + 1, prepared.digest
         self._acc, self.state_hash = acc, acc.digest()

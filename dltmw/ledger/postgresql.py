@@ -28,6 +28,7 @@ from psycopg import sql
 from dltmw.core.block import TxRecord
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
+from dltmw.core.identity_table import TableEntry
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, advance
 from dltmw.ledger.audit import LedgerAudit, audit_snapshot
@@ -81,6 +82,10 @@ CREATE TABLE IF NOT EXISTS state (
     namespace text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
     block_number bigint NOT NULL, tx_index integer NOT NULL, PRIMARY KEY (namespace, key));
 CREATE TABLE IF NOT EXISTS pending (seq bigint PRIMARY KEY, envelope bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    org_id text COLLATE "C" NOT NULL, certificate_ref bytea NOT NULL,
+    certificate_der bytea NOT NULL, first_block bigint NOT NULL,
+    PRIMARY KEY (org_id, certificate_ref));
 CREATE TABLE IF NOT EXISTS state_hashes (
     block_number bigint PRIMARY KEY, state_hash bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS state_acc (
@@ -205,6 +210,10 @@ class PgChannelLedger(LedgerBase):
             self._load_accumulator(row[0], bytes(row[1]))
         elif self.height > 0:  # no PostgreSQL ledger predates state hashes: an edit
             raise InvariantViolation(f"{self.name}: state accumulator missing (edited?)")
+        rows = conn.execute(
+            "SELECT org_id, certificate_ref, certificate_der, first_block FROM identities"
+        )
+        self.identities.add(TableEntry(r[0], bytes(r[1]), bytes(r[2]), r[3]) for r in rows)
 
     async def commit_block(
         self,
@@ -212,9 +221,11 @@ class PgChannelLedger(LedgerBase):
         tx_ids: Sequence[str],
         writes: Iterable[StateWrite] = (),
         consumed_seq: int = 0,
+        identities: Sequence[TableEntry] = (),
     ) -> None:
-        """Append `block` and all its effects, with the hash of the state it leaves, in one
-        transaction (one hop to the writer)."""
+        """Append `block` and all its effects, with the hash of the state it leaves and the
+        identity-table entries it adds, in one transaction (one hop to the writer)."""
+        identity_rows = self._identity_rows(identities)
         prepared = self._prepare(block, tx_ids, writes)
         number, final, rows = prepared.number, prepared.final, prepared.tx_rows
         upserts = [
@@ -243,9 +254,15 @@ class PgChannelLedger(LedgerBase):
                 cur.execute("INSERT INTO state_hashes VALUES (%s, %s)", (number, acc.digest()))
                 if consumed_seq:
                     cur.execute("DELETE FROM pending WHERE seq<=%s", (consumed_seq,))
+                if identity_rows:
+                    cur.executemany(
+                        "INSERT INTO identities VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        identity_rows,
+                    )
             return acc
 
-        self._committed(prepared, await self._db.write("ledger.commit_block", write))
+        acc = await self._db.write("ledger.commit_block", write)
+        self._committed(prepared, acc, identities)
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""

@@ -44,6 +44,7 @@ from dltmw.core.block import TxRecord
 from dltmw.core.errors import InvariantViolation
 from dltmw.core.handlers.base import PendingEnvelope
 from dltmw.core.hashing import ZERO_HASH
+from dltmw.core.identity_table import TableEntry
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance
 from dltmw.ledger.audit import LedgerAudit, read_audit
@@ -74,6 +75,11 @@ CREATE TABLE IF NOT EXISTS state (
     block_number INTEGER NOT NULL, tx_index INTEGER NOT NULL,
     PRIMARY KEY (namespace, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, envelope BLOB NOT NULL);
+-- Client certificates referable on the channel (core/identity_table.py), each with the block
+-- that carried it in full: written in that block's transaction.
+CREATE TABLE IF NOT EXISTS identities (
+    org_id TEXT NOT NULL, certificate_ref BLOB NOT NULL, certificate_der BLOB NOT NULL,
+    first_block INTEGER NOT NULL, PRIMARY KEY (org_id, certificate_ref)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_hashes (
     block_number INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state_acc (
@@ -197,6 +203,10 @@ class ChannelLedger(LedgerBase):
             )
             self._verify_chain(rows, first, previous)
         self._load_state_hash(conn)
+        rows = conn.execute(
+            "SELECT org_id, certificate_ref, certificate_der, first_block FROM identities"
+        )
+        self.identities.add(TableEntry(r[0], bytes(r[1]), bytes(r[2]), r[3]) for r in rows)
 
     async def verify_stored_chain(self) -> None:
         """Check the whole stored chain from block 0 up to the height at open; InvariantViolation
@@ -268,9 +278,12 @@ class ChannelLedger(LedgerBase):
         tx_ids: Sequence[str],
         writes: Iterable[StateWrite] = (),
         consumed_seq: int = 0,
+        identities: Sequence[TableEntry] = (),
     ) -> None:
         """Append `block` (its metadata already holds this node's codes) and all its effects,
-        with the hash of the state it leaves, in one transaction (one hop to the file)."""
+        with the hash of the state it leaves and the identity-table entries it adds, in one
+        transaction (one hop to the file)."""
+        identity_rows = self._identity_rows(identities)
         prepared = self._prepare(block, tx_ids, writes)
         number, final = prepared.number, prepared.final
         upserts = [
@@ -294,9 +307,12 @@ class ChannelLedger(LedgerBase):
             _store_state_hash(conn, number, acc)
             if consumed_seq:
                 conn.execute("DELETE FROM pending WHERE seq<=?", (consumed_seq,))
+            if identity_rows:
+                insert_rows(conn, "INSERT OR IGNORE INTO identities", identity_rows)
             return acc
 
-        self._committed(prepared, await self._file.write("ledger.commit_block", write))
+        acc = await self._file.write("ledger.commit_block", write)
+        self._committed(prepared, acc, identities)
 
     async def enqueue(self, pending: Sequence[PendingEnvelope]) -> None:
         """Durably queue admitted envelopes (orderer) in one transaction."""

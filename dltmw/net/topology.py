@@ -214,6 +214,13 @@ class ChannelSpec(Strict):
         " a reference to their certificate in the config (Identity.certificate_ref, docs/wire.md"
         ' "Identity references"); false: every identity in full',
     )
+    client_identity_references: bool | None = Field(
+        None,
+        description="clients may name themselves by a reference to their certificate once a"
+        " block carried it in full (with identity_references; core/identity_table.py,"
+        ' docs/wire.md "Identity references"; default: as identity_references); false:'
+        " clients always in full",
+    )
     lifecycle_policy: str | None = Field(
         None,
         description="what committing a contract definition needs, over the approving orgs'"

@@ -508,6 +508,9 @@ def _channel_config(
         private_creator_batches=_or(ch.get("private_creator_batches"), CREATOR_BATCHES),
         endorsement_batches=ch.get("endorsement_batches", True),  # core/endorsement_batch.py
         identity_references=ch.get("identity_references", True),  # core/identity.py
+        client_identity_references=_or(  # core/identity_table.py; only with the above
+            ch.get("client_identity_references"), ch.get("identity_references", True)
+        ),
         default_endorsement_policy=ch.get("endorsement_policy") or majority_policy(ch["members"]),
         batch=config_pb2.BatchConfig(
             max_tx_count=batch.get("max_tx_count", 100),

@@ -318,6 +318,7 @@ def _config(
         private_creator_batches=CREATOR_BATCHES,  # their private envelopes too
         endorsement_batches=True,  # signed per batch: core/endorsement_batch.py
         identity_references=True,  # config nodes sign by reference: core/identity.py
+        client_identity_references=True,  # clients too: core/identity_table.py
         default_endorsement_policy=plan.endorsement_policy or majority_policy(plan.members),
         batch=config_pb2.BatchConfig(
             max_tx_count=plan.max_tx_count,

@@ -94,7 +94,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         peer = self._peer(channel_id)
         raw = request.envelope.SerializeToString()
         checked = await self._gateway.check_envelope(channel_id, raw)
-        check_tls_org(context, peer.view.membership, checked.creator.org_id)
+        check_tls_org(context, peer.view.membership, checked.creator_org)
         await self._gateway.submit(channel_id, raw, checked.header.tx_id)
         return G.SubmitResponse(tx_id=checked.header.tx_id)
 

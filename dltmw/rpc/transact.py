@@ -359,7 +359,7 @@ class TransactSession:
             for ref, peer, raw, check in checks:
                 try:
                     checked = check.result()
-                    self._check_tls(peer, checked.creator.org_id)
+                    self._check_tls(peer, checked.creator_org)
                 except DltmwError as exc:
                     batch.answered(G.SubmitOutcome(ref=ref, error=item_error(exc)))
                     continue

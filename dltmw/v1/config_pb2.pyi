@@ -285,6 +285,7 @@ class ChannelConfig(_message.Message):
     ENDORSEMENT_BATCHES_FIELD_NUMBER: _builtins.int
     TRUSTED_NOTARIES_FIELD_NUMBER: _builtins.int
     IDENTITY_REFERENCES_FIELD_NUMBER: _builtins.int
+    CLIENT_IDENTITY_REFERENCES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id: lower-case letters, digits, '-' and '.', 1..64 characters."""
     ordering: Global___OrderingType.ValueType
@@ -377,6 +378,20 @@ class ChannelConfig(_message.Message):
     ERROR_REASON_MALFORMED at admission and counts as a malformed identity at commit, as releases
     that do not know the field judge it, and nodes sign in full.
     """
+    client_identity_references: _builtins.bool
+    """Clients may name themselves by reference too (Header.creator as Identity{org_id,
+    certificate_ref}): a client certificate becomes referable from block N+1 when block N carries
+    an envelope whose Header.creator is that certificate in full and passes the time-independent
+    identity checks (parses, issued by its organisation's root, not a CA, not revoked), whatever
+    the transaction's validation code (core/identity_table.py, docs/identity.md). Each peer keeps
+    that table with its ledger; orderers keep none and order a creator reference they cannot
+    resolve, which every peer checks at commit. Only with identity_references. Entries come only
+    from blocks after the config block that sets it. `dltmw init` and `dltmw channel create` set it
+    for new channels (topology channel key `client_identity_references`); `dltmw channel update
+    --[no-]client-identity-references` for existing ones. False (absent): a creator that is not a
+    config node's reference is ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE (identity_references on) or
+    ERROR_REASON_MALFORMED (off), as before.
+    """
     @_builtins.property
     def organizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationConfig]:
         """Member organisations (peers' and clients' orgs)."""
@@ -453,10 +468,11 @@ class ChannelConfig(_message.Message):
         endorsement_batches: _builtins.bool = ...,
         trusted_notaries: _abc.Iterable[_builtins.bytes] | None = ...,
         identity_references: _builtins.bool = ...,
+        client_identity_references: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "identity_references", b"identity_references", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_creator_batches", b"private_creator_batches", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_policy", b"admin_policy", "batch", b"batch", "channel_id", b"channel_id", "client_identity_references", b"client_identity_references", "commit_proof_policy", b"commit_proof_policy", "contracts", b"contracts", "creator_batches", b"creator_batches", "default_endorsement_policy", b"default_endorsement_policy", "endorsement_batches", b"endorsement_batches", "identity_references", b"identity_references", "lifecycle_policy", b"lifecycle_policy", "orderer_organizations", b"orderer_organizations", "orderers", b"orderers", "ordering", b"ordering", "organizations", b"organizations", "peers", b"peers", "privacy_auditors", b"privacy_auditors", "private_agreement", b"private_agreement", "private_agreement_batches", b"private_agreement_batches", "private_agreement_policy", b"private_agreement_policy", "private_creator_batches", b"private_creator_batches", "private_key_wrap", b"private_key_wrap", "sequence", b"sequence", "trusted_channels", b"trusted_channels", "trusted_notaries", b"trusted_notaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

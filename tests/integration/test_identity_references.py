@@ -11,6 +11,7 @@ channel update --identity-references`), and every peer switches at the config bl
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from secrets import token_hex
 
@@ -276,3 +277,76 @@ async def test_a_channel_without_references_turns_them_on_by_a_config_update(
             assert max(signers) > at
             for number, signed in signers.items():
                 assert signed == [orderer if number <= at else reference_bytes(orderer)], number
+
+
+def _creators(net: Path, node: str, channel: str) -> dict[str, bytes]:
+    """tx_id -> the stored envelope's Header.creator, blocks 1.. of `node`'s ledger."""
+    out = {}
+    for block in blocks(ledger_path(net, node, channel))[1:]:
+        for raw in block.data.envelopes:
+            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
+            header = common_pb2.Header.FromString(payload.header)
+            out[header.tx_id] = header.creator
+    return out
+
+
+async def test_a_client_names_itself_by_reference_after_its_first_commit(network) -> None:
+    """Clients by reference (`client_identity_references`, core/identity_table.py): the
+    client's first transaction on "trades" carries its certificate in full, every later one
+    the ~40-byte reference, all VALID on both peers; a peer killed and restarted resolves the
+    reference from its reloaded table (it endorses and commits the next one: AND policy);
+    "plain" (no references) gets every creator in full."""
+    net, sup = network(TOPOLOGY)
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        full = client.signer.identity_bytes
+        ref = reference_bytes(full)
+        assert ref is not None and len(ref) < 50 and len(full) > 400
+        done = [
+            await client.submit_transaction("trades", "bank", "open", f"C{i}", "1")
+            for i in range(3)
+        ]
+        plain = [
+            await client.submit_transaction("plain", "bank", "open", f"P{i}", "1") for i in range(2)
+        ]
+        assert all(d.status.result == VALID for d in done + plain), [d.status for d in done + plain]
+        sup.kill("peer0.org2")  # a crash: its table must come back with its ledger
+        sup.start("peer0.org2")
+        sup.wait_ready("peer0.org2", 60)
+        late = await client.submit_transaction("trades", "bank", "open", "C9", "1")
+        assert late.status.result == VALID
+        trades = [*done, late]
+        codes = await _codes_everywhere(net, "trades", {d.tx_id for d in trades})
+        assert all(c == [VALID] * len(trades) for c in codes.values()), codes
+        await _codes_everywhere(net, "plain", {d.tx_id for d in plain})
+        for peer in PEERS:
+            creators = _creators(net, peer, "trades")
+            assert [creators[d.tx_id] for d in trades] == [full, ref, ref, ref], peer
+            assert {_creators(net, peer, "plain")[d.tx_id] for d in plain} == {full}
+
+
+async def test_an_endorser_that_cannot_resolve_the_client_makes_it_send_in_full(
+    network,
+) -> None:
+    """A peer whose table lacks the client (its rows deleted while it was down: a stand-in for
+    any node that cannot resolve it) refuses the client's reference at endorsement with
+    UNKNOWN_IDENTITY_REFERENCE, which the gateway reports as final; the client sends the
+    transaction again in full (VALID), and the reference works again after that commit (the
+    peer registered the certificate again from it)."""
+    net, sup = network(TOPOLOGY)
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        full = client.signer.identity_bytes
+        ref = reference_bytes(full)
+        first = await client.submit_transaction("trades", "bank", "open", "D0", "1")
+        assert first.status.result == VALID
+        assert sup.stop("peer0.org2") == 0
+        with sqlite3.connect(ledger_path(net, "peer0.org2", "trades")) as db:
+            assert db.execute("DELETE FROM identities").rowcount == 1
+        sup.start("peer0.org2")
+        sup.wait_ready("peer0.org2", 60)
+        again = await client.submit_transaction("trades", "bank", "open", "D1", "1")
+        after = await client.submit_transaction("trades", "bank", "open", "D2", "1")
+        assert again.status.result == VALID and after.status.result == VALID
+        await _codes_everywhere(net, "trades", {first.tx_id, again.tx_id, after.tx_id})
+        for peer in PEERS:
+            creators = _creators(net, peer, "trades")
+            assert [creators[d.tx_id] for d in (first, again, after)] == [full, full, ref], peer

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from dltmw.core.identity_table import IdentityTable, TableEntry
 from dltmw.core.txcheck import CheckedTx
 from dltmw.runtime.roles.peer import committer as module
 from dltmw.runtime.roles.peer.committer import CommitExecutor
@@ -40,7 +41,8 @@ def executor(monkeypatch: pytest.MonkeyPatch):
     config = SimpleNamespace(view=object())
     lifecycle = SimpleNamespace(view=object())
     pool = ThreadPoolExecutor(2)
-    ex = CommitExecutor(config, None, pool, None, None, lifecycle)  # type: ignore[arg-type]
+    ledger = SimpleNamespace(identities=IdentityTable())  # what check_ahead reads of it
+    ex = CommitExecutor(config, ledger, pool, None, None, lifecycle)  # type: ignore[arg-type]
     yield ex, config, lifecycle, seen
     pool.shutdown()
 
@@ -67,6 +69,22 @@ def test_checks_made_against_a_replaced_view_are_not_used(executor, changed: str
             config.view = object()  # a config block committed in between
         else:
             lifecycle.view = object()  # a contract definition committed in between
+        return await ex._checked_ahead(block(5), config.view)
+
+    assert asyncio.run(run()) is None  # the load checks again
+
+
+def test_checks_made_before_a_block_registered_clients_are_not_used(executor) -> None:
+    """A block committed in between added client identity-table entries: a reference in this
+    block may resolve now that did not when its checks ran ahead (core/identity_table.py), so
+    the load checks again (else a peer that checked ahead and one that did not could record
+    different codes). Red when `_checked_ahead` ignores the table's size."""
+    ex, config, _, _ = executor
+
+    async def run() -> object:
+        ex.check_ahead(block(5, b"a", b"b", b"c"))
+        entry = TableEntry("Org1", b"\x01" * 32, b"der", 4)
+        ex._ledger.identities.add([entry])  # block 4's commit registered a client
         return await ex._checked_ahead(block(5), config.view)
 
     assert asyncio.run(run()) is None  # the load checks again

@@ -41,6 +41,7 @@ from dltmw.core.identity import (
     reference_bytes,
     tls_revoked,
 )
+from dltmw.core.identity_table import takes_client_references
 from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
 from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
@@ -527,6 +528,20 @@ def test_identity_references_turned_on_and_off(gov: Gov) -> None:
     assert off.membership.reference_of(orderer) == orderer
     with pytest.raises(MalformedIdentity):
         off.orderer_membership.identify(ref, NOW)
+
+
+def test_client_identity_references_turned_on_and_off(gov: Gov) -> None:
+    """`dltmw channel update --[no-]client-identity-references`: a valid update, in the view it
+    makes and kept by other edits; the table fills from blocks after its config block
+    (`takes_client_references` of the config in force, core/identity_table.py)."""
+    on = config_edit.with_settings(
+        gov.view.config, identity_references=True, client_identity_references=True
+    )
+    view = applied(gov, gov.view, on, "Org1", "Org2")
+    assert takes_client_references(view.config) and not takes_client_references(gov.view.config)
+    assert config_edit.with_settings(view.config, max_tx_count=9).client_identity_references
+    off = config_edit.with_settings(view.config, client_identity_references=False)
+    assert not takes_client_references(applied(gov, view, off, "Org1", "Org2").config)
 
 
 # --- links and streams ----------------------------------------------------------------------

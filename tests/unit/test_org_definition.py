@@ -203,4 +203,5 @@ def test_a_custody_channel_has_the_new_channel_flags_of_dltmw_init(orgs, tmp_pat
     init_network(tmp_path / "t.toml", tmp_path / "net")
     made_by_init = _flags(tmp_path / "net" / "channels" / "flags.block")
     assert made_by_init["ChannelConfig.identity_references"]
+    assert made_by_init["ChannelConfig.client_identity_references"]
     assert _flags(custody) == made_by_init

@@ -35,7 +35,9 @@ class FakeGateway:
         future = asyncio.get_running_loop().create_future()
         future.set_result(
             SimpleNamespace(
-                header=SimpleNamespace(tx_id="t1"), creator=SimpleNamespace(org_id="Org1")
+                header=SimpleNamespace(tx_id="t1"),
+                creator=SimpleNamespace(org_id="Org1"),
+                creator_org="Org1",
             )
         )
         return future
@@ -158,7 +160,9 @@ class ScriptedGateway(FakeGateway):
         else:
             future.set_result(
                 SimpleNamespace(
-                    header=SimpleNamespace(tx_id=tx_id), creator=SimpleNamespace(org_id="Org1")
+                    header=SimpleNamespace(tx_id=tx_id),
+                    creator=SimpleNamespace(org_id="Org1"),
+                    creator_org="Org1",
                 )
             )
         return future

@@ -7,6 +7,9 @@
 - `GET /api/channels/<c>/blocks/<n>`: one block: header, orderer signatures, transactions with
   their validation codes, contract events and creators;
 - `GET /api/channels/<c>/txs/<tx_id>`: where a transaction committed and what it holds;
+- `GET /api/channels/<c>/identities/<org>/<certificate_ref>`: the client certificate a
+  reference names (`core/identity_table.py`, hex SHA-256 of the certificate) and the block that
+  registered it, from a peer's table (an orderer keeps none: 404);
 - `GET /api/notaries/<n>/txs/<tx_id>`: on a notary node (`n`: `notary` or a cluster id), its
   decision on a transaction it signed.
 
@@ -38,19 +41,30 @@ from concurrent.futures import Executor
 from importlib import resources
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from dltmw.core.block import TxRecord
 from dltmw.core.channel import ChannelView
+from dltmw.core.identity_table import TableEntry, takes_client_references
 from dltmw.core.notary_batch import decode
 from dltmw.ledger.backend import StateReader
 from dltmw.runtime.explorer.epochs import ConfigEpochs
-from dltmw.runtime.explorer.view import Resolve, block_detail, block_summary, transaction
+from dltmw.runtime.explorer.view import (
+    Resolve,
+    block_detail,
+    block_summary,
+    identity,
+    transaction,
+)
 from dltmw.runtime.metrics import validation_code_name as code_name
-from dltmw.v1 import block_pb2
+from dltmw.v1 import block_pb2, identity_pb2
 
 JSON = "application/json"
 PAGE_MAX = 100
 PAGE_DEFAULT = 20
 TX_ID = re.compile(r"[0-9a-f]{64}")
+CERT_REF = TX_ID  # a certificate reference: SHA-256, hex
 STATIC = {
     "": ("index.html", "text/html; charset=utf-8"),
     "index.html": ("index.html", "text/html; charset=utf-8"),
@@ -87,6 +101,11 @@ class LedgerReads(Protocol):
 
     async def read_snapshot(self, fn: Callable[[StateReader], T]) -> T:
         """`fn` on one snapshot of committed state (`epochs.py`: the config entry)."""
+        ...
+
+    @property
+    def identities(self) -> Mapping[tuple[str, bytes], TableEntry]:
+        """The channel's client identity table (`core/identity_table.py`; empty on orderers)."""
         ...
 
 
@@ -209,6 +228,8 @@ class Explorer:
                 return _json(200, await self.block(channel, _int("block number", number)))
             case ["channels", channel, "txs", tx_id]:
                 return _json(200, await self.tx(channel, tx_id))
+            case ["channels", channel, "identities", org, ref]:
+                return _json(200, self.client_identity(channel, org, ref))
             case ["notaries", name, "txs", tx_id]:
                 return _json(200, await self.notarised(name, tx_id))
         raise BadRequest(
@@ -281,6 +302,24 @@ class Explorer:
             "code": code,
         }
 
+    def client_identity(self, channel: str, org: str, ref: str) -> dict[str, Any]:
+        """The client certificate a reference names, with the block that registered it (an
+        audit of a block whose creators are references resolves them here)."""
+        if not CERT_REF.fullmatch(ref):
+            raise BadRequest(400, "a certificate reference is 64 lower-case hex digits")
+        entry = self._ledger(channel).identities.get((org, bytes.fromhex(ref)))
+        if entry is None:
+            raise BadRequest(404, f"channel {channel}: no client certificate {ref} of {org!r}")
+        full = identity_pb2.Identity(org_id=org, certificate_der=entry.certificate_der)
+        return {
+            **identity(full.SerializeToString()),
+            "certificate_ref": ref,
+            "certificate_pem": x509.load_der_x509_certificate(entry.certificate_der)
+            .public_bytes(serialization.Encoding.PEM)
+            .decode(),
+            "registered_in_block": entry.first_block,
+        }
+
     async def notarised(self, notary: str, tx_id: str) -> dict[str, Any]:
         """A notary's decision on a transaction: signed, with how many inputs it consumed (a
         primary-key lookup of its spent-set; refusals are not stored, only counted in
@@ -320,7 +359,10 @@ class Explorer:
         epochs = self._epochs.get(channel)
         if epochs is None or epochs.ledger is not holder.ledger:  # a ledger opened again
             epochs = self._epochs[channel] = ConfigEpochs(holder.ledger)
-        return (await epochs.view_at(number)).membership.resolved
+        view = await epochs.view_at(number)
+        if takes_client_references(view.config):  # clients' references: the peer's table
+            view.membership.use_clients(holder.ledger.identities)
+        return view.membership.resolved
 
     def _ledger(self, channel: str) -> LedgerReads:
         holder = self._peers.get(channel) or self._orderers.get(channel)

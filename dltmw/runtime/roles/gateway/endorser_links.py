@@ -11,10 +11,10 @@ The stream itself — queue, window, reconnect, close — is the node's one batc
 remote's status, exactly as a failed unary ProcessProposal did before (the gateway counts that
 endorser as failed for that proposal); HEIGHT_NOT_REACHED keeps its reason, so the gateway can
 tell a lagging endorser from a dead one. A refusal of the proposal's creator (`CREATOR_REFUSED`:
-not a member, revoked) comes back as a ClientError with the remote's reason: it is final, and
-the gateway reports it as such when the policy cannot be met without that endorser (the
-gateway's own view of the channel may be older than the remote's, e.g. on a removed
-organisation's peer, which hears no more config blocks).
+not a member, revoked, an unknown reference) comes back as a ClientError with the remote's
+reason: it is final, and the gateway reports it as such when the policy cannot be met without
+that endorser (the gateway's own view of the channel may be older than the remote's, e.g. on a
+removed organisation's peer, which hears no more config blocks).
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from dltmw.v1 import (
 E = endorser_service_pb2
 # Remote refusals of the proposal's creator: final, reported with their own reason.
 CREATOR_REFUSED = frozenset(
-    {errors_pb2.ERROR_REASON_NOT_A_MEMBER, errors_pb2.ERROR_REASON_CERTIFICATE_REVOKED}
+    {
+        errors_pb2.ERROR_REASON_NOT_A_MEMBER,
+        errors_pb2.ERROR_REASON_CERTIFICATE_REVOKED,
+        # a creator's reference the endorser cannot resolve although it reached the client's
+        # block (min_block_number): the client sends in full (client/gateway.py)
+        errors_pb2.ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE,
+    }
 )
 Response = proposal_pb2.ProposalResponse
 Signed = list[tuple[proposal_pb2.SignedProposal, int]]  # (proposal, its min block number)

@@ -114,7 +114,8 @@ class PeerChannel:
     ) -> None:
         self.ctx = ctx
         self.genesis_hash = genesis_hash  # block 0's hash: contracts' TxInfo.channel_genesis
-        self.channel_config = CurrentConfig(view)
+        # clients' identity references resolve through the ledger's table (core/identity_table)
+        self.channel_config = CurrentConfig(view, clients=ledger.identities)
         self.ledger = ledger
         self._pool = pool
         # The committed contract definitions: what runs, under which policy and sequence.

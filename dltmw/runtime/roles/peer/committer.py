@@ -15,7 +15,10 @@ signatures and transaction checks of a block read off the stream start on the ve
 once, while the blocks before it commit; its load then awaits them instead of starting them.
 They are used only if the config and the committed definitions they were made against are
 still the current ones (the identical objects: a config block or a lifecycle commit in between
-replaces them); else the load checks again. Checks are judged against the membership at the
+replaces them) and the client identity table has not grown since (a block in between registered
+a client whose references then resolve: `core/identity_table.py`); else the load checks again.
+A block's table entries (`new_entries`, under the config in force for it) are stored in its
+commit transaction. Checks are judged against the membership at the
 time they ran, which differs from the time of the load by at most the commit of the blocks
 ahead of it.
 """
@@ -37,6 +40,7 @@ from dltmw.core.channel import ChannelView, CurrentConfig
 from dltmw.core.committer import Commit, CommitCore, Committed, CommittedReads, Delivered
 from dltmw.core.effects import Token
 from dltmw.core.errors import PeerError
+from dltmw.core.identity_table import new_entries, takes_client_references
 from dltmw.core.lifecycle import CommittedView
 from dltmw.core.light_client import check_orderer_quorum
 from dltmw.core.txcheck import CheckedTx, check_transaction, tx_summary
@@ -100,6 +104,7 @@ class Ahead:
     committed: CommittedView
     signature: asyncio.Future[str]
     pieces: tuple[asyncio.Future[list[CheckedTx]], ...]
+    identities: int  # the client identity table's size then (it only grows)
 
 
 def signature_error(view: ChannelView, block: block_pb2.Block) -> str:
@@ -166,7 +171,9 @@ class CommitExecutor:
         signature.add_done_callback(_consumed)
         for piece in pieces:
             piece.add_done_callback(_consumed)
-        self._ahead[block.header.number] = Ahead(view, committed, signature, tuple(pieces))
+        self._ahead[block.header.number] = Ahead(
+            view, committed, signature, tuple(pieces), len(self._ledger.identities)
+        )
 
     async def _checked_ahead(
         self, block: block_pb2.Block, view: ChannelView
@@ -178,6 +185,8 @@ class CommitExecutor:
         ahead = self._ahead.pop(number, None)
         if ahead is None or ahead.config is not view or ahead.committed is not self._lifecycle.view:
             return None
+        if ahead.identities != len(self._ledger.identities):
+            return None  # a block ahead of it registered clients: their references resolve now
         error = await ahead.signature
         pieces = await asyncio.gather(*ahead.pieces)
         return error, [checked for piece in pieces for checked in piece]
@@ -232,7 +241,15 @@ class CommitExecutor:
             metadata.validation_codes.extend(commit.codes)  # type: ignore[arg-type]
             del metadata.unauthenticated[:]  # a tx_id left empty: its signature never verified
             metadata.unauthenticated.extend(i for i, t in enumerate(commit.tx_ids) if not t)
-            await self._ledger.commit_block(commit.block, commit.tx_ids, commit.writes)
+            view = self._config.view  # the config in force for this block
+            added = (
+                new_entries(commit.block, view.membership, self._ledger.identities)
+                if takes_client_references(view.config)
+                else []
+            )
+            await self._ledger.commit_block(
+                commit.block, commit.tx_ids, commit.writes, identities=added
+            )
             if commit.config is not None:  # durable with its block: from the next block on
                 self._config.replace(commit.config)
                 logger.info(
