@@ -396,7 +396,8 @@ async def test_the_senders_listing_and_abandon(store: PrivateStore) -> None:
     await store.store_payloads([payload(H1), payload(H2)], [(H1, "a"), (H1, "b"), (H2, "a")], 7.0)
     await store.give_up([([(H1, "b")], outbox.REMOVED)])
     manager = PrivacyManager.__new__(PrivacyManager)
-    manager.channels = {"c": SimpleNamespace(store=store)}  # type: ignore[dict-item]
+    redelivery = rd.Redelivery(FakeChannel(store))  # type: ignore[arg-type]
+    manager.channels = {"c": SimpleNamespace(store=store, redelivery=redelivery)}  # type: ignore[dict-item]
     P = privacy_manager_service_pb2
     page = await manager.pending_deliveries("c", (b"", ""), 2)
     assert [(d.payload_hash, d.node_id, d.state) for d in page.deliveries] == [
@@ -431,3 +432,52 @@ async def test_an_outbox_from_before_the_time_and_state_columns_is_migrated(
         assert await store.delivery_states(H1) == {"a": outbox.OWED}
     finally:
         await store.close()
+
+
+class SlowChannel(FakeChannel):
+    """A push that waits (a connection to a node coming back) until `go` is set."""
+
+    def __init__(self, store: PrivateStore) -> None:
+        super().__init__(store)
+        self.down = False
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def push_payloads(
+        self, node_id: str, items: list[tuple[bytes, private_payload_pb2.EncryptedPayload]]
+    ) -> int:
+        self.started.set()
+        await self.go.wait()
+        return await super().push_payloads(node_id, items)
+
+
+async def test_abandon_waits_for_a_push_under_way_and_nothing_is_pushed_after_it(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AbandonDelivery while a pass is pushing the payload (review57: the push landed after
+    the abandon answered, and its acknowledgement deleted the ABANDONED row): the abandon
+    answers only once that push ended, and no later pass pushes it. Red without the pass's
+    lock (`Redelivery._passing`): the abandon answers while the push is still waiting."""
+    monkeypatch.setattr(rd, "FIRST_DELAY_S", 0.0)
+    await store.store_payloads([payload(H1), payload(H2)], [(H1, "a"), (H2, "a")], 7.0)
+    channel = SlowChannel(store)
+    task = rd.Redelivery(channel)  # type: ignore[arg-type]
+    await task._pass()  # first sight of "a": due now
+    pushing = asyncio.create_task(task._pass())
+    await asyncio.wait_for(channel.started.wait(), 5)
+    abandoning = asyncio.create_task(task.abandon(H1))
+    for _ in range(20):  # bounded: let the abandon run as far as it can
+        await asyncio.sleep(0)
+    assert not abandoning.done(), "abandoned while its push was under way"
+    channel.go.set()
+    await asyncio.wait_for(pushing, 5)
+    assert await asyncio.wait_for(abandoning, 5) == []  # delivered first: nothing left owed
+    assert channel.pushed == [("a", [H1, H2])]
+    # a payload owed again and abandoned between passes is pushed no more
+    await store.store_payloads([payload(H3)], [(H3, "a")], 8.0)
+    assert await task.abandon(H3) == ["a"]
+    task.schedule._next.pop("a", None)
+    await task._pass()
+    await task._pass()
+    assert channel.pushed == [("a", [H1, H2])]
+    assert await store.delivery_states(H3) == {"a": outbox.ABANDONED}

@@ -374,15 +374,20 @@ class PrivacyManager:
     async def abandon_delivery(self, channel_id: str, digest: bytes) -> P.AbandonDeliveryResponse:
         """Push `digest` no more to any recipient still owed it (ABANDONED, logged once)."""
         channel = self.channel(channel_id)
-        nodes = await channel.store.pending_nodes(digest)
+        if channel.redelivery is not None:  # after any push of it under way (`abandon`)
+            nodes = await channel.redelivery.abandon(digest)
+        else:  # not started (no pass can run)
+            nodes = await channel.store.pending_nodes(digest)
+            if nodes:
+                await channel.store.give_up(
+                    [([(digest, n) for n in nodes], private_outbox.ABANDONED)]
+                )
         if not nodes:
             raise ClientError(
                 R.ERROR_REASON_NOT_FOUND,
                 f"no delivery of payload {digest.hex()[:16]}.. is pending here",
             )
-        (count,) = await channel.store.give_up(
-            [([(digest, n) for n in nodes], private_outbox.ABANDONED)]
-        )
+        count = len(nodes)
         logger.warning(
             "channel %s: delivery of payload %s abandoned by a client: no longer pushed to %s",
             channel_id,

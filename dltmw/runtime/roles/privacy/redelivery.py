@@ -31,6 +31,7 @@ health NOT_SERVING — never a log line and carry on. The retry schedule and the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol
@@ -40,7 +41,7 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.aio.outbox_retry import PAGE_S, OutboxTask, RetrySchedule, loop_now
 from dltmw.core.errors import DltmwError, PeerError
-from dltmw.ledger.private_outbox import EXPIRED, REMOVED, Delivery, Owed
+from dltmw.ledger.private_outbox import ABANDONED, EXPIRED, REMOVED, Delivery, Owed
 from dltmw.ledger.private_store import PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
@@ -119,6 +120,9 @@ class Redelivery:
         # (payload hash, node) a recipient said it does not hold (`not_held`)
         self._claims: set[Delivery] = set()
         self.given_up: dict[int, int] = {}  # outbox state -> deliveries given up since start
+        # held by a pass from its read of the rows to its last push's outcome, and by `abandon`:
+        # a payload abandoned is never pushed after AbandonDelivery answered
+        self._passing = asyncio.Lock()
 
     def start(self) -> None:
         """Start the retry task (it resumes whatever the outbox holds)."""
@@ -153,8 +157,28 @@ class Redelivery:
         self._claims.update((h, node) for h in hashes[: max(0, room)])
         self.wake()
 
+    async def abandon(self, digest: bytes) -> list[str]:
+        """Give up every delivery of `digest` still owed (ABANDONED); the nodes it was owed to.
+
+        Waits for a pass under way: that pass read the row as owed and may be pushing it (a
+        push to a node coming back can wait for its connection), so the row is turned only
+        once that push has ended — delivered (the row is gone: nothing left to abandon) or
+        not — and no later pass reads it as owed. Without the wait, a payload abandoned while
+        its push was in flight still reached the recipient, and the acknowledgement deleted
+        the ABANDONED row, so the sender's record of it went too."""
+        store = self._channel.store
+        async with self._passing:
+            nodes = await store.pending_nodes(digest)
+            if nodes:
+                await store.give_up([([(digest, n) for n in nodes], ABANDONED)])
+        return nodes
+
     async def _pass(self) -> float:
         """Push every due node's owed payloads once; how long to wait before the next pass."""
+        async with self._passing:
+            return await self._pass_held()
+
+    async def _pass_held(self) -> float:
         store = self._channel.store
         if self._claims:
             await self._owe_claimed()
