@@ -64,6 +64,14 @@ from dltmw.v1 import (
 G = gateway_service_pb2
 UNKNOWN_REFERENCE = "UNKNOWN_IDENTITY_REFERENCE"  # ErrorReason, without its prefix
 UNKNOWN_REFERENCE_CODE = transaction_pb2.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE
+# A creator reference refused because the channel no longer takes references (its flags turned
+# off by a config update): a malformed identity at endorsement/admission, a bad creator at
+# commit. Nothing was applied either way, so the client goes back to sending in full, for good
+# on that channel (review57: it failed every later transaction instead).
+REFERENCE_REFUSED = frozenset({UNKNOWN_REFERENCE, "MALFORMED"})
+REFERENCE_INVALID_CODES = frozenset(
+    {UNKNOWN_REFERENCE_CODE, transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE}
+)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 ENDORSE_ATTEMPTS = 5
 T = TypeVar("T")
@@ -322,12 +330,17 @@ class GatewayClient:
         try:
             done = await self._submit_as(channel_id, contract, function, args, creator)
         except grpc.aio.AioRpcError as exc:
-            if creator == self.signer.identity_bytes or reason_of(exc) != UNKNOWN_REFERENCE:
+            reason = reason_of(exc)
+            if creator == self.signer.identity_bytes or reason not in REFERENCE_REFUSED:
                 raise
+            if reason != UNKNOWN_REFERENCE:  # no references on the channel any more
+                self._referable.discard(channel_id)
             done = None  # refused at endorsement or admission: nothing was changed
         if done is None or (
-            creator != self.signer.identity_bytes and done.status.result == UNKNOWN_REFERENCE_CODE
+            creator != self.signer.identity_bytes and done.status.result in REFERENCE_INVALID_CODES
         ):
+            if done is not None and done.status.result != UNKNOWN_REFERENCE_CODE:
+                self._referable.discard(channel_id)  # the flag turned off: a malformed creator
             self._registered.discard(channel_id)  # in full until one commits again
             creator = self.signer.identity_bytes
             done = await self._submit_as(channel_id, contract, function, args, creator)

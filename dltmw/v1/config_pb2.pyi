@@ -383,8 +383,8 @@ class ChannelConfig(_message.Message):
     certificate_ref}): a client certificate becomes referable from block N+1 when block N carries
     an envelope whose Header.creator is that certificate in full and passes the time-independent
     identity checks (parses, issued by its organisation's root, not a CA, not revoked), whatever
-    the transaction's validation code (core/identity_table.py, docs/identity.md). Each peer keeps
-    that table with its ledger; orderers keep none and order a creator reference they cannot
+    the transaction's validation code (core/identity_table.py, docs/wire.md "Identity
+    references"). Each peer keeps that table with its ledger; orderers keep none and order a creator reference they cannot
     resolve, which every peer checks at commit. Only with identity_references. Entries come only
     from blocks after the config block that sets it. `dltmw init` and `dltmw channel create` set it
     for new channels (topology channel key `client_identity_references`); `dltmw channel update

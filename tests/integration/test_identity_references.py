@@ -184,8 +184,10 @@ async def _endorsed_by_reference(client: GatewayClient, channel: str, peer: Sign
     return await client.submit(client.envelope(payload.SerializeToString()))
 
 
-async def _turn_on_references(net: Path, tmp: Path, channel: str) -> int:
-    """`dltmw channel update --identity-references` by both members' admins; its block."""
+async def _turn_on_references(
+    net: Path, tmp: Path, channel: str, flag: str = "--identity-references"
+) -> int:
+    """`dltmw channel update <flag>` by both members' admins; its block."""
     upd, net_s = str(tmp / "identity-references.update"), str(net)
     await asyncio.to_thread(
         dltmw,
@@ -193,7 +195,7 @@ async def _turn_on_references(net: Path, tmp: Path, channel: str) -> int:
         "update",
         net_s,
         channel,
-        "--identity-references",
+        flag,
         "-o",
         upd,
         "-c",
@@ -350,3 +352,38 @@ async def test_an_endorser_that_cannot_resolve_the_client_makes_it_send_in_full(
         for peer in PEERS:
             creators = _creators(net, peer, "trades")
             assert [creators[d.tx_id] for d in (first, again, after)] == [full, full, ref], peer
+
+
+async def test_a_client_goes_back_to_full_when_references_are_turned_off(
+    network, tmp_path: Path
+) -> None:
+    """The admins turn identity references off on "trades" after the client switched to its
+    reference: the reference is a malformed identity there now (MALFORMED at endorsement), so
+    the client sends the transaction again in full (VALID) and keeps sending in full on that
+    channel (review57: it failed every later transaction, since only
+    UNKNOWN_IDENTITY_REFERENCE made it fall back). Red without MALFORMED in the client's
+    fallback (`client/gateway.py` REFERENCE_REFUSED)."""
+    net, _ = network(TOPOLOGY)
+    async with await GatewayClient.connect(net, "user1.org1") as client:
+        full = client.signer.identity_bytes
+        ref = reference_bytes(full)
+        before = [
+            await client.submit_transaction("trades", "bank", "open", f"E{i}", "1")
+            for i in range(2)
+        ]
+        at = await _turn_on_references(net, tmp_path, "trades", "--no-identity-references")
+        for peer in PEERS:
+            await wait_until(
+                lambda p=peer: height(ledger_path(net, p, "trades")) > at, 30, f"{peer} applies"
+            )
+        after = [
+            await client.submit_transaction("trades", "bank", "open", f"G{i}", "1")
+            for i in range(2)
+        ]
+        done = before + after
+        assert all(d.status.result == VALID for d in done), [d.status for d in done]
+        codes = await _codes_everywhere(net, "trades", {d.tx_id for d in done})
+        assert all(c == [VALID] * len(done) for c in codes.values()), codes
+        for peer in PEERS:
+            creators = _creators(net, peer, "trades")
+            assert [creators[d.tx_id] for d in done] == [full, ref, full, full], peer
