@@ -256,7 +256,8 @@ class Redelivery:
             if owed:
                 await store.store_payloads((), owed, utc_now().timestamp())
         except BaseException:
-            self._claims.update(claims)
+            room = CLAIMS_MAX - len(self._claims)  # claims heard meanwhile count too
+            self._claims.update(claims[: max(0, room)])
             raise
         now = loop_now()
         for node in sorted({n for _, n in owed}):
