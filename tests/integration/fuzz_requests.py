@@ -408,6 +408,22 @@ GENERATORS: dict[str, Build] = {
     "/dltmw.v1.PrivacyManagerService/Recover": lambda p, w, t: [
         _query(P.RecoverRequest, P.RecoverQuery(channel_id=CH), p, t)
     ],
+    "/dltmw.v1.PrivacyManagerService/PendingDeliveries": lambda p, w, t: [
+        _query(
+            P.PendingDeliveriesRequest,
+            P.PendingDeliveriesQuery(channel_id=CH, after_payload_hash=w.payload_hash),
+            p,
+            t,
+        )
+    ],
+    "/dltmw.v1.PrivacyManagerService/AbandonDelivery": lambda p, w, t: [
+        _query(
+            P.AbandonDeliveryRequest,
+            P.AbandonDeliveryQuery(channel_id=CH, payload_hash=w.payload_hash),
+            p,
+            t,
+        )
+    ],
     "/dltmw.v1.PrivacyManagerService/CollectAgreements": lambda p, w, t: [
         _query(
             PA.CollectAgreementsRequest,
