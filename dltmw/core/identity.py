@@ -357,6 +357,20 @@ class Membership:
         if this membership takes references and lists it (a config node), else the bytes."""
         return self._reference_of.get(identity_bytes, identity_bytes)
 
+    def is_client_reference(self, identity_bytes: bytes) -> bool:
+        """Whether `identity_bytes` is a reference that no node of the config names: a client's,
+        resolvable (if at all) only through a peer's table. A config update must name its creator
+        otherwise: orderers keep no table, so a peer and an orderer would judge it apart."""
+        if self._referable is None:
+            return False
+        try:
+            msg = identity_pb2.Identity.FromString(identity_bytes)
+        except DecodeError:
+            return False
+        if not msg.certificate_ref or msg.certificate_der:
+            return False
+        return _reference_key(msg) not in self._referable
+
     def resolved(self, identity_bytes: bytes) -> bytes:
         """The config identity (in full) that `identity_bytes` names by reference, else the bytes
         themselves: which config node it names (the explorer's display, a block's orderer

@@ -348,6 +348,16 @@ def _admit_envelope(
     endorser_tx = header.type == common_pb2.HEADER_TYPE_ENDORSER_TRANSACTION
     takes = creator_batch.takes_proofs(channel.config, header.type)
     creator: VerifiedIdentity | None
+    if (
+        header.type == common_pb2.HEADER_TYPE_CONFIG_UPDATE
+        and channel.membership.is_client_reference(header.creator)
+    ):
+        # in full or as a config node, so that a peer (with its table) and an orderer (none)
+        # judge it alike; the commit rule says the same (`_check_transaction`)
+        raise ClientError(
+            R.ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE,
+            "a config update names its creator in full, not by a client's reference",
+        )
     if header.type != common_pb2.HEADER_TYPE_CONFIG_UPDATE and _unresolvable(
         channel, header.creator
     ):
@@ -494,6 +504,10 @@ def _check_transaction(envelope_bytes: bytes, channel: ChannelView) -> CheckedTx
     at = to_datetime(header.timestamp)
     if at is None:
         raise _Invalid(C.TX_VALIDATION_CODE_BAD_TIMESTAMP)
+    if config and channel.membership.is_client_reference(header.creator):
+        # orderers keep no client table: a config update by a client's reference would be
+        # judged by the peers' tables alone (review57); refused at admission too
+        raise _Invalid(C.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE)
     takes = creator_batch.takes_proofs(channel.config, header.type)
     data = creator_batch.signed_envelope_data(envelope, takes)
     if data is None:  # a batch proof that cannot be right here (core/creator_batch.py)

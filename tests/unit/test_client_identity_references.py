@@ -295,3 +295,25 @@ def test_a_postgresql_peer_ledger_stores_and_reloads_the_entries_too() -> None:
 
     with pg_server.running() as server:
         asyncio.run(run(server.dsn))
+
+
+def test_a_config_update_by_a_client_s_reference_is_refused_at_admission_and_commit() -> None:
+    """Orderers keep no client table, so a config update naming its creator by a client's
+    reference would be judged by the peers' tables alone (review57): it is refused
+    UNKNOWN_IDENTITY_REFERENCE at admission and gets that code at commit, even with the client
+    registered; in full the same update reaches the config rule (another code). Red without
+    `Membership.is_client_reference` in txcheck (the registered reference verifies)."""
+    table = IdentityTable()
+    view = _peer_view(table)
+    table.add(new_entries(_block(1, [_tx()]), view.membership, table))
+    h = header(P.user, common_pb2.HEADER_TYPE_CONFIG_UPDATE)
+    full = seal(P.user, h.SerializeToString(), b"\x0a\x00")
+    h.creator = _ref(P.user)
+    h.tx_id = compute_tx_id(h.nonce, h.creator)
+    by_ref = seal(P.user, h.SerializeToString(), b"\x0a\x00")
+    assert check_transaction(by_ref, view).code == UNKNOWN
+    assert check_transaction(full, view).code not in (UNKNOWN, VALID)
+    for v in (view, channel_view(_config())):  # a peer's gateway, an orderer
+        with pytest.raises(ClientError) as refused:
+            check_envelope(by_ref, {v.channel_id: v}, NOW, 900)
+        assert refused.value.reason_name == "UNKNOWN_IDENTITY_REFERENCE"
