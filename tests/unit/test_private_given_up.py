@@ -32,6 +32,7 @@ from dltmw.v1 import privacy_manager_service_pb2 as P
 
 ME, ORG2, ORG3, AUDIT = (PrivacyKey(bytes([i]) * 32) for i in (1, 2, 3, 4))
 ALL = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_ALL_RECIPIENTS
+EXPRESSION = private_agreement_pb2.PRIVATE_AGREEMENT_POLICY_EXPRESSION
 
 
 def config() -> config_pb2.ChannelConfig:
@@ -211,3 +212,20 @@ async def test_a_collection_of_a_payload_given_up_is_refused_at_once() -> None:
         "nodes": "peer0.org2,peer0.org3",
         "state": "RECIPIENT_REMOVED,ABANDONED",
     }
+    # Under a policy expression a node that left the channel executes nothing there, so it does
+    # not block a collection the policy may meet without it; one still in the channel does.
+    expression = config()
+    expression.private_agreement = EXPRESSION
+    del expression.peers[1]  # peer0.org2 left the channel
+    channel.peer = SimpleNamespace(view=SimpleNamespace(config=expression))  # type: ignore[assignment]
+    with pytest.raises(ClientError) as still:
+        await agreements.collect(channel, lambda name: None, H1, "tx")
+    assert still.value.metadata == {"nodes": "peer0.org3", "state": "ABANDONED"}
+
+    class Left:
+        async def given_up_of(self, digest: bytes) -> dict[str, int]:
+            return {"peer0.org2": outbox.REMOVED}
+
+    channel.redelivery = Left()  # type: ignore[assignment]
+    with pytest.raises(AssertionError, match="ran the payload"):  # collected as before
+        await agreements.collect(channel, lambda name: None, H1, "tx")

@@ -624,9 +624,15 @@ async def _refuse_given_up(channel: PrivateChannel, digest: bytes) -> None:
     PRIVATE_AGREEMENT_TIMEOUT on every attempt and waited out its whole deadline (branch
     priv58). Refused under every policy, not only where the given-up agreement is required: a
     recipient named by the agreements waits for the payload before executing anything later
-    (`executor.py`), and nobody pushes it any more. Nothing changes on the node."""
+    (`executor.py`), and nobody pushes it any more. One exception, under a policy expression:
+    a node no longer in the channel config executes nothing there, so it does not block a
+    collection the policy can meet without it (as before). Nothing changes on the node."""
     redelivery = channel.redelivery
     given = await redelivery.given_up_of(digest) if redelivery is not None else {}
+    config = channel.view.config
+    if given and config.private_agreement == EXPRESSION:
+        peers = {n.node_id for n in config.peers}
+        given = {node: state for node, state in given.items() if node in peers}
     if not given:
         return
     nodes = sorted(given)
