@@ -64,6 +64,9 @@ class DownChannel:
     def still_recipient(self, raw: bytes, node: str) -> bool:
         return True
 
+    async def left_group(self, node: str, items: Any) -> list[bytes]:
+        return []  # no privacy group here
+
     async def push_payloads(self, node: str, items: Any) -> int:
         self.pushes[node] = self.pushes.get(node, 0) + 1
         raise TransientError(R.ERROR_REASON_PEER_UNAVAILABLE, f"{node} down")

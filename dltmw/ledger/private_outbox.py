@@ -125,6 +125,13 @@ def pending_nodes(conn: Db, payload_hash: bytes) -> list[str]:
     return [text(r[0]) for r in found]
 
 
+def any_given_up(conn: Db) -> bool:
+    """Is any row given up (not owed)? One scan of the table, read once per start by the
+    redelivery (`Redelivery.given_up_of`), so that a collection needs no read of its own while
+    nothing was ever given up."""
+    return bool(list(conn.execute("SELECT 1 FROM outbox WHERE state<>0 LIMIT 1")))
+
+
 def states(conn: Db, payload_hash: bytes) -> dict[str, int]:
     """node -> state of every row of `payload_hash` (OWED or given up): the sender's view."""
     found = conn.execute("SELECT node, state FROM outbox WHERE hash=?", (payload_hash,))

@@ -474,6 +474,10 @@ class PrivateStore:
         """node -> outbox state of each delivery of `payload_hash` not acknowledged yet."""
         return await self._file.read(lambda conn: private_outbox.states(conn, payload_hash))
 
+    async def any_given_up(self) -> bool:
+        """Is any outbox row given up (`private_outbox.any_given_up`)?"""
+        return await self._file.read(private_outbox.any_given_up)
+
     async def give_up(
         self,
         given_up: Sequence[tuple[Sequence[Delivery], int]],

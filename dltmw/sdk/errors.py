@@ -25,6 +25,7 @@ __all__ = [
     "AlreadyExists",
     "CommitFailed",
     "ContractRefused",
+    "DeliveryGivenUp",
     "EndorsementFailed",
     "Error",
     "InputConsumed",
@@ -91,6 +92,28 @@ class PayloadPurged(PreconditionFailed):
     def block_number(self) -> int:
         """The block that carried the purge (-1 when the node did not say)."""
         return int(self.metadata.get("block_number", "-1"))
+
+
+class DeliveryGivenUp(PreconditionFailed):
+    """A private transaction to collect (or resume) whose payload's sending node gave up its
+    delivery to some recipient (PRIVATE_DELIVERY_GIVEN_UP, FAILED_PRECONDITION): abandoned
+    (`abandon_private`, `dltmw private abandon`), expired (`[private] delivery_expiry_s`) or
+    the recipient was removed (from the channel config, or from the privacy group the payload
+    was sent to). Its node will not order it, so resuming cannot succeed: answered at once,
+    instead of the `AgreementPending` a resume would end in after its whole deadline. Not
+    `retryable`. `nodes` and `states` (EXPIRED, RECIPIENT_REMOVED, ABANDONED, in the order of
+    `nodes`) come from the ErrorInfo metadata (docs/privacy.md, "Queued delivery")."""
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The recipient nodes whose delivery was given up."""
+        return tuple(n for n in self.metadata.get("nodes", "").split(",") if n)
+
+    @property
+    def states(self) -> dict[str, str]:
+        """node -> why its delivery was given up (EXPIRED, RECIPIENT_REMOVED, ABANDONED)."""
+        states = self.metadata.get("state", "").split(",")
+        return dict(zip(self.nodes, states, strict=False))
 
 
 class ContractRefused(Error):
@@ -192,6 +215,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "MESSAGE_TOO_LARGE": LimitExceeded,
     "STALE_READ": StaleRead,
     "PAYLOAD_PURGED": PayloadPurged,
+    "PRIVATE_DELIVERY_GIVEN_UP": DeliveryGivenUp,
 }
 S = grpc.StatusCode
 _BY_CODE: dict[grpc.StatusCode, type[Error]] = {

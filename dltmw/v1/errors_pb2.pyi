@@ -395,6 +395,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     its delivery to this node again; nothing was changed. A node of an older release answers
     NOT_AUTHORIZED with the message "this node does not hold that payload" instead.
     """
+    ERROR_REASON_PRIVATE_DELIVERY_GIVEN_UP: _ErrorReason.ValueType  # 343
+    """FAILED_PRECONDITION: CollectAgreements (or an item of CollectAgreementsBatch) of a payload
+    this node sent whose delivery to some recipient it gave up (docs/privacy.md "Queued
+    delivery": the outbox row is EXPIRED, RECIPIENT_REMOVED or ABANDONED), so the transaction
+    is not to be ordered: that recipient would never agree (ALL_RECIPIENTS), or, named by the
+    agreements without holding the payload, would hold its private execution back. Under a
+    policy expression a node no longer in the channel config does not count.
+    Answered at once instead of PRIVATE_AGREEMENT_TIMEOUT, which a client waits out.
+    ErrorInfo.metadata {"nodes": <the recipient nodes given up, comma-separated, sorted>,
+    "state": <their DeliveryState names without the prefix, comma-separated in the order of
+    `nodes`>}. Nothing was changed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is carried in google.rpc.ErrorInfo.reason (domain "dltmw.v1") of every failed RPC, so
@@ -774,5 +786,17 @@ recipient does not hold (yet): not pushed here, or set aside by a recovery until
 transaction commits (docs/privacy.md "Queued delivery"). The sender of the payload queues
 its delivery to this node again; nothing was changed. A node of an older release answers
 NOT_AUTHORIZED with the message "this node does not hold that payload" instead.
+"""
+ERROR_REASON_PRIVATE_DELIVERY_GIVEN_UP: ErrorReason.ValueType  # 343
+"""FAILED_PRECONDITION: CollectAgreements (or an item of CollectAgreementsBatch) of a payload
+this node sent whose delivery to some recipient it gave up (docs/privacy.md "Queued
+delivery": the outbox row is EXPIRED, RECIPIENT_REMOVED or ABANDONED), so the transaction
+is not to be ordered: that recipient would never agree (ALL_RECIPIENTS), or, named by the
+agreements without holding the payload, would hold its private execution back. Under a
+policy expression a node no longer in the channel config does not count.
+Answered at once instead of PRIVATE_AGREEMENT_TIMEOUT, which a client waits out.
+ErrorInfo.metadata {"nodes": <the recipient nodes given up, comma-separated, sorted>,
+"state": <their DeliveryState names without the prefix, comma-separated in the order of
+`nodes`>}. Nothing was changed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

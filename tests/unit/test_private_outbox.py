@@ -102,6 +102,9 @@ class FakeChannel:
     def still_recipient(self, raw: bytes, node_id: str) -> bool:
         return node_id not in self.rotated
 
+    async def left_group(self, node_id: str, items: list[tuple[bytes, bytes]]) -> list[bytes]:
+        return []  # no payload of a privacy group (test_private_given_up.py)
+
     async def push_payloads(
         self, node_id: str, items: list[tuple[bytes, private_payload_pb2.EncryptedPayload]]
     ) -> int:

@@ -110,6 +110,7 @@ EXPECTED: dict[str, type[E.Error]] = {
     "UNKNOWN_IDENTITY_REFERENCE": E.PreconditionFailed,
     "PAYLOAD_PURGED": E.PayloadPurged,
     "PAYLOAD_NOT_HELD": E.PreconditionFailed,  # node to node (AgreeBatch): not held yet
+    "PRIVATE_DELIVERY_GIVEN_UP": E.DeliveryGivenUp,  # resume: the sender will not order it
 }
 RETRYABLE = {
     "OVERLOADED",

@@ -64,7 +64,7 @@ from dltmw.runtime.context import NodeContext
 from dltmw.runtime.metrics import reason_name
 from dltmw.runtime.roles.privacy.links import forget_if_gone
 from dltmw.runtime.roles.privacy.private_channel import Outgoing, PrivateChannel
-from dltmw.runtime.roles.privacy.redelivery import Redelivery
+from dltmw.runtime.roles.privacy.redelivery import GIVEN_UP_NAMES, Redelivery
 from dltmw.v1 import (
     errors_pb2,
     privacy_manager_service_pb2_grpc,
@@ -356,6 +356,8 @@ class Agreements:
         answer to the Push (`_pushed`); a later attempt asks by AgreeBatch, as without."""
         if not requires_agreements(channel.view.config):
             return A.CollectAgreementsResponse(agreed=True)  # the channel requires none
+        if sending is None:  # (a payload being sent now has no delivery given up)
+            await _refuse_given_up(channel, digest)
         out = A.CollectAgreementsResponse()
         for attempt in range(COLLECT_ATTEMPTS):
             if attempt:
@@ -613,6 +615,35 @@ class Agreements:
         except grpc.aio.AioRpcError as exc:
             raise _not_agreed(node_id, f"{exc.code().name}: {exc.details()}") from exc
         return reply.agreement
+
+
+async def _refuse_given_up(channel: PrivateChannel, digest: bytes) -> None:
+    """Refuse to collect for a payload whose delivery to some recipient this node gave up
+    (EXPIRED, RECIPIENT_REMOVED, ABANDONED: `redelivery.py`), at once: PRIVATE_DELIVERY_GIVEN_UP
+    naming the nodes and states. Without it a client resuming such a transaction got
+    PRIVATE_AGREEMENT_TIMEOUT on every attempt and waited out its whole deadline (branch
+    priv58). Refused under every policy, not only where the given-up agreement is required: a
+    recipient named by the agreements waits for the payload before executing anything later
+    (`executor.py`), and nobody pushes it any more. One exception, under a policy expression:
+    a node no longer in the channel config executes nothing there, so it does not block a
+    collection the policy can meet without it (as before). Nothing changes on the node."""
+    redelivery = channel.redelivery
+    given = await redelivery.given_up_of(digest) if redelivery is not None else {}
+    config = channel.view.config
+    if given and config.private_agreement == EXPRESSION:
+        peers = {n.node_id for n in config.peers}
+        given = {node: state for node, state in given.items() if node in peers}
+    if not given:
+        return
+    nodes = sorted(given)
+    states = [GIVEN_UP_NAMES.get(given[n], str(given[n])) for n in nodes]
+    raise ClientError(
+        R.ERROR_REASON_PRIVATE_DELIVERY_GIVEN_UP,
+        f"the delivery of payload {digest.hex()[:16]}.. was given up for "
+        + ", ".join(f"{n} ({s})" for n, s in zip(nodes, states, strict=True))
+        + ": this node does not order it",
+        {"nodes": ",".join(nodes), "state": ",".join(states)},
+    )
 
 
 def _not_held(result: A.AgreeResult) -> bool:

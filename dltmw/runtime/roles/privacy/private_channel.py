@@ -69,6 +69,7 @@ from dltmw.ledger.private_purge import PurgeRecord
 from dltmw.ledger.private_store import RESEND_CHUNK, NewPayload, PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.roles.peer.channel import PeerChannel
+from dltmw.runtime.roles.privacy import group_delivery
 from dltmw.runtime.roles.privacy.group_send import group_recipients
 from dltmw.runtime.roles.privacy.hybrid import encapsulate_all
 from dltmw.runtime.roles.privacy.prior_runs import PriorRuns
@@ -440,6 +441,14 @@ class PrivateChannel:
             return True
         node = next((n for n in self.view.config.peers if n.node_id == node_id), None)
         return node is not None and node.privacy_public_key in recipients_of(payload)
+
+    async def left_group(self, node_id: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """The hashes among (hash, stored payload) `items` owed to `node_id` that are given up
+        because its organisation left the privacy group the payload was sent to, by this
+        node's record of the group (`group_delivery.py`)."""
+        return await group_delivery.left_group(
+            self.store, self.key, self.view.config, node_id, items
+        )
 
     def may_owe(self, raw: bytes, node_id: str) -> bool:
         """May this node owe `node_id` the stored payload `raw`? A recipient that answers it

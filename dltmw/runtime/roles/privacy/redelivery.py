@@ -14,7 +14,10 @@ is executed exactly where it belongs, before anything after it.
 A delivery that can no longer be made is given up, never pushed for ever (branch priv57): a row
 whose node is no longer a member of the channel config in force (or whose key there is not one
 the payload was sealed for: it could not open its box) turns REMOVED, and a row queued longer
-ago than the node's `[private] delivery_expiry_s` (default 7 days; 0: never) turns EXPIRED.
+ago than the node's `[private] delivery_expiry_s` (default 7 days; 0: never) turns EXPIRED;
+a row of a payload sent to a privacy group whose record here no longer lists the node's
+organisation, for a transaction not executed here, turns REMOVED too (`group_delivery.py`,
+branch priv58).
 Either is logged once, at WARNING, when it happens, and the row stays as the sender's record
 (ValidatePrivateState's `delivery_state`, `dltmw private pending`). What Tessera and Corda do:
 Tessera fails the send when a push does not go through (no queue: the sender resends, the
@@ -41,7 +44,7 @@ from google.protobuf.message import DecodeError
 from dltmw.aio.clock import utc_now
 from dltmw.aio.outbox_retry import PAGE_S, OutboxTask, RetrySchedule, loop_now
 from dltmw.core.errors import DltmwError, PeerError
-from dltmw.ledger.private_outbox import ABANDONED, EXPIRED, REMOVED, Delivery, Owed
+from dltmw.ledger.private_outbox import ABANDONED, EXPIRED, OWED, REMOVED, Delivery, Owed
 from dltmw.ledger.private_store import PrivateStore
 from dltmw.runtime.context import NodeContext
 from dltmw.runtime.faults import is_transient
@@ -55,6 +58,9 @@ BACKOFF_MAX_S = 10.0
 IDLE_S = 30.0  # wait when nothing is owed (a Send that leaves work wakes the task)
 TRACKED_MAX = 4096  # nodes with backoff state kept in memory
 CLAIMS_MAX = 4096  # "not held" answers waiting for the next pass (more: the next ask repeats it)
+# A given-up state as the wire's DeliveryState names it, without the prefix (the metadata
+# `state` of PRIVATE_DELIVERY_GIVEN_UP, `agreement.py`).
+GIVEN_UP_NAMES = {EXPIRED: "EXPIRED", REMOVED: "RECIPIENT_REMOVED", ABANDONED: "ABANDONED"}
 
 
 class Owner(Protocol):
@@ -100,6 +106,12 @@ class Owner(Protocol):
         """How long a delivery is retried before it is given up (0: for ever)."""
         ...
 
+    async def left_group(self, node_id: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """The hashes among (hash, stored payload) `items` owed to `node_id` whose delivery is
+        given up because its organisation left the privacy group the payload was sent to
+        (`group_delivery.py`)."""
+        ...
+
 
 class Redelivery:
     """Retries the owed deliveries of one private channel in the background (the schedule and
@@ -120,6 +132,8 @@ class Redelivery:
         # (payload hash, node) a recipient said it does not hold (`not_held`)
         self._claims: set[Delivery] = set()
         self.given_up: dict[int, int] = {}  # outbox state -> deliveries given up since start
+        # Is any outbox row given up? None: not read yet since the start (`given_up_of`).
+        self._any_given_up: bool | None = None
         # held by a pass from its read of the rows to its last push's outcome, and by `abandon`:
         # a payload abandoned is never pushed after AbandonDelivery answered
         self._passing = asyncio.Lock()
@@ -157,6 +171,20 @@ class Redelivery:
         self._claims.update((h, node) for h in hashes[: max(0, room)])
         self.wake()
 
+    async def given_up_of(self, digest: bytes) -> dict[str, int]:
+        """node -> state (EXPIRED, REMOVED, ABANDONED) of each delivery of `digest` given up:
+        a collection of its agreements is refused at once (`agreement.py`). While no row was
+        ever given up (the common case) this reads nothing: one read of the table per start
+        says so, and every give-up here sets it."""
+        if self._any_given_up is None:
+            found = await self._channel.store.any_given_up()
+            if self._any_given_up is None:  # a give-up meanwhile already said True
+                self._any_given_up = found
+        if not self._any_given_up:
+            return {}
+        states = await self._channel.store.delivery_states(digest)
+        return {node: state for node, state in states.items() if state != OWED}
+
     async def abandon(self, digest: bytes) -> list[str]:
         """Give up every delivery of `digest` still owed (ABANDONED); the nodes it was owed to.
 
@@ -170,6 +198,7 @@ class Redelivery:
         async with self._passing:
             nodes = await store.pending_nodes(digest)
             if nodes:
+                self._any_given_up = True  # before the write: a collection may not slip through
                 await store.give_up([([(digest, n) for n in nodes], ABANDONED)])
         return nodes
 
@@ -213,6 +242,8 @@ class Redelivery:
         wall = utc_now().timestamp()
         removed, expired, unstamped = give_up(page, members, wall, self._channel.delivery_expiry_s)
         if removed or expired or unstamped:
+            if removed or expired:
+                self._any_given_up = True
             groups = [(removed, REMOVED), (expired, EXPIRED)]
             changed = await self._channel.store.give_up(groups, unstamped, wall)
             for (rows, state), count in zip(groups, changed, strict=True):
@@ -221,13 +252,16 @@ class Redelivery:
         gone = set(removed) | set(expired)
         return [(h, n) for h, n, _ in page if (h, n) not in gone]
 
-    def _warn_given_up(self, rows: Sequence[Delivery], state: int) -> None:
+    def _warn_given_up(self, rows: Sequence[Delivery], state: int, why: str = "") -> None:
         """The one WARNING of deliveries given up, per node."""
-        why = {
-            REMOVED: "is no longer a recipient in the channel config in force",
-            EXPIRED: f"was not reached within delivery_expiry_s="
-            f"{self._channel.delivery_expiry_s:.0f}s",
-        }[state]
+        why = (
+            why
+            or {
+                REMOVED: "is no longer a recipient in the channel config in force",
+                EXPIRED: f"was not reached within delivery_expiry_s="
+                f"{self._channel.delivery_expiry_s:.0f}s",
+            }[state]
+        )
         by_node: dict[str, list[bytes]] = {}
         for digest, node in rows:
             by_node.setdefault(node, []).append(digest)
@@ -272,6 +306,7 @@ class Redelivery:
         gone = [(h, node) for h in hashes if h not in held]  # purged since: nothing owed
         items = []
         removed: list[Delivery] = []
+        raws: dict[bytes, bytes] = {}
         for digest in hashes:  # in hash order (the outbox's), not the dict's
             raw = held.get(digest)
             if raw is None:
@@ -281,13 +316,21 @@ class Redelivery:
                 continue
             try:
                 items.append((digest, private_payload_pb2.EncryptedPayload.FromString(raw)))
+                raws[digest] = raw
             except DecodeError:
                 gone.append((digest, node))
                 logger.error("owed payload %s is unreadable here: not pushed", digest.hex())
-        if removed:
-            (changed,) = await store.give_up([(removed, REMOVED)])
-            if changed:
+        left = set(await self._channel.left_group(node, list(raws.items()))) if raws else set()
+        if left:  # its organisation left the payload's privacy group (`group_delivery.py`)
+            items = [(h, p) for h, p in items if h not in left]
+        if removed or left:
+            self._any_given_up = True
+            out = [(h, node) for h in sorted(left)]
+            changed = await store.give_up([(removed, REMOVED), (out, REMOVED)])
+            if changed[0]:
                 self._warn_given_up(removed, REMOVED)
+            if changed[1]:
+                self._warn_given_up(out, REMOVED, "left the privacy group the payload was sent to")
         try:
             if items:
                 await self._channel.push_payloads(node, items)
