@@ -26,9 +26,11 @@ its creator in full until it sees one of its transactions committed on the chann
 status names the block N that carried the certificate in full, so every node resolves the
 reference from block N+1 on, and any later proposal is ordered after N), then by reference
 (`Identity{org_id, certificate_ref}`, ~40 bytes where the identity is ~450; the tx_id covers the
-creator as sent). A node answering UNKNOWN_IDENTITY_REFERENCE — at endorsement, or as the commit
-code (a channel whose flag was turned off, a peer rebuilt) — makes it send in full again and
-retry the transaction once, in full (nothing was changed by the refused one).
+creator as sent). A node refusing the reference — UNKNOWN_IDENTITY_REFERENCE or MALFORMED at
+endorsement, or as the commit code (a channel whose flag was turned off, a peer rebuilt) — makes
+it send in full again and retry the transaction once, in full (nothing was changed by the
+refused one). The rule and its state, shared with private transactions and with the SDK
+`Client`'s other connections: `client/creator_reference.py`.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ from google.protobuf.message import DecodeError
 
 from dltmw.aio.clock import utc_now
 from dltmw.aio.entropy import token_bytes
+from dltmw.client.creator_reference import CreatorReferences
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.files import ClientFiles
 from dltmw.client.pipeline import Pipeline
 from dltmw.core.hashing import compute_tx_id
-from dltmw.core.identity import SigningIdentity, reference_bytes
+from dltmw.core.identity import SigningIdentity
 from dltmw.rpc.status import reason_of
 from dltmw.rpc.tls import link_tls, secure_channel
 from dltmw.rpc.tracing import NO_TRACING, Tracer
@@ -58,20 +61,9 @@ from dltmw.v1 import (
     gateway_service_pb2,
     gateway_service_pb2_grpc,
     proposal_pb2,
-    transaction_pb2,
 )
 
 G = gateway_service_pb2
-UNKNOWN_REFERENCE = "UNKNOWN_IDENTITY_REFERENCE"  # ErrorReason, without its prefix
-UNKNOWN_REFERENCE_CODE = transaction_pb2.TX_VALIDATION_CODE_UNKNOWN_IDENTITY_REFERENCE
-# A creator reference refused because the channel no longer takes references (its flags turned
-# off by a config update): a malformed identity at endorsement/admission, a bad creator at
-# commit. Nothing was applied either way, so the client goes back to sending in full, for good
-# on that channel (review57: it failed every later transaction instead).
-REFERENCE_REFUSED = frozenset({UNKNOWN_REFERENCE, "MALFORMED"})
-REFERENCE_INVALID_CODES = frozenset(
-    {UNKNOWN_REFERENCE_CODE, transaction_pb2.TX_VALIDATION_CODE_BAD_CREATOR_SIGNATURE}
-)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 ENDORSE_ATTEMPTS = 5
 T = TypeVar("T")
@@ -99,15 +91,16 @@ class GatewayClient:
         private_batched_channels: Iterable[str] = (),
         signing: CreatorSigner | None = None,
         client_references: Iterable[str] = (),
+        references: CreatorReferences | None = None,
     ) -> None:
         """`signing`: a `CreatorSigner` of `signer` shared with other connections (the SDK
         `Client`'s, which then decides the channels; `batched_channels` etc. are ignored).
         `client_references`: the channels whose config lets clients name themselves by
-        reference (module docstring)."""
+        reference (module docstring); `references`: that state shared with other connections
+        (the SDK `Client`'s; `client_references` is then ignored)."""
         self.signer = signer
-        self._referable = set(client_references)
-        self._reference = reference_bytes(signer.identity_bytes) or signer.identity_bytes
-        self._registered: set[str] = set()  # channels where a full-creator tx committed
+        # which creator each channel's transactions name (`client/creator_reference.py`)
+        self.references = references or CreatorReferences(signer.identity_bytes, client_references)
         # pipelined transactions of `batched_channels` (ChannelConfig.creator_batches) and
         # private ones of `private_batched_channels` (private_creator_batches) are signed once
         # per Transact request (`client/creator_signing.py`)
@@ -326,34 +319,26 @@ class GatewayClient:
         a channel whose config lets clients sign per batch, the proposal and the envelope are
         signed with the others of their Transact request (`client/creator_signing.py`); a
         channel that refuses the proof (its flag turned off since) gets them signed alone."""
-        creator = self.creator(channel_id)
+        refs = self.references
+        creator = refs.creator(channel_id)
         try:
-            done = await self._submit_as(channel_id, contract, function, args, creator)
+            done: Submitted | None = await self._submit_as(
+                channel_id, contract, function, args, creator
+            )
         except grpc.aio.AioRpcError as exc:
-            reason = reason_of(exc)
-            if creator == self.signer.identity_bytes or reason not in REFERENCE_REFUSED:
+            if not refs.refused_reason(channel_id, creator, reason_of(exc)):
                 raise
-            if reason != UNKNOWN_REFERENCE:  # no references on the channel any more
-                self._referable.discard(channel_id)
             done = None  # refused at endorsement or admission: nothing was changed
-        if done is None or (
-            creator != self.signer.identity_bytes and done.status.result in REFERENCE_INVALID_CODES
-        ):
-            if done is not None and done.status.result != UNKNOWN_REFERENCE_CODE:
-                self._referable.discard(channel_id)  # the flag turned off: a malformed creator
-            self._registered.discard(channel_id)  # in full until one commits again
-            creator = self.signer.identity_bytes
+        if done is None or refs.refused_code(channel_id, creator, done.status.result):
+            creator = refs.full  # the refused transaction changed nothing: again, in full
             done = await self._submit_as(channel_id, contract, function, args, creator)
-        if creator == self.signer.identity_bytes and channel_id in self._referable:
-            self._registered.add(channel_id)  # its block carried the certificate in full
+        refs.committed(channel_id, creator, done.status.result)
         return done
 
     def creator(self, channel_id: str) -> bytes:
         """What `submit_transaction` names as its creator on `channel_id` now: the reference
         once a transaction sent in full committed there (module docstring), else in full."""
-        if channel_id in self._registered:
-            return self._reference
-        return self.signer.identity_bytes
+        return self.references.creator(channel_id)
 
     async def _submit_as(
         self,

@@ -13,6 +13,15 @@ A recipient that is down does not fail the send on a channel that requires agree
 delivery is queued by the node, and the collection of the agreements waits for it (collected
 again with backoff, bounded by `pending_deadline_s`); past that, `PrivateAgreementPending`
 names the transaction to `resume_private` later (`client/private_pending.py`).
+
+The creator (identity references, `client/creator_reference.py`, shared with the client's
+endorser transactions): `submit_private` names the client by reference once one of its
+transactions sent in full committed on the channel. It is fixed with the nonce BEFORE the
+agreements (they are signed for the tx id = SHA-256(nonce ‖ creator as sent)) and carried to
+the envelope and to `resume_private` (`PrivateAgreementPending.creator`). A reference refused at
+admission or commit changed nothing; since an agreement is bound to its tx id, the transaction
+is then done again in full under a new tx id: the payload is not sent again, its agreements are
+collected again for that tx id (`_submit_collected`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import grpc
 
 from dltmw.aio.coalesce import Coalescer
 from dltmw.aio.entropy import token_bytes
+from dltmw.client.creator_reference import TxName
 from dltmw.client.gateway import GatewayClient, transaction_header
 from dltmw.client.private_pending import (
     PENDING_DEADLINE_S,
@@ -53,7 +63,9 @@ PENDING_LIST_MAX = 10_000  # `pending_deliveries` stops there (bounded)
 
 @dataclass(frozen=True)
 class PrivateSubmitted:
-    """The outcome of one private transaction as the public ledger records it."""
+    """The outcome of one private transaction as the public ledger records it (`tx_id`: the
+    transaction that committed; another than the agreements were first asked for when its
+    creator reference was refused and it was done again in full: module docstring)."""
 
     tx_id: str
     payload_hash: bytes
@@ -253,10 +265,18 @@ class PrivacyClient:
         return reply.recipient_count
 
     def new_nonce(self) -> tuple[bytes, str]:
-        """A fresh nonce and the tx_id it gives this client's transaction: agreements are
-        collected for a tx_id before the envelope is signed."""
+        """A fresh nonce and the tx_id it gives this client's transaction with its creator in
+        full: agreements are collected for a tx_id before the envelope is signed."""
         nonce = token_bytes(24)
         return nonce, compute_tx_id(nonce, self.client.signer.identity_bytes)
+
+    def new_tx(self, channel_id: str) -> TxName:
+        """A fresh nonce with the creator the client names on `channel_id` now (by reference
+        once registered there: module docstring); its `tx_id` is what agreements are for."""
+        return self.client.references.new_tx(channel_id)
+
+    def _named(self, nonce: bytes, creator: bytes | None) -> TxName:
+        return TxName(nonce, self.client.signer.identity_bytes if creator is None else creator)
 
     async def collect_agreements(
         self, channel_id: str, payload_hash: bytes, tx_id: str, timeout_s: float = 60.0
@@ -334,26 +354,34 @@ class PrivacyClient:
         payload_hash: bytes,
         agreements: Sequence[A.PrivateAgreement] = (),
         nonce: bytes | None = None,
+        creator: bytes | None = None,
     ) -> tuple[common_pb2.Envelope, str]:
         """A signed PRIVATE_TRANSACTION envelope carrying only `payload_hash` and the parties'
-        agreements (collected for this `nonce`'s tx_id), and its tx_id."""
+        agreements (collected for this `nonce`'s and `creator`'s tx_id), and its tx_id."""
         data = transaction_pb2.PrivateTransaction(payload_hash=payload_hash, agreements=agreements)
-        return self.private_data_envelope(channel_id, data.SerializeToString(), nonce)
+        return self.private_data_envelope(channel_id, data.SerializeToString(), nonce, creator)
 
     def private_data_envelope(
-        self, channel_id: str, data: bytes, nonce: bytes | None = None
+        self,
+        channel_id: str,
+        data: bytes,
+        nonce: bytes | None = None,
+        creator: bytes | None = None,
     ) -> tuple[common_pb2.Envelope, str]:
         """A signed PRIVATE_TRANSACTION envelope with `data` (a PrivateTransaction) and its
-        tx_id: a payload's hash (`private_envelope`) or a purge (`client/purge.py`)."""
-        nonce = nonce if nonce is not None else token_bytes(24)
-        payload = self.private_payload(channel_id, data, nonce)
-        tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
-        return self.client.envelope(payload), tx_id
+        tx_id: a payload's hash (`private_envelope`) or a purge (`client/purge.py`); `creator`
+        as the tx_id names it (None: in full)."""
+        tx = self._named(nonce if nonce is not None else token_bytes(24), creator)
+        payload = self.private_payload(channel_id, data, tx.nonce, tx.creator)
+        return self.client.envelope(payload), tx.tx_id
 
-    def private_payload(self, channel_id: str, data: bytes, nonce: bytes) -> bytes:
-        """The serialised Payload of a PRIVATE_TRANSACTION with `data`, for `nonce`'s tx_id
-        (signed alone by `private_data_envelope`, or with its Transact request's others)."""
-        creator = self.client.signer.identity_bytes
+    def private_payload(
+        self, channel_id: str, data: bytes, nonce: bytes, creator: bytes | None = None
+    ) -> bytes:
+        """The serialised Payload of a PRIVATE_TRANSACTION with `data`, for the tx_id of
+        `nonce` and `creator` (None: in full) (signed alone by `private_data_envelope`, or with
+        its Transact request's others)."""
+        creator = self.client.signer.identity_bytes if creator is None else creator
         kind = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
         header = transaction_header(kind, channel_id, creator, nonce)
         return common_pb2.Payload(header=header.SerializeToString(), data=data).SerializeToString()
@@ -367,10 +395,12 @@ class PrivacyClient:
         *args: str | bytes,
         group: str = "",
         nonce: bytes | None = None,
+        creator: bytes | None = None,
     ) -> PrivateSubmitted:
         """Send the invocation privately, order its hash, wait for the public commit; `group`:
         in that privacy group's state (`client/groups.py`); `nonce`: the caller's (so it knows
-        the tx_id before), else a fresh one. A recipient whose delivery is pending is waited
+        the tx_id before: with `creator`, else in full), else a fresh one with the creator the
+        client names now (module docstring). A recipient whose delivery is pending is waited
         for up to `pending_deadline_s`; then `PrivateAgreementPending`, for `resume_private`."""
         invocation = private_payload_pb2.PrivateInvocation(
             contract=contract,
@@ -378,7 +408,7 @@ class PrivacyClient:
             args=[a.encode() if isinstance(a, str) else a for a in args],
             group=group,
         )
-        return await self.submit_invocation(channel_id, recipient_orgs, invocation, nonce)
+        return await self.submit_invocation(channel_id, recipient_orgs, invocation, nonce, creator)
 
     async def submit_invocation(
         self,
@@ -386,20 +416,19 @@ class PrivacyClient:
         recipient_orgs: Sequence[str],
         invocation: private_payload_pb2.PrivateInvocation,
         nonce: bytes | None = None,
+        creator: bytes | None = None,
     ) -> PrivateSubmitted:
         """`submit_private` of a ready invocation (a privacy group's: `client/groups.py`)."""
-        if nonce is None:
-            nonce, tx_id = self.new_nonce()
-        else:
-            tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
+        tx = self.new_tx(channel_id) if nonce is None else self._named(nonce, creator)
         try:
             digest, collected = await self.send_and_collect(
-                channel_id, invocation.SerializeToString(), recipient_orgs, tx_id
+                channel_id, invocation.SerializeToString(), recipient_orgs, tx.tx_id
             )
         except PrivateAgreementPending as pending:
-            pending.nonce = nonce  # what `resume_private` needs to submit the same tx_id
+            # what `resume_private` needs to submit the same tx_id
+            pending.nonce, pending.creator = tx.nonce, tx.creator
             raise
-        return await self._submit_collected(channel_id, digest, collected, nonce, tx_id)
+        return await self._submit_collected(channel_id, digest, collected, tx)
 
     async def resume_private(
         self,
@@ -407,38 +436,71 @@ class PrivacyClient:
         payload_hash: bytes,
         nonce: bytes,
         deadline_s: float | None = None,
+        creator: bytes | None = None,
     ) -> PrivateSubmitted:
         """Finish a private transaction whose collection timed out (`PrivateAgreementPending`
         from `submit_private` names `channel_id`, `payload_hash` and `nonce`): collect the
         agreements again for the same tx_id (waiting up to `deadline_s`, as `collect_until`),
         then submit and wait for the commit. The payload is not sent again: the same hash and
         tx_id, so resuming twice orders it at most once (the gateway refuses a tx_id on its
-        ledger, the ledger marks a second copy DUPLICATE_TXID)."""
-        tx_id = compute_tx_id(nonce, self.client.signer.identity_bytes)
+        ledger, the ledger marks a second copy DUPLICATE_TXID). `creator`: the error's (the
+        creator its tx id names; None: in full)."""
+        tx = self._named(nonce, creator)
+        return await self._collect_and_submit(channel_id, payload_hash, tx, deadline_s)
+
+    async def _collect_and_submit(
+        self, channel_id: str, digest: bytes, tx: TxName, deadline_s: float | None = None
+    ) -> PrivateSubmitted:
+        """Collect the agreements for `tx`'s tx id (waiting as `collect_until`), then order."""
         try:
-            collected = await self.collect_until(channel_id, payload_hash, tx_id, deadline_s)
+            collected = await self.collect_until(channel_id, digest, tx.tx_id, deadline_s)
         except PrivateAgreementPending as pending:
-            pending.nonce = nonce
+            pending.nonce, pending.creator = tx.nonce, tx.creator
             raise
-        return await self._submit_collected(channel_id, payload_hash, collected, nonce, tx_id)
+        return await self._submit_collected(channel_id, digest, collected, tx)
 
     async def _submit_collected(
         self,
         channel_id: str,
         digest: bytes,
         collected: A.CollectAgreementsResponse,
-        nonce: bytes,
-        tx_id: str,
+        tx: TxName,
     ) -> PrivateSubmitted:
-        """Order the payload hash with its agreements under `nonce`'s tx_id; wait for the
-        commit."""
+        """Order the payload hash with its agreements under `tx`'s tx_id; wait for the commit.
+        A creator reference refused (at admission, or as the commit code) changed nothing: the
+        transaction is done again in full under a new tx id, its agreements collected again
+        (they are bound to the tx id; module docstring)."""
+        refs = self.client.references
+        try:
+            status: gateway_service_pb2.CommitStatusResponse | None = await self._order(
+                channel_id, digest, collected, tx
+            )
+        except grpc.aio.AioRpcError as exc:
+            if not refs.refused_reason(channel_id, tx.creator, reason_of(exc)):
+                raise
+            status = None
+        if status is not None and not refs.refused_code(channel_id, tx.creator, status.result):
+            refs.committed(channel_id, tx.creator, status.result)
+            return PrivateSubmitted(tx.tx_id, digest, status)
+        return await self._collect_and_submit(
+            channel_id, digest, TxName(token_bytes(24), refs.full)
+        )
+
+    async def _order(
+        self,
+        channel_id: str,
+        digest: bytes,
+        collected: A.CollectAgreementsResponse,
+        tx: TxName,
+    ) -> gateway_service_pb2.CommitStatusResponse:
         data = transaction_pb2.PrivateTransaction(
             payload_hash=digest, agreements=collected.agreements
         ).SerializeToString()
-        payload = self.private_payload(channel_id, data, nonce)
+        payload = self.private_payload(channel_id, data, tx.nonce, tx.creator)
+        tx_id = tx.tx_id
         # On a channel with private_creator_batches the envelope is signed with the others of
         # its Transact request (`client/creator_signing.py`), else alone.
-        status = await self.client.retried_alone(
+        return await self.client.retried_alone(
             channel_id,
             lambda later: self.client.submit_and_wait(
                 channel_id,
@@ -448,7 +510,6 @@ class PrivacyClient:
             ),
             private=True,
         )
-        return PrivateSubmitted(tx_id, digest, status)
 
     async def receive(self, channel_id: str, payload_hash: bytes) -> bytes:
         """The decrypted payload (only from a recipient node, for a client of its org)."""

@@ -49,7 +49,9 @@ class PrivateAgreementPending(grpc.aio.AioRpcError):
     """The agreements of a private transaction were not all collected within the client's
     deadline (module docstring): the last attempt's gRPC error (code, details, ErrorInfo), with
     the transaction to resume — `channel_id`, `payload_hash`, `tx_id`, `nonce` (None when the
-    caller chose the tx id itself) — and the recipient nodes still missing (`nodes`)."""
+    caller chose the tx id itself), `creator` (as the tx id names it: in full or by reference,
+    `client/creator_reference.py`; None: in full) — and the recipient nodes still missing
+    (`nodes`)."""
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class PrivateAgreementPending(grpc.aio.AioRpcError):
         payload_hash: bytes,
         tx_id: str,
         nonce: bytes | None = None,
+        creator: bytes | None = None,
     ) -> None:
         super().__init__(
             error.code(),
@@ -70,6 +73,7 @@ class PrivateAgreementPending(grpc.aio.AioRpcError):
         self.payload_hash = payload_hash
         self.tx_id = tx_id
         self.nonce = nonce
+        self.creator = creator
 
     @property
     def nodes(self) -> tuple[str, ...]:

@@ -112,6 +112,7 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _P256_HALF_ORDER = P256_ORDER // 2
 ED25519_SIGNATURE_SIZE = 64
 CACHE_SIZE = 4096
+REFERENCE_SIZE = 32  # Identity.certificate_ref: SHA-256 of the certificate (`reference_bytes`)
 
 # One ECDSA-over-SHA-256 parameter object for every sign and verify: building it costs more than
 # a sixtieth of a verification (~1.2 us of ~50-90 us), and with seven verifications and four
@@ -361,15 +362,22 @@ class Membership:
         """Whether `identity_bytes` is a reference that no node of the config names: a client's,
         resolvable (if at all) only through a peer's table. A config update must name its creator
         otherwise: orderers keep no table, so a peer and an orderer would judge it apart."""
+        return self.client_reference(identity_bytes) is not None
+
+    def client_reference(self, identity_bytes: bytes) -> identity_pb2.Identity | None:
+        """`identity_bytes` parsed, if it is a reference that no node of the config names
+        (`is_client_reference`), else None: what an orderer, which keeps no table, asks before
+        it orders a creator unchecked (`txcheck._unresolvable`: a member organisation's, a
+        `REFERENCE_SIZE` hash)."""
         if self._referable is None:
-            return False
+            return None
         try:
             msg = identity_pb2.Identity.FromString(identity_bytes)
         except DecodeError:
-            return False
+            return None
         if not msg.certificate_ref or msg.certificate_der:
-            return False
-        return _reference_key(msg) not in self._referable
+            return None
+        return None if _reference_key(msg) in self._referable else msg
 
     def resolved(self, identity_bytes: bytes) -> bytes:
         """The config identity (in full) that `identity_bytes` names by reference, else the bytes

@@ -41,6 +41,7 @@ from dltmw.core.contract import TxInfo
 from dltmw.core.errors import ClientError, InvariantViolation, reason_value
 from dltmw.core.hashing import NONCE_MIN_BYTES, compute_tx_id, sha256
 from dltmw.core.identity import (
+    REFERENCE_SIZE,
     IdentityError,
     Membership,
     Revoked,
@@ -71,7 +72,6 @@ from dltmw.v1 import (
 
 R = errors_pb2
 C = transaction_pb2
-HASH_SIZE = 32  # a certificate reference: SHA-256 of the certificate
 M = TypeVar("M", bound=Message)
 
 
@@ -401,17 +401,15 @@ def _unresolvable(channel: ChannelView, creator: bytes) -> bool:
     """A client's identity reference that this node cannot resolve and may order unchecked: on a
     channel whose config takes clients' references, at a node without the table (an orderer),
     a reference to a member organisation that the config's nodes do not explain."""
-    if channel.membership.takes_client_references or not takes_client_references(channel.config):
+    membership = channel.membership
+    if membership.takes_client_references or not takes_client_references(channel.config):
         return False
-    try:
-        msg = identity_pb2.Identity.FromString(creator)
-    except DecodeError:
-        return False
-    if not msg.certificate_ref or msg.certificate_der or len(msg.certificate_ref) != HASH_SIZE:
-        return False
-    if msg.org_id not in channel.membership.org_ids:
-        return False
-    return channel.membership.resolved(creator) == creator  # not a config node's reference
+    ref = membership.client_reference(creator)
+    return (
+        ref is not None
+        and len(ref.certificate_ref) == REFERENCE_SIZE
+        and ref.org_id in membership.org_ids
+    )
 
 
 def _reference_org(creator: bytes) -> str:

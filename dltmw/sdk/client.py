@@ -28,7 +28,16 @@ Transact stream) with what an embedding program needs:
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
   the call's deadline;
 - the read-your-writes mark (the highest block seen committed per channel) carried from one
-  gateway to the next.
+  gateway to the next;
+- identity references (`client/creator_reference.py`): the client names itself by its ~40-byte
+  reference on a channel once one of its transactions sent in full committed there, endorser
+  and private transactions alike. The profile does not say which channels take references
+  (`ChannelConfig.client_identity_references`), so the client presumes every channel does; a
+  refusal (UNKNOWN_IDENTITY_REFERENCE, MALFORMED, or such a commit code) changed nothing, and
+  the transaction is done again in full under a new tx id; a channel that refused twice (or
+  said MALFORMED once) gets the creator in full from then on. One `CreatorReferences` serves
+  every gateway connection of the `Client`, like its `CreatorSigner`: a fail-over neither
+  forgets the reference nor changes a transaction's creator (its proposal bytes are made once).
 A `Client` is an async context manager; `close()` closes its connection and stream.
 """
 
@@ -43,6 +52,7 @@ from typing import TypeVar
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
+from dltmw.client.creator_reference import CreatorReferences
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
 from dltmw.client.privacy import PrivacyClient, PrivateSubmitted
@@ -66,6 +76,8 @@ from dltmw.v1 import gateway_service_pb2
 
 G = gateway_service_pb2
 T = TypeVar("T")
+# a transaction done: its tx id, commit status and endorsement (`Client._submit_as`)
+_Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
 RETRY_POLICY = json.dumps(
@@ -113,6 +125,8 @@ class Client:
         self._signer = profile.signer()
         # one signer for every gateway connection: which channels refused batch proofs
         self.signing = CreatorSigner(self._signer, presuming=pipelined)
+        # and one choice of creator (in full / by reference) per channel: module docstring
+        self.references = CreatorReferences(self._signer.identity_bytes, presuming=True)
         self._tls = profile.tls_material()
         self._next = 0  # index of the gateway to try next
         self._gateway: GatewayClient | None = None
@@ -151,10 +165,41 @@ class Client:
 
         Raises `CommitFailed` if it committed with another code, or the typed error of the
         step that refused it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.deadline_s
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        refs = self.references
+        creator = refs.creator(channel_id)
+        try:
+            done: _Done | None = await self._submit_as(
+                deadline, channel_id, contract, function, args, creator
+            )
+        except Error as error:
+            if not refs.refused_reason(channel_id, creator, error.reason):
+                raise
+            done = None  # refused at endorsement or admission: nothing was changed
+        if done is None or refs.refused_code(channel_id, creator, done[1].result):
+            creator = refs.full  # the refused transaction changed nothing: again, in full
+            done = await self._submit_as(deadline, channel_id, contract, function, args, creator)
+        tx_id, status, endorsed = done
+        refs.committed(channel_id, creator, status.result)
+        self._observe(channel_id, status.block_number)
+        code = code_name(status.result)
+        if code != "VALID":
+            raise CommitFailed(tx_id, code, status.block_number)
+        return Committed(tx_id, status.block_number, status.tx_index, endorsed.result.payload)
+
+    async def _submit_as(
+        self,
+        deadline: float,
+        channel_id: str,
+        contract: str,
+        function: str,
+        args: Sequence[str | bytes],
+        creator: bytes,
+    ) -> _Done:
+        """Endorse, order and wait for the commit of one transaction naming `creator`, failing
+        over between gateways with the SAME proposal bytes (hence tx id)."""
         first = await self._current()
-        proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args)
+        proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
         endorsed = await self._attempt(
             deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
         )
@@ -169,12 +214,7 @@ class Client:
                 # Already submitted (a retry, or a fail-over after the orderer took it): wait.
             return await gw.commit_status(channel_id, tx_id)
 
-        status = await self._attempt(deadline, order_and_commit)
-        self._observe(channel_id, status.block_number)
-        code = code_name(status.result)
-        if code != "VALID":
-            raise CommitFailed(tx_id, code, status.block_number)
-        return Committed(tx_id, status.block_number, status.tx_index, endorsed.result.payload)
+        return tx_id, await self._attempt(deadline, order_and_commit), endorsed
 
     async def evaluate(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -284,7 +324,11 @@ class Client:
         privacy = await self.private()
         try:
             done = await privacy.resume_private(
-                pending.channel_id, pending.payload_hash, pending.nonce, self.deadline_s
+                pending.channel_id,
+                pending.payload_hash,
+                pending.nonce,
+                self.deadline_s,
+                pending.creator,
             )
         except PrivateAgreementPending as still:
             raise _agreement_pending(still) from None
@@ -372,7 +416,11 @@ class Client:
                     address, endpoint.name, self._tls, MAX_MESSAGE_BYTES, extra=CHANNEL_OPTIONS
                 )
                 gateway = GatewayClient(
-                    self._signer, channel, self._pipelined, signing=self.signing
+                    self._signer,
+                    channel,
+                    self._pipelined,
+                    signing=self.signing,
+                    references=self.references,
                 )
                 for channel_id, block in self._seen.items():
                     gateway.observe_block(channel_id, block)
@@ -414,4 +462,5 @@ def _agreement_pending(pending: PrivateAgreementPending) -> AgreementPending:
         pending.payload_hash,
         pending.tx_id,
         pending.nonce,
+        pending.creator,
     )

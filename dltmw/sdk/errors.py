@@ -161,6 +161,7 @@ class AgreementPending(Unavailable):
         payload_hash: bytes,
         tx_id: str,
         nonce: bytes | None,
+        creator: bytes | None = None,
     ) -> None:
         super().__init__(
             message, reason="PRIVATE_AGREEMENT_TIMEOUT", code="UNAVAILABLE", metadata=metadata
@@ -169,6 +170,7 @@ class AgreementPending(Unavailable):
         self.payload_hash = payload_hash
         self.tx_id = tx_id
         self.nonce = nonce
+        self.creator = creator  # as the tx id names it (None: in full), for the resume
 
     @property
     def nodes(self) -> tuple[str, ...]:

@@ -22,7 +22,10 @@ from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.endorsement_batch import signing_bytes
 from dltmw.core.identity import SigningIdentity, identity_bytes, reference_bytes
+from dltmw.core.privacy.execution import EXECUTED
 from dltmw.rpc.status import reason_of
+from dltmw.sdk.client import Client
+from dltmw.sdk.profile import Profile
 from dltmw.v1 import common_pb2, transaction_pb2
 from tests.integration.conftest import TWO_ORG
 
@@ -212,6 +215,15 @@ async def _turn_on_references(
     return int(said.split(" VALID in block ")[1].split()[0])
 
 
+async def _turn_off_references(net: Path, tmp: Path, channel: str) -> None:
+    """`dltmw channel update --no-identity-references`, applied by every peer."""
+    at = await _turn_on_references(net, tmp, channel, "--no-identity-references")
+    for peer in PEERS:
+        await wait_until(
+            lambda p=peer: height(ledger_path(net, p, channel)) > at, 30, f"{peer} applies"
+        )
+
+
 def _endorsers(net: Path, peer: str, channel: str, tx_id: str) -> list[bytes]:
     tx = C.Transaction.FromString(_stored(net, peer, channel)[tx_id][1])
     return sorted(e.endorser for e in tx.endorsements)
@@ -281,7 +293,7 @@ async def test_a_channel_without_references_turns_them_on_by_a_config_update(
                 assert signed == [orderer if number <= at else reference_bytes(orderer)], number
 
 
-def _creators(net: Path, node: str, channel: str) -> dict[str, bytes]:
+def creators_of(net: Path, node: str, channel: str) -> dict[str, bytes]:
     """tx_id -> the stored envelope's Header.creator, blocks 1.. of `node`'s ledger."""
     out = {}
     for block in blocks(ledger_path(net, node, channel))[1:]:
@@ -321,9 +333,9 @@ async def test_a_client_names_itself_by_reference_after_its_first_commit(network
         assert all(c == [VALID] * len(trades) for c in codes.values()), codes
         await _codes_everywhere(net, "plain", {d.tx_id for d in plain})
         for peer in PEERS:
-            creators = _creators(net, peer, "trades")
+            creators = creators_of(net, peer, "trades")
             assert [creators[d.tx_id] for d in trades] == [full, ref, ref, ref], peer
-            assert {_creators(net, peer, "plain")[d.tx_id] for d in plain} == {full}
+            assert {creators_of(net, peer, "plain")[d.tx_id] for d in plain} == {full}
 
 
 async def test_an_endorser_that_cannot_resolve_the_client_makes_it_send_in_full(
@@ -350,7 +362,7 @@ async def test_an_endorser_that_cannot_resolve_the_client_makes_it_send_in_full(
         assert again.status.result == VALID and after.status.result == VALID
         await _codes_everywhere(net, "trades", {first.tx_id, again.tx_id, after.tx_id})
         for peer in PEERS:
-            creators = _creators(net, peer, "trades")
+            creators = creators_of(net, peer, "trades")
             assert [creators[d.tx_id] for d in (first, again, after)] == [full, full, ref], peer
 
 
@@ -362,7 +374,7 @@ async def test_a_client_goes_back_to_full_when_references_are_turned_off(
     the client sends the transaction again in full (VALID) and keeps sending in full on that
     channel (review57: it failed every later transaction, since only
     UNKNOWN_IDENTITY_REFERENCE made it fall back). Red without MALFORMED in the client's
-    fallback (`client/gateway.py` REFERENCE_REFUSED)."""
+    fallback (`client/creator_reference.py` REFERENCE_REFUSED)."""
     net, _ = network(TOPOLOGY)
     async with await GatewayClient.connect(net, "user1.org1") as client:
         full = client.signer.identity_bytes
@@ -371,11 +383,7 @@ async def test_a_client_goes_back_to_full_when_references_are_turned_off(
             await client.submit_transaction("trades", "bank", "open", f"E{i}", "1")
             for i in range(2)
         ]
-        at = await _turn_on_references(net, tmp_path, "trades", "--no-identity-references")
-        for peer in PEERS:
-            await wait_until(
-                lambda p=peer: height(ledger_path(net, p, "trades")) > at, 30, f"{peer} applies"
-            )
+        await _turn_off_references(net, tmp_path, "trades")
         after = [
             await client.submit_transaction("trades", "bank", "open", f"G{i}", "1")
             for i in range(2)
@@ -385,5 +393,73 @@ async def test_a_client_goes_back_to_full_when_references_are_turned_off(
         codes = await _codes_everywhere(net, "trades", {d.tx_id for d in done})
         assert all(c == [VALID] * len(done) for c in codes.values()), codes
         for peer in PEERS:
-            creators = _creators(net, peer, "trades")
+            creators = creators_of(net, peer, "trades")
             assert [creators[d.tx_id] for d in done] == [full, ref, full, full], peer
+
+
+async def test_private_transactions_name_their_creator_by_reference_and_fall_back_in_full(
+    network, tmp_path: Path
+) -> None:
+    """Private transactions (`client/privacy.py`, issue 13 item 5 stage (c)) share the client's
+    creator choice: on "trades" the first in full, the next ones by the ~40-byte reference,
+    all VALID on both peers and EXECUTED by both parties, the recipient reading the payload.
+    Then the admins turn references off: the next private transaction, agreed for its
+    reference's tx id, is refused at the gateway (MALFORMED), and the client orders the same
+    payload again in full under a new tx id with its agreements collected again (VALID), and
+    stays in full. Red without `references.committed` in `PrivacyClient._submit_collected`
+    (all in full), or without the fallback there (the refusal raised)."""
+    net, _ = network(TOPOLOGY)
+    async with (
+        PrivacyClient(await GatewayClient.connect(net, "user1.org1")) as pc,
+        PrivacyClient(await GatewayClient.connect(net, "user1.org2")) as org2,
+    ):
+        full = pc.client.signer.identity_bytes
+        ref = reference_bytes(full)
+        before = [
+            await pc.submit_private("trades", ["Org2"], "kv", "put", f"p{i}", f"v{i}")
+            for i in range(3)
+        ]
+        await _turn_off_references(net, tmp_path, "trades")
+        after = [
+            await pc.submit_private("trades", ["Org2"], "kv", "put", f"q{i}", f"w{i}")
+            for i in range(2)
+        ]
+        done = before + after
+        assert all(d.status.result == VALID for d in done), [d.status for d in done]
+        codes = await _codes_everywhere(net, "trades", {d.tx_id for d in done})
+        assert all(c == [VALID] * len(done) for c in codes.values()), codes
+        for client in (pc, org2):
+            for d in done:
+                view = await client.validate("trades", d.payload_hash)
+                assert view.status == EXECUTED and all(not p.error for p in view.parties)
+        assert await org2.receive("trades", done[1].payload_hash)  # the recipient's copy
+        for peer in PEERS:
+            creators = creators_of(net, peer, "trades")
+            assert [creators[d.tx_id] for d in done] == [full, ref, ref, full, full], peer
+        assert ref is not None and len(ref) < 50 and len(full) > 400
+
+
+async def test_the_sdk_client_switches_to_its_reference_and_falls_back_where_refused(
+    network,
+) -> None:
+    """The SDK `Client` (which knows no channel's flags: it presumes references) names itself
+    by reference on "trades" after its first commit there — its private transactions too, as
+    every gateway connection shares one `CreatorReferences` — and on "plain" (no references)
+    its reference is refused MALFORMED once, the transaction is done again in full, and every
+    later one goes in full. Red without `references.committed` in `Client.submit` (all in
+    full), or without the fallback (InvalidRequest MALFORMED on "plain")."""
+    net, _ = network(TOPOLOGY)
+    profile = Profile.from_network(net, "user1.org1")
+    async with Client(profile, deadline_s=60) as client:
+        trades = [await client.submit("trades", "bank", "open", f"S{i}", "1") for i in range(3)]
+        plain = [await client.submit("plain", "bank", "open", f"S{i}", "1") for i in range(3)]
+        private = await client.submit_private("trades", ["Org2"], "kv", "put", "sdk", "v")
+    full = profile.signer().identity_bytes
+    ref = reference_bytes(full)
+    await _codes_everywhere(net, "trades", {d.tx_id for d in trades} | {private.tx_id})
+    await _codes_everywhere(net, "plain", {d.tx_id for d in plain})
+    for peer in PEERS:
+        creators = creators_of(net, peer, "trades")
+        assert [creators[d.tx_id] for d in (*trades, private)] == [full, ref, ref, ref], peer
+        assert {creators_of(net, peer, "plain")[d.tx_id] for d in plain} == {full}, peer
+        assert len(creators_of(net, peer, "plain")) == 3  # the refused attempt never ordered

@@ -26,12 +26,15 @@ import dltmw
 from dltmw.client import GatewayClient
 from dltmw.client.privacy import PrivacyClient
 from dltmw.client.private_pending import PrivateAgreementPending
+from dltmw.core.hashing import compute_tx_id
+from dltmw.core.identity import reference_bytes
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
+from dltmw.v1 import common_pb2, private_payload_pb2, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
-from dltmw.v1 import private_payload_pb2, transaction_pb2
 from integration import test_privacy_queued as queued
+from integration.ledgers import blocks, ledger_path
 from integration.test_privacy_queued import until_async as until
 
 pytestmark = pytest.mark.integration
@@ -218,18 +221,25 @@ async def test_the_sdk_raises_agreement_pending_and_resumes_the_same_transaction
 ) -> None:
     """The SDK's private send: typed `AgreementPending` past its deadline (nothing ordered),
     `resume_private` raising it again while the recipient is still away, then committing the
-    same tx id once Org3 is back."""
+    same tx id once Org3 is back. A public transaction first, so the client names itself by
+    its identity reference (`client/creator_reference.py`): the pending transaction's tx id is
+    made with the reference, the error carries it, and the resumed transaction commits under
+    that tx id with the reference as its creator (red if the resume rebuilt it in full: another
+    tx id)."""
     path, sup = net
     if sup.running("peer0.org3"):
         sup.kill("peer0.org3")
     profile = dltmw.Profile.from_network(path, "user1.org1")
+    ref = reference_bytes(profile.signer().identity_bytes)
     async with dltmw.Client(profile, deadline_s=4.0) as client:
+        await client.submit(CH, "kv", "put", "sdk-first", "in full")  # then by reference
         with pytest.raises(dltmw.AgreementPending) as raised:
             await client.submit_private(CH, ["Org2", "Org3"], "kv", "put", "sdk", "resumed")
         error = raised.value
         assert isinstance(error, dltmw.Unavailable) and error.retryable
         assert error.reason == "PRIVATE_AGREEMENT_TIMEOUT" and error.nodes == ("peer0.org3",)
         assert error.channel_id == CH and error.nonce is not None
+        assert error.creator == ref and error.tx_id == compute_tx_id(error.nonce, ref)
         with pytest.raises(dltmw.AgreementPending) as still:  # Org3 still down
             await client.resume_private(error)
         assert still.value.tx_id == error.tx_id
@@ -244,6 +254,15 @@ async def test_the_sdk_raises_agreement_pending_and_resumes_the_same_transaction
         else:
             raise AssertionError("never resumed")
         assert done.tx_id == error.tx_id and done.payload == error.payload_hash
+    for raw in (e for b in blocks(ledger_path(path, "peer0.org1", CH)) for e in b.data.envelopes):
+        header = common_pb2.Header.FromString(
+            common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload).header
+        )
+        if header.tx_id == done.tx_id:
+            assert header.creator == ref
+            break
+    else:
+        raise AssertionError(f"{done.tx_id} not in peer0.org1's ledger")
 
     async def executed() -> bool:
         return (await asyncio.to_thread(pstate, path, "org3")).get("sdk") == b"resumed"

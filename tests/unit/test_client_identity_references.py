@@ -215,6 +215,18 @@ def test_an_orderer_orders_a_client_reference_unchecked_only_where_clients_may_s
     outsider = _tx(P.outsider, _ref(P.outsider))
     with pytest.raises(ClientError):
         check_envelope(outsider, {on.channel_id: on}, NOW, 900)
+    # so is one that can name no certificate (not a SHA-256), and a config node's reference is
+    # checked as that node (here signed by another key): `txcheck._unresolvable` through
+    # `Membership.client_reference` and `REFERENCE_SIZE`, red without either check there
+    short = identity_pb2.Identity.FromString(_ref(P.user))
+    short.certificate_ref = short.certificate_ref[:31]
+    for creator, reason in (
+        (short.SerializeToString(), "UNKNOWN_IDENTITY_REFERENCE"),
+        (_ref(P.peer1), "BAD_SIGNATURE"),
+    ):
+        with pytest.raises(ClientError) as refused:
+            check_envelope(_tx(P.user, creator), {on.channel_id: on}, NOW, 900)
+        assert refused.value.reason_name == reason
 
 
 def test_the_current_config_gives_the_table_to_each_flag_on_view() -> None:
