@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     dissem = parser.add_argument_group("batch dissemination (`dissem_runner.run_dissemination`)")
     dissem.add_argument("--dissemination", action="store_true", help="replicas disseminate")
     dissem.add_argument("--uncarried", action="store_true", help="no carried batches")
+    dissem.add_argument(
+        "--unbounded", action="store_true", help="no slot bound (several-certificates' control)"
+    )
     dissem.add_argument("--unchecked", action="store_true", help="the negative control")
     dissem.add_argument("--drained", action="store_true", help="intake drained every tick")
     dissem.add_argument("--crash", choices=sorted(CRASH_WORLDS), help="a world's crash points")
@@ -85,6 +88,7 @@ def _pbft(args: argparse.Namespace) -> RunResult:
             retain=args.retain,
             drained=args.drained,
             carried=not args.uncarried,
+            slot_bound=not args.unbounded,
             crash=args.crash,
         )
     return run(

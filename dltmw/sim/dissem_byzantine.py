@@ -23,6 +23,12 @@ and anything it claims of another replica fails that replica's signature check.
 - `CarriedEquivocation`: replica 0, primary of view 0, sends odd-numbered replicas another batch
   under the same batch sequence and a pre-prepare naming that one's carried certificate:
   one slot, two batches; at most one is prepared, and only with f+1 correct holders.
+- `SeveralCertificates`: in a group that orders one certificate per slot (`PbftConfig.
+  slot_requests_max` = 1, as real nodes' disseminating channels: a slot is one block of at most
+  `max_tx_count`), replica 0, primary of view 0, adds to each pre-prepare another valid
+  certificate it holds pending: correct backups refuse the pre-prepare (`batch-too-large`) and
+  the request timers move the view on. With the bound off (the negative control) such slots
+  are decided and assemble several batches.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hashlib
 
 from dltmw.core.pbft import Envelope, batch_digest
 from dltmw.core.pbft.availability import ack_message, make_certificate, parse_certificate
+from dltmw.core.pbft.disseminating import DisseminatingReplica
 from dltmw.sim.byzantine import alternative, parse, resign
 from dltmw.sim.node import Node
 from dltmw.sim.world import Behaviour, World
@@ -224,6 +231,34 @@ class CarriedEquivocation(Behaviour):
         return self.alt.get(cert.batch_sequence, request)
 
 
+class SeveralCertificates(Behaviour):
+    """Replica 0, primary of view 0, names two certificates per slot (module docstring)."""
+
+    faulty = frozenset({0})
+    slot_requests_max = 1  # the group's bound (`run_dissemination`)
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        message = parse(envelope)
+        if node.index in self.faulty and message.WhichOneof("body") == "pre_prepare":
+            pp = message.pre_prepare
+            extra = self._another(node, list(pp.requests))
+            if pp.requests and extra is not None:
+                pp.requests.append(extra)
+                pp.digest = batch_digest(list(pp.requests))
+                envelope = resign(world, 0, message)
+        world.net.send(node.index, destination, envelope)
+
+    @staticmethod
+    def _another(node: Node, named: list[bytes]) -> bytes | None:
+        """A certificate pending at the faulty primary that `named` does not hold, if any."""
+        if not isinstance(node.replica, DisseminatingReplica):
+            return None
+        for pending in node.replica.replica.pending.values():
+            if pending.request not in named:
+                return pending.request
+        return None
+
+
 DISSEMINATION_BEHAVIOURS: dict[str, type[Behaviour]] = {
     "honest": Behaviour,
     "withheld-batch": WithheldBatch,
@@ -232,4 +267,5 @@ DISSEMINATION_BEHAVIOURS: dict[str, type[Behaviour]] = {
     "withheld-carried": WithheldCarried,
     "carried-mismatch": CarriedMismatch,
     "carried-equivocation": CarriedEquivocation,
+    "several-certificates": SeveralCertificates,
 }

@@ -57,6 +57,17 @@ def check_batches_once(nodes: Iterable[Node]) -> list[str]:
     return out
 
 
+def check_one_batch_per_slot(nodes: Iterable[Node]) -> list[str]:
+    """A slot that assembled several batches, where the group orders one certificate per slot
+    (`PbftConfig.slot_requests_max` = 1: a slot is one block, at most `max_tx_count`)."""
+    return [
+        f"slot {record.sequence} took {len(record.batches)} batches on {node.name}"
+        for node in nodes
+        for record in node.storage
+        if isinstance(record, AssembledRecord) and len(record.batches) > 1
+    ]
+
+
 def check_prepared_holds(
     node: Node, core: DisseminatingReplica, sends: Iterable[tuple[int, Outgoing]]
 ) -> list[str]:

@@ -15,7 +15,11 @@ from dataclasses import replace
 from dltmw.core.pbft.dissemination import DisseminationConfig
 from dltmw.sim.checkers import check_alone, check_safety, missing
 from dltmw.sim.dissem_byzantine import DISSEMINATION_BEHAVIOURS
-from dltmw.sim.dissem_checks import check_available, check_batches_once
+from dltmw.sim.dissem_checks import (
+    check_available,
+    check_batches_once,
+    check_one_batch_per_slot,
+)
 from dltmw.sim.dissem_world import SIM_DISSEMINATION, CarriedCrashWorld, DissemWorld
 from dltmw.sim.keys import Keys
 from dltmw.sim.runner import REQUESTS, RunResult, drive, replay_args, schedule
@@ -48,14 +52,18 @@ def run_dissemination(
     drained: bool = False,
     carried: bool = True,
     crash: str | None = None,
+    slot_bound: bool = True,
 ) -> RunResult:
     """Run one seeded simulation with dissemination on and check it; with `lone_every` k > 0,
     every k-th request must be ordered alone (the stand-in for a config update); `carried`
     False: a group without carried batches (`PbftConfig.carried`), every batch acked; `crash`
-    a name in `CRASH_WORLDS`: the world with those crash points."""
+    a name in `CRASH_WORLDS`: the world with those crash points; `slot_bound` False: the
+    negative control of a behaviour that sets a bound of certificates per slot (its
+    `slot_requests_max`, `SeveralCertificates`): the group runs without it."""
     world_kind = DissemWorld if crash is None else CRASH_WORLDS[crash]
     chosen = DISSEMINATION_BEHAVIOURS.get(behaviour, Behaviour)
-    config = replace(replica_config(n), carried=carried)
+    bound = getattr(chosen, "slot_requests_max", 0)
+    config = replace(replica_config(n), carried=carried, slot_requests_max=bound * slot_bound)
     if retain is not None:  # decided slots kept: small makes compaction happen within a run
         config = replace(config, decided_retain=retain)
     world = world_kind(
@@ -69,6 +77,7 @@ def run_dissemination(
         + check_available(honest)
         + check_batches_once(honest)
         + check_alone(honest, Keys.lone)
+        + (check_one_batch_per_slot(honest) if bound == 1 else [])
     )
     lacking = tuple(missing(honest, world.submitted))
     decided = max((len(node.decided) for node in honest), default=0)
@@ -80,12 +89,14 @@ def run_dissemination(
     label = behaviour if enforce else f"{behaviour}/unchecked"
     label = label if carried else f"{label}/uncarried"
     label = label if crash is None else f"{label}/crash-{crash}"
+    label = label if slot_bound or not bound else f"{label}/unbounded"
     flags = ["--dissemination"] + [
         flag
         for flag, on in (
             ("--unchecked", not enforce),
             ("--uncarried", not carried),
             ("--drained", drained),
+            ("--unbounded", bool(bound) and not slot_bound),
         )
         if on
     ]

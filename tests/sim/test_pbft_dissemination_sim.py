@@ -130,6 +130,27 @@ def test_negative_control_without_the_carried_gate_the_checkers_go_red(
     assert not result.live
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_primary_naming_several_certificates_in_a_slot_is_refused_and_replaced(
+    seed: int,
+) -> None:
+    """A group that orders one certificate per slot (real nodes' disseminating channels,
+    `PbftConfig.slot_requests_max` = 1): the faulty primary's pre-prepares naming two are
+    refused (`batch-too-large`), the view moves on, no slot assembles two batches, and every
+    request is decided. Red with the bound taken out of `Checker.batch_error`."""
+    result = run_dissemination(seed, "several-certificates")
+    assert not result.violations, result.verdict() + "\n" + result.replay_command()
+    assert result.live, result.verdict()
+    assert result.drops.get("batch-too-large", 0) > 0  # not vacuous: the behaviour fired
+    assert result.max_view >= 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_negative_control_without_the_slot_bound_slots_take_several_batches(seed: int) -> None:
+    result = run_dissemination(seed, "several-certificates", slot_bound=False)
+    assert any(v.startswith("slot ") for v in result.violations), result.verdict()
+
+
 def test_carried_batches_are_refused_where_the_mechanism_says() -> None:
     withheld = run_dissemination(0, "withheld-carried")
     assert withheld.drops.get("carried-batch-not-held", 0) > 0

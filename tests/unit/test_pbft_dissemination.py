@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pbft_messages import KEYS, CountingLone, garbled, signed
+from pbft_messages import KEYS, CountingLone, garbled, pre_prepare, signed
 
 from dltmw.core.pbft import ClientRequest, Decided, Envelope, PbftConfig, batch_digest, request_id
 from dltmw.core.pbft.assembly import AssembledRecord, compact_assembled
@@ -824,3 +824,45 @@ def test_a_replica_parses_an_arriving_batch_once() -> None:
     message = batch_message(1, 1, REQS[:2])
     assert _parses(lambda: replica.step(message)) == 1
     assert kinds(replica.ready().send) == [(1, "batch_ack")]  # and it was taken
+
+
+# -- one certificate per slot (the block bound) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("slot_max", "certificates", "prepared"),
+    [(1, 1, True), (1, 2, False), (0, 2, True)],
+    ids=[
+        "one-certificate-is-prepared",
+        "two-certificates-are-refused-where-a-slot-orders-one",
+        "two-certificates-pass-where-no-slot-bound-is-set",
+    ],
+)
+def test_a_backup_prepares_no_slot_naming_more_certificates_than_the_slot_bound(
+    slot_max: int, certificates: int, prepared: bool
+) -> None:
+    """The runtime's disseminating replicas order one certificate per slot (a block is one
+    batch, at most `max_tx_count` envelopes): a faulty primary's pre-prepare naming several
+    valid certificates — a block of several batches, above the channel's bound — is refused
+    by a correct backup (`PbftConfig.slot_requests_max`). Red without the bound in
+    `Checker.batch_error`: the second case prepares."""
+    config = replace(CONFIG, slot_requests_max=slot_max)
+    second = batch_digest(REQS[2:4])
+    certs = [
+        cert([ack(1), ack(2)]),
+        cert([ack(3, origin=3, digest=second), ack(2, origin=3, digest=second)], 3, 1, second),
+    ][:certificates]
+    backup = core(2, config=config)
+    backup.step(pre_prepare(0, 1, certs, by=0))
+    effects = backup.ready()
+    assert ("prepare" in {kind for _peer, kind in kinds(effects.send)}) is prepared
+    assert (backup.counters["batch-too-large"] == 0) is prepared
+
+
+def test_real_nodes_bound_a_disseminating_slot_to_one_certificate() -> None:
+    """The runtime's protocol parameters: one certificate per slot with dissemination, no
+    extra bound on the envelope path (its slots are bounded by `batch_size_max`)."""
+    from dltmw.runtime.roles.orderer.pbft import replica_config
+
+    assert replica_config(4, 100, dissemination=True).slot_requests_max == 1
+    assert replica_config(4, 100).slot_requests_max == 0

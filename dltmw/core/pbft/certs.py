@@ -79,7 +79,7 @@ class Checker:
         junk is never prepared by a correct backup and so never ordered.
         """
         cfg = self.config
-        if len(requests) > cfg.batch_size_max:
+        if len(requests) > (cfg.slot_requests_max or cfg.batch_size_max):
             return "batch-too-large"
         if len({request_id(r) for r in requests}) != len(requests):
             return "batch-repeats-a-request"

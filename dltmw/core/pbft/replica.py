@@ -78,9 +78,10 @@ class Replica(Collector):
         with nothing proposed after them until they executed (config updates, `propose`)."""
         checker = Checker(config, verify, digest, request_ok, alone)
         super().__init__(config, me, checker, sign)
-        # As primary, cut batches of at most this many (<= batch_size_max, the bound every
-        # replica checks): the channel's current block size, which a config update may lower.
-        self.cut_max = config.batch_size_max
+        # As primary, cut batches of at most this many (<= the bound every replica checks,
+        # `slot_requests_max` or `batch_size_max`): the channel's current block size, which a
+        # config update may lower.
+        self.cut_max = config.slot_requests_max or config.batch_size_max
         # As primary, propose each batch in Fabric++ order (`core/reorder.py`): the channel's
         # `batch.reorder` in force. The pre-prepare fixes the order (its digest covers it), so
         # every replica builds the same block whatever its own setting says.

@@ -91,6 +91,15 @@ class PbftConfig:
     runtime passes the channel's `batch.pbft_carried_batches`, the simulator its own choice
     (`sim/dissem_runner.run_dissemination`, on by default there); off by default here, the
     behaviour every release understands. Every replica of a group must agree on it.
+
+    `slot_requests_max`: requests one slot may order, when it must be below `batch_size_max`
+    (0: `batch_size_max`). The runtime's disseminating replicas order one availability
+    certificate per slot (a block is one batch, at most the channel's `max_tx_count`
+    envelopes) and set 1: a backup then refuses a pre-prepare naming several certificates,
+    which a faulty primary could otherwise send — `batch_size_max` certificates of
+    `max_tx_count` envelopes each, a block ~100 times the channel's bound. A correct primary
+    never proposes more (`DisseminatingReplica.cut_max` is 1), so the rule changes nothing
+    that correct replicas decide.
     """
 
     n: int
@@ -110,6 +119,7 @@ class PbftConfig:
     epoch: int = 0
     collector: bool = False
     carried: bool = False
+    slot_requests_max: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 4:
@@ -118,6 +128,8 @@ class PbftConfig:
             raise ValueError(f"epoch must not be negative, got {self.epoch}")
         if self.checkpoint_interval < 1 or self.batch_size_max < 1:
             raise ValueError("checkpoint_interval and batch_size_max must be positive")
+        if self.slot_requests_max < 0:
+            raise ValueError(f"slot_requests_max must not be negative: {self.slot_requests_max}")
         if self.decided_kept < 0:
             raise ValueError(f"decided_kept must not be negative, got {self.decided_kept}")
 

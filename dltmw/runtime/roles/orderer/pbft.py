@@ -133,15 +133,23 @@ OrdererDriver = Driver[Input, Input, StoredRecord, CommittedBlock, Outbound, Rej
 
 
 def replica_config(
-    n: int, batch_max: int, epoch: int = 0, collector: bool = False, carried: bool = False
+    n: int,
+    batch_max: int,
+    epoch: int = 0,
+    collector: bool = False,
+    carried: bool = False,
+    dissemination: bool = False,
 ) -> PbftConfig:
     """Protocol parameters for real nodes (ticks of TICK_S); `collector`: the channel's
-    `batch.pbft_collector`, `carried`: its `batch.pbft_carried_batches` (block 0's both)."""
+    `batch.pbft_collector`, `carried`: its `batch.pbft_carried_batches`, `dissemination`: its
+    `batch.pbft_dissemination` (block 0's all) — a slot then orders one certificate, so a block
+    keeps the channel's `max_tx_count` bound whoever proposes it (`slot_requests_max`)."""
     return PbftConfig(
         n=max(4, n),
         epoch=epoch,
         collector=collector,
         carried=carried,
+        slot_requests_max=1 if dissemination else 0,
         checkpoint_interval=16,
         batch_size_max=max(1, batch_max),
         view_change_timeout_ticks=40,
@@ -329,7 +337,12 @@ class PbftOrdererChannel(OrdererChannel):
         self.identities: list[bytes] = []
         self.me: int | None = None  # None: no config in force names us (a follower)
         self.config = replica_config(
-            len(view.config.orderers), self._batch_max, 0, self._collector, self._carried
+            len(view.config.orderers),
+            self._batch_max,
+            0,
+            self._collector,
+            self._carried,
+            self._dissemination,
         )
         self.links: dict[int, ReplicaLink] = {}
         self._links_started = False
@@ -363,7 +376,12 @@ class PbftOrdererChannel(OrdererChannel):
         self.identities = [o.identity for o in orderers]
         self.me = ids.index(self.ctx.node_id) if self.ctx.node_id in ids else None
         self.config = replica_config(
-            len(orderers), self._batch_max, epoch, self._collector, self._carried
+            len(orderers),
+            self._batch_max,
+            epoch,
+            self._collector,
+            self._carried,
+            self._dissemination,
         )
         self._just_verified.clear()  # an index may name another identity from now on
         by_node = {link.node_id: link for link in self.links.values()}
