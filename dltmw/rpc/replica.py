@@ -72,6 +72,10 @@ class PbftOrderer(PbftParticipant, Protocol):
         """Judge the requests the messages carry, off the event loop, before the core sees
         them."""
 
+    async def room(self) -> None:
+        """Wait until its core has taken enough of what was offered (backpressure: a stream
+        reads its next batch after this, nothing is refused for it)."""
+
     def offer(
         self,
         messages: list[replica_pb2.SignedReplicaMessage],
@@ -142,7 +146,16 @@ def _current(
     alone: refusing its whole batch also lost the checkpoints, state replies and relayed
     requests sent with it — all a replica alone in a higher view still lives on. A batch of
     nothing but late messages is refused STALE_VIEW, so the sender learns of our view."""
-    current = [env for i, env in enumerate(messages) if _check_message(orderer, i, env)]
+    # Each message handed on is copied out of the request: a protobuf sub-message keeps its
+    # whole request's memory alive (one arena per parsed message), so a message the replica
+    # holds for a while (a stored batch, a vote of a certificate) held up to a request's
+    # `max_message_bytes` (a stalled replica's catch-up: ~10 MiB more at its peak,
+    # benchmarks/RESULTS.md 2026-12-05 rss58).
+    current = [
+        replica_pb2.SignedReplicaMessage.FromString(env.SerializeToString())
+        for i, env in enumerate(messages)
+        if _check_message(orderer, i, env)
+    ]
     if messages and not current:
         raise PeerError(
             R.ERROR_REASON_STALE_VIEW,
@@ -251,6 +264,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             if not orderer.verify(sig.replica, sig.block_hash, sig.signature):
                 raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block signature {i} is invalid")
         await orderer.judge_requests(current)  # admission of carried requests, off-loop
+        await orderer.room()  # backpressure: this stream reads on once the core has taken
         orderer.offer(current, list(request.block_signatures))
         return replica_pb2.ExchangeResponse(accepted=len(current) + len(request.block_signatures))
 

@@ -372,3 +372,45 @@ async def test_a_quiescent_core_is_not_ticked_until_its_next_input() -> None:
     assert idle == 0, f"{idle} ticks while quiescent"
     assert ticks_after_input >= 1 and core.waiting == 0
     assert len(core.ticks) <= ticks_after_input + 1, core.ticks
+
+
+async def test_below_holds_a_reader_until_the_core_took_its_queue_and_drops_nothing() -> None:
+    """`below` (a replica stream's backpressure): while the step in progress holds the loop,
+    inputs queue; a reader asking for at most 1 queued waits (it is not refused, nothing is
+    dropped) and goes on once the next step took them. Red if `below` returns while more are
+    queued, or if the take does not wake it."""
+    core, ex, tasks = ScriptedCore(), Recorder(), TaskOwner()
+    ex.gate.clear()
+    async with driver(core, ex, tasks) as d:
+        d.submit("a")
+        await asyncio.wait_for(ex.in_persist.wait(), WAIT_S)  # the step of a holds the loop
+        d.submit_all(["b", "c", "d"])
+        reader = asyncio.ensure_future(d.below(1))
+        for _ in range(20):  # the loop turns; the reader must still wait
+            await asyncio.sleep(0)
+        assert not reader.done() and d.depth == 3
+        ex.gate.set()  # a's step ends, the next takes b, c, d
+        await asyncio.wait_for(reader, WAIT_S)
+        assert d.depth <= 1
+        d.submit("e")  # what the reader offers next is taken too
+        while "reply e" not in ex.log:
+            ex.replied.clear()
+            await asyncio.wait_for(ex.replied.wait(), WAIT_S)
+    assert core.steps == ["a", "b", "c", "d", "e"] and d.overloaded == 0
+
+
+async def test_below_returns_once_the_driver_stops() -> None:
+    core, ex, tasks = ScriptedCore(), Recorder(), TaskOwner()
+    d = driver(core, ex, tasks)
+    d.submit_all(["a", "b"])  # not started: nothing takes them
+    await asyncio.wait_for(d.below(0), WAIT_S)  # not running: no wait for a loop that is not
+    ex.gate.clear()
+    await d.start()
+    await asyncio.wait_for(ex.in_persist.wait(), WAIT_S)
+    d.submit_all(["c", "d"])
+    reader = asyncio.ensure_future(d.below(0))
+    await asyncio.sleep(0)
+    assert not reader.done()
+    ex.gate.set()
+    await d.stop()
+    await asyncio.wait_for(reader, WAIT_S)
