@@ -72,10 +72,6 @@ class PbftOrderer(PbftParticipant, Protocol):
         """Judge the requests the messages carry, off the event loop, before the core sees
         them."""
 
-    async def room(self) -> None:
-        """Wait until its core has taken enough of what was offered (backpressure: a stream
-        reads its next batch after this, nothing is refused for it)."""
-
     def offer(
         self,
         messages: list[replica_pb2.SignedReplicaMessage],
@@ -264,7 +260,6 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             if not orderer.verify(sig.replica, sig.block_hash, sig.signature):
                 raise PeerError(R.ERROR_REASON_BAD_SIGNATURE, f"block signature {i} is invalid")
         await orderer.judge_requests(current)  # admission of carried requests, off-loop
-        await orderer.room()  # backpressure: this stream reads on once the core has taken
         orderer.offer(current, list(request.block_signatures))
         return replica_pb2.ExchangeResponse(accepted=len(current) + len(request.block_signatures))
 

@@ -102,7 +102,6 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         self._finished = asyncio.Event()  # the loop left its last step
         self.failed: BaseException | None = None
         self.overloaded = 0  # inputs refused because the inbox was full
-        self._taken = asyncio.Event()  # set at each take and at the end: `below` looks again
         self.ticks = 0
         if metrics is not None:
             metrics.watch_driver(self)
@@ -131,20 +130,6 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         """Queue one input, waiting for room (internal feeders only: their own loop is bounded)."""
         self._check_open()
         await self._inbox.put(item)
-
-    async def below(self, depth: int) -> None:
-        """Wait until at most `depth` inputs are queued, or the driver no longer runs.
-
-        Backpressure for a reader that could queue faster than the core steps: a replica's
-        streams after it was stalled (starved of CPU, paused) deliver at once what its peers
-        sent meanwhile, and each message held in the inbox keeps its request's bytes alive
-        (~40 MB over the ~90 MB a PBFT-lite orderer runs at, benchmarks/RESULTS.md 2026-12-05
-        rss58). The reader waits here instead of queueing up to `inbox_max` or being refused
-        (`Overloaded`, which loses what it carried): nothing is dropped, and the transport's
-        flow control holds its sender meanwhile."""
-        while self._inbox.qsize() > depth and self.running:
-            self._taken.clear()
-            await self._taken.wait()
 
     def nudge(self) -> None:
         """Run one more step even with no input (its downstream became idle): never blocks,
@@ -192,7 +177,6 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             if not self._finished.is_set() and not task.done():
                 logger.error("%s: step still running %.1f s into the stop", self.name, grace_s)
         await cancel_and_wait(task, grace_s)  # parked (or overdue, after the grace period)
-        self._taken.set()  # `below` waiters: it no longer runs
 
     async def __aenter__(self) -> Driver[In, Msg, P, D, M, R]:
         await self.start()
@@ -208,7 +192,6 @@ class Driver(Generic[In, Msg, P, D, M, R]):
             await self._loop()
         except Exception as exc:
             self.failed = exc
-            self._taken.set()  # `below` waiters: it no longer runs
             if self._on_failure is not None:
                 self._on_failure(exc)
             raise
@@ -273,7 +256,6 @@ class Driver(Generic[In, Msg, P, D, M, R]):
         taken = [first]
         while len(taken) < self._batch_max and not self._inbox.empty():
             taken.append(self._inbox.get_nowait())
-        self._taken.set()
         return [item for item in taken if not isinstance(item, _Wake)]
 
     async def _execute(self, effects: Effects[P, D, M, R]) -> None:

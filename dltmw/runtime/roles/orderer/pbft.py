@@ -122,9 +122,6 @@ SUBMIT_WAIT_S = 60.0
 # batches (a new replica still catching up, or a faulty one) neither fills the core's inbox
 # with hints nor makes this replica fetch blocks at every tick.
 HINT_INTERVAL_S = 1.0
-# Inputs queued for the core above which a replica stream waits before it offers more
-# (`room`): a few steps' worth (the driver takes up to BATCH_MAX per step).
-INBOUND_QUEUED_MAX = 512
 # Own block signatures kept in memory to answer replicas still collecting them (`SignatureOf`).
 SIGNED_KEPT = 64
 # Decided batches a replica keeps for state transfer; read once at start. Tests set it small to
@@ -631,12 +628,6 @@ class PbftOrdererChannel(OrdererChannel):
         self.hinted_at = now
         with contextlib.suppress(TransientError):  # Overloaded, or SHUTTING_DOWN
             self.driver.submit_all([LaterEpoch(epoch)])
-
-    async def room(self) -> None:
-        """Wait until the core's inbox holds at most `INBOUND_QUEUED_MAX` inputs: the replica
-        streams' backpressure (`Driver.below`), before each `offer`."""
-        if self.driver is not None:
-            await self.driver.below(INBOUND_QUEUED_MAX)
 
     def offer(self, messages: list[Envelope], signatures: list[replica_pb2.BlockSignature]) -> None:
         """Queue verified inbound messages for the core (all or nothing; OVERLOADED if full)."""
