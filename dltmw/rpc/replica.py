@@ -142,7 +142,16 @@ def _current(
     alone: refusing its whole batch also lost the checkpoints, state replies and relayed
     requests sent with it — all a replica alone in a higher view still lives on. A batch of
     nothing but late messages is refused STALE_VIEW, so the sender learns of our view."""
-    current = [env for i, env in enumerate(messages) if _check_message(orderer, i, env)]
+    # Each message handed on is copied out of the request: a protobuf sub-message keeps its
+    # whole request's memory alive (one arena per parsed message), so a message the replica
+    # holds for a while (a stored batch, a vote of a certificate) held up to a request's
+    # `max_message_bytes` (a stalled replica's catch-up: ~10 MiB more at its peak,
+    # benchmarks/RESULTS.md 2026-12-05 rss58).
+    current = [
+        replica_pb2.SignedReplicaMessage.FromString(env.SerializeToString())
+        for i, env in enumerate(messages)
+        if _check_message(orderer, i, env)
+    ]
     if messages and not current:
         raise PeerError(
             R.ERROR_REASON_STALE_VIEW,

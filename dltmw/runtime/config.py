@@ -33,6 +33,9 @@ from dltmw.runtime.config_file import (
 
 __all__ = ["Limits", "LogSettings", "NodeConfig", "OperationsSettings", "TracingSettings"]
 
+# The roles that run installed contract code (`runtime/contract_store.py`, loaded only by them).
+CONTRACT_ROLES = frozenset({"peer", "vault", "notary"})
+
 
 @dataclass(frozen=True)
 class NodeConfig:

@@ -32,7 +32,6 @@ from dltmw.v1 import admin_service_pb2
 logger = logging.getLogger(__name__)
 SUFFIX = ".zip"
 INSTALLED_MAX = 1000  # bounded: the ids a node holds
-CONTRACT_ROLES = frozenset({"peer", "vault", "notary"})  # the roles that run installed code
 
 
 def describe(loaded: LoadedPackage) -> admin_service_pb2.InstalledContract:

@@ -7,9 +7,10 @@ publish its address, print one READY line. The server carries only the services 
 the node hosts (`_services`; reflection lists exactly those, on both reflection protocols, and
 health answers for each by name), each behind the request boundary (`rpc/boundary.py`: bounds,
 budget and parsing before any servicer runs), with the keepalive policy its clients follow
-(`rpc/channel_options.py`). The code of a role (PBFT-lite, notary, vault, standby, privacy, the
-operations endpoint) is imported where that role is built, so a node holds only the code of the
-roles it hosts: memory and start time (`tests/integration/test_node_imports.py`).
+(`rpc/channel_options.py`). The code of a role (peer, gateway, solo or PBFT-lite orderer,
+notary, vault, standby, privacy, the installed-contract store, the operations endpoint) is
+imported where that role is built, so a node holds only the code of the roles it hosts: memory
+and start time (`tests/integration/test_node_imports.py`, `tests/unit/test_role_imports.py`).
 Stop is two-stage: refuse new RPCs and let running ones finish within the grace period (health
 NOT_SERVING first), then cancel what is left, stop the roles and close the ledgers.
 
@@ -48,22 +49,14 @@ from dltmw.net.keyfile import read_key
 from dltmw.net.signer import load_signer
 from dltmw.rpc.admin import AdminServicer
 from dltmw.rpc.boundary import Boundary, add_service
-from dltmw.rpc.crosschain import CrossChainServicer
-from dltmw.rpc.endorser import EndorserServicer
-from dltmw.rpc.gateway import GatewayServicer
-from dltmw.rpc.orderer import OrdererServicer
 from dltmw.rpc.reflection import reflectors
 from dltmw.rpc.tls import TlsMaterial
 from dltmw.rpc.tracing import NO_TRACING, Tracer
 from dltmw.runtime.audit import Auditor
-from dltmw.runtime.config import NodeConfig, peer_schema
+from dltmw.runtime.config import CONTRACT_ROLES, NodeConfig, peer_schema
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.contract_store import CONTRACT_ROLES, ContractStore
 from dltmw.runtime.faults import is_transient
 from dltmw.runtime.node_state import NodeGauges, Replicated, not_ready_reasons
-from dltmw.runtime.roles.gateway.gateway import Gateway
-from dltmw.runtime.roles.orderer.solo import OrdererChannel
-from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.runtime.roles.utxo import UtxoServices
 from dltmw.runtime.transport import GRPC, Transport
 from dltmw.v1 import (
@@ -83,10 +76,14 @@ from dltmw.v1 import (
 
 if TYPE_CHECKING:  # imported where used: a node loads only the code of the roles it hosts
     from dltmw.ledger.private_store import PrivateStore
+    from dltmw.runtime.contract_store import ContractStore
     from dltmw.runtime.operations import OperationsServer
+    from dltmw.runtime.roles.gateway.gateway import Gateway
     from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
     from dltmw.runtime.roles.notary.single import NotaryRole
     from dltmw.runtime.roles.orderer.pbft import PbftOrdererChannel
+    from dltmw.runtime.roles.orderer.solo import OrdererChannel
+    from dltmw.runtime.roles.peer.channel import PeerChannel
     from dltmw.runtime.roles.privacy.manager import PrivacyManager
     from dltmw.runtime.standby import Standby
 
@@ -106,6 +103,27 @@ def _tracer(config: NodeConfig) -> Tracer:
     if settings is None:
         return NO_TRACING
     return Tracer.otlp(settings.otlp_endpoint, config.node_id, settings.export_delay_ms)
+
+
+def _gateway(config: NodeConfig, ctx: NodeContext, peers: dict[str, PeerChannel]) -> Gateway | None:
+    """The gateway role, on the nodes that host it (its code, and the peer code it drives,
+    is imported here: an orderer or a notary never loads it)."""
+    if "gateway" not in config.roles:
+        return None
+    from dltmw.runtime.roles.gateway.gateway import Gateway
+
+    return Gateway(ctx, peers)
+
+
+def _contract_store(config: NodeConfig) -> ContractStore | None:
+    """Installed contract packages, on the roles that run them: channel contracts (peers),
+    UTXO contracts (the vaults and notaries that verify them: runtime/utxo_code.py). The
+    package loader is imported here, by those roles only."""
+    if not CONTRACT_ROLES & config.roles:
+        return None
+    from dltmw.runtime.contract_store import ContractStore
+
+    return ContractStore(config.data_dir / "contracts")
 
 
 class Node:
@@ -134,7 +152,7 @@ class Node:
         self.orderers: dict[str, OrdererChannel] = {}
         self.pbft_orderers: dict[str, PbftOrdererChannel] = {}  # those ordered by PBFT-lite
         self._chain_checks: list[asyncio.Task[None]] = []  # `_check_chain_later`
-        self.gateway = Gateway(self.ctx, self.peers)
+        self.gateway = _gateway(config, self.ctx, self.peers)
         self.privacy: PrivacyManager | None = None
         values: ValueCodec = PLAIN  # encryption at rest: on with a storage key (ledger/at_rest)
         if config.storage_key is not None:
@@ -152,11 +170,7 @@ class Node:
         self._pool = ThreadPoolExecutor(
             max_workers=config.verify_pool_threads(), thread_name_prefix="verify"
         )
-        # installed contract packages: channel contracts (peers), UTXO contracts (the vaults and
-        # notaries that verify them: runtime/utxo_code.py)
-        self.contracts: ContractStore | None = None
-        if CONTRACT_ROLES & config.roles:
-            self.contracts = ContractStore(config.data_dir / "contracts")
+        self.contracts = _contract_store(config)
         self.utxo = UtxoServices(config, self.ctx, self._pool, values, self.contracts)
         self.auditor = Auditor(config.node_id, self.peers, self.orderers, self.privacy)
         self._server: grpc.aio.Server | None = None
@@ -315,16 +329,23 @@ class Node:
         ]
         roles = self.config.roles
         if "peer" in roles:
+            from dltmw.rpc.crosschain import CrossChainServicer
+            from dltmw.rpc.endorser import EndorserServicer
+
             endorser = EndorserServicer(self.peers, limits.height_wait_s)
             out.append((_service(endorser_service_pb2, "EndorserService"), endorser))
             proving = CrossChainServicer(self.peers, limits.height_wait_s)
             out.append((_service(crosschain_pb2, "CrossChainService"), proving))
-        if "gateway" in roles:
+        if self.gateway is not None:  # the gateway role
+            from dltmw.rpc.gateway import GatewayServicer
+
             gateway = GatewayServicer(
                 self.gateway, self.peers, window, wait, limits.height_wait_s, self.ctx.node_id
             )
             out.append((_service(gateway_service_pb2, "GatewayService"), gateway))
         if "orderer" in roles:
+            from dltmw.rpc.orderer import OrdererServicer
+
             orderer = OrdererServicer(self.orderers, window, self._pool, self.ctx.tracer)
             out.append((_service(orderer_service_pb2, "OrdererService"), orderer))
         if self.serves_replica:
@@ -398,6 +419,8 @@ class Node:
             elif view.config.ordering == config_pb2.ORDERING_TYPE_JETSTREAM:
                 orderer = self._jetstream_orderer(current, ledger)
             else:
+                from dltmw.runtime.roles.orderer.solo import OrdererChannel
+
                 orderer = OrdererChannel(self.ctx, current, ledger)
             await orderer.start()
             self.orderers[cid] = orderer
@@ -411,19 +434,23 @@ class Node:
                 genesis.metadata.validation_codes.append(transaction_pb2.TX_VALIDATION_CODE_VALID)
                 await held.commit_block(genesis, [genesis_tx_id(block)])
             self._check_chain_later(f"{cid}.peer", held)
-            peer = PeerChannel(
-                self.ctx,
-                await stored_view(held, view),
-                held,
-                self._pool,
-                self.contracts,
-                genesis_hash=block_hash(block),
-            )
-            await peer.start()
+            peer = await self._start_peer(await stored_view(held, view), held, block_hash(block))
             self.peers[cid] = peer
             if self.privacy is not None:
                 await self.privacy.add_channel(peer)
         return cid
+
+    async def _start_peer(
+        self, view: ChannelView, held: Ledger, genesis_hash: bytes
+    ) -> PeerChannel:
+        """Start the peer role of a channel (the peer code is imported here, by peers only)."""
+        from dltmw.runtime.roles.peer.channel import PeerChannel
+
+        peer = PeerChannel(
+            self.ctx, view, held, self._pool, self.contracts, genesis_hash=genesis_hash
+        )
+        await peer.start()
+        return peer
 
     def _check_chain_later(self, name: str, ledger: Ledger) -> None:
         """Check the whole stored chain in the background (the open checked its tail only,
@@ -549,7 +576,8 @@ class Node:
         self.boundary.streams.end()  # subscriptions never end by themselves: end them now
         await server.stop(grace_s)
         await self.utxo.stop()
-        await self.gateway.close()
+        if self.gateway is not None:
+            await self.gateway.close()
         if self.privacy is not None:
             await self.privacy.stop()
         roles: list[PeerChannel | OrdererChannel] = [*self.peers.values(), *self.orderers.values()]

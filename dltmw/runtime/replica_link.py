@@ -50,6 +50,12 @@ logger = logging.getLogger(__name__)
 QUEUE_MAX = 4096
 BATCH_MAX = 256
 ENVELOPE_BYTES = 64 * 1024  # room left in a call for the request's own framing
+# A batch's bytes, below the receiver's message limit: what a link sends after its peer
+# stalled comes in batches of this size, each read and parsed whole by the peer: at 4 MiB a
+# backup paused for 10 s held ~13 MB of its three streams' requests at its peak (memray,
+# benchmarks/RESULTS.md 2026-12-05 rss58); the window's unanswered batches (WINDOW) are
+# bounded by it here too.
+REQUEST_BYTES_MAX = 1024 * 1024
 CALL_TIMEOUT_S = 5.0  # for a unary call's answer, or for room in the stream's window
 WINDOW = 8  # batches written on a stream and not yet answered
 R = errors_pb2
@@ -248,7 +254,7 @@ class ReplicaLink:
             if first is None:
                 return []
         batch, size = [first], len(first.data)
-        budget = self.ctx.limits.max_message_bytes - ENVELOPE_BYTES
+        budget = min(self.ctx.limits.max_message_bytes - ENVELOPE_BYTES, REQUEST_BYTES_MAX)
         while len(batch) < BATCH_MAX and not self._queue.empty():
             message = self._queue.get_nowait()
             if message is None:

@@ -190,7 +190,8 @@ class Network:
         # The gateways' streams to the other nodes first (their clients are closed already):
         # stopping nodes would otherwise break them under each other, each break a warning.
         for node in nodes.values():
-            await node.gateway.close()
+            if node.gateway is not None:  # a node of the gateway role
+                await node.gateway.close()
         # Peers first: an orderer stopping first would break their Deliver streams (loudly).
         for wave in (
             [n for n in nodes.values() if n.config.roles != {"orderer"}],

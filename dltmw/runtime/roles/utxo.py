@@ -14,10 +14,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.context import NodeContext
-from dltmw.runtime.contract_store import ContractStore
 
 if TYPE_CHECKING:  # imported where used: a node without these roles never loads their code
+    from dltmw.core.identity import Membership
     from dltmw.net.netmap import NetworkMap
+    from dltmw.runtime.contract_store import ContractStore
     from dltmw.runtime.roles.notary.cluster import ClusterNotaryRole
     from dltmw.runtime.roles.notary.single import NotaryRole
     from dltmw.runtime.roles.vault.vault import VaultRole
@@ -47,47 +48,60 @@ class UtxoServices:
             return
         if config.network_map is None:
             raise ValueError("roles notary/vault need files.network_map in node.toml")
-        from dltmw.ledger.notary_store import NotaryStore
-        from dltmw.ledger.vault_store import VaultStore
         from dltmw.net.netmap import NetworkMap
-        from dltmw.runtime.roles.notary.cluster import build_cluster_role
-        from dltmw.runtime.roles.notary.single import NotaryRole
-        from dltmw.runtime.roles.vault.vault import VaultRole
         from dltmw.runtime.utxo_code import InstalledUtxoCode
 
         code = InstalledUtxoCode(contracts, config.limits.contract_wall_s)
         netmap = self.netmap = NetworkMap.load(config.network_map).with_code(code)
         ctx.addresses.learn(netmap.routes())  # vaults and notaries on other hosts
         membership = netmap.membership()
-        cluster = None
         if "notary" in config.roles:
-            cluster = build_cluster_role(
-                ctx, netmap, config.data_dir, config.synchronous, pool, config.limits.queue_max
-            )
-        if cluster is not None:
-            self.notary, self.clusters[cluster.cluster_id] = cluster, cluster
-        elif "notary" in config.roles:
-            notary_store = NotaryStore(
-                config.data_dir / "notary.sqlite",
-                ctx.signer.sign,
-                config.synchronous,
-                exit_after_commit=NotaryRole.exit_hook_enabled(),
-                retry=ctx.storage_retry,
-            )
-            self.notary = NotaryRole(
-                ctx,
-                notary_store,
-                membership,
-                pool,
-                validating=netmap.validating.get(config.node_id, False),
-                queue_max=config.limits.queue_max,
-                code=netmap.contract_code,
-            )
-        if "vault" in config.roles:
+            self._notary(config, ctx, pool, netmap, membership)
+        if "vault" in config.roles:  # the vault's code is imported by vault nodes only
+            from dltmw.ledger.vault_store import VaultStore
+            from dltmw.runtime.roles.vault.vault import VaultRole
+
             store = VaultStore(
                 config.data_dir / "vault.sqlite", config.synchronous, ctx.storage_retry, values
             )
             self.vault = VaultRole(ctx, store, netmap, membership)
+
+    def _notary(
+        self,
+        config: NodeConfig,
+        ctx: NodeContext,
+        pool: ThreadPoolExecutor,
+        netmap: NetworkMap,
+        membership: Membership,
+    ) -> None:
+        """The notary role: a member of a notary cluster, or a single notary."""
+        from dltmw.runtime.roles.notary.cluster import build_cluster_role
+
+        cluster = build_cluster_role(
+            ctx, netmap, config.data_dir, config.synchronous, pool, config.limits.queue_max
+        )
+        if cluster is not None:
+            self.notary, self.clusters[cluster.cluster_id] = cluster, cluster
+            return
+        from dltmw.ledger.notary_store import NotaryStore
+        from dltmw.runtime.roles.notary.single import NotaryRole
+
+        notary_store = NotaryStore(
+            config.data_dir / "notary.sqlite",
+            ctx.signer.sign,
+            config.synchronous,
+            exit_after_commit=NotaryRole.exit_hook_enabled(),
+            retry=ctx.storage_retry,
+        )
+        self.notary = NotaryRole(
+            ctx,
+            notary_store,
+            membership,
+            pool,
+            validating=netmap.validating.get(config.node_id, False),
+            queue_max=config.limits.queue_max,
+            code=netmap.contract_code,
+        )
 
     async def start(self) -> None:
         """Load the installed UTXO contracts, open stores and start the roles."""
@@ -103,21 +117,18 @@ class UtxoServices:
         out: list[tuple[ServiceDescriptor, object]] = []
         if self.notary is None and self.vault is None:
             return out
-        from dltmw.rpc.flow import FlowServicer, VaultServicer
-        from dltmw.rpc.notary import NotaryServicer
-        from dltmw.rpc.vault_recovery import VaultRecoveryServicer
-        from dltmw.runtime.roles.vault.flows import FlowRunner
-        from dltmw.v1 import (
-            flow_service_pb2,
-            notary_service_pb2,
-            vault_recovery_pb2,
-            vault_service_pb2,
-        )
-
         if self.notary is not None:
+            from dltmw.rpc.notary import NotaryServicer
+            from dltmw.v1 import notary_service_pb2
+
             notary = notary_service_pb2.DESCRIPTOR.services_by_name["NotaryService"]
             out.append((notary, NotaryServicer(self.notary)))
-        if self.vault is not None:
+        if self.vault is not None:  # the vault's servicers: imported by vault nodes only
+            from dltmw.rpc.flow import FlowServicer, VaultServicer
+            from dltmw.rpc.vault_recovery import VaultRecoveryServicer
+            from dltmw.runtime.roles.vault.flows import FlowRunner
+            from dltmw.v1 import flow_service_pb2, vault_recovery_pb2, vault_service_pb2
+
             flow = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"]
             vault = vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"]
             out.append((flow, FlowServicer(self.vault, self._window_s)))
