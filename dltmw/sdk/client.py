@@ -52,7 +52,7 @@ from typing import TypeVar
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
-from dltmw.client.creator_reference import CreatorReferences
+from dltmw.client.creator_reference import UNKNOWN_REFERENCE, CreatorReferences
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
 from dltmw.client.privacy import PrivacyClient, PrivateSubmitted
@@ -78,6 +78,9 @@ G = gateway_service_pb2
 T = TypeVar("T")
 # a transaction done: its tx id, commit status and endorsement (`Client._submit_as`)
 _Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
+# After a fail-over in ordering, a gateway whose peer has not yet committed the block that
+# registered this client's reference is asked again after this long (`_submit_as`).
+REFERENCE_LAG_S = 0.05
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
 RETRY_POLICY = json.dumps(
@@ -168,13 +171,14 @@ class Client:
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         refs = self.references
         creator = refs.creator(channel_id)
+        handed: list[bool] = []  # set when an order step was tried (the envelope handed on)
         try:
             done: _Done | None = await self._submit_as(
-                deadline, channel_id, contract, function, args, creator
+                deadline, channel_id, contract, function, args, creator, handed
             )
         except Error as error:
-            if not refs.refused_reason(channel_id, creator, error.reason):
-                raise
+            if len(handed) > 1 or not refs.refused_reason(channel_id, creator, error.reason):
+                raise  # (after a fail-over in ordering the first gateway may have ordered it)
             done = None  # refused at endorsement or admission: nothing was changed
         if done is None or refs.refused_code(channel_id, creator, done[1].result):
             creator = refs.full  # the refused transaction changed nothing: again, in full
@@ -195,9 +199,21 @@ class Client:
         function: str,
         args: Sequence[str | bytes],
         creator: bytes,
+        handed: list[bool] | None = None,
     ) -> _Done:
         """Endorse, order and wait for the commit of one transaction naming `creator`, failing
-        over between gateways with the SAME proposal bytes (hence tx id)."""
+        over between gateways with the SAME proposal bytes (hence tx id). `handed` gains an
+        entry per order step tried.
+
+        A creator reference refused in an order step after a fail-over is NOT "nothing
+        changed": the failed gateway may have handed the envelope to an orderer before it
+        failed, and this gateway's peer may only lag behind the block that registered the
+        reference (review58: the transaction was ordered twice, under two tx ids). The same
+        envelope is offered again here, after `REFERENCE_LAG_S`, until the deadline — as a
+        full creator's would be at once (a copy already ordered is refused DUPLICATE_TX_ID or
+        marked DUPLICATE_TXID; the commit status is the first's); the caller never redoes it
+        in full (`submit`)."""
+        handed = [] if handed is None else handed
         first = await self._current()
         proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
         endorsed = await self._attempt(
@@ -206,12 +222,17 @@ class Client:
         payload = endorsed.prepared_payload
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
-            try:
-                return await gw.order_batched(channel_id, tx_id, payload)
-            except grpc.aio.AioRpcError as exc:
-                if not isinstance(from_rpc_error(exc), AlreadyExists):
-                    raise
-                # Already submitted (a retry, or a fail-over after the orderer took it): wait.
+            handed.append(True)
+            while True:  # (bounded by `_attempt`'s deadline)
+                try:
+                    return await gw.order_batched(channel_id, tx_id, payload)
+                except grpc.aio.AioRpcError as exc:
+                    error = from_rpc_error(exc)
+                    if isinstance(error, AlreadyExists):
+                        break  # already submitted (a retry, or the orderer took it): wait
+                    if len(handed) < 2 or error.reason != UNKNOWN_REFERENCE:
+                        raise
+                await asyncio.sleep(REFERENCE_LAG_S)  # this gateway's peer catches up
             return await gw.commit_status(channel_id, tx_id)
 
         return tx_id, await self._attempt(deadline, order_and_commit), endorsed

@@ -1,0 +1,142 @@
+"""An SDK `Client.submit` by creator reference that fails over in ordering (review58).
+
+Gateway A hands the envelope to the orderer and then fails (UNAVAILABLE); gateway B's peer
+has not committed the block that registered the client's certificate yet, so B refuses the
+reference (UNKNOWN_IDENTITY_REFERENCE). The transaction may already be ordered: the client must
+offer the SAME envelope (tx id) again, never redo it in full under a new tx id — that ordered
+it twice. The gateways are fakes of `GatewayClient` (the SDK's connection object, below the
+I/O boundary); the real-process fail-over is tests/integration/test_sdk_failover.py.
+Red without `_submit_as`'s wait (the first two tests: two tx ids ordered) or without `submit`'s
+`handed` check (the last: a MALFORMED refusal after the fail-over redone in full).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from local_grpc import client_signer
+from test_private_pending import refused
+
+from dltmw.client.creator_reference import CreatorReferences
+from dltmw.core.hashing import compute_tx_id
+from dltmw.sdk import client as sdk_client
+from dltmw.sdk.client import Client
+from dltmw.sdk.errors import Error, Unavailable
+from dltmw.v1 import errors_pb2 as R
+from dltmw.v1 import gateway_service_pb2 as G
+from dltmw.v1 import transaction_pb2 as C
+
+CH = "ch"
+SIGNER = client_signer()
+
+
+class Orderer:
+    """What the fake gateways hand envelopes to: tx ids in order, a copy refused as a
+    gateway refuses one already on its ledger (DUPLICATE_TX_ID)."""
+
+    def __init__(self) -> None:
+        self.ordered: list[str] = []
+
+
+class Gateway:
+    """A fake `GatewayClient`: `lag` reference refusals before its peer has the block that
+    registered the reference; `dies` fails after handing the envelope on."""
+
+    def __init__(
+        self,
+        orderer: Orderer,
+        lag: int,
+        dies: bool,
+        reason: int = R.ERROR_REASON_UNKNOWN_IDENTITY_REFERENCE,
+    ) -> None:
+        self.orderer, self.lag, self.dies, self.reason = orderer, lag, dies, reason
+        self.refusals = 0
+
+    def proposal_bytes(
+        self, channel_id: str, contract: str, function: str, args: Any, creator: bytes
+    ) -> tuple[bytes, str]:
+        return creator, compute_tx_id(b"n" * 24, creator)
+
+    async def endorse_batched(self, channel_id: str, proposal: bytes) -> Any:
+        return SimpleNamespace(prepared_payload=proposal, result=SimpleNamespace(payload=b""))
+
+    async def order_batched(self, channel_id: str, tx_id: str, payload: bytes) -> Any:
+        if payload != SIGNER.identity_bytes and self.refusals < self.lag:
+            self.refusals += 1
+            raise refused(self.reason, grpc.StatusCode.FAILED_PRECONDITION, {})
+        if tx_id in self.orderer.ordered:
+            raise refused(R.ERROR_REASON_DUPLICATE_TX_ID, grpc.StatusCode.ALREADY_EXISTS, {})
+        self.orderer.ordered.append(tx_id)
+        if self.dies:
+            raise refused(R.ERROR_REASON_PEER_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE, {})
+        return G.CommitStatusResponse(result=C.TX_VALIDATION_CODE_VALID, block_number=9)
+
+    async def commit_status(self, channel_id: str, tx_id: str) -> Any:
+        return G.CommitStatusResponse(result=C.TX_VALIDATION_CODE_VALID, block_number=9)
+
+
+def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
+    c = Client.__new__(Client)
+    c.deadline_s = deadline_s
+    c.profile = SimpleNamespace(gateways=[a, b])
+    c._seen = {}
+    c.references = CreatorReferences(SIGNER.identity_bytes, presuming=True)
+    # the client saw one of its full-creator transactions commit: it names itself by reference
+    c.references.committed(CH, SIGNER.identity_bytes, C.TX_VALIDATION_CODE_VALID)
+    state = {"gw": a}
+
+    async def current() -> Gateway:
+        return state["gw"]
+
+    async def fail_over(failed: Gateway) -> None:
+        state["gw"] = b
+
+    c._current, c._fail_over = current, fail_over  # type: ignore[method-assign]
+    return c
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdk_client, "REFERENCE_LAG_S", 0.001)
+
+
+async def test_a_lagging_gateway_after_a_fail_over_gets_the_same_tx_id_again() -> None:
+    orderer = Orderer()
+    a, b = Gateway(orderer, 0, dies=True), Gateway(orderer, 3, dies=False)
+    done = await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert b.refusals == 3  # B refused the reference until its peer caught up
+    assert orderer.ordered == [done.tx_id]  # ordered once, under the reference's tx id
+    reference = CreatorReferences(SIGNER.identity_bytes).reference
+    assert reference != SIGNER.identity_bytes
+    assert done.tx_id == compute_tx_id(b"n" * 24, reference)
+
+
+async def test_a_gateway_that_never_catches_up_leaves_the_outcome_unknown_not_redone() -> None:
+    orderer = Orderer()
+    a, b = Gateway(orderer, 0, dies=True), Gateway(orderer, 10**9, dies=False)
+    with pytest.raises(Unavailable):
+        await client(a, b, 0.3).submit(CH, "kv", "put", "k", "v")
+    assert len(orderer.ordered) == 1  # the first copy only: nothing redone in full
+
+
+async def test_a_refusal_at_the_first_order_step_is_redone_in_full() -> None:
+    orderer = Orderer()
+    a = Gateway(orderer, 1, dies=False)  # refuses before handing anything on
+    done = await client(a, a, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert orderer.ordered == [done.tx_id]
+    assert done.tx_id == compute_tx_id(b"n" * 24, SIGNER.identity_bytes)  # in full
+
+
+async def test_a_reference_refused_as_malformed_after_a_fail_over_is_not_redone() -> None:
+    """B's channel no longer takes references (MALFORMED): the first copy may be ordered all
+    the same, so the refusal reaches the caller instead of a second transaction in full."""
+    orderer = Orderer()
+    a = Gateway(orderer, 0, dies=True)
+    b = Gateway(orderer, 10**9, dies=False, reason=R.ERROR_REASON_MALFORMED)
+    with pytest.raises(Error) as raised:
+        await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert raised.value.reason == "MALFORMED"
+    assert len(orderer.ordered) == 1
