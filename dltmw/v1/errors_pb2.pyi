@@ -401,7 +401,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     delivery": the outbox row is EXPIRED, RECIPIENT_REMOVED or ABANDONED), so the transaction
     is not to be ordered: that recipient would never agree (ALL_RECIPIENTS), or, named by the
     agreements without holding the payload, would hold its private execution back. Under a
-    policy expression a node no longer in the channel config does not count.
+    policy expression a node the config no longer names as a recipient of the payload (it
+    left the channel, or its privacy key changed) does not count.
     Answered at once instead of PRIVATE_AGREEMENT_TIMEOUT, which a client waits out.
     ErrorInfo.metadata {"nodes": <the recipient nodes given up, comma-separated, sorted>,
     "state": <their DeliveryState names without the prefix, comma-separated in the order of
@@ -793,7 +794,8 @@ this node sent whose delivery to some recipient it gave up (docs/privacy.md "Que
 delivery": the outbox row is EXPIRED, RECIPIENT_REMOVED or ABANDONED), so the transaction
 is not to be ordered: that recipient would never agree (ALL_RECIPIENTS), or, named by the
 agreements without holding the payload, would hold its private execution back. Under a
-policy expression a node no longer in the channel config does not count.
+policy expression a node the config no longer names as a recipient of the payload (it
+left the channel, or its privacy key changed) does not count.
 Answered at once instead of PRIVATE_AGREEMENT_TIMEOUT, which a client waits out.
 ErrorInfo.metadata {"nodes": <the recipient nodes given up, comma-separated, sorted>,
 "state": <their DeliveryState names without the prefix, comma-separated in the order of

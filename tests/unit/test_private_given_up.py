@@ -212,14 +212,21 @@ async def test_a_collection_of_a_payload_given_up_is_refused_at_once() -> None:
         "nodes": "peer0.org2,peer0.org3",
         "state": "RECIPIENT_REMOVED,ABANDONED",
     }
-    # Under a policy expression a node that left the channel executes nothing there, so it does
-    # not block a collection the policy may meet without it; one still in the channel does.
+    # Under a policy expression a node the config no longer names as a recipient of the
+    # payload (it left the channel, or its privacy key changed) executes nothing of it, so it
+    # does not block a collection the policy may meet without it; a recipient still named does.
+    digest, raw = sealed("")
+
+    async def held(payload_hash: bytes) -> bytes | None:
+        return raw if payload_hash == digest else None
+
+    channel.store = SimpleNamespace(payload=held)  # type: ignore[assignment]
     expression = config()
     expression.private_agreement = EXPRESSION
     del expression.peers[1]  # peer0.org2 left the channel
     channel.peer = SimpleNamespace(view=SimpleNamespace(config=expression))  # type: ignore[assignment]
     with pytest.raises(ClientError) as still:
-        await agreements.collect(channel, lambda name: None, H1, "tx")
+        await agreements.collect(channel, lambda name: None, digest, "tx")
     assert still.value.metadata == {"nodes": "peer0.org3", "state": "ABANDONED"}
 
     class Left:
@@ -228,4 +235,42 @@ async def test_a_collection_of_a_payload_given_up_is_refused_at_once() -> None:
 
     channel.redelivery = Left()  # type: ignore[assignment]
     with pytest.raises(AssertionError, match="ran the payload"):  # collected as before
-        await agreements.collect(channel, lambda name: None, H1, "tx")
+        await agreements.collect(channel, lambda name: None, digest, "tx")
+    # review58: peer0.org2 still in the channel under a new privacy key (its row REMOVED: it
+    # could not open its box) did block the collection; red without `still_recipient` there
+    rekeyed = config()
+    rekeyed.private_agreement = EXPRESSION
+    rekeyed.peers[1].privacy_public_key = PrivacyKey(bytes([9]) * 32).public_key
+    channel.peer = SimpleNamespace(view=SimpleNamespace(config=rekeyed))  # type: ignore[assignment]
+    with pytest.raises(AssertionError, match="ran the payload"):
+        await agreements.collect(channel, lambda name: None, digest, "tx")
+
+
+async def test_no_group_give_up_while_a_committed_block_is_not_executed_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """review58: a transaction committed naming the removed member but not yet executed at the
+    sender has no execution record, so the group rule alone gave its delivery up and the
+    member's executor waited for the payload until a Recover. Nothing is given up while the
+    private execution is behind the ledger. Red without the cursor check in
+    `PrivateChannel.left_group`."""
+
+    async def rule(*args: Any) -> list[bytes]:
+        return [H1]  # the group rule would give H1 up
+
+    monkeypatch.setattr(group_delivery, "left_group", rule)
+    channel = PrivateChannel.__new__(PrivateChannel)
+    cursor = {"at": 5}
+
+    async def executed_below() -> int:
+        return cursor["at"]
+
+    channel.store = SimpleNamespace(cursor=executed_below)  # type: ignore[assignment]
+    ledger = SimpleNamespace(height=6)
+    channel.peer = SimpleNamespace(  # type: ignore[assignment]
+        view=SimpleNamespace(config=config()), ledger=ledger
+    )
+    channel.key = ME
+    assert await channel.left_group("peer0.org3", [(H1, b"")]) == []  # block 5 not executed
+    cursor["at"] = 6
+    assert await channel.left_group("peer0.org3", [(H1, b"")]) == [H1]

@@ -625,14 +625,16 @@ async def _refuse_given_up(channel: PrivateChannel, digest: bytes) -> None:
     priv58). Refused under every policy, not only where the given-up agreement is required: a
     recipient named by the agreements waits for the payload before executing anything later
     (`executor.py`), and nobody pushes it any more. One exception, under a policy expression:
-    a node no longer in the channel config executes nothing there, so it does not block a
-    collection the policy can meet without it (as before). Nothing changes on the node."""
+    a node the config in force no longer names as a recipient of the payload — it left the
+    channel, or its privacy key changed (`PrivateChannel.still_recipient`) — executes nothing
+    of it and waits for nothing, so it does not block a collection the policy can meet without
+    it (as before; review58 found the changed key refused). Nothing changes on the node."""
     redelivery = channel.redelivery
     given = await redelivery.given_up_of(digest) if redelivery is not None else {}
-    config = channel.view.config
-    if given and config.private_agreement == EXPRESSION:
-        peers = {n.node_id for n in config.peers}
-        given = {node: state for node, state in given.items() if node in peers}
+    if given and channel.view.config.private_agreement == EXPRESSION:
+        raw = await channel.store.payload(digest)
+        if raw is not None:  # (a payload not held here is refused by the collection itself)
+            given = {n: state for n, state in given.items() if channel.still_recipient(raw, n)}
     if not given:
         return
     nodes = sorted(given)

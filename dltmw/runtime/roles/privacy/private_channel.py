@@ -445,10 +445,22 @@ class PrivateChannel:
     async def left_group(self, node_id: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
         """The hashes among (hash, stored payload) `items` owed to `node_id` that are given up
         because its organisation left the privacy group the payload was sent to, by this
-        node's record of the group (`group_delivery.py`)."""
-        return await group_delivery.left_group(
+        node's record of the group (`group_delivery.py`).
+
+        Only while this node's private execution has caught up with its ledger: "not executed
+        here" stands for "not committed" only then (review58: a transaction committed naming
+        the node, not yet executed here, had its delivery given up, and the node's executor
+        waited for the payload until a Recover). The cursor is read BEFORE the group reads and
+        the height AFTER them, so a block committed before the answer is either below the
+        cursor (executed, its record seen) or makes the height pass it (nothing given up now;
+        the next pass decides)."""
+        cursor = await self.store.cursor()
+        left = await group_delivery.left_group(
             self.store, self.key, self.view.config, node_id, items
         )
+        if left and cursor < self.peer.ledger.height:
+            return []
+        return left
 
     def may_owe(self, raw: bytes, node_id: str) -> bool:
         """May this node owe `node_id` the stored payload `raw`? A recipient that answers it
