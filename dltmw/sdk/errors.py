@@ -234,6 +234,13 @@ _BY_CODE: dict[grpc.StatusCode, type[Error]] = {
     S.CANCELLED: Unavailable,
 }
 RETRYABLE_REASONS = frozenset({"ENDORSEMENT_MISMATCH"})
+# What grpc's asyncio client reports when a stream write fails because the stream has already
+# ended — a gateway killed under a Transact stream — in place of the stream's own status
+# (grpc/grpc#36066; fix proposed in grpc/grpc#43486). No dltmw node answers INTERNAL on
+# purpose, and such a status carries no ErrorInfo: it is the connection's loss, Unavailable
+# (the SDK's steps repeat on another gateway with the same tx id). Seen in a fresh clone's
+# test_sdk_failover, stop 58.
+_LOST_STREAM = "Internal error from Core"
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> Error:
@@ -243,6 +250,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> Error:
     reason = info.reason if info is not None else ""
     metadata = dict(info.metadata) if info is not None else {}
     cls = _BY_REASON.get(reason) or _BY_CODE.get(exc.code(), Error)
+    if info is None and exc.code() == S.INTERNAL and exc.details() == _LOST_STREAM:
+        cls = Unavailable
     message = (exc.details() or "").removeprefix(f"{reason}: ")
     error = cls(message, reason=reason, code=exc.code().name, metadata=metadata)
     if reason in RETRYABLE_REASONS:

@@ -158,6 +158,22 @@ def test_status_without_reason_is_classed_by_code() -> None:
     assert type(internal) is E.Error and internal.code == "INTERNAL" and not internal.retryable
 
 
+def test_a_stream_lost_under_a_write_is_unavailable() -> None:
+    """grpc's asyncio client reports a write on a stream that already ended (its gateway
+    killed) as INTERNAL "Internal error from Core" with no ErrorInfo (grpc/grpc#36066): the
+    SDK takes it for the connection's loss and fails over (a fresh clone's test_sdk_failover
+    raised it to the caller). Red without the `_LOST_STREAM` case in `from_rpc_error`."""
+    lost = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        "Internal error from Core",
+        'Failed "execute_batch": (SendMessageOperation,)',
+    )
+    error = E.from_rpc_error(lost)
+    assert type(error) is E.Unavailable and error.retryable and error.code == "INTERNAL"
+
+
 def test_commit_failed_names_code_block_and_tx() -> None:
     error = E.CommitFailed("ab" * 32, "MVCC_READ_CONFLICT", 7)
     assert error.validation_code == "MVCC_READ_CONFLICT" and error.block_number == 7
