@@ -65,6 +65,7 @@ from dltmw.sdk.errors import (
     CommitFailed,
     Error,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -81,6 +82,7 @@ _Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
 # After a fail-over in ordering, a gateway whose peer has not yet committed the block that
 # registered this client's reference is asked again after this long (`_submit_as`).
 REFERENCE_LAG_S = 0.05
+FRAMING_BYTES = 16 * 1024  # room in a gateway request beside one item (its fields, a proof)
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
 RETRY_POLICY = json.dumps(
@@ -216,10 +218,12 @@ class Client:
         handed = [] if handed is None else handed
         first = await self._current()
         proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
+        _fits("proposal", proposal_bytes)
         endorsed = await self._attempt(
             deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
         )
         payload = endorsed.prepared_payload
+        _fits("transaction", payload)
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
             handed.append(True)
@@ -464,6 +468,20 @@ class Client:
     def _observe(self, channel_id: str, block: int) -> None:
         if block > self._seen.get(channel_id, 0):
             self._seen[channel_id] = block
+
+
+def _fits(what: str, data: bytes) -> None:
+    """Refuse, before anything is sent, an item the gateway connection could not carry: grpc's
+    asyncio client reports an over-size write as INTERNAL "Internal error from Core", which
+    the SDK takes for a lost stream (`errors._LOST_STREAM`) and would fail over on, breaking
+    each gateway's shared Transact stream (review58)."""
+    if len(data) > MAX_MESSAGE_BYTES - FRAMING_BYTES:
+        raise LimitExceeded(
+            f"the {what} is {len(data)} bytes; at most {MAX_MESSAGE_BYTES - FRAMING_BYTES} fit"
+            " a gateway request",
+            reason="MESSAGE_TOO_LARGE",
+            code="RESOURCE_EXHAUSTED",
+        )
 
 
 async def _address(endpoint: GatewayEndpoint) -> str | None:

@@ -252,8 +252,8 @@ async def test_no_group_give_up_while_a_committed_block_is_not_executed_here(
     """review58: a transaction committed naming the removed member but not yet executed at the
     sender has no execution record, so the group rule alone gave its delivery up and the
     member's executor waited for the payload until a Recover. Nothing is given up while the
-    private execution is behind the ledger. Red without the cursor check in
-    `PrivateChannel.left_group`."""
+    private execution (the executor's height) is behind the ledger. Red without the height
+    check in `PrivateChannel.left_group`."""
 
     async def rule(*args: Any) -> list[bytes]:
         return [H1]  # the group rule would give H1 up
@@ -261,11 +261,8 @@ async def test_no_group_give_up_while_a_committed_block_is_not_executed_here(
     monkeypatch.setattr(group_delivery, "left_group", rule)
     channel = PrivateChannel.__new__(PrivateChannel)
     cursor = {"at": 5}
-
-    async def executed_below() -> int:
-        return cursor["at"]
-
-    channel.store = SimpleNamespace(cursor=executed_below)  # type: ignore[assignment]
+    channel.executed_height = lambda: cursor["at"]
+    channel.store = SimpleNamespace()  # type: ignore[assignment]
     ledger = SimpleNamespace(height=6)
     channel.peer = SimpleNamespace(  # type: ignore[assignment]
         view=SimpleNamespace(config=config()), ledger=ledger

@@ -7,7 +7,8 @@ offer the SAME envelope (tx id) again, never redo it in full under a new tx id â
 it twice. The gateways are fakes of `GatewayClient` (the SDK's connection object, below the
 I/O boundary); the real-process fail-over is tests/integration/test_sdk_failover.py.
 Red without `_submit_as`'s wait (the first two tests: two tx ids ordered) or without `submit`'s
-`handed` check (the last: a MALFORMED refusal after the fail-over redone in full).
+`handed` check (the fourth: a MALFORMED refusal after the fail-over redone in full). Also the
+SDK's size check before sending (`_fits`, the last test).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dltmw.client.creator_reference import CreatorReferences
 from dltmw.core.hashing import compute_tx_id
 from dltmw.sdk import client as sdk_client
 from dltmw.sdk.client import Client
-from dltmw.sdk.errors import Error, Unavailable
+from dltmw.sdk.errors import Error, LimitExceeded, Unavailable
 from dltmw.v1 import errors_pb2 as R
 from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import transaction_pb2 as C
@@ -140,3 +141,26 @@ async def test_a_reference_refused_as_malformed_after_a_fail_over_is_not_redone(
         await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
     assert raised.value.reason == "MALFORMED"
     assert len(orderer.ordered) == 1
+
+
+async def test_an_item_too_large_for_a_gateway_request_is_refused_before_sending() -> None:
+    """grpc reports an over-size write as INTERNAL "Internal error from Core", which the SDK
+    takes for a lost stream and fails over on (review58): the SDK refuses such an item first,
+    MESSAGE_TOO_LARGE, with nothing sent. Red without `_fits`."""
+    orderer = Orderer()
+    large = Gateway(orderer, 0, dies=False)
+    asked: list[bytes] = []
+
+    def proposal_bytes(*args: Any) -> tuple[bytes, str]:
+        return b"x" * sdk_client.MAX_MESSAGE_BYTES, "t" * 64
+
+    async def endorse_batched(channel_id: str, proposal: bytes) -> Any:
+        asked.append(proposal)
+        raise AssertionError("sent")
+
+    large.proposal_bytes = proposal_bytes  # type: ignore[method-assign]
+    large.endorse_batched = endorse_batched  # type: ignore[method-assign]
+    with pytest.raises(LimitExceeded) as refused_here:
+        await client(large, large, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert refused_here.value.reason == "MESSAGE_TOO_LARGE"
+    assert asked == [] and orderer.ordered == []

@@ -129,6 +129,7 @@ class PrivacyManager:
             self.ctx, self.key, peer, store, self._pushers, self.delivery_expiry_s
         )
         executor = PrivateExecutor(self.key, peer, store, channel.prior_runs)
+        channel.executed_height = lambda: executor.height  # (group give-ups wait for it)
         await channel.start()
         await executor.start()
         self.channels[cid], self.executors[cid] = channel, executor

@@ -142,6 +142,9 @@ class PrivateChannel:
         self.redelivery: Redelivery | None = None  # queued delivery (`redelivery.py`)
         # this node's agreement runs, kept for the executor's commit (`prior_runs.py`)
         self.prior_runs = PriorRuns()
+        # Every block below it executed here, its effects durable: the channel's
+        # `PrivateExecutor.height`, wired by the manager (`left_group`); 0 until then.
+        self.executed_height: Callable[[], int] = lambda: 0
 
     @property
     def view(self) -> ChannelView:
@@ -450,15 +453,18 @@ class PrivateChannel:
         Only while this node's private execution has caught up with its ledger: "not executed
         here" stands for "not committed" only then (review58: a transaction committed naming
         the node, not yet executed here, had its delivery given up, and the node's executor
-        waited for the payload until a Recover). The cursor is read BEFORE the group reads and
-        the height AFTER them, so a block committed before the answer is either below the
-        cursor (executed, its record seen) or makes the height pass it (nothing given up now;
-        the next pass decides)."""
-        cursor = await self.store.cursor()
+        waited for the payload until a Recover). The executor's height (in memory: the stored
+        cursor moves only on blocks with private effects) is read BEFORE the group reads and
+        the ledger height AFTER them, so a block committed before the answer is either below
+        the executed height (its record seen) or makes the ledger height pass it (nothing given
+        up now; the next pass decides). Under a sustained private load execution may trail by
+        a block at every pass: nothing is then given up by group until a lull, and the payload
+        is pushed meanwhile (giving up is an economy, never needed for safety)."""
+        executed = self.executed_height()
         left = await group_delivery.left_group(
             self.store, self.key, self.view.config, node_id, items
         )
-        if left and cursor < self.peer.ledger.height:
+        if left and executed < self.peer.ledger.height:
             return []
         return left
 
