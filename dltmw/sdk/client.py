@@ -14,9 +14,9 @@ Transact stream) with what an embedding program needs:
   ordered twice anyway (the first gateway's orderer took it before failing) is marked
   DUPLICATE_TXID in the later block and never applied; the commit status is the first's;
 - an outcome it cannot know said so: once the envelope was handed to a gateway's order step,
-  a lost gateway or the deadline is `CommitUnknown` (tx id, envelope), never a plain
+  a lost gateway or the deadline is `CommitUnknown` (tx id, payload), never a plain
   `Unavailable` the caller would answer with a second `submit` (a second transaction);
-  `resume_submit(error)` offers the same envelope again and returns its commit;
+  `resume_submit(error)` offers the same transaction again and returns its commit;
 - the client's signatures per Transact request: when pipelined, a transaction's proposal and
   envelope go unsigned into the gateway connection's Transact stream, which signs ONE Merkle
   root over each request's proposals and one over its envelopes (`client/creator_signing.py`,
@@ -87,6 +87,9 @@ _Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
 # After a fail-over in ordering, a gateway whose peer has not yet committed the block that
 # registered this client's reference is asked again after this long (`_submit_as`).
 REFERENCE_LAG_S = 0.05
+# How long `_order` waits for a commit status after a refusal that may answer a later copy of a
+# transaction already committed (a committed one is answered at once; the wait is for nothing).
+STATUS_PROBE_S = 1.0
 FRAMING_BYTES = 16 * 1024  # room in a gateway request beside one item (its fields, a proof)
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
@@ -199,18 +202,25 @@ class Client:
 
     async def resume_submit(self, unknown: CommitUnknown) -> Committed:
         """Finish a transaction whose commit `submit` did not see (`CommitUnknown`): offer the
-        SAME envelope again, failing over between gateways, and wait for its commit. A copy
-        already ordered is refused (DUPLICATE_TX_ID) or committed as DUPLICATE_TXID, and the
-        first copy's commit is what is returned, so the transaction is ordered at most once.
-        Raises `CommitUnknown` again if its commit is still not seen within `deadline_s`,
-        `CommitFailed` if it committed with another code than VALID."""
+        SAME transaction (tx id) again, failing over between gateways, and wait for its commit.
+        A copy already ordered is refused (DUPLICATE_TX_ID) or committed as DUPLICATE_TXID and
+        never applied, and the first copy's commit is what is returned: the transaction is
+        applied at most once. Raises `CommitUnknown` again if its commit is still not seen
+        within `deadline_s` (a gateway's refusal, its `reason`, with no commit of the tx id
+        found at its peer), `CommitFailed` if it committed with another code than VALID (a
+        creator reference refused at commit: nothing applied, `submit` it again), and
+        `InvalidRequest` for another client's transaction (this client signs it again)."""
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         channel_id, refs = unknown.channel_id, self.references
+        if unknown.creator not in (refs.full, refs.reference):
+            raise InvalidRequest(
+                f"transaction {unknown.tx_id} was made by another client", code="INVALID_ARGUMENT"
+            )
         status = await self._order(
             deadline,
             channel_id,
             unknown.tx_id,
-            unknown.envelope,
+            unknown.payload,
             unknown.result,
             unknown.creator,
             handed=[True],  # (handed on before: a refused reference is waited out, not redone)
@@ -270,12 +280,17 @@ class Client:
         the envelope to an orderer before it failed or was too slow, and after a fail-over a
         refusal by the next gateway says nothing of what the first one did. So an `Unavailable`
         after a step (a lost gateway, the deadline), or any failure after a fail-over, is
-        `CommitUnknown` (the tx id and envelope, for `resume_submit`) — never a plain error the
+        `CommitUnknown` (the tx id and payload, for `resume_submit`) — never a plain error the
         caller would answer by submitting again under a new tx id (review58: the same intent
-        ordered twice). A creator reference refused in a step after a fail-over means this
-        gateway's peer may only lag behind the block that registered it: the same envelope is
-        offered again after `REFERENCE_LAG_S`, until the deadline (a copy already ordered is
-        refused DUPLICATE_TX_ID or marked DUPLICATE_TXID; the commit status is the first's)."""
+        ordered twice). A refusal after an earlier step (a fail-over, a resume) may answer a
+        copy that committed meanwhile — the gateway checks an envelope (its timestamp window,
+        its reads) before it looks for its tx id — so the commit status is looked up first
+        (`STATUS_PROBE_S`) and returned if the transaction committed.
+
+        A creator reference refused in a step after a fail-over means this gateway's peer may
+        only lag behind the block that registered it: the same envelope is offered again after
+        `REFERENCE_LAG_S`, until the deadline (a copy already ordered is refused
+        DUPLICATE_TX_ID or marked DUPLICATE_TXID; the commit status is the first's)."""
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
             handed.append(True)
@@ -294,9 +309,23 @@ class Client:
         try:
             return await self._attempt(deadline, order_and_commit)
         except Error as error:
+            if len(handed) > 1 and not isinstance(error, Unavailable):
+                status = await self._probe_status(channel_id, tx_id)
+                if status is not None:
+                    return status  # a copy committed: the refusal answered a later one
             if handed and (isinstance(error, Unavailable) or len(handed) > 1):
                 raise CommitUnknown(error, channel_id, tx_id, payload, result, creator) from None
             raise
+
+    async def _probe_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse | None:
+        """The commit status of `tx_id` if the gateway in use knows it within
+        `STATUS_PROBE_S` (a committed transaction is answered at once), else None."""
+        try:
+            gateway = await self._current()
+            async with asyncio.timeout(STATUS_PROBE_S):
+                return await gateway.commit_status(channel_id, tx_id)
+        except (grpc.aio.AioRpcError, TimeoutError, Unavailable):
+            return None
 
     async def evaluate(
         self, channel_id: str, contract: str, function: str, *args: str | bytes

@@ -204,21 +204,22 @@ class CommitFailed(Error):
 
 class CommitUnknown(Error):
     """The transaction was handed on to be ordered, but its commit was not seen: every gateway
-    failed or was slow until the deadline, or a gateway the client failed over to refused the
-    envelope after the first may already have handed it to the orderer. It may commit yet, or
-    may never have reached the orderer. `tx_id` and `channel_id` name it; `reason` / `code` /
-    `message` are those of the last failure. `Client.resume_submit(error)` offers the SAME
-    envelope again and waits for its commit (a copy already ordered is refused as a duplicate
-    and the first one's commit is returned), so it is ordered at most once. Calling `submit`
-    again instead would be a second transaction under a new tx id — hence not `retryable`
-    (Fabric's gateway SDKs carry the tx id in their commit errors for the same reason)."""
+    failed or was slow until the deadline, or a gateway the client failed over to refused it
+    after the first may already have handed it to the orderer. It may commit yet, or may never
+    have reached an orderer. `tx_id` and `channel_id` name it; `reason` / `code` / `message`
+    are those of the last failure. `Client.resume_submit(error)` offers the same transaction
+    (tx id) again and waits for its commit (a copy already ordered is refused as a duplicate or
+    committed as DUPLICATE_TXID, never applied), so it is applied at most once; its tx id can
+    also be looked for in `Client.blocks`. Calling `submit` again instead would be a second
+    transaction under a new tx id — hence not `retryable` (Fabric's gateway SDKs carry the tx
+    id in their commit errors for the same reason)."""
 
     def __init__(
         self,
         cause: Error,
         channel_id: str,
         tx_id: str,
-        envelope: bytes,
+        payload: bytes,
         result: bytes,
         creator: bytes,
     ) -> None:
@@ -230,7 +231,7 @@ class CommitUnknown(Error):
         )
         self.channel_id = channel_id
         self.tx_id = tx_id
-        self.envelope = envelope  # the signed transaction, for `resume_submit`
+        self.payload = payload  # the endorsed transaction (signed again by `resume_submit`)
         self.result = result  # the contract's answer at endorsement
         self.creator = creator  # as the tx id names it
 
