@@ -122,7 +122,8 @@ class Bus:
     async def publish(
         self, topic: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Committed:
-        """Publish one message; returns once it is committed (its tx id and block)."""
+        """Publish one message; returns once it is committed (its tx id and block).
+        `CommitUnknown` as `Client.submit` (finish it with `bus.client.resume_submit`)."""
         _check_topic(topic)
         message = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload)
         raw = message.SerializeToString()

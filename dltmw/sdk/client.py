@@ -13,6 +13,10 @@ Transact stream) with what an embedding program needs:
   (DUPLICATE_TX_ID, read as "already submitted": the client waits for its commit), and one
   ordered twice anyway (the first gateway's orderer took it before failing) is marked
   DUPLICATE_TXID in the later block and never applied; the commit status is the first's;
+- an outcome it cannot know said so: once the envelope was handed to a gateway's order step,
+  a lost gateway or the deadline is `CommitUnknown` (tx id, payload), never a plain
+  `Unavailable` the caller would answer with a second `submit` (a second transaction);
+  `resume_submit(error)` offers the same transaction again and returns its commit;
 - the client's signatures per Transact request: when pipelined, a transaction's proposal and
   envelope go unsigned into the gateway connection's Transact stream, which signs ONE Merkle
   root over each request's proposals and one over its envelopes (`client/creator_signing.py`,
@@ -63,6 +67,7 @@ from dltmw.sdk.errors import (
     AgreementPending,
     AlreadyExists,
     CommitFailed,
+    CommitUnknown,
     Error,
     InvalidRequest,
     LimitExceeded,
@@ -82,6 +87,9 @@ _Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
 # After a fail-over in ordering, a gateway whose peer has not yet committed the block that
 # registered this client's reference is asked again after this long (`_submit_as`).
 REFERENCE_LAG_S = 0.05
+# How long `_order` waits for a commit status after a refusal that may answer a later copy of a
+# transaction already committed (a committed one is answered at once; the wait is for nothing).
+STATUS_PROBE_S = 1.0
 FRAMING_BYTES = 16 * 1024  # room in a gateway request beside one item (its fields, a proof)
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
@@ -168,30 +176,68 @@ class Client:
     ) -> Committed:
         """Endorse, order and commit one transaction; returns once it committed VALID.
 
-        Raises `CommitFailed` if it committed with another code, or the typed error of the
-        step that refused it."""
+        Raises `CommitFailed` if it committed with another code, `CommitUnknown` if it was
+        handed on to be ordered but its commit was not seen (`resume_submit` finishes it; a
+        second `submit` would be a second transaction), or the typed error of the step that
+        refused it (nothing was ordered)."""
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         refs = self.references
         creator = refs.creator(channel_id)
-        handed: list[bool] = []  # set when an order step was tried (the envelope handed on)
         try:
             done: _Done | None = await self._submit_as(
-                deadline, channel_id, contract, function, args, creator, handed
+                deadline, channel_id, contract, function, args, creator
             )
+        except CommitUnknown:
+            raise  # (it may be ordered: never redone under a new tx id)
         except Error as error:
-            if len(handed) > 1 or not refs.refused_reason(channel_id, creator, error.reason):
-                raise  # (after a fail-over in ordering the first gateway may have ordered it)
+            if not refs.refused_reason(channel_id, creator, error.reason):
+                raise
             done = None  # refused at endorsement or admission: nothing was changed
         if done is None or refs.refused_code(channel_id, creator, done[1].result):
             creator = refs.full  # the refused transaction changed nothing: again, in full
             done = await self._submit_as(deadline, channel_id, contract, function, args, creator)
         tx_id, status, endorsed = done
         refs.committed(channel_id, creator, status.result)
+        return self._outcome(channel_id, tx_id, status, endorsed.result.payload)
+
+    async def resume_submit(self, unknown: CommitUnknown) -> Committed:
+        """Finish a transaction whose commit `submit` did not see (`CommitUnknown`): offer the
+        SAME transaction (tx id) again, failing over between gateways, and wait for its commit.
+        A copy already ordered is refused (DUPLICATE_TX_ID) or committed as DUPLICATE_TXID and
+        never applied, and the first copy's commit is what is returned: the transaction is
+        applied at most once. Raises `CommitUnknown` again if its commit is still not seen
+        within `deadline_s` (a gateway's refusal, its `reason`, with no commit of the tx id
+        found at its peer), `CommitFailed` if it committed with another code than VALID (a
+        creator reference refused at commit: nothing applied, `submit` it again), and
+        `InvalidRequest` for another client's transaction (this client signs it again)."""
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        channel_id, refs = unknown.channel_id, self.references
+        if unknown.creator not in (refs.full, refs.reference):
+            raise InvalidRequest(
+                f"transaction {unknown.tx_id} was made by another client", code="INVALID_ARGUMENT"
+            )
+        status = await self._order(
+            deadline,
+            channel_id,
+            unknown.tx_id,
+            unknown.payload,
+            unknown.result,
+            unknown.creator,
+            handed=[True],  # (handed on before: a refused reference is waited out, not redone)
+        )
+        if not refs.refused_code(channel_id, unknown.creator, status.result):
+            refs.committed(channel_id, unknown.creator, status.result)
+        return self._outcome(channel_id, unknown.tx_id, status, unknown.result)
+
+    def _outcome(
+        self, channel_id: str, tx_id: str, status: G.CommitStatusResponse, result: bytes
+    ) -> Committed:
+        """`Committed` for a VALID commit status, else `CommitFailed`."""
         self._observe(channel_id, status.block_number)
         code = code_name(status.result)
         if code != "VALID":
             raise CommitFailed(tx_id, code, status.block_number)
-        return Committed(tx_id, status.block_number, status.tx_index, endorsed.result.payload)
+        return Committed(tx_id, status.block_number, status.tx_index, result)
 
     async def _submit_as(
         self,
@@ -201,21 +247,10 @@ class Client:
         function: str,
         args: Sequence[str | bytes],
         creator: bytes,
-        handed: list[bool] | None = None,
     ) -> _Done:
         """Endorse, order and wait for the commit of one transaction naming `creator`, failing
-        over between gateways with the SAME proposal bytes (hence tx id). `handed` gains an
-        entry per order step tried.
-
-        A creator reference refused in an order step after a fail-over is NOT "nothing
-        changed": the failed gateway may have handed the envelope to an orderer before it
-        failed, and this gateway's peer may only lag behind the block that registered the
-        reference (review58: the transaction was ordered twice, under two tx ids). The same
-        envelope is offered again here, after `REFERENCE_LAG_S`, until the deadline — as a
-        full creator's would be at once (a copy already ordered is refused DUPLICATE_TX_ID or
-        marked DUPLICATE_TXID; the commit status is the first's); the caller never redoes it
-        in full (`submit`)."""
-        handed = [] if handed is None else handed
+        over between gateways with the SAME proposal bytes (hence tx id); `CommitUnknown` once
+        the envelope may have been handed on (`_order`)."""
         first = await self._current()
         proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
         _fits("proposal", proposal_bytes)
@@ -224,6 +259,38 @@ class Client:
         )
         payload = endorsed.prepared_payload
         _fits("transaction", payload)
+        result = endorsed.result.payload
+        status = await self._order(deadline, channel_id, tx_id, payload, result, creator, [])
+        return tx_id, status, endorsed
+
+    async def _order(
+        self,
+        deadline: float,
+        channel_id: str,
+        tx_id: str,
+        payload: bytes,
+        result: bytes,
+        creator: bytes,
+        handed: list[bool],
+    ) -> G.CommitStatusResponse:
+        """Order the signed transaction `payload` and wait for its commit, failing over between
+        gateways with the same envelope. `handed` gains an entry per order step tried.
+
+        Once a step was tried, a failure is not "nothing changed": the gateway may have handed
+        the envelope to an orderer before it failed or was too slow, and after a fail-over a
+        refusal by the next gateway says nothing of what the first one did. So an `Unavailable`
+        after a step (a lost gateway, the deadline), or any failure after a fail-over, is
+        `CommitUnknown` (the tx id and payload, for `resume_submit`) — never a plain error the
+        caller would answer by submitting again under a new tx id (review58: the same intent
+        ordered twice). A refusal after an earlier step (a fail-over, a resume) may answer a
+        copy that committed meanwhile — the gateway checks an envelope (its timestamp window,
+        its reads) before it looks for its tx id — so the commit status is looked up first
+        (`STATUS_PROBE_S`) and returned if the transaction committed.
+
+        A creator reference refused in a step after a fail-over means this gateway's peer may
+        only lag behind the block that registered it: the same envelope is offered again after
+        `REFERENCE_LAG_S`, until the deadline (a copy already ordered is refused
+        DUPLICATE_TX_ID or marked DUPLICATE_TXID; the commit status is the first's)."""
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
             handed.append(True)
@@ -239,7 +306,26 @@ class Client:
                 await asyncio.sleep(REFERENCE_LAG_S)  # this gateway's peer catches up
             return await gw.commit_status(channel_id, tx_id)
 
-        return tx_id, await self._attempt(deadline, order_and_commit), endorsed
+        try:
+            return await self._attempt(deadline, order_and_commit)
+        except Error as error:
+            if len(handed) > 1 and not isinstance(error, Unavailable):
+                status = await self._probe_status(channel_id, tx_id)
+                if status is not None:
+                    return status  # a copy committed: the refusal answered a later one
+            if handed and (isinstance(error, Unavailable) or len(handed) > 1):
+                raise CommitUnknown(error, channel_id, tx_id, payload, result, creator) from None
+            raise
+
+    async def _probe_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse | None:
+        """The commit status of `tx_id` if the gateway in use knows it within
+        `STATUS_PROBE_S` (a committed transaction is answered at once), else None."""
+        try:
+            gateway = await self._current()
+            async with asyncio.timeout(STATUS_PROBE_S):
+                return await gateway.commit_status(channel_id, tx_id)
+        except (grpc.aio.AioRpcError, TimeoutError, Unavailable):
+            return None
 
     async def evaluate(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -337,7 +423,7 @@ class Client:
             raise _agreement_pending(pending) from None
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
-        return self._committed(channel_id, done)
+        return self._private_outcome(channel_id, done)
 
     async def resume_private(self, pending: AgreementPending) -> Committed:
         """Finish the private transaction of an `AgreementPending` (from `submit_private` of
@@ -359,7 +445,7 @@ class Client:
             raise _agreement_pending(still) from None
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
-        return self._committed(pending.channel_id, done)
+        return self._private_outcome(pending.channel_id, done)
 
     async def abandon_private(self, pending: AgreementPending) -> int:
         """Give up the private transaction of an `AgreementPending` instead of resuming it: its
@@ -373,15 +459,9 @@ class Client:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def _committed(self, channel_id: str, done: PrivateSubmitted) -> Committed:
-        """The typed result of a private transaction's commit (CommitFailed unless VALID)."""
-        self._observe(channel_id, done.status.block_number)
-        code = code_name(done.status.result)
-        if code != "VALID":
-            raise CommitFailed(done.tx_id, code, done.status.block_number)
-        return Committed(
-            done.tx_id, done.status.block_number, done.status.tx_index, done.payload_hash
-        )
+    def _private_outcome(self, channel_id: str, done: PrivateSubmitted) -> Committed:
+        """The typed result of a private transaction's commit (its payload hash as result)."""
+        return self._outcome(channel_id, done.tx_id, done.status, done.payload_hash)
 
     async def receive_private(self, channel_id: str, payload_hash: bytes) -> bytes | None:
         """The plaintext of a private payload if this client's organisation is a recipient;

@@ -24,6 +24,7 @@ __all__ = [
     "AgreementPending",
     "AlreadyExists",
     "CommitFailed",
+    "CommitUnknown",
     "ContractRefused",
     "DeliveryGivenUp",
     "EndorsementFailed",
@@ -199,6 +200,40 @@ class CommitFailed(Error):
         self.tx_id = tx_id
         self.validation_code = validation_code
         self.block_number = block_number
+
+
+class CommitUnknown(Error):
+    """The transaction was handed on to be ordered, but its commit was not seen: every gateway
+    failed or was slow until the deadline, or a gateway the client failed over to refused it
+    after the first may already have handed it to the orderer. It may commit yet, or may never
+    have reached an orderer. `tx_id` and `channel_id` name it; `reason` / `code` / `message`
+    are those of the last failure. `Client.resume_submit(error)` offers the same transaction
+    (tx id) again and waits for its commit (a copy already ordered is refused as a duplicate or
+    committed as DUPLICATE_TXID, never applied), so it is applied at most once; its tx id can
+    also be looked for in `Client.blocks`. Calling `submit` again instead would be a second
+    transaction under a new tx id — hence not `retryable` (Fabric's gateway SDKs carry the tx
+    id in their commit errors for the same reason)."""
+
+    def __init__(
+        self,
+        cause: Error,
+        channel_id: str,
+        tx_id: str,
+        payload: bytes,
+        result: bytes,
+        creator: bytes,
+    ) -> None:
+        super().__init__(
+            f"transaction {tx_id} may or may not commit: {cause.message}",
+            reason=cause.reason,
+            code=cause.code,
+            metadata={**cause.metadata, "tx_id": tx_id},
+        )
+        self.channel_id = channel_id
+        self.tx_id = tx_id
+        self.payload = payload  # the endorsed transaction (signed again by `resume_submit`)
+        self.result = result  # the contract's answer at endorsement
+        self.creator = creator  # as the tx id names it
 
 
 # The class for each reason that needs its own; otherwise the class of the status code.

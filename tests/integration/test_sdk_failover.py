@@ -89,3 +89,48 @@ def test_gateway_killed_mid_submit_client_carries_on_at_the_orgs_other_peer(
     assert {creators[t] for t in crossed} == {reference_bytes(full)}
     sup.start("peer0.org1")  # back for a clean stop at teardown
     sup.wait_ready("peer0.org1")
+
+
+def test_a_submit_whose_orderer_is_down_is_commit_unknown_and_resumed_once(
+    network: Network,
+) -> None:
+    """The orderer is killed (-9) before a submit: the gateway takes the endorsed envelope but
+    cannot have it ordered, so the client cannot know whether it will commit — `CommitUnknown`
+    with the tx id, never a retryable `Unavailable` (which a caller would answer with a second
+    `submit`, a second transaction). With the orderer back, `resume_submit` offers the same
+    envelope: the transaction commits once, VALID, under that tx id. Red with
+    `Client._order` raising the plain error (an `Unavailable` without tx id)."""
+    net, sup = network(TWO_ORG, batch_ms=10)
+    profile = dltmw.Profile.from_network(net, "user1.org1")
+
+    async def scenario() -> tuple[str, dltmw.CommitUnknown]:
+        async with dltmw.Client(profile, deadline_s=6) as client:
+            await client.submit("trades", "kv", "put", "k0", "v0")
+            await asyncio.to_thread(sup.kill, "orderer0")
+            with pytest.raises(dltmw.CommitUnknown) as raised:
+                await client.submit("trades", "kv", "put", "k1", "v1")
+            await asyncio.to_thread(sup.start, "orderer0")
+            await asyncio.to_thread(sup.wait_ready, "orderer0")
+            for _ in range(10):  # (each try bounded by the client's deadline)
+                try:
+                    done = await client.resume_submit(raised.value)
+                    break
+                except dltmw.CommitUnknown:
+                    continue  # the gateway had not reached the restarted orderer yet
+            else:
+                raise AssertionError("not committed after 10 resumes")
+            assert done.tx_id == raised.value.tx_id
+            return done.tx_id, raised.value
+
+    resumed, unknown = asyncio.run(scenario())
+    assert not unknown.retryable and unknown.metadata["tx_id"] == resumed
+    asyncio.run(
+        wait_until(
+            lambda: resumed in tx_codes(blocks(ledger_path(net, "peer0.org2"))),
+            30,
+            "peer0.org2 commits the resumed transaction",
+        )
+    )
+    codes = tx_codes(blocks(ledger_path(net, "peer0.org2")))
+    assert codes[resumed].count(VALID) == 1, codes[resumed]
+    assert sum(1 for c in codes.values() if VALID in c) == 2, codes  # k0 and k1, nothing else

@@ -7,12 +7,15 @@ offer the SAME envelope (tx id) again, never redo it in full under a new tx id â
 it twice. The gateways are fakes of `GatewayClient` (the SDK's connection object, below the
 I/O boundary); the real-process fail-over is tests/integration/test_sdk_failover.py.
 Red without `_submit_as`'s wait (the first two tests: two tx ids ordered) or without `submit`'s
-`handed` check (the fourth: a MALFORMED refusal after the fail-over redone in full). Also the
-SDK's size check before sending (`_fits`, the last test).
+`handed` check (a MALFORMED refusal after the fail-over redone in full). A failure once the
+envelope may have been handed on is `CommitUnknown` with the tx id, finished by `resume_submit`
+(red with `_order` raising the plain error). Also the SDK's size check before sending (`_fits`,
+the last test).
 """
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,7 +28,7 @@ from dltmw.client.creator_reference import CreatorReferences
 from dltmw.core.hashing import compute_tx_id
 from dltmw.sdk import client as sdk_client
 from dltmw.sdk.client import Client
-from dltmw.sdk.errors import Error, LimitExceeded, Unavailable
+from dltmw.sdk.errors import CommitUnknown, InvalidRequest, LimitExceeded, Unavailable
 from dltmw.v1 import errors_pb2 as R
 from dltmw.v1 import gateway_service_pb2 as G
 from dltmw.v1 import transaction_pb2 as C
@@ -38,8 +41,9 @@ class Orderer:
     """What the fake gateways hand envelopes to: tx ids in order, a copy refused as a
     gateway refuses one already on its ledger (DUPLICATE_TX_ID)."""
 
-    def __init__(self) -> None:
+    def __init__(self, commits: bool = True) -> None:
         self.ordered: list[str] = []
+        self.commits = commits  # False: what is ordered has not committed (yet)
 
 
 class Gateway:
@@ -76,6 +80,8 @@ class Gateway:
         return G.CommitStatusResponse(result=C.TX_VALIDATION_CODE_VALID, block_number=9)
 
     async def commit_status(self, channel_id: str, tx_id: str) -> Any:
+        if not self.orderer.commits or tx_id not in self.orderer.ordered:
+            await asyncio.sleep(3600)  # (a real gateway waits for the commit; cut by the caller)
         return G.CommitStatusResponse(result=C.TX_VALIDATION_CODE_VALID, block_number=9)
 
 
@@ -102,6 +108,7 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk_client, "REFERENCE_LAG_S", 0.001)
+    monkeypatch.setattr(sdk_client, "STATUS_PROBE_S", 0.05)
 
 
 async def test_a_lagging_gateway_after_a_fail_over_gets_the_same_tx_id_again() -> None:
@@ -116,11 +123,53 @@ async def test_a_lagging_gateway_after_a_fail_over_gets_the_same_tx_id_again() -
 
 
 async def test_a_gateway_that_never_catches_up_leaves_the_outcome_unknown_not_redone() -> None:
+    """The deadline passes while B still refuses the reference: the caller gets `CommitUnknown`
+    naming the tx id A may have ordered (not a retryable `Unavailable`, which invites a second
+    `submit` under a new tx id); `resume_submit` once B caught up returns that transaction's
+    commit, ordered once. Red with `_order` raising the plain error (Unavailable, no tx id)."""
     orderer = Orderer()
     a, b = Gateway(orderer, 0, dies=True), Gateway(orderer, 10**9, dies=False)
-    with pytest.raises(Unavailable):
-        await client(a, b, 0.3).submit(CH, "kv", "put", "k", "v")
-    assert len(orderer.ordered) == 1  # the first copy only: nothing redone in full
+    c = client(a, b, 0.3)
+    with pytest.raises(CommitUnknown) as raised:
+        await c.submit(CH, "kv", "put", "k", "v")
+    unknown = raised.value
+    assert not unknown.retryable and not isinstance(unknown, Unavailable)
+    assert orderer.ordered == [unknown.tx_id]  # the first copy only: nothing redone in full
+    assert unknown.metadata["tx_id"] == unknown.tx_id and unknown.channel_id == CH
+    b.lag = 0  # B's peer caught up
+    done = await c.resume_submit(unknown)
+    assert done.tx_id == unknown.tx_id and done.block_number == 9
+    assert orderer.ordered == [unknown.tx_id]  # B refused the copy as a duplicate: waited
+
+
+async def test_a_gateway_lost_after_the_order_step_is_commit_unknown() -> None:
+    """One gateway, lost after it handed the envelope on: `CommitUnknown`, and a resume on the
+    gateway that is back commits the same tx id once. Red as above."""
+    orderer = Orderer()
+    a = Gateway(orderer, 0, dies=True)
+    c = client(a, a, 5.0)
+    c.profile = SimpleNamespace(gateways=[a])  # no other gateway to fail over to
+    with pytest.raises(CommitUnknown) as raised:
+        await c.submit(CH, "kv", "put", "k", "v")
+    assert orderer.ordered == [raised.value.tx_id]
+    a.dies = False
+    done = await c.resume_submit(raised.value)
+    assert done.tx_id == raised.value.tx_id and orderer.ordered == [done.tx_id]
+
+
+async def test_a_gateway_lost_before_any_order_step_is_plain_unavailable() -> None:
+    """Lost at endorsement: nothing was handed on, so the caller may simply submit again."""
+    orderer = Orderer()
+    a = Gateway(orderer, 0, dies=False)
+
+    async def endorse_batched(channel_id: str, proposal: bytes) -> Any:
+        raise refused(R.ERROR_REASON_PEER_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE, {})
+
+    a.endorse_batched = endorse_batched  # type: ignore[method-assign]
+    with pytest.raises(Unavailable) as raised:
+        await client(a, a, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert not isinstance(raised.value, CommitUnknown) and raised.value.retryable
+    assert orderer.ordered == []
 
 
 async def test_a_refusal_at_the_first_order_step_is_redone_in_full() -> None:
@@ -134,13 +183,53 @@ async def test_a_refusal_at_the_first_order_step_is_redone_in_full() -> None:
 async def test_a_reference_refused_as_malformed_after_a_fail_over_is_not_redone() -> None:
     """B's channel no longer takes references (MALFORMED): the first copy may be ordered all
     the same, so the refusal reaches the caller instead of a second transaction in full."""
+    orderer = Orderer(commits=False)  # A's copy ordered, not committed yet
+    a = Gateway(orderer, 0, dies=True)
+    b = Gateway(orderer, 10**9, dies=False, reason=R.ERROR_REASON_MALFORMED)
+    with pytest.raises(CommitUnknown) as raised:
+        await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert raised.value.reason == "MALFORMED"
+    assert orderer.ordered == [raised.value.tx_id]
+
+
+async def test_a_refusal_after_a_fail_over_of_a_committed_copy_returns_its_commit() -> None:
+    """B refuses the envelope (here MALFORMED; a timestamp window or a stale read alike) while
+    A's copy already committed: the client finds the commit instead of raising. Red without
+    `_order`'s status probe (CommitUnknown)."""
     orderer = Orderer()
     a = Gateway(orderer, 0, dies=True)
     b = Gateway(orderer, 10**9, dies=False, reason=R.ERROR_REASON_MALFORMED)
-    with pytest.raises(Error) as raised:
-        await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
-    assert raised.value.reason == "MALFORMED"
-    assert len(orderer.ordered) == 1
+    done = await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
+    assert orderer.ordered == [done.tx_id] and done.block_number == 9
+
+
+async def test_a_resume_waits_out_a_lagging_gateways_reference_refusals() -> None:
+    """The resumed transaction names the client by reference; B's peer still lags: the resume
+    offers the same tx id again until B caught up (a refused reference in a resume is not
+    "nothing changed"). Red with `resume_submit` starting its steps as a first try."""
+    orderer = Orderer(commits=False)
+    a, b = Gateway(orderer, 0, dies=True), Gateway(orderer, 10**9, dies=False)
+    c = client(a, b, 0.3)
+    with pytest.raises(CommitUnknown) as raised:
+        await c.submit(CH, "kv", "put", "k", "v")
+    orderer.commits, b.lag, b.refusals = True, 3, 0
+    c.deadline_s = 5.0
+    done = await c.resume_submit(raised.value)
+    assert b.refusals == 3 and done.tx_id == raised.value.tx_id
+    assert orderer.ordered == [done.tx_id]
+
+
+async def test_a_resume_of_another_clients_transaction_is_refused() -> None:
+    orderer = Orderer()
+    a = Gateway(orderer, 0, dies=True)
+    c = client(a, a, 5.0)
+    c.profile = SimpleNamespace(gateways=[a])
+    with pytest.raises(CommitUnknown) as raised:
+        await c.submit(CH, "kv", "put", "k", "v")
+    raised.value.creator = b"someone else"
+    with pytest.raises(InvalidRequest):
+        await c.resume_submit(raised.value)
+    assert orderer.ordered == [raised.value.tx_id]
 
 
 async def test_an_item_too_large_for_a_gateway_request_is_refused_before_sending() -> None:
