@@ -279,7 +279,9 @@ class Client:
         Once a step was tried, a failure is not "nothing changed": the gateway may have handed
         the envelope to an orderer before it failed or was too slow, and after a fail-over a
         refusal by the next gateway says nothing of what the first one did. So an `Unavailable`
-        after a step (a lost gateway, the deadline), or any failure after a fail-over, is
+        after a step (a lost gateway, the deadline), a failure without an ErrorInfo reason (no
+        node's refusal — every refusal names its reason — but, say, a stream broken as
+        UNKNOWN), or any failure after a fail-over, is
         `CommitUnknown` (the tx id and payload, for `resume_submit`) — never a plain error the
         caller would answer by submitting again under a new tx id (review58: the same intent
         ordered twice). A refusal after an earlier step (a fail-over, a resume) may answer a
@@ -313,9 +315,9 @@ class Client:
                 status = await self._probe_status(channel_id, tx_id)
                 if status is not None:
                     return status  # a copy committed: the refusal answered a later one
-            if handed and (isinstance(error, Unavailable) or len(handed) > 1):
+            if handed and (isinstance(error, Unavailable) or len(handed) > 1 or not error.reason):
                 raise CommitUnknown(error, channel_id, tx_id, payload, result, creator) from None
-            raise
+            raise  # a node's refusal of the step (it carries its reason): nothing was ordered
 
     async def _probe_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse | None:
         """The commit status of `tx_id` if the gateway in use knows it within

@@ -253,3 +253,24 @@ async def test_an_item_too_large_for_a_gateway_request_is_refused_before_sending
         await client(large, large, 5.0).submit(CH, "kv", "put", "k", "v")
     assert refused_here.value.reason == "MESSAGE_TOO_LARGE"
     assert asked == [] and orderer.ordered == []
+
+
+async def test_a_failure_without_a_reason_after_the_order_step_is_commit_unknown() -> None:
+    """The Transact stream breaks as UNKNOWN (no ErrorInfo: no node refused anything) after
+    the envelope was handed on: `CommitUnknown`, not a plain `Error`. Red without the
+    reason check in `_order`."""
+    orderer = Orderer(commits=False)
+    a = Gateway(orderer, 0, dies=False)
+
+    async def order_batched(channel_id: str, tx_id: str, payload: bytes) -> Any:
+        orderer.ordered.append(tx_id)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(), "broken", None
+        )
+
+    a.order_batched = order_batched  # type: ignore[method-assign]
+    c = client(a, a, 5.0)
+    c.profile = SimpleNamespace(gateways=[a])
+    with pytest.raises(CommitUnknown) as raised:
+        await c.submit(CH, "kv", "put", "k", "v")
+    assert raised.value.code == "UNKNOWN" and orderer.ordered == [raised.value.tx_id]
