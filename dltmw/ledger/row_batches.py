@@ -22,13 +22,20 @@ bound parameters (`CHUNK_ROWS_MAX` times columns ≤ 999, the oldest default).
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 CHUNK_ROWS_MAX = 64
 
 
-def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]]) -> None:
+class Executes(Protocol):
+    """A connection that runs one statement: sqlite3's, or the private store's on PostgreSQL
+    (`private_pg.PgPrivateConnection`, which turns `INSERT OR ...` into its dialect)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any], /) -> Any: ...
+
+
+def insert_rows(conn: Executes, head: str, rows: Sequence[Sequence[object]]) -> None:
     """`head` (e.g. "INSERT OR IGNORE INTO txs") with `rows` as its VALUES, rows of equal width,
     in as few statements as the chunking allows (module docstring)."""
     if not rows:

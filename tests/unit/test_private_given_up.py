@@ -9,6 +9,7 @@ client waits out."""
 from __future__ import annotations
 
 import os
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -115,6 +116,39 @@ async def test_the_senders_record_of_the_group_decides(store: PrivateStore) -> N
     stranger = PrivacyKey(b"\x09" * 32)
     assert await group_delivery.left_group(store, stranger, c, "peer0.org3", [pending_g]) == []
     assert await group_delivery.left_group(store, ME, c, "peer0.org3", [(H1, b"\xff")]) == []
+
+
+async def test_the_boxes_are_opened_off_the_event_loop(
+    store: PrivateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every owed payload's box is opened on the store's reader thread, in the hop that reads
+    the group records, never on the event loop's thread (a returning recipient can be owed
+    thousands: each open is an X25519 agreement, an HKDF and AES-GCM). Red with the opens
+    back on the loop (branch priv59). Still none read when no payload is a group's."""
+    opened_on: list[int] = []
+    real = group_delivery.group_of
+
+    def spy(key: PrivacyKey, digest: bytes, raw: bytes) -> str:
+        opened_on.append(threading.get_ident())
+        return real(key, digest, raw)
+
+    monkeypatch.setattr(group_delivery, "group_of", spy)
+    pending_g, plain = sealed("g"), sealed("")
+    await store.store_payloads([NewPayload(d, raw, ()) for d, raw in (pending_g, plain)])
+
+    def setup(txn: PrivateTxn) -> None:
+        write = StateWrite(
+            scoped("g", ""), MEMBERS_KEY, members_record(["Org1", "Org2"]), Version(7, 0)
+        )
+        txn.apply([write])
+
+    await store.transaction(setup)
+    left = await group_delivery.left_group(store, ME, config(), "peer0.org3", [pending_g, plain])
+    assert left == [pending_g[0]]
+    assert len(opened_on) == 2
+    assert threading.get_ident() not in opened_on
+    assert await group_delivery.left_group(store, ME, config(), "peer0.org3", [plain]) == []
+    assert await group_delivery.left_group(store, ME, config(), "peer0.org3", []) == []
 
 
 class GroupChannel(FakeChannel):

@@ -64,16 +64,21 @@ async def left_group(
     items: Sequence[tuple[bytes, bytes]],
 ) -> list[bytes]:
     """The hashes among `items` ((hash, stored payload) owed to `node_id`) whose delivery to
-    it is given up because its organisation left the payload's group (module docstring). No
-    store read unless some payload was sent to a group."""
+    it is given up because its organisation left the payload's group (module docstring). The
+    boxes are opened and the records read in ONE hop to the store's reader thread, never on the
+    event loop; no store read unless some payload was sent to a group."""
     node = next((n for n in config.peers if n.node_id == node_id), None)
-    if node is None or node_id in config.privacy_auditors:
+    if node is None or node_id in config.privacy_auditors or not items:
         return []  # not in the config: the channel's rule gives it up; an auditor: never
-    groups = {d: g for d, raw in items if (g := group_of(key, d, raw))}
-    if not groups:
-        return []
 
     def decide(txn: PrivateTxn) -> list[bytes]:
+        # Opened here, on the store's reader thread, not on the event loop: each box is an
+        # X25519 agreement, an HKDF and two AES-GCM opens (~30-60 µs), and a returning
+        # recipient can be owed thousands of payloads, so on the loop they stalled every
+        # RPC of this node for the whole pass (branch priv59).
+        groups = {d: g for d, raw in items if (g := group_of(key, d, raw))}
+        if not groups:
+            return []  # no payload sent to a group: nothing read from the store
         records: dict[str, tuple[str, ...] | None] = {}
         out = []
         for digest, group in groups.items():
