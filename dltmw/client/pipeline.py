@@ -15,6 +15,12 @@ for an item marked `commit_only`, once, at commit: this client submits only so
 SubmitOutcome, is read as the commit's), as every SDK submission waits for its commit. If the stream
 breaks, every waiting caller gets the stream's status (UNAVAILABLE when it had none) and the
 next call opens a new stream.
+
+Nagle's rule (`Pacing`, `HOLD_S`): while an endorse item sent is unanswered, the endorse items
+that callers queue meanwhile leave together when its answer comes (or after `HOLD_S`, or when a
+submission is queued, which is never held): an open loop of spread-out callers then sends a few
+messages per endorse round trip instead of one per transaction, and a lone caller still goes at
+once (benchmarks/RESULTS.md, lane lat59).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, cast
 import grpc
 
 from dltmw.aio.acks import ByKey
-from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
+from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, Pacing, StreamCall
 from dltmw.aio.tasks import TaskOwner
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.core.errors import DltmwError
@@ -38,6 +44,12 @@ Item = G.EndorseItem | G.SubmitItem
 Outcome = G.EndorseResponse | G.SubmitResponse | G.CommitStatusResponse
 QUEUE_MAX = 1 << 16  # items waiting to be sent; more fail at once with RESOURCE_EXHAUSTED
 MESSAGE_BYTES_MAX = 2 * 1024 * 1024  # half the gateway's default gRPC message bound
+# Nagle's rule on the stream (`aio/batched_stream.Pacing`): endorse items, answered within a
+# few ms, clock it; while one is unanswered, the endorse items that follow wait for its answer
+# (at most this long after the last was sent) and leave together. The gateway's endorse
+# coalescer holds items arriving during a batch in progress the same way and as long
+# (`roles/gateway/gateway.ENDORSE_HOLD_S`).
+HOLD_S = 0.05
 
 
 def rpc_error(error: batch_pb2.ItemError) -> grpc.aio.AioRpcError:
@@ -91,7 +103,13 @@ class Pipeline:
             window_max=MAX_OUTSTANDING,  # the gateway's own bound per stream
         )
         self._stream = BatchedStream(
-            "transact-stream", self._open, codec, self._acks, TaskOwner(), bounds=bounds
+            "transact-stream",
+            self._open,
+            codec,
+            self._acks,
+            TaskOwner(),
+            bounds=bounds,
+            pacing=Pacing(_clocks, HOLD_S),
         )
 
     async def endorse(
@@ -175,6 +193,11 @@ class Pipeline:
             for c in response.committed
         ]
         return out
+
+
+def _clocks(item: Item) -> bool:
+    """Endorse items clock the stream; a submission is answered at its commit, much later."""
+    return isinstance(item, G.EndorseItem)
 
 
 def _key(item: Item) -> Hashable:
