@@ -28,8 +28,8 @@ down, refuses us, or answers garbage is redialled at most once per backoff, neve
 Pacing (optional, `Pacing`: Nagle's rule, self-clocked). A stream whose answers come soon for
 some items (`clocks(item)`: the SDK's endorse items) and late for others (a submission, answered
 at its commit) can let those answers clock its messages: after a message carrying clocking items,
-a message of clocking items alone is held until one of them is answered, the message is full, or
-`hold_s` passed — then everything queued meanwhile leaves as ONE message.
+a message of clocking items alone is held until one of them is answered, `enough` items wait
+(Nagle's full segment; at most a full message), or `hold_s` passed — then everything queued meanwhile leaves as ONE message.
 An item that does not clock the stream is never held (and takes the held ones with it), and a
 lone item with nothing unanswered goes at once, so a lone caller waits for nothing. Why: an open
 loop of spread-out callers (one SDK client at 1,300 tx/s) otherwise sends one item per message,
@@ -138,6 +138,7 @@ class Pacing:
 
     clocks: Callable[[Any], bool]
     hold_s: float = 0.05
+    enough: int = 8  # items worth a message of their own: never held (Nagle's full segment)
 
 
 @dataclass(frozen=True)
@@ -382,9 +383,11 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 self._unhold = None
 
     def _full(self) -> bool:
-        """A message's worth of items waits (counted as one unit each: a bound on holding)."""
+        """Items worth a message wait (`Pacing.enough`, at most a message's worth; counted as
+        one unit each: a bound on holding, not the batch's)."""
+        assert self._pacing is not None
         waiting = self._queue.qsize() + (self._holding is not None)
-        return waiting >= self._bounds.batch_items_max
+        return waiting >= min(self._pacing.enough, self._bounds.batch_items_max)
 
     def _clock(self, batch: Sequence[Waiter[Item, Result]]) -> None:
         """Count the batch's clocking items in flight until each settles (`Pacing`)."""

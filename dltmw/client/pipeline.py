@@ -46,7 +46,7 @@ QUEUE_MAX = 1 << 16  # items waiting to be sent; more fail at once with RESOURCE
 MESSAGE_BYTES_MAX = 2 * 1024 * 1024  # half the gateway's default gRPC message bound
 # Nagle's rule on the stream (`aio/batched_stream.Pacing`): endorse items, answered within a
 # few ms, clock it; while one is unanswered, the endorse items that follow wait for its answer
-# (at most this long after the last was sent) and leave together. The gateway's endorse
+# (at most this long after the last was sent, and fewer than `Pacing.enough`) and leave together. The gateway's endorse
 # coalescer holds items arriving during a batch in progress the same way and as long
 # (`roles/gateway/gateway.ENDORSE_HOLD_S`).
 HOLD_S = 0.05

@@ -32,7 +32,11 @@ def clocks(item: int) -> bool:
 
 
 def paced(
-    peer: Peer, hold_s: float = FOREVER_S, bounds: Bounds | None = None, gate: Gate | None = None
+    peer: Peer,
+    hold_s: float = FOREVER_S,
+    bounds: Bounds | None = None,
+    gate: Gate | None = None,
+    enough: int = 8,
 ) -> BatchedStream[int, int, list[int], list[int]]:
     return BatchedStream(
         "paced",
@@ -43,7 +47,7 @@ def paced(
         drop=peer.drop,
         bounds=bounds or Bounds(),
         sleep=(gate or Gate()).sleep,
-        pacing=Pacing(clocks, hold_s),
+        pacing=Pacing(clocks, hold_s, enough),
     )
 
 
@@ -98,6 +102,25 @@ async def test_a_full_message_is_not_held() -> None:
     call.answer([10])
     call.answer([20, 30])
     assert (await first, *await asyncio.gather(*more)) == (10, 20, 30)
+    await s.close()
+
+
+async def test_enough_items_for_a_message_of_their_own_are_not_held() -> None:
+    # Nagle's full segment: at saturation a closed loop's callers queue in bursts (one per block's
+    # commit statuses); holding a burst for the previous answer only delays it.
+    call = FakeCall()
+    s = paced(Peer(call), enough=3)
+    first = asyncio.ensure_future(s.call(1))
+    await until(lambda: call.written == [[1]])
+    more = [asyncio.ensure_future(s.call(i)) for i in (2, 3)]
+    await turns()
+    assert call.written == [[1]]  # two wait: fewer than enough
+    more.append(asyncio.ensure_future(s.call(4)))
+    await until(lambda: len(call.written) == 2)
+    assert call.written[1] == [2, 3, 4]  # sent with 1 still unanswered
+    call.answer([10])
+    call.answer([20, 30, 40])
+    assert (await first, *await asyncio.gather(*more)) == (10, 20, 30, 40)
     await s.close()
 
 
