@@ -17,10 +17,10 @@ breaks, every waiting caller gets the stream's status (UNAVAILABLE when it had n
 next call opens a new stream.
 
 Nagle's rule (`Pacing`, `HOLD_S`): while an endorse item sent is unanswered, the endorse items
-that callers queue meanwhile leave together when its answer comes (or after `HOLD_S`, or when a
-submission is queued, which is never held): an open loop of spread-out callers then sends a few
-messages per endorse round trip instead of one per transaction, and a lone caller still goes at
-once (benchmarks/RESULTS.md, lane lat59).
+that callers queue meanwhile leave together when its answer comes (or `HOLD_S` after the last
+message, or once `Pacing.enough` wait, or when a submission is queued, which is never held): an
+open loop of spread-out callers then sends a few messages per endorse round trip instead of one
+per transaction, and a lone caller still goes at once (benchmarks/RESULTS.md, lane lat59).
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ QUEUE_MAX = 1 << 16  # items waiting to be sent; more fail at once with RESOURCE
 MESSAGE_BYTES_MAX = 2 * 1024 * 1024  # half the gateway's default gRPC message bound
 # Nagle's rule on the stream (`aio/batched_stream.Pacing`): endorse items, answered within a
 # few ms, clock it; while one is unanswered, the endorse items that follow wait for its answer
-# (at most this long after the last was sent, and fewer than `Pacing.enough`) and leave together. The gateway's endorse
-# coalescer holds items arriving during a batch in progress the same way and as long
-# (`roles/gateway/gateway.ENDORSE_HOLD_S`).
-HOLD_S = 0.05
+# (at most this long after the last was sent, and fewer than `Pacing.enough`) and leave together.
+# 10 ms: items further apart than that (100 tx/s and below) are never held, so a low rate waits
+# for nothing even when its answers are slow (a loaded host); the gateway's 50 ms
+# (`ENDORSE_HOLD_S`) held them up to ~1.5x longer at 100 tx/s on a host at load 17-22
+# (benchmarks/RESULTS.md, lane lat59).
+HOLD_S = 0.01
 
 
 def rpc_error(error: batch_pb2.ItemError) -> grpc.aio.AioRpcError:
