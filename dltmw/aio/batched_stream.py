@@ -29,14 +29,15 @@ Pacing (optional, `Pacing`: Nagle's rule, self-clocked). A stream whose answers 
 some items (`clocks(item)`: the SDK's endorse items) and late for others (a submission, answered
 at its commit) can let those answers clock its messages: after a message carrying clocking items,
 a message of clocking items alone is held until one of them is answered, `enough` items wait
-(Nagle's full segment; at most a full message), or `hold_s` passed — then everything queued meanwhile leaves as ONE message.
-An item that does not clock the stream is never held (and takes the held ones with it), and a
-lone item with nothing unanswered goes at once, so a lone caller waits for nothing. Why: an open
-loop of spread-out callers (one SDK client at 1,300 tx/s) otherwise sends one item per message,
-and its gateway's endorse `Coalescer` holds the items that arrive during a batch in progress
-anyway (`ENDORSE_HOLD_S`): holding them here instead costs about the same wait and saves the
-messages, the per-request work and (creator batches) the signatures (benchmarks/RESULTS.md,
-lane lat59).
+(Nagle's full segment; at most a full message), or `hold_s` passed since that message — then
+everything queued meanwhile leaves as ONE message. An item that does not clock the stream is
+never held (and takes the held ones with it), and a lone item with nothing unanswered goes at
+once, so a lone caller waits for nothing. Why: an open loop of spread-out callers (one SDK client
+at 1,300 tx/s) otherwise sends one item per message — 86 % of a transaction's gRPC message ends
+were the SDK's requests (benchmarks/RESULTS.md, lane lat59) — and its gateway's endorse
+`Coalescer` holds the items that arrive during a batch in progress anyway (`ENDORSE_HOLD_S`):
+holding them here instead saves the messages, the per-request work and (creator batches) the
+signatures.
 
 `close()` cancels the task (the connection is kept: stopping is not the peer's fault) and fails
 everything still waiting with `failure(None)`; a later `call` starts again.
