@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from dltmw.aio.acks import InOrder
 from dltmw.aio.batched_stream import BatchedStream, Bounds, Pacing
-from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import TransientError
-from tests.unit.test_batched_stream import (
-    CODEC,
-    END,
-    TURNS,
-    FakeCall,
-    Gate,
-    Peer,
-    doubled,
-    until,
-)
+from tests.unit.test_batched_stream import END, TURNS, FakeCall, Gate, Peer, stream, until
 
 FOREVER_S = 3600.0
 
@@ -38,17 +27,7 @@ def paced(
     gate: Gate | None = None,
     enough: int = 8,
 ) -> BatchedStream[int, int, list[int], list[int]]:
-    return BatchedStream(
-        "paced",
-        peer.open,
-        CODEC,
-        InOrder(doubled),
-        TaskOwner(),
-        drop=peer.drop,
-        bounds=bounds or Bounds(),
-        sleep=(gate or Gate()).sleep,
-        pacing=Pacing(clocks, hold_s, enough),
-    )
+    return stream(peer, gate, bounds, pacing=Pacing(clocks, hold_s, enough))
 
 
 async def turns() -> None:
