@@ -25,6 +25,20 @@ there is something to send, and never sooner than `Reconnect.delay_s(failures)` 
 capped exponential backoff with jitter, reset by a stream that got an answer. So a peer that is
 down, refuses us, or answers garbage is redialled at most once per backoff, never in a hot loop.
 
+Pacing (optional, `Pacing`: Nagle's rule, self-clocked). A stream whose answers come soon for
+some items (`clocks(item)`: the SDK's endorse items) and late for others (a submission, answered
+at its commit) can let those answers clock its messages: after a message carrying clocking items,
+a message of clocking items alone is held until one of them is answered, `enough` items wait
+(Nagle's full segment; at most a full message), or `hold_s` passed since that message — then
+everything queued meanwhile leaves as ONE message. An item that does not clock the stream is
+never held (and takes the held ones with it), and a lone item with nothing unanswered goes at
+once, so a lone caller waits for nothing. Why: an open loop of spread-out callers (one SDK client
+at 1,300 tx/s) otherwise sends one item per message — 86 % of a transaction's gRPC message ends
+were the SDK's requests (benchmarks/RESULTS.md, lane lat59) — and its gateway's endorse
+`Coalescer` holds the items that arrive during a batch in progress anyway (`ENDORSE_HOLD_S`):
+holding them here instead saves the messages, the per-request work and (creator batches) the
+signatures.
+
 `close()` cancels the task (the connection is kept: stopping is not the peer's fault) and fails
 everything still waiting with `failure(None)`; a later `call` starts again.
 """
@@ -118,6 +132,17 @@ class Bounds:
 
 
 @dataclass(frozen=True)
+class Pacing:
+    """Nagle's rule on a stream (module docstring): `clocks(item)` says whether an item's answer
+    comes soon enough to clock the stream; `hold_s` bounds how long an unanswered one holds the
+    next message (one stuck on a slow peer no longer holds anyone)."""
+
+    clocks: Callable[[Any], bool]
+    hold_s: float = 0.05
+    enough: int = 8  # items worth a message of their own: never held (Nagle's full segment)
+
+
+@dataclass(frozen=True)
 class Reconnect:
     """When to dial again after a failed stream: capped exponential backoff with full jitter
     (`aio/tasks.backoff_s`). The one reconnect policy of every outbound link of a node."""
@@ -145,8 +170,15 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
         bounds: Bounds = Bounds(),
         reconnect: Reconnect = Reconnect(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pacing: Pacing | None = None,
     ) -> None:
         self.name = name
+        self._pacing = pacing
+        self._clocking = 0  # clocking items sent and not yet settled (`Pacing`)
+        self._clocked_at = 0.0  # loop time of the last message with a clocking item
+        self._clock_heard = True  # a clocking item settled since that message (`_held`)
+        self._unheld = 0  # queued items that do not clock the stream (never held)
+        self._unhold: asyncio.Future[None] | None = None  # the held writer's wake-up
         self._open = open_call
         self._codec = codec
         self._acks = acks
@@ -205,6 +237,10 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 errors_pb2.ERROR_REASON_OVERLOADED, f"{self.name}: queue full"
             ) from None
         self._wake()
+        pacing = self._pacing
+        if pacing is not None and (not pacing.clocks(item) or self._full()):
+            self._unheld += not pacing.clocks(item)
+            self._release()
         if self._task is None or self._task.done():
             self._task = self._owner.spawn(self.name, self._run())
         return waiter
@@ -259,9 +295,16 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                     first = await self._next(reader)
                     if first is None:
                         break  # the reader ended: the stream is over
+                if self._pacing is not None:
+                    self._holding = first
+                    await self._held(reader)
+                    if reader.done():
+                        break  # the stream ended while held: nothing more is written on it
                 self._holding = None
                 batch = self._take(first)
                 self._acks.sent(batch)
+                if self._pacing is not None:
+                    self._clock(batch)
                 message = self._codec.pack([w.item for w in batch])
                 if opening:  # the first write may wait for the call's start: race the reader
                     opening = False
@@ -304,11 +347,71 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
                 self._acked.set()
         finally:
             self._wake()  # an idle writer must notice the stream's end at once (`_next`)
+            self._release()  # and a held one
 
     def _wake(self) -> None:
         idle = self._idle
         if idle is not None and not idle.done():
             idle.set_result(None)
+
+    def _release(self) -> None:
+        unhold = self._unhold
+        if unhold is not None and not unhold.done():
+            unhold.set_result(None)
+
+    async def _held(self, reader: asyncio.Task[None]) -> None:
+        """Nagle's rule (`Pacing`): wait while clocking items are unanswered and none has been
+        answered since the last message that carried one (sent less than `hold_s` ago), and
+        everything queued (a message's worth at most) clocks the stream."""
+        assert self._pacing is not None
+        loop = asyncio.get_running_loop()
+        while (
+            self._clocking
+            and not self._clock_heard
+            and not self._unheld
+            and not self._full()
+            and not reader.done()
+        ):
+            left = self._clocked_at + self._pacing.hold_s - loop.time()
+            if left <= 0:
+                return
+            self._unhold = unhold = loop.create_future()
+            timer = loop.call_later(left, self._release)
+            try:
+                await unhold
+            finally:
+                timer.cancel()
+                self._unhold = None
+
+    def _full(self) -> bool:
+        """Items worth a message wait (`Pacing.enough`, at most a message's worth; counted as
+        one unit each: a bound on holding, not the batch's)."""
+        assert self._pacing is not None
+        waiting = self._queue.qsize() + (self._holding is not None)
+        return waiting >= min(self._pacing.enough, self._bounds.batch_items_max)
+
+    def _clock(self, batch: Sequence[Waiter[Item, Result]]) -> None:
+        """Count the batch's clocking items in flight until each settles (`Pacing`)."""
+        assert self._pacing is not None
+        clocks = self._pacing.clocks
+        clocking = 0
+        for waiter in batch:
+            if clocks(waiter.item):
+                clocking += 1
+                waiter.future.add_done_callback(self._clock_settled)
+            else:
+                self._unheld -= 1
+        if clocking:
+            self._clocking += clocking
+            self._clocked_at = asyncio.get_running_loop().time()
+            self._clock_heard = False
+
+    def _clock_settled(self, _future: asyncio.Future[Any]) -> None:
+        """An answer (or a give-up) to a clocking item: the held message may leave (Nagle's
+        acknowledgement: any answer, not all of them)."""
+        self._clocking -= 1
+        self._clock_heard = True
+        self._release()
 
     async def _next(self, reader: asyncio.Task[None]) -> Waiter[Item, Result] | None:
         """The next queued item, or None as soon as the reader (the stream's response side)
@@ -371,6 +474,7 @@ class BatchedStream(Generic[Item, Result, Req, Resp]):
             self._holding = None
         while not self._queue.empty():
             futures.append(self._queue.get_nowait().future)
+        self._unheld = 0
         for future in futures:
             fail(future, error)
 

@@ -15,6 +15,12 @@ for an item marked `commit_only`, once, at commit: this client submits only so
 SubmitOutcome, is read as the commit's), as every SDK submission waits for its commit. If the stream
 breaks, every waiting caller gets the stream's status (UNAVAILABLE when it had none) and the
 next call opens a new stream.
+
+Nagle's rule (`Pacing`, `HOLD_S`): while an endorse item sent is unanswered, the endorse items
+that callers queue meanwhile leave together when its answer comes (or `HOLD_S` after the last
+message, or once `Pacing.enough` wait, or when a submission is queued, which is never held): an
+open loop of spread-out callers then sends a few messages per endorse round trip instead of one
+per transaction, and a lone caller still goes at once (benchmarks/RESULTS.md, lane lat59).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, cast
 import grpc
 
 from dltmw.aio.acks import ByKey
-from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, StreamCall
+from dltmw.aio.batched_stream import BatchedStream, Bounds, Codec, Pacing, StreamCall
 from dltmw.aio.tasks import TaskOwner
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.core.errors import DltmwError
@@ -38,6 +44,14 @@ Item = G.EndorseItem | G.SubmitItem
 Outcome = G.EndorseResponse | G.SubmitResponse | G.CommitStatusResponse
 QUEUE_MAX = 1 << 16  # items waiting to be sent; more fail at once with RESOURCE_EXHAUSTED
 MESSAGE_BYTES_MAX = 2 * 1024 * 1024  # half the gateway's default gRPC message bound
+# Nagle's rule on the stream (`aio/batched_stream.Pacing`): endorse items, answered within a
+# few ms, clock it; while one is unanswered, the endorse items that follow wait for its answer
+# (at most this long after the last was sent, and fewer than `Pacing.enough`) and leave together.
+# 10 ms: items further apart than that (100 tx/s and below) are never held, so a low rate waits
+# for nothing even when its answers are slow (a loaded host); the gateway's 50 ms
+# (`ENDORSE_HOLD_S`) held them up to ~1.5x longer at 100 tx/s on a host at load 17-22
+# (benchmarks/RESULTS.md, lane lat59).
+HOLD_S = 0.01
 
 
 def rpc_error(error: batch_pb2.ItemError) -> grpc.aio.AioRpcError:
@@ -91,7 +105,13 @@ class Pipeline:
             window_max=MAX_OUTSTANDING,  # the gateway's own bound per stream
         )
         self._stream = BatchedStream(
-            "transact-stream", self._open, codec, self._acks, TaskOwner(), bounds=bounds
+            "transact-stream",
+            self._open,
+            codec,
+            self._acks,
+            TaskOwner(),
+            bounds=bounds,
+            pacing=Pacing(_clocks, HOLD_S),
         )
 
     async def endorse(
@@ -175,6 +195,11 @@ class Pipeline:
             for c in response.committed
         ]
         return out
+
+
+def _clocks(item: Item) -> bool:
+    """Endorse items clock the stream; a submission is answered at its commit, much later."""
+    return isinstance(item, G.EndorseItem)
 
 
 def _key(item: Item) -> Hashable:
