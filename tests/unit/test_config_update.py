@@ -422,8 +422,9 @@ def test_a_revoked_creator_is_refused_at_admission_and_invalid_at_commit(gov: Go
     assert check_transaction(env, gov.view).code == C.TX_VALIDATION_CODE_VALID
 
 
-def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
-    tls = issue_cert(
+def _org2_tls(gov: Gov) -> IssuedCert:
+    """A TLS certificate of Org2's peer (for 127.0.0.1)."""
+    return issue_cert(
         gov.cas["Org2"],
         "Org2",
         "peer0.Org2",
@@ -432,6 +433,10 @@ def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
         hosts=["127.0.0.1"],
         material=AT_NOW,
     )
+
+
+def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
+    tls = _org2_tls(gov)
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     revoked = Membership({o: gov.cas[o].cert_pem for o in ORGS}, {"Org2": [serial]})
     assert tls_revoked(tls.cert_pem, revoked)
@@ -567,15 +572,7 @@ class FakeContext:
 
 
 def test_a_link_with_a_revoked_tls_certificate_is_refused_as_revoked(gov: Gov) -> None:
-    tls = issue_cert(
-        gov.cas["Org2"],
-        "Org2",
-        "peer0.Org2",
-        "peer",
-        tls=True,
-        hosts=["127.0.0.1"],
-        material=AT_NOW,
-    )
+    tls = _org2_tls(gov)
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     config = config_pb2.ChannelConfig()
     config.CopyFrom(gov.view.config)
