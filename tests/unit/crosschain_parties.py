@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from dltmw.core.block import block_hash, make_block
@@ -15,11 +15,15 @@ from dltmw.core.config_update import add_signature, update_content, update_envel
 from dltmw.core.genesis import make_genesis
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.light_client import LightClient, track
-from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, issue_cert, make_ca
 from dltmw.v1 import block_pb2, config_pb2, config_update_pb2, crosschain_pb2, transaction_pb2
 
 ORGS = ("Org1", "Org2", "Org3")
 NOW = datetime.now(UTC)
+# Certificates are issued at NOW too (fresh keys, valid from NOW - 1 h): a world made an hour
+# or more after this module was imported (a long test run) still holds at NOW, the time its
+# genesis, updates and checks carry; issued at the wall clock they would not be valid yet.
+AT_NOW = replace(FRESH, now=lambda: NOW)
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
 _nonces = itertools.count()
 
@@ -29,7 +33,7 @@ def nonce() -> bytes:
 
 
 def ident(ca: IssuedCert, org: str, name: str, role: str) -> SigningIdentity:
-    issued = issue_cert(ca, org, name, role)
+    issued = issue_cert(ca, org, name, role, material=AT_NOW)
     return SigningIdentity.from_pem(org, issued.cert_pem, issued.key_pem)
 
 
@@ -76,7 +80,7 @@ class World:
 
 
 def make_world() -> tuple[World, Chan, Chan]:
-    cas = {o: make_ca(o) for o in (*ORGS, "OrdererOrg", "Org9")}
+    cas = {o: make_ca(o, material=AT_NOW) for o in (*ORGS, "OrdererOrg", "Org9")}
     world = World(
         cas=cas,
         admins={o: ident(cas[o], o, f"admin.{o}", "admin") for o in ORGS},

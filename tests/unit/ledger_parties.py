@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from dltmw.core.block import block_hash, make_block
 from dltmw.core.channel import ChannelView, channel_view
 from dltmw.core.hashing import ZERO_HASH, compute_tx_id, sha256
 from dltmw.core.identity import SigningIdentity
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 from dltmw.v1 import (
     block_pb2,
     common_pb2,
@@ -29,6 +29,7 @@ from dltmw.v1 import (
 CHANNEL = "trades"
 ORDERER_ORGS = ("OrdererA", "OrdererB", "OrdererC", "OrdererD")
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 _nonces = itertools.count()
 
 
@@ -51,10 +52,10 @@ class Parties:
 
 def make_parties() -> Parties:
     """Fresh CAs and identities (P-256) for Org1, Org2, four orderer orgs and an outsider."""
-    cas = {org: make_ca(org) for org in ("Org1", "Org2", "Org9", *ORDERER_ORGS)}
+    cas = {org: make_ca(org, material=AT_NOW) for org in ("Org1", "Org2", "Org9", *ORDERER_ORGS)}
 
     def ident(org: str, name: str, role: str) -> SigningIdentity:
-        issued = issue_cert(cas[org], org, name, role)
+        issued = issue_cert(cas[org], org, name, role, material=AT_NOW)
         return SigningIdentity.from_pem(org, issued.cert_pem, issued.key_pem)
 
     orderers = tuple(ident(org, f"orderer.{org[-1].lower()}", "orderer") for org in ORDERER_ORGS)

@@ -14,6 +14,7 @@ refused, in full (benchmarks/RESULTS.md, branch solo13).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from ledger_parties import CHANNEL
@@ -63,7 +64,10 @@ async def _broadcast(solo: Solo, envelopes: list[bytes]) -> list[str]:
 
 
 def _batch(private: bool, n: int) -> list[common_pb2.Envelope]:
-    payloads = _private_payloads(n) if private else _payloads(n)
+    """A batch signed now: Broadcast checks its timestamps against the wall clock (a payload
+    stamped at import would be out of the window in a long test run)."""
+    now = datetime.now(UTC)
+    payloads = _private_payloads(n, at=now) if private else _payloads(n, at=now)
     return creator_batch.sign_envelopes(PARTIES.user, payloads)
 
 

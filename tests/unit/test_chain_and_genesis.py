@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -20,11 +20,12 @@ from dltmw.core.hashing import ZERO_HASH, compute_tx_id, data_hash
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.merkle import tx_root
 from dltmw.core.policy import parse_policy
-from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, issue_cert, make_ca
 from dltmw.v1 import block_pb2, common_pb2, config_pb2
 
 CHANNEL = "ch1"
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 NONCE = bytes(32)
 POLICY = "AND(Org1.peer, Org2.peer)"
 
@@ -192,13 +193,17 @@ class Net:
 
 
 def identity(ca: IssuedCert, org_id: str, name: str, role: str) -> SigningIdentity:
-    issued = issue_cert(ca, org_id, name, role)
+    issued = issue_cert(ca, org_id, name, role, material=AT_NOW)
     return SigningIdentity.from_pem(org_id, issued.cert_pem, issued.key_pem)
 
 
 @pytest.fixture(scope="module")
 def net() -> Net:
-    org1, org2, orderer_ca = make_ca("Org1"), make_ca("Org2"), make_ca("OrdererOrg")
+    org1, org2, orderer_ca = (
+        make_ca("Org1", material=AT_NOW),
+        make_ca("Org2", material=AT_NOW),
+        make_ca("OrdererOrg", material=AT_NOW),
+    )
     return Net(
         org1=org1,
         org2=org2,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -44,7 +44,7 @@ from dltmw.core.identity import (
 from dltmw.core.identity_table import takes_client_references
 from dltmw.core.policy import parse_policy
 from dltmw.core.txcheck import check_envelope, check_orderable, check_transaction
-from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, issue_cert, make_ca
 from dltmw.rpc.guard import check_tls_org
 from dltmw.rpc.orderer import still_reader
 from dltmw.v1 import algorithms_pb2, config_pb2, config_update_pb2, errors_pb2, transaction_pb2
@@ -54,6 +54,7 @@ C = transaction_pb2
 CHANNEL = "gov"
 ORGS = ("Org1", "Org2", "Org3")
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 _nonces = itertools.count()
 
 
@@ -71,7 +72,7 @@ class Gov:
 
 
 def _ident(ca: IssuedCert, org: str, name: str, role: str) -> SigningIdentity:
-    issued = issue_cert(ca, org, name, role)
+    issued = issue_cert(ca, org, name, role, material=AT_NOW)
     return SigningIdentity.from_pem(org, issued.cert_pem, issued.key_pem)
 
 
@@ -81,7 +82,7 @@ def _org(org: str, ca: IssuedCert) -> config_pb2.OrganizationConfig:
 
 @pytest.fixture(scope="module")
 def gov() -> Gov:
-    cas = {o: make_ca(o) for o in (*ORGS, "OrdererOrg", "Org9")}
+    cas = {o: make_ca(o, material=AT_NOW) for o in (*ORGS, "OrdererOrg", "Org9")}
     orderer = _ident(cas["OrdererOrg"], "OrdererOrg", "orderer0", "orderer")
     config = config_pb2.ChannelConfig(
         channel_id=CHANNEL,
@@ -421,8 +422,21 @@ def test_a_revoked_creator_is_refused_at_admission_and_invalid_at_commit(gov: Go
     assert check_transaction(env, gov.view).code == C.TX_VALIDATION_CODE_VALID
 
 
+def _org2_tls(gov: Gov) -> IssuedCert:
+    """A TLS certificate of Org2's peer (for 127.0.0.1)."""
+    return issue_cert(
+        gov.cas["Org2"],
+        "Org2",
+        "peer0.Org2",
+        "peer",
+        tls=True,
+        hosts=["127.0.0.1"],
+        material=AT_NOW,
+    )
+
+
 def test_a_revoked_tls_certificate_is_named_as_such(gov: Gov) -> None:
-    tls = issue_cert(gov.cas["Org2"], "Org2", "peer0.Org2", "peer", tls=True, hosts=["127.0.0.1"])
+    tls = _org2_tls(gov)
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     revoked = Membership({o: gov.cas[o].cert_pem for o in ORGS}, {"Org2": [serial]})
     assert tls_revoked(tls.cert_pem, revoked)
@@ -558,7 +572,7 @@ class FakeContext:
 
 
 def test_a_link_with_a_revoked_tls_certificate_is_refused_as_revoked(gov: Gov) -> None:
-    tls = issue_cert(gov.cas["Org2"], "Org2", "peer0.Org2", "peer", tls=True, hosts=["127.0.0.1"])
+    tls = _org2_tls(gov)
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     config = config_pb2.ChannelConfig()
     config.CopyFrom(gov.view.config)
@@ -577,7 +591,9 @@ def test_a_removed_org_is_named_as_no_member_on_links_and_streams(gov: Gov) -> N
         config_edit.without_org(gov.view.config, "Org3"), endorsement_policy="Org1.peer"
     )
     removed = channel_view(without)
-    tls = issue_cert(gov.cas["Org3"], "Org3", "peer0.Org3", "peer", tls=True, hosts=["x"])
+    tls = issue_cert(
+        gov.cas["Org3"], "Org3", "peer0.Org3", "peer", tls=True, hosts=["x"], material=AT_NOW
+    )
     with pytest.raises(ClientError) as err:
         check_tls_org(FakeContext(tls.cert_pem), removed.membership, "Org3")  # type: ignore[arg-type]
     assert err.value.reason == R.ERROR_REASON_NOT_A_MEMBER

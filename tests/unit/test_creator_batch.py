@@ -11,6 +11,7 @@ Real keys, certificates, transactions and the real checks (`core/txcheck.py`); t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 
 import pytest
@@ -47,24 +48,25 @@ def _view(batches: bool, private: bool = False) -> ChannelView:
 
 
 def _private_payloads(
-    n: int, kind: int = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION
+    n: int, kind: int = common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION, at: datetime = NOW
 ) -> list[bytes]:
     """Payloads of `n` valid private transactions (the channel requires no agreements), or of
-    another `kind` with the same data."""
+    another `kind` with the same data; their headers stamped `at`."""
     data = C.PrivateTransaction(payload_hash=bytes(range(32))).SerializeToString()
     return [
         common_pb2.Payload(
-            header=header(PARTIES.user, kind).SerializeToString(), data=data
+            header=header(PARTIES.user, kind, at=at).SerializeToString(), data=data
         ).SerializeToString()
         for _ in range(n)
     ]
 
 
-def _payloads(n: int, parties: Parties = PARTIES) -> list[bytes]:
-    """Payloads of `n` valid endorser transactions (kv, endorsed by Org1's peer)."""
+def _payloads(n: int, parties: Parties = PARTIES, at: datetime = NOW) -> list[bytes]:
+    """Payloads of `n` valid endorser transactions (kv, endorsed by Org1's peer), their
+    headers stamped `at`."""
     return [
         common_pb2.Envelope.FromString(
-            endorser_tx(parties, kv_rwset(writes=[(f"k{i}", b"v")]))
+            endorser_tx(parties, kv_rwset(writes=[(f"k{i}", b"v")]), h=header(parties.user, at=at))
         ).payload
         for i in range(n)
     ]

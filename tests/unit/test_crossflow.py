@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import pytest
-from crosschain_parties import NOW, make_world, proof_of
+from crosschain_parties import AT_NOW, NOW, make_world, proof_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_transfer import T0, Side
@@ -261,8 +261,8 @@ def test_an_abort_refunds_the_buyer_and_a_late_delivery_is_refused() -> None:
 
 
 def _other_notary() -> SigningIdentity:
-    ca = make_ca("Exchange")
-    issued = issue_cert(ca, "Exchange", NOTARY, "peer")
+    ca = make_ca("Exchange", material=AT_NOW)
+    issued = issue_cert(ca, "Exchange", NOTARY, "peer", material=AT_NOW)
     return SigningIdentity.from_pem("Exchange", issued.cert_pem, issued.key_pem)
 
 

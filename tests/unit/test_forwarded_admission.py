@@ -10,8 +10,10 @@ else, any other ordering, any other transaction type: checked in full.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from ledger_parties import CHANNEL, NOW, endorser_tx, kv_rwset, make_parties
+from ledger_parties import CHANNEL, NOW, endorser_tx, header, kv_rwset, make_parties
 
 from dltmw.core.channel import channel_view
 from dltmw.core.errors import ClientError
@@ -54,7 +56,7 @@ def test_a_forwarded_envelope_is_identified_but_its_signature_not_verified_again
 
 
 def test_forwarded_still_refuses_a_non_member_a_missing_signature_and_a_stale_header() -> None:
-    from ledger_parties import header, seal
+    from ledger_parties import seal
 
     outsider = seal(PARTIES.outsider, header(PARTIES.outsider).SerializeToString(), b"")
     unsigned = common_pb2.Envelope(
@@ -172,7 +174,9 @@ async def test_broadcast_skips_a_forwarded_signature_only_on_a_pbft_channel_nobo
             return [None] * len(envelopes)
 
     assert PARTIES.view.config.ordering == config_pb2.ORDERING_TYPE_PBFT
-    forged = _forged(endorser_tx(PARTIES, kv_rwset(writes=[("k", b"forwarded %d" % again)])))
+    rwset = kv_rwset(writes=[("k", b"forwarded %d" % again)])
+    # stamped now: Broadcast checks the timestamp against the wall clock, not against NOW
+    forged = _forged(endorser_tx(PARTIES, rwset, h=header(PARTIES.user, at=datetime.now(UTC))))
     ordered = Ordered()
     with ThreadPoolExecutor(1) as pool:
         servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import tracemalloc
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
@@ -16,9 +17,10 @@ from dltmw.core import identity as identity_mod
 from dltmw.core import verified_memo
 from dltmw.core.identity import BadSignature, Membership, NotAMember, SigningIdentity
 from dltmw.core.policy import PolicyResult, Signer, evaluate, parse_policy
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 
 
 async def test_concurrent_calls_become_one_batch_with_per_item_errors() -> None:
@@ -122,8 +124,8 @@ async def test_pipelined_reraises_what_broke_the_request_stream() -> None:
 
 
 def _signer() -> tuple[Membership, SigningIdentity]:
-    ca = make_ca("Org1")
-    issued = issue_cert(ca, "Org1", "peer0.Org1", "peer")
+    ca = make_ca("Org1", material=AT_NOW)
+    issued = issue_cert(ca, "Org1", "peer0.Org1", "peer", material=AT_NOW)
     return Membership({"Org1": ca.cert_pem}), SigningIdentity.from_pem(
         "Org1", issued.cert_pem, issued.key_pem
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,11 +33,12 @@ from dltmw.core.identity import (
     SigningIdentity,
     verify_signature,
 )
-from dltmw.pki.ca import IssuedCert, issue_cert, make_ca
+from dltmw.pki.ca import FRESH, IssuedCert, issue_cert, make_ca
 from dltmw.v1 import identity_pb2
 
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 DATA = b"proposal bytes exactly as carried"
 
 
@@ -51,13 +52,17 @@ class Network:
 
 @pytest.fixture(scope="module")
 def net() -> Network:
-    org1, org2, org3 = make_ca("Org1"), make_ca("Org2"), make_ca("Org3", key_type="ed25519")
+    org1, org2, org3 = (
+        make_ca("Org1", material=AT_NOW),
+        make_ca("Org2", material=AT_NOW),
+        make_ca("Org3", key_type="ed25519", material=AT_NOW),
+    )
     roots = {"Org1": org1.cert_pem, "Org2": org2.cert_pem, "Org3": org3.cert_pem}
     return Network(org1, org2, org3, Membership(roots))
 
 
 def signer(ca: IssuedCert, org_id: str, role: str = "client", **kw: object) -> SigningIdentity:
-    issued = issue_cert(ca, org_id, f"{role}0.{org_id}", role, **kw)  # type: ignore[arg-type]
+    issued = issue_cert(ca, org_id, f"{role}0.{org_id}", role, **kw, material=AT_NOW)  # type: ignore[arg-type]
     return SigningIdentity.from_pem(org_id, issued.cert_pem, issued.key_pem)
 
 
@@ -167,25 +172,29 @@ def test_ecdsa_key_on_other_curve_is_bad_signature() -> None:
 
 
 def _foreign(net: Network) -> bytes:
-    return identity_bytes("Org1", der(issue_cert(net.org2_ca, "Org2", "p", "peer").cert_pem))
+    return identity_bytes(
+        "Org1", der(issue_cert(net.org2_ca, "Org2", "p", "peer", material=AT_NOW).cert_pem)
+    )
 
 
 def _forged_root(net: Network) -> bytes:
     # Same issuer name "ca.Org1" as the real root, different key: only the signature check bites.
-    forged = make_ca("Org1")
-    return identity_bytes("Org1", der(issue_cert(forged, "Org1", "x", "admin").cert_pem))
+    forged = make_ca("Org1", material=AT_NOW)
+    return identity_bytes(
+        "Org1", der(issue_cert(forged, "Org1", "x", "admin", material=AT_NOW).cert_pem)
+    )
 
 
 def _org1_client(org_id: str) -> Callable[[Network], bytes]:
     return lambda n: identity_bytes(
-        org_id, der(issue_cert(n.org1_ca, "Org1", "c", "client").cert_pem)
+        org_id, der(issue_cert(n.org1_ca, "Org1", "c", "client", material=AT_NOW).cert_pem)
     )
 
 
 def _bad_x509_version(n: Network) -> bytes:
     """A member certificate whose version field says 10 (cryptography raises InvalidVersion,
     which is not a ValueError; found by the RPC fuzzer)."""
-    cert = bytearray(der(issue_cert(n.org1_ca, "Org1", "c", "client").cert_pem))
+    cert = bytearray(der(issue_cert(n.org1_ca, "Org1", "c", "client", material=AT_NOW).cert_pem))
     at = cert.find(bytes([0xA0, 3, 2, 1, 2]))  # [0] EXPLICIT INTEGER 2 (= X.509 v3)
     cert[at + 4] = 10
     return identity_bytes("Org1", bytes(cert))
@@ -269,7 +278,7 @@ def test_certificate_outside_validity_window_is_not_a_member(
 
 
 def test_expired_root_invalidates_its_members() -> None:
-    ca = make_ca("OrgX", valid_days=1)
+    ca = make_ca("OrgX", valid_days=1, material=AT_NOW)
     s = signer(ca, "OrgX", valid_days=825)
     membership = Membership({"OrgX": ca.cert_pem})
     membership.identify(s.identity_bytes, NOW)
@@ -315,7 +324,7 @@ def test_naive_now_is_a_programming_error(net: Network) -> None:
 
 def test_membership_lists_orgs_and_rejects_non_ca_roots(net: Network) -> None:
     assert net.membership.org_ids == {"Org1", "Org2", "Org3"}
-    leaf = issue_cert(net.org1_ca, "Org1", "p", "peer")
+    leaf = issue_cert(net.org1_ca, "Org1", "p", "peer", material=AT_NOW)
     with pytest.raises(ValueError, match="not a CA"):
         Membership({"Org1": leaf.cert_pem})
 
@@ -324,7 +333,7 @@ def test_membership_lists_orgs_and_rejects_non_ca_roots(net: Network) -> None:
 
 
 def test_identity_bytes_are_stable_and_identity_id_is_the_certificate_sha256(net: Network) -> None:
-    issued = issue_cert(net.org1_ca, "Org1", "client0", "client")
+    issued = issue_cert(net.org1_ca, "Org1", "client0", "client", material=AT_NOW)
     s1 = SigningIdentity.from_pem("Org1", issued.cert_pem, issued.key_pem)
     s2 = SigningIdentity.from_pem("Org1", issued.cert_pem, issued.key_pem)
     assert s1.identity_bytes == s2.identity_bytes
@@ -335,7 +344,7 @@ def test_identity_bytes_are_stable_and_identity_id_is_the_certificate_sha256(net
 
 
 def test_unknown_fields_in_identity_bytes_do_not_make_a_second_identity(net: Network) -> None:
-    issued = issue_cert(net.org1_ca, "Org1", "peer9", "peer")
+    issued = issue_cert(net.org1_ca, "Org1", "peer9", "peer", material=AT_NOW)
     plain = identity_bytes("Org1", der(issued.cert_pem))
     padded = plain + b"\x98\x06\x01"  # unknown varint field 99 = 1: still parses
     a = net.membership.identify(plain, NOW)
@@ -345,8 +354,8 @@ def test_unknown_fields_in_identity_bytes_do_not_make_a_second_identity(net: Net
 
 
 def test_signing_identity_refuses_a_key_that_does_not_match_its_cert(net: Network) -> None:
-    a = issue_cert(net.org1_ca, "Org1", "a", "client")
-    b = issue_cert(net.org1_ca, "Org1", "b", "client")
+    a = issue_cert(net.org1_ca, "Org1", "a", "client", material=AT_NOW)
+    b = issue_cert(net.org1_ca, "Org1", "b", "client", material=AT_NOW)
     with pytest.raises(ValueError, match="does not match"):
         SigningIdentity.from_pem("Org1", a.cert_pem, b.key_pem)
 
@@ -370,7 +379,7 @@ TLS_CASES = [
 
 
 def _tls(ca: IssuedCert, org_id: str) -> bytes:
-    return issue_cert(ca, org_id, "peer0", "peer", tls=True, hosts=HOSTS).cert_pem
+    return issue_cert(ca, org_id, "peer0", "peer", tls=True, hosts=HOSTS, material=AT_NOW).cert_pem
 
 
 @pytest.mark.parametrize(("make", "org_id", "expected"), TLS_CASES)

@@ -25,8 +25,6 @@ from dltmw.pki.org import (
 )
 from dltmw.v1 import block_pb2, org_pb2
 
-NOW = datetime.now(UTC)
-
 
 def _org(tmp: Path, org: str, node: str, roles: str, endpoint: str) -> org_pb2.OrgDefinition:
     topo = tmp / f"{org}.toml"
@@ -55,7 +53,7 @@ def _ca(tmp: Path, org: str) -> IssuedCert:
 def test_a_definition_holds_certificates_and_public_keys_only(orgs) -> None:
     tmp, defs = orgs
     d = defs["Org2"]
-    check_definition(d, NOW)
+    check_definition(d, datetime.now(UTC))
     assert [p.node_id for p in d.peers] == ["p2"] and not d.orderers
     assert d.peers[0].endpoint == "10.0.0.2:7051" and len(d.peers[0].privacy_public_key) == 32
     text = (tmp / "Org2" / "Org2.org.json").read_text()
@@ -101,7 +99,7 @@ def test_a_bad_definition_is_refused_and_no_channel_is_made(orgs, how: str, says
     tmp, defs = orgs
     bad = _broken(defs, tmp, how)
     with pytest.raises(DefinitionError, match=says):
-        check_definition(bad, NOW)
+        check_definition(bad, datetime.now(UTC))
     plan = ChannelPlan("trades", members=["Org1", "Org2"], orderers=["o1"])
     with pytest.raises(DefinitionError, match=says):
         create_channel(tmp / "Ord", plan, [defs["Ord"], bad, defs["Org2"]])

@@ -10,7 +10,7 @@ decided and the junk never is. Runtime level (real keys): `RequestAdmission` is
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from ledger_parties import (
@@ -253,7 +253,9 @@ async def test_broadcast_remembers_a_creator_signature_only_where_the_core_check
 
     ordered = _Ordered(again)
     memo = PARTIES.view.membership._verified
-    good = endorser_tx(PARTIES, kv_rwset(writes=[("k", b"again %d" % again)]))
+    rwset = kv_rwset(writes=[("k", b"again %d" % again)])
+    # stamped now: Broadcast checks the timestamp against the wall clock, not against NOW
+    good = endorser_tx(PARTIES, rwset, h=header(PARTIES.user, at=datetime.now(UTC)))
     with ThreadPoolExecutor(1) as pool:
         servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]
         before = len(memo)

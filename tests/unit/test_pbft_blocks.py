@@ -30,8 +30,6 @@ from dltmw.v1 import block_pb2, config_pb2, replica_pb2
 
 IDENTITIES = [f"orderer{i}".encode() for i in range(4)]
 
-NOW = datetime.now(UTC)
-
 
 def assembler(me: int = 0) -> BlockAssembler:
     return BlockAssembler("ch", me, 3, IDENTITIES, KEYS.verify)
@@ -235,10 +233,11 @@ def test_the_orderers_memo_of_replica_signatures_is_one_small_generation_pair(
         memo.remember_own_signature(a, b"vote %d" % i, b"not a signature %d" % i)
         assert len(memo._verified) <= 2 * generation
     assert len(memo._verified) >= generation
+    now = datetime.now(UTC)  # the network was made by this test, on the wall clock
     for i in range(count - generation, count):  # the newest generation: hits
-        memo.verify(a.identity_bytes, b"vote %d" % i, b"not a signature %d" % i, NOW)
+        memo.verify(a.identity_bytes, b"vote %d" % i, b"not a signature %d" % i, now)
     with pytest.raises(BadSignature):  # an old one was dropped: verified for real
-        memo.verify(a.identity_bytes, b"vote 0", b"not a signature 0", NOW)
+        memo.verify(a.identity_bytes, b"vote 0", b"not a signature 0", now)
     # The clients' membership keeps the larger generation its Broadcast-then-rule checks need.
     clients = view.membership
     for i in range(VERIFIED_GENERATION + 1):

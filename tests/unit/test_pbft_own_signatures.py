@@ -18,8 +18,6 @@ from dltmw.core.identity import Membership, NotAMember, SigningIdentity
 from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.runtime.roles.orderer.own_signatures import REMEMBERED_BYTES_MAX, remembering_signer
 
-NOW = datetime.now(UTC)
-
 
 def _orderers() -> tuple[SigningIdentity, SigningIdentity, Membership]:
     ca = make_ca("Org1")
@@ -36,7 +34,7 @@ def _public_key_operations(
     with mock.patch.object(
         identity_mod, "verify_signature", wraps=identity_mod.verify_signature
     ) as spy:
-        membership.verify(who.identity_bytes, data, sig, NOW)
+        membership.verify(who.identity_bytes, data, sig, datetime.now(UTC))
         return spy.call_count
 
 
@@ -67,5 +65,5 @@ def test_the_membership_in_force_is_told_and_still_identifies_the_signer() -> No
     vote = b"checkpoint 16"
     signature = sign(vote)
     with pytest.raises(NotAMember):  # remembered as checked, but no longer a member
-        in_force[0].verify(me.identity_bytes, vote, signature, NOW)
+        in_force[0].verify(me.identity_bytes, vote, signature, datetime.now(UTC))
     assert _public_key_operations(first, me, vote, signature) == 1  # not told the old one

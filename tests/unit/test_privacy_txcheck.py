@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from dltmw.core.errors import ClientError
 from dltmw.core.hashing import compute_tx_id
 from dltmw.core.identity import SigningIdentity
 from dltmw.core.txcheck import check_envelope, check_transaction, private_payload_hash
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 from dltmw.runtime.roles.privacy.executor import private_txs
 from dltmw.v1 import common_pb2, config_pb2, transaction_pb2
 
@@ -20,15 +21,20 @@ C = transaction_pb2
 CHANNEL = "trades"
 HASH = bytes(range(32))
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 
 
 @pytest.fixture(scope="module")
 def setup() -> tuple[ChannelView, SigningIdentity, SigningIdentity]:
-    org1, orderer_ca, outsider_ca = make_ca("Org1"), make_ca("OrdererOrg"), make_ca("Org9")
-    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer")
+    org1, orderer_ca, outsider_ca = (
+        make_ca("Org1", material=AT_NOW),
+        make_ca("OrdererOrg", material=AT_NOW),
+        make_ca("Org9", material=AT_NOW),
+    )
+    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer", material=AT_NOW)
     orderer_id = SigningIdentity.from_pem("OrdererOrg", orderer.cert_pem, orderer.key_pem)
-    user = issue_cert(org1, "Org1", "user1", "client")
-    outsider = issue_cert(outsider_ca, "Org9", "mallory", "client")
+    user = issue_cert(org1, "Org1", "user1", "client", material=AT_NOW)
+    outsider = issue_cert(outsider_ca, "Org9", "mallory", "client", material=AT_NOW)
     config = config_pb2.ChannelConfig(
         channel_id=CHANNEL,
         organizations=[

@@ -4,6 +4,7 @@ private transaction's agreements, admission's refusals, and each recipient's che
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from dltmw.core.txcheck import (
     check_transaction,
     private_transaction,
 )
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 from dltmw.v1 import (
     common_pb2,
     config_pb2,
@@ -42,20 +43,21 @@ C = transaction_pb2
 CHANNEL = "trades"
 HASH = bytes(range(32))
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 NONCE = b"n" * 24
 HASHES = (b"p" * 32, b"d" * 32)
 Parties = tuple[ChannelView, SigningIdentity, list[tuple[SigningIdentity, bytes]]]
 
 
 def _view(policy: int) -> Parties:
-    org1, org2, orderer_ca = make_ca("Org1"), make_ca("Org2"), make_ca("OrdererOrg")
-    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer")
+    org1, org2, orderer_ca = (make_ca(o, material=AT_NOW) for o in ("Org1", "Org2", "OrdererOrg"))
+    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer", material=AT_NOW)
     orderer_id = SigningIdentity.from_pem("OrdererOrg", orderer.cert_pem, orderer.key_pem)
-    user = issue_cert(org1, "Org1", "user1", "client")
+    user = issue_cert(org1, "Org1", "user1", "client", material=AT_NOW)
     peers: list[tuple[SigningIdentity, bytes]] = []
     nodes = []
     for i, (ca, org) in enumerate([(org1, "Org1"), (org2, "Org2"), (org2, "Org2")]):
-        cert = issue_cert(ca, org, f"peer{i}", "peer")
+        cert = issue_cert(ca, org, f"peer{i}", "peer", material=AT_NOW)
         ident = SigningIdentity.from_pem(org, cert.cert_pem, cert.key_pem)
         key = PrivacyKey(bytes([i + 1]) * 32).public_key
         peers.append((ident, key))
@@ -116,7 +118,10 @@ def sign(
 
 
 def envelope(
-    user: SigningIdentity, agreements: list[A.PrivateAgreement], data: bytes = b""
+    user: SigningIdentity,
+    agreements: list[A.PrivateAgreement],
+    data: bytes = b"",
+    at: datetime = NOW,
 ) -> bytes:
     header = common_pb2.Header(
         type=common_pb2.HEADER_TYPE_PRIVATE_TRANSACTION,
@@ -125,7 +130,7 @@ def envelope(
         creator=user.identity_bytes,
         nonce=NONCE,
     )
-    header.timestamp.FromDatetime(NOW)
+    header.timestamp.FromDatetime(at)
     data = (
         data or C.PrivateTransaction(payload_hash=HASH, agreements=agreements).SerializeToString()
     )
@@ -325,7 +330,8 @@ async def test_broadcast_orders_a_forged_agreement_for_commit_to_judge(parties: 
 
     view, user, _ = parties
     ordered = _Ordered(view)
-    env = envelope(user, _forged(parties))
+    # stamped now: Broadcast checks the timestamp against the wall clock, not against NOW
+    env = envelope(user, _forged(parties), at=datetime.now(UTC))
     with ThreadPoolExecutor(1) as pool:
         servicer = OrdererServicer({CHANNEL: ordered}, 900.0, pool)  # type: ignore[dict-item]
         request = orderer_service_pb2.BroadcastRequest(envelopes=[env])

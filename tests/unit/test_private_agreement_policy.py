@@ -4,6 +4,7 @@ the configuration check. A Hypothesis property compares `policy_result` with a n
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +24,7 @@ from dltmw.core.privacy.agreement_policy import (
     project,
 )
 from dltmw.core.txcheck import check_transaction
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 from dltmw.v1 import common_pb2, config_pb2, private_agreement_pb2, transaction_pb2
 
 A = private_agreement_pb2
@@ -33,6 +34,7 @@ KEYS = {org: bytes([i + 1]) * 32 for i, org in enumerate(ORGS)}
 CHANNEL = "trades"
 HASH = bytes(range(32))
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 NONCE = b"n" * 24
 SENDER_PLUS_ONE = "OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
 
@@ -183,15 +185,15 @@ def test_config_check_accepts() -> None:
 
 @pytest.fixture(scope="module")
 def network() -> tuple[config_pb2.ChannelConfig, SigningIdentity, dict[str, SigningIdentity]]:
-    cas = {org: make_ca(org) for org in ORGS}
-    orderer_ca = make_ca("OrdererOrg")
-    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer")
+    cas = {org: make_ca(org, material=AT_NOW) for org in ORGS}
+    orderer_ca = make_ca("OrdererOrg", material=AT_NOW)
+    orderer = issue_cert(orderer_ca, "OrdererOrg", "orderer0", "orderer", material=AT_NOW)
     orderer_id = SigningIdentity.from_pem("OrdererOrg", orderer.cert_pem, orderer.key_pem)
     peers = {}
     for org in ORGS:
-        cert = issue_cert(cas[org], org, f"p{org}", "peer")
+        cert = issue_cert(cas[org], org, f"p{org}", "peer", material=AT_NOW)
         peers[org] = SigningIdentity.from_pem(org, cert.cert_pem, cert.key_pem)
-    user = issue_cert(cas["Org1"], "Org1", "user1", "client")
+    user = issue_cert(cas["Org1"], "Org1", "user1", "client", material=AT_NOW)
     cfg = config(SENDER_PLUS_ONE)
     for node in cfg.peers:
         node.identity = peers[node.org_id].identity_bytes

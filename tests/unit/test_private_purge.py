@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +30,7 @@ from dltmw.core.txcheck import check_envelope, check_transaction
 from dltmw.ledger import private_purge
 from dltmw.ledger.private_pg import PgPrivateStore
 from dltmw.ledger.private_store import NewPayload, PrivateStore
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 from dltmw.rpc.status import CODE_OF_REASON
 from dltmw.runtime.roles.privacy.executor import BlockExecutor, PrivateExecutor
 from dltmw.runtime.roles.privacy.private_channel import PrivateChannel
@@ -39,6 +40,7 @@ from dltmw.v1 import transaction_pb2 as C
 
 CHANNEL = "trades"
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 NONCE = b"n" * 24
 HASH = bytes(range(32))
 KEYS = [PrivacyKey(bytes([i + 1]) * 32) for i in range(3)]  # peer0 Org1, peer1/peer2 Org2
@@ -47,12 +49,12 @@ Net = tuple[ChannelView, SigningIdentity, dict[str, SigningIdentity]]
 
 @pytest.fixture(scope="module")
 def net() -> Net:
-    cas = {org: make_ca(org) for org in ("Org1", "Org2", "Org3", "OrdererOrg")}
+    cas = {org: make_ca(org, material=AT_NOW) for org in ("Org1", "Org2", "Org3", "OrdererOrg")}
     members = {}
     for org in ("Org1", "Org2", "Org3"):
-        cert = issue_cert(cas[org], org, f"admin.{org}", "client")
+        cert = issue_cert(cas[org], org, f"admin.{org}", "client", material=AT_NOW)
         members[org] = SigningIdentity.from_pem(org, cert.cert_pem, cert.key_pem)
-    orderer = issue_cert(cas["OrdererOrg"], "OrdererOrg", "orderer0", "orderer")
+    orderer = issue_cert(cas["OrdererOrg"], "OrdererOrg", "orderer0", "orderer", material=AT_NOW)
     orderer_id = SigningIdentity.from_pem("OrdererOrg", orderer.cert_pem, orderer.key_pem)
     peers = [
         config_pb2.NodeConfig(node_id=f"peer{i}", org_id=org, privacy_public_key=KEYS[i].public_key)

@@ -21,8 +21,6 @@ from dltmw.pki.ca import issue_cert, make_ca
 from dltmw.runtime.roles.peer.channel import PeerChannel
 from dltmw.v1 import common_pb2, config_pb2, proposal_pb2
 
-NOW = datetime.now(UTC)
-
 
 def _signer() -> tuple[SigningIdentity, Membership]:
     ca = make_ca("Org1")
@@ -38,7 +36,7 @@ def test_the_endorsers_own_signature_hits_the_memo_with_the_identity_id_hashed_o
     signature = signer.sign(data)
     membership.remember_own_signature(signer, data, signature)
     with mock.patch.object(identity_mod, "verify_signature", side_effect=AssertionError):
-        who = membership.verify(signer.identity_bytes, data, signature, NOW)
+        who = membership.verify(signer.identity_bytes, data, signature, datetime.now(UTC))
     assert who.identity_id == signer.identity_id
 
 
@@ -47,7 +45,7 @@ def test_the_shared_ecdsa_parameters_sign_low_s_and_verify_like_fresh_ones() -> 
     for i in range(20):
         data = f"item {i}".encode()
         signature = signer.sign(data)
-        membership.verify(signer.identity_bytes, data, signature, NOW, remember=False)
+        membership.verify(signer.identity_bytes, data, signature, datetime.now(UTC), remember=False)
         _, s = identity_mod.decode_dss_signature(signature)
         assert s <= identity_mod.P256_ORDER // 2
 
@@ -57,7 +55,7 @@ def _checked(tx_id: str) -> CheckedProposal:
     header = common_pb2.Header(channel_id="ch1", tx_id=tx_id, creator=signer.identity_bytes)
     header.timestamp.seconds = 1_700_000_000
     header.timestamp.nanos = 7
-    creator = membership.identify(signer.identity_bytes, NOW)
+    creator = membership.identify(signer.identity_bytes, datetime.now(UTC))
     invocation = proposal_pb2.ContractInvocation(contract="kv", function="put")
     return CheckedProposal(header, header.SerializeToString(), b"p", b"s", invocation, creator)
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
 
 from dltmw.core.identity import Membership, SigningIdentity
 from dltmw.core.utxo.build import TxSpec, build_transaction
 from dltmw.core.utxo.model import WireTx, read_transaction
-from dltmw.pki.ca import issue_cert, make_ca
+from dltmw.pki.ca import FRESH, issue_cert, make_ca
 
 NOW = datetime.now(UTC)
+AT_NOW = replace(FRESH, now=lambda: NOW)  # certificates issued at NOW, whenever a test runs
 NOTARY = "notary0"
 _nonces = count()
 
@@ -29,11 +30,15 @@ class Parties:
 
 
 def make_parties() -> Parties:
-    cas = {org: make_ca(org) for org in ("Bank", "Exchange", "BrokerA", "BrokerB")}
+    cas = {org: make_ca(org, material=AT_NOW) for org in ("Bank", "Exchange", "BrokerA", "BrokerB")}
 
     def ident(org: str, name: str, ca_org: str | None = None) -> SigningIdentity:
         issued = issue_cert(
-            cas[ca_org or org] if ca_org != "X" else make_ca(org), org, name, "peer"
+            cas[ca_org or org] if ca_org != "X" else make_ca(org, material=AT_NOW),
+            org,
+            name,
+            "peer",
+            material=AT_NOW,
         )
         return SigningIdentity.from_pem(org, issued.cert_pem, issued.key_pem)
 
