@@ -210,3 +210,48 @@ def test_a_jump_leaves_no_executed_request_pending_and_records_only_the_window()
     assert not lagging.pending
     (record,) = [r for r in lagging.ready().persist if isinstance(r, JumpRecord)]
     assert record.request_ids == tuple(request_id(r) for r in REQS[4:8])
+
+
+def test_a_replica_whose_jump_chained_other_digests_adopts_the_next_proven_checkpoint() -> None:
+    """With dissemination the replicas order certificates, and the blocks a lagging replica
+    fetches show envelopes: its jump chains digests its peers never chained (here: other
+    bytes than the decided requests). It must take the first proven checkpoint at or above
+    its jump as its state, so that its checkpoints become stable again (its decided batches
+    pruned) and its votes count: with one other replica cut, the checkpoint after needs it.
+    Red without `Checkpoints.adopt_proven`: its stable checkpoint stays 0, `decided` keeps
+    every batch, and the three left never prove checkpoint 8."""
+    cluster = lagging_cluster()
+    lagging = cluster.replicas[3]
+    shown = [(s, (b"envelopes of %d" % s,)) for s, _ in verified_batches(cluster.replicas[0])]
+    assert lagging.jump(shown)
+    assert lagging.state_digest != cluster.replicas[0].state_digest
+    cluster.flush(3)
+    cluster.cut.clear()
+    cluster.submit(REQS[8:12])
+    cluster.tick(3 * CONFIG.probe_ticks)
+    assert lagging.stable_seq >= 6, "took the proven checkpoint after its jump"
+    assert lagging.state_digest == cluster.replicas[0].state_digest
+    assert lagging.counters["jump-state-adopted"] == 1
+    assert min(lagging.decided) > lagging.stable_seq - lagging.config.kept
+    cluster.cut.add(1)
+    cluster.submit(REQS[12:16])
+    cluster.tick(3)
+    assert lagging.next_exec == cluster.replicas[0].next_exec == 9
+    assert cluster.replicas[0].stable_seq == lagging.stable_seq == 8, "its vote counted"
+    assert not lagging.counters["checkpoint-state-diverged"]
+
+
+def test_only_a_digest_a_jump_chained_is_replaced() -> None:
+    """A proven checkpoint's digest is taken only at or above the last jumped sequence: a
+    divergence with no jump below it (this replica executed something else), or a checkpoint
+    below the jump (its digests after it were chained over what the blocks show), is not."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump([(s, (b"other %d" % s,)) for s, _ in verified_batches(source)])
+    lagging.low, lagging.low_digest = 4, source.state_at[4]
+    for jumped_upto in (0, 5):
+        lagging.jumped_upto = jumped_upto
+        assert not lagging.adopt_proven()
+        assert lagging.state_digest != source.state_digest
+    lagging.jumped_upto = 4
+    assert lagging.adopt_proven() and lagging.state_digest == source.state_digest

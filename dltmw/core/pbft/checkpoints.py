@@ -14,7 +14,7 @@ kept ~20 MiB of batches in memory only to answer a rare lagging peer.
 
 from __future__ import annotations
 
-from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord
+from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord, chain_state
 from dltmw.core.pbft.viewchange import ViewChanges
 from dltmw.v1 import replica_pb2
 
@@ -69,7 +69,7 @@ class Checkpoints(ViewChanges):
         """Make the proven checkpoint stable once we executed up to it with the same state."""
         if self.stable_seq >= self.low or self.next_exec <= self.low:
             return
-        if self.state_at.get(self.low) != self.low_digest:
+        if self.state_at.get(self.low) != self.low_digest and not self.adopt_proven():
             self.drop("checkpoint-state-diverged")
             return
         self.stable_seq = self.low
@@ -78,6 +78,43 @@ class Checkpoints(ViewChanges):
         horizon = self.low - self.config.kept
         if horizon > 0:
             self.decided = {s: b for s, b in self.decided.items() if s > horizon}
+
+    def adopt_proven(self) -> bool:
+        """Take the proven checkpoint's digest at `low` as ours, after a jump (True if taken).
+
+        A jump chains the state digest over what the fetched blocks show, and a block shows
+        envelopes: where the replicas order batch certificates (dissemination,
+        `DisseminatingReplica.jump`) the others chained the certificates, so every checkpoint
+        digest of this replica from its jump on differed from theirs. Its checkpoints never
+        became stable again: `decided` (pruned at a stable checkpoint) grew by a batch per slot
+        for good, ~1,400 of them 90 s after a 30 s pause (a 256-slot retention), and its
+        checkpoint votes never counted — two such replicas of four left no quorum of matching
+        votes, the low watermark stopped and the group stopped ordering (the first 1M run of
+        benchmarks/RESULTS.md 2026-12-05 rss58: two replicas jumped, then no block).
+
+        Safe: `low`'s digest is proven by 2f+1 signed votes (f+1 correct replicas executed up
+        to `low` with it), this replica executed the same batches up to `low` (the jump's are
+        2f+1-signed blocks, the rest committed batches), and only what a jump chained is
+        replaced: `low` is at or above the last jumped sequence, and the digests after it are
+        chained again over the decided batches executed since (all in `decided`: nothing is
+        pruned there before a stable checkpoint). A divergence with no jump below it is still
+        refused (`checkpoint-state-diverged`)."""
+        if not self.jumped_upto or self.low < self.jumped_upto:
+            return False
+        state, at = self.low_digest, {self.low: self.low_digest}
+        interval = self.config.checkpoint_interval
+        for sequence in range(self.low + 1, self.next_exec):
+            batch = self.decided.get(sequence)
+            if batch is None:
+                return False
+            state = chain_state(state, batch.digest)
+            if sequence % interval == 0:
+                at[sequence] = state
+        self.state_digest = state
+        self.state_at.update(at)
+        self.jumped_upto = 0
+        self.counters["jump-state-adopted"] += 1
+        return True
 
     def probe_if_stalled(self) -> None:
         """The periodic catch-up probe (every `probe_ticks`), sent only when it can be needed:
