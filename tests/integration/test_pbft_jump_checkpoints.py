@@ -11,14 +11,12 @@ left could then not prove any checkpoint: the low watermark stayed, and once the
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from dltmw.client import GatewayClient
 
 from .test_pbft_dissemination import ON
-from .test_pbft_ordering import ORDERERS, VALID, _blocks, _same_chain, _wait
+from .test_pbft_ordering import ORDERERS, _blocks, _same_chain, _wait, behind_the_retention, putter
 
 pytestmark = pytest.mark.integration
 WINDOW = 2 * 16  # sequences a replica orders above its low watermark (`replica_config`)
@@ -34,27 +32,9 @@ async def test_a_replica_that_jumped_counts_in_the_checkpoint_quorum_again(
     monkeypatch.setenv("DLTMW_PBFT_DECIDED_RETAIN", "8")
     net, sup = network(ON.replace("max_tx_count = 100", "max_tx_count = 2"))
     client = await GatewayClient.connect(net, "user1.org1")
-    sem = asyncio.Semaphore(8)
-
-    async def put_all(prefix: str, count: int, timeout_s: float = 240) -> None:
-        async def put(i: int) -> int:
-            async with sem:
-                done = await client.submit_transaction("trades", "kv", "put", f"{prefix}{i}", "v")
-                return done.status.result
-
-        results = await asyncio.wait_for(asyncio.gather(*(put(i) for i in range(count))), timeout_s)
-        assert all(r == VALID for r in results), f"{prefix}: not all committed"
-
+    put_all = putter(client)
     try:
-        await put_all("warm", 4)
-        sup.kill("orderer.d")
-        behind = len(_blocks(net, "orderer.d"))
-        await put_all("load", 120)
-        ahead = len(_blocks(net, "orderer.b"))
-        assert ahead - behind > 8 + 2 * 16, f"too few sequences decided ({behind} -> {ahead})"
-        sup.start("orderer.d")
-        sup.wait_ready("orderer.d", timeout_s=60)
-        await _wait(lambda: _same_chain(net, ORDERERS), 120, "orderer.d to catch up")
+        await behind_the_retention(net, sup, put_all)
         await put_all("after", 40)  # a checkpoint above its jump, proven by the others
         await _wait(lambda: _same_chain(net, ORDERERS), 60, "all four after the catch-up")
         sup.kill("orderer.b")
