@@ -123,7 +123,7 @@ class Checkpoints(ViewChanges):
         `DisseminatingReplica.jump`) the others chained the certificates, so every checkpoint
         digest of this replica from its jump on differed from theirs. Its checkpoints never
         became stable again: `decided` (pruned at a stable checkpoint) grew by a batch per slot
-        for good, ~1,400 of them 90 s after a 30 s pause (a 256-slot retention), and its
+        for good, 1,177 of them 100 s after a 30 s pause (a 256-slot retention), and its
         checkpoint votes never counted — two such replicas of four left no quorum of matching
         votes, the low watermark stopped and the group stopped ordering (the first 1M run of
         benchmarks/RESULTS.md 2026-12-05 rss58: two replicas jumped, then no block).
