@@ -1,8 +1,7 @@
 """Outbound traffic from one orderer replica to one peer replica.
 
-Messages queue in a bounded queue, bounded in count and in bytes (a full queue drops the
-message and counts it: PBFT-lite retransmits what matters, and a replica that missed batches
-fetches them or the blocks); one task drains it into batches and writes each batch on one
+Messages queue in a bounded queue (a full queue drops the message and counts it: PBFT-lite
+retransmits what matters); one task drains it into batches and writes each batch on one
 long-lived `ReplicaService.ExchangeStream` call, which answers the batches in order — the first
 at once, then one answer per `answer_every()` batches (an answer is a stream message too). A unary
 call per batch (`Exchange`, what this link did before and still does to a node that lacks the
@@ -57,15 +56,6 @@ ENVELOPE_BYTES = 64 * 1024  # room left in a call for the request's own framing
 # benchmarks/RESULTS.md 2026-12-05 rss58); the window's unanswered batches (WINDOW) are
 # bounded by it here too.
 REQUEST_BYTES_MAX = 1024 * 1024
-# Bytes of messages queued on a link and not yet taken into a batch; `send` drops beyond it
-# (a message alone may be larger). Why: a peer that stops answering (paused, starved of CPU)
-# leaves everything this replica sends it in the queue — batches of envelopes, ~1 MB/s per
-# link at ~1,000 tx/s — up to QUEUE_MAX messages: a primary grew by ~36 MiB while one backup
-# was paused for 30 s, and the backup, resumed, read the lot from its three peers at once and
-# peaked ~60 MiB above the others (benchmarks/RESULTS.md 2026-12-05 rss59). What a peer that
-# was away that long needs is the chain's blocks or batches it fetches, not a backlog that
-# grows with the pause. A link that drains keeps a few small messages queued.
-QUEUE_BYTES_MAX = 4 * 1024 * 1024
 CALL_TIMEOUT_S = 5.0  # for a unary call's answer, or for room in the stream's window
 WINDOW = 8  # batches written on a stream and not yet answered
 R = errors_pb2
@@ -95,7 +85,6 @@ class ReplicaLink:
         self._queue: asyncio.Queue[Framed | None] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
         self._held: Framed | None = None  # did not fit the previous batch
-        self.queued_bytes = 0  # of the messages in `_queue` (QUEUE_BYTES_MAX)
         self.dropped = 0
         self._unary_only = False  # the receiver answered UNIMPLEMENTED to ExchangeStream
         self._delivered = False  # a batch got through on the current stream or call
@@ -118,16 +107,10 @@ class ReplicaLink:
         """Queue one message (dropped and counted when the queue is full); a message sent to
         several links is best framed once by the caller (`replica_frame.frame`)."""
         item = message if isinstance(message, Framed) else frame(message)
-        size = len(item.data)
-        if self.queued_bytes and self.queued_bytes + size > QUEUE_BYTES_MAX:
-            self.dropped += 1
-            return
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
-            return
-        self.queued_bytes += size
 
     async def _run(self) -> None:
         failures = 0
@@ -270,14 +253,12 @@ class ReplicaLink:
             first = await self._queue.get()
             if first is None:
                 return []
-            self.queued_bytes -= len(first.data)
         batch, size = [first], len(first.data)
         budget = min(self.ctx.limits.max_message_bytes - ENVELOPE_BYTES, REQUEST_BYTES_MAX)
         while len(batch) < BATCH_MAX and not self._queue.empty():
             message = self._queue.get_nowait()
             if message is None:
                 continue
-            self.queued_bytes -= len(message.data)
             size += len(message.data)
             if size > budget:
                 self._held = message
