@@ -19,7 +19,7 @@ from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Rec
 from dltmw.core.pbft.types import request_id
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
-from dltmw.v1 import block_pb2
+from dltmw.v1 import block_pb2, replica_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, probe_ticks=5)
 REQS = [KEYS.make_request(0, i) for i in range(16)]
@@ -255,3 +255,25 @@ def test_only_a_digest_a_jump_chained_is_replaced() -> None:
         assert lagging.state_digest != source.state_digest
     lagging.jumped_upto = 4
     assert lagging.adopt_proven() and lagging.state_digest == source.state_digest
+
+
+def test_a_replica_that_jumped_takes_the_digest_f_plus_1_others_vote_and_votes_it() -> None:
+    """When two replicas of four jumped over the same blocks, only two correct votes are cast
+    per checkpoint and nothing is proven (`adopt_proven` never runs). A jumped replica takes
+    the digest f+1 OTHER replicas voted at a checkpoint at or above its jump and votes it
+    itself, so the checkpoint gets its quorum. Red without `adopt_vouched`: the digest stays
+    the jump's and no vote is sent."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump([(s, (b"other %d" % s,)) for s, _ in verified_batches(source)])
+    lagging.ready()
+    assert source.low == 4 and len(source.low_proof) == 3
+    for vote in source.low_proof[:2]:  # f+1 = 2 others' votes for checkpoint 4
+        lagging.step(vote)
+    assert lagging.state_digest == source.state_digest
+    assert lagging.counters["jump-state-vouched"] == 1
+    out = [e for _, e in lagging.ready().send if isinstance(e, Envelope)]
+    sent = [replica_pb2.ReplicaMessage.FromString(e.payload) for e in out]
+    votes = [m.checkpoint for m in sent if m.WhichOneof("body") == "checkpoint"]
+    assert [(v.sequence, v.state_digest) for v in votes][:1] == [(4, source.state_at[4])]
+    assert lagging.stable_seq == 4, "its own vote made the third"
