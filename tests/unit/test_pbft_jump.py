@@ -277,3 +277,21 @@ def test_a_replica_that_jumped_takes_the_digest_f_plus_1_others_vote_and_votes_i
     votes = [m.checkpoint for m in sent if m.WhichOneof("body") == "checkpoint"]
     assert [(v.sequence, v.state_digest) for v in votes][:1] == [(4, source.state_at[4])]
     assert lagging.stable_seq == 4, "its own vote made the third"
+
+
+def test_others_votes_that_came_before_the_jumped_replica_executed_count_at_its_own_vote() -> None:
+    """The f+1 others' votes for a checkpoint may reach a jumped replica before it executed
+    that sequence (votes are not resent): its own vote, cast when it executes, finds them."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    batches = [(s, (b"other %d" % s,)) for s, _ in verified_batches(source)]
+    assert lagging.jump(batches[:3])  # up to 3: checkpoint 4 not executed yet
+    lagging.ready()
+    for vote in source.low_proof[:2]:
+        lagging.step(vote)
+    assert lagging.counters["jump-state-vouched"] == 0 and lagging.stable_seq == 0
+    decided = source.decided[4]
+    lagging.jumped_upto = 3
+    lagging.apply(decided)  # executes 4 (as state transfer would), votes its checkpoint
+    assert lagging.counters["jump-state-vouched"] == 1
+    assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4

@@ -14,6 +14,8 @@ kept ~20 MiB of batches in memory only to answer a rare lagging peer.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord, chain_state
 from dltmw.core.pbft.viewchange import ViewChanges
 from dltmw.v1 import replica_pb2
@@ -51,8 +53,22 @@ class Checkpoints(ViewChanges):
                 matching.append(votes[replica])
         if len(matching) >= self.config.quorum:
             self.learn_checkpoint(seq, cp.state_digest, tuple(matching[: self.config.quorum]))
-        elif len([e for e in matching if e.replica != self.me]) > self.config.f:
-            self.adopt_vouched(seq, cp.state_digest)
+        elif self.jumped_upto and self.jumped_upto <= seq < self.next_exec:
+            self._vouched(seq, votes)
+
+    def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
+        """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
+        (checked at every vote, ours included: theirs may come before we executed `sequence`
+        or after; votes are not resent)."""
+        counts: Counter[bytes] = Counter()
+        for replica, vote in votes.items():
+            message = None if replica == self.me else self.checker.open(vote)
+            if message is not None:
+                counts[message.checkpoint.state_digest] += 1
+        for digest, count in counts.items():
+            if count > self.config.f:
+                self.adopt_vouched(sequence, digest)
+                return
 
     def adopt_vouched(self, sequence: int, digest: bytes) -> None:
         """After a jump, take a checkpoint digest f+1 OTHER replicas voted (at least one of them
