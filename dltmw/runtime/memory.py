@@ -26,8 +26,9 @@ catch-up held 23 MB free in its arenas (mallinfo2) and 108 MiB resident against 
 85-90; `malloc_trim(0)` gave 9 MiB of it back (benchmarks/RESULTS.md 2026-12-05 rss59).
 `trim_forever` asks glibc every `TRIM_EVERY_S` how much is free in the arenas and trims when
 it is at least `TRIM_FREE_MIN` bytes (mallinfo2 and malloc_trim each walk the arenas' free
-lists: well under a millisecond at these sizes, on a worker thread), so a node gives back what
-a burst left behind without a call on any hot path.
+lists holding their locks: 3 to 21 ms measured with 300 MiB free, on a worker thread — an
+allocation on the loop's thread may wait that long, once per `TRIM_EVERY_S`), so a node gives
+back what a burst left behind without a call on any hot path.
 
 `tune_malloc` runs first thing in the node process (`runtime/__main__.py` main), before any
 thread starts: arenas already created are not merged. It is a no-op where the C library has no
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 
@@ -71,7 +73,10 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once: `find_library` runs `ldconfig -p` in a child process
+    (or gcc / ld where there is no ldconfig) at every call (review of rss59)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None

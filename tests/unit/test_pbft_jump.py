@@ -295,3 +295,47 @@ def test_others_votes_that_came_before_the_jumped_replica_executed_count_at_its_
     lagging.apply(decided)  # executes 4 (as state transfer would), votes its checkpoint
     assert lagging.counters["jump-state-vouched"] == 1
     assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4
+
+
+def test_a_jump_whose_digests_match_the_group_disarms_the_adoption() -> None:
+    """A jump that chained the group's own digests (no dissemination: the blocks show what was
+    decided) is confirmed by the first stable checkpoint at or above it: from then on the
+    replica adopts nothing, so a later divergence is reported, not replaced. Red without
+    `maybe_stable` clearing `jumped_upto` (it stays 4 for good)."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump(verified_batches(source))
+    assert lagging.jumped_upto == 4
+    cluster.flush(3)
+    cluster.cut.clear()
+    cluster.submit(REQS[8:12])
+    cluster.tick(3 * CONFIG.probe_ticks)
+    assert lagging.stable_seq >= 6 and not lagging.counters["jump-state-adopted"]
+    assert lagging.jumped_upto == 0
+    lagging.low, lagging.low_digest = lagging.stable_seq, b"x" * 32
+    assert not lagging.adopt_proven()
+
+
+def test_a_jumped_replica_votes_no_checkpoint_of_its_own_jump() -> None:
+    """Its digest from a jump on may be no one else's (dissemination): it casts no checkpoint
+    vote at or above the jump until it took the group's digest, so that f+1 matching votes of
+    others always include a replica that executed normally (two jumped replicas' votes and a
+    byzantine one could otherwise prove the jump's digest and shut the others out). Red
+    without the abstention in `send_checkpoint` (checkpoint 4 voted with the jump's digest)."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    batches = [(s, (b"other %d" % s,)) for s, _ in verified_batches(source)]
+    assert lagging.jump(batches[:3])
+    lagging.ready()
+    lagging.apply(source.decided[4])  # executes checkpoint 4 with no one's vote yet
+    assert lagging.next_exec == 5 and lagging.state_at[4] != source.state_at[4]
+    sent = [
+        replica_pb2.ReplicaMessage.FromString(e.payload)
+        for _, e in lagging.ready().send
+        if isinstance(e, Envelope)
+    ]
+    assert not [m for m in sent if m.WhichOneof("body") == "checkpoint"]
+    assert not lagging.checkpoints.get(4)
+    for vote in source.low_proof[:2]:  # then f+1 others' votes: it takes theirs and votes
+        lagging.step(vote)
+    assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4

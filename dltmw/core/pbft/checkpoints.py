@@ -28,7 +28,18 @@ class Checkpoints(ViewChanges):
     """Checkpoint and state-transfer handling (the normal case lives in `replica.Replica`)."""
 
     def send_checkpoint(self, sequence: int) -> None:
-        """Broadcast our signed checkpoint for an executed multiple of K."""
+        """Broadcast our signed checkpoint for an executed multiple of K — except at or above
+        a jump not yet confirmed (`jumped_upto`): a jump chains its state digest over what the
+        fetched blocks show, which with dissemination is not what the others chained, and a
+        correct replica's vote for such a digest could, with two jumped replicas and one
+        byzantine vote, prove it and shut out the replicas that executed normally (review of
+        rss59). It abstains until it took the group's digest (`adopt_proven`,
+        `adopt_vouched`) or saw its own proven (`maybe_stable`); then it casts the votes it
+        owes (`_vote_from`). So every checkpoint vote of a correct replica is the group's
+        state, and f+1 matching votes of others include one of them."""
+        if self.jumped_upto and sequence >= self.jumped_upto:
+            self._vouched(sequence, self.checkpoints.get(sequence, {}))
+            return
         message = replica_pb2.ReplicaMessage(
             checkpoint=replica_pb2.Checkpoint(
                 sequence=sequence, state_digest=self.state_at[sequence]
@@ -45,7 +56,7 @@ class Checkpoints(ViewChanges):
             self.drop("checkpoint-out-of-range")
             return
         votes = self.checkpoints.setdefault(seq, {})
-        votes[envelope.replica] = envelope  # a replica's latest vote (`adopt_vouched` revotes)
+        votes.setdefault(envelope.replica, envelope)
         matching: list[Envelope] = []
         for replica in sorted(votes):
             message = self.checker.open(votes[replica])
@@ -58,8 +69,7 @@ class Checkpoints(ViewChanges):
 
     def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
         """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
-        (checked at every vote, ours included: theirs may come before we executed `sequence`
-        or after; votes are not resent)."""
+        (checked at each vote and when we execute `sequence`: votes are not resent)."""
         counts: Counter[bytes] = Counter()
         for replica, vote in votes.items():
             message = None if replica == self.me else self.checker.open(vote)
@@ -71,22 +81,30 @@ class Checkpoints(ViewChanges):
                 return
 
     def adopt_vouched(self, sequence: int, digest: bytes) -> None:
-        """After a jump, take a checkpoint digest f+1 OTHER replicas voted (at least one of them
-        correct, so it is the group's state there) and vote it ourselves.
+        """After a jump, take a checkpoint digest f+1 OTHER replicas voted and vote from there.
 
-        `adopt_proven` needs 2f+1 matching votes; when two replicas of four jumped over the
-        same blocks, only two correct digests are voted and nothing is ever proven: the low
-        watermark stayed and the group stopped (a 1M run on this branch, 171,602 transactions
-        in, benchmarks/RESULTS.md 2026-12-05 rss59). A replica's later vote replaces its earlier
-        one (`on_checkpoint`), so the revote counts."""
-        if sequence >= self.next_exec or self.state_at.get(sequence) == digest:
+        Safe because a replica votes no digest of its own jump (`send_checkpoint`): of f+1
+        matching votes at least one is a correct replica's, and a correct replica votes only
+        the state it executed normally or took from the group, so it is the group's digest.
+        Needed because `adopt_proven` needs 2f+1 votes: when two replicas of four jumped over
+        the same blocks, only two replicas vote and nothing is ever proven — the low watermark
+        stayed and the group stopped (a 1M run on branch rss59, 171,602 transactions in,
+        benchmarks/RESULTS.md 2026-12-05 rss59)."""
+        if not self.jumped_upto or not self.jumped_upto <= sequence < self.next_exec:
             return
-        if not self._adopt(sequence, digest):
+        if self.state_at.get(sequence) == digest:
+            self.jumped_upto = 0  # the jump's digest is the group's (no dissemination)
+        elif not self._adopt(sequence, digest):
             return
         self.counters["jump-state-vouched"] += 1
-        interval = self.config.checkpoint_interval
-        for at in range(sequence, self.next_exec, interval):
-            self.send_checkpoint(at)
+        self._vote_from(sequence)
+
+    def _vote_from(self, sequence: int) -> None:
+        """Cast the checkpoint votes owed from `sequence` (a multiple of K) on, once a jump's
+        state is the group's again."""
+        for at in range(sequence, self.next_exec, self.config.checkpoint_interval):
+            if at > self.low and at in self.state_at:
+                self.send_checkpoint(at)
 
     def learn_checkpoint(self, sequence: int, digest: bytes, proof: tuple[Envelope, ...]) -> None:
         """Adopt a proven checkpoint as the low watermark and discard the log below it."""
@@ -105,15 +123,25 @@ class Checkpoints(ViewChanges):
         """Make the proven checkpoint stable once we executed up to it with the same state."""
         if self.stable_seq >= self.low or self.next_exec <= self.low:
             return
-        if self.state_at.get(self.low) != self.low_digest and not self.adopt_proven():
-            self.drop("checkpoint-state-diverged")
-            return
-        self.stable_seq = self.low
-        self.persist(StableRecord(self.low, self.low_digest, self.low_proof))
-        self.state_at = {s: d for s, d in self.state_at.items() if s >= self.low}
-        horizon = self.low - self.config.kept
+        owed = bool(self.jumped_upto) and self.low >= self.jumped_upto
+        if self.state_at.get(self.low) != self.low_digest:
+            if not self.adopt_proven():
+                self.drop("checkpoint-state-diverged")
+                return
+        elif owed:
+            # our own digest is the group's at or after the jump (a jump without dissemination
+            # chains the same digests): nothing left to adopt, and a later divergence is a real
+            # one, never again papered over by `adopt_proven` (review of rss59)
+            self.jumped_upto = 0
+        low, interval = self.low, self.config.checkpoint_interval
+        self.stable_seq = low
+        self.persist(StableRecord(low, self.low_digest, self.low_proof))
+        self.state_at = {s: d for s, d in self.state_at.items() if s >= low}
+        horizon = low - self.config.kept
         if horizon > 0:
             self.decided = {s: b for s, b in self.decided.items() if s > horizon}
+        if owed:
+            self._vote_from(low + interval)  # (after our own state is settled: it may recurse)
 
     def adopt_proven(self) -> bool:
         """Take the proven checkpoint's digest at `low` as ours, after a jump (True if taken).
