@@ -28,7 +28,7 @@ from dltmw.net.keyfile import KeyFileError
 from dltmw.runtime.config import NodeConfig
 from dltmw.runtime.gc_tuning import freeze_startup_heap
 from dltmw.runtime.interpreter import tune_for_notary
-from dltmw.runtime.memory import tune_malloc
+from dltmw.runtime.memory import free_in_arenas, trim_forever, tune_malloc
 from dltmw.runtime.node import Node
 from dltmw.runtime.process import (
     EXIT_FATAL,
@@ -58,6 +58,8 @@ async def serve(config: NodeConfig) -> int:
     ops = f" operations={node.operations_address}" if node.operations_address else ""
     print(f"READY {config.node_id} {address}{ops}", flush=True)
     frozen = freeze_startup_heap()  # full collections skip the startup heap (gc_tuning.py)
+    if free_in_arenas() is not None:  # glibc: give back what a burst left free (memory.py)
+        node.ctx.tasks.forever("malloc-trim", trim_forever)
     if "notary" in config.roles:
         logger.info("notary interpreter: %s", tune_for_notary(config.notary))
     channels = sorted({*node.peers, *node.orderers})

@@ -100,6 +100,39 @@ def _same_chain(net: Path, nodes: list[str]) -> bool:
     return all(c == chains[0] for c in chains) and len(chains[0]) > 1
 
 
+def putter(client: GatewayClient, concurrency: int = 8):
+    """`put_all(prefix, count, timeout_s=240)`: `count` kv puts through `client`, at most
+    `concurrency` at a time; every one must commit VALID."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def put_all(prefix: str, count: int, timeout_s: float = 240) -> None:
+        async def put(i: int) -> int:
+            async with sem:
+                done = await client.submit_transaction("trades", "kv", "put", f"{prefix}{i}", "v")
+                return done.status.result
+
+        results = await asyncio.wait_for(asyncio.gather(*(put(i) for i in range(count))), timeout_s)
+        assert all(r == VALID for r in results), f"{prefix}: not all committed"
+
+    return put_all
+
+
+async def behind_the_retention(net: Path, sup, put_all) -> int:
+    """orderer.d down while the others decide more sequences than they keep (the caller sets
+    decided_retain = 8 and two transactions per batch), then restarted: it catches up by the
+    2f+1-signed blocks it fetches. Returns the others' block count when it was restarted."""
+    await put_all("warm", 4)
+    sup.kill("orderer.d")
+    behind = len(_blocks(net, "orderer.d"))
+    await put_all("load", 120)
+    ahead = len(_blocks(net, "orderer.b"))
+    assert ahead - behind > 8 + 2 * 16, f"too few sequences decided ({behind} -> {ahead})"
+    sup.start("orderer.d")
+    sup.wait_ready("orderer.d", timeout_s=60)
+    await _wait(lambda: _same_chain(net, ORDERERS), 120, "orderer.d to catch up")
+    return ahead
+
+
 async def kill_primary_under_load(net: Path, sup) -> list[str]:
     """Load the channel (16 in flight, `TXS` puts), kill -9 the primary once 40 committed, and
     check: commits resume after the view change, the survivors agree with >= 3 signatures per
@@ -399,27 +432,9 @@ async def test_backup_behind_the_retention_catches_up_from_peer_blocks(
     monkeypatch.setenv("DLTMW_PBFT_DECIDED_RETAIN", "8")
     net, sup = network(TOPOLOGY.replace("max_tx_count = 100", "max_tx_count = 2"))
     client = await GatewayClient.connect(net, "user1.org1")
-    sem = asyncio.Semaphore(8)
-
-    async def put_all(prefix: str, count: int) -> None:
-        async def put(i: int) -> str:
-            async with sem:
-                done = await client.submit_transaction("trades", "kv", "put", f"{prefix}{i}", "v")
-                return done.status.result
-
-        results = await asyncio.wait_for(asyncio.gather(*(put(i) for i in range(count))), 240)
-        assert all(r == VALID for r in results), f"{prefix}: not all committed"
-
+    put_all = putter(client)
     try:
-        await put_all("warm", 4)
-        sup.kill("orderer.d")
-        behind = len(_blocks(net, "orderer.d"))
-        await put_all("load", 120)
-        ahead = len(_blocks(net, "orderer.b"))
-        assert ahead - behind > 8 + 2 * 16, f"too few sequences decided ({behind} -> {ahead})"
-        sup.start("orderer.d")
-        sup.wait_ready("orderer.d", timeout_s=60)
-        await _wait(lambda: _same_chain(net, ORDERERS), 120, "orderer.d to catch up")
+        ahead = await behind_the_retention(net, sup, put_all)
         chain = _blocks(net, "orderer.d")
         assert len(chain) >= ahead and all(len(b.metadata.signatures) >= 3 for b in chain[1:])
         # The fetched blocks name their signers by reference; the peers took them all.

@@ -19,7 +19,7 @@ from dltmw.core.pbft import ClientRequest, Envelope, JumpRecord, PbftConfig, Rec
 from dltmw.core.pbft.types import request_id
 from dltmw.ledger.pbft_store import RecordStore
 from dltmw.runtime.roles.orderer.pbft_catchup import verified_prefix
-from dltmw.v1 import block_pb2
+from dltmw.v1 import block_pb2, replica_pb2
 
 CONFIG = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, probe_ticks=5)
 REQS = [KEYS.make_request(0, i) for i in range(16)]
@@ -210,3 +210,132 @@ def test_a_jump_leaves_no_executed_request_pending_and_records_only_the_window()
     assert not lagging.pending
     (record,) = [r for r in lagging.ready().persist if isinstance(r, JumpRecord)]
     assert record.request_ids == tuple(request_id(r) for r in REQS[4:8])
+
+
+def test_a_replica_whose_jump_chained_other_digests_adopts_the_next_proven_checkpoint() -> None:
+    """With dissemination the replicas order certificates, and the blocks a lagging replica
+    fetches show envelopes: its jump chains digests its peers never chained (here: other
+    bytes than the decided requests). It must take the first proven checkpoint at or above
+    its jump as its state, so that its checkpoints become stable again (its decided batches
+    pruned) and its votes count: with one other replica cut, the checkpoint after needs it.
+    Red without `Checkpoints.adopt_proven`: its stable checkpoint stays 0, `decided` keeps
+    every batch, and the three left never prove checkpoint 8."""
+    cluster = lagging_cluster()
+    lagging = cluster.replicas[3]
+    shown = [(s, (b"envelopes of %d" % s,)) for s, _ in verified_batches(cluster.replicas[0])]
+    assert lagging.jump(shown)
+    assert lagging.state_digest != cluster.replicas[0].state_digest
+    cluster.flush(3)
+    cluster.cut.clear()
+    cluster.submit(REQS[8:12])
+    cluster.tick(3 * CONFIG.probe_ticks)
+    assert lagging.stable_seq >= 6, "took the proven checkpoint after its jump"
+    assert lagging.state_digest == cluster.replicas[0].state_digest
+    assert lagging.counters["jump-state-adopted"] == 1
+    assert min(lagging.decided) > lagging.stable_seq - lagging.config.kept
+    cluster.cut.add(1)
+    cluster.submit(REQS[12:16])
+    cluster.tick(3)
+    assert lagging.next_exec == cluster.replicas[0].next_exec == 9
+    assert cluster.replicas[0].stable_seq == lagging.stable_seq == 8, "its vote counted"
+    assert not lagging.counters["checkpoint-state-diverged"]
+
+
+def test_only_a_digest_a_jump_chained_is_replaced() -> None:
+    """A proven checkpoint's digest is taken only at or above the last jumped sequence: a
+    divergence with no jump below it (this replica executed something else), or a checkpoint
+    below the jump (its digests after it were chained over what the blocks show), is not."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump([(s, (b"other %d" % s,)) for s, _ in verified_batches(source)])
+    lagging.low, lagging.low_digest = 4, source.state_at[4]
+    for jumped_upto in (0, 5):
+        lagging.jumped_upto = jumped_upto
+        assert not lagging.adopt_proven()
+        assert lagging.state_digest != source.state_digest
+    lagging.jumped_upto = 4
+    assert lagging.adopt_proven() and lagging.state_digest == source.state_digest
+
+
+def test_a_replica_that_jumped_takes_the_digest_f_plus_1_others_vote_and_votes_it() -> None:
+    """When two replicas of four jumped over the same blocks, only two correct votes are cast
+    per checkpoint and nothing is proven (`adopt_proven` never runs). A jumped replica takes
+    the digest f+1 OTHER replicas voted at a checkpoint at or above its jump and votes it
+    itself, so the checkpoint gets its quorum. Red without `adopt_vouched`: the digest stays
+    the jump's and no vote is sent."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump([(s, (b"other %d" % s,)) for s, _ in verified_batches(source)])
+    lagging.ready()
+    assert source.low == 4 and len(source.low_proof) == 3
+    for vote in source.low_proof[:2]:  # f+1 = 2 others' votes for checkpoint 4
+        lagging.step(vote)
+    assert lagging.state_digest == source.state_digest
+    assert lagging.counters["jump-state-vouched"] == 1
+    out = [e for _, e in lagging.ready().send if isinstance(e, Envelope)]
+    sent = [replica_pb2.ReplicaMessage.FromString(e.payload) for e in out]
+    votes = [m.checkpoint for m in sent if m.WhichOneof("body") == "checkpoint"]
+    assert [(v.sequence, v.state_digest) for v in votes][:1] == [(4, source.state_at[4])]
+    assert lagging.stable_seq == 4, "its own vote made the third"
+
+
+def test_others_votes_that_came_before_the_jumped_replica_executed_count_at_its_own_vote() -> None:
+    """The f+1 others' votes for a checkpoint may reach a jumped replica before it executed
+    that sequence (votes are not resent): its own vote, cast when it executes, finds them."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    batches = [(s, (b"other %d" % s,)) for s, _ in verified_batches(source)]
+    assert lagging.jump(batches[:3])  # up to 3: checkpoint 4 not executed yet
+    lagging.ready()
+    for vote in source.low_proof[:2]:
+        lagging.step(vote)
+    assert lagging.counters["jump-state-vouched"] == 0 and lagging.stable_seq == 0
+    decided = source.decided[4]
+    lagging.jumped_upto = 3
+    lagging.apply(decided)  # executes 4 (as state transfer would), votes its checkpoint
+    assert lagging.counters["jump-state-vouched"] == 1
+    assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4
+
+
+def test_a_jump_whose_digests_match_the_group_disarms_the_adoption() -> None:
+    """A jump that chained the group's own digests (no dissemination: the blocks show what was
+    decided) is confirmed by the first stable checkpoint at or above it: from then on the
+    replica adopts nothing, so a later divergence is reported, not replaced. Red without
+    `maybe_stable` clearing `jumped_upto` (it stays 4 for good)."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    assert lagging.jump(verified_batches(source))
+    assert lagging.jumped_upto == 4
+    cluster.flush(3)
+    cluster.cut.clear()
+    cluster.submit(REQS[8:12])
+    cluster.tick(3 * CONFIG.probe_ticks)
+    assert lagging.stable_seq >= 6 and not lagging.counters["jump-state-adopted"]
+    assert lagging.jumped_upto == 0
+    lagging.low, lagging.low_digest = lagging.stable_seq, b"x" * 32
+    assert not lagging.adopt_proven()
+
+
+def test_a_jumped_replica_votes_no_checkpoint_of_its_own_jump() -> None:
+    """Its digest from a jump on may be no one else's (dissemination): it casts no checkpoint
+    vote at or above the jump until it took the group's digest, so that f+1 matching votes of
+    others always include a replica that executed normally (two jumped replicas' votes and a
+    byzantine one could otherwise prove the jump's digest and shut the others out). Red
+    without the abstention in `send_checkpoint` (checkpoint 4 voted with the jump's digest)."""
+    cluster = lagging_cluster()
+    lagging, source = cluster.replicas[3], cluster.replicas[0]
+    batches = [(s, (b"other %d" % s,)) for s, _ in verified_batches(source)]
+    assert lagging.jump(batches[:3])
+    lagging.ready()
+    lagging.apply(source.decided[4])  # executes checkpoint 4 with no one's vote yet
+    assert lagging.next_exec == 5 and lagging.state_at[4] != source.state_at[4]
+    sent = [
+        replica_pb2.ReplicaMessage.FromString(e.payload)
+        for _, e in lagging.ready().send
+        if isinstance(e, Envelope)
+    ]
+    assert not [m for m in sent if m.WhichOneof("body") == "checkpoint"]
+    assert not lagging.checkpoints.get(4)
+    for vote in source.low_proof[:2]:  # then f+1 others' votes: it takes theirs and votes
+        lagging.step(vote)
+    assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4

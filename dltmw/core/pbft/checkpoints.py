@@ -14,7 +14,9 @@ kept ~20 MiB of batches in memory only to answer a rare lagging peer.
 
 from __future__ import annotations
 
-from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord
+from collections import Counter
+
+from dltmw.core.pbft.types import DecidedFromStore, Envelope, StableRecord, chain_state
 from dltmw.core.pbft.viewchange import ViewChanges
 from dltmw.v1 import replica_pb2
 
@@ -26,7 +28,18 @@ class Checkpoints(ViewChanges):
     """Checkpoint and state-transfer handling (the normal case lives in `replica.Replica`)."""
 
     def send_checkpoint(self, sequence: int) -> None:
-        """Broadcast our signed checkpoint for an executed multiple of K."""
+        """Broadcast our signed checkpoint for an executed multiple of K — except at or above
+        a jump not yet confirmed (`jumped_upto`): a jump chains its state digest over what the
+        fetched blocks show, which with dissemination is not what the others chained, and a
+        correct replica's vote for such a digest could, with two jumped replicas and one
+        byzantine vote, prove it and shut out the replicas that executed normally (review of
+        rss59). It abstains until it took the group's digest (`adopt_proven`,
+        `adopt_vouched`) or saw its own proven (`maybe_stable`); then it casts the votes it
+        owes (`_vote_from`). So every checkpoint vote of a correct replica is the group's
+        state, and f+1 matching votes of others include one of them."""
+        if self.jumped_upto and sequence >= self.jumped_upto:
+            self._vouched(sequence, self.checkpoints.get(sequence, {}))
+            return
         message = replica_pb2.ReplicaMessage(
             checkpoint=replica_pb2.Checkpoint(
                 sequence=sequence, state_digest=self.state_at[sequence]
@@ -51,6 +64,47 @@ class Checkpoints(ViewChanges):
                 matching.append(votes[replica])
         if len(matching) >= self.config.quorum:
             self.learn_checkpoint(seq, cp.state_digest, tuple(matching[: self.config.quorum]))
+        elif self.jumped_upto and self.jumped_upto <= seq < self.next_exec:
+            self._vouched(seq, votes)
+
+    def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
+        """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
+        (checked at each vote and when we execute `sequence`: votes are not resent)."""
+        counts: Counter[bytes] = Counter()
+        for replica, vote in votes.items():
+            message = None if replica == self.me else self.checker.open(vote)
+            if message is not None:
+                counts[message.checkpoint.state_digest] += 1
+        for digest, count in counts.items():
+            if count > self.config.f:
+                self.adopt_vouched(sequence, digest)
+                return
+
+    def adopt_vouched(self, sequence: int, digest: bytes) -> None:
+        """After a jump, take a checkpoint digest f+1 OTHER replicas voted and vote from there.
+
+        Safe because a replica votes no digest of its own jump (`send_checkpoint`): of f+1
+        matching votes at least one is a correct replica's, and a correct replica votes only
+        the state it executed normally or took from the group, so it is the group's digest.
+        Needed because `adopt_proven` needs 2f+1 votes: when two replicas of four jumped over
+        the same blocks, only two replicas vote and nothing is ever proven — the low watermark
+        stayed and the group stopped (a 1M run on branch rss59, 171,602 transactions in,
+        benchmarks/RESULTS.md 2026-12-05 rss59)."""
+        if not self.jumped_upto or not self.jumped_upto <= sequence < self.next_exec:
+            return
+        if self.state_at.get(sequence) == digest:
+            self.jumped_upto = 0  # the jump's digest is the group's (no dissemination)
+        elif not self._adopt(sequence, digest):
+            return
+        self.counters["jump-state-vouched"] += 1
+        self._vote_from(sequence)
+
+    def _vote_from(self, sequence: int) -> None:
+        """Cast the checkpoint votes owed from `sequence` (a multiple of K) on, once a jump's
+        state is the group's again."""
+        for at in range(sequence, self.next_exec, self.config.checkpoint_interval):
+            if at > self.low and at in self.state_at:
+                self.send_checkpoint(at)
 
     def learn_checkpoint(self, sequence: int, digest: bytes, proof: tuple[Envelope, ...]) -> None:
         """Adopt a proven checkpoint as the low watermark and discard the log below it."""
@@ -69,15 +123,69 @@ class Checkpoints(ViewChanges):
         """Make the proven checkpoint stable once we executed up to it with the same state."""
         if self.stable_seq >= self.low or self.next_exec <= self.low:
             return
+        owed = bool(self.jumped_upto) and self.low >= self.jumped_upto
         if self.state_at.get(self.low) != self.low_digest:
-            self.drop("checkpoint-state-diverged")
-            return
-        self.stable_seq = self.low
-        self.persist(StableRecord(self.low, self.low_digest, self.low_proof))
-        self.state_at = {s: d for s, d in self.state_at.items() if s >= self.low}
-        horizon = self.low - self.config.kept
+            if not self.adopt_proven():
+                self.drop("checkpoint-state-diverged")
+                return
+        elif owed:
+            # our own digest is the group's at or after the jump (a jump without dissemination
+            # chains the same digests): nothing left to adopt, and a later divergence is a real
+            # one, never again papered over by `adopt_proven` (review of rss59)
+            self.jumped_upto = 0
+        low, interval = self.low, self.config.checkpoint_interval
+        self.stable_seq = low
+        self.persist(StableRecord(low, self.low_digest, self.low_proof))
+        self.state_at = {s: d for s, d in self.state_at.items() if s >= low}
+        horizon = low - self.config.kept
         if horizon > 0:
             self.decided = {s: b for s, b in self.decided.items() if s > horizon}
+        if owed:
+            self._vote_from(low + interval)  # (after our own state is settled: it may recurse)
+
+    def adopt_proven(self) -> bool:
+        """Take the proven checkpoint's digest at `low` as ours, after a jump (True if taken).
+
+        A jump chains the state digest over what the fetched blocks show, and a block shows
+        envelopes: where the replicas order batch certificates (dissemination,
+        `DisseminatingReplica.jump`) the others chained the certificates, so every checkpoint
+        digest of this replica from its jump on differed from theirs. Its checkpoints never
+        became stable again: `decided` (pruned at a stable checkpoint) grew by a batch per slot
+        for good, 1,177 of them 100 s after a 30 s pause (a 256-slot retention), and its
+        checkpoint votes never counted — two such replicas of four left no quorum of matching
+        votes, the low watermark stopped and the group stopped ordering (the first 1M run of
+        benchmarks/RESULTS.md 2026-12-05 rss58: two replicas jumped, then no block).
+
+        Safe: `low`'s digest is proven by 2f+1 signed votes (f+1 correct replicas executed up
+        to `low` with it), this replica executed the same batches up to `low` (the jump's are
+        2f+1-signed blocks, the rest committed batches), and only what a jump chained is
+        replaced: `low` is at or above the last jumped sequence, and the digests after it are
+        chained again over the decided batches executed since (all in `decided`: nothing is
+        pruned there before a stable checkpoint). A divergence with no jump below it is still
+        refused (`checkpoint-state-diverged`)."""
+        if not self._adopt(self.low, self.low_digest):
+            return False
+        self.counters["jump-state-adopted"] += 1
+        return True
+
+    def _adopt(self, sequence: int, digest: bytes) -> bool:
+        """`digest` as our state at `sequence` (at or above our last jump), chained again over
+        the decided batches executed since; False (nothing changed) otherwise."""
+        if not self.jumped_upto or sequence < self.jumped_upto:
+            return False
+        state, at = digest, {sequence: digest}
+        interval = self.config.checkpoint_interval
+        for later in range(sequence + 1, self.next_exec):
+            batch = self.decided.get(later)
+            if batch is None:
+                return False
+            state = chain_state(state, batch.digest)
+            if later % interval == 0:
+                at[later] = state
+        self.state_digest = state
+        self.state_at.update(at)
+        self.jumped_upto = 0
+        return True
 
     def probe_if_stalled(self) -> None:
         """The periodic catch-up probe (every `probe_ticks`), sent only when it can be needed:

@@ -522,11 +522,11 @@ class DisseminatingReplica:
 
         Their envelopes, not the certificates, are all a block shows: they count as executed
         and assembled, and the replica's chained state digest is computed over them — so this
-        replica's checkpoint votes differ from its peers' until a stable checkpoint proven by
-        them moves it. Execution may already be past some of them (certificates executed
-        while their batches were compacted everywhere before this replica fetched them): for
-        those only assembly moves — waiting for such a batch would stall this replica's
-        blocks for good.
+        replica's checkpoint votes differ from its peers' until it takes the first checkpoint
+        they prove at or above its jump as its state (`Checkpoints.adopt_proven`). Execution
+        may already be past some of them (certificates executed while their batches were
+        compacted everywhere before this replica fetched them): for those only assembly
+        moves — waiting for such a batch would stall this replica's blocks for good.
 
         The last `decided_retain` slots jumped over are recorded as assembled slots without
         batches: assembly's de-duplication window must hold what every other replica's holds

@@ -77,6 +77,7 @@ def restore_jump(replica: Checkpoints, record: JumpRecord) -> None:
     if record.sequence < replica.next_exec:
         return
     replica.next_exec = record.sequence + 1
+    replica.jumped_upto = record.sequence
     replica.state_digest = record.state_digest
     replica.state_at.update(dict(record.checkpoint_states))
     replica.slots = {s: slot for s, slot in replica.slots.items() if s > record.sequence}

@@ -80,6 +80,9 @@ class ReplicaState:
         self.next_exec = 1
         self.state_digest = ZERO_DIGEST
         self.state_at: dict[int, bytes] = {}
+        # The last sequence a jump executed (`pbft.jump`), until a proven checkpoint at or above
+        # it gave this replica the cluster's state digest again (`Checkpoints.adopt_proven`).
+        self.jumped_upto = 0
         # Ids executed in the last `decided_retain` sequences (`recent.Recent`: bounded).
         self.executed_ids: Recent[bytes] = Recent(config.decided_retain)
         # The last `config.kept` decided batches (older retained ones: in the records only).
