@@ -339,3 +339,48 @@ def test_a_jumped_replica_votes_no_checkpoint_of_its_own_jump() -> None:
     for vote in source.low_proof[:2]:  # then f+1 others' votes: it takes theirs and votes
         lagging.step(vote)
     assert lagging.state_at[4] == source.state_at[4] and lagging.stable_seq == 4
+
+
+def _is_checkpoint_of(envelope: object, sender: int) -> bool:
+    if not isinstance(envelope, Envelope) or envelope.replica != sender:
+        return False
+    body = replica_pb2.ReplicaMessage.FromString(envelope.payload).WhichOneof("body")
+    return body == "checkpoint"
+
+
+def _losing_checkpoint_votes_of(cluster: Cluster, sender: int) -> list[bool]:
+    """`cluster.flush` drops `sender`'s checkpoint votes while the returned flag is set."""
+    flush, dropping = cluster.flush, [True]
+
+    def lossy(i: int) -> None:
+        flush(i)
+        if dropping[0]:
+            kept = [(d, e) for d, e in cluster.queue if not _is_checkpoint_of(e, sender)]
+            cluster.queue[:] = kept
+
+    cluster.flush = lossy  # type: ignore[method-assign]
+    return dropping
+
+
+def test_a_jump_ending_on_a_checkpoint_counts_the_votes_that_came_before_it() -> None:
+    """Replica 2's checkpoint votes are lost and then it crashes; replicas 0 and 1 voted
+    checkpoint 4 (the top of their window) and replica 3 got their votes before it jumped to
+    exactly 4. Its jump digest is not theirs (dissemination): it must take theirs from the votes
+    it holds and vote, or the three stop for good. Red without `check_vouched` in `jump`
+    (next_exec stays 5)."""
+    cluster = Cluster()
+    cluster.cut.add(3)
+    _losing_checkpoint_votes_of(cluster, 2)
+    cluster.submit(REQS[:8])
+    cluster.tick(2)
+    source, lagging = cluster.replicas[0], cluster.replicas[3]
+    for vote in source.checkpoints[4].values():
+        lagging.step(vote)
+    lagging.ready()
+    assert lagging.jump([(s, (b"other %d" % s,)) for s, _ in verified_batches(source)][:4])
+    cluster.cut = {2}
+    cluster.flush(3)
+    cluster.submit(REQS[8:12])
+    cluster.tick(6 * CONFIG.probe_ticks)
+    assert [cluster.replicas[i].next_exec > 5 for i in (0, 1, 3)] == [True] * 3
+    assert lagging.counters["jump-state-vouched"] == 1 and lagging.jumped_upto == 0

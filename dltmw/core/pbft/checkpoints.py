@@ -67,6 +67,13 @@ class Checkpoints(ViewChanges):
         elif self.jumped_upto and self.jumped_upto <= seq < self.next_exec:
             self._vouched(seq, votes)
 
+    def check_vouched(self, sequence: int) -> None:
+        """`_vouched` with the votes already held for `sequence` (a jump that ends on a
+        checkpoint: the others' votes may have come before it, and votes are not resent)."""
+        on_checkpoint = sequence % self.config.checkpoint_interval == 0
+        if self.jumped_upto and on_checkpoint and self.low < sequence < self.next_exec:
+            self._vouched(sequence, self.checkpoints.get(sequence, {}))
+
     def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
         """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
         (checked at each vote and when we execute `sequence`: votes are not resent)."""

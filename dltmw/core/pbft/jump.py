@@ -57,6 +57,7 @@ def jump(replica: Checkpoints, batches: Sequence[VerifiedBatch]) -> bool:
     record = JumpRecord(last, state, tuple(checkpoints), tuple(ids))
     replica.persist(record)
     restore_jump(replica, record)
+    replica.check_vouched(last)  # others' votes for a checkpoint the jump ended on
     replica.counters["jumped"] += len(todo)
     replica.note_behind()
     replica.probe()  # learn the stable checkpoint (and later batches) from the peers
