@@ -132,12 +132,12 @@ async def trim_forever(every_s: float = TRIM_EVERY_S) -> None:
 
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's `mallopt`, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:
         return None
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+        mallopt = libc.mallopt
+    except AttributeError:
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
