@@ -90,6 +90,8 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
     c.deadline_s = deadline_s
     c.profile = SimpleNamespace(gateways=[a, b])
     c._seen = {}
+    c._tasks, c._gateway, c._privacy = set(), None, {}
+    c.gateway_name = ""
     c.references = CreatorReferences(SIGNER.identity_bytes, presuming=True)
     # the client saw one of its full-creator transactions commit: it names itself by reference
     c.references.committed(CH, SIGNER.identity_bytes, C.TX_VALIDATION_CODE_VALID)
