@@ -13,6 +13,7 @@
    with its tx id, never a retryable `Overloaded` (a caller answers that with a second
    transaction); resumed, every intent is on the ledger exactly once. Red without
    `Overloaded` in `Client._order`'s lost check.
+Also docs/embedding.md's `submit_async` example (its second python block) is run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dltmw.ops.supervisor import Supervisor
 from tests.integration.conftest import TWO_ORG
 from tests.integration.ledgers import VALID, blocks, ledger_path, tx_codes, wait_until
 from tests.integration.test_bus import Network
+from tests.integration.test_embedding_docs import DOC, _run
 
 pytestmark = pytest.mark.integration
 CH = "trades"
@@ -179,3 +181,12 @@ def test_an_orderer_overloaded_at_the_order_step_is_commit_unknown_resumed_once(
     for tx_id in tx_ids:
         assert codes[tx_id].count(VALID) == 1, f"{tx_id}: {codes[tx_id]}"
     assert sum(1 for c in codes.values() if VALID in c) == BURST + 1, codes
+
+
+def test_the_docs_submit_async_example_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    example = next(b for b in blocks if "submit_async" in b)
+    script = tmp_path / "submit_async.py"
+    script.write_text(example)
+    out = _run(script)
+    assert "submitted True" in out and re.search(r"committed in block \d+ VALID", out), out
