@@ -39,7 +39,8 @@ Transact stream) with what an embedding program needs:
   (`ChannelConfig.client_identity_references`), so the client presumes every channel does; a
   refusal (UNKNOWN_IDENTITY_REFERENCE, MALFORMED, or such a commit code) changed nothing, and
   the transaction is done again in full under a new tx id; a channel that refused twice (or
-  said MALFORMED once) gets the creator in full from then on. One `CreatorReferences` serves
+  said MALFORMED once, after a fail-over too, where the transaction itself is `CommitUnknown`)
+  gets the creator in full from then on. One `CreatorReferences` serves
   every gateway connection of the `Client`, like its `CreatorSigner`: a fail-over neither
   forgets the reference nor changes a transaction's creator (its proposal bytes are made once).
 A `Client` is an async context manager; `close()` closes its connection and stream.
@@ -378,6 +379,9 @@ class Client:
                     return status  # a copy committed: the refusal answered a later one
             lost = isinstance(error, Unavailable | Overloaded)  # (taken by an orderer maybe)
             if handed and (lost or len(handed) > 1 or not error.reason):
+                if error.reason == "MALFORMED":  # the channel takes no references (any more):
+                    # later transactions go in full; this one may be ordered all the same
+                    self.references.refused_reason(channel_id, endorsed.creator, error.reason)
                 e = endorsed
                 raise CommitUnknown(
                     error, channel_id, tx_id, e.payload, e.result, e.creator
