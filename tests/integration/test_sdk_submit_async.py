@@ -23,7 +23,7 @@ import contextlib
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,22 @@ def stopped(sup: Supervisor, node_id: str) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+@contextlib.asynccontextmanager
+async def cut_under_a_stopped_orderer(
+    client: dltmw.Client, sup: Supervisor, cut_s: float
+) -> AsyncIterator[dltmw.Submitted]:
+    """k0 committed (the client names itself by reference from then on), then k1 handed on
+    while the orderer is stopped, and the caller's own timeout cuts its wait on the handle;
+    the orderer continues when the block ends."""
+    await client.submit(CH, "kv", "put", "k0", "v0")
+    with stopped(sup, "orderer0"):
+        handle = await client.submit_async(CH, "kv", "put", "k1", "v1")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(cut_s):
+                await handle.committed()
+        yield handle
+
+
 def on_ledger(net: Path, tx_ids: list[str]) -> dict[str, list[int]]:
     """peer0.org2's validation codes of every tx id, once all of `tx_ids` are there."""
     asyncio.run(
@@ -70,12 +86,7 @@ def test_a_cut_wait_keeps_the_tx_id_and_the_transaction_commits_once(network: Ne
 
     async def scenario() -> str:
         async with dltmw.Client(profile, deadline_s=30) as client:
-            await client.submit(CH, "kv", "put", "k0", "v0")
-            with stopped(sup, "orderer0"):
-                handle = await client.submit_async(CH, "kv", "put", "k1", "v1")
-                with pytest.raises(TimeoutError):
-                    async with asyncio.timeout(1.0):  # the caller's own timeout
-                        await handle.committed()
+            async with cut_under_a_stopped_orderer(client, sup, 1.0) as handle:
                 assert not handle.done()  # the ordering goes on
                 assert await client.commit_status(CH, handle.tx_id, wait_s=0.2) is None
             done = await handle.committed()
@@ -99,12 +110,7 @@ def test_an_orderer_killed_under_a_cut_wait_is_commit_unknown_on_the_handle(
 
     async def scenario() -> str:
         async with dltmw.Client(profile, deadline_s=6) as client:
-            await client.submit(CH, "kv", "put", "k0", "v0")
-            with stopped(sup, "orderer0"):
-                handle = await client.submit_async(CH, "kv", "put", "k1", "v1")
-                with pytest.raises(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await handle.committed()
+            async with cut_under_a_stopped_orderer(client, sup, 0.5) as handle:
                 await asyncio.to_thread(sup.kill, "orderer0")  # (-9 of a stopped process)
             with pytest.raises(dltmw.CommitUnknown) as raised:
                 await handle.committed()
