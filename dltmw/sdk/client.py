@@ -17,6 +17,9 @@ Transact stream) with what an embedding program needs:
   a lost gateway or the deadline is `CommitUnknown` (tx id, payload), never a plain
   `Unavailable` the caller would answer with a second `submit` (a second transaction);
   `resume_submit(error)` offers the same transaction again and returns its commit;
+- a transaction's handle (`submit_async` -> `sdk/submitted.Submitted`): its tx id before it
+  is ordered, the ordering in a task of the client, so a caller that cancels its wait (its
+  own timeout) keeps the tx id and the transaction goes on; `commit_status` by tx id;
 - the client's signatures per Transact request: when pipelined, a transaction's proposal and
   envelope go unsigned into the gateway connection's Transact stream, which signs ONE Merkle
   root over each request's proposals and one over its envelopes (`client/creator_signing.py`,
@@ -30,7 +33,7 @@ Transact stream) with what an embedding program needs:
   private transactions' envelopes are signed alone (`submit_private`);
 - transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
-  the call's deadline;
+  the call's deadline, which the gateways not yet tried share equally (`_attempt`);
 - the read-your-writes mark (the highest block seen committed per channel) carried from one
   gateway to the next;
 - identity references (`client/creator_reference.py`): the client names itself by its ~40-byte
