@@ -47,7 +47,15 @@ if TYPE_CHECKING:  # the names below, for type checkers; at run time they load o
     )
     from dltmw.sdk.network import Network, connect, open
     from dltmw.sdk.profile import Profile, ProfileError
-    from dltmw.sdk.results import Block, Committed, ContractEvent, EventFilter, Transaction
+    from dltmw.sdk.results import (
+        Block,
+        Committed,
+        ContractEvent,
+        EventFilter,
+        Transaction,
+        TxStatus,
+    )
+    from dltmw.sdk.submitted import Submitted
     from dltmw.sdk.vault import FlowDone, Vault
 
 # Where each public name lives. `import dltmw` stays cheap (the CLI, node processes and
@@ -85,8 +93,10 @@ _EXPORTS = {
     **dict.fromkeys(("Network", "connect", "open"), "dltmw.sdk.network"),
     **dict.fromkeys(("Profile", "ProfileError"), "dltmw.sdk.profile"),
     **dict.fromkeys(
-        ("Block", "Committed", "ContractEvent", "EventFilter", "Transaction"), "dltmw.sdk.results"
+        ("Block", "Committed", "ContractEvent", "EventFilter", "Transaction", "TxStatus"),
+        "dltmw.sdk.results",
     ),
+    "Submitted": "dltmw.sdk.submitted",
     **dict.fromkeys(("FlowDone", "Vault"), "dltmw.sdk.vault"),
 }
 
@@ -160,8 +170,10 @@ __all__ = [
     "Profile",
     "ProfileError",
     "StaleRead",
+    "Submitted",
     "Subscription",
     "Transaction",
+    "TxStatus",
     "Unavailable",
     "Vault",
     "__version__",

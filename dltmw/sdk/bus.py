@@ -41,6 +41,7 @@ from dltmw.contracts.bus import BATCH_BYTES_MAX, BATCH_MAX, MESSAGE_BYTES_MAX, T
 from dltmw.sdk.client import Client
 from dltmw.sdk.errors import InvalidRequest, LimitExceeded, PayloadPurged, Unavailable
 from dltmw.sdk.results import Block, Committed, EventFilter, Transaction
+from dltmw.sdk.submitted import Submitted
 from dltmw.v1 import bus_pb2, private_payload_pb2
 
 __all__ = ["Bus", "Checkpointer", "FileCheckpointer", "Message", "Position", "Subscription"]
@@ -122,13 +123,23 @@ class Bus:
     async def publish(
         self, topic: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Committed:
-        """Publish one message; returns once it is committed (its tx id and block).
-        `CommitUnknown` as `Client.submit` (finish it with `bus.client.resume_submit`)."""
+        """Publish one message; returns once it is committed (its tx id and block):
+        `publish_async` and the handle's `committed()`. `CommitUnknown` as `Client.submit`
+        (finish it with `bus.client.resume_submit`). Cancelled after the message was endorsed,
+        it cancels the wait only; a publisher with its own timeout uses `publish_async`."""
+        return await (await self.publish_async(topic, payload, headers)).committed()
+
+    async def publish_async(
+        self, topic: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> Submitted:
+        """Endorse one message and hand it on to be ordered: its handle (`Client.submit_async`:
+        the tx id before it is ordered, `committed()`, `status()`), which a cancelled wait
+        never loses."""
         _check_topic(topic)
         message = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload)
         raw = message.SerializeToString()
         _check_size(raw)
-        return await self.client.submit(self.channel_id, CONTRACT, "publish", topic, raw)
+        return await self.client.submit_async(self.channel_id, CONTRACT, "publish", topic, raw)
 
     async def publish_batch(
         self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]

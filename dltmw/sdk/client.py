@@ -17,6 +17,9 @@ Transact stream) with what an embedding program needs:
   a lost gateway or the deadline is `CommitUnknown` (tx id, payload), never a plain
   `Unavailable` the caller would answer with a second `submit` (a second transaction);
   `resume_submit(error)` offers the same transaction again and returns its commit;
+- a transaction's handle (`submit_async` -> `sdk/submitted.Submitted`): its tx id before it
+  is ordered, the ordering in a task of the client, so a caller that cancels its wait (its
+  own timeout) keeps the tx id and the transaction goes on; `commit_status` by tx id;
 - the client's signatures per Transact request: when pipelined, a transaction's proposal and
   envelope go unsigned into the gateway connection's Transact stream, which signs ONE Merkle
   root over each request's proposals and one over its envelopes (`client/creator_signing.py`,
@@ -30,7 +33,7 @@ Transact stream) with what an embedding program needs:
   private transactions' envelopes are signed alone (`submit_private`);
 - transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
-  the call's deadline;
+  the call's deadline, which the gateways not yet tried share equally (`_attempt`);
 - the read-your-writes mark (the highest block seen committed per channel) carried from one
   gateway to the next;
 - identity references (`client/creator_reference.py`): the client names itself by its ~40-byte
@@ -39,7 +42,8 @@ Transact stream) with what an embedding program needs:
   (`ChannelConfig.client_identity_references`), so the client presumes every channel does; a
   refusal (UNKNOWN_IDENTITY_REFERENCE, MALFORMED, or such a commit code) changed nothing, and
   the transaction is done again in full under a new tx id; a channel that refused twice (or
-  said MALFORMED once) gets the creator in full from then on. One `CreatorReferences` serves
+  said MALFORMED once, after a fail-over too, where the transaction itself is `CommitUnknown`)
+  gets the creator in full from then on. One `CreatorReferences` serves
   every gateway connection of the `Client`, like its `CreatorSigner`: a fail-over neither
   forgets the reference nor changes a transaction's creator (its proposal bytes are made once).
 A `Client` is an async context manager; `close()` closes its connection and stream.
@@ -56,6 +60,7 @@ from typing import TypeVar
 import grpc
 
 from dltmw.aio.batched_stream import Reconnect
+from dltmw.aio.tasks import cancel_and_wait
 from dltmw.client.creator_reference import UNKNOWN_REFERENCE, CreatorReferences
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
@@ -72,24 +77,37 @@ from dltmw.sdk.errors import (
     InvalidRequest,
     LimitExceeded,
     NotFound,
+    Overloaded,
     PermissionDenied,
     Unavailable,
     from_rpc_error,
 )
 from dltmw.sdk.profile import GatewayEndpoint, Profile
-from dltmw.sdk.results import Block, Committed, EventFilter, block_of, code_name
+from dltmw.sdk.results import (
+    Block,
+    Committed,
+    EventFilter,
+    TxStatus,
+    block_of,
+    code_name,
+    status_of,
+)
+from dltmw.sdk.submitted import Endorsed, Submitted
 from dltmw.v1 import gateway_service_pb2
 
 G = gateway_service_pb2
 T = TypeVar("T")
-# a transaction done: its tx id, commit status and endorsement (`Client._submit_as`)
-_Done = tuple[str, G.CommitStatusResponse, G.EndorseResponse]
+# what a transaction calls: (channel id, contract, function, args)
+_Call = tuple[str, str, str, Sequence[str | bytes]]
 # After a fail-over in ordering, a gateway whose peer has not yet committed the block that
-# registered this client's reference is asked again after this long (`_submit_as`).
+# registered this client's reference is asked again after this long (`_order`).
 REFERENCE_LAG_S = 0.05
 # How long `_order` waits for a commit status after a refusal that may answer a later copy of a
 # transaction already committed (a committed one is answered at once; the wait is for nothing).
 STATUS_PROBE_S = 1.0
+STATUS_WAIT_S = 1.0  # `commit_status`'s default wait for a commit not seen yet
+STATUS_RTT_S = 0.1  # the least a status query is given (one round trip)
+ATTEMPT_MIN_S = 0.1  # the least one gateway's attempt at a step is given (`_attempt`)
 FRAMING_BYTES = 16 * 1024  # room in a gateway request beside one item (its fields, a proof)
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
 # gRPC's retry policy (gRFC A6): up to 4 attempts, backoff 50 ms x 2^n (jittered), capped at 1 s.
@@ -149,6 +167,7 @@ class Client:
         self._lock = asyncio.Lock()
         self._privacy: dict[int, PrivacyClient] = {}  # of the gateway in use
         self.reconnect = Reconnect()  # the backoff between rounds of dialling every gateway
+        self._tasks: set[asyncio.Task[Committed]] = set()  # `submit_async`'s, in progress
 
     async def __aenter__(self) -> Client:
         await self._current()
@@ -158,7 +177,11 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection to the gateway in use."""
+        """Stop the transactions still in progress (their handles' `committed()` raises
+        `CommitUnknown`: they may be ordered), then close the connection to the gateway in
+        use."""
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
         gateway, self._gateway = self._gateway, None
         privacy, self._privacy = self._privacy, {}
         for p in privacy.values():
@@ -174,31 +197,61 @@ class Client:
     async def submit(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
     ) -> Committed:
-        """Endorse, order and commit one transaction; returns once it committed VALID.
+        """Endorse, order and commit one transaction; returns once it committed VALID:
+        `submit_async` and `Submitted.committed`.
 
         Raises `CommitFailed` if it committed with another code, `CommitUnknown` if it was
         handed on to be ordered but its commit was not seen (`resume_submit` finishes it; a
         second `submit` would be a second transaction), or the typed error of the step that
-        refused it (nothing was ordered)."""
+        refused it (nothing was ordered; `metadata["tx_id"]` names the transaction refused).
+        Cancelling it once the transaction was endorsed cancels the wait, not the transaction,
+        whose tx id only the log then names: a caller with its own timeout uses `submit_async`
+        and keeps the handle."""
+        submitted = await self.submit_async(channel_id, contract, function, *args)
+        return await submitted.committed()
+
+    async def submit_async(
+        self, channel_id: str, contract: str, function: str, *args: str | bytes
+    ) -> Submitted:
+        """Endorse one transaction and hand it on to be ordered; returns its handle at once
+        (`sdk/submitted.py`: `tx_id`, `result`, `committed()`, `status()`), before it is
+        ordered. The ordering and the wait for the commit run in a task of this client, within
+        `deadline_s` from this call; cancelling a wait on the handle never cancels them, and
+        the handle keeps the tx id (Fabric Gateway's `submit_async`). Raises the typed error of
+        an endorsement refused (nothing ordered; `metadata["tx_id"]` names the proposal)."""
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         refs = self.references
         creator = refs.creator(channel_id)
+        call = (channel_id, contract, function, args)
         try:
-            done: _Done | None = await self._submit_as(
-                deadline, channel_id, contract, function, args, creator
-            )
-        except CommitUnknown:
-            raise  # (it may be ordered: never redone under a new tx id)
+            endorsed = await self._endorse_as(deadline, call, creator)
         except Error as error:
             if not refs.refused_reason(channel_id, creator, error.reason):
                 raise
-            done = None  # refused at endorsement or admission: nothing was changed
-        if done is None or refs.refused_code(channel_id, creator, done[1].result):
-            creator = refs.full  # the refused transaction changed nothing: again, in full
-            done = await self._submit_as(deadline, channel_id, contract, function, args, creator)
-        tx_id, status, endorsed = done
-        refs.committed(channel_id, creator, status.result)
-        return self._outcome(channel_id, tx_id, status, endorsed.result.payload)
+            # refused at endorsement: nothing was changed; again, in full
+            endorsed = await self._endorse_as(deadline, call, refs.full)
+        submitted = Submitted(channel_id, endorsed, self.commit_status)
+        task = asyncio.create_task(self._finish(deadline, call, submitted), name=endorsed.tx_id)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        submitted.start(task)
+        return submitted
+
+    async def commit_status(
+        self, channel_id: str, tx_id: str, wait_s: float = STATUS_WAIT_S
+    ) -> TxStatus | None:
+        """The commit status of `tx_id` on `channel_id` at a gateway's peer (the gateway's
+        CommitStatus; any validation code). A committed transaction is answered at once; one
+        not committed within `wait_s` (at least one round trip, `STATUS_RTT_S`) is None — not
+        (yet) on the ledger: it may still commit if it was handed on. A gateway that is
+        unreachable is left for the next (`Unavailable` when none answers); a malformed tx id
+        or an unknown channel is the gateway's typed refusal."""
+        if wait_s < 0:
+            raise InvalidRequest(
+                f"wait_s {wait_s} is negative", "INVALID_FIELD", "INVALID_ARGUMENT"
+            )
+        status = await self._status(channel_id, tx_id, wait_s)
+        return None if status is None else status_of(tx_id, status)
 
     async def resume_submit(self, unknown: CommitUnknown) -> Committed:
         """Finish a transaction whose commit `submit` did not see (`CommitUnknown`): offer the
@@ -216,15 +269,9 @@ class Client:
             raise InvalidRequest(
                 f"transaction {unknown.tx_id} was made by another client", code="INVALID_ARGUMENT"
             )
-        status = await self._order(
-            deadline,
-            channel_id,
-            unknown.tx_id,
-            unknown.payload,
-            unknown.result,
-            unknown.creator,
-            handed=[True],  # (handed on before: a refused reference is waited out, not redone)
-        )
+        endorsed = Endorsed(unknown.tx_id, unknown.payload, unknown.result, unknown.creator)
+        # (handed on before: a refused reference is waited out, not redone)
+        status = await self._order(deadline, channel_id, endorsed, handed=[True])
         if not refs.refused_code(channel_id, unknown.creator, status.result):
             refs.committed(channel_id, unknown.creator, status.result)
         return self._outcome(channel_id, unknown.tx_id, status, unknown.result)
@@ -239,39 +286,53 @@ class Client:
             raise CommitFailed(tx_id, code, status.block_number)
         return Committed(tx_id, status.block_number, status.tx_index, result)
 
-    async def _submit_as(
-        self,
-        deadline: float,
-        channel_id: str,
-        contract: str,
-        function: str,
-        args: Sequence[str | bytes],
-        creator: bytes,
-    ) -> _Done:
-        """Endorse, order and wait for the commit of one transaction naming `creator`, failing
-        over between gateways with the SAME proposal bytes (hence tx id); `CommitUnknown` once
-        the envelope may have been handed on (`_order`)."""
+    async def _endorse_as(self, deadline: float, call: _Call, creator: bytes) -> Endorsed:
+        """Endorse the transaction `call` names with `creator`, failing over between gateways
+        with the SAME proposal bytes (hence tx id); an error names the tx id."""
+        channel_id, contract, function, args = call
         first = await self._current()
         proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
         _fits("proposal", proposal_bytes)
-        endorsed = await self._attempt(
-            deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
-        )
+        try:
+            endorsed = await self._attempt(
+                deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
+            )
+        except Error as error:
+            raise _naming(error, tx_id) from None
         payload = endorsed.prepared_payload
         _fits("transaction", payload)
-        result = endorsed.result.payload
-        status = await self._order(deadline, channel_id, tx_id, payload, result, creator, [])
-        return tx_id, status, endorsed
+        return Endorsed(tx_id, payload, endorsed.result.payload, creator)
+
+    async def _finish(self, deadline: float, call: _Call, submitted: Submitted) -> Committed:
+        """The task of `submit_async`: order the endorsed transaction and wait for its commit;
+        a creator reference refused before anything was applied (at admission, or at commit)
+        is done again in full under a new tx id (module docstring; `submitted.redone`)."""
+        channel_id, refs = submitted.channel_id, self.references
+        endorsed = submitted.endorsed
+        status: G.CommitStatusResponse | None
+        try:
+            status = await self._order(deadline, channel_id, endorsed, [])
+        except CommitUnknown:
+            raise  # (it may be ordered: never redone under a new tx id)
+        except Error as error:
+            if not refs.refused_reason(channel_id, endorsed.creator, error.reason):
+                raise _naming(error, endorsed.tx_id) from None
+            status = None  # refused at admission: nothing was changed
+        if status is None or refs.refused_code(channel_id, endorsed.creator, status.result):
+            endorsed = await self._endorse_as(deadline, call, refs.full)
+            submitted.redone(endorsed)
+            try:
+                status = await self._order(deadline, channel_id, endorsed, [])
+            except CommitUnknown:
+                raise
+            except Error as error:
+                raise _naming(error, endorsed.tx_id) from None
+        refs.committed(channel_id, endorsed.creator, status.result)
+        submitted.final = status_of(endorsed.tx_id, status)
+        return self._outcome(channel_id, endorsed.tx_id, status, endorsed.result)
 
     async def _order(
-        self,
-        deadline: float,
-        channel_id: str,
-        tx_id: str,
-        payload: bytes,
-        result: bytes,
-        creator: bytes,
-        handed: list[bool],
+        self, deadline: float, channel_id: str, endorsed: Endorsed, handed: list[bool]
     ) -> G.CommitStatusResponse:
         """Order the signed transaction `payload` and wait for its commit, failing over between
         gateways with the same envelope. `handed` gains an entry per order step tried.
@@ -279,9 +340,11 @@ class Client:
         Once a step was tried, a failure is not "nothing changed": the gateway may have handed
         the envelope to an orderer before it failed or was too slow, and after a fail-over a
         refusal by the next gateway says nothing of what the first one did. So an `Unavailable`
-        after a step (a lost gateway, the deadline), a failure without an ErrorInfo reason (no
-        node's refusal — every refusal names its reason — but, say, a stream broken as
-        UNKNOWN), or any failure after a fail-over, is
+        or `Overloaded` after a step (a lost gateway, the deadline; an orderer the gateway
+        widened or failed over to, refusing for load after the first took the envelope — the
+        gateway returns the last trouble, `orderer_choice`), a failure without an ErrorInfo
+        reason (no node's refusal — every refusal names its reason — but, say, a stream broken
+        as UNKNOWN), or any failure after a fail-over, is
         `CommitUnknown` (the tx id and payload, for `resume_submit`) — never a plain error the
         caller would answer by submitting again under a new tx id (review58: the same intent
         ordered twice). A refusal after an earlier step (a fail-over, a resume) may answer a
@@ -293,6 +356,8 @@ class Client:
         only lag behind the block that registered it: the same envelope is offered again after
         `REFERENCE_LAG_S`, until the deadline (a copy already ordered is refused
         DUPLICATE_TX_ID or marked DUPLICATE_TXID; the commit status is the first's)."""
+
+        tx_id, payload = endorsed.tx_id, endorsed.payload
 
         async def order_and_commit(gw: GatewayClient) -> G.CommitStatusResponse:
             handed.append(True)
@@ -315,19 +380,52 @@ class Client:
                 status = await self._probe_status(channel_id, tx_id)
                 if status is not None:
                     return status  # a copy committed: the refusal answered a later one
-            if handed and (isinstance(error, Unavailable) or len(handed) > 1 or not error.reason):
-                raise CommitUnknown(error, channel_id, tx_id, payload, result, creator) from None
+            lost = isinstance(error, Unavailable | Overloaded)  # (taken by an orderer maybe)
+            if handed and (lost or len(handed) > 1 or not error.reason):
+                if error.reason == "MALFORMED":  # the channel takes no references (any more):
+                    # later transactions go in full; this one may be ordered all the same
+                    self.references.refused_reason(channel_id, endorsed.creator, error.reason)
+                e = endorsed
+                raise CommitUnknown(
+                    error, channel_id, tx_id, e.payload, e.result, e.creator
+                ) from None
             raise  # a node's refusal of the step (it carries its reason): nothing was ordered
 
     async def _probe_status(self, channel_id: str, tx_id: str) -> G.CommitStatusResponse | None:
-        """The commit status of `tx_id` if the gateway in use knows it within
-        `STATUS_PROBE_S` (a committed transaction is answered at once), else None."""
+        """The commit status of `tx_id` if a gateway knows it within `STATUS_PROBE_S` (a
+        committed transaction is answered at once), else None."""
         try:
-            gateway = await self._current()
-            async with asyncio.timeout(STATUS_PROBE_S):
-                return await gateway.commit_status(channel_id, tx_id)
-        except (grpc.aio.AioRpcError, TimeoutError, Unavailable):
+            return await self._status(channel_id, tx_id, STATUS_PROBE_S)
+        except Error:
             return None
+
+    async def _status(
+        self, channel_id: str, tx_id: str, wait_s: float
+    ) -> G.CommitStatusResponse | None:
+        """`commit_status` on the wire's terms: None when no commit came within `wait_s` (a
+        gateway's WAIT_TIMEOUT alike); an unreachable gateway is left for the next one. The
+        gateway in use is not failed over for a status that is merely not there yet."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max(wait_s, STATUS_RTT_S)
+        last: Error = Unavailable("no gateway answered", code="UNAVAILABLE")
+        for _ in range(len(self.profile.gateways)):
+            gateway = await self._current()
+            try:
+                async with asyncio.timeout(max(0.0, end - loop.time())):
+                    status = await gateway.commit_status(channel_id, tx_id)
+            except TimeoutError:
+                return None
+            except grpc.aio.AioRpcError as exc:
+                last = from_rpc_error(exc)
+                if last.reason == "WAIT_TIMEOUT":
+                    return None
+                if not isinstance(last, Unavailable) or loop.time() >= end:
+                    raise last from None
+                await self._fail_over(gateway)
+                continue
+            self._observe(channel_id, status.block_number)
+            return status
+        raise last
 
     async def evaluate(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -481,20 +579,33 @@ class Client:
             raise error from None
 
     async def _attempt(self, deadline: float, call: Callable[[GatewayClient], Awaitable[T]]) -> T:
-        """`call` on the gateway in use; on `Unavailable`, once on each other gateway."""
+        """`call` on the gateway in use; on `Unavailable`, once on each other gateway.
+
+        The per-attempt budget: what is left of the caller's deadline is shared equally by the
+        gateways not yet tried in this call (at least `ATTEMPT_MIN_S` each) — with two, the
+        first gets half and the second what is left — so a gateway that hangs (a stalled
+        process, a network that drops silently) cannot spend the whole deadline and leave the
+        others none. A slow gateway is then left at its share like a lost one (the step is
+        repeated on the next with the same bytes, hence tx id)."""
         loop = asyncio.get_running_loop()
         last: Error | None = None
-        for _ in range(len(self.profile.gateways)):
+        count = len(self.profile.gateways)
+        for tried in range(count):
             if loop.time() >= deadline:
                 break
             gateway = await self._current()
+            budget_s = max(ATTEMPT_MIN_S, (deadline - loop.time()) / (count - tried))
             try:  # (a timeout scope, not `wait_for`: no extra task and loop turn per call)
-                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                async with asyncio.timeout(budget_s):
                     return await call(gateway)
             except grpc.aio.AioRpcError as exc:
                 last = from_rpc_error(exc)
             except TimeoutError:
-                last = Unavailable(f"no answer within {self.deadline_s} s", code="DEADLINE")
+                last = Unavailable(
+                    f"no answer within {budget_s:.2f} s, {self.gateway_name or 'the gateway'}'s"
+                    f" share of the {self.deadline_s} s deadline",
+                    code="DEADLINE",
+                )
             if not last.retryable or not isinstance(last, Unavailable):
                 raise last from None
             await self._fail_over(gateway)
@@ -550,6 +661,14 @@ class Client:
     def _observe(self, channel_id: str, block: int) -> None:
         if block > self._seen.get(channel_id, 0):
             self._seen[channel_id] = block
+
+
+def _naming(error: Error, tx_id: str) -> Error:
+    """`error`, naming the transaction it happened to in its metadata (`tx_id`): a caller
+    that retries by a new `submit` can still say which proposal failed, and one that lost the
+    outcome knows what to look for (`Client.commit_status`)."""
+    error.metadata.setdefault("tx_id", tx_id)
+    return error
 
 
 def _fits(what: str, data: bytes) -> None:

@@ -17,8 +17,10 @@ __all__ = [
     "ContractEvent",
     "EventFilter",
     "Transaction",
+    "TxStatus",
     "block_of",
     "code_name",
+    "status_of",
 ]
 
 
@@ -43,6 +45,28 @@ class Committed:
     def text(self) -> str:
         """The return value as UTF-8 text (the built-in contracts return text)."""
         return self.payload.decode()
+
+
+@dataclass(frozen=True)
+class TxStatus:
+    """Where and how a transaction committed, as a gateway's peer has it (`Client.commit_status`,
+    `Submitted.status`): any validation code, not only VALID."""
+
+    tx_id: str
+    validation_code: str  # "VALID", "MVCC_READ_CONFLICT", ...
+    block_number: int
+    tx_index: int
+
+    @property
+    def valid(self) -> bool:
+        """Did it commit VALID (only then were its writes applied)?"""
+        return self.validation_code == "VALID"
+
+
+def status_of(tx_id: str, response: gateway_service_pb2.CommitStatusResponse) -> TxStatus:
+    """The TxStatus for one CommitStatus answer."""
+    code = code_name(response.result)
+    return TxStatus(tx_id, code, response.block_number, response.tx_index)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
     c.deadline_s = deadline_s
     c.profile = SimpleNamespace(gateways=[a, b])
     c._seen = {}
+    c._tasks, c._gateway, c._privacy = set(), None, {}
+    c.gateway_name = ""
     c.references = CreatorReferences(SIGNER.identity_bytes, presuming=True)
     # the client saw one of its full-creator transactions commit: it names itself by reference
     c.references.committed(CH, SIGNER.identity_bytes, C.TX_VALIDATION_CODE_VALID)
@@ -182,14 +184,18 @@ async def test_a_refusal_at_the_first_order_step_is_redone_in_full() -> None:
 
 async def test_a_reference_refused_as_malformed_after_a_fail_over_is_not_redone() -> None:
     """B's channel no longer takes references (MALFORMED): the first copy may be ordered all
-    the same, so the refusal reaches the caller instead of a second transaction in full."""
+    the same, so the refusal reaches the caller instead of a second transaction in full; the
+    client names itself in full on that channel from then on (red without `_order`'s
+    MALFORMED check: the next transaction would be sent by reference and refused first)."""
     orderer = Orderer(commits=False)  # A's copy ordered, not committed yet
     a = Gateway(orderer, 0, dies=True)
     b = Gateway(orderer, 10**9, dies=False, reason=R.ERROR_REASON_MALFORMED)
+    c = client(a, b, 5.0)
     with pytest.raises(CommitUnknown) as raised:
-        await client(a, b, 5.0).submit(CH, "kv", "put", "k", "v")
+        await c.submit(CH, "kv", "put", "k", "v")
     assert raised.value.reason == "MALFORMED"
     assert orderer.ordered == [raised.value.tx_id]
+    assert c.references.creator(CH) == SIGNER.identity_bytes  # in full from now on
 
 
 async def test_a_refusal_after_a_fail_over_of_a_committed_copy_returns_its_commit() -> None:
