@@ -56,7 +56,7 @@ def _hex(*parts: int) -> str:
 
 
 def test_a_notary_stores_pages_take_at_most_its_2_mib_bound(tmp_path: Path) -> None:
-    """~8 MiB of spent and notarised rows at random keys: the connection keeps CACHE_KIB of
+    """~7 MiB of spent and notarised rows at random keys: the connection keeps CACHE_KIB of
     them (2 MiB; 4 MiB before: red), not more."""
     used = _memory_used()
     before = used()
