@@ -39,6 +39,7 @@ from dltmw.core.pbft.assembly import AssembledRecord
 from dltmw.core.pbft.availability import BatchKey
 from dltmw.core.pbft.dissemination import BatchRecord
 from dltmw.core.pbft.recovery import record_sequence
+from dltmw.ledger.page_cache import bound_cache
 from dltmw.ledger.retry import DEFAULT_RETRY, RetryPolicy
 from dltmw.ledger.sqlite_file import SqliteFile
 from dltmw.v1 import replica_pb2
@@ -173,6 +174,17 @@ def _decode_jump(sequence: int, data: bytes) -> JumpRecord:
     return JumpRecord(sequence, data[:32], tuple(checkpoints), ids)
 
 
+# The writer's page cache (KiB; `page_cache.py`). Records are appended at the end of the table
+# and most of their bytes are large blobs (a decided batch carries its requests: a notary
+# cluster's up to 4 x 96 KiB wraps; an orderer's batches up to `batch_bytes_max`), stored in
+# overflow pages that are written once and read again only by a restart, a catch-up or the
+# compaction: with the writers' 1 MiB those pages filled the cache for the replica's life. What
+# is worth keeping is the tree's interior and right edge, and the two indexes' (a few dozen
+# pages): 256 KiB, up to 0.75 MiB less in every PBFT-lite replica and notary-cluster member
+# (benchmarks/RESULTS.md 2026-12-05, branch rss60).
+RECORDS_CACHE_KIB = 256
+
+
 class RecordStore:
     """Append-only record log."""
 
@@ -185,7 +197,7 @@ class RecordStore:
     ) -> RecordStore:
         """Open (creating if needed); writes are retried on transient faults per `retry`."""
         file = SqliteFile(path, SCHEMA, synchronous=synchronous, retry=retry, name="pbft-store")
-        await file.open()
+        await file.open(lambda conn: bound_cache(conn, RECORDS_CACHE_KIB))
         store = cls(file)
         await store._add_formed_column()
         await store._key_old_batch_rows()
