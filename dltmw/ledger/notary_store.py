@@ -72,12 +72,12 @@ CHUNK = 500  # sqlite's bound on host parameters is 999 on old builds
 # cache a node can afford, and the 16 MiB were 17 MB of the notary's RSS (sqlite3_memory_used).
 # With key-ordered inserts 4 MiB costs no store-thread CPU against 16 MiB with random order, at
 # 20,000 to 1,000,000 rows, and neither did 2 or 1 MiB at 60,000 / 120,000 rows (benchmarks/
-# RESULTS.md, 2026-12-02 20:15 UTC). 2 MiB since: a notary-cluster member's cache is full within
-# its first minute under load and was 4 of the ~16 MiB it holds above its idle start
-# (sqlite3_memory_used 0.25 -> 5.7 MiB; RESULTS.md 2026-12-05, branch rss60), against issue 18's
-# 100 MB per node. Headroom for the interior pages at millions of rows is what 4 MiB had
-# bought; a page the cache lacks is one `pread` from the OS's cache (microseconds).
-CACHE_KIB = 2048
+# RESULTS.md, 2026-12-02 20:15 UTC). A notary-cluster member's cache is full within its first
+# minute under load and is ~4 of the ~16 MiB it holds above its idle start (sqlite3_memory_used
+# 0.25 -> 5.7 MiB); 2 MiB took 3.3 MiB off each member's peak but its notary-cluster throughput
+# A/B was not resolved (5 pairs x0.68-1.36, median x0.87, at load 11-34; RESULTS.md 2026-12-05,
+# branch rss60), so 4 MiB stays until a quiet-host A/B settles it.
+CACHE_KIB = 4096
 # WAL frames before sqlite checkpoints them into the database file at a COMMIT (default 1000:
 # 4 MB). Each decided batch dirties pages all over the spent and notarised B-trees (random
 # keys), mostly the SAME pages as the batch before; with the default a checkpoint ran at nearly

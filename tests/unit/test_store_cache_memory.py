@@ -55,9 +55,10 @@ def _hex(*parts: int) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def test_a_notary_stores_pages_take_at_most_its_2_mib_bound(tmp_path: Path) -> None:
+def test_a_notary_stores_pages_take_at_most_its_cache_bound(tmp_path: Path) -> None:
     """~7 MiB of spent and notarised rows at random keys: the connection keeps CACHE_KIB of
-    them (2 MiB; 4 MiB before: red), not more."""
+    them (4 MiB), not more: what the memory figures in docs/operations.md assume (a bound
+    under sqlite's default of ~2 MiB would not show here: this checks the ceiling only)."""
     used = _memory_used()
     before = used()
     store = NotaryStore(tmp_path / "notary.sqlite", P.notary.sign)
@@ -75,9 +76,8 @@ def test_a_notary_stores_pages_take_at_most_its_2_mib_bound(tmp_path: Path) -> N
         held = used() - before
     finally:
         store.close()
-    assert pages * 4096 > 6 * MIB  # the file outgrew the cache (and the 4 MiB of before)
+    assert pages * 4096 > 6 * MIB  # the file outgrew the cache
     assert CACHE_KIB * 1024 // 2 < held <= CACHE_KIB * 1024 + SLACK
-    assert held <= 2 * MIB + SLACK
 
 
 def _big_batch(sequence: int, size: int) -> BatchRecord:
