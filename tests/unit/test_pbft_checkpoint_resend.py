@@ -149,8 +149,9 @@ def test_the_primary_left_below_gets_the_votes_of_its_idle_peers() -> None:
 
 def test_only_a_stalled_replica_resends_and_an_idle_one_only_with_its_probes() -> None:
     """A replica that executed since the previous probe period sends its votes once, as
-    before (even one proven behind, which probes all the same); an idle one resends only with the probes it still makes (1, 2 and 4 idle periods
-    in, then every 8th); none at the first probe (no period observed before it)."""
+    before (even one proven behind, which probes all the same); an idle one resends only with
+    the probes it still makes (1, 2 and 4 idle periods in, then every 8th); none at the first
+    probe (no period observed before it)."""
     every = CONFIG.probe_ticks
     cluster = Cluster()
     backup = cluster.replicas[1]
