@@ -271,6 +271,35 @@ class MixingPrimary(Behaviour):
         world.net.send(node.index, destination, envelope)
 
 
+class LostCheckpointVotes(Behaviour):
+    """Checkpoint votes lost: replica 3 sends nothing (a byzantine replica that withholds its
+    checkpoint votes and the proofs its view changes would carry, or one down for good), and
+    the links between replica 0 and replicas 1 and 2 lose the first copy of every checkpoint
+    vote they carry, either way (a fair-loss link: the same vote sent again gets through). No
+    replica then holds 2f+1 matching votes of a checkpoint — replicas 1 and 2 hold theirs,
+    replica 0 its own — unless a vote is sent again, and a view change carries no newer proof
+    (nobody has one): before votes were resent (`Checkpoints.resend_checkpoints`) every run
+    stopped at the top of its first window for good."""
+
+    faulty = frozenset({3})
+    lossy = frozenset({(0, 1), (0, 2), (1, 0), (2, 0)})
+
+    def __init__(self) -> None:
+        self.lost: set[tuple[int, int, int]] = set()  # (source, destination, sequence) lost once
+
+    def outgoing(self, world: World, node: Node, destination: int, envelope: Envelope) -> None:
+        if node.index in self.faulty:
+            return
+        message = parse(envelope)
+        if message.WhichOneof("body") == "checkpoint":
+            key = (node.index, destination, message.checkpoint.sequence)
+            if (node.index, destination) in self.lossy and key not in self.lost:
+                self.lost.add(key)
+                world.log(f"checkpoint vote r{node.index}->r{destination} seq={key[2]} lost")
+                return
+        world.net.send(node.index, destination, envelope)
+
+
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     "network": Behaviour,
     "silent-primary": Silent,
@@ -282,5 +311,6 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
     "junk-primary": JunkPrimary,
     "twins": Twins,
     "mixing-primary": MixingPrimary,
+    "lost-checkpoint-votes": LostCheckpointVotes,
     "colluding": Colluding,
 }

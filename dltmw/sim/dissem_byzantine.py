@@ -29,6 +29,9 @@ and anything it claims of another replica fails that replica's signature check.
   certificate it holds pending: correct backups refuse the pre-prepare (`batch-too-large`) and
   the request timers move the view on. With the bound off (the negative control) such slots
   are decided and assemble several batches.
+- `LostCheckpointVotes` (`byzantine.py`, the agreement's checkpoint votes): replica 3 silent and
+  the first copy of each vote between replica 0 and replicas 1, 2 lost; a run is live only
+  because stalled replicas send their votes again (`Checkpoints.resend_checkpoints`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import hashlib
 from dltmw.core.pbft import Envelope, batch_digest
 from dltmw.core.pbft.availability import ack_message, make_certificate, parse_certificate
 from dltmw.core.pbft.disseminating import DisseminatingReplica
-from dltmw.sim.byzantine import alternative, parse, resign
+from dltmw.sim.byzantine import LostCheckpointVotes, alternative, parse, resign
 from dltmw.sim.node import Node
 from dltmw.sim.world import Behaviour, World
 from dltmw.v1 import replica_pb2
@@ -268,4 +271,5 @@ DISSEMINATION_BEHAVIOURS: dict[str, type[Behaviour]] = {
     "carried-mismatch": CarriedMismatch,
     "carried-equivocation": CarriedEquivocation,
     "several-certificates": SeveralCertificates,
+    "lost-checkpoint-votes": LostCheckpointVotes,  # the agreement's messages: as without
 }

@@ -209,6 +209,7 @@ class Checkpoints(ViewChanges):
         probes on restart (`recovery.replay`), on a checkpoint above it (`learn_checkpoint`)
         and after a jump are unconditional, as before."""
         progressed = self.probed_exec is not None and self.next_exec > self.probed_exec
+        stalled = self.probed_exec is not None and not progressed  # for a whole period
         proven_behind = self.behind_at >= self.probed_at
         self.probed_exec, self.probed_at = self.next_exec, self.now
         if progressed or proven_behind or self.pending:
@@ -225,7 +226,55 @@ class Checkpoints(ViewChanges):
             n = self.idle_probes
             if n & (n - 1) and n % IDLE_PROBE_EVERY_MAX:
                 return
+        if stalled:
+            self.resend_checkpoints()
         self.probe()
+
+    def resend_checkpoints(self) -> None:
+        """Broadcast again our checkpoint votes from the low watermark up (at most
+        `window / checkpoint_interval + 1` of them, usually the one at `low`) with each probe
+        `probe_if_stalled` makes after a whole probe period with nothing executed: every
+        period with work waiting or proven behind, backed off (1, 2, 4, then every 8th
+        period) when idle.
+
+        Why: a vote was sent once, when we executed its sequence. One lost — a crash right
+        before the send (a restart replays what it executed and votes nothing), a link that
+        dropped it — when no other vote made the 2f+1 quorum left every replica at the top of
+        its window for good: nothing proven, nothing collected, no slot accepted above it, and
+        a view change carries no newer proof when nobody has one (the simulator's
+        "lost-checkpoint-votes": every seed stopped at sequence 8). The vote at `low` goes too,
+        and an idle replica resends: the one left below may be the only one with work waiting
+        (the primary stuck at its window's top while its peers, idle, proved the checkpoint
+        with votes it never got).
+
+        Resending (PBFT's retransmission of checkpoint messages) rather than answering a probe
+        with our stable proof: it also covers the case where nobody holds a proof, needs no
+        new message or field, and costs a stalled replica one small signed message per
+        checkpoint in its window (an idle one: one per backed-off probe, beside the probe). A
+        peer that has the checkpoint proven drops the copy (`checkpoint-out-of-range`), one
+        that holds our vote keeps its first (first-come, `on_checkpoint`). A jumped replica's
+        abstention holds (`send_checkpoint`). Counted `checkpoint-vote-resent`."""
+        interval = self.config.checkpoint_interval
+        for sequence in sorted(self.state_at):
+            if sequence < max(self.low, interval) or sequence >= self.next_exec:
+                continue
+            if sequence % interval or (self.jumped_upto and sequence >= self.jumped_upto):
+                continue
+            if sequence > self.low:
+                mine = self.checkpoints.get(sequence, {}).get(self.me)
+                if mine is None:
+                    self.send_checkpoint(sequence)  # never sent: a crash right before the send
+                    self.counters["checkpoint-vote-resent"] += 1
+                    continue
+            elif self.state_at[sequence] != self.low_digest:
+                continue  # not the proven state: nothing of ours to vote
+            else:
+                mine = next((e for e in self.low_proof if e.replica == self.me), None)
+                if mine is None:
+                    vote = replica_pb2.Checkpoint(sequence=sequence, state_digest=self.low_digest)
+                    mine = self.sign(replica_pb2.ReplicaMessage(checkpoint=vote))
+            self.broadcast(mine)
+            self.counters["checkpoint-vote-resent"] += 1
 
     def probe(self) -> None:
         """Ask every peer for decided batches from our next sequence on."""
