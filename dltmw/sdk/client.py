@@ -33,7 +33,8 @@ Transact stream) with what an embedding program needs:
   private transactions' envelopes are signed alone (`submit_private`);
 - transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
-  the call's deadline, which the gateways not yet tried share equally (`_attempt`);
+  the call's deadline, which the gateways not yet tried share equally (`_attempt`; not the
+  order step, whose answer is the commit);
 - the read-your-writes mark (the highest block seen committed per channel) carried from one
   gateway to the next;
 - identity references (`client/creator_reference.py`): the client names itself by its ~40-byte
@@ -41,7 +42,8 @@ Transact stream) with what an embedding program needs:
   and private transactions alike. The profile does not say which channels take references
   (`ChannelConfig.client_identity_references`), so the client presumes every channel does; a
   refusal (UNKNOWN_IDENTITY_REFERENCE, MALFORMED, or such a commit code) changed nothing, and
-  the transaction is done again in full under a new tx id; a channel that refused twice (or
+  `submit` does the transaction again in full under a new tx id (a `submit_async` handle ends
+  with the refusal instead: its tx id never changes); a channel that refused twice (or
   said MALFORMED once, after a fail-over too, where the transaction itself is `CommitUnknown`)
   gets the creator in full from then on. One `CreatorReferences` serves
   every gateway connection of the `Client`, like its `CreatorSigner`: a fail-over neither
