@@ -292,10 +292,13 @@ class Client:
     ) -> TxStatus | None:
         """The commit status of `tx_id` on `channel_id` at a gateway's peer (the gateway's
         CommitStatus; any validation code). A committed transaction is answered at once; one
-        not committed within `wait_s` (at least one round trip, `STATUS_RTT_S`) is None — not
-        (yet) on the ledger: it may still commit if it was handed on. A gateway that is
-        unreachable is left for the next (`Unavailable` when none answers); a malformed tx id
-        or an unknown channel is the gateway's typed refusal."""
+        not committed within `wait_s` (at least one round trip, `STATUS_RTT_S`) at a gateway
+        that answers a health check is None — not (yet) on the ledger. None is never final: a
+        transaction handed on may still commit (only its handle's outcome, or `resume_submit`
+        after a `CommitUnknown`, settles it). A gateway that is unreachable, or silent on the
+        query and on a health check (a hung process), is left for the next (`Unavailable`
+        when none answers); a malformed tx id or an unknown channel is the gateway's typed
+        refusal."""
         if wait_s < 0:
             raise InvalidRequest(
                 f"wait_s {wait_s} is negative", "INVALID_FIELD", "INVALID_ARGUMENT"
