@@ -126,19 +126,20 @@ class Bus:
         """Publish one message; returns once it is committed (its tx id and block):
         `publish_async` and the handle's `committed()`. `CommitUnknown` as `Client.submit`
         (finish it with `bus.client.resume_submit`). Cancelled after the message was endorsed,
-        it cancels the wait only; a publisher with its own timeout uses `publish_async`."""
-        return await (await self.publish_async(topic, payload, headers)).committed()
+        it cancels the wait only; a publisher with its own timeout uses `publish_async`. A
+        creator reference refused before anything was applied is published again in full
+        (`Client.submit`)."""
+        raw = _encoded(topic, payload, headers)
+        return await self.client.submit(self.channel_id, CONTRACT, "publish", topic, raw)
 
     async def publish_async(
         self, topic: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Submitted:
         """Endorse one message and hand it on to be ordered: its handle (`Client.submit_async`:
         the tx id before it is ordered, `committed()`, `status()`), which a cancelled wait
-        never loses."""
-        _check_topic(topic)
-        message = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload)
-        raw = message.SerializeToString()
-        _check_size(raw)
+        never loses, and which never changes: a creator reference refused after the hand-off
+        ends the handle with that refusal (nothing applied: publish again)."""
+        raw = _encoded(topic, payload, headers)
         return await self.client.submit_async(self.channel_id, CONTRACT, "publish", topic, raw)
 
     async def publish_batch(
@@ -179,9 +180,7 @@ class Bus:
         """Publish a message readable only by the `recipients` organisations' subscribers: it
         travels encrypted to their nodes (the privacy manager), and the ledger orders only its
         hash, which every member sees. Returns once that committed."""
-        _check_topic(topic)
-        raw = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload).SerializeToString()
-        _check_size(raw)
+        raw = _encoded(topic, payload, headers)
         return await self.client.submit_private(
             self.channel_id, recipients, CONTRACT, "publish", topic, raw
         )
@@ -404,6 +403,14 @@ def _check_size(raw: bytes) -> None:
 def _check_name(name: str) -> None:
     if not NAME.fullmatch(name):
         raise _invalid(f"subscription name {name[:64]!r}: 1..128 of A-Z a-z 0-9 . _ -")
+
+
+def _encoded(topic: str, payload: bytes, headers: Mapping[str, str] | None) -> bytes:
+    """A message's bytes for the contract, its topic and size checked first."""
+    _check_topic(topic)
+    raw = bus_pb2.BusMessage(headers=dict(headers or {}), payload=payload).SerializeToString()
+    _check_size(raw)
+    return raw
 
 
 def _check_topic(topic: str) -> None:

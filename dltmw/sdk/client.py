@@ -33,7 +33,8 @@ Transact stream) with what an embedding program needs:
   private transactions' envelopes are signed alone (`submit_private`);
 - transient failures retried by gRPC's own retry policy (exponential backoff with jitter, on
   UNAVAILABLE, for the Gateway service's calls) before they count as a fail-over, all within
-  the call's deadline, which the gateways not yet tried share equally (`_attempt`);
+  the call's deadline, which the gateways not yet tried share equally (`_attempt`; not the
+  order step, whose answer is the commit);
 - the read-your-writes mark (the highest block seen committed per channel) carried from one
   gateway to the next;
 - identity references (`client/creator_reference.py`): the client names itself by its ~40-byte
@@ -41,7 +42,8 @@ Transact stream) with what an embedding program needs:
   and private transactions alike. The profile does not say which channels take references
   (`ChannelConfig.client_identity_references`), so the client presumes every channel does; a
   refusal (UNKNOWN_IDENTITY_REFERENCE, MALFORMED, or such a commit code) changed nothing, and
-  the transaction is done again in full under a new tx id; a channel that refused twice (or
+  `submit` does the transaction again in full under a new tx id (a `submit_async` handle ends
+  with the refusal instead: its tx id never changes); a channel that refused twice (or
   said MALFORMED once, after a fail-over too, where the transaction itself is `CommitUnknown`)
   gets the creator in full from then on. One `CreatorReferences` serves
   every gateway connection of the `Client`, like its `CreatorSigner`: a fail-over neither
@@ -53,14 +55,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dltmw.aio.batched_stream import Reconnect
-from dltmw.aio.tasks import cancel_and_wait
+from dltmw.aio.tasks import STOP_WAIT_S, was_asked_to_cancel
 from dltmw.client.creator_reference import UNKNOWN_REFERENCE, CreatorReferences
 from dltmw.client.creator_signing import CreatorSigner
 from dltmw.client.gateway import MAX_MESSAGE_BYTES, GatewayClient
@@ -96,6 +100,7 @@ from dltmw.sdk.submitted import Endorsed, Submitted
 from dltmw.v1 import gateway_service_pb2
 
 G = gateway_service_pb2
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # what a transaction calls: (channel id, contract, function, args)
 _Call = tuple[str, str, str, Sequence[str | bytes]]
@@ -107,6 +112,7 @@ REFERENCE_LAG_S = 0.05
 STATUS_PROBE_S = 1.0
 STATUS_WAIT_S = 1.0  # `commit_status`'s default wait for a commit not seen yet
 STATUS_RTT_S = 0.1  # the least a status query is given (one round trip)
+ALIVE_TIMEOUT_S = 1.0  # a gateway silent on a status query must answer a health check by then
 ATTEMPT_MIN_S = 0.1  # the least one gateway's attempt at a step is given (`_attempt`)
 FRAMING_BYTES = 16 * 1024  # room in a gateway request beside one item (its fields, a proof)
 RESOLVE_TIMEOUT_S = 1.0  # per gateway: a stopped node has withdrawn its address
@@ -168,6 +174,10 @@ class Client:
         self._privacy: dict[int, PrivacyClient] = {}  # of the gateway in use
         self.reconnect = Reconnect()  # the backoff between rounds of dialling every gateway
         self._tasks: set[asyncio.Task[Committed]] = set()  # `submit_async`'s, in progress
+        self._closing = False  # `close()` was called: no new transaction
+        self._busy: dict[GatewayClient, int] = {}  # calls in flight per gateway
+        # gateways left while slow, closed when their last call ends (`_fail_over`)
+        self._left: dict[GatewayClient, PrivacyClient | None] = {}
 
     async def __aenter__(self) -> Client:
         await self._current()
@@ -178,12 +188,25 @@ class Client:
 
     async def close(self) -> None:
         """Stop the transactions still in progress (their handles' `committed()` raises
-        `CommitUnknown`: they may be ordered), then close the connection to the gateway in
-        use."""
-        for task in list(self._tasks):
-            await cancel_and_wait(task)
+        `CommitUnknown`: they may be ordered) — every one, started before or while it closes
+        (`submit_async` refuses new ones from now on), all cancelled at once and waited for
+        together within one bound (`STOP_WAIT_S`; one that does not end is logged) — then
+        close the connection to the gateway in use."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + STOP_WAIT_S
+        while self._tasks and loop.time() < end:  # (bounded: STOP_WAIT_S)
+            tasks = set(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=max(0.0, end - loop.time()))
+        for task in self._tasks:
+            logger.warning("transaction %s: did not stop within %s s", task.get_name(), STOP_WAIT_S)
         gateway, self._gateway = self._gateway, None
         privacy, self._privacy = self._privacy, {}
+        left, self._left = self._left, {}
+        for old, its_privacy in left.items():
+            await _close(old, its_privacy)
         for p in privacy.values():
             await p.close()  # closes the gateway connection too
         if gateway is not None and not privacy:
@@ -198,17 +221,31 @@ class Client:
         self, channel_id: str, contract: str, function: str, *args: str | bytes
     ) -> Committed:
         """Endorse, order and commit one transaction; returns once it committed VALID:
-        `submit_async` and `Submitted.committed`.
+        `submit_async` and `Submitted.committed`. A creator reference refused before anything
+        was applied (at admission, or its commit code: module docstring) is done again here in
+        full, as a second transaction under a new tx id — only here, where the caller holds no
+        tx id: a `submit_async` handle's tx id never changes (it ends with that refusal).
 
         Raises `CommitFailed` if it committed with another code, `CommitUnknown` if it was
         handed on to be ordered but its commit was not seen (`resume_submit` finishes it; a
         second `submit` would be a second transaction), or the typed error of the step that
         refused it (nothing was ordered; `metadata["tx_id"]` names the transaction refused).
-        Cancelling it once the transaction was endorsed cancels the wait, not the transaction,
-        whose tx id only the log then names: a caller with its own timeout uses `submit_async`
-        and keeps the handle."""
-        submitted = await self.submit_async(channel_id, contract, function, *args)
-        return await submitted.committed()
+        Cancelling it once the transaction was endorsed cancels the wait, not the transaction:
+        the log names its tx id (a warning at the cancel, its outcome when it ends); a caller
+        with its own timeout uses `submit_async` and keeps the handle."""
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        call = (channel_id, contract, function, args)
+        submitted = await self._submit_async(deadline, call, None)
+        try:
+            return await _waited(submitted)
+        except CommitUnknown:
+            raise  # (it may be ordered: never redone under a new tx id)
+        except Error:
+            if not submitted.reference_refused:
+                raise
+        # the reference was refused and nothing was applied: again, in full (a new tx id)
+        again = await self._submit_async(deadline, call, self.references.full)
+        return await _waited(again)
 
     async def submit_async(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -217,21 +254,34 @@ class Client:
         (`sdk/submitted.py`: `tx_id`, `result`, `committed()`, `status()`), before it is
         ordered. The ordering and the wait for the commit run in a task of this client, within
         `deadline_s` from this call; cancelling a wait on the handle never cancels them, and
-        the handle keeps the tx id (Fabric Gateway's `submit_async`). Raises the typed error of
-        an endorsement refused (nothing ordered; `metadata["tx_id"]` names the proposal)."""
+        the handle keeps the tx id (Fabric Gateway's `submit_async`), which never changes. A
+        creator reference refused after the hand-off ends the handle with that definite
+        refusal (`CommitFailed` with the reference's code, or the admission's typed error):
+        nothing was applied, and only then does the caller submit again (`submit` does so
+        itself). Raises the typed error of an endorsement refused (nothing ordered;
+        `metadata["tx_id"]` names the proposal), and `InvalidRequest` (CLOSED) once the client
+        was closed."""
         deadline = asyncio.get_running_loop().time() + self.deadline_s
-        refs = self.references
-        creator = refs.creator(channel_id)
-        call = (channel_id, contract, function, args)
+        return await self._submit_async(deadline, (channel_id, contract, function, args), None)
+
+    async def _submit_async(self, deadline: float, call: _Call, creator: bytes | None) -> Submitted:
+        """`submit_async` within `deadline`, as `creator` (None: the channel's choice; a
+        reference refused at endorsement is done again in full, nothing having changed)."""
+        if self._closing:
+            raise _closed()
+        channel_id, refs = call[0], self.references
+        chosen = refs.creator(channel_id) if creator is None else creator
         try:
-            endorsed = await self._endorse_as(deadline, call, creator)
+            endorsed = await self._endorse_as(deadline, call, chosen)
         except Error as error:
-            if not refs.refused_reason(channel_id, creator, error.reason):
+            if not refs.refused_reason(channel_id, chosen, error.reason):
                 raise
             # refused at endorsement: nothing was changed; again, in full
             endorsed = await self._endorse_as(deadline, call, refs.full)
+        if self._closing:  # (closed while it was endorsed: nothing ordered)
+            raise _naming(_closed(), endorsed.tx_id)
         submitted = Submitted(channel_id, endorsed, self.commit_status)
-        task = asyncio.create_task(self._finish(deadline, call, submitted), name=endorsed.tx_id)
+        task = asyncio.create_task(self._finish(deadline, submitted), name=endorsed.tx_id)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         submitted.start(task)
@@ -242,10 +292,13 @@ class Client:
     ) -> TxStatus | None:
         """The commit status of `tx_id` on `channel_id` at a gateway's peer (the gateway's
         CommitStatus; any validation code). A committed transaction is answered at once; one
-        not committed within `wait_s` (at least one round trip, `STATUS_RTT_S`) is None — not
-        (yet) on the ledger: it may still commit if it was handed on. A gateway that is
-        unreachable is left for the next (`Unavailable` when none answers); a malformed tx id
-        or an unknown channel is the gateway's typed refusal."""
+        not committed within `wait_s` (at least one round trip, `STATUS_RTT_S`) at a gateway
+        that answers a health check is None — not (yet) on the ledger. None is never final: a
+        transaction handed on may still commit (only its handle's outcome, or `resume_submit`
+        after a `CommitUnknown`, settles it). A gateway that is unreachable, or silent on the
+        query and on a health check (a hung process), is left for the next (`Unavailable`
+        when none answers); a malformed tx id or an unknown channel is the gateway's typed
+        refusal."""
         if wait_s < 0:
             raise InvalidRequest(
                 f"wait_s {wait_s} is negative", "INVALID_FIELD", "INVALID_ARGUMENT"
@@ -292,43 +345,36 @@ class Client:
         channel_id, contract, function, args = call
         first = await self._current()
         proposal_bytes, tx_id = first.proposal_bytes(channel_id, contract, function, args, creator)
-        _fits("proposal", proposal_bytes)
         try:
+            _fits("proposal", proposal_bytes)
             endorsed = await self._attempt(
                 deadline, lambda gw: gw.endorse_batched(channel_id, proposal_bytes)
             )
+            payload = endorsed.prepared_payload
+            _fits("transaction", payload)
         except Error as error:
             raise _naming(error, tx_id) from None
-        payload = endorsed.prepared_payload
-        _fits("transaction", payload)
         return Endorsed(tx_id, payload, endorsed.result.payload, creator)
 
-    async def _finish(self, deadline: float, call: _Call, submitted: Submitted) -> Committed:
-        """The task of `submit_async`: order the endorsed transaction and wait for its commit;
-        a creator reference refused before anything was applied (at admission, or at commit)
-        is done again in full under a new tx id (module docstring; `submitted.redone`)."""
+    async def _finish(self, deadline: float, submitted: Submitted) -> Committed:
+        """The task of `submit_async`: order the endorsed transaction and wait for its commit.
+        A creator reference refused (at admission, or at commit) ends it with that refusal,
+        `submitted.reference_refused` set: the tx id never changes (`submit` redoes it)."""
         channel_id, refs = submitted.channel_id, self.references
         endorsed = submitted.endorsed
-        status: G.CommitStatusResponse | None
         try:
             status = await self._order(deadline, channel_id, endorsed, [])
         except CommitUnknown:
             raise  # (it may be ordered: never redone under a new tx id)
         except Error as error:
-            if not refs.refused_reason(channel_id, endorsed.creator, error.reason):
-                raise _naming(error, endorsed.tx_id) from None
-            status = None  # refused at admission: nothing was changed
-        if status is None or refs.refused_code(channel_id, endorsed.creator, status.result):
-            endorsed = await self._endorse_as(deadline, call, refs.full)
-            submitted.redone(endorsed)
-            try:
-                status = await self._order(deadline, channel_id, endorsed, [])
-            except CommitUnknown:
-                raise
-            except Error as error:
-                raise _naming(error, endorsed.tx_id) from None
-        refs.committed(channel_id, endorsed.creator, status.result)
+            if refs.refused_reason(channel_id, endorsed.creator, error.reason):
+                submitted.reference_refused = True  # refused at admission: nothing changed
+            raise _naming(error, endorsed.tx_id) from None
         submitted.final = status_of(endorsed.tx_id, status)
+        if refs.refused_code(channel_id, endorsed.creator, status.result):
+            submitted.reference_refused = True  # (nothing applied)
+        else:
+            refs.committed(channel_id, endorsed.creator, status.result)
         return self._outcome(channel_id, endorsed.tx_id, status, endorsed.result)
 
     async def _order(
@@ -374,7 +420,7 @@ class Client:
             return await gw.commit_status(channel_id, tx_id)
 
         try:
-            return await self._attempt(deadline, order_and_commit)
+            return await self._attempt(deadline, order_and_commit, share=False)
         except Error as error:
             if len(handed) > 1 and not isinstance(error, Unavailable):
                 status = await self._probe_status(channel_id, tx_id)
@@ -403,29 +449,60 @@ class Client:
         self, channel_id: str, tx_id: str, wait_s: float
     ) -> G.CommitStatusResponse | None:
         """`commit_status` on the wire's terms: None when no commit came within `wait_s` (a
-        gateway's WAIT_TIMEOUT alike); an unreachable gateway is left for the next one. The
-        gateway in use is not failed over for a status that is merely not there yet."""
+        gateway's WAIT_TIMEOUT alike) from a gateway that is alive — its CommitStatus waits
+        for the commit, so silence is "not yet" only if it answers a health check
+        (`_alive`); one that does not, or is unreachable, is left for the next one (each gets
+        at least `STATUS_RTT_S`; `Unavailable` when none answers). None is never final: the
+        transaction may commit later. The gateway in use is not failed over for a status that
+        is merely not there yet."""
         loop = asyncio.get_running_loop()
         end = loop.time() + max(wait_s, STATUS_RTT_S)
         last: Error = Unavailable("no gateway answered", code="UNAVAILABLE")
         for _ in range(len(self.profile.gateways)):
             gateway = await self._current()
+            self._busy[gateway] = self._busy.get(gateway, 0) + 1
             try:
-                async with asyncio.timeout(max(0.0, end - loop.time())):
+                async with asyncio.timeout(max(STATUS_RTT_S, end - loop.time())):
                     status = await gateway.commit_status(channel_id, tx_id)
             except TimeoutError:
-                return None
+                if await self._alive(gateway):
+                    return None  # it answers: the commit is not there (yet)
+                last = Unavailable(
+                    f"{self.gateway_name or 'the gateway'} answered neither the commit status"
+                    " nor a health check",
+                    code="DEADLINE",
+                )
+            except asyncio.CancelledError:
+                if was_asked_to_cancel():
+                    raise
+                last = _cut_under()
             except grpc.aio.AioRpcError as exc:
                 last = from_rpc_error(exc)
                 if last.reason == "WAIT_TIMEOUT":
                     return None
-                if not isinstance(last, Unavailable) or loop.time() >= end:
+                if not isinstance(last, Unavailable):
                     raise last from None
-                await self._fail_over(gateway)
-                continue
-            self._observe(channel_id, status.block_number)
-            return status
+            else:
+                self._observe(channel_id, status.block_number)
+                return status
+            finally:
+                await self._release(gateway)
+            await self._fail_over(gateway)
         raise last
+
+    async def _alive(self, gateway: GatewayClient) -> bool:
+        """Does `gateway` answer a health check (SERVING) within `ALIVE_TIMEOUT_S`?"""
+        try:
+            reply = await health_pb2_grpc.HealthStub(gateway.channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=ALIVE_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        except asyncio.CancelledError:
+            if was_asked_to_cancel():
+                raise
+            return False  # (its connection was closed by another call's fail-over)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def evaluate(
         self, channel_id: str, contract: str, function: str, *args: str | bytes
@@ -578,15 +655,27 @@ class Client:
                 return None
             raise error from None
 
-    async def _attempt(self, deadline: float, call: Callable[[GatewayClient], Awaitable[T]]) -> T:
+    async def _attempt(
+        self,
+        deadline: float,
+        call: Callable[[GatewayClient], Awaitable[T]],
+        share: bool = True,
+    ) -> T:
         """`call` on the gateway in use; on `Unavailable`, once on each other gateway.
 
-        The per-attempt budget: what is left of the caller's deadline is shared equally by the
-        gateways not yet tried in this call (at least `ATTEMPT_MIN_S` each) — with two, the
-        first gets half and the second what is left — so a gateway that hangs (a stalled
-        process, a network that drops silently) cannot spend the whole deadline and leave the
-        others none. A slow gateway is then left at its share like a lost one (the step is
-        repeated on the next with the same bytes, hence tx id)."""
+        The per-attempt budget (`share`): what is left of the caller's deadline is shared
+        equally by the gateways not yet tried in this call (at least `ATTEMPT_MIN_S` each) —
+        with two, the first gets half and the second what is left — so a gateway that hangs
+        (a stalled process, a network that drops silently) cannot spend the whole deadline and
+        leave the others none. A slow gateway is then left at its share like a lost one (the
+        step is repeated on the next with the same bytes, hence tx id), but not closed while
+        other calls are in flight on it (`_fail_over`): a slow gateway may be healthy. The
+        order step goes without a share (`_order`): it includes the wait for the commit,
+        which a healthy gateway may take long to answer, and after it a fail-over is
+        `CommitUnknown` anyway.
+
+        A call cancelled under this task (its channel closed by another call's fail-over:
+        `aio/tasks.py`'s stray cancellation, the task itself not cancelled) is `Unavailable`."""
         loop = asyncio.get_running_loop()
         last: Error | None = None
         count = len(self.profile.gateways)
@@ -594,22 +683,45 @@ class Client:
             if loop.time() >= deadline:
                 break
             gateway = await self._current()
-            budget_s = max(ATTEMPT_MIN_S, (deadline - loop.time()) / (count - tried))
+            left_s = deadline - loop.time()
+            budget_s = max(ATTEMPT_MIN_S, left_s / (count - tried)) if share else left_s
+            slow = False
+            self._busy[gateway] = self._busy.get(gateway, 0) + 1
             try:  # (a timeout scope, not `wait_for`: no extra task and loop turn per call)
                 async with asyncio.timeout(budget_s):
                     return await call(gateway)
             except grpc.aio.AioRpcError as exc:
                 last = from_rpc_error(exc)
             except TimeoutError:
+                slow = True
                 last = Unavailable(
                     f"no answer within {budget_s:.2f} s, {self.gateway_name or 'the gateway'}'s"
                     f" share of the {self.deadline_s} s deadline",
                     code="DEADLINE",
                 )
+            except asyncio.CancelledError:
+                if was_asked_to_cancel():
+                    raise
+                last = _cut_under()
+            finally:
+                await self._release(gateway)
             if not last.retryable or not isinstance(last, Unavailable):
                 raise last from None
-            await self._fail_over(gateway)
+            if slow and loop.time() >= deadline:
+                break  # nothing left to try elsewhere: a slow gateway is not left for it
+            await self._fail_over(gateway, slow=slow)
         raise last or Unavailable("deadline passed before the call", code="DEADLINE")
+
+    async def _release(self, gateway: GatewayClient) -> None:
+        """One call in flight on `gateway` ended; close it if it was left while slow and this
+        was its last call (`_fail_over`)."""
+        busy = self._busy[gateway] - 1
+        if busy:
+            self._busy[gateway] = busy
+            return
+        del self._busy[gateway]
+        if gateway in self._left:
+            await _close(gateway, self._left.pop(gateway))
 
     async def _current(self) -> GatewayClient:
         """The gateway in use, connecting to the next reachable one if there is none.
@@ -647,8 +759,11 @@ class Client:
                 return gateway
             raise Unavailable("no gateway reachable: " + "; ".join(problems), code="UNAVAILABLE")
 
-    async def _fail_over(self, failed: GatewayClient) -> None:
-        """Leave `failed` (if still in use) for the next gateway of the profile."""
+    async def _fail_over(self, failed: GatewayClient, slow: bool = False) -> None:
+        """Leave `failed` (if still in use) for the next gateway of the profile. A gateway
+        left because it was `slow` (a share's timeout, `_attempt`) may be healthy: with other
+        calls in flight on it (its shared Transact stream), it is closed only when the last of
+        them ends (`_release`), not under them."""
         async with self._lock:
             if self._gateway is not failed:
                 return
@@ -656,7 +771,10 @@ class Client:
                 self._observe(channel_id, failed.seen_block(channel_id))
             self._gateway = None
             privacy = self._privacy.pop(id(failed), None)
-        await (privacy.close() if privacy is not None else failed.close())
+            if slow and self._busy.get(failed):
+                self._left[failed] = privacy
+                return
+        await _close(failed, privacy)
 
     def _observe(self, channel_id: str, block: int) -> None:
         if block > self._seen.get(channel_id, 0):
@@ -669,6 +787,41 @@ def _naming(error: Error, tx_id: str) -> Error:
     outcome knows what to look for (`Client.commit_status`)."""
     error.metadata.setdefault("tx_id", tx_id)
     return error
+
+
+async def _close(gateway: GatewayClient, privacy: PrivacyClient | None) -> None:
+    """Close a gateway connection (through its privacy client if it has one)."""
+    await (privacy.close() if privacy is not None else gateway.close())
+
+
+def _cut_under() -> Unavailable:
+    """A call of the gateway cancelled although its task was not (`aio/tasks.py`: another
+    call's fail-over closed the channel under it): the gateway is taken as lost."""
+    return Unavailable(
+        "the call was cancelled under this task (its channel closed)", code="CANCELLED"
+    )
+
+
+def _closed() -> InvalidRequest:
+    """What a transaction started after `Client.close()` raises (nothing was sent)."""
+    return InvalidRequest("the client was closed", reason="CLOSED", code="FAILED_PRECONDITION")
+
+
+async def _waited(submitted: Submitted) -> Committed:
+    """`submitted.committed()` for `Client.submit`; a cancelled wait (the caller's own timeout)
+    is logged with the tx id, which the caller loses with its frame: the transaction goes on,
+    and `Submitted` logs its outcome when it ends (nobody waits for it any more)."""
+    try:
+        return await submitted.committed()
+    except asyncio.CancelledError:
+        if not submitted.done():
+            logger.warning(
+                "submit of transaction %s on %s cancelled after it was endorsed: it goes on"
+                " (Client.commit_status names its fate)",
+                submitted.tx_id,
+                submitted.channel_id,
+            )
+        raise
 
 
 def _fits(what: str, data: bytes) -> None:

@@ -39,9 +39,11 @@ class Endorsed(NamedTuple):
 class Submitted:
     """A transaction handed on by `Client.submit_async` (module docstring).
 
-    `tx_id` is the transaction in flight. It changes only when a creator reference was refused
-    before anything was applied (docs/embedding.md "Creator by reference"): the transaction is
-    then endorsed again in full under a new tx id, the first one having changed nothing."""
+    `tx_id` never changes: what a caller stored is what `status()` and
+    `Client.commit_status` report on, and a definite non-VALID status is final. A creator
+    reference refused after the hand-off (docs/embedding.md "Creator by reference") ends the
+    handle with that refusal, `reference_refused` set: nothing was applied, and the caller
+    submits the intent again (a new transaction; `Client.submit` does so itself)."""
 
     def __init__(self, channel_id: str, endorsed: Endorsed, query: StatusQuery) -> None:
         self.channel_id = channel_id
@@ -50,6 +52,9 @@ class Submitted:
         self._query = query
         self._task: asyncio.Task[Committed] | None = None
         self._waiting = 0  # callers in `committed()` (a failure nobody awaits is logged)
+        self._abandoned = False  # a wait was cancelled: the outcome is logged, VALID too
+        self.reference_refused = False  # the creator reference was refused: nothing applied
+        self._reported = False  # the outcome was logged (`_report`)
 
     @property
     def tx_id(self) -> str:
@@ -65,10 +70,6 @@ class Submitted:
         """Own the task that orders the transaction and waits for its commit (`Client`)."""
         self._task = task
         task.add_done_callback(self._ended)
-
-    def redone(self, endorsed: Endorsed) -> None:
-        """The transaction was endorsed again in full (class docstring)."""
-        self.endorsed = endorsed
 
     def done(self) -> bool:
         """Is the outcome known here (committed, failed, or given up as `CommitUnknown`)?"""
@@ -88,6 +89,10 @@ class Submitted:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if not task.cancelled() or (current is not None and current.cancelling()):
+                self._abandoned = True
+                if task.done() and self._waiting == 1:  # it ended in the loop turn this
+                    # wait was cancelled in: nobody else waits for its outcome
+                    self._report(task)  # (`_ended` may have run while this wait counted)
                 raise  # this wait was cancelled: the transaction carries on
             raise self._unknown("the client was closed before its commit was seen") from None
         finally:
@@ -96,8 +101,9 @@ class Submitted:
     async def status(self, wait_s: float = 0.0) -> TxStatus | None:
         """The transaction's commit status: known here once the task saw it, else asked of a
         gateway (`Client.commit_status`: waits up to `wait_s` for a commit not seen yet).
-        None: not committed (yet) — it may still commit while the handle is not `done()`, or
-        after a `CommitUnknown` until its envelope's timestamp window has passed."""
+        None is never final: not committed (yet) — it may still commit while the handle is not
+        `done()`, or after a `CommitUnknown` until its envelope's timestamp window has passed
+        (`Client.resume_submit` settles it)."""
         if self.final is not None:
             return self.final
         return await self._query(self.channel_id, self.tx_id, wait_s)
@@ -110,16 +116,32 @@ class Submitted:
     def _ended(self, task: asyncio.Task[Committed]) -> None:
         """Retrieve the outcome; one nobody waits for is logged, with the tx id (the waiting
         caller, if any, gets it from `committed()`)."""
+        if not self._waiting:
+            self._report(task)
+        elif not task.cancelled():
+            task.exception()  # (retrieved: the waiter gets it)
+
+    def _report(self, task: asyncio.Task[Committed]) -> None:
+        """Log the outcome of `task` once, with the tx id: a failure, or a VALID commit whose
+        wait was cancelled (its caller may have lost the tx id with its frame)."""
+        if self._reported:
+            return
+        self._reported = True
         if task.cancelled():
-            if not self._waiting:
-                logger.warning(
-                    "transaction %s on %s: the client closed before its commit was seen",
+            logger.warning(
+                "transaction %s on %s: the client closed before its commit was seen",
+                self.tx_id,
+                self.channel_id,
+            )
+            return
+        error = task.exception()
+        if error is None:
+            if self._abandoned:
+                logger.info(
+                    "transaction %s on %s committed VALID (its wait was cancelled)",
                     self.tx_id,
                     self.channel_id,
                 )
-            return
-        error = task.exception()
-        if error is None or self._waiting:
             return
         level = logging.INFO if isinstance(error, CommitFailed) else logging.WARNING
         logger.log(

@@ -91,6 +91,7 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
     c.profile = SimpleNamespace(gateways=[a, b])
     c._seen = {}
     c._tasks, c._gateway, c._privacy = set(), None, {}
+    c._closing, c._busy, c._left = False, {}, {}
     c.gateway_name = ""
     c.references = CreatorReferences(SIGNER.identity_bytes, presuming=True)
     # the client saw one of its full-creator transactions commit: it names itself by reference
@@ -100,10 +101,14 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
     async def current() -> Gateway:
         return state["gw"]
 
-    async def fail_over(failed: Gateway) -> None:
+    async def alive(gateway: Gateway) -> bool:  # (a health check's answer)
+        return getattr(gateway, "alive", True)
+
+    async def fail_over(failed: Gateway, slow: bool = False) -> None:
         state["gw"] = b
 
     c._current, c._fail_over = current, fail_over  # type: ignore[method-assign]
+    c._alive = alive  # type: ignore[method-assign]
     return c
 
 
@@ -241,7 +246,8 @@ async def test_a_resume_of_another_clients_transaction_is_refused() -> None:
 async def test_an_item_too_large_for_a_gateway_request_is_refused_before_sending() -> None:
     """grpc reports an over-size write as INTERNAL "Internal error from Core", which the SDK
     takes for a lost stream and fails over on (review58): the SDK refuses such an item first,
-    MESSAGE_TOO_LARGE, with nothing sent. Red without `_fits`."""
+    MESSAGE_TOO_LARGE, with nothing sent, naming the tx id. Red without `_fits` (or with it
+    outside `_endorse_as`'s `_naming`: no tx id)."""
     orderer = Orderer()
     large = Gateway(orderer, 0, dies=False)
     asked: list[bytes] = []
@@ -258,6 +264,7 @@ async def test_an_item_too_large_for_a_gateway_request_is_refused_before_sending
     with pytest.raises(LimitExceeded) as refused_here:
         await client(large, large, 5.0).submit(CH, "kv", "put", "k", "v")
     assert refused_here.value.reason == "MESSAGE_TOO_LARGE"
+    assert refused_here.value.metadata["tx_id"] == "t" * 64  # (named, as every step's error)
     assert asked == [] and orderer.ordered == []
 
 

@@ -99,16 +99,19 @@ async def test_a_cancelled_submit_leaves_the_transaction_going_and_a_failure_log
 
 async def test_closing_the_client_under_a_handle_is_commit_unknown() -> None:
     """`close()` stops the ordering task: the handle's wait says the outcome is unknown (with
-    the tx id), not a bare CancelledError. Red without `Submitted.committed`'s check."""
+    the tx id), not a bare CancelledError, as soon as `close()` returned. Red without
+    `Submitted.committed`'s check, or without `close()`'s cancel (the handle not done)."""
     orderer = Orderer()
     c = alone(Held(orderer))
     handle = await c.submit_async(CH, "kv", "put", "k", "v")
     waiter = asyncio.create_task(handle.committed())
     await asyncio.sleep(0.01)
     await c.close()
+    assert handle.done()  # (stopped by close, not by the deadline)
     with pytest.raises(CommitUnknown) as raised:
         await waiter
     assert raised.value.tx_id == handle.tx_id == orderer.ordered[0]
+    assert raised.value.code == "CANCELLED"
 
 
 async def test_commit_status_by_tx_id() -> None:
