@@ -34,12 +34,12 @@ from .flow_runs import exercised, quiet_nodes, report, run_seeds, seeds
 
 T = TypeVar("T")
 
-# The quick tier's 200 seeds take 4-6 min on 2 shared cores when the host is quiet, but 20.6 min
-# (6.2 s a seed) at load 15-19 (session 60): 900 s ran out at about seed 145 there, and at seed
-# 189 once under load 20+, where the timeout (raised from SIGALRM inside the run) used to turn
-# into a violation of that seed (`sim/vloop.py`, "Interrupts end the run"). The timeout is only
-# a hang guard (a run is bounded in loop turns and virtual time): 45 min. `make soak` sets its
-# own, longer timeout on the command line.
+# The quick tier's 200 seeds took 3 min in one pytest run at load 15-25 but 20.6 min (6.2 s a
+# seed) in one loop at load 15-19 (session 60): 900 s can run out, and the timeout (raised from
+# SIGALRM inside the run) used to turn into a violation of the seed it landed in (most likely
+# seed 189's one failure; `sim/vloop.py`, "Interrupts end the run"). The timeout is only a hang
+# guard (a run is bounded in loop turns and virtual time): 45 min. `make soak` sets its own,
+# longer timeout on the command line.
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(None if soak() else 2700)]
 
 MARKS = {
