@@ -1,8 +1,9 @@
 """Counts of given-up private deliveries on real node processes (branch priv58), runnable against
 an older tree too (PYTHONPATH picks the tree; the node processes inherit it).
 
-Network: Org1, Org2, Org3 with one peer each, one orderer; `strict` requires every recipient's
-agreement, `deals` the sender's and one other's (2 of 3).
+Network: tests/integration/test_privacy_queued.py's (as test_privacy_given_up.py): Org1, Org2,
+Org3 with one peer each, one orderer; `strict` requires every recipient's agreement, `deals` the
+sender's and one other's (2 of 3); its `plain` channel and Org2's and Org3's clients go unused.
 
 * refusal: Org3's node down, a private send on `strict` ends in PrivateAgreementPending (3 s),
   the client abandons its delivery and resumes it with a deadline of `--deadline` seconds:
@@ -14,8 +15,9 @@ agreement, `deals` the sender's and one other's (2 of 3).
   the group payload's row. The REMOVE itself is owed to peer0.org3 on both trees (the removed
   member learns of its removal), so payloads per attempt is what tells them apart.
 
-Run: `PYTHONPATH=<tree> .venv/bin/python benchmarks/given_up_counts.py` (prints JSON);
-benchmarks/RESULTS.md.
+Run: `PYTHONPATH=<tree>:<tree>/tests .venv/bin/python benchmarks/given_up_counts.py` (prints
+JSON; `<tree>/tests`: a tree older than branch sim60 imports the topology's module's helpers as
+`integration.*`); benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -40,52 +42,8 @@ from dltmw.client.private_pending import PrivateAgreementPending
 from dltmw.ops.supervisor import Supervisor
 from dltmw.pki.network import init_network
 from dltmw.v1 import private_payload_pb2
+from tests.integration.test_privacy_queued import TOPOLOGY  # the integration tests' network
 
-TOPOLOGY = """
-name = "givenup"
-[[orgs]]
-id = "Org1"
-[[orgs]]
-id = "Org2"
-[[orgs]]
-id = "Org3"
-[[orgs]]
-id = "OrdererOrg"
-[[nodes]]
-id = "orderer0"
-org = "OrdererOrg"
-roles = ["orderer"]
-[[nodes]]
-id = "peer0.org1"
-org = "Org1"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org2"
-org = "Org2"
-roles = ["peer", "gateway"]
-[[nodes]]
-id = "peer0.org3"
-org = "Org3"
-roles = ["peer", "gateway"]
-[[clients]]
-id = "user1.org1"
-org = "Org1"
-[[channels]]
-id = "deals"
-members = ["Org1", "Org2", "Org3"]
-orderers = ["orderer0"]
-private_agreement = "OutOf(2, Org1.peer, Org2.peer, Org3.peer)"
-contracts = [{ name = "kv" }]
-endorsement_policy = "Org1.peer"
-batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
-[[channels]]
-id = "strict"
-members = ["Org1", "Org2", "Org3"]
-orderers = ["orderer0"]
-contracts = [{ name = "kv" }]
-endorsement_policy = "Org1.peer"
-batch = { max_tx_count = 100, max_bytes = 1048576, timeout_ms = 50 }
-"""
 FAILED = re.compile(r"delivery of (\d+) payload\(s\) to peer0\.org3 failed")
 
 

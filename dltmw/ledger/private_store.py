@@ -179,6 +179,12 @@ class PrivateTxn:
         self._conn.execute("DELETE FROM deferred WHERE hash=?", (payload_hash,))
         return data
 
+    def executed(self, payload_hash: bytes) -> bool:
+        """Has the executor recorded a verdict (any status) on the private transaction carrying
+        `payload_hash`? (`ptx` reads the record itself, with a hop of its own.)"""
+        row = self._conn.execute("SELECT 1 FROM ptxs WHERE payload_hash=?", (payload_hash,))
+        return row.fetchone() is not None
+
     def apply(self, writes: Iterable[StateWrite]) -> None:
         """Apply private state writes, in order (and update the state accumulator with them).
 

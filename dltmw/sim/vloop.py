@@ -24,6 +24,16 @@ the stores) on ONE `VirtualLoop`. What the loop changes, and why each is enough:
   simulated crash (`sim/hosts.py`) cancels exactly the tasks of one node incarnation and kills
   its store executors, so whatever its cancelled tasks still try to persist is refused: the
   files keep what was committed before the crash and nothing after, as with kill -9.
+* **Interrupts end the run.** A `BaseException` that is neither an `Exception` nor a
+  cancellation is not the outcome of node code: it is the process being interrupted — a test's
+  timeout (pytest-timeout's signal method raises `Failed` from SIGALRM wherever the run happens
+  to be). asyncio keeps it as the exception of the task it landed in, or reports it to
+  `call_exception_handler` from a callback, and goes on (only `SystemExit` and
+  `KeyboardInterrupt` leave the loop), so a timeout firing mid-run killed one
+  node's task and the run went on to a liveness or safety violation of a seed that was never
+  wrong (the likely cause of private seed 189's one failure under load 20+: its test's 900 s
+  ran out; `tests/sim/test_private_sim.py`). The loop re-raises it on its next turn, out of
+  `run`: the run stops with the interrupt, never with a verdict.
 """
 
 from __future__ import annotations
@@ -171,6 +181,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self.rng = random.Random(seed)
         self.steps = 0
         self.tasks_made = 0
+        self.interrupted: BaseException | None = None  # re-raised by the next `_run_once`
         super().__init__(_VirtualSelector(self._advance))
         self._clock_resolution = 0.0  # a timer is due once the clock has passed it
         self.set_task_factory(_owned_task)  # type: ignore[arg-type]  # (typeshed: no context kw)
@@ -209,6 +220,9 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            if is_interrupt(exc):
+                self.interrupted = exc
+                raise
             self.call_soon(_settle, future, None, exc)
         else:
             self.call_soon(_settle, future, result, None)
@@ -232,6 +246,31 @@ class VirtualLoop(asyncio.SelectorEventLoop):
             if head >= self._now:
                 self._now = math.nextafter(head, math.inf)
         super()._run_once()  # type: ignore[misc]
+        if self.interrupted is not None:
+            interrupt, self.interrupted = self.interrupted, None
+            raise interrupt  # (cleared: `run` still cancels what is left, then closes)
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        """asyncio's report of what a callback raised: an interrupt among them ends the run
+        (module docstring, "Interrupts end the run")."""
+        exc = context.get("exception")
+        if self.interrupted is None and isinstance(exc, BaseException) and is_interrupt(exc):
+            self.interrupted = exc
+        super().call_exception_handler(context)
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """Every task's done callback: a task that ended with an interrupt ends the run (its
+        step keeps the interrupt as the task's exception and reports nothing)."""
+        if task.cancelled() or self.interrupted is not None:
+            return
+        exc = task._exception  # (`exception()` would retrieve it)
+        if exc is not None and is_interrupt(exc):
+            self.interrupted = exc
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Not node code's outcome but the process's: neither an error nor a cancellation."""
+    return not isinstance(exc, Exception | asyncio.CancelledError)
 
 
 def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
@@ -252,9 +291,11 @@ def _owned_task(
     context: contextvars.Context | None = kwargs.get("context")
     owner = context.get(OWNER) if context is not None else OWNER.get()
     task = asyncio.Task(coro, loop=loop, **kwargs)
-    if owner is not None and isinstance(loop, VirtualLoop):
-        loop.tasks_made += 1
-        owner.adopt(task, loop.tasks_made)
+    if isinstance(loop, VirtualLoop):
+        task.add_done_callback(loop.task_done)
+        if owner is not None:
+            loop.tasks_made += 1
+            owner.adopt(task, loop.tasks_made)
     return task
 
 

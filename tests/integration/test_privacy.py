@@ -15,6 +15,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -120,9 +121,10 @@ MARKER = os.urandom(32)
 ORGS = ("org1", "org2", "org3", "regulator")
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
-    tmp = tmp_path_factory.mktemp("privacy")
+@contextmanager
+def running(tmp: Path) -> Iterator[tuple[Path, Supervisor]]:
+    """This module's network, made in `tmp` and up; every node stopped cleanly after (the
+    fixture of test_privacy_groups.py and test_privacy_group_remove.py too)."""
     (tmp / "topology.toml").write_text(TOPOLOGY)
     init_network(tmp / "topology.toml", tmp / "net")
     sup = Supervisor(tmp / "net")
@@ -136,6 +138,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Superv
         order = sorted(sup.nodes, key=lambda n: (n != "peer0.org1", n.startswith("orderer")))
         codes = {n: sup.stop(n) for n in order}
         assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
+    with running(tmp_path_factory.mktemp("privacy")) as started:
+        yield started
 
 
 async def clients(net: Path) -> dict[str, PrivacyClient]:

@@ -36,14 +36,13 @@ from dltmw.client.groups import (
 from dltmw.client.privacy import PrivacyClient
 from dltmw.core.privacy.groups import MEMBERS_KEY, scoped
 from dltmw.ops.supervisor import Supervisor
-from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import common_pb2, private_payload_pb2, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
 from dltmw.v1 import private_group_pb2 as G
 
 from .cli import DLTMW
-from .test_privacy import ORGS, TOPOLOGY, clients, close, files_under, occurrences
+from .test_privacy import ORGS, clients, close, files_under, occurrences, running
 from .test_privacy_groups import (
     CH,
     executed_at,
@@ -67,17 +66,8 @@ SENT_AFTER: dict[str, list[bytes]] = {"org1": [], "org2": []}  # r payloads Org3
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
-    tmp = tmp_path_factory.mktemp("group-remove")
-    (tmp / "topology.toml").write_text(TOPOLOGY)  # test_privacy.py's network
-    init_network(tmp / "topology.toml", tmp / "net")
-    sup = Supervisor(tmp / "net")
-    try:
-        sup.up(timeout_s=90)
-        yield tmp / "net", sup
-    finally:
-        order = sorted(sup.nodes, key=lambda n: (n != "peer0.org1", n.startswith("orderer")))
-        codes = {n: sup.stop(n) for n in order}
-        assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
+    with running(tmp_path_factory.mktemp("group-remove")) as started:  # test_privacy.py's network
+        yield started
 
 
 def members_at(net: Path, org: str, group: str) -> tuple[str, ...] | None:

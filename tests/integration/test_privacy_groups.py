@@ -37,7 +37,6 @@ from dltmw.client.purge import approve, purge_body, submit_purge
 from dltmw.core.privacy.groups import scoped
 from dltmw.ledger.private_groups import group_ids, group_state_hash
 from dltmw.ops.supervisor import Supervisor
-from dltmw.pki.network import init_network
 from dltmw.rpc.status import reason_of
 from dltmw.runtime.roles.privacy.hybrid import load_privacy_key
 from dltmw.v1 import privacy_manager_service_pb2 as P
@@ -45,7 +44,7 @@ from dltmw.v1 import private_group_pb2 as G
 from dltmw.v1 import private_payload_pb2, transaction_pb2
 
 from .cli import DLTMW, dltmw
-from .test_privacy import DEALS, ORGS, TOPOLOGY, clients, close, files_under, occurrences
+from .test_privacy import DEALS, ORGS, clients, close, files_under, occurrences, running
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID
@@ -56,17 +55,8 @@ G1_SENT: dict[str, list[bytes]] = {"org1": [], "org2": []}  # g1 payloads each m
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Supervisor]]:
-    tmp = tmp_path_factory.mktemp("groups")
-    (tmp / "topology.toml").write_text(TOPOLOGY)  # test_privacy.py's network
-    init_network(tmp / "topology.toml", tmp / "net")
-    sup = Supervisor(tmp / "net")
-    try:
-        sup.up(timeout_s=90)
-        yield tmp / "net", sup
-    finally:
-        order = sorted(sup.nodes, key=lambda n: (n != "peer0.org1", n.startswith("orderer")))
-        codes = {n: sup.stop(n) for n in order}
-        assert all(c == 0 for c in codes.values()), f"unclean stop: {codes}"
+    with running(tmp_path_factory.mktemp("groups")) as started:  # test_privacy.py's network
+        yield started
 
 
 def db_path(net: Path, org: str) -> Path:

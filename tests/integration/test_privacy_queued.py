@@ -36,7 +36,8 @@ from dltmw.pki.network import agreement_settings, init_network
 from dltmw.rpc.status import reason_of
 from dltmw.v1 import config_update_pb2, private_payload_pb2, transaction_pb2
 from dltmw.v1 import privacy_manager_service_pb2 as P
-from integration.operations_http import scrape
+
+from .operations_http import scrape  # (relative: benchmarks import this module's TOPOLOGY)
 
 pytestmark = pytest.mark.integration
 VALID = transaction_pb2.TX_VALIDATION_CODE_VALID

@@ -13,9 +13,13 @@ import pytest
 from dltmw.sim.__main__ import main, trace_digest
 from dltmw.sim.dissem_runner import run_dissemination
 from dltmw.sim.runner import RunResult, run
+from dltmw.sim.scenarios import run_scenario
+from dltmw.sim.scenarios.result import ScenarioResult
+
+from .flow_runs import quiet_nodes
 
 
-def _replayed_digest(result: RunResult) -> str:
+def _replayed_digest(result: RunResult | ScenarioResult) -> str:
     command = shlex.split(result.replay_command(), comments=True)
     assert command[:3] == ["python", "-m", "dltmw.sim"], command
     out = io.StringIO()
@@ -50,6 +54,15 @@ def _replayed_digest(result: RunResult) -> str:
 def test_the_printed_command_replays_the_same_run(make) -> None:  # type: ignore[no-untyped-def]
     result = make()
     assert result.trace, "the run must record a trace to compare"
+    assert _replayed_digest(result) == trace_digest(result.trace), result.replay_command()
+
+
+def test_the_printed_command_replays_a_private_run() -> None:
+    """A whole network's run (scenario `private`: stores, kills mid store job, a lost store)
+    replays from its printed command too (seed 189: the one that failed once under load)."""
+    with quiet_nodes():
+        result = run_scenario("private", 189, trace=True)
+    assert len(result.trace) > 10
     assert _replayed_digest(result) == trace_digest(result.trace), result.replay_command()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -81,6 +82,74 @@ def test_executor_jobs_run_inline_and_answer_on_the_next_turn() -> None:
     assert vloop.run(0, main) == ["job", "after submit", "to_thread"]
     assert threading.active_count() == threads
     pool.shutdown()
+
+
+class Interrupt(BaseException):
+    """What pytest-timeout's signal method raises wherever the run is (`pytest.fail`)."""
+
+
+_HELD: list[asyncio.Task[None]] = []
+
+
+def _raise_interrupt() -> None:
+    raise Interrupt("timeout")
+
+
+async def _interrupted_in_a_task() -> str:
+    async def doomed() -> None:
+        await asyncio.sleep(1.0)
+        _raise_interrupt()
+
+    # Held (as a node's TaskOwner holds its tasks) and never awaited: no "exception never
+    # retrieved" report comes (from the task's collection) before the run ends.
+    _HELD.append(asyncio.get_running_loop().create_task(doomed()))
+    await asyncio.sleep(5.0)
+    return "finished"
+
+
+async def _interrupted_in_a_callback() -> str:
+    asyncio.get_running_loop().call_later(1.0, _raise_interrupt)
+    await asyncio.sleep(5.0)
+    return "finished"
+
+
+async def _interrupted_in_an_executor_job() -> str:
+    async def swallowing() -> None:  # code that cleans up on anything and goes on
+        with contextlib.suppress(BaseException):
+            await asyncio.get_running_loop().run_in_executor(None, _raise_interrupt)
+
+    asyncio.get_running_loop().create_task(swallowing())
+    await asyncio.sleep(5.0)
+    return "finished"
+
+
+@pytest.mark.parametrize(
+    "main",
+    [_interrupted_in_a_task, _interrupted_in_a_callback, _interrupted_in_an_executor_job],
+    ids=["task", "callback", "executor-job"],
+)
+def test_an_interrupt_wherever_it_lands_ends_the_run(main) -> None:  # type: ignore[no-untyped-def]
+    """A test's timeout raised mid-run must end the run, not stay in the task or callback it
+    landed in (asyncio keeps it there): that killed one node's task and the run ended with a
+    violation of a seed that was never wrong. Red without `VirtualLoop.interrupted`."""
+    with pytest.raises(Interrupt, match="timeout"):
+        vloop.run(0, main)
+    _HELD.clear()
+
+
+def test_errors_and_cancellations_are_not_interrupts() -> None:
+    async def main() -> str:
+        async def failing() -> None:
+            raise ValueError("a node's bug: its TaskOwner's business, not the loop's")
+
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(failing())
+        loop.create_task(asyncio.sleep(9.0)).cancel()
+        await asyncio.sleep(1.0)
+        assert isinstance(task.exception(), ValueError)
+        return "finished"
+
+    assert vloop.run(0, main) == "finished"
 
 
 def test_wall_clock_and_randomness_come_from_the_loop() -> None:

@@ -84,11 +84,7 @@ async def left_group(
         for digest, group in groups.items():
             if group not in records:
                 records[group] = members_of(txn, group)[0]
-            executed = (
-                txn.db.execute("SELECT 1 FROM ptxs WHERE payload_hash=?", (digest,)).fetchone()
-                is not None
-            )
-            if left(records[group], node.org_id, executed):
+            if left(records[group], node.org_id, txn.executed(digest)):
                 out.append(digest)
         return out
 
