@@ -731,9 +731,13 @@ class Client:
         gateway = self._gateway
         if gateway is not None:
             return gateway
+        if self._closing:  # a call cut under it by `close()` must not dial a gateway nobody closes
+            raise _closed()
         async with self._lock:
             if self._gateway is not None:
                 return self._gateway
+            if self._closing:
+                raise _closed()
             problems: list[str] = []
             for _ in range(len(self.profile.gateways)):
                 endpoint = self.profile.gateways[self._next % len(self.profile.gateways)]

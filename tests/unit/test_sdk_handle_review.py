@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -300,3 +301,16 @@ async def test_a_wait_cancelled_in_the_turn_its_task_failed_still_logs_the_failu
         with pytest.raises(asyncio.CancelledError):
             await waiter
     assert [r for r in caplog.records if handle.tx_id in r.getMessage()], caplog.text
+
+
+async def test_a_closed_client_never_connects_a_gateway_again() -> None:
+    """A caller's own call (an endorse, `evaluate`, `commit_status`) cut under it by `close()`
+    fails over; the fail-over's `_current()` must not dial a fresh gateway after the close —
+    nothing would ever close it (review of sdk60b). Red without the closing check in
+    `_current` (it goes on to the profile's endpoint)."""
+    c = Client.__new__(Client)
+    c._gateway, c._closing, c._lock = None, True, asyncio.Lock()
+    c.profile = SimpleNamespace(gateways=[SimpleNamespace(name="gw", address="127.0.0.1:1")])
+    with pytest.raises(InvalidRequest) as raised:
+        await c._current()
+    assert raised.value.reason == "CLOSED"
