@@ -146,7 +146,7 @@ def test_a_block_costs_one_pool_job_per_chunk_its_signatures_in_the_first(
     of its commit (a per-block cost at mid-size blocks). Every transaction is still checked,
     once, in block order; a block whose signatures fail is not checked further. Red with a
     separate signature job (one job more per block)."""
-    ex, config, lifecycle, seen = executor
+    ex, config, _, seen = executor
     submitted: list[object] = []
     pool = ex._pool
     original = pool.submit
