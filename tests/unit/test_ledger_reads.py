@@ -78,20 +78,26 @@ async def test_commit_reads_equal_the_separate_reads(site: LedgerSite) -> None:
         await ledger.close()
 
 
+def counted_hops(ledger: ChannelLedger, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """One "reader" per read that hops to the reader thread from now on."""
+    hops: list[str] = []
+    real_snapshot = ledger._file.snapshot
+
+    async def counted(fn: object) -> object:
+        hops.append("reader")
+        return await real_snapshot(fn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger._file, "snapshot", counted)
+    return hops
+
+
 async def test_a_few_point_reads_run_in_place_and_see_the_latest_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = await ChannelLedger.open(tmp_path / "l.sqlite")
     try:
         await _commit(ledger, "a")
-        hops: list[str] = []
-        real_snapshot = ledger._file.snapshot
-
-        async def counted(fn: object) -> object:
-            hops.append("reader")
-            return await real_snapshot(fn)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(ledger._file, "snapshot", counted)
+        hops = counted_hops(ledger, monkeypatch)
         assert await ledger.existing_tx_ids(["tx0", "tx1"]) == {"tx0"}
         await _commit(ledger, "b")  # committed by the writer: the next read in place sees it
         versions, in_ranges, known = await ledger.commit_reads([("kv", "b")], [], ["tx1"])
@@ -119,14 +125,7 @@ async def test_a_mid_size_block_of_blind_writes_reads_its_duplicates_in_place(
     ledger = await ChannelLedger.open(tmp_path / "l.sqlite")
     try:
         await _commit(ledger, "a")
-        hops: list[str] = []
-        real_snapshot = ledger._file.snapshot
-
-        async def counted(fn: object) -> object:
-            hops.append("reader")
-            return await real_snapshot(fn)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(ledger._file, "snapshot", counted)
+        hops = counted_hops(ledger, monkeypatch)
         most = IDS_PER_LOOKUP * INLINE_READS_MAX
         ids = ["tx0"] + [f"new{i}" for i in range(16)]  # 17: one committed, 16 not
         assert await ledger.commit_reads([], [], ids) == ({}, {}, {"tx0"})
