@@ -38,6 +38,7 @@ T = TypeVar("T")
 # blocks without a hop to the store: at low load every block has one follower read per
 # subscriber, and the hop cost as much as the rest of sending the block.
 RECENT_BLOCKS = 8
+IDS_PER_LOOKUP = 2  # tx ids in an IN list that cost about one point lookup (`tx_ids_cost`)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def commit_reader(
     tx_ids: Iterable[str],
 ) -> tuple[int, Callable[[StateReader], tuple[KeyVersions, RangeVersions, set[str]]]]:
     """What a peer's commit of one block reads (`commit_reads`), as one function of a snapshot,
-    and how many point lookups it makes (-1 when it reads a range: unbounded)."""
+    and what it costs in point lookups (-1 when it reads a range: unbounded): one per key read,
+    one per `IDS_PER_LOOKUP` tx ids (`tx_ids_cost`)."""
     wanted = [t for t in set(tx_ids) if t]
     keys, ranges = list(keys), list(ranges)
 
@@ -208,4 +210,16 @@ def commit_reader(
         found = set(reader.tx_records_found(wanted))
         return versions_of(reader, keys), ranges_of(reader, ranges), found
 
-    return (-1 if ranges else len(wanted) + len(keys)), read
+    return (-1 if ranges else tx_ids_cost(len(wanted)) + len(keys)), read
+
+
+def tx_ids_cost(count: int) -> int:
+    """`count` tx ids looked up in `IN (...)` lists (`SnapshotReader.tx_records_found`), in
+    point lookups: an id in a list costs a third to a half of a point read with its own
+    statement (~0.6 against ~1.3 µs, `tx_records_found`; ~1.8 against ~6 µs, branch kvdup's
+    figures and `sqlite.INLINE_READS_MAX`), so `IDS_PER_LOOKUP` ids count as one (the
+    conservative end). Counted one per id before, the duplicate check of a block of 17 blind
+    writes (1,300 tx/s on a quiet host: 17 tx per block) was 17 "lookups" and took a
+    reader-thread hop per block on each peer for some 30 µs of reads (benchmarks/RESULTS.md,
+    branch lat60); now up to 32 ids with no key read stay in place."""
+    return -(-count // IDS_PER_LOOKUP)

@@ -24,6 +24,19 @@ def block(number: int, *envelopes: bytes) -> block_pb2.Block:
     return b
 
 
+def counted_submits(pool: ThreadPoolExecutor) -> list[object]:
+    """The functions submitted to `pool` from now on (a hop each)."""
+    submitted: list[object] = []
+    original = pool.submit
+
+    def submit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        submitted.append(fn)
+        return original(fn, *args, **kwargs)
+
+    pool.submit = submit  # type: ignore[method-assign]
+    return submitted
+
+
 @pytest.fixture
 def executor(monkeypatch: pytest.MonkeyPatch):
     seen: list[tuple[str, object]] = []
@@ -106,15 +119,7 @@ def test_a_small_block_is_not_sent_to_the_pool_ahead(executor) -> None:
     """A block of at most INLINE_MAX transactions (a lone one at low load) is checked by its
     load on the loop's thread, as `map_chunked` does: no pool hop on a subscriber's path."""
     ex, config, _, seen = executor
-    submitted: list[object] = []
-    pool = ex._pool
-    original = pool.submit
-
-    def submit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        submitted.append(fn)
-        return original(fn, *args, **kwargs)
-
-    pool.submit = submit  # type: ignore[method-assign]
+    submitted = counted_submits(ex._pool)
 
     async def run() -> None:
         ex.check_ahead(block(5, *[b"t%d" % i for i in range(module.INLINE_MAX)]))
@@ -131,3 +136,45 @@ def test_a_small_block_is_not_sent_to_the_pool_ahead(executor) -> None:
         await ex._checked_ahead(signed, config.view)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "txs, jobs",
+    [(3, 1), (module.CHECK_CHUNK, 1), (module.CHECK_CHUNK + 1, 2), (2 * module.CHECK_CHUNK + 1, 3)],
+    ids=["small", "one-chunk", "one-more", "three-chunks"],
+)
+def test_a_block_costs_one_pool_job_per_chunk_its_signatures_in_the_first(
+    executor, txs: int, jobs: int
+) -> None:
+    """A block's orderer signatures are checked in the job of its first chunk of transactions,
+    not in a pool job of their own: a block of up to CHECK_CHUNK transactions is ONE hop ahead
+    of its commit (a per-block cost at mid-size blocks). Every transaction is still checked,
+    once, in block order; a block whose signatures fail is not checked further. Red with a
+    separate signature job (one job more per block)."""
+    ex, config, _, seen = executor
+    submitted = counted_submits(ex._pool)
+    envelopes = [b"t%d" % i for i in range(txs)]
+
+    async def run() -> object:
+        ex.check_ahead(block(5, *envelopes))
+        return await ex._checked_ahead(block(5), config.view)
+
+    error, checked = asyncio.run(run())
+    assert len(submitted) == jobs
+    assert error == "" and [c.tx_id for c in checked] == [e.decode() for e in envelopes]
+    assert [kind for kind, _ in seen].count("signatures") == 1
+    assert [kind for kind, _ in seen].count("tx") == txs
+
+
+def test_a_block_whose_signatures_fail_is_refused_with_their_error(
+    executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex, config, _, seen = executor
+    monkeypatch.setattr(module, "signature_error", lambda view, b: "forged")
+
+    async def run() -> object:
+        ex.check_ahead(block(5, b"a", b"b", b"c"))
+        return await ex._checked_ahead(block(5), config.view)
+
+    error, checked = asyncio.run(run())
+    assert error == "forged" and checked == [] and seen == []

@@ -12,7 +12,8 @@ After a crash the ledger holds whole blocks only; the peer resumes delivery from
 
 Pipelining (`Committer.enqueue`, used by the deliver loop through `pipeline.py`): the orderer
 signatures and transaction checks of a block read off the stream start on the verify pool at
-once, while the blocks before it commit; its load then awaits them instead of starting them.
+once (one job per chunk of `CHECK_CHUNK` envelopes, the signatures in the first: `check_piece`),
+while the blocks before it commit; its load then awaits them instead of starting them.
 They are used only if the config and the committed definitions they were made against are
 still the current ones (the identical objects: a config block or a lifecycle commit in between
 replaces them) and the client identity table has not grown since (a block in between registered
@@ -96,14 +97,18 @@ def check_orderer_signatures(view: ChannelView, block: block_pb2.Block) -> None:
         )
 
 
+Checked = tuple[str, list[CheckedTx]]  # (why the orderer signatures fail or "", checks)
+
+
 @dataclass(frozen=True)
 class Ahead:
-    """Checks of a block started before its load, and the views they were made against."""
+    """Checks of a block started before its load, and the views they were made against: one
+    pool job per chunk of `CHECK_CHUNK` envelopes, the first also checking the block's orderer
+    signatures (`check_piece`)."""
 
     config: ChannelView
     committed: CommittedView
-    signature: asyncio.Future[str]
-    pieces: tuple[asyncio.Future[list[CheckedTx]], ...]
+    pieces: tuple[asyncio.Future[Checked], ...]
     identities: int  # the client identity table's size then (it only grows)
 
 
@@ -114,6 +119,24 @@ def signature_error(view: ChannelView, block: block_pb2.Block) -> str:
     except PeerError as exc:
         return exc.message
     return ""
+
+
+def check_piece(
+    view: ChannelView,
+    committed: CommittedView,
+    block: block_pb2.Block,
+    piece: Sequence[bytes],
+    signatures: bool,
+) -> Checked:
+    """On the pool: the checks of `piece` of `block`'s envelopes and, with `signatures`, first
+    the block's orderer signatures — in ONE job, so a block of up to `CHECK_CHUNK` transactions
+    costs one pool hop ahead of its commit, not two (a job for its signatures beside the
+    transactions' was a second executor submit, worker wake-up and loop wake-up per block: a
+    per-BLOCK cost, paid ~76 times a second by each peer at 1,300 tx/s in 17-transaction blocks,
+    benchmarks/RESULTS.md, branch lat60). A block refused for its signatures is never checked
+    further (its load refuses it without them)."""
+    error = signature_error(view, block) if signatures else ""
+    return error, [] if error else [check_transaction(env, committed) for env in piece]
 
 
 def small(block: block_pb2.Block) -> bool:
@@ -159,20 +182,15 @@ class CommitExecutor:
             return  # its load will check it; nothing unbounded is kept
         loop = asyncio.get_running_loop()
         view, committed = self._config.view, self._lifecycle.view
-
-        def check(piece: Sequence[bytes]) -> list[CheckedTx]:
-            return [check_transaction(env, committed) for env in piece]
-
-        signature = loop.run_in_executor(self._pool, signature_error, view, block)
         envelopes = list(block.data.envelopes)
         pieces = [
-            loop.run_in_executor(self._pool, check, p) for p in chunks(envelopes, CHECK_CHUNK)
+            loop.run_in_executor(self._pool, check_piece, view, committed, block, p, i == 0)
+            for i, p in enumerate(chunks(envelopes, CHECK_CHUNK) or [envelopes])
         ]
-        signature.add_done_callback(_consumed)
         for piece in pieces:
             piece.add_done_callback(_consumed)
         self._ahead[block.header.number] = Ahead(
-            view, committed, signature, tuple(pieces), len(self._ledger.identities)
+            view, committed, tuple(pieces), len(self._ledger.identities)
         )
 
     async def _checked_ahead(
@@ -187,9 +205,9 @@ class CommitExecutor:
             return None
         if ahead.identities != len(self._ledger.identities):
             return None  # a block ahead of it registered clients: their references resolve now
-        error = await ahead.signature
-        pieces = await asyncio.gather(*ahead.pieces)
-        return error, [checked for piece in pieces for checked in piece]
+        first = ahead.pieces[0]  # one job for a block of up to CHECK_CHUNK: no gather
+        done = [await first] if len(ahead.pieces) == 1 else await asyncio.gather(*ahead.pieces)
+        return done[0][0], [checked for _, piece in done for checked in piece]
 
     async def load(self, inputs: Sequence[Delivery]) -> Sequence[Delivered]:
         return [await self._load(delivery) for delivery in inputs]
