@@ -272,7 +272,8 @@ class Checkpoints(ViewChanges):
         peer that has the checkpoint proven drops the copy (`checkpoint-out-of-range`), one
         that holds our vote keeps its first (first-come, `on_checkpoint`). A jumped replica's
         abstention holds, at or above its jump and at every checkpoint it chained
-        (`send_checkpoint`, `jump_chained`). Not bounded to the
+        (`send_checkpoint`, `jump_chained`). The vote at `low` is our own vote from the proof,
+        never another envelope of ours a peer put there (`_our_vote`). Not bounded to the
         window: a vote above it may be the one the group needs (an adopted jump ahead of a low
         watermark this replica has not learned yet). An idle replica goes on resending its
         vote at `low` with each backed-off probe for good (about twice an idle replica's
@@ -295,12 +296,24 @@ class Checkpoints(ViewChanges):
             elif self.state_at[sequence] != self.low_digest:
                 continue  # not the proven state: nothing of ours to vote
             else:
-                mine = next((e for e in self.low_proof if e.replica == self.me), None)
+                mine = next((e for e in self.low_proof if self._our_vote(e, sequence)), None)
                 if mine is None:
                     vote = replica_pb2.Checkpoint(sequence=sequence, state_digest=self.low_digest)
                     mine = self.sign(replica_pb2.ReplicaMessage(checkpoint=vote))
             self.broadcast(mine)
             self.counters["checkpoint-vote-resent"] += 1
+
+    def _our_vote(self, envelope: Envelope, sequence: int) -> bool:
+        """Is `envelope` our signed checkpoint vote for `low_digest` at `sequence`? A proof
+        taken from a peer's state reply (`on_state_reply`) is checked for 2f+1 matching votes
+        only: a byzantine peer can put any other envelope of ours in it (an old state request,
+        a vote for another digest), which the resend must not broadcast again (review of
+        probe60)."""
+        message = self.checker.open(envelope) if envelope.replica == self.me else None
+        if message is None or message.WhichOneof("body") != "checkpoint":
+            return False
+        vote = message.checkpoint
+        return vote.sequence == sequence and vote.state_digest == self.low_digest
 
     def probe(self) -> None:
         """Ask every peer for decided batches from our next sequence on."""
