@@ -172,7 +172,8 @@ def test_only_a_stalled_replica_resends_and_an_idle_one_only_with_its_probes() -
 
 
 def test_a_jumped_replica_resends_no_vote_at_or_above_its_jump() -> None:
-    """The abstention after a jump (`send_checkpoint`) holds for the resend too."""
+    """The abstention after a jump (`send_checkpoint`) holds for the resend too (`jumped_upto`
+    set by hand here; a real jump, and the checkpoints inside it: test_pbft_jump_abstain.py)."""
     cluster = Cluster()
     cluster.submit(REQS[:12])
     cluster.tick(2)
@@ -180,3 +181,32 @@ def test_a_jumped_replica_resends_no_vote_at_or_above_its_jump() -> None:
     stuck.jumped_upto = 4  # as if sequences up to 4 were jumped over
     stuck.resend_checkpoints()
     assert resent(stuck) == [2, 2, 2]
+
+
+def test_the_resend_at_low_sends_only_our_vote_for_it_from_a_peers_proof() -> None:
+    """A proof taken from a peer's state reply is checked for 2f+1 matching votes only: a
+    byzantine peer can put any envelope of ours in it, e.g. an old state request. The resend
+    at `low` broadcasts only our checkpoint vote at `low` for its digest (here: none of ours
+    in the proof, so it signs one). Red without `_our_vote`: the state request goes out."""
+    cluster = Cluster()
+    cluster.submit(REQS[:12])
+    cluster.tick(6 * CONFIG.probe_ticks)
+    source, behind = cluster.replicas[0], cluster.replicas[3]  # 3: silent, executed nothing
+    assert source.stable_seq == source.low >= 4 and behind.next_exec == 1
+    behind.probe()
+    (own_probe,) = {e.payload: e for _p, e in behind.ready().send}.values()
+    assert kind(own_probe) == "state_request"
+    reply = replica_pb2.StateReply(
+        batches=[source.decided[s] for s in range(1, source.low + 1)],
+        stable_sequence=source.low,
+        stable_proof=[own_probe, *source.low_proof],
+    )
+    behind.on_state_reply(1, reply)
+    behind.ready()
+    assert behind.stable_seq == source.low and behind.low_proof[0] == own_probe
+    behind.resend_checkpoints()
+    sent = [replica_pb2.ReplicaMessage.FromString(e.payload) for _p, e in behind.ready().send]
+    assert [m.WhichOneof("body") for m in sent] == ["checkpoint"] * 3
+    assert {(m.checkpoint.sequence, m.checkpoint.state_digest) for m in sent} == {
+        (source.low, source.low_digest)
+    }

@@ -281,7 +281,8 @@ def test_a_replica_that_jumped_takes_the_digest_f_plus_1_others_vote_and_votes_i
 
 def test_others_votes_that_came_before_the_jumped_replica_executed_count_at_its_own_vote() -> None:
     """The f+1 others' votes for a checkpoint may reach a jumped replica before it executed
-    that sequence (votes are not resent): its own vote, cast when it executes, finds them."""
+    that sequence (a vote is resent only once its sender stalls): its own vote, cast when it
+    executes, finds them."""
     cluster = lagging_cluster()
     lagging, source = cluster.replicas[3], cluster.replicas[0]
     batches = [(s, (b"other %d" % s,)) for s, _ in verified_batches(source)]

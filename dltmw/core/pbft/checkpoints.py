@@ -36,9 +36,20 @@ class Checkpoints(ViewChanges):
         rss59). It abstains until it took the group's digest (`adopt_proven`,
         `adopt_vouched`) or saw its own proven (`maybe_stable`); then it casts the votes it
         owes (`_vote_from`). So every checkpoint vote of a correct replica is the group's
-        state, and f+1 matching votes of others include one of them."""
+        state, and f+1 matching votes of others include one of them.
+
+        It abstains as well at every checkpoint a jump chained below its end (`jump_chained`,
+        from `JumpRecord.checkpoint_states`, live and on restart): those digests are the fetched
+        blocks' too, and no adoption can fix them (`_adopt` re-chains only from the jump's end
+        on, where it holds the decided batches). Checked here, so every path that votes — the
+        execution, `_vote_from`, `resend_checkpoints` — is covered (review of probe60: a
+        stalled jumped replica resent votes for such digests inside its jump). An entry leaves
+        the set when the low watermark reaches it (`learn_checkpoint`) or adoption re-chains it
+        (`_adopt`, `adopt_vouched`): then its digest is the group's or no vote there counts."""
         if self.jumped_upto and sequence >= self.jumped_upto:
             self._vouched(sequence, self.checkpoints.get(sequence, {}))
+            return
+        if sequence in self.jump_chained:
             return
         message = replica_pb2.ReplicaMessage(
             checkpoint=replica_pb2.Checkpoint(
@@ -69,14 +80,16 @@ class Checkpoints(ViewChanges):
 
     def check_vouched(self, sequence: int) -> None:
         """`_vouched` with the votes already held for `sequence` (a jump that ends on a
-        checkpoint: the others' votes may have come before it, and votes are not resent)."""
+        checkpoint: the others' votes may have come before it, and a replica resends its votes
+        only once it stalls: `resend_checkpoints`)."""
         on_checkpoint = sequence % self.config.checkpoint_interval == 0
         if self.jumped_upto and on_checkpoint and self.low < sequence < self.next_exec:
             self._vouched(sequence, self.checkpoints.get(sequence, {}))
 
     def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
         """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
-        (checked at each vote and when we execute `sequence`: votes are not resent)."""
+        (checked at each vote and when we execute `sequence`: a vote is resent only by a
+        stalled replica, `resend_checkpoints`)."""
         counts: Counter[bytes] = Counter()
         for replica, vote in votes.items():
             message = None if replica == self.me else self.checker.open(vote)
@@ -101,6 +114,7 @@ class Checkpoints(ViewChanges):
             return
         if self.state_at.get(sequence) == digest:
             self.jumped_upto = 0  # the jump's digest is the group's (no dissemination)
+            self.jump_chained.discard(sequence)  # (the ones below stay: `send_checkpoint`)
         elif not self._adopt(sequence, digest):
             return
         self.counters["jump-state-vouched"] += 1
@@ -121,6 +135,7 @@ class Checkpoints(ViewChanges):
         self.slots = {s: slot for s, slot in self.slots.items() if s > sequence}
         self.prepared = {s: c for s, c in self.prepared.items() if s > sequence}
         self.checkpoints = {s: v for s, v in self.checkpoints.items() if s > sequence}
+        self.jump_chained = {s for s in self.jump_chained if s > sequence}  # no vote there counts
         if self.next_exec <= sequence:
             self.note_behind()
             self.probe()
@@ -191,6 +206,7 @@ class Checkpoints(ViewChanges):
                 at[later] = state
         self.state_digest = state
         self.state_at.update(at)
+        self.jump_chained.difference_update(at)  # the group's digests now
         self.jumped_upto = 0
         return True
 
@@ -231,8 +247,10 @@ class Checkpoints(ViewChanges):
         self.probe()
 
     def resend_checkpoints(self) -> None:
-        """Broadcast again our checkpoint votes from the low watermark up (at most
-        `window / checkpoint_interval + 1` of them, usually the one at `low`) with each probe
+        """Broadcast again our checkpoint votes from the low watermark up (one per checkpoint
+        we executed from `low` up, outside a jump: usually the one at `low`, at most
+        `window / checkpoint_interval + 1` for a replica that executed in its window; more only
+        after state transfer or an adopted jump took it beyond) with each probe
         `probe_if_stalled` makes after a whole probe period with nothing executed: every
         period with work waiting or proven behind, backed off (1, 2, 4, then every 8th
         period) when idle.
@@ -253,12 +271,21 @@ class Checkpoints(ViewChanges):
         checkpoint in its window (an idle one: one per backed-off probe, beside the probe). A
         peer that has the checkpoint proven drops the copy (`checkpoint-out-of-range`), one
         that holds our vote keeps its first (first-come, `on_checkpoint`). A jumped replica's
-        abstention holds (`send_checkpoint`). Counted `checkpoint-vote-resent`."""
+        abstention holds, at or above its jump and at every checkpoint it chained
+        (`send_checkpoint`, `jump_chained`). The vote at `low` is our own vote from the proof,
+        never another envelope of ours a peer put there (`_our_vote`). Not bounded to the
+        window: a vote above it may be the one the group needs (an adopted jump ahead of a low
+        watermark this replica has not learned yet). An idle replica goes on resending its
+        vote at `low` with each backed-off probe for good (about twice an idle replica's
+        verifications at n = 13, the review of probe60 estimated; not measured, left as is).
+        Counted `checkpoint-vote-resent`."""
         interval = self.config.checkpoint_interval
         for sequence in sorted(self.state_at):
             if sequence < max(self.low, interval) or sequence >= self.next_exec:
                 continue
-            if sequence % interval or (self.jumped_upto and sequence >= self.jumped_upto):
+            if sequence % interval or sequence in self.jump_chained:
+                continue  # (`send_checkpoint` would abstain there, and uncounted)
+            if self.jumped_upto and sequence >= self.jumped_upto:
                 continue
             if sequence > self.low:
                 mine = self.checkpoints.get(sequence, {}).get(self.me)
@@ -269,12 +296,24 @@ class Checkpoints(ViewChanges):
             elif self.state_at[sequence] != self.low_digest:
                 continue  # not the proven state: nothing of ours to vote
             else:
-                mine = next((e for e in self.low_proof if e.replica == self.me), None)
+                mine = next((e for e in self.low_proof if self._our_vote(e, sequence)), None)
                 if mine is None:
                     vote = replica_pb2.Checkpoint(sequence=sequence, state_digest=self.low_digest)
                     mine = self.sign(replica_pb2.ReplicaMessage(checkpoint=vote))
             self.broadcast(mine)
             self.counters["checkpoint-vote-resent"] += 1
+
+    def _our_vote(self, envelope: Envelope, sequence: int) -> bool:
+        """Is `envelope` our signed checkpoint vote for `low_digest` at `sequence`? A proof
+        taken from a peer's state reply (`on_state_reply`) is checked for 2f+1 matching votes
+        only: a byzantine peer can put any other envelope of ours in it (an old state request,
+        a vote for another digest), which the resend must not broadcast again (review of
+        probe60)."""
+        message = self.checker.open(envelope) if envelope.replica == self.me else None
+        if message is None or message.WhichOneof("body") != "checkpoint":
+            return False
+        vote = message.checkpoint
+        return vote.sequence == sequence and vote.state_digest == self.low_digest
 
     def probe(self) -> None:
         """Ask every peer for decided batches from our next sequence on."""

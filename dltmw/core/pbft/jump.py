@@ -81,6 +81,8 @@ def restore_jump(replica: Checkpoints, record: JumpRecord) -> None:
     replica.jumped_upto = record.sequence
     replica.state_digest = record.state_digest
     replica.state_at.update(dict(record.checkpoint_states))
+    # no vote of ours for what the jump chained (`Checkpoints.send_checkpoint`)
+    replica.jump_chained.update(s for s, _ in record.checkpoint_states if s > replica.low)
     replica.slots = {s: slot for s, slot in replica.slots.items() if s > record.sequence}
     replica.next_seq = max(replica.next_seq, replica.next_exec)
     replica.maybe_stable()

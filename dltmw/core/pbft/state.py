@@ -83,6 +83,10 @@ class ReplicaState:
         # The last sequence a jump executed (`pbft.jump`), until a proven checkpoint at or above
         # it gave this replica the cluster's state digest again (`Checkpoints.adopt_proven`).
         self.jumped_upto = 0
+        # Checkpoint sequences whose digest a jump chained over fetched blocks (with
+        # dissemination not the group's): no vote of ours there (`Checkpoints.send_checkpoint`)
+        # until adoption re-chains it or the low watermark passes it.
+        self.jump_chained: set[int] = set()
         # Ids executed in the last `decided_retain` sequences (`recent.Recent`: bounded).
         self.executed_ids: Recent[bytes] = Recent(config.decided_retain)
         # The last `config.kept` decided batches (older retained ones: in the records only).
