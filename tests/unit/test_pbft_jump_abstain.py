@@ -13,6 +13,7 @@ restart that replays the jump.
 from __future__ import annotations
 
 from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Record, Replica
+from dltmw.core.pbft.types import batch_digest
 from dltmw.sim.keys import Keys
 from dltmw.v1 import replica_pb2
 
@@ -145,3 +146,55 @@ def test_the_low_watermark_passing_a_jumped_checkpoint_releases_it() -> None:
     proof = tuple(checkpoint_vote(i, 4, GROUP) for i in range(5))
     r.learn_checkpoint(4, GROUP, proof)
     assert r.jump_chained == {6}
+
+
+def _decided(sequence: int) -> replica_pb2.DecidedBatch:
+    """A batch executed normally (with a certificate) at `sequence`."""
+    requests = [KEYS.make_request(0, 500 + sequence)]
+    return replica_pb2.DecidedBatch(
+        sequence=sequence, digest=batch_digest(requests), requests=requests
+    )
+
+
+def _shown(first: int, last: int) -> list[tuple[int, tuple[bytes, ...]]]:
+    return [(s, (KEYS.make_request(0, 100 + s),)) for s in range(first, last + 1)]
+
+
+def test_a_checkpoint_executed_after_the_jump_is_not_voted_once_a_later_one_is_adopted() -> None:
+    """Jump over 1..5, then 6..8 executed normally — their digests are chained over the
+    jump's, so still not the group's; f+1 others vouch the group's digest at 8 (the votes at 6
+    lost): `_adopt` re-chains from 8 and clears `jumped_upto`, and nothing guarded 6 any more.
+    The stalled replica must resend only its vote at 8. Red without adding the checkpoints
+    executed while `jumped_upto` is set to `jump_chained` in `Replica.apply` (a vote at 6 with
+    the jump-chained digest; review of probe60b)."""
+    r = replica()
+    assert r.jump(_shown(1, 5))
+    assert votes_sent(r) == set()
+    for sequence in range(6, 9):
+        r.apply(_decided(sequence))
+    assert votes_sent(r) == set()  # (abstains at 6 and 8: `jumped_upto`)
+    for sender in (0, 1, 2):
+        r.step(checkpoint_vote(sender, 8, GROUP))
+    assert r.jumped_upto == 0 and r.state_at[8] == GROUP and r.low == 0
+    assert votes_sent(r) == {(8, GROUP)}
+    assert stall(r, 3) == {(8, GROUP)}
+
+
+def test_a_checkpoint_between_two_jumps_is_not_voted_live_or_after_a_restart() -> None:
+    """Jump over 1..5, 6..7 executed normally, a second jump over 8..11: `jumped_upto` is 11
+    and 6 (chained over the first jump) is below it — it must stay unvoted, and again after a
+    restart that replays the records. Red without the `Replica.apply` rule (a vote at 6)."""
+    records: list[Record] = []
+    r = replica()
+    assert r.jump(_shown(1, 5))
+    votes_sent(r, records)
+    for sequence in (6, 7):
+        r.apply(_decided(sequence))
+    votes_sent(r, records)
+    assert r.jump(_shown(8, 11))
+    votes_sent(r, records)
+    assert r.jumped_upto == 11 and 6 in r.jump_chained
+    assert stall(r, 3) == set()
+    restarted = replica(records)
+    assert restarted.jumped_upto == 11 and 6 in restarted.jump_chained
+    assert stall(restarted, 3) == set()

@@ -489,6 +489,8 @@ class Replica(Collector):
             )
         if batch.sequence % self.config.checkpoint_interval == 0:
             self.state_at[batch.sequence] = self.state_digest
+            if self.jumped_upto:  # chained over a jump's digest too: not the group's yet
+                self.jump_chained.add(batch.sequence)  # (on replay as well: it rebuilds it)
             if not restoring:
                 self.send_checkpoint(batch.sequence)
         self.maybe_stable()
