@@ -13,7 +13,7 @@ restart that replays the jump.
 from __future__ import annotations
 
 from dltmw.core.pbft import ClientRequest, Envelope, PbftConfig, Record, Replica
-from dltmw.core.pbft.types import batch_digest
+from dltmw.core.pbft.types import ZERO_DIGEST, batch_digest, chain_state
 from dltmw.sim.keys import Keys
 from dltmw.v1 import replica_pb2
 
@@ -27,18 +27,23 @@ SHOWN = [(s, (KEYS.make_request(0, 100 + s),)) for s in range(1, 7)]
 GROUP = b"g" * 32  # the group's digest at 6 (any other than the jump's)
 
 
-def replica(records: list[Record] | None = None) -> Replica:
+def replica(
+    records: list[Record] | None = None,
+    keys: Keys = KEYS,
+    config: PbftConfig = CONFIG,
+    me: int = ME,
+) -> Replica:
     if records is not None:
         return Replica.restore(
-            CONFIG, ME, KEYS.signer(ME), KEYS.verify, records, request_ok=KEYS.request_ok
+            config, me, keys.signer(me), keys.verify, records, request_ok=keys.request_ok
         )
-    return Replica(CONFIG, ME, KEYS.signer(ME), KEYS.verify, request_ok=KEYS.request_ok)
+    return Replica(config, me, keys.signer(me), keys.verify, request_ok=keys.request_ok)
 
 
-def checkpoint_vote(sender: int, sequence: int, digest: bytes) -> Envelope:
+def checkpoint_vote(sender: int, sequence: int, digest: bytes, keys: Keys = KEYS) -> Envelope:
     vote = replica_pb2.Checkpoint(sequence=sequence, state_digest=digest)
     payload = replica_pb2.ReplicaMessage(checkpoint=vote).SerializeToString()
-    return Envelope(payload=payload, replica=sender, signature=KEYS.signer(sender)(payload))
+    return Envelope(payload=payload, replica=sender, signature=keys.signer(sender)(payload))
 
 
 def votes_sent(r: Replica, records: list[Record] | None = None) -> set[tuple[int, bytes]]:
@@ -56,10 +61,10 @@ def votes_sent(r: Replica, records: list[Record] | None = None) -> set[tuple[int
 
 def stall(r: Replica, periods: int) -> set[tuple[int, bytes]]:
     """Tick `periods` probe periods with a request waiting (each one stalled): the votes sent."""
-    r.step(ClientRequest(KEYS.make_request(0, 999)))  # (replica 6 is no primary: it waits)
+    r.step(ClientRequest(KEYS.make_request(0, 999)))  # (no primary: it waits)
     sent: set[tuple[int, bytes]] = set()
     for _ in range(periods):
-        r.tick(r.now + CONFIG.probe_ticks)
+        r.tick(r.now + r.config.probe_ticks)
         sent |= votes_sent(r)
     return sent
 
@@ -198,3 +203,68 @@ def test_a_checkpoint_between_two_jumps_is_not_voted_live_or_after_a_restart() -
     restarted = replica(records)
     assert restarted.jumped_upto == 11 and 6 in restarted.jump_chained
     assert stall(restarted, 3) == set()
+
+
+# Four plain replicas (no dissemination: a jump chains the group's digests), replica 3 crashed,
+# replica 2 jumped: its votes are needed for every quorum.
+KEYS4 = Keys(4, 1)
+CONFIG4 = PbftConfig(n=4, checkpoint_interval=2, batch_size_max=2, probe_ticks=5)
+
+
+def _requests4(sequence: int) -> list[bytes]:
+    return [KEYS4.make_request(0, 100 + sequence)]
+
+
+def _group4() -> dict[int, bytes]:
+    """The group's digest at each checkpoint of sequences 1..8 (what replicas 0 and 1 chain)."""
+    digests, state = {}, ZERO_DIGEST
+    for sequence in range(1, 9):
+        state = chain_state(state, batch_digest(_requests4(sequence)))
+        if sequence % 2 == 0:
+            digests[sequence] = state
+    return digests
+
+
+def _jumped4(last: int, upto: int) -> Replica:
+    """Replica 2 jumped over 1..`last`, then executed `last`+1..`upto` (a state reply)."""
+    r = replica(keys=KEYS4, config=CONFIG4, me=2)
+    assert r.jump([(s, tuple(_requests4(s))) for s in range(1, last + 1)])
+    votes_sent(r)
+    for sequence in range(last + 1, upto + 1):
+        requests = _requests4(sequence)
+        r.apply(
+            replica_pb2.DecidedBatch(
+                sequence=sequence, digest=batch_digest(requests), requests=requests
+            )
+        )
+    return r
+
+
+def test_a_jump_whose_digest_is_proven_the_groups_votes_what_it_executed_after() -> None:
+    """Jump over 1..4 ending at the group's low (4), 5..8 executed from a state reply, the
+    stable proof at 4 handled after: `maybe_stable` finds our digest the group's, clears
+    `jumped_upto` — and must vote 6 and 8 (chained over the group's digest), the votes replicas
+    0 and 1 wait for at the top of their window (3 crashed). Red without dropping the entries
+    above low from `jump_chained` there: no vote at 6 or 8 for good, the group stalled (review
+    3 of the session's PBFT changes)."""
+    group = _group4()
+    r = _jumped4(4, 8)
+    proof = tuple(checkpoint_vote(x, 4, group[4], KEYS4) for x in (0, 1, 3))
+    r.learn_checkpoint(4, group[4], proof)
+    assert r.low == 4 and r.jumped_upto == 0
+    assert r.state_at[6] == group[6] and r.state_at[8] == group[8]
+    assert votes_sent(r) == {(6, group[6]), (8, group[8])}
+
+
+def test_a_jump_vouched_as_the_groups_votes_what_it_executed_after() -> None:
+    """Jump over 1..5, 6..9 executed: f+1 others vouch our own digest at 6 — from 6 on it is
+    the group's, so 8 is voted at once (not one checkpoint interval later, when the group
+    proves past its old top). Red without dropping the entries at and above 6 in
+    `adopt_vouched`'s equal branch (no vote at 8)."""
+    r = _jumped4(5, 9)
+    d6, d8 = r.state_at[6], r.state_at[8]
+    votes_sent(r)
+    for sender in (0, 1):
+        r.step(checkpoint_vote(sender, 6, d6, KEYS4))
+    assert r.jumped_upto == 0
+    assert votes_sent(r) == {(6, d6), (8, d8)}

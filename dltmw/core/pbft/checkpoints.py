@@ -88,8 +88,9 @@ class Checkpoints(ViewChanges):
 
     def _vouched(self, sequence: int, votes: dict[int, Envelope]) -> None:
         """`adopt_vouched` the digest f+1 other replicas voted at `sequence`, if one has them
-        (checked at each vote and when we execute `sequence`: a vote is resent only by a
-        stalled replica, `resend_checkpoints`)."""
+        (checked at each vote, and at a jump's end by `check_vouched` — not when `sequence` is
+        executed by state transfer: votes held from before then count at the next vote, at
+        the latest the others' resend once they stall, `resend_checkpoints`)."""
         counts: Counter[bytes] = Counter()
         for replica, vote in votes.items():
             message = None if replica == self.me else self.checker.open(vote)
@@ -114,7 +115,9 @@ class Checkpoints(ViewChanges):
             return
         if self.state_at.get(sequence) == digest:
             self.jumped_upto = 0  # the jump's digest is the group's (no dissemination)
-            self.jump_chained.discard(sequence)  # (the ones below stay: `send_checkpoint`)
+            # from `sequence` on chained over the group's digest (no jump above it: jumped_upto
+            # <= sequence); the ones below stay (`send_checkpoint`)
+            self.jump_chained = {s for s in self.jump_chained if s < sequence}
         elif not self._adopt(sequence, digest):
             return
         self.counters["jump-state-vouched"] += 1
@@ -155,6 +158,9 @@ class Checkpoints(ViewChanges):
             # chains the same digests): nothing left to adopt, and a later divergence is a real
             # one, never again papered over by `adopt_proven` (review of rss59)
             self.jumped_upto = 0
+            # what it executed above `low` since is chained over the group's digest: voted
+            # again (kept in the set, nobody would vote them: the group stalled, review 3)
+            self.jump_chained = {s for s in self.jump_chained if s < self.low}
         low, interval = self.low, self.config.checkpoint_interval
         self.stable_seq = low
         self.persist(StableRecord(low, self.low_digest, self.low_proof))
