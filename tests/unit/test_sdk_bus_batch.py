@@ -25,10 +25,9 @@ async def test_a_cancelled_publish_batch_names_its_one_tx_id_and_goes_on(
     orderer = Orderer()
     gateway = Held(orderer)
     c = alone(gateway)
-    with caplog.at_level(logging.WARNING, logger="dltmw.sdk"):
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await Bus(c, CH).publish_batch("trades", MESSAGES)
+    with caplog.at_level(logging.WARNING, logger="dltmw.sdk"), pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await Bus(c, CH).publish_batch("trades", MESSAGES)
     (tx_id,) = orderer.ordered  # one transaction for the batch
     assert tx_id in caplog.text, caplog.text
     (task,) = c._tasks
