@@ -146,20 +146,23 @@ class Bus:
         self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]
     ) -> Committed:
         """Publish several messages in one transaction (one endorsement, one signature, one
-        commit for all): they keep the order given and each has its own position."""
-        _check_topic(topic)
-        if not 1 <= len(messages) <= BATCH_MAX:
-            raise _invalid(f"publish_batch takes 1..{BATCH_MAX} messages")
-        raws = [
-            bus_pb2.BusMessage(headers=dict(h or {}), payload=p).SerializeToString()
-            for p, h in messages
-        ]
-        total = sum(len(r) for r in raws)
-        if total > BATCH_BYTES_MAX:
-            raise _too_large(f"batch of {total} bytes exceeds {BATCH_BYTES_MAX}")
-        for raw in raws:
-            _check_size(raw)
+        commit for all): they keep the order given and each has its own position. The batch
+        is ONE transaction, so one tx id names every message of it, on cancellation as in
+        `publish`: cancelled after it was endorsed, it cancels the wait only (the log names
+        that tx id, `Client.submit`); a publisher with its own timeout uses
+        `publish_batch_async` and keeps the handle."""
+        raws = _batch(topic, messages)
         return await self.client.submit(self.channel_id, CONTRACT, "publish_batch", topic, *raws)
+
+    async def publish_batch_async(
+        self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]
+    ) -> Submitted:
+        """`publish_batch` handed on to be ordered: its handle (`publish_async`), whose one tx
+        id names every message of the batch and never changes."""
+        raws = _batch(topic, messages)
+        return await self.client.submit_async(
+            self.channel_id, CONTRACT, "publish_batch", topic, *raws
+        )
 
     async def create_private_topic(self, topic: str, recipients: Sequence[str]) -> None:
         """Declare `topic` in the private state of the `recipients` organisations (a private
@@ -403,6 +406,24 @@ def _check_size(raw: bytes) -> None:
 def _check_name(name: str) -> None:
     if not NAME.fullmatch(name):
         raise _invalid(f"subscription name {name[:64]!r}: 1..128 of A-Z a-z 0-9 . _ -")
+
+
+def _batch(topic: str, messages: Sequence[tuple[bytes, Mapping[str, str] | None]]) -> list[bytes]:
+    """The checked, encoded messages of a batch (`Bus.publish_batch`): nothing is sent for a
+    batch the bus contract would refuse."""
+    _check_topic(topic)
+    if not 1 <= len(messages) <= BATCH_MAX:
+        raise _invalid(f"publish_batch takes 1..{BATCH_MAX} messages")
+    raws = [
+        bus_pb2.BusMessage(headers=dict(h or {}), payload=p).SerializeToString()
+        for p, h in messages
+    ]
+    total = sum(len(r) for r in raws)
+    if total > BATCH_BYTES_MAX:
+        raise _too_large(f"batch of {total} bytes exceeds {BATCH_BYTES_MAX}")
+    for raw in raws:
+        _check_size(raw)
+    return raws
 
 
 def _encoded(topic: str, payload: bytes, headers: Mapping[str, str] | None) -> bytes:

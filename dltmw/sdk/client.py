@@ -178,6 +178,8 @@ class Client:
         self._busy: dict[GatewayClient, int] = {}  # calls in flight per gateway
         # gateways left while slow, closed when their last call ends (`_fail_over`)
         self._left: dict[GatewayClient, PrivacyClient | None] = {}
+        # their closes, run apart from the call that ended last (`_release`); `close()` waits
+        self._closers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Client:
         await self._current()
@@ -195,18 +197,21 @@ class Client:
         self._closing = True
         loop = asyncio.get_running_loop()
         end = loop.time() + STOP_WAIT_S
-        while self._tasks and loop.time() < end:  # (bounded: STOP_WAIT_S)
-            tasks = set(self._tasks)
+        while (tasks := _running(self._tasks)) and loop.time() < end:  # (bounded: STOP_WAIT_S)
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=max(0.0, end - loop.time()))
-        for task in self._tasks:
+        for task in _running(self._tasks):  # (one ended in the last turn is not named)
             logger.warning("transaction %s: did not stop within %s s", task.get_name(), STOP_WAIT_S)
         gateway, self._gateway = self._gateway, None
         privacy, self._privacy = self._privacy, {}
         left, self._left = self._left, {}
         for old, its_privacy in left.items():
-            await _close(old, its_privacy)
+            self._close_apart(old, its_privacy)
+        if closers := _running(self._closers):  # (bounded: STOP_WAIT_S)
+            await asyncio.wait(closers, timeout=STOP_WAIT_S)
+        for closer in _running(self._closers):
+            logger.warning("%s: did not close within %s s", closer.get_name(), STOP_WAIT_S)
         for p in privacy.values():
             await p.close()  # closes the gateway connection too
         if gateway is not None and not privacy:
@@ -454,12 +459,19 @@ class Client:
         (`_alive`); one that does not, or is unreachable, is left for the next one (each gets
         at least `STATUS_RTT_S`; `Unavailable` when none answers). None is never final: the
         transaction may commit later. The gateway in use is not failed over for a status that
-        is merely not there yet."""
+        is merely not there yet.
+
+        A wait longer than the gateway call's own timeout (`GatewayClient.commit_status`: 60 s)
+        ends that call with DEADLINE_EXCEEDED, which is no sign of a lost gateway: one that
+        answers a health check is asked again for the rest of the wait (each query having spent
+        at least `STATUS_RTT_S`: bounded by the wait), not failed over (review of sdk60b)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + max(wait_s, STATUS_RTT_S)
         last: Error = Unavailable("no gateway answered", code="UNAVAILABLE")
-        for _ in range(len(self.profile.gateways)):
+        tried = 0
+        while tried < len(self.profile.gateways):  # (re-queries bounded by `end`: docstring)
             gateway = await self._current()
+            asked = loop.time()
             self._busy[gateway] = self._busy.get(gateway, 0) + 1
             try:
                 async with asyncio.timeout(max(STATUS_RTT_S, end - loop.time())):
@@ -480,13 +492,19 @@ class Client:
                 last = from_rpc_error(exc)
                 if last.reason == "WAIT_TIMEOUT":
                     return None
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and await self._alive(gateway):
+                    now = loop.time()  # (its call's own timeout, before `end`: docstring)
+                    if now - asked >= STATUS_RTT_S and end - now >= STATUS_RTT_S:
+                        continue  # the same gateway, for the rest of the wait
+                    return None
                 if not isinstance(last, Unavailable):
                     raise last from None
             else:
                 self._observe(channel_id, status.block_number)
                 return status
             finally:
-                await self._release(gateway)
+                self._release(gateway)
+            tried += 1
             await self._fail_over(gateway)
         raise last
 
@@ -526,7 +544,11 @@ class Client:
         A gateway that becomes unreachable (stopped, restarted, killed) is left for the next one
         of the profile, dialled again after a jittered backoff when all were tried, and the
         stream resumes after the last block delivered: never a block twice, none skipped. It
-        gives up (`Unavailable`) only after `deadline_s` without any gateway answering.
+        gives up (`Unavailable`) only after `deadline_s` without any gateway answering. The
+        stream counts as a call in flight on its gateway (`_busy`: a gateway left while slow
+        is not closed under it), and a stream cancelled under the consumer's task (its
+        channel closed by another call's fail-over, `aio/tasks.was_asked_to_cancel`) is a lost
+        gateway like any other: it resumes on the next.
 
         With `filters`, the node reports only the VALID transactions with a wanted event (and,
         with `private_transactions`, every VALID private transaction); every block still comes,
@@ -543,20 +565,28 @@ class Client:
         while True:
             try:
                 gateway = await self._current()
-                events = gateway.events(channel_id, next_block, wire, private_transactions)
-                async with aclosing(events):  # the caller stopping closes the stream
-                    async for response in events:
-                        failures, since = 0, loop.time()
-                        block = block_of(channel_id, response)
-                        self._observe(channel_id, block.number)
-                        next_block = block.number + 1
-                        yield block
+                self._busy[gateway] = self._busy.get(gateway, 0) + 1
+                try:
+                    events = gateway.events(channel_id, next_block, wire, private_transactions)
+                    async with aclosing(events):  # the caller stopping closes the stream
+                        async for response in events:
+                            failures, since = 0, loop.time()
+                            block = block_of(channel_id, response)
+                            self._observe(channel_id, block.number)
+                            next_block = block.number + 1
+                            yield block
+                finally:
+                    self._release(gateway)
                 return
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
                 if not isinstance(error, Unavailable):
                     raise error from None
                 await self._fail_over(gateway)
+            except asyncio.CancelledError:
+                if was_asked_to_cancel():
+                    raise  # (the consumer's own cancel)
+                await self._fail_over(gateway)  # cut under it: resume on the next gateway
             except Unavailable as error:  # no gateway has an address (all stopped)
                 if loop.time() - since >= self.deadline_s:
                     raise
@@ -704,7 +734,7 @@ class Client:
                     raise
                 last = _cut_under()
             finally:
-                await self._release(gateway)
+                self._release(gateway)
             if not last.retryable or not isinstance(last, Unavailable):
                 raise last from None
             if slow and loop.time() >= deadline:
@@ -712,16 +742,31 @@ class Client:
             await self._fail_over(gateway, slow=slow)
         raise last or Unavailable("deadline passed before the call", code="DEADLINE")
 
-    async def _release(self, gateway: GatewayClient) -> None:
+    def _release(self, gateway: GatewayClient) -> None:
         """One call in flight on `gateway` ended; close it if it was left while slow and this
-        was its last call (`_fail_over`)."""
+        was its last call (`_fail_over`). The close runs apart (`_close_apart`), not in the
+        caller's task: this is called from `finally` blocks, where a close awaited would add
+        its time to an unrelated call, replace its result by the close's failure, and — the
+        caller cancelled during it — leak the connection (in neither `_left` nor `_gateway`)."""
         busy = self._busy[gateway] - 1
         if busy:
             self._busy[gateway] = busy
             return
         del self._busy[gateway]
         if gateway in self._left:
-            await _close(gateway, self._left.pop(gateway))
+            self._close_apart(gateway, self._left.pop(gateway))
+
+    def _close_apart(self, gateway: GatewayClient, privacy: PrivacyClient | None) -> None:
+        """Close `gateway` in a task of this client (kept until it ends; `close()` waits for
+        it); a failure is logged — the connection was left already, nothing waits on it."""
+        closer = asyncio.create_task(_close(gateway, privacy), name=f"close of {gateway!r}")
+        self._closers.add(closer)
+        closer.add_done_callback(self._closed_apart)
+
+    def _closed_apart(self, closer: asyncio.Task[None]) -> None:
+        self._closers.discard(closer)
+        if not closer.cancelled() and (error := closer.exception()) is not None:
+            logger.warning("closing a gateway left while slow failed: %r", error)
 
     async def _current(self) -> GatewayClient:
         """The gateway in use, connecting to the next reachable one if there is none.
@@ -783,6 +828,12 @@ class Client:
     def _observe(self, channel_id: str, block: int) -> None:
         if block > self._seen.get(channel_id, 0):
             self._seen[channel_id] = block
+
+
+def _running(tasks: set[asyncio.Task[T]]) -> set[asyncio.Task[T]]:
+    """The tasks of `tasks` not yet done (a task done in this turn is still in its set: its
+    done-callback that removes it runs in a later turn)."""
+    return {task for task in tasks if not task.done()}
 
 
 def _naming(error: Error, tx_id: str) -> Error:

@@ -148,7 +148,8 @@ async def test_a_gateway_left_while_slow_is_closed_only_after_its_other_calls() 
     c._busy[a] = 1  # type: ignore[index]  # another call waits on A
     await Client._fail_over(c, a, slow=True)  # type: ignore[arg-type]
     assert c._gateway is None and a.closed == 0
-    await c._release(a)  # type: ignore[arg-type]  # that call ends
+    c._release(a)  # type: ignore[arg-type]  # that call ends
+    await asyncio.wait(c._closers)  # (closed apart from the call)
     assert a.closed == 1 and not c._left
     c._gateway = b  # type: ignore[assignment]
     c._busy[b] = 1  # type: ignore[index]

@@ -91,7 +91,7 @@ def client(a: Gateway, b: Gateway, deadline_s: float) -> Client:
     c.profile = SimpleNamespace(gateways=[a, b])
     c._seen = {}
     c._tasks, c._gateway, c._privacy = set(), None, {}
-    c._closing, c._busy, c._left = False, {}, {}
+    c._closing, c._busy, c._left, c._closers = False, {}, {}, set()
     c.gateway_name = ""
     c.references = CreatorReferences(SIGNER.identity_bytes, presuming=True)
     # the client saw one of its full-creator transactions commit: it names itself by reference
