@@ -52,7 +52,14 @@ def test_never_two_notarised_spends_of_one_state(behaviour: str, shape: str) -> 
     failures: list[NotaryRunResult] = []
     signed = conflicts = recovered = 0
     seeds = SEEDS if shape == "sim" else max(1, SEEDS // 3)
-    for seed in range(seeds):
+    # A crash that hits between a batch's records and its apply is rare: 1 to 3 runs of seeds
+    # 0-299 in either shape (2026-12-05: the cluster's one moved from seed 49 to 224 when the
+    # replicas' checkpoint votes were resent, and 100 seeds no longer held it). The network
+    # behaviour goes on past `seeds`, up to SEEDS, until one run recovered.
+    limit = SEEDS if behaviour == "network" else seeds
+    for seed in range(limit):
+        if seed >= seeds and recovered:
+            break
         result = run_notary(seed, behaviour, cluster_shape=shape == "cluster")
         signed += result.signed
         conflicts += result.conflicts
