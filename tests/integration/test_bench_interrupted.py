@@ -18,18 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from dltmw.ops.supervisor import process_alive
+
 pytestmark = pytest.mark.integration
 
 UP_S = 90.0  # the network's start on a loaded 2-core host
 EXIT_S = 25.0  # GRACE_S + UNWIND_S of interrupt.py, and slack
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _node_pids(net: Path) -> dict[str, int]:
@@ -78,7 +72,7 @@ def test_interrupted_bench_stops_its_nodes(tmp_path: Path, signum: int) -> None:
         except subprocess.TimeoutExpired:
             pytest.fail(f"bench still running {EXIT_S} s after {signal.Signals(signum).name}")
         text = out.decode(errors="replace")
-        left = {n: p for n, p in pids.items() if _alive(p)}
+        left = {n: p for n, p in pids.items() if process_alive(p)}
         assert not left, f"node processes left running: {left}; bench said: {text[-2000:]}"
         assert bench.returncode == 128 + signum, text[-2000:]
         assert "node processes stopped" in text, text[-2000:]
