@@ -12,6 +12,12 @@ turn.
 The batch function returns one result per item, in order; an item's result that is an Exception
 is raised to that item's caller only. If the batch function itself raises, every caller of that
 batch gets the exception.
+
+Supervision (no silent failure): the background tasks are started through the node's `TaskOwner`
+(`aio/tasks.py`) when the Coalescer is given one (`owner`), so a task that dies on anything but a
+transient failure stops the node (health NOT_SERVING, `EXIT_FATAL`), as every long-lived task of a
+node does. A Coalescer without an owner (a client's) logs such a death at once. Either way the
+callers whose items were queued when the task died get its exception rather than waiting forever.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
+
+from dltmw.aio.tasks import TaskOwner
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -61,7 +69,9 @@ class Coalescer(Generic[In, Out]):
         hold_s: float | None = None,
         size: Callable[[In], int] | None = None,
         size_max: int = 0,
+        owner: TaskOwner | None = None,
     ) -> None:
+        self._owner = owner
         self._batch_fn = batch_fn
         self._batch_max = batch_max
         self._name = name
@@ -86,7 +96,7 @@ class Coalescer(Generic[In, Out]):
         self._queue.append((item, future))
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name=f"coalesce-{self._name}")
+            self._task = self._start(f"coalesce-{self._name}", self._run())
         assert self._wakeup is not None
         self._wakeup.set()
         return future
@@ -102,7 +112,25 @@ class Coalescer(Generic[In, Out]):
             future.cancel()
         self._queue.clear()
 
+    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A background task, under the owner's supervision if there is one (module docstring)."""
+        if self._owner is not None:
+            return self._owner.spawn(name, coro)
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_death)
+        return task
+
     async def _run(self) -> None:
+        try:
+            await self._drain()
+        except Exception as exc:  # the task dies: the waiting callers hear why, then the owner
+            for _, future in self._queue:
+                if not future.done():
+                    future.set_exception(exc)
+            self._queue.clear()
+            raise
+
+    async def _drain(self) -> None:
         assert self._wakeup is not None
         wakeup = self._wakeup
         while True:
@@ -118,7 +146,7 @@ class Coalescer(Generic[In, Out]):
                 batch = self._take()
                 if not batch:
                     continue
-                task = asyncio.create_task(self._execute(batch))
+                task = self._start(f"coalesce-{self._name}-batch", self._execute(batch))
                 self._running[task] = asyncio.get_running_loop().time()
                 task.add_done_callback(self._finished)
 
@@ -187,6 +215,12 @@ class Coalescer(Generic[In, Out]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """Log an unowned Coalescer task's failure at once (not at garbage collection)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.critical("task %s failed", task.get_name(), exc_info=exc)
 
 
 async def pipelined(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dltmw.bench.bigledger import LedgerPlan, Made, make_ledger
+from dltmw.bench.interrupt import nodes_stopped_on_signal
 from dltmw.bench.procstats import peak_rss_bytes
 from dltmw.bench.restart import restart_one
 from dltmw.bench.topology import NetworkShape, topology_toml
@@ -154,15 +155,16 @@ def run_big(
         "resumed": resume,
     }
     sup = Supervisor(net)
-    try:
-        t0 = time.perf_counter()
-        sup.up(timeout_s=600)
-        result["up_s"] = round(time.perf_counter() - t0, 2)
-        result.update(catch_up(sup, net, shape.peer_ids(), made.height, say))
-        say(f"  caught up in {result['catch_up_s']:.0f} s; peaks {result['peak_rss_mib']}")
-        result["restarts"] = restarts(sup, net, restart, repeats)
-    finally:
-        sup.down()
+    with nodes_stopped_on_signal(sup.down):  # (interrupt.py)
+        try:
+            t0 = time.perf_counter()
+            sup.up(timeout_s=600)
+            result["up_s"] = round(time.perf_counter() - t0, 2)
+            result.update(catch_up(sup, net, shape.peer_ids(), made.height, say))
+            say(f"  caught up in {result['catch_up_s']:.0f} s; peaks {result['peak_rss_mib']}")
+            result["restarts"] = restarts(sup, net, restart, repeats)
+        finally:
+            sup.down()
     return result
 
 

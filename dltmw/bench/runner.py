@@ -34,6 +34,7 @@ from dltmw.bench import procstats
 from dltmw.bench.driver import Driver, Outcome
 from dltmw.bench.flow_drivers import make_driver
 from dltmw.bench.hotkey import check_hot_account
+from dltmw.bench.interrupt import nodes_stopped_on_signal
 from dltmw.bench.limits import Limits, probe
 from dltmw.bench.restart import restart_to_serving
 from dltmw.bench.stores import check_stores
@@ -139,6 +140,18 @@ def _run_network(
     cfg: BenchConfig, workload: Workload, net: Path, result: RunResult, console: Console
 ) -> RunResult:
     sup = Supervisor(net)
+    with nodes_stopped_on_signal(sup.down):  # (interrupt.py)
+        return _run_supervised(cfg, workload, net, result, console, sup)
+
+
+def _run_supervised(
+    cfg: BenchConfig,
+    workload: Workload,
+    net: Path,
+    result: RunResult,
+    console: Console,
+    sup: Supervisor,
+) -> RunResult:
     try:
         console.print(f"starting {len(sup.node_ids())} node processes ...")
         try:

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.ledger.at_rest import PLAIN, ValueCodec
 from dltmw.ledger.pg_database import PgSchema
 from dltmw.ledger.postgresql import UTF8_OR_NULL
@@ -258,10 +259,11 @@ async def open_pg_private_store(
     retry: RetryPolicy = DEFAULT_RETRY,
     lost_if_created: bool = False,
     values: ValueCodec = PLAIN,
+    owner: TaskOwner | None = None,
 ) -> PgPrivateStore:
     """Open (creating if needed) the private store in `schema` of the database `dsn`;
     `lost_if_created` as for `PrivateStore.open`."""
     file = PgPrivateSchema(PgSchema(dsn, schema, SCHEMA, retry=retry, name="private-pg"))
-    store = PgPrivateStore(file, f"postgresql schema {schema!r}", values)
+    store = PgPrivateStore(file, f"postgresql schema {schema!r}", values, owner)
     await file.open(lambda conn: store.setup(conn, lost_if_created))
     return store

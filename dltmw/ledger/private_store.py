@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import DltmwError, InvariantViolation
 from dltmw.core.rwset import StateEntry, StateWrite, Version
 from dltmw.core.statehash import KeyRef, StateAccumulator, accumulate, advance, final_writes
@@ -326,13 +327,20 @@ class PrivateStore:
     """Payloads and private state of one channel on one node, in a sqlite file (`open`) or a
     PostgreSQL schema (`private_pg.open_pg_private_store`): the same code over `StoreFile`."""
 
-    def __init__(self, file: StoreFile, name: str, values: ValueCodec = PLAIN) -> None:
+    def __init__(
+        self,
+        file: StoreFile,
+        name: str,
+        values: ValueCodec = PLAIN,
+        owner: TaskOwner | None = None,
+    ) -> None:
+        """`owner`: the node's, which supervises the group-commit task (`aio/coalesce.py`)."""
         self._file = file
         self.name = name  # where it is, for messages
         self.values = values
         # Group commit (`transaction`): concurrent writers share one COMMIT (one fsync).
         self._group: Coalescer[_Item, Any] = Coalescer(
-            self._commit_group, batch_max=GROUP_MAX, name="private-store"
+            self._commit_group, batch_max=GROUP_MAX, name="private-store", owner=owner
         )
 
     @property
@@ -349,6 +357,7 @@ class PrivateStore:
         retry: RetryPolicy = DEFAULT_RETRY,
         lost_if_created: bool = False,
         values: ValueCodec = PLAIN,
+        owner: TaskOwner | None = None,
     ) -> PrivateStore:
         """Open the sqlite file (creating if needed); writes are retried on transient faults
         per `retry`. `lost_if_created`: a store created now replaces a lost one (the node ran
@@ -358,7 +367,7 @@ class PrivateStore:
         file = SqliteFile(
             path, SCHEMA, synchronous=synchronous, retry=retry, name="private-store", reader=True
         )
-        store = cls(file, str(path), values)
+        store = cls(file, str(path), values, owner)
 
         def setup(conn: sqlite3.Connection) -> None:
             private_purge.setup(conn)

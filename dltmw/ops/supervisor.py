@@ -310,7 +310,9 @@ class Supervisor:
             # Its lock is released during shutdown, a moment before the process is gone: wait
             # for the processes too, so that when this returns nothing of the node still runs.
             left = max(0.0, deadline - time.monotonic()) + 1.0
-            _wait_gone(lambda: _alive(pid) or (child is not None and _alive(child)), left)
+            _wait_gone(
+                lambda: process_alive(pid) or (child is not None and process_alive(child)), left
+            )
             return 0
         _kill_group(pid)
         node_pid = self.node_pid(node_id)
@@ -330,7 +332,7 @@ def _wait_gone(still_there: Callable[[], bool], timeout_s: float) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Is process `pid` running (not gone, not a zombie waiting to be reaped)?"""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -490,6 +490,7 @@ class Node:
                 retry=config.storage_retry,
                 lost_if_created=lost_if_created,
                 values=self._values,
+                owner=self.ctx.tasks,
             )
         from dltmw.ledger.private_store import PrivateStore
 
@@ -499,6 +500,7 @@ class Node:
             retry=config.storage_retry,
             lost_if_created=lost_if_created,
             values=self._values,
+            owner=self.ctx.tasks,
         )
 
     def _jetstream_orderer(self, view: ChannelView, ledger: ChannelLedger) -> OrdererChannel:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import ClientError
 from dltmw.core.privacy import agreement as ag
 from dltmw.runtime.roles.privacy import agreement as agreement_module
@@ -59,7 +60,8 @@ class Stubbed(Agreements):
     """Agreements with the runs, the signing and the AgreeBatch asks stood in for."""
 
     def __init__(self, ran: tuple[bytes, bytes] = OWN, agree: tuple[bytes, bytes] = OWN) -> None:
-        super().__init__(SimpleNamespace(), SimpleNamespace(public_key=ME))  # type: ignore[arg-type]
+        ctx = SimpleNamespace(tasks=TaskOwner())  # its Coalescers run under the node's owner
+        super().__init__(ctx, SimpleNamespace(public_key=ME))  # type: ignore[arg-type]
         self.ran, self.agree = ran, agree
         self.asked: list[tuple[str, bytes]] = []  # (tx_id, recipient key) asked by AgreeBatch
         self.ran_when: list[tuple[bool, bool]] = []  # per own run: (stored, done) of `watch`

@@ -151,7 +151,12 @@ class Gateway:
             batch = BatchEndorser(self.ctx, peer, self._stream_to).endorse_many
             name = f"endorse-{peer.view.channel_id}"
             endorser = Coalescer(
-                batch, batch_max=512, name=name, max_concurrent=4, hold_s=ENDORSE_HOLD_S
+                batch,
+                batch_max=512,
+                name=name,
+                max_concurrent=4,
+                hold_s=ENDORSE_HOLD_S,
+                owner=self.ctx.tasks,  # a batching task that dies stops the node
             )
             self._batch_endorsers[peer.view.channel_id] = endorser
         return endorser
@@ -194,7 +199,9 @@ class Gateway:
             async def batch(items: Sequence[bytes]) -> list[CheckedEnvelope | BaseException]:
                 return await peer.offload(check, items)  # type: ignore[return-value]
 
-            checker = self._envelope_checks[peer.view.channel_id] = Coalescer(batch, name="env")
+            checker = self._envelope_checks[peer.view.channel_id] = Coalescer(
+                batch, name="env", owner=self.ctx.tasks
+            )
         return checker.submit(envelope)
 
     async def submit(self, channel_id: str, envelope: bytes, tx_id: str) -> None:

@@ -185,6 +185,7 @@ class ClusterNotaryRole:
             self._decide,
             lambda: to_ns(utc_now()),
             WRAP_BYTES_MAX,
+            owner=ctx.tasks,
         )
         self.links = {
             i: ReplicaLink(ctx, cluster_id, ids[i]) for i in range(len(ids)) if i != self.me

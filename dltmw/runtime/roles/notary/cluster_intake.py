@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dltmw.aio.coalesce import Coalescer
+from dltmw.aio.tasks import TaskOwner
 from dltmw.core.errors import DltmwError, InvariantViolation, TransientError
 from dltmw.core.handlers.notary import Decision
 from dltmw.core.handlers.notary import signed as signed_decision
@@ -127,7 +128,9 @@ class OwnWraps:
         decide: Decide,
         clock_ns: Callable[[], int],
         bytes_max: int,
+        owner: TaskOwner | None = None,
     ) -> None:
+        """`owner`: the node's, which supervises the batching tasks (`aio/coalesce.py`)."""
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit}")
         self.limit = limit
@@ -141,6 +144,7 @@ class OwnWraps:
             max_concurrent=limit,
             size=lambda g: g.size,
             size_max=bytes_max - WRAP_BASE_BYTES,
+            owner=owner,
         )
         self.in_flight = 0
         self.peak = 0  # most wraps ordered at once so far (tests, metrics)

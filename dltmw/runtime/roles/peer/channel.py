@@ -128,9 +128,12 @@ class PeerChannel:
         self._applied: int | None = None
         self._task: asyncio.Task[None] | None = None
         name = view.channel_id
-        self._admitter = Coalescer(self.admit_many, name=f"admit-{name}")
-        self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}")
-        self._lookup = Coalescer(self.ledger.tx_records, batch_max=512, name=f"txid-{name}")
+        owner = ctx.tasks  # a batching task that dies stops the node (aio/coalesce.py)
+        self._admitter = Coalescer(self.admit_many, name=f"admit-{name}", owner=owner)
+        self._endorser = Coalescer(self.endorse_many, name=f"endorse-{name}", owner=owner)
+        self._lookup = Coalescer(
+            self.ledger.tx_records, batch_max=512, name=f"txid-{name}", owner=owner
+        )
         self._watchers: Waiters[str, TxRecord] = Waiters()
         self.committer = Committer(
             ctx, self.channel_config, ledger, pool, self._on_committed, self.lifecycle

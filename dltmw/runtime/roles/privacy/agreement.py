@@ -131,11 +131,13 @@ class Agreements:
                 partial(self._run_many, channel, contract_of),
                 batch_max=ASK_BATCH_MAX,
                 name=f"agree-run-{channel.channel_id}",
+                owner=self._ctx.tasks,  # a batching task that dies stops the node
             )
             signer: Coalescer[bytes, A.PrivateAgreement] = Coalescer(
                 partial(self._sign_many, channel),
                 batch_max=ASK_BATCH_MAX,
                 name=f"agree-sign-{channel.channel_id}",
+                owner=self._ctx.tasks,
             )
             current = self._runners[channel.channel_id] = (channel, runner, signer)
         return current
@@ -518,6 +520,7 @@ class Agreements:
                 batch_max=min(ASK_BATCH_MAX, self._ctx.limits.items_per_request_max),
                 name=f"agree-{node.node_id}",
                 max_concurrent=ASK_IN_FLIGHT,
+                owner=self._ctx.tasks,
             )
         query = A.AgreeQuery(
             payload_hash=digest, tx_id=tx_id, pre_state_hash=own[0], delta_hash=own[1]
